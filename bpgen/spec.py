@@ -152,7 +152,11 @@ class _Ctx:
                strict: bool = False) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.fail(where, f"expected a number, got {_kind(value)}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            self.fail(where, "expected a finite number, got an integer too large "
+                             "for a float")
         if not math.isfinite(value):
             self.fail(where, f"expected a finite number, got {value}")
         if value < min_value or (strict and value == min_value):
@@ -196,15 +200,45 @@ def load_spec(source: "str | os.PathLike | dict") -> Spec:
             text = fh.read()
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: cannot read the file: not UTF-8 text "
+                        f"(byte {exc.start})") from None
     import yaml
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_key_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "YAML"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}: {where}: invalid YAML: {problem}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit integer
+        raise SpecError(f"{path}: YAML: invalid YAML: "
+                        f"{str(exc).splitlines()[0] or type(exc).__name__}") from None
     return validate(data, path)
+
+
+def _unique_key_loader():
+    """A SafeLoader that refuses duplicate mapping keys (plain PyYAML keeps the
+    last one silently, e.g. ``{units: 32, units: 10}``)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen = set()
+                for key_node, _ in node.value:
+                    if (not isinstance(key_node, yaml.ScalarNode)
+                            or key_node.tag == "tag:yaml.org,2002:merge"):
+                        continue
+                    key = self.construct_object(key_node)
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r}",
+                            key_node.start_mark)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def validate(data: Any, source: str = "<dict>") -> Spec:
@@ -232,12 +266,18 @@ def validate(data: Any, source: str = "<dict>") -> Spec:
     for i, raw in enumerate(layers_raw):
         layer = _layer(ctx, raw, i, shape, inp)
         if layer.name in seen:
-            ctx.fail(f"layers[{i}].name", f"duplicate layer name {layer.name!r} "
-                                         f"(also layers[{seen[layer.name]}])")
+            j = seen[layer.name]
+            # a default name l<i> may collide with an explicit name elsewhere:
+            # blame the explicit one, since layers[i].name may not exist
+            if "name" in raw:
+                extra = "" if "name" in layers_raw[j] else ", by default"
+                ctx.fail(f"layers[{i}].name", f"duplicate layer name {layer.name!r} "
+                                             f"(also layers[{j}]{extra})")
+            ctx.fail(f"layers[{j}].name", f"{layer.name!r} is also the default name "
+                                         f"of layers[{i}]; choose another name")
         seen[layer.name] = i
         layers.append(layer)
         shape = layer.out_shape
-    # default names l<i> may collide with explicit names of other layers
     loss = _loss(ctx, data["loss"], inp)
     if len(shape) != 1:
         ctx.fail("layers", f"the last layer's output has per-sample shape {shape}; "

@@ -1,0 +1,79 @@
+"""``bpgen.build``: validate, generate, write atomically, import."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+
+from .codegen import Generated, generate
+from .spec import Spec, load_spec
+
+__all__ = ["build", "write_sources", "import_module"]
+
+BACKENDS = ("numpy", "c")
+
+
+def _spec(spec) -> Spec:
+    return spec if isinstance(spec, Spec) else load_spec(spec)
+
+
+def write_sources(gen: Generated, out_dir) -> list:
+    """Write the generated files; each appears whole or not at all."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for fname, text in sorted(gen.files.items()):
+        path = os.path.join(out_dir, fname)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                if fh.read() == text:       # unchanged: keep the file (and its mtime)
+                    written.append(path)
+                    continue
+        except OSError:
+            pass
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{fname}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        written.append(path)
+    return written
+
+
+def import_module(path: str, module: str):
+    """Import a generated module from its file under a unique name."""
+    with open(path, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()[:16]
+    modname = f"_bpgen_generated.{module}_{digest}"
+    if modname in sys.modules:
+        return sys.modules[modname]
+    spec = importlib.util.spec_from_file_location(modname, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[modname]
+        raise
+    return mod
+
+
+def build(spec, backend: str = "numpy", out_dir=None, *, progress=None):
+    """Generate, write and import the module for ``spec``; see :func:`bpgen.build`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    s = _spec(spec)
+    gen = generate(s, backend)          # everything is generated before anything is written
+    out_dir = os.fspath(out_dir) if out_dir is not None else "generated"
+    if backend == "c":
+        from .cbuild import compile_extension
+        # compile first: a failed compilation leaves no half-built module behind
+        compile_extension(gen, out_dir, progress=progress)
+    paths = write_sources(gen, out_dir)
+    main = [p for p in paths if p.endswith(gen.module + ".py")][0]
+    return import_module(main, gen.module)

@@ -1,0 +1,134 @@
+"""Stage 3: the derived graph -> one lowered program per generated function.
+
+A :class:`Program` is plain data: the ordered ops that compute the requested
+outputs from the inputs, after dead-code elimination and fusion of
+single-use elementwise maps into their consumer, with the storage of every
+temporary laid out in one workspace (offsets linear in the batch size N).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .ir import Graph, Op, Var
+
+__all__ = ["Program", "lower", "size_coeffs"]
+
+
+@dataclass
+class Program:
+    name: str
+    inputs: list          # variable names, in signature order
+    outputs: list         # variable names, in signature order
+    ops: list             # list[Op]
+    vars: dict            # name -> Var (only those the program touches)
+    forward_ops: list     # the graph's forward ops (for "Grad of" comments)
+    workspace: dict       # temp name -> (a, b): offset = a*N + b
+    workspace_size: tuple  # (a, b): total = a*N + b elements
+
+
+def size_coeffs(shape: tuple) -> tuple:
+    """Number of elements of ``shape`` as (a, b) meaning a*N + b."""
+    n_factor, const = 0, 1
+    for d in shape:
+        if d == "N":
+            n_factor += 1
+        else:
+            const *= d
+    if n_factor == 0:
+        return (0, const)
+    if n_factor == 1:
+        return (const, 0)
+    raise ValueError(f"shape {shape} is not linear in N")
+
+
+def _uses(ops: list, outputs: list) -> dict:
+    uses: dict[str, int] = {}
+    for op in ops:
+        for a in op.args:
+            uses[a] = uses.get(a, 0) + 1
+    for o in outputs:
+        uses[o] = uses.get(o, 0) + 1
+    return uses
+
+
+def _dce(ops: list, outputs: list) -> list:
+    live = set(outputs)
+    keep = []
+    for op in reversed(ops):
+        if op.out in live:
+            keep.append(op)
+            live.update(op.args)
+    return list(reversed(keep))
+
+
+def _fuse(ops: list, outputs: list, vars: dict) -> list:
+    """Inline elementwise maps into the map that consumes them.
+
+    A map is inlined when it is used exactly once and has the consumer's
+    shape (no work is repeated), or when it is a pure broadcast or constant
+    (free to recompute anywhere).
+    """
+    changed = True
+    while changed:
+        changed = False
+        uses = _uses(ops, outputs)
+        producer = {op.out: i for i, op in enumerate(ops)}
+        for ci, op in enumerate(ops):
+            if op.prim != "map":
+                continue
+            for a in op.args:
+                pi = producer.get(a)
+                if pi is None or ops[pi].prim != "map" or a in outputs:
+                    continue
+                p = ops[pi]
+                pexpr = p.attrs["expr"]
+                cheap = pexpr.is_Symbol or not any(
+                    s.name in vars for s in pexpr.free_symbols)
+                same = vars[p.out].shape == vars[op.out].shape
+                if not cheap and not (same and uses[a] == 1):
+                    continue
+                expr = op.attrs["expr"].xreplace({sp.Symbol(a): pexpr})
+                args = tuple(sorted(s.name for s in expr.free_symbols if s.name in vars))
+                ops[ci] = dataclasses.replace(op, args=args, attrs={**op.attrs, "expr": expr})
+                changed = True
+                break
+            if changed:
+                break
+        if changed:
+            ops = _dce(ops, outputs)
+    return ops
+
+
+def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int) -> Program:
+    """The program computing ``outputs`` from ``inputs`` (variable names)."""
+    ops = _dce([dataclasses.replace(op) for op in g.ops], outputs)
+    ops = _fuse(ops, outputs, g.vars)
+    used = set(inputs) | set(outputs)
+    for op in ops:
+        used.add(op.out)
+        used.update(op.args)
+    missing = [a for op in ops for a in op.args
+               if a not in inputs and a not in {o.out for o in ops}]
+    if missing:
+        raise AssertionError(f"{name}: unbound variables {missing}")
+    # workspace: every temporary that is not an output gets its own slot
+    # (no reuse: the backward pass needs most forward values anyway)
+    ws, a_tot, b_tot = {}, 0, 0
+    for op in ops:
+        if op.out in outputs or op.out in ws:
+            continue
+        ws[op.out] = (a_tot, b_tot)
+        a, b = size_coeffs(g.vars[op.out].shape)
+        # keep every slot 8-element aligned for vectorised loops
+        a_tot += -(-a // 8) * 8 if a else 0
+        b_tot += -(-b // 8) * 8 if b else 0
+    return Program(name, list(inputs), list(outputs), ops,
+                   {k: v for k, v in g.vars.items() if k in used},
+                   g.ops[:n_forward], ws, (a_tot, b_tot))
+
+
+def var_of(program: Program, name: str) -> Var:
+    return program.vars[name]
