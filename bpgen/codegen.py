@@ -5,6 +5,7 @@ lines this module computes (``undefined=StrictUndefined``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -274,12 +275,14 @@ def generate(spec: Spec, backend: str) -> Generated:
         f["ws"] = _c_size_pair(progs[f["name"]].workspace_size)
     ctype = "double" if spec.dtype == "float64" else "float"
     suffix = "" if spec.dtype == "float64" else "f"
-    ext_name = f"_bpgen_{spec.name}_{chash[:12]}"
     cctx = dict(common, functions=cfuncs, ctype=ctype,
                 fn={n: n + suffix for n in ("exp", "log1p", "fabs")})
     c_source = _env.get_template("c_module.c.j2").render(**cctx)
     cdef = "\n".join(f"{f['signature']};" for f in cfuncs).replace("restrict ", "")
     cdef = cdef.replace("real", ctype)
+    # named by the code's own hash: a changed generator never reuses a stale extension
+    code_hash = hashlib.sha256((c_source + cdef).encode()).hexdigest()
+    ext_name = f"_bpgen_{spec.name}_{code_hash[:12]}"
     wctx = dict(common, ext_name=ext_name, cdef=cdef, ctype=ctype,
                 ws={f["name"]: f["ws"] for f in cfuncs},
                 c_file=f"{module}.c")
