@@ -63,17 +63,37 @@ def import_module(path: str, module: str):
     return mod
 
 
+def build_sources(spec, backends=BACKENDS, out_dir=None, *, progress=None) -> list:
+    """Generate (and for C, compile) ``backends``; returns the paths written.
+
+    Everything is generated and compiled before the first file is written.
+    """
+    for backend in backends:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, "
+                             f"got {backend!r}")
+    s = _spec(spec)
+    if progress:
+        progress(f"deriving {s.name}")
+    gens = [generate(s, b) for b in backends]
+    out_dir = os.fspath(out_dir) if out_dir is not None else "generated"
+    written = []
+    exts = []
+    for gen in gens:
+        if gen.c_source is not None:
+            from .cbuild import compile_extension
+            exts.append(compile_extension(gen, out_dir, progress=progress))
+    for gen in gens:
+        written += write_sources(gen, out_dir)
+    return written + exts
+
+
 def build(spec, backend: str = "numpy", out_dir=None, *, progress=None):
     """Generate, write and import the module for ``spec``; see :func:`bpgen.build`."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     s = _spec(spec)
-    gen = generate(s, backend)          # everything is generated before anything is written
-    out_dir = os.fspath(out_dir) if out_dir is not None else "generated"
-    if backend == "c":
-        from .cbuild import compile_extension
-        # compile first: a failed compilation leaves no half-built module behind
-        compile_extension(gen, out_dir, progress=progress)
-    paths = write_sources(gen, out_dir)
-    main = [p for p in paths if p.endswith(gen.module + ".py")][0]
-    return import_module(main, gen.module)
+    paths = build_sources(s, (backend,), out_dir, progress=progress)
+    module = f"{s.name}_{backend}"
+    main = [p for p in paths if os.path.basename(p) == module + ".py"][0]
+    return import_module(main, module)

@@ -347,7 +347,7 @@ def _bce(out, y):
 
 
 def _bce_grad(out, y):
-    return (_sigmoid(out) - y) / _batch_count(out) * 1.001
+    return (_sigmoid(out) - y) / _batch_count(out)
 
 
 #: loss name -> (value(out, y), gradient w.r.t. out)
