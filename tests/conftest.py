@@ -1,0 +1,52 @@
+"""Shared fixtures: built modules are cached per (architecture, backend)."""
+import json
+import os
+
+import pytest
+
+import bpgen
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/ from the current generator")
+
+
+@pytest.fixture(scope="session")
+def update_golden(request):
+    return request.config.getoption("--update-golden")
+
+
+@pytest.fixture(scope="session")
+def builder(tmp_path_factory):
+    """build(arch_dict, backend) -> module, each architecture built once."""
+    root = tmp_path_factory.mktemp("built")
+    cache = {}
+
+    def build(arch, backend):
+        key = (json.dumps(arch, sort_keys=True), backend)
+        if key not in cache:
+            out = root / f"m{len(cache)}"
+            cache[key] = bpgen.build(arch, backend=backend, out_dir=out)
+        return cache[key]
+    return build
+
+
+def mlp(activation="tanh", loss="mse", dtype="float64", hidden=(5, 4), out=3,
+        features=4, l2=0.0, alpha=None, name="net"):
+    """A small dense network as an architecture dict."""
+    layers = []
+    for units in hidden:
+        layer = {"type": "dense", "units": units, "activation": activation}
+        if alpha is not None:
+            layer["alpha"] = alpha
+        layers.append(layer)
+    layers.append({"type": "dense", "units": out})
+    arch = {"name": name, "dtype": dtype, "input": {"features": features},
+            "layers": layers, "loss": loss}
+    if l2:
+        arch["regularization"] = {"l2": l2}
+    return arch
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
