@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 
 import jinja2
@@ -232,7 +233,8 @@ def generate(spec: Spec, backend: str) -> Generated:
     module = module_names(spec, backend)
     common = {
         "version": __version__,
-        "source": spec.source,
+        # the file's base name only: output must not depend on the working directory
+        "source": os.path.basename(spec.source),
         "hash": chash,
         "name": spec.name,
         "module": module,

@@ -166,17 +166,17 @@ class Graph:
         r, _ = self.shape(a)
         return self._emit("rowmax", base, (r, 1), (a,), {}, label)
 
-    def reduce_to(self, a: str, shape: tuple, base: str = "s") -> str:
+    def reduce_to(self, a: str, shape: tuple, base: str = "s", label: str = "") -> str:
         """Sum ``a`` over the axes along which ``shape`` was broadcast."""
         sa = self.shape(a)
         if sa == tuple(shape):
             return a
         if shape == (1, 1):
-            return self.sum(a, None, base)
+            return self.sum(a, None, base, label)
         if shape[0] == 1 and sa[0] != 1:
-            a = self.sum(a, 0, base)
+            a = self.sum(a, 0, base, label)
         if shape[1] == 1 and self.shape(a)[1] != 1:
-            a = self.sum(a, 1, base)
+            a = self.sum(a, 1, base, label)
         return a
 
 
@@ -221,7 +221,7 @@ def _vjp_map(g: Graph, op: Op, gout: str) -> dict[str, str]:
             d = d.subs(expr, out_sym)
         full = g.map(sp.Symbol(gout) * d, base="d_" + a, shape=op_shape(g, op),
                      label="δ" + g.vars[a].label)
-        res[a] = g.reduce_to(full, g.shape(a), base="d_" + a)
+        res[a] = g.reduce_to(full, g.shape(a), base="d_" + a, label="δ" + g.vars[a].label)
     return res
 
 
@@ -288,5 +288,7 @@ def grad(g: Graph, loss: str, wrt: list[str]) -> dict[str, str]:
 def _total(g: Graph, name: str, parts: list[str]) -> str:
     if len(parts) == 1:
         return parts[0]
+    for i, p in enumerate(parts):      # the parts are summands of the total
+        g.vars[p].label = f"{g.vars[p].label}[{i + 1}]"
     return g.map(sp.Add(*[sp.Symbol(p) for p in parts]), base="d_" + name,
                  shape=g.shape(name), label="δ" + g.vars[name].label)

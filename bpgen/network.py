@@ -37,7 +37,7 @@ class Derivation:
 
 def _dense(g: Graph, layer: LayerSpec, x: str, p: dict) -> str:
     n = layer.name
-    xw = g.matmul(x, p["W"], base=f"{n}_XW", label=f"({g.vars[x].label}·W_{n})",
+    xw = g.matmul(x, p["W"], base=f"{n}_XW", label=f"XW_{n}",
                   comment=f"{n}: affine part")
     z = g.map(g.sym(xw) + g.sym(p["b"]), base=f"{n}_Z", label=f"Z_{n}",
               comment=f"{n}: pre-activation Z = X·W + 1·b")
@@ -122,7 +122,8 @@ def derive(spec: Spec) -> Derivation:
         sq = []
         for key, var in params.items():
             if key.rsplit(".", 1)[1] in REGULARISED:
-                sq.append(g.sym(g.sum(g.map(g.sym(var) ** 2, base=f"{var}_sq"), None,
+                sq.append(g.sym(g.sum(g.map(g.sym(var) ** 2, base=f"{var}_sq",
+                                            label=f"{g.vars[var].label}^∘2"), None,
                                       base=f"{var}_sqsum", label=f"‖{g.vars[var].label}‖²")))
         loss_expr = loss_expr + lam / 2 * sp.Add(*sq)
     loss = g.map(loss_expr, base="loss", shape=(1, 1), label="L",

@@ -11,6 +11,7 @@ import sympy as sp
 from sympy.codegen.ast import float32, real
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 
@@ -113,7 +114,8 @@ class EquationPrinter(StrPrinter):
         return f"{float(e):.6g}"
 
     def _print_Mul(self, e):
-        coeff, terms = e.as_coeff_mul()
+        coeff, rest = e.as_coeff_Mul()
+        terms = rest.args if rest.is_Mul else (rest,)
         if coeff == -1:
             return "-" + self._mul(terms)
         if coeff != 1:
@@ -130,11 +132,12 @@ class EquationPrinter(StrPrinter):
         return " ⊙ ".join(parts)
 
     def _print_Pow(self, e):
+        base = self.parenthesize(e.base, PRECEDENCE["Pow"])
         if e.exp == -1:
-            return f"1/{self.parenthesize(e.base, 1000)}"
+            return f"1/{base}"
         if e.exp == 2:
-            return f"{self.parenthesize(e.base, 1000)}^∘2"
-        return f"{self.parenthesize(e.base, 1000)}^∘{self._print(e.exp)}"
+            return f"{base}^∘2"
+        return f"{base}^∘{self.parenthesize(e.exp, PRECEDENCE['Pow'])}"
 
     def _print_Piecewise(self, e):
         parts = [f"{self._print(v)} if {self._print(c)}" for v, c in e.args[:-1]]

@@ -13,16 +13,12 @@ _LEGEND = ("Notation: · matrix product, ⊙ elementwise product, ^∘2 elementw
            "δV = ∂L/∂V.  Shapes are (rows, cols) with N the batch size.")
 
 
-def _labels(prog) -> dict:
-    return {name: (v.label or name) for name, v in prog.vars.items()}
-
-
 def render(arch, latex: bool = False) -> str:
     """The derivation of ``arch`` (a path or dict) as printable text."""
     spec = load_spec(arch)
     d = derive(spec)
     prog = programs(d)["loss_and_grad"]
-    names = _labels(prog)
+    names = {name: (v.label or name) for name, v in d.graph.vars.items()}
     out = []
     if latex:
         out.append(f"% bpgen: {spec.name}, derived equations (loss and gradient)")
