@@ -70,23 +70,30 @@ def _check_params(params, what="params"):
     if not isinstance(params, collections.abc.Mapping):
         raise ValueError(f"{what}: expected a dict of arrays keyed like PARAM_SHAPES, "
                          f"got {type(params).__name__}")
-    for key in params:
-        if key not in PARAM_SHAPES:
-            raise ValueError(f"{what}: unknown key {key!r} (expected: "
-                             f"{', '.join(PARAM_SHAPES)})")
+    if len(params) != len(PARAM_SHAPES):
+        for key in params:
+            if key not in PARAM_SHAPES:
+                raise ValueError(f"{what}: unknown key {key!r} (expected: "
+                                 f"{', '.join(PARAM_SHAPES)})")
     out = []
     for key, shape in PARAM_SHAPES.items():
-        if key not in params:
-            raise ValueError(f"{what}: missing key {key!r}")
-        arr = _as_array(params[key], f"{what}[{key!r}]")
-        if arr.shape != shape:
-            raise ValueError(f"{what}[{key!r}]: expected shape {shape}, got {arr.shape}")
+        try:
+            arr = params[key]
+        except KeyError:
+            raise ValueError(f"{what}: missing key {key!r}") from None
+        # fast path: already a contiguous array of the right dtype and shape
+        if not (type(arr) is numpy.ndarray and arr.dtype == DTYPE
+                and arr.flags.c_contiguous and arr.shape == shape):
+            arr = _as_array(arr, f"{what}[{key!r}]")
+            if arr.shape != shape:
+                raise ValueError(f"{what}[{key!r}]: expected shape {shape}, got {arr.shape}")
         out.append(arr)
     return out
 
 
 def _check_x(x):
-    arr = _as_array(x, "x")
+    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE
+                and x.flags.c_contiguous) else _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
@@ -112,7 +119,8 @@ def _check_y(y, n):
         onehot = numpy.zeros((n, OUTPUT_UNITS), dtype=DTYPE)
         onehot[numpy.arange(n), labels] = 1
         return onehot
-    arr = _as_array(y, "y")
+    arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE
+                and y.flags.c_contiguous) else _as_array(y, "y")
     if arr.shape != (n, OUTPUT_UNITS):
         raise ValueError(f"y: expected shape ({n}, {OUTPUT_UNITS}), got {arr.shape}")
     if LOSS == "sigmoid_binary_cross_entropy" and not ((arr >= 0) & (arr <= 1)).all():
@@ -131,21 +139,23 @@ def unflatten(vector):
     arr = _as_array(vector, "vector")
     if arr.shape != (N_PARAMS,):
         raise ValueError(f"vector: expected shape ({N_PARAMS},), got {arr.shape}")
-    out, off = {}, 0
+    return {key: arr[a:b].reshape(shape).copy() for key, a, b, shape in _SLICES}
+
+
+def _slices():
+    out, off = [], 0
     for key, shape in PARAM_SHAPES.items():
         size = math.prod(shape)
-        out[key] = arr[off:off + size].reshape(shape).copy()
+        out.append((key, off, off + size, shape))
         off += size
     return out
+
+
+_SLICES = _slices()
 
 
 def _grads_dict(flat):
-    out, off = {}, 0
-    for key, shape in PARAM_SHAPES.items():
-        size = math.prod(shape)
-        out[key] = flat[off:off + size].reshape(shape)
-        off += size
-    return out
+    return {key: flat[a:b].reshape(shape) for key, a, b, shape in _SLICES}
 
 
 def forward(params, x):
