@@ -38,6 +38,10 @@ LAYER_TYPES = ("dense", "rnn", "lstm", "gru", "birnn", "conv2d",
 # Layer types this version can derive; the others are recognised and refused
 # with a clear message.
 SUPPORTED_LAYER_TYPES = ("dense", "flatten")
+RECURRENT_TYPES = ("rnn", "lstm", "gru", "birnn")
+CELLS = ("rnn", "lstm", "gru")
+# gate blocks stacked in each recurrent cell's weights (contract order)
+CELL_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 DTYPES = ("float64", "float32")
 
 
@@ -64,6 +68,7 @@ class LayerSpec:
     alpha: float | None = None      # activation option, if it has one
     units: int | None = None
     params: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    cell: str | None = None         # recurrent cell: rnn, lstm, gru (birnn: its cell)
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ class Spec:
             "input": {"kind": self.input.kind, "shape": list(self.input.shape)},
             "layers": [
                 {"type": lay.type, "name": lay.name, "activation": lay.activation,
-                 "alpha": lay.alpha, "units": lay.units,
+                 "alpha": lay.alpha, "units": lay.units, "cell": lay.cell,
                  "in": list(lay.in_shape), "out": list(lay.out_shape)}
                 for lay in self.layers],
             "loss": {"type": self.loss.type, "steps": self.loss.steps},
@@ -241,8 +246,13 @@ def _unique_key_loader():
     return UniqueKeyLoader
 
 
-def validate(data: Any, source: str = "<dict>") -> Spec:
-    """Validate a parsed architecture mapping into a :class:`Spec`."""
+def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -> Spec:
+    """Validate a parsed architecture mapping into a :class:`Spec`.
+
+    Sequence inputs and recurrent layers are validated fully but refused
+    unless ``experimental`` (the reference implementation already has them;
+    the generator does not yet).
+    """
     ctx = _Ctx(source)
     if not isinstance(data, dict):
         ctx.fail("top level", f"expected a mapping with name, input, layers, loss; "
@@ -264,7 +274,7 @@ def validate(data: Any, source: str = "<dict>") -> Spec:
     seen: dict[str, int] = {}
     shape = inp.shape
     for i, raw in enumerate(layers_raw):
-        layer = _layer(ctx, raw, i, shape, inp)
+        layer = _layer(ctx, raw, i, shape, inp, experimental)
         if layer.name in seen:
             j = seen[layer.name]
             # a default name l<i> may collide with an explicit name elsewhere:
@@ -279,9 +289,15 @@ def validate(data: Any, source: str = "<dict>") -> Spec:
         layers.append(layer)
         shape = layer.out_shape
     loss = _loss(ctx, data["loss"], inp)
-    if len(shape) != 1:
+    seq_out = inp.kind == "sequence" and len(shape) == 2
+    if len(shape) != 1 and not seq_out:
         ctx.fail("layers", f"the last layer's output has per-sample shape {shape}; "
                            f"a loss needs a flat output (add flatten and dense)")
+    if loss.steps == "last" and not seq_out:
+        ctx.fail("loss.steps", "steps: last needs a sequence output (one with a step axis)")
+    if inp.kind == "sequence" and not experimental:
+        ctx.fail("input.steps", "sequence inputs are not supported yet by this "
+                                "version of bpgen")
     if loss.type == "softmax_cross_entropy" and shape[0] < 2:
         ctx.fail("loss", "softmax_cross_entropy needs at least 2 output units")
 
@@ -297,8 +313,9 @@ def validate(data: Any, source: str = "<dict>") -> Spec:
         bptt = ctx.mapping(data["bptt"], "bptt")
         ctx.keys(bptt, "bptt", ("truncate",), required=("truncate",))
         truncate = ctx.pos_int(bptt["truncate"], "bptt.truncate")
-        ctx.fail("bptt", "only recurrent networks take bptt, and this network "
-                         "has no recurrent layer")
+        if not any(lay.type in RECURRENT_TYPES for lay in layers):
+            ctx.fail("bptt", "only recurrent networks take bptt, and this network "
+                             "has no recurrent layer")
     return Spec(name=name, dtype=dtype, input=inp, layers=tuple(layers), loss=loss,
                 l2=l2, truncate=truncate, source=source)
 
@@ -309,9 +326,8 @@ def _input(ctx: _Ctx, raw: Any) -> InputSpec:
     if keys <= {"features", "steps"} and "features" in keys:
         f = ctx.pos_int(raw["features"], "input.features")
         if "steps" in raw:
-            ctx.pos_int(raw["steps"], "input.steps")
-            ctx.fail("input.steps", "sequence inputs need recurrent layers, "
-                                    "which this version does not support yet")
+            t = ctx.pos_int(raw["steps"], "input.steps")
+            return InputSpec("sequence", (t, f))
         return InputSpec("features", (f,))
     if keys == {"channels", "height", "width"}:
         c = ctx.pos_int(raw["channels"], "input.channels")
@@ -328,17 +344,20 @@ def _input(ctx: _Ctx, raw: Any) -> InputSpec:
 
 
 def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
-           inp: InputSpec) -> LayerSpec:
+           inp: InputSpec, experimental: bool = False) -> LayerSpec:
     where = f"layers[{i}]"
     raw = ctx.mapping(raw, where)
     if "type" not in raw:
         ctx.fail(f"{where}.type", "required key is missing")
     ltype = ctx.choice(raw["type"], f"{where}.type", LAYER_TYPES, "layer type")
-    if ltype not in SUPPORTED_LAYER_TYPES:
+    supported = SUPPORTED_LAYER_TYPES + (RECURRENT_TYPES if experimental else ())
+    if ltype not in supported:
         ctx.fail(f"{where}.type", f"layer type {ltype!r} is not supported yet by "
                                   f"this version of bpgen (supported: "
                                   f"{', '.join(SUPPORTED_LAYER_TYPES)})")
     name = ctx.identifier(raw["name"], f"{where}.name") if "name" in raw else f"l{i}"
+    if ltype in RECURRENT_TYPES:
+        return _recurrent(ctx, raw, i, name, ltype, in_shape, inp)
     if ltype == "flatten":
         ctx.keys(raw, where, ("type", "name"))
         return LayerSpec("flatten", name, i, in_shape, (math.prod(in_shape),))
@@ -357,15 +376,70 @@ def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
     elif "alpha" in raw:
         ctx.fail(f"{where}.alpha", f"activation {act!r} takes no alpha "
                                    f"(only leaky_relu and elu do)")
-    if len(in_shape) != 1:
+    on_steps = inp.kind == "sequence" and len(in_shape) == 2
+    if len(in_shape) != 1 and not on_steps:
         ctx.fail(f"{where}", f"dense needs a flat input but gets per-sample shape "
                              f"{in_shape}; add a flatten layer before it")
-    fan_in = in_shape[0]
+    fan_in = in_shape[-1]
     if fan_in * units > 10**8:
         ctx.fail(f"{where}.units", f"weight matrix {fan_in}x{units} is too large")
-    return LayerSpec("dense", name, i, in_shape, (units,), activation=act,
+    out_shape = (in_shape[0], units) if on_steps else (units,)
+    return LayerSpec("dense", name, i, in_shape, out_shape, activation=act,
                      alpha=alpha, units=units,
                      params=(("W", (fan_in, units)), ("b", (units,))))
+
+
+def _activation(ctx: _Ctx, raw: dict, where: str, default: str):
+    act = ctx.choice(raw.get("activation", default), f"{where}.activation",
+                     tuple(ACTIVATIONS), "activation")
+    alpha = None
+    if "alpha" in ACTIVATIONS[act]:
+        alpha = ACTIVATIONS[act]["alpha"]
+        if "alpha" in raw:
+            alpha = ctx.number(raw["alpha"], f"{where}.alpha", strict=(act == "elu"))
+    elif "alpha" in raw:
+        ctx.fail(f"{where}.alpha", f"activation {act!r} takes no alpha "
+                                   f"(only leaky_relu and elu do)")
+    return act, alpha
+
+
+def _cell_params(cell: str, fan_in: int, h: int, prefix: str = "") -> tuple:
+    g = CELL_GATES[cell] * h
+    if cell == "gru":
+        return ((f"{prefix}Wx", (fan_in, g)), (f"{prefix}Wh", (h, g)),
+                (f"{prefix}bx", (g,)), (f"{prefix}bh", (g,)))
+    return ((f"{prefix}Wx", (fan_in, g)), (f"{prefix}Wh", (h, g)), (f"{prefix}b", (g,)))
+
+
+def _recurrent(ctx: _Ctx, raw: dict, i: int, name: str, ltype: str,
+               in_shape: tuple, inp: InputSpec) -> LayerSpec:
+    where = f"layers[{i}]"
+    cell = ltype if ltype != "birnn" else None
+    allowed = ["type", "name", "units"]
+    if ltype == "birnn":
+        allowed.append("cell")
+        cell = ctx.choice(raw.get("cell", "rnn"), f"{where}.cell", CELLS, "cell")
+    if cell == "rnn":
+        allowed += ["activation", "alpha"]
+    ctx.keys(raw, where, tuple(allowed), required=("units",))
+    units = ctx.pos_int(raw["units"], f"{where}.units")
+    act, alpha = (_activation(ctx, raw, where, "tanh") if cell == "rnn"
+                  else ("tanh", None))
+    if inp.kind != "sequence" or len(in_shape) != 2:
+        ctx.fail(where, f"{ltype} needs a sequence input ({{features: F, steps: T}}) "
+                        f"but gets per-sample shape {in_shape}")
+    steps, fan_in = in_shape
+    if CELL_GATES[cell] * units * max(fan_in, units) > 10**8:
+        ctx.fail(f"{where}.units", f"{units} units make too large a weight matrix")
+    if ltype == "birnn":
+        params = _cell_params(cell, fan_in, units, "fwd.") + _cell_params(cell, fan_in,
+                                                                          units, "bwd.")
+        out = (steps, 2 * units)
+    else:
+        params = _cell_params(cell, fan_in, units)
+        out = (steps, units)
+    return LayerSpec(ltype, name, i, in_shape, out, activation=act, alpha=alpha,
+                     units=units, params=params, cell=cell)
 
 
 def _loss(ctx: _Ctx, raw: Any, inp: InputSpec) -> LossSpec:
@@ -377,6 +451,4 @@ def _loss(ctx: _Ctx, raw: Any, inp: InputSpec) -> LossSpec:
     steps = "all"
     if "steps" in raw:
         steps = ctx.choice(raw["steps"], "loss.steps", ("all", "last"), "steps value")
-        if inp.kind != "sequence":
-            ctx.fail("loss.steps", "steps applies to sequence inputs only")
     return LossSpec(ltype, steps)
