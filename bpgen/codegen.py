@@ -59,30 +59,77 @@ def programs(d: Derivation) -> dict:
     }
 
 
-def _blocks(prog: Program, op_line) -> list:
-    """Ops grouped into commented blocks: forward, then one block per
-    forward op that the backward pass differentiates."""
+def _head(prog: Program, key, first: bool) -> list:
+    if key is None:
+        return ["forward pass"] if first else ["total gradients"]
+    fop = prog.forward_ops[key]
+    head = [f"Grad of: {op_equation(fop)}"]
+    if fop.comment:
+        head.append(f"  ({fop.comment})")
+    return head
+
+
+def _blocks(prog: Program, emitter) -> list:
+    """Ops grouped into commented blocks: the forward pass, then one block per
+    forward op that the backward pass differentiates.  A loop is one block
+    whose lines hold the loop and, indented, its own commented blocks."""
     blocks, current_key = [], object()
-    for op in prog.ops:
-        key = op.grad_of
-        if key != current_key:
-            if key is None and not blocks:
-                head = ["forward pass"]
-            elif key is None:
-                head = ["total gradients"]
-            else:
-                fop = prog.forward_ops[key]
-                head = [f"Grad of: {op_equation(fop)}"]
-                if fop.comment:
-                    head.append(f"  ({fop.comment})")
-            blocks.append({"head": head, "lines": []})
-            current_key = key
-        blocks[-1]["lines"].extend(op_line(op))
+    ops, i = prog.ops, 0
+    while i < len(ops):
+        op = ops[i]
+        if op.loop is None:
+            if op.grad_of != current_key:
+                blocks.append({"head": _head(prog, op.grad_of, not blocks), "lines": []})
+                current_key = op.grad_of
+            blocks[-1]["lines"].extend(emitter.op(op, None))
+            i += 1
+            continue
+        j = i
+        while j < len(ops) and ops[j].loop == op.loop:
+            j += 1
+        info = prog.loops[op.loop]
+        lines, inner_key = [], object()
+        for lop in ops[i:j]:
+            if lop.grad_of != inner_key:
+                inner_key = lop.grad_of
+                lines.append("")
+                lines += [emitter.comment(h) for h in _head(prog, lop.grad_of, False)]
+            lines += emitter.op(lop, op.loop)
+        defined = [o.out for o in ops[i:j]]
+        body = emitter.loop(op.loop, info, defined, lines)
+        blocks.append({"head": [f"loop over time steps: {info['label']}"], "lines": body})
+        current_key = object()
+        i = j
     return blocks
 
 
 def _is_backward(op) -> bool:
     return op.grad_of is not None
+
+
+class _Emitter:
+    """What both languages share: where a variable lives inside a loop."""
+
+    def __init__(self, prog: Program, dtype: str):
+        self.prog, self.dtype = prog, dtype
+
+    def shape(self, name: str, loop) -> tuple:
+        """Shape as seen at this point: one step of a sequence inside a loop."""
+        shape = self.prog.vars[name].shape
+        if loop is not None and shape[0] == self.prog.loops[loop]["seq"]:
+            return ("N", shape[1])
+        return shape
+
+    def stepped(self, name: str, loop) -> bool:
+        """True if ``name`` is stored for every step and indexed by t here."""
+        return (loop is not None and name not in self.prog.step_vars
+                and self.prog.vars[name].shape[0] == self.prog.loops[loop]["seq"])
+
+    def heads(self, op) -> list:
+        lines = []
+        if op.comment and not _is_backward(op):
+            lines.append(self.comment(op.comment))
+        return lines
 
 
 # ---------------------------------------------------------------------------
@@ -92,44 +139,89 @@ def _np_dim(d) -> str:
     return "N" if d == "N" else str(d)
 
 
-def _numpy_op(prog: Program, dtype: str):
-    printer = NumpyPrinter()
+class _NumpyEmitter(_Emitter):
+    def comment(self, text: str) -> str:
+        return f"# {text}"
 
-    def line(op):
+    def acc(self, name: str, loop) -> str:
+        return f"{name}[r0:r1]" if self.stepped(name, loop) else name
+
+    def op(self, op, loop) -> list:
         out = op.out
-        shape = prog.vars[out].shape
+        shape = self.shape(out, loop)
+        acc = lambda n: self.acc(n, loop)  # noqa: E731
         eq = op_equation(op)
+        lines = self.heads(op)
         if op.prim == "matmul":
             a, b = op.args
-            rhs = f"{a}{'.T' if op.attrs['ta'] else ''} @ {b}{'.T' if op.attrs['tb'] else ''}"
+            rhs = (f"{acc(a)}{'.T' if op.attrs['ta'] else ''} @ "
+                   f"{acc(b)}{'.T' if op.attrs['tb'] else ''}")
         elif op.prim == "map":
             expr = numeric(op.attrs["expr"])
-            rhs = printer.doprint(expr)
-            arg_shapes = [prog.vars[a].shape for a in op.args]
+            rhs = NumpyPrinter({}, {a: acc(a) for a in op.args}).doprint(expr)
+            arg_shapes = [self.shape(a, loop) for a in op.args]
             if not arg_shapes or broadcast_shape(arg_shapes) != shape:
                 rhs = f"_full({rhs}, ({_np_dim(shape[0])}, {_np_dim(shape[1])}))"
         elif op.prim == "sum":
             axis = op.attrs["axis"]
-            rhs = (f"{op.args[0]}.sum(keepdims=True)" if axis is None
-                   else f"{op.args[0]}.sum(axis={axis}, keepdims=True)")
+            src = acc(op.args[0])
+            rhs = (f"{src}.sum(keepdims=True)" if axis is None
+                   else f"{src}.sum(axis={axis}, keepdims=True)")
         elif op.prim == "rowmax":
-            rhs = f"{op.args[0]}.max(axis=1, keepdims=True)"
+            rhs = f"{acc(op.args[0])}.max(axis=1, keepdims=True)"
+        elif op.prim == "cols":
+            rhs = f"{acc(op.args[0])}[:, {op.attrs['start']}:{op.attrs['stop']}]"
+        elif op.prim == "place_cols":
+            rhs = f"_place_cols({acc(op.args[0])}, {op.attrs['start']}, {op.attrs['total']})"
+        elif op.prim == "concat":
+            rhs = f"numpy.concatenate([{', '.join(acc(a) for a in op.args)}], axis=1)"
+        elif op.prim == "rows":
+            blk = op.attrs["block"]
+            rhs = f"{acc(op.args[0])}[{blk}*N:{blk + 1}*N]"
+        elif op.prim == "place_rows":
+            rhs = f"_place_rows({acc(op.args[0])}, {op.attrs['block']}, {op.attrs['steps']})"
+        elif op.prim == "prev":
+            (src,) = op.args
+            lines.append(self.comment(eq))
+            zero = (f"{acc(out)} = 0" if self.stepped(out, loop)
+                    else f"{out} = numpy.zeros((N, {shape[1]}), dtype=DTYPE)")
+            return lines + ["if it == 0:", f"    {zero}", "else:",
+                            f"    {acc(out)} = {src}[q0:q1]"]
+        elif op.prim == "cut":
+            (a,) = op.args
+            steps = self.prog.loops[loop]["steps"]
+            fwd = f"{steps - 1} - t" if op.attrs["forward_reverse"] else "t"
+            lines.append(self.comment(eq))
+            return lines + [f"{acc(out)} = 0 * {acc(a)} if ({fwd}) % {op.attrs['every']} == 0 "
+                            f"else {acc(a)}"]
         else:
             raise ValueError(op.prim)
-        lines = []
-        if op.comment and not _is_backward(op):
-            lines.append(f"# {op.comment}")
-        code = f"{out} = {rhs}"
+        code = f"{acc(out)} = {rhs}"
         if eq.replace(" ", "") != code.replace(" ", ""):
-            lines.append(f"# {eq}")
+            lines.append(self.comment(eq))
         lines.append(code)
         return lines
-    return line
+
+    def loop(self, lid, info, defined, body) -> list:
+        steps = info["steps"]
+        lines = [f"{name} = numpy.empty(({steps}*N, {self.prog.vars[name].shape[1]}), "
+                 f"dtype=DTYPE)" for name in defined
+                 if name not in self.prog.step_vars and name not in self.prog.outputs]
+        lines += [f"for it in range({steps}):",
+                  f"    t = {steps - 1} - it" if info["reverse"] else "    t = it",
+                  "    r0, r1 = t*N, t*N + N  # rows of step t",
+                  "    q0, q1 = " + ("r1, r1 + N" if info["reverse"] else "r0 - N, r0")
+                  + "  # rows of the previous iteration's step"]
+        lines += [("    " + line) if line else "" for line in body]
+        return lines
 
 
 def _numpy_function(prog: Program, dtype: str) -> dict:
+    # outputs defined in a loop are written step by step: allocate them first
+    pre = [f"{o} = numpy.empty(({prog.vars[o].shape[0]}, {prog.vars[o].shape[1]}), "
+           f"dtype=DTYPE)" for o in prog.outputs if prog.vars[o].loop is not None]
     return {"name": prog.name, "args": prog.inputs, "returns": prog.outputs,
-            "blocks": _blocks(prog, _numpy_op(prog, dtype))}
+            "pre": pre, "blocks": _blocks(prog, _NumpyEmitter(prog, dtype))}
 
 
 # ---------------------------------------------------------------------------
@@ -148,60 +240,111 @@ def _c_dim(d) -> str:
     return "N" if d == "N" else str(d)
 
 
-def _c_op(prog: Program, dtype: str):
-    def line(op):
+class _CEmitter(_Emitter):
+    def comment(self, text: str) -> str:
+        return f"/* {text} */"
+
+    def ptr(self, name: str, loop) -> str:
+        if self.stepped(name, loop):
+            return f"({name} + t*{self.prog.vars[name].shape[1]}*N)"
+        return name
+
+    def op(self, op, loop) -> list:
         out = op.out
-        r, c = prog.vars[out].shape
-        lines = []
-        if op.comment and not _is_backward(op):
-            lines.append(f"/* {op.comment} */")
-        lines.append(f"/* {op_equation(op)} */")
+        r, c = self.shape(out, loop)
+        ptr = lambda n: self.ptr(n, loop)  # noqa: E731
+        lines = self.heads(op)
+        lines.append(self.comment(op_equation(op)))
+        size = f"sizeof(real)*(size_t)({_c_size((r, c))})"
         if op.prim == "matmul":
             a, b = op.args
             ta, tb = op.attrs["ta"], op.attrs["tb"]
-            sa = prog.vars[a].shape
+            sa = self.shape(a, loop)
             k = sa[0] if ta else sa[1]
             kind = ("t" if ta else "n") + ("t" if tb else "n")
             lines.append(f"bpg_gemm_{kind}({_c_dim(r)}, {_c_dim(c)}, {_c_dim(k)}, "
-                         f"{a}, {b}, {out});")
+                         f"{ptr(a)}, {ptr(b)}, {ptr(out)});")
         elif op.prim == "map":
             expr = numeric(op.attrs["expr"])
-            shapes = {a: prog.vars[a].shape for a in op.args}
-            flat = all(s == (r, c) or s == (1, 1) for s in shapes.values())
+            shapes = {a: self.shape(a, loop) for a in op.args}
+            flat = all(sh == (r, c) or sh == (1, 1) for sh in shapes.values())
             access = {}
-            for a, s in shapes.items():
-                if s == (1, 1):
-                    access[a] = f"{a}[0]"
-                elif s == (r, c):
-                    access[a] = f"{a}[k]"
-                elif s[0] == 1:
-                    access[a] = f"{a}[cc]"
+            for a, sh in shapes.items():
+                p = ptr(a)
+                if sh == (1, 1):
+                    access[a] = f"{p}[0]"
+                elif sh == (r, c):
+                    access[a] = f"{p}[k]"
+                elif sh[0] == 1:
+                    access[a] = f"{p}[cc]"
                 else:
-                    access[a] = f"{a}[rr]"
-            rhs = CPrinter(access, dtype).doprint(expr)
+                    access[a] = f"{p}[rr]"
+            rhs = CPrinter(access, self.dtype).doprint(expr)
+            dst = ptr(out)
             if flat:
                 lines.append(f"for (int64_t k = 0; k < {_c_size((r, c))}; k++) "
-                             f"{out}[k] = {rhs};")
+                             f"{dst}[k] = {rhs};")
             else:
                 lines += [f"for (int64_t rr = 0; rr < {_c_dim(r)}; rr++) {{",
                           f"    for (int64_t cc = 0; cc < {_c_dim(c)}; cc++) {{",
                           f"        const int64_t k = rr*{_c_dim(c)} + cc;",
-                          f"        {out}[k] = {rhs};",
+                          f"        {dst}[k] = {rhs};",
                           "    }", "}"]
-        elif op.prim == "sum":
+        elif op.prim in ("sum", "rowmax"):
             (a,) = op.args
-            ar, ac = prog.vars[a].shape
-            axis = op.attrs["axis"]
-            fn = {0: "bpg_colsum", 1: "bpg_rowsum", None: "bpg_sumall"}[axis]
-            lines.append(f"{fn}({_c_dim(ar)}, {_c_dim(ac)}, {a}, {out});")
-        elif op.prim == "rowmax":
+            ar, ac = self.shape(a, loop)
+            fn = ("bpg_rowmax" if op.prim == "rowmax" else
+                  {0: "bpg_colsum", 1: "bpg_rowsum", None: "bpg_sumall"}[op.attrs["axis"]])
+            lines.append(f"{fn}({_c_dim(ar)}, {_c_dim(ac)}, {ptr(a)}, {ptr(out)});")
+        elif op.prim == "cols":
             (a,) = op.args
-            ar, ac = prog.vars[a].shape
-            lines.append(f"bpg_rowmax({_c_dim(ar)}, {_c_dim(ac)}, {a}, {out});")
+            lines.append(f"bpg_copy_cols({_c_dim(r)}, {c}, {ptr(a)}, {self.shape(a, loop)[1]}, "
+                         f"{op.attrs['start']}, {ptr(out)}, {c}, 0);")
+        elif op.prim == "place_cols":
+            (a,) = op.args
+            lines.append(f"memset({ptr(out)}, 0, {size});")
+            lines.append(f"bpg_copy_cols({_c_dim(r)}, {self.shape(a, loop)[1]}, {ptr(a)}, "
+                         f"{self.shape(a, loop)[1]}, 0, {ptr(out)}, {c}, {op.attrs['start']});")
+        elif op.prim == "concat":
+            pos = 0
+            for a in op.args:
+                w = self.shape(a, loop)[1]
+                lines.append(f"bpg_copy_cols({_c_dim(r)}, {w}, {ptr(a)}, {w}, 0, "
+                             f"{ptr(out)}, {c}, {pos});")
+                pos += w
+        elif op.prim == "rows":
+            (a,) = op.args
+            lines.append(f"memcpy({ptr(out)}, {a} + {op.attrs['block']}*{c}*N, {size});")
+        elif op.prim == "place_rows":
+            (a,) = op.args
+            lines.append(f"memset({out}, 0, sizeof(real)*(size_t)({_c_size((self.prog.vars[out].shape))}));")
+            lines.append(f"memcpy({out} + {op.attrs['block']}*{c}*N, {ptr(a)}, "
+                         f"sizeof(real)*(size_t)({c}*N));")
+        elif op.prim == "prev":
+            (src,) = op.args
+            lines += [f"if (it == 0) memset({ptr(out)}, 0, {size});",
+                      f"else memcpy({ptr(out)}, {src} + q*{c}*N, {size});"]
+        elif op.prim == "cut":
+            (a,) = op.args
+            steps = self.prog.loops[loop]["steps"]
+            fwd = f"{steps - 1} - t" if op.attrs["forward_reverse"] else "t"
+            lines += [f"if (({fwd}) % {op.attrs['every']} == 0) memset({ptr(out)}, 0, {size});",
+                      f"else memcpy({ptr(out)}, {ptr(a)}, {size});"]
         else:
             raise ValueError(op.prim)
         return lines
-    return line
+
+    def loop(self, lid, info, defined, body) -> list:
+        steps = info["steps"]
+        lines = [f"for (int64_t it = 0; it < {steps}; it++) {{",
+                 f"    const int64_t t = {steps - 1} - it;" if info["reverse"]
+                 else "    const int64_t t = it;",
+                 "    const int64_t q = " + ("t + 1" if info["reverse"] else "t - 1")
+                 + ";  /* the previous iteration's step */",
+                 "    (void)q;"]
+        lines += [("    " + line) if line else "" for line in body]
+        lines.append("}")
+        return lines
 
 
 def _c_function(prog: Program, dtype: str, out_storage: dict) -> dict:
@@ -209,11 +352,14 @@ def _c_function(prog: Program, dtype: str, out_storage: dict) -> dict:
     decls = []
     for name, (a, b) in prog.workspace.items():
         off = " + ".join(p for p in ([f"{a}*N" if a else ""] + [str(b) if b else ""]) if p) or "0"
-        decls.append(f"real *const {name} = ws + {off};  /* {_shape_str(prog.vars[name].shape)} */")
+        shape = prog.vars[name].shape
+        if name in prog.step_vars:
+            shape = ("N", shape[1])
+        decls.append(f"real *const {name} = ws + {off};  /* {_shape_str(shape)} */")
     for name, ptr in out_storage.items():
         decls.append(f"real *const {name} = {ptr};  /* {_shape_str(prog.vars[name].shape)} */")
     return {"name": prog.name, "decls": decls,
-            "blocks": _blocks(prog, _c_op(prog, dtype)),
+            "blocks": _blocks(prog, _CEmitter(prog, dtype)),
             "inputs": prog.inputs}
 
 
@@ -249,6 +395,10 @@ def generate(spec: Spec, backend: str) -> Generated:
         "regularised": [k for k in keys if k.rsplit(".", 1)[1] in ("W", "Wx", "Wh")],
         "fan": {k: _fans(s) for k, s in shapes.items()},
         "spec_json": json.dumps(spec.canonical(), sort_keys=True),
+        "steps": spec.input.shape[0] if spec.input.kind == "sequence" else None,
+        "loss_steps": spec.loss.steps,
+        "batch_expr": ("x.shape[0]" if spec.input.kind != "sequence"
+                       else f"x.shape[0] // {spec.input.shape[0]}"),
     }
     if backend == "numpy":
         ctx = dict(common, functions=[_numpy_function(progs[n], spec.dtype)

@@ -22,8 +22,26 @@ def op_rhs(op: Op, names: dict, latex: bool = False) -> str:
         if latex:
             return latex_expr(op.attrs["expr"], names)
         return EquationPrinter(names).doprint(op.attrs["expr"])
+    if op.prim == "concat":
+        parts = [names.get(x, x) for x in op.args]
+        return (r"\left[" + ", ".join(parts) + r"\right]") if latex else "[" + ", ".join(parts) + "]"
+    if op.prim == "prev":
+        a = names.get(op.args[0], op.args[0]) if op.args else "?"
+        return f"{a}(previous iteration; 0 at the first)"
     (a,) = op.args
     a = names.get(a, a)
+    if op.prim == "cols":
+        return f"{a}[:, {op.attrs['start']}:{op.attrs['stop']}]"
+    if op.prim == "place_cols":
+        return (f"[0, {a}, 0] (columns {op.attrs['start']}:{op.attrs['stop']} "
+                f"of {op.attrs['total']})")
+    if op.prim == "rows":
+        return f"{a}[step {op.attrs['block']}]"
+    if op.prim == "place_rows":
+        return f"{a} at step {op.attrs['block']} of {op.attrs['steps']} (zeros elsewhere)"
+    if op.prim == "cut":
+        return (f"{a}, or 0 where the forward step is a multiple of {op.attrs['every']} "
+                f"(truncated BPTT)")
     if op.prim == "sum":
         axis = op.attrs["axis"]
         if latex:

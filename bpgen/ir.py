@@ -14,8 +14,25 @@ of its rules in one place (shape, reverse-mode rule, equation):
              where the result does not depend on it (the shift of a
              log-sum-exp)
 
+Structural primitives move blocks around: ``cols``/``place_cols``/``concat``
+(column blocks, e.g. the gates of an LSTM) and ``rows``/``place_rows`` (the
+blocks of N rows that hold one time step).
+
 Everything else (layers, losses, regularisation, the backward pass) is
-composed from these, so the chain rule is just the four ``vjp`` rules below.
+composed from these, so the chain rule is just the ``vjp`` rules below.
+
+Sequences and loops.  A sequence of T steps is stored time-major as a
+``(T*N, cols)`` matrix whose rows ``t*N .. t*N+N-1`` are step t (its row
+dimension is the string ``"T*N"``, e.g. ``"5*N"``).  Ops created between
+:meth:`Graph.loop_begin` and :meth:`Graph.loop_end` form a loop over the
+steps: inside it, every sequence is seen as its current step, an ``(N, cols)``
+matrix, and every variable the loop defines is a sequence outside it.  The
+``prev`` primitive reads a loop variable at the previous iteration (zero at
+the first), which is how recurrent state is carried.  Reverse mode turns a
+loop into a loop running the other way: ``prev`` becomes a ``prev`` of the
+cotangent (the carried state cotangent), and contributions to parameters
+are computed after that loop over whole sequences, as one matrix product
+(``dW = Hᵀ·Δ`` summed over all steps at once).
 """
 from __future__ import annotations
 
@@ -55,6 +72,22 @@ def dim_str(d) -> str:
     return str(d)
 
 
+def seq_dim(steps: int) -> str:
+    """The row dimension of a time-major sequence of ``steps`` steps."""
+    return f"{steps}*N"
+
+
+def dim_coeffs(d) -> tuple:
+    """A dimension as (a, b) meaning a*N + b."""
+    if isinstance(d, int):
+        return (0, d)
+    if d == "N":
+        return (1, 0)
+    k, n = d.split("*")
+    assert n == "N", d
+    return (int(k), 0)
+
+
 @dataclass
 class Var:
     """A matrix value.  ``role``: input, param, target, temp."""
@@ -63,6 +96,7 @@ class Var:
     role: str = "temp"
     label: str = ""            # how equations show it, e.g. "Z_l0" or "δZ_l0"
     differentiable: bool = False
+    loop: int | None = None    # the loop that defines it (it is a sequence outside)
 
     @property
     def symbol(self) -> sp.Symbol:
@@ -77,6 +111,7 @@ class Op:
     attrs: dict = field(default_factory=dict)
     grad_of: int | None = None   # index of the forward op this backward op differentiates
     comment: str = ""            # what this op computes, for emitted code
+    loop: int | None = None      # the loop this op runs in, if any
 
 
 class Graph:
@@ -87,6 +122,22 @@ class Graph:
         self.ops: list[Op] = []
         self.producer: dict[str, int] = {}
         self._grad_of: int | None = None
+        self.loops: dict[int, dict] = {}    # id -> {"steps", "reverse", "seq"}
+        self.loop: int | None = None       # the loop being built
+
+    # ---- loops --------------------------------------------------------------
+    def loop_begin(self, steps: int, reverse: bool = False, label: str = "") -> int:
+        """Start a loop over ``steps`` time steps (descending when ``reverse``)."""
+        if self.loop is not None:
+            raise ValueError("loops do not nest")
+        lid = len(self.loops)
+        self.loops[lid] = {"steps": steps, "reverse": reverse, "seq": seq_dim(steps),
+                           "label": label}
+        self.loop = lid
+        return lid
+
+    def loop_end(self) -> None:
+        self.loop = None
 
     # ---- variables -----------------------------------------------------
     def unique(self, base: str) -> str:
@@ -103,11 +154,23 @@ class Graph:
     def var(self, base: str, shape: tuple, role: str = "temp", label: str = "",
             differentiable: bool = False) -> str:
         name = self.unique(base)
-        self.vars[name] = Var(name, tuple(shape), role, label or name, differentiable)
+        shape = tuple(shape)
+        loop = self.loop
+        if loop is not None:
+            # defined per step inside the loop: a sequence outside it
+            if shape[0] != "N":
+                raise ValueError(f"{name}: a loop variable must have N rows, got {shape}")
+            shape = (self.loops[loop]["seq"], shape[1])
+        self.vars[name] = Var(name, shape, role, label or name, differentiable, loop)
         return name
 
     def shape(self, name: str) -> tuple:
-        return self.vars[name].shape
+        """The shape of ``name`` where ops are being added: inside a loop a
+        sequence is seen as one step."""
+        shape = self.vars[name].shape
+        if self.loop is not None and shape[0] == self.loops[self.loop]["seq"]:
+            return ("N", shape[1])
+        return shape
 
     def sym(self, name: str) -> sp.Symbol:
         return sp.Symbol(name)
@@ -118,7 +181,8 @@ class Graph:
         diff = any(self.vars[a].differentiable for a in args) and prim != "rowmax"
         out = self.var(base, shape, "temp", label, diff)
         self.producer[out] = len(self.ops)
-        self.ops.append(Op(prim, out, tuple(args), attrs, self._grad_of, comment))
+        self.ops.append(Op(prim, out, tuple(args), attrs, self._grad_of, comment,
+                           self.loop))
         return out
 
     def matmul(self, a: str, b: str, ta: bool = False, tb: bool = False,
@@ -166,6 +230,74 @@ class Graph:
         r, _ = self.shape(a)
         return self._emit("rowmax", base, (r, 1), (a,), {}, label)
 
+    def cols(self, a: str, start: int, stop: int, base: str = "c", label: str = "") -> str:
+        """Columns ``start:stop`` of ``a``."""
+        r, c = self.shape(a)
+        if not 0 <= start < stop <= c:
+            raise ValueError(f"cols {start}:{stop} out of range for {a} {(r, c)}")
+        if (start, stop) == (0, c):
+            return a
+        return self._emit("cols", base, (r, stop - start), (a,),
+                          {"start": start, "stop": stop}, label)
+
+    def place_cols(self, a: str, start: int, total: int, base: str = "c",
+                   label: str = "") -> str:
+        """``a`` placed at columns ``start:`` of a zero matrix ``total`` wide."""
+        r, c = self.shape(a)
+        if (start, c) == (0, total):
+            return a
+        return self._emit("place_cols", base, (r, total), (a,),
+                          {"start": start, "stop": start + c, "total": total}, label)
+
+    def concat(self, parts: list, base: str = "cat", label: str = "") -> str:
+        """Column-wise concatenation [A, B, ...] of matrices with equal rows."""
+        if len(parts) == 1:
+            return parts[0]
+        rows = {self.shape(p)[0] for p in parts}
+        if len(rows) != 1:
+            raise ValueError(f"concat of different row counts: {parts}")
+        width = sum(self.shape(p)[1] for p in parts)
+        return self._emit("concat", base, (rows.pop(), width), tuple(parts), {}, label)
+
+    def rows(self, a: str, block: int, base: str = "r", label: str = "") -> str:
+        """Step ``block`` (rows block*N .. block*N+N-1) of the sequence ``a``."""
+        r, c = self.shape(a)
+        steps, _ = dim_coeffs(r)
+        if not 0 <= block < steps or dim_coeffs(r)[1]:
+            raise ValueError(f"rows: step {block} out of range for {a} {(r, c)}")
+        return self._emit("rows", base, ("N", c), (a,), {"block": block, "steps": steps},
+                          label)
+
+    def place_rows(self, a: str, block: int, steps: int, base: str = "r",
+                   label: str = "") -> str:
+        """``a`` (N rows) placed at step ``block`` of a zero sequence of ``steps``."""
+        r, c = self.shape(a)
+        return self._emit("place_rows", base, (seq_dim(steps), c), (a,),
+                          {"block": block, "steps": steps}, label)
+
+    def state(self, shape: tuple, base: str = "prev", label: str = "") -> str:
+        """A recurrent state read: the value, at the previous iteration of the
+        current loop, of a loop variable bound later with :meth:`bind_state`
+        (zero at the first iteration)."""
+        if self.loop is None:
+            raise ValueError("state() outside a loop")
+        out = self._emit("prev", base, tuple(shape), (), {}, label)
+        self.vars[out].differentiable = True
+        return out
+
+    def bind_state(self, state: str, source: str) -> None:
+        op = self.ops[self.producer[state]]
+        if self.shape(source) != self.shape(state):
+            raise ValueError(f"state {state} {self.shape(state)} bound to {source} "
+                             f"{self.shape(source)}")
+        op.args = (source,)
+
+    def cut(self, a: str, every: int, forward_reverse: bool, base: str = "cut") -> str:
+        """``a``, but zero at the iterations whose forward step index is a
+        multiple of ``every`` (the truncated-BPTT boundaries)."""
+        return self._emit("cut", base, self.shape(a), (a,),
+                          {"every": every, "forward_reverse": forward_reverse})
+
     def reduce_to(self, a: str, shape: tuple, base: str = "s", label: str = "") -> str:
         """Sum ``a`` over the axes along which ``shape`` was broadcast."""
         sa = self.shape(a)
@@ -181,22 +313,27 @@ class Graph:
 
 
 # ---------------------------------------------------------------------------
-# Reverse-mode rules, one per primitive.  Each takes the graph, the op and the
-# cotangent of its output (a variable name) and returns {arg: cotangent}.
+# Reverse-mode rules, one per primitive.  Each takes the graph, the op, the
+# cotangent of its output (a variable name) and the arguments wanted (None:
+# all differentiable ones), and returns {arg: cotangent}.
 
-def _vjp_matmul(g: Graph, op: Op, gout: str) -> dict[str, str]:
+def _wanted(g: Graph, a: str, only) -> bool:
+    return g.vars[a].differentiable and (only is None or a in only)
+
+
+def _vjp_matmul(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
     a, b = op.args
     ta, tb = op.attrs["ta"], op.attrs["tb"]
     res = {}
     da, db_ = "d_" + a, "d_" + b
     la, lb = "δ" + g.vars[a].label, "δ" + g.vars[b].label
-    if g.vars[a].differentiable:
+    if _wanted(g, a, only):
         # C = A B -> dA = dC Bᵀ ; C = Aᵀ B -> dA = B dCᵀ
         if not ta:
             res[a] = g.matmul(gout, b, False, not tb, base=da, label=la)
         else:
             res[a] = g.matmul(b, gout, tb, True, base=da, label=la)
-    if g.vars[b].differentiable:
+    if _wanted(g, b, only):
         # C = A B -> dB = Aᵀ dC ; C = A Bᵀ -> dB = dCᵀ A
         if not tb:
             res[b] = g.matmul(a, gout, not ta, False, base=db_, label=lb)
@@ -205,12 +342,12 @@ def _vjp_matmul(g: Graph, op: Op, gout: str) -> dict[str, str]:
     return res
 
 
-def _vjp_map(g: Graph, op: Op, gout: str) -> dict[str, str]:
+def _vjp_map(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
     expr = op.attrs["expr"]
     out_sym = sp.Symbol(op.out)
     res = {}
     for a in op.args:
-        if not g.vars[a].differentiable:
+        if not _wanted(g, a, only):
             continue
         d = sp.diff(expr, sp.Symbol(a))
         if d == 0:
@@ -219,27 +356,65 @@ def _vjp_map(g: Graph, op: Op, gout: str) -> dict[str, str]:
         # (tanh' = 1 - a**2, sigmoid' = a (1 - a), exp' = exp)
         if not expr.is_Symbol:
             d = d.subs(expr, out_sym)
-        full = g.map(sp.Symbol(gout) * d, base="d_" + a, shape=op_shape(g, op),
+        full = g.map(sp.Symbol(gout) * d, base="d_" + a, shape=g.shape(op.out),
                      label="δ" + g.vars[a].label)
         res[a] = g.reduce_to(full, g.shape(a), base="d_" + a, label="δ" + g.vars[a].label)
     return res
 
 
-def op_shape(g: Graph, op: Op) -> tuple:
-    return g.shape(op.out)
-
-
-def _vjp_sum(g: Graph, op: Op, gout: str) -> dict[str, str]:
+def _vjp_sum(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
     (a,) = op.args
-    if not g.vars[a].differentiable:
+    if not _wanted(g, a, only):
         return {}
     # broadcast the cotangent back to the summed shape
     return {a: g.map(sp.Symbol(gout), base="d_" + a, shape=g.shape(a),
                      label="δ" + g.vars[a].label)}
 
 
-def _vjp_none(g: Graph, op: Op, gout: str) -> dict[str, str]:
+def _vjp_none(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
     return {}
+
+
+def _vjp_cols(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
+    (a,) = op.args
+    if not _wanted(g, a, only):
+        return {}
+    return {a: g.place_cols(gout, op.attrs["start"], g.shape(a)[1], base="d_" + a,
+                            label="δ" + g.vars[a].label)}
+
+
+def _vjp_place_cols(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
+    (a,) = op.args
+    if not _wanted(g, a, only):
+        return {}
+    return {a: g.cols(gout, op.attrs["start"], op.attrs["stop"], base="d_" + a,
+                      label="δ" + g.vars[a].label)}
+
+
+def _vjp_concat(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
+    res, start = {}, 0
+    for a in op.args:
+        width = g.shape(a)[1]
+        if _wanted(g, a, only):
+            res[a] = g.cols(gout, start, start + width, base="d_" + a,
+                            label="δ" + g.vars[a].label)
+        start += width
+    return res
+
+
+def _vjp_rows(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
+    (a,) = op.args
+    if not _wanted(g, a, only):
+        return {}
+    return {a: g.place_rows(gout, op.attrs["block"], op.attrs["steps"], base="d_" + a,
+                            label="δ" + g.vars[a].label)}
+
+
+def _vjp_place_rows(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
+    (a,) = op.args
+    if not _wanted(g, a, only):
+        return {}
+    return {a: g.rows(gout, op.attrs["block"], base="d_" + a, label="δ" + g.vars[a].label)}
 
 
 @dataclass(frozen=True)
@@ -253,31 +428,46 @@ PRIMITIVES = {
     "map": Primitive("map", _vjp_map),
     "sum": Primitive("sum", _vjp_sum),
     "rowmax": Primitive("rowmax", _vjp_none),
+    "cols": Primitive("cols", _vjp_cols),
+    "place_cols": Primitive("place_cols", _vjp_place_cols),
+    "concat": Primitive("concat", _vjp_concat),
+    "rows": Primitive("rows", _vjp_rows),
+    "place_rows": Primitive("place_rows", _vjp_place_rows),
+    # prev (recurrent state) is differentiated by grad() itself, loop-wise;
+    # cut only appears in backward loops
 }
 
 
-def grad(g: Graph, loss: str, wrt: list[str]) -> dict[str, str]:
+def grad(g: Graph, loss: str, wrt: list[str], truncate: int | None = None) -> dict[str, str]:
     """Append the reverse pass of ``loss`` w.r.t. ``wrt`` to ``g``.
 
     Returns ``{param var: gradient var}``.  Backward ops record the index of
-    the forward op they differentiate in ``Op.grad_of``.
+    the forward op they differentiate in ``Op.grad_of``.  ``truncate`` = k
+    stops the gradient through recurrent state at every k-step boundary.
     """
     n_forward = len(g.ops)
     cot: dict[str, list[str]] = {loss: [g.map(sp.Integer(1), base="d_" + loss,
                                               shape=g.shape(loss), label="1")]}
-    for idx in range(n_forward - 1, -1, -1):
+    idx = n_forward - 1
+    while idx >= 0:
         op = g.ops[idx]
-        if op.out not in cot or not g.vars[op.out].differentiable and op.out != loss:
+        if op.loop is not None:
+            start = idx
+            while start > 0 and g.ops[start - 1].loop == op.loop:
+                start -= 1
+            _grad_loop(g, list(range(start, idx + 1)), cot, truncate)
+            idx = start - 1
             continue
-        g._grad_of = idx
-        gout = _total(g, op.out, cot.pop(op.out))
-        for arg, ga in PRIMITIVES[op.prim].vjp(g, op, gout).items():
-            cot.setdefault(arg, []).append(ga)
+        if op.out in cot and (g.vars[op.out].differentiable or op.out == loss):
+            g._grad_of = idx
+            gout = _total(g, op.out, cot.pop(op.out))
+            for arg, ga in PRIMITIVES[op.prim].vjp(g, op, gout).items():
+                cot.setdefault(arg, []).append(ga)
+        idx -= 1
     g._grad_of = None
     out = {}
     for w in wrt:
         if w in cot:
-            g._grad_of = None
             out[w] = _total(g, w, cot.pop(w))
         else:
             out[w] = g.map(sp.Integer(0), base="d_" + w, shape=g.shape(w),
@@ -285,10 +475,80 @@ def grad(g: Graph, loss: str, wrt: list[str]) -> dict[str, str]:
     return out
 
 
+def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None:
+    """Reverse mode of one loop: a loop the other way round, then the
+    parameter contributions over whole sequences."""
+    lid = g.ops[indices[0]].loop
+    info = g.loops[lid]
+    seq = info["seq"]
+    g.loop_begin(info["steps"], reverse=not info["reverse"],
+                 label=f"backward of {info['label'] or 'loop'}")
+    carries = {}
+    for i in indices:
+        op = g.ops[i]
+        if op.prim == "prev" and g.vars[op.args[0]].differentiable:
+            # the state's cotangent arrives from the iteration before, i.e.
+            # from the next time step of the forward loop
+            g._grad_of = i
+            src = op.args[0]
+            carries[i] = g.state(g.shape(src), base="carry_" + src,
+                                 label="δ" + g.vars[src].label + "(next)")
+            cot.setdefault(src, []).append(carries[i])
+    deferred = []
+    for i in reversed(indices):
+        op = g.ops[i]
+        g._grad_of = i
+        if op.prim == "prev":
+            if i not in carries:
+                continue
+            parts = cot.pop(op.out, [])
+            if parts:
+                d = _total(g, op.out, parts)
+                if truncate:
+                    d = g.cut(d, truncate, info["reverse"], base="d_" + op.out + "_cut")
+                g.bind_state(carries[i], d)
+            else:     # no gradient reaches the state: the carry is zero
+                carry_op = g.ops[g.producer[carries[i]]]
+                carry_op.prim, carry_op.args = "map", ()
+                carry_op.attrs = {"expr": sp.Integer(0)}
+            continue
+        if op.out not in cot or not g.vars[op.out].differentiable:
+            continue
+        gout = _total(g, op.out, cot.pop(op.out))
+        per_step = {a for a in op.args if g.vars[a].shape[0] == seq}
+        for arg, ga in PRIMITIVES[op.prim].vjp(g, op, gout, only=per_step).items():
+            cot.setdefault(arg, []).append(ga)
+        outer = [a for a in op.args if a not in per_step and g.vars[a].differentiable]
+        if outer:
+            deferred.append((i, op, gout, set(outer)))
+    g.loop_end()
+    # parameters: every step's contribution at once, over whole sequences
+    for i, op, gout, outer in deferred:
+        g._grad_of = i
+        for arg, ga in PRIMITIVES[op.prim].vjp(g, op, gout, only=outer).items():
+            cot.setdefault(arg, []).append(ga)
+    g._grad_of = None
+
+
 def _total(g: Graph, name: str, parts: list[str]) -> str:
     if len(parts) == 1:
         return parts[0]
+    shape = g.shape(name)
+    ops = [g.ops[g.producer[p]] if p in g.producer else None for p in parts]
+    if all(o is not None and o.prim == "place_cols" and o.loop == g.loop for o in ops):
+        # column blocks of one matrix (e.g. LSTM gates): concatenate, no sums
+        spans = sorted((o.attrs["start"], o.attrs["stop"], o.args[0]) for o in ops)
+        if all(a[1] <= b[0] for a, b in zip(spans, spans[1:])):
+            pieces, pos = [], 0
+            for start, stop, src in spans:
+                if start > pos:
+                    pieces.append(g.map(sp.Integer(0), base="zeros", shape=(shape[0], start - pos)))
+                pieces.append(src)
+                pos = stop
+            if pos < shape[1]:
+                pieces.append(g.map(sp.Integer(0), base="zeros", shape=(shape[0], shape[1] - pos)))
+            return g.concat(pieces, base="d_" + name, label="δ" + g.vars[name].label)
     for i, p in enumerate(parts):      # the parts are summands of the total
         g.vars[p].label = f"{g.vars[p].label}[{i + 1}]"
     return g.map(sp.Add(*[sp.Symbol(p) for p in parts]), base="d_" + name,
-                 shape=g.shape(name), label="δ" + g.vars[name].label)
+                 shape=shape, label="δ" + g.vars[name].label)

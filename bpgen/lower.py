@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .ir import Graph, Op, Var
+from .ir import Graph, Op, Var, dim_coeffs
 
 __all__ = ["Program", "lower", "size_coeffs"]
 
@@ -27,16 +27,20 @@ class Program:
     forward_ops: list     # the graph's forward ops (for "Grad of" comments)
     workspace: dict       # temp name -> (a, b): offset = a*N + b
     workspace_size: tuple  # (a, b): total = a*N + b elements
+    loops: dict = dataclasses.field(default_factory=dict)   # loop id -> info
+    step_vars: set = dataclasses.field(default_factory=set)  # loop vars kept one step at a time
 
 
 def size_coeffs(shape: tuple) -> tuple:
     """Number of elements of ``shape`` as (a, b) meaning a*N + b."""
     n_factor, const = 0, 1
     for d in shape:
-        if d == "N":
+        a, b = dim_coeffs(d)
+        if a:
             n_factor += 1
+            const *= a
         else:
-            const *= d
+            const *= b
     if n_factor == 0:
         return (0, const)
     if n_factor == 1:
@@ -55,13 +59,18 @@ def _uses(ops: list, outputs: list) -> dict:
 
 
 def _dce(ops: list, outputs: list) -> list:
+    # a loop's state read (prev) names a variable defined later in the loop,
+    # so liveness is iterated to a fixed point
     live = set(outputs)
-    keep = []
-    for op in reversed(ops):
-        if op.out in live:
-            keep.append(op)
-            live.update(op.args)
-    return list(reversed(keep))
+    while True:
+        keep = []
+        before = len(live)
+        for op in reversed(ops):
+            if op.out in live:
+                keep.append(op)
+                live.update(op.args)
+        if len(live) == before:
+            return list(reversed(keep))
 
 
 def _fuse(ops: list, outputs: list, vars: dict) -> list:
@@ -84,6 +93,8 @@ def _fuse(ops: list, outputs: list, vars: dict) -> list:
                 if pi is None or ops[pi].prim != "map" or a in outputs:
                     continue
                 p = ops[pi]
+                if p.loop != op.loop:
+                    continue
                 pexpr = p.attrs["expr"]
                 cheap = pexpr.is_Symbol or not any(
                     s.name in vars for s in pexpr.free_symbols)
@@ -110,10 +121,20 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int) -> P
     for op in ops:
         used.add(op.out)
         used.update(op.args)
-    missing = [a for op in ops for a in op.args
-               if a not in inputs and a not in {o.out for o in ops}]
+    defined = {o.out for o in ops}
+    missing = [a for op in ops for a in op.args if a not in inputs and a not in defined]
     if missing:
         raise AssertionError(f"{name}: unbound variables {missing}")
+    # a loop variable read only inside its own loop, and not as recurrent
+    # state, needs one step of storage; the others keep every step
+    seq_needed = set(outputs)
+    for op in ops:
+        for a in op.args:
+            v = g.vars[a]
+            if v.loop is not None and (op.loop != v.loop or op.prim == "prev"):
+                seq_needed.add(a)
+    step_vars = {op.out for op in ops
+                 if op.loop is not None and op.out not in seq_needed}
     # workspace: every temporary that is not an output gets its own slot
     # (no reuse: the backward pass needs most forward values anyway)
     ws, a_tot, b_tot = {}, 0, 0
@@ -121,13 +142,16 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int) -> P
         if op.out in outputs or op.out in ws:
             continue
         ws[op.out] = (a_tot, b_tot)
-        a, b = size_coeffs(g.vars[op.out].shape)
+        shape = g.vars[op.out].shape
+        if op.out in step_vars:
+            shape = ("N", shape[1])
+        a, b = size_coeffs(shape)
         # keep every slot 8-element aligned for vectorised loops
         a_tot += -(-a // 8) * 8 if a else 0
         b_tot += -(-b // 8) * 8 if b else 0
     return Program(name, list(inputs), list(outputs), ops,
                    {k: v for k, v in g.vars.items() if k in used},
-                   g.ops[:n_forward], ws, (a_tot, b_tot))
+                   g.ops[:n_forward], ws, (a_tot, b_tot), dict(g.loops), step_vars)
 
 
 def var_of(program: Program, name: str) -> Var:

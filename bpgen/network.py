@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .activations import activation_expr, softplus
-from .ir import NSYM, Graph, grad
+from .activations import activation_expr, sigmoid, softplus
+from .ir import NSYM, Graph, grad, seq_dim
 from .spec import LayerSpec, Spec
 
 __all__ = ["Derivation", "derive", "LAYERS", "LOSSES"]
@@ -51,7 +51,87 @@ def _flatten(g: Graph, layer: LayerSpec, x: str, p: dict) -> str:
     return x
 
 
-LAYERS = {"dense": _dense, "flatten": _flatten}
+def _cell(g: Graph, layer: LayerSpec, x: str, p: dict, prefix: str,
+          reverse: bool) -> str:
+    """One recurrent cell over the whole sequence ``x`` (time-major).
+
+    The input projection x·Wx (+ bias) of every step is one matrix product
+    before the loop; the loop body is the cell's one-step map.
+    """
+    steps = layer.in_shape[0]
+    h_units = layer.units
+    n = layer.name + (f"_{prefix.rstrip('.')}" if prefix else "")
+    cell = layer.cell
+    s = g.sym
+
+    def par(name):
+        return p[prefix + name]
+
+    xw = g.matmul(x, par("Wx"), base=f"{n}_XW", label=f"XW_{n}",
+                  comment=f"{n}: input projection of every step at once")
+    bias = par("bx") if cell == "gru" else par("b")
+    xg = g.map(s(xw) + s(bias), base=f"{n}_XG", label=f"XG_{n}",
+               comment=f"{n}: X·Wx + 1·b")
+    g.loop_begin(steps, reverse=reverse, label=f"{n} ({cell}, "
+                 f"{'t = T-1 .. 0' if reverse else 't = 0 .. T-1'})")
+    hp = g.state(("N", h_units), base=f"{n}_hprev", label=f"H_{n}(prev)")
+
+    def block(v, k):
+        return s(g.cols(v, k * h_units, (k + 1) * h_units, base=f"{v}_{k}",
+                        label=f"{g.vars[v].label}[{k}]"))
+
+    if cell == "rnn":
+        hw = g.matmul(hp, par("Wh"), base=f"{n}_HW", label=f"HW_{n}")
+        act = activation_expr(layer.activation, s(xg) + s(hw), layer.alpha)
+        h = g.map(act, base=f"{n}_H", label=f"H_{n}",
+                  comment=f"{n}: h_t = {layer.activation}(x_t·Wx + b + h_(t-1)·Wh)")
+    elif cell == "lstm":
+        cp = g.state(("N", h_units), base=f"{n}_cprev", label=f"C_{n}(prev)")
+        hw = g.matmul(hp, par("Wh"), base=f"{n}_HW", label=f"HW_{n}")
+        gates = g.map(s(xg) + s(hw), base=f"{n}_G", label=f"G_{n}",
+                      comment=f"{n}: gate pre-activations [i, f, g, o]")
+        ig = g.map(sigmoid(block(gates, 0)), base=f"{n}_i", label=f"I_{n}",
+                   comment=f"{n}: input gate")
+        fg = g.map(sigmoid(block(gates, 1)), base=f"{n}_f", label=f"F_{n}",
+                   comment=f"{n}: forget gate")
+        gg = g.map(sp.tanh(block(gates, 2)), base=f"{n}_g", label=f"Gc_{n}",
+                   comment=f"{n}: cell candidate")
+        og = g.map(sigmoid(block(gates, 3)), base=f"{n}_o", label=f"O_{n}",
+                   comment=f"{n}: output gate")
+        c = g.map(s(fg) * s(cp) + s(ig) * s(gg), base=f"{n}_C", label=f"C_{n}",
+                  comment=f"{n}: c_t = f ⊙ c_(t-1) + i ⊙ g")
+        h = g.map(s(og) * sp.tanh(s(c)), base=f"{n}_H", label=f"H_{n}",
+                  comment=f"{n}: h_t = o ⊙ tanh(c_t)")
+        g.bind_state(cp, c)
+    else:  # gru, as in PyTorch
+        hw = g.matmul(hp, par("Wh"), base=f"{n}_HW", label=f"HW_{n}")
+        hg = g.map(s(hw) + s(par("bh")), base=f"{n}_HG", label=f"HG_{n}",
+                   comment=f"{n}: h_(t-1)·Wh + 1·bh")
+        r = g.map(sigmoid(block(xg, 0) + block(hg, 0)), base=f"{n}_r", label=f"R_{n}",
+                  comment=f"{n}: reset gate")
+        z = g.map(sigmoid(block(xg, 1) + block(hg, 1)), base=f"{n}_z", label=f"Zg_{n}",
+                  comment=f"{n}: update gate")
+        nn = g.map(sp.tanh(block(xg, 2) + s(r) * block(hg, 2)), base=f"{n}_n",
+                   label=f"Nc_{n}", comment=f"{n}: candidate n = tanh(.. + r ⊙ (..))")
+        h = g.map((1 - s(z)) * s(nn) + s(z) * s(hp), base=f"{n}_H", label=f"H_{n}",
+                  comment=f"{n}: h_t = (1 - z) ⊙ n + z ⊙ h_(t-1)")
+    g.bind_state(hp, h)
+    g.loop_end()
+    return h
+
+
+def _recurrent(g: Graph, layer: LayerSpec, x: str, p: dict) -> str:
+    return _cell(g, layer, x, p, "", reverse=False)
+
+
+def _birnn(g: Graph, layer: LayerSpec, x: str, p: dict) -> str:
+    hf = _cell(g, layer, x, p, "fwd.", reverse=False)
+    hb = _cell(g, layer, x, p, "bwd.", reverse=True)
+    return g.concat([hf, hb], base=f"{layer.name}_H", label=f"H_{layer.name}")
+
+
+LAYERS = {"dense": _dense, "flatten": _flatten, "rnn": _recurrent, "lstm": _recurrent,
+          "gru": _recurrent, "birnn": _birnn}
 
 
 # ---------------------------------------------------------------------------
@@ -101,7 +181,11 @@ def _matrix_shape(shape: tuple) -> tuple:
 def derive(spec: Spec) -> Derivation:
     """Build the forward graph of ``spec``, its loss and the reverse pass."""
     g = Graph()
-    x = g.var("x", ("N", spec.input.size), "input", "X")
+    steps = spec.input.shape[0] if spec.input.kind == "sequence" else None
+    if steps is None:
+        x = g.var("x", ("N", spec.input.size), "input", "X")
+    else:   # time-major: rows t*N .. t*N+N-1 are step t
+        x = g.var("x", (seq_dim(steps), spec.input.shape[1]), "input", "X")
     params = {}
     for layer in spec.layers:
         for pname, shape in layer.params:
@@ -113,10 +197,17 @@ def derive(spec: Spec) -> Derivation:
         p = {pn: params[f"{layer.name}.{pn}"] for pn, _ in layer.params}
         h = LAYERS[layer.type](g, layer, h, p)
     output = h
-    y = g.var("y", g.shape(output), "target", "Y")
-    terms = LOSSES[spec.loss.type](g, output, y)
+    scored = output
+    count = NSYM
+    if steps is not None and spec.output_shape[0] == steps and len(spec.output_shape) == 2:
+        if spec.loss.steps == "last":
+            scored = g.rows(output, steps - 1, base="out_last", label="O_last")
+        else:
+            count = NSYM * steps
+    y = g.var("y", g.shape(scored), "target", "Y")
+    terms = LOSSES[spec.loss.type](g, scored, y)
     total = g.sum(terms, None, base="loss_sum", label="Σℓ")
-    loss_expr = g.sym(total) / NSYM
+    loss_expr = g.sym(total) / count
     if spec.l2:
         lam = sp.Float(spec.l2, 17)
         sq = []
@@ -129,6 +220,6 @@ def derive(spec: Spec) -> Derivation:
     loss = g.map(loss_expr, base="loss", shape=(1, 1), label="L",
                  comment="mean over samples (+ 0.5 λ Σ‖W‖²)")
     n_forward = len(g.ops)
-    grads = grad(g, loss, list(params.values()))
+    grads = grad(g, loss, list(params.values()), truncate=spec.truncate)
     grads = {key: grads[var] for key, var in params.items()}
     return Derivation(spec, g, x, y, params, output, loss, grads, n_forward)

@@ -30,10 +30,18 @@ def numeric(expr: sp.Expr) -> sp.Expr:
 
 
 class NumpyPrinter(NumPyPrinter):
-    """Prints an elementwise expression whose symbols are NumPy arrays."""
+    """Prints an elementwise expression whose symbols are NumPy arrays.
 
-    def __init__(self, settings=None):
+    ``access`` maps a symbol name to the expression that reads it (e.g. one
+    step of a sequence, ``h[r0:r1]``); other symbols print as their names.
+    """
+
+    def __init__(self, settings=None, access=None):
         super().__init__({"fully_qualified_modules": True, **(settings or {})})
+        self.access = access or {}
+
+    def _print_Symbol(self, e):
+        return self.access.get(e.name, e.name)
 
     def _print_sigmoid(self, e):
         return f"_sigmoid({self._print(e.args[0])})"

@@ -15,8 +15,12 @@ Public functions
     the network's output before the loss (logits for the cross-entropies).
 ``loss(spec, params, x, y)``
     the scalar loss, regularisation included (a Python float).
-``loss_and_grad(spec, params, x, y)``
-    (loss, dict of gradients) by hand-written backpropagation.
+``loss_and_grad(spec, params, x, y, *, truncate="spec")``
+    (loss, dict of gradients) by hand-written backpropagation (through time
+    for recurrent layers), honouring ``bptt: {truncate: k}`` unless
+    ``truncate`` overrides it (``None``: exact).
+``exact_loss_and_grad(spec, params, x, y)``
+    the same with truncation ignored: the true gradient of the loss.
 ``loss_from_output(spec, out, y)`` / ``output_grad(spec, out, y)``
     the data term of the loss, and its gradient w.r.t. the output.
 ``init_params(spec, seed=0)`` / ``random_batch(spec, n, seed=0)``
@@ -32,7 +36,14 @@ Public functions
 
 Layer types are dispatched through ``LAYER_FORWARD`` / ``LAYER_BACKWARD``
 (type -> function) and losses through ``LOSS_FUNCTIONS``, so new layer types
-(recurrent, convolutional) are added by registering two functions.
+are added by registering two functions.  Recurrent layers (``rnn``, ``lstm``,
+``gru``, ``birnn``; x batch-first (N, T, F)) share one pair, built on the
+per-cell step functions in ``CELLS``; their backward function also takes
+``truncate=k``.
+
+Sequence losses: with ``steps: all`` the output (N, T, K) is compared with y
+of shape (N, T, K) (labels (N, T)) and the mean runs over samples and steps;
+with ``steps: last`` only out[:, -1] is read and y is (N, K) (labels (N,)).
 """
 from __future__ import annotations
 
@@ -47,7 +58,9 @@ __all__ = [
     "ACTIVATIONS", "LOSS_FUNCTIONS", "LAYER_FORWARD", "LAYER_BACKWARD",
     "WEIGHT_NAMES",
     "activation", "activation_grad", "activation_grad2",
-    "forward", "loss", "loss_and_grad", "loss_from_output", "output_grad",
+    "RECURRENT_TYPES", "CELLS",
+    "forward", "loss", "loss_and_grad", "exact_loss_and_grad",
+    "loss_from_output", "output_grad",
     "regularization", "init_params", "random_batch",
     "flatten_params", "unflatten_params",
     "finite_difference_grad", "finite_difference_jacobian",
@@ -298,6 +311,214 @@ LAYER_BACKWARD: dict[str, Callable] = {
 }
 
 
+# --------------------------------------------------------------------------
+# recurrent layers.  x is batch-first (N, T, F).  Each cell is written once,
+# in the order it *reads* the sequence (step s = 0, 1, ..., S-1); a birnn's
+# backward half is the same cell run on the time-reversed input, its outputs
+# reversed back.  Backward is backpropagation through time, the shared
+# weights' gradients summed over the steps.
+#
+# Truncated BPTT (``truncate = k``): the state handed from read step s-1 to
+# read step s is treated as a constant whenever s is a positive multiple of k
+# (after the cell has read k, 2k, ... steps), i.e. the gradient with respect to
+# the incoming state (h, and c for an LSTM) is dropped there -- exactly what
+# detaching the state between chunks of k steps does.  The forward pass and
+# the gradient through the per-step inputs are unaffected.
+
+RECURRENT_TYPES = ("rnn", "lstm", "gru", "birnn")
+
+
+def _cut(s: int, truncate: int | None) -> bool:
+    """Whether the state entering read step ``s`` is detached."""
+    return truncate is not None and s > 0 and s % truncate == 0
+
+
+def _rnn_cell_forward(p, x, act, alpha):
+    """Elman: h_s = act(x_s Wx + h_{s-1} Wh + b), h_{-1} = 0."""
+    n, steps, _ = x.shape
+    units = p["Wh"].shape[0]
+    h = np.zeros((n, units))
+    hs, zs, h_prev = [], [], []
+    for s in range(steps):
+        z = x[:, s] @ p["Wx"] + h @ p["Wh"] + p["b"]
+        h_prev.append(h)
+        h = activation(act, z, alpha)
+        zs.append(z)
+        hs.append(h)
+    return np.stack(hs, axis=1), (x, zs, h_prev, act, alpha)
+
+
+def _rnn_cell_backward(p, cache, dhs, truncate):
+    x, zs, h_prev, act, alpha = cache
+    steps = x.shape[1]
+    g = {k: np.zeros_like(v) for k, v in p.items()}
+    dx = np.zeros_like(x)
+    dh_next = np.zeros_like(h_prev[0])          # dL/dh_s through h_{s+1}
+    for s in reversed(range(steps)):
+        dh = dhs[:, s] + dh_next
+        dz = dh * activation_grad(act, zs[s], alpha)
+        g["Wx"] += x[:, s].T @ dz
+        g["Wh"] += h_prev[s].T @ dz
+        g["b"] += dz.sum(axis=0)
+        dx[:, s] = dz @ p["Wx"].T
+        dh_next = dz @ p["Wh"].T
+        if _cut(s, truncate):
+            dh_next = np.zeros_like(dh_next)
+    return dx, g
+
+
+def _lstm_cell_forward(p, x, act=None, alpha=None):
+    """LSTM, gate blocks [i, f, g, o]:  a = x Wx + h Wh + b,
+    i, f, o = sigmoid, g = tanh;  c_s = f c_{s-1} + i g;  h_s = o tanh(c_s)."""
+    n, steps, _ = x.shape
+    units = p["Wh"].shape[0]
+    h = np.zeros((n, units))
+    c = np.zeros((n, units))
+    hs, steps_cache = [], []
+    for s in range(steps):
+        a = x[:, s] @ p["Wx"] + h @ p["Wh"] + p["b"]
+        i = _sigmoid(a[:, 0 * units:1 * units])
+        f = _sigmoid(a[:, 1 * units:2 * units])
+        gg = np.tanh(a[:, 2 * units:3 * units])
+        o = _sigmoid(a[:, 3 * units:4 * units])
+        c_new = f * c + i * gg
+        tc = np.tanh(c_new)
+        h_new = o * tc
+        steps_cache.append((h, c, i, f, gg, o, tc))
+        h, c = h_new, c_new
+        hs.append(h)
+    return np.stack(hs, axis=1), (x, steps_cache)
+
+
+def _lstm_cell_backward(p, cache, dhs, truncate):
+    x, steps_cache = cache
+    steps = x.shape[1]
+    g = {k: np.zeros_like(v) for k, v in p.items()}
+    dx = np.zeros_like(x)
+    dh_next = np.zeros_like(steps_cache[0][0])
+    dc_next = np.zeros_like(steps_cache[0][1])
+    for s in reversed(range(steps)):
+        h_prev, c_prev, i, f, gg, o, tc = steps_cache[s]
+        dh = dhs[:, s] + dh_next
+        do = dh * tc                                   # h = o tanh(c)
+        dc = dc_next + dh * o * (1.0 - tc * tc)
+        di = dc * gg                                   # c = f c_prev + i g
+        df = dc * c_prev
+        dg = dc * i
+        da = np.concatenate([di * i * (1.0 - i),       # sigmoid'
+                             df * f * (1.0 - f),
+                             dg * (1.0 - gg * gg),     # tanh'
+                             do * o * (1.0 - o)], axis=1)
+        g["Wx"] += x[:, s].T @ da
+        g["Wh"] += h_prev.T @ da
+        g["b"] += da.sum(axis=0)
+        dx[:, s] = da @ p["Wx"].T
+        dh_next = da @ p["Wh"].T
+        dc_next = dc * f
+        if _cut(s, truncate):
+            dh_next = np.zeros_like(dh_next)
+            dc_next = np.zeros_like(dc_next)
+    return dx, g
+
+
+def _gru_cell_forward(p, x, act=None, alpha=None):
+    """GRU as in PyTorch, blocks [r, z, n]:
+    r = sigmoid(x Wx_r + bx_r + h Wh_r + bh_r), z likewise,
+    n = tanh(x Wx_n + bx_n + r * (h Wh_n + bh_n)), h_s = (1 - z) n + z h_{s-1}."""
+    n_, steps, _ = x.shape
+    units = p["Wh"].shape[0]
+    h = np.zeros((n_, units))
+    hs, steps_cache = [], []
+    for s in range(steps):
+        ax = x[:, s] @ p["Wx"] + p["bx"]
+        ah = h @ p["Wh"] + p["bh"]
+        r = _sigmoid(ax[:, :units] + ah[:, :units])
+        z = _sigmoid(ax[:, units:2 * units] + ah[:, units:2 * units])
+        ahn = ah[:, 2 * units:]
+        n = np.tanh(ax[:, 2 * units:] + r * ahn)
+        h_new = (1.0 - z) * n + z * h
+        steps_cache.append((h, r, z, n, ahn))
+        h = h_new
+        hs.append(h)
+    return np.stack(hs, axis=1), (x, steps_cache)
+
+
+def _gru_cell_backward(p, cache, dhs, truncate):
+    x, steps_cache = cache
+    steps = x.shape[1]
+    g = {k: np.zeros_like(v) for k, v in p.items()}
+    dx = np.zeros_like(x)
+    dh_next = np.zeros_like(steps_cache[0][0])
+    for s in reversed(range(steps)):
+        h_prev, r, z, n, ahn = steps_cache[s]
+        dh = dhs[:, s] + dh_next
+        dn = dh * (1.0 - z)
+        dz = dh * (h_prev - n)
+        dan = dn * (1.0 - n * n)                       # pre-activation of n
+        dr = dan * ahn
+        dar = dr * r * (1.0 - r)
+        daz = dz * z * (1.0 - z)
+        dax = np.concatenate([dar, daz, dan], axis=1)           # d (x Wx + bx)
+        dah = np.concatenate([dar, daz, dan * r], axis=1)       # d (h Wh + bh)
+        g["Wx"] += x[:, s].T @ dax
+        g["bx"] += dax.sum(axis=0)
+        g["Wh"] += h_prev.T @ dah
+        g["bh"] += dah.sum(axis=0)
+        dx[:, s] = dax @ p["Wx"].T
+        dh_next = dh * z + dah @ p["Wh"].T
+        if _cut(s, truncate):
+            dh_next = np.zeros_like(dh_next)
+    return dx, g
+
+
+#: cell name -> (forward(p, x, act, alpha) -> (hs, cache),
+#:               backward(p, cache, dhs, truncate) -> (dx, grads))
+CELLS: dict[str, tuple[Callable, Callable]] = {
+    "rnn": (_rnn_cell_forward, _rnn_cell_backward),
+    "lstm": (_lstm_cell_forward, _lstm_cell_backward),
+    "gru": (_gru_cell_forward, _gru_cell_backward),
+}
+
+
+def _cell_of(layer: LayerSpec) -> str:
+    return layer.cell if layer.cell else layer.type
+
+
+def _recurrent_forward(layer: LayerSpec, p: Mapping[str, np.ndarray], a: np.ndarray):
+    cell_fwd, _ = CELLS[_cell_of(layer)]
+    act, alpha = layer.activation, layer.alpha
+    if layer.type != "birnn":
+        return cell_fwd(p, a, act, alpha)
+    pf = {k[4:]: v for k, v in p.items() if k.startswith("fwd.")}
+    pb = {k[4:]: v for k, v in p.items() if k.startswith("bwd.")}
+    hf, cf = cell_fwd(pf, a, act, alpha)
+    hb_rev, cb = cell_fwd(pb, a[:, ::-1], act, alpha)      # reads x_{T-1}, ..., x_0
+    out = np.concatenate([hf, hb_rev[:, ::-1]], axis=2)    # bwd output at t: after x_t
+    return out, (cf, cb)
+
+
+def _recurrent_backward(layer: LayerSpec, p: Mapping[str, np.ndarray], cache, dout,
+                        truncate: int | None = None):
+    _, cell_bwd = CELLS[_cell_of(layer)]
+    if layer.type != "birnn":
+        return cell_bwd(p, cache, dout, truncate)
+    units = layer.units
+    pf = {k[4:]: v for k, v in p.items() if k.startswith("fwd.")}
+    pb = {k[4:]: v for k, v in p.items() if k.startswith("bwd.")}
+    cf, cb = cache
+    dxf, gf = cell_bwd(pf, cf, dout[:, :, :units], truncate)
+    dxb_rev, gb = cell_bwd(pb, cb, dout[:, ::-1, units:], truncate)
+    grads = {f"fwd.{k}": v for k, v in gf.items()}
+    grads.update({f"bwd.{k}": v for k, v in gb.items()})
+    return dxf + dxb_rev[:, ::-1], grads
+
+
+for _t in RECURRENT_TYPES:
+    LAYER_FORWARD[_t] = _recurrent_forward
+    LAYER_BACKWARD[_t] = _recurrent_backward
+del _t
+
+
 # ==========================================================================
 # losses: value(out, y) (mean over the batch axes) and d value / d out
 
@@ -487,9 +708,31 @@ def loss(spec, params, x, y) -> float:
     return loss_from_output(spec, out, y) + regularization(spec, p)
 
 
-def loss_and_grad(spec, params, x, y):
-    """(loss, grads) by textbook backpropagation; grads share params' keys."""
+def _truncate_arg(spec: Spec, truncate) -> int | None:
+    if isinstance(truncate, str) and truncate == "spec":
+        return spec.truncate
+    if truncate is None:
+        return None
+    if isinstance(truncate, bool) or not isinstance(truncate, (int, np.integer)) \
+            or truncate < 1:
+        raise ValueError(f"truncate: expected a positive integer, None or 'spec', "
+                         f"got {truncate!r}")
+    return int(truncate)
+
+
+def loss_and_grad(spec, params, x, y, *, truncate="spec"):
+    """(loss, grads) by textbook backpropagation; grads share params' keys.
+
+    Recurrent layers use backpropagation through time.  ``truncate`` is the
+    BPTT truncation length k: ``"spec"`` (the default) takes ``spec.truncate``
+    (``bptt: {truncate: k}``), ``None`` gives the exact gradient, an integer
+    overrides the spec.  With k, the gradient through each recurrent cell's
+    state (h, and c) is dropped after every k steps the cell reads (a birnn's
+    backward half counts from the last step), as if the state were detached
+    between chunks of k steps.  The loss value never depends on ``truncate``.
+    """
     spec = _spec(spec)
+    k = _truncate_arg(spec, truncate)
     p = _params64(spec, params)
     out, caches = _forward64(spec, p, _x64(spec, x))
     value = loss_from_output(spec, out, y) + regularization(spec, p)
@@ -497,7 +740,12 @@ def loss_and_grad(spec, params, x, y):
     grads: dict[str, np.ndarray] = {}
     d = output_grad(spec, out, y)              # output error dL/dA_L
     for layer, cache in zip(reversed(spec.layers), reversed(caches)):
-        d, g = LAYER_BACKWARD[layer.type](layer, _layer_params(layer, p), cache, d)
+        backward = LAYER_BACKWARD[layer.type]
+        lp = _layer_params(layer, p)
+        if layer.type in RECURRENT_TYPES:
+            d, g = backward(layer, lp, cache, d, truncate=k)
+        else:
+            d, g = backward(layer, lp, cache, d)
         for name, arr in g.items():
             grads[f"{layer.name}.{name}"] = arr
     result = {}
@@ -507,6 +755,12 @@ def loss_and_grad(spec, params, x, y):
             g = g + spec.l2 * p[key]
         result[key] = np.ascontiguousarray(g, dtype=F64)
     return value, result
+
+
+def exact_loss_and_grad(spec, params, x, y):
+    """(loss, exact gradient): :func:`loss_and_grad` ignoring ``bptt.truncate``
+    (the gradient of the loss itself, whose Hessian ``hvp``/``hessian`` give)."""
+    return loss_and_grad(spec, params, x, y, truncate=None)
 
 
 # ==========================================================================
@@ -636,12 +890,13 @@ def finite_difference_jacobian(f: Callable, params: Mapping[str, Any],
 
 
 def finite_difference_hessian(spec, params, x, y, eps: float = 1e-5) -> np.ndarray:
-    """(N_PARAMS, N_PARAMS) Hessian: central differences of the analytic gradient."""
+    """(N_PARAMS, N_PARAMS) Hessian of the loss: central differences of the
+    exact analytic gradient (``bptt.truncate`` is ignored, as for ``hessian``)."""
     spec = _spec(spec)
     p = {k: params[k] for k in spec.param_shapes}
 
     def grad_vec(q):
-        _, g = loss_and_grad(spec, q, x, y)
+        _, g = exact_loss_and_grad(spec, q, x, y)
         return np.concatenate([g[k].ravel() for k in spec.param_shapes])
 
     h = finite_difference_jacobian(grad_vec, p, eps)

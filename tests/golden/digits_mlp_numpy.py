@@ -213,6 +213,19 @@ def _full(value, shape):
     return numpy.broadcast_to(numpy.asarray(value, dtype=DTYPE), shape).copy()
 
 
+def _place_cols(a, start, total):
+    out = numpy.zeros((a.shape[0], total), dtype=DTYPE)
+    out[:, start:start + a.shape[1]] = a
+    return out
+
+
+def _place_rows(a, block, steps):
+    n = a.shape[0]
+    out = numpy.zeros((steps * n, a.shape[1]), dtype=DTYPE)
+    out[block * n:(block + 1) * n] = a
+    return out
+
+
 def _forward(x, l0_W, l0_b, l1_W, l1_b):
     N = x.shape[0]
 
