@@ -390,7 +390,10 @@ def generate(spec: Spec, backend: str) -> Generated:
         "n_params": sum(math.prod(s) for s in shapes.values()),
         "input_shape": tuple(spec.input.shape),
         "input_kind": spec.input.kind,
-        "output_units": spec.output_shape[0],
+        "output_units": spec.output_shape[-1],
+        "seq_out": spec.input.kind == "sequence" and len(spec.output_shape) == 2,
+        "loss_all_steps": (spec.input.kind == "sequence" and len(spec.output_shape) == 2
+                           and spec.loss.steps == "all"),
         "loss_type": spec.loss.type,
         "regularised": [k for k in keys if k.rsplit(".", 1)[1] in ("W", "Wx", "Wh")],
         "fan": {k: _fans(s) for k, s in shapes.items()},
