@@ -24,8 +24,16 @@ PARAM_SHAPES = collections.OrderedDict([
 N_PARAMS = 2410
 #: one sample's input shape; x has shape (N,) + INPUT_SHAPE
 INPUT_SHAPE = (64,)
-#: number of output units; forward() returns (N, OUTPUT_UNITS)
+#: number of output units; forward() returns (N, OUTPUT_UNITS), or
+#: (N, STEPS, OUTPUT_UNITS) for a network whose output has a step axis
 OUTPUT_UNITS = 10
+#: time steps of a sequence input (None for other inputs); sequences are
+#: handed to the generated code time-major, step t in rows t*N .. t*N+N-1
+STEPS = None
+#: True when the output has a step axis
+SEQUENCE_OUTPUT = False
+#: True when the loss reads every step (y has a step axis)
+LOSS_ALL_STEPS = False
 LOSS = "softmax_cross_entropy"
 #: the validated architecture this module was generated from
 ARCHITECTURE = "{\"dtype\": \"float64\", \"input\": {\"kind\": \"features\", \"shape\": [64]}, \"l2\": 0.0001, \"layers\": [{\"activation\": \"tanh\", \"alpha\": null, \"cell\": null, \"in\": [64], \"name\": \"l0\", \"out\": [32], \"type\": \"dense\", \"units\": 32}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [32], \"name\": \"l1\", \"out\": [10], \"type\": \"dense\", \"units\": 10}], \"loss\": {\"steps\": \"all\", \"type\": \"softmax_cross_entropy\"}, \"name\": \"digits_mlp\", \"truncate\": null}"
@@ -98,18 +106,25 @@ def _check_params(params, what="params"):
 
 
 def _check_x(x):
+    """x as the matrix the generated code reads, and the batch size N."""
     arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE
                 and x.flags.c_contiguous) else _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
-    if arr.shape[0] < 1:
+    n = arr.shape[0]
+    if n < 1:
         raise ValueError("x: the batch is empty (N = 0)")
-    return arr.reshape(arr.shape[0], -1)
+    if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
+        return numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(STEPS * n, -1), n
+    return arr.reshape(n, -1), n
 
 
 def _check_y(y, n):
-    """The target as an (N, OUTPUT_UNITS) DTYPE matrix (labels one-hot)."""
+    """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
+    reads: labels one-hot, steps time-major."""
+    steps = STEPS if LOSS_ALL_STEPS else None
+    lead = (n,) if steps is None else (n, steps)
     if LOSS == "softmax_cross_entropy":
         try:
             labels = numpy.asarray(y)
@@ -117,20 +132,23 @@ def _check_y(y, n):
             raise ValueError(f"y: expected integer class labels ({exc})") from None
         if labels.dtype.kind not in "iu":
             raise ValueError(f"y: expected integer class labels, got dtype {labels.dtype}")
-        if labels.shape != (n,):
-            raise ValueError(f"y: expected shape ({n},), got {labels.shape}")
+        if labels.shape != lead:
+            raise ValueError(f"y: expected shape {lead}, got {labels.shape}")
         if labels.size and (labels.min() < 0 or labels.max() >= OUTPUT_UNITS):
             raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
                              f"[{labels.min()}, {labels.max()}]")
-        onehot = numpy.zeros((n, OUTPUT_UNITS), dtype=DTYPE)
-        onehot[numpy.arange(n), labels] = 1
+        flat = labels.ravel() if steps is None else labels.T.ravel()
+        onehot = numpy.zeros((flat.size, OUTPUT_UNITS), dtype=DTYPE)
+        onehot[numpy.arange(flat.size), flat] = 1
         return onehot
     arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE
                 and y.flags.c_contiguous) else _as_array(y, "y")
-    if arr.shape != (n, OUTPUT_UNITS):
-        raise ValueError(f"y: expected shape ({n}, {OUTPUT_UNITS}), got {arr.shape}")
+    if arr.shape != lead + (OUTPUT_UNITS,):
+        raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
     if LOSS == "sigmoid_binary_cross_entropy" and not ((arr >= 0) & (arr <= 1)).all():
         raise ValueError("y: binary cross-entropy targets must lie in [0, 1]")
+    if steps is not None:
+        arr = numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(-1, OUTPUT_UNITS)
     return arr
 
 
@@ -167,22 +185,25 @@ def _grads_dict(flat):
 def forward(params, x):
     """The network's output before the loss, shape (N, OUTPUT_UNITS)."""
     mats = _check_params(params)
-    xm = _check_x(x)
-    return _impl_forward(xm, mats)
+    xm, n = _check_x(x)
+    out = _impl_forward(xm, n, mats)
+    if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
+        return numpy.ascontiguousarray(out.reshape(STEPS, n, -1).transpose(1, 0, 2))
+    return out
 
 
 def loss(params, x, y):
     """The scalar loss (a Python float)."""
     mats = _check_params(params)
-    xm = _check_x(x)
-    return _impl_loss(xm, _check_y(y, xm.shape[0]), mats)
+    xm, n = _check_x(x)
+    return _impl_loss(xm, n, _check_y(y, n), mats)
 
 
 def loss_and_grad(params, x, y):
     """(loss, gradients): a float and a dict shaped like ``params``."""
     mats = _check_params(params)
-    xm = _check_x(x)
-    value, flat = _impl_loss_and_grad(xm, _check_y(y, xm.shape[0]), mats)
+    xm, n = _check_x(x)
+    value, flat = _impl_loss_and_grad(xm, n, _check_y(y, n), mats)
     return value, _grads_dict(flat)
 
 import glob as _glob
@@ -225,17 +246,15 @@ def _ws(name, n):
     return numpy.empty(max(a * n + b, 1), dtype=DTYPE)
 
 
-def _impl_forward(xm, arrs):
-    n = xm.shape[0]
-    out = numpy.empty((n, OUTPUT_UNITS), dtype=DTYPE)
+def _impl_forward(xm, n, arrs):
+    out = numpy.empty((xm.shape[0], OUTPUT_UNITS), dtype=DTYPE)
     lib.bpg_forward(n, ffi.from_buffer(_PTR, xm), *[ffi.from_buffer(_PTR, a) for a in arrs],
                     ffi.from_buffer(_PTR, out, require_writable=True),
                     ffi.from_buffer(_PTR, _ws("forward", n), require_writable=True))
     return out
 
 
-def _impl_loss(xm, ym, arrs):
-    n = xm.shape[0]
+def _impl_loss(xm, n, ym, arrs):
     out = numpy.empty(1, dtype=DTYPE)
     lib.bpg_loss(n, ffi.from_buffer(_PTR, xm), ffi.from_buffer(_PTR, ym),
                  *[ffi.from_buffer(_PTR, a) for a in arrs],
@@ -244,8 +263,7 @@ def _impl_loss(xm, ym, arrs):
     return float(out[0])
 
 
-def _impl_loss_and_grad(xm, ym, arrs):
-    n = xm.shape[0]
+def _impl_loss_and_grad(xm, n, ym, arrs):
     out = numpy.empty(1, dtype=DTYPE)
     grad = numpy.empty(N_PARAMS, dtype=DTYPE)
     lib.bpg_loss_and_grad(n, ffi.from_buffer(_PTR, xm), ffi.from_buffer(_PTR, ym),
