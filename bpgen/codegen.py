@@ -59,9 +59,11 @@ def programs(d: Derivation) -> dict:
     }
 
 
-def _head(prog: Program, key, first: bool) -> list:
+def _head(prog: Program, key, first: bool, backward: bool = True) -> list:
     if key is None:
-        return ["forward pass"] if first else ["total gradients"]
+        if not backward:
+            return ["forward pass"] if first else ["forward pass (continued)"]
+        return ["total gradients"]
     fop = prog.forward_ops[key]
     head = [f"Grad of: {op_equation(fop)}"]
     if fop.comment:
@@ -77,9 +79,11 @@ def _blocks(prog: Program, emitter) -> list:
     ops, i = prog.ops, 0
     while i < len(ops):
         op = ops[i]
+        backward = any(o.grad_of is not None for o in ops[:i + 1])
         if op.loop is None:
             if op.grad_of != current_key:
-                blocks.append({"head": _head(prog, op.grad_of, not blocks), "lines": []})
+                blocks.append({"head": _head(prog, op.grad_of, not blocks, backward),
+                               "lines": []})
                 current_key = op.grad_of
             blocks[-1]["lines"].extend(emitter.op(op, None))
             i += 1
@@ -93,11 +97,11 @@ def _blocks(prog: Program, emitter) -> list:
             if lop.grad_of != inner_key:
                 inner_key = lop.grad_of
                 lines.append("")
-                lines += [emitter.comment(h) for h in _head(prog, lop.grad_of, False)]
+                lines += [emitter.comment(h) for h in _head(prog, lop.grad_of, False, backward)]
             lines += emitter.op(lop, op.loop)
         defined = [o.out for o in ops[i:j]]
         body = emitter.loop(op.loop, info, defined, lines)
-        blocks.append({"head": [f"loop over time steps: {info['label']}"], "lines": body})
+        blocks.append({"head": [f"loop over time steps: {info['title']}"], "lines": body})
         current_key = object()
         i = j
     return blocks

@@ -131,8 +131,9 @@ class Graph:
         if self.loop is not None:
             raise ValueError("loops do not nest")
         lid = len(self.loops)
+        order = f"t = {steps - 1} .. 0" if reverse else f"t = 0 .. {steps - 1}"
         self.loops[lid] = {"steps": steps, "reverse": reverse, "seq": seq_dim(steps),
-                           "label": label}
+                           "label": label, "title": f"{label}, {order}" if label else order}
         self.loop = lid
         return lid
 
@@ -292,11 +293,12 @@ class Graph:
                              f"{self.shape(source)}")
         op.args = (source,)
 
-    def cut(self, a: str, every: int, forward_reverse: bool, base: str = "cut") -> str:
+    def cut(self, a: str, every: int, forward_reverse: bool, base: str = "cut",
+            label: str = "") -> str:
         """``a``, but zero at the iterations whose forward step index is a
         multiple of ``every`` (the truncated-BPTT boundaries)."""
         return self._emit("cut", base, self.shape(a), (a,),
-                          {"every": every, "forward_reverse": forward_reverse})
+                          {"every": every, "forward_reverse": forward_reverse}, label)
 
     def reduce_to(self, a: str, shape: tuple, base: str = "s", label: str = "") -> str:
         """Sum ``a`` over the axes along which ``shape`` was broadcast."""
@@ -482,7 +484,7 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
     info = g.loops[lid]
     seq = info["seq"]
     g.loop_begin(info["steps"], reverse=not info["reverse"],
-                 label=f"backward of {info['label'] or 'loop'}")
+                 label=f"backward through {info['label'] or 'loop'}")
     carries = {}
     for i in indices:
         op = g.ops[i]
@@ -505,7 +507,8 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
             if parts:
                 d = _total(g, op.out, parts)
                 if truncate:
-                    d = g.cut(d, truncate, info["reverse"], base="d_" + op.out + "_cut")
+                    d = g.cut(d, truncate, info["reverse"], base="d_" + op.out + "_cut",
+                              label=g.vars[d].label + "(cut)")
                 g.bind_state(carries[i], d)
             else:     # no gradient reaches the state: the carry is zero
                 carry_op = g.ops[g.producer[carries[i]]]

@@ -72,8 +72,7 @@ def _cell(g: Graph, layer: LayerSpec, x: str, p: dict, prefix: str,
     bias = par("bx") if cell == "gru" else par("b")
     xg = g.map(s(xw) + s(bias), base=f"{n}_XG", label=f"XG_{n}",
                comment=f"{n}: X·Wx + 1·b")
-    g.loop_begin(steps, reverse=reverse, label=f"{n} ({cell}, "
-                 f"{'t = T-1 .. 0' if reverse else 't = 0 .. T-1'})")
+    g.loop_begin(steps, reverse=reverse, label=f"{n} ({cell})")
     hp = g.state(("N", h_units), base=f"{n}_hprev", label=f"H_{n}(prev)")
 
     def block(v, k):

@@ -40,19 +40,36 @@ def render(arch, latex: bool = False) -> str:
                    f"{layer.out_shape}" + (f"  [{ps}]" if ps else ""))
     out.append("")
     out.append(_LEGEND)
-    current = object()
+    current, loop, backward = object(), None, False
+    out.append("\nForward pass and loss:")
     for op in prog.ops:
+        backward = backward or op.grad_of is not None
+        if op.loop != loop:
+            loop = op.loop
+            if loop is not None:
+                info = prog.loops[loop]
+                out.append(f"\nLoop over time steps: {info['title']} "
+                           f"(inside: one step, N rows; a sequence outside):")
+            else:
+                out.append("\n\nAfter the loop (whole sequences, all steps at once):")
+                if not backward:
+                    current = None
+            current = object()
+        pad = "  " if loop is not None else ""
         if op.grad_of != current:
             current = op.grad_of
-            if current is None and op is prog.ops[0]:
-                out.append("\nForward pass and loss:")
+            if current is None and not backward:
+                pass
             elif current is None:
-                out.append("\nTotal gradients (sum of all contributions):")
+                out.append(f"\n{pad}Total gradients (sum of all contributions):")
             else:
                 fop = prog.forward_ops[current]
-                out.append(f"\nGrad of  {op_equation(fop, names)}")
-        shape = "(" + ", ".join(map(str, prog.vars[op.out].shape)) + ")"
-        out.append(f"  {op_equation(op, names):<60s} {shape}")
+                out.append(f"\n{pad}Grad of  {op_equation(fop, names)}")
+        shape = prog.vars[op.out].shape
+        if loop is not None and shape[0] == prog.loops[loop]["seq"]:
+            shape = ("N", shape[1])
+        shape = "(" + ", ".join(map(str, shape)) + ")"
+        out.append(f"{pad}  {op_equation(op, names):<60s} {shape}")
     out.append("\nGradients:")
     for key, var in d.grads.items():
         out.append(f"  ∂L/∂{key} = {names.get(var, var)}")

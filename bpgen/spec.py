@@ -37,8 +37,8 @@ LAYER_TYPES = ("dense", "rnn", "lstm", "gru", "birnn", "conv2d",
                "maxpool2d", "avgpool2d", "flatten")
 # Layer types this version can derive; the others are recognised and refused
 # with a clear message.
-SUPPORTED_LAYER_TYPES = ("dense", "flatten")
 RECURRENT_TYPES = ("rnn", "lstm", "gru", "birnn")
+SUPPORTED_LAYER_TYPES = ("dense", "flatten") + RECURRENT_TYPES
 CELLS = ("rnn", "lstm", "gru")
 # gate blocks stacked in each recurrent cell's weights (contract order)
 CELL_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -249,9 +249,7 @@ def _unique_key_loader():
 def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -> Spec:
     """Validate a parsed architecture mapping into a :class:`Spec`.
 
-    Sequence inputs and recurrent layers are validated fully but refused
-    unless ``experimental`` (the reference implementation already has them;
-    the generator does not yet).
+    ``experimental`` is accepted for compatibility and changes nothing.
     """
     ctx = _Ctx(source)
     if not isinstance(data, dict):
@@ -274,7 +272,7 @@ def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -
     seen: dict[str, int] = {}
     shape = inp.shape
     for i, raw in enumerate(layers_raw):
-        layer = _layer(ctx, raw, i, shape, inp, experimental)
+        layer = _layer(ctx, raw, i, shape, inp)
         if layer.name in seen:
             j = seen[layer.name]
             # a default name l<i> may collide with an explicit name elsewhere:
@@ -295,9 +293,6 @@ def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -
                            f"a loss needs a flat output (add flatten and dense)")
     if loss.steps == "last" and not seq_out:
         ctx.fail("loss.steps", "steps: last needs a sequence output (one with a step axis)")
-    if inp.kind == "sequence" and not experimental:
-        ctx.fail("input.steps", "sequence inputs are not supported yet by this "
-                                "version of bpgen")
     if loss.type == "softmax_cross_entropy" and shape[0] < 2:
         ctx.fail("loss", "softmax_cross_entropy needs at least 2 output units")
 
@@ -344,14 +339,13 @@ def _input(ctx: _Ctx, raw: Any) -> InputSpec:
 
 
 def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
-           inp: InputSpec, experimental: bool = False) -> LayerSpec:
+           inp: InputSpec) -> LayerSpec:
     where = f"layers[{i}]"
     raw = ctx.mapping(raw, where)
     if "type" not in raw:
         ctx.fail(f"{where}.type", "required key is missing")
     ltype = ctx.choice(raw["type"], f"{where}.type", LAYER_TYPES, "layer type")
-    supported = SUPPORTED_LAYER_TYPES + (RECURRENT_TYPES if experimental else ())
-    if ltype not in supported:
+    if ltype not in SUPPORTED_LAYER_TYPES:
         ctx.fail(f"{where}.type", f"layer type {ltype!r} is not supported yet by "
                                   f"this version of bpgen (supported: "
                                   f"{', '.join(SUPPORTED_LAYER_TYPES)})")
