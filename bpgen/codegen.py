@@ -16,7 +16,7 @@ import sympy as sp
 
 from . import __version__
 from .equations import op_equation
-from .ir import broadcast_shape
+from .ir import broadcast_shape, tangents
 from .lower import Program, lower, size_coeffs
 from .network import Derivation, derive
 from .printers import CPrinter, NumpyPrinter, numeric
@@ -47,11 +47,31 @@ def module_names(spec: Spec, backend: str) -> str:
 # ---------------------------------------------------------------------------
 # programs
 
+def hvp_program(spec: Spec) -> Program:
+    """The Hessian-vector product: the R-operator (forward mode) applied to
+    the forward and backward pass of the exact (untruncated) loss."""
+    d = derive(spec, exact=True)
+    g = d.graph
+    forward_ops = list(g.ops[:d.n_forward])
+    seeds = {}
+    for key, p in d.params.items():
+        seeds[p] = g.var("v_" + p, g.vars[p].shape, "input", "V_" + g.vars[p].label)
+    t = tangents(g, seeds)
+    outs = []
+    for key in d.params:
+        gv = d.grads[key]
+        outs.append(t[gv] if gv in t else g.map(sp.Integer(0), base="r_" + gv,
+                                                shape=g.vars[gv].shape))
+    return lower(g, "hvp", [d.x, d.y] + list(d.params.values()) + list(seeds.values()),
+                 outs, d.n_forward, forward_ops=forward_ops)
+
+
 def programs(d: Derivation) -> dict:
-    """The three entry points as lowered programs."""
+    """The entry points as lowered programs."""
     g = d.graph
     pv = list(d.params.values())
     return {
+        "hvp": hvp_program(d.spec),
         "forward": lower(g, "forward", [d.x] + pv, [d.output], d.n_forward),
         "loss": lower(g, "loss", [d.x, d.y] + pv, [d.loss], d.n_forward),
         "loss_and_grad": lower(g, "loss_and_grad", [d.x, d.y] + pv,
@@ -409,7 +429,7 @@ def generate(spec: Spec, backend: str) -> Generated:
     }
     if backend == "numpy":
         ctx = dict(common, functions=[_numpy_function(progs[n], spec.dtype)
-                                      for n in ("forward", "loss", "loss_and_grad")])
+                                      for n in ("forward", "loss", "loss_and_grad", "hvp")])
         text = _env.get_template("numpy_module.py.j2").render(**ctx)
         return Generated({f"{module}.py": text}, module)
     if backend != "c":
@@ -424,9 +444,11 @@ def generate(spec: Spec, backend: str) -> Generated:
         _c_function(progs["loss_and_grad"], spec.dtype,
                     dict([(d.loss, "out_loss")] +
                          [(d.grads[k], f"out_grad + {offsets[k]}") for k in keys])),
+        _c_function(progs["hvp"], spec.dtype,
+                    {o: f"out_hv + {offsets[k]}" for k, o in zip(keys, progs["hvp"].outputs)}),
     ]
     outs = {"forward": ["out_y"], "loss": ["out_loss"],
-            "loss_and_grad": ["out_loss", "out_grad"]}
+            "loss_and_grad": ["out_loss", "out_grad"], "hvp": ["out_hv"]}
     for f in cfuncs:
         params = ["int64_t N"] + [f"const real *restrict {a}" for a in f["inputs"]]
         params += [f"real *restrict {o}" for o in outs[f["name"]]] + ["real *restrict ws"]

@@ -419,25 +419,146 @@ def _vjp_place_rows(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
     return {a: g.rows(gout, op.attrs["block"], base="d_" + a, label="δ" + g.vars[a].label)}
 
 
+# ---------------------------------------------------------------------------
+# Forward-mode (tangent, R-operator) rules, one per primitive.  Each takes the
+# graph, the op and {var: tangent var} (absent: zero) and returns the
+# tangent of the op's output, or None when it is zero.
+
+def _tname(g: Graph, op: Op) -> tuple:
+    return "r_" + op.out, "R{" + g.vars[op.out].label + "}"
+
+
+def _jvp_matmul(g: Graph, op: Op, t: dict):
+    a, b = op.args
+    ta, tb = op.attrs["ta"], op.attrs["tb"]
+    base, label = _tname(g, op)
+    parts = []
+    if a in t:      # R{A B} = R{A} B + A R{B}
+        parts.append(g.matmul(t[a], b, ta, tb, base=base + "_a", label=label))
+    if b in t:
+        parts.append(g.matmul(a, t[b], ta, tb, base=base + "_b", label=label))
+    if not parts:
+        return None
+    return g.map(sp.Add(*[sp.Symbol(p) for p in parts]), base=base, label=label)
+
+
+def _jvp_map(g: Graph, op: Op, t: dict):
+    expr = op.attrs["expr"]
+    terms = []
+    for a in op.args:
+        if a not in t:
+            continue
+        d = sp.diff(expr, sp.Symbol(a))
+        if d == 0:
+            continue
+        if not expr.is_Symbol:
+            d = d.subs(expr, sp.Symbol(op.out))
+        terms.append(d * sp.Symbol(t[a]))
+    if not terms:
+        return None
+    base, label = _tname(g, op)
+    return g.map(sp.Add(*terms), base=base, shape=g.shape(op.out), label=label)
+
+
+def _jvp_unary(build):
+    def rule(g: Graph, op: Op, t: dict):
+        (a,) = op.args
+        if a not in t:
+            return None
+        base, label = _tname(g, op)
+        return build(g, op, t[a], base, label)
+    return rule
+
+
+def _jvp_concat(g: Graph, op: Op, t: dict):
+    if not any(a in t for a in op.args):
+        return None
+    base, label = _tname(g, op)
+    parts = [t[a] if a in t else g.map(sp.Integer(0), base="zeros", shape=g.shape(a))
+             for a in op.args]
+    return g.concat(parts, base=base, label=label)
+
+
 @dataclass(frozen=True)
 class Primitive:
     name: str
     vjp: Callable
+    jvp: Callable
 
 
 PRIMITIVES = {
-    "matmul": Primitive("matmul", _vjp_matmul),
-    "map": Primitive("map", _vjp_map),
-    "sum": Primitive("sum", _vjp_sum),
-    "rowmax": Primitive("rowmax", _vjp_none),
-    "cols": Primitive("cols", _vjp_cols),
-    "place_cols": Primitive("place_cols", _vjp_place_cols),
-    "concat": Primitive("concat", _vjp_concat),
-    "rows": Primitive("rows", _vjp_rows),
-    "place_rows": Primitive("place_rows", _vjp_place_rows),
-    # prev (recurrent state) is differentiated by grad() itself, loop-wise;
-    # cut only appears in backward loops
+    "matmul": Primitive("matmul", _vjp_matmul, _jvp_matmul),
+    "map": Primitive("map", _vjp_map, _jvp_map),
+    "sum": Primitive("sum", _vjp_sum, _jvp_unary(
+        lambda g, op, ta, base, label: g.sum(ta, op.attrs["axis"], base=base, label=label))),
+    # the row maximum only shifts a log-sum-exp, which does not depend on it
+    "rowmax": Primitive("rowmax", _vjp_none, lambda g, op, t: None),
+    "cols": Primitive("cols", _vjp_cols, _jvp_unary(
+        lambda g, op, ta, base, label: g.cols(ta, op.attrs["start"], op.attrs["stop"],
+                                              base=base, label=label))),
+    "place_cols": Primitive("place_cols", _vjp_place_cols, _jvp_unary(
+        lambda g, op, ta, base, label: g.place_cols(ta, op.attrs["start"],
+                                                    op.attrs["total"], base=base,
+                                                    label=label))),
+    "concat": Primitive("concat", _vjp_concat, _jvp_concat),
+    "rows": Primitive("rows", _vjp_rows, _jvp_unary(
+        lambda g, op, ta, base, label: g.rows(ta, op.attrs["block"], base=base,
+                                              label=label))),
+    "place_rows": Primitive("place_rows", _vjp_place_rows, _jvp_unary(
+        lambda g, op, ta, base, label: g.place_rows(ta, op.attrs["block"],
+                                                    op.attrs["steps"], base=base,
+                                                    label=label))),
+    "cut": Primitive("cut", _vjp_none, _jvp_unary(
+        lambda g, op, ta, base, label: g.cut(ta, op.attrs["every"],
+                                             op.attrs["forward_reverse"], base=base,
+                                             label=label))),
+    # prev (recurrent state) is differentiated by grad() and tangents()
+    # themselves, loop-wise
 }
+
+
+def tangents(g: Graph, seeds: dict) -> dict:
+    """Forward mode over the whole program: interleave, after every op and in
+    the same loop, the ops computing its tangent.  ``seeds``: {var: tangent
+    input var}.  Returns {var: tangent var} for every var with a nonzero
+    tangent.  Applied to a program that already holds the backward pass,
+    this is Pearlmutter's R-operator: the tangents of the gradients are the
+    Hessian-vector product.
+    """
+    old = g.ops
+    g.ops, g.producer = [], {}
+    t = dict(seeds)
+    waiting: dict[str, list] = {}       # source var -> its tangent's state reads
+    for op in old:
+        g.producer[op.out] = len(g.ops)
+        g.ops.append(op)
+        g.loop, g._grad_of = op.loop, op.grad_of
+        if op.prim == "prev":
+            base, label = _tname(g, op)
+            state = g.state(g.shape(op.out), base=base, label=label)
+            g.vars[state].differentiable = False
+            t[op.out] = state
+            if op.args:
+                waiting.setdefault(op.args[0], []).append(state)
+        else:
+            tv = PRIMITIVES[op.prim].jvp(g, op, t)
+            if tv is not None:
+                t[op.out] = tv
+        for state in waiting.pop(op.out, []):
+            if op.out in t:
+                g.bind_state(state, t[op.out])
+            else:
+                s_op = g.ops[g.producer[state]]
+                s_op.prim, s_op.args, s_op.attrs = "map", (), {"expr": sp.Integer(0)}
+    for src, states in waiting.items():    # sources defined before their reads
+        for state in states:
+            if src in t:
+                g.bind_state(state, t[src])
+            else:
+                s_op = g.ops[g.producer[state]]
+                s_op.prim, s_op.args, s_op.attrs = "map", (), {"expr": sp.Integer(0)}
+    g.loop, g._grad_of = None, None
+    return t
 
 
 def grad(g: Graph, loss: str, wrt: list[str], truncate: int | None = None) -> dict[str, str]:

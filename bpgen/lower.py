@@ -113,8 +113,12 @@ def _fuse(ops: list, outputs: list, vars: dict) -> list:
     return ops
 
 
-def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int) -> Program:
-    """The program computing ``outputs`` from ``inputs`` (variable names)."""
+def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
+          forward_ops: list | None = None) -> Program:
+    """The program computing ``outputs`` from ``inputs`` (variable names).
+
+    ``forward_ops`` (default ``g.ops[:n_forward]``) are the ops that
+    ``Op.grad_of`` indexes, for comments."""
     ops = _dce([dataclasses.replace(op) for op in g.ops], outputs)
     ops = _fuse(ops, outputs, g.vars)
     used = set(inputs) | set(outputs)
@@ -151,7 +155,8 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int) -> P
         b_tot += -(-b // 8) * 8 if b else 0
     return Program(name, list(inputs), list(outputs), ops,
                    {k: v for k, v in g.vars.items() if k in used},
-                   g.ops[:n_forward], ws, (a_tot, b_tot), dict(g.loops), step_vars)
+                   forward_ops if forward_ops is not None else g.ops[:n_forward], ws,
+                   (a_tot, b_tot), dict(g.loops), step_vars)
 
 
 def var_of(program: Program, name: str) -> Var:

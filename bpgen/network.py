@@ -177,8 +177,11 @@ def _matrix_shape(shape: tuple) -> tuple:
     return (shape[0], int(sp.prod(shape[1:])))
 
 
-def derive(spec: Spec) -> Derivation:
-    """Build the forward graph of ``spec``, its loss and the reverse pass."""
+def derive(spec: Spec, exact: bool = False) -> Derivation:
+    """Build the forward graph of ``spec``, its loss and the reverse pass.
+
+    ``exact`` ignores ``bptt.truncate`` (the gradient of the loss itself, as
+    second-order products need)."""
     g = Graph()
     steps = spec.input.shape[0] if spec.input.kind == "sequence" else None
     if steps is None:
@@ -219,6 +222,7 @@ def derive(spec: Spec) -> Derivation:
     loss = g.map(loss_expr, base="loss", shape=(1, 1), label="L",
                  comment="mean over samples (+ 0.5 λ Σ‖W‖²)")
     n_forward = len(g.ops)
-    grads = grad(g, loss, list(params.values()), truncate=spec.truncate)
+    grads = grad(g, loss, list(params.values()),
+                 truncate=None if exact else spec.truncate)
     grads = {key: grads[var] for key, var in params.items()}
     return Derivation(spec, g, x, y, params, output, loss, grads, n_forward)

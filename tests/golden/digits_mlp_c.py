@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_mlp.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_mlp_c.c, compiled through cffi into
-_bpgen_digits_mlp_29df4080e901) then never reads or writes out of bounds.
+_bpgen_digits_mlp_a80c8c91ed3a) then never reads or writes out of bounds.
 """
 import collections
 import collections.abc
@@ -206,16 +206,44 @@ def loss_and_grad(params, x, y):
     value, flat = _impl_loss_and_grad(xm, n, _check_y(y, n), mats)
     return value, _grads_dict(flat)
 
+
+def hvp(params, x, y, v):
+    """The exact Hessian of the loss at ``params`` times ``v`` (a dict shaped
+    like params), as such a dict: Pearlmutter's R-operator over the derived
+    forward and backward pass.  With bptt truncation this is still the
+    Hessian of the exact loss."""
+    mats = _check_params(params)
+    vmats = _check_params(v, "v")
+    xm, n = _check_x(x)
+    return _grads_dict(_impl_hvp(xm, n, _check_y(y, n), mats, vmats))
+
+
+def hessian(params, x, y):
+    """The exact Hessian, an (N_PARAMS, N_PARAMS) array in the flat order:
+    H[i, j] = d^2 loss / d theta_i d theta_j with theta = flatten(params)."""
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    ym = _check_y(y, n)
+    out = numpy.empty((N_PARAMS, N_PARAMS), dtype=DTYPE)
+    basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
+    for j in range(N_PARAMS):
+        basis[j] = 1
+        vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+        out[:, j] = _impl_hvp(xm, n, ym, mats, vmats)
+        basis[j] = 0
+    # the exact Hessian is symmetric; average away the rounding
+    return numpy.ascontiguousarray((out + out.T) / 2)
+
 import glob as _glob
 import importlib.machinery as _machinery
 import importlib.util as _util
 import os as _os
 
 _HERE = _os.path.dirname(_os.path.abspath(__file__))
-EXTENSION = "_bpgen_digits_mlp_29df4080e901"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_y, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *out_grad, double *ws);"
+EXTENSION = "_bpgen_digits_mlp_a80c8c91ed3a"
+CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_y, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *out_grad, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);"
 #: workspace size of each function: a*N + b elements
-_WS = {'forward': (80, 0), 'loss': (160, 2392), 'loss_and_grad': (248, 4760)}
+_WS = {'forward': (80, 0), 'loss': (160, 2392), 'loss_and_grad': (248, 4760), 'hvp': (424, 2688)}
 
 
 def _load_extension():
@@ -272,3 +300,13 @@ def _impl_loss_and_grad(xm, n, ym, arrs):
                           ffi.from_buffer(_PTR, grad, require_writable=True),
                           ffi.from_buffer(_PTR, _ws("loss_and_grad", n), require_writable=True))
     return float(out[0]), grad
+
+
+def _impl_hvp(xm, n, ym, arrs, varrs):
+    out = numpy.empty(N_PARAMS, dtype=DTYPE)
+    lib.bpg_hvp(n, ffi.from_buffer(_PTR, xm), ffi.from_buffer(_PTR, ym),
+                *[ffi.from_buffer(_PTR, a) for a in arrs],
+                *[ffi.from_buffer(_PTR, numpy.ascontiguousarray(a)) for a in varrs],
+                ffi.from_buffer(_PTR, out, require_writable=True),
+                ffi.from_buffer(_PTR, _ws("hvp", n), require_writable=True))
+    return out
