@@ -18,7 +18,7 @@ from . import __version__
 from .equations import op_equation
 from .ir import broadcast_shape, tangents
 from .lower import Program, lower, size_coeffs
-from .network import Derivation, derive
+from .network import Derivation, derive, derive_ggn
 from .printers import CPrinter, NumpyPrinter, numeric
 from .spec import Spec
 
@@ -66,12 +66,20 @@ def hvp_program(spec: Spec) -> Program:
                  outs, d.n_forward, forward_ops=forward_ops)
 
 
+def ggn_program(spec: Spec) -> Program:
+    """The generalised Gauss-Newton product, see :func:`network.derive_ggn`."""
+    d, vvars, outs, forward_ops = derive_ggn(spec)
+    return lower(d.graph, "ggn_vp", [d.x, d.y] + list(d.params.values()) + vvars,
+                 outs, d.n_forward, forward_ops=forward_ops)
+
+
 def programs(d: Derivation) -> dict:
     """The entry points as lowered programs."""
     g = d.graph
     pv = list(d.params.values())
     return {
         "hvp": hvp_program(d.spec),
+        "ggn_vp": ggn_program(d.spec),
         "forward": lower(g, "forward", [d.x] + pv, [d.output], d.n_forward),
         "loss": lower(g, "loss", [d.x, d.y] + pv, [d.loss], d.n_forward),
         "loss_and_grad": lower(g, "loss_and_grad", [d.x, d.y] + pv,
@@ -429,7 +437,8 @@ def generate(spec: Spec, backend: str) -> Generated:
     }
     if backend == "numpy":
         ctx = dict(common, functions=[_numpy_function(progs[n], spec.dtype)
-                                      for n in ("forward", "loss", "loss_and_grad", "hvp")])
+                                      for n in ("forward", "loss", "loss_and_grad", "hvp",
+                                                "ggn_vp")])
         text = _env.get_template("numpy_module.py.j2").render(**ctx)
         return Generated({f"{module}.py": text}, module)
     if backend != "c":
@@ -446,9 +455,13 @@ def generate(spec: Spec, backend: str) -> Generated:
                          [(d.grads[k], f"out_grad + {offsets[k]}") for k in keys])),
         _c_function(progs["hvp"], spec.dtype,
                     {o: f"out_hv + {offsets[k]}" for k, o in zip(keys, progs["hvp"].outputs)}),
+        _c_function(progs["ggn_vp"], spec.dtype,
+                    {o: f"out_hv + {offsets[k]}"
+                     for k, o in zip(keys, progs["ggn_vp"].outputs)}),
     ]
     outs = {"forward": ["out_y"], "loss": ["out_loss"],
-            "loss_and_grad": ["out_loss", "out_grad"], "hvp": ["out_hv"]}
+            "loss_and_grad": ["out_loss", "out_grad"], "hvp": ["out_hv"],
+            "ggn_vp": ["out_hv"]}
     for f in cfuncs:
         params = ["int64_t N"] + [f"const real *restrict {a}" for a in f["inputs"]]
         params += [f"real *restrict {o}" for o in outs[f["name"]]] + ["real *restrict ws"]

@@ -109,7 +109,7 @@ class Op:
     out: str
     args: tuple
     attrs: dict = field(default_factory=dict)
-    grad_of: int | None = None   # index of the forward op this backward op differentiates
+    grad_of: str | None = None   # output of the forward op this backward op differentiates
     comment: str = ""            # what this op computes, for emitted code
     loop: int | None = None      # the loop this op runs in, if any
 
@@ -121,7 +121,7 @@ class Graph:
         self.vars: dict[str, Var] = {}
         self.ops: list[Op] = []
         self.producer: dict[str, int] = {}
-        self._grad_of: int | None = None
+        self._grad_of: str | None = None
         self.loops: dict[int, dict] = {}    # id -> {"steps", "reverse", "seq"}
         self.loop: int | None = None       # the loop being built
 
@@ -561,16 +561,24 @@ def tangents(g: Graph, seeds: dict) -> dict:
     return t
 
 
-def grad(g: Graph, loss: str, wrt: list[str], truncate: int | None = None) -> dict[str, str]:
+def grad(g: Graph, loss: str | None, wrt: list[str], truncate: int | None = None,
+         roots: dict | None = None, stop: set | None = None) -> dict[str, str]:
     """Append the reverse pass of ``loss`` w.r.t. ``wrt`` to ``g``.
 
     Returns ``{param var: gradient var}``.  Backward ops record the index of
-    the forward op they differentiate in ``Op.grad_of``.  ``truncate`` = k
+    the output of the forward op they differentiate in ``Op.grad_of``.  ``truncate`` = k
     stops the gradient through recurrent state at every k-step boundary.
+    ``roots`` ({var: cotangent var}) starts from given cotangents instead of
+    the loss (a vector-Jacobian product); ops producing a var in ``stop``
+    are not differentiated through.
     """
     n_forward = len(g.ops)
-    cot: dict[str, list[str]] = {loss: [g.map(sp.Integer(1), base="d_" + loss,
-                                              shape=g.shape(loss), label="1")]}
+    stop = stop or set()
+    if roots is not None:
+        cot: dict[str, list[str]] = {v: [c] for v, c in roots.items()}
+    else:
+        cot = {loss: [g.map(sp.Integer(1), base="d_" + loss, shape=g.shape(loss),
+                            label="1")]}
     idx = n_forward - 1
     while idx >= 0:
         op = g.ops[idx]
@@ -578,11 +586,13 @@ def grad(g: Graph, loss: str, wrt: list[str], truncate: int | None = None) -> di
             start = idx
             while start > 0 and g.ops[start - 1].loop == op.loop:
                 start -= 1
-            _grad_loop(g, list(range(start, idx + 1)), cot, truncate)
+            if any(op.out in cot for op in g.ops[start:idx + 1]):
+                _grad_loop(g, list(range(start, idx + 1)), cot, truncate)
             idx = start - 1
             continue
-        if op.out in cot and (g.vars[op.out].differentiable or op.out == loss):
-            g._grad_of = idx
+        if op.out in cot and op.out not in stop and (
+                g.vars[op.out].differentiable or op.out == loss):
+            g._grad_of = op.out
             gout = _total(g, op.out, cot.pop(op.out))
             for arg, ga in PRIMITIVES[op.prim].vjp(g, op, gout).items():
                 cot.setdefault(arg, []).append(ga)
@@ -612,7 +622,7 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
         if op.prim == "prev" and g.vars[op.args[0]].differentiable:
             # the state's cotangent arrives from the iteration before, i.e.
             # from the next time step of the forward loop
-            g._grad_of = i
+            g._grad_of = op.out
             src = op.args[0]
             carries[i] = g.state(g.shape(src), base="carry_" + src,
                                  label="δ" + g.vars[src].label + "(next)")
@@ -620,7 +630,7 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
     deferred = []
     for i in reversed(indices):
         op = g.ops[i]
-        g._grad_of = i
+        g._grad_of = op.out
         if op.prim == "prev":
             if i not in carries:
                 continue
@@ -648,7 +658,7 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
     g.loop_end()
     # parameters: every step's contribution at once, over whole sequences
     for i, op, gout, outer in deferred:
-        g._grad_of = i
+        g._grad_of = op.out
         for arg, ga in PRIMITIVES[op.prim].vjp(g, op, gout, only=outer).items():
             cot.setdefault(arg, []).append(ga)
     g._grad_of = None

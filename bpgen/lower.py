@@ -24,7 +24,7 @@ class Program:
     outputs: list         # variable names, in signature order
     ops: list             # list[Op]
     vars: dict            # name -> Var (only those the program touches)
-    forward_ops: list     # the graph's forward ops (for "Grad of" comments)
+    forward_ops: dict     # var -> the op defining it (for "Grad of" comments)
     workspace: dict       # temp name -> (a, b): offset = a*N + b
     workspace_size: tuple  # (a, b): total = a*N + b elements
     loops: dict = dataclasses.field(default_factory=dict)   # loop id -> info
@@ -117,8 +117,9 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
           forward_ops: list | None = None) -> Program:
     """The program computing ``outputs`` from ``inputs`` (variable names).
 
-    ``forward_ops`` (default ``g.ops[:n_forward]``) are the ops that
-    ``Op.grad_of`` indexes, for comments."""
+    ``Op.grad_of`` names the op whose derivative an op computes (for
+    comments); ``forward_ops`` and ``n_forward`` are accepted for
+    compatibility."""
     ops = _dce([dataclasses.replace(op) for op in g.ops], outputs)
     ops = _fuse(ops, outputs, g.vars)
     used = set(inputs) | set(outputs)
@@ -155,7 +156,7 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
         b_tot += -(-b // 8) * 8 if b else 0
     return Program(name, list(inputs), list(outputs), ops,
                    {k: v for k, v in g.vars.items() if k in used},
-                   forward_ops if forward_ops is not None else g.ops[:n_forward], ws,
+                   {op.out: op for op in g.ops}, ws,
                    (a_tot, b_tot), dict(g.loops), step_vars)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .activations import activation_expr, sigmoid, softplus
-from .ir import NSYM, Graph, grad, seq_dim
+from .ir import NSYM, Graph, grad, seq_dim, tangents
 from .spec import LayerSpec, Spec
 
 __all__ = ["Derivation", "derive", "LAYERS", "LOSSES"]
@@ -177,11 +177,11 @@ def _matrix_shape(shape: tuple) -> tuple:
     return (shape[0], int(sp.prod(shape[1:])))
 
 
-def derive(spec: Spec, exact: bool = False) -> Derivation:
+def derive(spec: Spec, exact: bool = False, with_grad: bool = True) -> Derivation:
     """Build the forward graph of ``spec``, its loss and the reverse pass.
 
     ``exact`` ignores ``bptt.truncate`` (the gradient of the loss itself, as
-    second-order products need)."""
+    second-order products need); ``with_grad=False`` stops after the loss."""
     g = Graph()
     steps = spec.input.shape[0] if spec.input.kind == "sequence" else None
     if steps is None:
@@ -222,7 +222,41 @@ def derive(spec: Spec, exact: bool = False) -> Derivation:
     loss = g.map(loss_expr, base="loss", shape=(1, 1), label="L",
                  comment="mean over samples (+ 0.5 λ Σ‖W‖²)")
     n_forward = len(g.ops)
+    if not with_grad:
+        return Derivation(spec, g, x, y, params, output, loss, {}, n_forward)
     grads = grad(g, loss, list(params.values()),
                  truncate=None if exact else spec.truncate)
     grads = {key: grads[var] for key, var in params.items()}
     return Derivation(spec, g, x, y, params, output, loss, grads, n_forward)
+
+
+def derive_ggn(spec: Spec):
+    """The generalised Gauss-Newton product G v = Jᵀ H_L J v (+ λ v on the
+    regularised weights), J = ∂output/∂θ, H_L = ∂²L/∂output².
+
+    Derived from three passes over the graph: the loss gradient w.r.t. the
+    output (reverse mode through the loss ops only), the tangents of the
+    forward pass and of that gradient (forward mode: R{dL/dO} = H_L·J·v
+    because dL/dO depends on θ only through O), and a reverse pass from the
+    output with that cotangent (Jᵀ·u).  Returns (derivation, v vars, outputs,
+    forward ops)."""
+    d = derive(spec, exact=True, with_grad=False)
+    g = d.graph
+    d_out = grad(g, d.loss, [d.output], stop={d.output})[d.output]
+    forward_ops = list(g.ops[:d.n_forward])
+    seeds = {p: g.var("v_" + p, g.vars[p].shape, "input", "V_" + g.vars[p].label)
+             for p in d.params.values()}
+    t = tangents(g, seeds)
+    pv = list(d.params.values())
+    if d_out in t:
+        jtu = grad(g, None, pv, roots={d.output: t[d_out]})
+    else:
+        jtu = {p: g.map(sp.Integer(0), base="gv_" + p, shape=g.vars[p].shape) for p in pv}
+    outs = []
+    for key, p in d.params.items():
+        out = jtu[p]
+        if spec.l2 and key.rsplit(".", 1)[1] in REGULARISED:
+            out = g.map(g.sym(out) + sp.Float(spec.l2, 17) * g.sym(seeds[p]),
+                        base="gv_" + p, shape=g.vars[p].shape)
+        outs.append(out)
+    return d, list(seeds.values()), outs, forward_ops

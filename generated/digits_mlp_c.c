@@ -535,3 +535,141 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001·v_l1_W */
     for (int64_t k = 0; k < 320; k++) r_d_l1_W_2[k] = r_d_l1_W_1_a[k] + r_d_l1_W_1_b[k] + 0.0001*v_l1_W[k];
 }
+
+/* ---- ggn_vp: workspace 344*N + 2368 elements ---- */
+void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out_hv, real *restrict ws)
+{
+    real *const l0_XW = ws + 0;  /* (N, 32) */
+    real *const r_l0_XW_b = ws + 32*N;  /* (N, 32) */
+    real *const l0_A = ws + 64*N;  /* (N, 32) */
+    real *const r_l0_A = ws + 96*N;  /* (N, 32) */
+    real *const l1_XW = ws + 128*N;  /* (N, 10) */
+    real *const r_l1_XW_a = ws + 144*N;  /* (N, 10) */
+    real *const r_l1_XW_b = ws + 160*N;  /* (N, 10) */
+    real *const l1_Z = ws + 176*N;  /* (N, 10) */
+    real *const o_max = ws + 192*N;  /* (N, 1) */
+    real *const o_exp = ws + 200*N;  /* (N, 10) */
+    real *const r_o_exp = ws + 216*N;  /* (N, 10) */
+    real *const o_expsum = ws + 232*N;  /* (N, 1) */
+    real *const r_o_expsum = ws + 240*N;  /* (N, 1) */
+    real *const d_o_expsum = ws + 248*N;  /* (N, 1) */
+    real *const r_d_o_expsum = ws + 256*N;  /* (N, 1) */
+    real *const r_d_l1_Z_1 = ws + 264*N;  /* (N, 10) */
+    real *const d_l0_A = ws + 280*N;  /* (N, 32) */
+    real *const d_l1_W_1 = ws + 312*N;  /* (32, 10) */
+    real *const d_l0_Z = ws + 312*N + 320;  /* (N, 32) */
+    real *const d_l0_W_1 = ws + 344*N + 320;  /* (64, 32) */
+    real *const gv_l0_W = out_hv + 0;  /* (64, 32) */
+    real *const d_l0_b = out_hv + 2048;  /* (1, 32) */
+    real *const gv_l1_W = out_hv + 2080;  /* (32, 10) */
+    real *const d_l1_b = out_hv + 2400;  /* (1, 10) */
+
+    /* forward pass */
+    /* l0: affine part */
+    /* l0_XW = x·l0_W */
+    bpg_gemm_nn(N, 32, 64, x, l0_W, l0_XW);
+    /* r_l0_XW_b = x·v_l0_W */
+    bpg_gemm_nn(N, 32, 64, x, v_l0_W, r_l0_XW_b);
+    /* l0: activation tanh */
+    /* l0_A = tanh(l0_XW + l0_b) */
+    for (int64_t rr = 0; rr < N; rr++) {
+        for (int64_t cc = 0; cc < 32; cc++) {
+            const int64_t k = rr*32 + cc;
+            l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
+        }
+    }
+    /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
+    for (int64_t rr = 0; rr < N; rr++) {
+        for (int64_t cc = 0; cc < 32; cc++) {
+            const int64_t k = rr*32 + cc;
+            r_l0_A[k] = (1 - ((l0_A[k])*(l0_A[k])))*(r_l0_XW_b[k] + v_l0_b[cc]);
+        }
+    }
+    /* l1: affine part */
+    /* l1_XW = l0_A·l1_W */
+    bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
+    /* r_l1_XW_a = r_l0_A·l1_W */
+    bpg_gemm_nn(N, 10, 32, r_l0_A, l1_W, r_l1_XW_a);
+    /* r_l1_XW_b = l0_A·v_l1_W */
+    bpg_gemm_nn(N, 10, 32, l0_A, v_l1_W, r_l1_XW_b);
+    /* l1: pre-activation Z = X·W + 1·b */
+    /* l1_Z = l1_XW + l1_b */
+    for (int64_t rr = 0; rr < N; rr++) {
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            l1_Z[k] = l1_XW[k] + l1_b[cc];
+        }
+    }
+    /* o_max = rowmax(l1_Z) */
+    bpg_rowmax(N, 10, l1_Z, o_max);
+    /* exp(O - m), shifted for stability */
+    /* o_exp = exp(l1_Z - o_max) */
+    for (int64_t rr = 0; rr < N; rr++) {
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            o_exp[k] = exp(l1_Z[k] - o_max[rr]);
+        }
+    }
+    /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
+    for (int64_t rr = 0; rr < N; rr++) {
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            r_o_exp[k] = o_exp[k]*(r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[cc]);
+        }
+    }
+    /* row sums of E */
+    /* o_expsum = o_exp·1 */
+    bpg_rowsum(N, 10, o_exp, o_expsum);
+    /* r_o_expsum = r_o_exp·1 */
+    bpg_rowsum(N, 10, r_o_exp, r_o_expsum);
+
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
+    /*   (logsumexp(O) - O[label] per sample) */
+    /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum */
+    for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
+
+    /* Grad of: o_exp = exp(l1_Z - o_max) */
+    /*   (exp(O - m), shifted for stability) */
+    /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
+    for (int64_t rr = 0; rr < N; rr++) {
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            r_d_l1_Z_1[k] = d_o_expsum[rr]*r_o_exp[k] + o_exp[k]*r_d_o_expsum[rr];
+        }
+    }
+
+    /* Grad of: l1_Z = l1_XW + l1_b */
+    /*   (l1: pre-activation Z = X·W + 1·b) */
+    /* d_l1_b = 1ᵀ·r_d_l1_Z_1 */
+    bpg_colsum(N, 10, r_d_l1_Z_1, d_l1_b);
+
+    /* Grad of: l1_XW = l0_A·l1_W */
+    /*   (l1: affine part) */
+    /* d_l0_A = r_d_l1_Z_1·l1_Wᵀ */
+    bpg_gemm_nt(N, 32, 10, r_d_l1_Z_1, l1_W, d_l0_A);
+    /* d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1 */
+    bpg_gemm_tn(32, 10, N, l0_A, r_d_l1_Z_1, d_l1_W_1);
+
+    /* Grad of: l0_A = tanh(l0_Z) */
+    /*   (l0: activation tanh) */
+    /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
+    for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
+
+    /* Grad of: l0_Z = l0_XW + l0_b */
+    /*   (l0: pre-activation Z = X·W + 1·b) */
+    /* d_l0_b = 1ᵀ·d_l0_Z */
+    bpg_colsum(N, 32, d_l0_Z, d_l0_b);
+
+    /* Grad of: l0_XW = x·l0_W */
+    /*   (l0: affine part) */
+    /* d_l0_W_1 = xᵀ·d_l0_Z */
+    bpg_gemm_tn(64, 32, N, x, d_l0_Z, d_l0_W_1);
+
+    /* total gradients */
+    /* gv_l0_W = d_l0_W_1 + 0.0001·v_l0_W */
+    for (int64_t k = 0; k < 2048; k++) gv_l0_W[k] = d_l0_W_1[k] + 0.0001*v_l0_W[k];
+    /* gv_l1_W = d_l1_W_1 + 0.0001·v_l1_W */
+    for (int64_t k = 0; k < 320; k++) gv_l1_W[k] = d_l1_W_1[k] + 0.0001*v_l1_W[k];
+}

@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_mlp.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_mlp_c.c, compiled through cffi into
-_bpgen_digits_mlp_a80c8c91ed3a) then never reads or writes out of bounds.
+_bpgen_digits_mlp_63eac82aba4a) then never reads or writes out of bounds.
 """
 import collections
 import collections.abc
@@ -234,16 +234,27 @@ def hessian(params, x, y):
     # the exact Hessian is symmetric; average away the rounding
     return numpy.ascontiguousarray((out + out.T) / 2)
 
+
+def ggn_vp(params, x, y, v):
+    """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
+    Jacobian of the network output and H_L the Hessian of the loss w.r.t.
+    the output (plus l2 * v on regularised weights).  Positive semi-definite
+    for the three (convex) losses."""
+    mats = _check_params(params)
+    vmats = _check_params(v, "v")
+    xm, n = _check_x(x)
+    return _grads_dict(_impl_ggn_vp(xm, n, _check_y(y, n), mats, vmats))
+
 import glob as _glob
 import importlib.machinery as _machinery
 import importlib.util as _util
 import os as _os
 
 _HERE = _os.path.dirname(_os.path.abspath(__file__))
-EXTENSION = "_bpgen_digits_mlp_a80c8c91ed3a"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_y, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *out_grad, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);"
+EXTENSION = "_bpgen_digits_mlp_63eac82aba4a"
+CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_y, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *out_grad, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);"
 #: workspace size of each function: a*N + b elements
-_WS = {'forward': (80, 0), 'loss': (160, 2392), 'loss_and_grad': (248, 4760), 'hvp': (424, 2688)}
+_WS = {'forward': (80, 0), 'loss': (160, 2392), 'loss_and_grad': (248, 4760), 'hvp': (424, 2688), 'ggn_vp': (344, 2368)}
 
 
 def _load_extension():
@@ -309,4 +320,14 @@ def _impl_hvp(xm, n, ym, arrs, varrs):
                 *[ffi.from_buffer(_PTR, numpy.ascontiguousarray(a)) for a in varrs],
                 ffi.from_buffer(_PTR, out, require_writable=True),
                 ffi.from_buffer(_PTR, _ws("hvp", n), require_writable=True))
+    return out
+
+
+def _impl_ggn_vp(xm, n, ym, arrs, varrs):
+    out = numpy.empty(N_PARAMS, dtype=DTYPE)
+    lib.bpg_ggn_vp(n, ffi.from_buffer(_PTR, xm), ffi.from_buffer(_PTR, ym),
+                   *[ffi.from_buffer(_PTR, a) for a in arrs],
+                   *[ffi.from_buffer(_PTR, numpy.ascontiguousarray(a)) for a in varrs],
+                   ffi.from_buffer(_PTR, out, require_writable=True),
+                   ffi.from_buffer(_PTR, _ws("ggn_vp", n), require_writable=True))
     return out

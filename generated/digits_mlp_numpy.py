@@ -237,6 +237,17 @@ def hessian(params, x, y):
     return numpy.ascontiguousarray((out + out.T) / 2)
 
 
+def ggn_vp(params, x, y, v):
+    """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
+    Jacobian of the network output and H_L the Hessian of the loss w.r.t.
+    the output (plus l2 * v on regularised weights).  Positive semi-definite
+    for the three (convex) losses."""
+    mats = _check_params(params)
+    vmats = _check_params(v, "v")
+    xm, n = _check_x(x)
+    return _grads_dict(_impl_ggn_vp(xm, n, _check_y(y, n), mats, vmats))
+
+
 def _sigmoid(z):
     # 1 / (1 + exp(-z)) without overflow for large |z|
     return numpy.exp(-numpy.logaddexp(0, -z))
@@ -518,6 +529,89 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     return r_d_l0_W_2, r_d_l0_b, r_d_l1_W_2, r_d_l1_b
 
 
+def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
+    N = x.shape[0]
+
+    # forward pass
+    # l0: affine part
+    # l0_XW = x·l0_W
+    l0_XW = x @ l0_W
+    # r_l0_XW_b = x·v_l0_W
+    r_l0_XW_b = x @ v_l0_W
+    # l0: activation tanh
+    # l0_A = tanh(l0_XW + l0_b)
+    l0_A = numpy.tanh(l0_XW + l0_b)
+    # r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b)
+    r_l0_A = (1 - l0_A**2)*(r_l0_XW_b + v_l0_b)
+    # l1: affine part
+    # l1_XW = l0_A·l1_W
+    l1_XW = l0_A @ l1_W
+    # r_l1_XW_a = r_l0_A·l1_W
+    r_l1_XW_a = r_l0_A @ l1_W
+    # r_l1_XW_b = l0_A·v_l1_W
+    r_l1_XW_b = l0_A @ v_l1_W
+    # l1: pre-activation Z = X·W + 1·b
+    l1_Z = l1_XW + l1_b
+    # o_max = rowmax(l1_Z)
+    o_max = l1_Z.max(axis=1, keepdims=True)
+    # exp(O - m), shifted for stability
+    # o_exp = exp(l1_Z - o_max)
+    o_exp = numpy.exp(l1_Z - o_max)
+    # r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b)
+    r_o_exp = o_exp*(r_l1_XW_a + r_l1_XW_b + v_l1_b)
+    # row sums of E
+    # o_expsum = o_exp·1
+    o_expsum = o_exp.sum(axis=1, keepdims=True)
+    # r_o_expsum = r_o_exp·1
+    r_o_expsum = r_o_exp.sum(axis=1, keepdims=True)
+
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)
+    #   (logsumexp(O) - O[label] per sample)
+    # d_o_expsum = 1/o_expsum ⊙ 1/N
+    d_o_expsum = 1/(N*o_expsum)
+    # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum
+    r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
+
+    # Grad of: o_exp = exp(l1_Z - o_max)
+    #   (exp(O - m), shifted for stability)
+    # r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
+    r_d_l1_Z_1 = d_o_expsum*r_o_exp + o_exp*r_d_o_expsum
+
+    # Grad of: l1_Z = l1_XW + l1_b
+    #   (l1: pre-activation Z = X·W + 1·b)
+    # d_l1_b = 1ᵀ·r_d_l1_Z_1
+    d_l1_b = r_d_l1_Z_1.sum(axis=0, keepdims=True)
+
+    # Grad of: l1_XW = l0_A·l1_W
+    #   (l1: affine part)
+    # d_l0_A = r_d_l1_Z_1·l1_Wᵀ
+    d_l0_A = r_d_l1_Z_1 @ l1_W.T
+    # d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1
+    d_l1_W_1 = l0_A.T @ r_d_l1_Z_1
+
+    # Grad of: l0_A = tanh(l0_Z)
+    #   (l0: activation tanh)
+    # d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2)
+    d_l0_Z = d_l0_A*(1 - l0_A**2)
+
+    # Grad of: l0_Z = l0_XW + l0_b
+    #   (l0: pre-activation Z = X·W + 1·b)
+    # d_l0_b = 1ᵀ·d_l0_Z
+    d_l0_b = d_l0_Z.sum(axis=0, keepdims=True)
+
+    # Grad of: l0_XW = x·l0_W
+    #   (l0: affine part)
+    # d_l0_W_1 = xᵀ·d_l0_Z
+    d_l0_W_1 = x.T @ d_l0_Z
+
+    # total gradients
+    # gv_l0_W = d_l0_W_1 + 0.0001·v_l0_W
+    gv_l0_W = d_l0_W_1 + 0.0001*v_l0_W
+    # gv_l1_W = d_l1_W_1 + 0.0001·v_l1_W
+    gv_l1_W = d_l1_W_1 + 0.0001*v_l1_W
+    return gv_l0_W, d_l0_b, gv_l1_W, d_l1_b
+
+
 def _mats(arrs):
     return [a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1) for a in arrs]
 
@@ -540,3 +634,8 @@ def _impl_loss_and_grad(xm, n, ym, arrs):
 def _impl_hvp(xm, n, ym, arrs, varrs):
     grads = _hvp(xm, ym, *_mats(arrs), *_mats(varrs))
     return numpy.concatenate([numpy.asarray(g, dtype=DTYPE).ravel() for g in grads])
+
+
+def _impl_ggn_vp(xm, n, ym, arrs, varrs):
+    out = _ggn_vp(xm, ym, *_mats(arrs), *_mats(varrs))
+    return numpy.concatenate([numpy.asarray(g, dtype=DTYPE).ravel() for g in out])
