@@ -73,6 +73,30 @@ def ggn_program(spec: Spec) -> Program:
                  outs, d.n_forward, forward_ops=forward_ops)
 
 
+def factor_program(d: Derivation):
+    """Outputs (U, V) with dW = Uᵀ·V for every weight matrix: the arguments
+    of the matrix products the reverse pass forms its gradient with (a
+    layer's input and its delta; over all steps for recurrent weights).
+    Returns the program and {key: (u var, v var)}."""
+    g = d.graph
+    pairs, outs = {}, []
+    for key, p in d.params.items():
+        if key.rsplit(".", 1)[1] not in ("W", "Wx", "Wh"):
+            continue
+        for part in g.grad_parts.get(p, []):
+            op = g.ops[g.producer[part]] if part in g.producer else None
+            if op is not None and op.prim == "matmul" and op.attrs["ta"] and not op.attrs["tb"]:
+                u, v = op.args
+                if g.vars[u].role != "temp":
+                    u = g.copy(u, base=f"{u}_factor")
+                if g.vars[v].role != "temp":
+                    v = g.copy(v, base=f"{v}_factor")
+                pairs[key] = (u, v)
+                outs += [w for w in (u, v) if w not in outs]
+    prog = lower(g, "grad_factors", [d.x, d.y] + list(d.params.values()), outs, d.n_forward)
+    return prog, pairs
+
+
 def programs(d: Derivation) -> dict:
     """The entry points as lowered programs."""
     g = d.graph
@@ -405,6 +429,16 @@ def generate(spec: Spec, backend: str) -> Generated:
     """All generated files for ``spec`` and ``backend`` ("numpy" or "c")."""
     d = derive(spec)
     progs = programs(d)
+    progs["grad_factors"], pairs = factor_program(d)
+    fouts = progs["grad_factors"].outputs
+    factor_index = {k: (fouts.index(u), fouts.index(v)) for k, (u, v) in pairs.items()}
+    factor_sizes, fa, fb = [], 0, 0
+    factor_storage = {}
+    for o in fouts:
+        a, b = size_coeffs(d.graph.vars[o].shape)
+        factor_storage[o] = f"out_f + {fa}*N + {fb}"
+        factor_sizes.append((fa, fb, a, b, d.graph.vars[o].shape[1]))
+        fa, fb = fa + a, fb + b
     shapes = spec.param_shapes
     keys = list(shapes)
     chash = spec.content_hash()
@@ -434,11 +468,14 @@ def generate(spec: Spec, backend: str) -> Generated:
         "loss_steps": spec.loss.steps,
         "batch_expr": ("x.shape[0]" if spec.input.kind != "sequence"
                        else f"x.shape[0] // {spec.input.shape[0]}"),
+        "factor_index": factor_index,
+        "l2": repr(float(spec.l2)),
+        "factor_sizes": factor_sizes,
     }
     if backend == "numpy":
         ctx = dict(common, functions=[_numpy_function(progs[n], spec.dtype)
                                       for n in ("forward", "loss", "loss_and_grad", "hvp",
-                                                "ggn_vp")])
+                                                "ggn_vp", "grad_factors")])
         text = _env.get_template("numpy_module.py.j2").render(**ctx)
         return Generated({f"{module}.py": text}, module)
     if backend != "c":
@@ -458,10 +495,11 @@ def generate(spec: Spec, backend: str) -> Generated:
         _c_function(progs["ggn_vp"], spec.dtype,
                     {o: f"out_hv + {offsets[k]}"
                      for k, o in zip(keys, progs["ggn_vp"].outputs)}),
+        _c_function(progs["grad_factors"], spec.dtype, factor_storage),
     ]
     outs = {"forward": ["out_y"], "loss": ["out_loss"],
             "loss_and_grad": ["out_loss", "out_grad"], "hvp": ["out_hv"],
-            "ggn_vp": ["out_hv"]}
+            "ggn_vp": ["out_hv"], "grad_factors": ["out_f"]}
     for f in cfuncs:
         params = ["int64_t N"] + [f"const real *restrict {a}" for a in f["inputs"]]
         params += [f"real *restrict {o}" for o in outs[f["name"]]] + ["real *restrict ws"]

@@ -123,6 +123,7 @@ class Graph:
         self.producer: dict[str, int] = {}
         self._grad_of: str | None = None
         self.loops: dict[int, dict] = {}    # id -> {"steps", "reverse", "seq"}
+        self.grad_parts: dict[str, list] = {}  # wrt var -> its gradient's summands
         self.loop: int | None = None       # the loop being built
 
     # ---- loops --------------------------------------------------------------
@@ -226,6 +227,11 @@ class Graph:
         if shape == (r, c):
             return a
         return self._emit("sum", base, shape, (a,), {"axis": axis}, label, comment)
+
+    def copy(self, a: str, base: str = "copy") -> str:
+        """A fresh variable holding ``a`` (for outputs that must not alias inputs)."""
+        return self._emit("map", base, self.shape(a), (a,), {"expr": sp.Symbol(a)},
+                          self.vars[a].label)
 
     def rowmax(self, a: str, base: str = "m", label: str = "") -> str:
         r, _ = self.shape(a)
@@ -601,6 +607,7 @@ def grad(g: Graph, loss: str | None, wrt: list[str], truncate: int | None = None
     out = {}
     for w in wrt:
         if w in cot:
+            g.grad_parts[w] = list(cot[w])
             out[w] = _total(g, w, cot.pop(w))
         else:
             out[w] = g.map(sp.Integer(0), base="d_" + w, shape=g.shape(w),
