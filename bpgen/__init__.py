@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from .spec import SpecError, load_spec  # noqa: E402
 
-__all__ = ["__version__", "SpecError", "load_spec", "build"]
+__all__ = ["__version__", "SpecError", "load_spec", "build", "spectrum"]
 
 
 def build(spec, backend="numpy", out_dir=None):
@@ -20,3 +20,9 @@ def build(spec, backend="numpy", out_dir=None):
     """
     from .api import build as _build
     return _build(spec, backend=backend, out_dir=out_dir)
+
+
+def spectrum(module, params, x, y, k=6, smallest=False, full=None, tol=0.0):
+    """Eigenvalues of the exact Hessian; see :func:`bpgen.curvature.spectrum`."""
+    from .curvature import spectrum as _spectrum
+    return _spectrum(module, params, x, y, k=k, smallest=smallest, full=full, tol=tol)

@@ -48,6 +48,76 @@ def _cmd_check(args) -> int:
                      progress=progress)
 
 
+def _cmd_spectrum(args) -> int:
+    import numpy as np
+
+    from .api import build
+    from .curvature import spectrum
+    from .spec import load_spec
+    spec = load_spec(args.arch)
+    try:
+        data = np.load(args.data, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"--data: cannot read {args.data}: {exc}") from None
+    for key in ("x", "y"):
+        if key not in data.files:
+            raise SpecError(f"--data: {args.data} has no array {key!r} "
+                            f"(it needs x and y; optionally the parameters by key)")
+    if args.k < 1:
+        raise SpecError(f"-k: expected a positive integer, got {args.k}")
+    progress = Progress()
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="bpgen-spectrum-") as tmp:
+        mod = build(spec, backend=args.backend, out_dir=tmp, progress=progress)
+        params = mod.init_params(args.seed)
+        given = [k for k in mod.PARAM_SHAPES if k in data.files]
+        for key in given:
+            params[key] = data[key]
+        x, y = data["x"], data["y"]
+        try:
+            res = spectrum(mod, params, x, y, k=args.k, smallest=args.smallest,
+                           full=True if args.full else None)
+        except ValueError as exc:
+            raise SpecError(f"--data: {exc}") from None
+    n = len(x)
+    units = mod.OUTPUT_UNITS
+    rows = n * (mod.STEPS or 1) if mod.SEQUENCE_OUTPUT and mod.LOSS_ALL_STEPS else n
+    print(f"{spec.name}: exact Hessian spectrum ({res['method']}), {mod.N_PARAMS} parameters, "
+          f"batch {n}; parameters {'from ' + args.data if given else 'init_params(%d)' % args.seed}")
+    print(f"largest {len(res['largest'])}: " + " ".join(f"{v:.6g}" for v in res["largest"]))
+    if "smallest" in res:
+        print(f"smallest {len(res['smallest'])}: " + " ".join(f"{v:.6g}" for v in res["smallest"]))
+    if "all" in res:
+        ev = res["all"]
+        tol = max(abs(ev).max(), 1.0) * 1e-10
+        print(f"negative {int((ev < -tol).sum())}, zero {int((abs(ev) <= tol).sum())}, "
+              f"positive {int((ev > tol).sum())}")
+    print(f"rank bounds: Gauss-Newton part <= {rows}*{units} = {rows * units} "
+          f"(scored rows x output units); each weight gradient <= {n * (mod.STEPS or 1)} rows")
+    if args.png:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print("bpgen: error: --png needs matplotlib (pip install matplotlib)", file=sys.stderr)
+            return 2
+        fig, ax = plt.subplots(figsize=(7, 4))
+        if "all" in res:
+            ax.hist(res["all"], bins=min(100, max(10, len(res["all"]) // 10)), log=True)
+            ax.set_xlabel("eigenvalue")
+            ax.set_ylabel("count (log)")
+        else:
+            vals = np.concatenate([res.get("smallest", []), res["largest"]])
+            ax.stem(np.arange(len(vals)), vals)
+            ax.set_ylabel("eigenvalue")
+        ax.set_title(f"Hessian spectrum of {spec.name} ({mod.N_PARAMS} parameters)")
+        fig.tight_layout()
+        fig.savefig(args.png, dpi=100)
+        print(f"wrote {args.png}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bpgen",
@@ -88,6 +158,24 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--tol", type=float, default=None,
                    help="tolerance (default 1e-6 for float64, 1e-3 for float32)")
     c.set_defaults(func=_cmd_check)
+
+    sp = sub.add_parser("spectrum", help="eigenvalues of the exact Hessian on a data set",
+                        description="Build ARCH, load x and y (and optionally parameters "
+                                    "by key, e.g. 'l0.W') from an .npz file, and print the "
+                                    "largest (and smallest) eigenvalues of the exact Hessian: "
+                                    "the full eigendecomposition for small models, Lanczos on "
+                                    "hvp otherwise.")
+    sp.add_argument("arch", help="the architecture file (YAML)")
+    sp.add_argument("--data", required=True, metavar="FILE.npz",
+                    help="arrays x, y and optionally parameters")
+    sp.add_argument("-k", type=int, default=6, help="how many eigenvalues (6)")
+    sp.add_argument("--smallest", action="store_true", help="also the k smallest")
+    sp.add_argument("--full", action="store_true", help="full eigendecomposition")
+    sp.add_argument("--backend", choices=("numpy", "c"), default="c")
+    sp.add_argument("--seed", type=int, default=0, help="init_params seed when the data "
+                                                        "file holds no parameters")
+    sp.add_argument("--png", metavar="FILE", help="draw the spectrum (needs matplotlib)")
+    sp.set_defaults(func=_cmd_spectrum)
     return p
 
 
