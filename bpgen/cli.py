@@ -35,8 +35,11 @@ def _cmd_build(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    from .show import render
-    print(render(args.arch, latex=args.latex), end="")
+    from .show import render, render_hessian
+    if args.hessian:
+        print(render_hessian(args.arch), end="")
+    else:
+        print(render(args.arch, latex=args.latex), end="")
     return 0
 
 
@@ -142,6 +145,9 @@ def make_parser() -> argparse.ArgumentParser:
                                    "backward pass of ARCH in matrix form.")
     s.add_argument("arch", help="the architecture file (YAML)")
     s.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
+    s.add_argument("--hessian", action="store_true",
+                   help="the block structure of the exact Hessian and the derived "
+                        "Hessian-vector product")
     s.set_defaults(func=_cmd_show)
 
     c = sub.add_parser("check", help="verify generated modules against the reference "

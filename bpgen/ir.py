@@ -439,10 +439,13 @@ def _jvp_matmul(g: Graph, op: Op, t: dict):
     ta, tb = op.attrs["ta"], op.attrs["tb"]
     base, label = _tname(g, op)
     parts = []
+    both = a in t and b in t
     if a in t:      # R{A B} = R{A} B + A R{B}
-        parts.append(g.matmul(t[a], b, ta, tb, base=base + "_a", label=label))
+        parts.append(g.matmul(t[a], b, ta, tb, base=base + "_a",
+                              label=label + ("[1]" if both else "")))
     if b in t:
-        parts.append(g.matmul(a, t[b], ta, tb, base=base + "_b", label=label))
+        parts.append(g.matmul(a, t[b], ta, tb, base=base + "_b",
+                              label=label + ("[2]" if both else "")))
     if not parts:
         return None
     return g.map(sp.Add(*[sp.Symbol(p) for p in parts]), base=base, label=label)

@@ -82,3 +82,62 @@ def _tex_name(label: str) -> str:
 
 def _tex_rhs(rhs: str, names: dict) -> str:
     return rhs.replace("δ", r"\delta ").replace("·", r"\,")
+
+
+_LOSS_CURVATURE = {
+    "softmax_cross_entropy": "(diag(p) - p pᵀ) / N,  p = softmax(z)",
+    "mse": "I / N",
+    "sigmoid_binary_cross_entropy": "diag(σ(z) ⊙ (1 - σ(z))) / N",
+}
+
+
+def render_hessian(arch) -> str:
+    """The block structure of the exact Hessian of ``arch`` in matrix form,
+    then the derived Hessian-vector product (the R-operator program)."""
+    from .codegen import hvp_program
+    spec = load_spec(arch)
+    lines = [f"{spec.name}: structure of the exact Hessian H = ∂²L/∂θ², θ = flatten(params)",
+             "",
+             "Per sample n (row vectors; z_k = a_(k-1)·W_k + b_k, a_k = f_k(z_k); "
+             "H = Σ_n H_n):",
+             f"  A_L = ∂²ℓ/∂z_L² = {_LOSS_CURVATURE[spec.loss.type]}",
+             "  A_k = D_k·W_(k+1)·A_(k+1)·W_(k+1)ᵀ·D_k + diag(f_k''(z_k) ⊙ q_k)",
+             "        D_k = diag(f_k'(z_k)), q_k = ∂L/∂a_k  (the second term is what "
+             "Gauss-Newton drops)",
+             "  δ_k = ∂L/∂z_k,  J_(k→l) = ∂a_(l-1)/∂z_k,  M_kl = ∂z_l/∂z_k · A_l  (M_kk = A_k)",
+             ""]
+    dense = [lay for lay in spec.layers if lay.type == "dense"]
+    recurrent = [lay for lay in spec.layers if lay.type not in ("dense", "flatten")]
+    names = [lay.name for lay in dense]
+    if dense:
+        lines.append("Within a layer (Kronecker blocks; flat order of W is (in, units) "
+                     "row-major, so the input factor comes first):")
+        for lay in dense:
+            (fi, fo), k = dict(lay.params)["W"], lay.name
+            lines += [f"  H[{k}.W, {k}.W] = Σ_n (a_inᵀ·a_in) ⊗ A_{k}      ({fi}·{fo} × {fi}·{fo})",
+                      f"  H[{k}.W, {k}.b] = Σ_n a_inᵀ ⊗ A_{k}             ({fi}·{fo} × {fo})",
+                      f"  H[{k}.b, {k}.b] = Σ_n A_{k}                     ({fo} × {fo})"]
+        if len(dense) > 1:
+            lines += ["", "Across layers k < l: a Kronecker term plus a commutation-type "
+                          "(Bishop δ) term that no sum of Kronecker products gives:",
+                      "  H[W_k(p,q), W_l(i,j)] = Σ_n a_(k-1),p · ( a_(l-1),i · M_kl[q,j]"
+                      "  +  J_(k→l)[q,i] · δ_l,j )"]
+            for a, b in zip(names, names[1:]):
+                lines.append(f"  e.g. H[{a}.W, {b}.W] = Σ_n (a_inᵀ·a_{a}) ⊗ M_{a},{b}"
+                             f" + Σ_n a_inᵀ ⊗ (D_{a} ⊗ δ_{b}) (commuted)")
+    if recurrent:
+        lines += ["", "Recurrent layers share Wx, Wh, b over steps, so their blocks are sums "
+                      "over pairs of steps (s, t):",
+                  "  H[W, W] = Σ_n Σ_s Σ_t (x_sᵀ·x_t) ⊗ M_st + cross-time δ-terms through "
+                  "h_(t-1) (every step's state depends on every earlier W)"]
+    lines += ["", "bpgen computes H·v without forming H: the R-operator (forward mode) "
+                  "over the derived forward and backward pass.  Derived program:", ""]
+    prog = hvp_program(spec)
+    all_names = {n: (v.label or n) for n, v in prog.vars.items()}
+    for op in prog.ops:
+        if op.out.startswith("r_") or any(a.startswith("v_") for a in op.args):
+            shape = "(" + ", ".join(map(str, prog.vars[op.out].shape)) + ")"
+            lines.append(f"  {op_equation(op, all_names):<62s} {shape}")
+    lines.append("\nH·v for each parameter: " + ", ".join(
+        f"{k} = {all_names.get(o, o)}" for k, o in zip(spec.param_shapes, prog.outputs)))
+    return "\n".join(lines) + "\n"

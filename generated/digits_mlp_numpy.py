@@ -248,6 +248,56 @@ def ggn_vp(params, x, y, v):
     return _grads_dict(_impl_ggn_vp(xm, n, _check_y(y, n), mats, vmats))
 
 
+#: weight key -> indices of its (U, V) among the generated factor outputs
+_FACTORS = {'l0.W': (0, 1), 'l1.W': (2, 3)}
+#: per factor output: (offset a, offset b, size a, size b, columns), sizes a*N + b
+_FACTOR_SIZES = [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 10, 0, 10)]
+
+
+def grad_factors(params, x, y):
+    """For every weight matrix (W, Wx, Wh), factors (U, V) with dW = Uᵀ V.
+
+    U is the layer's input and V its delta, one row per sample (per sample
+    and step for recurrent weights, time-major), so the data part of the
+    gradient has rank at most N (N*T).  With l2 the regulariser's term
+    l2*W is included as extra rows: U gains the identity, V gains l2*W.
+    The gradient is the one loss_and_grad returns (truncated if bptt says so).
+    """
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    outs = _impl_grad_factors(xm, n, _check_y(y, n), mats)
+    res = {}
+    for key, (iu, iv) in _FACTORS.items():
+        u, v = outs[iu], outs[iv]
+        lam = 0.0001
+        if lam:
+            w = mats[list(PARAM_SHAPES).index(key)]
+            u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
+            v = numpy.concatenate([v, lam * w])
+        res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
+    return res
+
+
+def hessian_diag(params, x, y):
+    """The exact diagonal of the Hessian, as a dict shaped like params.
+    (Read off the assembled exact Hessian in this version.)"""
+    return _grads_dict(numpy.ascontiguousarray(numpy.diag(hessian(params, x, y))))
+
+
+def hessian_blocks(params, x, y):
+    """The per-layer diagonal blocks of the exact Hessian: {layer name:
+    (keys, block)} with block indexed like the flat order restricted to the
+    layer's parameters ``keys``."""
+    h = hessian(params, x, y)
+    blocks = {}
+    for key, a, b, _ in _SLICES:
+        layer = key.split(".", 1)[0]
+        keys, lo, hi = blocks.get(layer, ([], a, b))
+        blocks[layer] = (keys + [key], min(lo, a), max(hi, b))
+    return {layer: (keys, numpy.ascontiguousarray(h[lo:hi, lo:hi]))
+            for layer, (keys, lo, hi) in blocks.items()}
+
+
 def _sigmoid(z):
     # 1 / (1 + exp(-z)) without overflow for large |z|
     return numpy.exp(-numpy.logaddexp(0, -z))
@@ -612,6 +662,55 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     return gv_l0_W, d_l0_b, gv_l1_W, d_l1_b
 
 
+def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
+    N = x.shape[0]
+
+    # forward pass
+    # l0: affine part
+    # l0_XW = x·l0_W
+    l0_XW = x @ l0_W
+    # l0: activation tanh
+    # l0_A = tanh(l0_XW + l0_b)
+    l0_A = numpy.tanh(l0_XW + l0_b)
+    # l1: affine part
+    # l1_XW = l0_A·l1_W
+    l1_XW = l0_A @ l1_W
+    # l1: pre-activation Z = X·W + 1·b
+    l1_Z = l1_XW + l1_b
+    # o_max = rowmax(l1_Z)
+    o_max = l1_Z.max(axis=1, keepdims=True)
+    # exp(O - m), shifted for stability
+    # o_exp = exp(l1_Z - o_max)
+    o_exp = numpy.exp(l1_Z - o_max)
+    # row sums of E
+    # o_expsum = o_exp·1
+    o_expsum = o_exp.sum(axis=1, keepdims=True)
+
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)
+    #   (logsumexp(O) - O[label] per sample)
+    # d_o_expsum = 1/o_expsum ⊙ 1/N
+    d_o_expsum = 1/(N*o_expsum)
+
+    # Grad of: l1_Z = l1_XW + l1_b
+    #   (l1: pre-activation Z = X·W + 1·b)
+    # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N
+    d_l1_Z_2 = d_o_expsum*o_exp - y/N
+
+    # Grad of: l1_XW = l0_A·l1_W
+    #   (l1: affine part)
+    # d_l0_A = d_l1_Z_2·l1_Wᵀ
+    d_l0_A = d_l1_Z_2 @ l1_W.T
+
+    # Grad of: l0_A = tanh(l0_Z)
+    #   (l0: activation tanh)
+    # d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2)
+    d_l0_Z = d_l0_A*(1 - l0_A**2)
+
+    # total gradients
+    x_factor = x
+    return x_factor, d_l0_Z, l0_A, d_l1_Z_2
+
+
 def _mats(arrs):
     return [a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1) for a in arrs]
 
@@ -639,3 +738,12 @@ def _impl_hvp(xm, n, ym, arrs, varrs):
 def _impl_ggn_vp(xm, n, ym, arrs, varrs):
     out = _ggn_vp(xm, ym, *_mats(arrs), *_mats(varrs))
     return numpy.concatenate([numpy.asarray(g, dtype=DTYPE).ravel() for g in out])
+
+
+def _impl_grad_factors(xm, n, ym, arrs):
+    return [numpy.ascontiguousarray(f, dtype=DTYPE)
+            for f in _as_tuple(_grad_factors(xm, ym, *_mats(arrs)))]
+
+
+def _as_tuple(value):
+    return value if isinstance(value, tuple) else (value,)

@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_mlp.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_mlp_c.c, compiled through cffi into
-_bpgen_digits_mlp_63eac82aba4a) then never reads or writes out of bounds.
+_bpgen_digits_mlp_b4096873af1b) then never reads or writes out of bounds.
 """
 import collections
 import collections.abc
@@ -245,16 +245,66 @@ def ggn_vp(params, x, y, v):
     xm, n = _check_x(x)
     return _grads_dict(_impl_ggn_vp(xm, n, _check_y(y, n), mats, vmats))
 
+
+#: weight key -> indices of its (U, V) among the generated factor outputs
+_FACTORS = {'l0.W': (0, 1), 'l1.W': (2, 3)}
+#: per factor output: (offset a, offset b, size a, size b, columns), sizes a*N + b
+_FACTOR_SIZES = [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 10, 0, 10)]
+
+
+def grad_factors(params, x, y):
+    """For every weight matrix (W, Wx, Wh), factors (U, V) with dW = Uᵀ V.
+
+    U is the layer's input and V its delta, one row per sample (per sample
+    and step for recurrent weights, time-major), so the data part of the
+    gradient has rank at most N (N*T).  With l2 the regulariser's term
+    l2*W is included as extra rows: U gains the identity, V gains l2*W.
+    The gradient is the one loss_and_grad returns (truncated if bptt says so).
+    """
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    outs = _impl_grad_factors(xm, n, _check_y(y, n), mats)
+    res = {}
+    for key, (iu, iv) in _FACTORS.items():
+        u, v = outs[iu], outs[iv]
+        lam = 0.0001
+        if lam:
+            w = mats[list(PARAM_SHAPES).index(key)]
+            u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
+            v = numpy.concatenate([v, lam * w])
+        res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
+    return res
+
+
+def hessian_diag(params, x, y):
+    """The exact diagonal of the Hessian, as a dict shaped like params.
+    (Read off the assembled exact Hessian in this version.)"""
+    return _grads_dict(numpy.ascontiguousarray(numpy.diag(hessian(params, x, y))))
+
+
+def hessian_blocks(params, x, y):
+    """The per-layer diagonal blocks of the exact Hessian: {layer name:
+    (keys, block)} with block indexed like the flat order restricted to the
+    layer's parameters ``keys``."""
+    h = hessian(params, x, y)
+    blocks = {}
+    for key, a, b, _ in _SLICES:
+        layer = key.split(".", 1)[0]
+        keys, lo, hi = blocks.get(layer, ([], a, b))
+        blocks[layer] = (keys + [key], min(lo, a), max(hi, b))
+    return {layer: (keys, numpy.ascontiguousarray(h[lo:hi, lo:hi]))
+            for layer, (keys, lo, hi) in blocks.items()}
+
 import glob as _glob
 import importlib.machinery as _machinery
 import importlib.util as _util
 import os as _os
 
 _HERE = _os.path.dirname(_os.path.abspath(__file__))
-EXTENSION = "_bpgen_digits_mlp_63eac82aba4a"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_y, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *out_grad, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);"
+EXTENSION = "_bpgen_digits_mlp_b4096873af1b"
+CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_y, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *out_grad, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_f, double *ws);"
 #: workspace size of each function: a*N + b elements
-_WS = {'forward': (80, 0), 'loss': (160, 2392), 'loss_and_grad': (248, 4760), 'hvp': (424, 2688), 'ggn_vp': (344, 2368)}
+_WS = {'forward': (80, 0), 'loss': (160, 2392), 'loss_and_grad': (248, 4760), 'hvp': (424, 2688), 'ggn_vp': (344, 2368), 'grad_factors': (136, 0)}
 
 
 def _load_extension():
@@ -331,3 +381,17 @@ def _impl_ggn_vp(xm, n, ym, arrs, varrs):
                    ffi.from_buffer(_PTR, out, require_writable=True),
                    ffi.from_buffer(_PTR, _ws("ggn_vp", n), require_writable=True))
     return out
+
+
+def _impl_grad_factors(xm, n, ym, arrs):
+    total = sum(a * n + b for _, _, a, b, _ in _FACTOR_SIZES)
+    out = numpy.empty(max(total, 1), dtype=DTYPE)
+    lib.bpg_grad_factors(n, ffi.from_buffer(_PTR, xm), ffi.from_buffer(_PTR, ym),
+                         *[ffi.from_buffer(_PTR, a) for a in arrs],
+                         ffi.from_buffer(_PTR, out, require_writable=True),
+                         ffi.from_buffer(_PTR, _ws("grad_factors", n), require_writable=True))
+    res = []
+    for oa, ob, a, b, cols in _FACTOR_SIZES:
+        start = oa * n + ob
+        res.append(out[start:start + a * n + b].reshape(-1, cols))
+    return res
