@@ -48,8 +48,9 @@ NSYM = sp.Symbol("N", positive=True, integer=True)
 # names the emitted code uses for its own purposes (x and y are the graph's
 # first two variables and keep their names)
 RESERVED = {"N", "numpy", "np", "ws", "lib", "ffi", "math", "params", "v",
-            "out", "out_loss", "out_grad", "out_y", "i", "j", "k", "r", "c",
-            "acc", "real", "m"}
+            "out", "out_loss", "out_grad", "out_y", "out_hv", "out_f", "i", "j", "k",
+            "r", "c", "acc", "real", "m", "t", "it", "q", "q0", "q1", "r0", "r1", "rr",
+            "cc", "size_t", "int64_t", "DTYPE"}
 
 Dim = "int | str"
 
@@ -143,7 +144,9 @@ class Graph:
 
     # ---- variables -----------------------------------------------------
     def unique(self, base: str) -> str:
-        name = base if base.isidentifier() else "t"
+        name = base.replace(".", "_")
+        if not name.isidentifier():
+            name = "tmp"
         if keyword.iskeyword(name):
             name += "_"
         if name in self.vars or name in RESERVED:
