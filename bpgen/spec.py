@@ -293,7 +293,7 @@ def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -
                            f"a loss needs a flat output (add flatten and dense)")
     if loss.steps == "last" and not seq_out:
         ctx.fail("loss.steps", "steps: last needs a sequence output (one with a step axis)")
-    if loss.type == "softmax_cross_entropy" and shape[0] < 2:
+    if loss.type == "softmax_cross_entropy" and shape[-1] < 2:
         ctx.fail("loss", "softmax_cross_entropy needs at least 2 output units")
 
     l2 = 0.0
