@@ -17,6 +17,17 @@ threaded: torch.set_num_threads(1), and the BLAS thread variables below default
 to 1 (set them in the environment to override).  Finally it prints the C
 wrapper's per-call overhead: ``loss_and_grad`` and ``forward`` on the tiny
 4-8-2 network with N=1.
+
+A second-order table follows (``--skip-first-order`` prints only it), for the
+digits MLP (64-32-10, 2410 parameters) and a small LSTM (the sine example's
+1-step-input LSTM with 16 units over 20 steps and a dense head, 1169
+parameters): for N in (32, 256), the time of ``hvp`` and of ``ggn_vp``
+relative to ``loss_and_grad`` in each backend (the R-operator's target is at
+most 3x a gradient), and, for N=32, the time of the full exact ``hessian``
+(N_PARAMS hvp columns) in each backend against
+``torch.autograd.functional.hessian`` of the same loss written in PyTorch (the
+torch column is skipped with a note when torch is missing; the two Hessians
+are checked to agree).
 """
 import os
 
@@ -124,6 +135,8 @@ def agree(ref, other, dtype):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer, shorter repeats")
+    ap.add_argument("--skip-first-order", action="store_true",
+                    help="only the second-order table")
     args = ap.parse_args()
     target, repeat = (0.05, 2) if args.quick else (0.2, 5)
     if torch is not None:
@@ -132,6 +145,12 @@ def main():
           + (f"torch {torch.__version__} (1 thread)" if torch else "torch: not installed"))
     if torch is None:
         print("note: `import torch` failed, so the torch column is skipped")
+    if not args.skip_first_order:
+        first_order(target, repeat)
+    second_order(target, repeat, quick=args.quick)
+
+
+def first_order(target, repeat):
     print(f"best of {repeat} runs of ~{target} s each; times in us per loss_and_grad call;"
           " ratios > 1 mean C is faster\n")
 
@@ -178,6 +197,144 @@ def main():
             t_c = best_time(lambda: call(mc), target, repeat)
             t_n = best_time(lambda: call(mn), target, repeat)
             print(f"{what:<16} {t_c * 1e6:8.1f} {t_n * 1e6:8.1f}")
+
+
+# --------------------------------------------------------------------------
+# second order: hvp / ggn_vp against loss_and_grad; hessian against torch
+
+LSTM_ARCH = {"name": "bench_lstm", "dtype": "float64", "input": {"features": 1, "steps": 20},
+             "layers": [{"type": "lstm", "units": 16}, {"type": "dense", "units": 1}],
+             "loss": {"type": "mse", "steps": "last"}}
+SECOND_ORDER = [  # (label, architecture)
+    ("digits 64-32-10", ARCHS[1][1]),
+    ("lstm 1-16(x20)-1", LSTM_ARCH),
+]
+SO_BATCHES = (32, 256)
+HESSIAN_BATCH = 32
+
+
+def make_data2(arch, n, seed=0):
+    """make_data for dense or (steps: last) sequence architectures."""
+    if "steps" not in arch["input"]:
+        return make_data(arch, n, seed)
+    rng = np.random.default_rng(seed)
+    inp = arch["input"]
+    x = rng.standard_normal((n, inp["steps"], inp["features"]))
+    y = rng.standard_normal((n, arch["layers"][-1]["units"]))
+    return x, y
+
+
+def torch_flat_loss(arch, shapes, x, y):
+    """loss(theta) in PyTorch for a flat theta in bpgen's flat order."""
+    keys = list(shapes)
+    sizes = [int(np.prod(shapes[k])) for k in keys]
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    lam = arch.get("regularization", {}).get("l2", 0.0)
+    acts = {"identity": lambda z: z, "tanh": torch.tanh, "relu": F.relu}
+
+    def unflat(theta):
+        return {k: t.view(shapes[k]) for k, t in zip(keys, torch.split(theta, sizes))}
+
+    if arch["layers"][0]["type"] == "lstm":
+        units = arch["layers"][0]["units"]
+
+        def loss(theta):
+            P = unflat(theta)
+            h = xt.new_zeros((xt.shape[0], units))
+            c = xt.new_zeros((xt.shape[0], units))
+            for t in range(xt.shape[1]):
+                a = xt[:, t] @ P["l0.Wx"] + h @ P["l0.Wh"] + P["l0.b"]
+                i, f, g, o = torch.split(a, units, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+            out = h @ P["l1.W"] + P["l1.b"]                  # steps: last
+            return 0.5 * ((out - yt) ** 2).sum() / xt.shape[0]
+        return loss
+
+    layers = [(f"l{i}", acts[L.get("activation", "identity")])
+              for i, L in enumerate(arch["layers"])]
+
+    def loss(theta):
+        P = unflat(theta)
+        h = xt
+        for name, act in layers:
+            h = act(h @ P[name + ".W"] + P[name + ".b"])
+        value = (F.cross_entropy(h, yt) if arch["loss"] == CE
+                 else 0.5 * ((h - yt) ** 2).sum() / h.shape[0])
+        if lam:
+            value = value + 0.5 * lam * sum((P[n + ".W"] ** 2).sum() for n, _ in layers)
+        return value
+    return loss
+
+
+def once(fn, repeat):
+    """Best wall time of `repeat` single calls (for calls of a second or so)."""
+    return min(timeit.repeat(fn, number=1, repeat=repeat))
+
+
+def second_order(target, repeat, quick=False):
+    print(f"\nsecond order: hvp and ggn_vp time / loss_and_grad time, same module and batch "
+          f"(target: hvp <= 3x)")
+    head = (f"{'architecture':<18} {'P':>5} {'backend':<7} {'N':>4} {'grad us':>9} "
+            f"{'hvp us':>9} {'ggn us':>9} {'hvp/grad':>9} {'ggn/grad':>9}")
+    print(head)
+    print("-" * len(head))
+    hess_rows = []
+    with tempfile.TemporaryDirectory(prefix="bpgen_bench2_") as tmp:
+        mods = {}
+        for label, arch in SECOND_ORDER:
+            out = os.path.join(tmp, arch["name"])
+            mods[label] = {"c": bpgen.build(arch, backend="c", out_dir=out),
+                           "numpy": bpgen.build(arch, backend="numpy", out_dir=out)}
+        for label, arch in SECOND_ORDER:
+            mc = mods[label]["c"]
+            params = mc.init_params(0)
+            rng = np.random.default_rng(1)
+            v = mc.unflatten(rng.standard_normal(mc.N_PARAMS))
+            for backend in ("c", "numpy"):
+                m = mods[label][backend]
+                for n in SO_BATCHES:
+                    x, y = make_data2(arch, n)
+                    t_g = best_time(lambda: m.loss_and_grad(params, x, y), target, repeat)
+                    t_h = best_time(lambda: m.hvp(params, x, y, v), target, repeat)
+                    t_gn = best_time(lambda: m.ggn_vp(params, x, y, v), target, repeat)
+                    flag = "  [> 3x]" if t_h > 3 * t_g else ""
+                    print(f"{label:<18} {m.N_PARAMS:>5} {backend:<7} {n:>4} {t_g * 1e6:9.1f} "
+                          f"{t_h * 1e6:9.1f} {t_gn * 1e6:9.1f} {t_h / t_g:9.2f} "
+                          f"{t_gn / t_g:9.2f}{flag}", flush=True)
+
+        n = HESSIAN_BATCH
+        reps = 1 if quick else 3
+        print(f"\nfull exact Hessian, N={n}: seconds per call (best of {reps}); "
+              f"torch = torch.autograd.functional.hessian (reverse-over-reverse, one row "
+              f"per backward pass)")
+        head = (f"{'architecture':<18} {'P':>5} {'C s':>8} {'NumPy s':>8} {'torch s':>8} "
+                f"{'torch/c':>8} {'numpy/c':>8}")
+        print(head)
+        print("-" * len(head))
+        for label, arch in SECOND_ORDER:
+            mc, mn = mods[label]["c"], mods[label]["numpy"]
+            params = mc.init_params(0)
+            x, y = make_data2(arch, n)
+            h_c = mc.hessian(params, x, y)
+            flags = ""
+            if np.max(np.abs(mn.hessian(params, x, y) - h_c)) > 1e-10 * np.max(np.abs(h_c)):
+                flags += "  [numpy disagrees with C!]"
+            t_c = once(lambda: mc.hessian(params, x, y), reps)
+            t_n = once(lambda: mn.hessian(params, x, y), reps)
+            cell_t = rat_t = "-"
+            if torch is not None:
+                fn = torch_flat_loss(arch, mc.PARAM_SHAPES, x, y)
+                theta = torch.from_numpy(mc.flatten(params))
+                h_t = torch.autograd.functional.hessian(fn, theta).numpy()
+                if np.max(np.abs(h_t - h_c)) > 1e-9 * np.max(np.abs(h_c)):
+                    flags += "  [torch disagrees with C!]"
+                t_t = once(lambda: torch.autograd.functional.hessian(fn, theta), reps)
+                cell_t, rat_t = f"{t_t:8.3f}", f"{t_t / t_c:8.1f}"
+            print(f"{label:<18} {mc.N_PARAMS:>5} {t_c:8.3f} {t_n:8.3f} {cell_t:>8} "
+                  f"{rat_t:>8} {t_n / t_c:8.1f}{flags}", flush=True)
+        if torch is None:
+            print("note: `import torch` failed, so the torch column is skipped")
 
 
 if __name__ == "__main__":

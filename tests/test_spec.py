@@ -48,6 +48,19 @@ def dense(units=3, **kw):
 
 
 IMAGE = {"channels": 1, "height": 4, "width": 4}
+SEQ = {"features": 3, "steps": 5}
+
+
+def seq(*layers, loss="mse", **changes):
+    """A valid sequence network (default: one rnn layer and a dense head)."""
+    if not layers:
+        layers = ({"type": "rnn", "units": 4}, dense(2))
+    return base(**{"input": dict(SEQ), "layers": list(layers), "loss": loss,
+                    **changes})
+
+
+def rec(ltype, units=4, **kw):
+    return {"type": ltype, "units": units, **kw}
 
 # (id, bad dict, field the message must name, extra text the message must contain)
 BAD_DICTS = [
@@ -179,14 +192,170 @@ BAD_DICTS = [
     ("loss-bad-steps", base(loss={"type": "mse", "steps": "first"}), "loss.steps",
      "unknown steps"),
     ("softmax-one-unit", base(layers=[dense(1)]), "loss", "at least 2"),
-    # not supported yet
-    ("sequence-input", base(input={"features": 4, "steps": 10}), "input.steps",
-     "not support"),
+    # sequence inputs
     ("sequence-input-bad-steps", base(input={"features": 4, "steps": 0}),
      "input.steps", "positive"),
+    ("sequence-input-negative-steps", seq(input={"features": 3, "steps": -2}),
+     "input.steps", "positive"),
+    ("sequence-input-string-steps", seq(input={"features": 3, "steps": "5"}),
+     "input.steps", "positive"),
+    ("sequence-input-bool-steps", seq(input={"features": 3, "steps": True}),
+     "input.steps", "positive"),
+    ("sequence-input-float-steps", seq(input={"features": 3, "steps": 5.0}),
+     "input.steps", "positive"),
+    ("sequence-input-zero-features", seq(input={"features": 0, "steps": 5}),
+     "input.features", "positive"),
+    ("sequence-input-steps-without-features", seq(input={"steps": 5}), "input", ""),
+    ("sequence-input-steps-with-image", seq(input={**IMAGE, "steps": 5}),
+     "input", "expected"),
+    # recurrent layers: where they may go
+    *[
+        (f"{t}-on-features-input", base(layers=[rec(t), dense(2)]), "layers[0]",
+         "sequence input")
+        for t in ("rnn", "lstm", "gru", "birnn")
+    ],
+    ("rnn-on-features-input-keeps-activation", with_layer(0, type="rnn"), "layers[0]",
+     "sequence input"),
+    ("lstm-after-dense-on-features",
+     base(layers=[dense(3), rec("lstm"), dense(2)]), "layers[1]", "sequence input"),
+    *[
+        (f"{t}-on-image-input",
+         base(input=IMAGE, layers=[rec(t), {"type": "flatten"}, dense(2)]),
+         "layers[0]", "sequence input")
+        for t in ("rnn", "lstm", "gru", "birnn")
+    ],
+    ("gru-after-flatten-on-image",
+     base(input=IMAGE, layers=[{"type": "flatten"}, rec("gru"), dense(2)]),
+     "layers[1]", "sequence input"),
+    ("rnn-after-flatten-on-sequence",
+     seq({"type": "flatten"}, rec("rnn"), dense(2)), "layers[1]", "sequence input"),
+    # recurrent layers: cells and options
+    ("birnn-unknown-cell", seq(rec("birnn", cell="transformer"), dense(2)),
+     "layers[0].cell", "unknown cell"),
+    ("birnn-cell-wrong-case", seq(rec("birnn", cell="LSTM"), dense(2)),
+     "layers[0].cell", "unknown cell"),
+    ("birnn-cell-birnn", seq(rec("birnn", cell="birnn"), dense(2)),
+     "layers[0].cell", "unknown cell"),
+    ("birnn-cell-null", seq(rec("birnn", cell=None), dense(2)),
+     "layers[0].cell", "unknown cell"),
+    *[
+        (f"cell-on-{t}", seq(rec(t, cell="rnn"), dense(2)), "layers[0].cell",
+         "unknown key")
+        for t in ("rnn", "lstm", "gru")
+    ],
+    *[
+        (f"activation-on-{t}", seq(rec(t, activation="relu"), dense(2)),
+         "layers[0].activation", "unknown key")
+        for t in ("lstm", "gru")
+    ],
+    *[
+        (f"tanh-activation-on-{t}", seq(rec(t, activation="tanh"), dense(2)),
+         "layers[0].activation", "unknown key")
+        for t in ("lstm", "gru")
+    ],
+    *[
+        (f"alpha-on-{t}", seq(rec(t, alpha=0.1), dense(2)), "layers[0].alpha",
+         "unknown key")
+        for t in ("lstm", "gru")
+    ],
+    *[
+        (f"activation-on-birnn-{c}",
+         seq(rec("birnn", cell=c, activation="relu"), dense(2)),
+         "layers[0].activation", "unknown key")
+        for c in ("lstm", "gru")
+    ],
+    ("alpha-on-birnn-lstm", seq(rec("birnn", cell="lstm", alpha=0.1), dense(2)),
+     "layers[0].alpha", "unknown key"),
+    ("rnn-unknown-activation", seq(rec("rnn", activation="swish"), dense(2)),
+     "layers[0].activation", "unknown activation"),
+    ("birnn-rnn-unknown-activation",
+     seq(rec("birnn", cell="rnn", activation="Tanh"), dense(2)),
+     "layers[0].activation", "unknown activation"),
+    ("rnn-alpha-on-tanh", seq(rec("rnn", alpha=0.1), dense(2)), "layers[0].alpha",
+     "takes no alpha"),
+    ("birnn-default-cell-alpha-on-relu",
+     seq(rec("birnn", activation="relu", alpha=0.1), dense(2)), "layers[0].alpha",
+     "takes no alpha"),
+    ("rnn-negative-alpha", seq(rec("rnn", activation="leaky_relu", alpha=-1), dense(2)),
+     "layers[0].alpha", "number"),
+    ("rnn-elu-alpha-zero", seq(rec("rnn", activation="elu", alpha=0), dense(2)),
+     "layers[0].alpha", "number"),
+    ("unknown-rnn-key", seq(rec("rnn", hidden=3), dense(2)), "layers[0].hidden",
+     "unknown key"),
+    ("lstm-filters-key", seq(rec("lstm", filters=3), dense(2)), "layers[0].filters",
+     "unknown key"),
+    # recurrent layers: units
+    *[
+        (f"{t}-missing-units", seq({"type": t}, dense(2)), "layers[0].units", "required")
+        for t in ("rnn", "lstm", "gru", "birnn")
+    ],
+    ("birnn-lstm-missing-units", seq({"type": "birnn", "cell": "lstm"}, dense(2)),
+     "layers[0].units", "required"),
+    *[
+        (f"{t}-units-{label}", seq(rec(t, units=u), dense(2)), "layers[0].units",
+         "positive integer")
+        for t in ("rnn", "lstm", "gru", "birnn")
+        for label, u in (("zero", 0), ("negative", -4), ("string", "4"),
+                         ("float", 4.0), ("bool", True), ("null", None))
+    ],
+    ("second-recurrent-bad-units", seq(rec("lstm"), rec("gru", units=0), dense(2)),
+     "layers[1].units", "positive integer"),
+    ("rnn-huge-units", seq(rec("rnn", units=10**9), dense(2)), "layers[0].units",
+     "too large"),
+    ("lstm-huge-weight-matrix", seq(rec("lstm", units=6000), dense(2)),
+     "layers[0].units", "too large"),
+    ("recurrent-duplicate-names",
+     seq(rec("lstm", name="enc"), rec("gru", name="enc"), dense(2)),
+     "layers[1].name", "duplicate"),
+    ("recurrent-name-keyword", seq(rec("gru", name="def"), dense(2)),
+     "layers[0].name", "keyword"),
+    # bptt
+    ("bptt-truncate-zero", seq(bptt={"truncate": 0}), "bptt.truncate",
+     "positive integer"),
+    ("bptt-truncate-negative", seq(bptt={"truncate": -3}), "bptt.truncate",
+     "positive integer"),
+    ("bptt-truncate-float", seq(bptt={"truncate": 2.0}), "bptt.truncate",
+     "positive integer"),
+    ("bptt-truncate-fraction", seq(bptt={"truncate": 2.5}), "bptt.truncate",
+     "positive integer"),
+    ("bptt-truncate-string", seq(bptt={"truncate": "2"}), "bptt.truncate",
+     "positive integer"),
+    ("bptt-truncate-bool", seq(bptt={"truncate": True}), "bptt.truncate",
+     "positive integer"),
+    ("bptt-truncate-null", seq(bptt={"truncate": None}), "bptt.truncate",
+     "positive integer"),
+    ("bptt-truncate-huge", seq(bptt={"truncate": 10**9}), "bptt.truncate",
+     "too large"),
+    ("bptt-missing-truncate-on-rnn", seq(bptt={}), "bptt.truncate", "required"),
+    ("bptt-unknown-key-on-rnn", seq(bptt={"truncate": 2, "overlap": 1}),
+     "bptt.overlap", "unknown key"),
+    ("bptt-list", seq(bptt=[2]), "bptt", "mapping"),
+    ("bptt-on-sequence-without-recurrent-layer", seq(dense(3), dense(2),
+                                                     bptt={"truncate": 2}),
+     "bptt", "recurrent"),
+    # loss steps on sequences
+    ("loss-steps-last-on-flattened-sequence",
+     seq({"type": "flatten"}, dense(2), loss={"type": "mse", "steps": "last"}),
+     "loss.steps", "sequence"),
+    ("loss-steps-last-on-image",
+     base(input=IMAGE, layers=[{"type": "flatten"}, dense(2)],
+          loss={"type": "mse", "steps": "last"}), "loss.steps", "sequence"),
+    ("loss-unknown-steps-on-sequence", seq(loss={"type": "mse", "steps": "first"}),
+     "loss.steps", "unknown steps"),
+    ("loss-steps-wrong-case", seq(loss={"type": "mse", "steps": "LAST"}),
+     "loss.steps", "unknown steps"),
+    ("loss-steps-int", seq(loss={"type": "mse", "steps": 1}), "loss.steps",
+     "unknown steps"),
+    ("loss-steps-null", seq(loss={"type": "mse", "steps": None}), "loss.steps",
+     "unknown steps"),
+    ("softmax-one-unit-per-step-after-lstm",
+     seq(rec("lstm"), dense(1), loss="softmax_cross_entropy"), "loss", "at least 2"),
+    ("softmax-one-unit-rnn-output",
+     seq(rec("rnn", units=1), loss="softmax_cross_entropy"), "loss", "at least 2"),
+    # not supported yet
     *[
         (f"{t}-not-supported", with_layer(0, type=t), "layers[0].type", "not supported")
-        for t in ("rnn", "lstm", "gru", "birnn", "conv2d", "maxpool2d", "avgpool2d")
+        for t in ("conv2d", "maxpool2d", "avgpool2d")
     ],
     ("conv2d-on-image-not-supported",
      base(input=IMAGE, layers=[{"type": "conv2d", "filters": 2, "kernel": 3},
@@ -224,6 +393,13 @@ def test_bad_dict(data, field, extra):
     assert data == original  # validation never modifies its input
 
 
+def test_softmax_on_one_step_sequence_is_accepted():
+    """The unit count is the last axis of a sequence output (T, K), not T."""
+    spec = load_spec(seq(rec("rnn", units=3), input={"features": 3, "steps": 1},
+                         loss="softmax_cross_entropy"))
+    assert spec.output_shape == (1, 3)
+
+
 def _validate(data):
     from bpgen.spec import validate
     return validate(data)
@@ -254,6 +430,17 @@ loss: softmax_cross_entropy
 regularization: {l2: 1.0e-4}
 """
 
+GOOD_SEQ_YAML = """\
+name: tagger
+input: {features: 6, steps: 12}
+layers:
+  - {type: birnn, cell: lstm, units: 5, name: enc}
+  - {type: gru, units: 8}
+  - {type: dense, units: 3}
+loss: {type: softmax_cross_entropy, steps: last}
+bptt: {truncate: 4}
+"""
+
 # (id, file text, field the message must name, extra text)
 BAD_YAML = [
     ("string-units", GOOD_YAML.replace("units: 32", "units: '32'"),
@@ -271,11 +458,38 @@ BAD_YAML = [
     ("unknown-top-key", GOOD_YAML + "optimiser: adam\n", "optimiser", "unknown key"),
     ("l2-without-dot-is-a-string", GOOD_YAML.replace("1.0e-4", "1e-4"),
      "regularization.l2", "number"),
-    ("lstm", GOOD_YAML.replace("type: dense, units: 32, activation: tanh",
-                               "type: lstm, units: 32"),
+    ("lstm-on-features", GOOD_YAML.replace("type: dense, units: 32, activation: tanh",
+                                           "type: lstm, units: 32"),
+     "layers[0]", "sequence input"),
+    ("conv2d", GOOD_YAML.replace("type: dense, units: 32, activation: tanh",
+                                 "type: conv2d, filters: 2, kernel: 3"),
      "layers[0].type", "not supported"),
-    ("sequence-input", GOOD_YAML.replace("{features: 64}", "{features: 64, steps: 5}"),
-     "input.steps", "not support"),
+    ("gru-activation", GOOD_SEQ_YAML.replace("type: gru, units: 8",
+                                             "type: gru, units: 8, activation: relu"),
+     "layers[1].activation", "unknown key"),
+    ("birnn-unknown-cell", GOOD_SEQ_YAML.replace("cell: lstm", "cell: elman"),
+     "layers[0].cell", "unknown cell"),
+    ("birnn-lstm-alpha", GOOD_SEQ_YAML.replace("cell: lstm", "cell: lstm, alpha: 0.1"),
+     "layers[0].alpha", "unknown key"),
+    ("recurrent-missing-units", GOOD_SEQ_YAML.replace("units: 8", "name: dec"),
+     "layers[1].units", "required"),
+    ("recurrent-string-units", GOOD_SEQ_YAML.replace("units: 8", "units: '8'"),
+     "layers[1].units", "positive integer"),
+    ("bptt-truncate-zero", GOOD_SEQ_YAML.replace("truncate: 4", "truncate: 0"),
+     "bptt.truncate", "positive integer"),
+    ("bptt-truncate-float", GOOD_SEQ_YAML.replace("truncate: 4", "truncate: 4.0"),
+     "bptt.truncate", "positive integer"),
+    ("bptt-truncate-negative", GOOD_SEQ_YAML.replace("truncate: 4", "truncate: -4"),
+     "bptt.truncate", "positive integer"),
+    ("unknown-steps", GOOD_SEQ_YAML.replace("steps: last", "steps: final"),
+     "loss.steps", "unknown steps"),
+    ("steps-last-on-mlp", GOOD_YAML.replace("loss: softmax_cross_entropy",
+                                            "loss: {type: mse, steps: last}"),
+     "loss.steps", "sequence"),
+    ("recurrent-on-image",
+     GOOD_SEQ_YAML.replace("{features: 6, steps: 12}",
+                           "{channels: 1, height: 6, width: 12}"),
+     "layers[0]", "sequence input"),
     ("dense-on-image", GOOD_YAML.replace("{features: 64}",
                                          "{channels: 1, height: 8, width: 8}"),
      "layers[0]", "flatten"),
@@ -452,3 +666,177 @@ def test_content_hash_is_stable_and_ignores_source(tmp_path):
     other = yaml.safe_load(GOOD_YAML)
     other["layers"][0]["units"] = 33
     assert load_spec(other).content_hash() != from_file.content_hash()
+
+
+# --------------------------------------------------------------------------
+# valid recurrent architectures
+
+F_, T_ = SEQ["features"], SEQ["steps"]
+
+
+def _cell_shapes(cell, fan_in, h, prefix=""):
+    g = {"rnn": 1, "lstm": 4, "gru": 3}[cell] * h
+    if cell == "gru":
+        return [(f"{prefix}Wx", (fan_in, g)), (f"{prefix}Wh", (h, g)),
+                (f"{prefix}bx", (g,)), (f"{prefix}bh", (g,))]
+    return [(f"{prefix}Wx", (fan_in, g)), (f"{prefix}Wh", (h, g)), (f"{prefix}b", (g,))]
+
+
+def test_sequence_input():
+    spec = load_spec(seq())
+    assert spec.input.kind == "sequence"
+    assert spec.input.shape == (T_, F_)
+    assert spec.input.size == T_ * F_
+    assert spec.loss.steps == "all" and spec.truncate is None
+
+
+def test_rnn_defaults_and_shapes():
+    spec = load_spec(seq(rec("rnn", units=4), dense(2)))
+    lay = spec.layers[0]
+    assert (lay.type, lay.cell, lay.activation, lay.alpha, lay.units) == (
+        "rnn", "rnn", "tanh", None, 4)
+    assert lay.in_shape == (T_, F_) and lay.out_shape == (T_, 4)
+    assert list(spec.param_shapes.items()) == [
+        ("l0.Wx", (F_, 4)), ("l0.Wh", (4, 4)), ("l0.b", (4,)),
+        ("l1.W", (4, 2)), ("l1.b", (2,))]
+
+
+def test_lstm_shapes():
+    spec = load_spec(seq(rec("lstm", units=5), dense(2)))
+    assert spec.layers[0].cell == "lstm"
+    assert spec.layers[0].out_shape == (T_, 5)
+    assert list(spec.param_shapes.items()) == [
+        ("l0.Wx", (F_, 20)), ("l0.Wh", (5, 20)), ("l0.b", (20,)),
+        ("l1.W", (5, 2)), ("l1.b", (2,))]
+
+
+def test_gru_shapes():
+    spec = load_spec(seq(rec("gru", units=5), dense(2)))
+    assert spec.layers[0].cell == "gru"
+    assert spec.layers[0].out_shape == (T_, 5)
+    assert list(spec.param_shapes.items()) == [
+        ("l0.Wx", (F_, 15)), ("l0.Wh", (5, 15)), ("l0.bx", (15,)), ("l0.bh", (15,)),
+        ("l1.W", (5, 2)), ("l1.b", (2,))]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_birnn_keys_and_shapes(cell):
+    spec = load_spec(seq(rec("birnn", units=3, cell=cell), dense(2)))
+    lay = spec.layers[0]
+    assert lay.type == "birnn" and lay.cell == cell
+    assert lay.out_shape == (T_, 6)
+    expected = ([(f"l0.{k}", s) for k, s in _cell_shapes(cell, F_, 3, "fwd.")]
+                + [(f"l0.{k}", s) for k, s in _cell_shapes(cell, F_, 3, "bwd.")]
+                + [("l1.W", (6, 2)), ("l1.b", (2,))])
+    assert list(spec.param_shapes.items()) == expected
+    if cell == "gru":
+        assert list(spec.param_shapes)[:8] == [
+            "l0.fwd.Wx", "l0.fwd.Wh", "l0.fwd.bx", "l0.fwd.bh",
+            "l0.bwd.Wx", "l0.bwd.Wh", "l0.bwd.bx", "l0.bwd.bh"]
+
+
+def test_birnn_default_cell_is_rnn_with_tanh():
+    spec = load_spec(seq(rec("birnn", units=3), dense(2)))
+    assert spec.layers[0].cell == "rnn"
+    assert spec.layers[0].activation == "tanh"
+    assert spec == load_spec(seq(rec("birnn", units=3, cell="rnn"), dense(2)))
+
+
+@pytest.mark.parametrize("ltype, extra", [("rnn", {}), ("birnn", {}),
+                                          ("birnn", {"cell": "rnn"})])
+@pytest.mark.parametrize("activation, alpha, expected", [
+    ("relu", None, None), ("sigmoid", None, None), ("identity", None, None),
+    ("leaky_relu", None, 0.01), ("leaky_relu", 0.2, 0.2), ("elu", 0.5, 0.5)])
+def test_rnn_cell_activations(ltype, extra, activation, alpha, expected):
+    layer = rec(ltype, activation=activation, **extra)
+    if alpha is not None:
+        layer["alpha"] = alpha
+    lay = load_spec(seq(layer, dense(2))).layers[0]
+    assert lay.activation == activation and lay.alpha == expected
+
+
+def test_dense_after_recurrent_applies_at_every_step():
+    spec = load_spec(seq(rec("gru", units=4), dense(7, activation="relu"), dense(2)))
+    assert [lay.out_shape for lay in spec.layers] == [(T_, 4), (T_, 7), (T_, 2)]
+    assert spec.layers[1].in_shape == (T_, 4)
+    assert spec.param_shapes["l1.W"] == (4, 7)
+    assert spec.param_shapes["l2.W"] == (7, 2)
+    assert spec.output_shape == (T_, 2)
+
+
+def test_recurrent_output_without_dense():
+    spec = load_spec(seq(rec("lstm", units=3)))
+    assert spec.output_shape == (T_, 3)
+
+
+def test_dense_directly_on_sequence():
+    spec = load_spec(seq(dense(4, activation="tanh"), dense(2),
+                         loss={"type": "mse", "steps": "last"}))
+    assert spec.layers[0].in_shape == (T_, F_)
+    assert spec.output_shape == (T_, 2)
+    assert spec.param_shapes == {"l0.W": (F_, 4), "l0.b": (4,),
+                                 "l1.W": (4, 2), "l1.b": (2,)}
+
+
+def test_stacked_named_recurrent_layers():
+    spec = load_spec(seq(rec("lstm", units=4, name="enc"),
+                         rec("birnn", units=2, cell="gru", name="mid"),
+                         rec("rnn", units=3, activation="relu"),
+                         dense(2, name="head")))
+    assert [lay.name for lay in spec.layers] == ["enc", "mid", "l2", "head"]
+    assert [lay.out_shape for lay in spec.layers] == [(T_, 4), (T_, 4), (T_, 3),
+                                                      (T_, 2)]
+    assert spec.param_shapes["mid.fwd.Wx"] == (4, 6)
+    assert spec.param_shapes["l2.Wx"] == (4, 3)
+    assert spec.param_shapes["head.W"] == (3, 2)
+
+
+def test_flatten_on_sequence():
+    spec = load_spec(seq({"type": "flatten"}, dense(2)))
+    assert spec.layers[0].out_shape == (T_ * F_,)
+    assert spec.output_shape == (2,)
+
+
+@pytest.mark.parametrize("steps", ["all", "last"])
+@pytest.mark.parametrize("loss", ["mse", "softmax_cross_entropy",
+                                  "sigmoid_binary_cross_entropy"])
+def test_loss_steps(loss, steps):
+    spec = load_spec(seq(loss={"type": loss, "steps": steps}))
+    assert spec.loss.type == loss and spec.loss.steps == steps
+
+
+@pytest.mark.parametrize("k", [1, 2, T_, 10 * T_])
+def test_bptt_truncate(k):
+    assert load_spec(seq(bptt={"truncate": k})).truncate == k
+
+
+def test_content_hash_sees_recurrent_options():
+    hashes = {load_spec(d).content_hash() for d in [
+        seq(),
+        seq(rec("rnn", activation="relu"), dense(2)),
+        seq(rec("lstm"), dense(2)),
+        seq(rec("gru"), dense(2)),
+        seq(rec("birnn"), dense(2)),
+        seq(rec("birnn", cell="lstm"), dense(2)),
+        seq(bptt={"truncate": 2}),
+        seq(bptt={"truncate": 3}),
+        seq(loss={"type": "mse", "steps": "last"}),
+        seq(input={"features": 3, "steps": 6}),
+    ]}
+    assert len(hashes) == 10
+
+
+def test_good_sequence_yaml_file(tmp_path):
+    path = tmp_path / "tagger.yaml"
+    path.write_text(GOOD_SEQ_YAML, encoding="utf-8")
+    spec = load_spec(path)
+    assert spec.input.shape == (12, 6)
+    assert spec.truncate == 4
+    assert spec.loss.steps == "last"
+    assert [lay.name for lay in spec.layers] == ["enc", "l1", "l2"]
+    assert list(spec.param_shapes.items()) == [
+        ("enc.fwd.Wx", (6, 20)), ("enc.fwd.Wh", (5, 20)), ("enc.fwd.b", (20,)),
+        ("enc.bwd.Wx", (6, 20)), ("enc.bwd.Wh", (5, 20)), ("enc.bwd.b", (20,)),
+        ("l1.Wx", (10, 24)), ("l1.Wh", (8, 24)), ("l1.bx", (24,)), ("l1.bh", (24,)),
+        ("l2.W", (8, 3)), ("l2.b", (3,))]
+    assert spec.output_shape == (12, 3)
