@@ -18,7 +18,7 @@ import tempfile
 
 __all__ = ["compile_extension", "compile_c_file", "cache_dir", "CFLAGS"]
 
-CFLAGS = ["-O2", "-std=gnu99", "-Wall", "-Wno-unused-variable",
+CFLAGS = ["-O2", "-std=gnu99", "-fopenmp-simd", "-Wall", "-Wno-unused-variable",
           "-Wno-unused-function", "-Wno-unused-but-set-variable"]
 
 

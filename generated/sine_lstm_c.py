@@ -4,7 +4,7 @@ Regenerate with: bpgen build sine_lstm.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (sine_lstm_c.c, compiled through cffi into
-_bpgen_sine_lstm_508eeb07a1de) then never reads or writes out of bounds.
+_bpgen_sine_lstm_bbd30fb02048) then never reads or writes out of bounds.
 """
 import collections
 import collections.abc
@@ -303,7 +303,7 @@ import importlib.util as _util
 import os as _os
 
 _HERE = _os.path.dirname(_os.path.abspath(__file__))
-EXTENSION = "_bpgen_sine_lstm_508eeb07a1de"
+EXTENSION = "_bpgen_sine_lstm_bbd30fb02048"
 CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out_y, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *out_grad, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out_f, double *ws);"
 #: workspace size of each function: a*N + b elements
 _WS = {'forward': (3448, 0), 'loss': (3488, 8), 'loss_and_grad': (7776, 8), 'hvp': (16360, 2080), 'ggn_vp': (12960, 2048), 'grad_factors': (5824, 0)}

@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_mlp.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_mlp_c.c, compiled through cffi into
-_bpgen_digits_mlp_b4096873af1b) then never reads or writes out of bounds.
+_bpgen_digits_mlp_b5470ac5aba0) then never reads or writes out of bounds.
 """
 import collections
 import collections.abc
@@ -301,7 +301,7 @@ import importlib.util as _util
 import os as _os
 
 _HERE = _os.path.dirname(_os.path.abspath(__file__))
-EXTENSION = "_bpgen_digits_mlp_b4096873af1b"
+EXTENSION = "_bpgen_digits_mlp_b5470ac5aba0"
 CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_y, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *out_grad, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_f, double *ws);"
 #: workspace size of each function: a*N + b elements
 _WS = {'forward': (80, 0), 'loss': (160, 2392), 'loss_and_grad': (248, 4760), 'hvp': (424, 2688), 'ggn_vp': (344, 2368), 'grad_factors': (136, 0)}
