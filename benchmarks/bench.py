@@ -274,12 +274,11 @@ def once(fn, repeat):
 
 def second_order(target, repeat, quick=False):
     print(f"\nsecond order: hvp and ggn_vp time / loss_and_grad time, same module and batch "
-          f"(target: hvp <= 3x)")
+          "(target: hvp <= 3x)")
     head = (f"{'architecture':<18} {'P':>5} {'backend':<7} {'N':>4} {'grad us':>9} "
             f"{'hvp us':>9} {'ggn us':>9} {'hvp/grad':>9} {'ggn/grad':>9}")
     print(head)
     print("-" * len(head))
-    hess_rows = []
     with tempfile.TemporaryDirectory(prefix="bpgen_bench2_") as tmp:
         mods = {}
         for label, arch in SECOND_ORDER:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .ir import Graph, Op, Var, dim_coeffs
+from .ir import Graph, Var, dim_coeffs
 
 __all__ = ["Program", "lower", "size_coeffs"]
 

@@ -2,21 +2,16 @@
 truncated BPTT) in both backends, against the reference, against central
 finite differences, and NumPy against C.
 
-C builds dominate the running time (2-25 s of CPU each, most for a birnn of
-lstm or gru cells, and float32 costs about twice float64), so the NumPy
+C builds dominate the running time (a few seconds each, most for a birnn of
+lstm or gru cells), so the NumPy
 backend runs the whole product cell x steps x truncation x dtype, and the C
 backend a covering subset of it: every (steps, truncation, dtype) combination
 and every (loss, steps) pair in C with some cell; every cell but the two
 dearest in C with both values of steps, truncation and dtype; birnn(gru) in
 C once, and birnn(lstm) in C inside a truncated stack (test_stacked_truncated).
-A second process compiles half of the C modules this file needs into the
-compile cache while this one runs the NumPy tests and compiles the other half
-(set BPGEN_TEST_NO_PREBUILD=1 to disable).
 """
-import json
 import os
 import re
-import signal
 import subprocess
 import sys
 
@@ -522,66 +517,3 @@ def _c_archs():
     return archs
 
 
-# Run by a second process: bpgen check's modules first (test_cli_check comes
-# last), then the last-used C modules, last first, up to about half the work
-# (compile time taken as proportional to the C source's length; the NumPy
-# tests, which the main process runs first, count as MAIN_HEAD characters).
-_PREBUILD = """
-import io, json, os, sys, tempfile
-import bpgen, bpgen.check
-from bpgen.codegen import generate
-from bpgen.spec import load_spec
-job = json.load(sys.stdin)
-archs = job["archs"]
-sizes = [len(generate(load_spec(a), "c").c_source) for a in archs]
-mine, done = [], job["check_cost"]
-for arch, size in reversed(list(zip(archs, sizes))):
-    if done >= (sum(sizes) + job["main_head"] + job["check_cost"]) / 2:
-        break
-    mine.append(arch)
-    done += size
-with tempfile.TemporaryDirectory(prefix="bpgen-prebuild-") as tmp:
-    path = os.path.join(tmp, job["check_file"])
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(job["check_yaml"])
-    bpgen.check.run_check(path, out=io.StringIO())
-    for i, arch in enumerate(mine):
-        bpgen.build(arch, backend="c", out_dir=os.path.join(tmp, f"m{i}"))
-"""
-MAIN_HEAD = 350_000     # ~30 s of NumPy tests, at ~85 us of compiling per character
-CHECK_COST = 100_000    # bpgen check compiles two small rnn modules
-
-
-def _uses_c(item):
-    callspec = getattr(item, "callspec", None)
-    return ((callspec is not None and callspec.params.get("backend") == "c")
-            or item.originalname in ("test_numpy_matches_c", "test_cli_check"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _compile_c_in_background(request):
-    """Fill the compile cache from the other end: while this process runs the
-    NumPy tests and then compiles the first-used C modules as the tests come
-    to them, a second process compiles the last-used ones (about half of the
-    work).  A warm cache makes it a no-op."""
-    mine = [i for i in request.session.items if i.module is request.module]
-    if os.environ.get("BPGEN_TEST_NO_PREBUILD") or not any(map(_uses_c, mine)):
-        yield
-        return
-    proc = subprocess.Popen([sys.executable, "-c", _PREBUILD], cwd=ROOT, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    proc.stdin.write(json.dumps({"check_file": CHECK_FILE, "check_yaml": CHECK_YAML,
-                                 "archs": _c_archs(), "main_head": MAIN_HEAD,
-                                 "check_cost": CHECK_COST}))
-    proc.stdin.close()
-    try:
-        yield
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)     # lets it remove its temporary files
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
