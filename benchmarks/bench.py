@@ -273,7 +273,7 @@ def once(fn, repeat):
 
 
 def second_order(target, repeat, quick=False):
-    print(f"\nsecond order: hvp and ggn_vp time / loss_and_grad time, same module and batch "
+    print("\nsecond order: hvp and ggn_vp time / loss_and_grad time, same module and batch "
           "(target: hvp <= 3x)")
     head = (f"{'architecture':<18} {'P':>5} {'backend':<7} {'N':>4} {'grad us':>9} "
             f"{'hvp us':>9} {'ggn us':>9} {'hvp/grad':>9} {'ggn/grad':>9}")
