@@ -18,7 +18,7 @@ from . import __version__
 from .equations import op_equation
 from .ir import broadcast_shape, tangents
 from .lower import Program, lower, size_coeffs
-from .network import Derivation, derive, derive_ggn
+from .network import Derivation, derive, derive_curvature, derive_ggn
 from .printers import CPrinter, NumpyPrinter, numeric
 from .spec import Spec
 
@@ -95,6 +95,35 @@ def factor_program(d: Derivation):
                 outs += [w for w in (u, v) if w not in outs]
     prog = lower(g, "grad_factors", [d.x, d.y] + list(d.params.values()), outs, d.n_forward)
     return prog, pairs
+
+
+def structured(spec: Spec) -> bool:
+    """True when the Hessian is assembled from its Kronecker block structure:
+    networks of dense (and flatten) layers on feature or image inputs."""
+    return (spec.input.kind != "sequence"
+            and all(lay.type in ("dense", "flatten") for lay in spec.layers))
+
+
+def curvature_program(spec: Spec):
+    """The per-sample quantities the structured Hessian is assembled from
+    (see :func:`network.derive_curvature`) and their layout for the wrapper."""
+    d, layers, curv, outs = derive_curvature(spec)
+    prog = lower(d.graph, "curvature", [d.x, d.y] + list(d.params.values()), outs,
+                 d.n_forward)
+    info = [(f"{lay.name}.W", f"{lay.name}.b", ix["in"], ix["d1"], ix["d2"], ix["q"],
+             ix["delta"]) for lay, ix in layers]
+    return prog, info, curv
+
+
+def _output_layout(variables: dict, outs, pointer: str):
+    """Flat-buffer layout of outputs whose sizes are a*N + b."""
+    sizes, storage, fa, fb = [], {}, 0, 0
+    for o in outs:
+        a, b = size_coeffs(variables[o].shape)
+        storage[o] = f"{pointer} + {fa}*N + {fb}"
+        sizes.append((fa, fb, a, b, variables[o].shape[1]))
+        fa, fb = fa + a, fb + b
+    return sizes, storage
 
 
 def programs(d: Derivation) -> dict:
@@ -432,13 +461,12 @@ def generate(spec: Spec, backend: str) -> Generated:
     progs["grad_factors"], pairs = factor_program(d)
     fouts = progs["grad_factors"].outputs
     factor_index = {k: (fouts.index(u), fouts.index(v)) for k, (u, v) in pairs.items()}
-    factor_sizes, fa, fb = [], 0, 0
-    factor_storage = {}
-    for o in fouts:
-        a, b = size_coeffs(d.graph.vars[o].shape)
-        factor_storage[o] = f"out_f + {fa}*N + {fb}"
-        factor_sizes.append((fa, fb, a, b, d.graph.vars[o].shape[1]))
-        fa, fb = fa + a, fb + b
+    factor_sizes, factor_storage = _output_layout(d.graph.vars, fouts, "out_f")
+    curv_layers, curv_loss, curv_sizes, curv_storage = [], None, [], {}
+    if structured(spec):
+        progs["curvature"], curv_layers, curv_loss = curvature_program(spec)
+        cprog = progs["curvature"]
+        curv_sizes, curv_storage = _output_layout(cprog.vars, cprog.outputs, "out_f")
     shapes = spec.param_shapes
     keys = list(shapes)
     chash = spec.content_hash()
@@ -471,11 +499,15 @@ def generate(spec: Spec, backend: str) -> Generated:
         "factor_index": factor_index,
         "l2": repr(float(spec.l2)),
         "factor_sizes": factor_sizes,
+        "curv_layers": curv_layers,
+        "curv_loss": curv_loss,
+        "curv_sizes": curv_sizes,
     }
     if backend == "numpy":
         ctx = dict(common, functions=[_numpy_function(progs[n], spec.dtype)
                                       for n in ("forward", "loss", "loss_and_grad", "hvp",
-                                                "ggn_vp", "grad_factors")])
+                                                "ggn_vp", "grad_factors", "curvature")
+                                      if n in progs])
         text = _env.get_template("numpy_module.py.j2").render(**ctx)
         return Generated({f"{module}.py": text}, module)
     if backend != "c":
@@ -497,9 +529,11 @@ def generate(spec: Spec, backend: str) -> Generated:
                      for k, o in zip(keys, progs["ggn_vp"].outputs)}),
         _c_function(progs["grad_factors"], spec.dtype, factor_storage),
     ]
+    if "curvature" in progs:
+        cfuncs.append(_c_function(progs["curvature"], spec.dtype, curv_storage))
     outs = {"forward": ["out_y"], "loss": ["out_loss"],
             "loss_and_grad": ["out_loss", "out_grad"], "hvp": ["out_hv"],
-            "ggn_vp": ["out_hv"], "grad_factors": ["out_f"]}
+            "ggn_vp": ["out_hv"], "grad_factors": ["out_f"], "curvature": ["out_f"]}
     for f in cfuncs:
         params = ["int64_t N"] + [f"const real *restrict {a}" for a in f["inputs"]]
         params += [f"real *restrict {o}" for o in outs[f["name"]]] + ["real *restrict ws"]

@@ -125,6 +125,8 @@ class Graph:
         self._grad_of: str | None = None
         self.loops: dict[int, dict] = {}    # id -> {"steps", "reverse", "seq"}
         self.grad_parts: dict[str, list] = {}  # wrt var -> its gradient's summands
+        self.cotangents: dict[str, str] = {}   # var -> its total cotangent (non-loop)
+        self.layer_vars: dict[str, dict] = {}  # layer name -> its input, Z, A
         self.loop: int | None = None       # the loop being built
 
     # ---- loops --------------------------------------------------------------
@@ -606,6 +608,7 @@ def grad(g: Graph, loss: str | None, wrt: list[str], truncate: int | None = None
                 g.vars[op.out].differentiable or op.out == loss):
             g._grad_of = op.out
             gout = _total(g, op.out, cot.pop(op.out))
+            g.cotangents[op.out] = gout
             for arg, ga in PRIMITIVES[op.prim].vjp(g, op, gout).items():
                 cot.setdefault(arg, []).append(ga)
         idx -= 1

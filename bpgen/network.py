@@ -42,8 +42,10 @@ def _dense(g: Graph, layer: LayerSpec, x: str, p: dict) -> str:
     z = g.map(g.sym(xw) + g.sym(p["b"]), base=f"{n}_Z", label=f"Z_{n}",
               comment=f"{n}: pre-activation Z = X·W + 1·b")
     act = activation_expr(layer.activation, g.sym(z), layer.alpha)
-    return g.map(act, base=f"{n}_A", label=f"A_{n}",
-                 comment=f"{n}: activation {layer.activation}")
+    a = g.map(act, base=f"{n}_A", label=f"A_{n}",
+              comment=f"{n}: activation {layer.activation}")
+    g.layer_vars[n] = {"in": x, "z": z, "a": a}
+    return a
 
 
 def _flatten(g: Graph, layer: LayerSpec, x: str, p: dict) -> str:
@@ -260,3 +262,56 @@ def derive_ggn(spec: Spec):
                         base="gv_" + p, shape=g.vars[p].shape)
         outs.append(out)
     return d, list(seeds.values()), outs, forward_ops
+
+
+def derive_curvature(spec: Spec):
+    """What the Kronecker-structured Hessian of a network of dense layers is
+    assembled from, per sample (row): for every dense layer its input, f'(Z)
+    and f''(Z) (SymPy's first and second derivative of the activation), q =
+    ∂L/∂A and δ = ∂L/∂Z; and the loss's curvature w.r.t. the output: ℓ''
+    (SymPy's second derivative of the per-unit loss) for the elementwise
+    losses, the softmax probabilities for the cross-entropy.
+
+    Returns (derivation, [(layer, {"in", "d1", "d2", "q", "delta"})], loss
+    curvature var, output vars in order)."""
+    d = derive(spec, exact=True)
+    g = d.graph
+    outs, layers = [], []
+
+    def keep(var):
+        if g.vars[var].role != "temp":
+            var = g.copy(var, base=f"{var}_copy")
+        if var not in outs:
+            outs.append(var)
+        return outs.index(var)
+
+    for layer in spec.layers:
+        if layer.type != "dense":
+            continue
+        lv = g.layer_vars[layer.name]
+        z = sp.Symbol("z")
+        f = activation_expr(layer.activation, z, layer.alpha)
+        d1 = g.map(sp.diff(f, z).subs(z, g.sym(lv["z"])), base=f"{layer.name}_d1",
+                   shape=g.vars[lv["z"]].shape, label=f"f'(Z_{layer.name})")
+        d2 = g.map(sp.diff(f, z, 2).subs(z, g.sym(lv["z"])), base=f"{layer.name}_d2",
+                   shape=g.vars[lv["z"]].shape, label=f"f''(Z_{layer.name})")
+        q = g.cotangents.get(lv["a"])
+        delta = g.cotangents.get(lv["z"], q)
+        if q is None:
+            q = delta
+        layers.append((layer, {"in": keep(lv["in"]), "d1": keep(d1), "d2": keep(d2),
+                               "q": keep(q), "delta": keep(delta)}))
+    out = g.sym(d.output)
+    terms = g.ops[g.producer[_loss_terms_var(g)]].attrs["expr"]
+    if spec.loss.type == "softmax_cross_entropy":
+        e = [v for v in g.vars if v.startswith("o_exp") and not v.startswith("o_expsum")][0]
+        s = [v for v in g.vars if v.startswith("o_expsum")][0]
+        curv = g.map(g.sym(e) / g.sym(s), base="softmax_p", label="p")
+    else:
+        curv = g.map(sp.diff(terms, out, 2), base="loss_curv", shape=g.vars[d.output].shape,
+                     label="ℓ''(O)")
+    return d, layers, keep(curv), outs
+
+
+def _loss_terms_var(g: Graph) -> str:
+    return [v for v in g.vars if v == "loss_terms" or v.startswith("loss_terms")][0]

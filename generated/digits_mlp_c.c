@@ -758,3 +758,110 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* x_factor = x */
     for (int64_t k = 0; k < 64*N; k++) x_factor[k] = x[k];
 }
+
+/* ---- curvature: workspace 136*N + 0 elements ---- */
+void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out_f, real *restrict ws)
+{
+    real *const l0_XW = ws + 0;  /* (N, 32) */
+    real *const l0_Z = ws + 32*N;  /* (N, 32) */
+    real *const l1_XW = ws + 64*N;  /* (N, 10) */
+    real *const l1_Z = ws + 80*N;  /* (N, 10) */
+    real *const o_max = ws + 96*N;  /* (N, 1) */
+    real *const o_exp = ws + 104*N;  /* (N, 10) */
+    real *const o_expsum = ws + 120*N;  /* (N, 1) */
+    real *const d_o_expsum = ws + 128*N;  /* (N, 1) */
+    real *const x_copy = out_f + 0*N + 0;  /* (N, 64) */
+    real *const l0_d1 = out_f + 64*N + 0;  /* (N, 32) */
+    real *const l0_d2 = out_f + 96*N + 0;  /* (N, 32) */
+    real *const d_l0_A = out_f + 128*N + 0;  /* (N, 32) */
+    real *const d_l0_Z = out_f + 160*N + 0;  /* (N, 32) */
+    real *const l0_A = out_f + 192*N + 0;  /* (N, 32) */
+    real *const l1_d1 = out_f + 224*N + 0;  /* (N, 10) */
+    real *const l1_d2 = out_f + 234*N + 0;  /* (N, 10) */
+    real *const d_l1_Z_2 = out_f + 244*N + 0;  /* (N, 10) */
+    real *const softmax_p = out_f + 254*N + 0;  /* (N, 10) */
+
+    /* forward pass */
+    /* l0: affine part */
+    /* l0_XW = x·l0_W */
+    bpg_gemm_nn(N, 32, 64, x, l0_W, l0_XW);
+    /* l0: pre-activation Z = X·W + 1·b */
+    /* l0_Z = l0_XW + l0_b */
+    for (int64_t rr = 0; rr < N; rr++) {
+        for (int64_t cc = 0; cc < 32; cc++) {
+            const int64_t k = rr*32 + cc;
+            l0_Z[k] = l0_XW[k] + l0_b[cc];
+        }
+    }
+    /* l0: activation tanh */
+    /* l0_A = tanh(l0_Z) */
+    for (int64_t k = 0; k < 32*N; k++) l0_A[k] = tanh(l0_Z[k]);
+    /* l1: affine part */
+    /* l1_XW = l0_A·l1_W */
+    bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
+    /* l1: pre-activation Z = X·W + 1·b */
+    /* l1_Z = l1_XW + l1_b */
+    for (int64_t rr = 0; rr < N; rr++) {
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            l1_Z[k] = l1_XW[k] + l1_b[cc];
+        }
+    }
+    /* o_max = rowmax(l1_Z) */
+    bpg_rowmax(N, 10, l1_Z, o_max);
+    /* exp(O - m), shifted for stability */
+    /* o_exp = exp(l1_Z - o_max) */
+    for (int64_t rr = 0; rr < N; rr++) {
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            o_exp[k] = exp(l1_Z[k] - o_max[rr]);
+        }
+    }
+    /* row sums of E */
+    /* o_expsum = o_exp·1 */
+    bpg_rowsum(N, 10, o_exp, o_expsum);
+
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
+    /*   (logsumexp(O) - O[label] per sample) */
+    /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+
+    /* Grad of: l1_Z = l1_XW + l1_b */
+    /*   (l1: pre-activation Z = X·W + 1·b) */
+    /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
+    for (int64_t rr = 0; rr < N; rr++) {
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            d_l1_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+        }
+    }
+
+    /* Grad of: l1_XW = l0_A·l1_W */
+    /*   (l1: affine part) */
+    /* d_l0_A = d_l1_Z_2·l1_Wᵀ */
+    bpg_gemm_nt(N, 32, 10, d_l1_Z_2, l1_W, d_l0_A);
+
+    /* Grad of: l0_A = tanh(l0_Z) */
+    /*   (l0: activation tanh) */
+    /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
+    for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
+
+    /* total gradients */
+    /* l0_d1 = 1 - tanh(l0_Z)^∘2 */
+    for (int64_t k = 0; k < 32*N; k++) l0_d1[k] = 1 - ((tanh(l0_Z[k]))*(tanh(l0_Z[k])));
+    /* l0_d2 = 2·(-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z) */
+    for (int64_t k = 0; k < 32*N; k++) l0_d2[k] = 2*(((tanh(l0_Z[k]))*(tanh(l0_Z[k]))) - 1)*tanh(l0_Z[k]);
+    /* x_copy = x */
+    for (int64_t k = 0; k < 64*N; k++) x_copy[k] = x[k];
+    /* l1_d1 = 1 */
+    for (int64_t k = 0; k < 10*N; k++) l1_d1[k] = 1;
+    /* l1_d2 = 0 */
+    for (int64_t k = 0; k < 10*N; k++) l1_d2[k] = 0;
+    /* softmax_p = o_exp ⊙ 1/o_expsum */
+    for (int64_t rr = 0; rr < N; rr++) {
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            softmax_p[k] = o_exp[k]/o_expsum[rr];
+        }
+    }
+}

@@ -224,10 +224,16 @@ def hvp(params, x, y, v):
 
 def hessian(params, x, y):
     """The exact Hessian, an (N_PARAMS, N_PARAMS) array in the flat order:
-    H[i, j] = d^2 loss / d theta_i d theta_j with theta = flatten(params)."""
+    H[i, j] = d^2 loss / d theta_i d theta_j with theta = flatten(params).
+
+    For networks of dense layers it is assembled from its matrix-form
+    structure (Kronecker blocks per layer pair plus the commutation-type
+    delta terms, see _structured_hessian); otherwise from hvp columns."""
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
+    if _CURV_LAYERS:
+        return _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n)
     out = numpy.empty((N_PARAMS, N_PARAMS), dtype=DTYPE)
     basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
     for j in range(N_PARAMS):
@@ -237,6 +243,104 @@ def hessian(params, x, y):
         basis[j] = 0
     # the exact Hessian is symmetric; average away the rounding
     return numpy.ascontiguousarray((out + out.T) / 2)
+
+
+#: dense layers of the structured Hessian: (W key, b key, indices of the
+#: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
+_CURV_LAYERS = []
+#: index of the loss curvature output (softmax p, or l'' per unit)
+_CURV_LOSS = None
+_CURV_SIZES = []
+
+
+def _curvature_outputs(xm, n, ym, mats):
+    return [numpy.asarray(o, dtype=numpy.float64)
+            for o in _impl_outputs("curvature", _CURV_SIZES, xm, n, ym, mats)]
+
+
+def _loss_hessian(outs, n):
+    """Per-sample Hessian of the loss w.r.t. the network output, (n, K, K)."""
+    c = outs[_CURV_LOSS]
+    if LOSS == "softmax_cross_entropy":     # Hessian of log-sum-exp: diag(p) - p pᵀ
+        h = -numpy.einsum("ni,nj->nij", c, c)
+        h[:, numpy.arange(c.shape[1]), numpy.arange(c.shape[1])] += c
+    else:                                   # elementwise loss: diag(l'')
+        h = numpy.zeros((n, c.shape[1], c.shape[1]))
+        h[:, numpy.arange(c.shape[1]), numpy.arange(c.shape[1])] = c
+    return h / n
+
+
+def _structured_hessian(mats, outs, n, within_layers=False):
+    """H from its block structure, per sample n (row-vector convention
+    z_k = a_(k-1) W_k + b_k):
+
+      A_L = d2l/dz_L2;  A_k = D_k W_(k+1) A_(k+1) W_(k+1)ᵀ D_k + diag(f''(z_k) ⊙ q_k)
+      M_kl = dz_l/dz_k · A_l  (k <= l),  J_kl = da_(l-1)/dz_k
+      H[W_k(p,q), W_l(i,j)] = Σ_n a_k,p (a_l,i M_kl[q,j] + J_kl[q,i] δ_l,j)
+
+    the first term a sum of Kronecker products, the second (k < l) the
+    commutation-type term a pure Kronecker sum misses.  ``within_layers``
+    assembles only the blocks with k == l (the rest stays zero)."""
+    w = {key: numpy.asarray(m, dtype=numpy.float64) for key, m in zip(PARAM_SHAPES, mats)}
+    layers = [(wk, bk, outs[i], outs[d1], outs[d2], outs[q], outs[dl])
+              for wk, bk, i, d1, d2, q, dl in _CURV_LAYERS]
+    L = len(layers)
+    # A_k by the backward recursion
+    A = [None] * L
+    A[-1] = _loss_hessian(outs, n)
+    _, _, _, d1, d2, q, _ = layers[-1]
+    A[-1] = d1[:, :, None] * A[-1] * d1[:, None, :] + _diag3(d2 * q)
+    for k in range(L - 2, -1, -1):
+        wn = w[layers[k + 1][0]]
+        _, _, _, d1, d2, q, _ = layers[k]
+        inner = numpy.einsum("ia,nab,jb->nij", wn, A[k + 1], wn)
+        A[k] = d1[:, :, None] * inner * d1[:, None, :] + _diag3(d2 * q)
+    offset = {key: a for key, a, _, _ in _SLICES}
+    h = numpy.zeros((N_PARAMS, N_PARAMS))
+    for k in range(L):
+        wk, bk, ak, d1k = layers[k][0], layers[k][1], layers[k][2], layers[k][3]
+        jz = numpy.broadcast_to(numpy.eye(d1k.shape[1]), (n,) + (d1k.shape[1],) * 2)
+        ja = None
+        for l in range(k, k + 1 if within_layers else L):
+            wl, bl, al, _, _, _, dl = layers[l]
+            if l > k:
+                # J_kl = da_(l-1)/dz_k, then dz_l/dz_k = J_kl W_l
+                prev_d1 = layers[l - 1][3]
+                ja = jz * prev_d1[:, None, :]
+                jz = numpy.einsum("nqi,ij->nqj", ja, w[wl])
+            m = numpy.einsum("nqi,nij->nqj", jz, A[l])
+            pk, ck = ak.shape[1], d1k.shape[1]
+            pl, cl = al.shape[1], dl.shape[1]
+            # Σ_n over samples as one matrix product per block: (p) x (q, i, j)
+            qij = numpy.einsum("ni,nqj->nqij", al, m)
+            if ja is not None:       # the commutation-type term
+                qij = qij + numpy.einsum("nqi,nj->nqij", ja, dl)
+            hww = (ak.T @ qij.reshape(n, -1)).reshape(pk * ck, pl * cl)
+            hwb = ak.T @ m.reshape(n, -1)
+            hbw = qij.sum(axis=0)
+            hbb = m.sum(axis=0)
+            ow, ob, vw, vb = offset[wk], offset[bk], offset[wl], offset[bl]
+            blocks = ((ow, vw, hww), (ow, vb, hwb.reshape(pk * ck, cl)),
+                      (ob, vw, hbw.reshape(ck, pl * cl)), (ob, vb, hbb))
+            for r0, c0, blk in blocks:
+                h[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] = blk
+                if l > k:
+                    h[c0:c0 + blk.shape[1], r0:r0 + blk.shape[0]] = blk.T
+    lam = 0.0
+    if lam:
+        for key in PARAM_SHAPES:
+            if key.rsplit(".", 1)[1] in ("W", "Wx", "Wh"):
+                a0 = offset[key]
+                size = math.prod(PARAM_SHAPES[key])
+                h[a0:a0 + size, a0:a0 + size] += lam * numpy.eye(size)
+    return numpy.ascontiguousarray(((h + h.T) / 2).astype(DTYPE))
+
+
+def _diag3(v):
+    """(n, k) -> (n, k, k) with v on the diagonals."""
+    out = numpy.zeros(v.shape + (v.shape[1],))
+    out[:, numpy.arange(v.shape[1]), numpy.arange(v.shape[1])] = v
+    return out
 
 
 def ggn_vp(params, x, y, v):
@@ -267,7 +371,7 @@ def grad_factors(params, x, y):
     """
     mats = _check_params(params)
     xm, n = _check_x(x)
-    outs = _impl_grad_factors(xm, n, _check_y(y, n), mats)
+    outs = _impl_outputs("grad_factors", _FACTOR_SIZES, xm, n, _check_y(y, n), mats)
     res = {}
     for key, (iu, iv) in _FACTORS.items():
         u, v = outs[iu], outs[iv]
@@ -281,16 +385,27 @@ def grad_factors(params, x, y):
 
 
 def hessian_diag(params, x, y):
-    """The exact diagonal of the Hessian, as a dict shaped like params.
-    (Read off the assembled exact Hessian in this version.)"""
-    return _grads_dict(numpy.ascontiguousarray(numpy.diag(hessian(params, x, y))))
+    """The exact diagonal of the Hessian, as a dict shaped like params
+    (from the within-layer blocks of the structure for dense networks)."""
+    return _grads_dict(numpy.ascontiguousarray(numpy.diag(_layer_blocks(params, x, y))))
+
+
+def _layer_blocks(params, x, y):
+    """The Hessian with only its within-layer blocks filled in."""
+    if not _CURV_LAYERS:
+        return hessian(params, x, y)
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    ym = _check_y(y, n)
+    return _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n,
+                               within_layers=True)
 
 
 def hessian_blocks(params, x, y):
     """The per-layer diagonal blocks of the exact Hessian: {layer name:
     (keys, block)} with block indexed like the flat order restricted to the
     layer's parameters ``keys``."""
-    h = hessian(params, x, y)
+    h = _layer_blocks(params, x, y)
     blocks = {}
     for key, a, b, _ in _SLICES:
         layer = key.split(".", 1)[0]
@@ -1343,10 +1458,8 @@ def _impl_ggn_vp(xm, n, ym, arrs, varrs):
     return numpy.concatenate([numpy.asarray(g, dtype=DTYPE).ravel() for g in out])
 
 
-def _impl_grad_factors(xm, n, ym, arrs):
-    return [numpy.ascontiguousarray(f, dtype=DTYPE)
-            for f in _as_tuple(_grad_factors(xm, ym, *_mats(arrs)))]
-
-
-def _as_tuple(value):
-    return value if isinstance(value, tuple) else (value,)
+def _impl_outputs(name, sizes, xm, n, ym, arrs):
+    """Run a generated function returning several matrices."""
+    outs = globals()["_" + name](xm, ym, *_mats(arrs))
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    return [numpy.ascontiguousarray(f, dtype=DTYPE) for f in outs]
