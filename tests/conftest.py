@@ -9,7 +9,7 @@ import bpgen
 
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", default=False,
-                     help="rewrite tests/golden/ from the current generator")
+                     help="rewrite the golden files (generated/) from the current generator")
 
 
 @pytest.fixture(scope="session")
