@@ -538,7 +538,7 @@ def generate(spec: Spec, backend: str) -> Generated:
         params = ["int64_t N"] + [f"const real *restrict {a}" for a in f["inputs"]]
         params += [f"real *restrict {o}" for o in outs[f["name"]]] + ["real *restrict ws"]
         f["signature"] = f"void bpg_{f['name']}({', '.join(params)})"
-        f["ws"] = _c_size_pair(progs[f["name"]].workspace_size)
+        f["ws"] = tuple(progs[f["name"]].workspace_size)
     ctype = "double" if spec.dtype == "float64" else "float"
     suffix = "" if spec.dtype == "float64" else "f"
     cctx = dict(common, functions=cfuncs, ctype=ctype,
@@ -555,10 +555,6 @@ def generate(spec: Spec, backend: str) -> Generated:
     wrapper = _env.get_template("c_wrapper.py.j2").render(**wctx)
     return Generated({f"{module}.py": wrapper, f"{module}.c": c_source}, module,
                      c_source=c_source, cdef=cdef, ext_name=ext_name)
-
-
-def _c_size_pair(ab) -> tuple:
-    return tuple(ab)
 
 
 def _fans(shape) -> tuple:

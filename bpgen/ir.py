@@ -69,10 +69,6 @@ def broadcast_shape(shapes) -> tuple:
     return (rows, cols)
 
 
-def dim_str(d) -> str:
-    return str(d)
-
-
 def seq_dim(steps: int) -> str:
     """The row dimension of a time-major sequence of ``steps`` steps."""
     return f"{steps}*N"

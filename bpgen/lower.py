@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .ir import Graph, Var, dim_coeffs
+from .ir import Graph, dim_coeffs
 
 __all__ = ["Program", "lower", "size_coeffs"]
 
@@ -158,7 +158,3 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
                    {k: v for k, v in g.vars.items() if k in used},
                    {op.out: op for op in g.ops}, ws,
                    (a_tot, b_tot), dict(g.loops), step_vars)
-
-
-def var_of(program: Program, name: str) -> Var:
-    return program.vars[name]
