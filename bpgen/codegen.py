@@ -140,6 +140,11 @@ def programs(d: Derivation) -> dict:
     }
 
 
+def _dim(d) -> str:
+    """A dimension as code (the same in Python and C): 5, N or 3*N."""
+    return str(d)
+
+
 def _head(prog: Program, key, first: bool, backward: bool = True) -> list:
     if key is None:
         if not backward:
@@ -220,10 +225,6 @@ class _Emitter:
 # ---------------------------------------------------------------------------
 # NumPy
 
-def _np_dim(d) -> str:
-    return "N" if d == "N" else str(d)
-
-
 class _NumpyEmitter(_Emitter):
     def comment(self, text: str) -> str:
         return f"# {text}"
@@ -246,7 +247,7 @@ class _NumpyEmitter(_Emitter):
             rhs = NumpyPrinter({}, {a: acc(a) for a in op.args}).doprint(expr)
             arg_shapes = [self.shape(a, loop) for a in op.args]
             if not arg_shapes or broadcast_shape(arg_shapes) != shape:
-                rhs = f"_full({rhs}, ({_np_dim(shape[0])}, {_np_dim(shape[1])}))"
+                rhs = f"_full({rhs}, ({_dim(shape[0])}, {_dim(shape[1])}))"
         elif op.prim == "sum":
             axis = op.attrs["axis"]
             src = acc(op.args[0])
@@ -321,10 +322,6 @@ def _c_size(shape) -> str:
     return str(b)
 
 
-def _c_dim(d) -> str:
-    return "N" if d == "N" else str(d)
-
-
 class _CEmitter(_Emitter):
     def comment(self, text: str) -> str:
         return f"/* {text} */"
@@ -347,7 +344,7 @@ class _CEmitter(_Emitter):
             sa = self.shape(a, loop)
             k = sa[0] if ta else sa[1]
             kind = ("t" if ta else "n") + ("t" if tb else "n")
-            lines.append(f"bpg_gemm_{kind}({_c_dim(r)}, {_c_dim(c)}, {_c_dim(k)}, "
+            lines.append(f"bpg_gemm_{kind}({_dim(r)}, {_dim(c)}, {_dim(k)}, "
                          f"{ptr(a)}, {ptr(b)}, {ptr(out)});")
         elif op.prim == "map":
             expr = numeric(op.attrs["expr"])
@@ -370,9 +367,9 @@ class _CEmitter(_Emitter):
                 lines.append(f"for (int64_t k = 0; k < {_c_size((r, c))}; k++) "
                              f"{dst}[k] = {rhs};")
             else:
-                lines += [f"for (int64_t rr = 0; rr < {_c_dim(r)}; rr++) {{",
-                          f"    for (int64_t cc = 0; cc < {_c_dim(c)}; cc++) {{",
-                          f"        const int64_t k = rr*{_c_dim(c)} + cc;",
+                lines += [f"for (int64_t rr = 0; rr < {_dim(r)}; rr++) {{",
+                          f"    for (int64_t cc = 0; cc < {_dim(c)}; cc++) {{",
+                          f"        const int64_t k = rr*{_dim(c)} + cc;",
                           f"        {dst}[k] = {rhs};",
                           "    }", "}"]
         elif op.prim in ("sum", "rowmax"):
@@ -380,21 +377,21 @@ class _CEmitter(_Emitter):
             ar, ac = self.shape(a, loop)
             fn = ("bpg_rowmax" if op.prim == "rowmax" else
                   {0: "bpg_colsum", 1: "bpg_rowsum", None: "bpg_sumall"}[op.attrs["axis"]])
-            lines.append(f"{fn}({_c_dim(ar)}, {_c_dim(ac)}, {ptr(a)}, {ptr(out)});")
+            lines.append(f"{fn}({_dim(ar)}, {_dim(ac)}, {ptr(a)}, {ptr(out)});")
         elif op.prim == "cols":
             (a,) = op.args
-            lines.append(f"bpg_copy_cols({_c_dim(r)}, {c}, {ptr(a)}, {self.shape(a, loop)[1]}, "
+            lines.append(f"bpg_copy_cols({_dim(r)}, {c}, {ptr(a)}, {self.shape(a, loop)[1]}, "
                          f"{op.attrs['start']}, {ptr(out)}, {c}, 0);")
         elif op.prim == "place_cols":
             (a,) = op.args
             lines.append(f"memset({ptr(out)}, 0, {size});")
-            lines.append(f"bpg_copy_cols({_c_dim(r)}, {self.shape(a, loop)[1]}, {ptr(a)}, "
+            lines.append(f"bpg_copy_cols({_dim(r)}, {self.shape(a, loop)[1]}, {ptr(a)}, "
                          f"{self.shape(a, loop)[1]}, 0, {ptr(out)}, {c}, {op.attrs['start']});")
         elif op.prim == "concat":
             pos = 0
             for a in op.args:
                 w = self.shape(a, loop)[1]
-                lines.append(f"bpg_copy_cols({_c_dim(r)}, {w}, {ptr(a)}, {w}, 0, "
+                lines.append(f"bpg_copy_cols({_dim(r)}, {w}, {ptr(a)}, {w}, 0, "
                              f"{ptr(out)}, {c}, {pos});")
                 pos += w
         elif op.prim == "rows":

@@ -293,8 +293,13 @@ class Graph:
         self.vars[out].differentiable = True
         return out
 
-    def bind_state(self, state: str, source: str) -> None:
+    def bind_state(self, state: str, source: str | None) -> None:
+        """Bind a state read to the loop variable it reads; ``None``: no
+        value ever reaches it, and the read is a constant zero."""
         op = self.ops[self.producer[state]]
+        if source is None:
+            op.prim, op.args, op.attrs = "map", (), {"expr": sp.Integer(0)}
+            return
         if self.shape(source) != self.shape(state):
             raise ValueError(f"state {state} {self.shape(state)} bound to {source} "
                              f"{self.shape(source)}")
@@ -554,19 +559,9 @@ def tangents(g: Graph, seeds: dict) -> dict:
             tv = PRIMITIVES[op.prim].jvp(g, op, t)
             if tv is not None:
                 t[op.out] = tv
-        for state in waiting.pop(op.out, []):
-            if op.out in t:
-                g.bind_state(state, t[op.out])
-            else:
-                s_op = g.ops[g.producer[state]]
-                s_op.prim, s_op.args, s_op.attrs = "map", (), {"expr": sp.Integer(0)}
-    for src, states in waiting.items():    # sources defined before their reads
-        for state in states:
-            if src in t:
-                g.bind_state(state, t[src])
-            else:
-                s_op = g.ops[g.producer[state]]
-                s_op.prim, s_op.args, s_op.attrs = "map", (), {"expr": sp.Integer(0)}
+        for state in waiting.pop(op.out, []):   # a state's source follows its read
+            g.bind_state(state, t.get(op.out))
+    assert not waiting, f"state reads of undefined variables: {sorted(waiting)}"
     g.loop, g._grad_of = None, None
     return t
 
@@ -646,17 +641,14 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
         if op.prim == "prev":
             if i not in carries:
                 continue
+            d = None      # None: no gradient reaches the state, the carry is zero
             parts = cot.pop(op.out, [])
             if parts:
                 d = _total(g, op.out, parts)
                 if truncate:
                     d = g.cut(d, truncate, info["reverse"], base="d_" + op.out + "_cut",
                               label=g.vars[d].label + "(cut)")
-                g.bind_state(carries[i], d)
-            else:     # no gradient reaches the state: the carry is zero
-                carry_op = g.ops[g.producer[carries[i]]]
-                carry_op.prim, carry_op.args = "map", ()
-                carry_op.attrs = {"expr": sp.Integer(0)}
+            g.bind_state(carries[i], d)
             continue
         if op.out not in cot or not g.vars[op.out].differentiable:
             continue
