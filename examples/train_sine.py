@@ -37,6 +37,8 @@ import yaml  # noqa: E402
 
 import bpgen  # noqa: E402
 
+from train_digits import Adam  # noqa: E402  (this folder is on sys.path when run)
+
 ARCH = Path(__file__).resolve().with_name("sine_lstm.yaml")
 N_TRAIN, N_TEST = 2000, 500
 NOISE = 0.1             # standard deviation of the measurement noise
@@ -52,25 +54,6 @@ def make_data(n, steps, rng):
     wave = amp * np.sin(omega * t + phase)                 # (n, steps + 1)
     x = wave[:, :steps] + NOISE * rng.standard_normal((n, steps))
     return np.ascontiguousarray(x[:, :, None]), np.ascontiguousarray(wave[:, steps:])
-
-
-class Adam:
-    """Adam over a dict of NumPy arrays, updating them in place."""
-
-    def __init__(self, params, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8):
-        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
-        self.m = {k: np.zeros_like(v) for k, v in params.items()}
-        self.v = {k: np.zeros_like(v) for k, v in params.items()}
-        self.t = 0
-
-    def step(self, params, grads):
-        self.t += 1
-        c1 = 1.0 - self.beta1 ** self.t
-        c2 = 1.0 - self.beta2 ** self.t
-        for k, g in grads.items():
-            self.m[k] = self.beta1 * self.m[k] + (1.0 - self.beta1) * g
-            self.v[k] = self.beta2 * self.v[k] + (1.0 - self.beta2) * g * g
-            params[k] -= self.lr * (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + self.eps)
 
 
 def predict(mod, params, x):

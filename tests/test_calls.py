@@ -50,6 +50,14 @@ def _names(what):
     return pytest.raises(ValueError, match=re.escape(what))
 
 
+def _raises_naming(call, what, start, label):
+    """``call()`` raises ValueError whose message contains ``what`` and starts
+    with ``start`` (the argument it names)."""
+    with _names(what) as info:
+        call()
+    assert str(info.value).startswith(start), (label, str(info.value))
+
+
 def _all_calls(mod, params, x, y):
     """Each public function taking (params, x[, y]) as a zero-argument call."""
     return [lambda: mod.forward(params, x), lambda: mod.loss(params, x, y),
@@ -105,12 +113,7 @@ def test_bad_x(make, backend, loss):
     _, mod, params, x, y = make(backend, loss)
     for label, bad in _bad_xs(x).items():
         for call in _all_calls(mod, params, bad, y):
-            with _names("x"):
-                call()
-            try:
-                call()
-            except ValueError as exc:
-                assert str(exc).startswith("x"), (label, str(exc))
+            _raises_naming(call, "x", "x", label)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -181,12 +184,7 @@ def test_bad_params(make, backend, loss):
     _, mod, params, x, y = make(backend, loss)
     for label, (bad, text) in _bad_param_sets(params).items():
         for call in _all_calls(mod, bad, x, y) + [lambda: mod.flatten(bad)]:
-            with _names(text):
-                call()
-            try:
-                call()
-            except ValueError as exc:
-                assert str(exc).startswith("params"), (label, str(exc))
+            _raises_naming(call, text, "params", label)
     for label, bad in _not_dicts(params).items():
         for call in _all_calls(mod, bad, x, y) + [lambda: mod.flatten(bad)]:
             with _names("params: expected a dict"):
@@ -231,12 +229,7 @@ def test_bad_labels(make, backend):
     }
     for label, yb in bad.items():
         for call in _all_calls(mod, params, x, yb)[1:]:
-            with _names("y"):
-                call()
-            try:
-                call()
-            except ValueError as exc:
-                assert str(exc).startswith("y"), (label, str(exc))
+            _raises_naming(call, "y", "y", label)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -268,12 +261,7 @@ def test_bad_targets(make, backend, loss, dtype):
             bad[label] = yb
     for label, yb in bad.items():
         for call in _all_calls(mod, params, x, yb)[1:]:
-            with _names("y"):
-                call()
-            try:
-                call()
-            except ValueError as exc:
-                assert str(exc).startswith("y"), (label, str(exc))
+            _raises_naming(call, "y", "y", label)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
