@@ -15,7 +15,14 @@ from __future__ import annotations
 
 import sympy as sp
 
-__all__ = ["sigmoid", "softplus", "activation_expr"]
+__all__ = ["ACTIVATIONS", "sigmoid", "softplus", "activation_expr"]
+
+#: activation -> its options with their defaults (the one place they are set)
+ACTIVATIONS: dict[str, dict[str, float]] = {
+    "identity": {}, "sigmoid": {}, "tanh": {}, "relu": {},
+    "leaky_relu": {"alpha": 0.01}, "elu": {"alpha": 1.0},
+    "softplus": {}, "silu": {}, "gelu": {},
+}
 
 
 class sigmoid(sp.Function):

@@ -2,24 +2,17 @@
 
 Every value is a 2-D matrix whose shape is ``(rows, cols)``; a dimension is an
 ``int`` or the string ``"N"`` (the batch size, free at call time).  A program
-is a list of :class:`Op` over a handful of primitives, each of which keeps all
-of its rules in one place (shape, reverse-mode rule, equation):
-
-``matmul``   C = op(A) op(B), op = identity or transpose
-``map``      C = f(A, B, ...) elementwise, with row/column/scalar broadcasting;
-             ``f`` is a SymPy scalar expression whose symbols are the
-             argument names (and ``N``), so SymPy differentiates it
-``sum``      column sums (axis 0, ``1ᵀ A``), row sums (axis 1, ``A 1``) or all
-``rowmax``   the maximum of each row; it carries no gradient, and is only used
-             where the result does not depend on it (the shift of a
-             log-sum-exp)
-
-Structural primitives move blocks around: ``cols``/``place_cols``/``concat``
-(column blocks, e.g. the gates of an LSTM) and ``rows``/``place_rows`` (the
-blocks of N rows that hold one time step).
+is a list of :class:`Op` over a handful of primitives, each a class of its
+own in :mod:`bpgen.primitives` holding all of its rules (shape, reverse and
+forward rule, equation, printing per backend): ``matmul``, ``map``
+(elementwise SymPy expression), ``sum``, ``rowmax``, the column blocks
+``cols``/``place_cols``/``concat``, the time-step blocks ``rows``/
+``place_rows``, the recurrent state read ``prev`` and the truncation ``cut``.
+``g.<primitive>(...)`` adds one to the graph.
 
 Everything else (layers, losses, regularisation, the backward pass) is
-composed from these, so the chain rule is just the ``vjp`` rules below.
+composed from these, so the chain rule is just the primitives' ``vjp`` rules,
+and :func:`grad` / :func:`tangents` below only walk the graph.
 
 Sequences and loops.  A sequence of T steps is stored time-major as a
 ``(T*N, cols)`` matrix whose rows ``t*N .. t*N+N-1`` are step t (its row
@@ -36,13 +29,18 @@ are computed after that loop over whole sequences, as one matrix product
 """
 from __future__ import annotations
 
+import functools
 import keyword
 from dataclasses import dataclass, field
-from typing import Callable
 
 import sympy as sp
 
-__all__ = ["Var", "Op", "Graph", "NSYM", "broadcast_shape", "PRIMITIVES"]
+from .primitives import PRIMITIVES
+from .primitives.base import tangent_name
+from .shapes import broadcast_shape, dim_coeffs, seq_dim
+
+__all__ = ["Var", "Op", "Graph", "NSYM", "grad", "tangents", "broadcast_shape", "dim_coeffs",
+           "seq_dim", "PRIMITIVES"]
 
 NSYM = sp.Symbol("N", positive=True, integer=True)
 # names the emitted code uses for its own purposes (x and y are the graph's
@@ -53,36 +51,6 @@ RESERVED = {"N", "numpy", "np", "ws", "lib", "ffi", "math", "params", "v",
             "cc", "size_t", "int64_t", "DTYPE"}
 
 Dim = "int | str"
-
-
-def broadcast_shape(shapes) -> tuple:
-    rows, cols = 1, 1
-    for r, c in shapes:
-        if r != 1:
-            if rows != 1 and rows != r:
-                raise ValueError(f"shape mismatch in broadcast: {shapes}")
-            rows = r
-        if c != 1:
-            if cols != 1 and cols != c:
-                raise ValueError(f"shape mismatch in broadcast: {shapes}")
-            cols = c
-    return (rows, cols)
-
-
-def seq_dim(steps: int) -> str:
-    """The row dimension of a time-major sequence of ``steps`` steps."""
-    return f"{steps}*N"
-
-
-def dim_coeffs(d) -> tuple:
-    """A dimension as (a, b) meaning a*N + b."""
-    if isinstance(d, int):
-        return (0, d)
-    if d == "N":
-        return (1, 0)
-    k, n = d.split("*")
-    assert n == "N", d
-    return (int(k), 0)
 
 
 @dataclass
@@ -179,119 +147,35 @@ class Graph:
         return sp.Symbol(name)
 
     # ---- ops --------------------------------------------------------------
-    def _emit(self, prim: str, base: str, shape: tuple, args: tuple, attrs: dict,
-              label: str = "", comment: str = "") -> str:
-        diff = any(self.vars[a].differentiable for a in args) and prim != "rowmax"
+    def emit(self, prim: str, base: str, shape: tuple, args: tuple, attrs: dict,
+             label: str = "", comment: str = "") -> str:
+        """Append an op of primitive ``prim`` (called by the primitives'
+        ``build``, which have checked the shapes) and return its output."""
+        diff = PRIMITIVES[prim].differentiable and any(
+            self.vars[a].differentiable for a in args)
         out = self.var(base, shape, "temp", label, diff)
         self.producer[out] = len(self.ops)
         self.ops.append(Op(prim, out, tuple(args), attrs, self._grad_of, comment,
                            self.loop))
         return out
 
-    def matmul(self, a: str, b: str, ta: bool = False, tb: bool = False,
-               base: str = "mm", label: str = "", comment: str = "") -> str:
-        sa, sb = self.shape(a), self.shape(b)
-        m, k1 = (sa[1], sa[0]) if ta else sa
-        k2, n = (sb[1], sb[0]) if tb else sb
-        if k1 != k2:
-            raise ValueError(f"matmul shape mismatch: {a}{sa} {b}{sb} ta={ta} tb={tb}")
-        return self._emit("matmul", base, (m, n), (a, b), {"ta": ta, "tb": tb},
-                          label, comment)
-
-    def map(self, expr: sp.Expr, base: str = "t", shape: tuple | None = None,
-            label: str = "", comment: str = "") -> str:
-        """Elementwise ``expr`` over the variables named by its symbols.
-
-        Returns an existing variable when ``expr`` is just that variable (no
-        op is needed), so callers can compose freely.
-        """
-        expr = sp.sympify(expr)
-        args = tuple(sorted(s.name for s in expr.free_symbols if s.name in self.vars))
-        shapes = [self.shape(a) for a in args]
-        if shape is None:
-            shape = broadcast_shape(shapes) if shapes else (1, 1)
-        else:
-            shape = tuple(shape)
-            if shapes:
-                broadcast_shape(shapes + [shape])
-                if broadcast_shape(shapes + [shape]) != shape:
-                    raise ValueError(f"map arguments {shapes} do not broadcast to {shape}")
-        if isinstance(expr, sp.Symbol) and expr.name in self.vars \
-                and self.shape(expr.name) == shape:
-            return expr.name
-        return self._emit("map", base, shape, args, {"expr": expr}, label, comment)
-
-    def sum(self, a: str, axis: int | None, base: str = "s", label: str = "",
-            comment: str = "") -> str:
-        r, c = self.shape(a)
-        shape = {0: (1, c), 1: (r, 1), None: (1, 1)}[axis]
-        if shape == (r, c):
-            return a
-        return self._emit("sum", base, shape, (a,), {"axis": axis}, label, comment)
+    def __getattr__(self, name: str):
+        # g.<primitive>(...) builds that primitive (see bpgen.primitives)
+        prim = PRIMITIVES.get(name)
+        if prim is None:
+            raise AttributeError(name)
+        return functools.partial(prim.build, self)
 
     def copy(self, a: str, base: str = "copy") -> str:
         """A fresh variable holding ``a`` (for outputs that must not alias inputs)."""
-        return self._emit("map", base, self.shape(a), (a,), {"expr": sp.Symbol(a)},
-                          self.vars[a].label)
-
-    def rowmax(self, a: str, base: str = "m", label: str = "") -> str:
-        r, _ = self.shape(a)
-        return self._emit("rowmax", base, (r, 1), (a,), {}, label)
-
-    def cols(self, a: str, start: int, stop: int, base: str = "c", label: str = "") -> str:
-        """Columns ``start:stop`` of ``a``."""
-        r, c = self.shape(a)
-        if not 0 <= start < stop <= c:
-            raise ValueError(f"cols {start}:{stop} out of range for {a} {(r, c)}")
-        if (start, stop) == (0, c):
-            return a
-        return self._emit("cols", base, (r, stop - start), (a,),
-                          {"start": start, "stop": stop}, label)
-
-    def place_cols(self, a: str, start: int, total: int, base: str = "c",
-                   label: str = "") -> str:
-        """``a`` placed at columns ``start:`` of a zero matrix ``total`` wide."""
-        r, c = self.shape(a)
-        if (start, c) == (0, total):
-            return a
-        return self._emit("place_cols", base, (r, total), (a,),
-                          {"start": start, "stop": start + c, "total": total}, label)
-
-    def concat(self, parts: list, base: str = "cat", label: str = "") -> str:
-        """Column-wise concatenation [A, B, ...] of matrices with equal rows."""
-        if len(parts) == 1:
-            return parts[0]
-        rows = {self.shape(p)[0] for p in parts}
-        if len(rows) != 1:
-            raise ValueError(f"concat of different row counts: {parts}")
-        width = sum(self.shape(p)[1] for p in parts)
-        return self._emit("concat", base, (rows.pop(), width), tuple(parts), {}, label)
-
-    def rows(self, a: str, block: int, base: str = "r", label: str = "") -> str:
-        """Step ``block`` (rows block*N .. block*N+N-1) of the sequence ``a``."""
-        r, c = self.shape(a)
-        steps, _ = dim_coeffs(r)
-        if not 0 <= block < steps or dim_coeffs(r)[1]:
-            raise ValueError(f"rows: step {block} out of range for {a} {(r, c)}")
-        return self._emit("rows", base, ("N", c), (a,), {"block": block, "steps": steps},
-                          label)
-
-    def place_rows(self, a: str, block: int, steps: int, base: str = "r",
-                   label: str = "") -> str:
-        """``a`` (N rows) placed at step ``block`` of a zero sequence of ``steps``."""
-        r, c = self.shape(a)
-        return self._emit("place_rows", base, (seq_dim(steps), c), (a,),
-                          {"block": block, "steps": steps}, label)
+        return self.emit("map", base, self.shape(a), (a,), {"expr": sp.Symbol(a)},
+                         self.vars[a].label)
 
     def state(self, shape: tuple, base: str = "prev", label: str = "") -> str:
         """A recurrent state read: the value, at the previous iteration of the
         current loop, of a loop variable bound later with :meth:`bind_state`
         (zero at the first iteration)."""
-        if self.loop is None:
-            raise ValueError("state() outside a loop")
-        out = self._emit("prev", base, tuple(shape), (), {}, label)
-        self.vars[out].differentiable = True
-        return out
+        return PRIMITIVES["prev"].build(self, shape, base=base, label=label)
 
     def bind_state(self, state: str, source: str | None) -> None:
         """Bind a state read to the loop variable it reads; ``None``: no
@@ -305,13 +189,6 @@ class Graph:
                              f"{self.shape(source)}")
         op.args = (source,)
 
-    def cut(self, a: str, every: int, forward_reverse: bool, base: str = "cut",
-            label: str = "") -> str:
-        """``a``, but zero at the iterations whose forward step index is a
-        multiple of ``every`` (the truncated-BPTT boundaries)."""
-        return self._emit("cut", base, self.shape(a), (a,),
-                          {"every": every, "forward_reverse": forward_reverse}, label)
-
     def reduce_to(self, a: str, shape: tuple, base: str = "s", label: str = "") -> str:
         """Sum ``a`` over the axes along which ``shape`` was broadcast."""
         sa = self.shape(a)
@@ -324,212 +201,6 @@ class Graph:
         if shape[1] == 1 and self.shape(a)[1] != 1:
             a = self.sum(a, 1, base, label)
         return a
-
-
-# ---------------------------------------------------------------------------
-# Reverse-mode rules, one per primitive.  Each takes the graph, the op, the
-# cotangent of its output (a variable name) and the arguments wanted (None:
-# all differentiable ones), and returns {arg: cotangent}.
-
-def _wanted(g: Graph, a: str, only) -> bool:
-    return g.vars[a].differentiable and (only is None or a in only)
-
-
-def _vjp_matmul(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
-    a, b = op.args
-    ta, tb = op.attrs["ta"], op.attrs["tb"]
-    res = {}
-    da, db_ = "d_" + a, "d_" + b
-    la, lb = "δ" + g.vars[a].label, "δ" + g.vars[b].label
-    if _wanted(g, a, only):
-        # C = A B -> dA = dC Bᵀ ; C = Aᵀ B -> dA = B dCᵀ
-        if not ta:
-            res[a] = g.matmul(gout, b, False, not tb, base=da, label=la)
-        else:
-            res[a] = g.matmul(b, gout, tb, True, base=da, label=la)
-    if _wanted(g, b, only):
-        # C = A B -> dB = Aᵀ dC ; C = A Bᵀ -> dB = dCᵀ A
-        if not tb:
-            res[b] = g.matmul(a, gout, not ta, False, base=db_, label=lb)
-        else:
-            res[b] = g.matmul(gout, a, True, ta, base=db_, label=lb)
-    return res
-
-
-def _vjp_map(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
-    expr = op.attrs["expr"]
-    out_sym = sp.Symbol(op.out)
-    res = {}
-    for a in op.args:
-        if not _wanted(g, a, only):
-            continue
-        d = sp.diff(expr, sp.Symbol(a))
-        if d == 0:
-            continue
-        # write the derivative in terms of the stored output where possible
-        # (tanh' = 1 - a**2, sigmoid' = a (1 - a), exp' = exp)
-        if not expr.is_Symbol:
-            d = d.subs(expr, out_sym)
-        full = g.map(sp.Symbol(gout) * d, base="d_" + a, shape=g.shape(op.out),
-                     label="δ" + g.vars[a].label)
-        res[a] = g.reduce_to(full, g.shape(a), base="d_" + a, label="δ" + g.vars[a].label)
-    return res
-
-
-def _vjp_sum(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
-    (a,) = op.args
-    if not _wanted(g, a, only):
-        return {}
-    # broadcast the cotangent back to the summed shape
-    return {a: g.map(sp.Symbol(gout), base="d_" + a, shape=g.shape(a),
-                     label="δ" + g.vars[a].label)}
-
-
-def _vjp_none(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
-    return {}
-
-
-def _vjp_cols(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
-    (a,) = op.args
-    if not _wanted(g, a, only):
-        return {}
-    return {a: g.place_cols(gout, op.attrs["start"], g.shape(a)[1], base="d_" + a,
-                            label="δ" + g.vars[a].label)}
-
-
-def _vjp_place_cols(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
-    (a,) = op.args
-    if not _wanted(g, a, only):
-        return {}
-    return {a: g.cols(gout, op.attrs["start"], op.attrs["stop"], base="d_" + a,
-                      label="δ" + g.vars[a].label)}
-
-
-def _vjp_concat(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
-    res, start = {}, 0
-    for a in op.args:
-        width = g.shape(a)[1]
-        if _wanted(g, a, only):
-            res[a] = g.cols(gout, start, start + width, base="d_" + a,
-                            label="δ" + g.vars[a].label)
-        start += width
-    return res
-
-
-def _vjp_rows(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
-    (a,) = op.args
-    if not _wanted(g, a, only):
-        return {}
-    return {a: g.place_rows(gout, op.attrs["block"], op.attrs["steps"], base="d_" + a,
-                            label="δ" + g.vars[a].label)}
-
-
-def _vjp_place_rows(g: Graph, op: Op, gout: str, only=None) -> dict[str, str]:
-    (a,) = op.args
-    if not _wanted(g, a, only):
-        return {}
-    return {a: g.rows(gout, op.attrs["block"], base="d_" + a, label="δ" + g.vars[a].label)}
-
-
-# ---------------------------------------------------------------------------
-# Forward-mode (tangent, R-operator) rules, one per primitive.  Each takes the
-# graph, the op and {var: tangent var} (absent: zero) and returns the
-# tangent of the op's output, or None when it is zero.
-
-def _tname(g: Graph, op: Op) -> tuple:
-    return "r_" + op.out, "R{" + g.vars[op.out].label + "}"
-
-
-def _jvp_matmul(g: Graph, op: Op, t: dict):
-    a, b = op.args
-    ta, tb = op.attrs["ta"], op.attrs["tb"]
-    base, label = _tname(g, op)
-    parts = []
-    both = a in t and b in t
-    if a in t:      # R{A B} = R{A} B + A R{B}
-        parts.append(g.matmul(t[a], b, ta, tb, base=base + "_a",
-                              label=label + ("[1]" if both else "")))
-    if b in t:
-        parts.append(g.matmul(a, t[b], ta, tb, base=base + "_b",
-                              label=label + ("[2]" if both else "")))
-    if not parts:
-        return None
-    return g.map(sp.Add(*[sp.Symbol(p) for p in parts]), base=base, label=label)
-
-
-def _jvp_map(g: Graph, op: Op, t: dict):
-    expr = op.attrs["expr"]
-    terms = []
-    for a in op.args:
-        if a not in t:
-            continue
-        d = sp.diff(expr, sp.Symbol(a))
-        if d == 0:
-            continue
-        if not expr.is_Symbol:
-            d = d.subs(expr, sp.Symbol(op.out))
-        terms.append(d * sp.Symbol(t[a]))
-    if not terms:
-        return None
-    base, label = _tname(g, op)
-    return g.map(sp.Add(*terms), base=base, shape=g.shape(op.out), label=label)
-
-
-def _jvp_unary(build):
-    def rule(g: Graph, op: Op, t: dict):
-        (a,) = op.args
-        if a not in t:
-            return None
-        base, label = _tname(g, op)
-        return build(g, op, t[a], base, label)
-    return rule
-
-
-def _jvp_concat(g: Graph, op: Op, t: dict):
-    if not any(a in t for a in op.args):
-        return None
-    base, label = _tname(g, op)
-    parts = [t[a] if a in t else g.map(sp.Integer(0), base="zeros", shape=g.shape(a))
-             for a in op.args]
-    return g.concat(parts, base=base, label=label)
-
-
-@dataclass(frozen=True)
-class Primitive:
-    name: str
-    vjp: Callable
-    jvp: Callable
-
-
-PRIMITIVES = {
-    "matmul": Primitive("matmul", _vjp_matmul, _jvp_matmul),
-    "map": Primitive("map", _vjp_map, _jvp_map),
-    "sum": Primitive("sum", _vjp_sum, _jvp_unary(
-        lambda g, op, ta, base, label: g.sum(ta, op.attrs["axis"], base=base, label=label))),
-    # the row maximum only shifts a log-sum-exp, which does not depend on it
-    "rowmax": Primitive("rowmax", _vjp_none, lambda g, op, t: None),
-    "cols": Primitive("cols", _vjp_cols, _jvp_unary(
-        lambda g, op, ta, base, label: g.cols(ta, op.attrs["start"], op.attrs["stop"],
-                                              base=base, label=label))),
-    "place_cols": Primitive("place_cols", _vjp_place_cols, _jvp_unary(
-        lambda g, op, ta, base, label: g.place_cols(ta, op.attrs["start"],
-                                                    op.attrs["total"], base=base,
-                                                    label=label))),
-    "concat": Primitive("concat", _vjp_concat, _jvp_concat),
-    "rows": Primitive("rows", _vjp_rows, _jvp_unary(
-        lambda g, op, ta, base, label: g.rows(ta, op.attrs["block"], base=base,
-                                              label=label))),
-    "place_rows": Primitive("place_rows", _vjp_place_rows, _jvp_unary(
-        lambda g, op, ta, base, label: g.place_rows(ta, op.attrs["block"],
-                                                    op.attrs["steps"], base=base,
-                                                    label=label))),
-    "cut": Primitive("cut", _vjp_none, _jvp_unary(
-        lambda g, op, ta, base, label: g.cut(ta, op.attrs["every"],
-                                             op.attrs["forward_reverse"], base=base,
-                                             label=label))),
-    # prev (recurrent state) is differentiated by grad() and tangents()
-    # themselves, loop-wise
-}
 
 
 def tangents(g: Graph, seeds: dict) -> dict:
@@ -549,7 +220,7 @@ def tangents(g: Graph, seeds: dict) -> dict:
         g.ops.append(op)
         g.loop, g._grad_of = op.loop, op.grad_of
         if op.prim == "prev":
-            base, label = _tname(g, op)
+            base, label = tangent_name(g, op)
             state = g.state(g.shape(op.out), base=base, label=label)
             g.vars[state].differentiable = False
             t[op.out] = state

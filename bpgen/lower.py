@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .ir import Graph, dim_coeffs
+from .ir import Graph
+from .shapes import size_coeffs
 
 __all__ = ["Program", "lower", "size_coeffs"]
 
@@ -29,23 +30,6 @@ class Program:
     workspace_size: tuple  # (a, b): total = a*N + b elements
     loops: dict = dataclasses.field(default_factory=dict)   # loop id -> info
     step_vars: set = dataclasses.field(default_factory=set)  # loop vars kept one step at a time
-
-
-def size_coeffs(shape: tuple) -> tuple:
-    """Number of elements of ``shape`` as (a, b) meaning a*N + b."""
-    n_factor, const = 0, 1
-    for d in shape:
-        a, b = dim_coeffs(d)
-        if a:
-            n_factor += 1
-            const *= a
-        else:
-            const *= b
-    if n_factor == 0:
-        return (0, const)
-    if n_factor == 1:
-        return (const, 0)
-    raise ValueError(f"shape {shape} is not linear in N")
 
 
 def _uses(ops: list, outputs: list) -> dict:
@@ -113,13 +97,12 @@ def _fuse(ops: list, outputs: list, vars: dict) -> list:
     return ops
 
 
-def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
-          forward_ops: list | None = None) -> Program:
+def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int) -> Program:
     """The program computing ``outputs`` from ``inputs`` (variable names).
 
-    ``Op.grad_of`` names the op whose derivative an op computes (for
-    comments); ``forward_ops`` and ``n_forward`` are accepted for
-    compatibility."""
+    ``Op.grad_of`` names the op whose derivative an op computes (for the
+    ``Grad of`` comments, see ``Program.forward_ops``); ``n_forward`` is the
+    length of the forward pass in ``g.ops``."""
     ops = _dce([dataclasses.replace(op) for op in g.ops], outputs)
     ops = _fuse(ops, outputs, g.vars)
     used = set(inputs) | set(outputs)

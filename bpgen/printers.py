@@ -78,6 +78,8 @@ class CPrinter(C99CodePrinter):
         super().__init__(settings)
         self.access = access
         self.suffix = "f" if dtype == "float32" else ""
+        #: the C runtime helpers the printed expressions call
+        self.helpers: set = set()
 
     def _print_Symbol(self, e):
         if e.name in self.access:
@@ -87,9 +89,11 @@ class CPrinter(C99CodePrinter):
         raise ValueError(f"unbound symbol {e.name} in C expression")
 
     def _print_sigmoid(self, e):
+        self.helpers.add("sigmoid")
         return f"bpg_sigmoid({self._print(e.args[0])})"
 
     def _print_softplus(self, e):
+        self.helpers.add("softplus")
         return f"bpg_softplus({self._print(e.args[0])})"
 
     def _print_Piecewise(self, e):

@@ -52,11 +52,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from .layers import RECURRENT_TYPES, ROLES, fans
 from .spec import LayerSpec, Spec, load_spec
 
 __all__ = [
     "ACTIVATIONS", "LOSS_FUNCTIONS", "LAYER_FORWARD", "LAYER_BACKWARD",
-    "WEIGHT_NAMES",
     "activation", "activation_grad", "activation_grad2",
     "RECURRENT_TYPES", "CELLS",
     "forward", "loss", "loss_and_grad", "exact_loss_and_grad",
@@ -69,8 +69,9 @@ __all__ = [
 
 F64 = np.float64
 
-# Parameters that count as weights: regularised by l2, Glorot-initialised.
-WEIGHT_NAMES = ("W", "Wx", "Wh")
+# Non-math facts (which parameters are weights, Glorot fans, which layer
+# types are recurrent) come from the layer types' declarations, the one place
+# they are stated; the math below is this module's own.
 
 
 # ==========================================================================
@@ -301,13 +302,46 @@ def _flatten_backward(layer: LayerSpec, p, cache, dout):
     return dout.reshape(cache), {}
 
 
+# Layer normalisation over the last axis (F), as torch.nn.functional.layer_norm
+# with normalized_shape=(F,): biased variance, eps inside the square root.
+# Parameters "g" (gain, (F,)) and "b" (bias, (F,)).
+LAYERNORM_EPS = 1e-5
+
+
+def _layernorm_forward(layer: LayerSpec, p: Mapping[str, np.ndarray], a: np.ndarray):
+    features = layer.in_shape[-1]
+    if a.shape[-1] != features:
+        raise ValueError(f"{layer.name}: expected last axis {features}, got {a.shape}")
+    mu = a.mean(axis=-1, keepdims=True)                       # μ = mean over F
+    centred = a - mu
+    var = (centred * centred).mean(axis=-1, keepdims=True)    # σ² (biased)
+    inv_std = 1.0 / np.sqrt(var + LAYERNORM_EPS)              # 1 / sqrt(σ² + ε)
+    xhat = centred * inv_std                                  # x̂ = (a - μ) / sqrt(σ² + ε)
+    out = xhat * p["g"] + p["b"]                              # y = x̂ g + b
+    return out, (xhat, inv_std)
+
+
+def _layernorm_backward(layer: LayerSpec, p: Mapping[str, np.ndarray], cache, dout):
+    xhat, inv_std = cache
+    features = xhat.shape[-1]
+    dxhat = dout * p["g"]                                     # dL/dx̂
+    d_in = inv_std * (dxhat
+                      - dxhat.mean(axis=-1, keepdims=True)
+                      - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+    grads = {"g": (dout * xhat).reshape(-1, features).sum(axis=0),  # Σ_batch dout x̂
+             "b": dout.reshape(-1, features).sum(axis=0)}           # Σ_batch dout
+    return d_in, grads
+
+
 LAYER_FORWARD: dict[str, Callable] = {
     "dense": _dense_forward,
     "flatten": _flatten_forward,
+    "layernorm": _layernorm_forward,
 }
 LAYER_BACKWARD: dict[str, Callable] = {
     "dense": _dense_backward,
     "flatten": _flatten_backward,
+    "layernorm": _layernorm_backward,
 }
 
 
@@ -324,9 +358,6 @@ LAYER_BACKWARD: dict[str, Callable] = {
 # the incoming state (h, and c for an LSTM) is dropped there -- exactly what
 # detaching the state between chunks of k steps does.  The forward pass and
 # the gradient through the per-step inputs are unaffected.
-
-RECURRENT_TYPES = ("rnn", "lstm", "gru", "birnn")
-
 
 def _cut(s: int, truncate: int | None) -> bool:
     """Whether the state entering read step ``s`` is detached."""
@@ -613,7 +644,7 @@ def _x64(spec: Spec, x) -> np.ndarray:
 
 
 def _layer_params(layer: LayerSpec, params: Mapping[str, np.ndarray]):
-    return {p: params[f"{layer.name}.{p}"] for p, _ in layer.params}
+    return {p.name: params[f"{layer.name}.{p.name}"] for p in layer.params}
 
 
 def _select_output(spec: Spec, out: np.ndarray) -> np.ndarray:
@@ -671,10 +702,9 @@ def regularization(spec, params) -> float:
     if spec.l2 == 0.0:
         return 0.0
     total = 0.0
-    for key, arr in params.items():
-        if key.rsplit(".", 1)[-1] in WEIGHT_NAMES:
-            a = np.asarray(arr, dtype=F64)
-            total += float(np.sum(a * a))
+    for key in spec.l2_keys:
+        a = np.asarray(params[key], dtype=F64)
+        total += float(np.sum(a * a))
     return 0.5 * spec.l2 * total
 
 
@@ -751,7 +781,7 @@ def loss_and_grad(spec, params, x, y, *, truncate="spec"):
     result = {}
     for key in spec.param_shapes:              # PARAM_SHAPES order
         g = grads[key]
-        if spec.l2 and key.rsplit(".", 1)[-1] in WEIGHT_NAMES:
+        if spec.l2 and key in spec.l2_keys:
             g = g + spec.l2 * p[key]
         result[key] = np.ascontiguousarray(g, dtype=F64)
     return value, result
@@ -766,30 +796,26 @@ def exact_loss_and_grad(spec, params, x, y):
 # ==========================================================================
 # initialisation and test data
 
-def _fans(key: str, shape: tuple[int, ...]) -> tuple[int, int]:
-    if len(shape) == 2:                        # (in, out)
-        return shape[0], shape[1]
-    if len(shape) == 4:                        # conv kernel (filters, C, k, k)
-        rf = shape[2] * shape[3]
-        return shape[1] * rf, shape[0] * rf
-    raise ValueError(f"{key}: no Glorot fans for shape {shape}")
-
-
 def init_params(spec, seed: int = 0) -> dict[str, np.ndarray]:
-    """Glorot-uniform weights U(-l, l), l = sqrt(6/(fan_in+fan_out)), zero biases.
+    """Glorot-uniform weights U(-l, l), l = sqrt(6/(fan_in+fan_out)), zero
+    biases, unit gains (by the parameters' roles).
 
     One ``numpy.random.default_rng(seed)`` draws the weights in
-    ``param_shapes`` order (biases draw nothing).  Arrays have the spec's dtype.
+    ``param_shapes`` order (biases and gains draw nothing).  Arrays have the
+    spec's dtype.
     """
     spec = _spec(spec)
     rng = np.random.default_rng(seed)
     out = {}
     for key, shape in spec.param_shapes.items():
         shape = tuple(shape)
-        if key.rsplit(".", 1)[-1] in WEIGHT_NAMES:
-            fan_in, fan_out = _fans(key, shape)
+        init = ROLES[spec.param_roles[key]].init
+        if init == "glorot":
+            fan_in, fan_out = fans(shape)
             limit = math.sqrt(6.0 / (fan_in + fan_out))
             arr = rng.uniform(-limit, limit, size=shape)
+        elif init == "ones":
+            arr = np.ones(shape)
         else:
             arr = np.zeros(shape)
         out[key] = np.ascontiguousarray(arr, dtype=spec.dtype)

@@ -1,8 +1,9 @@
 """``bpgen show``: the derived equations in matrix form (text or LaTeX)."""
 from __future__ import annotations
 
-from .codegen import programs
+from .derivation import program
 from .equations import op_equation
+from .layers import LAYER_TYPES
 from .network import derive
 from .spec import load_spec
 
@@ -17,7 +18,7 @@ def render(arch, latex: bool = False) -> str:
     """The derivation of ``arch`` (a path or dict) as printable text."""
     spec = load_spec(arch)
     d = derive(spec)
-    prog = programs(d)["loss_and_grad"]
+    prog = program(spec, "loss_and_grad", d)
     names = {name: (v.label or name) for name, v in d.graph.vars.items()}
     out = []
     if latex:
@@ -34,8 +35,9 @@ def render(arch, latex: bool = False) -> str:
     out.append(f"{spec.name}: {spec.input.kind} input {spec.input.shape}, "
                f"loss {spec.loss.type}" + (f", l2 {spec.l2:g}" if spec.l2 else ""))
     for layer in spec.layers:
-        ps = ", ".join(f"{p} {s}" for p, s in layer.params)
-        extra = f" {layer.activation}" if layer.type == "dense" else ""
+        ps = ", ".join(f"{p.name} {p.shape}" for p in layer.params)
+        extra = LAYER_TYPES[layer.type].describe(layer)
+        extra = f" {extra}" if extra and layer.type == "dense" else ""
         out.append(f"  {layer.name}: {layer.type}{extra} {layer.in_shape} -> "
                    f"{layer.out_shape}" + (f"  [{ps}]" if ps else ""))
     out.append("")
@@ -94,7 +96,6 @@ _LOSS_CURVATURE = {
 def render_hessian(arch) -> str:
     """The block structure of the exact Hessian of ``arch`` in matrix form,
     then the derived Hessian-vector product (the R-operator program)."""
-    from .codegen import hvp_program
     spec = load_spec(arch)
     lines = [f"{spec.name}: structure of the exact Hessian H = ∂²L/∂θ², θ = flatten(params)",
              "",
@@ -106,14 +107,16 @@ def render_hessian(arch) -> str:
              "Gauss-Newton drops)",
              "  δ_k = ∂L/∂z_k,  J_(k→l) = ∂a_(l-1)/∂z_k,  M_kl = ∂z_l/∂z_k · A_l  (M_kk = A_k)",
              ""]
-    dense = [lay for lay in spec.layers if lay.type == "dense"]
-    recurrent = [lay for lay in spec.layers if lay.type not in ("dense", "flatten")]
+    dense = [lay for lay in spec.layers if LAYER_TYPES[lay.type].hessian == "kronecker"]
+    recurrent = [lay for lay in spec.layers if LAYER_TYPES[lay.type].recurrent]
+    other = [lay for lay in spec.layers if LAYER_TYPES[lay.type].hessian is None
+             and not LAYER_TYPES[lay.type].recurrent]
     names = [lay.name for lay in dense]
     if dense:
         lines.append("Within a layer (Kronecker blocks; flat order of W is (in, units) "
                      "row-major, so the input factor comes first):")
         for lay in dense:
-            (fi, fo), k = dict(lay.params)["W"], lay.name
+            (fi, fo), k = lay.params[0].shape, lay.name
             lines += [f"  H[{k}.W, {k}.W] = Σ_n (a_inᵀ·a_in) ⊗ A_{k}      ({fi}·{fo} × {fi}·{fo})",
                       f"  H[{k}.W, {k}.b] = Σ_n a_inᵀ ⊗ A_{k}             ({fi}·{fo} × {fo})",
                       f"  H[{k}.b, {k}.b] = Σ_n A_{k}                     ({fo} × {fo})"]
@@ -132,7 +135,11 @@ def render_hessian(arch) -> str:
                   "h_(t-1) (every step's state depends on every earlier W)"]
     lines += ["", "bpgen computes H·v without forming H: the R-operator (forward mode) "
                   "over the derived forward and backward pass.  Derived program:", ""]
-    prog = hvp_program(spec)
+    if other:
+        lines += ["", "Other layers (" + ", ".join(f"{lay.name}: {lay.type}" for lay in other)
+                  + "): their blocks come from Hessian-vector products, "
+                    "one column per parameter."]
+    prog = program(spec, "hvp")
     all_names = {n: (v.label or n) for n, v in prog.vars.items()}
     for op in prog.ops:
         if op.out.startswith("r_") or any(a.startswith("v_") for a in op.args):

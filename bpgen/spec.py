@@ -16,9 +16,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .activations import ACTIVATIONS
+from .layers import LAYER_TYPES as LAYER_TYPE_OBJECTS
+from .layers import RECURRENT_TYPES, RESERVED_TYPES, ROLES, ParamSpec, fans
+
 __all__ = [
     "SpecError", "Spec", "InputSpec", "LayerSpec", "LossSpec", "load_spec",
-    "ACTIVATIONS", "LOSSES", "LAYER_TYPES", "SUPPORTED_LAYER_TYPES",
+    "ACTIVATIONS", "LOSSES", "LAYER_TYPES", "SUPPORTED_LAYER_TYPES", "RECURRENT_TYPES",
 ]
 
 
@@ -26,22 +30,11 @@ class SpecError(ValueError):
     """An invalid architecture: the message names the file and the field."""
 
 
-# activation -> its options with defaults
-ACTIVATIONS: dict[str, dict[str, float]] = {
-    "identity": {}, "sigmoid": {}, "tanh": {}, "relu": {},
-    "leaky_relu": {"alpha": 0.01}, "elu": {"alpha": 1.0},
-    "softplus": {}, "silu": {}, "gelu": {},
-}
 LOSSES = ("mse", "softmax_cross_entropy", "sigmoid_binary_cross_entropy")
-LAYER_TYPES = ("dense", "rnn", "lstm", "gru", "birnn", "conv2d",
-               "maxpool2d", "avgpool2d", "flatten")
-# Layer types this version can derive; the others are recognised and refused
-# with a clear message.
-RECURRENT_TYPES = ("rnn", "lstm", "gru", "birnn")
-SUPPORTED_LAYER_TYPES = ("dense", "flatten") + RECURRENT_TYPES
-CELLS = ("rnn", "lstm", "gru")
-# gate blocks stacked in each recurrent cell's weights (contract order)
-CELL_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+# every layer type bpgen knows (bpgen/layers/), then those the architecture
+# file reserves that this version refuses with a clear message
+SUPPORTED_LAYER_TYPES = tuple(LAYER_TYPE_OBJECTS)
+LAYER_TYPES = SUPPORTED_LAYER_TYPES + RESERVED_TYPES
 DTYPES = ("float64", "float32")
 
 
@@ -58,17 +51,25 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """A validated layer.  ``params`` maps param name -> shape, in flat order."""
+    """A validated layer: what every layer has, plus its type's ``options``
+    (readable as attributes, ``layer.units``) and its ``params`` (name,
+    shape, role) in flat order."""
     type: str
     name: str
     index: int
     in_shape: tuple[int, ...]       # per sample
     out_shape: tuple[int, ...]      # per sample
-    activation: str = "identity"
-    alpha: float | None = None      # activation option, if it has one
-    units: int | None = None
-    params: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    cell: str | None = None         # recurrent cell: rnn, lstm, gru (birnn: its cell)
+    options: tuple = ()             # ((key, value), ...) as the layer type validated them
+    params: tuple[ParamSpec, ...] = ()
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    def __getattr__(self, key: str) -> Any:
+        for k, v in object.__getattribute__(self, "options"):
+            if k == key:
+                return v
+        raise AttributeError(f"{self.type} layer has no option {key!r}")
 
 
 @dataclass(frozen=True)
@@ -95,19 +96,39 @@ class Spec:
 
     @property
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {f"{layer.name}.{p}": shape
-                for layer in self.layers for p, shape in layer.params}
+        return {f"{layer.name}.{p.name}": p.shape
+                for layer in self.layers for p in layer.params}
+
+    @property
+    def param_roles(self) -> dict[str, str]:
+        """Parameter key -> role (see :data:`bpgen.layers.ROLES`)."""
+        return {f"{layer.name}.{p.name}": p.role
+                for layer in self.layers for p in layer.params}
+
+    @property
+    def l2_keys(self) -> list[str]:
+        """The parameters l2 regularises (weights and kernels, not biases)."""
+        return [k for k, r in self.param_roles.items() if ROLES[r].l2]
+
+    @property
+    def factor_keys(self) -> list[str]:
+        """The weight matrices whose gradients ``grad_factors`` factors."""
+        return [k for k, r in self.param_roles.items() if ROLES[r].factors]
+
+    def init_rules(self) -> dict[str, tuple]:
+        """Key -> (init kind, fan_in, fan_out) for ``init_params``."""
+        out = {}
+        for key, role in self.param_roles.items():
+            fi, fo = fans(self.param_shapes[key])
+            out[key] = (ROLES[role].init, fi, fo)
+        return out
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-able description; its hash identifies generated code."""
         return {
             "name": self.name, "dtype": self.dtype,
             "input": {"kind": self.input.kind, "shape": list(self.input.shape)},
-            "layers": [
-                {"type": lay.type, "name": lay.name, "activation": lay.activation,
-                 "alpha": lay.alpha, "units": lay.units, "cell": lay.cell,
-                 "in": list(lay.in_shape), "out": list(lay.out_shape)}
-                for lay in self.layers],
+            "layers": [_canonical_layer(lay) for lay in self.layers],
             "loss": {"type": self.loss.type, "steps": self.loss.steps},
             "l2": self.l2, "truncate": self.truncate,
         }
@@ -115,6 +136,18 @@ class Spec:
     def content_hash(self) -> str:
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical_layer(lay: LayerSpec) -> dict[str, Any]:
+    # these four keys are always present (with their historical defaults) so
+    # that content hashes of existing architectures stay what they were
+    out = {"type": lay.type, "name": lay.name,
+           "activation": lay.option("activation", "identity"),
+           "alpha": lay.option("alpha"), "units": lay.option("units"),
+           "cell": lay.option("cell"), "in": list(lay.in_shape), "out": list(lay.out_shape)}
+    for key, value in lay.options:
+        out.setdefault(key, value)
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -340,6 +373,7 @@ def _input(ctx: _Ctx, raw: Any) -> InputSpec:
 
 def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
            inp: InputSpec) -> LayerSpec:
+    """The common part (type, name) here; the options are the layer type's."""
     where = f"layers[{i}]"
     raw = ctx.mapping(raw, where)
     if "type" not in raw:
@@ -350,90 +384,12 @@ def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
                                   f"this version of bpgen (supported: "
                                   f"{', '.join(SUPPORTED_LAYER_TYPES)})")
     name = ctx.identifier(raw["name"], f"{where}.name") if "name" in raw else f"l{i}"
-    if ltype in RECURRENT_TYPES:
-        return _recurrent(ctx, raw, i, name, ltype, in_shape, inp)
-    if ltype == "flatten":
-        ctx.keys(raw, where, ("type", "name"))
-        return LayerSpec("flatten", name, i, in_shape, (math.prod(in_shape),))
-    # dense
-    ctx.keys(raw, where, ("type", "name", "units", "activation", "alpha"),
-             required=("units",))
-    units = ctx.pos_int(raw["units"], f"{where}.units")
-    act = ctx.choice(raw.get("activation", "identity"), f"{where}.activation",
-                     tuple(ACTIVATIONS), "activation")
-    alpha = None
-    if "alpha" in ACTIVATIONS[act]:
-        alpha = ACTIVATIONS[act]["alpha"]
-        if "alpha" in raw:
-            alpha = ctx.number(raw["alpha"], f"{where}.alpha",
-                               strict=(act == "elu"))
-    elif "alpha" in raw:
-        ctx.fail(f"{where}.alpha", f"activation {act!r} takes no alpha "
-                                   f"(only leaky_relu and elu do)")
-    on_steps = inp.kind == "sequence" and len(in_shape) == 2
-    if len(in_shape) != 1 and not on_steps:
-        ctx.fail(f"{where}", f"dense needs a flat input but gets per-sample shape "
-                             f"{in_shape}; add a flatten layer before it")
-    fan_in = in_shape[-1]
-    if fan_in * units > 10**8:
-        ctx.fail(f"{where}.units", f"weight matrix {fan_in}x{units} is too large")
-    out_shape = (in_shape[0], units) if on_steps else (units,)
-    return LayerSpec("dense", name, i, in_shape, out_shape, activation=act,
-                     alpha=alpha, units=units,
-                     params=(("W", (fan_in, units)), ("b", (units,))))
-
-
-def _activation(ctx: _Ctx, raw: dict, where: str, default: str):
-    act = ctx.choice(raw.get("activation", default), f"{where}.activation",
-                     tuple(ACTIVATIONS), "activation")
-    alpha = None
-    if "alpha" in ACTIVATIONS[act]:
-        alpha = ACTIVATIONS[act]["alpha"]
-        if "alpha" in raw:
-            alpha = ctx.number(raw["alpha"], f"{where}.alpha", strict=(act == "elu"))
-    elif "alpha" in raw:
-        ctx.fail(f"{where}.alpha", f"activation {act!r} takes no alpha "
-                                   f"(only leaky_relu and elu do)")
-    return act, alpha
-
-
-def _cell_params(cell: str, fan_in: int, h: int, prefix: str = "") -> tuple:
-    g = CELL_GATES[cell] * h
-    if cell == "gru":
-        return ((f"{prefix}Wx", (fan_in, g)), (f"{prefix}Wh", (h, g)),
-                (f"{prefix}bx", (g,)), (f"{prefix}bh", (g,)))
-    return ((f"{prefix}Wx", (fan_in, g)), (f"{prefix}Wh", (h, g)), (f"{prefix}b", (g,)))
-
-
-def _recurrent(ctx: _Ctx, raw: dict, i: int, name: str, ltype: str,
-               in_shape: tuple, inp: InputSpec) -> LayerSpec:
-    where = f"layers[{i}]"
-    cell = ltype if ltype != "birnn" else None
-    allowed = ["type", "name", "units"]
-    if ltype == "birnn":
-        allowed.append("cell")
-        cell = ctx.choice(raw.get("cell", "rnn"), f"{where}.cell", CELLS, "cell")
-    if cell == "rnn":
-        allowed += ["activation", "alpha"]
-    ctx.keys(raw, where, tuple(allowed), required=("units",))
-    units = ctx.pos_int(raw["units"], f"{where}.units")
-    act, alpha = (_activation(ctx, raw, where, "tanh") if cell == "rnn"
-                  else ("tanh", None))
-    if inp.kind != "sequence" or len(in_shape) != 2:
-        ctx.fail(where, f"{ltype} needs a sequence input ({{features: F, steps: T}}) "
-                        f"but gets per-sample shape {in_shape}")
-    steps, fan_in = in_shape
-    if CELL_GATES[cell] * units * max(fan_in, units) > 10**8:
-        ctx.fail(f"{where}.units", f"{units} units make too large a weight matrix")
-    if ltype == "birnn":
-        params = _cell_params(cell, fan_in, units, "fwd.") + _cell_params(cell, fan_in,
-                                                                          units, "bwd.")
-        out = (steps, 2 * units)
-    else:
-        params = _cell_params(cell, fan_in, units)
-        out = (steps, units)
-    return LayerSpec(ltype, name, i, in_shape, out, activation=act, alpha=alpha,
-                     units=units, params=params, cell=cell)
+    kind = LAYER_TYPE_OBJECTS[ltype]
+    ctx.keys(raw, where, ("type", "name") + tuple(kind.allowed(ctx, raw, where)),
+             required=kind.required)
+    options, out_shape, params = kind.validate(ctx, raw, where, in_shape, inp)
+    return LayerSpec(ltype, name, i, tuple(in_shape), tuple(out_shape),
+                     tuple(options.items()), tuple(params))
 
 
 def _loss(ctx: _Ctx, raw: Any, inp: InputSpec) -> LossSpec:

@@ -4,12 +4,16 @@
    Regenerate with: bpgen build digits_mlp.yaml
 
    C99 backend, called through cffi.  Layer sizes are compile-time constants;
-   the batch size N is a run-time argument.  Each function uses one
-   caller-allocated workspace `ws` (its size is a*N + b elements, see the
-   Python wrapper) and allocates nothing.  Every matrix product is one call of
-   bpg_gemm_*, so large products can later be routed to a BLAS.  Equations:
-   `·` matrix product, `⊙` elementwise product, `ᵀ` transpose, `1` ones.
+   the batch size N is a run-time argument.  Each function writes its outputs
+   to one buffer `out` and uses one caller-allocated workspace `ws` (sizes
+   a*N + b elements, see the Python wrapper); it allocates nothing.  Every
+   matrix product is one call of bpg_gemm_*.  Equations: `·` matrix product,
+   `⊙` elementwise product, `ᵀ` transpose, `1` ones.
 */
+
+/* Common prelude of the C runtime helpers: includes, constants and the
+   element type `real` with its math functions (double, or float when
+   BPG_FLOAT32 is defined before this file). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -18,21 +22,17 @@
 #define M_SQRT2 1.41421356237309504880
 #endif
 
+#ifdef BPG_FLOAT32
+typedef float real;
+#define BPG_EXP expf
+#define BPG_LOG1P log1pf
+#define BPG_FABS fabsf
+#else
 typedef double real;
-
-/* logistic function, stable for large |z| */
-static inline real bpg_sigmoid(real z)
-{
-    if (z >= 0) return 1 / (1 + exp(-z));
-    const real e = exp(z);
-    return e / (1 + e);
-}
-
-/* log(1 + exp(z)), stable for large |z| */
-static inline real bpg_softplus(real z)
-{
-    return (z > 0 ? z : 0) + log1p(exp(-fabs(z)));
-}
+#define BPG_EXP exp
+#define BPG_LOG1P log1p
+#define BPG_FABS fabs
+#endif
 
 /* C (M x Nc) = A (M x K) · B (K x Nc); row-major; i-k-j order keeps B and C rows contiguous */
 static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
@@ -81,18 +81,6 @@ static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
-/* C (M x Nc) = Aᵀ · Bᵀ with A stored (K x M), B stored (Nc x K) */
-static inline void bpg_gemm_tt(int64_t M, int64_t Nc, int64_t K,
-                               const real *restrict A, const real *restrict B, real *restrict C)
-{
-    for (int64_t i = 0; i < M; i++)
-        for (int64_t j = 0; j < Nc; j++) {
-            real acc = 0;
-            for (int64_t k = 0; k < K; k++) acc += A[k * M + i] * B[j * K + k];
-            C[i * Nc + j] = acc;
-        }
-}
-
 /* out (1 x C) = 1ᵀ · A: column sums */
 static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
@@ -119,14 +107,6 @@ static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real
     out[0] = (real)acc;
 }
 
-/* columns [from, from+W) of A (R x CA) -> columns [to, to+W) of B (R x CB) */
-static inline void bpg_copy_cols(int64_t R, int64_t W, const real *restrict A, int64_t CA,
-                                 int64_t from, real *restrict B, int64_t CB, int64_t to)
-{
-    for (int64_t r = 0; r < R; r++)
-        memcpy(B + r * CB + to, A + r * CA + from, sizeof(real) * (size_t)W);
-}
-
 /* out (R x 1) = the maximum of each row */
 static inline void bpg_rowmax(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
@@ -138,12 +118,12 @@ static inline void bpg_rowmax(int64_t R, int64_t C, const real *restrict A, real
 }
 
 /* ---- forward: workspace 80*N + 0 elements ---- */
-void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out_y, real *restrict ws)
+void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const l0_A = ws + 32*N;  /* (N, 32) */
     real *const l1_XW = ws + 64*N;  /* (N, 10) */
-    real *const l1_Z = out_y;  /* (N, 10) */
+    real *const l1_Z = out + 0;  /* (N, 10) */
 
     /* forward pass */
     /* l0: affine part */
@@ -171,7 +151,7 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, c
 }
 
 /* ---- loss: workspace 160*N + 2392 elements ---- */
-void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out_loss, real *restrict ws)
+void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const l0_A = ws + 32*N;  /* (N, 32) */
@@ -188,7 +168,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
     real *const l0_W_sqsum = ws + 160*N + 2056;  /* (1, 1) */
     real *const l1_W_sq = ws + 160*N + 2064;  /* (32, 10) */
     real *const l1_W_sqsum = ws + 160*N + 2384;  /* (1, 1) */
-    real *const loss = out_loss;  /* (1, 1) */
+    real *const loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
     /* l0: affine part */
@@ -250,7 +230,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
 }
 
 /* ---- loss_and_grad: workspace 248*N + 4760 elements ---- */
-void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out_loss, real *restrict out_grad, real *restrict ws)
+void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const l0_A = ws + 32*N;  /* (N, 32) */
@@ -273,11 +253,11 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     real *const d_l1_W_1 = ws + 216*N + 2392;  /* (32, 10) */
     real *const d_l0_Z = ws + 216*N + 2712;  /* (N, 32) */
     real *const d_l0_W_1 = ws + 248*N + 2712;  /* (64, 32) */
-    real *const loss = out_loss;  /* (1, 1) */
-    real *const d_l0_W_2 = out_grad + 0;  /* (64, 32) */
-    real *const d_l0_b = out_grad + 2048;  /* (1, 32) */
-    real *const d_l1_W_2 = out_grad + 2080;  /* (32, 10) */
-    real *const d_l1_b = out_grad + 2400;  /* (1, 10) */
+    real *const loss = out + 0;  /* (1, 1) */
+    real *const d_l0_W_2 = out + 1;  /* (64, 32) */
+    real *const d_l0_b = out + 2049;  /* (1, 32) */
+    real *const d_l1_W_2 = out + 2081;  /* (32, 10) */
+    real *const d_l1_b = out + 2401;  /* (1, 10) */
 
     /* forward pass */
     /* l0: affine part */
@@ -361,12 +341,12 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* d_l1_W_1 = l0_Aᵀ·d_l1_Z_2 */
     bpg_gemm_tn(32, 10, N, l0_A, d_l1_Z_2, d_l1_W_1);
 
-    /* Grad of: l0_A = tanh(l0_Z) */
+    /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
     for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
 
-    /* Grad of: l0_Z = l0_XW + l0_b */
+    /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
     /*   (l0: pre-activation Z = X·W + 1·b) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
     bpg_colsum(N, 32, d_l0_Z, d_l0_b);
@@ -384,7 +364,7 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
 }
 
 /* ---- hvp: workspace 424*N + 2688 elements ---- */
-void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out_hv, real *restrict ws)
+void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const r_l0_XW_b = ws + 32*N;  /* (N, 32) */
@@ -410,10 +390,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     real *const r_d_l1_W_1_b = ws + 392*N + 320;  /* (32, 10) */
     real *const r_d_l0_Z = ws + 392*N + 640;  /* (N, 32) */
     real *const r_d_l0_W_1_b = ws + 424*N + 640;  /* (64, 32) */
-    real *const r_d_l0_W_2 = out_hv + 0;  /* (64, 32) */
-    real *const r_d_l0_b = out_hv + 2048;  /* (1, 32) */
-    real *const r_d_l1_W_2 = out_hv + 2080;  /* (32, 10) */
-    real *const r_d_l1_b = out_hv + 2400;  /* (1, 10) */
+    real *const r_d_l0_W_2 = out + 0;  /* (64, 32) */
+    real *const r_d_l0_b = out + 2048;  /* (1, 32) */
+    real *const r_d_l1_W_2 = out + 2080;  /* (32, 10) */
+    real *const r_d_l1_b = out + 2400;  /* (1, 10) */
 
     /* forward pass */
     /* l0: affine part */
@@ -474,7 +454,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* r_o_expsum = r_o_exp·1 */
     bpg_rowsum(N, 10, r_o_exp, r_o_expsum);
 
-    /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1/o_expsum ⊙ 1/N */
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
@@ -516,12 +496,12 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1 */
     bpg_gemm_tn(32, 10, N, l0_A, r_d_l1_Z_1, r_d_l1_W_1_b);
 
-    /* Grad of: l0_A = tanh(l0_Z) */
+    /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2·d_l0_A ⊙ l0_A ⊙ r_l0_A */
     for (int64_t k = 0; k < 32*N; k++) r_d_l0_Z[k] = -2*d_l0_A[k]*l0_A[k]*r_l0_A[k] + (1 - ((l0_A[k])*(l0_A[k])))*(r_d_l0_A_a[k] + r_d_l0_A_b[k]);
 
-    /* Grad of: l0_Z = l0_XW + l0_b */
+    /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
     /*   (l0: pre-activation Z = X·W + 1·b) */
     /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
     bpg_colsum(N, 32, r_d_l0_Z, r_d_l0_b);
@@ -539,7 +519,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 }
 
 /* ---- ggn_vp: workspace 344*N + 2368 elements ---- */
-void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out_hv, real *restrict ws)
+void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const r_l0_XW_b = ws + 32*N;  /* (N, 32) */
@@ -561,10 +541,10 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     real *const d_l1_W_1 = ws + 312*N;  /* (32, 10) */
     real *const d_l0_Z = ws + 312*N + 320;  /* (N, 32) */
     real *const d_l0_W_1 = ws + 344*N + 320;  /* (64, 32) */
-    real *const gv_l0_W = out_hv + 0;  /* (64, 32) */
-    real *const d_l0_b = out_hv + 2048;  /* (1, 32) */
-    real *const gv_l1_W = out_hv + 2080;  /* (32, 10) */
-    real *const d_l1_b = out_hv + 2400;  /* (1, 10) */
+    real *const gv_l0_W = out + 0;  /* (64, 32) */
+    real *const d_l0_b = out + 2048;  /* (1, 32) */
+    real *const gv_l1_W = out + 2080;  /* (32, 10) */
+    real *const d_l1_b = out + 2400;  /* (1, 10) */
 
     /* forward pass */
     /* l0: affine part */
@@ -625,7 +605,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* r_o_expsum = r_o_exp·1 */
     bpg_rowsum(N, 10, r_o_exp, r_o_expsum);
 
-    /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1/o_expsum ⊙ 1/N */
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
@@ -654,12 +634,12 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1 */
     bpg_gemm_tn(32, 10, N, l0_A, r_d_l1_Z_1, d_l1_W_1);
 
-    /* Grad of: l0_A = tanh(l0_Z) */
+    /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
     for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
 
-    /* Grad of: l0_Z = l0_XW + l0_b */
+    /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
     /*   (l0: pre-activation Z = X·W + 1·b) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
     bpg_colsum(N, 32, d_l0_Z, d_l0_b);
@@ -677,7 +657,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
 }
 
 /* ---- grad_factors: workspace 136*N + 0 elements ---- */
-void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out_f, real *restrict ws)
+void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const l1_XW = ws + 32*N;  /* (N, 10) */
@@ -687,10 +667,10 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     real *const o_expsum = ws + 88*N;  /* (N, 1) */
     real *const d_o_expsum = ws + 96*N;  /* (N, 1) */
     real *const d_l0_A = ws + 104*N;  /* (N, 32) */
-    real *const x_factor = out_f + 0*N + 0;  /* (N, 64) */
-    real *const d_l0_Z = out_f + 64*N + 0;  /* (N, 32) */
-    real *const l0_A = out_f + 96*N + 0;  /* (N, 32) */
-    real *const d_l1_Z_2 = out_f + 128*N + 0;  /* (N, 10) */
+    real *const x_factor = out + 0;  /* (N, 64) */
+    real *const d_l0_Z = out + 64*N;  /* (N, 32) */
+    real *const l0_A = out + 96*N;  /* (N, 32) */
+    real *const d_l1_Z_2 = out + 128*N;  /* (N, 10) */
 
     /* forward pass */
     /* l0: affine part */
@@ -729,7 +709,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* o_expsum = o_exp·1 */
     bpg_rowsum(N, 10, o_exp, o_expsum);
 
-    /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1/o_expsum ⊙ 1/N */
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
@@ -749,7 +729,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* d_l0_A = d_l1_Z_2·l1_Wᵀ */
     bpg_gemm_nt(N, 32, 10, d_l1_Z_2, l1_W, d_l0_A);
 
-    /* Grad of: l0_A = tanh(l0_Z) */
+    /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
     for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
@@ -760,7 +740,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
 }
 
 /* ---- curvature: workspace 136*N + 0 elements ---- */
-void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out_f, real *restrict ws)
+void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const l0_Z = ws + 32*N;  /* (N, 32) */
@@ -770,16 +750,16 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     real *const o_exp = ws + 104*N;  /* (N, 10) */
     real *const o_expsum = ws + 120*N;  /* (N, 1) */
     real *const d_o_expsum = ws + 128*N;  /* (N, 1) */
-    real *const x_copy = out_f + 0*N + 0;  /* (N, 64) */
-    real *const l0_d1 = out_f + 64*N + 0;  /* (N, 32) */
-    real *const l0_d2 = out_f + 96*N + 0;  /* (N, 32) */
-    real *const d_l0_A = out_f + 128*N + 0;  /* (N, 32) */
-    real *const d_l0_Z = out_f + 160*N + 0;  /* (N, 32) */
-    real *const l0_A = out_f + 192*N + 0;  /* (N, 32) */
-    real *const l1_d1 = out_f + 224*N + 0;  /* (N, 10) */
-    real *const l1_d2 = out_f + 234*N + 0;  /* (N, 10) */
-    real *const d_l1_Z_2 = out_f + 244*N + 0;  /* (N, 10) */
-    real *const softmax_p = out_f + 254*N + 0;  /* (N, 10) */
+    real *const x_copy = out + 0;  /* (N, 64) */
+    real *const l0_d1 = out + 64*N;  /* (N, 32) */
+    real *const l0_d2 = out + 96*N;  /* (N, 32) */
+    real *const d_l0_A = out + 128*N;  /* (N, 32) */
+    real *const d_l0_Z = out + 160*N;  /* (N, 32) */
+    real *const l0_A = out + 192*N;  /* (N, 32) */
+    real *const l1_d1 = out + 224*N;  /* (N, 10) */
+    real *const l1_d2 = out + 234*N;  /* (N, 10) */
+    real *const d_l1_Z_2 = out + 244*N;  /* (N, 10) */
+    real *const softmax_p = out + 254*N;  /* (N, 10) */
 
     /* forward pass */
     /* l0: affine part */
@@ -821,7 +801,7 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     /* o_expsum = o_exp·1 */
     bpg_rowsum(N, 10, o_exp, o_expsum);
 
-    /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1/o_expsum ⊙ 1/N */
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);

@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_mlp.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_mlp_c.c, compiled through cffi into
-_bpgen_digits_mlp_5da70558e38f) then never reads or writes out of bounds.
+_bpgen_digits_mlp_d53a98ef7bab) then never reads or writes out of bounds.
 """
 import collections
 import collections.abc
@@ -37,25 +37,57 @@ LOSS_ALL_STEPS = False
 LOSS = "softmax_cross_entropy"
 #: the validated architecture this module was generated from
 ARCHITECTURE = "{\"dtype\": \"float64\", \"input\": {\"kind\": \"features\", \"shape\": [64]}, \"l2\": 0.0001, \"layers\": [{\"activation\": \"tanh\", \"alpha\": null, \"cell\": null, \"in\": [64], \"name\": \"l0\", \"out\": [32], \"type\": \"dense\", \"units\": 32}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [32], \"name\": \"l1\", \"out\": [10], \"type\": \"dense\", \"units\": 10}], \"loss\": {\"steps\": \"all\", \"type\": \"softmax_cross_entropy\"}, \"name\": \"digits_mlp\", \"truncate\": null}"
-_FANS = {
-    "l0.W": (64, 32),
-    "l0.b": (32, 32),
-    "l1.W": (32, 10),
-    "l1.b": (10, 10),
+#: parameter key -> (initialisation from its role, fan_in, fan_out)
+_INIT = {
+    "l0.W": ('glorot', 64, 32),
+    "l0.b": ('zeros', 32, 32),
+    "l1.W": ('glorot', 32, 10),
+    "l1.b": ('zeros', 10, 10),
 }
+#: the l2 coefficient and the parameters it applies to (the weight roles)
+_L2 = 0.0001
+_L2_KEYS = ('l0.W', 'l1.W')
+#: weight key -> indices of its (U, V) among the grad_factors outputs
+_FACTORS = {'l0.W': (0, 1), 'l1.W': (2, 3)}
+#: dense layers of the structured Hessian: (W key, b key, indices of the
+#: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
+_CURV_LAYERS = [('l0.W', 'l0.b', 0, 1, 2, 3, 4), ('l1.W', 'l1.b', 5, 6, 7, 8, 8)]
+#: index of the loss curvature output (softmax p, or l'' per unit)
+_CURV_LOSS = 9
+#: generated function -> where its outputs lie in one flat buffer:
+#: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
+_OUTPUTS = {
+    "forward": [(0, 0, 10, 0, 10)],
+    "loss": [(0, 0, 0, 1, 1)],
+    "loss_and_grad": [(0, 0, 0, 1, 1), (0, 1, 0, 2048, 32), (0, 2049, 0, 32, 32), (0, 2081, 0, 320, 10), (0, 2401, 0, 10, 10)],
+    "hvp": [(0, 0, 0, 2048, 32), (0, 2048, 0, 32, 32), (0, 2080, 0, 320, 10), (0, 2400, 0, 10, 10)],
+    "ggn_vp": [(0, 0, 0, 2048, 32), (0, 2048, 0, 32, 32), (0, 2080, 0, 320, 10), (0, 2400, 0, 10, 10)],
+    "grad_factors": [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 10, 0, 10)],
+    "curvature": [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 32, 0, 32), (160, 0, 32, 0, 32), (192, 0, 32, 0, 32), (224, 0, 10, 0, 10), (234, 0, 10, 0, 10), (244, 0, 10, 0, 10), (254, 0, 10, 0, 10)],
+}
+EXTENSION = "_bpgen_digits_mlp_d53a98ef7bab"
+CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_curvature(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);"
+C_FILE = "digits_mlp_c.c"
+_PTR = "double[]"
+#: workspace size of each function: a*N + b elements
+_WS = {'forward': (80, 0), 'loss': (160, 2392), 'loss_and_grad': (248, 4760), 'hvp': (424, 2688), 'ggn_vp': (344, 2368), 'grad_factors': (136, 0), 'curvature': (136, 0)}
 
 
 def init_params(seed=0):
-    """Fresh parameters: Glorot-uniform weights, zero biases (a dict)."""
+    """Fresh parameters (a dict): Glorot-uniform weights, zero biases, unit gains."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     rng = numpy.random.default_rng(seed)
     params = {}
     for key, shape in PARAM_SHAPES.items():
-        if key.rsplit(".", 1)[1].startswith("b"):
-            params[key] = numpy.zeros(shape, dtype=DTYPE)
-        else:
-            fan_in, fan_out = _FANS[key]
+        kind, fan_in, fan_out = _INIT[key]     # from the parameter's role
+        if kind == "glorot":
             limit = math.sqrt(6.0 / (fan_in + fan_out))
             params[key] = rng.uniform(-limit, limit, size=shape).astype(DTYPE)
+        elif kind == "ones":
+            params[key] = numpy.ones(shape, dtype=DTYPE)
+        else:
+            params[key] = numpy.zeros(shape, dtype=DTYPE)
     return params
 
 
@@ -186,25 +218,25 @@ def forward(params, x):
     """The network's output before the loss, shape (N, OUTPUT_UNITS)."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    out = _impl_forward(xm, n, mats)
+    out = _run("forward", n, [xm, *mats])[0]
     if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
         return numpy.ascontiguousarray(out.reshape(STEPS, n, -1).transpose(1, 0, 2))
-    return out
+    return numpy.ascontiguousarray(out, dtype=DTYPE)
 
 
 def loss(params, x, y):
     """The scalar loss (a Python float)."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    return _impl_loss(xm, n, _check_y(y, n), mats)
+    return float(_run("loss", n, [xm, _check_y(y, n), *mats])[0].ravel()[0])
 
 
 def loss_and_grad(params, x, y):
     """(loss, gradients): a float and a dict shaped like ``params``."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    value, flat = _impl_loss_and_grad(xm, n, _check_y(y, n), mats)
-    return value, _grads_dict(flat)
+    flat = _run_flat("loss_and_grad", n, [xm, _check_y(y, n), *mats])
+    return float(flat[0]), _grads_dict(flat[1:])
 
 
 def hvp(params, x, y, v):
@@ -215,7 +247,7 @@ def hvp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
-    return _grads_dict(_impl_hvp(xm, n, _check_y(y, n), mats, vmats))
+    return _grads_dict(_run_flat("hvp", n, [xm, _check_y(y, n), *mats, *vmats]))
 
 
 def hessian(params, x, y):
@@ -225,6 +257,7 @@ def hessian(params, x, y):
     For networks of dense layers it is assembled from its matrix-form
     structure (Kronecker blocks per layer pair plus the commutation-type
     delta terms, see _structured_hessian); otherwise from hvp columns."""
+    _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
@@ -235,23 +268,112 @@ def hessian(params, x, y):
     for j in range(N_PARAMS):
         basis[j] = 1
         vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[:, j] = _impl_hvp(xm, n, ym, mats, vmats)
+        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
         basis[j] = 0
     # the exact Hessian is symmetric; average away the rounding
     return numpy.ascontiguousarray((out + out.T) / 2)
 
 
-#: dense layers of the structured Hessian: (W key, b key, indices of the
-#: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
-_CURV_LAYERS = [('l0.W', 'l0.b', 0, 1, 2, 3, 4), ('l1.W', 'l1.b', 5, 6, 7, 8, 8)]
-#: index of the loss curvature output (softmax p, or l'' per unit)
-_CURV_LOSS = 9
-_CURV_SIZES = [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 32, 0, 32), (160, 0, 32, 0, 32), (192, 0, 32, 0, 32), (224, 0, 10, 0, 10), (234, 0, 10, 0, 10), (244, 0, 10, 0, 10), (254, 0, 10, 0, 10)]
+def hmp(params, x, y, V):
+    """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
+    (N_PARAMS, k) array: one Hessian-vector product per column."""
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    ym = _check_y(y, n)
+    vm = _as_array(V, "V")
+    if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
+        raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
+    _check_fits("hmp", N_PARAMS * vm.shape[1])
+    out = numpy.empty(vm.shape, dtype=DTYPE)
+    for j in range(vm.shape[1]):
+        col = numpy.ascontiguousarray(vm[:, j])
+        vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    return out
+
+
+#: the largest result hessian() and hmp() build, in bytes
+MAX_RESULT_BYTES = 8 * 2**30
+
+
+def _check_fits(what, entries):
+    """Refuse a result that cannot fit in memory before allocating it."""
+    need = entries * DTYPE.itemsize
+    if need > MAX_RESULT_BYTES:
+        raise ValueError(f"{what}: the result needs {need:,} bytes "
+                         f"({N_PARAMS:,} parameters), more than the limit of "
+                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES)")
 
 
 def _curvature_outputs(xm, n, ym, mats):
     return [numpy.asarray(o, dtype=numpy.float64)
-            for o in _impl_outputs("curvature", _CURV_SIZES, xm, n, ym, mats)]
+            for o in _run("curvature", n, [xm, ym, *mats])]
+
+
+def ggn_vp(params, x, y, v):
+    """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
+    Jacobian of the network output and H_L the Hessian of the loss w.r.t.
+    the output (plus l2 * v on regularised weights).  Positive semi-definite
+    for the three (convex) losses."""
+    mats = _check_params(params)
+    vmats = _check_params(v, "v")
+    xm, n = _check_x(x)
+    return _grads_dict(_run_flat("ggn_vp", n, [xm, _check_y(y, n), *mats, *vmats]))
+
+
+def grad_factors(params, x, y):
+    """For every weight matrix (W, Wx, Wh: the weight roles), factors (U, V)
+    with dW = Uᵀ V.
+
+    U is the layer's input and V its delta, one row per sample (per sample
+    and step for recurrent weights, time-major), so the data part of the
+    gradient has rank at most N (N*T).  With l2 the regulariser's term
+    l2*W is included as extra rows: U gains the identity, V gains l2*W.
+    The gradient is the one loss_and_grad returns (truncated if bptt says so).
+    """
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    outs = _run("grad_factors", n, [xm, _check_y(y, n), *mats])
+    res = {}
+    for key, (iu, iv) in _FACTORS.items():
+        u, v = outs[iu], outs[iv]
+        if _L2:
+            w = mats[list(PARAM_SHAPES).index(key)]
+            u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
+            v = numpy.concatenate([v, _L2 * w])
+        res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
+    return res
+
+
+def hessian_diag(params, x, y):
+    """The exact diagonal of the Hessian, as a dict shaped like params
+    (from the within-layer blocks of the structure for dense networks)."""
+    return _grads_dict(numpy.ascontiguousarray(numpy.diag(_layer_blocks(params, x, y))))
+
+
+def _layer_blocks(params, x, y):
+    """The Hessian with only its within-layer blocks filled in."""
+    if not _CURV_LAYERS:
+        return hessian(params, x, y)
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    ym = _check_y(y, n)
+    return _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n,
+                               within_layers=True)
+
+
+def hessian_blocks(params, x, y):
+    """The per-layer diagonal blocks of the exact Hessian: {layer name:
+    (keys, block)} with block indexed like the flat order restricted to the
+    layer's parameters ``keys``."""
+    h = _layer_blocks(params, x, y)
+    blocks = {}
+    for key, a, b, _ in _SLICES:
+        layer = key.split(".", 1)[0]
+        keys, lo, hi = blocks.get(layer, ([], a, b))
+        blocks[layer] = (keys + [key], min(lo, a), max(hi, b))
+    return {layer: (keys, numpy.ascontiguousarray(h[lo:hi, lo:hi]))
+            for layer, (keys, lo, hi) in blocks.items()}
 
 
 def _loss_hessian(outs, n):
@@ -297,7 +419,7 @@ def _structured_hessian(mats, outs, n, within_layers=False):
         wk, bk, ak, d1k = layers[k][0], layers[k][1], layers[k][2], layers[k][3]
         jz = numpy.broadcast_to(numpy.eye(d1k.shape[1]), (n,) + (d1k.shape[1],) * 2)
         ja = None
-        for l in range(k, k + 1 if within_layers else L):
+        for l in range(k, k + 1 if within_layers else L):  # noqa: E741
             wl, bl, al, _, _, _, dl = layers[l]
             if l > k:
                 # J_kl = da_(l-1)/dz_k, then dz_l/dz_k = J_kl W_l
@@ -322,13 +444,11 @@ def _structured_hessian(mats, outs, n, within_layers=False):
                 h[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] = blk
                 if l > k:
                     h[c0:c0 + blk.shape[1], r0:r0 + blk.shape[0]] = blk.T
-    lam = 0.0001
-    if lam:
-        for key in PARAM_SHAPES:
-            if key.rsplit(".", 1)[1] in ("W", "Wx", "Wh"):
-                a0 = offset[key]
-                size = math.prod(PARAM_SHAPES[key])
-                h[a0:a0 + size, a0:a0 + size] += lam * numpy.eye(size)
+    if _L2:
+        for key in _L2_KEYS:
+            a0 = offset[key]
+            size = math.prod(PARAM_SHAPES[key])
+            h[a0:a0 + size, a0:a0 + size] += _L2 * numpy.eye(size)
     return numpy.ascontiguousarray(((h + h.T) / 2).astype(DTYPE))
 
 
@@ -339,92 +459,15 @@ def _diag3(v):
     return out
 
 
-def ggn_vp(params, x, y, v):
-    """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
-    Jacobian of the network output and H_L the Hessian of the loss w.r.t.
-    the output (plus l2 * v on regularised weights).  Positive semi-definite
-    for the three (convex) losses."""
-    mats = _check_params(params)
-    vmats = _check_params(v, "v")
-    xm, n = _check_x(x)
-    return _grads_dict(_impl_ggn_vp(xm, n, _check_y(y, n), mats, vmats))
-
-
-#: weight key -> indices of its (U, V) among the generated factor outputs
-_FACTORS = {'l0.W': (0, 1), 'l1.W': (2, 3)}
-#: per factor output: (offset a, offset b, size a, size b, columns), sizes a*N + b
-_FACTOR_SIZES = [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 10, 0, 10)]
-
-
-def grad_factors(params, x, y):
-    """For every weight matrix (W, Wx, Wh), factors (U, V) with dW = Uᵀ V.
-
-    U is the layer's input and V its delta, one row per sample (per sample
-    and step for recurrent weights, time-major), so the data part of the
-    gradient has rank at most N (N*T).  With l2 the regulariser's term
-    l2*W is included as extra rows: U gains the identity, V gains l2*W.
-    The gradient is the one loss_and_grad returns (truncated if bptt says so).
-    """
-    mats = _check_params(params)
-    xm, n = _check_x(x)
-    outs = _impl_outputs("grad_factors", _FACTOR_SIZES, xm, n, _check_y(y, n), mats)
-    res = {}
-    for key, (iu, iv) in _FACTORS.items():
-        u, v = outs[iu], outs[iv]
-        lam = 0.0001
-        if lam:
-            w = mats[list(PARAM_SHAPES).index(key)]
-            u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
-            v = numpy.concatenate([v, lam * w])
-        res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
-    return res
-
-
-def hessian_diag(params, x, y):
-    """The exact diagonal of the Hessian, as a dict shaped like params
-    (from the within-layer blocks of the structure for dense networks)."""
-    return _grads_dict(numpy.ascontiguousarray(numpy.diag(_layer_blocks(params, x, y))))
-
-
-def _layer_blocks(params, x, y):
-    """The Hessian with only its within-layer blocks filled in."""
-    if not _CURV_LAYERS:
-        return hessian(params, x, y)
-    mats = _check_params(params)
-    xm, n = _check_x(x)
-    ym = _check_y(y, n)
-    return _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n,
-                               within_layers=True)
-
-
-def hessian_blocks(params, x, y):
-    """The per-layer diagonal blocks of the exact Hessian: {layer name:
-    (keys, block)} with block indexed like the flat order restricted to the
-    layer's parameters ``keys``."""
-    h = _layer_blocks(params, x, y)
-    blocks = {}
-    for key, a, b, _ in _SLICES:
-        layer = key.split(".", 1)[0]
-        keys, lo, hi = blocks.get(layer, ([], a, b))
-        blocks[layer] = (keys + [key], min(lo, a), max(hi, b))
-    return {layer: (keys, numpy.ascontiguousarray(h[lo:hi, lo:hi]))
-            for layer, (keys, lo, hi) in blocks.items()}
-
-import glob as _glob
-import importlib.machinery as _machinery
-import importlib.util as _util
-import os as _os
-
-_HERE = _os.path.dirname(_os.path.abspath(__file__))
-EXTENSION = "_bpgen_digits_mlp_5da70558e38f"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_y, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_loss, double *out_grad, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out_hv, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_f, double *ws);\nvoid bpg_curvature(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out_f, double *ws);"
-#: workspace size of each function: a*N + b elements
-_WS = {'forward': (80, 0), 'loss': (160, 2392), 'loss_and_grad': (248, 4760), 'hvp': (424, 2688), 'ggn_vp': (344, 2368), 'grad_factors': (136, 0), 'curvature': (136, 0)}
+import importlib.machinery as _machinery  # noqa: E402
+import importlib.util as _util  # noqa: E402
+import os as _os  # noqa: E402
 
 
 def _load_extension():
+    here = _os.path.dirname(_os.path.abspath(__file__))
     for suffix in _machinery.EXTENSION_SUFFIXES:
-        path = _os.path.join(_HERE, EXTENSION + suffix)
+        path = _os.path.join(here, EXTENSION + suffix)
         if _os.path.exists(path):
             break
     else:
@@ -433,8 +476,7 @@ def _load_extension():
         except ImportError:
             raise ImportError(f"{EXTENSION}: compiled extension not found next to "
                               f"{__file__}; run 'bpgen build' with --backend c") from None
-        path = compile_c_file(_os.path.join(_HERE, "digits_mlp_c.c"), CDEF,
-                              EXTENSION, _HERE)
+        path = compile_c_file(_os.path.join(here, C_FILE), CDEF, EXTENSION, here)
     spec = _util.spec_from_file_location(EXTENSION, path)
     mod = _util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -442,74 +484,33 @@ def _load_extension():
 
 
 ffi, lib = _load_extension()
-_PTR = "double[]"
 
 
-def _ws(name, n):
-    a, b = _WS[name]
-    return numpy.empty(max(a * n + b, 1), dtype=DTYPE)
-
-
-def _impl_forward(xm, n, arrs):
-    out = numpy.empty((xm.shape[0], OUTPUT_UNITS), dtype=DTYPE)
-    lib.bpg_forward(n, ffi.from_buffer(_PTR, xm), *[ffi.from_buffer(_PTR, a) for a in arrs],
-                    ffi.from_buffer(_PTR, out, require_writable=True),
-                    ffi.from_buffer(_PTR, _ws("forward", n), require_writable=True))
-    return out
-
-
-def _impl_loss(xm, n, ym, arrs):
-    out = numpy.empty(1, dtype=DTYPE)
-    lib.bpg_loss(n, ffi.from_buffer(_PTR, xm), ffi.from_buffer(_PTR, ym),
-                 *[ffi.from_buffer(_PTR, a) for a in arrs],
-                 ffi.from_buffer(_PTR, out, require_writable=True),
-                 ffi.from_buffer(_PTR, _ws("loss", n), require_writable=True))
-    return float(out[0])
-
-
-def _impl_loss_and_grad(xm, n, ym, arrs):
-    out = numpy.empty(1, dtype=DTYPE)
-    grad = numpy.empty(N_PARAMS, dtype=DTYPE)
-    lib.bpg_loss_and_grad(n, ffi.from_buffer(_PTR, xm), ffi.from_buffer(_PTR, ym),
-                          *[ffi.from_buffer(_PTR, a) for a in arrs],
-                          ffi.from_buffer(_PTR, out, require_writable=True),
-                          ffi.from_buffer(_PTR, grad, require_writable=True),
-                          ffi.from_buffer(_PTR, _ws("loss_and_grad", n), require_writable=True))
-    return float(out[0]), grad
-
-
-def _impl_hvp(xm, n, ym, arrs, varrs):
-    out = numpy.empty(N_PARAMS, dtype=DTYPE)
-    lib.bpg_hvp(n, ffi.from_buffer(_PTR, xm), ffi.from_buffer(_PTR, ym),
-                *[ffi.from_buffer(_PTR, a) for a in arrs],
-                *[ffi.from_buffer(_PTR, numpy.ascontiguousarray(a)) for a in varrs],
-                ffi.from_buffer(_PTR, out, require_writable=True),
-                ffi.from_buffer(_PTR, _ws("hvp", n), require_writable=True))
-    return out
-
-
-def _impl_ggn_vp(xm, n, ym, arrs, varrs):
-    out = numpy.empty(N_PARAMS, dtype=DTYPE)
-    lib.bpg_ggn_vp(n, ffi.from_buffer(_PTR, xm), ffi.from_buffer(_PTR, ym),
-                   *[ffi.from_buffer(_PTR, a) for a in arrs],
-                   *[ffi.from_buffer(_PTR, numpy.ascontiguousarray(a)) for a in varrs],
-                   ffi.from_buffer(_PTR, out, require_writable=True),
-                   ffi.from_buffer(_PTR, _ws("ggn_vp", n), require_writable=True))
-    return out
-
-
-def _impl_outputs(name, sizes, xm, n, ym, arrs):
-    """Run a generated function whose outputs share one flat buffer, laid out
-    by ``sizes`` ((offset a, offset b, size a, size b, columns), a*N + b)."""
-    total = sum(a * n + b for _, _, a, b, _ in sizes)
+def _call(name, n, args):
+    """Run ``bpg_<name>``: the flat output buffer (every input has been
+    checked by the API before, so the C code stays in bounds)."""
+    layout = _OUTPUTS[name]
+    total = sum(a * n + b for _, _, a, b, _ in layout)
     out = numpy.empty(max(total, 1), dtype=DTYPE)
+    wa, wb = _WS[name]
+    ws = numpy.empty(max(wa * n + wb, 1), dtype=DTYPE)
     getattr(lib, "bpg_" + name)(
-        n, ffi.from_buffer(_PTR, xm), ffi.from_buffer(_PTR, ym),
-        *[ffi.from_buffer(_PTR, a) for a in arrs],
+        n, *[ffi.from_buffer(_PTR, numpy.ascontiguousarray(a)) for a in args],
         ffi.from_buffer(_PTR, out, require_writable=True),
-        ffi.from_buffer(_PTR, _ws(name, n), require_writable=True))
-    res = []
-    for oa, ob, a, b, cols in sizes:
-        start = oa * n + ob
-        res.append(out[start:start + a * n + b].reshape(-1, cols))
-    return res
+        ffi.from_buffer(_PTR, ws, require_writable=True))
+    return out, layout
+
+
+def _run(name, n, args):
+    """The outputs of ``bpg_<name>`` as matrices (views of one buffer)."""
+    out, layout = _call(name, n, args)
+    return [out[oa * n + ob:oa * n + ob + a * n + b].reshape(-1, cols)
+            for oa, ob, a, b, cols in layout]
+
+
+def _run_flat(name, n, args, start=0):
+    """The outputs from index ``start`` on, as one vector (no copy)."""
+    out, layout = _call(name, n, args)
+    total = sum(a * n + b for _, _, a, b, _ in layout)
+    first = layout[start][0] * n + layout[start][1] if start < len(layout) else total
+    return out[first:total]

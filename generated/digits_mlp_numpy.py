@@ -39,25 +39,51 @@ LOSS_ALL_STEPS = False
 LOSS = "softmax_cross_entropy"
 #: the validated architecture this module was generated from
 ARCHITECTURE = "{\"dtype\": \"float64\", \"input\": {\"kind\": \"features\", \"shape\": [64]}, \"l2\": 0.0001, \"layers\": [{\"activation\": \"tanh\", \"alpha\": null, \"cell\": null, \"in\": [64], \"name\": \"l0\", \"out\": [32], \"type\": \"dense\", \"units\": 32}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [32], \"name\": \"l1\", \"out\": [10], \"type\": \"dense\", \"units\": 10}], \"loss\": {\"steps\": \"all\", \"type\": \"softmax_cross_entropy\"}, \"name\": \"digits_mlp\", \"truncate\": null}"
-_FANS = {
-    "l0.W": (64, 32),
-    "l0.b": (32, 32),
-    "l1.W": (32, 10),
-    "l1.b": (10, 10),
+#: parameter key -> (initialisation from its role, fan_in, fan_out)
+_INIT = {
+    "l0.W": ('glorot', 64, 32),
+    "l0.b": ('zeros', 32, 32),
+    "l1.W": ('glorot', 32, 10),
+    "l1.b": ('zeros', 10, 10),
+}
+#: the l2 coefficient and the parameters it applies to (the weight roles)
+_L2 = 0.0001
+_L2_KEYS = ('l0.W', 'l1.W')
+#: weight key -> indices of its (U, V) among the grad_factors outputs
+_FACTORS = {'l0.W': (0, 1), 'l1.W': (2, 3)}
+#: dense layers of the structured Hessian: (W key, b key, indices of the
+#: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
+_CURV_LAYERS = [('l0.W', 'l0.b', 0, 1, 2, 3, 4), ('l1.W', 'l1.b', 5, 6, 7, 8, 8)]
+#: index of the loss curvature output (softmax p, or l'' per unit)
+_CURV_LOSS = 9
+#: generated function -> where its outputs lie in one flat buffer:
+#: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
+_OUTPUTS = {
+    "forward": [(0, 0, 10, 0, 10)],
+    "loss": [(0, 0, 0, 1, 1)],
+    "loss_and_grad": [(0, 0, 0, 1, 1), (0, 1, 0, 2048, 32), (0, 2049, 0, 32, 32), (0, 2081, 0, 320, 10), (0, 2401, 0, 10, 10)],
+    "hvp": [(0, 0, 0, 2048, 32), (0, 2048, 0, 32, 32), (0, 2080, 0, 320, 10), (0, 2400, 0, 10, 10)],
+    "ggn_vp": [(0, 0, 0, 2048, 32), (0, 2048, 0, 32, 32), (0, 2080, 0, 320, 10), (0, 2400, 0, 10, 10)],
+    "grad_factors": [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 10, 0, 10)],
+    "curvature": [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 32, 0, 32), (160, 0, 32, 0, 32), (192, 0, 32, 0, 32), (224, 0, 10, 0, 10), (234, 0, 10, 0, 10), (244, 0, 10, 0, 10), (254, 0, 10, 0, 10)],
 }
 
 
 def init_params(seed=0):
-    """Fresh parameters: Glorot-uniform weights, zero biases (a dict)."""
+    """Fresh parameters (a dict): Glorot-uniform weights, zero biases, unit gains."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     rng = numpy.random.default_rng(seed)
     params = {}
     for key, shape in PARAM_SHAPES.items():
-        if key.rsplit(".", 1)[1].startswith("b"):
-            params[key] = numpy.zeros(shape, dtype=DTYPE)
-        else:
-            fan_in, fan_out = _FANS[key]
+        kind, fan_in, fan_out = _INIT[key]     # from the parameter's role
+        if kind == "glorot":
             limit = math.sqrt(6.0 / (fan_in + fan_out))
             params[key] = rng.uniform(-limit, limit, size=shape).astype(DTYPE)
+        elif kind == "ones":
+            params[key] = numpy.ones(shape, dtype=DTYPE)
+        else:
+            params[key] = numpy.zeros(shape, dtype=DTYPE)
     return params
 
 
@@ -188,25 +214,25 @@ def forward(params, x):
     """The network's output before the loss, shape (N, OUTPUT_UNITS)."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    out = _impl_forward(xm, n, mats)
+    out = _run("forward", n, [xm, *mats])[0]
     if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
         return numpy.ascontiguousarray(out.reshape(STEPS, n, -1).transpose(1, 0, 2))
-    return out
+    return numpy.ascontiguousarray(out, dtype=DTYPE)
 
 
 def loss(params, x, y):
     """The scalar loss (a Python float)."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    return _impl_loss(xm, n, _check_y(y, n), mats)
+    return float(_run("loss", n, [xm, _check_y(y, n), *mats])[0].ravel()[0])
 
 
 def loss_and_grad(params, x, y):
     """(loss, gradients): a float and a dict shaped like ``params``."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    value, flat = _impl_loss_and_grad(xm, n, _check_y(y, n), mats)
-    return value, _grads_dict(flat)
+    flat = _run_flat("loss_and_grad", n, [xm, _check_y(y, n), *mats])
+    return float(flat[0]), _grads_dict(flat[1:])
 
 
 def hvp(params, x, y, v):
@@ -217,7 +243,7 @@ def hvp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
-    return _grads_dict(_impl_hvp(xm, n, _check_y(y, n), mats, vmats))
+    return _grads_dict(_run_flat("hvp", n, [xm, _check_y(y, n), *mats, *vmats]))
 
 
 def hessian(params, x, y):
@@ -227,6 +253,7 @@ def hessian(params, x, y):
     For networks of dense layers it is assembled from its matrix-form
     structure (Kronecker blocks per layer pair plus the commutation-type
     delta terms, see _structured_hessian); otherwise from hvp columns."""
+    _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
@@ -237,23 +264,112 @@ def hessian(params, x, y):
     for j in range(N_PARAMS):
         basis[j] = 1
         vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[:, j] = _impl_hvp(xm, n, ym, mats, vmats)
+        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
         basis[j] = 0
     # the exact Hessian is symmetric; average away the rounding
     return numpy.ascontiguousarray((out + out.T) / 2)
 
 
-#: dense layers of the structured Hessian: (W key, b key, indices of the
-#: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
-_CURV_LAYERS = [('l0.W', 'l0.b', 0, 1, 2, 3, 4), ('l1.W', 'l1.b', 5, 6, 7, 8, 8)]
-#: index of the loss curvature output (softmax p, or l'' per unit)
-_CURV_LOSS = 9
-_CURV_SIZES = [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 32, 0, 32), (160, 0, 32, 0, 32), (192, 0, 32, 0, 32), (224, 0, 10, 0, 10), (234, 0, 10, 0, 10), (244, 0, 10, 0, 10), (254, 0, 10, 0, 10)]
+def hmp(params, x, y, V):
+    """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
+    (N_PARAMS, k) array: one Hessian-vector product per column."""
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    ym = _check_y(y, n)
+    vm = _as_array(V, "V")
+    if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
+        raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
+    _check_fits("hmp", N_PARAMS * vm.shape[1])
+    out = numpy.empty(vm.shape, dtype=DTYPE)
+    for j in range(vm.shape[1]):
+        col = numpy.ascontiguousarray(vm[:, j])
+        vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    return out
+
+
+#: the largest result hessian() and hmp() build, in bytes
+MAX_RESULT_BYTES = 8 * 2**30
+
+
+def _check_fits(what, entries):
+    """Refuse a result that cannot fit in memory before allocating it."""
+    need = entries * DTYPE.itemsize
+    if need > MAX_RESULT_BYTES:
+        raise ValueError(f"{what}: the result needs {need:,} bytes "
+                         f"({N_PARAMS:,} parameters), more than the limit of "
+                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES)")
 
 
 def _curvature_outputs(xm, n, ym, mats):
     return [numpy.asarray(o, dtype=numpy.float64)
-            for o in _impl_outputs("curvature", _CURV_SIZES, xm, n, ym, mats)]
+            for o in _run("curvature", n, [xm, ym, *mats])]
+
+
+def ggn_vp(params, x, y, v):
+    """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
+    Jacobian of the network output and H_L the Hessian of the loss w.r.t.
+    the output (plus l2 * v on regularised weights).  Positive semi-definite
+    for the three (convex) losses."""
+    mats = _check_params(params)
+    vmats = _check_params(v, "v")
+    xm, n = _check_x(x)
+    return _grads_dict(_run_flat("ggn_vp", n, [xm, _check_y(y, n), *mats, *vmats]))
+
+
+def grad_factors(params, x, y):
+    """For every weight matrix (W, Wx, Wh: the weight roles), factors (U, V)
+    with dW = Uᵀ V.
+
+    U is the layer's input and V its delta, one row per sample (per sample
+    and step for recurrent weights, time-major), so the data part of the
+    gradient has rank at most N (N*T).  With l2 the regulariser's term
+    l2*W is included as extra rows: U gains the identity, V gains l2*W.
+    The gradient is the one loss_and_grad returns (truncated if bptt says so).
+    """
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    outs = _run("grad_factors", n, [xm, _check_y(y, n), *mats])
+    res = {}
+    for key, (iu, iv) in _FACTORS.items():
+        u, v = outs[iu], outs[iv]
+        if _L2:
+            w = mats[list(PARAM_SHAPES).index(key)]
+            u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
+            v = numpy.concatenate([v, _L2 * w])
+        res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
+    return res
+
+
+def hessian_diag(params, x, y):
+    """The exact diagonal of the Hessian, as a dict shaped like params
+    (from the within-layer blocks of the structure for dense networks)."""
+    return _grads_dict(numpy.ascontiguousarray(numpy.diag(_layer_blocks(params, x, y))))
+
+
+def _layer_blocks(params, x, y):
+    """The Hessian with only its within-layer blocks filled in."""
+    if not _CURV_LAYERS:
+        return hessian(params, x, y)
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    ym = _check_y(y, n)
+    return _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n,
+                               within_layers=True)
+
+
+def hessian_blocks(params, x, y):
+    """The per-layer diagonal blocks of the exact Hessian: {layer name:
+    (keys, block)} with block indexed like the flat order restricted to the
+    layer's parameters ``keys``."""
+    h = _layer_blocks(params, x, y)
+    blocks = {}
+    for key, a, b, _ in _SLICES:
+        layer = key.split(".", 1)[0]
+        keys, lo, hi = blocks.get(layer, ([], a, b))
+        blocks[layer] = (keys + [key], min(lo, a), max(hi, b))
+    return {layer: (keys, numpy.ascontiguousarray(h[lo:hi, lo:hi]))
+            for layer, (keys, lo, hi) in blocks.items()}
 
 
 def _loss_hessian(outs, n):
@@ -299,7 +415,7 @@ def _structured_hessian(mats, outs, n, within_layers=False):
         wk, bk, ak, d1k = layers[k][0], layers[k][1], layers[k][2], layers[k][3]
         jz = numpy.broadcast_to(numpy.eye(d1k.shape[1]), (n,) + (d1k.shape[1],) * 2)
         ja = None
-        for l in range(k, k + 1 if within_layers else L):
+        for l in range(k, k + 1 if within_layers else L):  # noqa: E741
             wl, bl, al, _, _, _, dl = layers[l]
             if l > k:
                 # J_kl = da_(l-1)/dz_k, then dz_l/dz_k = J_kl W_l
@@ -324,13 +440,11 @@ def _structured_hessian(mats, outs, n, within_layers=False):
                 h[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] = blk
                 if l > k:
                     h[c0:c0 + blk.shape[1], r0:r0 + blk.shape[0]] = blk.T
-    lam = 0.0001
-    if lam:
-        for key in PARAM_SHAPES:
-            if key.rsplit(".", 1)[1] in ("W", "Wx", "Wh"):
-                a0 = offset[key]
-                size = math.prod(PARAM_SHAPES[key])
-                h[a0:a0 + size, a0:a0 + size] += lam * numpy.eye(size)
+    if _L2:
+        for key in _L2_KEYS:
+            a0 = offset[key]
+            size = math.prod(PARAM_SHAPES[key])
+            h[a0:a0 + size, a0:a0 + size] += _L2 * numpy.eye(size)
     return numpy.ascontiguousarray(((h + h.T) / 2).astype(DTYPE))
 
 
@@ -339,78 +453,6 @@ def _diag3(v):
     out = numpy.zeros(v.shape + (v.shape[1],))
     out[:, numpy.arange(v.shape[1]), numpy.arange(v.shape[1])] = v
     return out
-
-
-def ggn_vp(params, x, y, v):
-    """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
-    Jacobian of the network output and H_L the Hessian of the loss w.r.t.
-    the output (plus l2 * v on regularised weights).  Positive semi-definite
-    for the three (convex) losses."""
-    mats = _check_params(params)
-    vmats = _check_params(v, "v")
-    xm, n = _check_x(x)
-    return _grads_dict(_impl_ggn_vp(xm, n, _check_y(y, n), mats, vmats))
-
-
-#: weight key -> indices of its (U, V) among the generated factor outputs
-_FACTORS = {'l0.W': (0, 1), 'l1.W': (2, 3)}
-#: per factor output: (offset a, offset b, size a, size b, columns), sizes a*N + b
-_FACTOR_SIZES = [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 10, 0, 10)]
-
-
-def grad_factors(params, x, y):
-    """For every weight matrix (W, Wx, Wh), factors (U, V) with dW = Uᵀ V.
-
-    U is the layer's input and V its delta, one row per sample (per sample
-    and step for recurrent weights, time-major), so the data part of the
-    gradient has rank at most N (N*T).  With l2 the regulariser's term
-    l2*W is included as extra rows: U gains the identity, V gains l2*W.
-    The gradient is the one loss_and_grad returns (truncated if bptt says so).
-    """
-    mats = _check_params(params)
-    xm, n = _check_x(x)
-    outs = _impl_outputs("grad_factors", _FACTOR_SIZES, xm, n, _check_y(y, n), mats)
-    res = {}
-    for key, (iu, iv) in _FACTORS.items():
-        u, v = outs[iu], outs[iv]
-        lam = 0.0001
-        if lam:
-            w = mats[list(PARAM_SHAPES).index(key)]
-            u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
-            v = numpy.concatenate([v, lam * w])
-        res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
-    return res
-
-
-def hessian_diag(params, x, y):
-    """The exact diagonal of the Hessian, as a dict shaped like params
-    (from the within-layer blocks of the structure for dense networks)."""
-    return _grads_dict(numpy.ascontiguousarray(numpy.diag(_layer_blocks(params, x, y))))
-
-
-def _layer_blocks(params, x, y):
-    """The Hessian with only its within-layer blocks filled in."""
-    if not _CURV_LAYERS:
-        return hessian(params, x, y)
-    mats = _check_params(params)
-    xm, n = _check_x(x)
-    ym = _check_y(y, n)
-    return _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n,
-                               within_layers=True)
-
-
-def hessian_blocks(params, x, y):
-    """The per-layer diagonal blocks of the exact Hessian: {layer name:
-    (keys, block)} with block indexed like the flat order restricted to the
-    layer's parameters ``keys``."""
-    h = _layer_blocks(params, x, y)
-    blocks = {}
-    for key, a, b, _ in _SLICES:
-        layer = key.split(".", 1)[0]
-        keys, lo, hi = blocks.get(layer, ([], a, b))
-        blocks[layer] = (keys + [key], min(lo, a), max(hi, b))
-    return {layer: (keys, numpy.ascontiguousarray(h[lo:hi, lo:hi]))
-            for layer, (keys, lo, hi) in blocks.items()}
 
 
 def _sigmoid(z):
@@ -580,12 +622,12 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     # d_l1_W_1 = l0_Aᵀ·d_l1_Z_2
     d_l1_W_1 = l0_A.T @ d_l1_Z_2
 
-    # Grad of: l0_A = tanh(l0_Z)
+    # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
     # d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2)
     d_l0_Z = d_l0_A*(1 - l0_A**2)
 
-    # Grad of: l0_Z = l0_XW + l0_b
+    # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z)
     #   (l0: pre-activation Z = X·W + 1·b)
     # d_l0_b = 1ᵀ·d_l0_Z
     d_l0_b = d_l0_Z.sum(axis=0, keepdims=True)
@@ -639,7 +681,7 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # r_o_expsum = r_o_exp·1
     r_o_expsum = r_o_exp.sum(axis=1, keepdims=True)
 
-    # Grad of: loss_terms = o_max - o_label + log(o_expsum)
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1/o_expsum ⊙ 1/N
     d_o_expsum = 1/(N*o_expsum)
@@ -671,12 +713,12 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1
     r_d_l1_W_1_b = l0_A.T @ r_d_l1_Z_1
 
-    # Grad of: l0_A = tanh(l0_Z)
+    # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
     # r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2·d_l0_A ⊙ l0_A ⊙ r_l0_A
     r_d_l0_Z = -2*d_l0_A*l0_A*r_l0_A + (1 - l0_A**2)*(r_d_l0_A_a + r_d_l0_A_b)
 
-    # Grad of: l0_Z = l0_XW + l0_b
+    # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z)
     #   (l0: pre-activation Z = X·W + 1·b)
     # r_d_l0_b = 1ᵀ·r_d_l0_Z
     r_d_l0_b = r_d_l0_Z.sum(axis=0, keepdims=True)
@@ -730,7 +772,7 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # r_o_expsum = r_o_exp·1
     r_o_expsum = r_o_exp.sum(axis=1, keepdims=True)
 
-    # Grad of: loss_terms = o_max - o_label + log(o_expsum)
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1/o_expsum ⊙ 1/N
     d_o_expsum = 1/(N*o_expsum)
@@ -754,12 +796,12 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1
     d_l1_W_1 = l0_A.T @ r_d_l1_Z_1
 
-    # Grad of: l0_A = tanh(l0_Z)
+    # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
     # d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2)
     d_l0_Z = d_l0_A*(1 - l0_A**2)
 
-    # Grad of: l0_Z = l0_XW + l0_b
+    # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z)
     #   (l0: pre-activation Z = X·W + 1·b)
     # d_l0_b = 1ᵀ·d_l0_Z
     d_l0_b = d_l0_Z.sum(axis=0, keepdims=True)
@@ -801,7 +843,7 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
 
-    # Grad of: loss_terms = o_max - o_label + log(o_expsum)
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1/o_expsum ⊙ 1/N
     d_o_expsum = 1/(N*o_expsum)
@@ -816,7 +858,7 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
     d_l0_A = d_l1_Z_2 @ l1_W.T
 
-    # Grad of: l0_A = tanh(l0_Z)
+    # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
     # d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2)
     d_l0_Z = d_l0_A*(1 - l0_A**2)
@@ -852,7 +894,7 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
 
-    # Grad of: loss_terms = o_max - o_label + log(o_expsum)
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1/o_expsum ⊙ 1/N
     d_o_expsum = 1/(N*o_expsum)
@@ -891,33 +933,15 @@ def _mats(arrs):
     return [a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1) for a in arrs]
 
 
-def _impl_forward(xm, n, arrs):
-    out = _forward(xm, *_mats(arrs))
-    return numpy.ascontiguousarray(out, dtype=DTYPE)
-
-
-def _impl_loss(xm, n, ym, arrs):
-    return float(_loss(xm, ym, *_mats(arrs))[0, 0])
-
-
-def _impl_loss_and_grad(xm, n, ym, arrs):
-    value, *grads = _loss_and_grad(xm, ym, *_mats(arrs))
-    flat = numpy.concatenate([numpy.asarray(g, dtype=DTYPE).ravel() for g in grads])
-    return float(value[0, 0]), flat
-
-
-def _impl_hvp(xm, n, ym, arrs, varrs):
-    grads = _hvp(xm, ym, *_mats(arrs), *_mats(varrs))
-    return numpy.concatenate([numpy.asarray(g, dtype=DTYPE).ravel() for g in grads])
-
-
-def _impl_ggn_vp(xm, n, ym, arrs, varrs):
-    out = _ggn_vp(xm, ym, *_mats(arrs), *_mats(varrs))
-    return numpy.concatenate([numpy.asarray(g, dtype=DTYPE).ravel() for g in out])
-
-
-def _impl_outputs(name, sizes, xm, n, ym, arrs):
-    """Run a generated function returning several matrices."""
-    outs = globals()["_" + name](xm, ym, *_mats(arrs))
+def _run(name, n, args):
+    """Run generated function ``name`` on its inputs (x, y, parameters, v;
+    vectors become 1-row matrices); its outputs as a list of matrices."""
+    outs = globals()["_" + name](*_mats(args))
     outs = outs if isinstance(outs, tuple) else (outs,)
-    return [numpy.ascontiguousarray(f, dtype=DTYPE) for f in outs]
+    return [numpy.asarray(o, dtype=DTYPE) for o in outs]
+
+
+def _run_flat(name, n, args, start=0):
+    """The outputs from index ``start`` on, one vector in C order."""
+    outs = _run(name, n, args)
+    return numpy.concatenate([o.ravel() for o in outs[start:]])

@@ -4,12 +4,16 @@
    Regenerate with: bpgen build sine_lstm.yaml
 
    C99 backend, called through cffi.  Layer sizes are compile-time constants;
-   the batch size N is a run-time argument.  Each function uses one
-   caller-allocated workspace `ws` (its size is a*N + b elements, see the
-   Python wrapper) and allocates nothing.  Every matrix product is one call of
-   bpg_gemm_*, so large products can later be routed to a BLAS.  Equations:
-   `·` matrix product, `⊙` elementwise product, `ᵀ` transpose, `1` ones.
+   the batch size N is a run-time argument.  Each function writes its outputs
+   to one buffer `out` and uses one caller-allocated workspace `ws` (sizes
+   a*N + b elements, see the Python wrapper); it allocates nothing.  Every
+   matrix product is one call of bpg_gemm_*.  Equations: `·` matrix product,
+   `⊙` elementwise product, `ᵀ` transpose, `1` ones.
 */
+
+/* Common prelude of the C runtime helpers: includes, constants and the
+   element type `real` with its math functions (double, or float when
+   BPG_FLOAT32 is defined before this file). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -18,20 +22,24 @@
 #define M_SQRT2 1.41421356237309504880
 #endif
 
+#ifdef BPG_FLOAT32
+typedef float real;
+#define BPG_EXP expf
+#define BPG_LOG1P log1pf
+#define BPG_FABS fabsf
+#else
 typedef double real;
+#define BPG_EXP exp
+#define BPG_LOG1P log1p
+#define BPG_FABS fabs
+#endif
 
 /* logistic function, stable for large |z| */
 static inline real bpg_sigmoid(real z)
 {
-    if (z >= 0) return 1 / (1 + exp(-z));
-    const real e = exp(z);
+    if (z >= 0) return 1 / (1 + BPG_EXP(-z));
+    const real e = BPG_EXP(z);
     return e / (1 + e);
-}
-
-/* log(1 + exp(z)), stable for large |z| */
-static inline real bpg_softplus(real z)
-{
-    return (z > 0 ? z : 0) + log1p(exp(-fabs(z)));
 }
 
 /* C (M x Nc) = A (M x K) · B (K x Nc); row-major; i-k-j order keeps B and C rows contiguous */
@@ -81,34 +89,12 @@ static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
-/* C (M x Nc) = Aᵀ · Bᵀ with A stored (K x M), B stored (Nc x K) */
-static inline void bpg_gemm_tt(int64_t M, int64_t Nc, int64_t K,
-                               const real *restrict A, const real *restrict B, real *restrict C)
-{
-    for (int64_t i = 0; i < M; i++)
-        for (int64_t j = 0; j < Nc; j++) {
-            real acc = 0;
-            for (int64_t k = 0; k < K; k++) acc += A[k * M + i] * B[j * K + k];
-            C[i * Nc + j] = acc;
-        }
-}
-
 /* out (1 x C) = 1ᵀ · A: column sums */
 static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
     for (int64_t c = 0; c < C; c++) out[c] = 0;
     for (int64_t r = 0; r < R; r++)
         for (int64_t c = 0; c < C; c++) out[c] += A[r * C + c];
-}
-
-/* out (R x 1) = A · 1: row sums, accumulated in double */
-static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
-{
-    for (int64_t r = 0; r < R; r++) {
-        double acc = 0;
-        for (int64_t c = 0; c < C; c++) acc += A[r * C + c];
-        out[r] = (real)acc;
-    }
 }
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
@@ -127,18 +113,8 @@ static inline void bpg_copy_cols(int64_t R, int64_t W, const real *restrict A, i
         memcpy(B + r * CB + to, A + r * CA + from, sizeof(real) * (size_t)W);
 }
 
-/* out (R x 1) = the maximum of each row */
-static inline void bpg_rowmax(int64_t R, int64_t C, const real *restrict A, real *restrict out)
-{
-    for (int64_t r = 0; r < R; r++) {
-        real m = A[r * C];
-        for (int64_t c = 1; c < C; c++) m = A[r * C + c] > m ? A[r * C + c] : m;
-        out[r] = m;
-    }
-}
-
 /* ---- forward: workspace 3448*N + 0 elements ---- */
-void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out_y, real *restrict ws)
+void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -153,7 +129,7 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, 
     real *const l0_C = ws + 2784*N;  /* (20*N, 16) */
     real *const l0_H = ws + 3104*N;  /* (20*N, 16) */
     real *const l1_XW = ws + 3424*N;  /* (20*N, 1) */
-    real *const l1_Z = out_y;  /* (20*N, 1) */
+    real *const l1_Z = out + 0;  /* (20*N, 1) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -212,7 +188,7 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, 
 }
 
 /* ---- loss: workspace 3488*N + 8 elements ---- */
-void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out_loss, real *restrict ws)
+void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -231,7 +207,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
     real *const out_last = ws + 3472*N;  /* (N, 1) */
     real *const loss_terms = ws + 3480*N;  /* (N, 1) */
     real *const loss_sum = ws + 3488*N;  /* (1, 1) */
-    real *const loss = out_loss;  /* (1, 1) */
+    real *const loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -300,7 +276,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
 }
 
 /* ---- loss_and_grad: workspace 7776*N + 8 elements ---- */
-void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out_loss, real *restrict out_grad, real *restrict ws)
+void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -337,12 +313,12 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     real *const d_l0_G_0 = ws + 6160*N + 8;  /* (N, 16) */
     real *const d_l0_G_6 = ws + 6176*N + 8;  /* (20*N, 64) */
     real *const d_l0_hprev = ws + 7456*N + 8;  /* (20*N, 16) */
-    real *const loss = out_loss;  /* (1, 1) */
-    real *const d_l0_Wx = out_grad + 0;  /* (1, 64) */
-    real *const d_l0_Wh = out_grad + 64;  /* (16, 64) */
-    real *const d_l0_b = out_grad + 1088;  /* (1, 64) */
-    real *const d_l1_W = out_grad + 1152;  /* (16, 1) */
-    real *const d_l1_b = out_grad + 1168;  /* (1, 1) */
+    real *const loss = out + 0;  /* (1, 1) */
+    real *const d_l0_Wx = out + 1;  /* (1, 64) */
+    real *const d_l0_Wh = out + 65;  /* (16, 64) */
+    real *const d_l0_b = out + 1089;  /* (1, 64) */
+    real *const d_l1_W = out + 1153;  /* (16, 1) */
+    real *const d_l1_b = out + 1169;  /* (1, 1) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -520,7 +496,7 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
 }
 
 /* ---- hvp: workspace 16360*N + 2080 elements ---- */
-void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out_hv, real *restrict ws)
+void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
@@ -602,11 +578,11 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     real *const r_d_l0_hprev = ws + 16040*N + 32;  /* (20*N, 16) */
     real *const r_d_l0_Wh_a = ws + 16360*N + 32;  /* (16, 64) */
     real *const r_d_l0_Wh_b = ws + 16360*N + 1056;  /* (16, 64) */
-    real *const r_d_l0_Wx_b = out_hv + 0;  /* (1, 64) */
-    real *const r_d_l0_Wh = out_hv + 64;  /* (16, 64) */
-    real *const r_d_l0_b = out_hv + 1088;  /* (1, 64) */
-    real *const r_d_l1_W = out_hv + 1152;  /* (16, 1) */
-    real *const r_d_l1_b = out_hv + 1168;  /* (1, 1) */
+    real *const r_d_l0_Wx_b = out + 0;  /* (1, 64) */
+    real *const r_d_l0_Wh = out + 64;  /* (16, 64) */
+    real *const r_d_l0_b = out + 1088;  /* (1, 64) */
+    real *const r_d_l1_W = out + 1152;  /* (16, 1) */
+    real *const r_d_l1_b = out + 1168;  /* (1, 1) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -726,7 +702,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* r_out_last = r_l1_Z[step 19] */
     memcpy(r_out_last, r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
-    /* Grad of: loss_terms = 1/2·(out_last - y)^∘2 */
+    /* Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms) */
     /*   (mse: 0.5 (O - Y)^2 per unit) */
     /* d_out_last = 1/N ⊙ (out_last - y) */
     for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
@@ -883,7 +859,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 }
 
 /* ---- ggn_vp: workspace 12960*N + 2048 elements ---- */
-void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out_hv, real *restrict ws)
+void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
@@ -941,11 +917,11 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     real *const d_l0_hprev_2 = ws + 12640*N;  /* (20*N, 16) */
     real *const d_l0_Wh = ws + 12960*N;  /* (16, 64) */
     real *const d_l0_Wh_1 = ws + 12960*N + 1024;  /* (16, 64) */
-    real *const d_l0_Wx = out_hv + 0;  /* (1, 64) */
-    real *const d_l0_Wh_2 = out_hv + 64;  /* (16, 64) */
-    real *const d_l0_b = out_hv + 1088;  /* (1, 64) */
-    real *const d_l1_W = out_hv + 1152;  /* (16, 1) */
-    real *const d_l1_b = out_hv + 1168;  /* (1, 1) */
+    real *const d_l0_Wx = out + 0;  /* (1, 64) */
+    real *const d_l0_Wh_2 = out + 64;  /* (16, 64) */
+    real *const d_l0_b = out + 1088;  /* (1, 64) */
+    real *const d_l1_W = out + 1152;  /* (16, 1) */
+    real *const d_l1_b = out + 1168;  /* (1, 1) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1049,22 +1025,22 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* r_out_last = r_l1_Z[step 19] */
     memcpy(r_out_last, r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
-    /* Grad of: loss_terms = 1/2·(out_last - y)^∘2 */
+    /* Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms, out_last) */
     /*   (mse: 0.5 (O - Y)^2 per unit) */
     /* r_d_out_last = r_out_last ⊙ 1/N */
     for (int64_t k = 0; k < N; k++) r_d_out_last[k] = r_out_last[k]/((real)N);
 
-    /* Grad of: out_last = l1_Z[step 19] */
+    /* Grad of: out_last = l1_Z[step 19]  (not stored in this function: out_last, l1_Z) */
     /* r_d_l1_Z = r_d_out_last at step 19 of 20 (zeros elsewhere) */
     memset(r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
     memcpy(r_d_l1_Z + 19*1*N, r_d_out_last, sizeof(real)*(size_t)(1*N));
 
-    /* Grad of: l1_Z = l1_XW + l1_b */
+    /* Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW) */
     /*   (l1: pre-activation Z = X·W + 1·b) */
     /* d_l1_b = 1ᵀ·r_d_l1_Z·1 */
     bpg_sumall(20*N, 1, r_d_l1_Z, d_l1_b);
 
-    /* Grad of: l1_XW = l0_H·l1_W */
+    /* Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW) */
     /*   (l1: affine part) */
     /* d_l0_H = r_d_l1_Z·l1_Wᵀ */
     bpg_gemm_nt(20*N, 16, 1, r_d_l1_Z, l1_W, d_l0_H);
@@ -1097,7 +1073,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         /* d_l0_C_2 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
         for (int64_t k = 0; k < 16*N; k++) d_l0_C_2[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
 
-        /* Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) */
+        /* Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)  (not stored in this function: r_l0_o) */
         /* d_r_l0_G_3 = 0 */
         for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_3[k] = 0;
 
@@ -1106,7 +1082,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*tanh((l0_C + t*16*N)[k]);
 
-        /* Grad of: r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2) */
+        /* Grad of: r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)  (not stored in this function: r_l0_g) */
         /* d_r_l0_G_2 = 0 */
         for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_2[k] = 0;
 
@@ -1115,7 +1091,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         /* d_l0_G_2 = d_l0_C_2 ⊙ l0_i ⊙ (1 - l0_g^∘2) */
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = d_l0_C_2[k]*(l0_i + t*16*N)[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
 
-        /* Grad of: r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) */
+        /* Grad of: r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)  (not stored in this function: r_l0_f) */
         /* d_r_l0_G_1_1 = 0 */
         for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_1_1[k] = 0;
 
@@ -1124,7 +1100,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         /* d_l0_G_1_1 = d_l0_C_2 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f) */
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = d_l0_C_2[k]*(l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
 
-        /* Grad of: r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i) */
+        /* Grad of: r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)  (not stored in this function: r_l0_i) */
         /* d_r_l0_G_0 = 0 */
         for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_0[k] = 0;
 
@@ -1133,7 +1109,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         /* d_l0_G_0 = d_l0_C_2 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i) */
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = d_l0_C_2[k]*(l0_g + t*16*N)[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
 
-        /* Grad of: r_l0_G = r_l0_HW + r_l0_XG */
+        /* Grad of: r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
         /* d_r_l0_G_6 = [d_r_l0_G_0, d_r_l0_G_1_1, d_r_l0_G_2, d_r_l0_G_3] */
         bpg_copy_cols(N, 16, d_r_l0_G_0, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 0);
         bpg_copy_cols(N, 16, d_r_l0_G_1_1, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 16);
@@ -1189,7 +1165,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
 }
 
 /* ---- grad_factors: workspace 5824*N + 0 elements ---- */
-void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out_f, real *restrict ws)
+void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -1220,11 +1196,11 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     real *const d_l0_G_1_1 = ws + 5472*N;  /* (N, 16) */
     real *const d_l0_G_0 = ws + 5488*N;  /* (N, 16) */
     real *const d_l0_hprev = ws + 5504*N;  /* (20*N, 16) */
-    real *const x_factor = out_f + 0*N + 0;  /* (20*N, 1) */
-    real *const d_l0_G_6 = out_f + 20*N + 0;  /* (20*N, 64) */
-    real *const l0_hprev = out_f + 1300*N + 0;  /* (20*N, 16) */
-    real *const l0_H = out_f + 1620*N + 0;  /* (20*N, 16) */
-    real *const d_l1_Z = out_f + 1940*N + 0;  /* (20*N, 1) */
+    real *const x_factor = out + 0;  /* (20*N, 1) */
+    real *const d_l0_G_6 = out + 20*N;  /* (20*N, 64) */
+    real *const l0_hprev = out + 1300*N;  /* (20*N, 16) */
+    real *const l0_H = out + 1620*N;  /* (20*N, 16) */
+    real *const d_l1_Z = out + 1940*N;  /* (20*N, 1) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1295,7 +1271,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* out_last = l1_Z[step 19] */
     memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
-    /* Grad of: loss_terms = 1/2·(out_last - y)^∘2 */
+    /* Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms) */
     /*   (mse: 0.5 (O - Y)^2 per unit) */
     /* d_out_last = 1/N ⊙ (out_last - y) */
     for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);

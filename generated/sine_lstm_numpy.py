@@ -40,26 +40,51 @@ LOSS_ALL_STEPS = False
 LOSS = "mse"
 #: the validated architecture this module was generated from
 ARCHITECTURE = "{\"dtype\": \"float64\", \"input\": {\"kind\": \"sequence\", \"shape\": [20, 1]}, \"l2\": 0.0, \"layers\": [{\"activation\": \"tanh\", \"alpha\": null, \"cell\": \"lstm\", \"in\": [20, 1], \"name\": \"l0\", \"out\": [20, 16], \"type\": \"lstm\", \"units\": 16}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [20, 16], \"name\": \"l1\", \"out\": [20, 1], \"type\": \"dense\", \"units\": 1}], \"loss\": {\"steps\": \"last\", \"type\": \"mse\"}, \"name\": \"sine_lstm\", \"truncate\": null}"
-_FANS = {
-    "l0.Wx": (1, 64),
-    "l0.Wh": (16, 64),
-    "l0.b": (64, 64),
-    "l1.W": (16, 1),
-    "l1.b": (1, 1),
+#: parameter key -> (initialisation from its role, fan_in, fan_out)
+_INIT = {
+    "l0.Wx": ('glorot', 1, 64),
+    "l0.Wh": ('glorot', 16, 64),
+    "l0.b": ('zeros', 64, 64),
+    "l1.W": ('glorot', 16, 1),
+    "l1.b": ('zeros', 1, 1),
+}
+#: the l2 coefficient and the parameters it applies to (the weight roles)
+_L2 = 0.0
+_L2_KEYS = ('l0.Wx', 'l0.Wh', 'l1.W')
+#: weight key -> indices of its (U, V) among the grad_factors outputs
+_FACTORS = {'l0.Wx': (0, 1), 'l0.Wh': (2, 1), 'l1.W': (3, 4)}
+#: dense layers of the structured Hessian: (W key, b key, indices of the
+#: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
+_CURV_LAYERS = []
+#: index of the loss curvature output (softmax p, or l'' per unit)
+_CURV_LOSS = None
+#: generated function -> where its outputs lie in one flat buffer:
+#: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
+_OUTPUTS = {
+    "forward": [(0, 0, 20, 0, 1)],
+    "loss": [(0, 0, 0, 1, 1)],
+    "loss_and_grad": [(0, 0, 0, 1, 1), (0, 1, 0, 64, 64), (0, 65, 0, 1024, 64), (0, 1089, 0, 64, 64), (0, 1153, 0, 16, 1), (0, 1169, 0, 1, 1)],
+    "hvp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
+    "ggn_vp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
+    "grad_factors": [(0, 0, 20, 0, 1), (20, 0, 1280, 0, 64), (1300, 0, 320, 0, 16), (1620, 0, 320, 0, 16), (1940, 0, 20, 0, 1)],
 }
 
 
 def init_params(seed=0):
-    """Fresh parameters: Glorot-uniform weights, zero biases (a dict)."""
+    """Fresh parameters (a dict): Glorot-uniform weights, zero biases, unit gains."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     rng = numpy.random.default_rng(seed)
     params = {}
     for key, shape in PARAM_SHAPES.items():
-        if key.rsplit(".", 1)[1].startswith("b"):
-            params[key] = numpy.zeros(shape, dtype=DTYPE)
-        else:
-            fan_in, fan_out = _FANS[key]
+        kind, fan_in, fan_out = _INIT[key]     # from the parameter's role
+        if kind == "glorot":
             limit = math.sqrt(6.0 / (fan_in + fan_out))
             params[key] = rng.uniform(-limit, limit, size=shape).astype(DTYPE)
+        elif kind == "ones":
+            params[key] = numpy.ones(shape, dtype=DTYPE)
+        else:
+            params[key] = numpy.zeros(shape, dtype=DTYPE)
     return params
 
 
@@ -190,25 +215,25 @@ def forward(params, x):
     """The network's output before the loss, shape (N, OUTPUT_UNITS)."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    out = _impl_forward(xm, n, mats)
+    out = _run("forward", n, [xm, *mats])[0]
     if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
         return numpy.ascontiguousarray(out.reshape(STEPS, n, -1).transpose(1, 0, 2))
-    return out
+    return numpy.ascontiguousarray(out, dtype=DTYPE)
 
 
 def loss(params, x, y):
     """The scalar loss (a Python float)."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    return _impl_loss(xm, n, _check_y(y, n), mats)
+    return float(_run("loss", n, [xm, _check_y(y, n), *mats])[0].ravel()[0])
 
 
 def loss_and_grad(params, x, y):
     """(loss, gradients): a float and a dict shaped like ``params``."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    value, flat = _impl_loss_and_grad(xm, n, _check_y(y, n), mats)
-    return value, _grads_dict(flat)
+    flat = _run_flat("loss_and_grad", n, [xm, _check_y(y, n), *mats])
+    return float(flat[0]), _grads_dict(flat[1:])
 
 
 def hvp(params, x, y, v):
@@ -219,7 +244,7 @@ def hvp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
-    return _grads_dict(_impl_hvp(xm, n, _check_y(y, n), mats, vmats))
+    return _grads_dict(_run_flat("hvp", n, [xm, _check_y(y, n), *mats, *vmats]))
 
 
 def hessian(params, x, y):
@@ -229,6 +254,7 @@ def hessian(params, x, y):
     For networks of dense layers it is assembled from its matrix-form
     structure (Kronecker blocks per layer pair plus the commutation-type
     delta terms, see _structured_hessian); otherwise from hvp columns."""
+    _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
@@ -239,23 +265,112 @@ def hessian(params, x, y):
     for j in range(N_PARAMS):
         basis[j] = 1
         vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[:, j] = _impl_hvp(xm, n, ym, mats, vmats)
+        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
         basis[j] = 0
     # the exact Hessian is symmetric; average away the rounding
     return numpy.ascontiguousarray((out + out.T) / 2)
 
 
-#: dense layers of the structured Hessian: (W key, b key, indices of the
-#: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
-_CURV_LAYERS = []
-#: index of the loss curvature output (softmax p, or l'' per unit)
-_CURV_LOSS = None
-_CURV_SIZES = []
+def hmp(params, x, y, V):
+    """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
+    (N_PARAMS, k) array: one Hessian-vector product per column."""
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    ym = _check_y(y, n)
+    vm = _as_array(V, "V")
+    if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
+        raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
+    _check_fits("hmp", N_PARAMS * vm.shape[1])
+    out = numpy.empty(vm.shape, dtype=DTYPE)
+    for j in range(vm.shape[1]):
+        col = numpy.ascontiguousarray(vm[:, j])
+        vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    return out
+
+
+#: the largest result hessian() and hmp() build, in bytes
+MAX_RESULT_BYTES = 8 * 2**30
+
+
+def _check_fits(what, entries):
+    """Refuse a result that cannot fit in memory before allocating it."""
+    need = entries * DTYPE.itemsize
+    if need > MAX_RESULT_BYTES:
+        raise ValueError(f"{what}: the result needs {need:,} bytes "
+                         f"({N_PARAMS:,} parameters), more than the limit of "
+                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES)")
 
 
 def _curvature_outputs(xm, n, ym, mats):
     return [numpy.asarray(o, dtype=numpy.float64)
-            for o in _impl_outputs("curvature", _CURV_SIZES, xm, n, ym, mats)]
+            for o in _run("curvature", n, [xm, ym, *mats])]
+
+
+def ggn_vp(params, x, y, v):
+    """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
+    Jacobian of the network output and H_L the Hessian of the loss w.r.t.
+    the output (plus l2 * v on regularised weights).  Positive semi-definite
+    for the three (convex) losses."""
+    mats = _check_params(params)
+    vmats = _check_params(v, "v")
+    xm, n = _check_x(x)
+    return _grads_dict(_run_flat("ggn_vp", n, [xm, _check_y(y, n), *mats, *vmats]))
+
+
+def grad_factors(params, x, y):
+    """For every weight matrix (W, Wx, Wh: the weight roles), factors (U, V)
+    with dW = Uᵀ V.
+
+    U is the layer's input and V its delta, one row per sample (per sample
+    and step for recurrent weights, time-major), so the data part of the
+    gradient has rank at most N (N*T).  With l2 the regulariser's term
+    l2*W is included as extra rows: U gains the identity, V gains l2*W.
+    The gradient is the one loss_and_grad returns (truncated if bptt says so).
+    """
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    outs = _run("grad_factors", n, [xm, _check_y(y, n), *mats])
+    res = {}
+    for key, (iu, iv) in _FACTORS.items():
+        u, v = outs[iu], outs[iv]
+        if _L2:
+            w = mats[list(PARAM_SHAPES).index(key)]
+            u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
+            v = numpy.concatenate([v, _L2 * w])
+        res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
+    return res
+
+
+def hessian_diag(params, x, y):
+    """The exact diagonal of the Hessian, as a dict shaped like params
+    (from the within-layer blocks of the structure for dense networks)."""
+    return _grads_dict(numpy.ascontiguousarray(numpy.diag(_layer_blocks(params, x, y))))
+
+
+def _layer_blocks(params, x, y):
+    """The Hessian with only its within-layer blocks filled in."""
+    if not _CURV_LAYERS:
+        return hessian(params, x, y)
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    ym = _check_y(y, n)
+    return _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n,
+                               within_layers=True)
+
+
+def hessian_blocks(params, x, y):
+    """The per-layer diagonal blocks of the exact Hessian: {layer name:
+    (keys, block)} with block indexed like the flat order restricted to the
+    layer's parameters ``keys``."""
+    h = _layer_blocks(params, x, y)
+    blocks = {}
+    for key, a, b, _ in _SLICES:
+        layer = key.split(".", 1)[0]
+        keys, lo, hi = blocks.get(layer, ([], a, b))
+        blocks[layer] = (keys + [key], min(lo, a), max(hi, b))
+    return {layer: (keys, numpy.ascontiguousarray(h[lo:hi, lo:hi]))
+            for layer, (keys, lo, hi) in blocks.items()}
 
 
 def _loss_hessian(outs, n):
@@ -301,7 +416,7 @@ def _structured_hessian(mats, outs, n, within_layers=False):
         wk, bk, ak, d1k = layers[k][0], layers[k][1], layers[k][2], layers[k][3]
         jz = numpy.broadcast_to(numpy.eye(d1k.shape[1]), (n,) + (d1k.shape[1],) * 2)
         ja = None
-        for l in range(k, k + 1 if within_layers else L):
+        for l in range(k, k + 1 if within_layers else L):  # noqa: E741
             wl, bl, al, _, _, _, dl = layers[l]
             if l > k:
                 # J_kl = da_(l-1)/dz_k, then dz_l/dz_k = J_kl W_l
@@ -326,13 +441,11 @@ def _structured_hessian(mats, outs, n, within_layers=False):
                 h[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] = blk
                 if l > k:
                     h[c0:c0 + blk.shape[1], r0:r0 + blk.shape[0]] = blk.T
-    lam = 0.0
-    if lam:
-        for key in PARAM_SHAPES:
-            if key.rsplit(".", 1)[1] in ("W", "Wx", "Wh"):
-                a0 = offset[key]
-                size = math.prod(PARAM_SHAPES[key])
-                h[a0:a0 + size, a0:a0 + size] += lam * numpy.eye(size)
+    if _L2:
+        for key in _L2_KEYS:
+            a0 = offset[key]
+            size = math.prod(PARAM_SHAPES[key])
+            h[a0:a0 + size, a0:a0 + size] += _L2 * numpy.eye(size)
     return numpy.ascontiguousarray(((h + h.T) / 2).astype(DTYPE))
 
 
@@ -341,78 +454,6 @@ def _diag3(v):
     out = numpy.zeros(v.shape + (v.shape[1],))
     out[:, numpy.arange(v.shape[1]), numpy.arange(v.shape[1])] = v
     return out
-
-
-def ggn_vp(params, x, y, v):
-    """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
-    Jacobian of the network output and H_L the Hessian of the loss w.r.t.
-    the output (plus l2 * v on regularised weights).  Positive semi-definite
-    for the three (convex) losses."""
-    mats = _check_params(params)
-    vmats = _check_params(v, "v")
-    xm, n = _check_x(x)
-    return _grads_dict(_impl_ggn_vp(xm, n, _check_y(y, n), mats, vmats))
-
-
-#: weight key -> indices of its (U, V) among the generated factor outputs
-_FACTORS = {'l0.Wx': (0, 1), 'l0.Wh': (2, 1), 'l1.W': (3, 4)}
-#: per factor output: (offset a, offset b, size a, size b, columns), sizes a*N + b
-_FACTOR_SIZES = [(0, 0, 20, 0, 1), (20, 0, 1280, 0, 64), (1300, 0, 320, 0, 16), (1620, 0, 320, 0, 16), (1940, 0, 20, 0, 1)]
-
-
-def grad_factors(params, x, y):
-    """For every weight matrix (W, Wx, Wh), factors (U, V) with dW = Uᵀ V.
-
-    U is the layer's input and V its delta, one row per sample (per sample
-    and step for recurrent weights, time-major), so the data part of the
-    gradient has rank at most N (N*T).  With l2 the regulariser's term
-    l2*W is included as extra rows: U gains the identity, V gains l2*W.
-    The gradient is the one loss_and_grad returns (truncated if bptt says so).
-    """
-    mats = _check_params(params)
-    xm, n = _check_x(x)
-    outs = _impl_outputs("grad_factors", _FACTOR_SIZES, xm, n, _check_y(y, n), mats)
-    res = {}
-    for key, (iu, iv) in _FACTORS.items():
-        u, v = outs[iu], outs[iv]
-        lam = 0.0
-        if lam:
-            w = mats[list(PARAM_SHAPES).index(key)]
-            u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
-            v = numpy.concatenate([v, lam * w])
-        res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
-    return res
-
-
-def hessian_diag(params, x, y):
-    """The exact diagonal of the Hessian, as a dict shaped like params
-    (from the within-layer blocks of the structure for dense networks)."""
-    return _grads_dict(numpy.ascontiguousarray(numpy.diag(_layer_blocks(params, x, y))))
-
-
-def _layer_blocks(params, x, y):
-    """The Hessian with only its within-layer blocks filled in."""
-    if not _CURV_LAYERS:
-        return hessian(params, x, y)
-    mats = _check_params(params)
-    xm, n = _check_x(x)
-    ym = _check_y(y, n)
-    return _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n,
-                               within_layers=True)
-
-
-def hessian_blocks(params, x, y):
-    """The per-layer diagonal blocks of the exact Hessian: {layer name:
-    (keys, block)} with block indexed like the flat order restricted to the
-    layer's parameters ``keys``."""
-    h = _layer_blocks(params, x, y)
-    blocks = {}
-    for key, a, b, _ in _SLICES:
-        layer = key.split(".", 1)[0]
-        keys, lo, hi = blocks.get(layer, ([], a, b))
-        blocks[layer] = (keys + [key], min(lo, a), max(hi, b))
-    return {layer: (keys, numpy.ascontiguousarray(h[lo:hi, lo:hi]))
-            for layer, (keys, lo, hi) in blocks.items()}
 
 
 def _sigmoid(z):
@@ -874,7 +915,7 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # r_out_last = r_l1_Z[step 19]
     r_out_last = r_l1_Z[19*N:20*N]
 
-    # Grad of: loss_terms = 1/2·(out_last - y)^∘2
+    # Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms)
     #   (mse: 0.5 (O - Y)^2 per unit)
     # d_out_last = 1/N ⊙ (out_last - y)
     d_out_last = (out_last - y)/N
@@ -1135,21 +1176,21 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     # r_out_last = r_l1_Z[step 19]
     r_out_last = r_l1_Z[19*N:20*N]
 
-    # Grad of: loss_terms = 1/2·(out_last - y)^∘2
+    # Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms, out_last)
     #   (mse: 0.5 (O - Y)^2 per unit)
     # r_d_out_last = r_out_last ⊙ 1/N
     r_d_out_last = r_out_last/N
 
-    # Grad of: out_last = l1_Z[step 19]
+    # Grad of: out_last = l1_Z[step 19]  (not stored in this function: out_last, l1_Z)
     # r_d_l1_Z = r_d_out_last at step 19 of 20 (zeros elsewhere)
     r_d_l1_Z = _place_rows(r_d_out_last, 19, 20)
 
-    # Grad of: l1_Z = l1_XW + l1_b
+    # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
     #   (l1: pre-activation Z = X·W + 1·b)
     # d_l1_b = 1ᵀ·r_d_l1_Z·1
     d_l1_b = r_d_l1_Z.sum(keepdims=True)
 
-    # Grad of: l1_XW = l0_H·l1_W
+    # Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW)
     #   (l1: affine part)
     # d_l0_H = r_d_l1_Z·l1_Wᵀ
     d_l0_H = r_d_l1_Z @ l1_W.T
@@ -1190,7 +1231,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # d_l0_C_2 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
         d_l0_C_2 = carry_l0_C + d_l0_H_1*l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2)
 
-        # Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)
+        # Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)  (not stored in this function: r_l0_o)
         # d_r_l0_G_3 = 0
         d_r_l0_G_3 = _full(0, (N, 16))
 
@@ -1199,7 +1240,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
         d_l0_G_3 = d_l0_H_1*l0_o[r0:r1]*(1 - l0_o[r0:r1])*numpy.tanh(l0_C[r0:r1])
 
-        # Grad of: r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)
+        # Grad of: r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)  (not stored in this function: r_l0_g)
         # d_r_l0_G_2 = 0
         d_r_l0_G_2 = _full(0, (N, 16))
 
@@ -1208,7 +1249,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # d_l0_G_2 = d_l0_C_2 ⊙ l0_i ⊙ (1 - l0_g^∘2)
         d_l0_G_2 = d_l0_C_2*l0_i[r0:r1]*(1 - l0_g[r0:r1]**2)
 
-        # Grad of: r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)
+        # Grad of: r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)  (not stored in this function: r_l0_f)
         # d_r_l0_G_1_1 = 0
         d_r_l0_G_1_1 = _full(0, (N, 16))
 
@@ -1217,7 +1258,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # d_l0_G_1_1 = d_l0_C_2 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
         d_l0_G_1_1 = d_l0_C_2*l0_cprev[r0:r1]*l0_f[r0:r1]*(1 - l0_f[r0:r1])
 
-        # Grad of: r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
+        # Grad of: r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)  (not stored in this function: r_l0_i)
         # d_r_l0_G_0 = 0
         d_r_l0_G_0 = _full(0, (N, 16))
 
@@ -1226,7 +1267,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # d_l0_G_0 = d_l0_C_2 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
         d_l0_G_0 = d_l0_C_2*l0_g[r0:r1]*l0_i[r0:r1]*(1 - l0_i[r0:r1])
 
-        # Grad of: r_l0_G = r_l0_HW + r_l0_XG
+        # Grad of: r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
         # d_r_l0_G_6 = [d_r_l0_G_0, d_r_l0_G_1_1, d_r_l0_G_2, d_r_l0_G_3]
         d_r_l0_G_6[r0:r1] = numpy.concatenate([d_r_l0_G_0, d_r_l0_G_1_1, d_r_l0_G_2, d_r_l0_G_3], axis=1)
 
@@ -1347,7 +1388,7 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # out_last = l1_Z[step 19]
     out_last = l1_Z[19*N:20*N]
 
-    # Grad of: loss_terms = 1/2·(out_last - y)^∘2
+    # Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms)
     #   (mse: 0.5 (O - Y)^2 per unit)
     # d_out_last = 1/N ⊙ (out_last - y)
     d_out_last = (out_last - y)/N
@@ -1433,33 +1474,15 @@ def _mats(arrs):
     return [a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1) for a in arrs]
 
 
-def _impl_forward(xm, n, arrs):
-    out = _forward(xm, *_mats(arrs))
-    return numpy.ascontiguousarray(out, dtype=DTYPE)
-
-
-def _impl_loss(xm, n, ym, arrs):
-    return float(_loss(xm, ym, *_mats(arrs))[0, 0])
-
-
-def _impl_loss_and_grad(xm, n, ym, arrs):
-    value, *grads = _loss_and_grad(xm, ym, *_mats(arrs))
-    flat = numpy.concatenate([numpy.asarray(g, dtype=DTYPE).ravel() for g in grads])
-    return float(value[0, 0]), flat
-
-
-def _impl_hvp(xm, n, ym, arrs, varrs):
-    grads = _hvp(xm, ym, *_mats(arrs), *_mats(varrs))
-    return numpy.concatenate([numpy.asarray(g, dtype=DTYPE).ravel() for g in grads])
-
-
-def _impl_ggn_vp(xm, n, ym, arrs, varrs):
-    out = _ggn_vp(xm, ym, *_mats(arrs), *_mats(varrs))
-    return numpy.concatenate([numpy.asarray(g, dtype=DTYPE).ravel() for g in out])
-
-
-def _impl_outputs(name, sizes, xm, n, ym, arrs):
-    """Run a generated function returning several matrices."""
-    outs = globals()["_" + name](xm, ym, *_mats(arrs))
+def _run(name, n, args):
+    """Run generated function ``name`` on its inputs (x, y, parameters, v;
+    vectors become 1-row matrices); its outputs as a list of matrices."""
+    outs = globals()["_" + name](*_mats(args))
     outs = outs if isinstance(outs, tuple) else (outs,)
-    return [numpy.ascontiguousarray(f, dtype=DTYPE) for f in outs]
+    return [numpy.asarray(o, dtype=DTYPE) for o in outs]
+
+
+def _run_flat(name, n, args, start=0):
+    """The outputs from index ``start`` on, one vector in C order."""
+    outs = _run(name, n, args)
+    return numpy.concatenate([o.ravel() for o in outs[start:]])

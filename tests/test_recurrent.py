@@ -112,7 +112,7 @@ def _out_shape(spec, n):
 
 def _recurrent_keys(spec):
     return [f"{lay.name}.{p}" for lay in spec.layers if lay.type in RECURRENT_TYPES
-            for p, _ in lay.params]
+            for p in (par.name for par in lay.params)]
 
 
 def _check_against_reference(spec, mod, params, x, y, tol):

@@ -1,51 +1,35 @@
-import collections
+"""The generated module's public API, shared by both backends: argument
+checking, flatten/unflatten, and every public function.  Copied verbatim
+into each generated module after its constants; the backend supplies
+``_run`` / ``_run_flat`` (call a generated function) and the structured
+Hessian comes from ``hessian.py``."""
 import collections.abc
 import math
 
 import numpy
 
-DTYPE = numpy.dtype("{{ dtype }}")
-#: parameter key -> shape, in the flat order of flatten()/unflatten()
-PARAM_SHAPES = collections.OrderedDict([
-{% for key, shape in param_shapes %}
-    ({{ key | tojson }}, {{ shape }}),
-{% endfor %}
-])
-#: total number of scalars in all parameters
-N_PARAMS = {{ n_params }}
-#: one sample's input shape; x has shape (N,) + INPUT_SHAPE
-INPUT_SHAPE = {{ input_shape }}
-#: number of output units; forward() returns (N, OUTPUT_UNITS), or
-#: (N, STEPS, OUTPUT_UNITS) for a network whose output has a step axis
-OUTPUT_UNITS = {{ output_units }}
-#: time steps of a sequence input (None for other inputs); sequences are
-#: handed to the generated code time-major, step t in rows t*N .. t*N+N-1
-STEPS = {{ steps if steps is not none else "None" }}
-#: True when the output has a step axis
-SEQUENCE_OUTPUT = {{ "True" if seq_out else "False" }}
-#: True when the loss reads every step (y has a step axis)
-LOSS_ALL_STEPS = {{ "True" if loss_all_steps else "False" }}
-LOSS = {{ loss_type | tojson }}
-#: the validated architecture this module was generated from
-ARCHITECTURE = {{ spec_json | tojson }}
-_FANS = {
-{% for key, shape in param_shapes %}
-    {{ key | tojson }}: {{ fan[key] }},
-{% endfor %}
-}
+from ._stub import (DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa: F401
+                    OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, _CURV_LAYERS, _FACTORS,
+                    _INIT, _L2, _run, _run_flat, _structured_hessian)
+
+# ---- bpgen runtime: copied verbatim from here ----
 
 
 def init_params(seed=0):
-    """Fresh parameters: Glorot-uniform weights, zero biases (a dict)."""
+    """Fresh parameters (a dict): Glorot-uniform weights, zero biases, unit gains."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     rng = numpy.random.default_rng(seed)
     params = {}
     for key, shape in PARAM_SHAPES.items():
-        if key.rsplit(".", 1)[1].startswith("b"):
-            params[key] = numpy.zeros(shape, dtype=DTYPE)
-        else:
-            fan_in, fan_out = _FANS[key]
+        kind, fan_in, fan_out = _INIT[key]     # from the parameter's role
+        if kind == "glorot":
             limit = math.sqrt(6.0 / (fan_in + fan_out))
             params[key] = rng.uniform(-limit, limit, size=shape).astype(DTYPE)
+        elif kind == "ones":
+            params[key] = numpy.ones(shape, dtype=DTYPE)
+        else:
+            params[key] = numpy.zeros(shape, dtype=DTYPE)
     return params
 
 
@@ -176,25 +160,25 @@ def forward(params, x):
     """The network's output before the loss, shape (N, OUTPUT_UNITS)."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    out = _impl_forward(xm, n, mats)
+    out = _run("forward", n, [xm, *mats])[0]
     if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
         return numpy.ascontiguousarray(out.reshape(STEPS, n, -1).transpose(1, 0, 2))
-    return out
+    return numpy.ascontiguousarray(out, dtype=DTYPE)
 
 
 def loss(params, x, y):
     """The scalar loss (a Python float)."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    return _impl_loss(xm, n, _check_y(y, n), mats)
+    return float(_run("loss", n, [xm, _check_y(y, n), *mats])[0].ravel()[0])
 
 
 def loss_and_grad(params, x, y):
     """(loss, gradients): a float and a dict shaped like ``params``."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    value, flat = _impl_loss_and_grad(xm, n, _check_y(y, n), mats)
-    return value, _grads_dict(flat)
+    flat = _run_flat("loss_and_grad", n, [xm, _check_y(y, n), *mats])
+    return float(flat[0]), _grads_dict(flat[1:])
 
 
 def hvp(params, x, y, v):
@@ -205,7 +189,7 @@ def hvp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
-    return _grads_dict(_impl_hvp(xm, n, _check_y(y, n), mats, vmats))
+    return _grads_dict(_run_flat("hvp", n, [xm, _check_y(y, n), *mats, *vmats]))
 
 
 def hessian(params, x, y):
@@ -215,6 +199,7 @@ def hessian(params, x, y):
     For networks of dense layers it is assembled from its matrix-form
     structure (Kronecker blocks per layer pair plus the commutation-type
     delta terms, see _structured_hessian); otherwise from hvp columns."""
+    _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
@@ -225,108 +210,46 @@ def hessian(params, x, y):
     for j in range(N_PARAMS):
         basis[j] = 1
         vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[:, j] = _impl_hvp(xm, n, ym, mats, vmats)
+        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
         basis[j] = 0
     # the exact Hessian is symmetric; average away the rounding
     return numpy.ascontiguousarray((out + out.T) / 2)
 
 
-#: dense layers of the structured Hessian: (W key, b key, indices of the
-#: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
-_CURV_LAYERS = {{ curv_layers }}
-#: index of the loss curvature output (softmax p, or l'' per unit)
-_CURV_LOSS = {{ curv_loss if curv_loss is not none else "None" }}
-_CURV_SIZES = {{ curv_sizes }}
+def hmp(params, x, y, V):
+    """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
+    (N_PARAMS, k) array: one Hessian-vector product per column."""
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    ym = _check_y(y, n)
+    vm = _as_array(V, "V")
+    if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
+        raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
+    _check_fits("hmp", N_PARAMS * vm.shape[1])
+    out = numpy.empty(vm.shape, dtype=DTYPE)
+    for j in range(vm.shape[1]):
+        col = numpy.ascontiguousarray(vm[:, j])
+        vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    return out
+
+
+#: the largest result hessian() and hmp() build, in bytes
+MAX_RESULT_BYTES = 8 * 2**30
+
+
+def _check_fits(what, entries):
+    """Refuse a result that cannot fit in memory before allocating it."""
+    need = entries * DTYPE.itemsize
+    if need > MAX_RESULT_BYTES:
+        raise ValueError(f"{what}: the result needs {need:,} bytes "
+                         f"({N_PARAMS:,} parameters), more than the limit of "
+                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES)")
 
 
 def _curvature_outputs(xm, n, ym, mats):
     return [numpy.asarray(o, dtype=numpy.float64)
-            for o in _impl_outputs("curvature", _CURV_SIZES, xm, n, ym, mats)]
-
-
-def _loss_hessian(outs, n):
-    """Per-sample Hessian of the loss w.r.t. the network output, (n, K, K)."""
-    c = outs[_CURV_LOSS]
-    if LOSS == "softmax_cross_entropy":     # Hessian of log-sum-exp: diag(p) - p pᵀ
-        h = -numpy.einsum("ni,nj->nij", c, c)
-        h[:, numpy.arange(c.shape[1]), numpy.arange(c.shape[1])] += c
-    else:                                   # elementwise loss: diag(l'')
-        h = numpy.zeros((n, c.shape[1], c.shape[1]))
-        h[:, numpy.arange(c.shape[1]), numpy.arange(c.shape[1])] = c
-    return h / n
-
-
-def _structured_hessian(mats, outs, n, within_layers=False):
-    """H from its block structure, per sample n (row-vector convention
-    z_k = a_(k-1) W_k + b_k):
-
-      A_L = d2l/dz_L2;  A_k = D_k W_(k+1) A_(k+1) W_(k+1)ᵀ D_k + diag(f''(z_k) ⊙ q_k)
-      M_kl = dz_l/dz_k · A_l  (k <= l),  J_kl = da_(l-1)/dz_k
-      H[W_k(p,q), W_l(i,j)] = Σ_n a_k,p (a_l,i M_kl[q,j] + J_kl[q,i] δ_l,j)
-
-    the first term a sum of Kronecker products, the second (k < l) the
-    commutation-type term a pure Kronecker sum misses.  ``within_layers``
-    assembles only the blocks with k == l (the rest stays zero)."""
-    w = {key: numpy.asarray(m, dtype=numpy.float64) for key, m in zip(PARAM_SHAPES, mats)}
-    layers = [(wk, bk, outs[i], outs[d1], outs[d2], outs[q], outs[dl])
-              for wk, bk, i, d1, d2, q, dl in _CURV_LAYERS]
-    L = len(layers)
-    # A_k by the backward recursion
-    A = [None] * L
-    A[-1] = _loss_hessian(outs, n)
-    _, _, _, d1, d2, q, _ = layers[-1]
-    A[-1] = d1[:, :, None] * A[-1] * d1[:, None, :] + _diag3(d2 * q)
-    for k in range(L - 2, -1, -1):
-        wn = w[layers[k + 1][0]]
-        _, _, _, d1, d2, q, _ = layers[k]
-        inner = numpy.einsum("ia,nab,jb->nij", wn, A[k + 1], wn)
-        A[k] = d1[:, :, None] * inner * d1[:, None, :] + _diag3(d2 * q)
-    offset = {key: a for key, a, _, _ in _SLICES}
-    h = numpy.zeros((N_PARAMS, N_PARAMS))
-    for k in range(L):
-        wk, bk, ak, d1k = layers[k][0], layers[k][1], layers[k][2], layers[k][3]
-        jz = numpy.broadcast_to(numpy.eye(d1k.shape[1]), (n,) + (d1k.shape[1],) * 2)
-        ja = None
-        for l in range(k, k + 1 if within_layers else L):
-            wl, bl, al, _, _, _, dl = layers[l]
-            if l > k:
-                # J_kl = da_(l-1)/dz_k, then dz_l/dz_k = J_kl W_l
-                prev_d1 = layers[l - 1][3]
-                ja = jz * prev_d1[:, None, :]
-                jz = numpy.einsum("nqi,ij->nqj", ja, w[wl])
-            m = numpy.einsum("nqi,nij->nqj", jz, A[l])
-            pk, ck = ak.shape[1], d1k.shape[1]
-            pl, cl = al.shape[1], dl.shape[1]
-            # Σ_n over samples as one matrix product per block: (p) x (q, i, j)
-            qij = numpy.einsum("ni,nqj->nqij", al, m)
-            if ja is not None:       # the commutation-type term
-                qij = qij + numpy.einsum("nqi,nj->nqij", ja, dl)
-            hww = (ak.T @ qij.reshape(n, -1)).reshape(pk * ck, pl * cl)
-            hwb = ak.T @ m.reshape(n, -1)
-            hbw = qij.sum(axis=0)
-            hbb = m.sum(axis=0)
-            ow, ob, vw, vb = offset[wk], offset[bk], offset[wl], offset[bl]
-            blocks = ((ow, vw, hww), (ow, vb, hwb.reshape(pk * ck, cl)),
-                      (ob, vw, hbw.reshape(ck, pl * cl)), (ob, vb, hbb))
-            for r0, c0, blk in blocks:
-                h[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] = blk
-                if l > k:
-                    h[c0:c0 + blk.shape[1], r0:r0 + blk.shape[0]] = blk.T
-    lam = {{ l2 }}
-    if lam:
-        for key in PARAM_SHAPES:
-            if key.rsplit(".", 1)[1] in ("W", "Wx", "Wh"):
-                a0 = offset[key]
-                size = math.prod(PARAM_SHAPES[key])
-                h[a0:a0 + size, a0:a0 + size] += lam * numpy.eye(size)
-    return numpy.ascontiguousarray(((h + h.T) / 2).astype(DTYPE))
-
-
-def _diag3(v):
-    """(n, k) -> (n, k, k) with v on the diagonals."""
-    out = numpy.zeros(v.shape + (v.shape[1],))
-    out[:, numpy.arange(v.shape[1]), numpy.arange(v.shape[1])] = v
-    return out
+            for o in _run("curvature", n, [xm, ym, *mats])]
 
 
 def ggn_vp(params, x, y, v):
@@ -337,17 +260,12 @@ def ggn_vp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
-    return _grads_dict(_impl_ggn_vp(xm, n, _check_y(y, n), mats, vmats))
-
-
-#: weight key -> indices of its (U, V) among the generated factor outputs
-_FACTORS = {{ factor_index }}
-#: per factor output: (offset a, offset b, size a, size b, columns), sizes a*N + b
-_FACTOR_SIZES = {{ factor_sizes }}
+    return _grads_dict(_run_flat("ggn_vp", n, [xm, _check_y(y, n), *mats, *vmats]))
 
 
 def grad_factors(params, x, y):
-    """For every weight matrix (W, Wx, Wh), factors (U, V) with dW = Uᵀ V.
+    """For every weight matrix (W, Wx, Wh: the weight roles), factors (U, V)
+    with dW = Uᵀ V.
 
     U is the layer's input and V its delta, one row per sample (per sample
     and step for recurrent weights, time-major), so the data part of the
@@ -357,15 +275,14 @@ def grad_factors(params, x, y):
     """
     mats = _check_params(params)
     xm, n = _check_x(x)
-    outs = _impl_outputs("grad_factors", _FACTOR_SIZES, xm, n, _check_y(y, n), mats)
+    outs = _run("grad_factors", n, [xm, _check_y(y, n), *mats])
     res = {}
     for key, (iu, iv) in _FACTORS.items():
         u, v = outs[iu], outs[iv]
-        lam = {{ l2 }}
-        if lam:
+        if _L2:
             w = mats[list(PARAM_SHAPES).index(key)]
             u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
-            v = numpy.concatenate([v, lam * w])
+            v = numpy.concatenate([v, _L2 * w])
         res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
     return res
 

@@ -1,0 +1,114 @@
+"""Compiling generated C through cffi (API mode, out-of-line), with a cache.
+
+The build configuration is one frozen :class:`BuildConfig`; its ``key()`` is
+hashed into the extension's name (by the emitter) and into the cache key, so
+changed flags never reuse a stale extension.  Compiled extensions are cached
+under ``$BPGEN_CACHE_DIR`` (default ``~/.cache/bpgen``) and copied next to
+the generated wrapper.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+
+__all__ = ["BuildConfig", "BUILD", "compile_extension", "compile_c_file", "cache_dir"]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How every generated extension is compiled."""
+    cflags: tuple = ("-O2", "-std=gnu99", "-fopenmp-simd", "-Wall", "-Wno-unused-variable",
+                     "-Wno-unused-function", "-Wno-unused-but-set-variable")
+    libraries: tuple = ()
+
+    def key(self) -> str:
+        """The configuration as text (hashed into extension names; the cache
+        key adds the Python version and ABI)."""
+        return repr((self.cflags, self.libraries))
+
+
+#: the configuration generated modules are built with
+BUILD = BuildConfig()
+
+
+def cache_dir() -> str:
+    return os.environ.get("BPGEN_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "bpgen")
+
+
+def _suffix() -> str:
+    return sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+
+
+def _key(c_source: str, cdef: str, ext_name: str, config: BuildConfig) -> str:
+    h = hashlib.sha256()
+    for part in (c_source, cdef, ext_name, config.key(), sys.version, _suffix()):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def _compile(c_source: str, cdef: str, ext_name: str, config: BuildConfig = BUILD,
+             progress=None) -> str:
+    """Path of the compiled extension in the cache, compiling if needed."""
+    key = _key(c_source, cdef, ext_name, config)
+    final_dir = os.path.join(cache_dir(), key)
+    final = os.path.join(final_dir, ext_name + _suffix())
+    if os.path.exists(final):
+        return final
+    import cffi
+    os.makedirs(cache_dir(), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir())
+    try:
+        ffib = cffi.FFI()
+        ffib.cdef(cdef)
+        ffib.set_source(ext_name, c_source, extra_compile_args=list(config.cflags),
+                        libraries=list(config.libraries))
+        if progress:
+            progress(f"compiling {ext_name} (C, cffi)")
+        log = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                built = ffib.compile(tmpdir=tmp, verbose=False)
+        except Exception as exc:
+            raise RuntimeError(f"C compilation of {ext_name} failed: {exc}\n"
+                               f"{log.getvalue()[-4000:]}") from None
+        os.makedirs(final_dir, exist_ok=True)
+        os.replace(built, final)    # atomic: a concurrent build sees all or nothing
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _install(built: str, dest_dir: str) -> str:
+    os.makedirs(dest_dir, exist_ok=True)
+    dest = os.path.join(dest_dir, os.path.basename(built))
+    if os.path.exists(dest):
+        with open(dest, "rb") as a, open(built, "rb") as b:
+            if a.read() == b.read():
+                return dest
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".ext.", suffix=".tmp")
+    os.close(fd)
+    shutil.copyfile(built, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def compile_extension(gen, out_dir: str, progress=None) -> str:
+    """Compile (or fetch from the cache) ``gen``'s extension into ``out_dir``."""
+    built = _compile(gen.c_source, gen.cdef, gen.ext_name, BUILD, progress)
+    return _install(built, out_dir)
+
+
+def compile_c_file(c_path: str, cdef: str, ext_name: str, dest_dir: str) -> str:
+    """Used by a generated wrapper whose extension is missing."""
+    with open(c_path, encoding="utf-8") as fh:
+        c_source = fh.read()
+    return _install(_compile(c_source, cdef, ext_name, BUILD), dest_dir)

@@ -1,0 +1,114 @@
+"""The C backend: prints each lowered program as a C99 function over flat
+row-major arrays, the module around them from ``templates/``, only the
+runtime helpers (``runtime/*.c``) the printed code calls, and the Python
+wrapper (the common API plus ``runtime/call.py``)."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+from ...derivation import Derived
+from ...lower import Program
+from ..common.context import module_context
+from ..common.emitter import (Emitter, c_size, common_runtime, environment, offset_code,
+                              runtime_source)
+from .build import BUILD
+
+__all__ = ["CEmitter", "emit"]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_env = environment(_HERE)
+#: the runtime helpers in the order they are pasted (a helper may call the
+#: ones before it)
+HELPERS = ("sigmoid", "softplus", "gemm_nn", "gemm_tn", "gemm_nt", "colsum", "rowsum",
+           "sumall", "copy_cols", "rowmax")
+
+
+class CEmitter(Emitter):
+    def __init__(self, prog: Program, dtype: str, used: set):
+        super().__init__(prog, dtype)
+        self.used = used
+
+    def comment(self, text: str) -> str:
+        return f"/* {text} */"
+
+    def use(self, helper: str) -> None:
+        """Record that the printed code calls runtime helper ``bpg_<helper>``."""
+        if helper not in HELPERS:
+            raise ValueError(f"unknown C runtime helper {helper!r}")
+        self.used.add(helper)
+
+    def ptr(self, name: str, loop) -> str:
+        """Where ``name`` (one step of it, in a loop) starts."""
+        if self.stepped(name, loop):
+            return f"({name} + t*{self.prog.vars[name].shape[1]}*N)"
+        return name
+
+    c_size = staticmethod(c_size)
+
+    def bytes(self, shape) -> str:
+        return f"sizeof(real)*(size_t)({c_size(shape)})"
+
+    def statement(self, op, prim, loop) -> list:
+        return [self.comment(f"{op.out} = {prim.equation(op, {})}")] + prim.c(self, op, loop)
+
+    def loop(self, info, defined, body) -> list:
+        steps = info["steps"]
+        lines = [f"for (int64_t it = 0; it < {steps}; it++) {{",
+                 f"    const int64_t t = {steps - 1} - it;" if info["reverse"]
+                 else "    const int64_t t = it;",
+                 "    const int64_t q = " + ("t + 1" if info["reverse"] else "t - 1")
+                 + ";  /* the previous iteration's step */",
+                 "    (void)q;"]
+        lines += [("    " + line) if line else "" for line in body]
+        lines.append("}")
+        return lines
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _function(derived: Derived, name: str, used: set) -> dict:
+    prog = derived.programs[name]
+    decls = []
+    for var, (a, b) in prog.workspace.items():
+        shape = prog.vars[var].shape
+        if var in prog.step_vars:
+            shape = ("N", shape[1])
+        decls.append(f"real *const {var} = ws + {offset_code(a, b)};  /* {_shape_str(shape)} */")
+    for var, (oa, ob, _, _, _) in zip(prog.outputs, derived.layout(name)):
+        decls.append(f"real *const {var} = out + {offset_code(oa, ob)};  "
+                     f"/* {_shape_str(prog.vars[var].shape)} */")
+    params = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs]
+              + ["real *restrict out", "real *restrict ws"])
+    return {"name": name, "decls": decls, "ws": tuple(prog.workspace_size),
+            "blocks": CEmitter(prog, derived.spec.dtype, used).blocks(),
+            "signature": f"void bpg_{name}({', '.join(params)})"}
+
+
+def emit(derived: Derived, module: str) -> tuple:
+    """({file name: text}, C source, cdef, extension name) of the C module."""
+    spec = derived.spec
+    used: set = set()
+    functions = [_function(derived, name, used) for name in derived.programs]
+    runtime = [runtime_source(os.path.join(_HERE, "runtime", "prelude.c"))]
+    runtime += [runtime_source(os.path.join(_HERE, "runtime", f"{h}.c"))
+                for h in HELPERS if h in used]
+    common = module_context(derived, module)
+    ctype = "double" if spec.dtype == "float64" else "float"
+    c_source = _env.get_template("module.c.j2").render(
+        **common, functions=functions, runtime=runtime,
+        defines=["BPG_FLOAT32"] if spec.dtype == "float32" else [])
+    cdef = "\n".join(f"{f['signature']};" for f in functions).replace("restrict ", "")
+    cdef = cdef.replace("real", ctype)
+    # named by the code's own hash and the build configuration: a changed
+    # generator or compiler flag never reuses a stale extension
+    code_hash = hashlib.sha256((c_source + cdef + BUILD.key()).encode()).hexdigest()
+    ext_name = f"_bpgen_{spec.name}_{code_hash[:12]}"
+    wrapper = _env.get_template("wrapper.py.j2").render(
+        **common, ext_name=ext_name, cdef=cdef, ctype=ctype, c_file=f"{module}.c",
+        ws={f["name"]: f["ws"] for f in functions},
+        runtime_api=common_runtime("api.py"), runtime_hessian=common_runtime("hessian.py"),
+        runtime_call=runtime_source(os.path.join(_HERE, "runtime", "call.py")))
+    return {f"{module}.py": wrapper, f"{module}.c": c_source}, c_source, cdef, ext_name

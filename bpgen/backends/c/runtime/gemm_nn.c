@@ -1,0 +1,14 @@
+/* C (M x Nc) = A (M x K) · B (K x Nc); row-major; i-k-j order keeps B and C rows contiguous */
+static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
+                               const real *restrict A, const real *restrict B, real *restrict C)
+{
+    for (int64_t i = 0; i < M; i++) {
+        real *restrict c = C + i * Nc;
+        for (int64_t j = 0; j < Nc; j++) c[j] = 0;
+        for (int64_t k = 0; k < K; k++) {
+            const real a = A[i * K + k];
+            const real *restrict b = B + k * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}

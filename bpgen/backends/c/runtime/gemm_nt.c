@@ -1,0 +1,16 @@
+/* C (M x Nc) = A · Bᵀ with A (M x K), B stored (Nc x K): dot products of rows */
+static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
+                               const real *restrict A, const real *restrict B, real *restrict C)
+{
+    for (int64_t i = 0; i < M; i++) {
+        const real *restrict a = A + i * K;
+        for (int64_t j = 0; j < Nc; j++) {
+            const real *restrict b = B + j * K;
+            real acc = 0;
+            /* a dot product: let the compiler vectorise the reduction */
+            #pragma omp simd reduction(+:acc)
+            for (int64_t k = 0; k < K; k++) acc += a[k] * b[k];
+            C[i * Nc + j] = acc;
+        }
+    }
+}

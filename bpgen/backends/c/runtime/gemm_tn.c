@@ -1,0 +1,14 @@
+/* C (M x Nc) = Aᵀ · B with A stored (K x M), B (K x Nc): k-i-j order, rows contiguous */
+static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
+                               const real *restrict A, const real *restrict B, real *restrict C)
+{
+    memset(C, 0, sizeof(real) * (size_t)(M * Nc));
+    for (int64_t k = 0; k < K; k++) {
+        const real *restrict b = B + k * Nc;
+        for (int64_t i = 0; i < M; i++) {
+            const real a = A[k * M + i];
+            real *restrict c = C + i * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}

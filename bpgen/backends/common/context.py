@@ -1,0 +1,44 @@
+"""The values the common templates (header, constants) print, decided here
+in Python from the derived programs."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from ... import __version__
+from ...derivation import Derived
+
+__all__ = ["module_context"]
+
+
+def module_context(derived: Derived, module: str) -> dict:
+    spec = derived.spec
+    shapes = spec.param_shapes
+    seq_out = spec.input.kind == "sequence" and len(spec.output_shape) == 2
+    meta = derived.meta
+    return {
+        "version": __version__,
+        # the file's base name only: output must not depend on the working directory
+        "source": os.path.basename(spec.source),
+        "hash": spec.content_hash(),
+        "name": spec.name,
+        "module": module,
+        "dtype": spec.dtype,
+        "param_shapes": [(k, tuple(v)) for k, v in shapes.items()],
+        "n_params": sum(math.prod(s) for s in shapes.values()),
+        "input_shape": tuple(spec.input.shape),
+        "output_units": spec.output_shape[-1],
+        "steps": repr(spec.input.shape[0] if spec.input.kind == "sequence" else None),
+        "seq_out": repr(seq_out),
+        "loss_all_steps": repr(seq_out and spec.loss.steps == "all"),
+        "loss_type": spec.loss.type,
+        "spec_json": json.dumps(spec.canonical(), sort_keys=True),
+        "init": list(spec.init_rules().items()),
+        "l2": repr(float(spec.l2)),
+        "l2_keys": tuple(spec.l2_keys),
+        "factor_index": meta.get("factor_index", {}),
+        "curv_layers": meta.get("curv_layers", []),
+        "curv_loss": repr(meta.get("curv_loss")),
+        "outputs": [(name, derived.layout(name)) for name in derived.programs],
+    }

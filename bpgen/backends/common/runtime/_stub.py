@@ -1,0 +1,37 @@
+"""Stand-ins for the names a generated module defines around the runtime
+files (its constants and its backend's call functions), so that the runtime
+files import, lint and unit-test on their own.  Tests set the real values
+on the runtime modules; nothing here reaches a generated module."""
+import collections
+
+import numpy
+
+DTYPE = numpy.dtype("float64")
+PARAM_SHAPES = collections.OrderedDict()
+N_PARAMS = 0
+INPUT_SHAPE = (1,)
+OUTPUT_UNITS = 1
+STEPS = None
+SEQUENCE_OUTPUT = False
+LOSS_ALL_STEPS = False
+LOSS = "mse"
+_INIT = {}
+_L2 = 0.0
+_L2_KEYS = ()
+_FACTORS = {}
+_CURV_LAYERS = []
+_CURV_LOSS = None
+
+
+def _run(name, n, args):
+    """Run generated function ``name``: its outputs as a list of matrices."""
+    raise NotImplementedError
+
+
+def _run_flat(name, n, args, start=0):
+    """The outputs from index ``start`` on, concatenated into one vector."""
+    raise NotImplementedError
+
+
+def _structured_hessian(mats, outs, n, within_layers=False):
+    raise NotImplementedError

@@ -1,0 +1,26 @@
+"""How the NumPy module's API calls its generated functions (``_forward``,
+``_loss_and_grad``, ...): parameters as matrices in, a list of matrices out.
+Copied verbatim into every generated NumPy module."""
+import numpy
+
+DTYPE = numpy.dtype("float64")   # the generated module's own DTYPE replaces this
+
+# ---- bpgen runtime: copied verbatim from here ----
+
+
+def _mats(arrs):
+    return [a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1) for a in arrs]
+
+
+def _run(name, n, args):
+    """Run generated function ``name`` on its inputs (x, y, parameters, v;
+    vectors become 1-row matrices); its outputs as a list of matrices."""
+    outs = globals()["_" + name](*_mats(args))
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    return [numpy.asarray(o, dtype=DTYPE) for o in outs]
+
+
+def _run_flat(name, n, args, start=0):
+    """The outputs from index ``start`` on, one vector in C order."""
+    outs = _run(name, n, args)
+    return numpy.concatenate([o.ravel() for o in outs[start:]])

@@ -1,0 +1,247 @@
+"""Stage 2: a validated Spec -> every program the generated module exposes.
+
+One table, :data:`ENTRY_POINTS`, lists the entry points: name, inputs, and
+how each is derived from the forward graph (:mod:`bpgen.network`) with the
+primitives' reverse and forward rules.  :func:`derive_all` runs the table and
+returns plain data (:class:`Derived`): the lowered programs in table order,
+plus what the runtime needs to read their outputs.  Emitters only print it.
+Adding an entry point is adding one row (and its derivation function).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import sympy as sp
+
+from .activations import activation_expr
+from .ir import Graph, grad, tangents
+from .layers import LAYER_TYPES
+from .lower import Program, lower
+from .network import Derivation, derive
+from .shapes import size_coeffs
+from .spec import Spec
+
+__all__ = ["EntryPoint", "ENTRY_POINTS", "Derived", "derive_all", "structured"]
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """A generated function: ``inputs`` among x, y, params, v (in this
+    order); ``derive(spec, base)`` returns (program, metadata); ``when``
+    says whether the architecture has it."""
+    name: str
+    inputs: tuple
+    derive: Callable
+    doc: str
+    when: Callable = staticmethod(lambda spec: True)
+
+
+@dataclass
+class Derived:
+    """Every entry point of one architecture, as lowered programs."""
+    spec: Spec
+    base: Derivation                     # the forward graph, loss and gradient
+    programs: dict                       # name -> Program, in table order
+    entries: dict                        # name -> EntryPoint
+    meta: dict = field(default_factory=dict)   # factor and curvature layouts
+
+    def layout(self, name: str) -> list:
+        """Where each output of ``name`` lies in one flat buffer:
+        [(offset a, offset b, size a, size b, columns)], sizes a*N + b."""
+        prog = self.programs[name]
+        out, fa, fb = [], 0, 0
+        for o in prog.outputs:
+            a, b = size_coeffs(prog.vars[o].shape)
+            out.append((fa, fb, a, b, prog.vars[o].shape[1]))
+            fa, fb = fa + a, fb + b
+        return out
+
+
+def structured(spec: Spec) -> bool:
+    """True when the Hessian is assembled from its Kronecker block structure:
+    every layer type declares a structure it fits (dense, flatten), and the
+    input is not a sequence (recurrent weights are shared over steps)."""
+    return (spec.input.kind != "sequence"
+            and all(LAYER_TYPES[lay.type].hessian in ("kronecker", "identity")
+                    for lay in spec.layers))
+
+
+# ---------------------------------------------------------------------------
+# the derivations; each returns (Program, metadata)
+
+def _inputs(d: Derivation, with_y: bool = True, v: list = ()) -> list:
+    return [d.x] + ([d.y] if with_y else []) + list(d.params.values()) + list(v)
+
+
+def _forward(spec: Spec, d: Derivation):
+    return lower(d.graph, "forward", _inputs(d, with_y=False), [d.output], d.n_forward), {}
+
+
+def _loss(spec: Spec, d: Derivation):
+    return lower(d.graph, "loss", _inputs(d), [d.loss], d.n_forward), {}
+
+
+def _loss_and_grad(spec: Spec, d: Derivation):
+    outs = [d.loss] + list(d.grads.values())
+    return lower(d.graph, "loss_and_grad", _inputs(d), outs, d.n_forward), {}
+
+
+def _seeds(g: Graph, d: Derivation) -> dict:
+    return {p: g.var("v_" + p, g.vars[p].shape, "input", "V_" + g.vars[p].label)
+            for p in d.params.values()}
+
+
+def _hvp(spec: Spec, base: Derivation):
+    """Pearlmutter's R-operator (forward mode) over the forward and backward
+    pass of the exact (untruncated) loss: the tangents of the gradients."""
+    d = derive(spec, exact=True)
+    g = d.graph
+    seeds = _seeds(g, d)
+    t = tangents(g, seeds)
+    outs = []
+    for key in d.params:
+        gv = d.grads[key]
+        outs.append(t[gv] if gv in t else g.map(sp.Integer(0), base="r_" + gv,
+                                                shape=g.vars[gv].shape))
+    return lower(g, "hvp", _inputs(d, v=seeds.values()), outs, d.n_forward), {}
+
+
+def _ggn_vp(spec: Spec, base: Derivation):
+    """The generalised Gauss-Newton product G v = Jᵀ H_L J v (+ λ v on the
+    regularised weights), J = ∂output/∂θ, H_L = ∂²L/∂output².
+
+    Three passes over the graph: the loss gradient w.r.t. the output
+    (reverse mode through the loss ops only), the tangents of the forward
+    pass and of that gradient (forward mode: R{dL/dO} = H_L·J·v because
+    dL/dO depends on θ only through O), and a reverse pass from the output
+    with that cotangent (Jᵀ·u)."""
+    d = derive(spec, exact=True, with_grad=False)
+    g = d.graph
+    d_out = grad(g, d.loss, [d.output], stop={d.output})[d.output]
+    seeds = _seeds(g, d)
+    t = tangents(g, seeds)
+    pv = list(d.params.values())
+    if d_out in t:
+        jtu = grad(g, None, pv, roots={d.output: t[d_out]})
+    else:
+        jtu = {p: g.map(sp.Integer(0), base="gv_" + p, shape=g.vars[p].shape) for p in pv}
+    l2_keys = set(spec.l2_keys)
+    outs = []
+    for key, p in d.params.items():
+        out = jtu[p]
+        if spec.l2 and key in l2_keys:
+            out = g.map(g.sym(out) + sp.Float(spec.l2, 17) * g.sym(seeds[p]),
+                        base="gv_" + p, shape=g.vars[p].shape)
+        outs.append(out)
+    return lower(g, "ggn_vp", _inputs(d, v=seeds.values()), outs, d.n_forward), {}
+
+
+def _grad_factors(spec: Spec, d: Derivation):
+    """Outputs (U, V) with dW = Uᵀ·V for every weight matrix (the roles say
+    which): the arguments of the matrix product the reverse pass forms its
+    gradient with (a layer's input and its delta; over all steps for
+    recurrent weights).  Metadata: {key: (index of U, index of V)}."""
+    g = d.graph
+    pairs, outs = {}, []
+    for key in spec.factor_keys:
+        p = d.params[key]
+        for part in g.grad_parts.get(p, []):
+            op = g.ops[g.producer[part]] if part in g.producer else None
+            if op is not None and op.prim == "matmul" and op.attrs["ta"] and not op.attrs["tb"]:
+                u, v = op.args
+                if g.vars[u].role != "temp":
+                    u = g.copy(u, base=f"{u}_factor")
+                if g.vars[v].role != "temp":
+                    v = g.copy(v, base=f"{v}_factor")
+                pairs[key] = (u, v)
+                outs += [w for w in (u, v) if w not in outs]
+    prog = lower(g, "grad_factors", _inputs(d), outs, d.n_forward)
+    return prog, {"factor_index": {k: (outs.index(u), outs.index(v))
+                                   for k, (u, v) in pairs.items()}}
+
+
+def _curvature(spec: Spec, base: Derivation):
+    """What the Kronecker-structured Hessian is assembled from, per sample
+    (row): for every layer whose type has the ``kronecker`` structure its
+    input, f'(Z) and f''(Z) (SymPy's first and second derivative of the
+    activation), q = ∂L/∂A and δ = ∂L/∂Z; and the loss's curvature w.r.t.
+    the output: ℓ'' (SymPy's second derivative of the per-unit loss) for the
+    elementwise losses, the softmax probabilities for the cross-entropy.
+    Metadata: the layers as (W key, b key, output indices of in, f', f'',
+    q, δ) and the index of the loss curvature."""
+    d = derive(spec, exact=True)
+    g = d.graph
+    outs, layers = [], []
+
+    def keep(var):
+        if g.vars[var].role != "temp":
+            var = g.copy(var, base=f"{var}_copy")
+        if var not in outs:
+            outs.append(var)
+        return outs.index(var)
+
+    z = sp.Symbol("z")
+    for layer in spec.layers:
+        if LAYER_TYPES[layer.type].hessian != "kronecker":
+            continue
+        lv = g.layer_vars[layer.name]
+        f = activation_expr(layer.activation, z, layer.alpha)
+        d1 = g.map(sp.diff(f, z).subs(z, g.sym(lv["z"])), base=f"{layer.name}_d1",
+                   shape=g.vars[lv["z"]].shape, label=f"f'(Z_{layer.name})")
+        d2 = g.map(sp.diff(f, z, 2).subs(z, g.sym(lv["z"])), base=f"{layer.name}_d2",
+                   shape=g.vars[lv["z"]].shape, label=f"f''(Z_{layer.name})")
+        q = g.cotangents.get(lv["a"])
+        delta = g.cotangents.get(lv["z"], q)
+        if q is None:
+            q = delta
+        weight, bias = (f"{layer.name}.{p.name}" for p in layer.params)
+        layers.append((weight, bias, keep(lv["in"]), keep(d1), keep(d2), keep(q),
+                       keep(delta)))
+    if spec.loss.type == "softmax_cross_entropy":
+        e = [v for v in g.vars if v.startswith("o_exp") and not v.startswith("o_expsum")][0]
+        s = [v for v in g.vars if v.startswith("o_expsum")][0]
+        curv = g.map(g.sym(e) / g.sym(s), base="softmax_p", label="p")
+    else:
+        terms_var = [v for v in g.vars if v.startswith("loss_terms")][0]
+        terms = g.ops[g.producer[terms_var]].attrs["expr"]
+        curv = g.map(sp.diff(terms, g.sym(d.output), 2), base="loss_curv",
+                     shape=g.vars[d.output].shape, label="ℓ''(O)")
+    loss_index = keep(curv)
+    prog = lower(g, "curvature", _inputs(d), outs, d.n_forward)
+    return prog, {"curv_layers": layers, "curv_loss": loss_index}
+
+
+ENTRY_POINTS = (
+    EntryPoint("forward", ("x", "params"), _forward, "the network output"),
+    EntryPoint("loss", ("x", "y", "params"), _loss, "the loss"),
+    EntryPoint("loss_and_grad", ("x", "y", "params"), _loss_and_grad,
+               "the loss and its gradient (truncated BPTT if the file says so)"),
+    EntryPoint("hvp", ("x", "y", "params", "v"), _hvp, "the exact Hessian times v"),
+    EntryPoint("ggn_vp", ("x", "y", "params", "v"), _ggn_vp, "Gauss-Newton times v"),
+    EntryPoint("grad_factors", ("x", "y", "params"), _grad_factors,
+               "(U, V) with dW = Uᵀ·V per weight matrix"),
+    EntryPoint("curvature", ("x", "y", "params"), _curvature,
+               "per-sample parts of the structured Hessian", when=structured),
+)
+
+
+def derive_all(spec: Spec) -> Derived:
+    """Every entry point of ``spec``: the derivation stage of the pipeline."""
+    base = derive(spec)
+    programs, entries, meta = {}, {}, {}
+    for entry in ENTRY_POINTS:
+        if not entry.when(spec):
+            continue
+        prog, extra = entry.derive(spec, base)
+        programs[entry.name] = prog
+        entries[entry.name] = entry
+        meta.update(extra)
+    return Derived(spec, base, programs, entries, meta)
+
+
+def program(spec: Spec, name: str, base: Derivation | None = None) -> Program:
+    """One entry point's program (for ``bpgen show``), derived from ``base``
+    (default: a fresh derivation of ``spec``)."""
+    entry = next(e for e in ENTRY_POINTS if e.name == name)
+    return entry.derive(spec, base if base is not None else derive(spec))[0]

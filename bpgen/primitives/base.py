@@ -1,0 +1,94 @@
+"""What a primitive is: one class holding all of its rules.
+
+A primitive knows
+
+* ``build(g, *args, ...)``: its output shape (and when no op is needed at
+  all); it adds the op to the graph with ``g.emit``.  Layers call it as
+  ``g.<primitive name>(...)``;
+* ``vjp(g, op, gout, only)``: the reverse-mode rule, ``{arg: cotangent}``
+  for the differentiable arguments wanted (``only=None``: all);
+* ``jvp(g, op, tangents)``: the forward-mode rule, the tangent of the output
+  (or ``None`` when it is zero), from ``{var: tangent var}``;
+* ``equation(op, names, latex)``: the right-hand side in matrix notation;
+* ``numpy(em, op, loop)`` and ``c(em, op, loop)``: how each backend prints it.
+  ``numpy`` returns the right-hand side of ``out = ...`` as a string, or the
+  whole statement as a list of lines; ``c`` returns lines.  ``em`` is the
+  backend's emitter: ``em.shape``, ``em.acc`` (NumPy) / ``em.ptr`` (C) give
+  where a variable lives at this point, ``em.use(helper)`` records a C
+  runtime helper the printed code calls.
+
+Rules are written with :class:`bpgen.ir.Graph` operations, so a derivative
+is itself a program of primitives (and can be differentiated again: that is
+how Hessian-vector products arise).
+"""
+from __future__ import annotations
+
+__all__ = ["Primitive", "PRIMITIVES", "register", "wanted", "tangent_name", "cot_name"]
+
+#: primitive name -> its (single) instance
+PRIMITIVES: dict = {}
+
+
+def register(cls):
+    """Class decorator: make ``cls()`` the primitive called ``cls.name``."""
+    if cls.name in PRIMITIVES:
+        raise ValueError(f"primitive {cls.name!r} registered twice")
+    PRIMITIVES[cls.name] = cls()
+    return cls
+
+
+def wanted(g, a: str, only) -> bool:
+    """Is a cotangent of ``a`` wanted: differentiable, and asked for."""
+    return g.vars[a].differentiable and (only is None or a in only)
+
+
+def cot_name(g, a: str) -> dict:
+    """Variable name and label of the cotangent of ``a``."""
+    return {"base": "d_" + a, "label": "δ" + g.vars[a].label}
+
+
+def tangent_name(g, op) -> tuple:
+    """Variable name and label of the tangent (R-operator) of ``op``'s output."""
+    return "r_" + op.out, "R{" + g.vars[op.out].label + "}"
+
+
+class Primitive:
+    """Base class; subclasses define the rules listed in the module docstring."""
+
+    name = ""
+    #: False: the output never carries a derivative (e.g. rowmax)
+    differentiable = True
+
+    def build(self, g, *args, **kwargs) -> str:
+        raise NotImplementedError(f"{self.name}: build")
+
+    def vjp(self, g, op, gout: str, only=None) -> dict:
+        raise NotImplementedError(f"{self.name}: no reverse-mode rule")
+
+    def jvp(self, g, op, t: dict):
+        raise NotImplementedError(f"{self.name}: no forward-mode rule")
+
+    def equation(self, op, names: dict, latex: bool = False) -> str:
+        raise NotImplementedError(f"{self.name}: equation")
+
+    def numpy(self, em, op, loop):
+        raise NotImplementedError(f"{self.name}: NumPy printing")
+
+    def c(self, em, op, loop) -> list:
+        raise NotImplementedError(f"{self.name}: C printing")
+
+
+class Unary(Primitive):
+    """A structural primitive with one argument that is linear in it: its
+    tangent is the same primitive applied to the argument's tangent."""
+
+    def jvp(self, g, op, t: dict):
+        (a,) = op.args
+        if a not in t:
+            return None
+        base, label = tangent_name(g, op)
+        return self.apply_to(g, op, t[a], base, label)
+
+    def apply_to(self, g, op, a: str, base: str, label: str) -> str:
+        """This op's primitive, with its attributes, applied to ``a``."""
+        raise NotImplementedError

@@ -1,0 +1,57 @@
+"""``concat``: column-wise concatenation [A, B, ...] of matrices with equal rows."""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..shapes import dim_code
+from .base import Primitive, register, tangent_name, wanted
+
+
+@register
+class Concat(Primitive):
+    name = "concat"
+
+    def build(self, g, parts: list, base: str = "cat", label: str = "") -> str:
+        if len(parts) == 1:
+            return parts[0]
+        rows = {g.shape(p)[0] for p in parts}
+        if len(rows) != 1:
+            raise ValueError(f"concat of different row counts: {parts}")
+        width = sum(g.shape(p)[1] for p in parts)
+        return g.emit(self.name, base, (rows.pop(), width), tuple(parts), {}, label)
+
+    def vjp(self, g, op, gout, only=None):
+        res, start = {}, 0
+        for a in op.args:
+            width = g.shape(a)[1]
+            if wanted(g, a, only):
+                res[a] = g.cols(gout, start, start + width, base="d_" + a,
+                                label="δ" + g.vars[a].label)
+            start += width
+        return res
+
+    def jvp(self, g, op, t):
+        if not any(a in t for a in op.args):
+            return None
+        base, label = tangent_name(g, op)
+        parts = [t[a] if a in t else g.map(sp.Integer(0), base="zeros", shape=g.shape(a))
+                 for a in op.args]
+        return g.concat(parts, base=base, label=label)
+
+    def equation(self, op, names, latex=False):
+        parts = ", ".join(names.get(x, x) for x in op.args)
+        return (r"\left[" + parts + r"\right]") if latex else "[" + parts + "]"
+
+    def numpy(self, em, op, loop):
+        return f"numpy.concatenate([{', '.join(em.acc(a, loop) for a in op.args)}], axis=1)"
+
+    def c(self, em, op, loop):
+        r, c = em.shape(op.out, loop)
+        em.use("copy_cols")
+        lines, pos = [], 0
+        for a in op.args:
+            w = em.shape(a, loop)[1]
+            lines.append(f"bpg_copy_cols({dim_code(r)}, {w}, {em.ptr(a, loop)}, {w}, 0, "
+                         f"{em.ptr(op.out, loop)}, {c}, {pos});")
+            pos += w
+        return lines

@@ -1,0 +1,117 @@
+"""``map``: C = f(A, B, ...) elementwise, with row/column/scalar broadcasting.
+
+``f`` is a SymPy scalar expression whose symbols are the argument names (and
+``N``); SymPy differentiates it, and the derivative is rewritten in terms of
+the stored output where possible (tanh' = 1 - a², σ' = a(1 - a), exp' = exp).
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..printers import CPrinter, EquationPrinter, NumpyPrinter, latex_expr, numeric
+from ..shapes import broadcast_shape, dim_code
+from .base import Primitive, register, tangent_name, wanted
+
+
+def _partial(op, a: str):
+    """∂f/∂a, in terms of the op's own output where SymPy can."""
+    expr = op.attrs["expr"]
+    d = sp.diff(expr, sp.Symbol(a))
+    if d != 0 and not expr.is_Symbol:
+        d = d.subs(expr, sp.Symbol(op.out))
+    return d
+
+
+@register
+class Map(Primitive):
+    name = "map"
+
+    def build(self, g, expr, base: str = "t", shape: tuple | None = None,
+              label: str = "", comment: str = "") -> str:
+        """Elementwise ``expr`` over the variables named by its symbols.
+
+        Returns an existing variable when ``expr`` is just that variable (no
+        op is needed), so callers can compose freely.
+        """
+        expr = sp.sympify(expr)
+        args = tuple(sorted(s.name for s in expr.free_symbols if s.name in g.vars))
+        shapes = [g.shape(a) for a in args]
+        if shape is None:
+            shape = broadcast_shape(shapes) if shapes else (1, 1)
+        else:
+            shape = tuple(shape)
+            if shapes and broadcast_shape(shapes + [shape]) != shape:
+                raise ValueError(f"map arguments {shapes} do not broadcast to {shape}")
+        if isinstance(expr, sp.Symbol) and expr.name in g.vars and g.shape(expr.name) == shape:
+            return expr.name
+        return g.emit(self.name, base, shape, args, {"expr": expr}, label, comment)
+
+    def vjp(self, g, op, gout, only=None):
+        res = {}
+        for a in op.args:
+            if not wanted(g, a, only):
+                continue
+            d = _partial(op, a)
+            if d == 0:
+                continue
+            label = "δ" + g.vars[a].label
+            full = g.map(sp.Symbol(gout) * d, base="d_" + a, shape=g.shape(op.out),
+                         label=label)
+            res[a] = g.reduce_to(full, g.shape(a), base="d_" + a, label=label)
+        return res
+
+    def jvp(self, g, op, t):
+        terms = []
+        for a in op.args:
+            if a not in t:
+                continue
+            d = _partial(op, a)
+            if d != 0:
+                terms.append(d * sp.Symbol(t[a]))
+        if not terms:
+            return None
+        base, label = tangent_name(g, op)
+        return g.map(sp.Add(*terms), base=base, shape=g.shape(op.out), label=label)
+
+    def equation(self, op, names, latex=False):
+        if latex:
+            return latex_expr(op.attrs["expr"], names)
+        return EquationPrinter(names).doprint(op.attrs["expr"])
+
+    def numpy(self, em, op, loop):
+        shape = em.shape(op.out, loop)
+        expr = numeric(op.attrs["expr"])
+        rhs = NumpyPrinter({}, {a: em.acc(a, loop) for a in op.args}).doprint(expr)
+        arg_shapes = [em.shape(a, loop) for a in op.args]
+        if not arg_shapes or broadcast_shape(arg_shapes) != shape:
+            rhs = f"_full({rhs}, ({dim_code(shape[0])}, {dim_code(shape[1])}))"
+        return rhs
+
+    def c(self, em, op, loop):
+        r, c = em.shape(op.out, loop)
+        expr = numeric(op.attrs["expr"])
+        shapes = {a: em.shape(a, loop) for a in op.args}
+        flat = all(sh == (r, c) or sh == (1, 1) for sh in shapes.values())
+        access = {}
+        for a, sh in shapes.items():
+            p = em.ptr(a, loop)
+            if sh == (1, 1):
+                access[a] = f"{p}[0]"
+            elif sh == (r, c):
+                access[a] = f"{p}[k]"
+            elif sh[0] == 1:
+                access[a] = f"{p}[cc]"
+            else:
+                access[a] = f"{p}[rr]"
+        printer = CPrinter(access, em.dtype)
+        rhs = printer.doprint(expr)
+        for helper in printer.helpers:
+            em.use(helper)
+        dst = em.ptr(op.out, loop)
+        if flat:
+            return [f"for (int64_t k = 0; k < {em.c_size((r, c))}; k++) {dst}[k] = {rhs};"]
+        return [f"for (int64_t rr = 0; rr < {dim_code(r)}; rr++) {{",
+                f"    for (int64_t cc = 0; cc < {dim_code(c)}; cc++) {{",
+                f"        const int64_t k = rr*{dim_code(c)} + cc;",
+                f"        {dst}[k] = {rhs};",
+                "    }", "}"]

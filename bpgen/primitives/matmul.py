@@ -1,0 +1,82 @@
+"""``matmul``: C = op(A)·op(B), op the identity or the transpose."""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..shapes import dim_code
+from .base import Primitive, register, tangent_name, wanted
+
+
+@register
+class MatMul(Primitive):
+    name = "matmul"
+
+    def build(self, g, a: str, b: str, ta: bool = False, tb: bool = False,
+              base: str = "mm", label: str = "", comment: str = "") -> str:
+        sa, sb = g.shape(a), g.shape(b)
+        m, k1 = (sa[1], sa[0]) if ta else sa
+        k2, n = (sb[1], sb[0]) if tb else sb
+        if k1 != k2:
+            raise ValueError(f"matmul shape mismatch: {a}{sa} {b}{sb} ta={ta} tb={tb}")
+        return g.emit(self.name, base, (m, n), (a, b), {"ta": ta, "tb": tb}, label, comment)
+
+    def vjp(self, g, op, gout, only=None):
+        a, b = op.args
+        ta, tb = op.attrs["ta"], op.attrs["tb"]
+        res = {}
+        la, lb = "δ" + g.vars[a].label, "δ" + g.vars[b].label
+        if wanted(g, a, only):
+            # C = A B -> dA = dC Bᵀ ; C = Aᵀ B -> dA = B dCᵀ
+            if not ta:
+                res[a] = g.matmul(gout, b, False, not tb, base="d_" + a, label=la)
+            else:
+                res[a] = g.matmul(b, gout, tb, True, base="d_" + a, label=la)
+        if wanted(g, b, only):
+            # C = A B -> dB = Aᵀ dC ; C = A Bᵀ -> dB = dCᵀ A
+            if not tb:
+                res[b] = g.matmul(a, gout, not ta, False, base="d_" + b, label=lb)
+            else:
+                res[b] = g.matmul(gout, a, True, ta, base="d_" + b, label=lb)
+        return res
+
+    def jvp(self, g, op, t):
+        a, b = op.args
+        ta, tb = op.attrs["ta"], op.attrs["tb"]
+        base, label = tangent_name(g, op)
+        parts = []
+        both = a in t and b in t
+        if a in t:      # R{A B} = R{A} B + A R{B}
+            parts.append(g.matmul(t[a], b, ta, tb, base=base + "_a",
+                                  label=label + ("[1]" if both else "")))
+        if b in t:
+            parts.append(g.matmul(a, t[b], ta, tb, base=base + "_b",
+                                  label=label + ("[2]" if both else "")))
+        if not parts:
+            return None
+        return g.map(sp.Add(*[sp.Symbol(p) for p in parts]), base=base, label=label)
+
+    def equation(self, op, names, latex=False):
+        a, b = (names.get(x, x) for x in op.args)
+        if latex:
+            ta = r"^{\top}" if op.attrs["ta"] else ""
+            tb = r"^{\top}" if op.attrs["tb"] else ""
+            return f"{a}{ta} {b}{tb}"
+        ta = "ᵀ" if op.attrs["ta"] else ""
+        tb = "ᵀ" if op.attrs["tb"] else ""
+        return f"{a}{ta}·{b}{tb}"
+
+    def numpy(self, em, op, loop):
+        a, b = op.args
+        return (f"{em.acc(a, loop)}{'.T' if op.attrs['ta'] else ''} @ "
+                f"{em.acc(b, loop)}{'.T' if op.attrs['tb'] else ''}")
+
+    def c(self, em, op, loop):
+        a, b = op.args
+        ta, tb = op.attrs["ta"], op.attrs["tb"]
+        r, c = em.shape(op.out, loop)
+        sa = em.shape(a, loop)
+        k = sa[0] if ta else sa[1]
+        kind = ("t" if ta else "n") + ("t" if tb else "n")
+        em.use(f"gemm_{kind}")
+        return [f"bpg_gemm_{kind}({dim_code(r)}, {dim_code(c)}, {dim_code(k)}, "
+                f"{em.ptr(a, loop)}, {em.ptr(b, loop)}, {em.ptr(op.out, loop)});"]

@@ -1,0 +1,46 @@
+"""``place_cols``: A placed at columns start: of a zero matrix ``total`` wide
+(the adjoint of ``cols``)."""
+from __future__ import annotations
+
+from ..shapes import dim_code
+from .base import Unary, cot_name, register, wanted
+
+
+@register
+class PlaceCols(Unary):
+    name = "place_cols"
+
+    def build(self, g, a: str, start: int, total: int, base: str = "c",
+              label: str = "") -> str:
+        r, c = g.shape(a)
+        if (start, c) == (0, total):
+            return a
+        return g.emit(self.name, base, (r, total), (a,),
+                      {"start": start, "stop": start + c, "total": total}, label)
+
+    def vjp(self, g, op, gout, only=None):
+        (a,) = op.args
+        if not wanted(g, a, only):
+            return {}
+        return {a: g.cols(gout, op.attrs["start"], op.attrs["stop"], **cot_name(g, a))}
+
+    def apply_to(self, g, op, a, base, label):
+        return g.place_cols(a, op.attrs["start"], op.attrs["total"], base=base, label=label)
+
+    def equation(self, op, names, latex=False):
+        a = names.get(op.args[0], op.args[0])
+        return (f"[0, {a}, 0] (columns {op.attrs['start']}:{op.attrs['stop']} "
+                f"of {op.attrs['total']})")
+
+    def numpy(self, em, op, loop):
+        return (f"_place_cols({em.acc(op.args[0], loop)}, {op.attrs['start']}, "
+                f"{op.attrs['total']})")
+
+    def c(self, em, op, loop):
+        (a,) = op.args
+        r, c = em.shape(op.out, loop)
+        w = em.shape(a, loop)[1]
+        em.use("copy_cols")
+        return [f"memset({em.ptr(op.out, loop)}, 0, {em.bytes((r, c))});",
+                f"bpg_copy_cols({dim_code(r)}, {w}, {em.ptr(a, loop)}, {w}, 0, "
+                f"{em.ptr(op.out, loop)}, {c}, {op.attrs['start']});"]

@@ -1,0 +1,55 @@
+"""``sum``: column sums (axis 0, 1ᵀ·A), row sums (axis 1, A·1) or the total."""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..shapes import dim_code
+from .base import Unary, register, wanted
+
+_C_HELPER = {0: "colsum", 1: "rowsum", None: "sumall"}
+
+
+@register
+class Sum(Unary):
+    name = "sum"
+
+    def build(self, g, a: str, axis, base: str = "s", label: str = "",
+              comment: str = "") -> str:
+        r, c = g.shape(a)
+        shape = {0: (1, c), 1: (r, 1), None: (1, 1)}[axis]
+        if shape == (r, c):
+            return a
+        return g.emit(self.name, base, shape, (a,), {"axis": axis}, label, comment)
+
+    def vjp(self, g, op, gout, only=None):
+        (a,) = op.args
+        if not wanted(g, a, only):
+            return {}
+        # broadcast the cotangent back to the summed shape
+        return {a: g.map(sp.Symbol(gout), base="d_" + a, shape=g.shape(a),
+                         label="δ" + g.vars[a].label)}
+
+    def apply_to(self, g, op, a, base, label):
+        return g.sum(a, op.attrs["axis"], base=base, label=label)
+
+    def equation(self, op, names, latex=False):
+        a = names.get(op.args[0], op.args[0])
+        axis = op.attrs["axis"]
+        if latex:
+            return {0: rf"\mathbf{{1}}^{{\top}} {a}", 1: rf"{a} \mathbf{{1}}",
+                    None: rf"\mathbf{{1}}^{{\top}} {a} \mathbf{{1}}"}[axis]
+        return {0: f"1ᵀ·{a}", 1: f"{a}·1", None: f"1ᵀ·{a}·1"}[axis]
+
+    def numpy(self, em, op, loop):
+        axis = op.attrs["axis"]
+        src = em.acc(op.args[0], loop)
+        return (f"{src}.sum(keepdims=True)" if axis is None
+                else f"{src}.sum(axis={axis}, keepdims=True)")
+
+    def c(self, em, op, loop):
+        (a,) = op.args
+        ar, ac = em.shape(a, loop)
+        fn = _C_HELPER[op.attrs["axis"]]
+        em.use(fn)
+        return [f"bpg_{fn}({dim_code(ar)}, {dim_code(ac)}, {em.ptr(a, loop)}, "
+                f"{em.ptr(op.out, loop)});"]

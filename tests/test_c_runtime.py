@@ -1,0 +1,191 @@
+"""The C runtime helpers in bpgen/backends/c/runtime/: they compile cleanly for
+both dtypes, and (float64) they compute what NumPy computes."""
+import importlib.util
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "bpgen", "backends", "c", "runtime")
+HELPERS = ["sigmoid", "softplus", "gemm_nn", "gemm_tn", "gemm_nt", "colsum", "rowsum",
+           "sumall", "copy_cols", "rowmax"]
+# -fopenmp-simd as in bpgen's own CFLAGS: gemm_nt has a `#pragma omp simd`
+SYNTAX_FLAGS = ["-std=gnu99", "-fopenmp-simd", "-Wall", "-Wextra", "-Werror", "-fsyntax-only"]
+BUILD_FLAGS = ["-std=gnu99", "-O2", "-fopenmp-simd"]
+DTYPES = {"double": [], "float": ["-DBPG_FLOAT32"]}
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not found")
+
+
+def _read(name):
+    with open(os.path.join(RUNTIME, name + ".c"), encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _source(helpers=HELPERS):
+    return "\n".join(_read(n) for n in ["prelude"] + list(helpers))
+
+
+def _syntax_check(source, extra):
+    proc = subprocess.run(["gcc"] + SYNTAX_FLAGS + extra + ["-x", "c", "-"],
+                          input=source.encode(), capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+
+
+def test_one_helper_per_file():
+    files = sorted(f[:-2] for f in os.listdir(RUNTIME) if f.endswith(".c"))
+    assert files == sorted(HELPERS + ["prelude"])
+    for name in HELPERS:
+        text = _read(name)
+        assert text.startswith("/*"), name
+        assert "{{" not in text and "{%" not in text, name
+        assert text.count("static inline") == 1, name
+        assert f" bpg_{name}(" in text, name
+
+
+@needs_gcc
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+def test_all_helpers_compile(dtype):
+    _syntax_check(_source(), DTYPES[dtype])
+
+
+@needs_gcc
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+@pytest.mark.parametrize("helper", HELPERS)
+def test_each_helper_compiles_alone(dtype, helper):
+    _syntax_check(_source([helper]), DTYPES[dtype])
+
+
+# ---- numerics (float64) through a small cffi extension ----
+
+CDEF = """
+double w_sigmoid(double z);
+double w_softplus(double z);
+void w_gemm_nn(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
+void w_gemm_tn(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
+void w_gemm_nt(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
+void w_colsum(int64_t R, int64_t C, const double *A, double *out);
+void w_rowsum(int64_t R, int64_t C, const double *A, double *out);
+void w_sumall(int64_t R, int64_t C, const double *A, double *out);
+void w_rowmax(int64_t R, int64_t C, const double *A, double *out);
+void w_copy_cols(int64_t R, int64_t W, const double *A, int64_t CA, int64_t from,
+                 double *B, int64_t CB, int64_t to);
+"""
+
+WRAPPERS = """
+double w_sigmoid(double z) { return bpg_sigmoid(z); }
+double w_softplus(double z) { return bpg_softplus(z); }
+#define GEMM_WRAPPER(t) \\
+    void w_gemm_##t(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, \\
+                    double *C) { bpg_gemm_##t(M, Nc, K, A, B, C); }
+GEMM_WRAPPER(nn)
+GEMM_WRAPPER(tn)
+GEMM_WRAPPER(nt)
+#define REDUCE_WRAPPER(f) \\
+    void w_##f(int64_t R, int64_t C, const double *A, double *out) { bpg_##f(R, C, A, out); }
+REDUCE_WRAPPER(colsum)
+REDUCE_WRAPPER(rowsum)
+REDUCE_WRAPPER(sumall)
+REDUCE_WRAPPER(rowmax)
+void w_copy_cols(int64_t R, int64_t W, const double *A, int64_t CA, int64_t from,
+                 double *B, int64_t CB, int64_t to)
+{ bpg_copy_cols(R, W, A, CA, from, B, CB, to); }
+"""
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory):
+    """(ffi, lib) of the helpers compiled for float64."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not found")
+    cffi = pytest.importorskip("cffi")
+    tmp = tmp_path_factory.mktemp("c_runtime")
+    builder = cffi.FFI()
+    builder.cdef(CDEF)
+    builder.set_source("_bpg_runtime_test", _source() + WRAPPERS,
+                       extra_compile_args=BUILD_FLAGS)
+    path = builder.compile(tmpdir=str(tmp), verbose=False)
+    spec = importlib.util.spec_from_file_location("_bpg_runtime_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.ffi, mod.lib
+
+
+def _ptr(ffi, a):
+    assert a.dtype == np.float64 and a.flags.c_contiguous
+    return ffi.cast("double *", a.ctypes.data)
+
+
+def _rel_err(got, ref):
+    return np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-300)
+
+
+SHAPES = [(1, 1, 1), (1, 5, 3), (4, 1, 6), (3, 7, 1), (2, 3, 5), (9, 4, 13), (17, 11, 8)]
+
+
+@pytest.mark.parametrize("M,Nc,K", SHAPES)
+def test_gemm(rt, M, Nc, K):
+    ffi, lib = rt
+    rng = np.random.default_rng(M * 10000 + Nc * 100 + K)
+    A = rng.standard_normal((M, K))
+    B = rng.standard_normal((K, Nc))
+    cases = [(lib.w_gemm_nn, A, B),                                 # A · B
+             (lib.w_gemm_tn, np.ascontiguousarray(A.T), B),         # A stored (K x M)
+             (lib.w_gemm_nt, A, np.ascontiguousarray(B.T))]         # B stored (Nc x K)
+    ref = A @ B
+    for fn, a, b in cases:
+        C = np.full((M, Nc), np.nan)    # the helpers must overwrite, not accumulate
+        fn(M, Nc, K, _ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, C))
+        assert _rel_err(C, ref) < 1e-12, fn
+
+
+@pytest.mark.parametrize("R,C", [(1, 1), (1, 6), (5, 1), (4, 7), (13, 3)])
+def test_reductions(rt, R, C):
+    ffi, lib = rt
+    rng = np.random.default_rng(R * 100 + C)
+    A = rng.standard_normal((R, C)) - 3.0      # all-negative rows catch a 0-initialised max
+    for fn, ref in [(lib.w_colsum, A.sum(axis=0)), (lib.w_rowsum, A.sum(axis=1)),
+                    (lib.w_sumall, np.array([A.sum()])), (lib.w_rowmax, A.max(axis=1))]:
+        out = np.full(ref.shape, np.nan)
+        fn(R, C, _ptr(ffi, A), _ptr(ffi, out))
+        np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12, err_msg=str(fn))
+
+
+@pytest.mark.parametrize("R,W,CA,frm,CB,to", [(1, 1, 1, 0, 1, 0), (3, 2, 5, 1, 6, 4),
+                                              (4, 3, 3, 0, 7, 2), (2, 0, 3, 1, 3, 1)])
+def test_copy_cols(rt, R, W, CA, frm, CB, to):
+    ffi, lib = rt
+    rng = np.random.default_rng(R + W + CA)
+    A = rng.standard_normal((R, CA))
+    B = rng.standard_normal((R, CB))
+    ref = B.copy()
+    ref[:, to:to + W] = A[:, frm:frm + W]
+    lib.w_copy_cols(R, W, _ptr(ffi, A), CA, frm, _ptr(ffi, B), CB, to)
+    np.testing.assert_array_equal(B, ref)
+
+
+Z = [-800.0, -30.0, -1.0, 0.0, 1.0, 30.0, 800.0]
+
+
+def test_sigmoid(rt):
+    _, lib = rt
+    z = np.array(Z)
+    got = np.array([lib.w_sigmoid(v) for v in Z])
+    with np.errstate(over="ignore"):
+        ref = 1 / (1 + np.exp(-z))
+    assert np.all(np.isfinite(got))
+    assert np.all((got >= 0) & (got <= 1))
+    np.testing.assert_allclose(got, ref, rtol=1e-14, atol=0)
+    assert got[Z.index(0.0)] == 0.5
+
+
+def test_softplus(rt):
+    _, lib = rt
+    got = np.array([lib.w_softplus(v) for v in Z])
+    ref = np.logaddexp(0, np.array(Z))
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, ref, rtol=1e-14, atol=0)
+    assert got[Z.index(800.0)] == 800.0
