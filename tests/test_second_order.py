@@ -94,6 +94,17 @@ _add("birnn_gru-bce-last-k2", seq("so_bigru_k", {"type": "birnn", "cell": "gru",
                                   BCE, "last", t=3, f=1, truncate=TRUNC), False,
      twin="birnn_gru-bce-last")
 
+_add("layernorm-tanh-sce", {
+    "name": "so_ln", "input": {"features": 3},
+    "layers": [{"type": "dense", "units": 4, "activation": "tanh"}, {"type": "layernorm"},
+               {"type": "dense", "units": 3}],
+    "loss": SCE, "regularization": {"l2": 0.02}}, True)
+_add("rnn-layernorm-mse-all", {
+    "name": "so_rnn_ln", "input": {"features": 2, "steps": 3},
+    "layers": [{"type": "rnn", "units": 3}, {"type": "layernorm"},
+               {"type": "dense", "units": K}],
+    "loss": "mse"}, True)
+
 F32_CASES = {
     "dense-tanh-sce-f32": (_dense("tanh", SCE, l2=0.01, dtype="float32"), True),
     "lstm-mse-all-f32": (seq("so_lstm32", {"type": "lstm", "units": 2}, "mse", "all",
