@@ -34,6 +34,14 @@ typedef double real;
 #define BPG_FABS fabs
 #endif
 
+/* out (1 x C) = 1ᵀ · A: column sums */
+static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
+{
+    for (int64_t c = 0; c < C; c++) out[c] = 0;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = 0; c < C; c++) out[c] += A[r * C + c];
+}
+
 /* C (M x Nc) = A (M x K) · B (K x Nc); row-major; i-k-j order keeps B and C rows contiguous */
 static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
@@ -44,21 +52,6 @@ static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
         for (int64_t k = 0; k < K; k++) {
             const real a = A[i * K + k];
             const real *restrict b = B + k * Nc;
-            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
-        }
-    }
-}
-
-/* C (M x Nc) = Aᵀ · B with A stored (K x M), B (K x Nc): k-i-j order, rows contiguous */
-static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
-                               const real *restrict A, const real *restrict B, real *restrict C)
-{
-    memset(C, 0, sizeof(real) * (size_t)(M * Nc));
-    for (int64_t k = 0; k < K; k++) {
-        const real *restrict b = B + k * Nc;
-        for (int64_t i = 0; i < M; i++) {
-            const real a = A[k * M + i];
-            real *restrict c = C + i * Nc;
             for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
         }
     }
@@ -81,12 +74,29 @@ static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
-/* out (1 x C) = 1ᵀ · A: column sums */
-static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
+/* C (M x Nc) = Aᵀ · B with A stored (K x M), B (K x Nc): k-i-j order, rows contiguous */
+static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
+                               const real *restrict A, const real *restrict B, real *restrict C)
 {
-    for (int64_t c = 0; c < C; c++) out[c] = 0;
-    for (int64_t r = 0; r < R; r++)
-        for (int64_t c = 0; c < C; c++) out[c] += A[r * C + c];
+    memset(C, 0, sizeof(real) * (size_t)(M * Nc));
+    for (int64_t k = 0; k < K; k++) {
+        const real *restrict b = B + k * Nc;
+        for (int64_t i = 0; i < M; i++) {
+            const real a = A[k * M + i];
+            real *restrict c = C + i * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
+/* out (R x 1) = the maximum of each row */
+static inline void bpg_rowmax(int64_t R, int64_t C, const real *restrict A, real *restrict out)
+{
+    for (int64_t r = 0; r < R; r++) {
+        real m = A[r * C];
+        for (int64_t c = 1; c < C; c++) m = A[r * C + c] > m ? A[r * C + c] : m;
+        out[r] = m;
+    }
 }
 
 /* out (R x 1) = A · 1: row sums, accumulated in double */
@@ -105,16 +115,6 @@ static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real
     double acc = 0;
     for (int64_t k = 0; k < R * C; k++) acc += A[k];
     out[0] = (real)acc;
-}
-
-/* out (R x 1) = the maximum of each row */
-static inline void bpg_rowmax(int64_t R, int64_t C, const real *restrict A, real *restrict out)
-{
-    for (int64_t r = 0; r < R; r++) {
-        real m = A[r * C];
-        for (int64_t c = 1; c < C; c++) m = A[r * C + c] > m ? A[r * C + c] : m;
-        out[r] = m;
-    }
 }
 
 /* ---- forward: workspace 80*N + 0 elements ---- */

@@ -349,6 +349,9 @@ def hessian_diag(params, x, y):
 
 def _layer_blocks(params, x, y):
     """The Hessian with only its within-layer blocks filled in."""
+    # the within-layer blocks are placed in a full matrix for now, so this
+    # needs N_PARAMS² entries like hessian()
+    _check_fits("hessian_diag / hessian_blocks", N_PARAMS * N_PARAMS)
     if not _CURV_LAYERS:
         return hessian(params, x, y)
     mats = _check_params(params)

@@ -34,12 +34,20 @@ typedef double real;
 #define BPG_FABS fabs
 #endif
 
-/* logistic function, stable for large |z| */
-static inline real bpg_sigmoid(real z)
+/* out (1 x C) = 1ᵀ · A: column sums */
+static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
-    if (z >= 0) return 1 / (1 + BPG_EXP(-z));
-    const real e = BPG_EXP(z);
-    return e / (1 + e);
+    for (int64_t c = 0; c < C; c++) out[c] = 0;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = 0; c < C; c++) out[c] += A[r * C + c];
+}
+
+/* columns [from, from+W) of A (R x CA) -> columns [to, to+W) of B (R x CB) */
+static inline void bpg_copy_cols(int64_t R, int64_t W, const real *restrict A, int64_t CA,
+                                 int64_t from, real *restrict B, int64_t CB, int64_t to)
+{
+    for (int64_t r = 0; r < R; r++)
+        memcpy(B + r * CB + to, A + r * CA + from, sizeof(real) * (size_t)W);
 }
 
 /* C (M x Nc) = A (M x K) · B (K x Nc); row-major; i-k-j order keeps B and C rows contiguous */
@@ -52,21 +60,6 @@ static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
         for (int64_t k = 0; k < K; k++) {
             const real a = A[i * K + k];
             const real *restrict b = B + k * Nc;
-            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
-        }
-    }
-}
-
-/* C (M x Nc) = Aᵀ · B with A stored (K x M), B (K x Nc): k-i-j order, rows contiguous */
-static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
-                               const real *restrict A, const real *restrict B, real *restrict C)
-{
-    memset(C, 0, sizeof(real) * (size_t)(M * Nc));
-    for (int64_t k = 0; k < K; k++) {
-        const real *restrict b = B + k * Nc;
-        for (int64_t i = 0; i < M; i++) {
-            const real a = A[k * M + i];
-            real *restrict c = C + i * Nc;
             for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
         }
     }
@@ -89,12 +82,27 @@ static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
-/* out (1 x C) = 1ᵀ · A: column sums */
-static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
+/* C (M x Nc) = Aᵀ · B with A stored (K x M), B (K x Nc): k-i-j order, rows contiguous */
+static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
+                               const real *restrict A, const real *restrict B, real *restrict C)
 {
-    for (int64_t c = 0; c < C; c++) out[c] = 0;
-    for (int64_t r = 0; r < R; r++)
-        for (int64_t c = 0; c < C; c++) out[c] += A[r * C + c];
+    memset(C, 0, sizeof(real) * (size_t)(M * Nc));
+    for (int64_t k = 0; k < K; k++) {
+        const real *restrict b = B + k * Nc;
+        for (int64_t i = 0; i < M; i++) {
+            const real a = A[k * M + i];
+            real *restrict c = C + i * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
+/* logistic function, stable for large |z| */
+static inline real bpg_sigmoid(real z)
+{
+    if (z >= 0) return 1 / (1 + BPG_EXP(-z));
+    const real e = BPG_EXP(z);
+    return e / (1 + e);
 }
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
@@ -103,14 +111,6 @@ static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real
     double acc = 0;
     for (int64_t k = 0; k < R * C; k++) acc += A[k];
     out[0] = (real)acc;
-}
-
-/* columns [from, from+W) of A (R x CA) -> columns [to, to+W) of B (R x CB) */
-static inline void bpg_copy_cols(int64_t R, int64_t W, const real *restrict A, int64_t CA,
-                                 int64_t from, real *restrict B, int64_t CB, int64_t to)
-{
-    for (int64_t r = 0; r < R; r++)
-        memcpy(B + r * CB + to, A + r * CA + from, sizeof(real) * (size_t)W);
 }
 
 /* ---- forward: workspace 3448*N + 0 elements ---- */

@@ -18,10 +18,10 @@ __all__ = ["CEmitter", "emit"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _env = environment(_HERE)
-#: the runtime helpers in the order they are pasted (a helper may call the
-#: ones before it)
-HELPERS = ("sigmoid", "softplus", "gemm_nn", "gemm_tn", "gemm_nt", "colsum", "rowsum",
-           "sumall", "copy_cols", "rowmax")
+#: the runtime helpers: one file each in runtime/ (besides the prelude); none
+#: calls another, so they are pasted in name order
+HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime"))
+                       if f.endswith(".c") and f != "prelude.c"))
 
 
 class CEmitter(Emitter):
