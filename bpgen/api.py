@@ -81,7 +81,7 @@ def build_sources(spec, backends=BACKENDS, out_dir=None, *, progress=None) -> li
     exts = []
     for gen in gens:
         if gen.c_source is not None:
-            from .cbuild import compile_extension
+            from .backends.c.build import compile_extension
             exts.append(compile_extension(gen, out_dir, progress=progress))
     for gen in gens:
         written += write_sources(gen, out_dir)

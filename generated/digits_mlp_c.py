@@ -475,7 +475,7 @@ def _load_extension():
             break
     else:
         try:
-            from bpgen.cbuild import compile_c_file
+            from bpgen.backends.c.build import compile_c_file
         except ImportError:
             raise ImportError(f"{EXTENSION}: compiled extension not found next to "
                               f"{__file__}; run 'bpgen build' with --backend c") from None
