@@ -10,10 +10,13 @@
    matrix product is one call of bpg_gemm_*.  Equations: `·` matrix product,
    `⊙` elementwise product, `ᵀ` transpose, `1` ones.
 */
+#define BPG_BLAS
 
-/* Common prelude of the C runtime helpers: includes, constants and the
-   element type `real` with its math functions (double, or float when
-   BPG_FLOAT32 is defined before this file). */
+/* Common prelude of the C runtime helpers: includes, constants, the element
+   type `real` with its math functions (double, or float when BPG_FLOAT32 is
+   defined before this file), and the BLAS used for large matrix products
+   (OpenBLAS from the scipy-openblas32 wheel when BPG_BLAS is defined; its
+   symbols carry a scipy_ prefix, so it coexists with NumPy's own OpenBLAS). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -34,6 +37,54 @@ typedef double real;
 #define BPG_FABS fabs
 #endif
 
+/* Products with at least this many multiply-adds (M·Nc·K) go to the BLAS;
+   smaller ones run inline, where the call overhead would dominate (measured
+   crossovers, see docs/performance.md). */
+#ifndef BPG_BLAS_MIN_NN
+#define BPG_BLAS_MIN_NN 4096.0
+#endif
+#ifndef BPG_BLAS_MIN_TN
+#define BPG_BLAS_MIN_TN 4096.0
+#endif
+#ifndef BPG_BLAS_MIN_NT
+#define BPG_BLAS_MIN_NT 16384.0
+#endif
+
+#ifdef BPG_BLAS
+#include <cblas.h>
+#ifdef BPG_FLOAT32
+#define BPG_CBLAS_GEMM scipy_cblas_sgemm
+#else
+#define BPG_CBLAS_GEMM scipy_cblas_dgemm
+#endif
+/* C = op(A)·op(B) by the BLAS when the product is large enough (and its
+   sizes fit the BLAS's 32-bit integers); returns 0 to fall back inline. */
+static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                const real *A, const real *B, real *C, double min_madds)
+{
+    if ((double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
+        || K > INT32_MAX)
+        return 0;
+    BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                   (blasint)M, (blasint)Nc, (blasint)K, 1, A, (blasint)(ta ? M : K),
+                   B, (blasint)(tb ? K : Nc), 0, C, (blasint)Nc);
+    return 1;
+}
+
+/* the number of BLAS threads (1 unless the user asks, see the wrapper) */
+void bpg_set_threads(int n)
+{
+    scipy_openblas_set_num_threads(n);
+}
+#else
+#define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+
+void bpg_set_threads(int n)
+{
+    (void)n;
+}
+#endif
+
 /* out (1 x C) = 1ᵀ · A: column sums */
 static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
@@ -46,6 +97,7 @@ static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real
 static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
 {
+    if (bpg_blas_gemm(0, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_NN)) return;
     for (int64_t i = 0; i < M; i++) {
         real *restrict c = C + i * Nc;
         for (int64_t j = 0; j < Nc; j++) c[j] = 0;
@@ -61,6 +113,7 @@ static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
 static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
 {
+    if (bpg_blas_gemm(0, 1, M, Nc, K, A, B, C, BPG_BLAS_MIN_NT)) return;
     for (int64_t i = 0; i < M; i++) {
         const real *restrict a = A + i * K;
         for (int64_t j = 0; j < Nc; j++) {
@@ -78,6 +131,7 @@ static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
 static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
 {
+    if (bpg_blas_gemm(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     memset(C, 0, sizeof(real) * (size_t)(M * Nc));
     for (int64_t k = 0; k < K; k++) {
         const real *restrict b = B + k * Nc;

@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_mlp.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_mlp_c.c, compiled through cffi into
-_bpgen_digits_mlp_69250a7f11d2) then never reads or writes out of bounds.
+_bpgen_digits_mlp_b4f7a61648bc) then never reads or writes out of bounds.
 """
 import collections
 import collections.abc
@@ -65,8 +65,8 @@ _OUTPUTS = {
     "grad_factors": [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 10, 0, 10)],
     "curvature": [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 32, 0, 32), (160, 0, 32, 0, 32), (192, 0, 32, 0, 32), (224, 0, 10, 0, 10), (234, 0, 10, 0, 10), (244, 0, 10, 0, 10), (254, 0, 10, 0, 10)],
 }
-EXTENSION = "_bpgen_digits_mlp_69250a7f11d2"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_curvature(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);"
+EXTENSION = "_bpgen_digits_mlp_b4f7a61648bc"
+CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_curvature(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_set_threads(int n);"
 C_FILE = "digits_mlp_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
@@ -487,6 +487,25 @@ def _load_extension():
 
 
 ffi, lib = _load_extension()
+
+
+def set_threads(n):
+    """The number of threads the BLAS may use for large matrix products
+    (1 unless set here or by the environment variable BPGEN_NUM_THREADS)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    lib.bpg_set_threads(n)
+
+
+def _threads_from_environment():
+    text = _os.environ.get("BPGEN_NUM_THREADS", "").strip() or "1"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"BPGEN_NUM_THREADS: expected a positive integer, got {text!r}") from None
+
+
+set_threads(_threads_from_environment())
 
 
 def _call(name, n, args):

@@ -4,7 +4,7 @@ Regenerate with: bpgen build sine_lstm.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (sine_lstm_c.c, compiled through cffi into
-_bpgen_sine_lstm_8748eef739b1) then never reads or writes out of bounds.
+_bpgen_sine_lstm_a04c32ddee2b) then never reads or writes out of bounds.
 """
 import collections
 import collections.abc
@@ -66,8 +66,8 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
     "grad_factors": [(0, 0, 20, 0, 1), (20, 0, 1280, 0, 64), (1300, 0, 320, 0, 16), (1620, 0, 320, 0, 16), (1940, 0, 20, 0, 1)],
 }
-EXTENSION = "_bpgen_sine_lstm_8748eef739b1"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);"
+EXTENSION = "_bpgen_sine_lstm_a04c32ddee2b"
+CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_set_threads(int n);"
 C_FILE = "sine_lstm_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
@@ -488,6 +488,25 @@ def _load_extension():
 
 
 ffi, lib = _load_extension()
+
+
+def set_threads(n):
+    """The number of threads the BLAS may use for large matrix products
+    (1 unless set here or by the environment variable BPGEN_NUM_THREADS)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    lib.bpg_set_threads(n)
+
+
+def _threads_from_environment():
+    text = _os.environ.get("BPGEN_NUM_THREADS", "").strip() or "1"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"BPGEN_NUM_THREADS: expected a positive integer, got {text!r}") from None
+
+
+set_threads(_threads_from_environment())
 
 
 def _call(name, n, args):

@@ -8,6 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from bpgen.backends.c.build import BUILD
+
 RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "bpgen", "backends", "c", "runtime")
 HELPERS = ["sigmoid", "softplus", "gemm_nn", "gemm_tn", "gemm_nt", "colsum", "rowsum",
@@ -96,19 +98,38 @@ void w_copy_cols(int64_t R, int64_t W, const double *A, int64_t CA, int64_t from
 """
 
 
-@pytest.fixture(scope="module")
-def rt(tmp_path_factory):
-    """(ffi, lib) of the helpers compiled for float64."""
+@needs_gcc
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+def test_all_helpers_compile_with_the_blas(dtype):
+    if not BUILD.blas:
+        pytest.skip("no BLAS configured (scipy-openblas32 is not installed)")
+    _syntax_check(_source(), DTYPES[dtype] + ["-DBPG_BLAS"]
+                  + [f"-I{d}" for d in BUILD.include_dirs])
+
+
+@pytest.fixture(scope="module", params=["inline", "blas"])
+def rt(request, tmp_path_factory):
+    """(ffi, lib) of the helpers compiled for float64: every product inline,
+    or every product through the BLAS (thresholds 0)."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc not found")
     cffi = pytest.importorskip("cffi")
+    blas = request.param == "blas"
+    if blas and not BUILD.blas:
+        pytest.skip("no BLAS configured (scipy-openblas32 is not installed)")
     tmp = tmp_path_factory.mktemp("c_runtime")
+    name = f"_bpg_runtime_test_{request.param}"
     builder = cffi.FFI()
     builder.cdef(CDEF)
-    builder.set_source("_bpg_runtime_test", _source() + WRAPPERS,
-                       extra_compile_args=BUILD_FLAGS)
+    defines = ("#define BPG_BLAS\n#define BPG_BLAS_MIN_NN 0\n#define BPG_BLAS_MIN_TN 0\n"
+               "#define BPG_BLAS_MIN_NT 0\n") if blas else ""
+    builder.set_source(name, defines + _source() + WRAPPERS, extra_compile_args=BUILD_FLAGS,
+                       include_dirs=list(BUILD.include_dirs) if blas else [],
+                       library_dirs=list(BUILD.library_dirs) if blas else [],
+                       libraries=list(BUILD.libraries) if blas else [],
+                       extra_link_args=BUILD.link_args if blas else [])
     path = builder.compile(tmpdir=str(tmp), verbose=False)
-    spec = importlib.util.spec_from_file_location("_bpg_runtime_test", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.ffi, mod.lib

@@ -23,19 +23,54 @@ __all__ = ["BuildConfig", "BUILD", "compile_extension", "compile_c_file", "cache
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """How every generated extension is compiled."""
+    """How every generated extension is compiled and linked.
+
+    ``blas`` names the BLAS that large matrix products go to (``None``:
+    every product runs inline); its directories come from the installed
+    wheel.  ``key()`` (flags and library names) is hashed into extension
+    names; ``cache_key()`` adds what differs between installations
+    (directories, library version, Python ABI)."""
     cflags: tuple = ("-O2", "-std=gnu99", "-fopenmp-simd", "-Wall", "-Wno-unused-variable",
                      "-Wno-unused-function", "-Wno-unused-but-set-variable")
+    blas: str | None = None
+    blas_version: str = ""
+    include_dirs: tuple = ()
+    library_dirs: tuple = ()
     libraries: tuple = ()
 
     def key(self) -> str:
-        """The configuration as text (hashed into extension names; the cache
-        key adds the Python version and ABI)."""
-        return repr((self.cflags, self.libraries))
+        return repr((self.cflags, self.blas, self.libraries))
+
+    def cache_key(self) -> str:
+        return repr((self.key(), self.blas_version, self.include_dirs, self.library_dirs,
+                     sys.version, _suffix()))
+
+    @property
+    def defines(self) -> tuple:
+        """Macros the generated C starts with."""
+        return ("BPG_BLAS",) if self.blas else ()
+
+    @property
+    def link_args(self) -> list:
+        # find the BLAS where it was found at build time, wherever the module goes
+        return [f"-Wl,-rpath,{d}" for d in self.library_dirs]
+
+
+def default_config() -> BuildConfig:
+    """OpenBLAS from the scipy-openblas32 wheel (a dependency of bpgen), or
+    no BLAS when it is not importable (every product then runs inline)."""
+    try:
+        import scipy_openblas32 as ob
+        from importlib.metadata import version
+    except ImportError:
+        return BuildConfig()
+    return BuildConfig(blas="scipy-openblas32", blas_version=version("scipy-openblas32"),
+                       include_dirs=(ob.get_include_dir(),), library_dirs=(ob.get_lib_dir(),),
+                       libraries=(ob.get_library(),))
 
 
 #: the configuration generated modules are built with
-BUILD = BuildConfig()
+BUILD = default_config()
 
 
 def cache_dir() -> str:
@@ -49,7 +84,7 @@ def _suffix() -> str:
 
 def _key(c_source: str, cdef: str, ext_name: str, config: BuildConfig) -> str:
     h = hashlib.sha256()
-    for part in (c_source, cdef, ext_name, config.key(), sys.version, _suffix()):
+    for part in (c_source, cdef, ext_name, config.cache_key()):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:32]
@@ -70,7 +105,9 @@ def _compile(c_source: str, cdef: str, ext_name: str, config: BuildConfig = BUIL
         ffib = cffi.FFI()
         ffib.cdef(cdef)
         ffib.set_source(ext_name, c_source, extra_compile_args=list(config.cflags),
-                        libraries=list(config.libraries))
+                        include_dirs=list(config.include_dirs),
+                        library_dirs=list(config.library_dirs),
+                        libraries=list(config.libraries), extra_link_args=config.link_args)
         if progress:
             progress(f"compiling {ext_name} (C, cffi)")
         log = io.StringIO()

@@ -99,8 +99,9 @@ def emit(derived: Derived, module: str) -> tuple:
     ctype = "double" if spec.dtype == "float64" else "float"
     c_source = _env.get_template("module.c.j2").render(
         **common, functions=functions, runtime=runtime,
-        defines=["BPG_FLOAT32"] if spec.dtype == "float32" else [])
-    cdef = "\n".join(f"{f['signature']};" for f in functions).replace("restrict ", "")
+        defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else []) + list(BUILD.defines))
+    cdef = "\n".join([f"{f['signature']};" for f in functions]
+                     + ["void bpg_set_threads(int n);"]).replace("restrict ", "")
     cdef = cdef.replace("real", ctype)
     # named by the code's own hash and the build configuration: a changed
     # generator or compiler flag never reuses a stale extension

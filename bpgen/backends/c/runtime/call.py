@@ -40,6 +40,25 @@ def _load_extension():
 ffi, lib = _load_extension()
 
 
+def set_threads(n):
+    """The number of threads the BLAS may use for large matrix products
+    (1 unless set here or by the environment variable BPGEN_NUM_THREADS)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    lib.bpg_set_threads(n)
+
+
+def _threads_from_environment():
+    text = _os.environ.get("BPGEN_NUM_THREADS", "").strip() or "1"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"BPGEN_NUM_THREADS: expected a positive integer, got {text!r}") from None
+
+
+set_threads(_threads_from_environment())
+
+
 def _call(name, n, args):
     """Run ``bpg_<name>``: the flat output buffer (every input has been
     checked by the API before, so the C code stays in bounds)."""

@@ -2,6 +2,7 @@
 static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
 {
+    if (bpg_blas_gemm(0, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_NN)) return;
     for (int64_t i = 0; i < M; i++) {
         real *restrict c = C + i * Nc;
         for (int64_t j = 0; j < Nc; j++) c[j] = 0;

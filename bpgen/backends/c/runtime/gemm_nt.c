@@ -2,6 +2,7 @@
 static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
 {
+    if (bpg_blas_gemm(0, 1, M, Nc, K, A, B, C, BPG_BLAS_MIN_NT)) return;
     for (int64_t i = 0; i < M; i++) {
         const real *restrict a = A + i * K;
         for (int64_t j = 0; j < Nc; j++) {

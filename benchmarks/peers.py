@@ -1,0 +1,204 @@
+"""JAX and PyTorch peers for benchmarks/run.py: the same loss and gradient, written by hand.
+
+Each peer takes a bpgen architecture dict, bpgen parameters (a dict of NumPy
+arrays keyed like ``PARAM_SHAPES``) and the data (x, y), and returns
+``(call, read)``: ``call()`` computes the loss and the gradients (the timed
+part) and ``read(call())`` turns its result into ``(loss, grads)`` like
+``loss_and_grad`` returns, for checking.
+
+Supported architectures: ``dense`` layers on a flat input, or one ``rnn``
+(tanh) or ``lstm`` layer followed by ``dense`` layers at every step; the
+losses ``softmax_cross_entropy`` (flat input) and ``mse`` (mean over samples,
+and over steps with ``steps: all``); no regularization.  Sequences are
+processed time-major, like bpgen does: x (N, T, F) -> (T, N, F).
+
+Import this module after the thread environment variables are set.
+"""
+import numpy as np
+
+try:
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+    jax.config.update("jax_enable_x64", True)
+except ImportError:
+    jax = None
+
+try:
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:        # only allowed before any inter-op work started
+        pass
+except ImportError:
+    torch = None
+
+CE = "softmax_cross_entropy"
+
+
+def _layers(arch):
+    """[(layer name, type, activation)] of an architecture, refusing what the peers lack."""
+    if arch.get("regularization") or arch.get("bptt"):
+        raise NotImplementedError("peers: regularization and bptt are not implemented")
+    out = []
+    for i, layer in enumerate(arch["layers"]):
+        kind, act = layer["type"], layer.get("activation")
+        if kind not in ("dense", "rnn", "lstm") or (kind == "rnn" and act not in (None, "tanh")):
+            raise NotImplementedError(f"peers: layer {layer} is not implemented")
+        default = "tanh" if kind == "rnn" else "identity"
+        out.append((layer.get("name", f"l{i}"), kind, act or default))
+    return out
+
+
+def _is_sequence(arch):
+    return "steps" in arch["input"]
+
+
+# --------------------------------------------------------------------------- JAX
+
+def jax_peer(arch, params, x, y):
+    """``jax.jit(jax.value_and_grad(loss))`` on the same parameters and data."""
+    layers = _layers(arch)
+    acts = {"identity": lambda z: z, "tanh": jnp.tanh, "relu": jax.nn.relu,
+            "sigmoid": jax.nn.sigmoid}
+    sequence = _is_sequence(arch)
+
+    def elman(P, name, xs):
+        xw = xs @ P[name + ".Wx"] + P[name + ".b"]           # every step at once
+        wh = P[name + ".Wh"]
+
+        def step(h, a):
+            h = jnp.tanh(a + h @ wh)
+            return h, h
+        h0 = jnp.zeros(xw.shape[1:2] + wh.shape[:1], xw.dtype)
+        return lax.scan(step, h0, xw)[1]
+
+    def lstm(P, name, xs):
+        xw = xs @ P[name + ".Wx"] + P[name + ".b"]
+        wh = P[name + ".Wh"]
+
+        def step(state, a):
+            h, c = state
+            i, f, g, o = jnp.split(a + h @ wh, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+        h0 = jnp.zeros(xw.shape[1:2] + wh.shape[:1], xw.dtype)
+        return lax.scan(step, (h0, h0), xw)[1]
+
+    def loss_fn(P, x, y):
+        h = jnp.swapaxes(x, 0, 1) if sequence else x
+        for name, kind, act in layers:
+            if kind == "dense":
+                h = acts[act](h @ P[name + ".W"] + P[name + ".b"])
+            else:
+                h = (elman if kind == "rnn" else lstm)(P, name, h)
+        if arch["loss"] == CE:
+            logp = jax.nn.log_softmax(h, axis=-1)
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+        if sequence:
+            y = jnp.swapaxes(y, 0, 1)
+        return 0.5 * jnp.mean(jnp.sum((h - y) ** 2, axis=-1))
+
+    f = jax.jit(jax.value_and_grad(loss_fn))
+    P = {k: jnp.asarray(v) for k, v in params.items()}
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    def call():
+        return jax.block_until_ready(f(P, xj, yj))
+
+    def read(result):
+        loss, grads = result
+        return float(loss), {k: np.asarray(g) for k, g in grads.items()}
+    return call, read
+
+
+# ----------------------------------------------------------------------- PyTorch
+
+def torch_peer(arch, params, x, y):
+    """PyTorch eager autograd: the loss from leaf tensors, then torch.autograd.grad."""
+    if arch["dtype"] == "float32" and [kind for _, kind, _ in _layers(arch)][:1] == ["lstm"]:
+        return torch_fused_lstm_peer(arch, params, x, y)
+    layers = _layers(arch)
+    acts = {"identity": lambda z: z, "tanh": torch.tanh, "relu": F.relu,
+            "sigmoid": torch.sigmoid}
+    sequence = _is_sequence(arch)
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    keys, leaves = list(P), list(P.values())
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def recurrent(name, kind, xs):
+        xw = xs @ P[name + ".Wx"] + P[name + ".b"]             # every step at once
+        wh = P[name + ".Wh"]
+        h = c = xw.new_zeros(xw.shape[1], wh.shape[0])
+        hs = []
+        for a in xw:
+            if kind == "rnn":
+                h = torch.tanh(a + h @ wh)
+            else:
+                i, f, g, o = (a + h @ wh).chunk(4, dim=-1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(h)
+        return torch.stack(hs)
+
+    def call():
+        h = xt.transpose(0, 1) if sequence else xt
+        for name, kind, act in layers:
+            if kind == "dense":
+                h = acts[act](h @ P[name + ".W"] + P[name + ".b"])
+            else:
+                h = recurrent(name, kind, h)
+        if arch["loss"] == CE:
+            loss = F.cross_entropy(h, yt)
+        else:
+            target = yt.transpose(0, 1) if sequence else yt
+            loss = 0.5 * ((h - target) ** 2).sum(-1).mean()
+        return loss, torch.autograd.grad(loss, leaves)
+
+    def read(result):
+        loss, grads = result
+        return loss.item(), {k: g.numpy() for k, g in zip(keys, grads)}
+    return call, read
+
+
+def torch_fused_lstm_peer(arch, params, x, y):
+    """An LSTM followed by dense layers, with the fused ``torch.nn.LSTM``.
+
+    bpgen's LSTM has one bias b (4H,) and the gate order i, f, g, o, like
+    PyTorch, which computes x W_ih^T + b_ih + h W_hh^T + b_hh: so W_ih = Wx^T,
+    W_hh = Wh^T, b_ih = b and b_hh = 0 (held fixed).
+    """
+    (name, _, _), *head = _layers(arch)
+    if any(kind != "dense" for _, kind, _ in head) or arch["loss"] == CE:
+        raise NotImplementedError("peers: the fused LSTM takes dense layers and mse after it")
+    acts = {"identity": lambda z: z, "tanh": torch.tanh, "relu": F.relu}
+    wx = params[name + ".Wx"]
+    lstm = torch.nn.LSTM(wx.shape[0], wx.shape[1] // 4, batch_first=True,
+                         dtype=getattr(torch, arch["dtype"]))
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(torch.from_numpy(wx.T))
+        lstm.weight_hh_l0.copy_(torch.from_numpy(params[name + ".Wh"].T))
+        lstm.bias_ih_l0.copy_(torch.from_numpy(params[name + ".b"]))
+        lstm.bias_hh_l0.zero_()
+    lstm.bias_hh_l0.requires_grad_(False)
+    P = {k: torch.tensor(params[k], requires_grad=True)
+         for n, _, _ in head for k in (n + ".W", n + ".b")}
+    keys = [name + ".Wx", name + ".Wh", name + ".b"] + list(P)
+    leaves = [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0] + list(P.values())
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def call():
+        h = lstm(xt)[0]                                       # (N, T, H), batch-first
+        for n, _, act in head:
+            h = acts[act](h @ P[n + ".W"] + P[n + ".b"])
+        loss = 0.5 * ((h - yt) ** 2).sum(-1).mean()
+        return loss, torch.autograd.grad(loss, leaves)
+
+    def read(result):
+        loss, grads = result
+        grads = [g.T if k in keys[:2] else g for k, g in zip(keys, grads)]
+        return loss.item(), {k: np.ascontiguousarray(g.numpy()) for k, g in zip(keys, grads)}
+    return call, read

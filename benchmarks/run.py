@@ -1,0 +1,318 @@
+"""Benchmark bpgen's loss_and_grad against JAX and PyTorch, single threaded.
+
+Usage, from the repository root::
+
+    python benchmarks/run.py                       # full run, a few minutes
+    python benchmarks/run.py --quick               # 3 repeats instead of 7
+    python benchmarks/run.py --cases mlp_tiny,lstm --json results.json
+
+Method.  Everything runs in one process pinned to one CPU (the last one this
+process may use), with one BLAS / OpenMP / MKL / XLA / torch thread; the
+thread variables are only set when they are not already in the environment.
+Each case is an architecture (MLPs, Elman RNNs, LSTMs; see CASES) and a batch
+size N.  For each case the script:
+
+1. builds the bpgen C module into a temporary directory with an empty compile
+   cache, timing it (derive + emit + compile), then the NumPy module;
+2. computes ``loss_and_grad`` with bpgen C on the same parameters and data as
+   every other contender (bpgen NumPy; ``jax.jit(jax.value_and_grad(loss))``
+   with float64 enabled; PyTorch eager autograd; the JAX and PyTorch losses are
+   written by hand in benchmarks/peers.py) and prints the worst relative error
+   of the loss and gradients, ``max|a - b| / max|b|``, against bpgen C; an
+   error above 1e-6 (float64) or 1e-3 (float32) is flagged;
+3. times each contender: a warm-up of at least 3 calls and 0.2 s, then the
+   median over R repeats (7, or 3 with --quick) of a batch of calls sized to
+   take ~0.1 s, in microseconds per call;
+4. counts the floating-point operations of the matrix products in one
+   ``loss_and_grad`` (2·m·n·k per product, from bpgen's derived program; a
+   product inside a recurrent loop counts once per step) and divides them by
+   the machine's single-thread GEMM rate (NumPy, 1024×1024×1024, float64 or
+   float32 like the case) to get the "GEMM bound": the time of the products
+   alone at full GEMM speed.  "C frac" is this bound / bpgen C's time.
+
+"C / best" is bpgen C's time over the faster of JAX and PyTorch (below 1:
+bpgen C is faster).  A peer whose library is not installed is skipped with a
+note.  Finally the C wrapper's per-call overhead is measured: ``loss_and_grad``
+and ``forward`` on mlp_tiny with N=1.  --json FILE writes every number.
+"""
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")            # before NumPy, JAX or torch is imported
+if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
+                               "=false intra_op_parallelism_threads=1").strip()
+if hasattr(os, "sched_setaffinity"):
+    CPU = max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {CPU})
+else:
+    CPU = None
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import timeit  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import bpgen  # noqa: E402
+from bpgen.derivation import derive_all  # noqa: E402
+from bpgen.spec import load_spec  # noqa: E402
+
+from peers import jax, jax_peer, torch, torch_peer  # noqa: E402
+
+CE = "softmax_cross_entropy"
+
+
+def mlp(name, sizes, act, loss):
+    """Dense layers sizes[1:] on sizes[0] inputs: `act` on the hidden ones, identity last."""
+    layers = [{"type": "dense", "units": u, "activation": act} for u in sizes[1:-1]]
+    layers.append({"type": "dense", "units": sizes[-1]})
+    return {"name": name, "dtype": "float64", "input": {"features": sizes[0]},
+            "layers": layers, "loss": loss}
+
+
+def recurrent(name, cell, features, steps, units, out, dtype="float64"):
+    """A recurrent layer and a dense output at every step, mse over all steps."""
+    return {"name": name, "dtype": dtype, "input": {"features": features, "steps": steps},
+            "layers": [{"type": cell, "units": units}, {"type": "dense", "units": out}],
+            "loss": {"type": "mse", "steps": "all"}}
+
+
+CASES = {  # name -> (architecture, N)
+    "mlp_tiny": (mlp("mlp_tiny", [4, 16, 16, 3], "tanh", CE), 8),
+    "mlp_small": (mlp("mlp_small", [64, 128, 128, 10], "tanh", CE), 32),
+    "mlp_mnist": (mlp("mlp_mnist", [784, 256, 256, 10], "relu", CE), 128),
+    "mlp_wide": (mlp("mlp_wide", [1024, 2048, 2048, 1024], "tanh", "mse"), 256),
+    "elman_small": (recurrent("elman_small", "rnn", 8, 50, 32, 4), 16),
+    "elman_large": (recurrent("elman_large", "rnn", 64, 100, 256, 8), 32),
+    "lstm": (recurrent("lstm", "lstm", 32, 50, 128, 4), 16),
+    "lstm_f32": (recurrent("lstm_f32", "lstm", 32, 50, 128, 4, "float32"), 16),
+}
+PEERS = {"JAX": (jax, jax_peer), "PyTorch": (torch, torch_peer)}
+CONTENDERS = ("bpgen C", "bpgen NumPy") + tuple(PEERS)
+
+
+# ------------------------------------------------------------------ measuring
+
+def time_call(fn, repeats):
+    """Median seconds per call of fn(), after a warm-up (see the module docstring)."""
+    start, calls, fastest = time.perf_counter(), 0, float("inf")
+    while calls < 3 or time.perf_counter() - start < 0.2:
+        t0 = time.perf_counter()
+        fn()
+        fastest = min(fastest, time.perf_counter() - t0)
+        calls += 1
+    number = max(1, round(0.1 / fastest))
+    return statistics.median(timeit.Timer(fn).repeat(repeats, number)) / number
+
+
+def gemm_rate(dtype, repeats, size=1024):
+    """Single-thread NumPy matmul rate, FLOP/s, of two size x size matrices."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size)).astype(dtype) for _ in range(2))
+    return 2 * size**3 / time_call(lambda: a @ b, repeats)
+
+
+def matmul_flops(arch, n):
+    """FLOPs of the matrix products in one loss_and_grad at batch size n."""
+    prog = derive_all(load_spec(arch)).programs["loss_and_grad"]
+
+    def size(dim, seq):
+        if dim == seq:                  # a loop's per-step slice: N rows
+            return n
+        if isinstance(dim, int):
+            return dim
+        return int(np.prod([n if f.strip() == "N" else int(f) for f in dim.split("*")]))
+
+    total = 0
+    for op in prog.ops:
+        if op.prim != "matmul":
+            continue
+        loop = prog.loops[op.loop] if op.loop is not None else {"seq": None, "steps": 1}
+        m, cols = prog.vars[op.out].shape
+        inner = prog.vars[op.args[0]].shape[0 if op.attrs["ta"] else 1]
+        total += loop["steps"] * 2 * np.prod([size(d, loop["seq"]) for d in (m, cols, inner)])
+    return int(total)
+
+
+def make_data(arch, n, seed=0):
+    """Random x and y of the shapes loss_and_grad takes (labels for the cross-entropy)."""
+    rng = np.random.default_rng(seed)
+    inp, out = arch["input"], arch["layers"][-1]["units"]
+    rows = (n, inp["steps"]) if "steps" in inp else (n,)
+    x = rng.standard_normal(rows + (inp["features"],)).astype(arch["dtype"])
+    if arch["loss"] == CE:
+        return x, rng.integers(0, out, size=rows)
+    return x, rng.standard_normal(rows + (out,)).astype(arch["dtype"])
+
+
+def make_params(module, seed=0):
+    """init_params, with small random biases so that every gradient path is exercised."""
+    rng = np.random.default_rng(seed)
+    params = module.init_params(seed)
+    for key, value in params.items():
+        if key.endswith(".b"):
+            params[key] = (0.1 * rng.standard_normal(value.shape)).astype(value.dtype)
+    return params
+
+
+def rel_error(ref, other):
+    """Worst of the loss's and each gradient's max|a - b| / max|b|, b = ref."""
+    (loss_r, grads_r), (loss_o, grads_o) = ref, other
+    errors = [abs(loss_o - loss_r) / abs(loss_r)]
+    for key, g in grads_r.items():
+        errors.append(np.max(np.abs(np.asarray(grads_o[key]) - g)) / np.max(np.abs(g)))
+    return float(max(errors))
+
+
+def build_timed(arch, backend, out_dir):
+    """(module, seconds) of bpgen.build with an empty compile cache."""
+    saved = os.environ.get("BPGEN_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="bpgen_cache_") as cache:
+        os.environ["BPGEN_CACHE_DIR"] = cache
+        try:
+            t0 = time.perf_counter()
+            module = bpgen.build(arch, backend, out_dir=out_dir)
+            return module, time.perf_counter() - t0
+        finally:
+            if saved is None:
+                del os.environ["BPGEN_CACHE_DIR"]
+            else:
+                os.environ["BPGEN_CACHE_DIR"] = saved
+
+
+def run_case(name, arch, n, tmp, repeats, rates):
+    """Build, check and time one case; returns its row of results."""
+    print(f"{name}: building...", end=" ", flush=True)
+    out_dir = os.path.join(tmp, name)
+    mc, build_c = build_timed(arch, "c", out_dir)
+    mn, build_numpy = build_timed(arch, "numpy", out_dir)
+    params = make_params(mc)
+    x, y = make_data(arch, n)
+
+    calls = {"bpgen C": lambda: mc.loss_and_grad(params, x, y),
+             "bpgen NumPy": lambda: mn.loss_and_grad(params, x, y)}
+    reads = {"bpgen C": lambda r: r, "bpgen NumPy": lambda r: r}
+    for peer, (library, make_peer) in PEERS.items():
+        if library is not None:
+            calls[peer], reads[peer] = make_peer(arch, params, x, y)
+    ref = calls["bpgen C"]()
+    tol = 1e-3 if arch["dtype"] == "float32" else 1e-6
+    errors = {who: rel_error(ref, reads[who](call())) for who, call in calls.items()
+              if who != "bpgen C"}
+    print(f"C {build_c:.1f} s, NumPy {build_numpy:.2f} s; worst relative error vs bpgen C: "
+          + ", ".join(f"{who} {e:.1e}" + (" DISAGREES" if e > tol else "")
+                      for who, e in errors.items()), flush=True)
+
+    times = {who: time_call(call, repeats) for who, call in calls.items()}
+    flops = matmul_flops(arch, n)
+    bound = flops / rates[arch["dtype"]]
+    peers = [times[p] for p in PEERS if p in times]
+    return {"case": name, "N": n, "dtype": arch["dtype"],
+            "us": {who: t * 1e6 for who, t in times.items()},
+            "rel_error_vs_c": errors, "disagrees": [w for w, e in errors.items() if e > tol],
+            "c_over_best_peer": times["bpgen C"] / min(peers) if peers else None,
+            "matmul_flops": flops, "gemm_bound_us": bound * 1e6,
+            "c_fraction_of_gemm": bound / times["bpgen C"],
+            "build_c_s": build_c, "build_numpy_s": build_numpy}
+
+
+def overhead(tmp, repeats):
+    """Median µs per call of the C wrapper on mlp_tiny with N=1 (compute is negligible)."""
+    arch = CASES["mlp_tiny"][0]
+    mc = bpgen.build(arch, "c", out_dir=os.path.join(tmp, "overhead"))
+    params = mc.init_params(0)
+    x, y = make_data(arch, 1)
+    return {"loss_and_grad": time_call(lambda: mc.loss_and_grad(params, x, y), repeats) * 1e6,
+            "forward": time_call(lambda: mc.forward(params, x), repeats) * 1e6}
+
+
+# ------------------------------------------------------------------- reporting
+
+def machine():
+    """The machine and library versions, for the header."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": model or "unknown", "cores": os.cpu_count(), "pinned_cpu": CPU,
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "torch": torch.__version__ if torch else None,
+            "jax": jax.__version__ if jax else None}
+
+
+def fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows):
+    head = (f"{'case':<12} {'N':>4} {'bpgen C us':>11} {'NumPy us':>10} {'JAX us':>10} "
+            f"{'PyTorch us':>10} {'C/best':>7} {'GEMM bnd us':>11} {'C frac':>7} "
+            f"{'build C s':>9} {'build NumPy s':>13}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        us = r["us"]
+        flag = "  peer disagrees: " + ", ".join(r["disagrees"]) if r["disagrees"] else ""
+        print(f"{r['case']:<12} {r['N']:>4} {us['bpgen C']:>11.1f} {us['bpgen NumPy']:>10.1f} "
+              f"{fmt(us.get('JAX'), '.1f'):>10} {fmt(us.get('PyTorch'), '.1f'):>10} "
+              f"{fmt(r['c_over_best_peer'], '.2f'):>7} {r['gemm_bound_us']:>11.1f} "
+              f"{r['c_fraction_of_gemm']:>7.2f} {r['build_c_s']:>9.1f} "
+              f"{r['build_numpy_s']:>13.2f}{flag}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
+    ap.add_argument("--json", metavar="FILE", help="write every number to FILE")
+    ap.add_argument("--cases", help="comma-separated case names (default: all): "
+                    + ", ".join(CASES))
+    args = ap.parse_args()
+    names = args.cases.split(",") if args.cases else list(CASES)
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        ap.error(f"unknown case(s) {', '.join(unknown)}; expected some of {', '.join(CASES)}")
+    repeats = 3 if args.quick else 7
+
+    for peer, (library, _) in PEERS.items():
+        if library is None:
+            print(f"note: {peer} is not installed, so its column is skipped")
+    rates = {dtype: gemm_rate(dtype, repeats) for dtype in ("float64", "float32")}
+    info = machine()
+    print(f"{info['cpu']}, {info['cores']} cores (pinned to CPU {info['pinned_cpu']}, "
+          f"1 thread), {info['date']}; python {info['python']}, numpy {info['numpy']}, "
+          f"torch {info['torch'] or '-'}, jax {info['jax'] or '-'}; single-thread GEMM "
+          f"1024^3: float64 {rates['float64'] / 1e9:.1f} GFLOP/s, "
+          f"float32 {rates['float32'] / 1e9:.1f} GFLOP/s; median of {repeats} repeats\n")
+
+    with tempfile.TemporaryDirectory(prefix="bpgen_run_") as tmp:
+        rows = [run_case(name, *CASES[name], tmp, repeats, rates) for name in names]
+        print("\ntimes in us per loss_and_grad call; C/best = bpgen C / the faster of JAX "
+              "and PyTorch (< 1: C is faster);\nGEMM bnd = matrix-product FLOPs / GEMM rate; "
+              "C frac = GEMM bnd / bpgen C time\n")
+        print_table(rows)
+        wrapper = overhead(tmp, repeats)
+    print(f"\nC wrapper per-call overhead, mlp_tiny, N=1: loss_and_grad "
+          f"{wrapper['loss_and_grad']:.1f} us, forward {wrapper['forward']:.1f} us")
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "repeats": repeats,
+                       "gemm_gflops": {k: v / 1e9 for k, v in rates.items()},
+                       "cases": rows, "c_overhead_us": wrapper}, f, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
