@@ -30,6 +30,9 @@ size N.  For each case the script:
    float32 like the case) to get the "GEMM bound": the time of the products
    alone at full GEMM speed.  "C frac" is this bound / bpgen C's time.
 
+A row is flagged when the process got less than 90% of its CPU while timing
+(CPU time / wall time): another process was running on the same CPU.
+
 "C / best" is bpgen C's time over the faster of JAX and PyTorch (below 1:
 bpgen C is faster).  A peer whose library is not installed is skipped with a
 note.  Finally the C wrapper's per-call overhead is measured: ``loss_and_grad``
@@ -37,7 +40,7 @@ and ``forward`` on mlp_tiny with N=1.  --json FILE writes every number.
 """
 import os
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BPGEN_NUM_THREADS"):
     os.environ.setdefault(_var, "1")            # before NumPy, JAX or torch is imported
 if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
@@ -96,7 +99,6 @@ CASES = {  # name -> (architecture, N)
     "lstm_f32": (recurrent("lstm_f32", "lstm", 32, 50, 128, 4, "float32"), 16),
 }
 PEERS = {"JAX": (jax, jax_peer), "PyTorch": (torch, torch_peer)}
-CONTENDERS = ("bpgen C", "bpgen NumPy") + tuple(PEERS)
 
 
 # ------------------------------------------------------------------ measuring
@@ -211,7 +213,9 @@ def run_case(name, arch, n, tmp, repeats, rates):
           + ", ".join(f"{who} {e:.1e}" + (" DISAGREES" if e > tol else "")
                       for who, e in errors.items()), flush=True)
 
+    wall, cpu = time.perf_counter(), time.process_time()
     times = {who: time_call(call, repeats) for who, call in calls.items()}
+    cpu_share = (time.process_time() - cpu) / (time.perf_counter() - wall)
     flops = matmul_flops(arch, n)
     bound = flops / rates[arch["dtype"]]
     peers = [times[p] for p in PEERS if p in times]
@@ -221,7 +225,7 @@ def run_case(name, arch, n, tmp, repeats, rates):
             "c_over_best_peer": times["bpgen C"] / min(peers) if peers else None,
             "matmul_flops": flops, "gemm_bound_us": bound * 1e6,
             "c_fraction_of_gemm": bound / times["bpgen C"],
-            "build_c_s": build_c, "build_numpy_s": build_numpy}
+            "build_c_s": build_c, "build_numpy_s": build_numpy, "cpu_share": cpu_share}
 
 
 def overhead(tmp, repeats):
@@ -265,6 +269,8 @@ def print_table(rows):
     for r in rows:
         us = r["us"]
         flag = "  peer disagrees: " + ", ".join(r["disagrees"]) if r["disagrees"] else ""
+        if r["cpu_share"] < 0.9:
+            flag += f"  [the process had only {r['cpu_share']:.0%} of its CPU: contended]"
         print(f"{r['case']:<12} {r['N']:>4} {us['bpgen C']:>11.1f} {us['bpgen NumPy']:>10.1f} "
               f"{fmt(us.get('JAX'), '.1f'):>10} {fmt(us.get('PyTorch'), '.1f'):>10} "
               f"{fmt(r['c_over_best_peer'], '.2f'):>7} {r['gemm_bound_us']:>11.1f} "

@@ -37,17 +37,35 @@ typedef double real;
 #define BPG_FABS fabs
 #endif
 
+/* Vector versions of the math functions (glibc's libmvec, x86-64): declared
+   `omp declare simd`, the elementwise loops (`#pragma omp simd`, with
+   -fopenmp-simd) call them 2 (SSE2), 4 (AVX2) or 8 (AVX-512, with
+   -march=native) elements at a time.  Their error is a few ulp. */
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GLIBC_PREREQ)
+#if __GLIBC_PREREQ(2, 35)
+#define BPG_SIMD_MATH(f) _Pragma("omp declare simd notinbranch") double f(double); \
+    _Pragma("omp declare simd notinbranch") float f##f(float);
+BPG_SIMD_MATH(exp)
+BPG_SIMD_MATH(log)
+BPG_SIMD_MATH(log1p)
+BPG_SIMD_MATH(expm1)
+BPG_SIMD_MATH(tanh)
+BPG_SIMD_MATH(erf)
+#undef BPG_SIMD_MATH
+#endif
+#endif
+
 /* Products with at least this many multiply-adds (M·Nc·K) go to the BLAS;
    smaller ones run inline, where the call overhead would dominate (measured
    crossovers, see docs/performance.md). */
 #ifndef BPG_BLAS_MIN_NN
-#define BPG_BLAS_MIN_NN 4096.0
+#define BPG_BLAS_MIN_NN 16.0
 #endif
 #ifndef BPG_BLAS_MIN_TN
-#define BPG_BLAS_MIN_TN 4096.0
+#define BPG_BLAS_MIN_TN 128.0
 #endif
 #ifndef BPG_BLAS_MIN_NT
-#define BPG_BLAS_MIN_NT 16384.0
+#define BPG_BLAS_MIN_NT 512.0
 #endif
 
 #ifdef BPG_BLAS
@@ -186,6 +204,7 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, c
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
             l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
@@ -197,6 +216,7 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, c
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             l1_Z[k] = l1_XW[k] + l1_b[cc];
@@ -231,6 +251,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
             l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
@@ -242,6 +263,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             l1_Z[k] = l1_XW[k] + l1_b[cc];
@@ -252,6 +274,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
     /* exp(O - m), shifted for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             o_exp[k] = exp(l1_Z[k] - o_max[rr]);
@@ -261,25 +284,30 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
     /* o_expsum = o_exp·1 */
     bpg_rowsum(N, 10, o_exp, o_expsum);
     /* o_pick = l1_Z ⊙ y */
+    #pragma omp simd
     for (int64_t k = 0; k < 10*N; k++) o_pick[k] = l1_Z[k]*y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
     bpg_rowsum(N, 10, o_pick, o_label);
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) loss_terms[k] = -o_label[k] + o_max[k] + log(o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
     bpg_sumall(N, 1, loss_terms, loss_sum);
     /* l0_W_sq = l0_W^∘2 */
+    #pragma omp simd
     for (int64_t k = 0; k < 2048; k++) l0_W_sq[k] = ((l0_W[k])*(l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
     bpg_sumall(64, 32, l0_W_sq, l0_W_sqsum);
     /* l1_W_sq = l1_W^∘2 */
+    #pragma omp simd
     for (int64_t k = 0; k < 320; k++) l1_W_sq[k] = ((l1_W[k])*(l1_W[k]));
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
     bpg_sumall(32, 10, l1_W_sq, l1_W_sqsum);
     /* mean over samples (+ 0.5 λ Σ‖W‖²) */
     /* loss = 5e-05·l0_W_sqsum + 5e-05·l1_W_sqsum + loss_sum ⊙ 1/N */
+    #pragma omp simd
     for (int64_t k = 0; k < 1; k++) loss[k] = 5.0000000000000002e-5*l0_W_sqsum[0] + 5.0000000000000002e-5*l1_W_sqsum[0] + loss_sum[0]/((real)N);
 }
 
@@ -320,6 +348,7 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
             l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
@@ -331,6 +360,7 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             l1_Z[k] = l1_XW[k] + l1_b[cc];
@@ -341,6 +371,7 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* exp(O - m), shifted for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             o_exp[k] = exp(l1_Z[k] - o_max[rr]);
@@ -350,36 +381,43 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* o_expsum = o_exp·1 */
     bpg_rowsum(N, 10, o_exp, o_expsum);
     /* o_pick = l1_Z ⊙ y */
+    #pragma omp simd
     for (int64_t k = 0; k < 10*N; k++) o_pick[k] = l1_Z[k]*y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
     bpg_rowsum(N, 10, o_pick, o_label);
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) loss_terms[k] = -o_label[k] + o_max[k] + log(o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
     bpg_sumall(N, 1, loss_terms, loss_sum);
     /* l0_W_sq = l0_W^∘2 */
+    #pragma omp simd
     for (int64_t k = 0; k < 2048; k++) l0_W_sq[k] = ((l0_W[k])*(l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
     bpg_sumall(64, 32, l0_W_sq, l0_W_sqsum);
     /* l1_W_sq = l1_W^∘2 */
+    #pragma omp simd
     for (int64_t k = 0; k < 320; k++) l1_W_sq[k] = ((l1_W[k])*(l1_W[k]));
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
     bpg_sumall(32, 10, l1_W_sq, l1_W_sqsum);
     /* mean over samples (+ 0.5 λ Σ‖W‖²) */
     /* loss = 5e-05·l0_W_sqsum + 5e-05·l1_W_sqsum + loss_sum ⊙ 1/N */
+    #pragma omp simd
     for (int64_t k = 0; k < 1; k++) loss[k] = 5.0000000000000002e-5*l0_W_sqsum[0] + 5.0000000000000002e-5*l1_W_sqsum[0] + loss_sum[0]/((real)N);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation Z = X·W + 1·b) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             d_l1_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
@@ -398,6 +436,7 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
+    #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
@@ -412,8 +451,10 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
 
     /* total gradients */
     /* d_l0_W_2 = d_l0_W_1 + 0.0001·l0_W */
+    #pragma omp simd
     for (int64_t k = 0; k < 2048; k++) d_l0_W_2[k] = d_l0_W_1[k] + 0.0001*l0_W[k];
     /* d_l1_W_2 = d_l1_W_1 + 0.0001·l1_W */
+    #pragma omp simd
     for (int64_t k = 0; k < 320; k++) d_l1_W_2[k] = d_l1_W_1[k] + 0.0001*l1_W[k];
 }
 
@@ -458,6 +499,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
             l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
@@ -465,6 +507,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     }
     /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
             r_l0_A[k] = (1 - ((l0_A[k])*(l0_A[k])))*(r_l0_XW_b[k] + v_l0_b[cc]);
@@ -480,6 +523,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             l1_Z[k] = l1_XW[k] + l1_b[cc];
@@ -490,6 +534,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* exp(O - m), shifted for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             o_exp[k] = exp(l1_Z[k] - o_max[rr]);
@@ -497,6 +542,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     }
     /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             r_o_exp[k] = o_exp[k]*(r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[cc]);
@@ -511,14 +557,17 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
 
     /* Grad of: o_exp = exp(l1_Z - o_max) */
     /*   (exp(O - m), shifted for stability) */
     /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             r_d_l1_Z_1[k] = d_o_expsum[rr]*r_o_exp[k] + o_exp[k]*r_d_o_expsum[rr];
@@ -529,6 +578,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /*   (l1: pre-activation Z = X·W + 1·b) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             d_l1_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
@@ -553,6 +603,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2·d_l0_A ⊙ l0_A ⊙ r_l0_A */
+    #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) r_d_l0_Z[k] = -2*d_l0_A[k]*l0_A[k]*r_l0_A[k] + (1 - ((l0_A[k])*(l0_A[k])))*(r_d_l0_A_a[k] + r_d_l0_A_b[k]);
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
@@ -567,8 +618,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 
     /* total gradients */
     /* r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001·v_l0_W */
+    #pragma omp simd
     for (int64_t k = 0; k < 2048; k++) r_d_l0_W_2[k] = r_d_l0_W_1_b[k] + 0.0001*v_l0_W[k];
     /* r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001·v_l1_W */
+    #pragma omp simd
     for (int64_t k = 0; k < 320; k++) r_d_l1_W_2[k] = r_d_l1_W_1_a[k] + r_d_l1_W_1_b[k] + 0.0001*v_l1_W[k];
 }
 
@@ -609,6 +662,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
             l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
@@ -616,6 +670,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     }
     /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
             r_l0_A[k] = (1 - ((l0_A[k])*(l0_A[k])))*(r_l0_XW_b[k] + v_l0_b[cc]);
@@ -631,6 +686,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             l1_Z[k] = l1_XW[k] + l1_b[cc];
@@ -641,6 +697,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* exp(O - m), shifted for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             o_exp[k] = exp(l1_Z[k] - o_max[rr]);
@@ -648,6 +705,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     }
     /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             r_o_exp[k] = o_exp[k]*(r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[cc]);
@@ -662,14 +720,17 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
 
     /* Grad of: o_exp = exp(l1_Z - o_max) */
     /*   (exp(O - m), shifted for stability) */
     /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             r_d_l1_Z_1[k] = d_o_expsum[rr]*r_o_exp[k] + o_exp[k]*r_d_o_expsum[rr];
@@ -691,6 +752,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
+    #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
@@ -705,8 +767,10 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
 
     /* total gradients */
     /* gv_l0_W = d_l0_W_1 + 0.0001·v_l0_W */
+    #pragma omp simd
     for (int64_t k = 0; k < 2048; k++) gv_l0_W[k] = d_l0_W_1[k] + 0.0001*v_l0_W[k];
     /* gv_l1_W = d_l1_W_1 + 0.0001·v_l1_W */
+    #pragma omp simd
     for (int64_t k = 0; k < 320; k++) gv_l1_W[k] = d_l1_W_1[k] + 0.0001*v_l1_W[k];
 }
 
@@ -733,6 +797,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
             l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
@@ -744,6 +809,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             l1_Z[k] = l1_XW[k] + l1_b[cc];
@@ -754,6 +820,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* exp(O - m), shifted for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             o_exp[k] = exp(l1_Z[k] - o_max[rr]);
@@ -766,12 +833,14 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation Z = X·W + 1·b) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             d_l1_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
@@ -786,10 +855,12 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
+    #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
 
     /* total gradients */
     /* x_factor = x */
+    #pragma omp simd
     for (int64_t k = 0; k < 64*N; k++) x_factor[k] = x[k];
 }
 
@@ -822,6 +893,7 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     /* l0: pre-activation Z = X·W + 1·b */
     /* l0_Z = l0_XW + l0_b */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
             l0_Z[k] = l0_XW[k] + l0_b[cc];
@@ -829,6 +901,7 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     }
     /* l0: activation tanh */
     /* l0_A = tanh(l0_Z) */
+    #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) l0_A[k] = tanh(l0_Z[k]);
     /* l1: affine part */
     /* l1_XW = l0_A·l1_W */
@@ -836,6 +909,7 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             l1_Z[k] = l1_XW[k] + l1_b[cc];
@@ -846,6 +920,7 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     /* exp(O - m), shifted for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             o_exp[k] = exp(l1_Z[k] - o_max[rr]);
@@ -858,12 +933,14 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation Z = X·W + 1·b) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             d_l1_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
@@ -878,21 +955,28 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     /* Grad of: l0_A = tanh(l0_Z) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
+    #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
 
     /* total gradients */
     /* l0_d1 = 1 - tanh(l0_Z)^∘2 */
+    #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) l0_d1[k] = 1 - ((tanh(l0_Z[k]))*(tanh(l0_Z[k])));
     /* l0_d2 = 2·(-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z) */
+    #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) l0_d2[k] = 2*(((tanh(l0_Z[k]))*(tanh(l0_Z[k]))) - 1)*tanh(l0_Z[k]);
     /* x_copy = x */
+    #pragma omp simd
     for (int64_t k = 0; k < 64*N; k++) x_copy[k] = x[k];
     /* l1_d1 = 1 */
+    #pragma omp simd
     for (int64_t k = 0; k < 10*N; k++) l1_d1[k] = 1;
     /* l1_d2 = 0 */
+    #pragma omp simd
     for (int64_t k = 0; k < 10*N; k++) l1_d2[k] = 0;
     /* softmax_p = o_exp ⊙ 1/o_expsum */
     for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
             softmax_p[k] = o_exp[k]/o_expsum[rr];

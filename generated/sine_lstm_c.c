@@ -37,17 +37,35 @@ typedef double real;
 #define BPG_FABS fabs
 #endif
 
+/* Vector versions of the math functions (glibc's libmvec, x86-64): declared
+   `omp declare simd`, the elementwise loops (`#pragma omp simd`, with
+   -fopenmp-simd) call them 2 (SSE2), 4 (AVX2) or 8 (AVX-512, with
+   -march=native) elements at a time.  Their error is a few ulp. */
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GLIBC_PREREQ)
+#if __GLIBC_PREREQ(2, 35)
+#define BPG_SIMD_MATH(f) _Pragma("omp declare simd notinbranch") double f(double); \
+    _Pragma("omp declare simd notinbranch") float f##f(float);
+BPG_SIMD_MATH(exp)
+BPG_SIMD_MATH(log)
+BPG_SIMD_MATH(log1p)
+BPG_SIMD_MATH(expm1)
+BPG_SIMD_MATH(tanh)
+BPG_SIMD_MATH(erf)
+#undef BPG_SIMD_MATH
+#endif
+#endif
+
 /* Products with at least this many multiply-adds (M·Nc·K) go to the BLAS;
    smaller ones run inline, where the call overhead would dominate (measured
    crossovers, see docs/performance.md). */
 #ifndef BPG_BLAS_MIN_NN
-#define BPG_BLAS_MIN_NN 4096.0
+#define BPG_BLAS_MIN_NN 16.0
 #endif
 #ifndef BPG_BLAS_MIN_TN
-#define BPG_BLAS_MIN_TN 4096.0
+#define BPG_BLAS_MIN_TN 128.0
 #endif
 #ifndef BPG_BLAS_MIN_NT
-#define BPG_BLAS_MIN_NT 16384.0
+#define BPG_BLAS_MIN_NT 512.0
 #endif
 
 #ifdef BPG_BLAS
@@ -151,12 +169,13 @@ static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
-/* logistic function, stable for large |z| */
+/* logistic function, stable for large |z| (only exp(-|z|) is evaluated) and
+   branch-free, so that elementwise loops over it vectorise */
 static inline real bpg_sigmoid(real z)
 {
-    if (z >= 0) return 1 / (1 + BPG_EXP(-z));
-    const real e = BPG_EXP(z);
-    return e / (1 + e);
+    const real e = BPG_EXP(-BPG_FABS(z));
+    const real r = 1 / (1 + e);
+    return z >= 0 ? r : e * r;
 }
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
@@ -192,6 +211,7 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, 
     /* l0: X·Wx + 1·b */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
             l0_XG[k] = l0_XW[k] + l0_b[cc];
@@ -215,6 +235,7 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, 
         bpg_gemm_nn(N, 64, 16, l0_hprev, l0_Wh, l0_HW);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
+        #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
         bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
@@ -226,9 +247,11 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, 
         bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = l0_cprev[k]*bpg_sigmoid(l0_G_1[k]) + tanh(l0_G_2[k])*bpg_sigmoid(l0_G_0[k]);
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = σ(l0_G_3) ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = tanh((l0_C + t*16*N)[k])*bpg_sigmoid(l0_G_3[k]);
     }
 
@@ -238,6 +261,7 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, 
     bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
+    #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
 }
 
@@ -270,6 +294,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
     /* l0: X·Wx + 1·b */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
             l0_XG[k] = l0_XW[k] + l0_b[cc];
@@ -293,6 +318,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
         bpg_gemm_nn(N, 64, 16, l0_hprev, l0_Wh, l0_HW);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
+        #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
         bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
@@ -304,9 +330,11 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
         bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = l0_cprev[k]*bpg_sigmoid(l0_G_1[k]) + tanh(l0_G_2[k])*bpg_sigmoid(l0_G_0[k]);
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = σ(l0_G_3) ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = tanh((l0_C + t*16*N)[k])*bpg_sigmoid(l0_G_3[k]);
     }
 
@@ -316,16 +344,19 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
     bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
+    #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
     /* out_last = l1_Z[step 19] */
     memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: 0.5 (O - Y)^2 per unit */
     /* loss_terms = 1/2·(out_last - y)^∘2 */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) loss_terms[k] = 0.5*((out_last[k] - y[k])*(out_last[k] - y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
     bpg_sumall(N, 1, loss_terms, loss_sum);
     /* mean over samples (+ 0.5 λ Σ‖W‖²) */
     /* loss = loss_sum ⊙ 1/N */
+    #pragma omp simd
     for (int64_t k = 0; k < 1; k++) loss[k] = loss_sum[0]/((real)N);
 }
 
@@ -381,6 +412,7 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* l0: X·Wx + 1·b */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
             l0_XG[k] = l0_XW[k] + l0_b[cc];
@@ -404,32 +436,39 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
         bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), l0_Wh, l0_HW);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
+        #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
         bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
         /* l0: input gate */
         /* l0_i = σ(l0_G_0) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_i + t*16*N)[k] = bpg_sigmoid(l0_G_0[k]);
         /* l0_G_1 = l0_G[:, 16:32] */
         bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
         /* l0: forget gate */
         /* l0_f = σ(l0_G_1) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_f + t*16*N)[k] = bpg_sigmoid(l0_G_1[k]);
         /* l0_G_2 = l0_G[:, 32:48] */
         bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = tanh(l0_G_2[k]);
         /* l0_G_3 = l0_G[:, 48:64] */
         bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
         /* l0: output gate */
         /* l0_o = σ(l0_G_3) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_o + t*16*N)[k] = bpg_sigmoid(l0_G_3[k]);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k];
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
     }
 
@@ -439,21 +478,25 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
+    #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
     /* out_last = l1_Z[step 19] */
     memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: 0.5 (O - Y)^2 per unit */
     /* loss_terms = 1/2·(out_last - y)^∘2 */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) loss_terms[k] = 0.5*((out_last[k] - y[k])*(out_last[k] - y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
     bpg_sumall(N, 1, loss_terms, loss_sum);
     /* mean over samples (+ 0.5 λ Σ‖W‖²) */
     /* loss = loss_sum ⊙ 1/N */
+    #pragma omp simd
     for (int64_t k = 0; k < 1; k++) loss[k] = loss_sum[0]/((real)N);
 
     /* Grad of: loss_terms = 1/2·(out_last - y)^∘2 */
     /*   (mse: 0.5 (O - Y)^2 per unit) */
     /* d_out_last = 1/N ⊙ (out_last - y) */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
 
     /* Grad of: out_last = l1_Z[step 19] */
@@ -492,33 +535,40 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
         /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
         /*   (l0: h_t = o ⊙ tanh(c_t)) */
         /* d_l0_H_1 = carry_l0_H + d_l0_H */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_H_1[k] = carry_l0_H[k] + (d_l0_H + t*16*N)[k];
 
         /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
         /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = d_l0_C_1[k]*(l0_f + t*16*N)[k];
 
         /* Grad of: l0_o = σ(l0_G_3) */
         /*   (l0: output gate) */
         /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*tanh((l0_C + t*16*N)[k]);
 
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
         /* d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = d_l0_C_1[k]*(l0_i + t*16*N)[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
 
         /* Grad of: l0_f = σ(l0_G_1) */
         /*   (l0: forget gate) */
         /* d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = d_l0_C_1[k]*(l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
 
         /* Grad of: l0_i = σ(l0_G_0) */
         /*   (l0: input gate) */
         /* d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = d_l0_C_1[k]*(l0_g + t*16*N)[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
 
         /* Grad of: l0_G = l0_HW + l0_XG */
@@ -647,6 +697,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* l0: X·Wx + 1·b */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
             l0_XG[k] = l0_XW[k] + l0_b[cc];
@@ -654,6 +705,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     }
     /* r_l0_XG = r_l0_XW_b + v_l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
             r_l0_XG[k] = r_l0_XW_b[k] + v_l0_b[cc];
@@ -687,8 +739,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), v_l0_Wh, r_l0_HW_b);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
+        #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
         /* r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
+        #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) r_l0_G[k] = r_l0_HW_a[k] + r_l0_HW_b[k] + (r_l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
         bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
@@ -696,8 +750,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         bpg_copy_cols(N, 16, r_l0_G, 64, 0, r_l0_G_0, 16, 0);
         /* l0: input gate */
         /* l0_i = σ(l0_G_0) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_i + t*16*N)[k] = bpg_sigmoid(l0_G_0[k]);
         /* r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_l0_i + t*16*N)[k] = (l0_i + t*16*N)[k]*r_l0_G_0[k]*(1 - (l0_i + t*16*N)[k]);
         /* l0_G_1 = l0_G[:, 16:32] */
         bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
@@ -705,8 +761,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         bpg_copy_cols(N, 16, r_l0_G, 64, 16, r_l0_G_1, 16, 0);
         /* l0: forget gate */
         /* l0_f = σ(l0_G_1) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_f + t*16*N)[k] = bpg_sigmoid(l0_G_1[k]);
         /* r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_l0_f + t*16*N)[k] = (l0_f + t*16*N)[k]*r_l0_G_1[k]*(1 - (l0_f + t*16*N)[k]);
         /* l0_G_2 = l0_G[:, 32:48] */
         bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
@@ -714,8 +772,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         bpg_copy_cols(N, 16, r_l0_G, 64, 32, r_l0_G_2, 16, 0);
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = tanh(l0_G_2[k]);
         /* r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_l0_g + t*16*N)[k] = r_l0_G_2[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
         /* l0_G_3 = l0_G[:, 48:64] */
         bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
@@ -723,18 +783,24 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         bpg_copy_cols(N, 16, r_l0_G, 64, 48, r_l0_G_3, 16, 0);
         /* l0: output gate */
         /* l0_o = σ(l0_G_3) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_o + t*16*N)[k] = bpg_sigmoid(l0_G_3[k]);
         /* r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_l0_o + t*16*N)[k] = (l0_o + t*16*N)[k]*r_l0_G_3[k]*(1 - (l0_o + t*16*N)[k]);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k];
         /* r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(r_l0_f + t*16*N)[k] + (l0_f + t*16*N)[k]*(r_l0_cprev + t*16*N)[k] + (l0_g + t*16*N)[k]*(r_l0_i + t*16*N)[k] + (l0_i + t*16*N)[k]*(r_l0_g + t*16*N)[k];
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
         /* r_l0_H = r_l0_o ⊙ tanh(l0_C) + l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k])))) + (r_l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
     }
 
@@ -748,8 +814,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     bpg_gemm_nn(20*N, 1, 16, l0_H, v_l1_W, r_l1_XW_b);
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
+    #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
+    #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) r_l1_Z[k] = r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[0];
     /* out_last = l1_Z[step 19] */
     memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
@@ -759,8 +827,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms) */
     /*   (mse: 0.5 (O - Y)^2 per unit) */
     /* d_out_last = 1/N ⊙ (out_last - y) */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
     /* r_d_out_last = r_out_last ⊙ 1/N */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) r_d_out_last[k] = r_out_last[k]/((real)N);
 
     /* Grad of: out_last = l1_Z[step 19] */
@@ -785,12 +855,14 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ */
     bpg_gemm_nt(20*N, 16, 1, d_l1_Z, v_l1_W, r_d_l0_H_b);
     /* r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b */
+    #pragma omp simd
     for (int64_t k = 0; k < 320*N; k++) r_d_l0_H[k] = r_d_l0_H_a[k] + r_d_l0_H_b[k];
     /* r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z */
     bpg_gemm_tn(16, 1, 20*N, r_l0_H, d_l1_Z, r_d_l1_W_a);
     /* r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z */
     bpg_gemm_tn(16, 1, 20*N, l0_H, r_d_l1_Z, r_d_l1_W_b);
     /* r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b */
+    #pragma omp simd
     for (int64_t k = 0; k < 16; k++) r_d_l1_W[k] = r_d_l1_W_a[k] + r_d_l1_W_b[k];
 
     /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
@@ -818,55 +890,73 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
         /*   (l0: h_t = o ⊙ tanh(c_t)) */
         /* d_l0_H_1 = carry_l0_H + d_l0_H */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_H_1[k] = carry_l0_H[k] + (d_l0_H + t*16*N)[k];
         /* r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) r_d_l0_H_1[k] = r_carry_l0_H[k] + (r_d_l0_H + t*16*N)[k];
         /* d_l0_o = d_l0_H_1 ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_o[k] = d_l0_H_1[k]*tanh((l0_C + t*16*N)[k]);
 
         /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
         /* r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2·tanh(l0_C)^∘2) ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) r_d_l0_C_1[k] = -d_l0_H_1[k]*(l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(2 - 2*((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))))*tanh((l0_C + t*16*N)[k]) + d_l0_H_1[k]*(r_l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k])))) + (l0_o + t*16*N)[k]*r_d_l0_H_1[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k])))) + r_carry_l0_C[k];
         /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = d_l0_C_1[k]*(l0_f + t*16*N)[k];
         /* r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1 */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_d_l0_cprev + t*16*N)[k] = d_l0_C_1[k]*(r_l0_f + t*16*N)[k] + (l0_f + t*16*N)[k]*r_d_l0_C_1[k];
         /* d_l0_f = d_l0_C_1 ⊙ l0_cprev */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_f[k] = d_l0_C_1[k]*(l0_cprev + t*16*N)[k];
         /* d_l0_g = d_l0_C_1 ⊙ l0_i */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_g[k] = d_l0_C_1[k]*(l0_i + t*16*N)[k];
         /* d_l0_i = d_l0_C_1 ⊙ l0_g */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_i[k] = d_l0_C_1[k]*(l0_g + t*16*N)[k];
 
         /* Grad of: l0_o = σ(l0_G_3) */
         /*   (l0: output gate) */
         /* d_l0_G_3 = d_l0_o ⊙ l0_o ⊙ (1 - l0_o) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_o[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k]);
         /* r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (r_d_l0_H_1 ⊙ tanh(l0_C) + d_l0_H_1 ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2)) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_3[k] = (l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*(d_l0_H_1[k]*(r_l0_C + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k])))) + r_d_l0_H_1[k]*tanh((l0_C + t*16*N)[k])) + (r_l0_o + t*16*N)[k]*(-d_l0_o[k]*(l0_o + t*16*N)[k] + d_l0_o[k]*(1 - (l0_o + t*16*N)[k]));
 
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
         /* d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = d_l0_g[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
         /* r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2·d_l0_g ⊙ l0_g ⊙ r_l0_g */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_2[k] = -2*d_l0_g[k]*(l0_g + t*16*N)[k]*(r_l0_g + t*16*N)[k] + (1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])))*(d_l0_C_1[k]*(r_l0_i + t*16*N)[k] + (l0_i + t*16*N)[k]*r_d_l0_C_1[k]);
 
         /* Grad of: l0_f = σ(l0_G_1) */
         /*   (l0: forget gate) */
         /* d_l0_G_1_1 = d_l0_f ⊙ l0_f ⊙ (1 - l0_f) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = d_l0_f[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
         /* r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_1_1[k] = (l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k])*(d_l0_C_1[k]*(r_l0_cprev + t*16*N)[k] + (l0_cprev + t*16*N)[k]*r_d_l0_C_1[k]) + (r_l0_f + t*16*N)[k]*(-d_l0_f[k]*(l0_f + t*16*N)[k] + d_l0_f[k]*(1 - (l0_f + t*16*N)[k]));
 
         /* Grad of: l0_i = σ(l0_G_0) */
         /*   (l0: input gate) */
         /* d_l0_G_0 = d_l0_i ⊙ l0_i ⊙ (1 - l0_i) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = d_l0_i[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
         /* r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_0[k] = (l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k])*(d_l0_C_1[k]*(r_l0_g + t*16*N)[k] + (l0_g + t*16*N)[k]*r_d_l0_C_1[k]) + (r_l0_i + t*16*N)[k]*(-d_l0_i[k]*(l0_i + t*16*N)[k] + d_l0_i[k]*(1 - (l0_i + t*16*N)[k]));
 
         /* Grad of: l0_G = l0_HW + l0_XG */
@@ -890,6 +980,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         /* r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ */
         bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), v_l0_Wh, r_d_l0_hprev_b);
         /* r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_d_l0_hprev + t*16*N)[k] = r_d_l0_hprev_a[k] + r_d_l0_hprev_b[k];
     }
 
@@ -899,6 +990,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6 */
     bpg_gemm_tn(16, 64, 20*N, l0_hprev, r_d_l0_G_6, r_d_l0_Wh_b);
     /* r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b */
+    #pragma omp simd
     for (int64_t k = 0; k < 1024; k++) r_d_l0_Wh[k] = r_d_l0_Wh_a[k] + r_d_l0_Wh_b[k];
 
     /* Grad of: l0_XG = l0_XW + l0_b */
@@ -986,6 +1078,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* l0: X·Wx + 1·b */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
             l0_XG[k] = l0_XW[k] + l0_b[cc];
@@ -993,6 +1086,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     }
     /* r_l0_XG = r_l0_XW_b + v_l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
             r_l0_XG[k] = r_l0_XW_b[k] + v_l0_b[cc];
@@ -1026,8 +1120,10 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), v_l0_Wh, r_l0_HW_b);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
+        #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
         /* r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
+        #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) r_l0_G[k] = r_l0_HW_a[k] + r_l0_HW_b[k] + (r_l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
         bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
@@ -1035,6 +1131,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         bpg_copy_cols(N, 16, r_l0_G, 64, 0, r_l0_G_0, 16, 0);
         /* l0: input gate */
         /* l0_i = σ(l0_G_0) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_i + t*16*N)[k] = bpg_sigmoid(l0_G_0[k]);
         /* l0_G_1 = l0_G[:, 16:32] */
         bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
@@ -1042,6 +1139,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         bpg_copy_cols(N, 16, r_l0_G, 64, 16, r_l0_G_1, 16, 0);
         /* l0: forget gate */
         /* l0_f = σ(l0_G_1) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_f + t*16*N)[k] = bpg_sigmoid(l0_G_1[k]);
         /* l0_G_2 = l0_G[:, 32:48] */
         bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
@@ -1049,6 +1147,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         bpg_copy_cols(N, 16, r_l0_G, 64, 32, r_l0_G_2, 16, 0);
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = tanh(l0_G_2[k]);
         /* l0_G_3 = l0_G[:, 48:64] */
         bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
@@ -1056,16 +1155,21 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         bpg_copy_cols(N, 16, r_l0_G, 64, 48, r_l0_G_3, 16, 0);
         /* l0: output gate */
         /* l0_o = σ(l0_G_3) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_o + t*16*N)[k] = bpg_sigmoid(l0_G_3[k]);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k];
         /* r_l0_C = l0_f ⊙ r_l0_cprev + l0_i ⊙ r_l0_G_2 ⊙ (1 - l0_g^∘2) + l0_cprev ⊙ l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) + l0_g ⊙ l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k]*r_l0_G_1[k]*(1 - (l0_f + t*16*N)[k]) + (l0_f + t*16*N)[k]*r_l0_cprev[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k]*r_l0_G_0[k]*(1 - (l0_i + t*16*N)[k]) + (l0_i + t*16*N)[k]*r_l0_G_2[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
         /* r_l0_H = l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k])))) + (l0_o + t*16*N)[k]*r_l0_G_3[k]*(1 - (l0_o + t*16*N)[k])*tanh((l0_C + t*16*N)[k]);
     }
 
@@ -1075,6 +1179,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* r_l1_XW_b = l0_H·v_l1_W */
     bpg_gemm_nn(20*N, 1, 16, l0_H, v_l1_W, r_l1_XW_b);
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
+    #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) r_l1_Z[k] = r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[0];
     /* r_out_last = r_l1_Z[step 19] */
     memcpy(r_out_last, r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
@@ -1082,6 +1187,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms, out_last) */
     /*   (mse: 0.5 (O - Y)^2 per unit) */
     /* r_d_out_last = r_out_last ⊙ 1/N */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) r_d_out_last[k] = r_out_last[k]/((real)N);
 
     /* Grad of: out_last = l1_Z[step 19]  (not stored in this function: out_last, l1_Z) */
@@ -1120,47 +1226,57 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
         /*   (l0: h_t = o ⊙ tanh(c_t)) */
         /* d_l0_H_1 = carry_l0_H + d_l0_H */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_H_1[k] = carry_l0_H[k] + (d_l0_H + t*16*N)[k];
 
         /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_2 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_C_2[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
 
         /* Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)  (not stored in this function: r_l0_o) */
         /* d_r_l0_G_3 = 0 */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_3[k] = 0;
 
         /* Grad of: l0_o = σ(l0_G_3) */
         /*   (l0: output gate) */
         /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*tanh((l0_C + t*16*N)[k]);
 
         /* Grad of: r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)  (not stored in this function: r_l0_g) */
         /* d_r_l0_G_2 = 0 */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_2[k] = 0;
 
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
         /* d_l0_G_2 = d_l0_C_2 ⊙ l0_i ⊙ (1 - l0_g^∘2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = d_l0_C_2[k]*(l0_i + t*16*N)[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
 
         /* Grad of: r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)  (not stored in this function: r_l0_f) */
         /* d_r_l0_G_1_1 = 0 */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_1_1[k] = 0;
 
         /* Grad of: l0_f = σ(l0_G_1) */
         /*   (l0: forget gate) */
         /* d_l0_G_1_1 = d_l0_C_2 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = d_l0_C_2[k]*(l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
 
         /* Grad of: r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)  (not stored in this function: r_l0_i) */
         /* d_r_l0_G_0 = 0 */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_0[k] = 0;
 
         /* Grad of: l0_i = σ(l0_G_0) */
         /*   (l0: input gate) */
         /* d_l0_G_0 = d_l0_C_2 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = d_l0_C_2[k]*(l0_g + t*16*N)[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
 
         /* Grad of: r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
@@ -1188,10 +1304,12 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
 
         /* Grad of: l0_cprev = l0_C(previous iteration; 0 at the first) */
         /* d_l0_cprev_2 = d_l0_C_2 ⊙ l0_f */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev_2 + t*16*N)[k] = d_l0_C_2[k]*(l0_f + t*16*N)[k];
 
         /* Grad of: l0_hprev = l0_H(previous iteration; 0 at the first) */
         /* d_l0_hprev_2 = d_l0_hprev + d_l0_hprev_1 */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (d_l0_hprev_2 + t*16*N)[k] = d_l0_hprev[k] + d_l0_hprev_1[k];
     }
 
@@ -1215,6 +1333,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
 
     /* total gradients */
     /* d_l0_Wh_2 = d_l0_Wh + d_l0_Wh_1 */
+    #pragma omp simd
     for (int64_t k = 0; k < 1024; k++) d_l0_Wh_2[k] = d_l0_Wh[k] + d_l0_Wh_1[k];
 }
 
@@ -1263,6 +1382,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* l0: X·Wx + 1·b */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
             l0_XG[k] = l0_XW[k] + l0_b[cc];
@@ -1286,32 +1406,39 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
         bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), l0_Wh, l0_HW);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
+        #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
         bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
         /* l0: input gate */
         /* l0_i = σ(l0_G_0) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_i + t*16*N)[k] = bpg_sigmoid(l0_G_0[k]);
         /* l0_G_1 = l0_G[:, 16:32] */
         bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
         /* l0: forget gate */
         /* l0_f = σ(l0_G_1) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_f + t*16*N)[k] = bpg_sigmoid(l0_G_1[k]);
         /* l0_G_2 = l0_G[:, 32:48] */
         bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = tanh(l0_G_2[k]);
         /* l0_G_3 = l0_G[:, 48:64] */
         bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
         /* l0: output gate */
         /* l0_o = σ(l0_G_3) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_o + t*16*N)[k] = bpg_sigmoid(l0_G_3[k]);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k];
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
     }
 
@@ -1321,6 +1448,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
     /* l1: pre-activation Z = X·W + 1·b */
     /* l1_Z = l1_XW + l1_b */
+    #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
     /* out_last = l1_Z[step 19] */
     memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
@@ -1328,6 +1456,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms) */
     /*   (mse: 0.5 (O - Y)^2 per unit) */
     /* d_out_last = 1/N ⊙ (out_last - y) */
+    #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
 
     /* Grad of: out_last = l1_Z[step 19] */
@@ -1359,33 +1488,40 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
         /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
         /*   (l0: h_t = o ⊙ tanh(c_t)) */
         /* d_l0_H_1 = carry_l0_H + d_l0_H */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_H_1[k] = carry_l0_H[k] + (d_l0_H + t*16*N)[k];
 
         /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
         /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = d_l0_C_1[k]*(l0_f + t*16*N)[k];
 
         /* Grad of: l0_o = σ(l0_G_3) */
         /*   (l0: output gate) */
         /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*tanh((l0_C + t*16*N)[k]);
 
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
         /* d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = d_l0_C_1[k]*(l0_i + t*16*N)[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
 
         /* Grad of: l0_f = σ(l0_G_1) */
         /*   (l0: forget gate) */
         /* d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = d_l0_C_1[k]*(l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
 
         /* Grad of: l0_i = σ(l0_G_0) */
         /*   (l0: input gate) */
         /* d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i) */
+        #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = d_l0_C_1[k]*(l0_g + t*16*N)[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
 
         /* Grad of: l0_G = l0_HW + l0_XG */
@@ -1403,5 +1539,6 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
 
     /* total gradients */
     /* x_factor = x */
+    #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) x_factor[k] = x[k];
 }

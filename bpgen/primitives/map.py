@@ -108,9 +108,12 @@ class Map(Primitive):
         for helper in printer.helpers:
             em.use(helper)
         dst = em.ptr(op.out, loop)
+        # omp simd: vectorise, calling the vector math functions (see prelude.c)
         if flat:
-            return [f"for (int64_t k = 0; k < {em.c_size((r, c))}; k++) {dst}[k] = {rhs};"]
+            return ["#pragma omp simd",
+                    f"for (int64_t k = 0; k < {em.c_size((r, c))}; k++) {dst}[k] = {rhs};"]
         return [f"for (int64_t rr = 0; rr < {dim_code(r)}; rr++) {{",
+                "    #pragma omp simd",
                 f"    for (int64_t cc = 0; cc < {dim_code(c)}; cc++) {{",
                 f"        const int64_t k = rr*{dim_code(c)} + cc;",
                 f"        {dst}[k] = {rhs};",

@@ -36,7 +36,8 @@ class BuildConfig:
     blas_version: str = ""
     include_dirs: tuple = ()
     library_dirs: tuple = ()
-    libraries: tuple = ()
+    # libm (on glibc it brings libmvec, the vector math functions)
+    libraries: tuple = ("m",)
 
     def key(self) -> str:
         return repr((self.cflags, self.blas, self.libraries))
@@ -66,7 +67,7 @@ def default_config() -> BuildConfig:
         return BuildConfig()
     return BuildConfig(blas="scipy-openblas32", blas_version=version("scipy-openblas32"),
                        include_dirs=(ob.get_include_dir(),), library_dirs=(ob.get_lib_dir(),),
-                       libraries=(ob.get_library(),))
+                       libraries=(ob.get_library(), "m"))
 
 
 #: the configuration generated modules are built with
