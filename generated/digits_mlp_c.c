@@ -964,7 +964,10 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     for (int64_t k = 0; k < 32*N; k++) l0_d1[k] = 1 - ((tanh(l0_Z[k]))*(tanh(l0_Z[k])));
     /* l0_d2 = 2·(-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z) */
     #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) l0_d2[k] = 2*(((tanh(l0_Z[k]))*(tanh(l0_Z[k]))) - 1)*tanh(l0_Z[k]);
+    for (int64_t k = 0; k < 32*N; k++) {
+        const real cse0 = tanh(l0_Z[k]);
+        l0_d2[k] = 2*cse0*(((cse0)*(cse0)) - 1);
+    }
     /* x_copy = x */
     #pragma omp simd
     for (int64_t k = 0; k < 64*N; k++) x_copy[k] = x[k];

@@ -148,6 +148,9 @@ def _check_x(x):
     return arr.reshape(n, -1), n
 
 
+_EYE = numpy.eye(OUTPUT_UNITS, dtype=DTYPE)
+
+
 def _check_y(y, n):
     """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
     reads: labels one-hot, steps time-major."""
@@ -162,13 +165,14 @@ def _check_y(y, n):
             raise ValueError(f"y: expected integer class labels, got dtype {labels.dtype}")
         if labels.shape != lead:
             raise ValueError(f"y: expected shape {lead}, got {labels.shape}")
-        if labels.size and (labels.min() < 0 or labels.max() >= OUTPUT_UNITS):
-            raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
-                             f"[{labels.min()}, {labels.max()}]")
         flat = labels.ravel() if steps is None else labels.T.ravel()
-        onehot = numpy.zeros((flat.size, OUTPUT_UNITS), dtype=DTYPE)
-        onehot[numpy.arange(flat.size), flat] = 1
-        return onehot
+        try:
+            if labels.dtype.kind == "i" and labels.min() < 0:
+                raise IndexError
+            return _EYE.take(flat, axis=0)      # one-hot: rows of the identity
+        except IndexError:
+            raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
+                             f"[{labels.min()}, {labels.max()}]") from None
     arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE
                 and y.flags.c_contiguous) else _as_array(y, "y")
     if arr.shape != lead + (OUTPUT_UNITS,):
@@ -921,7 +925,8 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     # l0_d1 = 1 - tanh(l0_Z)^∘2
     l0_d1 = 1 - numpy.tanh(l0_Z)**2
     # l0_d2 = 2·(-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z)
-    l0_d2 = 2*(numpy.tanh(l0_Z)**2 - 1)*numpy.tanh(l0_Z)
+    cse0 = numpy.tanh(l0_Z)
+    l0_d2 = 2*cse0*(cse0**2 - 1)
     x_copy = x
     # l1_d1 = 1
     l1_d1 = _full(1, (N, 10))

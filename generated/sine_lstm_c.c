@@ -169,13 +169,13 @@ static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
-/* logistic function, stable for large |z| (only exp(-|z|) is evaluated) and
-   branch-free, so that elementwise loops over it vectorise */
+/* logistic function, stable for large |z| (only exp(-|z|) is evaluated:
+   1/(1 + e) for z >= 0, e/(1 + e) below) and written so that elementwise
+   loops over it vectorise */
 static inline real bpg_sigmoid(real z)
 {
     const real e = BPG_EXP(-BPG_FABS(z));
-    const real r = 1 / (1 + e);
-    return z >= 0 ? r : e * r;
+    return (z >= 0 ? 1 : e) / (1 + e);
 }
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
@@ -801,7 +801,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
         /* r_l0_H = r_l0_o ⊙ tanh(l0_C) + l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (r_l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k])))) + (r_l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) {
+            const real cse0 = tanh((l0_C + t*16*N)[k]);
+            (r_l0_H + t*16*N)[k] = cse0*(r_l0_o + t*16*N)[k] + (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse0)*(cse0)));
+        }
     }
 
     /* forward pass (continued) */
@@ -906,7 +909,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
         /* r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2·tanh(l0_C)^∘2) ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) r_d_l0_C_1[k] = -d_l0_H_1[k]*(l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(2 - 2*((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))))*tanh((l0_C + t*16*N)[k]) + d_l0_H_1[k]*(r_l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k])))) + (l0_o + t*16*N)[k]*r_d_l0_H_1[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k])))) + r_carry_l0_C[k];
+        for (int64_t k = 0; k < 16*N; k++) {
+            const real cse0 = tanh((l0_C + t*16*N)[k]);
+            r_d_l0_C_1[k] = -cse0*d_l0_H_1[k]*(l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(2 - 2*((cse0)*(cse0))) + d_l0_H_1[k]*(r_l0_o + t*16*N)[k]*(1 - ((cse0)*(cse0))) + (l0_o + t*16*N)[k]*r_d_l0_H_1[k]*(1 - ((cse0)*(cse0))) + r_carry_l0_C[k];
+        }
         /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = d_l0_C_1[k]*(l0_f + t*16*N)[k];
@@ -930,7 +936,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_o[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k]);
         /* r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (r_d_l0_H_1 ⊙ tanh(l0_C) + d_l0_H_1 ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2)) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_3[k] = (l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*(d_l0_H_1[k]*(r_l0_C + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k])))) + r_d_l0_H_1[k]*tanh((l0_C + t*16*N)[k])) + (r_l0_o + t*16*N)[k]*(-d_l0_o[k]*(l0_o + t*16*N)[k] + d_l0_o[k]*(1 - (l0_o + t*16*N)[k]));
+        for (int64_t k = 0; k < 16*N; k++) {
+            const real cse1 = tanh((l0_C + t*16*N)[k]);
+            r_d_l0_G_3[k] = (l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*(cse1*r_d_l0_H_1[k] + d_l0_H_1[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse1)*(cse1)))) + (r_l0_o + t*16*N)[k]*(-d_l0_o[k]*(l0_o + t*16*N)[k] + d_l0_o[k]*(1 - (l0_o + t*16*N)[k]));
+        }
 
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
@@ -1170,7 +1179,10 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
         /* r_l0_H = l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (r_l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k])))) + (l0_o + t*16*N)[k]*r_l0_G_3[k]*(1 - (l0_o + t*16*N)[k])*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) {
+            const real cse0 = tanh((l0_C + t*16*N)[k]);
+            (r_l0_H + t*16*N)[k] = cse0*(l0_o + t*16*N)[k]*r_l0_G_3[k]*(1 - (l0_o + t*16*N)[k]) + (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse0)*(cse0)));
+        }
     }
 
     /* forward pass (continued) */

@@ -4,7 +4,7 @@ Regenerate with: bpgen build sine_lstm.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (sine_lstm_c.c, compiled through cffi into
-_bpgen_sine_lstm_e35b94ccb3f4) then never reads or writes out of bounds.
+_bpgen_sine_lstm_b5ab9375a7a5) then never reads or writes out of bounds.
 """
 import collections
 import collections.abc
@@ -66,7 +66,7 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
     "grad_factors": [(0, 0, 20, 0, 1), (20, 0, 1280, 0, 64), (1300, 0, 320, 0, 16), (1620, 0, 320, 0, 16), (1940, 0, 20, 0, 1)],
 }
-EXTENSION = "_bpgen_sine_lstm_e35b94ccb3f4"
+EXTENSION = "_bpgen_sine_lstm_b5ab9375a7a5"
 CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_set_threads(int n);"
 C_FILE = "sine_lstm_c.c"
 _PTR = "double[]"
@@ -153,6 +153,9 @@ def _check_x(x):
     return arr.reshape(n, -1), n
 
 
+_EYE = numpy.eye(OUTPUT_UNITS, dtype=DTYPE)
+
+
 def _check_y(y, n):
     """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
     reads: labels one-hot, steps time-major."""
@@ -167,13 +170,14 @@ def _check_y(y, n):
             raise ValueError(f"y: expected integer class labels, got dtype {labels.dtype}")
         if labels.shape != lead:
             raise ValueError(f"y: expected shape {lead}, got {labels.shape}")
-        if labels.size and (labels.min() < 0 or labels.max() >= OUTPUT_UNITS):
-            raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
-                             f"[{labels.min()}, {labels.max()}]")
         flat = labels.ravel() if steps is None else labels.T.ravel()
-        onehot = numpy.zeros((flat.size, OUTPUT_UNITS), dtype=DTYPE)
-        onehot[numpy.arange(flat.size), flat] = 1
-        return onehot
+        try:
+            if labels.dtype.kind == "i" and labels.min() < 0:
+                raise IndexError
+            return _EYE.take(flat, axis=0)      # one-hot: rows of the identity
+        except IndexError:
+            raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
+                             f"[{labels.min()}, {labels.max()}]") from None
     arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE
                 and y.flags.c_contiguous) else _as_array(y, "y")
     if arr.shape != lead + (OUTPUT_UNITS,):
@@ -466,6 +470,7 @@ def _diag3(v):
 import importlib.machinery as _machinery  # noqa: E402
 import importlib.util as _util  # noqa: E402
 import os as _os  # noqa: E402
+import threading as _threading  # noqa: E402
 
 
 def _load_extension():
@@ -509,31 +514,51 @@ def _threads_from_environment():
 set_threads(_threads_from_environment())
 
 
+#: per generated function: total output size (a, b), meaning a*N + b elements
+_OUT_SIZE = {name: (sum(p[2] for p in layout), sum(p[3] for p in layout))
+             for name, layout in _OUTPUTS.items()}
+_LOCAL = _threading.local()
+
+
+def _workspace(name, n):
+    """The calling thread's workspace, grown to the largest size asked for
+    (one buffer for every function: none calls another)."""
+    a, b = _WS[name]
+    need = max(a * n + b, 1)
+    held = getattr(_LOCAL, "ws", None)
+    if held is None or held[0].size < need:
+        arr = numpy.empty(need, dtype=DTYPE)
+        held = _LOCAL.ws = (arr, ffi.from_buffer(_PTR, arr, require_writable=True))
+    return held[1]
+
+
+def release_workspace():
+    """Free the calling thread's workspace (it is kept between calls)."""
+    _LOCAL.ws = None
+
+
 def _call(name, n, args):
-    """Run ``bpg_<name>``: the flat output buffer (every input has been
-    checked by the API before, so the C code stays in bounds)."""
-    layout = _OUTPUTS[name]
-    total = sum(a * n + b for _, _, a, b, _ in layout)
-    out = numpy.empty(max(total, 1), dtype=DTYPE)
-    wa, wb = _WS[name]
-    ws = numpy.empty(max(wa * n + wb, 1), dtype=DTYPE)
-    getattr(lib, "bpg_" + name)(
-        n, *[ffi.from_buffer(_PTR, numpy.ascontiguousarray(a)) for a in args],
-        ffi.from_buffer(_PTR, out, require_writable=True),
-        ffi.from_buffer(_PTR, ws, require_writable=True))
-    return out, layout
+    """Run ``bpg_<name>``: the flat output buffer.  The API has checked every
+    input (shape, dtype, C-contiguity), so the C code stays in bounds."""
+    a, b = _OUT_SIZE[name]
+    out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
+    fb = ffi.from_buffer
+    getattr(lib, "bpg_" + name)(n, *[fb(_PTR, x) for x in args],
+                                fb(_PTR, out, require_writable=True), _workspace(name, n))
+    return out
 
 
 def _run(name, n, args):
     """The outputs of ``bpg_<name>`` as matrices (views of one buffer)."""
-    out, layout = _call(name, n, args)
+    out = _call(name, n, args)
     return [out[oa * n + ob:oa * n + ob + a * n + b].reshape(-1, cols)
-            for oa, ob, a, b, cols in layout]
+            for oa, ob, a, b, cols in _OUTPUTS[name]]
 
 
 def _run_flat(name, n, args, start=0):
     """The outputs from index ``start`` on, as one vector (no copy)."""
-    out, layout = _call(name, n, args)
-    total = sum(a * n + b for _, _, a, b, _ in layout)
-    first = layout[start][0] * n + layout[start][1] if start < len(layout) else total
-    return out[first:total]
+    out = _call(name, n, args)
+    if not start:
+        return out
+    oa, ob = _OUTPUTS[name][start][:2]
+    return out[oa * n + ob:]

@@ -149,6 +149,9 @@ def _check_x(x):
     return arr.reshape(n, -1), n
 
 
+_EYE = numpy.eye(OUTPUT_UNITS, dtype=DTYPE)
+
+
 def _check_y(y, n):
     """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
     reads: labels one-hot, steps time-major."""
@@ -163,13 +166,14 @@ def _check_y(y, n):
             raise ValueError(f"y: expected integer class labels, got dtype {labels.dtype}")
         if labels.shape != lead:
             raise ValueError(f"y: expected shape {lead}, got {labels.shape}")
-        if labels.size and (labels.min() < 0 or labels.max() >= OUTPUT_UNITS):
-            raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
-                             f"[{labels.min()}, {labels.max()}]")
         flat = labels.ravel() if steps is None else labels.T.ravel()
-        onehot = numpy.zeros((flat.size, OUTPUT_UNITS), dtype=DTYPE)
-        onehot[numpy.arange(flat.size), flat] = 1
-        return onehot
+        try:
+            if labels.dtype.kind == "i" and labels.min() < 0:
+                raise IndexError
+            return _EYE.take(flat, axis=0)      # one-hot: rows of the identity
+        except IndexError:
+            raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
+                             f"[{labels.min()}, {labels.max()}]") from None
     arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE
                 and y.flags.c_contiguous) else _as_array(y, "y")
     if arr.shape != lead + (OUTPUT_UNITS,):
@@ -900,7 +904,8 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         # l0_H = l0_o ⊙ tanh(l0_C)
         l0_H[r0:r1] = l0_o[r0:r1]*numpy.tanh(l0_C[r0:r1])
         # r_l0_H = r_l0_o ⊙ tanh(l0_C) + l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2)
-        r_l0_H[r0:r1] = l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2) + r_l0_o[r0:r1]*numpy.tanh(l0_C[r0:r1])
+        cse0 = numpy.tanh(l0_C[r0:r1])
+        r_l0_H[r0:r1] = cse0*r_l0_o[r0:r1] + l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - cse0**2)
 
     # forward pass (continued)
     # l1: affine part
@@ -1001,7 +1006,8 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
         d_l0_C_1 = carry_l0_C + d_l0_H_1*l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2)
         # r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2·tanh(l0_C)^∘2) ⊙ tanh(l0_C)
-        r_d_l0_C_1 = -d_l0_H_1*l0_o[r0:r1]*r_l0_C[r0:r1]*(2 - 2*numpy.tanh(l0_C[r0:r1])**2)*numpy.tanh(l0_C[r0:r1]) + d_l0_H_1*r_l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2) + l0_o[r0:r1]*r_d_l0_H_1*(1 - numpy.tanh(l0_C[r0:r1])**2) + r_carry_l0_C
+        cse0 = numpy.tanh(l0_C[r0:r1])
+        r_d_l0_C_1 = -cse0*d_l0_H_1*l0_o[r0:r1]*r_l0_C[r0:r1]*(2 - 2*cse0**2) + d_l0_H_1*r_l0_o[r0:r1]*(1 - cse0**2) + l0_o[r0:r1]*r_d_l0_H_1*(1 - cse0**2) + r_carry_l0_C
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
         d_l0_cprev[r0:r1] = d_l0_C_1*l0_f[r0:r1]
         # r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1
@@ -1018,7 +1024,8 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         # d_l0_G_3 = d_l0_o ⊙ l0_o ⊙ (1 - l0_o)
         d_l0_G_3 = d_l0_o*l0_o[r0:r1]*(1 - l0_o[r0:r1])
         # r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (r_d_l0_H_1 ⊙ tanh(l0_C) + d_l0_H_1 ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2))
-        r_d_l0_G_3 = l0_o[r0:r1]*(1 - l0_o[r0:r1])*(d_l0_H_1*r_l0_C[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2) + r_d_l0_H_1*numpy.tanh(l0_C[r0:r1])) + r_l0_o[r0:r1]*(-d_l0_o*l0_o[r0:r1] + d_l0_o*(1 - l0_o[r0:r1]))
+        cse1 = numpy.tanh(l0_C[r0:r1])
+        r_d_l0_G_3 = l0_o[r0:r1]*(1 - l0_o[r0:r1])*(cse1*r_d_l0_H_1 + d_l0_H_1*r_l0_C[r0:r1]*(1 - cse1**2)) + r_l0_o[r0:r1]*(-d_l0_o*l0_o[r0:r1] + d_l0_o*(1 - l0_o[r0:r1]))
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
@@ -1168,7 +1175,8 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # l0_H = l0_o ⊙ tanh(l0_C)
         l0_H[r0:r1] = l0_o[r0:r1]*numpy.tanh(l0_C[r0:r1])
         # r_l0_H = l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        r_l0_H[r0:r1] = l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2) + l0_o[r0:r1]*r_l0_G_3*(1 - l0_o[r0:r1])*numpy.tanh(l0_C[r0:r1])
+        cse0 = numpy.tanh(l0_C[r0:r1])
+        r_l0_H[r0:r1] = cse0*l0_o[r0:r1]*r_l0_G_3*(1 - l0_o[r0:r1]) + l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - cse0**2)
 
     # forward pass (continued)
     # r_l1_XW_a = r_l0_H·l1_W

@@ -13,6 +13,27 @@ from ..shapes import broadcast_shape, dim_code
 from .base import Primitive, register, tangent_name, wanted
 
 
+def _shared_calls(expr):
+    """Function calls (tanh, exp, ...) that ``expr`` evaluates more than once,
+    as temporaries computed once per element: [(symbol, value)], and the
+    expression in terms of them.  Other common subexpressions are left to
+    the compiler."""
+    temps, reduced = sp.cse(expr, symbols=sp.numbered_symbols("cse"), optimizations=None,
+                            order="none")
+    keep = [(t, e) for t, e in temps if e.atoms(sp.Function)]
+    if not keep:
+        return [], expr
+    drop = {t: e for t, e in temps if not e.atoms(sp.Function)}
+    out, done = [], {}
+    for t, e in temps:     # substitute the dropped ones back, in order
+        e = e.xreplace(done)
+        if t in drop:
+            done[t] = e
+        else:
+            out.append((t, e))
+    return out, reduced[0].xreplace(done)
+
+
 def _partial(op, a: str):
     """∂f/∂a, in terms of the op's own output where SymPy can."""
     expr = op.attrs["expr"]
@@ -80,12 +101,18 @@ class Map(Primitive):
 
     def numpy(self, em, op, loop):
         shape = em.shape(op.out, loop)
-        expr = numeric(op.attrs["expr"])
-        rhs = NumpyPrinter({}, {a: em.acc(a, loop) for a in op.args}).doprint(expr)
+        temps, expr = _shared_calls(numeric(op.attrs["expr"]))
+        access = {a: em.acc(a, loop) for a in op.args}
+        printer = NumpyPrinter({}, access)
+        rhs = printer.doprint(expr)
         arg_shapes = [em.shape(a, loop) for a in op.args]
         if not arg_shapes or broadcast_shape(arg_shapes) != shape:
             rhs = f"_full({rhs}, ({dim_code(shape[0])}, {dim_code(shape[1])}))"
-        return rhs
+        if not temps:
+            return rhs
+        # a function evaluated more than once: once, into a temporary
+        return ([f"{t.name} = {printer.doprint(e)}" for t, e in temps]
+                + [f"{em.acc(op.out, loop)} = {rhs}"])
 
     def c(self, em, op, loop):
         r, c = em.shape(op.out, loop)
@@ -103,18 +130,21 @@ class Map(Primitive):
                 access[a] = f"{p}[cc]"
             else:
                 access[a] = f"{p}[rr]"
+        temps, expr = _shared_calls(expr)
+        access.update({t.name: t.name for t, _ in temps})
         printer = CPrinter(access, em.dtype)
-        rhs = printer.doprint(expr)
+        body = [f"const real {t.name} = {printer.doprint(e)};" for t, e in temps]
+        body.append(f"{em.ptr(op.out, loop)}[k] = {printer.doprint(expr)};")
         for helper in printer.helpers:
             em.use(helper)
-        dst = em.ptr(op.out, loop)
         # omp simd: vectorise, calling the vector math functions (see prelude.c)
         if flat:
-            return ["#pragma omp simd",
-                    f"for (int64_t k = 0; k < {em.c_size((r, c))}; k++) {dst}[k] = {rhs};"]
-        return [f"for (int64_t rr = 0; rr < {dim_code(r)}; rr++) {{",
-                "    #pragma omp simd",
-                f"    for (int64_t cc = 0; cc < {dim_code(c)}; cc++) {{",
-                f"        const int64_t k = rr*{dim_code(c)} + cc;",
-                f"        {dst}[k] = {rhs};",
-                "    }", "}"]
+            head = f"for (int64_t k = 0; k < {em.c_size((r, c))}; k++)"
+            if len(body) == 1:
+                return ["#pragma omp simd", f"{head} {body[0]}"]
+            return ["#pragma omp simd", f"{head} {{"] + [f"    {b}" for b in body] + ["}"]
+        return ([f"for (int64_t rr = 0; rr < {dim_code(r)}; rr++) {{",
+                 "    #pragma omp simd",
+                 f"    for (int64_t cc = 0; cc < {dim_code(c)}; cc++) {{",
+                 f"        const int64_t k = rr*{dim_code(c)} + cc;"]
+                + [f"        {b}" for b in body] + ["    }", "}"])

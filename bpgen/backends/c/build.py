@@ -30,8 +30,11 @@ class BuildConfig:
     wheel.  ``key()`` (flags and library names) is hashed into extension
     names; ``cache_key()`` adds what differs between installations
     (directories, library version, Python ABI)."""
-    cflags: tuple = ("-O2", "-std=gnu99", "-fopenmp-simd", "-Wall", "-Wno-unused-variable",
-                     "-Wno-unused-function", "-Wno-unused-but-set-variable")
+    # -fno-math-errno: exp/log may then be vectorised (errno is never read;
+    # results are unchanged); -fopenmp-simd: the loops' `omp simd`, no threads
+    cflags: tuple = ("-O2", "-std=gnu99", "-fopenmp-simd", "-fno-math-errno", "-Wall",
+                     "-Wno-unused-variable", "-Wno-unused-function",
+                     "-Wno-unused-but-set-variable")
     blas: str | None = None
     blas_version: str = ""
     include_dirs: tuple = ()
@@ -59,13 +62,24 @@ class BuildConfig:
 
 def default_config() -> BuildConfig:
     """OpenBLAS from the scipy-openblas32 wheel (a dependency of bpgen), or
-    no BLAS when it is not importable (every product then runs inline)."""
+    no BLAS when it is not importable (every product then runs inline).
+
+    ``BPGEN_NATIVE=1`` in the environment adds ``-march=native`` (wider
+    vectors, e.g. AVX-512 math): opt-in only, since such a module runs only
+    on CPUs like this one."""
+    cflags = BuildConfig.cflags
+    native = os.environ.get("BPGEN_NATIVE", "").strip()
+    if native not in ("", "0", "1"):
+        raise ValueError(f"BPGEN_NATIVE: expected 0 or 1, got {native!r}")
+    if native == "1":
+        cflags = cflags + ("-march=native",)
     try:
         import scipy_openblas32 as ob
         from importlib.metadata import version
     except ImportError:
-        return BuildConfig()
-    return BuildConfig(blas="scipy-openblas32", blas_version=version("scipy-openblas32"),
+        return BuildConfig(cflags=cflags)
+    return BuildConfig(cflags=cflags, blas="scipy-openblas32",
+                       blas_version=version("scipy-openblas32"),
                        include_dirs=(ob.get_include_dir(),), library_dirs=(ob.get_lib_dir(),),
                        libraries=(ob.get_library(), "m"))
 

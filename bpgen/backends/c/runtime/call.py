@@ -16,6 +16,7 @@ _OUTPUTS = {}
 import importlib.machinery as _machinery  # noqa: E402
 import importlib.util as _util  # noqa: E402
 import os as _os  # noqa: E402
+import threading as _threading  # noqa: E402
 
 
 def _load_extension():
@@ -59,31 +60,51 @@ def _threads_from_environment():
 set_threads(_threads_from_environment())
 
 
+#: per generated function: total output size (a, b), meaning a*N + b elements
+_OUT_SIZE = {name: (sum(p[2] for p in layout), sum(p[3] for p in layout))
+             for name, layout in _OUTPUTS.items()}
+_LOCAL = _threading.local()
+
+
+def _workspace(name, n):
+    """The calling thread's workspace, grown to the largest size asked for
+    (one buffer for every function: none calls another)."""
+    a, b = _WS[name]
+    need = max(a * n + b, 1)
+    held = getattr(_LOCAL, "ws", None)
+    if held is None or held[0].size < need:
+        arr = numpy.empty(need, dtype=DTYPE)
+        held = _LOCAL.ws = (arr, ffi.from_buffer(_PTR, arr, require_writable=True))
+    return held[1]
+
+
+def release_workspace():
+    """Free the calling thread's workspace (it is kept between calls)."""
+    _LOCAL.ws = None
+
+
 def _call(name, n, args):
-    """Run ``bpg_<name>``: the flat output buffer (every input has been
-    checked by the API before, so the C code stays in bounds)."""
-    layout = _OUTPUTS[name]
-    total = sum(a * n + b for _, _, a, b, _ in layout)
-    out = numpy.empty(max(total, 1), dtype=DTYPE)
-    wa, wb = _WS[name]
-    ws = numpy.empty(max(wa * n + wb, 1), dtype=DTYPE)
-    getattr(lib, "bpg_" + name)(
-        n, *[ffi.from_buffer(_PTR, numpy.ascontiguousarray(a)) for a in args],
-        ffi.from_buffer(_PTR, out, require_writable=True),
-        ffi.from_buffer(_PTR, ws, require_writable=True))
-    return out, layout
+    """Run ``bpg_<name>``: the flat output buffer.  The API has checked every
+    input (shape, dtype, C-contiguity), so the C code stays in bounds."""
+    a, b = _OUT_SIZE[name]
+    out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
+    fb = ffi.from_buffer
+    getattr(lib, "bpg_" + name)(n, *[fb(_PTR, x) for x in args],
+                                fb(_PTR, out, require_writable=True), _workspace(name, n))
+    return out
 
 
 def _run(name, n, args):
     """The outputs of ``bpg_<name>`` as matrices (views of one buffer)."""
-    out, layout = _call(name, n, args)
+    out = _call(name, n, args)
     return [out[oa * n + ob:oa * n + ob + a * n + b].reshape(-1, cols)
-            for oa, ob, a, b, cols in layout]
+            for oa, ob, a, b, cols in _OUTPUTS[name]]
 
 
 def _run_flat(name, n, args, start=0):
     """The outputs from index ``start`` on, as one vector (no copy)."""
-    out, layout = _call(name, n, args)
-    total = sum(a * n + b for _, _, a, b, _ in layout)
-    first = layout[start][0] * n + layout[start][1] if start < len(layout) else total
-    return out[first:total]
+    out = _call(name, n, args)
+    if not start:
+        return out
+    oa, ob = _OUTPUTS[name][start][:2]
+    return out[oa * n + ob:]

@@ -94,6 +94,9 @@ def _check_x(x):
     return arr.reshape(n, -1), n
 
 
+_EYE = numpy.eye(OUTPUT_UNITS, dtype=DTYPE)
+
+
 def _check_y(y, n):
     """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
     reads: labels one-hot, steps time-major."""
@@ -108,13 +111,14 @@ def _check_y(y, n):
             raise ValueError(f"y: expected integer class labels, got dtype {labels.dtype}")
         if labels.shape != lead:
             raise ValueError(f"y: expected shape {lead}, got {labels.shape}")
-        if labels.size and (labels.min() < 0 or labels.max() >= OUTPUT_UNITS):
-            raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
-                             f"[{labels.min()}, {labels.max()}]")
         flat = labels.ravel() if steps is None else labels.T.ravel()
-        onehot = numpy.zeros((flat.size, OUTPUT_UNITS), dtype=DTYPE)
-        onehot[numpy.arange(flat.size), flat] = 1
-        return onehot
+        try:
+            if labels.dtype.kind == "i" and labels.min() < 0:
+                raise IndexError
+            return _EYE.take(flat, axis=0)      # one-hot: rows of the identity
+        except IndexError:
+            raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
+                             f"[{labels.min()}, {labels.max()}]") from None
     arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE
                 and y.flags.c_contiguous) else _as_array(y, "y")
     if arr.shape != lead + (OUTPUT_UNITS,):
