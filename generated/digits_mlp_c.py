@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_mlp.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_mlp_c.c, compiled through cffi into
-_bpgen_digits_mlp_0ed3755c4fb7) then never reads or writes out of bounds.
+_bpgen_digits_mlp_ad6c5f91172f) then never reads or writes out of bounds.
 """
 import collections
 import collections.abc
@@ -65,7 +65,7 @@ _OUTPUTS = {
     "grad_factors": [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 10, 0, 10)],
     "curvature": [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 32, 0, 32), (160, 0, 32, 0, 32), (192, 0, 32, 0, 32), (224, 0, 10, 0, 10), (234, 0, 10, 0, 10), (244, 0, 10, 0, 10), (254, 0, 10, 0, 10)],
 }
-EXTENSION = "_bpgen_digits_mlp_0ed3755c4fb7"
+EXTENSION = "_bpgen_digits_mlp_ad6c5f91172f"
 CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_curvature(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_set_threads(int n);"
 C_FILE = "digits_mlp_c.c"
 _PTR = "double[]"
