@@ -58,8 +58,8 @@ def _is_sequence(arch):
 
 # --------------------------------------------------------------------------- JAX
 
-def jax_peer(arch, params, x, y):
-    """``jax.jit(jax.value_and_grad(loss))`` on the same parameters and data."""
+def _jax_loss(arch):
+    """loss_fn(P, x, y) in JAX, P a dict of arrays keyed like bpgen's parameters."""
     layers = _layers(arch)
     acts = {"identity": lambda z: z, "tanh": jnp.tanh, "relu": jax.nn.relu,
             "sigmoid": jax.nn.sigmoid}
@@ -101,8 +101,12 @@ def jax_peer(arch, params, x, y):
         if sequence:
             y = jnp.swapaxes(y, 0, 1)
         return 0.5 * jnp.mean(jnp.sum((h - y) ** 2, axis=-1))
+    return loss_fn
 
-    f = jax.jit(jax.value_and_grad(loss_fn))
+
+def jax_peer(arch, params, x, y):
+    """``jax.jit(jax.value_and_grad(loss))`` on the same parameters and data."""
+    f = jax.jit(jax.value_and_grad(_jax_loss(arch)))
     P = {k: jnp.asarray(v) for k, v in params.items()}
     xj, yj = jnp.asarray(x), jnp.asarray(y)
 
@@ -121,15 +125,29 @@ def torch_peer(arch, params, x, y):
     """PyTorch eager autograd: the loss from leaf tensors, then torch.autograd.grad."""
     if arch["dtype"] == "float32" and [kind for _, kind, _ in _layers(arch)][:1] == ["lstm"]:
         return torch_fused_lstm_peer(arch, params, x, y)
-    layers = _layers(arch)
-    acts = {"identity": lambda z: z, "tanh": torch.tanh, "relu": F.relu,
-            "sigmoid": torch.sigmoid}
-    sequence = _is_sequence(arch)
+    loss_fn = _torch_loss(arch)
     P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     keys, leaves = list(P), list(P.values())
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
-    def recurrent(name, kind, xs):
+    def call():
+        loss = loss_fn(P, xt, yt)
+        return loss, torch.autograd.grad(loss, leaves)
+
+    def read(result):
+        loss, grads = result
+        return loss.item(), {k: g.numpy() for k, g in zip(keys, grads)}
+    return call, read
+
+
+def _torch_loss(arch):
+    """loss_fn(P, x, y) in PyTorch, P a dict of tensors keyed like bpgen's parameters."""
+    layers = _layers(arch)
+    acts = {"identity": lambda z: z, "tanh": torch.tanh, "relu": F.relu,
+            "sigmoid": torch.sigmoid}
+    sequence = _is_sequence(arch)
+
+    def recurrent(P, name, kind, xs):
         xw = xs @ P[name + ".Wx"] + P[name + ".b"]             # every step at once
         wh = P[name + ".Wh"]
         h = c = xw.new_zeros(xw.shape[1], wh.shape[0])
@@ -144,24 +162,18 @@ def torch_peer(arch, params, x, y):
             hs.append(h)
         return torch.stack(hs)
 
-    def call():
+    def loss_fn(P, xt, yt):
         h = xt.transpose(0, 1) if sequence else xt
         for name, kind, act in layers:
             if kind == "dense":
                 h = acts[act](h @ P[name + ".W"] + P[name + ".b"])
             else:
-                h = recurrent(name, kind, h)
+                h = recurrent(P, name, kind, h)
         if arch["loss"] == CE:
-            loss = F.cross_entropy(h, yt)
-        else:
-            target = yt.transpose(0, 1) if sequence else yt
-            loss = 0.5 * ((h - target) ** 2).sum(-1).mean()
-        return loss, torch.autograd.grad(loss, leaves)
-
-    def read(result):
-        loss, grads = result
-        return loss.item(), {k: g.numpy() for k, g in zip(keys, grads)}
-    return call, read
+            return F.cross_entropy(h, yt)
+        target = yt.transpose(0, 1) if sequence else yt
+        return 0.5 * ((h - target) ** 2).sum(-1).mean()
+    return loss_fn
 
 
 def torch_fused_lstm_peer(arch, params, x, y):
@@ -201,4 +213,96 @@ def torch_fused_lstm_peer(arch, params, x, y):
         loss, grads = result
         grads = [g.T if k in keys[:2] else g for k, g in zip(keys, grads)]
         return loss.item(), {k: np.ascontiguousarray(g.numpy()) for k, g in zip(keys, grads)}
+    return call, read
+
+
+# ------------------------------------------------------------------ second order
+#
+# The second-order peers work on the flat parameter vector theta of bpgen's
+# flatten(): the keys in ``keys`` (PARAM_SHAPES) order, each array in C order.
+# ``keys`` and ``params`` give the layout; ``v`` is a dict like params.
+
+def _layout(keys, params):
+    """[(key, start, stop, shape)] of the flat order."""
+    out, start = [], 0
+    for k in keys:
+        shape = tuple(np.shape(params[k]))
+        stop = start + int(np.prod(shape, dtype=np.int64))
+        out.append((k, start, stop, shape))
+        start = stop
+    return out
+
+
+def _flat(keys, values):
+    return np.concatenate([np.ravel(values[k]) for k in keys])
+
+
+def _jax_flat_loss(arch, keys, params):
+    """loss_fn(theta, x, y) of the flat vector, unflattened in bpgen's order."""
+    loss_fn, layout = _jax_loss(arch), _layout(keys, params)
+
+    def flat_loss(theta, x, y):
+        return loss_fn({k: theta[a:b].reshape(s) for k, a, b, s in layout}, x, y)
+    return flat_loss
+
+
+def jax_hessian_peer(arch, keys, params, x, y):
+    """``jax.jit(jax.hessian(loss))`` of the flat vector: (call, read -> (P, P) array)."""
+    f = jax.jit(jax.hessian(_jax_flat_loss(arch, keys, params)))
+    theta, xj, yj = jnp.asarray(_flat(keys, params)), jnp.asarray(x), jnp.asarray(y)
+
+    def call():
+        return jax.block_until_ready(f(theta, xj, yj))
+    return call, np.asarray
+
+
+def jax_hvp_peer(arch, keys, params, x, y, v):
+    """Forward over reverse, ``jax.jvp(jax.grad(loss), (theta,), (v,))``, jitted.
+
+    Returns (call, read -> flat (P,) array); ``call(u)`` takes another flat
+    vector u instead of v (the same compiled function)."""
+    loss = _jax_flat_loss(arch, keys, params)
+    f = jax.jit(lambda th, u, x, y: jax.jvp(lambda t: jax.grad(loss)(t, x, y), (th,), (u,))[1])
+    theta, xj, yj = jnp.asarray(_flat(keys, params)), jnp.asarray(x), jnp.asarray(y)
+    vj = jnp.asarray(_flat(keys, v))
+
+    def call(u=None):
+        return jax.block_until_ready(f(theta, vj if u is None else jnp.asarray(u), xj, yj))
+    return call, np.asarray
+
+
+def torch_hessian_peer(arch, keys, params, x, y):
+    """``torch.func.hessian`` (forward over reverse, vmapped) of the flat vector."""
+    loss_fn, layout = _torch_loss(arch), _layout(keys, params)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    theta = torch.from_numpy(_flat(keys, params))
+
+    def flat_loss(th):
+        return loss_fn({k: th[a:b].view(s) for k, a, b, s in layout}, xt, yt)
+    f = torch.func.hessian(flat_loss)
+
+    def call():
+        return f(theta)
+    return call, lambda h: h.numpy()
+
+
+def torch_hvp_peer(arch, keys, params, x, y, v):
+    """Double backward: g = grad(loss, create_graph=True), then grad(g . v).
+
+    Returns (call, read -> flat (P,) array); ``call(u)`` takes a flat u instead of v."""
+    loss_fn = _torch_loss(arch)
+    P = {k: torch.tensor(params[k], requires_grad=True) for k in keys}
+    leaves = list(P.values())
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    vs = [torch.from_numpy(np.ascontiguousarray(v[k])) for k in keys]
+    layout = _layout(keys, params)
+
+    def call(u=None):
+        us = vs if u is None else [torch.from_numpy(u[a:b].reshape(s)) for _, a, b, s in layout]
+        grads = torch.autograd.grad(loss_fn(P, xt, yt), leaves, create_graph=True)
+        dot = sum((g * w).sum() for g, w in zip(grads, us))
+        return torch.autograd.grad(dot, leaves)
+
+    def read(result):
+        return np.concatenate([h.detach().numpy().ravel() for h in result])
     return call, read

@@ -5,6 +5,7 @@ Usage, from the repository root::
     python benchmarks/run.py                       # full run, a few minutes
     python benchmarks/run.py --quick               # 3 repeats instead of 7
     python benchmarks/run.py --cases mlp_tiny,lstm --json results.json
+    python benchmarks/run.py --second-order-only   # hessian, hvp, hessian_diag only
 
 Method.  Everything runs in one process pinned to one CPU (the last one this
 process may use), with one BLAS / OpenMP / MKL / XLA / torch thread; the
@@ -36,7 +37,15 @@ A row is flagged when the process got less than 90% of its CPU while timing
 "C / best" is bpgen C's time over the faster of JAX and PyTorch (below 1:
 bpgen C is faster).  A peer whose library is not installed is skipped with a
 note.  Finally the C wrapper's per-call overhead is measured: ``loss_and_grad``
-and ``forward`` on mlp_tiny with N=1.  --json FILE writes every number.
+and ``forward`` on mlp_tiny with N=1.
+
+A second-order table follows (float64, the cases in SECOND_ORDER): the full
+``hessian`` of small networks, ``hvp`` and ``hessian_diag`` (with its peak
+memory in a fresh process) against ``jax.hessian`` / forward-over-reverse JAX
+and ``torch.func.hessian`` / double-backward PyTorch, each result checked
+against bpgen C's to 1e-8; see benchmarks/second_order.py for the method.
+--first-order-only and --second-order-only run one of the two tables;
+--cases takes names from both.  --json FILE writes every number.
 """
 import os
 
@@ -60,6 +69,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import timeit  # noqa: E402
+import types  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -68,6 +78,7 @@ import bpgen  # noqa: E402
 from bpgen.derivation import derive_all  # noqa: E402
 from bpgen.spec import load_spec  # noqa: E402
 
+import second_order  # noqa: E402
 from peers import jax, jax_peer, torch, torch_peer  # noqa: E402
 
 CE = "softmax_cross_entropy"
@@ -97,6 +108,14 @@ CASES = {  # name -> (architecture, N)
     "elman_large": (recurrent("elman_large", "rnn", 64, 100, 256, 8), 32),
     "lstm": (recurrent("lstm", "lstm", 32, 50, 128, 4), 16),
     "lstm_f32": (recurrent("lstm_f32", "lstm", 32, 50, 128, 4, "float32"), 16),
+}
+SECOND_ORDER = {  # name -> (architecture, N, what is timed); see benchmarks/second_order.py
+    "hess_tiny": (mlp("hess_tiny", [4, 16, 16, 3], "tanh", CE), 8, "hessian"),
+    "hess_small": (mlp("hess_small", [10, 32, 32, 3], "tanh", CE), 16, "hessian"),
+    "hess_lstm": (recurrent("hess_lstm", "lstm", 4, 10, 8, 2), 8, "hessian"),
+    "hvp_small": (mlp("hvp_small", [64, 128, 128, 10], "tanh", CE), 32, "hvp"),
+    "hvp_mnist": (mlp("hvp_mnist", [784, 256, 256, 10], "relu", CE), 128, "hvp"),
+    "diag_mnist": (mlp("diag_mnist", [784, 256, 256, 10], "tanh", CE), 128, "diag"),
 }
 PEERS = {"JAX": (jax, jax_peer), "PyTorch": (torch, torch_peer)}
 
@@ -283,40 +302,60 @@ def main():
     ap.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
     ap.add_argument("--json", metavar="FILE", help="write every number to FILE")
     ap.add_argument("--cases", help="comma-separated case names (default: all): "
-                    + ", ".join(CASES))
+                    + ", ".join(list(CASES) + list(SECOND_ORDER)))
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument("--first-order-only", action="store_true",
+                      help="only the loss_and_grad table")
+    only.add_argument("--second-order-only", action="store_true",
+                      help="only the hessian / hvp / hessian_diag table")
     args = ap.parse_args()
-    names = args.cases.split(",") if args.cases else list(CASES)
-    unknown = [c for c in names if c not in CASES]
+    names = args.cases.split(",") if args.cases else list(CASES) + list(SECOND_ORDER)
+    unknown = [c for c in names if c not in CASES and c not in SECOND_ORDER]
     if unknown:
-        ap.error(f"unknown case(s) {', '.join(unknown)}; expected some of {', '.join(CASES)}")
+        ap.error(f"unknown case(s) {', '.join(unknown)}; expected some of "
+                 f"{', '.join(list(CASES) + list(SECOND_ORDER))}")
+    first = [] if args.second_order_only else [c for c in names if c in CASES]
+    second = [] if args.first_order_only else [c for c in names if c in SECOND_ORDER]
+    if not first and not second:
+        ap.error("no case left to run")
     repeats = 3 if args.quick else 7
 
     for peer, (library, _) in PEERS.items():
         if library is None:
             print(f"note: {peer} is not installed, so its column is skipped")
-    rates = {dtype: gemm_rate(dtype, repeats) for dtype in ("float64", "float32")}
+    rates = {dtype: gemm_rate(dtype, repeats) for dtype in ("float64", "float32")} if first else {}
     info = machine()
+    gemm = ("; single-thread GEMM 1024^3: " + ", ".join(
+        f"{dtype} {rate / 1e9:.1f} GFLOP/s" for dtype, rate in rates.items())) if rates else ""
     print(f"{info['cpu']}, {info['cores']} cores (pinned to CPU {info['pinned_cpu']}, "
           f"1 thread), {info['date']}; python {info['python']}, numpy {info['numpy']}, "
-          f"torch {info['torch'] or '-'}, jax {info['jax'] or '-'}; single-thread GEMM "
-          f"1024^3: float64 {rates['float64'] / 1e9:.1f} GFLOP/s, "
-          f"float32 {rates['float32'] / 1e9:.1f} GFLOP/s; median of {repeats} repeats\n")
+          f"torch {info['torch'] or '-'}, jax {info['jax'] or '-'}{gemm}; "
+          f"median of {repeats} repeats\n")
 
+    results = {"machine": info, "repeats": repeats,
+               "gemm_gflops": {k: v / 1e9 for k, v in rates.items()}}
     with tempfile.TemporaryDirectory(prefix="bpgen_run_") as tmp:
-        rows = [run_case(name, *CASES[name], tmp, repeats, rates) for name in names]
-        print("\ntimes in us per loss_and_grad call; C/best = bpgen C / the faster of JAX "
-              "and PyTorch (< 1: C is faster);\nGEMM bnd = matrix-product FLOPs / GEMM rate; "
-              "C frac = GEMM bnd / bpgen C time\n")
-        print_table(rows)
-        wrapper = overhead(tmp, repeats)
-    print(f"\nC wrapper per-call overhead, mlp_tiny, N=1: loss_and_grad "
-          f"{wrapper['loss_and_grad']:.1f} us, forward {wrapper['forward']:.1f} us")
+        if first:
+            rows = [run_case(name, *CASES[name], tmp, repeats, rates) for name in first]
+            print("\ntimes in us per loss_and_grad call; C/best = bpgen C / the faster of JAX "
+                  "and PyTorch (< 1: C is faster);\nGEMM bnd = matrix-product FLOPs / GEMM "
+                  "rate; C frac = GEMM bnd / bpgen C time\n")
+            print_table(rows)
+            wrapper = overhead(tmp, repeats)
+            print(f"\nC wrapper per-call overhead, mlp_tiny, N=1: loss_and_grad "
+                  f"{wrapper['loss_and_grad']:.1f} us, forward {wrapper['forward']:.1f} us")
+            results.update(cases=rows, c_overhead_us=wrapper)
+        if second:
+            if first:
+                print()
+            tools = types.SimpleNamespace(build=build_timed, make_params=make_params,
+                                          make_data=make_data, time_call=time_call)
+            results["second_order"] = second_order.run_section(SECOND_ORDER, second, tmp,
+                                                               repeats, tools)
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "repeats": repeats,
-                       "gemm_gflops": {k: v / 1e9 for k, v in rates.items()},
-                       "cases": rows, "c_overhead_us": wrapper}, f, indent=2)
+            json.dump(results, f, indent=2)
         print(f"wrote {args.json}")
 
 

@@ -9,6 +9,7 @@ _bpgen_sine_lstm_ebe46677efa3) then never reads or writes out of bounds.
 import collections
 import collections.abc
 import math
+import os
 
 import numpy
 
@@ -297,8 +298,24 @@ def hmp(params, x, y, V):
     return out
 
 
-#: the largest result hessian() and hmp() build, in bytes
-MAX_RESULT_BYTES = 8 * 2**30
+def _memory_limit():
+    """Half of the machine's memory, or $BPGEN_MAX_BYTES."""
+    text = os.environ.get("BPGEN_MAX_BYTES", "").strip()
+    if text:
+        try:
+            return int(float(text))
+        except ValueError:
+            raise ValueError(f"BPGEN_MAX_BYTES: expected a number of bytes, "
+                             f"got {text!r}") from None
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+#: the largest result hessian(), hmp() or hessian_blocks() builds, in bytes
+#: (half of the machine's memory unless $BPGEN_MAX_BYTES says; assignable)
+MAX_RESULT_BYTES = _memory_limit()
 
 
 def _check_fits(what, entries):
@@ -306,8 +323,9 @@ def _check_fits(what, entries):
     need = entries * DTYPE.itemsize
     if need > MAX_RESULT_BYTES:
         raise ValueError(f"{what}: the result needs {need:,} bytes "
-                         f"({N_PARAMS:,} parameters), more than the limit of "
-                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES)")
+                         f"(N_PARAMS = {N_PARAMS:,}), more than the limit of "
+                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES, or set "
+                         f"$BPGEN_MAX_BYTES)")
 
 
 def _curvature_outputs(xm, n, ym, mats):
@@ -351,120 +369,205 @@ def grad_factors(params, x, y):
 
 
 def hessian_diag(params, x, y):
-    """The exact diagonal of the Hessian, as a dict shaped like params
-    (from the within-layer blocks of the structure for dense networks)."""
-    return _grads_dict(numpy.ascontiguousarray(numpy.diag(_layer_blocks(params, x, y))))
+    """The exact diagonal of the Hessian, as a dict shaped like params.
 
-
-def _layer_blocks(params, x, y):
-    """The Hessian with only its within-layer blocks filled in."""
-    # the within-layer blocks are placed in a full matrix for now, so this
-    # needs N_PARAMS² entries like hessian()
-    _check_fits("hessian_diag / hessian_blocks", N_PARAMS * N_PARAMS)
-    if not _CURV_LAYERS:
-        return hessian(params, x, y)
+    For networks of dense layers it comes from square-root factors of each
+    layer's curvature (no Hessian block is formed: memory grows like
+    N x layer width x factor columns); otherwise from one Hessian-vector
+    product per parameter, keeping only its diagonal entry (memory O(N_PARAMS))."""
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
-    return _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n,
-                               within_layers=True)
+    if _CURV_LAYERS:
+        return _grads_dict(_structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n))
+    out = numpy.empty(N_PARAMS, dtype=DTYPE)
+    basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
+    for j in range(N_PARAMS):
+        basis[j] = 1
+        vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+        out[j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])[j]
+        basis[j] = 0
+    return _grads_dict(out)
 
 
 def hessian_blocks(params, x, y):
     """The per-layer diagonal blocks of the exact Hessian: {layer name:
     (keys, block)} with block indexed like the flat order restricted to the
-    layer's parameters ``keys``."""
-    h = _layer_blocks(params, x, y)
-    blocks = {}
+    layer's parameters ``keys``.  Each block is formed on its own (memory:
+    the largest block, not N_PARAMS²)."""
+    layers = {}
     for key, a, b, _ in _SLICES:
-        layer = key.split(".", 1)[0]
-        keys, lo, hi = blocks.get(layer, ([], a, b))
-        blocks[layer] = (keys + [key], min(lo, a), max(hi, b))
-    return {layer: (keys, numpy.ascontiguousarray(h[lo:hi, lo:hi]))
-            for layer, (keys, lo, hi) in blocks.items()}
+        name = key.split(".", 1)[0]
+        keys, lo, hi = layers.get(name, ([], a, b))
+        layers[name] = (keys + [key], min(lo, a), max(hi, b))
+    largest = max((hi - lo for _, lo, hi in layers.values()), default=0)
+    _check_fits("hessian_blocks", largest * largest)
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    ym = _check_y(y, n)
+    outs = _curvature_outputs(xm, n, ym, mats) if _CURV_LAYERS else None
+    dense = [wk.split(".", 1)[0] for wk, *_ in _CURV_LAYERS]
+    result = {}
+    for name, (keys, lo, hi) in layers.items():
+        if outs is not None:
+            block = _structured_block(mats, outs, n, dense.index(name))
+        else:
+            block = numpy.empty((hi - lo, hi - lo), dtype=DTYPE)
+            basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
+            for j in range(lo, hi):
+                basis[j] = 1
+                vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+                block[:, j - lo] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])[lo:hi]
+                basis[j] = 0
+            block = (block + block.T) / 2
+        result[name] = (keys, numpy.ascontiguousarray(block))
+    return result
 
 
-def _loss_hessian(outs, n):
-    """Per-sample Hessian of the loss w.r.t. the network output, (n, K, K)."""
+def _layers(mats, outs):
+    """[(W key, b key, W, input a, f'(z), f''(z), q, delta)] in float64."""
+    w = dict(zip(PARAM_SHAPES, mats))
+    return [(wk, bk, numpy.asarray(w[wk], dtype=numpy.float64), outs[i], outs[d1], outs[d2],
+             outs[q], outs[dl]) for wk, bk, i, d1, d2, q, dl in _CURV_LAYERS]
+
+
+def _loss_factor(outs, n):
+    """S with S Sᵀ = the per-sample Hessian of the loss w.r.t. the output
+    (divided by n, the mean): (n, K, K)."""
     c = outs[_CURV_LOSS]
-    if LOSS == "softmax_cross_entropy":     # Hessian of log-sum-exp: diag(p) - p pᵀ
-        h = -numpy.einsum("ni,nj->nij", c, c)
-        h[:, numpy.arange(c.shape[1]), numpy.arange(c.shape[1])] += c
-    else:                                   # elementwise loss: diag(l'')
-        h = numpy.zeros((n, c.shape[1], c.shape[1]))
-        h[:, numpy.arange(c.shape[1]), numpy.arange(c.shape[1])] = c
-    return h / n
+    k = c.shape[1]
+    root = numpy.sqrt(numpy.maximum(c, 0) / n)
+    if LOSS == "softmax_cross_entropy":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
+        s = -c[:, :, None] * root[:, None, :]
+        s[:, numpy.arange(k), numpy.arange(k)] += root
+        return s
+    out = numpy.zeros((n, k, k))            # elementwise loss: diag(l'')
+    out[:, numpy.arange(k), numpy.arange(k)] = root
+    return out
 
 
-def _structured_hessian(mats, outs, n, within_layers=False):
-    """H from its block structure, per sample n (row-vector convention
-    z_k = a_(k-1) W_k + b_k):
+def _curvatures(layers, outs, n):
+    """Per-sample A_k = d2L/dz_k2, (n, u_k, u_k), by the backward recursion
+    A_k = D_k W_(k+1) A_(k+1) W_(k+1)ᵀ D_k + diag(f''(z_k) ⊙ q_k)."""
+    s = _loss_factor(outs, n)
+    a = s @ s.transpose(0, 2, 1)
+    curv = [None] * len(layers)
+    for k in range(len(layers) - 1, -1, -1):
+        d1, r = layers[k][4], layers[k][5] * layers[k][6]
+        if k < len(layers) - 1:
+            wn = layers[k + 1][2]
+            a = wn @ a @ wn.T
+        a = d1[:, :, None] * a * d1[:, None, :]
+        idx = numpy.arange(a.shape[1])
+        a[:, idx, idx] += r
+        curv[k] = (a + a.transpose(0, 2, 1)) / 2     # symmetric to the last bit
+    return curv
 
-      A_L = d2l/dz_L2;  A_k = D_k W_(k+1) A_(k+1) W_(k+1)ᵀ D_k + diag(f''(z_k) ⊙ q_k)
-      M_kl = dz_l/dz_k · A_l  (k <= l),  J_kl = da_(l-1)/dz_k
-      H[W_k(p,q), W_l(i,j)] = Σ_n a_k,p (a_l,i M_kl[q,j] + J_kl[q,i] δ_l,j)
 
-    the first term a sum of Kronecker products, the second (k < l) the
-    commutation-type term a pure Kronecker sum misses.  ``within_layers``
-    assembles only the blocks with k == l (the rest stays zero)."""
-    w = {key: numpy.asarray(m, dtype=numpy.float64) for key, m in zip(PARAM_SHAPES, mats)}
-    layers = [(wk, bk, outs[i], outs[d1], outs[d2], outs[q], outs[dl])
-              for wk, bk, i, d1, d2, q, dl in _CURV_LAYERS]
-    L = len(layers)
-    # A_k by the backward recursion
-    A = [None] * L
-    A[-1] = _loss_hessian(outs, n)
-    _, _, _, d1, d2, q, _ = layers[-1]
-    A[-1] = d1[:, :, None] * A[-1] * d1[:, None, :] + _diag3(d2 * q)
-    for k in range(L - 2, -1, -1):
-        wn = w[layers[k + 1][0]]
-        _, _, _, d1, d2, q, _ = layers[k]
-        inner = numpy.einsum("ia,nab,jb->nij", wn, A[k + 1], wn)
-        A[k] = d1[:, :, None] * inner * d1[:, None, :] + _diag3(d2 * q)
+def _put_pair(h, lay_k, lay_l, m, ja, offset):
+    """The blocks of H between the parameters of layers k <= l:
+    H[W_k(p,q), W_l(i,j)] = Σ_n a_k,p (a_l,i M[q,j] + J[q,i] δ_l,j) with
+    M = dz_l/dz_k · A_l, J = da_(l-1)/dz_k (None when k == l), and the biases
+    as weights of a constant input 1 (no J term where b_l is the column)."""
+    wk, bk, _, ak, d1k = lay_k[:5]
+    wl, bl, _, al, _, _, _, dl = lay_l
+    n, pk = ak.shape
+    ck, pl, cl = m.shape[1], al.shape[1], m.shape[2]
+    ow, ob, vw, vb = offset[wk], offset[bk], offset[wl], offset[bl]
+    # W-W: (p, i) x (q, j) as one product over samples, placed as (p, q) x (i, j)
+    t = (ak[:, :, None] * al[:, None, :]).reshape(n, pk * pl)
+    ww = (t.T @ m.reshape(n, ck * cl)).reshape(pk, pl, ck, cl).transpose(0, 2, 1, 3)
+    bw = (al.T @ m.reshape(n, ck * cl)).reshape(pl, ck, cl).transpose(1, 0, 2)
+    if ja is not None:                       # the commutation-type term
+        t2 = (ak[:, :, None] * dl[:, None, :]).reshape(n, pk * cl)
+        ww = ww + (t2.T @ ja.reshape(n, ck * pl)).reshape(pk, cl, ck, pl).transpose(0, 2, 3, 1)
+        bw = bw + (ja.reshape(n, ck * pl).T @ dl).reshape(ck, pl, cl)
+    blocks = ((ow, vw, ww.reshape(pk * ck, pl * cl)),
+              (ow, vb, (ak.T @ m.reshape(n, ck * cl)).reshape(pk * ck, cl)),
+              (ob, vw, bw.reshape(ck, pl * cl)), (ob, vb, m.sum(axis=0)))
+    for r0, c0, blk in blocks:
+        if ja is None and r0 == c0:          # a diagonal block: symmetric exactly
+            blk = (blk + blk.T) / 2
+        h[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] = blk
+        if ja is not None or r0 != c0:       # the mirror image below the diagonal
+            h[c0:c0 + blk.shape[1], r0:r0 + blk.shape[0]] = blk.T
+
+
+def _structured_hessian(mats, outs, n):
+    """The full Hessian (N_PARAMS, N_PARAMS) from its block structure."""
+    layers = _layers(mats, outs)
+    curv = _curvatures(layers, outs, n)
     offset = {key: a for key, a, _, _ in _SLICES}
-    h = numpy.zeros((N_PARAMS, N_PARAMS))
-    for k in range(L):
-        wk, bk, ak, d1k = layers[k][0], layers[k][1], layers[k][2], layers[k][3]
-        jz = numpy.broadcast_to(numpy.eye(d1k.shape[1]), (n,) + (d1k.shape[1],) * 2)
-        ja = None
-        for l in range(k, k + 1 if within_layers else L):  # noqa: E741
-            wl, bl, al, _, _, _, dl = layers[l]
+    h = numpy.empty((N_PARAMS, N_PARAMS), dtype=DTYPE)
+    for k, lay_k in enumerate(layers):
+        jz, ja = None, None
+        for l in range(k, len(layers)):  # noqa: E741
             if l > k:
-                # J_kl = da_(l-1)/dz_k, then dz_l/dz_k = J_kl W_l
-                prev_d1 = layers[l - 1][3]
-                ja = jz * prev_d1[:, None, :]
-                jz = numpy.einsum("nqi,ij->nqj", ja, w[wl])
-            m = numpy.einsum("nqi,nij->nqj", jz, A[l])
-            pk, ck = ak.shape[1], d1k.shape[1]
-            pl, cl = al.shape[1], dl.shape[1]
-            # Σ_n over samples as one matrix product per block: (p) x (q, i, j)
-            qij = numpy.einsum("ni,nqj->nqij", al, m)
-            if ja is not None:       # the commutation-type term
-                qij = qij + numpy.einsum("nqi,nj->nqij", ja, dl)
-            hww = (ak.T @ qij.reshape(n, -1)).reshape(pk * ck, pl * cl)
-            hwb = ak.T @ m.reshape(n, -1)
-            hbw = qij.sum(axis=0)
-            hbb = m.sum(axis=0)
-            ow, ob, vw, vb = offset[wk], offset[bk], offset[wl], offset[bl]
-            blocks = ((ow, vw, hww), (ow, vb, hwb.reshape(pk * ck, cl)),
-                      (ob, vw, hbw.reshape(ck, pl * cl)), (ob, vb, hbb))
-            for r0, c0, blk in blocks:
-                h[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] = blk
-                if l > k:
-                    h[c0:c0 + blk.shape[1], r0:r0 + blk.shape[0]] = blk.T
+                # J = da_(l-1)/dz_k, then dz_l/dz_k = J W_l
+                d1 = layers[l - 1][4]
+                ja = d1[:, None, :] * (jz if jz is not None else numpy.eye(d1.shape[1]))
+                jz = ja @ layers[l][2]
+            m = curv[l] if jz is None else jz @ curv[l]
+            _put_pair(h, lay_k, layers[l], m, ja, offset)
+    _add_l2(h, offset)
+    return h
+
+
+def _structured_block(mats, outs, n, k):
+    """Layer k's diagonal block of the Hessian, alone."""
+    layers = _layers(mats, outs)
+    lay = layers[k]
+    size = math.prod(PARAM_SHAPES[lay[0]]) + math.prod(PARAM_SHAPES[lay[1]])
+    offset = {lay[0]: 0, lay[1]: math.prod(PARAM_SHAPES[lay[0]])}
+    h = numpy.empty((size, size), dtype=DTYPE)
+    _put_pair(h, lay, lay, _curvatures(layers, outs, n)[k], None, offset)
+    _add_l2(h, offset)
+    return h
+
+
+def _add_l2(h, offset):
     if _L2:
         for key in _L2_KEYS:
-            a0 = offset[key]
-            size = math.prod(PARAM_SHAPES[key])
-            h[a0:a0 + size, a0:a0 + size] += _L2 * numpy.eye(size)
-    return numpy.ascontiguousarray(((h + h.T) / 2).astype(DTYPE))
+            if key in offset:
+                a0 = offset[key]
+                idx = numpy.arange(a0, a0 + math.prod(PARAM_SHAPES[key]))
+                h[idx, idx] += _L2
 
 
-def _diag3(v):
-    """(n, k) -> (n, k, k) with v on the diagonals."""
-    out = numpy.zeros(v.shape + (v.shape[1],))
-    out[:, numpy.arange(v.shape[1]), numpy.arange(v.shape[1])] = v
-    return out
+def _structured_diag(mats, outs, n):
+    """The exact diagonal of the Hessian, a vector in the flat order, from
+    square-root factors of every A_k: A_(k+1) = F σ Fᵀ + diag(r_(k+1)) gives
+    diag(A_k) = Σ_c σ_c (D_k W F)²_c + D_k² (W∘W) r_(k+1) + r_k, and only
+    then does r_(k+1) become factor columns D_k W diag(√|r|) (with the
+    signs σ) for the layers further down.  H[W_k(p,q)] = Σ_n a_p² A_k[q,q]."""
+    layers = _layers(mats, outs)
+    out = numpy.zeros(N_PARAMS, dtype=numpy.float64)
+    offset = {key: a for key, a, _, _ in _SLICES}
+    fac, sig, pend = _loss_factor(outs, n), None, None
+    for k in range(len(layers) - 1, -1, -1):
+        wk, bk, _, ak, d1, d2, q, _ = layers[k]
+        if k == len(layers) - 1:
+            fac = d1[:, :, None] * fac
+            sig = numpy.ones((n, fac.shape[2]))
+            diag = numpy.einsum("nuc,nc->nu", fac * fac, sig)
+        else:
+            wn = layers[k + 1][2]
+            fac = d1[:, :, None] * (wn @ fac)
+            diag = (numpy.einsum("nuc,nc->nu", fac * fac, sig)
+                    + d1 * d1 * (pend @ (wn * wn).T))
+            if k > 0 and pend.any():
+                cols = d1[:, :, None] * (wn[None] * numpy.sqrt(numpy.abs(pend))[:, None, :])
+                fac = numpy.concatenate([fac, cols], axis=2)
+                sig = numpy.concatenate([sig, numpy.sign(pend)], axis=1)
+        pend = d2 * q
+        diag += pend
+        size = math.prod(PARAM_SHAPES[wk])
+        out[offset[wk]:offset[wk] + size] = ((ak * ak).T @ diag).ravel()
+        out[offset[bk]:offset[bk] + diag.shape[1]] = diag.sum(axis=0)
+    if _L2:
+        for key in _L2_KEYS:
+            out[offset[key]:offset[key] + math.prod(PARAM_SHAPES[key])] += _L2
+    return out.astype(DTYPE)
 
 
 import importlib.machinery as _machinery  # noqa: E402

@@ -65,7 +65,8 @@ def test_numpy_module_imports_only_numpy():
     text = generate(load_spec(mlp()), "numpy").files["net_numpy.py"]
     imports = {line.split()[1].split(".")[0] for line in text.splitlines()
                if line.startswith(("import ", "from "))}
-    assert imports <= {"collections", "math", "numpy"}
+    # NumPy and the standard library alone (os: the memory limit's environment)
+    assert imports <= {"collections", "math", "os", "numpy"}
 
 
 def test_build_writes_the_module_files(tmp_path):

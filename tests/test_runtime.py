@@ -67,14 +67,27 @@ def test_x_and_label_checks(rt):
 
 def test_a_result_too_large_is_refused_before_allocating(rt, monkeypatch):
     monkeypatch.setattr(rt, "N_PARAMS", 10**6)
-    with pytest.raises(ValueError, match=r"hessian: the result needs 8,000,000,000,000 bytes"):
+    with pytest.raises(ValueError, match=r"hessian: the result needs 8,000,000,000,000 bytes "
+                                         r"\(N_PARAMS = 1,000,000\)"):
         rt.hessian({}, None, None)
 
 
-def test_loss_hessian_of_softmax(monkeypatch):
-    monkeypatch.setattr(hessian, "LOSS", "softmax_cross_entropy")
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
+def test_loss_factor_squares_to_the_loss_curvature(monkeypatch, loss):
+    monkeypatch.setattr(hessian, "LOSS", loss)
     monkeypatch.setattr(hessian, "_CURV_LOSS", 0)
-    p = np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])
-    h = hessian._loss_hessian([p], 2)
+    c = np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])   # softmax p, or l'' per unit
+    s = hessian._loss_factor([c], 2)
     for i in range(2):
-        assert np.allclose(h[i], (np.diag(p[i]) - np.outer(p[i], p[i])) / 2)
+        want = np.diag(c[i]) - np.outer(c[i], c[i]) if loss != "mse" else np.diag(c[i])
+        assert np.allclose(s[i] @ s[i].T, want / 2, rtol=0, atol=1e-15)
+
+
+def test_memory_limit_from_the_environment(rt, monkeypatch):
+    monkeypatch.setenv("BPGEN_MAX_BYTES", "1e6")
+    assert rt._memory_limit() == 10**6
+    monkeypatch.setenv("BPGEN_MAX_BYTES", "lots")
+    with pytest.raises(ValueError, match="BPGEN_MAX_BYTES"):
+        rt._memory_limit()
+    monkeypatch.delenv("BPGEN_MAX_BYTES")
+    assert rt._memory_limit() >= 2**20

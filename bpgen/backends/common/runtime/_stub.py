@@ -33,5 +33,13 @@ def _run_flat(name, n, args, start=0):
     raise NotImplementedError
 
 
-def _structured_hessian(mats, outs, n, within_layers=False):
+def _structured_hessian(mats, outs, n):
+    raise NotImplementedError
+
+
+def _structured_block(mats, outs, n, k):
+    raise NotImplementedError
+
+
+def _structured_diag(mats, outs, n):
     raise NotImplementedError

@@ -5,12 +5,14 @@ into each generated module after its constants; the backend supplies
 Hessian comes from ``hessian.py``."""
 import collections.abc
 import math
+import os
 
 import numpy
 
 from ._stub import (DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa: F401
                     OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, _CURV_LAYERS, _FACTORS,
-                    _INIT, _L2, _run, _run_flat, _structured_hessian)
+                    _INIT, _L2, _run, _run_flat, _structured_block, _structured_diag,
+                    _structured_hessian)
 
 # ---- bpgen runtime: copied verbatim from here ----
 
@@ -238,8 +240,24 @@ def hmp(params, x, y, V):
     return out
 
 
-#: the largest result hessian() and hmp() build, in bytes
-MAX_RESULT_BYTES = 8 * 2**30
+def _memory_limit():
+    """Half of the machine's memory, or $BPGEN_MAX_BYTES."""
+    text = os.environ.get("BPGEN_MAX_BYTES", "").strip()
+    if text:
+        try:
+            return int(float(text))
+        except ValueError:
+            raise ValueError(f"BPGEN_MAX_BYTES: expected a number of bytes, "
+                             f"got {text!r}") from None
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+#: the largest result hessian(), hmp() or hessian_blocks() builds, in bytes
+#: (half of the machine's memory unless $BPGEN_MAX_BYTES says; assignable)
+MAX_RESULT_BYTES = _memory_limit()
 
 
 def _check_fits(what, entries):
@@ -247,8 +265,9 @@ def _check_fits(what, entries):
     need = entries * DTYPE.itemsize
     if need > MAX_RESULT_BYTES:
         raise ValueError(f"{what}: the result needs {need:,} bytes "
-                         f"({N_PARAMS:,} parameters), more than the limit of "
-                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES)")
+                         f"(N_PARAMS = {N_PARAMS:,}), more than the limit of "
+                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES, or set "
+                         f"$BPGEN_MAX_BYTES)")
 
 
 def _curvature_outputs(xm, n, ym, mats):
@@ -292,34 +311,56 @@ def grad_factors(params, x, y):
 
 
 def hessian_diag(params, x, y):
-    """The exact diagonal of the Hessian, as a dict shaped like params
-    (from the within-layer blocks of the structure for dense networks)."""
-    return _grads_dict(numpy.ascontiguousarray(numpy.diag(_layer_blocks(params, x, y))))
+    """The exact diagonal of the Hessian, as a dict shaped like params.
 
-
-def _layer_blocks(params, x, y):
-    """The Hessian with only its within-layer blocks filled in."""
-    # the within-layer blocks are placed in a full matrix for now, so this
-    # needs N_PARAMS² entries like hessian()
-    _check_fits("hessian_diag / hessian_blocks", N_PARAMS * N_PARAMS)
-    if not _CURV_LAYERS:
-        return hessian(params, x, y)
+    For networks of dense layers it comes from square-root factors of each
+    layer's curvature (no Hessian block is formed: memory grows like
+    N x layer width x factor columns); otherwise from one Hessian-vector
+    product per parameter, keeping only its diagonal entry (memory O(N_PARAMS))."""
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
-    return _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n,
-                               within_layers=True)
+    if _CURV_LAYERS:
+        return _grads_dict(_structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n))
+    out = numpy.empty(N_PARAMS, dtype=DTYPE)
+    basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
+    for j in range(N_PARAMS):
+        basis[j] = 1
+        vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+        out[j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])[j]
+        basis[j] = 0
+    return _grads_dict(out)
 
 
 def hessian_blocks(params, x, y):
     """The per-layer diagonal blocks of the exact Hessian: {layer name:
     (keys, block)} with block indexed like the flat order restricted to the
-    layer's parameters ``keys``."""
-    h = _layer_blocks(params, x, y)
-    blocks = {}
+    layer's parameters ``keys``.  Each block is formed on its own (memory:
+    the largest block, not N_PARAMS²)."""
+    layers = {}
     for key, a, b, _ in _SLICES:
-        layer = key.split(".", 1)[0]
-        keys, lo, hi = blocks.get(layer, ([], a, b))
-        blocks[layer] = (keys + [key], min(lo, a), max(hi, b))
-    return {layer: (keys, numpy.ascontiguousarray(h[lo:hi, lo:hi]))
-            for layer, (keys, lo, hi) in blocks.items()}
+        name = key.split(".", 1)[0]
+        keys, lo, hi = layers.get(name, ([], a, b))
+        layers[name] = (keys + [key], min(lo, a), max(hi, b))
+    largest = max((hi - lo for _, lo, hi in layers.values()), default=0)
+    _check_fits("hessian_blocks", largest * largest)
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    ym = _check_y(y, n)
+    outs = _curvature_outputs(xm, n, ym, mats) if _CURV_LAYERS else None
+    dense = [wk.split(".", 1)[0] for wk, *_ in _CURV_LAYERS]
+    result = {}
+    for name, (keys, lo, hi) in layers.items():
+        if outs is not None:
+            block = _structured_block(mats, outs, n, dense.index(name))
+        else:
+            block = numpy.empty((hi - lo, hi - lo), dtype=DTYPE)
+            basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
+            for j in range(lo, hi):
+                basis[j] = 1
+                vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+                block[:, j - lo] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])[lo:hi]
+                basis[j] = 0
+            block = (block + block.T) / 2
+        result[name] = (keys, numpy.ascontiguousarray(block))
+    return result

@@ -1,8 +1,18 @@
-"""The exact Hessian of a network of dense layers, assembled from its
-matrix-form structure (Kronecker blocks per layer pair plus the
-commutation-type delta terms) out of the per-sample quantities the generated
-``curvature`` function computes.  Copied verbatim into every generated
-module, after ``api.py``."""
+"""The exact Hessian of a network of dense layers from its matrix-form
+structure, out of the per-sample quantities the generated ``curvature``
+function computes (layer inputs a, f'(z), f''(z), q = dL/da, delta = dL/dz
+and the loss curvature):
+
+* the full Hessian: Kronecker blocks per layer pair plus the
+  commutation-type delta terms, each block one matrix product over the
+  samples, written straight into the output (no 4-D temporaries);
+* one layer's diagonal block, on its own;
+* the exact diagonal without any block: the curvature A_k of every layer
+  kept as square-root factors (the loss curvature's, propagated back, and
+  the f''·q residuals), as BackPACK does, so memory grows like
+  N·(layer width)·(factor columns), not like blocks.
+
+Copied verbatim into every generated module, after ``api.py``."""
 import math
 
 import numpy
@@ -15,84 +25,147 @@ _SLICES = []   # the generated module's (key, start, stop, shape), from api.py
 # ---- bpgen runtime: copied verbatim from here ----
 
 
-def _loss_hessian(outs, n):
-    """Per-sample Hessian of the loss w.r.t. the network output, (n, K, K)."""
+def _layers(mats, outs):
+    """[(W key, b key, W, input a, f'(z), f''(z), q, delta)] in float64."""
+    w = dict(zip(PARAM_SHAPES, mats))
+    return [(wk, bk, numpy.asarray(w[wk], dtype=numpy.float64), outs[i], outs[d1], outs[d2],
+             outs[q], outs[dl]) for wk, bk, i, d1, d2, q, dl in _CURV_LAYERS]
+
+
+def _loss_factor(outs, n):
+    """S with S Sᵀ = the per-sample Hessian of the loss w.r.t. the output
+    (divided by n, the mean): (n, K, K)."""
     c = outs[_CURV_LOSS]
-    if LOSS == "softmax_cross_entropy":     # Hessian of log-sum-exp: diag(p) - p pᵀ
-        h = -numpy.einsum("ni,nj->nij", c, c)
-        h[:, numpy.arange(c.shape[1]), numpy.arange(c.shape[1])] += c
-    else:                                   # elementwise loss: diag(l'')
-        h = numpy.zeros((n, c.shape[1], c.shape[1]))
-        h[:, numpy.arange(c.shape[1]), numpy.arange(c.shape[1])] = c
-    return h / n
+    k = c.shape[1]
+    root = numpy.sqrt(numpy.maximum(c, 0) / n)
+    if LOSS == "softmax_cross_entropy":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
+        s = -c[:, :, None] * root[:, None, :]
+        s[:, numpy.arange(k), numpy.arange(k)] += root
+        return s
+    out = numpy.zeros((n, k, k))            # elementwise loss: diag(l'')
+    out[:, numpy.arange(k), numpy.arange(k)] = root
+    return out
 
 
-def _structured_hessian(mats, outs, n, within_layers=False):
-    """H from its block structure, per sample n (row-vector convention
-    z_k = a_(k-1) W_k + b_k):
+def _curvatures(layers, outs, n):
+    """Per-sample A_k = d2L/dz_k2, (n, u_k, u_k), by the backward recursion
+    A_k = D_k W_(k+1) A_(k+1) W_(k+1)ᵀ D_k + diag(f''(z_k) ⊙ q_k)."""
+    s = _loss_factor(outs, n)
+    a = s @ s.transpose(0, 2, 1)
+    curv = [None] * len(layers)
+    for k in range(len(layers) - 1, -1, -1):
+        d1, r = layers[k][4], layers[k][5] * layers[k][6]
+        if k < len(layers) - 1:
+            wn = layers[k + 1][2]
+            a = wn @ a @ wn.T
+        a = d1[:, :, None] * a * d1[:, None, :]
+        idx = numpy.arange(a.shape[1])
+        a[:, idx, idx] += r
+        curv[k] = (a + a.transpose(0, 2, 1)) / 2     # symmetric to the last bit
+    return curv
 
-      A_L = d2l/dz_L2;  A_k = D_k W_(k+1) A_(k+1) W_(k+1)ᵀ D_k + diag(f''(z_k) ⊙ q_k)
-      M_kl = dz_l/dz_k · A_l  (k <= l),  J_kl = da_(l-1)/dz_k
-      H[W_k(p,q), W_l(i,j)] = Σ_n a_k,p (a_l,i M_kl[q,j] + J_kl[q,i] δ_l,j)
 
-    the first term a sum of Kronecker products, the second (k < l) the
-    commutation-type term a pure Kronecker sum misses.  ``within_layers``
-    assembles only the blocks with k == l (the rest stays zero)."""
-    w = {key: numpy.asarray(m, dtype=numpy.float64) for key, m in zip(PARAM_SHAPES, mats)}
-    layers = [(wk, bk, outs[i], outs[d1], outs[d2], outs[q], outs[dl])
-              for wk, bk, i, d1, d2, q, dl in _CURV_LAYERS]
-    L = len(layers)
-    # A_k by the backward recursion
-    A = [None] * L
-    A[-1] = _loss_hessian(outs, n)
-    _, _, _, d1, d2, q, _ = layers[-1]
-    A[-1] = d1[:, :, None] * A[-1] * d1[:, None, :] + _diag3(d2 * q)
-    for k in range(L - 2, -1, -1):
-        wn = w[layers[k + 1][0]]
-        _, _, _, d1, d2, q, _ = layers[k]
-        inner = numpy.einsum("ia,nab,jb->nij", wn, A[k + 1], wn)
-        A[k] = d1[:, :, None] * inner * d1[:, None, :] + _diag3(d2 * q)
+def _put_pair(h, lay_k, lay_l, m, ja, offset):
+    """The blocks of H between the parameters of layers k <= l:
+    H[W_k(p,q), W_l(i,j)] = Σ_n a_k,p (a_l,i M[q,j] + J[q,i] δ_l,j) with
+    M = dz_l/dz_k · A_l, J = da_(l-1)/dz_k (None when k == l), and the biases
+    as weights of a constant input 1 (no J term where b_l is the column)."""
+    wk, bk, _, ak, d1k = lay_k[:5]
+    wl, bl, _, al, _, _, _, dl = lay_l
+    n, pk = ak.shape
+    ck, pl, cl = m.shape[1], al.shape[1], m.shape[2]
+    ow, ob, vw, vb = offset[wk], offset[bk], offset[wl], offset[bl]
+    # W-W: (p, i) x (q, j) as one product over samples, placed as (p, q) x (i, j)
+    t = (ak[:, :, None] * al[:, None, :]).reshape(n, pk * pl)
+    ww = (t.T @ m.reshape(n, ck * cl)).reshape(pk, pl, ck, cl).transpose(0, 2, 1, 3)
+    bw = (al.T @ m.reshape(n, ck * cl)).reshape(pl, ck, cl).transpose(1, 0, 2)
+    if ja is not None:                       # the commutation-type term
+        t2 = (ak[:, :, None] * dl[:, None, :]).reshape(n, pk * cl)
+        ww = ww + (t2.T @ ja.reshape(n, ck * pl)).reshape(pk, cl, ck, pl).transpose(0, 2, 3, 1)
+        bw = bw + (ja.reshape(n, ck * pl).T @ dl).reshape(ck, pl, cl)
+    blocks = ((ow, vw, ww.reshape(pk * ck, pl * cl)),
+              (ow, vb, (ak.T @ m.reshape(n, ck * cl)).reshape(pk * ck, cl)),
+              (ob, vw, bw.reshape(ck, pl * cl)), (ob, vb, m.sum(axis=0)))
+    for r0, c0, blk in blocks:
+        if ja is None and r0 == c0:          # a diagonal block: symmetric exactly
+            blk = (blk + blk.T) / 2
+        h[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] = blk
+        if ja is not None or r0 != c0:       # the mirror image below the diagonal
+            h[c0:c0 + blk.shape[1], r0:r0 + blk.shape[0]] = blk.T
+
+
+def _structured_hessian(mats, outs, n):
+    """The full Hessian (N_PARAMS, N_PARAMS) from its block structure."""
+    layers = _layers(mats, outs)
+    curv = _curvatures(layers, outs, n)
     offset = {key: a for key, a, _, _ in _SLICES}
-    h = numpy.zeros((N_PARAMS, N_PARAMS))
-    for k in range(L):
-        wk, bk, ak, d1k = layers[k][0], layers[k][1], layers[k][2], layers[k][3]
-        jz = numpy.broadcast_to(numpy.eye(d1k.shape[1]), (n,) + (d1k.shape[1],) * 2)
-        ja = None
-        for l in range(k, k + 1 if within_layers else L):  # noqa: E741
-            wl, bl, al, _, _, _, dl = layers[l]
+    h = numpy.empty((N_PARAMS, N_PARAMS), dtype=DTYPE)
+    for k, lay_k in enumerate(layers):
+        jz, ja = None, None
+        for l in range(k, len(layers)):  # noqa: E741
             if l > k:
-                # J_kl = da_(l-1)/dz_k, then dz_l/dz_k = J_kl W_l
-                prev_d1 = layers[l - 1][3]
-                ja = jz * prev_d1[:, None, :]
-                jz = numpy.einsum("nqi,ij->nqj", ja, w[wl])
-            m = numpy.einsum("nqi,nij->nqj", jz, A[l])
-            pk, ck = ak.shape[1], d1k.shape[1]
-            pl, cl = al.shape[1], dl.shape[1]
-            # Σ_n over samples as one matrix product per block: (p) x (q, i, j)
-            qij = numpy.einsum("ni,nqj->nqij", al, m)
-            if ja is not None:       # the commutation-type term
-                qij = qij + numpy.einsum("nqi,nj->nqij", ja, dl)
-            hww = (ak.T @ qij.reshape(n, -1)).reshape(pk * ck, pl * cl)
-            hwb = ak.T @ m.reshape(n, -1)
-            hbw = qij.sum(axis=0)
-            hbb = m.sum(axis=0)
-            ow, ob, vw, vb = offset[wk], offset[bk], offset[wl], offset[bl]
-            blocks = ((ow, vw, hww), (ow, vb, hwb.reshape(pk * ck, cl)),
-                      (ob, vw, hbw.reshape(ck, pl * cl)), (ob, vb, hbb))
-            for r0, c0, blk in blocks:
-                h[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] = blk
-                if l > k:
-                    h[c0:c0 + blk.shape[1], r0:r0 + blk.shape[0]] = blk.T
+                # J = da_(l-1)/dz_k, then dz_l/dz_k = J W_l
+                d1 = layers[l - 1][4]
+                ja = d1[:, None, :] * (jz if jz is not None else numpy.eye(d1.shape[1]))
+                jz = ja @ layers[l][2]
+            m = curv[l] if jz is None else jz @ curv[l]
+            _put_pair(h, lay_k, layers[l], m, ja, offset)
+    _add_l2(h, offset)
+    return h
+
+
+def _structured_block(mats, outs, n, k):
+    """Layer k's diagonal block of the Hessian, alone."""
+    layers = _layers(mats, outs)
+    lay = layers[k]
+    size = math.prod(PARAM_SHAPES[lay[0]]) + math.prod(PARAM_SHAPES[lay[1]])
+    offset = {lay[0]: 0, lay[1]: math.prod(PARAM_SHAPES[lay[0]])}
+    h = numpy.empty((size, size), dtype=DTYPE)
+    _put_pair(h, lay, lay, _curvatures(layers, outs, n)[k], None, offset)
+    _add_l2(h, offset)
+    return h
+
+
+def _add_l2(h, offset):
     if _L2:
         for key in _L2_KEYS:
-            a0 = offset[key]
-            size = math.prod(PARAM_SHAPES[key])
-            h[a0:a0 + size, a0:a0 + size] += _L2 * numpy.eye(size)
-    return numpy.ascontiguousarray(((h + h.T) / 2).astype(DTYPE))
+            if key in offset:
+                a0 = offset[key]
+                idx = numpy.arange(a0, a0 + math.prod(PARAM_SHAPES[key]))
+                h[idx, idx] += _L2
 
 
-def _diag3(v):
-    """(n, k) -> (n, k, k) with v on the diagonals."""
-    out = numpy.zeros(v.shape + (v.shape[1],))
-    out[:, numpy.arange(v.shape[1]), numpy.arange(v.shape[1])] = v
-    return out
+def _structured_diag(mats, outs, n):
+    """The exact diagonal of the Hessian, a vector in the flat order, from
+    square-root factors of every A_k: A_(k+1) = F σ Fᵀ + diag(r_(k+1)) gives
+    diag(A_k) = Σ_c σ_c (D_k W F)²_c + D_k² (W∘W) r_(k+1) + r_k, and only
+    then does r_(k+1) become factor columns D_k W diag(√|r|) (with the
+    signs σ) for the layers further down.  H[W_k(p,q)] = Σ_n a_p² A_k[q,q]."""
+    layers = _layers(mats, outs)
+    out = numpy.zeros(N_PARAMS, dtype=numpy.float64)
+    offset = {key: a for key, a, _, _ in _SLICES}
+    fac, sig, pend = _loss_factor(outs, n), None, None
+    for k in range(len(layers) - 1, -1, -1):
+        wk, bk, _, ak, d1, d2, q, _ = layers[k]
+        if k == len(layers) - 1:
+            fac = d1[:, :, None] * fac
+            sig = numpy.ones((n, fac.shape[2]))
+            diag = numpy.einsum("nuc,nc->nu", fac * fac, sig)
+        else:
+            wn = layers[k + 1][2]
+            fac = d1[:, :, None] * (wn @ fac)
+            diag = (numpy.einsum("nuc,nc->nu", fac * fac, sig)
+                    + d1 * d1 * (pend @ (wn * wn).T))
+            if k > 0 and pend.any():
+                cols = d1[:, :, None] * (wn[None] * numpy.sqrt(numpy.abs(pend))[:, None, :])
+                fac = numpy.concatenate([fac, cols], axis=2)
+                sig = numpy.concatenate([sig, numpy.sign(pend)], axis=1)
+        pend = d2 * q
+        diag += pend
+        size = math.prod(PARAM_SHAPES[wk])
+        out[offset[wk]:offset[wk] + size] = ((ak * ak).T @ diag).ravel()
+        out[offset[bk]:offset[bk] + diag.shape[1]] = diag.sum(axis=0)
+    if _L2:
+        for key in _L2_KEYS:
+            out[offset[key]:offset[key] + math.prod(PARAM_SHAPES[key])] += _L2
+    return out.astype(DTYPE)
