@@ -13,10 +13,10 @@ contender once on the same parameters and data:
 - ``hessian_diag``: bpgen only (neither peer has an exact diagonal short of P
   Hessian-vector products).  A few diagonal entries, the first and one random
   entry of every parameter array, are checked against the peers' hvp with a
-  unit vector.  Its peak memory is measured in a fresh child process (this
-  file run as a script): ``ru_maxrss`` before and after one call, and
-  tracemalloc's peak during it (NumPy's allocations are traced, C's own
-  ``malloc`` is not).
+  unit vector.  Its peak memory is measured in a fresh process (this file run as a
+  script, which forks the measuring process: see child_main): ``ru_maxrss``
+  before and after one call, and tracemalloc's peak during it (NumPy's
+  allocations are traced, C's own ``malloc`` is not).
 
 Every result is compared with bpgen C's, ``max|a - b| / max|b|``, and above
 1e-8 flagged as a disagreement.  A bpgen function that refuses (``ValueError``:
@@ -95,7 +95,33 @@ def peak_memory(module_path, data_path):
 
 
 def child_main(module_path, data_path):
-    """Import the generated module, load the inputs, measure one hessian_diag call."""
+    """Import the generated module, load the inputs, measure one hessian_diag call.
+
+    Linux keeps ru_maxrss across execve, and a process started by
+    subprocess inherits its parent's peak RSS that way (hundreds of MiB with
+    JAX and torch loaded).  So the measuring is done in a forked grandchild:
+    a fork starts a new count at the (small) current RSS of this process."""
+    pid = os.fork()
+    if pid:
+        sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    try:
+        _measure(module_path, data_path)
+        sys.stdout.flush()
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+
+def _status_mib(field):
+    """A field of /proc/self/status (VmRSS, VmHWM) in MiB."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def _measure(module_path, data_path):
     import importlib.util
     import resource
     import tracemalloc
@@ -110,11 +136,8 @@ def child_main(module_path, data_path):
     def maxrss():       # KiB on Linux
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    with open("/proc/self/statm") as f:
-        rss_before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    before = maxrss()
+    out = {"rss_before_mib": _status_mib("VmRSS"), "maxrss_before_mib": maxrss()}
     tracemalloc.start()
-    out = {"rss_before_mib": rss_before, "maxrss_before_mib": before}
     t0 = time.perf_counter()
     try:
         mod.hessian_diag(params, x, y)
@@ -124,7 +147,8 @@ def child_main(module_path, data_path):
     out["tracemalloc_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     out["maxrss_after_mib"] = maxrss()
-    out["maxrss_increase_mib"] = out["maxrss_after_mib"] - before
+    out["maxrss_increase_mib"] = out["maxrss_after_mib"] - out["maxrss_before_mib"]
+    out["vmhwm_after_mib"] = _status_mib("VmHWM")
     print(json.dumps(out))
 
 

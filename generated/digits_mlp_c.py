@@ -467,29 +467,37 @@ def _put_pair(h, lay_k, lay_l, m, ja, offset):
     """The blocks of H between the parameters of layers k <= l:
     H[W_k(p,q), W_l(i,j)] = Σ_n a_k,p (a_l,i M[q,j] + J[q,i] δ_l,j) with
     M = dz_l/dz_k · A_l, J = da_(l-1)/dz_k (None when k == l), and the biases
-    as weights of a constant input 1 (no J term where b_l is the column)."""
-    wk, bk, _, ak, d1k = lay_k[:5]
+    as weights of a constant input 1 (no J term where b_l is the column).
+    Each block is one product over the samples, written once into ``h``
+    through a 4-D view (rows (p, q), columns (i, j)) and once mirrored."""
+    wk, bk, _, ak, _ = lay_k[:5]
     wl, bl, _, al, _, _, _, dl = lay_l
     n, pk = ak.shape
     ck, pl, cl = m.shape[1], al.shape[1], m.shape[2]
     ow, ob, vw, vb = offset[wk], offset[bk], offset[wl], offset[bl]
-    # W-W: (p, i) x (q, j) as one product over samples, placed as (p, q) x (i, j)
-    t = (ak[:, :, None] * al[:, None, :]).reshape(n, pk * pl)
-    ww = (t.T @ m.reshape(n, ck * cl)).reshape(pk, pl, ck, cl).transpose(0, 2, 1, 3)
-    bw = (al.T @ m.reshape(n, ck * cl)).reshape(pl, ck, cl).transpose(1, 0, 2)
+    m2 = m.reshape(n, ck * cl)
+    # W-W: rows (p, i), columns (q, j) of one product over samples
+    ww = ((ak[:, :, None] * al[:, None, :]).reshape(n, pk * pl).T @ m2).reshape(pk, pl, ck, cl)
+    bw = (al.T @ m2).reshape(pl, ck, cl)
     if ja is not None:                       # the commutation-type term
         t2 = (ak[:, :, None] * dl[:, None, :]).reshape(n, pk * cl)
-        ww = ww + (t2.T @ ja.reshape(n, ck * pl)).reshape(pk, cl, ck, pl).transpose(0, 2, 3, 1)
-        bw = bw + (ja.reshape(n, ck * pl).T @ dl).reshape(ck, pl, cl)
-    blocks = ((ow, vw, ww.reshape(pk * ck, pl * cl)),
-              (ow, vb, (ak.T @ m.reshape(n, ck * cl)).reshape(pk * ck, cl)),
-              (ob, vw, bw.reshape(ck, pl * cl)), (ob, vb, m.sum(axis=0)))
-    for r0, c0, blk in blocks:
-        if ja is None and r0 == c0:          # a diagonal block: symmetric exactly
-            blk = (blk + blk.T) / 2
-        h[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] = blk
-        if ja is not None or r0 != c0:       # the mirror image below the diagonal
-            h[c0:c0 + blk.shape[1], r0:r0 + blk.shape[0]] = blk.T
+        ww += (t2.T @ ja.reshape(n, ck * pl)).reshape(pk, cl, ck, pl).transpose(0, 3, 2, 1)
+        bw += (ja.reshape(n, ck * pl).T @ dl).reshape(ck, pl, cl).transpose(1, 0, 2)
+    rows_w, rows_b = slice(ow, ow + pk * ck), slice(ob, ob + ck)
+    cols_w, cols_b = slice(vw, vw + pl * cl), slice(vb, vb + cl)
+    h[rows_w, cols_w].reshape(pk, ck, pl, cl)[...] = ww.transpose(0, 2, 1, 3)
+    h[rows_w, cols_b] = (ak.T @ m2).reshape(pk * ck, cl)
+    h[rows_b, cols_w].reshape(ck, pl, cl)[...] = bw.transpose(1, 0, 2)
+    h[rows_b, cols_b] = m.sum(axis=0)
+    if ja is None:        # diagonal blocks: symmetric to the last bit, then mirrored
+        for rr in (rows_w, rows_b):
+            h[rr, rr] = (h[rr, rr] + h[rr, rr].T) / 2
+        h[rows_b, rows_w] = h[rows_w, rows_b].T
+    else:
+        h[cols_w, rows_w] = h[rows_w, cols_w].T
+        h[cols_b, rows_w] = h[rows_w, cols_b].T
+        h[cols_w, rows_b] = h[rows_b, cols_w].T
+        h[cols_b, rows_b] = h[rows_b, cols_b].T
 
 
 def _structured_hessian(mats, outs, n):
