@@ -4,7 +4,10 @@ Each peer takes a bpgen architecture dict, bpgen parameters (a dict of NumPy
 arrays keyed like ``PARAM_SHAPES``) and the data (x, y), and returns
 ``(call, read)``: ``call()`` computes the loss and the gradients (the timed
 part) and ``read(call())`` turns its result into ``(loss, grads)`` like
-``loss_and_grad`` returns, for checking.
+``loss_and_grad`` returns, for checking.  The second-order peers (end of the
+file) also take the key order (``PARAM_SHAPES``) and work on the flat
+parameter vector of bpgen's ``flatten``: ``read`` gives the (P, P) Hessian or
+the flat Hessian-vector product.
 
 Supported architectures: ``dense`` layers on a flat input, or one ``rnn``
 (tanh) or ``lstm`` layer followed by ``dense`` layers at every step; the

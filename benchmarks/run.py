@@ -65,6 +65,7 @@ import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -272,7 +273,20 @@ def machine():
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "python": platform.python_version(), "numpy": np.__version__,
             "torch": torch.__version__ if torch else None,
-            "jax": jax.__version__ if jax else None}
+            "jax": jax.__version__ if jax else None, "bpgen": bpgen_revision()}
+
+
+def bpgen_revision():
+    """The repository's commit, with "+changes" when bpgen/ differs from it, or None."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bpgen"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
 
 
 def fmt(value, spec):
@@ -329,7 +343,8 @@ def main():
         f"{dtype} {rate / 1e9:.1f} GFLOP/s" for dtype, rate in rates.items())) if rates else ""
     print(f"{info['cpu']}, {info['cores']} cores (pinned to CPU {info['pinned_cpu']}, "
           f"1 thread), {info['date']}; python {info['python']}, numpy {info['numpy']}, "
-          f"torch {info['torch'] or '-'}, jax {info['jax'] or '-'}{gemm}; "
+          f"torch {info['torch'] or '-'}, jax {info['jax'] or '-'}, bpgen "
+          f"{info['bpgen'] or '-'}{gemm}; "
           f"median of {repeats} repeats\n")
 
     results = {"machine": info, "repeats": repeats,

@@ -10,6 +10,7 @@ product, ``ᵀ`` transpose, ``1`` a vector of ones).
 """
 import collections
 import collections.abc
+import functools
 import math
 import os
 
@@ -340,8 +341,9 @@ def ggn_vp(params, x, y, v):
 
 
 def grad_factors(params, x, y):
-    """For every weight matrix (W, Wx, Wh: the weight roles), factors (U, V)
-    with dW = Uᵀ V.
+    """For every weight matrix (W, Wx, Wh, conv kernels: the weight roles),
+    factors (U, V) with dW = Uᵀ V (a conv kernel as its (filters, C·k·k)
+    matrix: U its delta per output pixel, V the patches).
 
     U is the layer's input and V its delta, one row per sample (per sample
     and step for recurrent weights, time-major), so the data part of the
@@ -357,6 +359,7 @@ def grad_factors(params, x, y):
         u, v = outs[iu], outs[iv]
         if _L2:
             w = mats[list(PARAM_SHAPES).index(key)]
+            w = w.reshape(w.shape[0], -1)      # a conv kernel as its (filters, C·k·k) matrix
             u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
             v = numpy.concatenate([v, _L2 * w])
         res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
@@ -609,6 +612,66 @@ def _place_rows(a, block, steps):
     out = numpy.zeros((steps * n, a.shape[1]), dtype=DTYPE)
     out[block * n:(block + 1) * n] = a
     return out
+
+
+def _gather(a, idx, n, rows, cols):
+    # per sample, entries idx of the input block; -1 reads an appended zero
+    flat = a.reshape(n, -1)
+    if idx.size and idx.min() < 0:
+        flat = numpy.concatenate([flat, numpy.zeros((n, 1), dtype=DTYPE)], axis=1)
+    return flat[:, idx].reshape(n * rows, cols)
+
+
+def _scatter(g, idx, n, s_out, cols):
+    # the adjoint of _gather: each output entry sums the inputs pointing at it
+    keep = idx >= 0
+    pos = (numpy.arange(n)[:, None] * s_out + idx[keep][None, :]).ravel()
+    out = numpy.bincount(pos, weights=g.reshape(n, -1)[:, keep].ravel(), minlength=n * s_out)
+    return out.astype(DTYPE, copy=False).reshape(-1, cols)
+
+
+def _take_argmax(sel, val):
+    # per row, val where sel has its first maximum
+    return val[numpy.arange(sel.shape[0]), sel.argmax(axis=1)][:, None]
+
+
+def _put_argmax(sel, val):
+    out = numpy.zeros(sel.shape, dtype=DTYPE)
+    out[numpy.arange(sel.shape[0]), sel.argmax(axis=1)] = val[:, 0]
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _pattern_index(pattern):
+    """int64 index array of ``pattern`` (a tuple: kind, then sizes):
+
+    ("im2col", C, H, W, k, s, p): rows (oh, ow), columns (c, u, v) of the
+        patches of a zero-padded C x H x W image, kernel k, stride s, padding p
+    ("windows", C, H, W, k, s): rows (c, oh, ow), columns (u, v): pooling windows
+    ("transpose", S, F): an S x F block as F x S (pixels x channels -> channels x pixels)
+    """
+    kind = pattern[0]
+    if kind == "im2col":
+        c, h, w, k, s, p = pattern[1:]
+        ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        oh, ow, ch, u, v = numpy.ix_(numpy.arange(ho), numpy.arange(wo), numpy.arange(c),
+                                     numpy.arange(k), numpy.arange(k))
+        row, col = oh * s + u - p, ow * s + v - p
+        idx = ch * (h * w) + row * w + col
+        idx = numpy.where((row >= 0) & (row < h) & (col >= 0) & (col < w), idx, -1)
+    elif kind == "windows":
+        c, h, w, k, s = pattern[1:]
+        ho, wo = (h - k) // s + 1, (w - k) // s + 1
+        ch, oh, ow, u, v = numpy.ix_(numpy.arange(c), numpy.arange(ho), numpy.arange(wo),
+                                     numpy.arange(k), numpy.arange(k))
+        idx = ch * (h * w) + (oh * s + u) * w + (ow * s + v)
+    elif kind == "transpose":
+        s, f = pattern[1:]
+        ff, ss = numpy.ix_(numpy.arange(f), numpy.arange(s))
+        idx = ss * f + ff
+    else:
+        raise ValueError(f"unknown index pattern {kind!r}")
+    return numpy.ascontiguousarray(idx, dtype=numpy.int64).ravel()
 
 
 def _forward(x, l0_W, l0_b, l1_W, l1_b):

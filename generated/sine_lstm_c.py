@@ -8,6 +8,7 @@ _bpgen_sine_lstm_ebe46677efa3) then never reads or writes out of bounds.
 """
 import collections
 import collections.abc
+import functools
 import math
 import os
 
@@ -345,8 +346,9 @@ def ggn_vp(params, x, y, v):
 
 
 def grad_factors(params, x, y):
-    """For every weight matrix (W, Wx, Wh: the weight roles), factors (U, V)
-    with dW = Uᵀ V.
+    """For every weight matrix (W, Wx, Wh, conv kernels: the weight roles),
+    factors (U, V) with dW = Uᵀ V (a conv kernel as its (filters, C·k·k)
+    matrix: U its delta per output pixel, V the patches).
 
     U is the layer's input and V its delta, one row per sample (per sample
     and step for recurrent weights, time-major), so the data part of the
@@ -362,6 +364,7 @@ def grad_factors(params, x, y):
         u, v = outs[iu], outs[iv]
         if _L2:
             w = mats[list(PARAM_SHAPES).index(key)]
+            w = w.reshape(w.shape[0], -1)      # a conv kernel as its (filters, C·k·k) matrix
             u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
             v = numpy.concatenate([v, _L2 * w])
         res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))

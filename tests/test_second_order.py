@@ -105,6 +105,20 @@ _add("rnn-layernorm-mse-all", {
                {"type": "dense", "units": K}],
     "loss": "mse"}, True)
 
+_add("conv-max-sce", {
+    "name": "so_conv", "input": {"channels": 1, "height": 5, "width": 5},
+    "layers": [{"type": "conv2d", "filters": 2, "kernel": 3, "activation": "tanh"},
+               {"type": "maxpool2d", "size": 2, "stride": 1}, {"type": "flatten"},
+               {"type": "dense", "units": 3}],
+    "loss": SCE, "regularization": {"l2": 0.02}}, True)
+_add("conv-avg-mse-pad", {
+    "name": "so_conv_avg", "input": {"channels": 2, "height": 4, "width": 3},
+    "layers": [{"type": "conv2d", "filters": 2, "kernel": 2, "stride": 2, "padding": 1,
+                "activation": "softplus"},
+               {"type": "avgpool2d", "size": 2}, {"type": "flatten"},
+               {"type": "dense", "units": 2, "activation": "sigmoid"}],
+    "loss": "mse"}, False)
+
 F32_CASES = {
     "dense-tanh-sce-f32": (_dense("tanh", SCE, l2=0.01, dtype="float32"), True),
     "lstm-mse-all-f32": (seq("so_lstm32", {"type": "lstm", "units": 2}, "mse", "all",
@@ -114,7 +128,7 @@ F32_CASES = {
 # the coverage the module docstring promises
 _c = [cid for cid, (_, in_c, _) in CASES.items() if in_c]
 assert {CASES[c][0]["layers"][0].get("cell", CASES[c][0]["layers"][0]["type"])
-        for c in _c} == {"dense", "rnn", "lstm", "gru"}
+        for c in _c} == {"dense", "rnn", "lstm", "gru", "conv2d"}
 assert {CASES[c][0]["layers"][0]["type"] for c in _c} >= {"dense", "rnn", "lstm", "gru", "birnn"}
 assert {CASES[c][0]["layers"][0]["cell"] for c in CASES
         if CASES[c][0]["layers"][0]["type"] == "birnn"} == {"rnn", "lstm", "gru"}
@@ -396,14 +410,19 @@ def test_grad_factors(get, cid, backend):
     factors = mod.grad_factors(params, x, y)
     weights = [k for k in mod.PARAM_SHAPES if k.rsplit(".", 1)[1] in WEIGHTS]
     assert sorted(factors) == sorted(weights)
+    layers = {lay.name: lay for lay in spec.layers}
     for key in weights:
         u, v = factors[key]
-        n_in, n_out = mod.PARAM_SHAPES[key]
-        rows = _data_rows(spec) + (n_in if spec.l2 else 0)
+        shape = mod.PARAM_SHAPES[key]
+        n_in, n_out = shape[0], int(np.prod(shape[1:]))
+        rows = _data_rows(spec)
+        if len(shape) == 4:     # a conv kernel (filters, C·k·k): one row per output pixel
+            rows *= int(np.prod(layers[key.split(".")[0]].out_shape[1:]))
+        rows += n_in if spec.l2 else 0
         assert u.shape == (rows, n_in) and v.shape == (rows, n_out), key
         assert u.dtype == v.dtype == np.float64
         # the gradient loss_and_grad returns, truncated or not, l2 included
-        assert rel_err(u.T @ v, grads[key]) <= 1e-12, key
+        assert rel_err((u.T @ v).reshape(shape), grads[key]) <= 1e-12, key
     if spec.truncate:
         _, exact = ref.exact_loss_and_grad(spec, params, x, y)
         assert any(rel_err(factors[k][0].T @ factors[k][1], exact[k]) > 1e-3

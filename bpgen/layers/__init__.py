@@ -18,5 +18,5 @@ for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         importlib.import_module(f"{__name__}.{_m}")
 
 #: layer types the architecture file reserves that this version refuses
-RESERVED_TYPES = ("conv2d", "maxpool2d", "avgpool2d")
+RESERVED_TYPES = ()
 RECURRENT_TYPES = tuple(n for n, t in LAYER_TYPES.items() if t.recurrent)

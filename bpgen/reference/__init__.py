@@ -64,6 +64,7 @@ from .activations import (ACTIVATIONS, _sigmoid, _softplus, activation,  # noqa:
                           activation_grad, activation_grad2)
 from .layers import (CELLS, LAYER_BACKWARD, LAYER_FORWARD, _layernorm_backward,  # noqa: F401
                      _layernorm_forward)
+from . import conv  # noqa: F401  (registers conv2d, maxpool2d, avgpool2d)
 
 __all__ = [
     "ACTIVATIONS", "LOSS_FUNCTIONS", "LAYER_FORWARD", "LAYER_BACKWARD",

@@ -25,9 +25,10 @@ HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime")
 
 
 class CEmitter(Emitter):
-    def __init__(self, prog: Program, dtype: str, used: set):
+    def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None):
         super().__init__(prog, dtype)
         self.used = used
+        self.tables = tables if tables is not None else {}
 
     def comment(self, text: str) -> str:
         return f"/* {text} */"
@@ -37,6 +38,14 @@ class CEmitter(Emitter):
         if helper not in HELPERS:
             raise ValueError(f"unknown C runtime helper {helper!r}")
         self.used.add(helper)
+
+    def table(self, values) -> str:
+        """The name of a static int32 table holding ``values`` (emitted once
+        per module, before the functions)."""
+        key = tuple(int(v) for v in values)
+        if key not in self.tables:
+            self.tables[key] = f"bpg_table_{len(self.tables)}"
+        return self.tables[key]
 
     def ptr(self, name: str, loop) -> str:
         """Where ``name`` (one step of it, in a loop) starts."""
@@ -69,7 +78,20 @@ def _shape_str(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
-def _function(derived: Derived, name: str, used: set) -> dict:
+def _table_lines(values: tuple, name: str) -> list:
+    """A static const int32 table, about 100 columns wide."""
+    nums = [str(v) for v in values]
+    lines, line = [f"static const int32_t {name}[{len(nums)}] = {{"], "   "
+    for num in nums:
+        if len(line) + len(num) + 2 > 100:
+            lines.append(line)
+            line = "   "
+        line += f" {num},"
+    lines += [line, "};"]
+    return lines
+
+
+def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
     prog = derived.programs[name]
     decls = []
     for var, (a, b) in prog.workspace.items():
@@ -83,7 +105,7 @@ def _function(derived: Derived, name: str, used: set) -> dict:
     params = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs]
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": tuple(prog.workspace_size),
-            "blocks": CEmitter(prog, derived.spec.dtype, used).blocks(),
+            "blocks": CEmitter(prog, derived.spec.dtype, used, tables).blocks(),
             "signature": f"void bpg_{name}({', '.join(params)})"}
 
 
@@ -91,7 +113,8 @@ def emit(derived: Derived, module: str) -> tuple:
     """({file name: text}, C source, cdef, extension name) of the C module."""
     spec = derived.spec
     used: set = set()
-    functions = [_function(derived, name, used) for name in derived.programs]
+    tables: dict = {}
+    functions = [_function(derived, name, used, tables) for name in derived.programs]
     runtime = [runtime_source(os.path.join(_HERE, "runtime", "prelude.c"))]
     runtime += [runtime_source(os.path.join(_HERE, "runtime", f"{h}.c"))
                 for h in HELPERS if h in used]
@@ -99,6 +122,7 @@ def emit(derived: Derived, module: str) -> tuple:
     ctype = "double" if spec.dtype == "float64" else "float"
     c_source = _env.get_template("module.c.j2").render(
         **common, functions=functions, runtime=runtime,
+        tables=[_table_lines(values, name) for values, name in tables.items()],
         defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else []) + list(BUILD.defines))
     cdef = "\n".join([f"{f['signature']};" for f in functions]
                      + ["void bpg_set_threads(int n);"]).replace("restrict ", "")

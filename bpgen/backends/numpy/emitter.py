@@ -71,5 +71,6 @@ def emit(derived: Derived, module: str) -> dict:
                runtime_api=common_runtime("api.py"),
                runtime_hessian=common_runtime("hessian.py"),
                runtime_helpers=_runtime("helpers.py"),
+               runtime_patterns=common_runtime("patterns.py"),
                runtime_call=_runtime("call.py"))
     return {f"{module}.py": _env.get_template("module.py.j2").render(**ctx)}

@@ -46,3 +46,30 @@ def _place_rows(a, block, steps):
     out = numpy.zeros((steps * n, a.shape[1]), dtype=DTYPE)
     out[block * n:(block + 1) * n] = a
     return out
+
+
+def _gather(a, idx, n, rows, cols):
+    # per sample, entries idx of the input block; -1 reads an appended zero
+    flat = a.reshape(n, -1)
+    if idx.size and idx.min() < 0:
+        flat = numpy.concatenate([flat, numpy.zeros((n, 1), dtype=DTYPE)], axis=1)
+    return flat[:, idx].reshape(n * rows, cols)
+
+
+def _scatter(g, idx, n, s_out, cols):
+    # the adjoint of _gather: each output entry sums the inputs pointing at it
+    keep = idx >= 0
+    pos = (numpy.arange(n)[:, None] * s_out + idx[keep][None, :]).ravel()
+    out = numpy.bincount(pos, weights=g.reshape(n, -1)[:, keep].ravel(), minlength=n * s_out)
+    return out.astype(DTYPE, copy=False).reshape(-1, cols)
+
+
+def _take_argmax(sel, val):
+    # per row, val where sel has its first maximum
+    return val[numpy.arange(sel.shape[0]), sel.argmax(axis=1)][:, None]
+
+
+def _put_argmax(sel, val):
+    out = numpy.zeros(sel.shape, dtype=DTYPE)
+    out[numpy.arange(sel.shape[0]), sel.argmax(axis=1)] = val[:, 0]
+    return out

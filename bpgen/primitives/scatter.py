@@ -1,0 +1,49 @@
+"""``scatter``: the adjoint of ``gather`` (col2im): per sample, every entry
+of the output block is the sum of the input entries whose pattern index
+points at it (zero where none does)."""
+from __future__ import annotations
+
+from ..backends.common.runtime.patterns import _pattern_index
+from ..shapes import dim_coeffs
+from .base import Unary, register, wanted
+from .gather import describe, per_sample
+
+
+@register
+class Scatter(Unary):
+    name = "scatter"
+
+    def build(self, g, a: str, pattern: tuple, out_shape: tuple, base: str = "sca",
+              label: str = "") -> str:
+        idx = _pattern_index(tuple(pattern))
+        if idx.size != per_sample(g.shape(a)) or idx.max() >= per_sample(out_shape):
+            raise ValueError(f"scatter {pattern}: sizes do not match {g.shape(a)} -> {out_shape}")
+        return g.emit(self.name, base, tuple(out_shape), (a,),
+                      {"pattern": tuple(pattern), "s_out": per_sample(out_shape)}, label)
+
+    def vjp(self, g, op, gout, only=None):
+        (a,) = op.args
+        if not wanted(g, a, only):
+            return {}
+        r, c = g.shape(a)
+        return {a: g.gather(gout, op.attrs["pattern"], dim_coeffs(r)[0], c, base="d_" + a,
+                            label="δ" + g.vars[a].label)}
+
+    def apply_to(self, g, op, a, base, label):
+        return g.scatter(a, op.attrs["pattern"], g.shape(op.out), base=base, label=label)
+
+    def equation(self, op, names, latex=False):
+        a = names.get(op.args[0], op.args[0])
+        if latex:
+            return rf"\operatorname{{{op.attrs['pattern'][0]}}}^{{\top}}({a})"
+        return f"{describe(op.attrs['pattern'])}ᵀ[{a}]  (summed back)"
+
+    def numpy(self, em, op, loop):
+        return (f"_scatter({em.acc(op.args[0], loop)}, _pattern_index({op.attrs['pattern']!r}), "
+                f"N, {op.attrs['s_out']}, {em.shape(op.out, loop)[1]})")
+
+    def c(self, em, op, loop):
+        em.use("scatter")
+        table = em.table(_pattern_index(op.attrs["pattern"]))
+        return [f"bpg_scatter(N, {op.attrs['s_out']}, {per_sample(em.shape(op.args[0], loop))}, "
+                f"{table}, {em.ptr(op.args[0], loop)}, {em.ptr(op.out, loop)});"]
