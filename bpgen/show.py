@@ -37,7 +37,7 @@ def render(arch, latex: bool = False) -> str:
     for layer in spec.layers:
         ps = ", ".join(f"{p.name} {p.shape}" for p in layer.params)
         extra = LAYER_TYPES[layer.type].describe(layer)
-        extra = f" {extra}" if extra and layer.type == "dense" else ""
+        extra = f" {extra}" if extra else ""
         out.append(f"  {layer.name}: {layer.type}{extra} {layer.in_shape} -> "
                    f"{layer.out_shape}" + (f"  [{ps}]" if ps else ""))
     out.append("")

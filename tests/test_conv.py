@@ -114,7 +114,8 @@ def test_conv_parameters_and_roles(builder):
 
 
 @pytest.mark.parametrize("layer, message", [
-    ({"type": CONV, "filters": 2, "kernel": 9}, r"layers\[0\]: kernel 9x9 is larger than the map 6x6"),
+    ({"type": CONV, "filters": 2, "kernel": 9},
+     r"layers\[0\]: kernel 9x9 is larger than the map 6x6"),
     ({"type": CONV, "filters": 2, "kernel": 9, "padding": 1},
      r"layers\[0\]: kernel 9x9 is larger than the padded input 8x8"),
     ({"type": "maxpool2d", "size": 7}, r"layers\[0\]: window 7x7 is larger than the map 6x6"),

@@ -22,8 +22,8 @@ import bpgen.backends.numpy as numpy_backend
 
 N = 2
 NAMES = ("p", "s")
-HELPERS = runtime_source(os.path.join(os.path.dirname(numpy_backend.__file__),
-                                      "runtime", "helpers.py")) + "\n" + common_runtime("patterns.py")
+HELPERS = (runtime_source(os.path.join(os.path.dirname(numpy_backend.__file__), "runtime",
+                                       "helpers.py")) + "\n" + common_runtime("patterns.py"))
 
 
 def _compile(prog):

@@ -72,4 +72,3 @@ class Gather(Unary):
         r, c = em.shape(op.out, loop)
         return [f"bpg_gather(N, {op.attrs['s_in']}, {per_sample((r, c))}, {table}, "
                 f"{em.ptr(op.args[0], loop)}, {em.ptr(op.out, loop)});"]
-
