@@ -10,10 +10,19 @@ parameter vector of bpgen's ``flatten``: ``read`` gives the (P, P) Hessian or
 the flat Hessian-vector product.
 
 Supported architectures: ``dense`` layers on a flat input, or one ``rnn``
-(tanh) or ``lstm`` layer followed by ``dense`` layers at every step; the
-losses ``softmax_cross_entropy`` (flat input) and ``mse`` (mean over samples,
-and over steps with ``steps: all``); no regularization.  Sequences are
-processed time-major, like bpgen does: x (N, T, F) -> (T, N, F).
+(tanh) or ``lstm`` layer followed by ``dense`` layers at every step, or
+``conv2d``, ``maxpool2d``, ``avgpool2d`` and ``flatten`` layers on an image
+input followed by ``dense`` layers; the losses ``softmax_cross_entropy``
+(flat output) and ``mse`` (mean over samples, and over steps with ``steps:
+all``); ``regularization: {l2: lam}`` (0.5 * lam * the squares of every
+``W``, ``Wx`` and ``Wh``; not with the fused float32 LSTM); no ``bptt``.
+Sequences are processed time-major, like bpgen does: x (N, T, F) -> (T, N,
+F).  Images are NCHW, x (N, C, H, W), and a convolution's W is (F, C, k, k)
+(OIHW), as in bpgen: both are cross-correlations, padded with zeros, and
+``flatten`` is the C-order reshape of (N, C, H, W) to (N, C*H*W).  Max-pooling
+ties (a window of equal values) may send the gradient to another element than
+bpgen's first maximum; after a relu such a window is all zeros below the kink,
+where the gradient is zero either way.
 
 Import this module after the thread environment variables are set.
 """
@@ -41,18 +50,40 @@ except ImportError:
 CE = "softmax_cross_entropy"
 
 
+KINDS = ("dense", "rnn", "lstm", "conv2d", "maxpool2d", "avgpool2d", "flatten")
+WEIGHTS = ("W", "Wx", "Wh")             # what l2 regularizes (not biases)
+
+
 def _layers(arch):
-    """[(layer name, type, activation)] of an architecture, refusing what the peers lack."""
-    if arch.get("regularization") or arch.get("bptt"):
-        raise NotImplementedError("peers: regularization and bptt are not implemented")
+    """[(layer name, type, activation, layer dict)] of an architecture.
+
+    Refuses what the peers lack: bptt, unknown layer types, a non-tanh rnn."""
+    if arch.get("bptt"):
+        raise NotImplementedError("peers: bptt is not implemented")
     out = []
     for i, layer in enumerate(arch["layers"]):
         kind, act = layer["type"], layer.get("activation")
-        if kind not in ("dense", "rnn", "lstm") or (kind == "rnn" and act not in (None, "tanh")):
+        if kind not in KINDS or (kind == "rnn" and act not in (None, "tanh")):
             raise NotImplementedError(f"peers: layer {layer} is not implemented")
         default = "tanh" if kind == "rnn" else "identity"
-        out.append((layer.get("name", f"l{i}"), kind, act or default))
+        out.append((layer.get("name", f"l{i}"), kind, act or default, layer))
     return out
+
+
+def _l2(arch):
+    """The l2 factor lam of ``regularization: {l2: lam}``, 0.0 without one."""
+    return float((arch.get("regularization") or {}).get("l2", 0.0))
+
+
+def _is_weight(key):
+    return key.rsplit(".", 1)[-1] in WEIGHTS
+
+
+def _window(layer):
+    """(kernel or window size, stride, padding) of a conv2d or pooling layer."""
+    k = layer.get("kernel", layer.get("size"))
+    default = 1 if layer["type"] == "conv2d" else k
+    return k, layer.get("stride", default), layer.get("padding", 0)
 
 
 def _is_sequence(arch):
@@ -91,19 +122,44 @@ def _jax_loss(arch):
         h0 = jnp.zeros(xw.shape[1:2] + wh.shape[:1], xw.dtype)
         return lax.scan(step, (h0, h0), xw)[1]
 
+    def conv2d(P, name, layer, h):
+        _, s, p = _window(layer)
+        z = lax.conv_general_dilated(h, P[name + ".W"], window_strides=(s, s),
+                                     padding=((p, p), (p, p)),
+                                     dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return z + P[name + ".b"][None, :, None, None]
+
+    def pool(kind, layer, h):
+        k, s, _ = _window(layer)
+        if kind == "maxpool2d":
+            return lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, k, k), (1, 1, s, s), "VALID")
+        return lax.reduce_window(h, 0.0, lax.add, (1, 1, k, k), (1, 1, s, s), "VALID") / (k * k)
+
+    lam = _l2(arch)
+
     def loss_fn(P, x, y):
         h = jnp.swapaxes(x, 0, 1) if sequence else x
-        for name, kind, act in layers:
+        for name, kind, act, layer in layers:
             if kind == "dense":
                 h = acts[act](h @ P[name + ".W"] + P[name + ".b"])
+            elif kind == "conv2d":
+                h = acts[act](conv2d(P, name, layer, h))
+            elif kind in ("maxpool2d", "avgpool2d"):
+                h = pool(kind, layer, h)
+            elif kind == "flatten":
+                h = h.reshape(h.shape[0], -1)
             else:
                 h = (elman if kind == "rnn" else lstm)(P, name, h)
         if arch["loss"] == CE:
             logp = jax.nn.log_softmax(h, axis=-1)
-            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
-        if sequence:
-            y = jnp.swapaxes(y, 0, 1)
-        return 0.5 * jnp.mean(jnp.sum((h - y) ** 2, axis=-1))
+            loss = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+        else:
+            if sequence:
+                y = jnp.swapaxes(y, 0, 1)
+            loss = 0.5 * jnp.mean(jnp.sum((h - y) ** 2, axis=-1))
+        if lam:
+            loss = loss + 0.5 * lam * sum(jnp.sum(v ** 2) for k, v in P.items() if _is_weight(k))
+        return loss
     return loss_fn
 
 
@@ -126,7 +182,7 @@ def jax_peer(arch, params, x, y):
 
 def torch_peer(arch, params, x, y):
     """PyTorch eager autograd: the loss from leaf tensors, then torch.autograd.grad."""
-    if arch["dtype"] == "float32" and [kind for _, kind, _ in _layers(arch)][:1] == ["lstm"]:
+    if arch["dtype"] == "float32" and [kind for _, kind, _, _ in _layers(arch)][:1] == ["lstm"]:
         return torch_fused_lstm_peer(arch, params, x, y)
     loss_fn = _torch_loss(arch)
     P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
@@ -165,17 +221,32 @@ def _torch_loss(arch):
             hs.append(h)
         return torch.stack(hs)
 
+    lam = _l2(arch)
+
     def loss_fn(P, xt, yt):
         h = xt.transpose(0, 1) if sequence else xt
-        for name, kind, act in layers:
+        for name, kind, act, layer in layers:
             if kind == "dense":
                 h = acts[act](h @ P[name + ".W"] + P[name + ".b"])
+            elif kind == "conv2d":
+                _, s, p = _window(layer)
+                h = acts[act](F.conv2d(h, P[name + ".W"], P[name + ".b"], stride=s, padding=p))
+            elif kind == "maxpool2d":
+                h = F.max_pool2d(h, *_window(layer)[:2])
+            elif kind == "avgpool2d":
+                h = F.avg_pool2d(h, *_window(layer)[:2])
+            elif kind == "flatten":
+                h = h.reshape(h.shape[0], -1)
             else:
                 h = recurrent(P, name, kind, h)
         if arch["loss"] == CE:
-            return F.cross_entropy(h, yt)
-        target = yt.transpose(0, 1) if sequence else yt
-        return 0.5 * ((h - target) ** 2).sum(-1).mean()
+            loss = F.cross_entropy(h, yt)
+        else:
+            target = yt.transpose(0, 1) if sequence else yt
+            loss = 0.5 * ((h - target) ** 2).sum(-1).mean()
+        if lam:
+            loss = loss + 0.5 * lam * sum((v ** 2).sum() for k, v in P.items() if _is_weight(k))
+        return loss
     return loss_fn
 
 
@@ -186,9 +257,10 @@ def torch_fused_lstm_peer(arch, params, x, y):
     PyTorch, which computes x W_ih^T + b_ih + h W_hh^T + b_hh: so W_ih = Wx^T,
     W_hh = Wh^T, b_ih = b and b_hh = 0 (held fixed).
     """
-    (name, _, _), *head = _layers(arch)
-    if any(kind != "dense" for _, kind, _ in head) or arch["loss"] == CE:
-        raise NotImplementedError("peers: the fused LSTM takes dense layers and mse after it")
+    (name, _, _, _), *head = _layers(arch)
+    if any(kind != "dense" for _, kind, _, _ in head) or arch["loss"] == CE or _l2(arch):
+        raise NotImplementedError("peers: the fused LSTM takes dense layers and mse after it, "
+                                  "without regularization")
     acts = {"identity": lambda z: z, "tanh": torch.tanh, "relu": F.relu}
     wx = params[name + ".Wx"]
     lstm = torch.nn.LSTM(wx.shape[0], wx.shape[1] // 4, batch_first=True,
@@ -200,14 +272,14 @@ def torch_fused_lstm_peer(arch, params, x, y):
         lstm.bias_hh_l0.zero_()
     lstm.bias_hh_l0.requires_grad_(False)
     P = {k: torch.tensor(params[k], requires_grad=True)
-         for n, _, _ in head for k in (n + ".W", n + ".b")}
+         for n, _, _, _ in head for k in (n + ".W", n + ".b")}
     keys = [name + ".Wx", name + ".Wh", name + ".b"] + list(P)
     leaves = [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0] + list(P.values())
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
     def call():
         h = lstm(xt)[0]                                       # (N, T, H), batch-first
-        for n, _, act in head:
+        for n, _, act, _ in head:
             h = acts[act](h @ P[n + ".W"] + P[n + ".b"])
         loss = 0.5 * ((h - yt) ** 2).sum(-1).mean()
         return loss, torch.autograd.grad(loss, leaves)

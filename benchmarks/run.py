@@ -10,8 +10,8 @@ Usage, from the repository root::
 Method.  Everything runs in one process pinned to one CPU (the last one this
 process may use), with one BLAS / OpenMP / MKL / XLA / torch thread; the
 thread variables are only set when they are not already in the environment.
-Each case is an architecture (MLPs, Elman RNNs, LSTMs; see CASES) and a batch
-size N.  For each case the script:
+Each case is an architecture (MLPs, Elman RNNs, LSTMs, CNNs; see CASES) and a
+batch size N.  For each case the script:
 
 1. builds the bpgen C module into a temporary directory with an empty compile
    cache, timing it (derive + emit + compile), then the NumPy module;
@@ -26,7 +26,9 @@ size N.  For each case the script:
    take ~0.1 s, in microseconds per call;
 4. counts the floating-point operations of the matrix products in one
    ``loss_and_grad`` (2·m·n·k per product, from bpgen's derived program; a
-   product inside a recurrent loop counts once per step) and divides them by
+   product inside a recurrent loop counts once per step; a convolution's
+   products have one row per output pixel and sample, a dimension like
+   ``64*N``) and divides them by
    the machine's single-thread GEMM rate (NumPy, 1024×1024×1024, float64 or
    float32 like the case) to get the "GEMM bound": the time of the products
    alone at full GEMM speed.  "C frac" is this bound / bpgen C's time.
@@ -100,6 +102,23 @@ def recurrent(name, cell, features, steps, units, out, dtype="float64"):
             "loss": {"type": "mse", "steps": "all"}}
 
 
+def cnn(name, image, layers, l2=None):
+    """`layers` on an image input (channels, height, width), softmax cross-entropy."""
+    arch = {"name": name, "dtype": "float64",
+            "input": dict(zip(("channels", "height", "width"), image)),
+            "layers": layers, "loss": CE}
+    if l2:
+        arch["regularization"] = {"l2": l2}
+    return arch
+
+
+def conv(filters, kernel, padding=0):
+    return {"type": "conv2d", "filters": filters, "kernel": kernel, "padding": padding,
+            "activation": "relu"}
+
+
+POOL, FLATTEN = {"type": "maxpool2d", "size": 2}, {"type": "flatten"}
+
 CASES = {  # name -> (architecture, N)
     "mlp_tiny": (mlp("mlp_tiny", [4, 16, 16, 3], "tanh", CE), 8),
     "mlp_small": (mlp("mlp_small", [64, 128, 128, 10], "tanh", CE), 32),
@@ -109,6 +128,16 @@ CASES = {  # name -> (architecture, N)
     "elman_large": (recurrent("elman_large", "rnn", 64, 100, 256, 8), 32),
     "lstm": (recurrent("lstm", "lstm", 32, 50, 128, 4), 16),
     "lstm_f32": (recurrent("lstm_f32", "lstm", 32, 50, 128, 4, "float32"), 16),
+    # examples/digits_cnn.yaml: 1x8x8 -> 8x8x8 -> 8x4x4 -> 16x4x4 -> 16x2x2 -> 10
+    "cnn_digits": (cnn("cnn_digits", (1, 8, 8),
+                       [conv(8, 3, 1), POOL, conv(16, 3, 1), POOL, FLATTEN,
+                        {"type": "dense", "units": 10}], l2=1e-4), 64),
+    # LeNet-5 sized: 1x28x28 -> 6x24x24 -> 6x12x12 -> 16x8x8 -> 16x4x4 -> 120 -> 84 -> 10
+    "lenet": (cnn("lenet", (1, 28, 28),
+                  [conv(6, 5), POOL, conv(16, 5), POOL, FLATTEN,
+                   {"type": "dense", "units": 120, "activation": "relu"},
+                   {"type": "dense", "units": 84, "activation": "relu"},
+                   {"type": "dense", "units": 10}]), 64),
 }
 SECOND_ORDER = {  # name -> (architecture, N, what is timed); see benchmarks/second_order.py
     "hess_tiny": (mlp("hess_tiny", [4, 16, 16, 3], "tanh", CE), 8, "hessian"),
@@ -169,7 +198,11 @@ def make_data(arch, n, seed=0):
     rng = np.random.default_rng(seed)
     inp, out = arch["input"], arch["layers"][-1]["units"]
     rows = (n, inp["steps"]) if "steps" in inp else (n,)
-    x = rng.standard_normal(rows + (inp["features"],)).astype(arch["dtype"])
+    if "channels" in inp:                       # an image: x (N, C, H, W)
+        sample = (inp["channels"], inp["height"], inp["width"])
+    else:
+        sample = (inp["features"],)
+    x = rng.standard_normal(rows + sample).astype(arch["dtype"])
     if arch["loss"] == CE:
         return x, rng.integers(0, out, size=rows)
     return x, rng.standard_normal(rows + (out,)).astype(arch["dtype"])

@@ -7,6 +7,8 @@ import os
 import sys
 import tempfile
 
+import filelock
+
 from .codegen import Generated, generate
 from .spec import Spec, load_spec
 
@@ -17,6 +19,12 @@ BACKENDS = ("numpy", "c")
 
 def _spec(spec) -> Spec:
     return spec if isinstance(spec, Spec) else load_spec(spec)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_sources(gen: Generated, out_dir) -> list:
@@ -36,6 +44,7 @@ def write_sources(gen: Generated, out_dir) -> list:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
+            os.chmod(tmp, 0o666 & ~_umask())     # mkstemp's 0600 -> the usual 0644
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -77,14 +86,18 @@ def build_sources(spec, backends=BACKENDS, out_dir=None, *, progress=None) -> li
         progress(f"deriving {s.name}")
     gens = [generate(s, b) for b in backends]
     out_dir = os.fspath(out_dir) if out_dir is not None else "generated"
+    os.makedirs(out_dir, exist_ok=True)
     written = []
     exts = []
-    for gen in gens:
-        if gen.c_source is not None:
-            from .backends.c.build import compile_extension
-            exts.append(compile_extension(gen, out_dir, progress=progress))
-    for gen in gens:
-        written += write_sources(gen, out_dir)
+    # one builder at a time per module and directory: concurrent builds of the
+    # same architecture each end with a whole, valid module
+    with filelock.FileLock(os.path.join(out_dir, f".{s.name}.lock")):
+        for gen in gens:
+            if gen.c_source is not None:
+                from .backends.c.build import compile_extension
+                exts.append(compile_extension(gen, out_dir, progress=progress))
+        for gen in gens:
+            written += write_sources(gen, out_dir)
     return written + exts
 
 

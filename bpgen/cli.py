@@ -95,8 +95,11 @@ def _cmd_spectrum(args) -> int:
         tol = max(abs(ev).max(), 1.0) * 1e-10
         print(f"negative {int((ev < -tol).sum())}, zero {int((abs(ev) <= tol).sum())}, "
               f"positive {int((ev > tol).sum())}")
-    print(f"rank bounds: Gauss-Newton part <= {rows}*{units} = {rows * units} "
-          f"(scored rows x output units); each weight gradient <= {n * (mod.STEPS or 1)} rows")
+    # softmax cross-entropy's per-sample curvature diag(p) - p pᵀ has rank K - 1
+    per_row = units - 1 if mod.LOSS == "softmax_cross_entropy" else units
+    print(f"rank bounds: Gauss-Newton part <= {rows}*{per_row} = {rows * per_row} "
+          f"(scored rows x {'(output units - 1)' if per_row < units else 'output units'}); "
+          f"each weight gradient <= {n * (mod.STEPS or 1)} rows")
     if args.png:
         try:
             import matplotlib
@@ -119,6 +122,16 @@ def _cmd_spectrum(args) -> int:
         fig.savefig(args.png, dpi=100)
         print(f"wrote {args.png}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -159,7 +172,8 @@ def make_parser() -> argparse.ArgumentParser:
                                    "Exits 1 when an error exceeds the tolerance.")
     c.add_argument("arch", help="the architecture file (YAML)")
     c.add_argument("--backend", choices=("numpy", "c", "all"), default="all")
-    c.add_argument("--batch", type=int, default=5, help="batch size of the test data (5)")
+    c.add_argument("--batch", type=_positive_int, default=5,
+                   help="batch size of the test data (5)")
     c.add_argument("--seed", type=int, default=0, help="seed of parameters and data (0)")
     c.add_argument("--tol", type=float, default=None,
                    help="tolerance against the reference (default 1e-8 for float64, "
@@ -192,7 +206,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except SpecError as exc:
+    except ValueError as exc:          # SpecError and every other bad value
         print(f"bpgen: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

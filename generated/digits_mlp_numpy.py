@@ -145,6 +145,8 @@ def _check_x(x):
     n = arr.shape[0]
     if n < 1:
         raise ValueError("x: the batch is empty (N = 0)")
+    if not _finite_fast(arr):
+        raise ValueError("x: contains NaN or inf")
     if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
         return numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(STEPS * n, -1), n
     return arr.reshape(n, -1), n
@@ -179,6 +181,8 @@ def _check_y(y, n):
                 and y.flags.c_contiguous) else _as_array(y, "y")
     if arr.shape != lead + (OUTPUT_UNITS,):
         raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
+    if not _finite_fast(arr):
+        raise ValueError("y: contains NaN or inf")
     if LOSS == "sigmoid_binary_cross_entropy" and not ((arr >= 0) & (arr <= 1)).all():
         raise ValueError("y: binary cross-entropy targets must lie in [0, 1]")
     if steps is not None:
@@ -216,11 +220,37 @@ def _grads_dict(flat):
     return {key: flat[a:b].reshape(shape) for key, a, b, shape in _SLICES}
 
 
+def _finite_fast(arr):
+    """All entries finite: one reduction (a sum that overflows although every
+    entry is finite is checked again exactly)."""
+    return math.isfinite(arr.sum()) or _finite(arr)
+
+
+def _finite(arr):
+    """All entries finite (a NaN or inf anywhere makes max or min non-finite)."""
+    return arr.size == 0 or (math.isfinite(arr.max()) and math.isfinite(arr.min()))
+
+
+def _finite_or_blame(result, xm, ym, mats, vmats=(), extra=()):
+    """``result`` when it is finite.  A result made non-finite by a NaN or
+    inf in an input is refused: a ValueError naming that input.  (Only then
+    are the inputs scanned, so a finite call pays two reductions.)"""
+    if _finite(result):
+        return result
+    named = [("x", xm), ("y", ym)] + [(f"params[{k!r}]", m) for k, m in zip(PARAM_SHAPES, mats)]
+    named += [(f"v[{k!r}]", m) for k, m in zip(PARAM_SHAPES, vmats)] + list(extra)
+    for what, arr in named:
+        if arr is not None and not _finite(arr):
+            raise ValueError(f"{what}: contains NaN or inf, which makes the result "
+                             f"non-finite")
+    return result       # finite inputs, a non-finite result: IEEE overflow, returned as is
+
+
 def forward(params, x):
     """The network's output before the loss, shape (N, OUTPUT_UNITS)."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    out = _run("forward", n, [xm, *mats])[0]
+    out = _finite_or_blame(_run("forward", n, [xm, *mats])[0], xm, None, mats)
     if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
         return numpy.ascontiguousarray(out.reshape(STEPS, n, -1).transpose(1, 0, 2))
     return numpy.ascontiguousarray(out, dtype=DTYPE)
@@ -230,14 +260,16 @@ def loss(params, x, y):
     """The scalar loss (a Python float)."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    return float(_run("loss", n, [xm, _check_y(y, n), *mats])[0].ravel()[0])
+    ym = _check_y(y, n)
+    return float(_finite_or_blame(_run("loss", n, [xm, ym, *mats])[0], xm, ym, mats)[0, 0])
 
 
 def loss_and_grad(params, x, y):
     """(loss, gradients): a float and a dict shaped like ``params``."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    flat = _run_flat("loss_and_grad", n, [xm, _check_y(y, n), *mats])
+    ym = _check_y(y, n)
+    flat = _finite_or_blame(_run_flat("loss_and_grad", n, [xm, ym, *mats]), xm, ym, mats)
     return float(flat[0]), _grads_dict(flat[1:])
 
 
@@ -249,7 +281,9 @@ def hvp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
-    return _grads_dict(_run_flat("hvp", n, [xm, _check_y(y, n), *mats, *vmats]))
+    ym = _check_y(y, n)
+    flat = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
 def hessian(params, x, y):
@@ -264,7 +298,8 @@ def hessian(params, x, y):
     xm, n = _check_x(x)
     ym = _check_y(y, n)
     if _CURV_LAYERS:
-        return _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n)
+        h = _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n)
+        return _finite_or_blame(h, xm, ym, mats)
     out = numpy.empty((N_PARAMS, N_PARAMS), dtype=DTYPE)
     basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
     for j in range(N_PARAMS):
@@ -273,7 +308,7 @@ def hessian(params, x, y):
         out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
         basis[j] = 0
     # the exact Hessian is symmetric; average away the rounding
-    return numpy.ascontiguousarray((out + out.T) / 2)
+    return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
 
 
 def hmp(params, x, y, V):
@@ -291,7 +326,7 @@ def hmp(params, x, y, V):
         col = numpy.ascontiguousarray(vm[:, j])
         vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
         out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
-    return out
+    return _finite_or_blame(out, xm, ym, mats, extra=[("V", vm)])
 
 
 def _memory_limit():
@@ -337,7 +372,9 @@ def ggn_vp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
-    return _grads_dict(_run_flat("ggn_vp", n, [xm, _check_y(y, n), *mats, *vmats]))
+    ym = _check_y(y, n)
+    flat = _run_flat("ggn_vp", n, [xm, ym, *mats, *vmats])
+    return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
 def grad_factors(params, x, y):
@@ -377,7 +414,8 @@ def hessian_diag(params, x, y):
     xm, n = _check_x(x)
     ym = _check_y(y, n)
     if _CURV_LAYERS:
-        return _grads_dict(_structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n))
+        diag = _structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n)
+        return _grads_dict(_finite_or_blame(diag, xm, ym, mats))
     out = numpy.empty(N_PARAMS, dtype=DTYPE)
     basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
     for j in range(N_PARAMS):
@@ -385,7 +423,7 @@ def hessian_diag(params, x, y):
         vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
         out[j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])[j]
         basis[j] = 0
-    return _grads_dict(out)
+    return _grads_dict(_finite_or_blame(out, xm, ym, mats))
 
 
 def hessian_blocks(params, x, y):
@@ -1118,7 +1156,10 @@ def _mats(arrs):
 def _run(name, n, args):
     """Run generated function ``name`` on its inputs (x, y, parameters, v;
     vectors become 1-row matrices); its outputs as a list of matrices."""
-    outs = globals()["_" + name](*_mats(args))
+    # like the C backend, silent on overflow (e.g. the unused branch of elu at
+    # -1e4): results are checked for NaN/inf by the API (_finite_or_blame)
+    with numpy.errstate(all="ignore"):
+        outs = globals()["_" + name](*_mats(args))
     outs = outs if isinstance(outs, tuple) else (outs,)
     return [numpy.asarray(o, dtype=DTYPE) for o in outs]
 

@@ -18,6 +18,8 @@ import sysconfig
 import tempfile
 from dataclasses import dataclass
 
+import filelock
+
 __all__ = ["BuildConfig", "BUILD", "compile_extension", "compile_c_file", "cache_dir"]
 
 
@@ -59,7 +61,15 @@ class BuildConfig:
     @property
     def link_args(self) -> list:
         # find the BLAS where it was found at build time, wherever the module goes
-        return [f"-Wl,-rpath,{d}" for d in self.library_dirs]
+        return ([f"-Wl,-rpath,{d}" for d in self.library_dirs]
+                + [f for f in self.cflags if f.startswith("-fsanitize")])
+
+
+def _flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{name}: expected 0 or 1, got {value!r}")
+    return value == "1"
 
 
 def default_config() -> BuildConfig:
@@ -68,13 +78,15 @@ def default_config() -> BuildConfig:
 
     ``BPGEN_NATIVE=1`` in the environment adds ``-march=native`` (wider
     vectors, e.g. AVX-512 math): opt-in only, since such a module runs only
-    on CPUs like this one."""
+    on CPUs like this one.  ``BPGEN_SANITIZE=1`` builds with AddressSanitizer
+    and UndefinedBehaviorSanitizer (the process must preload libasan)."""
     cflags = BuildConfig.cflags
-    native = os.environ.get("BPGEN_NATIVE", "").strip()
-    if native not in ("", "0", "1"):
-        raise ValueError(f"BPGEN_NATIVE: expected 0 or 1, got {native!r}")
-    if native == "1":
+    if _flag("BPGEN_NATIVE"):
         cflags = cflags + ("-march=native",)
+    if _flag("BPGEN_SANITIZE"):      # AddressSanitizer + UBSan (see scripts/sanitize.sh)
+        cflags = tuple(f for f in cflags if f != "-O2") + (
+            "-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=undefined")
     try:
         import scipy_openblas32 as ob
         from importlib.metadata import version
@@ -107,16 +119,42 @@ def _key(c_source: str, cdef: str, ext_name: str, config: BuildConfig) -> str:
     return h.hexdigest()[:32]
 
 
+def _digest(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def _cached(final: str) -> bool:
+    """Is there a whole cached extension at ``final``?  Its hash, recorded
+    when it was built, must match (a truncated or corrupted copy is removed)."""
+    try:
+        with open(final + ".sha256", encoding="ascii") as fh:
+            if fh.read().strip() == _digest(final):
+                return True
+    except OSError:
+        pass
+    for path in (final, final + ".sha256"):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return False
+
+
 def _compile(c_source: str, cdef: str, ext_name: str, config: BuildConfig = BUILD,
              progress=None) -> str:
     """Path of the compiled extension in the cache, compiling if needed."""
     key = _key(c_source, cdef, ext_name, config)
     final_dir = os.path.join(cache_dir(), key)
     final = os.path.join(final_dir, ext_name + _suffix())
-    if os.path.exists(final):
-        return final
-    import cffi
     os.makedirs(cache_dir(), exist_ok=True)
+    with filelock.FileLock(os.path.join(cache_dir(), f".{key}.lock")):
+        if not _cached(final):
+            _compile_into(c_source, cdef, ext_name, config, key, final, progress)
+    return final
+
+
+def _compile_into(c_source, cdef, ext_name, config, key, final, progress) -> None:
+    import cffi
+    final_dir = os.path.dirname(final)
     tmp = tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir())
     try:
         ffib = cffi.FFI()
@@ -135,10 +173,13 @@ def _compile(c_source: str, cdef: str, ext_name: str, config: BuildConfig = BUIL
             raise RuntimeError(f"C compilation of {ext_name} failed: {exc}\n"
                                f"{log.getvalue()[-4000:]}") from None
         os.makedirs(final_dir, exist_ok=True)
+        digest = _digest(built)
         os.replace(built, final)    # atomic: a concurrent build sees all or nothing
+        with open(final + ".sha256.tmp", "w", encoding="ascii") as fh:
+            fh.write(digest)
+        os.replace(final + ".sha256.tmp", final + ".sha256")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def _install(built: str, dest_dir: str) -> str:
@@ -151,6 +192,9 @@ def _install(built: str, dest_dir: str) -> str:
     fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".ext.", suffix=".tmp")
     os.close(fd)
     shutil.copyfile(built, tmp)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)          # a shared library: 0755 under the usual umask
     os.replace(tmp, dest)
     return dest
 

@@ -32,10 +32,22 @@ def _load_extension():
             raise ImportError(f"{EXTENSION}: compiled extension not found next to "
                               f"{__file__}; run 'bpgen build' with --backend c") from None
         path = compile_c_file(_os.path.join(here, C_FILE), CDEF, EXTENSION, here)
+    try:
+        mod = _import_extension(path)
+    except (ImportError, OSError):
+        # a truncated or corrupted copy: rebuild it (from the cache, whose
+        # copies are checked by their hash) and load again
+        from bpgen.backends.c.build import compile_c_file
+        path = compile_c_file(_os.path.join(here, C_FILE), CDEF, EXTENSION, here)
+        mod = _import_extension(path)
+    return mod.ffi, mod.lib
+
+
+def _import_extension(path):
     spec = _util.spec_from_file_location(EXTENSION, path)
     mod = _util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.ffi, mod.lib
+    return mod
 
 
 ffi, lib = _load_extension()
