@@ -11,18 +11,21 @@ from .spec import SpecError, load_spec  # noqa: E402
 __all__ = ["__version__", "SpecError", "load_spec", "build", "spectrum"]
 
 
-def build(spec, backend="numpy", out_dir=None):
+def build(spec, backend="numpy", out_dir=None, progress=None):
     """Build and import the generated module for ``spec`` (path or dict).
 
     ``backend`` is ``"numpy"`` or ``"c"``; sources are written to ``out_dir``
     (default ``generated/``).  An invalid architecture raises
-    :class:`SpecError` (a ``ValueError``) and writes nothing.
+    :class:`SpecError` (a ``ValueError``) and writes nothing.  ``progress``
+    (a callable taking a message) hears of each stage (derive, emit,
+    compile); without it the call is silent.
     """
     from .api import build as _build
-    return _build(spec, backend=backend, out_dir=out_dir)
+    return _build(spec, backend=backend, out_dir=out_dir, progress=progress)
 
 
-def spectrum(module, params, x, y, k=6, smallest=False, full=None, tol=0.0):
+def spectrum(module, params, x, y, k=6, smallest=False, full=None, tol=0.0, progress=None):
     """Eigenvalues of the exact Hessian; see :func:`bpgen.curvature.spectrum`."""
     from .curvature import spectrum as _spectrum
-    return _spectrum(module, params, x, y, k=k, smallest=smallest, full=full, tol=tol)
+    return _spectrum(module, params, x, y, k=k, smallest=smallest, full=full, tol=tol,
+                     progress=progress)

@@ -9,7 +9,7 @@ import tempfile
 
 import filelock
 
-from .codegen import Generated, generate
+from .codegen import Generated, generate_all
 from .spec import Spec, load_spec
 
 __all__ = ["build", "write_sources", "import_module"]
@@ -82,9 +82,7 @@ def build_sources(spec, backends=BACKENDS, out_dir=None, *, progress=None) -> li
             raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, "
                              f"got {backend!r}")
     s = _spec(spec)
-    if progress:
-        progress(f"deriving {s.name}")
-    gens = [generate(s, b) for b in backends]
+    gens = generate_all(s, tuple(backends), progress)
     out_dir = os.fspath(out_dir) if out_dir is not None else "generated"
     os.makedirs(out_dir, exist_ok=True)
     written = []

@@ -94,7 +94,7 @@ def run_check(arch, batch: int = 5, seed: int = 0, tol: float | None = None,
     with tempfile.TemporaryDirectory(prefix="bpgen-check-") as tmp:
         for backend in backends:
             if progress:
-                progress(f"building the {backend} backend")
+                progress(f"building the {backend} backend ...")
             module = build(spec, backend=backend, out_dir=tmp, progress=progress)
             exact = None
             if spec.truncate:
@@ -102,7 +102,7 @@ def run_check(arch, batch: int = 5, seed: int = 0, tol: float | None = None,
                               backend=backend, out_dir=tmp, progress=progress)
             params, x, y = sample_point(spec, module, batch, seed)
             if progress:
-                progress(f"checking the {backend} backend")
+                progress(f"checking the {backend} backend ...")
             results[backend] = check_module(spec, module, params, x, y, exact)
     print(f"bpgen check {spec.source}: {spec.name}, {spec.dtype}, batch {batch}, "
           f"seed {seed}", file=out)

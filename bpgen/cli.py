@@ -19,14 +19,13 @@ class Progress:
 
     def __call__(self, msg: str) -> None:
         if self.enabled:
-            print(f"[{time.perf_counter() - self.t0:5.1f}s] {msg}...", file=sys.stderr,
-                  flush=True)
+            print(f"[{time.perf_counter() - self.t0:5.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def _cmd_build(args) -> int:
     from .api import BACKENDS, build_sources
     backends = BACKENDS if args.backend == "all" else (args.backend,)
-    progress = Progress()
+    progress = Progress(False if args.quiet else None)
     out_dir = args.out or "generated"
     written = build_sources(args.arch, backends, out_dir, progress=progress)
     for path in written:
@@ -45,7 +44,7 @@ def _cmd_show(args) -> int:
 
 def _cmd_check(args) -> int:
     from .check import run_check
-    progress = Progress()
+    progress = Progress(False if args.quiet else None)
     return run_check(args.arch, batch=args.batch, seed=args.seed, tol=args.tol,
                      backends=("numpy", "c") if args.backend == "all" else (args.backend,),
                      progress=progress)
@@ -68,7 +67,7 @@ def _cmd_spectrum(args) -> int:
                             f"(it needs x and y; optionally the parameters by key)")
     if args.k < 1:
         raise SpecError(f"-k: expected a positive integer, got {args.k}")
-    progress = Progress()
+    progress = Progress(False if args.quiet else None)
     import tempfile
     with tempfile.TemporaryDirectory(prefix="bpgen-spectrum-") as tmp:
         mod = build(spec, backend=args.backend, out_dir=tmp, progress=progress)
@@ -79,14 +78,15 @@ def _cmd_spectrum(args) -> int:
         x, y = data["x"], data["y"]
         try:
             res = spectrum(mod, params, x, y, k=args.k, smallest=args.smallest,
-                           full=True if args.full else None)
+                           full=True if args.full else None, progress=progress)
         except ValueError as exc:
             raise SpecError(f"--data: {exc}") from None
     n = len(x)
     units = mod.OUTPUT_UNITS
     rows = n * (mod.STEPS or 1) if mod.SEQUENCE_OUTPUT and mod.LOSS_ALL_STEPS else n
+    origin = f"from {args.data}" if given else f"init_params({args.seed})"
     print(f"{spec.name}: exact Hessian spectrum ({res['method']}), {mod.N_PARAMS} parameters, "
-          f"batch {n}; parameters {'from ' + args.data if given else 'init_params(%d)' % args.seed}")
+          f"batch {n}; parameters {origin}")
     print(f"largest {len(res['largest'])}: " + " ".join(f"{v:.6g}" for v in res["largest"]))
     if "smallest" in res:
         print(f"smallest {len(res['smallest'])}: " + " ".join(f"{v:.6g}" for v in res["smallest"]))
@@ -151,6 +151,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", choices=("numpy", "c", "all"), default="all",
                    help="which backend(s) to generate (default: all)")
     b.add_argument("--out", metavar="DIR", help="output directory (default: generated/)")
+    b.add_argument("--quiet", action="store_true",
+                   help="no progress lines on stderr (shown only on a terminal anyway)")
     b.set_defaults(func=_cmd_build)
 
     s = sub.add_parser("show", help="print the derived equations in matrix form",
@@ -179,6 +181,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="tolerance against the reference (default 1e-8 for float64, "
                         "1e-4 for float32); the tolerance against finite differences "
                         "stays 1e-5 for float64, 1e-4 for float32")
+    c.add_argument("--quiet", action="store_true",
+                   help="no progress lines on stderr (shown only on a terminal anyway)")
     c.set_defaults(func=_cmd_check)
 
     sp = sub.add_parser("spectrum", help="eigenvalues of the exact Hessian on a data set",
@@ -197,6 +201,8 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="init_params seed when the data "
                                                         "file holds no parameters")
     sp.add_argument("--png", metavar="FILE", help="draw the spectrum (needs matplotlib)")
+    sp.add_argument("--quiet", action="store_true",
+                    help="no progress lines on stderr (shown only on a terminal anyway)")
     sp.set_defaults(func=_cmd_spectrum)
     return p
 

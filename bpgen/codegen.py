@@ -13,7 +13,7 @@ from .backends.numpy.emitter import emit as _emit_numpy
 from .derivation import derive_all
 from .spec import Spec
 
-__all__ = ["Generated", "generate", "module_names"]
+__all__ = ["Generated", "generate", "generate_all", "module_names"]
 
 
 @dataclass
@@ -32,11 +32,26 @@ def module_names(spec: Spec, backend: str) -> str:
 
 def generate(spec: Spec, backend: str) -> Generated:
     """All generated files for ``spec`` and ``backend`` ("numpy" or "c")."""
-    if backend not in ("numpy", "c"):
-        raise ValueError(f"backend: expected 'numpy' or 'c', got {backend!r}")
+    return generate_all(spec, (backend,))[0]
+
+
+def generate_all(spec: Spec, backends, progress=None) -> list:
+    """The files of every backend in ``backends``, from one derivation."""
+    for backend in backends:
+        if backend not in ("numpy", "c"):
+            raise ValueError(f"backend: expected 'numpy' or 'c', got {backend!r}")
+    if progress:
+        progress(f"deriving {spec.name} ...")
     derived = derive_all(spec)
-    module = module_names(spec, backend)
-    if backend == "numpy":
-        return Generated(_emit_numpy(derived, module), module)
-    files, c_source, cdef, ext_name = _emit_c(derived, module)
-    return Generated(files, module, c_source=c_source, cdef=cdef, ext_name=ext_name)
+    out = []
+    for backend in backends:
+        module = module_names(spec, backend)
+        if progress:
+            progress(f"emitting {module} ...")
+        if backend == "numpy":
+            out.append(Generated(_emit_numpy(derived, module), module))
+        else:
+            files, c_source, cdef, ext_name = _emit_c(derived, module)
+            out.append(Generated(files, module, c_source=c_source, cdef=cdef,
+                                 ext_name=ext_name))
+    return out

@@ -11,7 +11,7 @@ FULL_LIMIT = 1500
 
 
 def spectrum(module, params, x, y, k: int = 6, smallest: bool = False,
-             full: bool | None = None, tol: float = 0.0) -> dict:
+             full: bool | None = None, tol: float = 0.0, progress=None) -> dict:
     """Eigenvalues of the exact Hessian of ``module``'s loss at ``params``.
 
     Returns {"largest": the k largest eigenvalues (descending),
@@ -19,7 +19,8 @@ def spectrum(module, params, x, y, k: int = 6, smallest: bool = False,
     eigenvalue (ascending) when the full decomposition was used, "method"}.
     ``full`` (default: N_PARAMS <= FULL_LIMIT) decomposes ``hessian``;
     otherwise Lanczos (SciPy's ``eigsh``) runs on a LinearOperator whose
-    matvec is ``hvp``, so the Hessian is never formed.
+    matvec is ``hvp``, so the Hessian is never formed.  ``progress`` (a
+    callable taking a message) hears of the Lanczos iterations.
     """
     n = module.N_PARAMS
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
@@ -28,6 +29,8 @@ def spectrum(module, params, x, y, k: int = 6, smallest: bool = False,
     if full is None:
         full = n <= FULL_LIMIT
     if full or k >= n - 1:
+        if progress:
+            progress(f"full eigendecomposition of the {n} x {n} Hessian ...")
         h = np.asarray(module.hessian(params, x, y), dtype=np.float64)
         evals = np.linalg.eigvalsh(h)
         out = {"largest": evals[::-1][:k].copy(), "all": evals, "method": "eigh"}
@@ -41,15 +44,25 @@ def spectrum(module, params, x, y, k: int = 6, smallest: bool = False,
                           "or pass full=True") from None
     dtype = module.DTYPE
 
+    count = [0]
+
     def matvec(v):
+        count[0] += 1
+        if progress and count[0] % 20 == 0:
+            progress(f"Lanczos: {count[0]} Hessian-vector products")
         v = np.asarray(v, dtype=np.float64).ravel().astype(dtype)
         return module.flatten(module.hvp(params, x, y, module.unflatten(v))).astype(np.float64)
 
     op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
     out = {"method": "lanczos"}
+    if progress:
+        progress(f"Lanczos on hvp for {k} eigenvalues ...")
     out["largest"] = np.sort(eigsh(op, k=k, which="LA", tol=tol,
                                    return_eigenvectors=False))[::-1]
     if smallest:
         out["smallest"] = np.sort(eigsh(op, k=k, which="SA", tol=tol,
                                         return_eigenvectors=False))
+    out["products"] = count[0]
+    if progress:
+        progress(f"Lanczos done: {count[0]} Hessian-vector products")
     return out

@@ -5,6 +5,44 @@ been checked here: names are validated Python identifiers, sizes are positive
 integers, option values come from fixed vocabularies.  Every error is a
 :class:`SpecError` (a ``ValueError``) whose message starts with the file and
 the offending field, e.g. ``arch.yaml: layers[1].activation: ...``.
+
+Limits.  An architecture file is untrusted input that becomes code which is
+compiled and imported, so everything that grows the work, the memory or the
+emitted source is bounded here (the constants below), each with a message
+that says why:
+
+* the file: at most ``MAX_FILE_BYTES`` (64 KiB; a real one is a few KB, and
+  the pure-Python YAML parser needs about a second per 64 KiB of worst-case
+  text), nested at most ``MAX_YAML_DEPTH`` levels; a merge key (``<<``)
+  may not merge a mapping into itself, and merged copies of one mapping do
+  not pile up (a "billion laughs" of merges stays as small as its text);
+  aliases are shared, never expanded, and messages print values shortened,
+  so validation is bounded by the size of the text;
+* its base name may not hold quotes, backslashes or unprintable characters:
+  it is printed in the generated modules' docstrings and C comments;
+* ``name`` and layer names: at most ``MAX_NAME_LENGTH`` (64) characters;
+  ``name`` names files (``<name>_numpy.py``) and the C extension
+  (``_bpgen_<name>_<hash>``).  Layer names prefix the variables of the
+  generated code (``<layer>_XW``, ``d_<layer>_Z``, ...), so they may not
+  start with an underscore (C reserves those) nor with a prefix the headers
+  the C module is compiled with use for macros (``RESERVED_NAME_PREFIXES``:
+  ``Py_``, ``HAVE_``, ``CBLAS``, ...; e.g. a recurrent layer ``CBLAS`` would
+  declare ``CBLAS_H``, cblas.h's include guard);
+* at most ``MAX_LAYERS`` (64) layers: the generated code grows with each
+  (about 10 to 50 KB per layer and file; steps do not, loops are emitted);
+* ``units`` and ``filters``: at most ``MAX_UNITS`` (100000); other sizes
+  (features, channels, height, width, kernel, stride): ``MAX_SIZE`` (10^7);
+  ``steps`` and ``bptt.truncate``: ``MAX_STEPS`` (10000); ``padding``: 10^4;
+* at most ``MAX_SAMPLE_SIZE`` (10^7) values per sample in the input and in
+  every layer's output, and ``MAX_OUTPUT_UNITS`` (4096) output units (a
+  generated module builds a K x K identity for one-hot labels on import);
+* each parameter at most 10^8 entries (checked by its layer type), all of
+  them together at most ``MAX_PARAMS`` (10^8);
+* the index tables of convolutions and pooling (im2col, windows), which the
+  C module stores in its source at about 10 bytes an entry: at most
+  ``MAX_TABLE_ENTRIES`` (10^6) entries in all;
+* so that no generated file exceeds ``MAX_SOURCE_BYTES`` (20 MiB), which
+  :func:`check_source_size` checks after generation as well.
 """
 from __future__ import annotations
 
@@ -13,6 +51,7 @@ import json
 import keyword
 import math
 import os
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +62,42 @@ from .layers import RECURRENT_TYPES, RESERVED_TYPES, ROLES, ParamSpec, fans
 __all__ = [
     "SpecError", "Spec", "InputSpec", "LayerSpec", "LossSpec", "load_spec",
     "ACTIVATIONS", "LOSSES", "LAYER_TYPES", "SUPPORTED_LAYER_TYPES", "RECURRENT_TYPES",
+    "check_source_size", "MAX_NAME_LENGTH", "MAX_LAYERS", "MAX_SIZE", "MAX_UNITS",
+    "MAX_STEPS", "MAX_SAMPLE_SIZE", "MAX_OUTPUT_UNITS", "MAX_PARAMS", "MAX_TABLE_ENTRIES",
+    "MAX_SOURCE_BYTES", "MAX_FILE_BYTES", "MAX_YAML_DEPTH", "RESERVED_NAME_PREFIXES",
 ]
+
+#: characters in ``name`` and in a layer's name (file names, C symbols)
+MAX_NAME_LENGTH = 64
+#: layers in one architecture (the generated code grows with each)
+MAX_LAYERS = 64
+#: any size: features, channels, height, width, kernel, stride
+MAX_SIZE = 10**7
+#: a layer's units or filters
+MAX_UNITS = 100_000
+#: time steps of a sequence input, and bptt.truncate
+MAX_STEPS = 10_000
+#: values per sample of the input and of every layer's output
+MAX_SAMPLE_SIZE = 10**7
+#: units of the network's output (modules hold a K x K identity for one-hot labels)
+MAX_OUTPUT_UNITS = 4096
+#: entries of one parameter (enforced by the layer types) and of all of them
+MAX_PARAM_SIZE = 10**8
+MAX_PARAMS = 10**8
+#: entries of the static index tables (im2col, pooling windows) of the C source
+MAX_TABLE_ENTRIES = 10**6
+#: bytes of one generated file (see check_source_size)
+MAX_SOURCE_BYTES = 20 * 2**20
+#: bytes of an architecture file, and how deeply its YAML may nest
+MAX_FILE_BYTES = 64 * 2**10
+MAX_YAML_DEPTH = 20
+#: layer names may not start with these: C reserves a leading underscore,
+#: and the headers the C module is compiled with (Python.h, pyconfig.h,
+#: cblas.h, bpgen's prelude) define macros such as ``Py_PYTHON_H``,
+#: ``HAVE_STRING_H``, ``SIZEOF_VOID_P``, ``CBLAS_H`` that a variable
+#: ``<layer>_H`` or ``<layer>_P`` would turn into
+RESERVED_NAME_PREFIXES = ("_", "Py_", "PY", "HAVE_", "SIZEOF_", "ALIGNOF_", "CBLAS",
+                          "OPENBLAS", "bpg_", "BPG_")
 
 
 class SpecError(ValueError):
@@ -160,31 +234,41 @@ class _Ctx:
     def fail(self, where: str, msg: str) -> None:
         raise SpecError(f"{self.source}: {where}: {msg}")
 
+    @staticmethod
+    def short(value: Any) -> str:
+        """``value`` for a message: its repr, shortened (see :func:`_short`)."""
+        return _short(value)
+
     def mapping(self, value: Any, where: str) -> dict:
         if not isinstance(value, dict):
             self.fail(where, f"expected a mapping, got {_kind(value)}")
         for k in value:
             if not isinstance(k, str):
-                self.fail(where, f"keys must be strings, got {k!r}")
+                self.fail(where, f"keys must be strings, got {_short(k)}")
         return value
 
     def keys(self, value: dict, where: str, allowed, required=()) -> None:
         for k in value:
             if k not in allowed:
-                self.fail(f"{where}.{k}" if where else k,
+                self.fail(f"{where}.{_key(k)}" if where else _key(k),
                           f"unknown key (allowed: {', '.join(allowed)})")
         for k in required:
             if k not in value:
                 self.fail(f"{where}.{k}" if where else k, "required key is missing")
 
-    def pos_int(self, value: Any, where: str) -> int:
+    def pos_int(self, value: Any, where: str, limit: int = MAX_SIZE,
+                why: str = "sizes are bounded") -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(where, f"expected a positive integer, got {_kind(value)}")
         if value < 1:
-            self.fail(where, f"expected a positive integer, got {value}")
-        if value > 10**7:
-            self.fail(where, f"{value} is too large (at most 10000000)")
+            self.fail(where, f"expected a positive integer, got {_short(value)}")
+        if value > limit:
+            self.fail(where, f"{_short(value)} is too large (at most {limit}: {why})")
         return value
+
+    def units(self, value: Any, where: str) -> int:
+        """A layer's units or filters."""
+        return self.pos_int(value, where, MAX_UNITS, "a layer's width is bounded")
 
     def number(self, value: Any, where: str, *, min_value: float = 0.0,
                strict: bool = False) -> float:
@@ -202,26 +286,116 @@ class _Ctx:
             self.fail(where, f"expected a number {rel} {min_value:g}, got {value:g}")
         return value
 
-    def identifier(self, value: Any, where: str) -> str:
+    def identifier(self, value: Any, where: str, *, layer: bool = False) -> str:
         if not isinstance(value, str):
             self.fail(where, f"expected a Python identifier, got {_kind(value)}")
+        if len(value) > MAX_NAME_LENGTH:
+            uses = "variables of the generated code" if layer else "files and C symbols"
+            self.fail(where, f"{len(value)} characters is too long (at most "
+                             f"{MAX_NAME_LENGTH}: it names {uses})")
         if not value.isidentifier() or not value.isascii():
-            self.fail(where, f"{value!r} is not a Python identifier")
+            self.fail(where, f"{_short(value)} is not a Python identifier")
         if keyword.iskeyword(value) or keyword.issoftkeyword(value):
             self.fail(where, f"{value!r} is a Python keyword")
+        if layer and value.startswith(RESERVED_NAME_PREFIXES):
+            prefix = next(p for p in RESERVED_NAME_PREFIXES if value.startswith(p))
+            why = ("C reserves names that start with an underscore" if prefix == "_" else
+                   f"the headers the C module is compiled with define macros that start "
+                   f"with {prefix!r}")
+            self.fail(where, f"{value!r} starts with {prefix!r}, which layer names may not: "
+                             f"they prefix variables of the generated C, and {why}")
         return value
 
     def choice(self, value: Any, where: str, choices, what: str) -> str:
         if not isinstance(value, str) or value not in choices:
-            self.fail(where, f"unknown {what} {value!r} (expected one of: "
+            self.fail(where, f"unknown {what} {_short(value)} (expected one of: "
                              f"{', '.join(choices)})")
         return value
+
+
+class _ShortRepr(reprlib.Repr):
+    """``repr`` shortened, in bounded time, whatever the value (shared or
+    self-referencing lists from YAML aliases, huge integers, long strings)."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 3, 60, 60
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 4
+        self.maxlong = 30
+
+    def repr_int(self, x, level):
+        if abs(x) >= 10**30:        # repr of a 5000-digit int raises ValueError
+            sign = "-" if x < 0 else ""
+            return f"{sign}<an integer of about {int(abs(x).bit_length() * 0.30103) + 1} digits>"
+        return repr(x)
+
+    def repr_str(self, x, level):
+        return repr(x) if len(x) <= self.maxstring else (
+            repr(x[:self.maxstring // 2]) + f"...<{len(x)} characters>")
+
+    def repr_dict(self, x, level):
+        # reprlib sorts the keys (slow for a huge dict, and keys of mixed types)
+        if level <= 0:
+            return "{...}"
+        items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+                 for k, v in _first(x.items(), self.maxdict)]
+        more = ", ..." if len(x) > self.maxdict else ""
+        return "{" + ", ".join(items) + more + "}"
+
+
+def _first(iterable, n):
+    out = []
+    for item in iterable:
+        if len(out) == n:
+            break
+        out.append(item)
+    return out
+
+
+_SHORT = _ShortRepr()
+
+
+def _short(value: Any) -> str:
+    """A value for a message: its repr, shortened (never raises)."""
+    try:
+        return _SHORT.repr(value)
+    except Exception:       # a hostile __repr__ (only dicts from Python code)
+        return f"<{type(value).__name__}>"
+
+
+def _key(k: str) -> str:
+    """An unknown key as a field: itself when a plain name, else its short repr."""
+    return k if k.isidentifier() and len(k) <= MAX_NAME_LENGTH else _short(k)
 
 
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {_short(value)}"
+
+
+def _unsafe_source(source: str) -> str | None:
+    """Why the file's base name cannot be printed in the generated modules'
+    docstrings and C comments (header.j2), or None."""
+    name = os.path.basename(source)
+    if not name.isprintable():
+        return "an unprintable character (such as a newline)"
+    for bad, what in (('"', "a double quote"), ("\\", "a backslash"),
+                      ("*/", "'*/'"), ("/*", "'/*'")):
+        if bad in name:
+            return what
+    return None
+
+
+def check_source_size(files: dict, source: str = "<generated>") -> None:
+    """Raise :class:`SpecError` if a generated file (name -> text) is larger
+    than ``MAX_SOURCE_BYTES``; call it before writing or compiling anything."""
+    for fname, text in files.items():
+        size = len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else len(text)
+        if size > MAX_SOURCE_BYTES:
+            raise SpecError(f"{source}: {fname}: the generated file has {size} bytes, too "
+                            f"many (at most {MAX_SOURCE_BYTES}: a bound on the code "
+                            f"compiled and imported)")
 
 
 # --------------------------------------------------------------------------
@@ -232,12 +406,19 @@ def load_spec(source: "str | os.PathLike | dict") -> Spec:
         return validate(source, "<dict>")
     if not isinstance(source, (str, os.PathLike)):
         raise SpecError(f"spec: expected a path or a dict, got {type(source).__name__}")
-    path = os.fspath(source)
+    path = os.fsdecode(os.fspath(source))
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+    except ValueError as exc:           # e.g. a NUL character in the path
+        raise SpecError(f"{path}: cannot read the file: {exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(f"{path}: file: larger than {MAX_FILE_BYTES} bytes (an architecture "
+                        f"file is a few kilobytes; the bound keeps parsing fast)")
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: cannot read the file: not UTF-8 text "
                         f"(byte {exc.start})") from None
@@ -249,32 +430,83 @@ def load_spec(source: "str | os.PathLike | dict") -> Spec:
         where = f"line {mark.line + 1}" if mark is not None else "YAML"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}: {where}: invalid YAML: {problem}") from None
-    except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit integer
+    except RecursionError:
+        raise SpecError(f"{path}: YAML: invalid YAML: nested too deeply") from None
+    except Exception as exc:  # e.g. a 5000-digit integer (ValueError)
+        first = (str(exc).splitlines() or [""])[0][:200]
         raise SpecError(f"{path}: YAML: invalid YAML: "
-                        f"{str(exc).splitlines()[0] or type(exc).__name__}") from None
+                        f"{first or type(exc).__name__}") from None
     return validate(data, path)
 
 
 def _unique_key_loader():
-    """A SafeLoader that refuses duplicate mapping keys (plain PyYAML keeps the
-    last one silently, e.g. ``{units: 32, units: 10}``)."""
+    """A SafeLoader, hardened: it refuses duplicate mapping keys (plain PyYAML
+    keeps the last one silently, e.g. ``{units: 32, units: 10}``), nesting
+    deeper than ``MAX_YAML_DEPTH`` and a merge key (``<<``) that merges a
+    mapping into itself, and it keeps one entry per key when merging, so
+    that merging copies of merged mappings (a "billion laughs" of merge keys,
+    9 aliases a level) does not grow exponentially.  Aliases stay shared
+    objects (SafeLoader never copies them)."""
     import yaml
 
     class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            if isinstance(node, yaml.MappingNode):
-                seen = set()
-                for key_node, _ in node.value:
-                    if (not isinstance(key_node, yaml.ScalarNode)
-                            or key_node.tag == "tag:yaml.org,2002:merge"):
-                        continue
-                    key = self.construct_object(key_node)
-                    if key in seen:
-                        raise yaml.constructor.ConstructorError(
-                            None, None, f"duplicate key {key!r}",
-                            key_node.start_mark)
+        def __init__(self, stream):
+            super().__init__(stream)
+            self._depth = 0
+            self._checked: set = set()        # ids of mapping nodes checked for duplicates
+            self._flattening: set = set()     # ids of mapping nodes being flattened
+
+        def compose_node(self, parent, index):
+            self._depth += 1
+            try:
+                if self._depth > MAX_YAML_DEPTH:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                        self.peek_event().start_mark)
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def _check_duplicates(self, node):
+            seen = set()
+            for key_node, _ in node.value:
+                if (not isinstance(key_node, yaml.ScalarNode)
+                        or key_node.tag == "tag:yaml.org,2002:merge"):
+                    continue
+                key = self.construct_object(key_node)
+                try:
+                    duplicate = key in seen
                     seen.add(key)
-            return super().construct_mapping(node, deep=deep)
+                except TypeError:       # unhashable: construct_mapping says so
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_short(key)}", key_node.start_mark)
+
+        def flatten_mapping(self, node):
+            if id(node) in self._flattening:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a merge key (<<) merges a mapping into itself",
+                    node.start_mark)
+            if id(node) not in self._checked:     # its own keys, before any merge
+                self._checked.add(id(node))
+                self._check_duplicates(node)
+            self._flattening.add(id(node))
+            try:
+                super().flatten_mapping(node)
+            finally:
+                self._flattening.discard(id(node))
+            # the last entry of a key wins: keep only that one
+            seen, kept = set(), []
+            for key_node, value_node in reversed(node.value):
+                if isinstance(key_node, yaml.ScalarNode):
+                    k = (key_node.tag, key_node.value)
+                    if k in seen:
+                        continue
+                    seen.add(k)
+                kept.append((key_node, value_node))
+            kept.reverse()
+            node.value = kept
 
     return UniqueKeyLoader
 
@@ -285,6 +517,11 @@ def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -
     ``experimental`` is accepted for compatibility and changes nothing.
     """
     ctx = _Ctx(source)
+    bad = _unsafe_source(source)
+    if bad is not None:
+        ctx.fail("file name", f"{_short(os.path.basename(source))} holds {bad}; rename the "
+                              f"file (its name is printed in the generated modules' "
+                              f"docstrings and C comments)")
     if not isinstance(data, dict):
         ctx.fail("top level", f"expected a mapping with name, input, layers, loss; "
                               f"got {_kind(data)}")
@@ -301,11 +538,27 @@ def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -
         ctx.fail("layers", f"expected a list of layers, got {_kind(layers_raw)}")
     if not layers_raw:
         ctx.fail("layers", "at least one layer is needed")
+    if len(layers_raw) > MAX_LAYERS:
+        ctx.fail("layers", f"{len(layers_raw)} layers are too many (at most {MAX_LAYERS}: "
+                           f"the generated code grows with every layer)")
     layers: list[LayerSpec] = []
     seen: dict[str, int] = {}
     shape = inp.shape
+    n_params = n_table = 0
     for i, raw in enumerate(layers_raw):
         layer = _layer(ctx, raw, i, shape, inp)
+        _check_layer_sizes(ctx, layer)
+        n_params += sum(math.prod(p.shape) for p in layer.params)
+        if n_params > MAX_PARAMS:
+            ctx.fail(f"layers[{i}]", f"the parameters reach {n_params} entries in all, too "
+                                     f"many (at most {MAX_PARAMS}: they are held in memory, "
+                                     f"with their gradients)")
+        n_table += LAYER_TYPE_OBJECTS[layer.type].table_entries(layer)
+        if n_table > MAX_TABLE_ENTRIES:
+            ctx.fail(f"layers[{i}]", f"the index tables of the convolutions and pooling reach "
+                                     f"{n_table} entries in all, too many (at most "
+                                     f"{MAX_TABLE_ENTRIES}: the C module holds them in its "
+                                     f"source, about 10 bytes an entry)")
         if layer.name in seen:
             j = seen[layer.name]
             # a default name l<i> may collide with an explicit name elsewhere:
@@ -328,6 +581,12 @@ def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -
         ctx.fail("loss.steps", "steps: last needs a sequence output (one with a step axis)")
     if loss.type == "softmax_cross_entropy" and shape[-1] < 2:
         ctx.fail("loss", "softmax_cross_entropy needs at least 2 output units")
+    if shape[-1] > MAX_OUTPUT_UNITS:
+        last = len(layers) - 1
+        where = f"layers[{last}].units" if "units" in layers_raw[last] else f"layers[{last}]"
+        ctx.fail(where, f"{shape[-1]} output units are too many (at most {MAX_OUTPUT_UNITS}: "
+                        f"a generated module holds a K x K identity matrix for one-hot "
+                        f"labels)")
 
     l2 = 0.0
     if "regularization" in data:
@@ -340,7 +599,8 @@ def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -
     if "bptt" in data:
         bptt = ctx.mapping(data["bptt"], "bptt")
         ctx.keys(bptt, "bptt", ("truncate",), required=("truncate",))
-        truncate = ctx.pos_int(bptt["truncate"], "bptt.truncate")
+        truncate = ctx.pos_int(bptt["truncate"], "bptt.truncate", MAX_STEPS,
+                               "no input has more steps")
         if not any(lay.type in RECURRENT_TYPES for lay in layers):
             ctx.fail("bptt", "only recurrent networks take bptt, and this network "
                              "has no recurrent layer")
@@ -354,14 +614,15 @@ def _input(ctx: _Ctx, raw: Any) -> InputSpec:
     if keys <= {"features", "steps"} and "features" in keys:
         f = ctx.pos_int(raw["features"], "input.features")
         if "steps" in raw:
-            t = ctx.pos_int(raw["steps"], "input.steps")
-            return InputSpec("sequence", (t, f))
+            t = ctx.pos_int(raw["steps"], "input.steps", MAX_STEPS,
+                            "every step runs once per call")
+            return _sample_size(ctx, InputSpec("sequence", (t, f)))
         return InputSpec("features", (f,))
     if keys == {"channels", "height", "width"}:
         c = ctx.pos_int(raw["channels"], "input.channels")
         h = ctx.pos_int(raw["height"], "input.height")
         w = ctx.pos_int(raw["width"], "input.width")
-        return InputSpec("image", (c, h, w))
+        return _sample_size(ctx, InputSpec("image", (c, h, w)))
     for k in raw:
         if k not in ("features", "steps", "channels", "height", "width"):
             ctx.fail(f"input.{k}", "unknown key (allowed: features, steps; or "
@@ -369,6 +630,25 @@ def _input(ctx: _Ctx, raw: Any) -> InputSpec:
     ctx.fail("input", "expected {features: F}, {features: F, steps: T} or "
                       "{channels: C, height: H, width: W}")
     raise AssertionError  # unreachable
+
+
+def _sample_size(ctx: _Ctx, inp: InputSpec) -> InputSpec:
+    if inp.size > MAX_SAMPLE_SIZE:
+        ctx.fail("input", f"{' x '.join(map(str, inp.shape))} = {inp.size} values per sample "
+                          f"are too many (at most {MAX_SAMPLE_SIZE})")
+    return inp
+
+
+def _check_layer_sizes(ctx: _Ctx, layer: LayerSpec) -> None:
+    where = f"layers[{layer.index}]"
+    size = math.prod(layer.out_shape)
+    if size > MAX_SAMPLE_SIZE:
+        ctx.fail(where, f"its output has {size} values per sample, too many (at most "
+                        f"{MAX_SAMPLE_SIZE})")
+    for p in layer.params:
+        if math.prod(p.shape) > MAX_PARAM_SIZE:    # the layer types check it first
+            ctx.fail(where, f"parameter {p.name} {p.shape} is too large (at most "
+                            f"{MAX_PARAM_SIZE} entries)")
 
 
 def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
@@ -383,8 +663,10 @@ def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
         ctx.fail(f"{where}.type", f"layer type {ltype!r} is not supported yet by "
                                   f"this version of bpgen (supported: "
                                   f"{', '.join(SUPPORTED_LAYER_TYPES)})")
-    name = ctx.identifier(raw["name"], f"{where}.name") if "name" in raw else f"l{i}"
+    name = (ctx.identifier(raw["name"], f"{where}.name", layer=True) if "name" in raw
+            else f"l{i}")
     kind = LAYER_TYPE_OBJECTS[ltype]
+    kind.check_input(ctx, where, in_shape, inp)
     ctx.keys(raw, where, ("type", "name") + tuple(kind.allowed(ctx, raw, where)),
              required=kind.required)
     options, out_shape, params = kind.validate(ctx, raw, where, in_shape, inp)

@@ -331,7 +331,7 @@ def test_other_layouts_give_the_same_answer(builder, aid, backend):
 def test_unaligned_arrays_give_the_same_answer(builder, aid, backend):
     """C-contiguous arrays of the module's dtype at an odd address (e.g.
     from numpy.frombuffer): the same answer.  (In C, reading them in place
-    is undefined behaviour, see test_c_gets_aligned_pointers_only; on x86-64
+    is undefined behaviour, see test_c_gets_no_unaligned_pointers; on x86-64
     it happens to work, under UBSan it aborts: scripts/sanitize.sh skips
     this test.)"""
     arch = ARCHS[aid]
@@ -371,7 +371,7 @@ class _RecordingFFI:
                    "_check_y, _check_params and numpy.ascontiguousarray do not check "
                    "flags.aligned): a misaligned double*/float* is undefined behaviour "
                    "(UBSan: 'load of misaligned address')")
-def test_c_gets_aligned_pointers_only(builder, monkeypatch):
+def test_c_gets_no_unaligned_pointers(builder, monkeypatch):
     arch = ARCHS["mlp"]
     mod = builder(arch, "c")
     params, x, y, v = _point(arch, mod, 4, seed=1)

@@ -10,11 +10,7 @@ from bpgen.check import sample_point
 from bpgen.spec import ACTIVATIONS, LOSSES, load_spec
 
 from conftest import mlp
-
-
-def _net(act, loss, dtype):
-    return mlp(act, loss, dtype, hidden=(3,), out=2, features=2,
-               name=f"hv_{act}_{loss[:3]}_{dtype[-2:]}")
+from test_generated import _arch as _net     # the same modules: built once per run
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -27,8 +23,8 @@ def test_large_values_stay_finite(builder, act, loss, dtype):
         mod = builder(arch, backend)
         params, x, y = sample_point(spec, mod, batch=4, seed=1)
         # pre-activations of about ±1e4 in the hidden layer, logits of ±1000 and more
-        params["l0.W"] = (np.sign(params["l0.W"]) * 5e3).astype(dtype)
-        params["l1.W"] = (np.sign(params["l1.W"]) * 1e3).astype(dtype)
+        params["l0.W"] = (np.sign(params["l0.W"]) * 2.5e3).astype(dtype)
+        params["l2.W"] = (np.sign(params["l2.W"]) * 1e3).astype(dtype)
         x = (np.sign(x) + (x == 0)).astype(dtype)
         value, grads = mod.loss_and_grad(params, x, y)
         assert np.isfinite(value), backend

@@ -352,15 +352,15 @@ BAD_DICTS = [
      seq(rec("lstm"), dense(1), loss="softmax_cross_entropy"), "loss", "at least 2"),
     ("softmax-one-unit-rnn-output",
      seq(rec("rnn", units=1), loss="softmax_cross_entropy"), "loss", "at least 2"),
-    # not supported yet
+    # image layers need an image (supported since convolutions landed)
     *[
-        (f"{t}-not-supported", with_layer(0, type=t), "layers[0].type", "not supported")
+        (f"{t}-on-features", with_layer(0, type=t), "layers[0]", "image input")
         for t in ("conv2d", "maxpool2d", "avgpool2d")
     ],
-    ("conv2d-on-image-not-supported",
-     base(input=IMAGE, layers=[{"type": "conv2d", "filters": 2, "kernel": 3},
+    ("conv2d-kernel-larger-than-image",
+     base(input=IMAGE, layers=[{"type": "conv2d", "filters": 2, "kernel": 30},
                                {"type": "flatten"}, dense(2)]),
-     "layers[0].type", "not supported"),
+     "layers[0]", "larger than"),
     # shapes
     ("dense-on-image", base(input=IMAGE, layers=[dense(2)]), "layers[0]", "flatten"),
     ("dense-on-image-after-ok-name",
@@ -463,7 +463,7 @@ BAD_YAML = [
      "layers[0]", "sequence input"),
     ("conv2d", GOOD_YAML.replace("type: dense, units: 32, activation: tanh",
                                  "type: conv2d, filters: 2, kernel: 3"),
-     "layers[0].type", "not supported"),
+     "layers[0]", "image input"),
     ("gru-activation", GOOD_SEQ_YAML.replace("type: gru, units: 8",
                                              "type: gru, units: 8, activation: relu"),
      "layers[1].activation", "unknown key"),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .base import LayerType, register
-from .maxpool2d import back_to_maps, pool_options, windows
+from .images import image_shape
+from .maxpool2d import back_to_maps, pool_options, pool_table_entries, windows
 
 
 @register
@@ -11,6 +12,9 @@ class AvgPool2d(LayerType):
     name = "avgpool2d"
     options = ("size", "stride")
     required = ("size",)
+
+    def check_input(self, ctx, where, in_shape, inp):
+        image_shape(ctx, where, self.name, in_shape)
 
     def validate(self, ctx, raw, where, in_shape, inp):
         return pool_options(ctx, raw, where, self.name, in_shape)
@@ -21,6 +25,9 @@ class AvgPool2d(LayerType):
         mean = g.map(g.sym(total) / (layer.size * layer.size), base=f"{layer.name}_mean",
                      label=f"Mean_{layer.name}", comment=f"{layer.name}: each window's mean")
         return back_to_maps(g, layer, mean)
+
+    def table_entries(self, layer):
+        return pool_table_entries(layer)
 
     def describe(self, layer):
         return f"{layer.size}x{layer.size}, stride {layer.stride}"

@@ -13,7 +13,11 @@ declares
   affine map then an elementwise activation: the Kronecker-block assembly),
   ``"identity"`` (no parameters, values pass through unchanged) or ``None``
   (the Hessian is assembled from Hessian-vector products);
-* ``recurrent``: True when it loops over the time steps.
+* ``recurrent``: True when it loops over the time steps;
+* ``check_input(ctx, where, in_shape, inp)``: refuses an input the type
+  cannot take before its options are checked;
+* ``table_entries(layer)``: for validation, how many index-table entries
+  its gather patterns put in the C source (0 for most types).
 
 Roles drive initialisation, l2 and gradient factors everywhere (generated
 module, reference, derivation), so nothing matches on parameter names.
@@ -99,6 +103,11 @@ class LayerType:
     recurrent = False
     hessian = None
 
+    def check_input(self, ctx, where: str, in_shape: tuple, inp) -> None:
+        """Refuse an input this type cannot take, before its options are
+        checked (a pooling layer on a flat input is told so, not that it
+        has no ``units``)."""
+
     def allowed(self, ctx, raw: dict, where: str) -> tuple:
         """The option keys ``raw`` may carry (some depend on another option)."""
         return self.options
@@ -112,3 +121,9 @@ class LayerType:
     def describe(self, layer) -> str:
         """A few words for ``bpgen show`` after the type (e.g. the activation)."""
         return ""
+
+    def table_entries(self, layer) -> int:
+        """An upper bound on the entries of the static index tables (gather
+        patterns) the C module holds in its source for ``layer`` (validated):
+        validation bounds their sum, and with it the size of the source."""
+        return 0

@@ -16,9 +16,12 @@ class Conv2d(LayerType):
     options = ("filters", "kernel", "stride", "padding", "activation", "alpha")
     required = ("filters", "kernel")
 
+    def check_input(self, ctx, where, in_shape, inp):
+        image_shape(ctx, where, self.name, in_shape)
+
     def validate(self, ctx, raw, where, in_shape, inp):
         c, h, w = image_shape(ctx, where, self.name, in_shape)
-        f = ctx.pos_int(raw["filters"], f"{where}.filters")
+        f = ctx.units(raw["filters"], f"{where}.filters")
         k = ctx.pos_int(raw["kernel"], f"{where}.kernel")
         s = ctx.pos_int(raw.get("stride", 1), f"{where}.stride")
         p = non_negative(ctx, raw.get("padding", 0), f"{where}.padding")
@@ -46,6 +49,12 @@ class Conv2d(LayerType):
                   label=f"A_{n}", comment=f"{n}: activation {layer.activation}")
         return g.gather(a, ("transpose", ho * wo, f), 1, f * ho * wo, base=f"{n}_Y",
                         label=f"Y_{n}", comment=f"{n}: as (N, filters·H_out·W_out), C order")
+
+    def table_entries(self, layer):
+        # im2col: (H_out·W_out) x (C·k·k); the transpose: H_out·W_out x filters
+        c, k = layer.in_shape[0], layer.kernel
+        f, ho, wo = layer.out_shape
+        return ho * wo * (c * k * k + f)
 
     def describe(self, layer):
         return (f"{layer.filters} filters {layer.kernel}x{layer.kernel}, stride "

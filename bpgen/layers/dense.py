@@ -13,7 +13,7 @@ class Dense(LayerType):
     hessian = "kronecker"
 
     def validate(self, ctx, raw, where, in_shape, inp):
-        units = ctx.pos_int(raw["units"], f"{where}.units")
+        units = ctx.units(raw["units"], f"{where}.units")
         act, alpha = activation_option(ctx, raw, where)
         on_steps = inp.kind == "sequence" and len(in_shape) == 2
         if len(in_shape) != 1 and not on_steps:

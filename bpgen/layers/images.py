@@ -12,9 +12,10 @@ def image_shape(ctx, where: str, ltype: str, in_shape: tuple) -> tuple:
 
 def non_negative(ctx, value, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        ctx.fail(where, f"expected a non-negative integer, got {value!r}")
+        ctx.fail(where, f"expected a non-negative integer, got {ctx.short(value)}")
     if value > 10**4:
-        ctx.fail(where, f"{value} is too large (at most 10000)")
+        ctx.fail(where, f"{ctx.short(value)} is too large (at most 10000: a larger padding "
+                        f"only adds zeros)")
     return value
 
 

@@ -15,6 +15,12 @@ def pool_options(ctx, raw, where, ltype, in_shape):
     return {"size": k, "stride": s}, (c, ho, wo), ()
 
 
+def pool_table_entries(layer) -> int:
+    """The windows, (C·H_out·W_out) x k², and the transpose, C·H_out·W_out."""
+    c, ho, wo = layer.out_shape
+    return c * ho * wo * (layer.size * layer.size + 1)
+
+
 def windows(g, layer, x):
     c, h, w = layer.in_shape
     k = layer.size
@@ -36,6 +42,9 @@ class MaxPool2d(LayerType):
     options = ("size", "stride")
     required = ("size",)
 
+    def check_input(self, ctx, where, in_shape, inp):
+        image_shape(ctx, where, self.name, in_shape)
+
     def validate(self, ctx, raw, where, in_shape, inp):
         return pool_options(ctx, raw, where, self.name, in_shape)
 
@@ -44,6 +53,9 @@ class MaxPool2d(LayerType):
         top = g.take_argmax(win, win, base=f"{layer.name}_max", label=f"M_{layer.name}",
                             comment=f"{layer.name}: each window's maximum")
         return back_to_maps(g, layer, top)
+
+    def table_entries(self, layer):
+        return pool_table_entries(layer)
 
     def describe(self, layer):
         return f"{layer.size}x{layer.size}, stride {layer.stride}"

@@ -40,7 +40,7 @@ class Cell(LayerType):
 
 
 def validate_recurrent(ltype, cell: Cell, ctx, raw, where, in_shape, inp):
-    units = ctx.pos_int(raw["units"], f"{where}.units")
+    units = ctx.units(raw["units"], f"{where}.units")
     opts = cell.cell_options(ctx, raw, where)
     if inp.kind != "sequence" or len(in_shape) != 2:
         ctx.fail(where, f"{ltype.name} needs a sequence input ({{features: F, steps: T}}) "

@@ -16,6 +16,7 @@ import shutil
 import sys
 import sysconfig
 import tempfile
+import time
 from dataclasses import dataclass
 
 import filelock
@@ -164,14 +165,17 @@ def _compile_into(c_source, cdef, ext_name, config, key, final, progress) -> Non
                         library_dirs=list(config.library_dirs),
                         libraries=list(config.libraries), extra_link_args=config.link_args)
         if progress:
-            progress(f"compiling {ext_name} (C, cffi)")
+            progress(f"compiling {ext_name} (C, cffi) ...")
         log = io.StringIO()
+        start = time.perf_counter()
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 built = ffib.compile(tmpdir=tmp, verbose=False)
         except Exception as exc:
             raise RuntimeError(f"C compilation of {ext_name} failed: {exc}\n"
                                f"{log.getvalue()[-4000:]}") from None
+        if progress:
+            progress(f"compiled {ext_name} in {time.perf_counter() - start:.1f} s")
         os.makedirs(final_dir, exist_ok=True)
         digest = _digest(built)
         os.replace(built, final)    # atomic: a concurrent build sees all or nothing
