@@ -10,7 +10,7 @@ import tempfile
 import filelock
 
 from .codegen import Generated, generate_all
-from .spec import Spec, load_spec
+from .spec import Spec, check_source_size, load_spec
 
 __all__ = ["build", "write_sources", "import_module"]
 
@@ -83,6 +83,8 @@ def build_sources(spec, backends=BACKENDS, out_dir=None, *, progress=None) -> li
                              f"got {backend!r}")
     s = _spec(spec)
     gens = generate_all(s, tuple(backends), progress)
+    for gen in gens:              # before anything is written or compiled
+        check_source_size(gen.files, s.source)
     out_dir = os.fspath(out_dir) if out_dir is not None else "generated"
     os.makedirs(out_dir, exist_ok=True)
     written = []

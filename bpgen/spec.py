@@ -42,7 +42,8 @@ that says why:
   C module stores in its source at about 10 bytes an entry: at most
   ``MAX_TABLE_ENTRIES`` (10^6) entries in all;
 * so that no generated file exceeds ``MAX_SOURCE_BYTES`` (20 MiB), which
-  :func:`check_source_size` checks after generation as well.
+  :func:`check_source_size` checks after generation as well (before
+  anything is compiled or written).
 """
 from __future__ import annotations
 
@@ -364,8 +365,10 @@ def _short(value: Any) -> str:
 
 
 def _key(k: str) -> str:
-    """An unknown key as a field: itself when a plain name, else its short repr."""
-    return k if k.isidentifier() and len(k) <= MAX_NAME_LENGTH else _short(k)
+    """An unknown key as a field: itself when a plain ASCII name, else its short
+    repr (so that a newline, a look-alike or a megabyte does not reach the message)."""
+    plain = k.isidentifier() and k.isascii() and len(k) <= MAX_NAME_LENGTH
+    return k if plain else _short(k)
 
 
 def _kind(value: Any) -> str:
@@ -411,16 +414,16 @@ def load_spec(source: "str | os.PathLike | dict") -> Spec:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise SpecError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+        raise SpecError(f"{path}: file: cannot read it: {exc.strerror or exc}") from None
     except ValueError as exc:           # e.g. a NUL character in the path
-        raise SpecError(f"{path}: cannot read the file: {exc}") from None
+        raise SpecError(f"{path}: file: cannot read it: {exc}") from None
     if len(raw) > MAX_FILE_BYTES:
         raise SpecError(f"{path}: file: larger than {MAX_FILE_BYTES} bytes (an architecture "
                         f"file is a few kilobytes; the bound keeps parsing fast)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: cannot read the file: not UTF-8 text "
+        raise SpecError(f"{path}: file: cannot read it: not UTF-8 text "
                         f"(byte {exc.start})") from None
     import yaml
     try:
@@ -565,10 +568,10 @@ def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -
             # blame the explicit one, since layers[i].name may not exist
             if "name" in raw:
                 extra = "" if "name" in layers_raw[j] else ", by default"
-                ctx.fail(f"layers[{i}].name", f"duplicate layer name {layer.name!r} "
-                                             f"(also layers[{j}]{extra})")
-            ctx.fail(f"layers[{j}].name", f"{layer.name!r} is also the default name "
-                                         f"of layers[{i}]; choose another name")
+                ctx.fail(f"layers[{i}].name",
+                         f"duplicate layer name {layer.name!r} (also layers[{j}]{extra})")
+            ctx.fail(f"layers[{j}].name", f"{layer.name!r} is also the default name of "
+                                          f"layers[{i}]; choose another name")
         seen[layer.name] = i
         layers.append(layer)
         shape = layer.out_shape
@@ -625,8 +628,8 @@ def _input(ctx: _Ctx, raw: Any) -> InputSpec:
         return _sample_size(ctx, InputSpec("image", (c, h, w)))
     for k in raw:
         if k not in ("features", "steps", "channels", "height", "width"):
-            ctx.fail(f"input.{k}", "unknown key (allowed: features, steps; or "
-                                   "channels, height, width)")
+            ctx.fail(f"input.{_key(k)}", "unknown key (allowed: features, steps; or "
+                                         "channels, height, width)")
     ctx.fail("input", "expected {features: F}, {features: F, steps: T} or "
                       "{channels: C, height: H, width: W}")
     raise AssertionError  # unreachable

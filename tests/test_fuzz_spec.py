@@ -16,10 +16,11 @@ import tempfile
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import bpgen
+import bpgen.spec as spec_mod
 from bpgen import SpecError, load_spec
 from bpgen.spec import MAX_FILE_BYTES, MAX_LAYERS, MAX_NAME_LENGTH, Spec, validate
 
@@ -426,12 +427,12 @@ def small_docs(draw):
 
 def _data(mod, n=3):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n,) + tuple(mod.INPUT_SHAPE))
+    x = rng.standard_normal((n,) + tuple(mod.INPUT_SHAPE)).astype(mod.DTYPE)
     lead = (n, mod.STEPS) if mod.LOSS_ALL_STEPS else (n,)
     if mod.LOSS == "softmax_cross_entropy":
         y = rng.integers(0, mod.OUTPUT_UNITS, size=lead)
     else:
-        y = rng.uniform(0, 1, size=lead + (mod.OUTPUT_UNITS,))
+        y = rng.uniform(0, 1, size=lead + (mod.OUTPUT_UNITS,)).astype(mod.DTYPE)
     return x, y
 
 
@@ -440,6 +441,7 @@ def _data(mod, n=3):
 @given(small_docs())
 def test_small_accepted_architectures_build(doc):
     spec = outcome(lambda: load_spec(doc), "<dict>")
+    event("accepted" if spec is not None else "refused")
     if spec is None:
         refused_build_writes_nothing(doc)
         return
@@ -451,3 +453,72 @@ def test_small_accepted_architectures_build(doc):
         assert math.isfinite(value)
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# each limit, at its edge
+
+def _seq(steps=3, features=2, **kw):
+    return {"name": "s", "input": {"features": features, "steps": steps},
+            "layers": [{"type": "rnn", "units": 2}], "loss": "mse", **kw}
+
+
+def _dense(*units, features=4, **kw):
+    return {"name": "d", "input": {"features": features},
+            "layers": [{"type": "dense", "units": u} for u in units], "loss": "mse", **kw}
+
+
+def _image(c, h, w, *layers):
+    return {"name": "i", "input": {"channels": c, "height": h, "width": w},
+            "layers": list(layers) + [{"type": "flatten"}, {"type": "dense", "units": 2}],
+            "loss": "mse"}
+
+
+LIMITS = [
+    # (id, accepted at the limit, refused past it, field)
+    ("name", {**_dense(2), "name": "n" * spec_mod.MAX_NAME_LENGTH},
+     {**_dense(2), "name": "n" * (spec_mod.MAX_NAME_LENGTH + 1)}, "name"),
+    ("layer-name", {**_dense(2), "layers": [{"type": "dense", "units": 2,
+                                             "name": "n" * spec_mod.MAX_NAME_LENGTH}]},
+     {**_dense(2), "layers": [{"type": "dense", "units": 2,
+                               "name": "n" * (spec_mod.MAX_NAME_LENGTH + 1)}]},
+     "layers[0].name"),
+    ("layers", _dense(*[2] * spec_mod.MAX_LAYERS), _dense(*[2] * (spec_mod.MAX_LAYERS + 1)),
+     "layers"),
+    ("units", _dense(spec_mod.MAX_UNITS, 2, features=1),
+     _dense(spec_mod.MAX_UNITS + 1, 2, features=1), "layers[0].units"),
+    ("steps", _seq(steps=spec_mod.MAX_STEPS), _seq(steps=spec_mod.MAX_STEPS + 1),
+     "input.steps"),
+    ("truncate", _seq(bptt={"truncate": spec_mod.MAX_STEPS}),
+     _seq(bptt={"truncate": spec_mod.MAX_STEPS + 1}), "bptt.truncate"),
+    ("sample-size", _seq(steps=1000, features=10**4), _seq(steps=1001, features=10**4),
+     "input"),
+    ("image-size", _image(10, 1000, 1000), _image(10, 1000, 1001), "input"),
+    ("output-units", _dense(spec_mod.MAX_OUTPUT_UNITS),
+     _dense(spec_mod.MAX_OUTPUT_UNITS + 1), "layers[0].units"),
+    ("params", _dense(10**4, 2, features=9990), _dense(10**4, 2, features=10**4),
+     "layers[0]"),
+    ("tables", _image(1, 100, 100, {"type": "conv2d", "filters": 1, "kernel": 2}),
+     _image(1, 300, 300, {"type": "conv2d", "filters": 8, "kernel": 3}), "layers[0]"),
+]
+
+
+@pytest.mark.parametrize("ok, bad, field", [pytest.param(o, b, f, id=i)
+                                            for i, o, b, f in LIMITS])
+def test_limits(ok, bad, field):
+    assert isinstance(load_spec(ok), Spec)
+    with pytest.raises(SpecError) as info:
+        load_spec(bad)
+    msg = str(info.value)
+    assert msg.startswith(f"<dict>: {field}: "), msg
+    assert "at most" in msg and "\n" not in msg, msg
+
+
+def test_check_source_size():
+    spec_mod.check_source_size({"m_numpy.py": "x = 1\n", "m_c.c": "é" * 1000})
+    big = "x" * (spec_mod.MAX_SOURCE_BYTES + 1)
+    with pytest.raises(SpecError, match=r"^arch.yaml: m_c.c: .*at most"):
+        spec_mod.check_source_size({"m_c.py": "", "m_c.c": big}, "arch.yaml")
+    # counted in bytes, not characters
+    with pytest.raises(SpecError):
+        spec_mod.check_source_size({"m.py": "é" * (spec_mod.MAX_SOURCE_BYTES // 2 + 1)})

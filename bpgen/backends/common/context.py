@@ -12,6 +12,14 @@ from ...derivation import Derived
 __all__ = ["module_context"]
 
 
+def _printable(name: str) -> str:
+    """``name`` as it may appear in a Python docstring and a C comment: no
+    quote, backslash, comment delimiter or unprintable character (the spec
+    refuses such file names already; this is the second line of defence)."""
+    name = "".join(ch if ch.isprintable() and ch not in '"\\' else "_" for ch in name)
+    return name.replace("*/", "*_").replace("/*", "_*")
+
+
 def module_context(derived: Derived, module: str) -> dict:
     spec = derived.spec
     shapes = spec.param_shapes
@@ -20,7 +28,7 @@ def module_context(derived: Derived, module: str) -> dict:
     return {
         "version": __version__,
         # the file's base name only: output must not depend on the working directory
-        "source": os.path.basename(spec.source),
+        "source": _printable(os.path.basename(spec.source)),
         "hash": spec.content_hash(),
         "name": spec.name,
         "module": module,

@@ -98,7 +98,7 @@ def _check_x(x):
     return arr.reshape(n, -1), n
 
 
-_EYE = numpy.eye(OUTPUT_UNITS, dtype=DTYPE)
+_EYE = []     # the identity rows one-hot labels are taken from, made on first use
 
 
 def _check_y(y, n):
@@ -119,7 +119,9 @@ def _check_y(y, n):
         try:
             if labels.dtype.kind == "i" and labels.min() < 0:
                 raise IndexError
-            return _EYE.take(flat, axis=0)      # one-hot: rows of the identity
+            if not _EYE:
+                _EYE.append(numpy.eye(OUTPUT_UNITS, dtype=DTYPE))
+            return _EYE[0].take(flat, axis=0)      # one-hot: rows of the identity
         except IndexError:
             raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
                              f"[{labels.min()}, {labels.max()}]") from None
