@@ -447,13 +447,13 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, c
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
-    /* l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x] */
+    /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, l0_P, l0_W, l0_PW);
     /* l0: activation relu */
-    /* l0_A = [l0_PW + l0_b if l0_PW + l0_b >= 0; 0 otherwise] */
+    /* l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
@@ -462,25 +462,25 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, c
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
-    /* l0_Y = transpose(S=64; F=8)[l0_A] */
+    /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
     /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y] */
+    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
     /* l1: each window's maximum */
-    /* l1_max = l1_win[row, first argmax of the row of l1_win] */
+    /* l1_max = rowmax(l1_win) */
     bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
     /* l1: as (N, C·H_out·W_out) */
-    /* l1_Y = transpose(S=128; F=1)[l1_max] */
+    /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
     /* l2: patches (im2col), one row per output pixel */
-    /* l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y] */
+    /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, l2_P, l2_W, l2_PW);
     /* l2: activation relu */
-    /* l2_A = [l2_PW + l2_b if l2_PW + l2_b >= 0; 0 otherwise] */
+    /* l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
@@ -489,16 +489,16 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, c
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
-    /* l2_Y = transpose(S=16; F=16)[l2_A] */
+    /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
     /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y] */
+    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
     /* l3: each window's maximum */
-    /* l3_max = l3_win[row, first argmax of the row of l3_win] */
+    /* l3_max = rowmax(l3_win) */
     bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
     /* l3: as (N, C·H_out·W_out) */
-    /* l3_Y = transpose(S=64; F=1)[l3_max] */
+    /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
@@ -550,13 +550,13 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
-    /* l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x] */
+    /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, l0_P, l0_W, l0_PW);
     /* l0: activation relu */
-    /* l0_A = [l0_PW + l0_b if l0_PW + l0_b >= 0; 0 otherwise] */
+    /* l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
@@ -565,25 +565,25 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
-    /* l0_Y = transpose(S=64; F=8)[l0_A] */
+    /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
     /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y] */
+    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
     /* l1: each window's maximum */
-    /* l1_max = l1_win[row, first argmax of the row of l1_win] */
+    /* l1_max = rowmax(l1_win) */
     bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
     /* l1: as (N, C·H_out·W_out) */
-    /* l1_Y = transpose(S=128; F=1)[l1_max] */
+    /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
     /* l2: patches (im2col), one row per output pixel */
-    /* l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y] */
+    /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, l2_P, l2_W, l2_PW);
     /* l2: activation relu */
-    /* l2_A = [l2_PW + l2_b if l2_PW + l2_b >= 0; 0 otherwise] */
+    /* l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
@@ -592,16 +592,16 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
-    /* l2_Y = transpose(S=16; F=16)[l2_A] */
+    /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
     /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y] */
+    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
     /* l3: each window's maximum */
-    /* l3_max = l3_win[row, first argmax of the row of l3_win] */
+    /* l3_max = rowmax(l3_win) */
     bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
     /* l3: as (N, C·H_out·W_out) */
-    /* l3_Y = transpose(S=64; F=1)[l3_max] */
+    /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
@@ -657,7 +657,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
     /* l5_W_sqsum = 1ᵀ·l5_W_sq·1 */
     bpg_sumall(64, 10, l5_W_sq, l5_W_sqsum);
     /* mean over samples (+ 0.5 λ Σ‖W‖²) */
-    /* loss = 5e-05·l0_W_sqsum + 5e-05·l2_W_sqsum + 5e-05·l5_W_sqsum + loss_sum ⊙ 1/N */
+    /* loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N */
     #pragma omp simd
     for (int64_t k = 0; k < 1; k++) loss[k] = 5.0000000000000002e-5*l0_W_sqsum[0] + 5.0000000000000002e-5*l2_W_sqsum[0] + 5.0000000000000002e-5*l5_W_sqsum[0] + loss_sum[0]/((real)N);
 }
@@ -724,7 +724,7 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
-    /* l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x] */
+    /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
@@ -739,23 +739,23 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
         }
     }
     /* l0: activation relu */
-    /* l0_A = [l0_Z if l0_Z >= 0; 0 otherwise] */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) l0_A[k] = ((l0_Z[k] >= 0) ? (l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
-    /* l0_Y = transpose(S=64; F=8)[l0_A] */
+    /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
     /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y] */
+    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
     /* l1: each window's maximum */
-    /* l1_max = l1_win[row, first argmax of the row of l1_win] */
+    /* l1_max = rowmax(l1_win) */
     bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
     /* l1: as (N, C·H_out·W_out) */
-    /* l1_Y = transpose(S=128; F=1)[l1_max] */
+    /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
     /* l2: patches (im2col), one row per output pixel */
-    /* l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y] */
+    /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
@@ -770,20 +770,20 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
         }
     }
     /* l2: activation relu */
-    /* l2_A = [l2_Z if l2_Z >= 0; 0 otherwise] */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) l2_A[k] = ((l2_Z[k] >= 0) ? (l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
-    /* l2_Y = transpose(S=16; F=16)[l2_A] */
+    /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
     /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y] */
+    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
     /* l3: each window's maximum */
-    /* l3_max = l3_win[row, first argmax of the row of l3_win] */
+    /* l3_max = rowmax(l3_win) */
     bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
     /* l3: as (N, C·H_out·W_out) */
-    /* l3_Y = transpose(S=64; F=1)[l3_max] */
+    /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
@@ -839,19 +839,19 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* l5_W_sqsum = 1ᵀ·l5_W_sq·1 */
     bpg_sumall(64, 10, l5_W_sq, l5_W_sqsum);
     /* mean over samples (+ 0.5 λ Σ‖W‖²) */
-    /* loss = 5e-05·l0_W_sqsum + 5e-05·l2_W_sqsum + 5e-05·l5_W_sqsum + loss_sum ⊙ 1/N */
+    /* loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N */
     #pragma omp simd
     for (int64_t k = 0; k < 1; k++) loss[k] = 5.0000000000000002e-5*l0_W_sqsum[0] + 5.0000000000000002e-5*l2_W_sqsum[0] + 5.0000000000000002e-5*l5_W_sqsum[0] + loss_sum[0]/((real)N);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
 
     /* Grad of: l5_Z = l5_XW + l5_b */
     /*   (l5: pre-activation Z = X·W + 1·b) */
-    /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
+    /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
@@ -869,29 +869,29 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* d_l5_W_1 = l3_Yᵀ·d_l5_Z_2 */
     bpg_gemm_tn(64, 10, N, l3_Y, d_l5_Z_2, d_l5_W_1);
 
-    /* Grad of: l3_Y = transpose(S=64; F=1)[l3_max] */
+    /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
-    /* d_l3_max = transpose(S=64; F=1)ᵀ[d_l3_Y]  (summed back) */
+    /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 64, 64, bpg_table_7, d_l3_Y, d_l3_max);
 
-    /* Grad of: l3_max = l3_win[row, first argmax of the row of l3_win] */
+    /* Grad of: l3_max = rowmax(l3_win) */
     /*   (l3: each window's maximum) */
     /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
     bpg_put_argmax(64*N, 4, l3_win, d_l3_max, d_l3_win);
 
-    /* Grad of: l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y] */
+    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windows(C=16; H=4; W=4; k=2; s=2)ᵀ[d_l3_win]  (summed back) */
+    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 256, 256, bpg_table_6, d_l3_win, d_l2_Y);
 
-    /* Grad of: l2_Y = transpose(S=16; F=16)[l2_A] */
+    /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
-    /* d_l2_A = transpose(S=16; F=16)ᵀ[d_l2_Y]  (summed back) */
+    /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 256, 256, bpg_table_5, d_l2_Y, d_l2_A);
 
-    /* Grad of: l2_A = [l2_Z if l2_Z >= 0; 0 otherwise] */
+    /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
-    /* d_l2_Z = d_l2_A ⊙ ([1 if l2_Z >= 0; 0 otherwise]) */
+    /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
 
@@ -907,34 +907,34 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* d_l2_W_1 = d_l2_Zᵀ·l2_P */
     bpg_gemm_tn(16, 72, 16*N, d_l2_Z, l2_P, d_l2_W_1);
 
-    /* Grad of: l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y] */
+    /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
-    /* d_l1_Y = im2col(C=8; H=4; W=4; k=3; s=1; p=1)ᵀ[d_l2_P]  (summed back) */
+    /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 128, 1152, bpg_table_4, d_l2_P, d_l1_Y);
 
-    /* Grad of: l1_Y = transpose(S=128; F=1)[l1_max] */
+    /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
-    /* d_l1_max = transpose(S=128; F=1)ᵀ[d_l1_Y]  (summed back) */
+    /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 128, 128, bpg_table_3, d_l1_Y, d_l1_max);
 
-    /* Grad of: l1_max = l1_win[row, first argmax of the row of l1_win] */
+    /* Grad of: l1_max = rowmax(l1_win) */
     /*   (l1: each window's maximum) */
     /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
     bpg_put_argmax(128*N, 4, l1_win, d_l1_max, d_l1_win);
 
-    /* Grad of: l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y] */
+    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     /*   (l1: the 2x2 windows, one row each) */
-    /* d_l0_Y = windows(C=8; H=8; W=8; k=2; s=2)ᵀ[d_l1_win]  (summed back) */
+    /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 512, 512, bpg_table_2, d_l1_win, d_l0_Y);
 
-    /* Grad of: l0_Y = transpose(S=64; F=8)[l0_A] */
+    /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
-    /* d_l0_A = transpose(S=64; F=8)ᵀ[d_l0_Y]  (summed back) */
+    /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 512, 512, bpg_table_1, d_l0_Y, d_l0_A);
 
-    /* Grad of: l0_A = [l0_Z if l0_Z >= 0; 0 otherwise] */
+    /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
-    /* d_l0_Z = d_l0_A ⊙ ([1 if l0_Z >= 0; 0 otherwise]) */
+    /* d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) d_l0_Z[k] = d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
 
@@ -949,13 +949,13 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     bpg_gemm_tn(8, 9, 64*N, d_l0_Z, l0_P, d_l0_W_1);
 
     /* total gradients */
-    /* d_l0_W_2 = d_l0_W_1 + 0.0001·l0_W */
+    /* d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W */
     #pragma omp simd
     for (int64_t k = 0; k < 72; k++) d_l0_W_2[k] = d_l0_W_1[k] + 0.0001*l0_W[k];
-    /* d_l2_W_2 = d_l2_W_1 + 0.0001·l2_W */
+    /* d_l2_W_2 = d_l2_W_1 + 0.0001 l2_W */
     #pragma omp simd
     for (int64_t k = 0; k < 1152; k++) d_l2_W_2[k] = d_l2_W_1[k] + 0.0001*l2_W[k];
-    /* d_l5_W_2 = d_l5_W_1 + 0.0001·l5_W */
+    /* d_l5_W_2 = d_l5_W_1 + 0.0001 l5_W */
     #pragma omp simd
     for (int64_t k = 0; k < 640; k++) d_l5_W_2[k] = d_l5_W_1[k] + 0.0001*l5_W[k];
 }
@@ -1043,7 +1043,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
-    /* l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x] */
+    /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
@@ -1060,10 +1060,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         }
     }
     /* l0: activation relu */
-    /* l0_A = [l0_Z if l0_Z >= 0; 0 otherwise] */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) l0_A[k] = ((l0_Z[k] >= 0) ? (l0_Z[k]) : (0));
-    /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ ([1 if l0_Z >= 0; 0 otherwise]) */
+    /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
@@ -1072,29 +1072,29 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
-    /* l0_Y = transpose(S=64; F=8)[l0_A] */
+    /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
-    /* r_l0_Y = transpose(S=64; F=8)[r_l0_A] */
+    /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
     bpg_gather(N, 512, 512, bpg_table_1, r_l0_A, r_l0_Y);
     /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y] */
+    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
-    /* r_l1_win = windows(C=8; H=8; W=8; k=2; s=2)[r_l0_Y] */
+    /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
     bpg_gather(N, 512, 512, bpg_table_2, r_l0_Y, r_l1_win);
     /* l1: each window's maximum */
-    /* l1_max = l1_win[row, first argmax of the row of l1_win] */
+    /* l1_max = rowmax(l1_win) */
     bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
-    /* r_l1_max = r_l1_win[row, first argmax of the row of l1_win] */
+    /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
     bpg_take_argmax(128*N, 4, l1_win, r_l1_win, r_l1_max);
     /* l1: as (N, C·H_out·W_out) */
-    /* l1_Y = transpose(S=128; F=1)[l1_max] */
+    /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
-    /* r_l1_Y = transpose(S=128; F=1)[r_l1_max] */
+    /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
     bpg_gather(N, 128, 128, bpg_table_3, r_l1_max, r_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
-    /* l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y] */
+    /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
-    /* r_l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[r_l1_Y] */
+    /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_gather(N, 128, 1152, bpg_table_4, r_l1_Y, r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
@@ -1113,10 +1113,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         }
     }
     /* l2: activation relu */
-    /* l2_A = [l2_Z if l2_Z >= 0; 0 otherwise] */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) l2_A[k] = ((l2_Z[k] >= 0) ? (l2_Z[k]) : (0));
-    /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ ([1 if l2_Z >= 0; 0 otherwise]) */
+    /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
@@ -1125,24 +1125,24 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
-    /* l2_Y = transpose(S=16; F=16)[l2_A] */
+    /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
-    /* r_l2_Y = transpose(S=16; F=16)[r_l2_A] */
+    /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
     bpg_gather(N, 256, 256, bpg_table_5, r_l2_A, r_l2_Y);
     /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y] */
+    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
-    /* r_l3_win = windows(C=16; H=4; W=4; k=2; s=2)[r_l2_Y] */
+    /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
     bpg_gather(N, 256, 256, bpg_table_6, r_l2_Y, r_l3_win);
     /* l3: each window's maximum */
-    /* l3_max = l3_win[row, first argmax of the row of l3_win] */
+    /* l3_max = rowmax(l3_win) */
     bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
-    /* r_l3_max = r_l3_win[row, first argmax of the row of l3_win] */
+    /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
     bpg_take_argmax(64*N, 4, l3_win, r_l3_win, r_l3_max);
     /* l3: as (N, C·H_out·W_out) */
-    /* l3_Y = transpose(S=64; F=1)[l3_max] */
+    /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
-    /* r_l3_Y = transpose(S=64; F=1)[r_l3_max] */
+    /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
     bpg_gather(N, 64, 64, bpg_table_7, r_l3_max, r_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
@@ -1187,10 +1187,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
-    /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum */
+    /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
 
@@ -1207,7 +1207,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 
     /* Grad of: l5_Z = l5_XW + l5_b */
     /*   (l5: pre-activation Z = X·W + 1·b) */
-    /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
+    /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
@@ -1234,40 +1234,40 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1 */
     bpg_gemm_tn(64, 10, N, l3_Y, r_d_l5_Z_1, r_d_l5_W_1_b);
 
-    /* Grad of: l3_Y = transpose(S=64; F=1)[l3_max] */
+    /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
-    /* d_l3_max = transpose(S=64; F=1)ᵀ[d_l3_Y]  (summed back) */
+    /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 64, 64, bpg_table_7, d_l3_Y, d_l3_max);
-    /* r_d_l3_max = transpose(S=64; F=1)ᵀ[r_d_l3_Y]  (summed back) */
+    /* r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 64, 64, bpg_table_7, r_d_l3_Y, r_d_l3_max);
 
-    /* Grad of: l3_max = l3_win[row, first argmax of the row of l3_win] */
+    /* Grad of: l3_max = rowmax(l3_win) */
     /*   (l3: each window's maximum) */
     /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
     bpg_put_argmax(64*N, 4, l3_win, d_l3_max, d_l3_win);
     /* r_d_l3_win = r_d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
     bpg_put_argmax(64*N, 4, l3_win, r_d_l3_max, r_d_l3_win);
 
-    /* Grad of: l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y] */
+    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windows(C=16; H=4; W=4; k=2; s=2)ᵀ[d_l3_win]  (summed back) */
+    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 256, 256, bpg_table_6, d_l3_win, d_l2_Y);
-    /* r_d_l2_Y = windows(C=16; H=4; W=4; k=2; s=2)ᵀ[r_d_l3_win]  (summed back) */
+    /* r_d_l2_Y = windowsᵀ(r_d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 256, 256, bpg_table_6, r_d_l3_win, r_d_l2_Y);
 
-    /* Grad of: l2_Y = transpose(S=16; F=16)[l2_A] */
+    /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
-    /* d_l2_A = transpose(S=16; F=16)ᵀ[d_l2_Y]  (summed back) */
+    /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 256, 256, bpg_table_5, d_l2_Y, d_l2_A);
-    /* r_d_l2_A = transpose(S=16; F=16)ᵀ[r_d_l2_Y]  (summed back) */
+    /* r_d_l2_A = transposeᵀ(r_d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 256, 256, bpg_table_5, r_d_l2_Y, r_d_l2_A);
 
-    /* Grad of: l2_A = [l2_Z if l2_Z >= 0; 0 otherwise] */
+    /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
-    /* d_l2_Z = d_l2_A ⊙ ([1 if l2_Z >= 0; 0 otherwise]) */
+    /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
-    /* r_d_l2_Z = r_d_l2_A ⊙ ([1 if l2_Z >= 0; 0 otherwise]) */
+    /* r_d_l2_Z = r_d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) r_d_l2_Z[k] = r_d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
 
@@ -1290,34 +1290,34 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P */
     bpg_gemm_tn(16, 72, 16*N, d_l2_Z, r_l2_P, r_d_l2_W_1_b);
 
-    /* Grad of: l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y] */
+    /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
-    /* r_d_l1_Y = im2col(C=8; H=4; W=4; k=3; s=1; p=1)ᵀ[r_d_l2_P]  (summed back) */
+    /* r_d_l1_Y = im2colᵀ(r_d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 128, 1152, bpg_table_4, r_d_l2_P, r_d_l1_Y);
 
-    /* Grad of: l1_Y = transpose(S=128; F=1)[l1_max] */
+    /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
-    /* r_d_l1_max = transpose(S=128; F=1)ᵀ[r_d_l1_Y]  (summed back) */
+    /* r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 128, 128, bpg_table_3, r_d_l1_Y, r_d_l1_max);
 
-    /* Grad of: l1_max = l1_win[row, first argmax of the row of l1_win] */
+    /* Grad of: l1_max = rowmax(l1_win) */
     /*   (l1: each window's maximum) */
     /* r_d_l1_win = r_d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
     bpg_put_argmax(128*N, 4, l1_win, r_d_l1_max, r_d_l1_win);
 
-    /* Grad of: l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y] */
+    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     /*   (l1: the 2x2 windows, one row each) */
-    /* r_d_l0_Y = windows(C=8; H=8; W=8; k=2; s=2)ᵀ[r_d_l1_win]  (summed back) */
+    /* r_d_l0_Y = windowsᵀ(r_d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 512, 512, bpg_table_2, r_d_l1_win, r_d_l0_Y);
 
-    /* Grad of: l0_Y = transpose(S=64; F=8)[l0_A] */
+    /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
-    /* r_d_l0_A = transpose(S=64; F=8)ᵀ[r_d_l0_Y]  (summed back) */
+    /* r_d_l0_A = transposeᵀ(r_d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 512, 512, bpg_table_1, r_d_l0_Y, r_d_l0_A);
 
-    /* Grad of: l0_A = [l0_Z if l0_Z >= 0; 0 otherwise] */
+    /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
-    /* r_d_l0_Z = r_d_l0_A ⊙ ([1 if l0_Z >= 0; 0 otherwise]) */
+    /* r_d_l0_Z = r_d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) r_d_l0_Z[k] = r_d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
 
@@ -1332,13 +1332,13 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     bpg_gemm_tn(8, 9, 64*N, r_d_l0_Z, l0_P, r_d_l0_W_1_a);
 
     /* total gradients */
-    /* r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001·v_l0_W */
+    /* r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W */
     #pragma omp simd
     for (int64_t k = 0; k < 72; k++) r_d_l0_W_2[k] = r_d_l0_W_1_a[k] + 0.0001*v_l0_W[k];
-    /* r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001·v_l2_W */
+    /* r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001 v_l2_W */
     #pragma omp simd
     for (int64_t k = 0; k < 1152; k++) r_d_l2_W_2[k] = r_d_l2_W_1_a[k] + r_d_l2_W_1_b[k] + 0.0001*v_l2_W[k];
-    /* r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001·v_l5_W */
+    /* r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W */
     #pragma omp simd
     for (int64_t k = 0; k < 640; k++) r_d_l5_W_2[k] = r_d_l5_W_1_a[k] + r_d_l5_W_1_b[k] + 0.0001*v_l5_W[k];
 }
@@ -1413,7 +1413,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
-    /* l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x] */
+    /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
@@ -1430,10 +1430,10 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         }
     }
     /* l0: activation relu */
-    /* l0_A = [l0_Z if l0_Z >= 0; 0 otherwise] */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) l0_A[k] = ((l0_Z[k] >= 0) ? (l0_Z[k]) : (0));
-    /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ ([1 if l0_Z >= 0; 0 otherwise]) */
+    /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
@@ -1442,29 +1442,29 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
-    /* l0_Y = transpose(S=64; F=8)[l0_A] */
+    /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
-    /* r_l0_Y = transpose(S=64; F=8)[r_l0_A] */
+    /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
     bpg_gather(N, 512, 512, bpg_table_1, r_l0_A, r_l0_Y);
     /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y] */
+    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
-    /* r_l1_win = windows(C=8; H=8; W=8; k=2; s=2)[r_l0_Y] */
+    /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
     bpg_gather(N, 512, 512, bpg_table_2, r_l0_Y, r_l1_win);
     /* l1: each window's maximum */
-    /* l1_max = l1_win[row, first argmax of the row of l1_win] */
+    /* l1_max = rowmax(l1_win) */
     bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
-    /* r_l1_max = r_l1_win[row, first argmax of the row of l1_win] */
+    /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
     bpg_take_argmax(128*N, 4, l1_win, r_l1_win, r_l1_max);
     /* l1: as (N, C·H_out·W_out) */
-    /* l1_Y = transpose(S=128; F=1)[l1_max] */
+    /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
-    /* r_l1_Y = transpose(S=128; F=1)[r_l1_max] */
+    /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
     bpg_gather(N, 128, 128, bpg_table_3, r_l1_max, r_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
-    /* l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y] */
+    /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
-    /* r_l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[r_l1_Y] */
+    /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_gather(N, 128, 1152, bpg_table_4, r_l1_Y, r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
@@ -1483,10 +1483,10 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         }
     }
     /* l2: activation relu */
-    /* l2_A = [l2_Z if l2_Z >= 0; 0 otherwise] */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) l2_A[k] = ((l2_Z[k] >= 0) ? (l2_Z[k]) : (0));
-    /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ ([1 if l2_Z >= 0; 0 otherwise]) */
+    /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
@@ -1495,24 +1495,24 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
-    /* l2_Y = transpose(S=16; F=16)[l2_A] */
+    /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
-    /* r_l2_Y = transpose(S=16; F=16)[r_l2_A] */
+    /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
     bpg_gather(N, 256, 256, bpg_table_5, r_l2_A, r_l2_Y);
     /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y] */
+    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
-    /* r_l3_win = windows(C=16; H=4; W=4; k=2; s=2)[r_l2_Y] */
+    /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
     bpg_gather(N, 256, 256, bpg_table_6, r_l2_Y, r_l3_win);
     /* l3: each window's maximum */
-    /* l3_max = l3_win[row, first argmax of the row of l3_win] */
+    /* l3_max = rowmax(l3_win) */
     bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
-    /* r_l3_max = r_l3_win[row, first argmax of the row of l3_win] */
+    /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
     bpg_take_argmax(64*N, 4, l3_win, r_l3_win, r_l3_max);
     /* l3: as (N, C·H_out·W_out) */
-    /* l3_Y = transpose(S=64; F=1)[l3_max] */
+    /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
-    /* r_l3_Y = transpose(S=64; F=1)[r_l3_max] */
+    /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
     bpg_gather(N, 64, 64, bpg_table_7, r_l3_max, r_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
@@ -1557,10 +1557,10 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
-    /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum */
+    /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
 
@@ -1587,29 +1587,29 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* d_l5_W_1 = l3_Yᵀ·r_d_l5_Z_1 */
     bpg_gemm_tn(64, 10, N, l3_Y, r_d_l5_Z_1, d_l5_W_1);
 
-    /* Grad of: l3_Y = transpose(S=64; F=1)[l3_max] */
+    /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
-    /* d_l3_max = transpose(S=64; F=1)ᵀ[d_l3_Y]  (summed back) */
+    /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 64, 64, bpg_table_7, d_l3_Y, d_l3_max);
 
-    /* Grad of: l3_max = l3_win[row, first argmax of the row of l3_win] */
+    /* Grad of: l3_max = rowmax(l3_win) */
     /*   (l3: each window's maximum) */
     /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
     bpg_put_argmax(64*N, 4, l3_win, d_l3_max, d_l3_win);
 
-    /* Grad of: l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y] */
+    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windows(C=16; H=4; W=4; k=2; s=2)ᵀ[d_l3_win]  (summed back) */
+    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 256, 256, bpg_table_6, d_l3_win, d_l2_Y);
 
-    /* Grad of: l2_Y = transpose(S=16; F=16)[l2_A] */
+    /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
-    /* d_l2_A = transpose(S=16; F=16)ᵀ[d_l2_Y]  (summed back) */
+    /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 256, 256, bpg_table_5, d_l2_Y, d_l2_A);
 
-    /* Grad of: l2_A = [l2_Z if l2_Z >= 0; 0 otherwise] */
+    /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
-    /* d_l2_Z = d_l2_A ⊙ ([1 if l2_Z >= 0; 0 otherwise]) */
+    /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
 
@@ -1625,34 +1625,34 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* d_l2_W_1 = d_l2_Zᵀ·l2_P */
     bpg_gemm_tn(16, 72, 16*N, d_l2_Z, l2_P, d_l2_W_1);
 
-    /* Grad of: l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y] */
+    /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
-    /* d_l1_Y = im2col(C=8; H=4; W=4; k=3; s=1; p=1)ᵀ[d_l2_P]  (summed back) */
+    /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 128, 1152, bpg_table_4, d_l2_P, d_l1_Y);
 
-    /* Grad of: l1_Y = transpose(S=128; F=1)[l1_max] */
+    /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
-    /* d_l1_max = transpose(S=128; F=1)ᵀ[d_l1_Y]  (summed back) */
+    /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 128, 128, bpg_table_3, d_l1_Y, d_l1_max);
 
-    /* Grad of: l1_max = l1_win[row, first argmax of the row of l1_win] */
+    /* Grad of: l1_max = rowmax(l1_win) */
     /*   (l1: each window's maximum) */
     /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
     bpg_put_argmax(128*N, 4, l1_win, d_l1_max, d_l1_win);
 
-    /* Grad of: l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y] */
+    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     /*   (l1: the 2x2 windows, one row each) */
-    /* d_l0_Y = windows(C=8; H=8; W=8; k=2; s=2)ᵀ[d_l1_win]  (summed back) */
+    /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 512, 512, bpg_table_2, d_l1_win, d_l0_Y);
 
-    /* Grad of: l0_Y = transpose(S=64; F=8)[l0_A] */
+    /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
-    /* d_l0_A = transpose(S=64; F=8)ᵀ[d_l0_Y]  (summed back) */
+    /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 512, 512, bpg_table_1, d_l0_Y, d_l0_A);
 
-    /* Grad of: l0_A = [l0_Z if l0_Z >= 0; 0 otherwise] */
+    /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
-    /* d_l0_Z = d_l0_A ⊙ ([1 if l0_Z >= 0; 0 otherwise]) */
+    /* d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) d_l0_Z[k] = d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
 
@@ -1667,13 +1667,13 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     bpg_gemm_tn(8, 9, 64*N, d_l0_Z, l0_P, d_l0_W_1);
 
     /* total gradients */
-    /* gv_l0_W = d_l0_W_1 + 0.0001·v_l0_W */
+    /* gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W */
     #pragma omp simd
     for (int64_t k = 0; k < 72; k++) gv_l0_W[k] = d_l0_W_1[k] + 0.0001*v_l0_W[k];
-    /* gv_l2_W = d_l2_W_1 + 0.0001·v_l2_W */
+    /* gv_l2_W = d_l2_W_1 + 0.0001 v_l2_W */
     #pragma omp simd
     for (int64_t k = 0; k < 1152; k++) gv_l2_W[k] = d_l2_W_1[k] + 0.0001*v_l2_W[k];
-    /* gv_l5_W = d_l5_W_1 + 0.0001·v_l5_W */
+    /* gv_l5_W = d_l5_W_1 + 0.0001 v_l5_W */
     #pragma omp simd
     for (int64_t k = 0; k < 640; k++) gv_l5_W[k] = d_l5_W_1[k] + 0.0001*v_l5_W[k];
 }
@@ -1720,7 +1720,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
-    /* l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x] */
+    /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
@@ -1735,23 +1735,23 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
         }
     }
     /* l0: activation relu */
-    /* l0_A = [l0_Z if l0_Z >= 0; 0 otherwise] */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) l0_A[k] = ((l0_Z[k] >= 0) ? (l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
-    /* l0_Y = transpose(S=64; F=8)[l0_A] */
+    /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
     /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y] */
+    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
     /* l1: each window's maximum */
-    /* l1_max = l1_win[row, first argmax of the row of l1_win] */
+    /* l1_max = rowmax(l1_win) */
     bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
     /* l1: as (N, C·H_out·W_out) */
-    /* l1_Y = transpose(S=128; F=1)[l1_max] */
+    /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
     /* l2: patches (im2col), one row per output pixel */
-    /* l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y] */
+    /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
@@ -1766,20 +1766,20 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
         }
     }
     /* l2: activation relu */
-    /* l2_A = [l2_Z if l2_Z >= 0; 0 otherwise] */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) l2_A[k] = ((l2_Z[k] >= 0) ? (l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
-    /* l2_Y = transpose(S=16; F=16)[l2_A] */
+    /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
     /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y] */
+    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
     /* l3: each window's maximum */
-    /* l3_max = l3_win[row, first argmax of the row of l3_win] */
+    /* l3_max = rowmax(l3_win) */
     bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
     /* l3: as (N, C·H_out·W_out) */
-    /* l3_Y = transpose(S=64; F=1)[l3_max] */
+    /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
@@ -1810,13 +1810,13 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
 
     /* Grad of: l5_Z = l5_XW + l5_b */
     /*   (l5: pre-activation Z = X·W + 1·b) */
-    /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
+    /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
@@ -1830,29 +1830,29 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* d_l3_Y = d_l5_Z_2·l5_Wᵀ */
     bpg_gemm_nt(N, 64, 10, d_l5_Z_2, l5_W, d_l3_Y);
 
-    /* Grad of: l3_Y = transpose(S=64; F=1)[l3_max] */
+    /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
-    /* d_l3_max = transpose(S=64; F=1)ᵀ[d_l3_Y]  (summed back) */
+    /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 64, 64, bpg_table_7, d_l3_Y, d_l3_max);
 
-    /* Grad of: l3_max = l3_win[row, first argmax of the row of l3_win] */
+    /* Grad of: l3_max = rowmax(l3_win) */
     /*   (l3: each window's maximum) */
     /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
     bpg_put_argmax(64*N, 4, l3_win, d_l3_max, d_l3_win);
 
-    /* Grad of: l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y] */
+    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windows(C=16; H=4; W=4; k=2; s=2)ᵀ[d_l3_win]  (summed back) */
+    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 256, 256, bpg_table_6, d_l3_win, d_l2_Y);
 
-    /* Grad of: l2_Y = transpose(S=16; F=16)[l2_A] */
+    /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
-    /* d_l2_A = transpose(S=16; F=16)ᵀ[d_l2_Y]  (summed back) */
+    /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 256, 256, bpg_table_5, d_l2_Y, d_l2_A);
 
-    /* Grad of: l2_A = [l2_Z if l2_Z >= 0; 0 otherwise] */
+    /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
-    /* d_l2_Z = d_l2_A ⊙ ([1 if l2_Z >= 0; 0 otherwise]) */
+    /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
 
@@ -1861,34 +1861,34 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* d_l2_P = d_l2_Z·l2_W */
     bpg_gemm_nn(16*N, 72, 16, d_l2_Z, l2_W, d_l2_P);
 
-    /* Grad of: l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y] */
+    /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
-    /* d_l1_Y = im2col(C=8; H=4; W=4; k=3; s=1; p=1)ᵀ[d_l2_P]  (summed back) */
+    /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 128, 1152, bpg_table_4, d_l2_P, d_l1_Y);
 
-    /* Grad of: l1_Y = transpose(S=128; F=1)[l1_max] */
+    /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
-    /* d_l1_max = transpose(S=128; F=1)ᵀ[d_l1_Y]  (summed back) */
+    /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 128, 128, bpg_table_3, d_l1_Y, d_l1_max);
 
-    /* Grad of: l1_max = l1_win[row, first argmax of the row of l1_win] */
+    /* Grad of: l1_max = rowmax(l1_win) */
     /*   (l1: each window's maximum) */
     /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
     bpg_put_argmax(128*N, 4, l1_win, d_l1_max, d_l1_win);
 
-    /* Grad of: l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y] */
+    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     /*   (l1: the 2x2 windows, one row each) */
-    /* d_l0_Y = windows(C=8; H=8; W=8; k=2; s=2)ᵀ[d_l1_win]  (summed back) */
+    /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 512, 512, bpg_table_2, d_l1_win, d_l0_Y);
 
-    /* Grad of: l0_Y = transpose(S=64; F=8)[l0_A] */
+    /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
-    /* d_l0_A = transpose(S=64; F=8)ᵀ[d_l0_Y]  (summed back) */
+    /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
     bpg_scatter(N, 512, 512, bpg_table_1, d_l0_Y, d_l0_A);
 
-    /* Grad of: l0_A = [l0_Z if l0_Z >= 0; 0 otherwise] */
+    /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
-    /* d_l0_Z = d_l0_A ⊙ ([1 if l0_Z >= 0; 0 otherwise]) */
+    /* d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) d_l0_Z[k] = d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
 }

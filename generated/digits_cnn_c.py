@@ -4,7 +4,8 @@ Regenerate with: bpgen build digits_cnn.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_cnn_c.c, compiled through cffi into
-_bpgen_digits_cnn_78841a0fa61e) then never reads or writes out of bounds.
+_bpgen_digits_cnn_ac0753bc79a7) then never reads or writes out of bounds.
+Derivation document: bpgen doc digits_cnn.yaml
 """
 import collections
 import collections.abc
@@ -60,6 +61,8 @@ _FACTORS = {'l0.W': (0, 1), 'l2.W': (2, 3), 'l5.W': (4, 5)}
 _CURV_LAYERS = []
 #: index of the loss curvature output (softmax p, or l'' per unit)
 _CURV_LOSS = None
+#: bytes one more sample costs a call at most (input copy, outputs, workspace)
+_BYTES_PER_SAMPLE = 154432
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {
@@ -70,7 +73,7 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 72, 9), (0, 72, 0, 8, 8), (0, 80, 0, 1152, 72), (0, 1232, 0, 16, 16), (0, 1248, 0, 640, 10), (0, 1888, 0, 10, 10)],
     "grad_factors": [(0, 0, 512, 0, 8), (512, 0, 576, 0, 9), (1088, 0, 256, 0, 16), (1344, 0, 1152, 0, 72), (2496, 0, 64, 0, 64), (2560, 0, 10, 0, 10)],
 }
-EXTENSION = "_bpgen_digits_cnn_78841a0fa61e"
+EXTENSION = "_bpgen_digits_cnn_ac0753bc79a7"
 CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_set_threads(int n);"
 C_FILE = "digits_cnn_c.c"
 _PTR = "double[]"
@@ -108,7 +111,19 @@ def _as_array(value, what):
     if hasattr(value, "dtype") and not numpy.can_cast(arr.dtype, DTYPE, "safe"):
         raise ValueError(f"{what}: dtype {arr.dtype} cannot be cast safely to "
                          f"{DTYPE} (convert it explicitly)")
-    return numpy.ascontiguousarray(arr, dtype=DTYPE)
+    # C-contiguous and aligned: the C code reads it as a plain real*
+    return numpy.require(arr, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
+
+
+def _check_batch(n):
+    """Refuse a batch whose input copy, outputs and workspace cannot fit in
+    memory (MAX_RESULT_BYTES), before allocating any of them."""
+    need = n * _BYTES_PER_SAMPLE
+    if need > MAX_RESULT_BYTES:
+        raise ValueError(f"x: a batch of {n:,} samples needs about {need:,} bytes (input, "
+                         f"outputs and workspace), more than the limit of "
+                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES, or set "
+                         f"$BPGEN_MAX_BYTES)")
 
 
 def _check_keys(params, what):
@@ -133,8 +148,8 @@ def _check_params(params, what="params"):
             _check_keys(params, what)
             raise ValueError(f"{what}: missing key {key!r}") from None
         # fast path: already a contiguous array of the right dtype and shape
-        if not (type(arr) is numpy.ndarray and arr.dtype == DTYPE
-                and arr.flags.c_contiguous and arr.shape == shape):
+        if not (type(arr) is numpy.ndarray and arr.dtype == DTYPE and arr.flags.c_contiguous
+                and arr.flags.aligned and arr.shape == shape):
             arr = _as_array(arr, f"{what}[{key!r}]")
             if arr.shape != shape:
                 raise ValueError(f"{what}[{key!r}]: expected shape {shape}, got {arr.shape}")
@@ -144,14 +159,17 @@ def _check_params(params, what="params"):
 
 def _check_x(x):
     """x as the matrix the generated code reads, and the batch size N."""
-    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE
-                and x.flags.c_contiguous) else _as_array(x, "x")
+    if isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE):
+        _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
+    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
+                and x.flags.aligned) else _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
     n = arr.shape[0]
     if n < 1:
         raise ValueError("x: the batch is empty (N = 0)")
+    _check_batch(n)
     if not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
     if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
@@ -159,7 +177,7 @@ def _check_x(x):
     return arr.reshape(n, -1), n
 
 
-_EYE = numpy.eye(OUTPUT_UNITS, dtype=DTYPE)
+_EYE = []     # the identity rows one-hot labels are taken from, made on first use
 
 
 def _check_y(y, n):
@@ -180,12 +198,14 @@ def _check_y(y, n):
         try:
             if labels.dtype.kind == "i" and labels.min() < 0:
                 raise IndexError
-            return _EYE.take(flat, axis=0)      # one-hot: rows of the identity
+            if not _EYE:
+                _EYE.append(numpy.eye(OUTPUT_UNITS, dtype=DTYPE))
+            return _EYE[0].take(flat, axis=0)      # one-hot: rows of the identity
         except IndexError:
             raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
                              f"[{labels.min()}, {labels.max()}]") from None
-    arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE
-                and y.flags.c_contiguous) else _as_array(y, "y")
+    arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE and y.flags.c_contiguous
+                and y.flags.aligned) else _as_array(y, "y")
     if arr.shape != lead + (OUTPUT_UNITS,):
         raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
     if not _finite_fast(arr):

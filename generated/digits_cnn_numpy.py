@@ -7,6 +7,7 @@ by bpgen from the forward pass; each backward block is preceded by the
 forward statement it differentiates (``Grad of: ...``) and each statement by
 its equation in matrix form (``·`` matrix product, ``⊙`` elementwise
 product, ``ᵀ`` transpose, ``1`` a vector of ones).
+Derivation document: bpgen doc digits_cnn.yaml
 """
 import collections
 import collections.abc
@@ -62,6 +63,8 @@ _FACTORS = {'l0.W': (0, 1), 'l2.W': (2, 3), 'l5.W': (4, 5)}
 _CURV_LAYERS = []
 #: index of the loss curvature output (softmax p, or l'' per unit)
 _CURV_LOSS = None
+#: bytes one more sample costs a call at most (input copy, outputs, workspace)
+_BYTES_PER_SAMPLE = 154432
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {
@@ -104,7 +107,19 @@ def _as_array(value, what):
     if hasattr(value, "dtype") and not numpy.can_cast(arr.dtype, DTYPE, "safe"):
         raise ValueError(f"{what}: dtype {arr.dtype} cannot be cast safely to "
                          f"{DTYPE} (convert it explicitly)")
-    return numpy.ascontiguousarray(arr, dtype=DTYPE)
+    # C-contiguous and aligned: the C code reads it as a plain real*
+    return numpy.require(arr, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
+
+
+def _check_batch(n):
+    """Refuse a batch whose input copy, outputs and workspace cannot fit in
+    memory (MAX_RESULT_BYTES), before allocating any of them."""
+    need = n * _BYTES_PER_SAMPLE
+    if need > MAX_RESULT_BYTES:
+        raise ValueError(f"x: a batch of {n:,} samples needs about {need:,} bytes (input, "
+                         f"outputs and workspace), more than the limit of "
+                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES, or set "
+                         f"$BPGEN_MAX_BYTES)")
 
 
 def _check_keys(params, what):
@@ -129,8 +144,8 @@ def _check_params(params, what="params"):
             _check_keys(params, what)
             raise ValueError(f"{what}: missing key {key!r}") from None
         # fast path: already a contiguous array of the right dtype and shape
-        if not (type(arr) is numpy.ndarray and arr.dtype == DTYPE
-                and arr.flags.c_contiguous and arr.shape == shape):
+        if not (type(arr) is numpy.ndarray and arr.dtype == DTYPE and arr.flags.c_contiguous
+                and arr.flags.aligned and arr.shape == shape):
             arr = _as_array(arr, f"{what}[{key!r}]")
             if arr.shape != shape:
                 raise ValueError(f"{what}[{key!r}]: expected shape {shape}, got {arr.shape}")
@@ -140,14 +155,17 @@ def _check_params(params, what="params"):
 
 def _check_x(x):
     """x as the matrix the generated code reads, and the batch size N."""
-    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE
-                and x.flags.c_contiguous) else _as_array(x, "x")
+    if isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE):
+        _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
+    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
+                and x.flags.aligned) else _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
     n = arr.shape[0]
     if n < 1:
         raise ValueError("x: the batch is empty (N = 0)")
+    _check_batch(n)
     if not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
     if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
@@ -155,7 +173,7 @@ def _check_x(x):
     return arr.reshape(n, -1), n
 
 
-_EYE = numpy.eye(OUTPUT_UNITS, dtype=DTYPE)
+_EYE = []     # the identity rows one-hot labels are taken from, made on first use
 
 
 def _check_y(y, n):
@@ -176,12 +194,14 @@ def _check_y(y, n):
         try:
             if labels.dtype.kind == "i" and labels.min() < 0:
                 raise IndexError
-            return _EYE.take(flat, axis=0)      # one-hot: rows of the identity
+            if not _EYE:
+                _EYE.append(numpy.eye(OUTPUT_UNITS, dtype=DTYPE))
+            return _EYE[0].take(flat, axis=0)      # one-hot: rows of the identity
         except IndexError:
             raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
                              f"[{labels.min()}, {labels.max()}]") from None
-    arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE
-                and y.flags.c_contiguous) else _as_array(y, "y")
+    arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE and y.flags.c_contiguous
+                and y.flags.aligned) else _as_array(y, "y")
     if arr.shape != lead + (OUTPUT_UNITS,):
         raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
     if not _finite_fast(arr):
@@ -720,46 +740,46 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
-    # l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x]
+    # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
     l0_PW = l0_P @ l0_W.T
     # l0: activation relu
-    # l0_A = [l0_PW + l0_b if l0_PW + l0_b >= 0; 0 otherwise]
+    # l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)
     l0_A = _where((l0_PW + l0_b >= 0), l0_PW + l0_b, 0)
     # l0: as (N, filters·H_out·W_out), C order
-    # l0_Y = transpose(S=64; F=8)[l0_A]
+    # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
     # l1: the 2x2 windows, one row each
-    # l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y]
+    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
     l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
     # l1: each window's maximum
-    # l1_max = l1_win[row, first argmax of the row of l1_win]
+    # l1_max = rowmax(l1_win)
     l1_max = _take_argmax(l1_win, l1_win)
     # l1: as (N, C·H_out·W_out)
-    # l1_Y = transpose(S=128; F=1)[l1_max]
+    # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
     # l2: patches (im2col), one row per output pixel
-    # l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y]
+    # l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
     l2_PW = l2_P @ l2_W.T
     # l2: activation relu
-    # l2_A = [l2_PW + l2_b if l2_PW + l2_b >= 0; 0 otherwise]
+    # l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)
     l2_A = _where((l2_PW + l2_b >= 0), l2_PW + l2_b, 0)
     # l2: as (N, filters·H_out·W_out), C order
-    # l2_Y = transpose(S=16; F=16)[l2_A]
+    # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
     # l3: the 2x2 windows, one row each
-    # l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y]
+    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
     l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
     # l3: each window's maximum
-    # l3_max = l3_win[row, first argmax of the row of l3_win]
+    # l3_max = rowmax(l3_win)
     l3_max = _take_argmax(l3_win, l3_win)
     # l3: as (N, C·H_out·W_out)
-    # l3_Y = transpose(S=64; F=1)[l3_max]
+    # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
@@ -774,46 +794,46 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
-    # l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x]
+    # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
     l0_PW = l0_P @ l0_W.T
     # l0: activation relu
-    # l0_A = [l0_PW + l0_b if l0_PW + l0_b >= 0; 0 otherwise]
+    # l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)
     l0_A = _where((l0_PW + l0_b >= 0), l0_PW + l0_b, 0)
     # l0: as (N, filters·H_out·W_out), C order
-    # l0_Y = transpose(S=64; F=8)[l0_A]
+    # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
     # l1: the 2x2 windows, one row each
-    # l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y]
+    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
     l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
     # l1: each window's maximum
-    # l1_max = l1_win[row, first argmax of the row of l1_win]
+    # l1_max = rowmax(l1_win)
     l1_max = _take_argmax(l1_win, l1_win)
     # l1: as (N, C·H_out·W_out)
-    # l1_Y = transpose(S=128; F=1)[l1_max]
+    # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
     # l2: patches (im2col), one row per output pixel
-    # l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y]
+    # l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
     l2_PW = l2_P @ l2_W.T
     # l2: activation relu
-    # l2_A = [l2_PW + l2_b if l2_PW + l2_b >= 0; 0 otherwise]
+    # l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)
     l2_A = _where((l2_PW + l2_b >= 0), l2_PW + l2_b, 0)
     # l2: as (N, filters·H_out·W_out), C order
-    # l2_Y = transpose(S=16; F=16)[l2_A]
+    # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
     # l3: the 2x2 windows, one row each
-    # l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y]
+    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
     l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
     # l3: each window's maximum
-    # l3_max = l3_win[row, first argmax of the row of l3_win]
+    # l3_max = rowmax(l3_win)
     l3_max = _take_argmax(l3_win, l3_win)
     # l3: as (N, C·H_out·W_out)
-    # l3_Y = transpose(S=64; F=1)[l3_max]
+    # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
@@ -851,7 +871,7 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l5_W_sqsum = 1ᵀ·l5_W_sq·1
     l5_W_sqsum = l5_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
-    # loss = 5e-05·l0_W_sqsum + 5e-05·l2_W_sqsum + 5e-05·l5_W_sqsum + loss_sum ⊙ 1/N
+    # loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N
     loss = 5.0000000000000002e-5*l0_W_sqsum + 5.0000000000000002e-5*l2_W_sqsum + 5.0000000000000002e-5*l5_W_sqsum + loss_sum/N
     return loss
 
@@ -861,7 +881,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
-    # l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x]
+    # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
@@ -869,22 +889,22 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     l0_Z = l0_PW + l0_b
     # l0: activation relu
-    # l0_A = [l0_Z if l0_Z >= 0; 0 otherwise]
+    # l0_A = where(l0_Z >= 0, l0_Z, 0)
     l0_A = _where((l0_Z >= 0), l0_Z, 0)
     # l0: as (N, filters·H_out·W_out), C order
-    # l0_Y = transpose(S=64; F=8)[l0_A]
+    # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
     # l1: the 2x2 windows, one row each
-    # l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y]
+    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
     l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
     # l1: each window's maximum
-    # l1_max = l1_win[row, first argmax of the row of l1_win]
+    # l1_max = rowmax(l1_win)
     l1_max = _take_argmax(l1_win, l1_win)
     # l1: as (N, C·H_out·W_out)
-    # l1_Y = transpose(S=128; F=1)[l1_max]
+    # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
     # l2: patches (im2col), one row per output pixel
-    # l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y]
+    # l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
@@ -892,19 +912,19 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     l2_Z = l2_PW + l2_b
     # l2: activation relu
-    # l2_A = [l2_Z if l2_Z >= 0; 0 otherwise]
+    # l2_A = where(l2_Z >= 0, l2_Z, 0)
     l2_A = _where((l2_Z >= 0), l2_Z, 0)
     # l2: as (N, filters·H_out·W_out), C order
-    # l2_Y = transpose(S=16; F=16)[l2_A]
+    # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
     # l3: the 2x2 windows, one row each
-    # l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y]
+    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
     l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
     # l3: each window's maximum
-    # l3_max = l3_win[row, first argmax of the row of l3_win]
+    # l3_max = rowmax(l3_win)
     l3_max = _take_argmax(l3_win, l3_win)
     # l3: as (N, C·H_out·W_out)
-    # l3_Y = transpose(S=64; F=1)[l3_max]
+    # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
@@ -942,17 +962,17 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l5_W_sqsum = 1ᵀ·l5_W_sq·1
     l5_W_sqsum = l5_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
-    # loss = 5e-05·l0_W_sqsum + 5e-05·l2_W_sqsum + 5e-05·l5_W_sqsum + loss_sum ⊙ 1/N
+    # loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N
     loss = 5.0000000000000002e-5*l0_W_sqsum + 5.0000000000000002e-5*l2_W_sqsum + 5.0000000000000002e-5*l5_W_sqsum + loss_sum/N
 
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1/o_expsum ⊙ 1/N
+    # d_o_expsum = 1 / (N o_expsum)
     d_o_expsum = 1/(N*o_expsum)
 
     # Grad of: l5_Z = l5_XW + l5_b
     #   (l5: pre-activation Z = X·W + 1·b)
-    # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N
+    # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l5_Z_2 = d_o_expsum*o_exp - y/N
     # d_l5_b = 1ᵀ·d_l5_Z_2
     d_l5_b = d_l5_Z_2.sum(axis=0, keepdims=True)
@@ -964,29 +984,29 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # d_l5_W_1 = l3_Yᵀ·d_l5_Z_2
     d_l5_W_1 = l3_Y.T @ d_l5_Z_2
 
-    # Grad of: l3_Y = transpose(S=64; F=1)[l3_max]
+    # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
-    # d_l3_max = transpose(S=64; F=1)ᵀ[d_l3_Y]  (summed back)
+    # d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
     d_l3_max = _scatter(d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
 
-    # Grad of: l3_max = l3_win[row, first argmax of the row of l3_win]
+    # Grad of: l3_max = rowmax(l3_win)
     #   (l3: each window's maximum)
     # d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere
     d_l3_win = _put_argmax(l3_win, d_l3_max)
 
-    # Grad of: l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y]
+    # Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
     #   (l3: the 2x2 windows, one row each)
-    # d_l2_Y = windows(C=16; H=4; W=4; k=2; s=2)ᵀ[d_l3_win]  (summed back)
+    # d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it)
     d_l2_Y = _scatter(d_l3_win, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
 
-    # Grad of: l2_Y = transpose(S=16; F=16)[l2_A]
+    # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     #   (l2: as (N, filters·H_out·W_out), C order)
-    # d_l2_A = transpose(S=16; F=16)ᵀ[d_l2_Y]  (summed back)
+    # d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it)
     d_l2_A = _scatter(d_l2_Y, _pattern_index(('transpose', 16, 16)), N, 256, 16)
 
-    # Grad of: l2_A = [l2_Z if l2_Z >= 0; 0 otherwise]
+    # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
     #   (l2: activation relu)
-    # d_l2_Z = d_l2_A ⊙ ([1 if l2_Z >= 0; 0 otherwise])
+    # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
     d_l2_Z = d_l2_A*_where((l2_Z >= 0), 1, 0)
 
     # Grad of: l2_Z = l2_PW + l2_b
@@ -1001,34 +1021,34 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # d_l2_W_1 = d_l2_Zᵀ·l2_P
     d_l2_W_1 = d_l2_Z.T @ l2_P
 
-    # Grad of: l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y]
+    # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
-    # d_l1_Y = im2col(C=8; H=4; W=4; k=3; s=1; p=1)ᵀ[d_l2_P]  (summed back)
+    # d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it)
     d_l1_Y = _scatter(d_l2_P, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 128, 128)
 
-    # Grad of: l1_Y = transpose(S=128; F=1)[l1_max]
+    # Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     #   (l1: as (N, C·H_out·W_out))
-    # d_l1_max = transpose(S=128; F=1)ᵀ[d_l1_Y]  (summed back)
+    # d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it)
     d_l1_max = _scatter(d_l1_Y, _pattern_index(('transpose', 128, 1)), N, 128, 1)
 
-    # Grad of: l1_max = l1_win[row, first argmax of the row of l1_win]
+    # Grad of: l1_max = rowmax(l1_win)
     #   (l1: each window's maximum)
     # d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere
     d_l1_win = _put_argmax(l1_win, d_l1_max)
 
-    # Grad of: l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y]
+    # Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
     #   (l1: the 2x2 windows, one row each)
-    # d_l0_Y = windows(C=8; H=8; W=8; k=2; s=2)ᵀ[d_l1_win]  (summed back)
+    # d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it)
     d_l0_Y = _scatter(d_l1_win, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
 
-    # Grad of: l0_Y = transpose(S=64; F=8)[l0_A]
+    # Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     #   (l0: as (N, filters·H_out·W_out), C order)
-    # d_l0_A = transpose(S=64; F=8)ᵀ[d_l0_Y]  (summed back)
+    # d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it)
     d_l0_A = _scatter(d_l0_Y, _pattern_index(('transpose', 64, 8)), N, 512, 8)
 
-    # Grad of: l0_A = [l0_Z if l0_Z >= 0; 0 otherwise]
+    # Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0)
     #   (l0: activation relu)
-    # d_l0_Z = d_l0_A ⊙ ([1 if l0_Z >= 0; 0 otherwise])
+    # d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
     d_l0_Z = d_l0_A*_where((l0_Z >= 0), 1, 0)
 
     # Grad of: l0_Z = l0_PW + l0_b
@@ -1042,11 +1062,11 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     d_l0_W_1 = d_l0_Z.T @ l0_P
 
     # total gradients
-    # d_l0_W_2 = d_l0_W_1 + 0.0001·l0_W
+    # d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W
     d_l0_W_2 = d_l0_W_1 + 0.0001*l0_W
-    # d_l2_W_2 = d_l2_W_1 + 0.0001·l2_W
+    # d_l2_W_2 = d_l2_W_1 + 0.0001 l2_W
     d_l2_W_2 = d_l2_W_1 + 0.0001*l2_W
-    # d_l5_W_2 = d_l5_W_1 + 0.0001·l5_W
+    # d_l5_W_2 = d_l5_W_1 + 0.0001 l5_W
     d_l5_W_2 = d_l5_W_1 + 0.0001*l5_W
     return loss, d_l0_W_2, d_l0_b, d_l2_W_2, d_l2_b, d_l5_W_2, d_l5_b
 
@@ -1056,7 +1076,7 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
-    # l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x]
+    # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
@@ -1066,34 +1086,34 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     l0_Z = l0_PW + l0_b
     # l0: activation relu
-    # l0_A = [l0_Z if l0_Z >= 0; 0 otherwise]
+    # l0_A = where(l0_Z >= 0, l0_Z, 0)
     l0_A = _where((l0_Z >= 0), l0_Z, 0)
-    # r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ ([1 if l0_Z >= 0; 0 otherwise])
+    # r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0)
     r_l0_A = (r_l0_PW_b + v_l0_b)*_where((l0_Z >= 0), 1, 0)
     # l0: as (N, filters·H_out·W_out), C order
-    # l0_Y = transpose(S=64; F=8)[l0_A]
+    # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
-    # r_l0_Y = transpose(S=64; F=8)[r_l0_A]
+    # r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample)
     r_l0_Y = _gather(r_l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
     # l1: the 2x2 windows, one row each
-    # l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y]
+    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
     l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
-    # r_l1_win = windows(C=8; H=8; W=8; k=2; s=2)[r_l0_Y]
+    # r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2)
     r_l1_win = _gather(r_l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
     # l1: each window's maximum
-    # l1_max = l1_win[row, first argmax of the row of l1_win]
+    # l1_max = rowmax(l1_win)
     l1_max = _take_argmax(l1_win, l1_win)
-    # r_l1_max = r_l1_win[row, first argmax of the row of l1_win]
+    # r_l1_max = r_l1_win at the first argmax of each row of l1_win
     r_l1_max = _take_argmax(l1_win, r_l1_win)
     # l1: as (N, C·H_out·W_out)
-    # l1_Y = transpose(S=128; F=1)[l1_max]
+    # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
-    # r_l1_Y = transpose(S=128; F=1)[r_l1_max]
+    # r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample)
     r_l1_Y = _gather(r_l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
     # l2: patches (im2col), one row per output pixel
-    # l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y]
+    # l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
-    # r_l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[r_l1_Y]
+    # r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     r_l2_P = _gather(r_l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
@@ -1105,29 +1125,29 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     l2_Z = l2_PW + l2_b
     # l2: activation relu
-    # l2_A = [l2_Z if l2_Z >= 0; 0 otherwise]
+    # l2_A = where(l2_Z >= 0, l2_Z, 0)
     l2_A = _where((l2_Z >= 0), l2_Z, 0)
-    # r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ ([1 if l2_Z >= 0; 0 otherwise])
+    # r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0)
     r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b)*_where((l2_Z >= 0), 1, 0)
     # l2: as (N, filters·H_out·W_out), C order
-    # l2_Y = transpose(S=16; F=16)[l2_A]
+    # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
-    # r_l2_Y = transpose(S=16; F=16)[r_l2_A]
+    # r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample)
     r_l2_Y = _gather(r_l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
     # l3: the 2x2 windows, one row each
-    # l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y]
+    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
     l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
-    # r_l3_win = windows(C=16; H=4; W=4; k=2; s=2)[r_l2_Y]
+    # r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2)
     r_l3_win = _gather(r_l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
     # l3: each window's maximum
-    # l3_max = l3_win[row, first argmax of the row of l3_win]
+    # l3_max = rowmax(l3_win)
     l3_max = _take_argmax(l3_win, l3_win)
-    # r_l3_max = r_l3_win[row, first argmax of the row of l3_win]
+    # r_l3_max = r_l3_win at the first argmax of each row of l3_win
     r_l3_max = _take_argmax(l3_win, r_l3_win)
     # l3: as (N, C·H_out·W_out)
-    # l3_Y = transpose(S=64; F=1)[l3_max]
+    # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
-    # r_l3_Y = transpose(S=64; F=1)[r_l3_max]
+    # r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample)
     r_l3_Y = _gather(r_l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
@@ -1153,9 +1173,9 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
 
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1/o_expsum ⊙ 1/N
+    # d_o_expsum = 1 / (N o_expsum)
     d_o_expsum = 1/(N*o_expsum)
-    # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum
+    # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
     r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
 
     # Grad of: o_exp = exp(l5_Z - o_max)
@@ -1165,7 +1185,7 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
 
     # Grad of: l5_Z = l5_XW + l5_b
     #   (l5: pre-activation Z = X·W + 1·b)
-    # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N
+    # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l5_Z_2 = d_o_expsum*o_exp - y/N
     # r_d_l5_b = 1ᵀ·r_d_l5_Z_1
     r_d_l5_b = r_d_l5_Z_1.sum(axis=0, keepdims=True)
@@ -1184,39 +1204,39 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1
     r_d_l5_W_1_b = l3_Y.T @ r_d_l5_Z_1
 
-    # Grad of: l3_Y = transpose(S=64; F=1)[l3_max]
+    # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
-    # d_l3_max = transpose(S=64; F=1)ᵀ[d_l3_Y]  (summed back)
+    # d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
     d_l3_max = _scatter(d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
-    # r_d_l3_max = transpose(S=64; F=1)ᵀ[r_d_l3_Y]  (summed back)
+    # r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
     r_d_l3_max = _scatter(r_d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
 
-    # Grad of: l3_max = l3_win[row, first argmax of the row of l3_win]
+    # Grad of: l3_max = rowmax(l3_win)
     #   (l3: each window's maximum)
     # d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere
     d_l3_win = _put_argmax(l3_win, d_l3_max)
     # r_d_l3_win = r_d_l3_max at the first argmax of each row of l3_win, 0 elsewhere
     r_d_l3_win = _put_argmax(l3_win, r_d_l3_max)
 
-    # Grad of: l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y]
+    # Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
     #   (l3: the 2x2 windows, one row each)
-    # d_l2_Y = windows(C=16; H=4; W=4; k=2; s=2)ᵀ[d_l3_win]  (summed back)
+    # d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it)
     d_l2_Y = _scatter(d_l3_win, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
-    # r_d_l2_Y = windows(C=16; H=4; W=4; k=2; s=2)ᵀ[r_d_l3_win]  (summed back)
+    # r_d_l2_Y = windowsᵀ(r_d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it)
     r_d_l2_Y = _scatter(r_d_l3_win, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
 
-    # Grad of: l2_Y = transpose(S=16; F=16)[l2_A]
+    # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     #   (l2: as (N, filters·H_out·W_out), C order)
-    # d_l2_A = transpose(S=16; F=16)ᵀ[d_l2_Y]  (summed back)
+    # d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it)
     d_l2_A = _scatter(d_l2_Y, _pattern_index(('transpose', 16, 16)), N, 256, 16)
-    # r_d_l2_A = transpose(S=16; F=16)ᵀ[r_d_l2_Y]  (summed back)
+    # r_d_l2_A = transposeᵀ(r_d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it)
     r_d_l2_A = _scatter(r_d_l2_Y, _pattern_index(('transpose', 16, 16)), N, 256, 16)
 
-    # Grad of: l2_A = [l2_Z if l2_Z >= 0; 0 otherwise]
+    # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
     #   (l2: activation relu)
-    # d_l2_Z = d_l2_A ⊙ ([1 if l2_Z >= 0; 0 otherwise])
+    # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
     d_l2_Z = d_l2_A*_where((l2_Z >= 0), 1, 0)
-    # r_d_l2_Z = r_d_l2_A ⊙ ([1 if l2_Z >= 0; 0 otherwise])
+    # r_d_l2_Z = r_d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
     r_d_l2_Z = r_d_l2_A*_where((l2_Z >= 0), 1, 0)
 
     # Grad of: l2_Z = l2_PW + l2_b
@@ -1236,34 +1256,34 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P
     r_d_l2_W_1_b = d_l2_Z.T @ r_l2_P
 
-    # Grad of: l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y]
+    # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
-    # r_d_l1_Y = im2col(C=8; H=4; W=4; k=3; s=1; p=1)ᵀ[r_d_l2_P]  (summed back)
+    # r_d_l1_Y = im2colᵀ(r_d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it)
     r_d_l1_Y = _scatter(r_d_l2_P, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 128, 128)
 
-    # Grad of: l1_Y = transpose(S=128; F=1)[l1_max]
+    # Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     #   (l1: as (N, C·H_out·W_out))
-    # r_d_l1_max = transpose(S=128; F=1)ᵀ[r_d_l1_Y]  (summed back)
+    # r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it)
     r_d_l1_max = _scatter(r_d_l1_Y, _pattern_index(('transpose', 128, 1)), N, 128, 1)
 
-    # Grad of: l1_max = l1_win[row, first argmax of the row of l1_win]
+    # Grad of: l1_max = rowmax(l1_win)
     #   (l1: each window's maximum)
     # r_d_l1_win = r_d_l1_max at the first argmax of each row of l1_win, 0 elsewhere
     r_d_l1_win = _put_argmax(l1_win, r_d_l1_max)
 
-    # Grad of: l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y]
+    # Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
     #   (l1: the 2x2 windows, one row each)
-    # r_d_l0_Y = windows(C=8; H=8; W=8; k=2; s=2)ᵀ[r_d_l1_win]  (summed back)
+    # r_d_l0_Y = windowsᵀ(r_d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it)
     r_d_l0_Y = _scatter(r_d_l1_win, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
 
-    # Grad of: l0_Y = transpose(S=64; F=8)[l0_A]
+    # Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     #   (l0: as (N, filters·H_out·W_out), C order)
-    # r_d_l0_A = transpose(S=64; F=8)ᵀ[r_d_l0_Y]  (summed back)
+    # r_d_l0_A = transposeᵀ(r_d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it)
     r_d_l0_A = _scatter(r_d_l0_Y, _pattern_index(('transpose', 64, 8)), N, 512, 8)
 
-    # Grad of: l0_A = [l0_Z if l0_Z >= 0; 0 otherwise]
+    # Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0)
     #   (l0: activation relu)
-    # r_d_l0_Z = r_d_l0_A ⊙ ([1 if l0_Z >= 0; 0 otherwise])
+    # r_d_l0_Z = r_d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
     r_d_l0_Z = r_d_l0_A*_where((l0_Z >= 0), 1, 0)
 
     # Grad of: l0_Z = l0_PW + l0_b
@@ -1277,11 +1297,11 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     r_d_l0_W_1_a = r_d_l0_Z.T @ l0_P
 
     # total gradients
-    # r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001·v_l0_W
+    # r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W
     r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001*v_l0_W
-    # r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001·v_l2_W
+    # r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001 v_l2_W
     r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001*v_l2_W
-    # r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001·v_l5_W
+    # r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W
     r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001*v_l5_W
     return r_d_l0_W_2, r_d_l0_b, r_d_l2_W_2, r_d_l2_b, r_d_l5_W_2, r_d_l5_b
 
@@ -1291,7 +1311,7 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
-    # l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x]
+    # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
@@ -1301,34 +1321,34 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     l0_Z = l0_PW + l0_b
     # l0: activation relu
-    # l0_A = [l0_Z if l0_Z >= 0; 0 otherwise]
+    # l0_A = where(l0_Z >= 0, l0_Z, 0)
     l0_A = _where((l0_Z >= 0), l0_Z, 0)
-    # r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ ([1 if l0_Z >= 0; 0 otherwise])
+    # r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0)
     r_l0_A = (r_l0_PW_b + v_l0_b)*_where((l0_Z >= 0), 1, 0)
     # l0: as (N, filters·H_out·W_out), C order
-    # l0_Y = transpose(S=64; F=8)[l0_A]
+    # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
-    # r_l0_Y = transpose(S=64; F=8)[r_l0_A]
+    # r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample)
     r_l0_Y = _gather(r_l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
     # l1: the 2x2 windows, one row each
-    # l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y]
+    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
     l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
-    # r_l1_win = windows(C=8; H=8; W=8; k=2; s=2)[r_l0_Y]
+    # r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2)
     r_l1_win = _gather(r_l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
     # l1: each window's maximum
-    # l1_max = l1_win[row, first argmax of the row of l1_win]
+    # l1_max = rowmax(l1_win)
     l1_max = _take_argmax(l1_win, l1_win)
-    # r_l1_max = r_l1_win[row, first argmax of the row of l1_win]
+    # r_l1_max = r_l1_win at the first argmax of each row of l1_win
     r_l1_max = _take_argmax(l1_win, r_l1_win)
     # l1: as (N, C·H_out·W_out)
-    # l1_Y = transpose(S=128; F=1)[l1_max]
+    # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
-    # r_l1_Y = transpose(S=128; F=1)[r_l1_max]
+    # r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample)
     r_l1_Y = _gather(r_l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
     # l2: patches (im2col), one row per output pixel
-    # l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y]
+    # l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
-    # r_l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[r_l1_Y]
+    # r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     r_l2_P = _gather(r_l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
@@ -1340,29 +1360,29 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     l2_Z = l2_PW + l2_b
     # l2: activation relu
-    # l2_A = [l2_Z if l2_Z >= 0; 0 otherwise]
+    # l2_A = where(l2_Z >= 0, l2_Z, 0)
     l2_A = _where((l2_Z >= 0), l2_Z, 0)
-    # r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ ([1 if l2_Z >= 0; 0 otherwise])
+    # r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0)
     r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b)*_where((l2_Z >= 0), 1, 0)
     # l2: as (N, filters·H_out·W_out), C order
-    # l2_Y = transpose(S=16; F=16)[l2_A]
+    # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
-    # r_l2_Y = transpose(S=16; F=16)[r_l2_A]
+    # r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample)
     r_l2_Y = _gather(r_l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
     # l3: the 2x2 windows, one row each
-    # l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y]
+    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
     l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
-    # r_l3_win = windows(C=16; H=4; W=4; k=2; s=2)[r_l2_Y]
+    # r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2)
     r_l3_win = _gather(r_l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
     # l3: each window's maximum
-    # l3_max = l3_win[row, first argmax of the row of l3_win]
+    # l3_max = rowmax(l3_win)
     l3_max = _take_argmax(l3_win, l3_win)
-    # r_l3_max = r_l3_win[row, first argmax of the row of l3_win]
+    # r_l3_max = r_l3_win at the first argmax of each row of l3_win
     r_l3_max = _take_argmax(l3_win, r_l3_win)
     # l3: as (N, C·H_out·W_out)
-    # l3_Y = transpose(S=64; F=1)[l3_max]
+    # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
-    # r_l3_Y = transpose(S=64; F=1)[r_l3_max]
+    # r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample)
     r_l3_Y = _gather(r_l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
@@ -1388,9 +1408,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
 
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1/o_expsum ⊙ 1/N
+    # d_o_expsum = 1 / (N o_expsum)
     d_o_expsum = 1/(N*o_expsum)
-    # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum
+    # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
     r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
 
     # Grad of: o_exp = exp(l5_Z - o_max)
@@ -1410,29 +1430,29 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # d_l5_W_1 = l3_Yᵀ·r_d_l5_Z_1
     d_l5_W_1 = l3_Y.T @ r_d_l5_Z_1
 
-    # Grad of: l3_Y = transpose(S=64; F=1)[l3_max]
+    # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
-    # d_l3_max = transpose(S=64; F=1)ᵀ[d_l3_Y]  (summed back)
+    # d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
     d_l3_max = _scatter(d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
 
-    # Grad of: l3_max = l3_win[row, first argmax of the row of l3_win]
+    # Grad of: l3_max = rowmax(l3_win)
     #   (l3: each window's maximum)
     # d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere
     d_l3_win = _put_argmax(l3_win, d_l3_max)
 
-    # Grad of: l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y]
+    # Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
     #   (l3: the 2x2 windows, one row each)
-    # d_l2_Y = windows(C=16; H=4; W=4; k=2; s=2)ᵀ[d_l3_win]  (summed back)
+    # d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it)
     d_l2_Y = _scatter(d_l3_win, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
 
-    # Grad of: l2_Y = transpose(S=16; F=16)[l2_A]
+    # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     #   (l2: as (N, filters·H_out·W_out), C order)
-    # d_l2_A = transpose(S=16; F=16)ᵀ[d_l2_Y]  (summed back)
+    # d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it)
     d_l2_A = _scatter(d_l2_Y, _pattern_index(('transpose', 16, 16)), N, 256, 16)
 
-    # Grad of: l2_A = [l2_Z if l2_Z >= 0; 0 otherwise]
+    # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
     #   (l2: activation relu)
-    # d_l2_Z = d_l2_A ⊙ ([1 if l2_Z >= 0; 0 otherwise])
+    # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
     d_l2_Z = d_l2_A*_where((l2_Z >= 0), 1, 0)
 
     # Grad of: l2_Z = l2_PW + l2_b
@@ -1447,34 +1467,34 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # d_l2_W_1 = d_l2_Zᵀ·l2_P
     d_l2_W_1 = d_l2_Z.T @ l2_P
 
-    # Grad of: l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y]
+    # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
-    # d_l1_Y = im2col(C=8; H=4; W=4; k=3; s=1; p=1)ᵀ[d_l2_P]  (summed back)
+    # d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it)
     d_l1_Y = _scatter(d_l2_P, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 128, 128)
 
-    # Grad of: l1_Y = transpose(S=128; F=1)[l1_max]
+    # Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     #   (l1: as (N, C·H_out·W_out))
-    # d_l1_max = transpose(S=128; F=1)ᵀ[d_l1_Y]  (summed back)
+    # d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it)
     d_l1_max = _scatter(d_l1_Y, _pattern_index(('transpose', 128, 1)), N, 128, 1)
 
-    # Grad of: l1_max = l1_win[row, first argmax of the row of l1_win]
+    # Grad of: l1_max = rowmax(l1_win)
     #   (l1: each window's maximum)
     # d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere
     d_l1_win = _put_argmax(l1_win, d_l1_max)
 
-    # Grad of: l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y]
+    # Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
     #   (l1: the 2x2 windows, one row each)
-    # d_l0_Y = windows(C=8; H=8; W=8; k=2; s=2)ᵀ[d_l1_win]  (summed back)
+    # d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it)
     d_l0_Y = _scatter(d_l1_win, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
 
-    # Grad of: l0_Y = transpose(S=64; F=8)[l0_A]
+    # Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     #   (l0: as (N, filters·H_out·W_out), C order)
-    # d_l0_A = transpose(S=64; F=8)ᵀ[d_l0_Y]  (summed back)
+    # d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it)
     d_l0_A = _scatter(d_l0_Y, _pattern_index(('transpose', 64, 8)), N, 512, 8)
 
-    # Grad of: l0_A = [l0_Z if l0_Z >= 0; 0 otherwise]
+    # Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0)
     #   (l0: activation relu)
-    # d_l0_Z = d_l0_A ⊙ ([1 if l0_Z >= 0; 0 otherwise])
+    # d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
     d_l0_Z = d_l0_A*_where((l0_Z >= 0), 1, 0)
 
     # Grad of: l0_Z = l0_PW + l0_b
@@ -1488,11 +1508,11 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     d_l0_W_1 = d_l0_Z.T @ l0_P
 
     # total gradients
-    # gv_l0_W = d_l0_W_1 + 0.0001·v_l0_W
+    # gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W
     gv_l0_W = d_l0_W_1 + 0.0001*v_l0_W
-    # gv_l2_W = d_l2_W_1 + 0.0001·v_l2_W
+    # gv_l2_W = d_l2_W_1 + 0.0001 v_l2_W
     gv_l2_W = d_l2_W_1 + 0.0001*v_l2_W
-    # gv_l5_W = d_l5_W_1 + 0.0001·v_l5_W
+    # gv_l5_W = d_l5_W_1 + 0.0001 v_l5_W
     gv_l5_W = d_l5_W_1 + 0.0001*v_l5_W
     return gv_l0_W, d_l0_b, gv_l2_W, d_l2_b, gv_l5_W, d_l5_b
 
@@ -1502,7 +1522,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
-    # l0_P = im2col(C=1; H=8; W=8; k=3; s=1; p=1)[x]
+    # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
@@ -1510,22 +1530,22 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     l0_Z = l0_PW + l0_b
     # l0: activation relu
-    # l0_A = [l0_Z if l0_Z >= 0; 0 otherwise]
+    # l0_A = where(l0_Z >= 0, l0_Z, 0)
     l0_A = _where((l0_Z >= 0), l0_Z, 0)
     # l0: as (N, filters·H_out·W_out), C order
-    # l0_Y = transpose(S=64; F=8)[l0_A]
+    # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
     # l1: the 2x2 windows, one row each
-    # l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y]
+    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
     l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
     # l1: each window's maximum
-    # l1_max = l1_win[row, first argmax of the row of l1_win]
+    # l1_max = rowmax(l1_win)
     l1_max = _take_argmax(l1_win, l1_win)
     # l1: as (N, C·H_out·W_out)
-    # l1_Y = transpose(S=128; F=1)[l1_max]
+    # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
     # l2: patches (im2col), one row per output pixel
-    # l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y]
+    # l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
@@ -1533,19 +1553,19 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     l2_Z = l2_PW + l2_b
     # l2: activation relu
-    # l2_A = [l2_Z if l2_Z >= 0; 0 otherwise]
+    # l2_A = where(l2_Z >= 0, l2_Z, 0)
     l2_A = _where((l2_Z >= 0), l2_Z, 0)
     # l2: as (N, filters·H_out·W_out), C order
-    # l2_Y = transpose(S=16; F=16)[l2_A]
+    # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
     # l3: the 2x2 windows, one row each
-    # l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y]
+    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
     l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
     # l3: each window's maximum
-    # l3_max = l3_win[row, first argmax of the row of l3_win]
+    # l3_max = rowmax(l3_win)
     l3_max = _take_argmax(l3_win, l3_win)
     # l3: as (N, C·H_out·W_out)
-    # l3_Y = transpose(S=64; F=1)[l3_max]
+    # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
@@ -1563,12 +1583,12 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
 
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1/o_expsum ⊙ 1/N
+    # d_o_expsum = 1 / (N o_expsum)
     d_o_expsum = 1/(N*o_expsum)
 
     # Grad of: l5_Z = l5_XW + l5_b
     #   (l5: pre-activation Z = X·W + 1·b)
-    # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N
+    # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l5_Z_2 = d_o_expsum*o_exp - y/N
 
     # Grad of: l5_XW = l3_Y·l5_W
@@ -1576,29 +1596,29 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # d_l3_Y = d_l5_Z_2·l5_Wᵀ
     d_l3_Y = d_l5_Z_2 @ l5_W.T
 
-    # Grad of: l3_Y = transpose(S=64; F=1)[l3_max]
+    # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
-    # d_l3_max = transpose(S=64; F=1)ᵀ[d_l3_Y]  (summed back)
+    # d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
     d_l3_max = _scatter(d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
 
-    # Grad of: l3_max = l3_win[row, first argmax of the row of l3_win]
+    # Grad of: l3_max = rowmax(l3_win)
     #   (l3: each window's maximum)
     # d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere
     d_l3_win = _put_argmax(l3_win, d_l3_max)
 
-    # Grad of: l3_win = windows(C=16; H=4; W=4; k=2; s=2)[l2_Y]
+    # Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
     #   (l3: the 2x2 windows, one row each)
-    # d_l2_Y = windows(C=16; H=4; W=4; k=2; s=2)ᵀ[d_l3_win]  (summed back)
+    # d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it)
     d_l2_Y = _scatter(d_l3_win, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
 
-    # Grad of: l2_Y = transpose(S=16; F=16)[l2_A]
+    # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     #   (l2: as (N, filters·H_out·W_out), C order)
-    # d_l2_A = transpose(S=16; F=16)ᵀ[d_l2_Y]  (summed back)
+    # d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it)
     d_l2_A = _scatter(d_l2_Y, _pattern_index(('transpose', 16, 16)), N, 256, 16)
 
-    # Grad of: l2_A = [l2_Z if l2_Z >= 0; 0 otherwise]
+    # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
     #   (l2: activation relu)
-    # d_l2_Z = d_l2_A ⊙ ([1 if l2_Z >= 0; 0 otherwise])
+    # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
     d_l2_Z = d_l2_A*_where((l2_Z >= 0), 1, 0)
 
     # Grad of: l2_PW = l2_P·l2_Wᵀ
@@ -1606,34 +1626,34 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # d_l2_P = d_l2_Z·l2_W
     d_l2_P = d_l2_Z @ l2_W
 
-    # Grad of: l2_P = im2col(C=8; H=4; W=4; k=3; s=1; p=1)[l1_Y]
+    # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
-    # d_l1_Y = im2col(C=8; H=4; W=4; k=3; s=1; p=1)ᵀ[d_l2_P]  (summed back)
+    # d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it)
     d_l1_Y = _scatter(d_l2_P, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 128, 128)
 
-    # Grad of: l1_Y = transpose(S=128; F=1)[l1_max]
+    # Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     #   (l1: as (N, C·H_out·W_out))
-    # d_l1_max = transpose(S=128; F=1)ᵀ[d_l1_Y]  (summed back)
+    # d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it)
     d_l1_max = _scatter(d_l1_Y, _pattern_index(('transpose', 128, 1)), N, 128, 1)
 
-    # Grad of: l1_max = l1_win[row, first argmax of the row of l1_win]
+    # Grad of: l1_max = rowmax(l1_win)
     #   (l1: each window's maximum)
     # d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere
     d_l1_win = _put_argmax(l1_win, d_l1_max)
 
-    # Grad of: l1_win = windows(C=8; H=8; W=8; k=2; s=2)[l0_Y]
+    # Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
     #   (l1: the 2x2 windows, one row each)
-    # d_l0_Y = windows(C=8; H=8; W=8; k=2; s=2)ᵀ[d_l1_win]  (summed back)
+    # d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it)
     d_l0_Y = _scatter(d_l1_win, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
 
-    # Grad of: l0_Y = transpose(S=64; F=8)[l0_A]
+    # Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     #   (l0: as (N, filters·H_out·W_out), C order)
-    # d_l0_A = transpose(S=64; F=8)ᵀ[d_l0_Y]  (summed back)
+    # d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it)
     d_l0_A = _scatter(d_l0_Y, _pattern_index(('transpose', 64, 8)), N, 512, 8)
 
-    # Grad of: l0_A = [l0_Z if l0_Z >= 0; 0 otherwise]
+    # Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0)
     #   (l0: activation relu)
-    # d_l0_Z = d_l0_A ⊙ ([1 if l0_Z >= 0; 0 otherwise])
+    # d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
     d_l0_Z = d_l0_A*_where((l0_Z >= 0), 1, 0)
     return d_l0_Z, l0_P, d_l2_Z, l2_P, l3_Y, d_l5_Z_2
 

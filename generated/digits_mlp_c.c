@@ -306,7 +306,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
     bpg_sumall(32, 10, l1_W_sq, l1_W_sqsum);
     /* mean over samples (+ 0.5 λ Σ‖W‖²) */
-    /* loss = 5e-05·l0_W_sqsum + 5e-05·l1_W_sqsum + loss_sum ⊙ 1/N */
+    /* loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N */
     #pragma omp simd
     for (int64_t k = 0; k < 1; k++) loss[k] = 5.0000000000000002e-5*l0_W_sqsum[0] + 5.0000000000000002e-5*l1_W_sqsum[0] + loss_sum[0]/((real)N);
 }
@@ -403,19 +403,19 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
     bpg_sumall(32, 10, l1_W_sq, l1_W_sqsum);
     /* mean over samples (+ 0.5 λ Σ‖W‖²) */
-    /* loss = 5e-05·l0_W_sqsum + 5e-05·l1_W_sqsum + loss_sum ⊙ 1/N */
+    /* loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N */
     #pragma omp simd
     for (int64_t k = 0; k < 1; k++) loss[k] = 5.0000000000000002e-5*l0_W_sqsum[0] + 5.0000000000000002e-5*l1_W_sqsum[0] + loss_sum[0]/((real)N);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation Z = X·W + 1·b) */
-    /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
+    /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
@@ -450,10 +450,10 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     bpg_gemm_tn(64, 32, N, x, d_l0_Z, d_l0_W_1);
 
     /* total gradients */
-    /* d_l0_W_2 = d_l0_W_1 + 0.0001·l0_W */
+    /* d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W */
     #pragma omp simd
     for (int64_t k = 0; k < 2048; k++) d_l0_W_2[k] = d_l0_W_1[k] + 0.0001*l0_W[k];
-    /* d_l1_W_2 = d_l1_W_1 + 0.0001·l1_W */
+    /* d_l1_W_2 = d_l1_W_1 + 0.0001 l1_W */
     #pragma omp simd
     for (int64_t k = 0; k < 320; k++) d_l1_W_2[k] = d_l1_W_1[k] + 0.0001*l1_W[k];
 }
@@ -556,10 +556,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
-    /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum */
+    /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
 
@@ -576,7 +576,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation Z = X·W + 1·b) */
-    /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
+    /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
@@ -602,7 +602,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
-    /* r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2·d_l0_A ⊙ l0_A ⊙ r_l0_A */
+    /* r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2 d_l0_A ⊙ l0_A ⊙ r_l0_A */
     #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) r_d_l0_Z[k] = -2*d_l0_A[k]*l0_A[k]*r_l0_A[k] + (1 - ((l0_A[k])*(l0_A[k])))*(r_d_l0_A_a[k] + r_d_l0_A_b[k]);
 
@@ -617,10 +617,10 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     bpg_gemm_tn(64, 32, N, x, r_d_l0_Z, r_d_l0_W_1_b);
 
     /* total gradients */
-    /* r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001·v_l0_W */
+    /* r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W */
     #pragma omp simd
     for (int64_t k = 0; k < 2048; k++) r_d_l0_W_2[k] = r_d_l0_W_1_b[k] + 0.0001*v_l0_W[k];
-    /* r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001·v_l1_W */
+    /* r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W */
     #pragma omp simd
     for (int64_t k = 0; k < 320; k++) r_d_l1_W_2[k] = r_d_l1_W_1_a[k] + r_d_l1_W_1_b[k] + 0.0001*v_l1_W[k];
 }
@@ -719,10 +719,10 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
-    /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum */
+    /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
 
@@ -766,10 +766,10 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     bpg_gemm_tn(64, 32, N, x, d_l0_Z, d_l0_W_1);
 
     /* total gradients */
-    /* gv_l0_W = d_l0_W_1 + 0.0001·v_l0_W */
+    /* gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W */
     #pragma omp simd
     for (int64_t k = 0; k < 2048; k++) gv_l0_W[k] = d_l0_W_1[k] + 0.0001*v_l0_W[k];
-    /* gv_l1_W = d_l1_W_1 + 0.0001·v_l1_W */
+    /* gv_l1_W = d_l1_W_1 + 0.0001 v_l1_W */
     #pragma omp simd
     for (int64_t k = 0; k < 320; k++) gv_l1_W[k] = d_l1_W_1[k] + 0.0001*v_l1_W[k];
 }
@@ -832,13 +832,13 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation Z = X·W + 1·b) */
-    /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
+    /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
@@ -932,13 +932,13 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1/o_expsum ⊙ 1/N */
+    /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation Z = X·W + 1·b) */
-    /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N */
+    /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
@@ -962,7 +962,7 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     /* l0_d1 = 1 - tanh(l0_Z)^∘2 */
     #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) l0_d1[k] = 1 - ((tanh(l0_Z[k]))*(tanh(l0_Z[k])));
-    /* l0_d2 = 2·(-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z) */
+    /* l0_d2 = 2 (-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z) */
     #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) {
         const real cse0 = tanh(l0_Z[k]);
@@ -977,7 +977,7 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     /* l1_d2 = 0 */
     #pragma omp simd
     for (int64_t k = 0; k < 10*N; k++) l1_d2[k] = 0;
-    /* softmax_p = o_exp ⊙ 1/o_expsum */
+    /* softmax_p = o_exp / o_expsum */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {

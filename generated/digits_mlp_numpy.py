@@ -7,6 +7,7 @@ by bpgen from the forward pass; each backward block is preceded by the
 forward statement it differentiates (``Grad of: ...``) and each statement by
 its equation in matrix form (``·`` matrix product, ``⊙`` elementwise
 product, ``ᵀ`` transpose, ``1`` a vector of ones).
+Derivation document: bpgen doc digits_mlp.yaml
 """
 import collections
 import collections.abc
@@ -58,6 +59,8 @@ _FACTORS = {'l0.W': (0, 1), 'l1.W': (2, 3)}
 _CURV_LAYERS = [('l0.W', 'l0.b', 0, 1, 2, 3, 4), ('l1.W', 'l1.b', 5, 6, 7, 8, 8)]
 #: index of the loss curvature output (softmax p, or l'' per unit)
 _CURV_LOSS = 9
+#: bytes one more sample costs a call at most (input copy, outputs, workspace)
+_BYTES_PER_SAMPLE = 4416
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {
@@ -101,7 +104,19 @@ def _as_array(value, what):
     if hasattr(value, "dtype") and not numpy.can_cast(arr.dtype, DTYPE, "safe"):
         raise ValueError(f"{what}: dtype {arr.dtype} cannot be cast safely to "
                          f"{DTYPE} (convert it explicitly)")
-    return numpy.ascontiguousarray(arr, dtype=DTYPE)
+    # C-contiguous and aligned: the C code reads it as a plain real*
+    return numpy.require(arr, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
+
+
+def _check_batch(n):
+    """Refuse a batch whose input copy, outputs and workspace cannot fit in
+    memory (MAX_RESULT_BYTES), before allocating any of them."""
+    need = n * _BYTES_PER_SAMPLE
+    if need > MAX_RESULT_BYTES:
+        raise ValueError(f"x: a batch of {n:,} samples needs about {need:,} bytes (input, "
+                         f"outputs and workspace), more than the limit of "
+                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES, or set "
+                         f"$BPGEN_MAX_BYTES)")
 
 
 def _check_keys(params, what):
@@ -126,8 +141,8 @@ def _check_params(params, what="params"):
             _check_keys(params, what)
             raise ValueError(f"{what}: missing key {key!r}") from None
         # fast path: already a contiguous array of the right dtype and shape
-        if not (type(arr) is numpy.ndarray and arr.dtype == DTYPE
-                and arr.flags.c_contiguous and arr.shape == shape):
+        if not (type(arr) is numpy.ndarray and arr.dtype == DTYPE and arr.flags.c_contiguous
+                and arr.flags.aligned and arr.shape == shape):
             arr = _as_array(arr, f"{what}[{key!r}]")
             if arr.shape != shape:
                 raise ValueError(f"{what}[{key!r}]: expected shape {shape}, got {arr.shape}")
@@ -137,14 +152,17 @@ def _check_params(params, what="params"):
 
 def _check_x(x):
     """x as the matrix the generated code reads, and the batch size N."""
-    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE
-                and x.flags.c_contiguous) else _as_array(x, "x")
+    if isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE):
+        _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
+    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
+                and x.flags.aligned) else _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
     n = arr.shape[0]
     if n < 1:
         raise ValueError("x: the batch is empty (N = 0)")
+    _check_batch(n)
     if not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
     if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
@@ -152,7 +170,7 @@ def _check_x(x):
     return arr.reshape(n, -1), n
 
 
-_EYE = numpy.eye(OUTPUT_UNITS, dtype=DTYPE)
+_EYE = []     # the identity rows one-hot labels are taken from, made on first use
 
 
 def _check_y(y, n):
@@ -173,12 +191,14 @@ def _check_y(y, n):
         try:
             if labels.dtype.kind == "i" and labels.min() < 0:
                 raise IndexError
-            return _EYE.take(flat, axis=0)      # one-hot: rows of the identity
+            if not _EYE:
+                _EYE.append(numpy.eye(OUTPUT_UNITS, dtype=DTYPE))
+            return _EYE[0].take(flat, axis=0)      # one-hot: rows of the identity
         except IndexError:
             raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
                              f"[{labels.min()}, {labels.max()}]") from None
-    arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE
-                and y.flags.c_contiguous) else _as_array(y, "y")
+    arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE and y.flags.c_contiguous
+                and y.flags.aligned) else _as_array(y, "y")
     if arr.shape != lead + (OUTPUT_UNITS,):
         raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
     if not _finite_fast(arr):
@@ -772,7 +792,7 @@ def _loss(x, y, l0_W, l0_b, l1_W, l1_b):
     # l1_W_sqsum = 1ᵀ·l1_W_sq·1
     l1_W_sqsum = l1_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
-    # loss = 5e-05·l0_W_sqsum + 5e-05·l1_W_sqsum + loss_sum ⊙ 1/N
+    # loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N
     loss = 5.0000000000000002e-5*l0_W_sqsum + 5.0000000000000002e-5*l1_W_sqsum + loss_sum/N
     return loss
 
@@ -819,17 +839,17 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     # l1_W_sqsum = 1ᵀ·l1_W_sq·1
     l1_W_sqsum = l1_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
-    # loss = 5e-05·l0_W_sqsum + 5e-05·l1_W_sqsum + loss_sum ⊙ 1/N
+    # loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N
     loss = 5.0000000000000002e-5*l0_W_sqsum + 5.0000000000000002e-5*l1_W_sqsum + loss_sum/N
 
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1/o_expsum ⊙ 1/N
+    # d_o_expsum = 1 / (N o_expsum)
     d_o_expsum = 1/(N*o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
-    # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N
+    # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l1_Z_2 = d_o_expsum*o_exp - y/N
     # d_l1_b = 1ᵀ·d_l1_Z_2
     d_l1_b = d_l1_Z_2.sum(axis=0, keepdims=True)
@@ -857,9 +877,9 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     d_l0_W_1 = x.T @ d_l0_Z
 
     # total gradients
-    # d_l0_W_2 = d_l0_W_1 + 0.0001·l0_W
+    # d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W
     d_l0_W_2 = d_l0_W_1 + 0.0001*l0_W
-    # d_l1_W_2 = d_l1_W_1 + 0.0001·l1_W
+    # d_l1_W_2 = d_l1_W_1 + 0.0001 l1_W
     d_l1_W_2 = d_l1_W_1 + 0.0001*l1_W
     return loss, d_l0_W_2, d_l0_b, d_l1_W_2, d_l1_b
 
@@ -902,9 +922,9 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
 
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1/o_expsum ⊙ 1/N
+    # d_o_expsum = 1 / (N o_expsum)
     d_o_expsum = 1/(N*o_expsum)
-    # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum
+    # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
     r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
 
     # Grad of: o_exp = exp(l1_Z - o_max)
@@ -914,7 +934,7 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
-    # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N
+    # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l1_Z_2 = d_o_expsum*o_exp - y/N
     # r_d_l1_b = 1ᵀ·r_d_l1_Z_1
     r_d_l1_b = r_d_l1_Z_1.sum(axis=0, keepdims=True)
@@ -934,7 +954,7 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
-    # r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2·d_l0_A ⊙ l0_A ⊙ r_l0_A
+    # r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2 d_l0_A ⊙ l0_A ⊙ r_l0_A
     r_d_l0_Z = -2*d_l0_A*l0_A*r_l0_A + (1 - l0_A**2)*(r_d_l0_A_a + r_d_l0_A_b)
 
     # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z)
@@ -948,9 +968,9 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     r_d_l0_W_1_b = x.T @ r_d_l0_Z
 
     # total gradients
-    # r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001·v_l0_W
+    # r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W
     r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001*v_l0_W
-    # r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001·v_l1_W
+    # r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W
     r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001*v_l1_W
     return r_d_l0_W_2, r_d_l0_b, r_d_l1_W_2, r_d_l1_b
 
@@ -993,9 +1013,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
 
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1/o_expsum ⊙ 1/N
+    # d_o_expsum = 1 / (N o_expsum)
     d_o_expsum = 1/(N*o_expsum)
-    # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum ⊙ 1/o_expsum
+    # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
     r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
 
     # Grad of: o_exp = exp(l1_Z - o_max)
@@ -1031,9 +1051,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     d_l0_W_1 = x.T @ d_l0_Z
 
     # total gradients
-    # gv_l0_W = d_l0_W_1 + 0.0001·v_l0_W
+    # gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W
     gv_l0_W = d_l0_W_1 + 0.0001*v_l0_W
-    # gv_l1_W = d_l1_W_1 + 0.0001·v_l1_W
+    # gv_l1_W = d_l1_W_1 + 0.0001 v_l1_W
     gv_l1_W = d_l1_W_1 + 0.0001*v_l1_W
     return gv_l0_W, d_l0_b, gv_l1_W, d_l1_b
 
@@ -1064,12 +1084,12 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
 
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1/o_expsum ⊙ 1/N
+    # d_o_expsum = 1 / (N o_expsum)
     d_o_expsum = 1/(N*o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
-    # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N
+    # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l1_Z_2 = d_o_expsum*o_exp - y/N
 
     # Grad of: l1_XW = l0_A·l1_W
@@ -1115,12 +1135,12 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
 
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1/o_expsum ⊙ 1/N
+    # d_o_expsum = 1 / (N o_expsum)
     d_o_expsum = 1/(N*o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
-    # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y ⊙ 1/N
+    # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l1_Z_2 = d_o_expsum*o_exp - y/N
 
     # Grad of: l1_XW = l0_A·l1_W
@@ -1136,7 +1156,7 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     # total gradients
     # l0_d1 = 1 - tanh(l0_Z)^∘2
     l0_d1 = 1 - numpy.tanh(l0_Z)**2
-    # l0_d2 = 2·(-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z)
+    # l0_d2 = 2 (-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z)
     cse0 = numpy.tanh(l0_Z)
     l0_d2 = 2*cse0*(cse0**2 - 1)
     x_copy = x
@@ -1144,7 +1164,6 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     l1_d1 = _full(1, (N, 10))
     # l1_d2 = 0
     l1_d2 = _full(0, (N, 10))
-    # softmax_p = o_exp ⊙ 1/o_expsum
     softmax_p = o_exp/o_expsum
     return x_copy, l0_d1, l0_d2, d_l0_A, d_l0_Z, l0_A, l1_d1, l1_d2, d_l1_Z_2, softmax_p
 

@@ -225,10 +225,10 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, 
         (void)q;
 
         /* forward pass (continued) */
-        /* l0_hprev = l0_H(previous iteration; 0 at the first) */
+        /* l0_hprev = l0_H of the previous iteration (0 at the first) */
         if (it == 0) memset(l0_hprev, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(l0_hprev, l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* l0_cprev = l0_C(previous iteration; 0 at the first) */
+        /* l0_cprev = l0_C of the previous iteration (0 at the first) */
         if (it == 0) memset(l0_cprev, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(l0_cprev, l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
@@ -308,10 +308,10 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
         (void)q;
 
         /* forward pass (continued) */
-        /* l0_hprev = l0_H(previous iteration; 0 at the first) */
+        /* l0_hprev = l0_H of the previous iteration (0 at the first) */
         if (it == 0) memset(l0_hprev, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(l0_hprev, l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* l0_cprev = l0_C(previous iteration; 0 at the first) */
+        /* l0_cprev = l0_C of the previous iteration (0 at the first) */
         if (it == 0) memset(l0_cprev, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(l0_cprev, l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
@@ -346,16 +346,16 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
-    /* out_last = l1_Z[step 19] */
+    /* out_last = l1_Z(t=19) */
     memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: 0.5 (O - Y)^2 per unit */
-    /* loss_terms = 1/2·(out_last - y)^∘2 */
+    /* loss_terms = (out_last - y)^∘2 / 2 */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) loss_terms[k] = 0.5*((out_last[k] - y[k])*(out_last[k] - y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
     bpg_sumall(N, 1, loss_terms, loss_sum);
     /* mean over samples (+ 0.5 λ Σ‖W‖²) */
-    /* loss = loss_sum ⊙ 1/N */
+    /* loss = loss_sum / N */
     #pragma omp simd
     for (int64_t k = 0; k < 1; k++) loss[k] = loss_sum[0]/((real)N);
 }
@@ -426,10 +426,10 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
         (void)q;
 
         /* forward pass (continued) */
-        /* l0_hprev = l0_H(previous iteration; 0 at the first) */
+        /* l0_hprev = l0_H of the previous iteration (0 at the first) */
         if (it == 0) memset((l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
         else memcpy((l0_hprev + t*16*N), l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* l0_cprev = l0_C(previous iteration; 0 at the first) */
+        /* l0_cprev = l0_C of the previous iteration (0 at the first) */
         if (it == 0) memset((l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
         else memcpy((l0_cprev + t*16*N), l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
@@ -480,27 +480,27 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
-    /* out_last = l1_Z[step 19] */
+    /* out_last = l1_Z(t=19) */
     memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: 0.5 (O - Y)^2 per unit */
-    /* loss_terms = 1/2·(out_last - y)^∘2 */
+    /* loss_terms = (out_last - y)^∘2 / 2 */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) loss_terms[k] = 0.5*((out_last[k] - y[k])*(out_last[k] - y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
     bpg_sumall(N, 1, loss_terms, loss_sum);
     /* mean over samples (+ 0.5 λ Σ‖W‖²) */
-    /* loss = loss_sum ⊙ 1/N */
+    /* loss = loss_sum / N */
     #pragma omp simd
     for (int64_t k = 0; k < 1; k++) loss[k] = loss_sum[0]/((real)N);
 
-    /* Grad of: loss_terms = 1/2·(out_last - y)^∘2 */
+    /* Grad of: loss_terms = (out_last - y)^∘2 / 2 */
     /*   (mse: 0.5 (O - Y)^2 per unit) */
-    /* d_out_last = 1/N ⊙ (out_last - y) */
+    /* d_out_last = (out_last - y) / N */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
 
-    /* Grad of: out_last = l1_Z[step 19] */
-    /* d_l1_Z = d_out_last at step 19 of 20 (zeros elsewhere) */
+    /* Grad of: out_last = l1_Z(t=19) */
+    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
     memset(d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
     memcpy(d_l1_Z + 19*1*N, d_out_last, sizeof(real)*(size_t)(1*N));
 
@@ -522,13 +522,13 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
         const int64_t q = t + 1;  /* the previous iteration's step */
         (void)q;
 
-        /* Grad of: l0_hprev = l0_H(previous iteration; 0 at the first) */
-        /* carry_l0_H = d_l0_hprev(previous iteration; 0 at the first) */
+        /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
+        /* carry_l0_H = d_l0_hprev of the previous iteration (0 at the first) */
         if (it == 0) memset(carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(carry_l0_H, d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
-        /* Grad of: l0_cprev = l0_C(previous iteration; 0 at the first) */
-        /* carry_l0_C = d_l0_cprev(previous iteration; 0 at the first) */
+        /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
+        /* carry_l0_C = d_l0_cprev of the previous iteration (0 at the first) */
         if (it == 0) memset(carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(carry_l0_C, d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
@@ -719,16 +719,16 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         (void)q;
 
         /* forward pass (continued) */
-        /* l0_hprev = l0_H(previous iteration; 0 at the first) */
+        /* l0_hprev = l0_H of the previous iteration (0 at the first) */
         if (it == 0) memset((l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
         else memcpy((l0_hprev + t*16*N), l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* r_l0_hprev = r_l0_H(previous iteration; 0 at the first) */
+        /* r_l0_hprev = r_l0_H of the previous iteration (0 at the first) */
         if (it == 0) memset((r_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
         else memcpy((r_l0_hprev + t*16*N), r_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* l0_cprev = l0_C(previous iteration; 0 at the first) */
+        /* l0_cprev = l0_C of the previous iteration (0 at the first) */
         if (it == 0) memset((l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
         else memcpy((l0_cprev + t*16*N), l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* r_l0_cprev = r_l0_C(previous iteration; 0 at the first) */
+        /* r_l0_cprev = r_l0_C of the previous iteration (0 at the first) */
         if (it == 0) memset((r_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
         else memcpy((r_l0_cprev + t*16*N), r_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
@@ -822,25 +822,25 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) r_l1_Z[k] = r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[0];
-    /* out_last = l1_Z[step 19] */
+    /* out_last = l1_Z(t=19) */
     memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
-    /* r_out_last = r_l1_Z[step 19] */
+    /* r_out_last = r_l1_Z(t=19) */
     memcpy(r_out_last, r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
-    /* Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms) */
+    /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
     /*   (mse: 0.5 (O - Y)^2 per unit) */
-    /* d_out_last = 1/N ⊙ (out_last - y) */
+    /* d_out_last = (out_last - y) / N */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
-    /* r_d_out_last = r_out_last ⊙ 1/N */
+    /* r_d_out_last = r_out_last / N */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) r_d_out_last[k] = r_out_last[k]/((real)N);
 
-    /* Grad of: out_last = l1_Z[step 19] */
-    /* d_l1_Z = d_out_last at step 19 of 20 (zeros elsewhere) */
+    /* Grad of: out_last = l1_Z(t=19) */
+    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
     memset(d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
     memcpy(d_l1_Z + 19*1*N, d_out_last, sizeof(real)*(size_t)(1*N));
-    /* r_d_l1_Z = r_d_out_last at step 19 of 20 (zeros elsewhere) */
+    /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
     memset(r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
     memcpy(r_d_l1_Z + 19*1*N, r_d_out_last, sizeof(real)*(size_t)(1*N));
 
@@ -874,19 +874,19 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         const int64_t q = t + 1;  /* the previous iteration's step */
         (void)q;
 
-        /* Grad of: l0_hprev = l0_H(previous iteration; 0 at the first) */
-        /* carry_l0_H = d_l0_hprev(previous iteration; 0 at the first) */
+        /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
+        /* carry_l0_H = d_l0_hprev of the previous iteration (0 at the first) */
         if (it == 0) memset(carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(carry_l0_H, d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* r_carry_l0_H = r_d_l0_hprev(previous iteration; 0 at the first) */
+        /* r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first) */
         if (it == 0) memset(r_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(r_carry_l0_H, r_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
-        /* Grad of: l0_cprev = l0_C(previous iteration; 0 at the first) */
-        /* carry_l0_C = d_l0_cprev(previous iteration; 0 at the first) */
+        /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
+        /* carry_l0_C = d_l0_cprev of the previous iteration (0 at the first) */
         if (it == 0) memset(carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(carry_l0_C, d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* r_carry_l0_C = r_d_l0_cprev(previous iteration; 0 at the first) */
+        /* r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first) */
         if (it == 0) memset(r_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(r_carry_l0_C, r_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
@@ -907,7 +907,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
-        /* r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2·tanh(l0_C)^∘2) ⊙ tanh(l0_C) */
+        /* r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) {
             const real cse0 = tanh((l0_C + t*16*N)[k]);
@@ -946,7 +946,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
         /* d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = d_l0_g[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
-        /* r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2·d_l0_g ⊙ l0_g ⊙ r_l0_g */
+        /* r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_2[k] = -2*d_l0_g[k]*(l0_g + t*16*N)[k]*(r_l0_g + t*16*N)[k] + (1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])))*(d_l0_C_1[k]*(r_l0_i + t*16*N)[k] + (l0_i + t*16*N)[k]*r_d_l0_C_1[k]);
 
@@ -1109,16 +1109,16 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         (void)q;
 
         /* forward pass (continued) */
-        /* l0_hprev = l0_H(previous iteration; 0 at the first) */
+        /* l0_hprev = l0_H of the previous iteration (0 at the first) */
         if (it == 0) memset((l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
         else memcpy((l0_hprev + t*16*N), l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* r_l0_hprev = r_l0_H(previous iteration; 0 at the first) */
+        /* r_l0_hprev = r_l0_H of the previous iteration (0 at the first) */
         if (it == 0) memset((r_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
         else memcpy((r_l0_hprev + t*16*N), r_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* l0_cprev = l0_C(previous iteration; 0 at the first) */
+        /* l0_cprev = l0_C of the previous iteration (0 at the first) */
         if (it == 0) memset((l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
         else memcpy((l0_cprev + t*16*N), l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* r_l0_cprev = r_l0_C(previous iteration; 0 at the first) */
+        /* r_l0_cprev = r_l0_C of the previous iteration (0 at the first) */
         if (it == 0) memset(r_l0_cprev, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(r_l0_cprev, r_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
@@ -1193,17 +1193,17 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) r_l1_Z[k] = r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[0];
-    /* r_out_last = r_l1_Z[step 19] */
+    /* r_out_last = r_l1_Z(t=19) */
     memcpy(r_out_last, r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
-    /* Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms, out_last) */
+    /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last) */
     /*   (mse: 0.5 (O - Y)^2 per unit) */
-    /* r_d_out_last = r_out_last ⊙ 1/N */
+    /* r_d_out_last = r_out_last / N */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) r_d_out_last[k] = r_out_last[k]/((real)N);
 
-    /* Grad of: out_last = l1_Z[step 19]  (not stored in this function: out_last, l1_Z) */
-    /* r_d_l1_Z = r_d_out_last at step 19 of 20 (zeros elsewhere) */
+    /* Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z) */
+    /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
     memset(r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
     memcpy(r_d_l1_Z + 19*1*N, r_d_out_last, sizeof(real)*(size_t)(1*N));
 
@@ -1225,13 +1225,13 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         const int64_t q = t + 1;  /* the previous iteration's step */
         (void)q;
 
-        /* Grad of: l0_hprev = l0_H(previous iteration; 0 at the first) */
-        /* carry_l0_H = d_l0_hprev_2(previous iteration; 0 at the first) */
+        /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
+        /* carry_l0_H = d_l0_hprev_2 of the previous iteration (0 at the first) */
         if (it == 0) memset(carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(carry_l0_H, d_l0_hprev_2 + q*16*N, sizeof(real)*(size_t)(16*N));
 
-        /* Grad of: l0_cprev = l0_C(previous iteration; 0 at the first) */
-        /* carry_l0_C = d_l0_cprev_2(previous iteration; 0 at the first) */
+        /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
+        /* carry_l0_C = d_l0_cprev_2 of the previous iteration (0 at the first) */
         if (it == 0) memset(carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(carry_l0_C, d_l0_cprev_2 + q*16*N, sizeof(real)*(size_t)(16*N));
 
@@ -1314,12 +1314,12 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
         /* d_l0_hprev_1 = d_l0_G_6·l0_Whᵀ */
         bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh, d_l0_hprev_1);
 
-        /* Grad of: l0_cprev = l0_C(previous iteration; 0 at the first) */
+        /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
         /* d_l0_cprev_2 = d_l0_C_2 ⊙ l0_f */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev_2 + t*16*N)[k] = d_l0_C_2[k]*(l0_f + t*16*N)[k];
 
-        /* Grad of: l0_hprev = l0_H(previous iteration; 0 at the first) */
+        /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
         /* d_l0_hprev_2 = d_l0_hprev + d_l0_hprev_1 */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (d_l0_hprev_2 + t*16*N)[k] = d_l0_hprev[k] + d_l0_hprev_1[k];
@@ -1408,10 +1408,10 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
         (void)q;
 
         /* forward pass (continued) */
-        /* l0_hprev = l0_H(previous iteration; 0 at the first) */
+        /* l0_hprev = l0_H of the previous iteration (0 at the first) */
         if (it == 0) memset((l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
         else memcpy((l0_hprev + t*16*N), l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* l0_cprev = l0_C(previous iteration; 0 at the first) */
+        /* l0_cprev = l0_C of the previous iteration (0 at the first) */
         if (it == 0) memset((l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
         else memcpy((l0_cprev + t*16*N), l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
@@ -1462,17 +1462,17 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
-    /* out_last = l1_Z[step 19] */
+    /* out_last = l1_Z(t=19) */
     memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
-    /* Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms) */
+    /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
     /*   (mse: 0.5 (O - Y)^2 per unit) */
-    /* d_out_last = 1/N ⊙ (out_last - y) */
+    /* d_out_last = (out_last - y) / N */
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
 
-    /* Grad of: out_last = l1_Z[step 19] */
-    /* d_l1_Z = d_out_last at step 19 of 20 (zeros elsewhere) */
+    /* Grad of: out_last = l1_Z(t=19) */
+    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
     memset(d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
     memcpy(d_l1_Z + 19*1*N, d_out_last, sizeof(real)*(size_t)(1*N));
 
@@ -1487,13 +1487,13 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
         const int64_t q = t + 1;  /* the previous iteration's step */
         (void)q;
 
-        /* Grad of: l0_hprev = l0_H(previous iteration; 0 at the first) */
-        /* carry_l0_H = d_l0_hprev(previous iteration; 0 at the first) */
+        /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
+        /* carry_l0_H = d_l0_hprev of the previous iteration (0 at the first) */
         if (it == 0) memset(carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(carry_l0_H, d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
-        /* Grad of: l0_cprev = l0_C(previous iteration; 0 at the first) */
-        /* carry_l0_C = d_l0_cprev(previous iteration; 0 at the first) */
+        /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
+        /* carry_l0_C = d_l0_cprev of the previous iteration (0 at the first) */
         if (it == 0) memset(carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
         else memcpy(carry_l0_C, d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
 

@@ -7,6 +7,7 @@ by bpgen from the forward pass; each backward block is preceded by the
 forward statement it differentiates (``Grad of: ...``) and each statement by
 its equation in matrix form (``·`` matrix product, ``⊙`` elementwise
 product, ``ᵀ`` transpose, ``1`` a vector of ones).
+Derivation document: bpgen doc sine_lstm.yaml
 """
 import collections
 import collections.abc
@@ -60,6 +61,8 @@ _FACTORS = {'l0.Wx': (0, 1), 'l0.Wh': (2, 1), 'l1.W': (3, 4)}
 _CURV_LAYERS = []
 #: index of the loss curvature output (softmax p, or l'' per unit)
 _CURV_LOSS = None
+#: bytes one more sample costs a call at most (input copy, outputs, workspace)
+_BYTES_PER_SAMPLE = 131200
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {
@@ -102,7 +105,19 @@ def _as_array(value, what):
     if hasattr(value, "dtype") and not numpy.can_cast(arr.dtype, DTYPE, "safe"):
         raise ValueError(f"{what}: dtype {arr.dtype} cannot be cast safely to "
                          f"{DTYPE} (convert it explicitly)")
-    return numpy.ascontiguousarray(arr, dtype=DTYPE)
+    # C-contiguous and aligned: the C code reads it as a plain real*
+    return numpy.require(arr, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
+
+
+def _check_batch(n):
+    """Refuse a batch whose input copy, outputs and workspace cannot fit in
+    memory (MAX_RESULT_BYTES), before allocating any of them."""
+    need = n * _BYTES_PER_SAMPLE
+    if need > MAX_RESULT_BYTES:
+        raise ValueError(f"x: a batch of {n:,} samples needs about {need:,} bytes (input, "
+                         f"outputs and workspace), more than the limit of "
+                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES, or set "
+                         f"$BPGEN_MAX_BYTES)")
 
 
 def _check_keys(params, what):
@@ -127,8 +142,8 @@ def _check_params(params, what="params"):
             _check_keys(params, what)
             raise ValueError(f"{what}: missing key {key!r}") from None
         # fast path: already a contiguous array of the right dtype and shape
-        if not (type(arr) is numpy.ndarray and arr.dtype == DTYPE
-                and arr.flags.c_contiguous and arr.shape == shape):
+        if not (type(arr) is numpy.ndarray and arr.dtype == DTYPE and arr.flags.c_contiguous
+                and arr.flags.aligned and arr.shape == shape):
             arr = _as_array(arr, f"{what}[{key!r}]")
             if arr.shape != shape:
                 raise ValueError(f"{what}[{key!r}]: expected shape {shape}, got {arr.shape}")
@@ -138,14 +153,17 @@ def _check_params(params, what="params"):
 
 def _check_x(x):
     """x as the matrix the generated code reads, and the batch size N."""
-    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE
-                and x.flags.c_contiguous) else _as_array(x, "x")
+    if isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE):
+        _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
+    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
+                and x.flags.aligned) else _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
     n = arr.shape[0]
     if n < 1:
         raise ValueError("x: the batch is empty (N = 0)")
+    _check_batch(n)
     if not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
     if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
@@ -153,7 +171,7 @@ def _check_x(x):
     return arr.reshape(n, -1), n
 
 
-_EYE = numpy.eye(OUTPUT_UNITS, dtype=DTYPE)
+_EYE = []     # the identity rows one-hot labels are taken from, made on first use
 
 
 def _check_y(y, n):
@@ -174,12 +192,14 @@ def _check_y(y, n):
         try:
             if labels.dtype.kind == "i" and labels.min() < 0:
                 raise IndexError
-            return _EYE.take(flat, axis=0)      # one-hot: rows of the identity
+            if not _EYE:
+                _EYE.append(numpy.eye(OUTPUT_UNITS, dtype=DTYPE))
+            return _EYE[0].take(flat, axis=0)      # one-hot: rows of the identity
         except IndexError:
             raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
                              f"[{labels.min()}, {labels.max()}]") from None
-    arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE
-                and y.flags.c_contiguous) else _as_array(y, "y")
+    arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE and y.flags.c_contiguous
+                and y.flags.aligned) else _as_array(y, "y")
     if arr.shape != lead + (OUTPUT_UNITS,):
         raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
     if not _finite_fast(arr):
@@ -732,12 +752,12 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
-        # l0_hprev = l0_H(previous iteration; 0 at the first)
+        # l0_hprev = l0_H of the previous iteration (0 at the first)
         if it == 0:
             l0_hprev = numpy.zeros((N, 16), dtype=DTYPE)
         else:
             l0_hprev = l0_H[q0:q1]
-        # l0_cprev = l0_C(previous iteration; 0 at the first)
+        # l0_cprev = l0_C of the previous iteration (0 at the first)
         if it == 0:
             l0_cprev = numpy.zeros((N, 16), dtype=DTYPE)
         else:
@@ -786,12 +806,12 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
-        # l0_hprev = l0_H(previous iteration; 0 at the first)
+        # l0_hprev = l0_H of the previous iteration (0 at the first)
         if it == 0:
             l0_hprev = numpy.zeros((N, 16), dtype=DTYPE)
         else:
             l0_hprev = l0_H[q0:q1]
-        # l0_cprev = l0_C(previous iteration; 0 at the first)
+        # l0_cprev = l0_C of the previous iteration (0 at the first)
         if it == 0:
             l0_cprev = numpy.zeros((N, 16), dtype=DTYPE)
         else:
@@ -818,15 +838,14 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     l1_XW = l0_H @ l1_W
     # l1: pre-activation Z = X·W + 1·b
     l1_Z = l1_XW + l1_b
-    # out_last = l1_Z[step 19]
+    # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
     # mse: 0.5 (O - Y)^2 per unit
-    # loss_terms = 1/2·(out_last - y)^∘2
+    # loss_terms = (out_last - y)^∘2 / 2
     loss_terms = 0.5*(out_last - y)**2
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
-    # loss = loss_sum ⊙ 1/N
     loss = loss_sum/N
     return loss
 
@@ -856,12 +875,12 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
-        # l0_hprev = l0_H(previous iteration; 0 at the first)
+        # l0_hprev = l0_H of the previous iteration (0 at the first)
         if it == 0:
             l0_hprev[r0:r1] = 0
         else:
             l0_hprev[r0:r1] = l0_H[q0:q1]
-        # l0_cprev = l0_C(previous iteration; 0 at the first)
+        # l0_cprev = l0_C of the previous iteration (0 at the first)
         if it == 0:
             l0_cprev[r0:r1] = 0
         else:
@@ -900,24 +919,22 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     l1_XW = l0_H @ l1_W
     # l1: pre-activation Z = X·W + 1·b
     l1_Z = l1_XW + l1_b
-    # out_last = l1_Z[step 19]
+    # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
     # mse: 0.5 (O - Y)^2 per unit
-    # loss_terms = 1/2·(out_last - y)^∘2
+    # loss_terms = (out_last - y)^∘2 / 2
     loss_terms = 0.5*(out_last - y)**2
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
-    # loss = loss_sum ⊙ 1/N
     loss = loss_sum/N
 
-    # Grad of: loss_terms = 1/2·(out_last - y)^∘2
+    # Grad of: loss_terms = (out_last - y)^∘2 / 2
     #   (mse: 0.5 (O - Y)^2 per unit)
-    # d_out_last = 1/N ⊙ (out_last - y)
     d_out_last = (out_last - y)/N
 
-    # Grad of: out_last = l1_Z[step 19]
-    # d_l1_Z = d_out_last at step 19 of 20 (zeros elsewhere)
+    # Grad of: out_last = l1_Z(t=19)
+    # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
     d_l1_Z = _place_rows(d_out_last, 19, 20)
 
     # Grad of: l1_Z = l1_XW + l1_b
@@ -941,15 +958,15 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         r0, r1 = t*N, t*N + N  # rows of step t
         q0, q1 = r1, r1 + N  # rows of the previous iteration's step
 
-        # Grad of: l0_hprev = l0_H(previous iteration; 0 at the first)
-        # carry_l0_H = d_l0_hprev(previous iteration; 0 at the first)
+        # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
+        # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
         if it == 0:
             carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
         else:
             carry_l0_H = d_l0_hprev[q0:q1]
 
-        # Grad of: l0_cprev = l0_C(previous iteration; 0 at the first)
-        # carry_l0_C = d_l0_cprev(previous iteration; 0 at the first)
+        # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
+        # carry_l0_C = d_l0_cprev of the previous iteration (0 at the first)
         if it == 0:
             carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
         else:
@@ -1048,22 +1065,22 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
-        # l0_hprev = l0_H(previous iteration; 0 at the first)
+        # l0_hprev = l0_H of the previous iteration (0 at the first)
         if it == 0:
             l0_hprev[r0:r1] = 0
         else:
             l0_hprev[r0:r1] = l0_H[q0:q1]
-        # r_l0_hprev = r_l0_H(previous iteration; 0 at the first)
+        # r_l0_hprev = r_l0_H of the previous iteration (0 at the first)
         if it == 0:
             r_l0_hprev[r0:r1] = 0
         else:
             r_l0_hprev[r0:r1] = r_l0_H[q0:q1]
-        # l0_cprev = l0_C(previous iteration; 0 at the first)
+        # l0_cprev = l0_C of the previous iteration (0 at the first)
         if it == 0:
             l0_cprev[r0:r1] = 0
         else:
             l0_cprev[r0:r1] = l0_C[q0:q1]
-        # r_l0_cprev = r_l0_C(previous iteration; 0 at the first)
+        # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
         if it == 0:
             r_l0_cprev[r0:r1] = 0
         else:
@@ -1130,22 +1147,20 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # l1: pre-activation Z = X·W + 1·b
     l1_Z = l1_XW + l1_b
     r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
-    # out_last = l1_Z[step 19]
+    # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
-    # r_out_last = r_l1_Z[step 19]
+    # r_out_last = r_l1_Z(t=19)
     r_out_last = r_l1_Z[19*N:20*N]
 
-    # Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms)
+    # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
     #   (mse: 0.5 (O - Y)^2 per unit)
-    # d_out_last = 1/N ⊙ (out_last - y)
     d_out_last = (out_last - y)/N
-    # r_d_out_last = r_out_last ⊙ 1/N
     r_d_out_last = r_out_last/N
 
-    # Grad of: out_last = l1_Z[step 19]
-    # d_l1_Z = d_out_last at step 19 of 20 (zeros elsewhere)
+    # Grad of: out_last = l1_Z(t=19)
+    # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
     d_l1_Z = _place_rows(d_out_last, 19, 20)
-    # r_d_l1_Z = r_d_out_last at step 19 of 20 (zeros elsewhere)
+    # r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20)
     r_d_l1_Z = _place_rows(r_d_out_last, 19, 20)
 
     # Grad of: l1_Z = l1_XW + l1_b
@@ -1180,25 +1195,25 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         r0, r1 = t*N, t*N + N  # rows of step t
         q0, q1 = r1, r1 + N  # rows of the previous iteration's step
 
-        # Grad of: l0_hprev = l0_H(previous iteration; 0 at the first)
-        # carry_l0_H = d_l0_hprev(previous iteration; 0 at the first)
+        # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
+        # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
         if it == 0:
             carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
         else:
             carry_l0_H = d_l0_hprev[q0:q1]
-        # r_carry_l0_H = r_d_l0_hprev(previous iteration; 0 at the first)
+        # r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first)
         if it == 0:
             r_carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
         else:
             r_carry_l0_H = r_d_l0_hprev[q0:q1]
 
-        # Grad of: l0_cprev = l0_C(previous iteration; 0 at the first)
-        # carry_l0_C = d_l0_cprev(previous iteration; 0 at the first)
+        # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
+        # carry_l0_C = d_l0_cprev of the previous iteration (0 at the first)
         if it == 0:
             carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
         else:
             carry_l0_C = d_l0_cprev[q0:q1]
-        # r_carry_l0_C = r_d_l0_cprev(previous iteration; 0 at the first)
+        # r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first)
         if it == 0:
             r_carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
         else:
@@ -1217,7 +1232,7 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
         d_l0_C_1 = carry_l0_C + d_l0_H_1*l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2)
-        # r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2·tanh(l0_C)^∘2) ⊙ tanh(l0_C)
+        # r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C)
         cse0 = numpy.tanh(l0_C[r0:r1])
         r_d_l0_C_1 = -cse0*d_l0_H_1*l0_o[r0:r1]*r_l0_C[r0:r1]*(2 - 2*cse0**2) + d_l0_H_1*r_l0_o[r0:r1]*(1 - cse0**2) + l0_o[r0:r1]*r_d_l0_H_1*(1 - cse0**2) + r_carry_l0_C
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
@@ -1243,7 +1258,7 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2)
         d_l0_G_2 = d_l0_g*(1 - l0_g[r0:r1]**2)
-        # r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2·d_l0_g ⊙ l0_g ⊙ r_l0_g
+        # r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g
         r_d_l0_G_2 = -2*d_l0_g*l0_g[r0:r1]*r_l0_g[r0:r1] + (1 - l0_g[r0:r1]**2)*(d_l0_C_1*r_l0_i[r0:r1] + l0_i[r0:r1]*r_d_l0_C_1)
 
         # Grad of: l0_f = σ(l0_G_1)
@@ -1327,22 +1342,22 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
-        # l0_hprev = l0_H(previous iteration; 0 at the first)
+        # l0_hprev = l0_H of the previous iteration (0 at the first)
         if it == 0:
             l0_hprev[r0:r1] = 0
         else:
             l0_hprev[r0:r1] = l0_H[q0:q1]
-        # r_l0_hprev = r_l0_H(previous iteration; 0 at the first)
+        # r_l0_hprev = r_l0_H of the previous iteration (0 at the first)
         if it == 0:
             r_l0_hprev[r0:r1] = 0
         else:
             r_l0_hprev[r0:r1] = r_l0_H[q0:q1]
-        # l0_cprev = l0_C(previous iteration; 0 at the first)
+        # l0_cprev = l0_C of the previous iteration (0 at the first)
         if it == 0:
             l0_cprev[r0:r1] = 0
         else:
             l0_cprev[r0:r1] = l0_C[q0:q1]
-        # r_l0_cprev = r_l0_C(previous iteration; 0 at the first)
+        # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
         if it == 0:
             r_l0_cprev = numpy.zeros((N, 16), dtype=DTYPE)
         else:
@@ -1396,16 +1411,15 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     # r_l1_XW_b = l0_H·v_l1_W
     r_l1_XW_b = l0_H @ v_l1_W
     r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
-    # r_out_last = r_l1_Z[step 19]
+    # r_out_last = r_l1_Z(t=19)
     r_out_last = r_l1_Z[19*N:20*N]
 
-    # Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms, out_last)
+    # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last)
     #   (mse: 0.5 (O - Y)^2 per unit)
-    # r_d_out_last = r_out_last ⊙ 1/N
     r_d_out_last = r_out_last/N
 
-    # Grad of: out_last = l1_Z[step 19]  (not stored in this function: out_last, l1_Z)
-    # r_d_l1_Z = r_d_out_last at step 19 of 20 (zeros elsewhere)
+    # Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z)
+    # r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20)
     r_d_l1_Z = _place_rows(r_d_out_last, 19, 20)
 
     # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
@@ -1430,15 +1444,15 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         r0, r1 = t*N, t*N + N  # rows of step t
         q0, q1 = r1, r1 + N  # rows of the previous iteration's step
 
-        # Grad of: l0_hprev = l0_H(previous iteration; 0 at the first)
-        # carry_l0_H = d_l0_hprev_2(previous iteration; 0 at the first)
+        # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
+        # carry_l0_H = d_l0_hprev_2 of the previous iteration (0 at the first)
         if it == 0:
             carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
         else:
             carry_l0_H = d_l0_hprev_2[q0:q1]
 
-        # Grad of: l0_cprev = l0_C(previous iteration; 0 at the first)
-        # carry_l0_C = d_l0_cprev_2(previous iteration; 0 at the first)
+        # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
+        # carry_l0_C = d_l0_cprev_2 of the previous iteration (0 at the first)
         if it == 0:
             carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
         else:
@@ -1507,11 +1521,11 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # d_l0_hprev_1 = d_l0_G_6·l0_Whᵀ
         d_l0_hprev_1 = d_l0_G_6[r0:r1] @ l0_Wh.T
 
-        # Grad of: l0_cprev = l0_C(previous iteration; 0 at the first)
+        # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # d_l0_cprev_2 = d_l0_C_2 ⊙ l0_f
         d_l0_cprev_2[r0:r1] = d_l0_C_2*l0_f[r0:r1]
 
-        # Grad of: l0_hprev = l0_H(previous iteration; 0 at the first)
+        # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # d_l0_hprev_2 = d_l0_hprev + d_l0_hprev_1
         d_l0_hprev_2[r0:r1] = d_l0_hprev + d_l0_hprev_1
 
@@ -1564,12 +1578,12 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
-        # l0_hprev = l0_H(previous iteration; 0 at the first)
+        # l0_hprev = l0_H of the previous iteration (0 at the first)
         if it == 0:
             l0_hprev[r0:r1] = 0
         else:
             l0_hprev[r0:r1] = l0_H[q0:q1]
-        # l0_cprev = l0_C(previous iteration; 0 at the first)
+        # l0_cprev = l0_C of the previous iteration (0 at the first)
         if it == 0:
             l0_cprev[r0:r1] = 0
         else:
@@ -1608,16 +1622,15 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     l1_XW = l0_H @ l1_W
     # l1: pre-activation Z = X·W + 1·b
     l1_Z = l1_XW + l1_b
-    # out_last = l1_Z[step 19]
+    # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
 
-    # Grad of: loss_terms = 1/2·(out_last - y)^∘2  (not stored in this function: loss_terms)
+    # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
     #   (mse: 0.5 (O - Y)^2 per unit)
-    # d_out_last = 1/N ⊙ (out_last - y)
     d_out_last = (out_last - y)/N
 
-    # Grad of: out_last = l1_Z[step 19]
-    # d_l1_Z = d_out_last at step 19 of 20 (zeros elsewhere)
+    # Grad of: out_last = l1_Z(t=19)
+    # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
     d_l1_Z = _place_rows(d_out_last, 19, 20)
 
     # Grad of: l1_XW = l0_H·l1_W
@@ -1633,15 +1646,15 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         r0, r1 = t*N, t*N + N  # rows of step t
         q0, q1 = r1, r1 + N  # rows of the previous iteration's step
 
-        # Grad of: l0_hprev = l0_H(previous iteration; 0 at the first)
-        # carry_l0_H = d_l0_hprev(previous iteration; 0 at the first)
+        # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
+        # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
         if it == 0:
             carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
         else:
             carry_l0_H = d_l0_hprev[q0:q1]
 
-        # Grad of: l0_cprev = l0_C(previous iteration; 0 at the first)
-        # carry_l0_C = d_l0_cprev(previous iteration; 0 at the first)
+        # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
+        # carry_l0_C = d_l0_cprev of the previous iteration (0 at the first)
         if it == 0:
             carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
         else:

@@ -204,6 +204,9 @@ def build(out_root):
         os.environ.pop(var, None)
     sys.path.insert(0, ROOT)
     import bpgen
+    from bpgen.backends.c.build import BUILD
+    print(f"build flags: {' '.join(BUILD.cflags)}; large products: "
+          f"{BUILD.blas or 'inline (no BLAS installed)'}")
     paths = []
     for family, arch in ARCHS.items():
         t0 = time.perf_counter()
@@ -266,6 +269,7 @@ def main(argv=None):
             fh.write(CHILD)
         xml, log = os.path.join(tmp, "memcheck.xml"), os.path.join(tmp, "memcheck.log")
         cmd = [valgrind, "--tool=memcheck", "--error-exitcode=1", "--leak-check=no",
+               "--show-leak-kinds=none", "--errors-for-leak-kinds=none",
                "--num-callers=40", f"--suppressions={supp}", "--xml=yes",
                f"--xml-file={xml}", f"--log-file={log}"]
         if args.origins:

@@ -20,6 +20,17 @@ def _printable(name: str) -> str:
     return name.replace("*/", "*_").replace("/*", "_*")
 
 
+def _bytes_per_sample(derived: Derived) -> int:
+    """Bytes one more sample costs a call at most: its input (a copy), and
+    the largest outputs plus workspace of any entry point (all linear in N)."""
+    itemsize = 4 if derived.spec.dtype == "float32" else 8
+    worst = 0
+    for name, prog in derived.programs.items():
+        per = prog.workspace_size[0] + sum(a for _, _, a, _, _ in derived.layout(name))
+        worst = max(worst, per)
+    return itemsize * (2 * math.prod(derived.spec.input.shape) + worst)
+
+
 def module_context(derived: Derived, module: str) -> dict:
     spec = derived.spec
     shapes = spec.param_shapes
@@ -49,4 +60,5 @@ def module_context(derived: Derived, module: str) -> dict:
         "curv_layers": meta.get("curv_layers", []),
         "curv_loss": repr(meta.get("curv_loss")),
         "outputs": [(name, derived.layout(name)) for name in derived.programs],
+        "bytes_per_sample": _bytes_per_sample(derived),
     }

@@ -21,6 +21,7 @@ _L2_KEYS = ()
 _FACTORS = {}
 _CURV_LAYERS = []
 _CURV_LOSS = None
+_BYTES_PER_SAMPLE = 8
 
 
 def _run(name, n, args):

@@ -10,6 +10,7 @@ import os
 import numpy
 
 from ._stub import (DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa: F401
+                    _BYTES_PER_SAMPLE,
                     OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, _CURV_LAYERS, _FACTORS,
                     _INIT, _L2, _run, _run_flat, _structured_block, _structured_diag,
                     _structured_hessian)
@@ -47,7 +48,19 @@ def _as_array(value, what):
     if hasattr(value, "dtype") and not numpy.can_cast(arr.dtype, DTYPE, "safe"):
         raise ValueError(f"{what}: dtype {arr.dtype} cannot be cast safely to "
                          f"{DTYPE} (convert it explicitly)")
-    return numpy.ascontiguousarray(arr, dtype=DTYPE)
+    # C-contiguous and aligned: the C code reads it as a plain real*
+    return numpy.require(arr, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
+
+
+def _check_batch(n):
+    """Refuse a batch whose input copy, outputs and workspace cannot fit in
+    memory (MAX_RESULT_BYTES), before allocating any of them."""
+    need = n * _BYTES_PER_SAMPLE
+    if need > MAX_RESULT_BYTES:
+        raise ValueError(f"x: a batch of {n:,} samples needs about {need:,} bytes (input, "
+                         f"outputs and workspace), more than the limit of "
+                         f"{MAX_RESULT_BYTES:,} bytes (MAX_RESULT_BYTES, or set "
+                         f"$BPGEN_MAX_BYTES)")
 
 
 def _check_keys(params, what):
@@ -72,8 +85,8 @@ def _check_params(params, what="params"):
             _check_keys(params, what)
             raise ValueError(f"{what}: missing key {key!r}") from None
         # fast path: already a contiguous array of the right dtype and shape
-        if not (type(arr) is numpy.ndarray and arr.dtype == DTYPE
-                and arr.flags.c_contiguous and arr.shape == shape):
+        if not (type(arr) is numpy.ndarray and arr.dtype == DTYPE and arr.flags.c_contiguous
+                and arr.flags.aligned and arr.shape == shape):
             arr = _as_array(arr, f"{what}[{key!r}]")
             if arr.shape != shape:
                 raise ValueError(f"{what}[{key!r}]: expected shape {shape}, got {arr.shape}")
@@ -83,14 +96,17 @@ def _check_params(params, what="params"):
 
 def _check_x(x):
     """x as the matrix the generated code reads, and the batch size N."""
-    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE
-                and x.flags.c_contiguous) else _as_array(x, "x")
+    if isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE):
+        _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
+    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
+                and x.flags.aligned) else _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
     n = arr.shape[0]
     if n < 1:
         raise ValueError("x: the batch is empty (N = 0)")
+    _check_batch(n)
     if not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
     if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
@@ -125,8 +141,8 @@ def _check_y(y, n):
         except IndexError:
             raise ValueError(f"y: labels must lie in [0, {OUTPUT_UNITS}), got values in "
                              f"[{labels.min()}, {labels.max()}]") from None
-    arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE
-                and y.flags.c_contiguous) else _as_array(y, "y")
+    arr = y if (type(y) is numpy.ndarray and y.dtype == DTYPE and y.flags.c_contiguous
+                and y.flags.aligned) else _as_array(y, "y")
     if arr.shape != lead + (OUTPUT_UNITS,):
         raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
     if not _finite_fast(arr):
