@@ -18,7 +18,10 @@ batch size N.  For each case the script:
 2. computes ``loss_and_grad`` with bpgen C on the same parameters and data as
    every other contender (bpgen NumPy; ``jax.jit(jax.value_and_grad(loss))``
    with float64 enabled; PyTorch eager autograd; the JAX and PyTorch losses are
-   written by hand in benchmarks/peers.py) and prints the worst relative error
+   written by hand in benchmarks/peers.py; "hand NumPy", the forward and
+   backward passes written out by hand in NumPy on preallocated arrays,
+   benchmarks/handwritten.py, for the MLP, Elman and LSTM cases, "-" for the
+   others) and prints the worst relative error
    of the loss and gradients, ``max|a - b| / max|b|``, against bpgen C; an
    error above 1e-6 (float64) or 1e-3 (float32) is flagged;
 3. times each contender: a warm-up of at least 3 calls and 0.2 s, then the
@@ -37,9 +40,11 @@ A row is flagged when the process got less than 90% of its CPU while timing
 (CPU time / wall time): another process was running on the same CPU.
 
 "C / best" is bpgen C's time over the faster of JAX and PyTorch (below 1:
-bpgen C is faster).  A peer whose library is not installed is skipped with a
-note.  Finally the C wrapper's per-call overhead is measured: ``loss_and_grad``
-and ``forward`` on mlp_tiny with N=1.
+bpgen C is faster; hand NumPy is not a candidate).  "NumPy / hand" is bpgen
+NumPy's time over hand NumPy's (above 1: the hand-written code is faster).  A
+peer whose library is not installed is skipped with a note.  Finally the C
+wrapper's per-call overhead is measured: ``loss_and_grad`` and ``forward`` on
+mlp_tiny with N=1.
 
 A second-order table follows (float64, the cases in SECOND_ORDER): the full
 ``hessian`` of small networks, ``hvp`` and ``hessian_diag`` (with its peak
@@ -82,6 +87,7 @@ from bpgen.derivation import derive_all  # noqa: E402
 from bpgen.spec import load_spec  # noqa: E402
 
 import second_order  # noqa: E402
+from handwritten import hand_peer  # noqa: E402
 from peers import jax, jax_peer, torch, torch_peer  # noqa: E402
 
 CE = "softmax_cross_entropy"
@@ -147,7 +153,8 @@ SECOND_ORDER = {  # name -> (architecture, N, what is timed); see benchmarks/sec
     "hvp_mnist": (mlp("hvp_mnist", [784, 256, 256, 10], "relu", CE), 128, "hvp"),
     "diag_mnist": (mlp("diag_mnist", [784, 256, 256, 10], "tanh", CE), 128, "diag"),
 }
-PEERS = {"JAX": (jax, jax_peer), "PyTorch": (torch, torch_peer)}
+PEERS = {"JAX": (jax, jax_peer), "PyTorch": (torch, torch_peer)}   # the "best peer" candidates
+HAND = "hand NumPy"                     # benchmarks/handwritten.py: not a "best peer"
 
 
 # ------------------------------------------------------------------ measuring
@@ -258,6 +265,10 @@ def run_case(name, arch, n, tmp, repeats, rates):
     for peer, (library, make_peer) in PEERS.items():
         if library is not None:
             calls[peer], reads[peer] = make_peer(arch, params, x, y)
+    try:
+        calls[HAND], reads[HAND] = hand_peer(arch, params, x, y)
+    except NotImplementedError:         # CNNs: the column shows "-"
+        pass
     ref = calls["bpgen C"]()
     tol = 1e-3 if arch["dtype"] == "float32" else 1e-6
     errors = {who: rel_error(ref, reads[who](call())) for who, call in calls.items()
@@ -276,6 +287,8 @@ def run_case(name, arch, n, tmp, repeats, rates):
             "us": {who: t * 1e6 for who, t in times.items()},
             "rel_error_vs_c": errors, "disagrees": [w for w, e in errors.items() if e > tol],
             "c_over_best_peer": times["bpgen C"] / min(peers) if peers else None,
+            "bpgen_numpy_over_hand_numpy": (times["bpgen NumPy"] / times[HAND]
+                                            if HAND in times else None),
             "matmul_flops": flops, "gemm_bound_us": bound * 1e6,
             "c_fraction_of_gemm": bound / times["bpgen C"],
             "build_c_s": build_c, "build_numpy_s": build_numpy, "cpu_share": cpu_share}
@@ -328,8 +341,8 @@ def fmt(value, spec):
 
 def print_table(rows):
     head = (f"{'case':<12} {'N':>4} {'bpgen C us':>11} {'NumPy us':>10} {'JAX us':>10} "
-            f"{'PyTorch us':>10} {'C/best':>7} {'GEMM bnd us':>11} {'C frac':>7} "
-            f"{'build C s':>9} {'build NumPy s':>13}")
+            f"{'PyTorch us':>10} {'hand NumPy us':>13} {'C/best':>7} {'NumPy/hand':>10} "
+            f"{'GEMM bnd us':>11} {'C frac':>7} {'build C s':>9} {'build NumPy s':>13}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -339,7 +352,8 @@ def print_table(rows):
             flag += f"  [the process had only {r['cpu_share']:.0%} of its CPU: contended]"
         print(f"{r['case']:<12} {r['N']:>4} {us['bpgen C']:>11.1f} {us['bpgen NumPy']:>10.1f} "
               f"{fmt(us.get('JAX'), '.1f'):>10} {fmt(us.get('PyTorch'), '.1f'):>10} "
-              f"{fmt(r['c_over_best_peer'], '.2f'):>7} {r['gemm_bound_us']:>11.1f} "
+              f"{fmt(us.get(HAND), '.1f'):>13} {fmt(r['c_over_best_peer'], '.2f'):>7} "
+              f"{fmt(r['bpgen_numpy_over_hand_numpy'], '.2f'):>10} {r['gemm_bound_us']:>11.1f} "
               f"{r['c_fraction_of_gemm']:>7.2f} {r['build_c_s']:>9.1f} "
               f"{r['build_numpy_s']:>13.2f}{flag}")
 
@@ -386,8 +400,10 @@ def main():
         if first:
             rows = [run_case(name, *CASES[name], tmp, repeats, rates) for name in first]
             print("\ntimes in us per loss_and_grad call; C/best = bpgen C / the faster of JAX "
-                  "and PyTorch (< 1: C is faster);\nGEMM bnd = matrix-product FLOPs / GEMM "
-                  "rate; C frac = GEMM bnd / bpgen C time\n")
+                  "and PyTorch (< 1: C is faster);\nNumPy/hand = bpgen NumPy / hand NumPy "
+                  "(> 1: the hand-written NumPy is faster; - where it is not written);\n"
+                  "GEMM bnd = matrix-product FLOPs / GEMM rate; C frac = GEMM bnd / bpgen C "
+                  "time\n")
             print_table(rows)
             wrapper = overhead(tmp, repeats)
             print(f"\nC wrapper per-call overhead, mlp_tiny, N=1: loss_and_grad "

@@ -36,9 +36,19 @@ def _cmd_build(args) -> int:
 def _cmd_show(args) -> int:
     from .show import render, render_hessian
     if args.hessian:
-        print(render_hessian(args.arch), end="")
+        print(render_hessian(args.arch, latex=args.latex), end="")
     else:
         print(render(args.arch, latex=args.latex), end="")
+    return 0
+
+
+def _cmd_doc(args) -> int:
+    from .doc import write
+    text = write(args.arch, args.out)
+    if args.out:
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -164,6 +174,19 @@ def make_parser() -> argparse.ArgumentParser:
                    help="the block structure of the exact Hessian and the derived "
                         "Hessian-vector product")
     s.set_defaults(func=_cmd_show)
+
+    dc = sub.add_parser("doc", help="write the derivation of an architecture as a document",
+                        description="Write the derivation of ARCH as a document a student "
+                                    "can follow: the architecture and its shapes, the forward "
+                                    "pass, the backward pass block by block as the generated "
+                                    "code has it, BPTT and truncation, the gradients as "
+                                    "low-rank products, the Hessian's structure and the "
+                                    "R-operator program, and the cost of every entry point.")
+    dc.add_argument("arch", help="the architecture file (YAML)")
+    dc.add_argument("-o", "--out", metavar="FILE.md|FILE.html",
+                    help="write to FILE: a name ending in .html gives one self-contained HTML "
+                         "page with MathML, any other Markdown (default: Markdown on stdout)")
+    dc.set_defaults(func=_cmd_doc)
 
     c = sub.add_parser("check", help="verify generated modules against the reference "
                                      "and finite differences",

@@ -303,7 +303,8 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
             g._grad_of = op.out
             src = op.args[0]
             carries[i] = g.state(g.shape(src), base="carry_" + src,
-                                 label="δ" + g.vars[src].label + "(next)")
+                                 label="δ" + g.vars[src].label
+                                 + ("(from t-1)" if info["reverse"] else "(from t+1)"))
             cot.setdefault(src, []).append(carries[i])
     deferred = []
     for i in reversed(indices):
@@ -318,7 +319,7 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
                 d = _total(g, op.out, parts)
                 if truncate:
                     d = g.cut(d, truncate, info["reverse"], base="d_" + op.out + "_cut",
-                              label=g.vars[d].label + "(cut)")
+                              label="cut(" + g.vars[d].label + ")")
             g.bind_state(carries[i], d)
             continue
         if op.out not in cot or not g.vars[op.out].differentiable:
@@ -358,6 +359,8 @@ def _total(g: Graph, name: str, parts: list[str]) -> str:
                 pieces.append(g.map(sp.Integer(0), base="zeros", shape=(shape[0], shape[1] - pos)))
             return g.concat(pieces, base="d_" + name, label="δ" + g.vars[name].label)
     for i, p in enumerate(parts):      # the parts are summands of the total
-        g.vars[p].label = f"{g.vars[p].label}[{i + 1}]"
+        # the k-th summand of δV is δV^(k) (parts with labels of their own keep them)
+        g.vars[p].label = (f"{g.vars[p].label}^({i + 1})"
+                           if g.vars[p].label == "δ" + g.vars[name].label else g.vars[p].label)
     return g.map(sp.Add(*[sp.Symbol(p) for p in parts]), base="d_" + name,
                  shape=shape, label="δ" + g.vars[name].label)

@@ -58,7 +58,9 @@ def derive(spec: Spec, exact: bool = False, with_grad: bool = True) -> Derivatio
         for par in layer.params:
             key = f"{layer.name}.{par.name}"
             params[key] = g.var(f"{layer.name}_{par.name}", _matrix_shape(par.shape),
-                                "param", f"{par.name}_{layer.name}", differentiable=True)
+                                "param", "_".join([par.name.split(".")[-1], layer.name]
+                                                  + par.name.split(".")[:-1]),
+                                differentiable=True)
     h = x
     for layer in spec.layers:
         p = {par.name: params[f"{layer.name}.{par.name}"] for par in layer.params}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.codegen.ast import float32, real
 from sympy.printing.c import C99CodePrinter
+from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
@@ -112,8 +113,33 @@ class CPrinter(C99CodePrinter):
         return super()._print_Pow(e)
 
 
+def _scalar(f) -> bool:
+    """A factor that is a scalar in every equation: a number or the batch size N."""
+    return all(x.name == "N" for x in f.free_symbols)
+
+
+def _split(e):
+    """A product as (coefficient, numerator factors, denominator factors):
+    the factors with a negative exponent go below the fraction bar."""
+    coeff, rest = e.as_coeff_Mul()
+    num, den = [], []
+    for f in sp.Mul.make_args(rest):
+        if f.is_Pow and f.exp.is_Number and f.exp < 0:
+            den.append(f.base if f.exp == -1 else sp.Pow(f.base, -f.exp))
+        else:
+            num.append(f)
+    if coeff.is_Rational and not coeff.is_Integer:
+        if coeff.q != 1:
+            den.insert(0, sp.Integer(coeff.q))
+        coeff = sp.Integer(coeff.p)
+    return coeff, num, den
+
+
 class EquationPrinter(StrPrinter):
-    """Text form of an elementwise expression: ⊙ between matrices."""
+    """Text form of an elementwise expression (docs/notation.md): ⊙ between
+    matrices, a scalar written before what it multiplies (``2 A``), ``/``
+    elementwise division, ``^∘2`` an elementwise power, ``where(c, a, b)``
+    an elementwise choice."""
 
     def __init__(self, names: dict):
         super().__init__({"order": "none"})
@@ -125,42 +151,145 @@ class EquationPrinter(StrPrinter):
     def _print_Float(self, e):
         return f"{float(e):.6g}"
 
-    def _print_Mul(self, e):
-        coeff, rest = e.as_coeff_Mul()
-        terms = rest.args if rest.is_Mul else (rest,)
-        if coeff == -1:
-            return "-" + self._mul(terms)
-        if coeff != 1:
-            return self._print(coeff) + "·" + self._mul(terms)
-        return self._mul(terms)
-
-    def _mul(self, terms):
-        parts = []
-        for t in terms:
+    def _factors(self, factors, one: bool) -> str:
+        parts, scalars = [], []
+        for t in factors:
             s = self._print(t)
-            if t.is_Add or (t.is_Mul and len(t.args) > 1) or t.is_Piecewise:
+            if t.is_Add or (t.is_Mul and len(t.args) > 1) or (t.is_Number and t.is_negative):
                 s = f"({s})"
-            parts.append(s)
-        return " ⊙ ".join(parts)
+            (scalars if _scalar(t) else parts).append(s)
+        body = " ⊙ ".join(parts)
+        if scalars:
+            body = " ".join(scalars + ([body] if body else []))
+        return body or ("1" if one else "")
+
+    def _print_Mul(self, e):
+        if e.could_extract_minus_sign():
+            return "-" + self._print(-e) if not (-e).is_Add else f"-({self._print(-e)})"
+        coeff, num, den = _split(e)
+        if coeff != 1:
+            num = [coeff] + num
+        top = self._factors(num, one=True)
+        if not den:
+            return top
+        bottom = self._factors(den, one=False)
+        if len(den) > 1:
+            bottom = f"({bottom})"
+        return f"{top} / {bottom}"
 
     def _print_Pow(self, e):
+        if e.exp.is_Number and e.exp < 0:
+            return self._print_Mul(e)
+        if e.exp == sp.Rational(1, 2):
+            return f"sqrt({self._print(e.base)})"
         base = self.parenthesize(e.base, PRECEDENCE["Pow"])
-        if e.exp == -1:
-            return f"1/{base}"
-        if e.exp == 2:
-            return f"{base}^∘2"
-        return f"{base}^∘{self.parenthesize(e.exp, PRECEDENCE['Pow'])}"
+        if e.exp.is_Integer:
+            return f"{base}^∘{e.exp}"
+        return f"{base}^∘({self._print(e.exp)})"
 
     def _print_Piecewise(self, e):
-        parts = [f"{self._print(v)} if {self._print(c)}" for v, c in e.args[:-1]]
-        parts.append(f"{self._print(e.args[-1].expr)} otherwise")
-        return "[" + "; ".join(parts) + "]"
+        *pairs, last = e.args
+        out = self._print(last.expr)
+        for val, cond in reversed(pairs):
+            out = f"where({self._print(cond)}, {self._print(val)}, {out})"
+        return out
 
     def _print_sigmoid(self, e):
         return f"σ({self._print(e.args[0])})"
 
 
+class _LatexPrinter(LatexPrinter):
+    """LaTeX of an elementwise expression with the same conventions as
+    :class:`EquationPrinter`: ``\\odot`` between matrices, scalars in
+    front, ``\\frac`` for elementwise division, ``^{\\circ k}`` for an
+    elementwise power; symbols print as ``symbol_names`` says."""
+
+    def __init__(self, names: dict):
+        super().__init__({"symbol_names": {sp.Symbol(k): v for k, v in names.items()},
+                          "order": "none"})
+        self.names = names
+
+    def _print_Symbol(self, e, style="plain"):
+        if e.name in self.names:
+            return self.names[e.name]
+        return super()._print_Symbol(e, style)
+
+    def _print_Float(self, e):
+        text = f"{float(e):.6g}"
+        if "e" in text:
+            mant, exp = text.split("e")
+            power = f"10^{{{int(exp)}}}"
+            return power if mant == "1" else rf"{mant} \times {power}"
+        return text
+
+    def _factors(self, factors, one: bool) -> str:
+        parts, scalars = [], []
+        for t in factors:
+            s = self._print(t)
+            if t.is_Add or (t.is_Mul and len(t.args) > 1) or (t.is_Number and t.is_negative):
+                s = rf"\left({s}\right)"
+            (scalars if _scalar(t) else parts).append(s)
+        body = r" \odot ".join(parts)
+        if scalars:
+            body = r"\,".join(scalars + ([body] if body else []))
+        return body or ("1" if one else "")
+
+    def _print_Mul(self, e):
+        if e.could_extract_minus_sign():
+            inner = self._print(-e)
+            return "- " + (rf"\left({inner}\right)" if (-e).is_Add else inner)
+        coeff, num, den = _split(e)
+        if coeff != 1:
+            num = [coeff] + num
+        if den and len(num) == 1:     # alone above the bar: no parentheses
+            top = self._print(num[0])
+        else:
+            top = self._factors(num, one=True)
+        if not den:
+            return top
+        return rf"\frac{{{top}}}{{{self._factors(den, one=False)}}}"
+
+    def _print_Pow(self, e, exp=None):
+        if e.exp.is_Number and e.exp < 0:
+            return self._print_Mul(e)
+        if e.exp == sp.Rational(1, 2):
+            return rf"\sqrt{{{self._print(e.base)}}}"
+        base = self._print(e.base)
+        if not (e.base.is_Symbol or e.base.is_Function):
+            base = rf"\left({base}\right)"
+        return rf"{base}^{{\circ {self._print(e.exp)}}}"
+
+    def _print_sigmoid(self, e, exp=None):
+        return rf"\sigma\left({self._print(e.args[0])}\right)"
+
+    def _print_softplus(self, e, exp=None):
+        return rf"\operatorname{{softplus}}\left({self._print(e.args[0])}\right)"
+
+
 def latex_expr(expr: sp.Expr, names: dict) -> str:
-    """LaTeX for an elementwise expression, with symbols renamed."""
-    subs = {sp.Symbol(k): sp.Symbol(v) for k, v in names.items()}
-    return sp.latex(expr.xreplace(subs), mul_symbol="dot").replace(r"\cdot", r"\odot")
+    """LaTeX for an elementwise expression; ``names`` maps a symbol's name
+    to its LaTeX (other symbols print as SymPy prints them)."""
+    return _LatexPrinter(names).doprint(expr)
+
+
+_PATTERN_SIZES = {"im2col": "C H W k s p", "windows": "C H W k s"}
+
+
+def pattern_equation(pattern: tuple, arg: str, latex: bool, adjoint: bool = False) -> str:
+    """A gather pattern applied to ``arg`` (its adjoint, the scatter, with
+    ``adjoint``): ``im2col(X; C=1, H=8, W=8, k=3, s=1, p=1)``,
+    ``transpose(A; 64×8 -> 8×64 per sample)``."""
+    kind, *sizes = pattern
+    if kind == "transpose":
+        s, f = sizes
+        what = (rf"{s} \times {f} \to {f} \times {s} \text{{ per sample}}" if latex
+                else f"{s}×{f} → {f}×{s} per sample")
+    elif latex:
+        what = ", ".join(f"{n}{{=}}{v}" for n, v in zip(_PATTERN_SIZES[kind].split(), sizes))
+    else:
+        what = ", ".join(f"{n}={v}" for n, v in zip(_PATTERN_SIZES[kind].split(), sizes))
+    if latex:
+        head = r"\mathrm{" + kind + "}" + (r"^{\top}" if adjoint else "")
+        return rf"{head}\left({arg};\ {what}\right)"
+    text = f"{kind}{'ᵀ' if adjoint else ''}({arg}; {what})"
+    return text + ("  (each input entry sums the outputs that read it)" if adjoint else "")

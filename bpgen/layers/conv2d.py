@@ -48,7 +48,7 @@ class Conv2d(LayerType):
         a = g.map(activation_expr(layer.activation, s(z), layer.alpha), base=f"{n}_A",
                   label=f"A_{n}", comment=f"{n}: activation {layer.activation}")
         return g.gather(a, ("transpose", ho * wo, f), 1, f * ho * wo, base=f"{n}_Y",
-                        label=f"Y_{n}", comment=f"{n}: as (N, filters·H_out·W_out), C order")
+                        label=f"Maps_{n}", comment=f"{n}: as (N, filters·H_out·W_out), C order")
 
     def table_entries(self, layer):
         # im2col: (H_out·W_out) x (C·k·k); the transpose: H_out·W_out x filters

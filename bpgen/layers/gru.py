@@ -28,7 +28,7 @@ class GRU(Cell):
         hw = g.matmul(hp, par("Wh"), base=f"{n}_HW", label=f"HW_{n}")
         hg = g.map(s(hw) + s(par("bh")), base=f"{n}_HG", label=f"HG_{n}",
                    comment=f"{n}: h_(t-1)·Wh + 1·bh")
-        r = g.map(sigmoid(block(xg, 0) + block(hg, 0)), base=f"{n}_r", label=f"R_{n}",
+        r = g.map(sigmoid(block(xg, 0) + block(hg, 0)), base=f"{n}_r", label=f"Rg_{n}",
                   comment=f"{n}: reset gate")
         z = g.map(sigmoid(block(xg, 1) + block(hg, 1)), base=f"{n}_z", label=f"Zg_{n}",
                   comment=f"{n}: update gate")

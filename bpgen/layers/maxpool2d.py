@@ -33,7 +33,7 @@ def windows(g, layer, x):
 def back_to_maps(g, layer, v):
     rows = layer.out_shape[0] * layer.out_shape[1] * layer.out_shape[2]
     return g.gather(v, ("transpose", rows, 1), 1, rows, base=f"{layer.name}_Y",
-                    label=f"Y_{layer.name}", comment=f"{layer.name}: as (N, C·H_out·W_out)")
+                    label=f"Maps_{layer.name}", comment=f"{layer.name}: as (N, C·H_out·W_out)")
 
 
 @register

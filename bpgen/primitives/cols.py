@@ -30,6 +30,8 @@ class Cols(Unary):
 
     def equation(self, op, names, latex=False):
         a = names.get(op.args[0], op.args[0])
+        if latex:
+            return rf"{a}[:,\, {op.attrs['start']}{{:}}{op.attrs['stop']}]"
         return f"{a}[:, {op.attrs['start']}:{op.attrs['stop']}]"
 
     def numpy(self, em, op, loop):

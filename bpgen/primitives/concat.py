@@ -39,8 +39,9 @@ class Concat(Primitive):
         return g.concat(parts, base=base, label=label)
 
     def equation(self, op, names, latex=False):
-        parts = ", ".join(names.get(x, x) for x in op.args)
-        return (r"\left[" + parts + r"\right]") if latex else "[" + parts + "]"
+        if latex:
+            return r"\left[" + r",\ ".join(names.get(x, x) for x in op.args) + r"\right]"
+        return "[" + ", ".join(names.get(x, x) for x in op.args) + "]"
 
     def numpy(self, em, op, loop):
         return f"numpy.concatenate([{', '.join(em.acc(a, loop) for a in op.args)}], axis=1)"

@@ -22,6 +22,9 @@ class Cut(Unary):
 
     def equation(self, op, names, latex=False):
         a = names.get(op.args[0], op.args[0])
+        if latex:
+            return (rf"{a} \text{{, or 0 where the forward step is a multiple of }} "
+                    rf"{op.attrs['every']} \text{{ (truncated BPTT)}}")
         return (f"{a}, or 0 where the forward step is a multiple of {op.attrs['every']} "
                 f"(truncated BPTT)")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..backends.common.runtime.patterns import _pattern_index
 from ..shapes import dim_coeffs
+from ..printers import pattern_equation
 from .base import Unary, register, wanted
 
 
@@ -56,10 +57,7 @@ class Gather(Unary):
         return g.gather(a, op.attrs["pattern"], dim_coeffs(r)[0], c, base=base, label=label)
 
     def equation(self, op, names, latex=False):
-        a = names.get(op.args[0], op.args[0])
-        if latex:
-            return rf"\operatorname{{{op.attrs['pattern'][0]}}}({a})"
-        return f"{describe(op.attrs['pattern'])}[{a}]"
+        return pattern_equation(op.attrs["pattern"], names.get(op.args[0], op.args[0]), latex)
 
     def numpy(self, em, op, loop):
         r, c = em.shape(op.out, loop)

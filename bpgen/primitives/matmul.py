@@ -58,9 +58,9 @@ class MatMul(Primitive):
     def equation(self, op, names, latex=False):
         a, b = (names.get(x, x) for x in op.args)
         if latex:
-            ta = r"^{\top}" if op.attrs["ta"] else ""
-            tb = r"^{\top}" if op.attrs["tb"] else ""
-            return f"{a}{ta} {b}{tb}"
+            a = f"{{{a}}}^{{\\top}}" if op.attrs["ta"] else a
+            b = f"{{{b}}}^{{\\top}}" if op.attrs["tb"] else b
+            return f"{a} \\cdot {b}"
         ta = "ᵀ" if op.attrs["ta"] else ""
         tb = "ᵀ" if op.attrs["tb"] else ""
         return f"{a}{ta}·{b}{tb}"

@@ -29,8 +29,12 @@ class PlaceCols(Unary):
 
     def equation(self, op, names, latex=False):
         a = names.get(op.args[0], op.args[0])
-        return (f"[0, {a}, 0] (columns {op.attrs['start']}:{op.attrs['stop']} "
-                f"of {op.attrs['total']})")
+        start, stop, total = op.attrs["start"], op.attrs["stop"], op.attrs["total"]
+        parts = (["0"] if start else []) + [a] + (["0"] if stop < total else [])
+        if latex:
+            return (r"\left[" + r",\ ".join(parts) + r"\right]"
+                    rf" \text{{ (columns }} {start}{{:}}{stop} \text{{ of }} {total})")
+        return f"[{', '.join(parts)}] (columns {start}:{stop} of {total})"
 
     def numpy(self, em, op, loop):
         return (f"_place_cols({em.acc(op.args[0], loop)}, {op.attrs['start']}, "

@@ -27,7 +27,11 @@ class PlaceRows(Unary):
 
     def equation(self, op, names, latex=False):
         a = names.get(op.args[0], op.args[0])
-        return f"{a} at step {op.attrs['block']} of {op.attrs['steps']} (zeros elsewhere)"
+        t, steps = op.attrs["block"], op.attrs["steps"]
+        if latex:
+            return (rf"{a} \text{{ at }} t{{=}}{t} \text{{, 0 at the other steps }} "
+                    rf"(T{{=}}{steps})")
+        return f"{a} at t={t}, 0 at the other steps (T={steps})"
 
     def numpy(self, em, op, loop):
         return (f"_place_rows({em.acc(op.args[0], loop)}, {op.attrs['block']}, "

@@ -19,8 +19,12 @@ class Prev(Primitive):
         return out
 
     def equation(self, op, names, latex=False):
-        a = names.get(op.args[0], op.args[0]) if op.args else "?"
-        return f"{a}(previous iteration; 0 at the first)"
+        if not op.args:
+            return "0"
+        a = names.get(op.args[0], op.args[0])
+        if latex:
+            return rf"{a} \text{{ of the previous iteration (0 at the first)}}"
+        return f"{a} of the previous iteration (0 at the first)"
 
     def numpy(self, em, op, loop):
         (src,) = op.args

@@ -34,7 +34,8 @@ class PutArgmax(Primitive):
     def equation(self, op, names, latex=False):
         sel, val = (names.get(a, a) for a in op.args)
         if latex:
-            return rf"\operatorname{{put\_argmax}}({sel}, {val})"
+            return (rf"{val} \text{{ at the first argmax of each row of }} {sel}"
+                    r"\text{, 0 elsewhere}")
         return f"{val} at the first argmax of each row of {sel}, 0 elsewhere"
 
     def numpy(self, em, op, loop):

@@ -27,7 +27,8 @@ class Rows(Unary):
         return g.rows(a, op.attrs["block"], base=base, label=label)
 
     def equation(self, op, names, latex=False):
-        return f"{names.get(op.args[0], op.args[0])}[step {op.attrs['block']}]"
+        a = names.get(op.args[0], op.args[0])
+        return f"{a}(t{{=}}{op.attrs['block']})" if latex else f"{a}(t={op.attrs['block']})"
 
     def numpy(self, em, op, loop):
         blk = op.attrs["block"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from ..backends.common.runtime.patterns import _pattern_index
 from ..shapes import dim_coeffs
+from ..printers import pattern_equation
 from .base import Unary, register, wanted
-from .gather import describe, per_sample
+from .gather import per_sample
 
 
 @register
@@ -33,10 +34,8 @@ class Scatter(Unary):
         return g.scatter(a, op.attrs["pattern"], g.shape(op.out), base=base, label=label)
 
     def equation(self, op, names, latex=False):
-        a = names.get(op.args[0], op.args[0])
-        if latex:
-            return rf"\operatorname{{{op.attrs['pattern'][0]}}}^{{\top}}({a})"
-        return f"{describe(op.attrs['pattern'])}ᵀ[{a}]  (summed back)"
+        return pattern_equation(op.attrs["pattern"], names.get(op.args[0], op.args[0]), latex,
+                                adjoint=True)
 
     def numpy(self, em, op, loop):
         return (f"_scatter({em.acc(op.args[0], loop)}, _pattern_index({op.attrs['pattern']!r}), "

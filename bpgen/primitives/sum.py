@@ -36,8 +36,8 @@ class Sum(Unary):
         a = names.get(op.args[0], op.args[0])
         axis = op.attrs["axis"]
         if latex:
-            return {0: rf"\mathbf{{1}}^{{\top}} {a}", 1: rf"{a} \mathbf{{1}}",
-                    None: rf"\mathbf{{1}}^{{\top}} {a} \mathbf{{1}}"}[axis]
+            return {0: rf"\mathbf{{1}}^{{\top}} \cdot {a}", 1: rf"{a} \cdot \mathbf{{1}}",
+                    None: rf"\mathbf{{1}}^{{\top}} \cdot {a} \cdot \mathbf{{1}}"}[axis]
         return {0: f"1ᵀ·{a}", 1: f"{a}·1", None: f"1ᵀ·{a}·1"}[axis]
 
     def numpy(self, em, op, loop):

@@ -35,9 +35,11 @@ class TakeArgmax(Primitive):
 
     def equation(self, op, names, latex=False):
         sel, val = (names.get(a, a) for a in op.args)
+        if op.args[0] == op.args[1]:
+            return rf"\operatorname{{rowmax}}({sel})" if latex else f"rowmax({sel})"
         if latex:
-            return rf"\operatorname{{take\_argmax}}({sel}, {val})"
-        return f"{val}[row, first argmax of the row of {sel}]"
+            return rf"{val} \text{{ at the first argmax of each row of }} {sel}"
+        return f"{val} at the first argmax of each row of {sel}"
 
     def numpy(self, em, op, loop):
         sel, val = (em.acc(a, loop) for a in op.args)
