@@ -66,34 +66,37 @@ def accuracy(mod, params, x, y):
     return float(np.mean(np.argmax(mod.forward(params, x), axis=1) == y))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None, arch=ARCH, load=None, epochs=30, doc=None):
+    """Build ``arch``, train it on ``load()``'s split and print the test
+    accuracy (train_digits_cnn.py reuses this with its own network)."""
+    ap = argparse.ArgumentParser(description=(doc or __doc__).splitlines()[0])
     ap.add_argument("--backend", choices=("c", "numpy"), default="c",
                     help="generated module to train with (default: c)")
-    ap.add_argument("--epochs", type=int, default=30, help="default: 30")
+    ap.add_argument("--epochs", type=int, default=epochs, help=f"default: {epochs}")
     ap.add_argument("--seed", type=int, default=0,
                     help="seed for the initial weights and the batch order (default: 0)")
     ap.add_argument("--batch-size", type=int, default=32, help="default: 32")
     ap.add_argument("--lr", type=float, default=1e-2, help="Adam step size (default: 0.01)")
     args = ap.parse_args(argv)
 
-    (x_train, y_train), (x_test, y_test) = load_data()
+    (x_train, y_train), (x_test, y_test) = (load or load_data)()
 
     # The generated module lives in a temporary directory (not generated/, which
     # holds committed golden files); it stays alive while the module is used.
     with tempfile.TemporaryDirectory(prefix="bpgen-train-digits-") as out_dir:
         t0 = time.perf_counter()
-        mod = bpgen.build(str(ARCH), backend=args.backend, out_dir=out_dir)
-        return train(mod, args, (x_train, y_train), (x_test, y_test), t0)
+        mod = bpgen.build(str(arch), backend=args.backend, out_dir=out_dir)
+        return train(mod, args, (x_train, y_train), (x_test, y_test), t0, arch)
 
 
-def train(mod, args, train_data, test_data, t0):
-    """Train ``mod`` with Adam and print the test accuracy."""
+def train(mod, args, train_data, test_data, t0, arch=ARCH):
+    """Train ``mod`` with Adam and print the test accuracy and training time."""
     (x_train, y_train), (x_test, y_test) = train_data, test_data
-    print(f"built {ARCH.name} with the {args.backend} backend in "
+    print(f"built {Path(arch).name} with the {args.backend} backend in "
           f"{time.perf_counter() - t0:.1f}s: {mod.N_PARAMS} parameters "
           f"({', '.join(f'{k} {tuple(s)}' for k, s in mod.PARAM_SHAPES.items())})")
-    print(f"{len(x_train)} training and {len(x_test)} test images")
+    print(f"{len(x_train)} training and {len(x_test)} test images of "
+          f"{'x'.join(map(str, x_train.shape[1:]))}")
 
     params = mod.init_params(seed=args.seed)
     opt = Adam(params, lr=args.lr)

@@ -16,11 +16,8 @@ the compiled C extension is still cached under ``$BPGEN_CACHE_DIR`` (default
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 # The matrices here are small (batch 32 x 64 pixels x 8 filters): a multithreaded
@@ -31,10 +28,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-import bpgen  # noqa: E402
-
 import train_digits  # noqa: E402  (this folder is on sys.path when run)
-from train_digits import Adam, accuracy  # noqa: E402
 
 ARCH = Path(__file__).resolve().with_name("digits_cnn.yaml")
 
@@ -52,56 +46,7 @@ def load_data():
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", choices=("c", "numpy"), default="c",
-                    help="generated module to train with (default: c)")
-    ap.add_argument("--epochs", type=int, default=20, help="default: 20")
-    ap.add_argument("--seed", type=int, default=0,
-                    help="seed for the initial weights and the batch order (default: 0)")
-    ap.add_argument("--batch-size", type=int, default=32, help="default: 32")
-    ap.add_argument("--lr", type=float, default=1e-2, help="Adam step size (default: 0.01)")
-    args = ap.parse_args(argv)
-
-    (x_train, y_train), (x_test, y_test) = load_data()
-
-    # The generated module lives in a temporary directory (not generated/, which
-    # holds committed golden files); it stays alive while the module is used.
-    with tempfile.TemporaryDirectory(prefix="bpgen-train-digits-cnn-") as out_dir:
-        t0 = time.perf_counter()
-        mod = bpgen.build(str(ARCH), backend=args.backend, out_dir=out_dir)
-        return train(mod, args, (x_train, y_train), (x_test, y_test), t0)
-
-
-def train(mod, args, train_data, test_data, t0):
-    """Train ``mod`` with Adam and print the test accuracy and the training time."""
-    (x_train, y_train), (x_test, y_test) = train_data, test_data
-    print(f"built {ARCH.name} with the {args.backend} backend in "
-          f"{time.perf_counter() - t0:.1f}s: {mod.N_PARAMS} parameters "
-          f"({', '.join(f'{k} {tuple(s)}' for k, s in mod.PARAM_SHAPES.items())})")
-    print(f"{len(x_train)} training and {len(x_test)} test images of "
-          f"{'x'.join(map(str, x_train.shape[1:]))}")
-
-    params = mod.init_params(seed=args.seed)
-    opt = Adam(params, lr=args.lr)
-    rng = np.random.default_rng(args.seed)
-    report_every = max(1, args.epochs // 10)
-    t0 = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        order = rng.permutation(len(x_train))
-        total, seen = 0.0, 0
-        for start in range(0, len(order), args.batch_size):
-            idx = order[start:start + args.batch_size]
-            loss, grads = mod.loss_and_grad(params, x_train[idx], y_train[idx])
-            opt.step(params, grads)
-            total += loss * len(idx)
-            seen += len(idx)
-        if epoch % report_every == 0 or epoch in (1, args.epochs):
-            print(f"epoch {epoch:3d}  training loss {total / seen:.4f}  "
-                  f"train accuracy {accuracy(mod, params, x_train, y_train):.1%}")
-    print(f"trained in {time.perf_counter() - t0:.1f}s")
-    print(f"test accuracy: {accuracy(mod, params, x_test, y_test):.2%} "
-          f"({len(x_test)} images)")
-    return 0
+    return train_digits.main(argv, arch=ARCH, load=load_data, epochs=20, doc=__doc__)
 
 
 if __name__ == "__main__":
