@@ -99,7 +99,7 @@ select="not huge_batch"
 run_group() {    # run_group NAME TESTS...: stdout to NAME.out, stderr to NAME.err and ours
     local name=$1
     shift
-    ( LD_PRELOAD="$preload" "$python" -c "$run_pytest" -p no:cacheprovider --capture=sys \
+    ( LD_PRELOAD="$preload" "$python" -c "$run_pytest" -p no:cacheprovider -n 0 --capture=sys \
           -k "$select" "$@" ${extra[@]+"${extra[@]}"} \
           2>&1 1>"$work/$name.out" | tee "$work/$name.err" >&2 )
 }
