@@ -55,3 +55,14 @@ def test_non_finite_inputs_are_refused(builder, backend, bad):
         mod.hvp(params, x, y, v)
     with pytest.raises(ValueError, match=r"^x: contains NaN or inf"):
         mod.forward(params, np.full((2, 2), bad))
+
+
+def test_float32_sums_accumulate_in_double_in_both_backends(builder):
+    arch = mlp("tanh", "mse", "float32", hidden=(3,), out=2, features=2, name="hv_f32sum")
+    spec = load_spec(arch)
+    mn, mc = builder(arch, "numpy"), builder(arch, "c")
+    params, x, y = sample_point(spec, mn, batch=20000, seed=4)
+    ln, lc = mn.loss(params, x, y), mc.loss(params, x, y)
+    import numpy  # the float64 loss of the same float32 data, for scale
+    assert abs(ln - lc) <= 2e-6 * abs(lc)
+    assert numpy.isfinite(ln)

@@ -43,8 +43,11 @@ class Sum(Unary):
     def numpy(self, em, op, loop):
         axis = op.attrs["axis"]
         src = em.acc(op.args[0], loop)
-        return (f"{src}.sum(keepdims=True)" if axis is None
-                else f"{src}.sum(axis={axis}, keepdims=True)")
+        # row sums and totals accumulate in double, as the C backend's do
+        wide = ", dtype=numpy.float64" if em.dtype == "float32" and axis != 0 else ""
+        code = (f"{src}.sum(keepdims=True{wide})" if axis is None
+                else f"{src}.sum(axis={axis}, keepdims=True{wide})")
+        return f"{code}.astype(DTYPE)" if wide else code
 
     def c(self, em, op, loop):
         (a,) = op.args
