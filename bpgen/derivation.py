@@ -35,6 +35,7 @@ class EntryPoint:
     derive: Callable
     doc: str
     when: Callable = staticmethod(lambda spec: True)
+    backends: tuple = ("numpy", "c")
 
 
 @dataclass
@@ -105,6 +106,44 @@ def _hvp(spec: Spec, base: Derivation):
         outs.append(t[gv] if gv in t else g.map(sp.Integer(0), base="r_" + gv,
                                                 shape=g.vars[gv].shape))
     return lower(g, "hvp", _inputs(d, v=seeds.values()), outs, d.n_forward), {}
+
+
+def _hessian_columns(spec: Spec, base: Derivation):
+    """The Hessian-vector product split in two, for many directions at once:
+    the ops that do not depend on v (the forward and backward pass) first,
+    then those that do (the tangents), so that a backend can run the first
+    part once and the second once per direction.  A loop holding both kinds
+    becomes two loops over the same steps; values the tangent loop reads from
+    the first are then kept for every step.  Metadata: where the tangent part
+    starts among the program's ops."""
+    d = derive(spec, exact=True)
+    g = d.graph
+    seeds = _seeds(g, d)
+    t = tangents(g, seeds)
+    outs = [t[d.grads[k]] if d.grads[k] in t else
+            g.map(sp.Integer(0), base="r_" + d.grads[k], shape=g.vars[d.grads[k]].shape)
+            for k in d.params]
+    dep = set(seeds.values())
+    changed = True
+    while changed:       # state reads name values defined later: to a fixed point
+        changed = False
+        for op in g.ops:
+            if op.out not in dep and any(a in dep for a in op.args):
+                dep.add(op.out)
+                changed = True
+    dep.update(outs)      # a gradient without a tangent: its zeros, once per direction
+    twin = {}
+    for lid, info in list(g.loops.items()):
+        twin[lid] = len(g.loops)
+        g.loops[twin[lid]] = dict(info, title=info["title"] + ", each direction")
+    for op in g.ops:
+        if op.out in dep and op.loop is not None:
+            op.loop = twin[op.loop]
+            g.vars[op.out].loop = op.loop
+    g.ops = [op for op in g.ops if op.out not in dep] + [op for op in g.ops if op.out in dep]
+    prog = lower(g, "hessian_columns", _inputs(d, v=seeds.values()), outs, d.n_forward)
+    split = next((i for i, op in enumerate(prog.ops) if op.out in dep), len(prog.ops))
+    return prog, {"columns_split": split}
 
 
 def _ggn_vp(spec: Spec, base: Derivation):
@@ -223,6 +262,10 @@ ENTRY_POINTS = (
                "(U, V) with dW = Uᵀ·V per weight matrix"),
     EntryPoint("curvature", ("x", "y", "params"), _curvature,
                "per-sample parts of the structured Hessian", when=structured),
+    # C only: the NumPy backend takes Hessian columns from hvp
+    EntryPoint("hessian_columns", ("x", "y", "params"), _hessian_columns,
+               "Hessian columns, the forward and backward pass shared by all",
+               when=lambda spec: not structured(spec), backends=("c",)),
 )
 
 

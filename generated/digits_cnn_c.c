@@ -1892,3 +1892,426 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) d_l0_Z[k] = d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
 }
+
+/* ---- hessian_columns: workspace 19176*N + 5560 elements ---- */
+void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws, int64_t first, int64_t count)
+{
+    real *const l0_P = ws + 0;  /* (64*N, 9) */
+    real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
+    real *const l0_Z = ws + 1088*N;  /* (64*N, 8) */
+    real *const l0_A = ws + 1600*N;  /* (64*N, 8) */
+    real *const l0_Y = ws + 2112*N;  /* (N, 512) */
+    real *const l1_win = ws + 2624*N;  /* (128*N, 4) */
+    real *const l1_max = ws + 3136*N;  /* (128*N, 1) */
+    real *const l1_Y = ws + 3264*N;  /* (N, 128) */
+    real *const l2_P = ws + 3392*N;  /* (16*N, 72) */
+    real *const l2_PW = ws + 4544*N;  /* (16*N, 16) */
+    real *const l2_Z = ws + 4800*N;  /* (16*N, 16) */
+    real *const l2_A = ws + 5056*N;  /* (16*N, 16) */
+    real *const l2_Y = ws + 5312*N;  /* (N, 256) */
+    real *const l3_win = ws + 5568*N;  /* (64*N, 4) */
+    real *const l3_max = ws + 5824*N;  /* (64*N, 1) */
+    real *const l3_Y = ws + 5888*N;  /* (N, 64) */
+    real *const l5_XW = ws + 5952*N;  /* (N, 10) */
+    real *const l5_Z = ws + 5968*N;  /* (N, 10) */
+    real *const o_max = ws + 5984*N;  /* (N, 1) */
+    real *const o_exp = ws + 5992*N;  /* (N, 10) */
+    real *const o_expsum = ws + 6008*N;  /* (N, 1) */
+    real *const d_o_expsum = ws + 6016*N;  /* (N, 1) */
+    real *const d_l5_Z_2 = ws + 6024*N;  /* (N, 10) */
+    real *const d_l3_Y = ws + 6040*N;  /* (N, 64) */
+    real *const d_l3_max = ws + 6104*N;  /* (64*N, 1) */
+    real *const d_l3_win = ws + 6168*N;  /* (64*N, 4) */
+    real *const d_l2_Y = ws + 6424*N;  /* (N, 256) */
+    real *const d_l2_A = ws + 6680*N;  /* (16*N, 16) */
+    real *const d_l2_Z = ws + 6936*N;  /* (16*N, 16) */
+    real *const r_l0_PW_b = ws + 7192*N;  /* (64*N, 8) */
+    real *const r_l0_A = ws + 7704*N;  /* (64*N, 8) */
+    real *const r_l0_Y = ws + 8216*N;  /* (N, 512) */
+    real *const r_l1_win = ws + 8728*N;  /* (128*N, 4) */
+    real *const r_l1_max = ws + 9240*N;  /* (128*N, 1) */
+    real *const r_l1_Y = ws + 9368*N;  /* (N, 128) */
+    real *const r_l2_P = ws + 9496*N;  /* (16*N, 72) */
+    real *const r_l2_PW_a = ws + 10648*N;  /* (16*N, 16) */
+    real *const r_l2_PW_b = ws + 10904*N;  /* (16*N, 16) */
+    real *const r_l2_A = ws + 11160*N;  /* (16*N, 16) */
+    real *const r_l2_Y = ws + 11416*N;  /* (N, 256) */
+    real *const r_l3_win = ws + 11672*N;  /* (64*N, 4) */
+    real *const r_l3_max = ws + 11928*N;  /* (64*N, 1) */
+    real *const r_l3_Y = ws + 11992*N;  /* (N, 64) */
+    real *const r_l5_XW_a = ws + 12056*N;  /* (N, 10) */
+    real *const r_l5_XW_b = ws + 12072*N;  /* (N, 10) */
+    real *const r_o_exp = ws + 12088*N;  /* (N, 10) */
+    real *const r_o_expsum = ws + 12104*N;  /* (N, 1) */
+    real *const r_d_o_expsum = ws + 12112*N;  /* (N, 1) */
+    real *const r_d_l5_Z_1 = ws + 12120*N;  /* (N, 10) */
+    real *const r_d_l3_Y_a = ws + 12136*N;  /* (N, 64) */
+    real *const r_d_l3_Y_b = ws + 12200*N;  /* (N, 64) */
+    real *const r_d_l3_Y = ws + 12264*N;  /* (N, 64) */
+    real *const r_d_l5_W_1_a = ws + 12328*N;  /* (64, 10) */
+    real *const r_d_l5_W_1_b = ws + 12328*N + 640;  /* (64, 10) */
+    real *const r_d_l3_max = ws + 12328*N + 1280;  /* (64*N, 1) */
+    real *const r_d_l3_win = ws + 12392*N + 1280;  /* (64*N, 4) */
+    real *const r_d_l2_Y = ws + 12648*N + 1280;  /* (N, 256) */
+    real *const r_d_l2_A = ws + 12904*N + 1280;  /* (16*N, 16) */
+    real *const r_d_l2_Z = ws + 13160*N + 1280;  /* (16*N, 16) */
+    real *const r_d_l2_P_a = ws + 13416*N + 1280;  /* (16*N, 72) */
+    real *const r_d_l2_P_b = ws + 14568*N + 1280;  /* (16*N, 72) */
+    real *const r_d_l2_P = ws + 15720*N + 1280;  /* (16*N, 72) */
+    real *const r_d_l2_W_1_a = ws + 16872*N + 1280;  /* (16, 72) */
+    real *const r_d_l2_W_1_b = ws + 16872*N + 2432;  /* (16, 72) */
+    real *const r_d_l1_Y = ws + 16872*N + 3584;  /* (N, 128) */
+    real *const r_d_l1_max = ws + 17000*N + 3584;  /* (128*N, 1) */
+    real *const r_d_l1_win = ws + 17128*N + 3584;  /* (128*N, 4) */
+    real *const r_d_l0_Y = ws + 17640*N + 3584;  /* (N, 512) */
+    real *const r_d_l0_A = ws + 18152*N + 3584;  /* (64*N, 8) */
+    real *const r_d_l0_Z = ws + 18664*N + 3584;  /* (64*N, 8) */
+    real *const r_d_l0_W_1_a = ws + 19176*N + 3584;  /* (8, 9) */
+    real *const vbuf = ws + 19176*N + 3656;  /* (1898,): e_j */
+    const real *const v_l0_W = vbuf + 0;  /* (8, 9) */
+    const real *const v_l0_b = vbuf + 72;  /* (1, 8) */
+    const real *const v_l2_W = vbuf + 80;  /* (16, 72) */
+    const real *const v_l2_b = vbuf + 1232;  /* (1, 16) */
+    const real *const v_l5_W = vbuf + 1248;  /* (64, 10) */
+    const real *const v_l5_b = vbuf + 1888;  /* (1, 10) */
+
+    /* forward pass */
+    /* l0: patches (im2col), one row per output pixel */
+    /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
+    bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
+    /* l0: patches times the kernel, P·Wᵀ */
+    /* l0_PW = l0_P·l0_Wᵀ */
+    bpg_gemm_nt(64*N, 8, 9, l0_P, l0_W, l0_PW);
+    /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
+    /* l0_Z = l0_PW + l0_b */
+    for (int64_t rr = 0; rr < 64*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            l0_Z[k] = l0_PW[k] + l0_b[cc];
+        }
+    }
+    /* l0: activation relu */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) l0_A[k] = ((l0_Z[k] >= 0) ? (l0_Z[k]) : (0));
+    /* l0: as (N, filters·H_out·W_out), C order */
+    /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
+    bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
+    /* l1: the 2x2 windows, one row each */
+    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
+    bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
+    /* l1: each window's maximum */
+    /* l1_max = rowmax(l1_win) */
+    bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
+    /* l1: as (N, C·H_out·W_out) */
+    /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
+    bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
+    /* l2: patches (im2col), one row per output pixel */
+    /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
+    bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
+    /* l2: patches times the kernel, P·Wᵀ */
+    /* l2_PW = l2_P·l2_Wᵀ */
+    bpg_gemm_nt(16*N, 16, 72, l2_P, l2_W, l2_PW);
+    /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
+    /* l2_Z = l2_PW + l2_b */
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            l2_Z[k] = l2_PW[k] + l2_b[cc];
+        }
+    }
+    /* l2: activation relu */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256*N; k++) l2_A[k] = ((l2_Z[k] >= 0) ? (l2_Z[k]) : (0));
+    /* l2: as (N, filters·H_out·W_out), C order */
+    /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
+    bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
+    /* l3: the 2x2 windows, one row each */
+    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
+    bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
+    /* l3: each window's maximum */
+    /* l3_max = rowmax(l3_win) */
+    bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
+    /* l3: as (N, C·H_out·W_out) */
+    /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
+    bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
+    /* l5: affine part */
+    /* l5_XW = l3_Y·l5_W */
+    bpg_gemm_nn(N, 10, 64, l3_Y, l5_W, l5_XW);
+    /* l5: pre-activation Z = X·W + 1·b */
+    /* l5_Z = l5_XW + l5_b */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            l5_Z[k] = l5_XW[k] + l5_b[cc];
+        }
+    }
+    /* o_max = rowmax(l5_Z) */
+    bpg_rowmax(N, 10, l5_Z, o_max);
+    /* exp(O - m), shifted for stability */
+    /* o_exp = exp(l5_Z - o_max) */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            o_exp[k] = exp(l5_Z[k] - o_max[rr]);
+        }
+    }
+    /* row sums of E */
+    /* o_expsum = o_exp·1 */
+    bpg_rowsum(N, 10, o_exp, o_expsum);
+
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
+    /*   (logsumexp(O) - O[label] per sample) */
+    /* d_o_expsum = 1 / (N o_expsum) */
+    #pragma omp simd
+    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+
+    /* Grad of: l5_Z = l5_XW + l5_b */
+    /*   (l5: pre-activation Z = X·W + 1·b) */
+    /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            d_l5_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+        }
+    }
+
+    /* Grad of: l5_XW = l3_Y·l5_W */
+    /*   (l5: affine part) */
+    /* d_l3_Y = d_l5_Z_2·l5_Wᵀ */
+    bpg_gemm_nt(N, 64, 10, d_l5_Z_2, l5_W, d_l3_Y);
+
+    /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
+    /*   (l3: as (N, C·H_out·W_out)) */
+    /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
+    bpg_scatter(N, 64, 64, bpg_table_7, d_l3_Y, d_l3_max);
+
+    /* Grad of: l3_max = rowmax(l3_win) */
+    /*   (l3: each window's maximum) */
+    /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
+    bpg_put_argmax(64*N, 4, l3_win, d_l3_max, d_l3_win);
+
+    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
+    /*   (l3: the 2x2 windows, one row each) */
+    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
+    bpg_scatter(N, 256, 256, bpg_table_6, d_l3_win, d_l2_Y);
+
+    /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
+    /*   (l2: as (N, filters·H_out·W_out), C order) */
+    /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
+    bpg_scatter(N, 256, 256, bpg_table_5, d_l2_Y, d_l2_A);
+
+    /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
+    /*   (l2: activation relu) */
+    /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
+
+    /* one direction e_j at a time: rows first .. first+count-1 of the Hessian (1898 x 1898) */
+    memset(vbuf, 0, sizeof(real)*1898);
+    for (int64_t j = first; j < first + count; j++) {
+        real *const r_d_l0_W_2 = out + (j - first)*1898 + 0;
+        real *const r_d_l0_b = out + (j - first)*1898 + 72;
+        real *const r_d_l2_W_2 = out + (j - first)*1898 + 80;
+        real *const r_d_l2_b = out + (j - first)*1898 + 1232;
+        real *const r_d_l5_W_2 = out + (j - first)*1898 + 1248;
+        real *const r_d_l5_b = out + (j - first)*1898 + 1888;
+        vbuf[j] = 1;
+
+        /* forward pass */
+        /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
+        bpg_gemm_nt(64*N, 8, 9, l0_P, v_l0_W, r_l0_PW_b);
+        /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
+        for (int64_t rr = 0; rr < 64*N; rr++) {
+            #pragma omp simd
+            for (int64_t cc = 0; cc < 8; cc++) {
+                const int64_t k = rr*8 + cc;
+                r_l0_A[k] = (r_l0_PW_b[k] + v_l0_b[cc])*((l0_Z[k] >= 0) ? (1) : (0));
+            }
+        }
+        /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
+        bpg_gather(N, 512, 512, bpg_table_1, r_l0_A, r_l0_Y);
+        /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
+        bpg_gather(N, 512, 512, bpg_table_2, r_l0_Y, r_l1_win);
+        /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
+        bpg_take_argmax(128*N, 4, l1_win, r_l1_win, r_l1_max);
+        /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
+        bpg_gather(N, 128, 128, bpg_table_3, r_l1_max, r_l1_Y);
+        /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
+        bpg_gather(N, 128, 1152, bpg_table_4, r_l1_Y, r_l2_P);
+        /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
+        bpg_gemm_nt(16*N, 16, 72, r_l2_P, l2_W, r_l2_PW_a);
+        /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
+        bpg_gemm_nt(16*N, 16, 72, l2_P, v_l2_W, r_l2_PW_b);
+        /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
+        for (int64_t rr = 0; rr < 16*N; rr++) {
+            #pragma omp simd
+            for (int64_t cc = 0; cc < 16; cc++) {
+                const int64_t k = rr*16 + cc;
+                r_l2_A[k] = (r_l2_PW_a[k] + r_l2_PW_b[k] + v_l2_b[cc])*((l2_Z[k] >= 0) ? (1) : (0));
+            }
+        }
+        /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
+        bpg_gather(N, 256, 256, bpg_table_5, r_l2_A, r_l2_Y);
+        /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
+        bpg_gather(N, 256, 256, bpg_table_6, r_l2_Y, r_l3_win);
+        /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
+        bpg_take_argmax(64*N, 4, l3_win, r_l3_win, r_l3_max);
+        /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
+        bpg_gather(N, 64, 64, bpg_table_7, r_l3_max, r_l3_Y);
+        /* r_l5_XW_a = r_l3_Y·l5_W */
+        bpg_gemm_nn(N, 10, 64, r_l3_Y, l5_W, r_l5_XW_a);
+        /* r_l5_XW_b = l3_Y·v_l5_W */
+        bpg_gemm_nn(N, 10, 64, l3_Y, v_l5_W, r_l5_XW_b);
+        /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
+        for (int64_t rr = 0; rr < N; rr++) {
+            #pragma omp simd
+            for (int64_t cc = 0; cc < 10; cc++) {
+                const int64_t k = rr*10 + cc;
+                r_o_exp[k] = o_exp[k]*(r_l5_XW_a[k] + r_l5_XW_b[k] + v_l5_b[cc]);
+            }
+        }
+        /* r_o_expsum = r_o_exp·1 */
+        bpg_rowsum(N, 10, r_o_exp, r_o_expsum);
+
+        /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
+        /*   (logsumexp(O) - O[label] per sample) */
+        /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
+
+        /* Grad of: o_exp = exp(l5_Z - o_max) */
+        /*   (exp(O - m), shifted for stability) */
+        /* r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
+        for (int64_t rr = 0; rr < N; rr++) {
+            #pragma omp simd
+            for (int64_t cc = 0; cc < 10; cc++) {
+                const int64_t k = rr*10 + cc;
+                r_d_l5_Z_1[k] = d_o_expsum[rr]*r_o_exp[k] + o_exp[k]*r_d_o_expsum[rr];
+            }
+        }
+
+        /* Grad of: l5_Z = l5_XW + l5_b */
+        /*   (l5: pre-activation Z = X·W + 1·b) */
+        /* r_d_l5_b = 1ᵀ·r_d_l5_Z_1 */
+        bpg_colsum(N, 10, r_d_l5_Z_1, r_d_l5_b);
+
+        /* Grad of: l5_XW = l3_Y·l5_W */
+        /*   (l5: affine part) */
+        /* r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ */
+        bpg_gemm_nt(N, 64, 10, r_d_l5_Z_1, l5_W, r_d_l3_Y_a);
+        /* r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ */
+        bpg_gemm_nt(N, 64, 10, d_l5_Z_2, v_l5_W, r_d_l3_Y_b);
+        /* r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b */
+        #pragma omp simd
+        for (int64_t k = 0; k < 64*N; k++) r_d_l3_Y[k] = r_d_l3_Y_a[k] + r_d_l3_Y_b[k];
+        /* r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2 */
+        bpg_gemm_tn(64, 10, N, r_l3_Y, d_l5_Z_2, r_d_l5_W_1_a);
+        /* r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1 */
+        bpg_gemm_tn(64, 10, N, l3_Y, r_d_l5_Z_1, r_d_l5_W_1_b);
+
+        /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
+        /*   (l3: as (N, C·H_out·W_out)) */
+        /* r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
+        bpg_scatter(N, 64, 64, bpg_table_7, r_d_l3_Y, r_d_l3_max);
+
+        /* Grad of: l3_max = rowmax(l3_win) */
+        /*   (l3: each window's maximum) */
+        /* r_d_l3_win = r_d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
+        bpg_put_argmax(64*N, 4, l3_win, r_d_l3_max, r_d_l3_win);
+
+        /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
+        /*   (l3: the 2x2 windows, one row each) */
+        /* r_d_l2_Y = windowsᵀ(r_d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
+        bpg_scatter(N, 256, 256, bpg_table_6, r_d_l3_win, r_d_l2_Y);
+
+        /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
+        /*   (l2: as (N, filters·H_out·W_out), C order) */
+        /* r_d_l2_A = transposeᵀ(r_d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
+        bpg_scatter(N, 256, 256, bpg_table_5, r_d_l2_Y, r_d_l2_A);
+
+        /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
+        /*   (l2: activation relu) */
+        /* r_d_l2_Z = r_d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 256*N; k++) r_d_l2_Z[k] = r_d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
+
+        /* Grad of: l2_Z = l2_PW + l2_b */
+        /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
+        /* r_d_l2_b = 1ᵀ·r_d_l2_Z */
+        bpg_colsum(16*N, 16, r_d_l2_Z, r_d_l2_b);
+
+        /* Grad of: l2_PW = l2_P·l2_Wᵀ */
+        /*   (l2: patches times the kernel, P·Wᵀ) */
+        /* r_d_l2_P_a = r_d_l2_Z·l2_W */
+        bpg_gemm_nn(16*N, 72, 16, r_d_l2_Z, l2_W, r_d_l2_P_a);
+        /* r_d_l2_P_b = d_l2_Z·v_l2_W */
+        bpg_gemm_nn(16*N, 72, 16, d_l2_Z, v_l2_W, r_d_l2_P_b);
+        /* r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b */
+        #pragma omp simd
+        for (int64_t k = 0; k < 1152*N; k++) r_d_l2_P[k] = r_d_l2_P_a[k] + r_d_l2_P_b[k];
+        /* r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P */
+        bpg_gemm_tn(16, 72, 16*N, r_d_l2_Z, l2_P, r_d_l2_W_1_a);
+        /* r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P */
+        bpg_gemm_tn(16, 72, 16*N, d_l2_Z, r_l2_P, r_d_l2_W_1_b);
+
+        /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
+        /*   (l2: patches (im2col), one row per output pixel) */
+        /* r_d_l1_Y = im2colᵀ(r_d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
+        bpg_scatter(N, 128, 1152, bpg_table_4, r_d_l2_P, r_d_l1_Y);
+
+        /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
+        /*   (l1: as (N, C·H_out·W_out)) */
+        /* r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
+        bpg_scatter(N, 128, 128, bpg_table_3, r_d_l1_Y, r_d_l1_max);
+
+        /* Grad of: l1_max = rowmax(l1_win) */
+        /*   (l1: each window's maximum) */
+        /* r_d_l1_win = r_d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
+        bpg_put_argmax(128*N, 4, l1_win, r_d_l1_max, r_d_l1_win);
+
+        /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
+        /*   (l1: the 2x2 windows, one row each) */
+        /* r_d_l0_Y = windowsᵀ(r_d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
+        bpg_scatter(N, 512, 512, bpg_table_2, r_d_l1_win, r_d_l0_Y);
+
+        /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
+        /*   (l0: as (N, filters·H_out·W_out), C order) */
+        /* r_d_l0_A = transposeᵀ(r_d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
+        bpg_scatter(N, 512, 512, bpg_table_1, r_d_l0_Y, r_d_l0_A);
+
+        /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
+        /*   (l0: activation relu) */
+        /* r_d_l0_Z = r_d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 512*N; k++) r_d_l0_Z[k] = r_d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
+
+        /* Grad of: l0_Z = l0_PW + l0_b */
+        /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
+        /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
+        bpg_colsum(64*N, 8, r_d_l0_Z, r_d_l0_b);
+
+        /* Grad of: l0_PW = l0_P·l0_Wᵀ */
+        /*   (l0: patches times the kernel, P·Wᵀ) */
+        /* r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P */
+        bpg_gemm_tn(8, 9, 64*N, r_d_l0_Z, l0_P, r_d_l0_W_1_a);
+
+        /* total gradients */
+        /* r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W */
+        #pragma omp simd
+        for (int64_t k = 0; k < 72; k++) r_d_l0_W_2[k] = r_d_l0_W_1_a[k] + 0.0001*v_l0_W[k];
+        /* r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001 v_l2_W */
+        #pragma omp simd
+        for (int64_t k = 0; k < 1152; k++) r_d_l2_W_2[k] = r_d_l2_W_1_a[k] + r_d_l2_W_1_b[k] + 0.0001*v_l2_W[k];
+        /* r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W */
+        #pragma omp simd
+        for (int64_t k = 0; k < 640; k++) r_d_l5_W_2[k] = r_d_l5_W_1_a[k] + r_d_l5_W_1_b[k] + 0.0001*v_l5_W[k];
+        vbuf[j] = 0;
+    }
+}

@@ -1554,3 +1554,485 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) x_factor[k] = x[k];
 }
+
+/* ---- hessian_columns: workspace 18184*N + 3256 elements ---- */
+void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws, int64_t first, int64_t count)
+{
+    real *const l0_XW = ws + 0;  /* (20*N, 64) */
+    real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
+    real *const l0_hprev = ws + 2560*N;  /* (20*N, 16) */
+    real *const l0_cprev = ws + 2880*N;  /* (20*N, 16) */
+    real *const l0_HW = ws + 3200*N;  /* (N, 64) */
+    real *const l0_G = ws + 3264*N;  /* (N, 64) */
+    real *const l0_G_0 = ws + 3328*N;  /* (N, 16) */
+    real *const l0_i = ws + 3344*N;  /* (20*N, 16) */
+    real *const l0_G_1 = ws + 3664*N;  /* (N, 16) */
+    real *const l0_f = ws + 3680*N;  /* (20*N, 16) */
+    real *const l0_G_2 = ws + 4000*N;  /* (N, 16) */
+    real *const l0_g = ws + 4016*N;  /* (20*N, 16) */
+    real *const l0_G_3 = ws + 4336*N;  /* (N, 16) */
+    real *const l0_o = ws + 4352*N;  /* (20*N, 16) */
+    real *const l0_C = ws + 4672*N;  /* (20*N, 16) */
+    real *const l0_H = ws + 4992*N;  /* (20*N, 16) */
+    real *const l1_XW = ws + 5312*N;  /* (20*N, 1) */
+    real *const l1_Z = ws + 5336*N;  /* (20*N, 1) */
+    real *const out_last = ws + 5360*N;  /* (N, 1) */
+    real *const d_out_last = ws + 5368*N;  /* (N, 1) */
+    real *const d_l1_Z = ws + 5376*N;  /* (20*N, 1) */
+    real *const d_l0_H = ws + 5400*N;  /* (20*N, 16) */
+    real *const carry_l0_H = ws + 5720*N;  /* (N, 16) */
+    real *const carry_l0_C = ws + 5736*N;  /* (N, 16) */
+    real *const d_l0_H_1 = ws + 5752*N;  /* (20*N, 16) */
+    real *const d_l0_o = ws + 6072*N;  /* (20*N, 16) */
+    real *const d_l0_C_1 = ws + 6392*N;  /* (20*N, 16) */
+    real *const d_l0_cprev = ws + 6712*N;  /* (20*N, 16) */
+    real *const d_l0_f = ws + 7032*N;  /* (20*N, 16) */
+    real *const d_l0_g = ws + 7352*N;  /* (20*N, 16) */
+    real *const d_l0_i = ws + 7672*N;  /* (20*N, 16) */
+    real *const d_l0_G_3 = ws + 7992*N;  /* (N, 16) */
+    real *const d_l0_G_2 = ws + 8008*N;  /* (N, 16) */
+    real *const d_l0_G_1_1 = ws + 8024*N;  /* (N, 16) */
+    real *const d_l0_G_0 = ws + 8040*N;  /* (N, 16) */
+    real *const d_l0_G_6 = ws + 8056*N;  /* (20*N, 64) */
+    real *const d_l0_hprev = ws + 9336*N;  /* (20*N, 16) */
+    real *const r_l0_XW_b = ws + 9656*N;  /* (20*N, 64) */
+    real *const r_l0_XG = ws + 10936*N;  /* (20*N, 64) */
+    real *const r_l0_hprev = ws + 12216*N;  /* (20*N, 16) */
+    real *const r_l0_cprev = ws + 12536*N;  /* (20*N, 16) */
+    real *const r_l0_HW_a = ws + 12856*N;  /* (N, 64) */
+    real *const r_l0_HW_b = ws + 12920*N;  /* (N, 64) */
+    real *const r_l0_G = ws + 12984*N;  /* (N, 64) */
+    real *const r_l0_G_0 = ws + 13048*N;  /* (N, 16) */
+    real *const r_l0_i = ws + 13064*N;  /* (20*N, 16) */
+    real *const r_l0_G_1 = ws + 13384*N;  /* (N, 16) */
+    real *const r_l0_f = ws + 13400*N;  /* (20*N, 16) */
+    real *const r_l0_G_2 = ws + 13720*N;  /* (N, 16) */
+    real *const r_l0_g = ws + 13736*N;  /* (20*N, 16) */
+    real *const r_l0_G_3 = ws + 14056*N;  /* (N, 16) */
+    real *const r_l0_o = ws + 14072*N;  /* (20*N, 16) */
+    real *const r_l0_C = ws + 14392*N;  /* (20*N, 16) */
+    real *const r_l0_H = ws + 14712*N;  /* (20*N, 16) */
+    real *const r_l1_XW_a = ws + 15032*N;  /* (20*N, 1) */
+    real *const r_l1_XW_b = ws + 15056*N;  /* (20*N, 1) */
+    real *const r_l1_Z = ws + 15080*N;  /* (20*N, 1) */
+    real *const r_out_last = ws + 15104*N;  /* (N, 1) */
+    real *const r_d_out_last = ws + 15112*N;  /* (N, 1) */
+    real *const r_d_l1_Z = ws + 15120*N;  /* (20*N, 1) */
+    real *const r_d_l0_H_a = ws + 15144*N;  /* (20*N, 16) */
+    real *const r_d_l0_H_b = ws + 15464*N;  /* (20*N, 16) */
+    real *const r_d_l0_H = ws + 15784*N;  /* (20*N, 16) */
+    real *const r_d_l1_W_a = ws + 16104*N;  /* (16, 1) */
+    real *const r_d_l1_W_b = ws + 16104*N + 16;  /* (16, 1) */
+    real *const r_carry_l0_H = ws + 16104*N + 32;  /* (N, 16) */
+    real *const r_carry_l0_C = ws + 16120*N + 32;  /* (N, 16) */
+    real *const r_d_l0_H_1 = ws + 16136*N + 32;  /* (N, 16) */
+    real *const r_d_l0_C_1 = ws + 16152*N + 32;  /* (N, 16) */
+    real *const r_d_l0_cprev = ws + 16168*N + 32;  /* (20*N, 16) */
+    real *const r_d_l0_G_3 = ws + 16488*N + 32;  /* (N, 16) */
+    real *const r_d_l0_G_2 = ws + 16504*N + 32;  /* (N, 16) */
+    real *const r_d_l0_G_1_1 = ws + 16520*N + 32;  /* (N, 16) */
+    real *const r_d_l0_G_0 = ws + 16536*N + 32;  /* (N, 16) */
+    real *const r_d_l0_G_6 = ws + 16552*N + 32;  /* (20*N, 64) */
+    real *const r_d_l0_hprev_a = ws + 17832*N + 32;  /* (N, 16) */
+    real *const r_d_l0_hprev_b = ws + 17848*N + 32;  /* (N, 16) */
+    real *const r_d_l0_hprev = ws + 17864*N + 32;  /* (20*N, 16) */
+    real *const r_d_l0_Wh_a = ws + 18184*N + 32;  /* (16, 64) */
+    real *const r_d_l0_Wh_b = ws + 18184*N + 1056;  /* (16, 64) */
+    real *const vbuf = ws + 18184*N + 2080;  /* (1169,): e_j */
+    const real *const v_l0_Wx = vbuf + 0;  /* (1, 64) */
+    const real *const v_l0_Wh = vbuf + 64;  /* (16, 64) */
+    const real *const v_l0_b = vbuf + 1088;  /* (1, 64) */
+    const real *const v_l1_W = vbuf + 1152;  /* (16, 1) */
+    const real *const v_l1_b = vbuf + 1168;  /* (1, 1) */
+
+    /* forward pass */
+    /* l0: input projection of every step at once */
+    /* l0_XW = x·l0_Wx */
+    bpg_gemm_nn(20*N, 64, 1, x, l0_Wx, l0_XW);
+    /* l0: X·Wx + 1·b */
+    /* l0_XG = l0_XW + l0_b */
+    for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 64; cc++) {
+            const int64_t k = rr*64 + cc;
+            l0_XG[k] = l0_XW[k] + l0_b[cc];
+        }
+    }
+
+    /* loop over time steps: l0 (lstm), t = 0 .. 19 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = it;
+        const int64_t q = t - 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* forward pass (continued) */
+        /* l0_hprev = l0_H of the previous iteration (0 at the first) */
+        if (it == 0) memset((l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((l0_hprev + t*16*N), l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+        /* l0_cprev = l0_C of the previous iteration (0 at the first) */
+        if (it == 0) memset((l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((l0_cprev + t*16*N), l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+        /* l0_HW = l0_hprev·l0_Wh */
+        bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), l0_Wh, l0_HW);
+        /* l0: gate pre-activations [i, f, g, o] */
+        /* l0_G = l0_HW + l0_XG */
+        #pragma omp simd
+        for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
+        /* l0_G_0 = l0_G[:, 0:16] */
+        bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
+        /* l0: input gate */
+        /* l0_i = σ(l0_G_0) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (l0_i + t*16*N)[k] = bpg_sigmoid(l0_G_0[k]);
+        /* l0_G_1 = l0_G[:, 16:32] */
+        bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
+        /* l0: forget gate */
+        /* l0_f = σ(l0_G_1) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (l0_f + t*16*N)[k] = bpg_sigmoid(l0_G_1[k]);
+        /* l0_G_2 = l0_G[:, 32:48] */
+        bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
+        /* l0: cell candidate */
+        /* l0_g = tanh(l0_G_2) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = tanh(l0_G_2[k]);
+        /* l0_G_3 = l0_G[:, 48:64] */
+        bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
+        /* l0: output gate */
+        /* l0_o = σ(l0_G_3) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (l0_o + t*16*N)[k] = bpg_sigmoid(l0_G_3[k]);
+        /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
+        /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k];
+        /* l0: h_t = o ⊙ tanh(c_t) */
+        /* l0_H = l0_o ⊙ tanh(l0_C) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
+    }
+
+    /* forward pass (continued) */
+    /* l1: affine part */
+    /* l1_XW = l0_H·l1_W */
+    bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
+    /* l1: pre-activation Z = X·W + 1·b */
+    /* l1_Z = l1_XW + l1_b */
+    #pragma omp simd
+    for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
+    /* out_last = l1_Z(t=19) */
+    memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+
+    /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
+    /*   (mse: 0.5 (O - Y)^2 per unit) */
+    /* d_out_last = (out_last - y) / N */
+    #pragma omp simd
+    for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
+
+    /* Grad of: out_last = l1_Z(t=19) */
+    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(d_l1_Z + 19*1*N, d_out_last, sizeof(real)*(size_t)(1*N));
+
+    /* Grad of: l1_XW = l0_H·l1_W */
+    /*   (l1: affine part) */
+    /* d_l0_H = d_l1_Z·l1_Wᵀ */
+    bpg_gemm_nt(20*N, 16, 1, d_l1_Z, l1_W, d_l0_H);
+
+    /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = 19 - it;
+        const int64_t q = t + 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
+        /* carry_l0_H = d_l0_hprev of the previous iteration (0 at the first) */
+        if (it == 0) memset(carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(carry_l0_H, d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
+
+        /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
+        /* carry_l0_C = d_l0_cprev of the previous iteration (0 at the first) */
+        if (it == 0) memset(carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(carry_l0_C, d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
+
+        /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
+        /*   (l0: h_t = o ⊙ tanh(c_t)) */
+        /* d_l0_H_1 = carry_l0_H + d_l0_H */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (d_l0_H_1 + t*16*N)[k] = carry_l0_H[k] + (d_l0_H + t*16*N)[k];
+        /* d_l0_o = d_l0_H_1 ⊙ tanh(l0_C) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (d_l0_o + t*16*N)[k] = (d_l0_H_1 + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
+
+        /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+        /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
+        /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (d_l0_C_1 + t*16*N)[k] = carry_l0_C[k] + (d_l0_H_1 + t*16*N)[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
+        /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(l0_f + t*16*N)[k];
+        /* d_l0_f = d_l0_C_1 ⊙ l0_cprev */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (d_l0_f + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(l0_cprev + t*16*N)[k];
+        /* d_l0_g = d_l0_C_1 ⊙ l0_i */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (d_l0_g + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(l0_i + t*16*N)[k];
+        /* d_l0_i = d_l0_C_1 ⊙ l0_g */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (d_l0_i + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(l0_g + t*16*N)[k];
+
+        /* Grad of: l0_o = σ(l0_G_3) */
+        /*   (l0: output gate) */
+        /* d_l0_G_3 = d_l0_o ⊙ l0_o ⊙ (1 - l0_o) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = (d_l0_o + t*16*N)[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k]);
+
+        /* Grad of: l0_g = tanh(l0_G_2) */
+        /*   (l0: cell candidate) */
+        /* d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = (d_l0_g + t*16*N)[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
+
+        /* Grad of: l0_f = σ(l0_G_1) */
+        /*   (l0: forget gate) */
+        /* d_l0_G_1_1 = d_l0_f ⊙ l0_f ⊙ (1 - l0_f) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = (d_l0_f + t*16*N)[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
+
+        /* Grad of: l0_i = σ(l0_G_0) */
+        /*   (l0: input gate) */
+        /* d_l0_G_0 = d_l0_i ⊙ l0_i ⊙ (1 - l0_i) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = (d_l0_i + t*16*N)[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
+
+        /* Grad of: l0_G = l0_HW + l0_XG */
+        /*   (l0: gate pre-activations [i, f, g, o]) */
+        /* d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3] */
+        bpg_copy_cols(N, 16, d_l0_G_0, 16, 0, (d_l0_G_6 + t*64*N), 64, 0);
+        bpg_copy_cols(N, 16, d_l0_G_1_1, 16, 0, (d_l0_G_6 + t*64*N), 64, 16);
+        bpg_copy_cols(N, 16, d_l0_G_2, 16, 0, (d_l0_G_6 + t*64*N), 64, 32);
+        bpg_copy_cols(N, 16, d_l0_G_3, 16, 0, (d_l0_G_6 + t*64*N), 64, 48);
+
+        /* Grad of: l0_HW = l0_hprev·l0_Wh */
+        /* d_l0_hprev = d_l0_G_6·l0_Whᵀ */
+        bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh, (d_l0_hprev + t*16*N));
+    }
+
+    /* one direction e_j at a time: rows first .. first+count-1 of the Hessian (1169 x 1169) */
+    memset(vbuf, 0, sizeof(real)*1169);
+    for (int64_t j = first; j < first + count; j++) {
+        real *const r_d_l0_Wx_b = out + (j - first)*1169 + 0;
+        real *const r_d_l0_Wh = out + (j - first)*1169 + 64;
+        real *const r_d_l0_b = out + (j - first)*1169 + 1088;
+        real *const r_d_l1_W = out + (j - first)*1169 + 1152;
+        real *const r_d_l1_b = out + (j - first)*1169 + 1168;
+        vbuf[j] = 1;
+
+        /* forward pass */
+        /* r_l0_XW_b = x·v_l0_Wx */
+        bpg_gemm_nn(20*N, 64, 1, x, v_l0_Wx, r_l0_XW_b);
+        /* r_l0_XG = r_l0_XW_b + v_l0_b */
+        for (int64_t rr = 0; rr < 20*N; rr++) {
+            #pragma omp simd
+            for (int64_t cc = 0; cc < 64; cc++) {
+                const int64_t k = rr*64 + cc;
+                r_l0_XG[k] = r_l0_XW_b[k] + v_l0_b[cc];
+            }
+        }
+
+        /* loop over time steps: l0 (lstm), t = 0 .. 19, each direction */
+        for (int64_t it = 0; it < 20; it++) {
+            const int64_t t = it;
+            const int64_t q = t - 1;  /* the previous iteration's step */
+            (void)q;
+
+            /* forward pass (continued) */
+            /* r_l0_hprev = r_l0_H of the previous iteration (0 at the first) */
+            if (it == 0) memset((r_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+            else memcpy((r_l0_hprev + t*16*N), r_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+            /* r_l0_cprev = r_l0_C of the previous iteration (0 at the first) */
+            if (it == 0) memset((r_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+            else memcpy((r_l0_cprev + t*16*N), r_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+            /* r_l0_HW_a = r_l0_hprev·l0_Wh */
+            bpg_gemm_nn(N, 64, 16, (r_l0_hprev + t*16*N), l0_Wh, r_l0_HW_a);
+            /* r_l0_HW_b = l0_hprev·v_l0_Wh */
+            bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), v_l0_Wh, r_l0_HW_b);
+            /* r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
+            #pragma omp simd
+            for (int64_t k = 0; k < 64*N; k++) r_l0_G[k] = r_l0_HW_a[k] + r_l0_HW_b[k] + (r_l0_XG + t*64*N)[k];
+            /* r_l0_G_0 = r_l0_G[:, 0:16] */
+            bpg_copy_cols(N, 16, r_l0_G, 64, 0, r_l0_G_0, 16, 0);
+            /* r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i) */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) (r_l0_i + t*16*N)[k] = (l0_i + t*16*N)[k]*r_l0_G_0[k]*(1 - (l0_i + t*16*N)[k]);
+            /* r_l0_G_1 = r_l0_G[:, 16:32] */
+            bpg_copy_cols(N, 16, r_l0_G, 64, 16, r_l0_G_1, 16, 0);
+            /* r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) (r_l0_f + t*16*N)[k] = (l0_f + t*16*N)[k]*r_l0_G_1[k]*(1 - (l0_f + t*16*N)[k]);
+            /* r_l0_G_2 = r_l0_G[:, 32:48] */
+            bpg_copy_cols(N, 16, r_l0_G, 64, 32, r_l0_G_2, 16, 0);
+            /* r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2) */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) (r_l0_g + t*16*N)[k] = r_l0_G_2[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
+            /* r_l0_G_3 = r_l0_G[:, 48:64] */
+            bpg_copy_cols(N, 16, r_l0_G, 64, 48, r_l0_G_3, 16, 0);
+            /* r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) (r_l0_o + t*16*N)[k] = (l0_o + t*16*N)[k]*r_l0_G_3[k]*(1 - (l0_o + t*16*N)[k]);
+            /* r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) (r_l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(r_l0_f + t*16*N)[k] + (l0_f + t*16*N)[k]*(r_l0_cprev + t*16*N)[k] + (l0_g + t*16*N)[k]*(r_l0_i + t*16*N)[k] + (l0_i + t*16*N)[k]*(r_l0_g + t*16*N)[k];
+            /* r_l0_H = r_l0_o ⊙ tanh(l0_C) + l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) {
+                const real cse0 = tanh((l0_C + t*16*N)[k]);
+                (r_l0_H + t*16*N)[k] = cse0*(r_l0_o + t*16*N)[k] + (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse0)*(cse0)));
+            }
+        }
+
+        /* forward pass (continued) */
+        /* r_l1_XW_a = r_l0_H·l1_W */
+        bpg_gemm_nn(20*N, 1, 16, r_l0_H, l1_W, r_l1_XW_a);
+        /* r_l1_XW_b = l0_H·v_l1_W */
+        bpg_gemm_nn(20*N, 1, 16, l0_H, v_l1_W, r_l1_XW_b);
+        /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
+        #pragma omp simd
+        for (int64_t k = 0; k < 20*N; k++) r_l1_Z[k] = r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[0];
+        /* r_out_last = r_l1_Z(t=19) */
+        memcpy(r_out_last, r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+
+        /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
+        /*   (mse: 0.5 (O - Y)^2 per unit) */
+        /* r_d_out_last = r_out_last / N */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) r_d_out_last[k] = r_out_last[k]/((real)N);
+
+        /* Grad of: out_last = l1_Z(t=19) */
+        /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
+        memset(r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+        memcpy(r_d_l1_Z + 19*1*N, r_d_out_last, sizeof(real)*(size_t)(1*N));
+
+        /* Grad of: l1_Z = l1_XW + l1_b */
+        /*   (l1: pre-activation Z = X·W + 1·b) */
+        /* r_d_l1_b = 1ᵀ·r_d_l1_Z·1 */
+        bpg_sumall(20*N, 1, r_d_l1_Z, r_d_l1_b);
+
+        /* Grad of: l1_XW = l0_H·l1_W */
+        /*   (l1: affine part) */
+        /* r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ */
+        bpg_gemm_nt(20*N, 16, 1, r_d_l1_Z, l1_W, r_d_l0_H_a);
+        /* r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ */
+        bpg_gemm_nt(20*N, 16, 1, d_l1_Z, v_l1_W, r_d_l0_H_b);
+        /* r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b */
+        #pragma omp simd
+        for (int64_t k = 0; k < 320*N; k++) r_d_l0_H[k] = r_d_l0_H_a[k] + r_d_l0_H_b[k];
+        /* r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z */
+        bpg_gemm_tn(16, 1, 20*N, r_l0_H, d_l1_Z, r_d_l1_W_a);
+        /* r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z */
+        bpg_gemm_tn(16, 1, 20*N, l0_H, r_d_l1_Z, r_d_l1_W_b);
+        /* r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16; k++) r_d_l1_W[k] = r_d_l1_W_a[k] + r_d_l1_W_b[k];
+
+        /* loop over time steps: backward through l0 (lstm), t = 19 .. 0, each direction */
+        for (int64_t it = 0; it < 20; it++) {
+            const int64_t t = 19 - it;
+            const int64_t q = t + 1;  /* the previous iteration's step */
+            (void)q;
+
+            /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
+            /* r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first) */
+            if (it == 0) memset(r_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
+            else memcpy(r_carry_l0_H, r_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
+
+            /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
+            /* r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first) */
+            if (it == 0) memset(r_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
+            else memcpy(r_carry_l0_C, r_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
+
+            /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
+            /*   (l0: h_t = o ⊙ tanh(c_t)) */
+            /* r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) r_d_l0_H_1[k] = r_carry_l0_H[k] + (r_d_l0_H + t*16*N)[k];
+
+            /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+            /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
+            /* r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C) */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) {
+                const real cse0 = tanh((l0_C + t*16*N)[k]);
+                r_d_l0_C_1[k] = -cse0*(d_l0_H_1 + t*16*N)[k]*(l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(2 - 2*((cse0)*(cse0))) + (d_l0_H_1 + t*16*N)[k]*(r_l0_o + t*16*N)[k]*(1 - ((cse0)*(cse0))) + (l0_o + t*16*N)[k]*r_d_l0_H_1[k]*(1 - ((cse0)*(cse0))) + r_carry_l0_C[k];
+            }
+            /* r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1 */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) (r_d_l0_cprev + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(r_l0_f + t*16*N)[k] + (l0_f + t*16*N)[k]*r_d_l0_C_1[k];
+
+            /* Grad of: l0_o = σ(l0_G_3) */
+            /*   (l0: output gate) */
+            /* r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (r_d_l0_H_1 ⊙ tanh(l0_C) + d_l0_H_1 ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2)) */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) {
+                const real cse1 = tanh((l0_C + t*16*N)[k]);
+                r_d_l0_G_3[k] = (l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*(cse1*r_d_l0_H_1[k] + (d_l0_H_1 + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse1)*(cse1)))) + (r_l0_o + t*16*N)[k]*(-(d_l0_o + t*16*N)[k]*(l0_o + t*16*N)[k] + (d_l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k]));
+            }
+
+            /* Grad of: l0_g = tanh(l0_G_2) */
+            /*   (l0: cell candidate) */
+            /* r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_2[k] = -2*(d_l0_g + t*16*N)[k]*(l0_g + t*16*N)[k]*(r_l0_g + t*16*N)[k] + (1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])))*((d_l0_C_1 + t*16*N)[k]*(r_l0_i + t*16*N)[k] + (l0_i + t*16*N)[k]*r_d_l0_C_1[k]);
+
+            /* Grad of: l0_f = σ(l0_G_1) */
+            /*   (l0: forget gate) */
+            /* r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1) */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_1_1[k] = (l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k])*((d_l0_C_1 + t*16*N)[k]*(r_l0_cprev + t*16*N)[k] + (l0_cprev + t*16*N)[k]*r_d_l0_C_1[k]) + (r_l0_f + t*16*N)[k]*(-(d_l0_f + t*16*N)[k]*(l0_f + t*16*N)[k] + (d_l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]));
+
+            /* Grad of: l0_i = σ(l0_G_0) */
+            /*   (l0: input gate) */
+            /* r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1) */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_0[k] = (l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k])*((d_l0_C_1 + t*16*N)[k]*(r_l0_g + t*16*N)[k] + (l0_g + t*16*N)[k]*r_d_l0_C_1[k]) + (r_l0_i + t*16*N)[k]*(-(d_l0_i + t*16*N)[k]*(l0_i + t*16*N)[k] + (d_l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]));
+
+            /* Grad of: l0_G = l0_HW + l0_XG */
+            /*   (l0: gate pre-activations [i, f, g, o]) */
+            /* r_d_l0_G_6 = [r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3] */
+            bpg_copy_cols(N, 16, r_d_l0_G_0, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 0);
+            bpg_copy_cols(N, 16, r_d_l0_G_1_1, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 16);
+            bpg_copy_cols(N, 16, r_d_l0_G_2, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 32);
+            bpg_copy_cols(N, 16, r_d_l0_G_3, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 48);
+
+            /* Grad of: l0_HW = l0_hprev·l0_Wh */
+            /* r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ */
+            bpg_gemm_nt(N, 16, 64, (r_d_l0_G_6 + t*64*N), l0_Wh, r_d_l0_hprev_a);
+            /* r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ */
+            bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), v_l0_Wh, r_d_l0_hprev_b);
+            /* r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b */
+            #pragma omp simd
+            for (int64_t k = 0; k < 16*N; k++) (r_d_l0_hprev + t*16*N)[k] = r_d_l0_hprev_a[k] + r_d_l0_hprev_b[k];
+        }
+
+        /* Grad of: l0_HW = l0_hprev·l0_Wh */
+        /* r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6 */
+        bpg_gemm_tn(16, 64, 20*N, r_l0_hprev, d_l0_G_6, r_d_l0_Wh_a);
+        /* r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6 */
+        bpg_gemm_tn(16, 64, 20*N, l0_hprev, r_d_l0_G_6, r_d_l0_Wh_b);
+        /* r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b */
+        #pragma omp simd
+        for (int64_t k = 0; k < 1024; k++) r_d_l0_Wh[k] = r_d_l0_Wh_a[k] + r_d_l0_Wh_b[k];
+
+        /* Grad of: l0_XG = l0_XW + l0_b */
+        /*   (l0: X·Wx + 1·b) */
+        /* r_d_l0_b = 1ᵀ·r_d_l0_G_6 */
+        bpg_colsum(20*N, 64, r_d_l0_G_6, r_d_l0_b);
+
+        /* Grad of: l0_XW = x·l0_Wx */
+        /*   (l0: input projection of every step at once) */
+        /* r_d_l0_Wx_b = xᵀ·r_d_l0_G_6 */
+        bpg_gemm_tn(1, 64, 20*N, x, r_d_l0_G_6, r_d_l0_Wx_b);
+        vbuf[j] = 0;
+    }
+}

@@ -4,7 +4,7 @@ Regenerate with: bpgen build sine_lstm.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (sine_lstm_c.c, compiled through cffi into
-_bpgen_sine_lstm_ca6f4f2ed011) then never reads or writes out of bounds.
+_bpgen_sine_lstm_7b835359e1cc) then never reads or writes out of bounds.
 Derivation document: bpgen doc sine_lstm.yaml
 """
 import collections
@@ -60,7 +60,7 @@ _CURV_LAYERS = []
 #: index of the loss curvature output (softmax p, or l'' per unit)
 _CURV_LOSS = None
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
-_BYTES_PER_SAMPLE = 131200
+_BYTES_PER_SAMPLE = 145792
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {
@@ -71,12 +71,12 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
     "grad_factors": [(0, 0, 20, 0, 1), (20, 0, 1280, 0, 64), (1300, 0, 320, 0, 16), (1620, 0, 320, 0, 16), (1940, 0, 20, 0, 1)],
 }
-EXTENSION = "_bpgen_sine_lstm_ca6f4f2ed011"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_set_threads(int n);"
+EXTENSION = "_bpgen_sine_lstm_7b835359e1cc"
+CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws, int64_t first, int64_t count);\nvoid bpg_set_threads(int n);"
 C_FILE = "sine_lstm_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
-_WS = {'forward': (3448, 0), 'loss': (3488, 8), 'loss_and_grad': (7776, 8), 'hvp': (16360, 2080), 'ggn_vp': (12960, 2048), 'grad_factors': (5824, 0)}
+_WS = {'forward': (3448, 0), 'loss': (3488, 8), 'loss_and_grad': (7776, 8), 'hvp': (16360, 2080), 'ggn_vp': (12960, 2048), 'grad_factors': (5824, 0), 'hessian_columns': (18184, 3256)}
 
 
 def init_params(seed=0):
@@ -325,15 +325,25 @@ def hessian(params, x, y):
     if _CURV_LAYERS:
         h = _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n)
         return _finite_or_blame(h, xm, ym, mats)
-    out = numpy.empty((N_PARAMS, N_PARAMS), dtype=DTYPE)
-    basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
-    for j in range(N_PARAMS):
-        basis[j] = 1
-        vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
-        basis[j] = 0
+    out = _hessian_columns(n, [xm, ym, *mats], 0, N_PARAMS)
     # the exact Hessian is symmetric; average away the rounding
     return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
+
+
+def _hvp_rows(n, args, first, count):
+    """Rows first .. first+count-1 of the Hessian from one hvp each."""
+    out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
+    basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
+    for j in range(first, first + count):
+        basis[j] = 1
+        vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+        out[j - first] = _run_flat("hvp", n, [*args, *vmats])
+        basis[j] = 0
+    return out
+
+
+#: rows of the Hessian formed at once where only some of each are kept
+_ROW_CHUNK = 64
 
 
 def hmp(params, x, y, V):
@@ -442,12 +452,10 @@ def hessian_diag(params, x, y):
         diag = _structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n)
         return _grads_dict(_finite_or_blame(diag, xm, ym, mats))
     out = numpy.empty(N_PARAMS, dtype=DTYPE)
-    basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
-    for j in range(N_PARAMS):
-        basis[j] = 1
-        vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])[j]
-        basis[j] = 0
+    for first in range(0, N_PARAMS, _ROW_CHUNK):
+        count = min(_ROW_CHUNK, N_PARAMS - first)
+        rows = _hessian_columns(n, [xm, ym, *mats], first, count)
+        out[first:first + count] = rows[numpy.arange(count), first + numpy.arange(count)]
     return _grads_dict(_finite_or_blame(out, xm, ym, mats))
 
 
@@ -474,12 +482,10 @@ def hessian_blocks(params, x, y):
             block = _structured_block(mats, outs, n, dense.index(name))
         else:
             block = numpy.empty((hi - lo, hi - lo), dtype=DTYPE)
-            basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
-            for j in range(lo, hi):
-                basis[j] = 1
-                vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-                block[:, j - lo] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])[lo:hi]
-                basis[j] = 0
+            for first in range(lo, hi, _ROW_CHUNK):
+                count = min(_ROW_CHUNK, hi - first)
+                block[first - lo:first - lo + count] = _hessian_columns(
+                    n, [xm, ym, *mats], first, count)[:, lo:hi]
             block = (block + block.T) / 2
         result[name] = (keys, numpy.ascontiguousarray(block))
     return result
@@ -746,3 +752,18 @@ def _run_flat(name, n, args, start=0):
         return out
     oa, ob = _OUTPUTS[name][start][:2]
     return out[oa * n + ob:]
+
+
+def _hessian_columns(n, args, first, count):
+    """Rows first .. first+count-1 of the Hessian (its columns, by symmetry),
+    a (count, N_PARAMS) array; args: x, y and the parameters.  Modules
+    without ``bpg_hessian_columns`` (networks whose Hessian is assembled from
+    its structure) take one hvp per row."""
+    if not hasattr(lib, "bpg_hessian_columns"):
+        return _hvp_rows(n, args, first, count)
+    out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
+    fb = ffi.from_buffer
+    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args],
+                            fb(_PTR, out, require_writable=True),
+                            _workspace("hessian_columns", n), first, count)
+    return out

@@ -62,7 +62,7 @@ _CURV_LAYERS = []
 #: index of the loss curvature output (softmax p, or l'' per unit)
 _CURV_LOSS = None
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
-_BYTES_PER_SAMPLE = 131200
+_BYTES_PER_SAMPLE = 145792
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {
@@ -321,15 +321,25 @@ def hessian(params, x, y):
     if _CURV_LAYERS:
         h = _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n)
         return _finite_or_blame(h, xm, ym, mats)
-    out = numpy.empty((N_PARAMS, N_PARAMS), dtype=DTYPE)
-    basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
-    for j in range(N_PARAMS):
-        basis[j] = 1
-        vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
-        basis[j] = 0
+    out = _hessian_columns(n, [xm, ym, *mats], 0, N_PARAMS)
     # the exact Hessian is symmetric; average away the rounding
     return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
+
+
+def _hvp_rows(n, args, first, count):
+    """Rows first .. first+count-1 of the Hessian from one hvp each."""
+    out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
+    basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
+    for j in range(first, first + count):
+        basis[j] = 1
+        vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+        out[j - first] = _run_flat("hvp", n, [*args, *vmats])
+        basis[j] = 0
+    return out
+
+
+#: rows of the Hessian formed at once where only some of each are kept
+_ROW_CHUNK = 64
 
 
 def hmp(params, x, y, V):
@@ -438,12 +448,10 @@ def hessian_diag(params, x, y):
         diag = _structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n)
         return _grads_dict(_finite_or_blame(diag, xm, ym, mats))
     out = numpy.empty(N_PARAMS, dtype=DTYPE)
-    basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
-    for j in range(N_PARAMS):
-        basis[j] = 1
-        vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])[j]
-        basis[j] = 0
+    for first in range(0, N_PARAMS, _ROW_CHUNK):
+        count = min(_ROW_CHUNK, N_PARAMS - first)
+        rows = _hessian_columns(n, [xm, ym, *mats], first, count)
+        out[first:first + count] = rows[numpy.arange(count), first + numpy.arange(count)]
     return _grads_dict(_finite_or_blame(out, xm, ym, mats))
 
 
@@ -470,12 +478,10 @@ def hessian_blocks(params, x, y):
             block = _structured_block(mats, outs, n, dense.index(name))
         else:
             block = numpy.empty((hi - lo, hi - lo), dtype=DTYPE)
-            basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
-            for j in range(lo, hi):
-                basis[j] = 1
-                vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-                block[:, j - lo] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])[lo:hi]
-                basis[j] = 0
+            for first in range(lo, hi, _ROW_CHUNK):
+                count = min(_ROW_CHUNK, hi - first)
+                block[first - lo:first - lo + count] = _hessian_columns(
+                    n, [xm, ym, *mats], first, count)[:, lo:hi]
             block = (block + block.T) / 2
         result[name] = (keys, numpy.ascontiguousarray(block))
     return result
@@ -1725,3 +1731,8 @@ def _run_flat(name, n, args, start=0):
     """The outputs from index ``start`` on, one vector in C order."""
     outs = _run(name, n, args)
     return numpy.concatenate([o.ravel() for o in outs[start:]])
+
+
+def _hessian_columns(n, args, first, count):
+    """Rows first .. first+count-1 of the Hessian, one hvp each."""
+    return _hvp_rows(n, args, first, count)

@@ -178,6 +178,35 @@ def test_c_functions_stay_in_bounds_and_write_every_output(builder, aid):
                 f"{what}: differs from the wrapper's call"
 
 
+@pytest.mark.parametrize("aid", ["lstm", "cnn"])
+def test_hessian_columns_stay_in_bounds(builder, aid):
+    """bpg_hessian_columns (its own signature: first and count rows of the
+    Hessian) writes exactly count x N_PARAMS outputs and stays in its
+    workspace; its rows equal hvp of the unit vectors."""
+    arch = ARCHS[aid]
+    mod = builder(arch, "c")
+    dtype, p = mod.DTYPE, mod.N_PARAMS
+    params, x, y, _ = _point(arch, mod, 3, seed=2)
+    xm, n = mod._check_x(x)
+    inputs = [xm, mod._check_y(y, n), *mod._check_params(params)]
+    for first, count in ((0, 1), (p - 3, 3), (p // 2, min(5, p - p // 2))):
+        out_buf, out = _padded(None, count * p, dtype, fill=np.nan)
+        wa, wb = mod._WS["hessian_columns"]
+        ws_buf, ws = _padded(None, wa * n + wb, dtype, fill=np.nan)
+        fb, ptr = mod.ffi.from_buffer, mod._PTR
+        mod.lib.bpg_hessian_columns(n, *[fb(ptr, a) for a in inputs],
+                                    fb(ptr, out, require_writable=True),
+                                    fb(ptr, ws, require_writable=True), first, count)
+        assert _canaries_intact(out_buf, count * p, dtype)
+        assert _canaries_intact(ws_buf, wa * n + wb, dtype)
+        assert not np.isnan(out).any()
+        for j in range(count):
+            e = np.zeros(p, dtype=dtype)
+            e[first + j] = 1
+            want = mod.flatten(mod.hvp(params, x, y, mod.unflatten(e)))
+            assert rel_err(out[j * p:(j + 1) * p], want) <= _tol(mod)
+
+
 def test_canaries_catch_a_write_past_the_end(builder):
     """The check above can fail: declare an output one element too short
     and the C code's last write lands in the canary."""

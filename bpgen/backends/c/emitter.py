@@ -4,11 +4,13 @@ runtime helpers (``runtime/*.c``) the printed code calls, and the Python
 wrapper (the common API plus ``runtime/call.py``)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 
 from ...derivation import Derived
 from ...lower import Program
+from ...shapes import size_coeffs
 from ..common.context import module_context
 from ..common.emitter import (Emitter, c_size, common_runtime, environment, offset_code,
                               runtime_source)
@@ -109,12 +111,66 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
             "signature": f"void bpg_{name}({', '.join(params)})"}
 
 
+def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
+    """``bpg_hessian_columns``: rows first .. first+count-1 of the Hessian
+    (= its columns), the forward and backward pass computed once and the
+    tangent part once per direction e_j (v lives in the workspace)."""
+    prog = derived.programs["hessian_columns"]
+    split = derived.meta["columns_split"]
+    params = list(derived.base.params.values())
+    n_in = 2 + len(params)
+    vvars, outs = prog.inputs[n_in:], prog.outputs
+    sizes = [size_coeffs(prog.vars[v].shape)[1] for v in vvars]
+    total = sum(sizes)
+    wa, wb = prog.workspace_size
+    decls = []
+    for var, (a, b) in prog.workspace.items():
+        shape = prog.vars[var].shape
+        if var in prog.step_vars:
+            shape = ("N", shape[1])
+        decls.append(f"real *const {var} = ws + {offset_code(a, b)};  /* {_shape_str(shape)} */")
+    decls.append(f"real *const vbuf = ws + {offset_code(wa, wb)};  /* ({total},): e_j */")
+    off = 0
+    for var, size in zip(vvars, sizes):
+        decls.append(f"const real *const {var} = vbuf + {off};  "
+                     f"/* {_shape_str(prog.vars[var].shape)} */")
+        off += size
+    em = CEmitter(prog, derived.spec.dtype, used, tables)
+    base = dataclasses.replace(prog, ops=prog.ops[:split])
+    tangent = dataclasses.replace(prog, ops=prog.ops[split:])
+    em.prog = base
+    head = em.blocks()
+    em.prog = tangent
+    per_dir = em.blocks()
+    em.prog = prog
+    lines, off = [], 0
+    for var, size in zip(outs, sizes):
+        lines.append(f"real *const {var} = out + (j - first)*{total} + {off};")
+        off += size
+    lines += ["vbuf[j] = 1;"]
+    for block in per_dir:
+        lines += [""] + [f"/* {h} */" for h in block["head"]] + block["lines"]
+    lines += ["vbuf[j] = 0;"]
+    loop = {"head": [f"one direction e_j at a time: rows first .. first+count-1 of the "
+                     f"Hessian ({total} x {total})"],
+            "lines": [f"memset(vbuf, 0, sizeof(real)*{total});",
+                      "for (int64_t j = first; j < first + count; j++) {"]
+            + [("    " + line) if line else "" for line in lines] + ["}"]}
+    sig = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs[:n_in]]
+           + ["real *restrict out", "real *restrict ws", "int64_t first", "int64_t count"])
+    return {"name": "hessian_columns", "decls": decls, "ws": (wa, wb + -(-total // 8) * 8),
+            "blocks": head + [loop],
+            "signature": f"void bpg_hessian_columns({', '.join(sig)})"}
+
+
 def emit(derived: Derived, module: str) -> tuple:
     """({file name: text}, C source, cdef, extension name) of the C module."""
     spec = derived.spec
     used: set = set()
     tables: dict = {}
-    functions = [_function(derived, name, used, tables) for name in derived.programs]
+    functions = [_columns_function(derived, used, tables) if name == "hessian_columns"
+                 else _function(derived, name, used, tables)
+                 for name, entry in derived.entries.items() if "c" in entry.backends]
     runtime = [runtime_source(os.path.join(_HERE, "runtime", "prelude.c"))]
     runtime += [runtime_source(os.path.join(_HERE, "runtime", f"{h}.c"))
                 for h in HELPERS if h in used]

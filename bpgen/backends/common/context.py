@@ -59,6 +59,8 @@ def module_context(derived: Derived, module: str) -> dict:
         "factor_index": meta.get("factor_index", {}),
         "curv_layers": meta.get("curv_layers", []),
         "curv_loss": repr(meta.get("curv_loss")),
-        "outputs": [(name, derived.layout(name)) for name in derived.programs],
+        # entry points with the generic calling convention (inputs, out, ws)
+        "outputs": [(name, derived.layout(name)) for name in derived.programs
+                    if name != "hessian_columns"],
         "bytes_per_sample": _bytes_per_sample(derived),
     }

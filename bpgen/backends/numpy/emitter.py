@@ -65,7 +65,9 @@ def emit(derived: Derived, module: str) -> dict:
     """{file name: text} of the NumPy module."""
     spec = derived.spec
     ctx = dict(module_context(derived, module),
-               functions=[_function(p, spec.dtype) for p in derived.programs.values()],
+               functions=[_function(derived.programs[name], spec.dtype)
+                          for name, entry in derived.entries.items()
+                          if "numpy" in entry.backends],
                batch_expr=("x.shape[0]" if spec.input.kind != "sequence"
                            else f"x.shape[0] // {spec.input.shape[0]}"),
                runtime_api=common_runtime("api.py"),

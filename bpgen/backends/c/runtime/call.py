@@ -10,6 +10,12 @@ C_FILE = ""
 _PTR = "double[]"
 _WS = {}
 _OUTPUTS = {}
+N_PARAMS = 0
+
+
+def _hvp_rows(n, args, first, count):   # the common api.py's, in a generated module
+    raise NotImplementedError
+
 
 # ---- bpgen runtime: copied verbatim from here ----
 
@@ -120,3 +126,18 @@ def _run_flat(name, n, args, start=0):
         return out
     oa, ob = _OUTPUTS[name][start][:2]
     return out[oa * n + ob:]
+
+
+def _hessian_columns(n, args, first, count):
+    """Rows first .. first+count-1 of the Hessian (its columns, by symmetry),
+    a (count, N_PARAMS) array; args: x, y and the parameters.  Modules
+    without ``bpg_hessian_columns`` (networks whose Hessian is assembled from
+    its structure) take one hvp per row."""
+    if not hasattr(lib, "bpg_hessian_columns"):
+        return _hvp_rows(n, args, first, count)
+    out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
+    fb = ffi.from_buffer
+    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args],
+                            fb(_PTR, out, require_writable=True),
+                            _workspace("hessian_columns", n), first, count)
+    return out

@@ -34,6 +34,11 @@ def _run_flat(name, n, args, start=0):
     raise NotImplementedError
 
 
+def _hessian_columns(n, args, first, count):
+    """Rows first .. first+count-1 of the Hessian, a (count, N_PARAMS) array."""
+    raise NotImplementedError
+
+
 def _structured_hessian(mats, outs, n):
     raise NotImplementedError
 

@@ -4,6 +4,12 @@ Copied verbatim into every generated NumPy module."""
 import numpy
 
 DTYPE = numpy.dtype("float64")   # the generated module's own DTYPE replaces this
+N_PARAMS = 0
+
+
+def _hvp_rows(n, args, first, count):   # the common api.py's, in a generated module
+    raise NotImplementedError
+
 
 # ---- bpgen runtime: copied verbatim from here ----
 
@@ -27,3 +33,8 @@ def _run_flat(name, n, args, start=0):
     """The outputs from index ``start`` on, one vector in C order."""
     outs = _run(name, n, args)
     return numpy.concatenate([o.ravel() for o in outs[start:]])
+
+
+def _hessian_columns(n, args, first, count):
+    """Rows first .. first+count-1 of the Hessian, one hvp each."""
+    return _hvp_rows(n, args, first, count)
