@@ -1894,7 +1894,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
 }
 
 /* ---- hessian_columns: workspace 19176*N + 5560 elements ---- */
-void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws, int64_t first, int64_t count)
+void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count)
 {
     real *const l0_P = ws + 0;  /* (64*N, 9) */
     real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
@@ -2113,7 +2113,7 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
 
-    /* one direction e_j at a time: rows first .. first+count-1 of the Hessian (1898 x 1898) */
+    /* one direction at a time: out row j - first = H·v_j, v_j = e_j (rows first .. first+count-1 of the Hessian, 1898 x 1898) or row j - first of V */
     memset(vbuf, 0, sizeof(real)*1898);
     for (int64_t j = first; j < first + count; j++) {
         real *const r_d_l0_W_2 = out + (j - first)*1898 + 0;
@@ -2122,7 +2122,9 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         real *const r_d_l2_b = out + (j - first)*1898 + 1232;
         real *const r_d_l5_W_2 = out + (j - first)*1898 + 1248;
         real *const r_d_l5_b = out + (j - first)*1898 + 1888;
-        vbuf[j] = 1;
+        /* the direction: row j - first of V, or e_j when V is NULL */
+        if (V) memcpy(vbuf, V + (j - first)*1898, sizeof(real)*1898);
+        else vbuf[j] = 1;
 
         /* forward pass */
         /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
@@ -2312,6 +2314,6 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         /* r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W */
         #pragma omp simd
         for (int64_t k = 0; k < 640; k++) r_d_l5_W_2[k] = r_d_l5_W_1_a[k] + r_d_l5_W_1_b[k] + 0.0001*v_l5_W[k];
-        vbuf[j] = 0;
+        if (!V) vbuf[j] = 0;
     }
 }

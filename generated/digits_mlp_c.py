@@ -347,7 +347,9 @@ _ROW_CHUNK = 64
 
 def hmp(params, x, y, V):
     """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
-    (N_PARAMS, k) array: one Hessian-vector product per column."""
+    (N_PARAMS, k) array: in C modules of networks without the dense
+    structure, one forward and backward pass shared by all k columns and a
+    tangent pass per column; otherwise one Hessian-vector product each."""
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
@@ -355,11 +357,15 @@ def hmp(params, x, y, V):
     if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
         raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
     _check_fits("hmp", N_PARAMS * vm.shape[1])
-    out = numpy.empty(vm.shape, dtype=DTYPE)
-    for j in range(vm.shape[1]):
-        col = numpy.ascontiguousarray(vm[:, j])
-        vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    rows = _hessian_times(n, [xm, ym, *mats], vm.T) if vm.shape[1] else None
+    if rows is not None:
+        out = numpy.ascontiguousarray(rows.T)
+    else:
+        out = numpy.empty(vm.shape, dtype=DTYPE)
+        for j in range(vm.shape[1]):
+            col = numpy.ascontiguousarray(vm[:, j])
+            vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+            out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
     return _finite_or_blame(out, xm, ym, mats, extra=[("V", vm)])
 
 
@@ -762,7 +768,21 @@ def _hessian_columns(n, args, first, count):
         return _hvp_rows(n, args, first, count)
     out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
     fb = ffi.from_buffer
-    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args],
+    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args], ffi.NULL,
                             fb(_PTR, out, require_writable=True),
                             _workspace("hessian_columns", n), first, count)
+    return out
+
+
+def _hessian_times(n, args, vt):
+    """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS) array:
+    one forward and backward pass, then one tangent pass per row."""
+    if not hasattr(lib, "bpg_hessian_columns"):
+        return None
+    vt = numpy.require(vt, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
+    out = numpy.empty(vt.shape, dtype=DTYPE)
+    fb = ffi.from_buffer
+    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args], fb(_PTR, vt),
+                            fb(_PTR, out, require_writable=True),
+                            _workspace("hessian_columns", n), 0, vt.shape[0])
     return out

@@ -1556,7 +1556,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
 }
 
 /* ---- hessian_columns: workspace 18184*N + 3256 elements ---- */
-void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws, int64_t first, int64_t count)
+void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -1819,7 +1819,7 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh, (d_l0_hprev + t*16*N));
     }
 
-    /* one direction e_j at a time: rows first .. first+count-1 of the Hessian (1169 x 1169) */
+    /* one direction at a time: out row j - first = H·v_j, v_j = e_j (rows first .. first+count-1 of the Hessian, 1169 x 1169) or row j - first of V */
     memset(vbuf, 0, sizeof(real)*1169);
     for (int64_t j = first; j < first + count; j++) {
         real *const r_d_l0_Wx_b = out + (j - first)*1169 + 0;
@@ -1827,7 +1827,9 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         real *const r_d_l0_b = out + (j - first)*1169 + 1088;
         real *const r_d_l1_W = out + (j - first)*1169 + 1152;
         real *const r_d_l1_b = out + (j - first)*1169 + 1168;
-        vbuf[j] = 1;
+        /* the direction: row j - first of V, or e_j when V is NULL */
+        if (V) memcpy(vbuf, V + (j - first)*1169, sizeof(real)*1169);
+        else vbuf[j] = 1;
 
         /* forward pass */
         /* r_l0_XW_b = x·v_l0_Wx */
@@ -2033,6 +2035,6 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         /*   (l0: input projection of every step at once) */
         /* r_d_l0_Wx_b = xᵀ·r_d_l0_G_6 */
         bpg_gemm_tn(1, 64, 20*N, x, r_d_l0_G_6, r_d_l0_Wx_b);
-        vbuf[j] = 0;
+        if (!V) vbuf[j] = 0;
     }
 }

@@ -4,7 +4,7 @@ Regenerate with: bpgen build sine_lstm.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (sine_lstm_c.c, compiled through cffi into
-_bpgen_sine_lstm_7b835359e1cc) then never reads or writes out of bounds.
+_bpgen_sine_lstm_af7ce3d0dd65) then never reads or writes out of bounds.
 Derivation document: bpgen doc sine_lstm.yaml
 """
 import collections
@@ -71,8 +71,8 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
     "grad_factors": [(0, 0, 20, 0, 1), (20, 0, 1280, 0, 64), (1300, 0, 320, 0, 16), (1620, 0, 320, 0, 16), (1940, 0, 20, 0, 1)],
 }
-EXTENSION = "_bpgen_sine_lstm_7b835359e1cc"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws, int64_t first, int64_t count);\nvoid bpg_set_threads(int n);"
+EXTENSION = "_bpgen_sine_lstm_af7ce3d0dd65"
+CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count);\nvoid bpg_set_threads(int n);"
 C_FILE = "sine_lstm_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
@@ -348,7 +348,9 @@ _ROW_CHUNK = 64
 
 def hmp(params, x, y, V):
     """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
-    (N_PARAMS, k) array: one Hessian-vector product per column."""
+    (N_PARAMS, k) array: in C modules of networks without the dense
+    structure, one forward and backward pass shared by all k columns and a
+    tangent pass per column; otherwise one Hessian-vector product each."""
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
@@ -356,11 +358,15 @@ def hmp(params, x, y, V):
     if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
         raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
     _check_fits("hmp", N_PARAMS * vm.shape[1])
-    out = numpy.empty(vm.shape, dtype=DTYPE)
-    for j in range(vm.shape[1]):
-        col = numpy.ascontiguousarray(vm[:, j])
-        vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    rows = _hessian_times(n, [xm, ym, *mats], vm.T) if vm.shape[1] else None
+    if rows is not None:
+        out = numpy.ascontiguousarray(rows.T)
+    else:
+        out = numpy.empty(vm.shape, dtype=DTYPE)
+        for j in range(vm.shape[1]):
+            col = numpy.ascontiguousarray(vm[:, j])
+            vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+            out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
     return _finite_or_blame(out, xm, ym, mats, extra=[("V", vm)])
 
 
@@ -763,7 +769,21 @@ def _hessian_columns(n, args, first, count):
         return _hvp_rows(n, args, first, count)
     out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
     fb = ffi.from_buffer
-    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args],
+    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args], ffi.NULL,
                             fb(_PTR, out, require_writable=True),
                             _workspace("hessian_columns", n), first, count)
+    return out
+
+
+def _hessian_times(n, args, vt):
+    """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS) array:
+    one forward and backward pass, then one tangent pass per row."""
+    if not hasattr(lib, "bpg_hessian_columns"):
+        return None
+    vt = numpy.require(vt, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
+    out = numpy.empty(vt.shape, dtype=DTYPE)
+    fb = ffi.from_buffer
+    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args], fb(_PTR, vt),
+                            fb(_PTR, out, require_writable=True),
+                            _workspace("hessian_columns", n), 0, vt.shape[0])
     return out

@@ -194,7 +194,7 @@ def test_hessian_columns_stay_in_bounds(builder, aid):
         wa, wb = mod._WS["hessian_columns"]
         ws_buf, ws = _padded(None, wa * n + wb, dtype, fill=np.nan)
         fb, ptr = mod.ffi.from_buffer, mod._PTR
-        mod.lib.bpg_hessian_columns(n, *[fb(ptr, a) for a in inputs],
+        mod.lib.bpg_hessian_columns(n, *[fb(ptr, a) for a in inputs], mod.ffi.NULL,
                                     fb(ptr, out, require_writable=True),
                                     fb(ptr, ws, require_writable=True), first, count)
         assert _canaries_intact(out_buf, count * p, dtype)

@@ -365,6 +365,17 @@ def test_ggn_vp_matches_jacobians(get, cid, backend):
     assert evals[0] >= -1e-10 * evals[-1]
 
 
+@pytest.mark.parametrize("cid, backend", _params())
+def test_hmp_equals_hessian_times_v(get, cid, backend):
+    spec, mod, _ = get(cid, backend)
+    params, x, y = _point(spec, mod, seed=11)
+    V = np.random.default_rng(3).normal(size=(mod.N_PARAMS, 4))
+    got = mod.hmp(params, x, y, V)
+    assert got.shape == (mod.N_PARAMS, 4) and got.flags.c_contiguous
+    assert rel_err(got, mod.hessian(params, x, y) @ V) <= 1e-10
+    assert mod.hmp(params, x, y, np.zeros((mod.N_PARAMS, 0))).shape == (mod.N_PARAMS, 0)
+
+
 # --------------------------------------------------------------------------
 # diagonal, blocks, gradient factors
 

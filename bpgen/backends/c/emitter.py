@@ -112,9 +112,10 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
 
 
 def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
-    """``bpg_hessian_columns``: rows first .. first+count-1 of the Hessian
-    (= its columns), the forward and backward pass computed once and the
-    tangent part once per direction e_j (v lives in the workspace)."""
+    """``bpg_hessian_columns``: H·v for count directions v (rows first ..
+    first+count-1 of the Hessian when V is NULL, else the rows of V), the
+    forward and backward pass computed once and the tangent part once per
+    direction (v lives in the workspace)."""
     prog = derived.programs["hessian_columns"]
     split = derived.meta["columns_split"]
     params = list(derived.base.params.values())
@@ -147,17 +148,21 @@ def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
     for var, size in zip(outs, sizes):
         lines.append(f"real *const {var} = out + (j - first)*{total} + {off};")
         off += size
-    lines += ["vbuf[j] = 1;"]
+    lines += ["/* the direction: row j - first of V, or e_j when V is NULL */",
+              f"if (V) memcpy(vbuf, V + (j - first)*{total}, sizeof(real)*{total});",
+              "else vbuf[j] = 1;"]
     for block in per_dir:
         lines += [""] + [f"/* {h} */" for h in block["head"]] + block["lines"]
-    lines += ["vbuf[j] = 0;"]
-    loop = {"head": [f"one direction e_j at a time: rows first .. first+count-1 of the "
-                     f"Hessian ({total} x {total})"],
+    lines += ["if (!V) vbuf[j] = 0;"]
+    loop = {"head": [f"one direction at a time: out row j - first = H·v_j, v_j = e_j (rows "
+                     f"first .. first+count-1 of the Hessian, {total} x {total}) or row "
+                     f"j - first of V"],
             "lines": [f"memset(vbuf, 0, sizeof(real)*{total});",
                       "for (int64_t j = first; j < first + count; j++) {"]
             + [("    " + line) if line else "" for line in lines] + ["}"]}
     sig = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs[:n_in]]
-           + ["real *restrict out", "real *restrict ws", "int64_t first", "int64_t count"])
+           + ["const real *restrict V", "real *restrict out", "real *restrict ws",
+              "int64_t first", "int64_t count"])
     return {"name": "hessian_columns", "decls": decls, "ws": (wa, wb + -(-total // 8) * 8),
             "blocks": head + [loop],
             "signature": f"void bpg_hessian_columns({', '.join(sig)})"}

@@ -137,7 +137,21 @@ def _hessian_columns(n, args, first, count):
         return _hvp_rows(n, args, first, count)
     out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
     fb = ffi.from_buffer
-    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args],
+    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args], ffi.NULL,
                             fb(_PTR, out, require_writable=True),
                             _workspace("hessian_columns", n), first, count)
+    return out
+
+
+def _hessian_times(n, args, vt):
+    """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS) array:
+    one forward and backward pass, then one tangent pass per row."""
+    if not hasattr(lib, "bpg_hessian_columns"):
+        return None
+    vt = numpy.require(vt, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
+    out = numpy.empty(vt.shape, dtype=DTYPE)
+    fb = ffi.from_buffer
+    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args], fb(_PTR, vt),
+                            fb(_PTR, out, require_writable=True),
+                            _workspace("hessian_columns", n), 0, vt.shape[0])
     return out

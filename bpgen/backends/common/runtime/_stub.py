@@ -39,6 +39,11 @@ def _hessian_columns(n, args, first, count):
     raise NotImplementedError
 
 
+def _hessian_times(n, args, vt):
+    """H·v for every row v of vt, or None when the backend has no shared pass."""
+    raise NotImplementedError
+
+
 def _structured_hessian(mats, outs, n):
     raise NotImplementedError
 

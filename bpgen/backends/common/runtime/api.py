@@ -12,7 +12,8 @@ import numpy
 from ._stub import (DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa: F401
                     _BYTES_PER_SAMPLE,
                     OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, _CURV_LAYERS, _FACTORS,
-                    _INIT, _L2, _hessian_columns, _run, _run_flat, _structured_block,
+                    _INIT, _L2, _hessian_columns, _hessian_times, _run, _run_flat,
+                    _structured_block,
                     _structured_diag,
                     _structured_hessian)
 
@@ -288,7 +289,9 @@ _ROW_CHUNK = 64
 
 def hmp(params, x, y, V):
     """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
-    (N_PARAMS, k) array: one Hessian-vector product per column."""
+    (N_PARAMS, k) array: in C modules of networks without the dense
+    structure, one forward and backward pass shared by all k columns and a
+    tangent pass per column; otherwise one Hessian-vector product each."""
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
@@ -296,11 +299,15 @@ def hmp(params, x, y, V):
     if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
         raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
     _check_fits("hmp", N_PARAMS * vm.shape[1])
-    out = numpy.empty(vm.shape, dtype=DTYPE)
-    for j in range(vm.shape[1]):
-        col = numpy.ascontiguousarray(vm[:, j])
-        vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    rows = _hessian_times(n, [xm, ym, *mats], vm.T) if vm.shape[1] else None
+    if rows is not None:
+        out = numpy.ascontiguousarray(rows.T)
+    else:
+        out = numpy.empty(vm.shape, dtype=DTYPE)
+        for j in range(vm.shape[1]):
+            col = numpy.ascontiguousarray(vm[:, j])
+            vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
+            out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
     return _finite_or_blame(out, xm, ym, mats, extra=[("V", vm)])
 
 

@@ -38,3 +38,8 @@ def _run_flat(name, n, args, start=0):
 def _hessian_columns(n, args, first, count):
     """Rows first .. first+count-1 of the Hessian, one hvp each."""
     return _hvp_rows(n, args, first, count)
+
+
+def _hessian_times(n, args, vt):
+    """None: the API takes one hvp per direction."""
+    return None
