@@ -10,6 +10,9 @@ here is a ``# Grad of:`` comment there, in the same order and naming the same
 code variable.  The Hessian section is ``bpgen show --hessian``'s content;
 the cost table reads every entry point's lowered program.  The notation is
 ``docs/notation.md``.
+
+(Over ~500 lines: one document, section by section, each a short function;
+splitting it would scatter one reader-facing text over several files.)
 """
 from __future__ import annotations
 

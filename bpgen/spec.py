@@ -6,6 +6,11 @@ integers, option values come from fixed vocabularies.  Every error is a
 :class:`SpecError` (a ``ValueError``) whose message starts with the file and
 the offending field, e.g. ``arch.yaml: layers[1].activation: ...``.
 
+(Longer than the ~500 lines a module here usually has, on purpose: every
+check of untrusted input, its limits and the message helpers stay in one
+file that can be audited as a whole; the YAML reader is in yamlfile.py and
+each layer type validates its own options.)
+
 Limits.  An architecture file is untrusted input that becomes code which is
 compiled and imported, so everything that grows the work, the memory or the
 emitted source is bounded here (the constants below), each with a message
@@ -57,6 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .activations import ACTIVATIONS
+from .yamlfile import hardened_loader
 from .layers import LAYER_TYPES as LAYER_TYPE_OBJECTS
 from .layers import RECURRENT_TYPES, RESERVED_TYPES, ROLES, ParamSpec, fans
 
@@ -427,7 +433,7 @@ def load_spec(source: "str | os.PathLike | dict") -> Spec:
                         f"(byte {exc.start})") from None
     import yaml
     try:
-        data = yaml.load(text, Loader=_unique_key_loader())
+        data = yaml.load(text, Loader=hardened_loader(MAX_YAML_DEPTH, _short))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "YAML"
@@ -440,78 +446,6 @@ def load_spec(source: "str | os.PathLike | dict") -> Spec:
         raise SpecError(f"{path}: YAML: invalid YAML: "
                         f"{first or type(exc).__name__}") from None
     return validate(data, path)
-
-
-def _unique_key_loader():
-    """A SafeLoader, hardened: it refuses duplicate mapping keys (plain PyYAML
-    keeps the last one silently, e.g. ``{units: 32, units: 10}``), nesting
-    deeper than ``MAX_YAML_DEPTH`` and a merge key (``<<``) that merges a
-    mapping into itself, and it keeps one entry per key when merging, so
-    that merging copies of merged mappings (a "billion laughs" of merge keys,
-    9 aliases a level) does not grow exponentially.  Aliases stay shared
-    objects (SafeLoader never copies them)."""
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def __init__(self, stream):
-            super().__init__(stream)
-            self._depth = 0
-            self._checked: set = set()        # ids of mapping nodes checked for duplicates
-            self._flattening: set = set()     # ids of mapping nodes being flattened
-
-        def compose_node(self, parent, index):
-            self._depth += 1
-            try:
-                if self._depth > MAX_YAML_DEPTH:
-                    raise yaml.composer.ComposerError(
-                        None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
-                        self.peek_event().start_mark)
-                return super().compose_node(parent, index)
-            finally:
-                self._depth -= 1
-
-        def _check_duplicates(self, node):
-            seen = set()
-            for key_node, _ in node.value:
-                if (not isinstance(key_node, yaml.ScalarNode)
-                        or key_node.tag == "tag:yaml.org,2002:merge"):
-                    continue
-                key = self.construct_object(key_node)
-                try:
-                    duplicate = key in seen
-                    seen.add(key)
-                except TypeError:       # unhashable: construct_mapping says so
-                    continue
-                if duplicate:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {_short(key)}", key_node.start_mark)
-
-        def flatten_mapping(self, node):
-            if id(node) in self._flattening:
-                raise yaml.constructor.ConstructorError(
-                    None, None, "a merge key (<<) merges a mapping into itself",
-                    node.start_mark)
-            if id(node) not in self._checked:     # its own keys, before any merge
-                self._checked.add(id(node))
-                self._check_duplicates(node)
-            self._flattening.add(id(node))
-            try:
-                super().flatten_mapping(node)
-            finally:
-                self._flattening.discard(id(node))
-            # the last entry of a key wins: keep only that one
-            seen, kept = set(), []
-            for key_node, value_node in reversed(node.value):
-                if isinstance(key_node, yaml.ScalarNode):
-                    k = (key_node.tag, key_node.value)
-                    if k in seen:
-                        continue
-                    seen.add(k)
-                kept.append((key_node, value_node))
-            kept.reverse()
-            node.value = kept
-
-    return UniqueKeyLoader
 
 
 def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -> Spec:
