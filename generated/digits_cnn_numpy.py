@@ -155,7 +155,8 @@ def _check_params(params, what="params"):
 
 def _check_x(x):
     """x as the matrix the generated code reads, and the batch size N."""
-    if isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE):
+    checked = isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE)
+    if checked:
         _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
     arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
                 and x.flags.aligned) else _as_array(x, "x")
@@ -165,7 +166,8 @@ def _check_x(x):
     n = arr.shape[0]
     if n < 1:
         raise ValueError("x: the batch is empty (N = 0)")
-    _check_batch(n)
+    if not checked:                   # a list, say: checked once converted
+        _check_batch(n)
     if not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
     if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
@@ -478,12 +480,14 @@ def hessian_blocks(params, x, y):
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
-    outs = _curvature_outputs(xm, n, ym, mats) if _CURV_LAYERS else None
-    dense = [wk.split(".", 1)[0] for wk, *_ in _CURV_LAYERS]
+    structured = {}
+    if _CURV_LAYERS:
+        blocks = _structured_blocks(mats, _curvature_outputs(xm, n, ym, mats), n)
+        structured = {wk.split(".", 1)[0]: b for wk, b in blocks.items()}
     result = {}
     for name, (keys, lo, hi) in layers.items():
-        if outs is not None:
-            block = _structured_block(mats, outs, n, dense.index(name))
+        if structured:
+            block = structured[name]
         else:
             block = numpy.empty((hi - lo, hi - lo), dtype=DTYPE)
             for first in range(lo, hi, _ROW_CHUNK):
@@ -592,16 +596,20 @@ def _structured_hessian(mats, outs, n):
     return h
 
 
-def _structured_block(mats, outs, n, k):
-    """Layer k's diagonal block of the Hessian, alone."""
+def _structured_blocks(mats, outs, n):
+    """Every layer's diagonal block of the Hessian, each formed alone (the
+    curvature recursion runs once for all of them): {W key: block}."""
     layers = _layers(mats, outs)
-    lay = layers[k]
-    size = math.prod(PARAM_SHAPES[lay[0]]) + math.prod(PARAM_SHAPES[lay[1]])
-    offset = {lay[0]: 0, lay[1]: math.prod(PARAM_SHAPES[lay[0]])}
-    h = numpy.empty((size, size), dtype=DTYPE)
-    _put_pair(h, lay, lay, _curvatures(layers, outs, n)[k], None, offset)
-    _add_l2(h, offset)
-    return h
+    curv = _curvatures(layers, outs, n)
+    blocks = {}
+    for lay, a in zip(layers, curv):
+        nw = math.prod(PARAM_SHAPES[lay[0]])
+        offset = {lay[0]: 0, lay[1]: nw}
+        h = numpy.empty((nw + math.prod(PARAM_SHAPES[lay[1]]),) * 2, dtype=DTYPE)
+        _put_pair(h, lay, lay, a, None, offset)
+        _add_l2(h, offset)
+        blocks[lay[0]] = h
+    return blocks
 
 
 def _add_l2(h, offset):

@@ -24,12 +24,6 @@ def per_sample(shape) -> int:
     return a * shape[1]
 
 
-def describe(pattern) -> str:
-    kind, *sizes = pattern
-    names = {"im2col": "C, H, W, k, s, p", "windows": "C, H, W, k, s", "transpose": "S, F"}
-    return f"{kind}({'; '.join(f'{n}={v}' for n, v in zip(names[kind].split(', '), sizes))})"
-
-
 @register
 class Gather(Unary):
     name = "gather"

@@ -48,7 +48,7 @@ def _structured_hessian(mats, outs, n):
     raise NotImplementedError
 
 
-def _structured_block(mats, outs, n, k):
+def _structured_blocks(mats, outs, n):
     raise NotImplementedError
 
 

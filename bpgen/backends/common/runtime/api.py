@@ -13,7 +13,7 @@ from ._stub import (DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa:
                     _BYTES_PER_SAMPLE,
                     OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, _CURV_LAYERS, _FACTORS,
                     _INIT, _L2, _hessian_columns, _hessian_times, _run, _run_flat,
-                    _structured_block,
+                    _structured_blocks,
                     _structured_diag,
                     _structured_hessian)
 
@@ -98,7 +98,8 @@ def _check_params(params, what="params"):
 
 def _check_x(x):
     """x as the matrix the generated code reads, and the batch size N."""
-    if isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE):
+    checked = isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE)
+    if checked:
         _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
     arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
                 and x.flags.aligned) else _as_array(x, "x")
@@ -108,7 +109,8 @@ def _check_x(x):
     n = arr.shape[0]
     if n < 1:
         raise ValueError("x: the batch is empty (N = 0)")
-    _check_batch(n)
+    if not checked:                   # a list, say: checked once converted
+        _check_batch(n)
     if not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
     if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
@@ -421,12 +423,14 @@ def hessian_blocks(params, x, y):
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
-    outs = _curvature_outputs(xm, n, ym, mats) if _CURV_LAYERS else None
-    dense = [wk.split(".", 1)[0] for wk, *_ in _CURV_LAYERS]
+    structured = {}
+    if _CURV_LAYERS:
+        blocks = _structured_blocks(mats, _curvature_outputs(xm, n, ym, mats), n)
+        structured = {wk.split(".", 1)[0]: b for wk, b in blocks.items()}
     result = {}
     for name, (keys, lo, hi) in layers.items():
-        if outs is not None:
-            block = _structured_block(mats, outs, n, dense.index(name))
+        if structured:
+            block = structured[name]
         else:
             block = numpy.empty((hi - lo, hi - lo), dtype=DTYPE)
             for first in range(lo, hi, _ROW_CHUNK):

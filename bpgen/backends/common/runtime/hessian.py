@@ -122,16 +122,20 @@ def _structured_hessian(mats, outs, n):
     return h
 
 
-def _structured_block(mats, outs, n, k):
-    """Layer k's diagonal block of the Hessian, alone."""
+def _structured_blocks(mats, outs, n):
+    """Every layer's diagonal block of the Hessian, each formed alone (the
+    curvature recursion runs once for all of them): {W key: block}."""
     layers = _layers(mats, outs)
-    lay = layers[k]
-    size = math.prod(PARAM_SHAPES[lay[0]]) + math.prod(PARAM_SHAPES[lay[1]])
-    offset = {lay[0]: 0, lay[1]: math.prod(PARAM_SHAPES[lay[0]])}
-    h = numpy.empty((size, size), dtype=DTYPE)
-    _put_pair(h, lay, lay, _curvatures(layers, outs, n)[k], None, offset)
-    _add_l2(h, offset)
-    return h
+    curv = _curvatures(layers, outs, n)
+    blocks = {}
+    for lay, a in zip(layers, curv):
+        nw = math.prod(PARAM_SHAPES[lay[0]])
+        offset = {lay[0]: 0, lay[1]: nw}
+        h = numpy.empty((nw + math.prod(PARAM_SHAPES[lay[1]]),) * 2, dtype=DTYPE)
+        _put_pair(h, lay, lay, a, None, offset)
+        _add_l2(h, offset)
+        blocks[lay[0]] = h
+    return blocks
 
 
 def _add_l2(h, offset):
