@@ -15,6 +15,7 @@ from typing import Callable
 import sympy as sp
 
 from .activations import activation_expr
+from .assembly import derive_assembly
 from .ir import Graph, grad, tangents
 from .layers import LAYER_TYPES
 from .lower import Program, lower
@@ -22,7 +23,8 @@ from .network import Derivation, derive
 from .shapes import size_coeffs
 from .spec import Spec
 
-__all__ = ["EntryPoint", "ENTRY_POINTS", "Derived", "derive_all", "structured"]
+__all__ = ["EntryPoint", "ENTRY_POINTS", "Derived", "derive_all", "structured", "program",
+           "assembly"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class EntryPoint:
     doc: str
     when: Callable = staticmethod(lambda spec: True)
     backends: tuple = ("numpy", "c")
+    #: "program" (a lowered Program from the graph) or "assembly" (an
+    #: :class:`~bpgen.assembly.Assembly` over the curvature program's outputs:
+    #: ``derive(spec, curvature program, meta)``)
+    kind: str = "program"
 
 
 @dataclass
@@ -46,12 +52,18 @@ class Derived:
     programs: dict                       # name -> Program, in table order
     entries: dict                        # name -> EntryPoint
     meta: dict = field(default_factory=dict)   # factor and curvature layouts
+    assemblies: dict = field(default_factory=dict)   # name -> Assembly
 
     def layout(self, name: str) -> list:
         """Where each output of ``name`` lies in one flat buffer:
         [(offset a, offset b, size a, size b, columns)], sizes a*N + b."""
-        prog = self.programs[name]
         out, fa, fb = [], 0, 0
+        if name in self.assemblies:            # outputs of fixed size
+            for _, rows, cols in self.assemblies[name].outputs:
+                out.append((0, fb, 0, rows * cols, cols))
+                fb += rows * cols
+            return out
+        prog = self.programs[name]
         for o in prog.outputs:
             a, b = size_coeffs(prog.vars[o].shape)
             out.append((fa, fb, a, b, prog.vars[o].shape[1]))
@@ -262,6 +274,14 @@ ENTRY_POINTS = (
                "(U, V) with dW = Uᵀ·V per weight matrix"),
     EntryPoint("curvature", ("x", "y", "params"), _curvature,
                "per-sample parts of the structured Hessian", when=structured),
+    EntryPoint("hessian", ("x", "y", "params"),
+               lambda spec, curv, meta: derive_assembly(spec, curv, meta, "full"),
+               "the exact Hessian, assembled from its Kronecker block structure",
+               when=structured, kind="assembly"),
+    EntryPoint("hessian_blocks", ("x", "y", "params"),
+               lambda spec, curv, meta: derive_assembly(spec, curv, meta, "blocks"),
+               "every layer's diagonal block of the exact Hessian", when=structured,
+               kind="assembly"),
     # C only: the NumPy backend takes Hessian columns from hvp
     EntryPoint("hessian_columns", ("x", "y", "params"), _hessian_columns,
                "Hessian columns, the forward and backward pass shared by all",
@@ -272,15 +292,18 @@ ENTRY_POINTS = (
 def derive_all(spec: Spec) -> Derived:
     """Every entry point of ``spec``: the derivation stage of the pipeline."""
     base = derive(spec)
-    programs, entries, meta = {}, {}, {}
+    programs, entries, meta, assemblies = {}, {}, {}, {}
     for entry in ENTRY_POINTS:
         if not entry.when(spec):
             continue
+        entries[entry.name] = entry
+        if entry.kind == "assembly":
+            assemblies[entry.name] = entry.derive(spec, programs["curvature"], meta)
+            continue
         prog, extra = entry.derive(spec, base)
         programs[entry.name] = prog
-        entries[entry.name] = entry
         meta.update(extra)
-    return Derived(spec, base, programs, entries, meta)
+    return Derived(spec, base, programs, entries, meta, assemblies)
 
 
 def program(spec: Spec, name: str, base: Derivation | None = None) -> Program:
@@ -288,3 +311,11 @@ def program(spec: Spec, name: str, base: Derivation | None = None) -> Program:
     (default: a fresh derivation of ``spec``)."""
     entry = next(e for e in ENTRY_POINTS if e.name == name)
     return entry.derive(spec, base if base is not None else derive(spec))[0]
+
+
+def assembly(spec: Spec, name: str = "hessian", base: Derivation | None = None):
+    """One assembly entry point (``hessian``, ``hessian_blocks``) of a
+    structured architecture, for ``bpgen show --hessian``."""
+    entry = next(e for e in ENTRY_POINTS if e.name == name and e.kind == "assembly")
+    curv, meta = _curvature(spec, base if base is not None else derive(spec))
+    return entry.derive(spec, curv, meta)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 
 from ...derivation import Derived
@@ -20,8 +21,9 @@ __all__ = ["CEmitter", "emit"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _env = environment(_HERE)
-#: the runtime helpers: one file each in runtime/ (besides the prelude); none
-#: calls another, so they are pasted in name order
+#: the runtime helpers: one file each in runtime/ (besides the prelude),
+#: pasted in name order; a helper calls only those whose names sort before
+#: its own (the hess_* ones call bpg_gemm_*), and whoever uses it uses those too
 HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime"))
                        if f.endswith(".c") and f != "prelude.c"))
 
@@ -168,13 +170,67 @@ def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
             "signature": f"void bpg_hessian_columns({', '.join(sig)})"}
 
 
+def _allocate(asm) -> tuple:
+    """Offsets (per sample: offset a*N) of the assembly's temporaries, reusing
+    the memory of those no longer read, and the total per sample."""
+    first, last = {}, {}
+    for i, op in enumerate(asm.ops):
+        for name in op.writes() + op.scratch():
+            first.setdefault(name, i)
+        for name in op.reads() + op.writes() + op.scratch():
+            last[name] = i
+    placed, offsets, total = [], {}, 0
+    for name in sorted((n for n in first if asm.t(n).kind == "temp"), key=first.get):
+        size = math.prod(asm.t(name).shape[1:])
+        live = sorted((o, o + s) for n, o, s in placed if last[n] >= first[name])
+        off = 0
+        for lo, hi in live:              # first fit between the live ones
+            if off + size <= lo:
+                break
+            off = max(off, hi)
+        placed.append((name, off, size))
+        offsets[name] = off
+        total = max(total, off + size)
+    return offsets, total
+
+
+def _assembly_function(derived: Derived, name: str, used: set, tables: dict) -> dict:
+    """An assembly (the structured Hessian) as a C function with the generic
+    signature: the curvature program (its outputs at the start of the
+    workspace), then one block per op, headed by its equation."""
+    asm = derived.assemblies[name]
+    curv = derived.programs["curvature"]
+    decls, ca, cb = [], 0, 0
+    for var, (oa, ob, a, b, _) in zip(curv.outputs, derived.layout("curvature")):
+        decls.append(f"real *const {var} = ws + {offset_code(oa, ob)};  "
+                     f"/* {_shape_str(curv.vars[var].shape)} */")
+        ca, cb = oa + a, ob + b
+    offsets, per_sample = _allocate(asm)
+    for var, off in offsets.items():
+        decls.append(f"real *const {var} = ws + {offset_code(ca + off, cb)};  "
+                     f"/* {_shape_str(asm.t(var).shape)} */")
+    for (var, rows, cols), (_, ob, _, _, _) in zip(asm.outputs, derived.layout(name)):
+        decls.append(f"real *const {var} = out + {ob};  /* ({rows}, {cols}) */")
+    em = CEmitter(curv, derived.spec.dtype, used, tables)
+    blocks = [{"head": ["the per-sample quantities: the derived curvature program"],
+               "lines": [f"bpg_curvature(N, {', '.join(asm.inputs)}, ws, "
+                         f"ws + {offset_code(ca, cb)});"]}]
+    blocks += [{"head": [op.equation(asm)[0]], "lines": op.c(asm, em)} for op in asm.ops]
+    wa, wb = curv.workspace_size
+    params = (["int64_t N"] + [f"const real *restrict {a}" for a in asm.inputs]
+              + ["real *restrict out", "real *restrict ws"])
+    return {"name": name, "decls": decls, "ws": (ca + max(wa, per_sample), cb + wb),
+            "blocks": blocks, "signature": f"void bpg_{name}({', '.join(params)})"}
+
+
 def emit(derived: Derived, module: str) -> tuple:
     """({file name: text}, C source, cdef, extension name) of the C module."""
     spec = derived.spec
     used: set = set()
     tables: dict = {}
     functions = [_columns_function(derived, used, tables) if name == "hessian_columns"
-                 else _function(derived, name, used, tables)
+                 else _assembly_function(derived, name, used, tables)
+                 if entry.kind == "assembly" else _function(derived, name, used, tables)
                  for name, entry in derived.entries.items() if "c" in entry.backends]
     runtime = [runtime_source(os.path.join(_HERE, "runtime", "prelude.c"))]
     runtime += [runtime_source(os.path.join(_HERE, "runtime", f"{h}.c"))

@@ -31,6 +31,19 @@ def _bytes_per_sample(derived: Derived) -> int:
     return itemsize * (2 * math.prod(derived.spec.input.shape) + worst)
 
 
+def _assembly_per_sample(derived: Derived) -> dict:
+    """Elements per sample an assembly may hold besides its output (every
+    per-sample tensor without reuse, the curvature program's outputs and
+    workspace): what hessian() checks against the memory limit."""
+    if not derived.assemblies:
+        return {}
+    curv = derived.programs["curvature"]
+    base = curv.workspace_size[0] + sum(a for _, _, a, _, _ in derived.layout("curvature"))
+    return {name: base + sum(math.prod(t.shape[1:]) for t in asm.tensors.values()
+                             if t.shape[0] == "N" and t.kind == "temp")
+            for name, asm in derived.assemblies.items()}
+
+
 def module_context(derived: Derived, module: str) -> dict:
     spec = derived.spec
     shapes = spec.param_shapes
@@ -60,7 +73,9 @@ def module_context(derived: Derived, module: str) -> dict:
         "curv_layers": meta.get("curv_layers", []),
         "curv_loss": repr(meta.get("curv_loss")),
         # entry points with the generic calling convention (inputs, out, ws)
-        "outputs": [(name, derived.layout(name)) for name in derived.programs
+        "outputs": [(name, derived.layout(name))
+                    for name in list(derived.programs) + list(derived.assemblies)
                     if name != "hessian_columns"],
         "bytes_per_sample": _bytes_per_sample(derived),
+        "assembly_per_sample": _assembly_per_sample(derived),
     }

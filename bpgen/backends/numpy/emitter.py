@@ -57,6 +57,18 @@ def _function(prog: Program, dtype: str) -> dict:
             "pre": pre, "blocks": NumpyEmitter(prog, dtype).blocks()}
 
 
+def _assembly_function(derived: Derived, name: str) -> dict:
+    """An assembly (the structured Hessian) as a Python function: the
+    curvature program's outputs, then one block per op, headed by its
+    equation."""
+    asm = derived.assemblies[name]
+    pre = [f"{', '.join(asm.curvature_outputs)} = _curvature({', '.join(asm.inputs)})"]
+    pre += [f"{o} = numpy.empty(({rows}, {cols}), dtype=DTYPE)" for o, rows, cols in asm.outputs]
+    blocks = [{"head": [op.equation(asm)[0]], "lines": op.numpy(asm)} for op in asm.ops]
+    return {"name": name, "args": asm.inputs, "returns": [o for o, _, _ in asm.outputs],
+            "pre": pre, "blocks": blocks}
+
+
 def _runtime(name: str) -> str:
     return runtime_source(os.path.join(_HERE, "runtime", name))
 
@@ -65,7 +77,8 @@ def emit(derived: Derived, module: str) -> dict:
     """{file name: text} of the NumPy module."""
     spec = derived.spec
     ctx = dict(module_context(derived, module),
-               functions=[_function(derived.programs[name], spec.dtype)
+               functions=[_assembly_function(derived, name) if entry.kind == "assembly"
+                          else _function(derived.programs[name], spec.dtype)
                           for name, entry in derived.entries.items()
                           if "numpy" in entry.backends],
                batch_expr=("x.shape[0]" if spec.input.kind != "sequence"

@@ -22,6 +22,7 @@ _FACTORS = {}
 _CURV_LAYERS = []
 _CURV_LOSS = None
 _BYTES_PER_SAMPLE = 8
+_ASSEMBLY_PER_SAMPLE = {}
 
 
 def _run(name, n, args):
@@ -41,14 +42,6 @@ def _hessian_columns(n, args, first, count):
 
 def _hessian_times(n, args, vt):
     """H·v for every row v of vt, or None when the backend has no shared pass."""
-    raise NotImplementedError
-
-
-def _structured_hessian(mats, outs, n):
-    raise NotImplementedError
-
-
-def _structured_blocks(mats, outs, n):
     raise NotImplementedError
 
 

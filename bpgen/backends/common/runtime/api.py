@@ -10,12 +10,10 @@ import os
 import numpy
 
 from ._stub import (DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa: F401
-                    _BYTES_PER_SAMPLE,
+                    _ASSEMBLY_PER_SAMPLE, _BYTES_PER_SAMPLE,
                     OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, _CURV_LAYERS, _FACTORS,
                     _INIT, _L2, _hessian_columns, _hessian_times, _run, _run_flat,
-                    _structured_blocks,
-                    _structured_diag,
-                    _structured_hessian)
+                    _structured_diag)
 
 # ---- bpgen runtime: copied verbatim from here ----
 
@@ -259,15 +257,16 @@ def hessian(params, x, y):
     H[i, j] = d^2 loss / d theta_i d theta_j with theta = flatten(params).
 
     For networks of dense layers it is assembled from its matrix-form
-    structure (Kronecker blocks per layer pair plus the commutation-type
-    delta terms, see _structured_hessian); otherwise from hvp columns."""
+    structure by generated code (Kronecker blocks per layer pair plus the
+    commutation-type delta terms; ``bpgen show --hessian`` prints the
+    derived assembly); otherwise from Hessian columns (hvp)."""
     _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
-    if _CURV_LAYERS:
-        h = _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n)
-        return _finite_or_blame(h, xm, ym, mats)
+    if _CURV_LAYERS:        # the generated assembly (see bpgen show --hessian)
+        _check_fits("hessian", N_PARAMS * N_PARAMS + _ASSEMBLY_PER_SAMPLE["hessian"] * n)
+        return _finite_or_blame(_run("hessian", n, [xm, ym, *mats])[0], xm, ym, mats)
     out = _hessian_columns(n, [xm, ym, *mats], 0, N_PARAMS)
     # the exact Hessian is symmetric; average away the rounding
     return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
@@ -424,9 +423,11 @@ def hessian_blocks(params, x, y):
     xm, n = _check_x(x)
     ym = _check_y(y, n)
     structured = {}
-    if _CURV_LAYERS:
-        blocks = _structured_blocks(mats, _curvature_outputs(xm, n, ym, mats), n)
-        structured = {wk.split(".", 1)[0]: b for wk, b in blocks.items()}
+    if _CURV_LAYERS:        # the generated assembly: one output per layer
+        _check_fits("hessian_blocks", largest * largest
+                    + _ASSEMBLY_PER_SAMPLE["hessian_blocks"] * n)
+        blocks = _run("hessian_blocks", n, [xm, ym, *mats])
+        structured = {wk.split(".", 1)[0]: b for (wk, *_), b in zip(_CURV_LAYERS, blocks)}
     result = {}
     for name, (keys, lo, hi) in layers.items():
         if structured:

@@ -1,0 +1,143 @@
+"""Deriving the structured Hessian's assembly for one architecture.
+
+From the curvature program's outputs (per layer: its input a, f'(z),
+f''(z), δa, δz; the loss curvature) and the parameters, the ops of
+:mod:`bpgen.assembly` compose:
+
+* Λ_out (the loss), then Λ_k for every layer, last to first (the backward
+  recursion Λ_k = D_k·W_(k+1)·Λ_(k+1)·W_(k+1)ᵀ·D_k + diag(f''(z_k) ⊙ δa_k));
+* for every pair of layers k <= l the block H[(W_k, b_k), (W_l, b_l)]: a
+  Kronecker sum over samples with Λ_kl = ∂z_l/∂z_k·Λ_l, plus for k < l the
+  commutation-type term through J_(k→l) = ∂a_(l-1)/∂z_k; each off-diagonal
+  block mirrored, each diagonal block symmetrised; then λ I from l2.
+
+``mode="blocks"`` keeps only the diagonal blocks, each its own output.
+Nothing here is specific to a backend: the ops print themselves.
+"""
+from __future__ import annotations
+
+import math
+
+from ..equations import tex_label
+from ..spec import Spec
+from .base import Assembly, Tensor
+
+__all__ = ["derive_assembly"]
+
+
+def _t(name, shape, text, kind="temp"):
+    return Tensor(name, tuple(shape), text, tex_label(text), kind)
+
+
+def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembly:
+    """The assembly of the full Hessian (``mode="full"``: one output H,
+    N_PARAMS x N_PARAMS) or of every layer's diagonal block (``"blocks"``:
+    one output per layer) from the curvature program ``curv`` and its
+    layout ``meta`` (``curv_layers``, ``curv_loss``)."""
+    from . import ops as o     # noqa: F401  (the op classes, registered)
+    if mode not in ("full", "blocks"):
+        raise ValueError(f"mode: expected 'full' or 'blocks', got {mode!r}")
+    shapes = spec.param_shapes
+    offset, off = {}, 0
+    for key, shape in shapes.items():
+        offset[key] = off
+        off += math.prod(shape)
+    n_params = off
+    param_var = dict(zip(shapes, curv.inputs[2:]))
+    tensors = {}
+    for var in curv.outputs:
+        tensors[var] = _t(var, curv.vars[var].shape, curv.vars[var].label, "input")
+    layers = []
+    for i, (wk, bk, i_in, i_d1, i_d2, i_q, i_dl) in enumerate(meta["curv_layers"]):
+        name = wk.split(".", 1)[0]
+        if offset[bk] != offset[wk] + math.prod(shapes[wk]) or len(shapes[bk]) != 1:
+            raise AssertionError(f"{wk}, {bk}: the bias does not follow its weight")
+        for key in (wk, bk):
+            tensors[param_var[key]] = _t(param_var[key], (shapes[key] + (1,))[:2]
+                                         if key == wk else (1, shapes[key][0]),
+                                         f"{'W' if key == wk else 'b'}_{name}", "param")
+        p, c = shapes[wk]
+        layers.append({"i": i, "name": name, "keys": f"{wk}, {bk}", "w": param_var[wk],
+                       "off": offset[wk], "size": (p + 1) * c, "p": p, "c": c,
+                       "a": curv.outputs[i_in], "d1": curv.outputs[i_d1],
+                       "d2": curv.outputs[i_d2], "q": curv.outputs[i_q],
+                       "delta": curv.outputs[i_dl], "wkey": wk})
+    clash = {f"lam_{x['i']}" for x in layers} & set(curv.vars)
+    if clash:
+        raise AssertionError(f"assembly names clash with the curvature's: {clash}")
+
+    ops = []
+    loss_src = curv.outputs[meta["curv_loss"]]
+    k_out = tensors[loss_src].shape[1]
+    tensors["lam_out"] = _t("lam_out", ("N", k_out, k_out), "Λ_out")
+    ops.append(o.LossCurvature("lam_out", loss_src, spec.loss.type == "softmax_cross_entropy"))
+    nxt = "lam_out"
+    for k in range(len(layers) - 1, -1, -1):
+        lay = layers[k]
+        out, tmp = f"lam_{k}", f"T_{k}"
+        tensors[out] = _t(out, ("N", lay["c"], lay["c"]), f"Λ_{lay['name']}")
+        w = layers[k + 1]["w"] if k + 1 < len(layers) else None
+        v = tensors[nxt].shape[1]
+        tensors[tmp] = _t(tmp, ("N", 2 * lay["c"], v), f"T_{lay['name']}")
+        ops.append(o.Sandwich(out, nxt, w, lay["d1"], lay["d2"], lay["q"], tmp))
+        nxt = out
+    for k, lay in enumerate(layers):
+        tensors[f"a1_{k}"] = _t(f"a1_{k}", ("N", lay["p"] + 1), "ã_" + lay["name"])
+        ops.append(o.AppendOnes(f"a1_{k}", lay["a"]))
+
+    outputs = []
+    if mode == "full":
+        tensors["H"] = _t("H", (n_params, n_params), "H", "output")
+        outputs.append(("H", n_params, n_params))
+    for k, lay in enumerate(layers):
+        if mode == "full":
+            h, ld, r0 = "H", n_params, lay["off"]
+        else:
+            h, ld, r0 = f"H_{k}", lay["size"], 0
+            tensors[h] = _t(h, (ld, ld), f"H_{lay['name']}", "output")
+            outputs.append((h, ld, ld))
+        tmp = f"R_{k}_{k}"
+        tensors[tmp] = _t(tmp, ("N", (lay["p"] + 1) * lay["c"]), "R")
+        ops.append(o.KronBlock(h, ld, r0, r0, f"a1_{k}", f"a1_{k}", f"lam_{k}", None, None,
+                               tmp, lay["keys"], lay["keys"]))
+        ops.append(o.Symmetrize(h, r0, lay["size"], lay["keys"]))
+        if mode == "blocks":
+            _l2(spec, ops, h, r0 - lay["off"], offset, [lay["wkey"]])
+            continue
+        for m in range(k + 1, len(layers)):
+            lm, prev = layers[m], layers[m - 1]
+            j, z, mm, tmp = f"J_{k}_{m}", f"Z_{k}_{m}", f"M_{k}_{m}", f"R_{k}_{m}"
+            pair = f"{lay['name']}→{lm['name']}"
+            tensors[j] = _t(j, ("N", lay["c"], lm["p"]), f"J_{pair}")
+            tensors[z] = _t(z, ("N", lay["c"], lm["c"]), f"Z_{pair}")
+            tensors[mm] = _t(mm, ("N", lay["c"], lm["c"]), f"Λ_{lay['name']},{lm['name']}")
+            tensors[tmp] = _t(tmp, ("N", (lm["p"] + 1) * lm["c"]), "R")
+            if m == k + 1:
+                ops.append(o.ChainStart(j, lay["d1"]))
+            else:
+                ops.append(o.ScaleColumns(j, f"Z_{k}_{m - 1}", prev["d1"]))
+            ops.append(o.SharedProduct(z, j, lm["w"]))
+            ops.append(o.SampleProduct(mm, z, f"lam_{m}"))
+            ops.append(o.KronBlock(h, ld, lay["off"], lm["off"], f"a1_{k}", f"a1_{m}", mm, j,
+                                   lm["delta"], tmp, lay["keys"], lm["keys"]))
+            ops.append(o.Mirror(h, lay["off"], lm["off"], lay["size"], lm["size"],
+                                lay["keys"], lm["keys"]))
+    if mode == "full":
+        _l2(spec, ops, "H", 0, offset, [lay["wkey"] for lay in layers])
+    asm = Assembly("hessian" if mode == "full" else "hessian_blocks", list(curv.inputs),
+                   list(curv.outputs), tensors, ops, outputs)
+    for op in ops:
+        op.check(asm)
+    return asm
+
+
+def _l2(spec, ops, h, shift, offset, keys):
+    from .symmetry import AddL2
+    if not spec.l2:
+        return
+    l2_keys = set(spec.l2_keys)
+    for key in keys:
+        if key in l2_keys:
+            start = offset[key] + shift
+            ops.append(AddL2(h, start, start + math.prod(spec.param_shapes[key]),
+                             float(spec.l2), key))

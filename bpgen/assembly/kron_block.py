@@ -1,0 +1,96 @@
+"""One block of the Hessian between the parameters (W, b) of layers k <= l:
+a sum over samples of Kronecker products, plus for k < l the
+commutation-type term that no sum of Kronecker products gives."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import AssemblyOp, register, tt
+
+
+@register
+@dataclass
+class KronBlock(AssemblyOp):
+    """H[(p,q), (i,j)] = Σ_n ã_k[n]_p·(ã_l[n]_i·M[n]_qj + J[n]_qi·δz_l[n]_j)
+
+    rows (p, q) = the flat order of (W_k, b_k) (ã_k = [a_(k-1), 1]: the bias
+    is the weight of a constant input), columns (i, j) likewise for layer l;
+    M = Λ_kl = ∂z_l/∂z_k·Λ_l; J = ∂a_(l-1)/∂z_k only for k < l, and never on
+    the columns of b_l.  Written into ``out`` (``ld`` columns) at (r0, c0):
+    in NumPy one product over the samples through a 4-D view, in C one
+    product per q straight into the rows (p, q) of ``out`` (``tmp``: N·(pl+1)·cl
+    elements)."""
+    name = "kron_block"
+    out: str
+    ld: int
+    r0: int
+    c0: int
+    ak: str
+    al: str
+    m: str
+    j: str | None
+    delta: str | None
+    tmp: str
+    rows: str               # the parameters of the rows and columns, for equations
+    cols: str
+
+    def reads(self):
+        return tuple(x for x in (self.ak, self.al, self.m, self.j, self.delta) if x)
+
+    def writes(self):
+        return (self.out,)
+
+    def scratch(self):
+        return (self.tmp,)
+
+    def sizes(self, asm):
+        """(pk + 1, ck, pl + 1, cl)."""
+        _, ck, cl = asm.t(self.m).shape
+        return asm.t(self.ak).shape[1], ck, asm.t(self.al).shape[1], cl
+
+    def check(self, asm):
+        pk1, ck, pl1, cl = self.sizes(asm)
+        rows, cols = asm.t(self.out).shape
+        assert cols == self.ld and self.r0 + pk1 * ck <= rows and self.c0 + pl1 * cl <= cols
+        if self.j:
+            assert asm.t(self.j).shape == ("N", ck, pl1 - 1)
+            assert asm.t(self.delta).shape == ("N", cl)
+
+    def equation(self, asm):
+        o, ak, al, m = (asm.t(x) for x in (self.out, self.ak, self.al, self.m))
+        lhs = f"{o.text}[{self.rows}; {self.cols}]"
+        lhs_tex = rf"{o.tex}[{tt(self.rows)};\ {tt(self.cols)}]"
+        if not self.j:
+            return (f"{lhs} = Σ_n ({ak.text}[n]ᵀ·{al.text}[n]) ⊗ {m.text}[n]",
+                    rf"{lhs_tex} = \sum_n \left({ak.tex}[n]^{{\top}} \cdot {al.tex}[n]\right)"
+                    rf" \otimes {m.tex}[n]")
+        j, d = asm.t(self.j), asm.t(self.delta)
+        return (f"{lhs}_(pq),(ij) = Σ_n {ak.text}[n]_p·({al.text}[n]_i·{m.text}[n]_qj"
+                f" + {j.text}[n]_qi·{d.text}[n]_j)  (J-term: W columns only)",
+                rf"{lhs_tex}_{{(pq),(ij)}} = \sum_n {ak.tex}[n]_p \left({al.tex}[n]_i\, "
+                rf"{m.tex}[n]_{{qj}} + {j.tex}[n]_{{qi}}\, {d.tex}[n]_j\right)")
+
+    def numpy(self, asm):
+        pk1, ck, pl1, cl = self.sizes(asm)
+        r1, c1 = self.r0 + pk1 * ck, self.c0 + pl1 * cl
+        view = f"{self.out}[{self.r0}:{r1}, {self.c0}:{c1}].reshape({pk1}, {ck}, {pl1}, {cl})"
+        lines = [f"{self.tmp} = ({self.ak}[:, :, None] * {self.al}[:, None, :])"
+                 f".reshape(N, -1).T @ {self.m}.reshape(N, -1)",
+                 f"{view}[...] = {self.tmp}.reshape({pk1}, {pl1}, {ck}, {cl})"
+                 f".transpose(0, 2, 1, 3)"]
+        if self.j:
+            cw = self.c0 + (pl1 - 1) * cl
+            view = (f"{self.out}[{self.r0}:{r1}, {self.c0}:{cw}]"
+                    f".reshape({pk1}, {ck}, {pl1 - 1}, {cl})")
+            lines += [f"{self.tmp} = ({self.ak}[:, :, None] * {self.delta}[:, None, :])"
+                      f".reshape(N, -1).T @ {self.j}.reshape(N, -1)",
+                      f"{view}[...] += {self.tmp}.reshape({pk1}, {cl}, {ck}, {pl1 - 1})"
+                      f".transpose(0, 2, 3, 1)"]
+        return lines
+
+    def c(self, asm, em):
+        em.use("hess_kron")
+        pk1, ck, pl1, cl = self.sizes(asm)
+        return [f"bpg_hess_kron(N, {pk1}, {ck}, {pl1}, {cl}, {self.ak}, {self.al}, {self.m}, "
+                f"{self.j or 'NULL'}, {self.delta or 'NULL'}, "
+                f"{self.out} + {self.r0 * self.ld + self.c0}, {self.ld}, {self.tmp});"]

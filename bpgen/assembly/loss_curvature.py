@@ -1,0 +1,49 @@
+"""Λ_out: the per-sample curvature of the loss w.r.t. the network output."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import AssemblyOp, register
+
+
+@register
+@dataclass
+class LossCurvature(AssemblyOp):
+    """Λ_out[n] = (diag(p) - pᵀ·p) / N for the softmax cross-entropy (p the
+    probabilities), diag(ℓ''(o)) / N for the elementwise losses."""
+    name = "loss_curvature"
+    out: str
+    src: str            # p, or ℓ''(o): (N, K)
+    softmax: bool
+
+    def reads(self):
+        return (self.src,)
+
+    def writes(self):
+        return (self.out,)
+
+    def check(self, asm):
+        n, k, k2 = asm.t(self.out).shape
+        assert asm.t(self.src).shape == ("N", k) and k == k2
+
+    def equation(self, asm):
+        o, s = asm.t(self.out), asm.t(self.src)
+        if self.softmax:
+            return (f"{o.text}[n] = (diag({s.text}[n]) - {s.text}[n]ᵀ·{s.text}[n]) / N",
+                    rf"{o.tex}[n] = \left(\operatorname{{diag}}({s.tex}[n]) - {s.tex}[n]^{{\top}}"
+                    rf" \cdot {s.tex}[n]\right) / N")
+        return (f"{o.text}[n] = diag({s.text}[n]) / N",
+                rf"{o.tex}[n] = \operatorname{{diag}}({s.tex}[n]) / N")
+
+    def numpy(self, asm):
+        k = asm.t(self.out).shape[1]
+        if self.softmax:
+            return [f"{self.out} = {self.src}[:, :, None] * ({self.src}[:, None, :] / -N)",
+                    f"{self.out}.reshape(N, -1)[:, ::{k + 1}] += {self.src} / N"]
+        return [f"{self.out} = numpy.zeros((N, {k}, {k}), dtype=DTYPE)",
+                f"{self.out}.reshape(N, -1)[:, ::{k + 1}] = {self.src} / N"]
+
+    def c(self, asm, em):
+        em.use("hess_loss")
+        k = asm.t(self.out).shape[1]
+        return [f"bpg_hess_loss(N, {k}, {self.src}, {int(self.softmax)}, {self.out});"]

@@ -1,0 +1,81 @@
+"""Λ_k: the curvature w.r.t. a layer's pre-activation, one step of the
+backward recursion Λ_k = D_k·W·Λ_(k+1)·Wᵀ·D_k + diag(f''(z_k) ⊙ δa_k)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import AssemblyOp, register
+
+
+@register
+@dataclass
+class Sandwich(AssemblyOp):
+    """``out`` (N, u, u) from ``nxt`` (N, v, v) through the weight ``w`` (u, v)
+    of the next layer (None: ``nxt`` is the output's Λ, u = v), with
+    D = diag(f'(z)) and the residual f''(z) ⊙ δa on the diagonal; averaged
+    with its transpose so that it is symmetric to the last bit.  ``tmp``
+    holds 2·N·u·v elements."""
+    name = "sandwich"
+    out: str
+    nxt: str
+    w: str | None
+    d1: str
+    d2: str
+    q: str
+    tmp: str
+
+    def reads(self):
+        return tuple(x for x in (self.nxt, self.w, self.d1, self.d2, self.q) if x)
+
+    def writes(self):
+        return (self.out,)
+
+    def scratch(self):
+        return (self.tmp,)
+
+    def check(self, asm):
+        _, u, u2 = asm.t(self.out).shape
+        _, v, v2 = asm.t(self.nxt).shape
+        assert u == u2 and v == v2
+        assert asm.t(self.w).shape == (u, v) if self.w else u == v
+        for name in (self.d1, self.d2, self.q):
+            assert asm.t(name).shape == ("N", u), name
+
+    def equation(self, asm):
+        o, m = asm.t(self.out), asm.t(self.nxt)
+        d1, d2, q = (asm.t(x) for x in (self.d1, self.d2, self.q))
+        mid, mid_tex = f"{m.text}[n]", f"{m.tex}[n]"
+        if self.w:
+            w = asm.t(self.w)
+            mid = f"{w.text}·{mid}·{w.text}ᵀ"
+            mid_tex = rf"{w.tex} \cdot {mid_tex} \cdot {w.tex}^{{\top}}"
+        return (f"{o.text}[n] = diag({d1.text}[n])·{mid}·diag({d1.text}[n])"
+                f" + diag({d2.text}[n] ⊙ {q.text}[n])",
+                rf"{o.tex}[n] = \operatorname{{diag}}({d1.tex}[n]) \cdot {mid_tex} \cdot "
+                rf"\operatorname{{diag}}({d1.tex}[n]) + \operatorname{{diag}}({d2.tex}[n] "
+                rf"\odot {q.tex}[n])")
+
+    def numpy(self, asm):
+        u = asm.t(self.out).shape[1]
+        v = asm.t(self.nxt).shape[1]
+        o = self.out
+        if self.w:
+            lines = [f"# W·Λ·Wᵀ = (Λ·Wᵀ)ᵀ·Wᵀ (Λ symmetric): two products over all samples",
+                     f"{self.tmp} = ({self.nxt}.reshape(-1, {v}) @ {self.w}.T)"
+                     f".reshape(N, {v}, {u})",
+                     f"{o} = (numpy.ascontiguousarray({self.tmp}.transpose(0, 2, 1))"
+                     f".reshape(-1, {v}) @ {self.w}.T).reshape(N, {u}, {u})"]
+        else:
+            lines = [f"{o} = {self.nxt}.copy()"]
+        return lines + [f"{o} *= {self.d1}[:, :, None]",
+                        f"{o} *= {self.d1}[:, None, :]",
+                        f"{o}.reshape(N, -1)[:, ::{u + 1}] += {self.d2} * {self.q}",
+                        f"{o} = ({o} + {o}.transpose(0, 2, 1)) / 2  # symmetric to the last bit"]
+
+    def c(self, asm, em):
+        em.use("gemm_nt")
+        em.use("hess_sandwich")
+        u = asm.t(self.out).shape[1]
+        v = asm.t(self.nxt).shape[1]
+        return [f"bpg_hess_sandwich(N, {u}, {v}, {self.w or 'NULL'}, {self.nxt}, {self.d1}, "
+                f"{self.d2}, {self.q}, {self.out}, {self.tmp});"]

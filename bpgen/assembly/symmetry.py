@@ -1,0 +1,121 @@
+"""The exact Hessian is symmetric: a diagonal block is averaged with its
+transpose (its two triangles come from products rounded differently), an
+off-diagonal block is computed once and mirrored."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import AssemblyOp, register, tt
+
+
+@register
+@dataclass
+class Symmetrize(AssemblyOp):
+    """out[r0:r0+size, r0:r0+size] = (that + thatᵀ) / 2."""
+    name = "symmetrize"
+    out: str
+    r0: int
+    size: int
+    rows: str
+
+    def reads(self):
+        return (self.out,)
+
+    def writes(self):
+        return (self.out,)
+
+    def check(self, asm):
+        assert self.r0 + self.size <= asm.t(self.out).shape[0]
+
+    def equation(self, asm):
+        o = asm.t(self.out)
+        b = f"{o.text}[{self.rows}; {self.rows}]"
+        bt = rf"{o.tex}[{tt(self.rows)};\ {tt(self.rows)}]"
+        return f"{b} = ({b} + {b}ᵀ) / 2", rf"{bt} = \left({bt} + {bt}^{{\top}}\right) / 2"
+
+    def numpy(self, asm):
+        s = f"{self.r0}:{self.r0 + self.size}"
+        return [f"{self.out}[{s}, {s}] = ({self.out}[{s}, {s}] + {self.out}[{s}, {s}].T) / 2"]
+
+    def c(self, asm, em):
+        em.use("hess_mirror")
+        ld = asm.t(self.out).shape[1]
+        return [f"bpg_hess_symmetrize({self.size}, {self.out} + {self.r0 * (ld + 1)}, {ld});"]
+
+
+@register
+@dataclass
+class Mirror(AssemblyOp):
+    """out[c0:c0+cols, r0:r0+rows] = out[r0:r0+rows, c0:c0+cols]ᵀ."""
+    name = "mirror"
+    out: str
+    r0: int
+    c0: int
+    nrows: int
+    ncols: int
+    rows: str
+    cols: str
+
+    def reads(self):
+        return (self.out,)
+
+    def writes(self):
+        return (self.out,)
+
+    def check(self, asm):
+        n = asm.t(self.out).shape[0]
+        assert self.r0 + self.nrows <= self.c0 and self.c0 + self.ncols <= n
+
+    def equation(self, asm):
+        o = asm.t(self.out)
+        return (f"{o.text}[{self.cols}; {self.rows}] = {o.text}[{self.rows}; {self.cols}]ᵀ",
+                rf"{o.tex}[{tt(self.cols)};\ {tt(self.rows)}] = "
+                rf"{o.tex}[{tt(self.rows)};\ {tt(self.cols)}]^{{\top}}")
+
+    def numpy(self, asm):
+        r, c = (f"{self.r0}:{self.r0 + self.nrows}", f"{self.c0}:{self.c0 + self.ncols}")
+        return [f"{self.out}[{c}, {r}] = {self.out}[{r}, {c}].T"]
+
+    def c(self, asm, em):
+        em.use("hess_mirror")
+        ld = asm.t(self.out).shape[1]
+        return [f"bpg_hess_mirror({self.nrows}, {self.ncols}, {self.out} + "
+                f"{self.r0 * ld + self.c0}, {self.out} + {self.c0 * ld + self.r0}, {ld});"]
+
+
+@register
+@dataclass
+class AddL2(AssemblyOp):
+    """out[i, i] += l2 for the flat indices start <= i < stop (a regularised
+    weight's own diagonal)."""
+    name = "add_l2"
+    out: str
+    start: int
+    stop: int
+    l2: float
+    key: str
+
+    def reads(self):
+        return (self.out,)
+
+    def writes(self):
+        return (self.out,)
+
+    def check(self, asm):
+        assert 0 <= self.start < self.stop <= asm.t(self.out).shape[0]
+
+    def equation(self, asm):
+        o = asm.t(self.out)
+        return (f"{o.text}[{self.key}; {self.key}] += λ I  (λ = {self.l2!r})",
+                rf"{o.tex}[{tt(self.key)};\ {tt(self.key)}] \mathrel{{+}}= "
+                rf"\lambda I \quad (\lambda = {self.l2!r})")
+
+    def numpy(self, asm):
+        ld = asm.t(self.out).shape[1]
+        return [f"{self.out}.reshape(-1)[{self.start * (ld + 1)}:{self.stop * (ld + 1)}:{ld + 1}]"
+                f" += {self.l2!r}"]
+
+    def c(self, asm, em):
+        ld = asm.t(self.out).shape[1]
+        return [f"for (int64_t i = {self.start}; i < {self.stop}; i++) "
+                f"{self.out}[i*{ld + 1}] += (real){self.l2!r};"]
