@@ -9,7 +9,7 @@ grouped in blocks exactly as the generated code is (``Grad of`` heads from
 from __future__ import annotations
 
 from .backends.common.emitter import Emitter
-from .derivation import program
+from .derivation import assembly, program, structured
 from .equations import labels, op_equation, tex_label, tex_names
 from .ir import Op
 from .layers import LAYER_TYPES
@@ -314,7 +314,9 @@ def hessian_items(arch) -> list:
              and not LAYER_TYPES[lay.type].recurrent]
     rows = {lay.name: _row(d.graph.vars[d.graph.layer_vars[lay.name]["in"]].label)
             for lay in dense}
-    if dense:
+    if structured(spec):
+        items += _assembly_items(spec, d)
+    elif dense:
         items.append(("text", "Within a layer, Kronecker blocks (the flat order of W is "
                               "(in, units) row-major, so the input factor comes first):",
                       "Within a layer, Kronecker blocks (the flat order of $W$ is "
@@ -405,6 +407,42 @@ def hessian_items(arch) -> list:
         items.append(("eq", f"(∇²L·v)[{key}] = {names.get(o, o)}",
                       rf"(\nabla^{{2}} L \cdot v)[{_key(key)}] = {tn.get(o, o)}", ""))
     return items
+
+
+def _assembly_items(spec, d) -> list:
+    """The derived assembly of ``hessian`` (every layer dense): one item per
+    batched op, its equation and the shape it writes."""
+    asm = assembly(spec, "hessian", d)
+    items = [("text", "bpgen assembles ∇²L from these blocks as follows: the derived assembly "
+                      "program of hessian(), one statement per batched operation ([n]: sample "
+                      "n; ã = [a, 1], so that a layer's bias is the weight of a constant input "
+                      "and its (W, b) block is one Kronecker block; H[rows; cols]: the block "
+                      "of those parameters' rows and columns):",
+              "bpgen assembles $\nabla^{2} L$ from these blocks as follows: the derived "
+              "assembly program of hessian(), one statement per batched operation ($[n]$: "
+              "sample $n$; $\tilde a = [a, 1]$, so that a layer's bias is the weight of a "
+              "constant input and its $(W, b)$ block is one Kronecker block; "
+              "$H[\mathrm{rows}; \mathrm{cols}]$: the block of those parameters' rows and "
+              "columns):")]
+    for op in asm.ops:
+        text, tex = op.equation(asm)
+        items.append(("eq", text, tex, _op_shape(asm, op)))
+    return items
+
+
+def _op_shape(asm, op) -> str:
+    """What an assembly op writes, as "rows × cols" (per sample: "N × ...")."""
+    size = getattr(op, "sizes", None)
+    if size is not None:
+        pk1, ck, pl1, cl = size(asm)
+        return f"{pk1 * ck} × {pl1 * cl}"
+    if op.name == "symmetrize":
+        return f"{op.size} × {op.size}"
+    if op.name == "mirror":
+        return f"{op.ncols} × {op.nrows}"
+    if op.name == "add_l2":
+        return f"{op.stop - op.start} × {op.stop - op.start}"
+    return " × ".join(str(dim) for dim in asm.t(op.writes()[0]).shape)
 
 
 def _shape_pair(prog, op) -> str:

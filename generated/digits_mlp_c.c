@@ -89,6 +89,21 @@ static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K
     return 1;
 }
 
+/* The same with leading dimensions (rows of A, B, C lda, ldb, ldc elements
+   apart), for products written into part of a larger matrix. */
+static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                   const real *A, int64_t lda, const real *B, int64_t ldb,
+                                   real *C, int64_t ldc, double min_madds)
+{
+    if ((double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
+        || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
+        return 0;
+    BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                   (blasint)M, (blasint)Nc, (blasint)K, 1, A, (blasint)lda, B, (blasint)ldb, 0, C,
+                   (blasint)ldc);
+    return 1;
+}
+
 /* the number of BLAS threads (1 unless the user asks, see the wrapper) */
 void bpg_set_threads(int n)
 {
@@ -96,6 +111,7 @@ void bpg_set_threads(int n)
 }
 #else
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+#define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
 
 void bpg_set_threads(int n)
 {
@@ -159,6 +175,176 @@ static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
             for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
         }
     }
+}
+
+/* The structured Hessian's chain between layers starts at J[n] = diag(d1[n]),
+   (N, u, u). */
+static inline void bpg_hess_chain_start(int64_t N, int64_t u, const real *restrict d1,
+                                        real *restrict out)
+{
+    memset(out, 0, sizeof(real) * (size_t)(N * u * u));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < u; i++) out[n * u * u + i * u + i] = d1[n * u + i];
+}
+
+/* The structured Hessian: one block between layers k <= l, written into H
+   (row stride ld) at its first entry:
+       H[(p,q), (i,j)] = Σ_n ak[n,p]·(al[n,i]·M[n,q,j] + J[n,q,i]·δ[n,j])
+   with rows (p, q) = p·ck + q, p < pk1 (ak = [a_(k-1), 1]), columns (i, j) =
+   i·cl + j, i < pl1 (al likewise); the J term (J NULL: none) only for
+   i < pl1 - 1 (not on the bias columns).  For each q the rows (p, q) are one
+   product akᵀ·R_q over the samples, R_q[n, (i,j)] = al[n,i]·M[n,q,j] + J·δ,
+   written straight into H (row stride ck·ld): BLAS when large enough.
+   upper (a diagonal block, k = l): only the entries with i >= p are needed
+   (bpg_hess_symmetrize mirrors the rest), so the rows of p in [p0, p0 + 8)
+   stop short of the columns i < p0.  R: N·pl1·cl elements. */
+static inline void bpg_hess_kron(int64_t N, int64_t pk1, int64_t ck, int64_t pl1, int64_t cl,
+                          const real *restrict ak, const real *restrict al,
+                          const real *restrict M, const real *restrict J,
+                          const real *restrict delta, real *restrict H, int64_t ld,
+                          real *restrict R, int upper)
+{
+    enum { PB = 8 };    /* rows p per product of a diagonal block */
+    const int64_t w = pl1 * cl, pl = pl1 - 1, pb = upper ? PB : pk1;
+    for (int64_t q = 0; q < ck; q++) {
+        for (int64_t n = 0; n < N; n++) {
+            const real *restrict m = M + (n * ck + q) * cl;
+            const real *restrict a = al + n * pl1;
+            real *restrict r = R + n * w;
+            for (int64_t i = 0; i < pl1; i++) {
+                const real ai = a[i];
+                #pragma omp simd
+                for (int64_t j = 0; j < cl; j++) r[i * cl + j] = ai * m[j];
+            }
+            if (J) {
+                const real *restrict jq = J + (n * ck + q) * pl;
+                const real *restrict d = delta + n * cl;
+                for (int64_t i = 0; i < pl; i++) {
+                    const real ji = jq[i];
+                    #pragma omp simd
+                    for (int64_t j = 0; j < cl; j++) r[i * cl + j] += ji * d[j];
+                }
+            }
+        }
+        for (int64_t p0 = 0; p0 < pk1; p0 += pb) {
+            const int64_t m = p0 + pb < pk1 ? pb : pk1 - p0, c0 = upper ? p0 * cl : 0;
+            real *restrict C = H + (p0 * ck + q) * ld + c0;
+            if (bpg_blas_gemm_ld(1, 0, m, w - c0, N, ak + p0, pk1, R + c0, w, C, ck * ld,
+                                 BPG_BLAS_MIN_TN))
+                continue;
+            for (int64_t p = 0; p < m; p++) {
+                real *restrict c = C + p * ck * ld;
+                for (int64_t j = 0; j < w - c0; j++) c[j] = 0;
+                for (int64_t n = 0; n < N; n++) {
+                    const real s = ak[n * pk1 + p0 + p];
+                    const real *restrict r = R + n * w + c0;
+                    #pragma omp simd
+                    for (int64_t j = 0; j < w - c0; j++) c[j] += s * r[j];
+                }
+            }
+        }
+    }
+}
+
+/* The structured Hessian: Λ_out[n] = (diag(p) - pᵀ·p) / N (softmax, p = src)
+   or diag(src) / N (elementwise losses), (N, K, K). */
+static inline void bpg_hess_loss(int64_t N, int64_t K, const real *restrict src, int softmax,
+                          real *restrict out)
+{
+    const real inv = (real)1 / (real)N;
+    for (int64_t n = 0; n < N; n++) {
+        const real *restrict p = src + n * K;
+        real *restrict o = out + n * K * K;
+        for (int64_t i = 0; i < K; i++) {
+            for (int64_t j = 0; j < K; j++) o[i * K + j] = softmax ? -p[i] * p[j] * inv : 0;
+            o[i * K + i] += p[i] * inv;
+        }
+    }
+}
+
+/* The structured Hessian's symmetry: an off-diagonal block (rows x cols at A,
+   row stride ld) copied transposed to B, in 32 x 32 tiles (the strided side
+   of each tile stays in cache). */
+static inline void bpg_hess_mirror(int64_t rows, int64_t cols, const real *restrict A,
+                            real *restrict B, int64_t ld)
+{
+    enum { TILE = 32 };
+    for (int64_t i0 = 0; i0 < rows; i0 += TILE)
+        for (int64_t j0 = 0; j0 < cols; j0 += TILE) {
+            const int64_t i1 = i0 + TILE < rows ? i0 + TILE : rows;
+            const int64_t j1 = j0 + TILE < cols ? j0 + TILE : cols;
+            for (int64_t j = j0; j < j1; j++)
+                for (int64_t i = i0; i < i1; i++) B[j * ld + i] = A[i * ld + j];
+        }
+}
+
+/* The structured Hessian: out (N, p+1) = [a, 1], a layer's input with a
+   constant input for its bias. */
+static inline void bpg_hess_ones(int64_t N, int64_t p, const real *restrict a, real *restrict out)
+{
+    for (int64_t n = 0; n < N; n++) {
+        memcpy(out + n * (p + 1), a + n * p, sizeof(real) * (size_t)p);
+        out[n * (p + 1) + p] = 1;
+    }
+}
+
+/* The structured Hessian: A[n] = D·A[n]·D + diag(d2 ⊙ q) in place, D =
+   diag(d1[n]), A (N, u, u); each pair (i, j), (j, i) set to their mean, so
+   that A is symmetric to the last bit. */
+static inline void bpg_hess_scale(int64_t N, int64_t u, const real *restrict d1,
+                                  const real *restrict d2, const real *restrict q,
+                                  real *restrict A)
+{
+    for (int64_t n = 0; n < N; n++) {
+        real *restrict a = A + n * u * u;
+        const real *restrict d = d1 + n * u;
+        for (int64_t i = 0; i < u; i++) {
+            a[i * u + i] = d[i] * a[i * u + i] * d[i] + d2[n * u + i] * q[n * u + i];
+            for (int64_t j = i + 1; j < u; j++) {
+                const real s = (d[i] * a[i * u + j] * d[j] + d[j] * a[j * u + i] * d[i]) / 2;
+                a[i * u + j] = s;
+                a[j * u + i] = s;
+            }
+        }
+    }
+}
+
+/* The structured Hessian's symmetry: a diagonal block (size x size at A, row
+   stride ld) of which bpg_hess_kron computed the part right of its blk x blk
+   diagonal blocks (and those blocks): the diagonal blocks averaged with their
+   transposes, the rest copied below, in 32 x 32 tiles (the strided side of
+   each tile stays in cache). */
+static inline void bpg_hess_symmetrize(int64_t size, int64_t blk, real *restrict A, int64_t ld)
+{
+    enum { TILE = 32 };
+    /* the blk x blk blocks on the diagonal: averaged with their transposes */
+    for (int64_t b0 = 0; b0 < size; b0 += blk)
+        for (int64_t i = b0; i < b0 + blk && i < size; i++)
+            for (int64_t j = i + 1; j < b0 + blk && j < size; j++) {
+                const real s = (A[i * ld + j] + A[j * ld + i]) / 2;
+                A[i * ld + j] = s;
+                A[j * ld + i] = s;
+            }
+    /* right of them (j >= the end of i's block): copied below, in tiles */
+    for (int64_t i0 = 0; i0 < size; i0 += TILE) {
+        const int64_t i1 = i0 + TILE < size ? i0 + TILE : size;
+        for (int64_t j0 = i0 - i0 % blk; j0 < size; j0 += TILE) {
+            const int64_t j1 = j0 + TILE < size ? j0 + TILE : size;
+            for (int64_t j = j0; j < j1; j++) {
+                const int64_t iend = j / blk * blk;    /* rows i of earlier blocks */
+                for (int64_t i = i0; i < i1 && i < iend; i++) A[j * ld + i] = A[i * ld + j];
+            }
+        }
+    }
+}
+
+/* The structured Hessian: B[n] = A[n]ᵀ for every sample, A (N, r, c). */
+static inline void bpg_hess_transpose(int64_t N, int64_t r, int64_t c, const real *restrict A,
+                                      real *restrict B)
+{
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < c; j++) B[(n * c + j) * r + i] = A[(n * r + i) * c + j];
 }
 
 /* out (R x 1) = the maximum of each row */
@@ -985,4 +1171,157 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
             softmax_p[k] = o_exp[k]/o_expsum[rr];
         }
     }
+}
+
+/* ---- hessian: workspace 3568*N + 0 elements ---- */
+void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+{
+    real *const x_copy = ws + 0;  /* (N, 64) */
+    real *const l0_d1 = ws + 64*N;  /* (N, 32) */
+    real *const l0_d2 = ws + 96*N;  /* (N, 32) */
+    real *const d_l0_A = ws + 128*N;  /* (N, 32) */
+    real *const d_l0_Z = ws + 160*N;  /* (N, 32) */
+    real *const l0_A = ws + 192*N;  /* (N, 32) */
+    real *const l1_d1 = ws + 224*N;  /* (N, 10) */
+    real *const l1_d2 = ws + 234*N;  /* (N, 10) */
+    real *const d_l1_Z_2 = ws + 244*N;  /* (N, 10) */
+    real *const softmax_p = ws + 254*N;  /* (N, 10) */
+    real *const lam_out = ws + 264*N;  /* (N, 10, 10) */
+    real *const lam_1 = ws + 364*N;  /* (N, 10, 10) */
+    real *const T_1 = ws + 464*N;  /* (N, 20, 10) */
+    real *const lam_0 = ws + 464*N;  /* (N, 32, 32) */
+    real *const T_0 = ws + 1488*N;  /* (N, 64, 10) */
+    real *const a1_0 = ws + 264*N;  /* (N, 65) */
+    real *const a1_1 = ws + 329*N;  /* (N, 33) */
+    real *const R_0_0 = ws + 1488*N;  /* (N, 2080) */
+    real *const J_0_1 = ws + 464*N;  /* (N, 32, 32) */
+    real *const Z_0_1 = ws + 1488*N;  /* (N, 32, 10) */
+    real *const M_0_1 = ws + 1808*N;  /* (N, 32, 10) */
+    real *const R_0_1 = ws + 2128*N;  /* (N, 330) */
+    real *const R_1_1 = ws + 464*N;  /* (N, 330) */
+    real *const H = out + 0;  /* (2410, 2410) */
+
+    /* the per-sample quantities: the derived curvature program */
+    bpg_curvature(N, x, y, l0_W, l0_b, l1_W, l1_b, ws, ws + 264*N);
+
+    /* Λ_out[n] = (diag(p[n]) - p[n]ᵀ·p[n]) / N */
+    bpg_hess_loss(N, 10, softmax_p, 1, lam_out);
+
+    /* Λ_l1[n] = diag(f'(Z_l1)[n])·Λ_out[n]·diag(f'(Z_l1)[n]) + diag(f''(Z_l1)[n] ⊙ δZ_l1[n]) */
+    memcpy(lam_1, lam_out, sizeof(real)*(size_t)(100*N));
+    bpg_hess_scale(N, 10, l1_d1, l1_d2, d_l1_Z_2, lam_1);
+
+    /* Λ_l0[n] = diag(f'(Z_l0)[n])·W_l1·Λ_l1[n]·W_l1ᵀ·diag(f'(Z_l0)[n]) + diag(f''(Z_l0)[n] ⊙ δA_l0[n]) */
+    /* T = Λ·Wᵀ, then W·Λ·Wᵀ = (per-sample Tᵀ)·Wᵀ: two products over all samples */
+    bpg_gemm_nt(10*N, 32, 10, lam_1, l1_W, T_0);
+    bpg_hess_transpose(N, 10, 32, T_0, T_0 + 320*N);
+    bpg_gemm_nt(32*N, 32, 10, T_0 + 320*N, l1_W, lam_0);
+    bpg_hess_scale(N, 32, l0_d1, l0_d2, d_l0_A, lam_0);
+
+    /* ã_l0[n] = [X[n], 1] */
+    bpg_hess_ones(N, 64, x_copy, a1_0);
+
+    /* ã_l1[n] = [A_l0[n], 1] */
+    bpg_hess_ones(N, 32, l0_A, a1_1);
+
+    /* H[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n] */
+    bpg_hess_kron(N, 65, 32, 65, 32, a1_0, a1_0, lam_0, NULL, NULL, H + 0, 2410, R_0_0, 1);
+
+    /* H[l0.W, l0.b; l0.W, l0.b] = (H[l0.W, l0.b; l0.W, l0.b] + H[l0.W, l0.b; l0.W, l0.b]ᵀ) / 2 */
+    bpg_hess_symmetrize(2080, 32, H + 0, 2410);
+
+    /* J_l0→l1[n] = diag(f'(Z_l0)[n]) */
+    bpg_hess_chain_start(N, 32, l0_d1, J_0_1);
+
+    /* Z_l0→l1[n] = J_l0→l1[n]·W_l1 */
+    bpg_gemm_nn(32*N, 10, 32, J_0_1, l1_W, Z_0_1);
+
+    /* Λ_l0,l1[n] = Z_l0→l1[n]·Λ_l1[n] */
+    for (int64_t n = 0; n < N; n++)
+        bpg_gemm_nn(32, 10, 10, Z_0_1 + n*320, lam_1 + n*100, M_0_1 + n*320);
+
+    /* H[l0.W, l0.b; l1.W, l1.b]_(pq),(ij) = Σ_n ã_l0[n]_p·(ã_l1[n]_i·Λ_l0,l1[n]_qj + J_l0→l1[n]_qi·δZ_l1[n]_j)  (J-term: W columns only) */
+    bpg_hess_kron(N, 65, 32, 33, 10, a1_0, a1_1, M_0_1, J_0_1, d_l1_Z_2, H + 2080, 2410, R_0_1, 0);
+
+    /* H[l1.W, l1.b; l0.W, l0.b] = H[l0.W, l0.b; l1.W, l1.b]ᵀ */
+    bpg_hess_mirror(2080, 330, H + 2080, H + 5012800, 2410);
+
+    /* H[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n] */
+    bpg_hess_kron(N, 33, 10, 33, 10, a1_1, a1_1, lam_1, NULL, NULL, H + 5014880, 2410, R_1_1, 1);
+
+    /* H[l1.W, l1.b; l1.W, l1.b] = (H[l1.W, l1.b; l1.W, l1.b] + H[l1.W, l1.b; l1.W, l1.b]ᵀ) / 2 */
+    bpg_hess_symmetrize(330, 10, H + 5014880, 2410);
+
+    /* H[l0.W; l0.W] += λ I  (λ = 0.0001) */
+    for (int64_t i = 0; i < 2048; i++) H[i*2411] += (real)0.0001;
+
+    /* H[l1.W; l1.W] += λ I  (λ = 0.0001) */
+    for (int64_t i = 2080; i < 2400; i++) H[i*2411] += (real)0.0001;
+}
+
+/* ---- hessian_blocks: workspace 3568*N + 0 elements ---- */
+void bpg_hessian_blocks(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+{
+    real *const x_copy = ws + 0;  /* (N, 64) */
+    real *const l0_d1 = ws + 64*N;  /* (N, 32) */
+    real *const l0_d2 = ws + 96*N;  /* (N, 32) */
+    real *const d_l0_A = ws + 128*N;  /* (N, 32) */
+    real *const d_l0_Z = ws + 160*N;  /* (N, 32) */
+    real *const l0_A = ws + 192*N;  /* (N, 32) */
+    real *const l1_d1 = ws + 224*N;  /* (N, 10) */
+    real *const l1_d2 = ws + 234*N;  /* (N, 10) */
+    real *const d_l1_Z_2 = ws + 244*N;  /* (N, 10) */
+    real *const softmax_p = ws + 254*N;  /* (N, 10) */
+    real *const lam_out = ws + 264*N;  /* (N, 10, 10) */
+    real *const lam_1 = ws + 364*N;  /* (N, 10, 10) */
+    real *const T_1 = ws + 464*N;  /* (N, 20, 10) */
+    real *const lam_0 = ws + 464*N;  /* (N, 32, 32) */
+    real *const T_0 = ws + 1488*N;  /* (N, 64, 10) */
+    real *const a1_0 = ws + 264*N;  /* (N, 65) */
+    real *const a1_1 = ws + 329*N;  /* (N, 33) */
+    real *const R_0_0 = ws + 1488*N;  /* (N, 2080) */
+    real *const R_1_1 = ws + 464*N;  /* (N, 330) */
+    real *const H_0 = out + 0;  /* (2080, 2080) */
+    real *const H_1 = out + 4326400;  /* (330, 330) */
+
+    /* the per-sample quantities: the derived curvature program */
+    bpg_curvature(N, x, y, l0_W, l0_b, l1_W, l1_b, ws, ws + 264*N);
+
+    /* Λ_out[n] = (diag(p[n]) - p[n]ᵀ·p[n]) / N */
+    bpg_hess_loss(N, 10, softmax_p, 1, lam_out);
+
+    /* Λ_l1[n] = diag(f'(Z_l1)[n])·Λ_out[n]·diag(f'(Z_l1)[n]) + diag(f''(Z_l1)[n] ⊙ δZ_l1[n]) */
+    memcpy(lam_1, lam_out, sizeof(real)*(size_t)(100*N));
+    bpg_hess_scale(N, 10, l1_d1, l1_d2, d_l1_Z_2, lam_1);
+
+    /* Λ_l0[n] = diag(f'(Z_l0)[n])·W_l1·Λ_l1[n]·W_l1ᵀ·diag(f'(Z_l0)[n]) + diag(f''(Z_l0)[n] ⊙ δA_l0[n]) */
+    /* T = Λ·Wᵀ, then W·Λ·Wᵀ = (per-sample Tᵀ)·Wᵀ: two products over all samples */
+    bpg_gemm_nt(10*N, 32, 10, lam_1, l1_W, T_0);
+    bpg_hess_transpose(N, 10, 32, T_0, T_0 + 320*N);
+    bpg_gemm_nt(32*N, 32, 10, T_0 + 320*N, l1_W, lam_0);
+    bpg_hess_scale(N, 32, l0_d1, l0_d2, d_l0_A, lam_0);
+
+    /* ã_l0[n] = [X[n], 1] */
+    bpg_hess_ones(N, 64, x_copy, a1_0);
+
+    /* ã_l1[n] = [A_l0[n], 1] */
+    bpg_hess_ones(N, 32, l0_A, a1_1);
+
+    /* H_l0[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n] */
+    bpg_hess_kron(N, 65, 32, 65, 32, a1_0, a1_0, lam_0, NULL, NULL, H_0 + 0, 2080, R_0_0, 1);
+
+    /* H_l0[l0.W, l0.b; l0.W, l0.b] = (H_l0[l0.W, l0.b; l0.W, l0.b] + H_l0[l0.W, l0.b; l0.W, l0.b]ᵀ) / 2 */
+    bpg_hess_symmetrize(2080, 32, H_0 + 0, 2080);
+
+    /* H_l0[l0.W; l0.W] += λ I  (λ = 0.0001) */
+    for (int64_t i = 0; i < 2048; i++) H_0[i*2081] += (real)0.0001;
+
+    /* H_l1[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n] */
+    bpg_hess_kron(N, 33, 10, 33, 10, a1_1, a1_1, lam_1, NULL, NULL, H_1 + 0, 330, R_1_1, 1);
+
+    /* H_l1[l1.W, l1.b; l1.W, l1.b] = (H_l1[l1.W, l1.b; l1.W, l1.b] + H_l1[l1.W, l1.b; l1.W, l1.b]ᵀ) / 2 */
+    bpg_hess_symmetrize(330, 10, H_1 + 0, 330);
+
+    /* H_l1[l1.W; l1.W] += λ I  (λ = 0.0001) */
+    for (int64_t i = 0; i < 320; i++) H_1[i*331] += (real)0.0001;
 }

@@ -61,6 +61,8 @@ _CURV_LAYERS = [('l0.W', 'l0.b', 0, 1, 2, 3, 4), ('l1.W', 'l1.b', 5, 6, 7, 8, 8)
 _CURV_LOSS = 9
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
 _BYTES_PER_SAMPLE = 4416
+#: elements per sample the structured Hessian's assembly holds besides its result
+_ASSEMBLY_PER_SAMPLE = {'hessian': 6966, 'hessian_blocks': 4972}
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {
@@ -71,6 +73,8 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 2048, 32), (0, 2048, 0, 32, 32), (0, 2080, 0, 320, 10), (0, 2400, 0, 10, 10)],
     "grad_factors": [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 10, 0, 10)],
     "curvature": [(0, 0, 64, 0, 64), (64, 0, 32, 0, 32), (96, 0, 32, 0, 32), (128, 0, 32, 0, 32), (160, 0, 32, 0, 32), (192, 0, 32, 0, 32), (224, 0, 10, 0, 10), (234, 0, 10, 0, 10), (244, 0, 10, 0, 10), (254, 0, 10, 0, 10)],
+    "hessian": [(0, 0, 0, 5808100, 2410)],
+    "hessian_blocks": [(0, 0, 0, 4326400, 2080), (0, 4326400, 0, 108900, 330)],
 }
 
 
@@ -253,10 +257,20 @@ def _finite(arr):
     return arr.size == 0 or (math.isfinite(arr.max()) and math.isfinite(arr.min()))
 
 
+#: results this many times larger than their inputs have the inputs checked first
+_INPUTS_CHEAPER = 4
+
+
 def _finite_or_blame(result, xm, ym, mats, vmats=(), extra=()):
     """``result`` when it is finite.  A result made non-finite by a NaN or
     inf in an input is refused: a ValueError naming that input.  (Only then
-    are the inputs scanned, so a finite call pays two reductions.)"""
+    are the inputs scanned, so a finite call pays two reductions; unless the
+    result is much larger than the inputs, whose scan then comes first.)"""
+    if result.size > _INPUTS_CHEAPER * (xm.size + sum(m.size for m in mats)):
+        # a large result (a Hessian): the inputs are scanned first, as finite
+        # inputs mean the result is returned whatever it holds
+        if all(_finite_fast(a) for a in [*mats, *vmats, *(a for _, a in extra)]):
+            return result      # (x and y were checked when they came in)
     if _finite(result):
         return result
     named = [("x", xm), ("y", ym)] + [(f"params[{k!r}]", m) for k, m in zip(PARAM_SHAPES, mats)]
@@ -313,15 +327,16 @@ def hessian(params, x, y):
     H[i, j] = d^2 loss / d theta_i d theta_j with theta = flatten(params).
 
     For networks of dense layers it is assembled from its matrix-form
-    structure (Kronecker blocks per layer pair plus the commutation-type
-    delta terms, see _structured_hessian); otherwise from hvp columns."""
+    structure by generated code (Kronecker blocks per layer pair plus the
+    commutation-type delta terms; ``bpgen show --hessian`` prints the
+    derived assembly); otherwise from Hessian columns (hvp)."""
     _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
-    if _CURV_LAYERS:
-        h = _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n)
-        return _finite_or_blame(h, xm, ym, mats)
+    if _CURV_LAYERS:        # the generated assembly (see bpgen show --hessian)
+        _check_fits("hessian", N_PARAMS * N_PARAMS + _ASSEMBLY_PER_SAMPLE["hessian"] * n)
+        return _finite_or_blame(_run("hessian", n, [xm, ym, *mats])[0], xm, ym, mats)
     out = _hessian_columns(n, [xm, ym, *mats], 0, N_PARAMS)
     # the exact Hessian is symmetric; average away the rounding
     return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
@@ -478,9 +493,11 @@ def hessian_blocks(params, x, y):
     xm, n = _check_x(x)
     ym = _check_y(y, n)
     structured = {}
-    if _CURV_LAYERS:
-        blocks = _structured_blocks(mats, _curvature_outputs(xm, n, ym, mats), n)
-        structured = {wk.split(".", 1)[0]: b for wk, b in blocks.items()}
+    if _CURV_LAYERS:        # the generated assembly: one output per layer
+        _check_fits("hessian_blocks", largest * largest
+                    + _ASSEMBLY_PER_SAMPLE["hessian_blocks"] * n)
+        blocks = _run("hessian_blocks", n, [xm, ym, *mats])
+        structured = {wk.split(".", 1)[0]: b for (wk, *_), b in zip(_CURV_LAYERS, blocks)}
     result = {}
     for name, (keys, lo, hi) in layers.items():
         if structured:
@@ -516,106 +533,6 @@ def _loss_factor(outs, n):
     out = numpy.zeros((n, k, k))            # elementwise loss: diag(l'')
     out[:, numpy.arange(k), numpy.arange(k)] = root
     return out
-
-
-def _curvatures(layers, outs, n):
-    """Per-sample A_k = d2L/dz_k2, (n, u_k, u_k), by the backward recursion
-    A_k = D_k W_(k+1) A_(k+1) W_(k+1)ᵀ D_k + diag(f''(z_k) ⊙ q_k)."""
-    s = _loss_factor(outs, n)
-    a = s @ s.transpose(0, 2, 1)
-    curv = [None] * len(layers)
-    for k in range(len(layers) - 1, -1, -1):
-        d1, r = layers[k][4], layers[k][5] * layers[k][6]
-        if k < len(layers) - 1:
-            wn = layers[k + 1][2]
-            a = wn @ a @ wn.T
-        a = d1[:, :, None] * a * d1[:, None, :]
-        idx = numpy.arange(a.shape[1])
-        a[:, idx, idx] += r
-        curv[k] = (a + a.transpose(0, 2, 1)) / 2     # symmetric to the last bit
-    return curv
-
-
-def _put_pair(h, lay_k, lay_l, m, ja, offset):
-    """The blocks of H between the parameters of layers k <= l:
-    H[W_k(p,q), W_l(i,j)] = Σ_n a_k,p (a_l,i M[q,j] + J[q,i] δ_l,j) with
-    M = dz_l/dz_k · A_l, J = da_(l-1)/dz_k (None when k == l), and the biases
-    as weights of a constant input 1 (no J term where b_l is the column).
-    Each block is one product over the samples, written once into ``h``
-    through a 4-D view (rows (p, q), columns (i, j)) and once mirrored."""
-    wk, bk, _, ak, _ = lay_k[:5]
-    wl, bl, _, al, _, _, _, dl = lay_l
-    n, pk = ak.shape
-    ck, pl, cl = m.shape[1], al.shape[1], m.shape[2]
-    ow, ob, vw, vb = offset[wk], offset[bk], offset[wl], offset[bl]
-    m2 = m.reshape(n, ck * cl)
-    # W-W: rows (p, i), columns (q, j) of one product over samples
-    ww = ((ak[:, :, None] * al[:, None, :]).reshape(n, pk * pl).T @ m2).reshape(pk, pl, ck, cl)
-    bw = (al.T @ m2).reshape(pl, ck, cl)
-    if ja is not None:                       # the commutation-type term
-        t2 = (ak[:, :, None] * dl[:, None, :]).reshape(n, pk * cl)
-        ww += (t2.T @ ja.reshape(n, ck * pl)).reshape(pk, cl, ck, pl).transpose(0, 3, 2, 1)
-        bw += (ja.reshape(n, ck * pl).T @ dl).reshape(ck, pl, cl).transpose(1, 0, 2)
-    rows_w, rows_b = slice(ow, ow + pk * ck), slice(ob, ob + ck)
-    cols_w, cols_b = slice(vw, vw + pl * cl), slice(vb, vb + cl)
-    h[rows_w, cols_w].reshape(pk, ck, pl, cl)[...] = ww.transpose(0, 2, 1, 3)
-    h[rows_w, cols_b] = (ak.T @ m2).reshape(pk * ck, cl)
-    h[rows_b, cols_w].reshape(ck, pl, cl)[...] = bw.transpose(1, 0, 2)
-    h[rows_b, cols_b] = m.sum(axis=0)
-    if ja is None:        # diagonal blocks: symmetric to the last bit, then mirrored
-        for rr in (rows_w, rows_b):
-            h[rr, rr] = (h[rr, rr] + h[rr, rr].T) / 2
-        h[rows_b, rows_w] = h[rows_w, rows_b].T
-    else:
-        h[cols_w, rows_w] = h[rows_w, cols_w].T
-        h[cols_b, rows_w] = h[rows_w, cols_b].T
-        h[cols_w, rows_b] = h[rows_b, cols_w].T
-        h[cols_b, rows_b] = h[rows_b, cols_b].T
-
-
-def _structured_hessian(mats, outs, n):
-    """The full Hessian (N_PARAMS, N_PARAMS) from its block structure."""
-    layers = _layers(mats, outs)
-    curv = _curvatures(layers, outs, n)
-    offset = {key: a for key, a, _, _ in _SLICES}
-    h = numpy.empty((N_PARAMS, N_PARAMS), dtype=DTYPE)
-    for k, lay_k in enumerate(layers):
-        jz, ja = None, None
-        for l in range(k, len(layers)):  # noqa: E741
-            if l > k:
-                # J = da_(l-1)/dz_k, then dz_l/dz_k = J W_l
-                d1 = layers[l - 1][4]
-                ja = d1[:, None, :] * (jz if jz is not None else numpy.eye(d1.shape[1]))
-                jz = ja @ layers[l][2]
-            m = curv[l] if jz is None else jz @ curv[l]
-            _put_pair(h, lay_k, layers[l], m, ja, offset)
-    _add_l2(h, offset)
-    return h
-
-
-def _structured_blocks(mats, outs, n):
-    """Every layer's diagonal block of the Hessian, each formed alone (the
-    curvature recursion runs once for all of them): {W key: block}."""
-    layers = _layers(mats, outs)
-    curv = _curvatures(layers, outs, n)
-    blocks = {}
-    for lay, a in zip(layers, curv):
-        nw = math.prod(PARAM_SHAPES[lay[0]])
-        offset = {lay[0]: 0, lay[1]: nw}
-        h = numpy.empty((nw + math.prod(PARAM_SHAPES[lay[1]]),) * 2, dtype=DTYPE)
-        _put_pair(h, lay, lay, a, None, offset)
-        _add_l2(h, offset)
-        blocks[lay[0]] = h
-    return blocks
-
-
-def _add_l2(h, offset):
-    if _L2:
-        for key in _L2_KEYS:
-            if key in offset:
-                a0 = offset[key]
-                idx = numpy.arange(a0, a0 + math.prod(PARAM_SHAPES[key]))
-                h[idx, idx] += _L2
 
 
 def _structured_diag(mats, outs, n):
@@ -1186,6 +1103,140 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     l1_d2 = _full(0, (N, 10))
     softmax_p = o_exp/o_expsum
     return x_copy, l0_d1, l0_d2, d_l0_A, d_l0_Z, l0_A, l1_d1, l1_d2, d_l1_Z_2, softmax_p
+
+
+def _hessian(x, y, l0_W, l0_b, l1_W, l1_b):
+    N = x.shape[0]
+    x_copy, l0_d1, l0_d2, d_l0_A, d_l0_Z, l0_A, l1_d1, l1_d2, d_l1_Z_2, softmax_p = _curvature(x, y, l0_W, l0_b, l1_W, l1_b)
+    H = numpy.empty((2410, 2410), dtype=DTYPE)
+
+    # Λ_out[n] = (diag(p[n]) - p[n]ᵀ·p[n]) / N
+    lam_out = softmax_p[:, :, None] * (softmax_p[:, None, :] / -N)
+    lam_out.reshape(N, -1)[:, ::11] += softmax_p / N
+
+    # Λ_l1[n] = diag(f'(Z_l1)[n])·Λ_out[n]·diag(f'(Z_l1)[n]) + diag(f''(Z_l1)[n] ⊙ δZ_l1[n])
+    lam_1 = lam_out.copy()
+    lam_1 *= l1_d1[:, :, None]
+    lam_1 *= l1_d1[:, None, :]
+    lam_1.reshape(N, -1)[:, ::11] += l1_d2 * d_l1_Z_2
+    lam_1 = (lam_1 + lam_1.transpose(0, 2, 1)) / 2  # symmetric to the last bit
+
+    # Λ_l0[n] = diag(f'(Z_l0)[n])·W_l1·Λ_l1[n]·W_l1ᵀ·diag(f'(Z_l0)[n]) + diag(f''(Z_l0)[n] ⊙ δA_l0[n])
+    # W·Λ·Wᵀ = (Λ·Wᵀ)ᵀ·Wᵀ (Λ symmetric): two products over all samples
+    T_0 = (lam_1.reshape(-1, 10) @ l1_W.T).reshape(N, 10, 32)
+    lam_0 = (numpy.ascontiguousarray(T_0.transpose(0, 2, 1)).reshape(-1, 10) @ l1_W.T).reshape(N, 32, 32)
+    lam_0 *= l0_d1[:, :, None]
+    lam_0 *= l0_d1[:, None, :]
+    lam_0.reshape(N, -1)[:, ::33] += l0_d2 * d_l0_A
+    lam_0 = (lam_0 + lam_0.transpose(0, 2, 1)) / 2  # symmetric to the last bit
+
+    # ã_l0[n] = [X[n], 1]
+    a1_0 = numpy.empty((N, 65), dtype=DTYPE)
+    a1_0[:, :64] = x_copy
+    a1_0[:, 64] = 1
+
+    # ã_l1[n] = [A_l0[n], 1]
+    a1_1 = numpy.empty((N, 33), dtype=DTYPE)
+    a1_1[:, :32] = l0_A
+    a1_1[:, 32] = 1
+
+    # H[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n]
+    R_0_0 = (a1_0[:, :, None] * a1_0[:, None, :]).reshape(N, -1).T @ lam_0.reshape(N, -1)
+    H[0:2080, 0:2080].reshape(65, 32, 65, 32)[...] = R_0_0.reshape(65, 65, 32, 32).transpose(0, 2, 1, 3)
+
+    # H[l0.W, l0.b; l0.W, l0.b] = (H[l0.W, l0.b; l0.W, l0.b] + H[l0.W, l0.b; l0.W, l0.b]ᵀ) / 2
+    H[0:2080, 0:2080] = (H[0:2080, 0:2080] + H[0:2080, 0:2080].T) / 2
+
+    # J_l0→l1[n] = diag(f'(Z_l0)[n])
+    J_0_1 = numpy.zeros((N, 32, 32), dtype=DTYPE)
+    J_0_1.reshape(N, -1)[:, ::33] = l0_d1
+
+    # Z_l0→l1[n] = J_l0→l1[n]·W_l1
+    Z_0_1 = (J_0_1.reshape(-1, 32) @ l1_W).reshape(N, 32, 10)
+
+    # Λ_l0,l1[n] = Z_l0→l1[n]·Λ_l1[n]
+    M_0_1 = Z_0_1 @ lam_1
+
+    # H[l0.W, l0.b; l1.W, l1.b]_(pq),(ij) = Σ_n ã_l0[n]_p·(ã_l1[n]_i·Λ_l0,l1[n]_qj + J_l0→l1[n]_qi·δZ_l1[n]_j)  (J-term: W columns only)
+    R_0_1 = (a1_0[:, :, None] * a1_1[:, None, :]).reshape(N, -1).T @ M_0_1.reshape(N, -1)
+    H[0:2080, 2080:2410].reshape(65, 32, 33, 10)[...] = R_0_1.reshape(65, 33, 32, 10).transpose(0, 2, 1, 3)
+    R_0_1 = (a1_0[:, :, None] * d_l1_Z_2[:, None, :]).reshape(N, -1).T @ J_0_1.reshape(N, -1)
+    H[0:2080, 2080:2400].reshape(65, 32, 32, 10)[...] += R_0_1.reshape(65, 10, 32, 32).transpose(0, 2, 3, 1)
+
+    # H[l1.W, l1.b; l0.W, l0.b] = H[l0.W, l0.b; l1.W, l1.b]ᵀ
+    H[2080:2410, 0:2080] = H[0:2080, 2080:2410].T
+
+    # H[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n]
+    R_1_1 = (a1_1[:, :, None] * a1_1[:, None, :]).reshape(N, -1).T @ lam_1.reshape(N, -1)
+    H[2080:2410, 2080:2410].reshape(33, 10, 33, 10)[...] = R_1_1.reshape(33, 33, 10, 10).transpose(0, 2, 1, 3)
+
+    # H[l1.W, l1.b; l1.W, l1.b] = (H[l1.W, l1.b; l1.W, l1.b] + H[l1.W, l1.b; l1.W, l1.b]ᵀ) / 2
+    H[2080:2410, 2080:2410] = (H[2080:2410, 2080:2410] + H[2080:2410, 2080:2410].T) / 2
+
+    # H[l0.W; l0.W] += λ I  (λ = 0.0001)
+    H.reshape(-1)[0:4937728:2411] += 0.0001
+
+    # H[l1.W; l1.W] += λ I  (λ = 0.0001)
+    H.reshape(-1)[5014880:5786400:2411] += 0.0001
+    return H
+
+
+def _hessian_blocks(x, y, l0_W, l0_b, l1_W, l1_b):
+    N = x.shape[0]
+    x_copy, l0_d1, l0_d2, d_l0_A, d_l0_Z, l0_A, l1_d1, l1_d2, d_l1_Z_2, softmax_p = _curvature(x, y, l0_W, l0_b, l1_W, l1_b)
+    H_0 = numpy.empty((2080, 2080), dtype=DTYPE)
+    H_1 = numpy.empty((330, 330), dtype=DTYPE)
+
+    # Λ_out[n] = (diag(p[n]) - p[n]ᵀ·p[n]) / N
+    lam_out = softmax_p[:, :, None] * (softmax_p[:, None, :] / -N)
+    lam_out.reshape(N, -1)[:, ::11] += softmax_p / N
+
+    # Λ_l1[n] = diag(f'(Z_l1)[n])·Λ_out[n]·diag(f'(Z_l1)[n]) + diag(f''(Z_l1)[n] ⊙ δZ_l1[n])
+    lam_1 = lam_out.copy()
+    lam_1 *= l1_d1[:, :, None]
+    lam_1 *= l1_d1[:, None, :]
+    lam_1.reshape(N, -1)[:, ::11] += l1_d2 * d_l1_Z_2
+    lam_1 = (lam_1 + lam_1.transpose(0, 2, 1)) / 2  # symmetric to the last bit
+
+    # Λ_l0[n] = diag(f'(Z_l0)[n])·W_l1·Λ_l1[n]·W_l1ᵀ·diag(f'(Z_l0)[n]) + diag(f''(Z_l0)[n] ⊙ δA_l0[n])
+    # W·Λ·Wᵀ = (Λ·Wᵀ)ᵀ·Wᵀ (Λ symmetric): two products over all samples
+    T_0 = (lam_1.reshape(-1, 10) @ l1_W.T).reshape(N, 10, 32)
+    lam_0 = (numpy.ascontiguousarray(T_0.transpose(0, 2, 1)).reshape(-1, 10) @ l1_W.T).reshape(N, 32, 32)
+    lam_0 *= l0_d1[:, :, None]
+    lam_0 *= l0_d1[:, None, :]
+    lam_0.reshape(N, -1)[:, ::33] += l0_d2 * d_l0_A
+    lam_0 = (lam_0 + lam_0.transpose(0, 2, 1)) / 2  # symmetric to the last bit
+
+    # ã_l0[n] = [X[n], 1]
+    a1_0 = numpy.empty((N, 65), dtype=DTYPE)
+    a1_0[:, :64] = x_copy
+    a1_0[:, 64] = 1
+
+    # ã_l1[n] = [A_l0[n], 1]
+    a1_1 = numpy.empty((N, 33), dtype=DTYPE)
+    a1_1[:, :32] = l0_A
+    a1_1[:, 32] = 1
+
+    # H_l0[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n]
+    R_0_0 = (a1_0[:, :, None] * a1_0[:, None, :]).reshape(N, -1).T @ lam_0.reshape(N, -1)
+    H_0[0:2080, 0:2080].reshape(65, 32, 65, 32)[...] = R_0_0.reshape(65, 65, 32, 32).transpose(0, 2, 1, 3)
+
+    # H_l0[l0.W, l0.b; l0.W, l0.b] = (H_l0[l0.W, l0.b; l0.W, l0.b] + H_l0[l0.W, l0.b; l0.W, l0.b]ᵀ) / 2
+    H_0[0:2080, 0:2080] = (H_0[0:2080, 0:2080] + H_0[0:2080, 0:2080].T) / 2
+
+    # H_l0[l0.W; l0.W] += λ I  (λ = 0.0001)
+    H_0.reshape(-1)[0:4261888:2081] += 0.0001
+
+    # H_l1[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n]
+    R_1_1 = (a1_1[:, :, None] * a1_1[:, None, :]).reshape(N, -1).T @ lam_1.reshape(N, -1)
+    H_1[0:330, 0:330].reshape(33, 10, 33, 10)[...] = R_1_1.reshape(33, 33, 10, 10).transpose(0, 2, 1, 3)
+
+    # H_l1[l1.W, l1.b; l1.W, l1.b] = (H_l1[l1.W, l1.b; l1.W, l1.b] + H_l1[l1.W, l1.b; l1.W, l1.b]ᵀ) / 2
+    H_1[0:330, 0:330] = (H_1[0:330, 0:330] + H_1[0:330, 0:330].T) / 2
+
+    # H_l1[l1.W; l1.W] += λ I  (λ = 0.0001)
+    H_1.reshape(-1)[0:105920:331] += 0.0001
+    return H_0, H_1
 
 
 def _mats(arrs):

@@ -89,6 +89,21 @@ static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K
     return 1;
 }
 
+/* The same with leading dimensions (rows of A, B, C lda, ldb, ldc elements
+   apart), for products written into part of a larger matrix. */
+static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                   const real *A, int64_t lda, const real *B, int64_t ldb,
+                                   real *C, int64_t ldc, double min_madds)
+{
+    if ((double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
+        || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
+        return 0;
+    BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                   (blasint)M, (blasint)Nc, (blasint)K, 1, A, (blasint)lda, B, (blasint)ldb, 0, C,
+                   (blasint)ldc);
+    return 1;
+}
+
 /* the number of BLAS threads (1 unless the user asks, see the wrapper) */
 void bpg_set_threads(int n)
 {
@@ -96,6 +111,7 @@ void bpg_set_threads(int n)
 }
 #else
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+#define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
 
 void bpg_set_threads(int n)
 {

@@ -38,7 +38,7 @@ class ChainStart(AssemblyOp):
                 f"{self.out}.reshape(N, -1)[:, ::{u + 1}] = {self.d1}"]
 
     def c(self, asm, em):
-        em.use("hess_chain")
+        em.use("hess_chain_start")
         u = asm.t(self.d1).shape[1]
         return [f"bpg_hess_chain_start(N, {u}, {self.d1}, {self.out});"]
 
@@ -71,7 +71,7 @@ class ScaleColumns(AssemblyOp):
         return [f"{self.out} = {self.src} * {self.d1}[:, None, :]"]
 
     def c(self, asm, em):
-        em.use("hess_chain")
+        em.use("hess_scale_columns")
         _, c, u = asm.t(self.out).shape
         return [f"bpg_hess_scale_columns(N, {c}, {u}, {self.src}, {self.d1}, {self.out});"]
 

@@ -100,7 +100,7 @@ def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembl
         tensors[tmp] = _t(tmp, ("N", (lay["p"] + 1) * lay["c"]), "R")
         ops.append(o.KronBlock(h, ld, r0, r0, f"a1_{k}", f"a1_{k}", f"lam_{k}", None, None,
                                tmp, lay["keys"], lay["keys"]))
-        ops.append(o.Symmetrize(h, r0, lay["size"], lay["keys"]))
+        ops.append(o.Symmetrize(h, r0, lay["size"], lay["c"], lay["keys"]))
         if mode == "blocks":
             _l2(spec, ops, h, r0 - lay["off"], offset, [lay["wkey"]])
             continue

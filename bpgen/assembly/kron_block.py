@@ -19,7 +19,8 @@ class KronBlock(AssemblyOp):
     the columns of b_l.  Written into ``out`` (``ld`` columns) at (r0, c0):
     in NumPy one product over the samples through a 4-D view, in C one
     product per q straight into the rows (p, q) of ``out`` (``tmp``: N·(pl+1)·cl
-    elements)."""
+    elements; without J, a diagonal block, only the part with i >= p, see
+    Symmetrize)."""
     name = "kron_block"
     out: str
     ld: int
@@ -93,4 +94,5 @@ class KronBlock(AssemblyOp):
         pk1, ck, pl1, cl = self.sizes(asm)
         return [f"bpg_hess_kron(N, {pk1}, {ck}, {pl1}, {cl}, {self.ak}, {self.al}, {self.m}, "
                 f"{self.j or 'NULL'}, {self.delta or 'NULL'}, "
-                f"{self.out} + {self.r0 * self.ld + self.c0}, {self.ld}, {self.tmp});"]
+                f"{self.out} + {self.r0 * self.ld + self.c0}, {self.ld}, {self.tmp}, "
+                f"{int(self.j is None)});"]

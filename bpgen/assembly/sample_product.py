@@ -36,7 +36,8 @@ class SampleProduct(AssemblyOp):
 
     def c(self, asm, em):
         em.use("gemm_nn")
-        em.use("hess_bmm")
-        _, m, n = asm.t(self.out).shape
+        _, m, nc = asm.t(self.out).shape
         k = asm.t(self.a).shape[2]
-        return [f"bpg_hess_bmm(N, {m}, {n}, {k}, {self.a}, {self.b}, {self.out});"]
+        return ["for (int64_t n = 0; n < N; n++)",
+                f"    bpg_gemm_nn({m}, {nc}, {k}, {self.a} + n*{m * k}, {self.b} + n*{k * nc}, "
+                f"{self.out} + n*{m * nc});"]

@@ -73,9 +73,16 @@ class Sandwich(AssemblyOp):
                         f"{o} = ({o} + {o}.transpose(0, 2, 1)) / 2  # symmetric to the last bit"]
 
     def c(self, asm, em):
-        em.use("gemm_nt")
-        em.use("hess_sandwich")
         u = asm.t(self.out).shape[1]
         v = asm.t(self.nxt).shape[1]
-        return [f"bpg_hess_sandwich(N, {u}, {v}, {self.w or 'NULL'}, {self.nxt}, {self.d1}, "
-                f"{self.d2}, {self.q}, {self.out}, {self.tmp});"]
+        em.use("hess_scale")
+        if not self.w:
+            return [f"memcpy({self.out}, {self.nxt}, sizeof(real)*(size_t)({u * u}*N));",
+                    f"bpg_hess_scale(N, {u}, {self.d1}, {self.d2}, {self.q}, {self.out});"]
+        em.use("gemm_nt")
+        em.use("hess_transpose")
+        return [f"/* T = Λ·Wᵀ, then W·Λ·Wᵀ = (per-sample Tᵀ)·Wᵀ: two products over all samples */",
+                f"bpg_gemm_nt({v}*N, {u}, {v}, {self.nxt}, {self.w}, {self.tmp});",
+                f"bpg_hess_transpose(N, {v}, {u}, {self.tmp}, {self.tmp} + {u * v}*N);",
+                f"bpg_gemm_nt({u}*N, {u}, {v}, {self.tmp} + {u * v}*N, {self.w}, {self.out});",
+                f"bpg_hess_scale(N, {u}, {self.d1}, {self.d2}, {self.q}, {self.out});"]

@@ -11,11 +11,16 @@ from .base import AssemblyOp, register, tt
 @register
 @dataclass
 class Symmetrize(AssemblyOp):
-    """out[r0:r0+size, r0:r0+size] = (that + thatᵀ) / 2."""
+    """out[r0:r0+size, r0:r0+size] = (that + thatᵀ) / 2, a diagonal block.
+
+    In C, where the Kronecker block computed only the part of it right of
+    its ``blk`` x ``blk`` diagonal blocks (i >= p), those blocks are
+    averaged and the rest is the transpose of the part computed."""
     name = "symmetrize"
     out: str
     r0: int
     size: int
+    blk: int
     rows: str
 
     def reads(self):
@@ -38,9 +43,10 @@ class Symmetrize(AssemblyOp):
         return [f"{self.out}[{s}, {s}] = ({self.out}[{s}, {s}] + {self.out}[{s}, {s}].T) / 2"]
 
     def c(self, asm, em):
-        em.use("hess_mirror")
+        em.use("hess_symmetrize")
         ld = asm.t(self.out).shape[1]
-        return [f"bpg_hess_symmetrize({self.size}, {self.out} + {self.r0 * (ld + 1)}, {ld});"]
+        return [f"bpg_hess_symmetrize({self.size}, {self.blk}, {self.out} + "
+                f"{self.r0 * (ld + 1)}, {ld});"]
 
 
 @register

@@ -21,9 +21,8 @@ __all__ = ["CEmitter", "emit"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _env = environment(_HERE)
-#: the runtime helpers: one file each in runtime/ (besides the prelude),
-#: pasted in name order; a helper calls only those whose names sort before
-#: its own (the hess_* ones call bpg_gemm_*), and whoever uses it uses those too
+#: the runtime helpers: one file each in runtime/ (besides the prelude); none
+#: calls another, so they are pasted in name order
 HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime"))
                        if f.endswith(".c") and f != "prelude.c"))
 

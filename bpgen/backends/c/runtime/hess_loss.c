@@ -1,6 +1,6 @@
 /* The structured Hessian: Λ_out[n] = (diag(p) - pᵀ·p) / N (softmax, p = src)
    or diag(src) / N (elementwise losses), (N, K, K). */
-static void bpg_hess_loss(int64_t N, int64_t K, const real *restrict src, int softmax,
+static inline void bpg_hess_loss(int64_t N, int64_t K, const real *restrict src, int softmax,
                           real *restrict out)
 {
     const real inv = (real)1 / (real)N;

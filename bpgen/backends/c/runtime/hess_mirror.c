@@ -1,17 +1,7 @@
-/* The structured Hessian's symmetry: a diagonal block (size x size at A, row
-   stride ld) averaged with its transpose; an off-diagonal block (rows x cols
-   at A) copied transposed to B, in tiles that stay in cache. */
-static void bpg_hess_symmetrize(int64_t size, real *restrict A, int64_t ld)
-{
-    for (int64_t i = 0; i < size; i++)
-        for (int64_t j = i + 1; j < size; j++) {
-            const real s = (A[i * ld + j] + A[j * ld + i]) / 2;
-            A[i * ld + j] = s;
-            A[j * ld + i] = s;
-        }
-}
-
-static void bpg_hess_mirror(int64_t rows, int64_t cols, const real *restrict A,
+/* The structured Hessian's symmetry: an off-diagonal block (rows x cols at A,
+   row stride ld) copied transposed to B, in 32 x 32 tiles (the strided side
+   of each tile stays in cache). */
+static inline void bpg_hess_mirror(int64_t rows, int64_t cols, const real *restrict A,
                             real *restrict B, int64_t ld)
 {
     enum { TILE = 32 };
