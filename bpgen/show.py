@@ -418,12 +418,12 @@ def _assembly_items(spec, d) -> list:
                       "n; ã = [a, 1], so that a layer's bias is the weight of a constant input "
                       "and its (W, b) block is one Kronecker block; H[rows; cols]: the block "
                       "of those parameters' rows and columns):",
-              "bpgen assembles $\nabla^{2} L$ from these blocks as follows: the derived "
-              "assembly program of hessian(), one statement per batched operation ($[n]$: "
-              "sample $n$; $\tilde a = [a, 1]$, so that a layer's bias is the weight of a "
-              "constant input and its $(W, b)$ block is one Kronecker block; "
-              "$H[\mathrm{rows}; \mathrm{cols}]$: the block of those parameters' rows and "
-              "columns):")]
+              r"bpgen assembles $\nabla^{2} L$ from these blocks as follows: the derived "
+              r"assembly program of hessian(), one statement per batched operation ($[n]$: "
+              r"sample $n$; $\tilde a = [a, 1]$, so that a layer's bias is the weight of a "
+              r"constant input and its $(W, b)$ block is one Kronecker block; "
+              r"$H[\mathrm{rows}; \mathrm{cols}]$: the block of those parameters' rows and "
+              r"columns):")]
     for op in asm.ops:
         text, tex = op.equation(asm)
         items.append(("eq", text, tex, _op_shape(asm, op)))

@@ -207,5 +207,7 @@ def test_cli_show_hessian_latex_is_latex(capsys):
     text = capsys.readouterr().out
     assert main(["show", ARCHS["dense"], "--hessian", "--latex"]) == 0
     tex = capsys.readouterr().out
-    assert "∇²L[l0.W, l0.W]" in text and r"\begin" not in text
-    assert r"\begin{align*}" in tex and r"\nabla^{2} L[\texttt{l0.W}, \texttt{l0.W}]" in tex
+    # a network of dense layers: the derived assembly program of hessian()
+    assert "H[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n]" in text
+    assert r"\begin" not in text
+    assert r"\begin{align*}" in tex and r"H[\texttt{l0.W, l0.b};\ \texttt{l0.W, l0.b}]" in tex

@@ -25,8 +25,12 @@ from .base import Assembly, Tensor
 __all__ = ["derive_assembly"]
 
 
-def _t(name, shape, text, kind="temp"):
-    return Tensor(name, tuple(shape), text, tex_label(text), kind)
+def _t(name, shape, text, kind="temp", tex=None):
+    return Tensor(name, tuple(shape), text, tex if tex is not None else tex_label(text), kind)
+
+
+def _rm(name: str) -> str:
+    return r"\mathrm{" + name.replace("_", r"\_") + "}"
 
 
 def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembly:
@@ -69,20 +73,23 @@ def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembl
     ops = []
     loss_src = curv.outputs[meta["curv_loss"]]
     k_out = tensors[loss_src].shape[1]
-    tensors["lam_out"] = _t("lam_out", ("N", k_out, k_out), "Λ_out")
+    tensors["lam_out"] = _t("lam_out", ("N", k_out, k_out), "Λ_out", tex=r"\Lambda_{\mathrm{out}}")
     ops.append(o.LossCurvature("lam_out", loss_src, spec.loss.type == "softmax_cross_entropy"))
     nxt = "lam_out"
     for k in range(len(layers) - 1, -1, -1):
         lay = layers[k]
         out, tmp = f"lam_{k}", f"T_{k}"
-        tensors[out] = _t(out, ("N", lay["c"], lay["c"]), f"Λ_{lay['name']}")
+        tensors[out] = _t(out, ("N", lay["c"], lay["c"]), f"Λ_{lay['name']}",
+                          tex=rf"\Lambda_{{{_rm(lay['name'])}}}")
         w = layers[k + 1]["w"] if k + 1 < len(layers) else None
         v = tensors[nxt].shape[1]
-        tensors[tmp] = _t(tmp, ("N", 2 * lay["c"], v), f"T_{lay['name']}")
+        tensors[tmp] = _t(tmp, ("N", 2 * lay["c"], v), f"T_{lay['name']}",
+                          tex=rf"T_{{{_rm(lay['name'])}}}")
         ops.append(o.Sandwich(out, nxt, w, lay["d1"], lay["d2"], lay["q"], tmp))
         nxt = out
     for k, lay in enumerate(layers):
-        tensors[f"a1_{k}"] = _t(f"a1_{k}", ("N", lay["p"] + 1), "ã_" + lay["name"])
+        tensors[f"a1_{k}"] = _t(f"a1_{k}", ("N", lay["p"] + 1), "ã_" + lay["name"],
+                                tex=rf"\tilde{{a}}_{{{_rm(lay['name'])}}}")
         ops.append(o.AppendOnes(f"a1_{k}", lay["a"]))
 
     outputs = []
@@ -94,7 +101,8 @@ def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembl
             h, ld, r0 = "H", n_params, lay["off"]
         else:
             h, ld, r0 = f"H_{k}", lay["size"], 0
-            tensors[h] = _t(h, (ld, ld), f"H_{lay['name']}", "output")
+            tensors[h] = _t(h, (ld, ld), f"H_{lay['name']}", "output",
+                            tex=rf"H_{{{_rm(lay['name'])}}}")
             outputs.append((h, ld, ld))
         tmp = f"R_{k}_{k}"
         tensors[tmp] = _t(tmp, ("N", (lay["p"] + 1) * lay["c"]), "R")
@@ -108,9 +116,11 @@ def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembl
             lm, prev = layers[m], layers[m - 1]
             j, z, mm, tmp = f"J_{k}_{m}", f"Z_{k}_{m}", f"M_{k}_{m}", f"R_{k}_{m}"
             pair = f"{lay['name']}→{lm['name']}"
-            tensors[j] = _t(j, ("N", lay["c"], lm["p"]), f"J_{pair}")
-            tensors[z] = _t(z, ("N", lay["c"], lm["c"]), f"Z_{pair}")
-            tensors[mm] = _t(mm, ("N", lay["c"], lm["c"]), f"Λ_{lay['name']},{lm['name']}")
+            pair_tex = rf"{_rm(lay['name'])} \to {_rm(lm['name'])}"
+            tensors[j] = _t(j, ("N", lay["c"], lm["p"]), f"J_{pair}", tex=f"J_{{{pair_tex}}}")
+            tensors[z] = _t(z, ("N", lay["c"], lm["c"]), f"Z_{pair}", tex=f"Z_{{{pair_tex}}}")
+            tensors[mm] = _t(mm, ("N", lay["c"], lm["c"]), f"Λ_{lay['name']},{lm['name']}",
+                             tex=rf"\Lambda_{{{_rm(lay['name'])},{_rm(lm['name'])}}}")
             tensors[tmp] = _t(tmp, ("N", (lm["p"] + 1) * lm["c"]), "R")
             if m == k + 1:
                 ops.append(o.ChainStart(j, lay["d1"]))

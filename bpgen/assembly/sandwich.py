@@ -60,7 +60,7 @@ class Sandwich(AssemblyOp):
         v = asm.t(self.nxt).shape[1]
         o = self.out
         if self.w:
-            lines = [f"# W·Λ·Wᵀ = (Λ·Wᵀ)ᵀ·Wᵀ (Λ symmetric): two products over all samples",
+            lines = ["# W·Λ·Wᵀ = (Λ·Wᵀ)ᵀ·Wᵀ (Λ symmetric): two products over all samples",
                      f"{self.tmp} = ({self.nxt}.reshape(-1, {v}) @ {self.w}.T)"
                      f".reshape(N, {v}, {u})",
                      f"{o} = (numpy.ascontiguousarray({self.tmp}.transpose(0, 2, 1))"
@@ -81,7 +81,7 @@ class Sandwich(AssemblyOp):
                     f"bpg_hess_scale(N, {u}, {self.d1}, {self.d2}, {self.q}, {self.out});"]
         em.use("gemm_nt")
         em.use("hess_transpose")
-        return [f"/* T = Λ·Wᵀ, then W·Λ·Wᵀ = (per-sample Tᵀ)·Wᵀ: two products over all samples */",
+        return ["/* T = Λ·Wᵀ, then W·Λ·Wᵀ = (per-sample Tᵀ)·Wᵀ: two products over all samples */",
                 f"bpg_gemm_nt({v}*N, {u}, {v}, {self.nxt}, {self.w}, {self.tmp});",
                 f"bpg_hess_transpose(N, {v}, {u}, {self.tmp}, {self.tmp} + {u * v}*N);",
                 f"bpg_gemm_nt({u}*N, {u}, {v}, {self.tmp} + {u * v}*N, {self.w}, {self.out});",
