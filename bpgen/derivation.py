@@ -126,8 +126,10 @@ def _hessian_columns(spec: Spec, base: Derivation):
     then those that do (the tangents), so that a backend can run the first
     part once and the second once per direction.  A loop holding both kinds
     becomes two loops over the same steps; values the tangent loop reads from
-    the first are then kept for every step.  Metadata: where the tangent part
-    starts among the program's ops."""
+    the first are then kept for every step.  What the tangent part would
+    recompute for every direction without depending on v (tanh(C) and the
+    like) is computed once in the first part.  Metadata: where the tangent
+    part starts among the program's ops."""
     d = derive(spec, exact=True)
     g = d.graph
     seeds = _seeds(g, d)
@@ -144,6 +146,7 @@ def _hessian_columns(spec: Spec, base: Derivation):
                 dep.add(op.out)
                 changed = True
     dep.update(outs)      # a gradient without a tangent: its zeros, once per direction
+    hoisted = _hoist_independent(g, dep)   # before the loops are twinned: runs contiguous
     twin = {}
     for lid, info in list(g.loops.items()):
         twin[lid] = len(g.loops)
@@ -153,9 +156,72 @@ def _hessian_columns(spec: Spec, base: Derivation):
             op.loop = twin[op.loop]
             g.vars[op.out].loop = op.loop
     g.ops = [op for op in g.ops if op.out not in dep] + [op for op in g.ops if op.out in dep]
-    prog = lower(g, "hessian_columns", _inputs(d, v=seeds.values()), outs, d.n_forward)
+    prog = lower(g, "hessian_columns", _inputs(d, v=seeds.values()), outs, d.n_forward,
+                 keep=hoisted)
     split = next((i for i, op in enumerate(prog.ops) if op.out in dep), len(prog.ops))
     return prog, {"columns_split": split}
+
+
+def _expensive(expr) -> bool:
+    """A function call (tanh, exp, σ, ...) or a non-integer power: worth
+    computing once rather than once per direction."""
+    return bool(expr.atoms(sp.Function)) or any(not p.exp.is_integer
+                                                for p in expr.atoms(sp.Pow))
+
+
+def _hoist_independent(g: Graph, dep: set) -> set:
+    """Move what the tangent part recomputes for every direction out of it:
+    in each of its maps, every expensive subexpression that does not depend
+    on v (tanh(C), the product of the v-free factors of a product, ...)
+    becomes a map of the first part, computed once over whole sequences.
+    Returns the new variables (which lowering must not inline back)."""
+    dep_syms = {sp.Symbol(v) for v in dep}
+    made: dict = {}          # (expression, loop) -> variable
+    inserts = []             # (position, op) for the first part
+
+    def free(e):
+        return not (e.free_symbols & dep_syms)
+
+    def var_for(e):
+        # elementwise: computed over whole sequences after the loops that
+        # define its arguments (the tangent loops run after all of them)
+        args = [s.name for s in e.free_symbols if s.name in g.vars]
+        if e not in made:
+            before = len(g.ops)
+            name = g.map(e, base="hc")
+            if len(g.ops) > before:              # a new op (not just a symbol)
+                new_op = g.ops.pop()
+                pos = max([g.producer[a] + 1 for a in args if a in g.producer] or [0])
+                while (0 < pos < len(g.ops) and g.ops[pos - 1].loop is not None
+                       and g.ops[pos].loop == g.ops[pos - 1].loop):
+                    pos += 1             # not inside a loop's run of ops
+                inserts.append((pos, new_op))
+            made[e] = name
+        return sp.Symbol(made[e])
+
+    def hoist(e):
+        if free(e):
+            return var_for(e) if _expensive(e) and not e.is_Symbol else e
+        if e.is_Add or e.is_Mul:
+            indep = [a for a in e.args if free(a)]
+            rest = [hoist(a) for a in e.args if not free(a)]
+            if indep and _expensive(e.func(*indep)):
+                return e.func(var_for(e.func(*indep)), *rest)
+            return e.func(*indep, *rest)
+        if not e.args:
+            return e
+        return e.func(*[hoist(a) for a in e.args])
+
+    for op in g.ops:
+        if op.out in dep and op.prim == "map":
+            expr = hoist(op.attrs["expr"])
+            if expr != op.attrs["expr"]:
+                op.attrs = {**op.attrs, "expr": expr}
+                op.args = tuple(sorted(s.name for s in expr.free_symbols if s.name in g.vars))
+    for pos, new_op in sorted(inserts, key=lambda x: -x[0]):
+        g.ops.insert(pos, new_op)
+    g.producer = {op.out: i for i, op in enumerate(g.ops)}
+    return {op.out for _, op in inserts}
 
 
 def _ggn_vp(spec: Spec, base: Derivation):

@@ -57,12 +57,12 @@ def _dce(ops: list, outputs: list) -> list:
             return list(reversed(keep))
 
 
-def _fuse(ops: list, outputs: list, vars: dict) -> list:
+def _fuse(ops: list, outputs: list, vars: dict, keep: frozenset = frozenset()) -> list:
     """Inline elementwise maps into the map that consumes them.
 
     A map is inlined when it is used exactly once and has the consumer's
     shape (no work is repeated), or when it is a pure broadcast or constant
-    (free to recompute anywhere).
+    (free to recompute anywhere); never a map in ``keep``.
     """
     changed = True
     while changed:
@@ -74,7 +74,7 @@ def _fuse(ops: list, outputs: list, vars: dict) -> list:
                 continue
             for a in op.args:
                 pi = producer.get(a)
-                if pi is None or ops[pi].prim != "map" or a in outputs:
+                if pi is None or ops[pi].prim != "map" or a in outputs or a in keep:
                     continue
                 p = ops[pi]
                 if p.loop != op.loop:
@@ -97,14 +97,16 @@ def _fuse(ops: list, outputs: list, vars: dict) -> list:
     return ops
 
 
-def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int) -> Program:
+def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
+          keep: frozenset = frozenset()) -> Program:
     """The program computing ``outputs`` from ``inputs`` (variable names).
 
     ``Op.grad_of`` names the op whose derivative an op computes (for the
     ``Grad of`` comments, see ``Program.forward_ops``); ``n_forward`` is the
-    length of the forward pass in ``g.ops``."""
+    length of the forward pass in ``g.ops``; maps in ``keep`` are never
+    inlined into their consumers."""
     ops = _dce([dataclasses.replace(op) for op in g.ops], outputs)
-    ops = _fuse(ops, outputs, g.vars)
+    ops = _fuse(ops, outputs, g.vars, frozenset(keep))
     used = set(inputs) | set(outputs)
     for op in ops:
         used.add(op.out)

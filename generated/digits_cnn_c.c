@@ -1909,81 +1909,83 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     for (int64_t k = 0; k < 512*N; k++) d_l0_Z[k] = d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
 }
 
-/* ---- hessian_columns: workspace 19176*N + 5560 elements ---- */
+/* ---- hessian_columns: workspace 19944*N + 5560 elements ---- */
 void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count)
 {
     real *const l0_P = ws + 0;  /* (64*N, 9) */
     real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
     real *const l0_Z = ws + 1088*N;  /* (64*N, 8) */
-    real *const l0_A = ws + 1600*N;  /* (64*N, 8) */
-    real *const l0_Y = ws + 2112*N;  /* (N, 512) */
-    real *const l1_win = ws + 2624*N;  /* (128*N, 4) */
-    real *const l1_max = ws + 3136*N;  /* (128*N, 1) */
-    real *const l1_Y = ws + 3264*N;  /* (N, 128) */
-    real *const l2_P = ws + 3392*N;  /* (16*N, 72) */
-    real *const l2_PW = ws + 4544*N;  /* (16*N, 16) */
-    real *const l2_Z = ws + 4800*N;  /* (16*N, 16) */
-    real *const l2_A = ws + 5056*N;  /* (16*N, 16) */
-    real *const l2_Y = ws + 5312*N;  /* (N, 256) */
-    real *const l3_win = ws + 5568*N;  /* (64*N, 4) */
-    real *const l3_max = ws + 5824*N;  /* (64*N, 1) */
-    real *const l3_Y = ws + 5888*N;  /* (N, 64) */
-    real *const l5_XW = ws + 5952*N;  /* (N, 10) */
-    real *const l5_Z = ws + 5968*N;  /* (N, 10) */
-    real *const o_max = ws + 5984*N;  /* (N, 1) */
-    real *const o_exp = ws + 5992*N;  /* (N, 10) */
-    real *const o_expsum = ws + 6008*N;  /* (N, 1) */
-    real *const d_o_expsum = ws + 6016*N;  /* (N, 1) */
-    real *const d_l5_Z_2 = ws + 6024*N;  /* (N, 10) */
-    real *const d_l3_Y = ws + 6040*N;  /* (N, 64) */
-    real *const d_l3_max = ws + 6104*N;  /* (64*N, 1) */
-    real *const d_l3_win = ws + 6168*N;  /* (64*N, 4) */
-    real *const d_l2_Y = ws + 6424*N;  /* (N, 256) */
-    real *const d_l2_A = ws + 6680*N;  /* (16*N, 16) */
-    real *const d_l2_Z = ws + 6936*N;  /* (16*N, 16) */
-    real *const r_l0_PW_b = ws + 7192*N;  /* (64*N, 8) */
-    real *const r_l0_A = ws + 7704*N;  /* (64*N, 8) */
-    real *const r_l0_Y = ws + 8216*N;  /* (N, 512) */
-    real *const r_l1_win = ws + 8728*N;  /* (128*N, 4) */
-    real *const r_l1_max = ws + 9240*N;  /* (128*N, 1) */
-    real *const r_l1_Y = ws + 9368*N;  /* (N, 128) */
-    real *const r_l2_P = ws + 9496*N;  /* (16*N, 72) */
-    real *const r_l2_PW_a = ws + 10648*N;  /* (16*N, 16) */
-    real *const r_l2_PW_b = ws + 10904*N;  /* (16*N, 16) */
-    real *const r_l2_A = ws + 11160*N;  /* (16*N, 16) */
-    real *const r_l2_Y = ws + 11416*N;  /* (N, 256) */
-    real *const r_l3_win = ws + 11672*N;  /* (64*N, 4) */
-    real *const r_l3_max = ws + 11928*N;  /* (64*N, 1) */
-    real *const r_l3_Y = ws + 11992*N;  /* (N, 64) */
-    real *const r_l5_XW_a = ws + 12056*N;  /* (N, 10) */
-    real *const r_l5_XW_b = ws + 12072*N;  /* (N, 10) */
-    real *const r_o_exp = ws + 12088*N;  /* (N, 10) */
-    real *const r_o_expsum = ws + 12104*N;  /* (N, 1) */
-    real *const r_d_o_expsum = ws + 12112*N;  /* (N, 1) */
-    real *const r_d_l5_Z_1 = ws + 12120*N;  /* (N, 10) */
-    real *const r_d_l3_Y_a = ws + 12136*N;  /* (N, 64) */
-    real *const r_d_l3_Y_b = ws + 12200*N;  /* (N, 64) */
-    real *const r_d_l3_Y = ws + 12264*N;  /* (N, 64) */
-    real *const r_d_l5_W_1_a = ws + 12328*N;  /* (64, 10) */
-    real *const r_d_l5_W_1_b = ws + 12328*N + 640;  /* (64, 10) */
-    real *const r_d_l3_max = ws + 12328*N + 1280;  /* (64*N, 1) */
-    real *const r_d_l3_win = ws + 12392*N + 1280;  /* (64*N, 4) */
-    real *const r_d_l2_Y = ws + 12648*N + 1280;  /* (N, 256) */
-    real *const r_d_l2_A = ws + 12904*N + 1280;  /* (16*N, 16) */
-    real *const r_d_l2_Z = ws + 13160*N + 1280;  /* (16*N, 16) */
-    real *const r_d_l2_P_a = ws + 13416*N + 1280;  /* (16*N, 72) */
-    real *const r_d_l2_P_b = ws + 14568*N + 1280;  /* (16*N, 72) */
-    real *const r_d_l2_P = ws + 15720*N + 1280;  /* (16*N, 72) */
-    real *const r_d_l2_W_1_a = ws + 16872*N + 1280;  /* (16, 72) */
-    real *const r_d_l2_W_1_b = ws + 16872*N + 2432;  /* (16, 72) */
-    real *const r_d_l1_Y = ws + 16872*N + 3584;  /* (N, 128) */
-    real *const r_d_l1_max = ws + 17000*N + 3584;  /* (128*N, 1) */
-    real *const r_d_l1_win = ws + 17128*N + 3584;  /* (128*N, 4) */
-    real *const r_d_l0_Y = ws + 17640*N + 3584;  /* (N, 512) */
-    real *const r_d_l0_A = ws + 18152*N + 3584;  /* (64*N, 8) */
-    real *const r_d_l0_Z = ws + 18664*N + 3584;  /* (64*N, 8) */
-    real *const r_d_l0_W_1_a = ws + 19176*N + 3584;  /* (8, 9) */
-    real *const vbuf = ws + 19176*N + 3656;  /* (1898,): e_j */
+    real *const hc = ws + 1600*N;  /* (64*N, 8) */
+    real *const l0_A = ws + 2112*N;  /* (64*N, 8) */
+    real *const l0_Y = ws + 2624*N;  /* (N, 512) */
+    real *const l1_win = ws + 3136*N;  /* (128*N, 4) */
+    real *const l1_max = ws + 3648*N;  /* (128*N, 1) */
+    real *const l1_Y = ws + 3776*N;  /* (N, 128) */
+    real *const l2_P = ws + 3904*N;  /* (16*N, 72) */
+    real *const l2_PW = ws + 5056*N;  /* (16*N, 16) */
+    real *const l2_Z = ws + 5312*N;  /* (16*N, 16) */
+    real *const hc_1 = ws + 5568*N;  /* (16*N, 16) */
+    real *const l2_A = ws + 5824*N;  /* (16*N, 16) */
+    real *const l2_Y = ws + 6080*N;  /* (N, 256) */
+    real *const l3_win = ws + 6336*N;  /* (64*N, 4) */
+    real *const l3_max = ws + 6592*N;  /* (64*N, 1) */
+    real *const l3_Y = ws + 6656*N;  /* (N, 64) */
+    real *const l5_XW = ws + 6720*N;  /* (N, 10) */
+    real *const l5_Z = ws + 6736*N;  /* (N, 10) */
+    real *const o_max = ws + 6752*N;  /* (N, 1) */
+    real *const o_exp = ws + 6760*N;  /* (N, 10) */
+    real *const o_expsum = ws + 6776*N;  /* (N, 1) */
+    real *const d_o_expsum = ws + 6784*N;  /* (N, 1) */
+    real *const d_l5_Z_2 = ws + 6792*N;  /* (N, 10) */
+    real *const d_l3_Y = ws + 6808*N;  /* (N, 64) */
+    real *const d_l3_max = ws + 6872*N;  /* (64*N, 1) */
+    real *const d_l3_win = ws + 6936*N;  /* (64*N, 4) */
+    real *const d_l2_Y = ws + 7192*N;  /* (N, 256) */
+    real *const d_l2_A = ws + 7448*N;  /* (16*N, 16) */
+    real *const d_l2_Z = ws + 7704*N;  /* (16*N, 16) */
+    real *const r_l0_PW_b = ws + 7960*N;  /* (64*N, 8) */
+    real *const r_l0_A = ws + 8472*N;  /* (64*N, 8) */
+    real *const r_l0_Y = ws + 8984*N;  /* (N, 512) */
+    real *const r_l1_win = ws + 9496*N;  /* (128*N, 4) */
+    real *const r_l1_max = ws + 10008*N;  /* (128*N, 1) */
+    real *const r_l1_Y = ws + 10136*N;  /* (N, 128) */
+    real *const r_l2_P = ws + 10264*N;  /* (16*N, 72) */
+    real *const r_l2_PW_a = ws + 11416*N;  /* (16*N, 16) */
+    real *const r_l2_PW_b = ws + 11672*N;  /* (16*N, 16) */
+    real *const r_l2_A = ws + 11928*N;  /* (16*N, 16) */
+    real *const r_l2_Y = ws + 12184*N;  /* (N, 256) */
+    real *const r_l3_win = ws + 12440*N;  /* (64*N, 4) */
+    real *const r_l3_max = ws + 12696*N;  /* (64*N, 1) */
+    real *const r_l3_Y = ws + 12760*N;  /* (N, 64) */
+    real *const r_l5_XW_a = ws + 12824*N;  /* (N, 10) */
+    real *const r_l5_XW_b = ws + 12840*N;  /* (N, 10) */
+    real *const r_o_exp = ws + 12856*N;  /* (N, 10) */
+    real *const r_o_expsum = ws + 12872*N;  /* (N, 1) */
+    real *const r_d_o_expsum = ws + 12880*N;  /* (N, 1) */
+    real *const r_d_l5_Z_1 = ws + 12888*N;  /* (N, 10) */
+    real *const r_d_l3_Y_a = ws + 12904*N;  /* (N, 64) */
+    real *const r_d_l3_Y_b = ws + 12968*N;  /* (N, 64) */
+    real *const r_d_l3_Y = ws + 13032*N;  /* (N, 64) */
+    real *const r_d_l5_W_1_a = ws + 13096*N;  /* (64, 10) */
+    real *const r_d_l5_W_1_b = ws + 13096*N + 640;  /* (64, 10) */
+    real *const r_d_l3_max = ws + 13096*N + 1280;  /* (64*N, 1) */
+    real *const r_d_l3_win = ws + 13160*N + 1280;  /* (64*N, 4) */
+    real *const r_d_l2_Y = ws + 13416*N + 1280;  /* (N, 256) */
+    real *const r_d_l2_A = ws + 13672*N + 1280;  /* (16*N, 16) */
+    real *const r_d_l2_Z = ws + 13928*N + 1280;  /* (16*N, 16) */
+    real *const r_d_l2_P_a = ws + 14184*N + 1280;  /* (16*N, 72) */
+    real *const r_d_l2_P_b = ws + 15336*N + 1280;  /* (16*N, 72) */
+    real *const r_d_l2_P = ws + 16488*N + 1280;  /* (16*N, 72) */
+    real *const r_d_l2_W_1_a = ws + 17640*N + 1280;  /* (16, 72) */
+    real *const r_d_l2_W_1_b = ws + 17640*N + 2432;  /* (16, 72) */
+    real *const r_d_l1_Y = ws + 17640*N + 3584;  /* (N, 128) */
+    real *const r_d_l1_max = ws + 17768*N + 3584;  /* (128*N, 1) */
+    real *const r_d_l1_win = ws + 17896*N + 3584;  /* (128*N, 4) */
+    real *const r_d_l0_Y = ws + 18408*N + 3584;  /* (N, 512) */
+    real *const r_d_l0_A = ws + 18920*N + 3584;  /* (64*N, 8) */
+    real *const r_d_l0_Z = ws + 19432*N + 3584;  /* (64*N, 8) */
+    real *const r_d_l0_W_1_a = ws + 19944*N + 3584;  /* (8, 9) */
+    real *const vbuf = ws + 19944*N + 3656;  /* (1898,): e_j */
     const real *const v_l0_W = vbuf + 0;  /* (8, 9) */
     const real *const v_l0_b = vbuf + 72;  /* (1, 8) */
     const real *const v_l2_W = vbuf + 80;  /* (16, 72) */
@@ -2007,6 +2009,9 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
             l0_Z[k] = l0_PW[k] + l0_b[cc];
         }
     }
+    /* hc = where(l0_Z >= 0, 1, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) hc[k] = ((l0_Z[k] >= 0) ? (1) : (0));
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
@@ -2038,6 +2043,9 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
             l2_Z[k] = l2_PW[k] + l2_b[cc];
         }
     }
+    /* hc_1 = where(l2_Z >= 0, 1, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256*N; k++) hc_1[k] = ((l2_Z[k] >= 0) ? (1) : (0));
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
@@ -2145,12 +2153,12 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         /* forward pass */
         /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
         bpg_gemm_nt(64*N, 8, 9, l0_P, v_l0_W, r_l0_PW_b);
-        /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
+        /* r_l0_A = hc ⊙ (r_l0_PW_b + v_l0_b) */
         for (int64_t rr = 0; rr < 64*N; rr++) {
             #pragma omp simd
             for (int64_t cc = 0; cc < 8; cc++) {
                 const int64_t k = rr*8 + cc;
-                r_l0_A[k] = (r_l0_PW_b[k] + v_l0_b[cc])*((l0_Z[k] >= 0) ? (1) : (0));
+                r_l0_A[k] = hc[k]*(r_l0_PW_b[k] + v_l0_b[cc]);
             }
         }
         /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
@@ -2167,12 +2175,12 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         bpg_gemm_nt(16*N, 16, 72, r_l2_P, l2_W, r_l2_PW_a);
         /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
         bpg_gemm_nt(16*N, 16, 72, l2_P, v_l2_W, r_l2_PW_b);
-        /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
+        /* r_l2_A = hc_1 ⊙ (r_l2_PW_a + r_l2_PW_b + v_l2_b) */
         for (int64_t rr = 0; rr < 16*N; rr++) {
             #pragma omp simd
             for (int64_t cc = 0; cc < 16; cc++) {
                 const int64_t k = rr*16 + cc;
-                r_l2_A[k] = (r_l2_PW_a[k] + r_l2_PW_b[k] + v_l2_b[cc])*((l2_Z[k] >= 0) ? (1) : (0));
+                r_l2_A[k] = hc_1[k]*(r_l2_PW_a[k] + r_l2_PW_b[k] + v_l2_b[cc]);
             }
         }
         /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
@@ -2256,9 +2264,9 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
 
         /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
         /*   (l2: activation relu) */
-        /* r_d_l2_Z = r_d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
+        /* r_d_l2_Z = hc_1 ⊙ r_d_l2_A */
         #pragma omp simd
-        for (int64_t k = 0; k < 256*N; k++) r_d_l2_Z[k] = r_d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
+        for (int64_t k = 0; k < 256*N; k++) r_d_l2_Z[k] = hc_1[k]*r_d_l2_A[k];
 
         /* Grad of: l2_Z = l2_PW + l2_b */
         /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
@@ -2306,9 +2314,9 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
 
         /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
         /*   (l0: activation relu) */
-        /* r_d_l0_Z = r_d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
+        /* r_d_l0_Z = hc ⊙ r_d_l0_A */
         #pragma omp simd
-        for (int64_t k = 0; k < 512*N; k++) r_d_l0_Z[k] = r_d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
+        for (int64_t k = 0; k < 512*N; k++) r_d_l0_Z[k] = hc[k]*r_d_l0_A[k];
 
         /* Grad of: l0_Z = l0_PW + l0_b */
         /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */

@@ -1571,7 +1571,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
     for (int64_t k = 0; k < 20*N; k++) x_factor[k] = x[k];
 }
 
-/* ---- hessian_columns: workspace 18184*N + 3256 elements ---- */
+/* ---- hessian_columns: workspace 19464*N + 3256 elements ---- */
 void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
@@ -1590,71 +1590,75 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
     real *const l0_o = ws + 4352*N;  /* (20*N, 16) */
     real *const l0_C = ws + 4672*N;  /* (20*N, 16) */
     real *const l0_H = ws + 4992*N;  /* (20*N, 16) */
-    real *const l1_XW = ws + 5312*N;  /* (20*N, 1) */
-    real *const l1_Z = ws + 5336*N;  /* (20*N, 1) */
-    real *const out_last = ws + 5360*N;  /* (N, 1) */
-    real *const d_out_last = ws + 5368*N;  /* (N, 1) */
-    real *const d_l1_Z = ws + 5376*N;  /* (20*N, 1) */
-    real *const d_l0_H = ws + 5400*N;  /* (20*N, 16) */
-    real *const carry_l0_H = ws + 5720*N;  /* (N, 16) */
-    real *const carry_l0_C = ws + 5736*N;  /* (N, 16) */
-    real *const d_l0_H_1 = ws + 5752*N;  /* (20*N, 16) */
-    real *const d_l0_o = ws + 6072*N;  /* (20*N, 16) */
-    real *const d_l0_C_1 = ws + 6392*N;  /* (20*N, 16) */
-    real *const d_l0_cprev = ws + 6712*N;  /* (20*N, 16) */
-    real *const d_l0_f = ws + 7032*N;  /* (20*N, 16) */
-    real *const d_l0_g = ws + 7352*N;  /* (20*N, 16) */
-    real *const d_l0_i = ws + 7672*N;  /* (20*N, 16) */
-    real *const d_l0_G_3 = ws + 7992*N;  /* (N, 16) */
-    real *const d_l0_G_2 = ws + 8008*N;  /* (N, 16) */
-    real *const d_l0_G_1_1 = ws + 8024*N;  /* (N, 16) */
-    real *const d_l0_G_0 = ws + 8040*N;  /* (N, 16) */
-    real *const d_l0_G_6 = ws + 8056*N;  /* (20*N, 64) */
-    real *const d_l0_hprev = ws + 9336*N;  /* (20*N, 16) */
-    real *const r_l0_XW_b = ws + 9656*N;  /* (20*N, 64) */
-    real *const r_l0_XG = ws + 10936*N;  /* (20*N, 64) */
-    real *const r_l0_hprev = ws + 12216*N;  /* (20*N, 16) */
-    real *const r_l0_cprev = ws + 12536*N;  /* (20*N, 16) */
-    real *const r_l0_HW_a = ws + 12856*N;  /* (N, 64) */
-    real *const r_l0_HW_b = ws + 12920*N;  /* (N, 64) */
-    real *const r_l0_G = ws + 12984*N;  /* (N, 64) */
-    real *const r_l0_G_0 = ws + 13048*N;  /* (N, 16) */
-    real *const r_l0_i = ws + 13064*N;  /* (20*N, 16) */
-    real *const r_l0_G_1 = ws + 13384*N;  /* (N, 16) */
-    real *const r_l0_f = ws + 13400*N;  /* (20*N, 16) */
-    real *const r_l0_G_2 = ws + 13720*N;  /* (N, 16) */
-    real *const r_l0_g = ws + 13736*N;  /* (20*N, 16) */
-    real *const r_l0_G_3 = ws + 14056*N;  /* (N, 16) */
-    real *const r_l0_o = ws + 14072*N;  /* (20*N, 16) */
-    real *const r_l0_C = ws + 14392*N;  /* (20*N, 16) */
-    real *const r_l0_H = ws + 14712*N;  /* (20*N, 16) */
-    real *const r_l1_XW_a = ws + 15032*N;  /* (20*N, 1) */
-    real *const r_l1_XW_b = ws + 15056*N;  /* (20*N, 1) */
-    real *const r_l1_Z = ws + 15080*N;  /* (20*N, 1) */
-    real *const r_out_last = ws + 15104*N;  /* (N, 1) */
-    real *const r_d_out_last = ws + 15112*N;  /* (N, 1) */
-    real *const r_d_l1_Z = ws + 15120*N;  /* (20*N, 1) */
-    real *const r_d_l0_H_a = ws + 15144*N;  /* (20*N, 16) */
-    real *const r_d_l0_H_b = ws + 15464*N;  /* (20*N, 16) */
-    real *const r_d_l0_H = ws + 15784*N;  /* (20*N, 16) */
-    real *const r_d_l1_W_a = ws + 16104*N;  /* (16, 1) */
-    real *const r_d_l1_W_b = ws + 16104*N + 16;  /* (16, 1) */
-    real *const r_carry_l0_H = ws + 16104*N + 32;  /* (N, 16) */
-    real *const r_carry_l0_C = ws + 16120*N + 32;  /* (N, 16) */
-    real *const r_d_l0_H_1 = ws + 16136*N + 32;  /* (N, 16) */
-    real *const r_d_l0_C_1 = ws + 16152*N + 32;  /* (N, 16) */
-    real *const r_d_l0_cprev = ws + 16168*N + 32;  /* (20*N, 16) */
-    real *const r_d_l0_G_3 = ws + 16488*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_2 = ws + 16504*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_1_1 = ws + 16520*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_0 = ws + 16536*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_6 = ws + 16552*N + 32;  /* (20*N, 64) */
-    real *const r_d_l0_hprev_a = ws + 17832*N + 32;  /* (N, 16) */
-    real *const r_d_l0_hprev_b = ws + 17848*N + 32;  /* (N, 16) */
-    real *const r_d_l0_hprev = ws + 17864*N + 32;  /* (20*N, 16) */
-    real *const r_d_l0_Wh_a = ws + 18184*N + 32;  /* (16, 64) */
-    real *const r_d_l0_Wh_b = ws + 18184*N + 1056;  /* (16, 64) */
-    real *const vbuf = ws + 18184*N + 2080;  /* (1169,): e_j */
+    real *const hc_1 = ws + 5312*N;  /* (20*N, 16) */
+    real *const hc = ws + 5632*N;  /* (20*N, 16) */
+    real *const l1_XW = ws + 5952*N;  /* (20*N, 1) */
+    real *const l1_Z = ws + 5976*N;  /* (20*N, 1) */
+    real *const out_last = ws + 6000*N;  /* (N, 1) */
+    real *const d_out_last = ws + 6008*N;  /* (N, 1) */
+    real *const d_l1_Z = ws + 6016*N;  /* (20*N, 1) */
+    real *const d_l0_H = ws + 6040*N;  /* (20*N, 16) */
+    real *const carry_l0_H = ws + 6360*N;  /* (N, 16) */
+    real *const carry_l0_C = ws + 6376*N;  /* (N, 16) */
+    real *const d_l0_H_1 = ws + 6392*N;  /* (20*N, 16) */
+    real *const d_l0_o = ws + 6712*N;  /* (20*N, 16) */
+    real *const d_l0_C_1 = ws + 7032*N;  /* (20*N, 16) */
+    real *const d_l0_cprev = ws + 7352*N;  /* (20*N, 16) */
+    real *const d_l0_f = ws + 7672*N;  /* (20*N, 16) */
+    real *const d_l0_g = ws + 7992*N;  /* (20*N, 16) */
+    real *const d_l0_i = ws + 8312*N;  /* (20*N, 16) */
+    real *const d_l0_G_3 = ws + 8632*N;  /* (N, 16) */
+    real *const d_l0_G_2 = ws + 8648*N;  /* (N, 16) */
+    real *const d_l0_G_1_1 = ws + 8664*N;  /* (N, 16) */
+    real *const d_l0_G_0 = ws + 8680*N;  /* (N, 16) */
+    real *const d_l0_G_6 = ws + 8696*N;  /* (20*N, 64) */
+    real *const d_l0_hprev = ws + 9976*N;  /* (20*N, 16) */
+    real *const hc_3 = ws + 10296*N;  /* (20*N, 16) */
+    real *const hc_2 = ws + 10616*N;  /* (20*N, 16) */
+    real *const r_l0_XW_b = ws + 10936*N;  /* (20*N, 64) */
+    real *const r_l0_XG = ws + 12216*N;  /* (20*N, 64) */
+    real *const r_l0_hprev = ws + 13496*N;  /* (20*N, 16) */
+    real *const r_l0_cprev = ws + 13816*N;  /* (20*N, 16) */
+    real *const r_l0_HW_a = ws + 14136*N;  /* (N, 64) */
+    real *const r_l0_HW_b = ws + 14200*N;  /* (N, 64) */
+    real *const r_l0_G = ws + 14264*N;  /* (N, 64) */
+    real *const r_l0_G_0 = ws + 14328*N;  /* (N, 16) */
+    real *const r_l0_i = ws + 14344*N;  /* (20*N, 16) */
+    real *const r_l0_G_1 = ws + 14664*N;  /* (N, 16) */
+    real *const r_l0_f = ws + 14680*N;  /* (20*N, 16) */
+    real *const r_l0_G_2 = ws + 15000*N;  /* (N, 16) */
+    real *const r_l0_g = ws + 15016*N;  /* (20*N, 16) */
+    real *const r_l0_G_3 = ws + 15336*N;  /* (N, 16) */
+    real *const r_l0_o = ws + 15352*N;  /* (20*N, 16) */
+    real *const r_l0_C = ws + 15672*N;  /* (20*N, 16) */
+    real *const r_l0_H = ws + 15992*N;  /* (20*N, 16) */
+    real *const r_l1_XW_a = ws + 16312*N;  /* (20*N, 1) */
+    real *const r_l1_XW_b = ws + 16336*N;  /* (20*N, 1) */
+    real *const r_l1_Z = ws + 16360*N;  /* (20*N, 1) */
+    real *const r_out_last = ws + 16384*N;  /* (N, 1) */
+    real *const r_d_out_last = ws + 16392*N;  /* (N, 1) */
+    real *const r_d_l1_Z = ws + 16400*N;  /* (20*N, 1) */
+    real *const r_d_l0_H_a = ws + 16424*N;  /* (20*N, 16) */
+    real *const r_d_l0_H_b = ws + 16744*N;  /* (20*N, 16) */
+    real *const r_d_l0_H = ws + 17064*N;  /* (20*N, 16) */
+    real *const r_d_l1_W_a = ws + 17384*N;  /* (16, 1) */
+    real *const r_d_l1_W_b = ws + 17384*N + 16;  /* (16, 1) */
+    real *const r_carry_l0_H = ws + 17384*N + 32;  /* (N, 16) */
+    real *const r_carry_l0_C = ws + 17400*N + 32;  /* (N, 16) */
+    real *const r_d_l0_H_1 = ws + 17416*N + 32;  /* (N, 16) */
+    real *const r_d_l0_C_1 = ws + 17432*N + 32;  /* (N, 16) */
+    real *const r_d_l0_cprev = ws + 17448*N + 32;  /* (20*N, 16) */
+    real *const r_d_l0_G_3 = ws + 17768*N + 32;  /* (N, 16) */
+    real *const r_d_l0_G_2 = ws + 17784*N + 32;  /* (N, 16) */
+    real *const r_d_l0_G_1_1 = ws + 17800*N + 32;  /* (N, 16) */
+    real *const r_d_l0_G_0 = ws + 17816*N + 32;  /* (N, 16) */
+    real *const r_d_l0_G_6 = ws + 17832*N + 32;  /* (20*N, 64) */
+    real *const r_d_l0_hprev_a = ws + 19112*N + 32;  /* (N, 16) */
+    real *const r_d_l0_hprev_b = ws + 19128*N + 32;  /* (N, 16) */
+    real *const r_d_l0_hprev = ws + 19144*N + 32;  /* (20*N, 16) */
+    real *const r_d_l0_Wh_a = ws + 19464*N + 32;  /* (16, 64) */
+    real *const r_d_l0_Wh_b = ws + 19464*N + 1056;  /* (16, 64) */
+    real *const vbuf = ws + 19464*N + 2080;  /* (1169,): e_j */
     const real *const v_l0_Wx = vbuf + 0;  /* (1, 64) */
     const real *const v_l0_Wh = vbuf + 64;  /* (16, 64) */
     const real *const v_l0_b = vbuf + 1088;  /* (1, 64) */
@@ -1729,6 +1733,12 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
     }
 
     /* forward pass (continued) */
+    /* hc_1 = l0_o ⊙ (1 - tanh(l0_C)^∘2) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 320*N; k++) hc_1[k] = l0_o[k]*(1 - ((tanh(l0_C[k]))*(tanh(l0_C[k]))));
+    /* hc = tanh(l0_C) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 320*N; k++) hc[k] = tanh(l0_C[k]);
     /* l1: affine part */
     /* l1_XW = l0_H·l1_W */
     bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
@@ -1835,6 +1845,17 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh, (d_l0_hprev + t*16*N));
     }
 
+    /* total gradients */
+    /* hc_3 = -d_l0_H_1 ⊙ l0_o ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 320*N; k++) {
+        const real cse0 = tanh(l0_C[k]);
+        hc_3[k] = -cse0*d_l0_H_1[k]*l0_o[k]*(2 - 2*((cse0)*(cse0)));
+    }
+    /* hc_2 = d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 320*N; k++) hc_2[k] = d_l0_H_1[k]*(1 - ((tanh(l0_C[k]))*(tanh(l0_C[k]))));
+
     /* one direction at a time: out row j - first = H·v_j, v_j = e_j (rows first .. first+count-1 of the Hessian, 1169 x 1169) or row j - first of V */
     memset(vbuf, 0, sizeof(real)*1169);
     for (int64_t j = first; j < first + count; j++) {
@@ -1902,12 +1923,9 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
             /* r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g */
             #pragma omp simd
             for (int64_t k = 0; k < 16*N; k++) (r_l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(r_l0_f + t*16*N)[k] + (l0_f + t*16*N)[k]*(r_l0_cprev + t*16*N)[k] + (l0_g + t*16*N)[k]*(r_l0_i + t*16*N)[k] + (l0_i + t*16*N)[k]*(r_l0_g + t*16*N)[k];
-            /* r_l0_H = r_l0_o ⊙ tanh(l0_C) + l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) */
+            /* r_l0_H = hc ⊙ r_l0_o + hc_1 ⊙ r_l0_C */
             #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) {
-                const real cse0 = tanh((l0_C + t*16*N)[k]);
-                (r_l0_H + t*16*N)[k] = cse0*(r_l0_o + t*16*N)[k] + (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse0)*(cse0)));
-            }
+            for (int64_t k = 0; k < 16*N; k++) (r_l0_H + t*16*N)[k] = (hc + t*16*N)[k]*(r_l0_o + t*16*N)[k] + (hc_1 + t*16*N)[k]*(r_l0_C + t*16*N)[k];
         }
 
         /* forward pass (continued) */
@@ -1978,24 +1996,18 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
 
             /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
             /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
-            /* r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C) */
+            /* r_d_l0_C_1 = r_carry_l0_C + hc_1 ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_o + hc_3 ⊙ r_l0_C */
             #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) {
-                const real cse0 = tanh((l0_C + t*16*N)[k]);
-                r_d_l0_C_1[k] = -cse0*(d_l0_H_1 + t*16*N)[k]*(l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(2 - 2*((cse0)*(cse0))) + (d_l0_H_1 + t*16*N)[k]*(r_l0_o + t*16*N)[k]*(1 - ((cse0)*(cse0))) + (l0_o + t*16*N)[k]*r_d_l0_H_1[k]*(1 - ((cse0)*(cse0))) + r_carry_l0_C[k];
-            }
+            for (int64_t k = 0; k < 16*N; k++) r_d_l0_C_1[k] = (hc_1 + t*16*N)[k]*r_d_l0_H_1[k] + (hc_2 + t*16*N)[k]*(r_l0_o + t*16*N)[k] + (hc_3 + t*16*N)[k]*(r_l0_C + t*16*N)[k] + r_carry_l0_C[k];
             /* r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1 */
             #pragma omp simd
             for (int64_t k = 0; k < 16*N; k++) (r_d_l0_cprev + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(r_l0_f + t*16*N)[k] + (l0_f + t*16*N)[k]*r_d_l0_C_1[k];
 
             /* Grad of: l0_o = σ(l0_G_3) */
             /*   (l0: output gate) */
-            /* r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (r_d_l0_H_1 ⊙ tanh(l0_C) + d_l0_H_1 ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2)) */
+            /* r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (hc ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_C) */
             #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) {
-                const real cse1 = tanh((l0_C + t*16*N)[k]);
-                r_d_l0_G_3[k] = (l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*(cse1*r_d_l0_H_1[k] + (d_l0_H_1 + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse1)*(cse1)))) + (r_l0_o + t*16*N)[k]*(-(d_l0_o + t*16*N)[k]*(l0_o + t*16*N)[k] + (d_l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k]));
-            }
+            for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_3[k] = (l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*((hc + t*16*N)[k]*r_d_l0_H_1[k] + (hc_2 + t*16*N)[k]*(r_l0_C + t*16*N)[k]) + (r_l0_o + t*16*N)[k]*(-(d_l0_o + t*16*N)[k]*(l0_o + t*16*N)[k] + (d_l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k]));
 
             /* Grad of: l0_g = tanh(l0_G_2) */
             /*   (l0: cell candidate) */

@@ -62,7 +62,7 @@ _CURV_LAYERS = []
 #: index of the loss curvature output (softmax p, or l'' per unit)
 _CURV_LOSS = None
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
-_BYTES_PER_SAMPLE = 145792
+_BYTES_PER_SAMPLE = 156032
 #: elements per sample the structured Hessian's assembly holds besides its result
 _ASSEMBLY_PER_SAMPLE = {}
 #: generated function -> where its outputs lie in one flat buffer:
