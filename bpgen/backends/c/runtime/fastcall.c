@@ -2,8 +2,8 @@
    loss_and_grad called straight from Python (METH_FASTCALL), without the
    Python wrapper's per-call work.  Copied verbatim after the generated
    functions and this module's constants (BPGF_* macros, bpgf_* tables and
-   the bpgf_call_* adapters, see bpgen/backends/c/fastcall.py); it is
-   compiled into the cffi extension, whose own code has included Python.h.
+   the adapter bpgf_call, see bpgen/backends/c/fastcall.py); compiled into
+   the cffi extension, whose own code has included Python.h.
 
    Each entry point handles the common case only: parameters in an exact
    dict with exactly the expected keys, every array an exact numpy.ndarray
@@ -19,11 +19,16 @@
 
    The shapes compared are this module's compile-time constants, so the
    generated function reads and writes only what its signature promises.
-   The calling thread's workspace (one buffer per thread and module, grown
-   to the largest batch seen, freed at thread exit or by release_workspace)
-   also holds the one-hot labels and, for sequences, x and y time-major.
-   Gradients are views of one fresh array per call.  No Python code can run
-   between taking the workspace and the last use of it. */
+   The calling thread's workspace (one buffer per thread and module, apart
+   from the Python path's, grown to the largest batch seen, freed at thread
+   exit or by release_workspace) also holds the one-hot labels and, for
+   sequences, x and y time-major.  Gradients are views of one fresh array
+   per call.  No Python code runs between taking the workspace and its last
+   use, so a call cannot see it replaced under it.
+
+   (Longer than the ~500 lines a file here usually has: the workspace, the
+   checks, one call and the installation are one unit, each a short
+   function, and none is used elsewhere.) */
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
 #include <pthread.h>
@@ -305,6 +310,166 @@ static PyObject *bpgf_grads_dict(PyObject *keys, PyArrayObject *base, size_t off
     return dict;
 }
 
+/* Where one call's pieces go: the result's size, and in the thread's
+   workspace the generated function's own part, then (each from a 64-byte
+   line) the one-hot labels or y time-major, x time-major, and the output
+   when it is not the result array itself (loss's scalar; forward's
+   time-major rows, transposed into the result after). */
+typedef struct {
+    int64_t N;
+    int with_y, labels, x_moved, y_moved, out_in_ws;
+    size_t out_size, ws_size, at_y, at_x, at_out;
+} bpgf_plan;
+
+static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
+{
+    const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
+    pl->N = N;
+    pl->with_y = entry != BPGF_E_FORWARD;
+    pl->labels = pl->with_y && BPGF_LOSS_TYPE == BPGF_SOFTMAX_CE;
+    pl->x_moved = BPGF_STEPS != 0;
+    pl->y_moved = pl->with_y && !pl->labels && BPGF_LOSS_ALL_STEPS && BPGF_STEPS;
+    pl->out_in_ws = entry == BPGF_E_LOSS || (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT);
+    const size_t y_rows = (size_t)N * (BPGF_LOSS_ALL_STEPS ? (size_t)T : 1);
+    const int64_t wa = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_A
+        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_A : BPGF_WS_LOSS_AND_GRAD_A;
+    const int64_t wb = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_B
+        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_B : BPGF_WS_LOSS_AND_GRAD_B;
+    pl->out_size = entry == BPGF_E_LOSS ? BPGF_OUT_LOSS_B : BPGF_OUT_LOSS_AND_GRAD_B;
+    if (entry == BPGF_E_FORWARD) {
+        pl->out_size = 0;
+        if (!bpgf_madd(&pl->out_size, (size_t)N, BPGF_OUT_FORWARD_A)
+            || !bpgf_madd(&pl->out_size, 1, BPGF_OUT_FORWARD_B))
+            return 0;
+    }
+    pl->ws_size = (size_t)wb;
+    if (!bpgf_madd(&pl->ws_size, (size_t)N, (size_t)wa) || !bpgf_round(&pl->ws_size))
+        return 0;
+    pl->at_y = pl->ws_size;
+    if ((pl->labels || pl->y_moved)
+        && (!bpgf_madd(&pl->ws_size, y_rows, BPGF_K) || !bpgf_round(&pl->ws_size)))
+        return 0;
+    pl->at_x = pl->ws_size;
+    if (pl->x_moved     /* N * BPGF_IN_SIZE: the elements of x, which exists */
+        && (!bpgf_madd(&pl->ws_size, (size_t)N, BPGF_IN_SIZE) || !bpgf_round(&pl->ws_size)))
+        return 0;
+    pl->at_out = pl->ws_size;
+    if (pl->out_in_ws && !bpgf_madd(&pl->ws_size, 1, pl->out_size))
+        return 0;
+    return pl->ws_size > 0;
+}
+
+/* The parameters: every lookup first (a key's __eq__ may run Python code),
+   each array held (a new reference in held[0 .. *taken-1]), then the
+   checks, after which no Python code runs. */
+static int bpgf_take_params(PyObject *keys, PyObject *params, PyObject **held, int *taken,
+                            const real **p)
+{
+    if (!PyDict_CheckExact(params) || PyDict_GET_SIZE(params) != BPGF_NPARAM_ARRAYS)
+        return 0;
+    for (; *taken < BPGF_NPARAM_ARRAYS; (*taken)++) {
+        PyObject *arr = PyDict_GetItemWithError(params, PyTuple_GET_ITEM(keys, *taken));
+        if (!arr) {
+            PyErr_Clear();
+            return 0;
+        }
+        Py_INCREF(arr);
+        held[*taken] = arr;
+    }
+    for (int i = 0; i < BPGF_NPARAM_ARRAYS; i++) {
+        if (!bpgf_real_array(held[i], bpgf_param_ndim[i], 0, bpgf_param_dims[i]))
+            return 0;
+        p[i] = (const real *)PyArray_DATA((PyArrayObject *)held[i]);
+    }
+    return 1;
+}
+
+/* a float target's array: (N, K), or (N, T, K) when the loss reads every step */
+static int bpgf_target_array(PyObject *yo, int64_t N)
+{
+    const int64_t dims[2] = {BPGF_STEPS, BPGF_K};
+    int ok = BPGF_LOSS_ALL_STEPS ? bpgf_real_array(yo, 3, 1, dims)
+                                 : bpgf_real_array(yo, 2, 1, dims + 1);
+    return ok && PyArray_DIMS((PyArrayObject *)yo)[0] == N;
+}
+
+/* x and y as the generated code reads them (x, labels and targets checked
+   for their values on the way); the arrays' shapes are checked already */
+static int bpgf_inputs(const bpgf_plan *pl, PyObject *xo, PyObject *yo, real *ws,
+                       const real **xp, const real **yp)
+{
+    const int64_t N = pl->N, T = BPGF_STEPS ? BPGF_STEPS : 1;
+    *xp = (const real *)PyArray_DATA((PyArrayObject *)xo);
+    if (pl->x_moved) {
+        bpgf_time_major(*xp, N, T, BPGF_IN_SIZE / T, ws + pl->at_x);
+        *xp = ws + pl->at_x;
+    }
+    if (!bpgf_finite(*xp, (size_t)N * BPGF_IN_SIZE))
+        return 0;
+    *yp = NULL;
+    if (pl->labels) {
+        *yp = ws + pl->at_y;
+        return bpgf_labels(yo, N, BPGF_LOSS_ALL_STEPS ? T : 1, ws + pl->at_y);
+    }
+    if (!pl->with_y)
+        return 1;
+    const real *y = (const real *)PyArray_DATA((PyArrayObject *)yo);
+    const size_t size = (size_t)N * (BPGF_LOSS_ALL_STEPS ? (size_t)T : 1) * BPGF_K;
+    if (!(BPGF_LOSS_TYPE == BPGF_BINARY_CE ? bpgf_unit_interval(y, size) : bpgf_finite(y, size)))
+        return 0;
+    *yp = y;
+    if (pl->y_moved) {
+        bpgf_time_major(y, N, T, BPGF_K, ws + pl->at_y);
+        *yp = ws + pl->at_y;
+    }
+    return 1;
+}
+
+/* the array the result is (forward), or holds (loss_and_grad: the loss then
+   the flat gradient); none for loss */
+static PyArrayObject *bpgf_result_array(int entry, const bpgf_plan *pl)
+{
+    npy_intp dims[3] = {(npy_intp)pl->N, BPGF_K, 0};
+    int nd = 2;
+    if (entry == BPGF_E_LOSS)
+        return NULL;
+    if (entry == BPGF_E_LOSS_AND_GRAD) {
+        dims[0] = (npy_intp)pl->out_size;
+        nd = 1;
+    } else if (BPGF_SEQ_OUT) {
+        dims[1] = BPGF_STEPS;
+        dims[2] = BPGF_K;
+        nd = 3;
+    }
+    return (PyArrayObject *)PyArray_SimpleNew(nd, dims, BPGF_TYPENUM);
+}
+
+/* What the entry point returns, from the finite output `out`; NULL with an
+   exception set.  Runs after the last use of the workspace: the objects made
+   here may start a garbage collection, and with it Python code. */
+static PyObject *bpgf_return(int entry, const bpgf_plan *pl, PyArrayObject *result,
+                             const real *out, PyObject *keys)
+{
+    if (entry == BPGF_E_LOSS)
+        return PyFloat_FromDouble((double)out[0]);
+    if (entry == BPGF_E_FORWARD) {
+        Py_INCREF(result);
+        return (PyObject *)result;
+    }
+    PyObject *grads = bpgf_grads_dict(keys, result, 1);
+    PyObject *value = grads ? PyFloat_FromDouble((double)out[0]) : NULL;
+    PyObject *pair = value ? PyTuple_New(2) : NULL;
+    if (!pair) {
+        Py_XDECREF(value);
+        Py_XDECREF(grads);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, value);
+    PyTuple_SET_ITEM(pair, 1, grads);
+    return pair;
+}
+
+/* One call of an entry point: handled here, or by the Python path. */
 static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, size_t nargsf,
                             PyObject *kwnames)
 {
@@ -313,130 +478,36 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         PyErr_SetString(PyExc_SystemError, "bpgen entry point: bad state");
         return NULL;
     }
-    const int with_y = entry != BPGF_E_FORWARD;
-    if (kwnames || PyVectorcall_NARGS(nargsf) != (Py_ssize_t)(2 + with_y))
+    const Py_ssize_t nargs = entry == BPGF_E_FORWARD ? 2 : 3;
+    if (kwnames || PyVectorcall_NARGS(nargsf) != nargs
+        || !bpgf_real_array(args[1], 1 + BPGF_IN_NDIM, 1, bpgf_in_dims))
         return bpgf_fallback(entry, &st, args, nargsf, kwnames);
-    PyObject *params = args[0], *xo = args[1], *yo = with_y ? args[2] : NULL;
-    const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
-
-    /* x: its batch size, and the limit (which reads the module's dict) */
-    if (!bpgf_real_array(xo, 1 + BPGF_IN_NDIM, 1, bpgf_in_dims))
-        return bpgf_fallback(entry, &st, args, nargsf, kwnames);
+    PyObject *xo = args[1], *yo = nargs == 3 ? args[2] : NULL;
     const int64_t N = (int64_t)PyArray_DIMS((PyArrayObject *)xo)[0];
-    if (N < 1 || !bpgf_batch_fits(st.globals, N))
+    bpgf_plan pl;
+    if (N < 1 || !bpgf_batch_fits(st.globals, N) || !bpgf_plan_call(entry, N, &pl))
         return bpgf_fallback(entry, &st, args, nargsf, kwnames);
 
-    /* the parameters: every lookup first (a key's __eq__ may run Python
-       code), each array held, then the checks, after which none runs */
     PyObject *held[BPGF_NPARAM_ARRAYS];
-    const real *p[BPGF_NPARAM_ARRAYS];
-    int taken = 0, ok = PyDict_CheckExact(params)
-        && PyDict_GET_SIZE(params) == BPGF_NPARAM_ARRAYS;
-    for (; ok && taken < BPGF_NPARAM_ARRAYS; taken++) {
-        PyObject *arr = PyDict_GetItemWithError(params, PyTuple_GET_ITEM(st.keys, taken));
-        if (!arr) {
-            PyErr_Clear();
-            ok = 0;
-            break;
-        }
-        Py_INCREF(arr);
-        held[taken] = arr;
+    const real *p[BPGF_NPARAM_ARRAYS] = {0};
+    int taken = 0;
+    int ok = bpgf_take_params(st.keys, args[0], held, &taken, p)
+        && (!pl.with_y || pl.labels || bpgf_target_array(yo, N));
+    /* the result's array before the workspace is taken (see bpgf_return) */
+    PyArrayObject *result = ok ? bpgf_result_array(entry, &pl) : NULL;
+    if (ok && entry != BPGF_E_LOSS && !result) {
+        PyErr_Clear();
+        ok = 0;
     }
-    for (int i = 0; ok && i < BPGF_NPARAM_ARRAYS; i++) {
-        ok = bpgf_real_array(held[i], bpgf_param_ndim[i], 0, bpgf_param_dims[i]);
-        if (ok)
-            p[i] = (const real *)PyArray_DATA((PyArrayObject *)held[i]);
-    }
-
-    /* y: labels, or a float target of (N, K) / (N, T, K) */
-    const int64_t rows = (with_y && BPGF_LOSS_ALL_STEPS) ? N * T : N;
-    const int labels = with_y && BPGF_LOSS_TYPE == BPGF_SOFTMAX_CE;
-    if (ok && with_y && !labels) {
-        const int64_t ydims[2] = {T, BPGF_K};
-        ok = BPGF_LOSS_ALL_STEPS ? bpgf_real_array(yo, 3, 1, ydims)
-                                 : bpgf_real_array(yo, 2, 1, ydims + 1);
-        ok = ok && PyArray_DIMS((PyArrayObject *)yo)[0] == N;
-    }
-
-    /* sizes: out, the function's workspace, then in the same buffer the
-       one-hot labels, x and y time-major, and out when it is transposed */
-    const int64_t wa = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_A
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_A : BPGF_WS_LOSS_AND_GRAD_A;
-    const int64_t wb = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_B
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_B : BPGF_WS_LOSS_AND_GRAD_B;
-    const size_t in_elems = (size_t)N * BPGF_IN_SIZE;   /* < the array's bytes */
-    const int x_moved = BPGF_STEPS != 0;
-    const int y_moved = with_y && !labels && BPGF_LOSS_ALL_STEPS && BPGF_STEPS;
-    /* forward's output goes to the workspace when it is transposed after */
-    const int out_moved = entry == BPGF_E_FORWARD && BPGF_SEQ_OUT;
-    size_t ws_size = (size_t)wb, at_y = 0, at_x = 0, at_out = 0, out_size = 0;
-    if (ok) {
-        if (entry == BPGF_E_FORWARD)
-            ok = bpgf_madd(&out_size, (size_t)N, BPGF_OUT_FORWARD_A)
-                && bpgf_madd(&out_size, 1, BPGF_OUT_FORWARD_B);
-        else
-            out_size = entry == BPGF_E_LOSS ? BPGF_OUT_LOSS_B : BPGF_OUT_LOSS_AND_GRAD_B;
-        ok = ok && bpgf_madd(&ws_size, (size_t)N, (size_t)wa) && bpgf_round(&ws_size);
-        at_y = ws_size;
-        if (ok && (labels || y_moved))
-            ok = bpgf_madd(&ws_size, (size_t)rows, BPGF_K) && bpgf_round(&ws_size);
-        at_x = ws_size;
-        if (ok && x_moved)
-            ok = bpgf_madd(&ws_size, 1, in_elems) && bpgf_round(&ws_size);
-        at_out = ws_size;
-        if (ok && (out_moved || entry == BPGF_E_LOSS))
-            ok = bpgf_madd(&ws_size, 1, out_size);
-        ok = ok && ws_size > 0;
-    }
-
-    /* the result's array, before the workspace is taken */
-    PyArrayObject *result = NULL;
-    if (ok && entry != BPGF_E_LOSS) {
-        npy_intp dims[3] = {(npy_intp)N, (npy_intp)BPGF_K, 0};
-        int nd = 2;
-        if (entry == BPGF_E_LOSS_AND_GRAD) {
-            dims[0] = (npy_intp)out_size;
-            nd = 1;
-        } else if (BPGF_SEQ_OUT) {
-            dims[1] = (npy_intp)T;
-            dims[2] = BPGF_K;
-            nd = 3;
-        }
-        result = (PyArrayObject *)PyArray_SimpleNew(nd, dims, BPGF_TYPENUM);
-        if (!result)
-            PyErr_Clear();
-        ok = result != NULL;
-    }
-    real *ws = ok ? bpgf_workspace(ws_size) : NULL;
-    ok = ok && ws != NULL;
-
-    /* x (and y) as the generated code reads them; every check passed */
-    const real *xp = (const real *)PyArray_DATA((PyArrayObject *)xo);
-    const real *yp = NULL;
-    if (ok && x_moved) {
-        bpgf_time_major(xp, N, T, BPGF_IN_SIZE / T, ws + at_x);
-        xp = ws + at_x;
-    }
-    ok = ok && bpgf_finite(xp, in_elems);
-    if (ok && labels) {
-        ok = bpgf_labels(yo, N, BPGF_LOSS_ALL_STEPS ? T : 1, ws + at_y);
-        yp = ws + at_y;
-    } else if (ok && with_y) {
-        const real *y = (const real *)PyArray_DATA((PyArrayObject *)yo);
-        size_t ysize = (size_t)rows * BPGF_K;
-        ok = BPGF_LOSS_TYPE == BPGF_BINARY_CE ? bpgf_unit_interval(y, ysize) : bpgf_finite(y, ysize);
-        yp = y;
-        if (ok && y_moved) {
-            bpgf_time_major(y, N, T, BPGF_K, ws + at_y);
-            yp = ws + at_y;
-        }
-    }
+    real *ws = ok ? bpgf_workspace(pl.ws_size) : NULL;
+    const real *xp = NULL, *yp = NULL;
+    ok = ws && bpgf_inputs(&pl, xo, yo, ws, &xp, &yp);
 
     PyObject *ret = NULL;
     if (ok) {
-        real *out = (out_moved || entry == BPGF_E_LOSS) ? ws + at_out
-            : (real *)PyArray_DATA(result);
-        /* the GIL is let go for calls long enough to be worth it */
+        real *out = pl.out_in_ws ? ws + pl.at_out : (real *)PyArray_DATA(result);
+        /* the GIL is let go for calls long enough to be worth it (the
+           parameters are held; x and y are the caller's arguments) */
         if ((double)N * (double)BPGF_WORK_PER_SAMPLE >= BPGF_GIL_WORK) {
             Py_BEGIN_ALLOW_THREADS
             bpgf_call(entry, N, xp, yp, p, out, ws);
@@ -444,42 +515,19 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         } else {
             bpgf_call(entry, N, xp, yp, p, out, ws);
         }
-        ok = bpgf_finite(out, out_size);   /* else the Python path blames an input */
-        if (ok && entry == BPGF_E_LOSS) {
-            ret = PyFloat_FromDouble((double)out[0]);
-        } else if (ok && entry == BPGF_E_FORWARD) {
-            if (out_moved)      /* (T*N, K) time-major -> (N, T, K) */
-                for (int64_t n = 0; n < N; n++)
-                    for (int64_t t = 0; t < T; t++)
-                        memcpy((real *)PyArray_DATA(result) + (n * T + t) * BPGF_K,
-                               out + (t * N + n) * BPGF_K, sizeof(real) * BPGF_K);
-            ret = (PyObject *)result;
-            result = NULL;
-        } else if (ok) {
-            /* the workspace is not used from here on (allocations below
-               may run a garbage collection, and with it Python code) */
-            PyObject *grads = bpgf_grads_dict(st.keys, result, 1);
-            PyObject *value = grads ? PyFloat_FromDouble((double)out[0]) : NULL;
-            ret = value ? PyTuple_New(2) : NULL;
-            if (ret) {
-                PyTuple_SET_ITEM(ret, 0, value);
-                PyTuple_SET_ITEM(ret, 1, grads);
-            } else {
-                Py_XDECREF(value);
-                Py_XDECREF(grads);
-            }
-            if (!ret)
-                ok = -1;        /* an exception (MemoryError) is set */
-        }
+        ok = bpgf_finite(out, pl.out_size);     /* else the Python path blames an input */
+        if (ok && entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)  /* (T*N, K) -> (N, T, K) */
+            bpgf_time_major(out, BPGF_STEPS, N, BPGF_K, (real *)PyArray_DATA(result));
+        if (ok)
+            ret = bpgf_return(entry, &pl, result, out, st.keys);
     }
     Py_XDECREF(result);
     for (int i = 0; i < taken; i++)
         Py_DECREF(held[i]);
-    if (ok > 0)
-        bpgf_counts[entry][0]++;
-    if (ok)
-        return ret;
-    return bpgf_fallback(entry, &st, args, nargsf, kwnames);
+    if (!ok)
+        return bpgf_fallback(entry, &st, args, nargsf, kwnames);
+    bpgf_counts[entry][0]++;
+    return ret;         /* NULL: an exception (MemoryError) is set */
 }
 
 static PyObject *bpgf_forward(PyObject *self, PyObject *const *args, size_t nargsf,
