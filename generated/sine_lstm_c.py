@@ -4,7 +4,7 @@ Regenerate with: bpgen build sine_lstm.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (sine_lstm_c.c, compiled through cffi into
-_bpgen_sine_lstm_af7ce3d0dd65) then never reads or writes out of bounds.
+_bpgen_sine_lstm_06583d198bce) then never reads or writes out of bounds.
 Derivation document: bpgen doc sine_lstm.yaml
 """
 import collections
@@ -61,6 +61,8 @@ _CURV_LAYERS = []
 _CURV_LOSS = None
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
 _BYTES_PER_SAMPLE = 145792
+#: elements per sample the structured Hessian's assembly holds besides its result
+_ASSEMBLY_PER_SAMPLE = {}
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {
@@ -71,8 +73,8 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
     "grad_factors": [(0, 0, 20, 0, 1), (20, 0, 1280, 0, 64), (1300, 0, 320, 0, 16), (1620, 0, 320, 0, 16), (1940, 0, 20, 0, 1)],
 }
-EXTENSION = "_bpgen_sine_lstm_af7ce3d0dd65"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count);\nvoid bpg_set_threads(int n);"
+EXTENSION = "_bpgen_sine_lstm_06583d198bce"
+CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count);\nvoid bpg_set_threads(int n);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
 C_FILE = "sine_lstm_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
@@ -318,15 +320,16 @@ def hessian(params, x, y):
     H[i, j] = d^2 loss / d theta_i d theta_j with theta = flatten(params).
 
     For networks of dense layers it is assembled from its matrix-form
-    structure (Kronecker blocks per layer pair plus the commutation-type
-    delta terms, see _structured_hessian); otherwise from hvp columns."""
+    structure by generated code (Kronecker blocks per layer pair plus the
+    commutation-type delta terms; ``bpgen show --hessian`` prints the
+    derived assembly); otherwise from Hessian columns (hvp)."""
     _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
-    if _CURV_LAYERS:
-        h = _structured_hessian(mats, _curvature_outputs(xm, n, ym, mats), n)
-        return _finite_or_blame(h, xm, ym, mats)
+    if _CURV_LAYERS:        # the generated assembly (see bpgen show --hessian)
+        _check_fits("hessian", N_PARAMS * N_PARAMS + _ASSEMBLY_PER_SAMPLE["hessian"] * n)
+        return _finite_or_blame(_run("hessian", n, [xm, ym, *mats])[0], xm, ym, mats)
     out = _hessian_columns(n, [xm, ym, *mats], 0, N_PARAMS)
     # the exact Hessian is symmetric; average away the rounding
     return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
@@ -483,9 +486,11 @@ def hessian_blocks(params, x, y):
     xm, n = _check_x(x)
     ym = _check_y(y, n)
     structured = {}
-    if _CURV_LAYERS:
-        blocks = _structured_blocks(mats, _curvature_outputs(xm, n, ym, mats), n)
-        structured = {wk.split(".", 1)[0]: b for wk, b in blocks.items()}
+    if _CURV_LAYERS:        # the generated assembly: one output per layer
+        _check_fits("hessian_blocks", largest * largest
+                    + _ASSEMBLY_PER_SAMPLE["hessian_blocks"] * n)
+        blocks = _run("hessian_blocks", n, [xm, ym, *mats])
+        structured = {wk.split(".", 1)[0]: b for (wk, *_), b in zip(_CURV_LAYERS, blocks)}
     result = {}
     for name, (keys, lo, hi) in layers.items():
         if structured:
@@ -521,106 +526,6 @@ def _loss_factor(outs, n):
     out = numpy.zeros((n, k, k))            # elementwise loss: diag(l'')
     out[:, numpy.arange(k), numpy.arange(k)] = root
     return out
-
-
-def _curvatures(layers, outs, n):
-    """Per-sample A_k = d2L/dz_k2, (n, u_k, u_k), by the backward recursion
-    A_k = D_k W_(k+1) A_(k+1) W_(k+1)ᵀ D_k + diag(f''(z_k) ⊙ q_k)."""
-    s = _loss_factor(outs, n)
-    a = s @ s.transpose(0, 2, 1)
-    curv = [None] * len(layers)
-    for k in range(len(layers) - 1, -1, -1):
-        d1, r = layers[k][4], layers[k][5] * layers[k][6]
-        if k < len(layers) - 1:
-            wn = layers[k + 1][2]
-            a = wn @ a @ wn.T
-        a = d1[:, :, None] * a * d1[:, None, :]
-        idx = numpy.arange(a.shape[1])
-        a[:, idx, idx] += r
-        curv[k] = (a + a.transpose(0, 2, 1)) / 2     # symmetric to the last bit
-    return curv
-
-
-def _put_pair(h, lay_k, lay_l, m, ja, offset):
-    """The blocks of H between the parameters of layers k <= l:
-    H[W_k(p,q), W_l(i,j)] = Σ_n a_k,p (a_l,i M[q,j] + J[q,i] δ_l,j) with
-    M = dz_l/dz_k · A_l, J = da_(l-1)/dz_k (None when k == l), and the biases
-    as weights of a constant input 1 (no J term where b_l is the column).
-    Each block is one product over the samples, written once into ``h``
-    through a 4-D view (rows (p, q), columns (i, j)) and once mirrored."""
-    wk, bk, _, ak, _ = lay_k[:5]
-    wl, bl, _, al, _, _, _, dl = lay_l
-    n, pk = ak.shape
-    ck, pl, cl = m.shape[1], al.shape[1], m.shape[2]
-    ow, ob, vw, vb = offset[wk], offset[bk], offset[wl], offset[bl]
-    m2 = m.reshape(n, ck * cl)
-    # W-W: rows (p, i), columns (q, j) of one product over samples
-    ww = ((ak[:, :, None] * al[:, None, :]).reshape(n, pk * pl).T @ m2).reshape(pk, pl, ck, cl)
-    bw = (al.T @ m2).reshape(pl, ck, cl)
-    if ja is not None:                       # the commutation-type term
-        t2 = (ak[:, :, None] * dl[:, None, :]).reshape(n, pk * cl)
-        ww += (t2.T @ ja.reshape(n, ck * pl)).reshape(pk, cl, ck, pl).transpose(0, 3, 2, 1)
-        bw += (ja.reshape(n, ck * pl).T @ dl).reshape(ck, pl, cl).transpose(1, 0, 2)
-    rows_w, rows_b = slice(ow, ow + pk * ck), slice(ob, ob + ck)
-    cols_w, cols_b = slice(vw, vw + pl * cl), slice(vb, vb + cl)
-    h[rows_w, cols_w].reshape(pk, ck, pl, cl)[...] = ww.transpose(0, 2, 1, 3)
-    h[rows_w, cols_b] = (ak.T @ m2).reshape(pk * ck, cl)
-    h[rows_b, cols_w].reshape(ck, pl, cl)[...] = bw.transpose(1, 0, 2)
-    h[rows_b, cols_b] = m.sum(axis=0)
-    if ja is None:        # diagonal blocks: symmetric to the last bit, then mirrored
-        for rr in (rows_w, rows_b):
-            h[rr, rr] = (h[rr, rr] + h[rr, rr].T) / 2
-        h[rows_b, rows_w] = h[rows_w, rows_b].T
-    else:
-        h[cols_w, rows_w] = h[rows_w, cols_w].T
-        h[cols_b, rows_w] = h[rows_w, cols_b].T
-        h[cols_w, rows_b] = h[rows_b, cols_w].T
-        h[cols_b, rows_b] = h[rows_b, cols_b].T
-
-
-def _structured_hessian(mats, outs, n):
-    """The full Hessian (N_PARAMS, N_PARAMS) from its block structure."""
-    layers = _layers(mats, outs)
-    curv = _curvatures(layers, outs, n)
-    offset = {key: a for key, a, _, _ in _SLICES}
-    h = numpy.empty((N_PARAMS, N_PARAMS), dtype=DTYPE)
-    for k, lay_k in enumerate(layers):
-        jz, ja = None, None
-        for l in range(k, len(layers)):  # noqa: E741
-            if l > k:
-                # J = da_(l-1)/dz_k, then dz_l/dz_k = J W_l
-                d1 = layers[l - 1][4]
-                ja = d1[:, None, :] * (jz if jz is not None else numpy.eye(d1.shape[1]))
-                jz = ja @ layers[l][2]
-            m = curv[l] if jz is None else jz @ curv[l]
-            _put_pair(h, lay_k, layers[l], m, ja, offset)
-    _add_l2(h, offset)
-    return h
-
-
-def _structured_blocks(mats, outs, n):
-    """Every layer's diagonal block of the Hessian, each formed alone (the
-    curvature recursion runs once for all of them): {W key: block}."""
-    layers = _layers(mats, outs)
-    curv = _curvatures(layers, outs, n)
-    blocks = {}
-    for lay, a in zip(layers, curv):
-        nw = math.prod(PARAM_SHAPES[lay[0]])
-        offset = {lay[0]: 0, lay[1]: nw}
-        h = numpy.empty((nw + math.prod(PARAM_SHAPES[lay[1]]),) * 2, dtype=DTYPE)
-        _put_pair(h, lay, lay, a, None, offset)
-        _add_l2(h, offset)
-        blocks[lay[0]] = h
-    return blocks
-
-
-def _add_l2(h, offset):
-    if _L2:
-        for key in _L2_KEYS:
-            if key in offset:
-                a0 = offset[key]
-                idx = numpy.arange(a0, a0 + math.prod(PARAM_SHAPES[key]))
-                h[idx, idx] += _L2
 
 
 def _structured_diag(mats, outs, n):
@@ -739,6 +644,8 @@ def _workspace(name, n):
 def release_workspace():
     """Free the calling thread's workspace (it is kept between calls)."""
     _LOCAL.ws = None
+    if hasattr(lib, "bpgf_release_workspace"):     # the C entry points' (fastcall.c)
+        lib.bpgf_release_workspace()
 
 
 def _call(name, n, args):
@@ -795,3 +702,52 @@ def _hessian_times(n, args, vt):
                             fb(_PTR, out, require_writable=True),
                             _workspace("hessian_columns", n), 0, vt.shape[0])
     return out
+
+
+import platform as _platform  # noqa: E402
+
+
+def _install_entry_points():
+    """Set ``_c_forward``, ``_c_loss`` and ``_c_loss_and_grad`` to the C
+    entry points; False (the module keeps its Python functions) when the
+    extension has none, the interpreter is not CPython, or
+    $BPGEN_FASTCALL is 0."""
+    if (_platform.python_implementation() != "CPython" or not hasattr(lib, "bpgf_install")
+            or _os.environ.get("BPGEN_FASTCALL", "").strip() == "0"):
+        return False
+    g = globals()
+    for name in ("forward", "loss", "loss_and_grad"):
+        g["_python_" + name] = g[name]
+    # id(): in CPython the address of the module's dict, which C takes as is
+    return bool(lib.bpgf_install(ffi.cast("void *", id(g))))
+
+
+#: the entry points that go through C (all three, unless the module has none)
+_FASTCALL = ()
+if _install_entry_points():
+    _FASTCALL = tuple(name for name in ("forward", "loss", "loss_and_grad")
+                      if "_c_" + name in globals())
+
+if "forward" in _FASTCALL:
+    def forward(params, x):  # noqa: F811 (api.py's, replaced)
+        return _c_forward(params, x)  # noqa: F821 (set by bpgf_install)
+    forward.__doc__ = _python_forward.__doc__  # noqa: F821
+
+if "loss" in _FASTCALL:
+    def loss(params, x, y):  # noqa: F811
+        return _c_loss(params, x, y)  # noqa: F821
+    loss.__doc__ = _python_loss.__doc__  # noqa: F821
+
+if "loss_and_grad" in _FASTCALL:
+    def loss_and_grad(params, x, y):  # noqa: F811
+        return _c_loss_and_grad(params, x, y)  # noqa: F821
+    loss_and_grad.__doc__ = _python_loss_and_grad.__doc__  # noqa: F821
+
+
+def _fastcall_counts():
+    """{entry point: (calls handled in C, calls handed to the Python path)}
+    since the extension was loaded (for tests)."""
+    if not _FASTCALL:
+        return {}
+    return {name: (lib.bpgf_count(i, 0), lib.bpgf_count(i, 1))
+            for i, name in enumerate(("forward", "loss", "loss_and_grad"))}

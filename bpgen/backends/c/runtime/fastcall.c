@@ -578,6 +578,11 @@ static int bpgf_shape_matches(PyObject *shape, int i)
    compiled shapes, so no key name is compiled in. */
 static int bpgf_install_locked(PyObject *globals)
 {
+#ifdef Py_GIL_DISABLED
+    /* the checks and counters here rely on the GIL: free-threaded CPython
+       keeps the Python path */
+    return 0;
+#endif
     if (!PyDict_Check(globals))
         return 0;
     if (PyArray_API == NULL && _import_array() < 0)
