@@ -62,8 +62,9 @@ echo 'raise ImportError("hidden by scripts/sanitize.sh: products run inline")' \
 # then the Python API of each with hostile arrays.  The second group adds
 # other shapes: strides that do not divide, padding 2, a 1x1 kernel and a
 # 1x1 pooled map, an lstm over every step and a truncated birnn (each against
-# the reference and finite differences), and the workspace kept between
-# calls and threads (test_c_calls).
+# the reference and finite differences), the workspace kept between
+# calls and threads (test_c_calls), and the CPython entry points with
+# hostile arguments (test_fastcall).
 group1=(tests/test_c_bounds.py)
 conv=tests/test_conv.py::test_conv_against_reference_and_fd
 rec=tests/test_recurrent.py::test_against_reference_and_fd
@@ -74,6 +75,7 @@ group2=(
     "${rec}[c-lstm-all-k2-float32-sof]"
     "${rec}[c-birnn_rnn-last-k2-float64-sig]"
     tests/test_c_calls.py
+    tests/test_fastcall.py
 )
 
 export BPGEN_SANITIZE=1 BPGEN_CACHE_DIR="$work/cache" BPGEN_BOUNDS_ALL=$((1 - quick))

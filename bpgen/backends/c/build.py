@@ -36,23 +36,28 @@ class BuildConfig:
     # -fno-math-errno, -fno-trapping-math: calls to exp/log and branches such
     # as relu's may then be vectorised (errno and floating-point exception
     # flags are never read; every result is unchanged, unlike -ffast-math);
-    # -fopenmp-simd: the loops' `omp simd`, no threads
+    # -fopenmp-simd: the loops' `omp simd`, no threads; _CFFI_NO_LIMITED_API:
+    # the full CPython API (the entry points of runtime/fastcall.c use it and
+    # the NumPy C API; the extension's name carries the Python version anyway)
     cflags: tuple = ("-O2", "-std=gnu99", "-fopenmp-simd", "-fno-math-errno",
                      "-fno-trapping-math", "-Wall", "-Wno-unused-variable",
-                     "-Wno-unused-function", "-Wno-unused-but-set-variable")
+                     "-Wno-unused-function", "-Wno-unused-but-set-variable",
+                     "-D_CFFI_NO_LIMITED_API")
     blas: str | None = None
     blas_version: str = ""
     include_dirs: tuple = ()
     library_dirs: tuple = ()
     # libm (on glibc it brings libmvec, the vector math functions)
     libraries: tuple = ("m",)
+    # the NumPy whose C API (headers in include_dirs) the entry points use
+    numpy_version: str = ""
 
     def key(self) -> str:
         return repr((self.cflags, self.blas, self.libraries))
 
     def cache_key(self) -> str:
         return repr((self.key(), self.blas_version, self.include_dirs, self.library_dirs,
-                     sys.version, _suffix()))
+                     self.numpy_version, sys.version, _suffix()))
 
     @property
     def defines(self) -> tuple:
@@ -88,15 +93,18 @@ def default_config() -> BuildConfig:
         cflags = tuple(f for f in cflags if f != "-O2") + (
             "-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
             "-fno-sanitize-recover=undefined")
+    import numpy
+    numpy_cfg = dict(include_dirs=(numpy.get_include(),), numpy_version=numpy.__version__)
     try:
         import scipy_openblas32 as ob
         from importlib.metadata import version
     except ImportError:
-        return BuildConfig(cflags=cflags)
+        return BuildConfig(cflags=cflags, **numpy_cfg)
     return BuildConfig(cflags=cflags, blas="scipy-openblas32",
                        blas_version=version("scipy-openblas32"),
-                       include_dirs=(ob.get_include_dir(),), library_dirs=(ob.get_lib_dir(),),
-                       libraries=(ob.get_library(), "m"))
+                       include_dirs=(ob.get_include_dir(),) + numpy_cfg["include_dirs"],
+                       library_dirs=(ob.get_lib_dir(),),
+                       libraries=(ob.get_library(), "m"), numpy_version=numpy.__version__)
 
 
 #: the configuration generated modules are built with

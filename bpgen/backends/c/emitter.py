@@ -16,15 +16,17 @@ from ..common.context import module_context
 from ..common.emitter import (Emitter, c_size, common_runtime, environment, offset_code,
                               runtime_source)
 from .build import BUILD
+from .fastcall import CDEF as FASTCALL_CDEF, fastcall_source
 
 __all__ = ["CEmitter", "emit"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _env = environment(_HERE)
-#: the runtime helpers: one file each in runtime/ (besides the prelude); none
-#: calls another, so they are pasted in name order
+#: the runtime helpers: one file each in runtime/ (besides the prelude and
+#: fastcall.c, the CPython entry points, see fastcall.py); none calls
+#: another, so they are pasted in name order
 HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime"))
-                       if f.endswith(".c") and f != "prelude.c"))
+                       if f.endswith(".c") and f not in ("prelude.c", "fastcall.c")))
 
 
 class CEmitter(Emitter):
@@ -236,12 +238,15 @@ def emit(derived: Derived, module: str) -> tuple:
                 for h in HELPERS if h in used]
     common = module_context(derived, module)
     ctype = "double" if spec.dtype == "float64" else "float"
+    # the CPython entry points (fastcall.py): after the functions they call
+    fastcall = fastcall_source(derived, functions, common["bytes_per_sample"])
     c_source = _env.get_template("module.c.j2").render(
-        **common, functions=functions, runtime=runtime,
+        **common, functions=functions, runtime=runtime, fastcall=fastcall,
         tables=[_table_lines(values, name) for values, name in tables.items()],
         defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else []) + list(BUILD.defines))
     cdef = "\n".join([f"{f['signature']};" for f in functions]
-                     + ["void bpg_set_threads(int n);"]).replace("restrict ", "")
+                     + ["void bpg_set_threads(int n);"]
+                     + (FASTCALL_CDEF if fastcall else [])).replace("restrict ", "")
     cdef = cdef.replace("real", ctype)
     # named by the code's own hash and the build configuration: a changed
     # generator or compiler flag never reuses a stale extension
@@ -251,5 +256,6 @@ def emit(derived: Derived, module: str) -> tuple:
         **common, ext_name=ext_name, cdef=cdef, ctype=ctype, c_file=f"{module}.c",
         ws={f["name"]: f["ws"] for f in functions},
         runtime_api=common_runtime("api.py"), runtime_hessian=common_runtime("hessian.py"),
-        runtime_call=runtime_source(os.path.join(_HERE, "runtime", "call.py")))
+        runtime_call=runtime_source(os.path.join(_HERE, "runtime", "call.py")),
+        runtime_fastcall=runtime_source(os.path.join(_HERE, "runtime", "fastcall.py")))
     return {f"{module}.py": wrapper, f"{module}.c": c_source}, c_source, cdef, ext_name

@@ -99,6 +99,8 @@ def _workspace(name, n):
 def release_workspace():
     """Free the calling thread's workspace (it is kept between calls)."""
     _LOCAL.ws = None
+    if hasattr(lib, "bpgf_release_workspace"):     # the C entry points' (fastcall.c)
+        lib.bpgf_release_workspace()
 
 
 def _call(name, n, args):

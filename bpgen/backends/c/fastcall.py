@@ -1,0 +1,132 @@
+"""The C module's CPython entry points (``forward``, ``loss``,
+``loss_and_grad`` without the Python wrapper's per-call work): this module's
+constants for the static code in ``runtime/fastcall.c`` and the adapter that
+hands the parameters, one pointer array, to the generated functions.
+
+Only numbers reach the C text (shapes, sizes, flags); the parameter keys are
+read from the wrapper's ``PARAM_SHAPES`` when the entry points are installed.
+An entry point whose outputs are not laid out as the static code expects is
+left out (the module's Python implementation then serves every call).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from ...derivation import Derived
+
+__all__ = ["fastcall_source", "CDEF", "ENTRIES"]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: the entry points, in the order of fastcall.c's bpgf_names
+ENTRIES = ("forward", "loss", "loss_and_grad")
+#: what the wrapper calls through cffi (install, the tests' counters, release)
+CDEF = ["int bpgf_install(void *globals);", "int64_t bpgf_count(int entry, int fell_back);",
+        "void bpgf_release_workspace(void);"]
+_LOSS_CODES = {"softmax_cross_entropy": "BPGF_SOFTMAX_CE", "mse": "BPGF_MSE",
+               "sigmoid_binary_cross_entropy": "BPGF_BINARY_CE"}
+
+
+def _int(value) -> int:
+    """A non-negative Python int (what every constant printed here must be)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise AssertionError(f"fastcall: expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _enabled(derived: Derived, name: str, n_params: int, steps: int, out_units: int,
+             seq_out: bool) -> bool:
+    """The generated function's inputs and outputs are as fastcall.c expects."""
+    prog = derived.programs.get(name)
+    if prog is None:
+        return False
+    layout = derived.layout(name)
+    n_in = len(prog.inputs)
+    if name == "forward":
+        rows = steps if seq_out else 1
+        return n_in == 1 + n_params and layout == [(0, 0, rows * out_units, 0, out_units)]
+    if n_in != 2 + n_params or not layout or layout[0] != (0, 0, 0, 1, 1):
+        return False
+    if name == "loss":
+        return len(layout) == 1
+    return all(a == 0 and oa == 0 for oa, _, a, _, _ in layout)
+
+
+def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) -> str:
+    """The C text of this module's entry points: its constants, the call
+    adapter, then runtime/fastcall.c; "" when none applies.  ``functions``:
+    the emitter's (their workspace sizes); ``bytes_per_sample``: the
+    wrapper's _BYTES_PER_SAMPLE (the batch-size limit)."""
+    spec = derived.spec
+    shapes = [tuple(_int(d) for d in s) for s in spec.param_shapes.values()]
+    in_shape = tuple(_int(d) for d in spec.input.shape)
+    steps = in_shape[0] if spec.input.kind == "sequence" else 0
+    out_units = _int(spec.output_shape[-1])
+    seq_out = spec.input.kind == "sequence" and len(spec.output_shape) == 2
+    all_steps = seq_out and spec.loss.steps == "all"
+    if not shapes or spec.loss.type not in _LOSS_CODES:
+        return ""
+    have = {name: _enabled(derived, name, len(shapes), steps, out_units, seq_out)
+            for name in ENTRIES}
+    if not any(have.values()):
+        return ""
+    ws = {f["name"]: tuple(_int(v) for v in f["ws"]) for f in functions}
+    n_params = sum(math.prod(s) for s in shapes)
+    per_sample = max(_int(derived.programs[n].workspace_size[0]) for n in ENTRIES)
+    forward_layout = derived.layout("forward")[0]
+    lines = [
+        "/* ---- the CPython entry points (runtime/fastcall.c below): this module's "
+        "constants ---- */",
+        f"#define BPGF_NPARAM_ARRAYS {len(shapes)}",
+        f"#define BPGF_MAX_NDIM {max(len(s) for s in shapes)}",
+        f"static const int bpgf_param_ndim[{len(shapes)}] = "
+        f"{{{', '.join(str(len(s)) for s in shapes)}}};",
+        f"static const int64_t bpgf_param_dims[{len(shapes)}][{max(len(s) for s in shapes)}] = "
+        f"{{{', '.join('{' + ', '.join(map(str, s)) + '}' for s in shapes)}}};",
+        f"static const int64_t bpgf_param_size[{len(shapes)}] = "
+        f"{{{', '.join(str(math.prod(s)) for s in shapes)}}};",
+        f"#define BPGF_IN_NDIM {len(in_shape)}",
+        f"static const int64_t bpgf_in_dims[{len(in_shape)}] = "
+        f"{{{', '.join(map(str, in_shape))}}};",
+        f"#define BPGF_IN_SIZE {math.prod(in_shape)}  /* elements of one sample's x */",
+        f"#define BPGF_STEPS {steps}  /* 0: not a sequence */",
+        f"#define BPGF_K {out_units}",
+        "#define BPGF_SOFTMAX_CE 1",
+        "#define BPGF_MSE 2",
+        "#define BPGF_BINARY_CE 3",
+        f"#define BPGF_LOSS_TYPE {_LOSS_CODES[spec.loss.type]}",
+        f"#define BPGF_LOSS_ALL_STEPS {int(all_steps)}",
+        f"#define BPGF_SEQ_OUT {int(seq_out)}",
+        f"#define BPGF_BYTES_PER_SAMPLE {_int(bytes_per_sample)}",
+        "/* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */",
+        f"#define BPGF_WORK_PER_SAMPLE {n_params * max(steps, 1) + per_sample}",
+        f"#define BPGF_OUT_FORWARD_A {_int(forward_layout[2])}",
+        f"#define BPGF_OUT_FORWARD_B {_int(forward_layout[3])}",
+        f"#define BPGF_OUT_LOSS_B {sum(_int(b) for _, _, _, b, _ in derived.layout('loss'))}",
+        "#define BPGF_OUT_LOSS_AND_GRAD_B "
+        f"{sum(_int(b) for _, _, _, b, _ in derived.layout('loss_and_grad'))}",
+    ]
+    for name in ENTRIES:
+        a, b = ws[name]
+        lines += [f"#define BPGF_WS_{name.upper()}_A {a}", f"#define BPGF_WS_{name.upper()}_B {b}",
+                  f"#define BPGF_HAVE_{name.upper()} {int(have[name])}"]
+    ps = ", ".join(f"p[{i}]" for i in range(len(shapes)))
+    lines += [
+        "",
+        "/* the generated functions, the parameters taken from one pointer array "
+        "(entry: 0 forward, 1 loss, 2 loss_and_grad) */",
+        "static void bpgf_call(int entry, int64_t N, const real *x, const real *y,",
+        "                      const real *const *p, real *out, real *ws)",
+        "{",
+        "    if (entry == 0)",
+        f"        bpg_forward(N, x, {ps}, out, ws);",
+        "    else if (entry == 1)",
+        f"        bpg_loss(N, x, y, {ps}, out, ws);",
+        "    else",
+        f"        bpg_loss_and_grad(N, x, y, {ps}, out, ws);",
+        "}",
+        "",
+    ]
+    with open(os.path.join(_HERE, "runtime", "fastcall.c"), encoding="utf-8") as fh:
+        static = fh.read().strip("\n")
+    return "\n".join(lines) + "\n" + static

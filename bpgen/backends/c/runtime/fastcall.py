@@ -1,0 +1,72 @@
+"""How the C module's forward, loss and loss_and_grad reach the extension's
+CPython entry points (runtime/fastcall.c): each is a one-line function that
+calls its entry point, which handles the common case in C and hands any
+other call to the Python implementation (api.py's function of the same
+name, kept as ``_python_<name>``).  Copied verbatim into every generated C
+wrapper, after call.py."""
+import os as _os
+
+ffi = lib = None        # the generated module's (call.py) replace these
+
+
+def forward(params, x):         # api.py's, in a generated module
+    raise NotImplementedError
+
+
+def loss(params, x, y):
+    raise NotImplementedError
+
+
+def loss_and_grad(params, x, y):
+    raise NotImplementedError
+
+
+# ---- bpgen runtime: copied verbatim from here ----
+
+import platform as _platform  # noqa: E402
+
+
+def _install_entry_points():
+    """Set ``_c_forward``, ``_c_loss`` and ``_c_loss_and_grad`` to the C
+    entry points; False (the module keeps its Python functions) when the
+    extension has none, the interpreter is not CPython, or
+    $BPGEN_FASTCALL is 0."""
+    if (_platform.python_implementation() != "CPython" or not hasattr(lib, "bpgf_install")
+            or _os.environ.get("BPGEN_FASTCALL", "").strip() == "0"):
+        return False
+    g = globals()
+    for name in ("forward", "loss", "loss_and_grad"):
+        g["_python_" + name] = g[name]
+    # id(): in CPython the address of the module's dict, which C takes as is
+    return bool(lib.bpgf_install(ffi.cast("void *", id(g))))
+
+
+#: the entry points that go through C (all three, unless the module has none)
+_FASTCALL = ()
+if _install_entry_points():
+    _FASTCALL = tuple(name for name in ("forward", "loss", "loss_and_grad")
+                      if "_c_" + name in globals())
+
+if "forward" in _FASTCALL:
+    def forward(params, x):  # noqa: F811 (api.py's, replaced)
+        return _c_forward(params, x)  # noqa: F821 (set by bpgf_install)
+    forward.__doc__ = _python_forward.__doc__  # noqa: F821
+
+if "loss" in _FASTCALL:
+    def loss(params, x, y):  # noqa: F811
+        return _c_loss(params, x, y)  # noqa: F821
+    loss.__doc__ = _python_loss.__doc__  # noqa: F821
+
+if "loss_and_grad" in _FASTCALL:
+    def loss_and_grad(params, x, y):  # noqa: F811
+        return _c_loss_and_grad(params, x, y)  # noqa: F821
+    loss_and_grad.__doc__ = _python_loss_and_grad.__doc__  # noqa: F821
+
+
+def _fastcall_counts():
+    """{entry point: (calls handled in C, calls handed to the Python path)}
+    since the extension was loaded (for tests)."""
+    if not _FASTCALL:
+        return {}
+    return {name: (lib.bpgf_count(i, 0), lib.bpgf_count(i, 1))
+            for i, name in enumerate(("forward", "loss", "loss_and_grad"))}
