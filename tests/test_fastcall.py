@@ -339,3 +339,49 @@ def test_a_second_wrapper_of_the_same_extension(builder, monkeypatch):
             assert _same(mod.loss_and_grad(params, x, y), want)
         finally:
             del sys.modules[name]
+
+
+def test_a_wrapper_whose_shapes_differ_from_the_compiled_ones_keeps_the_python_path(builder):
+    """The compiled shapes decide: a wrapper whose PARAM_SHAPES says
+    otherwise (edited by hand, say) gets no entry points."""
+    arch = ARCHS["mlp_ce64"]
+    mod = builder(arch, "c")
+    with open(mod.__file__, encoding="utf-8") as fh:
+        text = fh.read()
+    assert '("l0.W", (5, 6)),' in text
+    path = mod.__file__[:-3] + "_edited.py"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text.replace('("l0.W", (5, 6)),', '("l0.W", (5, 7)),'))
+    name = "_fastcall_edited"
+    spec = importlib.util.spec_from_file_location(name, path)
+    other = importlib.util.module_from_spec(spec)
+    sys.modules[name] = other
+    try:
+        spec.loader.exec_module(other)
+        assert other._FASTCALL == () and other._fastcall_counts() == {}
+        assert not hasattr(other, "_python_loss_and_grad") or \
+            other.loss_and_grad is other._python_loss_and_grad
+    finally:
+        del sys.modules[name]
+
+
+def test_entry_points_are_left_out_of_unexpected_layouts():
+    from types import SimpleNamespace
+
+    from bpgen.backends.c.fastcall import _enabled
+    shapes = [(2, 3), (3,)]
+    prog = SimpleNamespace(inputs=("x", "y", "W", "b"))
+    good = [(0, 0, 0, 1, 1), (0, 1, 0, 6, 3), (0, 7, 0, 3, 3)]
+    for layout, want in ((good, True), (good[:2], False),
+                         ([good[0], (0, 1, 0, 5, 3), good[2]], False),
+                         ([good[0], (1, 1, 0, 6, 3), good[2]], False),
+                         ([good[0], good[2], good[1]], False)):
+        derived = SimpleNamespace(programs={"loss_and_grad": prog},
+                                  layout=lambda name, layout=layout: layout)
+        assert _enabled(derived, "loss_and_grad", shapes, 0, 3, False) is want, layout
+    fwd = SimpleNamespace(inputs=("x", "W", "b"))
+    for layout, seq, want in (([(0, 0, 3, 0, 3)], False, True), ([(0, 0, 12, 0, 3)], True, True),
+                              ([(0, 0, 3, 0, 3)], True, False), ([(0, 0, 3, 1, 3)], False, False)):
+        derived = SimpleNamespace(programs={"forward": fwd},
+                                  layout=lambda name, layout=layout: layout)
+        assert _enabled(derived, "forward", shapes, 4 if seq else 0, 3, seq) is want, layout

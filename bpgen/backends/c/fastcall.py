@@ -34,9 +34,12 @@ def _int(value) -> int:
     return value
 
 
-def _enabled(derived: Derived, name: str, n_params: int, steps: int, out_units: int,
+def _enabled(derived: Derived, name: str, shapes: list, steps: int, out_units: int,
              seq_out: bool) -> bool:
-    """The generated function's inputs and outputs are as fastcall.c expects."""
+    """The generated function's inputs and outputs are as fastcall.c expects:
+    forward's one output (N, K) or time-major (T*N, K); loss's the scalar;
+    loss_and_grad's the scalar, then one gradient per parameter, in order and
+    of its size (fastcall.c makes the gradients' views from those sizes)."""
     prog = derived.programs.get(name)
     if prog is None:
         return False
@@ -44,12 +47,19 @@ def _enabled(derived: Derived, name: str, n_params: int, steps: int, out_units: 
     n_in = len(prog.inputs)
     if name == "forward":
         rows = steps if seq_out else 1
-        return n_in == 1 + n_params and layout == [(0, 0, rows * out_units, 0, out_units)]
-    if n_in != 2 + n_params or not layout or layout[0] != (0, 0, 0, 1, 1):
+        return n_in == 1 + len(shapes) and layout == [(0, 0, rows * out_units, 0, out_units)]
+    if n_in != 2 + len(shapes) or not layout or layout[0] != (0, 0, 0, 1, 1):
         return False
     if name == "loss":
         return len(layout) == 1
-    return all(a == 0 and oa == 0 for oa, _, a, _, _ in layout)
+    sizes, offset = [1] + [math.prod(s) for s in shapes], 0
+    if len(layout) != len(sizes):
+        return False
+    for (oa, ob, a, b, _), size in zip(layout, sizes):
+        if (oa, ob, a, b) != (0, offset, 0, size):
+            return False
+        offset += size
+    return True
 
 
 def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) -> str:
@@ -66,7 +76,7 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
     all_steps = seq_out and spec.loss.steps == "all"
     if not shapes or spec.loss.type not in _LOSS_CODES:
         return ""
-    have = {name: _enabled(derived, name, len(shapes), steps, out_units, seq_out)
+    have = {name: _enabled(derived, name, shapes, steps, out_units, seq_out)
             for name in ENTRIES}
     if not any(have.values()):
         return ""
