@@ -189,6 +189,14 @@ static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* 1 when any of the n entries at a is nonzero (a block of a direction). */
+static inline int bpg_nonzero(int64_t n, const real *restrict a)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (a[i] != 0) return 1;
+    return 0;
+}
+
 /* out (R x C): per row, val[r] (R x 1) at the first maximum of the row of sel, 0 elsewhere */
 static inline void bpg_put_argmax(int64_t R, int64_t C, const real *restrict sel,
                                   const real *restrict val, real *restrict out)
@@ -2149,10 +2157,18 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         /* the direction: row j - first of V, or e_j when V is NULL */
         if (V) memcpy(vbuf, V + (j - first)*1898, sizeof(real)*1898);
         else vbuf[j] = 1;
+        /* which blocks of it are nonzero (products with the others are skipped) */
+        const int vnz_v_l0_W = V ? bpg_nonzero(72, vbuf + 0) : (j >= 0 && j < 72);
+        const int vnz_v_l0_b = V ? bpg_nonzero(8, vbuf + 72) : (j >= 72 && j < 80);
+        const int vnz_v_l2_W = V ? bpg_nonzero(1152, vbuf + 80) : (j >= 80 && j < 1232);
+        const int vnz_v_l2_b = V ? bpg_nonzero(16, vbuf + 1232) : (j >= 1232 && j < 1248);
+        const int vnz_v_l5_W = V ? bpg_nonzero(640, vbuf + 1248) : (j >= 1248 && j < 1888);
+        const int vnz_v_l5_b = V ? bpg_nonzero(10, vbuf + 1888) : (j >= 1888 && j < 1898);
 
         /* forward pass */
         /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
-        bpg_gemm_nt(64*N, 8, 9, l0_P, v_l0_W, r_l0_PW_b);
+        if (vnz_v_l0_W) bpg_gemm_nt(64*N, 8, 9, l0_P, v_l0_W, r_l0_PW_b);
+        else memset(r_l0_PW_b, 0, sizeof(real)*(size_t)(64*N*8));  /* a zero block of v */
         /* r_l0_A = hc ⊙ (r_l0_PW_b + v_l0_b) */
         for (int64_t rr = 0; rr < 64*N; rr++) {
             #pragma omp simd
@@ -2174,7 +2190,8 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
         bpg_gemm_nt(16*N, 16, 72, r_l2_P, l2_W, r_l2_PW_a);
         /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
-        bpg_gemm_nt(16*N, 16, 72, l2_P, v_l2_W, r_l2_PW_b);
+        if (vnz_v_l2_W) bpg_gemm_nt(16*N, 16, 72, l2_P, v_l2_W, r_l2_PW_b);
+        else memset(r_l2_PW_b, 0, sizeof(real)*(size_t)(16*N*16));  /* a zero block of v */
         /* r_l2_A = hc_1 ⊙ (r_l2_PW_a + r_l2_PW_b + v_l2_b) */
         for (int64_t rr = 0; rr < 16*N; rr++) {
             #pragma omp simd
@@ -2194,7 +2211,8 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         /* r_l5_XW_a = r_l3_Y·l5_W */
         bpg_gemm_nn(N, 10, 64, r_l3_Y, l5_W, r_l5_XW_a);
         /* r_l5_XW_b = l3_Y·v_l5_W */
-        bpg_gemm_nn(N, 10, 64, l3_Y, v_l5_W, r_l5_XW_b);
+        if (vnz_v_l5_W) bpg_gemm_nn(N, 10, 64, l3_Y, v_l5_W, r_l5_XW_b);
+        else memset(r_l5_XW_b, 0, sizeof(real)*(size_t)(N*10));  /* a zero block of v */
         /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
         for (int64_t rr = 0; rr < N; rr++) {
             #pragma omp simd
@@ -2233,7 +2251,8 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         /* r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ */
         bpg_gemm_nt(N, 64, 10, r_d_l5_Z_1, l5_W, r_d_l3_Y_a);
         /* r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ */
-        bpg_gemm_nt(N, 64, 10, d_l5_Z_2, v_l5_W, r_d_l3_Y_b);
+        if (vnz_v_l5_W) bpg_gemm_nt(N, 64, 10, d_l5_Z_2, v_l5_W, r_d_l3_Y_b);
+        else memset(r_d_l3_Y_b, 0, sizeof(real)*(size_t)(N*64));  /* a zero block of v */
         /* r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b */
         #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) r_d_l3_Y[k] = r_d_l3_Y_a[k] + r_d_l3_Y_b[k];
@@ -2278,7 +2297,8 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         /* r_d_l2_P_a = r_d_l2_Z·l2_W */
         bpg_gemm_nn(16*N, 72, 16, r_d_l2_Z, l2_W, r_d_l2_P_a);
         /* r_d_l2_P_b = d_l2_Z·v_l2_W */
-        bpg_gemm_nn(16*N, 72, 16, d_l2_Z, v_l2_W, r_d_l2_P_b);
+        if (vnz_v_l2_W) bpg_gemm_nn(16*N, 72, 16, d_l2_Z, v_l2_W, r_d_l2_P_b);
+        else memset(r_d_l2_P_b, 0, sizeof(real)*(size_t)(16*N*72));  /* a zero block of v */
         /* r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b */
         #pragma omp simd
         for (int64_t k = 0; k < 1152*N; k++) r_d_l2_P[k] = r_d_l2_P_a[k] + r_d_l2_P_b[k];

@@ -185,6 +185,14 @@ static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* 1 when any of the n entries at a is nonzero (a block of a direction). */
+static inline int bpg_nonzero(int64_t n, const real *restrict a)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (a[i] != 0) return 1;
+    return 0;
+}
+
 /* logistic function, stable for large |z| (only exp(-|z|) is evaluated:
    1/(1 + e) for z >= 0, e/(1 + e) below) and written so that elementwise
    loops over it vectorise */
@@ -1867,10 +1875,17 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         /* the direction: row j - first of V, or e_j when V is NULL */
         if (V) memcpy(vbuf, V + (j - first)*1169, sizeof(real)*1169);
         else vbuf[j] = 1;
+        /* which blocks of it are nonzero (products with the others are skipped) */
+        const int vnz_v_l0_Wx = V ? bpg_nonzero(64, vbuf + 0) : (j >= 0 && j < 64);
+        const int vnz_v_l0_Wh = V ? bpg_nonzero(1024, vbuf + 64) : (j >= 64 && j < 1088);
+        const int vnz_v_l0_b = V ? bpg_nonzero(64, vbuf + 1088) : (j >= 1088 && j < 1152);
+        const int vnz_v_l1_W = V ? bpg_nonzero(16, vbuf + 1152) : (j >= 1152 && j < 1168);
+        const int vnz_v_l1_b = V ? bpg_nonzero(1, vbuf + 1168) : (j >= 1168 && j < 1169);
 
         /* forward pass */
         /* r_l0_XW_b = x·v_l0_Wx */
-        bpg_gemm_nn(20*N, 64, 1, x, v_l0_Wx, r_l0_XW_b);
+        if (vnz_v_l0_Wx) bpg_gemm_nn(20*N, 64, 1, x, v_l0_Wx, r_l0_XW_b);
+        else memset(r_l0_XW_b, 0, sizeof(real)*(size_t)(20*N*64));  /* a zero block of v */
         /* r_l0_XG = r_l0_XW_b + v_l0_b */
         for (int64_t rr = 0; rr < 20*N; rr++) {
             #pragma omp simd
@@ -1896,7 +1911,8 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
             /* r_l0_HW_a = r_l0_hprev·l0_Wh */
             bpg_gemm_nn(N, 64, 16, (r_l0_hprev + t*16*N), l0_Wh, r_l0_HW_a);
             /* r_l0_HW_b = l0_hprev·v_l0_Wh */
-            bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), v_l0_Wh, r_l0_HW_b);
+            if (vnz_v_l0_Wh) bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), v_l0_Wh, r_l0_HW_b);
+            else memset(r_l0_HW_b, 0, sizeof(real)*(size_t)(N*64));  /* a zero block of v */
             /* r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
             #pragma omp simd
             for (int64_t k = 0; k < 64*N; k++) r_l0_G[k] = r_l0_HW_a[k] + r_l0_HW_b[k] + (r_l0_XG + t*64*N)[k];
@@ -1932,7 +1948,8 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         /* r_l1_XW_a = r_l0_H·l1_W */
         bpg_gemm_nn(20*N, 1, 16, r_l0_H, l1_W, r_l1_XW_a);
         /* r_l1_XW_b = l0_H·v_l1_W */
-        bpg_gemm_nn(20*N, 1, 16, l0_H, v_l1_W, r_l1_XW_b);
+        if (vnz_v_l1_W) bpg_gemm_nn(20*N, 1, 16, l0_H, v_l1_W, r_l1_XW_b);
+        else memset(r_l1_XW_b, 0, sizeof(real)*(size_t)(20*N*1));  /* a zero block of v */
         /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
         #pragma omp simd
         for (int64_t k = 0; k < 20*N; k++) r_l1_Z[k] = r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[0];
@@ -1960,7 +1977,8 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
         /* r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ */
         bpg_gemm_nt(20*N, 16, 1, r_d_l1_Z, l1_W, r_d_l0_H_a);
         /* r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ */
-        bpg_gemm_nt(20*N, 16, 1, d_l1_Z, v_l1_W, r_d_l0_H_b);
+        if (vnz_v_l1_W) bpg_gemm_nt(20*N, 16, 1, d_l1_Z, v_l1_W, r_d_l0_H_b);
+        else memset(r_d_l0_H_b, 0, sizeof(real)*(size_t)(20*N*16));  /* a zero block of v */
         /* r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b */
         #pragma omp simd
         for (int64_t k = 0; k < 320*N; k++) r_d_l0_H[k] = r_d_l0_H_a[k] + r_d_l0_H_b[k];
@@ -2039,7 +2057,8 @@ void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict
             /* r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ */
             bpg_gemm_nt(N, 16, 64, (r_d_l0_G_6 + t*64*N), l0_Wh, r_d_l0_hprev_a);
             /* r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ */
-            bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), v_l0_Wh, r_d_l0_hprev_b);
+            if (vnz_v_l0_Wh) bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), v_l0_Wh, r_d_l0_hprev_b);
+            else memset(r_d_l0_hprev_b, 0, sizeof(real)*(size_t)(N*16));  /* a zero block of v */
             /* r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b */
             #pragma omp simd
             for (int64_t k = 0; k < 16*N; k++) (r_d_l0_hprev + t*16*N)[k] = r_d_l0_hprev_a[k] + r_d_l0_hprev_b[k];

@@ -79,6 +79,27 @@ class CEmitter(Emitter):
         return lines
 
 
+class _ColumnsEmitter(CEmitter):
+    """The tangent part of ``bpg_hessian_columns``: a product with a block
+    of the direction (``V_W``) is skipped, its result zeroed, when that
+    block is zero (``vnz_<block>``; a unit direction has one nonzero block)."""
+
+    def __init__(self, prog, dtype, used, tables, vvars):
+        super().__init__(prog, dtype, used, tables)
+        self.vvars = vvars
+
+    def statement(self, op, prim, loop) -> list:
+        lines = super().statement(op, prim, loop)
+        vs = [a for a in op.args if a in self.vvars]
+        if op.prim != "matmul" or not vs:
+            return lines
+        r, c = self.shape(op.out, loop)
+        cond = " && ".join(f"vnz_{v}" for v in vs)
+        return (lines[:1] + [f"if ({cond}) {lines[1]}",
+                             f"else memset({self.ptr(op.out, loop)}, 0, "
+                             f"sizeof(real)*(size_t)({r}*{c}));  /* a zero block of v */"])
+
+
 def _shape_str(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
@@ -139,7 +160,7 @@ def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
         decls.append(f"const real *const {var} = vbuf + {off};  "
                      f"/* {_shape_str(prog.vars[var].shape)} */")
         off += size
-    em = CEmitter(prog, derived.spec.dtype, used, tables)
+    em = _ColumnsEmitter(prog, derived.spec.dtype, used, tables, set(vvars))
     base = dataclasses.replace(prog, ops=prog.ops[:split])
     tangent = dataclasses.replace(prog, ops=prog.ops[split:])
     em.prog = base
@@ -153,7 +174,14 @@ def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
         off += size
     lines += ["/* the direction: row j - first of V, or e_j when V is NULL */",
               f"if (V) memcpy(vbuf, V + (j - first)*{total}, sizeof(real)*{total});",
-              "else vbuf[j] = 1;"]
+              "else vbuf[j] = 1;",
+              "/* which blocks of it are nonzero (products with the others are skipped) */"]
+    off = 0
+    for var, size in zip(vvars, sizes):
+        lines.append(f"const int vnz_{var} = V ? bpg_nonzero({size}, vbuf + {off}) : "
+                     f"(j >= {off} && j < {off + size});")
+        off += size
+    em.use("nonzero")
     for block in per_dir:
         lines += [""] + [f"/* {h} */" for h in block["head"]] + block["lines"]
     lines += ["if (!V) vbuf[j] = 0;"]
