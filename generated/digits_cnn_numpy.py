@@ -481,8 +481,9 @@ def hessian_diag(params, x, y):
 def hessian_blocks(params, x, y):
     """The per-layer diagonal blocks of the exact Hessian: {layer name:
     (keys, block)} with block indexed like the flat order restricted to the
-    layer's parameters ``keys``.  Each block is formed on its own (memory:
-    the largest block, not N_PARAMS²)."""
+    layer's parameters ``keys``.  Memory: the blocks, not N_PARAMS² (for
+    networks of dense layers the generated assembly forms them all at once;
+    otherwise each is formed on its own from rows of the Hessian)."""
     layers = {}
     for key, a, b, _ in _SLICES:
         name = key.split(".", 1)[0]
@@ -494,8 +495,8 @@ def hessian_blocks(params, x, y):
     xm, n = _check_x(x)
     ym = _check_y(y, n)
     structured = {}
-    if _CURV_LAYERS:        # the generated assembly: one output per layer
-        _check_fits("hessian_blocks", largest * largest
+    if _CURV_LAYERS:        # the generated assembly: every block at once
+        _check_fits("hessian_blocks", sum((hi - lo) ** 2 for _, lo, hi in layers.values())
                     + _ASSEMBLY_PER_SAMPLE["hessian_blocks"] * n)
         blocks = _run("hessian_blocks", n, [xm, ym, *mats])
         structured = {wk.split(".", 1)[0]: b for (wk, *_), b in zip(_CURV_LAYERS, blocks)}
