@@ -43,15 +43,24 @@ typedef double real;
    -march=native) elements at a time.  Their error is a few ulp. */
 #if defined(__x86_64__) && defined(__GLIBC__) && defined(__GLIBC_PREREQ)
 #if __GLIBC_PREREQ(2, 35)
-#define BPG_SIMD_MATH(f) _Pragma("omp declare simd notinbranch") double f(double); \
-    _Pragma("omp declare simd notinbranch") float f##f(float);
+/* one _Pragma per macro: GCC applies only the first of two in one expansion
+   (the float variants were then never vectorised) */
+#define BPG_SIMD_MATH(f) _Pragma("omp declare simd notinbranch") double f(double);
+#define BPG_SIMD_MATHF(f) _Pragma("omp declare simd notinbranch") float f(float);
 BPG_SIMD_MATH(exp)
+BPG_SIMD_MATHF(expf)
 BPG_SIMD_MATH(log)
+BPG_SIMD_MATHF(logf)
 BPG_SIMD_MATH(log1p)
+BPG_SIMD_MATHF(log1pf)
 BPG_SIMD_MATH(expm1)
+BPG_SIMD_MATHF(expm1f)
 BPG_SIMD_MATH(tanh)
+BPG_SIMD_MATHF(tanhf)
 BPG_SIMD_MATH(erf)
+BPG_SIMD_MATHF(erff)
 #undef BPG_SIMD_MATH
+#undef BPG_SIMD_MATHF
 #endif
 #endif
 

@@ -2,6 +2,7 @@
 both dtypes, and (float64) they compute what NumPy computes."""
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 
@@ -214,3 +215,31 @@ def test_softplus(rt):
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, ref, rtol=1e-14, atol=0)
     assert got[Z.index(800.0)] == 800.0
+
+
+@needs_gcc
+@pytest.mark.skipif(platform.machine() != "x86_64" or not platform.libc_ver()[0] == "glibc"
+                    or tuple(int(v) for v in platform.libc_ver()[1].split(".")[:2]) < (2, 35),
+                    reason="glibc's vector math (libmvec >= 2.35, x86-64) only")
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+def test_math_loops_are_vectorised(dtype):
+    """An elementwise loop calls libmvec's vector variants in both dtypes (a
+    float32 module once called scalar tanhf: GCC applied only one of two
+    _Pragma in a macro)."""
+    real = "float" if dtype == "float" else "double"
+    suffix = "f" if dtype == "float" else ""
+    src = _source([]) + f"""
+void loop(int64_t n, const {real} *restrict a, {real} *restrict b)
+{{
+    #pragma omp simd
+    for (int64_t k = 0; k < n; k++)
+        b[k] = tanh{suffix}(a[k]) + exp{suffix}(a[k]) + log1p{suffix}(a[k]);
+}}
+"""
+    proc = subprocess.run(["gcc"] + BUILD_FLAGS + ["-fno-math-errno", "-fno-trapping-math"]
+                          + DTYPES[dtype] + ["-S", "-o", "-", "-x", "c", "-"],
+                          input=src.encode(), capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    asm = proc.stdout.decode()
+    for f in ("tanh", "exp", "log1p"):
+        assert f"v_{f}{suffix}" in asm, f"{f}{suffix} not vectorised"
