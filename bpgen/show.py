@@ -436,8 +436,6 @@ def _op_shape(asm, op) -> str:
     if size is not None:
         pk1, ck, pl1, cl = size(asm)
         return f"{pk1 * ck} × {pl1 * cl}"
-    if op.name == "symmetrize":
-        return f"{op.size} × {op.size}"
     if op.name == "mirror":
         return f"{op.ncols} × {op.nrows}"
     if op.name == "add_l2":

@@ -203,18 +203,16 @@ static inline void bpg_hess_chain_start(int64_t N, int64_t u, const real *restri
    i·cl + j, i < pl1 (al likewise); the J term (J NULL: none) only for
    i < pl1 - 1 (not on the bias columns).  For each q the rows (p, q) are one
    product akᵀ·R_q over the samples, R_q[n, (i,j)] = al[n,i]·M[n,q,j] + J·δ,
-   written straight into H (row stride ck·ld): BLAS when large enough.
-   upper (a diagonal block, k = l): only the entries with i >= p are needed
-   (bpg_hess_symmetrize mirrors the rest), so the rows of p in [p0, p0 + 8)
-   stop short of the columns i < p0.  R: N·pl1·cl elements. */
+   written straight into H (row stride ck·ld): BLAS when large enough
+   (bpg_hess_mirror then copies the block below the diagonal; diagonal
+   blocks: bpg_hess_kron_sym).  R: N·pl1·cl elements. */
 static inline void bpg_hess_kron(int64_t N, int64_t pk1, int64_t ck, int64_t pl1, int64_t cl,
                           const real *restrict ak, const real *restrict al,
                           const real *restrict M, const real *restrict J,
                           const real *restrict delta, real *restrict H, int64_t ld,
-                          real *restrict R, int upper)
+                          real *restrict R)
 {
-    enum { PB = 8 };    /* rows p per product of a diagonal block */
-    const int64_t w = pl1 * cl, pl = pl1 - 1, pb = upper ? PB : pk1;
+    const int64_t w = pl1 * cl, pl = pl1 - 1;
     for (int64_t q = 0; q < ck; q++) {
         for (int64_t n = 0; n < N; n++) {
             const real *restrict m = M + (n * ck + q) * cl;
@@ -235,22 +233,72 @@ static inline void bpg_hess_kron(int64_t N, int64_t pk1, int64_t ck, int64_t pl1
                 }
             }
         }
-        for (int64_t p0 = 0; p0 < pk1; p0 += pb) {
-            const int64_t m = p0 + pb < pk1 ? pb : pk1 - p0, c0 = upper ? p0 * cl : 0;
-            real *restrict C = H + (p0 * ck + q) * ld + c0;
-            if (bpg_blas_gemm_ld(1, 0, m, w - c0, N, ak + p0, pk1, R + c0, w, C, ck * ld,
-                                 BPG_BLAS_MIN_TN))
-                continue;
-            for (int64_t p = 0; p < m; p++) {
-                real *restrict c = C + p * ck * ld;
-                for (int64_t j = 0; j < w - c0; j++) c[j] = 0;
+        real *restrict C = H + q * ld;
+        if (bpg_blas_gemm_ld(1, 0, pk1, w, N, ak, pk1, R, w, C, ck * ld, BPG_BLAS_MIN_TN))
+            continue;
+        for (int64_t p = 0; p < pk1; p++) {
+            real *restrict c = C + p * ck * ld;
+            for (int64_t j = 0; j < w; j++) c[j] = 0;
+            for (int64_t n = 0; n < N; n++) {
+                const real s = ak[n * pk1 + p];
+                const real *restrict r = R + n * w;
+                #pragma omp simd
+                for (int64_t j = 0; j < w; j++) c[j] += s * r[j];
+            }
+        }
+    }
+}
+
+/* The structured Hessian: a diagonal block, exactly symmetric,
+       H[(p,q), (i,j)] = Σ_n a[n,p]·a[n,i]·M[n,q,j]
+   rows and columns (p, q) = p·c + q, p < p1 (a = [a_(k-1), 1]), M[n]
+   symmetric.  The c x c tile (p, i) of each pair p <= i is one row of
+   G = Wᵀ·M, W[n, pair] = a[n,p]·a[n,i] (one product over the samples per
+   chunk of pc pairs, BLAS when large enough), written at (p, i) and, from
+   cache, transposed at (i, p): no pass over H reads it back.  Tiles p = i
+   are averaged with their transposes.  W: N·pc elements, G: pc·c·c. */
+static inline void bpg_hess_kron_sym(int64_t N, int64_t p1, int64_t c, const real *restrict a,
+                                     const real *restrict M, real *restrict H, int64_t ld,
+                                     real *restrict W, real *restrict G, int64_t pc)
+{
+    const int64_t cc = c * c;
+    int64_t p = 0, i = 0;                      /* the next pair, p <= i */
+    while (p < p1) {
+        const int64_t p_start = p, i_start = i;
+        int64_t m = 0;
+        for (; m < pc && p < p1; m++) {
+            for (int64_t n = 0; n < N; n++) W[n * pc + m] = a[n * p1 + p] * a[n * p1 + i];
+            if (++i == p1) { p++; i = p; }
+        }
+        if (!bpg_blas_gemm_ld(1, 0, m, cc, N, W, pc, M, cc, G, cc, BPG_BLAS_MIN_TN)) {
+            for (int64_t r = 0; r < m; r++) {
+                real *restrict g = G + r * cc;
+                for (int64_t e = 0; e < cc; e++) g[e] = 0;
                 for (int64_t n = 0; n < N; n++) {
-                    const real s = ak[n * pk1 + p0 + p];
-                    const real *restrict r = R + n * w + c0;
+                    const real s = W[n * pc + r];
+                    const real *restrict mn = M + n * cc;
                     #pragma omp simd
-                    for (int64_t j = 0; j < w - c0; j++) c[j] += s * r[j];
+                    for (int64_t e = 0; e < cc; e++) g[e] += s * mn[e];
                 }
             }
+        }
+        p = p_start;
+        i = i_start;
+        for (int64_t r = 0; r < m; r++) {
+            const real *restrict g = G + r * cc;
+            real *restrict up = H + p * c * ld + i * c;       /* rows p·c + q, columns i·c + j */
+            if (p == i) {
+                for (int64_t q = 0; q < c; q++)
+                    for (int64_t j = 0; j < c; j++)
+                        up[q * ld + j] = (g[q * c + j] + g[j * c + q]) / 2;
+            } else {
+                real *restrict lo = H + i * c * ld + p * c;   /* rows i·c + j, columns p·c + q */
+                for (int64_t q = 0; q < c; q++)
+                    for (int64_t j = 0; j < c; j++) up[q * ld + j] = g[q * c + j];
+                for (int64_t j = 0; j < c; j++)
+                    for (int64_t q = 0; q < c; q++) lo[j * ld + q] = g[q * c + j];
+            }
+            if (++i == p1) { p++; i = p; }
         }
     }
 }
@@ -313,35 +361,6 @@ static inline void bpg_hess_scale(int64_t N, int64_t u, const real *restrict d1,
                 const real s = (d[i] * a[i * u + j] * d[j] + d[j] * a[j * u + i] * d[i]) / 2;
                 a[i * u + j] = s;
                 a[j * u + i] = s;
-            }
-        }
-    }
-}
-
-/* The structured Hessian's symmetry: a diagonal block (size x size at A, row
-   stride ld) of which bpg_hess_kron computed the part right of its blk x blk
-   diagonal blocks (and those blocks): the diagonal blocks averaged with their
-   transposes, the rest copied below, in 32 x 32 tiles (the strided side of
-   each tile stays in cache). */
-static inline void bpg_hess_symmetrize(int64_t size, int64_t blk, real *restrict A, int64_t ld)
-{
-    enum { TILE = 32 };
-    /* the blk x blk blocks on the diagonal: averaged with their transposes */
-    for (int64_t b0 = 0; b0 < size; b0 += blk)
-        for (int64_t i = b0; i < b0 + blk && i < size; i++)
-            for (int64_t j = i + 1; j < b0 + blk && j < size; j++) {
-                const real s = (A[i * ld + j] + A[j * ld + i]) / 2;
-                A[i * ld + j] = s;
-                A[j * ld + i] = s;
-            }
-    /* right of them (j >= the end of i's block): copied below, in tiles */
-    for (int64_t i0 = 0; i0 < size; i0 += TILE) {
-        const int64_t i1 = i0 + TILE < size ? i0 + TILE : size;
-        for (int64_t j0 = i0 - i0 % blk; j0 < size; j0 += TILE) {
-            const int64_t j1 = j0 + TILE < size ? j0 + TILE : size;
-            for (int64_t j = j0; j < j1; j++) {
-                const int64_t iend = j / blk * blk;    /* rows i of earlier blocks */
-                for (int64_t i = i0; i < i1 && i < iend; i++) A[j * ld + i] = A[i * ld + j];
             }
         }
     }
@@ -1182,7 +1201,7 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     }
 }
 
-/* ---- hessian: workspace 3568*N + 0 elements ---- */
+/* ---- hessian: workspace 3600*N + 32768 elements ---- */
 void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const x_copy = ws + 0;  /* (N, 64) */
@@ -1203,11 +1222,15 @@ void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, cons
     real *const a1_0 = ws + 264*N;  /* (N, 65) */
     real *const a1_1 = ws + 329*N;  /* (N, 33) */
     real *const R_0_0 = ws + 1488*N;  /* (N, 2080) */
+    real *const W_0 = ws + 3568*N;  /* (N, 32) */
     real *const J_0_1 = ws + 464*N;  /* (N, 32, 32) */
     real *const Z_0_1 = ws + 1488*N;  /* (N, 32, 10) */
     real *const M_0_1 = ws + 1808*N;  /* (N, 32, 10) */
     real *const R_0_1 = ws + 2128*N;  /* (N, 330) */
     real *const R_1_1 = ws + 464*N;  /* (N, 330) */
+    real *const W_1 = ws + 794*N;  /* (N, 327) */
+    real *const G_0 = ws + 3600*N;  /* (32768) */
+    real *const G_1 = ws + 3600*N;  /* (32700) */
     real *const H = out + 0;  /* (2410, 2410) */
 
     /* the per-sample quantities: the derived curvature program */
@@ -1234,10 +1257,7 @@ void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, cons
     bpg_hess_ones(N, 32, l0_A, a1_1);
 
     /* H[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n] */
-    bpg_hess_kron(N, 65, 32, 65, 32, a1_0, a1_0, lam_0, NULL, NULL, H + 0, 2410, R_0_0, 1);
-
-    /* H[l0.W, l0.b; l0.W, l0.b] = (H[l0.W, l0.b; l0.W, l0.b] + H[l0.W, l0.b; l0.W, l0.b]ᵀ) / 2 */
-    bpg_hess_symmetrize(2080, 32, H + 0, 2410);
+    bpg_hess_kron_sym(N, 65, 32, a1_0, lam_0, H + 0, 2410, W_0, G_0, 32);
 
     /* J_l0→l1[n] = diag(f'(Z_l0)[n]) */
     bpg_hess_chain_start(N, 32, l0_d1, J_0_1);
@@ -1250,16 +1270,13 @@ void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, cons
         bpg_gemm_nn(32, 10, 10, Z_0_1 + n*320, lam_1 + n*100, M_0_1 + n*320);
 
     /* H[l0.W, l0.b; l1.W, l1.b]_(pq),(ij) = Σ_n ã_l0[n]_p·(ã_l1[n]_i·Λ_l0,l1[n]_qj + J_l0→l1[n]_qi·δZ_l1[n]_j)  (J-term: W columns only) */
-    bpg_hess_kron(N, 65, 32, 33, 10, a1_0, a1_1, M_0_1, J_0_1, d_l1_Z_2, H + 2080, 2410, R_0_1, 0);
+    bpg_hess_kron(N, 65, 32, 33, 10, a1_0, a1_1, M_0_1, J_0_1, d_l1_Z_2, H + 2080, 2410, R_0_1);
 
     /* H[l1.W, l1.b; l0.W, l0.b] = H[l0.W, l0.b; l1.W, l1.b]ᵀ */
     bpg_hess_mirror(2080, 330, H + 2080, H + 5012800, 2410);
 
     /* H[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n] */
-    bpg_hess_kron(N, 33, 10, 33, 10, a1_1, a1_1, lam_1, NULL, NULL, H + 5014880, 2410, R_1_1, 1);
-
-    /* H[l1.W, l1.b; l1.W, l1.b] = (H[l1.W, l1.b; l1.W, l1.b] + H[l1.W, l1.b; l1.W, l1.b]ᵀ) / 2 */
-    bpg_hess_symmetrize(330, 10, H + 5014880, 2410);
+    bpg_hess_kron_sym(N, 33, 10, a1_1, lam_1, H + 5014880, 2410, W_1, G_1, 327);
 
     /* H[l0.W; l0.W] += λ I  (λ = 0.0001) */
     for (int64_t i = 0; i < 2048; i++) H[i*2411] += (real)0.0001;
@@ -1268,7 +1285,7 @@ void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, cons
     for (int64_t i = 2080; i < 2400; i++) H[i*2411] += (real)0.0001;
 }
 
-/* ---- hessian_blocks: workspace 3568*N + 0 elements ---- */
+/* ---- hessian_blocks: workspace 3600*N + 32768 elements ---- */
 void bpg_hessian_blocks(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const x_copy = ws + 0;  /* (N, 64) */
@@ -1289,7 +1306,11 @@ void bpg_hessian_blocks(int64_t N, const real *restrict x, const real *restrict 
     real *const a1_0 = ws + 264*N;  /* (N, 65) */
     real *const a1_1 = ws + 329*N;  /* (N, 33) */
     real *const R_0_0 = ws + 1488*N;  /* (N, 2080) */
+    real *const W_0 = ws + 3568*N;  /* (N, 32) */
     real *const R_1_1 = ws + 464*N;  /* (N, 330) */
+    real *const W_1 = ws + 794*N;  /* (N, 327) */
+    real *const G_0 = ws + 3600*N;  /* (32768) */
+    real *const G_1 = ws + 3600*N;  /* (32700) */
     real *const H_0 = out + 0;  /* (2080, 2080) */
     real *const H_1 = out + 4326400;  /* (330, 330) */
 
@@ -1317,19 +1338,13 @@ void bpg_hessian_blocks(int64_t N, const real *restrict x, const real *restrict 
     bpg_hess_ones(N, 32, l0_A, a1_1);
 
     /* H_l0[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n] */
-    bpg_hess_kron(N, 65, 32, 65, 32, a1_0, a1_0, lam_0, NULL, NULL, H_0 + 0, 2080, R_0_0, 1);
-
-    /* H_l0[l0.W, l0.b; l0.W, l0.b] = (H_l0[l0.W, l0.b; l0.W, l0.b] + H_l0[l0.W, l0.b; l0.W, l0.b]ᵀ) / 2 */
-    bpg_hess_symmetrize(2080, 32, H_0 + 0, 2080);
+    bpg_hess_kron_sym(N, 65, 32, a1_0, lam_0, H_0 + 0, 2080, W_0, G_0, 32);
 
     /* H_l0[l0.W; l0.W] += λ I  (λ = 0.0001) */
     for (int64_t i = 0; i < 2048; i++) H_0[i*2081] += (real)0.0001;
 
     /* H_l1[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n] */
-    bpg_hess_kron(N, 33, 10, 33, 10, a1_1, a1_1, lam_1, NULL, NULL, H_1 + 0, 330, R_1_1, 1);
-
-    /* H_l1[l1.W, l1.b; l1.W, l1.b] = (H_l1[l1.W, l1.b; l1.W, l1.b] + H_l1[l1.W, l1.b; l1.W, l1.b]ᵀ) / 2 */
-    bpg_hess_symmetrize(330, 10, H_1 + 0, 330);
+    bpg_hess_kron_sym(N, 33, 10, a1_1, lam_1, H_1 + 0, 330, W_1, G_1, 327);
 
     /* H_l1[l1.W; l1.W] += λ I  (λ = 0.0001) */
     for (int64_t i = 0; i < 320; i++) H_1[i*331] += (real)0.0001;

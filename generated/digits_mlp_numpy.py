@@ -62,7 +62,7 @@ _CURV_LOSS = 9
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
 _BYTES_PER_SAMPLE = 4416
 #: elements per sample the structured Hessian's assembly holds besides its result
-_ASSEMBLY_PER_SAMPLE = {'hessian': 6966, 'hessian_blocks': 4972}
+_ASSEMBLY_PER_SAMPLE = {'hessian': 7325, 'hessian_blocks': 5331}
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {
@@ -1144,8 +1144,6 @@ def _hessian(x, y, l0_W, l0_b, l1_W, l1_b):
     # H[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n]
     R_0_0 = (a1_0[:, :, None] * a1_0[:, None, :]).reshape(N, -1).T @ lam_0.reshape(N, -1)
     H[0:2080, 0:2080].reshape(65, 32, 65, 32)[...] = R_0_0.reshape(65, 65, 32, 32).transpose(0, 2, 1, 3)
-
-    # H[l0.W, l0.b; l0.W, l0.b] = (H[l0.W, l0.b; l0.W, l0.b] + H[l0.W, l0.b; l0.W, l0.b]ᵀ) / 2
     H[0:2080, 0:2080] = (H[0:2080, 0:2080] + H[0:2080, 0:2080].T) / 2
 
     # J_l0→l1[n] = diag(f'(Z_l0)[n])
@@ -1170,8 +1168,6 @@ def _hessian(x, y, l0_W, l0_b, l1_W, l1_b):
     # H[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n]
     R_1_1 = (a1_1[:, :, None] * a1_1[:, None, :]).reshape(N, -1).T @ lam_1.reshape(N, -1)
     H[2080:2410, 2080:2410].reshape(33, 10, 33, 10)[...] = R_1_1.reshape(33, 33, 10, 10).transpose(0, 2, 1, 3)
-
-    # H[l1.W, l1.b; l1.W, l1.b] = (H[l1.W, l1.b; l1.W, l1.b] + H[l1.W, l1.b; l1.W, l1.b]ᵀ) / 2
     H[2080:2410, 2080:2410] = (H[2080:2410, 2080:2410] + H[2080:2410, 2080:2410].T) / 2
 
     # H[l0.W; l0.W] += λ I  (λ = 0.0001)
@@ -1221,8 +1217,6 @@ def _hessian_blocks(x, y, l0_W, l0_b, l1_W, l1_b):
     # H_l0[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n]
     R_0_0 = (a1_0[:, :, None] * a1_0[:, None, :]).reshape(N, -1).T @ lam_0.reshape(N, -1)
     H_0[0:2080, 0:2080].reshape(65, 32, 65, 32)[...] = R_0_0.reshape(65, 65, 32, 32).transpose(0, 2, 1, 3)
-
-    # H_l0[l0.W, l0.b; l0.W, l0.b] = (H_l0[l0.W, l0.b; l0.W, l0.b] + H_l0[l0.W, l0.b; l0.W, l0.b]ᵀ) / 2
     H_0[0:2080, 0:2080] = (H_0[0:2080, 0:2080] + H_0[0:2080, 0:2080].T) / 2
 
     # H_l0[l0.W; l0.W] += λ I  (λ = 0.0001)
@@ -1231,8 +1225,6 @@ def _hessian_blocks(x, y, l0_W, l0_b, l1_W, l1_b):
     # H_l1[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n]
     R_1_1 = (a1_1[:, :, None] * a1_1[:, None, :]).reshape(N, -1).T @ lam_1.reshape(N, -1)
     H_1[0:330, 0:330].reshape(33, 10, 33, 10)[...] = R_1_1.reshape(33, 33, 10, 10).transpose(0, 2, 1, 3)
-
-    # H_l1[l1.W, l1.b; l1.W, l1.b] = (H_l1[l1.W, l1.b; l1.W, l1.b] + H_l1[l1.W, l1.b; l1.W, l1.b]ᵀ) / 2
     H_1[0:330, 0:330] = (H_1[0:330, 0:330] + H_1[0:330, 0:330].T) / 2
 
     # H_l1[l1.W; l1.W] += λ I  (λ = 0.0001)

@@ -17,7 +17,7 @@ HELPERS = ["sigmoid", "softplus", "gemm_nn", "gemm_tn", "gemm_nt", "colsum", "ro
            "sumall", "copy_cols", "rowmax", "gather", "scatter", "take_argmax", "put_argmax",
            # the structured Hessian's assembly (bpgen/assembly; numerics: test_assembly.py)
            "hess_loss", "hess_transpose", "hess_scale", "hess_ones", "hess_chain_start",
-           "hess_scale_columns", "hess_kron", "hess_symmetrize", "hess_mirror", "nonzero"]
+           "hess_scale_columns", "hess_kron", "hess_kron_sym", "hess_mirror", "nonzero"]
 # -fopenmp-simd as in bpgen's own CFLAGS: gemm_nt has a `#pragma omp simd`
 SYNTAX_FLAGS = ["-std=gnu99", "-fopenmp-simd", "-Wall", "-Wextra", "-Werror", "-fsyntax-only"]
 BUILD_FLAGS = ["-std=gnu99", "-O2", "-fopenmp-simd"]

@@ -24,6 +24,10 @@ from .base import Assembly, Tensor
 
 __all__ = ["derive_assembly"]
 
+#: entries of the tiles a diagonal Kronecker block computes at once in C
+#: (32,768 doubles: 256 KiB, in L2 while they are written twice)
+_TILE_CHUNK = 32768
+
 
 def _t(name, shape, text, kind="temp", tex=None):
     return Tensor(name, tuple(shape), text, tex if tex is not None else tex_label(text), kind)
@@ -104,11 +108,14 @@ def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembl
             tensors[h] = _t(h, (ld, ld), f"H_{lay['name']}", "output",
                             tex=rf"H_{{{_rm(lay['name'])}}}")
             outputs.append((h, ld, ld))
-        tmp = f"R_{k}_{k}"
-        tensors[tmp] = _t(tmp, ("N", (lay["p"] + 1) * lay["c"]), "R")
+        tmp, wtmp, gtmp = f"R_{k}_{k}", f"W_{k}", f"G_{k}"
+        c, pairs = lay["c"], (lay["p"] + 1) * (lay["p"] + 2) // 2
+        pc = max(1, min(pairs, _TILE_CHUNK // (c * c)))
+        tensors[tmp] = _t(tmp, ("N", (lay["p"] + 1) * c), "R")
+        tensors[wtmp] = _t(wtmp, ("N", pc), "W")
+        tensors[gtmp] = _t(gtmp, (pc * c * c,), "G")
         ops.append(o.KronBlock(h, ld, r0, r0, f"a1_{k}", f"a1_{k}", f"lam_{k}", None, None,
-                               tmp, lay["keys"], lay["keys"]))
-        ops.append(o.Symmetrize(h, r0, lay["size"], lay["c"], lay["keys"]))
+                               tmp, lay["keys"], lay["keys"], wtmp, gtmp, pc))
         if mode == "blocks":
             _l2(spec, ops, h, r0 - lay["off"], offset, [lay["wkey"]])
             continue

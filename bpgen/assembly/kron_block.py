@@ -18,9 +18,12 @@ class KronBlock(AssemblyOp):
     M = Λ_kl = ∂z_l/∂z_k·Λ_l; J = ∂a_(l-1)/∂z_k only for k < l, and never on
     the columns of b_l.  Written into ``out`` (``ld`` columns) at (r0, c0):
     in NumPy one product over the samples through a 4-D view, in C one
-    product per q straight into the rows (p, q) of ``out`` (``tmp``: N·(pl+1)·cl
-    elements; without J, a diagonal block, only the part with i >= p, see
-    Symmetrize)."""
+    product per q straight into the rows (p, q) of ``out`` (``tmp``:
+    N·(pl+1)·cl elements).  Without J (k = l) the block is the diagonal one
+    and is made exactly symmetric: in NumPy averaged with its transpose, in C
+    each c x c tile of a pair p <= i computed once (``wtmp``: N·``pc``,
+    ``gtmp``: ``pc``·c·c elements) and written at (p, i) and transposed at
+    (i, p)."""
     name = "kron_block"
     out: str
     ld: int
@@ -34,6 +37,9 @@ class KronBlock(AssemblyOp):
     tmp: str
     rows: str               # the parameters of the rows and columns, for equations
     cols: str
+    wtmp: str | None = None  # C, diagonal blocks: the pair weights and tiles of a chunk
+    gtmp: str | None = None
+    pc: int = 0              # pairs per chunk
 
     def reads(self):
         return tuple(x for x in (self.ak, self.al, self.m, self.j, self.delta) if x)
@@ -42,7 +48,7 @@ class KronBlock(AssemblyOp):
         return (self.out,)
 
     def scratch(self):
-        return (self.tmp,)
+        return tuple(x for x in (self.tmp, self.wtmp, self.gtmp) if x)
 
     def sizes(self, asm):
         """(pk + 1, ck, pl + 1, cl)."""
@@ -53,6 +59,10 @@ class KronBlock(AssemblyOp):
         pk1, ck, pl1, cl = self.sizes(asm)
         rows, cols = asm.t(self.out).shape
         assert cols == self.ld and self.r0 + pk1 * ck <= rows and self.c0 + pl1 * cl <= cols
+        if not self.j:
+            assert self.ak == self.al and self.r0 == self.c0 and self.pc >= 1
+            assert asm.t(self.wtmp).shape == ("N", self.pc)
+            assert asm.t(self.gtmp).shape == (self.pc * ck * ck,)
         if self.j:
             assert asm.t(self.j).shape == ("N", ck, pl1 - 1)
             assert asm.t(self.delta).shape == ("N", cl)
@@ -79,6 +89,9 @@ class KronBlock(AssemblyOp):
                  f".reshape(N, -1).T @ {self.m}.reshape(N, -1)",
                  f"{view}[...] = {self.tmp}.reshape({pk1}, {pl1}, {ck}, {cl})"
                  f".transpose(0, 2, 1, 3)"]
+        if not self.j:          # the diagonal block: symmetric to the last bit
+            b = f"{self.out}[{self.r0}:{r1}, {self.c0}:{c1}]"
+            lines.append(f"{b} = ({b} + {b}.T) / 2")
         if self.j:
             cw = self.c0 + (pl1 - 1) * cl
             view = (f"{self.out}[{self.r0}:{r1}, {self.c0}:{cw}]"
@@ -90,9 +103,12 @@ class KronBlock(AssemblyOp):
         return lines
 
     def c(self, asm, em):
-        em.use("hess_kron")
         pk1, ck, pl1, cl = self.sizes(asm)
+        at = f"{self.out} + {self.r0 * self.ld + self.c0}"
+        if not self.j:
+            em.use("hess_kron_sym")
+            return [f"bpg_hess_kron_sym(N, {pk1}, {ck}, {self.ak}, {self.m}, {at}, {self.ld}, "
+                    f"{self.wtmp}, {self.gtmp}, {self.pc});"]
+        em.use("hess_kron")
         return [f"bpg_hess_kron(N, {pk1}, {ck}, {pl1}, {cl}, {self.ak}, {self.al}, {self.m}, "
-                f"{self.j or 'NULL'}, {self.delta or 'NULL'}, "
-                f"{self.out} + {self.r0 * self.ld + self.c0}, {self.ld}, {self.tmp}, "
-                f"{int(self.j is None)});"]
+                f"{self.j}, {self.delta}, {at}, {self.ld}, {self.tmp});"]

@@ -5,7 +5,7 @@ from .kron_block import KronBlock
 from .loss_curvature import LossCurvature
 from .sample_product import SampleProduct
 from .sandwich import Sandwich
-from .symmetry import AddL2, Mirror, Symmetrize
+from .symmetry import AddL2, Mirror
 
 __all__ = ["AppendOnes", "ChainStart", "ScaleColumns", "SharedProduct", "KronBlock",
-           "LossCurvature", "SampleProduct", "Sandwich", "AddL2", "Mirror", "Symmetrize"]
+           "LossCurvature", "SampleProduct", "Sandwich", "AddL2", "Mirror"]

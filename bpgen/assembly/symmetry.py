@@ -1,52 +1,11 @@
-"""The exact Hessian is symmetric: a diagonal block is averaged with its
-transpose (its two triangles come from products rounded differently), an
-off-diagonal block is computed once and mirrored."""
+"""The exact Hessian is symmetric: an off-diagonal block is computed once and
+mirrored (diagonal blocks are made symmetric by their KronBlock); and the
+l2 term on a regularised weight's diagonal."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .base import AssemblyOp, register, tt
-
-
-@register
-@dataclass
-class Symmetrize(AssemblyOp):
-    """out[r0:r0+size, r0:r0+size] = (that + thatᵀ) / 2, a diagonal block.
-
-    In C, where the Kronecker block computed only the part of it right of
-    its ``blk`` x ``blk`` diagonal blocks (i >= p), those blocks are
-    averaged and the rest is the transpose of the part computed."""
-    name = "symmetrize"
-    out: str
-    r0: int
-    size: int
-    blk: int
-    rows: str
-
-    def reads(self):
-        return (self.out,)
-
-    def writes(self):
-        return (self.out,)
-
-    def check(self, asm):
-        assert self.r0 + self.size <= asm.t(self.out).shape[0]
-
-    def equation(self, asm):
-        o = asm.t(self.out)
-        b = f"{o.text}[{self.rows}; {self.rows}]"
-        bt = rf"{o.tex}[{tt(self.rows)};\ {tt(self.rows)}]"
-        return f"{b} = ({b} + {b}ᵀ) / 2", rf"{bt} = \left({bt} + {bt}^{{\top}}\right) / 2"
-
-    def numpy(self, asm):
-        s = f"{self.r0}:{self.r0 + self.size}"
-        return [f"{self.out}[{s}, {s}] = ({self.out}[{s}, {s}] + {self.out}[{s}, {s}].T) / 2"]
-
-    def c(self, asm, em):
-        em.use("hess_symmetrize")
-        ld = asm.t(self.out).shape[1]
-        return [f"bpg_hess_symmetrize({self.size}, {self.blk}, {self.out} + "
-                f"{self.r0 * (ld + 1)}, {ld});"]
 
 
 @register

@@ -200,27 +200,34 @@ def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
 
 
 def _allocate(asm) -> tuple:
-    """Offsets (per sample: offset a*N) of the assembly's temporaries, reusing
-    the memory of those no longer read, and the total per sample."""
+    """Offsets of the assembly's temporaries, reusing the memory of those no
+    longer read: per-sample ones at a*N ({name: a}, total a), fixed-size
+    scratch at b ({name: b}, total b)."""
     first, last = {}, {}
     for i, op in enumerate(asm.ops):
         for name in op.writes() + op.scratch():
             first.setdefault(name, i)
         for name in op.reads() + op.writes() + op.scratch():
             last[name] = i
-    placed, offsets, total = [], {}, 0
-    for name in sorted((n for n in first if asm.t(n).kind == "temp"), key=first.get):
-        size = math.prod(asm.t(name).shape[1:])
-        live = sorted((o, o + s) for n, o, s in placed if last[n] >= first[name])
-        off = 0
-        for lo, hi in live:              # first fit between the live ones
-            if off + size <= lo:
-                break
-            off = max(off, hi)
-        placed.append((name, off, size))
-        offsets[name] = off
-        total = max(total, off + size)
-    return offsets, total
+    out = []
+    for per_sample in (True, False):
+        placed, offsets, total = [], {}, 0
+        names = [n for n in first if asm.t(n).kind == "temp"
+                 and (asm.t(n).shape[0] == "N") == per_sample]
+        for name in sorted(names, key=first.get):
+            shape = asm.t(name).shape
+            size = math.prod(shape[1:] if per_sample else shape)
+            live = sorted((o, o + s) for n, o, s in placed if last[n] >= first[name])
+            off = 0
+            for lo, hi in live:              # first fit between the live ones
+                if off + size <= lo:
+                    break
+                off = max(off, hi)
+            placed.append((name, off, size))
+            offsets[name] = off
+            total = max(total, off + size)
+        out += [offsets, total]
+    return tuple(out)
 
 
 def _assembly_function(derived: Derived, name: str, used: set, tables: dict) -> dict:
@@ -234,9 +241,14 @@ def _assembly_function(derived: Derived, name: str, used: set, tables: dict) -> 
         decls.append(f"real *const {var} = ws + {offset_code(oa, ob)};  "
                      f"/* {_shape_str(curv.vars[var].shape)} */")
         ca, cb = oa + a, ob + b
-    offsets, per_sample = _allocate(asm)
+    offsets, per_sample, fixed, n_fixed = _allocate(asm)
+    wa, wb = curv.workspace_size
     for var, off in offsets.items():
         decls.append(f"real *const {var} = ws + {offset_code(ca + off, cb)};  "
+                     f"/* {_shape_str(asm.t(var).shape)} */")
+    for var, off in fixed.items():      # after the per-sample part and the curvature's
+        decls.append(f"real *const {var} = ws + "
+                     f"{offset_code(ca + max(wa, per_sample), cb + wb + off)};  "
                      f"/* {_shape_str(asm.t(var).shape)} */")
     for (var, rows, cols), (_, ob, _, _, _) in zip(asm.outputs, derived.layout(name)):
         decls.append(f"real *const {var} = out + {ob};  /* ({rows}, {cols}) */")
@@ -245,10 +257,9 @@ def _assembly_function(derived: Derived, name: str, used: set, tables: dict) -> 
                "lines": [f"bpg_curvature(N, {', '.join(asm.inputs)}, ws, "
                          f"ws + {offset_code(ca, cb)});"]}]
     blocks += [{"head": [op.equation(asm)[0]], "lines": op.c(asm, em)} for op in asm.ops]
-    wa, wb = curv.workspace_size
     params = (["int64_t N"] + [f"const real *restrict {a}" for a in asm.inputs]
               + ["real *restrict out", "real *restrict ws"])
-    return {"name": name, "decls": decls, "ws": (ca + max(wa, per_sample), cb + wb),
+    return {"name": name, "decls": decls, "ws": (ca + max(wa, per_sample), cb + wb + n_fixed),
             "blocks": blocks, "signature": f"void bpg_{name}({', '.join(params)})"}
 
 

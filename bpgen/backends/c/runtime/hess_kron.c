@@ -5,18 +5,16 @@
    i·cl + j, i < pl1 (al likewise); the J term (J NULL: none) only for
    i < pl1 - 1 (not on the bias columns).  For each q the rows (p, q) are one
    product akᵀ·R_q over the samples, R_q[n, (i,j)] = al[n,i]·M[n,q,j] + J·δ,
-   written straight into H (row stride ck·ld): BLAS when large enough.
-   upper (a diagonal block, k = l): only the entries with i >= p are needed
-   (bpg_hess_symmetrize mirrors the rest), so the rows of p in [p0, p0 + 8)
-   stop short of the columns i < p0.  R: N·pl1·cl elements. */
+   written straight into H (row stride ck·ld): BLAS when large enough
+   (bpg_hess_mirror then copies the block below the diagonal; diagonal
+   blocks: bpg_hess_kron_sym).  R: N·pl1·cl elements. */
 static inline void bpg_hess_kron(int64_t N, int64_t pk1, int64_t ck, int64_t pl1, int64_t cl,
                           const real *restrict ak, const real *restrict al,
                           const real *restrict M, const real *restrict J,
                           const real *restrict delta, real *restrict H, int64_t ld,
-                          real *restrict R, int upper)
+                          real *restrict R)
 {
-    enum { PB = 8 };    /* rows p per product of a diagonal block */
-    const int64_t w = pl1 * cl, pl = pl1 - 1, pb = upper ? PB : pk1;
+    const int64_t w = pl1 * cl, pl = pl1 - 1;
     for (int64_t q = 0; q < ck; q++) {
         for (int64_t n = 0; n < N; n++) {
             const real *restrict m = M + (n * ck + q) * cl;
@@ -37,21 +35,17 @@ static inline void bpg_hess_kron(int64_t N, int64_t pk1, int64_t ck, int64_t pl1
                 }
             }
         }
-        for (int64_t p0 = 0; p0 < pk1; p0 += pb) {
-            const int64_t m = p0 + pb < pk1 ? pb : pk1 - p0, c0 = upper ? p0 * cl : 0;
-            real *restrict C = H + (p0 * ck + q) * ld + c0;
-            if (bpg_blas_gemm_ld(1, 0, m, w - c0, N, ak + p0, pk1, R + c0, w, C, ck * ld,
-                                 BPG_BLAS_MIN_TN))
-                continue;
-            for (int64_t p = 0; p < m; p++) {
-                real *restrict c = C + p * ck * ld;
-                for (int64_t j = 0; j < w - c0; j++) c[j] = 0;
-                for (int64_t n = 0; n < N; n++) {
-                    const real s = ak[n * pk1 + p0 + p];
-                    const real *restrict r = R + n * w + c0;
-                    #pragma omp simd
-                    for (int64_t j = 0; j < w - c0; j++) c[j] += s * r[j];
-                }
+        real *restrict C = H + q * ld;
+        if (bpg_blas_gemm_ld(1, 0, pk1, w, N, ak, pk1, R, w, C, ck * ld, BPG_BLAS_MIN_TN))
+            continue;
+        for (int64_t p = 0; p < pk1; p++) {
+            real *restrict c = C + p * ck * ld;
+            for (int64_t j = 0; j < w; j++) c[j] = 0;
+            for (int64_t n = 0; n < N; n++) {
+                const real s = ak[n * pk1 + p];
+                const real *restrict r = R + n * w;
+                #pragma omp simd
+                for (int64_t j = 0; j < w; j++) c[j] += s * r[j];
             }
         }
     }
