@@ -574,8 +574,10 @@ def _structured_diag(mats, outs, n):
 
 
 def _sigmoid(z):
-    # 1 / (1 + exp(-z)) without overflow for large |z|
-    return numpy.exp(-numpy.logaddexp(0, -z))
+    # 1 / (1 + exp(-z)) without overflow for large |z|: with e = exp(-|z|),
+    # 1 / (1 + e) for z >= 0 and e / (1 + e) below (one exp, not three)
+    e = numpy.exp(-numpy.abs(z))
+    return numpy.where(z >= 0, 1, e) / (1 + e)
 
 
 def _softplus(z):
