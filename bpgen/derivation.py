@@ -176,7 +176,7 @@ def _hoist_independent(g: Graph, dep: set) -> set:
     becomes a map of the first part, computed once over whole sequences.
     Returns the new variables (which lowering must not inline back)."""
     dep_syms = {sp.Symbol(v) for v in dep}
-    made: dict = {}          # (expression, loop) -> variable
+    made: dict = {}          # expression -> its variable (None: not hoistable)
     inserts = []             # (position, op) for the first part
 
     def free(e):
@@ -188,7 +188,11 @@ def _hoist_independent(g: Graph, dep: set) -> set:
         args = [s.name for s in e.free_symbols if s.name in g.vars]
         if e not in made:
             before = len(g.ops)
-            name = g.map(e, base="hc")
+            try:
+                name = g.map(e, base="hc")
+            except ValueError:       # whole sequences and per-sample rows: left in place
+                made[e] = None
+                return e
             if len(g.ops) > before:              # a new op (not just a symbol)
                 new_op = g.ops.pop()
                 pos = max([g.producer[a] + 1 for a in args if a in g.producer] or [0])
@@ -197,7 +201,7 @@ def _hoist_independent(g: Graph, dep: set) -> set:
                     pos += 1             # not inside a loop's run of ops
                 inserts.append((pos, new_op))
             made[e] = name
-        return sp.Symbol(made[e])
+        return e if made[e] is None else sp.Symbol(made[e])
 
     def hoist(e):
         if free(e):
