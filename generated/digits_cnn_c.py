@@ -269,14 +269,15 @@ _INPUTS_CHEAPER = 4
 def _finite_or_blame(result, xm, ym, mats, vmats=(), extra=()):
     """``result`` when it is finite.  A result made non-finite by a NaN or
     inf in an input is refused: a ValueError naming that input.  (Only then
-    are the inputs scanned, so a finite call pays one reduction; unless the
+    are the inputs scanned, so a finite call pays two reductions; unless the
     result is much larger than the inputs, whose scan then comes first.)"""
     if result.size > _INPUTS_CHEAPER * (xm.size + sum(m.size for m in mats)):
         # a large result (a Hessian): the inputs are scanned first, as finite
         # inputs mean the result is returned whatever it holds
-        if all(_finite_fast(a) for a in [*mats, *vmats, *(a for _, a in extra)]):
+        if all(_finite(a) for a in [*mats, *vmats, *(a for _, a in extra)]):
             return result      # (x and y were checked when they came in)
-    if _finite_fast(result):
+    # max and min, not a sum: inf - inf would make the sum warn
+    if _finite(result):
         return result
     named = [("x", xm), ("y", ym)] + [(f"params[{k!r}]", m) for k, m in zip(PARAM_SHAPES, mats)]
     named += [(f"v[{k!r}]", m) for k, m in zip(PARAM_SHAPES, vmats)] + list(extra)
