@@ -1201,7 +1201,7 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
     }
 }
 
-/* ---- hessian: workspace 3600*N + 32768 elements ---- */
+/* ---- hessian: workspace 2458*N + 32768 elements ---- */
 void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const x_copy = ws + 0;  /* (N, 64) */
@@ -1221,16 +1221,14 @@ void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, cons
     real *const T_0 = ws + 1488*N;  /* (N, 64, 10) */
     real *const a1_0 = ws + 264*N;  /* (N, 65) */
     real *const a1_1 = ws + 329*N;  /* (N, 33) */
-    real *const R_0_0 = ws + 1488*N;  /* (N, 2080) */
-    real *const W_0 = ws + 3568*N;  /* (N, 32) */
+    real *const W_0 = ws + 1488*N;  /* (N, 32) */
     real *const J_0_1 = ws + 464*N;  /* (N, 32, 32) */
     real *const Z_0_1 = ws + 1488*N;  /* (N, 32, 10) */
     real *const M_0_1 = ws + 1808*N;  /* (N, 32, 10) */
     real *const R_0_1 = ws + 2128*N;  /* (N, 330) */
-    real *const R_1_1 = ws + 464*N;  /* (N, 330) */
-    real *const W_1 = ws + 794*N;  /* (N, 327) */
-    real *const G_0 = ws + 3600*N;  /* (32768) */
-    real *const G_1 = ws + 3600*N;  /* (32700) */
+    real *const W_1 = ws + 464*N;  /* (N, 327) */
+    real *const G_0 = ws + 2458*N;  /* (32768) */
+    real *const G_1 = ws + 2458*N;  /* (32700) */
     real *const H = out + 0;  /* (2410, 2410) */
 
     /* the per-sample quantities: the derived curvature program */
@@ -1285,7 +1283,7 @@ void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, cons
     for (int64_t i = 2080; i < 2400; i++) H[i*2411] += (real)0.0001;
 }
 
-/* ---- hessian_blocks: workspace 3600*N + 32768 elements ---- */
+/* ---- hessian_blocks: workspace 2128*N + 32768 elements ---- */
 void bpg_hessian_blocks(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const x_copy = ws + 0;  /* (N, 64) */
@@ -1305,12 +1303,10 @@ void bpg_hessian_blocks(int64_t N, const real *restrict x, const real *restrict 
     real *const T_0 = ws + 1488*N;  /* (N, 64, 10) */
     real *const a1_0 = ws + 264*N;  /* (N, 65) */
     real *const a1_1 = ws + 329*N;  /* (N, 33) */
-    real *const R_0_0 = ws + 1488*N;  /* (N, 2080) */
-    real *const W_0 = ws + 3568*N;  /* (N, 32) */
-    real *const R_1_1 = ws + 464*N;  /* (N, 330) */
-    real *const W_1 = ws + 794*N;  /* (N, 327) */
-    real *const G_0 = ws + 3600*N;  /* (32768) */
-    real *const G_1 = ws + 3600*N;  /* (32700) */
+    real *const W_0 = ws + 1488*N;  /* (N, 32) */
+    real *const W_1 = ws + 464*N;  /* (N, 327) */
+    real *const G_0 = ws + 2128*N;  /* (32768) */
+    real *const G_1 = ws + 2128*N;  /* (32700) */
     real *const H_0 = out + 0;  /* (2080, 2080) */
     real *const H_1 = out + 4326400;  /* (330, 330) */
 

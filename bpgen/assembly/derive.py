@@ -9,7 +9,8 @@ f''(z), δa, δz; the loss curvature) and the parameters, the ops of
 * for every pair of layers k <= l the block H[(W_k, b_k), (W_l, b_l)]: a
   Kronecker sum over samples with Λ_kl = ∂z_l/∂z_k·Λ_l, plus for k < l the
   commutation-type term through J_(k→l) = ∂a_(l-1)/∂z_k; each off-diagonal
-  block mirrored, each diagonal block symmetrised; then λ I from l2.
+  block mirrored (each diagonal block is exactly symmetric as written); then
+  λ I from l2.
 
 ``mode="blocks"`` keeps only the diagonal blocks, each its own output.
 Nothing here is specific to a backend: the ops print themselves.
@@ -70,9 +71,6 @@ def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembl
                        "a": curv.outputs[i_in], "d1": curv.outputs[i_d1],
                        "d2": curv.outputs[i_d2], "q": curv.outputs[i_q],
                        "delta": curv.outputs[i_dl], "wkey": wk})
-    clash = {f"lam_{x['i']}" for x in layers} & set(curv.vars)
-    if clash:
-        raise AssertionError(f"assembly names clash with the curvature's: {clash}")
 
     ops = []
     loss_src = curv.outputs[meta["curv_loss"]]
@@ -143,6 +141,12 @@ def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembl
         _l2(spec, ops, "H", 0, offset, [lay["wkey"] for lay in layers])
     asm = Assembly("hessian" if mode == "full" else "hessian_blocks", list(curv.inputs),
                    list(curv.outputs), tensors, ops, outputs)
+    # graph variables always carry a non-numeric suffix after a layer name
+    # (l0_XW, l0_d1, ...), so the names made here (lam_0, T_0, ...) cannot clash
+    clash = {n for n, t in tensors.items() if t.kind in ("temp", "output")} & (
+        set(curv.vars) | set(curv.inputs))
+    if clash:
+        raise AssertionError(f"assembly names clash with the curvature's: {sorted(clash)}")
     for op in ops:
         op.check(asm)
     return asm

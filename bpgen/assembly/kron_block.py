@@ -48,7 +48,8 @@ class KronBlock(AssemblyOp):
         return (self.out,)
 
     def scratch(self):
-        return tuple(x for x in (self.tmp, self.wtmp, self.gtmp) if x)
+        # in C: the tiles' buffers (k = l), or the Kronecker rows R_q (k < l)
+        return (self.wtmp, self.gtmp) if not self.j else (self.tmp,)
 
     def sizes(self, asm):
         """(pk + 1, ck, pl + 1, cl)."""
