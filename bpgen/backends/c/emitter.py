@@ -93,6 +93,7 @@ class _ColumnsEmitter(CEmitter):
         vs = [a for a in op.args if a in self.vvars]
         if op.prim != "matmul" or not vs:
             return lines
+        assert len(lines) == 2, lines      # the equation, one call of bpg_gemm_*
         r, c = self.shape(op.out, loop)
         cond = " && ".join(f"vnz_{v}" for v in vs)
         return (lines[:1] + [f"if ({cond}) {lines[1]}",
