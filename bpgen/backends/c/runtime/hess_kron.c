@@ -1,4 +1,4 @@
-/* The structured Hessian: one block between layers k <= l, written into H
+/* The structured Hessian: one block between layers k < l, written into H
    (row stride ld) at its first entry:
        H[(p,q), (i,j)] = Σ_n ak[n,p]·(al[n,i]·M[n,q,j] + J[n,q,i]·δ[n,j])
    with rows (p, q) = p·ck + q, p < pk1 (ak = [a_(k-1), 1]), columns (i, j) =
