@@ -106,10 +106,6 @@ _ITALIC_RUN = re.compile(r'<mrow>(?:<mi mathvariant="italic">[A-Za-z]</mi>){2,}<
 # ("h", level, text), ("p", text with $math$ and `code`), ("math", tex),
 # ("table", header, rows), ("grad_of", tex, code name)
 
-def _sub(name: str) -> str:
-    return r"\mathrm{" + name.replace("_", r"\_") + "}"
-
-
 def _dim_tex(d) -> str:
     a, b = dim_coeffs(d)
     if not a:

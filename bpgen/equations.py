@@ -17,6 +17,7 @@ from .ir import Op
 from .primitives import PRIMITIVES
 
 __all__ = ["op_equation", "op_rhs", "labels", "tex_label", "tex_names", "tex_text",
+           "tex_roman", "tex_key",
            "UNICODE_TEX"]
 
 #: the Unicode operators of the text notation and their LaTeX
@@ -190,3 +191,13 @@ def tex_text(text: str) -> str:
             run.append(ch)
     flush()
     return "".join(out)
+
+
+def tex_roman(name: str) -> str:
+    """A layer name as an upright LaTeX subscript: ``l0`` -> ``\\mathrm{l0}``."""
+    return r"\mathrm{" + name.replace("_", r"\_") + "}"
+
+
+def tex_key(key: str) -> str:
+    """A parameter key (``l0.W``, or several joined) in LaTeX typewriter."""
+    return r"\texttt{" + key.replace("_", r"\_") + "}"

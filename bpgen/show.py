@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .backends.common.emitter import Emitter
 from .derivation import assembly, program, structured
-from .equations import labels, op_equation, tex_label, tex_names
+from .equations import labels, op_equation, tex_key, tex_label, tex_names, tex_roman
 from .ir import Op
 from .layers import LAYER_TYPES
 from .network import derive
@@ -242,15 +242,6 @@ def _row(label: str) -> tuple:
     return row, tex_label(row)
 
 
-def _sub(name: str) -> str:
-    return r"\mathrm{" + name.replace("_", r"\_") + "}"
-
-
-def _key(key: str) -> str:
-    """A parameter key (``l0.W``) in LaTeX."""
-    return r"\texttt{" + key.replace("_", r"\_") + "}"
-
-
 def hessian_items(arch) -> list:
     """The content of ``bpgen show --hessian``: ``("title", text, latex)``,
     ``("text", prose, latex prose)`` (the LaTeX prose is plain ASCII with
@@ -323,8 +314,8 @@ def hessian_items(arch) -> list:
                       "(in, units) row-major, so the input factor comes first):"))
         for lay in dense:
             (fi, fo), k = lay.params[0].shape, lay.name
-            (a, at), lk = rows[k], _sub(k)
-            key = _key(k + ".W"), _key(k + ".b")
+            (a, at), lk = rows[k], tex_roman(k)
+            key = tex_key(k + ".W"), tex_key(k + ".b")
             items += [
                 ("eq", f"∇²L[{k}.W, {k}.W] = Σ_n ({a}ᵀ·{a}) ⊗ Λ_{k}" + lam,
                  rf"\nabla^{{2}} L[{key[0]}, {key[0]}] = \sum_n "
@@ -355,13 +346,14 @@ def hessian_items(arch) -> list:
                 items.append((
                     "eq", f"e.g. ∇²L[{k}.W, {m}.W] = Σ_n ({a}ᵀ·{b}) ⊗ Λ_{k},{m}"
                           f" + Σ_n {a}ᵀ ⊗ (D_{k} ⊗ δz_{m})  (commuted)",
-                    rf"\nabla^{{2}} L[{_key(k + '.W')}, {_key(m + '.W')}] = \sum_n "
+                    rf"\nabla^{{2}} L[{tex_key(k + '.W')}, {tex_key(m + '.W')}] = \sum_n "
                     rf"\left({{{at}}}^{{\top}} \cdot {bt}\right) \otimes "
-                    rf"\Lambda_{{{_sub(k)},{_sub(m)}}} + \sum_n {{{at}}}^{{\top}} \otimes "
-                    rf"\left(D_{{{_sub(k)}}} \otimes \delta z_{{{_sub(m)}}}\right)"
+                    rf"\Lambda_{{{tex_roman(k)},{tex_roman(m)}}} + "
+                    rf"\sum_n {{{at}}}^{{\top}} \otimes "
+                    rf"\left(D_{{{tex_roman(k)}}} \otimes \delta z_{{{tex_roman(m)}}}\right)"
                     r"\quad \text{(commuted)}", ""))
     for lay in recurrent:
-        k, lk = lay.name, _sub(lay.name)
+        k, lk = lay.name, tex_roman(lay.name)
         items += [
             ("text", f"The recurrent layer {k} shares Wx, Wh and its biases over the steps, "
                      "so its blocks are sums over pairs of steps (s, t), with "
@@ -375,12 +367,12 @@ def hessian_items(arch) -> list:
              r"earlier step's use of $\mathit{Wh}$):"),
             ("eq", f"∇²L[{k}.Wx, {k}.Wx] = Σ_n Σ_s Σ_t (x(s)ᵀ·x(t)) ⊗ Λ_{k}(s,t)"
                    f" + cross-time δ-terms through h_{k}(t-1)",
-             rf"\nabla^{{2}} L[{_key(k + '.Wx')}, {_key(k + '.Wx')}] = \sum_n \sum_s \sum_t "
+             rf"\nabla^{{2}} L[{tex_key(k + '.Wx')}, {tex_key(k + '.Wx')}] = \sum_n \sum_s \sum_t "
              rf"\left(x(s)^{{\top}} \cdot x(t)\right) \otimes \Lambda_{{{lk}}}(s,t) + "
              rf"\text{{cross-time }} \delta \text{{-terms through }} h_{{{lk}}}(t-1)", "")]
     if other:
         which = ", ".join(f"{lay.name}: {lay.type}" for lay in other)
-        which_tex = ", ".join(f"${_sub(lay.name)}$: {lay.type}" for lay in other)
+        which_tex = ", ".join(f"${tex_roman(lay.name)}$: {lay.type}" for lay in other)
         rest = "): their blocks come from Hessian-vector products, one column per parameter."
         items.append(("text", f"Other layers ({which}{rest}", f"Other layers ({which_tex}{rest}"))
     items.append(("text", "bpgen computes ∇²L·v without forming ∇²L: the R-operator "
@@ -405,7 +397,7 @@ def hessian_items(arch) -> list:
                   r"$\nabla^{2} L \cdot v$ for each parameter:"))
     for key, o in zip(spec.param_shapes, prog.outputs):
         items.append(("eq", f"(∇²L·v)[{key}] = {names.get(o, o)}",
-                      rf"(\nabla^{{2}} L \cdot v)[{_key(key)}] = {tn.get(o, o)}", ""))
+                      rf"(\nabla^{{2}} L \cdot v)[{tex_key(key)}] = {tn.get(o, o)}", ""))
     return items
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Tensor", "Assembly", "AssemblyOp", "ASSEMBLY_OPS", "register", "tt"]
+__all__ = ["Tensor", "Assembly", "AssemblyOp", "ASSEMBLY_OPS", "register"]
 
 #: every assembly op class by name (filled by :func:`register`)
 ASSEMBLY_OPS: dict = {}
@@ -85,8 +85,3 @@ class AssemblyOp:
 
     def check(self, asm: Assembly) -> None:
         """Raise AssertionError when the shapes of the tensors do not fit."""
-
-
-def tt(text: str) -> str:
-    """Parameter keys in LaTeX (typewriter, underscores escaped)."""
-    return r"\texttt{" + text.replace("_", r"\_") + "}"

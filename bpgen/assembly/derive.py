@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from ..equations import tex_label
+from ..equations import tex_label, tex_roman
 from ..spec import Spec
 from .base import Assembly, Tensor
 
@@ -32,10 +32,6 @@ _TILE_CHUNK = 32768
 
 def _t(name, shape, text, kind="temp", tex=None):
     return Tensor(name, tuple(shape), text, tex if tex is not None else tex_label(text), kind)
-
-
-def _rm(name: str) -> str:
-    return r"\mathrm{" + name.replace("_", r"\_") + "}"
 
 
 def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembly:
@@ -82,16 +78,16 @@ def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembl
         lay = layers[k]
         out, tmp = f"lam_{k}", f"T_{k}"
         tensors[out] = _t(out, ("N", lay["c"], lay["c"]), f"Λ_{lay['name']}",
-                          tex=rf"\Lambda_{{{_rm(lay['name'])}}}")
+                          tex=rf"\Lambda_{{{tex_roman(lay['name'])}}}")
         w = layers[k + 1]["w"] if k + 1 < len(layers) else None
         v = tensors[nxt].shape[1]
         tensors[tmp] = _t(tmp, ("N", 2 * lay["c"], v), f"T_{lay['name']}",
-                          tex=rf"T_{{{_rm(lay['name'])}}}")
+                          tex=rf"T_{{{tex_roman(lay['name'])}}}")
         ops.append(o.Sandwich(out, nxt, w, lay["d1"], lay["d2"], lay["q"], tmp))
         nxt = out
     for k, lay in enumerate(layers):
         tensors[f"a1_{k}"] = _t(f"a1_{k}", ("N", lay["p"] + 1), "ã_" + lay["name"],
-                                tex=rf"\tilde{{a}}_{{{_rm(lay['name'])}}}")
+                                tex=rf"\tilde{{a}}_{{{tex_roman(lay['name'])}}}")
         ops.append(o.AppendOnes(f"a1_{k}", lay["a"]))
 
     outputs = []
@@ -104,7 +100,7 @@ def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembl
         else:
             h, ld, r0 = f"H_{k}", lay["size"], 0
             tensors[h] = _t(h, (ld, ld), f"H_{lay['name']}", "output",
-                            tex=rf"H_{{{_rm(lay['name'])}}}")
+                            tex=rf"H_{{{tex_roman(lay['name'])}}}")
             outputs.append((h, ld, ld))
         tmp, wtmp, gtmp = f"R_{k}_{k}", f"W_{k}", f"G_{k}"
         c, pairs = lay["c"], (lay["p"] + 1) * (lay["p"] + 2) // 2
@@ -121,11 +117,11 @@ def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembl
             lm, prev = layers[m], layers[m - 1]
             j, z, mm, tmp = f"J_{k}_{m}", f"Z_{k}_{m}", f"M_{k}_{m}", f"R_{k}_{m}"
             pair = f"{lay['name']}→{lm['name']}"
-            pair_tex = rf"{_rm(lay['name'])} \to {_rm(lm['name'])}"
+            pair_tex = rf"{tex_roman(lay['name'])} \to {tex_roman(lm['name'])}"
             tensors[j] = _t(j, ("N", lay["c"], lm["p"]), f"J_{pair}", tex=f"J_{{{pair_tex}}}")
             tensors[z] = _t(z, ("N", lay["c"], lm["c"]), f"Z_{pair}", tex=f"Z_{{{pair_tex}}}")
             tensors[mm] = _t(mm, ("N", lay["c"], lm["c"]), f"Λ_{lay['name']},{lm['name']}",
-                             tex=rf"\Lambda_{{{_rm(lay['name'])},{_rm(lm['name'])}}}")
+                             tex=rf"\Lambda_{{{tex_roman(lay['name'])},{tex_roman(lm['name'])}}}")
             tensors[tmp] = _t(tmp, ("N", (lm["p"] + 1) * lm["c"]), "R")
             if m == k + 1:
                 ops.append(o.ChainStart(j, lay["d1"]))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import AssemblyOp, register, tt
+from ..equations import tex_key
+from .base import AssemblyOp, register
 
 
 @register
@@ -71,7 +72,7 @@ class KronBlock(AssemblyOp):
     def equation(self, asm):
         o, ak, al, m = (asm.t(x) for x in (self.out, self.ak, self.al, self.m))
         lhs = f"{o.text}[{self.rows}; {self.cols}]"
-        lhs_tex = rf"{o.tex}[{tt(self.rows)};\ {tt(self.cols)}]"
+        lhs_tex = rf"{o.tex}[{tex_key(self.rows)};\ {tex_key(self.cols)}]"
         if not self.j:
             return (f"{lhs} = Σ_n ({ak.text}[n]ᵀ·{al.text}[n]) ⊗ {m.text}[n]",
                     rf"{lhs_tex} = \sum_n \left({ak.tex}[n]^{{\top}} \cdot {al.tex}[n]\right)"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import AssemblyOp, register, tt
+from ..equations import tex_key
+from .base import AssemblyOp, register
 
 
 @register
@@ -34,8 +35,8 @@ class Mirror(AssemblyOp):
     def equation(self, asm):
         o = asm.t(self.out)
         return (f"{o.text}[{self.cols}; {self.rows}] = {o.text}[{self.rows}; {self.cols}]ᵀ",
-                rf"{o.tex}[{tt(self.cols)};\ {tt(self.rows)}] = "
-                rf"{o.tex}[{tt(self.rows)};\ {tt(self.cols)}]^{{\top}}")
+                rf"{o.tex}[{tex_key(self.cols)};\ {tex_key(self.rows)}] = "
+                rf"{o.tex}[{tex_key(self.rows)};\ {tex_key(self.cols)}]^{{\top}}")
 
     def numpy(self, asm):
         r, c = (f"{self.r0}:{self.r0 + self.nrows}", f"{self.c0}:{self.c0 + self.ncols}")
@@ -72,7 +73,7 @@ class AddL2(AssemblyOp):
     def equation(self, asm):
         o = asm.t(self.out)
         return (f"{o.text}[{self.key}; {self.key}] += λ I  (λ = {self.l2!r})",
-                rf"{o.tex}[{tt(self.key)};\ {tt(self.key)}] \mathrel{{+}}= "
+                rf"{o.tex}[{tex_key(self.key)};\ {tex_key(self.key)}] \mathrel{{+}}= "
                 rf"\lambda I \quad (\lambda = {self.l2!r})")
 
     def numpy(self, asm):
