@@ -64,6 +64,22 @@ BPG_SIMD_MATHF(erff)
 #endif
 #endif
 
+/* Each generated function is compiled three times, for AVX-512, AVX2 and
+   baseline x86-64 (GCC's target_clones); when the module is loaded, the
+   dynamic loader binds the copy this CPU can run (an ifunc), so a module
+   still runs on any x86-64.  The helpers here are `static inline`: each copy
+   gets them, and the vector math above, at its own width (2, 4 or 8
+   doubles).  Measured on an AVX-512 machine: 13-40% faster gradients than
+   the baseline copy alone, for about 2.5x the compile time.  BPG_NO_CLONES
+   (BPGEN_CLONES=0 at build time), another compiler or another CPU family:
+   one plain copy. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) \
+    && defined(__GLIBC__) && !defined(BPG_NO_CLONES)
+#define BPG_ENTRY __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BPG_ENTRY
+#endif
+
 /* Products with at least this many multiply-adds (M·Nc·K) go to the BLAS;
    smaller ones run inline, where the call overhead would dominate (measured
    crossovers, see docs/performance.md). */
@@ -459,7 +475,7 @@ static const int32_t bpg_table_7[64] = {
 };
 
 /* ---- forward: workspace 5200*N + 0 elements ---- */
-void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
 {
     real *const l0_P = ws + 0;  /* (64*N, 9) */
     real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
@@ -548,7 +564,7 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, c
 }
 
 /* ---- loss: workspace 5280*N + 1896 elements ---- */
-void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
 {
     real *const l0_P = ws + 0;  /* (64*N, 9) */
     real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
@@ -696,7 +712,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
 }
 
 /* ---- loss_and_grad: workspace 10680*N + 3760 elements ---- */
-void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
 {
     real *const l0_P = ws + 0;  /* (64*N, 9) */
     real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
@@ -994,7 +1010,7 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
 }
 
 /* ---- hvp: workspace 19176*N + 3656 elements ---- */
-void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const l0_P = ws + 0;  /* (64*N, 9) */
     real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
@@ -1377,7 +1393,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 }
 
 /* ---- ggn_vp: workspace 15576*N + 1864 elements ---- */
-void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const l0_P = ws + 0;  /* (64*N, 9) */
     real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
@@ -1712,7 +1728,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
 }
 
 /* ---- grad_factors: workspace 8072*N + 0 elements ---- */
-void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
 {
     real *const l0_PW = ws + 0;  /* (64*N, 8) */
     real *const l0_Z = ws + 512*N;  /* (64*N, 8) */
@@ -1927,7 +1943,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
 }
 
 /* ---- hessian_columns: workspace 19944*N + 5560 elements ---- */
-void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count)
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count)
 {
     real *const l0_P = ws + 0;  /* (64*N, 9) */
     real *const l0_PW = ws + 576*N;  /* (64*N, 8) */

@@ -64,6 +64,22 @@ BPG_SIMD_MATHF(erff)
 #endif
 #endif
 
+/* Each generated function is compiled three times, for AVX-512, AVX2 and
+   baseline x86-64 (GCC's target_clones); when the module is loaded, the
+   dynamic loader binds the copy this CPU can run (an ifunc), so a module
+   still runs on any x86-64.  The helpers here are `static inline`: each copy
+   gets them, and the vector math above, at its own width (2, 4 or 8
+   doubles).  Measured on an AVX-512 machine: 13-40% faster gradients than
+   the baseline copy alone, for about 2.5x the compile time.  BPG_NO_CLONES
+   (BPGEN_CLONES=0 at build time), another compiler or another CPU family:
+   one plain copy. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) \
+    && defined(__GLIBC__) && !defined(BPG_NO_CLONES)
+#define BPG_ENTRY __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BPG_ENTRY
+#endif
+
 /* Products with at least this many multiply-adds (M·Nc·K) go to the BLAS;
    smaller ones run inline, where the call overhead would dominate (measured
    crossovers, see docs/performance.md). */
@@ -404,7 +420,7 @@ static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real
 }
 
 /* ---- forward: workspace 80*N + 0 elements ---- */
-void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const l0_A = ws + 32*N;  /* (N, 32) */
@@ -439,7 +455,7 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, c
 }
 
 /* ---- loss: workspace 160*N + 2392 elements ---- */
-void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const l0_A = ws + 32*N;  /* (N, 32) */
@@ -526,7 +542,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
 }
 
 /* ---- loss_and_grad: workspace 248*N + 4760 elements ---- */
-void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const l0_A = ws + 32*N;  /* (N, 32) */
@@ -673,7 +689,7 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
 }
 
 /* ---- hvp: workspace 424*N + 2688 elements ---- */
-void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const r_l0_XW_b = ws + 32*N;  /* (N, 32) */
@@ -840,7 +856,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 }
 
 /* ---- ggn_vp: workspace 344*N + 2368 elements ---- */
-void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const r_l0_XW_b = ws + 32*N;  /* (N, 32) */
@@ -989,7 +1005,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
 }
 
 /* ---- grad_factors: workspace 136*N + 0 elements ---- */
-void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const l1_XW = ws + 32*N;  /* (N, 10) */
@@ -1079,7 +1095,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
 }
 
 /* ---- curvature: workspace 136*N + 0 elements ---- */
-void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (N, 32) */
     real *const l0_Z = ws + 32*N;  /* (N, 32) */
@@ -1202,7 +1218,7 @@ void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, co
 }
 
 /* ---- hessian: workspace 2458*N + 32768 elements ---- */
-void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const x_copy = ws + 0;  /* (N, 64) */
     real *const l0_d1 = ws + 64*N;  /* (N, 32) */
@@ -1284,7 +1300,7 @@ void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, cons
 }
 
 /* ---- hessian_blocks: workspace 2128*N + 32768 elements ---- */
-void bpg_hessian_blocks(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_hessian_blocks(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const x_copy = ws + 0;  /* (N, 64) */
     real *const l0_d1 = ws + 64*N;  /* (N, 32) */

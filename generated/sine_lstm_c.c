@@ -64,6 +64,22 @@ BPG_SIMD_MATHF(erff)
 #endif
 #endif
 
+/* Each generated function is compiled three times, for AVX-512, AVX2 and
+   baseline x86-64 (GCC's target_clones); when the module is loaded, the
+   dynamic loader binds the copy this CPU can run (an ifunc), so a module
+   still runs on any x86-64.  The helpers here are `static inline`: each copy
+   gets them, and the vector math above, at its own width (2, 4 or 8
+   doubles).  Measured on an AVX-512 machine: 13-40% faster gradients than
+   the baseline copy alone, for about 2.5x the compile time.  BPG_NO_CLONES
+   (BPGEN_CLONES=0 at build time), another compiler or another CPU family:
+   one plain copy. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) \
+    && defined(__GLIBC__) && !defined(BPG_NO_CLONES)
+#define BPG_ENTRY __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BPG_ENTRY
+#endif
+
 /* Products with at least this many multiply-adds (M·Nc·K) go to the BLAS;
    smaller ones run inline, where the call overhead would dominate (measured
    crossovers, see docs/performance.md). */
@@ -220,7 +236,7 @@ static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real
 }
 
 /* ---- forward: workspace 3448*N + 0 elements ---- */
-void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -299,7 +315,7 @@ void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, 
 }
 
 /* ---- loss: workspace 3488*N + 8 elements ---- */
-void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -394,7 +410,7 @@ void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const r
 }
 
 /* ---- loss_and_grad: workspace 7776*N + 8 elements ---- */
-void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -633,7 +649,7 @@ void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y
 }
 
 /* ---- hvp: workspace 16360*N + 2080 elements ---- */
-void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
@@ -1047,7 +1063,7 @@ void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const re
 }
 
 /* ---- ggn_vp: workspace 12960*N + 2048 elements ---- */
-void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
@@ -1383,7 +1399,7 @@ void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const
 }
 
 /* ---- grad_factors: workspace 5824*N + 0 elements ---- */
-void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -1589,7 +1605,7 @@ void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y,
 }
 
 /* ---- hessian_columns: workspace 19464*N + 3256 elements ---- */
-void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count)
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */

@@ -15,7 +15,7 @@ from ...shapes import size_coeffs
 from ..common.context import module_context
 from ..common.emitter import (Emitter, c_size, common_runtime, environment, offset_code,
                               runtime_source)
-from .build import BUILD
+from . import build
 from .fastcall import CDEF as FASTCALL_CDEF, fastcall_source
 
 __all__ = ["CEmitter", "emit"]
@@ -283,14 +283,14 @@ def emit(derived: Derived, module: str) -> tuple:
     c_source = _env.get_template("module.c.j2").render(
         **common, functions=functions, runtime=runtime, fastcall=fastcall,
         tables=[_table_lines(values, name) for values, name in tables.items()],
-        defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else []) + list(BUILD.defines))
+        defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else []) + list(build.BUILD.defines))
     cdef = "\n".join([f"{f['signature']};" for f in functions]
                      + ["void bpg_set_threads(int n);"]
                      + (FASTCALL_CDEF if fastcall else [])).replace("restrict ", "")
     cdef = cdef.replace("real", ctype)
     # named by the code's own hash and the build configuration: a changed
     # generator or compiler flag never reuses a stale extension
-    code_hash = hashlib.sha256((c_source + cdef + BUILD.key()).encode()).hexdigest()
+    code_hash = hashlib.sha256((c_source + cdef + build.BUILD.key()).encode()).hexdigest()
     ext_name = f"_bpgen_{spec.name}_{code_hash[:12]}"
     wrapper = _env.get_template("wrapper.py.j2").render(
         **common, ext_name=ext_name, cdef=cdef, ctype=ctype, c_file=f"{module}.c",
