@@ -69,10 +69,12 @@ BPG_SIMD_MATHF(erff)
    dynamic loader binds the copy this CPU can run (an ifunc), so a module
    still runs on any x86-64.  The helpers here are `static inline`: each copy
    gets them, and the vector math above, at its own width (2, 4 or 8
-   doubles).  Measured on an AVX-512 machine: 13-40% faster gradients than
-   the baseline copy alone, for about 2.5x the compile time.  BPG_NO_CLONES
-   (BPGEN_CLONES=0 at build time), another compiler or another CPU family:
-   one plain copy. */
+   doubles).  The Hessian's large helpers, which are not inlined, are cloned
+   themselves (the matrix products' are not: a tiny product would then pay
+   an indirect call).  Measured on an AVX-512 machine: gradients 13-40%
+   faster than with the baseline copy alone, for ~2.5x the compile time.
+   BPG_NO_CLONES (BPGEN_CLONES=0 at build time), another compiler or another
+   CPU family: one plain copy. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) \
     && defined(__GLIBC__) && !defined(BPG_NO_CLONES)
 #define BPG_ENTRY __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -222,11 +224,11 @@ static inline void bpg_hess_chain_start(int64_t N, int64_t u, const real *restri
    written straight into H (row stride ck·ld): BLAS when large enough
    (bpg_hess_mirror then copies the block below the diagonal; diagonal
    blocks: bpg_hess_kron_sym).  R: N·pl1·cl elements. */
-static inline void bpg_hess_kron(int64_t N, int64_t pk1, int64_t ck, int64_t pl1, int64_t cl,
-                          const real *restrict ak, const real *restrict al,
-                          const real *restrict M, const real *restrict J,
-                          const real *restrict delta, real *restrict H, int64_t ld,
-                          real *restrict R)
+static BPG_ENTRY void bpg_hess_kron(int64_t N, int64_t pk1, int64_t ck, int64_t pl1, int64_t cl,
+                             const real *restrict ak, const real *restrict al,
+                             const real *restrict M, const real *restrict J,
+                             const real *restrict delta, real *restrict H, int64_t ld,
+                             real *restrict R)
 {
     const int64_t w = pl1 * cl, pl = pl1 - 1;
     for (int64_t q = 0; q < ck; q++) {
@@ -273,9 +275,9 @@ static inline void bpg_hess_kron(int64_t N, int64_t pk1, int64_t ck, int64_t pl1
    chunk of pc pairs, BLAS when large enough), written at (p, i) and, from
    cache, transposed at (i, p): no pass over H reads it back.  Tiles p = i
    are averaged with their transposes.  W: N·pc elements, G: pc·c·c. */
-static inline void bpg_hess_kron_sym(int64_t N, int64_t p1, int64_t c, const real *restrict a,
-                                     const real *restrict M, real *restrict H, int64_t ld,
-                                     real *restrict W, real *restrict G, int64_t pc)
+static BPG_ENTRY void bpg_hess_kron_sym(int64_t N, int64_t p1, int64_t c, const real *restrict a,
+                                        const real *restrict M, real *restrict H, int64_t ld,
+                                        real *restrict W, real *restrict G, int64_t pc)
 {
     const int64_t cc = c * c;
     int64_t p = 0, i = 0;                      /* the next pair, p <= i */
@@ -338,8 +340,8 @@ static inline void bpg_hess_loss(int64_t N, int64_t K, const real *restrict src,
 /* The structured Hessian's symmetry: an off-diagonal block (rows x cols at A,
    row stride ld) copied transposed to B, in 32 x 32 tiles (the strided side
    of each tile stays in cache). */
-static inline void bpg_hess_mirror(int64_t rows, int64_t cols, const real *restrict A,
-                            real *restrict B, int64_t ld)
+static BPG_ENTRY void bpg_hess_mirror(int64_t rows, int64_t cols, const real *restrict A,
+                               real *restrict B, int64_t ld)
 {
     enum { TILE = 32 };
     for (int64_t i0 = 0; i0 < rows; i0 += TILE)

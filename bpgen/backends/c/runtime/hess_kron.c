@@ -8,11 +8,11 @@
    written straight into H (row stride ck·ld): BLAS when large enough
    (bpg_hess_mirror then copies the block below the diagonal; diagonal
    blocks: bpg_hess_kron_sym).  R: N·pl1·cl elements. */
-static inline void bpg_hess_kron(int64_t N, int64_t pk1, int64_t ck, int64_t pl1, int64_t cl,
-                          const real *restrict ak, const real *restrict al,
-                          const real *restrict M, const real *restrict J,
-                          const real *restrict delta, real *restrict H, int64_t ld,
-                          real *restrict R)
+static BPG_ENTRY void bpg_hess_kron(int64_t N, int64_t pk1, int64_t ck, int64_t pl1, int64_t cl,
+                             const real *restrict ak, const real *restrict al,
+                             const real *restrict M, const real *restrict J,
+                             const real *restrict delta, real *restrict H, int64_t ld,
+                             real *restrict R)
 {
     const int64_t w = pl1 * cl, pl = pl1 - 1;
     for (int64_t q = 0; q < ck; q++) {

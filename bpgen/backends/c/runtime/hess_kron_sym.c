@@ -6,9 +6,9 @@
    chunk of pc pairs, BLAS when large enough), written at (p, i) and, from
    cache, transposed at (i, p): no pass over H reads it back.  Tiles p = i
    are averaged with their transposes.  W: N·pc elements, G: pc·c·c. */
-static inline void bpg_hess_kron_sym(int64_t N, int64_t p1, int64_t c, const real *restrict a,
-                                     const real *restrict M, real *restrict H, int64_t ld,
-                                     real *restrict W, real *restrict G, int64_t pc)
+static BPG_ENTRY void bpg_hess_kron_sym(int64_t N, int64_t p1, int64_t c, const real *restrict a,
+                                        const real *restrict M, real *restrict H, int64_t ld,
+                                        real *restrict W, real *restrict G, int64_t pc)
 {
     const int64_t cc = c * c;
     int64_t p = 0, i = 0;                      /* the next pair, p <= i */

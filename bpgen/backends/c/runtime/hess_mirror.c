@@ -1,8 +1,8 @@
 /* The structured Hessian's symmetry: an off-diagonal block (rows x cols at A,
    row stride ld) copied transposed to B, in 32 x 32 tiles (the strided side
    of each tile stays in cache). */
-static inline void bpg_hess_mirror(int64_t rows, int64_t cols, const real *restrict A,
-                            real *restrict B, int64_t ld)
+static BPG_ENTRY void bpg_hess_mirror(int64_t rows, int64_t cols, const real *restrict A,
+                               real *restrict B, int64_t ld)
 {
     enum { TILE = 32 };
     for (int64_t i0 = 0; i0 < rows; i0 += TILE)
