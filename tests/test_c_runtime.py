@@ -81,6 +81,7 @@ void w_sumall(int64_t R, int64_t C, const double *A, double *out);
 void w_rowmax(int64_t R, int64_t C, const double *A, double *out);
 void w_copy_cols(int64_t R, int64_t W, const double *A, int64_t CA, int64_t from,
                  double *B, int64_t CB, int64_t to);
+int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K);
 """
 
 WRAPPERS = """
@@ -92,6 +93,12 @@ double w_softplus(double z) { return bpg_softplus(z); }
 GEMM_WRAPPER(nn)
 GEMM_WRAPPER(tn)
 GEMM_WRAPPER(nt)
+#ifdef BPG_BLAS
+int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
+{ return bpg_blas_chunk(ta, tb, M, Nc, K); }
+#else
+int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K) { return -1; }
+#endif
 #define REDUCE_WRAPPER(f) \\
     void w_##f(int64_t R, int64_t C, const double *A, double *out) { bpg_##f(R, C, A, out); }
 REDUCE_WRAPPER(colsum)
@@ -150,7 +157,9 @@ def _rel_err(got, ref):
     return np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-300)
 
 
-SHAPES = [(1, 1, 1), (1, 5, 3), (4, 1, 6), (3, 7, 1), (2, 3, 5), (9, 4, 13), (17, 11, 8)]
+SHAPES = [(1, 1, 1), (1, 5, 3), (4, 1, 6), (3, 7, 1), (2, 3, 5), (9, 4, 13), (17, 11, 8),
+          # done by the BLAS in column chunks (bpg_blas_chunk): nn, and nt too
+          (16, 512, 128), (16, 128, 512), (32, 96, 400), (16, 520, 128)]
 
 
 @pytest.mark.parametrize("M,Nc,K", SHAPES)
@@ -167,6 +176,25 @@ def test_gemm(rt, M, Nc, K):
         C = np.full((M, Nc), np.nan)    # the helpers must overwrite, not accumulate
         fn(M, Nc, K, _ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, C))
         assert _rel_err(C, ref) < 1e-12, fn
+
+
+def test_blas_column_chunks(rt):
+    """Which products the BLAS does in column chunks, and how wide."""
+    ffi, lib = rt
+    if lib.w_blas_chunk(0, 0, 1, 1, 1) == -1:
+        pytest.skip("products run inline")
+    chunk = lib.w_blas_chunk
+    assert chunk(0, 0, 16, 512, 128) == 256          # an LSTM step's h·Wh: 2 chunks
+    assert chunk(0, 1, 16, 128, 512) == 64           # its δ·Whᵀ (K >= 2·Nc)
+    assert chunk(0, 0, 32, 1024, 256) == 64          # 16 chunks
+    assert chunk(0, 1, 32, 96, 400) == 48
+    for args in [(0, 0, 16, 256, 128),              # fits the small kernels already
+                 (0, 0, 33, 512, 128),              # more rows
+                 (1, 0, 16, 512, 128),              # A transposed
+                 (0, 1, 16, 512, 128),              # B transposed, K < 2·Nc
+                 (0, 0, 8, 4096, 512),              # would take more than 16 chunks
+                 (0, 0, 16, 520, 128)]:             # no equal chunks 16k wide
+        assert chunk(*args) == args[3], args
 
 
 @pytest.mark.parametrize("R,C", [(1, 1), (1, 6), (5, 1), (4, 7), (13, 3)])
