@@ -2344,18 +2344,20 @@ static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
     return 1;
 }
 
-/* every one of n entries finite (a NaN or inf makes the sum NaN) */
-static int bpgf_finite(const real *a, size_t n)
+/* every one of n entries finite (a - a is 0, not NaN); an OR of flags
+   rather than a sum, which would wait on each add's latency; one copy per
+   vector width, like the generated functions */
+static BPG_ENTRY int bpgf_finite(const real *a, size_t n)
 {
-    real acc = 0;
-#pragma omp simd reduction(+:acc)
+    int bad = 0;
+#pragma omp simd reduction(|:bad)
     for (size_t i = 0; i < n; i++)
-        acc += a[i] - a[i];
-    return acc == 0;
+        bad |= !(a[i] - a[i] == 0);
+    return !bad;
 }
 
 /* every one of n entries in [0, 1] (NaN and inf are not) */
-static int bpgf_unit_interval(const real *a, size_t n)
+static BPG_ENTRY int bpgf_unit_interval(const real *a, size_t n)
 {
     int bad = 0;
 #pragma omp simd reduction(|:bad)
