@@ -97,6 +97,10 @@ class CPrinter(C99CodePrinter):
         self.helpers.add("softplus")
         return f"bpg_softplus({self._print(e.args[0])})"
 
+    def _print_tanh(self, e):
+        self.helpers.add("tanh")
+        return f"bpg_tanh({self._print(e.args[0])})"
+
     def _print_Piecewise(self, e):
         *pairs, last = e.args
         out = self._print(last.expr)

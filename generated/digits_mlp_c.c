@@ -453,6 +453,23 @@ static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real
     out[0] = (real)acc;
 }
 
+/* tanh, written so that elementwise loops over it vectorise at the speed of
+   expm1: tanh|z| = -t / (2 + t) with t = expm1(-2|z|) in (-1, 0], the sign
+   restored by copysign (no cancellation near 0, no overflow for large |z|;
+   NaN stays NaN, ±inf gives ±1).  In double, libmvec's vector expm1 makes
+   this 1.8x as fast as its vector tanh (0.99 against 1.82 ns per element,
+   AVX-512) at 3.4 ulp instead of 1.2; its float tanhf is faster than the
+   expm1f form, so float keeps it. */
+static inline real bpg_tanh(real z)
+{
+#ifdef BPG_FLOAT32
+    return tanhf(z);
+#else
+    const real t = expm1(-2 * fabs(z));
+    return copysign(-t / (2 + t), z);
+#endif
+}
+
 /* ---- forward: workspace 80*N + 0 elements ---- */
 BPG_ENTRY void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
@@ -471,7 +488,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict x, const real *restri
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
+            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
         }
     }
     /* l1: affine part */
@@ -518,7 +535,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict x, const real *restrict 
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
+            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
         }
     }
     /* l1: affine part */
@@ -615,7 +632,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
+            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
         }
     }
     /* l1: affine part */
@@ -766,7 +783,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
+            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
         }
     }
     /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
@@ -929,7 +946,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
+            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
         }
     }
     /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
@@ -1064,7 +1081,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = tanh(l0_XW[k] + l0_b[cc]);
+            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
         }
     }
     /* l1: affine part */
@@ -1166,7 +1183,7 @@ BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict x, const real *rest
     /* l0: activation tanh */
     /* l0_A = tanh(l0_Z) */
     #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) l0_A[k] = tanh(l0_Z[k]);
+    for (int64_t k = 0; k < 32*N; k++) l0_A[k] = bpg_tanh(l0_Z[k]);
     /* l1: affine part */
     /* l1_XW = l0_A·l1_W */
     bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
@@ -1225,11 +1242,11 @@ BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict x, const real *rest
     /* total gradients */
     /* l0_d1 = 1 - tanh(l0_Z)^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) l0_d1[k] = 1 - ((tanh(l0_Z[k]))*(tanh(l0_Z[k])));
+    for (int64_t k = 0; k < 32*N; k++) l0_d1[k] = 1 - ((bpg_tanh(l0_Z[k]))*(bpg_tanh(l0_Z[k])));
     /* l0_d2 = 2 (-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z) */
     #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) {
-        const real cse0 = tanh(l0_Z[k]);
+        const real cse0 = bpg_tanh(l0_Z[k]);
         l0_d2[k] = 2*cse0*(((cse0)*(cse0)) - 1);
     }
     /* x_copy = x */

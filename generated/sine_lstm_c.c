@@ -269,6 +269,23 @@ static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real
     out[0] = (real)acc;
 }
 
+/* tanh, written so that elementwise loops over it vectorise at the speed of
+   expm1: tanh|z| = -t / (2 + t) with t = expm1(-2|z|) in (-1, 0], the sign
+   restored by copysign (no cancellation near 0, no overflow for large |z|;
+   NaN stays NaN, ±inf gives ±1).  In double, libmvec's vector expm1 makes
+   this 1.8x as fast as its vector tanh (0.99 against 1.82 ns per element,
+   AVX-512) at 3.4 ulp instead of 1.2; its float tanhf is faster than the
+   expm1f form, so float keeps it. */
+static inline real bpg_tanh(real z)
+{
+#ifdef BPG_FLOAT32
+    return tanhf(z);
+#else
+    const real t = expm1(-2 * fabs(z));
+    return copysign(-t / (2 + t), z);
+#endif
+}
+
 /* ---- forward: workspace 3448*N + 0 elements ---- */
 BPG_ENTRY void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
@@ -331,11 +348,11 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict x, const real *restri
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = l0_cprev[k]*bpg_sigmoid(l0_G_1[k]) + tanh(l0_G_2[k])*bpg_sigmoid(l0_G_0[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = l0_cprev[k]*bpg_sigmoid(l0_G_1[k]) + bpg_tanh(l0_G_2[k])*bpg_sigmoid(l0_G_0[k]);
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = σ(l0_G_3) ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = tanh((l0_C + t*16*N)[k])*bpg_sigmoid(l0_G_3[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = bpg_tanh((l0_C + t*16*N)[k])*bpg_sigmoid(l0_G_3[k]);
     }
 
     /* forward pass (continued) */
@@ -414,11 +431,11 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict x, const real *restrict 
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = l0_cprev[k]*bpg_sigmoid(l0_G_1[k]) + tanh(l0_G_2[k])*bpg_sigmoid(l0_G_0[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = l0_cprev[k]*bpg_sigmoid(l0_G_1[k]) + bpg_tanh(l0_G_2[k])*bpg_sigmoid(l0_G_0[k]);
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = σ(l0_G_3) ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = tanh((l0_C + t*16*N)[k])*bpg_sigmoid(l0_G_3[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = bpg_tanh((l0_C + t*16*N)[k])*bpg_sigmoid(l0_G_3[k]);
     }
 
     /* forward pass (continued) */
@@ -538,7 +555,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = tanh(l0_G_2[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = bpg_tanh(l0_G_2[k]);
         /* l0_G_3 = l0_G[:, 48:64] */
         bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
         /* l0: output gate */
@@ -552,7 +569,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
     }
 
     /* forward pass (continued) */
@@ -625,7 +642,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
+        for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((bpg_tanh((l0_C + t*16*N)[k]))*(bpg_tanh((l0_C + t*16*N)[k]))));
         /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = d_l0_C_1[k]*(l0_f + t*16*N)[k];
@@ -634,7 +651,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *
         /*   (l0: output gate) */
         /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*bpg_tanh((l0_C + t*16*N)[k]);
 
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
@@ -856,7 +873,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = tanh(l0_G_2[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = bpg_tanh(l0_G_2[k]);
         /* r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_l0_g + t*16*N)[k] = r_l0_G_2[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
@@ -881,11 +898,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
         /* r_l0_H = r_l0_o ⊙ tanh(l0_C) + l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) {
-            const real cse0 = tanh((l0_C + t*16*N)[k]);
+            const real cse0 = bpg_tanh((l0_C + t*16*N)[k]);
             (r_l0_H + t*16*N)[k] = cse0*(r_l0_o + t*16*N)[k] + (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse0)*(cse0)));
         }
     }
@@ -983,17 +1000,17 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
         for (int64_t k = 0; k < 16*N; k++) r_d_l0_H_1[k] = r_carry_l0_H[k] + (r_d_l0_H + t*16*N)[k];
         /* d_l0_o = d_l0_H_1 ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_o[k] = d_l0_H_1[k]*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) d_l0_o[k] = d_l0_H_1[k]*bpg_tanh((l0_C + t*16*N)[k]);
 
         /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
+        for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((bpg_tanh((l0_C + t*16*N)[k]))*(bpg_tanh((l0_C + t*16*N)[k]))));
         /* r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) {
-            const real cse0 = tanh((l0_C + t*16*N)[k]);
+            const real cse0 = bpg_tanh((l0_C + t*16*N)[k]);
             r_d_l0_C_1[k] = -cse0*d_l0_H_1[k]*(l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(2 - 2*((cse0)*(cse0))) + d_l0_H_1[k]*(r_l0_o + t*16*N)[k]*(1 - ((cse0)*(cse0))) + (l0_o + t*16*N)[k]*r_d_l0_H_1[k]*(1 - ((cse0)*(cse0))) + r_carry_l0_C[k];
         }
         /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
@@ -1020,7 +1037,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
         /* r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (r_d_l0_H_1 ⊙ tanh(l0_C) + d_l0_H_1 ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2)) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) {
-            const real cse1 = tanh((l0_C + t*16*N)[k]);
+            const real cse1 = bpg_tanh((l0_C + t*16*N)[k]);
             r_d_l0_G_3[k] = (l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*(cse1*r_d_l0_H_1[k] + d_l0_H_1[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse1)*(cse1)))) + (r_l0_o + t*16*N)[k]*(-d_l0_o[k]*(l0_o + t*16*N)[k] + d_l0_o[k]*(1 - (l0_o + t*16*N)[k]));
         }
 
@@ -1240,7 +1257,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = tanh(l0_G_2[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = bpg_tanh(l0_G_2[k]);
         /* l0_G_3 = l0_G[:, 48:64] */
         bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
         /* r_l0_G_3 = r_l0_G[:, 48:64] */
@@ -1259,11 +1276,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
         /* r_l0_H = l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) {
-            const real cse0 = tanh((l0_C + t*16*N)[k]);
+            const real cse0 = bpg_tanh((l0_C + t*16*N)[k]);
             (r_l0_H + t*16*N)[k] = cse0*(l0_o + t*16*N)[k]*r_l0_G_3[k]*(1 - (l0_o + t*16*N)[k]) + (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse0)*(cse0)));
         }
     }
@@ -1328,7 +1345,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_2 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_C_2[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
+        for (int64_t k = 0; k < 16*N; k++) d_l0_C_2[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((bpg_tanh((l0_C + t*16*N)[k]))*(bpg_tanh((l0_C + t*16*N)[k]))));
 
         /* Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)  (not stored in this function: r_l0_o) */
         /* d_r_l0_G_3 = 0 */
@@ -1339,7 +1356,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
         /*   (l0: output gate) */
         /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*bpg_tanh((l0_C + t*16*N)[k]);
 
         /* Grad of: r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)  (not stored in this function: r_l0_g) */
         /* d_r_l0_G_2 = 0 */
@@ -1520,7 +1537,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = tanh(l0_G_2[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = bpg_tanh(l0_G_2[k]);
         /* l0_G_3 = l0_G[:, 48:64] */
         bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
         /* l0: output gate */
@@ -1534,7 +1551,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
     }
 
     /* forward pass (continued) */
@@ -1590,7 +1607,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
+        for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((bpg_tanh((l0_C + t*16*N)[k]))*(bpg_tanh((l0_C + t*16*N)[k]))));
         /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = d_l0_C_1[k]*(l0_f + t*16*N)[k];
@@ -1599,7 +1616,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
         /*   (l0: output gate) */
         /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*bpg_tanh((l0_C + t*16*N)[k]);
 
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
@@ -1782,7 +1799,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = tanh(l0_G_2[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = bpg_tanh(l0_G_2[k]);
         /* l0_G_3 = l0_G[:, 48:64] */
         bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
         /* l0: output gate */
@@ -1796,16 +1813,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
     }
 
     /* forward pass (continued) */
     /* hc_1 = l0_o ⊙ (1 - tanh(l0_C)^∘2) */
     #pragma omp simd
-    for (int64_t k = 0; k < 320*N; k++) hc_1[k] = l0_o[k]*(1 - ((tanh(l0_C[k]))*(tanh(l0_C[k]))));
+    for (int64_t k = 0; k < 320*N; k++) hc_1[k] = l0_o[k]*(1 - ((bpg_tanh(l0_C[k]))*(bpg_tanh(l0_C[k]))));
     /* hc = tanh(l0_C) */
     #pragma omp simd
-    for (int64_t k = 0; k < 320*N; k++) hc[k] = tanh(l0_C[k]);
+    for (int64_t k = 0; k < 320*N; k++) hc[k] = bpg_tanh(l0_C[k]);
     /* l1: affine part */
     /* l1_XW = l0_H·l1_W */
     bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
@@ -1855,13 +1872,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
         for (int64_t k = 0; k < 16*N; k++) (d_l0_H_1 + t*16*N)[k] = carry_l0_H[k] + (d_l0_H + t*16*N)[k];
         /* d_l0_o = d_l0_H_1 ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_o + t*16*N)[k] = (d_l0_H_1 + t*16*N)[k]*tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) (d_l0_o + t*16*N)[k] = (d_l0_H_1 + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
 
         /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_C_1 + t*16*N)[k] = carry_l0_C[k] + (d_l0_H_1 + t*16*N)[k]*(l0_o + t*16*N)[k]*(1 - ((tanh((l0_C + t*16*N)[k]))*(tanh((l0_C + t*16*N)[k]))));
+        for (int64_t k = 0; k < 16*N; k++) (d_l0_C_1 + t*16*N)[k] = carry_l0_C[k] + (d_l0_H_1 + t*16*N)[k]*(l0_o + t*16*N)[k]*(1 - ((bpg_tanh((l0_C + t*16*N)[k]))*(bpg_tanh((l0_C + t*16*N)[k]))));
         /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(l0_f + t*16*N)[k];
@@ -1916,12 +1933,12 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
     /* hc_3 = -d_l0_H_1 ⊙ l0_o ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C) */
     #pragma omp simd
     for (int64_t k = 0; k < 320*N; k++) {
-        const real cse0 = tanh(l0_C[k]);
+        const real cse0 = bpg_tanh(l0_C[k]);
         hc_3[k] = -cse0*d_l0_H_1[k]*l0_o[k]*(2 - 2*((cse0)*(cse0)));
     }
     /* hc_2 = d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) */
     #pragma omp simd
-    for (int64_t k = 0; k < 320*N; k++) hc_2[k] = d_l0_H_1[k]*(1 - ((tanh(l0_C[k]))*(tanh(l0_C[k]))));
+    for (int64_t k = 0; k < 320*N; k++) hc_2[k] = d_l0_H_1[k]*(1 - ((bpg_tanh(l0_C[k]))*(bpg_tanh(l0_C[k]))));
 
     /* one direction at a time: out row j - first = H·v_j, v_j = e_j (rows first .. first+count-1 of the Hessian, 1169 x 1169) or row j - first of V */
     memset(vbuf, 0, sizeof(real)*1169);

@@ -13,7 +13,7 @@ from bpgen.backends.c.build import BUILD
 
 RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "bpgen", "backends", "c", "runtime")
-HELPERS = ["sigmoid", "softplus", "gemm_nn", "gemm_tn", "gemm_nt", "colsum", "rowsum",
+HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt", "colsum", "rowsum",
            "sumall", "copy_cols", "rowmax", "gather", "scatter", "take_argmax", "put_argmax",
            # the structured Hessian's assembly (bpgen/assembly; numerics: test_assembly.py)
            "hess_loss", "hess_transpose", "hess_scale", "hess_ones", "hess_chain_start",
@@ -71,6 +71,8 @@ def test_each_helper_compiles_alone(dtype, helper):
 
 CDEF = """
 double w_sigmoid(double z);
+double w_tanh(double z);
+void w_tanh_loop(int64_t n, const double *z, double *out);
 double w_softplus(double z);
 void w_gemm_nn(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_gemm_tn(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
@@ -86,6 +88,12 @@ int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K);
 
 WRAPPERS = """
 double w_sigmoid(double z) { return bpg_sigmoid(z); }
+double w_tanh(double z) { return bpg_tanh(z); }
+void w_tanh_loop(int64_t n, const double *restrict z, double *restrict out)
+{
+    #pragma omp simd
+    for (int64_t k = 0; k < n; k++) out[k] = bpg_tanh(z[k]);
+}
 double w_softplus(double z) { return bpg_softplus(z); }
 #define GEMM_WRAPPER(t) \\
     void w_gemm_##t(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, \\
@@ -139,7 +147,7 @@ def rt(request, tmp_path_factory):
     builder.set_source(name, defines + _source() + WRAPPERS, extra_compile_args=BUILD_FLAGS,
                        include_dirs=list(BUILD.include_dirs) if blas else [],
                        library_dirs=list(BUILD.library_dirs) if blas else [],
-                       libraries=list(BUILD.libraries) if blas else [],
+                       libraries=list(BUILD.libraries) if blas else ["m"],
                        extra_link_args=BUILD.link_args if blas else [])
     path = builder.compile(tmpdir=str(tmp), verbose=False)
     spec = importlib.util.spec_from_file_location(name, path)
@@ -235,6 +243,24 @@ def test_sigmoid(rt):
     assert np.all((got >= 0) & (got <= 1))
     np.testing.assert_allclose(got, ref, rtol=1e-14, atol=0)
     assert got[Z.index(0.0)] == 0.5
+
+
+def test_tanh(rt):
+    """bpg_tanh (the expm1 form) against NumPy's tanh, scalar and in a
+    vectorised loop, over |z| from 1e-300 to 800 and at 0, inf, NaN."""
+    ffi, lib = rt
+    mag = np.concatenate([np.geomspace(1e-300, 1e-8, 50), np.geomspace(1e-8, 30, 20000),
+                          [19.0, 20.0, 800.0]])
+    z = np.concatenate([mag, -mag])
+    out = np.empty_like(z)
+    lib.w_tanh_loop(z.size, _ptr(ffi, z), _ptr(ffi, out))
+    scalar = np.array([lib.w_tanh(v) for v in z[::97]])
+    np.testing.assert_allclose(out, np.tanh(z), rtol=1e-15, atol=0)     # a few ulp
+    np.testing.assert_allclose(scalar, np.tanh(z[::97]), rtol=1e-15, atol=0)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan])
+    got = np.array([lib.w_tanh(v) for v in special])
+    np.testing.assert_array_equal(got[:4], [0.0, -0.0, 1.0, -1.0])
+    assert np.signbit(got[1]) and np.isnan(got[4])
 
 
 def test_softplus(rt):
