@@ -219,7 +219,8 @@ def _c_function(name):
 @pytest.fixture(scope="module", params=["inline", "blas"])
 def clib(request, tmp_path_factory):
     """Every case's C code in one cffi extension (float64): every product
-    inline, or every product through the BLAS (thresholds 0)."""
+    inline and every transposed copy by non-temporal stores (size threshold
+    0), or every product through the BLAS (thresholds 0) and plain stores."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc not found")
     cffi = pytest.importorskip("cffi")
@@ -235,7 +236,7 @@ def clib(request, tmp_path_factory):
                        + [runtime_source(f"{_HERE}/runtime/{h}.c") for h in sorted(used)]
                        + [text for _, text in funcs])
     defines = ("#define BPG_BLAS\n#define BPG_BLAS_MIN_NN 0\n#define BPG_BLAS_MIN_TN 0\n"
-               "#define BPG_BLAS_MIN_NT 0\n") if blas else ""
+               "#define BPG_BLAS_MIN_NT 0\n") if blas else "#define BPG_NT_MIN_BYTES 0\n"
     builder = cffi.FFI()
     builder.cdef("\n".join(f"void {f}(int64_t N, void **t);" for f, _ in funcs))
     ext = f"_bpg_assembly_test_{request.param}"

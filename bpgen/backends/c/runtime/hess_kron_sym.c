@@ -11,6 +11,7 @@ static BPG_ENTRY void bpg_hess_kron_sym(int64_t N, int64_t p1, int64_t c, const 
                                         real *restrict W, real *restrict G, int64_t pc)
 {
     const int64_t cc = c * c;
+    const int nt = BPG_USE_NT(ld);                 /* see prelude.c */
     int64_t p = 0, i = 0;                      /* the next pair, p <= i */
     while (p < p1) {
         const int64_t p_start = p, i_start = i;
@@ -44,10 +45,16 @@ static BPG_ENTRY void bpg_hess_kron_sym(int64_t N, int64_t p1, int64_t c, const 
                 real *restrict lo = H + i * c * ld + p * c;   /* rows i·c + j, columns p·c + q */
                 for (int64_t q = 0; q < c; q++)
                     for (int64_t j = 0; j < c; j++) up[q * ld + j] = g[q * c + j];
-                for (int64_t j = 0; j < c; j++)
-                    for (int64_t q = 0; q < c; q++) lo[j * ld + q] = g[q * c + j];
+                if (nt)
+                    for (int64_t j = 0; j < c; j++)
+                        for (int64_t q = 0; q < c; q++) bpg_put_nt(lo + j * ld + q, g[q * c + j]);
+                else
+                    for (int64_t j = 0; j < c; j++)
+                        for (int64_t q = 0; q < c; q++) lo[j * ld + q] = g[q * c + j];
             }
             if (++i == p1) { p++; i = p; }
         }
     }
+    if (nt)
+        BPG_NT_FENCE();
 }
