@@ -66,6 +66,61 @@ class NumpyPrinter(NumPyPrinter):
         op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[e.rel_op]
         return f"({self._print(e.lhs)} {op} {self._print(e.rhs)})"
 
+    #: SymPy functions printed as the NumPy ufunc of that name (with ``out=``)
+    UFUNCS = {"tanh": "tanh", "exp": "exp", "log": "log", "sin": "sin", "cos": "cos",
+              "Abs": "absolute"}
+
+    def into(self, e, dst: str):
+        """``e`` written into the array ``dst`` by its outermost operation
+        (a ufunc call with ``out=dst``), or None when that operation has no
+        such form.  The operands are evaluated before the call, so ``dst``
+        may be one of them."""
+        p = self._print
+
+        def first(args):        # dst itself first (in place), else the first array
+            args = list(args)
+            for k, a in enumerate(args):
+                if a.is_Symbol and p(a) == dst:
+                    return args.pop(k), args
+            for k, a in enumerate(args):
+                if not a.is_Number:
+                    return args.pop(k), args
+            return args.pop(0), args
+
+        if e.is_Add:
+            terms = list(e.args)
+            pos = [t for t in terms if not t.could_extract_minus_sign()]
+            a, _ = first(pos or terms)
+            terms.remove(a)
+            b = sp.Add(*terms)
+            if b.could_extract_minus_sign():
+                return f"numpy.subtract({p(a)}, {p(-b)}, out={dst})"
+            return f"numpy.add({p(a)}, {p(b)}, out={dst})"
+        if e.is_Mul:
+            num, den = sp.fraction(e, exact=True)
+            if den != 1 and not num.is_Number:
+                return f"numpy.divide({p(num)}, {p(den)}, out={dst})"
+            if e.could_extract_minus_sign() and e.args[0] == -1:
+                return f"numpy.negative({p(-e)}, out={dst})"
+            a, rest = first(e.args)
+            return f"numpy.multiply({p(a)}, {p(sp.Mul(*rest))}, out={dst})"
+        if e.is_Pow:
+            if e.exp == 2:
+                return f"numpy.square({p(e.base)}, out={dst})"
+            if e.exp == -1:
+                return f"numpy.divide(1, {p(e.base)}, out={dst})"
+            if e.exp == sp.Rational(1, 2) or e.exp == sp.Float(0.5):
+                return f"numpy.sqrt({p(e.base)}, out={dst})"
+            return None
+        name = type(e).__name__
+        if name in self.UFUNCS and len(e.args) == 1:
+            return f"numpy.{self.UFUNCS[name]}({p(e.args[0])}, out={dst})"
+        if name == "sigmoid":
+            return f"_sigmoid({p(e.args[0])}, out={dst})"
+        if name == "softplus":
+            return f"numpy.logaddexp(0, {p(e.args[0])}, out={dst})"
+        return None
+
 
 class CPrinter(C99CodePrinter):
     """Prints an elementwise expression for one array element in C.

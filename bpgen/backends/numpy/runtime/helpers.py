@@ -10,11 +10,14 @@ DTYPE = numpy.dtype("float64")   # the generated module's own DTYPE replaces thi
 # ---- bpgen runtime: copied verbatim from here ----
 
 
-def _sigmoid(z):
-    # 1 / (1 + exp(-z)) without overflow for large |z|: with e = exp(-|z|),
-    # 1 / (1 + e) for z >= 0 and e / (1 + e) below (one exp, not three)
-    e = numpy.exp(-numpy.abs(z))
-    return numpy.where(z >= 0, 1, e) / (1 + e)
+def _sigmoid(z, out=None):
+    # 1 / (1 + exp(-z)), into ``out`` when given: for z < -709 exp(-z)
+    # overflows to inf and the result is 0, as it should (the generated
+    # functions run with floating-point warnings off, see _run)
+    e = numpy.negative(z, out=out)
+    numpy.exp(e, out=e)
+    e += 1
+    return numpy.divide(1, e, out=e)
 
 
 def _softplus(z):
