@@ -58,9 +58,42 @@ class NumpyPrinter(NumPyPrinter):
         if last.cond != sp.true:
             raise ValueError("Piecewise without an otherwise branch")
         out = self._print(last.expr)
+        # with an array among the values numpy.where keeps its dtype; with
+        # numbers alone _where makes the result DTYPE
+        where = "numpy.where" if any(self._array(p.expr) for p in e.args) else "_where"
         for val, cond in reversed(pairs):
-            out = f"_where({self._print(cond)}, {self._print(val)}, {out})"
+            out = f"{where}({self._print(cond)}, {self._print(val)}, {out})"
         return out
+
+    def _array(self, e) -> bool:
+        """Does ``e`` read an array (not just numbers and N)?"""
+        return any(s.name in self.access for s in e.free_symbols)
+
+    @staticmethod
+    def _mask(e):
+        """The condition c of where(c, 1, 0), else None."""
+        if (isinstance(e, sp.Piecewise) and len(e.args) == 2 and e.args[0].expr == 1
+                and e.args[1].expr == 0 and e.args[1].cond == sp.true):
+            return e.args[0].cond
+        return None
+
+    def _split_mask(self, e):
+        """A product ``rest ⊙ where(c, 1, 0)`` with an array in ``rest`` as
+        (rest, c): printed ``rest*(c)``, a product with a boolean array."""
+        if not e.is_Mul:
+            return None
+        masks = [a for a in e.args if self._mask(a) is not None]
+        if len(masks) != 1:
+            return None
+        rest = sp.Mul(*[a for a in e.args if a is not masks[0]])
+        return (rest, self._mask(masks[0])) if self._array(rest) else None
+
+    def _print_Mul(self, e):
+        split = self._split_mask(e)
+        if split is None:
+            return super()._print_Mul(e)
+        rest, cond = split
+        return f"{self.parenthesize(rest, PRECEDENCE['Mul'])}*{self._print(cond)}"
 
     def _print_Relational(self, e):
         op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[e.rel_op]
@@ -96,6 +129,9 @@ class NumpyPrinter(NumPyPrinter):
             if b.could_extract_minus_sign():
                 return f"numpy.subtract({p(a)}, {p(-b)}, out={dst})"
             return f"numpy.add({p(a)}, {p(b)}, out={dst})"
+        if e.is_Mul and self._split_mask(e) is not None:
+            rest, cond = self._split_mask(e)
+            return f"numpy.multiply({p(rest)}, {p(cond)}, out={dst})"
         if e.is_Mul:
             num, den = sp.fraction(e, exact=True)
             if den != 1 and not num.is_Number:

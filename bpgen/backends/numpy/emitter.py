@@ -286,9 +286,16 @@ class NumpyEmitter(Emitter):
         memo = self.__dict__.setdefault("_hoisted", {})
         key = (loop, sp.srepr(e))
         if key not in memo:
+            # function calls on their own first: computed once if shared
+            calls = sorted((f for f in e.atoms(sp.Function) if f != e
+                            and not isinstance(f, sp.Piecewise)),
+                           key=lambda f: len(sp.srepr(f)))
+            for f in calls:
+                if f in e.atoms(sp.Function):
+                    e = e.xreplace({f: self._hoisted_value(f, loop)})
             names = sorted(s.name for s in e.free_symbols if s.name in self.prog.vars)
             shape = broadcast_shape([self.prog.vars[n].shape for n in names])
-            name = self.fresh("inv")
+            name = self.fresh("fac")
             self.prog.vars[name] = Var(name, shape)
             self.loop_pre.setdefault(loop, []).extend(
                 [self.comment(f"{EquationPrinter({}).doprint(e)}: every step at once")]
