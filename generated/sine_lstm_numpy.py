@@ -572,11 +572,14 @@ def _structured_diag(mats, outs, n):
     return out.astype(DTYPE)
 
 
-def _sigmoid(z):
-    # 1 / (1 + exp(-z)) without overflow for large |z|: with e = exp(-|z|),
-    # 1 / (1 + e) for z >= 0 and e / (1 + e) below (one exp, not three)
-    e = numpy.exp(-numpy.abs(z))
-    return numpy.where(z >= 0, 1, e) / (1 + e)
+def _sigmoid(z, out=None):
+    # 1 / (1 + exp(-z)), into ``out`` when given: for z < -709 exp(-z)
+    # overflows to inf and the result is 0, as it should (the generated
+    # functions run with floating-point warnings off, see _run)
+    e = numpy.negative(z, out=out)
+    numpy.exp(e, out=e)
+    e += 1
+    return numpy.divide(1, e, out=e)
 
 
 def _softplus(z):
@@ -675,108 +678,118 @@ def _pattern_index(pattern):
 def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(20*N, dtype=DTYPE)  # the outputs, in order
+    l1_Z = flat[0:20*N].reshape(20*N, 1)
+
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
     l0_XW = x @ l0_Wx
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
+    l0_C_z[:N] = 0
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
+    l0_H_z[:N] = 0
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
     for it in range(20):
         t = it
         r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            l0_hprev = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            l0_cprev = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev @ l0_Wh
+        l0_HW = l0_hprev[r0:r1] @ l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         l0_G_1 = l0_G[:, 16:32]
         l0_G_2 = l0_G[:, 32:48]
         l0_G_3 = l0_G[:, 48:64]
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)
-        l0_C[r0:r1] = l0_cprev*_sigmoid(l0_G_1) + numpy.tanh(l0_G_2)*_sigmoid(l0_G_0)
+        numpy.add(l0_cprev[r0:r1]*_sigmoid(l0_G_1), numpy.tanh(l0_G_2)*_sigmoid(l0_G_0), out=l0_C[r0:r1])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = σ(l0_G_3) ⊙ tanh(l0_C)
-        l0_H[r0:r1] = numpy.tanh(l0_C[r0:r1])*_sigmoid(l0_G_3)
+        numpy.multiply(_sigmoid(l0_G_3), numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
 
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
     l1_XW = l0_H @ l1_W
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    numpy.add(l1_XW, l1_b, out=l1_Z)
     return l1_Z
 
 
 def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1, dtype=DTYPE)  # the outputs, in order
+    loss = flat[0:1].reshape(1, 1)
+
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
     l0_XW = x @ l0_Wx
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
+    l0_C_z[:N] = 0
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
+    l0_H_z[:N] = 0
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
     for it in range(20):
         t = it
         r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            l0_hprev = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            l0_cprev = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev @ l0_Wh
+        l0_HW = l0_hprev[r0:r1] @ l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         l0_G_1 = l0_G[:, 16:32]
         l0_G_2 = l0_G[:, 32:48]
         l0_G_3 = l0_G[:, 48:64]
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)
-        l0_C[r0:r1] = l0_cprev*_sigmoid(l0_G_1) + numpy.tanh(l0_G_2)*_sigmoid(l0_G_0)
+        numpy.add(l0_cprev[r0:r1]*_sigmoid(l0_G_1), numpy.tanh(l0_G_2)*_sigmoid(l0_G_0), out=l0_C[r0:r1])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = σ(l0_G_3) ⊙ tanh(l0_C)
-        l0_H[r0:r1] = numpy.tanh(l0_C[r0:r1])*_sigmoid(l0_G_3)
+        numpy.multiply(_sigmoid(l0_G_3), numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
 
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
     l1_XW = l0_H @ l1_W
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
     # mse: 0.5 (O - Y)^2 per unit
@@ -785,79 +798,88 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
-    loss = loss_sum/N
+    # loss = loss_sum / N
+    numpy.divide(loss_sum, N, out=loss)
     return loss
 
 
 def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1170, dtype=DTYPE)  # the outputs, in order
+    loss = flat[0:1].reshape(1, 1)
+    d_l0_Wx = flat[1:65].reshape(1, 64)
+    d_l0_Wh = flat[65:1089].reshape(16, 64)
+    d_l0_b = flat[1089:1153].reshape(1, 64)
+    d_l1_W = flat[1153:1169].reshape(16, 1)
+    d_l1_b = flat[1169:1170].reshape(1, 1)
+
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
     l0_XW = x @ l0_Wx
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
+    l0_C_z[:N] = 0
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
+    l0_H_z[:N] = 0
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
     for it in range(20):
         t = it
         r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev[r0:r1] = 0
-        else:
-            l0_hprev[r0:r1] = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev[r0:r1] = 0
-        else:
-            l0_cprev[r0:r1] = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
         l0_HW = l0_hprev[r0:r1] @ l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        l0_i[r0:r1] = _sigmoid(l0_G_0)
+        _sigmoid(l0_G_0, out=l0_i[r0:r1])
         l0_G_1 = l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        l0_f[r0:r1] = _sigmoid(l0_G_1)
+        _sigmoid(l0_G_1, out=l0_f[r0:r1])
         l0_G_2 = l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        l0_g[r0:r1] = numpy.tanh(l0_G_2)
+        numpy.tanh(l0_G_2, out=l0_g[r0:r1])
         l0_G_3 = l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        l0_o[r0:r1] = _sigmoid(l0_G_3)
+        _sigmoid(l0_G_3, out=l0_o[r0:r1])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        l0_C[r0:r1] = l0_cprev[r0:r1]*l0_f[r0:r1] + l0_g[r0:r1]*l0_i[r0:r1]
+        numpy.add(l0_cprev[r0:r1]*l0_f[r0:r1], l0_g[r0:r1]*l0_i[r0:r1], out=l0_C[r0:r1])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        l0_H[r0:r1] = l0_o[r0:r1]*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(l0_o[r0:r1], numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
 
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
     l1_XW = l0_H @ l1_W
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
     # mse: 0.5 (O - Y)^2 per unit
@@ -866,7 +888,8 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
-    loss = loss_sum/N
+    # loss = loss_sum / N
+    numpy.divide(loss_sum, N, out=loss)
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2
     #   (mse: 0.5 (O - Y)^2 per unit)
@@ -879,97 +902,117 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
     # d_l1_b = 1ᵀ·d_l1_Z·1
-    d_l1_b = d_l1_Z.sum(keepdims=True)
+    d_l1_Z.sum(keepdims=True, out=d_l1_b)
 
     # Grad of: l1_XW = l0_H·l1_W
     #   (l1: affine part)
     # d_l0_H = d_l1_Z·l1_Wᵀ
     d_l0_H = d_l1_Z @ l1_W.T
     # d_l1_W = l0_Hᵀ·d_l1_Z
-    d_l1_W = l0_H.T @ d_l1_Z
+    numpy.matmul(l0_H.T, d_l1_Z, out=d_l1_W)
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
-    d_l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_cprev, then N zero rows
+    d_l0_cprev_z[20*N:] = 0
+    d_l0_cprev = d_l0_cprev_z[:20*N]
+    carry_l0_C = d_l0_cprev_z[N:]  # d_l0_cprev of the previous iteration (step t+1)
     d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    d_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_hprev, then N zero rows
+    d_l0_hprev_z[20*N:] = 0
+    d_l0_hprev = d_l0_hprev_z[:20*N]
+    carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
+    # tanh(l0_C): every step at once
+    fac = numpy.tanh(l0_C)
+    # l0_o ⊙ (1 - fac^∘2): every step at once
+    fac_1 = l0_o*(1 - fac**2)
+    # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
+    fac_2 = fac*l0_o*(1 - l0_o)
+    # l0_i ⊙ (1 - l0_g^∘2): every step at once
+    fac_3 = l0_i*(1 - l0_g**2)
+    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
+    fac_4 = l0_cprev*l0_f*(1 - l0_f)
+    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
+    fac_5 = l0_g*l0_i*(1 - l0_i)
+    l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
     for it in range(20):
         t = 19 - it
         r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r1, r1 + N  # rows of the previous iteration's step
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_H = d_l0_hprev[q0:q1]
+        # (a view of d_l0_hprev, one step back: no copy)
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # carry_l0_C = d_l0_cprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_C = d_l0_cprev[q0:q1]
+        # (a view of d_l0_cprev, one step back: no copy)
 
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H + d_l0_H[r0:r1]
+        d_l0_H_1 = carry_l0_H[r0:r1] + d_l0_H[r0:r1]
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C + d_l0_H_1*l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2)
+        d_l0_C_1 = carry_l0_C[r0:r1] + d_l0_H_1*fac_1[r0:r1]
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
-        d_l0_cprev[r0:r1] = d_l0_C_1*l0_f[r0:r1]
+        numpy.multiply(d_l0_C_1, l0_f[r0:r1], out=d_l0_cprev[r0:r1])
 
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        d_l0_G_3 = d_l0_H_1*l0_o[r0:r1]*(1 - l0_o[r0:r1])*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(d_l0_H_1, fac_2[r0:r1], out=d_l0_G_6[r0:r1, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        d_l0_G_2 = d_l0_C_1*l0_i[r0:r1]*(1 - l0_g[r0:r1]**2)
+        numpy.multiply(d_l0_C_1, fac_3[r0:r1], out=d_l0_G_6[r0:r1, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        d_l0_G_1_1 = d_l0_C_1*l0_cprev[r0:r1]*l0_f[r0:r1]*(1 - l0_f[r0:r1])
+        numpy.multiply(d_l0_C_1, fac_4[r0:r1], out=d_l0_G_6[r0:r1, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        d_l0_G_0 = d_l0_C_1*l0_g[r0:r1]*l0_i[r0:r1]*(1 - l0_i[r0:r1])
+        numpy.multiply(d_l0_C_1, fac_5[r0:r1], out=d_l0_G_6[r0:r1, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
         # d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3]
-        d_l0_G_6[r0:r1] = numpy.concatenate([d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3], axis=1)
+        # (d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3: written in place)
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        d_l0_hprev[r0:r1] = d_l0_G_6[r0:r1] @ l0_Wh.T
+        numpy.matmul(d_l0_G_6[r0:r1], l0_Wh_T, out=d_l0_hprev[r0:r1])
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # d_l0_Wh = l0_hprevᵀ·d_l0_G_6
-    d_l0_Wh = l0_hprev.T @ d_l0_G_6
+    numpy.matmul(l0_hprev.T, d_l0_G_6, out=d_l0_Wh)
 
     # Grad of: l0_XG = l0_XW + l0_b
     #   (l0: X·Wx + 1·b)
     # d_l0_b = 1ᵀ·d_l0_G_6
-    d_l0_b = d_l0_G_6.sum(axis=0, keepdims=True)
+    d_l0_G_6.sum(axis=0, keepdims=True, out=d_l0_b)
 
     # Grad of: l0_XW = x·l0_Wx
     #   (l0: input projection of every step at once)
     # d_l0_Wx = xᵀ·d_l0_G_6
-    d_l0_Wx = x.T @ d_l0_G_6
+    numpy.matmul(x.T, d_l0_G_6, out=d_l0_Wx)
     return loss, d_l0_Wx, d_l0_Wh, d_l0_b, d_l1_W, d_l1_b
 
 
 def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b):
     N = x.shape[0] // 20
+
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1169, dtype=DTYPE)  # the outputs, in order
+    r_d_l0_Wx_b = flat[0:64].reshape(1, 64)
+    r_d_l0_Wh = flat[64:1088].reshape(16, 64)
+    r_d_l0_b = flat[1088:1152].reshape(1, 64)
+    r_d_l1_W = flat[1152:1168].reshape(16, 1)
+    r_d_l1_b = flat[1168:1169].reshape(1, 1)
 
     # forward pass
     # l0: input projection of every step at once
@@ -978,14 +1021,12 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # r_l0_XW_b = x·v_l0_Wx
     r_l0_XW_b = x @ v_l0_Wx
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
-    r_l0_XG = r_l0_XW_b + v_l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
+    # r_l0_XG = r_l0_XW_b + v_l0_b
+    r_l0_XG = numpy.add(r_l0_XW_b, v_l0_b, out=r_l0_XW_b)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
     r_l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
@@ -994,36 +1035,35 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     r_l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
     r_l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
+    l0_C_z[:N] = 0
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    r_l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then r_l0_C
+    r_l0_C_z[:N] = 0
+    r_l0_C = r_l0_C_z[N:]
+    r_l0_cprev = r_l0_C_z[:20*N]  # r_l0_C of the previous iteration (step t-1)
+    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
+    l0_H_z[:N] = 0
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
+    r_l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then r_l0_H
+    r_l0_H_z[:N] = 0
+    r_l0_H = r_l0_H_z[N:]
+    r_l0_hprev = r_l0_H_z[:20*N]  # r_l0_H of the previous iteration (step t-1)
     for it in range(20):
         t = it
         r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev[r0:r1] = 0
-        else:
-            l0_hprev[r0:r1] = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # r_l0_hprev = r_l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            r_l0_hprev[r0:r1] = 0
-        else:
-            r_l0_hprev[r0:r1] = r_l0_H[q0:q1]
+        # (a view of r_l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev[r0:r1] = 0
-        else:
-            l0_cprev[r0:r1] = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            r_l0_cprev[r0:r1] = 0
-        else:
-            r_l0_cprev[r0:r1] = r_l0_C[q0:q1]
+        # (a view of r_l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
         l0_HW = l0_hprev[r0:r1] @ l0_Wh
         # r_l0_HW_a = r_l0_hprev·l0_Wh
@@ -1032,48 +1072,48 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         r_l0_HW_b = l0_hprev[r0:r1] @ v_l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
         # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
-        r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG[r0:r1]
+        r_l0_G = numpy.add(r_l0_HW_a, r_l0_HW_b + r_l0_XG[r0:r1], out=r_l0_HW_a)
         l0_G_0 = l0_G[:, 0:16]
         r_l0_G_0 = r_l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        l0_i[r0:r1] = _sigmoid(l0_G_0)
+        _sigmoid(l0_G_0, out=l0_i[r0:r1])
         # r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
-        r_l0_i[r0:r1] = l0_i[r0:r1]*r_l0_G_0*(1 - l0_i[r0:r1])
+        numpy.multiply(l0_i[r0:r1], r_l0_G_0*(1 - l0_i[r0:r1]), out=r_l0_i[r0:r1])
         l0_G_1 = l0_G[:, 16:32]
         r_l0_G_1 = r_l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        l0_f[r0:r1] = _sigmoid(l0_G_1)
+        _sigmoid(l0_G_1, out=l0_f[r0:r1])
         # r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)
-        r_l0_f[r0:r1] = l0_f[r0:r1]*r_l0_G_1*(1 - l0_f[r0:r1])
+        numpy.multiply(l0_f[r0:r1], r_l0_G_1*(1 - l0_f[r0:r1]), out=r_l0_f[r0:r1])
         l0_G_2 = l0_G[:, 32:48]
         r_l0_G_2 = r_l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        l0_g[r0:r1] = numpy.tanh(l0_G_2)
+        numpy.tanh(l0_G_2, out=l0_g[r0:r1])
         # r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)
-        r_l0_g[r0:r1] = r_l0_G_2*(1 - l0_g[r0:r1]**2)
+        numpy.multiply(r_l0_G_2, 1 - l0_g[r0:r1]**2, out=r_l0_g[r0:r1])
         l0_G_3 = l0_G[:, 48:64]
         r_l0_G_3 = r_l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        l0_o[r0:r1] = _sigmoid(l0_G_3)
+        _sigmoid(l0_G_3, out=l0_o[r0:r1])
         # r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)
-        r_l0_o[r0:r1] = l0_o[r0:r1]*r_l0_G_3*(1 - l0_o[r0:r1])
+        numpy.multiply(l0_o[r0:r1], r_l0_G_3*(1 - l0_o[r0:r1]), out=r_l0_o[r0:r1])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        l0_C[r0:r1] = l0_cprev[r0:r1]*l0_f[r0:r1] + l0_g[r0:r1]*l0_i[r0:r1]
+        numpy.add(l0_cprev[r0:r1]*l0_f[r0:r1], l0_g[r0:r1]*l0_i[r0:r1], out=l0_C[r0:r1])
         # r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g
-        r_l0_C[r0:r1] = l0_cprev[r0:r1]*r_l0_f[r0:r1] + l0_f[r0:r1]*r_l0_cprev[r0:r1] + l0_g[r0:r1]*r_l0_i[r0:r1] + l0_i[r0:r1]*r_l0_g[r0:r1]
+        numpy.add(l0_cprev[r0:r1]*r_l0_f[r0:r1], l0_f[r0:r1]*r_l0_cprev[r0:r1] + l0_g[r0:r1]*r_l0_i[r0:r1] + l0_i[r0:r1]*r_l0_g[r0:r1], out=r_l0_C[r0:r1])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        l0_H[r0:r1] = l0_o[r0:r1]*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(l0_o[r0:r1], numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
         # r_l0_H = r_l0_o ⊙ tanh(l0_C) + l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2)
         cse0 = numpy.tanh(l0_C[r0:r1])
-        r_l0_H[r0:r1] = cse0*r_l0_o[r0:r1] + l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - cse0**2)
+        numpy.add(cse0*r_l0_o[r0:r1], l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - cse0**2), out=r_l0_H[r0:r1])
 
     # forward pass (continued)
     # l1: affine part
@@ -1084,8 +1124,10 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # r_l1_XW_b = l0_H·v_l1_W
     r_l1_XW_b = l0_H @ v_l1_W
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
-    r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
+    # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
+    r_l1_Z = numpy.add(r_l1_XW_a, r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
     # r_out_last = r_l1_Z(t=19)
@@ -1105,7 +1147,7 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
     # r_d_l1_b = 1ᵀ·r_d_l1_Z·1
-    r_d_l1_b = r_d_l1_Z.sum(keepdims=True)
+    r_d_l1_Z.sum(keepdims=True, out=r_d_l1_b)
 
     # Grad of: l1_XW = l0_H·l1_W
     #   (l1: affine part)
@@ -1115,69 +1157,97 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     r_d_l0_H_a = r_d_l1_Z @ l1_W.T
     # r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ
     r_d_l0_H_b = d_l1_Z @ v_l1_W.T
-    r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b
+    # r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b
+    r_d_l0_H = numpy.add(r_d_l0_H_a, r_d_l0_H_b, out=r_d_l0_H_a)
     # r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z
     r_d_l1_W_a = r_l0_H.T @ d_l1_Z
     # r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z
     r_d_l1_W_b = l0_H.T @ r_d_l1_Z
-    r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b
+    # r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b
+    numpy.add(r_d_l1_W_a, r_d_l1_W_b, out=r_d_l1_W)
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
-    d_l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_d_l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_cprev, then N zero rows
+    d_l0_cprev_z[20*N:] = 0
+    d_l0_cprev = d_l0_cprev_z[:20*N]
+    carry_l0_C = d_l0_cprev_z[N:]  # d_l0_cprev of the previous iteration (step t+1)
+    r_d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # r_d_l0_cprev, then N zero rows
+    r_d_l0_cprev_z[20*N:] = 0
+    r_d_l0_cprev = r_d_l0_cprev_z[:20*N]
+    r_carry_l0_C = r_d_l0_cprev_z[N:]  # r_d_l0_cprev of the previous iteration (step t+1)
     d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
     r_d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    d_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_d_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_hprev, then N zero rows
+    d_l0_hprev_z[20*N:] = 0
+    d_l0_hprev = d_l0_hprev_z[:20*N]
+    carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
+    r_d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # r_d_l0_hprev, then N zero rows
+    r_d_l0_hprev_z[20*N:] = 0
+    r_d_l0_hprev = r_d_l0_hprev_z[:20*N]
+    r_carry_l0_H = r_d_l0_hprev_z[N:]  # r_d_l0_hprev of the previous iteration (step t+1)
+    # tanh(l0_C): every step at once
+    fac = numpy.tanh(l0_C)
+    # l0_o ⊙ (1 - fac^∘2): every step at once
+    fac_1 = l0_o*(1 - fac**2)
+    # r_l0_o ⊙ (1 - fac^∘2): every step at once
+    fac_2 = r_l0_o*(1 - fac**2)
+    # fac ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 fac^∘2): every step at once
+    fac_3 = fac*l0_o*r_l0_C*(2 - 2*fac**2)
+    # l0_o ⊙ (1 - l0_o): every step at once
+    fac_4 = l0_o*(1 - l0_o)
+    # 1 - l0_o: every step at once
+    fac_5 = 1 - l0_o
+    # r_l0_C ⊙ (1 - fac^∘2): every step at once
+    fac_6 = r_l0_C*(1 - fac**2)
+    # 1 - l0_g^∘2: every step at once
+    fac_7 = 1 - l0_g**2
+    # l0_g ⊙ r_l0_g: every step at once
+    fac_8 = l0_g*r_l0_g
+    # l0_f ⊙ (1 - l0_f): every step at once
+    fac_9 = l0_f*(1 - l0_f)
+    # 1 - l0_f: every step at once
+    fac_10 = 1 - l0_f
+    # l0_i ⊙ (1 - l0_i): every step at once
+    fac_11 = l0_i*(1 - l0_i)
+    # 1 - l0_i: every step at once
+    fac_12 = 1 - l0_i
+    l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
+    v_l0_Wh_T = numpy.ascontiguousarray(v_l0_Wh.T)  # v_l0_Whᵀ, contiguous
     for it in range(20):
         t = 19 - it
         r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r1, r1 + N  # rows of the previous iteration's step
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_H = d_l0_hprev[q0:q1]
+        # (a view of d_l0_hprev, one step back: no copy)
         # r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first)
-        if it == 0:
-            r_carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            r_carry_l0_H = r_d_l0_hprev[q0:q1]
+        # (a view of r_d_l0_hprev, one step back: no copy)
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # carry_l0_C = d_l0_cprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_C = d_l0_cprev[q0:q1]
+        # (a view of d_l0_cprev, one step back: no copy)
         # r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first)
-        if it == 0:
-            r_carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            r_carry_l0_C = r_d_l0_cprev[q0:q1]
+        # (a view of r_d_l0_cprev, one step back: no copy)
 
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H + d_l0_H[r0:r1]
+        d_l0_H_1 = carry_l0_H[r0:r1] + d_l0_H[r0:r1]
         # r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H
-        r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H[r0:r1]
+        r_d_l0_H_1 = r_carry_l0_H[r0:r1] + r_d_l0_H[r0:r1]
         # d_l0_o = d_l0_H_1 ⊙ tanh(l0_C)
-        d_l0_o = d_l0_H_1*numpy.tanh(l0_C[r0:r1])
+        d_l0_o = d_l0_H_1*fac[r0:r1]
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C + d_l0_H_1*l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2)
+        d_l0_C_1 = carry_l0_C[r0:r1] + d_l0_H_1*fac_1[r0:r1]
         # r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C)
-        cse0 = numpy.tanh(l0_C[r0:r1])
-        r_d_l0_C_1 = -cse0*d_l0_H_1*l0_o[r0:r1]*r_l0_C[r0:r1]*(2 - 2*cse0**2) + d_l0_H_1*r_l0_o[r0:r1]*(1 - cse0**2) + l0_o[r0:r1]*r_d_l0_H_1*(1 - cse0**2) + r_carry_l0_C
+        r_d_l0_C_1 = d_l0_H_1*fac_2[r0:r1] - d_l0_H_1*fac_3[r0:r1] + fac_1[r0:r1]*r_d_l0_H_1 + r_carry_l0_C[r0:r1]
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
-        d_l0_cprev[r0:r1] = d_l0_C_1*l0_f[r0:r1]
+        numpy.multiply(d_l0_C_1, l0_f[r0:r1], out=d_l0_cprev[r0:r1])
         # r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1
-        r_d_l0_cprev[r0:r1] = d_l0_C_1*r_l0_f[r0:r1] + l0_f[r0:r1]*r_d_l0_C_1
+        numpy.add(d_l0_C_1*r_l0_f[r0:r1], l0_f[r0:r1]*r_d_l0_C_1, out=r_d_l0_cprev[r0:r1])
         # d_l0_f = d_l0_C_1 ⊙ l0_cprev
         d_l0_f = d_l0_C_1*l0_cprev[r0:r1]
         # d_l0_g = d_l0_C_1 ⊙ l0_i
@@ -1188,70 +1258,78 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_o ⊙ l0_o ⊙ (1 - l0_o)
-        d_l0_G_3 = d_l0_o*l0_o[r0:r1]*(1 - l0_o[r0:r1])
+        numpy.multiply(d_l0_o, fac_4[r0:r1], out=d_l0_G_6[r0:r1, 48:64])
         # r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (r_d_l0_H_1 ⊙ tanh(l0_C) + d_l0_H_1 ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2))
-        cse1 = numpy.tanh(l0_C[r0:r1])
-        r_d_l0_G_3 = l0_o[r0:r1]*(1 - l0_o[r0:r1])*(cse1*r_d_l0_H_1 + d_l0_H_1*r_l0_C[r0:r1]*(1 - cse1**2)) + r_l0_o[r0:r1]*(-d_l0_o*l0_o[r0:r1] + d_l0_o*(1 - l0_o[r0:r1]))
+        numpy.add(fac_4[r0:r1]*(d_l0_H_1*fac_6[r0:r1] + fac[r0:r1]*r_d_l0_H_1), r_l0_o[r0:r1]*(d_l0_o*fac_5[r0:r1] - d_l0_o*l0_o[r0:r1]), out=r_d_l0_G_6[r0:r1, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2)
-        d_l0_G_2 = d_l0_g*(1 - l0_g[r0:r1]**2)
+        numpy.multiply(d_l0_g, fac_7[r0:r1], out=d_l0_G_6[r0:r1, 32:48])
         # r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g
-        r_d_l0_G_2 = -2*d_l0_g*l0_g[r0:r1]*r_l0_g[r0:r1] + (1 - l0_g[r0:r1]**2)*(d_l0_C_1*r_l0_i[r0:r1] + l0_i[r0:r1]*r_d_l0_C_1)
+        numpy.subtract(fac_7[r0:r1]*(d_l0_C_1*r_l0_i[r0:r1] + l0_i[r0:r1]*r_d_l0_C_1), 2*d_l0_g*fac_8[r0:r1], out=r_d_l0_G_6[r0:r1, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_f ⊙ l0_f ⊙ (1 - l0_f)
-        d_l0_G_1_1 = d_l0_f*l0_f[r0:r1]*(1 - l0_f[r0:r1])
+        numpy.multiply(d_l0_f, fac_9[r0:r1], out=d_l0_G_6[r0:r1, 16:32])
         # r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1)
-        r_d_l0_G_1_1 = l0_f[r0:r1]*(1 - l0_f[r0:r1])*(d_l0_C_1*r_l0_cprev[r0:r1] + l0_cprev[r0:r1]*r_d_l0_C_1) + r_l0_f[r0:r1]*(-d_l0_f*l0_f[r0:r1] + d_l0_f*(1 - l0_f[r0:r1]))
+        numpy.add(fac_9[r0:r1]*(d_l0_C_1*r_l0_cprev[r0:r1] + l0_cprev[r0:r1]*r_d_l0_C_1), r_l0_f[r0:r1]*(d_l0_f*fac_10[r0:r1] - d_l0_f*l0_f[r0:r1]), out=r_d_l0_G_6[r0:r1, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_i ⊙ l0_i ⊙ (1 - l0_i)
-        d_l0_G_0 = d_l0_i*l0_i[r0:r1]*(1 - l0_i[r0:r1])
+        numpy.multiply(d_l0_i, fac_11[r0:r1], out=d_l0_G_6[r0:r1, 0:16])
         # r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1)
-        r_d_l0_G_0 = l0_i[r0:r1]*(1 - l0_i[r0:r1])*(d_l0_C_1*r_l0_g[r0:r1] + l0_g[r0:r1]*r_d_l0_C_1) + r_l0_i[r0:r1]*(-d_l0_i*l0_i[r0:r1] + d_l0_i*(1 - l0_i[r0:r1]))
+        numpy.add(fac_11[r0:r1]*(d_l0_C_1*r_l0_g[r0:r1] + l0_g[r0:r1]*r_d_l0_C_1), r_l0_i[r0:r1]*(d_l0_i*fac_12[r0:r1] - d_l0_i*l0_i[r0:r1]), out=r_d_l0_G_6[r0:r1, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
         # d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3]
-        d_l0_G_6[r0:r1] = numpy.concatenate([d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3], axis=1)
+        # (d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3: written in place)
         # r_d_l0_G_6 = [r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3]
-        r_d_l0_G_6[r0:r1] = numpy.concatenate([r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3], axis=1)
+        # (r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3: written in place)
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        d_l0_hprev[r0:r1] = d_l0_G_6[r0:r1] @ l0_Wh.T
+        numpy.matmul(d_l0_G_6[r0:r1], l0_Wh_T, out=d_l0_hprev[r0:r1])
         # r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ
-        r_d_l0_hprev_a = r_d_l0_G_6[r0:r1] @ l0_Wh.T
+        r_d_l0_hprev_a = r_d_l0_G_6[r0:r1] @ l0_Wh_T
         # r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ
-        r_d_l0_hprev_b = d_l0_G_6[r0:r1] @ v_l0_Wh.T
+        r_d_l0_hprev_b = d_l0_G_6[r0:r1] @ v_l0_Wh_T
         # r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b
-        r_d_l0_hprev[r0:r1] = r_d_l0_hprev_a + r_d_l0_hprev_b
+        numpy.add(r_d_l0_hprev_a, r_d_l0_hprev_b, out=r_d_l0_hprev[r0:r1])
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6
     r_d_l0_Wh_a = r_l0_hprev.T @ d_l0_G_6
     # r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6
     r_d_l0_Wh_b = l0_hprev.T @ r_d_l0_G_6
-    r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b
+    # r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b
+    numpy.add(r_d_l0_Wh_a, r_d_l0_Wh_b, out=r_d_l0_Wh)
 
     # Grad of: l0_XG = l0_XW + l0_b
     #   (l0: X·Wx + 1·b)
     # r_d_l0_b = 1ᵀ·r_d_l0_G_6
-    r_d_l0_b = r_d_l0_G_6.sum(axis=0, keepdims=True)
+    r_d_l0_G_6.sum(axis=0, keepdims=True, out=r_d_l0_b)
 
     # Grad of: l0_XW = x·l0_Wx
     #   (l0: input projection of every step at once)
     # r_d_l0_Wx_b = xᵀ·r_d_l0_G_6
-    r_d_l0_Wx_b = x.T @ r_d_l0_G_6
+    numpy.matmul(x.T, r_d_l0_G_6, out=r_d_l0_Wx_b)
     return r_d_l0_Wx_b, r_d_l0_Wh, r_d_l0_b, r_d_l1_W, r_d_l1_b
 
 
 def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b):
     N = x.shape[0] // 20
+
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1169, dtype=DTYPE)  # the outputs, in order
+    d_l0_Wx = flat[0:64].reshape(1, 64)
+    d_l0_Wh_2 = flat[64:1088].reshape(16, 64)
+    d_l0_b = flat[1088:1152].reshape(1, 64)
+    d_l1_W = flat[1152:1168].reshape(16, 1)
+    d_l1_b = flat[1168:1169].reshape(1, 1)
 
     # forward pass
     # l0: input projection of every step at once
@@ -1260,47 +1338,45 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     # r_l0_XW_b = x·v_l0_Wx
     r_l0_XW_b = x @ v_l0_Wx
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
-    r_l0_XG = r_l0_XW_b + v_l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
+    # r_l0_XG = r_l0_XW_b + v_l0_b
+    r_l0_XG = numpy.add(r_l0_XW_b, v_l0_b, out=r_l0_XW_b)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
+    l0_C_z[:N] = 0
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    r_l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then r_l0_C
+    r_l0_C_z[:N] = 0
+    r_l0_C = r_l0_C_z[N:]
+    r_l0_cprev = r_l0_C_z[:20*N]  # r_l0_C of the previous iteration (step t-1)
+    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
+    l0_H_z[:N] = 0
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
+    r_l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then r_l0_H
+    r_l0_H_z[:N] = 0
+    r_l0_H = r_l0_H_z[N:]
+    r_l0_hprev = r_l0_H_z[:20*N]  # r_l0_H of the previous iteration (step t-1)
     for it in range(20):
         t = it
         r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev[r0:r1] = 0
-        else:
-            l0_hprev[r0:r1] = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # r_l0_hprev = r_l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            r_l0_hprev[r0:r1] = 0
-        else:
-            r_l0_hprev[r0:r1] = r_l0_H[q0:q1]
+        # (a view of r_l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev[r0:r1] = 0
-        else:
-            l0_cprev[r0:r1] = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            r_l0_cprev = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            r_l0_cprev = r_l0_C[q0:q1]
+        # (a view of r_l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
         l0_HW = l0_hprev[r0:r1] @ l0_Wh
         # r_l0_HW_a = r_l0_hprev·l0_Wh
@@ -1309,47 +1385,48 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         r_l0_HW_b = l0_hprev[r0:r1] @ v_l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
         # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
-        r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG[r0:r1]
+        r_l0_G = numpy.add(r_l0_HW_a, r_l0_HW_b + r_l0_XG[r0:r1], out=r_l0_HW_a)
         l0_G_0 = l0_G[:, 0:16]
         r_l0_G_0 = r_l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        l0_i[r0:r1] = _sigmoid(l0_G_0)
+        _sigmoid(l0_G_0, out=l0_i[r0:r1])
         l0_G_1 = l0_G[:, 16:32]
         r_l0_G_1 = r_l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        l0_f[r0:r1] = _sigmoid(l0_G_1)
+        _sigmoid(l0_G_1, out=l0_f[r0:r1])
         l0_G_2 = l0_G[:, 32:48]
         r_l0_G_2 = r_l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        l0_g[r0:r1] = numpy.tanh(l0_G_2)
+        numpy.tanh(l0_G_2, out=l0_g[r0:r1])
         l0_G_3 = l0_G[:, 48:64]
         r_l0_G_3 = r_l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        l0_o[r0:r1] = _sigmoid(l0_G_3)
+        _sigmoid(l0_G_3, out=l0_o[r0:r1])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        l0_C[r0:r1] = l0_cprev[r0:r1]*l0_f[r0:r1] + l0_g[r0:r1]*l0_i[r0:r1]
+        numpy.add(l0_cprev[r0:r1]*l0_f[r0:r1], l0_g[r0:r1]*l0_i[r0:r1], out=l0_C[r0:r1])
         # r_l0_C = l0_f ⊙ r_l0_cprev + l0_i ⊙ r_l0_G_2 ⊙ (1 - l0_g^∘2) + l0_cprev ⊙ l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) + l0_g ⊙ l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
-        r_l0_C[r0:r1] = l0_cprev[r0:r1]*l0_f[r0:r1]*r_l0_G_1*(1 - l0_f[r0:r1]) + l0_f[r0:r1]*r_l0_cprev + l0_g[r0:r1]*l0_i[r0:r1]*r_l0_G_0*(1 - l0_i[r0:r1]) + l0_i[r0:r1]*r_l0_G_2*(1 - l0_g[r0:r1]**2)
+        numpy.add(l0_f[r0:r1]*r_l0_cprev[r0:r1], l0_cprev[r0:r1]*l0_f[r0:r1]*r_l0_G_1*(1 - l0_f[r0:r1]) + l0_g[r0:r1]*l0_i[r0:r1]*r_l0_G_0*(1 - l0_i[r0:r1]) + l0_i[r0:r1]*r_l0_G_2*(1 - l0_g[r0:r1]**2), out=r_l0_C[r0:r1])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        l0_H[r0:r1] = l0_o[r0:r1]*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(l0_o[r0:r1], numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
         # r_l0_H = l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) ⊙ tanh(l0_C)
         cse0 = numpy.tanh(l0_C[r0:r1])
-        r_l0_H[r0:r1] = cse0*l0_o[r0:r1]*r_l0_G_3*(1 - l0_o[r0:r1]) + l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - cse0**2)
+        numpy.add(l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - cse0**2), cse0*l0_o[r0:r1]*r_l0_G_3*(1 - l0_o[r0:r1]), out=r_l0_H[r0:r1])
 
     # forward pass (continued)
     # r_l1_XW_a = r_l0_H·l1_W
     r_l1_XW_a = r_l0_H @ l1_W
     # r_l1_XW_b = l0_H·v_l1_W
     r_l1_XW_b = l0_H @ v_l1_W
-    r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
+    # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
+    r_l1_Z = numpy.add(r_l1_XW_a, r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
     # r_out_last = r_l1_Z(t=19)
     r_out_last = r_l1_Z[19*N:20*N]
 
@@ -1364,48 +1441,61 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
     #   (l1: pre-activation Z = X·W + 1·b)
     # d_l1_b = 1ᵀ·r_d_l1_Z·1
-    d_l1_b = r_d_l1_Z.sum(keepdims=True)
+    r_d_l1_Z.sum(keepdims=True, out=d_l1_b)
 
     # Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW)
     #   (l1: affine part)
     # d_l0_H = r_d_l1_Z·l1_Wᵀ
     d_l0_H = r_d_l1_Z @ l1_W.T
     # d_l1_W = l0_Hᵀ·r_d_l1_Z
-    d_l1_W = l0_H.T @ r_d_l1_Z
+    numpy.matmul(l0_H.T, r_d_l1_Z, out=d_l1_W)
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
     d_r_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
     d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    d_l0_cprev_2 = numpy.empty((20*N, 16), dtype=DTYPE)
-    d_l0_hprev_2 = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l0_cprev_2_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_cprev_2, then N zero rows
+    d_l0_cprev_2_z[20*N:] = 0
+    d_l0_cprev_2 = d_l0_cprev_2_z[:20*N]
+    carry_l0_C = d_l0_cprev_2_z[N:]  # d_l0_cprev_2 of the previous iteration (step t+1)
+    d_l0_hprev_2_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_hprev_2, then N zero rows
+    d_l0_hprev_2_z[20*N:] = 0
+    d_l0_hprev_2 = d_l0_hprev_2_z[:20*N]
+    carry_l0_H = d_l0_hprev_2_z[N:]  # d_l0_hprev_2 of the previous iteration (step t+1)
+    # tanh(l0_C): every step at once
+    fac = numpy.tanh(l0_C)
+    # l0_o ⊙ (1 - fac^∘2): every step at once
+    fac_1 = l0_o*(1 - fac**2)
+    # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
+    fac_2 = fac*l0_o*(1 - l0_o)
+    # l0_i ⊙ (1 - l0_g^∘2): every step at once
+    fac_3 = l0_i*(1 - l0_g**2)
+    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
+    fac_4 = l0_cprev*l0_f*(1 - l0_f)
+    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
+    fac_5 = l0_g*l0_i*(1 - l0_i)
+    v_l0_Wh_T = numpy.ascontiguousarray(v_l0_Wh.T)  # v_l0_Whᵀ, contiguous
+    l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
     for it in range(20):
         t = 19 - it
         r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r1, r1 + N  # rows of the previous iteration's step
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev_2 of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_H = d_l0_hprev_2[q0:q1]
+        # (a view of d_l0_hprev_2, one step back: no copy)
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # carry_l0_C = d_l0_cprev_2 of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_C = d_l0_cprev_2[q0:q1]
+        # (a view of d_l0_cprev_2, one step back: no copy)
 
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H + d_l0_H[r0:r1]
+        d_l0_H_1 = carry_l0_H[r0:r1] + d_l0_H[r0:r1]
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_2 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_2 = carry_l0_C + d_l0_H_1*l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2)
+        d_l0_C_2 = carry_l0_C[r0:r1] + d_l0_H_1*fac_1[r0:r1]
 
         # Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)  (not stored in this function: r_l0_o)
         # d_r_l0_G_3 = 0
@@ -1414,59 +1504,47 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        d_l0_G_3 = d_l0_H_1*l0_o[r0:r1]*(1 - l0_o[r0:r1])*numpy.tanh(l0_C[r0:r1])
-
-        # Grad of: r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)  (not stored in this function: r_l0_g)
-        # d_r_l0_G_2 = 0
-        d_r_l0_G_2 = _full(0, (N, 16))
+        numpy.multiply(d_l0_H_1, fac_2[r0:r1], out=d_l0_G_6[r0:r1, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_2 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        d_l0_G_2 = d_l0_C_2*l0_i[r0:r1]*(1 - l0_g[r0:r1]**2)
-
-        # Grad of: r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)  (not stored in this function: r_l0_f)
-        # d_r_l0_G_1_1 = 0
-        d_r_l0_G_1_1 = _full(0, (N, 16))
+        numpy.multiply(d_l0_C_2, fac_3[r0:r1], out=d_l0_G_6[r0:r1, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_2 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        d_l0_G_1_1 = d_l0_C_2*l0_cprev[r0:r1]*l0_f[r0:r1]*(1 - l0_f[r0:r1])
-
-        # Grad of: r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)  (not stored in this function: r_l0_i)
-        # d_r_l0_G_0 = 0
-        d_r_l0_G_0 = _full(0, (N, 16))
+        numpy.multiply(d_l0_C_2, fac_4[r0:r1], out=d_l0_G_6[r0:r1, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_2 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        d_l0_G_0 = d_l0_C_2*l0_g[r0:r1]*l0_i[r0:r1]*(1 - l0_i[r0:r1])
+        numpy.multiply(d_l0_C_2, fac_5[r0:r1], out=d_l0_G_6[r0:r1, 0:16])
 
         # Grad of: r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
-        # d_r_l0_G_6 = [d_r_l0_G_0, d_r_l0_G_1_1, d_r_l0_G_2, d_r_l0_G_3]
-        d_r_l0_G_6[r0:r1] = numpy.concatenate([d_r_l0_G_0, d_r_l0_G_1_1, d_r_l0_G_2, d_r_l0_G_3], axis=1)
+        # d_r_l0_G_6 = [d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3]
+        d_r_l0_G_6[r0:r1] = numpy.concatenate([d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3], axis=1)
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
         # d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3]
-        d_l0_G_6[r0:r1] = numpy.concatenate([d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3], axis=1)
+        # (d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3: written in place)
 
         # Grad of: r_l0_HW_b = l0_hprev·v_l0_Wh
         # d_l0_hprev = d_r_l0_G_6·v_l0_Whᵀ
-        d_l0_hprev = d_r_l0_G_6[r0:r1] @ v_l0_Wh.T
+        d_l0_hprev = d_r_l0_G_6[r0:r1] @ v_l0_Wh_T
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev_1 = d_l0_G_6·l0_Whᵀ
-        d_l0_hprev_1 = d_l0_G_6[r0:r1] @ l0_Wh.T
+        d_l0_hprev_1 = d_l0_G_6[r0:r1] @ l0_Wh_T
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # d_l0_cprev_2 = d_l0_C_2 ⊙ l0_f
-        d_l0_cprev_2[r0:r1] = d_l0_C_2*l0_f[r0:r1]
+        numpy.multiply(d_l0_C_2, l0_f[r0:r1], out=d_l0_cprev_2[r0:r1])
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # d_l0_hprev_2 = d_l0_hprev + d_l0_hprev_1
-        d_l0_hprev_2[r0:r1] = d_l0_hprev + d_l0_hprev_1
+        numpy.add(d_l0_hprev, d_l0_hprev_1, out=d_l0_hprev_2[r0:r1])
 
     # Grad of: r_l0_HW_a = r_l0_hprev·l0_Wh
     # d_l0_Wh = r_l0_hprevᵀ·d_r_l0_G_6
@@ -1479,88 +1557,91 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     # Grad of: l0_XG = l0_XW + l0_b
     #   (l0: X·Wx + 1·b)
     # d_l0_b = 1ᵀ·d_l0_G_6
-    d_l0_b = d_l0_G_6.sum(axis=0, keepdims=True)
+    d_l0_G_6.sum(axis=0, keepdims=True, out=d_l0_b)
 
     # Grad of: l0_XW = x·l0_Wx
     #   (l0: input projection of every step at once)
     # d_l0_Wx = xᵀ·d_l0_G_6
-    d_l0_Wx = x.T @ d_l0_G_6
+    numpy.matmul(x.T, d_l0_G_6, out=d_l0_Wx)
 
     # total gradients
-    d_l0_Wh_2 = d_l0_Wh + d_l0_Wh_1
+    # d_l0_Wh_2 = d_l0_Wh + d_l0_Wh_1
+    numpy.add(d_l0_Wh, d_l0_Wh_1, out=d_l0_Wh_2)
     return d_l0_Wx, d_l0_Wh_2, d_l0_b, d_l1_W, d_l1_b
 
 
 def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
+
+    # outputs written step by step in a loop
     d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
     l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
+    l0_H_z[:N] = 0
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
 
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
     l0_XW = x @ l0_Wx
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
+    l0_C_z[:N] = 0
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
     for it in range(20):
         t = it
         r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev[r0:r1] = 0
-        else:
-            l0_hprev[r0:r1] = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev[r0:r1] = 0
-        else:
-            l0_cprev[r0:r1] = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
         l0_HW = l0_hprev[r0:r1] @ l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        l0_i[r0:r1] = _sigmoid(l0_G_0)
+        _sigmoid(l0_G_0, out=l0_i[r0:r1])
         l0_G_1 = l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        l0_f[r0:r1] = _sigmoid(l0_G_1)
+        _sigmoid(l0_G_1, out=l0_f[r0:r1])
         l0_G_2 = l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        l0_g[r0:r1] = numpy.tanh(l0_G_2)
+        numpy.tanh(l0_G_2, out=l0_g[r0:r1])
         l0_G_3 = l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        l0_o[r0:r1] = _sigmoid(l0_G_3)
+        _sigmoid(l0_G_3, out=l0_o[r0:r1])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        l0_C[r0:r1] = l0_cprev[r0:r1]*l0_f[r0:r1] + l0_g[r0:r1]*l0_i[r0:r1]
+        numpy.add(l0_cprev[r0:r1]*l0_f[r0:r1], l0_g[r0:r1]*l0_i[r0:r1], out=l0_C[r0:r1])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        l0_H[r0:r1] = l0_o[r0:r1]*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(l0_o[r0:r1], numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
 
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
     l1_XW = l0_H @ l1_W
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
 
@@ -1578,67 +1659,79 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     d_l0_H = d_l1_Z @ l1_W.T
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
-    d_l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    d_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_cprev, then N zero rows
+    d_l0_cprev_z[20*N:] = 0
+    d_l0_cprev = d_l0_cprev_z[:20*N]
+    carry_l0_C = d_l0_cprev_z[N:]  # d_l0_cprev of the previous iteration (step t+1)
+    d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_hprev, then N zero rows
+    d_l0_hprev_z[20*N:] = 0
+    d_l0_hprev = d_l0_hprev_z[:20*N]
+    carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
+    # tanh(l0_C): every step at once
+    fac = numpy.tanh(l0_C)
+    # l0_o ⊙ (1 - fac^∘2): every step at once
+    fac_1 = l0_o*(1 - fac**2)
+    # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
+    fac_2 = fac*l0_o*(1 - l0_o)
+    # l0_i ⊙ (1 - l0_g^∘2): every step at once
+    fac_3 = l0_i*(1 - l0_g**2)
+    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
+    fac_4 = l0_cprev*l0_f*(1 - l0_f)
+    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
+    fac_5 = l0_g*l0_i*(1 - l0_i)
+    l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
     for it in range(20):
         t = 19 - it
         r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r1, r1 + N  # rows of the previous iteration's step
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_H = d_l0_hprev[q0:q1]
+        # (a view of d_l0_hprev, one step back: no copy)
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # carry_l0_C = d_l0_cprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_C = d_l0_cprev[q0:q1]
+        # (a view of d_l0_cprev, one step back: no copy)
 
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H + d_l0_H[r0:r1]
+        d_l0_H_1 = carry_l0_H[r0:r1] + d_l0_H[r0:r1]
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C + d_l0_H_1*l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2)
+        d_l0_C_1 = carry_l0_C[r0:r1] + d_l0_H_1*fac_1[r0:r1]
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
-        d_l0_cprev[r0:r1] = d_l0_C_1*l0_f[r0:r1]
+        numpy.multiply(d_l0_C_1, l0_f[r0:r1], out=d_l0_cprev[r0:r1])
 
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        d_l0_G_3 = d_l0_H_1*l0_o[r0:r1]*(1 - l0_o[r0:r1])*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(d_l0_H_1, fac_2[r0:r1], out=d_l0_G_6[r0:r1, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        d_l0_G_2 = d_l0_C_1*l0_i[r0:r1]*(1 - l0_g[r0:r1]**2)
+        numpy.multiply(d_l0_C_1, fac_3[r0:r1], out=d_l0_G_6[r0:r1, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        d_l0_G_1_1 = d_l0_C_1*l0_cprev[r0:r1]*l0_f[r0:r1]*(1 - l0_f[r0:r1])
+        numpy.multiply(d_l0_C_1, fac_4[r0:r1], out=d_l0_G_6[r0:r1, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        d_l0_G_0 = d_l0_C_1*l0_g[r0:r1]*l0_i[r0:r1]*(1 - l0_i[r0:r1])
+        numpy.multiply(d_l0_C_1, fac_5[r0:r1], out=d_l0_G_6[r0:r1, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
         # d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3]
-        d_l0_G_6[r0:r1] = numpy.concatenate([d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3], axis=1)
+        # (d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3: written in place)
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        d_l0_hprev[r0:r1] = d_l0_G_6[r0:r1] @ l0_Wh.T
+        numpy.matmul(d_l0_G_6[r0:r1], l0_Wh_T, out=d_l0_hprev[r0:r1])
 
     # total gradients
     x_factor = x
@@ -1646,7 +1739,8 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
 
 
 def _mats(arrs):
-    return [a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1) for a in arrs]
+    return [a if a.ndim == 2 else a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)
+            for a in arrs]
 
 
 def _run(name, n, args):
@@ -1656,13 +1750,18 @@ def _run(name, n, args):
     # -1e4): results are checked for NaN/inf by the API (_finite_or_blame)
     with numpy.errstate(all="ignore"):
         outs = globals()["_" + name](*_mats(args))
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    return [numpy.asarray(o, dtype=DTYPE) for o in outs]
+    return list(outs) if isinstance(outs, tuple) else [outs]
 
 
 def _run_flat(name, n, args, start=0):
-    """The outputs from index ``start`` on, one vector in C order."""
+    """The outputs from index ``start`` on, one vector in C order: the
+    vector the generated function wrote them to, one after the other, when
+    it did (no copy)."""
     outs = _run(name, n, args)
+    base = outs[0].base
+    if base is not None and base.ndim == 1 and all(o.base is base for o in outs) and (
+            base.size == sum(o.size for o in outs)):
+        return base[sum(o.size for o in outs[:start]):]
     return numpy.concatenate([o.ravel() for o in outs[start:]])
 
 

@@ -43,6 +43,12 @@ def _partial(op, a: str):
     return d
 
 
+def assignable(dst: str) -> str:
+    """``dst`` as the target of an assignment that writes into the array:
+    ``a[...]`` for an array ``a``, a slice as it is."""
+    return dst if dst.endswith("]") else f"{dst}[...]"
+
+
 def numpy_expr(expr, access: dict, out: str, into=None) -> list:
     """Lines computing the elementwise ``expr`` into ``out`` (NumPy code;
     ``access``: how each argument is read).  ``into`` = (destination, bind):
@@ -57,7 +63,7 @@ def numpy_expr(expr, access: dict, out: str, into=None) -> list:
         if call is not None:
             return lines + [f"{out} = {call}" if bind else call]
         if not bind:
-            return lines + [f"{dst} = {printer.doprint(expr)}"]
+            return lines + [f"{assignable(dst)} = {printer.doprint(expr)}"]
     return lines + [f"{out} = {printer.doprint(expr)}"]
 
 
@@ -128,7 +134,7 @@ class Map(Primitive):
             rhs = f"_full({rhs}, ({dim_code(shape[0])}, {dim_code(shape[1])}))"
             if into is None:
                 return rhs
-            return [f"{into[0]} = {rhs}" if not into[1] else f"{op.out} = {rhs}"]
+            return [f"{assignable(into[0])} = {rhs}" if not into[1] else f"{op.out} = {rhs}"]
         lines = numpy_expr(op.attrs["expr"], {a: em.acc(a, loop) for a in op.args},
                            em.acc(op.out, loop), into)
         if into is None and len(lines) == 1:

@@ -31,16 +31,22 @@ import sympy as sp
 from ...derivation import Derived
 from ...ir import RESERVED, Var
 from ...lower import Program
-from ...primitives.map import numpy_expr
+from ...primitives.map import assignable, numpy_expr
 from ...printers import EquationPrinter
 from ...shapes import broadcast_shape
 from ..common.context import module_context
-from ..common.emitter import Emitter, common_runtime, environment, runtime_source
+from ...shapes import size_coeffs
+from ..common.emitter import (Emitter, common_runtime, environment, offset_code,
+                              runtime_source)
 
 __all__ = ["NumpyEmitter", "emit"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _env = environment(_HERE)
+
+
+#: primitives whose NumPy result may be a view of their argument
+_VIEWS = {"cols", "rows", "cut", "prev"}
 
 
 def _merge_duplicates(prog: Program) -> Program:
@@ -126,6 +132,10 @@ class NumpyEmitter(Emitter):
                 uses[a] = uses.get(a, 0) + 1
         for o in prog.outputs:
             uses[o] = uses.get(o, 0) + 1
+        # arguments that another variable may be a view of (blocks of rows or
+        # columns, an alias): never overwritten in place
+        self.viewed = {a for op in ops if op.prim in _VIEWS or (
+            op.prim == "map" and op.attrs["expr"].is_Symbol) for a in op.args}
         for i, op in enumerate(ops):
             # state reads: views of their source, stored after a block of zeros
             if (op.prim == "prev" and op.args and op.args[0] not in prog.step_vars
@@ -142,6 +152,14 @@ class NumpyEmitter(Emitter):
                             and not p.attrs["expr"].is_Symbol):
                         self.placed[a] = (op.out, pos)
                     pos += self.shape(a, op.loop)[1]
+        # the outputs, written where the caller finds them: one after the
+        # other in one vector (see _run_flat), unless one cannot be
+        outs = prog.outputs
+        self.flat = None
+        if (outs and len(set(outs)) == len(outs) and all(
+                o in self.producer and o not in self.buffers and o not in self.views
+                for o in outs)):
+            self.flat = self.fresh("flat")
         for i, op in enumerate(ops):
             if op.prim != "map" or op.out in self.placed or op.out in prog.outputs:
                 continue
@@ -163,7 +181,8 @@ class NumpyEmitter(Emitter):
         prog = self.prog
         p = prog.ops[self.producer[a]] if a in self.producer else None
         if (p is None or a in prog.outputs or self.last_use.get(a) != i
-                or a in self.views or a in self.buffers or a in self.placed):
+                or a in self.views or a in self.buffers or a in self.placed
+                or a in self.viewed):
             return False
         if p.prim == "map":
             if p.attrs["expr"].is_Symbol:         # an alias of its argument
@@ -187,6 +206,8 @@ class NumpyEmitter(Emitter):
             return self.acc(self.inplace[op.out], loop), True
         if loop is not None and self.stepped(op.out, loop):
             return self.acc(op.out, loop), False
+        if self.flat and op.out in self.prog.outputs:
+            return op.out, False
         return None
 
     def alloc(self, name: str, rows, cols) -> str:
@@ -198,7 +219,8 @@ class NumpyEmitter(Emitter):
         lines = []
         if op.out in self.placed:
             cat, pos = self.placed[op.out]
-            if cat not in self._allocated and not self.stepped(cat, loop):
+            if (cat not in self._allocated and not self.stepped(cat, loop)
+                    and not (self.flat and cat in self.prog.outputs)):
                 rows, cols = self.shape(cat, loop)
                 line = self.alloc(cat, rows, cols)
                 if loop is None:
@@ -217,7 +239,8 @@ class NumpyEmitter(Emitter):
         code = prim.numpy(self, op, loop)
         if isinstance(code, list):          # the primitive wrote whole lines
             return lines + [self.comment(eq)] + code
-        code = f"{self.acc(op.out, loop)} = {code}"
+        into = self.into(op, loop) if op.out in self.prog.outputs else None
+        code = f"{assignable(into[0]) if into else self.acc(op.out, loop)} = {code}"
         if eq.replace(" ", "") != code.replace(" ", ""):
             lines.append(self.comment(eq))
         return lines + [code]
@@ -344,8 +367,30 @@ class NumpyEmitter(Emitter):
                       for v in reads]
         return lines
 
+    def blocks(self) -> list:
+        blocks = super().blocks()
+        pre = self.pre_lines()
+        if not pre:
+            return blocks
+        head = ("the outputs, one after the other in one vector (returned without a copy)"
+                if self.flat else "outputs written step by step in a loop")
+        return [{"head": [head], "lines": pre}] + blocks
+
     def pre_lines(self) -> list:
-        """Outputs defined in a loop are written step by step: allocated first."""
+        """The outputs, allocated first: one after the other in one vector;
+        else (an output is a buffer of state reads) those defined in a loop,
+        which are written step by step."""
+        if self.flat:
+            sizes = [size_coeffs(self.prog.vars[o].shape) for o in self.prog.outputs]
+            total = offset_code(sum(a for a, _ in sizes), sum(b for _, b in sizes))
+            lines = [f"{self.flat} = numpy.empty({total}, dtype=DTYPE)  # the outputs, in order"]
+            pa, pb = 0, 0
+            for o, (a, b) in zip(self.prog.outputs, sizes):
+                r, c = self.prog.vars[o].shape
+                lines.append(f"{o} = {self.flat}[{offset_code(pa, pb)}:"
+                             f"{offset_code(pa + a, pb + b)}].reshape({r}, {c})")
+                pa, pb = pa + a, pb + b
+            return lines
         lines = []
         for o in self.prog.outputs:
             v = self.prog.vars[o]
@@ -360,10 +405,8 @@ class NumpyEmitter(Emitter):
 
 
 def _function(prog: Program, dtype: str) -> dict:
-    em = NumpyEmitter(prog, dtype)
-    blocks = em.blocks()
     return {"name": prog.name, "args": prog.inputs, "returns": prog.outputs,
-            "pre": em.pre_lines(), "blocks": blocks}
+            "pre": [], "blocks": NumpyEmitter(prog, dtype).blocks()}
 
 
 def _assembly_function(derived: Derived, name: str) -> dict:
