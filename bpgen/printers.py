@@ -103,12 +103,22 @@ class NumpyPrinter(NumPyPrinter):
     UFUNCS = {"tanh": "tanh", "exp": "exp", "log": "log", "sin": "sin", "cos": "cos",
               "Abs": "absolute"}
 
+    def can_into(self, e) -> bool:
+        """Has ``e`` an outermost operation that :meth:`into` writes with ``out=``?"""
+        if e.is_Add or e.is_Mul:
+            return True
+        if e.is_Pow:
+            return e.exp in (2, -1, sp.Rational(1, 2), sp.Float(0.5))
+        name = type(e).__name__
+        return (name in self.UFUNCS and len(e.args) == 1) or name in ("sigmoid", "softplus")
+
     def into(self, e, dst: str):
         """``e`` written into the array ``dst`` by its outermost operation
         (a ufunc call with ``out=dst``), or None when that operation has no
         such form.  The operands are evaluated before the call, so ``dst``
         may be one of them."""
-        p = self._print
+        def p(x):               # numbers as the shortest literal that reads back the same
+            return repr(float(x)) if x.is_Float else self._print(x)
 
         def first(args):        # dst itself first (in place), else the first array
             args = list(args)

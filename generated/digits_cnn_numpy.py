@@ -574,6 +574,35 @@ def _structured_diag(mats, outs, n):
     return out.astype(DTYPE)
 
 
+import threading as _threading  # noqa: E402
+
+_LOCAL = _threading.local()
+
+
+def _workspace(name, n, shapes):
+    """The calling thread's arrays for the temporaries of generated function
+    ``name`` at batch size n, one of each shape ``(a, b, cols)`` (a*n + b
+    rows): made on the first call, then the same arrays for every call with
+    this n (a call's temporaries are dead when it returns; its outputs are
+    fresh arrays).  Reusing them spares allocating, and the operating system
+    mapping in, fresh memory at every call."""
+    held = getattr(_LOCAL, "ws", None)
+    if held is None:
+        held = _LOCAL.ws = {}
+    got = held.get(name)
+    if got is not None and got[0] == n:
+        return got[1]
+    held.pop(name, None)
+    sizes = [-(-(a * n + b) * c // 8) * 8 for a, b, c in shapes]   # 64-byte aligned slots
+    buf = numpy.empty(max(sum(sizes), 1), dtype=DTYPE)
+    views, off = [], 0
+    for (a, b, c), size in zip(shapes, sizes):
+        views.append(buf[off:off + (a * n + b) * c].reshape(a * n + b, c))
+        off += size
+    held[name] = (n, views)
+    return views
+
+
 def _sigmoid(z, out=None):
     # 1 / (1 + exp(-z)), into ``out`` when given: for z < -709 exp(-z)
     # overflows to inf and the result is 0, as it should (the generated
@@ -683,6 +712,12 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # the outputs, one after the other in one vector (returned without a copy)
     flat = numpy.empty(10*N, dtype=DTYPE)  # the outputs, in order
     l5_Z = flat[0:10*N].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, l2_PW, l5_XW) = _workspace('forward', N, (
+        (64, 0, 8),  # l0_PW
+        (16, 0, 16),  # l2_PW
+        (1, 0, 10),))  # l5_XW
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
@@ -690,7 +725,7 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
     # l0: activation relu
     # l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)
     l0_A = numpy.where((l0_PW + l0_b >= 0), l0_PW + l0_b, 0)
@@ -711,7 +746,7 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
     # l2: activation relu
     # l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)
     l2_A = numpy.where((l2_PW + l2_b >= 0), l2_PW + l2_b, 0)
@@ -729,7 +764,7 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.matmul(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     numpy.add(l5_XW, l5_b, out=l5_Z)
@@ -742,6 +777,17 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # the outputs, one after the other in one vector (returned without a copy)
     flat = numpy.empty(1, dtype=DTYPE)  # the outputs, in order
     loss = flat[0:1].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, l2_PW, l5_XW, o_exp, loss_terms, l0_W_sq, l2_W_sq, l5_W_sq) = _workspace('loss', N, (
+        (64, 0, 8),  # l0_PW
+        (16, 0, 16),  # l2_PW
+        (1, 0, 10),  # l5_XW
+        (1, 0, 10),  # o_exp
+        (1, 0, 1),  # loss_terms
+        (0, 8, 9),  # l0_W_sq
+        (0, 16, 72),  # l2_W_sq
+        (0, 64, 10),))  # l5_W_sq
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
@@ -749,7 +795,7 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
     # l0: activation relu
     # l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)
     l0_A = numpy.where((l0_PW + l0_b >= 0), l0_PW + l0_b, 0)
@@ -770,7 +816,7 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
     # l2: activation relu
     # l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)
     l2_A = numpy.where((l2_PW + l2_b >= 0), l2_PW + l2_b, 0)
@@ -788,7 +834,7 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.matmul(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
@@ -796,7 +842,7 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     o_max = l5_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l5_Z - o_max)
-    o_exp = numpy.exp(l5_Z - o_max)
+    numpy.exp(l5_Z - o_max, out=o_exp)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
@@ -807,19 +853,19 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     o_label = o_pick.sum(axis=1, keepdims=True)
     # logsumexp(O) - O[label] per sample
     # loss_terms = o_max - o_label + log(o_expsum)
-    loss_terms = -o_label + o_max + numpy.log(o_expsum)
+    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # l0_W_sq = l0_W^∘2
-    l0_W_sq = l0_W**2
+    numpy.square(l0_W, out=l0_W_sq)
     # l0_W_sqsum = 1ᵀ·l0_W_sq·1
     l0_W_sqsum = l0_W_sq.sum(keepdims=True)
     # l2_W_sq = l2_W^∘2
-    l2_W_sq = l2_W**2
+    numpy.square(l2_W, out=l2_W_sq)
     # l2_W_sqsum = 1ᵀ·l2_W_sq·1
     l2_W_sqsum = l2_W_sq.sum(keepdims=True)
     # l5_W_sq = l5_W^∘2
-    l5_W_sq = l5_W**2
+    numpy.square(l5_W, out=l5_W_sq)
     # l5_W_sqsum = 1ᵀ·l5_W_sq·1
     l5_W_sqsum = l5_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
@@ -840,6 +886,24 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     d_l2_b = flat[1233:1249].reshape(1, 16)
     d_l5_W_2 = flat[1249:1889].reshape(64, 10)
     d_l5_b = flat[1889:1899].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, l2_PW, l5_XW, o_exp, loss_terms, l0_W_sq, l2_W_sq, l5_W_sq, d_o_expsum,
+     d_l3_Y, d_l5_W_1, d_l2_P, d_l2_W_1, d_l0_W_1) = _workspace('loss_and_grad', N, (
+        (64, 0, 8),  # l0_PW
+        (16, 0, 16),  # l2_PW
+        (1, 0, 10),  # l5_XW
+        (1, 0, 10),  # o_exp
+        (1, 0, 1),  # loss_terms
+        (0, 8, 9),  # l0_W_sq
+        (0, 16, 72),  # l2_W_sq
+        (0, 64, 10),  # l5_W_sq
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 64),  # d_l3_Y
+        (0, 64, 10),  # d_l5_W_1
+        (16, 0, 72),  # d_l2_P
+        (0, 16, 72),  # d_l2_W_1
+        (0, 8, 9),))  # d_l0_W_1
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
@@ -847,7 +911,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l0_Z = l0_PW + l0_b
     l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
@@ -871,7 +935,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l2_Z = l2_PW + l2_b
     l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
@@ -892,7 +956,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.matmul(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
@@ -900,7 +964,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     o_max = l5_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l5_Z - o_max)
-    o_exp = numpy.exp(l5_Z - o_max)
+    numpy.exp(l5_Z - o_max, out=o_exp)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
@@ -911,19 +975,19 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     o_label = o_pick.sum(axis=1, keepdims=True)
     # logsumexp(O) - O[label] per sample
     # loss_terms = o_max - o_label + log(o_expsum)
-    loss_terms = -o_label + o_max + numpy.log(o_expsum)
+    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # l0_W_sq = l0_W^∘2
-    l0_W_sq = l0_W**2
+    numpy.square(l0_W, out=l0_W_sq)
     # l0_W_sqsum = 1ᵀ·l0_W_sq·1
     l0_W_sqsum = l0_W_sq.sum(keepdims=True)
     # l2_W_sq = l2_W^∘2
-    l2_W_sq = l2_W**2
+    numpy.square(l2_W, out=l2_W_sq)
     # l2_W_sqsum = 1ᵀ·l2_W_sq·1
     l2_W_sqsum = l2_W_sq.sum(keepdims=True)
     # l5_W_sq = l5_W^∘2
-    l5_W_sq = l5_W**2
+    numpy.square(l5_W, out=l5_W_sq)
     # l5_W_sqsum = 1ᵀ·l5_W_sq·1
     l5_W_sqsum = l5_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
@@ -933,7 +997,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
 
     # Grad of: l5_Z = l5_XW + l5_b
     #   (l5: pre-activation Z = X·W + 1·b)
@@ -945,9 +1009,9 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = d_l5_Z_2·l5_Wᵀ
-    d_l3_Y = d_l5_Z_2 @ l5_W.T
+    numpy.matmul(d_l5_Z_2, l5_W.T, out=d_l3_Y)
     # d_l5_W_1 = l3_Yᵀ·d_l5_Z_2
-    d_l5_W_1 = l3_Y.T @ d_l5_Z_2
+    numpy.matmul(l3_Y.T, d_l5_Z_2, out=d_l5_W_1)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -982,9 +1046,9 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # d_l2_P = d_l2_Z·l2_W
-    d_l2_P = d_l2_Z @ l2_W
+    numpy.matmul(d_l2_Z, l2_W, out=d_l2_P)
     # d_l2_W_1 = d_l2_Zᵀ·l2_P
-    d_l2_W_1 = d_l2_Z.T @ l2_P
+    numpy.matmul(d_l2_Z.T, l2_P, out=d_l2_W_1)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
@@ -1024,7 +1088,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l0_PW = l0_P·l0_Wᵀ
     #   (l0: patches times the kernel, P·Wᵀ)
     # d_l0_W_1 = d_l0_Zᵀ·l0_P
-    d_l0_W_1 = d_l0_Z.T @ l0_P
+    numpy.matmul(d_l0_Z.T, l0_P, out=d_l0_W_1)
 
     # total gradients
     # d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W
@@ -1047,6 +1111,33 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     r_d_l2_b = flat[1232:1248].reshape(1, 16)
     r_d_l5_W_2 = flat[1248:1888].reshape(64, 10)
     r_d_l5_b = flat[1888:1898].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, r_l0_PW_b, l2_PW, r_l2_PW_a, r_l2_PW_b, l5_XW, r_l5_XW_a, r_l5_XW_b,
+     d_o_expsum, r_d_o_expsum, d_l3_Y, r_d_l3_Y_a, r_d_l3_Y_b, r_d_l5_W_1_a,
+     r_d_l5_W_1_b, d_l2_Z, r_d_l2_P_a, r_d_l2_P_b, r_d_l2_W_1_a, r_d_l2_W_1_b,
+     r_d_l0_W_1_a) = _workspace('hvp', N, (
+        (64, 0, 8),  # l0_PW
+        (64, 0, 8),  # r_l0_PW_b
+        (16, 0, 16),  # l2_PW
+        (16, 0, 16),  # r_l2_PW_a
+        (16, 0, 16),  # r_l2_PW_b
+        (1, 0, 10),  # l5_XW
+        (1, 0, 10),  # r_l5_XW_a
+        (1, 0, 10),  # r_l5_XW_b
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 1),  # r_d_o_expsum
+        (1, 0, 64),  # d_l3_Y
+        (1, 0, 64),  # r_d_l3_Y_a
+        (1, 0, 64),  # r_d_l3_Y_b
+        (0, 64, 10),  # r_d_l5_W_1_a
+        (0, 64, 10),  # r_d_l5_W_1_b
+        (16, 0, 16),  # d_l2_Z
+        (16, 0, 72),  # r_d_l2_P_a
+        (16, 0, 72),  # r_d_l2_P_b
+        (0, 16, 72),  # r_d_l2_W_1_a
+        (0, 16, 72),  # r_d_l2_W_1_b
+        (0, 8, 9),))  # r_d_l0_W_1_a
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
@@ -1054,9 +1145,9 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
     # r_l0_PW_b = l0_P·v_l0_Wᵀ
-    r_l0_PW_b = l0_P @ v_l0_W.T
+    numpy.matmul(l0_P, v_l0_W.T, out=r_l0_PW_b)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l0_Z = l0_PW + l0_b
     l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
@@ -1092,11 +1183,11 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     r_l2_P = _gather(r_l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
     # r_l2_PW_a = r_l2_P·l2_Wᵀ
-    r_l2_PW_a = r_l2_P @ l2_W.T
+    numpy.matmul(r_l2_P, l2_W.T, out=r_l2_PW_a)
     # r_l2_PW_b = l2_P·v_l2_Wᵀ
-    r_l2_PW_b = l2_P @ v_l2_W.T
+    numpy.matmul(l2_P, v_l2_W.T, out=r_l2_PW_b)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l2_Z = l2_PW + l2_b
     l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
@@ -1127,11 +1218,11 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     r_l3_Y = _gather(r_l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.matmul(l3_Y, l5_W, out=l5_XW)
     # r_l5_XW_a = r_l3_Y·l5_W
-    r_l5_XW_a = r_l3_Y @ l5_W
+    numpy.matmul(r_l3_Y, l5_W, out=r_l5_XW_a)
     # r_l5_XW_b = l3_Y·v_l5_W
-    r_l5_XW_b = l3_Y @ v_l5_W
+    numpy.matmul(l3_Y, v_l5_W, out=r_l5_XW_b)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
@@ -1151,9 +1242,9 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
-    r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
+    numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l5_Z - o_max)
     #   (exp(O - m), shifted for stability)
@@ -1170,17 +1261,17 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = d_l5_Z_2·l5_Wᵀ
-    d_l3_Y = d_l5_Z_2 @ l5_W.T
+    numpy.matmul(d_l5_Z_2, l5_W.T, out=d_l3_Y)
     # r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ
-    r_d_l3_Y_a = r_d_l5_Z_1 @ l5_W.T
+    numpy.matmul(r_d_l5_Z_1, l5_W.T, out=r_d_l3_Y_a)
     # r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ
-    r_d_l3_Y_b = d_l5_Z_2 @ v_l5_W.T
+    numpy.matmul(d_l5_Z_2, v_l5_W.T, out=r_d_l3_Y_b)
     # r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b
     r_d_l3_Y = numpy.add(r_d_l3_Y_a, r_d_l3_Y_b, out=r_d_l3_Y_a)
     # r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2
-    r_d_l5_W_1_a = r_l3_Y.T @ d_l5_Z_2
+    numpy.matmul(r_l3_Y.T, d_l5_Z_2, out=r_d_l5_W_1_a)
     # r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1
-    r_d_l5_W_1_b = l3_Y.T @ r_d_l5_Z_1
+    numpy.matmul(l3_Y.T, r_d_l5_Z_1, out=r_d_l5_W_1_b)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -1213,7 +1304,7 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
     #   (l2: activation relu)
     # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
-    d_l2_Z = d_l2_A*(l2_Z >= 0)
+    numpy.multiply(d_l2_A, (l2_Z >= 0), out=d_l2_Z)
     # r_d_l2_Z = r_d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
     r_d_l2_Z = numpy.multiply(r_d_l2_A, (l2_Z >= 0), out=l2_Z)
 
@@ -1225,15 +1316,15 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # r_d_l2_P_a = r_d_l2_Z·l2_W
-    r_d_l2_P_a = r_d_l2_Z @ l2_W
+    numpy.matmul(r_d_l2_Z, l2_W, out=r_d_l2_P_a)
     # r_d_l2_P_b = d_l2_Z·v_l2_W
-    r_d_l2_P_b = d_l2_Z @ v_l2_W
+    numpy.matmul(d_l2_Z, v_l2_W, out=r_d_l2_P_b)
     # r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b
     r_d_l2_P = numpy.add(r_d_l2_P_a, r_d_l2_P_b, out=r_d_l2_P_a)
     # r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P
-    r_d_l2_W_1_a = r_d_l2_Z.T @ l2_P
+    numpy.matmul(r_d_l2_Z.T, l2_P, out=r_d_l2_W_1_a)
     # r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P
-    r_d_l2_W_1_b = d_l2_Z.T @ r_l2_P
+    numpy.matmul(d_l2_Z.T, r_l2_P, out=r_d_l2_W_1_b)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
@@ -1273,7 +1364,7 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: l0_PW = l0_P·l0_Wᵀ
     #   (l0: patches times the kernel, P·Wᵀ)
     # r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P
-    r_d_l0_W_1_a = r_d_l0_Z.T @ l0_P
+    numpy.matmul(r_d_l0_Z.T, l0_P, out=r_d_l0_W_1_a)
 
     # total gradients
     # r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W
@@ -1296,6 +1387,25 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     d_l2_b = flat[1232:1248].reshape(1, 16)
     gv_l5_W = flat[1248:1888].reshape(64, 10)
     d_l5_b = flat[1888:1898].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, r_l0_PW_b, l2_PW, r_l2_PW_a, r_l2_PW_b, l5_XW, r_l5_XW_a, r_l5_XW_b,
+     d_o_expsum, r_d_o_expsum, d_l3_Y, d_l5_W_1, d_l2_P, d_l2_W_1, d_l0_W_1) = _workspace('ggn_vp', N, (
+        (64, 0, 8),  # l0_PW
+        (64, 0, 8),  # r_l0_PW_b
+        (16, 0, 16),  # l2_PW
+        (16, 0, 16),  # r_l2_PW_a
+        (16, 0, 16),  # r_l2_PW_b
+        (1, 0, 10),  # l5_XW
+        (1, 0, 10),  # r_l5_XW_a
+        (1, 0, 10),  # r_l5_XW_b
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 1),  # r_d_o_expsum
+        (1, 0, 64),  # d_l3_Y
+        (0, 64, 10),  # d_l5_W_1
+        (16, 0, 72),  # d_l2_P
+        (0, 16, 72),  # d_l2_W_1
+        (0, 8, 9),))  # d_l0_W_1
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
@@ -1303,9 +1413,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
     # r_l0_PW_b = l0_P·v_l0_Wᵀ
-    r_l0_PW_b = l0_P @ v_l0_W.T
+    numpy.matmul(l0_P, v_l0_W.T, out=r_l0_PW_b)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l0_Z = l0_PW + l0_b
     l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
@@ -1341,11 +1451,11 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     r_l2_P = _gather(r_l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
     # r_l2_PW_a = r_l2_P·l2_Wᵀ
-    r_l2_PW_a = r_l2_P @ l2_W.T
+    numpy.matmul(r_l2_P, l2_W.T, out=r_l2_PW_a)
     # r_l2_PW_b = l2_P·v_l2_Wᵀ
-    r_l2_PW_b = l2_P @ v_l2_W.T
+    numpy.matmul(l2_P, v_l2_W.T, out=r_l2_PW_b)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l2_Z = l2_PW + l2_b
     l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
@@ -1376,11 +1486,11 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     r_l3_Y = _gather(r_l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.matmul(l3_Y, l5_W, out=l5_XW)
     # r_l5_XW_a = r_l3_Y·l5_W
-    r_l5_XW_a = r_l3_Y @ l5_W
+    numpy.matmul(r_l3_Y, l5_W, out=r_l5_XW_a)
     # r_l5_XW_b = l3_Y·v_l5_W
-    r_l5_XW_b = l3_Y @ v_l5_W
+    numpy.matmul(l3_Y, v_l5_W, out=r_l5_XW_b)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
@@ -1400,9 +1510,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
-    r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
+    numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l5_Z - o_max)
     #   (exp(O - m), shifted for stability)
@@ -1417,9 +1527,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = r_d_l5_Z_1·l5_Wᵀ
-    d_l3_Y = r_d_l5_Z_1 @ l5_W.T
+    numpy.matmul(r_d_l5_Z_1, l5_W.T, out=d_l3_Y)
     # d_l5_W_1 = l3_Yᵀ·r_d_l5_Z_1
-    d_l5_W_1 = l3_Y.T @ r_d_l5_Z_1
+    numpy.matmul(l3_Y.T, r_d_l5_Z_1, out=d_l5_W_1)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -1454,9 +1564,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # d_l2_P = d_l2_Z·l2_W
-    d_l2_P = d_l2_Z @ l2_W
+    numpy.matmul(d_l2_Z, l2_W, out=d_l2_P)
     # d_l2_W_1 = d_l2_Zᵀ·l2_P
-    d_l2_W_1 = d_l2_Z.T @ l2_P
+    numpy.matmul(d_l2_Z.T, l2_P, out=d_l2_W_1)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
@@ -1496,7 +1606,7 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # Grad of: l0_PW = l0_P·l0_Wᵀ
     #   (l0: patches times the kernel, P·Wᵀ)
     # d_l0_W_1 = d_l0_Zᵀ·l0_P
-    d_l0_W_1 = d_l0_Z.T @ l0_P
+    numpy.matmul(d_l0_Z.T, l0_P, out=d_l0_W_1)
 
     # total gradients
     # gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W
@@ -1519,6 +1629,15 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P = flat[1344*N:2496*N].reshape(16*N, 72)
     l3_Y = flat[2496*N:2560*N].reshape(N, 64)
     d_l5_Z_2 = flat[2560*N:2570*N].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, l2_PW, l5_XW, d_o_expsum, d_l3_Y, d_l2_P) = _workspace('grad_factors', N, (
+        (64, 0, 8),  # l0_PW
+        (16, 0, 16),  # l2_PW
+        (1, 0, 10),  # l5_XW
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 64),  # d_l3_Y
+        (16, 0, 72),))  # d_l2_P
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
@@ -1526,7 +1645,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l0_P[...] = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l0_Z = l0_PW + l0_b
     l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
@@ -1550,7 +1669,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P[...] = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l2_Z = l2_PW + l2_b
     l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
@@ -1571,7 +1690,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_Y[...] = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.matmul(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
@@ -1587,7 +1706,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
 
     # Grad of: l5_Z = l5_XW + l5_b
     #   (l5: pre-activation Z = X·W + 1·b)
@@ -1597,7 +1716,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = d_l5_Z_2·l5_Wᵀ
-    d_l3_Y = d_l5_Z_2 @ l5_W.T
+    numpy.matmul(d_l5_Z_2, l5_W.T, out=d_l3_Y)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -1627,7 +1746,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # d_l2_P = d_l2_Z·l2_W
-    d_l2_P = d_l2_Z @ l2_W
+    numpy.matmul(d_l2_Z, l2_W, out=d_l2_P)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
@@ -1659,6 +1778,12 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
     numpy.multiply(d_l0_A, (l0_Z >= 0), out=d_l0_Z)
     return d_l0_Z, l0_P, d_l2_Z, l2_P, l3_Y, d_l5_Z_2
+
+
+def release_workspace():
+    """Free the calling thread's workspaces (kept between calls, one per
+    generated function, for the batch size it last ran at)."""
+    _LOCAL.ws = None
 
 
 def _mats(arrs):

@@ -573,6 +573,35 @@ def _structured_diag(mats, outs, n):
     return out.astype(DTYPE)
 
 
+import threading as _threading  # noqa: E402
+
+_LOCAL = _threading.local()
+
+
+def _workspace(name, n, shapes):
+    """The calling thread's arrays for the temporaries of generated function
+    ``name`` at batch size n, one of each shape ``(a, b, cols)`` (a*n + b
+    rows): made on the first call, then the same arrays for every call with
+    this n (a call's temporaries are dead when it returns; its outputs are
+    fresh arrays).  Reusing them spares allocating, and the operating system
+    mapping in, fresh memory at every call."""
+    held = getattr(_LOCAL, "ws", None)
+    if held is None:
+        held = _LOCAL.ws = {}
+    got = held.get(name)
+    if got is not None and got[0] == n:
+        return got[1]
+    held.pop(name, None)
+    sizes = [-(-(a * n + b) * c // 8) * 8 for a, b, c in shapes]   # 64-byte aligned slots
+    buf = numpy.empty(max(sum(sizes), 1), dtype=DTYPE)
+    views, off = [], 0
+    for (a, b, c), size in zip(shapes, sizes):
+        views.append(buf[off:off + (a * n + b) * c].reshape(a * n + b, c))
+        off += size
+    held[name] = (n, views)
+    return views
+
+
 def _sigmoid(z, out=None):
     # 1 / (1 + exp(-z)), into ``out`` when given: for z < -709 exp(-z)
     # overflows to inf and the result is 0, as it should (the generated
@@ -682,17 +711,22 @@ def _forward(x, l0_W, l0_b, l1_W, l1_b):
     # the outputs, one after the other in one vector (returned without a copy)
     flat = numpy.empty(10*N, dtype=DTYPE)  # the outputs, in order
     l1_Z = flat[0:10*N].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l1_XW) = _workspace('forward', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 10),))  # l1_XW
 
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.matmul(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.matmul(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     numpy.add(l1_XW, l1_b, out=l1_Z)
@@ -705,17 +739,26 @@ def _loss(x, y, l0_W, l0_b, l1_W, l1_b):
     # the outputs, one after the other in one vector (returned without a copy)
     flat = numpy.empty(1, dtype=DTYPE)  # the outputs, in order
     loss = flat[0:1].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l1_XW, o_exp, loss_terms, l0_W_sq, l1_W_sq) = _workspace('loss', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 10),  # l1_XW
+        (1, 0, 10),  # o_exp
+        (1, 0, 1),  # loss_terms
+        (0, 64, 32),  # l0_W_sq
+        (0, 32, 10),))  # l1_W_sq
 
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.matmul(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.matmul(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -723,7 +766,7 @@ def _loss(x, y, l0_W, l0_b, l1_W, l1_b):
     o_max = l1_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l1_Z - o_max)
-    o_exp = numpy.exp(l1_Z - o_max)
+    numpy.exp(l1_Z - o_max, out=o_exp)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
@@ -734,15 +777,15 @@ def _loss(x, y, l0_W, l0_b, l1_W, l1_b):
     o_label = o_pick.sum(axis=1, keepdims=True)
     # logsumexp(O) - O[label] per sample
     # loss_terms = o_max - o_label + log(o_expsum)
-    loss_terms = -o_label + o_max + numpy.log(o_expsum)
+    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # l0_W_sq = l0_W^∘2
-    l0_W_sq = l0_W**2
+    numpy.square(l0_W, out=l0_W_sq)
     # l0_W_sqsum = 1ᵀ·l0_W_sq·1
     l0_W_sqsum = l0_W_sq.sum(keepdims=True)
     # l1_W_sq = l1_W^∘2
-    l1_W_sq = l1_W**2
+    numpy.square(l1_W, out=l1_W_sq)
     # l1_W_sqsum = 1ᵀ·l1_W_sq·1
     l1_W_sqsum = l1_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
@@ -761,17 +804,31 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     d_l0_b = flat[2049:2081].reshape(1, 32)
     d_l1_W_2 = flat[2081:2401].reshape(32, 10)
     d_l1_b = flat[2401:2411].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l1_XW, o_exp, loss_terms, l0_W_sq, l1_W_sq, d_o_expsum, d_l0_A, d_l1_W_1,
+     d_l0_W_1) = _workspace('loss_and_grad', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 10),  # l1_XW
+        (1, 0, 10),  # o_exp
+        (1, 0, 1),  # loss_terms
+        (0, 64, 32),  # l0_W_sq
+        (0, 32, 10),  # l1_W_sq
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 32),  # d_l0_A
+        (0, 32, 10),  # d_l1_W_1
+        (0, 64, 32),))  # d_l0_W_1
 
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.matmul(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.matmul(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -779,7 +836,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     o_max = l1_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l1_Z - o_max)
-    o_exp = numpy.exp(l1_Z - o_max)
+    numpy.exp(l1_Z - o_max, out=o_exp)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
@@ -790,15 +847,15 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     o_label = o_pick.sum(axis=1, keepdims=True)
     # logsumexp(O) - O[label] per sample
     # loss_terms = o_max - o_label + log(o_expsum)
-    loss_terms = -o_label + o_max + numpy.log(o_expsum)
+    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # l0_W_sq = l0_W^∘2
-    l0_W_sq = l0_W**2
+    numpy.square(l0_W, out=l0_W_sq)
     # l0_W_sqsum = 1ᵀ·l0_W_sq·1
     l0_W_sqsum = l0_W_sq.sum(keepdims=True)
     # l1_W_sq = l1_W^∘2
-    l1_W_sq = l1_W**2
+    numpy.square(l1_W, out=l1_W_sq)
     # l1_W_sqsum = 1ᵀ·l1_W_sq·1
     l1_W_sqsum = l1_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
@@ -808,7 +865,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
@@ -820,9 +877,9 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
-    d_l0_A = d_l1_Z_2 @ l1_W.T
+    numpy.matmul(d_l1_Z_2, l1_W.T, out=d_l0_A)
     # d_l1_W_1 = l0_Aᵀ·d_l1_Z_2
-    d_l1_W_1 = l0_A.T @ d_l1_Z_2
+    numpy.matmul(l0_A.T, d_l1_Z_2, out=d_l1_W_1)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
@@ -837,7 +894,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: l0_XW = x·l0_W
     #   (l0: affine part)
     # d_l0_W_1 = xᵀ·d_l0_Z
-    d_l0_W_1 = x.T @ d_l0_Z
+    numpy.matmul(x.T, d_l0_Z, out=d_l0_W_1)
 
     # total gradients
     # d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W
@@ -856,13 +913,30 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     r_d_l0_b = flat[2048:2080].reshape(1, 32)
     r_d_l1_W_2 = flat[2080:2400].reshape(32, 10)
     r_d_l1_b = flat[2400:2410].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, r_l0_XW_b, l1_XW, r_l1_XW_a, r_l1_XW_b, d_o_expsum, r_d_o_expsum, d_l0_A,
+     r_d_l0_A_a, r_d_l0_A_b, r_d_l1_W_1_a, r_d_l1_W_1_b, r_d_l0_W_1_b) = _workspace('hvp', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 32),  # r_l0_XW_b
+        (1, 0, 10),  # l1_XW
+        (1, 0, 10),  # r_l1_XW_a
+        (1, 0, 10),  # r_l1_XW_b
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 1),  # r_d_o_expsum
+        (1, 0, 32),  # d_l0_A
+        (1, 0, 32),  # r_d_l0_A_a
+        (1, 0, 32),  # r_d_l0_A_b
+        (0, 32, 10),  # r_d_l1_W_1_a
+        (0, 32, 10),  # r_d_l1_W_1_b
+        (0, 64, 32),))  # r_d_l0_W_1_b
 
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.matmul(x, l0_W, out=l0_XW)
     # r_l0_XW_b = x·v_l0_W
-    r_l0_XW_b = x @ v_l0_W
+    numpy.matmul(x, v_l0_W, out=r_l0_XW_b)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
@@ -870,11 +944,11 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     r_l0_A = numpy.multiply(1 - l0_A**2, r_l0_XW_b + v_l0_b, out=r_l0_XW_b)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.matmul(l0_A, l1_W, out=l1_XW)
     # r_l1_XW_a = r_l0_A·l1_W
-    r_l1_XW_a = r_l0_A @ l1_W
+    numpy.matmul(r_l0_A, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_A·v_l1_W
-    r_l1_XW_b = l0_A @ v_l1_W
+    numpy.matmul(l0_A, v_l1_W, out=r_l1_XW_b)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -894,9 +968,9 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
-    r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
+    numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l1_Z - o_max)
     #   (exp(O - m), shifted for stability)
@@ -913,15 +987,15 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
-    d_l0_A = d_l1_Z_2 @ l1_W.T
+    numpy.matmul(d_l1_Z_2, l1_W.T, out=d_l0_A)
     # r_d_l0_A_a = r_d_l1_Z_1·l1_Wᵀ
-    r_d_l0_A_a = r_d_l1_Z_1 @ l1_W.T
+    numpy.matmul(r_d_l1_Z_1, l1_W.T, out=r_d_l0_A_a)
     # r_d_l0_A_b = d_l1_Z_2·v_l1_Wᵀ
-    r_d_l0_A_b = d_l1_Z_2 @ v_l1_W.T
+    numpy.matmul(d_l1_Z_2, v_l1_W.T, out=r_d_l0_A_b)
     # r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2
-    r_d_l1_W_1_a = r_l0_A.T @ d_l1_Z_2
+    numpy.matmul(r_l0_A.T, d_l1_Z_2, out=r_d_l1_W_1_a)
     # r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1
-    r_d_l1_W_1_b = l0_A.T @ r_d_l1_Z_1
+    numpy.matmul(l0_A.T, r_d_l1_Z_1, out=r_d_l1_W_1_b)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
@@ -936,7 +1010,7 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: l0_XW = x·l0_W
     #   (l0: affine part)
     # r_d_l0_W_1_b = xᵀ·r_d_l0_Z
-    r_d_l0_W_1_b = x.T @ r_d_l0_Z
+    numpy.matmul(x.T, r_d_l0_Z, out=r_d_l0_W_1_b)
 
     # total gradients
     # r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W
@@ -955,13 +1029,27 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     d_l0_b = flat[2048:2080].reshape(1, 32)
     gv_l1_W = flat[2080:2400].reshape(32, 10)
     d_l1_b = flat[2400:2410].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, r_l0_XW_b, l1_XW, r_l1_XW_a, r_l1_XW_b, d_o_expsum, r_d_o_expsum, d_l0_A,
+     d_l1_W_1, d_l0_W_1) = _workspace('ggn_vp', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 32),  # r_l0_XW_b
+        (1, 0, 10),  # l1_XW
+        (1, 0, 10),  # r_l1_XW_a
+        (1, 0, 10),  # r_l1_XW_b
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 1),  # r_d_o_expsum
+        (1, 0, 32),  # d_l0_A
+        (0, 32, 10),  # d_l1_W_1
+        (0, 64, 32),))  # d_l0_W_1
 
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.matmul(x, l0_W, out=l0_XW)
     # r_l0_XW_b = x·v_l0_W
-    r_l0_XW_b = x @ v_l0_W
+    numpy.matmul(x, v_l0_W, out=r_l0_XW_b)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
@@ -969,11 +1057,11 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     r_l0_A = numpy.multiply(1 - l0_A**2, r_l0_XW_b + v_l0_b, out=r_l0_XW_b)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.matmul(l0_A, l1_W, out=l1_XW)
     # r_l1_XW_a = r_l0_A·l1_W
-    r_l1_XW_a = r_l0_A @ l1_W
+    numpy.matmul(r_l0_A, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_A·v_l1_W
-    r_l1_XW_b = l0_A @ v_l1_W
+    numpy.matmul(l0_A, v_l1_W, out=r_l1_XW_b)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -993,9 +1081,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
-    r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
+    numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l1_Z - o_max)
     #   (exp(O - m), shifted for stability)
@@ -1010,9 +1098,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = r_d_l1_Z_1·l1_Wᵀ
-    d_l0_A = r_d_l1_Z_1 @ l1_W.T
+    numpy.matmul(r_d_l1_Z_1, l1_W.T, out=d_l0_A)
     # d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1
-    d_l1_W_1 = l0_A.T @ r_d_l1_Z_1
+    numpy.matmul(l0_A.T, r_d_l1_Z_1, out=d_l1_W_1)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
@@ -1027,7 +1115,7 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: l0_XW = x·l0_W
     #   (l0: affine part)
     # d_l0_W_1 = xᵀ·d_l0_Z
-    d_l0_W_1 = x.T @ d_l0_Z
+    numpy.matmul(x.T, d_l0_Z, out=d_l0_W_1)
 
     # total gradients
     # gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W
@@ -1046,17 +1134,24 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     d_l0_Z = flat[64*N:96*N].reshape(N, 32)
     l0_A = flat[96*N:128*N].reshape(N, 32)
     d_l1_Z_2 = flat[128*N:138*N].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l1_XW, d_o_expsum, d_l0_A) = _workspace('grad_factors', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 10),  # l1_XW
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 32),))  # d_l0_A
 
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.matmul(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     numpy.tanh(l0_XW + l0_b, out=l0_A)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.matmul(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -1072,7 +1167,7 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
@@ -1082,7 +1177,7 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
-    d_l0_A = d_l1_Z_2 @ l1_W.T
+    numpy.matmul(d_l1_Z_2, l1_W.T, out=d_l0_A)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
@@ -1110,11 +1205,17 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     l1_d2 = flat[234*N:244*N].reshape(N, 10)
     d_l1_Z_2 = flat[244*N:254*N].reshape(N, 10)
     softmax_p = flat[254*N:264*N].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l1_XW, d_o_expsum) = _workspace('curvature', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 10),  # l1_XW
+        (1, 0, 1),))  # d_o_expsum
 
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.matmul(x, l0_W, out=l0_XW)
     # l0: pre-activation Z = X·W + 1·b
     # l0_Z = l0_XW + l0_b
     l0_Z = numpy.add(l0_XW, l0_b, out=l0_XW)
@@ -1123,7 +1224,7 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     numpy.tanh(l0_Z, out=l0_A)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.matmul(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -1139,7 +1240,7 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
@@ -1297,6 +1398,12 @@ def _hessian_blocks(x, y, l0_W, l0_b, l1_W, l1_b):
     # H_l1[l1.W; l1.W] += λ I  (λ = 0.0001)
     H_1.reshape(-1)[0:105920:331] += 0.0001
     return H_0, H_1
+
+
+def release_workspace():
+    """Free the calling thread's workspaces (kept between calls, one per
+    generated function, for the batch size it last ran at)."""
+    _LOCAL.ws = None
 
 
 def _mats(arrs):

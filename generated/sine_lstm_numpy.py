@@ -572,6 +572,35 @@ def _structured_diag(mats, outs, n):
     return out.astype(DTYPE)
 
 
+import threading as _threading  # noqa: E402
+
+_LOCAL = _threading.local()
+
+
+def _workspace(name, n, shapes):
+    """The calling thread's arrays for the temporaries of generated function
+    ``name`` at batch size n, one of each shape ``(a, b, cols)`` (a*n + b
+    rows): made on the first call, then the same arrays for every call with
+    this n (a call's temporaries are dead when it returns; its outputs are
+    fresh arrays).  Reusing them spares allocating, and the operating system
+    mapping in, fresh memory at every call."""
+    held = getattr(_LOCAL, "ws", None)
+    if held is None:
+        held = _LOCAL.ws = {}
+    got = held.get(name)
+    if got is not None and got[0] == n:
+        return got[1]
+    held.pop(name, None)
+    sizes = [-(-(a * n + b) * c // 8) * 8 for a, b, c in shapes]   # 64-byte aligned slots
+    buf = numpy.empty(max(sum(sizes), 1), dtype=DTYPE)
+    views, off = [], 0
+    for (a, b, c), size in zip(shapes, sizes):
+        views.append(buf[off:off + (a * n + b) * c].reshape(a * n + b, c))
+        off += size
+    held[name] = (n, views)
+    return views
+
+
 def _sigmoid(z, out=None):
     # 1 / (1 + exp(-z)), into ``out`` when given: for z < -709 exp(-z)
     # overflows to inf and the result is 0, as it should (the generated
@@ -681,22 +710,27 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # the outputs, one after the other in one vector (returned without a copy)
     flat = numpy.empty(20*N, dtype=DTYPE)  # the outputs, in order
     l1_Z = flat[0:20*N].reshape(20*N, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l0_C_z, l0_H_z, l1_XW) = _workspace('forward', N, (
+        (20, 0, 64),  # l0_XW
+        (21, 0, 16),  # l0_C_z
+        (21, 0, 16),  # l0_H_z
+        (20, 0, 1),))  # l1_XW
 
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    l0_XW = x @ l0_Wx
+    numpy.matmul(x, l0_Wx, out=l0_XW)
     # l0: X·Wx + 1·b
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
-    l0_C_z[:N] = 0
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
     l0_C = l0_C_z[N:]
     l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
-    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
-    l0_H_z[:N] = 0
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
     l0_H = l0_H_z[N:]
     l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
     for it in range(20):
@@ -727,7 +761,7 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    l1_XW = l0_H @ l1_W
+    numpy.matmul(l0_H, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     numpy.add(l1_XW, l1_b, out=l1_Z)
@@ -740,22 +774,28 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # the outputs, one after the other in one vector (returned without a copy)
     flat = numpy.empty(1, dtype=DTYPE)  # the outputs, in order
     loss = flat[0:1].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l0_C_z, l0_H_z, l1_XW, loss_terms) = _workspace('loss', N, (
+        (20, 0, 64),  # l0_XW
+        (21, 0, 16),  # l0_C_z
+        (21, 0, 16),  # l0_H_z
+        (20, 0, 1),  # l1_XW
+        (1, 0, 1),))  # loss_terms
 
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    l0_XW = x @ l0_Wx
+    numpy.matmul(x, l0_Wx, out=l0_XW)
     # l0: X·Wx + 1·b
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
-    l0_C_z[:N] = 0
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
     l0_C = l0_C_z[N:]
     l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
-    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
-    l0_H_z[:N] = 0
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
     l0_H = l0_H_z[N:]
     l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
     for it in range(20):
@@ -786,7 +826,7 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    l1_XW = l0_H @ l1_W
+    numpy.matmul(l0_H, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -794,7 +834,7 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     out_last = l1_Z[19*N:20*N]
     # mse: 0.5 (O - Y)^2 per unit
     # loss_terms = (out_last - y)^∘2 / 2
-    loss_terms = 0.5*(out_last - y)**2
+    numpy.multiply((out_last - y)**2, 0.5, out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
@@ -814,26 +854,45 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     d_l0_b = flat[1089:1153].reshape(1, 64)
     d_l1_W = flat[1153:1169].reshape(16, 1)
     d_l1_b = flat[1169:1170].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l0_i, l0_f, l0_g, l0_o, l0_C_z, l0_H_z, l1_XW, loss_terms, d_out_last,
+     d_l0_H, fac, fac_1, fac_2, fac_3, fac_4, fac_5, d_l0_cprev_z, d_l0_G_6,
+     d_l0_hprev_z) = _workspace('loss_and_grad', N, (
+        (20, 0, 64),  # l0_XW
+        (20, 0, 16),  # l0_i
+        (20, 0, 16),  # l0_f
+        (20, 0, 16),  # l0_g
+        (20, 0, 16),  # l0_o
+        (21, 0, 16),  # l0_C_z
+        (21, 0, 16),  # l0_H_z
+        (20, 0, 1),  # l1_XW
+        (1, 0, 1),  # loss_terms
+        (1, 0, 1),  # d_out_last
+        (20, 0, 16),  # d_l0_H
+        (20, 0, 16),  # fac
+        (20, 0, 16),  # fac_1
+        (20, 0, 16),  # fac_2
+        (20, 0, 16),  # fac_3
+        (20, 0, 16),  # fac_4
+        (20, 0, 16),  # fac_5
+        (21, 0, 16),  # d_l0_cprev_z
+        (20, 0, 64),  # d_l0_G_6
+        (21, 0, 16),))  # d_l0_hprev_z
 
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    l0_XW = x @ l0_Wx
+    numpy.matmul(x, l0_Wx, out=l0_XW)
     # l0: X·Wx + 1·b
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
-    l0_C_z[:N] = 0
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
     l0_C = l0_C_z[N:]
     l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
-    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
-    l0_H_z[:N] = 0
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
     l0_H = l0_H_z[N:]
     l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
     for it in range(20):
@@ -876,7 +935,7 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    l1_XW = l0_H @ l1_W
+    numpy.matmul(l0_H, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -884,7 +943,7 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     out_last = l1_Z[19*N:20*N]
     # mse: 0.5 (O - Y)^2 per unit
     # loss_terms = (out_last - y)^∘2 / 2
-    loss_terms = 0.5*(out_last - y)**2
+    numpy.multiply((out_last - y)**2, 0.5, out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
@@ -893,7 +952,8 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2
     #   (mse: 0.5 (O - Y)^2 per unit)
-    d_out_last = (out_last - y)/N
+    # d_out_last = (out_last - y) / N
+    numpy.divide(out_last - y, N, out=d_out_last)
 
     # Grad of: out_last = l1_Z(t=19)
     # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
@@ -907,32 +967,29 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # Grad of: l1_XW = l0_H·l1_W
     #   (l1: affine part)
     # d_l0_H = d_l1_Z·l1_Wᵀ
-    d_l0_H = d_l1_Z @ l1_W.T
+    numpy.matmul(d_l1_Z, l1_W.T, out=d_l0_H)
     # d_l1_W = l0_Hᵀ·d_l1_Z
     numpy.matmul(l0_H.T, d_l1_Z, out=d_l1_W)
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
-    d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_cprev, then N zero rows
-    d_l0_cprev_z[20*N:] = 0
+    d_l0_cprev_z[20*N:] = 0  # d_l0_cprev, then N zero rows
     d_l0_cprev = d_l0_cprev_z[:20*N]
     carry_l0_C = d_l0_cprev_z[N:]  # d_l0_cprev of the previous iteration (step t+1)
-    d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_hprev, then N zero rows
-    d_l0_hprev_z[20*N:] = 0
+    d_l0_hprev_z[20*N:] = 0  # d_l0_hprev, then N zero rows
     d_l0_hprev = d_l0_hprev_z[:20*N]
     carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
     # tanh(l0_C): every step at once
-    fac = numpy.tanh(l0_C)
+    numpy.tanh(l0_C, out=fac)
     # l0_o ⊙ (1 - fac^∘2): every step at once
-    fac_1 = l0_o*(1 - fac**2)
+    numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
     # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
-    fac_2 = fac*l0_o*(1 - l0_o)
+    numpy.multiply(fac, l0_o*(1 - l0_o), out=fac_2)
     # l0_i ⊙ (1 - l0_g^∘2): every step at once
-    fac_3 = l0_i*(1 - l0_g**2)
+    numpy.multiply(l0_i, 1 - l0_g**2, out=fac_3)
     # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
-    fac_4 = l0_cprev*l0_f*(1 - l0_f)
+    numpy.multiply(l0_cprev, l0_f*(1 - l0_f), out=fac_4)
     # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
-    fac_5 = l0_g*l0_i*(1 - l0_i)
+    numpy.multiply(l0_g, l0_i*(1 - l0_i), out=fac_5)
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
     for it in range(20):
         t = 19 - it
@@ -1013,13 +1070,66 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     r_d_l0_b = flat[1088:1152].reshape(1, 64)
     r_d_l1_W = flat[1152:1168].reshape(16, 1)
     r_d_l1_b = flat[1168:1169].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, r_l0_XW_b, l0_i, r_l0_i, l0_f, r_l0_f, l0_g, r_l0_g, l0_o, r_l0_o, l0_C_z,
+     r_l0_C_z, l0_H_z, r_l0_H_z, l1_XW, r_l1_XW_a, r_l1_XW_b, d_out_last,
+     r_d_out_last, d_l0_H, r_d_l0_H_a, r_d_l0_H_b, r_d_l1_W_a, r_d_l1_W_b, fac, fac_1,
+     fac_2, fac_3, fac_4, fac_5, fac_6, fac_7, fac_8, fac_9, fac_10, fac_11, fac_12,
+     d_l0_cprev_z, r_d_l0_cprev_z, d_l0_G_6, r_d_l0_G_6, d_l0_hprev_z, r_d_l0_hprev_z,
+     r_d_l0_Wh_a, r_d_l0_Wh_b) = _workspace('hvp', N, (
+        (20, 0, 64),  # l0_XW
+        (20, 0, 64),  # r_l0_XW_b
+        (20, 0, 16),  # l0_i
+        (20, 0, 16),  # r_l0_i
+        (20, 0, 16),  # l0_f
+        (20, 0, 16),  # r_l0_f
+        (20, 0, 16),  # l0_g
+        (20, 0, 16),  # r_l0_g
+        (20, 0, 16),  # l0_o
+        (20, 0, 16),  # r_l0_o
+        (21, 0, 16),  # l0_C_z
+        (21, 0, 16),  # r_l0_C_z
+        (21, 0, 16),  # l0_H_z
+        (21, 0, 16),  # r_l0_H_z
+        (20, 0, 1),  # l1_XW
+        (20, 0, 1),  # r_l1_XW_a
+        (20, 0, 1),  # r_l1_XW_b
+        (1, 0, 1),  # d_out_last
+        (1, 0, 1),  # r_d_out_last
+        (20, 0, 16),  # d_l0_H
+        (20, 0, 16),  # r_d_l0_H_a
+        (20, 0, 16),  # r_d_l0_H_b
+        (0, 16, 1),  # r_d_l1_W_a
+        (0, 16, 1),  # r_d_l1_W_b
+        (20, 0, 16),  # fac
+        (20, 0, 16),  # fac_1
+        (20, 0, 16),  # fac_2
+        (20, 0, 16),  # fac_3
+        (20, 0, 16),  # fac_4
+        (20, 0, 16),  # fac_5
+        (20, 0, 16),  # fac_6
+        (20, 0, 16),  # fac_7
+        (20, 0, 16),  # fac_8
+        (20, 0, 16),  # fac_9
+        (20, 0, 16),  # fac_10
+        (20, 0, 16),  # fac_11
+        (20, 0, 16),  # fac_12
+        (21, 0, 16),  # d_l0_cprev_z
+        (21, 0, 16),  # r_d_l0_cprev_z
+        (20, 0, 64),  # d_l0_G_6
+        (20, 0, 64),  # r_d_l0_G_6
+        (21, 0, 16),  # d_l0_hprev_z
+        (21, 0, 16),  # r_d_l0_hprev_z
+        (0, 16, 64),  # r_d_l0_Wh_a
+        (0, 16, 64),))  # r_d_l0_Wh_b
 
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    l0_XW = x @ l0_Wx
+    numpy.matmul(x, l0_Wx, out=l0_XW)
     # r_l0_XW_b = x·v_l0_Wx
-    r_l0_XW_b = x @ v_l0_Wx
+    numpy.matmul(x, v_l0_Wx, out=r_l0_XW_b)
     # l0: X·Wx + 1·b
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
@@ -1027,28 +1137,16 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     r_l0_XG = numpy.add(r_l0_XW_b, v_l0_b, out=r_l0_XW_b)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
-    l0_C_z[:N] = 0
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
     l0_C = l0_C_z[N:]
     l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
-    r_l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then r_l0_C
-    r_l0_C_z[:N] = 0
+    r_l0_C_z[:N] = 0  # N zero rows, then r_l0_C
     r_l0_C = r_l0_C_z[N:]
     r_l0_cprev = r_l0_C_z[:20*N]  # r_l0_C of the previous iteration (step t-1)
-    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
-    l0_H_z[:N] = 0
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
     l0_H = l0_H_z[N:]
     l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
-    r_l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then r_l0_H
-    r_l0_H_z[:N] = 0
+    r_l0_H_z[:N] = 0  # N zero rows, then r_l0_H
     r_l0_H = r_l0_H_z[N:]
     r_l0_hprev = r_l0_H_z[:20*N]  # r_l0_H of the previous iteration (step t-1)
     for it in range(20):
@@ -1118,11 +1216,11 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    l1_XW = l0_H @ l1_W
+    numpy.matmul(l0_H, l1_W, out=l1_XW)
     # r_l1_XW_a = r_l0_H·l1_W
-    r_l1_XW_a = r_l0_H @ l1_W
+    numpy.matmul(r_l0_H, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_H·v_l1_W
-    r_l1_XW_b = l0_H @ v_l1_W
+    numpy.matmul(l0_H, v_l1_W, out=r_l1_XW_b)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -1135,8 +1233,10 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
     #   (mse: 0.5 (O - Y)^2 per unit)
-    d_out_last = (out_last - y)/N
-    r_d_out_last = r_out_last/N
+    # d_out_last = (out_last - y) / N
+    numpy.divide(out_last - y, N, out=d_out_last)
+    # r_d_out_last = r_out_last / N
+    numpy.divide(r_out_last, N, out=r_d_out_last)
 
     # Grad of: out_last = l1_Z(t=19)
     # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
@@ -1152,65 +1252,59 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # Grad of: l1_XW = l0_H·l1_W
     #   (l1: affine part)
     # d_l0_H = d_l1_Z·l1_Wᵀ
-    d_l0_H = d_l1_Z @ l1_W.T
+    numpy.matmul(d_l1_Z, l1_W.T, out=d_l0_H)
     # r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ
-    r_d_l0_H_a = r_d_l1_Z @ l1_W.T
+    numpy.matmul(r_d_l1_Z, l1_W.T, out=r_d_l0_H_a)
     # r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ
-    r_d_l0_H_b = d_l1_Z @ v_l1_W.T
+    numpy.matmul(d_l1_Z, v_l1_W.T, out=r_d_l0_H_b)
     # r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b
     r_d_l0_H = numpy.add(r_d_l0_H_a, r_d_l0_H_b, out=r_d_l0_H_a)
     # r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z
-    r_d_l1_W_a = r_l0_H.T @ d_l1_Z
+    numpy.matmul(r_l0_H.T, d_l1_Z, out=r_d_l1_W_a)
     # r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z
-    r_d_l1_W_b = l0_H.T @ r_d_l1_Z
+    numpy.matmul(l0_H.T, r_d_l1_Z, out=r_d_l1_W_b)
     # r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b
     numpy.add(r_d_l1_W_a, r_d_l1_W_b, out=r_d_l1_W)
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
-    d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_cprev, then N zero rows
-    d_l0_cprev_z[20*N:] = 0
+    d_l0_cprev_z[20*N:] = 0  # d_l0_cprev, then N zero rows
     d_l0_cprev = d_l0_cprev_z[:20*N]
     carry_l0_C = d_l0_cprev_z[N:]  # d_l0_cprev of the previous iteration (step t+1)
-    r_d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # r_d_l0_cprev, then N zero rows
-    r_d_l0_cprev_z[20*N:] = 0
+    r_d_l0_cprev_z[20*N:] = 0  # r_d_l0_cprev, then N zero rows
     r_d_l0_cprev = r_d_l0_cprev_z[:20*N]
     r_carry_l0_C = r_d_l0_cprev_z[N:]  # r_d_l0_cprev of the previous iteration (step t+1)
-    d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    r_d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_hprev, then N zero rows
-    d_l0_hprev_z[20*N:] = 0
+    d_l0_hprev_z[20*N:] = 0  # d_l0_hprev, then N zero rows
     d_l0_hprev = d_l0_hprev_z[:20*N]
     carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
-    r_d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # r_d_l0_hprev, then N zero rows
-    r_d_l0_hprev_z[20*N:] = 0
+    r_d_l0_hprev_z[20*N:] = 0  # r_d_l0_hprev, then N zero rows
     r_d_l0_hprev = r_d_l0_hprev_z[:20*N]
     r_carry_l0_H = r_d_l0_hprev_z[N:]  # r_d_l0_hprev of the previous iteration (step t+1)
     # tanh(l0_C): every step at once
-    fac = numpy.tanh(l0_C)
+    numpy.tanh(l0_C, out=fac)
     # l0_o ⊙ (1 - fac^∘2): every step at once
-    fac_1 = l0_o*(1 - fac**2)
+    numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
     # r_l0_o ⊙ (1 - fac^∘2): every step at once
-    fac_2 = r_l0_o*(1 - fac**2)
+    numpy.multiply(r_l0_o, 1 - fac**2, out=fac_2)
     # fac ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 fac^∘2): every step at once
-    fac_3 = fac*l0_o*r_l0_C*(2 - 2*fac**2)
+    numpy.multiply(fac, l0_o*r_l0_C*(2 - 2*fac**2), out=fac_3)
     # l0_o ⊙ (1 - l0_o): every step at once
-    fac_4 = l0_o*(1 - l0_o)
+    numpy.multiply(l0_o, 1 - l0_o, out=fac_4)
     # 1 - l0_o: every step at once
-    fac_5 = 1 - l0_o
+    numpy.subtract(1, l0_o, out=fac_5)
     # r_l0_C ⊙ (1 - fac^∘2): every step at once
-    fac_6 = r_l0_C*(1 - fac**2)
+    numpy.multiply(r_l0_C, 1 - fac**2, out=fac_6)
     # 1 - l0_g^∘2: every step at once
-    fac_7 = 1 - l0_g**2
+    numpy.subtract(1, l0_g**2, out=fac_7)
     # l0_g ⊙ r_l0_g: every step at once
-    fac_8 = l0_g*r_l0_g
+    numpy.multiply(l0_g, r_l0_g, out=fac_8)
     # l0_f ⊙ (1 - l0_f): every step at once
-    fac_9 = l0_f*(1 - l0_f)
+    numpy.multiply(l0_f, 1 - l0_f, out=fac_9)
     # 1 - l0_f: every step at once
-    fac_10 = 1 - l0_f
+    numpy.subtract(1, l0_f, out=fac_10)
     # l0_i ⊙ (1 - l0_i): every step at once
-    fac_11 = l0_i*(1 - l0_i)
+    numpy.multiply(l0_i, 1 - l0_i, out=fac_11)
     # 1 - l0_i: every step at once
-    fac_12 = 1 - l0_i
+    numpy.subtract(1, l0_i, out=fac_12)
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
     v_l0_Wh_T = numpy.ascontiguousarray(v_l0_Wh.T)  # v_l0_Whᵀ, contiguous
     for it in range(20):
@@ -1302,9 +1396,9 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6
-    r_d_l0_Wh_a = r_l0_hprev.T @ d_l0_G_6
+    numpy.matmul(r_l0_hprev.T, d_l0_G_6, out=r_d_l0_Wh_a)
     # r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6
-    r_d_l0_Wh_b = l0_hprev.T @ r_d_l0_G_6
+    numpy.matmul(l0_hprev.T, r_d_l0_G_6, out=r_d_l0_Wh_b)
     # r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b
     numpy.add(r_d_l0_Wh_a, r_d_l0_Wh_b, out=r_d_l0_Wh)
 
@@ -1330,13 +1424,44 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     d_l0_b = flat[1088:1152].reshape(1, 64)
     d_l1_W = flat[1152:1168].reshape(16, 1)
     d_l1_b = flat[1168:1169].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, r_l0_XW_b, l0_i, l0_f, l0_g, l0_o, l0_C_z, r_l0_C_z, l0_H_z, r_l0_H_z,
+     r_l1_XW_a, r_l1_XW_b, r_d_out_last, d_l0_H, fac, fac_1, fac_2, fac_3, fac_4,
+     fac_5, d_r_l0_G_6, d_l0_G_6, d_l0_cprev_2_z, d_l0_hprev_2_z, d_l0_Wh, d_l0_Wh_1) = _workspace('ggn_vp', N, (
+        (20, 0, 64),  # l0_XW
+        (20, 0, 64),  # r_l0_XW_b
+        (20, 0, 16),  # l0_i
+        (20, 0, 16),  # l0_f
+        (20, 0, 16),  # l0_g
+        (20, 0, 16),  # l0_o
+        (21, 0, 16),  # l0_C_z
+        (21, 0, 16),  # r_l0_C_z
+        (21, 0, 16),  # l0_H_z
+        (21, 0, 16),  # r_l0_H_z
+        (20, 0, 1),  # r_l1_XW_a
+        (20, 0, 1),  # r_l1_XW_b
+        (1, 0, 1),  # r_d_out_last
+        (20, 0, 16),  # d_l0_H
+        (20, 0, 16),  # fac
+        (20, 0, 16),  # fac_1
+        (20, 0, 16),  # fac_2
+        (20, 0, 16),  # fac_3
+        (20, 0, 16),  # fac_4
+        (20, 0, 16),  # fac_5
+        (20, 0, 64),  # d_r_l0_G_6
+        (20, 0, 64),  # d_l0_G_6
+        (21, 0, 16),  # d_l0_cprev_2_z
+        (21, 0, 16),  # d_l0_hprev_2_z
+        (0, 16, 64),  # d_l0_Wh
+        (0, 16, 64),))  # d_l0_Wh_1
 
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    l0_XW = x @ l0_Wx
+    numpy.matmul(x, l0_Wx, out=l0_XW)
     # r_l0_XW_b = x·v_l0_Wx
-    r_l0_XW_b = x @ v_l0_Wx
+    numpy.matmul(x, v_l0_Wx, out=r_l0_XW_b)
     # l0: X·Wx + 1·b
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
@@ -1344,24 +1469,16 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     r_l0_XG = numpy.add(r_l0_XW_b, v_l0_b, out=r_l0_XW_b)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
-    l0_C_z[:N] = 0
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
     l0_C = l0_C_z[N:]
     l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
-    r_l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then r_l0_C
-    r_l0_C_z[:N] = 0
+    r_l0_C_z[:N] = 0  # N zero rows, then r_l0_C
     r_l0_C = r_l0_C_z[N:]
     r_l0_cprev = r_l0_C_z[:20*N]  # r_l0_C of the previous iteration (step t-1)
-    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
-    l0_H_z[:N] = 0
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
     l0_H = l0_H_z[N:]
     l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
-    r_l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then r_l0_H
-    r_l0_H_z[:N] = 0
+    r_l0_H_z[:N] = 0  # N zero rows, then r_l0_H
     r_l0_H = r_l0_H_z[N:]
     r_l0_hprev = r_l0_H_z[:20*N]  # r_l0_H of the previous iteration (step t-1)
     for it in range(20):
@@ -1422,9 +1539,9 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
 
     # forward pass (continued)
     # r_l1_XW_a = r_l0_H·l1_W
-    r_l1_XW_a = r_l0_H @ l1_W
+    numpy.matmul(r_l0_H, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_H·v_l1_W
-    r_l1_XW_b = l0_H @ v_l1_W
+    numpy.matmul(l0_H, v_l1_W, out=r_l1_XW_b)
     # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
     r_l1_Z = numpy.add(r_l1_XW_a, r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
     # r_out_last = r_l1_Z(t=19)
@@ -1432,7 +1549,8 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last)
     #   (mse: 0.5 (O - Y)^2 per unit)
-    r_d_out_last = r_out_last/N
+    # r_d_out_last = r_out_last / N
+    numpy.divide(r_out_last, N, out=r_d_out_last)
 
     # Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z)
     # r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20)
@@ -1446,33 +1564,29 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     # Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW)
     #   (l1: affine part)
     # d_l0_H = r_d_l1_Z·l1_Wᵀ
-    d_l0_H = r_d_l1_Z @ l1_W.T
+    numpy.matmul(r_d_l1_Z, l1_W.T, out=d_l0_H)
     # d_l1_W = l0_Hᵀ·r_d_l1_Z
     numpy.matmul(l0_H.T, r_d_l1_Z, out=d_l1_W)
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
-    d_r_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    d_l0_cprev_2_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_cprev_2, then N zero rows
-    d_l0_cprev_2_z[20*N:] = 0
+    d_l0_cprev_2_z[20*N:] = 0  # d_l0_cprev_2, then N zero rows
     d_l0_cprev_2 = d_l0_cprev_2_z[:20*N]
     carry_l0_C = d_l0_cprev_2_z[N:]  # d_l0_cprev_2 of the previous iteration (step t+1)
-    d_l0_hprev_2_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_hprev_2, then N zero rows
-    d_l0_hprev_2_z[20*N:] = 0
+    d_l0_hprev_2_z[20*N:] = 0  # d_l0_hprev_2, then N zero rows
     d_l0_hprev_2 = d_l0_hprev_2_z[:20*N]
     carry_l0_H = d_l0_hprev_2_z[N:]  # d_l0_hprev_2 of the previous iteration (step t+1)
     # tanh(l0_C): every step at once
-    fac = numpy.tanh(l0_C)
+    numpy.tanh(l0_C, out=fac)
     # l0_o ⊙ (1 - fac^∘2): every step at once
-    fac_1 = l0_o*(1 - fac**2)
+    numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
     # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
-    fac_2 = fac*l0_o*(1 - l0_o)
+    numpy.multiply(fac, l0_o*(1 - l0_o), out=fac_2)
     # l0_i ⊙ (1 - l0_g^∘2): every step at once
-    fac_3 = l0_i*(1 - l0_g**2)
+    numpy.multiply(l0_i, 1 - l0_g**2, out=fac_3)
     # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
-    fac_4 = l0_cprev*l0_f*(1 - l0_f)
+    numpy.multiply(l0_cprev, l0_f*(1 - l0_f), out=fac_4)
     # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
-    fac_5 = l0_g*l0_i*(1 - l0_i)
+    numpy.multiply(l0_g, l0_i*(1 - l0_i), out=fac_5)
     v_l0_Wh_T = numpy.ascontiguousarray(v_l0_Wh.T)  # v_l0_Whᵀ, contiguous
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
     for it in range(20):
@@ -1548,11 +1662,11 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
 
     # Grad of: r_l0_HW_a = r_l0_hprev·l0_Wh
     # d_l0_Wh = r_l0_hprevᵀ·d_r_l0_G_6
-    d_l0_Wh = r_l0_hprev.T @ d_r_l0_G_6
+    numpy.matmul(r_l0_hprev.T, d_r_l0_G_6, out=d_l0_Wh)
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # d_l0_Wh_1 = l0_hprevᵀ·d_l0_G_6
-    d_l0_Wh_1 = l0_hprev.T @ d_l0_G_6
+    numpy.matmul(l0_hprev.T, d_l0_G_6, out=d_l0_Wh_1)
 
     # Grad of: l0_XG = l0_XW + l0_b
     #   (l0: X·Wx + 1·b)
@@ -1576,8 +1690,8 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # outputs written step by step in a loop
     d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
     l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_H
-    l0_H_z[:N] = 0
+    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
     l0_H = l0_H_z[N:]
     l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
 
@@ -1594,8 +1708,8 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)  # N zero rows, then l0_C
-    l0_C_z[:N] = 0
+    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
     l0_C = l0_C_z[N:]
     l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
     for it in range(20):
@@ -1659,12 +1773,12 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     d_l0_H = d_l1_Z @ l1_W.T
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
-    d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_cprev, then N zero rows
-    d_l0_cprev_z[20*N:] = 0
+    d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    d_l0_cprev_z[20*N:] = 0  # d_l0_cprev, then N zero rows
     d_l0_cprev = d_l0_cprev_z[:20*N]
     carry_l0_C = d_l0_cprev_z[N:]  # d_l0_cprev of the previous iteration (step t+1)
-    d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)  # d_l0_hprev, then N zero rows
-    d_l0_hprev_z[20*N:] = 0
+    d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    d_l0_hprev_z[20*N:] = 0  # d_l0_hprev, then N zero rows
     d_l0_hprev = d_l0_hprev_z[:20*N]
     carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
     # tanh(l0_C): every step at once
@@ -1736,6 +1850,12 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # total gradients
     x_factor = x
     return x_factor, d_l0_G_6, l0_hprev, l0_H, d_l1_Z
+
+
+def release_workspace():
+    """Free the calling thread's workspaces (kept between calls, one per
+    generated function, for the batch size it last ran at)."""
+    _LOCAL.ws = None
 
 
 def _mats(arrs):

@@ -35,7 +35,8 @@ from ...primitives.map import assignable, numpy_expr
 from ...printers import EquationPrinter
 from ...shapes import broadcast_shape
 from ..common.context import module_context
-from ...shapes import size_coeffs
+from ...printers import NumpyPrinter, numeric
+from ...shapes import dim_coeffs, size_coeffs
 from ..common.emitter import (Emitter, common_runtime, environment, offset_code,
                               runtime_source)
 
@@ -44,6 +45,8 @@ __all__ = ["NumpyEmitter", "emit"]
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _env = environment(_HERE)
 
+
+_PRINTER = NumpyPrinter()
 
 #: primitives whose NumPy result may be a view of their argument
 _VIEWS = {"cols", "rows", "cut", "prev"}
@@ -101,6 +104,7 @@ class NumpyEmitter(Emitter):
         self.transposed: dict = {}    # (loop, var) -> its contiguous transpose
         self._names = set(prog.vars) | RESERVED
         self._allocated: set = set()
+        self.ws: dict = {}            # temporary -> its shape, in this thread's workspace
         self._plan()
 
     # ---- names and storage ----------------------------------------------------
@@ -208,7 +212,19 @@ class NumpyEmitter(Emitter):
             return self.acc(op.out, loop), False
         if self.flat and op.out in self.prog.outputs:
             return op.out, False
+        if (loop is None and op.prim in ("matmul", "map") and op.out not in self.prog.outputs
+                and (op.prim == "matmul" or (self._full(op, loop) and _PRINTER.can_into(
+                    numeric(op.attrs["expr"])))) and self.slot(op.out, self.shape(op.out, loop))):
+            return op.out, False
         return None
+
+    def slot(self, name: str, shape) -> bool:
+        """Put temporary ``name`` in the workspace (when the function has
+        one: when its outputs are fresh arrays of their own, see _plan)."""
+        if not self.flat:
+            return False
+        self.ws.setdefault(name, tuple(shape))
+        return True
 
     def alloc(self, name: str, rows, cols) -> str:
         return f"{name} = numpy.empty(({rows}, {cols}), dtype=DTYPE)"
@@ -223,7 +239,9 @@ class NumpyEmitter(Emitter):
                     and not (self.flat and cat in self.prog.outputs)):
                 rows, cols = self.shape(cat, loop)
                 line = self.alloc(cat, rows, cols)
-                if loop is None:
+                if self.slot(cat, (rows, cols)):
+                    pass
+                elif loop is None:
                     lines.append(line)
                 else:           # one step's worth, reused by every step
                     self.loop_pre.setdefault(loop, []).append(line)
@@ -320,9 +338,11 @@ class NumpyEmitter(Emitter):
             shape = broadcast_shape([self.prog.vars[n].shape for n in names])
             name = self.fresh("fac")
             self.prog.vars[name] = Var(name, shape)
+            into = ((name, False) if _PRINTER.can_into(numeric(e)) and self.slot(name, shape)
+                    else None)
             self.loop_pre.setdefault(loop, []).extend(
                 [self.comment(f"{EquationPrinter({}).doprint(e)}: every step at once")]
-                + numpy_expr(e, {n: n for n in names}, name))
+                + numpy_expr(e, {n: n for n in names}, name, into))
             memo[key] = sp.Symbol(name)
         return memo[key]
 
@@ -350,21 +370,45 @@ class NumpyEmitter(Emitter):
         and the reads are views of that buffer."""
         steps, cols = info["steps"], self.prog.vars[name].shape[1]
         if name not in self.buffers:
+            if self.slot(name, (f"{steps}*N", cols)):
+                return []
             return [self.alloc(name, f"{steps}*N", cols)]
         buf = self.fresh(name + "_z")
+        alloc = ([] if self.slot(buf, (f"{steps + 1}*N", cols))
+                 else [self.alloc(buf, f"{steps + 1}*N", cols)])
         reads = [v for v, s in self.views.items() if s == name]
         if info["reverse"]:
-            lines = [self.alloc(buf, f"{steps + 1}*N", cols)
-                     + f"  # {name}, then N zero rows", f"{buf}[{steps}*N:] = 0",
-                     f"{name} = {buf}[:{steps}*N]"]
+            lines = alloc + [f"{buf}[{steps}*N:] = 0  # {name}, then N zero rows",
+                             f"{name} = {buf}[:{steps}*N]"]
             lines += [f"{v} = {buf}[N:]  # {name} of the previous iteration (step t+1)"
                       for v in reads]
         else:
-            lines = [self.alloc(buf, f"{steps + 1}*N", cols)
-                     + f"  # N zero rows, then {name}", f"{buf}[:N] = 0",
-                     f"{name} = {buf}[N:]"]
+            lines = alloc + [f"{buf}[:N] = 0  # N zero rows, then {name}",
+                             f"{name} = {buf}[N:]"]
             lines += [f"{v} = {buf}[:{steps}*N]  # {name} of the previous iteration (step t-1)"
                       for v in reads]
+        return lines
+
+    def workspace_lines(self) -> list:
+        """The temporaries that live in this thread's workspace, bound first."""
+        if not self.ws:
+            return []
+        names = list(self.ws)
+        lines = ["# this thread's arrays for the temporaries, the same at every call "
+                 "(_workspace):", "# shapes (a, b, columns), a*N + b rows"]
+        rows = [[]]
+        for name in names:          # the names, a few to a line
+            if rows[-1] and len(", ".join(rows[-1] + [name])) > 80:
+                rows.append([])
+            rows[-1].append(name)
+        text = ",\n ".join(", ".join(r) for r in rows)
+        text += "," if len(names) == 1 else ""
+        lines += f"({text}) = _workspace({self.prog.name!r}, N, (".split("\n")
+        for k, name in enumerate(names):
+            rows, cols = self.ws[name]
+            a, b = dim_coeffs(rows)
+            end = ",))" if k == len(names) - 1 else ","
+            lines.append(f"    ({a}, {b}, {cols}){end}  # {name}")
         return lines
 
     def blocks(self) -> list:
@@ -390,7 +434,7 @@ class NumpyEmitter(Emitter):
                 lines.append(f"{o} = {self.flat}[{offset_code(pa, pb)}:"
                              f"{offset_code(pa + a, pb + b)}].reshape({r}, {c})")
                 pa, pb = pa + a, pb + b
-            return lines
+            return lines + self.workspace_lines()
         lines = []
         for o in self.prog.outputs:
             v = self.prog.vars[o]

@@ -11,7 +11,15 @@ def _hvp_rows(n, args, first, count):   # the common api.py's, in a generated mo
     raise NotImplementedError
 
 
+_LOCAL = None                    # helpers.py's, in a generated module
+
+
 # ---- bpgen runtime: copied verbatim from here ----
+
+def release_workspace():
+    """Free the calling thread's workspaces (kept between calls, one per
+    generated function, for the batch size it last ran at)."""
+    _LOCAL.ws = None
 
 
 def _mats(arrs):
