@@ -144,7 +144,7 @@ class NumpyPrinter(NumPyPrinter):
             return f"numpy.multiply({p(rest)}, {p(cond)}, out={dst})"
         if e.is_Mul:
             num, den = sp.fraction(e, exact=True)
-            if den != 1 and not num.is_Number:
+            if den != 1:
                 return f"numpy.divide({p(num)}, {p(den)}, out={dst})"
             if e.could_extract_minus_sign() and e.args[0] == -1:
                 return f"numpy.negative({p(-e)}, out={dst})"

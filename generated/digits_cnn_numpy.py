@@ -997,7 +997,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l5_Z = l5_XW + l5_b
     #   (l5: pre-activation Z = X·W + 1·b)
@@ -1242,7 +1242,7 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
     numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
@@ -1510,7 +1510,7 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
     numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
@@ -1706,7 +1706,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l5_Z = l5_XW + l5_b
     #   (l5: pre-activation Z = X·W + 1·b)

@@ -865,7 +865,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
@@ -968,7 +968,7 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
     numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
@@ -1081,7 +1081,7 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
     numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
@@ -1167,7 +1167,7 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
@@ -1240,7 +1240,7 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    numpy.multiply(o_expsum**(-1.0), N**(-1.0), out=d_o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
