@@ -733,9 +733,12 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     l0_H_z[:N] = 0  # N zero rows, then l0_H
     l0_H = l0_H_z[N:]
     l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
@@ -743,20 +746,20 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0_cprev = l0_C of the previous iteration (0 at the first)
         # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev[r0:r1] @ l0_Wh
+        l0_HW = l0_hprev_t[t] @ l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         l0_G_1 = l0_G[:, 16:32]
         l0_G_2 = l0_G[:, 32:48]
         l0_G_3 = l0_G[:, 48:64]
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)
-        numpy.add(l0_cprev[r0:r1]*_sigmoid(l0_G_1), numpy.tanh(l0_G_2)*_sigmoid(l0_G_0), out=l0_C[r0:r1])
+        numpy.add(l0_cprev_t[t]*_sigmoid(l0_G_1), numpy.tanh(l0_G_2)*_sigmoid(l0_G_0), out=l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = σ(l0_G_3) ⊙ tanh(l0_C)
-        numpy.multiply(_sigmoid(l0_G_3), numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
+        numpy.multiply(_sigmoid(l0_G_3), numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
 
     # forward pass (continued)
     # l1: affine part
@@ -798,9 +801,12 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     l0_H_z[:N] = 0  # N zero rows, then l0_H
     l0_H = l0_H_z[N:]
     l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
@@ -808,20 +814,20 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0_cprev = l0_C of the previous iteration (0 at the first)
         # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev[r0:r1] @ l0_Wh
+        l0_HW = l0_hprev_t[t] @ l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         l0_G_1 = l0_G[:, 16:32]
         l0_G_2 = l0_G[:, 32:48]
         l0_G_3 = l0_G[:, 48:64]
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)
-        numpy.add(l0_cprev[r0:r1]*_sigmoid(l0_G_1), numpy.tanh(l0_G_2)*_sigmoid(l0_G_0), out=l0_C[r0:r1])
+        numpy.add(l0_cprev_t[t]*_sigmoid(l0_G_1), numpy.tanh(l0_G_2)*_sigmoid(l0_G_0), out=l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = σ(l0_G_3) ⊙ tanh(l0_C)
-        numpy.multiply(_sigmoid(l0_G_3), numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
+        numpy.multiply(_sigmoid(l0_G_3), numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
 
     # forward pass (continued)
     # l1: affine part
@@ -895,9 +901,16 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     l0_H_z[:N] = 0  # N zero rows, then l0_H
     l0_H = l0_H_z[N:]
     l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    l0_i_t = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    l0_f_t = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    l0_g_t = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    l0_o_t = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
@@ -905,32 +918,32 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0_cprev = l0_C of the previous iteration (0 at the first)
         # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev[r0:r1] @ l0_Wh
+        l0_HW = l0_hprev_t[t] @ l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        _sigmoid(l0_G_0, out=l0_i[r0:r1])
+        _sigmoid(l0_G_0, out=l0_i_t[t])
         l0_G_1 = l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        _sigmoid(l0_G_1, out=l0_f[r0:r1])
+        _sigmoid(l0_G_1, out=l0_f_t[t])
         l0_G_2 = l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        numpy.tanh(l0_G_2, out=l0_g[r0:r1])
+        numpy.tanh(l0_G_2, out=l0_g_t[t])
         l0_G_3 = l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        _sigmoid(l0_G_3, out=l0_o[r0:r1])
+        _sigmoid(l0_G_3, out=l0_o_t[t])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        numpy.add(l0_cprev[r0:r1]*l0_f[r0:r1], l0_g[r0:r1]*l0_i[r0:r1], out=l0_C[r0:r1])
+        numpy.add(l0_cprev_t[t]*l0_f_t[t], l0_g_t[t]*l0_i_t[t], out=l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        numpy.multiply(l0_o[r0:r1], numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
+        numpy.multiply(l0_o_t[t], numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
 
     # forward pass (continued)
     # l1: affine part
@@ -978,22 +991,32 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     d_l0_hprev_z[20*N:] = 0  # d_l0_hprev, then N zero rows
     d_l0_hprev = d_l0_hprev_z[:20*N]
     carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
+    carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
+    d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
     # tanh(l0_C): every step at once
     numpy.tanh(l0_C, out=fac)
     # l0_o ⊙ (1 - fac^∘2): every step at once
     numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
+    carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
+    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
+    d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
+    l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
     # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
     numpy.multiply(fac, l0_o*(1 - l0_o), out=fac_2)
+    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
+    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
     # l0_i ⊙ (1 - l0_g^∘2): every step at once
     numpy.multiply(l0_i, 1 - l0_g**2, out=fac_3)
+    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
     # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
     numpy.multiply(l0_cprev, l0_f*(1 - l0_f), out=fac_4)
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
     # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
     numpy.multiply(l0_g, l0_i*(1 - l0_i), out=fac_5)
+    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
-    for it in range(20):
-        t = 19 - it
-        r0, r1 = t*N, t*N + N  # rows of step t
+    d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
+    for t in range(19, -1, -1):
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
@@ -1006,34 +1029,34 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H[r0:r1] + d_l0_H[r0:r1]
+        d_l0_H_1 = carry_l0_H_t[t] + d_l0_H_t[t]
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C[r0:r1] + d_l0_H_1*fac_1[r0:r1]
+        d_l0_C_1 = carry_l0_C_t[t] + d_l0_H_1*fac_1_t[t]
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
-        numpy.multiply(d_l0_C_1, l0_f[r0:r1], out=d_l0_cprev[r0:r1])
+        numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
 
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        numpy.multiply(d_l0_H_1, fac_2[r0:r1], out=d_l0_G_6[r0:r1, 48:64])
+        numpy.multiply(d_l0_H_1, fac_2_t[t], out=d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        numpy.multiply(d_l0_C_1, fac_3[r0:r1], out=d_l0_G_6[r0:r1, 32:48])
+        numpy.multiply(d_l0_C_1, fac_3_t[t], out=d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        numpy.multiply(d_l0_C_1, fac_4[r0:r1], out=d_l0_G_6[r0:r1, 16:32])
+        numpy.multiply(d_l0_C_1, fac_4_t[t], out=d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        numpy.multiply(d_l0_C_1, fac_5[r0:r1], out=d_l0_G_6[r0:r1, 0:16])
+        numpy.multiply(d_l0_C_1, fac_5_t[t], out=d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
@@ -1042,7 +1065,7 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        numpy.matmul(d_l0_G_6[r0:r1], l0_Wh_T, out=d_l0_hprev[r0:r1])
+        numpy.matmul(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # d_l0_Wh = l0_hprevᵀ·d_l0_G_6
@@ -1149,9 +1172,25 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     r_l0_H_z[:N] = 0  # N zero rows, then r_l0_H
     r_l0_H = r_l0_H_z[N:]
     r_l0_hprev = r_l0_H_z[:20*N]  # r_l0_H of the previous iteration (step t-1)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    r_l0_hprev_t = r_l0_hprev.reshape(20, N, 16)  # r_l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    r_l0_XG_t = r_l0_XG.reshape(20, N, 64)  # r_l0_XG, step by step
+    l0_i_t = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    r_l0_i_t = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
+    l0_f_t = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    r_l0_f_t = r_l0_f.reshape(20, N, 16)  # r_l0_f, step by step
+    l0_g_t = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    r_l0_g_t = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
+    l0_o_t = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    r_l0_o_t = r_l0_o.reshape(20, N, 16)  # r_l0_o, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    r_l0_C_t = r_l0_C.reshape(20, N, 16)  # r_l0_C, step by step
+    r_l0_cprev_t = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    r_l0_H_t = r_l0_H.reshape(20, N, 16)  # r_l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
@@ -1163,55 +1202,55 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
         # (a view of r_l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev[r0:r1] @ l0_Wh
+        l0_HW = l0_hprev_t[t] @ l0_Wh
         # r_l0_HW_a = r_l0_hprev·l0_Wh
-        r_l0_HW_a = r_l0_hprev[r0:r1] @ l0_Wh
+        r_l0_HW_a = r_l0_hprev_t[t] @ l0_Wh
         # r_l0_HW_b = l0_hprev·v_l0_Wh
-        r_l0_HW_b = l0_hprev[r0:r1] @ v_l0_Wh
+        r_l0_HW_b = l0_hprev_t[t] @ v_l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
-        r_l0_G = numpy.add(r_l0_HW_a, r_l0_HW_b + r_l0_XG[r0:r1], out=r_l0_HW_a)
+        r_l0_G = numpy.add(r_l0_HW_a, r_l0_HW_b + r_l0_XG_t[t], out=r_l0_HW_a)
         l0_G_0 = l0_G[:, 0:16]
         r_l0_G_0 = r_l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        _sigmoid(l0_G_0, out=l0_i[r0:r1])
+        _sigmoid(l0_G_0, out=l0_i_t[t])
         # r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
-        numpy.multiply(l0_i[r0:r1], r_l0_G_0*(1 - l0_i[r0:r1]), out=r_l0_i[r0:r1])
+        numpy.multiply(l0_i_t[t], r_l0_G_0*(1 - l0_i_t[t]), out=r_l0_i_t[t])
         l0_G_1 = l0_G[:, 16:32]
         r_l0_G_1 = r_l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        _sigmoid(l0_G_1, out=l0_f[r0:r1])
+        _sigmoid(l0_G_1, out=l0_f_t[t])
         # r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)
-        numpy.multiply(l0_f[r0:r1], r_l0_G_1*(1 - l0_f[r0:r1]), out=r_l0_f[r0:r1])
+        numpy.multiply(l0_f_t[t], r_l0_G_1*(1 - l0_f_t[t]), out=r_l0_f_t[t])
         l0_G_2 = l0_G[:, 32:48]
         r_l0_G_2 = r_l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        numpy.tanh(l0_G_2, out=l0_g[r0:r1])
+        numpy.tanh(l0_G_2, out=l0_g_t[t])
         # r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)
-        numpy.multiply(r_l0_G_2, 1 - l0_g[r0:r1]**2, out=r_l0_g[r0:r1])
+        numpy.multiply(r_l0_G_2, 1 - l0_g_t[t]**2, out=r_l0_g_t[t])
         l0_G_3 = l0_G[:, 48:64]
         r_l0_G_3 = r_l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        _sigmoid(l0_G_3, out=l0_o[r0:r1])
+        _sigmoid(l0_G_3, out=l0_o_t[t])
         # r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)
-        numpy.multiply(l0_o[r0:r1], r_l0_G_3*(1 - l0_o[r0:r1]), out=r_l0_o[r0:r1])
+        numpy.multiply(l0_o_t[t], r_l0_G_3*(1 - l0_o_t[t]), out=r_l0_o_t[t])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        numpy.add(l0_cprev[r0:r1]*l0_f[r0:r1], l0_g[r0:r1]*l0_i[r0:r1], out=l0_C[r0:r1])
+        numpy.add(l0_cprev_t[t]*l0_f_t[t], l0_g_t[t]*l0_i_t[t], out=l0_C_t[t])
         # r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g
-        numpy.add(l0_cprev[r0:r1]*r_l0_f[r0:r1], l0_f[r0:r1]*r_l0_cprev[r0:r1] + l0_g[r0:r1]*r_l0_i[r0:r1] + l0_i[r0:r1]*r_l0_g[r0:r1], out=r_l0_C[r0:r1])
+        numpy.add(l0_cprev_t[t]*r_l0_f_t[t], l0_f_t[t]*r_l0_cprev_t[t] + l0_g_t[t]*r_l0_i_t[t] + l0_i_t[t]*r_l0_g_t[t], out=r_l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        numpy.multiply(l0_o[r0:r1], numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
+        numpy.multiply(l0_o_t[t], numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
         # r_l0_H = r_l0_o ⊙ tanh(l0_C) + l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2)
-        cse0 = numpy.tanh(l0_C[r0:r1])
-        numpy.add(cse0*r_l0_o[r0:r1], l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - cse0**2), out=r_l0_H[r0:r1])
+        cse0 = numpy.tanh(l0_C_t[t])
+        numpy.add(cse0*r_l0_o_t[t], l0_o_t[t]*r_l0_C_t[t]*(1 - cse0**2), out=r_l0_H_t[t])
 
     # forward pass (continued)
     # l1: affine part
@@ -1279,37 +1318,70 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     r_d_l0_hprev_z[20*N:] = 0  # r_d_l0_hprev, then N zero rows
     r_d_l0_hprev = r_d_l0_hprev_z[:20*N]
     r_carry_l0_H = r_d_l0_hprev_z[N:]  # r_d_l0_hprev of the previous iteration (step t+1)
+    carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
+    d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
+    r_carry_l0_H_t = r_carry_l0_H.reshape(20, N, 16)  # r_carry_l0_H, step by step
+    r_d_l0_H_t = r_d_l0_H.reshape(20, N, 16)  # r_d_l0_H, step by step
     # tanh(l0_C): every step at once
     numpy.tanh(l0_C, out=fac)
+    fac_t = fac.reshape(20, N, 16)  # fac, step by step
     # l0_o ⊙ (1 - fac^∘2): every step at once
     numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
+    carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
+    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
     # r_l0_o ⊙ (1 - fac^∘2): every step at once
     numpy.multiply(r_l0_o, 1 - fac**2, out=fac_2)
     # fac ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 fac^∘2): every step at once
     numpy.multiply(fac, l0_o*r_l0_C*(2 - 2*fac**2), out=fac_3)
+    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
+    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
+    r_carry_l0_C_t = r_carry_l0_C.reshape(20, N, 16)  # r_carry_l0_C, step by step
+    d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
+    l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    r_d_l0_cprev_t = r_d_l0_cprev.reshape(20, N, 16)  # r_d_l0_cprev, step by step
+    r_l0_f_t_1 = r_l0_f.reshape(20, N, 16)  # r_l0_f, step by step
+    l0_cprev_t_1 = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_i_t_1 = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    l0_g_t_1 = l0_g.reshape(20, N, 16)  # l0_g, step by step
     # l0_o ⊙ (1 - l0_o): every step at once
     numpy.multiply(l0_o, 1 - l0_o, out=fac_4)
+    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
     # 1 - l0_o: every step at once
     numpy.subtract(1, l0_o, out=fac_5)
     # r_l0_C ⊙ (1 - fac^∘2): every step at once
     numpy.multiply(r_l0_C, 1 - fac**2, out=fac_6)
+    r_d_l0_G_6_t = r_d_l0_G_6.reshape(20, N, 64)  # r_d_l0_G_6, step by step
+    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    fac_6_t = fac_6.reshape(20, N, 16)  # fac_6, step by step
+    l0_o_t_1 = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    r_l0_o_t_1 = r_l0_o.reshape(20, N, 16)  # r_l0_o, step by step
     # 1 - l0_g^∘2: every step at once
     numpy.subtract(1, l0_g**2, out=fac_7)
+    fac_7_t = fac_7.reshape(20, N, 16)  # fac_7, step by step
     # l0_g ⊙ r_l0_g: every step at once
     numpy.multiply(l0_g, r_l0_g, out=fac_8)
+    fac_8_t = fac_8.reshape(20, N, 16)  # fac_8, step by step
+    r_l0_i_t_1 = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
     # l0_f ⊙ (1 - l0_f): every step at once
     numpy.multiply(l0_f, 1 - l0_f, out=fac_9)
+    fac_9_t = fac_9.reshape(20, N, 16)  # fac_9, step by step
     # 1 - l0_f: every step at once
     numpy.subtract(1, l0_f, out=fac_10)
+    fac_10_t = fac_10.reshape(20, N, 16)  # fac_10, step by step
+    r_l0_cprev_t_1 = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
     # l0_i ⊙ (1 - l0_i): every step at once
     numpy.multiply(l0_i, 1 - l0_i, out=fac_11)
+    fac_11_t = fac_11.reshape(20, N, 16)  # fac_11, step by step
     # 1 - l0_i: every step at once
     numpy.subtract(1, l0_i, out=fac_12)
+    fac_12_t = fac_12.reshape(20, N, 16)  # fac_12, step by step
+    r_l0_g_t_1 = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
+    d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
     v_l0_Wh_T = numpy.ascontiguousarray(v_l0_Wh.T)  # v_l0_Whᵀ, contiguous
-    for it in range(20):
-        t = 19 - it
-        r0, r1 = t*N, t*N + N  # rows of step t
+    r_d_l0_hprev_t = r_d_l0_hprev.reshape(20, N, 16)  # r_d_l0_hprev, step by step
+    for t in range(19, -1, -1):
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
@@ -1326,56 +1398,56 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H[r0:r1] + d_l0_H[r0:r1]
+        d_l0_H_1 = carry_l0_H_t[t] + d_l0_H_t[t]
         # r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H
-        r_d_l0_H_1 = r_carry_l0_H[r0:r1] + r_d_l0_H[r0:r1]
+        r_d_l0_H_1 = r_carry_l0_H_t[t] + r_d_l0_H_t[t]
         # d_l0_o = d_l0_H_1 ⊙ tanh(l0_C)
-        d_l0_o = d_l0_H_1*fac[r0:r1]
+        d_l0_o = d_l0_H_1*fac_t[t]
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C[r0:r1] + d_l0_H_1*fac_1[r0:r1]
+        d_l0_C_1 = carry_l0_C_t[t] + d_l0_H_1*fac_1_t[t]
         # r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C)
-        r_d_l0_C_1 = d_l0_H_1*fac_2[r0:r1] - d_l0_H_1*fac_3[r0:r1] + fac_1[r0:r1]*r_d_l0_H_1 + r_carry_l0_C[r0:r1]
+        r_d_l0_C_1 = d_l0_H_1*fac_2_t[t] - d_l0_H_1*fac_3_t[t] + fac_1_t[t]*r_d_l0_H_1 + r_carry_l0_C_t[t]
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
-        numpy.multiply(d_l0_C_1, l0_f[r0:r1], out=d_l0_cprev[r0:r1])
+        numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
         # r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1
-        numpy.add(d_l0_C_1*r_l0_f[r0:r1], l0_f[r0:r1]*r_d_l0_C_1, out=r_d_l0_cprev[r0:r1])
+        numpy.add(d_l0_C_1*r_l0_f_t_1[t], l0_f_t_1[t]*r_d_l0_C_1, out=r_d_l0_cprev_t[t])
         # d_l0_f = d_l0_C_1 ⊙ l0_cprev
-        d_l0_f = d_l0_C_1*l0_cprev[r0:r1]
+        d_l0_f = d_l0_C_1*l0_cprev_t_1[t]
         # d_l0_g = d_l0_C_1 ⊙ l0_i
-        d_l0_g = d_l0_C_1*l0_i[r0:r1]
+        d_l0_g = d_l0_C_1*l0_i_t_1[t]
         # d_l0_i = d_l0_C_1 ⊙ l0_g
-        d_l0_i = d_l0_C_1*l0_g[r0:r1]
+        d_l0_i = d_l0_C_1*l0_g_t_1[t]
 
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_o ⊙ l0_o ⊙ (1 - l0_o)
-        numpy.multiply(d_l0_o, fac_4[r0:r1], out=d_l0_G_6[r0:r1, 48:64])
+        numpy.multiply(d_l0_o, fac_4_t[t], out=d_l0_G_6_t[t, :, 48:64])
         # r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (r_d_l0_H_1 ⊙ tanh(l0_C) + d_l0_H_1 ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2))
-        numpy.add(fac_4[r0:r1]*(d_l0_H_1*fac_6[r0:r1] + fac[r0:r1]*r_d_l0_H_1), r_l0_o[r0:r1]*(d_l0_o*fac_5[r0:r1] - d_l0_o*l0_o[r0:r1]), out=r_d_l0_G_6[r0:r1, 48:64])
+        numpy.add(fac_4_t[t]*(d_l0_H_1*fac_6_t[t] + fac_t[t]*r_d_l0_H_1), r_l0_o_t_1[t]*(d_l0_o*fac_5_t[t] - d_l0_o*l0_o_t_1[t]), out=r_d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2)
-        numpy.multiply(d_l0_g, fac_7[r0:r1], out=d_l0_G_6[r0:r1, 32:48])
+        numpy.multiply(d_l0_g, fac_7_t[t], out=d_l0_G_6_t[t, :, 32:48])
         # r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g
-        numpy.subtract(fac_7[r0:r1]*(d_l0_C_1*r_l0_i[r0:r1] + l0_i[r0:r1]*r_d_l0_C_1), 2*d_l0_g*fac_8[r0:r1], out=r_d_l0_G_6[r0:r1, 32:48])
+        numpy.subtract(fac_7_t[t]*(d_l0_C_1*r_l0_i_t_1[t] + l0_i_t_1[t]*r_d_l0_C_1), 2*d_l0_g*fac_8_t[t], out=r_d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_f ⊙ l0_f ⊙ (1 - l0_f)
-        numpy.multiply(d_l0_f, fac_9[r0:r1], out=d_l0_G_6[r0:r1, 16:32])
+        numpy.multiply(d_l0_f, fac_9_t[t], out=d_l0_G_6_t[t, :, 16:32])
         # r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1)
-        numpy.add(fac_9[r0:r1]*(d_l0_C_1*r_l0_cprev[r0:r1] + l0_cprev[r0:r1]*r_d_l0_C_1), r_l0_f[r0:r1]*(d_l0_f*fac_10[r0:r1] - d_l0_f*l0_f[r0:r1]), out=r_d_l0_G_6[r0:r1, 16:32])
+        numpy.add(fac_9_t[t]*(d_l0_C_1*r_l0_cprev_t_1[t] + l0_cprev_t_1[t]*r_d_l0_C_1), r_l0_f_t_1[t]*(d_l0_f*fac_10_t[t] - d_l0_f*l0_f_t_1[t]), out=r_d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_i ⊙ l0_i ⊙ (1 - l0_i)
-        numpy.multiply(d_l0_i, fac_11[r0:r1], out=d_l0_G_6[r0:r1, 0:16])
+        numpy.multiply(d_l0_i, fac_11_t[t], out=d_l0_G_6_t[t, :, 0:16])
         # r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1)
-        numpy.add(fac_11[r0:r1]*(d_l0_C_1*r_l0_g[r0:r1] + l0_g[r0:r1]*r_d_l0_C_1), r_l0_i[r0:r1]*(d_l0_i*fac_12[r0:r1] - d_l0_i*l0_i[r0:r1]), out=r_d_l0_G_6[r0:r1, 0:16])
+        numpy.add(fac_11_t[t]*(d_l0_C_1*r_l0_g_t_1[t] + l0_g_t_1[t]*r_d_l0_C_1), r_l0_i_t_1[t]*(d_l0_i*fac_12_t[t] - d_l0_i*l0_i_t_1[t]), out=r_d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
@@ -1386,13 +1458,13 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        numpy.matmul(d_l0_G_6[r0:r1], l0_Wh_T, out=d_l0_hprev[r0:r1])
+        numpy.matmul(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
         # r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ
-        r_d_l0_hprev_a = r_d_l0_G_6[r0:r1] @ l0_Wh_T
+        r_d_l0_hprev_a = r_d_l0_G_6_t[t] @ l0_Wh_T
         # r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ
-        r_d_l0_hprev_b = d_l0_G_6[r0:r1] @ v_l0_Wh_T
+        r_d_l0_hprev_b = d_l0_G_6_t[t] @ v_l0_Wh_T
         # r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b
-        numpy.add(r_d_l0_hprev_a, r_d_l0_hprev_b, out=r_d_l0_hprev[r0:r1])
+        numpy.add(r_d_l0_hprev_a, r_d_l0_hprev_b, out=r_d_l0_hprev_t[t])
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6
@@ -1481,9 +1553,21 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     r_l0_H_z[:N] = 0  # N zero rows, then r_l0_H
     r_l0_H = r_l0_H_z[N:]
     r_l0_hprev = r_l0_H_z[:20*N]  # r_l0_H of the previous iteration (step t-1)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    r_l0_hprev_t = r_l0_hprev.reshape(20, N, 16)  # r_l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    r_l0_XG_t = r_l0_XG.reshape(20, N, 64)  # r_l0_XG, step by step
+    l0_i_t = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    l0_f_t = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    l0_g_t = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    l0_o_t = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    r_l0_C_t = r_l0_C.reshape(20, N, 16)  # r_l0_C, step by step
+    r_l0_cprev_t = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    r_l0_H_t = r_l0_H.reshape(20, N, 16)  # r_l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
@@ -1495,47 +1579,47 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
         # (a view of r_l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev[r0:r1] @ l0_Wh
+        l0_HW = l0_hprev_t[t] @ l0_Wh
         # r_l0_HW_a = r_l0_hprev·l0_Wh
-        r_l0_HW_a = r_l0_hprev[r0:r1] @ l0_Wh
+        r_l0_HW_a = r_l0_hprev_t[t] @ l0_Wh
         # r_l0_HW_b = l0_hprev·v_l0_Wh
-        r_l0_HW_b = l0_hprev[r0:r1] @ v_l0_Wh
+        r_l0_HW_b = l0_hprev_t[t] @ v_l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
-        r_l0_G = numpy.add(r_l0_HW_a, r_l0_HW_b + r_l0_XG[r0:r1], out=r_l0_HW_a)
+        r_l0_G = numpy.add(r_l0_HW_a, r_l0_HW_b + r_l0_XG_t[t], out=r_l0_HW_a)
         l0_G_0 = l0_G[:, 0:16]
         r_l0_G_0 = r_l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        _sigmoid(l0_G_0, out=l0_i[r0:r1])
+        _sigmoid(l0_G_0, out=l0_i_t[t])
         l0_G_1 = l0_G[:, 16:32]
         r_l0_G_1 = r_l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        _sigmoid(l0_G_1, out=l0_f[r0:r1])
+        _sigmoid(l0_G_1, out=l0_f_t[t])
         l0_G_2 = l0_G[:, 32:48]
         r_l0_G_2 = r_l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        numpy.tanh(l0_G_2, out=l0_g[r0:r1])
+        numpy.tanh(l0_G_2, out=l0_g_t[t])
         l0_G_3 = l0_G[:, 48:64]
         r_l0_G_3 = r_l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        _sigmoid(l0_G_3, out=l0_o[r0:r1])
+        _sigmoid(l0_G_3, out=l0_o_t[t])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        numpy.add(l0_cprev[r0:r1]*l0_f[r0:r1], l0_g[r0:r1]*l0_i[r0:r1], out=l0_C[r0:r1])
+        numpy.add(l0_cprev_t[t]*l0_f_t[t], l0_g_t[t]*l0_i_t[t], out=l0_C_t[t])
         # r_l0_C = l0_f ⊙ r_l0_cprev + l0_i ⊙ r_l0_G_2 ⊙ (1 - l0_g^∘2) + l0_cprev ⊙ l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) + l0_g ⊙ l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
-        numpy.add(l0_f[r0:r1]*r_l0_cprev[r0:r1], l0_cprev[r0:r1]*l0_f[r0:r1]*r_l0_G_1*(1 - l0_f[r0:r1]) + l0_g[r0:r1]*l0_i[r0:r1]*r_l0_G_0*(1 - l0_i[r0:r1]) + l0_i[r0:r1]*r_l0_G_2*(1 - l0_g[r0:r1]**2), out=r_l0_C[r0:r1])
+        numpy.add(l0_f_t[t]*r_l0_cprev_t[t], l0_cprev_t[t]*l0_f_t[t]*r_l0_G_1*(1 - l0_f_t[t]) + l0_g_t[t]*l0_i_t[t]*r_l0_G_0*(1 - l0_i_t[t]) + l0_i_t[t]*r_l0_G_2*(1 - l0_g_t[t]**2), out=r_l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        numpy.multiply(l0_o[r0:r1], numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
+        numpy.multiply(l0_o_t[t], numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
         # r_l0_H = l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        cse0 = numpy.tanh(l0_C[r0:r1])
-        numpy.add(l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - cse0**2), cse0*l0_o[r0:r1]*r_l0_G_3*(1 - l0_o[r0:r1]), out=r_l0_H[r0:r1])
+        cse0 = numpy.tanh(l0_C_t[t])
+        numpy.add(l0_o_t[t]*r_l0_C_t[t]*(1 - cse0**2), cse0*l0_o_t[t]*r_l0_G_3*(1 - l0_o_t[t]), out=r_l0_H_t[t])
 
     # forward pass (continued)
     # r_l1_XW_a = r_l0_H·l1_W
@@ -1575,23 +1659,34 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     d_l0_hprev_2_z[20*N:] = 0  # d_l0_hprev_2, then N zero rows
     d_l0_hprev_2 = d_l0_hprev_2_z[:20*N]
     carry_l0_H = d_l0_hprev_2_z[N:]  # d_l0_hprev_2 of the previous iteration (step t+1)
+    carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
+    d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
     # tanh(l0_C): every step at once
     numpy.tanh(l0_C, out=fac)
     # l0_o ⊙ (1 - fac^∘2): every step at once
     numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
+    carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
+    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
     # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
     numpy.multiply(fac, l0_o*(1 - l0_o), out=fac_2)
+    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
+    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
     # l0_i ⊙ (1 - l0_g^∘2): every step at once
     numpy.multiply(l0_i, 1 - l0_g**2, out=fac_3)
+    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
     # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
     numpy.multiply(l0_cprev, l0_f*(1 - l0_f), out=fac_4)
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
     # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
     numpy.multiply(l0_g, l0_i*(1 - l0_i), out=fac_5)
+    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    d_r_l0_G_6_t = d_r_l0_G_6.reshape(20, N, 64)  # d_r_l0_G_6, step by step
     v_l0_Wh_T = numpy.ascontiguousarray(v_l0_Wh.T)  # v_l0_Whᵀ, contiguous
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
-    for it in range(20):
-        t = 19 - it
-        r0, r1 = t*N, t*N + N  # rows of step t
+    d_l0_cprev_2_t = d_l0_cprev_2.reshape(20, N, 16)  # d_l0_cprev_2, step by step
+    l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    d_l0_hprev_2_t = d_l0_hprev_2.reshape(20, N, 16)  # d_l0_hprev_2, step by step
+    for t in range(19, -1, -1):
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev_2 of the previous iteration (0 at the first)
@@ -1604,12 +1699,12 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H[r0:r1] + d_l0_H[r0:r1]
+        d_l0_H_1 = carry_l0_H_t[t] + d_l0_H_t[t]
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_2 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_2 = carry_l0_C[r0:r1] + d_l0_H_1*fac_1[r0:r1]
+        d_l0_C_2 = carry_l0_C_t[t] + d_l0_H_1*fac_1_t[t]
 
         # Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)  (not stored in this function: r_l0_o)
         # d_r_l0_G_3 = 0
@@ -1618,26 +1713,26 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        numpy.multiply(d_l0_H_1, fac_2[r0:r1], out=d_l0_G_6[r0:r1, 48:64])
+        numpy.multiply(d_l0_H_1, fac_2_t[t], out=d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_2 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        numpy.multiply(d_l0_C_2, fac_3[r0:r1], out=d_l0_G_6[r0:r1, 32:48])
+        numpy.multiply(d_l0_C_2, fac_3_t[t], out=d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_2 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        numpy.multiply(d_l0_C_2, fac_4[r0:r1], out=d_l0_G_6[r0:r1, 16:32])
+        numpy.multiply(d_l0_C_2, fac_4_t[t], out=d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_2 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        numpy.multiply(d_l0_C_2, fac_5[r0:r1], out=d_l0_G_6[r0:r1, 0:16])
+        numpy.multiply(d_l0_C_2, fac_5_t[t], out=d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
         # d_r_l0_G_6 = [d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3]
-        d_r_l0_G_6[r0:r1] = numpy.concatenate([d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3], axis=1)
+        d_r_l0_G_6_t[t] = numpy.concatenate([d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3], axis=1)
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
@@ -1646,19 +1741,19 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
 
         # Grad of: r_l0_HW_b = l0_hprev·v_l0_Wh
         # d_l0_hprev = d_r_l0_G_6·v_l0_Whᵀ
-        d_l0_hprev = d_r_l0_G_6[r0:r1] @ v_l0_Wh_T
+        d_l0_hprev = d_r_l0_G_6_t[t] @ v_l0_Wh_T
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev_1 = d_l0_G_6·l0_Whᵀ
-        d_l0_hprev_1 = d_l0_G_6[r0:r1] @ l0_Wh_T
+        d_l0_hprev_1 = d_l0_G_6_t[t] @ l0_Wh_T
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # d_l0_cprev_2 = d_l0_C_2 ⊙ l0_f
-        numpy.multiply(d_l0_C_2, l0_f[r0:r1], out=d_l0_cprev_2[r0:r1])
+        numpy.multiply(d_l0_C_2, l0_f_t_1[t], out=d_l0_cprev_2_t[t])
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # d_l0_hprev_2 = d_l0_hprev + d_l0_hprev_1
-        numpy.add(d_l0_hprev, d_l0_hprev_1, out=d_l0_hprev_2[r0:r1])
+        numpy.add(d_l0_hprev, d_l0_hprev_1, out=d_l0_hprev_2_t[t])
 
     # Grad of: r_l0_HW_a = r_l0_hprev·l0_Wh
     # d_l0_Wh = r_l0_hprevᵀ·d_r_l0_G_6
@@ -1712,9 +1807,16 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     l0_C_z[:N] = 0  # N zero rows, then l0_C
     l0_C = l0_C_z[N:]
     l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    l0_i_t = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    l0_f_t = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    l0_g_t = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    l0_o_t = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
@@ -1722,32 +1824,32 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0_cprev = l0_C of the previous iteration (0 at the first)
         # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev[r0:r1] @ l0_Wh
+        l0_HW = l0_hprev_t[t] @ l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = numpy.add(l0_HW, l0_XG[r0:r1], out=l0_HW)
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        _sigmoid(l0_G_0, out=l0_i[r0:r1])
+        _sigmoid(l0_G_0, out=l0_i_t[t])
         l0_G_1 = l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        _sigmoid(l0_G_1, out=l0_f[r0:r1])
+        _sigmoid(l0_G_1, out=l0_f_t[t])
         l0_G_2 = l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        numpy.tanh(l0_G_2, out=l0_g[r0:r1])
+        numpy.tanh(l0_G_2, out=l0_g_t[t])
         l0_G_3 = l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        _sigmoid(l0_G_3, out=l0_o[r0:r1])
+        _sigmoid(l0_G_3, out=l0_o_t[t])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        numpy.add(l0_cprev[r0:r1]*l0_f[r0:r1], l0_g[r0:r1]*l0_i[r0:r1], out=l0_C[r0:r1])
+        numpy.add(l0_cprev_t[t]*l0_f_t[t], l0_g_t[t]*l0_i_t[t], out=l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        numpy.multiply(l0_o[r0:r1], numpy.tanh(l0_C[r0:r1]), out=l0_H[r0:r1])
+        numpy.multiply(l0_o_t[t], numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
 
     # forward pass (continued)
     # l1: affine part
@@ -1781,22 +1883,32 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     d_l0_hprev_z[20*N:] = 0  # d_l0_hprev, then N zero rows
     d_l0_hprev = d_l0_hprev_z[:20*N]
     carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
+    carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
+    d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
     # tanh(l0_C): every step at once
     fac = numpy.tanh(l0_C)
     # l0_o ⊙ (1 - fac^∘2): every step at once
     fac_1 = l0_o*(1 - fac**2)
+    carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
+    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
+    d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
+    l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
     # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
     fac_2 = fac*l0_o*(1 - l0_o)
+    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
+    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
     # l0_i ⊙ (1 - l0_g^∘2): every step at once
     fac_3 = l0_i*(1 - l0_g**2)
+    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
     # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
     fac_4 = l0_cprev*l0_f*(1 - l0_f)
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
     # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
     fac_5 = l0_g*l0_i*(1 - l0_i)
+    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
-    for it in range(20):
-        t = 19 - it
-        r0, r1 = t*N, t*N + N  # rows of step t
+    d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
+    for t in range(19, -1, -1):
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
@@ -1809,34 +1921,34 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H[r0:r1] + d_l0_H[r0:r1]
+        d_l0_H_1 = carry_l0_H_t[t] + d_l0_H_t[t]
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C[r0:r1] + d_l0_H_1*fac_1[r0:r1]
+        d_l0_C_1 = carry_l0_C_t[t] + d_l0_H_1*fac_1_t[t]
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
-        numpy.multiply(d_l0_C_1, l0_f[r0:r1], out=d_l0_cprev[r0:r1])
+        numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
 
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        numpy.multiply(d_l0_H_1, fac_2[r0:r1], out=d_l0_G_6[r0:r1, 48:64])
+        numpy.multiply(d_l0_H_1, fac_2_t[t], out=d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        numpy.multiply(d_l0_C_1, fac_3[r0:r1], out=d_l0_G_6[r0:r1, 32:48])
+        numpy.multiply(d_l0_C_1, fac_3_t[t], out=d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        numpy.multiply(d_l0_C_1, fac_4[r0:r1], out=d_l0_G_6[r0:r1, 16:32])
+        numpy.multiply(d_l0_C_1, fac_4_t[t], out=d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        numpy.multiply(d_l0_C_1, fac_5[r0:r1], out=d_l0_G_6[r0:r1, 0:16])
+        numpy.multiply(d_l0_C_1, fac_5_t[t], out=d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
@@ -1845,7 +1957,7 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        numpy.matmul(d_l0_G_6[r0:r1], l0_Wh_T, out=d_l0_hprev[r0:r1])
+        numpy.matmul(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
 
     # total gradients
     x_factor = x

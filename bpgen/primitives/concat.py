@@ -49,11 +49,10 @@ class Concat(Primitive):
             return f"numpy.concatenate([{', '.join(em.acc(a, loop) for a in op.args)}], axis=1)"
         # some pieces were written into their columns already: copy the others
         lines, pos = [f"# ({', '.join(placed)}: written in place)"], 0
-        rows = "r0:r1" if em.stepped(op.out, loop) else ":"
         for a in op.args:
             width = em.shape(a, loop)[1]
             if a not in placed:
-                lines.append(f"{op.out}[{rows}, {pos}:{pos + width}] = {em.acc(a, loop)}")
+                lines.append(f"{em.cols(op.out, loop, pos, pos + width)} = {em.acc(a, loop)}")
             pos += width
         return lines
 

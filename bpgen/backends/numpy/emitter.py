@@ -105,6 +105,7 @@ class NumpyEmitter(Emitter):
         self._names = set(prog.vars) | RESERVED
         self._allocated: set = set()
         self.ws: dict = {}            # temporary -> its shape, in this thread's workspace
+        self._by_step: dict = {}      # (loop, sequence) -> its (steps, N, cols) view
         self._plan()
 
     # ---- names and storage ----------------------------------------------------
@@ -122,8 +123,27 @@ class NumpyEmitter(Emitter):
         return f"# {text}"
 
     def acc(self, name: str, loop) -> str:
-        """How ``name`` is read or written here: one step's rows in a loop."""
-        return f"{name}[r0:r1]" if self.stepped(name, loop) else name
+        """How ``name`` is read or written here: in a loop, step t of a
+        sequence (its rows t*N .. t*N+N-1, as a (steps, N, cols) array)."""
+        return f"{self.by_step(name, loop)}[t]" if self.stepped(name, loop) else name
+
+    def cols(self, name: str, loop, start: int, stop: int) -> str:
+        """Columns start .. stop-1 of ``name`` here."""
+        if self.stepped(name, loop):
+            return f"{self.by_step(name, loop)}[t, :, {start}:{stop}]"
+        return f"{name}[:, {start}:{stop}]"
+
+    def by_step(self, name: str, loop) -> str:
+        """Sequence ``name`` seen step by step in ``loop``, (steps, N, cols):
+        a view made before the loop (indexing it by t is cheaper than
+        slicing rows)."""
+        key = (loop, name)
+        if key not in self._by_step:
+            view = self._by_step[key] = self.fresh(name + "_t")
+            steps, cols = self.prog.loops[loop]["steps"], self.prog.vars[name].shape[1]
+            self.loop_pre.setdefault(loop, []).append(
+                f"{view} = {name}.reshape({steps}, N, {cols})  # {name}, step by step")
+        return self._by_step[key]
 
     # ---- the plan: where each result goes ---------------------------------------
     def _plan(self) -> None:
@@ -203,9 +223,7 @@ class NumpyEmitter(Emitter):
         overwritten in place); None: a fresh array."""
         if op.out in self.placed:
             cat, pos = self.placed[op.out]
-            width = self.shape(op.out, loop)[1]
-            rows = "r0:r1" if self.stepped(cat, loop) else ":"
-            return f"{cat}[{rows}, {pos}:{pos + width}]", False
+            return self.cols(cat, loop, pos, pos + self.shape(op.out, loop)[1]), False
         if op.out in self.inplace:
             return self.acc(self.inplace[op.out], loop), True
         if loop is not None and self.stepped(op.out, loop):
@@ -354,12 +372,16 @@ class NumpyEmitter(Emitter):
                     and name not in self.views):
                 lines += self._storage(name, info)
         lines += self.loop_pre.get(self.prog.vars[defined[0]].loop, [])
-        lines += [f"for it in range({steps}):",
-                  f"    t = {steps - 1} - it" if info["reverse"] else "    t = it",
-                  "    r0, r1 = t*N, t*N + N  # rows of step t"]
+        if any("it ==" in line for line in body):      # a state read that copies
+            lines += [f"for it in range({steps}):",
+                      f"    t = {steps - 1} - it" if info["reverse"] else "    t = it"]
+        else:
+            lines.append(f"for t in range({steps - 1}, -1, -1):" if info["reverse"]
+                         else f"for t in range({steps}):")
         if any("q0" in line for line in body):    # a state read that copies
-            lines.append("    q0, q1 = " + ("r1, r1 + N" if info["reverse"] else "r0 - N, r0")
-                         + "  # rows of the previous iteration's step")
+            lines += ["    r0, r1 = t*N, t*N + N  # rows of step t",
+                      "    q0, q1 = " + ("r1, r1 + N" if info["reverse"] else "r0 - N, r0")
+                      + "  # rows of the previous iteration's step"]
         lines += [("    " + line) if line else "" for line in body]
         return lines
 
