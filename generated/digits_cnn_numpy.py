@@ -725,7 +725,7 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # l0: activation relu
     # l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)
     l0_A = numpy.where((l0_PW + l0_b >= 0), l0_PW + l0_b, 0)
@@ -746,7 +746,7 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # l2: activation relu
     # l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)
     l2_A = numpy.where((l2_PW + l2_b >= 0), l2_PW + l2_b, 0)
@@ -764,7 +764,7 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    numpy.matmul(l3_Y, l5_W, out=l5_XW)
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     numpy.add(l5_XW, l5_b, out=l5_Z)
@@ -795,7 +795,7 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # l0: activation relu
     # l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)
     l0_A = numpy.where((l0_PW + l0_b >= 0), l0_PW + l0_b, 0)
@@ -816,7 +816,7 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # l2: activation relu
     # l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)
     l2_A = numpy.where((l2_PW + l2_b >= 0), l2_PW + l2_b, 0)
@@ -834,7 +834,7 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    numpy.matmul(l3_Y, l5_W, out=l5_XW)
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
@@ -911,7 +911,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l0_Z = l0_PW + l0_b
     l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
@@ -935,7 +935,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l2_Z = l2_PW + l2_b
     l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
@@ -956,7 +956,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    numpy.matmul(l3_Y, l5_W, out=l5_XW)
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
@@ -1009,9 +1009,9 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = d_l5_Z_2·l5_Wᵀ
-    numpy.matmul(d_l5_Z_2, l5_W.T, out=d_l3_Y)
+    numpy.dot(d_l5_Z_2, l5_W.T, out=d_l3_Y)
     # d_l5_W_1 = l3_Yᵀ·d_l5_Z_2
-    numpy.matmul(l3_Y.T, d_l5_Z_2, out=d_l5_W_1)
+    numpy.dot(l3_Y.T, d_l5_Z_2, out=d_l5_W_1)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -1046,9 +1046,9 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # d_l2_P = d_l2_Z·l2_W
-    numpy.matmul(d_l2_Z, l2_W, out=d_l2_P)
+    numpy.dot(d_l2_Z, l2_W, out=d_l2_P)
     # d_l2_W_1 = d_l2_Zᵀ·l2_P
-    numpy.matmul(d_l2_Z.T, l2_P, out=d_l2_W_1)
+    numpy.dot(d_l2_Z.T, l2_P, out=d_l2_W_1)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
@@ -1088,7 +1088,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l0_PW = l0_P·l0_Wᵀ
     #   (l0: patches times the kernel, P·Wᵀ)
     # d_l0_W_1 = d_l0_Zᵀ·l0_P
-    numpy.matmul(d_l0_Z.T, l0_P, out=d_l0_W_1)
+    numpy.dot(d_l0_Z.T, l0_P, out=d_l0_W_1)
 
     # total gradients
     # d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W
@@ -1145,9 +1145,9 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # r_l0_PW_b = l0_P·v_l0_Wᵀ
-    numpy.matmul(l0_P, v_l0_W.T, out=r_l0_PW_b)
+    numpy.dot(l0_P, v_l0_W.T, out=r_l0_PW_b)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l0_Z = l0_PW + l0_b
     l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
@@ -1183,11 +1183,11 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     r_l2_P = _gather(r_l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # r_l2_PW_a = r_l2_P·l2_Wᵀ
-    numpy.matmul(r_l2_P, l2_W.T, out=r_l2_PW_a)
+    numpy.dot(r_l2_P, l2_W.T, out=r_l2_PW_a)
     # r_l2_PW_b = l2_P·v_l2_Wᵀ
-    numpy.matmul(l2_P, v_l2_W.T, out=r_l2_PW_b)
+    numpy.dot(l2_P, v_l2_W.T, out=r_l2_PW_b)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l2_Z = l2_PW + l2_b
     l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
@@ -1218,11 +1218,11 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     r_l3_Y = _gather(r_l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    numpy.matmul(l3_Y, l5_W, out=l5_XW)
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # r_l5_XW_a = r_l3_Y·l5_W
-    numpy.matmul(r_l3_Y, l5_W, out=r_l5_XW_a)
+    numpy.dot(r_l3_Y, l5_W, out=r_l5_XW_a)
     # r_l5_XW_b = l3_Y·v_l5_W
-    numpy.matmul(l3_Y, v_l5_W, out=r_l5_XW_b)
+    numpy.dot(l3_Y, v_l5_W, out=r_l5_XW_b)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
@@ -1261,17 +1261,17 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = d_l5_Z_2·l5_Wᵀ
-    numpy.matmul(d_l5_Z_2, l5_W.T, out=d_l3_Y)
+    numpy.dot(d_l5_Z_2, l5_W.T, out=d_l3_Y)
     # r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ
-    numpy.matmul(r_d_l5_Z_1, l5_W.T, out=r_d_l3_Y_a)
+    numpy.dot(r_d_l5_Z_1, l5_W.T, out=r_d_l3_Y_a)
     # r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ
-    numpy.matmul(d_l5_Z_2, v_l5_W.T, out=r_d_l3_Y_b)
+    numpy.dot(d_l5_Z_2, v_l5_W.T, out=r_d_l3_Y_b)
     # r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b
     r_d_l3_Y = numpy.add(r_d_l3_Y_a, r_d_l3_Y_b, out=r_d_l3_Y_a)
     # r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2
-    numpy.matmul(r_l3_Y.T, d_l5_Z_2, out=r_d_l5_W_1_a)
+    numpy.dot(r_l3_Y.T, d_l5_Z_2, out=r_d_l5_W_1_a)
     # r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1
-    numpy.matmul(l3_Y.T, r_d_l5_Z_1, out=r_d_l5_W_1_b)
+    numpy.dot(l3_Y.T, r_d_l5_Z_1, out=r_d_l5_W_1_b)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -1316,15 +1316,15 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # r_d_l2_P_a = r_d_l2_Z·l2_W
-    numpy.matmul(r_d_l2_Z, l2_W, out=r_d_l2_P_a)
+    numpy.dot(r_d_l2_Z, l2_W, out=r_d_l2_P_a)
     # r_d_l2_P_b = d_l2_Z·v_l2_W
-    numpy.matmul(d_l2_Z, v_l2_W, out=r_d_l2_P_b)
+    numpy.dot(d_l2_Z, v_l2_W, out=r_d_l2_P_b)
     # r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b
     r_d_l2_P = numpy.add(r_d_l2_P_a, r_d_l2_P_b, out=r_d_l2_P_a)
     # r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P
-    numpy.matmul(r_d_l2_Z.T, l2_P, out=r_d_l2_W_1_a)
+    numpy.dot(r_d_l2_Z.T, l2_P, out=r_d_l2_W_1_a)
     # r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P
-    numpy.matmul(d_l2_Z.T, r_l2_P, out=r_d_l2_W_1_b)
+    numpy.dot(d_l2_Z.T, r_l2_P, out=r_d_l2_W_1_b)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
@@ -1364,7 +1364,7 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: l0_PW = l0_P·l0_Wᵀ
     #   (l0: patches times the kernel, P·Wᵀ)
     # r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P
-    numpy.matmul(r_d_l0_Z.T, l0_P, out=r_d_l0_W_1_a)
+    numpy.dot(r_d_l0_Z.T, l0_P, out=r_d_l0_W_1_a)
 
     # total gradients
     # r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W
@@ -1413,9 +1413,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # r_l0_PW_b = l0_P·v_l0_Wᵀ
-    numpy.matmul(l0_P, v_l0_W.T, out=r_l0_PW_b)
+    numpy.dot(l0_P, v_l0_W.T, out=r_l0_PW_b)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l0_Z = l0_PW + l0_b
     l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
@@ -1451,11 +1451,11 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     r_l2_P = _gather(r_l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # r_l2_PW_a = r_l2_P·l2_Wᵀ
-    numpy.matmul(r_l2_P, l2_W.T, out=r_l2_PW_a)
+    numpy.dot(r_l2_P, l2_W.T, out=r_l2_PW_a)
     # r_l2_PW_b = l2_P·v_l2_Wᵀ
-    numpy.matmul(l2_P, v_l2_W.T, out=r_l2_PW_b)
+    numpy.dot(l2_P, v_l2_W.T, out=r_l2_PW_b)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l2_Z = l2_PW + l2_b
     l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
@@ -1486,11 +1486,11 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     r_l3_Y = _gather(r_l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    numpy.matmul(l3_Y, l5_W, out=l5_XW)
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # r_l5_XW_a = r_l3_Y·l5_W
-    numpy.matmul(r_l3_Y, l5_W, out=r_l5_XW_a)
+    numpy.dot(r_l3_Y, l5_W, out=r_l5_XW_a)
     # r_l5_XW_b = l3_Y·v_l5_W
-    numpy.matmul(l3_Y, v_l5_W, out=r_l5_XW_b)
+    numpy.dot(l3_Y, v_l5_W, out=r_l5_XW_b)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
@@ -1527,9 +1527,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = r_d_l5_Z_1·l5_Wᵀ
-    numpy.matmul(r_d_l5_Z_1, l5_W.T, out=d_l3_Y)
+    numpy.dot(r_d_l5_Z_1, l5_W.T, out=d_l3_Y)
     # d_l5_W_1 = l3_Yᵀ·r_d_l5_Z_1
-    numpy.matmul(l3_Y.T, r_d_l5_Z_1, out=d_l5_W_1)
+    numpy.dot(l3_Y.T, r_d_l5_Z_1, out=d_l5_W_1)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -1564,9 +1564,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # d_l2_P = d_l2_Z·l2_W
-    numpy.matmul(d_l2_Z, l2_W, out=d_l2_P)
+    numpy.dot(d_l2_Z, l2_W, out=d_l2_P)
     # d_l2_W_1 = d_l2_Zᵀ·l2_P
-    numpy.matmul(d_l2_Z.T, l2_P, out=d_l2_W_1)
+    numpy.dot(d_l2_Z.T, l2_P, out=d_l2_W_1)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
@@ -1606,7 +1606,7 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # Grad of: l0_PW = l0_P·l0_Wᵀ
     #   (l0: patches times the kernel, P·Wᵀ)
     # d_l0_W_1 = d_l0_Zᵀ·l0_P
-    numpy.matmul(d_l0_Z.T, l0_P, out=d_l0_W_1)
+    numpy.dot(d_l0_Z.T, l0_P, out=d_l0_W_1)
 
     # total gradients
     # gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W
@@ -1645,7 +1645,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l0_P[...] = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    numpy.matmul(l0_P, l0_W.T, out=l0_PW)
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l0_Z = l0_PW + l0_b
     l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
@@ -1669,7 +1669,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P[...] = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    numpy.matmul(l2_P, l2_W.T, out=l2_PW)
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
     # l2_Z = l2_PW + l2_b
     l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
@@ -1690,7 +1690,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_Y[...] = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    numpy.matmul(l3_Y, l5_W, out=l5_XW)
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
@@ -1716,7 +1716,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = d_l5_Z_2·l5_Wᵀ
-    numpy.matmul(d_l5_Z_2, l5_W.T, out=d_l3_Y)
+    numpy.dot(d_l5_Z_2, l5_W.T, out=d_l3_Y)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -1746,7 +1746,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # d_l2_P = d_l2_Z·l2_W
-    numpy.matmul(d_l2_Z, l2_W, out=d_l2_P)
+    numpy.dot(d_l2_Z, l2_W, out=d_l2_P)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)

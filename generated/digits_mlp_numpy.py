@@ -720,13 +720,13 @@ def _forward(x, l0_W, l0_b, l1_W, l1_b):
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    numpy.matmul(x, l0_W, out=l0_XW)
+    numpy.dot(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    numpy.matmul(l0_A, l1_W, out=l1_XW)
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     numpy.add(l1_XW, l1_b, out=l1_Z)
@@ -752,13 +752,13 @@ def _loss(x, y, l0_W, l0_b, l1_W, l1_b):
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    numpy.matmul(x, l0_W, out=l0_XW)
+    numpy.dot(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    numpy.matmul(l0_A, l1_W, out=l1_XW)
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -822,13 +822,13 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    numpy.matmul(x, l0_W, out=l0_XW)
+    numpy.dot(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    numpy.matmul(l0_A, l1_W, out=l1_XW)
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -877,9 +877,9 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
-    numpy.matmul(d_l1_Z_2, l1_W.T, out=d_l0_A)
+    numpy.dot(d_l1_Z_2, l1_W.T, out=d_l0_A)
     # d_l1_W_1 = l0_Aᵀ·d_l1_Z_2
-    numpy.matmul(l0_A.T, d_l1_Z_2, out=d_l1_W_1)
+    numpy.dot(l0_A.T, d_l1_Z_2, out=d_l1_W_1)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
@@ -894,7 +894,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: l0_XW = x·l0_W
     #   (l0: affine part)
     # d_l0_W_1 = xᵀ·d_l0_Z
-    numpy.matmul(x.T, d_l0_Z, out=d_l0_W_1)
+    numpy.dot(x.T, d_l0_Z, out=d_l0_W_1)
 
     # total gradients
     # d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W
@@ -934,9 +934,9 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    numpy.matmul(x, l0_W, out=l0_XW)
+    numpy.dot(x, l0_W, out=l0_XW)
     # r_l0_XW_b = x·v_l0_W
-    numpy.matmul(x, v_l0_W, out=r_l0_XW_b)
+    numpy.dot(x, v_l0_W, out=r_l0_XW_b)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
@@ -944,11 +944,11 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     r_l0_A = numpy.multiply(1 - l0_A**2, r_l0_XW_b + v_l0_b, out=r_l0_XW_b)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    numpy.matmul(l0_A, l1_W, out=l1_XW)
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # r_l1_XW_a = r_l0_A·l1_W
-    numpy.matmul(r_l0_A, l1_W, out=r_l1_XW_a)
+    numpy.dot(r_l0_A, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_A·v_l1_W
-    numpy.matmul(l0_A, v_l1_W, out=r_l1_XW_b)
+    numpy.dot(l0_A, v_l1_W, out=r_l1_XW_b)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -987,15 +987,15 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
-    numpy.matmul(d_l1_Z_2, l1_W.T, out=d_l0_A)
+    numpy.dot(d_l1_Z_2, l1_W.T, out=d_l0_A)
     # r_d_l0_A_a = r_d_l1_Z_1·l1_Wᵀ
-    numpy.matmul(r_d_l1_Z_1, l1_W.T, out=r_d_l0_A_a)
+    numpy.dot(r_d_l1_Z_1, l1_W.T, out=r_d_l0_A_a)
     # r_d_l0_A_b = d_l1_Z_2·v_l1_Wᵀ
-    numpy.matmul(d_l1_Z_2, v_l1_W.T, out=r_d_l0_A_b)
+    numpy.dot(d_l1_Z_2, v_l1_W.T, out=r_d_l0_A_b)
     # r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2
-    numpy.matmul(r_l0_A.T, d_l1_Z_2, out=r_d_l1_W_1_a)
+    numpy.dot(r_l0_A.T, d_l1_Z_2, out=r_d_l1_W_1_a)
     # r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1
-    numpy.matmul(l0_A.T, r_d_l1_Z_1, out=r_d_l1_W_1_b)
+    numpy.dot(l0_A.T, r_d_l1_Z_1, out=r_d_l1_W_1_b)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
@@ -1010,7 +1010,7 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: l0_XW = x·l0_W
     #   (l0: affine part)
     # r_d_l0_W_1_b = xᵀ·r_d_l0_Z
-    numpy.matmul(x.T, r_d_l0_Z, out=r_d_l0_W_1_b)
+    numpy.dot(x.T, r_d_l0_Z, out=r_d_l0_W_1_b)
 
     # total gradients
     # r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W
@@ -1047,9 +1047,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    numpy.matmul(x, l0_W, out=l0_XW)
+    numpy.dot(x, l0_W, out=l0_XW)
     # r_l0_XW_b = x·v_l0_W
-    numpy.matmul(x, v_l0_W, out=r_l0_XW_b)
+    numpy.dot(x, v_l0_W, out=r_l0_XW_b)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
@@ -1057,11 +1057,11 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     r_l0_A = numpy.multiply(1 - l0_A**2, r_l0_XW_b + v_l0_b, out=r_l0_XW_b)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    numpy.matmul(l0_A, l1_W, out=l1_XW)
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # r_l1_XW_a = r_l0_A·l1_W
-    numpy.matmul(r_l0_A, l1_W, out=r_l1_XW_a)
+    numpy.dot(r_l0_A, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_A·v_l1_W
-    numpy.matmul(l0_A, v_l1_W, out=r_l1_XW_b)
+    numpy.dot(l0_A, v_l1_W, out=r_l1_XW_b)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -1098,9 +1098,9 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = r_d_l1_Z_1·l1_Wᵀ
-    numpy.matmul(r_d_l1_Z_1, l1_W.T, out=d_l0_A)
+    numpy.dot(r_d_l1_Z_1, l1_W.T, out=d_l0_A)
     # d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1
-    numpy.matmul(l0_A.T, r_d_l1_Z_1, out=d_l1_W_1)
+    numpy.dot(l0_A.T, r_d_l1_Z_1, out=d_l1_W_1)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
@@ -1115,7 +1115,7 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: l0_XW = x·l0_W
     #   (l0: affine part)
     # d_l0_W_1 = xᵀ·d_l0_Z
-    numpy.matmul(x.T, d_l0_Z, out=d_l0_W_1)
+    numpy.dot(x.T, d_l0_Z, out=d_l0_W_1)
 
     # total gradients
     # gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W
@@ -1145,13 +1145,13 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    numpy.matmul(x, l0_W, out=l0_XW)
+    numpy.dot(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
     numpy.tanh(l0_XW + l0_b, out=l0_A)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    numpy.matmul(l0_A, l1_W, out=l1_XW)
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -1177,7 +1177,7 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
-    numpy.matmul(d_l1_Z_2, l1_W.T, out=d_l0_A)
+    numpy.dot(d_l1_Z_2, l1_W.T, out=d_l0_A)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
@@ -1215,7 +1215,7 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    numpy.matmul(x, l0_W, out=l0_XW)
+    numpy.dot(x, l0_W, out=l0_XW)
     # l0: pre-activation Z = X·W + 1·b
     # l0_Z = l0_XW + l0_b
     l0_Z = numpy.add(l0_XW, l0_b, out=l0_XW)
@@ -1224,7 +1224,7 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     numpy.tanh(l0_Z, out=l0_A)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    numpy.matmul(l0_A, l1_W, out=l1_XW)
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -1250,7 +1250,7 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
-    numpy.matmul(d_l1_Z_2, l1_W.T, out=d_l0_A)
+    numpy.dot(d_l1_Z_2, l1_W.T, out=d_l0_A)
 
     # Grad of: l0_A = tanh(l0_Z)
     #   (l0: activation tanh)

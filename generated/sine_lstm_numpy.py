@@ -712,8 +712,9 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     l1_Z = flat[0:20*N].reshape(20*N, 1)
     # this thread's arrays for the temporaries, the same at every call (_workspace):
     # shapes (a, b, columns), a*N + b rows
-    (l0_XW, l0_C_z, l0_H_z, l1_XW) = _workspace('forward', N, (
+    (l0_XW, l0_HW, l0_C_z, l0_H_z, l1_XW) = _workspace('forward', N, (
         (20, 0, 64),  # l0_XW
+        (1, 0, 64),  # l0_HW
         (21, 0, 16),  # l0_C_z
         (21, 0, 16),  # l0_H_z
         (20, 0, 1),))  # l1_XW
@@ -721,7 +722,7 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    numpy.matmul(x, l0_Wx, out=l0_XW)
+    numpy.dot(x, l0_Wx, out=l0_XW)
     # l0: X·Wx + 1·b
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
@@ -746,7 +747,7 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0_cprev = l0_C of the previous iteration (0 at the first)
         # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev_t[t] @ l0_Wh
+        numpy.dot(l0_hprev_t[t], l0_Wh, out=l0_HW)
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
@@ -764,7 +765,7 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    numpy.matmul(l0_H, l1_W, out=l1_XW)
+    numpy.dot(l0_H, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     numpy.add(l1_XW, l1_b, out=l1_Z)
@@ -779,8 +780,9 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     loss = flat[0:1].reshape(1, 1)
     # this thread's arrays for the temporaries, the same at every call (_workspace):
     # shapes (a, b, columns), a*N + b rows
-    (l0_XW, l0_C_z, l0_H_z, l1_XW, loss_terms) = _workspace('loss', N, (
+    (l0_XW, l0_HW, l0_C_z, l0_H_z, l1_XW, loss_terms) = _workspace('loss', N, (
         (20, 0, 64),  # l0_XW
+        (1, 0, 64),  # l0_HW
         (21, 0, 16),  # l0_C_z
         (21, 0, 16),  # l0_H_z
         (20, 0, 1),  # l1_XW
@@ -789,7 +791,7 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    numpy.matmul(x, l0_Wx, out=l0_XW)
+    numpy.dot(x, l0_Wx, out=l0_XW)
     # l0: X·Wx + 1·b
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
@@ -814,7 +816,7 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0_cprev = l0_C of the previous iteration (0 at the first)
         # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev_t[t] @ l0_Wh
+        numpy.dot(l0_hprev_t[t], l0_Wh, out=l0_HW)
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
@@ -832,7 +834,7 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    numpy.matmul(l0_H, l1_W, out=l1_XW)
+    numpy.dot(l0_H, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -862,10 +864,11 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     d_l1_b = flat[1169:1170].reshape(1, 1)
     # this thread's arrays for the temporaries, the same at every call (_workspace):
     # shapes (a, b, columns), a*N + b rows
-    (l0_XW, l0_i, l0_f, l0_g, l0_o, l0_C_z, l0_H_z, l1_XW, loss_terms, d_out_last,
-     d_l0_H, fac, fac_1, fac_2, fac_3, fac_4, fac_5, d_l0_cprev_z, d_l0_G_6,
-     d_l0_hprev_z) = _workspace('loss_and_grad', N, (
+    (l0_XW, l0_HW, l0_i, l0_f, l0_g, l0_o, l0_C_z, l0_H_z, l1_XW, loss_terms,
+     d_out_last, d_l0_H, d_l0_H_1, fac, fac_1, d_l0_C_1, fac_2, fac_3, fac_4, fac_5,
+     d_l0_cprev_z, d_l0_G_6, d_l0_hprev_z) = _workspace('loss_and_grad', N, (
         (20, 0, 64),  # l0_XW
+        (1, 0, 64),  # l0_HW
         (20, 0, 16),  # l0_i
         (20, 0, 16),  # l0_f
         (20, 0, 16),  # l0_g
@@ -876,8 +879,10 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         (1, 0, 1),  # loss_terms
         (1, 0, 1),  # d_out_last
         (20, 0, 16),  # d_l0_H
+        (1, 0, 16),  # d_l0_H_1
         (20, 0, 16),  # fac
         (20, 0, 16),  # fac_1
+        (1, 0, 16),  # d_l0_C_1
         (20, 0, 16),  # fac_2
         (20, 0, 16),  # fac_3
         (20, 0, 16),  # fac_4
@@ -889,7 +894,7 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    numpy.matmul(x, l0_Wx, out=l0_XW)
+    numpy.dot(x, l0_Wx, out=l0_XW)
     # l0: X·Wx + 1·b
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
@@ -918,7 +923,7 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0_cprev = l0_C of the previous iteration (0 at the first)
         # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev_t[t] @ l0_Wh
+        numpy.dot(l0_hprev_t[t], l0_Wh, out=l0_HW)
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
@@ -948,7 +953,7 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    numpy.matmul(l0_H, l1_W, out=l1_XW)
+    numpy.dot(l0_H, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -980,9 +985,9 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # Grad of: l1_XW = l0_H·l1_W
     #   (l1: affine part)
     # d_l0_H = d_l1_Z·l1_Wᵀ
-    numpy.matmul(d_l1_Z, l1_W.T, out=d_l0_H)
+    numpy.dot(d_l1_Z, l1_W.T, out=d_l0_H)
     # d_l1_W = l0_Hᵀ·d_l1_Z
-    numpy.matmul(l0_H.T, d_l1_Z, out=d_l1_W)
+    numpy.dot(l0_H.T, d_l1_Z, out=d_l1_W)
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
     d_l0_cprev_z[20*N:] = 0  # d_l0_cprev, then N zero rows
@@ -1029,12 +1034,12 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H_t[t] + d_l0_H_t[t]
+        numpy.add(carry_l0_H_t[t], d_l0_H_t[t], out=d_l0_H_1)
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C_t[t] + d_l0_H_1*fac_1_t[t]
+        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_1_t[t], out=d_l0_C_1)
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
         numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
 
@@ -1065,11 +1070,11 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        numpy.matmul(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
+        numpy.dot(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # d_l0_Wh = l0_hprevᵀ·d_l0_G_6
-    numpy.matmul(l0_hprev.T, d_l0_G_6, out=d_l0_Wh)
+    numpy.dot(l0_hprev.T, d_l0_G_6, out=d_l0_Wh)
 
     # Grad of: l0_XG = l0_XW + l0_b
     #   (l0: X·Wx + 1·b)
@@ -1079,7 +1084,7 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # Grad of: l0_XW = x·l0_Wx
     #   (l0: input projection of every step at once)
     # d_l0_Wx = xᵀ·d_l0_G_6
-    numpy.matmul(x.T, d_l0_G_6, out=d_l0_Wx)
+    numpy.dot(x.T, d_l0_G_6, out=d_l0_Wx)
     return loss, d_l0_Wx, d_l0_Wh, d_l0_b, d_l1_W, d_l1_b
 
 
@@ -1095,14 +1100,19 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     r_d_l1_b = flat[1168:1169].reshape(1, 1)
     # this thread's arrays for the temporaries, the same at every call (_workspace):
     # shapes (a, b, columns), a*N + b rows
-    (l0_XW, r_l0_XW_b, l0_i, r_l0_i, l0_f, r_l0_f, l0_g, r_l0_g, l0_o, r_l0_o, l0_C_z,
-     r_l0_C_z, l0_H_z, r_l0_H_z, l1_XW, r_l1_XW_a, r_l1_XW_b, d_out_last,
-     r_d_out_last, d_l0_H, r_d_l0_H_a, r_d_l0_H_b, r_d_l1_W_a, r_d_l1_W_b, fac, fac_1,
-     fac_2, fac_3, fac_4, fac_5, fac_6, fac_7, fac_8, fac_9, fac_10, fac_11, fac_12,
-     d_l0_cprev_z, r_d_l0_cprev_z, d_l0_G_6, r_d_l0_G_6, d_l0_hprev_z, r_d_l0_hprev_z,
-     r_d_l0_Wh_a, r_d_l0_Wh_b) = _workspace('hvp', N, (
+    (l0_XW, r_l0_XW_b, l0_HW, r_l0_HW_a, r_l0_HW_b, l0_i, r_l0_i, l0_f, r_l0_f, l0_g,
+     r_l0_g, l0_o, r_l0_o, l0_C_z, r_l0_C_z, l0_H_z, r_l0_H_z, l1_XW, r_l1_XW_a,
+     r_l1_XW_b, d_out_last, r_d_out_last, d_l0_H, r_d_l0_H_a, r_d_l0_H_b, r_d_l1_W_a,
+     r_d_l1_W_b, d_l0_H_1, r_d_l0_H_1, fac, d_l0_o, fac_1, d_l0_C_1, fac_2, fac_3,
+     r_d_l0_C_1, d_l0_f, d_l0_g, d_l0_i, fac_4, fac_5, fac_6, fac_7, fac_8, fac_9,
+     fac_10, fac_11, fac_12, r_d_l0_hprev_a, r_d_l0_hprev_b, d_l0_cprev_z,
+     r_d_l0_cprev_z, d_l0_G_6, r_d_l0_G_6, d_l0_hprev_z, r_d_l0_hprev_z, r_d_l0_Wh_a,
+     r_d_l0_Wh_b) = _workspace('hvp', N, (
         (20, 0, 64),  # l0_XW
         (20, 0, 64),  # r_l0_XW_b
+        (1, 0, 64),  # l0_HW
+        (1, 0, 64),  # r_l0_HW_a
+        (1, 0, 64),  # r_l0_HW_b
         (20, 0, 16),  # l0_i
         (20, 0, 16),  # r_l0_i
         (20, 0, 16),  # l0_f
@@ -1125,10 +1135,18 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         (20, 0, 16),  # r_d_l0_H_b
         (0, 16, 1),  # r_d_l1_W_a
         (0, 16, 1),  # r_d_l1_W_b
+        (1, 0, 16),  # d_l0_H_1
+        (1, 0, 16),  # r_d_l0_H_1
         (20, 0, 16),  # fac
+        (1, 0, 16),  # d_l0_o
         (20, 0, 16),  # fac_1
+        (1, 0, 16),  # d_l0_C_1
         (20, 0, 16),  # fac_2
         (20, 0, 16),  # fac_3
+        (1, 0, 16),  # r_d_l0_C_1
+        (1, 0, 16),  # d_l0_f
+        (1, 0, 16),  # d_l0_g
+        (1, 0, 16),  # d_l0_i
         (20, 0, 16),  # fac_4
         (20, 0, 16),  # fac_5
         (20, 0, 16),  # fac_6
@@ -1138,6 +1156,8 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         (20, 0, 16),  # fac_10
         (20, 0, 16),  # fac_11
         (20, 0, 16),  # fac_12
+        (1, 0, 16),  # r_d_l0_hprev_a
+        (1, 0, 16),  # r_d_l0_hprev_b
         (21, 0, 16),  # d_l0_cprev_z
         (21, 0, 16),  # r_d_l0_cprev_z
         (20, 0, 64),  # d_l0_G_6
@@ -1150,9 +1170,9 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    numpy.matmul(x, l0_Wx, out=l0_XW)
+    numpy.dot(x, l0_Wx, out=l0_XW)
     # r_l0_XW_b = x·v_l0_Wx
-    numpy.matmul(x, v_l0_Wx, out=r_l0_XW_b)
+    numpy.dot(x, v_l0_Wx, out=r_l0_XW_b)
     # l0: X·Wx + 1·b
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
@@ -1202,11 +1222,11 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
         # (a view of r_l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev_t[t] @ l0_Wh
+        numpy.dot(l0_hprev_t[t], l0_Wh, out=l0_HW)
         # r_l0_HW_a = r_l0_hprev·l0_Wh
-        r_l0_HW_a = r_l0_hprev_t[t] @ l0_Wh
+        numpy.dot(r_l0_hprev_t[t], l0_Wh, out=r_l0_HW_a)
         # r_l0_HW_b = l0_hprev·v_l0_Wh
-        r_l0_HW_b = l0_hprev_t[t] @ v_l0_Wh
+        numpy.dot(l0_hprev_t[t], v_l0_Wh, out=r_l0_HW_b)
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
@@ -1255,11 +1275,11 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    numpy.matmul(l0_H, l1_W, out=l1_XW)
+    numpy.dot(l0_H, l1_W, out=l1_XW)
     # r_l1_XW_a = r_l0_H·l1_W
-    numpy.matmul(r_l0_H, l1_W, out=r_l1_XW_a)
+    numpy.dot(r_l0_H, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_H·v_l1_W
-    numpy.matmul(l0_H, v_l1_W, out=r_l1_XW_b)
+    numpy.dot(l0_H, v_l1_W, out=r_l1_XW_b)
     # l1: pre-activation Z = X·W + 1·b
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
@@ -1291,17 +1311,17 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # Grad of: l1_XW = l0_H·l1_W
     #   (l1: affine part)
     # d_l0_H = d_l1_Z·l1_Wᵀ
-    numpy.matmul(d_l1_Z, l1_W.T, out=d_l0_H)
+    numpy.dot(d_l1_Z, l1_W.T, out=d_l0_H)
     # r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ
-    numpy.matmul(r_d_l1_Z, l1_W.T, out=r_d_l0_H_a)
+    numpy.dot(r_d_l1_Z, l1_W.T, out=r_d_l0_H_a)
     # r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ
-    numpy.matmul(d_l1_Z, v_l1_W.T, out=r_d_l0_H_b)
+    numpy.dot(d_l1_Z, v_l1_W.T, out=r_d_l0_H_b)
     # r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b
     r_d_l0_H = numpy.add(r_d_l0_H_a, r_d_l0_H_b, out=r_d_l0_H_a)
     # r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z
-    numpy.matmul(r_l0_H.T, d_l1_Z, out=r_d_l1_W_a)
+    numpy.dot(r_l0_H.T, d_l1_Z, out=r_d_l1_W_a)
     # r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z
-    numpy.matmul(l0_H.T, r_d_l1_Z, out=r_d_l1_W_b)
+    numpy.dot(l0_H.T, r_d_l1_Z, out=r_d_l1_W_b)
     # r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b
     numpy.add(r_d_l1_W_a, r_d_l1_W_b, out=r_d_l1_W)
 
@@ -1398,28 +1418,28 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H_t[t] + d_l0_H_t[t]
+        numpy.add(carry_l0_H_t[t], d_l0_H_t[t], out=d_l0_H_1)
         # r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H
-        r_d_l0_H_1 = r_carry_l0_H_t[t] + r_d_l0_H_t[t]
+        numpy.add(r_carry_l0_H_t[t], r_d_l0_H_t[t], out=r_d_l0_H_1)
         # d_l0_o = d_l0_H_1 ⊙ tanh(l0_C)
-        d_l0_o = d_l0_H_1*fac_t[t]
+        numpy.multiply(d_l0_H_1, fac_t[t], out=d_l0_o)
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C_t[t] + d_l0_H_1*fac_1_t[t]
+        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_1_t[t], out=d_l0_C_1)
         # r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C)
-        r_d_l0_C_1 = d_l0_H_1*fac_2_t[t] - d_l0_H_1*fac_3_t[t] + fac_1_t[t]*r_d_l0_H_1 + r_carry_l0_C_t[t]
+        numpy.add(r_carry_l0_C_t[t], d_l0_H_1*fac_2_t[t] - d_l0_H_1*fac_3_t[t] + fac_1_t[t]*r_d_l0_H_1, out=r_d_l0_C_1)
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
         numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
         # r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1
         numpy.add(d_l0_C_1*r_l0_f_t_1[t], l0_f_t_1[t]*r_d_l0_C_1, out=r_d_l0_cprev_t[t])
         # d_l0_f = d_l0_C_1 ⊙ l0_cprev
-        d_l0_f = d_l0_C_1*l0_cprev_t_1[t]
+        numpy.multiply(d_l0_C_1, l0_cprev_t_1[t], out=d_l0_f)
         # d_l0_g = d_l0_C_1 ⊙ l0_i
-        d_l0_g = d_l0_C_1*l0_i_t_1[t]
+        numpy.multiply(d_l0_C_1, l0_i_t_1[t], out=d_l0_g)
         # d_l0_i = d_l0_C_1 ⊙ l0_g
-        d_l0_i = d_l0_C_1*l0_g_t_1[t]
+        numpy.multiply(d_l0_C_1, l0_g_t_1[t], out=d_l0_i)
 
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
@@ -1458,19 +1478,19 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        numpy.matmul(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
+        numpy.dot(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
         # r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ
-        r_d_l0_hprev_a = r_d_l0_G_6_t[t] @ l0_Wh_T
+        numpy.dot(r_d_l0_G_6_t[t], l0_Wh_T, out=r_d_l0_hprev_a)
         # r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ
-        r_d_l0_hprev_b = d_l0_G_6_t[t] @ v_l0_Wh_T
+        numpy.dot(d_l0_G_6_t[t], v_l0_Wh_T, out=r_d_l0_hprev_b)
         # r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b
         numpy.add(r_d_l0_hprev_a, r_d_l0_hprev_b, out=r_d_l0_hprev_t[t])
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6
-    numpy.matmul(r_l0_hprev.T, d_l0_G_6, out=r_d_l0_Wh_a)
+    numpy.dot(r_l0_hprev.T, d_l0_G_6, out=r_d_l0_Wh_a)
     # r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6
-    numpy.matmul(l0_hprev.T, r_d_l0_G_6, out=r_d_l0_Wh_b)
+    numpy.dot(l0_hprev.T, r_d_l0_G_6, out=r_d_l0_Wh_b)
     # r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b
     numpy.add(r_d_l0_Wh_a, r_d_l0_Wh_b, out=r_d_l0_Wh)
 
@@ -1482,7 +1502,7 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # Grad of: l0_XW = x·l0_Wx
     #   (l0: input projection of every step at once)
     # r_d_l0_Wx_b = xᵀ·r_d_l0_G_6
-    numpy.matmul(x.T, r_d_l0_G_6, out=r_d_l0_Wx_b)
+    numpy.dot(x.T, r_d_l0_G_6, out=r_d_l0_Wx_b)
     return r_d_l0_Wx_b, r_d_l0_Wh, r_d_l0_b, r_d_l1_W, r_d_l1_b
 
 
@@ -1498,11 +1518,15 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     d_l1_b = flat[1168:1169].reshape(1, 1)
     # this thread's arrays for the temporaries, the same at every call (_workspace):
     # shapes (a, b, columns), a*N + b rows
-    (l0_XW, r_l0_XW_b, l0_i, l0_f, l0_g, l0_o, l0_C_z, r_l0_C_z, l0_H_z, r_l0_H_z,
-     r_l1_XW_a, r_l1_XW_b, r_d_out_last, d_l0_H, fac, fac_1, fac_2, fac_3, fac_4,
-     fac_5, d_r_l0_G_6, d_l0_G_6, d_l0_cprev_2_z, d_l0_hprev_2_z, d_l0_Wh, d_l0_Wh_1) = _workspace('ggn_vp', N, (
+    (l0_XW, r_l0_XW_b, l0_HW, r_l0_HW_a, r_l0_HW_b, l0_i, l0_f, l0_g, l0_o, l0_C_z,
+     r_l0_C_z, l0_H_z, r_l0_H_z, r_l1_XW_a, r_l1_XW_b, r_d_out_last, d_l0_H, d_l0_H_1,
+     fac, fac_1, d_l0_C_2, fac_2, fac_3, fac_4, fac_5, d_l0_hprev, d_l0_hprev_1,
+     d_r_l0_G_6, d_l0_G_6, d_l0_cprev_2_z, d_l0_hprev_2_z, d_l0_Wh, d_l0_Wh_1) = _workspace('ggn_vp', N, (
         (20, 0, 64),  # l0_XW
         (20, 0, 64),  # r_l0_XW_b
+        (1, 0, 64),  # l0_HW
+        (1, 0, 64),  # r_l0_HW_a
+        (1, 0, 64),  # r_l0_HW_b
         (20, 0, 16),  # l0_i
         (20, 0, 16),  # l0_f
         (20, 0, 16),  # l0_g
@@ -1515,12 +1539,16 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         (20, 0, 1),  # r_l1_XW_b
         (1, 0, 1),  # r_d_out_last
         (20, 0, 16),  # d_l0_H
+        (1, 0, 16),  # d_l0_H_1
         (20, 0, 16),  # fac
         (20, 0, 16),  # fac_1
+        (1, 0, 16),  # d_l0_C_2
         (20, 0, 16),  # fac_2
         (20, 0, 16),  # fac_3
         (20, 0, 16),  # fac_4
         (20, 0, 16),  # fac_5
+        (1, 0, 16),  # d_l0_hprev
+        (1, 0, 16),  # d_l0_hprev_1
         (20, 0, 64),  # d_r_l0_G_6
         (20, 0, 64),  # d_l0_G_6
         (21, 0, 16),  # d_l0_cprev_2_z
@@ -1531,9 +1559,9 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    numpy.matmul(x, l0_Wx, out=l0_XW)
+    numpy.dot(x, l0_Wx, out=l0_XW)
     # r_l0_XW_b = x·v_l0_Wx
-    numpy.matmul(x, v_l0_Wx, out=r_l0_XW_b)
+    numpy.dot(x, v_l0_Wx, out=r_l0_XW_b)
     # l0: X·Wx + 1·b
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
@@ -1579,11 +1607,11 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
         # (a view of r_l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev_t[t] @ l0_Wh
+        numpy.dot(l0_hprev_t[t], l0_Wh, out=l0_HW)
         # r_l0_HW_a = r_l0_hprev·l0_Wh
-        r_l0_HW_a = r_l0_hprev_t[t] @ l0_Wh
+        numpy.dot(r_l0_hprev_t[t], l0_Wh, out=r_l0_HW_a)
         # r_l0_HW_b = l0_hprev·v_l0_Wh
-        r_l0_HW_b = l0_hprev_t[t] @ v_l0_Wh
+        numpy.dot(l0_hprev_t[t], v_l0_Wh, out=r_l0_HW_b)
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
@@ -1623,9 +1651,9 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
 
     # forward pass (continued)
     # r_l1_XW_a = r_l0_H·l1_W
-    numpy.matmul(r_l0_H, l1_W, out=r_l1_XW_a)
+    numpy.dot(r_l0_H, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_H·v_l1_W
-    numpy.matmul(l0_H, v_l1_W, out=r_l1_XW_b)
+    numpy.dot(l0_H, v_l1_W, out=r_l1_XW_b)
     # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
     r_l1_Z = numpy.add(r_l1_XW_a, r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
     # r_out_last = r_l1_Z(t=19)
@@ -1648,9 +1676,9 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     # Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW)
     #   (l1: affine part)
     # d_l0_H = r_d_l1_Z·l1_Wᵀ
-    numpy.matmul(r_d_l1_Z, l1_W.T, out=d_l0_H)
+    numpy.dot(r_d_l1_Z, l1_W.T, out=d_l0_H)
     # d_l1_W = l0_Hᵀ·r_d_l1_Z
-    numpy.matmul(l0_H.T, r_d_l1_Z, out=d_l1_W)
+    numpy.dot(l0_H.T, r_d_l1_Z, out=d_l1_W)
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
     d_l0_cprev_2_z[20*N:] = 0  # d_l0_cprev_2, then N zero rows
@@ -1699,12 +1727,12 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H_t[t] + d_l0_H_t[t]
+        numpy.add(carry_l0_H_t[t], d_l0_H_t[t], out=d_l0_H_1)
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_2 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_2 = carry_l0_C_t[t] + d_l0_H_1*fac_1_t[t]
+        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_1_t[t], out=d_l0_C_2)
 
         # Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)  (not stored in this function: r_l0_o)
         # d_r_l0_G_3 = 0
@@ -1741,11 +1769,11 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
 
         # Grad of: r_l0_HW_b = l0_hprev·v_l0_Wh
         # d_l0_hprev = d_r_l0_G_6·v_l0_Whᵀ
-        d_l0_hprev = d_r_l0_G_6_t[t] @ v_l0_Wh_T
+        numpy.dot(d_r_l0_G_6_t[t], v_l0_Wh_T, out=d_l0_hprev)
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev_1 = d_l0_G_6·l0_Whᵀ
-        d_l0_hprev_1 = d_l0_G_6_t[t] @ l0_Wh_T
+        numpy.dot(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_1)
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # d_l0_cprev_2 = d_l0_C_2 ⊙ l0_f
@@ -1757,11 +1785,11 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
 
     # Grad of: r_l0_HW_a = r_l0_hprev·l0_Wh
     # d_l0_Wh = r_l0_hprevᵀ·d_r_l0_G_6
-    numpy.matmul(r_l0_hprev.T, d_r_l0_G_6, out=d_l0_Wh)
+    numpy.dot(r_l0_hprev.T, d_r_l0_G_6, out=d_l0_Wh)
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # d_l0_Wh_1 = l0_hprevᵀ·d_l0_G_6
-    numpy.matmul(l0_hprev.T, d_l0_G_6, out=d_l0_Wh_1)
+    numpy.dot(l0_hprev.T, d_l0_G_6, out=d_l0_Wh_1)
 
     # Grad of: l0_XG = l0_XW + l0_b
     #   (l0: X·Wx + 1·b)
@@ -1771,7 +1799,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     # Grad of: l0_XW = x·l0_Wx
     #   (l0: input projection of every step at once)
     # d_l0_Wx = xᵀ·d_l0_G_6
-    numpy.matmul(x.T, d_l0_G_6, out=d_l0_Wx)
+    numpy.dot(x.T, d_l0_G_6, out=d_l0_Wx)
 
     # total gradients
     # d_l0_Wh_2 = d_l0_Wh + d_l0_Wh_1
@@ -1957,7 +1985,7 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        numpy.matmul(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
+        numpy.dot(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
 
     # total gradients
     x_factor = x

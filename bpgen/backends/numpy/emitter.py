@@ -230,7 +230,10 @@ class NumpyEmitter(Emitter):
             return self.acc(op.out, loop), False
         if self.flat and op.out in self.prog.outputs:
             return op.out, False
-        if (loop is None and op.prim in ("matmul", "map") and op.out not in self.prog.outputs
+        # a temporary of the function, or of one step of a loop (dead when
+        # the step ends: one array serves every step), in the workspace
+        if ((loop is None or op.out in self.prog.step_vars) and op.prim in ("matmul", "map")
+                and op.out not in self.prog.outputs
                 and (op.prim == "matmul" or (self._full(op, loop) and _PRINTER.can_into(
                     numeric(op.attrs["expr"])))) and self.slot(op.out, self.shape(op.out, loop))):
             return op.out, False
