@@ -8,6 +8,11 @@ changed by any of this):
 
 * identical ops (same primitive, arguments and attributes) are computed
   once (:func:`_merge_duplicates`);
+* the outputs are views of one vector allocated at each call, which the
+  API returns without a copy (``_run_flat``); every other array the
+  function fills is a temporary in the calling thread's workspace, the
+  same arrays at every call (``_workspace``), so results stay fresh while
+  temporaries cost no allocation;
 * an op whose result is stored for every step of a loop writes into that
   step's rows (``out=``) instead of allocating a temporary and copying it;
 * a map used only by a concatenation writes into its columns of the result;
