@@ -58,13 +58,114 @@ class NumpyPrinter(NumPyPrinter):
         if last.cond != sp.true:
             raise ValueError("Piecewise without an otherwise branch")
         out = self._print(last.expr)
+        # with an array among the values numpy.where keeps its dtype; with
+        # numbers alone _where makes the result DTYPE
+        where = "numpy.where" if any(self._array(p.expr) for p in e.args) else "_where"
         for val, cond in reversed(pairs):
-            out = f"_where({self._print(cond)}, {self._print(val)}, {out})"
+            out = f"{where}({self._print(cond)}, {self._print(val)}, {out})"
         return out
+
+    def _array(self, e) -> bool:
+        """Does ``e`` read an array (not just numbers and N)?"""
+        return any(s.name in self.access for s in e.free_symbols)
+
+    @staticmethod
+    def _mask(e):
+        """The condition c of where(c, 1, 0), else None."""
+        if (isinstance(e, sp.Piecewise) and len(e.args) == 2 and e.args[0].expr == 1
+                and e.args[1].expr == 0 and e.args[1].cond == sp.true):
+            return e.args[0].cond
+        return None
+
+    def _split_mask(self, e):
+        """A product ``rest ⊙ where(c, 1, 0)`` with an array in ``rest`` as
+        (rest, c): printed ``rest*(c)``, a product with a boolean array."""
+        if not e.is_Mul:
+            return None
+        masks = [a for a in e.args if self._mask(a) is not None]
+        if len(masks) != 1:
+            return None
+        rest = sp.Mul(*[a for a in e.args if a is not masks[0]])
+        return (rest, self._mask(masks[0])) if self._array(rest) else None
+
+    def _print_Mul(self, e):
+        split = self._split_mask(e)
+        if split is None:
+            return super()._print_Mul(e)
+        rest, cond = split
+        return f"{self.parenthesize(rest, PRECEDENCE['Mul'])}*{self._print(cond)}"
 
     def _print_Relational(self, e):
         op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[e.rel_op]
         return f"({self._print(e.lhs)} {op} {self._print(e.rhs)})"
+
+    #: SymPy functions printed as the NumPy ufunc of that name (with ``out=``)
+    UFUNCS = {"tanh": "tanh", "exp": "exp", "log": "log", "sin": "sin", "cos": "cos",
+              "Abs": "absolute"}
+
+    def can_into(self, e) -> bool:
+        """Has ``e`` an outermost operation that :meth:`into` writes with ``out=``?"""
+        if e.is_Add or e.is_Mul:
+            return True
+        if e.is_Pow:
+            return e.exp in (2, -1, sp.Rational(1, 2), sp.Float(0.5))
+        name = type(e).__name__
+        return (name in self.UFUNCS and len(e.args) == 1) or name in ("sigmoid", "softplus")
+
+    def into(self, e, dst: str):
+        """``e`` written into the array ``dst`` by its outermost operation
+        (a ufunc call with ``out=dst``), or None when that operation has no
+        such form.  The operands are evaluated before the call, so ``dst``
+        may be one of them."""
+        def p(x):               # numbers as the shortest literal that reads back the same
+            return repr(float(x)) if x.is_Float else self._print(x)
+
+        def first(args):        # dst itself first (in place), else the first array
+            args = list(args)
+            for k, a in enumerate(args):
+                if a.is_Symbol and p(a) == dst:
+                    return args.pop(k), args
+            for k, a in enumerate(args):
+                if not a.is_Number:
+                    return args.pop(k), args
+            return args.pop(0), args
+
+        if e.is_Add:
+            terms = list(e.args)
+            pos = [t for t in terms if not t.could_extract_minus_sign()]
+            a, _ = first(pos or terms)
+            terms.remove(a)
+            b = sp.Add(*terms)
+            if b.could_extract_minus_sign():
+                return f"numpy.subtract({p(a)}, {p(-b)}, out={dst})"
+            return f"numpy.add({p(a)}, {p(b)}, out={dst})"
+        if e.is_Mul and self._split_mask(e) is not None:
+            rest, cond = self._split_mask(e)
+            return f"numpy.multiply({p(rest)}, {p(cond)}, out={dst})"
+        if e.is_Mul:
+            num, den = sp.fraction(e, exact=True)
+            if den != 1:
+                return f"numpy.divide({p(num)}, {p(den)}, out={dst})"
+            if e.could_extract_minus_sign() and e.args[0] == -1:
+                return f"numpy.negative({p(-e)}, out={dst})"
+            a, rest = first(e.args)
+            return f"numpy.multiply({p(a)}, {p(sp.Mul(*rest))}, out={dst})"
+        if e.is_Pow:
+            if e.exp == 2:
+                return f"numpy.square({p(e.base)}, out={dst})"
+            if e.exp == -1:
+                return f"numpy.divide(1, {p(e.base)}, out={dst})"
+            if e.exp == sp.Rational(1, 2) or e.exp == sp.Float(0.5):
+                return f"numpy.sqrt({p(e.base)}, out={dst})"
+            return None
+        name = type(e).__name__
+        if name in self.UFUNCS and len(e.args) == 1:
+            return f"numpy.{self.UFUNCS[name]}({p(e.args[0])}, out={dst})"
+        if name == "sigmoid":
+            return f"_sigmoid({p(e.args[0])}, out={dst})"
+        if name == "softplus":
+            return f"numpy.logaddexp(0, {p(e.args[0])}, out={dst})"
+        return None
 
 
 class CPrinter(C99CodePrinter):

@@ -584,11 +584,43 @@ def _structured_diag(mats, outs, n):
     return out.astype(DTYPE)
 
 
-def _sigmoid(z):
-    # 1 / (1 + exp(-z)) without overflow for large |z|: with e = exp(-|z|),
-    # 1 / (1 + e) for z >= 0 and e / (1 + e) below (one exp, not three)
-    e = numpy.exp(-numpy.abs(z))
-    return numpy.where(z >= 0, 1, e) / (1 + e)
+import threading as _threading  # noqa: E402
+
+_LOCAL = _threading.local()
+
+
+def _workspace(name, n, shapes):
+    """The calling thread's arrays for the temporaries of generated function
+    ``name`` at batch size n, one of each shape ``(a, b, cols)`` (a*n + b
+    rows): made on the first call, then the same arrays for every call with
+    this n (a call's temporaries are dead when it returns; its outputs are
+    fresh arrays).  Reusing them spares allocating, and the operating system
+    mapping in, fresh memory at every call."""
+    held = getattr(_LOCAL, "ws", None)
+    if held is None:
+        held = _LOCAL.ws = {}
+    got = held.get(name)
+    if got is not None and got[0] == n:
+        return got[1]
+    held.pop(name, None)
+    sizes = [-(-(a * n + b) * c // 8) * 8 for a, b, c in shapes]   # 64-byte aligned slots
+    buf = numpy.empty(max(sum(sizes), 1), dtype=DTYPE)
+    views, off = [], 0
+    for (a, b, c), size in zip(shapes, sizes):
+        views.append(buf[off:off + (a * n + b) * c].reshape(a * n + b, c))
+        off += size
+    held[name] = (n, views)
+    return views
+
+
+def _sigmoid(z, out=None):
+    # 1 / (1 + exp(-z)), into ``out`` when given: for z < -709 exp(-z)
+    # overflows to inf and the result is 0, as it should (the generated
+    # functions run with floating-point warnings off, see _run)
+    e = numpy.negative(z, out=out)
+    numpy.exp(e, out=e)
+    e += 1
+    return numpy.divide(1, e, out=e)
 
 
 def _softplus(z):
@@ -687,16 +719,26 @@ def _pattern_index(pattern):
 def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     N = x.shape[0]
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(10*N, dtype=DTYPE)  # the outputs, in order
+    l5_Z = flat[0:10*N].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, l2_PW, l5_XW) = _workspace('forward', N, (
+        (64, 0, 8),  # l0_PW
+        (16, 0, 16),  # l2_PW
+        (1, 0, 10),))  # l5_XW
+
     # forward pass
     # l0: patches (im2col), one row per output pixel
     # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # l0: activation relu
     # l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)
-    l0_A = _where((l0_PW + l0_b >= 0), l0_PW + l0_b, 0)
+    l0_A = numpy.where((l0_PW + l0_b >= 0), l0_PW + l0_b, 0)
     # l0: as (N, filters·H_out·W_out), C order
     # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
@@ -714,10 +756,10 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # l2: activation relu
     # l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)
-    l2_A = _where((l2_PW + l2_b >= 0), l2_PW + l2_b, 0)
+    l2_A = numpy.where((l2_PW + l2_b >= 0), l2_PW + l2_b, 0)
     # l2: as (N, filters·H_out·W_out), C order
     # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
@@ -732,25 +774,41 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
-    l5_Z = l5_XW + l5_b
+    # l5_Z = l5_XW + l5_b
+    numpy.add(l5_XW, l5_b, out=l5_Z)
     return l5_Z
 
 
 def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     N = x.shape[0]
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1, dtype=DTYPE)  # the outputs, in order
+    loss = flat[0:1].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, l2_PW, l5_XW, o_exp, loss_terms, l0_W_sq, l2_W_sq, l5_W_sq) = _workspace('loss', N, (
+        (64, 0, 8),  # l0_PW
+        (16, 0, 16),  # l2_PW
+        (1, 0, 10),  # l5_XW
+        (1, 0, 10),  # o_exp
+        (1, 0, 1),  # loss_terms
+        (0, 8, 9),  # l0_W_sq
+        (0, 16, 72),  # l2_W_sq
+        (0, 64, 10),))  # l5_W_sq
+
     # forward pass
     # l0: patches (im2col), one row per output pixel
     # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # l0: activation relu
     # l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)
-    l0_A = _where((l0_PW + l0_b >= 0), l0_PW + l0_b, 0)
+    l0_A = numpy.where((l0_PW + l0_b >= 0), l0_PW + l0_b, 0)
     # l0: as (N, filters·H_out·W_out), C order
     # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
@@ -768,10 +826,10 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # l2: activation relu
     # l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)
-    l2_A = _where((l2_PW + l2_b >= 0), l2_PW + l2_b, 0)
+    l2_A = numpy.where((l2_PW + l2_b >= 0), l2_PW + l2_b, 0)
     # l2: as (N, filters·H_out·W_out), C order
     # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
@@ -786,60 +844,90 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
-    l5_Z = l5_XW + l5_b
+    # l5_Z = l5_XW + l5_b
+    l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
     # o_max = rowmax(l5_Z)
     o_max = l5_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l5_Z - o_max)
-    o_exp = numpy.exp(l5_Z - o_max)
+    numpy.exp(l5_Z - o_max, out=o_exp)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # o_pick = l5_Z ⊙ y
-    o_pick = l5_Z*y
+    o_pick = numpy.multiply(l5_Z, y, out=l5_Z)
     # the label's logit
     # o_label = o_pick·1
     o_label = o_pick.sum(axis=1, keepdims=True)
     # logsumexp(O) - O[label] per sample
     # loss_terms = o_max - o_label + log(o_expsum)
-    loss_terms = -o_label + o_max + numpy.log(o_expsum)
+    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # l0_W_sq = l0_W^∘2
-    l0_W_sq = l0_W**2
+    numpy.square(l0_W, out=l0_W_sq)
     # l0_W_sqsum = 1ᵀ·l0_W_sq·1
     l0_W_sqsum = l0_W_sq.sum(keepdims=True)
     # l2_W_sq = l2_W^∘2
-    l2_W_sq = l2_W**2
+    numpy.square(l2_W, out=l2_W_sq)
     # l2_W_sqsum = 1ᵀ·l2_W_sq·1
     l2_W_sqsum = l2_W_sq.sum(keepdims=True)
     # l5_W_sq = l5_W^∘2
-    l5_W_sq = l5_W**2
+    numpy.square(l5_W, out=l5_W_sq)
     # l5_W_sqsum = 1ᵀ·l5_W_sq·1
     l5_W_sqsum = l5_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
     # loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N
-    loss = 5.0000000000000002e-5*l0_W_sqsum + 5.0000000000000002e-5*l2_W_sqsum + 5.0000000000000002e-5*l5_W_sqsum + loss_sum/N
+    numpy.add(5.0000000000000002e-5*l0_W_sqsum, 5.0000000000000002e-5*l2_W_sqsum + 5.0000000000000002e-5*l5_W_sqsum + loss_sum/N, out=loss)
     return loss
 
 
 def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     N = x.shape[0]
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1899, dtype=DTYPE)  # the outputs, in order
+    loss = flat[0:1].reshape(1, 1)
+    d_l0_W_2 = flat[1:73].reshape(8, 9)
+    d_l0_b = flat[73:81].reshape(1, 8)
+    d_l2_W_2 = flat[81:1233].reshape(16, 72)
+    d_l2_b = flat[1233:1249].reshape(1, 16)
+    d_l5_W_2 = flat[1249:1889].reshape(64, 10)
+    d_l5_b = flat[1889:1899].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, l2_PW, l5_XW, o_exp, loss_terms, l0_W_sq, l2_W_sq, l5_W_sq, d_o_expsum,
+     d_l3_Y, d_l5_W_1, d_l2_P, d_l2_W_1, d_l0_W_1) = _workspace('loss_and_grad', N, (
+        (64, 0, 8),  # l0_PW
+        (16, 0, 16),  # l2_PW
+        (1, 0, 10),  # l5_XW
+        (1, 0, 10),  # o_exp
+        (1, 0, 1),  # loss_terms
+        (0, 8, 9),  # l0_W_sq
+        (0, 16, 72),  # l2_W_sq
+        (0, 64, 10),  # l5_W_sq
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 64),  # d_l3_Y
+        (0, 64, 10),  # d_l5_W_1
+        (16, 0, 72),  # d_l2_P
+        (0, 16, 72),  # d_l2_W_1
+        (0, 8, 9),))  # d_l0_W_1
+
     # forward pass
     # l0: patches (im2col), one row per output pixel
     # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
-    l0_Z = l0_PW + l0_b
+    # l0_Z = l0_PW + l0_b
+    l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
     # l0: activation relu
     # l0_A = where(l0_Z >= 0, l0_Z, 0)
-    l0_A = _where((l0_Z >= 0), l0_Z, 0)
+    l0_A = numpy.where((l0_Z >= 0), l0_Z, 0)
     # l0: as (N, filters·H_out·W_out), C order
     # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
@@ -857,12 +945,13 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
-    l2_Z = l2_PW + l2_b
+    # l2_Z = l2_PW + l2_b
+    l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
     # l2: activation relu
     # l2_A = where(l2_Z >= 0, l2_Z, 0)
-    l2_A = _where((l2_Z >= 0), l2_Z, 0)
+    l2_A = numpy.where((l2_Z >= 0), l2_Z, 0)
     # l2: as (N, filters·H_out·W_out), C order
     # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
@@ -877,61 +966,62 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
-    l5_Z = l5_XW + l5_b
+    # l5_Z = l5_XW + l5_b
+    l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
     # o_max = rowmax(l5_Z)
     o_max = l5_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l5_Z - o_max)
-    o_exp = numpy.exp(l5_Z - o_max)
+    numpy.exp(l5_Z - o_max, out=o_exp)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # o_pick = l5_Z ⊙ y
-    o_pick = l5_Z*y
+    o_pick = numpy.multiply(l5_Z, y, out=l5_Z)
     # the label's logit
     # o_label = o_pick·1
     o_label = o_pick.sum(axis=1, keepdims=True)
     # logsumexp(O) - O[label] per sample
     # loss_terms = o_max - o_label + log(o_expsum)
-    loss_terms = -o_label + o_max + numpy.log(o_expsum)
+    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # l0_W_sq = l0_W^∘2
-    l0_W_sq = l0_W**2
+    numpy.square(l0_W, out=l0_W_sq)
     # l0_W_sqsum = 1ᵀ·l0_W_sq·1
     l0_W_sqsum = l0_W_sq.sum(keepdims=True)
     # l2_W_sq = l2_W^∘2
-    l2_W_sq = l2_W**2
+    numpy.square(l2_W, out=l2_W_sq)
     # l2_W_sqsum = 1ᵀ·l2_W_sq·1
     l2_W_sqsum = l2_W_sq.sum(keepdims=True)
     # l5_W_sq = l5_W^∘2
-    l5_W_sq = l5_W**2
+    numpy.square(l5_W, out=l5_W_sq)
     # l5_W_sqsum = 1ᵀ·l5_W_sq·1
     l5_W_sqsum = l5_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
     # loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N
-    loss = 5.0000000000000002e-5*l0_W_sqsum + 5.0000000000000002e-5*l2_W_sqsum + 5.0000000000000002e-5*l5_W_sqsum + loss_sum/N
+    numpy.add(5.0000000000000002e-5*l0_W_sqsum, 5.0000000000000002e-5*l2_W_sqsum + 5.0000000000000002e-5*l5_W_sqsum + loss_sum/N, out=loss)
 
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l5_Z = l5_XW + l5_b
     #   (l5: pre-activation Z = X·W + 1·b)
     # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
-    d_l5_Z_2 = d_o_expsum*o_exp - y/N
+    d_l5_Z_2 = numpy.subtract(d_o_expsum*o_exp, y/N, out=o_exp)
     # d_l5_b = 1ᵀ·d_l5_Z_2
-    d_l5_b = d_l5_Z_2.sum(axis=0, keepdims=True)
+    d_l5_Z_2.sum(axis=0, keepdims=True, out=d_l5_b)
 
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = d_l5_Z_2·l5_Wᵀ
-    d_l3_Y = d_l5_Z_2 @ l5_W.T
+    numpy.dot(d_l5_Z_2, l5_W.T, out=d_l3_Y)
     # d_l5_W_1 = l3_Yᵀ·d_l5_Z_2
-    d_l5_W_1 = l3_Y.T @ d_l5_Z_2
+    numpy.dot(l3_Y.T, d_l5_Z_2, out=d_l5_W_1)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -956,19 +1046,19 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
     #   (l2: activation relu)
     # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
-    d_l2_Z = d_l2_A*_where((l2_Z >= 0), 1, 0)
+    d_l2_Z = numpy.multiply(d_l2_A, (l2_Z >= 0), out=l2_Z)
 
     # Grad of: l2_Z = l2_PW + l2_b
     #   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters))
     # d_l2_b = 1ᵀ·d_l2_Z
-    d_l2_b = d_l2_Z.sum(axis=0, keepdims=True)
+    d_l2_Z.sum(axis=0, keepdims=True, out=d_l2_b)
 
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # d_l2_P = d_l2_Z·l2_W
-    d_l2_P = d_l2_Z @ l2_W
+    numpy.dot(d_l2_Z, l2_W, out=d_l2_P)
     # d_l2_W_1 = d_l2_Zᵀ·l2_P
-    d_l2_W_1 = d_l2_Z.T @ l2_P
+    numpy.dot(d_l2_Z.T, l2_P, out=d_l2_W_1)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
@@ -998,30 +1088,66 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0)
     #   (l0: activation relu)
     # d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
-    d_l0_Z = d_l0_A*_where((l0_Z >= 0), 1, 0)
+    d_l0_Z = numpy.multiply(d_l0_A, (l0_Z >= 0), out=l0_Z)
 
     # Grad of: l0_Z = l0_PW + l0_b
     #   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters))
     # d_l0_b = 1ᵀ·d_l0_Z
-    d_l0_b = d_l0_Z.sum(axis=0, keepdims=True)
+    d_l0_Z.sum(axis=0, keepdims=True, out=d_l0_b)
 
     # Grad of: l0_PW = l0_P·l0_Wᵀ
     #   (l0: patches times the kernel, P·Wᵀ)
     # d_l0_W_1 = d_l0_Zᵀ·l0_P
-    d_l0_W_1 = d_l0_Z.T @ l0_P
+    numpy.dot(d_l0_Z.T, l0_P, out=d_l0_W_1)
 
     # total gradients
     # d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W
-    d_l0_W_2 = d_l0_W_1 + 0.0001*l0_W
+    numpy.add(d_l0_W_1, 0.0001*l0_W, out=d_l0_W_2)
     # d_l2_W_2 = d_l2_W_1 + 0.0001 l2_W
-    d_l2_W_2 = d_l2_W_1 + 0.0001*l2_W
+    numpy.add(d_l2_W_1, 0.0001*l2_W, out=d_l2_W_2)
     # d_l5_W_2 = d_l5_W_1 + 0.0001 l5_W
-    d_l5_W_2 = d_l5_W_1 + 0.0001*l5_W
+    numpy.add(d_l5_W_1, 0.0001*l5_W, out=d_l5_W_2)
     return loss, d_l0_W_2, d_l0_b, d_l2_W_2, d_l2_b, d_l5_W_2, d_l5_b
 
 
 def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_b, v_l5_W, v_l5_b):
     N = x.shape[0]
+
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1898, dtype=DTYPE)  # the outputs, in order
+    r_d_l0_W_2 = flat[0:72].reshape(8, 9)
+    r_d_l0_b = flat[72:80].reshape(1, 8)
+    r_d_l2_W_2 = flat[80:1232].reshape(16, 72)
+    r_d_l2_b = flat[1232:1248].reshape(1, 16)
+    r_d_l5_W_2 = flat[1248:1888].reshape(64, 10)
+    r_d_l5_b = flat[1888:1898].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, r_l0_PW_b, l2_PW, r_l2_PW_a, r_l2_PW_b, l5_XW, r_l5_XW_a, r_l5_XW_b,
+     d_o_expsum, r_d_o_expsum, d_l3_Y, r_d_l3_Y_a, r_d_l3_Y_b, r_d_l5_W_1_a,
+     r_d_l5_W_1_b, d_l2_Z, r_d_l2_P_a, r_d_l2_P_b, r_d_l2_W_1_a, r_d_l2_W_1_b,
+     r_d_l0_W_1_a) = _workspace('hvp', N, (
+        (64, 0, 8),  # l0_PW
+        (64, 0, 8),  # r_l0_PW_b
+        (16, 0, 16),  # l2_PW
+        (16, 0, 16),  # r_l2_PW_a
+        (16, 0, 16),  # r_l2_PW_b
+        (1, 0, 10),  # l5_XW
+        (1, 0, 10),  # r_l5_XW_a
+        (1, 0, 10),  # r_l5_XW_b
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 1),  # r_d_o_expsum
+        (1, 0, 64),  # d_l3_Y
+        (1, 0, 64),  # r_d_l3_Y_a
+        (1, 0, 64),  # r_d_l3_Y_b
+        (0, 64, 10),  # r_d_l5_W_1_a
+        (0, 64, 10),  # r_d_l5_W_1_b
+        (16, 0, 16),  # d_l2_Z
+        (16, 0, 72),  # r_d_l2_P_a
+        (16, 0, 72),  # r_d_l2_P_b
+        (0, 16, 72),  # r_d_l2_W_1_a
+        (0, 16, 72),  # r_d_l2_W_1_b
+        (0, 8, 9),))  # r_d_l0_W_1_a
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
@@ -1029,16 +1155,17 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # r_l0_PW_b = l0_P·v_l0_Wᵀ
-    r_l0_PW_b = l0_P @ v_l0_W.T
+    numpy.dot(l0_P, v_l0_W.T, out=r_l0_PW_b)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
-    l0_Z = l0_PW + l0_b
+    # l0_Z = l0_PW + l0_b
+    l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
     # l0: activation relu
     # l0_A = where(l0_Z >= 0, l0_Z, 0)
-    l0_A = _where((l0_Z >= 0), l0_Z, 0)
+    l0_A = numpy.where((l0_Z >= 0), l0_Z, 0)
     # r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0)
-    r_l0_A = (r_l0_PW_b + v_l0_b)*_where((l0_Z >= 0), 1, 0)
+    r_l0_A = numpy.multiply(r_l0_PW_b + v_l0_b, (l0_Z >= 0), out=r_l0_PW_b)
     # l0: as (N, filters·H_out·W_out), C order
     # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
@@ -1066,18 +1193,19 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     r_l2_P = _gather(r_l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # r_l2_PW_a = r_l2_P·l2_Wᵀ
-    r_l2_PW_a = r_l2_P @ l2_W.T
+    numpy.dot(r_l2_P, l2_W.T, out=r_l2_PW_a)
     # r_l2_PW_b = l2_P·v_l2_Wᵀ
-    r_l2_PW_b = l2_P @ v_l2_W.T
+    numpy.dot(l2_P, v_l2_W.T, out=r_l2_PW_b)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
-    l2_Z = l2_PW + l2_b
+    # l2_Z = l2_PW + l2_b
+    l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
     # l2: activation relu
     # l2_A = where(l2_Z >= 0, l2_Z, 0)
-    l2_A = _where((l2_Z >= 0), l2_Z, 0)
+    l2_A = numpy.where((l2_Z >= 0), l2_Z, 0)
     # r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0)
-    r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b)*_where((l2_Z >= 0), 1, 0)
+    r_l2_A = numpy.multiply(r_l2_PW_a + r_l2_PW_b + v_l2_b, (l2_Z >= 0), out=r_l2_PW_a)
     # l2: as (N, filters·H_out·W_out), C order
     # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
@@ -1100,20 +1228,21 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     r_l3_Y = _gather(r_l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # r_l5_XW_a = r_l3_Y·l5_W
-    r_l5_XW_a = r_l3_Y @ l5_W
+    numpy.dot(r_l3_Y, l5_W, out=r_l5_XW_a)
     # r_l5_XW_b = l3_Y·v_l5_W
-    r_l5_XW_b = l3_Y @ v_l5_W
+    numpy.dot(l3_Y, v_l5_W, out=r_l5_XW_b)
     # l5: pre-activation Z = X·W + 1·b
-    l5_Z = l5_XW + l5_b
+    # l5_Z = l5_XW + l5_b
+    l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
     # o_max = rowmax(l5_Z)
     o_max = l5_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l5_Z - o_max)
-    o_exp = numpy.exp(l5_Z - o_max)
+    o_exp = numpy.exp(l5_Z - o_max, out=l5_Z)
     # r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b)
-    r_o_exp = o_exp*(r_l5_XW_a + r_l5_XW_b + v_l5_b)
+    r_o_exp = numpy.multiply(o_exp, r_l5_XW_a + r_l5_XW_b + v_l5_b, out=r_l5_XW_a)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
@@ -1123,35 +1252,36 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
-    r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
+    numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l5_Z - o_max)
     #   (exp(O - m), shifted for stability)
     # r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
-    r_d_l5_Z_1 = d_o_expsum*r_o_exp + o_exp*r_d_o_expsum
+    r_d_l5_Z_1 = numpy.add(d_o_expsum*r_o_exp, o_exp*r_d_o_expsum, out=r_o_exp)
 
     # Grad of: l5_Z = l5_XW + l5_b
     #   (l5: pre-activation Z = X·W + 1·b)
     # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
-    d_l5_Z_2 = d_o_expsum*o_exp - y/N
+    d_l5_Z_2 = numpy.subtract(d_o_expsum*o_exp, y/N, out=o_exp)
     # r_d_l5_b = 1ᵀ·r_d_l5_Z_1
-    r_d_l5_b = r_d_l5_Z_1.sum(axis=0, keepdims=True)
+    r_d_l5_Z_1.sum(axis=0, keepdims=True, out=r_d_l5_b)
 
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = d_l5_Z_2·l5_Wᵀ
-    d_l3_Y = d_l5_Z_2 @ l5_W.T
+    numpy.dot(d_l5_Z_2, l5_W.T, out=d_l3_Y)
     # r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ
-    r_d_l3_Y_a = r_d_l5_Z_1 @ l5_W.T
+    numpy.dot(r_d_l5_Z_1, l5_W.T, out=r_d_l3_Y_a)
     # r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ
-    r_d_l3_Y_b = d_l5_Z_2 @ v_l5_W.T
-    r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b
+    numpy.dot(d_l5_Z_2, v_l5_W.T, out=r_d_l3_Y_b)
+    # r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b
+    r_d_l3_Y = numpy.add(r_d_l3_Y_a, r_d_l3_Y_b, out=r_d_l3_Y_a)
     # r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2
-    r_d_l5_W_1_a = r_l3_Y.T @ d_l5_Z_2
+    numpy.dot(r_l3_Y.T, d_l5_Z_2, out=r_d_l5_W_1_a)
     # r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1
-    r_d_l5_W_1_b = l3_Y.T @ r_d_l5_Z_1
+    numpy.dot(l3_Y.T, r_d_l5_Z_1, out=r_d_l5_W_1_b)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -1184,26 +1314,27 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
     #   (l2: activation relu)
     # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
-    d_l2_Z = d_l2_A*_where((l2_Z >= 0), 1, 0)
+    numpy.multiply(d_l2_A, (l2_Z >= 0), out=d_l2_Z)
     # r_d_l2_Z = r_d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
-    r_d_l2_Z = r_d_l2_A*_where((l2_Z >= 0), 1, 0)
+    r_d_l2_Z = numpy.multiply(r_d_l2_A, (l2_Z >= 0), out=l2_Z)
 
     # Grad of: l2_Z = l2_PW + l2_b
     #   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters))
     # r_d_l2_b = 1ᵀ·r_d_l2_Z
-    r_d_l2_b = r_d_l2_Z.sum(axis=0, keepdims=True)
+    r_d_l2_Z.sum(axis=0, keepdims=True, out=r_d_l2_b)
 
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # r_d_l2_P_a = r_d_l2_Z·l2_W
-    r_d_l2_P_a = r_d_l2_Z @ l2_W
+    numpy.dot(r_d_l2_Z, l2_W, out=r_d_l2_P_a)
     # r_d_l2_P_b = d_l2_Z·v_l2_W
-    r_d_l2_P_b = d_l2_Z @ v_l2_W
-    r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b
+    numpy.dot(d_l2_Z, v_l2_W, out=r_d_l2_P_b)
+    # r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b
+    r_d_l2_P = numpy.add(r_d_l2_P_a, r_d_l2_P_b, out=r_d_l2_P_a)
     # r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P
-    r_d_l2_W_1_a = r_d_l2_Z.T @ l2_P
+    numpy.dot(r_d_l2_Z.T, l2_P, out=r_d_l2_W_1_a)
     # r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P
-    r_d_l2_W_1_b = d_l2_Z.T @ r_l2_P
+    numpy.dot(d_l2_Z.T, r_l2_P, out=r_d_l2_W_1_b)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
@@ -1233,30 +1364,58 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0)
     #   (l0: activation relu)
     # r_d_l0_Z = r_d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
-    r_d_l0_Z = r_d_l0_A*_where((l0_Z >= 0), 1, 0)
+    r_d_l0_Z = numpy.multiply(r_d_l0_A, (l0_Z >= 0), out=l0_Z)
 
     # Grad of: l0_Z = l0_PW + l0_b
     #   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters))
     # r_d_l0_b = 1ᵀ·r_d_l0_Z
-    r_d_l0_b = r_d_l0_Z.sum(axis=0, keepdims=True)
+    r_d_l0_Z.sum(axis=0, keepdims=True, out=r_d_l0_b)
 
     # Grad of: l0_PW = l0_P·l0_Wᵀ
     #   (l0: patches times the kernel, P·Wᵀ)
     # r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P
-    r_d_l0_W_1_a = r_d_l0_Z.T @ l0_P
+    numpy.dot(r_d_l0_Z.T, l0_P, out=r_d_l0_W_1_a)
 
     # total gradients
     # r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W
-    r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001*v_l0_W
+    numpy.add(r_d_l0_W_1_a, 0.0001*v_l0_W, out=r_d_l0_W_2)
     # r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001 v_l2_W
-    r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001*v_l2_W
+    numpy.add(r_d_l2_W_1_a, r_d_l2_W_1_b + 0.0001*v_l2_W, out=r_d_l2_W_2)
     # r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W
-    r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001*v_l5_W
+    numpy.add(r_d_l5_W_1_a, r_d_l5_W_1_b + 0.0001*v_l5_W, out=r_d_l5_W_2)
     return r_d_l0_W_2, r_d_l0_b, r_d_l2_W_2, r_d_l2_b, r_d_l5_W_2, r_d_l5_b
 
 
 def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_b, v_l5_W, v_l5_b):
     N = x.shape[0]
+
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1898, dtype=DTYPE)  # the outputs, in order
+    gv_l0_W = flat[0:72].reshape(8, 9)
+    d_l0_b = flat[72:80].reshape(1, 8)
+    gv_l2_W = flat[80:1232].reshape(16, 72)
+    d_l2_b = flat[1232:1248].reshape(1, 16)
+    gv_l5_W = flat[1248:1888].reshape(64, 10)
+    d_l5_b = flat[1888:1898].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, r_l0_PW_b, l2_PW, r_l2_PW_a, r_l2_PW_b, l5_XW, r_l5_XW_a, r_l5_XW_b,
+     d_o_expsum, r_d_o_expsum, d_l3_Y, d_l5_W_1, d_l2_P, d_l2_W_1, d_l0_W_1) = _workspace('ggn_vp', N, (
+        (64, 0, 8),  # l0_PW
+        (64, 0, 8),  # r_l0_PW_b
+        (16, 0, 16),  # l2_PW
+        (16, 0, 16),  # r_l2_PW_a
+        (16, 0, 16),  # r_l2_PW_b
+        (1, 0, 10),  # l5_XW
+        (1, 0, 10),  # r_l5_XW_a
+        (1, 0, 10),  # r_l5_XW_b
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 1),  # r_d_o_expsum
+        (1, 0, 64),  # d_l3_Y
+        (0, 64, 10),  # d_l5_W_1
+        (16, 0, 72),  # d_l2_P
+        (0, 16, 72),  # d_l2_W_1
+        (0, 8, 9),))  # d_l0_W_1
 
     # forward pass
     # l0: patches (im2col), one row per output pixel
@@ -1264,16 +1423,17 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # r_l0_PW_b = l0_P·v_l0_Wᵀ
-    r_l0_PW_b = l0_P @ v_l0_W.T
+    numpy.dot(l0_P, v_l0_W.T, out=r_l0_PW_b)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
-    l0_Z = l0_PW + l0_b
+    # l0_Z = l0_PW + l0_b
+    l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
     # l0: activation relu
     # l0_A = where(l0_Z >= 0, l0_Z, 0)
-    l0_A = _where((l0_Z >= 0), l0_Z, 0)
+    l0_A = numpy.where((l0_Z >= 0), l0_Z, 0)
     # r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0)
-    r_l0_A = (r_l0_PW_b + v_l0_b)*_where((l0_Z >= 0), 1, 0)
+    r_l0_A = numpy.multiply(r_l0_PW_b + v_l0_b, (l0_Z >= 0), out=r_l0_PW_b)
     # l0: as (N, filters·H_out·W_out), C order
     # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
@@ -1301,18 +1461,19 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     r_l2_P = _gather(r_l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # r_l2_PW_a = r_l2_P·l2_Wᵀ
-    r_l2_PW_a = r_l2_P @ l2_W.T
+    numpy.dot(r_l2_P, l2_W.T, out=r_l2_PW_a)
     # r_l2_PW_b = l2_P·v_l2_Wᵀ
-    r_l2_PW_b = l2_P @ v_l2_W.T
+    numpy.dot(l2_P, v_l2_W.T, out=r_l2_PW_b)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
-    l2_Z = l2_PW + l2_b
+    # l2_Z = l2_PW + l2_b
+    l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
     # l2: activation relu
     # l2_A = where(l2_Z >= 0, l2_Z, 0)
-    l2_A = _where((l2_Z >= 0), l2_Z, 0)
+    l2_A = numpy.where((l2_Z >= 0), l2_Z, 0)
     # r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0)
-    r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b)*_where((l2_Z >= 0), 1, 0)
+    r_l2_A = numpy.multiply(r_l2_PW_a + r_l2_PW_b + v_l2_b, (l2_Z >= 0), out=r_l2_PW_a)
     # l2: as (N, filters·H_out·W_out), C order
     # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
@@ -1335,20 +1496,21 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     r_l3_Y = _gather(r_l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # r_l5_XW_a = r_l3_Y·l5_W
-    r_l5_XW_a = r_l3_Y @ l5_W
+    numpy.dot(r_l3_Y, l5_W, out=r_l5_XW_a)
     # r_l5_XW_b = l3_Y·v_l5_W
-    r_l5_XW_b = l3_Y @ v_l5_W
+    numpy.dot(l3_Y, v_l5_W, out=r_l5_XW_b)
     # l5: pre-activation Z = X·W + 1·b
-    l5_Z = l5_XW + l5_b
+    # l5_Z = l5_XW + l5_b
+    l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
     # o_max = rowmax(l5_Z)
     o_max = l5_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l5_Z - o_max)
-    o_exp = numpy.exp(l5_Z - o_max)
+    o_exp = numpy.exp(l5_Z - o_max, out=l5_Z)
     # r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b)
-    r_o_exp = o_exp*(r_l5_XW_a + r_l5_XW_b + v_l5_b)
+    r_o_exp = numpy.multiply(o_exp, r_l5_XW_a + r_l5_XW_b + v_l5_b, out=r_l5_XW_a)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
@@ -1358,26 +1520,26 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
-    r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
+    numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l5_Z - o_max)
     #   (exp(O - m), shifted for stability)
     # r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
-    r_d_l5_Z_1 = d_o_expsum*r_o_exp + o_exp*r_d_o_expsum
+    r_d_l5_Z_1 = numpy.add(d_o_expsum*r_o_exp, o_exp*r_d_o_expsum, out=o_exp)
 
     # Grad of: l5_Z = l5_XW + l5_b
     #   (l5: pre-activation Z = X·W + 1·b)
     # d_l5_b = 1ᵀ·r_d_l5_Z_1
-    d_l5_b = r_d_l5_Z_1.sum(axis=0, keepdims=True)
+    r_d_l5_Z_1.sum(axis=0, keepdims=True, out=d_l5_b)
 
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = r_d_l5_Z_1·l5_Wᵀ
-    d_l3_Y = r_d_l5_Z_1 @ l5_W.T
+    numpy.dot(r_d_l5_Z_1, l5_W.T, out=d_l3_Y)
     # d_l5_W_1 = l3_Yᵀ·r_d_l5_Z_1
-    d_l5_W_1 = l3_Y.T @ r_d_l5_Z_1
+    numpy.dot(l3_Y.T, r_d_l5_Z_1, out=d_l5_W_1)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -1402,19 +1564,19 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
     #   (l2: activation relu)
     # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
-    d_l2_Z = d_l2_A*_where((l2_Z >= 0), 1, 0)
+    d_l2_Z = numpy.multiply(d_l2_A, (l2_Z >= 0), out=l2_Z)
 
     # Grad of: l2_Z = l2_PW + l2_b
     #   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters))
     # d_l2_b = 1ᵀ·d_l2_Z
-    d_l2_b = d_l2_Z.sum(axis=0, keepdims=True)
+    d_l2_Z.sum(axis=0, keepdims=True, out=d_l2_b)
 
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # d_l2_P = d_l2_Z·l2_W
-    d_l2_P = d_l2_Z @ l2_W
+    numpy.dot(d_l2_Z, l2_W, out=d_l2_P)
     # d_l2_W_1 = d_l2_Zᵀ·l2_P
-    d_l2_W_1 = d_l2_Z.T @ l2_P
+    numpy.dot(d_l2_Z.T, l2_P, out=d_l2_W_1)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
@@ -1444,43 +1606,62 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0)
     #   (l0: activation relu)
     # d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
-    d_l0_Z = d_l0_A*_where((l0_Z >= 0), 1, 0)
+    d_l0_Z = numpy.multiply(d_l0_A, (l0_Z >= 0), out=l0_Z)
 
     # Grad of: l0_Z = l0_PW + l0_b
     #   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters))
     # d_l0_b = 1ᵀ·d_l0_Z
-    d_l0_b = d_l0_Z.sum(axis=0, keepdims=True)
+    d_l0_Z.sum(axis=0, keepdims=True, out=d_l0_b)
 
     # Grad of: l0_PW = l0_P·l0_Wᵀ
     #   (l0: patches times the kernel, P·Wᵀ)
     # d_l0_W_1 = d_l0_Zᵀ·l0_P
-    d_l0_W_1 = d_l0_Z.T @ l0_P
+    numpy.dot(d_l0_Z.T, l0_P, out=d_l0_W_1)
 
     # total gradients
     # gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W
-    gv_l0_W = d_l0_W_1 + 0.0001*v_l0_W
+    numpy.add(d_l0_W_1, 0.0001*v_l0_W, out=gv_l0_W)
     # gv_l2_W = d_l2_W_1 + 0.0001 v_l2_W
-    gv_l2_W = d_l2_W_1 + 0.0001*v_l2_W
+    numpy.add(d_l2_W_1, 0.0001*v_l2_W, out=gv_l2_W)
     # gv_l5_W = d_l5_W_1 + 0.0001 v_l5_W
-    gv_l5_W = d_l5_W_1 + 0.0001*v_l5_W
+    numpy.add(d_l5_W_1, 0.0001*v_l5_W, out=gv_l5_W)
     return gv_l0_W, d_l0_b, gv_l2_W, d_l2_b, gv_l5_W, d_l5_b
 
 
 def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     N = x.shape[0]
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(2570*N, dtype=DTYPE)  # the outputs, in order
+    d_l0_Z = flat[0:512*N].reshape(64*N, 8)
+    l0_P = flat[512*N:1088*N].reshape(64*N, 9)
+    d_l2_Z = flat[1088*N:1344*N].reshape(16*N, 16)
+    l2_P = flat[1344*N:2496*N].reshape(16*N, 72)
+    l3_Y = flat[2496*N:2560*N].reshape(N, 64)
+    d_l5_Z_2 = flat[2560*N:2570*N].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, l2_PW, l5_XW, d_o_expsum, d_l3_Y, d_l2_P) = _workspace('grad_factors', N, (
+        (64, 0, 8),  # l0_PW
+        (16, 0, 16),  # l2_PW
+        (1, 0, 10),  # l5_XW
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 64),  # d_l3_Y
+        (16, 0, 72),))  # d_l2_P
+
     # forward pass
     # l0: patches (im2col), one row per output pixel
     # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
-    l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
+    l0_P[...] = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
     # l0: patches times the kernel, P·Wᵀ
     # l0_PW = l0_P·l0_Wᵀ
-    l0_PW = l0_P @ l0_W.T
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
     # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
-    l0_Z = l0_PW + l0_b
+    # l0_Z = l0_PW + l0_b
+    l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
     # l0: activation relu
     # l0_A = where(l0_Z >= 0, l0_Z, 0)
-    l0_A = _where((l0_Z >= 0), l0_Z, 0)
+    l0_A = numpy.where((l0_Z >= 0), l0_Z, 0)
     # l0: as (N, filters·H_out·W_out), C order
     # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
@@ -1495,15 +1676,16 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
     # l2: patches (im2col), one row per output pixel
     # l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
-    l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
+    l2_P[...] = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
     # l2: patches times the kernel, P·Wᵀ
     # l2_PW = l2_P·l2_Wᵀ
-    l2_PW = l2_P @ l2_W.T
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
     # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
-    l2_Z = l2_PW + l2_b
+    # l2_Z = l2_PW + l2_b
+    l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
     # l2: activation relu
     # l2_A = where(l2_Z >= 0, l2_Z, 0)
-    l2_A = _where((l2_Z >= 0), l2_Z, 0)
+    l2_A = numpy.where((l2_Z >= 0), l2_Z, 0)
     # l2: as (N, filters·H_out·W_out), C order
     # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
@@ -1515,17 +1697,18 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     l3_max = _take_argmax(l3_win, l3_win)
     # l3: as (N, C·H_out·W_out)
     # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
-    l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
+    l3_Y[...] = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
     # l5: affine part
     # l5_XW = l3_Y·l5_W
-    l5_XW = l3_Y @ l5_W
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
     # l5: pre-activation Z = X·W + 1·b
-    l5_Z = l5_XW + l5_b
+    # l5_Z = l5_XW + l5_b
+    l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
     # o_max = rowmax(l5_Z)
     o_max = l5_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l5_Z - o_max)
-    o_exp = numpy.exp(l5_Z - o_max)
+    o_exp = numpy.exp(l5_Z - o_max, out=l5_Z)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
@@ -1533,17 +1716,17 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l5_Z = l5_XW + l5_b
     #   (l5: pre-activation Z = X·W + 1·b)
     # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
-    d_l5_Z_2 = d_o_expsum*o_exp - y/N
+    numpy.subtract(d_o_expsum*o_exp, y/N, out=d_l5_Z_2)
 
     # Grad of: l5_XW = l3_Y·l5_W
     #   (l5: affine part)
     # d_l3_Y = d_l5_Z_2·l5_Wᵀ
-    d_l3_Y = d_l5_Z_2 @ l5_W.T
+    numpy.dot(d_l5_Z_2, l5_W.T, out=d_l3_Y)
 
     # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     #   (l3: as (N, C·H_out·W_out))
@@ -1568,12 +1751,12 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
     #   (l2: activation relu)
     # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
-    d_l2_Z = d_l2_A*_where((l2_Z >= 0), 1, 0)
+    numpy.multiply(d_l2_A, (l2_Z >= 0), out=d_l2_Z)
 
     # Grad of: l2_PW = l2_P·l2_Wᵀ
     #   (l2: patches times the kernel, P·Wᵀ)
     # d_l2_P = d_l2_Z·l2_W
-    d_l2_P = d_l2_Z @ l2_W
+    numpy.dot(d_l2_Z, l2_W, out=d_l2_P)
 
     # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
     #   (l2: patches (im2col), one row per output pixel)
@@ -1603,12 +1786,19 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0)
     #   (l0: activation relu)
     # d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
-    d_l0_Z = d_l0_A*_where((l0_Z >= 0), 1, 0)
+    numpy.multiply(d_l0_A, (l0_Z >= 0), out=d_l0_Z)
     return d_l0_Z, l0_P, d_l2_Z, l2_P, l3_Y, d_l5_Z_2
 
 
+def release_workspace():
+    """Free the calling thread's workspaces (kept between calls, one per
+    generated function, for the batch size it last ran at)."""
+    _LOCAL.ws = None
+
+
 def _mats(arrs):
-    return [a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1) for a in arrs]
+    return [a if a.ndim == 2 else a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)
+            for a in arrs]
 
 
 def _run(name, n, args):
@@ -1618,13 +1808,18 @@ def _run(name, n, args):
     # -1e4): results are checked for NaN/inf by the API (_finite_or_blame)
     with numpy.errstate(all="ignore"):
         outs = globals()["_" + name](*_mats(args))
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    return [numpy.asarray(o, dtype=DTYPE) for o in outs]
+    return list(outs) if isinstance(outs, tuple) else [outs]
 
 
 def _run_flat(name, n, args, start=0):
-    """The outputs from index ``start`` on, one vector in C order."""
+    """The outputs from index ``start`` on, one vector in C order: the
+    vector the generated function wrote them to, one after the other, when
+    it did (no copy)."""
     outs = _run(name, n, args)
+    base = outs[0].base
+    if base is not None and base.ndim == 1 and all(o.base is base for o in outs) and (
+            base.size == sum(o.size for o in outs)):
+        return base[sum(o.size for o in outs[:start]):]
     return numpy.concatenate([o.ravel() for o in outs[start:]])
 
 

@@ -583,11 +583,43 @@ def _structured_diag(mats, outs, n):
     return out.astype(DTYPE)
 
 
-def _sigmoid(z):
-    # 1 / (1 + exp(-z)) without overflow for large |z|: with e = exp(-|z|),
-    # 1 / (1 + e) for z >= 0 and e / (1 + e) below (one exp, not three)
-    e = numpy.exp(-numpy.abs(z))
-    return numpy.where(z >= 0, 1, e) / (1 + e)
+import threading as _threading  # noqa: E402
+
+_LOCAL = _threading.local()
+
+
+def _workspace(name, n, shapes):
+    """The calling thread's arrays for the temporaries of generated function
+    ``name`` at batch size n, one of each shape ``(a, b, cols)`` (a*n + b
+    rows): made on the first call, then the same arrays for every call with
+    this n (a call's temporaries are dead when it returns; its outputs are
+    fresh arrays).  Reusing them spares allocating, and the operating system
+    mapping in, fresh memory at every call."""
+    held = getattr(_LOCAL, "ws", None)
+    if held is None:
+        held = _LOCAL.ws = {}
+    got = held.get(name)
+    if got is not None and got[0] == n:
+        return got[1]
+    held.pop(name, None)
+    sizes = [-(-(a * n + b) * c // 8) * 8 for a, b, c in shapes]   # 64-byte aligned slots
+    buf = numpy.empty(max(sum(sizes), 1), dtype=DTYPE)
+    views, off = [], 0
+    for (a, b, c), size in zip(shapes, sizes):
+        views.append(buf[off:off + (a * n + b) * c].reshape(a * n + b, c))
+        off += size
+    held[name] = (n, views)
+    return views
+
+
+def _sigmoid(z, out=None):
+    # 1 / (1 + exp(-z)), into ``out`` when given: for z < -709 exp(-z)
+    # overflows to inf and the result is 0, as it should (the generated
+    # functions run with floating-point warnings off, see _run)
+    e = numpy.negative(z, out=out)
+    numpy.exp(e, out=e)
+    e += 1
+    return numpy.divide(1, e, out=e)
 
 
 def _softplus(z):
@@ -686,185 +718,257 @@ def _pattern_index(pattern):
 def _forward(x, l0_W, l0_b, l1_W, l1_b):
     N = x.shape[0]
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(10*N, dtype=DTYPE)  # the outputs, in order
+    l1_Z = flat[0:10*N].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l1_XW) = _workspace('forward', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 10),))  # l1_XW
+
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.dot(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
-    l0_A = numpy.tanh(l0_XW + l0_b)
+    l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    numpy.add(l1_XW, l1_b, out=l1_Z)
     return l1_Z
 
 
 def _loss(x, y, l0_W, l0_b, l1_W, l1_b):
     N = x.shape[0]
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1, dtype=DTYPE)  # the outputs, in order
+    loss = flat[0:1].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l1_XW, o_exp, loss_terms, l0_W_sq, l1_W_sq) = _workspace('loss', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 10),  # l1_XW
+        (1, 0, 10),  # o_exp
+        (1, 0, 1),  # loss_terms
+        (0, 64, 32),  # l0_W_sq
+        (0, 32, 10),))  # l1_W_sq
+
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.dot(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
-    l0_A = numpy.tanh(l0_XW + l0_b)
+    l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l1_Z - o_max)
-    o_exp = numpy.exp(l1_Z - o_max)
+    numpy.exp(l1_Z - o_max, out=o_exp)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # o_pick = l1_Z ⊙ y
-    o_pick = l1_Z*y
+    o_pick = numpy.multiply(l1_Z, y, out=l1_Z)
     # the label's logit
     # o_label = o_pick·1
     o_label = o_pick.sum(axis=1, keepdims=True)
     # logsumexp(O) - O[label] per sample
     # loss_terms = o_max - o_label + log(o_expsum)
-    loss_terms = -o_label + o_max + numpy.log(o_expsum)
+    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # l0_W_sq = l0_W^∘2
-    l0_W_sq = l0_W**2
+    numpy.square(l0_W, out=l0_W_sq)
     # l0_W_sqsum = 1ᵀ·l0_W_sq·1
     l0_W_sqsum = l0_W_sq.sum(keepdims=True)
     # l1_W_sq = l1_W^∘2
-    l1_W_sq = l1_W**2
+    numpy.square(l1_W, out=l1_W_sq)
     # l1_W_sqsum = 1ᵀ·l1_W_sq·1
     l1_W_sqsum = l1_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
     # loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N
-    loss = 5.0000000000000002e-5*l0_W_sqsum + 5.0000000000000002e-5*l1_W_sqsum + loss_sum/N
+    numpy.add(5.0000000000000002e-5*l0_W_sqsum, 5.0000000000000002e-5*l1_W_sqsum + loss_sum/N, out=loss)
     return loss
 
 
 def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     N = x.shape[0]
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(2411, dtype=DTYPE)  # the outputs, in order
+    loss = flat[0:1].reshape(1, 1)
+    d_l0_W_2 = flat[1:2049].reshape(64, 32)
+    d_l0_b = flat[2049:2081].reshape(1, 32)
+    d_l1_W_2 = flat[2081:2401].reshape(32, 10)
+    d_l1_b = flat[2401:2411].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l1_XW, o_exp, loss_terms, l0_W_sq, l1_W_sq, d_o_expsum, d_l0_A, d_l1_W_1,
+     d_l0_W_1) = _workspace('loss_and_grad', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 10),  # l1_XW
+        (1, 0, 10),  # o_exp
+        (1, 0, 1),  # loss_terms
+        (0, 64, 32),  # l0_W_sq
+        (0, 32, 10),  # l1_W_sq
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 32),  # d_l0_A
+        (0, 32, 10),  # d_l1_W_1
+        (0, 64, 32),))  # d_l0_W_1
+
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.dot(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
-    l0_A = numpy.tanh(l0_XW + l0_b)
+    l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l1_Z - o_max)
-    o_exp = numpy.exp(l1_Z - o_max)
+    numpy.exp(l1_Z - o_max, out=o_exp)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # o_pick = l1_Z ⊙ y
-    o_pick = l1_Z*y
+    o_pick = numpy.multiply(l1_Z, y, out=l1_Z)
     # the label's logit
     # o_label = o_pick·1
     o_label = o_pick.sum(axis=1, keepdims=True)
     # logsumexp(O) - O[label] per sample
     # loss_terms = o_max - o_label + log(o_expsum)
-    loss_terms = -o_label + o_max + numpy.log(o_expsum)
+    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # l0_W_sq = l0_W^∘2
-    l0_W_sq = l0_W**2
+    numpy.square(l0_W, out=l0_W_sq)
     # l0_W_sqsum = 1ᵀ·l0_W_sq·1
     l0_W_sqsum = l0_W_sq.sum(keepdims=True)
     # l1_W_sq = l1_W^∘2
-    l1_W_sq = l1_W**2
+    numpy.square(l1_W, out=l1_W_sq)
     # l1_W_sqsum = 1ᵀ·l1_W_sq·1
     l1_W_sqsum = l1_W_sq.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
     # loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N
-    loss = 5.0000000000000002e-5*l0_W_sqsum + 5.0000000000000002e-5*l1_W_sqsum + loss_sum/N
+    numpy.add(5.0000000000000002e-5*l0_W_sqsum, 5.0000000000000002e-5*l1_W_sqsum + loss_sum/N, out=loss)
 
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
     # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
-    d_l1_Z_2 = d_o_expsum*o_exp - y/N
+    d_l1_Z_2 = numpy.subtract(d_o_expsum*o_exp, y/N, out=o_exp)
     # d_l1_b = 1ᵀ·d_l1_Z_2
-    d_l1_b = d_l1_Z_2.sum(axis=0, keepdims=True)
+    d_l1_Z_2.sum(axis=0, keepdims=True, out=d_l1_b)
 
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
-    d_l0_A = d_l1_Z_2 @ l1_W.T
+    numpy.dot(d_l1_Z_2, l1_W.T, out=d_l0_A)
     # d_l1_W_1 = l0_Aᵀ·d_l1_Z_2
-    d_l1_W_1 = l0_A.T @ d_l1_Z_2
+    numpy.dot(l0_A.T, d_l1_Z_2, out=d_l1_W_1)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
     # d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2)
-    d_l0_Z = d_l0_A*(1 - l0_A**2)
+    d_l0_Z = numpy.multiply(d_l0_A, 1 - l0_A**2, out=d_l0_A)
 
     # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z)
     #   (l0: pre-activation Z = X·W + 1·b)
     # d_l0_b = 1ᵀ·d_l0_Z
-    d_l0_b = d_l0_Z.sum(axis=0, keepdims=True)
+    d_l0_Z.sum(axis=0, keepdims=True, out=d_l0_b)
 
     # Grad of: l0_XW = x·l0_W
     #   (l0: affine part)
     # d_l0_W_1 = xᵀ·d_l0_Z
-    d_l0_W_1 = x.T @ d_l0_Z
+    numpy.dot(x.T, d_l0_Z, out=d_l0_W_1)
 
     # total gradients
     # d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W
-    d_l0_W_2 = d_l0_W_1 + 0.0001*l0_W
+    numpy.add(d_l0_W_1, 0.0001*l0_W, out=d_l0_W_2)
     # d_l1_W_2 = d_l1_W_1 + 0.0001 l1_W
-    d_l1_W_2 = d_l1_W_1 + 0.0001*l1_W
+    numpy.add(d_l1_W_1, 0.0001*l1_W, out=d_l1_W_2)
     return loss, d_l0_W_2, d_l0_b, d_l1_W_2, d_l1_b
 
 
 def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     N = x.shape[0]
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(2410, dtype=DTYPE)  # the outputs, in order
+    r_d_l0_W_2 = flat[0:2048].reshape(64, 32)
+    r_d_l0_b = flat[2048:2080].reshape(1, 32)
+    r_d_l1_W_2 = flat[2080:2400].reshape(32, 10)
+    r_d_l1_b = flat[2400:2410].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, r_l0_XW_b, l1_XW, r_l1_XW_a, r_l1_XW_b, d_o_expsum, r_d_o_expsum, d_l0_A,
+     r_d_l0_A_a, r_d_l0_A_b, r_d_l1_W_1_a, r_d_l1_W_1_b, r_d_l0_W_1_b) = _workspace('hvp', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 32),  # r_l0_XW_b
+        (1, 0, 10),  # l1_XW
+        (1, 0, 10),  # r_l1_XW_a
+        (1, 0, 10),  # r_l1_XW_b
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 1),  # r_d_o_expsum
+        (1, 0, 32),  # d_l0_A
+        (1, 0, 32),  # r_d_l0_A_a
+        (1, 0, 32),  # r_d_l0_A_b
+        (0, 32, 10),  # r_d_l1_W_1_a
+        (0, 32, 10),  # r_d_l1_W_1_b
+        (0, 64, 32),))  # r_d_l0_W_1_b
+
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.dot(x, l0_W, out=l0_XW)
     # r_l0_XW_b = x·v_l0_W
-    r_l0_XW_b = x @ v_l0_W
+    numpy.dot(x, v_l0_W, out=r_l0_XW_b)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
-    l0_A = numpy.tanh(l0_XW + l0_b)
+    l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
     # r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b)
-    r_l0_A = (1 - l0_A**2)*(r_l0_XW_b + v_l0_b)
+    r_l0_A = numpy.multiply(1 - l0_A**2, r_l0_XW_b + v_l0_b, out=r_l0_XW_b)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # r_l1_XW_a = r_l0_A·l1_W
-    r_l1_XW_a = r_l0_A @ l1_W
+    numpy.dot(r_l0_A, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_A·v_l1_W
-    r_l1_XW_b = l0_A @ v_l1_W
+    numpy.dot(l0_A, v_l1_W, out=r_l1_XW_b)
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l1_Z - o_max)
-    o_exp = numpy.exp(l1_Z - o_max)
+    o_exp = numpy.exp(l1_Z - o_max, out=l1_Z)
     # r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b)
-    r_o_exp = o_exp*(r_l1_XW_a + r_l1_XW_b + v_l1_b)
+    r_o_exp = numpy.multiply(o_exp, r_l1_XW_a + r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
@@ -874,88 +978,110 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
-    r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
+    numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l1_Z - o_max)
     #   (exp(O - m), shifted for stability)
     # r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
-    r_d_l1_Z_1 = d_o_expsum*r_o_exp + o_exp*r_d_o_expsum
+    r_d_l1_Z_1 = numpy.add(d_o_expsum*r_o_exp, o_exp*r_d_o_expsum, out=r_o_exp)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
     # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
-    d_l1_Z_2 = d_o_expsum*o_exp - y/N
+    d_l1_Z_2 = numpy.subtract(d_o_expsum*o_exp, y/N, out=o_exp)
     # r_d_l1_b = 1ᵀ·r_d_l1_Z_1
-    r_d_l1_b = r_d_l1_Z_1.sum(axis=0, keepdims=True)
+    r_d_l1_Z_1.sum(axis=0, keepdims=True, out=r_d_l1_b)
 
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
-    d_l0_A = d_l1_Z_2 @ l1_W.T
+    numpy.dot(d_l1_Z_2, l1_W.T, out=d_l0_A)
     # r_d_l0_A_a = r_d_l1_Z_1·l1_Wᵀ
-    r_d_l0_A_a = r_d_l1_Z_1 @ l1_W.T
+    numpy.dot(r_d_l1_Z_1, l1_W.T, out=r_d_l0_A_a)
     # r_d_l0_A_b = d_l1_Z_2·v_l1_Wᵀ
-    r_d_l0_A_b = d_l1_Z_2 @ v_l1_W.T
+    numpy.dot(d_l1_Z_2, v_l1_W.T, out=r_d_l0_A_b)
     # r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2
-    r_d_l1_W_1_a = r_l0_A.T @ d_l1_Z_2
+    numpy.dot(r_l0_A.T, d_l1_Z_2, out=r_d_l1_W_1_a)
     # r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1
-    r_d_l1_W_1_b = l0_A.T @ r_d_l1_Z_1
+    numpy.dot(l0_A.T, r_d_l1_Z_1, out=r_d_l1_W_1_b)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
     # r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2 d_l0_A ⊙ l0_A ⊙ r_l0_A
-    r_d_l0_Z = -2*d_l0_A*l0_A*r_l0_A + (1 - l0_A**2)*(r_d_l0_A_a + r_d_l0_A_b)
+    r_d_l0_Z = numpy.subtract((1 - l0_A**2)*(r_d_l0_A_a + r_d_l0_A_b), 2*d_l0_A*l0_A*r_l0_A, out=d_l0_A)
 
     # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z)
     #   (l0: pre-activation Z = X·W + 1·b)
     # r_d_l0_b = 1ᵀ·r_d_l0_Z
-    r_d_l0_b = r_d_l0_Z.sum(axis=0, keepdims=True)
+    r_d_l0_Z.sum(axis=0, keepdims=True, out=r_d_l0_b)
 
     # Grad of: l0_XW = x·l0_W
     #   (l0: affine part)
     # r_d_l0_W_1_b = xᵀ·r_d_l0_Z
-    r_d_l0_W_1_b = x.T @ r_d_l0_Z
+    numpy.dot(x.T, r_d_l0_Z, out=r_d_l0_W_1_b)
 
     # total gradients
     # r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W
-    r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001*v_l0_W
+    numpy.add(r_d_l0_W_1_b, 0.0001*v_l0_W, out=r_d_l0_W_2)
     # r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W
-    r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001*v_l1_W
+    numpy.add(r_d_l1_W_1_a, r_d_l1_W_1_b + 0.0001*v_l1_W, out=r_d_l1_W_2)
     return r_d_l0_W_2, r_d_l0_b, r_d_l1_W_2, r_d_l1_b
 
 
 def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     N = x.shape[0]
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(2410, dtype=DTYPE)  # the outputs, in order
+    gv_l0_W = flat[0:2048].reshape(64, 32)
+    d_l0_b = flat[2048:2080].reshape(1, 32)
+    gv_l1_W = flat[2080:2400].reshape(32, 10)
+    d_l1_b = flat[2400:2410].reshape(1, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, r_l0_XW_b, l1_XW, r_l1_XW_a, r_l1_XW_b, d_o_expsum, r_d_o_expsum, d_l0_A,
+     d_l1_W_1, d_l0_W_1) = _workspace('ggn_vp', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 32),  # r_l0_XW_b
+        (1, 0, 10),  # l1_XW
+        (1, 0, 10),  # r_l1_XW_a
+        (1, 0, 10),  # r_l1_XW_b
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 1),  # r_d_o_expsum
+        (1, 0, 32),  # d_l0_A
+        (0, 32, 10),  # d_l1_W_1
+        (0, 64, 32),))  # d_l0_W_1
+
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.dot(x, l0_W, out=l0_XW)
     # r_l0_XW_b = x·v_l0_W
-    r_l0_XW_b = x @ v_l0_W
+    numpy.dot(x, v_l0_W, out=r_l0_XW_b)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
-    l0_A = numpy.tanh(l0_XW + l0_b)
+    l0_A = numpy.tanh(l0_XW + l0_b, out=l0_XW)
     # r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b)
-    r_l0_A = (1 - l0_A**2)*(r_l0_XW_b + v_l0_b)
+    r_l0_A = numpy.multiply(1 - l0_A**2, r_l0_XW_b + v_l0_b, out=r_l0_XW_b)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # r_l1_XW_a = r_l0_A·l1_W
-    r_l1_XW_a = r_l0_A @ l1_W
+    numpy.dot(r_l0_A, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_A·v_l1_W
-    r_l1_XW_b = l0_A @ v_l1_W
+    numpy.dot(l0_A, v_l1_W, out=r_l1_XW_b)
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l1_Z - o_max)
-    o_exp = numpy.exp(l1_Z - o_max)
+    o_exp = numpy.exp(l1_Z - o_max, out=l1_Z)
     # r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b)
-    r_o_exp = o_exp*(r_l1_XW_a + r_l1_XW_b + v_l1_b)
+    r_o_exp = numpy.multiply(o_exp, r_l1_XW_a + r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
@@ -965,70 +1091,85 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
-    r_d_o_expsum = -d_o_expsum*r_o_expsum/o_expsum
+    numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l1_Z - o_max)
     #   (exp(O - m), shifted for stability)
     # r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
-    r_d_l1_Z_1 = d_o_expsum*r_o_exp + o_exp*r_d_o_expsum
+    r_d_l1_Z_1 = numpy.add(d_o_expsum*r_o_exp, o_exp*r_d_o_expsum, out=o_exp)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
     # d_l1_b = 1ᵀ·r_d_l1_Z_1
-    d_l1_b = r_d_l1_Z_1.sum(axis=0, keepdims=True)
+    r_d_l1_Z_1.sum(axis=0, keepdims=True, out=d_l1_b)
 
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = r_d_l1_Z_1·l1_Wᵀ
-    d_l0_A = r_d_l1_Z_1 @ l1_W.T
+    numpy.dot(r_d_l1_Z_1, l1_W.T, out=d_l0_A)
     # d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1
-    d_l1_W_1 = l0_A.T @ r_d_l1_Z_1
+    numpy.dot(l0_A.T, r_d_l1_Z_1, out=d_l1_W_1)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
     # d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2)
-    d_l0_Z = d_l0_A*(1 - l0_A**2)
+    d_l0_Z = numpy.multiply(d_l0_A, 1 - l0_A**2, out=d_l0_A)
 
     # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z)
     #   (l0: pre-activation Z = X·W + 1·b)
     # d_l0_b = 1ᵀ·d_l0_Z
-    d_l0_b = d_l0_Z.sum(axis=0, keepdims=True)
+    d_l0_Z.sum(axis=0, keepdims=True, out=d_l0_b)
 
     # Grad of: l0_XW = x·l0_W
     #   (l0: affine part)
     # d_l0_W_1 = xᵀ·d_l0_Z
-    d_l0_W_1 = x.T @ d_l0_Z
+    numpy.dot(x.T, d_l0_Z, out=d_l0_W_1)
 
     # total gradients
     # gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W
-    gv_l0_W = d_l0_W_1 + 0.0001*v_l0_W
+    numpy.add(d_l0_W_1, 0.0001*v_l0_W, out=gv_l0_W)
     # gv_l1_W = d_l1_W_1 + 0.0001 v_l1_W
-    gv_l1_W = d_l1_W_1 + 0.0001*v_l1_W
+    numpy.add(d_l1_W_1, 0.0001*v_l1_W, out=gv_l1_W)
     return gv_l0_W, d_l0_b, gv_l1_W, d_l1_b
 
 
 def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     N = x.shape[0]
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(138*N, dtype=DTYPE)  # the outputs, in order
+    x_factor = flat[0:64*N].reshape(N, 64)
+    d_l0_Z = flat[64*N:96*N].reshape(N, 32)
+    l0_A = flat[96*N:128*N].reshape(N, 32)
+    d_l1_Z_2 = flat[128*N:138*N].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l1_XW, d_o_expsum, d_l0_A) = _workspace('grad_factors', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 10),  # l1_XW
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 32),))  # d_l0_A
+
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.dot(x, l0_W, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_XW + l0_b)
-    l0_A = numpy.tanh(l0_XW + l0_b)
+    numpy.tanh(l0_XW + l0_b, out=l0_A)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l1_Z - o_max)
-    o_exp = numpy.exp(l1_Z - o_max)
+    o_exp = numpy.exp(l1_Z - o_max, out=l1_Z)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
@@ -1036,50 +1177,72 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
     # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
-    d_l1_Z_2 = d_o_expsum*o_exp - y/N
+    numpy.subtract(d_o_expsum*o_exp, y/N, out=d_l1_Z_2)
 
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
-    d_l0_A = d_l1_Z_2 @ l1_W.T
+    numpy.dot(d_l1_Z_2, l1_W.T, out=d_l0_A)
 
     # Grad of: l0_A = tanh(l0_XW + l0_b)
     #   (l0: activation tanh)
     # d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2)
-    d_l0_Z = d_l0_A*(1 - l0_A**2)
+    numpy.multiply(d_l0_A, 1 - l0_A**2, out=d_l0_Z)
 
     # total gradients
-    x_factor = x
+    # x_factor = x
+    x_factor[...] = x
     return x_factor, d_l0_Z, l0_A, d_l1_Z_2
 
 
 def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     N = x.shape[0]
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(264*N, dtype=DTYPE)  # the outputs, in order
+    x_copy = flat[0:64*N].reshape(N, 64)
+    l0_d1 = flat[64*N:96*N].reshape(N, 32)
+    l0_d2 = flat[96*N:128*N].reshape(N, 32)
+    d_l0_A = flat[128*N:160*N].reshape(N, 32)
+    d_l0_Z = flat[160*N:192*N].reshape(N, 32)
+    l0_A = flat[192*N:224*N].reshape(N, 32)
+    l1_d1 = flat[224*N:234*N].reshape(N, 10)
+    l1_d2 = flat[234*N:244*N].reshape(N, 10)
+    d_l1_Z_2 = flat[244*N:254*N].reshape(N, 10)
+    softmax_p = flat[254*N:264*N].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l1_XW, d_o_expsum) = _workspace('curvature', N, (
+        (1, 0, 32),  # l0_XW
+        (1, 0, 10),  # l1_XW
+        (1, 0, 1),))  # d_o_expsum
+
     # forward pass
     # l0: affine part
     # l0_XW = x·l0_W
-    l0_XW = x @ l0_W
+    numpy.dot(x, l0_W, out=l0_XW)
     # l0: pre-activation Z = X·W + 1·b
-    l0_Z = l0_XW + l0_b
+    # l0_Z = l0_XW + l0_b
+    l0_Z = numpy.add(l0_XW, l0_b, out=l0_XW)
     # l0: activation tanh
     # l0_A = tanh(l0_Z)
-    l0_A = numpy.tanh(l0_Z)
+    numpy.tanh(l0_Z, out=l0_A)
     # l1: affine part
     # l1_XW = l0_A·l1_W
-    l1_XW = l0_A @ l1_W
+    numpy.dot(l0_A, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
     # exp(O - m), shifted for stability
     # o_exp = exp(l1_Z - o_max)
-    o_exp = numpy.exp(l1_Z - o_max)
+    o_exp = numpy.exp(l1_Z - o_max, out=l1_Z)
     # row sums of E
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
@@ -1087,35 +1250,37 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
     # d_o_expsum = 1 / (N o_expsum)
-    d_o_expsum = 1/(N*o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
     # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
-    d_l1_Z_2 = d_o_expsum*o_exp - y/N
+    numpy.subtract(d_o_expsum*o_exp, y/N, out=d_l1_Z_2)
 
     # Grad of: l1_XW = l0_A·l1_W
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
-    d_l0_A = d_l1_Z_2 @ l1_W.T
+    numpy.dot(d_l1_Z_2, l1_W.T, out=d_l0_A)
 
     # Grad of: l0_A = tanh(l0_Z)
     #   (l0: activation tanh)
     # d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2)
-    d_l0_Z = d_l0_A*(1 - l0_A**2)
+    numpy.multiply(d_l0_A, 1 - l0_A**2, out=d_l0_Z)
 
     # total gradients
     # l0_d1 = 1 - tanh(l0_Z)^∘2
-    l0_d1 = 1 - numpy.tanh(l0_Z)**2
+    numpy.subtract(1, numpy.tanh(l0_Z)**2, out=l0_d1)
     # l0_d2 = 2 (-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z)
     cse0 = numpy.tanh(l0_Z)
-    l0_d2 = 2*cse0*(cse0**2 - 1)
-    x_copy = x
+    numpy.multiply(cse0, 2*cse0**2 - 2, out=l0_d2)
+    # x_copy = x
+    x_copy[...] = x
     # l1_d1 = 1
-    l1_d1 = _full(1, (N, 10))
+    l1_d1[...] = _full(1, (N, 10))
     # l1_d2 = 0
-    l1_d2 = _full(0, (N, 10))
-    softmax_p = o_exp/o_expsum
+    l1_d2[...] = _full(0, (N, 10))
+    # softmax_p = o_exp / o_expsum
+    numpy.divide(o_exp, o_expsum, out=softmax_p)
     return x_copy, l0_d1, l0_d2, d_l0_A, d_l0_Z, l0_A, l1_d1, l1_d2, d_l1_Z_2, softmax_p
 
 
@@ -1245,8 +1410,15 @@ def _hessian_blocks(x, y, l0_W, l0_b, l1_W, l1_b):
     return H_0, H_1
 
 
+def release_workspace():
+    """Free the calling thread's workspaces (kept between calls, one per
+    generated function, for the batch size it last ran at)."""
+    _LOCAL.ws = None
+
+
 def _mats(arrs):
-    return [a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1) for a in arrs]
+    return [a if a.ndim == 2 else a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)
+            for a in arrs]
 
 
 def _run(name, n, args):
@@ -1256,13 +1428,18 @@ def _run(name, n, args):
     # -1e4): results are checked for NaN/inf by the API (_finite_or_blame)
     with numpy.errstate(all="ignore"):
         outs = globals()["_" + name](*_mats(args))
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    return [numpy.asarray(o, dtype=DTYPE) for o in outs]
+    return list(outs) if isinstance(outs, tuple) else [outs]
 
 
 def _run_flat(name, n, args, start=0):
-    """The outputs from index ``start`` on, one vector in C order."""
+    """The outputs from index ``start`` on, one vector in C order: the
+    vector the generated function wrote them to, one after the other, when
+    it did (no copy)."""
     outs = _run(name, n, args)
+    base = outs[0].base
+    if base is not None and base.ndim == 1 and all(o.base is base for o in outs) and (
+            base.size == sum(o.size for o in outs)):
+        return base[sum(o.size for o in outs[:start]):]
     return numpy.concatenate([o.ravel() for o in outs[start:]])
 
 

@@ -582,11 +582,43 @@ def _structured_diag(mats, outs, n):
     return out.astype(DTYPE)
 
 
-def _sigmoid(z):
-    # 1 / (1 + exp(-z)) without overflow for large |z|: with e = exp(-|z|),
-    # 1 / (1 + e) for z >= 0 and e / (1 + e) below (one exp, not three)
-    e = numpy.exp(-numpy.abs(z))
-    return numpy.where(z >= 0, 1, e) / (1 + e)
+import threading as _threading  # noqa: E402
+
+_LOCAL = _threading.local()
+
+
+def _workspace(name, n, shapes):
+    """The calling thread's arrays for the temporaries of generated function
+    ``name`` at batch size n, one of each shape ``(a, b, cols)`` (a*n + b
+    rows): made on the first call, then the same arrays for every call with
+    this n (a call's temporaries are dead when it returns; its outputs are
+    fresh arrays).  Reusing them spares allocating, and the operating system
+    mapping in, fresh memory at every call."""
+    held = getattr(_LOCAL, "ws", None)
+    if held is None:
+        held = _LOCAL.ws = {}
+    got = held.get(name)
+    if got is not None and got[0] == n:
+        return got[1]
+    held.pop(name, None)
+    sizes = [-(-(a * n + b) * c // 8) * 8 for a, b, c in shapes]   # 64-byte aligned slots
+    buf = numpy.empty(max(sum(sizes), 1), dtype=DTYPE)
+    views, off = [], 0
+    for (a, b, c), size in zip(shapes, sizes):
+        views.append(buf[off:off + (a * n + b) * c].reshape(a * n + b, c))
+        off += size
+    held[name] = (n, views)
+    return views
+
+
+def _sigmoid(z, out=None):
+    # 1 / (1 + exp(-z)), into ``out`` when given: for z < -709 exp(-z)
+    # overflows to inf and the result is 0, as it should (the generated
+    # functions run with floating-point warnings off, see _run)
+    e = numpy.negative(z, out=out)
+    numpy.exp(e, out=e)
+    e += 1
+    return numpy.divide(1, e, out=e)
 
 
 def _softplus(z):
@@ -685,202 +717,271 @@ def _pattern_index(pattern):
 def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(20*N, dtype=DTYPE)  # the outputs, in order
+    l1_Z = flat[0:20*N].reshape(20*N, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l0_HW, l0_C_z, l0_H_z, l1_XW) = _workspace('forward', N, (
+        (20, 0, 64),  # l0_XW
+        (1, 0, 64),  # l0_HW
+        (21, 0, 16),  # l0_C_z
+        (21, 0, 16),  # l0_H_z
+        (20, 0, 1),))  # l1_XW
+
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    l0_XW = x @ l0_Wx
+    numpy.dot(x, l0_Wx, out=l0_XW)
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            l0_hprev = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            l0_cprev = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev @ l0_Wh
+        numpy.dot(l0_hprev_t[t], l0_Wh, out=l0_HW)
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         l0_G_1 = l0_G[:, 16:32]
         l0_G_2 = l0_G[:, 32:48]
         l0_G_3 = l0_G[:, 48:64]
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)
-        l0_C[r0:r1] = l0_cprev*_sigmoid(l0_G_1) + numpy.tanh(l0_G_2)*_sigmoid(l0_G_0)
+        numpy.add(l0_cprev_t[t]*_sigmoid(l0_G_1), numpy.tanh(l0_G_2)*_sigmoid(l0_G_0), out=l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = σ(l0_G_3) ⊙ tanh(l0_C)
-        l0_H[r0:r1] = numpy.tanh(l0_C[r0:r1])*_sigmoid(l0_G_3)
+        numpy.multiply(_sigmoid(l0_G_3), numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
 
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    l1_XW = l0_H @ l1_W
+    numpy.dot(l0_H, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    numpy.add(l1_XW, l1_b, out=l1_Z)
     return l1_Z
 
 
 def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1, dtype=DTYPE)  # the outputs, in order
+    loss = flat[0:1].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l0_HW, l0_C_z, l0_H_z, l1_XW, loss_terms) = _workspace('loss', N, (
+        (20, 0, 64),  # l0_XW
+        (1, 0, 64),  # l0_HW
+        (21, 0, 16),  # l0_C_z
+        (21, 0, 16),  # l0_H_z
+        (20, 0, 1),  # l1_XW
+        (1, 0, 1),))  # loss_terms
+
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    l0_XW = x @ l0_Wx
+    numpy.dot(x, l0_Wx, out=l0_XW)
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            l0_hprev = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            l0_cprev = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev @ l0_Wh
+        numpy.dot(l0_hprev_t[t], l0_Wh, out=l0_HW)
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         l0_G_1 = l0_G[:, 16:32]
         l0_G_2 = l0_G[:, 32:48]
         l0_G_3 = l0_G[:, 48:64]
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)
-        l0_C[r0:r1] = l0_cprev*_sigmoid(l0_G_1) + numpy.tanh(l0_G_2)*_sigmoid(l0_G_0)
+        numpy.add(l0_cprev_t[t]*_sigmoid(l0_G_1), numpy.tanh(l0_G_2)*_sigmoid(l0_G_0), out=l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = σ(l0_G_3) ⊙ tanh(l0_C)
-        l0_H[r0:r1] = numpy.tanh(l0_C[r0:r1])*_sigmoid(l0_G_3)
+        numpy.multiply(_sigmoid(l0_G_3), numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
 
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    l1_XW = l0_H @ l1_W
+    numpy.dot(l0_H, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
     # mse: 0.5 (O - Y)^2 per unit
     # loss_terms = (out_last - y)^∘2 / 2
-    loss_terms = 0.5*(out_last - y)**2
+    numpy.multiply((out_last - y)**2, 0.5, out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
-    loss = loss_sum/N
+    # loss = loss_sum / N
+    numpy.divide(loss_sum, N, out=loss)
     return loss
 
 
 def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1170, dtype=DTYPE)  # the outputs, in order
+    loss = flat[0:1].reshape(1, 1)
+    d_l0_Wx = flat[1:65].reshape(1, 64)
+    d_l0_Wh = flat[65:1089].reshape(16, 64)
+    d_l0_b = flat[1089:1153].reshape(1, 64)
+    d_l1_W = flat[1153:1169].reshape(16, 1)
+    d_l1_b = flat[1169:1170].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, l0_HW, l0_i, l0_f, l0_g, l0_o, l0_C_z, l0_H_z, l1_XW, loss_terms,
+     d_out_last, d_l0_H, d_l0_H_1, fac, fac_1, d_l0_C_1, fac_2, fac_3, fac_4, fac_5,
+     d_l0_cprev_z, d_l0_G_6, d_l0_hprev_z) = _workspace('loss_and_grad', N, (
+        (20, 0, 64),  # l0_XW
+        (1, 0, 64),  # l0_HW
+        (20, 0, 16),  # l0_i
+        (20, 0, 16),  # l0_f
+        (20, 0, 16),  # l0_g
+        (20, 0, 16),  # l0_o
+        (21, 0, 16),  # l0_C_z
+        (21, 0, 16),  # l0_H_z
+        (20, 0, 1),  # l1_XW
+        (1, 0, 1),  # loss_terms
+        (1, 0, 1),  # d_out_last
+        (20, 0, 16),  # d_l0_H
+        (1, 0, 16),  # d_l0_H_1
+        (20, 0, 16),  # fac
+        (20, 0, 16),  # fac_1
+        (1, 0, 16),  # d_l0_C_1
+        (20, 0, 16),  # fac_2
+        (20, 0, 16),  # fac_3
+        (20, 0, 16),  # fac_4
+        (20, 0, 16),  # fac_5
+        (21, 0, 16),  # d_l0_cprev_z
+        (20, 0, 64),  # d_l0_G_6
+        (21, 0, 16),))  # d_l0_hprev_z
+
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    l0_XW = x @ l0_Wx
+    numpy.dot(x, l0_Wx, out=l0_XW)
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    l0_i_t = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    l0_f_t = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    l0_g_t = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    l0_o_t = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev[r0:r1] = 0
-        else:
-            l0_hprev[r0:r1] = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev[r0:r1] = 0
-        else:
-            l0_cprev[r0:r1] = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev[r0:r1] @ l0_Wh
+        numpy.dot(l0_hprev_t[t], l0_Wh, out=l0_HW)
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        l0_i[r0:r1] = _sigmoid(l0_G_0)
+        _sigmoid(l0_G_0, out=l0_i_t[t])
         l0_G_1 = l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        l0_f[r0:r1] = _sigmoid(l0_G_1)
+        _sigmoid(l0_G_1, out=l0_f_t[t])
         l0_G_2 = l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        l0_g[r0:r1] = numpy.tanh(l0_G_2)
+        numpy.tanh(l0_G_2, out=l0_g_t[t])
         l0_G_3 = l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        l0_o[r0:r1] = _sigmoid(l0_G_3)
+        _sigmoid(l0_G_3, out=l0_o_t[t])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        l0_C[r0:r1] = l0_cprev[r0:r1]*l0_f[r0:r1] + l0_g[r0:r1]*l0_i[r0:r1]
+        numpy.add(l0_cprev_t[t]*l0_f_t[t], l0_g_t[t]*l0_i_t[t], out=l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        l0_H[r0:r1] = l0_o[r0:r1]*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(l0_o_t[t], numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
 
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    l1_XW = l0_H @ l1_W
+    numpy.dot(l0_H, l1_W, out=l1_XW)
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
     # mse: 0.5 (O - Y)^2 per unit
     # loss_terms = (out_last - y)^∘2 / 2
-    loss_terms = 0.5*(out_last - y)**2
+    numpy.multiply((out_last - y)**2, 0.5, out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
     # mean over samples (+ 0.5 λ Σ‖W‖²)
-    loss = loss_sum/N
+    # loss = loss_sum / N
+    numpy.divide(loss_sum, N, out=loss)
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2
     #   (mse: 0.5 (O - Y)^2 per unit)
-    d_out_last = (out_last - y)/N
+    # d_out_last = (out_last - y) / N
+    numpy.divide(out_last - y, N, out=d_out_last)
 
     # Grad of: out_last = l1_Z(t=19)
     # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
@@ -889,213 +990,311 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
     # d_l1_b = 1ᵀ·d_l1_Z·1
-    d_l1_b = d_l1_Z.sum(keepdims=True)
+    d_l1_Z.sum(keepdims=True, out=d_l1_b)
 
     # Grad of: l1_XW = l0_H·l1_W
     #   (l1: affine part)
     # d_l0_H = d_l1_Z·l1_Wᵀ
-    d_l0_H = d_l1_Z @ l1_W.T
+    numpy.dot(d_l1_Z, l1_W.T, out=d_l0_H)
     # d_l1_W = l0_Hᵀ·d_l1_Z
-    d_l1_W = l0_H.T @ d_l1_Z
+    numpy.dot(l0_H.T, d_l1_Z, out=d_l1_W)
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
-    d_l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    d_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    for it in range(20):
-        t = 19 - it
-        r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r1, r1 + N  # rows of the previous iteration's step
+    d_l0_cprev_z[20*N:] = 0  # d_l0_cprev, then N zero rows
+    d_l0_cprev = d_l0_cprev_z[:20*N]
+    carry_l0_C = d_l0_cprev_z[N:]  # d_l0_cprev of the previous iteration (step t+1)
+    d_l0_hprev_z[20*N:] = 0  # d_l0_hprev, then N zero rows
+    d_l0_hprev = d_l0_hprev_z[:20*N]
+    carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
+    carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
+    d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
+    # tanh(l0_C): every step at once
+    numpy.tanh(l0_C, out=fac)
+    # l0_o ⊙ (1 - fac^∘2): every step at once
+    numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
+    carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
+    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
+    d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
+    l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
+    numpy.multiply(fac, l0_o*(1 - l0_o), out=fac_2)
+    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
+    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
+    # l0_i ⊙ (1 - l0_g^∘2): every step at once
+    numpy.multiply(l0_i, 1 - l0_g**2, out=fac_3)
+    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
+    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
+    numpy.multiply(l0_cprev, l0_f*(1 - l0_f), out=fac_4)
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
+    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
+    numpy.multiply(l0_g, l0_i*(1 - l0_i), out=fac_5)
+    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
+    d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
+    for t in range(19, -1, -1):
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_H = d_l0_hprev[q0:q1]
+        # (a view of d_l0_hprev, one step back: no copy)
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # carry_l0_C = d_l0_cprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_C = d_l0_cprev[q0:q1]
+        # (a view of d_l0_cprev, one step back: no copy)
 
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H + d_l0_H[r0:r1]
+        numpy.add(carry_l0_H_t[t], d_l0_H_t[t], out=d_l0_H_1)
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C + d_l0_H_1*l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2)
+        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_1_t[t], out=d_l0_C_1)
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
-        d_l0_cprev[r0:r1] = d_l0_C_1*l0_f[r0:r1]
+        numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
 
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        d_l0_G_3 = d_l0_H_1*l0_o[r0:r1]*(1 - l0_o[r0:r1])*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(d_l0_H_1, fac_2_t[t], out=d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        d_l0_G_2 = d_l0_C_1*l0_i[r0:r1]*(1 - l0_g[r0:r1]**2)
+        numpy.multiply(d_l0_C_1, fac_3_t[t], out=d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        d_l0_G_1_1 = d_l0_C_1*l0_cprev[r0:r1]*l0_f[r0:r1]*(1 - l0_f[r0:r1])
+        numpy.multiply(d_l0_C_1, fac_4_t[t], out=d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        d_l0_G_0 = d_l0_C_1*l0_g[r0:r1]*l0_i[r0:r1]*(1 - l0_i[r0:r1])
+        numpy.multiply(d_l0_C_1, fac_5_t[t], out=d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
         # d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3]
-        d_l0_G_6[r0:r1] = numpy.concatenate([d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3], axis=1)
+        # (d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3: written in place)
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        d_l0_hprev[r0:r1] = d_l0_G_6[r0:r1] @ l0_Wh.T
+        numpy.dot(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # d_l0_Wh = l0_hprevᵀ·d_l0_G_6
-    d_l0_Wh = l0_hprev.T @ d_l0_G_6
+    numpy.dot(l0_hprev.T, d_l0_G_6, out=d_l0_Wh)
 
     # Grad of: l0_XG = l0_XW + l0_b
     #   (l0: X·Wx + 1·b)
     # d_l0_b = 1ᵀ·d_l0_G_6
-    d_l0_b = d_l0_G_6.sum(axis=0, keepdims=True)
+    d_l0_G_6.sum(axis=0, keepdims=True, out=d_l0_b)
 
     # Grad of: l0_XW = x·l0_Wx
     #   (l0: input projection of every step at once)
     # d_l0_Wx = xᵀ·d_l0_G_6
-    d_l0_Wx = x.T @ d_l0_G_6
+    numpy.dot(x.T, d_l0_G_6, out=d_l0_Wx)
     return loss, d_l0_Wx, d_l0_Wh, d_l0_b, d_l1_W, d_l1_b
 
 
 def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b):
     N = x.shape[0] // 20
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1169, dtype=DTYPE)  # the outputs, in order
+    r_d_l0_Wx_b = flat[0:64].reshape(1, 64)
+    r_d_l0_Wh = flat[64:1088].reshape(16, 64)
+    r_d_l0_b = flat[1088:1152].reshape(1, 64)
+    r_d_l1_W = flat[1152:1168].reshape(16, 1)
+    r_d_l1_b = flat[1168:1169].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, r_l0_XW_b, l0_HW, r_l0_HW_a, r_l0_HW_b, l0_i, r_l0_i, l0_f, r_l0_f, l0_g,
+     r_l0_g, l0_o, r_l0_o, l0_C_z, r_l0_C_z, l0_H_z, r_l0_H_z, l1_XW, r_l1_XW_a,
+     r_l1_XW_b, d_out_last, r_d_out_last, d_l0_H, r_d_l0_H_a, r_d_l0_H_b, r_d_l1_W_a,
+     r_d_l1_W_b, d_l0_H_1, r_d_l0_H_1, fac, d_l0_o, fac_1, d_l0_C_1, fac_2, fac_3,
+     r_d_l0_C_1, d_l0_f, d_l0_g, d_l0_i, fac_4, fac_5, fac_6, fac_7, fac_8, fac_9,
+     fac_10, fac_11, fac_12, r_d_l0_hprev_a, r_d_l0_hprev_b, d_l0_cprev_z,
+     r_d_l0_cprev_z, d_l0_G_6, r_d_l0_G_6, d_l0_hprev_z, r_d_l0_hprev_z, r_d_l0_Wh_a,
+     r_d_l0_Wh_b) = _workspace('hvp', N, (
+        (20, 0, 64),  # l0_XW
+        (20, 0, 64),  # r_l0_XW_b
+        (1, 0, 64),  # l0_HW
+        (1, 0, 64),  # r_l0_HW_a
+        (1, 0, 64),  # r_l0_HW_b
+        (20, 0, 16),  # l0_i
+        (20, 0, 16),  # r_l0_i
+        (20, 0, 16),  # l0_f
+        (20, 0, 16),  # r_l0_f
+        (20, 0, 16),  # l0_g
+        (20, 0, 16),  # r_l0_g
+        (20, 0, 16),  # l0_o
+        (20, 0, 16),  # r_l0_o
+        (21, 0, 16),  # l0_C_z
+        (21, 0, 16),  # r_l0_C_z
+        (21, 0, 16),  # l0_H_z
+        (21, 0, 16),  # r_l0_H_z
+        (20, 0, 1),  # l1_XW
+        (20, 0, 1),  # r_l1_XW_a
+        (20, 0, 1),  # r_l1_XW_b
+        (1, 0, 1),  # d_out_last
+        (1, 0, 1),  # r_d_out_last
+        (20, 0, 16),  # d_l0_H
+        (20, 0, 16),  # r_d_l0_H_a
+        (20, 0, 16),  # r_d_l0_H_b
+        (0, 16, 1),  # r_d_l1_W_a
+        (0, 16, 1),  # r_d_l1_W_b
+        (1, 0, 16),  # d_l0_H_1
+        (1, 0, 16),  # r_d_l0_H_1
+        (20, 0, 16),  # fac
+        (1, 0, 16),  # d_l0_o
+        (20, 0, 16),  # fac_1
+        (1, 0, 16),  # d_l0_C_1
+        (20, 0, 16),  # fac_2
+        (20, 0, 16),  # fac_3
+        (1, 0, 16),  # r_d_l0_C_1
+        (1, 0, 16),  # d_l0_f
+        (1, 0, 16),  # d_l0_g
+        (1, 0, 16),  # d_l0_i
+        (20, 0, 16),  # fac_4
+        (20, 0, 16),  # fac_5
+        (20, 0, 16),  # fac_6
+        (20, 0, 16),  # fac_7
+        (20, 0, 16),  # fac_8
+        (20, 0, 16),  # fac_9
+        (20, 0, 16),  # fac_10
+        (20, 0, 16),  # fac_11
+        (20, 0, 16),  # fac_12
+        (1, 0, 16),  # r_d_l0_hprev_a
+        (1, 0, 16),  # r_d_l0_hprev_b
+        (21, 0, 16),  # d_l0_cprev_z
+        (21, 0, 16),  # r_d_l0_cprev_z
+        (20, 0, 64),  # d_l0_G_6
+        (20, 0, 64),  # r_d_l0_G_6
+        (21, 0, 16),  # d_l0_hprev_z
+        (21, 0, 16),  # r_d_l0_hprev_z
+        (0, 16, 64),  # r_d_l0_Wh_a
+        (0, 16, 64),))  # r_d_l0_Wh_b
+
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    l0_XW = x @ l0_Wx
+    numpy.dot(x, l0_Wx, out=l0_XW)
     # r_l0_XW_b = x·v_l0_Wx
-    r_l0_XW_b = x @ v_l0_Wx
+    numpy.dot(x, v_l0_Wx, out=r_l0_XW_b)
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
-    r_l0_XG = r_l0_XW_b + v_l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
+    # r_l0_XG = r_l0_XW_b + v_l0_b
+    r_l0_XG = numpy.add(r_l0_XW_b, v_l0_b, out=r_l0_XW_b)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    r_l0_C_z[:N] = 0  # N zero rows, then r_l0_C
+    r_l0_C = r_l0_C_z[N:]
+    r_l0_cprev = r_l0_C_z[:20*N]  # r_l0_C of the previous iteration (step t-1)
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
+    r_l0_H_z[:N] = 0  # N zero rows, then r_l0_H
+    r_l0_H = r_l0_H_z[N:]
+    r_l0_hprev = r_l0_H_z[:20*N]  # r_l0_H of the previous iteration (step t-1)
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    r_l0_hprev_t = r_l0_hprev.reshape(20, N, 16)  # r_l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    r_l0_XG_t = r_l0_XG.reshape(20, N, 64)  # r_l0_XG, step by step
+    l0_i_t = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    r_l0_i_t = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
+    l0_f_t = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    r_l0_f_t = r_l0_f.reshape(20, N, 16)  # r_l0_f, step by step
+    l0_g_t = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    r_l0_g_t = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
+    l0_o_t = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    r_l0_o_t = r_l0_o.reshape(20, N, 16)  # r_l0_o, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    r_l0_C_t = r_l0_C.reshape(20, N, 16)  # r_l0_C, step by step
+    r_l0_cprev_t = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    r_l0_H_t = r_l0_H.reshape(20, N, 16)  # r_l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev[r0:r1] = 0
-        else:
-            l0_hprev[r0:r1] = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # r_l0_hprev = r_l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            r_l0_hprev[r0:r1] = 0
-        else:
-            r_l0_hprev[r0:r1] = r_l0_H[q0:q1]
+        # (a view of r_l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev[r0:r1] = 0
-        else:
-            l0_cprev[r0:r1] = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            r_l0_cprev[r0:r1] = 0
-        else:
-            r_l0_cprev[r0:r1] = r_l0_C[q0:q1]
+        # (a view of r_l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev[r0:r1] @ l0_Wh
+        numpy.dot(l0_hprev_t[t], l0_Wh, out=l0_HW)
         # r_l0_HW_a = r_l0_hprev·l0_Wh
-        r_l0_HW_a = r_l0_hprev[r0:r1] @ l0_Wh
+        numpy.dot(r_l0_hprev_t[t], l0_Wh, out=r_l0_HW_a)
         # r_l0_HW_b = l0_hprev·v_l0_Wh
-        r_l0_HW_b = l0_hprev[r0:r1] @ v_l0_Wh
+        numpy.dot(l0_hprev_t[t], v_l0_Wh, out=r_l0_HW_b)
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
-        r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG[r0:r1]
+        r_l0_G = numpy.add(r_l0_HW_a, r_l0_HW_b + r_l0_XG_t[t], out=r_l0_HW_a)
         l0_G_0 = l0_G[:, 0:16]
         r_l0_G_0 = r_l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        l0_i[r0:r1] = _sigmoid(l0_G_0)
+        _sigmoid(l0_G_0, out=l0_i_t[t])
         # r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
-        r_l0_i[r0:r1] = l0_i[r0:r1]*r_l0_G_0*(1 - l0_i[r0:r1])
+        numpy.multiply(l0_i_t[t], r_l0_G_0*(1 - l0_i_t[t]), out=r_l0_i_t[t])
         l0_G_1 = l0_G[:, 16:32]
         r_l0_G_1 = r_l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        l0_f[r0:r1] = _sigmoid(l0_G_1)
+        _sigmoid(l0_G_1, out=l0_f_t[t])
         # r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)
-        r_l0_f[r0:r1] = l0_f[r0:r1]*r_l0_G_1*(1 - l0_f[r0:r1])
+        numpy.multiply(l0_f_t[t], r_l0_G_1*(1 - l0_f_t[t]), out=r_l0_f_t[t])
         l0_G_2 = l0_G[:, 32:48]
         r_l0_G_2 = r_l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        l0_g[r0:r1] = numpy.tanh(l0_G_2)
+        numpy.tanh(l0_G_2, out=l0_g_t[t])
         # r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)
-        r_l0_g[r0:r1] = r_l0_G_2*(1 - l0_g[r0:r1]**2)
+        numpy.multiply(r_l0_G_2, 1 - l0_g_t[t]**2, out=r_l0_g_t[t])
         l0_G_3 = l0_G[:, 48:64]
         r_l0_G_3 = r_l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        l0_o[r0:r1] = _sigmoid(l0_G_3)
+        _sigmoid(l0_G_3, out=l0_o_t[t])
         # r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)
-        r_l0_o[r0:r1] = l0_o[r0:r1]*r_l0_G_3*(1 - l0_o[r0:r1])
+        numpy.multiply(l0_o_t[t], r_l0_G_3*(1 - l0_o_t[t]), out=r_l0_o_t[t])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        l0_C[r0:r1] = l0_cprev[r0:r1]*l0_f[r0:r1] + l0_g[r0:r1]*l0_i[r0:r1]
+        numpy.add(l0_cprev_t[t]*l0_f_t[t], l0_g_t[t]*l0_i_t[t], out=l0_C_t[t])
         # r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g
-        r_l0_C[r0:r1] = l0_cprev[r0:r1]*r_l0_f[r0:r1] + l0_f[r0:r1]*r_l0_cprev[r0:r1] + l0_g[r0:r1]*r_l0_i[r0:r1] + l0_i[r0:r1]*r_l0_g[r0:r1]
+        numpy.add(l0_cprev_t[t]*r_l0_f_t[t], l0_f_t[t]*r_l0_cprev_t[t] + l0_g_t[t]*r_l0_i_t[t] + l0_i_t[t]*r_l0_g_t[t], out=r_l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        l0_H[r0:r1] = l0_o[r0:r1]*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(l0_o_t[t], numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
         # r_l0_H = r_l0_o ⊙ tanh(l0_C) + l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2)
-        cse0 = numpy.tanh(l0_C[r0:r1])
-        r_l0_H[r0:r1] = cse0*r_l0_o[r0:r1] + l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - cse0**2)
+        cse0 = numpy.tanh(l0_C_t[t])
+        numpy.add(cse0*r_l0_o_t[t], l0_o_t[t]*r_l0_C_t[t]*(1 - cse0**2), out=r_l0_H_t[t])
 
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
-    l1_XW = l0_H @ l1_W
+    numpy.dot(l0_H, l1_W, out=l1_XW)
     # r_l1_XW_a = r_l0_H·l1_W
-    r_l1_XW_a = r_l0_H @ l1_W
+    numpy.dot(r_l0_H, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_H·v_l1_W
-    r_l1_XW_b = l0_H @ v_l1_W
+    numpy.dot(l0_H, v_l1_W, out=r_l1_XW_b)
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
-    r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
+    # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
+    r_l1_Z = numpy.add(r_l1_XW_a, r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
     # r_out_last = r_l1_Z(t=19)
@@ -1103,8 +1302,10 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
     #   (mse: 0.5 (O - Y)^2 per unit)
-    d_out_last = (out_last - y)/N
-    r_d_out_last = r_out_last/N
+    # d_out_last = (out_last - y) / N
+    numpy.divide(out_last - y, N, out=d_out_last)
+    # r_d_out_last = r_out_last / N
+    numpy.divide(r_out_last, N, out=r_d_out_last)
 
     # Grad of: out_last = l1_Z(t=19)
     # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
@@ -1115,257 +1316,363 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation Z = X·W + 1·b)
     # r_d_l1_b = 1ᵀ·r_d_l1_Z·1
-    r_d_l1_b = r_d_l1_Z.sum(keepdims=True)
+    r_d_l1_Z.sum(keepdims=True, out=r_d_l1_b)
 
     # Grad of: l1_XW = l0_H·l1_W
     #   (l1: affine part)
     # d_l0_H = d_l1_Z·l1_Wᵀ
-    d_l0_H = d_l1_Z @ l1_W.T
+    numpy.dot(d_l1_Z, l1_W.T, out=d_l0_H)
     # r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ
-    r_d_l0_H_a = r_d_l1_Z @ l1_W.T
+    numpy.dot(r_d_l1_Z, l1_W.T, out=r_d_l0_H_a)
     # r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ
-    r_d_l0_H_b = d_l1_Z @ v_l1_W.T
-    r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b
+    numpy.dot(d_l1_Z, v_l1_W.T, out=r_d_l0_H_b)
+    # r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b
+    r_d_l0_H = numpy.add(r_d_l0_H_a, r_d_l0_H_b, out=r_d_l0_H_a)
     # r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z
-    r_d_l1_W_a = r_l0_H.T @ d_l1_Z
+    numpy.dot(r_l0_H.T, d_l1_Z, out=r_d_l1_W_a)
     # r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z
-    r_d_l1_W_b = l0_H.T @ r_d_l1_Z
-    r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b
+    numpy.dot(l0_H.T, r_d_l1_Z, out=r_d_l1_W_b)
+    # r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b
+    numpy.add(r_d_l1_W_a, r_d_l1_W_b, out=r_d_l1_W)
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
-    d_l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_d_l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    r_d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    d_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_d_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    for it in range(20):
-        t = 19 - it
-        r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r1, r1 + N  # rows of the previous iteration's step
+    d_l0_cprev_z[20*N:] = 0  # d_l0_cprev, then N zero rows
+    d_l0_cprev = d_l0_cprev_z[:20*N]
+    carry_l0_C = d_l0_cprev_z[N:]  # d_l0_cprev of the previous iteration (step t+1)
+    r_d_l0_cprev_z[20*N:] = 0  # r_d_l0_cprev, then N zero rows
+    r_d_l0_cprev = r_d_l0_cprev_z[:20*N]
+    r_carry_l0_C = r_d_l0_cprev_z[N:]  # r_d_l0_cprev of the previous iteration (step t+1)
+    d_l0_hprev_z[20*N:] = 0  # d_l0_hprev, then N zero rows
+    d_l0_hprev = d_l0_hprev_z[:20*N]
+    carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
+    r_d_l0_hprev_z[20*N:] = 0  # r_d_l0_hprev, then N zero rows
+    r_d_l0_hprev = r_d_l0_hprev_z[:20*N]
+    r_carry_l0_H = r_d_l0_hprev_z[N:]  # r_d_l0_hprev of the previous iteration (step t+1)
+    carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
+    d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
+    r_carry_l0_H_t = r_carry_l0_H.reshape(20, N, 16)  # r_carry_l0_H, step by step
+    r_d_l0_H_t = r_d_l0_H.reshape(20, N, 16)  # r_d_l0_H, step by step
+    # tanh(l0_C): every step at once
+    numpy.tanh(l0_C, out=fac)
+    fac_t = fac.reshape(20, N, 16)  # fac, step by step
+    # l0_o ⊙ (1 - fac^∘2): every step at once
+    numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
+    carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
+    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
+    # r_l0_o ⊙ (1 - fac^∘2): every step at once
+    numpy.multiply(r_l0_o, 1 - fac**2, out=fac_2)
+    # fac ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 fac^∘2): every step at once
+    numpy.multiply(fac, l0_o*r_l0_C*(2 - 2*fac**2), out=fac_3)
+    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
+    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
+    r_carry_l0_C_t = r_carry_l0_C.reshape(20, N, 16)  # r_carry_l0_C, step by step
+    d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
+    l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    r_d_l0_cprev_t = r_d_l0_cprev.reshape(20, N, 16)  # r_d_l0_cprev, step by step
+    r_l0_f_t_1 = r_l0_f.reshape(20, N, 16)  # r_l0_f, step by step
+    l0_cprev_t_1 = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_i_t_1 = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    l0_g_t_1 = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    # l0_o ⊙ (1 - l0_o): every step at once
+    numpy.multiply(l0_o, 1 - l0_o, out=fac_4)
+    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
+    # 1 - l0_o: every step at once
+    numpy.subtract(1, l0_o, out=fac_5)
+    # r_l0_C ⊙ (1 - fac^∘2): every step at once
+    numpy.multiply(r_l0_C, 1 - fac**2, out=fac_6)
+    r_d_l0_G_6_t = r_d_l0_G_6.reshape(20, N, 64)  # r_d_l0_G_6, step by step
+    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    fac_6_t = fac_6.reshape(20, N, 16)  # fac_6, step by step
+    l0_o_t_1 = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    r_l0_o_t_1 = r_l0_o.reshape(20, N, 16)  # r_l0_o, step by step
+    # 1 - l0_g^∘2: every step at once
+    numpy.subtract(1, l0_g**2, out=fac_7)
+    fac_7_t = fac_7.reshape(20, N, 16)  # fac_7, step by step
+    # l0_g ⊙ r_l0_g: every step at once
+    numpy.multiply(l0_g, r_l0_g, out=fac_8)
+    fac_8_t = fac_8.reshape(20, N, 16)  # fac_8, step by step
+    r_l0_i_t_1 = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
+    # l0_f ⊙ (1 - l0_f): every step at once
+    numpy.multiply(l0_f, 1 - l0_f, out=fac_9)
+    fac_9_t = fac_9.reshape(20, N, 16)  # fac_9, step by step
+    # 1 - l0_f: every step at once
+    numpy.subtract(1, l0_f, out=fac_10)
+    fac_10_t = fac_10.reshape(20, N, 16)  # fac_10, step by step
+    r_l0_cprev_t_1 = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
+    # l0_i ⊙ (1 - l0_i): every step at once
+    numpy.multiply(l0_i, 1 - l0_i, out=fac_11)
+    fac_11_t = fac_11.reshape(20, N, 16)  # fac_11, step by step
+    # 1 - l0_i: every step at once
+    numpy.subtract(1, l0_i, out=fac_12)
+    fac_12_t = fac_12.reshape(20, N, 16)  # fac_12, step by step
+    r_l0_g_t_1 = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
+    l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
+    d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
+    v_l0_Wh_T = numpy.ascontiguousarray(v_l0_Wh.T)  # v_l0_Whᵀ, contiguous
+    r_d_l0_hprev_t = r_d_l0_hprev.reshape(20, N, 16)  # r_d_l0_hprev, step by step
+    for t in range(19, -1, -1):
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_H = d_l0_hprev[q0:q1]
+        # (a view of d_l0_hprev, one step back: no copy)
         # r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first)
-        if it == 0:
-            r_carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            r_carry_l0_H = r_d_l0_hprev[q0:q1]
+        # (a view of r_d_l0_hprev, one step back: no copy)
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # carry_l0_C = d_l0_cprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_C = d_l0_cprev[q0:q1]
+        # (a view of d_l0_cprev, one step back: no copy)
         # r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first)
-        if it == 0:
-            r_carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            r_carry_l0_C = r_d_l0_cprev[q0:q1]
+        # (a view of r_d_l0_cprev, one step back: no copy)
 
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H + d_l0_H[r0:r1]
+        numpy.add(carry_l0_H_t[t], d_l0_H_t[t], out=d_l0_H_1)
         # r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H
-        r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H[r0:r1]
+        numpy.add(r_carry_l0_H_t[t], r_d_l0_H_t[t], out=r_d_l0_H_1)
         # d_l0_o = d_l0_H_1 ⊙ tanh(l0_C)
-        d_l0_o = d_l0_H_1*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(d_l0_H_1, fac_t[t], out=d_l0_o)
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C + d_l0_H_1*l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2)
+        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_1_t[t], out=d_l0_C_1)
         # r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C)
-        cse0 = numpy.tanh(l0_C[r0:r1])
-        r_d_l0_C_1 = -cse0*d_l0_H_1*l0_o[r0:r1]*r_l0_C[r0:r1]*(2 - 2*cse0**2) + d_l0_H_1*r_l0_o[r0:r1]*(1 - cse0**2) + l0_o[r0:r1]*r_d_l0_H_1*(1 - cse0**2) + r_carry_l0_C
+        numpy.add(r_carry_l0_C_t[t], d_l0_H_1*fac_2_t[t] - d_l0_H_1*fac_3_t[t] + fac_1_t[t]*r_d_l0_H_1, out=r_d_l0_C_1)
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
-        d_l0_cprev[r0:r1] = d_l0_C_1*l0_f[r0:r1]
+        numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
         # r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1
-        r_d_l0_cprev[r0:r1] = d_l0_C_1*r_l0_f[r0:r1] + l0_f[r0:r1]*r_d_l0_C_1
+        numpy.add(d_l0_C_1*r_l0_f_t_1[t], l0_f_t_1[t]*r_d_l0_C_1, out=r_d_l0_cprev_t[t])
         # d_l0_f = d_l0_C_1 ⊙ l0_cprev
-        d_l0_f = d_l0_C_1*l0_cprev[r0:r1]
+        numpy.multiply(d_l0_C_1, l0_cprev_t_1[t], out=d_l0_f)
         # d_l0_g = d_l0_C_1 ⊙ l0_i
-        d_l0_g = d_l0_C_1*l0_i[r0:r1]
+        numpy.multiply(d_l0_C_1, l0_i_t_1[t], out=d_l0_g)
         # d_l0_i = d_l0_C_1 ⊙ l0_g
-        d_l0_i = d_l0_C_1*l0_g[r0:r1]
+        numpy.multiply(d_l0_C_1, l0_g_t_1[t], out=d_l0_i)
 
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_o ⊙ l0_o ⊙ (1 - l0_o)
-        d_l0_G_3 = d_l0_o*l0_o[r0:r1]*(1 - l0_o[r0:r1])
+        numpy.multiply(d_l0_o, fac_4_t[t], out=d_l0_G_6_t[t, :, 48:64])
         # r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (r_d_l0_H_1 ⊙ tanh(l0_C) + d_l0_H_1 ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2))
-        cse1 = numpy.tanh(l0_C[r0:r1])
-        r_d_l0_G_3 = l0_o[r0:r1]*(1 - l0_o[r0:r1])*(cse1*r_d_l0_H_1 + d_l0_H_1*r_l0_C[r0:r1]*(1 - cse1**2)) + r_l0_o[r0:r1]*(-d_l0_o*l0_o[r0:r1] + d_l0_o*(1 - l0_o[r0:r1]))
+        numpy.add(fac_4_t[t]*(d_l0_H_1*fac_6_t[t] + fac_t[t]*r_d_l0_H_1), r_l0_o_t_1[t]*(d_l0_o*fac_5_t[t] - d_l0_o*l0_o_t_1[t]), out=r_d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2)
-        d_l0_G_2 = d_l0_g*(1 - l0_g[r0:r1]**2)
+        numpy.multiply(d_l0_g, fac_7_t[t], out=d_l0_G_6_t[t, :, 32:48])
         # r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g
-        r_d_l0_G_2 = -2*d_l0_g*l0_g[r0:r1]*r_l0_g[r0:r1] + (1 - l0_g[r0:r1]**2)*(d_l0_C_1*r_l0_i[r0:r1] + l0_i[r0:r1]*r_d_l0_C_1)
+        numpy.subtract(fac_7_t[t]*(d_l0_C_1*r_l0_i_t_1[t] + l0_i_t_1[t]*r_d_l0_C_1), 2*d_l0_g*fac_8_t[t], out=r_d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_f ⊙ l0_f ⊙ (1 - l0_f)
-        d_l0_G_1_1 = d_l0_f*l0_f[r0:r1]*(1 - l0_f[r0:r1])
+        numpy.multiply(d_l0_f, fac_9_t[t], out=d_l0_G_6_t[t, :, 16:32])
         # r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1)
-        r_d_l0_G_1_1 = l0_f[r0:r1]*(1 - l0_f[r0:r1])*(d_l0_C_1*r_l0_cprev[r0:r1] + l0_cprev[r0:r1]*r_d_l0_C_1) + r_l0_f[r0:r1]*(-d_l0_f*l0_f[r0:r1] + d_l0_f*(1 - l0_f[r0:r1]))
+        numpy.add(fac_9_t[t]*(d_l0_C_1*r_l0_cprev_t_1[t] + l0_cprev_t_1[t]*r_d_l0_C_1), r_l0_f_t_1[t]*(d_l0_f*fac_10_t[t] - d_l0_f*l0_f_t_1[t]), out=r_d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_i ⊙ l0_i ⊙ (1 - l0_i)
-        d_l0_G_0 = d_l0_i*l0_i[r0:r1]*(1 - l0_i[r0:r1])
+        numpy.multiply(d_l0_i, fac_11_t[t], out=d_l0_G_6_t[t, :, 0:16])
         # r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1)
-        r_d_l0_G_0 = l0_i[r0:r1]*(1 - l0_i[r0:r1])*(d_l0_C_1*r_l0_g[r0:r1] + l0_g[r0:r1]*r_d_l0_C_1) + r_l0_i[r0:r1]*(-d_l0_i*l0_i[r0:r1] + d_l0_i*(1 - l0_i[r0:r1]))
+        numpy.add(fac_11_t[t]*(d_l0_C_1*r_l0_g_t_1[t] + l0_g_t_1[t]*r_d_l0_C_1), r_l0_i_t_1[t]*(d_l0_i*fac_12_t[t] - d_l0_i*l0_i_t_1[t]), out=r_d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
         # d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3]
-        d_l0_G_6[r0:r1] = numpy.concatenate([d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3], axis=1)
+        # (d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3: written in place)
         # r_d_l0_G_6 = [r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3]
-        r_d_l0_G_6[r0:r1] = numpy.concatenate([r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3], axis=1)
+        # (r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3: written in place)
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        d_l0_hprev[r0:r1] = d_l0_G_6[r0:r1] @ l0_Wh.T
+        numpy.dot(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
         # r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ
-        r_d_l0_hprev_a = r_d_l0_G_6[r0:r1] @ l0_Wh.T
+        numpy.dot(r_d_l0_G_6_t[t], l0_Wh_T, out=r_d_l0_hprev_a)
         # r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ
-        r_d_l0_hprev_b = d_l0_G_6[r0:r1] @ v_l0_Wh.T
+        numpy.dot(d_l0_G_6_t[t], v_l0_Wh_T, out=r_d_l0_hprev_b)
         # r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b
-        r_d_l0_hprev[r0:r1] = r_d_l0_hprev_a + r_d_l0_hprev_b
+        numpy.add(r_d_l0_hprev_a, r_d_l0_hprev_b, out=r_d_l0_hprev_t[t])
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6
-    r_d_l0_Wh_a = r_l0_hprev.T @ d_l0_G_6
+    numpy.dot(r_l0_hprev.T, d_l0_G_6, out=r_d_l0_Wh_a)
     # r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6
-    r_d_l0_Wh_b = l0_hprev.T @ r_d_l0_G_6
-    r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b
+    numpy.dot(l0_hprev.T, r_d_l0_G_6, out=r_d_l0_Wh_b)
+    # r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b
+    numpy.add(r_d_l0_Wh_a, r_d_l0_Wh_b, out=r_d_l0_Wh)
 
     # Grad of: l0_XG = l0_XW + l0_b
     #   (l0: X·Wx + 1·b)
     # r_d_l0_b = 1ᵀ·r_d_l0_G_6
-    r_d_l0_b = r_d_l0_G_6.sum(axis=0, keepdims=True)
+    r_d_l0_G_6.sum(axis=0, keepdims=True, out=r_d_l0_b)
 
     # Grad of: l0_XW = x·l0_Wx
     #   (l0: input projection of every step at once)
     # r_d_l0_Wx_b = xᵀ·r_d_l0_G_6
-    r_d_l0_Wx_b = x.T @ r_d_l0_G_6
+    numpy.dot(x.T, r_d_l0_G_6, out=r_d_l0_Wx_b)
     return r_d_l0_Wx_b, r_d_l0_Wh, r_d_l0_b, r_d_l1_W, r_d_l1_b
 
 
 def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b):
     N = x.shape[0] // 20
 
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(1169, dtype=DTYPE)  # the outputs, in order
+    d_l0_Wx = flat[0:64].reshape(1, 64)
+    d_l0_Wh_2 = flat[64:1088].reshape(16, 64)
+    d_l0_b = flat[1088:1152].reshape(1, 64)
+    d_l1_W = flat[1152:1168].reshape(16, 1)
+    d_l1_b = flat[1168:1169].reshape(1, 1)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_XW, r_l0_XW_b, l0_HW, r_l0_HW_a, r_l0_HW_b, l0_i, l0_f, l0_g, l0_o, l0_C_z,
+     r_l0_C_z, l0_H_z, r_l0_H_z, r_l1_XW_a, r_l1_XW_b, r_d_out_last, d_l0_H, d_l0_H_1,
+     fac, fac_1, d_l0_C_2, fac_2, fac_3, fac_4, fac_5, d_l0_hprev, d_l0_hprev_1,
+     d_r_l0_G_6, d_l0_G_6, d_l0_cprev_2_z, d_l0_hprev_2_z, d_l0_Wh, d_l0_Wh_1) = _workspace('ggn_vp', N, (
+        (20, 0, 64),  # l0_XW
+        (20, 0, 64),  # r_l0_XW_b
+        (1, 0, 64),  # l0_HW
+        (1, 0, 64),  # r_l0_HW_a
+        (1, 0, 64),  # r_l0_HW_b
+        (20, 0, 16),  # l0_i
+        (20, 0, 16),  # l0_f
+        (20, 0, 16),  # l0_g
+        (20, 0, 16),  # l0_o
+        (21, 0, 16),  # l0_C_z
+        (21, 0, 16),  # r_l0_C_z
+        (21, 0, 16),  # l0_H_z
+        (21, 0, 16),  # r_l0_H_z
+        (20, 0, 1),  # r_l1_XW_a
+        (20, 0, 1),  # r_l1_XW_b
+        (1, 0, 1),  # r_d_out_last
+        (20, 0, 16),  # d_l0_H
+        (1, 0, 16),  # d_l0_H_1
+        (20, 0, 16),  # fac
+        (20, 0, 16),  # fac_1
+        (1, 0, 16),  # d_l0_C_2
+        (20, 0, 16),  # fac_2
+        (20, 0, 16),  # fac_3
+        (20, 0, 16),  # fac_4
+        (20, 0, 16),  # fac_5
+        (1, 0, 16),  # d_l0_hprev
+        (1, 0, 16),  # d_l0_hprev_1
+        (20, 0, 64),  # d_r_l0_G_6
+        (20, 0, 64),  # d_l0_G_6
+        (21, 0, 16),  # d_l0_cprev_2_z
+        (21, 0, 16),  # d_l0_hprev_2_z
+        (0, 16, 64),  # d_l0_Wh
+        (0, 16, 64),))  # d_l0_Wh_1
+
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
-    l0_XW = x @ l0_Wx
+    numpy.dot(x, l0_Wx, out=l0_XW)
     # r_l0_XW_b = x·v_l0_Wx
-    r_l0_XW_b = x @ v_l0_Wx
+    numpy.dot(x, v_l0_Wx, out=r_l0_XW_b)
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
-    r_l0_XG = r_l0_XW_b + v_l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
+    # r_l0_XG = r_l0_XW_b + v_l0_b
+    r_l0_XG = numpy.add(r_l0_XW_b, v_l0_b, out=r_l0_XW_b)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
-    r_l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    r_l0_C_z[:N] = 0  # N zero rows, then r_l0_C
+    r_l0_C = r_l0_C_z[N:]
+    r_l0_cprev = r_l0_C_z[:20*N]  # r_l0_C of the previous iteration (step t-1)
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
+    r_l0_H_z[:N] = 0  # N zero rows, then r_l0_H
+    r_l0_H = r_l0_H_z[N:]
+    r_l0_hprev = r_l0_H_z[:20*N]  # r_l0_H of the previous iteration (step t-1)
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    r_l0_hprev_t = r_l0_hprev.reshape(20, N, 16)  # r_l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    r_l0_XG_t = r_l0_XG.reshape(20, N, 64)  # r_l0_XG, step by step
+    l0_i_t = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    l0_f_t = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    l0_g_t = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    l0_o_t = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    r_l0_C_t = r_l0_C.reshape(20, N, 16)  # r_l0_C, step by step
+    r_l0_cprev_t = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    r_l0_H_t = r_l0_H.reshape(20, N, 16)  # r_l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev[r0:r1] = 0
-        else:
-            l0_hprev[r0:r1] = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # r_l0_hprev = r_l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            r_l0_hprev[r0:r1] = 0
-        else:
-            r_l0_hprev[r0:r1] = r_l0_H[q0:q1]
+        # (a view of r_l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev[r0:r1] = 0
-        else:
-            l0_cprev[r0:r1] = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            r_l0_cprev = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            r_l0_cprev = r_l0_C[q0:q1]
+        # (a view of r_l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev[r0:r1] @ l0_Wh
+        numpy.dot(l0_hprev_t[t], l0_Wh, out=l0_HW)
         # r_l0_HW_a = r_l0_hprev·l0_Wh
-        r_l0_HW_a = r_l0_hprev[r0:r1] @ l0_Wh
+        numpy.dot(r_l0_hprev_t[t], l0_Wh, out=r_l0_HW_a)
         # r_l0_HW_b = l0_hprev·v_l0_Wh
-        r_l0_HW_b = l0_hprev[r0:r1] @ v_l0_Wh
+        numpy.dot(l0_hprev_t[t], v_l0_Wh, out=r_l0_HW_b)
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
-        r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG[r0:r1]
+        r_l0_G = numpy.add(r_l0_HW_a, r_l0_HW_b + r_l0_XG_t[t], out=r_l0_HW_a)
         l0_G_0 = l0_G[:, 0:16]
         r_l0_G_0 = r_l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        l0_i[r0:r1] = _sigmoid(l0_G_0)
+        _sigmoid(l0_G_0, out=l0_i_t[t])
         l0_G_1 = l0_G[:, 16:32]
         r_l0_G_1 = r_l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        l0_f[r0:r1] = _sigmoid(l0_G_1)
+        _sigmoid(l0_G_1, out=l0_f_t[t])
         l0_G_2 = l0_G[:, 32:48]
         r_l0_G_2 = r_l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        l0_g[r0:r1] = numpy.tanh(l0_G_2)
+        numpy.tanh(l0_G_2, out=l0_g_t[t])
         l0_G_3 = l0_G[:, 48:64]
         r_l0_G_3 = r_l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        l0_o[r0:r1] = _sigmoid(l0_G_3)
+        _sigmoid(l0_G_3, out=l0_o_t[t])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        l0_C[r0:r1] = l0_cprev[r0:r1]*l0_f[r0:r1] + l0_g[r0:r1]*l0_i[r0:r1]
+        numpy.add(l0_cprev_t[t]*l0_f_t[t], l0_g_t[t]*l0_i_t[t], out=l0_C_t[t])
         # r_l0_C = l0_f ⊙ r_l0_cprev + l0_i ⊙ r_l0_G_2 ⊙ (1 - l0_g^∘2) + l0_cprev ⊙ l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) + l0_g ⊙ l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
-        r_l0_C[r0:r1] = l0_cprev[r0:r1]*l0_f[r0:r1]*r_l0_G_1*(1 - l0_f[r0:r1]) + l0_f[r0:r1]*r_l0_cprev + l0_g[r0:r1]*l0_i[r0:r1]*r_l0_G_0*(1 - l0_i[r0:r1]) + l0_i[r0:r1]*r_l0_G_2*(1 - l0_g[r0:r1]**2)
+        numpy.add(l0_f_t[t]*r_l0_cprev_t[t], l0_cprev_t[t]*l0_f_t[t]*r_l0_G_1*(1 - l0_f_t[t]) + l0_g_t[t]*l0_i_t[t]*r_l0_G_0*(1 - l0_i_t[t]) + l0_i_t[t]*r_l0_G_2*(1 - l0_g_t[t]**2), out=r_l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        l0_H[r0:r1] = l0_o[r0:r1]*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(l0_o_t[t], numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
         # r_l0_H = l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        cse0 = numpy.tanh(l0_C[r0:r1])
-        r_l0_H[r0:r1] = cse0*l0_o[r0:r1]*r_l0_G_3*(1 - l0_o[r0:r1]) + l0_o[r0:r1]*r_l0_C[r0:r1]*(1 - cse0**2)
+        cse0 = numpy.tanh(l0_C_t[t])
+        numpy.add(l0_o_t[t]*r_l0_C_t[t]*(1 - cse0**2), cse0*l0_o_t[t]*r_l0_G_3*(1 - l0_o_t[t]), out=r_l0_H_t[t])
 
     # forward pass (continued)
     # r_l1_XW_a = r_l0_H·l1_W
-    r_l1_XW_a = r_l0_H @ l1_W
+    numpy.dot(r_l0_H, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_H·v_l1_W
-    r_l1_XW_b = l0_H @ v_l1_W
-    r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
+    numpy.dot(l0_H, v_l1_W, out=r_l1_XW_b)
+    # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
+    r_l1_Z = numpy.add(r_l1_XW_a, r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
     # r_out_last = r_l1_Z(t=19)
     r_out_last = r_l1_Z[19*N:20*N]
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last)
     #   (mse: 0.5 (O - Y)^2 per unit)
-    r_d_out_last = r_out_last/N
+    # r_d_out_last = r_out_last / N
+    numpy.divide(r_out_last, N, out=r_d_out_last)
 
     # Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z)
     # r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20)
@@ -1374,48 +1681,68 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
     #   (l1: pre-activation Z = X·W + 1·b)
     # d_l1_b = 1ᵀ·r_d_l1_Z·1
-    d_l1_b = r_d_l1_Z.sum(keepdims=True)
+    r_d_l1_Z.sum(keepdims=True, out=d_l1_b)
 
     # Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW)
     #   (l1: affine part)
     # d_l0_H = r_d_l1_Z·l1_Wᵀ
-    d_l0_H = r_d_l1_Z @ l1_W.T
+    numpy.dot(r_d_l1_Z, l1_W.T, out=d_l0_H)
     # d_l1_W = l0_Hᵀ·r_d_l1_Z
-    d_l1_W = l0_H.T @ r_d_l1_Z
+    numpy.dot(l0_H.T, r_d_l1_Z, out=d_l1_W)
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
-    d_r_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-    d_l0_cprev_2 = numpy.empty((20*N, 16), dtype=DTYPE)
-    d_l0_hprev_2 = numpy.empty((20*N, 16), dtype=DTYPE)
-    for it in range(20):
-        t = 19 - it
-        r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r1, r1 + N  # rows of the previous iteration's step
+    d_l0_cprev_2_z[20*N:] = 0  # d_l0_cprev_2, then N zero rows
+    d_l0_cprev_2 = d_l0_cprev_2_z[:20*N]
+    carry_l0_C = d_l0_cprev_2_z[N:]  # d_l0_cprev_2 of the previous iteration (step t+1)
+    d_l0_hprev_2_z[20*N:] = 0  # d_l0_hprev_2, then N zero rows
+    d_l0_hprev_2 = d_l0_hprev_2_z[:20*N]
+    carry_l0_H = d_l0_hprev_2_z[N:]  # d_l0_hprev_2 of the previous iteration (step t+1)
+    carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
+    d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
+    # tanh(l0_C): every step at once
+    numpy.tanh(l0_C, out=fac)
+    # l0_o ⊙ (1 - fac^∘2): every step at once
+    numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
+    carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
+    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
+    # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
+    numpy.multiply(fac, l0_o*(1 - l0_o), out=fac_2)
+    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
+    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
+    # l0_i ⊙ (1 - l0_g^∘2): every step at once
+    numpy.multiply(l0_i, 1 - l0_g**2, out=fac_3)
+    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
+    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
+    numpy.multiply(l0_cprev, l0_f*(1 - l0_f), out=fac_4)
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
+    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
+    numpy.multiply(l0_g, l0_i*(1 - l0_i), out=fac_5)
+    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    d_r_l0_G_6_t = d_r_l0_G_6.reshape(20, N, 64)  # d_r_l0_G_6, step by step
+    v_l0_Wh_T = numpy.ascontiguousarray(v_l0_Wh.T)  # v_l0_Whᵀ, contiguous
+    l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
+    d_l0_cprev_2_t = d_l0_cprev_2.reshape(20, N, 16)  # d_l0_cprev_2, step by step
+    l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    d_l0_hprev_2_t = d_l0_hprev_2.reshape(20, N, 16)  # d_l0_hprev_2, step by step
+    for t in range(19, -1, -1):
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev_2 of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_H = d_l0_hprev_2[q0:q1]
+        # (a view of d_l0_hprev_2, one step back: no copy)
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # carry_l0_C = d_l0_cprev_2 of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_C = d_l0_cprev_2[q0:q1]
+        # (a view of d_l0_cprev_2, one step back: no copy)
 
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H + d_l0_H[r0:r1]
+        numpy.add(carry_l0_H_t[t], d_l0_H_t[t], out=d_l0_H_1)
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_2 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_2 = carry_l0_C + d_l0_H_1*l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2)
+        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_1_t[t], out=d_l0_C_2)
 
         # Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)  (not stored in this function: r_l0_o)
         # d_r_l0_G_3 = 0
@@ -1424,153 +1751,151 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        d_l0_G_3 = d_l0_H_1*l0_o[r0:r1]*(1 - l0_o[r0:r1])*numpy.tanh(l0_C[r0:r1])
-
-        # Grad of: r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)  (not stored in this function: r_l0_g)
-        # d_r_l0_G_2 = 0
-        d_r_l0_G_2 = _full(0, (N, 16))
+        numpy.multiply(d_l0_H_1, fac_2_t[t], out=d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_2 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        d_l0_G_2 = d_l0_C_2*l0_i[r0:r1]*(1 - l0_g[r0:r1]**2)
-
-        # Grad of: r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)  (not stored in this function: r_l0_f)
-        # d_r_l0_G_1_1 = 0
-        d_r_l0_G_1_1 = _full(0, (N, 16))
+        numpy.multiply(d_l0_C_2, fac_3_t[t], out=d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_2 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        d_l0_G_1_1 = d_l0_C_2*l0_cprev[r0:r1]*l0_f[r0:r1]*(1 - l0_f[r0:r1])
-
-        # Grad of: r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)  (not stored in this function: r_l0_i)
-        # d_r_l0_G_0 = 0
-        d_r_l0_G_0 = _full(0, (N, 16))
+        numpy.multiply(d_l0_C_2, fac_4_t[t], out=d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_2 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        d_l0_G_0 = d_l0_C_2*l0_g[r0:r1]*l0_i[r0:r1]*(1 - l0_i[r0:r1])
+        numpy.multiply(d_l0_C_2, fac_5_t[t], out=d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
-        # d_r_l0_G_6 = [d_r_l0_G_0, d_r_l0_G_1_1, d_r_l0_G_2, d_r_l0_G_3]
-        d_r_l0_G_6[r0:r1] = numpy.concatenate([d_r_l0_G_0, d_r_l0_G_1_1, d_r_l0_G_2, d_r_l0_G_3], axis=1)
+        # d_r_l0_G_6 = [d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3]
+        d_r_l0_G_6_t[t] = numpy.concatenate([d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3], axis=1)
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
         # d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3]
-        d_l0_G_6[r0:r1] = numpy.concatenate([d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3], axis=1)
+        # (d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3: written in place)
 
         # Grad of: r_l0_HW_b = l0_hprev·v_l0_Wh
         # d_l0_hprev = d_r_l0_G_6·v_l0_Whᵀ
-        d_l0_hprev = d_r_l0_G_6[r0:r1] @ v_l0_Wh.T
+        numpy.dot(d_r_l0_G_6_t[t], v_l0_Wh_T, out=d_l0_hprev)
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev_1 = d_l0_G_6·l0_Whᵀ
-        d_l0_hprev_1 = d_l0_G_6[r0:r1] @ l0_Wh.T
+        numpy.dot(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_1)
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # d_l0_cprev_2 = d_l0_C_2 ⊙ l0_f
-        d_l0_cprev_2[r0:r1] = d_l0_C_2*l0_f[r0:r1]
+        numpy.multiply(d_l0_C_2, l0_f_t_1[t], out=d_l0_cprev_2_t[t])
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # d_l0_hprev_2 = d_l0_hprev + d_l0_hprev_1
-        d_l0_hprev_2[r0:r1] = d_l0_hprev + d_l0_hprev_1
+        numpy.add(d_l0_hprev, d_l0_hprev_1, out=d_l0_hprev_2_t[t])
 
     # Grad of: r_l0_HW_a = r_l0_hprev·l0_Wh
     # d_l0_Wh = r_l0_hprevᵀ·d_r_l0_G_6
-    d_l0_Wh = r_l0_hprev.T @ d_r_l0_G_6
+    numpy.dot(r_l0_hprev.T, d_r_l0_G_6, out=d_l0_Wh)
 
     # Grad of: l0_HW = l0_hprev·l0_Wh
     # d_l0_Wh_1 = l0_hprevᵀ·d_l0_G_6
-    d_l0_Wh_1 = l0_hprev.T @ d_l0_G_6
+    numpy.dot(l0_hprev.T, d_l0_G_6, out=d_l0_Wh_1)
 
     # Grad of: l0_XG = l0_XW + l0_b
     #   (l0: X·Wx + 1·b)
     # d_l0_b = 1ᵀ·d_l0_G_6
-    d_l0_b = d_l0_G_6.sum(axis=0, keepdims=True)
+    d_l0_G_6.sum(axis=0, keepdims=True, out=d_l0_b)
 
     # Grad of: l0_XW = x·l0_Wx
     #   (l0: input projection of every step at once)
     # d_l0_Wx = xᵀ·d_l0_G_6
-    d_l0_Wx = x.T @ d_l0_G_6
+    numpy.dot(x.T, d_l0_G_6, out=d_l0_Wx)
 
     # total gradients
-    d_l0_Wh_2 = d_l0_Wh + d_l0_Wh_1
+    # d_l0_Wh_2 = d_l0_Wh + d_l0_Wh_1
+    numpy.add(d_l0_Wh, d_l0_Wh_1, out=d_l0_Wh_2)
     return d_l0_Wx, d_l0_Wh_2, d_l0_b, d_l1_W, d_l1_b
 
 
 def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
+
+    # outputs written step by step in a loop
     d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
     l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_H = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
 
     # forward pass
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
     l0_XW = x @ l0_Wx
     # l0: X·Wx + 1·b
-    l0_XG = l0_XW + l0_b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
     # loop over time steps: l0 (lstm), t = 0 .. 19
-    l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
     l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-    l0_C = numpy.empty((20*N, 16), dtype=DTYPE)
-    for it in range(20):
-        t = it
-        r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r0 - N, r0  # rows of the previous iteration's step
+    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    l0_i_t = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    l0_f_t = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    l0_g_t = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    l0_o_t = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
         # l0_hprev = l0_H of the previous iteration (0 at the first)
-        if it == 0:
-            l0_hprev[r0:r1] = 0
-        else:
-            l0_hprev[r0:r1] = l0_H[q0:q1]
+        # (a view of l0_H, one step back: no copy)
         # l0_cprev = l0_C of the previous iteration (0 at the first)
-        if it == 0:
-            l0_cprev[r0:r1] = 0
-        else:
-            l0_cprev[r0:r1] = l0_C[q0:q1]
+        # (a view of l0_C, one step back: no copy)
         # l0_HW = l0_hprev·l0_Wh
-        l0_HW = l0_hprev[r0:r1] @ l0_Wh
+        l0_HW = l0_hprev_t[t] @ l0_Wh
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
-        l0_G = l0_HW + l0_XG[r0:r1]
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         l0_G_0 = l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
-        l0_i[r0:r1] = _sigmoid(l0_G_0)
+        _sigmoid(l0_G_0, out=l0_i_t[t])
         l0_G_1 = l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
-        l0_f[r0:r1] = _sigmoid(l0_G_1)
+        _sigmoid(l0_G_1, out=l0_f_t[t])
         l0_G_2 = l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
-        l0_g[r0:r1] = numpy.tanh(l0_G_2)
+        numpy.tanh(l0_G_2, out=l0_g_t[t])
         l0_G_3 = l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
-        l0_o[r0:r1] = _sigmoid(l0_G_3)
+        _sigmoid(l0_G_3, out=l0_o_t[t])
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
-        l0_C[r0:r1] = l0_cprev[r0:r1]*l0_f[r0:r1] + l0_g[r0:r1]*l0_i[r0:r1]
+        numpy.add(l0_cprev_t[t]*l0_f_t[t], l0_g_t[t]*l0_i_t[t], out=l0_C_t[t])
         # l0: h_t = o ⊙ tanh(c_t)
         # l0_H = l0_o ⊙ tanh(l0_C)
-        l0_H[r0:r1] = l0_o[r0:r1]*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(l0_o_t[t], numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
 
     # forward pass (continued)
     # l1: affine part
     # l1_XW = l0_H·l1_W
     l1_XW = l0_H @ l1_W
     # l1: pre-activation Z = X·W + 1·b
-    l1_Z = l1_XW + l1_b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
 
@@ -1588,75 +1913,104 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     d_l0_H = d_l1_Z @ l1_W.T
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0
-    d_l0_cprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    d_l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
-    for it in range(20):
-        t = 19 - it
-        r0, r1 = t*N, t*N + N  # rows of step t
-        q0, q1 = r1, r1 + N  # rows of the previous iteration's step
+    d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    d_l0_cprev_z[20*N:] = 0  # d_l0_cprev, then N zero rows
+    d_l0_cprev = d_l0_cprev_z[:20*N]
+    carry_l0_C = d_l0_cprev_z[N:]  # d_l0_cprev of the previous iteration (step t+1)
+    d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    d_l0_hprev_z[20*N:] = 0  # d_l0_hprev, then N zero rows
+    d_l0_hprev = d_l0_hprev_z[:20*N]
+    carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
+    carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
+    d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
+    # tanh(l0_C): every step at once
+    fac = numpy.tanh(l0_C)
+    # l0_o ⊙ (1 - fac^∘2): every step at once
+    fac_1 = l0_o*(1 - fac**2)
+    carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
+    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
+    d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
+    l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
+    fac_2 = fac*l0_o*(1 - l0_o)
+    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
+    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
+    # l0_i ⊙ (1 - l0_g^∘2): every step at once
+    fac_3 = l0_i*(1 - l0_g**2)
+    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
+    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
+    fac_4 = l0_cprev*l0_f*(1 - l0_f)
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
+    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
+    fac_5 = l0_g*l0_i*(1 - l0_i)
+    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
+    d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
+    for t in range(19, -1, -1):
 
         # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
         # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_H = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_H = d_l0_hprev[q0:q1]
+        # (a view of d_l0_hprev, one step back: no copy)
 
         # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
         # carry_l0_C = d_l0_cprev of the previous iteration (0 at the first)
-        if it == 0:
-            carry_l0_C = numpy.zeros((N, 16), dtype=DTYPE)
-        else:
-            carry_l0_C = d_l0_cprev[q0:q1]
+        # (a view of d_l0_cprev, one step back: no copy)
 
         # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
         #   (l0: h_t = o ⊙ tanh(c_t))
         # d_l0_H_1 = carry_l0_H + d_l0_H
-        d_l0_H_1 = carry_l0_H + d_l0_H[r0:r1]
+        d_l0_H_1 = carry_l0_H_t[t] + d_l0_H_t[t]
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C + d_l0_H_1*l0_o[r0:r1]*(1 - numpy.tanh(l0_C[r0:r1])**2)
+        d_l0_C_1 = carry_l0_C_t[t] + d_l0_H_1*fac_1_t[t]
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
-        d_l0_cprev[r0:r1] = d_l0_C_1*l0_f[r0:r1]
+        numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
 
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        d_l0_G_3 = d_l0_H_1*l0_o[r0:r1]*(1 - l0_o[r0:r1])*numpy.tanh(l0_C[r0:r1])
+        numpy.multiply(d_l0_H_1, fac_2_t[t], out=d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        d_l0_G_2 = d_l0_C_1*l0_i[r0:r1]*(1 - l0_g[r0:r1]**2)
+        numpy.multiply(d_l0_C_1, fac_3_t[t], out=d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        d_l0_G_1_1 = d_l0_C_1*l0_cprev[r0:r1]*l0_f[r0:r1]*(1 - l0_f[r0:r1])
+        numpy.multiply(d_l0_C_1, fac_4_t[t], out=d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        d_l0_G_0 = d_l0_C_1*l0_g[r0:r1]*l0_i[r0:r1]*(1 - l0_i[r0:r1])
+        numpy.multiply(d_l0_C_1, fac_5_t[t], out=d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
         # d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3]
-        d_l0_G_6[r0:r1] = numpy.concatenate([d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3], axis=1)
+        # (d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3: written in place)
 
         # Grad of: l0_HW = l0_hprev·l0_Wh
         # d_l0_hprev = d_l0_G_6·l0_Whᵀ
-        d_l0_hprev[r0:r1] = d_l0_G_6[r0:r1] @ l0_Wh.T
+        numpy.dot(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
 
     # total gradients
     x_factor = x
     return x_factor, d_l0_G_6, l0_hprev, l0_H, d_l1_Z
 
 
+def release_workspace():
+    """Free the calling thread's workspaces (kept between calls, one per
+    generated function, for the batch size it last ran at)."""
+    _LOCAL.ws = None
+
+
 def _mats(arrs):
-    return [a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1) for a in arrs]
+    return [a if a.ndim == 2 else a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)
+            for a in arrs]
 
 
 def _run(name, n, args):
@@ -1666,13 +2020,18 @@ def _run(name, n, args):
     # -1e4): results are checked for NaN/inf by the API (_finite_or_blame)
     with numpy.errstate(all="ignore"):
         outs = globals()["_" + name](*_mats(args))
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    return [numpy.asarray(o, dtype=DTYPE) for o in outs]
+    return list(outs) if isinstance(outs, tuple) else [outs]
 
 
 def _run_flat(name, n, args, start=0):
-    """The outputs from index ``start`` on, one vector in C order."""
+    """The outputs from index ``start`` on, one vector in C order: the
+    vector the generated function wrote them to, one after the other, when
+    it did (no copy)."""
     outs = _run(name, n, args)
+    base = outs[0].base
+    if base is not None and base.ndim == 1 and all(o.base is base for o in outs) and (
+            base.size == sum(o.size for o in outs)):
+        return base[sum(o.size for o in outs[:start]):]
     return numpy.concatenate([o.ravel() for o in outs[start:]])
 
 

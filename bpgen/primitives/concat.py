@@ -44,7 +44,17 @@ class Concat(Primitive):
         return "[" + ", ".join(names.get(x, x) for x in op.args) + "]"
 
     def numpy(self, em, op, loop):
-        return f"numpy.concatenate([{', '.join(em.acc(a, loop) for a in op.args)}], axis=1)"
+        placed = [a for a in op.args if em.placed.get(a, (None,))[0] == op.out]
+        if not placed:
+            return f"numpy.concatenate([{', '.join(em.acc(a, loop) for a in op.args)}], axis=1)"
+        # some pieces were written into their columns already: copy the others
+        lines, pos = [f"# ({', '.join(placed)}: written in place)"], 0
+        for a in op.args:
+            width = em.shape(a, loop)[1]
+            if a not in placed:
+                lines.append(f"{em.cols(op.out, loop, pos, pos + width)} = {em.acc(a, loop)}")
+            pos += width
+        return lines
 
     def c(self, em, op, loop):
         r, c = em.shape(op.out, loop)

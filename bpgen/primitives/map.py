@@ -43,6 +43,30 @@ def _partial(op, a: str):
     return d
 
 
+def assignable(dst: str) -> str:
+    """``dst`` as the target of an assignment that writes into the array:
+    ``a[...]`` for an array ``a``, a slice as it is."""
+    return dst if dst.endswith("]") else f"{dst}[...]"
+
+
+def numpy_expr(expr, access: dict, out: str, into=None) -> list:
+    """Lines computing the elementwise ``expr`` into ``out`` (NumPy code;
+    ``access``: how each argument is read).  ``into`` = (destination, bind):
+    the result is written into that array (``out=``), then bound to ``out``
+    when bind is true; None: ``out`` is a fresh array."""
+    temps, expr = _shared_calls(numeric(expr))
+    printer = NumpyPrinter({}, access)
+    lines = [f"{t.name} = {printer.doprint(e)}" for t, e in temps]
+    if into is not None:
+        dst, bind = into
+        call = printer.into(expr, dst)
+        if call is not None:
+            return lines + [f"{out} = {call}" if bind else call]
+        if not bind:
+            return lines + [f"{assignable(dst)} = {printer.doprint(expr)}"]
+    return lines + [f"{out} = {printer.doprint(expr)}"]
+
+
 @register
 class Map(Primitive):
     name = "map"
@@ -101,18 +125,21 @@ class Map(Primitive):
 
     def numpy(self, em, op, loop):
         shape = em.shape(op.out, loop)
-        temps, expr = _shared_calls(numeric(op.attrs["expr"]))
-        access = {a: em.acc(a, loop) for a in op.args}
-        printer = NumpyPrinter({}, access)
-        rhs = printer.doprint(expr)
         arg_shapes = [em.shape(a, loop) for a in op.args]
-        if not arg_shapes or broadcast_shape(arg_shapes) != shape:
+        full = bool(arg_shapes) and broadcast_shape(arg_shapes) == shape
+        into = em.into(op, loop)
+        if not full:        # a constant, or a value broadcast to a larger shape
+            rhs = NumpyPrinter({}, {a: em.acc(a, loop) for a in op.args}).doprint(
+                numeric(op.attrs["expr"]))
             rhs = f"_full({rhs}, ({dim_code(shape[0])}, {dim_code(shape[1])}))"
-        if not temps:
-            return rhs
-        # a function evaluated more than once: once, into a temporary
-        return ([f"{t.name} = {printer.doprint(e)}" for t, e in temps]
-                + [f"{em.acc(op.out, loop)} = {rhs}"])
+            if into is None:
+                return rhs
+            return [f"{assignable(into[0])} = {rhs}" if not into[1] else f"{op.out} = {rhs}"]
+        lines = numpy_expr(op.attrs["expr"], {a: em.acc(a, loop) for a in op.args},
+                           em.acc(op.out, loop), into)
+        if into is None and len(lines) == 1:
+            return lines[0].split(" = ", 1)[1]
+        return lines
 
     def c(self, em, op, loop):
         r, c = em.shape(op.out, loop)

@@ -67,8 +67,16 @@ class MatMul(Primitive):
 
     def numpy(self, em, op, loop):
         a, b = op.args
-        return (f"{em.acc(a, loop)}{'.T' if op.attrs['ta'] else ''} @ "
-                f"{em.acc(b, loop)}{'.T' if op.attrs['tb'] else ''}")
+        a = f"{em.acc(a, loop)}{'.T' if op.attrs['ta'] else ''}"
+        b = f"{em.acc(b, loop)}{'.T' if op.attrs['tb'] else ''}"
+        into = em.into(op, loop)
+        if into is None:
+            return f"{a} @ {b}"
+        # numpy.dot: the same product of 2-D arrays, called faster than
+        # numpy.matmul; dst is C-contiguous, as dot requires
+        dst, bind = into
+        return [f"{op.out} = numpy.dot({a}, {b}, out={dst})" if bind
+                else f"numpy.dot({a}, {b}, out={dst})"]
 
     def c(self, em, op, loop):
         a, b = op.args

@@ -47,7 +47,12 @@ class Sum(Unary):
         wide = ", dtype=numpy.float64" if em.dtype == "float32" and axis != 0 else ""
         code = (f"{src}.sum(keepdims=True{wide})" if axis is None
                 else f"{src}.sum(axis={axis}, keepdims=True{wide})")
-        return f"{code}.astype(DTYPE)" if wide else code
+        if wide:
+            return f"{code}.astype(DTYPE)"
+        into = em.into(op, loop)
+        if into is None or into[1]:
+            return code
+        return [f"{code[:-1]}, out={into[0]})"]    # written where it goes
 
     def c(self, em, op, loop):
         (a,) = op.args

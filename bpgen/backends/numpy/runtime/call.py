@@ -11,11 +11,20 @@ def _hvp_rows(n, args, first, count):   # the common api.py's, in a generated mo
     raise NotImplementedError
 
 
+_LOCAL = None                    # helpers.py's, in a generated module
+
+
 # ---- bpgen runtime: copied verbatim from here ----
+
+def release_workspace():
+    """Free the calling thread's workspaces (kept between calls, one per
+    generated function, for the batch size it last ran at)."""
+    _LOCAL.ws = None
 
 
 def _mats(arrs):
-    return [a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1) for a in arrs]
+    return [a if a.ndim == 2 else a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)
+            for a in arrs]
 
 
 def _run(name, n, args):
@@ -25,13 +34,18 @@ def _run(name, n, args):
     # -1e4): results are checked for NaN/inf by the API (_finite_or_blame)
     with numpy.errstate(all="ignore"):
         outs = globals()["_" + name](*_mats(args))
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    return [numpy.asarray(o, dtype=DTYPE) for o in outs]
+    return list(outs) if isinstance(outs, tuple) else [outs]
 
 
 def _run_flat(name, n, args, start=0):
-    """The outputs from index ``start`` on, one vector in C order."""
+    """The outputs from index ``start`` on, one vector in C order: the
+    vector the generated function wrote them to, one after the other, when
+    it did (no copy)."""
     outs = _run(name, n, args)
+    base = outs[0].base
+    if base is not None and base.ndim == 1 and all(o.base is base for o in outs) and (
+            base.size == sum(o.size for o in outs)):
+        return base[sum(o.size for o in outs[:start]):]
     return numpy.concatenate([o.ravel() for o in outs[start:]])
 
 

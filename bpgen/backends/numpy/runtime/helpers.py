@@ -9,12 +9,43 @@ DTYPE = numpy.dtype("float64")   # the generated module's own DTYPE replaces thi
 
 # ---- bpgen runtime: copied verbatim from here ----
 
+import threading as _threading  # noqa: E402
 
-def _sigmoid(z):
-    # 1 / (1 + exp(-z)) without overflow for large |z|: with e = exp(-|z|),
-    # 1 / (1 + e) for z >= 0 and e / (1 + e) below (one exp, not three)
-    e = numpy.exp(-numpy.abs(z))
-    return numpy.where(z >= 0, 1, e) / (1 + e)
+_LOCAL = _threading.local()
+
+
+def _workspace(name, n, shapes):
+    """The calling thread's arrays for the temporaries of generated function
+    ``name`` at batch size n, one of each shape ``(a, b, cols)`` (a*n + b
+    rows): made on the first call, then the same arrays for every call with
+    this n (a call's temporaries are dead when it returns; its outputs are
+    fresh arrays).  Reusing them spares allocating, and the operating system
+    mapping in, fresh memory at every call."""
+    held = getattr(_LOCAL, "ws", None)
+    if held is None:
+        held = _LOCAL.ws = {}
+    got = held.get(name)
+    if got is not None and got[0] == n:
+        return got[1]
+    held.pop(name, None)
+    sizes = [-(-(a * n + b) * c // 8) * 8 for a, b, c in shapes]   # 64-byte aligned slots
+    buf = numpy.empty(max(sum(sizes), 1), dtype=DTYPE)
+    views, off = [], 0
+    for (a, b, c), size in zip(shapes, sizes):
+        views.append(buf[off:off + (a * n + b) * c].reshape(a * n + b, c))
+        off += size
+    held[name] = (n, views)
+    return views
+
+
+def _sigmoid(z, out=None):
+    # 1 / (1 + exp(-z)), into ``out`` when given: for z < -709 exp(-z)
+    # overflows to inf and the result is 0, as it should (the generated
+    # functions run with floating-point warnings off, see _run)
+    e = numpy.negative(z, out=out)
+    numpy.exp(e, out=e)
+    e += 1
+    return numpy.divide(1, e, out=e)
 
 
 def _softplus(z):
