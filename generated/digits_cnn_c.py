@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_cnn.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_cnn_c.c, compiled through cffi into
-_bpgen_digits_cnn_ab2f27721df6) then never reads or writes out of bounds.
+_bpgen_digits_cnn_e7071ade1bf3) then never reads or writes out of bounds.
 Derivation document: bpgen doc digits_cnn.yaml
 """
 import collections
@@ -75,7 +75,7 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 72, 9), (0, 72, 0, 8, 8), (0, 80, 0, 1152, 72), (0, 1232, 0, 16, 16), (0, 1248, 0, 640, 10), (0, 1888, 0, 10, 10)],
     "grad_factors": [(0, 0, 512, 0, 8), (512, 0, 576, 0, 9), (1088, 0, 256, 0, 16), (1344, 0, 1152, 0, 72), (2496, 0, 64, 0, 64), (2560, 0, 10, 0, 10)],
 }
-EXTENSION = "_bpgen_digits_cnn_ab2f27721df6"
+EXTENSION = "_bpgen_digits_cnn_e7071ade1bf3"
 CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *V, double *out, double *ws, int64_t first, int64_t count);\nvoid bpg_set_threads(int n);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
 C_FILE = "digits_cnn_c.c"
 _PTR = "double[]"
@@ -730,27 +730,29 @@ def _hessian_times(n, args, vt):
 
 import platform as _platform  # noqa: E402
 
+#: the entry points, in the order of fastcall.c's enum
+_ENTRIES = ("forward", "loss", "loss_and_grad", "hvp")
+
 
 def _install_entry_points():
-    """Set ``_c_forward``, ``_c_loss`` and ``_c_loss_and_grad`` to the C
-    entry points; False (the module keeps its Python functions) when the
+    """Set ``_c_forward``, ``_c_loss``, ``_c_loss_and_grad`` and ``_c_hvp``
+    to the C entry points; False (the module keeps its Python functions) when the
     extension has none, the interpreter is not CPython, or
     $BPGEN_FASTCALL is 0."""
     if (_platform.python_implementation() != "CPython" or not hasattr(lib, "bpgf_install")
             or _os.environ.get("BPGEN_FASTCALL", "").strip() == "0"):
         return False
     g = globals()
-    for name in ("forward", "loss", "loss_and_grad"):
+    for name in _ENTRIES:
         g["_python_" + name] = g[name]
     # id(): in CPython the address of the module's dict, which C takes as is
     return bool(lib.bpgf_install(ffi.cast("void *", id(g))))
 
 
-#: the entry points that go through C (all three, unless the module has none)
+#: the entry points that go through C (all, unless the module has none)
 _FASTCALL = ()
 if _install_entry_points():
-    _FASTCALL = tuple(name for name in ("forward", "loss", "loss_and_grad")
-                      if "_c_" + name in globals())
+    _FASTCALL = tuple(name for name in _ENTRIES if "_c_" + name in globals())
 
 if "forward" in _FASTCALL:
     def forward(params, x):  # noqa: F811 (api.py's, replaced)
@@ -767,6 +769,11 @@ if "loss_and_grad" in _FASTCALL:
         return _c_loss_and_grad(params, x, y)  # noqa: F821
     loss_and_grad.__doc__ = _python_loss_and_grad.__doc__  # noqa: F821
 
+if "hvp" in _FASTCALL:
+    def hvp(params, x, y, v):  # noqa: F811
+        return _c_hvp(params, x, y, v)  # noqa: F821
+    hvp.__doc__ = _python_hvp.__doc__  # noqa: F821
+
 
 def _fastcall_counts():
     """{entry point: (calls handled in C, calls handed to the Python path)}
@@ -774,4 +781,4 @@ def _fastcall_counts():
     if not _FASTCALL:
         return {}
     return {name: (lib.bpgf_count(i, 0), lib.bpgf_count(i, 1))
-            for i, name in enumerate(("forward", "loss", "loss_and_grad"))}
+            for i, name in enumerate(_ENTRIES)}

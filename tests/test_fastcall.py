@@ -1,5 +1,5 @@
 """The C module's CPython entry points (bpgen/backends/c/runtime/fastcall.c):
-forward, loss and loss_and_grad handled in C on the common case give
+forward, loss, loss_and_grad and hvp handled in C on the common case give
 bit-for-bit the Python path's results (``mod._python_<name>``), and every
 other case goes to the Python path with its own ValueError; several threads
 at once, the workspace kept and released, fresh gradients every call."""
@@ -17,7 +17,7 @@ from bpgen.spec import load_spec
 
 from conftest import mlp
 
-ENTRIES = ("forward", "loss", "loss_and_grad")
+ENTRIES = ("forward", "loss", "loss_and_grad", "hvp")
 
 
 def _seq(name, layers, loss, steps, dtype="float64", t=4, f=3, truncate=None):
@@ -71,9 +71,19 @@ def _same(a, b):
             and a.flags.c_contiguous and a.tobytes() == b.tobytes())
 
 
+def _v(mod):
+    """hvp's direction: a fixed dict shaped like the parameters."""
+    return mod.unflatten(np.linspace(-1, 1, mod.N_PARAMS).astype(mod.DTYPE))
+
+
 def _call(mod, name, args, python=False):
+    """name(params, x[, y[, v]]) from args = (params, x, y[, v])."""
     fn = getattr(mod, ("_python_" if python else "") + name)
-    return fn(*(args[:2] if name == "forward" else args))
+    if name == "forward":
+        return fn(*args[:2])
+    if name == "hvp":
+        return fn(*args[:3], args[3] if len(args) > 3 else _v(mod))
+    return fn(*args[:3])
 
 
 def _outcome(mod, name, args, python=False):
@@ -144,6 +154,8 @@ def _hostile_cases(mod, params, x, y):
     swapped = x.astype(x.dtype.newbyteorder())
     unaligned = np.frombuffer(b"\0" + x.tobytes(), dtype=x.dtype, offset=1).reshape(x.shape)
 
+    v = _v(mod)
+
     def p(**change):
         q = dict(params)
         q.update(change)
@@ -174,6 +186,12 @@ def _hostile_cases(mod, params, x, y):
         ("y as a list", (params, x, np.asarray(y).tolist())),
         ("y a scalar", (params, x, 1)),
         ("y None", (params, x, None)),
+        # hvp's v (the other entry points ignore it)
+        ("v a list", (params, x, y, list(v.values()))),
+        ("v missing a key", (params, x, y, {k: a for k, a in v.items() if k != key0})),
+        ("v of another dtype", (params, x, y, {k: a.astype(other) for k, a in v.items()})),
+        ("v with NaN", (params, x, y, dict(v, **{key0: np.full_like(v[key0], np.nan)}))),
+        ("v Fortran order", (params, x, y, dict(v, **{key0: np.asfortranarray(v[key0])}))),
     ]
     if mod.LOSS == "softmax_cross_entropy":
         k = mod.OUTPUT_UNITS
@@ -215,6 +233,8 @@ def test_other_cases_go_to_the_python_path(builder, aid):
     for what, args in _hostile_cases(mod, params, x, y):
         for name in ENTRIES:
             if name == "forward" and what.startswith(("y", "labels")):
+                continue
+            if name != "hvp" and what.startswith("v "):
                 continue
             before = _counts(mod)[name]
             got = _outcome(mod, name, args)

@@ -1,5 +1,5 @@
 """The C module's CPython entry points (``forward``, ``loss``,
-``loss_and_grad`` without the Python wrapper's per-call work): this module's
+``loss_and_grad``, ``hvp`` without the Python wrapper's per-call work): this module's
 constants for the static code in ``runtime/fastcall.c`` and the adapter that
 hands the parameters, one pointer array, to the generated functions.
 
@@ -19,7 +19,7 @@ __all__ = ["fastcall_source", "CDEF", "ENTRIES"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: the entry points, in the order of fastcall.c's bpgf_names
-ENTRIES = ("forward", "loss", "loss_and_grad")
+ENTRIES = ("forward", "loss", "loss_and_grad", "hvp")
 #: what the wrapper calls through cffi (install, the tests' counters, release)
 CDEF = ["int bpgf_install(void *globals);", "int64_t bpgf_count(int entry, int fell_back);",
         "void bpgf_release_workspace(void);"]
@@ -39,7 +39,9 @@ def _enabled(derived: Derived, name: str, shapes: list, steps: int, out_units: i
     """The generated function's inputs and outputs are as fastcall.c expects:
     forward's one output (N, K) or time-major (T*N, K); loss's the scalar;
     loss_and_grad's the scalar, then one gradient per parameter, in order and
-    of its size (fastcall.c makes the gradients' views from those sizes)."""
+    of its size (fastcall.c makes the gradients' views from those sizes);
+    hvp's inputs x, y, the parameters and v, its outputs one block per
+    parameter likewise, from the start."""
     prog = derived.programs.get(name)
     if prog is None:
         return False
@@ -48,11 +50,16 @@ def _enabled(derived: Derived, name: str, shapes: list, steps: int, out_units: i
     if name == "forward":
         rows = steps if seq_out else 1
         return n_in == 1 + len(shapes) and layout == [(0, 0, rows * out_units, 0, out_units)]
-    if n_in != 2 + len(shapes) or not layout or layout[0] != (0, 0, 0, 1, 1):
+    sizes, offset = [math.prod(s) for s in shapes], 0
+    if name == "hvp":
+        if n_in != 2 + 2 * len(shapes):
+            return False
+    elif n_in != 2 + len(shapes) or not layout or layout[0] != (0, 0, 0, 1, 1):
         return False
-    if name == "loss":
+    elif name == "loss":
         return len(layout) == 1
-    sizes, offset = [1] + [math.prod(s) for s in shapes], 0
+    else:
+        sizes = [1] + sizes
     if len(layout) != len(sizes):
         return False
     for (oa, ob, a, b, _), size in zip(layout, sizes):
@@ -81,8 +88,11 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
     if not any(have.values()):
         return ""
     ws = {f["name"]: tuple(_int(v) for v in f["ws"]) for f in functions}
+    have["hvp"] = have["hvp"] and "hvp" in ws
     n_params = sum(math.prod(s) for s in shapes)
-    per_sample = max(_int(derived.programs[n].workspace_size[0]) for n in ENTRIES)
+    # the first-order functions' work (hvp's is ~3x theirs, so it lets go of
+    # the GIL from a smaller batch)
+    per_sample = max(_int(derived.programs[n].workspace_size[0]) for n in ENTRIES[:3])
     forward_layout = derived.layout("forward")[0]
     lines = [
         "/* ---- the CPython entry points (runtime/fastcall.c below): this module's "
@@ -115,25 +125,34 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         f"#define BPGF_OUT_LOSS_B {sum(_int(b) for _, _, _, b, _ in derived.layout('loss'))}",
         "#define BPGF_OUT_LOSS_AND_GRAD_B "
         f"{sum(_int(b) for _, _, _, b, _ in derived.layout('loss_and_grad'))}",
+        f"#define BPGF_OUT_HVP_B {n_params if have['hvp'] else 0}",
     ]
     for name in ENTRIES:
-        a, b = ws[name]
+        a, b = ws.get(name, (0, 0))
         lines += [f"#define BPGF_WS_{name.upper()}_A {a}", f"#define BPGF_WS_{name.upper()}_B {b}",
                   f"#define BPGF_HAVE_{name.upper()} {int(have[name])}"]
     ps = ", ".join(f"p[{i}]" for i in range(len(shapes)))
     lines += [
         "",
-        "/* the generated functions, the parameters taken from one pointer array "
-        "(entry: 0 forward, 1 loss, 2 loss_and_grad) */",
+        "/* the generated functions, the parameters (and hvp's v) taken from "
+        "pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */",
         "static void bpgf_call(int entry, int64_t N, const real *x, const real *y,",
-        "                      const real *const *p, real *out, real *ws)",
+        "                      const real *const *p, const real *const *v, real *out, real *ws)",
         "{",
         "    if (entry == 0)",
         f"        bpg_forward(N, x, {ps}, out, ws);",
         "    else if (entry == 1)",
         f"        bpg_loss(N, x, y, {ps}, out, ws);",
-        "    else",
+        "    else if (entry == 2)",
         f"        bpg_loss_and_grad(N, x, y, {ps}, out, ws);",
+    ]
+    if have["hvp"]:
+        vs = ", ".join(f"v[{i}]" for i in range(len(shapes)))
+        lines += ["    else",
+                  f"        bpg_hvp(N, x, y, {ps}, {vs}, out, ws);"]
+    else:
+        lines += ["    (void)v;"]
+    lines += [
         "}",
         "",
     ]

@@ -1,11 +1,17 @@
 /* out (R x 1): per row, val at the first maximum of the row of sel (R x C) */
+__attribute__((always_inline))  /* with constant C, unrolled (not inlined: 15% of a CNN) */
 static inline void bpg_take_argmax(int64_t R, int64_t C, const real *restrict sel,
                                    const real *restrict val, real *restrict out)
 {
     for (int64_t r = 0; r < R; r++) {
+        const real *restrict s = sel + r * C;
         int64_t best = 0;
-        for (int64_t c = 1; c < C; c++)
-            if (sel[r * C + c] > sel[r * C + best]) best = c;
+        real top = s[0];
+        for (int64_t c = 1; c < C; c++) {       /* selects, not branches (cmov) */
+            const int gt = s[c] > top;
+            best = gt ? c : best;
+            top = gt ? s[c] : top;
+        }
         out[r] = val[r * C + best];
     }
 }
