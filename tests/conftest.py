@@ -1,4 +1,5 @@
 """Shared fixtures: built modules are cached per (architecture, backend)."""
+import dataclasses
 import json
 import os
 
@@ -11,6 +12,15 @@ import pytest
 os.environ.setdefault("BPGEN_CLONES", "0")
 
 import bpgen  # noqa: E402
+from bpgen.backends.c import build as _c_build  # noqa: E402
+
+
+def users_build_config():
+    """The C build configuration users get by default (every function in its
+    per-vector-width copies), whatever this session's BPGEN_CLONES."""
+    config = _c_build.BUILD
+    return dataclasses.replace(config, cflags=tuple(f for f in config.cflags
+                                                    if f != "-DBPG_NO_CLONES"))
 
 
 def pytest_addoption(parser):

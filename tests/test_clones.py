@@ -8,7 +8,6 @@ backend: ``forward``, ``loss_and_grad``, ``hvp``, ``ggn_vp``, ``hessian``,
 ``hessian_diag``.  The loops of the wider copies differ from the baseline's
 only in their vector width (sums in another order, libmvec's few-ulp math),
 so the tolerances are the backends' usual ones."""
-import dataclasses
 import glob
 import os
 import platform
@@ -21,7 +20,7 @@ from bpgen.backends.c import build
 from bpgen.check import rel_err, sample_point
 from bpgen.spec import load_spec
 
-from conftest import mlp
+from conftest import mlp, users_build_config
 
 SCE, BCE = "softmax_cross_entropy", "sigmoid_binary_cross_entropy"
 
@@ -53,8 +52,7 @@ _built = {}
 @pytest.fixture
 def cloned(tmp_path_factory, monkeypatch):
     """build(name) -> the C module of ARCHS[name] with the clones (built once)."""
-    config = dataclasses.replace(
-        build.BUILD, cflags=tuple(f for f in build.BUILD.cflags if f != "-DBPG_NO_CLONES"))
+    config = users_build_config()
 
     def make(name):
         if name not in _built:
