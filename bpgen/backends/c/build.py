@@ -86,7 +86,7 @@ def default_config() -> BuildConfig:
     vectors, e.g. AVX-512 math): opt-in only, since such a module runs only
     on CPUs like this one.  ``BPGEN_CLONES=0`` compiles each function once,
     for baseline x86-64, instead of once per vector width with a choice at
-    load time (``target_clones``, see runtime/prelude.c): builds ~2.5x
+    load time (``target_clones``, see runtime/prelude.c): builds 2-2.6x
     faster, gradients 13-40% slower.  ``BPGEN_SANITIZE=1`` builds with AddressSanitizer
     and UndefinedBehaviorSanitizer (the process must preload libasan)."""
     cflags = BuildConfig.cflags
