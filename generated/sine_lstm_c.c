@@ -486,7 +486,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict x, const real *restrict 
     for (int64_t k = 0; k < 1; k++) loss[k] = loss_sum[0]/((real)N);
 }
 
-/* ---- loss_and_grad: workspace 7776*N + 8 elements ---- */
+/* ---- loss_and_grad: workspace 7776*N + 1032 elements ---- */
 BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
@@ -530,6 +530,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *
     real *const d_l0_b = out + 1089;  /* (1, 64) */
     real *const d_l1_W = out + 1153;  /* (16, 1) */
     real *const d_l1_b = out + 1169;  /* (1, 1) */
+    real *const l0_Wh_T = ws + 7776*N + 8;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -643,6 +644,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *
     bpg_gemm_tn(16, 1, 20*N, l0_H, d_l1_Z, d_l1_W);
 
     /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
+    /* l0_Wh_T = l0_Whᵀ, once for every step */
+    for (int64_t i = 0; i < 16; i++)
+        for (int64_t j = 0; j < 64; j++) l0_Wh_T[j*16 + i] = l0_Wh[i*64 + j];
     for (int64_t it = 0; it < 20; it++) {
         const int64_t t = 19 - it;
         const int64_t q = t + 1;  /* the previous iteration's step */
@@ -707,7 +711,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *
 
         /* Grad of: l0_HW = l0_hprev·l0_Wh */
         /* d_l0_hprev = d_l0_G_6·l0_Whᵀ */
-        bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh, (d_l0_hprev + t*16*N));
+        bpg_gemm_nn(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh_T, (d_l0_hprev + t*16*N));
     }
 
     /* Grad of: l0_HW = l0_hprev·l0_Wh */
@@ -725,7 +729,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *
     bpg_gemm_tn(1, 64, 20*N, x, d_l0_G_6, d_l0_Wx);
 }
 
-/* ---- hvp: workspace 16360*N + 2080 elements ---- */
+/* ---- hvp: workspace 16360*N + 4128 elements ---- */
 BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
@@ -813,6 +817,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
     real *const r_d_l0_b = out + 1088;  /* (1, 64) */
     real *const r_d_l1_W = out + 1152;  /* (16, 1) */
     real *const r_d_l1_b = out + 1168;  /* (1, 1) */
+    real *const l0_Wh_T = ws + 16360*N + 2080;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 16360*N + 3104;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -995,6 +1001,12 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
     for (int64_t k = 0; k < 16; k++) r_d_l1_W[k] = r_d_l1_W_a[k] + r_d_l1_W_b[k];
 
     /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
+    /* l0_Wh_T = l0_Whᵀ, once for every step */
+    for (int64_t i = 0; i < 16; i++)
+        for (int64_t j = 0; j < 64; j++) l0_Wh_T[j*16 + i] = l0_Wh[i*64 + j];
+    /* v_l0_Wh_T = v_l0_Whᵀ, once for every step */
+    for (int64_t i = 0; i < 16; i++)
+        for (int64_t j = 0; j < 64; j++) v_l0_Wh_T[j*16 + i] = v_l0_Wh[i*64 + j];
     for (int64_t it = 0; it < 20; it++) {
         const int64_t t = 19 - it;
         const int64_t q = t + 1;  /* the previous iteration's step */
@@ -1109,11 +1121,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
 
         /* Grad of: l0_HW = l0_hprev·l0_Wh */
         /* d_l0_hprev = d_l0_G_6·l0_Whᵀ */
-        bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh, (d_l0_hprev + t*16*N));
+        bpg_gemm_nn(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh_T, (d_l0_hprev + t*16*N));
         /* r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ */
-        bpg_gemm_nt(N, 16, 64, (r_d_l0_G_6 + t*64*N), l0_Wh, r_d_l0_hprev_a);
+        bpg_gemm_nn(N, 16, 64, (r_d_l0_G_6 + t*64*N), l0_Wh_T, r_d_l0_hprev_a);
         /* r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ */
-        bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), v_l0_Wh, r_d_l0_hprev_b);
+        bpg_gemm_nn(N, 16, 64, (d_l0_G_6 + t*64*N), v_l0_Wh_T, r_d_l0_hprev_b);
         /* r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) (r_d_l0_hprev + t*16*N)[k] = r_d_l0_hprev_a[k] + r_d_l0_hprev_b[k];
@@ -1139,7 +1151,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
     bpg_gemm_tn(1, 64, 20*N, x, r_d_l0_G_6, r_d_l0_Wx_b);
 }
 
-/* ---- ggn_vp: workspace 12960*N + 2048 elements ---- */
+/* ---- ggn_vp: workspace 12960*N + 4096 elements ---- */
 BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
@@ -1203,6 +1215,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
     real *const d_l0_b = out + 1088;  /* (1, 64) */
     real *const d_l1_W = out + 1152;  /* (16, 1) */
     real *const d_l1_b = out + 1168;  /* (1, 1) */
+    real *const v_l0_Wh_T = ws + 12960*N + 2048;  /* (64, 16) */
+    real *const l0_Wh_T = ws + 12960*N + 3072;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1346,6 +1360,12 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
     bpg_gemm_tn(16, 1, 20*N, l0_H, r_d_l1_Z, d_l1_W);
 
     /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
+    /* v_l0_Wh_T = v_l0_Whᵀ, once for every step */
+    for (int64_t i = 0; i < 16; i++)
+        for (int64_t j = 0; j < 64; j++) v_l0_Wh_T[j*16 + i] = v_l0_Wh[i*64 + j];
+    /* l0_Wh_T = l0_Whᵀ, once for every step */
+    for (int64_t i = 0; i < 16; i++)
+        for (int64_t j = 0; j < 64; j++) l0_Wh_T[j*16 + i] = l0_Wh[i*64 + j];
     for (int64_t it = 0; it < 20; it++) {
         const int64_t t = 19 - it;
         const int64_t q = t + 1;  /* the previous iteration's step */
@@ -1434,11 +1454,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
 
         /* Grad of: r_l0_HW_b = l0_hprev·v_l0_Wh */
         /* d_l0_hprev = d_r_l0_G_6·v_l0_Whᵀ */
-        bpg_gemm_nt(N, 16, 64, (d_r_l0_G_6 + t*64*N), v_l0_Wh, d_l0_hprev);
+        bpg_gemm_nn(N, 16, 64, (d_r_l0_G_6 + t*64*N), v_l0_Wh_T, d_l0_hprev);
 
         /* Grad of: l0_HW = l0_hprev·l0_Wh */
         /* d_l0_hprev_1 = d_l0_G_6·l0_Whᵀ */
-        bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh, d_l0_hprev_1);
+        bpg_gemm_nn(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh_T, d_l0_hprev_1);
 
         /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
         /* d_l0_cprev_2 = d_l0_C_2 ⊙ l0_f */
@@ -1475,7 +1495,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
     for (int64_t k = 0; k < 1024; k++) d_l0_Wh_2[k] = d_l0_Wh[k] + d_l0_Wh_1[k];
 }
 
-/* ---- grad_factors: workspace 5824*N + 0 elements ---- */
+/* ---- grad_factors: workspace 5824*N + 1024 elements ---- */
 BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
@@ -1512,6 +1532,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
     real *const l0_hprev = out + 1300*N;  /* (20*N, 16) */
     real *const l0_H = out + 1620*N;  /* (20*N, 16) */
     real *const d_l1_Z = out + 1940*N;  /* (20*N, 1) */
+    real *const l0_Wh_T = ws + 5824*N;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1608,6 +1629,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
     bpg_gemm_nt(20*N, 16, 1, d_l1_Z, l1_W, d_l0_H);
 
     /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
+    /* l0_Wh_T = l0_Whᵀ, once for every step */
+    for (int64_t i = 0; i < 16; i++)
+        for (int64_t j = 0; j < 64; j++) l0_Wh_T[j*16 + i] = l0_Wh[i*64 + j];
     for (int64_t it = 0; it < 20; it++) {
         const int64_t t = 19 - it;
         const int64_t q = t + 1;  /* the previous iteration's step */
@@ -1672,7 +1696,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
 
         /* Grad of: l0_HW = l0_hprev·l0_Wh */
         /* d_l0_hprev = d_l0_G_6·l0_Whᵀ */
-        bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh, (d_l0_hprev + t*16*N));
+        bpg_gemm_nn(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh_T, (d_l0_hprev + t*16*N));
     }
 
     /* total gradients */
@@ -2220,10 +2244,10 @@ static const int64_t bpgf_in_dims[2] = {20, 1};
 #define BPGF_WS_LOSS_B 8
 #define BPGF_HAVE_LOSS 1
 #define BPGF_WS_LOSS_AND_GRAD_A 7776
-#define BPGF_WS_LOSS_AND_GRAD_B 8
+#define BPGF_WS_LOSS_AND_GRAD_B 1032
 #define BPGF_HAVE_LOSS_AND_GRAD 1
 #define BPGF_WS_HVP_A 16360
-#define BPGF_WS_HVP_B 2080
+#define BPGF_WS_HVP_B 4128
 #define BPGF_HAVE_HVP 1
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */

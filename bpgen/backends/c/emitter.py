@@ -10,6 +10,7 @@ import math
 import os
 
 from ...derivation import Derived
+from ...ir import RESERVED, Var
 from ...lower import Program
 from ...shapes import size_coeffs
 from ..common.context import module_context
@@ -29,8 +30,40 @@ HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime")
                        if f.endswith(".c") and f not in ("prelude.c", "fastcall.c")))
 
 
+def _loop_transposes(prog: Program) -> dict:
+    """{(loop, B): name of Bᵀ}: for every product A·Bᵀ in a loop whose B is
+    loop-invariant and of fixed size (a recurrent weight: the backward
+    step's δ·Whᵀ), a contiguous copy of Bᵀ made once before the loop, so
+    that the product is A·(Bᵀ) at every step.  OpenBLAS then runs it in
+    column chunks on its small-matrix kernels (bpg_blas_chunk) rather than
+    packing Bᵀ at every step: measured on the Elman 64→256 gradient, 5%
+    faster (the 32 x 256 by 256 x 256 step product: 93 -> 76 µs)."""
+    names, out = set(prog.vars) | RESERVED, {}
+    for op in prog.ops:
+        if (op.prim != "matmul" or op.loop is None or not op.attrs["tb"] or op.attrs["ta"]
+                or (op.loop, op.args[1]) in out):
+            continue
+        v = prog.vars[op.args[1]]
+        if v.loop is not None or not all(isinstance(d, int) for d in v.shape):
+            continue
+        name, k = f"{v.name}_T", 1
+        while name in names:
+            name, k = f"{v.name}_T{k}", k + 1
+        names.add(name)
+        out[(op.loop, v.name)] = name
+    return out
+
+
 class CEmitter(Emitter):
-    def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None):
+    def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None,
+                 transposes: dict | None = None):
+        """``transposes``: {(loop, B): Bᵀ} (see _loop_transposes), copies
+        the caller has room for in the workspace."""
+        self.transposes = transposes or {}
+        if self.transposes:
+            extra = {bt: Var(bt, tuple(reversed(prog.vars[b].shape)))
+                     for (_, b), bt in self.transposes.items()}
+            prog = dataclasses.replace(prog, vars={**prog.vars, **extra})
         super().__init__(prog, dtype)
         self.used = used
         self.tables = tables if tables is not None else {}
@@ -64,16 +97,32 @@ class CEmitter(Emitter):
         return f"sizeof(real)*(size_t)({c_size(shape)})"
 
     def statement(self, op, prim, loop) -> list:
-        return [self.comment(f"{op.out} = {prim.equation(op, {})}")] + prim.c(self, op, loop)
+        head = self.comment(f"{op.out} = {prim.equation(op, {})}")
+        bt = (self.transposes.get((loop, op.args[1])) if op.prim == "matmul"
+              and op.attrs["tb"] and not op.attrs["ta"] else None)
+        if bt is None:
+            return [head] + prim.c(self, op, loop)
+        # the same product as A·(Bᵀ), with the copy made before the loop
+        swapped = dataclasses.replace(op, args=(op.args[0], bt), attrs={**op.attrs, "tb": False})
+        return [head] + prim.c(self, swapped, loop)
 
     def loop(self, info, defined, body) -> list:
         steps = info["steps"]
-        lines = [f"for (int64_t it = 0; it < {steps}; it++) {{",
-                 f"    const int64_t t = {steps - 1} - it;" if info["reverse"]
-                 else "    const int64_t t = it;",
-                 "    const int64_t q = " + ("t + 1" if info["reverse"] else "t - 1")
-                 + ";  /* the previous iteration's step */",
-                 "    (void)q;"]
+        here = self.prog.vars[defined[0]].loop if defined else None
+        lines = []
+        for (lid, b), bt in self.transposes.items():
+            if lid == here:
+                r, c = self.prog.vars[b].shape
+                lines += [self.comment(f"{bt} = {b}ᵀ, once for every step"),
+                          f"for (int64_t i = 0; i < {r}; i++)",
+                          f"    for (int64_t j = 0; j < {c}; j++) "
+                          f"{bt}[j*{r} + i] = {b}[i*{c} + j];"]
+        lines += [f"for (int64_t it = 0; it < {steps}; it++) {{",
+                  f"    const int64_t t = {steps - 1} - it;" if info["reverse"]
+                  else "    const int64_t t = it;",
+                  "    const int64_t q = " + ("t + 1" if info["reverse"] else "t - 1")
+                  + ";  /* the previous iteration's step */",
+                  "    (void)q;"]
         lines += [("    " + line) if line else "" for line in body]
         lines.append("}")
         return lines
@@ -129,10 +178,17 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
     for var, (oa, ob, _, _, _) in zip(prog.outputs, derived.layout(name)):
         decls.append(f"real *const {var} = out + {offset_code(oa, ob)};  "
                      f"/* {_shape_str(prog.vars[var].shape)} */")
+    # the loops' transposed weights after the program's own workspace
+    transposes = _loop_transposes(prog)
+    wa, wb = prog.workspace_size
+    for (_, b), bt in transposes.items():
+        r, c = prog.vars[b].shape
+        decls.append(f"real *const {bt} = ws + {offset_code(wa, wb)};  /* ({c}, {r}) */")
+        wb += r * c
     params = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs]
               + ["real *restrict out", "real *restrict ws"])
-    return {"name": name, "decls": decls, "ws": tuple(prog.workspace_size),
-            "blocks": CEmitter(prog, derived.spec.dtype, used, tables).blocks(),
+    return {"name": name, "decls": decls, "ws": (wa, wb),
+            "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes).blocks(),
             "signature": f"void bpg_{name}({', '.join(params)})"}
 
 
