@@ -1,9 +1,10 @@
 """Stage 3: the derived graph -> one lowered program per generated function.
 
 A :class:`Program` is plain data: the ordered ops that compute the requested
-outputs from the inputs, after dead-code elimination and fusion of
-single-use elementwise maps into their consumer, with the storage of every
-temporary laid out in one workspace (offsets linear in the batch size N).
+outputs from the inputs, after dead-code elimination, fusion of single-use
+elementwise maps into their consumer and merging of repeated ops, with the
+storage of every temporary laid out in one workspace (offsets linear in the
+batch size N).
 """
 from __future__ import annotations
 
@@ -97,6 +98,35 @@ def _fuse(ops: list, outputs: list, vars: dict, keep: frozenset = frozenset()) -
     return ops
 
 
+def _merge_duplicates(ops: list, outputs: list) -> list:
+    """``ops`` with every op that repeats an earlier one (same primitive,
+    loop, arguments and attributes; not a state read, not an output)
+    removed and its uses renamed to the earlier op's output (after fusion,
+    e.g. the same factor of two backward maps)."""
+    kept, seen, rename = [], {}, {}
+    for op in ops:
+        if rename:
+            args = tuple(rename.get(a, a) for a in op.args)
+            attrs = op.attrs
+            if op.prim == "map":
+                expr = op.attrs["expr"].xreplace({sp.Symbol(a): sp.Symbol(b)
+                                                  for a, b in rename.items()})
+                attrs = {**op.attrs, "expr": expr}
+                args = tuple(sorted(set(args)))
+            if args != op.args or attrs is not op.attrs:
+                op = dataclasses.replace(op, args=args, attrs=attrs)
+        if op.prim != "prev" and op.out not in outputs:
+            key = (op.prim, op.loop, op.args,
+                   tuple(sorted((k, sp.srepr(v) if isinstance(v, sp.Basic) else repr(v))
+                                for k, v in op.attrs.items())))
+            if key in seen:
+                rename[op.out] = seen[key]
+                continue
+            seen[key] = op.out
+        kept.append(op)
+    return kept
+
+
 def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
           keep: frozenset = frozenset()) -> Program:
     """The program computing ``outputs`` from ``inputs`` (variable names).
@@ -107,6 +137,7 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
     inlined into their consumers."""
     ops = _dce([dataclasses.replace(op) for op in g.ops], outputs)
     ops = _fuse(ops, outputs, g.vars, frozenset(keep))
+    ops = _merge_duplicates(ops, outputs)
     used = set(inputs) | set(outputs)
     for op in ops:
         used.add(op.out)

@@ -1151,7 +1151,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
     bpg_gemm_tn(1, 64, 20*N, x, r_d_l0_G_6, r_d_l0_Wx_b);
 }
 
-/* ---- ggn_vp: workspace 12960*N + 4096 elements ---- */
+/* ---- ggn_vp: workspace 12912*N + 4096 elements ---- */
 BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
@@ -1196,27 +1196,24 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
     real *const d_l0_C_2 = ws + 9584*N;  /* (N, 16) */
     real *const d_r_l0_G_3 = ws + 9600*N;  /* (N, 16) */
     real *const d_l0_G_3 = ws + 9616*N;  /* (N, 16) */
-    real *const d_r_l0_G_2 = ws + 9632*N;  /* (N, 16) */
-    real *const d_l0_G_2 = ws + 9648*N;  /* (N, 16) */
-    real *const d_r_l0_G_1_1 = ws + 9664*N;  /* (N, 16) */
-    real *const d_l0_G_1_1 = ws + 9680*N;  /* (N, 16) */
-    real *const d_r_l0_G_0 = ws + 9696*N;  /* (N, 16) */
-    real *const d_l0_G_0 = ws + 9712*N;  /* (N, 16) */
-    real *const d_r_l0_G_6 = ws + 9728*N;  /* (20*N, 64) */
-    real *const d_l0_G_6 = ws + 11008*N;  /* (20*N, 64) */
-    real *const d_l0_hprev = ws + 12288*N;  /* (N, 16) */
-    real *const d_l0_hprev_1 = ws + 12304*N;  /* (N, 16) */
-    real *const d_l0_cprev_2 = ws + 12320*N;  /* (20*N, 16) */
-    real *const d_l0_hprev_2 = ws + 12640*N;  /* (20*N, 16) */
-    real *const d_l0_Wh = ws + 12960*N;  /* (16, 64) */
-    real *const d_l0_Wh_1 = ws + 12960*N + 1024;  /* (16, 64) */
+    real *const d_l0_G_2 = ws + 9632*N;  /* (N, 16) */
+    real *const d_l0_G_1_1 = ws + 9648*N;  /* (N, 16) */
+    real *const d_l0_G_0 = ws + 9664*N;  /* (N, 16) */
+    real *const d_r_l0_G_6 = ws + 9680*N;  /* (20*N, 64) */
+    real *const d_l0_G_6 = ws + 10960*N;  /* (20*N, 64) */
+    real *const d_l0_hprev = ws + 12240*N;  /* (N, 16) */
+    real *const d_l0_hprev_1 = ws + 12256*N;  /* (N, 16) */
+    real *const d_l0_cprev_2 = ws + 12272*N;  /* (20*N, 16) */
+    real *const d_l0_hprev_2 = ws + 12592*N;  /* (20*N, 16) */
+    real *const d_l0_Wh = ws + 12912*N;  /* (16, 64) */
+    real *const d_l0_Wh_1 = ws + 12912*N + 1024;  /* (16, 64) */
     real *const d_l0_Wx = out + 0;  /* (1, 64) */
     real *const d_l0_Wh_2 = out + 64;  /* (16, 64) */
     real *const d_l0_b = out + 1088;  /* (1, 64) */
     real *const d_l1_W = out + 1152;  /* (16, 1) */
     real *const d_l1_b = out + 1168;  /* (1, 1) */
-    real *const v_l0_Wh_T = ws + 12960*N + 2048;  /* (64, 16) */
-    real *const l0_Wh_T = ws + 12960*N + 3072;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 12912*N + 2048;  /* (64, 16) */
+    real *const l0_Wh_T = ws + 12912*N + 3072;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1404,32 +1401,17 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*bpg_tanh((l0_C + t*16*N)[k]);
 
-        /* Grad of: r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)  (not stored in this function: r_l0_g) */
-        /* d_r_l0_G_2 = 0 */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_2[k] = 0;
-
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
         /* d_l0_G_2 = d_l0_C_2 ⊙ l0_i ⊙ (1 - l0_g^∘2) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = d_l0_C_2[k]*(l0_i + t*16*N)[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
 
-        /* Grad of: r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)  (not stored in this function: r_l0_f) */
-        /* d_r_l0_G_1_1 = 0 */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_1_1[k] = 0;
-
         /* Grad of: l0_f = σ(l0_G_1) */
         /*   (l0: forget gate) */
         /* d_l0_G_1_1 = d_l0_C_2 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = d_l0_C_2[k]*(l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
-
-        /* Grad of: r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)  (not stored in this function: r_l0_i) */
-        /* d_r_l0_G_0 = 0 */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_0[k] = 0;
 
         /* Grad of: l0_i = σ(l0_G_0) */
         /*   (l0: input gate) */
@@ -1438,10 +1420,10 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
         for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = d_l0_C_2[k]*(l0_g + t*16*N)[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
 
         /* Grad of: r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
-        /* d_r_l0_G_6 = [d_r_l0_G_0, d_r_l0_G_1_1, d_r_l0_G_2, d_r_l0_G_3] */
-        bpg_copy_cols(N, 16, d_r_l0_G_0, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 0);
-        bpg_copy_cols(N, 16, d_r_l0_G_1_1, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 16);
-        bpg_copy_cols(N, 16, d_r_l0_G_2, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 32);
+        /* d_r_l0_G_6 = [d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3] */
+        bpg_copy_cols(N, 16, d_r_l0_G_3, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 0);
+        bpg_copy_cols(N, 16, d_r_l0_G_3, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 16);
+        bpg_copy_cols(N, 16, d_r_l0_G_3, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 32);
         bpg_copy_cols(N, 16, d_r_l0_G_3, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 48);
 
         /* Grad of: l0_G = l0_HW + l0_XG */

@@ -6,8 +6,6 @@ Before printing, the emitter decides where results go, so that the printed
 code allocates little and calls few ufuncs (the C backend's program is not
 changed by any of this):
 
-* identical ops (same primitive, arguments and attributes) are computed
-  once (:func:`_merge_duplicates`);
 * the outputs are views of one vector allocated at each call, which the
   API returns without a copy (``_run_flat``); every other array the
   function fills is a temporary in the calling thread's workspace, the
@@ -57,47 +55,8 @@ _PRINTER = NumpyPrinter()
 _VIEWS = {"cols", "rows", "cut", "prev"}
 
 
-def _merge_duplicates(prog: Program) -> Program:
-    """``prog`` with every op that repeats an earlier one (same primitive,
-    loop, arguments and attributes; not a state read, not an output)
-    removed and its uses renamed to the earlier op's output."""
-    ops, seen, rename = [], {}, {}
-    for op in prog.ops:
-        if rename:
-            args = tuple(rename.get(a, a) for a in op.args)
-            attrs = op.attrs
-            if op.prim == "map":
-                expr = op.attrs["expr"].xreplace({sp.Symbol(a): sp.Symbol(b)
-                                                  for a, b in rename.items()})
-                attrs = {**op.attrs, "expr": expr}
-                args = tuple(sorted(set(args)))
-            if args != op.args or attrs is not op.attrs:
-                op = dataclasses.replace(op, args=args, attrs=attrs)
-        if op.prim != "prev" and op.out not in prog.outputs:
-            key = (op.prim, op.loop, op.args,
-                   tuple(sorted((k, sp.srepr(v) if isinstance(v, sp.Basic) else repr(v))
-                                for k, v in op.attrs.items())))
-            if key in seen:
-                rename[op.out] = seen[key]
-                continue
-            seen[key] = op.out
-        ops.append(op)
-    if not rename:
-        return prog
-    # a variable read outside its loop, or as recurrent state, keeps every step
-    seq_needed = set(prog.outputs)
-    for op in ops:
-        for a in op.args:
-            v = prog.vars[a]
-            if v.loop is not None and (op.loop != v.loop or op.prim == "prev"):
-                seq_needed.add(a)
-    step_vars = {op.out for op in ops if op.loop is not None and op.out not in seq_needed}
-    return dataclasses.replace(prog, ops=ops, step_vars=step_vars)
-
-
 class NumpyEmitter(Emitter):
     def __init__(self, prog: Program, dtype: str):
-        prog = _merge_duplicates(prog)
         # our own copy of the variables: the emitter adds a few (hoisted values)
         prog = dataclasses.replace(prog, vars=dict(prog.vars))
         super().__init__(prog, dtype)
