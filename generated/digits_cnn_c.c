@@ -2015,7 +2015,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
 }
 
 /* ---- hessian_columns: workspace 19944*N + 5560 elements ---- */
-BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count)
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
     real *const l0_P = ws + 0;  /* (64*N, 9) */
     real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
@@ -2243,6 +2243,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
     for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
 
     /* one direction at a time: out row j - first = H·v_j, v_j = e_j (rows first .. first+count-1 of the Hessian, 1898 x 1898) or row j - first of V */
+    (void)kc;  /* one direction at a time */
     memset(vbuf, 0, sizeof(real)*1898);
     for (int64_t j = first; j < first + count; j++) {
         real *const r_d_l0_W_2 = out + (j - first)*1898 + 0;

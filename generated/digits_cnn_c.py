@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_cnn.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_cnn_c.c, compiled through cffi into
-_bpgen_digits_cnn_50c4e9805fd4) then never reads or writes out of bounds.
+_bpgen_digits_cnn_6f8db9ed4971) then never reads or writes out of bounds.
 Derivation document: bpgen doc digits_cnn.yaml
 """
 import collections
@@ -75,12 +75,14 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 72, 9), (0, 72, 0, 8, 8), (0, 80, 0, 1152, 72), (0, 1232, 0, 16, 16), (0, 1248, 0, 640, 10), (0, 1888, 0, 10, 10)],
     "grad_factors": [(0, 0, 512, 0, 8), (512, 0, 576, 0, 9), (1088, 0, 256, 0, 16), (1344, 0, 1152, 0, 72), (2496, 0, 64, 0, 64), (2560, 0, 10, 0, 10)],
 }
-EXTENSION = "_bpgen_digits_cnn_50c4e9805fd4"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *V, double *out, double *ws, int64_t first, int64_t count);\nvoid bpg_set_threads(int n);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
+EXTENSION = "_bpgen_digits_cnn_6f8db9ed4971"
+CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
 C_FILE = "digits_cnn_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
 _WS = {'forward': (5200, 0), 'loss': (5280, 1896), 'loss_and_grad': (10680, 3760), 'hvp': (19176, 3656), 'ggn_vp': (15576, 1864), 'grad_factors': (8072, 0), 'hessian_columns': (19944, 5560)}
+#: bpg_hessian_columns' workspace per direction of a chunk: a*N + b elements
+_WS_DIR = {'hessian_columns': (0, 0)}
 
 
 def init_params(seed=0):
@@ -653,11 +655,12 @@ _OUT_SIZE = {name: (sum(p[2] for p in layout), sum(p[3] for p in layout))
 _LOCAL = _threading.local()
 
 
-def _workspace(name, n):
+def _workspace(name, n, extra=0):
     """The calling thread's workspace, grown to the largest size asked for
-    (one buffer for every function: none calls another)."""
+    (one buffer for every function: none calls another); ``extra`` more
+    elements after the function's own."""
     a, b = _WS[name]
-    need = max(a * n + b, 1)
+    need = max(a * n + b + extra, 1)
     held = getattr(_LOCAL, "ws", None)
     if held is None or held[0].size < need:
         arr = numpy.empty(need, dtype=DTYPE)
@@ -699,6 +702,30 @@ def _run_flat(name, n, args, start=0):
     return out[oa * n + ob:]
 
 
+#: at most this many directions share one tangent pass of bpg_hessian_columns
+#: (its products then have up to this many times the rows or columns)
+HESSIAN_CHUNK = 64
+#: and at most this many bytes of workspace for them
+HESSIAN_CHUNK_BYTES = 32 * 2**20
+
+
+def _columns_call(n, args, v, count, first=0):
+    """bpg_hessian_columns for ``count`` directions (the rows of v, or the
+    unit vectors e_first .. when v is None): a (count, N_PARAMS) array."""
+    da, db = _WS_DIR.get("hessian_columns", (0, 0))
+    per_dir = (da * n + db) * DTYPE.itemsize
+    kc = max(1, min(count, HESSIAN_CHUNK,
+                    HESSIAN_CHUNK_BYTES // per_dir if per_dir else count))
+    out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
+    fb = ffi.from_buffer
+    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args],
+                            ffi.NULL if v is None else fb(_PTR, v),
+                            fb(_PTR, out, require_writable=True),
+                            _workspace("hessian_columns", n, kc * (da * n + db)),
+                            first, count, kc)
+    return out
+
+
 def _hessian_columns(n, args, first, count):
     """Rows first .. first+count-1 of the Hessian (its columns, by symmetry),
     a (count, N_PARAMS) array; args: x, y and the parameters.  Modules
@@ -706,26 +733,16 @@ def _hessian_columns(n, args, first, count):
     its structure) take one hvp per row."""
     if not hasattr(lib, "bpg_hessian_columns"):
         return _hvp_rows(n, args, first, count)
-    out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
-    fb = ffi.from_buffer
-    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args], ffi.NULL,
-                            fb(_PTR, out, require_writable=True),
-                            _workspace("hessian_columns", n), first, count)
-    return out
+    return _columns_call(n, args, None, count, first)
 
 
 def _hessian_times(n, args, vt):
     """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS) array:
-    one forward and backward pass, then one tangent pass per row."""
+    one forward and backward pass, then tangent passes over chunks of rows."""
     if not hasattr(lib, "bpg_hessian_columns"):
         return None
     vt = numpy.require(vt, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
-    out = numpy.empty(vt.shape, dtype=DTYPE)
-    fb = ffi.from_buffer
-    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args], fb(_PTR, vt),
-                            fb(_PTR, out, require_writable=True),
-                            _workspace("hessian_columns", n), 0, vt.shape[0])
-    return out
+    return _columns_call(n, args, vt, vt.shape[0])
 
 
 import platform as _platform  # noqa: E402

@@ -1688,7 +1688,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
 }
 
 /* ---- hessian_columns: workspace 19464*N + 3256 elements ---- */
-BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count)
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
     real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -1973,6 +1973,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
     for (int64_t k = 0; k < 320*N; k++) hc_2[k] = d_l0_H_1[k]*(1 - ((bpg_tanh(l0_C[k]))*(bpg_tanh(l0_C[k]))));
 
     /* one direction at a time: out row j - first = H·v_j, v_j = e_j (rows first .. first+count-1 of the Hessian, 1169 x 1169) or row j - first of V */
+    (void)kc;  /* one direction at a time */
     memset(vbuf, 0, sizeof(real)*1169);
     for (int64_t j = first; j < first + count; j++) {
         real *const r_d_l0_Wx_b = out + (j - first)*1169 + 0;

@@ -181,24 +181,30 @@ def test_c_functions_stay_in_bounds_and_write_every_output(builder, aid):
 @pytest.mark.parametrize("aid", ["lstm", "cnn"])
 def test_hessian_columns_stay_in_bounds(builder, aid):
     """bpg_hessian_columns (its own signature: first and count rows of the
-    Hessian) writes exactly count x N_PARAMS outputs and stays in its
-    workspace; its rows equal hvp of the unit vectors."""
+    Hessian, kc directions at a time) writes exactly count x N_PARAMS
+    outputs and stays in its workspace; its rows equal hvp of the unit
+    vectors.  The LSTM's tangent part runs over kc directions at once, the
+    CNN's one direction at a time."""
     arch = ARCHS[aid]
     mod = builder(arch, "c")
     dtype, p = mod.DTYPE, mod.N_PARAMS
+    assert (mod._WS_DIR["hessian_columns"] != (0, 0)) == (aid == "lstm")
     params, x, y, _ = _point(arch, mod, 3, seed=2)
     xm, n = mod._check_x(x)
     inputs = [xm, mod._check_y(y, n), *mod._check_params(params)]
-    for first, count in ((0, 1), (p - 3, 3), (p // 2, min(5, p - p // 2))):
+    for first, count, kc in ((0, 1, 1), (p - 3, 3, 2), (p // 2, min(5, p - p // 2), 5),
+                             (0, p, 4)):
         out_buf, out = _padded(None, count * p, dtype, fill=np.nan)
         wa, wb = mod._WS["hessian_columns"]
-        ws_buf, ws = _padded(None, wa * n + wb, dtype, fill=np.nan)
+        da, db = mod._WS_DIR["hessian_columns"]       # per direction of a chunk
+        ws_size = wa * n + wb + kc * (da * n + db)
+        ws_buf, ws = _padded(None, ws_size, dtype, fill=np.nan)
         fb, ptr = mod.ffi.from_buffer, mod._PTR
         mod.lib.bpg_hessian_columns(n, *[fb(ptr, a) for a in inputs], mod.ffi.NULL,
                                     fb(ptr, out, require_writable=True),
-                                    fb(ptr, ws, require_writable=True), first, count)
+                                    fb(ptr, ws, require_writable=True), first, count, kc)
         assert _canaries_intact(out_buf, count * p, dtype)
-        assert _canaries_intact(ws_buf, wa * n + wb, dtype)
+        assert _canaries_intact(ws_buf, ws_size, dtype)
         assert not np.isnan(out).any()
         for j in range(count):
             e = np.zeros(p, dtype=dtype)

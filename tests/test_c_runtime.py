@@ -17,7 +17,9 @@ HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt", "cols
            "sumall", "copy_cols", "rowmax", "gather", "scatter", "take_argmax", "put_argmax",
            # the structured Hessian's assembly (bpgen/assembly; numerics: test_assembly.py)
            "hess_loss", "hess_transpose", "hess_scale", "hess_ones", "hess_chain_start",
-           "hess_scale_columns", "hess_kron", "hess_kron_sym", "hess_mirror", "nonzero"]
+           "hess_scale_columns", "hess_kron", "hess_kron_sym", "hess_mirror", "nonzero",
+           # hessian_columns over k directions at once (the layouts of a direction)
+           "dirs_to_cols", "cols_to_dirs"]
 # -fopenmp-simd as in bpgen's own CFLAGS: gemm_nt has a `#pragma omp simd`
 SYNTAX_FLAGS = ["-std=gnu99", "-fopenmp-simd", "-Wall", "-Wextra", "-Werror", "-fsyntax-only"]
 BUILD_FLAGS = ["-std=gnu99", "-O2", "-fopenmp-simd"]
@@ -84,6 +86,8 @@ void w_rowmax(int64_t R, int64_t C, const double *A, double *out);
 void w_copy_cols(int64_t R, int64_t W, const double *A, int64_t CA, int64_t from,
                  double *B, int64_t CB, int64_t to);
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K);
+void w_dirs_to_cols(int64_t K, int64_t R, int64_t C, const double *D, int64_t ld, double *X);
+void w_cols_to_dirs(int64_t K, int64_t R, int64_t C, const double *X, double *D, int64_t ld);
 """
 
 WRAPPERS = """
@@ -116,6 +120,10 @@ REDUCE_WRAPPER(rowmax)
 void w_copy_cols(int64_t R, int64_t W, const double *A, int64_t CA, int64_t from,
                  double *B, int64_t CB, int64_t to)
 { bpg_copy_cols(R, W, A, CA, from, B, CB, to); }
+void w_dirs_to_cols(int64_t K, int64_t R, int64_t C, const double *D, int64_t ld, double *X)
+{ bpg_dirs_to_cols(K, R, C, D, ld, X); }
+void w_cols_to_dirs(int64_t K, int64_t R, int64_t C, const double *X, double *D, int64_t ld)
+{ bpg_cols_to_dirs(K, R, C, X, D, ld); }
 """
 
 
@@ -228,6 +236,25 @@ def test_copy_cols(rt, R, W, CA, frm, CB, to):
     ref[:, to:to + W] = A[:, frm:frm + W]
     lib.w_copy_cols(R, W, _ptr(ffi, A), CA, frm, _ptr(ffi, B), CB, to)
     np.testing.assert_array_equal(B, ref)
+
+
+@pytest.mark.parametrize("K,R,C,ld", [(1, 1, 1, 1), (3, 2, 5, 10), (4, 3, 2, 7)])
+def test_direction_layouts(rt, K, R, C, ld):
+    """bpg_dirs_to_cols: K direction-major R x C matrices (stride ld) ->
+    X[i, d, :] = D_d[i, :]; bpg_cols_to_dirs puts them back (and writes
+    nothing between the directions when ld > R*C)."""
+    ffi, lib = rt
+    rng = np.random.default_rng(K * 100 + R * 10 + C)
+    flat = rng.standard_normal(K * ld)
+    D = [flat[d * ld:d * ld + R * C].reshape(R, C) for d in range(K)]
+    X = np.empty((R, K, C))
+    lib.w_dirs_to_cols(K, R, C, _ptr(ffi, flat), ld, _ptr(ffi, X))
+    np.testing.assert_array_equal(X, np.stack(D, axis=1))
+    back = np.full(K * ld, 7.0)
+    lib.w_cols_to_dirs(K, R, C, _ptr(ffi, X), _ptr(ffi, back), ld)
+    for d in range(K):
+        np.testing.assert_array_equal(back[d * ld:d * ld + R * C].reshape(R, C), D[d])
+        assert np.all(back[d * ld + R * C:(d + 1) * ld] == 7.0)
 
 
 Z = [-800.0, -30.0, -1.0, 0.0, 1.0, 30.0, 800.0]

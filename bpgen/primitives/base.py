@@ -11,6 +11,14 @@ A primitive knows
   (or ``None`` when it is zero), from ``{var: tangent var}``;
 * ``equation(op, names, latex)``: the right-hand side in matrix notation;
 * ``numpy(em, op, loop)`` and ``c(em, op, loop)``: how each backend prints it.
+* ``c_batched(em, op, loop)``: the C rule for k tangent directions at once
+  (``bpg_hessian_columns``): every tangent ("batched") variable of shape
+  (r, c) is stored as (r, K, c), its k directions as extra columns.  Seen
+  as (r·K, c) rows, a per-sample tangent is a batch of N·K samples (sample
+  n in direction j is row n·K + j), so a rule that treats rows as samples
+  (``batch_as_rows``) prints unchanged with N standing for N·K (the
+  emitter binds it so); maps that broadcast a fixed value over the
+  directions, and products, have rules of their own.
   ``numpy`` returns the right-hand side of ``out = ...`` as a string, or the
   whole statement as a list of lines; ``c`` returns lines.  ``em`` is the
   backend's emitter: ``em.shape``, ``em.acc`` (NumPy) / ``em.ptr`` (C) give
@@ -58,6 +66,8 @@ class Primitive:
     name = ""
     #: False: the output never carries a derivative (e.g. rowmax)
     differentiable = True
+    #: True: ``c`` is right on a batch of N·K rows (see ``c_batched``)
+    batch_as_rows = False
 
     def build(self, g, *args, **kwargs) -> str:
         raise NotImplementedError(f"{self.name}: build")
@@ -76,6 +86,13 @@ class Primitive:
 
     def c(self, em, op, loop) -> list:
         raise NotImplementedError(f"{self.name}: C printing")
+
+    def c_batched(self, em, op, loop) -> list:
+        """The C rule over k directions at once; NotImplementedError when
+        there is none (the emitter then runs one direction at a time)."""
+        if self.batch_as_rows and all(em.is_batched(a) for a in op.args):
+            return self.c(em, op, loop)
+        raise NotImplementedError(f"{self.name}: no C rule for k directions at once")
 
 
 class Unary(Primitive):

@@ -10,6 +10,7 @@ from .base import Primitive, register, tangent_name, wanted
 @register
 class Concat(Primitive):
     name = "concat"
+    batch_as_rows = True
 
     def build(self, g, parts: list, base: str = "cat", label: str = "") -> str:
         if len(parts) == 1:

@@ -8,6 +8,7 @@ from .base import Unary, register
 @register
 class Cut(Unary):
     name = "cut"
+    batch_as_rows = True
 
     def build(self, g, a: str, every: int, forward_reverse: bool, base: str = "cut",
               label: str = "") -> str:

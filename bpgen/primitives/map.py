@@ -175,3 +175,33 @@ class Map(Primitive):
                  f"    for (int64_t cc = 0; cc < {dim_code(c)}; cc++) {{",
                  f"        const int64_t k = rr*{dim_code(c)} + cc;"]
                 + [f"        {b}" for b in body] + ["    }", "}"])
+
+    def c_batched(self, em, op, loop):
+        """k directions: batched arguments are read in their direction,
+        fixed ones (the forward and backward pass's) broadcast over the
+        directions: rows rr, directions d, columns cc of the output."""
+        r, c = em.lshape(op.out, loop)
+        expr = numeric(op.attrs["expr"])
+        if all(s.name != "N" for s in expr.free_symbols) and all(
+                em.is_batched(a) and em.lshape(a, loop) == (r, c) for a in op.args):
+            return self.c(em, op, loop)         # one flat loop over the N·K rows
+        access = {"N": "((real)NB)"}            # the batch, not the N·K rows
+        for a in op.args:
+            ar, ac = em.lshape(a, loop)
+            row, col = ("rr" if ar != "1" else "0"), ("cc" if ac != "1" else "0")
+            if em.is_batched(a):
+                access[a] = f"{em.ptr(a, loop)}[({row}*K + d)*{ac} + {col}]"
+            else:
+                access[a] = f"{em.ptr(a, loop)}[{row}*{ac} + {col}]"
+        temps, expr = _shared_calls(expr)
+        access.update({t.name: t.name for t, _ in temps})
+        printer = CPrinter(access, em.dtype)
+        body = [f"const real {t.name} = {printer.doprint(e)};" for t, e in temps]
+        body.append(f"{em.ptr(op.out, loop)}[(rr*K + d)*{c} + cc] = {printer.doprint(expr)};")
+        for helper in printer.helpers:
+            em.use(helper)
+        return ([f"for (int64_t rr = 0; rr < {r}; rr++)",
+                 "    for (int64_t d = 0; d < K; d++) {",
+                 "        #pragma omp simd",
+                 f"        for (int64_t cc = 0; cc < {c}; cc++) {{"]
+                + [f"            {b}" for b in body] + ["        }", "    }"])

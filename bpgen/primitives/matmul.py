@@ -88,3 +88,41 @@ class MatMul(Primitive):
         em.use(f"gemm_{kind}")
         return [f"bpg_gemm_{kind}({dim_code(r)}, {dim_code(c)}, {dim_code(k)}, "
                 f"{em.ptr(a, loop)}, {em.ptr(b, loop)}, {em.ptr(op.out, loop)});"]
+
+    def c_batched(self, em, op, loop):
+        """k directions: the product of a batched (tangent) factor and a
+        fixed one as one product k times larger.  A·Bᵀ-type products over
+        N·K rows as they are; A·B_d for the K directions of B side by side
+        (its K·n columns); A_dᵀ·B over the K directions of A side by side
+        gives the directions one below the other (moved to columns after);
+        A·B_dᵀ takes B's directions one below the other (moved before)."""
+        a, b = op.args
+        ta, tb = op.attrs["ta"], op.attrs["tb"]
+        ba, bb = em.is_batched(a), em.is_batched(b)
+        out = em.ptr(op.out, loop)
+        if ba and not bb and not ta:
+            return self.c(em, op, loop)
+        if bb and not ba and not tb:
+            ra, ca = em.lshape(a, loop)
+            m, k = (ca, ra) if ta else (ra, ca)
+            kind = ("t" if ta else "n") + "n"
+            em.use(f"gemm_{kind}")
+            return [f"bpg_gemm_{kind}({m}, K*{em.lshape(b, loop)[1]}, {k}, "
+                    f"{em.ptr(a, loop)}, {em.ptr(b, loop)}, {out});"]
+        if ba and not bb and ta and not tb:
+            ra, ca = em.lshape(a, loop)
+            n = em.lshape(b, loop)[1]
+            tmp = em.scratch(ca, n)
+            em.use("gemm_tn")
+            em.use("dirs_to_cols")
+            return [f"bpg_gemm_tn(K*{ca}, {n}, {ra}, {em.ptr(a, loop)}, {em.ptr(b, loop)}, "
+                    f"{tmp});",
+                    f"bpg_dirs_to_cols(K, {ca}, {n}, {tmp}, {ca}*{n}, {out});"]
+        if bb and not ba and tb and not ta:
+            ra, ca = em.lshape(a, loop)
+            rb, cb = em.lshape(b, loop)
+            lines, bd = em.directions_first(b, loop)
+            em.use("gemm_nt")
+            return lines + [f"bpg_gemm_nt({ra}, K*{rb}, {cb}, {em.ptr(a, loop)}, {bd}, "
+                            f"{out});"]
+        raise NotImplementedError("matmul: no C rule for k directions of this form")

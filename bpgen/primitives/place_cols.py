@@ -9,6 +9,7 @@ from .base import Unary, cot_name, register, wanted
 @register
 class PlaceCols(Unary):
     name = "place_cols"
+    batch_as_rows = True
 
     def build(self, g, a: str, start: int, total: int, base: str = "c",
               label: str = "") -> str:

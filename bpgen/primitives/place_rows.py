@@ -9,6 +9,7 @@ from .base import Unary, cot_name, register, wanted
 @register
 class PlaceRows(Unary):
     name = "place_rows"
+    batch_as_rows = True
 
     def build(self, g, a: str, block: int, steps: int, base: str = "r",
               label: str = "") -> str:

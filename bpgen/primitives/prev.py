@@ -10,6 +10,7 @@ from .base import Primitive, register
 @register
 class Prev(Primitive):
     name = "prev"
+    batch_as_rows = True
 
     def build(self, g, shape: tuple, base: str = "prev", label: str = "") -> str:
         if g.loop is None:

@@ -61,3 +61,14 @@ class Sum(Unary):
         em.use(fn)
         return [f"bpg_{fn}({dim_code(ar)}, {dim_code(ac)}, {em.ptr(a, loop)}, "
                 f"{em.ptr(op.out, loop)});"]
+
+    def c_batched(self, em, op, loop):
+        (a,) = op.args
+        axis = op.attrs["axis"]
+        if axis == 1 and em.is_batched(a):       # row sums of N·K rows
+            return self.c(em, op, loop)
+        if axis == 0 and em.is_batched(a):       # column sums of the (r, K·c) matrix
+            r, c = em.lshape(a, loop)
+            em.use("colsum")
+            return [f"bpg_colsum({r}, K*{c}, {em.ptr(a, loop)}, {em.ptr(op.out, loop)});"]
+        raise NotImplementedError(f"sum over axis {axis}: no C rule for k directions")

@@ -150,6 +150,214 @@ class _ColumnsEmitter(CEmitter):
                              f"sizeof(real)*(size_t)({r}*{c}));  /* a zero block of v */"])
 
 
+def _code_dim(d) -> str:
+    """A dimension of the logical shape as code, N the real batch (NB)."""
+    return str(d).replace("N", "NB")
+
+
+class _BatchedEmitter(CEmitter):
+    """The tangent part of ``bpg_hessian_columns`` over K directions at
+    once (each primitive's ``c_batched``).  A batched variable of shape
+    (r, c) is stored as (r, K, c); in its block of the function ``N`` is
+    bound to NB·K (NB the batch), so a per-sample tangent is a batch of
+    N·K rows and ``shape`` gives the (r·K, c) rows of the others.  Fixed
+    variables (the shared forward and backward pass) keep the batch NB.
+    A product with a block of v that is zero in every direction of the
+    chunk is skipped (``vnz_<block>``)."""
+
+    def __init__(self, prog, dtype, used, tables, batched: set, vvars: list):
+        super().__init__(prog, dtype, used, tables)
+        self.batched, self.vvars = batched, vvars
+        self.scratch_size = 0          # per direction, constant
+        self.copies: dict = {}         # seed -> its direction-major copy
+
+    def is_batched(self, name: str) -> bool:
+        return name in self.batched
+
+    def shape(self, name, loop):
+        r, c = super().shape(name, loop)
+        if name in self.batched and isinstance(r, int):
+            return (f"{r}*K", c)
+        return (r, c)
+
+    def lshape(self, name, loop) -> tuple:
+        """The logical shape (one direction) as code, N the real batch."""
+        return tuple(_code_dim(d) for d in super().shape(name, loop))
+
+    def ptr(self, name, loop):
+        if self.stepped(name, loop) and name not in self.batched:
+            return f"({name} + t*{self.prog.vars[name].shape[1]}*NB)"
+        return super().ptr(name, loop)
+
+    def c_size(self, shape):
+        if any(isinstance(d, str) and "K" in d for d in shape):
+            return "*".join(f"({d})" for d in shape)
+        return c_size(shape)
+
+    def bytes(self, shape):
+        return f"sizeof(real)*(size_t)({self.c_size(shape)})"
+
+    def scratch(self, r, c) -> str:
+        """Room for K matrices r x c (fixed sizes) for one op."""
+        self.scratch_size = max(self.scratch_size, int(r) * int(c))
+        return "bscratch"
+
+    def directions_first(self, name, loop) -> tuple:
+        """(lines, pointer): ``name``'s K directions one below the other, as
+        (K·r, c): for a block of v copied once per chunk, else here."""
+        r, c = (int(d) for d in self.lshape(name, loop))
+        if name in self.vvars:
+            self.copies.setdefault(name, f"{name}_dirs")
+            return [], self.copies[name]
+        self.use("cols_to_dirs")
+        tmp = self.scratch(r, c)
+        return [f"bpg_cols_to_dirs(K, {r}, {c}, {self.ptr(name, loop)}, {tmp}, {r}*{c});"], tmp
+
+    def statement(self, op, prim, loop) -> list:
+        head = self.comment(f"{op.out} = {prim.equation(op, {})}")
+        lines = prim.c_batched(self, op, loop)
+        vs = [a for a in op.args if a in self.vvars]
+        if op.prim != "matmul" or not vs:
+            return [head] + lines
+        cond = " && ".join(f"vnz_{v}" for v in vs)
+        return [head, f"if ({cond}) {{"] + [f"    {line}" for line in lines] + [
+            "} else {",
+            f"    memset({self.ptr(op.out, loop)}, 0, "
+            f"{self.bytes(self.shape(op.out, loop))});  /* a zero block of v */", "}"]
+
+
+def _batched_allocate(prog: Program, ops: list, batched: set, whole: set) -> tuple:
+    """Per-direction offsets of the batched variables ({name: (a, b)}:
+    a*NB + b) and their total (A, B), reusing the memory of those no longer
+    read; a variable a loop touches is live for the whole loop, ``whole``
+    for all of ``ops``."""
+    first, last, span = {}, {}, {}
+    for i, op in enumerate(ops):
+        if op.loop is not None:
+            lo, hi = span.get(op.loop, (i, i))
+            span[op.loop] = (min(lo, i), max(hi, i))
+    for i, op in enumerate(ops):
+        lo, hi = span.get(op.loop, (i, i))
+        for name in (op.out, *op.args):
+            if name in batched:
+                first[name] = min(first.get(name, lo), lo)
+                last[name] = max(last.get(name, hi), hi)
+    for name in whole:
+        first[name], last[name] = 0, len(ops)
+    offsets, totals = {}, []
+    for per_sample in (True, False):
+        placed, total = [], 0
+        for name in sorted(first, key=lambda n: (first[n], n)):
+            shape = ("N", prog.vars[name].shape[1]) if name in prog.step_vars \
+                else prog.vars[name].shape
+            a, b = size_coeffs(shape)
+            size = a if per_sample else b
+            if not size or (per_sample and b) or (not per_sample and a):
+                continue
+            live = sorted((o, o + sz) for n, o, sz in placed if last[n] >= first[name])
+            off = 0
+            for lo, hi in live:
+                if off + size <= lo:
+                    break
+                off = max(off, hi)
+            placed.append((name, off, size))
+            offsets[name] = (off, 0) if per_sample else (0, off)
+            total = max(total, off + size)
+        totals.append(total)
+    return offsets, tuple(totals)
+
+
+def _batched_columns(derived: Derived, used: set, tables: dict) -> dict:
+    """``bpg_hessian_columns`` with its tangent part over up to ``kc``
+    directions at once (the R-operator with the directions as extra
+    columns: each product k times larger); NotImplementedError when a
+    primitive of the tangent part has no rule for it."""
+    prog = derived.programs["hessian_columns"]
+    split = derived.meta["columns_split"]
+    n_in = 2 + len(derived.base.params)
+    vvars, outs = prog.inputs[n_in:], prog.outputs
+    tangent = prog.ops[split:]
+    batched = set(vvars) | {op.out for op in tangent}
+    shapes = [prog.vars[v].shape for v in vvars]
+    sizes = [size_coeffs(sh)[1] for sh in shapes]
+    total = sum(sizes)
+    em = _BatchedEmitter(dataclasses.replace(prog, ops=tangent), derived.spec.dtype,
+                         used, tables, batched, vvars)
+    per_dir = em.blocks()
+    head = CEmitter(dataclasses.replace(prog, ops=prog.ops[:split]), derived.spec.dtype,
+                    used, tables).blocks()
+    offsets, (pa, pb) = _batched_allocate(prog, tangent, batched, set(vvars) | set(outs))
+    wa, wb = prog.workspace_size
+    decls = []
+    for var, (a, b) in prog.workspace.items():
+        if var in batched:
+            continue
+        shape = ("N", prog.vars[var].shape[1]) if var in prog.step_vars else prog.vars[var].shape
+        decls.append(f"real *const {var} = ws + {offset_code(a, b)};  /* {_shape_str(shape)} */")
+    decls += ["const int64_t NB = N;  /* the batch */",
+              f"real *const wsd = ws + {offset_code(wa, wb)};  /* the directions' part */"]
+    inner = ["const int64_t K = count - j0 < kc ? count - j0 : kc;",
+             "/* the tangent pass runs on N·K rows: sample n in direction d is row n·K + d */",
+             "const int64_t N = NB*K;",
+             "(void)N;"]
+    for var, (a, b) in sorted(offsets.items(), key=lambda kv: kv[1]):
+        shape = ("N", prog.vars[var].shape[1]) if var in prog.step_vars else prog.vars[var].shape
+        # per-sample ones at a*N, the fixed-size ones after them
+        where = f"{a}*N" if size_coeffs(shape)[0] else f"{pa}*N + {b}*K"
+        inner.append(f"real *const {var} = wsd + {where};  /* {_shape_str(shape)} x K */")
+    extra = pb
+    inner.append(f"real *const bscratch = wsd + {pa}*N + {extra}*K;  /* K x {em.scratch_size} */")
+    extra += em.scratch_size
+    for var, copy in em.copies.items():
+        r, c = prog.vars[var].shape
+        inner.append(f"real *const {copy} = wsd + {pa}*N + {extra}*K;  /* K x ({r}, {c}) */")
+        extra += r * c
+    inner += ["/* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */",
+              "if (V) {"]
+    off = 0
+    for var, (r, c), size in zip(vvars, shapes, sizes):
+        inner.append(f"    bpg_dirs_to_cols(K, {r}, {c}, V + j0*{total} + {off}, {total}, {var});")
+        off += size
+    inner += ["} else {"]
+    off = 0
+    for var, (r, c), size in zip(vvars, shapes, sizes):
+        inner += [f"    memset({var}, 0, sizeof(real)*(size_t)({size}*K));",
+                  "    for (int64_t d = 0; d < K; d++) {",
+                  f"        const int64_t i = first + j0 + d - {off};",
+                  f"        if (i >= 0 && i < {size}) {var}[(i/{c}*K + d)*{c} + i%{c}] = 1;",
+                  "    }"]
+        off += size
+    inner += ["}", "/* which blocks of v are nonzero in some direction (products with the "
+              "others are skipped) */"]
+    for var, size in zip(vvars, sizes):
+        inner.append(f"const int vnz_{var} = bpg_nonzero({size}*K, {var});")
+    for var, copy in em.copies.items():
+        r, c = prog.vars[var].shape
+        inner.append(f"bpg_cols_to_dirs(K, {r}, {c}, {var}, {copy}, {r * c});  "
+                     f"/* {var}'s directions one below the other */")
+    for block in per_dir:
+        inner += [""] + [f"/* {h} */" for h in block["head"]] + block["lines"]
+    inner += ["", "/* rows j0 .. of the result: H·v for each direction */"]
+    off = 0
+    for var, (r, c), size in zip(outs, shapes, sizes):
+        inner.append(f"bpg_cols_to_dirs(K, {r}, {c}, {var}, out + j0*{total} + {off}, {total});")
+        off += size
+    em.use("dirs_to_cols")
+    em.use("cols_to_dirs")
+    em.use("nonzero")
+    loop = {"head": [f"kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows "
+                     f"first .. first+count-1 of the Hessian, {total} x {total}, or row j of V)"],
+            "lines": ["for (int64_t j0 = 0; j0 < count; j0 += kc) {"]
+            + [("    " + line) if line else "" for line in inner] + ["}"]}
+    sig = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs[:n_in]]
+           + ["const real *restrict V", "real *restrict out", "real *restrict ws",
+              "int64_t first", "int64_t count", "int64_t kc"])
+    return {"name": "hessian_columns", "decls": decls, "ws": (wa, wb),
+            "ws_dir": (pa, extra),
+            "blocks": head + [loop],
+            "signature": f"void bpg_hessian_columns({', '.join(sig)})"}
+
+
 def _shape_str(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
@@ -195,8 +403,18 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
 def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
     """``bpg_hessian_columns``: H·v for count directions v (rows first ..
     first+count-1 of the Hessian when V is NULL, else the rows of V), the
-    forward and backward pass computed once and the tangent part once per
-    direction (v lives in the workspace)."""
+    forward and backward pass computed once, then the tangent part over kc
+    directions at a time (_batched_columns) or, when a primitive of it has
+    no rule for that, once per direction (v lives in the workspace)."""
+    try:
+        mine_used, mine_tables = set(used), dict(tables)
+        func = _batched_columns(derived, mine_used, mine_tables)
+    except NotImplementedError:
+        pass
+    else:
+        used.update(mine_used)
+        tables.update(mine_tables)
+        return func
     prog = derived.programs["hessian_columns"]
     split = derived.meta["columns_split"]
     params = list(derived.base.params.values())
@@ -250,9 +468,10 @@ def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
             + [("    " + line) if line else "" for line in lines] + ["}"]}
     sig = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs[:n_in]]
            + ["const real *restrict V", "real *restrict out", "real *restrict ws",
-              "int64_t first", "int64_t count"])
+              "int64_t first", "int64_t count", "int64_t kc"])
+    loop["lines"].insert(0, "(void)kc;  /* one direction at a time */")
     return {"name": "hessian_columns", "decls": decls, "ws": (wa, wb + -(-total // 8) * 8),
-            "blocks": head + [loop],
+            "ws_dir": (0, 0), "blocks": head + [loop],
             "signature": f"void bpg_hessian_columns({', '.join(sig)})"}
 
 
@@ -351,6 +570,7 @@ def emit(derived: Derived, module: str) -> tuple:
     wrapper = _env.get_template("wrapper.py.j2").render(
         **common, ext_name=ext_name, cdef=cdef, ctype=ctype, c_file=f"{module}.c",
         ws={f["name"]: f["ws"] for f in functions},
+        ws_dir={f["name"]: f["ws_dir"] for f in functions if "ws_dir" in f},
         runtime_api=common_runtime("api.py"), runtime_hessian=common_runtime("hessian.py"),
         runtime_call=runtime_source(os.path.join(_HERE, "runtime", "call.py")),
         runtime_fastcall=runtime_source(os.path.join(_HERE, "runtime", "fastcall.py")))

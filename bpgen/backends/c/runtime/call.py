@@ -9,6 +9,7 @@ CDEF = ""
 C_FILE = ""
 _PTR = "double[]"
 _WS = {}
+_WS_DIR = {}
 _OUTPUTS = {}
 N_PARAMS = 0
 
@@ -84,11 +85,12 @@ _OUT_SIZE = {name: (sum(p[2] for p in layout), sum(p[3] for p in layout))
 _LOCAL = _threading.local()
 
 
-def _workspace(name, n):
+def _workspace(name, n, extra=0):
     """The calling thread's workspace, grown to the largest size asked for
-    (one buffer for every function: none calls another)."""
+    (one buffer for every function: none calls another); ``extra`` more
+    elements after the function's own."""
     a, b = _WS[name]
-    need = max(a * n + b, 1)
+    need = max(a * n + b + extra, 1)
     held = getattr(_LOCAL, "ws", None)
     if held is None or held[0].size < need:
         arr = numpy.empty(need, dtype=DTYPE)
@@ -130,6 +132,30 @@ def _run_flat(name, n, args, start=0):
     return out[oa * n + ob:]
 
 
+#: at most this many directions share one tangent pass of bpg_hessian_columns
+#: (its products then have up to this many times the rows or columns)
+HESSIAN_CHUNK = 64
+#: and at most this many bytes of workspace for them
+HESSIAN_CHUNK_BYTES = 32 * 2**20
+
+
+def _columns_call(n, args, v, count, first=0):
+    """bpg_hessian_columns for ``count`` directions (the rows of v, or the
+    unit vectors e_first .. when v is None): a (count, N_PARAMS) array."""
+    da, db = _WS_DIR.get("hessian_columns", (0, 0))
+    per_dir = (da * n + db) * DTYPE.itemsize
+    kc = max(1, min(count, HESSIAN_CHUNK,
+                    HESSIAN_CHUNK_BYTES // per_dir if per_dir else count))
+    out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
+    fb = ffi.from_buffer
+    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args],
+                            ffi.NULL if v is None else fb(_PTR, v),
+                            fb(_PTR, out, require_writable=True),
+                            _workspace("hessian_columns", n, kc * (da * n + db)),
+                            first, count, kc)
+    return out
+
+
 def _hessian_columns(n, args, first, count):
     """Rows first .. first+count-1 of the Hessian (its columns, by symmetry),
     a (count, N_PARAMS) array; args: x, y and the parameters.  Modules
@@ -137,23 +163,13 @@ def _hessian_columns(n, args, first, count):
     its structure) take one hvp per row."""
     if not hasattr(lib, "bpg_hessian_columns"):
         return _hvp_rows(n, args, first, count)
-    out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
-    fb = ffi.from_buffer
-    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args], ffi.NULL,
-                            fb(_PTR, out, require_writable=True),
-                            _workspace("hessian_columns", n), first, count)
-    return out
+    return _columns_call(n, args, None, count, first)
 
 
 def _hessian_times(n, args, vt):
     """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS) array:
-    one forward and backward pass, then one tangent pass per row."""
+    one forward and backward pass, then tangent passes over chunks of rows."""
     if not hasattr(lib, "bpg_hessian_columns"):
         return None
     vt = numpy.require(vt, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
-    out = numpy.empty(vt.shape, dtype=DTYPE)
-    fb = ffi.from_buffer
-    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args], fb(_PTR, vt),
-                            fb(_PTR, out, require_writable=True),
-                            _workspace("hessian_columns", n), 0, vt.shape[0])
-    return out
+    return _columns_call(n, args, vt, vt.shape[0])
