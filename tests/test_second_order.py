@@ -376,6 +376,31 @@ def test_hmp_equals_hessian_times_v(get, cid, backend):
     assert mod.hmp(params, x, y, np.zeros((mod.N_PARAMS, 0))).shape == (mod.N_PARAMS, 0)
 
 
+BATCHED_IDS = ["rnn-mse-all", "lstm-sce-last-k2", "birnn_gru-bce-last", "layernorm-tanh-sce"]
+
+
+@pytest.mark.parametrize("cid", BATCHED_IDS)
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_directions_at_once(get, cid, chunk, monkeypatch):
+    """C modules without the dense structure push up to HESSIAN_CHUNK
+    directions through one tangent pass (the directions as extra columns):
+    chunks of 1, of 3 (a remainder at the end) and all at once give
+    hessian() and hmp() equal to hvp column by column, to rounding."""
+    spec, mod, _ = get(cid, "c")
+    assert mod._WS_DIR["hessian_columns"] != (0, 0)      # the batched form was emitted
+    params, x, y = _point(spec, mod, seed=5)
+    n = mod.N_PARAMS
+    monkeypatch.setattr(mod, "HESSIAN_CHUNK", chunk)
+    monkeypatch.setattr(mod, "HESSIAN_CHUNK_BYTES", 2**40)
+    cols = _columns(mod, mod.hvp, params, x, y)
+    assert rel_err(mod.hessian(params, x, y), (cols + cols.T) / 2) <= 1e-12
+    V = np.random.default_rng(chunk).normal(size=(n, 7))
+    V[:, 2] = 0                       # a zero direction among the others
+    got = mod.hmp(params, x, y, V)
+    assert rel_err(got, cols @ V) <= 1e-12
+    assert not got[:, 2].any()
+
+
 # --------------------------------------------------------------------------
 # diagonal, blocks, gradient factors
 
