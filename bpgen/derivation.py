@@ -352,10 +352,11 @@ ENTRY_POINTS = (
                lambda spec, curv, meta: derive_assembly(spec, curv, meta, "blocks"),
                "every layer's diagonal block of the exact Hessian", when=structured,
                kind="assembly"),
-    # C only: the NumPy backend takes Hessian columns from hvp
+    # C only (the NumPy backend takes Hessian columns from hvp): hmp of every
+    # network, hessian and hessian_diag of those without the dense structure
     EntryPoint("hessian_columns", ("x", "y", "params"), _hessian_columns,
                "Hessian columns, the forward and backward pass shared by all",
-               when=lambda spec: not structured(spec), backends=("c",)),
+               backends=("c",)),
 )
 
 

@@ -378,9 +378,10 @@ _ROW_CHUNK = 64
 
 def hmp(params, x, y, V):
     """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
-    (N_PARAMS, k) array: in C modules of networks without the dense
-    structure, one forward and backward pass shared by all k columns and a
-    tangent pass per column; otherwise one Hessian-vector product each."""
+    (N_PARAMS, k) array: in C modules, one forward and backward pass shared
+    by all k columns, then the tangent pass over chunks of columns at once
+    (the directions as extra columns of its products); in NumPy modules one
+    Hessian-vector product per column."""
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
@@ -705,8 +706,12 @@ def _run_flat(name, n, args, start=0):
 #: at most this many directions share one tangent pass of bpg_hessian_columns
 #: (its products then have up to this many times the rows or columns)
 HESSIAN_CHUNK = 64
-#: and at most this many bytes of workspace for them
-HESSIAN_CHUNK_BYTES = 32 * 2**20
+#: and their tangents at most this many bytes (half of a core's L2 cache
+#: here: the tangent pass's elementwise steps stream through them).  Measured
+#: (docs/performance.md): the LSTM 4->8->2 Hessian (107 KB per direction) is
+#: fastest with 4-8 directions at once, 1.3x slower with 64; the hmp of the
+#: 64-128-128-10 MLP (320 KB per direction) with 1 (2: 1.05x, 16: 1.4x slower)
+HESSIAN_CHUNK_BYTES = 2**19
 
 
 def _columns_call(n, args, v, count, first=0):

@@ -372,9 +372,10 @@ _ROW_CHUNK = 64
 
 def hmp(params, x, y, V):
     """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
-    (N_PARAMS, k) array: in C modules of networks without the dense
-    structure, one forward and backward pass shared by all k columns and a
-    tangent pass per column; otherwise one Hessian-vector product each."""
+    (N_PARAMS, k) array: in C modules, one forward and backward pass shared
+    by all k columns, then the tangent pass over chunks of columns at once
+    (the directions as extra columns of its products); in NumPy modules one
+    Hessian-vector product per column."""
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)

@@ -204,12 +204,35 @@ void bpg_set_threads(int n)
 }
 #endif
 
+/* The inverse of bpg_dirs_to_cols: K directions of an R x C matrix stored
+   as extra columns, X (R x K x C) -> direction-major, direction d at
+   D + d*ld. */
+static inline void bpg_cols_to_dirs(int64_t K, int64_t R, int64_t C, const real *restrict X,
+                                    real *restrict D, int64_t ld)
+{
+    for (int64_t d = 0; d < K; d++)
+        for (int64_t i = 0; i < R; i++)
+            memcpy(D + d * ld + i * C, X + (i * K + d) * C, sizeof(real) * (size_t)C);
+}
+
 /* out (1 x C) = 1ᵀ · A: column sums */
 static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
     for (int64_t c = 0; c < C; c++) out[c] = 0;
     for (int64_t r = 0; r < R; r++)
         for (int64_t c = 0; c < C; c++) out[c] += A[r * C + c];
+}
+
+/* K tangent directions of an R x C matrix, direction-major (direction d at
+   D + d*ld) -> "directions as extra columns" X (R x K x C: row i of
+   direction d at X + (i*K + d)*C), the layout of bpg_hessian_columns'
+   batched variables. */
+static inline void bpg_dirs_to_cols(int64_t K, int64_t R, int64_t C, const real *restrict D,
+                                    int64_t ld, real *restrict X)
+{
+    for (int64_t d = 0; d < K; d++)
+        for (int64_t i = 0; i < R; i++)
+            memcpy(X + (i * K + d) * C, D + d * ld + i * C, sizeof(real) * (size_t)C);
 }
 
 /* C (M x Nc) = A (M x K) · B (K x Nc); row-major; i-k-j order keeps B and C rows contiguous */
@@ -463,6 +486,14 @@ static inline void bpg_hess_transpose(int64_t N, int64_t r, int64_t c, const rea
     for (int64_t n = 0; n < N; n++)
         for (int64_t i = 0; i < r; i++)
             for (int64_t j = 0; j < c; j++) B[(n * c + j) * r + i] = A[(n * r + i) * c + j];
+}
+
+/* 1 when any of the n entries at a is nonzero (a block of a direction). */
+static inline int bpg_nonzero(int64_t n, const real *restrict a)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (a[i] != 0) return 1;
+    return 0;
 }
 
 /* out (R x 1) = the maximum of each row */
@@ -1451,6 +1482,263 @@ BPG_ENTRY void bpg_hessian_blocks(int64_t N, const real *restrict x, const real 
 
     /* H_l1[l1.W; l1.W] += λ I  (λ = 0.0001) */
     for (int64_t i = 0; i < 320; i++) H_1[i*331] += (real)0.0001;
+}
+
+/* ---- hessian_columns: workspace 424*N + 2688 elements ---- */
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
+{
+    real *const l0_XW = ws + 0;  /* (N, 32) */
+    real *const l0_A = ws + 32*N;  /* (N, 32) */
+    real *const l1_XW = ws + 64*N;  /* (N, 10) */
+    real *const l1_Z = ws + 80*N;  /* (N, 10) */
+    real *const o_max = ws + 96*N;  /* (N, 1) */
+    real *const o_exp = ws + 104*N;  /* (N, 10) */
+    real *const o_expsum = ws + 120*N;  /* (N, 1) */
+    real *const d_o_expsum = ws + 128*N;  /* (N, 1) */
+    real *const d_l1_Z_2 = ws + 136*N;  /* (N, 10) */
+    real *const d_l0_A = ws + 152*N;  /* (N, 32) */
+    const int64_t NB = N;  /* the batch */
+    real *const wsd = ws + 424*N + 2688;  /* the directions' part */
+
+    /* forward pass */
+    /* l0: affine part */
+    /* l0_XW = x·l0_W */
+    bpg_gemm_nn(N, 32, 64, x, l0_W, l0_XW);
+    /* l0: activation tanh */
+    /* l0_A = tanh(l0_XW + l0_b) */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 32; cc++) {
+            const int64_t k = rr*32 + cc;
+            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
+        }
+    }
+    /* l1: affine part */
+    /* l1_XW = l0_A·l1_W */
+    bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
+    /* l1: pre-activation Z = X·W + 1·b */
+    /* l1_Z = l1_XW + l1_b */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            l1_Z[k] = l1_XW[k] + l1_b[cc];
+        }
+    }
+    /* o_max = rowmax(l1_Z) */
+    bpg_rowmax(N, 10, l1_Z, o_max);
+    /* exp(O - m), shifted for stability */
+    /* o_exp = exp(l1_Z - o_max) */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            o_exp[k] = exp(l1_Z[k] - o_max[rr]);
+        }
+    }
+    /* row sums of E */
+    /* o_expsum = o_exp·1 */
+    bpg_rowsum(N, 10, o_exp, o_expsum);
+
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
+    /*   (logsumexp(O) - O[label] per sample) */
+    /* d_o_expsum = 1 / (N o_expsum) */
+    #pragma omp simd
+    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+
+    /* Grad of: l1_Z = l1_XW + l1_b */
+    /*   (l1: pre-activation Z = X·W + 1·b) */
+    /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            d_l1_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+        }
+    }
+
+    /* Grad of: l1_XW = l0_A·l1_W */
+    /*   (l1: affine part) */
+    /* d_l0_A = d_l1_Z_2·l1_Wᵀ */
+    bpg_gemm_nt(N, 32, 10, d_l1_Z_2, l1_W, d_l0_A);
+
+    /* kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 2410 x 2410, or row j of V) */
+    for (int64_t j0 = 0; j0 < count; j0 += kc) {
+        const int64_t K = count - j0 < kc ? count - j0 : kc;
+        /* the tangent pass runs on N·K rows: sample n in direction d is row n·K + d */
+        const int64_t N = NB*K;
+        (void)N;
+        real *const r_l0_XW_b = wsd + 0*N;  /* (N, 32) x K */
+        real *const r_l1_XW_a = wsd + 0*N;  /* (N, 10) x K */
+        real *const r_o_expsum = wsd + 0*N;  /* (N, 1) x K */
+        real *const r_d_l0_Z = wsd + 0*N;  /* (N, 32) x K */
+        real *const r_d_l0_W_2 = wsd + 128*N + 0*K;  /* (64, 32) x K */
+        real *const r_d_l0_b = wsd + 128*N + 2048*K;  /* (1, 32) x K */
+        real *const r_d_l1_W_2 = wsd + 128*N + 2080*K;  /* (32, 10) x K */
+        real *const r_d_l1_b = wsd + 128*N + 2400*K;  /* (1, 10) x K */
+        real *const v_l0_W = wsd + 128*N + 2410*K;  /* (64, 32) x K */
+        real *const v_l0_b = wsd + 128*N + 4458*K;  /* (1, 32) x K */
+        real *const v_l1_W = wsd + 128*N + 4490*K;  /* (32, 10) x K */
+        real *const v_l1_b = wsd + 128*N + 4810*K;  /* (1, 10) x K */
+        real *const r_d_l1_W_1_a = wsd + 128*N + 4820*K;  /* (32, 10) x K */
+        real *const r_d_l1_W_1_b = wsd + 128*N + 5140*K;  /* (32, 10) x K */
+        real *const r_d_l0_W_1_b = wsd + 128*N + 5460*K;  /* (64, 32) x K */
+        real *const r_d_o_expsum = wsd + 1*N;  /* (N, 1) x K */
+        real *const r_d_l1_Z_1 = wsd + 2*N;  /* (N, 10) x K */
+        real *const r_l1_XW_b = wsd + 10*N;  /* (N, 10) x K */
+        real *const r_o_exp = wsd + 20*N;  /* (N, 10) x K */
+        real *const r_l0_A = wsd + 32*N;  /* (N, 32) x K */
+        real *const r_d_l0_A_a = wsd + 64*N;  /* (N, 32) x K */
+        real *const r_d_l0_A_b = wsd + 96*N;  /* (N, 32) x K */
+        real *const bscratch = wsd + 128*N + 7508*K;  /* K x 320 */
+        real *const v_l1_W_dirs = wsd + 128*N + 7828*K;  /* K x (32, 10) */
+        /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
+        if (V) {
+            bpg_dirs_to_cols(K, 64, 32, V + j0*2410 + 0, 2410, v_l0_W);
+            bpg_dirs_to_cols(K, 1, 32, V + j0*2410 + 2048, 2410, v_l0_b);
+            bpg_dirs_to_cols(K, 32, 10, V + j0*2410 + 2080, 2410, v_l1_W);
+            bpg_dirs_to_cols(K, 1, 10, V + j0*2410 + 2400, 2410, v_l1_b);
+        } else {
+            memset(v_l0_W, 0, sizeof(real)*(size_t)(2048*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j0 + d - 0;
+                if (i >= 0 && i < 2048) v_l0_W[(i/32*K + d)*32 + i%32] = 1;
+            }
+            memset(v_l0_b, 0, sizeof(real)*(size_t)(32*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j0 + d - 2048;
+                if (i >= 0 && i < 32) v_l0_b[(i/32*K + d)*32 + i%32] = 1;
+            }
+            memset(v_l1_W, 0, sizeof(real)*(size_t)(320*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j0 + d - 2080;
+                if (i >= 0 && i < 320) v_l1_W[(i/10*K + d)*10 + i%10] = 1;
+            }
+            memset(v_l1_b, 0, sizeof(real)*(size_t)(10*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j0 + d - 2400;
+                if (i >= 0 && i < 10) v_l1_b[(i/10*K + d)*10 + i%10] = 1;
+            }
+        }
+        /* which blocks of v are nonzero in some direction (products with the others are skipped) */
+        const int vnz_v_l0_W = bpg_nonzero(2048*K, v_l0_W);
+        const int vnz_v_l0_b = bpg_nonzero(32*K, v_l0_b);
+        const int vnz_v_l1_W = bpg_nonzero(320*K, v_l1_W);
+        const int vnz_v_l1_b = bpg_nonzero(10*K, v_l1_b);
+        bpg_cols_to_dirs(K, 32, 10, v_l1_W, v_l1_W_dirs, 320);  /* v_l1_W's directions one below the other */
+
+        /* forward pass */
+        /* r_l0_XW_b = x·v_l0_W */
+        if (vnz_v_l0_W) {
+            bpg_gemm_nn(NB, K*32, 64, x, v_l0_W, r_l0_XW_b);
+        } else {
+            memset(r_l0_XW_b, 0, sizeof(real)*(size_t)(32*N));  /* a zero block of v */
+        }
+        /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
+        for (int64_t rr = 0; rr < NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 32; cc++) {
+                    r_l0_A[(rr*K + d)*32 + cc] = (1 - ((l0_A[rr*32 + cc])*(l0_A[rr*32 + cc])))*(r_l0_XW_b[(rr*K + d)*32 + cc] + v_l0_b[(0*K + d)*32 + cc]);
+                }
+            }
+        /* r_l1_XW_a = r_l0_A·l1_W */
+        bpg_gemm_nn(N, 10, 32, r_l0_A, l1_W, r_l1_XW_a);
+        /* r_l1_XW_b = l0_A·v_l1_W */
+        if (vnz_v_l1_W) {
+            bpg_gemm_nn(NB, K*10, 32, l0_A, v_l1_W, r_l1_XW_b);
+        } else {
+            memset(r_l1_XW_b, 0, sizeof(real)*(size_t)(10*N));  /* a zero block of v */
+        }
+        /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
+        for (int64_t rr = 0; rr < NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 10; cc++) {
+                    r_o_exp[(rr*K + d)*10 + cc] = o_exp[rr*10 + cc]*(r_l1_XW_a[(rr*K + d)*10 + cc] + r_l1_XW_b[(rr*K + d)*10 + cc] + v_l1_b[(0*K + d)*10 + cc]);
+                }
+            }
+        /* r_o_expsum = r_o_exp·1 */
+        bpg_rowsum(N, 10, r_o_exp, r_o_expsum);
+
+        /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_expsum, o_label, o_max) */
+        /*   (logsumexp(O) - O[label] per sample) */
+        /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
+        for (int64_t rr = 0; rr < NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 1; cc++) {
+                    r_d_o_expsum[(rr*K + d)*1 + cc] = -d_o_expsum[rr*1 + 0]*r_o_expsum[(rr*K + d)*1 + 0]/o_expsum[rr*1 + 0];
+                }
+            }
+
+        /* Grad of: o_exp = exp(l1_XW + l1_b - o_max)  (not stored in this function: o_exp, l1_XW, o_max) */
+        /*   (exp(O - m), shifted for stability) */
+        /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
+        for (int64_t rr = 0; rr < NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 10; cc++) {
+                    r_d_l1_Z_1[(rr*K + d)*10 + cc] = d_o_expsum[rr*1 + 0]*r_o_exp[(rr*K + d)*10 + cc] + o_exp[rr*10 + cc]*r_d_o_expsum[(rr*K + d)*1 + 0];
+                }
+            }
+
+        /* Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW) */
+        /*   (l1: pre-activation Z = X·W + 1·b) */
+        /* r_d_l1_b = 1ᵀ·r_d_l1_Z_1 */
+        bpg_colsum(NB, K*10, r_d_l1_Z_1, r_d_l1_b);
+
+        /* Grad of: l1_XW = l0_A·l1_W  (not stored in this function: l1_XW, l0_A) */
+        /*   (l1: affine part) */
+        /* r_d_l0_A_a = r_d_l1_Z_1·l1_Wᵀ */
+        bpg_gemm_nt(N, 32, 10, r_d_l1_Z_1, l1_W, r_d_l0_A_a);
+        /* r_d_l0_A_b = d_l1_Z_2·v_l1_Wᵀ */
+        if (vnz_v_l1_W) {
+            bpg_gemm_nt(NB, K*32, 10, d_l1_Z_2, v_l1_W_dirs, r_d_l0_A_b);
+        } else {
+            memset(r_d_l0_A_b, 0, sizeof(real)*(size_t)(32*N));  /* a zero block of v */
+        }
+        /* r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2 */
+        bpg_gemm_tn(K*32, 10, NB, r_l0_A, d_l1_Z_2, bscratch);
+        bpg_dirs_to_cols(K, 32, 10, bscratch, 32*10, r_d_l1_W_1_a);
+        /* r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1 */
+        bpg_gemm_tn(32, K*10, NB, l0_A, r_d_l1_Z_1, r_d_l1_W_1_b);
+
+        /* Grad of: l0_A = tanh(l0_XW + l0_b)  (not stored in this function: l0_A, l0_XW) */
+        /*   (l0: activation tanh) */
+        /* r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2 d_l0_A ⊙ l0_A ⊙ r_l0_A */
+        for (int64_t rr = 0; rr < NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 32; cc++) {
+                    r_d_l0_Z[(rr*K + d)*32 + cc] = -2*d_l0_A[rr*32 + cc]*l0_A[rr*32 + cc]*r_l0_A[(rr*K + d)*32 + cc] + (1 - ((l0_A[rr*32 + cc])*(l0_A[rr*32 + cc])))*(r_d_l0_A_a[(rr*K + d)*32 + cc] + r_d_l0_A_b[(rr*K + d)*32 + cc]);
+                }
+            }
+
+        /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z, l0_XW) */
+        /*   (l0: pre-activation Z = X·W + 1·b) */
+        /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
+        bpg_colsum(NB, K*32, r_d_l0_Z, r_d_l0_b);
+
+        /* Grad of: l0_XW = x·l0_W  (not stored in this function: l0_XW) */
+        /*   (l0: affine part) */
+        /* r_d_l0_W_1_b = xᵀ·r_d_l0_Z */
+        bpg_gemm_tn(64, K*32, NB, x, r_d_l0_Z, r_d_l0_W_1_b);
+
+        /* total gradients */
+        /* r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W */
+        #pragma omp simd
+        for (int64_t k = 0; k < (64*K)*(32); k++) r_d_l0_W_2[k] = r_d_l0_W_1_b[k] + 0.0001*v_l0_W[k];
+        /* r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W */
+        #pragma omp simd
+        for (int64_t k = 0; k < (32*K)*(10); k++) r_d_l1_W_2[k] = r_d_l1_W_1_a[k] + r_d_l1_W_1_b[k] + 0.0001*v_l1_W[k];
+
+        /* rows j0 .. of the result: H·v for each direction */
+        bpg_cols_to_dirs(K, 64, 32, r_d_l0_W_2, out + j0*2410 + 0, 2410);
+        bpg_cols_to_dirs(K, 1, 32, r_d_l0_b, out + j0*2410 + 2048, 2410);
+        bpg_cols_to_dirs(K, 32, 10, r_d_l1_W_2, out + j0*2410 + 2080, 2410);
+        bpg_cols_to_dirs(K, 1, 10, r_d_l1_b, out + j0*2410 + 2400, 2410);
+    }
 }
 
 /* ---- the CPython entry points (runtime/fastcall.c below): this module's constants ---- */

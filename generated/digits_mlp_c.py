@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_mlp.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_mlp_c.c, compiled through cffi into
-_bpgen_digits_mlp_92d43f49ef23) then never reads or writes out of bounds.
+_bpgen_digits_mlp_596b4abb7407) then never reads or writes out of bounds.
 Derivation document: bpgen doc digits_mlp.yaml
 """
 import collections
@@ -74,14 +74,14 @@ _OUTPUTS = {
     "hessian": [(0, 0, 0, 5808100, 2410)],
     "hessian_blocks": [(0, 0, 0, 4326400, 2080), (0, 4326400, 0, 108900, 330)],
 }
-EXTENSION = "_bpgen_digits_mlp_92d43f49ef23"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_curvature(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian_blocks(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_set_threads(int n);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
+EXTENSION = "_bpgen_digits_mlp_596b4abb7407"
+CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_curvature(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian_blocks(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
 C_FILE = "digits_mlp_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
-_WS = {'forward': (80, 0), 'loss': (160, 2392), 'loss_and_grad': (248, 4760), 'hvp': (424, 2688), 'ggn_vp': (344, 2368), 'grad_factors': (136, 0), 'curvature': (136, 0), 'hessian': (2458, 32768), 'hessian_blocks': (2128, 32768)}
+_WS = {'forward': (80, 0), 'loss': (160, 2392), 'loss_and_grad': (248, 4760), 'hvp': (424, 2688), 'ggn_vp': (344, 2368), 'grad_factors': (136, 0), 'curvature': (136, 0), 'hessian': (2458, 32768), 'hessian_blocks': (2128, 32768), 'hessian_columns': (424, 2688)}
 #: bpg_hessian_columns' workspace per direction of a chunk: a*N + b elements
-_WS_DIR = {}
+_WS_DIR = {'hessian_columns': (128, 8148)}
 
 
 def init_params(seed=0):
@@ -377,9 +377,10 @@ _ROW_CHUNK = 64
 
 def hmp(params, x, y, V):
     """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
-    (N_PARAMS, k) array: in C modules of networks without the dense
-    structure, one forward and backward pass shared by all k columns and a
-    tangent pass per column; otherwise one Hessian-vector product each."""
+    (N_PARAMS, k) array: in C modules, one forward and backward pass shared
+    by all k columns, then the tangent pass over chunks of columns at once
+    (the directions as extra columns of its products); in NumPy modules one
+    Hessian-vector product per column."""
     mats = _check_params(params)
     xm, n = _check_x(x)
     ym = _check_y(y, n)
@@ -704,8 +705,12 @@ def _run_flat(name, n, args, start=0):
 #: at most this many directions share one tangent pass of bpg_hessian_columns
 #: (its products then have up to this many times the rows or columns)
 HESSIAN_CHUNK = 64
-#: and at most this many bytes of workspace for them
-HESSIAN_CHUNK_BYTES = 32 * 2**20
+#: and their tangents at most this many bytes (half of a core's L2 cache
+#: here: the tangent pass's elementwise steps stream through them).  Measured
+#: (docs/performance.md): the LSTM 4->8->2 Hessian (107 KB per direction) is
+#: fastest with 4-8 directions at once, 1.3x slower with 64; the hmp of the
+#: 64-128-128-10 MLP (320 KB per direction) with 1 (2: 1.05x, 16: 1.4x slower)
+HESSIAN_CHUNK_BYTES = 2**19
 
 
 def _columns_call(n, args, v, count, first=0):

@@ -178,17 +178,17 @@ def test_c_functions_stay_in_bounds_and_write_every_output(builder, aid):
                 f"{what}: differs from the wrapper's call"
 
 
-@pytest.mark.parametrize("aid", ["lstm", "cnn"])
+@pytest.mark.parametrize("aid", ["mlp", "lstm", "cnn"])
 def test_hessian_columns_stay_in_bounds(builder, aid):
     """bpg_hessian_columns (its own signature: first and count rows of the
     Hessian, kc directions at a time) writes exactly count x N_PARAMS
     outputs and stays in its workspace; its rows equal hvp of the unit
-    vectors.  The LSTM's tangent part runs over kc directions at once, the
-    CNN's one direction at a time."""
+    vectors.  The MLP's and the LSTM's tangent part runs over kc directions
+    at once, the CNN's one direction at a time."""
     arch = ARCHS[aid]
     mod = builder(arch, "c")
     dtype, p = mod.DTYPE, mod.N_PARAMS
-    assert (mod._WS_DIR["hessian_columns"] != (0, 0)) == (aid == "lstm")
+    assert (mod._WS_DIR["hessian_columns"] != (0, 0)) == (aid != "cnn")
     params, x, y, _ = _point(arch, mod, 3, seed=2)
     xm, n = mod._check_x(x)
     inputs = [xm, mod._check_y(y, n), *mod._check_params(params)]

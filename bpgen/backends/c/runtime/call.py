@@ -135,11 +135,12 @@ def _run_flat(name, n, args, start=0):
 #: at most this many directions share one tangent pass of bpg_hessian_columns
 #: (its products then have up to this many times the rows or columns)
 HESSIAN_CHUNK = 64
-#: and their tangents at most this many bytes (about a core's L2 cache: the
-#: tangent pass's elementwise steps stream through them; measured on the
-#: LSTM 4->8->2 Hessian, 107 KB per direction, 64 at once were 1.3x slower
-#: than 6-9 at once)
-HESSIAN_CHUNK_BYTES = 2**20
+#: and their tangents at most this many bytes (half of a core's L2 cache
+#: here: the tangent pass's elementwise steps stream through them).  Measured
+#: (docs/performance.md): the LSTM 4->8->2 Hessian (107 KB per direction) is
+#: fastest with 4-8 directions at once, 1.3x slower with 64; the hmp of the
+#: 64-128-128-10 MLP (320 KB per direction) with 1 (2: 1.05x, 16: 1.4x slower)
+HESSIAN_CHUNK_BYTES = 2**19
 
 
 def _columns_call(n, args, v, count, first=0):
