@@ -352,11 +352,10 @@ ENTRY_POINTS = (
                lambda spec, curv, meta: derive_assembly(spec, curv, meta, "blocks"),
                "every layer's diagonal block of the exact Hessian", when=structured,
                kind="assembly"),
-    # C only (the NumPy backend takes Hessian columns from hvp): hmp of every
-    # network, hessian and hessian_diag of those without the dense structure
+    # hmp of every network, hessian and hessian_diag of those without the
+    # dense structure
     EntryPoint("hessian_columns", ("x", "y", "params"), _hessian_columns,
-               "Hessian columns, the forward and backward pass shared by all",
-               backends=("c",)),
+               "Hessian columns, the forward and backward pass shared by all"),
 )
 
 

@@ -48,7 +48,9 @@ NSYM = sp.Symbol("N", positive=True, integer=True)
 RESERVED = {"N", "numpy", "np", "ws", "lib", "ffi", "math", "params", "v",
             "out", "out_loss", "out_grad", "out_y", "out_hv", "out_f", "i", "j", "k",
             "r", "c", "acc", "real", "m", "t", "it", "q", "q0", "q1", "r0", "r1", "rr",
-            "cc", "size_t", "int64_t", "DTYPE"}
+            "cc", "size_t", "int64_t", "DTYPE",
+            # hessian_columns: the directions of a chunk (both backends)
+            "K", "NB", "d", "j0", "kc", "V", "first", "count", "vbuf", "wsd", "bscratch"}
 
 Dim = "int | str"
 

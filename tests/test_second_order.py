@@ -379,15 +379,20 @@ def test_hmp_equals_hessian_times_v(get, cid, backend):
 BATCHED_IDS = ["rnn-mse-all", "lstm-sce-last-k2", "birnn_gru-bce-last", "layernorm-tanh-sce"]
 
 
+@pytest.mark.parametrize("backend", ["c", "numpy"])
 @pytest.mark.parametrize("cid", BATCHED_IDS)
 @pytest.mark.parametrize("chunk", [1, 3, 64])
-def test_directions_at_once(get, cid, chunk, monkeypatch):
-    """C modules without the dense structure push up to HESSIAN_CHUNK
-    directions through one tangent pass (the directions as extra columns):
-    chunks of 1, of 3 (a remainder at the end) and all at once give
-    hessian() and hmp() equal to hvp column by column, to rounding."""
-    spec, mod, _ = get(cid, "c")
-    assert mod._WS_DIR["hessian_columns"] != (0, 0)      # the batched form was emitted
+def test_directions_at_once(get, cid, chunk, backend, monkeypatch):
+    """hmp (and hessian of networks without the dense structure) push up to
+    HESSIAN_CHUNK directions through one tangent pass (the directions as
+    extra columns): chunks of 1, of 3 (a remainder at the end) and all at
+    once give hessian() and hmp() equal to hvp column by column, to
+    rounding, in both backends."""
+    spec, mod, _ = get(cid, backend)
+    if backend == "c":                   # the batched form was emitted
+        assert mod._WS_DIR["hessian_columns"] != (0, 0)
+    else:
+        assert callable(mod._tangent_columns)
     params, x, y = _point(spec, mod, seed=5)
     n = mod.N_PARAMS
     monkeypatch.setattr(mod, "HESSIAN_CHUNK", chunk)

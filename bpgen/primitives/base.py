@@ -11,7 +11,8 @@ A primitive knows
   (or ``None`` when it is zero), from ``{var: tangent var}``;
 * ``equation(op, names, latex)``: the right-hand side in matrix notation;
 * ``numpy(em, op, loop)`` and ``c(em, op, loop)``: how each backend prints it.
-* ``c_batched(em, op, loop)``: the C rule for k tangent directions at once
+* ``c_batched(em, op, loop)``, ``numpy_batched(...)``: the rules for k
+  tangent directions at once
   (``bpg_hessian_columns``): every tangent ("batched") variable of shape
   (r, c) is stored as (r, K, c), its k directions as extra columns.  Seen
   as (r·K, c) rows, a per-sample tangent is a batch of N·K samples (sample
@@ -86,6 +87,13 @@ class Primitive:
 
     def c(self, em, op, loop) -> list:
         raise NotImplementedError(f"{self.name}: C printing")
+
+    def numpy_batched(self, em, op, loop):
+        """The NumPy rule over k directions at once (same layout and
+        NotImplementedError convention as ``c_batched``)."""
+        if self.batch_as_rows and all(em.is_batched(a) for a in op.args):
+            return self.numpy(em, op, loop)
+        raise NotImplementedError(f"{self.name}: no NumPy rule for k directions at once")
 
     def c_batched(self, em, op, loop) -> list:
         """The C rule over k directions at once; NotImplementedError when

@@ -205,3 +205,21 @@ class Map(Primitive):
                  "        #pragma omp simd",
                  f"        for (int64_t cc = 0; cc < {c}; cc++) {{"]
                 + [f"            {b}" for b in body] + ["        }", "    }"])
+
+    def numpy_batched(self, em, op, loop):
+        """k directions: batched arguments seen as (rows, K, cols), fixed
+        ones broadcast over the directions ([:, None, :])."""
+        r, c = em.lshape(op.out, loop)
+        expr = numeric(op.attrs["expr"])
+        if all(s.name != "N" for s in expr.free_symbols) and op.args and all(
+                em.is_batched(a) and em.lshape(a, loop) == (r, c) for a in op.args):
+            return self.numpy(em, op, loop)      # elementwise over the N·K rows
+        access = {"N": "NB"}                     # the batch, not the N·K rows
+        for a in op.args:
+            ar, ac = em.lshape(a, loop)
+            if em.is_batched(a):
+                access[a] = f"{em.acc(a, loop)}.reshape({ar}, K, {ac})"
+            else:
+                access[a] = f"{em.acc(a, loop)}[:, None, :]" if ar != "1" else em.acc(a, loop)
+        rhs = NumpyPrinter({}, access).doprint(expr)
+        return f"_batched({rhs}, {r}, K, {c})"

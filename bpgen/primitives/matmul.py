@@ -126,3 +126,23 @@ class MatMul(Primitive):
             return lines + [f"bpg_gemm_nt({ra}, K*{rb}, {cb}, {em.ptr(a, loop)}, {bd}, "
                             f"{out});"]
         raise NotImplementedError("matmul: no C rule for k directions of this form")
+
+    def numpy_batched(self, em, op, loop):
+        """k directions: the same four forms as ``c_batched``."""
+        a, b = op.args
+        ta, tb = op.attrs["ta"], op.attrs["tb"]
+        ba, bb = em.is_batched(a), em.is_batched(b)
+        A, B = em.acc(a, loop), em.acc(b, loop)
+        (ra, ca), (rb, cb) = em.lshape(a, loop), em.lshape(b, loop)
+        if ba and not bb and not ta:
+            return self.numpy(em, op, loop)
+        if bb and not ba and not tb:       # A·[B_1 … B_K]
+            m = ca if ta else ra
+            return f"({A}{'.T' if ta else ''} @ {B}.reshape({rb}, K*{cb})).reshape({m}*K, {cb})"
+        if ba and not bb and ta and not tb:  # [A_1 … A_K]ᵀ·B: directions one below the other
+            return (f"({A}.reshape({ra}, K*{ca}).T @ {B}).reshape(K, {ca}, {cb})"
+                    f".transpose(1, 0, 2).reshape({ca}*K, {cb})")
+        if bb and not ba and tb and not ta:  # A·[B_1ᵀ … B_Kᵀ]
+            return (f"({A} @ {B}.reshape({rb}, K, {cb}).transpose(1, 0, 2)"
+                    f".reshape(K*{rb}, {cb}).T).reshape({ra}*K, {rb})")
+        raise NotImplementedError("matmul: no NumPy rule for k directions of this form")

@@ -72,3 +72,13 @@ class Sum(Unary):
             em.use("colsum")
             return [f"bpg_colsum({r}, K*{c}, {em.ptr(a, loop)}, {em.ptr(op.out, loop)});"]
         raise NotImplementedError(f"sum over axis {axis}: no C rule for k directions")
+
+    def numpy_batched(self, em, op, loop):
+        (a,) = op.args
+        axis = op.attrs["axis"]
+        if axis == 1 and em.is_batched(a):
+            return self.numpy(em, op, loop)
+        if axis == 0 and em.is_batched(a):
+            r, c = em.lshape(a, loop)
+            return f"{em.acc(a, loop)}.reshape({r}, K*{c}).sum(axis=0).reshape(K, {c})"
+        raise NotImplementedError(f"sum over axis {axis}: no NumPy rule for k directions")

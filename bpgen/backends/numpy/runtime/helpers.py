@@ -68,6 +68,39 @@ def _full(value, shape):
     return numpy.broadcast_to(numpy.asarray(value, dtype=DTYPE), shape).copy()
 
 
+def _batched(value, rows, k, cols):
+    """An elementwise result over k directions, broadcast to (rows, k, cols)
+    and seen as (rows*k, cols): the directions as extra columns."""
+    value = numpy.asarray(value, dtype=DTYPE)
+    if value.shape != (rows, k, cols):
+        value = numpy.broadcast_to(value, (rows, k, cols)).copy()
+    return value.reshape(rows * k, cols)
+
+
+def _dirs_to_cols(block, rows, cols):
+    """k directions of a (rows, cols) block, one per row of ``block`` (k,
+    rows*cols) -> the (rows*k, cols) layout of _tangent_columns."""
+    k = block.shape[0]
+    return numpy.ascontiguousarray(
+        block.reshape(k, rows, cols).transpose(1, 0, 2), dtype=DTYPE).reshape(rows * k, cols)
+
+
+def _unit_dirs(i0, k, rows, cols):
+    """The (rows, cols) blocks of the unit vectors e_i0 .. e_(i0+k-1) (zero
+    where i is outside the block) in the (rows*k, cols) layout."""
+    out = numpy.zeros((rows * k, cols), dtype=DTYPE)
+    for d in range(max(0, -i0), min(k, rows * cols - i0)):
+        i = i0 + d
+        out[(i // cols) * k + d, i % cols] = 1
+    return out
+
+
+def _cols_to_dirs(x, rows, cols):
+    """The inverse of _dirs_to_cols: (rows*k, cols) -> (k, rows*cols)."""
+    k = x.shape[0] // rows
+    return x.reshape(rows, k, cols).transpose(1, 0, 2).reshape(k, rows * cols)
+
+
 def _place_cols(a, start, total):
     out = numpy.zeros((a.shape[0], total), dtype=DTYPE)
     out[:, start:start + a.shape[1]] = a
