@@ -381,3 +381,37 @@ def torch_hvp_peer(arch, keys, params, x, y, v):
     def read(result):
         return np.concatenate([h.detach().numpy().ravel() for h in result])
     return call, read
+
+
+def jax_hmp_peer(arch, keys, params, x, y, V):
+    """k Hessian-vector products at once: forward over reverse vmapped over
+    the columns of V (P, k), jitted: (call, read -> (P, k) array)."""
+    loss = _jax_flat_loss(arch, keys, params)
+
+    def hvp(th, u, x, y):
+        return jax.jvp(lambda t: jax.grad(loss)(t, x, y), (th,), (u,))[1]
+    f = jax.jit(jax.vmap(hvp, in_axes=(None, 1, None, None), out_axes=1))
+    theta, xj, yj = jnp.asarray(_flat(keys, params)), jnp.asarray(x), jnp.asarray(y)
+    Vj = jnp.asarray(V)
+
+    def call():
+        return jax.block_until_ready(f(theta, Vj, xj, yj))
+    return call, np.asarray
+
+
+def torch_hmp_peer(arch, keys, params, x, y, V):
+    """k Hessian-vector products at once: ``torch.func.jvp`` of
+    ``torch.func.grad`` vmapped over the columns of V: (call, read -> (P, k))."""
+    loss_fn, layout = _torch_loss(arch), _layout(keys, params)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    theta = torch.from_numpy(_flat(keys, params))
+    Vt = torch.from_numpy(np.ascontiguousarray(V.T))
+
+    def flat_loss(th):
+        return loss_fn({k: th[a:b].view(s) for k, a, b, s in layout}, xt, yt)
+    grad = torch.func.grad(flat_loss)
+    f = torch.func.vmap(lambda u: torch.func.jvp(grad, (theta,), (u,))[1])
+
+    def call():
+        return f(Vt)
+    return call, lambda h: h.numpy().T

@@ -47,7 +47,7 @@ wrapper's per-call overhead is measured: ``loss_and_grad`` and ``forward`` on
 mlp_tiny with N=1.
 
 A second-order table follows (float64, the cases in SECOND_ORDER): the full
-``hessian`` of small networks, ``hvp`` and ``hessian_diag`` (with its peak
+``hessian`` of small networks, ``hvp``, ``hmp`` (16 columns) and ``hessian_diag`` (with its peak
 memory in a fresh process) against ``jax.hessian`` / forward-over-reverse JAX
 and ``torch.func.hessian`` / double-backward PyTorch, each result checked
 against bpgen C's to 1e-8; see benchmarks/second_order.py for the method.
@@ -151,6 +151,9 @@ SECOND_ORDER = {  # name -> (architecture, N, what is timed); see benchmarks/sec
     "hess_lstm": (recurrent("hess_lstm", "lstm", 4, 10, 8, 2), 8, "hessian"),
     "hvp_small": (mlp("hvp_small", [64, 128, 128, 10], "tanh", CE), 32, "hvp"),
     "hvp_mnist": (mlp("hvp_mnist", [784, 256, 256, 10], "relu", CE), 128, "hvp"),
+    # hmp: 16 Hessian-vector products at once (second_order.HMP_K)
+    "hmp_small": (mlp("hmp_small", [64, 128, 128, 10], "tanh", CE), 32, "hmp"),
+    "hmp_lstm": (recurrent("hmp_lstm", "lstm", 4, 10, 8, 2), 8, "hmp"),
     "diag_mnist": (mlp("diag_mnist", [784, 256, 256, 10], "tanh", CE), 128, "diag"),
 }
 PEERS = {"JAX": (jax, jax_peer), "PyTorch": (torch, torch_peer)}   # the "best peer" candidates

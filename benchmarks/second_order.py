@@ -10,6 +10,10 @@ contender once on the same parameters and data:
   the flat parameter vector (benchmarks/peers.py unflattens it like bpgen);
 - ``hvp``: bpgen's ``hvp`` with a random v; JAX forward over reverse
   (``jax.jvp`` of ``jax.grad``, jitted); PyTorch double backward;
+- ``hmp``: bpgen's ``hmp`` with a random V of HMP_K columns (one forward and
+  backward pass, the tangent pass over chunks of columns at once); JAX
+  forward over reverse vmapped over the columns, jitted; PyTorch
+  ``torch.func.jvp`` of ``torch.func.grad`` vmapped likewise;
 - ``hessian_diag``: bpgen only (neither peer has an exact diagonal short of P
   Hessian-vector products).  A few diagonal entries, the first and one random
   entry of every parameter array, are checked against the peers' hvp with a
@@ -41,7 +45,8 @@ import numpy as np
 TOL = 1e-8          # float64
 SLOW = 1.0          # s: calls slower than this are timed fewer times ...
 BUDGET = 10.0       # ... as many as fit in this many seconds (at least one)
-FUNCTIONS = {"hessian": "hessian", "hvp": "hvp", "diag": "hessian_diag"}
+FUNCTIONS = {"hessian": "hessian", "hvp": "hvp", "diag": "hessian_diag", "hmp": "hmp"}
+HMP_K = 16          # columns of V in the hmp cases
 
 
 def timed(fn, repeats, time_call):
@@ -165,13 +170,14 @@ def run_case(name, arch, n, kind, tmp, repeats, tools):
     x, y = tools.make_data(arch, n)
     rng = np.random.default_rng(1)
     v = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    V = rng.standard_normal((mc.N_PARAMS, HMP_K))
     function = FUNCTIONS[kind]
 
     def bpgen_call(mod):
-        args = (params, x, y, v) if kind == "hvp" else (params, x, y)
+        args = {"hvp": (params, x, y, v), "hmp": (params, x, y, V)}.get(kind, (params, x, y))
         return lambda: getattr(mod, function)(*args)
     calls = {"bpgen C": bpgen_call(mc), "bpgen NumPy": bpgen_call(mn)}
-    identity = (lambda r: r) if kind == "hessian" else (lambda r: flat(keys, r))
+    identity = (lambda r: r) if kind in ("hessian", "hmp") else (lambda r: flat(keys, r))
     reads = {"bpgen C": identity, "bpgen NumPy": identity}
     hvps = {}                       # peer -> (call, read) of its hvp, for the diag check
     for peer, library in (("JAX", peers.jax), ("PyTorch", peers.torch)):
@@ -181,6 +187,9 @@ def run_case(name, arch, n, kind, tmp, repeats, tools):
         if kind == "hessian":
             calls[peer], reads[peer] = getattr(peers, prefix + "_hessian_peer")(
                 arch, keys, params, x, y)
+        elif kind == "hmp":
+            calls[peer], reads[peer] = getattr(peers, prefix + "_hmp_peer")(
+                arch, keys, params, x, y, V)
         else:
             hvp = getattr(peers, prefix + "_hvp_peer")(arch, keys, params, x, y, v)
             if kind == "hvp":
