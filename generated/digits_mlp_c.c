@@ -1563,6 +1563,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
     bpg_gemm_nt(N, 32, 10, d_l1_Z_2, l1_W, d_l0_A);
 
     /* kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 2410 x 2410, or row j of V) */
+    if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */
     for (int64_t j0 = 0; j0 < count; j0 += kc) {
         const int64_t K = count - j0 < kc ? count - j0 : kc;
         /* the tangent pass runs on N·K rows: sample n in direction d is row n·K + d */

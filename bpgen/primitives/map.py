@@ -34,6 +34,18 @@ def _shared_calls(expr):
     return out, reduced[0].xreplace(done)
 
 
+def _c_body(em, expr, access: dict, dst: str) -> list:
+    """C statements computing ``expr`` for one element into ``dst``
+    (``access``: how each argument is read there), shared calls first."""
+    temps, expr = _shared_calls(expr)
+    printer = CPrinter({**access, **{t.name: t.name for t, _ in temps}}, em.dtype)
+    body = [f"const real {t.name} = {printer.doprint(e)};" for t, e in temps]
+    body.append(f"{dst} = {printer.doprint(expr)};")
+    for helper in printer.helpers:
+        em.use(helper)
+    return body
+
+
 def _partial(op, a: str):
     """∂f/∂a, in terms of the op's own output where SymPy can."""
     expr = op.attrs["expr"]
@@ -157,13 +169,7 @@ class Map(Primitive):
                 access[a] = f"{p}[cc]"
             else:
                 access[a] = f"{p}[rr]"
-        temps, expr = _shared_calls(expr)
-        access.update({t.name: t.name for t, _ in temps})
-        printer = CPrinter(access, em.dtype)
-        body = [f"const real {t.name} = {printer.doprint(e)};" for t, e in temps]
-        body.append(f"{em.ptr(op.out, loop)}[k] = {printer.doprint(expr)};")
-        for helper in printer.helpers:
-            em.use(helper)
+        body = _c_body(em, expr, access, f"{em.ptr(op.out, loop)}[k]")
         # omp simd: vectorise, calling the vector math functions (see prelude.c)
         if flat:
             head = f"for (int64_t k = 0; k < {em.c_size((r, c))}; k++)"
@@ -193,13 +199,7 @@ class Map(Primitive):
                 access[a] = f"{em.ptr(a, loop)}[({row}*K + d)*{ac} + {col}]"
             else:
                 access[a] = f"{em.ptr(a, loop)}[{row}*{ac} + {col}]"
-        temps, expr = _shared_calls(expr)
-        access.update({t.name: t.name for t, _ in temps})
-        printer = CPrinter(access, em.dtype)
-        body = [f"const real {t.name} = {printer.doprint(e)};" for t, e in temps]
-        body.append(f"{em.ptr(op.out, loop)}[(rr*K + d)*{c} + cc] = {printer.doprint(expr)};")
-        for helper in printer.helpers:
-            em.use(helper)
+        body = _c_body(em, expr, access, f"{em.ptr(op.out, loop)}[(rr*K + d)*{c} + cc]")
         return ([f"for (int64_t rr = 0; rr < {r}; rr++)",
                  "    for (int64_t d = 0; d < K; d++) {",
                  "        #pragma omp simd",

@@ -14,8 +14,8 @@ from ...ir import RESERVED, Var
 from ...lower import Program
 from ...shapes import size_coeffs
 from ..common.context import module_context
-from ..common.emitter import (Emitter, c_size, common_runtime, environment, offset_code,
-                              runtime_source)
+from ..common.emitter import (Directions, Emitter, c_size, common_runtime, environment,
+                              offset_code, runtime_source)
 from . import build
 from .fastcall import CDEF as FASTCALL_CDEF, fastcall_source
 
@@ -150,12 +150,7 @@ class _ColumnsEmitter(CEmitter):
                              f"sizeof(real)*(size_t)({r}*{c}));  /* a zero block of v */"])
 
 
-def _code_dim(d) -> str:
-    """A dimension of the logical shape as code, N the real batch (NB)."""
-    return str(d).replace("N", "NB")
-
-
-class _BatchedEmitter(CEmitter):
+class _BatchedEmitter(Directions, CEmitter):
     """The tangent part of ``bpg_hessian_columns`` over K directions at
     once (each primitive's ``c_batched``).  A batched variable of shape
     (r, c) is stored as (r, K, c); in its block of the function ``N`` is
@@ -171,23 +166,10 @@ class _BatchedEmitter(CEmitter):
         self.scratch_size = 0          # per direction, constant
         self.copies: dict = {}         # seed -> its direction-major copy
 
-    def is_batched(self, name: str) -> bool:
-        return name in self.batched
-
-    def shape(self, name, loop):
-        r, c = super().shape(name, loop)
-        if name in self.batched and isinstance(r, int):
-            return (f"{r}*K", c)
-        return (r, c)
-
-    def lshape(self, name, loop) -> tuple:
-        """The logical shape (one direction) as code, N the real batch."""
-        return tuple(_code_dim(d) for d in super().shape(name, loop))
-
     def ptr(self, name, loop):
-        if self.stepped(name, loop) and name not in self.batched:
-            return f"({name} + t*{self.prog.vars[name].shape[1]}*NB)"
-        return super().ptr(name, loop)
+        if self.stepped(name, loop):
+            return f"({name} + t*{self.prog.vars[name].shape[1]}*{self.batch(name)})"
+        return name
 
     def c_size(self, shape):
         if any(isinstance(d, str) and "K" in d for d in shape):
@@ -347,7 +329,8 @@ def _batched_columns(derived: Derived, used: set, tables: dict) -> dict:
     em.use("nonzero")
     loop = {"head": [f"kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows "
                      f"first .. first+count-1 of the Hessian, {total} x {total}, or row j of V)"],
-            "lines": ["for (int64_t j0 = 0; j0 < count; j0 += kc) {"]
+            "lines": ["if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */",
+                      "for (int64_t j0 = 0; j0 < count; j0 += kc) {"]
             + [("    " + line) if line else "" for line in inner] + ["}"]}
     sig = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs[:n_in]]
            + ["const real *restrict V", "real *restrict out", "real *restrict ws",

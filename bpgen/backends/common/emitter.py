@@ -16,8 +16,8 @@ from ...lower import Program
 from ...primitives import PRIMITIVES
 from ...shapes import size_coeffs
 
-__all__ = ["Emitter", "environment", "runtime_source", "common_runtime", "c_size",
-           "offset_code", "RUNTIME_MARKER"]
+__all__ = ["Emitter", "Directions", "environment", "runtime_source", "common_runtime",
+           "c_size", "offset_code", "RUNTIME_MARKER"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: runtime files hold, above this line, what makes them importable on their
@@ -167,3 +167,30 @@ class Emitter:
             current_key = object()
             i = j
         return blocks
+
+
+class Directions:
+    """Mixin of both backends' emitters of the tangent part of
+    ``hessian_columns`` over K directions at once (see
+    ``Primitive.c_batched``): a batched variable of shape (r, c) is stored as
+    (r, K, c).  In its code N stands for NB·K (NB the batch), so a per-sample
+    batched variable keeps its shape, (N, c) meaning N·K rows; a fixed-size
+    one is seen as (r·K, c) rows; ``lshape`` gives the shape of one
+    direction, with NB for the batch.  Set ``self.batched`` (a set) first."""
+
+    def is_batched(self, name: str) -> bool:
+        return name in self.batched
+
+    def shape(self, name, loop):
+        r, c = super().shape(name, loop)
+        if name in self.batched and isinstance(r, int):
+            return (f"{r}*K", c)
+        return (r, c)
+
+    def lshape(self, name, loop) -> tuple:
+        """The shape of one direction as code, NB the batch."""
+        return tuple(str(d).replace("N", "NB") for d in Emitter.shape(self, name, loop))
+
+    def batch(self, name: str) -> str:
+        """The batch size of ``name``'s rows in this code: N or NB."""
+        return "N" if name in self.batched else "NB"

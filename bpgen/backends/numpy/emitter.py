@@ -40,8 +40,8 @@ from ...shapes import broadcast_shape
 from ..common.context import module_context
 from ...printers import NumpyPrinter, numeric
 from ...shapes import dim_coeffs, size_coeffs
-from ..common.emitter import (Emitter, common_runtime, environment, offset_code,
-                              runtime_source)
+from ..common.emitter import (Directions, Emitter, common_runtime, environment,
+                              offset_code, runtime_source)
 
 __all__ = ["NumpyEmitter", "emit"]
 
@@ -106,8 +106,13 @@ class NumpyEmitter(Emitter):
             view = self._by_step[key] = self.fresh(name + "_t")
             steps, cols = self.prog.loops[loop]["steps"], self.prog.vars[name].shape[1]
             self.loop_pre.setdefault(loop, []).append(
-                f"{view} = {name}.reshape({steps}, N, {cols})  # {name}, step by step")
+                f"{view} = {name}.reshape({steps}, {self.batch(name)}, {cols})  "
+                f"# {name}, step by step")
         return self._by_step[key]
+
+    def batch(self, name: str) -> str:
+        """The batch size of ``name``'s rows in this code."""
+        return "N"
 
     # ---- the plan: where each result goes ---------------------------------------
     def _plan(self) -> None:
@@ -443,7 +448,7 @@ class NumpyEmitter(Emitter):
 
 
 class _HeadEmitter(NumpyEmitter):
-    """The shared part of ``_hessian_columns`` (the forward and backward
+    """The shared part of ``_tangent_columns`` (the forward and backward
     pass): its outputs are what the tangent part reads, kept as they are."""
 
     def _plan(self) -> None:
@@ -460,7 +465,7 @@ class _HeadEmitter(NumpyEmitter):
             self.prog.outputs = outputs
 
 
-class _BatchedEmitter(NumpyEmitter):
+class _BatchedEmitter(Directions, NumpyEmitter):
     """The tangent part of ``_hessian_columns`` over K directions at once,
     in the C backend's layout (see bpgen.backends.c.emitter._BatchedEmitter):
     a batched (r, c) is an (r·K, c) array, N is bound to NB·K, fixed values
@@ -481,36 +486,11 @@ class _BatchedEmitter(NumpyEmitter):
         except ValueError:         # batched and fixed shapes: not comparable
             return False
 
-    def is_batched(self, name: str) -> bool:
-        return name in self.batched
-
     def hoistable(self, name: str) -> bool:
         return name not in self.batched
 
     def _in_loop(self, a: str, loop) -> bool:
         return a in self.batched or super()._in_loop(a, loop)
-
-    def shape(self, name, loop):
-        r, c = super().shape(name, loop)
-        if name in self.batched and isinstance(r, int):
-            return (f"{r}*K", c)
-        return (r, c)
-
-    def lshape(self, name, loop) -> tuple:
-        """The logical shape (one direction) as code, N the real batch."""
-        logical = Emitter.shape(self, name, loop)
-        return tuple(str(d).replace("N", "NB") for d in logical)
-
-    def by_step(self, name, loop):
-        if name in self.batched:
-            return super().by_step(name, loop)
-        key = (loop, name)
-        if key not in self._by_step:
-            view = self._by_step[key] = self.fresh(name + "_t")
-            steps, cols = self.prog.loops[loop]["steps"], self.prog.vars[name].shape[1]
-            self.loop_pre.setdefault(loop, []).append(
-                f"{view} = {name}.reshape({steps}, NB, {cols})  # {name}, step by step")
-        return self._by_step[key]
 
     def into(self, op, loop):
         return None
