@@ -569,6 +569,9 @@ def test_float32_spot_check(get, cid, backend):
     hv = mod.flatten(mod.hvp(params, x, y, mod.unflatten(v)))
     assert hv.dtype == np.float32
     assert rel_err(hv, h_fd @ v) <= 1e-4
+    V = np.random.default_rng(6).standard_normal((mod.N_PARAMS, 5)).astype(np.float32)
+    hm = mod.hmp(params, x, y, V)
+    assert hm.dtype == np.float32 and rel_err(hm, h_fd @ V) <= 1e-4
     gv = mod.flatten(mod.ggn_vp(params, x, y, mod.unflatten(v)))
     assert gv.dtype == np.float32
     assert rel_err(gv, _fd_ggn(spec, params, x, y) @ v) <= 1e-4
