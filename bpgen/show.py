@@ -373,7 +373,8 @@ def hessian_items(arch) -> list:
     if other:
         which = ", ".join(f"{lay.name}: {lay.type}" for lay in other)
         which_tex = ", ".join(f"${tex_roman(lay.name)}$: {lay.type}" for lay in other)
-        rest = "): their blocks come from Hessian-vector products, one column per parameter."
+        rest = ("): their blocks come from Hessian-vector products (one forward and backward "
+                "pass, then the tangent statements below for many columns at once).")
         items.append(("text", f"Other layers ({which}{rest}", f"Other layers ({which_tex}{rest}"))
     items.append(("text", "bpgen computes ∇²L·v without forming ∇²L: the R-operator "
                           "R{V} = d/dε V(θ + ε v) at ε = 0 (forward mode) over the derived "
@@ -398,6 +399,18 @@ def hessian_items(arch) -> list:
     for key, o in zip(spec.param_shapes, prog.outputs):
         items.append(("eq", f"(∇²L·v)[{key}] = {names.get(o, o)}",
                       rf"(\nabla^{{2}} L \cdot v)[{tex_key(key)}] = {tn.get(o, o)}", ""))
+    items.append(("text", "hmp(V), and hessian() where it is formed from Hessian-vector "
+                          "products, run the forward and backward pass once and the tangent "
+                          "statements above for a chunk of K columns of V at once: each tangent "
+                          "r × c is stored r × K × c (the directions as extra columns), so a "
+                          "product with a factor that does not depend on v is one product K "
+                          "times larger.",
+                  r"hmp($V$), and hessian() where it is formed from Hessian-vector products, "
+                  r"run the forward and backward pass once and the tangent statements above "
+                  r"for a chunk of $K$ columns of $V$ at once: each tangent $r \times c$ is "
+                  r"stored $r \times K \times c$ (the directions as extra columns), so a "
+                  r"product with a factor that does not depend on $v$ is one product $K$ "
+                  r"times larger."))
     return items
 
 
