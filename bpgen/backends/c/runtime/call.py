@@ -168,7 +168,7 @@ def _hessian_columns(n, args, first, count):
     """Rows first .. first+count-1 of the Hessian (its columns, by symmetry),
     a (count, N_PARAMS) array; args: x, y and the parameters.  Modules
     without ``bpg_hessian_columns`` (networks whose Hessian is assembled from
-    its structure) take one hvp per row."""
+    its structure, built before every module had it) take one hvp per row."""
     if not hasattr(lib, "bpg_hessian_columns"):
         return _hvp_rows(n, args, first, count)
     return _columns_call(n, args, None, count, first)
