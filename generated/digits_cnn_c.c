@@ -2265,8 +2265,11 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
 
         /* forward pass */
         /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
-        if (vnz_v_l0_W) bpg_gemm_nt(64*N, 8, 9, l0_P, v_l0_W, r_l0_PW_b);
-        else memset(r_l0_PW_b, 0, sizeof(real)*(size_t)(64*N*8));  /* a zero block of v */
+        if (vnz_v_l0_W) {
+            bpg_gemm_nt(64*N, 8, 9, l0_P, v_l0_W, r_l0_PW_b);
+        } else {
+            memset(r_l0_PW_b, 0, sizeof(real)*(size_t)(512*N));  /* a zero block of v */
+        }
         /* r_l0_A = hc ⊙ (r_l0_PW_b + v_l0_b) */
         for (int64_t rr = 0; rr < 64*N; rr++) {
             #pragma omp simd
@@ -2288,8 +2291,11 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
         /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
         bpg_gemm_nt(16*N, 16, 72, r_l2_P, l2_W, r_l2_PW_a);
         /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
-        if (vnz_v_l2_W) bpg_gemm_nt(16*N, 16, 72, l2_P, v_l2_W, r_l2_PW_b);
-        else memset(r_l2_PW_b, 0, sizeof(real)*(size_t)(16*N*16));  /* a zero block of v */
+        if (vnz_v_l2_W) {
+            bpg_gemm_nt(16*N, 16, 72, l2_P, v_l2_W, r_l2_PW_b);
+        } else {
+            memset(r_l2_PW_b, 0, sizeof(real)*(size_t)(256*N));  /* a zero block of v */
+        }
         /* r_l2_A = hc_1 ⊙ (r_l2_PW_a + r_l2_PW_b + v_l2_b) */
         for (int64_t rr = 0; rr < 16*N; rr++) {
             #pragma omp simd
@@ -2309,8 +2315,11 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
         /* r_l5_XW_a = r_l3_Y·l5_W */
         bpg_gemm_nn(N, 10, 64, r_l3_Y, l5_W, r_l5_XW_a);
         /* r_l5_XW_b = l3_Y·v_l5_W */
-        if (vnz_v_l5_W) bpg_gemm_nn(N, 10, 64, l3_Y, v_l5_W, r_l5_XW_b);
-        else memset(r_l5_XW_b, 0, sizeof(real)*(size_t)(N*10));  /* a zero block of v */
+        if (vnz_v_l5_W) {
+            bpg_gemm_nn(N, 10, 64, l3_Y, v_l5_W, r_l5_XW_b);
+        } else {
+            memset(r_l5_XW_b, 0, sizeof(real)*(size_t)(10*N));  /* a zero block of v */
+        }
         /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
         for (int64_t rr = 0; rr < N; rr++) {
             #pragma omp simd
@@ -2349,8 +2358,11 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
         /* r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ */
         bpg_gemm_nt(N, 64, 10, r_d_l5_Z_1, l5_W, r_d_l3_Y_a);
         /* r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ */
-        if (vnz_v_l5_W) bpg_gemm_nt(N, 64, 10, d_l5_Z_2, v_l5_W, r_d_l3_Y_b);
-        else memset(r_d_l3_Y_b, 0, sizeof(real)*(size_t)(N*64));  /* a zero block of v */
+        if (vnz_v_l5_W) {
+            bpg_gemm_nt(N, 64, 10, d_l5_Z_2, v_l5_W, r_d_l3_Y_b);
+        } else {
+            memset(r_d_l3_Y_b, 0, sizeof(real)*(size_t)(64*N));  /* a zero block of v */
+        }
         /* r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b */
         #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) r_d_l3_Y[k] = r_d_l3_Y_a[k] + r_d_l3_Y_b[k];
@@ -2395,8 +2407,11 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
         /* r_d_l2_P_a = r_d_l2_Z·l2_W */
         bpg_gemm_nn(16*N, 72, 16, r_d_l2_Z, l2_W, r_d_l2_P_a);
         /* r_d_l2_P_b = d_l2_Z·v_l2_W */
-        if (vnz_v_l2_W) bpg_gemm_nn(16*N, 72, 16, d_l2_Z, v_l2_W, r_d_l2_P_b);
-        else memset(r_d_l2_P_b, 0, sizeof(real)*(size_t)(16*N*72));  /* a zero block of v */
+        if (vnz_v_l2_W) {
+            bpg_gemm_nn(16*N, 72, 16, d_l2_Z, v_l2_W, r_d_l2_P_b);
+        } else {
+            memset(r_d_l2_P_b, 0, sizeof(real)*(size_t)(1152*N));  /* a zero block of v */
+        }
         /* r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b */
         #pragma omp simd
         for (int64_t k = 0; k < 1152*N; k++) r_d_l2_P[k] = r_d_l2_P_a[k] + r_d_l2_P_b[k];

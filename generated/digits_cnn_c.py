@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_cnn.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_cnn_c.c, compiled through cffi into
-_bpgen_digits_cnn_3f993e2fa88e) then never reads or writes out of bounds.
+_bpgen_digits_cnn_980b99d919b6) then never reads or writes out of bounds.
 Derivation document: bpgen doc digits_cnn.yaml
 """
 import collections
@@ -75,7 +75,7 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 72, 9), (0, 72, 0, 8, 8), (0, 80, 0, 1152, 72), (0, 1232, 0, 16, 16), (0, 1248, 0, 640, 10), (0, 1888, 0, 10, 10)],
     "grad_factors": [(0, 0, 512, 0, 8), (512, 0, 576, 0, 9), (1088, 0, 256, 0, 16), (1344, 0, 1152, 0, 72), (2496, 0, 64, 0, 64), (2560, 0, 10, 0, 10)],
 }
-EXTENSION = "_bpgen_digits_cnn_3f993e2fa88e"
+EXTENSION = "_bpgen_digits_cnn_980b99d919b6"
 CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l2_W, const double *l2_b, const double *l5_W, const double *l5_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
 C_FILE = "digits_cnn_c.c"
 _PTR = "double[]"
@@ -741,19 +741,13 @@ def _columns_call(n, args, v, count, first=0):
 
 def _hessian_columns(n, args, first, count):
     """Rows first .. first+count-1 of the Hessian (its columns, by symmetry),
-    a (count, N_PARAMS) array; args: x, y and the parameters.  Modules
-    without ``bpg_hessian_columns`` (networks whose Hessian is assembled from
-    its structure, built before every module had it) take one hvp per row."""
-    if not hasattr(lib, "bpg_hessian_columns"):
-        return _hvp_rows(n, args, first, count)
+    a (count, N_PARAMS) array; args: x, y and the parameters."""
     return _columns_call(n, args, None, count, first)
 
 
 def _hessian_times(n, args, vt):
     """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS) array:
     one forward and backward pass, then tangent passes over chunks of rows."""
-    if not hasattr(lib, "bpg_hessian_columns"):
-        return None
     vt = numpy.require(vt, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
     return _columns_call(n, args, vt, vt.shape[0])
 

@@ -740,19 +740,13 @@ def _columns_call(n, args, v, count, first=0):
 
 def _hessian_columns(n, args, first, count):
     """Rows first .. first+count-1 of the Hessian (its columns, by symmetry),
-    a (count, N_PARAMS) array; args: x, y and the parameters.  Modules
-    without ``bpg_hessian_columns`` (networks whose Hessian is assembled from
-    its structure, built before every module had it) take one hvp per row."""
-    if not hasattr(lib, "bpg_hessian_columns"):
-        return _hvp_rows(n, args, first, count)
+    a (count, N_PARAMS) array; args: x, y and the parameters."""
     return _columns_call(n, args, None, count, first)
 
 
 def _hessian_times(n, args, vt):
     """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS) array:
     one forward and backward pass, then tangent passes over chunks of rows."""
-    if not hasattr(lib, "bpg_hessian_columns"):
-        return None
     vt = numpy.require(vt, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
     return _columns_call(n, args, vt, vt.shape[0])
 

@@ -204,6 +204,17 @@ void bpg_set_threads(int n)
 }
 #endif
 
+/* The inverse of bpg_dirs_to_cols: K directions of an R x C matrix stored
+   as extra columns, X (R x K x C) -> direction-major, direction d at
+   D + d*ld. */
+static inline void bpg_cols_to_dirs(int64_t K, int64_t R, int64_t C, const real *restrict X,
+                                    real *restrict D, int64_t ld)
+{
+    for (int64_t d = 0; d < K; d++)
+        for (int64_t i = 0; i < R; i++)
+            memcpy(D + d * ld + i * C, X + (i * K + d) * C, sizeof(real) * (size_t)C);
+}
+
 /* out (1 x C) = 1ᵀ · A: column sums */
 static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
@@ -218,6 +229,18 @@ static inline void bpg_copy_cols(int64_t R, int64_t W, const real *restrict A, i
 {
     for (int64_t r = 0; r < R; r++)
         memcpy(B + r * CB + to, A + r * CA + from, sizeof(real) * (size_t)W);
+}
+
+/* K tangent directions of an R x C matrix, direction-major (direction d at
+   D + d*ld) -> "directions as extra columns" X (R x K x C: row i of
+   direction d at X + (i*K + d)*C), the layout of bpg_hessian_columns'
+   batched variables. */
+static inline void bpg_dirs_to_cols(int64_t K, int64_t R, int64_t C, const real *restrict D,
+                                    int64_t ld, real *restrict X)
+{
+    for (int64_t d = 0; d < K; d++)
+        for (int64_t i = 0; i < R; i++)
+            memcpy(X + (i * K + d) * C, D + d * ld + i * C, sizeof(real) * (size_t)C);
 }
 
 /* C (M x Nc) = A (M x K) · B (K x Nc); row-major; i-k-j order keeps B and C rows contiguous */
@@ -1687,7 +1710,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
     for (int64_t k = 0; k < 20*N; k++) x_factor[k] = x[k];
 }
 
-/* ---- hessian_columns: workspace 19464*N + 3256 elements ---- */
+/* ---- hessian_columns: workspace 19464*N + 2080 elements ---- */
 BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
     real *const l0_XW = ws + 0;  /* (20*N, 64) */
@@ -1731,55 +1754,8 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
     real *const d_l0_hprev = ws + 9976*N;  /* (20*N, 16) */
     real *const hc_3 = ws + 10296*N;  /* (20*N, 16) */
     real *const hc_2 = ws + 10616*N;  /* (20*N, 16) */
-    real *const r_l0_XW_b = ws + 10936*N;  /* (20*N, 64) */
-    real *const r_l0_XG = ws + 12216*N;  /* (20*N, 64) */
-    real *const r_l0_hprev = ws + 13496*N;  /* (20*N, 16) */
-    real *const r_l0_cprev = ws + 13816*N;  /* (20*N, 16) */
-    real *const r_l0_HW_a = ws + 14136*N;  /* (N, 64) */
-    real *const r_l0_HW_b = ws + 14200*N;  /* (N, 64) */
-    real *const r_l0_G = ws + 14264*N;  /* (N, 64) */
-    real *const r_l0_G_0 = ws + 14328*N;  /* (N, 16) */
-    real *const r_l0_i = ws + 14344*N;  /* (20*N, 16) */
-    real *const r_l0_G_1 = ws + 14664*N;  /* (N, 16) */
-    real *const r_l0_f = ws + 14680*N;  /* (20*N, 16) */
-    real *const r_l0_G_2 = ws + 15000*N;  /* (N, 16) */
-    real *const r_l0_g = ws + 15016*N;  /* (20*N, 16) */
-    real *const r_l0_G_3 = ws + 15336*N;  /* (N, 16) */
-    real *const r_l0_o = ws + 15352*N;  /* (20*N, 16) */
-    real *const r_l0_C = ws + 15672*N;  /* (20*N, 16) */
-    real *const r_l0_H = ws + 15992*N;  /* (20*N, 16) */
-    real *const r_l1_XW_a = ws + 16312*N;  /* (20*N, 1) */
-    real *const r_l1_XW_b = ws + 16336*N;  /* (20*N, 1) */
-    real *const r_l1_Z = ws + 16360*N;  /* (20*N, 1) */
-    real *const r_out_last = ws + 16384*N;  /* (N, 1) */
-    real *const r_d_out_last = ws + 16392*N;  /* (N, 1) */
-    real *const r_d_l1_Z = ws + 16400*N;  /* (20*N, 1) */
-    real *const r_d_l0_H_a = ws + 16424*N;  /* (20*N, 16) */
-    real *const r_d_l0_H_b = ws + 16744*N;  /* (20*N, 16) */
-    real *const r_d_l0_H = ws + 17064*N;  /* (20*N, 16) */
-    real *const r_d_l1_W_a = ws + 17384*N;  /* (16, 1) */
-    real *const r_d_l1_W_b = ws + 17384*N + 16;  /* (16, 1) */
-    real *const r_carry_l0_H = ws + 17384*N + 32;  /* (N, 16) */
-    real *const r_carry_l0_C = ws + 17400*N + 32;  /* (N, 16) */
-    real *const r_d_l0_H_1 = ws + 17416*N + 32;  /* (N, 16) */
-    real *const r_d_l0_C_1 = ws + 17432*N + 32;  /* (N, 16) */
-    real *const r_d_l0_cprev = ws + 17448*N + 32;  /* (20*N, 16) */
-    real *const r_d_l0_G_3 = ws + 17768*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_2 = ws + 17784*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_1_1 = ws + 17800*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_0 = ws + 17816*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_6 = ws + 17832*N + 32;  /* (20*N, 64) */
-    real *const r_d_l0_hprev_a = ws + 19112*N + 32;  /* (N, 16) */
-    real *const r_d_l0_hprev_b = ws + 19128*N + 32;  /* (N, 16) */
-    real *const r_d_l0_hprev = ws + 19144*N + 32;  /* (20*N, 16) */
-    real *const r_d_l0_Wh_a = ws + 19464*N + 32;  /* (16, 64) */
-    real *const r_d_l0_Wh_b = ws + 19464*N + 1056;  /* (16, 64) */
-    real *const vbuf = ws + 19464*N + 2080;  /* (1169,): e_j */
-    const real *const v_l0_Wx = vbuf + 0;  /* (1, 64) */
-    const real *const v_l0_Wh = vbuf + 64;  /* (16, 64) */
-    const real *const v_l0_b = vbuf + 1088;  /* (1, 64) */
-    const real *const v_l1_W = vbuf + 1152;  /* (16, 1) */
-    const real *const v_l1_b = vbuf + 1168;  /* (1, 1) */
+    const int64_t NB = N;  /* the batch */
+    real *const wsd = ws + 19464*N + 2080;  /* the directions' part */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1972,37 +1948,127 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
     #pragma omp simd
     for (int64_t k = 0; k < 320*N; k++) hc_2[k] = d_l0_H_1[k]*(1 - ((bpg_tanh(l0_C[k]))*(bpg_tanh(l0_C[k]))));
 
-    /* one direction at a time: out row j - first = H·v_j, v_j = e_j (rows first .. first+count-1 of the Hessian, 1169 x 1169) or row j - first of V */
-    (void)kc;  /* one direction at a time */
-    memset(vbuf, 0, sizeof(real)*1169);
-    for (int64_t j = first; j < first + count; j++) {
-        real *const r_d_l0_Wx_b = out + (j - first)*1169 + 0;
-        real *const r_d_l0_Wh = out + (j - first)*1169 + 64;
-        real *const r_d_l0_b = out + (j - first)*1169 + 1088;
-        real *const r_d_l1_W = out + (j - first)*1169 + 1152;
-        real *const r_d_l1_b = out + (j - first)*1169 + 1168;
-        /* the direction: row j - first of V, or e_j when V is NULL */
-        if (V) memcpy(vbuf, V + (j - first)*1169, sizeof(real)*1169);
-        else vbuf[j] = 1;
-        /* which blocks of it are nonzero (products with the others are skipped) */
-        const int vnz_v_l0_Wx = V ? bpg_nonzero(64, vbuf + 0) : (j >= 0 && j < 64);
-        const int vnz_v_l0_Wh = V ? bpg_nonzero(1024, vbuf + 64) : (j >= 64 && j < 1088);
-        const int vnz_v_l0_b = V ? bpg_nonzero(64, vbuf + 1088) : (j >= 1088 && j < 1152);
-        const int vnz_v_l1_W = V ? bpg_nonzero(16, vbuf + 1152) : (j >= 1152 && j < 1168);
-        const int vnz_v_l1_b = V ? bpg_nonzero(1, vbuf + 1168) : (j >= 1168 && j < 1169);
+    /* kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1169 x 1169, or row j of V) */
+    if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */
+    for (int64_t j0 = 0; j0 < count; j0 += kc) {
+        const int64_t K = count - j0 < kc ? count - j0 : kc;
+        /* the tangent pass runs on N·K rows: sample n in direction d is row n·K + d */
+        const int64_t N = NB*K;
+        (void)N;
+        real *const r_l0_XW_b = wsd + 0*N;  /* (20*N, 64) x K */
+        real *const r_l0_C = wsd + 0*N;  /* (20*N, 16) x K */
+        real *const r_d_l0_Wh = wsd + 5440*N + 0*K;  /* (16, 64) x K */
+        real *const r_d_l0_Wx_b = wsd + 5440*N + 1024*K;  /* (1, 64) x K */
+        real *const r_d_l0_b = wsd + 5440*N + 1088*K;  /* (1, 64) x K */
+        real *const r_d_l1_W = wsd + 5440*N + 1152*K;  /* (16, 1) x K */
+        real *const r_d_l1_b = wsd + 5440*N + 1168*K;  /* (1, 1) x K */
+        real *const v_l0_Wh = wsd + 5440*N + 1169*K;  /* (16, 64) x K */
+        real *const v_l0_Wx = wsd + 5440*N + 2193*K;  /* (1, 64) x K */
+        real *const v_l0_b = wsd + 5440*N + 2257*K;  /* (1, 64) x K */
+        real *const v_l1_W = wsd + 5440*N + 2321*K;  /* (16, 1) x K */
+        real *const v_l1_b = wsd + 5440*N + 2337*K;  /* (1, 1) x K */
+        real *const r_d_l1_W_a = wsd + 5440*N + 2338*K;  /* (16, 1) x K */
+        real *const r_d_l0_Wh_a = wsd + 5440*N + 2338*K;  /* (16, 64) x K */
+        real *const r_d_l1_W_b = wsd + 5440*N + 2354*K;  /* (16, 1) x K */
+        real *const r_d_l0_Wh_b = wsd + 5440*N + 3362*K;  /* (16, 64) x K */
+        real *const r_l0_G = wsd + 320*N;  /* (N, 64) x K */
+        real *const r_l1_XW_a = wsd + 320*N;  /* (20*N, 1) x K */
+        real *const r_out_last = wsd + 320*N;  /* (N, 1) x K */
+        real *const r_carry_l0_C = wsd + 320*N;  /* (N, 16) x K */
+        real *const r_d_out_last = wsd + 321*N;  /* (N, 1) x K */
+        real *const r_d_l1_Z = wsd + 322*N;  /* (20*N, 1) x K */
+        real *const r_carry_l0_H = wsd + 336*N;  /* (N, 16) x K */
+        real *const r_l1_XW_b = wsd + 340*N;  /* (20*N, 1) x K */
+        real *const r_d_l0_C_1 = wsd + 352*N;  /* (N, 16) x K */
+        real *const r_l1_Z = wsd + 360*N;  /* (20*N, 1) x K */
+        real *const r_d_l0_G_0 = wsd + 368*N;  /* (N, 16) x K */
+        real *const r_l0_G_0 = wsd + 384*N;  /* (N, 16) x K */
+        real *const r_d_l0_G_1_1 = wsd + 384*N;  /* (N, 16) x K */
+        real *const r_l0_G_1 = wsd + 400*N;  /* (N, 16) x K */
+        real *const r_d_l0_G_2 = wsd + 400*N;  /* (N, 16) x K */
+        real *const r_l0_G_2 = wsd + 416*N;  /* (N, 16) x K */
+        real *const r_d_l0_G_3 = wsd + 416*N;  /* (N, 16) x K */
+        real *const r_l0_G_3 = wsd + 432*N;  /* (N, 16) x K */
+        real *const r_d_l0_H_1 = wsd + 432*N;  /* (N, 16) x K */
+        real *const r_l0_H = wsd + 448*N;  /* (20*N, 16) x K */
+        real *const r_d_l0_cprev = wsd + 448*N;  /* (20*N, 16) x K */
+        real *const r_l0_HW_a = wsd + 768*N;  /* (N, 64) x K */
+        real *const r_d_l0_hprev_a = wsd + 768*N;  /* (N, 16) x K */
+        real *const r_d_l0_hprev_b = wsd + 784*N;  /* (N, 16) x K */
+        real *const r_l0_HW_b = wsd + 832*N;  /* (N, 64) x K */
+        real *const r_l0_cprev = wsd + 896*N;  /* (20*N, 16) x K */
+        real *const r_d_l0_H_a = wsd + 1216*N;  /* (20*N, 16) x K */
+        real *const r_d_l0_hprev = wsd + 1216*N;  /* (20*N, 16) x K */
+        real *const r_l0_XG = wsd + 1280*N;  /* (20*N, 64) x K */
+        real *const r_d_l0_H_b = wsd + 1536*N;  /* (20*N, 16) x K */
+        real *const r_d_l0_H = wsd + 1856*N;  /* (20*N, 16) x K */
+        real *const r_l0_f = wsd + 2560*N;  /* (20*N, 16) x K */
+        real *const r_l0_g = wsd + 2880*N;  /* (20*N, 16) x K */
+        real *const r_l0_hprev = wsd + 3200*N;  /* (20*N, 16) x K */
+        real *const r_l0_i = wsd + 3520*N;  /* (20*N, 16) x K */
+        real *const r_l0_o = wsd + 3840*N;  /* (20*N, 16) x K */
+        real *const r_d_l0_G_6 = wsd + 4160*N;  /* (20*N, 64) x K */
+        real *const bscratch = wsd + 5440*N + 4386*K;  /* K x 1024 */
+        real *const v_l1_W_dirs = wsd + 5440*N + 5410*K;  /* K x (16, 1) */
+        real *const v_l0_Wh_dirs = wsd + 5440*N + 5426*K;  /* K x (16, 64) */
+        /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
+        if (V) {
+            bpg_dirs_to_cols(K, 1, 64, V + j0*1169 + 0, 1169, v_l0_Wx);
+            bpg_dirs_to_cols(K, 16, 64, V + j0*1169 + 64, 1169, v_l0_Wh);
+            bpg_dirs_to_cols(K, 1, 64, V + j0*1169 + 1088, 1169, v_l0_b);
+            bpg_dirs_to_cols(K, 16, 1, V + j0*1169 + 1152, 1169, v_l1_W);
+            bpg_dirs_to_cols(K, 1, 1, V + j0*1169 + 1168, 1169, v_l1_b);
+        } else {
+            memset(v_l0_Wx, 0, sizeof(real)*(size_t)(64*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j0 + d - 0;
+                if (i >= 0 && i < 64) v_l0_Wx[(i/64*K + d)*64 + i%64] = 1;
+            }
+            memset(v_l0_Wh, 0, sizeof(real)*(size_t)(1024*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j0 + d - 64;
+                if (i >= 0 && i < 1024) v_l0_Wh[(i/64*K + d)*64 + i%64] = 1;
+            }
+            memset(v_l0_b, 0, sizeof(real)*(size_t)(64*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j0 + d - 1088;
+                if (i >= 0 && i < 64) v_l0_b[(i/64*K + d)*64 + i%64] = 1;
+            }
+            memset(v_l1_W, 0, sizeof(real)*(size_t)(16*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j0 + d - 1152;
+                if (i >= 0 && i < 16) v_l1_W[(i/1*K + d)*1 + i%1] = 1;
+            }
+            memset(v_l1_b, 0, sizeof(real)*(size_t)(1*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j0 + d - 1168;
+                if (i >= 0 && i < 1) v_l1_b[(i/1*K + d)*1 + i%1] = 1;
+            }
+        }
+        /* which blocks of v are nonzero in some direction (products with the others are skipped) */
+        const int vnz_v_l0_Wx = bpg_nonzero(64*K, v_l0_Wx);
+        const int vnz_v_l0_Wh = bpg_nonzero(1024*K, v_l0_Wh);
+        const int vnz_v_l0_b = bpg_nonzero(64*K, v_l0_b);
+        const int vnz_v_l1_W = bpg_nonzero(16*K, v_l1_W);
+        const int vnz_v_l1_b = bpg_nonzero(1*K, v_l1_b);
+        bpg_cols_to_dirs(K, 16, 1, v_l1_W, v_l1_W_dirs, 16);  /* v_l1_W's directions one below the other */
+        bpg_cols_to_dirs(K, 16, 64, v_l0_Wh, v_l0_Wh_dirs, 1024);  /* v_l0_Wh's directions one below the other */
 
         /* forward pass */
         /* r_l0_XW_b = x·v_l0_Wx */
-        if (vnz_v_l0_Wx) bpg_gemm_nn(20*N, 64, 1, x, v_l0_Wx, r_l0_XW_b);
-        else memset(r_l0_XW_b, 0, sizeof(real)*(size_t)(20*N*64));  /* a zero block of v */
-        /* r_l0_XG = r_l0_XW_b + v_l0_b */
-        for (int64_t rr = 0; rr < 20*N; rr++) {
-            #pragma omp simd
-            for (int64_t cc = 0; cc < 64; cc++) {
-                const int64_t k = rr*64 + cc;
-                r_l0_XG[k] = r_l0_XW_b[k] + v_l0_b[cc];
-            }
+        if (vnz_v_l0_Wx) {
+            bpg_gemm_nn(20*NB, K*64, 1, x, v_l0_Wx, r_l0_XW_b);
+        } else {
+            memset(r_l0_XW_b, 0, sizeof(real)*(size_t)(1280*N));  /* a zero block of v */
         }
+        /* r_l0_XG = r_l0_XW_b + v_l0_b */
+        for (int64_t rr = 0; rr < 20*NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 64; cc++) {
+                    r_l0_XG[(rr*K + d)*64 + cc] = r_l0_XW_b[(rr*K + d)*64 + cc] + v_l0_b[(0*K + d)*64 + cc];
+                }
+            }
 
         /* loop over time steps: l0 (lstm), t = 0 .. 19, each direction */
         for (int64_t it = 0; it < 20; it++) {
@@ -2020,84 +2086,139 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
             /* r_l0_HW_a = r_l0_hprev·l0_Wh */
             bpg_gemm_nn(N, 64, 16, (r_l0_hprev + t*16*N), l0_Wh, r_l0_HW_a);
             /* r_l0_HW_b = l0_hprev·v_l0_Wh */
-            if (vnz_v_l0_Wh) bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), v_l0_Wh, r_l0_HW_b);
-            else memset(r_l0_HW_b, 0, sizeof(real)*(size_t)(N*64));  /* a zero block of v */
+            if (vnz_v_l0_Wh) {
+                bpg_gemm_nn(NB, K*64, 16, (l0_hprev + t*16*NB), v_l0_Wh, r_l0_HW_b);
+            } else {
+                memset(r_l0_HW_b, 0, sizeof(real)*(size_t)(64*N));  /* a zero block of v */
+            }
             /* r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
             #pragma omp simd
             for (int64_t k = 0; k < 64*N; k++) r_l0_G[k] = r_l0_HW_a[k] + r_l0_HW_b[k] + (r_l0_XG + t*64*N)[k];
             /* r_l0_G_0 = r_l0_G[:, 0:16] */
             bpg_copy_cols(N, 16, r_l0_G, 64, 0, r_l0_G_0, 16, 0);
             /* r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i) */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) (r_l0_i + t*16*N)[k] = (l0_i + t*16*N)[k]*r_l0_G_0[k]*(1 - (l0_i + t*16*N)[k]);
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        (r_l0_i + t*16*N)[(rr*K + d)*16 + cc] = (l0_i + t*16*NB)[rr*16 + cc]*r_l0_G_0[(rr*K + d)*16 + cc]*(1 - (l0_i + t*16*NB)[rr*16 + cc]);
+                    }
+                }
             /* r_l0_G_1 = r_l0_G[:, 16:32] */
             bpg_copy_cols(N, 16, r_l0_G, 64, 16, r_l0_G_1, 16, 0);
             /* r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) (r_l0_f + t*16*N)[k] = (l0_f + t*16*N)[k]*r_l0_G_1[k]*(1 - (l0_f + t*16*N)[k]);
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        (r_l0_f + t*16*N)[(rr*K + d)*16 + cc] = (l0_f + t*16*NB)[rr*16 + cc]*r_l0_G_1[(rr*K + d)*16 + cc]*(1 - (l0_f + t*16*NB)[rr*16 + cc]);
+                    }
+                }
             /* r_l0_G_2 = r_l0_G[:, 32:48] */
             bpg_copy_cols(N, 16, r_l0_G, 64, 32, r_l0_G_2, 16, 0);
             /* r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2) */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) (r_l0_g + t*16*N)[k] = r_l0_G_2[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        (r_l0_g + t*16*N)[(rr*K + d)*16 + cc] = r_l0_G_2[(rr*K + d)*16 + cc]*(1 - (((l0_g + t*16*NB)[rr*16 + cc])*((l0_g + t*16*NB)[rr*16 + cc])));
+                    }
+                }
             /* r_l0_G_3 = r_l0_G[:, 48:64] */
             bpg_copy_cols(N, 16, r_l0_G, 64, 48, r_l0_G_3, 16, 0);
             /* r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) (r_l0_o + t*16*N)[k] = (l0_o + t*16*N)[k]*r_l0_G_3[k]*(1 - (l0_o + t*16*N)[k]);
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        (r_l0_o + t*16*N)[(rr*K + d)*16 + cc] = (l0_o + t*16*NB)[rr*16 + cc]*r_l0_G_3[(rr*K + d)*16 + cc]*(1 - (l0_o + t*16*NB)[rr*16 + cc]);
+                    }
+                }
             /* r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) (r_l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(r_l0_f + t*16*N)[k] + (l0_f + t*16*N)[k]*(r_l0_cprev + t*16*N)[k] + (l0_g + t*16*N)[k]*(r_l0_i + t*16*N)[k] + (l0_i + t*16*N)[k]*(r_l0_g + t*16*N)[k];
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        (r_l0_C + t*16*N)[(rr*K + d)*16 + cc] = (l0_cprev + t*16*NB)[rr*16 + cc]*(r_l0_f + t*16*N)[(rr*K + d)*16 + cc] + (l0_f + t*16*NB)[rr*16 + cc]*(r_l0_cprev + t*16*N)[(rr*K + d)*16 + cc] + (l0_g + t*16*NB)[rr*16 + cc]*(r_l0_i + t*16*N)[(rr*K + d)*16 + cc] + (l0_i + t*16*NB)[rr*16 + cc]*(r_l0_g + t*16*N)[(rr*K + d)*16 + cc];
+                    }
+                }
             /* r_l0_H = hc ⊙ r_l0_o + hc_1 ⊙ r_l0_C */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) (r_l0_H + t*16*N)[k] = (hc + t*16*N)[k]*(r_l0_o + t*16*N)[k] + (hc_1 + t*16*N)[k]*(r_l0_C + t*16*N)[k];
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        (r_l0_H + t*16*N)[(rr*K + d)*16 + cc] = (hc + t*16*NB)[rr*16 + cc]*(r_l0_o + t*16*N)[(rr*K + d)*16 + cc] + (hc_1 + t*16*NB)[rr*16 + cc]*(r_l0_C + t*16*N)[(rr*K + d)*16 + cc];
+                    }
+                }
         }
 
         /* forward pass (continued) */
         /* r_l1_XW_a = r_l0_H·l1_W */
         bpg_gemm_nn(20*N, 1, 16, r_l0_H, l1_W, r_l1_XW_a);
         /* r_l1_XW_b = l0_H·v_l1_W */
-        if (vnz_v_l1_W) bpg_gemm_nn(20*N, 1, 16, l0_H, v_l1_W, r_l1_XW_b);
-        else memset(r_l1_XW_b, 0, sizeof(real)*(size_t)(20*N*1));  /* a zero block of v */
+        if (vnz_v_l1_W) {
+            bpg_gemm_nn(20*NB, K*1, 16, l0_H, v_l1_W, r_l1_XW_b);
+        } else {
+            memset(r_l1_XW_b, 0, sizeof(real)*(size_t)(20*N));  /* a zero block of v */
+        }
         /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
-        #pragma omp simd
-        for (int64_t k = 0; k < 20*N; k++) r_l1_Z[k] = r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[0];
+        for (int64_t rr = 0; rr < 20*NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 1; cc++) {
+                    r_l1_Z[(rr*K + d)*1 + cc] = r_l1_XW_a[(rr*K + d)*1 + 0] + r_l1_XW_b[(rr*K + d)*1 + 0] + v_l1_b[(0*K + d)*1 + 0];
+                }
+            }
         /* r_out_last = r_l1_Z(t=19) */
         memcpy(r_out_last, r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
-        /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
+        /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last) */
         /*   (mse: 0.5 (O - Y)^2 per unit) */
         /* r_d_out_last = r_out_last / N */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) r_d_out_last[k] = r_out_last[k]/((real)N);
+        for (int64_t rr = 0; rr < NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 1; cc++) {
+                    r_d_out_last[(rr*K + d)*1 + cc] = r_out_last[(rr*K + d)*1 + 0]/((real)NB);
+                }
+            }
 
-        /* Grad of: out_last = l1_Z(t=19) */
+        /* Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z) */
         /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
         memset(r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
         memcpy(r_d_l1_Z + 19*1*N, r_d_out_last, sizeof(real)*(size_t)(1*N));
 
-        /* Grad of: l1_Z = l1_XW + l1_b */
+        /* Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW) */
         /*   (l1: pre-activation Z = X·W + 1·b) */
         /* r_d_l1_b = 1ᵀ·r_d_l1_Z·1 */
-        bpg_sumall(20*N, 1, r_d_l1_Z, r_d_l1_b);
+        for (int64_t d = 0; d < K; d++) {
+            double acc = 0;
+            for (int64_t rr = 0; rr < 20*NB; rr++)
+                for (int64_t cc = 0; cc < 1; cc++) acc += r_d_l1_Z[(rr*K + d)*1 + cc];
+            r_d_l1_b[d] = (real)acc;
+        }
 
-        /* Grad of: l1_XW = l0_H·l1_W */
+        /* Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW, l0_H) */
         /*   (l1: affine part) */
         /* r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ */
         bpg_gemm_nt(20*N, 16, 1, r_d_l1_Z, l1_W, r_d_l0_H_a);
         /* r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ */
-        if (vnz_v_l1_W) bpg_gemm_nt(20*N, 16, 1, d_l1_Z, v_l1_W, r_d_l0_H_b);
-        else memset(r_d_l0_H_b, 0, sizeof(real)*(size_t)(20*N*16));  /* a zero block of v */
+        if (vnz_v_l1_W) {
+            bpg_gemm_nt(20*NB, K*16, 1, d_l1_Z, v_l1_W_dirs, r_d_l0_H_b);
+        } else {
+            memset(r_d_l0_H_b, 0, sizeof(real)*(size_t)(320*N));  /* a zero block of v */
+        }
         /* r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b */
         #pragma omp simd
         for (int64_t k = 0; k < 320*N; k++) r_d_l0_H[k] = r_d_l0_H_a[k] + r_d_l0_H_b[k];
         /* r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z */
-        bpg_gemm_tn(16, 1, 20*N, r_l0_H, d_l1_Z, r_d_l1_W_a);
+        bpg_gemm_tn(K*16, 1, 20*NB, r_l0_H, d_l1_Z, bscratch);
+        bpg_dirs_to_cols(K, 16, 1, bscratch, 16*1, r_d_l1_W_a);
         /* r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z */
-        bpg_gemm_tn(16, 1, 20*N, l0_H, r_d_l1_Z, r_d_l1_W_b);
+        bpg_gemm_tn(16, K*1, 20*NB, l0_H, r_d_l1_Z, r_d_l1_W_b);
         /* r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b */
         #pragma omp simd
-        for (int64_t k = 0; k < 16; k++) r_d_l1_W[k] = r_d_l1_W_a[k] + r_d_l1_W_b[k];
+        for (int64_t k = 0; k < (16*K)*(1); k++) r_d_l1_W[k] = r_d_l1_W_a[k] + r_d_l1_W_b[k];
 
         /* loop over time steps: backward through l0 (lstm), t = 19 .. 0, each direction */
         for (int64_t it = 0; it < 20; it++) {
@@ -2105,56 +2226,86 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
             const int64_t q = t + 1;  /* the previous iteration's step */
             (void)q;
 
-            /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
+            /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)  (not stored in this function: l0_hprev, l0_H) */
             /* r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first) */
             if (it == 0) memset(r_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
             else memcpy(r_carry_l0_H, r_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
-            /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
+            /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)  (not stored in this function: l0_cprev, l0_C) */
             /* r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first) */
             if (it == 0) memset(r_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
             else memcpy(r_carry_l0_C, r_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
-            /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
+            /* Grad of: l0_H = σ(l0_G_3) ⊙ tanh(l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2))  (not stored in this function: l0_H, l0_G_0, l0_G_1, l0_G_2, l0_G_3, l0_cprev) */
             /*   (l0: h_t = o ⊙ tanh(c_t)) */
             /* r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H */
             #pragma omp simd
             for (int64_t k = 0; k < 16*N; k++) r_d_l0_H_1[k] = r_carry_l0_H[k] + (r_d_l0_H + t*16*N)[k];
 
-            /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+            /* Grad of: l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)  (not stored in this function: l0_C, l0_G_0, l0_G_1, l0_G_2, l0_cprev) */
             /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
             /* r_d_l0_C_1 = r_carry_l0_C + hc_1 ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_o + hc_3 ⊙ r_l0_C */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) r_d_l0_C_1[k] = (hc_1 + t*16*N)[k]*r_d_l0_H_1[k] + (hc_2 + t*16*N)[k]*(r_l0_o + t*16*N)[k] + (hc_3 + t*16*N)[k]*(r_l0_C + t*16*N)[k] + r_carry_l0_C[k];
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        r_d_l0_C_1[(rr*K + d)*16 + cc] = (hc_1 + t*16*NB)[rr*16 + cc]*r_d_l0_H_1[(rr*K + d)*16 + cc] + (hc_2 + t*16*NB)[rr*16 + cc]*(r_l0_o + t*16*N)[(rr*K + d)*16 + cc] + (hc_3 + t*16*NB)[rr*16 + cc]*(r_l0_C + t*16*N)[(rr*K + d)*16 + cc] + r_carry_l0_C[(rr*K + d)*16 + cc];
+                    }
+                }
             /* r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1 */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) (r_d_l0_cprev + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(r_l0_f + t*16*N)[k] + (l0_f + t*16*N)[k]*r_d_l0_C_1[k];
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        (r_d_l0_cprev + t*16*N)[(rr*K + d)*16 + cc] = (d_l0_C_1 + t*16*NB)[rr*16 + cc]*(r_l0_f + t*16*N)[(rr*K + d)*16 + cc] + (l0_f + t*16*NB)[rr*16 + cc]*r_d_l0_C_1[(rr*K + d)*16 + cc];
+                    }
+                }
 
-            /* Grad of: l0_o = σ(l0_G_3) */
+            /* Grad of: l0_o = σ(l0_G_3)  (not stored in this function: l0_o, l0_G_3) */
             /*   (l0: output gate) */
             /* r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (hc ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_C) */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_3[k] = (l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*((hc + t*16*N)[k]*r_d_l0_H_1[k] + (hc_2 + t*16*N)[k]*(r_l0_C + t*16*N)[k]) + (r_l0_o + t*16*N)[k]*(-(d_l0_o + t*16*N)[k]*(l0_o + t*16*N)[k] + (d_l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k]));
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        r_d_l0_G_3[(rr*K + d)*16 + cc] = (l0_o + t*16*NB)[rr*16 + cc]*(1 - (l0_o + t*16*NB)[rr*16 + cc])*((hc + t*16*NB)[rr*16 + cc]*r_d_l0_H_1[(rr*K + d)*16 + cc] + (hc_2 + t*16*NB)[rr*16 + cc]*(r_l0_C + t*16*N)[(rr*K + d)*16 + cc]) + (r_l0_o + t*16*N)[(rr*K + d)*16 + cc]*(-(d_l0_o + t*16*NB)[rr*16 + cc]*(l0_o + t*16*NB)[rr*16 + cc] + (d_l0_o + t*16*NB)[rr*16 + cc]*(1 - (l0_o + t*16*NB)[rr*16 + cc]));
+                    }
+                }
 
-            /* Grad of: l0_g = tanh(l0_G_2) */
+            /* Grad of: l0_g = tanh(l0_G_2)  (not stored in this function: l0_g, l0_G_2) */
             /*   (l0: cell candidate) */
             /* r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_2[k] = -2*(d_l0_g + t*16*N)[k]*(l0_g + t*16*N)[k]*(r_l0_g + t*16*N)[k] + (1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])))*((d_l0_C_1 + t*16*N)[k]*(r_l0_i + t*16*N)[k] + (l0_i + t*16*N)[k]*r_d_l0_C_1[k]);
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        r_d_l0_G_2[(rr*K + d)*16 + cc] = -2*(d_l0_g + t*16*NB)[rr*16 + cc]*(l0_g + t*16*NB)[rr*16 + cc]*(r_l0_g + t*16*N)[(rr*K + d)*16 + cc] + (1 - (((l0_g + t*16*NB)[rr*16 + cc])*((l0_g + t*16*NB)[rr*16 + cc])))*((d_l0_C_1 + t*16*NB)[rr*16 + cc]*(r_l0_i + t*16*N)[(rr*K + d)*16 + cc] + (l0_i + t*16*NB)[rr*16 + cc]*r_d_l0_C_1[(rr*K + d)*16 + cc]);
+                    }
+                }
 
-            /* Grad of: l0_f = σ(l0_G_1) */
+            /* Grad of: l0_f = σ(l0_G_1)  (not stored in this function: l0_f, l0_G_1) */
             /*   (l0: forget gate) */
             /* r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1) */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_1_1[k] = (l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k])*((d_l0_C_1 + t*16*N)[k]*(r_l0_cprev + t*16*N)[k] + (l0_cprev + t*16*N)[k]*r_d_l0_C_1[k]) + (r_l0_f + t*16*N)[k]*(-(d_l0_f + t*16*N)[k]*(l0_f + t*16*N)[k] + (d_l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]));
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        r_d_l0_G_1_1[(rr*K + d)*16 + cc] = (l0_f + t*16*NB)[rr*16 + cc]*(1 - (l0_f + t*16*NB)[rr*16 + cc])*((d_l0_C_1 + t*16*NB)[rr*16 + cc]*(r_l0_cprev + t*16*N)[(rr*K + d)*16 + cc] + (l0_cprev + t*16*NB)[rr*16 + cc]*r_d_l0_C_1[(rr*K + d)*16 + cc]) + (r_l0_f + t*16*N)[(rr*K + d)*16 + cc]*(-(d_l0_f + t*16*NB)[rr*16 + cc]*(l0_f + t*16*NB)[rr*16 + cc] + (d_l0_f + t*16*NB)[rr*16 + cc]*(1 - (l0_f + t*16*NB)[rr*16 + cc]));
+                    }
+                }
 
-            /* Grad of: l0_i = σ(l0_G_0) */
+            /* Grad of: l0_i = σ(l0_G_0)  (not stored in this function: l0_i, l0_G_0) */
             /*   (l0: input gate) */
             /* r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1) */
-            #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_0[k] = (l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k])*((d_l0_C_1 + t*16*N)[k]*(r_l0_g + t*16*N)[k] + (l0_g + t*16*N)[k]*r_d_l0_C_1[k]) + (r_l0_i + t*16*N)[k]*(-(d_l0_i + t*16*N)[k]*(l0_i + t*16*N)[k] + (d_l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]));
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        r_d_l0_G_0[(rr*K + d)*16 + cc] = (l0_i + t*16*NB)[rr*16 + cc]*(1 - (l0_i + t*16*NB)[rr*16 + cc])*((d_l0_C_1 + t*16*NB)[rr*16 + cc]*(r_l0_g + t*16*N)[(rr*K + d)*16 + cc] + (l0_g + t*16*NB)[rr*16 + cc]*r_d_l0_C_1[(rr*K + d)*16 + cc]) + (r_l0_i + t*16*N)[(rr*K + d)*16 + cc]*(-(d_l0_i + t*16*NB)[rr*16 + cc]*(l0_i + t*16*NB)[rr*16 + cc] + (d_l0_i + t*16*NB)[rr*16 + cc]*(1 - (l0_i + t*16*NB)[rr*16 + cc]));
+                    }
+                }
 
-            /* Grad of: l0_G = l0_HW + l0_XG */
+            /* Grad of: l0_G = l0_HW + l0_XW + l0_b  (not stored in this function: l0_G, l0_HW, l0_XW) */
             /*   (l0: gate pre-activations [i, f, g, o]) */
             /* r_d_l0_G_6 = [r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3] */
             bpg_copy_cols(N, 16, r_d_l0_G_0, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 0);
@@ -2162,36 +2313,46 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
             bpg_copy_cols(N, 16, r_d_l0_G_2, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 32);
             bpg_copy_cols(N, 16, r_d_l0_G_3, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 48);
 
-            /* Grad of: l0_HW = l0_hprev·l0_Wh */
+            /* Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW, l0_hprev) */
             /* r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ */
             bpg_gemm_nt(N, 16, 64, (r_d_l0_G_6 + t*64*N), l0_Wh, r_d_l0_hprev_a);
             /* r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ */
-            if (vnz_v_l0_Wh) bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), v_l0_Wh, r_d_l0_hprev_b);
-            else memset(r_d_l0_hprev_b, 0, sizeof(real)*(size_t)(N*16));  /* a zero block of v */
+            if (vnz_v_l0_Wh) {
+                bpg_gemm_nt(NB, K*16, 64, (d_l0_G_6 + t*64*NB), v_l0_Wh_dirs, r_d_l0_hprev_b);
+            } else {
+                memset(r_d_l0_hprev_b, 0, sizeof(real)*(size_t)(16*N));  /* a zero block of v */
+            }
             /* r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b */
             #pragma omp simd
             for (int64_t k = 0; k < 16*N; k++) (r_d_l0_hprev + t*16*N)[k] = r_d_l0_hprev_a[k] + r_d_l0_hprev_b[k];
         }
 
-        /* Grad of: l0_HW = l0_hprev·l0_Wh */
+        /* Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW, l0_hprev) */
         /* r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6 */
-        bpg_gemm_tn(16, 64, 20*N, r_l0_hprev, d_l0_G_6, r_d_l0_Wh_a);
+        bpg_gemm_tn(K*16, 64, 20*NB, r_l0_hprev, d_l0_G_6, bscratch);
+        bpg_dirs_to_cols(K, 16, 64, bscratch, 16*64, r_d_l0_Wh_a);
         /* r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6 */
-        bpg_gemm_tn(16, 64, 20*N, l0_hprev, r_d_l0_G_6, r_d_l0_Wh_b);
+        bpg_gemm_tn(16, K*64, 20*NB, l0_hprev, r_d_l0_G_6, r_d_l0_Wh_b);
         /* r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b */
         #pragma omp simd
-        for (int64_t k = 0; k < 1024; k++) r_d_l0_Wh[k] = r_d_l0_Wh_a[k] + r_d_l0_Wh_b[k];
+        for (int64_t k = 0; k < (16*K)*(64); k++) r_d_l0_Wh[k] = r_d_l0_Wh_a[k] + r_d_l0_Wh_b[k];
 
-        /* Grad of: l0_XG = l0_XW + l0_b */
+        /* Grad of: l0_XG = l0_XW + l0_b  (not stored in this function: l0_XG, l0_XW) */
         /*   (l0: X·Wx + 1·b) */
         /* r_d_l0_b = 1ᵀ·r_d_l0_G_6 */
-        bpg_colsum(20*N, 64, r_d_l0_G_6, r_d_l0_b);
+        bpg_colsum(20*NB, K*64, r_d_l0_G_6, r_d_l0_b);
 
-        /* Grad of: l0_XW = x·l0_Wx */
+        /* Grad of: l0_XW = x·l0_Wx  (not stored in this function: l0_XW) */
         /*   (l0: input projection of every step at once) */
         /* r_d_l0_Wx_b = xᵀ·r_d_l0_G_6 */
-        bpg_gemm_tn(1, 64, 20*N, x, r_d_l0_G_6, r_d_l0_Wx_b);
-        if (!V) vbuf[j] = 0;
+        bpg_gemm_tn(1, K*64, 20*NB, x, r_d_l0_G_6, r_d_l0_Wx_b);
+
+        /* rows j0 .. of the result: H·v for each direction */
+        bpg_cols_to_dirs(K, 1, 64, r_d_l0_Wx_b, out + j0*1169 + 0, 1169);
+        bpg_cols_to_dirs(K, 16, 64, r_d_l0_Wh, out + j0*1169 + 64, 1169);
+        bpg_cols_to_dirs(K, 1, 64, r_d_l0_b, out + j0*1169 + 1088, 1169);
+        bpg_cols_to_dirs(K, 16, 1, r_d_l1_W, out + j0*1169 + 1152, 1169);
+        bpg_cols_to_dirs(K, 1, 1, r_d_l1_b, out + j0*1169 + 1168, 1169);
     }
 }
 

@@ -4,7 +4,7 @@ Regenerate with: bpgen build sine_lstm.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (sine_lstm_c.c, compiled through cffi into
-_bpgen_sine_lstm_c117f15aa0f2) then never reads or writes out of bounds.
+_bpgen_sine_lstm_60a257567e5a) then never reads or writes out of bounds.
 Derivation document: bpgen doc sine_lstm.yaml
 """
 import collections
@@ -73,14 +73,14 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
     "grad_factors": [(0, 0, 20, 0, 1), (20, 0, 1280, 0, 64), (1300, 0, 320, 0, 16), (1620, 0, 320, 0, 16), (1940, 0, 20, 0, 1)],
 }
-EXTENSION = "_bpgen_sine_lstm_c117f15aa0f2"
+EXTENSION = "_bpgen_sine_lstm_60a257567e5a"
 CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_Wx, const double *l0_Wh, const double *l0_b, const double *l1_W, const double *l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
 C_FILE = "sine_lstm_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
-_WS = {'forward': (3448, 0), 'loss': (3488, 8), 'loss_and_grad': (7776, 1032), 'hvp': (16360, 4128), 'ggn_vp': (12912, 4096), 'grad_factors': (5824, 1024), 'hessian_columns': (19464, 3256)}
+_WS = {'forward': (3448, 0), 'loss': (3488, 8), 'loss_and_grad': (7776, 1032), 'hvp': (16360, 4128), 'ggn_vp': (12912, 4096), 'grad_factors': (5824, 1024), 'hessian_columns': (19464, 2080)}
 #: bpg_hessian_columns' workspace per direction of a chunk: a*N + b elements
-_WS_DIR = {'hessian_columns': (0, 0)}
+_WS_DIR = {'hessian_columns': (5440, 6450)}
 
 
 def init_params(seed=0):
@@ -739,19 +739,13 @@ def _columns_call(n, args, v, count, first=0):
 
 def _hessian_columns(n, args, first, count):
     """Rows first .. first+count-1 of the Hessian (its columns, by symmetry),
-    a (count, N_PARAMS) array; args: x, y and the parameters.  Modules
-    without ``bpg_hessian_columns`` (networks whose Hessian is assembled from
-    its structure, built before every module had it) take one hvp per row."""
-    if not hasattr(lib, "bpg_hessian_columns"):
-        return _hvp_rows(n, args, first, count)
+    a (count, N_PARAMS) array; args: x, y and the parameters."""
     return _columns_call(n, args, None, count, first)
 
 
 def _hessian_times(n, args, vt):
     """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS) array:
     one forward and backward pass, then tangent passes over chunks of rows."""
-    if not hasattr(lib, "bpg_hessian_columns"):
-        return None
     vt = numpy.require(vt, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
     return _columns_call(n, args, vt, vt.shape[0])
 

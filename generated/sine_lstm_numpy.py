@@ -2042,6 +2042,493 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     return x_factor, d_l0_G_6, l0_hprev, l0_H, d_l1_Z
 
 
+def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, V, first, count, kc):
+    N = x.shape[0] // 20
+
+    # outputs written step by step in a loop
+    d_l0_C_1 = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
+    d_l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
+    l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
+
+    # forward pass
+    # l0: input projection of every step at once
+    # l0_XW = x·l0_Wx
+    l0_XW = x @ l0_Wx
+    # l0: X·Wx + 1·b
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
+
+    # loop over time steps: l0 (lstm), t = 0 .. 19
+    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    l0_i_t = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    l0_f_t = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    l0_g_t = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    l0_o_t = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    for t in range(20):
+
+        # forward pass (continued)
+        # l0_hprev = l0_H of the previous iteration (0 at the first)
+        # (a view of l0_H, one step back: no copy)
+        # l0_cprev = l0_C of the previous iteration (0 at the first)
+        # (a view of l0_C, one step back: no copy)
+        # l0_HW = l0_hprev·l0_Wh
+        l0_HW = l0_hprev_t[t] @ l0_Wh
+        # l0: gate pre-activations [i, f, g, o]
+        # l0_G = l0_HW + l0_XG
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
+        l0_G_0 = l0_G[:, 0:16]
+        # l0: input gate
+        # l0_i = σ(l0_G_0)
+        _sigmoid(l0_G_0, out=l0_i_t[t])
+        l0_G_1 = l0_G[:, 16:32]
+        # l0: forget gate
+        # l0_f = σ(l0_G_1)
+        _sigmoid(l0_G_1, out=l0_f_t[t])
+        l0_G_2 = l0_G[:, 32:48]
+        # l0: cell candidate
+        # l0_g = tanh(l0_G_2)
+        numpy.tanh(l0_G_2, out=l0_g_t[t])
+        l0_G_3 = l0_G[:, 48:64]
+        # l0: output gate
+        # l0_o = σ(l0_G_3)
+        _sigmoid(l0_G_3, out=l0_o_t[t])
+        # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
+        # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
+        numpy.add(l0_cprev_t[t]*l0_f_t[t], l0_g_t[t]*l0_i_t[t], out=l0_C_t[t])
+        # l0: h_t = o ⊙ tanh(c_t)
+        # l0_H = l0_o ⊙ tanh(l0_C)
+        numpy.multiply(l0_o_t[t], numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
+
+    # forward pass (continued)
+    # hc_1 = l0_o ⊙ (1 - tanh(l0_C)^∘2)
+    hc_1 = l0_o*(1 - numpy.tanh(l0_C)**2)
+    # hc = tanh(l0_C)
+    hc = numpy.tanh(l0_C)
+    # l1: affine part
+    # l1_XW = l0_H·l1_W
+    l1_XW = l0_H @ l1_W
+    # l1: pre-activation Z = X·W + 1·b
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
+    # out_last = l1_Z(t=19)
+    out_last = l1_Z[19*N:20*N]
+
+    # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
+    #   (mse: 0.5 (O - Y)^2 per unit)
+    d_out_last = (out_last - y)/N
+
+    # Grad of: out_last = l1_Z(t=19)
+    # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
+    d_l1_Z = _place_rows(d_out_last, 19, 20)
+
+    # Grad of: l1_XW = l0_H·l1_W
+    #   (l1: affine part)
+    # d_l0_H = d_l1_Z·l1_Wᵀ
+    d_l0_H = d_l1_Z @ l1_W.T
+
+    # loop over time steps: backward through l0 (lstm), t = 19 .. 0
+    d_l0_H_1 = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    d_l0_cprev_z[20*N:] = 0  # d_l0_cprev, then N zero rows
+    d_l0_cprev = d_l0_cprev_z[:20*N]
+    carry_l0_C = d_l0_cprev_z[N:]  # d_l0_cprev of the previous iteration (step t+1)
+    d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    d_l0_hprev_z[20*N:] = 0  # d_l0_hprev, then N zero rows
+    d_l0_hprev = d_l0_hprev_z[:20*N]
+    carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
+    d_l0_H_1_t = d_l0_H_1.reshape(20, N, 16)  # d_l0_H_1, step by step
+    carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
+    d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
+    # tanh(l0_C): every step at once
+    fac = numpy.tanh(l0_C)
+    d_l0_o_t = d_l0_o.reshape(20, N, 16)  # d_l0_o, step by step
+    fac_t = fac.reshape(20, N, 16)  # fac, step by step
+    # l0_o ⊙ (1 - fac^∘2): every step at once
+    fac_1 = l0_o*(1 - fac**2)
+    d_l0_C_1_t = d_l0_C_1.reshape(20, N, 16)  # d_l0_C_1, step by step
+    carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
+    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
+    d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
+    l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    d_l0_f_t = d_l0_f.reshape(20, N, 16)  # d_l0_f, step by step
+    l0_cprev_t_1 = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    d_l0_g_t = d_l0_g.reshape(20, N, 16)  # d_l0_g, step by step
+    l0_i_t_1 = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    d_l0_i_t = d_l0_i.reshape(20, N, 16)  # d_l0_i, step by step
+    l0_g_t_1 = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    # l0_o ⊙ (1 - l0_o): every step at once
+    fac_2 = l0_o*(1 - l0_o)
+    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
+    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
+    # 1 - l0_g^∘2: every step at once
+    fac_3 = 1 - l0_g**2
+    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
+    # l0_f ⊙ (1 - l0_f): every step at once
+    fac_4 = l0_f*(1 - l0_f)
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
+    # l0_i ⊙ (1 - l0_i): every step at once
+    fac_5 = l0_i*(1 - l0_i)
+    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
+    d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
+    for t in range(19, -1, -1):
+
+        # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
+        # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
+        # (a view of d_l0_hprev, one step back: no copy)
+
+        # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
+        # carry_l0_C = d_l0_cprev of the previous iteration (0 at the first)
+        # (a view of d_l0_cprev, one step back: no copy)
+
+        # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
+        #   (l0: h_t = o ⊙ tanh(c_t))
+        # d_l0_H_1 = carry_l0_H + d_l0_H
+        numpy.add(carry_l0_H_t[t], d_l0_H_t[t], out=d_l0_H_1_t[t])
+        # d_l0_o = d_l0_H_1 ⊙ tanh(l0_C)
+        numpy.multiply(d_l0_H_1_t[t], fac_t[t], out=d_l0_o_t[t])
+
+        # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
+        #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
+        # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
+        numpy.add(carry_l0_C_t[t], d_l0_H_1_t[t]*fac_1_t[t], out=d_l0_C_1_t[t])
+        # d_l0_cprev = d_l0_C_1 ⊙ l0_f
+        numpy.multiply(d_l0_C_1_t[t], l0_f_t_1[t], out=d_l0_cprev_t[t])
+        # d_l0_f = d_l0_C_1 ⊙ l0_cprev
+        numpy.multiply(d_l0_C_1_t[t], l0_cprev_t_1[t], out=d_l0_f_t[t])
+        # d_l0_g = d_l0_C_1 ⊙ l0_i
+        numpy.multiply(d_l0_C_1_t[t], l0_i_t_1[t], out=d_l0_g_t[t])
+        # d_l0_i = d_l0_C_1 ⊙ l0_g
+        numpy.multiply(d_l0_C_1_t[t], l0_g_t_1[t], out=d_l0_i_t[t])
+
+        # Grad of: l0_o = σ(l0_G_3)
+        #   (l0: output gate)
+        # d_l0_G_3 = d_l0_o ⊙ l0_o ⊙ (1 - l0_o)
+        numpy.multiply(d_l0_o_t[t], fac_2_t[t], out=d_l0_G_6_t[t, :, 48:64])
+
+        # Grad of: l0_g = tanh(l0_G_2)
+        #   (l0: cell candidate)
+        # d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2)
+        numpy.multiply(d_l0_g_t[t], fac_3_t[t], out=d_l0_G_6_t[t, :, 32:48])
+
+        # Grad of: l0_f = σ(l0_G_1)
+        #   (l0: forget gate)
+        # d_l0_G_1_1 = d_l0_f ⊙ l0_f ⊙ (1 - l0_f)
+        numpy.multiply(d_l0_f_t[t], fac_4_t[t], out=d_l0_G_6_t[t, :, 16:32])
+
+        # Grad of: l0_i = σ(l0_G_0)
+        #   (l0: input gate)
+        # d_l0_G_0 = d_l0_i ⊙ l0_i ⊙ (1 - l0_i)
+        numpy.multiply(d_l0_i_t[t], fac_5_t[t], out=d_l0_G_6_t[t, :, 0:16])
+
+        # Grad of: l0_G = l0_HW + l0_XG
+        #   (l0: gate pre-activations [i, f, g, o])
+        # d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3]
+        # (d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3: written in place)
+
+        # Grad of: l0_HW = l0_hprev·l0_Wh
+        # d_l0_hprev = d_l0_G_6·l0_Whᵀ
+        numpy.dot(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
+
+    # total gradients
+    # hc_3 = -d_l0_H_1 ⊙ l0_o ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C)
+    cse0 = numpy.tanh(l0_C)
+    hc_3 = -cse0*d_l0_H_1*l0_o*(2 - 2*cse0**2)
+    # hc_2 = d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2)
+    hc_2 = d_l0_H_1*(1 - numpy.tanh(l0_C)**2)
+
+    # kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1169 x 1169, or row j of V)
+    out = numpy.empty((count, 1169), dtype=DTYPE)
+    NB = N  # the batch
+    for j0 in range(0, count, kc):
+        K = min(kc, count - j0)
+        N = NB*K  # the tangent pass runs on N·K rows: sample n in direction d is row n·K + d
+        # the directions: rows j0 .. of V, or the unit vectors e_(first + j0) ..
+        if V is not None:
+            v_l0_Wx = _dirs_to_cols(V[j0:j0 + K, 0:64], 1, 64)
+            v_l0_Wh = _dirs_to_cols(V[j0:j0 + K, 64:1088], 16, 64)
+            v_l0_b = _dirs_to_cols(V[j0:j0 + K, 1088:1152], 1, 64)
+            v_l1_W = _dirs_to_cols(V[j0:j0 + K, 1152:1168], 16, 1)
+            v_l1_b = _dirs_to_cols(V[j0:j0 + K, 1168:1169], 1, 1)
+        else:
+            v_l0_Wx = _unit_dirs(first + j0 - 0, K, 1, 64)
+            v_l0_Wh = _unit_dirs(first + j0 - 64, K, 16, 64)
+            v_l0_b = _unit_dirs(first + j0 - 1088, K, 1, 64)
+            v_l1_W = _unit_dirs(first + j0 - 1152, K, 16, 1)
+            v_l1_b = _unit_dirs(first + j0 - 1168, K, 1, 1)
+
+        # forward pass
+        # r_l0_XW_b = x·v_l0_Wx
+        r_l0_XW_b = (x @ v_l0_Wx.reshape(1, K*64)).reshape(20*NB*K, 64)
+        # r_l0_XG = r_l0_XW_b + v_l0_b
+        r_l0_XG = _batched(r_l0_XW_b.reshape(20*NB, K, 64) + v_l0_b.reshape(1, K, 64), 20*NB, K, 64)
+
+        # loop over time steps: l0 (lstm), t = 0 .. 19, each direction
+        r_l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
+        r_l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
+        r_l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
+        r_l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
+        r_l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)
+        r_l0_C_z[:N] = 0  # N zero rows, then r_l0_C
+        r_l0_C = r_l0_C_z[N:]
+        r_l0_cprev = r_l0_C_z[:20*N]  # r_l0_C of the previous iteration (step t-1)
+        r_l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)
+        r_l0_H_z[:N] = 0  # N zero rows, then r_l0_H
+        r_l0_H = r_l0_H_z[N:]
+        r_l0_hprev = r_l0_H_z[:20*N]  # r_l0_H of the previous iteration (step t-1)
+        r_l0_hprev_t = r_l0_hprev.reshape(20, N, 16)  # r_l0_hprev, step by step
+        l0_hprev_t = l0_hprev.reshape(20, NB, 16)  # l0_hprev, step by step
+        r_l0_XG_t = r_l0_XG.reshape(20, N, 64)  # r_l0_XG, step by step
+        # l0_i ⊙ (1 - l0_i): every step at once
+        fac = l0_i*(1 - l0_i)
+        fac_t = fac.reshape(20, NB, 16)  # fac, step by step
+        r_l0_i_t = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
+        # l0_f ⊙ (1 - l0_f): every step at once
+        fac_1 = l0_f*(1 - l0_f)
+        fac_1_t = fac_1.reshape(20, NB, 16)  # fac_1, step by step
+        r_l0_f_t = r_l0_f.reshape(20, N, 16)  # r_l0_f, step by step
+        # 1 - l0_g^∘2: every step at once
+        fac_2 = 1 - l0_g**2
+        fac_2_t = fac_2.reshape(20, NB, 16)  # fac_2, step by step
+        r_l0_g_t = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
+        # l0_o ⊙ (1 - l0_o): every step at once
+        fac_3 = l0_o*(1 - l0_o)
+        fac_3_t = fac_3.reshape(20, NB, 16)  # fac_3, step by step
+        r_l0_o_t = r_l0_o.reshape(20, N, 16)  # r_l0_o, step by step
+        l0_cprev_t = l0_cprev.reshape(20, NB, 16)  # l0_cprev, step by step
+        l0_f_t = l0_f.reshape(20, NB, 16)  # l0_f, step by step
+        l0_g_t = l0_g.reshape(20, NB, 16)  # l0_g, step by step
+        l0_i_t = l0_i.reshape(20, NB, 16)  # l0_i, step by step
+        r_l0_cprev_t = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
+        r_l0_C_t = r_l0_C.reshape(20, N, 16)  # r_l0_C, step by step
+        hc_t = hc.reshape(20, NB, 16)  # hc, step by step
+        hc_1_t = hc_1.reshape(20, NB, 16)  # hc_1, step by step
+        r_l0_H_t = r_l0_H.reshape(20, N, 16)  # r_l0_H, step by step
+        for t in range(20):
+
+            # forward pass (continued)
+            # r_l0_hprev = r_l0_H of the previous iteration (0 at the first)
+            # (a view of r_l0_H, one step back: no copy)
+            # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
+            # (a view of r_l0_C, one step back: no copy)
+            # r_l0_HW_a = r_l0_hprev·l0_Wh
+            r_l0_HW_a = r_l0_hprev_t[t] @ l0_Wh
+            # r_l0_HW_b = l0_hprev·v_l0_Wh
+            r_l0_HW_b = (l0_hprev_t[t] @ v_l0_Wh.reshape(16, K*64)).reshape(NB*K, 64)
+            # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
+            r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG_t[t]
+            r_l0_G_0 = r_l0_G[:, 0:16]
+            # r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
+            r_l0_i_t[t] = _batched(fac_t[t][:, None, :]*r_l0_G_0.reshape(NB, K, 16), NB, K, 16)
+            r_l0_G_1 = r_l0_G[:, 16:32]
+            # r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)
+            r_l0_f_t[t] = _batched(fac_1_t[t][:, None, :]*r_l0_G_1.reshape(NB, K, 16), NB, K, 16)
+            r_l0_G_2 = r_l0_G[:, 32:48]
+            # r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)
+            r_l0_g_t[t] = _batched(fac_2_t[t][:, None, :]*r_l0_G_2.reshape(NB, K, 16), NB, K, 16)
+            r_l0_G_3 = r_l0_G[:, 48:64]
+            # r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)
+            r_l0_o_t[t] = _batched(fac_3_t[t][:, None, :]*r_l0_G_3.reshape(NB, K, 16), NB, K, 16)
+            # r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g
+            r_l0_C_t[t] = _batched(l0_cprev_t[t][:, None, :]*r_l0_f_t[t].reshape(NB, K, 16) + l0_f_t[t][:, None, :]*r_l0_cprev_t[t].reshape(NB, K, 16) + l0_g_t[t][:, None, :]*r_l0_i_t[t].reshape(NB, K, 16) + l0_i_t[t][:, None, :]*r_l0_g_t[t].reshape(NB, K, 16), NB, K, 16)
+            # r_l0_H = hc ⊙ r_l0_o + hc_1 ⊙ r_l0_C
+            r_l0_H_t[t] = _batched(hc_t[t][:, None, :]*r_l0_o_t[t].reshape(NB, K, 16) + hc_1_t[t][:, None, :]*r_l0_C_t[t].reshape(NB, K, 16), NB, K, 16)
+
+        # forward pass (continued)
+        # r_l1_XW_a = r_l0_H·l1_W
+        r_l1_XW_a = r_l0_H @ l1_W
+        # r_l1_XW_b = l0_H·v_l1_W
+        r_l1_XW_b = (l0_H @ v_l1_W.reshape(16, K*1)).reshape(20*NB*K, 1)
+        # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
+        r_l1_Z = _batched(r_l1_XW_a.reshape(20*NB, K, 1) + r_l1_XW_b.reshape(20*NB, K, 1) + v_l1_b.reshape(1, K, 1), 20*NB, K, 1)
+        # r_out_last = r_l1_Z(t=19)
+        r_out_last = r_l1_Z[19*N:20*N]
+
+        # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last)
+        #   (mse: 0.5 (O - Y)^2 per unit)
+        # r_d_out_last = r_out_last / N
+        r_d_out_last = _batched(r_out_last.reshape(NB, K, 1)/NB, NB, K, 1)
+
+        # Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z)
+        # r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20)
+        r_d_l1_Z = _place_rows(r_d_out_last, 19, 20)
+
+        # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
+        #   (l1: pre-activation Z = X·W + 1·b)
+        # r_d_l1_b = 1ᵀ·r_d_l1_Z·1
+        r_d_l1_b = r_d_l1_Z.reshape(20*NB, K, 1).sum(axis=(0, 2), dtype=numpy.float64).astype(DTYPE).reshape(K, 1)
+
+        # Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW, l0_H)
+        #   (l1: affine part)
+        # r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ
+        r_d_l0_H_a = r_d_l1_Z @ l1_W.T
+        # r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ
+        r_d_l0_H_b = (d_l1_Z @ v_l1_W.reshape(16, K, 1).transpose(1, 0, 2).reshape(K*16, 1).T).reshape(20*NB*K, 16)
+        r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b
+        # r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z
+        r_d_l1_W_a = (r_l0_H.reshape(20*NB, K*16).T @ d_l1_Z).reshape(K, 16, 1).transpose(1, 0, 2).reshape(16*K, 1)
+        # r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z
+        r_d_l1_W_b = (l0_H.T @ r_d_l1_Z.reshape(20*NB, K*1)).reshape(16*K, 1)
+        r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b
+
+        # loop over time steps: backward through l0 (lstm), t = 19 .. 0, each direction
+        r_d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+        r_d_l0_cprev_z[20*N:] = 0  # r_d_l0_cprev, then N zero rows
+        r_d_l0_cprev = r_d_l0_cprev_z[:20*N]
+        r_carry_l0_C = r_d_l0_cprev_z[N:]  # r_d_l0_cprev of the previous iteration (step t+1)
+        r_d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
+        r_d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+        r_d_l0_hprev_z[20*N:] = 0  # r_d_l0_hprev, then N zero rows
+        r_d_l0_hprev = r_d_l0_hprev_z[:20*N]
+        r_carry_l0_H = r_d_l0_hprev_z[N:]  # r_d_l0_hprev of the previous iteration (step t+1)
+        r_carry_l0_H_t = r_carry_l0_H.reshape(20, N, 16)  # r_carry_l0_H, step by step
+        r_d_l0_H_t = r_d_l0_H.reshape(20, N, 16)  # r_d_l0_H, step by step
+        hc_1_t_1 = hc_1.reshape(20, NB, 16)  # hc_1, step by step
+        hc_2_t = hc_2.reshape(20, NB, 16)  # hc_2, step by step
+        hc_3_t = hc_3.reshape(20, NB, 16)  # hc_3, step by step
+        r_carry_l0_C_t = r_carry_l0_C.reshape(20, N, 16)  # r_carry_l0_C, step by step
+        r_l0_C_t_1 = r_l0_C.reshape(20, N, 16)  # r_l0_C, step by step
+        r_l0_o_t_1 = r_l0_o.reshape(20, N, 16)  # r_l0_o, step by step
+        d_l0_C_1_t = d_l0_C_1.reshape(20, NB, 16)  # d_l0_C_1, step by step
+        l0_f_t_1 = l0_f.reshape(20, NB, 16)  # l0_f, step by step
+        r_l0_f_t_1 = r_l0_f.reshape(20, N, 16)  # r_l0_f, step by step
+        r_d_l0_cprev_t = r_d_l0_cprev.reshape(20, N, 16)  # r_d_l0_cprev, step by step
+        # d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o: every step at once
+        fac_4 = -d_l0_o*l0_o + d_l0_o*(1 - l0_o)
+        # l0_o ⊙ (1 - l0_o): every step at once
+        fac_5 = l0_o*(1 - l0_o)
+        fac_4_t = fac_4.reshape(20, NB, 16)  # fac_4, step by step
+        fac_5_t = fac_5.reshape(20, NB, 16)  # fac_5, step by step
+        hc_t_1 = hc.reshape(20, NB, 16)  # hc, step by step
+        # 1 - l0_g^∘2: every step at once
+        fac_6 = 1 - l0_g**2
+        # d_l0_g ⊙ l0_g: every step at once
+        fac_7 = d_l0_g*l0_g
+        fac_6_t = fac_6.reshape(20, NB, 16)  # fac_6, step by step
+        fac_7_t = fac_7.reshape(20, NB, 16)  # fac_7, step by step
+        l0_i_t_1 = l0_i.reshape(20, NB, 16)  # l0_i, step by step
+        r_l0_g_t_1 = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
+        r_l0_i_t_1 = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
+        # d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f: every step at once
+        fac_8 = -d_l0_f*l0_f + d_l0_f*(1 - l0_f)
+        # l0_f ⊙ (1 - l0_f): every step at once
+        fac_9 = l0_f*(1 - l0_f)
+        fac_8_t = fac_8.reshape(20, NB, 16)  # fac_8, step by step
+        fac_9_t = fac_9.reshape(20, NB, 16)  # fac_9, step by step
+        l0_cprev_t_1 = l0_cprev.reshape(20, NB, 16)  # l0_cprev, step by step
+        r_l0_cprev_t_1 = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
+        # d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i: every step at once
+        fac_10 = -d_l0_i*l0_i + d_l0_i*(1 - l0_i)
+        # l0_i ⊙ (1 - l0_i): every step at once
+        fac_11 = l0_i*(1 - l0_i)
+        fac_10_t = fac_10.reshape(20, NB, 16)  # fac_10, step by step
+        fac_11_t = fac_11.reshape(20, NB, 16)  # fac_11, step by step
+        l0_g_t_1 = l0_g.reshape(20, NB, 16)  # l0_g, step by step
+        r_d_l0_G_6_t = r_d_l0_G_6.reshape(20, N, 64)  # r_d_l0_G_6, step by step
+        l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
+        d_l0_G_6_t = d_l0_G_6.reshape(20, NB, 64)  # d_l0_G_6, step by step
+        r_d_l0_hprev_t = r_d_l0_hprev.reshape(20, N, 16)  # r_d_l0_hprev, step by step
+        for t in range(19, -1, -1):
+
+            # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)  (not stored in this function: l0_hprev, l0_H)
+            # r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first)
+            # (a view of r_d_l0_hprev, one step back: no copy)
+
+            # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)  (not stored in this function: l0_cprev, l0_C)
+            # r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first)
+            # (a view of r_d_l0_cprev, one step back: no copy)
+
+            # Grad of: l0_H = σ(l0_G_3) ⊙ tanh(l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2))  (not stored in this function: l0_H, l0_G_0, l0_G_1, l0_G_2, l0_G_3, l0_cprev)
+            #   (l0: h_t = o ⊙ tanh(c_t))
+            # r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H
+            r_d_l0_H_1 = r_carry_l0_H_t[t] + r_d_l0_H_t[t]
+
+            # Grad of: l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)  (not stored in this function: l0_C, l0_G_0, l0_G_1, l0_G_2, l0_cprev)
+            #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
+            # r_d_l0_C_1 = r_carry_l0_C + hc_1 ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_o + hc_3 ⊙ r_l0_C
+            r_d_l0_C_1 = _batched(hc_1_t_1[t][:, None, :]*r_d_l0_H_1.reshape(NB, K, 16) + hc_2_t[t][:, None, :]*r_l0_o_t_1[t].reshape(NB, K, 16) + hc_3_t[t][:, None, :]*r_l0_C_t_1[t].reshape(NB, K, 16) + r_carry_l0_C_t[t].reshape(NB, K, 16), NB, K, 16)
+            # r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1
+            r_d_l0_cprev_t[t] = _batched(d_l0_C_1_t[t][:, None, :]*r_l0_f_t_1[t].reshape(NB, K, 16) + l0_f_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16), NB, K, 16)
+
+            # Grad of: l0_o = σ(l0_G_3)  (not stored in this function: l0_o, l0_G_3)
+            #   (l0: output gate)
+            # r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (hc ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_C)
+            r_d_l0_G_3 = _batched(fac_4_t[t][:, None, :]*r_l0_o_t_1[t].reshape(NB, K, 16) + fac_5_t[t][:, None, :]*(hc_t_1[t][:, None, :]*r_d_l0_H_1.reshape(NB, K, 16) + hc_2_t[t][:, None, :]*r_l0_C_t_1[t].reshape(NB, K, 16)), NB, K, 16)
+
+            # Grad of: l0_g = tanh(l0_G_2)  (not stored in this function: l0_g, l0_G_2)
+            #   (l0: cell candidate)
+            # r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g
+            r_d_l0_G_2 = _batched(fac_6_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_i_t_1[t].reshape(NB, K, 16) + l0_i_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)) - 2*fac_7_t[t][:, None, :]*r_l0_g_t_1[t].reshape(NB, K, 16), NB, K, 16)
+
+            # Grad of: l0_f = σ(l0_G_1)  (not stored in this function: l0_f, l0_G_1)
+            #   (l0: forget gate)
+            # r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1)
+            r_d_l0_G_1_1 = _batched(fac_8_t[t][:, None, :]*r_l0_f_t_1[t].reshape(NB, K, 16) + fac_9_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_cprev_t_1[t].reshape(NB, K, 16) + l0_cprev_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)), NB, K, 16)
+
+            # Grad of: l0_i = σ(l0_G_0)  (not stored in this function: l0_i, l0_G_0)
+            #   (l0: input gate)
+            # r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1)
+            r_d_l0_G_0 = _batched(fac_10_t[t][:, None, :]*r_l0_i_t_1[t].reshape(NB, K, 16) + fac_11_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_g_t_1[t].reshape(NB, K, 16) + l0_g_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)), NB, K, 16)
+
+            # Grad of: l0_G = l0_HW + l0_XW + l0_b  (not stored in this function: l0_G, l0_HW, l0_XW)
+            #   (l0: gate pre-activations [i, f, g, o])
+            # r_d_l0_G_6 = [r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3]
+            r_d_l0_G_6_t[t] = numpy.concatenate([r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3], axis=1)
+
+            # Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW, l0_hprev)
+            # r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ
+            r_d_l0_hprev_a = r_d_l0_G_6_t[t] @ l0_Wh_T
+            # r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ
+            r_d_l0_hprev_b = (d_l0_G_6_t[t] @ v_l0_Wh.reshape(16, K, 64).transpose(1, 0, 2).reshape(K*16, 64).T).reshape(NB*K, 16)
+            # r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b
+            r_d_l0_hprev_t[t] = r_d_l0_hprev_a + r_d_l0_hprev_b
+
+        # Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW, l0_hprev)
+        # r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6
+        r_d_l0_Wh_a = (r_l0_hprev.reshape(20*NB, K*16).T @ d_l0_G_6).reshape(K, 16, 64).transpose(1, 0, 2).reshape(16*K, 64)
+        # r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6
+        r_d_l0_Wh_b = (l0_hprev.T @ r_d_l0_G_6.reshape(20*NB, K*64)).reshape(16*K, 64)
+        r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b
+
+        # Grad of: l0_XG = l0_XW + l0_b  (not stored in this function: l0_XG, l0_XW)
+        #   (l0: X·Wx + 1·b)
+        # r_d_l0_b = 1ᵀ·r_d_l0_G_6
+        r_d_l0_b = r_d_l0_G_6.reshape(20*NB, K*64).sum(axis=0).reshape(K, 64)
+
+        # Grad of: l0_XW = x·l0_Wx  (not stored in this function: l0_XW)
+        #   (l0: input projection of every step at once)
+        # r_d_l0_Wx_b = xᵀ·r_d_l0_G_6
+        r_d_l0_Wx_b = (x.T @ r_d_l0_G_6.reshape(20*NB, K*64)).reshape(1*K, 64)
+
+        # rows j0 .. of the result: H·v for each direction
+        out[j0:j0 + K, 0:64] = _cols_to_dirs(r_d_l0_Wx_b, 1, 64)
+        out[j0:j0 + K, 64:1088] = _cols_to_dirs(r_d_l0_Wh, 16, 64)
+        out[j0:j0 + K, 1088:1152] = _cols_to_dirs(r_d_l0_b, 1, 64)
+        out[j0:j0 + K, 1152:1168] = _cols_to_dirs(r_d_l1_W, 16, 1)
+        out[j0:j0 + K, 1168:1169] = _cols_to_dirs(r_d_l1_b, 1, 1)
+    N = NB
+    return out
+
+
 def release_workspace():
     """Free the calling thread's workspaces (kept between calls, one per
     generated function, for the batch size it last ran at)."""
@@ -2089,23 +2576,27 @@ def _chunk(n, count):
     return max(1, min(count, HESSIAN_CHUNK, HESSIAN_CHUNK_BYTES // max(per_dir, 1)))
 
 
-def _hessian_columns(n, args, first, count):
-    """Rows first .. first+count-1 of the Hessian: the forward and backward
-    pass once and the tangent pass over chunks of directions at once
-    (_tangent_columns) when the module has it, else one hvp each."""
-    fn = globals().get("_tangent_columns")
-    if fn is None:
-        return _hvp_rows(n, args, first, count)
-    with numpy.errstate(all="ignore"):
-        return fn(*_mats(args), None, first, count, _chunk(n, count))
-
-
-def _hessian_times(n, args, vt):
-    """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS) array,
-    through _tangent_columns; None when the module has none (the API then
-    takes one hvp per direction)."""
+def _tangent_call(n, args, vt, first, count):
+    """_tangent_columns for count directions (the rows of vt, or the unit
+    vectors e_first .. when vt is None), a (count, N_PARAMS) array; None
+    when the module has no _tangent_columns (a layer without a rule for
+    many directions at once)."""
     fn = globals().get("_tangent_columns")
     if fn is None:
         return None
     with numpy.errstate(all="ignore"):
-        return fn(*_mats(args), vt, 0, vt.shape[0], _chunk(n, vt.shape[0]))
+        return fn(*_mats(args), vt, first, count, _chunk(n, count))
+
+
+def _hessian_columns(n, args, first, count):
+    """Rows first .. first+count-1 of the Hessian: the forward and backward
+    pass once and the tangent pass over chunks of directions at once, else
+    one hvp each."""
+    rows = _tangent_call(n, args, None, first, count)
+    return _hvp_rows(n, args, first, count) if rows is None else rows
+
+
+def _hessian_times(n, args, vt):
+    """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS)
+    array, or None (the API then takes one hvp per direction)."""
+    return _tangent_call(n, args, vt, 0, vt.shape[0])

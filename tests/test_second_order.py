@@ -44,10 +44,10 @@ WEIGHTS = ("W", "Wx", "Wh")
 SCE, BCE = "softmax_cross_entropy", "sigmoid_binary_cross_entropy"
 
 
-def seq(name, layer, loss, steps, truncate=None, l2=0.0, t=T, f=2, dtype="float64"):
-    """A sequence net: one recurrent layer and a dense head at every step."""
+def seq(name, layer, loss, steps, truncate=None, l2=0.0, t=T, f=2, dtype="float64", k=K):
+    """A sequence net: one recurrent layer and a dense head of k units at every step."""
     arch = {"name": name, "dtype": dtype, "input": {"features": f, "steps": t},
-            "layers": [layer, {"type": "dense", "units": K}],
+            "layers": [layer, {"type": "dense", "units": k}],
             "loss": {"type": loss, "steps": steps}}
     if truncate:
         arch["bptt"] = {"truncate": truncate}
@@ -76,7 +76,9 @@ _add("dense-gelu-bce", _dense("gelu", BCE), True)
 _add("dense-elu-mse-l2", _dense("elu", "mse", l2=0.02), False)
 _add("dense-softplus-sce", _dense("softplus", SCE), False)
 _add("dense-silu-bce-l2", _dense("silu", BCE, l2=0.03), False)
-_add("rnn-mse-all", seq("so_rnn", {"type": "rnn", "units": 3}, "mse", "all"), True)
+# one output unit: the head's bias gradient is a total (sum over all), which
+# hessian_columns' tangent pass then sums per direction
+_add("rnn-mse-all", seq("so_rnn", {"type": "rnn", "units": 3}, "mse", "all", k=1), True)
 _add("lstm-sce-last", seq("so_lstm", {"type": "lstm", "units": 2}, SCE, "last"), True)
 _add("lstm-sce-last-k2", seq("so_lstm_k", {"type": "lstm", "units": 2}, SCE, "last",
                              truncate=TRUNC), True, twin="lstm-sce-last")

@@ -46,6 +46,14 @@ def _c_body(em, expr, access: dict, dst: str) -> list:
     return body
 
 
+def _rowwise(em, op, loop, expr) -> bool:
+    """Over k directions, is the map the plain one over the N·K rows: every
+    argument batched and of the output's shape, and no N (the batch) in it?"""
+    shape = em.lshape(op.out, loop)
+    return all(s.name != "N" for s in expr.free_symbols) and all(
+        em.is_batched(a) and em.lshape(a, loop) == shape for a in op.args)
+
+
 def _partial(op, a: str):
     """∂f/∂a, in terms of the op's own output where SymPy can."""
     expr = op.attrs["expr"]
@@ -188,8 +196,7 @@ class Map(Primitive):
         directions: rows rr, directions d, columns cc of the output."""
         r, c = em.lshape(op.out, loop)
         expr = numeric(op.attrs["expr"])
-        if all(s.name != "N" for s in expr.free_symbols) and all(
-                em.is_batched(a) and em.lshape(a, loop) == (r, c) for a in op.args):
+        if _rowwise(em, op, loop, expr):
             return self.c(em, op, loop)         # one flat loop over the N·K rows
         access = {"N": "((real)NB)"}            # the batch, not the N·K rows
         for a in op.args:
@@ -211,8 +218,7 @@ class Map(Primitive):
         ones broadcast over the directions ([:, None, :])."""
         r, c = em.lshape(op.out, loop)
         expr = numeric(op.attrs["expr"])
-        if all(s.name != "N" for s in expr.free_symbols) and op.args and all(
-                em.is_batched(a) and em.lshape(a, loop) == (r, c) for a in op.args):
+        if op.args and _rowwise(em, op, loop, expr):
             return self.numpy(em, op, loop)      # elementwise over the N·K rows
         access = {"N": "NB"}                     # the batch, not the N·K rows
         for a in op.args:

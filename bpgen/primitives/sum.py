@@ -71,6 +71,16 @@ class Sum(Unary):
             r, c = em.lshape(a, loop)
             em.use("colsum")
             return [f"bpg_colsum({r}, K*{c}, {em.ptr(a, loop)}, {em.ptr(op.out, loop)});"]
+        if axis is None and em.is_batched(a):    # each direction's total, in double
+            r, c = em.lshape(a, loop)
+            src = em.ptr(a, loop)
+            return ["for (int64_t d = 0; d < K; d++) {",
+                    "    double acc = 0;",
+                    f"    for (int64_t rr = 0; rr < {r}; rr++)",
+                    f"        for (int64_t cc = 0; cc < {c}; cc++) "
+                    f"acc += {src}[(rr*K + d)*{c} + cc];",
+                    f"    {em.ptr(op.out, loop)}[d] = (real)acc;",
+                    "}"]
         raise NotImplementedError(f"sum over axis {axis}: no C rule for k directions")
 
     def numpy_batched(self, em, op, loop):
@@ -81,4 +91,8 @@ class Sum(Unary):
         if axis == 0 and em.is_batched(a):
             r, c = em.lshape(a, loop)
             return f"{em.acc(a, loop)}.reshape({r}, K*{c}).sum(axis=0).reshape(K, {c})"
+        if axis is None and em.is_batched(a):    # each direction's total, in double
+            r, c = em.lshape(a, loop)
+            return (f"{em.acc(a, loop)}.reshape({r}, K, {c}).sum(axis=(0, 2), "
+                    f"dtype=numpy.float64).astype(DTYPE).reshape(K, 1)")
         raise NotImplementedError(f"sum over axis {axis}: no NumPy rule for k directions")

@@ -138,16 +138,8 @@ class _ColumnsEmitter(CEmitter):
         self.vvars = vvars
 
     def statement(self, op, prim, loop) -> list:
-        lines = super().statement(op, prim, loop)
-        vs = [a for a in op.args if a in self.vvars]
-        if op.prim != "matmul" or not vs:
-            return lines
-        assert len(lines) == 2, lines      # the equation, one call of bpg_gemm_*
-        r, c = self.shape(op.out, loop)
-        cond = " && ".join(f"vnz_{v}" for v in vs)
-        return (lines[:1] + [f"if ({cond}) {lines[1]}",
-                             f"else memset({self.ptr(op.out, loop)}, 0, "
-                             f"sizeof(real)*(size_t)({r}*{c}));  /* a zero block of v */"])
+        head, *lines = super().statement(op, prim, loop)
+        return [head] + _skip_zero_blocks(self, op, loop, lines)
 
 
 class _BatchedEmitter(Directions, CEmitter):
@@ -197,15 +189,7 @@ class _BatchedEmitter(Directions, CEmitter):
 
     def statement(self, op, prim, loop) -> list:
         head = self.comment(f"{op.out} = {prim.equation(op, {})}")
-        lines = prim.c_batched(self, op, loop)
-        vs = [a for a in op.args if a in self.vvars]
-        if op.prim != "matmul" or not vs:
-            return [head] + lines
-        cond = " && ".join(f"vnz_{v}" for v in vs)
-        return [head, f"if ({cond}) {{"] + [f"    {line}" for line in lines] + [
-            "} else {",
-            f"    memset({self.ptr(op.out, loop)}, 0, "
-            f"{self.bytes(self.shape(op.out, loop))});  /* a zero block of v */", "}"]
+        return [head] + _skip_zero_blocks(self, op, loop, prim.c_batched(self, op, loop))
 
 
 def _batched_allocate(prog: Program, ops: list, batched: set, whole: set) -> tuple:
@@ -226,27 +210,14 @@ def _batched_allocate(prog: Program, ops: list, batched: set, whole: set) -> tup
                 last[name] = max(last.get(name, hi), hi)
     for name in whole:
         first[name], last[name] = 0, len(ops)
-    offsets, totals = {}, []
-    for per_sample in (True, False):
-        placed, total = [], 0
-        for name in sorted(first, key=lambda n: (first[n], n)):
-            shape = ("N", prog.vars[name].shape[1]) if name in prog.step_vars \
-                else prog.vars[name].shape
-            a, b = size_coeffs(shape)
-            size = a if per_sample else b
-            if not size or (per_sample and b) or (not per_sample and a):
-                continue
-            live = sorted((o, o + sz) for n, o, sz in placed if last[n] >= first[name])
-            off = 0
-            for lo, hi in live:
-                if off + size <= lo:
-                    break
-                off = max(off, hi)
-            placed.append((name, off, size))
-            offsets[name] = (off, 0) if per_sample else (0, off)
-            total = max(total, off + size)
-        totals.append(total)
-    return offsets, tuple(totals)
+    coeffs = {name: size_coeffs(_stored_shape(prog, name)) for name in first}
+    order = sorted(first, key=lambda n: (first[n], n))
+    per_sample, pa = _first_fit([n for n in order if coeffs[n][0]],
+                                {n: a for n, (a, _) in coeffs.items()}, first, last)
+    fixed, pb = _first_fit([n for n in order if not coeffs[n][0]],
+                           {n: b for n, (_, b) in coeffs.items()}, first, last)
+    return ({**{n: (o, 0) for n, o in per_sample.items()},
+             **{n: (0, o) for n, o in fixed.items()}}, (pa, pb))
 
 
 def _batched_columns(derived: Derived, used: set, tables: dict) -> dict:
@@ -270,12 +241,7 @@ def _batched_columns(derived: Derived, used: set, tables: dict) -> dict:
                     used, tables).blocks()
     offsets, (pa, pb) = _batched_allocate(prog, tangent, batched, set(vvars) | set(outs))
     wa, wb = prog.workspace_size
-    decls = []
-    for var, (a, b) in prog.workspace.items():
-        if var in batched:
-            continue
-        shape = ("N", prog.vars[var].shape[1]) if var in prog.step_vars else prog.vars[var].shape
-        decls.append(f"real *const {var} = ws + {offset_code(a, b)};  /* {_shape_str(shape)} */")
+    decls = _workspace_decls(prog, skip=batched)
     decls += ["const int64_t NB = N;  /* the batch */",
               f"real *const wsd = ws + {offset_code(wa, wb)};  /* the directions' part */"]
     inner = ["const int64_t K = count - j0 < kc ? count - j0 : kc;",
@@ -283,7 +249,7 @@ def _batched_columns(derived: Derived, used: set, tables: dict) -> dict:
              "const int64_t N = NB*K;",
              "(void)N;"]
     for var, (a, b) in sorted(offsets.items(), key=lambda kv: kv[1]):
-        shape = ("N", prog.vars[var].shape[1]) if var in prog.step_vars else prog.vars[var].shape
+        shape = _stored_shape(prog, var)
         # per-sample ones at a*N, the fixed-size ones after them
         where = f"{a}*N" if size_coeffs(shape)[0] else f"{pa}*N + {b}*K"
         inner.append(f"real *const {var} = wsd + {where};  /* {_shape_str(shape)} x K */")
@@ -345,6 +311,51 @@ def _shape_str(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
+def _stored_shape(prog: Program, var: str) -> tuple:
+    """The shape ``var`` takes in the workspace: one step of it when the
+    program keeps it one step at a time."""
+    shape = prog.vars[var].shape
+    return ("N", shape[1]) if var in prog.step_vars else shape
+
+
+def _workspace_decls(prog: Program, skip=frozenset()) -> list:
+    """A pointer into the workspace for each temporary of ``prog`` (those
+    in ``skip`` live elsewhere)."""
+    return [f"real *const {var} = ws + {offset_code(a, b)};  "
+            f"/* {_shape_str(_stored_shape(prog, var))} */"
+            for var, (a, b) in prog.workspace.items() if var not in skip]
+
+
+def _first_fit(names: list, size: dict, first: dict, last: dict) -> tuple:
+    """({name: offset}, total): each of ``names`` (in order) at the lowest
+    offset where it overlaps no earlier one still live (op indices
+    first[name] .. last[name])."""
+    placed, offsets, total = [], {}, 0
+    for name in names:
+        live = sorted((o, o + s) for n, o, s in placed if last[n] >= first[name])
+        off = 0
+        for lo, hi in live:              # first fit between the live ones
+            if off + size[name] <= lo:
+                break
+            off = max(off, hi)
+        placed.append((name, off, size[name]))
+        offsets[name] = off
+        total = max(total, off + size[name])
+    return offsets, total
+
+
+def _skip_zero_blocks(em, op, loop, lines: list) -> list:
+    """``lines`` of a product that reads a block of v, run only when that
+    block is nonzero (``vnz_<block>``), else its result zeroed."""
+    vs = [a for a in op.args if a in em.vvars]
+    if op.prim != "matmul" or not vs:
+        return lines
+    cond = " && ".join(f"vnz_{v}" for v in vs)
+    return ([f"if ({cond}) {{"] + [f"    {line}" for line in lines]
+            + ["} else {", f"    memset({em.ptr(op.out, loop)}, 0, "
+               f"{em.bytes(em.shape(op.out, loop))});  /* a zero block of v */", "}"])
+
+
 def _table_lines(values: tuple, name: str) -> list:
     """A static const int32 table, about 100 columns wide."""
     nums = [str(v) for v in values]
@@ -360,12 +371,7 @@ def _table_lines(values: tuple, name: str) -> list:
 
 def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
     prog = derived.programs[name]
-    decls = []
-    for var, (a, b) in prog.workspace.items():
-        shape = prog.vars[var].shape
-        if var in prog.step_vars:
-            shape = ("N", shape[1])
-        decls.append(f"real *const {var} = ws + {offset_code(a, b)};  /* {_shape_str(shape)} */")
+    decls = _workspace_decls(prog)
     for var, (oa, ob, _, _, _) in zip(prog.outputs, derived.layout(name)):
         decls.append(f"real *const {var} = out + {offset_code(oa, ob)};  "
                      f"/* {_shape_str(prog.vars[var].shape)} */")
@@ -406,12 +412,7 @@ def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
     sizes = [size_coeffs(prog.vars[v].shape)[1] for v in vvars]
     total = sum(sizes)
     wa, wb = prog.workspace_size
-    decls = []
-    for var, (a, b) in prog.workspace.items():
-        shape = prog.vars[var].shape
-        if var in prog.step_vars:
-            shape = ("N", shape[1])
-        decls.append(f"real *const {var} = ws + {offset_code(a, b)};  /* {_shape_str(shape)} */")
+    decls = _workspace_decls(prog)
     decls.append(f"real *const vbuf = ws + {offset_code(wa, wb)};  /* ({total},): e_j */")
     off = 0
     for var, size in zip(vvars, sizes):
@@ -470,22 +471,11 @@ def _allocate(asm) -> tuple:
             last[name] = i
     out = []
     for per_sample in (True, False):
-        placed, offsets, total = [], {}, 0
-        names = [n for n in first if asm.t(n).kind == "temp"
-                 and (asm.t(n).shape[0] == "N") == per_sample]
-        for name in sorted(names, key=first.get):
-            shape = asm.t(name).shape
-            size = math.prod(shape[1:] if per_sample else shape)
-            live = sorted((o, o + s) for n, o, s in placed if last[n] >= first[name])
-            off = 0
-            for lo, hi in live:              # first fit between the live ones
-                if off + size <= lo:
-                    break
-                off = max(off, hi)
-            placed.append((name, off, size))
-            offsets[name] = off
-            total = max(total, off + size)
-        out += [offsets, total]
+        names = sorted((n for n in first if asm.t(n).kind == "temp"
+                        and (asm.t(n).shape[0] == "N") == per_sample), key=first.get)
+        size = {n: math.prod(asm.t(n).shape[1:] if per_sample else asm.t(n).shape)
+                for n in names}
+        out += _first_fit(names, size, first, last)
     return tuple(out)
 
 

@@ -64,23 +64,27 @@ def _chunk(n, count):
     return max(1, min(count, HESSIAN_CHUNK, HESSIAN_CHUNK_BYTES // max(per_dir, 1)))
 
 
-def _hessian_columns(n, args, first, count):
-    """Rows first .. first+count-1 of the Hessian: the forward and backward
-    pass once and the tangent pass over chunks of directions at once
-    (_tangent_columns) when the module has it, else one hvp each."""
-    fn = globals().get("_tangent_columns")
-    if fn is None:
-        return _hvp_rows(n, args, first, count)
-    with numpy.errstate(all="ignore"):
-        return fn(*_mats(args), None, first, count, _chunk(n, count))
-
-
-def _hessian_times(n, args, vt):
-    """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS) array,
-    through _tangent_columns; None when the module has none (the API then
-    takes one hvp per direction)."""
+def _tangent_call(n, args, vt, first, count):
+    """_tangent_columns for count directions (the rows of vt, or the unit
+    vectors e_first .. when vt is None), a (count, N_PARAMS) array; None
+    when the module has no _tangent_columns (a layer without a rule for
+    many directions at once)."""
     fn = globals().get("_tangent_columns")
     if fn is None:
         return None
     with numpy.errstate(all="ignore"):
-        return fn(*_mats(args), vt, 0, vt.shape[0], _chunk(n, vt.shape[0]))
+        return fn(*_mats(args), vt, first, count, _chunk(n, count))
+
+
+def _hessian_columns(n, args, first, count):
+    """Rows first .. first+count-1 of the Hessian: the forward and backward
+    pass once and the tangent pass over chunks of directions at once, else
+    one hvp each."""
+    rows = _tangent_call(n, args, None, first, count)
+    return _hvp_rows(n, args, first, count) if rows is None else rows
+
+
+def _hessian_times(n, args, vt):
+    """H·v for every row v of ``vt`` (k, N_PARAMS), as a (k, N_PARAMS)
+    array, or None (the API then takes one hvp per direction)."""
+    return _tangent_call(n, args, vt, 0, vt.shape[0])
