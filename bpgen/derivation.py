@@ -14,11 +14,11 @@ from typing import Callable
 
 import sympy as sp
 
-from .activations import activation_expr
 from .assembly import derive_assembly
 from .ir import Graph, grad, tangents
 from .layers import LAYER_TYPES
 from .lower import Program, lower
+from .meta import CurvatureLayout, CurvLayer, Meta
 from .network import Derivation, derive
 from .shapes import size_coeffs
 from .spec import Spec
@@ -51,7 +51,7 @@ class Derived:
     base: Derivation                     # the forward graph, loss and gradient
     programs: dict                       # name -> Program, in table order
     entries: dict                        # name -> EntryPoint
-    meta: dict = field(default_factory=dict)   # factor and curvature layouts
+    meta: Meta = field(default_factory=Meta)   # factor and curvature layouts
     assemblies: dict = field(default_factory=dict)   # name -> Assembly
 
     def layout(self, name: str) -> list:
@@ -289,8 +289,9 @@ def _curvature(spec: Spec, base: Derivation):
     activation), q = ∂L/∂A and δ = ∂L/∂Z; and the loss's curvature w.r.t.
     the output: ℓ'' (SymPy's second derivative of the per-unit loss) for the
     elementwise losses, the softmax probabilities for the cross-entropy.
-    Metadata: the layers as (W key, b key, output indices of in, f', f'',
-    q, δ) and the index of the loss curvature."""
+    The layer types say which variables these are and which parameters
+    are the weight and the bias (:meth:`~bpgen.layers.base.LayerType.
+    kronecker_parts`, by role).  Metadata: a :class:`CurvatureLayout`."""
     d = derive(spec, exact=True)
     g = d.graph
     outs, layers = [], []
@@ -304,21 +305,23 @@ def _curvature(spec: Spec, base: Derivation):
 
     z = sp.Symbol("z")
     for layer in spec.layers:
-        if LAYER_TYPES[layer.type].hessian != "kronecker":
+        kind = LAYER_TYPES[layer.type]
+        if kind.hessian == "identity":
+            kind.identity_check(layer)
+        if kind.hessian != "kronecker":
             continue
-        lv = g.layer_vars[layer.name]
-        f = activation_expr(layer.activation, z, layer.alpha)
-        d1 = g.map(sp.diff(f, z).subs(z, g.sym(lv["z"])), base=f"{layer.name}_d1",
-                   shape=g.vars[lv["z"]].shape, label=f"f'(Z_{layer.name})")
-        d2 = g.map(sp.diff(f, z, 2).subs(z, g.sym(lv["z"])), base=f"{layer.name}_d2",
-                   shape=g.vars[lv["z"]].shape, label=f"f''(Z_{layer.name})")
-        q = g.cotangents.get(lv["a"])
-        delta = g.cotangents.get(lv["z"], q)
+        parts = kind.kronecker_parts(g, layer)
+        f, pre, label = parts.f(z), g.sym(parts.pre), g.vars[parts.pre].label
+        d1 = g.map(sp.diff(f, z).subs(z, pre), base=f"{layer.name}_d1",
+                   shape=g.vars[parts.pre].shape, label=f"f'({label})")
+        d2 = g.map(sp.diff(f, z, 2).subs(z, pre), base=f"{layer.name}_d2",
+                   shape=g.vars[parts.pre].shape, label=f"f''({label})")
+        q = g.cotangents.get(parts.output)
+        delta = g.cotangents.get(parts.pre, q)
         if q is None:
             q = delta
-        weight, bias = (f"{layer.name}.{p.name}" for p in layer.params)
-        layers.append((weight, bias, keep(lv["in"]), keep(d1), keep(d2), keep(q),
-                       keep(delta)))
+        layers.append(CurvLayer(layer.name, parts.weight, parts.bias, keep(parts.input),
+                                keep(d1), keep(d2), keep(q), keep(delta)))
     if spec.loss.type == "softmax_cross_entropy":
         e = [v for v in g.vars if v.startswith("o_exp") and not v.startswith("o_expsum")][0]
         s = [v for v in g.vars if v.startswith("o_expsum")][0]
@@ -330,7 +333,7 @@ def _curvature(spec: Spec, base: Derivation):
                      shape=g.vars[d.output].shape, label="ℓ''(O)")
     loss_index = keep(curv)
     prog = lower(g, "curvature", _inputs(d), outs, d.n_forward)
-    return prog, {"curv_layers": layers, "curv_loss": loss_index}
+    return prog, {"curvature": CurvatureLayout(tuple(layers), loss_index)}
 
 
 ENTRY_POINTS = (
@@ -362,7 +365,7 @@ ENTRY_POINTS = (
 def derive_all(spec: Spec) -> Derived:
     """Every entry point of ``spec``: the derivation stage of the pipeline."""
     base = derive(spec)
-    programs, entries, meta, assemblies = {}, {}, {}, {}
+    programs, entries, meta, assemblies = {}, {}, Meta(), {}
     for entry in ENTRY_POINTS:
         if not entry.when(spec):
             continue
@@ -387,5 +390,5 @@ def assembly(spec: Spec, name: str = "hessian", base: Derivation | None = None):
     """One assembly entry point (``hessian``, ``hessian_blocks``) of a
     structured architecture, for ``bpgen show --hessian``."""
     entry = next(e for e in ENTRY_POINTS if e.name == name and e.kind == "assembly")
-    curv, meta = _curvature(spec, base if base is not None else derive(spec))
-    return entry.derive(spec, curv, meta)
+    curv, extra = _curvature(spec, base if base is not None else derive(spec))
+    return entry.derive(spec, curv, Meta(**extra))

@@ -355,7 +355,7 @@ def _factors(derived) -> list:
     prog = derived.programs["grad_factors"]
     spec = derived.spec
     rows = []
-    for key, (iu, iv) in derived.meta.get("factor_index", {}).items():
+    for key, (iu, iv) in derived.meta.factor_index.items():
         u, v = prog.outputs[iu], prog.outputs[iv]
         su, sv = prog.vars[u].shape, prog.vars[v].shape
         lu, lv = tex_label(prog.vars[u].label), tex_label(prog.vars[v].label)

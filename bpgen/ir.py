@@ -39,7 +39,7 @@ from .primitives import PRIMITIVES
 from .primitives.base import tangent_name
 from .shapes import broadcast_shape, dim_coeffs, seq_dim
 
-__all__ = ["Var", "Op", "Graph", "NSYM", "grad", "tangents", "broadcast_shape", "dim_coeffs",
+__all__ = ["Var", "Op", "Loop", "Graph", "NSYM", "grad", "tangents", "broadcast_shape", "dim_coeffs",
            "seq_dim", "PRIMITIVES"]
 
 NSYM = sp.Symbol("N", positive=True, integer=True)
@@ -81,6 +81,39 @@ class Op:
     loop: int | None = None      # the loop this op runs in, if any
 
 
+@dataclass(frozen=True)
+class Loop:
+    """A loop over the time steps: ``steps``, its direction (``reverse``: t
+    runs from steps - 1 down to 0), ``seq`` (the row dimension of its
+    sequences, e.g. ``"5*N"``), ``label`` (what it runs, e.g. ``"l0 (lstm)"``)
+    and ``backward`` (a loop of the reverse pass: it carries a state's
+    gradient back).  Read by attribute; ``loop["steps"]`` also works, and
+    ``dict(loop, ...)`` copies it as a plain dict."""
+    steps: int
+    reverse: bool
+    seq: str
+    label: str = ""
+    backward: bool = False
+
+    @property
+    def order(self) -> str:
+        """``t = 0 .. 19`` or ``t = 19 .. 0``."""
+        last = self.steps - 1
+        return f"t = {last} .. 0" if self.reverse else f"t = 0 .. {last}"
+
+    @property
+    def title(self) -> str:
+        return f"{self.label}, {self.order}" if self.label else self.order
+
+    def keys(self) -> tuple:
+        return ("steps", "reverse", "seq", "label", "backward", "title")
+
+    def __getitem__(self, key: str):
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+
 class Graph:
     """A growing list of ops plus the variables they read and write."""
 
@@ -89,21 +122,22 @@ class Graph:
         self.ops: list[Op] = []
         self.producer: dict[str, int] = {}
         self._grad_of: str | None = None
-        self.loops: dict[int, dict] = {}    # id -> {"steps", "reverse", "seq"}
+        self.loops: dict[int, Loop] = {}    # id -> the loop
         self.grad_parts: dict[str, list] = {}  # wrt var -> its gradient's summands
         self.cotangents: dict[str, str] = {}   # var -> its total cotangent (non-loop)
-        self.layer_vars: dict[str, dict] = {}  # layer name -> its input, Z, A
+        # layer name -> what its type's Hessian structure reads (layers.base)
+        self.layer_parts: dict[str, object] = {}
         self.loop: int | None = None       # the loop being built
 
     # ---- loops --------------------------------------------------------------
-    def loop_begin(self, steps: int, reverse: bool = False, label: str = "") -> int:
-        """Start a loop over ``steps`` time steps (descending when ``reverse``)."""
+    def loop_begin(self, steps: int, reverse: bool = False, label: str = "",
+                   backward: bool = False) -> int:
+        """Start a loop over ``steps`` time steps (descending when ``reverse``;
+        ``backward``: a loop of the reverse pass)."""
         if self.loop is not None:
             raise ValueError("loops do not nest")
         lid = len(self.loops)
-        order = f"t = {steps - 1} .. 0" if reverse else f"t = 0 .. {steps - 1}"
-        self.loops[lid] = {"steps": steps, "reverse": reverse, "seq": seq_dim(steps),
-                           "label": label, "title": f"{label}, {order}" if label else order}
+        self.loops[lid] = Loop(steps, reverse, seq_dim(steps), label, backward)
         self.loop = lid
         return lid
 
@@ -133,7 +167,7 @@ class Graph:
             # defined per step inside the loop: a sequence outside it
             if shape[0] != "N":
                 raise ValueError(f"{name}: a loop variable must have N rows, got {shape}")
-            shape = (self.loops[loop]["seq"], shape[1])
+            shape = (self.loops[loop].seq, shape[1])
         self.vars[name] = Var(name, shape, role, label or name, differentiable, loop)
         return name
 
@@ -293,9 +327,9 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
     parameter contributions over whole sequences."""
     lid = g.ops[indices[0]].loop
     info = g.loops[lid]
-    seq = info["seq"]
-    g.loop_begin(info["steps"], reverse=not info["reverse"],
-                 label=f"backward through {info['label'] or 'loop'}")
+    seq = info.seq
+    g.loop_begin(info.steps, reverse=not info.reverse,
+                 label=f"backward through {info.label or 'loop'}", backward=True)
     carries = {}
     for i in indices:
         op = g.ops[i]

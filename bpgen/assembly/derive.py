@@ -34,11 +34,12 @@ def _t(name, shape, text, kind="temp", tex=None):
     return Tensor(name, tuple(shape), text, tex if tex is not None else tex_label(text), kind)
 
 
-def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembly:
+def derive_assembly(spec: Spec, curv, meta, mode: str = "full") -> Assembly:
     """The assembly of the full Hessian (``mode="full"``: one output H,
     N_PARAMS x N_PARAMS) or of every layer's diagonal block (``"blocks"``:
     one output per layer) from the curvature program ``curv`` and its
-    layout ``meta`` (``curv_layers``, ``curv_loss``)."""
+    layout ``meta.curvature`` (a :class:`~bpgen.meta.CurvatureLayout`: the
+    parameter keys of each layer by role, never by name or position)."""
     from . import ops as o     # noqa: F401  (the op classes, registered)
     if mode not in ("full", "blocks"):
         raise ValueError(f"mode: expected 'full' or 'blocks', got {mode!r}")
@@ -52,24 +53,24 @@ def derive_assembly(spec: Spec, curv, meta: dict, mode: str = "full") -> Assembl
     tensors = {}
     for var in curv.outputs:
         tensors[var] = _t(var, curv.vars[var].shape, curv.vars[var].label, "input")
+    layout = meta.curvature
     layers = []
-    for i, (wk, bk, i_in, i_d1, i_d2, i_q, i_dl) in enumerate(meta["curv_layers"]):
-        name = wk.split(".", 1)[0]
+    for i, cl in enumerate(layout.layers):
+        wk, bk, name = cl.weight_key, cl.bias_key, cl.name
         if offset[bk] != offset[wk] + math.prod(shapes[wk]) or len(shapes[bk]) != 1:
             raise AssertionError(f"{wk}, {bk}: the bias does not follow its weight")
-        for key in (wk, bk):
-            tensors[param_var[key]] = _t(param_var[key], (shapes[key] + (1,))[:2]
-                                         if key == wk else (1, shapes[key][0]),
-                                         f"{'W' if key == wk else 'b'}_{name}", "param")
+        for key, shape in ((wk, shapes[wk]), (bk, (1, shapes[bk][0]))):
+            var = param_var[key]
+            tensors[var] = _t(var, shape, curv.vars[var].label, "param")
         p, c = shapes[wk]
         layers.append({"i": i, "name": name, "keys": f"{wk}, {bk}", "w": param_var[wk],
                        "off": offset[wk], "size": (p + 1) * c, "p": p, "c": c,
-                       "a": curv.outputs[i_in], "d1": curv.outputs[i_d1],
-                       "d2": curv.outputs[i_d2], "q": curv.outputs[i_q],
-                       "delta": curv.outputs[i_dl], "wkey": wk})
+                       "a": curv.outputs[cl.input], "d1": curv.outputs[cl.d1],
+                       "d2": curv.outputs[cl.d2], "q": curv.outputs[cl.q],
+                       "delta": curv.outputs[cl.delta], "wkey": wk})
 
     ops = []
-    loss_src = curv.outputs[meta["curv_loss"]]
+    loss_src = curv.outputs[layout.loss]
     k_out = tensors[loss_src].shape[1]
     tensors["lam_out"] = _t("lam_out", ("N", k_out, k_out), "Λ_out", tex=r"\Lambda_{\mathrm{out}}")
     ops.append(o.LossCurvature("lam_out", loss_src, spec.loss.type == "softmax_cross_entropy"))

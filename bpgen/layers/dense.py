@@ -1,6 +1,8 @@
 """``dense``: A = f(X·W + 1·b); on a sequence, at every step."""
 from __future__ import annotations
 
+import sympy as sp
+
 from ..activations import activation_expr
 from .base import LayerType, ParamSpec, activation_option, register
 
@@ -32,12 +34,18 @@ class Dense(LayerType):
         xw = g.matmul(x, p["W"], base=f"{n}_XW", label=f"XW_{n}",
                       comment=f"{n}: affine part")
         z = g.map(g.sym(xw) + g.sym(p["b"]), base=f"{n}_Z", label=f"Z_{n}",
-                  comment=f"{n}: pre-activation Z = X·W + 1·b")
+                  comment=f"{n}: pre-activation")
         act = activation_expr(layer.activation, g.sym(z), layer.alpha)
         a = g.map(act, base=f"{n}_A", label=f"A_{n}",
                   comment=f"{n}: activation {layer.activation}")
-        g.layer_vars[n] = {"in": x, "z": z, "a": a}
+        self.kronecker(g, layer, x, z, a, self.activation(layer))
         return a
+
+    @staticmethod
+    def activation(layer):
+        """f as a SymPy function of one symbol (for f' and f'')."""
+        z = sp.Dummy("z")
+        return sp.Lambda(z, activation_expr(layer.activation, z, layer.alpha))
 
     def describe(self, layer):
         return layer.activation

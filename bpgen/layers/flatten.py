@@ -1,4 +1,7 @@
-"""``flatten``: (N, C, H, W) -> (N, C·H·W) in C order."""
+"""``flatten``: (N, C, H, W) -> (N, C·H·W) in C order.
+
+Structure ``identity`` (see :mod:`bpgen.layers.base`): no parameters, and the
+forward returns its input variable itself, so the structured Hessian skips it."""
 from __future__ import annotations
 
 import math

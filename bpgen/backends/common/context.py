@@ -69,9 +69,10 @@ def module_context(derived: Derived, module: str) -> dict:
         "init": list(spec.init_rules().items()),
         "l2": repr(float(spec.l2)),
         "l2_keys": tuple(spec.l2_keys),
-        "factor_index": meta.get("factor_index", {}),
-        "curv_layers": meta.get("curv_layers", []),
-        "curv_loss": repr(meta.get("curv_loss")),
+        "factor_index": meta.factor_index,
+        "curv_layers": [cl.constant() for cl in meta.curvature.layers]
+        if meta.curvature else [],
+        "curv_loss": repr(meta.curvature.loss if meta.curvature else None),
         # entry points with the generic calling convention (inputs, out, ws)
         "outputs": [(name, derived.layout(name))
                     for name in list(derived.programs) + list(derived.assemblies)
