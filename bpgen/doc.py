@@ -27,7 +27,8 @@ from .equations import labels, op_equation, tex_label, tex_names
 from .layers import LAYER_TYPES
 from .network import derive
 from .shapes import dim_coeffs
-from .show import _shape, _tex_range, hessian_items, shape_text, walk
+from .hessian_text import hessian_items
+from .show import _shape, _tex_range, shape_text, walk
 from .spec import Spec, load_spec
 
 __all__ = ["document", "markdown", "to_html", "write", "tex_to_mathml", "TexError",
@@ -278,9 +279,8 @@ def _passes(spec, prog, names, tn, items) -> tuple:
         elif kind == "loop":
             info = item[1]
             in_loop = info
-            back = info["title"].startswith("backward")
-            title = info["title"].rsplit(", t = ", 1)[0]
-            out.append(("h", 3, f"Loop over time steps: {_md_text(title)}, "
+            back = info["backward"]
+            out.append(("h", 3, f"Loop over time steps: {_md_text(info['label'] or 'loop')}, "
                                 f"${_tex_range(info)}$"))
             out.append(("p", "Inside the loop a sequence is its step $t$ ($N$ rows); the "
                              + ("gradient of the state flows back from each step to the one "
@@ -332,7 +332,7 @@ def _loops(spec, prog, names) -> list:
                    f"(where the forward loop has run a multiple of {k} steps), so it stays "
                    f"inside the windows {', '.join(windows)}" if at
                    else f"every {k} steps (no cut within {steps} steps)")
-        rows.append((_md_text(info["title"].rsplit(", t = ", 1)[0]), f"${_tex_range(info)}$",
+        rows.append((_md_text(info["label"] or "loop"), f"${_tex_range(info)}$",
                      str(info["steps"]), carried, cut))
     out.append(("table", ("loop", "order", "steps", "carried from step to step",
                           "truncation"), rows))
@@ -376,14 +376,11 @@ def _factors(derived) -> list:
 def _hessian(spec) -> list:
     out = [("h", 2, SECTIONS[6])]
     for item in hessian_items(spec):
-        if item[0] == "title":
-            out.append(("p", item[2] + "."))
-        elif item[0] == "text":
-            out.append(("p", item[2]))
+        if item.kind == "eq":
+            out.append(("math", item.tex() + (r" \qquad " + item.shape.replace("×", r"\times")
+                                              if item.shape else "")))
         else:
-            _, _, tex, shape = item
-            out.append(("math", tex + (r" \qquad " + shape.replace("×", r"\times")
-                                       if shape else "")))
+            out.append(("p", item.tex() + ("." if item.kind == "title" else "")))
     return out
 
 

@@ -11,7 +11,7 @@ in both backends, like a primitive of the IR.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 __all__ = ["Tensor", "Assembly", "AssemblyOp", "ASSEMBLY_OPS", "register"]
 
@@ -52,9 +52,18 @@ class Assembly:
     outputs: list                # [(name, rows, cols)]
     doc: str = ""
     notes: dict = field(default_factory=dict)
+    #: how :meth:`t` names tensors in the ops' text equations: by their code
+    #: variable (the generated comments name only variables of the function)
+    #: or, in :meth:`with_labels`'s copy, by their labels (``bpgen show``)
+    labels: bool = False
 
     def t(self, name: str) -> Tensor:
-        return self.tensors[name]
+        tensor = self.tensors[name]
+        return tensor if self.labels else replace(tensor, text=name)
+
+    def with_labels(self) -> "Assembly":
+        """This assembly with its equations in the notation's labels."""
+        return replace(self, labels=True)
 
 
 class AssemblyOp:
