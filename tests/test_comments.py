@@ -1,6 +1,9 @@
 """Generated comments name only what exists: every variable named in a
 ``Grad of`` head or a statement's equation is a variable of that function,
-or the comment says it is not stored there."""
+or the comment says it is not stored there; no comment names a variable by
+its label (``m``, ``E``, ``X``, ``Λ_l0``: the notation of ``bpgen show``),
+which is not a name of the function; and the structured Hessian's
+assembly comments name its own arrays."""
 import os
 import re
 
@@ -23,6 +26,18 @@ ARCHS = {
             "loss": {"type": "mse", "steps": "last"}, "bptt": {"truncate": 2}},
 }
 _NOTE = re.compile(r"\(not stored in this function: ([\w, ]+)\)")
+
+
+def _names_label(text: str, label: str) -> bool:
+    """Does ``text`` name ``label`` as a word (not ``s`` of ``label's``, ``W`` of the key ``l0.W``, nor
+    the keyword ``s=2`` of a window)?"""
+    return re.search(r"(?<![\w'.])" + re.escape(label) + r"(?![\w=])", text) is not None
+
+
+def _labels(vars_: dict) -> dict:
+    """label -> variable, for labels that are not a variable's name."""
+    return {v.label: n for n, v in vars_.items()
+            if v.label and v.label != n and not v.label.isdigit()}
 
 
 def _comments(emitter):
@@ -49,5 +64,36 @@ def test_comments_name_only_variables_of_their_function(arch, emitter_cls):
             named = set(re.findall(r"[A-Za-z_]\w*", _NOTE.sub("", text))) & graph_vars
             assert named <= em.defined | allowed, (prog.name, text)
             assert allowed <= graph_vars - em.defined, (prog.name, text)
+            for label, var in _labels(prog.vars).items():
+                assert not _names_label(text, label), (prog.name, label, var, text)
             checked += "Grad of" in text
     assert checked > 0
+
+
+@pytest.mark.parametrize("arch", ["digits", "mlp-sce-l2"])
+@pytest.mark.parametrize("backend", ["numpy", "c"])
+def test_assembly_comments_name_its_arrays(arch, backend):
+    """Each op of the structured Hessian is headed by its equation over the
+    function's own arrays (lam_0, l0_d1, a1_0, ...), not over the labels
+    ``bpgen show --hessian`` prints (Λ_l0, f'(Z_l0), ã_l0, ...)."""
+    from bpgen.backends.c.emitter import _assembly_function as c_function
+    from bpgen.backends.numpy.emitter import _assembly_function as numpy_function
+    derived = derive_all(load_spec(ARCHS[arch]))
+    for name, asm in derived.assemblies.items():
+        fn = (numpy_function(derived, name) if backend == "numpy"
+              else c_function(derived, name, set(), {}))
+        own = set(asm.tensors) | set(asm.inputs)
+        curv = derived.programs["curvature"]
+        shown = {n for op in asm.ops for n in op.reads() + op.writes()}
+        labels = {t.text: n for n, t in asm.with_labels().tensors.items()
+                  if t.text != n and n in shown}
+        labels.update(_labels(curv.vars))
+        heads = [h for block in fn["blocks"] for h in block["head"]]
+        assert len(heads) >= len(asm.ops)
+        for text in heads:
+            named = set(re.findall(r"[A-Za-z_]\w*", text)) & (set(curv.vars) | own)
+            assert named <= own, (name, text)
+            for label in labels:
+                assert not _names_label(text, label), (name, label, text)
+        show = [op.equation(asm.with_labels())[0] for op in asm.ops]
+        assert any("Λ_" in text for text in show)

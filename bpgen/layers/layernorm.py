@@ -30,10 +30,10 @@ class LayerNorm(LayerType):
         total = g.sum(x, 1, base=f"{n}_sum", label=f"S_{n}",
                       comment=f"{n}: row sums of the input")
         xc = g.map(s(x) - s(total) / f, base=f"{n}_Xc", label=f"Xc_{n}",
-                   comment=f"{n}: centred input X - mean")
+                   comment=f"{n}: centred input (minus its row mean)")
         sq = g.sum(g.map(s(xc) ** 2, base=f"{n}_sq", label=f"Xc_{n}^∘2"), 1,
                    base=f"{n}_ss", label=f"Q_{n}", comment=f"{n}: row sums of squares")
         xhat = g.map(s(xc) / sp.sqrt(s(sq) / f + sp.Float(EPS, 17)), base=f"{n}_Xhat",
-                     label=f"Xhat_{n}", comment=f"{n}: normalised (X - mean)/sqrt(var + eps)")
+                     label=f"Xhat_{n}", comment=f"{n}: normalised by sqrt(variance + eps)")
         return g.map(s(xhat) * s(p["g"]) + s(p["b"]), base=f"{n}_A", label=f"A_{n}",
                      comment=f"{n}: gain and bias Xhat ⊙ g + b")

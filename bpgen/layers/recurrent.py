@@ -82,7 +82,7 @@ def run_cell(cell: Cell, g, layer, x: str, p: dict, prefix: str, reverse: bool) 
     xw = g.matmul(x, par("Wx"), base=f"{n}_XW", label=f"XW_{n}",
                   comment=f"{n}: input projection of every step at once")
     xg = g.map(s(xw) + s(par(cell.input_bias)), base=f"{n}_XG", label=f"XG_{n}",
-               comment=f"{n}: X·Wx + 1·b")
+               comment=f"{n}: input projection plus bias")
     g.loop_begin(steps, reverse=reverse, label=f"{n} ({cell.name})")
     hp = g.state(("N", h_units), base=f"{n}_hprev", label=f"H_{n}(t{'+' if reverse else '-'}1)")
     h = cell.step(g, layer, n, xg, hp, par, block)
