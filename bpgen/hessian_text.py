@@ -75,7 +75,7 @@ def block(key_a: str, key_b: str):
     return Cat(NABLA, "[", Key(key_a), ", ", Key(key_b), "]")
 
 
-z, a, W, b, f = (lambda i, s=s: Sub(s, i) for s in "zaWbf")
+z, a, W, b = (lambda i, s=s: Sub(s, i) for s in "zaWb")
 Z_K, A_K, A_KM1 = z("k"), a("k"), a("k-1")
 LAM_OUT = lam(Sym("out", r"\mathrm{out}"))
 
@@ -132,16 +132,16 @@ def _preamble(spec, l2: bool) -> list:
     ]
 
 
-def _dense_items(dense: list, l2: bool) -> list:
+def _dense_items(spec, dense: list) -> list:
     """Kronecker blocks of the kronecker layers ``dense`` [(layer, parts,
     input row)] when the whole Hessian is not assembled."""
     items = [Item("text", Sentence(
         "Within a layer, Kronecker blocks (the flat order of ", Sym("W"), " is (in, units) "
         "row-major, so the input factor comes first):"))]
-    reg = [LAMBDA_I] if l2 else []
+    reg = [LAMBDA_I] if spec.l2 else []
     for lay, parts, row in dense:
-        (fi, fo), lk = lay.params[0].shape, lam(roman(lay.name))
         w, bias = parts.weight, parts.bias
+        (fi, fo), lk = spec.param_shapes[w], lam(roman(lay.name))
         items += [
             Item("eq", Eq(block(w, w), plus(Sum("n", otimes(Paren(dot(T(row), row)), lk)),
                                             *reg)), f"{fi * fo} × {fi * fo}"),
@@ -222,7 +222,7 @@ def hessian_items(arch) -> list:
     if structured(spec):
         items += _assembly_items(spec, d)
     elif dense:
-        items += _dense_items(dense, bool(spec.l2))
+        items += _dense_items(spec, dense)
     for lay, kind in types:
         if kind.recurrent:
             items += _recurrent_items(lay)
