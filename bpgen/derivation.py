@@ -294,7 +294,7 @@ def _curvature(spec: Spec, base: Derivation):
     kronecker_parts`, by role).  Metadata: a :class:`CurvatureLayout`."""
     d = derive(spec, exact=True)
     g = d.graph
-    outs, layers = [], []
+    outs, layers, names = [], [], []
 
     def keep(var):
         if g.vars[var].role != "temp":
@@ -320,8 +320,9 @@ def _curvature(spec: Spec, base: Derivation):
         delta = g.cotangents.get(parts.pre, q)
         if q is None:
             q = delta
-        layers.append(CurvLayer(layer.name, parts.weight, parts.bias, keep(parts.input),
-                                keep(d1), keep(d2), keep(q), keep(delta)))
+        names.append(layer.name)
+        layers.append((parts.weight, parts.bias, keep(parts.input), keep(d1), keep(d2), keep(q),
+                       keep(delta)))
     if spec.loss.type == "softmax_cross_entropy":
         e = [v for v in g.vars if v.startswith("o_exp") and not v.startswith("o_expsum")][0]
         s = [v for v in g.vars if v.startswith("o_expsum")][0]
@@ -333,7 +334,8 @@ def _curvature(spec: Spec, base: Derivation):
                      shape=g.vars[d.output].shape, label="ℓ''(O)")
     loss_index = keep(curv)
     prog = lower(g, "curvature", _inputs(d), outs, d.n_forward)
-    return prog, {"curvature": CurvatureLayout(tuple(layers), loss_index)}
+    return prog, {"curvature": CurvatureLayout(
+        tuple(CurvLayer(name, *row) for name, row in zip(names, layers)), loss_index)}
 
 
 ENTRY_POINTS = (
