@@ -13,6 +13,7 @@ from .derivation import assembly, program, structured
 from .equations import labels, op_equation, tex_key, tex_label, tex_names, tex_roman
 from .ir import Op
 from .layers import LAYER_TYPES
+from .losses import LOSSES
 from .network import derive
 from .spec import Spec, load_spec
 
@@ -225,17 +226,6 @@ def _tex_range(info) -> str:
 
 # ---- bpgen show --hessian ---------------------------------------------------
 
-_LOSS_CURVATURE = {
-    "softmax_cross_entropy": ("(diag(p) - pᵀ·p) / {n},  p = softmax(o)",
-                              r"\frac{\operatorname{diag}(p) - p^{\top} \cdot p}{{n}},\quad "
-                              r"p = \operatorname{softmax}(o)"),
-    "mse": ("I / {n}", r"\frac{I}{{n}}"),
-    "sigmoid_binary_cross_entropy": ("diag(σ(o) ⊙ (1 - σ(o))) / {n}",
-                                     r"\frac{\operatorname{diag}\left(\sigma(o) \odot "
-                                     r"(1 - \sigma(o))\right)}{{n}}"),
-}
-
-
 def _row(label: str) -> tuple:
     """A matrix label's one-sample row: ``A_l0`` -> ``a_l0`` (text, LaTeX)."""
     row = label[:1].lower() + label[1:]
@@ -253,7 +243,8 @@ def hessian_items(arch) -> list:
     per_step = (steps is not None and len(spec.output_shape) == 2
                 and spec.output_shape[0] == steps and spec.loss.steps != "last")
     n_text, n_tex = ("(N T)", "N T") if per_step else ("N", "N")
-    curv_text, curv_tex = _LOSS_CURVATURE[spec.loss.type]
+    curv_text, curv_tex = (LOSSES[spec.loss.type].curvature_text,
+                           LOSSES[spec.loss.type].curvature_tex)
     lam = " + λ I" if spec.l2 else ""
     lam_tex = r" + \lambda I" if spec.l2 else ""
     items = [
