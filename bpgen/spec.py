@@ -614,10 +614,10 @@ def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
 
 def _loss(ctx: _Ctx, raw: Any, inp: InputSpec) -> LossSpec:
     if isinstance(raw, str):
-        return LossSpec(ctx.choice(raw, "loss", LOSSES, "loss"))
+        return LossSpec(ctx.choice(raw, "loss", tuple(LOSS_OBJECTS), "loss"))
     raw = ctx.mapping(raw, "loss")
     ctx.keys(raw, "loss", ("type", "steps"), required=("type",))
-    ltype = ctx.choice(raw["type"], "loss.type", LOSSES, "loss")
+    ltype = ctx.choice(raw["type"], "loss.type", tuple(LOSS_OBJECTS), "loss")
     steps = "all"
     if "steps" in raw:
         steps = ctx.choice(raw["steps"], "loss.steps", ("all", "last"), "steps value")

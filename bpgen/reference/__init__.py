@@ -43,9 +43,9 @@ The code is split by kind: ``activations.py`` (scalar functions),
 
 Layer types are dispatched through ``LAYER_FORWARD`` / ``LAYER_BACKWARD``
 (type -> function), so new layer types are added by registering two
-functions; losses through ``LOSS_FUNCTIONS``, built from each loss file's
-reference (``reference_value``, ``reference_grad``, ``sample_targets`` in
-``bpgen/losses/<name>.py``).  Recurrent layers (``rnn``, ``lstm``,
+functions.  A loss's reference is in its own file, ``bpgen/losses/<name>.py``
+(``reference_value``, ``reference_grad``, ``sample_targets``: plain NumPy,
+apart from its derivation), looked up in ``bpgen.losses.LOSSES``.  Recurrent layers (``rnn``, ``lstm``,
 ``gru``, ``birnn``; x batch-first (N, T, F)) share one pair, built on the
 per-cell step functions in ``CELLS``; their backward function also takes
 ``truncate=k``.
@@ -71,7 +71,7 @@ from .layers import (CELLS, LAYER_BACKWARD, LAYER_FORWARD, _layernorm_backward, 
 from . import conv  # noqa: F401  (registers conv2d, maxpool2d, avgpool2d)
 
 __all__ = [
-    "ACTIVATIONS", "LOSS_FUNCTIONS", "LAYER_FORWARD", "LAYER_BACKWARD",
+    "ACTIVATIONS", "LAYER_FORWARD", "LAYER_BACKWARD",
     "activation", "activation_grad", "activation_grad2",
     "RECURRENT_TYPES", "CELLS",
     "forward", "loss", "loss_and_grad", "exact_loss_and_grad",
@@ -83,16 +83,6 @@ __all__ = [
 ]
 
 F64 = np.float64
-
-
-# ==========================================================================
-# losses: each loss's file (bpgen/losses/) holds its reference too, plain
-# NumPy apart from its derivation: value(out, y) (mean over the batch axes)
-# and d value / d out
-
-#: loss name -> (value(out, y), gradient w.r.t. out)
-LOSS_FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
-    name: (obj.reference_value, obj.reference_grad) for name, obj in LOSSES.items()}
 
 
 # ==========================================================================
@@ -197,8 +187,7 @@ def loss_from_output(spec, out, y) -> float:
     """The data term of the loss given the network output ``out``."""
     spec = _spec(spec)
     out = _select_output(spec, np.asarray(out, dtype=F64))
-    value, _ = LOSS_FUNCTIONS[spec.loss.type]
-    return float(value(out, _y_for(spec, out, y)))
+    return float(LOSSES[spec.loss.type].reference_value(out, _y_for(spec, out, y)))
 
 
 def output_grad(spec, out, y) -> np.ndarray:
@@ -206,8 +195,7 @@ def output_grad(spec, out, y) -> np.ndarray:
     spec = _spec(spec)
     out = np.asarray(out, dtype=F64)
     sel = _select_output(spec, out)
-    _, grad = LOSS_FUNCTIONS[spec.loss.type]
-    g = grad(sel, _y_for(spec, sel, y))
+    g = LOSSES[spec.loss.type].reference_grad(sel, _y_for(spec, sel, y))
     if sel.shape != out.shape:                 # steps: last -> zero elsewhere
         full = np.zeros_like(out)
         full[:, -1, :] = g
