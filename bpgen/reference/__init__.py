@@ -43,12 +43,12 @@ The code is split by kind: ``activations.py`` (scalar functions),
 
 Layer types are dispatched through ``LAYER_FORWARD`` / ``LAYER_BACKWARD``
 (type -> function), so new layer types are added by registering two
-functions.  A loss's reference is in its own file, ``bpgen/losses/<name>.py``
-(``reference_value``, ``reference_grad``, ``sample_targets``: plain NumPy,
-apart from its derivation), looked up in ``bpgen.losses.LOSSES``.  Recurrent layers (``rnn``, ``lstm``,
-``gru``, ``birnn``; x batch-first (N, T, F)) share one pair, built on the
-per-cell step functions in ``CELLS``; their backward function also takes
-``truncate=k``.
+functions.  Recurrent layers (``rnn``, ``lstm``, ``gru``, ``birnn``; x
+batch-first (N, T, F)) share one pair, built on the per-cell step functions
+in ``CELLS``; their backward function also takes ``truncate=k``.  A loss's
+reference is in its own file, ``bpgen/losses/<name>.py`` (``reference_value``,
+``reference_grad``, ``sample_targets``: plain NumPy, apart from its
+derivation), looked up in ``bpgen.losses.LOSSES``.
 
 Sequence losses: with ``steps: all`` the output (N, T, K) is compared with y
 of shape (N, T, K) (labels (N, T)) and the mean runs over samples and steps;
