@@ -173,7 +173,7 @@ static BPG_ENTRY int bpgf_targets_ok(const real *a, size_t n)
 #pragma omp simd reduction(|:bad)
     for (size_t i = 0; i < n; i++)
 #if BPGF_TARGET_RANGE
-        bad |= !(a[i] >= BPGF_TARGET_LO && a[i] <= BPGF_TARGET_HI);   /* NaN is not */
+        bad |= !(a[i] >= (real)BPGF_TARGET_LO && a[i] <= (real)BPGF_TARGET_HI);  /* not NaN */
 #else
         bad |= !(a[i] - a[i] == 0);
 #endif
