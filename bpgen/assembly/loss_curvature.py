@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..losses import CURVATURE_FORMS
 from .base import AssemblyOp, register
 
 
@@ -28,7 +29,7 @@ class LossCurvature(AssemblyOp):
         return (self.out,)
 
     def check(self, asm):
-        assert self.form in ("softmax", "diagonal")
+        assert self.form in CURVATURE_FORMS
         n, k, k2 = asm.t(self.out).shape
         assert asm.t(self.src).shape == ("N", k) and k == k2
 
