@@ -65,6 +65,7 @@ def _cmd_spectrum(args) -> int:
 
     from .api import build
     from .curvature import spectrum
+    from .losses import LOSSES
     from .spec import load_spec
     spec = load_spec(args.arch)
     try:
@@ -105,10 +106,11 @@ def _cmd_spectrum(args) -> int:
         tol = max(abs(ev).max(), 1.0) * 1e-10
         print(f"negative {int((ev < -tol).sum())}, zero {int((abs(ev) <= tol).sum())}, "
               f"positive {int((ev > tol).sum())}")
-    # softmax cross-entropy's per-sample curvature diag(p) - p pᵀ has rank K - 1
-    per_row = units - 1 if mod.LOSS == "softmax_cross_entropy" else units
+    # the loss's per-sample curvature has rank K - rank_deficit (softmax: K - 1)
+    deficit = LOSSES[spec.loss.type].rank_deficit
+    per_row = units - deficit
     print(f"rank bounds: Gauss-Newton part <= {rows}*{per_row} = {rows * per_row} "
-          f"(scored rows x {'(output units - 1)' if per_row < units else 'output units'}); "
+          f"(scored rows x {f'(output units - {deficit})' if deficit else 'output units'}); "
           f"each weight gradient <= {n * (mod.STEPS or 1)} rows")
     if args.png:
         try:

@@ -17,6 +17,7 @@ import sympy as sp
 from .assembly import derive_assembly
 from .ir import Graph, grad, tangents
 from .layers import LAYER_TYPES
+from .losses import LOSSES
 from .lower import Program, lower
 from .meta import CurvatureLayout, CurvLayer, Meta
 from .network import Derivation, derive
@@ -323,15 +324,8 @@ def _curvature(spec: Spec, base: Derivation):
         names.append(layer.name)
         layers.append((parts.weight, parts.bias, keep(parts.input), keep(d1), keep(d2), keep(q),
                        keep(delta)))
-    if spec.loss.type == "softmax_cross_entropy":
-        e = [v for v in g.vars if v.startswith("o_exp") and not v.startswith("o_expsum")][0]
-        s = [v for v in g.vars if v.startswith("o_expsum")][0]
-        curv = g.map(g.sym(e) / g.sym(s), base="softmax_p", label="p")
-    else:
-        terms_var = [v for v in g.vars if v.startswith("loss_terms")][0]
-        terms = g.ops[g.producer[terms_var]].attrs["expr"]
-        curv = g.map(sp.diff(terms, g.sym(d.output), 2), base="loss_curv",
-                     shape=g.vars[d.output].shape, label="ℓ''(O)")
+    # the loss's curvature (its form, softmax or diagonal, is the loss's data)
+    curv = LOSSES[spec.loss.type].curvature(g, d.loss_vars)
     loss_index = keep(curv)
     prog = lower(g, "curvature", _inputs(d), outs, d.n_forward)
     return prog, {"curvature": CurvatureLayout(

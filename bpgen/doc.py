@@ -25,6 +25,7 @@ from .derivation import derive_all, program
 from .doc_html import TexError, tex_to_mathml, to_html
 from .equations import labels, op_equation, tex_label, tex_names
 from .layers import LAYER_TYPES
+from .losses import LOSSES
 from .network import derive
 from .shapes import dim_coeffs
 from .hessian_text import hessian_items
@@ -156,11 +157,7 @@ def _architecture(spec, d) -> list:
                        f"{tuple(p.shape)}" for p in layer.params)
         rows.append((f"`{layer.name}`", layer.type, LAYER_TYPES[layer.type].describe(layer),
                      f"{tuple(layer.in_shape)} to {tuple(layer.out_shape)}", ps or "none"))
-    loss = {"softmax_cross_entropy": "softmax cross-entropy against integer labels "
-                                     "(one-hot $Y$)",
-            "mse": r"mean squared error $\frac{1}{2} (O - Y)^{\circ 2}$ per unit",
-            "sigmoid_binary_cross_entropy": "sigmoid binary cross-entropy per unit"}
-    text = f"The loss is the {loss[spec.loss.type]}, averaged over the samples"
+    text = f"The loss is the {LOSSES[spec.loss.type].doc}, averaged over the samples"
     if inp.kind == "sequence" and len(spec.output_shape) == 2:
         text += (" at the last step only" if spec.loss.steps == "last"
                  else " and the steps")

@@ -16,7 +16,8 @@ from .layers import LAYER_TYPES
 from .mathtext import (Cat, Eq, Fn, Frac, Infix, Item, Key, Label, Paren, Raw, Sentence,
                        Sub, Sum, Sym, T, Words)
 from .network import derive
-from .show import _LOSS_CURVATURE, _shape, _spec, shape_text
+from .losses import LOSSES
+from .show import _shape, _spec, shape_text
 
 __all__ = ["hessian_items", "render_hessian"]
 
@@ -92,7 +93,8 @@ def _preamble(spec, l2: bool) -> list:
     per_step = (steps is not None and len(spec.output_shape) == 2
                 and spec.output_shape[0] == steps and spec.loss.steps != "last")
     n_text, n_tex = ("(N T)", "N T") if per_step else ("N", "N")
-    curv_text, curv_tex = _LOSS_CURVATURE[spec.loss.type]
+    curv_text, curv_tex = (LOSSES[spec.loss.type].curvature_text,
+                           LOSSES[spec.loss.type].curvature_tex)
     curv = Raw(curv_text.format(n=n_text), curv_tex.replace("{n}", n_tex))
     name = Sym(spec.name, r"\mathrm{" + spec.name.replace("_", r"\_") + "}")
     f1, f2 = (Fn(Sym(t), Z_K, tex_name=x) for t, x in (("f_k'", "f'_k"), ("f_k''", "f''_k")))

@@ -7,7 +7,7 @@ from the forward graph with the primitives' rules and :func:`sympy.diff`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 
@@ -31,6 +31,9 @@ class Derivation:
     loss: str                   # the scalar loss, (1, 1)
     grads: dict                 # param key -> gradient variable
     n_forward: int              # ops[:n_forward] are the forward pass and loss
+    #: the variables the loss's composition made that others read: "terms",
+    #: "output" (the scored output) and those its curvature needs
+    loss_vars: dict = field(default_factory=dict)
 
 
 def _matrix_shape(shape: tuple) -> tuple:
@@ -74,8 +77,8 @@ def derive(spec: Spec, exact: bool = False, with_grad: bool = True) -> Derivatio
         else:
             count = NSYM * steps
     y = g.var("y", g.shape(scored), "target", "Y")
-    terms = LOSSES[spec.loss.type](g, scored, y)
-    total = g.sum(terms, None, base="loss_sum", label="Σℓ")
+    loss_vars = LOSSES[spec.loss.type].forward(g, scored, y)
+    total = g.sum(loss_vars["terms"], None, base="loss_sum", label="Σℓ")
     loss_expr = g.sym(total) / count
     if spec.l2:
         lam = sp.Float(spec.l2, 17)
@@ -87,11 +90,11 @@ def derive(spec: Spec, exact: bool = False, with_grad: bool = True) -> Derivatio
                                   label=f"‖{g.vars[var].label}‖²")))
         loss_expr = loss_expr + lam / 2 * sp.Add(*sq)
     loss = g.map(loss_expr, base="loss", shape=(1, 1), label="L",
-                 comment="mean over samples (+ 0.5 λ Σ‖W‖²)")
+                 comment="mean over samples" + (" + 0.5 λ Σ‖W‖²" if spec.l2 else ""))
     n_forward = len(g.ops)
     if not with_grad:
-        return Derivation(spec, g, x, y, params, output, loss, {}, n_forward)
+        return Derivation(spec, g, x, y, params, output, loss, {}, n_forward, loss_vars)
     grads = grad(g, loss, list(params.values()),
                  truncate=None if exact else spec.truncate)
     grads = {key: grads[var] for key, var in params.items()}
-    return Derivation(spec, g, x, y, params, output, loss, grads, n_forward)
+    return Derivation(spec, g, x, y, params, output, loss, grads, n_forward, loss_vars)

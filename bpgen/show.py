@@ -225,17 +225,6 @@ def _tex_range(info) -> str:
 
 # ---- bpgen show --hessian (bpgen.hessian_text) -------------------------------
 
-_LOSS_CURVATURE = {
-    "softmax_cross_entropy": ("(diag(p) - pᵀ·p) / {n},  p = softmax(o)",
-                              r"\frac{\operatorname{diag}(p) - p^{\top} \cdot p}{{n}},\quad "
-                              r"p = \operatorname{softmax}(o)"),
-    "mse": ("I / {n}", r"\frac{I}{{n}}"),
-    "sigmoid_binary_cross_entropy": ("diag(σ(o) ⊙ (1 - σ(o))) / {n}",
-                                     r"\frac{\operatorname{diag}\left(\sigma(o) \odot "
-                                     r"(1 - \sigma(o))\right)}{{n}}"),
-}
-
-
 def hessian_items(arch) -> list:
     """See :func:`bpgen.hessian_text.hessian_items`."""
     from .hessian_text import hessian_items as items

@@ -65,6 +65,7 @@ from .activations import ACTIVATIONS
 from .yamlfile import hardened_loader
 from .layers import LAYER_TYPES as LAYER_TYPE_OBJECTS
 from .layers import RECURRENT_TYPES, RESERVED_TYPES, ROLES, ParamSpec, fans
+from .losses import LOSSES as LOSS_OBJECTS
 
 __all__ = [
     "SpecError", "Spec", "InputSpec", "LayerSpec", "LossSpec", "load_spec",
@@ -111,7 +112,8 @@ class SpecError(ValueError):
     """An invalid architecture: the message names the file and the field."""
 
 
-LOSSES = ("mse", "softmax_cross_entropy", "sigmoid_binary_cross_entropy")
+#: every loss bpgen knows (bpgen/losses/, one file each)
+LOSSES = tuple(LOSS_OBJECTS)
 # every layer type bpgen knows (bpgen/layers/), then those the architecture
 # file reserves that this version refuses with a clear message
 SUPPORTED_LAYER_TYPES = tuple(LAYER_TYPE_OBJECTS)
@@ -516,8 +518,7 @@ def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -
                            f"a loss needs a flat output (add flatten and dense)")
     if loss.steps == "last" and not seq_out:
         ctx.fail("loss.steps", "steps: last needs a sequence output (one with a step axis)")
-    if loss.type == "softmax_cross_entropy" and shape[-1] < 2:
-        ctx.fail("loss", "softmax_cross_entropy needs at least 2 output units")
+    LOSS_OBJECTS[loss.type].validate(ctx, "loss", shape)
     if shape[-1] > MAX_OUTPUT_UNITS:
         last = len(layers) - 1
         where = f"layers[{last}].units" if "units" in layers_raw[last] else f"layers[{last}]"
@@ -613,10 +614,10 @@ def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
 
 def _loss(ctx: _Ctx, raw: Any, inp: InputSpec) -> LossSpec:
     if isinstance(raw, str):
-        return LossSpec(ctx.choice(raw, "loss", LOSSES, "loss"))
+        return LossSpec(ctx.choice(raw, "loss", tuple(LOSS_OBJECTS), "loss"))
     raw = ctx.mapping(raw, "loss")
     ctx.keys(raw, "loss", ("type", "steps"), required=("type",))
-    ltype = ctx.choice(raw["type"], "loss.type", LOSSES, "loss")
+    ltype = ctx.choice(raw["type"], "loss.type", tuple(LOSS_OBJECTS), "loss")
     steps = "all"
     if "steps" in raw:
         steps = ctx.choice(raw["steps"], "loss.steps", ("all", "last"), "steps value")

@@ -44,7 +44,8 @@ def _loss(softmax):
         p = rng.random((N, 4)) + 0.1
         p /= p.sum(axis=1, keepdims=True)
         ref = np.stack([(np.diag(r) - (np.outer(r, r) if softmax else 0)) / N for r in p])
-        return [o.LossCurvature("L", "p", softmax)], {"p": p, "L": np.zeros((N, 4, 4))}, \
+        form = "softmax" if softmax else "diagonal"
+        return [o.LossCurvature("L", "p", form)], {"p": p, "L": np.zeros((N, 4, 4))}, \
             ["L"], {"L": ref}
     return build
 

@@ -17,6 +17,7 @@ def rt(monkeypatch):
     shapes = collections.OrderedDict([("l0.W", (3, 2)), ("l0.b", (2,)), ("n.g", (2,))])
     for name, value in {"PARAM_SHAPES": shapes, "N_PARAMS": 10, "INPUT_SHAPE": (3,),
                         "OUTPUT_UNITS": 2, "LOSS": "softmax_cross_entropy",
+                        "TARGET_KIND": "labels",
                         "_INIT": {"l0.W": ("glorot", 3, 2), "l0.b": ("zeros", 2, 2),
                                   "n.g": ("ones", 2, 2)}}.items():
         monkeypatch.setattr(api, name, value)
@@ -72,14 +73,14 @@ def test_a_result_too_large_is_refused_before_allocating(rt, monkeypatch):
         rt.hessian({}, None, None)
 
 
-@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
-def test_loss_factor_squares_to_the_loss_curvature(monkeypatch, loss):
-    monkeypatch.setattr(hessian, "LOSS", loss)
+@pytest.mark.parametrize("form", ["softmax", "diagonal"])
+def test_loss_factor_squares_to_the_loss_curvature(monkeypatch, form):
+    monkeypatch.setattr(hessian, "_CURV_FORM", form)
     monkeypatch.setattr(hessian, "_CURV_LOSS", 0)
     c = np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])   # softmax p, or l'' per unit
     s = hessian._loss_factor([c], 2)
     for i in range(2):
-        want = np.diag(c[i]) - np.outer(c[i], c[i]) if loss != "mse" else np.diag(c[i])
+        want = np.diag(c[i]) - np.outer(c[i], c[i]) if form == "softmax" else np.diag(c[i])
         assert np.allclose(s[i] @ s[i].T, want / 2, rtol=0, atol=1e-15)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 from ..equations import tex_label, tex_roman
+from ..losses import LOSSES
 from ..spec import Spec
 from .base import Assembly, Tensor
 
@@ -73,7 +74,7 @@ def derive_assembly(spec: Spec, curv, meta, mode: str = "full") -> Assembly:
     loss_src = curv.outputs[layout.loss]
     k_out = tensors[loss_src].shape[1]
     tensors["lam_out"] = _t("lam_out", ("N", k_out, k_out), "Λ_out", tex=r"\Lambda_{\mathrm{out}}")
-    ops.append(o.LossCurvature("lam_out", loss_src, spec.loss.type == "softmax_cross_entropy"))
+    ops.append(o.LossCurvature("lam_out", loss_src, LOSSES[spec.loss.type].curvature_form))
     nxt = "lam_out"
     for k in range(len(layers) - 1, -1, -1):
         lay = layers[k]

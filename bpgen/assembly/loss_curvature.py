@@ -3,18 +3,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..losses import CURVATURE_FORMS
 from .base import AssemblyOp, register
 
 
 @register
 @dataclass
 class LossCurvature(AssemblyOp):
-    """Λ_out[n] = (diag(p) - pᵀ·p) / N for the softmax cross-entropy (p the
-    probabilities), diag(ℓ''(o)) / N for the elementwise losses."""
+    """Λ_out[n] = (diag(p) - pᵀ·p) / N for the form ``"softmax"`` (p the
+    probabilities), diag(ℓ''(o)) / N for the form ``"diagonal"`` (the
+    elementwise losses): the loss's ``curvature_form``."""
     name = "loss_curvature"
     out: str
     src: str            # p, or ℓ''(o): (N, K)
-    softmax: bool
+    form: str           # "softmax" or "diagonal" (bpgen.losses.CURVATURE_FORMS)
+
+    @property
+    def softmax(self) -> bool:
+        return self.form == "softmax"
 
     def reads(self):
         return (self.src,)
@@ -23,6 +29,7 @@ class LossCurvature(AssemblyOp):
         return (self.out,)
 
     def check(self, asm):
+        assert self.form in CURVATURE_FORMS
         n, k, k2 = asm.t(self.out).shape
         assert asm.t(self.src).shape == ("N", k) and k == k2
 

@@ -1,10 +1,11 @@
 """An independent plain-NumPy reference implementation (the test oracle).
 
 Written straight from the textbook equations and the documented file format
-(``docs/architecture-file.md``); it takes from bpgen only the validated spec
-and the layer types' non-math facts (which parameters are weights, Glorot
-fans, which types are recurrent), so that the generated code is checked
-against something that shares none of its machinery.  Speed is not a goal:
+(``docs/architecture-file.md``); it takes from bpgen only the validated spec,
+the layer types' non-math facts (which parameters are weights, Glorot
+fans, which types are recurrent) and each loss's own plain-NumPy reference
+(kept in the loss's file, apart from its derivation), so that the generated
+code is checked against something that shares none of its machinery.  Speed is not a goal:
 clarity is.
 
 Everything is computed in float64 (inputs and parameters are cast), and every
@@ -38,14 +39,16 @@ Public functions
 
 The code is split by kind: ``activations.py`` (scalar functions),
 ``layers.py`` (every layer type, recurrent cells included) and this file
-(losses, the network, initialisation, finite differences).
+(the losses' dispatch, the network, initialisation, finite differences).
 
 Layer types are dispatched through ``LAYER_FORWARD`` / ``LAYER_BACKWARD``
-(type -> function) and losses through ``LOSS_FUNCTIONS``, so new layer types
-are added by registering two functions.  Recurrent layers (``rnn``, ``lstm``,
-``gru``, ``birnn``; x batch-first (N, T, F)) share one pair, built on the
-per-cell step functions in ``CELLS``; their backward function also takes
-``truncate=k``.
+(type -> function), so new layer types are added by registering two
+functions.  Recurrent layers (``rnn``, ``lstm``, ``gru``, ``birnn``; x
+batch-first (N, T, F)) share one pair, built on the per-cell step functions
+in ``CELLS``; their backward function also takes ``truncate=k``.  A loss's
+reference is in its own file, ``bpgen/losses/<name>.py`` (``reference_value``,
+``reference_grad``, ``sample_targets``: plain NumPy, apart from its
+derivation), looked up in ``bpgen.losses.LOSSES``.
 
 Sequence losses: with ``steps: all`` the output (N, T, K) is compared with y
 of shape (N, T, K) (labels (N, T)) and the mean runs over samples and steps;
@@ -59,6 +62,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..layers import RECURRENT_TYPES, ROLES, fans
+from ..losses import LOSSES
 from ..spec import LayerSpec, Spec, load_spec
 from .activations import (ACTIVATIONS, _sigmoid, _softplus, activation,  # noqa: F401
                           activation_grad, activation_grad2)
@@ -67,7 +71,7 @@ from .layers import (CELLS, LAYER_BACKWARD, LAYER_FORWARD, _layernorm_backward, 
 from . import conv  # noqa: F401  (registers conv2d, maxpool2d, avgpool2d)
 
 __all__ = [
-    "ACTIVATIONS", "LOSS_FUNCTIONS", "LAYER_FORWARD", "LAYER_BACKWARD",
+    "ACTIVATIONS", "LAYER_FORWARD", "LAYER_BACKWARD",
     "activation", "activation_grad", "activation_grad2",
     "RECURRENT_TYPES", "CELLS",
     "forward", "loss", "loss_and_grad", "exact_loss_and_grad",
@@ -79,66 +83,6 @@ __all__ = [
 ]
 
 F64 = np.float64
-
-
-# ==========================================================================
-# losses: value(out, y) (mean over the batch axes) and d value / d out
-
-def _batch_count(out: np.ndarray) -> int:
-    """Number of (sample, step) terms the mean runs over: all axes but the last."""
-    return int(np.prod(out.shape[:-1]))
-
-
-def _mse(out, y):
-    d = out - y
-    return 0.5 * float(np.sum(d * d)) / _batch_count(out)
-
-
-def _mse_grad(out, y):
-    return (out - y) / _batch_count(out)
-
-
-def _log_softmax(out):
-    m = np.max(out, axis=-1, keepdims=True)
-    lse = m + np.log(np.sum(np.exp(out - m), axis=-1, keepdims=True))
-    return out - lse
-
-
-def _softmax(out):
-    m = np.max(out, axis=-1, keepdims=True)
-    e = np.exp(out - m)
-    return e / np.sum(e, axis=-1, keepdims=True)
-
-
-def _one_hot(y, k):
-    return (y[..., None] == np.arange(k)).astype(F64)
-
-
-def _sce(out, y):
-    logp = _log_softmax(out)
-    picked = np.take_along_axis(logp, y[..., None], axis=-1)
-    return -float(np.sum(picked)) / _batch_count(out)
-
-
-def _sce_grad(out, y):
-    return (_softmax(out) - _one_hot(y, out.shape[-1])) / _batch_count(out)
-
-
-def _bce(out, y):
-    # -(y log s + (1-y) log(1-s)) = softplus(o) - y o
-    return float(np.sum(_softplus(out) - y * out)) / _batch_count(out)
-
-
-def _bce_grad(out, y):
-    return (_sigmoid(out) - y) / _batch_count(out)
-
-
-#: loss name -> (value(out, y), gradient w.r.t. out)
-LOSS_FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
-    "mse": (_mse, _mse_grad),
-    "softmax_cross_entropy": (_sce, _sce_grad),
-    "sigmoid_binary_cross_entropy": (_bce, _bce_grad),
-}
 
 
 # ==========================================================================
@@ -186,7 +130,7 @@ def _select_output(spec: Spec, out: np.ndarray) -> np.ndarray:
 
 
 def _y_for(spec: Spec, out: np.ndarray, y) -> np.ndarray:
-    if spec.loss.type == "softmax_cross_entropy":
+    if LOSSES[spec.loss.type].target_kind == "labels":
         y = np.asarray(y)
         if y.dtype.kind not in "iu":
             if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
@@ -243,8 +187,7 @@ def loss_from_output(spec, out, y) -> float:
     """The data term of the loss given the network output ``out``."""
     spec = _spec(spec)
     out = _select_output(spec, np.asarray(out, dtype=F64))
-    value, _ = LOSS_FUNCTIONS[spec.loss.type]
-    return float(value(out, _y_for(spec, out, y)))
+    return float(LOSSES[spec.loss.type].reference_value(out, _y_for(spec, out, y)))
 
 
 def output_grad(spec, out, y) -> np.ndarray:
@@ -252,8 +195,7 @@ def output_grad(spec, out, y) -> np.ndarray:
     spec = _spec(spec)
     out = np.asarray(out, dtype=F64)
     sel = _select_output(spec, out)
-    _, grad = LOSS_FUNCTIONS[spec.loss.type]
-    g = grad(sel, _y_for(spec, sel, y))
+    g = LOSSES[spec.loss.type].reference_grad(sel, _y_for(spec, sel, y))
     if sel.shape != out.shape:                 # steps: last -> zero elsewhere
         full = np.zeros_like(out)
         full[:, -1, :] = g
@@ -356,8 +298,9 @@ def init_params(spec, seed: int = 0) -> dict[str, np.ndarray]:
 def random_batch(spec, n: int, seed: int = 0):
     """(x, y): standard-normal inputs and targets that fit the loss.
 
-    Labels are int64 in range for softmax_cross_entropy, values in [0, 1] for
-    sigmoid_binary_cross_entropy, standard-normal targets for mse.
+    The targets are the loss's ``sample_targets``: int64 labels in range for
+    a loss of labels, uniform values in [0, 1] for one with that range,
+    standard-normal targets otherwise.
     """
     spec = _spec(spec)
     rng = np.random.default_rng(seed)
@@ -365,13 +308,7 @@ def random_batch(spec, n: int, seed: int = 0):
     out_shape = (n,) + tuple(spec.output_shape)
     if spec.input.kind == "sequence" and spec.loss.steps == "last" and len(out_shape) == 3:
         out_shape = (n, out_shape[-1])
-    kind = spec.loss.type
-    if kind == "softmax_cross_entropy":
-        y = rng.integers(0, out_shape[-1], size=out_shape[:-1], dtype=np.int64)
-    elif kind == "sigmoid_binary_cross_entropy":
-        y = rng.uniform(0.0, 1.0, size=out_shape).astype(spec.dtype)
-    else:
-        y = rng.standard_normal(out_shape).astype(spec.dtype)
+    y = LOSSES[spec.loss.type].sample_targets(rng, out_shape, spec.dtype)
     return x, y
 
 

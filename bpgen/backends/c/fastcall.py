@@ -14,6 +14,7 @@ import math
 import os
 
 from ...derivation import Derived
+from ...losses import LOSSES
 
 __all__ = ["fastcall_source", "CDEF", "ENTRIES"]
 
@@ -23,8 +24,6 @@ ENTRIES = ("forward", "loss", "loss_and_grad", "hvp")
 #: what the wrapper calls through cffi (install, the tests' counters, release)
 CDEF = ["int bpgf_install(void *globals);", "int64_t bpgf_count(int entry, int fell_back);",
         "void bpgf_release_workspace(void);"]
-_LOSS_CODES = {"softmax_cross_entropy": "BPGF_SOFTMAX_CE", "mse": "BPGF_MSE",
-               "sigmoid_binary_cross_entropy": "BPGF_BINARY_CE"}
 
 
 def _int(value) -> int:
@@ -69,6 +68,21 @@ def _enabled(derived: Derived, name: str, shapes: list, steps: int, out_units: i
     return True
 
 
+def _target_lines(spec) -> list:
+    """The loss's target facts (its ``target_kind`` and ``target_range``) as
+    the macros fastcall.c reads: labels to one-hot, or real targets checked
+    finite (and in [lo, hi])."""
+    loss = LOSSES[spec.loss.type]
+    lines = [f"#define BPGF_TARGET_LABELS {int(loss.target_kind == 'labels')}"]
+    if loss.target_range is None:
+        return lines + ["#define BPGF_TARGET_RANGE 0"]
+    lo, hi = (float(b) for b in loss.target_range)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise AssertionError(f"fastcall: target range {loss.target_range!r} is not finite")
+    return lines + ["#define BPGF_TARGET_RANGE 1", f"#define BPGF_TARGET_LO {lo!r}",
+                    f"#define BPGF_TARGET_HI {hi!r}"]
+
+
 def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) -> str:
     """The C text of this module's entry points: its constants, the call
     adapter, then runtime/fastcall.c; "" when none applies.  ``functions``:
@@ -81,7 +95,7 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
     out_units = _int(spec.output_shape[-1])
     seq_out = spec.input.kind == "sequence" and len(spec.output_shape) == 2
     all_steps = seq_out and spec.loss.steps == "all"
-    if not shapes or spec.loss.type not in _LOSS_CODES:
+    if not shapes:
         return ""
     have = {name: _enabled(derived, name, shapes, steps, out_units, seq_out)
             for name in ENTRIES}
@@ -111,10 +125,7 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         f"#define BPGF_IN_SIZE {math.prod(in_shape)}  /* elements of one sample's x */",
         f"#define BPGF_STEPS {steps}  /* 0: not a sequence */",
         f"#define BPGF_K {out_units}",
-        "#define BPGF_SOFTMAX_CE 1",
-        "#define BPGF_MSE 2",
-        "#define BPGF_BINARY_CE 3",
-        f"#define BPGF_LOSS_TYPE {_LOSS_CODES[spec.loss.type]}",
+        *_target_lines(spec),
         f"#define BPGF_LOSS_ALL_STEPS {int(all_steps)}",
         f"#define BPGF_SEQ_OUT {int(seq_out)}",
         f"#define BPGF_BYTES_PER_SAMPLE {_int(bytes_per_sample)}",

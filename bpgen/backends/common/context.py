@@ -8,6 +8,7 @@ import os
 
 from ... import __version__
 from ...derivation import Derived
+from ...losses import LOSSES
 
 __all__ = ["module_context"]
 
@@ -49,6 +50,7 @@ def module_context(derived: Derived, module: str) -> dict:
     shapes = spec.param_shapes
     seq_out = spec.input.kind == "sequence" and len(spec.output_shape) == 2
     meta = derived.meta
+    loss = LOSSES[spec.loss.type]
     return {
         "version": __version__,
         # the file's base name only: output must not depend on the working directory
@@ -65,6 +67,10 @@ def module_context(derived: Derived, module: str) -> dict:
         "seq_out": repr(seq_out),
         "loss_all_steps": repr(seq_out and spec.loss.steps == "all"),
         "loss_type": spec.loss.type,
+        "target_kind": loss.target_kind,
+        "target_range": repr(None if loss.target_range is None
+                             else tuple(float(b) for b in loss.target_range)),
+        "curv_form": loss.curvature_form,
         "spec_json": json.dumps(spec.canonical(), sort_keys=True),
         "init": list(spec.init_rules().items()),
         "l2": repr(float(spec.l2)),

@@ -10,8 +10,9 @@
    of the module's dtype, native byte order, C-contiguous and aligned, of
    the right shape; x finite with N >= 1 within the batch-size limit
    (MAX_RESULT_BYTES, read at every call); labels of an integer dtype in
-   [0, K) (turned into one-hot rows here), or a finite float target (in
-   [0, 1] for binary cross-entropy); and a finite result.  Anything else
+   [0, K) (turned into one-hot rows here) when the loss's targets are
+   labels (BPGF_TARGET_LABELS), else finite float targets (within the
+   loss's range, if it has one); and a finite result.  Anything else
    calls the module's Python implementation of the same function with the
    same arguments, which then raises its usual ValueError (or returns what
    it returns), so every message stays the Python path's.  The checks here
@@ -164,13 +165,18 @@ static BPG_ENTRY int bpgf_finite(const real *a, size_t n)
     return !bad;
 }
 
-/* every one of n entries in [0, 1] (NaN and inf are not) */
-static BPG_ENTRY int bpgf_unit_interval(const real *a, size_t n)
+/* every one of n real targets as the loss takes them: finite, and in its
+   [BPGF_TARGET_LO, BPGF_TARGET_HI] when it has a range (BPGF_TARGET_RANGE) */
+static BPG_ENTRY int bpgf_targets_ok(const real *a, size_t n)
 {
     int bad = 0;
 #pragma omp simd reduction(|:bad)
     for (size_t i = 0; i < n; i++)
-        bad |= !(a[i] >= 0 && a[i] <= 1);
+#if BPGF_TARGET_RANGE
+        bad |= !(a[i] >= (real)BPGF_TARGET_LO && a[i] <= (real)BPGF_TARGET_HI);  /* not NaN */
+#else
+        bad |= !(a[i] - a[i] == 0);
+#endif
     return !bad;
 }
 
@@ -329,7 +335,7 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
     const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
     pl->N = N;
     pl->with_y = entry != BPGF_E_FORWARD;
-    pl->labels = pl->with_y && BPGF_LOSS_TYPE == BPGF_SOFTMAX_CE;
+    pl->labels = pl->with_y && BPGF_TARGET_LABELS;
     pl->x_moved = BPGF_STEPS != 0;
     pl->y_moved = pl->with_y && !pl->labels && BPGF_LOSS_ALL_STEPS && BPGF_STEPS;
     pl->out_in_ws = entry == BPGF_E_LOSS || (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT);
@@ -421,7 +427,7 @@ static int bpgf_inputs(const bpgf_plan *pl, PyObject *xo, PyObject *yo, real *ws
         return 1;
     const real *y = (const real *)PyArray_DATA((PyArrayObject *)yo);
     const size_t size = (size_t)N * (BPGF_LOSS_ALL_STEPS ? (size_t)T : 1) * BPGF_K;
-    if (!(BPGF_LOSS_TYPE == BPGF_BINARY_CE ? bpgf_unit_interval(y, size) : bpgf_finite(y, size)))
+    if (!bpgf_targets_ok(y, size))
         return 0;
     *yp = y;
     if (pl->y_moved) {

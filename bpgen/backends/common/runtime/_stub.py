@@ -14,13 +14,16 @@ OUTPUT_UNITS = 1
 STEPS = None
 SEQUENCE_OUTPUT = False
 LOSS_ALL_STEPS = False
-LOSS = "mse"
+LOSS = "loss"
+TARGET_KIND = "real"
+TARGET_RANGE = None
 _INIT = {}
 _L2 = 0.0
 _L2_KEYS = ()
 _FACTORS = {}
 _CURV_LAYERS = []
 _CURV_LOSS = None
+_CURV_FORM = "diagonal"
 _BYTES_PER_SAMPLE = 8
 _ASSEMBLY_PER_SAMPLE = {}
 

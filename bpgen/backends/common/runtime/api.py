@@ -10,7 +10,7 @@ import os
 import numpy
 
 from ._stub import (DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa: F401
-                    _ASSEMBLY_PER_SAMPLE, _BYTES_PER_SAMPLE,
+                    TARGET_KIND, TARGET_RANGE, _ASSEMBLY_PER_SAMPLE, _BYTES_PER_SAMPLE,
                     OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, _CURV_LAYERS, _FACTORS,
                     _INIT, _L2, _hessian_columns, _hessian_times, _run, _run_flat,
                     _structured_diag)
@@ -121,10 +121,11 @@ _EYE = []     # the identity rows one-hot labels are taken from, made on first u
 
 def _check_y(y, n):
     """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
-    reads: labels one-hot, steps time-major."""
+    reads: labels one-hot, steps time-major (TARGET_KIND and TARGET_RANGE
+    are the loss's)."""
     steps = STEPS if LOSS_ALL_STEPS else None
     lead = (n,) if steps is None else (n, steps)
-    if LOSS == "softmax_cross_entropy":
+    if TARGET_KIND == "labels":
         try:
             labels = numpy.asarray(y)
         except Exception as exc:
@@ -149,8 +150,10 @@ def _check_y(y, n):
         raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
     if not _finite_fast(arr):
         raise ValueError("y: contains NaN or inf")
-    if LOSS == "sigmoid_binary_cross_entropy" and not ((arr >= 0) & (arr <= 1)).all():
-        raise ValueError("y: binary cross-entropy targets must lie in [0, 1]")
+    if TARGET_RANGE is not None and not ((arr >= TARGET_RANGE[0])
+                                         & (arr <= TARGET_RANGE[1])).all():
+        raise ValueError(f"y: {LOSS} targets must lie in "
+                         f"[{TARGET_RANGE[0]:g}, {TARGET_RANGE[1]:g}]")
     if steps is not None:
         arr = numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(-1, OUTPUT_UNITS)
     return arr

@@ -12,7 +12,7 @@ import math
 
 import numpy
 
-from ._stub import (DTYPE, LOSS, N_PARAMS, PARAM_SHAPES, _CURV_LAYERS,  # noqa: F401
+from ._stub import (DTYPE, N_PARAMS, PARAM_SHAPES, _CURV_FORM, _CURV_LAYERS,  # noqa: F401
                     _CURV_LOSS, _L2, _L2_KEYS)
 
 _SLICES = []   # the generated module's (key, start, stop, shape), from api.py
@@ -33,11 +33,11 @@ def _loss_factor(outs, n):
     c = outs[_CURV_LOSS]
     k = c.shape[1]
     root = numpy.sqrt(numpy.maximum(c, 0) / n)
-    if LOSS == "softmax_cross_entropy":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
+    if _CURV_FORM == "softmax":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
         s = -c[:, :, None] * root[:, None, :]
         s[:, numpy.arange(k), numpy.arange(k)] += root
         return s
-    out = numpy.zeros((n, k, k))            # elementwise loss: diag(l'')
+    out = numpy.zeros((n, k, k))    # the "diagonal" form: diag(l'')
     out[:, numpy.arange(k), numpy.arange(k)] = root
     return out
 
