@@ -7,9 +7,10 @@ fans, which types are recurrent), so that the generated code is checked
 against something that shares none of its machinery.  Speed is not a goal:
 clarity is.
 
-Everything is computed in float64 (inputs and parameters are cast), and every
-returned array is float64, except :func:`init_params` and
-:func:`random_batch`, which return the spec's dtype (labels are int64).
+Everything is computed in float64 (inputs and parameters are cast; an input
+kind of integers keeps x as int64), and every returned array is float64,
+except :func:`init_params` and :func:`random_batch`, which return the spec's
+dtype (labels are int64; x is the input kind's ``sample``).
 
 Public functions
 ----------------
@@ -167,7 +168,8 @@ def _params64(spec: Spec, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _x64(spec: Spec, x) -> np.ndarray:
-    x = np.array(x, dtype=F64)
+    """x as float64 (a copy); integer x (an input kind with ``x_dtype``) as int64."""
+    x = np.array(x, dtype=F64 if spec.input.x_dtype is None else np.int64)
     if x.ndim != 1 + len(spec.input.shape) or x.shape[1:] != tuple(spec.input.shape):
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, spec.input.shape))})"
                          f", got {x.shape}")
@@ -180,7 +182,7 @@ def _layer_params(layer: LayerSpec, params: Mapping[str, np.ndarray]):
 
 def _select_output(spec: Spec, out: np.ndarray) -> np.ndarray:
     """The part of the output the loss reads (the last step for ``steps: last``)."""
-    if spec.input.kind == "sequence" and spec.loss.steps == "last" and out.ndim == 3:
+    if spec.input.is_sequence and spec.loss.steps == "last" and out.ndim == 3:
         return out[:, -1, :]
     return out
 
@@ -354,16 +356,17 @@ def init_params(spec, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def random_batch(spec, n: int, seed: int = 0):
-    """(x, y): standard-normal inputs and targets that fit the loss.
+    """(x, y): inputs (the input kind's sample data: standard-normal for real
+    inputs) and targets that fit the loss.
 
     Labels are int64 in range for softmax_cross_entropy, values in [0, 1] for
     sigmoid_binary_cross_entropy, standard-normal targets for mse.
     """
     spec = _spec(spec)
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n,) + tuple(spec.input.shape)).astype(spec.dtype)
+    x = spec.input.sample(rng, n, spec.dtype)      # the input kind's sample data
     out_shape = (n,) + tuple(spec.output_shape)
-    if spec.input.kind == "sequence" and spec.loss.steps == "last" and len(out_shape) == 3:
+    if spec.input.is_sequence and spec.loss.steps == "last" and len(out_shape) == 3:
         out_shape = (n, out_shape[-1])
     kind = spec.loss.type
     if kind == "softmax_cross_entropy":
