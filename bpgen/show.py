@@ -249,7 +249,7 @@ def hessian_items(arch) -> list:
     or "")``."""
     spec = _spec(arch)
     d = derive(spec)
-    steps = spec.input.shape[0] if spec.input.kind == "sequence" else None
+    steps = spec.input.steps
     per_step = (steps is not None and len(spec.output_shape) == 2
                 and spec.output_shape[0] == steps and spec.loss.steps != "last")
     n_text, n_tex = ("(N T)", "N T") if per_step else ("N", "N")

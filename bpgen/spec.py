@@ -592,6 +592,7 @@ def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
             else f"l{i}")
     kind = LAYER_TYPE_OBJECTS[ltype]
     kind.check_input(ctx, where, in_shape, inp)
+    inp.check_layer(ctx, where, i, kind)      # e.g. token ids need an embedding first
     ctx.keys(raw, where, ("type", "name") + tuple(kind.allowed(ctx, raw, where)),
              required=kind.required)
     options, out_shape, params = kind.validate(ctx, raw, where, in_shape, inp)

@@ -17,6 +17,7 @@ from bpgen.backends.common.runtime import api
 from bpgen.check import sample_point
 from bpgen.codegen import generate_all
 from bpgen.inputs import INPUT_KINDS, InputKind
+from bpgen.layers import LAYER_TYPES
 from bpgen.spec import MAX_SAMPLE_SIZE, MAX_STEPS, SpecError, load_spec
 
 DENSE = [{"type": "dense", "units": 3, "activation": "tanh"}, {"type": "dense", "units": 2}]
@@ -204,6 +205,11 @@ class Tokens(InputKind):
     def matrix_shape(self):
         return (f"{self.shape[0]}*N", 1)
 
+    def check_layer(self, ctx, where, index, ltype):
+        if index == 0 and not getattr(ltype, "reads_token_ids", False):
+            ctx.fail(where, f"{ltype.name} cannot read token ids; the first layer of a "
+                            f"tokens input is an embedding")
+
     def canonical(self):
         return dict(super().canonical(), vocabulary=self.vocabulary)
 
@@ -221,13 +227,21 @@ def test_kinds(monkeypatch):
     monkeypatch.setitem(INPUT_KINDS, "tokens", Tokens)
 
 
-def test_a_new_kind_is_validated_and_listed(test_kinds):
+def test_a_new_kind_is_validated_and_listed(test_kinds, monkeypatch):
+    with pytest.raises(SpecError) as exc:
+        load_spec(_arch({"tokens": 50, "steps": 4}))
+    assert str(exc.value) == ("<dict>: layers[0]: dense cannot read token ids; the first "
+                              "layer of a tokens input is an embedding")
+    # a dense layer standing in for the embedding the attention issue adds
+    monkeypatch.setattr(LAYER_TYPES["dense"], "reads_token_ids", True, raising=False)
     spec = load_spec(_arch({"tokens": 50, "steps": 4}))
     assert spec.input == Tokens((4,), 50) and spec.input.is_sequence
     assert spec.input.c_type == "int64_t" and spec.input.bound == 50
     assert spec.canonical()["input"] == {"kind": "tokens", "shape": [4], "vocabulary": 50}
     assert spec.content_hash() != load_spec(_arch({"tokens": 51, "steps": 4})).content_hash()
     assert spec.input.describe() == "tokens input (4,)"
+    assert spec.input.x_bytes("float32") == 4 * 8
+    assert load_spec(_arch({"features": 4}, dtype="float32")).input.x_bytes("float32") == 4 * 4
     forms = FORMS.replace(" or ", ", ") + ", {counts: F, values: V} or {tokens: V, steps: T}"
     for inp, field, message in [
             ({"tokens": 0, "steps": 4}, "input.tokens", "expected a positive integer, got 0"),
@@ -272,9 +286,10 @@ def test_integer_x_is_checked_from_the_kinds_constants(token_api):
             token_api._check_x(bad)
 
 
-def test_integer_x_reaches_the_c_signatures_and_entry_points(test_kinds):
+def test_integer_x_reaches_the_c_signatures_and_entry_points(test_kinds, monkeypatch):
     """The C source of an integer kind: x's element type in every signature,
     and the entry points' x macros, from the kind's data alone."""
+    monkeypatch.setattr(LAYER_TYPES["dense"], "reads_token_ids", True, raising=False)
     for inp, bound in (({"counts": 4, "values": 7}, 7), ({"tokens": 50, "steps": 4}, 50)):
         spec = load_spec(_arch(inp))
         assert _x_lines(spec.input) == [
@@ -320,3 +335,35 @@ def test_an_integer_kind_runs_the_numpy_path(test_kinds, tmp_path):
                          (x[:, :3], r"x: expected shape \(N, 4\)")]:
         with pytest.raises(ValueError, match=message):
             mod.loss(params, bad, y)
+        with pytest.raises(ValueError, match=message):     # the reference as strict
+            ref.loss(spec, params, bad, y)
+
+
+def test_the_c_entry_points_check_integer_x(test_kinds, tmp_path):
+    """fastcall.c's x handling for an integer kind (bpgf_x_t = int64_t,
+    BPGF_X_TYPENUM, BPGF_X_BOUND), compiled: an exact int64 x in range is
+    handled in C; any other dtype, or a value out of range, goes to the
+    Python path, which raises its ValueError naming x.  (The dense layer of
+    this test kind reads x as real numbers: only the decisions are checked
+    here, not the values; a layer that reads integers, the embedding, is the
+    attention issue's.)"""
+    try:
+        mod = bpgen.build(_arch({"counts": 4, "values": 7}), backend="c", out_dir=tmp_path)
+    except Exception as exc:        # noqa: BLE001 -- a compiler that refuses the mismatch
+        pytest.skip(f"the C compiler refuses dense reading int64 x: {exc}")
+    spec = load_spec(_arch({"counts": 4, "values": 7}))
+    params, x, y = sample_point(spec, mod, batch=5, seed=2)
+    counts = mod._fastcall_counts
+    before = counts()["loss"]
+    mod.loss(params, x, y)
+    assert counts()["loss"] == (before[0] + 1, before[1])       # handled in C
+    for bad, message in [(x.astype(np.float64), "x: expected integers, got dtype float64"),
+                         (x + 7, r"x: values must lie in \[0, 7\), got values in \[7, "),
+                         (x - 7, r"x: values must lie in \[0, 7\), got values in \[-7, ")]:
+        before = counts()["loss"]
+        with pytest.raises(ValueError, match=message):
+            mod.loss(params, bad, y)
+        assert counts()["loss"] == (before[0], before[1] + 1)   # the Python path's
+    before = counts()["loss"]
+    mod.loss(params, x.astype(np.int32), y)                     # converted by Python
+    assert counts()["loss"] == (before[0], before[1] + 1)

@@ -11,6 +11,8 @@ value.  An input kind (one module in this package, registered with
   ``parse(ctx, raw)`` checks their values (``ctx`` is the spec's validation
   context: ``ctx.pos_int``, ``ctx.steps``, ``ctx.fail``) and returns the
   instance; the per-sample size limit is checked by the spec afterwards;
+  ``check_layer(ctx, where, index, ltype)`` may refuse a layer type that
+  cannot read this input (token ids need an embedding first);
 * ``shape``: one sample's shape, as x has it after the batch axis;
 * ``steps``: T when x is a sequence of T steps (None otherwise), and so
   ``is_sequence``: a layer that maps each step (dense, layernorm) or loops
@@ -25,7 +27,8 @@ value.  An input kind (one module in this package, registered with
   (``"int64"``): any integer array is converted, floats are refused, and
   every value must lie in [0, ``bound``).  From these alone follow the
   element type of x in every C signature (:attr:`c_type`: ``real``, or
-  ``int64_t``), the generated module's ``_X_DTYPE`` / ``_X_BOUND`` (read by
+  ``int64_t``), the bytes of x per sample (:meth:`x_bytes`: the batch-size
+  limit), the generated module's ``_X_DTYPE`` / ``_X_BOUND`` (read by
   the static ``_check_x``) and the C entry point's macros (``bpgf_x_t``,
   ``BPGF_X_TYPENUM``, ``BPGF_X_BOUND``: fastcall.py), so that a new kind
   changes no emitter and no runtime file;
@@ -82,6 +85,12 @@ class InputKind:
         """The instance for ``raw`` (whose keys :meth:`matches`)."""
         raise NotImplementedError
 
+    def check_layer(self, ctx, where: str, index: int, ltype) -> None:
+        """Refuse a layer type (``ltype``, a :class:`bpgen.layers.LayerType`,
+        at ``layers[index]``) that cannot read this input, before its options
+        are checked: e.g. token ids must meet an embedding first.  Nothing by
+        default (each layer type checks the shape it gets itself)."""
+
     def canonical(self) -> dict:
         """Its part of the architecture's canonical form (content hash)."""
         return {"kind": self.kind, "shape": list(self.shape)}
@@ -111,6 +120,10 @@ class InputKind:
     def c_type(self) -> str:
         """x's element type in the C signatures: ``real`` or a fixed-width integer."""
         return "real" if self.x_dtype is None else f"{self.x_dtype}_t"
+
+    def x_bytes(self, dtype: str) -> int:
+        """Bytes of one sample's x as the generated code reads it (in a module of ``dtype``)."""
+        return np.dtype(dtype if self.x_dtype is None else self.x_dtype).itemsize * self.size
 
     def matrix_shape(self) -> tuple:
         """x as the generated code reads it: one row per sample, or time-major."""

@@ -169,7 +169,14 @@ def _params64(spec: Spec, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def _x64(spec: Spec, x) -> np.ndarray:
     """x as float64 (a copy); integer x (an input kind with ``x_dtype``) as int64."""
-    x = np.array(x, dtype=F64 if spec.input.x_dtype is None else np.int64)
+    if spec.input.x_dtype is None:
+        x = np.array(x, dtype=F64)
+    else:
+        if np.asarray(x).dtype.kind not in "iu":
+            raise ValueError(f"x: expected integers, got dtype {np.asarray(x).dtype}")
+        x = np.array(x, dtype=np.int64)
+        if x.size and (x.min() < 0 or x.max() >= spec.input.bound):
+            raise ValueError(f"x: values must lie in [0, {spec.input.bound})")
     if x.ndim != 1 + len(spec.input.shape) or x.shape[1:] != tuple(spec.input.shape):
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, spec.input.shape))})"
                          f", got {x.shape}")

@@ -28,7 +28,7 @@ def _bytes_per_sample(derived: Derived) -> int:
     for name, prog in derived.programs.items():
         per = prog.workspace_size[0] + sum(a for _, _, a, _, _ in derived.layout(name))
         worst = max(worst, per)
-    return itemsize * (2 * math.prod(derived.spec.input.shape) + worst)
+    return 2 * derived.spec.input.x_bytes(derived.spec.dtype) + itemsize * worst
 
 
 def _assembly_per_sample(derived: Derived) -> dict:
