@@ -55,6 +55,13 @@ class Derived:
     meta: Meta = field(default_factory=Meta)   # factor and curvature layouts
     assemblies: dict = field(default_factory=dict)   # name -> Assembly
 
+    @property
+    def element_types(self) -> dict:
+        """Input variable -> its C element type where that is not ``real``:
+        x's is the input kind's (``spec.input.c_type``, e.g. ``int64_t``)."""
+        ctype = self.spec.input.c_type
+        return {} if ctype == "real" else {self.base.x: ctype}
+
     def layout(self, name: str) -> list:
         """Where each output of ``name`` lies in one flat buffer:
         [(offset a, offset b, size a, size b, columns)], sizes a*N + b."""
@@ -76,7 +83,7 @@ def structured(spec: Spec) -> bool:
     """True when the Hessian is assembled from its Kronecker block structure:
     every layer type declares a structure it fits (dense, flatten), and the
     input is not a sequence (recurrent weights are shared over steps)."""
-    return (spec.input.kind != "sequence"
+    return (not spec.input.is_sequence
             and all(LAYER_TYPES[lay.type].hessian in ("kronecker", "identity")
                     for lay in spec.layers))
 

@@ -139,16 +139,7 @@ def _notation() -> list:
 
 def _architecture(spec, d) -> list:
     inp = spec.input
-    if inp.kind == "sequence":
-        t, f = inp.shape
-        what = (f"a sequence of $T = {t}$ steps of {f} features, stored time-major as a "
-                f"$({t}N \\times {f})$ matrix $X$: rows $tN$ to $tN + N - 1$ are step $t$")
-    elif inp.kind == "image":
-        c, h, w = inp.shape
-        what = (f"images of {c} channel(s), {h} by {w} pixels, one row of {c * h * w} values "
-                f"per sample: $X$ is $(N \\times {c * h * w})$")
-    else:
-        what = f"{inp.shape[0]} features per sample: $X$ is $(N \\times {inp.shape[0]})$"
+    what = inp.doc_text()               # the input kind's words
     rows = []
     g = d.graph
     for layer in spec.layers:
@@ -158,7 +149,7 @@ def _architecture(spec, d) -> list:
         rows.append((f"`{layer.name}`", layer.type, LAYER_TYPES[layer.type].describe(layer),
                      f"{tuple(layer.in_shape)} to {tuple(layer.out_shape)}", ps or "none"))
     text = f"The loss is the {LOSSES[spec.loss.type].doc}, averaged over the samples"
-    if inp.kind == "sequence" and len(spec.output_shape) == 2:
+    if inp.is_sequence and len(spec.output_shape) == 2:
         text += (" at the last step only" if spec.loss.steps == "last"
                  else " and the steps")
     if spec.l2:

@@ -89,7 +89,7 @@ def _row(label: str):
 # ---- the items ------------------------------------------------------------------
 
 def _preamble(spec, l2: bool) -> list:
-    steps = spec.input.shape[0] if spec.input.kind == "sequence" else None
+    steps = spec.input.steps
     per_step = (steps is not None and len(spec.output_shape) == 2
                 and spec.output_shape[0] == steps and spec.loss.steps != "last")
     n_text, n_tex = ("(N T)", "N T") if per_step else ("N", "N")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .ir import NSYM, Graph, grad, seq_dim
+from .ir import NSYM, Graph, grad
 from .layers import LAYER_TYPES
 from .losses import LOSSES
 from .spec import Spec
@@ -24,7 +24,7 @@ class Derivation:
     """The derived graph and the names of its interesting variables."""
     spec: Spec
     graph: Graph
-    x: str                      # the input matrix, (N, features)
+    x: str                      # the input matrix (the input kind's matrix_shape)
     y: str                      # the target matrix, (N, outputs) (one-hot for labels)
     params: dict                # param key ("l0.W") -> variable
     output: str                 # network output before the loss
@@ -51,11 +51,8 @@ def derive(spec: Spec, exact: bool = False, with_grad: bool = True) -> Derivatio
     ``exact`` ignores ``bptt.truncate`` (the gradient of the loss itself, as
     second-order products need); ``with_grad=False`` stops after the loss."""
     g = Graph()
-    steps = spec.input.shape[0] if spec.input.kind == "sequence" else None
-    if steps is None:
-        x = g.var("x", ("N", spec.input.size), "input", "X")
-    else:   # time-major: rows t*N .. t*N+N-1 are step t
-        x = g.var("x", (seq_dim(steps), spec.input.shape[1]), "input", "X")
+    steps = spec.input.steps
+    x = spec.input.graph_input(g)       # (N, F), or time-major (T*N, F): the input kind's
     params = {}
     for layer in spec.layers:
         for par in layer.params:

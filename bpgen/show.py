@@ -116,7 +116,7 @@ def render(arch, latex: bool = False) -> str:
     items = walk(prog)
     if latex:
         return _render_latex(spec, d, prog, names, items)
-    out = [f"{spec.name}: {spec.input.kind} input {spec.input.shape}, "
+    out = [f"{spec.name}: {spec.input.describe()}, "
            f"loss {spec.loss.type}" + (f", l2 {spec.l2:g}" if spec.l2 else "")]
     for layer in spec.layers:
         ps = ", ".join(f"{p.name} {p.shape}" for p in layer.params)

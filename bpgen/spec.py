@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .activations import ACTIVATIONS
+from .inputs import InputKind, allowed_keys, allowed_text, forms_text, kind_for
 from .yamlfile import hardened_loader
 from .layers import LAYER_TYPES as LAYER_TYPE_OBJECTS
 from .layers import RECURRENT_TYPES, RESERVED_TYPES, ROLES, ParamSpec, fans
@@ -121,15 +122,9 @@ LAYER_TYPES = SUPPORTED_LAYER_TYPES + RESERVED_TYPES
 DTYPES = ("float64", "float32")
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """One sample's input.  ``kind`` is ``features``, ``sequence`` or ``image``."""
-    kind: str
-    shape: tuple[int, ...]          # per sample: (F,), (T, F) or (C, H, W)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
+#: the validated input section: an input kind (bpgen/inputs/), e.g.
+#: ``Features(shape=(64,))``; ``kind``, ``shape``, ``steps``, ``is_sequence``
+InputSpec = InputKind
 
 
 @dataclass(frozen=True)
@@ -210,7 +205,7 @@ class Spec:
         """A JSON-able description; its hash identifies generated code."""
         return {
             "name": self.name, "dtype": self.dtype,
-            "input": {"kind": self.input.kind, "shape": list(self.input.shape)},
+            "input": self.input.canonical(),
             "layers": [_canonical_layer(lay) for lay in self.layers],
             "loss": {"type": self.loss.type, "steps": self.loss.steps},
             "l2": self.l2, "truncate": self.truncate,
@@ -278,6 +273,10 @@ class _Ctx:
     def units(self, value: Any, where: str) -> int:
         """A layer's units or filters."""
         return self.pos_int(value, where, MAX_UNITS, "a layer's width is bounded")
+
+    def steps(self, value: Any, where: str) -> int:
+        """An input's time steps."""
+        return self.pos_int(value, where, MAX_STEPS, "every step runs once per call")
 
     def number(self, value: Any, where: str, *, min_value: float = 0.0,
                strict: bool = False) -> float:
@@ -512,7 +511,7 @@ def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -
         layers.append(layer)
         shape = layer.out_shape
     loss = _loss(ctx, data["loss"], inp)
-    seq_out = inp.kind == "sequence" and len(shape) == 2
+    seq_out = inp.is_sequence and len(shape) == 2
     if len(shape) != 1 and not seq_out:
         ctx.fail("layers", f"the last layer's output has per-sample shape {shape}; "
                            f"a loss needs a flat output (add flatten and dense)")
@@ -547,26 +546,15 @@ def validate(data: Any, source: str = "<dict>", *, experimental: bool = False) -
 
 
 def _input(ctx: _Ctx, raw: Any) -> InputSpec:
+    """The input kind (bpgen/inputs/) whose keys ``raw`` has, which checks the values."""
     raw = ctx.mapping(raw, "input")
-    keys = set(raw)
-    if keys <= {"features", "steps"} and "features" in keys:
-        f = ctx.pos_int(raw["features"], "input.features")
-        if "steps" in raw:
-            t = ctx.pos_int(raw["steps"], "input.steps", MAX_STEPS,
-                            "every step runs once per call")
-            return _sample_size(ctx, InputSpec("sequence", (t, f)))
-        return InputSpec("features", (f,))
-    if keys == {"channels", "height", "width"}:
-        c = ctx.pos_int(raw["channels"], "input.channels")
-        h = ctx.pos_int(raw["height"], "input.height")
-        w = ctx.pos_int(raw["width"], "input.width")
-        return _sample_size(ctx, InputSpec("image", (c, h, w)))
+    kind = kind_for(set(raw))
+    if kind is not None:
+        return _sample_size(ctx, kind.parse(ctx, raw))
     for k in raw:
-        if k not in ("features", "steps", "channels", "height", "width"):
-            ctx.fail(f"input.{_key(k)}", "unknown key (allowed: features, steps; or "
-                                         "channels, height, width)")
-    ctx.fail("input", "expected {features: F}, {features: F, steps: T} or "
-                      "{channels: C, height: H, width: W}")
+        if k not in allowed_keys():
+            ctx.fail(f"input.{_key(k)}", f"unknown key (allowed: {allowed_text()})")
+    ctx.fail("input", f"expected {forms_text()}")
     raise AssertionError  # unreachable
 
 
@@ -605,6 +593,7 @@ def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
             else f"l{i}")
     kind = LAYER_TYPE_OBJECTS[ltype]
     kind.check_input(ctx, where, in_shape, inp)
+    inp.check_layer(ctx, where, i, kind)      # e.g. token ids need an embedding first
     ctx.keys(raw, where, ("type", "name") + tuple(kind.allowed(ctx, raw, where)),
              required=kind.required)
     options, out_shape, params = kind.validate(ctx, raw, where, in_shape, inp)

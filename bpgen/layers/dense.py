@@ -17,7 +17,7 @@ class Dense(LayerType):
     def validate(self, ctx, raw, where, in_shape, inp):
         units = ctx.units(raw["units"], f"{where}.units")
         act, alpha = activation_option(ctx, raw, where)
-        on_steps = inp.kind == "sequence" and len(in_shape) == 2
+        on_steps = inp.is_sequence and len(in_shape) == 2
         if len(in_shape) != 1 and not on_steps:
             ctx.fail(f"{where}", f"dense needs a flat input but gets per-sample shape "
                                  f"{in_shape}; add a flatten layer before it")

@@ -16,7 +16,7 @@ class LayerNorm(LayerType):
     name = "layernorm"
 
     def validate(self, ctx, raw, where, in_shape, inp):
-        on_steps = inp.kind == "sequence" and len(in_shape) == 2
+        on_steps = inp.is_sequence and len(in_shape) == 2
         if len(in_shape) != 1 and not on_steps:
             ctx.fail(where, f"layernorm needs a flat input but gets per-sample shape "
                             f"{in_shape}; add a flatten layer before it")

@@ -42,7 +42,7 @@ class Cell(LayerType):
 def validate_recurrent(ltype, cell: Cell, ctx, raw, where, in_shape, inp):
     units = ctx.units(raw["units"], f"{where}.units")
     opts = cell.cell_options(ctx, raw, where)
-    if inp.kind != "sequence" or len(in_shape) != 2:
+    if not inp.is_sequence or len(in_shape) != 2:
         ctx.fail(where, f"{ltype.name} needs a sequence input ({{features: F, steps: T}}) "
                         f"but gets per-sample shape {in_shape}")
     steps, fan_in = in_shape

@@ -8,9 +8,10 @@ fans, which types are recurrent) and each loss's own plain-NumPy reference
 code is checked against something that shares none of its machinery.  Speed is not a goal:
 clarity is.
 
-Everything is computed in float64 (inputs and parameters are cast), and every
-returned array is float64, except :func:`init_params` and
-:func:`random_batch`, which return the spec's dtype (labels are int64).
+Everything is computed in float64 (inputs and parameters are cast; an input
+kind of integers keeps x as int64), and every returned array is float64,
+except :func:`init_params` and :func:`random_batch`, which return the spec's
+dtype (labels are int64; x is the input kind's ``sample``).
 
 Public functions
 ----------------
@@ -111,7 +112,15 @@ def _params64(spec: Spec, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _x64(spec: Spec, x) -> np.ndarray:
-    x = np.array(x, dtype=F64)
+    """x as float64 (a copy); integer x (an input kind with ``x_dtype``) as int64."""
+    if spec.input.x_dtype is None:
+        x = np.array(x, dtype=F64)
+    else:
+        if np.asarray(x).dtype.kind not in "iu":
+            raise ValueError(f"x: expected integers, got dtype {np.asarray(x).dtype}")
+        x = np.array(x, dtype=np.int64)
+        if x.size and (x.min() < 0 or x.max() >= spec.input.bound):
+            raise ValueError(f"x: values must lie in [0, {spec.input.bound})")
     if x.ndim != 1 + len(spec.input.shape) or x.shape[1:] != tuple(spec.input.shape):
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, spec.input.shape))})"
                          f", got {x.shape}")
@@ -124,7 +133,7 @@ def _layer_params(layer: LayerSpec, params: Mapping[str, np.ndarray]):
 
 def _select_output(spec: Spec, out: np.ndarray) -> np.ndarray:
     """The part of the output the loss reads (the last step for ``steps: last``)."""
-    if spec.input.kind == "sequence" and spec.loss.steps == "last" and out.ndim == 3:
+    if spec.input.is_sequence and spec.loss.steps == "last" and out.ndim == 3:
         return out[:, -1, :]
     return out
 
@@ -296,7 +305,8 @@ def init_params(spec, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def random_batch(spec, n: int, seed: int = 0):
-    """(x, y): standard-normal inputs and targets that fit the loss.
+    """(x, y): inputs (the input kind's sample data: standard-normal for real
+    inputs) and targets that fit the loss.
 
     The targets are the loss's ``sample_targets``: int64 labels in range for
     a loss of labels, uniform values in [0, 1] for one with that range,
@@ -304,9 +314,9 @@ def random_batch(spec, n: int, seed: int = 0):
     """
     spec = _spec(spec)
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n,) + tuple(spec.input.shape)).astype(spec.dtype)
+    x = spec.input.sample(rng, n, spec.dtype)      # the input kind's sample data
     out_shape = (n,) + tuple(spec.output_shape)
-    if spec.input.kind == "sequence" and spec.loss.steps == "last" and len(out_shape) == 3:
+    if spec.input.is_sequence and spec.loss.steps == "last" and len(out_shape) == 3:
         out_shape = (n, out_shape[-1])
     y = LOSSES[spec.loss.type].sample_targets(rng, out_shape, spec.dtype)
     return x, y

@@ -186,7 +186,9 @@ def _batched_columns(derived: Derived, used: set, tables: dict) -> dict:
             "lines": ["if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */",
                       "for (int64_t j0 = 0; j0 < count; j0 += kc) {"]
             + [("    " + line) if line else "" for line in inner] + ["}"]}
-    sig = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs[:n_in]]
+    types = derived.element_types       # x's: the input kind's (default real)
+    sig = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {a}"
+                            for a in prog.inputs[:n_in]]
            + ["const real *restrict V", "real *restrict out", "real *restrict ws",
               "int64_t first", "int64_t count", "int64_t kc"])
     return {"name": "hessian_columns", "decls": decls, "ws": (wa, wb),
@@ -268,7 +270,9 @@ def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
             "lines": [f"memset(vbuf, 0, sizeof(real)*{total});",
                       "for (int64_t j = first; j < first + count; j++) {"]
             + [("    " + line) if line else "" for line in lines] + ["}"]}
-    sig = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs[:n_in]]
+    types = derived.element_types       # x's: the input kind's (default real)
+    sig = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {a}"
+                            for a in prog.inputs[:n_in]]
            + ["const real *restrict V", "real *restrict out", "real *restrict ws",
               "int64_t first", "int64_t count", "int64_t kc"])
     loop["lines"].insert(0, "(void)kc;  /* one direction at a time */")

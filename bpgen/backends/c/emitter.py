@@ -190,7 +190,9 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
         r, c = prog.vars[b].shape
         decls.append(f"real *const {bt} = ws + {offset_code(wa, wb)};  /* ({c}, {r}) */")
         wb += r * c
-    params = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs]
+    types = derived.element_types       # x's: the input kind's (default real)
+    params = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {a}"
+                               for a in prog.inputs]
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (wa, wb),
             "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes).blocks(),
@@ -244,7 +246,9 @@ def _assembly_function(derived: Derived, name: str, used: set, tables: dict) -> 
                "lines": [f"bpg_curvature(N, {', '.join(asm.inputs)}, ws, "
                          f"ws + {offset_code(ca, cb)});"]}]
     blocks += [{"head": [op.equation(asm)[0]], "lines": op.c(asm, em)} for op in asm.ops]
-    params = (["int64_t N"] + [f"const real *restrict {a}" for a in asm.inputs]
+    types = derived.element_types       # x's: the input kind's (default real)
+    params = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {a}"
+                               for a in asm.inputs]
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (ca + max(wa, per_sample), cb + wb + n_fixed),
             "blocks": blocks, "signature": f"void bpg_{name}({', '.join(params)})"}

@@ -83,6 +83,25 @@ def _target_lines(spec) -> list:
                     f"#define BPGF_TARGET_HI {hi!r}"]
 
 
+def _x_lines(inp) -> list:
+    """The input kind's x, for fastcall.c: its element type, NumPy type
+    number and, for integer x, the bound of its values (checked in C)."""
+    if inp.x_dtype is None:
+        return ["typedef real bpgf_x_t;  /* x's elements (the input kind's) */",
+                "#define BPGF_X_TYPENUM BPGF_TYPENUM"]
+    if inp.x_dtype not in _INT_TYPES:
+        raise AssertionError(f"fastcall: unknown integer dtype {inp.x_dtype!r}")
+    return [f"typedef {inp.c_type} bpgf_x_t;  /* x's elements (the input kind's) */",
+            f"#define BPGF_X_TYPENUM {_INT_TYPES[inp.x_dtype]}",
+            f"#define BPGF_X_BOUND {_int(inp.bound)}  /* x's values lie in [0, this) */"]
+
+
+#: the integer dtypes an input kind's x may have, and their NumPy type numbers
+_INT_TYPES = {"int8": "NPY_INT8", "int16": "NPY_INT16", "int32": "NPY_INT32",
+              "int64": "NPY_INT64", "uint8": "NPY_UINT8", "uint16": "NPY_UINT16",
+              "uint32": "NPY_UINT32", "uint64": "NPY_UINT64"}
+
+
 def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) -> str:
     """The C text of this module's entry points: its constants, the call
     adapter, then runtime/fastcall.c; "" when none applies.  ``functions``:
@@ -91,9 +110,9 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
     spec = derived.spec
     shapes = [tuple(_int(d) for d in s) for s in spec.param_shapes.values()]
     in_shape = tuple(_int(d) for d in spec.input.shape)
-    steps = in_shape[0] if spec.input.kind == "sequence" else 0
+    steps = _int(spec.input.steps or 0)
     out_units = _int(spec.output_shape[-1])
-    seq_out = spec.input.kind == "sequence" and len(spec.output_shape) == 2
+    seq_out = spec.input.is_sequence and len(spec.output_shape) == 2
     all_steps = seq_out and spec.loss.steps == "all"
     if not shapes:
         return ""
@@ -124,6 +143,7 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         f"{{{', '.join(map(str, in_shape))}}};",
         f"#define BPGF_IN_SIZE {math.prod(in_shape)}  /* elements of one sample's x */",
         f"#define BPGF_STEPS {steps}  /* 0: not a sequence */",
+        *_x_lines(spec.input),
         f"#define BPGF_K {out_units}",
         *_target_lines(spec),
         f"#define BPGF_LOSS_ALL_STEPS {int(all_steps)}",
@@ -147,7 +167,7 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         "",
         "/* the generated functions, the parameters (and hvp's v) taken from "
         "pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */",
-        "static void bpgf_call(int entry, int64_t N, const real *x, const real *y,",
+        "static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,",
         "                      const real *const *p, const real *const *v, real *out, real *ws)",
         "{",
         "    if (entry == 0)",

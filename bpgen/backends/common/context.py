@@ -29,7 +29,7 @@ def _bytes_per_sample(derived: Derived) -> int:
     for name, prog in derived.programs.items():
         per = prog.workspace_size[0] + sum(a for _, _, a, _, _ in derived.layout(name))
         worst = max(worst, per)
-    return itemsize * (2 * math.prod(derived.spec.input.shape) + worst)
+    return 2 * derived.spec.input.x_bytes(derived.spec.dtype) + itemsize * worst
 
 
 def _assembly_per_sample(derived: Derived) -> dict:
@@ -48,7 +48,7 @@ def _assembly_per_sample(derived: Derived) -> dict:
 def module_context(derived: Derived, module: str) -> dict:
     spec = derived.spec
     shapes = spec.param_shapes
-    seq_out = spec.input.kind == "sequence" and len(spec.output_shape) == 2
+    seq_out = spec.input.is_sequence and len(spec.output_shape) == 2
     meta = derived.meta
     loss = LOSSES[spec.loss.type]
     return {
@@ -62,8 +62,11 @@ def module_context(derived: Derived, module: str) -> dict:
         "param_shapes": [(k, tuple(v)) for k, v in shapes.items()],
         "n_params": sum(math.prod(s) for s in shapes.values()),
         "input_shape": tuple(spec.input.shape),
+        "input_kind": spec.input.kind,
+        "x_dtype": repr(spec.input.x_dtype),
+        "x_bound": repr(spec.input.bound),
         "output_units": spec.output_shape[-1],
-        "steps": repr(spec.input.shape[0] if spec.input.kind == "sequence" else None),
+        "steps": repr(spec.input.steps),
         "seq_out": repr(seq_out),
         "loss_all_steps": repr(seq_out and spec.loss.steps == "all"),
         "loss_type": spec.loss.type,

@@ -479,8 +479,7 @@ def emit(derived: Derived, module: str) -> dict:
     ctx = dict(module_context(derived, module),
                functions=[f for f in functions if f is not None],
                tangent_bytes=tangent_bytes(derived),
-               batch_expr=("x.shape[0]" if spec.input.kind != "sequence"
-                           else f"x.shape[0] // {spec.input.shape[0]}"),
+               batch_expr=spec.input.batch_expr("x"),
                runtime_api=common_runtime("api.py"),
                runtime_hessian=common_runtime("hessian.py"),
                runtime_helpers=_runtime("helpers.py"),

@@ -8,6 +8,7 @@ EXTENSION = ""
 CDEF = ""
 C_FILE = ""
 _PTR = "double[]"
+_X_DTYPE = None
 _WS = {}
 _WS_DIR = {}
 _OUTPUTS = {}
@@ -75,6 +76,17 @@ def _threads_from_environment():
 set_threads(_threads_from_environment())
 
 
+#: cffi's type of x's data: the input kind's element type (real, or an
+#: integer dtype such as int64, int64_t in C)
+_X_PTR = _PTR if _X_DTYPE is None else f"{_X_DTYPE}_t[]"
+
+
+def _pointers(args):
+    """cffi pointers to a generated function's inputs: x first, then the rest."""
+    fb = ffi.from_buffer
+    return [fb(_X_PTR, args[0])] + [fb(_PTR, a) for a in args[1:]]
+
+
 #: per generated function: total output size (a, b), meaning a*N + b elements
 _OUT_SIZE = {name: (sum(p[2] for p in layout), sum(p[3] for p in layout))
              for name, layout in _OUTPUTS.items()}
@@ -111,7 +123,7 @@ def _call(name, n, args):
     a, b = _OUT_SIZE[name]
     out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
     fb = ffi.from_buffer
-    getattr(lib, "bpg_" + name)(n, *[fb(_PTR, x) for x in args],
+    getattr(lib, "bpg_" + name)(n, *_pointers(args),
                                 fb(_PTR, out, require_writable=True), _workspace(name, n))
     return out
 
@@ -152,7 +164,7 @@ def _columns_call(n, args, v, count, first=0):
                     HESSIAN_CHUNK_BYTES // per_dir if per_dir else count))
     out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
     fb = ffi.from_buffer
-    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args],
+    lib.bpg_hessian_columns(n, *_pointers(args),
                             ffi.NULL if v is None else fb(_PTR, v),
                             fb(_PTR, out, require_writable=True),
                             _workspace("hessian_columns", n, kc * (da * n + db)),

@@ -7,8 +7,9 @@
 
    Each entry point handles the common case only: parameters in an exact
    dict with exactly the expected keys, every array an exact numpy.ndarray
-   of the module's dtype, native byte order, C-contiguous and aligned, of
-   the right shape; x finite with N >= 1 within the batch-size limit
+   of the module's dtype (x: of the input kind's element type, bpgf_x_t),
+   native byte order, C-contiguous and aligned, of the right shape; x
+   finite (integer x: in [0, BPGF_X_BOUND)) with N >= 1 within the batch-size limit
    (MAX_RESULT_BYTES, read at every call); labels of an integer dtype in
    [0, K) (turned into one-hot rows here) when the loss's targets are
    labels (BPGF_TARGET_LABELS), else finite float targets (within the
@@ -135,15 +136,15 @@ static int bpgf_round(size_t *size)
     return 1;
 }
 
-/* an exact ndarray of the module's dtype, native byte order, C-contiguous,
+/* an exact ndarray of NumPy type `typenum`, native byte order, C-contiguous,
    aligned, with `ndim` axes: the first `lead` of them any, then `dims` */
-static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
+static int bpgf_typed_array(PyObject *o, int typenum, int ndim, int lead, const int64_t *dims)
 {
     if (Py_TYPE(o) != &PyArray_Type)
         return 0;
     PyArrayObject *a = (PyArrayObject *)o;
     const int need = NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED;
-    if (PyArray_TYPE(a) != BPGF_TYPENUM || !PyArray_ISNOTSWAPPED(a)
+    if (PyArray_TYPE(a) != typenum || !PyArray_ISNOTSWAPPED(a)
         || (PyArray_FLAGS(a) & need) != need || PyArray_NDIM(a) != ndim)
         return 0;
     const npy_intp *d = PyArray_DIMS(a);
@@ -151,6 +152,12 @@ static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
         if (d[i] != dims[i - lead])
             return 0;
     return 1;
+}
+
+/* the same, of the module's dtype */
+static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
+{
+    return bpgf_typed_array(o, BPGF_TYPENUM, ndim, lead, dims);
 }
 
 /* every one of n entries finite (a - a is 0, not NaN); an OR of flags
@@ -164,6 +171,24 @@ static BPG_ENTRY int bpgf_finite(const real *a, size_t n)
         bad |= !(a[i] - a[i] == 0);
     return !bad;
 }
+
+/* x's values as the input kind says (fastcall.py's bpgf_x_t, BPGF_X_TYPENUM
+   and BPGF_X_BOUND): integers in [0, BPGF_X_BOUND) (a negative one, made
+   unsigned, is larger), or finite reals */
+#ifdef BPGF_X_BOUND
+static BPG_ENTRY int bpgf_x_valid(const bpgf_x_t *a, size_t n)
+{
+    int bad = 0;
+#pragma omp simd reduction(|:bad)
+    for (size_t i = 0; i < n; i++)
+        bad |= !((uint64_t)a[i] < (uint64_t)BPGF_X_BOUND);
+    return !bad;
+}
+#else
+#define bpgf_x_valid bpgf_finite
+#endif
+/* x's elements in units of real (the workspace's), rounded up */
+#define BPGF_X_REALS ((sizeof(bpgf_x_t) + sizeof(real) - 1) / sizeof(real))
 
 /* every one of n real targets as the loss takes them: finite, and in its
    [BPGF_TARGET_LO, BPGF_TARGET_HI] when it has a range (BPGF_TARGET_RANGE) */
@@ -234,6 +259,16 @@ static void bpgf_time_major(const real *src, int64_t N, int64_t T, int64_t C, re
     for (int64_t t = 0; t < T; t++)
         for (int64_t n = 0; n < N; n++)
             memcpy(dst + (t * N + n) * C, src + (n * T + t) * C, sizeof(real) * (size_t)C);
+}
+
+/* x (N, T, C) batch-first into (T*N, C) time-major, of x's element type */
+static void bpgf_x_time_major(const bpgf_x_t *src, int64_t N, int64_t T, int64_t C,
+                              bpgf_x_t *dst)
+{
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++)
+            memcpy(dst + (t * N + n) * C, src + (n * T + t) * C,
+                   sizeof(bpgf_x_t) * (size_t)C);
 }
 
 /* ---- one call ---------------------------------------------------------- */
@@ -363,7 +398,8 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
         return 0;
     pl->at_x = pl->ws_size;
     if (pl->x_moved     /* N * BPGF_IN_SIZE: the elements of x, which exists */
-        && (!bpgf_madd(&pl->ws_size, (size_t)N, BPGF_IN_SIZE) || !bpgf_round(&pl->ws_size)))
+        && (!bpgf_madd(&pl->ws_size, (size_t)N, BPGF_IN_SIZE * BPGF_X_REALS)
+            || !bpgf_round(&pl->ws_size)))
         return 0;
     pl->at_out = pl->ws_size;
     if (pl->out_in_ws && !bpgf_madd(&pl->ws_size, 1, pl->out_size))
@@ -408,15 +444,16 @@ static int bpgf_target_array(PyObject *yo, int64_t N)
 /* x and y as the generated code reads them (x, labels and targets checked
    for their values on the way); the arrays' shapes are checked already */
 static int bpgf_inputs(const bpgf_plan *pl, PyObject *xo, PyObject *yo, real *ws,
-                       const real **xp, const real **yp)
+                       const bpgf_x_t **xp, const real **yp)
 {
     const int64_t N = pl->N, T = BPGF_STEPS ? BPGF_STEPS : 1;
-    *xp = (const real *)PyArray_DATA((PyArrayObject *)xo);
+    *xp = (const bpgf_x_t *)PyArray_DATA((PyArrayObject *)xo);
     if (pl->x_moved) {
-        bpgf_time_major(*xp, N, T, BPGF_IN_SIZE / T, ws + pl->at_x);
-        *xp = ws + pl->at_x;
+        bpgf_x_t *moved = (bpgf_x_t *)(ws + pl->at_x);
+        bpgf_x_time_major(*xp, N, T, BPGF_IN_SIZE / T, moved);
+        *xp = moved;
     }
-    if (!bpgf_finite(*xp, (size_t)N * BPGF_IN_SIZE))
+    if (!bpgf_x_valid(*xp, (size_t)N * BPGF_IN_SIZE))
         return 0;
     *yp = NULL;
     if (pl->labels) {
@@ -494,7 +531,7 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
     }
     const Py_ssize_t nargs = entry == BPGF_E_FORWARD ? 2 : entry == BPGF_E_HVP ? 4 : 3;
     if (kwnames || PyVectorcall_NARGS(nargsf) != nargs
-        || !bpgf_real_array(args[1], 1 + BPGF_IN_NDIM, 1, bpgf_in_dims))
+        || !bpgf_typed_array(args[1], BPGF_X_TYPENUM, 1 + BPGF_IN_NDIM, 1, bpgf_in_dims))
         return bpgf_fallback(entry, &st, args, nargsf, kwnames);
     PyObject *xo = args[1], *yo = nargs >= 3 ? args[2] : NULL;
     const int64_t N = (int64_t)PyArray_DIMS((PyArrayObject *)xo)[0];
@@ -515,7 +552,8 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         ok = 0;
     }
     real *ws = ok ? bpgf_workspace(pl.ws_size) : NULL;
-    const real *xp = NULL, *yp = NULL;
+    const bpgf_x_t *xp = NULL;
+    const real *yp = NULL;
     ok = ws && bpgf_inputs(&pl, xo, yo, ws, &xp, &yp);
 
     PyObject *ret = NULL;

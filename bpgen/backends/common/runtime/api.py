@@ -10,10 +10,10 @@ import os
 import numpy
 
 from ._stub import (DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa: F401
-                    TARGET_KIND, TARGET_RANGE, _ASSEMBLY_PER_SAMPLE, _BYTES_PER_SAMPLE,
-                    OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, _CURV_LAYERS, _FACTORS,
-                    _INIT, _L2, _hessian_columns, _hessian_times, _run, _run_flat,
-                    _structured_diag)
+                    OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, TARGET_KIND,
+                    TARGET_RANGE, _ASSEMBLY_PER_SAMPLE, _BYTES_PER_SAMPLE, _CURV_LAYERS,
+                    _FACTORS, _INIT, _L2, _X_BOUND, _X_DTYPE, _hessian_columns,
+                    _hessian_times, _run, _run_flat, _structured_diag)
 
 # ---- bpgen runtime: copied verbatim from here ----
 
@@ -95,12 +95,20 @@ def _check_params(params, what="params"):
 
 
 def _check_x(x):
-    """x as the matrix the generated code reads, and the batch size N."""
+    """x as the matrix the generated code reads, and the batch size N.  What x
+    holds is the input kind's (constants _X_DTYPE, _X_BOUND, STEPS): real
+    values (converted to DTYPE, finite), or integers in [0, _X_BOUND)
+    (converted to _X_DTYPE, floats refused); a sequence goes time-major."""
     checked = isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE)
     if checked:
         _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
-    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
-                and x.flags.aligned) else _as_array(x, "x")
+    if _X_DTYPE is not None:
+        arr = _as_integers(x, "x")
+    elif (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
+          and x.flags.aligned):
+        arr = x
+    else:
+        arr = _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
@@ -109,11 +117,35 @@ def _check_x(x):
         raise ValueError("x: the batch is empty (N = 0)")
     if not checked:                   # a list, say: checked once converted
         _check_batch(n)
-    if not _finite_fast(arr):
+    if _X_DTYPE is not None:
+        arr = _in_range(arr, _X_BOUND, "x")
+    elif not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
-    if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
-        return numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(STEPS * n, -1), n
+    if STEPS is not None:     # (N, T, ...) -> time-major (T*N, ...)
+        return numpy.ascontiguousarray(arr.swapaxes(0, 1)).reshape(STEPS * n, -1), n
     return arr.reshape(n, -1), n
+
+
+def _as_integers(value, what):
+    """``value`` as an integer array (not yet converted): any integer dtype;
+    floats, booleans and everything else are refused."""
+    try:
+        arr = numpy.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{what}: expected an array of integers ({exc})") from None
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{what}: expected integers, got dtype {arr.dtype}")
+    return arr
+
+
+def _in_range(arr, bound, what):
+    """Integer ``arr`` as a C-contiguous _X_DTYPE array, every value in [0, bound)
+    (checked before the conversion, which could wrap a large unsigned value)."""
+    low, high = arr.min(), arr.max()
+    if low < 0 or high >= bound:
+        raise ValueError(f"{what}: values must lie in [0, {bound}), got values in "
+                         f"[{low}, {high}]")
+    return numpy.require(arr, _X_DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
 
 
 _EYE = []     # the identity rows one-hot labels are taken from, made on first use
