@@ -291,4 +291,4 @@ def test_a_new_loss_is_one_file(monkeypatch, tmp_path):
         mod.loss(params, x, _nan_at_first(y))
     # bpgen doc and bpgen show --hessian print its text
     assert "Huber loss (δ = 1) per unit" in markdown(document(arch))
-    assert any("diag(1[|o - y| <= 1]) / N" in item[1] for item in hessian_items(arch))
+    assert any("diag(1[|o - y| <= 1]) / N" in item.text() for item in hessian_items(arch))
