@@ -69,6 +69,32 @@ class Primitive:
     differentiable = True
     #: True: ``c`` is right on a batch of N·K rows (see ``c_batched``)
     batch_as_rows = False
+    # what the passes, walkers and printers ask of a primitive (instead of
+    # testing its name):
+    #: an elementwise map of its arguments (``attrs["expr"]``, SymPy)
+    elementwise = False
+    #: its NumPy result may be a view of an argument (never overwritten then)
+    is_view = False
+    #: a loop's state read: the previous iteration's value of its argument
+    state_read = False
+    #: a matrix product (``attrs["ta"]``/``attrs["tb"]``: transposed operands)
+    product = False
+    #: its result is its arguments side by side (pieces may be written in place)
+    places_pieces = False
+    #: a reduction (sum) whose terms may carry the result's own label
+    reduces = False
+    #: a truncation of a sequence's gradient every k steps (``attrs["every"]``)
+    truncates = False
+
+    def aliases(self, op) -> bool:
+        """Is ``op``'s result just another name of its argument?"""
+        return False
+
+    def merge_parts(self, g, name: str, ops: list):
+        """The total of the cotangent ``parts`` of ``name`` that ``ops`` (all
+        of this primitive, in the current loop) produced, built without a
+        sum (e.g. column blocks concatenated); None: sum them."""
+        return None
 
     def build(self, g, *args, **kwargs) -> str:
         raise NotImplementedError(f"{self.name}: build")

@@ -8,6 +8,7 @@ from .base import Unary, cot_name, register, wanted
 @register
 class Rows(Unary):
     name = "rows"
+    is_view = True
     batch_as_rows = True
 
     def build(self, g, a: str, block: int, base: str = "r", label: str = "") -> str:
