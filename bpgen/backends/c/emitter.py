@@ -10,8 +10,9 @@ import math
 import os
 
 from ...derivation import Derived
-from ...ir import RESERVED, Var
+from ...ir import Var
 from ...lower import Program
+from ...passes import plan_for
 from ..common.context import module_context
 from ..common.emitter import (Emitter, c_size, common_runtime, environment,
                               offset_code, runtime_source)
@@ -29,35 +30,12 @@ HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime")
                        if f.endswith(".c") and f not in ("prelude.c", "fastcall.c")))
 
 
-def _loop_transposes(prog: Program) -> dict:
-    """{B: (loop, name of Bᵀ)}: for every B that a product A·Bᵀ in a loop
-    takes, loop-invariant and of fixed size (a recurrent weight: the backward
-    step's δ·Whᵀ), one contiguous copy of Bᵀ, made before the first loop
-    that uses it, so that the product is A·(Bᵀ) at every step.  OpenBLAS then runs it in
-    column chunks on its small-matrix kernels (bpg_blas_chunk) rather than
-    packing Bᵀ at every step: measured on the Elman 64→256 gradient, 5%
-    faster (the 32 x 256 by 256 x 256 step product: 93 -> 76 µs)."""
-    names, out = set(prog.vars) | RESERVED, {}
-    for op in prog.ops:
-        if (op.prim != "matmul" or op.loop is None or not op.attrs["tb"] or op.attrs["ta"]
-                or op.args[1] in out):
-            continue
-        v = prog.vars[op.args[1]]
-        if v.loop is not None or not all(isinstance(d, int) for d in v.shape):
-            continue
-        name, k = f"{v.name}_T", 1
-        while name in names:
-            name, k = f"{v.name}_T{k}", k + 1
-        names.add(name)
-        out[v.name] = (op.loop, name)
-    return out
-
-
 class CEmitter(Emitter):
     def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None,
                  transposes: dict | None = None):
-        """``transposes``: {B: (loop, Bᵀ)} (see _loop_transposes), copies
-        the caller has room for in the workspace."""
+        """``transposes``: {B: (loop, Bᵀ)} (the C rule of
+        bpgen.passes.transposes, see ``CPlan``), copies the caller has room
+        for in the workspace."""
         self.transposes = transposes or {}
         if self.transposes:
             extra = {bt: Var(bt, tuple(reversed(prog.vars[b].shape)))
@@ -97,7 +75,7 @@ class CEmitter(Emitter):
 
     def statement(self, op, prim, loop) -> list:
         head = self.comment(f"{op.out} = {prim.equation(op, {})}")
-        if (loop is None or op.prim != "matmul" or not op.attrs["tb"] or op.attrs["ta"]
+        if (loop is None or not op.primitive.product or not op.attrs["tb"] or op.attrs["ta"]
                 or op.args[1] not in self.transposes):
             return [head] + prim.c(self, op, loop)
         bt = self.transposes[op.args[1]][1]
@@ -184,7 +162,7 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
         decls.append(f"real *const {var} = out + {offset_code(oa, ob)};  "
                      f"/* {_shape_str(prog.vars[var].shape)} */")
     # the loops' transposed weights after the program's own workspace
-    transposes = _loop_transposes(prog)
+    transposes = plan_for(prog, "c").transposes
     wa, wb = prog.workspace_size
     for b, (_, bt) in transposes.items():
         r, c = prog.vars[b].shape
