@@ -23,7 +23,8 @@ A primitive knows
   ``numpy`` returns the right-hand side of ``out = ...`` as a string, or the
   whole statement as a list of lines; ``c`` returns lines.  ``em`` is the
   backend's emitter: ``em.shape``, ``em.acc`` (NumPy) / ``em.ptr`` (C) give
-  where a variable lives at this point, ``em.use(helper)`` records a C
+  where a variable lives at this point (in C a variable's own name is
+  ``em.name(var)``: under a fixed prefix), ``em.use(helper)`` records a C
   runtime helper the printed code calls.
 
 Rules are written with :class:`bpgen.ir.Graph` operations, so a derivative

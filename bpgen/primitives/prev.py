@@ -84,4 +84,4 @@ class Prev(Primitive):
         r, c = em.shape(op.out, loop)
         size = em.bytes((r, c))
         return [f"if (it == 0) memset({em.ptr(op.out, loop)}, 0, {size});",
-                f"else memcpy({em.ptr(op.out, loop)}, {src} + q*{c}*N, {size});"]
+                f"else memcpy({em.ptr(op.out, loop)}, {em.name(src)} + q*{c}*N, {size});"]

@@ -39,5 +39,5 @@ class Rows(Unary):
     def c(self, em, op, loop):
         (a,) = op.args
         r, c = em.shape(op.out, loop)
-        return [f"memcpy({em.ptr(op.out, loop)}, {a} + {op.attrs['block']}*{c}*N, "
+        return [f"memcpy({em.ptr(op.out, loop)}, {em.name(a)} + {op.attrs['block']}*{c}*N, "
                 f"{em.bytes((r, c))});"]

@@ -19,7 +19,17 @@ from ..common.emitter import (Emitter, c_size, common_runtime, environment,
 from . import build
 from .fastcall import CDEF as FASTCALL_CDEF, fastcall_source
 
-__all__ = ["CEmitter", "emit"]
+__all__ = ["CEmitter", "emit", "cname", "PREFIX"]
+
+#: every variable of the graph is printed under this prefix in C (comments
+#: keep the readable names), so that no layer or variable name can be a C
+#: keyword, a macro of the headers or a libc symbol
+PREFIX = "v_"
+
+
+def cname(var: str) -> str:
+    """The C name of graph variable ``var``."""
+    return PREFIX + var
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _env = environment(_HERE)
@@ -62,11 +72,13 @@ class CEmitter(Emitter):
             self.tables[key] = f"bpg_table_{len(self.tables)}"
         return self.tables[key]
 
+    name = staticmethod(cname)
+
     def ptr(self, name: str, loop) -> str:
         """Where ``name`` (one step of it, in a loop) starts."""
         if self.stepped(name, loop):
-            return f"({name} + t*{self.prog.vars[name].shape[1]}*N)"
-        return name
+            return f"({cname(name)} + t*{self.prog.vars[name].shape[1]}*N)"
+        return cname(name)
 
     c_size = staticmethod(c_size)
 
@@ -93,7 +105,7 @@ class CEmitter(Emitter):
                 lines += [self.comment(f"{bt} = {b}ᵀ, once for every step"),
                           f"for (int64_t i = 0; i < {r}; i++)",
                           f"    for (int64_t j = 0; j < {c}; j++) "
-                          f"{bt}[j*{r} + i] = {b}[i*{c} + j];"]
+                          f"{cname(bt)}[j*{r} + i] = {cname(b)}[i*{c} + j];"]
         lines += [f"for (int64_t it = 0; it < {steps}; it++) {{",
                   f"    const int64_t t = {steps - 1} - it;" if info["reverse"]
                   else "    const int64_t t = it;",
@@ -119,7 +131,7 @@ def _stored_shape(prog: Program, var: str) -> tuple:
 def _workspace_decls(prog: Program, skip=frozenset()) -> list:
     """A pointer into the workspace for each temporary of ``prog`` (those
     in ``skip`` live elsewhere)."""
-    return [f"real *const {var} = ws + {offset_code(a, b)};  "
+    return [f"real *const {cname(var)} = ws + {offset_code(a, b)};  "
             f"/* {_shape_str(_stored_shape(prog, var))} */"
             for var, (a, b) in prog.workspace.items() if var not in skip]
 
@@ -159,16 +171,16 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
     prog = derived.programs[name]
     decls = _workspace_decls(prog)
     for var, (oa, ob, _, _, _) in zip(prog.outputs, derived.layout(name)):
-        decls.append(f"real *const {var} = out + {offset_code(oa, ob)};  "
+        decls.append(f"real *const {cname(var)} = out + {offset_code(oa, ob)};  "
                      f"/* {_shape_str(prog.vars[var].shape)} */")
     # the loops' transposed weights after the program's own workspace
     transposes = plan_for(prog, "c").transposes
     wa, wb = prog.workspace_size
     for b, (_, bt) in transposes.items():
         r, c = prog.vars[b].shape
-        decls.append(f"real *const {bt} = ws + {offset_code(wa, wb)};  /* ({c}, {r}) */")
+        decls.append(f"real *const {cname(bt)} = ws + {offset_code(wa, wb)};  /* ({c}, {r}) */")
         wb += r * c
-    params = (["int64_t N"] + [f"const real *restrict {a}" for a in prog.inputs]
+    params = (["int64_t N"] + [f"const real *restrict {cname(a)}" for a in prog.inputs]
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (wa, wb),
             "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes).blocks(),
@@ -203,26 +215,26 @@ def _assembly_function(derived: Derived, name: str, used: set, tables: dict) -> 
     curv = derived.programs["curvature"]
     decls, ca, cb = [], 0, 0
     for var, (oa, ob, a, b, _) in zip(curv.outputs, derived.layout("curvature")):
-        decls.append(f"real *const {var} = ws + {offset_code(oa, ob)};  "
+        decls.append(f"real *const {cname(var)} = ws + {offset_code(oa, ob)};  "
                      f"/* {_shape_str(curv.vars[var].shape)} */")
         ca, cb = oa + a, ob + b
     offsets, per_sample, fixed, n_fixed = _allocate(asm)
     wa, wb = curv.workspace_size
     for var, off in offsets.items():
-        decls.append(f"real *const {var} = ws + {offset_code(ca + off, cb)};  "
+        decls.append(f"real *const {cname(var)} = ws + {offset_code(ca + off, cb)};  "
                      f"/* {_shape_str(asm.t(var).shape)} */")
     for var, off in fixed.items():      # after the per-sample part and the curvature's
-        decls.append(f"real *const {var} = ws + "
+        decls.append(f"real *const {cname(var)} = ws + "
                      f"{offset_code(ca + max(wa, per_sample), cb + wb + off)};  "
                      f"/* {_shape_str(asm.t(var).shape)} */")
     for (var, rows, cols), (_, ob, _, _, _) in zip(asm.outputs, derived.layout(name)):
-        decls.append(f"real *const {var} = out + {ob};  /* ({rows}, {cols}) */")
+        decls.append(f"real *const {cname(var)} = out + {ob};  /* ({rows}, {cols}) */")
     em = CEmitter(curv, derived.spec.dtype, used, tables)
     blocks = [{"head": ["the per-sample quantities: the derived curvature program"],
-               "lines": [f"bpg_curvature(N, {', '.join(asm.inputs)}, ws, "
+               "lines": [f"bpg_curvature(N, {', '.join(map(cname, asm.inputs))}, ws, "
                          f"ws + {offset_code(ca, cb)});"]}]
     blocks += [{"head": [op.equation(asm)[0]], "lines": op.c(asm, em)} for op in asm.ops]
-    params = (["int64_t N"] + [f"const real *restrict {a}" for a in asm.inputs]
+    params = (["int64_t N"] + [f"const real *restrict {cname(a)}" for a in asm.inputs]
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (ca + max(wa, per_sample), cb + wb + n_fixed),
             "blocks": blocks, "signature": f"void bpg_{name}({', '.join(params)})"}
