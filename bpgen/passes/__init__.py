@@ -71,8 +71,10 @@ _PASSES = {"c": lambda prog, varying: CPlan(_key(prog), c_transposes(prog)),
 def optimise(prog, backends=("c", "numpy")):
     """Run every backend's passes on ``prog`` once; their decisions are
     stored in ``prog.plans``.  Returns ``prog``."""
+    plans = dict(prog.plans)      # a new dict: copies of a program share the old one
     for backend in backends:
-        prog.plans[backend] = _PASSES[backend](prog, frozenset())
+        plans[backend] = _PASSES[backend](prog, frozenset())
+    prog.plans = plans
     return prog
 
 
