@@ -166,6 +166,9 @@ def test_plan_for_replans_a_part_of_a_program():
     assert replanned is not prog.plans["numpy"] and replanned.ops == ("a", "p", "->", "p")
     assert replanned.pre["p"] == [Transpose(0, "W_T", "W")]
     assert plan_for(prog, "numpy", varying={"W"}) is not prog.plans["numpy"]
+    fixed = optimise(_loop_products(), ("numpy",), varying={"W"})
+    assert plan_for(fixed, "numpy", varying={"W"}) is fixed.plans["numpy"]
+    assert set(fixed.plans["numpy"].pre) == {"a", "r"}     # 2x: hoisted; W: not copied
     assert isinstance(plan_for(optimise(_loop_map()), "numpy").pre["y"][0], Hoisted)
 
 

@@ -68,12 +68,14 @@ _PASSES = {"c": lambda prog, varying: CPlan(_key(prog), c_transposes(prog)),
            "numpy": _numpy}
 
 
-def optimise(prog, backends=("c", "numpy")):
+def optimise(prog, backends=("c", "numpy"), varying=frozenset()):
     """Run every backend's passes on ``prog`` once; their decisions are
-    stored in ``prog.plans``.  Returns ``prog``."""
+    stored in ``prog.plans``.  Returns ``prog``.  ``varying``: names that
+    may not move before a loop (the NumPy passes; e.g. the tangents of
+    hessian_columns' part over many directions, which change per direction)."""
     plans = dict(prog.plans)      # a new dict: copies of a program share the old one
     for backend in backends:
-        plans[backend] = _PASSES[backend](prog, frozenset())
+        plans[backend] = _PASSES[backend](prog, frozenset(varying))
     prog.plans = plans
     return prog
 
