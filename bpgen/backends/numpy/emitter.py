@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-
 from ...derivation import Derived
 from ...ir import RESERVED
 from ...lower import Program
@@ -101,7 +100,6 @@ class NumpyEmitter(Emitter):
         self.buffers = dict(st.buffers)       # source of state reads -> its buffer's name
         self.placed = dict(st.placed)         # concat piece -> (concat output, first column)
         self.inplace = dict(st.inplace)       # map output -> the dead temporary it overwrites
-        self.viewed = set(st.viewed)
         self.flat = st.flat                   # the outputs' vector (None: no workspace)
         if self.flat:
             self._names.add(self.flat)
