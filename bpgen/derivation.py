@@ -277,7 +277,8 @@ def _grad_factors(spec: Spec, d: Derivation):
         p = d.params[key]
         for part in g.grad_parts.get(p, []):
             op = g.ops[g.producer[part]] if part in g.producer else None
-            if op is not None and op.prim == "matmul" and op.attrs["ta"] and not op.attrs["tb"]:
+            if (op is not None and op.primitive.product and op.attrs["ta"]
+                    and not op.attrs["tb"]):
                 u, v = op.args
                 if g.vars[u].role != "temp":
                     u = g.copy(u, base=f"{u}_factor")

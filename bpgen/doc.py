@@ -79,7 +79,7 @@ def matmul_flops(prog) -> dict:
     the op runs: one step inside a loop), times the loop's steps."""
     total: dict = {}
     for op in prog.ops:
-        if op.prim != "matmul":
+        if not op.primitive.product:
             continue
         a, b = op.args
 
@@ -239,9 +239,9 @@ def _loops(spec, prog, names) -> list:
     rows = []
     for lid, info in prog.loops.items():
         ops = [op for op in prog.ops if op.loop == lid]
-        states = [op for op in ops if op.prim == "prev"]
+        states = [op for op in ops if op.primitive.state_read]
         carried = ", ".join(f"${tex_label(names[op.out])}$" for op in states) or "none"
-        cuts = [op for op in ops if op.prim == "cut"]
+        cuts = [op for op in ops if op.primitive.truncates]
         cut = "no"
         if cuts:
             k, steps = cuts[0].attrs["every"], info["steps"]

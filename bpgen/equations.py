@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 
 from .ir import Op
-from .primitives import PRIMITIVES
 
 __all__ = ["op_equation", "op_rhs", "labels", "tex_label", "tex_names", "tex_text",
            "tex_roman", "tex_key",
@@ -35,7 +34,7 @@ def op_rhs(op: Op, names: dict, latex: bool = False) -> str:
         missing = [a for a in (op.out,) + tuple(op.args) if a not in names]
         if missing:
             names = {**{a: _tex_ident(a) for a in missing}, **names}
-    return PRIMITIVES[op.prim].equation(op, names, latex)
+    return op.primitive.equation(op, names, latex)
 
 
 def op_equation(op: Op, names: dict | None = None, latex: bool = False) -> str:
@@ -65,9 +64,9 @@ def labels(prog, graph_vars: dict | None = None) -> dict:
     for n, v in prog.vars.items():
         names.setdefault(n, _SUMMAND.sub(r"}^(\1)", v.label or n))
     for op in prog.ops:
-        if op.prim == "map" and names[op.out] == op.out and op.attrs["expr"] == 0:
+        if op.primitive.elementwise and names[op.out] == op.out and op.attrs["expr"] == 0:
             names[op.out] = "0"
-        if op.prim == "sum" and names[op.args[0]] == names[op.out]:
+        if op.primitive.reduces and names[op.args[0]] == names[op.out]:
             names[op.args[0]] += "(unsummed)"
     return names
 

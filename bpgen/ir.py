@@ -29,6 +29,7 @@ are computed after that loop over whole sequences, as one matrix product
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import keyword
 from dataclasses import dataclass, field
@@ -36,7 +37,6 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from .primitives import PRIMITIVES
-from .primitives.base import tangent_name
 from .shapes import broadcast_shape, dim_coeffs, seq_dim
 
 __all__ = ["Var", "Op", "Loop", "Graph", "NSYM", "grad", "tangents", "broadcast_shape", "dim_coeffs",
@@ -79,6 +79,11 @@ class Op:
     grad_of: str | None = None   # output of the forward op this backward op differentiates
     comment: str = ""            # what this op computes, for emitted code
     loop: int | None = None      # the loop this op runs in, if any
+
+    @property
+    def primitive(self):
+        """The primitive this op applies (what passes and printers ask)."""
+        return PRIMITIVES[self.prim]
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,22 @@ class Graph:
 
     def loop_end(self) -> None:
         self.loop = None
+
+    @contextlib.contextmanager
+    def deriving(self, key: str | None, loop=False):
+        """Ops added inside are part of the derivative of the forward op
+        whose output is ``key`` (their ``Op.grad_of``, for the ``Grad of``
+        comments); ``loop``, when given, is the loop they are added in."""
+        old = self._grad_of, self.loop
+        self._grad_of = key
+        if loop is not False:
+            self.loop = loop
+        try:
+            yield
+        finally:
+            self._grad_of = old[0]
+            if loop is not False:
+                self.loop = old[1]
 
     # ---- variables -----------------------------------------------------
     def unique(self, base: str) -> str:
@@ -254,22 +275,17 @@ def tangents(g: Graph, seeds: dict) -> dict:
     for op in old:
         g.producer[op.out] = len(g.ops)
         g.ops.append(op)
-        g.loop, g._grad_of = op.loop, op.grad_of
-        if op.prim == "prev":
-            base, label = tangent_name(g, op)
-            state = g.state(g.shape(op.out), base=base, label=label)
-            g.vars[state].differentiable = False
-            t[op.out] = state
-            if op.args:
-                waiting.setdefault(op.args[0], []).append(state)
-        else:
-            tv = PRIMITIVES[op.prim].jvp(g, op, t)
-            if tv is not None:
-                t[op.out] = tv
-        for state in waiting.pop(op.out, []):   # a state's source follows its read
-            g.bind_state(state, t.get(op.out))
+        with g.deriving(op.grad_of, loop=op.loop):
+            prim = op.primitive
+            if prim.state_read:          # loop-wise: see Prev.state_tangent
+                prim.state_tangent(g, op, t, waiting)
+            else:
+                tv = prim.jvp(g, op, t)
+                if tv is not None:
+                    t[op.out] = tv
+            for state in waiting.pop(op.out, []):   # a state's source follows its read
+                g.bind_state(state, t.get(op.out))
     assert not waiting, f"state reads of undefined variables: {sorted(waiting)}"
-    g.loop, g._grad_of = None, None
     return t
 
 
@@ -304,13 +320,12 @@ def grad(g: Graph, loss: str | None, wrt: list[str], truncate: int | None = None
             continue
         if op.out in cot and op.out not in stop and (
                 g.vars[op.out].differentiable or op.out == loss):
-            g._grad_of = op.out
-            gout = _total(g, op.out, cot.pop(op.out))
-            g.cotangents[op.out] = gout
-            for arg, ga in PRIMITIVES[op.prim].vjp(g, op, gout).items():
-                cot.setdefault(arg, []).append(ga)
+            with g.deriving(op.out):
+                gout = _total(g, op.out, cot.pop(op.out))
+                g.cotangents[op.out] = gout
+                for arg, ga in op.primitive.vjp(g, op, gout).items():
+                    cot.setdefault(arg, []).append(ga)
         idx -= 1
-    g._grad_of = None
     out = {}
     for w in wrt:
         if w in cot:
@@ -330,50 +345,37 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
     seq = info.seq
     g.loop_begin(info.steps, reverse=not info.reverse,
                  label=f"backward through {info.label or 'loop'}", backward=True)
-    carries = {}
+    carries = {}          # state read's index -> its carry (see Prev.open_carry)
     for i in indices:
         op = g.ops[i]
-        if op.prim == "prev" and g.vars[op.args[0]].differentiable:
-            # the state's cotangent arrives from the iteration before, i.e.
-            # from the next time step of the forward loop
-            g._grad_of = op.out
-            src = op.args[0]
-            carries[i] = g.state(g.shape(src), base="carry_" + src,
-                                 label="δ" + g.vars[src].label
-                                 + ("(from t-1)" if info["reverse"] else "(from t+1)"))
-            cot.setdefault(src, []).append(carries[i])
+        if op.primitive.state_read:
+            with g.deriving(op.out):
+                carry = op.primitive.open_carry(g, op, info, cot)
+            if carry is not None:
+                carries[i] = carry
     deferred = []
     for i in reversed(indices):
         op = g.ops[i]
-        g._grad_of = op.out
-        if op.prim == "prev":
-            if i not in carries:
+        with g.deriving(op.out):
+            if op.primitive.state_read:
+                if i in carries:
+                    op.primitive.close_carry(g, op, carries[i], cot, info, truncate, _total)
                 continue
-            d = None      # None: no gradient reaches the state, the carry is zero
-            parts = cot.pop(op.out, [])
-            if parts:
-                d = _total(g, op.out, parts)
-                if truncate:
-                    d = g.cut(d, truncate, info["reverse"], base="d_" + op.out + "_cut",
-                              label="cut(" + g.vars[d].label + ")")
-            g.bind_state(carries[i], d)
-            continue
-        if op.out not in cot or not g.vars[op.out].differentiable:
-            continue
-        gout = _total(g, op.out, cot.pop(op.out))
-        per_step = {a for a in op.args if g.vars[a].shape[0] == seq}
-        for arg, ga in PRIMITIVES[op.prim].vjp(g, op, gout, only=per_step).items():
-            cot.setdefault(arg, []).append(ga)
-        outer = [a for a in op.args if a not in per_step and g.vars[a].differentiable]
-        if outer:
-            deferred.append((i, op, gout, set(outer)))
+            if op.out not in cot or not g.vars[op.out].differentiable:
+                continue
+            gout = _total(g, op.out, cot.pop(op.out))
+            per_step = {a for a in op.args if g.vars[a].shape[0] == seq}
+            for arg, ga in op.primitive.vjp(g, op, gout, only=per_step).items():
+                cot.setdefault(arg, []).append(ga)
+            outer = [a for a in op.args if a not in per_step and g.vars[a].differentiable]
+            if outer:
+                deferred.append((i, op, gout, set(outer)))
     g.loop_end()
     # parameters: every step's contribution at once, over whole sequences
     for i, op, gout, outer in deferred:
-        g._grad_of = op.out
-        for arg, ga in PRIMITIVES[op.prim].vjp(g, op, gout, only=outer).items():
-            cot.setdefault(arg, []).append(ga)
-    g._grad_of = None
+        with g.deriving(op.out):
+            for arg, ga in op.primitive.vjp(g, op, gout, only=outer).items():
+                cot.setdefault(arg, []).append(ga)
 
 
 def _total(g: Graph, name: str, parts: list[str]) -> str:
@@ -381,19 +383,14 @@ def _total(g: Graph, name: str, parts: list[str]) -> str:
         return parts[0]
     shape = g.shape(name)
     ops = [g.ops[g.producer[p]] if p in g.producer else None for p in parts]
-    if all(o is not None and o.prim == "place_cols" and o.loop == g.loop for o in ops):
-        # column blocks of one matrix (e.g. LSTM gates): concatenate, no sums
-        spans = sorted((o.attrs["start"], o.attrs["stop"], o.args[0]) for o in ops)
-        if all(a[1] <= b[0] for a, b in zip(spans, spans[1:])):
-            pieces, pos = [], 0
-            for start, stop, src in spans:
-                if start > pos:
-                    pieces.append(g.map(sp.Integer(0), base="zeros", shape=(shape[0], start - pos)))
-                pieces.append(src)
-                pos = stop
-            if pos < shape[1]:
-                pieces.append(g.map(sp.Integer(0), base="zeros", shape=(shape[0], shape[1] - pos)))
-            return g.concat(pieces, base="d_" + name, label="δ" + g.vars[name].label)
+    if all(o is not None and o.prim == ops[0].prim and o.loop == g.loop for o in ops):
+        # parts a primitive can put together without a sum (column blocks
+        # of one matrix, e.g. LSTM gates: see PlaceCols.merge_parts)
+        merged = ops[0].primitive.merge_parts(g, name, ops)
+        if merged is not None:
+            return merged
+    # NOTE: the parts' labels are completed here (the graph's labels are
+    # changed after their ops were added); the equations read them later
     for i, p in enumerate(parts):      # the parts are summands of the total
         # the k-th summand of δV is δV^(k) (parts with labels of their own keep them)
         g.vars[p].label = (f"{g.vars[p].label}^({i + 1})"

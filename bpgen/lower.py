@@ -2,9 +2,11 @@
 
 A :class:`Program` is plain data: the ordered ops that compute the requested
 outputs from the inputs, after dead-code elimination, fusion of single-use
-elementwise maps into their consumer and merging of repeated ops, with the
-storage of every temporary laid out in one workspace (offsets linear in the
-batch size N).
+elementwise maps into their consumer and merging of repeated ops
+(:mod:`bpgen.passes.merge`), with the storage of every temporary laid out in
+one workspace (offsets linear in the batch size N).  The optimisation
+passes (:func:`bpgen.passes.optimise`) then run once on it, and each
+backend's decisions travel with the program (``Program.plans``).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .ir import Graph
+from .passes import merge_duplicates, optimise
 from .shapes import size_coeffs
 
 __all__ = ["Program", "lower", "size_coeffs"]
@@ -31,6 +34,8 @@ class Program:
     workspace_size: tuple  # (a, b): total = a*N + b elements
     loops: dict = dataclasses.field(default_factory=dict)   # loop id -> info
     step_vars: set = dataclasses.field(default_factory=set)  # loop vars kept one step at a time
+    #: backend -> its decisions (bpgen.passes: CPlan, NumpyPlan), set by optimise
+    plans: dict = dataclasses.field(default_factory=dict)
 
 
 def _uses(ops: list, outputs: list) -> dict:
@@ -71,11 +76,12 @@ def _fuse(ops: list, outputs: list, vars: dict, keep: frozenset = frozenset()) -
         uses = _uses(ops, outputs)
         producer = {op.out: i for i, op in enumerate(ops)}
         for ci, op in enumerate(ops):
-            if op.prim != "map":
+            if not op.primitive.elementwise:
                 continue
             for a in op.args:
                 pi = producer.get(a)
-                if pi is None or ops[pi].prim != "map" or a in outputs or a in keep:
+                if (pi is None or not ops[pi].primitive.elementwise or a in outputs
+                        or a in keep):
                     continue
                 p = ops[pi]
                 if p.loop != op.loop:
@@ -98,35 +104,6 @@ def _fuse(ops: list, outputs: list, vars: dict, keep: frozenset = frozenset()) -
     return ops
 
 
-def _merge_duplicates(ops: list, outputs: list) -> list:
-    """``ops`` with every op that repeats an earlier one (same primitive,
-    loop, arguments and attributes; not a state read, not an output)
-    removed and its uses renamed to the earlier op's output (after fusion,
-    e.g. the same factor of two backward maps)."""
-    kept, seen, rename = [], {}, {}
-    for op in ops:
-        if rename:
-            args = tuple(rename.get(a, a) for a in op.args)
-            attrs = op.attrs
-            if op.prim == "map":
-                expr = op.attrs["expr"].xreplace({sp.Symbol(a): sp.Symbol(b)
-                                                  for a, b in rename.items()})
-                attrs = {**op.attrs, "expr": expr}
-                args = tuple(sorted(set(args)))
-            if args != op.args or attrs is not op.attrs:
-                op = dataclasses.replace(op, args=args, attrs=attrs)
-        if op.prim != "prev" and op.out not in outputs:
-            key = (op.prim, op.loop, op.args,
-                   tuple(sorted((k, sp.srepr(v) if isinstance(v, sp.Basic) else repr(v))
-                                for k, v in op.attrs.items())))
-            if key in seen:
-                rename[op.out] = seen[key]
-                continue
-            seen[key] = op.out
-        kept.append(op)
-    return kept
-
-
 def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
           keep: frozenset = frozenset()) -> Program:
     """The program computing ``outputs`` from ``inputs`` (variable names).
@@ -137,7 +114,7 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
     inlined into their consumers."""
     ops = _dce([dataclasses.replace(op) for op in g.ops], outputs)
     ops = _fuse(ops, outputs, g.vars, frozenset(keep))
-    ops = _merge_duplicates(ops, outputs)
+    ops = merge_duplicates(ops, outputs)
     used = set(inputs) | set(outputs)
     for op in ops:
         used.add(op.out)
@@ -152,7 +129,7 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
     for op in ops:
         for a in op.args:
             v = g.vars[a]
-            if v.loop is not None and (op.loop != v.loop or op.prim == "prev"):
+            if v.loop is not None and (op.loop != v.loop or op.primitive.state_read):
                 seq_needed.add(a)
     step_vars = {op.out for op in ops
                  if op.loop is not None and op.out not in seq_needed}
@@ -170,7 +147,7 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
         # keep every slot 8-element aligned for vectorised loops
         a_tot += -(-a // 8) * 8 if a else 0
         b_tot += -(-b // 8) * 8 if b else 0
-    return Program(name, list(inputs), list(outputs), ops,
-                   {k: v for k, v in g.vars.items() if k in used},
-                   {op.out: op for op in g.ops}, ws,
-                   (a_tot, b_tot), dict(g.loops), step_vars)
+    return optimise(Program(name, list(inputs), list(outputs), ops,
+                            {k: v for k, v in g.vars.items() if k in used},
+                            {op.out: op for op in g.ops}, ws,
+                            (a_tot, b_tot), dict(g.loops), step_vars))

@@ -56,7 +56,7 @@ class _Walker(Emitter):
         generated code writes it (maps it does not store are inlined)."""
         lowered = next((o for o in self.prog.ops if o.out == key), None)
         op = lowered if lowered is not None else self.prog.forward_ops[key]
-        if op.prim == "map":
+        if op.primitive.elementwise:
             expr = self._inline(op.attrs["expr"])
             args = tuple(sorted(s.name for s in expr.free_symbols
                                 if s.name in self.prog.forward_ops or s.name in self.defined))

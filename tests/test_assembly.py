@@ -15,7 +15,7 @@ import pytest
 from bpgen.assembly import ASSEMBLY_OPS, Assembly, Tensor
 from bpgen.assembly import ops as o
 from bpgen.backends.c.build import BUILD
-from bpgen.backends.c.emitter import HELPERS, _HERE
+from bpgen.backends.c.emitter import HELPERS, _HERE, cname
 from bpgen.backends.common.emitter import runtime_source
 
 N = 3
@@ -205,12 +205,14 @@ class _Em:
         assert helper in HELPERS, helper
         self.used.add(helper)
 
+    name = staticmethod(cname)      # a variable's C name (under the prefix)
+
 
 def _c_function(name):
     asm, arrays, _, _ = _case(name)
     em = _Em()
     body = [line for op in asm.ops for line in op.c(asm, em)]
-    decls = [f"real *const {k} = (real *)t[{i}];" for i, k in enumerate(arrays)]
+    decls = [f"real *const {cname(k)} = (real *)t[{i}];" for i, k in enumerate(arrays)]
     fname = "case_" + name.replace("-", "_").replace("+", "_")
     return fname, em.used, (f"void {fname}(int64_t N, void **t)\n{{\n"
                             + "".join(f"    {d}\n" for d in decls)

@@ -29,6 +29,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from bpgen.backends.c.emitter import PREFIX
 from bpgen.check import rel_err, sample_point
 from bpgen.spec import load_spec
 
@@ -109,7 +110,9 @@ def _signatures(mod):
         names = [re.split(r"[\s*]+", arg.strip())[-1] for arg in m.group(2).split(",")]
         if names[-2:] == ["out", "ws"]:
             assert names[0] == "N", m.group(0)
-            sigs[m.group(1)] = names[1:-2]
+            # graph variables are printed under the C prefix (bpgen.backends.c.emitter)
+            assert all(n.startswith(PREFIX) for n in names[1:-2]), m.group(0)
+            sigs[m.group(1)] = [n[len(PREFIX):] for n in names[1:-2]]
     return sigs
 
 

@@ -38,4 +38,4 @@ class AppendOnes(AssemblyOp):
     def c(self, asm, em):
         em.use("hess_ones")
         p = asm.t(self.src).shape[1]
-        return [f"bpg_hess_ones(N, {p}, {self.src}, {self.out});"]
+        return [f"bpg_hess_ones(N, {p}, {em.name(self.src)}, {em.name(self.out)});"]

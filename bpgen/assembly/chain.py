@@ -40,7 +40,7 @@ class ChainStart(AssemblyOp):
     def c(self, asm, em):
         em.use("hess_chain_start")
         u = asm.t(self.d1).shape[1]
-        return [f"bpg_hess_chain_start(N, {u}, {self.d1}, {self.out});"]
+        return [f"bpg_hess_chain_start(N, {u}, {em.name(self.d1)}, {em.name(self.out)});"]
 
 
 @register
@@ -73,7 +73,9 @@ class ScaleColumns(AssemblyOp):
     def c(self, asm, em):
         em.use("hess_scale_columns")
         _, c, u = asm.t(self.out).shape
-        return [f"bpg_hess_scale_columns(N, {c}, {u}, {self.src}, {self.d1}, {self.out});"]
+        n = em.name
+        return [f"bpg_hess_scale_columns(N, {c}, {u}, {n(self.src)}, {n(self.d1)}, "
+                f"{n(self.out)});"]
 
 
 @register
@@ -110,4 +112,5 @@ class SharedProduct(AssemblyOp):
         em.use("gemm_nn")
         _, c, v = asm.t(self.out).shape
         u = asm.t(self.src).shape[2]
-        return [f"bpg_gemm_nn({c}*N, {v}, {u}, {self.src}, {self.w}, {self.out});"]
+        n = em.name
+        return [f"bpg_gemm_nn({c}*N, {v}, {u}, {n(self.src)}, {n(self.w)}, {n(self.out)});"]

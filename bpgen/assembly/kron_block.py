@@ -106,11 +106,12 @@ class KronBlock(AssemblyOp):
 
     def c(self, asm, em):
         pk1, ck, pl1, cl = self.sizes(asm)
-        at = f"{self.out} + {self.r0 * self.ld + self.c0}"
+        n = em.name
+        at = f"{n(self.out)} + {self.r0 * self.ld + self.c0}"
         if not self.j:
             em.use("hess_kron_sym")
-            return [f"bpg_hess_kron_sym(N, {pk1}, {ck}, {self.ak}, {self.m}, {at}, {self.ld}, "
-                    f"{self.wtmp}, {self.gtmp}, {self.pc});"]
+            return [f"bpg_hess_kron_sym(N, {pk1}, {ck}, {n(self.ak)}, {n(self.m)}, {at}, "
+                    f"{self.ld}, {n(self.wtmp)}, {n(self.gtmp)}, {self.pc});"]
         em.use("hess_kron")
-        return [f"bpg_hess_kron(N, {pk1}, {ck}, {pl1}, {cl}, {self.ak}, {self.al}, {self.m}, "
-                f"{self.j}, {self.delta}, {at}, {self.ld}, {self.tmp});"]
+        return [f"bpg_hess_kron(N, {pk1}, {ck}, {pl1}, {cl}, {n(self.ak)}, {n(self.al)}, "
+                f"{n(self.m)}, {n(self.j)}, {n(self.delta)}, {at}, {self.ld}, {n(self.tmp)});"]

@@ -53,4 +53,5 @@ class LossCurvature(AssemblyOp):
     def c(self, asm, em):
         em.use("hess_loss")
         k = asm.t(self.out).shape[1]
-        return [f"bpg_hess_loss(N, {k}, {self.src}, {int(self.softmax)}, {self.out});"]
+        return [f"bpg_hess_loss(N, {k}, {em.name(self.src)}, {int(self.softmax)}, "
+                f"{em.name(self.out)});"]

@@ -39,5 +39,5 @@ class SampleProduct(AssemblyOp):
         _, m, nc = asm.t(self.out).shape
         k = asm.t(self.a).shape[2]
         return ["for (int64_t n = 0; n < N; n++)",
-                f"    bpg_gemm_nn({m}, {nc}, {k}, {self.a} + n*{m * k}, {self.b} + n*{k * nc}, "
-                f"{self.out} + n*{m * nc});"]
+                f"    bpg_gemm_nn({m}, {nc}, {k}, {em.name(self.a)} + n*{m * k}, "
+                f"{em.name(self.b)} + n*{k * nc}, {em.name(self.out)} + n*{m * nc});"]

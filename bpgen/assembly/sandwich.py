@@ -76,13 +76,17 @@ class Sandwich(AssemblyOp):
         u = asm.t(self.out).shape[1]
         v = asm.t(self.nxt).shape[1]
         em.use("hess_scale")
+        n = em.name
+        scale = (f"bpg_hess_scale(N, {u}, {n(self.d1)}, {n(self.d2)}, {n(self.q)}, "
+                 f"{n(self.out)});")
         if not self.w:
-            return [f"memcpy({self.out}, {self.nxt}, sizeof(real)*(size_t)({u * u}*N));",
-                    f"bpg_hess_scale(N, {u}, {self.d1}, {self.d2}, {self.q}, {self.out});"]
+            return [f"memcpy({n(self.out)}, {n(self.nxt)}, sizeof(real)*(size_t)({u * u}*N));",
+                    scale]
         em.use("gemm_nt")
         em.use("hess_transpose")
         return ["/* T = Λ·Wᵀ, then W·Λ·Wᵀ = (per-sample Tᵀ)·Wᵀ: two products over all samples */",
-                f"bpg_gemm_nt({v}*N, {u}, {v}, {self.nxt}, {self.w}, {self.tmp});",
-                f"bpg_hess_transpose(N, {v}, {u}, {self.tmp}, {self.tmp} + {u * v}*N);",
-                f"bpg_gemm_nt({u}*N, {u}, {v}, {self.tmp} + {u * v}*N, {self.w}, {self.out});",
-                f"bpg_hess_scale(N, {u}, {self.d1}, {self.d2}, {self.q}, {self.out});"]
+                f"bpg_gemm_nt({v}*N, {u}, {v}, {n(self.nxt)}, {n(self.w)}, {n(self.tmp)});",
+                f"bpg_hess_transpose(N, {v}, {u}, {n(self.tmp)}, {n(self.tmp)} + {u * v}*N);",
+                f"bpg_gemm_nt({u}*N, {u}, {v}, {n(self.tmp)} + {u * v}*N, {n(self.w)}, "
+                f"{n(self.out)});",
+                scale]

@@ -45,8 +45,8 @@ class Mirror(AssemblyOp):
     def c(self, asm, em):
         em.use("hess_mirror")
         ld = asm.t(self.out).shape[1]
-        return [f"bpg_hess_mirror({self.nrows}, {self.ncols}, {self.out} + "
-                f"{self.r0 * ld + self.c0}, {self.out} + {self.c0 * ld + self.r0}, {ld});"]
+        return [f"bpg_hess_mirror({self.nrows}, {self.ncols}, {em.name(self.out)} + "
+                f"{self.r0 * ld + self.c0}, {em.name(self.out)} + {self.c0 * ld + self.r0}, {ld});"]
 
 
 @register
@@ -84,4 +84,4 @@ class AddL2(AssemblyOp):
     def c(self, asm, em):
         ld = asm.t(self.out).shape[1]
         return [f"for (int64_t i = {self.start}; i < {self.stop}; i++) "
-                f"{self.out}[i*{ld + 1}] += (real){self.l2!r};"]
+                f"{em.name(self.out)}[i*{ld + 1}] += (real){self.l2!r};"]

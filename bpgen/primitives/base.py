@@ -23,7 +23,8 @@ A primitive knows
   ``numpy`` returns the right-hand side of ``out = ...`` as a string, or the
   whole statement as a list of lines; ``c`` returns lines.  ``em`` is the
   backend's emitter: ``em.shape``, ``em.acc`` (NumPy) / ``em.ptr`` (C) give
-  where a variable lives at this point, ``em.use(helper)`` records a C
+  where a variable lives at this point (in C a variable's own name is
+  ``em.name(var)``: under a fixed prefix), ``em.use(helper)`` records a C
   runtime helper the printed code calls.
 
 Rules are written with :class:`bpgen.ir.Graph` operations, so a derivative
@@ -69,6 +70,32 @@ class Primitive:
     differentiable = True
     #: True: ``c`` is right on a batch of N·K rows (see ``c_batched``)
     batch_as_rows = False
+    # what the passes, walkers and printers ask of a primitive (instead of
+    # testing its name):
+    #: an elementwise map of its arguments (``attrs["expr"]``, SymPy)
+    elementwise = False
+    #: its NumPy result may be a view of an argument (never overwritten then)
+    is_view = False
+    #: a loop's state read: the previous iteration's value of its argument
+    state_read = False
+    #: a matrix product (``attrs["ta"]``/``attrs["tb"]``: transposed operands)
+    product = False
+    #: its result is its arguments side by side (pieces may be written in place)
+    places_pieces = False
+    #: a reduction (sum) whose terms may carry the result's own label
+    reduces = False
+    #: a truncation of a sequence's gradient every k steps (``attrs["every"]``)
+    truncates = False
+
+    def aliases(self, op) -> bool:
+        """Is ``op``'s result just another name of its argument?"""
+        return False
+
+    def merge_parts(self, g, name: str, ops: list):
+        """The total of the cotangent ``parts`` of ``name`` that ``ops`` (all
+        of this primitive, in the current loop) produced, built without a
+        sum (e.g. column blocks concatenated); None: sum them."""
+        return None
 
     def build(self, g, *args, **kwargs) -> str:
         raise NotImplementedError(f"{self.name}: build")

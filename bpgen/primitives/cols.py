@@ -8,6 +8,7 @@ from .base import Unary, cot_name, register, wanted
 @register
 class Cols(Unary):
     name = "cols"
+    is_view = True
     batch_as_rows = True
 
     def build(self, g, a: str, start: int, stop: int, base: str = "c",

@@ -10,6 +10,7 @@ from .base import Primitive, register, tangent_name, wanted
 @register
 class Concat(Primitive):
     name = "concat"
+    places_pieces = True
     batch_as_rows = True
 
     def build(self, g, parts: list, base: str = "cat", label: str = "") -> str:

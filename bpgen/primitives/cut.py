@@ -8,6 +8,8 @@ from .base import Unary, register
 @register
 class Cut(Unary):
     name = "cut"
+    is_view = True
+    truncates = True
     batch_as_rows = True
 
     def build(self, g, a: str, every: int, forward_reverse: bool, base: str = "cut",

@@ -90,6 +90,10 @@ def numpy_expr(expr, access: dict, out: str, into=None) -> list:
 @register
 class Map(Primitive):
     name = "map"
+    elementwise = True
+
+    def aliases(self, op) -> bool:
+        return op.attrs["expr"].is_Symbol
 
     def build(self, g, expr, base: str = "t", shape: tuple | None = None,
               label: str = "", comment: str = "") -> str:

@@ -10,6 +10,7 @@ from .base import Primitive, register, tangent_name, wanted
 @register
 class MatMul(Primitive):
     name = "matmul"
+    product = True
 
     def build(self, g, a: str, b: str, ta: bool = False, tb: bool = False,
               base: str = "mm", label: str = "", comment: str = "") -> str:

@@ -2,6 +2,8 @@
 (the adjoint of ``cols``)."""
 from __future__ import annotations
 
+import sympy as sp
+
 from ..shapes import dim_code
 from .base import Unary, cot_name, register, wanted
 
@@ -24,6 +26,23 @@ class PlaceCols(Unary):
         if not wanted(g, a, only):
             return {}
         return {a: g.cols(gout, op.attrs["start"], op.attrs["stop"], **cot_name(g, a))}
+
+    def merge_parts(self, g, name, ops):
+        """Column blocks of one matrix that do not overlap (e.g. the LSTM
+        gates' cotangents): their sources concatenated, zeros between."""
+        shape = g.shape(name)
+        spans = sorted((o.attrs["start"], o.attrs["stop"], o.args[0]) for o in ops)
+        if not all(a[1] <= b[0] for a, b in zip(spans, spans[1:])):
+            return None
+        pieces, pos = [], 0
+        for start, stop, src in spans:
+            if start > pos:
+                pieces.append(g.map(sp.Integer(0), base="zeros", shape=(shape[0], start - pos)))
+            pieces.append(src)
+            pos = stop
+        if pos < shape[1]:
+            pieces.append(g.map(sp.Integer(0), base="zeros", shape=(shape[0], shape[1] - pos)))
+        return g.concat(pieces, base="d_" + name, label="δ" + g.vars[name].label)
 
     def apply_to(self, g, op, a, base, label):
         return g.place_cols(a, op.attrs["start"], op.attrs["total"], base=base, label=label)

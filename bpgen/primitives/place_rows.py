@@ -40,8 +40,8 @@ class PlaceRows(Unary):
 
     def c(self, em, op, loop):
         (a,) = op.args
-        out = op.out
-        c = em.shape(out, loop)[1]
-        return [f"memset({out}, 0, {em.bytes(em.prog.vars[out].shape)});",
+        out = em.name(op.out)
+        c = em.shape(op.out, loop)[1]
+        return [f"memset({out}, 0, {em.bytes(em.prog.vars[op.out].shape)});",
                 f"memcpy({out} + {op.attrs['block']}*{c}*N, {em.ptr(a, loop)}, "
                 f"sizeof(real)*(size_t)({c}*N));"]

@@ -8,6 +8,7 @@ from .base import Unary, cot_name, register, wanted
 @register
 class Rows(Unary):
     name = "rows"
+    is_view = True
     batch_as_rows = True
 
     def build(self, g, a: str, block: int, base: str = "r", label: str = "") -> str:
@@ -38,5 +39,5 @@ class Rows(Unary):
     def c(self, em, op, loop):
         (a,) = op.args
         r, c = em.shape(op.out, loop)
-        return [f"memcpy({em.ptr(op.out, loop)}, {a} + {op.attrs['block']}*{c}*N, "
+        return [f"memcpy({em.ptr(op.out, loop)}, {em.name(a)} + {op.attrs['block']}*{c}*N, "
                 f"{em.bytes((r, c))});"]

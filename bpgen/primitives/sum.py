@@ -12,6 +12,7 @@ _C_HELPER = {0: "colsum", 1: "rowsum", None: "sumall"}
 @register
 class Sum(Unary):
     name = "sum"
+    reduces = True
 
     def build(self, g, a: str, axis, base: str = "s", label: str = "",
               comment: str = "") -> str:

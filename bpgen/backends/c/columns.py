@@ -11,7 +11,7 @@ from ...lower import Program
 from ...shapes import size_coeffs
 from ..common.emitter import Directions, offset_code
 from .emitter import (CEmitter, _first_fit, _shape_str, _stored_shape,
-                      _workspace_decls, c_size)
+                      _workspace_decls, c_size, cname)
 
 __all__ = ["columns_function"]
 
@@ -48,8 +48,8 @@ class _BatchedEmitter(Directions, CEmitter):
 
     def ptr(self, name, loop):
         if self.stepped(name, loop):
-            return f"({name} + t*{self.prog.vars[name].shape[1]}*{self.batch(name)})"
-        return name
+            return f"({cname(name)} + t*{self.prog.vars[name].shape[1]}*{self.batch(name)})"
+        return cname(name)
 
     def c_size(self, shape):
         if any(isinstance(d, str) and "K" in d for d in shape):
@@ -69,7 +69,7 @@ class _BatchedEmitter(Directions, CEmitter):
         (K·r, c): for a block of v copied once per chunk, else here."""
         r, c = (int(d) for d in self.lshape(name, loop))
         if name in self.vvars:
-            self.copies.setdefault(name, f"{name}_dirs")
+            self.copies.setdefault(name, f"{cname(name)}_dirs")
             return [], self.copies[name]
         self.use("cols_to_dirs")
         tmp = self.scratch(r, c)
@@ -140,7 +140,7 @@ def _batched_columns(derived: Derived, used: set, tables: dict) -> dict:
         shape = _stored_shape(prog, var)
         # per-sample ones at a*N, the fixed-size ones after them
         where = f"{a}*N" if size_coeffs(shape)[0] else f"{pa}*N + {b}*K"
-        inner.append(f"real *const {var} = wsd + {where};  /* {_shape_str(shape)} x K */")
+        inner.append(f"real *const {cname(var)} = wsd + {where};  /* {_shape_str(shape)} x K */")
     extra = pb
     inner.append(f"real *const bscratch = wsd + {pa}*N + {extra}*K;  /* K x {em.scratch_size} */")
     extra += em.scratch_size
@@ -152,31 +152,33 @@ def _batched_columns(derived: Derived, used: set, tables: dict) -> dict:
               "if (V) {"]
     off = 0
     for var, (r, c), size in zip(vvars, shapes, sizes):
-        inner.append(f"    bpg_dirs_to_cols(K, {r}, {c}, V + j0*{total} + {off}, {total}, {var});")
+        inner.append(f"    bpg_dirs_to_cols(K, {r}, {c}, V + j0*{total} + {off}, {total}, "
+                     f"{cname(var)});")
         off += size
     inner += ["} else {"]
     off = 0
     for var, (r, c), size in zip(vvars, shapes, sizes):
-        inner += [f"    memset({var}, 0, sizeof(real)*(size_t)({size}*K));",
+        inner += [f"    memset({cname(var)}, 0, sizeof(real)*(size_t)({size}*K));",
                   "    for (int64_t d = 0; d < K; d++) {",
                   f"        const int64_t i = first + j0 + d - {off};",
-                  f"        if (i >= 0 && i < {size}) {var}[(i/{c}*K + d)*{c} + i%{c}] = 1;",
+                  f"        if (i >= 0 && i < {size}) {cname(var)}[(i/{c}*K + d)*{c} + i%{c}] = 1;",
                   "    }"]
         off += size
     inner += ["}", "/* which blocks of v are nonzero in some direction (products with the "
               "others are skipped) */"]
     for var, size in zip(vvars, sizes):
-        inner.append(f"const int vnz_{var} = bpg_nonzero({size}*K, {var});")
+        inner.append(f"const int vnz_{var} = bpg_nonzero({size}*K, {cname(var)});")
     for var, copy in em.copies.items():
         r, c = prog.vars[var].shape
-        inner.append(f"bpg_cols_to_dirs(K, {r}, {c}, {var}, {copy}, {r * c});  "
+        inner.append(f"bpg_cols_to_dirs(K, {r}, {c}, {cname(var)}, {copy}, {r * c});  "
                      f"/* {var}'s directions one below the other */")
     for block in per_dir:
         inner += [""] + [f"/* {h} */" for h in block["head"]] + block["lines"]
     inner += ["", "/* rows j0 .. of the result: H·v for each direction */"]
     off = 0
     for var, (r, c), size in zip(outs, shapes, sizes):
-        inner.append(f"bpg_cols_to_dirs(K, {r}, {c}, {var}, out + j0*{total} + {off}, {total});")
+        inner.append(f"bpg_cols_to_dirs(K, {r}, {c}, {cname(var)}, out + j0*{total} + {off}, "
+                     f"{total});")
         off += size
     em.use("dirs_to_cols")
     em.use("cols_to_dirs")
@@ -187,7 +189,7 @@ def _batched_columns(derived: Derived, used: set, tables: dict) -> dict:
                       "for (int64_t j0 = 0; j0 < count; j0 += kc) {"]
             + [("    " + line) if line else "" for line in inner] + ["}"]}
     types = derived.element_types       # x's: the input kind's (default real)
-    sig = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {a}"
+    sig = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {cname(a)}"
                             for a in prog.inputs[:n_in]]
            + ["const real *restrict V", "real *restrict out", "real *restrict ws",
               "int64_t first", "int64_t count", "int64_t kc"])
@@ -236,7 +238,7 @@ def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
     decls.append(f"real *const vbuf = ws + {offset_code(wa, wb)};  /* ({total},): e_j */")
     off = 0
     for var, size in zip(vvars, sizes):
-        decls.append(f"const real *const {var} = vbuf + {off};  "
+        decls.append(f"const real *const {cname(var)} = vbuf + {off};  "
                      f"/* {_shape_str(prog.vars[var].shape)} */")
         off += size
     em = _ColumnsEmitter(prog, derived.spec.dtype, used, tables, set(vvars))
@@ -249,7 +251,7 @@ def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
     em.prog = prog
     lines, off = [], 0
     for var, size in zip(outs, sizes):
-        lines.append(f"real *const {var} = out + (j - first)*{total} + {off};")
+        lines.append(f"real *const {cname(var)} = out + (j - first)*{total} + {off};")
         off += size
     lines += ["/* the direction: row j - first of V, or e_j when V is NULL */",
               f"if (V) memcpy(vbuf, V + (j - first)*{total}, sizeof(real)*{total});",
@@ -271,7 +273,7 @@ def _columns_function(derived: Derived, used: set, tables: dict) -> dict:
                       "for (int64_t j = first; j < first + count; j++) {"]
             + [("    " + line) if line else "" for line in lines] + ["}"]}
     types = derived.element_types       # x's: the input kind's (default real)
-    sig = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {a}"
+    sig = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {cname(a)}"
                             for a in prog.inputs[:n_in]]
            + ["const real *restrict V", "real *restrict out", "real *restrict ws",
               "int64_t first", "int64_t count", "int64_t kc"])

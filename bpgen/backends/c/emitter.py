@@ -10,15 +10,26 @@ import math
 import os
 
 from ...derivation import Derived
-from ...ir import RESERVED, Var
+from ...ir import Var
 from ...lower import Program
+from ...passes import plan_for
 from ..common.context import module_context
 from ..common.emitter import (Emitter, c_size, common_runtime, environment,
                               offset_code, runtime_source)
 from . import build
 from .fastcall import CDEF as FASTCALL_CDEF, fastcall_source
 
-__all__ = ["CEmitter", "emit"]
+__all__ = ["CEmitter", "emit", "cname", "PREFIX"]
+
+#: every variable of the graph is printed under this prefix in C (comments
+#: keep the readable names), so that no layer or variable name can be a C
+#: keyword, a macro of the headers or a libc symbol
+PREFIX = "v_"
+
+
+def cname(var: str) -> str:
+    """The C name of graph variable ``var``."""
+    return PREFIX + var
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _env = environment(_HERE)
@@ -29,35 +40,12 @@ HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime")
                        if f.endswith(".c") and f not in ("prelude.c", "fastcall.c")))
 
 
-def _loop_transposes(prog: Program) -> dict:
-    """{B: (loop, name of Bᵀ)}: for every B that a product A·Bᵀ in a loop
-    takes, loop-invariant and of fixed size (a recurrent weight: the backward
-    step's δ·Whᵀ), one contiguous copy of Bᵀ, made before the first loop
-    that uses it, so that the product is A·(Bᵀ) at every step.  OpenBLAS then runs it in
-    column chunks on its small-matrix kernels (bpg_blas_chunk) rather than
-    packing Bᵀ at every step: measured on the Elman 64→256 gradient, 5%
-    faster (the 32 x 256 by 256 x 256 step product: 93 -> 76 µs)."""
-    names, out = set(prog.vars) | RESERVED, {}
-    for op in prog.ops:
-        if (op.prim != "matmul" or op.loop is None or not op.attrs["tb"] or op.attrs["ta"]
-                or op.args[1] in out):
-            continue
-        v = prog.vars[op.args[1]]
-        if v.loop is not None or not all(isinstance(d, int) for d in v.shape):
-            continue
-        name, k = f"{v.name}_T", 1
-        while name in names:
-            name, k = f"{v.name}_T{k}", k + 1
-        names.add(name)
-        out[v.name] = (op.loop, name)
-    return out
-
-
 class CEmitter(Emitter):
     def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None,
                  transposes: dict | None = None):
-        """``transposes``: {B: (loop, Bᵀ)} (see _loop_transposes), copies
-        the caller has room for in the workspace."""
+        """``transposes``: {B: (loop, Bᵀ)} (the C rule of
+        bpgen.passes.transposes, see ``CPlan``), copies the caller has room
+        for in the workspace."""
         self.transposes = transposes or {}
         if self.transposes:
             extra = {bt: Var(bt, tuple(reversed(prog.vars[b].shape)))
@@ -84,11 +72,13 @@ class CEmitter(Emitter):
             self.tables[key] = f"bpg_table_{len(self.tables)}"
         return self.tables[key]
 
+    name = staticmethod(cname)
+
     def ptr(self, name: str, loop) -> str:
         """Where ``name`` (one step of it, in a loop) starts."""
         if self.stepped(name, loop):
-            return f"({name} + t*{self.prog.vars[name].shape[1]}*N)"
-        return name
+            return f"({cname(name)} + t*{self.prog.vars[name].shape[1]}*N)"
+        return cname(name)
 
     c_size = staticmethod(c_size)
 
@@ -97,7 +87,7 @@ class CEmitter(Emitter):
 
     def statement(self, op, prim, loop) -> list:
         head = self.comment(f"{op.out} = {prim.equation(op, {})}")
-        if (loop is None or op.prim != "matmul" or not op.attrs["tb"] or op.attrs["ta"]
+        if (loop is None or not op.primitive.product or not op.attrs["tb"] or op.attrs["ta"]
                 or op.args[1] not in self.transposes):
             return [head] + prim.c(self, op, loop)
         bt = self.transposes[op.args[1]][1]
@@ -115,7 +105,7 @@ class CEmitter(Emitter):
                 lines += [self.comment(f"{bt} = {b}ᵀ, once for every step"),
                           f"for (int64_t i = 0; i < {r}; i++)",
                           f"    for (int64_t j = 0; j < {c}; j++) "
-                          f"{bt}[j*{r} + i] = {b}[i*{c} + j];"]
+                          f"{cname(bt)}[j*{r} + i] = {cname(b)}[i*{c} + j];"]
         lines += [f"for (int64_t it = 0; it < {steps}; it++) {{",
                   f"    const int64_t t = {steps - 1} - it;" if info["reverse"]
                   else "    const int64_t t = it;",
@@ -141,7 +131,7 @@ def _stored_shape(prog: Program, var: str) -> tuple:
 def _workspace_decls(prog: Program, skip=frozenset()) -> list:
     """A pointer into the workspace for each temporary of ``prog`` (those
     in ``skip`` live elsewhere)."""
-    return [f"real *const {var} = ws + {offset_code(a, b)};  "
+    return [f"real *const {cname(var)} = ws + {offset_code(a, b)};  "
             f"/* {_shape_str(_stored_shape(prog, var))} */"
             for var, (a, b) in prog.workspace.items() if var not in skip]
 
@@ -181,17 +171,17 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
     prog = derived.programs[name]
     decls = _workspace_decls(prog)
     for var, (oa, ob, _, _, _) in zip(prog.outputs, derived.layout(name)):
-        decls.append(f"real *const {var} = out + {offset_code(oa, ob)};  "
+        decls.append(f"real *const {cname(var)} = out + {offset_code(oa, ob)};  "
                      f"/* {_shape_str(prog.vars[var].shape)} */")
     # the loops' transposed weights after the program's own workspace
-    transposes = _loop_transposes(prog)
+    transposes = plan_for(prog, "c").transposes
     wa, wb = prog.workspace_size
     for b, (_, bt) in transposes.items():
         r, c = prog.vars[b].shape
-        decls.append(f"real *const {bt} = ws + {offset_code(wa, wb)};  /* ({c}, {r}) */")
+        decls.append(f"real *const {cname(bt)} = ws + {offset_code(wa, wb)};  /* ({c}, {r}) */")
         wb += r * c
     types = derived.element_types       # x's: the input kind's (default real)
-    params = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {a}"
+    params = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {cname(a)}"
                                for a in prog.inputs]
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (wa, wb),
@@ -227,27 +217,27 @@ def _assembly_function(derived: Derived, name: str, used: set, tables: dict) -> 
     curv = derived.programs["curvature"]
     decls, ca, cb = [], 0, 0
     for var, (oa, ob, a, b, _) in zip(curv.outputs, derived.layout("curvature")):
-        decls.append(f"real *const {var} = ws + {offset_code(oa, ob)};  "
+        decls.append(f"real *const {cname(var)} = ws + {offset_code(oa, ob)};  "
                      f"/* {_shape_str(curv.vars[var].shape)} */")
         ca, cb = oa + a, ob + b
     offsets, per_sample, fixed, n_fixed = _allocate(asm)
     wa, wb = curv.workspace_size
     for var, off in offsets.items():
-        decls.append(f"real *const {var} = ws + {offset_code(ca + off, cb)};  "
+        decls.append(f"real *const {cname(var)} = ws + {offset_code(ca + off, cb)};  "
                      f"/* {_shape_str(asm.t(var).shape)} */")
     for var, off in fixed.items():      # after the per-sample part and the curvature's
-        decls.append(f"real *const {var} = ws + "
+        decls.append(f"real *const {cname(var)} = ws + "
                      f"{offset_code(ca + max(wa, per_sample), cb + wb + off)};  "
                      f"/* {_shape_str(asm.t(var).shape)} */")
     for (var, rows, cols), (_, ob, _, _, _) in zip(asm.outputs, derived.layout(name)):
-        decls.append(f"real *const {var} = out + {ob};  /* ({rows}, {cols}) */")
+        decls.append(f"real *const {cname(var)} = out + {ob};  /* ({rows}, {cols}) */")
     em = CEmitter(curv, derived.spec.dtype, used, tables)
     blocks = [{"head": ["the per-sample quantities: the derived curvature program"],
-               "lines": [f"bpg_curvature(N, {', '.join(asm.inputs)}, ws, "
+               "lines": [f"bpg_curvature(N, {', '.join(map(cname, asm.inputs))}, ws, "
                          f"ws + {offset_code(ca, cb)});"]}]
     blocks += [{"head": [op.equation(asm)[0]], "lines": op.c(asm, em)} for op in asm.ops]
     types = derived.element_types       # x's: the input kind's (default real)
-    params = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {a}"
+    params = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {cname(a)}"
                                for a in asm.inputs]
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (ca + max(wa, per_sample), cb + wb + n_fixed),

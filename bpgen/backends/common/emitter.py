@@ -13,7 +13,6 @@ import jinja2
 
 from ...ir import Op
 from ...lower import Program
-from ...primitives import PRIMITIVES
 from ...shapes import size_coeffs
 
 __all__ = ["Emitter", "Directions", "environment", "runtime_source", "common_runtime",
@@ -88,7 +87,7 @@ class Emitter:
         lines = []
         if op.comment and op.grad_of is None:
             lines.append(self.comment(op.comment))
-        return lines + self.statement(op, PRIMITIVES[op.prim], loop)
+        return lines + self.statement(op, op.primitive, loop)
 
     # ---- the "Grad of" heads ------------------------------------------------
     def grad_of(self, key: str) -> str:
@@ -98,12 +97,12 @@ class Emitter:
         fop = self.prog.forward_ops[key]
         lowered = next((o for o in self.prog.ops if o.out == key), None)
         op = lowered if lowered is not None else fop
-        if op.prim == "map":
+        if op.primitive.elementwise:
             expr = self._inline(op.attrs["expr"])
             args = tuple(sorted(s.name for s in expr.free_symbols
                                 if s.name in self.prog.forward_ops or s.name in self.defined))
             op = Op("map", op.out, args, {"expr": expr})
-        text = f"Grad of: {op.out} = {PRIMITIVES[op.prim].equation(op, {})}"
+        text = f"Grad of: {op.out} = {op.primitive.equation(op, {})}"
         missing = [n for n in (op.out,) + tuple(op.args) if n not in self.defined]
         if missing:
             text += f"  (not stored in this function: {', '.join(dict.fromkeys(missing))})"
@@ -115,7 +114,7 @@ class Emitter:
             repl = {}
             for s in expr.free_symbols:
                 src = self.prog.forward_ops.get(s.name)
-                if s.name not in self.defined and src is not None and src.prim == "map":
+                if s.name not in self.defined and src is not None and src.primitive.elementwise:
                     repl[s] = src.attrs["expr"]
             if not repl:
                 return expr

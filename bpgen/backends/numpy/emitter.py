@@ -2,38 +2,21 @@
 NumPy arrays, and the module around them from ``templates/`` and the
 runtime files (copied verbatim).
 
-Before printing, the emitter decides where results go, so that the printed
-code allocates little and calls few ufuncs (the C backend's program is not
-changed by any of this):
-
-* the outputs are views of one vector allocated at each call, which the
-  API returns without a copy (``_run_flat``); every other array the
-  function fills is a temporary in the calling thread's workspace, the
-  same arrays at every call (``_workspace``), so results stay fresh while
-  temporaries cost no allocation;
-* an op whose result is stored for every step of a loop writes into that
-  step's rows (``out=``) instead of allocating a temporary and copying it;
-* a map used only by a concatenation writes into its columns of the result;
-* a map whose argument is a temporary of the same shape that is not used
-  again writes into it (in place);
-* a recurrent state read (``prev``) is a view, one step back, of its source,
-  stored after (or before, in a reverse loop) a block of zero rows: no copy;
-* inside a loop, a transposed loop-invariant matrix operand is copied once,
-  contiguous, before the loop (BLAS is faster on it than on a transpose
-  with few rows), and the factors of an elementwise expression that do not
-  change from step to step are computed before the loop, for all steps at
-  once.
+Where results go (views, pieces written in place, in-place maps, the
+outputs' vector, the workspace), the contiguous copies of transposed
+loop-invariant operands and the loop-invariant factors computed before a
+loop are decided by the optimisation passes (:mod:`bpgen.passes`: a
+:class:`~bpgen.passes.NumpyPlan` on the program); this emitter prints them.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 
-import sympy as sp
-
 from ...derivation import Derived
-from ...ir import RESERVED, Var
+from ...ir import RESERVED
 from ...lower import Program
+from ...passes import Hoisted, plan_for
 from ...primitives.map import assignable, numpy_expr
 from ...printers import EquationPrinter
 from ...shapes import broadcast_shape
@@ -51,21 +34,17 @@ _env = environment(_HERE)
 
 _PRINTER = NumpyPrinter()
 
-#: primitives whose NumPy result may be a view of their argument
-_VIEWS = {"cols", "rows", "cut", "prev"}
-
 
 class NumpyEmitter(Emitter):
     def __init__(self, prog: Program, dtype: str):
-        # our own copy of the variables: the emitter adds a few (hoisted values)
-        prog = dataclasses.replace(prog, vars=dict(prog.vars))
+        # the decisions of the passes (bpgen.passes.NumpyPlan); ``hoistable``
+        # says which names they must leave in their loop
+        varying = {n for n in prog.vars if not self.hoistable(n)}
+        self.plan = plan_for(prog, "numpy", varying)
+        # our own copy of the variables, with the copies and hoisted values
+        prog = dataclasses.replace(prog, vars={**prog.vars, **self.plan.new_vars})
         super().__init__(prog, dtype)
         self.loop_pre: dict = {}      # loop id -> lines before that loop
-        self.views: dict = {}         # state read -> its source (a view one step back)
-        self.buffers: dict = {}       # source of state reads -> its buffer's name
-        self.placed: dict = {}        # concat piece -> (concat output, first column)
-        self.inplace: dict = {}       # map output -> the dead temporary it overwrites
-        self.transposed: dict = {}    # (loop, var) -> its contiguous transpose
         self._names = set(prog.vars) | RESERVED
         self._allocated: set = set()
         self.ws: dict = {}            # temporary -> its shape, in this thread's workspace
@@ -114,77 +93,21 @@ class NumpyEmitter(Emitter):
         """The batch size of ``name``'s rows in this code."""
         return "N"
 
-    # ---- the plan: where each result goes ---------------------------------------
+    # ---- the plan: where each result goes (decided by bpgen.passes.storage) ----
     def _plan(self) -> None:
-        prog, ops = self.prog, self.prog.ops
-        self.producer = {op.out: i for i, op in enumerate(ops)}
-        self.last_use, uses = {}, {}
-        for i, op in enumerate(ops):
-            for a in op.args:
-                self.last_use[a] = i
-                uses[a] = uses.get(a, 0) + 1
-        for o in prog.outputs:
-            uses[o] = uses.get(o, 0) + 1
-        # arguments that another variable may be a view of (blocks of rows or
-        # columns, an alias): never overwritten in place
-        self.viewed = {a for op in ops if op.prim in _VIEWS or (
-            op.prim == "map" and op.attrs["expr"].is_Symbol) for a in op.args}
-        for i, op in enumerate(ops):
-            # state reads: views of their source, stored after a block of zeros
-            if (op.prim == "prev" and op.args and op.args[0] not in prog.step_vars
-                    and op.args[0] not in prog.inputs):
-                self.views[op.out] = op.args[0]
-                self.buffers.setdefault(op.args[0], None)
-            # concatenations: their pieces written in place
-            if op.prim == "concat" and op.out not in self.views:
-                pos = 0
-                for a in op.args:
-                    p = ops[self.producer[a]] if a in self.producer else None
-                    if (p is not None and p.prim == "map" and p.loop == op.loop
-                            and uses.get(a) == 1 and self._full(p, p.loop)
-                            and not p.attrs["expr"].is_Symbol):
-                        self.placed[a] = (op.out, pos)
-                    pos += self.shape(a, op.loop)[1]
-        # the outputs, written where the caller finds them: one after the
-        # other in one vector (see _run_flat), unless one cannot be
-        outs = prog.outputs
-        self.flat = None
-        if (outs and len(set(outs)) == len(outs) and all(
-                o in self.producer and o not in self.buffers and o not in self.views
-                for o in outs)):
-            self.flat = self.fresh("flat")
-        for i, op in enumerate(ops):
-            if op.prim != "map" or op.out in self.placed or op.out in prog.outputs:
-                continue
-            if self.stepped(op.out, op.loop) or not self._full(op, op.loop):
-                continue
-            for a in op.args:
-                if self._dead_temp(a, i, op):
-                    self.inplace[op.out] = a
-                    break
+        st = self.plan.storage
+        self.views = dict(st.views)           # state read -> its source (one step back)
+        self.buffers = dict(st.buffers)       # source of state reads -> its buffer's name
+        self.placed = dict(st.placed)         # concat piece -> (concat output, first column)
+        self.inplace = dict(st.inplace)       # map output -> the dead temporary it overwrites
+        self.flat = st.flat                   # the outputs' vector (None: no workspace)
+        if self.flat:
+            self._names.add(self.flat)
 
     def _full(self, op, loop) -> bool:
         """A map whose arguments broadcast to its whole output."""
         shapes = [self.shape(a, loop) for a in op.args]
         return bool(shapes) and broadcast_shape(shapes) == self.shape(op.out, loop)
-
-    def _dead_temp(self, a: str, i: int, op) -> bool:
-        """Is ``a`` an array of this function's own, of ``op``'s shape, that
-        no op after the i-th reads (so ``op`` may overwrite it)?"""
-        prog = self.prog
-        p = prog.ops[self.producer[a]] if a in self.producer else None
-        if (p is None or a in prog.outputs or self.last_use.get(a) != i
-                or a in self.views or a in self.buffers or a in self.placed
-                or a in self.viewed):
-            return False
-        if p.prim == "map":
-            if p.attrs["expr"].is_Symbol:         # an alias of its argument
-                return False
-        elif p.prim != "matmul":
-            return False
-        if p.loop != op.loop or (op.loop is not None and a not in prog.step_vars):
-            return False
-        return self.shape(a, op.loop) == self.shape(op.out, op.loop)
 
     def into(self, op, loop):
         """Where ``op`` writes its result: ``(destination, bind)``, bind
@@ -201,10 +124,8 @@ class NumpyEmitter(Emitter):
             return op.out, False
         # a temporary of the function, or of one step of a loop (dead when
         # the step ends: one array serves every step), in the workspace
-        if ((loop is None or op.out in self.prog.step_vars) and op.prim in ("matmul", "map")
-                and op.out not in self.prog.outputs
-                and (op.prim == "matmul" or (self._full(op, loop) and _PRINTER.can_into(
-                    numeric(op.attrs["expr"])))) and self.slot(op.out, self.shape(op.out, loop))):
+        if (op.out in self.plan.storage.workspace
+                and self.slot(op.out, self.shape(op.out, loop))):
             return op.out, False
         return None
 
@@ -236,14 +157,13 @@ class NumpyEmitter(Emitter):
                 else:           # one step's worth, reused by every step
                     self.loop_pre.setdefault(loop, []).append(line)
                 self._allocated.add(cat)
-        if op.prim == "prev" and op.out in self.views:
+        if op.out in self.views:
             src = self.views[op.out]
             return [self.comment(eq),
                     f"# (a view of {src}, one step back: no copy)"]
-        if op.prim == "matmul" and loop is not None:
-            op = self._hoist_transposes(op, loop)
-        if op.prim == "map" and loop is not None:
-            op = self._hoist_invariants(op, loop)
+        for item in self.plan.pre.get(op.out, ()):     # made before the loop
+            self.loop_pre.setdefault(item.loop, []).extend(self.pre_loop(item))
+        op = self.plan.printed.get(op.out, op)
         code = prim.numpy(self, op, loop)
         if isinstance(code, list):          # the primitive wrote whole lines
             return lines + [self.comment(eq)] + code
@@ -253,93 +173,27 @@ class NumpyEmitter(Emitter):
             lines.append(self.comment(eq))
         return lines + [code]
 
-    def _hoist_transposes(self, op, loop):
-        """A transposed operand that does not change in the loop: its
-        contiguous transpose, made once before the loop."""
-        args, attrs = list(op.args), dict(op.attrs)
-        for k, flag in ((0, "ta"), (1, "tb")):
-            a = args[k]
-            if not attrs[flag] or self._in_loop(a, loop):
-                continue
-            key = (loop, a)
-            if key not in self.transposed:
-                name = self.fresh(a + "_T")
-                r, c = self.prog.vars[a].shape
-                self.prog.vars[name] = Var(name, (c, r))
-                self.loop_pre.setdefault(loop, []).append(
-                    f"{name} = numpy.ascontiguousarray({a}.T)  # {a}ᵀ, contiguous")
-                self.transposed[key] = name
-            args[k], attrs[flag] = self.transposed[key], False
-        return dataclasses.replace(op, args=tuple(args), attrs=attrs)
+    def pre_loop(self, item) -> list:
+        """The lines computing a value before its loop: a contiguous copy of
+        a transposed operand, or a hoisted factor (bpgen.passes)."""
+        if not isinstance(item, Hoisted):
+            return [f"{item.name} = numpy.ascontiguousarray({item.source}.T)  "
+                    f"# {item.source}ᵀ, contiguous"]
+        into = ((item.name, False) if _PRINTER.can_into(numeric(item.expr))
+                and self.slot(item.name, item.shape) else None)
+        return ([self.comment(f"{EquationPrinter({}).doprint(item.expr)}: every step at once")]
+                + numpy_expr(item.expr, {n: n for n in item.args}, item.name, into))
 
     def hoistable(self, name: str) -> bool:
-        """May a value computed from ``name`` move before a loop?"""
+        """May a value computed from ``name`` move before a loop?  (What the
+        passes are told: see bpgen.passes.plan_for's ``varying``.)"""
         return True
 
     def _in_loop(self, a: str, loop) -> bool:
         """Does ``a`` change from step to step of ``loop``?"""
         v = self.prog.vars[a]
-        return v.loop == loop or v.shape[0] == self.prog.loops[loop]["seq"]
-
-    def _hoist_invariants(self, op, loop):
-        """The map with its step-invariant parts (functions of values
-        computed before the loop) computed before the loop, for all steps
-        at once."""
-        expr = op.attrs["expr"]
-        defined = {o.out for o in self.prog.ops if o.loop == loop}
-
-        def before(e) -> bool:     # computable before the loop, from arrays
-            names = [s.name for s in e.free_symbols if s.name in self.prog.vars]
-            return bool(names) and not any(n in defined or not self.hoistable(n)
-                                           for n in names)
-
-        def worth(e) -> bool:      # an operation, not a bare value
-            return not (e.is_Symbol or e.is_Number)
-
-        def split(e):
-            if before(e) and worth(e):
-                return self._hoisted_value(e, loop)
-            if e.is_Add or e.is_Mul:
-                inv = [a for a in e.args if before(a)]
-                rest = [split(a) for a in e.args if not before(a)]
-                if len(inv) >= 2 or (len(inv) == 1 and worth(inv[0])):
-                    inv = [self._hoisted_value(e.func(*inv), loop)]
-                return e.func(*inv, *rest)
-            if e.is_Pow:
-                return e.func(split(e.base), e.exp)
-            if isinstance(e, sp.Function) and not isinstance(e, sp.Piecewise):
-                return e.func(*[split(a) for a in e.args])
-            return e
-
-        new = split(expr)
-        if new == expr:
-            return op
-        args = tuple(sorted(s.name for s in new.free_symbols if s.name in self.prog.vars))
-        return dataclasses.replace(op, args=args, attrs={**op.attrs, "expr": new})
-
-    def _hoisted_value(self, e, loop) -> sp.Symbol:
-        """A variable holding ``e`` (computed before ``loop``)."""
-        memo = self.__dict__.setdefault("_hoisted", {})
-        key = (loop, sp.srepr(e))
-        if key not in memo:
-            # function calls on their own first: computed once if shared
-            calls = sorted((f for f in e.atoms(sp.Function) if f != e
-                            and not isinstance(f, sp.Piecewise)),
-                           key=lambda f: len(sp.srepr(f)))
-            for f in calls:
-                if f in e.atoms(sp.Function):
-                    e = e.xreplace({f: self._hoisted_value(f, loop)})
-            names = sorted(s.name for s in e.free_symbols if s.name in self.prog.vars)
-            shape = broadcast_shape([self.prog.vars[n].shape for n in names])
-            name = self.fresh("fac")
-            self.prog.vars[name] = Var(name, shape)
-            into = ((name, False) if _PRINTER.can_into(numeric(e)) and self.slot(name, shape)
-                    else None)
-            self.loop_pre.setdefault(loop, []).extend(
-                [self.comment(f"{EquationPrinter({}).doprint(e)}: every step at once")]
-                + numpy_expr(e, {n: n for n in names}, name, into))
-            memo[key] = sp.Symbol(name)
-        return memo[key]
+        return (not self.hoistable(a) or v.loop == loop
+                or v.shape[0] == self.prog.loops[loop]["seq"])
 
     def loop(self, info, defined, body) -> list:
         steps = info["steps"]
@@ -348,14 +202,16 @@ class NumpyEmitter(Emitter):
             if (name not in self.prog.step_vars and name not in self.prog.outputs
                     and name not in self.views):
                 lines += self._storage(name, info)
-        lines += self.loop_pre.get(self.prog.vars[defined[0]].loop, [])
-        if any("it ==" in line for line in body):      # a state read that copies
+        here = self.prog.vars[defined[0]].loop
+        lines += self.loop_pre.get(here, [])
+        copies = here in self.plan.storage.copy_loops     # a state read that copies
+        if copies:
             lines += [f"for it in range({steps}):",
                       f"    t = {steps - 1} - it" if info["reverse"] else "    t = it"]
         else:
             lines.append(f"for t in range({steps - 1}, -1, -1):" if info["reverse"]
                          else f"for t in range({steps}):")
-        if any("q0" in line for line in body):    # a state read that copies
+        if copies:
             lines += ["    r0, r1 = t*N, t*N + N  # rows of step t",
                       "    q0, q1 = " + ("r1, r1 + N" if info["reverse"] else "r0 - N, r0")
                       + "  # rows of the previous iteration's step"]

@@ -1,0 +1,91 @@
+"""The optimisation stage: passes over a lowered program, run once, before
+emission, by :func:`optimise` (called by :func:`bpgen.lower.lower`).
+
+One pass a file, each a function from a program to plain data:
+
+* :mod:`.merge`: repeated ops merged (backend-independent; lowering runs it
+  on the op list, before the workspace is laid out);
+* :mod:`.transposes`: which transposed loop-invariant product operands get
+  a contiguous copy, made before which loop (a C and a NumPy rule);
+* :mod:`.invariants`: the loop-invariant factors of maps, hoisted before
+  their loop (NumPy);
+* :mod:`.storage`: where every NumPy result goes (views, pieces written in
+  place, in-place maps, the outputs' vector, the workspace, the loop header).
+
+:func:`optimise` stores each backend's decisions on the program
+(``Program.plans[backend]``, a :class:`CPlan` or :class:`NumpyPlan`); the
+emitters read them (:func:`plan_for`) and only print.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .invariants import Hoisted, hoist_invariants
+from .merge import merge_duplicates
+from .storage import Storage, plan_storage
+from .transposes import Fresh, Transpose, c_transposes, numpy_transposes
+
+__all__ = ["CPlan", "NumpyPlan", "optimise", "plan_for", "merge_duplicates", "Hoisted",
+           "Transpose", "Storage"]
+
+
+@dataclasses.dataclass
+class CPlan:
+    """The C backend's decisions for one program."""
+    ops: tuple          # the outputs of the ops planned for (a plan fits one op list)
+    transposes: dict    # {B: (loop, name of Bᵀ)}: copies made before that loop
+
+
+@dataclasses.dataclass
+class NumpyPlan:
+    """The NumPy backend's decisions for one program."""
+    ops: tuple          # the outputs of the ops planned for
+    varying: frozenset  # names that may not move before a loop (planned with)
+    printed: dict       # op out -> the op as printed (reading copies and hoisted values)
+    pre: dict           # op out -> [Transpose | Hoisted] made before its loop, in order
+    new_vars: dict      # name -> Var of every copy and hoisted value
+    storage: Storage
+
+
+def _key(prog) -> tuple:
+    return tuple(op.out for op in prog.ops) + ("->",) + tuple(prog.outputs)
+
+
+def _numpy(prog, varying=frozenset()) -> NumpyPlan:
+    fresh = Fresh(prog.vars)
+    printed, pre, new_vars = numpy_transposes(prog, fresh, varying)
+    hoisted, pre_h, vars_h = hoist_invariants(prog, fresh, varying)
+    printed.update(hoisted)
+    new_vars.update(vars_h)
+    for out, items in pre_h.items():       # an op is a product or a map, not both
+        pre.setdefault(out, []).extend(items)
+    seen = dataclasses.replace(prog, vars={**prog.vars, **new_vars})
+    storage = plan_storage(seen, fresh, printed)
+    return NumpyPlan(_key(prog), frozenset(varying), printed, pre, new_vars, storage)
+
+
+_PASSES = {"c": lambda prog, varying: CPlan(_key(prog), c_transposes(prog)),
+           "numpy": _numpy}
+
+
+def optimise(prog, backends=("c", "numpy"), varying=frozenset()):
+    """Run every backend's passes on ``prog`` once; their decisions are
+    stored in ``prog.plans``.  Returns ``prog``.  ``varying``: names that
+    may not move before a loop (the NumPy passes; e.g. the tangents of
+    hessian_columns' part over many directions, which change per direction)."""
+    plans = dict(prog.plans)      # a new dict: copies of a program share the old one
+    for backend in backends:
+        plans[backend] = _PASSES[backend](prog, frozenset(varying))
+    prog.plans = plans
+    return prog
+
+
+def plan_for(prog, backend: str, varying=frozenset()):
+    """``prog``'s decisions for ``backend``: those :func:`optimise` stored,
+    or, for a program made after lowering (a part of one, the hessian_columns
+    driver's; a hand-built one), planned now."""
+    plan = prog.plans.get(backend)
+    if plan is not None and plan.ops == _key(prog) and (
+            backend != "numpy" or plan.varying == frozenset(varying)):
+        return plan
+    return _PASSES[backend](prog, frozenset(varying))

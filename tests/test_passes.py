@@ -1,0 +1,203 @@
+"""The optimisation passes (bpgen.passes), each on a small hand-built
+program, and what the emitters make of their decisions; the C backend's
+variable prefix (a layer named like a C keyword, macro or libc symbol
+builds and runs)."""
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import bpgen
+from bpgen.backends.c.emitter import PREFIX, CEmitter
+from bpgen.backends.numpy.emitter import NumpyEmitter
+from bpgen.ir import Op, Var
+from bpgen.lower import Program
+from bpgen.passes import (Hoisted, Transpose, merge_duplicates, optimise, plan_for)
+from bpgen.passes.invariants import hoist_invariants
+from bpgen.passes.storage import plan_storage
+from bpgen.passes.transposes import Fresh, c_transposes, numpy_transposes
+
+S = sp.Symbol
+LOOP = {0: {"steps": 3, "reverse": False, "seq": "3*N", "label": "", "title": "t = 0 .. 2"}}
+
+
+def program(ops, inputs, outputs, shapes, step_vars=()):
+    """A Program of ``ops`` (variables' shapes in ``shapes``; a variable an
+    op of loop 0 defines belongs to that loop)."""
+    loops = {op.out: op.loop for op in ops}
+    vars_ = {n: Var(n, s, "temp", n, False, loops.get(n)) for n, s in shapes.items()}
+    return Program("f", list(inputs), list(outputs), list(ops), vars_, {o.out: o for o in ops},
+                   {}, (0, 0), dict(LOOP), set(step_vars))
+
+
+def mm(out, a, b, ta=False, tb=False, loop=None):
+    return Op("matmul", out, (a, b), {"ta": ta, "tb": tb}, loop=loop)
+
+
+def emap(out, expr, loop=None):
+    return Op("map", out, tuple(sorted(s.name for s in expr.free_symbols)), {"expr": expr},
+              loop=loop)
+
+
+# ---- merge -----------------------------------------------------------------
+
+def test_merge_duplicates_renames_uses_and_keeps_outputs_and_state_reads():
+    ops = [emap("a", sp.tanh(S("x"))), emap("b", sp.tanh(S("x"))),
+           emap("c", S("a") + S("b")),
+           Op("prev", "p", ("h",), {}, loop=0), Op("prev", "q", ("h",), {}, loop=0),
+           emap("o", sp.tanh(S("x")))]
+    kept = merge_duplicates(ops, ["c", "o"])
+    assert [op.out for op in kept] == ["a", "c", "p", "q", "o"]
+    c = kept[1]
+    assert c.args == ("a",) and c.attrs["expr"] == 2 * S("a")
+
+
+# ---- transposes ------------------------------------------------------------
+
+def _loop_products(extra=()):
+    # in loop 0: A·Wᵀ (W fixed-size, invariant), A·Xᵀ (X per sample: no C copy),
+    # A·Hᵀ with H a sequence (changes every step: no copy at all)
+    ops = [emap("a", 2 * S("x"), loop=0), mm("p", "a", "W", tb=True, loop=0),
+           mm("q", "a", "W", tb=True, loop=0), mm("r", "a", "U", tb=True, loop=0)]
+    shapes = {"x": ("3*N", 4), "W": (5, 4), "U": (6, 4), "a": ("3*N", 4),
+              "p": ("3*N", 5), "q": ("3*N", 5), "r": ("3*N", 6)}
+    return program(ops + list(extra), ["x", "W", "U"], ["p", "q", "r"], shapes)
+
+
+def test_c_transposes_one_copy_per_fixed_size_operand_before_its_first_loop():
+    prog = _loop_products()
+    assert c_transposes(prog) == {"W": (0, "W_T"), "U": (0, "U_T")}
+    varying = dataclasses.replace(prog, vars={**prog.vars, "U": Var("U", ("N", 4))})
+    assert c_transposes(varying) == {"W": (0, "W_T")}       # per-sample U: not copied
+
+
+def test_numpy_transposes_rewrite_the_products_and_respect_varying():
+    prog = _loop_products()
+    printed, pre, new = numpy_transposes(prog, Fresh(prog.vars))
+    assert pre == {"p": [Transpose(0, "W_T", "W")], "r": [Transpose(0, "U_T", "U")]}
+    assert printed["q"].args == ("a", "W_T") and not printed["q"].attrs["tb"]
+    assert new["W_T"].shape == (4, 5)
+    printed, pre, _ = numpy_transposes(prog, Fresh(prog.vars), varying={"W"})
+    assert set(pre) == {"r"} and "p" not in printed
+
+
+# ---- loop-invariant factors ------------------------------------------------
+
+def _loop_map():
+    expr = sp.tanh(S("b")) * S("u") + sp.exp(S("c"))
+    ops = [mm("u", "x", "W", loop=0), emap("y", expr, loop=0)]
+    shapes = {"x": ("3*N", 4), "W": (4, 4), "b": (1, 4), "c": (1, 4), "u": ("3*N", 4),
+              "y": ("3*N", 4)}
+    return program(ops, ["x", "W", "b", "c"], ["y"], shapes)
+
+
+def test_hoist_invariants_moves_step_invariant_factors_before_the_loop():
+    prog = _loop_map()
+    printed, pre, new = hoist_invariants(prog, Fresh(prog.vars))
+    made = {h.expr: h.name for h in pre["y"]}
+    assert set(made) == {sp.exp(S("c")), sp.tanh(S("b"))} and set(made.values()) == {
+        "fac", "fac_1"} and all(h.loop == 0 for h in pre["y"])
+    e, t = S(made[sp.exp(S("c"))]), S(made[sp.tanh(S("b"))])
+    assert printed["y"].attrs["expr"] == e + t * S("u")
+    assert printed["y"].args == ("fac", "fac_1", "u") and new["fac"].shape == (1, 4)
+    printed, pre, _ = hoist_invariants(prog, Fresh(prog.vars), varying={"b"})
+    assert [h.expr for h in pre["y"]] == [sp.exp(S("c"))]
+
+
+# ---- storage ---------------------------------------------------------------
+
+def test_plan_storage_placed_inplace_flat_workspace():
+    ops = [mm("t1", "x", "W"), emap("t2", sp.tanh(S("t1"))),
+           emap("a", 2 * S("t2")), emap("b", 3 * S("t2")), Op("concat", "o", ("a", "b"), {})]
+    shapes = {"x": ("N", 4), "W": (4, 5), "t1": ("N", 5), "t2": ("N", 5), "a": ("N", 5),
+              "b": ("N", 5), "o": ("N", 10)}
+    prog = program(ops, ["x", "W"], ["o"], shapes)
+    st = plan_storage(prog, Fresh(prog.vars))
+    assert st.placed == {"a": ("o", 0), "b": ("o", 5)}
+    assert st.inplace == {"t2": "t1"}        # the product's array, dead after tanh
+    assert st.flat == "flat" and not st.views and not st.copy_loops
+    assert {"t1", "t2"} <= st.workspace and "o" not in st.workspace
+
+
+def _recurrence(source_is_input: bool):
+    # h_t = tanh(prev(h) + x_t): the state read is a view of h's buffer, unless
+    # it reads an input (then it copies, and the loop counts its iterations)
+    src = "x" if source_is_input else "h"
+    ops = [Op("prev", "hp", (src,), {}, loop=0), emap("h", sp.tanh(S("hp") + S("x")), loop=0)]
+    shapes = {"x": ("3*N", 4), "hp": ("3*N", 4), "h": ("3*N", 4)}
+    return program(ops, ["x"], ["h"], shapes)
+
+
+@pytest.mark.parametrize("source_is_input", [False, True])
+def test_state_reads_views_or_copies_and_the_loop_header(source_is_input):
+    prog = optimise(_recurrence(source_is_input), ("numpy",))
+    st = prog.plans["numpy"].storage
+    if source_is_input:
+        assert st.views == {} and st.copy_loops == {0}
+    else:
+        assert st.views == {"hp": "h"} and st.buffers == {"h": None} and not st.copy_loops
+    lines = [line for b in NumpyEmitter(prog, "float64").blocks() for line in b["lines"]]
+    assert any(line.startswith("for it in range(3):") for line in lines) == source_is_input
+    assert any(line.startswith("for t in range(3):") for line in lines) != source_is_input
+
+
+def test_emitters_print_the_plans():
+    prog = optimise(_loop_products(), ("c", "numpy"))
+    np_lines = [line for b in NumpyEmitter(prog, "float64").blocks() for line in b["lines"]]
+    assert "W_T = numpy.ascontiguousarray(W.T)  # Wᵀ, contiguous" in np_lines
+    em = CEmitter(prog, "float64", set(), transposes=prog.plans["c"].transposes)
+    c_lines = [line for b in em.blocks() for line in b["lines"]]
+    assert any(f"{PREFIX}W_T[j*5 + i] = {PREFIX}W[i*4 + j];" in line for line in c_lines)
+    # the comment keeps the readable names and the product; the code reads the copy
+    i = next(i for i, line in enumerate(c_lines) if line.strip() == "/* p = a·Wᵀ */")
+    assert f"{PREFIX}W_T, " in c_lines[i + 1] and "bpg_gemm_nn" in c_lines[i + 1]
+    prog = optimise(_loop_map(), ("numpy",))
+    np_lines = [line for b in NumpyEmitter(prog, "float64").blocks() for line in b["lines"]]
+    assert any("exp(c): every step at once" in line for line in np_lines)
+
+
+def test_plan_for_replans_a_part_of_a_program():
+    prog = optimise(_loop_products())
+    assert plan_for(prog, "c") is prog.plans["c"]
+    part = dataclasses.replace(prog, ops=prog.ops[:2], outputs=["p"])
+    replanned = plan_for(part, "numpy")
+    assert replanned is not prog.plans["numpy"] and replanned.ops == ("a", "p", "->", "p")
+    assert replanned.pre["p"] == [Transpose(0, "W_T", "W")]
+    assert plan_for(prog, "numpy", varying={"W"}) is not prog.plans["numpy"]
+    fixed = optimise(_loop_products(), ("numpy",), varying={"W"})
+    assert plan_for(fixed, "numpy", varying={"W"}) is fixed.plans["numpy"]
+    assert set(fixed.plans["numpy"].pre) == {"a", "r"}     # 2x: hoisted; W: not copied
+    assert isinstance(plan_for(optimise(_loop_map()), "numpy").pre["y"][0], Hoisted)
+
+
+# ---- the C prefix ----------------------------------------------------------
+
+C_CLASH = ["errno", "NULL", "int", "size_t", "stdout", "EOF", "memcpy", "real", "ws", "M_PI"]
+
+
+def test_c_variables_carry_the_prefix_and_clashing_layer_names_build(tmp_path):
+    layers = [{"type": "dense", "units": 3, "activation": "tanh", "name": n}
+              for n in C_CLASH[:-1]] + [{"type": "dense", "units": 2, "name": C_CLASH[-1]}]
+    arch = {"name": "clash", "input": {"features": 4}, "layers": layers, "loss": "mse"}
+    plain = {**arch, "name": "plain",
+             "layers": [dict(lay, name=f"p{i}") for i, lay in enumerate(layers)]}
+    ref = bpgen.build(plain, backend="numpy", out_dir=tmp_path / "plain")
+    mod = bpgen.build(arch, backend="c", out_dir=tmp_path / "c")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 4)), rng.standard_normal((5, 2))
+    p = ref.init_params(seed=0)
+    params = dict(zip(mod.PARAM_SHAPES, p.values()))
+    assert float(mod.loss(params, x, y)) == pytest.approx(float(ref.loss(p, x, y)), rel=1e-10)
+    g_ref, g = ref.loss_and_grad(p, x, y)[1], mod.loss_and_grad(params, x, y)[1]
+    for (kr, vr), (k, v) in zip(g_ref.items(), g.items()):
+        np.testing.assert_allclose(v, vr, rtol=1e-9, atol=1e-12)
+    src = (tmp_path / "c" / "clash_c.c").read_text(encoding="utf-8")
+    # the generated functions (not the runtime helpers pasted before them)
+    funcs = [part.split("\n}\n", 1)[0] for part in src.split("\nBPG_ENTRY void bpg_")[1:]]
+    declared = {n for f in funcs for n in re.findall(r"real \*const (\w+) =", f)
+                + re.findall(r"const real \*restrict (\w+)", f)}
+    graph = declared - {"V", "out", "ws", "wsd", "bscratch", "vbuf"}
+    assert graph and all(n.startswith(PREFIX) for n in graph), sorted(
+        n for n in graph if not n.startswith(PREFIX))
