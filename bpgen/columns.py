@@ -26,7 +26,7 @@ from .passes.allocate import allocate
 from .primitives import PRIMITIVES
 from .shapes import size_coeffs
 
-__all__ = ["Block", "Columns", "split"]
+__all__ = ["Block", "Columns", "split", "tangent_size"]
 
 
 @dataclass(frozen=True)
