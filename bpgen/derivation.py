@@ -15,12 +15,14 @@ from typing import Callable
 import sympy as sp
 
 from .assembly import derive_assembly
+from .columns import Columns, split as split_columns
 from .ir import Graph, grad, tangents
 from .layers import LAYER_TYPES
 from .losses import LOSSES
 from .lower import Program, lower
 from .meta import CurvatureLayout, CurvLayer, Meta
 from .network import Derivation, derive
+from .passes.hoist_independent import hoist_independent
 from .shapes import size_coeffs
 from .spec import Spec
 
@@ -39,9 +41,11 @@ class EntryPoint:
     doc: str
     when: Callable = staticmethod(lambda spec: True)
     backends: tuple = ("numpy", "c")
-    #: "program" (a lowered Program from the graph) or "assembly" (an
+    #: "program" (a lowered Program from the graph), "assembly" (an
     #: :class:`~bpgen.assembly.Assembly` over the curvature program's outputs:
-    #: ``derive(spec, curvature program, meta)``)
+    #: ``derive(spec, curvature program, meta)``) or "columns" (``derive``
+    #: returns a :class:`~bpgen.columns.Columns`, the program split for many
+    #: directions; its whole program is the entry's)
     kind: str = "program"
 
 
@@ -54,6 +58,8 @@ class Derived:
     entries: dict                        # name -> EntryPoint
     meta: Meta = field(default_factory=Meta)   # factor and curvature layouts
     assemblies: dict = field(default_factory=dict)   # name -> Assembly
+    #: hessian_columns split for many directions (None without it)
+    columns: Columns | None = None
 
     @property
     def element_types(self) -> dict:
@@ -128,16 +134,17 @@ def _hvp(spec: Spec, base: Derivation):
     return lower(g, "hvp", _inputs(d, v=seeds.values()), outs, d.n_forward), {}
 
 
-def _hessian_columns(spec: Spec, base: Derivation):
+def _hessian_columns(spec: Spec, base: Derivation) -> Columns:
     """The Hessian-vector product split in two, for many directions at once:
     the ops that do not depend on v (the forward and backward pass) first,
     then those that do (the tangents), so that a backend can run the first
-    part once and the second once per direction.  A loop holding both kinds
-    becomes two loops over the same steps; values the tangent loop reads from
-    the first are then kept for every step.  What the tangent part would
-    recompute for every direction without depending on v (tanh(C) and the
-    like) is computed once in the first part.  Metadata: where the tangent
-    part starts among the program's ops."""
+    part once and the second once per chunk of directions.  A loop holding
+    both kinds becomes two loops over the same steps; values the tangent
+    loop reads from the first are then kept for every step.  What the
+    tangent part would recompute for every direction without depending on v
+    (tanh(C) and the like) is computed once in the first part
+    (:mod:`bpgen.passes.hoist_independent`).  Returns the split as data
+    (:class:`bpgen.columns.Columns`)."""
     d = derive(spec, exact=True)
     g = d.graph
     seeds = _seeds(g, d)
@@ -154,7 +161,7 @@ def _hessian_columns(spec: Spec, base: Derivation):
                 dep.add(op.out)
                 changed = True
     dep.update(outs)      # a gradient without a tangent: its zeros, once per direction
-    hoisted = _hoist_independent(g, dep)   # before the loops are twinned: runs contiguous
+    hoisted = hoist_independent(g, dep)   # before the loops are twinned: runs contiguous
     twin = {}
     for lid, info in list(g.loops.items()):
         twin[lid] = len(g.loops)
@@ -164,76 +171,10 @@ def _hessian_columns(spec: Spec, base: Derivation):
             op.loop = twin[op.loop]
             g.vars[op.out].loop = op.loop
     g.ops = [op for op in g.ops if op.out not in dep] + [op for op in g.ops if op.out in dep]
-    prog = lower(g, "hessian_columns", _inputs(d, v=seeds.values()), outs, d.n_forward,
-                 keep=hoisted)
-    split = next((i for i, op in enumerate(prog.ops) if op.out in dep), len(prog.ops))
-    return prog, {"columns_split": split}
-
-
-def _expensive(expr) -> bool:
-    """A function call (tanh, exp, σ, ...) or a non-integer power: worth
-    computing once rather than once per direction."""
-    return bool(expr.atoms(sp.Function)) or any(not p.exp.is_integer
-                                                for p in expr.atoms(sp.Pow))
-
-
-def _hoist_independent(g: Graph, dep: set) -> set:
-    """Move what the tangent part recomputes for every direction out of it:
-    in each of its maps, every expensive subexpression that does not depend
-    on v (tanh(C), the product of the v-free factors of a product, ...)
-    becomes a map of the first part, computed once over whole sequences.
-    Returns the new variables (which lowering must not inline back)."""
-    dep_syms = {sp.Symbol(v) for v in dep}
-    made: dict = {}          # expression -> its variable (None: not hoistable)
-    inserts = []             # (position, op) for the first part
-
-    def free(e):
-        return not (e.free_symbols & dep_syms)
-
-    def var_for(e):
-        # elementwise: computed over whole sequences after the loops that
-        # define its arguments (the tangent loops run after all of them)
-        args = [s.name for s in e.free_symbols if s.name in g.vars]
-        if e not in made:
-            before = len(g.ops)
-            try:
-                name = g.map(e, base="hc")
-            except ValueError:       # whole sequences and per-sample rows: left in place
-                made[e] = None
-                return e
-            if len(g.ops) > before:              # a new op (not just a symbol)
-                new_op = g.ops.pop()
-                pos = max([g.producer[a] + 1 for a in args if a in g.producer] or [0])
-                while (0 < pos < len(g.ops) and g.ops[pos - 1].loop is not None
-                       and g.ops[pos].loop == g.ops[pos - 1].loop):
-                    pos += 1             # not inside a loop's run of ops
-                inserts.append((pos, new_op))
-            made[e] = name
-        return e if made[e] is None else sp.Symbol(made[e])
-
-    def hoist(e):
-        if free(e):
-            return var_for(e) if _expensive(e) and not e.is_Symbol else e
-        if e.is_Add or e.is_Mul:
-            indep = [a for a in e.args if free(a)]
-            rest = [hoist(a) for a in e.args if not free(a)]
-            if indep and _expensive(e.func(*indep)):
-                return e.func(var_for(e.func(*indep)), *rest)
-            return e.func(*indep, *rest)
-        if not e.args:
-            return e
-        return e.func(*[hoist(a) for a in e.args])
-
-    for op in g.ops:
-        if op.out in dep and op.prim == "map":
-            expr = hoist(op.attrs["expr"])
-            if expr != op.attrs["expr"]:
-                op.attrs = {**op.attrs, "expr": expr}
-                op.args = tuple(sorted(s.name for s in expr.free_symbols if s.name in g.vars))
-    for pos, new_op in sorted(inserts, key=lambda x: -x[0]):
-        g.ops.insert(pos, new_op)
-    g.producer = {op.out: i for i, op in enumerate(g.ops)}
-    return {op.out for _, op in inserts}
+    inputs = _inputs(d, v=seeds.values())
+    prog = lower(g, "hessian_columns", inputs, outs, d.n_forward, keep=hoisted)
+    at = next((i for i, op in enumerate(prog.ops) if op.out in dep), len(prog.ops))
+    return split_columns(prog, len(inputs) - len(seeds), at)
 
 
 def _ggn_vp(spec: Spec, base: Derivation):
@@ -362,7 +303,8 @@ ENTRY_POINTS = (
     # hmp of every network, hessian and hessian_diag of those without the
     # dense structure
     EntryPoint("hessian_columns", ("x", "y", "params"), _hessian_columns,
-               "Hessian columns, the forward and backward pass shared by all"),
+               "Hessian columns, the forward and backward pass shared by all",
+               kind="columns"),
 )
 
 
@@ -370,6 +312,7 @@ def derive_all(spec: Spec) -> Derived:
     """Every entry point of ``spec``: the derivation stage of the pipeline."""
     base = derive(spec)
     programs, entries, meta, assemblies = {}, {}, Meta(), {}
+    columns = None
     for entry in ENTRY_POINTS:
         if not entry.when(spec):
             continue
@@ -377,17 +320,22 @@ def derive_all(spec: Spec) -> Derived:
         if entry.kind == "assembly":
             assemblies[entry.name] = entry.derive(spec, programs["curvature"], meta)
             continue
+        if entry.kind == "columns":
+            columns = entry.derive(spec, base)
+            programs[entry.name] = columns.program
+            continue
         prog, extra = entry.derive(spec, base)
         programs[entry.name] = prog
         meta.update(extra)
-    return Derived(spec, base, programs, entries, meta, assemblies)
+    return Derived(spec, base, programs, entries, meta, assemblies, columns)
 
 
 def program(spec: Spec, name: str, base: Derivation | None = None) -> Program:
     """One entry point's program (for ``bpgen show``), derived from ``base``
     (default: a fresh derivation of ``spec``)."""
     entry = next(e for e in ENTRY_POINTS if e.name == name)
-    return entry.derive(spec, base if base is not None else derive(spec))[0]
+    made = entry.derive(spec, base if base is not None else derive(spec))
+    return made.program if entry.kind == "columns" else made[0]
 
 
 def assembly(spec: Spec, name: str = "hessian", base: Derivation | None = None):

@@ -19,7 +19,9 @@ HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt", "cols
            "hess_loss", "hess_transpose", "hess_scale", "hess_ones", "hess_chain_start",
            "hess_scale_columns", "hess_kron", "hess_kron_sym", "hess_mirror", "nonzero",
            # hessian_columns over k directions at once (the layouts of a direction)
-           "dirs_to_cols", "cols_to_dirs"]
+           "dirs_to_cols", "cols_to_dirs",
+           # its chunk loop's directions in and results out (bpgen/backends/c/columns.py)
+           "columns_in", "columns_out"]
 # -fopenmp-simd as in bpgen's own CFLAGS: gemm_nt has a `#pragma omp simd`
 SYNTAX_FLAGS = ["-std=gnu99", "-fopenmp-simd", "-Wall", "-Wextra", "-Werror", "-fsyntax-only"]
 BUILD_FLAGS = ["-std=gnu99", "-O2", "-fopenmp-simd"]
@@ -88,6 +90,10 @@ void w_copy_cols(int64_t R, int64_t W, const double *A, int64_t CA, int64_t from
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K);
 void w_dirs_to_cols(int64_t K, int64_t R, int64_t C, const double *D, int64_t ld, double *X);
 void w_cols_to_dirs(int64_t K, int64_t R, int64_t C, const double *X, double *D, int64_t ld);
+void w_columns_in(int64_t K, int64_t nb, const int32_t *blocks, const double *V, int64_t total,
+                  int64_t j, int64_t first, double *base);
+void w_columns_out(int64_t K, int64_t nb, const int32_t *blocks, const double *base, double *out,
+                   int64_t total, int64_t j);
 """
 
 WRAPPERS = """
@@ -124,6 +130,12 @@ void w_dirs_to_cols(int64_t K, int64_t R, int64_t C, const double *D, int64_t ld
 { bpg_dirs_to_cols(K, R, C, D, ld, X); }
 void w_cols_to_dirs(int64_t K, int64_t R, int64_t C, const double *X, double *D, int64_t ld)
 { bpg_cols_to_dirs(K, R, C, X, D, ld); }
+void w_columns_in(int64_t K, int64_t nb, const int32_t *blocks, const double *V, int64_t total,
+                  int64_t j, int64_t first, double *base)
+{ bpg_columns_in(K, nb, blocks, V, total, j, first, base); }
+void w_columns_out(int64_t K, int64_t nb, const int32_t *blocks, const double *base, double *out,
+                   int64_t total, int64_t j)
+{ bpg_columns_out(K, nb, blocks, base, out, total, j); }
 """
 
 
@@ -255,6 +267,51 @@ def test_direction_layouts(rt, K, R, C, ld):
     for d in range(K):
         np.testing.assert_array_equal(back[d * ld:d * ld + R * C].reshape(R, C), D[d])
         assert np.all(back[d * ld + R * C:(d + 1) * ld] == 7.0)
+
+
+@pytest.mark.parametrize("K,j,first", [(1, 0, 0), (3, 2, 0), (4, 1, 5), (2, 0, 37)])
+def test_columns_in_and_out(rt, K, j, first):
+    """bpg_columns_in: the K directions from row j of V (count x total) into
+    blocks {R, C, at, ws} of v, each (R, K, C) at base + ws*K; with V NULL
+    the unit vectors e_(first + j) ..; bpg_columns_out: blocks of that
+    layout into rows j .. of out, nothing else written."""
+    ffi, lib = rt
+    shapes = [(3, 4), (1, 4), (5, 2), (1, 1)]
+    total = sum(r * c for r, c in shapes)
+    ws = [7, 100, 40, 0]                       # where each block lives (times K), any order
+    table, at = [], 0
+    for (r, c), w in zip(shapes, ws):
+        table += [r, c, at, w]
+        at += r * c
+    blocks = np.array(table, dtype=np.int32)
+    bp = ffi.cast("int32_t *", blocks.ctypes.data)
+    count = j + K + 1
+    V = np.random.default_rng(K).standard_normal((count, total))
+    size = (max(ws) + 40) * K
+    for vt in (V, None):
+        base = np.full(size, np.nan)
+        lib.w_columns_in(K, 4, bp, ffi.NULL if vt is None else _ptr(ffi, vt), total, j, first,
+                         _ptr(ffi, base))
+        dirs = (vt[j:j + K] if vt is not None
+                else np.eye(total)[first + j:first + j + K] if first + j + K <= total else None)
+        at = 0
+        for (r, c), w in zip(shapes, ws):
+            X = base[w * K:w * K + r * K * c].reshape(r, K, c)
+            if dirs is not None:
+                want = dirs[:, at:at + r * c].reshape(K, r, c).transpose(1, 0, 2)
+            else:                               # unit vectors past the end: zero there
+                e = np.zeros((K, total))
+                for d in range(K):
+                    if first + j + d < total:
+                        e[d, first + j + d] = 1
+                want = e[:, at:at + r * c].reshape(K, r, c).transpose(1, 0, 2)
+            np.testing.assert_array_equal(X, want)
+            at += r * c
+        out = np.full((count, total), 7.0)
+        lib.w_columns_out(K, 4, bp, _ptr(ffi, base), _ptr(ffi, out), total, j)
+        want = np.full((count, total), 7.0)
+        want[j:j + K] = dirs if dirs is not None else e
+        np.testing.assert_array_equal(out, want)
 
 
 Z = [-800.0, -30.0, -1.0, 0.0, 1.0, 30.0, 800.0]

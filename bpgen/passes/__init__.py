@@ -10,7 +10,11 @@ One pass a file, each a function from a program to plain data:
 * :mod:`.invariants`: the loop-invariant factors of maps, hoisted before
   their loop (NumPy);
 * :mod:`.storage`: where every NumPy result goes (views, pieces written in
-  place, in-place maps, the outputs' vector, the workspace, the loop header).
+  place, in-place maps, the outputs' vector, the workspace, the loop header);
+* :mod:`.allocate`: first-fit placement of temporaries by liveness (the
+  hessian_columns tangent part's workspace, the assemblies' scratch);
+* :mod:`.hoist_independent`: hessian_columns' v-free expensive
+  subexpressions of the tangent part, moved to the part computed once.
 
 :func:`optimise` stores each backend's decisions on the program
 (``Program.plans[backend]``, a :class:`CPlan` or :class:`NumpyPlan`); the

@@ -129,6 +129,13 @@ class Primitive:
             return self.c(em, op, loop)
         raise NotImplementedError(f"{self.name}: no C rule for k directions at once")
 
+    def batched_rule(self, op, batched) -> bool:
+        """Do ``c_batched`` and ``numpy_batched`` have a rule for ``op`` when
+        the variables in ``batched`` carry k directions?  Asked once, before
+        printing (bpgen.columns.split): without one, ``hessian_columns``
+        runs one direction at a time."""
+        return self.batch_as_rows and all(a in batched for a in op.args)
+
 
 class Unary(Primitive):
     """A structural primitive with one argument that is linear in it: its

@@ -233,3 +233,6 @@ class Map(Primitive):
                 access[a] = f"{em.acc(a, loop)}[:, None, :]" if ar != "1" else em.acc(a, loop)
         rhs = NumpyPrinter({}, access).doprint(expr)
         return f"_batched({rhs}, {r}, K, {c})"
+
+    def batched_rule(self, op, batched) -> bool:
+        return True          # batched arguments by direction, fixed ones broadcast

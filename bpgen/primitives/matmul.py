@@ -147,3 +147,8 @@ class MatMul(Primitive):
             return (f"({A} @ {B}.reshape({rb}, K, {cb}).transpose(1, 0, 2)"
                     f".reshape(K*{rb}, {cb}).T).reshape({ra}*K, {rb})")
         raise NotImplementedError("matmul: no NumPy rule for k directions of this form")
+
+    def batched_rule(self, op, batched) -> bool:
+        # the four forms above: one factor batched, not both transposed
+        a, b = op.args
+        return (a in batched) != (b in batched) and not (op.attrs["ta"] and op.attrs["tb"])

@@ -97,3 +97,6 @@ class Sum(Unary):
             return (f"{em.acc(a, loop)}.reshape({r}, K, {c}).sum(axis=(0, 2), "
                     f"dtype=numpy.float64).astype(DTYPE).reshape(K, 1)")
         raise NotImplementedError(f"sum over axis {axis}: no NumPy rule for k directions")
+
+    def batched_rule(self, op, batched) -> bool:
+        return op.attrs["axis"] in (0, 1, None) and op.args[0] in batched

@@ -13,6 +13,7 @@ from ...derivation import Derived
 from ...ir import Var
 from ...lower import Program
 from ...passes import plan_for
+from ...passes.allocate import first_fit as _first_fit  # moved there: the one allocator
 from ..common.context import module_context
 from ..common.emitter import (Emitter, c_size, common_runtime, environment,
                               offset_code, runtime_source)
@@ -134,24 +135,6 @@ def _workspace_decls(prog: Program, skip=frozenset()) -> list:
     return [f"real *const {cname(var)} = ws + {offset_code(a, b)};  "
             f"/* {_shape_str(_stored_shape(prog, var))} */"
             for var, (a, b) in prog.workspace.items() if var not in skip]
-
-
-def _first_fit(names: list, size: dict, first: dict, last: dict) -> tuple:
-    """({name: offset}, total): each of ``names`` (in order) at the lowest
-    offset where it overlaps no earlier one still live (op indices
-    first[name] .. last[name])."""
-    placed, offsets, total = [], {}, 0
-    for name in names:
-        live = sorted((o, o + s) for n, o, s in placed if last[n] >= first[name])
-        off = 0
-        for lo, hi in live:              # first fit between the live ones
-            if off + size[name] <= lo:
-                break
-            off = max(off, hi)
-        placed.append((name, off, size[name]))
-        offsets[name] = off
-        total = max(total, off + size[name])
-    return offsets, total
 
 
 def _table_lines(values: tuple, name: str) -> list:

@@ -327,13 +327,14 @@ def _runtime(name: str) -> str:
 def emit(derived: Derived, module: str) -> dict:
     """{file name: text} of the NumPy module."""
     spec = derived.spec
-    from .columns import columns_or_none, tangent_bytes
+    from .columns import columns_functions, tangent_bytes
     functions = [_assembly_function(derived, name) if entry.kind == "assembly"
-                 else columns_or_none(derived) if name == "hessian_columns"
                  else _function(derived.programs[name], spec.dtype)
-                 for name, entry in derived.entries.items() if "numpy" in entry.backends]
+                 for name, entry in derived.entries.items()
+                 if "numpy" in entry.backends and entry.kind != "columns"]
+    functions += columns_functions(derived)     # hessian_columns: [] or two functions
     ctx = dict(module_context(derived, module),
-               functions=[f for f in functions if f is not None],
+               functions=functions,
                tangent_bytes=tangent_bytes(derived),
                batch_expr=spec.input.batch_expr("x"),
                runtime_api=common_runtime("api.py"),

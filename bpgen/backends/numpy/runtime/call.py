@@ -13,6 +13,7 @@ def _hvp_rows(n, args, first, count):   # the common api.py's, in a generated mo
 
 
 _LOCAL = None                    # helpers.py's, in a generated module
+_unit_dirs = _dirs_to_cols = _cols_to_dirs = None   # helpers.py's, likewise
 
 
 # ---- bpgen runtime: copied verbatim from here ----
@@ -65,15 +66,47 @@ def _chunk(n, count):
 
 
 def _tangent_call(n, args, vt, first, count):
-    """_tangent_columns for count directions (the rows of vt, or the unit
-    vectors e_first .. when vt is None), a (count, N_PARAMS) array; None
-    when the module has no _tangent_columns (a layer without a rule for
-    many directions at once)."""
-    fn = globals().get("_tangent_columns")
-    if fn is None:
+    """H·v for count directions (the rows of vt, or the unit vectors e_first
+    .. when vt is None), a (count, N_PARAMS) array: the generated
+    _columns_head once, then _tangent_columns over chunks of directions
+    (_columns_drive); None when the module has no _tangent_columns (a layer
+    without a rule for many directions at once)."""
+    tangent = globals().get("_tangent_columns")
+    if tangent is None:
         return None
+    mats = _mats(args)
     with numpy.errstate(all="ignore"):
-        return fn(*_mats(args), vt, first, count, _chunk(n, count))
+        head = globals()["_columns_head"](*mats)
+        head = head if isinstance(head, tuple) else () if head is None else (head,)
+        return _columns_drive(tangent, mats, head, vt, first, count, _chunk(n, count))
+
+
+def _columns_drive(tangent, mats, head, vt, first, count, kc):
+    """The chunk loop of hessian_columns: for kc directions at a time, their
+    blocks in the layout of the tangent pass (each (rows, cols) block of v
+    as (rows*K, cols), the directions as extra columns: rows j0 .. of vt, or
+    the unit vectors e_(first + j0) ..), the generated ``tangent`` pass on
+    them (inputs ``mats``: x, y, the parameters; then ``head``, what the
+    shared pass computed), and its blocks of H·v into rows j0 .. of the
+    (count, P) result.  Block i of v and of H·v has the shape of parameter
+    i, mats[2 + i], and follows the blocks before it (the flat order)."""
+    blocks, at = [], 0
+    for m in mats[2:]:
+        rows, cols = m.shape
+        blocks.append((rows, cols, at))
+        at += rows * cols
+    out = numpy.empty((count, at), dtype=DTYPE)
+    for j0 in range(0, count, kc):
+        k = min(kc, count - j0)
+        if vt is None:
+            dirs = [_unit_dirs(first + j0 - a, k, r, c) for r, c, a in blocks]
+        else:
+            dirs = [_dirs_to_cols(vt[j0:j0 + k, a:a + r * c], r, c) for r, c, a in blocks]
+        res = tangent(*mats, *head, *dirs, k)
+        res = res if isinstance(res, tuple) else (res,)
+        for x, (r, c, a) in zip(res, blocks):
+            out[j0:j0 + k, a:a + r * c] = _cols_to_dirs(x, r, c)
+    return out
 
 
 def _hessian_columns(n, args, first, count):
