@@ -46,8 +46,6 @@ class Meta:
     factor_index: dict = field(default_factory=dict)
     #: the curvature program's layout (structured networks only)
     curvature: CurvatureLayout | None = None
-    #: hessian_columns: where the tangent part starts among the program's ops
-    columns_split: int | None = None
 
     def update(self, extra: dict) -> None:
         known = {f.name for f in fields(self)}
@@ -56,8 +54,11 @@ class Meta:
                 raise AssertionError(f"metadata {key!r} is not a field of Meta")
             setattr(self, key, value)
 
+    def __contains__(self, key: str) -> bool:
+        return key in {f.name for f in fields(self)}
+
     def __getitem__(self, key: str):
-        """Dict-style read of a field (``meta["columns_split"]``)."""
-        if key not in {f.name for f in fields(self)}:
+        """Dict-style read of a field (``meta["factor_index"]``)."""
+        if key not in self:
             raise KeyError(key)
         return getattr(self, key)
