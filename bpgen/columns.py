@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .lower import Program
+from .passes import optimise
 from .passes.allocate import allocate
 from .primitives import PRIMITIVES
 from .shapes import size_coeffs
@@ -94,8 +95,11 @@ def split(prog: Program, n_fixed: int, split_at: int) -> Columns:
     batched = frozenset(vvars) | {op.out for op in tangent_ops}
     needed = sorted({a for op in tangent_ops for a in op.args
                      if a not in batched and a not in prog.inputs})
-    head = dataclasses.replace(prog, ops=head_ops, inputs=fixed, outputs=needed)
-    tangent = dataclasses.replace(prog, ops=tangent_ops, inputs=fixed + needed + vvars)
+    # each part planned once, here, like any lowered program (the tangent
+    # part's batched values change per direction: nothing of theirs moves)
+    head = optimise(dataclasses.replace(prog, ops=head_ops, inputs=fixed, outputs=needed))
+    tangent = optimise(dataclasses.replace(prog, ops=tangent_ops, inputs=fixed + needed + vvars),
+                       varying=batched & set(prog.vars))
     directions, results = _blocks(prog, vvars), _blocks(prog, list(prog.outputs))
     if [(b.rows, b.cols) for b in directions] != [(b.rows, b.cols) for b in results]:
         raise AssertionError("hessian_columns: results not in the directions' shapes")
