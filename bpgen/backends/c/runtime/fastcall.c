@@ -28,6 +28,11 @@
    per call.  No Python code runs between taking the workspace and its last
    use, so a call cannot see it replaced under it.
 
+   (Why one ~700-line file: it is one translation unit of static functions
+   pasted verbatim into each module; its parts, argument checks, target and
+   input conversion and the entry points, share the module's macros and are
+   tested together through the entry points, tests/test_fastcall.py.)
+
    (Longer than the ~500 lines a file here usually has: the workspace, the
    checks, one call and the installation are one unit, each a short
    function, and none is used elsewhere.) */
