@@ -212,6 +212,53 @@ static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real
         for (int64_t c = 0; c < C; c++) out[c] += A[r * C + c];
 }
 
+/* The directions of one chunk of bpg_hessian_columns: K directions (rows
+   j .. j+K-1 of V, a count x total array, or the unit vectors e_(first + j)
+   .. when V is NULL) into the nb blocks of v, each stored with its
+   directions as extra columns (R x K x C: row i of direction d at
+   X + (i*K + d)*C).  blocks: 4 int32 per block: R, C, its first element in
+   a direction (at), and where it lives, X = base + ws*K. */
+static inline void bpg_columns_in(int64_t K, int64_t nb, const int32_t *restrict blocks,
+                                  const real *restrict V, int64_t total, int64_t j,
+                                  int64_t first, real *restrict base)
+{
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
+        real *const X = base + blocks[4*b + 3]*K;
+        if (V) {
+            for (int64_t d = 0; d < K; d++)
+                for (int64_t i = 0; i < R; i++)
+                    memcpy(X + (i*K + d)*C, V + (j + d)*total + at + i*C,
+                           sizeof(real)*(size_t)C);
+        } else {
+            memset(X, 0, sizeof(real)*(size_t)(R*C*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j + d - at;
+                if (i >= 0 && i < R*C) X[(i/C*K + d)*C + i%C] = 1;
+            }
+        }
+    }
+}
+
+/* The results of one chunk of bpg_hessian_columns: the nb blocks of H·v,
+   each stored with its K directions as extra columns (R x K x C, at
+   base + ws*K; blocks: 4 int32 per block, R, C, at, ws, as for
+   bpg_columns_in), into rows j .. j+K-1 of out (count x total): block b of
+   direction d at out + (j + d)*total + at. */
+static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restrict blocks,
+                                   const real *restrict base, real *restrict out,
+                                   int64_t total, int64_t j)
+{
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
+        const real *const X = base + blocks[4*b + 3]*K;
+        for (int64_t d = 0; d < K; d++)
+            for (int64_t i = 0; i < R; i++)
+                memcpy(out + (j + d)*total + at + i*C, X + (i*K + d)*C,
+                       sizeof(real)*(size_t)C);
+    }
+}
+
 /* per sample n: out[n][j] = in[n][idx[j]] (0 where idx[j] < 0); blocks of
    S_in and S_out entries (im2col, pooling windows, reordering) */
 static inline void bpg_gather(int64_t N, int64_t S_in, int64_t S_out, const int32_t *restrict idx,
@@ -546,750 +593,760 @@ static const int32_t bpg_table_7[64] = {
     50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
 };
 
+static const int32_t bpg_table_8[24] = {
+    8, 9, 0, 0, 1, 8, 72, 72, 16, 72, 80, 80, 1, 16, 1232, 1232, 64, 10, 1248, 1248, 1, 10, 1888,
+    1888,
+};
+
+static const int32_t bpg_table_9[24] = {
+    8, 9, 0, 1898, 1, 8, 72, 1970, 16, 72, 80, 1978, 1, 16, 1232, 3130, 64, 10, 1248, 3146, 1, 10,
+    1888, 3786,
+};
+
 /* ---- forward: workspace 5200*N + 0 elements ---- */
-BPG_ENTRY void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_P = ws + 0;  /* (64*N, 9) */
-    real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
-    real *const l0_A = ws + 1088*N;  /* (64*N, 8) */
-    real *const l0_Y = ws + 1600*N;  /* (N, 512) */
-    real *const l1_win = ws + 2112*N;  /* (128*N, 4) */
-    real *const l1_max = ws + 2624*N;  /* (128*N, 1) */
-    real *const l1_Y = ws + 2752*N;  /* (N, 128) */
-    real *const l2_P = ws + 2880*N;  /* (16*N, 72) */
-    real *const l2_PW = ws + 4032*N;  /* (16*N, 16) */
-    real *const l2_A = ws + 4288*N;  /* (16*N, 16) */
-    real *const l2_Y = ws + 4544*N;  /* (N, 256) */
-    real *const l3_win = ws + 4800*N;  /* (64*N, 4) */
-    real *const l3_max = ws + 5056*N;  /* (64*N, 1) */
-    real *const l3_Y = ws + 5120*N;  /* (N, 64) */
-    real *const l5_XW = ws + 5184*N;  /* (N, 10) */
-    real *const l5_Z = out + 0;  /* (N, 10) */
+    real *const v_l0_P = ws + 0;  /* (64*N, 9) */
+    real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
+    real *const v_l0_A = ws + 1088*N;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 1600*N;  /* (N, 512) */
+    real *const v_l1_win = ws + 2112*N;  /* (128*N, 4) */
+    real *const v_l1_max = ws + 2624*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2752*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 2880*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 4032*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 4288*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 4544*N;  /* (N, 256) */
+    real *const v_l3_win = ws + 4800*N;  /* (64*N, 4) */
+    real *const v_l3_max = ws + 5056*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 5120*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 5184*N;  /* (N, 10) */
+    real *const v_l5_Z = out + 0;  /* (N, 10) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
+    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, l0_P, l0_W, l0_PW);
+    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
     /* l0: activation relu */
     /* l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            l0_A[k] = ((l0_PW[k] + l0_b[cc] >= 0) ? (l0_PW[k] + l0_b[cc]) : (0));
+            v_l0_A[k] = ((v_l0_PW[k] + v_l0_b[cc] >= 0) ? (v_l0_PW[k] + v_l0_b[cc]) : (0));
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
+    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
     /* l1: the 2x2 windows, one row each */
     /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
+    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
     /* l1: each window's maximum */
     /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
+    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
+    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
+    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, l2_P, l2_W, l2_PW);
+    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
     /* l2: activation relu */
     /* l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            l2_A[k] = ((l2_PW[k] + l2_b[cc] >= 0) ? (l2_PW[k] + l2_b[cc]) : (0));
+            v_l2_A[k] = ((v_l2_PW[k] + v_l2_b[cc] >= 0) ? (v_l2_PW[k] + v_l2_b[cc]) : (0));
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
+    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
     /* l3: the 2x2 windows, one row each */
     /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
+    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
     /* l3: each window's maximum */
     /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
+    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
+    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, l3_Y, l5_W, l5_XW);
-    /* l5: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l5_Z[k] = l5_XW[k] + l5_b[cc];
+            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
         }
     }
 }
 
 /* ---- loss: workspace 5280*N + 1896 elements ---- */
-BPG_ENTRY void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_P = ws + 0;  /* (64*N, 9) */
-    real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
-    real *const l0_A = ws + 1088*N;  /* (64*N, 8) */
-    real *const l0_Y = ws + 1600*N;  /* (N, 512) */
-    real *const l1_win = ws + 2112*N;  /* (128*N, 4) */
-    real *const l1_max = ws + 2624*N;  /* (128*N, 1) */
-    real *const l1_Y = ws + 2752*N;  /* (N, 128) */
-    real *const l2_P = ws + 2880*N;  /* (16*N, 72) */
-    real *const l2_PW = ws + 4032*N;  /* (16*N, 16) */
-    real *const l2_A = ws + 4288*N;  /* (16*N, 16) */
-    real *const l2_Y = ws + 4544*N;  /* (N, 256) */
-    real *const l3_win = ws + 4800*N;  /* (64*N, 4) */
-    real *const l3_max = ws + 5056*N;  /* (64*N, 1) */
-    real *const l3_Y = ws + 5120*N;  /* (N, 64) */
-    real *const l5_XW = ws + 5184*N;  /* (N, 10) */
-    real *const l5_Z = ws + 5200*N;  /* (N, 10) */
-    real *const o_max = ws + 5216*N;  /* (N, 1) */
-    real *const o_exp = ws + 5224*N;  /* (N, 10) */
-    real *const o_expsum = ws + 5240*N;  /* (N, 1) */
-    real *const o_pick = ws + 5248*N;  /* (N, 10) */
-    real *const o_label = ws + 5264*N;  /* (N, 1) */
-    real *const loss_terms = ws + 5272*N;  /* (N, 1) */
-    real *const loss_sum = ws + 5280*N;  /* (1, 1) */
-    real *const l0_W_sq = ws + 5280*N + 8;  /* (8, 9) */
-    real *const l0_W_sqsum = ws + 5280*N + 80;  /* (1, 1) */
-    real *const l2_W_sq = ws + 5280*N + 88;  /* (16, 72) */
-    real *const l2_W_sqsum = ws + 5280*N + 1240;  /* (1, 1) */
-    real *const l5_W_sq = ws + 5280*N + 1248;  /* (64, 10) */
-    real *const l5_W_sqsum = ws + 5280*N + 1888;  /* (1, 1) */
-    real *const loss = out + 0;  /* (1, 1) */
+    real *const v_l0_P = ws + 0;  /* (64*N, 9) */
+    real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
+    real *const v_l0_A = ws + 1088*N;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 1600*N;  /* (N, 512) */
+    real *const v_l1_win = ws + 2112*N;  /* (128*N, 4) */
+    real *const v_l1_max = ws + 2624*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2752*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 2880*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 4032*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 4288*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 4544*N;  /* (N, 256) */
+    real *const v_l3_win = ws + 4800*N;  /* (64*N, 4) */
+    real *const v_l3_max = ws + 5056*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 5120*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 5184*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 5200*N;  /* (N, 10) */
+    real *const v_o_max = ws + 5216*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 5224*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 5240*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 5248*N;  /* (N, 10) */
+    real *const v_o_label = ws + 5264*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 5272*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 5280*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 5280*N + 8;  /* (8, 9) */
+    real *const v_l0_W_sqsum = ws + 5280*N + 80;  /* (1, 1) */
+    real *const v_l2_W_sq = ws + 5280*N + 88;  /* (16, 72) */
+    real *const v_l2_W_sqsum = ws + 5280*N + 1240;  /* (1, 1) */
+    real *const v_l5_W_sq = ws + 5280*N + 1248;  /* (64, 10) */
+    real *const v_l5_W_sqsum = ws + 5280*N + 1888;  /* (1, 1) */
+    real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
+    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, l0_P, l0_W, l0_PW);
+    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
     /* l0: activation relu */
     /* l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            l0_A[k] = ((l0_PW[k] + l0_b[cc] >= 0) ? (l0_PW[k] + l0_b[cc]) : (0));
+            v_l0_A[k] = ((v_l0_PW[k] + v_l0_b[cc] >= 0) ? (v_l0_PW[k] + v_l0_b[cc]) : (0));
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
+    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
     /* l1: the 2x2 windows, one row each */
     /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
+    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
     /* l1: each window's maximum */
     /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
+    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
+    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
+    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, l2_P, l2_W, l2_PW);
+    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
     /* l2: activation relu */
     /* l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            l2_A[k] = ((l2_PW[k] + l2_b[cc] >= 0) ? (l2_PW[k] + l2_b[cc]) : (0));
+            v_l2_A[k] = ((v_l2_PW[k] + v_l2_b[cc] >= 0) ? (v_l2_PW[k] + v_l2_b[cc]) : (0));
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
+    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
     /* l3: the 2x2 windows, one row each */
     /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
+    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
     /* l3: each window's maximum */
     /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
+    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
+    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, l3_Y, l5_W, l5_XW);
-    /* l5: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l5_Z[k] = l5_XW[k] + l5_b[cc];
+            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
         }
     }
     /* o_max = rowmax(l5_Z) */
-    bpg_rowmax(N, 10, l5_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l5_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l5_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l5_Z ⊙ y */
     #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) o_pick[k] = l5_Z[k]*y[k];
+    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l5_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, o_pick, o_label);
+    bpg_rowsum(N, 10, v_o_pick, v_o_label);
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) loss_terms[k] = -o_label[k] + o_max[k] + log(o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, loss_terms, loss_sum);
+    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
     /* l0_W_sq = l0_W^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) l0_W_sq[k] = ((l0_W[k])*(l0_W[k]));
+    for (int64_t k = 0; k < 72; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(8, 9, l0_W_sq, l0_W_sqsum);
+    bpg_sumall(8, 9, v_l0_W_sq, v_l0_W_sqsum);
     /* l2_W_sq = l2_W^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) l2_W_sq[k] = ((l2_W[k])*(l2_W[k]));
+    for (int64_t k = 0; k < 1152; k++) v_l2_W_sq[k] = ((v_l2_W[k])*(v_l2_W[k]));
     /* l2_W_sqsum = 1ᵀ·l2_W_sq·1 */
-    bpg_sumall(16, 72, l2_W_sq, l2_W_sqsum);
+    bpg_sumall(16, 72, v_l2_W_sq, v_l2_W_sqsum);
     /* l5_W_sq = l5_W^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) l5_W_sq[k] = ((l5_W[k])*(l5_W[k]));
+    for (int64_t k = 0; k < 640; k++) v_l5_W_sq[k] = ((v_l5_W[k])*(v_l5_W[k]));
     /* l5_W_sqsum = 1ᵀ·l5_W_sq·1 */
-    bpg_sumall(64, 10, l5_W_sq, l5_W_sqsum);
-    /* mean over samples (+ 0.5 λ Σ‖W‖²) */
+    bpg_sumall(64, 10, v_l5_W_sq, v_l5_W_sqsum);
+    /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N */
     #pragma omp simd
-    for (int64_t k = 0; k < 1; k++) loss[k] = 5.0000000000000002e-5*l0_W_sqsum[0] + 5.0000000000000002e-5*l2_W_sqsum[0] + 5.0000000000000002e-5*l5_W_sqsum[0] + loss_sum[0]/((real)N);
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_l0_W_sqsum[0] + 5.0000000000000002e-5*v_l2_W_sqsum[0] + 5.0000000000000002e-5*v_l5_W_sqsum[0] + v_loss_sum[0]/((real)N);
 }
 
 /* ---- loss_and_grad: workspace 10680*N + 3760 elements ---- */
-BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_P = ws + 0;  /* (64*N, 9) */
-    real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
-    real *const l0_Z = ws + 1088*N;  /* (64*N, 8) */
-    real *const l0_A = ws + 1600*N;  /* (64*N, 8) */
-    real *const l0_Y = ws + 2112*N;  /* (N, 512) */
-    real *const l1_win = ws + 2624*N;  /* (128*N, 4) */
-    real *const l1_max = ws + 3136*N;  /* (128*N, 1) */
-    real *const l1_Y = ws + 3264*N;  /* (N, 128) */
-    real *const l2_P = ws + 3392*N;  /* (16*N, 72) */
-    real *const l2_PW = ws + 4544*N;  /* (16*N, 16) */
-    real *const l2_Z = ws + 4800*N;  /* (16*N, 16) */
-    real *const l2_A = ws + 5056*N;  /* (16*N, 16) */
-    real *const l2_Y = ws + 5312*N;  /* (N, 256) */
-    real *const l3_win = ws + 5568*N;  /* (64*N, 4) */
-    real *const l3_max = ws + 5824*N;  /* (64*N, 1) */
-    real *const l3_Y = ws + 5888*N;  /* (N, 64) */
-    real *const l5_XW = ws + 5952*N;  /* (N, 10) */
-    real *const l5_Z = ws + 5968*N;  /* (N, 10) */
-    real *const o_max = ws + 5984*N;  /* (N, 1) */
-    real *const o_exp = ws + 5992*N;  /* (N, 10) */
-    real *const o_expsum = ws + 6008*N;  /* (N, 1) */
-    real *const o_pick = ws + 6016*N;  /* (N, 10) */
-    real *const o_label = ws + 6032*N;  /* (N, 1) */
-    real *const loss_terms = ws + 6040*N;  /* (N, 1) */
-    real *const loss_sum = ws + 6048*N;  /* (1, 1) */
-    real *const l0_W_sq = ws + 6048*N + 8;  /* (8, 9) */
-    real *const l0_W_sqsum = ws + 6048*N + 80;  /* (1, 1) */
-    real *const l2_W_sq = ws + 6048*N + 88;  /* (16, 72) */
-    real *const l2_W_sqsum = ws + 6048*N + 1240;  /* (1, 1) */
-    real *const l5_W_sq = ws + 6048*N + 1248;  /* (64, 10) */
-    real *const l5_W_sqsum = ws + 6048*N + 1888;  /* (1, 1) */
-    real *const d_o_expsum = ws + 6048*N + 1896;  /* (N, 1) */
-    real *const d_l5_Z_2 = ws + 6056*N + 1896;  /* (N, 10) */
-    real *const d_l3_Y = ws + 6072*N + 1896;  /* (N, 64) */
-    real *const d_l5_W_1 = ws + 6136*N + 1896;  /* (64, 10) */
-    real *const d_l3_max = ws + 6136*N + 2536;  /* (64*N, 1) */
-    real *const d_l3_win = ws + 6200*N + 2536;  /* (64*N, 4) */
-    real *const d_l2_Y = ws + 6456*N + 2536;  /* (N, 256) */
-    real *const d_l2_A = ws + 6712*N + 2536;  /* (16*N, 16) */
-    real *const d_l2_Z = ws + 6968*N + 2536;  /* (16*N, 16) */
-    real *const d_l2_P = ws + 7224*N + 2536;  /* (16*N, 72) */
-    real *const d_l2_W_1 = ws + 8376*N + 2536;  /* (16, 72) */
-    real *const d_l1_Y = ws + 8376*N + 3688;  /* (N, 128) */
-    real *const d_l1_max = ws + 8504*N + 3688;  /* (128*N, 1) */
-    real *const d_l1_win = ws + 8632*N + 3688;  /* (128*N, 4) */
-    real *const d_l0_Y = ws + 9144*N + 3688;  /* (N, 512) */
-    real *const d_l0_A = ws + 9656*N + 3688;  /* (64*N, 8) */
-    real *const d_l0_Z = ws + 10168*N + 3688;  /* (64*N, 8) */
-    real *const d_l0_W_1 = ws + 10680*N + 3688;  /* (8, 9) */
-    real *const loss = out + 0;  /* (1, 1) */
-    real *const d_l0_W_2 = out + 1;  /* (8, 9) */
-    real *const d_l0_b = out + 73;  /* (1, 8) */
-    real *const d_l2_W_2 = out + 81;  /* (16, 72) */
-    real *const d_l2_b = out + 1233;  /* (1, 16) */
-    real *const d_l5_W_2 = out + 1249;  /* (64, 10) */
-    real *const d_l5_b = out + 1889;  /* (1, 10) */
+    real *const v_l0_P = ws + 0;  /* (64*N, 9) */
+    real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
+    real *const v_l0_Z = ws + 1088*N;  /* (64*N, 8) */
+    real *const v_l0_A = ws + 1600*N;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 2112*N;  /* (N, 512) */
+    real *const v_l1_win = ws + 2624*N;  /* (128*N, 4) */
+    real *const v_l1_max = ws + 3136*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 3264*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 3392*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 4544*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 4800*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 5056*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 5312*N;  /* (N, 256) */
+    real *const v_l3_win = ws + 5568*N;  /* (64*N, 4) */
+    real *const v_l3_max = ws + 5824*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 5888*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 5952*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 5968*N;  /* (N, 10) */
+    real *const v_o_max = ws + 5984*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 5992*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 6008*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 6016*N;  /* (N, 10) */
+    real *const v_o_label = ws + 6032*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 6040*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 6048*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 6048*N + 8;  /* (8, 9) */
+    real *const v_l0_W_sqsum = ws + 6048*N + 80;  /* (1, 1) */
+    real *const v_l2_W_sq = ws + 6048*N + 88;  /* (16, 72) */
+    real *const v_l2_W_sqsum = ws + 6048*N + 1240;  /* (1, 1) */
+    real *const v_l5_W_sq = ws + 6048*N + 1248;  /* (64, 10) */
+    real *const v_l5_W_sqsum = ws + 6048*N + 1888;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 6048*N + 1896;  /* (N, 1) */
+    real *const v_d_l5_Z_2 = ws + 6056*N + 1896;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 6072*N + 1896;  /* (N, 64) */
+    real *const v_d_l5_W_1 = ws + 6136*N + 1896;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 6136*N + 2536;  /* (64*N, 1) */
+    real *const v_d_l3_win = ws + 6200*N + 2536;  /* (64*N, 4) */
+    real *const v_d_l2_Y = ws + 6456*N + 2536;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 6712*N + 2536;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 6968*N + 2536;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 7224*N + 2536;  /* (16*N, 72) */
+    real *const v_d_l2_W_1 = ws + 8376*N + 2536;  /* (16, 72) */
+    real *const v_d_l1_Y = ws + 8376*N + 3688;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 8504*N + 3688;  /* (128*N, 1) */
+    real *const v_d_l1_win = ws + 8632*N + 3688;  /* (128*N, 4) */
+    real *const v_d_l0_Y = ws + 9144*N + 3688;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 9656*N + 3688;  /* (64*N, 8) */
+    real *const v_d_l0_Z = ws + 10168*N + 3688;  /* (64*N, 8) */
+    real *const v_d_l0_W_1 = ws + 10680*N + 3688;  /* (8, 9) */
+    real *const v_loss = out + 0;  /* (1, 1) */
+    real *const v_d_l0_W_2 = out + 1;  /* (8, 9) */
+    real *const v_d_l0_b = out + 73;  /* (1, 8) */
+    real *const v_d_l2_W_2 = out + 81;  /* (16, 72) */
+    real *const v_d_l2_b = out + 1233;  /* (1, 16) */
+    real *const v_d_l5_W_2 = out + 1249;  /* (64, 10) */
+    real *const v_d_l5_b = out + 1889;  /* (1, 10) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
+    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, l0_P, l0_W, l0_PW);
+    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            l0_Z[k] = l0_PW[k] + l0_b[cc];
+            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
         }
     }
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) l0_A[k] = ((l0_Z[k] >= 0) ? (l0_Z[k]) : (0));
+    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
+    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
     /* l1: the 2x2 windows, one row each */
     /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
+    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
     /* l1: each window's maximum */
     /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
+    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
+    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
+    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, l2_P, l2_W, l2_PW);
+    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            l2_Z[k] = l2_PW[k] + l2_b[cc];
+            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
         }
     }
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) l2_A[k] = ((l2_Z[k] >= 0) ? (l2_Z[k]) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
+    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
     /* l3: the 2x2 windows, one row each */
     /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
+    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
     /* l3: each window's maximum */
     /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
+    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
+    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, l3_Y, l5_W, l5_XW);
-    /* l5: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l5_Z[k] = l5_XW[k] + l5_b[cc];
+            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
         }
     }
     /* o_max = rowmax(l5_Z) */
-    bpg_rowmax(N, 10, l5_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l5_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l5_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l5_Z ⊙ y */
     #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) o_pick[k] = l5_Z[k]*y[k];
+    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l5_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, o_pick, o_label);
+    bpg_rowsum(N, 10, v_o_pick, v_o_label);
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) loss_terms[k] = -o_label[k] + o_max[k] + log(o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, loss_terms, loss_sum);
+    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
     /* l0_W_sq = l0_W^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) l0_W_sq[k] = ((l0_W[k])*(l0_W[k]));
+    for (int64_t k = 0; k < 72; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(8, 9, l0_W_sq, l0_W_sqsum);
+    bpg_sumall(8, 9, v_l0_W_sq, v_l0_W_sqsum);
     /* l2_W_sq = l2_W^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) l2_W_sq[k] = ((l2_W[k])*(l2_W[k]));
+    for (int64_t k = 0; k < 1152; k++) v_l2_W_sq[k] = ((v_l2_W[k])*(v_l2_W[k]));
     /* l2_W_sqsum = 1ᵀ·l2_W_sq·1 */
-    bpg_sumall(16, 72, l2_W_sq, l2_W_sqsum);
+    bpg_sumall(16, 72, v_l2_W_sq, v_l2_W_sqsum);
     /* l5_W_sq = l5_W^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) l5_W_sq[k] = ((l5_W[k])*(l5_W[k]));
+    for (int64_t k = 0; k < 640; k++) v_l5_W_sq[k] = ((v_l5_W[k])*(v_l5_W[k]));
     /* l5_W_sqsum = 1ᵀ·l5_W_sq·1 */
-    bpg_sumall(64, 10, l5_W_sq, l5_W_sqsum);
-    /* mean over samples (+ 0.5 λ Σ‖W‖²) */
+    bpg_sumall(64, 10, v_l5_W_sq, v_l5_W_sqsum);
+    /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N */
     #pragma omp simd
-    for (int64_t k = 0; k < 1; k++) loss[k] = 5.0000000000000002e-5*l0_W_sqsum[0] + 5.0000000000000002e-5*l2_W_sqsum[0] + 5.0000000000000002e-5*l5_W_sqsum[0] + loss_sum[0]/((real)N);
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_l0_W_sqsum[0] + 5.0000000000000002e-5*v_l2_W_sqsum[0] + 5.0000000000000002e-5*v_l5_W_sqsum[0] + v_loss_sum[0]/((real)N);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
 
     /* Grad of: l5_Z = l5_XW + l5_b */
-    /*   (l5: pre-activation Z = X·W + 1·b) */
+    /*   (l5: pre-activation) */
     /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            d_l5_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+            v_d_l5_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
         }
     }
     /* d_l5_b = 1ᵀ·d_l5_Z_2 */
-    bpg_colsum(N, 10, d_l5_Z_2, d_l5_b);
+    bpg_colsum(N, 10, v_d_l5_Z_2, v_d_l5_b);
 
     /* Grad of: l5_XW = l3_Y·l5_W */
     /*   (l5: affine part) */
     /* d_l3_Y = d_l5_Z_2·l5_Wᵀ */
-    bpg_gemm_nt(N, 64, 10, d_l5_Z_2, l5_W, d_l3_Y);
+    bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_l5_W, v_d_l3_Y);
     /* d_l5_W_1 = l3_Yᵀ·d_l5_Z_2 */
-    bpg_gemm_tn(64, 10, N, l3_Y, d_l5_Z_2, d_l5_W_1);
+    bpg_gemm_tn(64, 10, N, v_l3_Y, v_d_l5_Z_2, v_d_l5_W_1);
 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, d_l3_Y, d_l3_max);
+    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
 
     /* Grad of: l3_max = rowmax(l3_win) */
     /*   (l3: each window's maximum) */
     /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, l3_win, d_l3_max, d_l3_win);
+    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
 
     /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     /*   (l3: the 2x2 windows, one row each) */
     /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, d_l3_win, d_l2_Y);
+    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, d_l2_Y, d_l2_A);
+    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
     /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l2_Z = l2_PW + l2_b */
     /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l2_b = 1ᵀ·d_l2_Z */
-    bpg_colsum(16*N, 16, d_l2_Z, d_l2_b);
+    bpg_colsum(16*N, 16, v_d_l2_Z, v_d_l2_b);
 
     /* Grad of: l2_PW = l2_P·l2_Wᵀ */
     /*   (l2: patches times the kernel, P·Wᵀ) */
     /* d_l2_P = d_l2_Z·l2_W */
-    bpg_gemm_nn(16*N, 72, 16, d_l2_Z, l2_W, d_l2_P);
+    bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_l2_W, v_d_l2_P);
     /* d_l2_W_1 = d_l2_Zᵀ·l2_P */
-    bpg_gemm_tn(16, 72, 16*N, d_l2_Z, l2_P, d_l2_W_1);
+    bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_l2_P, v_d_l2_W_1);
 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, d_l2_P, d_l1_Y);
+    bpg_scatter(N, 128, 1152, bpg_table_4, v_d_l2_P, v_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, d_l1_Y, d_l1_max);
+    bpg_scatter(N, 128, 128, bpg_table_3, v_d_l1_Y, v_d_l1_max);
 
     /* Grad of: l1_max = rowmax(l1_win) */
     /*   (l1: each window's maximum) */
     /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, l1_win, d_l1_max, d_l1_win);
+    bpg_put_argmax(128*N, 4, v_l1_win, v_d_l1_max, v_d_l1_win);
 
     /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     /*   (l1: the 2x2 windows, one row each) */
     /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, d_l1_win, d_l0_Y);
+    bpg_scatter(N, 512, 512, bpg_table_2, v_d_l1_win, v_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, d_l0_Y, d_l0_A);
+    bpg_scatter(N, 512, 512, bpg_table_1, v_d_l0_Y, v_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
     /* d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) d_l0_Z[k] = d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l0_Z = l0_PW + l0_b */
     /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(64*N, 8, d_l0_Z, d_l0_b);
+    bpg_colsum(64*N, 8, v_d_l0_Z, v_d_l0_b);
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
     /* d_l0_W_1 = d_l0_Zᵀ·l0_P */
-    bpg_gemm_tn(8, 9, 64*N, d_l0_Z, l0_P, d_l0_W_1);
+    bpg_gemm_tn(8, 9, 64*N, v_d_l0_Z, v_l0_P, v_d_l0_W_1);
 
     /* total gradients */
     /* d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) d_l0_W_2[k] = d_l0_W_1[k] + 0.0001*l0_W[k];
+    for (int64_t k = 0; k < 72; k++) v_d_l0_W_2[k] = v_d_l0_W_1[k] + 0.0001*v_l0_W[k];
     /* d_l2_W_2 = d_l2_W_1 + 0.0001 l2_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) d_l2_W_2[k] = d_l2_W_1[k] + 0.0001*l2_W[k];
+    for (int64_t k = 0; k < 1152; k++) v_d_l2_W_2[k] = v_d_l2_W_1[k] + 0.0001*v_l2_W[k];
     /* d_l5_W_2 = d_l5_W_1 + 0.0001 l5_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) d_l5_W_2[k] = d_l5_W_1[k] + 0.0001*l5_W[k];
+    for (int64_t k = 0; k < 640; k++) v_d_l5_W_2[k] = v_d_l5_W_1[k] + 0.0001*v_l5_W[k];
 }
 
 /* ---- hvp: workspace 19176*N + 3656 elements ---- */
-BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l2_W, const real *restrict v_v_l2_b, const real *restrict v_v_l5_W, const real *restrict v_v_l5_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_P = ws + 0;  /* (64*N, 9) */
-    real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
-    real *const r_l0_PW_b = ws + 1088*N;  /* (64*N, 8) */
-    real *const l0_Z = ws + 1600*N;  /* (64*N, 8) */
-    real *const l0_A = ws + 2112*N;  /* (64*N, 8) */
-    real *const r_l0_A = ws + 2624*N;  /* (64*N, 8) */
-    real *const l0_Y = ws + 3136*N;  /* (N, 512) */
-    real *const r_l0_Y = ws + 3648*N;  /* (N, 512) */
-    real *const l1_win = ws + 4160*N;  /* (128*N, 4) */
-    real *const r_l1_win = ws + 4672*N;  /* (128*N, 4) */
-    real *const l1_max = ws + 5184*N;  /* (128*N, 1) */
-    real *const r_l1_max = ws + 5312*N;  /* (128*N, 1) */
-    real *const l1_Y = ws + 5440*N;  /* (N, 128) */
-    real *const r_l1_Y = ws + 5568*N;  /* (N, 128) */
-    real *const l2_P = ws + 5696*N;  /* (16*N, 72) */
-    real *const r_l2_P = ws + 6848*N;  /* (16*N, 72) */
-    real *const l2_PW = ws + 8000*N;  /* (16*N, 16) */
-    real *const r_l2_PW_a = ws + 8256*N;  /* (16*N, 16) */
-    real *const r_l2_PW_b = ws + 8512*N;  /* (16*N, 16) */
-    real *const l2_Z = ws + 8768*N;  /* (16*N, 16) */
-    real *const l2_A = ws + 9024*N;  /* (16*N, 16) */
-    real *const r_l2_A = ws + 9280*N;  /* (16*N, 16) */
-    real *const l2_Y = ws + 9536*N;  /* (N, 256) */
-    real *const r_l2_Y = ws + 9792*N;  /* (N, 256) */
-    real *const l3_win = ws + 10048*N;  /* (64*N, 4) */
-    real *const r_l3_win = ws + 10304*N;  /* (64*N, 4) */
-    real *const l3_max = ws + 10560*N;  /* (64*N, 1) */
-    real *const r_l3_max = ws + 10624*N;  /* (64*N, 1) */
-    real *const l3_Y = ws + 10688*N;  /* (N, 64) */
-    real *const r_l3_Y = ws + 10752*N;  /* (N, 64) */
-    real *const l5_XW = ws + 10816*N;  /* (N, 10) */
-    real *const r_l5_XW_a = ws + 10832*N;  /* (N, 10) */
-    real *const r_l5_XW_b = ws + 10848*N;  /* (N, 10) */
-    real *const l5_Z = ws + 10864*N;  /* (N, 10) */
-    real *const o_max = ws + 10880*N;  /* (N, 1) */
-    real *const o_exp = ws + 10888*N;  /* (N, 10) */
-    real *const r_o_exp = ws + 10904*N;  /* (N, 10) */
-    real *const o_expsum = ws + 10920*N;  /* (N, 1) */
-    real *const r_o_expsum = ws + 10928*N;  /* (N, 1) */
-    real *const d_o_expsum = ws + 10936*N;  /* (N, 1) */
-    real *const r_d_o_expsum = ws + 10944*N;  /* (N, 1) */
-    real *const r_d_l5_Z_1 = ws + 10952*N;  /* (N, 10) */
-    real *const d_l5_Z_2 = ws + 10968*N;  /* (N, 10) */
-    real *const d_l3_Y = ws + 10984*N;  /* (N, 64) */
-    real *const r_d_l3_Y_a = ws + 11048*N;  /* (N, 64) */
-    real *const r_d_l3_Y_b = ws + 11112*N;  /* (N, 64) */
-    real *const r_d_l3_Y = ws + 11176*N;  /* (N, 64) */
-    real *const r_d_l5_W_1_a = ws + 11240*N;  /* (64, 10) */
-    real *const r_d_l5_W_1_b = ws + 11240*N + 640;  /* (64, 10) */
-    real *const d_l3_max = ws + 11240*N + 1280;  /* (64*N, 1) */
-    real *const r_d_l3_max = ws + 11304*N + 1280;  /* (64*N, 1) */
-    real *const d_l3_win = ws + 11368*N + 1280;  /* (64*N, 4) */
-    real *const r_d_l3_win = ws + 11624*N + 1280;  /* (64*N, 4) */
-    real *const d_l2_Y = ws + 11880*N + 1280;  /* (N, 256) */
-    real *const r_d_l2_Y = ws + 12136*N + 1280;  /* (N, 256) */
-    real *const d_l2_A = ws + 12392*N + 1280;  /* (16*N, 16) */
-    real *const r_d_l2_A = ws + 12648*N + 1280;  /* (16*N, 16) */
-    real *const d_l2_Z = ws + 12904*N + 1280;  /* (16*N, 16) */
-    real *const r_d_l2_Z = ws + 13160*N + 1280;  /* (16*N, 16) */
-    real *const r_d_l2_P_a = ws + 13416*N + 1280;  /* (16*N, 72) */
-    real *const r_d_l2_P_b = ws + 14568*N + 1280;  /* (16*N, 72) */
-    real *const r_d_l2_P = ws + 15720*N + 1280;  /* (16*N, 72) */
-    real *const r_d_l2_W_1_a = ws + 16872*N + 1280;  /* (16, 72) */
-    real *const r_d_l2_W_1_b = ws + 16872*N + 2432;  /* (16, 72) */
-    real *const r_d_l1_Y = ws + 16872*N + 3584;  /* (N, 128) */
-    real *const r_d_l1_max = ws + 17000*N + 3584;  /* (128*N, 1) */
-    real *const r_d_l1_win = ws + 17128*N + 3584;  /* (128*N, 4) */
-    real *const r_d_l0_Y = ws + 17640*N + 3584;  /* (N, 512) */
-    real *const r_d_l0_A = ws + 18152*N + 3584;  /* (64*N, 8) */
-    real *const r_d_l0_Z = ws + 18664*N + 3584;  /* (64*N, 8) */
-    real *const r_d_l0_W_1_a = ws + 19176*N + 3584;  /* (8, 9) */
-    real *const r_d_l0_W_2 = out + 0;  /* (8, 9) */
-    real *const r_d_l0_b = out + 72;  /* (1, 8) */
-    real *const r_d_l2_W_2 = out + 80;  /* (16, 72) */
-    real *const r_d_l2_b = out + 1232;  /* (1, 16) */
-    real *const r_d_l5_W_2 = out + 1248;  /* (64, 10) */
-    real *const r_d_l5_b = out + 1888;  /* (1, 10) */
+    real *const v_l0_P = ws + 0;  /* (64*N, 9) */
+    real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
+    real *const v_r_l0_PW_b = ws + 1088*N;  /* (64*N, 8) */
+    real *const v_l0_Z = ws + 1600*N;  /* (64*N, 8) */
+    real *const v_l0_A = ws + 2112*N;  /* (64*N, 8) */
+    real *const v_r_l0_A = ws + 2624*N;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 3136*N;  /* (N, 512) */
+    real *const v_r_l0_Y = ws + 3648*N;  /* (N, 512) */
+    real *const v_l1_win = ws + 4160*N;  /* (128*N, 4) */
+    real *const v_r_l1_win = ws + 4672*N;  /* (128*N, 4) */
+    real *const v_l1_max = ws + 5184*N;  /* (128*N, 1) */
+    real *const v_r_l1_max = ws + 5312*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 5440*N;  /* (N, 128) */
+    real *const v_r_l1_Y = ws + 5568*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 5696*N;  /* (16*N, 72) */
+    real *const v_r_l2_P = ws + 6848*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 8000*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_a = ws + 8256*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_b = ws + 8512*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 8768*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 9024*N;  /* (16*N, 16) */
+    real *const v_r_l2_A = ws + 9280*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 9536*N;  /* (N, 256) */
+    real *const v_r_l2_Y = ws + 9792*N;  /* (N, 256) */
+    real *const v_l3_win = ws + 10048*N;  /* (64*N, 4) */
+    real *const v_r_l3_win = ws + 10304*N;  /* (64*N, 4) */
+    real *const v_l3_max = ws + 10560*N;  /* (64*N, 1) */
+    real *const v_r_l3_max = ws + 10624*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 10688*N;  /* (N, 64) */
+    real *const v_r_l3_Y = ws + 10752*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 10816*N;  /* (N, 10) */
+    real *const v_r_l5_XW_a = ws + 10832*N;  /* (N, 10) */
+    real *const v_r_l5_XW_b = ws + 10848*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 10864*N;  /* (N, 10) */
+    real *const v_o_max = ws + 10880*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 10888*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 10904*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 10920*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 10928*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 10936*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 10944*N;  /* (N, 1) */
+    real *const v_r_d_l5_Z_1 = ws + 10952*N;  /* (N, 10) */
+    real *const v_d_l5_Z_2 = ws + 10968*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 10984*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y_a = ws + 11048*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y_b = ws + 11112*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y = ws + 11176*N;  /* (N, 64) */
+    real *const v_r_d_l5_W_1_a = ws + 11240*N;  /* (64, 10) */
+    real *const v_r_d_l5_W_1_b = ws + 11240*N + 640;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 11240*N + 1280;  /* (64*N, 1) */
+    real *const v_r_d_l3_max = ws + 11304*N + 1280;  /* (64*N, 1) */
+    real *const v_d_l3_win = ws + 11368*N + 1280;  /* (64*N, 4) */
+    real *const v_r_d_l3_win = ws + 11624*N + 1280;  /* (64*N, 4) */
+    real *const v_d_l2_Y = ws + 11880*N + 1280;  /* (N, 256) */
+    real *const v_r_d_l2_Y = ws + 12136*N + 1280;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 12392*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_A = ws + 12648*N + 1280;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 12904*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_Z = ws + 13160*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_P_a = ws + 13416*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P_b = ws + 14568*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P = ws + 15720*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_W_1_a = ws + 16872*N + 1280;  /* (16, 72) */
+    real *const v_r_d_l2_W_1_b = ws + 16872*N + 2432;  /* (16, 72) */
+    real *const v_r_d_l1_Y = ws + 16872*N + 3584;  /* (N, 128) */
+    real *const v_r_d_l1_max = ws + 17000*N + 3584;  /* (128*N, 1) */
+    real *const v_r_d_l1_win = ws + 17128*N + 3584;  /* (128*N, 4) */
+    real *const v_r_d_l0_Y = ws + 17640*N + 3584;  /* (N, 512) */
+    real *const v_r_d_l0_A = ws + 18152*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_Z = ws + 18664*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_W_1_a = ws + 19176*N + 3584;  /* (8, 9) */
+    real *const v_r_d_l0_W_2 = out + 0;  /* (8, 9) */
+    real *const v_r_d_l0_b = out + 72;  /* (1, 8) */
+    real *const v_r_d_l2_W_2 = out + 80;  /* (16, 72) */
+    real *const v_r_d_l2_b = out + 1232;  /* (1, 16) */
+    real *const v_r_d_l5_W_2 = out + 1248;  /* (64, 10) */
+    real *const v_r_d_l5_b = out + 1888;  /* (1, 10) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
+    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, l0_P, l0_W, l0_PW);
+    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
     /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, l0_P, v_l0_W, r_l0_PW_b);
+    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            l0_Z[k] = l0_PW[k] + l0_b[cc];
+            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
         }
     }
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) l0_A[k] = ((l0_Z[k] >= 0) ? (l0_Z[k]) : (0));
+    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            r_l0_A[k] = (r_l0_PW_b[k] + v_l0_b[cc])*((l0_Z[k] >= 0) ? (1) : (0));
+            v_r_l0_A[k] = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((v_l0_Z[k] >= 0) ? (1) : (0));
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
+    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
     /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, r_l0_A, r_l0_Y);
+    bpg_gather(N, 512, 512, bpg_table_1, v_r_l0_A, v_r_l0_Y);
     /* l1: the 2x2 windows, one row each */
     /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
+    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
     /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, r_l0_Y, r_l1_win);
+    bpg_gather(N, 512, 512, bpg_table_2, v_r_l0_Y, v_r_l1_win);
     /* l1: each window's maximum */
     /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
+    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
     /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
-    bpg_take_argmax(128*N, 4, l1_win, r_l1_win, r_l1_max);
+    bpg_take_argmax(128*N, 4, v_l1_win, v_r_l1_win, v_r_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
+    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
     /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, r_l1_max, r_l1_Y);
+    bpg_gather(N, 128, 128, bpg_table_3, v_r_l1_max, v_r_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
+    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
     /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, r_l1_Y, r_l2_P);
+    bpg_gather(N, 128, 1152, bpg_table_4, v_r_l1_Y, v_r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, l2_P, l2_W, l2_PW);
+    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
     /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, r_l2_P, l2_W, r_l2_PW_a);
+    bpg_gemm_nt(16*N, 16, 72, v_r_l2_P, v_l2_W, v_r_l2_PW_a);
     /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, l2_P, v_l2_W, r_l2_PW_b);
+    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            l2_Z[k] = l2_PW[k] + l2_b[cc];
+            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
         }
     }
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) l2_A[k] = ((l2_Z[k] >= 0) ? (l2_Z[k]) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            r_l2_A[k] = (r_l2_PW_a[k] + r_l2_PW_b[k] + v_l2_b[cc])*((l2_Z[k] >= 0) ? (1) : (0));
+            v_r_l2_A[k] = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((v_l2_Z[k] >= 0) ? (1) : (0));
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
+    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
     /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, r_l2_A, r_l2_Y);
+    bpg_gather(N, 256, 256, bpg_table_5, v_r_l2_A, v_r_l2_Y);
     /* l3: the 2x2 windows, one row each */
     /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
+    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
     /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, r_l2_Y, r_l3_win);
+    bpg_gather(N, 256, 256, bpg_table_6, v_r_l2_Y, v_r_l3_win);
     /* l3: each window's maximum */
     /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
+    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
     /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
-    bpg_take_argmax(64*N, 4, l3_win, r_l3_win, r_l3_max);
+    bpg_take_argmax(64*N, 4, v_l3_win, v_r_l3_win, v_r_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
+    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
     /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, r_l3_max, r_l3_Y);
+    bpg_gather(N, 64, 64, bpg_table_7, v_r_l3_max, v_r_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, l3_Y, l5_W, l5_XW);
+    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
     /* r_l5_XW_a = r_l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, r_l3_Y, l5_W, r_l5_XW_a);
+    bpg_gemm_nn(N, 10, 64, v_r_l3_Y, v_l5_W, v_r_l5_XW_a);
     /* r_l5_XW_b = l3_Y·v_l5_W */
-    bpg_gemm_nn(N, 10, 64, l3_Y, v_l5_W, r_l5_XW_b);
-    /* l5: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
+    /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l5_Z[k] = l5_XW[k] + l5_b[cc];
+            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
         }
     }
     /* o_max = rowmax(l5_Z) */
-    bpg_rowmax(N, 10, l5_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l5_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l5_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
         }
     }
     /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
@@ -1297,369 +1354,369 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            r_o_exp[k] = o_exp[k]*(r_l5_XW_a[k] + r_l5_XW_b[k] + v_l5_b[cc]);
+            v_r_o_exp[k] = v_o_exp[k]*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, r_o_exp, r_o_expsum);
+    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
+    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
 
     /* Grad of: o_exp = exp(l5_Z - o_max) */
-    /*   (exp(O - m), shifted for stability) */
+    /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            r_d_l5_Z_1[k] = d_o_expsum[rr]*r_o_exp[k] + o_exp[k]*r_d_o_expsum[rr];
+            v_r_d_l5_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
         }
     }
 
     /* Grad of: l5_Z = l5_XW + l5_b */
-    /*   (l5: pre-activation Z = X·W + 1·b) */
+    /*   (l5: pre-activation) */
     /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            d_l5_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+            v_d_l5_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
         }
     }
     /* r_d_l5_b = 1ᵀ·r_d_l5_Z_1 */
-    bpg_colsum(N, 10, r_d_l5_Z_1, r_d_l5_b);
+    bpg_colsum(N, 10, v_r_d_l5_Z_1, v_r_d_l5_b);
 
     /* Grad of: l5_XW = l3_Y·l5_W */
     /*   (l5: affine part) */
     /* d_l3_Y = d_l5_Z_2·l5_Wᵀ */
-    bpg_gemm_nt(N, 64, 10, d_l5_Z_2, l5_W, d_l3_Y);
+    bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_l5_W, v_d_l3_Y);
     /* r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ */
-    bpg_gemm_nt(N, 64, 10, r_d_l5_Z_1, l5_W, r_d_l3_Y_a);
+    bpg_gemm_nt(N, 64, 10, v_r_d_l5_Z_1, v_l5_W, v_r_d_l3_Y_a);
     /* r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ */
-    bpg_gemm_nt(N, 64, 10, d_l5_Z_2, v_l5_W, r_d_l3_Y_b);
+    bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_v_l5_W, v_r_d_l3_Y_b);
     /* r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 64*N; k++) r_d_l3_Y[k] = r_d_l3_Y_a[k] + r_d_l3_Y_b[k];
+    for (int64_t k = 0; k < 64*N; k++) v_r_d_l3_Y[k] = v_r_d_l3_Y_a[k] + v_r_d_l3_Y_b[k];
     /* r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2 */
-    bpg_gemm_tn(64, 10, N, r_l3_Y, d_l5_Z_2, r_d_l5_W_1_a);
+    bpg_gemm_tn(64, 10, N, v_r_l3_Y, v_d_l5_Z_2, v_r_d_l5_W_1_a);
     /* r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1 */
-    bpg_gemm_tn(64, 10, N, l3_Y, r_d_l5_Z_1, r_d_l5_W_1_b);
+    bpg_gemm_tn(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_r_d_l5_W_1_b);
 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, d_l3_Y, d_l3_max);
+    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
     /* r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, r_d_l3_Y, r_d_l3_max);
+    bpg_scatter(N, 64, 64, bpg_table_7, v_r_d_l3_Y, v_r_d_l3_max);
 
     /* Grad of: l3_max = rowmax(l3_win) */
     /*   (l3: each window's maximum) */
     /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, l3_win, d_l3_max, d_l3_win);
+    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
     /* r_d_l3_win = r_d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, l3_win, r_d_l3_max, r_d_l3_win);
+    bpg_put_argmax(64*N, 4, v_l3_win, v_r_d_l3_max, v_r_d_l3_win);
 
     /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     /*   (l3: the 2x2 windows, one row each) */
     /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, d_l3_win, d_l2_Y);
+    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
     /* r_d_l2_Y = windowsᵀ(r_d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, r_d_l3_win, r_d_l2_Y);
+    bpg_scatter(N, 256, 256, bpg_table_6, v_r_d_l3_win, v_r_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, d_l2_Y, d_l2_A);
+    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
     /* r_d_l2_A = transposeᵀ(r_d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, r_d_l2_Y, r_d_l2_A);
+    bpg_scatter(N, 256, 256, bpg_table_5, v_r_d_l2_Y, v_r_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
     /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
     /* r_d_l2_Z = r_d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) r_d_l2_Z[k] = r_d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_r_d_l2_Z[k] = v_r_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l2_Z = l2_PW + l2_b */
     /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* r_d_l2_b = 1ᵀ·r_d_l2_Z */
-    bpg_colsum(16*N, 16, r_d_l2_Z, r_d_l2_b);
+    bpg_colsum(16*N, 16, v_r_d_l2_Z, v_r_d_l2_b);
 
     /* Grad of: l2_PW = l2_P·l2_Wᵀ */
     /*   (l2: patches times the kernel, P·Wᵀ) */
     /* r_d_l2_P_a = r_d_l2_Z·l2_W */
-    bpg_gemm_nn(16*N, 72, 16, r_d_l2_Z, l2_W, r_d_l2_P_a);
+    bpg_gemm_nn(16*N, 72, 16, v_r_d_l2_Z, v_l2_W, v_r_d_l2_P_a);
     /* r_d_l2_P_b = d_l2_Z·v_l2_W */
-    bpg_gemm_nn(16*N, 72, 16, d_l2_Z, v_l2_W, r_d_l2_P_b);
+    bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_v_l2_W, v_r_d_l2_P_b);
     /* r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152*N; k++) r_d_l2_P[k] = r_d_l2_P_a[k] + r_d_l2_P_b[k];
+    for (int64_t k = 0; k < 1152*N; k++) v_r_d_l2_P[k] = v_r_d_l2_P_a[k] + v_r_d_l2_P_b[k];
     /* r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P */
-    bpg_gemm_tn(16, 72, 16*N, r_d_l2_Z, l2_P, r_d_l2_W_1_a);
+    bpg_gemm_tn(16, 72, 16*N, v_r_d_l2_Z, v_l2_P, v_r_d_l2_W_1_a);
     /* r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P */
-    bpg_gemm_tn(16, 72, 16*N, d_l2_Z, r_l2_P, r_d_l2_W_1_b);
+    bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_r_l2_P, v_r_d_l2_W_1_b);
 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* r_d_l1_Y = im2colᵀ(r_d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, r_d_l2_P, r_d_l1_Y);
+    bpg_scatter(N, 128, 1152, bpg_table_4, v_r_d_l2_P, v_r_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, r_d_l1_Y, r_d_l1_max);
+    bpg_scatter(N, 128, 128, bpg_table_3, v_r_d_l1_Y, v_r_d_l1_max);
 
     /* Grad of: l1_max = rowmax(l1_win) */
     /*   (l1: each window's maximum) */
     /* r_d_l1_win = r_d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, l1_win, r_d_l1_max, r_d_l1_win);
+    bpg_put_argmax(128*N, 4, v_l1_win, v_r_d_l1_max, v_r_d_l1_win);
 
     /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     /*   (l1: the 2x2 windows, one row each) */
     /* r_d_l0_Y = windowsᵀ(r_d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, r_d_l1_win, r_d_l0_Y);
+    bpg_scatter(N, 512, 512, bpg_table_2, v_r_d_l1_win, v_r_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* r_d_l0_A = transposeᵀ(r_d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, r_d_l0_Y, r_d_l0_A);
+    bpg_scatter(N, 512, 512, bpg_table_1, v_r_d_l0_Y, v_r_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
     /* r_d_l0_Z = r_d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) r_d_l0_Z[k] = r_d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 512*N; k++) v_r_d_l0_Z[k] = v_r_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l0_Z = l0_PW + l0_b */
     /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
-    bpg_colsum(64*N, 8, r_d_l0_Z, r_d_l0_b);
+    bpg_colsum(64*N, 8, v_r_d_l0_Z, v_r_d_l0_b);
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
     /* r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P */
-    bpg_gemm_tn(8, 9, 64*N, r_d_l0_Z, l0_P, r_d_l0_W_1_a);
+    bpg_gemm_tn(8, 9, 64*N, v_r_d_l0_Z, v_l0_P, v_r_d_l0_W_1_a);
 
     /* total gradients */
     /* r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) r_d_l0_W_2[k] = r_d_l0_W_1_a[k] + 0.0001*v_l0_W[k];
+    for (int64_t k = 0; k < 72; k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_a[k] + 0.0001*v_v_l0_W[k];
     /* r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001 v_l2_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) r_d_l2_W_2[k] = r_d_l2_W_1_a[k] + r_d_l2_W_1_b[k] + 0.0001*v_l2_W[k];
+    for (int64_t k = 0; k < 1152; k++) v_r_d_l2_W_2[k] = v_r_d_l2_W_1_a[k] + v_r_d_l2_W_1_b[k] + 0.0001*v_v_l2_W[k];
     /* r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) r_d_l5_W_2[k] = r_d_l5_W_1_a[k] + r_d_l5_W_1_b[k] + 0.0001*v_l5_W[k];
+    for (int64_t k = 0; k < 640; k++) v_r_d_l5_W_2[k] = v_r_d_l5_W_1_a[k] + v_r_d_l5_W_1_b[k] + 0.0001*v_v_l5_W[k];
 }
 
 /* ---- ggn_vp: workspace 15576*N + 1864 elements ---- */
-BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l2_W, const real *restrict v_v_l2_b, const real *restrict v_v_l5_W, const real *restrict v_v_l5_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_P = ws + 0;  /* (64*N, 9) */
-    real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
-    real *const r_l0_PW_b = ws + 1088*N;  /* (64*N, 8) */
-    real *const l0_Z = ws + 1600*N;  /* (64*N, 8) */
-    real *const l0_A = ws + 2112*N;  /* (64*N, 8) */
-    real *const r_l0_A = ws + 2624*N;  /* (64*N, 8) */
-    real *const l0_Y = ws + 3136*N;  /* (N, 512) */
-    real *const r_l0_Y = ws + 3648*N;  /* (N, 512) */
-    real *const l1_win = ws + 4160*N;  /* (128*N, 4) */
-    real *const r_l1_win = ws + 4672*N;  /* (128*N, 4) */
-    real *const l1_max = ws + 5184*N;  /* (128*N, 1) */
-    real *const r_l1_max = ws + 5312*N;  /* (128*N, 1) */
-    real *const l1_Y = ws + 5440*N;  /* (N, 128) */
-    real *const r_l1_Y = ws + 5568*N;  /* (N, 128) */
-    real *const l2_P = ws + 5696*N;  /* (16*N, 72) */
-    real *const r_l2_P = ws + 6848*N;  /* (16*N, 72) */
-    real *const l2_PW = ws + 8000*N;  /* (16*N, 16) */
-    real *const r_l2_PW_a = ws + 8256*N;  /* (16*N, 16) */
-    real *const r_l2_PW_b = ws + 8512*N;  /* (16*N, 16) */
-    real *const l2_Z = ws + 8768*N;  /* (16*N, 16) */
-    real *const l2_A = ws + 9024*N;  /* (16*N, 16) */
-    real *const r_l2_A = ws + 9280*N;  /* (16*N, 16) */
-    real *const l2_Y = ws + 9536*N;  /* (N, 256) */
-    real *const r_l2_Y = ws + 9792*N;  /* (N, 256) */
-    real *const l3_win = ws + 10048*N;  /* (64*N, 4) */
-    real *const r_l3_win = ws + 10304*N;  /* (64*N, 4) */
-    real *const l3_max = ws + 10560*N;  /* (64*N, 1) */
-    real *const r_l3_max = ws + 10624*N;  /* (64*N, 1) */
-    real *const l3_Y = ws + 10688*N;  /* (N, 64) */
-    real *const r_l3_Y = ws + 10752*N;  /* (N, 64) */
-    real *const l5_XW = ws + 10816*N;  /* (N, 10) */
-    real *const r_l5_XW_a = ws + 10832*N;  /* (N, 10) */
-    real *const r_l5_XW_b = ws + 10848*N;  /* (N, 10) */
-    real *const l5_Z = ws + 10864*N;  /* (N, 10) */
-    real *const o_max = ws + 10880*N;  /* (N, 1) */
-    real *const o_exp = ws + 10888*N;  /* (N, 10) */
-    real *const r_o_exp = ws + 10904*N;  /* (N, 10) */
-    real *const o_expsum = ws + 10920*N;  /* (N, 1) */
-    real *const r_o_expsum = ws + 10928*N;  /* (N, 1) */
-    real *const d_o_expsum = ws + 10936*N;  /* (N, 1) */
-    real *const r_d_o_expsum = ws + 10944*N;  /* (N, 1) */
-    real *const r_d_l5_Z_1 = ws + 10952*N;  /* (N, 10) */
-    real *const d_l3_Y = ws + 10968*N;  /* (N, 64) */
-    real *const d_l5_W_1 = ws + 11032*N;  /* (64, 10) */
-    real *const d_l3_max = ws + 11032*N + 640;  /* (64*N, 1) */
-    real *const d_l3_win = ws + 11096*N + 640;  /* (64*N, 4) */
-    real *const d_l2_Y = ws + 11352*N + 640;  /* (N, 256) */
-    real *const d_l2_A = ws + 11608*N + 640;  /* (16*N, 16) */
-    real *const d_l2_Z = ws + 11864*N + 640;  /* (16*N, 16) */
-    real *const d_l2_P = ws + 12120*N + 640;  /* (16*N, 72) */
-    real *const d_l2_W_1 = ws + 13272*N + 640;  /* (16, 72) */
-    real *const d_l1_Y = ws + 13272*N + 1792;  /* (N, 128) */
-    real *const d_l1_max = ws + 13400*N + 1792;  /* (128*N, 1) */
-    real *const d_l1_win = ws + 13528*N + 1792;  /* (128*N, 4) */
-    real *const d_l0_Y = ws + 14040*N + 1792;  /* (N, 512) */
-    real *const d_l0_A = ws + 14552*N + 1792;  /* (64*N, 8) */
-    real *const d_l0_Z = ws + 15064*N + 1792;  /* (64*N, 8) */
-    real *const d_l0_W_1 = ws + 15576*N + 1792;  /* (8, 9) */
-    real *const gv_l0_W = out + 0;  /* (8, 9) */
-    real *const d_l0_b = out + 72;  /* (1, 8) */
-    real *const gv_l2_W = out + 80;  /* (16, 72) */
-    real *const d_l2_b = out + 1232;  /* (1, 16) */
-    real *const gv_l5_W = out + 1248;  /* (64, 10) */
-    real *const d_l5_b = out + 1888;  /* (1, 10) */
+    real *const v_l0_P = ws + 0;  /* (64*N, 9) */
+    real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
+    real *const v_r_l0_PW_b = ws + 1088*N;  /* (64*N, 8) */
+    real *const v_l0_Z = ws + 1600*N;  /* (64*N, 8) */
+    real *const v_l0_A = ws + 2112*N;  /* (64*N, 8) */
+    real *const v_r_l0_A = ws + 2624*N;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 3136*N;  /* (N, 512) */
+    real *const v_r_l0_Y = ws + 3648*N;  /* (N, 512) */
+    real *const v_l1_win = ws + 4160*N;  /* (128*N, 4) */
+    real *const v_r_l1_win = ws + 4672*N;  /* (128*N, 4) */
+    real *const v_l1_max = ws + 5184*N;  /* (128*N, 1) */
+    real *const v_r_l1_max = ws + 5312*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 5440*N;  /* (N, 128) */
+    real *const v_r_l1_Y = ws + 5568*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 5696*N;  /* (16*N, 72) */
+    real *const v_r_l2_P = ws + 6848*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 8000*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_a = ws + 8256*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_b = ws + 8512*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 8768*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 9024*N;  /* (16*N, 16) */
+    real *const v_r_l2_A = ws + 9280*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 9536*N;  /* (N, 256) */
+    real *const v_r_l2_Y = ws + 9792*N;  /* (N, 256) */
+    real *const v_l3_win = ws + 10048*N;  /* (64*N, 4) */
+    real *const v_r_l3_win = ws + 10304*N;  /* (64*N, 4) */
+    real *const v_l3_max = ws + 10560*N;  /* (64*N, 1) */
+    real *const v_r_l3_max = ws + 10624*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 10688*N;  /* (N, 64) */
+    real *const v_r_l3_Y = ws + 10752*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 10816*N;  /* (N, 10) */
+    real *const v_r_l5_XW_a = ws + 10832*N;  /* (N, 10) */
+    real *const v_r_l5_XW_b = ws + 10848*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 10864*N;  /* (N, 10) */
+    real *const v_o_max = ws + 10880*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 10888*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 10904*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 10920*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 10928*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 10936*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 10944*N;  /* (N, 1) */
+    real *const v_r_d_l5_Z_1 = ws + 10952*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 10968*N;  /* (N, 64) */
+    real *const v_d_l5_W_1 = ws + 11032*N;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 11032*N + 640;  /* (64*N, 1) */
+    real *const v_d_l3_win = ws + 11096*N + 640;  /* (64*N, 4) */
+    real *const v_d_l2_Y = ws + 11352*N + 640;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 11608*N + 640;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 11864*N + 640;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 12120*N + 640;  /* (16*N, 72) */
+    real *const v_d_l2_W_1 = ws + 13272*N + 640;  /* (16, 72) */
+    real *const v_d_l1_Y = ws + 13272*N + 1792;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 13400*N + 1792;  /* (128*N, 1) */
+    real *const v_d_l1_win = ws + 13528*N + 1792;  /* (128*N, 4) */
+    real *const v_d_l0_Y = ws + 14040*N + 1792;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 14552*N + 1792;  /* (64*N, 8) */
+    real *const v_d_l0_Z = ws + 15064*N + 1792;  /* (64*N, 8) */
+    real *const v_d_l0_W_1 = ws + 15576*N + 1792;  /* (8, 9) */
+    real *const v_gv_l0_W = out + 0;  /* (8, 9) */
+    real *const v_d_l0_b = out + 72;  /* (1, 8) */
+    real *const v_gv_l2_W = out + 80;  /* (16, 72) */
+    real *const v_d_l2_b = out + 1232;  /* (1, 16) */
+    real *const v_gv_l5_W = out + 1248;  /* (64, 10) */
+    real *const v_d_l5_b = out + 1888;  /* (1, 10) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
+    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, l0_P, l0_W, l0_PW);
+    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
     /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, l0_P, v_l0_W, r_l0_PW_b);
+    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            l0_Z[k] = l0_PW[k] + l0_b[cc];
+            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
         }
     }
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) l0_A[k] = ((l0_Z[k] >= 0) ? (l0_Z[k]) : (0));
+    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            r_l0_A[k] = (r_l0_PW_b[k] + v_l0_b[cc])*((l0_Z[k] >= 0) ? (1) : (0));
+            v_r_l0_A[k] = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((v_l0_Z[k] >= 0) ? (1) : (0));
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
+    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
     /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, r_l0_A, r_l0_Y);
+    bpg_gather(N, 512, 512, bpg_table_1, v_r_l0_A, v_r_l0_Y);
     /* l1: the 2x2 windows, one row each */
     /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
+    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
     /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, r_l0_Y, r_l1_win);
+    bpg_gather(N, 512, 512, bpg_table_2, v_r_l0_Y, v_r_l1_win);
     /* l1: each window's maximum */
     /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
+    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
     /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
-    bpg_take_argmax(128*N, 4, l1_win, r_l1_win, r_l1_max);
+    bpg_take_argmax(128*N, 4, v_l1_win, v_r_l1_win, v_r_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
+    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
     /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, r_l1_max, r_l1_Y);
+    bpg_gather(N, 128, 128, bpg_table_3, v_r_l1_max, v_r_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
+    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
     /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, r_l1_Y, r_l2_P);
+    bpg_gather(N, 128, 1152, bpg_table_4, v_r_l1_Y, v_r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, l2_P, l2_W, l2_PW);
+    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
     /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, r_l2_P, l2_W, r_l2_PW_a);
+    bpg_gemm_nt(16*N, 16, 72, v_r_l2_P, v_l2_W, v_r_l2_PW_a);
     /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, l2_P, v_l2_W, r_l2_PW_b);
+    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            l2_Z[k] = l2_PW[k] + l2_b[cc];
+            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
         }
     }
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) l2_A[k] = ((l2_Z[k] >= 0) ? (l2_Z[k]) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            r_l2_A[k] = (r_l2_PW_a[k] + r_l2_PW_b[k] + v_l2_b[cc])*((l2_Z[k] >= 0) ? (1) : (0));
+            v_r_l2_A[k] = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((v_l2_Z[k] >= 0) ? (1) : (0));
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
+    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
     /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, r_l2_A, r_l2_Y);
+    bpg_gather(N, 256, 256, bpg_table_5, v_r_l2_A, v_r_l2_Y);
     /* l3: the 2x2 windows, one row each */
     /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
+    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
     /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, r_l2_Y, r_l3_win);
+    bpg_gather(N, 256, 256, bpg_table_6, v_r_l2_Y, v_r_l3_win);
     /* l3: each window's maximum */
     /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
+    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
     /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
-    bpg_take_argmax(64*N, 4, l3_win, r_l3_win, r_l3_max);
+    bpg_take_argmax(64*N, 4, v_l3_win, v_r_l3_win, v_r_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
+    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
     /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, r_l3_max, r_l3_Y);
+    bpg_gather(N, 64, 64, bpg_table_7, v_r_l3_max, v_r_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, l3_Y, l5_W, l5_XW);
+    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
     /* r_l5_XW_a = r_l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, r_l3_Y, l5_W, r_l5_XW_a);
+    bpg_gemm_nn(N, 10, 64, v_r_l3_Y, v_l5_W, v_r_l5_XW_a);
     /* r_l5_XW_b = l3_Y·v_l5_W */
-    bpg_gemm_nn(N, 10, 64, l3_Y, v_l5_W, r_l5_XW_b);
-    /* l5: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
+    /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l5_Z[k] = l5_XW[k] + l5_b[cc];
+            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
         }
     }
     /* o_max = rowmax(l5_Z) */
-    bpg_rowmax(N, 10, l5_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l5_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l5_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
         }
     }
     /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
@@ -1667,811 +1724,816 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            r_o_exp[k] = o_exp[k]*(r_l5_XW_a[k] + r_l5_XW_b[k] + v_l5_b[cc]);
+            v_r_o_exp[k] = v_o_exp[k]*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, r_o_exp, r_o_expsum);
+    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
+    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
 
     /* Grad of: o_exp = exp(l5_Z - o_max) */
-    /*   (exp(O - m), shifted for stability) */
+    /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            r_d_l5_Z_1[k] = d_o_expsum[rr]*r_o_exp[k] + o_exp[k]*r_d_o_expsum[rr];
+            v_r_d_l5_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
         }
     }
 
     /* Grad of: l5_Z = l5_XW + l5_b */
-    /*   (l5: pre-activation Z = X·W + 1·b) */
+    /*   (l5: pre-activation) */
     /* d_l5_b = 1ᵀ·r_d_l5_Z_1 */
-    bpg_colsum(N, 10, r_d_l5_Z_1, d_l5_b);
+    bpg_colsum(N, 10, v_r_d_l5_Z_1, v_d_l5_b);
 
     /* Grad of: l5_XW = l3_Y·l5_W */
     /*   (l5: affine part) */
     /* d_l3_Y = r_d_l5_Z_1·l5_Wᵀ */
-    bpg_gemm_nt(N, 64, 10, r_d_l5_Z_1, l5_W, d_l3_Y);
+    bpg_gemm_nt(N, 64, 10, v_r_d_l5_Z_1, v_l5_W, v_d_l3_Y);
     /* d_l5_W_1 = l3_Yᵀ·r_d_l5_Z_1 */
-    bpg_gemm_tn(64, 10, N, l3_Y, r_d_l5_Z_1, d_l5_W_1);
+    bpg_gemm_tn(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_d_l5_W_1);
 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, d_l3_Y, d_l3_max);
+    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
 
     /* Grad of: l3_max = rowmax(l3_win) */
     /*   (l3: each window's maximum) */
     /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, l3_win, d_l3_max, d_l3_win);
+    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
 
     /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     /*   (l3: the 2x2 windows, one row each) */
     /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, d_l3_win, d_l2_Y);
+    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, d_l2_Y, d_l2_A);
+    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
     /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l2_Z = l2_PW + l2_b */
     /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l2_b = 1ᵀ·d_l2_Z */
-    bpg_colsum(16*N, 16, d_l2_Z, d_l2_b);
+    bpg_colsum(16*N, 16, v_d_l2_Z, v_d_l2_b);
 
     /* Grad of: l2_PW = l2_P·l2_Wᵀ */
     /*   (l2: patches times the kernel, P·Wᵀ) */
     /* d_l2_P = d_l2_Z·l2_W */
-    bpg_gemm_nn(16*N, 72, 16, d_l2_Z, l2_W, d_l2_P);
+    bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_l2_W, v_d_l2_P);
     /* d_l2_W_1 = d_l2_Zᵀ·l2_P */
-    bpg_gemm_tn(16, 72, 16*N, d_l2_Z, l2_P, d_l2_W_1);
+    bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_l2_P, v_d_l2_W_1);
 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, d_l2_P, d_l1_Y);
+    bpg_scatter(N, 128, 1152, bpg_table_4, v_d_l2_P, v_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, d_l1_Y, d_l1_max);
+    bpg_scatter(N, 128, 128, bpg_table_3, v_d_l1_Y, v_d_l1_max);
 
     /* Grad of: l1_max = rowmax(l1_win) */
     /*   (l1: each window's maximum) */
     /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, l1_win, d_l1_max, d_l1_win);
+    bpg_put_argmax(128*N, 4, v_l1_win, v_d_l1_max, v_d_l1_win);
 
     /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     /*   (l1: the 2x2 windows, one row each) */
     /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, d_l1_win, d_l0_Y);
+    bpg_scatter(N, 512, 512, bpg_table_2, v_d_l1_win, v_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, d_l0_Y, d_l0_A);
+    bpg_scatter(N, 512, 512, bpg_table_1, v_d_l0_Y, v_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
     /* d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) d_l0_Z[k] = d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l0_Z = l0_PW + l0_b */
     /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(64*N, 8, d_l0_Z, d_l0_b);
+    bpg_colsum(64*N, 8, v_d_l0_Z, v_d_l0_b);
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
     /* d_l0_W_1 = d_l0_Zᵀ·l0_P */
-    bpg_gemm_tn(8, 9, 64*N, d_l0_Z, l0_P, d_l0_W_1);
+    bpg_gemm_tn(8, 9, 64*N, v_d_l0_Z, v_l0_P, v_d_l0_W_1);
 
     /* total gradients */
     /* gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) gv_l0_W[k] = d_l0_W_1[k] + 0.0001*v_l0_W[k];
+    for (int64_t k = 0; k < 72; k++) v_gv_l0_W[k] = v_d_l0_W_1[k] + 0.0001*v_v_l0_W[k];
     /* gv_l2_W = d_l2_W_1 + 0.0001 v_l2_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) gv_l2_W[k] = d_l2_W_1[k] + 0.0001*v_l2_W[k];
+    for (int64_t k = 0; k < 1152; k++) v_gv_l2_W[k] = v_d_l2_W_1[k] + 0.0001*v_v_l2_W[k];
     /* gv_l5_W = d_l5_W_1 + 0.0001 v_l5_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) gv_l5_W[k] = d_l5_W_1[k] + 0.0001*v_l5_W[k];
+    for (int64_t k = 0; k < 640; k++) v_gv_l5_W[k] = v_d_l5_W_1[k] + 0.0001*v_v_l5_W[k];
 }
 
 /* ---- grad_factors: workspace 8072*N + 0 elements ---- */
-BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_PW = ws + 0;  /* (64*N, 8) */
-    real *const l0_Z = ws + 512*N;  /* (64*N, 8) */
-    real *const l0_A = ws + 1024*N;  /* (64*N, 8) */
-    real *const l0_Y = ws + 1536*N;  /* (N, 512) */
-    real *const l1_win = ws + 2048*N;  /* (128*N, 4) */
-    real *const l1_max = ws + 2560*N;  /* (128*N, 1) */
-    real *const l1_Y = ws + 2688*N;  /* (N, 128) */
-    real *const l2_PW = ws + 2816*N;  /* (16*N, 16) */
-    real *const l2_Z = ws + 3072*N;  /* (16*N, 16) */
-    real *const l2_A = ws + 3328*N;  /* (16*N, 16) */
-    real *const l2_Y = ws + 3584*N;  /* (N, 256) */
-    real *const l3_win = ws + 3840*N;  /* (64*N, 4) */
-    real *const l3_max = ws + 4096*N;  /* (64*N, 1) */
-    real *const l5_XW = ws + 4160*N;  /* (N, 10) */
-    real *const l5_Z = ws + 4176*N;  /* (N, 10) */
-    real *const o_max = ws + 4192*N;  /* (N, 1) */
-    real *const o_exp = ws + 4200*N;  /* (N, 10) */
-    real *const o_expsum = ws + 4216*N;  /* (N, 1) */
-    real *const d_o_expsum = ws + 4224*N;  /* (N, 1) */
-    real *const d_l3_Y = ws + 4232*N;  /* (N, 64) */
-    real *const d_l3_max = ws + 4296*N;  /* (64*N, 1) */
-    real *const d_l3_win = ws + 4360*N;  /* (64*N, 4) */
-    real *const d_l2_Y = ws + 4616*N;  /* (N, 256) */
-    real *const d_l2_A = ws + 4872*N;  /* (16*N, 16) */
-    real *const d_l2_P = ws + 5128*N;  /* (16*N, 72) */
-    real *const d_l1_Y = ws + 6280*N;  /* (N, 128) */
-    real *const d_l1_max = ws + 6408*N;  /* (128*N, 1) */
-    real *const d_l1_win = ws + 6536*N;  /* (128*N, 4) */
-    real *const d_l0_Y = ws + 7048*N;  /* (N, 512) */
-    real *const d_l0_A = ws + 7560*N;  /* (64*N, 8) */
-    real *const d_l0_Z = out + 0;  /* (64*N, 8) */
-    real *const l0_P = out + 512*N;  /* (64*N, 9) */
-    real *const d_l2_Z = out + 1088*N;  /* (16*N, 16) */
-    real *const l2_P = out + 1344*N;  /* (16*N, 72) */
-    real *const l3_Y = out + 2496*N;  /* (N, 64) */
-    real *const d_l5_Z_2 = out + 2560*N;  /* (N, 10) */
+    real *const v_l0_PW = ws + 0;  /* (64*N, 8) */
+    real *const v_l0_Z = ws + 512*N;  /* (64*N, 8) */
+    real *const v_l0_A = ws + 1024*N;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 1536*N;  /* (N, 512) */
+    real *const v_l1_win = ws + 2048*N;  /* (128*N, 4) */
+    real *const v_l1_max = ws + 2560*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2688*N;  /* (N, 128) */
+    real *const v_l2_PW = ws + 2816*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 3072*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 3328*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 3584*N;  /* (N, 256) */
+    real *const v_l3_win = ws + 3840*N;  /* (64*N, 4) */
+    real *const v_l3_max = ws + 4096*N;  /* (64*N, 1) */
+    real *const v_l5_XW = ws + 4160*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 4176*N;  /* (N, 10) */
+    real *const v_o_max = ws + 4192*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 4200*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 4216*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 4224*N;  /* (N, 1) */
+    real *const v_d_l3_Y = ws + 4232*N;  /* (N, 64) */
+    real *const v_d_l3_max = ws + 4296*N;  /* (64*N, 1) */
+    real *const v_d_l3_win = ws + 4360*N;  /* (64*N, 4) */
+    real *const v_d_l2_Y = ws + 4616*N;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 4872*N;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 5128*N;  /* (16*N, 72) */
+    real *const v_d_l1_Y = ws + 6280*N;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 6408*N;  /* (128*N, 1) */
+    real *const v_d_l1_win = ws + 6536*N;  /* (128*N, 4) */
+    real *const v_d_l0_Y = ws + 7048*N;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 7560*N;  /* (64*N, 8) */
+    real *const v_d_l0_Z = out + 0;  /* (64*N, 8) */
+    real *const v_l0_P = out + 512*N;  /* (64*N, 9) */
+    real *const v_d_l2_Z = out + 1088*N;  /* (16*N, 16) */
+    real *const v_l2_P = out + 1344*N;  /* (16*N, 72) */
+    real *const v_l3_Y = out + 2496*N;  /* (N, 64) */
+    real *const v_d_l5_Z_2 = out + 2560*N;  /* (N, 10) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
+    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, l0_P, l0_W, l0_PW);
+    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            l0_Z[k] = l0_PW[k] + l0_b[cc];
+            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
         }
     }
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) l0_A[k] = ((l0_Z[k] >= 0) ? (l0_Z[k]) : (0));
+    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
+    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
     /* l1: the 2x2 windows, one row each */
     /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
+    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
     /* l1: each window's maximum */
     /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
+    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
+    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
+    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, l2_P, l2_W, l2_PW);
+    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            l2_Z[k] = l2_PW[k] + l2_b[cc];
+            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
         }
     }
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) l2_A[k] = ((l2_Z[k] >= 0) ? (l2_Z[k]) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
+    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
     /* l3: the 2x2 windows, one row each */
     /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
+    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
     /* l3: each window's maximum */
     /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
+    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
+    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, l3_Y, l5_W, l5_XW);
-    /* l5: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l5_Z[k] = l5_XW[k] + l5_b[cc];
+            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
         }
     }
     /* o_max = rowmax(l5_Z) */
-    bpg_rowmax(N, 10, l5_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l5_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l5_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
 
     /* Grad of: l5_Z = l5_XW + l5_b */
-    /*   (l5: pre-activation Z = X·W + 1·b) */
+    /*   (l5: pre-activation) */
     /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            d_l5_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+            v_d_l5_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
         }
     }
 
     /* Grad of: l5_XW = l3_Y·l5_W */
     /*   (l5: affine part) */
     /* d_l3_Y = d_l5_Z_2·l5_Wᵀ */
-    bpg_gemm_nt(N, 64, 10, d_l5_Z_2, l5_W, d_l3_Y);
+    bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_l5_W, v_d_l3_Y);
 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, d_l3_Y, d_l3_max);
+    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
 
     /* Grad of: l3_max = rowmax(l3_win) */
     /*   (l3: each window's maximum) */
     /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, l3_win, d_l3_max, d_l3_win);
+    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
 
     /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     /*   (l3: the 2x2 windows, one row each) */
     /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, d_l3_win, d_l2_Y);
+    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, d_l2_Y, d_l2_A);
+    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
     /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l2_PW = l2_P·l2_Wᵀ */
     /*   (l2: patches times the kernel, P·Wᵀ) */
     /* d_l2_P = d_l2_Z·l2_W */
-    bpg_gemm_nn(16*N, 72, 16, d_l2_Z, l2_W, d_l2_P);
+    bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_l2_W, v_d_l2_P);
 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, d_l2_P, d_l1_Y);
+    bpg_scatter(N, 128, 1152, bpg_table_4, v_d_l2_P, v_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, d_l1_Y, d_l1_max);
+    bpg_scatter(N, 128, 128, bpg_table_3, v_d_l1_Y, v_d_l1_max);
 
     /* Grad of: l1_max = rowmax(l1_win) */
     /*   (l1: each window's maximum) */
     /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, l1_win, d_l1_max, d_l1_win);
+    bpg_put_argmax(128*N, 4, v_l1_win, v_d_l1_max, v_d_l1_win);
 
     /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
     /*   (l1: the 2x2 windows, one row each) */
     /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, d_l1_win, d_l0_Y);
+    bpg_scatter(N, 512, 512, bpg_table_2, v_d_l1_win, v_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, d_l0_Y, d_l0_A);
+    bpg_scatter(N, 512, 512, bpg_table_1, v_d_l0_Y, v_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
     /* d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) d_l0_Z[k] = d_l0_A[k]*((l0_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 }
 
-/* ---- hessian_columns: workspace 19944*N + 5560 elements ---- */
-BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l2_W, const real *restrict l2_b, const real *restrict l5_W, const real *restrict l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
+/* ---- hessian_columns: workspace 19944*N + 7456 elements ---- */
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
-    real *const l0_P = ws + 0;  /* (64*N, 9) */
-    real *const l0_PW = ws + 576*N;  /* (64*N, 8) */
-    real *const l0_Z = ws + 1088*N;  /* (64*N, 8) */
-    real *const hc = ws + 1600*N;  /* (64*N, 8) */
-    real *const l0_A = ws + 2112*N;  /* (64*N, 8) */
-    real *const l0_Y = ws + 2624*N;  /* (N, 512) */
-    real *const l1_win = ws + 3136*N;  /* (128*N, 4) */
-    real *const l1_max = ws + 3648*N;  /* (128*N, 1) */
-    real *const l1_Y = ws + 3776*N;  /* (N, 128) */
-    real *const l2_P = ws + 3904*N;  /* (16*N, 72) */
-    real *const l2_PW = ws + 5056*N;  /* (16*N, 16) */
-    real *const l2_Z = ws + 5312*N;  /* (16*N, 16) */
-    real *const hc_1 = ws + 5568*N;  /* (16*N, 16) */
-    real *const l2_A = ws + 5824*N;  /* (16*N, 16) */
-    real *const l2_Y = ws + 6080*N;  /* (N, 256) */
-    real *const l3_win = ws + 6336*N;  /* (64*N, 4) */
-    real *const l3_max = ws + 6592*N;  /* (64*N, 1) */
-    real *const l3_Y = ws + 6656*N;  /* (N, 64) */
-    real *const l5_XW = ws + 6720*N;  /* (N, 10) */
-    real *const l5_Z = ws + 6736*N;  /* (N, 10) */
-    real *const o_max = ws + 6752*N;  /* (N, 1) */
-    real *const o_exp = ws + 6760*N;  /* (N, 10) */
-    real *const o_expsum = ws + 6776*N;  /* (N, 1) */
-    real *const d_o_expsum = ws + 6784*N;  /* (N, 1) */
-    real *const d_l5_Z_2 = ws + 6792*N;  /* (N, 10) */
-    real *const d_l3_Y = ws + 6808*N;  /* (N, 64) */
-    real *const d_l3_max = ws + 6872*N;  /* (64*N, 1) */
-    real *const d_l3_win = ws + 6936*N;  /* (64*N, 4) */
-    real *const d_l2_Y = ws + 7192*N;  /* (N, 256) */
-    real *const d_l2_A = ws + 7448*N;  /* (16*N, 16) */
-    real *const d_l2_Z = ws + 7704*N;  /* (16*N, 16) */
-    real *const r_l0_PW_b = ws + 7960*N;  /* (64*N, 8) */
-    real *const r_l0_A = ws + 8472*N;  /* (64*N, 8) */
-    real *const r_l0_Y = ws + 8984*N;  /* (N, 512) */
-    real *const r_l1_win = ws + 9496*N;  /* (128*N, 4) */
-    real *const r_l1_max = ws + 10008*N;  /* (128*N, 1) */
-    real *const r_l1_Y = ws + 10136*N;  /* (N, 128) */
-    real *const r_l2_P = ws + 10264*N;  /* (16*N, 72) */
-    real *const r_l2_PW_a = ws + 11416*N;  /* (16*N, 16) */
-    real *const r_l2_PW_b = ws + 11672*N;  /* (16*N, 16) */
-    real *const r_l2_A = ws + 11928*N;  /* (16*N, 16) */
-    real *const r_l2_Y = ws + 12184*N;  /* (N, 256) */
-    real *const r_l3_win = ws + 12440*N;  /* (64*N, 4) */
-    real *const r_l3_max = ws + 12696*N;  /* (64*N, 1) */
-    real *const r_l3_Y = ws + 12760*N;  /* (N, 64) */
-    real *const r_l5_XW_a = ws + 12824*N;  /* (N, 10) */
-    real *const r_l5_XW_b = ws + 12840*N;  /* (N, 10) */
-    real *const r_o_exp = ws + 12856*N;  /* (N, 10) */
-    real *const r_o_expsum = ws + 12872*N;  /* (N, 1) */
-    real *const r_d_o_expsum = ws + 12880*N;  /* (N, 1) */
-    real *const r_d_l5_Z_1 = ws + 12888*N;  /* (N, 10) */
-    real *const r_d_l3_Y_a = ws + 12904*N;  /* (N, 64) */
-    real *const r_d_l3_Y_b = ws + 12968*N;  /* (N, 64) */
-    real *const r_d_l3_Y = ws + 13032*N;  /* (N, 64) */
-    real *const r_d_l5_W_1_a = ws + 13096*N;  /* (64, 10) */
-    real *const r_d_l5_W_1_b = ws + 13096*N + 640;  /* (64, 10) */
-    real *const r_d_l3_max = ws + 13096*N + 1280;  /* (64*N, 1) */
-    real *const r_d_l3_win = ws + 13160*N + 1280;  /* (64*N, 4) */
-    real *const r_d_l2_Y = ws + 13416*N + 1280;  /* (N, 256) */
-    real *const r_d_l2_A = ws + 13672*N + 1280;  /* (16*N, 16) */
-    real *const r_d_l2_Z = ws + 13928*N + 1280;  /* (16*N, 16) */
-    real *const r_d_l2_P_a = ws + 14184*N + 1280;  /* (16*N, 72) */
-    real *const r_d_l2_P_b = ws + 15336*N + 1280;  /* (16*N, 72) */
-    real *const r_d_l2_P = ws + 16488*N + 1280;  /* (16*N, 72) */
-    real *const r_d_l2_W_1_a = ws + 17640*N + 1280;  /* (16, 72) */
-    real *const r_d_l2_W_1_b = ws + 17640*N + 2432;  /* (16, 72) */
-    real *const r_d_l1_Y = ws + 17640*N + 3584;  /* (N, 128) */
-    real *const r_d_l1_max = ws + 17768*N + 3584;  /* (128*N, 1) */
-    real *const r_d_l1_win = ws + 17896*N + 3584;  /* (128*N, 4) */
-    real *const r_d_l0_Y = ws + 18408*N + 3584;  /* (N, 512) */
-    real *const r_d_l0_A = ws + 18920*N + 3584;  /* (64*N, 8) */
-    real *const r_d_l0_Z = ws + 19432*N + 3584;  /* (64*N, 8) */
-    real *const r_d_l0_W_1_a = ws + 19944*N + 3584;  /* (8, 9) */
-    real *const vbuf = ws + 19944*N + 3656;  /* (1898,): e_j */
-    const real *const v_l0_W = vbuf + 0;  /* (8, 9) */
-    const real *const v_l0_b = vbuf + 72;  /* (1, 8) */
-    const real *const v_l2_W = vbuf + 80;  /* (16, 72) */
-    const real *const v_l2_b = vbuf + 1232;  /* (1, 16) */
-    const real *const v_l5_W = vbuf + 1248;  /* (64, 10) */
-    const real *const v_l5_b = vbuf + 1888;  /* (1, 10) */
+    real *const v_l0_P = ws + 0;  /* (64*N, 9) */
+    real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
+    real *const v_l0_Z = ws + 1088*N;  /* (64*N, 8) */
+    real *const v_hc = ws + 1600*N;  /* (64*N, 8) */
+    real *const v_l0_A = ws + 2112*N;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 2624*N;  /* (N, 512) */
+    real *const v_l1_win = ws + 3136*N;  /* (128*N, 4) */
+    real *const v_l1_max = ws + 3648*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 3776*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 3904*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 5056*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 5312*N;  /* (16*N, 16) */
+    real *const v_hc_1 = ws + 5568*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 5824*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 6080*N;  /* (N, 256) */
+    real *const v_l3_win = ws + 6336*N;  /* (64*N, 4) */
+    real *const v_l3_max = ws + 6592*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 6656*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 6720*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 6736*N;  /* (N, 10) */
+    real *const v_o_max = ws + 6752*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 6760*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 6776*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 6784*N;  /* (N, 1) */
+    real *const v_d_l5_Z_2 = ws + 6792*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 6808*N;  /* (N, 64) */
+    real *const v_d_l3_max = ws + 6872*N;  /* (64*N, 1) */
+    real *const v_d_l3_win = ws + 6936*N;  /* (64*N, 4) */
+    real *const v_d_l2_Y = ws + 7192*N;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 7448*N;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 7704*N;  /* (16*N, 16) */
+    real *const v_r_l0_PW_b = ws + 7960*N;  /* (64*N, 8) */
+    real *const v_r_l0_A = ws + 8472*N;  /* (64*N, 8) */
+    real *const v_r_l0_Y = ws + 8984*N;  /* (N, 512) */
+    real *const v_r_l1_win = ws + 9496*N;  /* (128*N, 4) */
+    real *const v_r_l1_max = ws + 10008*N;  /* (128*N, 1) */
+    real *const v_r_l1_Y = ws + 10136*N;  /* (N, 128) */
+    real *const v_r_l2_P = ws + 10264*N;  /* (16*N, 72) */
+    real *const v_r_l2_PW_a = ws + 11416*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_b = ws + 11672*N;  /* (16*N, 16) */
+    real *const v_r_l2_A = ws + 11928*N;  /* (16*N, 16) */
+    real *const v_r_l2_Y = ws + 12184*N;  /* (N, 256) */
+    real *const v_r_l3_win = ws + 12440*N;  /* (64*N, 4) */
+    real *const v_r_l3_max = ws + 12696*N;  /* (64*N, 1) */
+    real *const v_r_l3_Y = ws + 12760*N;  /* (N, 64) */
+    real *const v_r_l5_XW_a = ws + 12824*N;  /* (N, 10) */
+    real *const v_r_l5_XW_b = ws + 12840*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 12856*N;  /* (N, 10) */
+    real *const v_r_o_expsum = ws + 12872*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 12880*N;  /* (N, 1) */
+    real *const v_r_d_l5_Z_1 = ws + 12888*N;  /* (N, 10) */
+    real *const v_r_d_l3_Y_a = ws + 12904*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y_b = ws + 12968*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y = ws + 13032*N;  /* (N, 64) */
+    real *const v_r_d_l5_W_1_a = ws + 13096*N;  /* (64, 10) */
+    real *const v_r_d_l5_W_1_b = ws + 13096*N + 640;  /* (64, 10) */
+    real *const v_r_d_l3_max = ws + 13096*N + 1280;  /* (64*N, 1) */
+    real *const v_r_d_l3_win = ws + 13160*N + 1280;  /* (64*N, 4) */
+    real *const v_r_d_l2_Y = ws + 13416*N + 1280;  /* (N, 256) */
+    real *const v_r_d_l2_A = ws + 13672*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_Z = ws + 13928*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_P_a = ws + 14184*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P_b = ws + 15336*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P = ws + 16488*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_W_1_a = ws + 17640*N + 1280;  /* (16, 72) */
+    real *const v_r_d_l2_W_1_b = ws + 17640*N + 2432;  /* (16, 72) */
+    real *const v_r_d_l1_Y = ws + 17640*N + 3584;  /* (N, 128) */
+    real *const v_r_d_l1_max = ws + 17768*N + 3584;  /* (128*N, 1) */
+    real *const v_r_d_l1_win = ws + 17896*N + 3584;  /* (128*N, 4) */
+    real *const v_r_d_l0_Y = ws + 18408*N + 3584;  /* (N, 512) */
+    real *const v_r_d_l0_A = ws + 18920*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_Z = ws + 19432*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_W_1_a = ws + 19944*N + 3584;  /* (8, 9) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, x, l0_P);
+    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, l0_P, l0_W, l0_PW);
+    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            l0_Z[k] = l0_PW[k] + l0_b[cc];
+            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
         }
     }
     /* hc = where(l0_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) hc[k] = ((l0_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 512*N; k++) v_hc[k] = ((v_l0_Z[k] >= 0) ? (1) : (0));
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) l0_A[k] = ((l0_Z[k] >= 0) ? (l0_Z[k]) : (0));
+    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, l0_A, l0_Y);
+    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
     /* l1: the 2x2 windows, one row each */
     /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, l0_Y, l1_win);
+    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
     /* l1: each window's maximum */
     /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, l1_win, l1_win, l1_max);
+    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, l1_max, l1_Y);
+    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, l1_Y, l2_P);
+    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, l2_P, l2_W, l2_PW);
+    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            l2_Z[k] = l2_PW[k] + l2_b[cc];
+            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
         }
     }
     /* hc_1 = where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) hc_1[k] = ((l2_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_hc_1[k] = ((v_l2_Z[k] >= 0) ? (1) : (0));
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) l2_A[k] = ((l2_Z[k] >= 0) ? (l2_Z[k]) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, l2_A, l2_Y);
+    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
     /* l3: the 2x2 windows, one row each */
     /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, l2_Y, l3_win);
+    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
     /* l3: each window's maximum */
     /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, l3_win, l3_win, l3_max);
+    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, l3_max, l3_Y);
+    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, l3_Y, l5_W, l5_XW);
-    /* l5: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l5_Z[k] = l5_XW[k] + l5_b[cc];
+            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
         }
     }
     /* o_max = rowmax(l5_Z) */
-    bpg_rowmax(N, 10, l5_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l5_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l5_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
 
     /* Grad of: l5_Z = l5_XW + l5_b */
-    /*   (l5: pre-activation Z = X·W + 1·b) */
+    /*   (l5: pre-activation) */
     /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            d_l5_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+            v_d_l5_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
         }
     }
 
     /* Grad of: l5_XW = l3_Y·l5_W */
     /*   (l5: affine part) */
     /* d_l3_Y = d_l5_Z_2·l5_Wᵀ */
-    bpg_gemm_nt(N, 64, 10, d_l5_Z_2, l5_W, d_l3_Y);
+    bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_l5_W, v_d_l3_Y);
 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, d_l3_Y, d_l3_max);
+    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
 
     /* Grad of: l3_max = rowmax(l3_win) */
     /*   (l3: each window's maximum) */
     /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, l3_win, d_l3_max, d_l3_win);
+    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
 
     /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
     /*   (l3: the 2x2 windows, one row each) */
     /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, d_l3_win, d_l2_Y);
+    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, d_l2_Y, d_l2_A);
+    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
     /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
     #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) d_l2_Z[k] = d_l2_A[k]*((l2_Z[k] >= 0) ? (1) : (0));
+    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
-    /* one direction at a time: out row j - first = H·v_j, v_j = e_j (rows first .. first+count-1 of the Hessian, 1898 x 1898) or row j - first of V */
-    (void)kc;  /* one direction at a time */
-    memset(vbuf, 0, sizeof(real)*1898);
-    for (int64_t j = first; j < first + count; j++) {
-        real *const r_d_l0_W_2 = out + (j - first)*1898 + 0;
-        real *const r_d_l0_b = out + (j - first)*1898 + 72;
-        real *const r_d_l2_W_2 = out + (j - first)*1898 + 80;
-        real *const r_d_l2_b = out + (j - first)*1898 + 1232;
-        real *const r_d_l5_W_2 = out + (j - first)*1898 + 1248;
-        real *const r_d_l5_b = out + (j - first)*1898 + 1888;
-        /* the direction: row j - first of V, or e_j when V is NULL */
-        if (V) memcpy(vbuf, V + (j - first)*1898, sizeof(real)*1898);
-        else vbuf[j] = 1;
-        /* which blocks of it are nonzero (products with the others are skipped) */
-        const int vnz_v_l0_W = V ? bpg_nonzero(72, vbuf + 0) : (j >= 0 && j < 72);
-        const int vnz_v_l0_b = V ? bpg_nonzero(8, vbuf + 72) : (j >= 72 && j < 80);
-        const int vnz_v_l2_W = V ? bpg_nonzero(1152, vbuf + 80) : (j >= 80 && j < 1232);
-        const int vnz_v_l2_b = V ? bpg_nonzero(16, vbuf + 1232) : (j >= 1232 && j < 1248);
-        const int vnz_v_l5_W = V ? bpg_nonzero(640, vbuf + 1248) : (j >= 1248 && j < 1888);
-        const int vnz_v_l5_b = V ? bpg_nonzero(10, vbuf + 1888) : (j >= 1888 && j < 1898);
+    /* one direction at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1898 x 1898, or row j of V) */
+    const int64_t NB = N;  /* the batch */
+    real *const wsd = ws + 19944*N + 3656;  /* the directions' part */
+    kc = 1;  /* one direction at a time: a primitive of the tangent part has no rule for k at once */
+    for (int64_t j0 = 0; j0 < count; j0 += kc) {
+        const int64_t K = count - j0 < kc ? count - j0 : kc;
+        /* the tangent pass runs on N·K rows: sample n in direction d is row n·K + d */
+        const int64_t N = NB*K;
+        (void)N;
+        real *const v_v_l0_W = wsd + 0;  /* (8, 9) */
+        real *const v_v_l0_b = wsd + 72;  /* (1, 8) */
+        real *const v_v_l2_W = wsd + 80;  /* (16, 72) */
+        real *const v_v_l2_b = wsd + 1232;  /* (1, 16) */
+        real *const v_v_l5_W = wsd + 1248;  /* (64, 10) */
+        real *const v_v_l5_b = wsd + 1888;  /* (1, 10) */
+        real *const v_r_d_l0_W_2 = wsd + 1898;  /* (8, 9) */
+        real *const v_r_d_l0_b = wsd + 1970;  /* (1, 8) */
+        real *const v_r_d_l2_W_2 = wsd + 1978;  /* (16, 72) */
+        real *const v_r_d_l2_b = wsd + 3130;  /* (1, 16) */
+        real *const v_r_d_l5_W_2 = wsd + 3146;  /* (64, 10) */
+        real *const v_r_d_l5_b = wsd + 3786;  /* (1, 10) */
+        /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
+        bpg_columns_in(K, 6, bpg_table_8, V, 1898, j0, first, wsd);
+        /* which blocks of v are nonzero in some direction (products with the others are skipped) */
+        const int vnz_v_l0_W = bpg_nonzero(72*K, v_v_l0_W);
+        const int vnz_v_l0_b = bpg_nonzero(8*K, v_v_l0_b);
+        const int vnz_v_l2_W = bpg_nonzero(1152*K, v_v_l2_W);
+        const int vnz_v_l2_b = bpg_nonzero(16*K, v_v_l2_b);
+        const int vnz_v_l5_W = bpg_nonzero(640*K, v_v_l5_W);
+        const int vnz_v_l5_b = bpg_nonzero(10*K, v_v_l5_b);
 
         /* forward pass */
         /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
         if (vnz_v_l0_W) {
-            bpg_gemm_nt(64*N, 8, 9, l0_P, v_l0_W, r_l0_PW_b);
+            bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
         } else {
-            memset(r_l0_PW_b, 0, sizeof(real)*(size_t)(512*N));  /* a zero block of v */
+            memset(v_r_l0_PW_b, 0, sizeof(real)*(size_t)(512*N));  /* a zero block of v */
         }
         /* r_l0_A = hc ⊙ (r_l0_PW_b + v_l0_b) */
         for (int64_t rr = 0; rr < 64*N; rr++) {
             #pragma omp simd
             for (int64_t cc = 0; cc < 8; cc++) {
                 const int64_t k = rr*8 + cc;
-                r_l0_A[k] = hc[k]*(r_l0_PW_b[k] + v_l0_b[cc]);
+                v_r_l0_A[k] = v_hc[k]*(v_r_l0_PW_b[k] + v_v_l0_b[cc]);
             }
         }
         /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
-        bpg_gather(N, 512, 512, bpg_table_1, r_l0_A, r_l0_Y);
+        bpg_gather(N, 512, 512, bpg_table_1, v_r_l0_A, v_r_l0_Y);
         /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
-        bpg_gather(N, 512, 512, bpg_table_2, r_l0_Y, r_l1_win);
+        bpg_gather(N, 512, 512, bpg_table_2, v_r_l0_Y, v_r_l1_win);
         /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
-        bpg_take_argmax(128*N, 4, l1_win, r_l1_win, r_l1_max);
+        bpg_take_argmax(128*N, 4, v_l1_win, v_r_l1_win, v_r_l1_max);
         /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
-        bpg_gather(N, 128, 128, bpg_table_3, r_l1_max, r_l1_Y);
+        bpg_gather(N, 128, 128, bpg_table_3, v_r_l1_max, v_r_l1_Y);
         /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-        bpg_gather(N, 128, 1152, bpg_table_4, r_l1_Y, r_l2_P);
+        bpg_gather(N, 128, 1152, bpg_table_4, v_r_l1_Y, v_r_l2_P);
         /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
-        bpg_gemm_nt(16*N, 16, 72, r_l2_P, l2_W, r_l2_PW_a);
+        bpg_gemm_nt(16*N, 16, 72, v_r_l2_P, v_l2_W, v_r_l2_PW_a);
         /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
         if (vnz_v_l2_W) {
-            bpg_gemm_nt(16*N, 16, 72, l2_P, v_l2_W, r_l2_PW_b);
+            bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
         } else {
-            memset(r_l2_PW_b, 0, sizeof(real)*(size_t)(256*N));  /* a zero block of v */
+            memset(v_r_l2_PW_b, 0, sizeof(real)*(size_t)(256*N));  /* a zero block of v */
         }
         /* r_l2_A = hc_1 ⊙ (r_l2_PW_a + r_l2_PW_b + v_l2_b) */
         for (int64_t rr = 0; rr < 16*N; rr++) {
             #pragma omp simd
             for (int64_t cc = 0; cc < 16; cc++) {
                 const int64_t k = rr*16 + cc;
-                r_l2_A[k] = hc_1[k]*(r_l2_PW_a[k] + r_l2_PW_b[k] + v_l2_b[cc]);
+                v_r_l2_A[k] = v_hc_1[k]*(v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc]);
             }
         }
         /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
-        bpg_gather(N, 256, 256, bpg_table_5, r_l2_A, r_l2_Y);
+        bpg_gather(N, 256, 256, bpg_table_5, v_r_l2_A, v_r_l2_Y);
         /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
-        bpg_gather(N, 256, 256, bpg_table_6, r_l2_Y, r_l3_win);
+        bpg_gather(N, 256, 256, bpg_table_6, v_r_l2_Y, v_r_l3_win);
         /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
-        bpg_take_argmax(64*N, 4, l3_win, r_l3_win, r_l3_max);
+        bpg_take_argmax(64*N, 4, v_l3_win, v_r_l3_win, v_r_l3_max);
         /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
-        bpg_gather(N, 64, 64, bpg_table_7, r_l3_max, r_l3_Y);
+        bpg_gather(N, 64, 64, bpg_table_7, v_r_l3_max, v_r_l3_Y);
         /* r_l5_XW_a = r_l3_Y·l5_W */
-        bpg_gemm_nn(N, 10, 64, r_l3_Y, l5_W, r_l5_XW_a);
+        bpg_gemm_nn(N, 10, 64, v_r_l3_Y, v_l5_W, v_r_l5_XW_a);
         /* r_l5_XW_b = l3_Y·v_l5_W */
         if (vnz_v_l5_W) {
-            bpg_gemm_nn(N, 10, 64, l3_Y, v_l5_W, r_l5_XW_b);
+            bpg_gemm_nn(N, 10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
         } else {
-            memset(r_l5_XW_b, 0, sizeof(real)*(size_t)(10*N));  /* a zero block of v */
+            memset(v_r_l5_XW_b, 0, sizeof(real)*(size_t)(10*N));  /* a zero block of v */
         }
         /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
         for (int64_t rr = 0; rr < N; rr++) {
             #pragma omp simd
             for (int64_t cc = 0; cc < 10; cc++) {
                 const int64_t k = rr*10 + cc;
-                r_o_exp[k] = o_exp[k]*(r_l5_XW_a[k] + r_l5_XW_b[k] + v_l5_b[cc]);
+                v_r_o_exp[k] = v_o_exp[k]*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
             }
         }
         /* r_o_expsum = r_o_exp·1 */
-        bpg_rowsum(N, 10, r_o_exp, r_o_expsum);
+        bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
 
-        /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
+        /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label, o_max) */
         /*   (logsumexp(O) - O[label] per sample) */
         /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
         #pragma omp simd
-        for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
+        for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
 
-        /* Grad of: o_exp = exp(l5_Z - o_max) */
-        /*   (exp(O - m), shifted for stability) */
+        /* Grad of: o_exp = exp(l5_XW + l5_b - o_max)  (not stored in this function: l5_XW, o_max) */
+        /*   (exponentials, shifted by the row maximum for stability) */
         /* r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
         for (int64_t rr = 0; rr < N; rr++) {
             #pragma omp simd
             for (int64_t cc = 0; cc < 10; cc++) {
                 const int64_t k = rr*10 + cc;
-                r_d_l5_Z_1[k] = d_o_expsum[rr]*r_o_exp[k] + o_exp[k]*r_d_o_expsum[rr];
+                v_r_d_l5_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
             }
         }
 
-        /* Grad of: l5_Z = l5_XW + l5_b */
-        /*   (l5: pre-activation Z = X·W + 1·b) */
+        /* Grad of: l5_Z = l5_XW + l5_b  (not stored in this function: l5_Z, l5_XW) */
+        /*   (l5: pre-activation) */
         /* r_d_l5_b = 1ᵀ·r_d_l5_Z_1 */
-        bpg_colsum(N, 10, r_d_l5_Z_1, r_d_l5_b);
+        bpg_colsum(N, 10, v_r_d_l5_Z_1, v_r_d_l5_b);
 
-        /* Grad of: l5_XW = l3_Y·l5_W */
+        /* Grad of: l5_XW = l3_Y·l5_W  (not stored in this function: l5_XW) */
         /*   (l5: affine part) */
         /* r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ */
-        bpg_gemm_nt(N, 64, 10, r_d_l5_Z_1, l5_W, r_d_l3_Y_a);
+        bpg_gemm_nt(N, 64, 10, v_r_d_l5_Z_1, v_l5_W, v_r_d_l3_Y_a);
         /* r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ */
         if (vnz_v_l5_W) {
-            bpg_gemm_nt(N, 64, 10, d_l5_Z_2, v_l5_W, r_d_l3_Y_b);
+            bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_v_l5_W, v_r_d_l3_Y_b);
         } else {
-            memset(r_d_l3_Y_b, 0, sizeof(real)*(size_t)(64*N));  /* a zero block of v */
+            memset(v_r_d_l3_Y_b, 0, sizeof(real)*(size_t)(64*N));  /* a zero block of v */
         }
         /* r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b */
         #pragma omp simd
-        for (int64_t k = 0; k < 64*N; k++) r_d_l3_Y[k] = r_d_l3_Y_a[k] + r_d_l3_Y_b[k];
+        for (int64_t k = 0; k < 64*N; k++) v_r_d_l3_Y[k] = v_r_d_l3_Y_a[k] + v_r_d_l3_Y_b[k];
         /* r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2 */
-        bpg_gemm_tn(64, 10, N, r_l3_Y, d_l5_Z_2, r_d_l5_W_1_a);
+        bpg_gemm_tn(64, 10, N, v_r_l3_Y, v_d_l5_Z_2, v_r_d_l5_W_1_a);
         /* r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1 */
-        bpg_gemm_tn(64, 10, N, l3_Y, r_d_l5_Z_1, r_d_l5_W_1_b);
+        bpg_gemm_tn(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_r_d_l5_W_1_b);
 
-        /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
+        /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)  (not stored in this function: l3_max) */
         /*   (l3: as (N, C·H_out·W_out)) */
         /* r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 64, 64, bpg_table_7, r_d_l3_Y, r_d_l3_max);
+        bpg_scatter(N, 64, 64, bpg_table_7, v_r_d_l3_Y, v_r_d_l3_max);
 
-        /* Grad of: l3_max = rowmax(l3_win) */
+        /* Grad of: l3_max = rowmax(l3_win)  (not stored in this function: l3_max) */
         /*   (l3: each window's maximum) */
         /* r_d_l3_win = r_d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-        bpg_put_argmax(64*N, 4, l3_win, r_d_l3_max, r_d_l3_win);
+        bpg_put_argmax(64*N, 4, v_l3_win, v_r_d_l3_max, v_r_d_l3_win);
 
-        /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
+        /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)  (not stored in this function: l2_Y) */
         /*   (l3: the 2x2 windows, one row each) */
         /* r_d_l2_Y = windowsᵀ(r_d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 256, 256, bpg_table_6, r_d_l3_win, r_d_l2_Y);
+        bpg_scatter(N, 256, 256, bpg_table_6, v_r_d_l3_win, v_r_d_l2_Y);
 
-        /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
+        /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)  (not stored in this function: l2_Y, l2_A) */
         /*   (l2: as (N, filters·H_out·W_out), C order) */
         /* r_d_l2_A = transposeᵀ(r_d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 256, 256, bpg_table_5, r_d_l2_Y, r_d_l2_A);
+        bpg_scatter(N, 256, 256, bpg_table_5, v_r_d_l2_Y, v_r_d_l2_A);
 
-        /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
+        /* Grad of: l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)  (not stored in this function: l2_A, l2_PW) */
         /*   (l2: activation relu) */
         /* r_d_l2_Z = hc_1 ⊙ r_d_l2_A */
         #pragma omp simd
-        for (int64_t k = 0; k < 256*N; k++) r_d_l2_Z[k] = hc_1[k]*r_d_l2_A[k];
+        for (int64_t k = 0; k < 256*N; k++) v_r_d_l2_Z[k] = v_hc_1[k]*v_r_d_l2_A[k];
 
-        /* Grad of: l2_Z = l2_PW + l2_b */
+        /* Grad of: l2_Z = l2_PW + l2_b  (not stored in this function: l2_Z, l2_PW) */
         /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
         /* r_d_l2_b = 1ᵀ·r_d_l2_Z */
-        bpg_colsum(16*N, 16, r_d_l2_Z, r_d_l2_b);
+        bpg_colsum(16*N, 16, v_r_d_l2_Z, v_r_d_l2_b);
 
-        /* Grad of: l2_PW = l2_P·l2_Wᵀ */
+        /* Grad of: l2_PW = l2_P·l2_Wᵀ  (not stored in this function: l2_PW) */
         /*   (l2: patches times the kernel, P·Wᵀ) */
         /* r_d_l2_P_a = r_d_l2_Z·l2_W */
-        bpg_gemm_nn(16*N, 72, 16, r_d_l2_Z, l2_W, r_d_l2_P_a);
+        bpg_gemm_nn(16*N, 72, 16, v_r_d_l2_Z, v_l2_W, v_r_d_l2_P_a);
         /* r_d_l2_P_b = d_l2_Z·v_l2_W */
         if (vnz_v_l2_W) {
-            bpg_gemm_nn(16*N, 72, 16, d_l2_Z, v_l2_W, r_d_l2_P_b);
+            bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_v_l2_W, v_r_d_l2_P_b);
         } else {
-            memset(r_d_l2_P_b, 0, sizeof(real)*(size_t)(1152*N));  /* a zero block of v */
+            memset(v_r_d_l2_P_b, 0, sizeof(real)*(size_t)(1152*N));  /* a zero block of v */
         }
         /* r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b */
         #pragma omp simd
-        for (int64_t k = 0; k < 1152*N; k++) r_d_l2_P[k] = r_d_l2_P_a[k] + r_d_l2_P_b[k];
+        for (int64_t k = 0; k < 1152*N; k++) v_r_d_l2_P[k] = v_r_d_l2_P_a[k] + v_r_d_l2_P_b[k];
         /* r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P */
-        bpg_gemm_tn(16, 72, 16*N, r_d_l2_Z, l2_P, r_d_l2_W_1_a);
+        bpg_gemm_tn(16, 72, 16*N, v_r_d_l2_Z, v_l2_P, v_r_d_l2_W_1_a);
         /* r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P */
-        bpg_gemm_tn(16, 72, 16*N, d_l2_Z, r_l2_P, r_d_l2_W_1_b);
+        bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_r_l2_P, v_r_d_l2_W_1_b);
 
-        /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
+        /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)  (not stored in this function: l1_Y) */
         /*   (l2: patches (im2col), one row per output pixel) */
         /* r_d_l1_Y = im2colᵀ(r_d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 128, 1152, bpg_table_4, r_d_l2_P, r_d_l1_Y);
+        bpg_scatter(N, 128, 1152, bpg_table_4, v_r_d_l2_P, v_r_d_l1_Y);
 
-        /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
+        /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)  (not stored in this function: l1_Y, l1_max) */
         /*   (l1: as (N, C·H_out·W_out)) */
         /* r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 128, 128, bpg_table_3, r_d_l1_Y, r_d_l1_max);
+        bpg_scatter(N, 128, 128, bpg_table_3, v_r_d_l1_Y, v_r_d_l1_max);
 
-        /* Grad of: l1_max = rowmax(l1_win) */
+        /* Grad of: l1_max = rowmax(l1_win)  (not stored in this function: l1_max) */
         /*   (l1: each window's maximum) */
         /* r_d_l1_win = r_d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-        bpg_put_argmax(128*N, 4, l1_win, r_d_l1_max, r_d_l1_win);
+        bpg_put_argmax(128*N, 4, v_l1_win, v_r_d_l1_max, v_r_d_l1_win);
 
-        /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
+        /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)  (not stored in this function: l0_Y) */
         /*   (l1: the 2x2 windows, one row each) */
         /* r_d_l0_Y = windowsᵀ(r_d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 512, 512, bpg_table_2, r_d_l1_win, r_d_l0_Y);
+        bpg_scatter(N, 512, 512, bpg_table_2, v_r_d_l1_win, v_r_d_l0_Y);
 
-        /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
+        /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)  (not stored in this function: l0_Y, l0_A) */
         /*   (l0: as (N, filters·H_out·W_out), C order) */
         /* r_d_l0_A = transposeᵀ(r_d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 512, 512, bpg_table_1, r_d_l0_Y, r_d_l0_A);
+        bpg_scatter(N, 512, 512, bpg_table_1, v_r_d_l0_Y, v_r_d_l0_A);
 
-        /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
+        /* Grad of: l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)  (not stored in this function: l0_A, l0_PW) */
         /*   (l0: activation relu) */
         /* r_d_l0_Z = hc ⊙ r_d_l0_A */
         #pragma omp simd
-        for (int64_t k = 0; k < 512*N; k++) r_d_l0_Z[k] = hc[k]*r_d_l0_A[k];
+        for (int64_t k = 0; k < 512*N; k++) v_r_d_l0_Z[k] = v_hc[k]*v_r_d_l0_A[k];
 
-        /* Grad of: l0_Z = l0_PW + l0_b */
+        /* Grad of: l0_Z = l0_PW + l0_b  (not stored in this function: l0_Z, l0_PW) */
         /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
         /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
-        bpg_colsum(64*N, 8, r_d_l0_Z, r_d_l0_b);
+        bpg_colsum(64*N, 8, v_r_d_l0_Z, v_r_d_l0_b);
 
-        /* Grad of: l0_PW = l0_P·l0_Wᵀ */
+        /* Grad of: l0_PW = l0_P·l0_Wᵀ  (not stored in this function: l0_PW) */
         /*   (l0: patches times the kernel, P·Wᵀ) */
         /* r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P */
-        bpg_gemm_tn(8, 9, 64*N, r_d_l0_Z, l0_P, r_d_l0_W_1_a);
+        bpg_gemm_tn(8, 9, 64*N, v_r_d_l0_Z, v_l0_P, v_r_d_l0_W_1_a);
 
         /* total gradients */
         /* r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W */
         #pragma omp simd
-        for (int64_t k = 0; k < 72; k++) r_d_l0_W_2[k] = r_d_l0_W_1_a[k] + 0.0001*v_l0_W[k];
+        for (int64_t k = 0; k < 72; k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_a[k] + 0.0001*v_v_l0_W[k];
         /* r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001 v_l2_W */
         #pragma omp simd
-        for (int64_t k = 0; k < 1152; k++) r_d_l2_W_2[k] = r_d_l2_W_1_a[k] + r_d_l2_W_1_b[k] + 0.0001*v_l2_W[k];
+        for (int64_t k = 0; k < 1152; k++) v_r_d_l2_W_2[k] = v_r_d_l2_W_1_a[k] + v_r_d_l2_W_1_b[k] + 0.0001*v_v_l2_W[k];
         /* r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W */
         #pragma omp simd
-        for (int64_t k = 0; k < 640; k++) r_d_l5_W_2[k] = r_d_l5_W_1_a[k] + r_d_l5_W_1_b[k] + 0.0001*v_l5_W[k];
-        if (!V) vbuf[j] = 0;
+        for (int64_t k = 0; k < 640; k++) v_r_d_l5_W_2[k] = v_r_d_l5_W_1_a[k] + v_r_d_l5_W_1_b[k] + 0.0001*v_v_l5_W[k];
+
+        /* rows j0 .. of the result: H·v for each direction */
+        bpg_columns_out(K, 6, bpg_table_9, wsd, out, 1898, j0);
     }
 }
 
@@ -2485,11 +2547,11 @@ static const int64_t bpgf_param_size[6] = {72, 8, 1152, 16, 640, 10};
 static const int64_t bpgf_in_dims[3] = {1, 8, 8};
 #define BPGF_IN_SIZE 64  /* elements of one sample's x */
 #define BPGF_STEPS 0  /* 0: not a sequence */
+typedef real bpgf_x_t;  /* x's elements (the input kind's) */
+#define BPGF_X_TYPENUM BPGF_TYPENUM
 #define BPGF_K 10
-#define BPGF_SOFTMAX_CE 1
-#define BPGF_MSE 2
-#define BPGF_BINARY_CE 3
-#define BPGF_LOSS_TYPE BPGF_SOFTMAX_CE
+#define BPGF_TARGET_LABELS 1
+#define BPGF_TARGET_RANGE 0
 #define BPGF_LOSS_ALL_STEPS 0
 #define BPGF_SEQ_OUT 0
 #define BPGF_BYTES_PER_SAMPLE 160576
@@ -2514,7 +2576,7 @@ static const int64_t bpgf_in_dims[3] = {1, 8, 8};
 #define BPGF_HAVE_HVP 1
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */
-static void bpgf_call(int entry, int64_t N, const real *x, const real *y,
+static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,
                       const real *const *p, const real *const *v, real *out, real *ws)
 {
     if (entry == 0)
@@ -2536,11 +2598,13 @@ static void bpgf_call(int entry, int64_t N, const real *x, const real *y,
 
    Each entry point handles the common case only: parameters in an exact
    dict with exactly the expected keys, every array an exact numpy.ndarray
-   of the module's dtype, native byte order, C-contiguous and aligned, of
-   the right shape; x finite with N >= 1 within the batch-size limit
+   of the module's dtype (x: of the input kind's element type, bpgf_x_t),
+   native byte order, C-contiguous and aligned, of the right shape; x
+   finite (integer x: in [0, BPGF_X_BOUND)) with N >= 1 within the batch-size limit
    (MAX_RESULT_BYTES, read at every call); labels of an integer dtype in
-   [0, K) (turned into one-hot rows here), or a finite float target (in
-   [0, 1] for binary cross-entropy); and a finite result.  Anything else
+   [0, K) (turned into one-hot rows here) when the loss's targets are
+   labels (BPGF_TARGET_LABELS), else finite float targets (within the
+   loss's range, if it has one); and a finite result.  Anything else
    calls the module's Python implementation of the same function with the
    same arguments, which then raises its usual ValueError (or returns what
    it returns), so every message stays the Python path's.  The checks here
@@ -2554,6 +2618,11 @@ static void bpgf_call(int entry, int64_t N, const real *x, const real *y,
    sequences, x and y time-major.  Gradients are views of one fresh array
    per call.  No Python code runs between taking the workspace and its last
    use, so a call cannot see it replaced under it.
+
+   (Why one ~700-line file: it is one translation unit of static functions
+   pasted verbatim into each module; its parts, argument checks, target and
+   input conversion and the entry points, share the module's macros and are
+   tested together through the entry points, tests/test_fastcall.py.)
 
    (Longer than the ~500 lines a file here usually has: the workspace, the
    checks, one call and the installation are one unit, each a short
@@ -2663,15 +2732,15 @@ static int bpgf_round(size_t *size)
     return 1;
 }
 
-/* an exact ndarray of the module's dtype, native byte order, C-contiguous,
+/* an exact ndarray of NumPy type `typenum`, native byte order, C-contiguous,
    aligned, with `ndim` axes: the first `lead` of them any, then `dims` */
-static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
+static int bpgf_typed_array(PyObject *o, int typenum, int ndim, int lead, const int64_t *dims)
 {
     if (Py_TYPE(o) != &PyArray_Type)
         return 0;
     PyArrayObject *a = (PyArrayObject *)o;
     const int need = NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED;
-    if (PyArray_TYPE(a) != BPGF_TYPENUM || !PyArray_ISNOTSWAPPED(a)
+    if (PyArray_TYPE(a) != typenum || !PyArray_ISNOTSWAPPED(a)
         || (PyArray_FLAGS(a) & need) != need || PyArray_NDIM(a) != ndim)
         return 0;
     const npy_intp *d = PyArray_DIMS(a);
@@ -2679,6 +2748,12 @@ static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
         if (d[i] != dims[i - lead])
             return 0;
     return 1;
+}
+
+/* the same, of the module's dtype */
+static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
+{
+    return bpgf_typed_array(o, BPGF_TYPENUM, ndim, lead, dims);
 }
 
 /* every one of n entries finite (a - a is 0, not NaN); an OR of flags
@@ -2693,13 +2768,36 @@ static BPG_ENTRY int bpgf_finite(const real *a, size_t n)
     return !bad;
 }
 
-/* every one of n entries in [0, 1] (NaN and inf are not) */
-static BPG_ENTRY int bpgf_unit_interval(const real *a, size_t n)
+/* x's values as the input kind says (fastcall.py's bpgf_x_t, BPGF_X_TYPENUM
+   and BPGF_X_BOUND): integers in [0, BPGF_X_BOUND) (a negative one, made
+   unsigned, is larger), or finite reals */
+#ifdef BPGF_X_BOUND
+static BPG_ENTRY int bpgf_x_valid(const bpgf_x_t *a, size_t n)
 {
     int bad = 0;
 #pragma omp simd reduction(|:bad)
     for (size_t i = 0; i < n; i++)
-        bad |= !(a[i] >= 0 && a[i] <= 1);
+        bad |= !((uint64_t)a[i] < (uint64_t)BPGF_X_BOUND);
+    return !bad;
+}
+#else
+#define bpgf_x_valid bpgf_finite
+#endif
+/* x's elements in units of real (the workspace's), rounded up */
+#define BPGF_X_REALS ((sizeof(bpgf_x_t) + sizeof(real) - 1) / sizeof(real))
+
+/* every one of n real targets as the loss takes them: finite, and in its
+   [BPGF_TARGET_LO, BPGF_TARGET_HI] when it has a range (BPGF_TARGET_RANGE) */
+static BPG_ENTRY int bpgf_targets_ok(const real *a, size_t n)
+{
+    int bad = 0;
+#pragma omp simd reduction(|:bad)
+    for (size_t i = 0; i < n; i++)
+#if BPGF_TARGET_RANGE
+        bad |= !(a[i] >= (real)BPGF_TARGET_LO && a[i] <= (real)BPGF_TARGET_HI);  /* not NaN */
+#else
+        bad |= !(a[i] - a[i] == 0);
+#endif
     return !bad;
 }
 
@@ -2757,6 +2855,16 @@ static void bpgf_time_major(const real *src, int64_t N, int64_t T, int64_t C, re
     for (int64_t t = 0; t < T; t++)
         for (int64_t n = 0; n < N; n++)
             memcpy(dst + (t * N + n) * C, src + (n * T + t) * C, sizeof(real) * (size_t)C);
+}
+
+/* x (N, T, C) batch-first into (T*N, C) time-major, of x's element type */
+static void bpgf_x_time_major(const bpgf_x_t *src, int64_t N, int64_t T, int64_t C,
+                              bpgf_x_t *dst)
+{
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++)
+            memcpy(dst + (t * N + n) * C, src + (n * T + t) * C,
+                   sizeof(bpgf_x_t) * (size_t)C);
 }
 
 /* ---- one call ---------------------------------------------------------- */
@@ -2858,7 +2966,7 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
     const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
     pl->N = N;
     pl->with_y = entry != BPGF_E_FORWARD;
-    pl->labels = pl->with_y && BPGF_LOSS_TYPE == BPGF_SOFTMAX_CE;
+    pl->labels = pl->with_y && BPGF_TARGET_LABELS;
     pl->x_moved = BPGF_STEPS != 0;
     pl->y_moved = pl->with_y && !pl->labels && BPGF_LOSS_ALL_STEPS && BPGF_STEPS;
     pl->out_in_ws = entry == BPGF_E_LOSS || (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT);
@@ -2886,7 +2994,8 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
         return 0;
     pl->at_x = pl->ws_size;
     if (pl->x_moved     /* N * BPGF_IN_SIZE: the elements of x, which exists */
-        && (!bpgf_madd(&pl->ws_size, (size_t)N, BPGF_IN_SIZE) || !bpgf_round(&pl->ws_size)))
+        && (!bpgf_madd(&pl->ws_size, (size_t)N, BPGF_IN_SIZE * BPGF_X_REALS)
+            || !bpgf_round(&pl->ws_size)))
         return 0;
     pl->at_out = pl->ws_size;
     if (pl->out_in_ws && !bpgf_madd(&pl->ws_size, 1, pl->out_size))
@@ -2931,15 +3040,16 @@ static int bpgf_target_array(PyObject *yo, int64_t N)
 /* x and y as the generated code reads them (x, labels and targets checked
    for their values on the way); the arrays' shapes are checked already */
 static int bpgf_inputs(const bpgf_plan *pl, PyObject *xo, PyObject *yo, real *ws,
-                       const real **xp, const real **yp)
+                       const bpgf_x_t **xp, const real **yp)
 {
     const int64_t N = pl->N, T = BPGF_STEPS ? BPGF_STEPS : 1;
-    *xp = (const real *)PyArray_DATA((PyArrayObject *)xo);
+    *xp = (const bpgf_x_t *)PyArray_DATA((PyArrayObject *)xo);
     if (pl->x_moved) {
-        bpgf_time_major(*xp, N, T, BPGF_IN_SIZE / T, ws + pl->at_x);
-        *xp = ws + pl->at_x;
+        bpgf_x_t *moved = (bpgf_x_t *)(ws + pl->at_x);
+        bpgf_x_time_major(*xp, N, T, BPGF_IN_SIZE / T, moved);
+        *xp = moved;
     }
-    if (!bpgf_finite(*xp, (size_t)N * BPGF_IN_SIZE))
+    if (!bpgf_x_valid(*xp, (size_t)N * BPGF_IN_SIZE))
         return 0;
     *yp = NULL;
     if (pl->labels) {
@@ -2950,7 +3060,7 @@ static int bpgf_inputs(const bpgf_plan *pl, PyObject *xo, PyObject *yo, real *ws
         return 1;
     const real *y = (const real *)PyArray_DATA((PyArrayObject *)yo);
     const size_t size = (size_t)N * (BPGF_LOSS_ALL_STEPS ? (size_t)T : 1) * BPGF_K;
-    if (!(BPGF_LOSS_TYPE == BPGF_BINARY_CE ? bpgf_unit_interval(y, size) : bpgf_finite(y, size)))
+    if (!bpgf_targets_ok(y, size))
         return 0;
     *yp = y;
     if (pl->y_moved) {
@@ -3017,7 +3127,7 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
     }
     const Py_ssize_t nargs = entry == BPGF_E_FORWARD ? 2 : entry == BPGF_E_HVP ? 4 : 3;
     if (kwnames || PyVectorcall_NARGS(nargsf) != nargs
-        || !bpgf_real_array(args[1], 1 + BPGF_IN_NDIM, 1, bpgf_in_dims))
+        || !bpgf_typed_array(args[1], BPGF_X_TYPENUM, 1 + BPGF_IN_NDIM, 1, bpgf_in_dims))
         return bpgf_fallback(entry, &st, args, nargsf, kwnames);
     PyObject *xo = args[1], *yo = nargs >= 3 ? args[2] : NULL;
     const int64_t N = (int64_t)PyArray_DIMS((PyArrayObject *)xo)[0];
@@ -3038,7 +3148,8 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         ok = 0;
     }
     real *ws = ok ? bpgf_workspace(pl.ws_size) : NULL;
-    const real *xp = NULL, *yp = NULL;
+    const bpgf_x_t *xp = NULL;
+    const real *yp = NULL;
     ok = ws && bpgf_inputs(&pl, xo, yo, ws, &xp, &yp);
 
     PyObject *ret = NULL;

@@ -31,6 +31,13 @@ PARAM_SHAPES = collections.OrderedDict([
 N_PARAMS = 1898
 #: one sample's input shape; x has shape (N,) + INPUT_SHAPE
 INPUT_SHAPE = (1, 8, 8)
+#: the architecture's input kind (bpgen/inputs/)
+INPUT_KIND = "image"
+#: x's elements: None for real values (converted to DTYPE; NaN and inf
+#: refused), else an integer dtype (any integer x is converted, floats are
+#: refused) whose values lie in [0, _X_BOUND)
+_X_DTYPE = None
+_X_BOUND = None
 #: number of output units; forward() returns (N, OUTPUT_UNITS), or
 #: (N, STEPS, OUTPUT_UNITS) for a network whose output has a step axis
 OUTPUT_UNITS = 10
@@ -41,7 +48,13 @@ STEPS = None
 SEQUENCE_OUTPUT = False
 #: True when the loss reads every step (y has a step axis)
 LOSS_ALL_STEPS = False
+#: the loss's name (for messages; the module reads the facts below)
 LOSS = "softmax_cross_entropy"
+#: what y holds: "labels" (integer class labels, one-hot'ed here) or "real"
+#: (values of the output's shape)
+TARGET_KIND = "labels"
+#: None, or the closed interval (lo, hi) every target must lie in
+TARGET_RANGE = None
 #: the validated architecture this module was generated from
 ARCHITECTURE = "{\"dtype\": \"float64\", \"input\": {\"kind\": \"image\", \"shape\": [1, 8, 8]}, \"l2\": 0.0001, \"layers\": [{\"activation\": \"relu\", \"alpha\": null, \"cell\": null, \"filters\": 8, \"in\": [1, 8, 8], \"kernel\": 3, \"name\": \"l0\", \"out\": [8, 8, 8], \"padding\": 1, \"stride\": 1, \"type\": \"conv2d\", \"units\": null}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [8, 8, 8], \"name\": \"l1\", \"out\": [8, 4, 4], \"size\": 2, \"stride\": 2, \"type\": \"maxpool2d\", \"units\": null}, {\"activation\": \"relu\", \"alpha\": null, \"cell\": null, \"filters\": 16, \"in\": [8, 4, 4], \"kernel\": 3, \"name\": \"l2\", \"out\": [16, 4, 4], \"padding\": 1, \"stride\": 1, \"type\": \"conv2d\", \"units\": null}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [16, 4, 4], \"name\": \"l3\", \"out\": [16, 2, 2], \"size\": 2, \"stride\": 2, \"type\": \"maxpool2d\", \"units\": null}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [16, 2, 2], \"name\": \"l4\", \"out\": [64], \"type\": \"flatten\", \"units\": null}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [64], \"name\": \"l5\", \"out\": [10], \"type\": \"dense\", \"units\": 10}], \"loss\": {\"steps\": \"all\", \"type\": \"softmax_cross_entropy\"}, \"name\": \"digits_cnn\", \"truncate\": null}"
 #: parameter key -> (initialisation from its role, fan_in, fan_out)
@@ -63,6 +76,8 @@ _FACTORS = {'l0.W': (0, 1), 'l2.W': (2, 3), 'l5.W': (4, 5)}
 _CURV_LAYERS = []
 #: index of the loss curvature output (softmax p, or l'' per unit)
 _CURV_LOSS = None
+#: how to read it: "softmax" (diag(p) - p pᵀ) or "diagonal" (diag l'')
+_CURV_FORM = "softmax"
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
 _BYTES_PER_SAMPLE = 160576
 #: elements per sample the structured Hessian's assembly holds besides its result
@@ -158,12 +173,20 @@ def _check_params(params, what="params"):
 
 
 def _check_x(x):
-    """x as the matrix the generated code reads, and the batch size N."""
+    """x as the matrix the generated code reads, and the batch size N.  What x
+    holds is the input kind's (constants _X_DTYPE, _X_BOUND, STEPS): real
+    values (converted to DTYPE, finite), or integers in [0, _X_BOUND)
+    (converted to _X_DTYPE, floats refused); a sequence goes time-major."""
     checked = isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE)
     if checked:
         _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
-    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
-                and x.flags.aligned) else _as_array(x, "x")
+    if _X_DTYPE is not None:
+        arr = _as_integers(x, "x")
+    elif (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
+          and x.flags.aligned):
+        arr = x
+    else:
+        arr = _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
@@ -172,11 +195,35 @@ def _check_x(x):
         raise ValueError("x: the batch is empty (N = 0)")
     if not checked:                   # a list, say: checked once converted
         _check_batch(n)
-    if not _finite_fast(arr):
+    if _X_DTYPE is not None:
+        arr = _in_range(arr, _X_BOUND, "x")
+    elif not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
-    if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
-        return numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(STEPS * n, -1), n
+    if STEPS is not None:     # (N, T, ...) -> time-major (T*N, ...)
+        return numpy.ascontiguousarray(arr.swapaxes(0, 1)).reshape(STEPS * n, -1), n
     return arr.reshape(n, -1), n
+
+
+def _as_integers(value, what):
+    """``value`` as an integer array (not yet converted): any integer dtype;
+    floats, booleans and everything else are refused."""
+    try:
+        arr = numpy.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{what}: expected an array of integers ({exc})") from None
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{what}: expected integers, got dtype {arr.dtype}")
+    return arr
+
+
+def _in_range(arr, bound, what):
+    """Integer ``arr`` as a C-contiguous _X_DTYPE array, every value in [0, bound)
+    (checked before the conversion, which could wrap a large unsigned value)."""
+    low, high = arr.min(), arr.max()
+    if low < 0 or high >= bound:
+        raise ValueError(f"{what}: values must lie in [0, {bound}), got values in "
+                         f"[{low}, {high}]")
+    return numpy.require(arr, _X_DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
 
 
 _EYE = []     # the identity rows one-hot labels are taken from, made on first use
@@ -184,10 +231,11 @@ _EYE = []     # the identity rows one-hot labels are taken from, made on first u
 
 def _check_y(y, n):
     """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
-    reads: labels one-hot, steps time-major."""
+    reads: labels one-hot, steps time-major (TARGET_KIND and TARGET_RANGE
+    are the loss's)."""
     steps = STEPS if LOSS_ALL_STEPS else None
     lead = (n,) if steps is None else (n, steps)
-    if LOSS == "softmax_cross_entropy":
+    if TARGET_KIND == "labels":
         try:
             labels = numpy.asarray(y)
         except Exception as exc:
@@ -212,8 +260,10 @@ def _check_y(y, n):
         raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
     if not _finite_fast(arr):
         raise ValueError("y: contains NaN or inf")
-    if LOSS == "sigmoid_binary_cross_entropy" and not ((arr >= 0) & (arr <= 1)).all():
-        raise ValueError("y: binary cross-entropy targets must lie in [0, 1]")
+    if TARGET_RANGE is not None and not ((arr >= TARGET_RANGE[0])
+                                         & (arr <= TARGET_RANGE[1])).all():
+        raise ValueError(f"y: {LOSS} targets must lie in "
+                         f"[{TARGET_RANGE[0]:g}, {TARGET_RANGE[1]:g}]")
     if steps is not None:
         arr = numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(-1, OUTPUT_UNITS)
     return arr
@@ -546,11 +596,11 @@ def _loss_factor(outs, n):
     c = outs[_CURV_LOSS]
     k = c.shape[1]
     root = numpy.sqrt(numpy.maximum(c, 0) / n)
-    if LOSS == "softmax_cross_entropy":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
+    if _CURV_FORM == "softmax":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
         s = -c[:, :, None] * root[:, None, :]
         s[:, numpy.arange(k), numpy.arange(k)] += root
         return s
-    out = numpy.zeros((n, k, k))            # elementwise loss: diag(l'')
+    out = numpy.zeros((n, k, k))    # the "diagonal" form: diag(l'')
     out[:, numpy.arange(k), numpy.arange(k)] = root
     return out
 
@@ -815,7 +865,7 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l5: affine part
     # l5_XW = l3_Y·l5_W
     numpy.dot(l3_Y, l5_W, out=l5_XW)
-    # l5: pre-activation Z = X·W + 1·b
+    # l5: pre-activation
     # l5_Z = l5_XW + l5_b
     numpy.add(l5_XW, l5_b, out=l5_Z)
     return l5_Z
@@ -885,15 +935,15 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l5: affine part
     # l5_XW = l3_Y·l5_W
     numpy.dot(l3_Y, l5_W, out=l5_XW)
-    # l5: pre-activation Z = X·W + 1·b
+    # l5: pre-activation
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
     # o_max = rowmax(l5_Z)
     o_max = l5_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l5_Z - o_max)
     numpy.exp(l5_Z - o_max, out=o_exp)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # o_pick = l5_Z ⊙ y
@@ -918,7 +968,7 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     numpy.square(l5_W, out=l5_W_sq)
     # l5_W_sqsum = 1ᵀ·l5_W_sq·1
     l5_W_sqsum = l5_W_sq.sum(keepdims=True)
-    # mean over samples (+ 0.5 λ Σ‖W‖²)
+    # mean over samples + 0.5 λ Σ‖W‖²
     # loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N
     numpy.add(5.0000000000000002e-5*l0_W_sqsum, 5.0000000000000002e-5*l2_W_sqsum + 5.0000000000000002e-5*l5_W_sqsum + loss_sum/N, out=loss)
     return loss
@@ -1007,15 +1057,15 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l5: affine part
     # l5_XW = l3_Y·l5_W
     numpy.dot(l3_Y, l5_W, out=l5_XW)
-    # l5: pre-activation Z = X·W + 1·b
+    # l5: pre-activation
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
     # o_max = rowmax(l5_Z)
     o_max = l5_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l5_Z - o_max)
     numpy.exp(l5_Z - o_max, out=o_exp)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # o_pick = l5_Z ⊙ y
@@ -1040,7 +1090,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     numpy.square(l5_W, out=l5_W_sq)
     # l5_W_sqsum = 1ᵀ·l5_W_sq·1
     l5_W_sqsum = l5_W_sq.sum(keepdims=True)
-    # mean over samples (+ 0.5 λ Σ‖W‖²)
+    # mean over samples + 0.5 λ Σ‖W‖²
     # loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N
     numpy.add(5.0000000000000002e-5*l0_W_sqsum, 5.0000000000000002e-5*l2_W_sqsum + 5.0000000000000002e-5*l5_W_sqsum + loss_sum/N, out=loss)
 
@@ -1050,7 +1100,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l5_Z = l5_XW + l5_b
-    #   (l5: pre-activation Z = X·W + 1·b)
+    #   (l5: pre-activation)
     # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l5_Z_2 = numpy.subtract(d_o_expsum*o_exp, y/N, out=o_exp)
     # d_l5_b = 1ᵀ·d_l5_Z_2
@@ -1273,17 +1323,17 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     numpy.dot(r_l3_Y, l5_W, out=r_l5_XW_a)
     # r_l5_XW_b = l3_Y·v_l5_W
     numpy.dot(l3_Y, v_l5_W, out=r_l5_XW_b)
-    # l5: pre-activation Z = X·W + 1·b
+    # l5: pre-activation
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
     # o_max = rowmax(l5_Z)
     o_max = l5_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l5_Z - o_max)
     o_exp = numpy.exp(l5_Z - o_max, out=l5_Z)
     # r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b)
     r_o_exp = numpy.multiply(o_exp, r_l5_XW_a + r_l5_XW_b + v_l5_b, out=r_l5_XW_a)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # r_o_expsum = r_o_exp·1
@@ -1297,12 +1347,12 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l5_Z - o_max)
-    #   (exp(O - m), shifted for stability)
+    #   (exponentials, shifted by the row maximum for stability)
     # r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
     r_d_l5_Z_1 = numpy.add(d_o_expsum*r_o_exp, o_exp*r_d_o_expsum, out=r_o_exp)
 
     # Grad of: l5_Z = l5_XW + l5_b
-    #   (l5: pre-activation Z = X·W + 1·b)
+    #   (l5: pre-activation)
     # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l5_Z_2 = numpy.subtract(d_o_expsum*o_exp, y/N, out=o_exp)
     # r_d_l5_b = 1ᵀ·r_d_l5_Z_1
@@ -1541,17 +1591,17 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     numpy.dot(r_l3_Y, l5_W, out=r_l5_XW_a)
     # r_l5_XW_b = l3_Y·v_l5_W
     numpy.dot(l3_Y, v_l5_W, out=r_l5_XW_b)
-    # l5: pre-activation Z = X·W + 1·b
+    # l5: pre-activation
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
     # o_max = rowmax(l5_Z)
     o_max = l5_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l5_Z - o_max)
     o_exp = numpy.exp(l5_Z - o_max, out=l5_Z)
     # r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b)
     r_o_exp = numpy.multiply(o_exp, r_l5_XW_a + r_l5_XW_b + v_l5_b, out=r_l5_XW_a)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # r_o_expsum = r_o_exp·1
@@ -1565,12 +1615,12 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l5_Z - o_max)
-    #   (exp(O - m), shifted for stability)
+    #   (exponentials, shifted by the row maximum for stability)
     # r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
     r_d_l5_Z_1 = numpy.add(d_o_expsum*r_o_exp, o_exp*r_d_o_expsum, out=o_exp)
 
     # Grad of: l5_Z = l5_XW + l5_b
-    #   (l5: pre-activation Z = X·W + 1·b)
+    #   (l5: pre-activation)
     # d_l5_b = 1ᵀ·r_d_l5_Z_1
     r_d_l5_Z_1.sum(axis=0, keepdims=True, out=d_l5_b)
 
@@ -1741,15 +1791,15 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l5: affine part
     # l5_XW = l3_Y·l5_W
     numpy.dot(l3_Y, l5_W, out=l5_XW)
-    # l5: pre-activation Z = X·W + 1·b
+    # l5: pre-activation
     # l5_Z = l5_XW + l5_b
     l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
     # o_max = rowmax(l5_Z)
     o_max = l5_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l5_Z - o_max)
     o_exp = numpy.exp(l5_Z - o_max, out=l5_Z)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
 
@@ -1759,7 +1809,7 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l5_Z = l5_XW + l5_b
-    #   (l5: pre-activation Z = X·W + 1·b)
+    #   (l5: pre-activation)
     # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
     numpy.subtract(d_o_expsum*o_exp, y/N, out=d_l5_Z_2)
 
@@ -1878,15 +1928,47 @@ def _chunk(n, count):
 
 
 def _tangent_call(n, args, vt, first, count):
-    """_tangent_columns for count directions (the rows of vt, or the unit
-    vectors e_first .. when vt is None), a (count, N_PARAMS) array; None
-    when the module has no _tangent_columns (a layer without a rule for
-    many directions at once)."""
-    fn = globals().get("_tangent_columns")
-    if fn is None:
+    """H·v for count directions (the rows of vt, or the unit vectors e_first
+    .. when vt is None), a (count, N_PARAMS) array: the generated
+    _columns_head once, then _tangent_columns over chunks of directions
+    (_columns_drive); None when the module has no _tangent_columns (a layer
+    without a rule for many directions at once)."""
+    tangent = globals().get("_tangent_columns")
+    if tangent is None:
         return None
+    mats = _mats(args)
     with numpy.errstate(all="ignore"):
-        return fn(*_mats(args), vt, first, count, _chunk(n, count))
+        head = globals()["_columns_head"](*mats)
+        head = head if isinstance(head, tuple) else () if head is None else (head,)
+        return _columns_drive(tangent, mats, head, vt, first, count, _chunk(n, count))
+
+
+def _columns_drive(tangent, mats, head, vt, first, count, kc):
+    """The chunk loop of hessian_columns: for kc directions at a time, their
+    blocks in the layout of the tangent pass (each (rows, cols) block of v
+    as (rows*K, cols), the directions as extra columns: rows j0 .. of vt, or
+    the unit vectors e_(first + j0) ..), the generated ``tangent`` pass on
+    them (inputs ``mats``: x, y, the parameters; then ``head``, what the
+    shared pass computed), and its blocks of H·v into rows j0 .. of the
+    (count, P) result.  Block i of v and of H·v has the shape of parameter
+    i, mats[2 + i], and follows the blocks before it (the flat order)."""
+    blocks, at = [], 0
+    for m in mats[2:]:
+        rows, cols = m.shape
+        blocks.append((rows, cols, at))
+        at += rows * cols
+    out = numpy.empty((count, at), dtype=DTYPE)
+    for j0 in range(0, count, kc):
+        k = min(kc, count - j0)
+        if vt is None:
+            dirs = [_unit_dirs(first + j0 - a, k, r, c) for r, c, a in blocks]
+        else:
+            dirs = [_dirs_to_cols(vt[j0:j0 + k, a:a + r * c], r, c) for r, c, a in blocks]
+        res = tangent(*mats, *head, *dirs, k)
+        res = res if isinstance(res, tuple) else (res,)
+        for x, (r, c, a) in zip(res, blocks):
+            out[j0:j0 + k, a:a + r * c] = _cols_to_dirs(x, r, c)
+    return out
 
 
 def _hessian_columns(n, args, first, count):

@@ -223,6 +223,53 @@ static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real
         for (int64_t c = 0; c < C; c++) out[c] += A[r * C + c];
 }
 
+/* The directions of one chunk of bpg_hessian_columns: K directions (rows
+   j .. j+K-1 of V, a count x total array, or the unit vectors e_(first + j)
+   .. when V is NULL) into the nb blocks of v, each stored with its
+   directions as extra columns (R x K x C: row i of direction d at
+   X + (i*K + d)*C).  blocks: 4 int32 per block: R, C, its first element in
+   a direction (at), and where it lives, X = base + ws*K. */
+static inline void bpg_columns_in(int64_t K, int64_t nb, const int32_t *restrict blocks,
+                                  const real *restrict V, int64_t total, int64_t j,
+                                  int64_t first, real *restrict base)
+{
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
+        real *const X = base + blocks[4*b + 3]*K;
+        if (V) {
+            for (int64_t d = 0; d < K; d++)
+                for (int64_t i = 0; i < R; i++)
+                    memcpy(X + (i*K + d)*C, V + (j + d)*total + at + i*C,
+                           sizeof(real)*(size_t)C);
+        } else {
+            memset(X, 0, sizeof(real)*(size_t)(R*C*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j + d - at;
+                if (i >= 0 && i < R*C) X[(i/C*K + d)*C + i%C] = 1;
+            }
+        }
+    }
+}
+
+/* The results of one chunk of bpg_hessian_columns: the nb blocks of H·v,
+   each stored with its K directions as extra columns (R x K x C, at
+   base + ws*K; blocks: 4 int32 per block, R, C, at, ws, as for
+   bpg_columns_in), into rows j .. j+K-1 of out (count x total): block b of
+   direction d at out + (j + d)*total + at. */
+static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restrict blocks,
+                                   const real *restrict base, real *restrict out,
+                                   int64_t total, int64_t j)
+{
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
+        const real *const X = base + blocks[4*b + 3]*K;
+        for (int64_t d = 0; d < K; d++)
+            for (int64_t i = 0; i < R; i++)
+                memcpy(out + (j + d)*total + at + i*C, X + (i*K + d)*C,
+                       sizeof(real)*(size_t)C);
+    }
+}
+
 /* K tangent directions of an R x C matrix, direction-major (direction d at
    D + d*ld) -> "directions as extra columns" X (R x K x C: row i of
    direction d at X + (i*K + d)*C), the layout of bpg_hessian_columns'
@@ -541,320 +588,328 @@ static inline real bpg_tanh(real z)
 #endif
 }
 
+static const int32_t bpg_table_0[16] = {
+    64, 32, 0, 2410, 1, 32, 2048, 4458, 32, 10, 2080, 4490, 1, 10, 2400, 4810,
+};
+
+static const int32_t bpg_table_1[16] = {
+    64, 32, 0, 0, 1, 32, 2048, 2048, 32, 10, 2080, 2080, 1, 10, 2400, 2400,
+};
+
 /* ---- forward: workspace 80*N + 0 elements ---- */
-BPG_ENTRY void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (N, 32) */
-    real *const l0_A = ws + 32*N;  /* (N, 32) */
-    real *const l1_XW = ws + 64*N;  /* (N, 10) */
-    real *const l1_Z = out + 0;  /* (N, 10) */
+    real *const v_l0_XW = ws + 0;  /* (N, 32) */
+    real *const v_l0_A = ws + 32*N;  /* (N, 32) */
+    real *const v_l1_XW = ws + 64*N;  /* (N, 10) */
+    real *const v_l1_Z = out + 0;  /* (N, 10) */
 
     /* forward pass */
     /* l0: affine part */
     /* l0_XW = x·l0_W */
-    bpg_gemm_nn(N, 32, 64, x, l0_W, l0_XW);
+    bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
+            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
         }
     }
     /* l1: affine part */
     /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l1_Z[k] = l1_XW[k] + l1_b[cc];
+            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
         }
     }
 }
 
 /* ---- loss: workspace 160*N + 2392 elements ---- */
-BPG_ENTRY void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (N, 32) */
-    real *const l0_A = ws + 32*N;  /* (N, 32) */
-    real *const l1_XW = ws + 64*N;  /* (N, 10) */
-    real *const l1_Z = ws + 80*N;  /* (N, 10) */
-    real *const o_max = ws + 96*N;  /* (N, 1) */
-    real *const o_exp = ws + 104*N;  /* (N, 10) */
-    real *const o_expsum = ws + 120*N;  /* (N, 1) */
-    real *const o_pick = ws + 128*N;  /* (N, 10) */
-    real *const o_label = ws + 144*N;  /* (N, 1) */
-    real *const loss_terms = ws + 152*N;  /* (N, 1) */
-    real *const loss_sum = ws + 160*N;  /* (1, 1) */
-    real *const l0_W_sq = ws + 160*N + 8;  /* (64, 32) */
-    real *const l0_W_sqsum = ws + 160*N + 2056;  /* (1, 1) */
-    real *const l1_W_sq = ws + 160*N + 2064;  /* (32, 10) */
-    real *const l1_W_sqsum = ws + 160*N + 2384;  /* (1, 1) */
-    real *const loss = out + 0;  /* (1, 1) */
+    real *const v_l0_XW = ws + 0;  /* (N, 32) */
+    real *const v_l0_A = ws + 32*N;  /* (N, 32) */
+    real *const v_l1_XW = ws + 64*N;  /* (N, 10) */
+    real *const v_l1_Z = ws + 80*N;  /* (N, 10) */
+    real *const v_o_max = ws + 96*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 104*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 120*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 128*N;  /* (N, 10) */
+    real *const v_o_label = ws + 144*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 152*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 160*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 160*N + 8;  /* (64, 32) */
+    real *const v_l0_W_sqsum = ws + 160*N + 2056;  /* (1, 1) */
+    real *const v_l1_W_sq = ws + 160*N + 2064;  /* (32, 10) */
+    real *const v_l1_W_sqsum = ws + 160*N + 2384;  /* (1, 1) */
+    real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
     /* l0: affine part */
     /* l0_XW = x·l0_W */
-    bpg_gemm_nn(N, 32, 64, x, l0_W, l0_XW);
+    bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
+            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
         }
     }
     /* l1: affine part */
     /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l1_Z[k] = l1_XW[k] + l1_b[cc];
+            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
         }
     }
     /* o_max = rowmax(l1_Z) */
-    bpg_rowmax(N, 10, l1_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l1_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l1_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l1_Z ⊙ y */
     #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) o_pick[k] = l1_Z[k]*y[k];
+    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l1_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, o_pick, o_label);
+    bpg_rowsum(N, 10, v_o_pick, v_o_label);
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) loss_terms[k] = -o_label[k] + o_max[k] + log(o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, loss_terms, loss_sum);
+    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
     /* l0_W_sq = l0_W^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) l0_W_sq[k] = ((l0_W[k])*(l0_W[k]));
+    for (int64_t k = 0; k < 2048; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(64, 32, l0_W_sq, l0_W_sqsum);
+    bpg_sumall(64, 32, v_l0_W_sq, v_l0_W_sqsum);
     /* l1_W_sq = l1_W^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) l1_W_sq[k] = ((l1_W[k])*(l1_W[k]));
+    for (int64_t k = 0; k < 320; k++) v_l1_W_sq[k] = ((v_l1_W[k])*(v_l1_W[k]));
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
-    bpg_sumall(32, 10, l1_W_sq, l1_W_sqsum);
-    /* mean over samples (+ 0.5 λ Σ‖W‖²) */
+    bpg_sumall(32, 10, v_l1_W_sq, v_l1_W_sqsum);
+    /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N */
     #pragma omp simd
-    for (int64_t k = 0; k < 1; k++) loss[k] = 5.0000000000000002e-5*l0_W_sqsum[0] + 5.0000000000000002e-5*l1_W_sqsum[0] + loss_sum[0]/((real)N);
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_l0_W_sqsum[0] + 5.0000000000000002e-5*v_l1_W_sqsum[0] + v_loss_sum[0]/((real)N);
 }
 
 /* ---- loss_and_grad: workspace 248*N + 4760 elements ---- */
-BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (N, 32) */
-    real *const l0_A = ws + 32*N;  /* (N, 32) */
-    real *const l1_XW = ws + 64*N;  /* (N, 10) */
-    real *const l1_Z = ws + 80*N;  /* (N, 10) */
-    real *const o_max = ws + 96*N;  /* (N, 1) */
-    real *const o_exp = ws + 104*N;  /* (N, 10) */
-    real *const o_expsum = ws + 120*N;  /* (N, 1) */
-    real *const o_pick = ws + 128*N;  /* (N, 10) */
-    real *const o_label = ws + 144*N;  /* (N, 1) */
-    real *const loss_terms = ws + 152*N;  /* (N, 1) */
-    real *const loss_sum = ws + 160*N;  /* (1, 1) */
-    real *const l0_W_sq = ws + 160*N + 8;  /* (64, 32) */
-    real *const l0_W_sqsum = ws + 160*N + 2056;  /* (1, 1) */
-    real *const l1_W_sq = ws + 160*N + 2064;  /* (32, 10) */
-    real *const l1_W_sqsum = ws + 160*N + 2384;  /* (1, 1) */
-    real *const d_o_expsum = ws + 160*N + 2392;  /* (N, 1) */
-    real *const d_l1_Z_2 = ws + 168*N + 2392;  /* (N, 10) */
-    real *const d_l0_A = ws + 184*N + 2392;  /* (N, 32) */
-    real *const d_l1_W_1 = ws + 216*N + 2392;  /* (32, 10) */
-    real *const d_l0_Z = ws + 216*N + 2712;  /* (N, 32) */
-    real *const d_l0_W_1 = ws + 248*N + 2712;  /* (64, 32) */
-    real *const loss = out + 0;  /* (1, 1) */
-    real *const d_l0_W_2 = out + 1;  /* (64, 32) */
-    real *const d_l0_b = out + 2049;  /* (1, 32) */
-    real *const d_l1_W_2 = out + 2081;  /* (32, 10) */
-    real *const d_l1_b = out + 2401;  /* (1, 10) */
+    real *const v_l0_XW = ws + 0;  /* (N, 32) */
+    real *const v_l0_A = ws + 32*N;  /* (N, 32) */
+    real *const v_l1_XW = ws + 64*N;  /* (N, 10) */
+    real *const v_l1_Z = ws + 80*N;  /* (N, 10) */
+    real *const v_o_max = ws + 96*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 104*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 120*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 128*N;  /* (N, 10) */
+    real *const v_o_label = ws + 144*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 152*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 160*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 160*N + 8;  /* (64, 32) */
+    real *const v_l0_W_sqsum = ws + 160*N + 2056;  /* (1, 1) */
+    real *const v_l1_W_sq = ws + 160*N + 2064;  /* (32, 10) */
+    real *const v_l1_W_sqsum = ws + 160*N + 2384;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 160*N + 2392;  /* (N, 1) */
+    real *const v_d_l1_Z_2 = ws + 168*N + 2392;  /* (N, 10) */
+    real *const v_d_l0_A = ws + 184*N + 2392;  /* (N, 32) */
+    real *const v_d_l1_W_1 = ws + 216*N + 2392;  /* (32, 10) */
+    real *const v_d_l0_Z = ws + 216*N + 2712;  /* (N, 32) */
+    real *const v_d_l0_W_1 = ws + 248*N + 2712;  /* (64, 32) */
+    real *const v_loss = out + 0;  /* (1, 1) */
+    real *const v_d_l0_W_2 = out + 1;  /* (64, 32) */
+    real *const v_d_l0_b = out + 2049;  /* (1, 32) */
+    real *const v_d_l1_W_2 = out + 2081;  /* (32, 10) */
+    real *const v_d_l1_b = out + 2401;  /* (1, 10) */
 
     /* forward pass */
     /* l0: affine part */
     /* l0_XW = x·l0_W */
-    bpg_gemm_nn(N, 32, 64, x, l0_W, l0_XW);
+    bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
+            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
         }
     }
     /* l1: affine part */
     /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l1_Z[k] = l1_XW[k] + l1_b[cc];
+            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
         }
     }
     /* o_max = rowmax(l1_Z) */
-    bpg_rowmax(N, 10, l1_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l1_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l1_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l1_Z ⊙ y */
     #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) o_pick[k] = l1_Z[k]*y[k];
+    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l1_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, o_pick, o_label);
+    bpg_rowsum(N, 10, v_o_pick, v_o_label);
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) loss_terms[k] = -o_label[k] + o_max[k] + log(o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, loss_terms, loss_sum);
+    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
     /* l0_W_sq = l0_W^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) l0_W_sq[k] = ((l0_W[k])*(l0_W[k]));
+    for (int64_t k = 0; k < 2048; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(64, 32, l0_W_sq, l0_W_sqsum);
+    bpg_sumall(64, 32, v_l0_W_sq, v_l0_W_sqsum);
     /* l1_W_sq = l1_W^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) l1_W_sq[k] = ((l1_W[k])*(l1_W[k]));
+    for (int64_t k = 0; k < 320; k++) v_l1_W_sq[k] = ((v_l1_W[k])*(v_l1_W[k]));
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
-    bpg_sumall(32, 10, l1_W_sq, l1_W_sqsum);
-    /* mean over samples (+ 0.5 λ Σ‖W‖²) */
+    bpg_sumall(32, 10, v_l1_W_sq, v_l1_W_sqsum);
+    /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N */
     #pragma omp simd
-    for (int64_t k = 0; k < 1; k++) loss[k] = 5.0000000000000002e-5*l0_W_sqsum[0] + 5.0000000000000002e-5*l1_W_sqsum[0] + loss_sum[0]/((real)N);
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_l0_W_sqsum[0] + 5.0000000000000002e-5*v_l1_W_sqsum[0] + v_loss_sum[0]/((real)N);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
 
     /* Grad of: l1_Z = l1_XW + l1_b */
-    /*   (l1: pre-activation Z = X·W + 1·b) */
+    /*   (l1: pre-activation) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            d_l1_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+            v_d_l1_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
         }
     }
     /* d_l1_b = 1ᵀ·d_l1_Z_2 */
-    bpg_colsum(N, 10, d_l1_Z_2, d_l1_b);
+    bpg_colsum(N, 10, v_d_l1_Z_2, v_d_l1_b);
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
     /* d_l0_A = d_l1_Z_2·l1_Wᵀ */
-    bpg_gemm_nt(N, 32, 10, d_l1_Z_2, l1_W, d_l0_A);
+    bpg_gemm_nt(N, 32, 10, v_d_l1_Z_2, v_l1_W, v_d_l0_A);
     /* d_l1_W_1 = l0_Aᵀ·d_l1_Z_2 */
-    bpg_gemm_tn(32, 10, N, l0_A, d_l1_Z_2, d_l1_W_1);
+    bpg_gemm_tn(32, 10, N, v_l0_A, v_d_l1_Z_2, v_d_l1_W_1);
 
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
     #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
+    for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
-    /*   (l0: pre-activation Z = X·W + 1·b) */
+    /*   (l0: pre-activation) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(N, 32, d_l0_Z, d_l0_b);
+    bpg_colsum(N, 32, v_d_l0_Z, v_d_l0_b);
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
     /* d_l0_W_1 = xᵀ·d_l0_Z */
-    bpg_gemm_tn(64, 32, N, x, d_l0_Z, d_l0_W_1);
+    bpg_gemm_tn(64, 32, N, v_x, v_d_l0_Z, v_d_l0_W_1);
 
     /* total gradients */
     /* d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) d_l0_W_2[k] = d_l0_W_1[k] + 0.0001*l0_W[k];
+    for (int64_t k = 0; k < 2048; k++) v_d_l0_W_2[k] = v_d_l0_W_1[k] + 0.0001*v_l0_W[k];
     /* d_l1_W_2 = d_l1_W_1 + 0.0001 l1_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) d_l1_W_2[k] = d_l1_W_1[k] + 0.0001*l1_W[k];
+    for (int64_t k = 0; k < 320; k++) v_d_l1_W_2[k] = v_d_l1_W_1[k] + 0.0001*v_l1_W[k];
 }
 
 /* ---- hvp: workspace 424*N + 2688 elements ---- */
-BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (N, 32) */
-    real *const r_l0_XW_b = ws + 32*N;  /* (N, 32) */
-    real *const l0_A = ws + 64*N;  /* (N, 32) */
-    real *const r_l0_A = ws + 96*N;  /* (N, 32) */
-    real *const l1_XW = ws + 128*N;  /* (N, 10) */
-    real *const r_l1_XW_a = ws + 144*N;  /* (N, 10) */
-    real *const r_l1_XW_b = ws + 160*N;  /* (N, 10) */
-    real *const l1_Z = ws + 176*N;  /* (N, 10) */
-    real *const o_max = ws + 192*N;  /* (N, 1) */
-    real *const o_exp = ws + 200*N;  /* (N, 10) */
-    real *const r_o_exp = ws + 216*N;  /* (N, 10) */
-    real *const o_expsum = ws + 232*N;  /* (N, 1) */
-    real *const r_o_expsum = ws + 240*N;  /* (N, 1) */
-    real *const d_o_expsum = ws + 248*N;  /* (N, 1) */
-    real *const r_d_o_expsum = ws + 256*N;  /* (N, 1) */
-    real *const r_d_l1_Z_1 = ws + 264*N;  /* (N, 10) */
-    real *const d_l1_Z_2 = ws + 280*N;  /* (N, 10) */
-    real *const d_l0_A = ws + 296*N;  /* (N, 32) */
-    real *const r_d_l0_A_a = ws + 328*N;  /* (N, 32) */
-    real *const r_d_l0_A_b = ws + 360*N;  /* (N, 32) */
-    real *const r_d_l1_W_1_a = ws + 392*N;  /* (32, 10) */
-    real *const r_d_l1_W_1_b = ws + 392*N + 320;  /* (32, 10) */
-    real *const r_d_l0_Z = ws + 392*N + 640;  /* (N, 32) */
-    real *const r_d_l0_W_1_b = ws + 424*N + 640;  /* (64, 32) */
-    real *const r_d_l0_W_2 = out + 0;  /* (64, 32) */
-    real *const r_d_l0_b = out + 2048;  /* (1, 32) */
-    real *const r_d_l1_W_2 = out + 2080;  /* (32, 10) */
-    real *const r_d_l1_b = out + 2400;  /* (1, 10) */
+    real *const v_l0_XW = ws + 0;  /* (N, 32) */
+    real *const v_r_l0_XW_b = ws + 32*N;  /* (N, 32) */
+    real *const v_l0_A = ws + 64*N;  /* (N, 32) */
+    real *const v_r_l0_A = ws + 96*N;  /* (N, 32) */
+    real *const v_l1_XW = ws + 128*N;  /* (N, 10) */
+    real *const v_r_l1_XW_a = ws + 144*N;  /* (N, 10) */
+    real *const v_r_l1_XW_b = ws + 160*N;  /* (N, 10) */
+    real *const v_l1_Z = ws + 176*N;  /* (N, 10) */
+    real *const v_o_max = ws + 192*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 200*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 216*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 232*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 240*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 248*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 256*N;  /* (N, 1) */
+    real *const v_r_d_l1_Z_1 = ws + 264*N;  /* (N, 10) */
+    real *const v_d_l1_Z_2 = ws + 280*N;  /* (N, 10) */
+    real *const v_d_l0_A = ws + 296*N;  /* (N, 32) */
+    real *const v_r_d_l0_A_a = ws + 328*N;  /* (N, 32) */
+    real *const v_r_d_l0_A_b = ws + 360*N;  /* (N, 32) */
+    real *const v_r_d_l1_W_1_a = ws + 392*N;  /* (32, 10) */
+    real *const v_r_d_l1_W_1_b = ws + 392*N + 320;  /* (32, 10) */
+    real *const v_r_d_l0_Z = ws + 392*N + 640;  /* (N, 32) */
+    real *const v_r_d_l0_W_1_b = ws + 424*N + 640;  /* (64, 32) */
+    real *const v_r_d_l0_W_2 = out + 0;  /* (64, 32) */
+    real *const v_r_d_l0_b = out + 2048;  /* (1, 32) */
+    real *const v_r_d_l1_W_2 = out + 2080;  /* (32, 10) */
+    real *const v_r_d_l1_b = out + 2400;  /* (1, 10) */
 
     /* forward pass */
     /* l0: affine part */
     /* l0_XW = x·l0_W */
-    bpg_gemm_nn(N, 32, 64, x, l0_W, l0_XW);
+    bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
     /* r_l0_XW_b = x·v_l0_W */
-    bpg_gemm_nn(N, 32, 64, x, v_l0_W, r_l0_XW_b);
+    bpg_gemm_nn(N, 32, 64, v_x, v_v_l0_W, v_r_l0_XW_b);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
+            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
         }
     }
     /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
@@ -862,34 +917,34 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            r_l0_A[k] = (1 - ((l0_A[k])*(l0_A[k])))*(r_l0_XW_b[k] + v_l0_b[cc]);
+            v_r_l0_A[k] = (1 - ((v_l0_A[k])*(v_l0_A[k])))*(v_r_l0_XW_b[k] + v_v_l0_b[cc]);
         }
     }
     /* l1: affine part */
     /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
+    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
     /* r_l1_XW_a = r_l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, r_l0_A, l1_W, r_l1_XW_a);
+    bpg_gemm_nn(N, 10, 32, v_r_l0_A, v_l1_W, v_r_l1_XW_a);
     /* r_l1_XW_b = l0_A·v_l1_W */
-    bpg_gemm_nn(N, 10, 32, l0_A, v_l1_W, r_l1_XW_b);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 32, v_l0_A, v_v_l1_W, v_r_l1_XW_b);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l1_Z[k] = l1_XW[k] + l1_b[cc];
+            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
         }
     }
     /* o_max = rowmax(l1_Z) */
-    bpg_rowmax(N, 10, l1_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l1_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l1_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
         }
     }
     /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
@@ -897,127 +952,127 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            r_o_exp[k] = o_exp[k]*(r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[cc]);
+            v_r_o_exp[k] = v_o_exp[k]*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, r_o_exp, r_o_expsum);
+    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
+    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
 
     /* Grad of: o_exp = exp(l1_Z - o_max) */
-    /*   (exp(O - m), shifted for stability) */
+    /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            r_d_l1_Z_1[k] = d_o_expsum[rr]*r_o_exp[k] + o_exp[k]*r_d_o_expsum[rr];
+            v_r_d_l1_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
         }
     }
 
     /* Grad of: l1_Z = l1_XW + l1_b */
-    /*   (l1: pre-activation Z = X·W + 1·b) */
+    /*   (l1: pre-activation) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            d_l1_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+            v_d_l1_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
         }
     }
     /* r_d_l1_b = 1ᵀ·r_d_l1_Z_1 */
-    bpg_colsum(N, 10, r_d_l1_Z_1, r_d_l1_b);
+    bpg_colsum(N, 10, v_r_d_l1_Z_1, v_r_d_l1_b);
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
     /* d_l0_A = d_l1_Z_2·l1_Wᵀ */
-    bpg_gemm_nt(N, 32, 10, d_l1_Z_2, l1_W, d_l0_A);
+    bpg_gemm_nt(N, 32, 10, v_d_l1_Z_2, v_l1_W, v_d_l0_A);
     /* r_d_l0_A_a = r_d_l1_Z_1·l1_Wᵀ */
-    bpg_gemm_nt(N, 32, 10, r_d_l1_Z_1, l1_W, r_d_l0_A_a);
+    bpg_gemm_nt(N, 32, 10, v_r_d_l1_Z_1, v_l1_W, v_r_d_l0_A_a);
     /* r_d_l0_A_b = d_l1_Z_2·v_l1_Wᵀ */
-    bpg_gemm_nt(N, 32, 10, d_l1_Z_2, v_l1_W, r_d_l0_A_b);
+    bpg_gemm_nt(N, 32, 10, v_d_l1_Z_2, v_v_l1_W, v_r_d_l0_A_b);
     /* r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2 */
-    bpg_gemm_tn(32, 10, N, r_l0_A, d_l1_Z_2, r_d_l1_W_1_a);
+    bpg_gemm_tn(32, 10, N, v_r_l0_A, v_d_l1_Z_2, v_r_d_l1_W_1_a);
     /* r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1 */
-    bpg_gemm_tn(32, 10, N, l0_A, r_d_l1_Z_1, r_d_l1_W_1_b);
+    bpg_gemm_tn(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_r_d_l1_W_1_b);
 
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2 d_l0_A ⊙ l0_A ⊙ r_l0_A */
     #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) r_d_l0_Z[k] = -2*d_l0_A[k]*l0_A[k]*r_l0_A[k] + (1 - ((l0_A[k])*(l0_A[k])))*(r_d_l0_A_a[k] + r_d_l0_A_b[k]);
+    for (int64_t k = 0; k < 32*N; k++) v_r_d_l0_Z[k] = -2*v_d_l0_A[k]*v_l0_A[k]*v_r_l0_A[k] + (1 - ((v_l0_A[k])*(v_l0_A[k])))*(v_r_d_l0_A_a[k] + v_r_d_l0_A_b[k]);
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
-    /*   (l0: pre-activation Z = X·W + 1·b) */
+    /*   (l0: pre-activation) */
     /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
-    bpg_colsum(N, 32, r_d_l0_Z, r_d_l0_b);
+    bpg_colsum(N, 32, v_r_d_l0_Z, v_r_d_l0_b);
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
     /* r_d_l0_W_1_b = xᵀ·r_d_l0_Z */
-    bpg_gemm_tn(64, 32, N, x, r_d_l0_Z, r_d_l0_W_1_b);
+    bpg_gemm_tn(64, 32, N, v_x, v_r_d_l0_Z, v_r_d_l0_W_1_b);
 
     /* total gradients */
     /* r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) r_d_l0_W_2[k] = r_d_l0_W_1_b[k] + 0.0001*v_l0_W[k];
+    for (int64_t k = 0; k < 2048; k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_b[k] + 0.0001*v_v_l0_W[k];
     /* r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) r_d_l1_W_2[k] = r_d_l1_W_1_a[k] + r_d_l1_W_1_b[k] + 0.0001*v_l1_W[k];
+    for (int64_t k = 0; k < 320; k++) v_r_d_l1_W_2[k] = v_r_d_l1_W_1_a[k] + v_r_d_l1_W_1_b[k] + 0.0001*v_v_l1_W[k];
 }
 
 /* ---- ggn_vp: workspace 344*N + 2368 elements ---- */
-BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (N, 32) */
-    real *const r_l0_XW_b = ws + 32*N;  /* (N, 32) */
-    real *const l0_A = ws + 64*N;  /* (N, 32) */
-    real *const r_l0_A = ws + 96*N;  /* (N, 32) */
-    real *const l1_XW = ws + 128*N;  /* (N, 10) */
-    real *const r_l1_XW_a = ws + 144*N;  /* (N, 10) */
-    real *const r_l1_XW_b = ws + 160*N;  /* (N, 10) */
-    real *const l1_Z = ws + 176*N;  /* (N, 10) */
-    real *const o_max = ws + 192*N;  /* (N, 1) */
-    real *const o_exp = ws + 200*N;  /* (N, 10) */
-    real *const r_o_exp = ws + 216*N;  /* (N, 10) */
-    real *const o_expsum = ws + 232*N;  /* (N, 1) */
-    real *const r_o_expsum = ws + 240*N;  /* (N, 1) */
-    real *const d_o_expsum = ws + 248*N;  /* (N, 1) */
-    real *const r_d_o_expsum = ws + 256*N;  /* (N, 1) */
-    real *const r_d_l1_Z_1 = ws + 264*N;  /* (N, 10) */
-    real *const d_l0_A = ws + 280*N;  /* (N, 32) */
-    real *const d_l1_W_1 = ws + 312*N;  /* (32, 10) */
-    real *const d_l0_Z = ws + 312*N + 320;  /* (N, 32) */
-    real *const d_l0_W_1 = ws + 344*N + 320;  /* (64, 32) */
-    real *const gv_l0_W = out + 0;  /* (64, 32) */
-    real *const d_l0_b = out + 2048;  /* (1, 32) */
-    real *const gv_l1_W = out + 2080;  /* (32, 10) */
-    real *const d_l1_b = out + 2400;  /* (1, 10) */
+    real *const v_l0_XW = ws + 0;  /* (N, 32) */
+    real *const v_r_l0_XW_b = ws + 32*N;  /* (N, 32) */
+    real *const v_l0_A = ws + 64*N;  /* (N, 32) */
+    real *const v_r_l0_A = ws + 96*N;  /* (N, 32) */
+    real *const v_l1_XW = ws + 128*N;  /* (N, 10) */
+    real *const v_r_l1_XW_a = ws + 144*N;  /* (N, 10) */
+    real *const v_r_l1_XW_b = ws + 160*N;  /* (N, 10) */
+    real *const v_l1_Z = ws + 176*N;  /* (N, 10) */
+    real *const v_o_max = ws + 192*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 200*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 216*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 232*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 240*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 248*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 256*N;  /* (N, 1) */
+    real *const v_r_d_l1_Z_1 = ws + 264*N;  /* (N, 10) */
+    real *const v_d_l0_A = ws + 280*N;  /* (N, 32) */
+    real *const v_d_l1_W_1 = ws + 312*N;  /* (32, 10) */
+    real *const v_d_l0_Z = ws + 312*N + 320;  /* (N, 32) */
+    real *const v_d_l0_W_1 = ws + 344*N + 320;  /* (64, 32) */
+    real *const v_gv_l0_W = out + 0;  /* (64, 32) */
+    real *const v_d_l0_b = out + 2048;  /* (1, 32) */
+    real *const v_gv_l1_W = out + 2080;  /* (32, 10) */
+    real *const v_d_l1_b = out + 2400;  /* (1, 10) */
 
     /* forward pass */
     /* l0: affine part */
     /* l0_XW = x·l0_W */
-    bpg_gemm_nn(N, 32, 64, x, l0_W, l0_XW);
+    bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
     /* r_l0_XW_b = x·v_l0_W */
-    bpg_gemm_nn(N, 32, 64, x, v_l0_W, r_l0_XW_b);
+    bpg_gemm_nn(N, 32, 64, v_x, v_v_l0_W, v_r_l0_XW_b);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
+            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
         }
     }
     /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
@@ -1025,34 +1080,34 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            r_l0_A[k] = (1 - ((l0_A[k])*(l0_A[k])))*(r_l0_XW_b[k] + v_l0_b[cc]);
+            v_r_l0_A[k] = (1 - ((v_l0_A[k])*(v_l0_A[k])))*(v_r_l0_XW_b[k] + v_v_l0_b[cc]);
         }
     }
     /* l1: affine part */
     /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
+    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
     /* r_l1_XW_a = r_l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, r_l0_A, l1_W, r_l1_XW_a);
+    bpg_gemm_nn(N, 10, 32, v_r_l0_A, v_l1_W, v_r_l1_XW_a);
     /* r_l1_XW_b = l0_A·v_l1_W */
-    bpg_gemm_nn(N, 10, 32, l0_A, v_l1_W, r_l1_XW_b);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 32, v_l0_A, v_v_l1_W, v_r_l1_XW_b);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l1_Z[k] = l1_XW[k] + l1_b[cc];
+            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
         }
     }
     /* o_max = rowmax(l1_Z) */
-    bpg_rowmax(N, 10, l1_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l1_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l1_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
         }
     }
     /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
@@ -1060,685 +1115,656 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            r_o_exp[k] = o_exp[k]*(r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[cc]);
+            v_r_o_exp[k] = v_o_exp[k]*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, r_o_exp, r_o_expsum);
+    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) r_d_o_expsum[k] = -d_o_expsum[k]*r_o_expsum[k]/o_expsum[k];
+    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
 
     /* Grad of: o_exp = exp(l1_Z - o_max) */
-    /*   (exp(O - m), shifted for stability) */
+    /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            r_d_l1_Z_1[k] = d_o_expsum[rr]*r_o_exp[k] + o_exp[k]*r_d_o_expsum[rr];
+            v_r_d_l1_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
         }
     }
 
     /* Grad of: l1_Z = l1_XW + l1_b */
-    /*   (l1: pre-activation Z = X·W + 1·b) */
+    /*   (l1: pre-activation) */
     /* d_l1_b = 1ᵀ·r_d_l1_Z_1 */
-    bpg_colsum(N, 10, r_d_l1_Z_1, d_l1_b);
+    bpg_colsum(N, 10, v_r_d_l1_Z_1, v_d_l1_b);
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
     /* d_l0_A = r_d_l1_Z_1·l1_Wᵀ */
-    bpg_gemm_nt(N, 32, 10, r_d_l1_Z_1, l1_W, d_l0_A);
+    bpg_gemm_nt(N, 32, 10, v_r_d_l1_Z_1, v_l1_W, v_d_l0_A);
     /* d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1 */
-    bpg_gemm_tn(32, 10, N, l0_A, r_d_l1_Z_1, d_l1_W_1);
+    bpg_gemm_tn(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_d_l1_W_1);
 
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
     #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
+    for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
-    /*   (l0: pre-activation Z = X·W + 1·b) */
+    /*   (l0: pre-activation) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(N, 32, d_l0_Z, d_l0_b);
+    bpg_colsum(N, 32, v_d_l0_Z, v_d_l0_b);
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
     /* d_l0_W_1 = xᵀ·d_l0_Z */
-    bpg_gemm_tn(64, 32, N, x, d_l0_Z, d_l0_W_1);
+    bpg_gemm_tn(64, 32, N, v_x, v_d_l0_Z, v_d_l0_W_1);
 
     /* total gradients */
     /* gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) gv_l0_W[k] = d_l0_W_1[k] + 0.0001*v_l0_W[k];
+    for (int64_t k = 0; k < 2048; k++) v_gv_l0_W[k] = v_d_l0_W_1[k] + 0.0001*v_v_l0_W[k];
     /* gv_l1_W = d_l1_W_1 + 0.0001 v_l1_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) gv_l1_W[k] = d_l1_W_1[k] + 0.0001*v_l1_W[k];
+    for (int64_t k = 0; k < 320; k++) v_gv_l1_W[k] = v_d_l1_W_1[k] + 0.0001*v_v_l1_W[k];
 }
 
 /* ---- grad_factors: workspace 136*N + 0 elements ---- */
-BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (N, 32) */
-    real *const l1_XW = ws + 32*N;  /* (N, 10) */
-    real *const l1_Z = ws + 48*N;  /* (N, 10) */
-    real *const o_max = ws + 64*N;  /* (N, 1) */
-    real *const o_exp = ws + 72*N;  /* (N, 10) */
-    real *const o_expsum = ws + 88*N;  /* (N, 1) */
-    real *const d_o_expsum = ws + 96*N;  /* (N, 1) */
-    real *const d_l0_A = ws + 104*N;  /* (N, 32) */
-    real *const x_factor = out + 0;  /* (N, 64) */
-    real *const d_l0_Z = out + 64*N;  /* (N, 32) */
-    real *const l0_A = out + 96*N;  /* (N, 32) */
-    real *const d_l1_Z_2 = out + 128*N;  /* (N, 10) */
+    real *const v_l0_XW = ws + 0;  /* (N, 32) */
+    real *const v_l1_XW = ws + 32*N;  /* (N, 10) */
+    real *const v_l1_Z = ws + 48*N;  /* (N, 10) */
+    real *const v_o_max = ws + 64*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 72*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 88*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 96*N;  /* (N, 1) */
+    real *const v_d_l0_A = ws + 104*N;  /* (N, 32) */
+    real *const v_x_factor = out + 0;  /* (N, 64) */
+    real *const v_d_l0_Z = out + 64*N;  /* (N, 32) */
+    real *const v_l0_A = out + 96*N;  /* (N, 32) */
+    real *const v_d_l1_Z_2 = out + 128*N;  /* (N, 10) */
 
     /* forward pass */
     /* l0: affine part */
     /* l0_XW = x·l0_W */
-    bpg_gemm_nn(N, 32, 64, x, l0_W, l0_XW);
+    bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
+            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
         }
     }
     /* l1: affine part */
     /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l1_Z[k] = l1_XW[k] + l1_b[cc];
+            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
         }
     }
     /* o_max = rowmax(l1_Z) */
-    bpg_rowmax(N, 10, l1_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l1_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l1_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
 
     /* Grad of: l1_Z = l1_XW + l1_b */
-    /*   (l1: pre-activation Z = X·W + 1·b) */
+    /*   (l1: pre-activation) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            d_l1_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+            v_d_l1_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
         }
     }
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
     /* d_l0_A = d_l1_Z_2·l1_Wᵀ */
-    bpg_gemm_nt(N, 32, 10, d_l1_Z_2, l1_W, d_l0_A);
+    bpg_gemm_nt(N, 32, 10, v_d_l1_Z_2, v_l1_W, v_d_l0_A);
 
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
     #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
+    for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 
     /* total gradients */
     /* x_factor = x */
     #pragma omp simd
-    for (int64_t k = 0; k < 64*N; k++) x_factor[k] = x[k];
+    for (int64_t k = 0; k < 64*N; k++) v_x_factor[k] = v_x[k];
 }
 
 /* ---- curvature: workspace 136*N + 0 elements ---- */
-BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (N, 32) */
-    real *const l0_Z = ws + 32*N;  /* (N, 32) */
-    real *const l1_XW = ws + 64*N;  /* (N, 10) */
-    real *const l1_Z = ws + 80*N;  /* (N, 10) */
-    real *const o_max = ws + 96*N;  /* (N, 1) */
-    real *const o_exp = ws + 104*N;  /* (N, 10) */
-    real *const o_expsum = ws + 120*N;  /* (N, 1) */
-    real *const d_o_expsum = ws + 128*N;  /* (N, 1) */
-    real *const x_copy = out + 0;  /* (N, 64) */
-    real *const l0_d1 = out + 64*N;  /* (N, 32) */
-    real *const l0_d2 = out + 96*N;  /* (N, 32) */
-    real *const d_l0_A = out + 128*N;  /* (N, 32) */
-    real *const d_l0_Z = out + 160*N;  /* (N, 32) */
-    real *const l0_A = out + 192*N;  /* (N, 32) */
-    real *const l1_d1 = out + 224*N;  /* (N, 10) */
-    real *const l1_d2 = out + 234*N;  /* (N, 10) */
-    real *const d_l1_Z_2 = out + 244*N;  /* (N, 10) */
-    real *const softmax_p = out + 254*N;  /* (N, 10) */
+    real *const v_l0_XW = ws + 0;  /* (N, 32) */
+    real *const v_l0_Z = ws + 32*N;  /* (N, 32) */
+    real *const v_l1_XW = ws + 64*N;  /* (N, 10) */
+    real *const v_l1_Z = ws + 80*N;  /* (N, 10) */
+    real *const v_o_max = ws + 96*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 104*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 120*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 128*N;  /* (N, 1) */
+    real *const v_x_copy = out + 0;  /* (N, 64) */
+    real *const v_l0_d1 = out + 64*N;  /* (N, 32) */
+    real *const v_l0_d2 = out + 96*N;  /* (N, 32) */
+    real *const v_d_l0_A = out + 128*N;  /* (N, 32) */
+    real *const v_d_l0_Z = out + 160*N;  /* (N, 32) */
+    real *const v_l0_A = out + 192*N;  /* (N, 32) */
+    real *const v_l1_d1 = out + 224*N;  /* (N, 10) */
+    real *const v_l1_d2 = out + 234*N;  /* (N, 10) */
+    real *const v_d_l1_Z_2 = out + 244*N;  /* (N, 10) */
+    real *const v_softmax_p = out + 254*N;  /* (N, 10) */
 
     /* forward pass */
     /* l0: affine part */
     /* l0_XW = x·l0_W */
-    bpg_gemm_nn(N, 32, 64, x, l0_W, l0_XW);
-    /* l0: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
+    /* l0: pre-activation */
     /* l0_Z = l0_XW + l0_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_Z[k] = l0_XW[k] + l0_b[cc];
+            v_l0_Z[k] = v_l0_XW[k] + v_l0_b[cc];
         }
     }
     /* l0: activation tanh */
     /* l0_A = tanh(l0_Z) */
     #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) l0_A[k] = bpg_tanh(l0_Z[k]);
+    for (int64_t k = 0; k < 32*N; k++) v_l0_A[k] = bpg_tanh(v_l0_Z[k]);
     /* l1: affine part */
     /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l1_Z[k] = l1_XW[k] + l1_b[cc];
+            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
         }
     }
     /* o_max = rowmax(l1_Z) */
-    bpg_rowmax(N, 10, l1_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l1_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l1_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
 
     /* Grad of: l1_Z = l1_XW + l1_b */
-    /*   (l1: pre-activation Z = X·W + 1·b) */
+    /*   (l1: pre-activation) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            d_l1_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+            v_d_l1_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
         }
     }
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
     /* d_l0_A = d_l1_Z_2·l1_Wᵀ */
-    bpg_gemm_nt(N, 32, 10, d_l1_Z_2, l1_W, d_l0_A);
+    bpg_gemm_nt(N, 32, 10, v_d_l1_Z_2, v_l1_W, v_d_l0_A);
 
     /* Grad of: l0_A = tanh(l0_Z) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
     #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) d_l0_Z[k] = d_l0_A[k]*(1 - ((l0_A[k])*(l0_A[k])));
+    for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 
     /* total gradients */
     /* l0_d1 = 1 - tanh(l0_Z)^∘2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) l0_d1[k] = 1 - ((bpg_tanh(l0_Z[k]))*(bpg_tanh(l0_Z[k])));
+    for (int64_t k = 0; k < 32*N; k++) v_l0_d1[k] = 1 - ((bpg_tanh(v_l0_Z[k]))*(bpg_tanh(v_l0_Z[k])));
     /* l0_d2 = 2 (-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z) */
     #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) {
-        const real cse0 = bpg_tanh(l0_Z[k]);
-        l0_d2[k] = 2*cse0*(((cse0)*(cse0)) - 1);
+        const real cse0 = bpg_tanh(v_l0_Z[k]);
+        v_l0_d2[k] = 2*cse0*(((cse0)*(cse0)) - 1);
     }
     /* x_copy = x */
     #pragma omp simd
-    for (int64_t k = 0; k < 64*N; k++) x_copy[k] = x[k];
+    for (int64_t k = 0; k < 64*N; k++) v_x_copy[k] = v_x[k];
     /* l1_d1 = 1 */
     #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) l1_d1[k] = 1;
+    for (int64_t k = 0; k < 10*N; k++) v_l1_d1[k] = 1;
     /* l1_d2 = 0 */
     #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) l1_d2[k] = 0;
+    for (int64_t k = 0; k < 10*N; k++) v_l1_d2[k] = 0;
     /* softmax_p = o_exp / o_expsum */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            softmax_p[k] = o_exp[k]/o_expsum[rr];
+            v_softmax_p[k] = v_o_exp[k]/v_o_expsum[rr];
         }
     }
 }
 
 /* ---- hessian: workspace 2458*N + 32768 elements ---- */
-BPG_ENTRY void bpg_hessian(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_hessian(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const x_copy = ws + 0;  /* (N, 64) */
-    real *const l0_d1 = ws + 64*N;  /* (N, 32) */
-    real *const l0_d2 = ws + 96*N;  /* (N, 32) */
-    real *const d_l0_A = ws + 128*N;  /* (N, 32) */
-    real *const d_l0_Z = ws + 160*N;  /* (N, 32) */
-    real *const l0_A = ws + 192*N;  /* (N, 32) */
-    real *const l1_d1 = ws + 224*N;  /* (N, 10) */
-    real *const l1_d2 = ws + 234*N;  /* (N, 10) */
-    real *const d_l1_Z_2 = ws + 244*N;  /* (N, 10) */
-    real *const softmax_p = ws + 254*N;  /* (N, 10) */
-    real *const lam_out = ws + 264*N;  /* (N, 10, 10) */
-    real *const lam_1 = ws + 364*N;  /* (N, 10, 10) */
-    real *const T_1 = ws + 464*N;  /* (N, 20, 10) */
-    real *const lam_0 = ws + 464*N;  /* (N, 32, 32) */
-    real *const T_0 = ws + 1488*N;  /* (N, 64, 10) */
-    real *const a1_0 = ws + 264*N;  /* (N, 65) */
-    real *const a1_1 = ws + 329*N;  /* (N, 33) */
-    real *const W_0 = ws + 1488*N;  /* (N, 32) */
-    real *const J_0_1 = ws + 464*N;  /* (N, 32, 32) */
-    real *const Z_0_1 = ws + 1488*N;  /* (N, 32, 10) */
-    real *const M_0_1 = ws + 1808*N;  /* (N, 32, 10) */
-    real *const R_0_1 = ws + 2128*N;  /* (N, 330) */
-    real *const W_1 = ws + 464*N;  /* (N, 327) */
-    real *const G_0 = ws + 2458*N;  /* (32768) */
-    real *const G_1 = ws + 2458*N;  /* (32700) */
-    real *const H = out + 0;  /* (2410, 2410) */
+    real *const v_x_copy = ws + 0;  /* (N, 64) */
+    real *const v_l0_d1 = ws + 64*N;  /* (N, 32) */
+    real *const v_l0_d2 = ws + 96*N;  /* (N, 32) */
+    real *const v_d_l0_A = ws + 128*N;  /* (N, 32) */
+    real *const v_d_l0_Z = ws + 160*N;  /* (N, 32) */
+    real *const v_l0_A = ws + 192*N;  /* (N, 32) */
+    real *const v_l1_d1 = ws + 224*N;  /* (N, 10) */
+    real *const v_l1_d2 = ws + 234*N;  /* (N, 10) */
+    real *const v_d_l1_Z_2 = ws + 244*N;  /* (N, 10) */
+    real *const v_softmax_p = ws + 254*N;  /* (N, 10) */
+    real *const v_lam_out = ws + 264*N;  /* (N, 10, 10) */
+    real *const v_lam_1 = ws + 364*N;  /* (N, 10, 10) */
+    real *const v_T_1 = ws + 464*N;  /* (N, 20, 10) */
+    real *const v_lam_0 = ws + 464*N;  /* (N, 32, 32) */
+    real *const v_T_0 = ws + 1488*N;  /* (N, 64, 10) */
+    real *const v_a1_0 = ws + 264*N;  /* (N, 65) */
+    real *const v_a1_1 = ws + 329*N;  /* (N, 33) */
+    real *const v_W_0 = ws + 1488*N;  /* (N, 32) */
+    real *const v_J_0_1 = ws + 464*N;  /* (N, 32, 32) */
+    real *const v_Z_0_1 = ws + 1488*N;  /* (N, 32, 10) */
+    real *const v_M_0_1 = ws + 1808*N;  /* (N, 32, 10) */
+    real *const v_R_0_1 = ws + 2128*N;  /* (N, 330) */
+    real *const v_W_1 = ws + 464*N;  /* (N, 327) */
+    real *const v_G_0 = ws + 2458*N;  /* (32768) */
+    real *const v_G_1 = ws + 2458*N;  /* (32700) */
+    real *const v_H = out + 0;  /* (2410, 2410) */
 
     /* the per-sample quantities: the derived curvature program */
-    bpg_curvature(N, x, y, l0_W, l0_b, l1_W, l1_b, ws, ws + 264*N);
+    bpg_curvature(N, v_x, v_y, v_l0_W, v_l0_b, v_l1_W, v_l1_b, ws, ws + 264*N);
 
-    /* Λ_out[n] = (diag(p[n]) - p[n]ᵀ·p[n]) / N */
-    bpg_hess_loss(N, 10, softmax_p, 1, lam_out);
+    /* lam_out[n] = (diag(softmax_p[n]) - softmax_p[n]ᵀ·softmax_p[n]) / N */
+    bpg_hess_loss(N, 10, v_softmax_p, 1, v_lam_out);
 
-    /* Λ_l1[n] = diag(f'(Z_l1)[n])·Λ_out[n]·diag(f'(Z_l1)[n]) + diag(f''(Z_l1)[n] ⊙ δZ_l1[n]) */
-    memcpy(lam_1, lam_out, sizeof(real)*(size_t)(100*N));
-    bpg_hess_scale(N, 10, l1_d1, l1_d2, d_l1_Z_2, lam_1);
+    /* lam_1[n] = diag(l1_d1[n])·lam_out[n]·diag(l1_d1[n]) + diag(l1_d2[n] ⊙ d_l1_Z_2[n]) */
+    memcpy(v_lam_1, v_lam_out, sizeof(real)*(size_t)(100*N));
+    bpg_hess_scale(N, 10, v_l1_d1, v_l1_d2, v_d_l1_Z_2, v_lam_1);
 
-    /* Λ_l0[n] = diag(f'(Z_l0)[n])·W_l1·Λ_l1[n]·W_l1ᵀ·diag(f'(Z_l0)[n]) + diag(f''(Z_l0)[n] ⊙ δA_l0[n]) */
+    /* lam_0[n] = diag(l0_d1[n])·l1_W·lam_1[n]·l1_Wᵀ·diag(l0_d1[n]) + diag(l0_d2[n] ⊙ d_l0_A[n]) */
     /* T = Λ·Wᵀ, then W·Λ·Wᵀ = (per-sample Tᵀ)·Wᵀ: two products over all samples */
-    bpg_gemm_nt(10*N, 32, 10, lam_1, l1_W, T_0);
-    bpg_hess_transpose(N, 10, 32, T_0, T_0 + 320*N);
-    bpg_gemm_nt(32*N, 32, 10, T_0 + 320*N, l1_W, lam_0);
-    bpg_hess_scale(N, 32, l0_d1, l0_d2, d_l0_A, lam_0);
+    bpg_gemm_nt(10*N, 32, 10, v_lam_1, v_l1_W, v_T_0);
+    bpg_hess_transpose(N, 10, 32, v_T_0, v_T_0 + 320*N);
+    bpg_gemm_nt(32*N, 32, 10, v_T_0 + 320*N, v_l1_W, v_lam_0);
+    bpg_hess_scale(N, 32, v_l0_d1, v_l0_d2, v_d_l0_A, v_lam_0);
 
-    /* ã_l0[n] = [X[n], 1] */
-    bpg_hess_ones(N, 64, x_copy, a1_0);
+    /* a1_0[n] = [x_copy[n], 1] */
+    bpg_hess_ones(N, 64, v_x_copy, v_a1_0);
 
-    /* ã_l1[n] = [A_l0[n], 1] */
-    bpg_hess_ones(N, 32, l0_A, a1_1);
+    /* a1_1[n] = [l0_A[n], 1] */
+    bpg_hess_ones(N, 32, v_l0_A, v_a1_1);
 
-    /* H[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n] */
-    bpg_hess_kron_sym(N, 65, 32, a1_0, lam_0, H + 0, 2410, W_0, G_0, 32);
+    /* H[l0.W, l0.b; l0.W, l0.b] = Σ_n (a1_0[n]ᵀ·a1_0[n]) ⊗ lam_0[n] */
+    bpg_hess_kron_sym(N, 65, 32, v_a1_0, v_lam_0, v_H + 0, 2410, v_W_0, v_G_0, 32);
 
-    /* J_l0→l1[n] = diag(f'(Z_l0)[n]) */
-    bpg_hess_chain_start(N, 32, l0_d1, J_0_1);
+    /* J_0_1[n] = diag(l0_d1[n]) */
+    bpg_hess_chain_start(N, 32, v_l0_d1, v_J_0_1);
 
-    /* Z_l0→l1[n] = J_l0→l1[n]·W_l1 */
-    bpg_gemm_nn(32*N, 10, 32, J_0_1, l1_W, Z_0_1);
+    /* Z_0_1[n] = J_0_1[n]·l1_W */
+    bpg_gemm_nn(32*N, 10, 32, v_J_0_1, v_l1_W, v_Z_0_1);
 
-    /* Λ_l0,l1[n] = Z_l0→l1[n]·Λ_l1[n] */
+    /* M_0_1[n] = Z_0_1[n]·lam_1[n] */
     for (int64_t n = 0; n < N; n++)
-        bpg_gemm_nn(32, 10, 10, Z_0_1 + n*320, lam_1 + n*100, M_0_1 + n*320);
+        bpg_gemm_nn(32, 10, 10, v_Z_0_1 + n*320, v_lam_1 + n*100, v_M_0_1 + n*320);
 
-    /* H[l0.W, l0.b; l1.W, l1.b]_(pq),(ij) = Σ_n ã_l0[n]_p·(ã_l1[n]_i·Λ_l0,l1[n]_qj + J_l0→l1[n]_qi·δZ_l1[n]_j)  (J-term: W columns only) */
-    bpg_hess_kron(N, 65, 32, 33, 10, a1_0, a1_1, M_0_1, J_0_1, d_l1_Z_2, H + 2080, 2410, R_0_1);
+    /* H[l0.W, l0.b; l1.W, l1.b]_(pq),(ij) = Σ_n a1_0[n]_p·(a1_1[n]_i·M_0_1[n]_qj + J_0_1[n]_qi·d_l1_Z_2[n]_j)  (J-term: W columns only) */
+    bpg_hess_kron(N, 65, 32, 33, 10, v_a1_0, v_a1_1, v_M_0_1, v_J_0_1, v_d_l1_Z_2, v_H + 2080, 2410, v_R_0_1);
 
     /* H[l1.W, l1.b; l0.W, l0.b] = H[l0.W, l0.b; l1.W, l1.b]ᵀ */
-    bpg_hess_mirror(2080, 330, H + 2080, H + 5012800, 2410);
+    bpg_hess_mirror(2080, 330, v_H + 2080, v_H + 5012800, 2410);
 
-    /* H[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n] */
-    bpg_hess_kron_sym(N, 33, 10, a1_1, lam_1, H + 5014880, 2410, W_1, G_1, 327);
+    /* H[l1.W, l1.b; l1.W, l1.b] = Σ_n (a1_1[n]ᵀ·a1_1[n]) ⊗ lam_1[n] */
+    bpg_hess_kron_sym(N, 33, 10, v_a1_1, v_lam_1, v_H + 5014880, 2410, v_W_1, v_G_1, 327);
 
     /* H[l0.W; l0.W] += λ I  (λ = 0.0001) */
-    for (int64_t i = 0; i < 2048; i++) H[i*2411] += (real)0.0001;
+    for (int64_t i = 0; i < 2048; i++) v_H[i*2411] += (real)0.0001;
 
     /* H[l1.W; l1.W] += λ I  (λ = 0.0001) */
-    for (int64_t i = 2080; i < 2400; i++) H[i*2411] += (real)0.0001;
+    for (int64_t i = 2080; i < 2400; i++) v_H[i*2411] += (real)0.0001;
 }
 
 /* ---- hessian_blocks: workspace 2128*N + 32768 elements ---- */
-BPG_ENTRY void bpg_hessian_blocks(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_hessian_blocks(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const x_copy = ws + 0;  /* (N, 64) */
-    real *const l0_d1 = ws + 64*N;  /* (N, 32) */
-    real *const l0_d2 = ws + 96*N;  /* (N, 32) */
-    real *const d_l0_A = ws + 128*N;  /* (N, 32) */
-    real *const d_l0_Z = ws + 160*N;  /* (N, 32) */
-    real *const l0_A = ws + 192*N;  /* (N, 32) */
-    real *const l1_d1 = ws + 224*N;  /* (N, 10) */
-    real *const l1_d2 = ws + 234*N;  /* (N, 10) */
-    real *const d_l1_Z_2 = ws + 244*N;  /* (N, 10) */
-    real *const softmax_p = ws + 254*N;  /* (N, 10) */
-    real *const lam_out = ws + 264*N;  /* (N, 10, 10) */
-    real *const lam_1 = ws + 364*N;  /* (N, 10, 10) */
-    real *const T_1 = ws + 464*N;  /* (N, 20, 10) */
-    real *const lam_0 = ws + 464*N;  /* (N, 32, 32) */
-    real *const T_0 = ws + 1488*N;  /* (N, 64, 10) */
-    real *const a1_0 = ws + 264*N;  /* (N, 65) */
-    real *const a1_1 = ws + 329*N;  /* (N, 33) */
-    real *const W_0 = ws + 1488*N;  /* (N, 32) */
-    real *const W_1 = ws + 464*N;  /* (N, 327) */
-    real *const G_0 = ws + 2128*N;  /* (32768) */
-    real *const G_1 = ws + 2128*N;  /* (32700) */
-    real *const H_0 = out + 0;  /* (2080, 2080) */
-    real *const H_1 = out + 4326400;  /* (330, 330) */
+    real *const v_x_copy = ws + 0;  /* (N, 64) */
+    real *const v_l0_d1 = ws + 64*N;  /* (N, 32) */
+    real *const v_l0_d2 = ws + 96*N;  /* (N, 32) */
+    real *const v_d_l0_A = ws + 128*N;  /* (N, 32) */
+    real *const v_d_l0_Z = ws + 160*N;  /* (N, 32) */
+    real *const v_l0_A = ws + 192*N;  /* (N, 32) */
+    real *const v_l1_d1 = ws + 224*N;  /* (N, 10) */
+    real *const v_l1_d2 = ws + 234*N;  /* (N, 10) */
+    real *const v_d_l1_Z_2 = ws + 244*N;  /* (N, 10) */
+    real *const v_softmax_p = ws + 254*N;  /* (N, 10) */
+    real *const v_lam_out = ws + 264*N;  /* (N, 10, 10) */
+    real *const v_lam_1 = ws + 364*N;  /* (N, 10, 10) */
+    real *const v_T_1 = ws + 464*N;  /* (N, 20, 10) */
+    real *const v_lam_0 = ws + 464*N;  /* (N, 32, 32) */
+    real *const v_T_0 = ws + 1488*N;  /* (N, 64, 10) */
+    real *const v_a1_0 = ws + 264*N;  /* (N, 65) */
+    real *const v_a1_1 = ws + 329*N;  /* (N, 33) */
+    real *const v_W_0 = ws + 1488*N;  /* (N, 32) */
+    real *const v_W_1 = ws + 464*N;  /* (N, 327) */
+    real *const v_G_0 = ws + 2128*N;  /* (32768) */
+    real *const v_G_1 = ws + 2128*N;  /* (32700) */
+    real *const v_H_0 = out + 0;  /* (2080, 2080) */
+    real *const v_H_1 = out + 4326400;  /* (330, 330) */
 
     /* the per-sample quantities: the derived curvature program */
-    bpg_curvature(N, x, y, l0_W, l0_b, l1_W, l1_b, ws, ws + 264*N);
+    bpg_curvature(N, v_x, v_y, v_l0_W, v_l0_b, v_l1_W, v_l1_b, ws, ws + 264*N);
 
-    /* Λ_out[n] = (diag(p[n]) - p[n]ᵀ·p[n]) / N */
-    bpg_hess_loss(N, 10, softmax_p, 1, lam_out);
+    /* lam_out[n] = (diag(softmax_p[n]) - softmax_p[n]ᵀ·softmax_p[n]) / N */
+    bpg_hess_loss(N, 10, v_softmax_p, 1, v_lam_out);
 
-    /* Λ_l1[n] = diag(f'(Z_l1)[n])·Λ_out[n]·diag(f'(Z_l1)[n]) + diag(f''(Z_l1)[n] ⊙ δZ_l1[n]) */
-    memcpy(lam_1, lam_out, sizeof(real)*(size_t)(100*N));
-    bpg_hess_scale(N, 10, l1_d1, l1_d2, d_l1_Z_2, lam_1);
+    /* lam_1[n] = diag(l1_d1[n])·lam_out[n]·diag(l1_d1[n]) + diag(l1_d2[n] ⊙ d_l1_Z_2[n]) */
+    memcpy(v_lam_1, v_lam_out, sizeof(real)*(size_t)(100*N));
+    bpg_hess_scale(N, 10, v_l1_d1, v_l1_d2, v_d_l1_Z_2, v_lam_1);
 
-    /* Λ_l0[n] = diag(f'(Z_l0)[n])·W_l1·Λ_l1[n]·W_l1ᵀ·diag(f'(Z_l0)[n]) + diag(f''(Z_l0)[n] ⊙ δA_l0[n]) */
+    /* lam_0[n] = diag(l0_d1[n])·l1_W·lam_1[n]·l1_Wᵀ·diag(l0_d1[n]) + diag(l0_d2[n] ⊙ d_l0_A[n]) */
     /* T = Λ·Wᵀ, then W·Λ·Wᵀ = (per-sample Tᵀ)·Wᵀ: two products over all samples */
-    bpg_gemm_nt(10*N, 32, 10, lam_1, l1_W, T_0);
-    bpg_hess_transpose(N, 10, 32, T_0, T_0 + 320*N);
-    bpg_gemm_nt(32*N, 32, 10, T_0 + 320*N, l1_W, lam_0);
-    bpg_hess_scale(N, 32, l0_d1, l0_d2, d_l0_A, lam_0);
+    bpg_gemm_nt(10*N, 32, 10, v_lam_1, v_l1_W, v_T_0);
+    bpg_hess_transpose(N, 10, 32, v_T_0, v_T_0 + 320*N);
+    bpg_gemm_nt(32*N, 32, 10, v_T_0 + 320*N, v_l1_W, v_lam_0);
+    bpg_hess_scale(N, 32, v_l0_d1, v_l0_d2, v_d_l0_A, v_lam_0);
 
-    /* ã_l0[n] = [X[n], 1] */
-    bpg_hess_ones(N, 64, x_copy, a1_0);
+    /* a1_0[n] = [x_copy[n], 1] */
+    bpg_hess_ones(N, 64, v_x_copy, v_a1_0);
 
-    /* ã_l1[n] = [A_l0[n], 1] */
-    bpg_hess_ones(N, 32, l0_A, a1_1);
+    /* a1_1[n] = [l0_A[n], 1] */
+    bpg_hess_ones(N, 32, v_l0_A, v_a1_1);
 
-    /* H_l0[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n] */
-    bpg_hess_kron_sym(N, 65, 32, a1_0, lam_0, H_0 + 0, 2080, W_0, G_0, 32);
+    /* H_0[l0.W, l0.b; l0.W, l0.b] = Σ_n (a1_0[n]ᵀ·a1_0[n]) ⊗ lam_0[n] */
+    bpg_hess_kron_sym(N, 65, 32, v_a1_0, v_lam_0, v_H_0 + 0, 2080, v_W_0, v_G_0, 32);
 
-    /* H_l0[l0.W; l0.W] += λ I  (λ = 0.0001) */
-    for (int64_t i = 0; i < 2048; i++) H_0[i*2081] += (real)0.0001;
+    /* H_0[l0.W; l0.W] += λ I  (λ = 0.0001) */
+    for (int64_t i = 0; i < 2048; i++) v_H_0[i*2081] += (real)0.0001;
 
-    /* H_l1[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n] */
-    bpg_hess_kron_sym(N, 33, 10, a1_1, lam_1, H_1 + 0, 330, W_1, G_1, 327);
+    /* H_1[l1.W, l1.b; l1.W, l1.b] = Σ_n (a1_1[n]ᵀ·a1_1[n]) ⊗ lam_1[n] */
+    bpg_hess_kron_sym(N, 33, 10, v_a1_1, v_lam_1, v_H_1 + 0, 330, v_W_1, v_G_1, 327);
 
-    /* H_l1[l1.W; l1.W] += λ I  (λ = 0.0001) */
-    for (int64_t i = 0; i < 320; i++) H_1[i*331] += (real)0.0001;
+    /* H_1[l1.W; l1.W] += λ I  (λ = 0.0001) */
+    for (int64_t i = 0; i < 320; i++) v_H_1[i*331] += (real)0.0001;
 }
 
 /* ---- hessian_columns: workspace 424*N + 2688 elements ---- */
-BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_W, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
-    real *const l0_XW = ws + 0;  /* (N, 32) */
-    real *const l0_A = ws + 32*N;  /* (N, 32) */
-    real *const l1_XW = ws + 64*N;  /* (N, 10) */
-    real *const l1_Z = ws + 80*N;  /* (N, 10) */
-    real *const o_max = ws + 96*N;  /* (N, 1) */
-    real *const o_exp = ws + 104*N;  /* (N, 10) */
-    real *const o_expsum = ws + 120*N;  /* (N, 1) */
-    real *const d_o_expsum = ws + 128*N;  /* (N, 1) */
-    real *const d_l1_Z_2 = ws + 136*N;  /* (N, 10) */
-    real *const d_l0_A = ws + 152*N;  /* (N, 32) */
-    const int64_t NB = N;  /* the batch */
-    real *const wsd = ws + 424*N + 2688;  /* the directions' part */
+    real *const v_l0_XW = ws + 0;  /* (N, 32) */
+    real *const v_l0_A = ws + 32*N;  /* (N, 32) */
+    real *const v_l1_XW = ws + 64*N;  /* (N, 10) */
+    real *const v_l1_Z = ws + 80*N;  /* (N, 10) */
+    real *const v_o_max = ws + 96*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 104*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 120*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 128*N;  /* (N, 1) */
+    real *const v_d_l1_Z_2 = ws + 136*N;  /* (N, 10) */
+    real *const v_d_l0_A = ws + 152*N;  /* (N, 32) */
 
     /* forward pass */
     /* l0: affine part */
     /* l0_XW = x·l0_W */
-    bpg_gemm_nn(N, 32, 64, x, l0_W, l0_XW);
+    bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            l0_A[k] = bpg_tanh(l0_XW[k] + l0_b[cc]);
+            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
         }
     }
     /* l1: affine part */
     /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, l0_A, l1_W, l1_XW);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            l1_Z[k] = l1_XW[k] + l1_b[cc];
+            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
         }
     }
     /* o_max = rowmax(l1_Z) */
-    bpg_rowmax(N, 10, l1_Z, o_max);
-    /* exp(O - m), shifted for stability */
+    bpg_rowmax(N, 10, v_l1_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            o_exp[k] = exp(l1_Z[k] - o_max[rr]);
+            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
         }
     }
-    /* row sums of E */
+    /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, o_exp, o_expsum);
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_o_expsum[k] = 1/(((real)N)*o_expsum[k]);
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
 
     /* Grad of: l1_Z = l1_XW + l1_b */
-    /*   (l1: pre-activation Z = X·W + 1·b) */
+    /*   (l1: pre-activation) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            d_l1_Z_2[k] = d_o_expsum[rr]*o_exp[k] - y[k]/((real)N);
+            v_d_l1_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
         }
     }
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
     /* d_l0_A = d_l1_Z_2·l1_Wᵀ */
-    bpg_gemm_nt(N, 32, 10, d_l1_Z_2, l1_W, d_l0_A);
+    bpg_gemm_nt(N, 32, 10, v_d_l1_Z_2, v_l1_W, v_d_l0_A);
 
     /* kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 2410 x 2410, or row j of V) */
+    const int64_t NB = N;  /* the batch */
+    real *const wsd = ws + 424*N + 2688;  /* the directions' part */
     if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */
     for (int64_t j0 = 0; j0 < count; j0 += kc) {
         const int64_t K = count - j0 < kc ? count - j0 : kc;
         /* the tangent pass runs on N·K rows: sample n in direction d is row n·K + d */
         const int64_t N = NB*K;
         (void)N;
-        real *const r_l0_XW_b = wsd + 0*N;  /* (N, 32) x K */
-        real *const r_l1_XW_a = wsd + 0*N;  /* (N, 10) x K */
-        real *const r_o_expsum = wsd + 0*N;  /* (N, 1) x K */
-        real *const r_d_l0_Z = wsd + 0*N;  /* (N, 32) x K */
-        real *const r_d_l0_W_2 = wsd + 128*N + 0*K;  /* (64, 32) x K */
-        real *const r_d_l0_b = wsd + 128*N + 2048*K;  /* (1, 32) x K */
-        real *const r_d_l1_W_2 = wsd + 128*N + 2080*K;  /* (32, 10) x K */
-        real *const r_d_l1_b = wsd + 128*N + 2400*K;  /* (1, 10) x K */
-        real *const v_l0_W = wsd + 128*N + 2410*K;  /* (64, 32) x K */
-        real *const v_l0_b = wsd + 128*N + 4458*K;  /* (1, 32) x K */
-        real *const v_l1_W = wsd + 128*N + 4490*K;  /* (32, 10) x K */
-        real *const v_l1_b = wsd + 128*N + 4810*K;  /* (1, 10) x K */
-        real *const r_d_l1_W_1_a = wsd + 128*N + 4820*K;  /* (32, 10) x K */
-        real *const r_d_l1_W_1_b = wsd + 128*N + 5140*K;  /* (32, 10) x K */
-        real *const r_d_l0_W_1_b = wsd + 128*N + 5460*K;  /* (64, 32) x K */
-        real *const r_d_o_expsum = wsd + 1*N;  /* (N, 1) x K */
-        real *const r_d_l1_Z_1 = wsd + 2*N;  /* (N, 10) x K */
-        real *const r_l1_XW_b = wsd + 10*N;  /* (N, 10) x K */
-        real *const r_o_exp = wsd + 20*N;  /* (N, 10) x K */
-        real *const r_l0_A = wsd + 32*N;  /* (N, 32) x K */
-        real *const r_d_l0_A_a = wsd + 64*N;  /* (N, 32) x K */
-        real *const r_d_l0_A_b = wsd + 96*N;  /* (N, 32) x K */
+        real *const v_r_l0_XW_b = wsd + 0*N;  /* (N, 32) x K */
+        real *const v_r_l1_XW_a = wsd + 0*N;  /* (N, 10) x K */
+        real *const v_r_o_expsum = wsd + 0*N;  /* (N, 1) x K */
+        real *const v_r_d_l0_Z = wsd + 0*N;  /* (N, 32) x K */
+        real *const v_r_d_l0_W_2 = wsd + 128*N + 0*K;  /* (64, 32) x K */
+        real *const v_r_d_l0_b = wsd + 128*N + 2048*K;  /* (1, 32) x K */
+        real *const v_r_d_l1_W_2 = wsd + 128*N + 2080*K;  /* (32, 10) x K */
+        real *const v_r_d_l1_b = wsd + 128*N + 2400*K;  /* (1, 10) x K */
+        real *const v_v_l0_W = wsd + 128*N + 2410*K;  /* (64, 32) x K */
+        real *const v_v_l0_b = wsd + 128*N + 4458*K;  /* (1, 32) x K */
+        real *const v_v_l1_W = wsd + 128*N + 4490*K;  /* (32, 10) x K */
+        real *const v_v_l1_b = wsd + 128*N + 4810*K;  /* (1, 10) x K */
+        real *const v_r_d_l1_W_1_a = wsd + 128*N + 4820*K;  /* (32, 10) x K */
+        real *const v_r_d_l1_W_1_b = wsd + 128*N + 5140*K;  /* (32, 10) x K */
+        real *const v_r_d_l0_W_1_b = wsd + 128*N + 5460*K;  /* (64, 32) x K */
+        real *const v_r_d_o_expsum = wsd + 1*N;  /* (N, 1) x K */
+        real *const v_r_d_l1_Z_1 = wsd + 2*N;  /* (N, 10) x K */
+        real *const v_r_l1_XW_b = wsd + 10*N;  /* (N, 10) x K */
+        real *const v_r_o_exp = wsd + 20*N;  /* (N, 10) x K */
+        real *const v_r_l0_A = wsd + 32*N;  /* (N, 32) x K */
+        real *const v_r_d_l0_A_a = wsd + 64*N;  /* (N, 32) x K */
+        real *const v_r_d_l0_A_b = wsd + 96*N;  /* (N, 32) x K */
         real *const bscratch = wsd + 128*N + 7508*K;  /* K x 320 */
-        real *const v_l1_W_dirs = wsd + 128*N + 7828*K;  /* K x (32, 10) */
+        real *const v_v_l1_W_dirs = wsd + 128*N + 7828*K;  /* K x (32, 10) */
         /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
-        if (V) {
-            bpg_dirs_to_cols(K, 64, 32, V + j0*2410 + 0, 2410, v_l0_W);
-            bpg_dirs_to_cols(K, 1, 32, V + j0*2410 + 2048, 2410, v_l0_b);
-            bpg_dirs_to_cols(K, 32, 10, V + j0*2410 + 2080, 2410, v_l1_W);
-            bpg_dirs_to_cols(K, 1, 10, V + j0*2410 + 2400, 2410, v_l1_b);
-        } else {
-            memset(v_l0_W, 0, sizeof(real)*(size_t)(2048*K));
-            for (int64_t d = 0; d < K; d++) {
-                const int64_t i = first + j0 + d - 0;
-                if (i >= 0 && i < 2048) v_l0_W[(i/32*K + d)*32 + i%32] = 1;
-            }
-            memset(v_l0_b, 0, sizeof(real)*(size_t)(32*K));
-            for (int64_t d = 0; d < K; d++) {
-                const int64_t i = first + j0 + d - 2048;
-                if (i >= 0 && i < 32) v_l0_b[(i/32*K + d)*32 + i%32] = 1;
-            }
-            memset(v_l1_W, 0, sizeof(real)*(size_t)(320*K));
-            for (int64_t d = 0; d < K; d++) {
-                const int64_t i = first + j0 + d - 2080;
-                if (i >= 0 && i < 320) v_l1_W[(i/10*K + d)*10 + i%10] = 1;
-            }
-            memset(v_l1_b, 0, sizeof(real)*(size_t)(10*K));
-            for (int64_t d = 0; d < K; d++) {
-                const int64_t i = first + j0 + d - 2400;
-                if (i >= 0 && i < 10) v_l1_b[(i/10*K + d)*10 + i%10] = 1;
-            }
-        }
+        bpg_columns_in(K, 4, bpg_table_0, V, 2410, j0, first, wsd + 128*N);
         /* which blocks of v are nonzero in some direction (products with the others are skipped) */
-        const int vnz_v_l0_W = bpg_nonzero(2048*K, v_l0_W);
-        const int vnz_v_l0_b = bpg_nonzero(32*K, v_l0_b);
-        const int vnz_v_l1_W = bpg_nonzero(320*K, v_l1_W);
-        const int vnz_v_l1_b = bpg_nonzero(10*K, v_l1_b);
-        bpg_cols_to_dirs(K, 32, 10, v_l1_W, v_l1_W_dirs, 320);  /* v_l1_W's directions one below the other */
+        const int vnz_v_l0_W = bpg_nonzero(2048*K, v_v_l0_W);
+        const int vnz_v_l0_b = bpg_nonzero(32*K, v_v_l0_b);
+        const int vnz_v_l1_W = bpg_nonzero(320*K, v_v_l1_W);
+        const int vnz_v_l1_b = bpg_nonzero(10*K, v_v_l1_b);
+        bpg_cols_to_dirs(K, 32, 10, v_v_l1_W, v_v_l1_W_dirs, 320);  /* v_v_l1_W's directions one below the other */
 
         /* forward pass */
         /* r_l0_XW_b = x·v_l0_W */
         if (vnz_v_l0_W) {
-            bpg_gemm_nn(NB, K*32, 64, x, v_l0_W, r_l0_XW_b);
+            bpg_gemm_nn(NB, K*32, 64, v_x, v_v_l0_W, v_r_l0_XW_b);
         } else {
-            memset(r_l0_XW_b, 0, sizeof(real)*(size_t)(32*N));  /* a zero block of v */
+            memset(v_r_l0_XW_b, 0, sizeof(real)*(size_t)(32*N));  /* a zero block of v */
         }
         /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
         for (int64_t rr = 0; rr < NB; rr++)
             for (int64_t d = 0; d < K; d++) {
                 #pragma omp simd
                 for (int64_t cc = 0; cc < 32; cc++) {
-                    r_l0_A[(rr*K + d)*32 + cc] = (1 - ((l0_A[rr*32 + cc])*(l0_A[rr*32 + cc])))*(r_l0_XW_b[(rr*K + d)*32 + cc] + v_l0_b[(0*K + d)*32 + cc]);
+                    v_r_l0_A[(rr*K + d)*32 + cc] = (1 - ((v_l0_A[rr*32 + cc])*(v_l0_A[rr*32 + cc])))*(v_r_l0_XW_b[(rr*K + d)*32 + cc] + v_v_l0_b[(0*K + d)*32 + cc]);
                 }
             }
         /* r_l1_XW_a = r_l0_A·l1_W */
-        bpg_gemm_nn(N, 10, 32, r_l0_A, l1_W, r_l1_XW_a);
+        bpg_gemm_nn(N, 10, 32, v_r_l0_A, v_l1_W, v_r_l1_XW_a);
         /* r_l1_XW_b = l0_A·v_l1_W */
         if (vnz_v_l1_W) {
-            bpg_gemm_nn(NB, K*10, 32, l0_A, v_l1_W, r_l1_XW_b);
+            bpg_gemm_nn(NB, K*10, 32, v_l0_A, v_v_l1_W, v_r_l1_XW_b);
         } else {
-            memset(r_l1_XW_b, 0, sizeof(real)*(size_t)(10*N));  /* a zero block of v */
+            memset(v_r_l1_XW_b, 0, sizeof(real)*(size_t)(10*N));  /* a zero block of v */
         }
         /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
         for (int64_t rr = 0; rr < NB; rr++)
             for (int64_t d = 0; d < K; d++) {
                 #pragma omp simd
                 for (int64_t cc = 0; cc < 10; cc++) {
-                    r_o_exp[(rr*K + d)*10 + cc] = o_exp[rr*10 + cc]*(r_l1_XW_a[(rr*K + d)*10 + cc] + r_l1_XW_b[(rr*K + d)*10 + cc] + v_l1_b[(0*K + d)*10 + cc]);
+                    v_r_o_exp[(rr*K + d)*10 + cc] = v_o_exp[rr*10 + cc]*(v_r_l1_XW_a[(rr*K + d)*10 + cc] + v_r_l1_XW_b[(rr*K + d)*10 + cc] + v_v_l1_b[(0*K + d)*10 + cc]);
                 }
             }
         /* r_o_expsum = r_o_exp·1 */
-        bpg_rowsum(N, 10, r_o_exp, r_o_expsum);
+        bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
 
-        /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_expsum, o_label, o_max) */
+        /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label, o_max) */
         /*   (logsumexp(O) - O[label] per sample) */
         /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
         for (int64_t rr = 0; rr < NB; rr++)
             for (int64_t d = 0; d < K; d++) {
                 #pragma omp simd
                 for (int64_t cc = 0; cc < 1; cc++) {
-                    r_d_o_expsum[(rr*K + d)*1 + cc] = -d_o_expsum[rr*1 + 0]*r_o_expsum[(rr*K + d)*1 + 0]/o_expsum[rr*1 + 0];
+                    v_r_d_o_expsum[(rr*K + d)*1 + cc] = -v_d_o_expsum[rr*1 + 0]*v_r_o_expsum[(rr*K + d)*1 + 0]/v_o_expsum[rr*1 + 0];
                 }
             }
 
-        /* Grad of: o_exp = exp(l1_XW + l1_b - o_max)  (not stored in this function: o_exp, l1_XW, o_max) */
-        /*   (exp(O - m), shifted for stability) */
+        /* Grad of: o_exp = exp(l1_XW + l1_b - o_max)  (not stored in this function: l1_XW, o_max) */
+        /*   (exponentials, shifted by the row maximum for stability) */
         /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
         for (int64_t rr = 0; rr < NB; rr++)
             for (int64_t d = 0; d < K; d++) {
                 #pragma omp simd
                 for (int64_t cc = 0; cc < 10; cc++) {
-                    r_d_l1_Z_1[(rr*K + d)*10 + cc] = d_o_expsum[rr*1 + 0]*r_o_exp[(rr*K + d)*10 + cc] + o_exp[rr*10 + cc]*r_d_o_expsum[(rr*K + d)*1 + 0];
+                    v_r_d_l1_Z_1[(rr*K + d)*10 + cc] = v_d_o_expsum[rr*1 + 0]*v_r_o_exp[(rr*K + d)*10 + cc] + v_o_exp[rr*10 + cc]*v_r_d_o_expsum[(rr*K + d)*1 + 0];
                 }
             }
 
         /* Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW) */
-        /*   (l1: pre-activation Z = X·W + 1·b) */
+        /*   (l1: pre-activation) */
         /* r_d_l1_b = 1ᵀ·r_d_l1_Z_1 */
-        bpg_colsum(NB, K*10, r_d_l1_Z_1, r_d_l1_b);
+        bpg_colsum(NB, K*10, v_r_d_l1_Z_1, v_r_d_l1_b);
 
-        /* Grad of: l1_XW = l0_A·l1_W  (not stored in this function: l1_XW, l0_A) */
+        /* Grad of: l1_XW = l0_A·l1_W  (not stored in this function: l1_XW) */
         /*   (l1: affine part) */
         /* r_d_l0_A_a = r_d_l1_Z_1·l1_Wᵀ */
-        bpg_gemm_nt(N, 32, 10, r_d_l1_Z_1, l1_W, r_d_l0_A_a);
+        bpg_gemm_nt(N, 32, 10, v_r_d_l1_Z_1, v_l1_W, v_r_d_l0_A_a);
         /* r_d_l0_A_b = d_l1_Z_2·v_l1_Wᵀ */
         if (vnz_v_l1_W) {
-            bpg_gemm_nt(NB, K*32, 10, d_l1_Z_2, v_l1_W_dirs, r_d_l0_A_b);
+            bpg_gemm_nt(NB, K*32, 10, v_d_l1_Z_2, v_v_l1_W_dirs, v_r_d_l0_A_b);
         } else {
-            memset(r_d_l0_A_b, 0, sizeof(real)*(size_t)(32*N));  /* a zero block of v */
+            memset(v_r_d_l0_A_b, 0, sizeof(real)*(size_t)(32*N));  /* a zero block of v */
         }
         /* r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2 */
-        bpg_gemm_tn(K*32, 10, NB, r_l0_A, d_l1_Z_2, bscratch);
-        bpg_dirs_to_cols(K, 32, 10, bscratch, 32*10, r_d_l1_W_1_a);
+        bpg_gemm_tn(K*32, 10, NB, v_r_l0_A, v_d_l1_Z_2, bscratch);
+        bpg_dirs_to_cols(K, 32, 10, bscratch, 32*10, v_r_d_l1_W_1_a);
         /* r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1 */
-        bpg_gemm_tn(32, K*10, NB, l0_A, r_d_l1_Z_1, r_d_l1_W_1_b);
+        bpg_gemm_tn(32, K*10, NB, v_l0_A, v_r_d_l1_Z_1, v_r_d_l1_W_1_b);
 
-        /* Grad of: l0_A = tanh(l0_XW + l0_b)  (not stored in this function: l0_A, l0_XW) */
+        /* Grad of: l0_A = tanh(l0_XW + l0_b)  (not stored in this function: l0_XW) */
         /*   (l0: activation tanh) */
         /* r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2 d_l0_A ⊙ l0_A ⊙ r_l0_A */
         for (int64_t rr = 0; rr < NB; rr++)
             for (int64_t d = 0; d < K; d++) {
                 #pragma omp simd
                 for (int64_t cc = 0; cc < 32; cc++) {
-                    r_d_l0_Z[(rr*K + d)*32 + cc] = -2*d_l0_A[rr*32 + cc]*l0_A[rr*32 + cc]*r_l0_A[(rr*K + d)*32 + cc] + (1 - ((l0_A[rr*32 + cc])*(l0_A[rr*32 + cc])))*(r_d_l0_A_a[(rr*K + d)*32 + cc] + r_d_l0_A_b[(rr*K + d)*32 + cc]);
+                    v_r_d_l0_Z[(rr*K + d)*32 + cc] = -2*v_d_l0_A[rr*32 + cc]*v_l0_A[rr*32 + cc]*v_r_l0_A[(rr*K + d)*32 + cc] + (1 - ((v_l0_A[rr*32 + cc])*(v_l0_A[rr*32 + cc])))*(v_r_d_l0_A_a[(rr*K + d)*32 + cc] + v_r_d_l0_A_b[(rr*K + d)*32 + cc]);
                 }
             }
 
         /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z, l0_XW) */
-        /*   (l0: pre-activation Z = X·W + 1·b) */
+        /*   (l0: pre-activation) */
         /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
-        bpg_colsum(NB, K*32, r_d_l0_Z, r_d_l0_b);
+        bpg_colsum(NB, K*32, v_r_d_l0_Z, v_r_d_l0_b);
 
         /* Grad of: l0_XW = x·l0_W  (not stored in this function: l0_XW) */
         /*   (l0: affine part) */
         /* r_d_l0_W_1_b = xᵀ·r_d_l0_Z */
-        bpg_gemm_tn(64, K*32, NB, x, r_d_l0_Z, r_d_l0_W_1_b);
+        bpg_gemm_tn(64, K*32, NB, v_x, v_r_d_l0_Z, v_r_d_l0_W_1_b);
 
         /* total gradients */
         /* r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W */
         #pragma omp simd
-        for (int64_t k = 0; k < (64*K)*(32); k++) r_d_l0_W_2[k] = r_d_l0_W_1_b[k] + 0.0001*v_l0_W[k];
+        for (int64_t k = 0; k < (64*K)*(32); k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_b[k] + 0.0001*v_v_l0_W[k];
         /* r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W */
         #pragma omp simd
-        for (int64_t k = 0; k < (32*K)*(10); k++) r_d_l1_W_2[k] = r_d_l1_W_1_a[k] + r_d_l1_W_1_b[k] + 0.0001*v_l1_W[k];
+        for (int64_t k = 0; k < (32*K)*(10); k++) v_r_d_l1_W_2[k] = v_r_d_l1_W_1_a[k] + v_r_d_l1_W_1_b[k] + 0.0001*v_v_l1_W[k];
 
         /* rows j0 .. of the result: H·v for each direction */
-        bpg_cols_to_dirs(K, 64, 32, r_d_l0_W_2, out + j0*2410 + 0, 2410);
-        bpg_cols_to_dirs(K, 1, 32, r_d_l0_b, out + j0*2410 + 2048, 2410);
-        bpg_cols_to_dirs(K, 32, 10, r_d_l1_W_2, out + j0*2410 + 2080, 2410);
-        bpg_cols_to_dirs(K, 1, 10, r_d_l1_b, out + j0*2410 + 2400, 2410);
+        bpg_columns_out(K, 4, bpg_table_1, wsd + 128*N, out, 2410, j0);
     }
 }
 
@@ -1752,11 +1778,11 @@ static const int64_t bpgf_param_size[4] = {2048, 32, 320, 10};
 static const int64_t bpgf_in_dims[1] = {64};
 #define BPGF_IN_SIZE 64  /* elements of one sample's x */
 #define BPGF_STEPS 0  /* 0: not a sequence */
+typedef real bpgf_x_t;  /* x's elements (the input kind's) */
+#define BPGF_X_TYPENUM BPGF_TYPENUM
 #define BPGF_K 10
-#define BPGF_SOFTMAX_CE 1
-#define BPGF_MSE 2
-#define BPGF_BINARY_CE 3
-#define BPGF_LOSS_TYPE BPGF_SOFTMAX_CE
+#define BPGF_TARGET_LABELS 1
+#define BPGF_TARGET_RANGE 0
 #define BPGF_LOSS_ALL_STEPS 0
 #define BPGF_SEQ_OUT 0
 #define BPGF_BYTES_PER_SAMPLE 4416
@@ -1781,7 +1807,7 @@ static const int64_t bpgf_in_dims[1] = {64};
 #define BPGF_HAVE_HVP 1
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */
-static void bpgf_call(int entry, int64_t N, const real *x, const real *y,
+static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,
                       const real *const *p, const real *const *v, real *out, real *ws)
 {
     if (entry == 0)
@@ -1803,11 +1829,13 @@ static void bpgf_call(int entry, int64_t N, const real *x, const real *y,
 
    Each entry point handles the common case only: parameters in an exact
    dict with exactly the expected keys, every array an exact numpy.ndarray
-   of the module's dtype, native byte order, C-contiguous and aligned, of
-   the right shape; x finite with N >= 1 within the batch-size limit
+   of the module's dtype (x: of the input kind's element type, bpgf_x_t),
+   native byte order, C-contiguous and aligned, of the right shape; x
+   finite (integer x: in [0, BPGF_X_BOUND)) with N >= 1 within the batch-size limit
    (MAX_RESULT_BYTES, read at every call); labels of an integer dtype in
-   [0, K) (turned into one-hot rows here), or a finite float target (in
-   [0, 1] for binary cross-entropy); and a finite result.  Anything else
+   [0, K) (turned into one-hot rows here) when the loss's targets are
+   labels (BPGF_TARGET_LABELS), else finite float targets (within the
+   loss's range, if it has one); and a finite result.  Anything else
    calls the module's Python implementation of the same function with the
    same arguments, which then raises its usual ValueError (or returns what
    it returns), so every message stays the Python path's.  The checks here
@@ -1821,6 +1849,11 @@ static void bpgf_call(int entry, int64_t N, const real *x, const real *y,
    sequences, x and y time-major.  Gradients are views of one fresh array
    per call.  No Python code runs between taking the workspace and its last
    use, so a call cannot see it replaced under it.
+
+   (Why one ~700-line file: it is one translation unit of static functions
+   pasted verbatim into each module; its parts, argument checks, target and
+   input conversion and the entry points, share the module's macros and are
+   tested together through the entry points, tests/test_fastcall.py.)
 
    (Longer than the ~500 lines a file here usually has: the workspace, the
    checks, one call and the installation are one unit, each a short
@@ -1930,15 +1963,15 @@ static int bpgf_round(size_t *size)
     return 1;
 }
 
-/* an exact ndarray of the module's dtype, native byte order, C-contiguous,
+/* an exact ndarray of NumPy type `typenum`, native byte order, C-contiguous,
    aligned, with `ndim` axes: the first `lead` of them any, then `dims` */
-static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
+static int bpgf_typed_array(PyObject *o, int typenum, int ndim, int lead, const int64_t *dims)
 {
     if (Py_TYPE(o) != &PyArray_Type)
         return 0;
     PyArrayObject *a = (PyArrayObject *)o;
     const int need = NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED;
-    if (PyArray_TYPE(a) != BPGF_TYPENUM || !PyArray_ISNOTSWAPPED(a)
+    if (PyArray_TYPE(a) != typenum || !PyArray_ISNOTSWAPPED(a)
         || (PyArray_FLAGS(a) & need) != need || PyArray_NDIM(a) != ndim)
         return 0;
     const npy_intp *d = PyArray_DIMS(a);
@@ -1946,6 +1979,12 @@ static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
         if (d[i] != dims[i - lead])
             return 0;
     return 1;
+}
+
+/* the same, of the module's dtype */
+static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
+{
+    return bpgf_typed_array(o, BPGF_TYPENUM, ndim, lead, dims);
 }
 
 /* every one of n entries finite (a - a is 0, not NaN); an OR of flags
@@ -1960,13 +1999,36 @@ static BPG_ENTRY int bpgf_finite(const real *a, size_t n)
     return !bad;
 }
 
-/* every one of n entries in [0, 1] (NaN and inf are not) */
-static BPG_ENTRY int bpgf_unit_interval(const real *a, size_t n)
+/* x's values as the input kind says (fastcall.py's bpgf_x_t, BPGF_X_TYPENUM
+   and BPGF_X_BOUND): integers in [0, BPGF_X_BOUND) (a negative one, made
+   unsigned, is larger), or finite reals */
+#ifdef BPGF_X_BOUND
+static BPG_ENTRY int bpgf_x_valid(const bpgf_x_t *a, size_t n)
 {
     int bad = 0;
 #pragma omp simd reduction(|:bad)
     for (size_t i = 0; i < n; i++)
-        bad |= !(a[i] >= 0 && a[i] <= 1);
+        bad |= !((uint64_t)a[i] < (uint64_t)BPGF_X_BOUND);
+    return !bad;
+}
+#else
+#define bpgf_x_valid bpgf_finite
+#endif
+/* x's elements in units of real (the workspace's), rounded up */
+#define BPGF_X_REALS ((sizeof(bpgf_x_t) + sizeof(real) - 1) / sizeof(real))
+
+/* every one of n real targets as the loss takes them: finite, and in its
+   [BPGF_TARGET_LO, BPGF_TARGET_HI] when it has a range (BPGF_TARGET_RANGE) */
+static BPG_ENTRY int bpgf_targets_ok(const real *a, size_t n)
+{
+    int bad = 0;
+#pragma omp simd reduction(|:bad)
+    for (size_t i = 0; i < n; i++)
+#if BPGF_TARGET_RANGE
+        bad |= !(a[i] >= (real)BPGF_TARGET_LO && a[i] <= (real)BPGF_TARGET_HI);  /* not NaN */
+#else
+        bad |= !(a[i] - a[i] == 0);
+#endif
     return !bad;
 }
 
@@ -2024,6 +2086,16 @@ static void bpgf_time_major(const real *src, int64_t N, int64_t T, int64_t C, re
     for (int64_t t = 0; t < T; t++)
         for (int64_t n = 0; n < N; n++)
             memcpy(dst + (t * N + n) * C, src + (n * T + t) * C, sizeof(real) * (size_t)C);
+}
+
+/* x (N, T, C) batch-first into (T*N, C) time-major, of x's element type */
+static void bpgf_x_time_major(const bpgf_x_t *src, int64_t N, int64_t T, int64_t C,
+                              bpgf_x_t *dst)
+{
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++)
+            memcpy(dst + (t * N + n) * C, src + (n * T + t) * C,
+                   sizeof(bpgf_x_t) * (size_t)C);
 }
 
 /* ---- one call ---------------------------------------------------------- */
@@ -2125,7 +2197,7 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
     const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
     pl->N = N;
     pl->with_y = entry != BPGF_E_FORWARD;
-    pl->labels = pl->with_y && BPGF_LOSS_TYPE == BPGF_SOFTMAX_CE;
+    pl->labels = pl->with_y && BPGF_TARGET_LABELS;
     pl->x_moved = BPGF_STEPS != 0;
     pl->y_moved = pl->with_y && !pl->labels && BPGF_LOSS_ALL_STEPS && BPGF_STEPS;
     pl->out_in_ws = entry == BPGF_E_LOSS || (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT);
@@ -2153,7 +2225,8 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
         return 0;
     pl->at_x = pl->ws_size;
     if (pl->x_moved     /* N * BPGF_IN_SIZE: the elements of x, which exists */
-        && (!bpgf_madd(&pl->ws_size, (size_t)N, BPGF_IN_SIZE) || !bpgf_round(&pl->ws_size)))
+        && (!bpgf_madd(&pl->ws_size, (size_t)N, BPGF_IN_SIZE * BPGF_X_REALS)
+            || !bpgf_round(&pl->ws_size)))
         return 0;
     pl->at_out = pl->ws_size;
     if (pl->out_in_ws && !bpgf_madd(&pl->ws_size, 1, pl->out_size))
@@ -2198,15 +2271,16 @@ static int bpgf_target_array(PyObject *yo, int64_t N)
 /* x and y as the generated code reads them (x, labels and targets checked
    for their values on the way); the arrays' shapes are checked already */
 static int bpgf_inputs(const bpgf_plan *pl, PyObject *xo, PyObject *yo, real *ws,
-                       const real **xp, const real **yp)
+                       const bpgf_x_t **xp, const real **yp)
 {
     const int64_t N = pl->N, T = BPGF_STEPS ? BPGF_STEPS : 1;
-    *xp = (const real *)PyArray_DATA((PyArrayObject *)xo);
+    *xp = (const bpgf_x_t *)PyArray_DATA((PyArrayObject *)xo);
     if (pl->x_moved) {
-        bpgf_time_major(*xp, N, T, BPGF_IN_SIZE / T, ws + pl->at_x);
-        *xp = ws + pl->at_x;
+        bpgf_x_t *moved = (bpgf_x_t *)(ws + pl->at_x);
+        bpgf_x_time_major(*xp, N, T, BPGF_IN_SIZE / T, moved);
+        *xp = moved;
     }
-    if (!bpgf_finite(*xp, (size_t)N * BPGF_IN_SIZE))
+    if (!bpgf_x_valid(*xp, (size_t)N * BPGF_IN_SIZE))
         return 0;
     *yp = NULL;
     if (pl->labels) {
@@ -2217,7 +2291,7 @@ static int bpgf_inputs(const bpgf_plan *pl, PyObject *xo, PyObject *yo, real *ws
         return 1;
     const real *y = (const real *)PyArray_DATA((PyArrayObject *)yo);
     const size_t size = (size_t)N * (BPGF_LOSS_ALL_STEPS ? (size_t)T : 1) * BPGF_K;
-    if (!(BPGF_LOSS_TYPE == BPGF_BINARY_CE ? bpgf_unit_interval(y, size) : bpgf_finite(y, size)))
+    if (!bpgf_targets_ok(y, size))
         return 0;
     *yp = y;
     if (pl->y_moved) {
@@ -2284,7 +2358,7 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
     }
     const Py_ssize_t nargs = entry == BPGF_E_FORWARD ? 2 : entry == BPGF_E_HVP ? 4 : 3;
     if (kwnames || PyVectorcall_NARGS(nargsf) != nargs
-        || !bpgf_real_array(args[1], 1 + BPGF_IN_NDIM, 1, bpgf_in_dims))
+        || !bpgf_typed_array(args[1], BPGF_X_TYPENUM, 1 + BPGF_IN_NDIM, 1, bpgf_in_dims))
         return bpgf_fallback(entry, &st, args, nargsf, kwnames);
     PyObject *xo = args[1], *yo = nargs >= 3 ? args[2] : NULL;
     const int64_t N = (int64_t)PyArray_DIMS((PyArrayObject *)xo)[0];
@@ -2305,7 +2379,8 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         ok = 0;
     }
     real *ws = ok ? bpgf_workspace(pl.ws_size) : NULL;
-    const real *xp = NULL, *yp = NULL;
+    const bpgf_x_t *xp = NULL;
+    const real *yp = NULL;
     ok = ws && bpgf_inputs(&pl, xo, yo, ws, &xp, &yp);
 
     PyObject *ret = NULL;

@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_mlp.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_mlp_c.c, compiled through cffi into
-_bpgen_digits_mlp_eb74ea3b05e4) then never reads or writes out of bounds.
+_bpgen_digits_mlp_e2360ec27835) then never reads or writes out of bounds.
 Derivation document: bpgen doc digits_mlp.yaml
 """
 import collections
@@ -27,6 +27,13 @@ PARAM_SHAPES = collections.OrderedDict([
 N_PARAMS = 2410
 #: one sample's input shape; x has shape (N,) + INPUT_SHAPE
 INPUT_SHAPE = (64,)
+#: the architecture's input kind (bpgen/inputs/)
+INPUT_KIND = "features"
+#: x's elements: None for real values (converted to DTYPE; NaN and inf
+#: refused), else an integer dtype (any integer x is converted, floats are
+#: refused) whose values lie in [0, _X_BOUND)
+_X_DTYPE = None
+_X_BOUND = None
 #: number of output units; forward() returns (N, OUTPUT_UNITS), or
 #: (N, STEPS, OUTPUT_UNITS) for a network whose output has a step axis
 OUTPUT_UNITS = 10
@@ -37,7 +44,13 @@ STEPS = None
 SEQUENCE_OUTPUT = False
 #: True when the loss reads every step (y has a step axis)
 LOSS_ALL_STEPS = False
+#: the loss's name (for messages; the module reads the facts below)
 LOSS = "softmax_cross_entropy"
+#: what y holds: "labels" (integer class labels, one-hot'ed here) or "real"
+#: (values of the output's shape)
+TARGET_KIND = "labels"
+#: None, or the closed interval (lo, hi) every target must lie in
+TARGET_RANGE = None
 #: the validated architecture this module was generated from
 ARCHITECTURE = "{\"dtype\": \"float64\", \"input\": {\"kind\": \"features\", \"shape\": [64]}, \"l2\": 0.0001, \"layers\": [{\"activation\": \"tanh\", \"alpha\": null, \"cell\": null, \"in\": [64], \"name\": \"l0\", \"out\": [32], \"type\": \"dense\", \"units\": 32}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [32], \"name\": \"l1\", \"out\": [10], \"type\": \"dense\", \"units\": 10}], \"loss\": {\"steps\": \"all\", \"type\": \"softmax_cross_entropy\"}, \"name\": \"digits_mlp\", \"truncate\": null}"
 #: parameter key -> (initialisation from its role, fan_in, fan_out)
@@ -57,6 +70,8 @@ _FACTORS = {'l0.W': (0, 1), 'l1.W': (2, 3)}
 _CURV_LAYERS = [('l0.W', 'l0.b', 0, 1, 2, 3, 4), ('l1.W', 'l1.b', 5, 6, 7, 8, 8)]
 #: index of the loss curvature output (softmax p, or l'' per unit)
 _CURV_LOSS = 9
+#: how to read it: "softmax" (diag(p) - p pᵀ) or "diagonal" (diag l'')
+_CURV_FORM = "softmax"
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
 _BYTES_PER_SAMPLE = 4416
 #: elements per sample the structured Hessian's assembly holds besides its result
@@ -74,8 +89,8 @@ _OUTPUTS = {
     "hessian": [(0, 0, 0, 5808100, 2410)],
     "hessian_blocks": [(0, 0, 0, 4326400, 2080), (0, 4326400, 0, 108900, 330)],
 }
-EXTENSION = "_bpgen_digits_mlp_eb74ea3b05e4"
-CDEF = "void bpg_forward(int64_t N, const double *x, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_curvature(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian_blocks(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *x, const double *y, const double *l0_W, const double *l0_b, const double *l1_W, const double *l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
+EXTENSION = "_bpgen_digits_mlp_e2360ec27835"
+CDEF = "void bpg_forward(int64_t N, const double *v_x, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_curvature(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian_blocks(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
 C_FILE = "digits_mlp_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
@@ -161,12 +176,20 @@ def _check_params(params, what="params"):
 
 
 def _check_x(x):
-    """x as the matrix the generated code reads, and the batch size N."""
+    """x as the matrix the generated code reads, and the batch size N.  What x
+    holds is the input kind's (constants _X_DTYPE, _X_BOUND, STEPS): real
+    values (converted to DTYPE, finite), or integers in [0, _X_BOUND)
+    (converted to _X_DTYPE, floats refused); a sequence goes time-major."""
     checked = isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE)
     if checked:
         _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
-    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
-                and x.flags.aligned) else _as_array(x, "x")
+    if _X_DTYPE is not None:
+        arr = _as_integers(x, "x")
+    elif (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
+          and x.flags.aligned):
+        arr = x
+    else:
+        arr = _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
@@ -175,11 +198,35 @@ def _check_x(x):
         raise ValueError("x: the batch is empty (N = 0)")
     if not checked:                   # a list, say: checked once converted
         _check_batch(n)
-    if not _finite_fast(arr):
+    if _X_DTYPE is not None:
+        arr = _in_range(arr, _X_BOUND, "x")
+    elif not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
-    if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
-        return numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(STEPS * n, -1), n
+    if STEPS is not None:     # (N, T, ...) -> time-major (T*N, ...)
+        return numpy.ascontiguousarray(arr.swapaxes(0, 1)).reshape(STEPS * n, -1), n
     return arr.reshape(n, -1), n
+
+
+def _as_integers(value, what):
+    """``value`` as an integer array (not yet converted): any integer dtype;
+    floats, booleans and everything else are refused."""
+    try:
+        arr = numpy.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{what}: expected an array of integers ({exc})") from None
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{what}: expected integers, got dtype {arr.dtype}")
+    return arr
+
+
+def _in_range(arr, bound, what):
+    """Integer ``arr`` as a C-contiguous _X_DTYPE array, every value in [0, bound)
+    (checked before the conversion, which could wrap a large unsigned value)."""
+    low, high = arr.min(), arr.max()
+    if low < 0 or high >= bound:
+        raise ValueError(f"{what}: values must lie in [0, {bound}), got values in "
+                         f"[{low}, {high}]")
+    return numpy.require(arr, _X_DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
 
 
 _EYE = []     # the identity rows one-hot labels are taken from, made on first use
@@ -187,10 +234,11 @@ _EYE = []     # the identity rows one-hot labels are taken from, made on first u
 
 def _check_y(y, n):
     """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
-    reads: labels one-hot, steps time-major."""
+    reads: labels one-hot, steps time-major (TARGET_KIND and TARGET_RANGE
+    are the loss's)."""
     steps = STEPS if LOSS_ALL_STEPS else None
     lead = (n,) if steps is None else (n, steps)
-    if LOSS == "softmax_cross_entropy":
+    if TARGET_KIND == "labels":
         try:
             labels = numpy.asarray(y)
         except Exception as exc:
@@ -215,8 +263,10 @@ def _check_y(y, n):
         raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
     if not _finite_fast(arr):
         raise ValueError("y: contains NaN or inf")
-    if LOSS == "sigmoid_binary_cross_entropy" and not ((arr >= 0) & (arr <= 1)).all():
-        raise ValueError("y: binary cross-entropy targets must lie in [0, 1]")
+    if TARGET_RANGE is not None and not ((arr >= TARGET_RANGE[0])
+                                         & (arr <= TARGET_RANGE[1])).all():
+        raise ValueError(f"y: {LOSS} targets must lie in "
+                         f"[{TARGET_RANGE[0]:g}, {TARGET_RANGE[1]:g}]")
     if steps is not None:
         arr = numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(-1, OUTPUT_UNITS)
     return arr
@@ -549,11 +599,11 @@ def _loss_factor(outs, n):
     c = outs[_CURV_LOSS]
     k = c.shape[1]
     root = numpy.sqrt(numpy.maximum(c, 0) / n)
-    if LOSS == "softmax_cross_entropy":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
+    if _CURV_FORM == "softmax":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
         s = -c[:, :, None] * root[:, None, :]
         s[:, numpy.arange(k), numpy.arange(k)] += root
         return s
-    out = numpy.zeros((n, k, k))            # elementwise loss: diag(l'')
+    out = numpy.zeros((n, k, k))    # the "diagonal" form: diag(l'')
     out[:, numpy.arange(k), numpy.arange(k)] = root
     return out
 
@@ -653,6 +703,17 @@ def _threads_from_environment():
 set_threads(_threads_from_environment())
 
 
+#: cffi's type of x's data: the input kind's element type (real, or an
+#: integer dtype such as int64, int64_t in C)
+_X_PTR = _PTR if _X_DTYPE is None else f"{_X_DTYPE}_t[]"
+
+
+def _pointers(args):
+    """cffi pointers to a generated function's inputs: x first, then the rest."""
+    fb = ffi.from_buffer
+    return [fb(_X_PTR, args[0])] + [fb(_PTR, a) for a in args[1:]]
+
+
 #: per generated function: total output size (a, b), meaning a*N + b elements
 _OUT_SIZE = {name: (sum(p[2] for p in layout), sum(p[3] for p in layout))
              for name, layout in _OUTPUTS.items()}
@@ -689,7 +750,7 @@ def _call(name, n, args):
     a, b = _OUT_SIZE[name]
     out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
     fb = ffi.from_buffer
-    getattr(lib, "bpg_" + name)(n, *[fb(_PTR, x) for x in args],
+    getattr(lib, "bpg_" + name)(n, *_pointers(args),
                                 fb(_PTR, out, require_writable=True), _workspace(name, n))
     return out
 
@@ -730,7 +791,7 @@ def _columns_call(n, args, v, count, first=0):
                     HESSIAN_CHUNK_BYTES // per_dir if per_dir else count))
     out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
     fb = ffi.from_buffer
-    lib.bpg_hessian_columns(n, *[fb(_PTR, a) for a in args],
+    lib.bpg_hessian_columns(n, *_pointers(args),
                             ffi.NULL if v is None else fb(_PTR, v),
                             fb(_PTR, out, require_writable=True),
                             _workspace("hessian_columns", n, kc * (da * n + db)),

@@ -29,6 +29,13 @@ PARAM_SHAPES = collections.OrderedDict([
 N_PARAMS = 2410
 #: one sample's input shape; x has shape (N,) + INPUT_SHAPE
 INPUT_SHAPE = (64,)
+#: the architecture's input kind (bpgen/inputs/)
+INPUT_KIND = "features"
+#: x's elements: None for real values (converted to DTYPE; NaN and inf
+#: refused), else an integer dtype (any integer x is converted, floats are
+#: refused) whose values lie in [0, _X_BOUND)
+_X_DTYPE = None
+_X_BOUND = None
 #: number of output units; forward() returns (N, OUTPUT_UNITS), or
 #: (N, STEPS, OUTPUT_UNITS) for a network whose output has a step axis
 OUTPUT_UNITS = 10
@@ -39,7 +46,13 @@ STEPS = None
 SEQUENCE_OUTPUT = False
 #: True when the loss reads every step (y has a step axis)
 LOSS_ALL_STEPS = False
+#: the loss's name (for messages; the module reads the facts below)
 LOSS = "softmax_cross_entropy"
+#: what y holds: "labels" (integer class labels, one-hot'ed here) or "real"
+#: (values of the output's shape)
+TARGET_KIND = "labels"
+#: None, or the closed interval (lo, hi) every target must lie in
+TARGET_RANGE = None
 #: the validated architecture this module was generated from
 ARCHITECTURE = "{\"dtype\": \"float64\", \"input\": {\"kind\": \"features\", \"shape\": [64]}, \"l2\": 0.0001, \"layers\": [{\"activation\": \"tanh\", \"alpha\": null, \"cell\": null, \"in\": [64], \"name\": \"l0\", \"out\": [32], \"type\": \"dense\", \"units\": 32}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [32], \"name\": \"l1\", \"out\": [10], \"type\": \"dense\", \"units\": 10}], \"loss\": {\"steps\": \"all\", \"type\": \"softmax_cross_entropy\"}, \"name\": \"digits_mlp\", \"truncate\": null}"
 #: parameter key -> (initialisation from its role, fan_in, fan_out)
@@ -59,6 +72,8 @@ _FACTORS = {'l0.W': (0, 1), 'l1.W': (2, 3)}
 _CURV_LAYERS = [('l0.W', 'l0.b', 0, 1, 2, 3, 4), ('l1.W', 'l1.b', 5, 6, 7, 8, 8)]
 #: index of the loss curvature output (softmax p, or l'' per unit)
 _CURV_LOSS = 9
+#: how to read it: "softmax" (diag(p) - p pᵀ) or "diagonal" (diag l'')
+_CURV_FORM = "softmax"
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
 _BYTES_PER_SAMPLE = 4416
 #: elements per sample the structured Hessian's assembly holds besides its result
@@ -157,12 +172,20 @@ def _check_params(params, what="params"):
 
 
 def _check_x(x):
-    """x as the matrix the generated code reads, and the batch size N."""
+    """x as the matrix the generated code reads, and the batch size N.  What x
+    holds is the input kind's (constants _X_DTYPE, _X_BOUND, STEPS): real
+    values (converted to DTYPE, finite), or integers in [0, _X_BOUND)
+    (converted to _X_DTYPE, floats refused); a sequence goes time-major."""
     checked = isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE)
     if checked:
         _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
-    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
-                and x.flags.aligned) else _as_array(x, "x")
+    if _X_DTYPE is not None:
+        arr = _as_integers(x, "x")
+    elif (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
+          and x.flags.aligned):
+        arr = x
+    else:
+        arr = _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
@@ -171,11 +194,35 @@ def _check_x(x):
         raise ValueError("x: the batch is empty (N = 0)")
     if not checked:                   # a list, say: checked once converted
         _check_batch(n)
-    if not _finite_fast(arr):
+    if _X_DTYPE is not None:
+        arr = _in_range(arr, _X_BOUND, "x")
+    elif not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
-    if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
-        return numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(STEPS * n, -1), n
+    if STEPS is not None:     # (N, T, ...) -> time-major (T*N, ...)
+        return numpy.ascontiguousarray(arr.swapaxes(0, 1)).reshape(STEPS * n, -1), n
     return arr.reshape(n, -1), n
+
+
+def _as_integers(value, what):
+    """``value`` as an integer array (not yet converted): any integer dtype;
+    floats, booleans and everything else are refused."""
+    try:
+        arr = numpy.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{what}: expected an array of integers ({exc})") from None
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{what}: expected integers, got dtype {arr.dtype}")
+    return arr
+
+
+def _in_range(arr, bound, what):
+    """Integer ``arr`` as a C-contiguous _X_DTYPE array, every value in [0, bound)
+    (checked before the conversion, which could wrap a large unsigned value)."""
+    low, high = arr.min(), arr.max()
+    if low < 0 or high >= bound:
+        raise ValueError(f"{what}: values must lie in [0, {bound}), got values in "
+                         f"[{low}, {high}]")
+    return numpy.require(arr, _X_DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
 
 
 _EYE = []     # the identity rows one-hot labels are taken from, made on first use
@@ -183,10 +230,11 @@ _EYE = []     # the identity rows one-hot labels are taken from, made on first u
 
 def _check_y(y, n):
     """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
-    reads: labels one-hot, steps time-major."""
+    reads: labels one-hot, steps time-major (TARGET_KIND and TARGET_RANGE
+    are the loss's)."""
     steps = STEPS if LOSS_ALL_STEPS else None
     lead = (n,) if steps is None else (n, steps)
-    if LOSS == "softmax_cross_entropy":
+    if TARGET_KIND == "labels":
         try:
             labels = numpy.asarray(y)
         except Exception as exc:
@@ -211,8 +259,10 @@ def _check_y(y, n):
         raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
     if not _finite_fast(arr):
         raise ValueError("y: contains NaN or inf")
-    if LOSS == "sigmoid_binary_cross_entropy" and not ((arr >= 0) & (arr <= 1)).all():
-        raise ValueError("y: binary cross-entropy targets must lie in [0, 1]")
+    if TARGET_RANGE is not None and not ((arr >= TARGET_RANGE[0])
+                                         & (arr <= TARGET_RANGE[1])).all():
+        raise ValueError(f"y: {LOSS} targets must lie in "
+                         f"[{TARGET_RANGE[0]:g}, {TARGET_RANGE[1]:g}]")
     if steps is not None:
         arr = numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(-1, OUTPUT_UNITS)
     return arr
@@ -545,11 +595,11 @@ def _loss_factor(outs, n):
     c = outs[_CURV_LOSS]
     k = c.shape[1]
     root = numpy.sqrt(numpy.maximum(c, 0) / n)
-    if LOSS == "softmax_cross_entropy":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
+    if _CURV_FORM == "softmax":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
         s = -c[:, :, None] * root[:, None, :]
         s[:, numpy.arange(k), numpy.arange(k)] += root
         return s
-    out = numpy.zeros((n, k, k))            # elementwise loss: diag(l'')
+    out = numpy.zeros((n, k, k))    # the "diagonal" form: diag(l'')
     out[:, numpy.arange(k), numpy.arange(k)] = root
     return out
 
@@ -777,7 +827,7 @@ def _forward(x, l0_W, l0_b, l1_W, l1_b):
     # l1: affine part
     # l1_XW = l0_A·l1_W
     numpy.dot(l0_A, l1_W, out=l1_XW)
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     numpy.add(l1_XW, l1_b, out=l1_Z)
     return l1_Z
@@ -809,15 +859,15 @@ def _loss(x, y, l0_W, l0_b, l1_W, l1_b):
     # l1: affine part
     # l1_XW = l0_A·l1_W
     numpy.dot(l0_A, l1_W, out=l1_XW)
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l1_Z - o_max)
     numpy.exp(l1_Z - o_max, out=o_exp)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # o_pick = l1_Z ⊙ y
@@ -838,7 +888,7 @@ def _loss(x, y, l0_W, l0_b, l1_W, l1_b):
     numpy.square(l1_W, out=l1_W_sq)
     # l1_W_sqsum = 1ᵀ·l1_W_sq·1
     l1_W_sqsum = l1_W_sq.sum(keepdims=True)
-    # mean over samples (+ 0.5 λ Σ‖W‖²)
+    # mean over samples + 0.5 λ Σ‖W‖²
     # loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N
     numpy.add(5.0000000000000002e-5*l0_W_sqsum, 5.0000000000000002e-5*l1_W_sqsum + loss_sum/N, out=loss)
     return loss
@@ -879,15 +929,15 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     # l1: affine part
     # l1_XW = l0_A·l1_W
     numpy.dot(l0_A, l1_W, out=l1_XW)
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l1_Z - o_max)
     numpy.exp(l1_Z - o_max, out=o_exp)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # o_pick = l1_Z ⊙ y
@@ -908,7 +958,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     numpy.square(l1_W, out=l1_W_sq)
     # l1_W_sqsum = 1ᵀ·l1_W_sq·1
     l1_W_sqsum = l1_W_sq.sum(keepdims=True)
-    # mean over samples (+ 0.5 λ Σ‖W‖²)
+    # mean over samples + 0.5 λ Σ‖W‖²
     # loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N
     numpy.add(5.0000000000000002e-5*l0_W_sqsum, 5.0000000000000002e-5*l1_W_sqsum + loss_sum/N, out=loss)
 
@@ -918,7 +968,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
-    #   (l1: pre-activation Z = X·W + 1·b)
+    #   (l1: pre-activation)
     # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l1_Z_2 = numpy.subtract(d_o_expsum*o_exp, y/N, out=o_exp)
     # d_l1_b = 1ᵀ·d_l1_Z_2
@@ -937,7 +987,7 @@ def _loss_and_grad(x, y, l0_W, l0_b, l1_W, l1_b):
     d_l0_Z = numpy.multiply(d_l0_A, 1 - l0_A**2, out=d_l0_A)
 
     # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z)
-    #   (l0: pre-activation Z = X·W + 1·b)
+    #   (l0: pre-activation)
     # d_l0_b = 1ᵀ·d_l0_Z
     d_l0_Z.sum(axis=0, keepdims=True, out=d_l0_b)
 
@@ -999,17 +1049,17 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     numpy.dot(r_l0_A, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_A·v_l1_W
     numpy.dot(l0_A, v_l1_W, out=r_l1_XW_b)
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l1_Z - o_max)
     o_exp = numpy.exp(l1_Z - o_max, out=l1_Z)
     # r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b)
     r_o_exp = numpy.multiply(o_exp, r_l1_XW_a + r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # r_o_expsum = r_o_exp·1
@@ -1023,12 +1073,12 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l1_Z - o_max)
-    #   (exp(O - m), shifted for stability)
+    #   (exponentials, shifted by the row maximum for stability)
     # r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
     r_d_l1_Z_1 = numpy.add(d_o_expsum*r_o_exp, o_exp*r_d_o_expsum, out=r_o_exp)
 
     # Grad of: l1_Z = l1_XW + l1_b
-    #   (l1: pre-activation Z = X·W + 1·b)
+    #   (l1: pre-activation)
     # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l1_Z_2 = numpy.subtract(d_o_expsum*o_exp, y/N, out=o_exp)
     # r_d_l1_b = 1ᵀ·r_d_l1_Z_1
@@ -1053,7 +1103,7 @@ def _hvp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     r_d_l0_Z = numpy.subtract((1 - l0_A**2)*(r_d_l0_A_a + r_d_l0_A_b), 2*d_l0_A*l0_A*r_l0_A, out=d_l0_A)
 
     # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z)
-    #   (l0: pre-activation Z = X·W + 1·b)
+    #   (l0: pre-activation)
     # r_d_l0_b = 1ᵀ·r_d_l0_Z
     r_d_l0_Z.sum(axis=0, keepdims=True, out=r_d_l0_b)
 
@@ -1112,17 +1162,17 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     numpy.dot(r_l0_A, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_A·v_l1_W
     numpy.dot(l0_A, v_l1_W, out=r_l1_XW_b)
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l1_Z - o_max)
     o_exp = numpy.exp(l1_Z - o_max, out=l1_Z)
     # r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b)
     r_o_exp = numpy.multiply(o_exp, r_l1_XW_a + r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
     # r_o_expsum = r_o_exp·1
@@ -1136,12 +1186,12 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
     # Grad of: o_exp = exp(l1_Z - o_max)
-    #   (exp(O - m), shifted for stability)
+    #   (exponentials, shifted by the row maximum for stability)
     # r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
     r_d_l1_Z_1 = numpy.add(d_o_expsum*r_o_exp, o_exp*r_d_o_expsum, out=o_exp)
 
     # Grad of: l1_Z = l1_XW + l1_b
-    #   (l1: pre-activation Z = X·W + 1·b)
+    #   (l1: pre-activation)
     # d_l1_b = 1ᵀ·r_d_l1_Z_1
     r_d_l1_Z_1.sum(axis=0, keepdims=True, out=d_l1_b)
 
@@ -1158,7 +1208,7 @@ def _ggn_vp(x, y, l0_W, l0_b, l1_W, l1_b, v_l0_W, v_l0_b, v_l1_W, v_l1_b):
     d_l0_Z = numpy.multiply(d_l0_A, 1 - l0_A**2, out=d_l0_A)
 
     # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z)
-    #   (l0: pre-activation Z = X·W + 1·b)
+    #   (l0: pre-activation)
     # d_l0_b = 1ᵀ·d_l0_Z
     d_l0_Z.sum(axis=0, keepdims=True, out=d_l0_b)
 
@@ -1202,15 +1252,15 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     # l1: affine part
     # l1_XW = l0_A·l1_W
     numpy.dot(l0_A, l1_W, out=l1_XW)
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l1_Z - o_max)
     o_exp = numpy.exp(l1_Z - o_max, out=l1_Z)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
 
@@ -1220,7 +1270,7 @@ def _grad_factors(x, y, l0_W, l0_b, l1_W, l1_b):
     numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
-    #   (l1: pre-activation Z = X·W + 1·b)
+    #   (l1: pre-activation)
     # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
     numpy.subtract(d_o_expsum*o_exp, y/N, out=d_l1_Z_2)
 
@@ -1266,7 +1316,7 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     # l0: affine part
     # l0_XW = x·l0_W
     numpy.dot(x, l0_W, out=l0_XW)
-    # l0: pre-activation Z = X·W + 1·b
+    # l0: pre-activation
     # l0_Z = l0_XW + l0_b
     l0_Z = numpy.add(l0_XW, l0_b, out=l0_XW)
     # l0: activation tanh
@@ -1275,15 +1325,15 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     # l1: affine part
     # l1_XW = l0_A·l1_W
     numpy.dot(l0_A, l1_W, out=l1_XW)
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l1_Z - o_max)
     o_exp = numpy.exp(l1_Z - o_max, out=l1_Z)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
 
@@ -1293,7 +1343,7 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     numpy.divide(1, N*o_expsum, out=d_o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
-    #   (l1: pre-activation Z = X·W + 1·b)
+    #   (l1: pre-activation)
     # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
     numpy.subtract(d_o_expsum*o_exp, y/N, out=d_l1_Z_2)
 
@@ -1329,18 +1379,18 @@ def _hessian(x, y, l0_W, l0_b, l1_W, l1_b):
     x_copy, l0_d1, l0_d2, d_l0_A, d_l0_Z, l0_A, l1_d1, l1_d2, d_l1_Z_2, softmax_p = _curvature(x, y, l0_W, l0_b, l1_W, l1_b)
     H = numpy.empty((2410, 2410), dtype=DTYPE)
 
-    # Λ_out[n] = (diag(p[n]) - p[n]ᵀ·p[n]) / N
+    # lam_out[n] = (diag(softmax_p[n]) - softmax_p[n]ᵀ·softmax_p[n]) / N
     lam_out = softmax_p[:, :, None] * (softmax_p[:, None, :] / -N)
     lam_out.reshape(N, -1)[:, ::11] += softmax_p / N
 
-    # Λ_l1[n] = diag(f'(Z_l1)[n])·Λ_out[n]·diag(f'(Z_l1)[n]) + diag(f''(Z_l1)[n] ⊙ δZ_l1[n])
+    # lam_1[n] = diag(l1_d1[n])·lam_out[n]·diag(l1_d1[n]) + diag(l1_d2[n] ⊙ d_l1_Z_2[n])
     lam_1 = lam_out.copy()
     lam_1 *= l1_d1[:, :, None]
     lam_1 *= l1_d1[:, None, :]
     lam_1.reshape(N, -1)[:, ::11] += l1_d2 * d_l1_Z_2
     lam_1 = (lam_1 + lam_1.transpose(0, 2, 1)) / 2  # symmetric to the last bit
 
-    # Λ_l0[n] = diag(f'(Z_l0)[n])·W_l1·Λ_l1[n]·W_l1ᵀ·diag(f'(Z_l0)[n]) + diag(f''(Z_l0)[n] ⊙ δA_l0[n])
+    # lam_0[n] = diag(l0_d1[n])·l1_W·lam_1[n]·l1_Wᵀ·diag(l0_d1[n]) + diag(l0_d2[n] ⊙ d_l0_A[n])
     # W·Λ·Wᵀ = (Λ·Wᵀ)ᵀ·Wᵀ (Λ symmetric): two products over all samples
     T_0 = (lam_1.reshape(-1, 10) @ l1_W.T).reshape(N, 10, 32)
     lam_0 = (numpy.ascontiguousarray(T_0.transpose(0, 2, 1)).reshape(-1, 10) @ l1_W.T).reshape(N, 32, 32)
@@ -1349,32 +1399,32 @@ def _hessian(x, y, l0_W, l0_b, l1_W, l1_b):
     lam_0.reshape(N, -1)[:, ::33] += l0_d2 * d_l0_A
     lam_0 = (lam_0 + lam_0.transpose(0, 2, 1)) / 2  # symmetric to the last bit
 
-    # ã_l0[n] = [X[n], 1]
+    # a1_0[n] = [x_copy[n], 1]
     a1_0 = numpy.empty((N, 65), dtype=DTYPE)
     a1_0[:, :64] = x_copy
     a1_0[:, 64] = 1
 
-    # ã_l1[n] = [A_l0[n], 1]
+    # a1_1[n] = [l0_A[n], 1]
     a1_1 = numpy.empty((N, 33), dtype=DTYPE)
     a1_1[:, :32] = l0_A
     a1_1[:, 32] = 1
 
-    # H[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n]
+    # H[l0.W, l0.b; l0.W, l0.b] = Σ_n (a1_0[n]ᵀ·a1_0[n]) ⊗ lam_0[n]
     R_0_0 = (a1_0[:, :, None] * a1_0[:, None, :]).reshape(N, -1).T @ lam_0.reshape(N, -1)
     H[0:2080, 0:2080].reshape(65, 32, 65, 32)[...] = R_0_0.reshape(65, 65, 32, 32).transpose(0, 2, 1, 3)
     H[0:2080, 0:2080] = (H[0:2080, 0:2080] + H[0:2080, 0:2080].T) / 2
 
-    # J_l0→l1[n] = diag(f'(Z_l0)[n])
+    # J_0_1[n] = diag(l0_d1[n])
     J_0_1 = numpy.zeros((N, 32, 32), dtype=DTYPE)
     J_0_1.reshape(N, -1)[:, ::33] = l0_d1
 
-    # Z_l0→l1[n] = J_l0→l1[n]·W_l1
+    # Z_0_1[n] = J_0_1[n]·l1_W
     Z_0_1 = (J_0_1.reshape(-1, 32) @ l1_W).reshape(N, 32, 10)
 
-    # Λ_l0,l1[n] = Z_l0→l1[n]·Λ_l1[n]
+    # M_0_1[n] = Z_0_1[n]·lam_1[n]
     M_0_1 = Z_0_1 @ lam_1
 
-    # H[l0.W, l0.b; l1.W, l1.b]_(pq),(ij) = Σ_n ã_l0[n]_p·(ã_l1[n]_i·Λ_l0,l1[n]_qj + J_l0→l1[n]_qi·δZ_l1[n]_j)  (J-term: W columns only)
+    # H[l0.W, l0.b; l1.W, l1.b]_(pq),(ij) = Σ_n a1_0[n]_p·(a1_1[n]_i·M_0_1[n]_qj + J_0_1[n]_qi·d_l1_Z_2[n]_j)  (J-term: W columns only)
     R_0_1 = (a1_0[:, :, None] * a1_1[:, None, :]).reshape(N, -1).T @ M_0_1.reshape(N, -1)
     H[0:2080, 2080:2410].reshape(65, 32, 33, 10)[...] = R_0_1.reshape(65, 33, 32, 10).transpose(0, 2, 1, 3)
     R_0_1 = (a1_0[:, :, None] * d_l1_Z_2[:, None, :]).reshape(N, -1).T @ J_0_1.reshape(N, -1)
@@ -1383,7 +1433,7 @@ def _hessian(x, y, l0_W, l0_b, l1_W, l1_b):
     # H[l1.W, l1.b; l0.W, l0.b] = H[l0.W, l0.b; l1.W, l1.b]ᵀ
     H[2080:2410, 0:2080] = H[0:2080, 2080:2410].T
 
-    # H[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n]
+    # H[l1.W, l1.b; l1.W, l1.b] = Σ_n (a1_1[n]ᵀ·a1_1[n]) ⊗ lam_1[n]
     R_1_1 = (a1_1[:, :, None] * a1_1[:, None, :]).reshape(N, -1).T @ lam_1.reshape(N, -1)
     H[2080:2410, 2080:2410].reshape(33, 10, 33, 10)[...] = R_1_1.reshape(33, 33, 10, 10).transpose(0, 2, 1, 3)
     H[2080:2410, 2080:2410] = (H[2080:2410, 2080:2410] + H[2080:2410, 2080:2410].T) / 2
@@ -1402,18 +1452,18 @@ def _hessian_blocks(x, y, l0_W, l0_b, l1_W, l1_b):
     H_0 = numpy.empty((2080, 2080), dtype=DTYPE)
     H_1 = numpy.empty((330, 330), dtype=DTYPE)
 
-    # Λ_out[n] = (diag(p[n]) - p[n]ᵀ·p[n]) / N
+    # lam_out[n] = (diag(softmax_p[n]) - softmax_p[n]ᵀ·softmax_p[n]) / N
     lam_out = softmax_p[:, :, None] * (softmax_p[:, None, :] / -N)
     lam_out.reshape(N, -1)[:, ::11] += softmax_p / N
 
-    # Λ_l1[n] = diag(f'(Z_l1)[n])·Λ_out[n]·diag(f'(Z_l1)[n]) + diag(f''(Z_l1)[n] ⊙ δZ_l1[n])
+    # lam_1[n] = diag(l1_d1[n])·lam_out[n]·diag(l1_d1[n]) + diag(l1_d2[n] ⊙ d_l1_Z_2[n])
     lam_1 = lam_out.copy()
     lam_1 *= l1_d1[:, :, None]
     lam_1 *= l1_d1[:, None, :]
     lam_1.reshape(N, -1)[:, ::11] += l1_d2 * d_l1_Z_2
     lam_1 = (lam_1 + lam_1.transpose(0, 2, 1)) / 2  # symmetric to the last bit
 
-    # Λ_l0[n] = diag(f'(Z_l0)[n])·W_l1·Λ_l1[n]·W_l1ᵀ·diag(f'(Z_l0)[n]) + diag(f''(Z_l0)[n] ⊙ δA_l0[n])
+    # lam_0[n] = diag(l0_d1[n])·l1_W·lam_1[n]·l1_Wᵀ·diag(l0_d1[n]) + diag(l0_d2[n] ⊙ d_l0_A[n])
     # W·Λ·Wᵀ = (Λ·Wᵀ)ᵀ·Wᵀ (Λ symmetric): two products over all samples
     T_0 = (lam_1.reshape(-1, 10) @ l1_W.T).reshape(N, 10, 32)
     lam_0 = (numpy.ascontiguousarray(T_0.transpose(0, 2, 1)).reshape(-1, 10) @ l1_W.T).reshape(N, 32, 32)
@@ -1422,35 +1472,35 @@ def _hessian_blocks(x, y, l0_W, l0_b, l1_W, l1_b):
     lam_0.reshape(N, -1)[:, ::33] += l0_d2 * d_l0_A
     lam_0 = (lam_0 + lam_0.transpose(0, 2, 1)) / 2  # symmetric to the last bit
 
-    # ã_l0[n] = [X[n], 1]
+    # a1_0[n] = [x_copy[n], 1]
     a1_0 = numpy.empty((N, 65), dtype=DTYPE)
     a1_0[:, :64] = x_copy
     a1_0[:, 64] = 1
 
-    # ã_l1[n] = [A_l0[n], 1]
+    # a1_1[n] = [l0_A[n], 1]
     a1_1 = numpy.empty((N, 33), dtype=DTYPE)
     a1_1[:, :32] = l0_A
     a1_1[:, 32] = 1
 
-    # H_l0[l0.W, l0.b; l0.W, l0.b] = Σ_n (ã_l0[n]ᵀ·ã_l0[n]) ⊗ Λ_l0[n]
+    # H_0[l0.W, l0.b; l0.W, l0.b] = Σ_n (a1_0[n]ᵀ·a1_0[n]) ⊗ lam_0[n]
     R_0_0 = (a1_0[:, :, None] * a1_0[:, None, :]).reshape(N, -1).T @ lam_0.reshape(N, -1)
     H_0[0:2080, 0:2080].reshape(65, 32, 65, 32)[...] = R_0_0.reshape(65, 65, 32, 32).transpose(0, 2, 1, 3)
     H_0[0:2080, 0:2080] = (H_0[0:2080, 0:2080] + H_0[0:2080, 0:2080].T) / 2
 
-    # H_l0[l0.W; l0.W] += λ I  (λ = 0.0001)
+    # H_0[l0.W; l0.W] += λ I  (λ = 0.0001)
     H_0.reshape(-1)[0:4261888:2081] += 0.0001
 
-    # H_l1[l1.W, l1.b; l1.W, l1.b] = Σ_n (ã_l1[n]ᵀ·ã_l1[n]) ⊗ Λ_l1[n]
+    # H_1[l1.W, l1.b; l1.W, l1.b] = Σ_n (a1_1[n]ᵀ·a1_1[n]) ⊗ lam_1[n]
     R_1_1 = (a1_1[:, :, None] * a1_1[:, None, :]).reshape(N, -1).T @ lam_1.reshape(N, -1)
     H_1[0:330, 0:330].reshape(33, 10, 33, 10)[...] = R_1_1.reshape(33, 33, 10, 10).transpose(0, 2, 1, 3)
     H_1[0:330, 0:330] = (H_1[0:330, 0:330] + H_1[0:330, 0:330].T) / 2
 
-    # H_l1[l1.W; l1.W] += λ I  (λ = 0.0001)
+    # H_1[l1.W; l1.W] += λ I  (λ = 0.0001)
     H_1.reshape(-1)[0:105920:331] += 0.0001
     return H_0, H_1
 
 
-def _tangent_columns(x, y, l0_W, l0_b, l1_W, l1_b, V, first, count, kc):
+def _columns_head(x, y, l0_W, l0_b, l1_W, l1_b):
     N = x.shape[0]
 
     # forward pass
@@ -1463,15 +1513,15 @@ def _tangent_columns(x, y, l0_W, l0_b, l1_W, l1_b, V, first, count, kc):
     # l1: affine part
     # l1_XW = l0_A·l1_W
     l1_XW = l0_A @ l1_W
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # o_max = rowmax(l1_Z)
     o_max = l1_Z.max(axis=1, keepdims=True)
-    # exp(O - m), shifted for stability
+    # exponentials, shifted by the row maximum for stability
     # o_exp = exp(l1_Z - o_max)
     o_exp = numpy.exp(l1_Z - o_max)
-    # row sums of E
+    # row sums of the exponentials
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
 
@@ -1481,7 +1531,7 @@ def _tangent_columns(x, y, l0_W, l0_b, l1_W, l1_b, V, first, count, kc):
     d_o_expsum = 1/(N*o_expsum)
 
     # Grad of: l1_Z = l1_XW + l1_b
-    #   (l1: pre-activation Z = X·W + 1·b)
+    #   (l1: pre-activation)
     # d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N
     d_l1_Z_2 = d_o_expsum*o_exp - y/N
 
@@ -1489,93 +1539,75 @@ def _tangent_columns(x, y, l0_W, l0_b, l1_W, l1_b, V, first, count, kc):
     #   (l1: affine part)
     # d_l0_A = d_l1_Z_2·l1_Wᵀ
     d_l0_A = d_l1_Z_2 @ l1_W.T
+    return d_l0_A, d_l1_Z_2, d_o_expsum, l0_A, o_exp, o_expsum
 
-    # kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 2410 x 2410, or row j of V)
-    out = numpy.empty((count, 2410), dtype=DTYPE)
+
+def _tangent_columns(x, y, l0_W, l0_b, l1_W, l1_b, d_l0_A, d_l1_Z_2, d_o_expsum, l0_A, o_exp, o_expsum, v_l0_W, v_l0_b, v_l1_W, v_l1_b, K):
+    N = x.shape[0]
     NB = N  # the batch
-    for j0 in range(0, count, kc):
-        K = min(kc, count - j0)
-        N = NB*K  # the tangent pass runs on N·K rows: sample n in direction d is row n·K + d
-        # the directions: rows j0 .. of V, or the unit vectors e_(first + j0) ..
-        if V is not None:
-            v_l0_W = _dirs_to_cols(V[j0:j0 + K, 0:2048], 64, 32)
-            v_l0_b = _dirs_to_cols(V[j0:j0 + K, 2048:2080], 1, 32)
-            v_l1_W = _dirs_to_cols(V[j0:j0 + K, 2080:2400], 32, 10)
-            v_l1_b = _dirs_to_cols(V[j0:j0 + K, 2400:2410], 1, 10)
-        else:
-            v_l0_W = _unit_dirs(first + j0 - 0, K, 64, 32)
-            v_l0_b = _unit_dirs(first + j0 - 2048, K, 1, 32)
-            v_l1_W = _unit_dirs(first + j0 - 2080, K, 32, 10)
-            v_l1_b = _unit_dirs(first + j0 - 2400, K, 1, 10)
+    N = NB*K  # the tangent pass runs on N·K rows: sample n in direction d is row n·K + d
 
-        # forward pass
-        # r_l0_XW_b = x·v_l0_W
-        r_l0_XW_b = (x @ v_l0_W.reshape(64, K*32)).reshape(NB*K, 32)
-        # r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b)
-        r_l0_A = _batched((1 - l0_A[:, None, :]**2)*(r_l0_XW_b.reshape(NB, K, 32) + v_l0_b.reshape(1, K, 32)), NB, K, 32)
-        # r_l1_XW_a = r_l0_A·l1_W
-        r_l1_XW_a = r_l0_A @ l1_W
-        # r_l1_XW_b = l0_A·v_l1_W
-        r_l1_XW_b = (l0_A @ v_l1_W.reshape(32, K*10)).reshape(NB*K, 10)
-        # r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b)
-        r_o_exp = _batched(o_exp[:, None, :]*(r_l1_XW_a.reshape(NB, K, 10) + r_l1_XW_b.reshape(NB, K, 10) + v_l1_b.reshape(1, K, 10)), NB, K, 10)
-        # r_o_expsum = r_o_exp·1
-        r_o_expsum = r_o_exp.sum(axis=1, keepdims=True)
+    # forward pass
+    # r_l0_XW_b = x·v_l0_W
+    r_l0_XW_b = (x @ v_l0_W.reshape(64, K*32)).reshape(NB*K, 32)
+    # r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b)
+    r_l0_A = _batched((1 - l0_A[:, None, :]**2)*(r_l0_XW_b.reshape(NB, K, 32) + v_l0_b.reshape(1, K, 32)), NB, K, 32)
+    # r_l1_XW_a = r_l0_A·l1_W
+    r_l1_XW_a = r_l0_A @ l1_W
+    # r_l1_XW_b = l0_A·v_l1_W
+    r_l1_XW_b = (l0_A @ v_l1_W.reshape(32, K*10)).reshape(NB*K, 10)
+    # r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b)
+    r_o_exp = _batched(o_exp[:, None, :]*(r_l1_XW_a.reshape(NB, K, 10) + r_l1_XW_b.reshape(NB, K, 10) + v_l1_b.reshape(1, K, 10)), NB, K, 10)
+    # r_o_expsum = r_o_exp·1
+    r_o_expsum = r_o_exp.sum(axis=1, keepdims=True)
 
-        # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_expsum, o_label, o_max)
-        #   (logsumexp(O) - O[label] per sample)
-        # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
-        r_d_o_expsum = _batched(-d_o_expsum[:, None, :]*r_o_expsum.reshape(NB, K, 1)/o_expsum[:, None, :], NB, K, 1)
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label, o_max)
+    #   (logsumexp(O) - O[label] per sample)
+    # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
+    r_d_o_expsum = _batched(-d_o_expsum[:, None, :]*r_o_expsum.reshape(NB, K, 1)/o_expsum[:, None, :], NB, K, 1)
 
-        # Grad of: o_exp = exp(l1_XW + l1_b - o_max)  (not stored in this function: o_exp, l1_XW, o_max)
-        #   (exp(O - m), shifted for stability)
-        # r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
-        r_d_l1_Z_1 = _batched(d_o_expsum[:, None, :]*r_o_exp.reshape(NB, K, 10) + o_exp[:, None, :]*r_d_o_expsum.reshape(NB, K, 1), NB, K, 10)
+    # Grad of: o_exp = exp(l1_XW + l1_b - o_max)  (not stored in this function: l1_XW, o_max)
+    #   (exponentials, shifted by the row maximum for stability)
+    # r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
+    r_d_l1_Z_1 = _batched(d_o_expsum[:, None, :]*r_o_exp.reshape(NB, K, 10) + o_exp[:, None, :]*r_d_o_expsum.reshape(NB, K, 1), NB, K, 10)
 
-        # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
-        #   (l1: pre-activation Z = X·W + 1·b)
-        # r_d_l1_b = 1ᵀ·r_d_l1_Z_1
-        r_d_l1_b = r_d_l1_Z_1.reshape(NB, K*10).sum(axis=0).reshape(K, 10)
+    # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
+    #   (l1: pre-activation)
+    # r_d_l1_b = 1ᵀ·r_d_l1_Z_1
+    r_d_l1_b = r_d_l1_Z_1.reshape(NB, K*10).sum(axis=0).reshape(K, 10)
 
-        # Grad of: l1_XW = l0_A·l1_W  (not stored in this function: l1_XW, l0_A)
-        #   (l1: affine part)
-        # r_d_l0_A_a = r_d_l1_Z_1·l1_Wᵀ
-        r_d_l0_A_a = r_d_l1_Z_1 @ l1_W.T
-        # r_d_l0_A_b = d_l1_Z_2·v_l1_Wᵀ
-        r_d_l0_A_b = (d_l1_Z_2 @ v_l1_W.reshape(32, K, 10).transpose(1, 0, 2).reshape(K*32, 10).T).reshape(NB*K, 32)
-        # r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2
-        r_d_l1_W_1_a = (r_l0_A.reshape(NB, K*32).T @ d_l1_Z_2).reshape(K, 32, 10).transpose(1, 0, 2).reshape(32*K, 10)
-        # r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1
-        r_d_l1_W_1_b = (l0_A.T @ r_d_l1_Z_1.reshape(NB, K*10)).reshape(32*K, 10)
+    # Grad of: l1_XW = l0_A·l1_W  (not stored in this function: l1_XW)
+    #   (l1: affine part)
+    # r_d_l0_A_a = r_d_l1_Z_1·l1_Wᵀ
+    r_d_l0_A_a = r_d_l1_Z_1 @ l1_W.T
+    # r_d_l0_A_b = d_l1_Z_2·v_l1_Wᵀ
+    r_d_l0_A_b = (d_l1_Z_2 @ v_l1_W.reshape(32, K, 10).transpose(1, 0, 2).reshape(K*32, 10).T).reshape(NB*K, 32)
+    # r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2
+    r_d_l1_W_1_a = (r_l0_A.reshape(NB, K*32).T @ d_l1_Z_2).reshape(K, 32, 10).transpose(1, 0, 2).reshape(32*K, 10)
+    # r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1
+    r_d_l1_W_1_b = (l0_A.T @ r_d_l1_Z_1.reshape(NB, K*10)).reshape(32*K, 10)
 
-        # Grad of: l0_A = tanh(l0_XW + l0_b)  (not stored in this function: l0_A, l0_XW)
-        #   (l0: activation tanh)
-        # r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2 d_l0_A ⊙ l0_A ⊙ r_l0_A
-        r_d_l0_Z = _batched(-2*d_l0_A[:, None, :]*l0_A[:, None, :]*r_l0_A.reshape(NB, K, 32) + (1 - l0_A[:, None, :]**2)*(r_d_l0_A_a.reshape(NB, K, 32) + r_d_l0_A_b.reshape(NB, K, 32)), NB, K, 32)
+    # Grad of: l0_A = tanh(l0_XW + l0_b)  (not stored in this function: l0_XW)
+    #   (l0: activation tanh)
+    # r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2 d_l0_A ⊙ l0_A ⊙ r_l0_A
+    r_d_l0_Z = _batched(-2*d_l0_A[:, None, :]*l0_A[:, None, :]*r_l0_A.reshape(NB, K, 32) + (1 - l0_A[:, None, :]**2)*(r_d_l0_A_a.reshape(NB, K, 32) + r_d_l0_A_b.reshape(NB, K, 32)), NB, K, 32)
 
-        # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z, l0_XW)
-        #   (l0: pre-activation Z = X·W + 1·b)
-        # r_d_l0_b = 1ᵀ·r_d_l0_Z
-        r_d_l0_b = r_d_l0_Z.reshape(NB, K*32).sum(axis=0).reshape(K, 32)
+    # Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z, l0_XW)
+    #   (l0: pre-activation)
+    # r_d_l0_b = 1ᵀ·r_d_l0_Z
+    r_d_l0_b = r_d_l0_Z.reshape(NB, K*32).sum(axis=0).reshape(K, 32)
 
-        # Grad of: l0_XW = x·l0_W  (not stored in this function: l0_XW)
-        #   (l0: affine part)
-        # r_d_l0_W_1_b = xᵀ·r_d_l0_Z
-        r_d_l0_W_1_b = (x.T @ r_d_l0_Z.reshape(NB, K*32)).reshape(64*K, 32)
+    # Grad of: l0_XW = x·l0_W  (not stored in this function: l0_XW)
+    #   (l0: affine part)
+    # r_d_l0_W_1_b = xᵀ·r_d_l0_Z
+    r_d_l0_W_1_b = (x.T @ r_d_l0_Z.reshape(NB, K*32)).reshape(64*K, 32)
 
-        # total gradients
-        # r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W
-        r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001*v_l0_W
-        # r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W
-        r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001*v_l1_W
-
-        # rows j0 .. of the result: H·v for each direction
-        out[j0:j0 + K, 0:2048] = _cols_to_dirs(r_d_l0_W_2, 64, 32)
-        out[j0:j0 + K, 2048:2080] = _cols_to_dirs(r_d_l0_b, 1, 32)
-        out[j0:j0 + K, 2080:2400] = _cols_to_dirs(r_d_l1_W_2, 32, 10)
-        out[j0:j0 + K, 2400:2410] = _cols_to_dirs(r_d_l1_b, 1, 10)
-    N = NB
-    return out
+    # total gradients
+    # r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W
+    r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001*v_l0_W
+    # r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W
+    r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001*v_l1_W
+    return r_d_l0_W_2, r_d_l0_b, r_d_l1_W_2, r_d_l1_b
 
 
 def release_workspace():
@@ -1626,15 +1658,47 @@ def _chunk(n, count):
 
 
 def _tangent_call(n, args, vt, first, count):
-    """_tangent_columns for count directions (the rows of vt, or the unit
-    vectors e_first .. when vt is None), a (count, N_PARAMS) array; None
-    when the module has no _tangent_columns (a layer without a rule for
-    many directions at once)."""
-    fn = globals().get("_tangent_columns")
-    if fn is None:
+    """H·v for count directions (the rows of vt, or the unit vectors e_first
+    .. when vt is None), a (count, N_PARAMS) array: the generated
+    _columns_head once, then _tangent_columns over chunks of directions
+    (_columns_drive); None when the module has no _tangent_columns (a layer
+    without a rule for many directions at once)."""
+    tangent = globals().get("_tangent_columns")
+    if tangent is None:
         return None
+    mats = _mats(args)
     with numpy.errstate(all="ignore"):
-        return fn(*_mats(args), vt, first, count, _chunk(n, count))
+        head = globals()["_columns_head"](*mats)
+        head = head if isinstance(head, tuple) else () if head is None else (head,)
+        return _columns_drive(tangent, mats, head, vt, first, count, _chunk(n, count))
+
+
+def _columns_drive(tangent, mats, head, vt, first, count, kc):
+    """The chunk loop of hessian_columns: for kc directions at a time, their
+    blocks in the layout of the tangent pass (each (rows, cols) block of v
+    as (rows*K, cols), the directions as extra columns: rows j0 .. of vt, or
+    the unit vectors e_(first + j0) ..), the generated ``tangent`` pass on
+    them (inputs ``mats``: x, y, the parameters; then ``head``, what the
+    shared pass computed), and its blocks of H·v into rows j0 .. of the
+    (count, P) result.  Block i of v and of H·v has the shape of parameter
+    i, mats[2 + i], and follows the blocks before it (the flat order)."""
+    blocks, at = [], 0
+    for m in mats[2:]:
+        rows, cols = m.shape
+        blocks.append((rows, cols, at))
+        at += rows * cols
+    out = numpy.empty((count, at), dtype=DTYPE)
+    for j0 in range(0, count, kc):
+        k = min(kc, count - j0)
+        if vt is None:
+            dirs = [_unit_dirs(first + j0 - a, k, r, c) for r, c, a in blocks]
+        else:
+            dirs = [_dirs_to_cols(vt[j0:j0 + k, a:a + r * c], r, c) for r, c, a in blocks]
+        res = tangent(*mats, *head, *dirs, k)
+        res = res if isinstance(res, tuple) else (res,)
+        for x, (r, c, a) in zip(res, blocks):
+            out[j0:j0 + k, a:a + r * c] = _cols_to_dirs(x, r, c)
+    return out
 
 
 def _hessian_columns(n, args, first, count):

@@ -223,6 +223,53 @@ static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real
         for (int64_t c = 0; c < C; c++) out[c] += A[r * C + c];
 }
 
+/* The directions of one chunk of bpg_hessian_columns: K directions (rows
+   j .. j+K-1 of V, a count x total array, or the unit vectors e_(first + j)
+   .. when V is NULL) into the nb blocks of v, each stored with its
+   directions as extra columns (R x K x C: row i of direction d at
+   X + (i*K + d)*C).  blocks: 4 int32 per block: R, C, its first element in
+   a direction (at), and where it lives, X = base + ws*K. */
+static inline void bpg_columns_in(int64_t K, int64_t nb, const int32_t *restrict blocks,
+                                  const real *restrict V, int64_t total, int64_t j,
+                                  int64_t first, real *restrict base)
+{
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
+        real *const X = base + blocks[4*b + 3]*K;
+        if (V) {
+            for (int64_t d = 0; d < K; d++)
+                for (int64_t i = 0; i < R; i++)
+                    memcpy(X + (i*K + d)*C, V + (j + d)*total + at + i*C,
+                           sizeof(real)*(size_t)C);
+        } else {
+            memset(X, 0, sizeof(real)*(size_t)(R*C*K));
+            for (int64_t d = 0; d < K; d++) {
+                const int64_t i = first + j + d - at;
+                if (i >= 0 && i < R*C) X[(i/C*K + d)*C + i%C] = 1;
+            }
+        }
+    }
+}
+
+/* The results of one chunk of bpg_hessian_columns: the nb blocks of H·v,
+   each stored with its K directions as extra columns (R x K x C, at
+   base + ws*K; blocks: 4 int32 per block, R, C, at, ws, as for
+   bpg_columns_in), into rows j .. j+K-1 of out (count x total): block b of
+   direction d at out + (j + d)*total + at. */
+static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restrict blocks,
+                                   const real *restrict base, real *restrict out,
+                                   int64_t total, int64_t j)
+{
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
+        const real *const X = base + blocks[4*b + 3]*K;
+        for (int64_t d = 0; d < K; d++)
+            for (int64_t i = 0; i < R; i++)
+                memcpy(out + (j + d)*total + at + i*C, X + (i*K + d)*C,
+                       sizeof(real)*(size_t)C);
+    }
+}
+
 /* columns [from, from+W) of A (R x CA) -> columns [to, to+W) of B (R x CB) */
 static inline void bpg_copy_cols(int64_t R, int64_t W, const real *restrict A, int64_t CA,
                                  int64_t from, real *restrict B, int64_t CB, int64_t to)
@@ -335,35 +382,43 @@ static inline real bpg_tanh(real z)
 #endif
 }
 
+static const int32_t bpg_table_0[20] = {
+    1, 64, 0, 2193, 16, 64, 64, 1169, 1, 64, 1088, 2257, 16, 1, 1152, 2321, 1, 1, 1168, 2337,
+};
+
+static const int32_t bpg_table_1[20] = {
+    1, 64, 0, 1024, 16, 64, 64, 0, 1, 64, 1088, 1088, 16, 1, 1152, 1152, 1, 1, 1168, 1168,
+};
+
 /* ---- forward: workspace 3448*N + 0 elements ---- */
-BPG_ENTRY void bpg_forward(int64_t N, const real *restrict x, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
-    real *const l0_hprev = ws + 2560*N;  /* (N, 16) */
-    real *const l0_cprev = ws + 2576*N;  /* (N, 16) */
-    real *const l0_HW = ws + 2592*N;  /* (N, 64) */
-    real *const l0_G = ws + 2656*N;  /* (N, 64) */
-    real *const l0_G_0 = ws + 2720*N;  /* (N, 16) */
-    real *const l0_G_1 = ws + 2736*N;  /* (N, 16) */
-    real *const l0_G_2 = ws + 2752*N;  /* (N, 16) */
-    real *const l0_G_3 = ws + 2768*N;  /* (N, 16) */
-    real *const l0_C = ws + 2784*N;  /* (20*N, 16) */
-    real *const l0_H = ws + 3104*N;  /* (20*N, 16) */
-    real *const l1_XW = ws + 3424*N;  /* (20*N, 1) */
-    real *const l1_Z = out + 0;  /* (20*N, 1) */
+    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_hprev = ws + 2560*N;  /* (N, 16) */
+    real *const v_l0_cprev = ws + 2576*N;  /* (N, 16) */
+    real *const v_l0_HW = ws + 2592*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 2656*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 2720*N;  /* (N, 16) */
+    real *const v_l0_G_1 = ws + 2736*N;  /* (N, 16) */
+    real *const v_l0_G_2 = ws + 2752*N;  /* (N, 16) */
+    real *const v_l0_G_3 = ws + 2768*N;  /* (N, 16) */
+    real *const v_l0_C = ws + 2784*N;  /* (20*N, 16) */
+    real *const v_l0_H = ws + 3104*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 3424*N;  /* (20*N, 1) */
+    real *const v_l1_Z = out + 0;  /* (20*N, 1) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
     /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, x, l0_Wx, l0_XW);
-    /* l0: X·Wx + 1·b */
+    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            l0_XG[k] = l0_XW[k] + l0_b[cc];
+            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
         }
     }
 
@@ -375,78 +430,78 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict x, const real *restri
 
         /* forward pass (continued) */
         /* l0_hprev = l0_H of the previous iteration (0 at the first) */
-        if (it == 0) memset(l0_hprev, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(l0_hprev, l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_l0_hprev, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_l0_hprev, v_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_cprev = l0_C of the previous iteration (0 at the first) */
-        if (it == 0) memset(l0_cprev, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(l0_cprev, l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_l0_cprev, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_l0_cprev, v_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
-        bpg_gemm_nn(N, 64, 16, l0_hprev, l0_Wh, l0_HW);
+        bpg_gemm_nn(N, 64, 16, v_l0_hprev, v_l0_Wh, v_l0_HW);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
         #pragma omp simd
-        for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
+        for (int64_t k = 0; k < 64*N; k++) v_l0_G[k] = v_l0_HW[k] + (v_l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
-        bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 0, v_l0_G_0, 16, 0);
         /* l0_G_1 = l0_G[:, 16:32] */
-        bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 16, v_l0_G_1, 16, 0);
         /* l0_G_2 = l0_G[:, 32:48] */
-        bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 32, v_l0_G_2, 16, 0);
         /* l0_G_3 = l0_G[:, 48:64] */
-        bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 48, v_l0_G_3, 16, 0);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = l0_cprev[k]*bpg_sigmoid(l0_G_1[k]) + bpg_tanh(l0_G_2[k])*bpg_sigmoid(l0_G_0[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_C + t*16*N)[k] = v_l0_cprev[k]*bpg_sigmoid(v_l0_G_1[k]) + bpg_tanh(v_l0_G_2[k])*bpg_sigmoid(v_l0_G_0[k]);
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = σ(l0_G_3) ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = bpg_tanh((l0_C + t*16*N)[k])*bpg_sigmoid(l0_G_3[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_H + t*16*N)[k] = bpg_tanh((v_l0_C + t*16*N)[k])*bpg_sigmoid(v_l0_G_3[k]);
     }
 
     /* forward pass (continued) */
     /* l1: affine part */
     /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
 }
 
 /* ---- loss: workspace 3488*N + 8 elements ---- */
-BPG_ENTRY void bpg_loss(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
-    real *const l0_hprev = ws + 2560*N;  /* (N, 16) */
-    real *const l0_cprev = ws + 2576*N;  /* (N, 16) */
-    real *const l0_HW = ws + 2592*N;  /* (N, 64) */
-    real *const l0_G = ws + 2656*N;  /* (N, 64) */
-    real *const l0_G_0 = ws + 2720*N;  /* (N, 16) */
-    real *const l0_G_1 = ws + 2736*N;  /* (N, 16) */
-    real *const l0_G_2 = ws + 2752*N;  /* (N, 16) */
-    real *const l0_G_3 = ws + 2768*N;  /* (N, 16) */
-    real *const l0_C = ws + 2784*N;  /* (20*N, 16) */
-    real *const l0_H = ws + 3104*N;  /* (20*N, 16) */
-    real *const l1_XW = ws + 3424*N;  /* (20*N, 1) */
-    real *const l1_Z = ws + 3448*N;  /* (20*N, 1) */
-    real *const out_last = ws + 3472*N;  /* (N, 1) */
-    real *const loss_terms = ws + 3480*N;  /* (N, 1) */
-    real *const loss_sum = ws + 3488*N;  /* (1, 1) */
-    real *const loss = out + 0;  /* (1, 1) */
+    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_hprev = ws + 2560*N;  /* (N, 16) */
+    real *const v_l0_cprev = ws + 2576*N;  /* (N, 16) */
+    real *const v_l0_HW = ws + 2592*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 2656*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 2720*N;  /* (N, 16) */
+    real *const v_l0_G_1 = ws + 2736*N;  /* (N, 16) */
+    real *const v_l0_G_2 = ws + 2752*N;  /* (N, 16) */
+    real *const v_l0_G_3 = ws + 2768*N;  /* (N, 16) */
+    real *const v_l0_C = ws + 2784*N;  /* (20*N, 16) */
+    real *const v_l0_H = ws + 3104*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 3424*N;  /* (20*N, 1) */
+    real *const v_l1_Z = ws + 3448*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 3472*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 3480*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 3488*N;  /* (1, 1) */
+    real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
     /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, x, l0_Wx, l0_XW);
-    /* l0: X·Wx + 1·b */
+    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            l0_XG[k] = l0_XW[k] + l0_b[cc];
+            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
         }
     }
 
@@ -458,114 +513,114 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict x, const real *restrict 
 
         /* forward pass (continued) */
         /* l0_hprev = l0_H of the previous iteration (0 at the first) */
-        if (it == 0) memset(l0_hprev, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(l0_hprev, l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_l0_hprev, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_l0_hprev, v_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_cprev = l0_C of the previous iteration (0 at the first) */
-        if (it == 0) memset(l0_cprev, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(l0_cprev, l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_l0_cprev, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_l0_cprev, v_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
-        bpg_gemm_nn(N, 64, 16, l0_hprev, l0_Wh, l0_HW);
+        bpg_gemm_nn(N, 64, 16, v_l0_hprev, v_l0_Wh, v_l0_HW);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
         #pragma omp simd
-        for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
+        for (int64_t k = 0; k < 64*N; k++) v_l0_G[k] = v_l0_HW[k] + (v_l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
-        bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 0, v_l0_G_0, 16, 0);
         /* l0_G_1 = l0_G[:, 16:32] */
-        bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 16, v_l0_G_1, 16, 0);
         /* l0_G_2 = l0_G[:, 32:48] */
-        bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 32, v_l0_G_2, 16, 0);
         /* l0_G_3 = l0_G[:, 48:64] */
-        bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 48, v_l0_G_3, 16, 0);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = l0_cprev[k]*bpg_sigmoid(l0_G_1[k]) + bpg_tanh(l0_G_2[k])*bpg_sigmoid(l0_G_0[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_C + t*16*N)[k] = v_l0_cprev[k]*bpg_sigmoid(v_l0_G_1[k]) + bpg_tanh(v_l0_G_2[k])*bpg_sigmoid(v_l0_G_0[k]);
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = σ(l0_G_3) ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = bpg_tanh((l0_C + t*16*N)[k])*bpg_sigmoid(l0_G_3[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_H + t*16*N)[k] = bpg_tanh((v_l0_C + t*16*N)[k])*bpg_sigmoid(v_l0_G_3[k]);
     }
 
     /* forward pass (continued) */
     /* l1: affine part */
     /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
     /* out_last = l1_Z(t=19) */
-    memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
-    /* mse: 0.5 (O - Y)^2 per unit */
+    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+    /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) loss_terms[k] = 0.5*((out_last[k] - y[k])*(out_last[k] - y[k]));
+    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, loss_terms, loss_sum);
-    /* mean over samples (+ 0.5 λ Σ‖W‖²) */
+    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    /* mean over samples */
     /* loss = loss_sum / N */
     #pragma omp simd
-    for (int64_t k = 0; k < 1; k++) loss[k] = loss_sum[0]/((real)N);
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = v_loss_sum[0]/((real)N);
 }
 
 /* ---- loss_and_grad: workspace 7776*N + 1032 elements ---- */
-BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
-    real *const l0_hprev = ws + 2560*N;  /* (20*N, 16) */
-    real *const l0_cprev = ws + 2880*N;  /* (20*N, 16) */
-    real *const l0_HW = ws + 3200*N;  /* (N, 64) */
-    real *const l0_G = ws + 3264*N;  /* (N, 64) */
-    real *const l0_G_0 = ws + 3328*N;  /* (N, 16) */
-    real *const l0_i = ws + 3344*N;  /* (20*N, 16) */
-    real *const l0_G_1 = ws + 3664*N;  /* (N, 16) */
-    real *const l0_f = ws + 3680*N;  /* (20*N, 16) */
-    real *const l0_G_2 = ws + 4000*N;  /* (N, 16) */
-    real *const l0_g = ws + 4016*N;  /* (20*N, 16) */
-    real *const l0_G_3 = ws + 4336*N;  /* (N, 16) */
-    real *const l0_o = ws + 4352*N;  /* (20*N, 16) */
-    real *const l0_C = ws + 4672*N;  /* (20*N, 16) */
-    real *const l0_H = ws + 4992*N;  /* (20*N, 16) */
-    real *const l1_XW = ws + 5312*N;  /* (20*N, 1) */
-    real *const l1_Z = ws + 5336*N;  /* (20*N, 1) */
-    real *const out_last = ws + 5360*N;  /* (N, 1) */
-    real *const loss_terms = ws + 5368*N;  /* (N, 1) */
-    real *const loss_sum = ws + 5376*N;  /* (1, 1) */
-    real *const d_out_last = ws + 5376*N + 8;  /* (N, 1) */
-    real *const d_l1_Z = ws + 5384*N + 8;  /* (20*N, 1) */
-    real *const d_l0_H = ws + 5408*N + 8;  /* (20*N, 16) */
-    real *const carry_l0_H = ws + 5728*N + 8;  /* (N, 16) */
-    real *const carry_l0_C = ws + 5744*N + 8;  /* (N, 16) */
-    real *const d_l0_H_1 = ws + 5760*N + 8;  /* (N, 16) */
-    real *const d_l0_C_1 = ws + 5776*N + 8;  /* (N, 16) */
-    real *const d_l0_cprev = ws + 5792*N + 8;  /* (20*N, 16) */
-    real *const d_l0_G_3 = ws + 6112*N + 8;  /* (N, 16) */
-    real *const d_l0_G_2 = ws + 6128*N + 8;  /* (N, 16) */
-    real *const d_l0_G_1_1 = ws + 6144*N + 8;  /* (N, 16) */
-    real *const d_l0_G_0 = ws + 6160*N + 8;  /* (N, 16) */
-    real *const d_l0_G_6 = ws + 6176*N + 8;  /* (20*N, 64) */
-    real *const d_l0_hprev = ws + 7456*N + 8;  /* (20*N, 16) */
-    real *const loss = out + 0;  /* (1, 1) */
-    real *const d_l0_Wx = out + 1;  /* (1, 64) */
-    real *const d_l0_Wh = out + 65;  /* (16, 64) */
-    real *const d_l0_b = out + 1089;  /* (1, 64) */
-    real *const d_l1_W = out + 1153;  /* (16, 1) */
-    real *const d_l1_b = out + 1169;  /* (1, 1) */
-    real *const l0_Wh_T = ws + 7776*N + 8;  /* (64, 16) */
+    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_hprev = ws + 2560*N;  /* (20*N, 16) */
+    real *const v_l0_cprev = ws + 2880*N;  /* (20*N, 16) */
+    real *const v_l0_HW = ws + 3200*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 3264*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 3328*N;  /* (N, 16) */
+    real *const v_l0_i = ws + 3344*N;  /* (20*N, 16) */
+    real *const v_l0_G_1 = ws + 3664*N;  /* (N, 16) */
+    real *const v_l0_f = ws + 3680*N;  /* (20*N, 16) */
+    real *const v_l0_G_2 = ws + 4000*N;  /* (N, 16) */
+    real *const v_l0_g = ws + 4016*N;  /* (20*N, 16) */
+    real *const v_l0_G_3 = ws + 4336*N;  /* (N, 16) */
+    real *const v_l0_o = ws + 4352*N;  /* (20*N, 16) */
+    real *const v_l0_C = ws + 4672*N;  /* (20*N, 16) */
+    real *const v_l0_H = ws + 4992*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 5312*N;  /* (20*N, 1) */
+    real *const v_l1_Z = ws + 5336*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 5360*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 5368*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 5376*N;  /* (1, 1) */
+    real *const v_d_out_last = ws + 5376*N + 8;  /* (N, 1) */
+    real *const v_d_l1_Z = ws + 5384*N + 8;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 5408*N + 8;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 5728*N + 8;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 5744*N + 8;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 5760*N + 8;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 5776*N + 8;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 5792*N + 8;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 6112*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 6128*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 6144*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 6160*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_6 = ws + 6176*N + 8;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 7456*N + 8;  /* (20*N, 16) */
+    real *const v_loss = out + 0;  /* (1, 1) */
+    real *const v_d_l0_Wx = out + 1;  /* (1, 64) */
+    real *const v_d_l0_Wh = out + 65;  /* (16, 64) */
+    real *const v_d_l0_b = out + 1089;  /* (1, 64) */
+    real *const v_d_l1_W = out + 1153;  /* (16, 1) */
+    real *const v_d_l1_b = out + 1169;  /* (1, 1) */
+    real *const v_l0_Wh_T = ws + 7776*N + 8;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
     /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, x, l0_Wx, l0_XW);
-    /* l0: X·Wx + 1·b */
+    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            l0_XG[k] = l0_XW[k] + l0_b[cc];
+            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
         }
     }
 
@@ -577,457 +632,97 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict x, const real *
 
         /* forward pass (continued) */
         /* l0_hprev = l0_H of the previous iteration (0 at the first) */
-        if (it == 0) memset((l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((l0_hprev + t*16*N), l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset((v_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_hprev + t*16*N), v_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_cprev = l0_C of the previous iteration (0 at the first) */
-        if (it == 0) memset((l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((l0_cprev + t*16*N), l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset((v_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_cprev + t*16*N), v_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
-        bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), l0_Wh, l0_HW);
+        bpg_gemm_nn(N, 64, 16, (v_l0_hprev + t*16*N), v_l0_Wh, v_l0_HW);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
         #pragma omp simd
-        for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
+        for (int64_t k = 0; k < 64*N; k++) v_l0_G[k] = v_l0_HW[k] + (v_l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
-        bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 0, v_l0_G_0, 16, 0);
         /* l0: input gate */
         /* l0_i = σ(l0_G_0) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_i + t*16*N)[k] = bpg_sigmoid(l0_G_0[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_i + t*16*N)[k] = bpg_sigmoid(v_l0_G_0[k]);
         /* l0_G_1 = l0_G[:, 16:32] */
-        bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 16, v_l0_G_1, 16, 0);
         /* l0: forget gate */
         /* l0_f = σ(l0_G_1) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_f + t*16*N)[k] = bpg_sigmoid(l0_G_1[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_f + t*16*N)[k] = bpg_sigmoid(v_l0_G_1[k]);
         /* l0_G_2 = l0_G[:, 32:48] */
-        bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 32, v_l0_G_2, 16, 0);
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = bpg_tanh(l0_G_2[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_g + t*16*N)[k] = bpg_tanh(v_l0_G_2[k]);
         /* l0_G_3 = l0_G[:, 48:64] */
-        bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 48, v_l0_G_3, 16, 0);
         /* l0: output gate */
         /* l0_o = σ(l0_G_3) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_o + t*16*N)[k] = bpg_sigmoid(l0_G_3[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_o + t*16*N)[k] = bpg_sigmoid(v_l0_G_3[k]);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_C + t*16*N)[k] = (v_l0_cprev + t*16*N)[k]*(v_l0_f + t*16*N)[k] + (v_l0_g + t*16*N)[k]*(v_l0_i + t*16*N)[k];
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_H + t*16*N)[k] = (v_l0_o + t*16*N)[k]*bpg_tanh((v_l0_C + t*16*N)[k]);
     }
 
     /* forward pass (continued) */
     /* l1: affine part */
     /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
     /* out_last = l1_Z(t=19) */
-    memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
-    /* mse: 0.5 (O - Y)^2 per unit */
+    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+    /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) loss_terms[k] = 0.5*((out_last[k] - y[k])*(out_last[k] - y[k]));
+    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, loss_terms, loss_sum);
-    /* mean over samples (+ 0.5 λ Σ‖W‖²) */
+    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    /* mean over samples */
     /* loss = loss_sum / N */
     #pragma omp simd
-    for (int64_t k = 0; k < 1; k++) loss[k] = loss_sum[0]/((real)N);
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = v_loss_sum[0]/((real)N);
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2 */
-    /*   (mse: 0.5 (O - Y)^2 per unit) */
+    /*   (mse: half the squared error per unit) */
     /* d_out_last = (out_last - y) / N */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
+    for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
 
     /* Grad of: out_last = l1_Z(t=19) */
     /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(d_l1_Z + 19*1*N, d_out_last, sizeof(real)*(size_t)(1*N));
+    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
 
     /* Grad of: l1_Z = l1_XW + l1_b */
-    /*   (l1: pre-activation Z = X·W + 1·b) */
+    /*   (l1: pre-activation) */
     /* d_l1_b = 1ᵀ·d_l1_Z·1 */
-    bpg_sumall(20*N, 1, d_l1_Z, d_l1_b);
+    bpg_sumall(20*N, 1, v_d_l1_Z, v_d_l1_b);
 
     /* Grad of: l1_XW = l0_H·l1_W */
     /*   (l1: affine part) */
     /* d_l0_H = d_l1_Z·l1_Wᵀ */
-    bpg_gemm_nt(20*N, 16, 1, d_l1_Z, l1_W, d_l0_H);
+    bpg_gemm_nt(20*N, 16, 1, v_d_l1_Z, v_l1_W, v_d_l0_H);
     /* d_l1_W = l0_Hᵀ·d_l1_Z */
-    bpg_gemm_tn(16, 1, 20*N, l0_H, d_l1_Z, d_l1_W);
+    bpg_gemm_tn(16, 1, 20*N, v_l0_H, v_d_l1_Z, v_d_l1_W);
 
     /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
     /* l0_Wh_T = l0_Whᵀ, once for every step */
-    for (int64_t i = 0; i < 16; i++)
-        for (int64_t j = 0; j < 64; j++) l0_Wh_T[j*16 + i] = l0_Wh[i*64 + j];
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = 19 - it;
-        const int64_t q = t + 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
-        /* carry_l0_H = d_l0_hprev of the previous iteration (0 at the first) */
-        if (it == 0) memset(carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(carry_l0_H, d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
-
-        /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
-        /* carry_l0_C = d_l0_cprev of the previous iteration (0 at the first) */
-        if (it == 0) memset(carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(carry_l0_C, d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
-
-        /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
-        /*   (l0: h_t = o ⊙ tanh(c_t)) */
-        /* d_l0_H_1 = carry_l0_H + d_l0_H */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_H_1[k] = carry_l0_H[k] + (d_l0_H + t*16*N)[k];
-
-        /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
-        /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
-        /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((bpg_tanh((l0_C + t*16*N)[k]))*(bpg_tanh((l0_C + t*16*N)[k]))));
-        /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = d_l0_C_1[k]*(l0_f + t*16*N)[k];
-
-        /* Grad of: l0_o = σ(l0_G_3) */
-        /*   (l0: output gate) */
-        /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*bpg_tanh((l0_C + t*16*N)[k]);
-
-        /* Grad of: l0_g = tanh(l0_G_2) */
-        /*   (l0: cell candidate) */
-        /* d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = d_l0_C_1[k]*(l0_i + t*16*N)[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
-
-        /* Grad of: l0_f = σ(l0_G_1) */
-        /*   (l0: forget gate) */
-        /* d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = d_l0_C_1[k]*(l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
-
-        /* Grad of: l0_i = σ(l0_G_0) */
-        /*   (l0: input gate) */
-        /* d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = d_l0_C_1[k]*(l0_g + t*16*N)[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
-
-        /* Grad of: l0_G = l0_HW + l0_XG */
-        /*   (l0: gate pre-activations [i, f, g, o]) */
-        /* d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3] */
-        bpg_copy_cols(N, 16, d_l0_G_0, 16, 0, (d_l0_G_6 + t*64*N), 64, 0);
-        bpg_copy_cols(N, 16, d_l0_G_1_1, 16, 0, (d_l0_G_6 + t*64*N), 64, 16);
-        bpg_copy_cols(N, 16, d_l0_G_2, 16, 0, (d_l0_G_6 + t*64*N), 64, 32);
-        bpg_copy_cols(N, 16, d_l0_G_3, 16, 0, (d_l0_G_6 + t*64*N), 64, 48);
-
-        /* Grad of: l0_HW = l0_hprev·l0_Wh */
-        /* d_l0_hprev = d_l0_G_6·l0_Whᵀ */
-        bpg_gemm_nn(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh_T, (d_l0_hprev + t*16*N));
-    }
-
-    /* Grad of: l0_HW = l0_hprev·l0_Wh */
-    /* d_l0_Wh = l0_hprevᵀ·d_l0_G_6 */
-    bpg_gemm_tn(16, 64, 20*N, l0_hprev, d_l0_G_6, d_l0_Wh);
-
-    /* Grad of: l0_XG = l0_XW + l0_b */
-    /*   (l0: X·Wx + 1·b) */
-    /* d_l0_b = 1ᵀ·d_l0_G_6 */
-    bpg_colsum(20*N, 64, d_l0_G_6, d_l0_b);
-
-    /* Grad of: l0_XW = x·l0_Wx */
-    /*   (l0: input projection of every step at once) */
-    /* d_l0_Wx = xᵀ·d_l0_G_6 */
-    bpg_gemm_tn(1, 64, 20*N, x, d_l0_G_6, d_l0_Wx);
-}
-
-/* ---- hvp: workspace 16360*N + 4128 elements ---- */
-BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
-{
-    real *const l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
-    real *const l0_XG = ws + 2560*N;  /* (20*N, 64) */
-    real *const r_l0_XG = ws + 3840*N;  /* (20*N, 64) */
-    real *const l0_hprev = ws + 5120*N;  /* (20*N, 16) */
-    real *const r_l0_hprev = ws + 5440*N;  /* (20*N, 16) */
-    real *const l0_cprev = ws + 5760*N;  /* (20*N, 16) */
-    real *const r_l0_cprev = ws + 6080*N;  /* (20*N, 16) */
-    real *const l0_HW = ws + 6400*N;  /* (N, 64) */
-    real *const r_l0_HW_a = ws + 6464*N;  /* (N, 64) */
-    real *const r_l0_HW_b = ws + 6528*N;  /* (N, 64) */
-    real *const l0_G = ws + 6592*N;  /* (N, 64) */
-    real *const r_l0_G = ws + 6656*N;  /* (N, 64) */
-    real *const l0_G_0 = ws + 6720*N;  /* (N, 16) */
-    real *const r_l0_G_0 = ws + 6736*N;  /* (N, 16) */
-    real *const l0_i = ws + 6752*N;  /* (20*N, 16) */
-    real *const r_l0_i = ws + 7072*N;  /* (20*N, 16) */
-    real *const l0_G_1 = ws + 7392*N;  /* (N, 16) */
-    real *const r_l0_G_1 = ws + 7408*N;  /* (N, 16) */
-    real *const l0_f = ws + 7424*N;  /* (20*N, 16) */
-    real *const r_l0_f = ws + 7744*N;  /* (20*N, 16) */
-    real *const l0_G_2 = ws + 8064*N;  /* (N, 16) */
-    real *const r_l0_G_2 = ws + 8080*N;  /* (N, 16) */
-    real *const l0_g = ws + 8096*N;  /* (20*N, 16) */
-    real *const r_l0_g = ws + 8416*N;  /* (20*N, 16) */
-    real *const l0_G_3 = ws + 8736*N;  /* (N, 16) */
-    real *const r_l0_G_3 = ws + 8752*N;  /* (N, 16) */
-    real *const l0_o = ws + 8768*N;  /* (20*N, 16) */
-    real *const r_l0_o = ws + 9088*N;  /* (20*N, 16) */
-    real *const l0_C = ws + 9408*N;  /* (20*N, 16) */
-    real *const r_l0_C = ws + 9728*N;  /* (20*N, 16) */
-    real *const l0_H = ws + 10048*N;  /* (20*N, 16) */
-    real *const r_l0_H = ws + 10368*N;  /* (20*N, 16) */
-    real *const l1_XW = ws + 10688*N;  /* (20*N, 1) */
-    real *const r_l1_XW_a = ws + 10712*N;  /* (20*N, 1) */
-    real *const r_l1_XW_b = ws + 10736*N;  /* (20*N, 1) */
-    real *const l1_Z = ws + 10760*N;  /* (20*N, 1) */
-    real *const r_l1_Z = ws + 10784*N;  /* (20*N, 1) */
-    real *const out_last = ws + 10808*N;  /* (N, 1) */
-    real *const r_out_last = ws + 10816*N;  /* (N, 1) */
-    real *const d_out_last = ws + 10824*N;  /* (N, 1) */
-    real *const r_d_out_last = ws + 10832*N;  /* (N, 1) */
-    real *const d_l1_Z = ws + 10840*N;  /* (20*N, 1) */
-    real *const r_d_l1_Z = ws + 10864*N;  /* (20*N, 1) */
-    real *const d_l0_H = ws + 10888*N;  /* (20*N, 16) */
-    real *const r_d_l0_H_a = ws + 11208*N;  /* (20*N, 16) */
-    real *const r_d_l0_H_b = ws + 11528*N;  /* (20*N, 16) */
-    real *const r_d_l0_H = ws + 11848*N;  /* (20*N, 16) */
-    real *const r_d_l1_W_a = ws + 12168*N;  /* (16, 1) */
-    real *const r_d_l1_W_b = ws + 12168*N + 16;  /* (16, 1) */
-    real *const carry_l0_H = ws + 12168*N + 32;  /* (N, 16) */
-    real *const r_carry_l0_H = ws + 12184*N + 32;  /* (N, 16) */
-    real *const carry_l0_C = ws + 12200*N + 32;  /* (N, 16) */
-    real *const r_carry_l0_C = ws + 12216*N + 32;  /* (N, 16) */
-    real *const d_l0_H_1 = ws + 12232*N + 32;  /* (N, 16) */
-    real *const r_d_l0_H_1 = ws + 12248*N + 32;  /* (N, 16) */
-    real *const d_l0_o = ws + 12264*N + 32;  /* (N, 16) */
-    real *const d_l0_C_1 = ws + 12280*N + 32;  /* (N, 16) */
-    real *const r_d_l0_C_1 = ws + 12296*N + 32;  /* (N, 16) */
-    real *const d_l0_cprev = ws + 12312*N + 32;  /* (20*N, 16) */
-    real *const r_d_l0_cprev = ws + 12632*N + 32;  /* (20*N, 16) */
-    real *const d_l0_f = ws + 12952*N + 32;  /* (N, 16) */
-    real *const d_l0_g = ws + 12968*N + 32;  /* (N, 16) */
-    real *const d_l0_i = ws + 12984*N + 32;  /* (N, 16) */
-    real *const d_l0_G_3 = ws + 13000*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_3 = ws + 13016*N + 32;  /* (N, 16) */
-    real *const d_l0_G_2 = ws + 13032*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_2 = ws + 13048*N + 32;  /* (N, 16) */
-    real *const d_l0_G_1_1 = ws + 13064*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_1_1 = ws + 13080*N + 32;  /* (N, 16) */
-    real *const d_l0_G_0 = ws + 13096*N + 32;  /* (N, 16) */
-    real *const r_d_l0_G_0 = ws + 13112*N + 32;  /* (N, 16) */
-    real *const d_l0_G_6 = ws + 13128*N + 32;  /* (20*N, 64) */
-    real *const r_d_l0_G_6 = ws + 14408*N + 32;  /* (20*N, 64) */
-    real *const d_l0_hprev = ws + 15688*N + 32;  /* (20*N, 16) */
-    real *const r_d_l0_hprev_a = ws + 16008*N + 32;  /* (N, 16) */
-    real *const r_d_l0_hprev_b = ws + 16024*N + 32;  /* (N, 16) */
-    real *const r_d_l0_hprev = ws + 16040*N + 32;  /* (20*N, 16) */
-    real *const r_d_l0_Wh_a = ws + 16360*N + 32;  /* (16, 64) */
-    real *const r_d_l0_Wh_b = ws + 16360*N + 1056;  /* (16, 64) */
-    real *const r_d_l0_Wx_b = out + 0;  /* (1, 64) */
-    real *const r_d_l0_Wh = out + 64;  /* (16, 64) */
-    real *const r_d_l0_b = out + 1088;  /* (1, 64) */
-    real *const r_d_l1_W = out + 1152;  /* (16, 1) */
-    real *const r_d_l1_b = out + 1168;  /* (1, 1) */
-    real *const l0_Wh_T = ws + 16360*N + 2080;  /* (64, 16) */
-    real *const v_l0_Wh_T = ws + 16360*N + 3104;  /* (64, 16) */
-
-    /* forward pass */
-    /* l0: input projection of every step at once */
-    /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, x, l0_Wx, l0_XW);
-    /* r_l0_XW_b = x·v_l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, x, v_l0_Wx, r_l0_XW_b);
-    /* l0: X·Wx + 1·b */
-    /* l0_XG = l0_XW + l0_b */
-    for (int64_t rr = 0; rr < 20*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 64; cc++) {
-            const int64_t k = rr*64 + cc;
-            l0_XG[k] = l0_XW[k] + l0_b[cc];
-        }
-    }
-    /* r_l0_XG = r_l0_XW_b + v_l0_b */
-    for (int64_t rr = 0; rr < 20*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 64; cc++) {
-            const int64_t k = rr*64 + cc;
-            r_l0_XG[k] = r_l0_XW_b[k] + v_l0_b[cc];
-        }
-    }
-
-    /* loop over time steps: l0 (lstm), t = 0 .. 19 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = it;
-        const int64_t q = t - 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* forward pass (continued) */
-        /* l0_hprev = l0_H of the previous iteration (0 at the first) */
-        if (it == 0) memset((l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((l0_hprev + t*16*N), l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* r_l0_hprev = r_l0_H of the previous iteration (0 at the first) */
-        if (it == 0) memset((r_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((r_l0_hprev + t*16*N), r_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* l0_cprev = l0_C of the previous iteration (0 at the first) */
-        if (it == 0) memset((l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((l0_cprev + t*16*N), l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* r_l0_cprev = r_l0_C of the previous iteration (0 at the first) */
-        if (it == 0) memset((r_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((r_l0_cprev + t*16*N), r_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* l0_HW = l0_hprev·l0_Wh */
-        bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), l0_Wh, l0_HW);
-        /* r_l0_HW_a = r_l0_hprev·l0_Wh */
-        bpg_gemm_nn(N, 64, 16, (r_l0_hprev + t*16*N), l0_Wh, r_l0_HW_a);
-        /* r_l0_HW_b = l0_hprev·v_l0_Wh */
-        bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), v_l0_Wh, r_l0_HW_b);
-        /* l0: gate pre-activations [i, f, g, o] */
-        /* l0_G = l0_HW + l0_XG */
-        #pragma omp simd
-        for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
-        /* r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
-        #pragma omp simd
-        for (int64_t k = 0; k < 64*N; k++) r_l0_G[k] = r_l0_HW_a[k] + r_l0_HW_b[k] + (r_l0_XG + t*64*N)[k];
-        /* l0_G_0 = l0_G[:, 0:16] */
-        bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
-        /* r_l0_G_0 = r_l0_G[:, 0:16] */
-        bpg_copy_cols(N, 16, r_l0_G, 64, 0, r_l0_G_0, 16, 0);
-        /* l0: input gate */
-        /* l0_i = σ(l0_G_0) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_i + t*16*N)[k] = bpg_sigmoid(l0_G_0[k]);
-        /* r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (r_l0_i + t*16*N)[k] = (l0_i + t*16*N)[k]*r_l0_G_0[k]*(1 - (l0_i + t*16*N)[k]);
-        /* l0_G_1 = l0_G[:, 16:32] */
-        bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
-        /* r_l0_G_1 = r_l0_G[:, 16:32] */
-        bpg_copy_cols(N, 16, r_l0_G, 64, 16, r_l0_G_1, 16, 0);
-        /* l0: forget gate */
-        /* l0_f = σ(l0_G_1) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_f + t*16*N)[k] = bpg_sigmoid(l0_G_1[k]);
-        /* r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (r_l0_f + t*16*N)[k] = (l0_f + t*16*N)[k]*r_l0_G_1[k]*(1 - (l0_f + t*16*N)[k]);
-        /* l0_G_2 = l0_G[:, 32:48] */
-        bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
-        /* r_l0_G_2 = r_l0_G[:, 32:48] */
-        bpg_copy_cols(N, 16, r_l0_G, 64, 32, r_l0_G_2, 16, 0);
-        /* l0: cell candidate */
-        /* l0_g = tanh(l0_G_2) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = bpg_tanh(l0_G_2[k]);
-        /* r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (r_l0_g + t*16*N)[k] = r_l0_G_2[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
-        /* l0_G_3 = l0_G[:, 48:64] */
-        bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
-        /* r_l0_G_3 = r_l0_G[:, 48:64] */
-        bpg_copy_cols(N, 16, r_l0_G, 64, 48, r_l0_G_3, 16, 0);
-        /* l0: output gate */
-        /* l0_o = σ(l0_G_3) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_o + t*16*N)[k] = bpg_sigmoid(l0_G_3[k]);
-        /* r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (r_l0_o + t*16*N)[k] = (l0_o + t*16*N)[k]*r_l0_G_3[k]*(1 - (l0_o + t*16*N)[k]);
-        /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
-        /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k];
-        /* r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (r_l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(r_l0_f + t*16*N)[k] + (l0_f + t*16*N)[k]*(r_l0_cprev + t*16*N)[k] + (l0_g + t*16*N)[k]*(r_l0_i + t*16*N)[k] + (l0_i + t*16*N)[k]*(r_l0_g + t*16*N)[k];
-        /* l0: h_t = o ⊙ tanh(c_t) */
-        /* l0_H = l0_o ⊙ tanh(l0_C) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
-        /* r_l0_H = r_l0_o ⊙ tanh(l0_C) + l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) {
-            const real cse0 = bpg_tanh((l0_C + t*16*N)[k]);
-            (r_l0_H + t*16*N)[k] = cse0*(r_l0_o + t*16*N)[k] + (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse0)*(cse0)));
-        }
-    }
-
-    /* forward pass (continued) */
-    /* l1: affine part */
-    /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
-    /* r_l1_XW_a = r_l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, r_l0_H, l1_W, r_l1_XW_a);
-    /* r_l1_XW_b = l0_H·v_l1_W */
-    bpg_gemm_nn(20*N, 1, 16, l0_H, v_l1_W, r_l1_XW_b);
-    /* l1: pre-activation Z = X·W + 1·b */
-    /* l1_Z = l1_XW + l1_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
-    /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) r_l1_Z[k] = r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[0];
-    /* out_last = l1_Z(t=19) */
-    memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
-    /* r_out_last = r_l1_Z(t=19) */
-    memcpy(r_out_last, r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
-
-    /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
-    /*   (mse: 0.5 (O - Y)^2 per unit) */
-    /* d_out_last = (out_last - y) / N */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
-    /* r_d_out_last = r_out_last / N */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) r_d_out_last[k] = r_out_last[k]/((real)N);
-
-    /* Grad of: out_last = l1_Z(t=19) */
-    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(d_l1_Z + 19*1*N, d_out_last, sizeof(real)*(size_t)(1*N));
-    /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(r_d_l1_Z + 19*1*N, r_d_out_last, sizeof(real)*(size_t)(1*N));
-
-    /* Grad of: l1_Z = l1_XW + l1_b */
-    /*   (l1: pre-activation Z = X·W + 1·b) */
-    /* r_d_l1_b = 1ᵀ·r_d_l1_Z·1 */
-    bpg_sumall(20*N, 1, r_d_l1_Z, r_d_l1_b);
-
-    /* Grad of: l1_XW = l0_H·l1_W */
-    /*   (l1: affine part) */
-    /* d_l0_H = d_l1_Z·l1_Wᵀ */
-    bpg_gemm_nt(20*N, 16, 1, d_l1_Z, l1_W, d_l0_H);
-    /* r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ */
-    bpg_gemm_nt(20*N, 16, 1, r_d_l1_Z, l1_W, r_d_l0_H_a);
-    /* r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ */
-    bpg_gemm_nt(20*N, 16, 1, d_l1_Z, v_l1_W, r_d_l0_H_b);
-    /* r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 320*N; k++) r_d_l0_H[k] = r_d_l0_H_a[k] + r_d_l0_H_b[k];
-    /* r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z */
-    bpg_gemm_tn(16, 1, 20*N, r_l0_H, d_l1_Z, r_d_l1_W_a);
-    /* r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z */
-    bpg_gemm_tn(16, 1, 20*N, l0_H, r_d_l1_Z, r_d_l1_W_b);
-    /* r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 16; k++) r_d_l1_W[k] = r_d_l1_W_a[k] + r_d_l1_W_b[k];
-
-    /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
-    /* l0_Wh_T = l0_Whᵀ, once for every step */
-    for (int64_t i = 0; i < 16; i++)
-        for (int64_t j = 0; j < 64; j++) l0_Wh_T[j*16 + i] = l0_Wh[i*64 + j];
-    /* v_l0_Wh_T = v_l0_Whᵀ, once for every step */
     for (int64_t i = 0; i < 16; i++)
         for (int64_t j = 0; j < 64; j++) v_l0_Wh_T[j*16 + i] = v_l0_Wh[i*64 + j];
     for (int64_t it = 0; it < 20; it++) {
@@ -1037,220 +732,580 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict x, const real *restrict y
 
         /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
         /* carry_l0_H = d_l0_hprev of the previous iteration (0 at the first) */
-        if (it == 0) memset(carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(carry_l0_H, d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first) */
-        if (it == 0) memset(r_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(r_carry_l0_H, r_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_H, v_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
         /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
         /* carry_l0_C = d_l0_cprev of the previous iteration (0 at the first) */
-        if (it == 0) memset(carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(carry_l0_C, d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
-        /* r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first) */
-        if (it == 0) memset(r_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(r_carry_l0_C, r_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_C, v_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
         /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
         /*   (l0: h_t = o ⊙ tanh(c_t)) */
         /* d_l0_H_1 = carry_l0_H + d_l0_H */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_H_1[k] = carry_l0_H[k] + (d_l0_H + t*16*N)[k];
-        /* r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) r_d_l0_H_1[k] = r_carry_l0_H[k] + (r_d_l0_H + t*16*N)[k];
-        /* d_l0_o = d_l0_H_1 ⊙ tanh(l0_C) */
-        #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_o[k] = d_l0_H_1[k]*bpg_tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_H_1[k] = v_carry_l0_H[k] + (v_d_l0_H + t*16*N)[k];
 
         /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((bpg_tanh((l0_C + t*16*N)[k]))*(bpg_tanh((l0_C + t*16*N)[k]))));
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_C_1[k] = v_carry_l0_C[k] + v_d_l0_H_1[k]*(v_l0_o + t*16*N)[k]*(1 - ((bpg_tanh((v_l0_C + t*16*N)[k]))*(bpg_tanh((v_l0_C + t*16*N)[k]))));
+        /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_cprev + t*16*N)[k] = v_d_l0_C_1[k]*(v_l0_f + t*16*N)[k];
+
+        /* Grad of: l0_o = σ(l0_G_3) */
+        /*   (l0: output gate) */
+        /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_3[k] = v_d_l0_H_1[k]*(v_l0_o + t*16*N)[k]*(1 - (v_l0_o + t*16*N)[k])*bpg_tanh((v_l0_C + t*16*N)[k]);
+
+        /* Grad of: l0_g = tanh(l0_G_2) */
+        /*   (l0: cell candidate) */
+        /* d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_2[k] = v_d_l0_C_1[k]*(v_l0_i + t*16*N)[k]*(1 - (((v_l0_g + t*16*N)[k])*((v_l0_g + t*16*N)[k])));
+
+        /* Grad of: l0_f = σ(l0_G_1) */
+        /*   (l0: forget gate) */
+        /* d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_1_1[k] = v_d_l0_C_1[k]*(v_l0_cprev + t*16*N)[k]*(v_l0_f + t*16*N)[k]*(1 - (v_l0_f + t*16*N)[k]);
+
+        /* Grad of: l0_i = σ(l0_G_0) */
+        /*   (l0: input gate) */
+        /* d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_0[k] = v_d_l0_C_1[k]*(v_l0_g + t*16*N)[k]*(v_l0_i + t*16*N)[k]*(1 - (v_l0_i + t*16*N)[k]);
+
+        /* Grad of: l0_G = l0_HW + l0_XG */
+        /*   (l0: gate pre-activations [i, f, g, o]) */
+        /* d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3] */
+        bpg_copy_cols(N, 16, v_d_l0_G_0, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 0);
+        bpg_copy_cols(N, 16, v_d_l0_G_1_1, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 16);
+        bpg_copy_cols(N, 16, v_d_l0_G_2, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 32);
+        bpg_copy_cols(N, 16, v_d_l0_G_3, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 48);
+
+        /* Grad of: l0_HW = l0_hprev·l0_Wh */
+        /* d_l0_hprev = d_l0_G_6·l0_Whᵀ */
+        bpg_gemm_nn(N, 16, 64, (v_d_l0_G_6 + t*64*N), v_l0_Wh_T, (v_d_l0_hprev + t*16*N));
+    }
+
+    /* Grad of: l0_HW = l0_hprev·l0_Wh */
+    /* d_l0_Wh = l0_hprevᵀ·d_l0_G_6 */
+    bpg_gemm_tn(16, 64, 20*N, v_l0_hprev, v_d_l0_G_6, v_d_l0_Wh);
+
+    /* Grad of: l0_XG = l0_XW + l0_b */
+    /*   (l0: input projection plus bias) */
+    /* d_l0_b = 1ᵀ·d_l0_G_6 */
+    bpg_colsum(20*N, 64, v_d_l0_G_6, v_d_l0_b);
+
+    /* Grad of: l0_XW = x·l0_Wx */
+    /*   (l0: input projection of every step at once) */
+    /* d_l0_Wx = xᵀ·d_l0_G_6 */
+    bpg_gemm_tn(1, 64, 20*N, v_x, v_d_l0_G_6, v_d_l0_Wx);
+}
+
+/* ---- hvp: workspace 16360*N + 4128 elements ---- */
+BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
+{
+    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
+    real *const v_r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 2560*N;  /* (20*N, 64) */
+    real *const v_r_l0_XG = ws + 3840*N;  /* (20*N, 64) */
+    real *const v_l0_hprev = ws + 5120*N;  /* (20*N, 16) */
+    real *const v_r_l0_hprev = ws + 5440*N;  /* (20*N, 16) */
+    real *const v_l0_cprev = ws + 5760*N;  /* (20*N, 16) */
+    real *const v_r_l0_cprev = ws + 6080*N;  /* (20*N, 16) */
+    real *const v_l0_HW = ws + 6400*N;  /* (N, 64) */
+    real *const v_r_l0_HW_a = ws + 6464*N;  /* (N, 64) */
+    real *const v_r_l0_HW_b = ws + 6528*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 6592*N;  /* (N, 64) */
+    real *const v_r_l0_G = ws + 6656*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 6720*N;  /* (N, 16) */
+    real *const v_r_l0_G_0 = ws + 6736*N;  /* (N, 16) */
+    real *const v_l0_i = ws + 6752*N;  /* (20*N, 16) */
+    real *const v_r_l0_i = ws + 7072*N;  /* (20*N, 16) */
+    real *const v_l0_G_1 = ws + 7392*N;  /* (N, 16) */
+    real *const v_r_l0_G_1 = ws + 7408*N;  /* (N, 16) */
+    real *const v_l0_f = ws + 7424*N;  /* (20*N, 16) */
+    real *const v_r_l0_f = ws + 7744*N;  /* (20*N, 16) */
+    real *const v_l0_G_2 = ws + 8064*N;  /* (N, 16) */
+    real *const v_r_l0_G_2 = ws + 8080*N;  /* (N, 16) */
+    real *const v_l0_g = ws + 8096*N;  /* (20*N, 16) */
+    real *const v_r_l0_g = ws + 8416*N;  /* (20*N, 16) */
+    real *const v_l0_G_3 = ws + 8736*N;  /* (N, 16) */
+    real *const v_r_l0_G_3 = ws + 8752*N;  /* (N, 16) */
+    real *const v_l0_o = ws + 8768*N;  /* (20*N, 16) */
+    real *const v_r_l0_o = ws + 9088*N;  /* (20*N, 16) */
+    real *const v_l0_C = ws + 9408*N;  /* (20*N, 16) */
+    real *const v_r_l0_C = ws + 9728*N;  /* (20*N, 16) */
+    real *const v_l0_H = ws + 10048*N;  /* (20*N, 16) */
+    real *const v_r_l0_H = ws + 10368*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 10688*N;  /* (20*N, 1) */
+    real *const v_r_l1_XW_a = ws + 10712*N;  /* (20*N, 1) */
+    real *const v_r_l1_XW_b = ws + 10736*N;  /* (20*N, 1) */
+    real *const v_l1_Z = ws + 10760*N;  /* (20*N, 1) */
+    real *const v_r_l1_Z = ws + 10784*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 10808*N;  /* (N, 1) */
+    real *const v_r_out_last = ws + 10816*N;  /* (N, 1) */
+    real *const v_d_out_last = ws + 10824*N;  /* (N, 1) */
+    real *const v_r_d_out_last = ws + 10832*N;  /* (N, 1) */
+    real *const v_d_l1_Z = ws + 10840*N;  /* (20*N, 1) */
+    real *const v_r_d_l1_Z = ws + 10864*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 10888*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H_a = ws + 11208*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H_b = ws + 11528*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H = ws + 11848*N;  /* (20*N, 16) */
+    real *const v_r_d_l1_W_a = ws + 12168*N;  /* (16, 1) */
+    real *const v_r_d_l1_W_b = ws + 12168*N + 16;  /* (16, 1) */
+    real *const v_carry_l0_H = ws + 12168*N + 32;  /* (N, 16) */
+    real *const v_r_carry_l0_H = ws + 12184*N + 32;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 12200*N + 32;  /* (N, 16) */
+    real *const v_r_carry_l0_C = ws + 12216*N + 32;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 12232*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_H_1 = ws + 12248*N + 32;  /* (N, 16) */
+    real *const v_d_l0_o = ws + 12264*N + 32;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 12280*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_C_1 = ws + 12296*N + 32;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 12312*N + 32;  /* (20*N, 16) */
+    real *const v_r_d_l0_cprev = ws + 12632*N + 32;  /* (20*N, 16) */
+    real *const v_d_l0_f = ws + 12952*N + 32;  /* (N, 16) */
+    real *const v_d_l0_g = ws + 12968*N + 32;  /* (N, 16) */
+    real *const v_d_l0_i = ws + 12984*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_3 = ws + 13000*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_3 = ws + 13016*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 13032*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_2 = ws + 13048*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 13064*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_1_1 = ws + 13080*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 13096*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_0 = ws + 13112*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_6 = ws + 13128*N + 32;  /* (20*N, 64) */
+    real *const v_r_d_l0_G_6 = ws + 14408*N + 32;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 15688*N + 32;  /* (20*N, 16) */
+    real *const v_r_d_l0_hprev_a = ws + 16008*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_hprev_b = ws + 16024*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_hprev = ws + 16040*N + 32;  /* (20*N, 16) */
+    real *const v_r_d_l0_Wh_a = ws + 16360*N + 32;  /* (16, 64) */
+    real *const v_r_d_l0_Wh_b = ws + 16360*N + 1056;  /* (16, 64) */
+    real *const v_r_d_l0_Wx_b = out + 0;  /* (1, 64) */
+    real *const v_r_d_l0_Wh = out + 64;  /* (16, 64) */
+    real *const v_r_d_l0_b = out + 1088;  /* (1, 64) */
+    real *const v_r_d_l1_W = out + 1152;  /* (16, 1) */
+    real *const v_r_d_l1_b = out + 1168;  /* (1, 1) */
+    real *const v_l0_Wh_T = ws + 16360*N + 2080;  /* (64, 16) */
+    real *const v_v_l0_Wh_T = ws + 16360*N + 3104;  /* (64, 16) */
+
+    /* forward pass */
+    /* l0: input projection of every step at once */
+    /* l0_XW = x·l0_Wx */
+    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* r_l0_XW_b = x·v_l0_Wx */
+    bpg_gemm_nn(20*N, 64, 1, v_x, v_v_l0_Wx, v_r_l0_XW_b);
+    /* l0: input projection plus bias */
+    /* l0_XG = l0_XW + l0_b */
+    for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 64; cc++) {
+            const int64_t k = rr*64 + cc;
+            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
+        }
+    }
+    /* r_l0_XG = r_l0_XW_b + v_l0_b */
+    for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 64; cc++) {
+            const int64_t k = rr*64 + cc;
+            v_r_l0_XG[k] = v_r_l0_XW_b[k] + v_v_l0_b[cc];
+        }
+    }
+
+    /* loop over time steps: l0 (lstm), t = 0 .. 19 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = it;
+        const int64_t q = t - 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* forward pass (continued) */
+        /* l0_hprev = l0_H of the previous iteration (0 at the first) */
+        if (it == 0) memset((v_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_hprev + t*16*N), v_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+        /* r_l0_hprev = r_l0_H of the previous iteration (0 at the first) */
+        if (it == 0) memset((v_r_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_r_l0_hprev + t*16*N), v_r_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+        /* l0_cprev = l0_C of the previous iteration (0 at the first) */
+        if (it == 0) memset((v_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_cprev + t*16*N), v_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+        /* r_l0_cprev = r_l0_C of the previous iteration (0 at the first) */
+        if (it == 0) memset((v_r_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_r_l0_cprev + t*16*N), v_r_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+        /* l0_HW = l0_hprev·l0_Wh */
+        bpg_gemm_nn(N, 64, 16, (v_l0_hprev + t*16*N), v_l0_Wh, v_l0_HW);
+        /* r_l0_HW_a = r_l0_hprev·l0_Wh */
+        bpg_gemm_nn(N, 64, 16, (v_r_l0_hprev + t*16*N), v_l0_Wh, v_r_l0_HW_a);
+        /* r_l0_HW_b = l0_hprev·v_l0_Wh */
+        bpg_gemm_nn(N, 64, 16, (v_l0_hprev + t*16*N), v_v_l0_Wh, v_r_l0_HW_b);
+        /* l0: gate pre-activations [i, f, g, o] */
+        /* l0_G = l0_HW + l0_XG */
+        #pragma omp simd
+        for (int64_t k = 0; k < 64*N; k++) v_l0_G[k] = v_l0_HW[k] + (v_l0_XG + t*64*N)[k];
+        /* r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
+        #pragma omp simd
+        for (int64_t k = 0; k < 64*N; k++) v_r_l0_G[k] = v_r_l0_HW_a[k] + v_r_l0_HW_b[k] + (v_r_l0_XG + t*64*N)[k];
+        /* l0_G_0 = l0_G[:, 0:16] */
+        bpg_copy_cols(N, 16, v_l0_G, 64, 0, v_l0_G_0, 16, 0);
+        /* r_l0_G_0 = r_l0_G[:, 0:16] */
+        bpg_copy_cols(N, 16, v_r_l0_G, 64, 0, v_r_l0_G_0, 16, 0);
+        /* l0: input gate */
+        /* l0_i = σ(l0_G_0) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_i + t*16*N)[k] = bpg_sigmoid(v_l0_G_0[k]);
+        /* r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_r_l0_i + t*16*N)[k] = (v_l0_i + t*16*N)[k]*v_r_l0_G_0[k]*(1 - (v_l0_i + t*16*N)[k]);
+        /* l0_G_1 = l0_G[:, 16:32] */
+        bpg_copy_cols(N, 16, v_l0_G, 64, 16, v_l0_G_1, 16, 0);
+        /* r_l0_G_1 = r_l0_G[:, 16:32] */
+        bpg_copy_cols(N, 16, v_r_l0_G, 64, 16, v_r_l0_G_1, 16, 0);
+        /* l0: forget gate */
+        /* l0_f = σ(l0_G_1) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_f + t*16*N)[k] = bpg_sigmoid(v_l0_G_1[k]);
+        /* r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_r_l0_f + t*16*N)[k] = (v_l0_f + t*16*N)[k]*v_r_l0_G_1[k]*(1 - (v_l0_f + t*16*N)[k]);
+        /* l0_G_2 = l0_G[:, 32:48] */
+        bpg_copy_cols(N, 16, v_l0_G, 64, 32, v_l0_G_2, 16, 0);
+        /* r_l0_G_2 = r_l0_G[:, 32:48] */
+        bpg_copy_cols(N, 16, v_r_l0_G, 64, 32, v_r_l0_G_2, 16, 0);
+        /* l0: cell candidate */
+        /* l0_g = tanh(l0_G_2) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_g + t*16*N)[k] = bpg_tanh(v_l0_G_2[k]);
+        /* r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_r_l0_g + t*16*N)[k] = v_r_l0_G_2[k]*(1 - (((v_l0_g + t*16*N)[k])*((v_l0_g + t*16*N)[k])));
+        /* l0_G_3 = l0_G[:, 48:64] */
+        bpg_copy_cols(N, 16, v_l0_G, 64, 48, v_l0_G_3, 16, 0);
+        /* r_l0_G_3 = r_l0_G[:, 48:64] */
+        bpg_copy_cols(N, 16, v_r_l0_G, 64, 48, v_r_l0_G_3, 16, 0);
+        /* l0: output gate */
+        /* l0_o = σ(l0_G_3) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_o + t*16*N)[k] = bpg_sigmoid(v_l0_G_3[k]);
+        /* r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_r_l0_o + t*16*N)[k] = (v_l0_o + t*16*N)[k]*v_r_l0_G_3[k]*(1 - (v_l0_o + t*16*N)[k]);
+        /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
+        /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_C + t*16*N)[k] = (v_l0_cprev + t*16*N)[k]*(v_l0_f + t*16*N)[k] + (v_l0_g + t*16*N)[k]*(v_l0_i + t*16*N)[k];
+        /* r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_r_l0_C + t*16*N)[k] = (v_l0_cprev + t*16*N)[k]*(v_r_l0_f + t*16*N)[k] + (v_l0_f + t*16*N)[k]*(v_r_l0_cprev + t*16*N)[k] + (v_l0_g + t*16*N)[k]*(v_r_l0_i + t*16*N)[k] + (v_l0_i + t*16*N)[k]*(v_r_l0_g + t*16*N)[k];
+        /* l0: h_t = o ⊙ tanh(c_t) */
+        /* l0_H = l0_o ⊙ tanh(l0_C) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_H + t*16*N)[k] = (v_l0_o + t*16*N)[k]*bpg_tanh((v_l0_C + t*16*N)[k]);
+        /* r_l0_H = r_l0_o ⊙ tanh(l0_C) + l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) {
+            const real cse0 = bpg_tanh((v_l0_C + t*16*N)[k]);
+            (v_r_l0_H + t*16*N)[k] = cse0*(v_r_l0_o + t*16*N)[k] + (v_l0_o + t*16*N)[k]*(v_r_l0_C + t*16*N)[k]*(1 - ((cse0)*(cse0)));
+        }
+    }
+
+    /* forward pass (continued) */
+    /* l1: affine part */
+    /* l1_XW = l0_H·l1_W */
+    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* r_l1_XW_a = r_l0_H·l1_W */
+    bpg_gemm_nn(20*N, 1, 16, v_r_l0_H, v_l1_W, v_r_l1_XW_a);
+    /* r_l1_XW_b = l0_H·v_l1_W */
+    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_v_l1_W, v_r_l1_XW_b);
+    /* l1: pre-activation */
+    /* l1_Z = l1_XW + l1_b */
+    #pragma omp simd
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
+    /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
+    #pragma omp simd
+    for (int64_t k = 0; k < 20*N; k++) v_r_l1_Z[k] = v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[0];
+    /* out_last = l1_Z(t=19) */
+    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+    /* r_out_last = r_l1_Z(t=19) */
+    memcpy(v_r_out_last, v_r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+
+    /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
+    /*   (mse: half the squared error per unit) */
+    /* d_out_last = (out_last - y) / N */
+    #pragma omp simd
+    for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
+    /* r_d_out_last = r_out_last / N */
+    #pragma omp simd
+    for (int64_t k = 0; k < N; k++) v_r_d_out_last[k] = v_r_out_last[k]/((real)N);
+
+    /* Grad of: out_last = l1_Z(t=19) */
+    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
+    /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_r_d_l1_Z + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
+
+    /* Grad of: l1_Z = l1_XW + l1_b */
+    /*   (l1: pre-activation) */
+    /* r_d_l1_b = 1ᵀ·r_d_l1_Z·1 */
+    bpg_sumall(20*N, 1, v_r_d_l1_Z, v_r_d_l1_b);
+
+    /* Grad of: l1_XW = l0_H·l1_W */
+    /*   (l1: affine part) */
+    /* d_l0_H = d_l1_Z·l1_Wᵀ */
+    bpg_gemm_nt(20*N, 16, 1, v_d_l1_Z, v_l1_W, v_d_l0_H);
+    /* r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ */
+    bpg_gemm_nt(20*N, 16, 1, v_r_d_l1_Z, v_l1_W, v_r_d_l0_H_a);
+    /* r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ */
+    bpg_gemm_nt(20*N, 16, 1, v_d_l1_Z, v_v_l1_W, v_r_d_l0_H_b);
+    /* r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b */
+    #pragma omp simd
+    for (int64_t k = 0; k < 320*N; k++) v_r_d_l0_H[k] = v_r_d_l0_H_a[k] + v_r_d_l0_H_b[k];
+    /* r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z */
+    bpg_gemm_tn(16, 1, 20*N, v_r_l0_H, v_d_l1_Z, v_r_d_l1_W_a);
+    /* r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z */
+    bpg_gemm_tn(16, 1, 20*N, v_l0_H, v_r_d_l1_Z, v_r_d_l1_W_b);
+    /* r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b */
+    #pragma omp simd
+    for (int64_t k = 0; k < 16; k++) v_r_d_l1_W[k] = v_r_d_l1_W_a[k] + v_r_d_l1_W_b[k];
+
+    /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
+    /* l0_Wh_T = l0_Whᵀ, once for every step */
+    for (int64_t i = 0; i < 16; i++)
+        for (int64_t j = 0; j < 64; j++) v_l0_Wh_T[j*16 + i] = v_l0_Wh[i*64 + j];
+    /* v_l0_Wh_T = v_l0_Whᵀ, once for every step */
+    for (int64_t i = 0; i < 16; i++)
+        for (int64_t j = 0; j < 64; j++) v_v_l0_Wh_T[j*16 + i] = v_v_l0_Wh[i*64 + j];
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = 19 - it;
+        const int64_t q = t + 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
+        /* carry_l0_H = d_l0_hprev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_H, v_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
+        /* r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_r_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_r_carry_l0_H, v_r_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
+
+        /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
+        /* carry_l0_C = d_l0_cprev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_C, v_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
+        /* r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_r_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_r_carry_l0_C, v_r_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
+
+        /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
+        /*   (l0: h_t = o ⊙ tanh(c_t)) */
+        /* d_l0_H_1 = carry_l0_H + d_l0_H */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_H_1[k] = v_carry_l0_H[k] + (v_d_l0_H + t*16*N)[k];
+        /* r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_r_d_l0_H_1[k] = v_r_carry_l0_H[k] + (v_r_d_l0_H + t*16*N)[k];
+        /* d_l0_o = d_l0_H_1 ⊙ tanh(l0_C) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_o[k] = v_d_l0_H_1[k]*bpg_tanh((v_l0_C + t*16*N)[k]);
+
+        /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+        /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
+        /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_C_1[k] = v_carry_l0_C[k] + v_d_l0_H_1[k]*(v_l0_o + t*16*N)[k]*(1 - ((bpg_tanh((v_l0_C + t*16*N)[k]))*(bpg_tanh((v_l0_C + t*16*N)[k]))));
         /* r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) {
-            const real cse0 = bpg_tanh((l0_C + t*16*N)[k]);
-            r_d_l0_C_1[k] = -cse0*d_l0_H_1[k]*(l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(2 - 2*((cse0)*(cse0))) + d_l0_H_1[k]*(r_l0_o + t*16*N)[k]*(1 - ((cse0)*(cse0))) + (l0_o + t*16*N)[k]*r_d_l0_H_1[k]*(1 - ((cse0)*(cse0))) + r_carry_l0_C[k];
+            const real cse0 = bpg_tanh((v_l0_C + t*16*N)[k]);
+            v_r_d_l0_C_1[k] = -cse0*v_d_l0_H_1[k]*(v_l0_o + t*16*N)[k]*(v_r_l0_C + t*16*N)[k]*(2 - 2*((cse0)*(cse0))) + v_d_l0_H_1[k]*(v_r_l0_o + t*16*N)[k]*(1 - ((cse0)*(cse0))) + (v_l0_o + t*16*N)[k]*v_r_d_l0_H_1[k]*(1 - ((cse0)*(cse0))) + v_r_carry_l0_C[k];
         }
         /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = d_l0_C_1[k]*(l0_f + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_cprev + t*16*N)[k] = v_d_l0_C_1[k]*(v_l0_f + t*16*N)[k];
         /* r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1 */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (r_d_l0_cprev + t*16*N)[k] = d_l0_C_1[k]*(r_l0_f + t*16*N)[k] + (l0_f + t*16*N)[k]*r_d_l0_C_1[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_r_d_l0_cprev + t*16*N)[k] = v_d_l0_C_1[k]*(v_r_l0_f + t*16*N)[k] + (v_l0_f + t*16*N)[k]*v_r_d_l0_C_1[k];
         /* d_l0_f = d_l0_C_1 ⊙ l0_cprev */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_f[k] = d_l0_C_1[k]*(l0_cprev + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_f[k] = v_d_l0_C_1[k]*(v_l0_cprev + t*16*N)[k];
         /* d_l0_g = d_l0_C_1 ⊙ l0_i */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_g[k] = d_l0_C_1[k]*(l0_i + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_g[k] = v_d_l0_C_1[k]*(v_l0_i + t*16*N)[k];
         /* d_l0_i = d_l0_C_1 ⊙ l0_g */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_i[k] = d_l0_C_1[k]*(l0_g + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_i[k] = v_d_l0_C_1[k]*(v_l0_g + t*16*N)[k];
 
         /* Grad of: l0_o = σ(l0_G_3) */
         /*   (l0: output gate) */
         /* d_l0_G_3 = d_l0_o ⊙ l0_o ⊙ (1 - l0_o) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_o[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_3[k] = v_d_l0_o[k]*(v_l0_o + t*16*N)[k]*(1 - (v_l0_o + t*16*N)[k]);
         /* r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (r_d_l0_H_1 ⊙ tanh(l0_C) + d_l0_H_1 ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2)) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) {
-            const real cse1 = bpg_tanh((l0_C + t*16*N)[k]);
-            r_d_l0_G_3[k] = (l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*(cse1*r_d_l0_H_1[k] + d_l0_H_1[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse1)*(cse1)))) + (r_l0_o + t*16*N)[k]*(-d_l0_o[k]*(l0_o + t*16*N)[k] + d_l0_o[k]*(1 - (l0_o + t*16*N)[k]));
+            const real cse1 = bpg_tanh((v_l0_C + t*16*N)[k]);
+            v_r_d_l0_G_3[k] = (v_l0_o + t*16*N)[k]*(1 - (v_l0_o + t*16*N)[k])*(cse1*v_r_d_l0_H_1[k] + v_d_l0_H_1[k]*(v_r_l0_C + t*16*N)[k]*(1 - ((cse1)*(cse1)))) + (v_r_l0_o + t*16*N)[k]*(-v_d_l0_o[k]*(v_l0_o + t*16*N)[k] + v_d_l0_o[k]*(1 - (v_l0_o + t*16*N)[k]));
         }
 
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
         /* d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = d_l0_g[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_2[k] = v_d_l0_g[k]*(1 - (((v_l0_g + t*16*N)[k])*((v_l0_g + t*16*N)[k])));
         /* r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_2[k] = -2*d_l0_g[k]*(l0_g + t*16*N)[k]*(r_l0_g + t*16*N)[k] + (1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])))*(d_l0_C_1[k]*(r_l0_i + t*16*N)[k] + (l0_i + t*16*N)[k]*r_d_l0_C_1[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_r_d_l0_G_2[k] = -2*v_d_l0_g[k]*(v_l0_g + t*16*N)[k]*(v_r_l0_g + t*16*N)[k] + (1 - (((v_l0_g + t*16*N)[k])*((v_l0_g + t*16*N)[k])))*(v_d_l0_C_1[k]*(v_r_l0_i + t*16*N)[k] + (v_l0_i + t*16*N)[k]*v_r_d_l0_C_1[k]);
 
         /* Grad of: l0_f = σ(l0_G_1) */
         /*   (l0: forget gate) */
         /* d_l0_G_1_1 = d_l0_f ⊙ l0_f ⊙ (1 - l0_f) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = d_l0_f[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_1_1[k] = v_d_l0_f[k]*(v_l0_f + t*16*N)[k]*(1 - (v_l0_f + t*16*N)[k]);
         /* r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_1_1[k] = (l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k])*(d_l0_C_1[k]*(r_l0_cprev + t*16*N)[k] + (l0_cprev + t*16*N)[k]*r_d_l0_C_1[k]) + (r_l0_f + t*16*N)[k]*(-d_l0_f[k]*(l0_f + t*16*N)[k] + d_l0_f[k]*(1 - (l0_f + t*16*N)[k]));
+        for (int64_t k = 0; k < 16*N; k++) v_r_d_l0_G_1_1[k] = (v_l0_f + t*16*N)[k]*(1 - (v_l0_f + t*16*N)[k])*(v_d_l0_C_1[k]*(v_r_l0_cprev + t*16*N)[k] + (v_l0_cprev + t*16*N)[k]*v_r_d_l0_C_1[k]) + (v_r_l0_f + t*16*N)[k]*(-v_d_l0_f[k]*(v_l0_f + t*16*N)[k] + v_d_l0_f[k]*(1 - (v_l0_f + t*16*N)[k]));
 
         /* Grad of: l0_i = σ(l0_G_0) */
         /*   (l0: input gate) */
         /* d_l0_G_0 = d_l0_i ⊙ l0_i ⊙ (1 - l0_i) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = d_l0_i[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_0[k] = v_d_l0_i[k]*(v_l0_i + t*16*N)[k]*(1 - (v_l0_i + t*16*N)[k]);
         /* r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) r_d_l0_G_0[k] = (l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k])*(d_l0_C_1[k]*(r_l0_g + t*16*N)[k] + (l0_g + t*16*N)[k]*r_d_l0_C_1[k]) + (r_l0_i + t*16*N)[k]*(-d_l0_i[k]*(l0_i + t*16*N)[k] + d_l0_i[k]*(1 - (l0_i + t*16*N)[k]));
+        for (int64_t k = 0; k < 16*N; k++) v_r_d_l0_G_0[k] = (v_l0_i + t*16*N)[k]*(1 - (v_l0_i + t*16*N)[k])*(v_d_l0_C_1[k]*(v_r_l0_g + t*16*N)[k] + (v_l0_g + t*16*N)[k]*v_r_d_l0_C_1[k]) + (v_r_l0_i + t*16*N)[k]*(-v_d_l0_i[k]*(v_l0_i + t*16*N)[k] + v_d_l0_i[k]*(1 - (v_l0_i + t*16*N)[k]));
 
         /* Grad of: l0_G = l0_HW + l0_XG */
         /*   (l0: gate pre-activations [i, f, g, o]) */
         /* d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3] */
-        bpg_copy_cols(N, 16, d_l0_G_0, 16, 0, (d_l0_G_6 + t*64*N), 64, 0);
-        bpg_copy_cols(N, 16, d_l0_G_1_1, 16, 0, (d_l0_G_6 + t*64*N), 64, 16);
-        bpg_copy_cols(N, 16, d_l0_G_2, 16, 0, (d_l0_G_6 + t*64*N), 64, 32);
-        bpg_copy_cols(N, 16, d_l0_G_3, 16, 0, (d_l0_G_6 + t*64*N), 64, 48);
+        bpg_copy_cols(N, 16, v_d_l0_G_0, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 0);
+        bpg_copy_cols(N, 16, v_d_l0_G_1_1, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 16);
+        bpg_copy_cols(N, 16, v_d_l0_G_2, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 32);
+        bpg_copy_cols(N, 16, v_d_l0_G_3, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 48);
         /* r_d_l0_G_6 = [r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3] */
-        bpg_copy_cols(N, 16, r_d_l0_G_0, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 0);
-        bpg_copy_cols(N, 16, r_d_l0_G_1_1, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 16);
-        bpg_copy_cols(N, 16, r_d_l0_G_2, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 32);
-        bpg_copy_cols(N, 16, r_d_l0_G_3, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 48);
+        bpg_copy_cols(N, 16, v_r_d_l0_G_0, 16, 0, (v_r_d_l0_G_6 + t*64*N), 64, 0);
+        bpg_copy_cols(N, 16, v_r_d_l0_G_1_1, 16, 0, (v_r_d_l0_G_6 + t*64*N), 64, 16);
+        bpg_copy_cols(N, 16, v_r_d_l0_G_2, 16, 0, (v_r_d_l0_G_6 + t*64*N), 64, 32);
+        bpg_copy_cols(N, 16, v_r_d_l0_G_3, 16, 0, (v_r_d_l0_G_6 + t*64*N), 64, 48);
 
         /* Grad of: l0_HW = l0_hprev·l0_Wh */
         /* d_l0_hprev = d_l0_G_6·l0_Whᵀ */
-        bpg_gemm_nn(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh_T, (d_l0_hprev + t*16*N));
+        bpg_gemm_nn(N, 16, 64, (v_d_l0_G_6 + t*64*N), v_l0_Wh_T, (v_d_l0_hprev + t*16*N));
         /* r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ */
-        bpg_gemm_nn(N, 16, 64, (r_d_l0_G_6 + t*64*N), l0_Wh_T, r_d_l0_hprev_a);
+        bpg_gemm_nn(N, 16, 64, (v_r_d_l0_G_6 + t*64*N), v_l0_Wh_T, v_r_d_l0_hprev_a);
         /* r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ */
-        bpg_gemm_nn(N, 16, 64, (d_l0_G_6 + t*64*N), v_l0_Wh_T, r_d_l0_hprev_b);
+        bpg_gemm_nn(N, 16, 64, (v_d_l0_G_6 + t*64*N), v_v_l0_Wh_T, v_r_d_l0_hprev_b);
         /* r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (r_d_l0_hprev + t*16*N)[k] = r_d_l0_hprev_a[k] + r_d_l0_hprev_b[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_r_d_l0_hprev + t*16*N)[k] = v_r_d_l0_hprev_a[k] + v_r_d_l0_hprev_b[k];
     }
 
     /* Grad of: l0_HW = l0_hprev·l0_Wh */
     /* r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6 */
-    bpg_gemm_tn(16, 64, 20*N, r_l0_hprev, d_l0_G_6, r_d_l0_Wh_a);
+    bpg_gemm_tn(16, 64, 20*N, v_r_l0_hprev, v_d_l0_G_6, v_r_d_l0_Wh_a);
     /* r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6 */
-    bpg_gemm_tn(16, 64, 20*N, l0_hprev, r_d_l0_G_6, r_d_l0_Wh_b);
+    bpg_gemm_tn(16, 64, 20*N, v_l0_hprev, v_r_d_l0_G_6, v_r_d_l0_Wh_b);
     /* r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) r_d_l0_Wh[k] = r_d_l0_Wh_a[k] + r_d_l0_Wh_b[k];
+    for (int64_t k = 0; k < 1024; k++) v_r_d_l0_Wh[k] = v_r_d_l0_Wh_a[k] + v_r_d_l0_Wh_b[k];
 
     /* Grad of: l0_XG = l0_XW + l0_b */
-    /*   (l0: X·Wx + 1·b) */
+    /*   (l0: input projection plus bias) */
     /* r_d_l0_b = 1ᵀ·r_d_l0_G_6 */
-    bpg_colsum(20*N, 64, r_d_l0_G_6, r_d_l0_b);
+    bpg_colsum(20*N, 64, v_r_d_l0_G_6, v_r_d_l0_b);
 
     /* Grad of: l0_XW = x·l0_Wx */
     /*   (l0: input projection of every step at once) */
     /* r_d_l0_Wx_b = xᵀ·r_d_l0_G_6 */
-    bpg_gemm_tn(1, 64, 20*N, x, r_d_l0_G_6, r_d_l0_Wx_b);
+    bpg_gemm_tn(1, 64, 20*N, v_x, v_r_d_l0_G_6, v_r_d_l0_Wx_b);
 }
 
 /* ---- ggn_vp: workspace 12912*N + 4096 elements ---- */
-BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
-    real *const l0_XG = ws + 2560*N;  /* (20*N, 64) */
-    real *const r_l0_XG = ws + 3840*N;  /* (20*N, 64) */
-    real *const l0_hprev = ws + 5120*N;  /* (20*N, 16) */
-    real *const r_l0_hprev = ws + 5440*N;  /* (20*N, 16) */
-    real *const l0_cprev = ws + 5760*N;  /* (20*N, 16) */
-    real *const r_l0_cprev = ws + 6080*N;  /* (N, 16) */
-    real *const l0_HW = ws + 6096*N;  /* (N, 64) */
-    real *const r_l0_HW_a = ws + 6160*N;  /* (N, 64) */
-    real *const r_l0_HW_b = ws + 6224*N;  /* (N, 64) */
-    real *const l0_G = ws + 6288*N;  /* (N, 64) */
-    real *const r_l0_G = ws + 6352*N;  /* (N, 64) */
-    real *const l0_G_0 = ws + 6416*N;  /* (N, 16) */
-    real *const r_l0_G_0 = ws + 6432*N;  /* (N, 16) */
-    real *const l0_i = ws + 6448*N;  /* (20*N, 16) */
-    real *const l0_G_1 = ws + 6768*N;  /* (N, 16) */
-    real *const r_l0_G_1 = ws + 6784*N;  /* (N, 16) */
-    real *const l0_f = ws + 6800*N;  /* (20*N, 16) */
-    real *const l0_G_2 = ws + 7120*N;  /* (N, 16) */
-    real *const r_l0_G_2 = ws + 7136*N;  /* (N, 16) */
-    real *const l0_g = ws + 7152*N;  /* (20*N, 16) */
-    real *const l0_G_3 = ws + 7472*N;  /* (N, 16) */
-    real *const r_l0_G_3 = ws + 7488*N;  /* (N, 16) */
-    real *const l0_o = ws + 7504*N;  /* (20*N, 16) */
-    real *const l0_C = ws + 7824*N;  /* (20*N, 16) */
-    real *const r_l0_C = ws + 8144*N;  /* (20*N, 16) */
-    real *const l0_H = ws + 8464*N;  /* (20*N, 16) */
-    real *const r_l0_H = ws + 8784*N;  /* (20*N, 16) */
-    real *const r_l1_XW_a = ws + 9104*N;  /* (20*N, 1) */
-    real *const r_l1_XW_b = ws + 9128*N;  /* (20*N, 1) */
-    real *const r_l1_Z = ws + 9152*N;  /* (20*N, 1) */
-    real *const r_out_last = ws + 9176*N;  /* (N, 1) */
-    real *const r_d_out_last = ws + 9184*N;  /* (N, 1) */
-    real *const r_d_l1_Z = ws + 9192*N;  /* (20*N, 1) */
-    real *const d_l0_H = ws + 9216*N;  /* (20*N, 16) */
-    real *const carry_l0_H = ws + 9536*N;  /* (N, 16) */
-    real *const carry_l0_C = ws + 9552*N;  /* (N, 16) */
-    real *const d_l0_H_1 = ws + 9568*N;  /* (N, 16) */
-    real *const d_l0_C_2 = ws + 9584*N;  /* (N, 16) */
-    real *const d_r_l0_G_3 = ws + 9600*N;  /* (N, 16) */
-    real *const d_l0_G_3 = ws + 9616*N;  /* (N, 16) */
-    real *const d_l0_G_2 = ws + 9632*N;  /* (N, 16) */
-    real *const d_l0_G_1_1 = ws + 9648*N;  /* (N, 16) */
-    real *const d_l0_G_0 = ws + 9664*N;  /* (N, 16) */
-    real *const d_r_l0_G_6 = ws + 9680*N;  /* (20*N, 64) */
-    real *const d_l0_G_6 = ws + 10960*N;  /* (20*N, 64) */
-    real *const d_l0_hprev = ws + 12240*N;  /* (N, 16) */
-    real *const d_l0_hprev_1 = ws + 12256*N;  /* (N, 16) */
-    real *const d_l0_cprev_2 = ws + 12272*N;  /* (20*N, 16) */
-    real *const d_l0_hprev_2 = ws + 12592*N;  /* (20*N, 16) */
-    real *const d_l0_Wh = ws + 12912*N;  /* (16, 64) */
-    real *const d_l0_Wh_1 = ws + 12912*N + 1024;  /* (16, 64) */
-    real *const d_l0_Wx = out + 0;  /* (1, 64) */
-    real *const d_l0_Wh_2 = out + 64;  /* (16, 64) */
-    real *const d_l0_b = out + 1088;  /* (1, 64) */
-    real *const d_l1_W = out + 1152;  /* (16, 1) */
-    real *const d_l1_b = out + 1168;  /* (1, 1) */
-    real *const v_l0_Wh_T = ws + 12912*N + 2048;  /* (64, 16) */
-    real *const l0_Wh_T = ws + 12912*N + 3072;  /* (64, 16) */
+    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
+    real *const v_r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 2560*N;  /* (20*N, 64) */
+    real *const v_r_l0_XG = ws + 3840*N;  /* (20*N, 64) */
+    real *const v_l0_hprev = ws + 5120*N;  /* (20*N, 16) */
+    real *const v_r_l0_hprev = ws + 5440*N;  /* (20*N, 16) */
+    real *const v_l0_cprev = ws + 5760*N;  /* (20*N, 16) */
+    real *const v_r_l0_cprev = ws + 6080*N;  /* (N, 16) */
+    real *const v_l0_HW = ws + 6096*N;  /* (N, 64) */
+    real *const v_r_l0_HW_a = ws + 6160*N;  /* (N, 64) */
+    real *const v_r_l0_HW_b = ws + 6224*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 6288*N;  /* (N, 64) */
+    real *const v_r_l0_G = ws + 6352*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 6416*N;  /* (N, 16) */
+    real *const v_r_l0_G_0 = ws + 6432*N;  /* (N, 16) */
+    real *const v_l0_i = ws + 6448*N;  /* (20*N, 16) */
+    real *const v_l0_G_1 = ws + 6768*N;  /* (N, 16) */
+    real *const v_r_l0_G_1 = ws + 6784*N;  /* (N, 16) */
+    real *const v_l0_f = ws + 6800*N;  /* (20*N, 16) */
+    real *const v_l0_G_2 = ws + 7120*N;  /* (N, 16) */
+    real *const v_r_l0_G_2 = ws + 7136*N;  /* (N, 16) */
+    real *const v_l0_g = ws + 7152*N;  /* (20*N, 16) */
+    real *const v_l0_G_3 = ws + 7472*N;  /* (N, 16) */
+    real *const v_r_l0_G_3 = ws + 7488*N;  /* (N, 16) */
+    real *const v_l0_o = ws + 7504*N;  /* (20*N, 16) */
+    real *const v_l0_C = ws + 7824*N;  /* (20*N, 16) */
+    real *const v_r_l0_C = ws + 8144*N;  /* (20*N, 16) */
+    real *const v_l0_H = ws + 8464*N;  /* (20*N, 16) */
+    real *const v_r_l0_H = ws + 8784*N;  /* (20*N, 16) */
+    real *const v_r_l1_XW_a = ws + 9104*N;  /* (20*N, 1) */
+    real *const v_r_l1_XW_b = ws + 9128*N;  /* (20*N, 1) */
+    real *const v_r_l1_Z = ws + 9152*N;  /* (20*N, 1) */
+    real *const v_r_out_last = ws + 9176*N;  /* (N, 1) */
+    real *const v_r_d_out_last = ws + 9184*N;  /* (N, 1) */
+    real *const v_r_d_l1_Z = ws + 9192*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 9216*N;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 9536*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 9552*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 9568*N;  /* (N, 16) */
+    real *const v_d_l0_C_2 = ws + 9584*N;  /* (N, 16) */
+    real *const v_d_r_l0_G_3 = ws + 9600*N;  /* (N, 16) */
+    real *const v_d_l0_G_3 = ws + 9616*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 9632*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 9648*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 9664*N;  /* (N, 16) */
+    real *const v_d_r_l0_G_6 = ws + 9680*N;  /* (20*N, 64) */
+    real *const v_d_l0_G_6 = ws + 10960*N;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 12240*N;  /* (N, 16) */
+    real *const v_d_l0_hprev_1 = ws + 12256*N;  /* (N, 16) */
+    real *const v_d_l0_cprev_2 = ws + 12272*N;  /* (20*N, 16) */
+    real *const v_d_l0_hprev_2 = ws + 12592*N;  /* (20*N, 16) */
+    real *const v_d_l0_Wh = ws + 12912*N;  /* (16, 64) */
+    real *const v_d_l0_Wh_1 = ws + 12912*N + 1024;  /* (16, 64) */
+    real *const v_d_l0_Wx = out + 0;  /* (1, 64) */
+    real *const v_d_l0_Wh_2 = out + 64;  /* (16, 64) */
+    real *const v_d_l0_b = out + 1088;  /* (1, 64) */
+    real *const v_d_l1_W = out + 1152;  /* (16, 1) */
+    real *const v_d_l1_b = out + 1168;  /* (1, 1) */
+    real *const v_v_l0_Wh_T = ws + 12912*N + 2048;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 12912*N + 3072;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
     /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, x, l0_Wx, l0_XW);
+    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
     /* r_l0_XW_b = x·v_l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, x, v_l0_Wx, r_l0_XW_b);
-    /* l0: X·Wx + 1·b */
+    bpg_gemm_nn(20*N, 64, 1, v_x, v_v_l0_Wx, v_r_l0_XW_b);
+    /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            l0_XG[k] = l0_XW[k] + l0_b[cc];
+            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
         }
     }
     /* r_l0_XG = r_l0_XW_b + v_l0_b */
@@ -1258,7 +1313,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            r_l0_XG[k] = r_l0_XW_b[k] + v_l0_b[cc];
+            v_r_l0_XG[k] = v_r_l0_XW_b[k] + v_v_l0_b[cc];
         }
     }
 
@@ -1270,122 +1325,122 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
 
         /* forward pass (continued) */
         /* l0_hprev = l0_H of the previous iteration (0 at the first) */
-        if (it == 0) memset((l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((l0_hprev + t*16*N), l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset((v_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_hprev + t*16*N), v_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
         /* r_l0_hprev = r_l0_H of the previous iteration (0 at the first) */
-        if (it == 0) memset((r_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((r_l0_hprev + t*16*N), r_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset((v_r_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_r_l0_hprev + t*16*N), v_r_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_cprev = l0_C of the previous iteration (0 at the first) */
-        if (it == 0) memset((l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((l0_cprev + t*16*N), l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset((v_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_cprev + t*16*N), v_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* r_l0_cprev = r_l0_C of the previous iteration (0 at the first) */
-        if (it == 0) memset(r_l0_cprev, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(r_l0_cprev, r_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_r_l0_cprev, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_r_l0_cprev, v_r_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
-        bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), l0_Wh, l0_HW);
+        bpg_gemm_nn(N, 64, 16, (v_l0_hprev + t*16*N), v_l0_Wh, v_l0_HW);
         /* r_l0_HW_a = r_l0_hprev·l0_Wh */
-        bpg_gemm_nn(N, 64, 16, (r_l0_hprev + t*16*N), l0_Wh, r_l0_HW_a);
+        bpg_gemm_nn(N, 64, 16, (v_r_l0_hprev + t*16*N), v_l0_Wh, v_r_l0_HW_a);
         /* r_l0_HW_b = l0_hprev·v_l0_Wh */
-        bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), v_l0_Wh, r_l0_HW_b);
+        bpg_gemm_nn(N, 64, 16, (v_l0_hprev + t*16*N), v_v_l0_Wh, v_r_l0_HW_b);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
         #pragma omp simd
-        for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
+        for (int64_t k = 0; k < 64*N; k++) v_l0_G[k] = v_l0_HW[k] + (v_l0_XG + t*64*N)[k];
         /* r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
         #pragma omp simd
-        for (int64_t k = 0; k < 64*N; k++) r_l0_G[k] = r_l0_HW_a[k] + r_l0_HW_b[k] + (r_l0_XG + t*64*N)[k];
+        for (int64_t k = 0; k < 64*N; k++) v_r_l0_G[k] = v_r_l0_HW_a[k] + v_r_l0_HW_b[k] + (v_r_l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
-        bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 0, v_l0_G_0, 16, 0);
         /* r_l0_G_0 = r_l0_G[:, 0:16] */
-        bpg_copy_cols(N, 16, r_l0_G, 64, 0, r_l0_G_0, 16, 0);
+        bpg_copy_cols(N, 16, v_r_l0_G, 64, 0, v_r_l0_G_0, 16, 0);
         /* l0: input gate */
         /* l0_i = σ(l0_G_0) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_i + t*16*N)[k] = bpg_sigmoid(l0_G_0[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_i + t*16*N)[k] = bpg_sigmoid(v_l0_G_0[k]);
         /* l0_G_1 = l0_G[:, 16:32] */
-        bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 16, v_l0_G_1, 16, 0);
         /* r_l0_G_1 = r_l0_G[:, 16:32] */
-        bpg_copy_cols(N, 16, r_l0_G, 64, 16, r_l0_G_1, 16, 0);
+        bpg_copy_cols(N, 16, v_r_l0_G, 64, 16, v_r_l0_G_1, 16, 0);
         /* l0: forget gate */
         /* l0_f = σ(l0_G_1) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_f + t*16*N)[k] = bpg_sigmoid(l0_G_1[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_f + t*16*N)[k] = bpg_sigmoid(v_l0_G_1[k]);
         /* l0_G_2 = l0_G[:, 32:48] */
-        bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 32, v_l0_G_2, 16, 0);
         /* r_l0_G_2 = r_l0_G[:, 32:48] */
-        bpg_copy_cols(N, 16, r_l0_G, 64, 32, r_l0_G_2, 16, 0);
+        bpg_copy_cols(N, 16, v_r_l0_G, 64, 32, v_r_l0_G_2, 16, 0);
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = bpg_tanh(l0_G_2[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_g + t*16*N)[k] = bpg_tanh(v_l0_G_2[k]);
         /* l0_G_3 = l0_G[:, 48:64] */
-        bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 48, v_l0_G_3, 16, 0);
         /* r_l0_G_3 = r_l0_G[:, 48:64] */
-        bpg_copy_cols(N, 16, r_l0_G, 64, 48, r_l0_G_3, 16, 0);
+        bpg_copy_cols(N, 16, v_r_l0_G, 64, 48, v_r_l0_G_3, 16, 0);
         /* l0: output gate */
         /* l0_o = σ(l0_G_3) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_o + t*16*N)[k] = bpg_sigmoid(l0_G_3[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_o + t*16*N)[k] = bpg_sigmoid(v_l0_G_3[k]);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_C + t*16*N)[k] = (v_l0_cprev + t*16*N)[k]*(v_l0_f + t*16*N)[k] + (v_l0_g + t*16*N)[k]*(v_l0_i + t*16*N)[k];
         /* r_l0_C = l0_f ⊙ r_l0_cprev + l0_i ⊙ r_l0_G_2 ⊙ (1 - l0_g^∘2) + l0_cprev ⊙ l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) + l0_g ⊙ l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (r_l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k]*r_l0_G_1[k]*(1 - (l0_f + t*16*N)[k]) + (l0_f + t*16*N)[k]*r_l0_cprev[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k]*r_l0_G_0[k]*(1 - (l0_i + t*16*N)[k]) + (l0_i + t*16*N)[k]*r_l0_G_2[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
+        for (int64_t k = 0; k < 16*N; k++) (v_r_l0_C + t*16*N)[k] = (v_l0_cprev + t*16*N)[k]*(v_l0_f + t*16*N)[k]*v_r_l0_G_1[k]*(1 - (v_l0_f + t*16*N)[k]) + (v_l0_f + t*16*N)[k]*v_r_l0_cprev[k] + (v_l0_g + t*16*N)[k]*(v_l0_i + t*16*N)[k]*v_r_l0_G_0[k]*(1 - (v_l0_i + t*16*N)[k]) + (v_l0_i + t*16*N)[k]*v_r_l0_G_2[k]*(1 - (((v_l0_g + t*16*N)[k])*((v_l0_g + t*16*N)[k])));
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_H + t*16*N)[k] = (v_l0_o + t*16*N)[k]*bpg_tanh((v_l0_C + t*16*N)[k]);
         /* r_l0_H = l0_o ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
         #pragma omp simd
         for (int64_t k = 0; k < 16*N; k++) {
-            const real cse0 = bpg_tanh((l0_C + t*16*N)[k]);
-            (r_l0_H + t*16*N)[k] = cse0*(l0_o + t*16*N)[k]*r_l0_G_3[k]*(1 - (l0_o + t*16*N)[k]) + (l0_o + t*16*N)[k]*(r_l0_C + t*16*N)[k]*(1 - ((cse0)*(cse0)));
+            const real cse0 = bpg_tanh((v_l0_C + t*16*N)[k]);
+            (v_r_l0_H + t*16*N)[k] = cse0*(v_l0_o + t*16*N)[k]*v_r_l0_G_3[k]*(1 - (v_l0_o + t*16*N)[k]) + (v_l0_o + t*16*N)[k]*(v_r_l0_C + t*16*N)[k]*(1 - ((cse0)*(cse0)));
         }
     }
 
     /* forward pass (continued) */
     /* r_l1_XW_a = r_l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, r_l0_H, l1_W, r_l1_XW_a);
+    bpg_gemm_nn(20*N, 1, 16, v_r_l0_H, v_l1_W, v_r_l1_XW_a);
     /* r_l1_XW_b = l0_H·v_l1_W */
-    bpg_gemm_nn(20*N, 1, 16, l0_H, v_l1_W, r_l1_XW_b);
+    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_v_l1_W, v_r_l1_XW_b);
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) r_l1_Z[k] = r_l1_XW_a[k] + r_l1_XW_b[k] + v_l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_r_l1_Z[k] = v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[0];
     /* r_out_last = r_l1_Z(t=19) */
-    memcpy(r_out_last, r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+    memcpy(v_r_out_last, v_r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last) */
-    /*   (mse: 0.5 (O - Y)^2 per unit) */
+    /*   (mse: half the squared error per unit) */
     /* r_d_out_last = r_out_last / N */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) r_d_out_last[k] = r_out_last[k]/((real)N);
+    for (int64_t k = 0; k < N; k++) v_r_d_out_last[k] = v_r_out_last[k]/((real)N);
 
     /* Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z) */
     /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(r_d_l1_Z + 19*1*N, r_d_out_last, sizeof(real)*(size_t)(1*N));
+    memset(v_r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_r_d_l1_Z + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
 
     /* Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW) */
-    /*   (l1: pre-activation Z = X·W + 1·b) */
+    /*   (l1: pre-activation) */
     /* d_l1_b = 1ᵀ·r_d_l1_Z·1 */
-    bpg_sumall(20*N, 1, r_d_l1_Z, d_l1_b);
+    bpg_sumall(20*N, 1, v_r_d_l1_Z, v_d_l1_b);
 
     /* Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW) */
     /*   (l1: affine part) */
     /* d_l0_H = r_d_l1_Z·l1_Wᵀ */
-    bpg_gemm_nt(20*N, 16, 1, r_d_l1_Z, l1_W, d_l0_H);
+    bpg_gemm_nt(20*N, 16, 1, v_r_d_l1_Z, v_l1_W, v_d_l0_H);
     /* d_l1_W = l0_Hᵀ·r_d_l1_Z */
-    bpg_gemm_tn(16, 1, 20*N, l0_H, r_d_l1_Z, d_l1_W);
+    bpg_gemm_tn(16, 1, 20*N, v_l0_H, v_r_d_l1_Z, v_d_l1_W);
 
     /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
     /* v_l0_Wh_T = v_l0_Whᵀ, once for every step */
     for (int64_t i = 0; i < 16; i++)
-        for (int64_t j = 0; j < 64; j++) v_l0_Wh_T[j*16 + i] = v_l0_Wh[i*64 + j];
+        for (int64_t j = 0; j < 64; j++) v_v_l0_Wh_T[j*16 + i] = v_v_l0_Wh[i*64 + j];
     /* l0_Wh_T = l0_Whᵀ, once for every step */
     for (int64_t i = 0; i < 16; i++)
-        for (int64_t j = 0; j < 64; j++) l0_Wh_T[j*16 + i] = l0_Wh[i*64 + j];
+        for (int64_t j = 0; j < 64; j++) v_l0_Wh_T[j*16 + i] = v_l0_Wh[i*64 + j];
     for (int64_t it = 0; it < 20; it++) {
         const int64_t t = 19 - it;
         const int64_t q = t + 1;  /* the previous iteration's step */
@@ -1393,163 +1448,163 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict x, const real *restric
 
         /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
         /* carry_l0_H = d_l0_hprev_2 of the previous iteration (0 at the first) */
-        if (it == 0) memset(carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(carry_l0_H, d_l0_hprev_2 + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_H, v_d_l0_hprev_2 + q*16*N, sizeof(real)*(size_t)(16*N));
 
         /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
         /* carry_l0_C = d_l0_cprev_2 of the previous iteration (0 at the first) */
-        if (it == 0) memset(carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(carry_l0_C, d_l0_cprev_2 + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_C, v_d_l0_cprev_2 + q*16*N, sizeof(real)*(size_t)(16*N));
 
         /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
         /*   (l0: h_t = o ⊙ tanh(c_t)) */
         /* d_l0_H_1 = carry_l0_H + d_l0_H */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_H_1[k] = carry_l0_H[k] + (d_l0_H + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_H_1[k] = v_carry_l0_H[k] + (v_d_l0_H + t*16*N)[k];
 
         /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_2 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_C_2[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((bpg_tanh((l0_C + t*16*N)[k]))*(bpg_tanh((l0_C + t*16*N)[k]))));
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_C_2[k] = v_carry_l0_C[k] + v_d_l0_H_1[k]*(v_l0_o + t*16*N)[k]*(1 - ((bpg_tanh((v_l0_C + t*16*N)[k]))*(bpg_tanh((v_l0_C + t*16*N)[k]))));
 
         /* Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)  (not stored in this function: r_l0_o) */
         /* d_r_l0_G_3 = 0 */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_r_l0_G_3[k] = 0;
+        for (int64_t k = 0; k < 16*N; k++) v_d_r_l0_G_3[k] = 0;
 
         /* Grad of: l0_o = σ(l0_G_3) */
         /*   (l0: output gate) */
         /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*bpg_tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_3[k] = v_d_l0_H_1[k]*(v_l0_o + t*16*N)[k]*(1 - (v_l0_o + t*16*N)[k])*bpg_tanh((v_l0_C + t*16*N)[k]);
 
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
         /* d_l0_G_2 = d_l0_C_2 ⊙ l0_i ⊙ (1 - l0_g^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = d_l0_C_2[k]*(l0_i + t*16*N)[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_2[k] = v_d_l0_C_2[k]*(v_l0_i + t*16*N)[k]*(1 - (((v_l0_g + t*16*N)[k])*((v_l0_g + t*16*N)[k])));
 
         /* Grad of: l0_f = σ(l0_G_1) */
         /*   (l0: forget gate) */
         /* d_l0_G_1_1 = d_l0_C_2 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = d_l0_C_2[k]*(l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_1_1[k] = v_d_l0_C_2[k]*(v_l0_cprev + t*16*N)[k]*(v_l0_f + t*16*N)[k]*(1 - (v_l0_f + t*16*N)[k]);
 
         /* Grad of: l0_i = σ(l0_G_0) */
         /*   (l0: input gate) */
         /* d_l0_G_0 = d_l0_C_2 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = d_l0_C_2[k]*(l0_g + t*16*N)[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_0[k] = v_d_l0_C_2[k]*(v_l0_g + t*16*N)[k]*(v_l0_i + t*16*N)[k]*(1 - (v_l0_i + t*16*N)[k]);
 
         /* Grad of: r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
         /* d_r_l0_G_6 = [d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3] */
-        bpg_copy_cols(N, 16, d_r_l0_G_3, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 0);
-        bpg_copy_cols(N, 16, d_r_l0_G_3, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 16);
-        bpg_copy_cols(N, 16, d_r_l0_G_3, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 32);
-        bpg_copy_cols(N, 16, d_r_l0_G_3, 16, 0, (d_r_l0_G_6 + t*64*N), 64, 48);
+        bpg_copy_cols(N, 16, v_d_r_l0_G_3, 16, 0, (v_d_r_l0_G_6 + t*64*N), 64, 0);
+        bpg_copy_cols(N, 16, v_d_r_l0_G_3, 16, 0, (v_d_r_l0_G_6 + t*64*N), 64, 16);
+        bpg_copy_cols(N, 16, v_d_r_l0_G_3, 16, 0, (v_d_r_l0_G_6 + t*64*N), 64, 32);
+        bpg_copy_cols(N, 16, v_d_r_l0_G_3, 16, 0, (v_d_r_l0_G_6 + t*64*N), 64, 48);
 
         /* Grad of: l0_G = l0_HW + l0_XG */
         /*   (l0: gate pre-activations [i, f, g, o]) */
         /* d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3] */
-        bpg_copy_cols(N, 16, d_l0_G_0, 16, 0, (d_l0_G_6 + t*64*N), 64, 0);
-        bpg_copy_cols(N, 16, d_l0_G_1_1, 16, 0, (d_l0_G_6 + t*64*N), 64, 16);
-        bpg_copy_cols(N, 16, d_l0_G_2, 16, 0, (d_l0_G_6 + t*64*N), 64, 32);
-        bpg_copy_cols(N, 16, d_l0_G_3, 16, 0, (d_l0_G_6 + t*64*N), 64, 48);
+        bpg_copy_cols(N, 16, v_d_l0_G_0, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 0);
+        bpg_copy_cols(N, 16, v_d_l0_G_1_1, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 16);
+        bpg_copy_cols(N, 16, v_d_l0_G_2, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 32);
+        bpg_copy_cols(N, 16, v_d_l0_G_3, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 48);
 
         /* Grad of: r_l0_HW_b = l0_hprev·v_l0_Wh */
         /* d_l0_hprev = d_r_l0_G_6·v_l0_Whᵀ */
-        bpg_gemm_nn(N, 16, 64, (d_r_l0_G_6 + t*64*N), v_l0_Wh_T, d_l0_hprev);
+        bpg_gemm_nn(N, 16, 64, (v_d_r_l0_G_6 + t*64*N), v_v_l0_Wh_T, v_d_l0_hprev);
 
         /* Grad of: l0_HW = l0_hprev·l0_Wh */
         /* d_l0_hprev_1 = d_l0_G_6·l0_Whᵀ */
-        bpg_gemm_nn(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh_T, d_l0_hprev_1);
+        bpg_gemm_nn(N, 16, 64, (v_d_l0_G_6 + t*64*N), v_l0_Wh_T, v_d_l0_hprev_1);
 
         /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
         /* d_l0_cprev_2 = d_l0_C_2 ⊙ l0_f */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev_2 + t*16*N)[k] = d_l0_C_2[k]*(l0_f + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_cprev_2 + t*16*N)[k] = v_d_l0_C_2[k]*(v_l0_f + t*16*N)[k];
 
         /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
         /* d_l0_hprev_2 = d_l0_hprev + d_l0_hprev_1 */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_hprev_2 + t*16*N)[k] = d_l0_hprev[k] + d_l0_hprev_1[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_hprev_2 + t*16*N)[k] = v_d_l0_hprev[k] + v_d_l0_hprev_1[k];
     }
 
     /* Grad of: r_l0_HW_a = r_l0_hprev·l0_Wh */
     /* d_l0_Wh = r_l0_hprevᵀ·d_r_l0_G_6 */
-    bpg_gemm_tn(16, 64, 20*N, r_l0_hprev, d_r_l0_G_6, d_l0_Wh);
+    bpg_gemm_tn(16, 64, 20*N, v_r_l0_hprev, v_d_r_l0_G_6, v_d_l0_Wh);
 
     /* Grad of: l0_HW = l0_hprev·l0_Wh */
     /* d_l0_Wh_1 = l0_hprevᵀ·d_l0_G_6 */
-    bpg_gemm_tn(16, 64, 20*N, l0_hprev, d_l0_G_6, d_l0_Wh_1);
+    bpg_gemm_tn(16, 64, 20*N, v_l0_hprev, v_d_l0_G_6, v_d_l0_Wh_1);
 
     /* Grad of: l0_XG = l0_XW + l0_b */
-    /*   (l0: X·Wx + 1·b) */
+    /*   (l0: input projection plus bias) */
     /* d_l0_b = 1ᵀ·d_l0_G_6 */
-    bpg_colsum(20*N, 64, d_l0_G_6, d_l0_b);
+    bpg_colsum(20*N, 64, v_d_l0_G_6, v_d_l0_b);
 
     /* Grad of: l0_XW = x·l0_Wx */
     /*   (l0: input projection of every step at once) */
     /* d_l0_Wx = xᵀ·d_l0_G_6 */
-    bpg_gemm_tn(1, 64, 20*N, x, d_l0_G_6, d_l0_Wx);
+    bpg_gemm_tn(1, 64, 20*N, v_x, v_d_l0_G_6, v_d_l0_Wx);
 
     /* total gradients */
     /* d_l0_Wh_2 = d_l0_Wh + d_l0_Wh_1 */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) d_l0_Wh_2[k] = d_l0_Wh[k] + d_l0_Wh_1[k];
+    for (int64_t k = 0; k < 1024; k++) v_d_l0_Wh_2[k] = v_d_l0_Wh[k] + v_d_l0_Wh_1[k];
 }
 
 /* ---- grad_factors: workspace 5824*N + 1024 elements ---- */
-BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
-    real *const l0_cprev = ws + 2560*N;  /* (20*N, 16) */
-    real *const l0_HW = ws + 2880*N;  /* (N, 64) */
-    real *const l0_G = ws + 2944*N;  /* (N, 64) */
-    real *const l0_G_0 = ws + 3008*N;  /* (N, 16) */
-    real *const l0_i = ws + 3024*N;  /* (20*N, 16) */
-    real *const l0_G_1 = ws + 3344*N;  /* (N, 16) */
-    real *const l0_f = ws + 3360*N;  /* (20*N, 16) */
-    real *const l0_G_2 = ws + 3680*N;  /* (N, 16) */
-    real *const l0_g = ws + 3696*N;  /* (20*N, 16) */
-    real *const l0_G_3 = ws + 4016*N;  /* (N, 16) */
-    real *const l0_o = ws + 4032*N;  /* (20*N, 16) */
-    real *const l0_C = ws + 4352*N;  /* (20*N, 16) */
-    real *const l1_XW = ws + 4672*N;  /* (20*N, 1) */
-    real *const l1_Z = ws + 4696*N;  /* (20*N, 1) */
-    real *const out_last = ws + 4720*N;  /* (N, 1) */
-    real *const d_out_last = ws + 4728*N;  /* (N, 1) */
-    real *const d_l0_H = ws + 4736*N;  /* (20*N, 16) */
-    real *const carry_l0_H = ws + 5056*N;  /* (N, 16) */
-    real *const carry_l0_C = ws + 5072*N;  /* (N, 16) */
-    real *const d_l0_H_1 = ws + 5088*N;  /* (N, 16) */
-    real *const d_l0_C_1 = ws + 5104*N;  /* (N, 16) */
-    real *const d_l0_cprev = ws + 5120*N;  /* (20*N, 16) */
-    real *const d_l0_G_3 = ws + 5440*N;  /* (N, 16) */
-    real *const d_l0_G_2 = ws + 5456*N;  /* (N, 16) */
-    real *const d_l0_G_1_1 = ws + 5472*N;  /* (N, 16) */
-    real *const d_l0_G_0 = ws + 5488*N;  /* (N, 16) */
-    real *const d_l0_hprev = ws + 5504*N;  /* (20*N, 16) */
-    real *const x_factor = out + 0;  /* (20*N, 1) */
-    real *const d_l0_G_6 = out + 20*N;  /* (20*N, 64) */
-    real *const l0_hprev = out + 1300*N;  /* (20*N, 16) */
-    real *const l0_H = out + 1620*N;  /* (20*N, 16) */
-    real *const d_l1_Z = out + 1940*N;  /* (20*N, 1) */
-    real *const l0_Wh_T = ws + 5824*N;  /* (64, 16) */
+    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_cprev = ws + 2560*N;  /* (20*N, 16) */
+    real *const v_l0_HW = ws + 2880*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 2944*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 3008*N;  /* (N, 16) */
+    real *const v_l0_i = ws + 3024*N;  /* (20*N, 16) */
+    real *const v_l0_G_1 = ws + 3344*N;  /* (N, 16) */
+    real *const v_l0_f = ws + 3360*N;  /* (20*N, 16) */
+    real *const v_l0_G_2 = ws + 3680*N;  /* (N, 16) */
+    real *const v_l0_g = ws + 3696*N;  /* (20*N, 16) */
+    real *const v_l0_G_3 = ws + 4016*N;  /* (N, 16) */
+    real *const v_l0_o = ws + 4032*N;  /* (20*N, 16) */
+    real *const v_l0_C = ws + 4352*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 4672*N;  /* (20*N, 1) */
+    real *const v_l1_Z = ws + 4696*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 4720*N;  /* (N, 1) */
+    real *const v_d_out_last = ws + 4728*N;  /* (N, 1) */
+    real *const v_d_l0_H = ws + 4736*N;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 5056*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 5072*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 5088*N;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 5104*N;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 5120*N;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 5440*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 5456*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 5472*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 5488*N;  /* (N, 16) */
+    real *const v_d_l0_hprev = ws + 5504*N;  /* (20*N, 16) */
+    real *const v_x_factor = out + 0;  /* (20*N, 1) */
+    real *const v_d_l0_G_6 = out + 20*N;  /* (20*N, 64) */
+    real *const v_l0_hprev = out + 1300*N;  /* (20*N, 16) */
+    real *const v_l0_H = out + 1620*N;  /* (20*N, 16) */
+    real *const v_d_l1_Z = out + 1940*N;  /* (20*N, 1) */
+    real *const v_l0_Wh_T = ws + 5824*N;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
     /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, x, l0_Wx, l0_XW);
-    /* l0: X·Wx + 1·b */
+    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            l0_XG[k] = l0_XW[k] + l0_b[cc];
+            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
         }
     }
 
@@ -1561,82 +1616,82 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
 
         /* forward pass (continued) */
         /* l0_hprev = l0_H of the previous iteration (0 at the first) */
-        if (it == 0) memset((l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((l0_hprev + t*16*N), l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset((v_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_hprev + t*16*N), v_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_cprev = l0_C of the previous iteration (0 at the first) */
-        if (it == 0) memset((l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((l0_cprev + t*16*N), l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset((v_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_cprev + t*16*N), v_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
-        bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), l0_Wh, l0_HW);
+        bpg_gemm_nn(N, 64, 16, (v_l0_hprev + t*16*N), v_l0_Wh, v_l0_HW);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
         #pragma omp simd
-        for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
+        for (int64_t k = 0; k < 64*N; k++) v_l0_G[k] = v_l0_HW[k] + (v_l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
-        bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 0, v_l0_G_0, 16, 0);
         /* l0: input gate */
         /* l0_i = σ(l0_G_0) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_i + t*16*N)[k] = bpg_sigmoid(l0_G_0[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_i + t*16*N)[k] = bpg_sigmoid(v_l0_G_0[k]);
         /* l0_G_1 = l0_G[:, 16:32] */
-        bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 16, v_l0_G_1, 16, 0);
         /* l0: forget gate */
         /* l0_f = σ(l0_G_1) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_f + t*16*N)[k] = bpg_sigmoid(l0_G_1[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_f + t*16*N)[k] = bpg_sigmoid(v_l0_G_1[k]);
         /* l0_G_2 = l0_G[:, 32:48] */
-        bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 32, v_l0_G_2, 16, 0);
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = bpg_tanh(l0_G_2[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_g + t*16*N)[k] = bpg_tanh(v_l0_G_2[k]);
         /* l0_G_3 = l0_G[:, 48:64] */
-        bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 48, v_l0_G_3, 16, 0);
         /* l0: output gate */
         /* l0_o = σ(l0_G_3) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_o + t*16*N)[k] = bpg_sigmoid(l0_G_3[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_o + t*16*N)[k] = bpg_sigmoid(v_l0_G_3[k]);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_C + t*16*N)[k] = (v_l0_cprev + t*16*N)[k]*(v_l0_f + t*16*N)[k] + (v_l0_g + t*16*N)[k]*(v_l0_i + t*16*N)[k];
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_H + t*16*N)[k] = (v_l0_o + t*16*N)[k]*bpg_tanh((v_l0_C + t*16*N)[k]);
     }
 
     /* forward pass (continued) */
     /* l1: affine part */
     /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
     /* out_last = l1_Z(t=19) */
-    memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
-    /*   (mse: 0.5 (O - Y)^2 per unit) */
+    /*   (mse: half the squared error per unit) */
     /* d_out_last = (out_last - y) / N */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
+    for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
 
     /* Grad of: out_last = l1_Z(t=19) */
     /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(d_l1_Z + 19*1*N, d_out_last, sizeof(real)*(size_t)(1*N));
+    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
 
     /* Grad of: l1_XW = l0_H·l1_W */
     /*   (l1: affine part) */
     /* d_l0_H = d_l1_Z·l1_Wᵀ */
-    bpg_gemm_nt(20*N, 16, 1, d_l1_Z, l1_W, d_l0_H);
+    bpg_gemm_nt(20*N, 16, 1, v_d_l1_Z, v_l1_W, v_d_l0_H);
 
     /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
     /* l0_Wh_T = l0_Whᵀ, once for every step */
     for (int64_t i = 0; i < 16; i++)
-        for (int64_t j = 0; j < 64; j++) l0_Wh_T[j*16 + i] = l0_Wh[i*64 + j];
+        for (int64_t j = 0; j < 64; j++) v_l0_Wh_T[j*16 + i] = v_l0_Wh[i*64 + j];
     for (int64_t it = 0; it < 20; it++) {
         const int64_t t = 19 - it;
         const int64_t q = t + 1;  /* the previous iteration's step */
@@ -1644,130 +1699,128 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict x, const real *r
 
         /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
         /* carry_l0_H = d_l0_hprev of the previous iteration (0 at the first) */
-        if (it == 0) memset(carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(carry_l0_H, d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_H, v_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
         /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
         /* carry_l0_C = d_l0_cprev of the previous iteration (0 at the first) */
-        if (it == 0) memset(carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(carry_l0_C, d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_C, v_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
         /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
         /*   (l0: h_t = o ⊙ tanh(c_t)) */
         /* d_l0_H_1 = carry_l0_H + d_l0_H */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_H_1[k] = carry_l0_H[k] + (d_l0_H + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_H_1[k] = v_carry_l0_H[k] + (v_d_l0_H + t*16*N)[k];
 
         /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_C_1[k] = carry_l0_C[k] + d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - ((bpg_tanh((l0_C + t*16*N)[k]))*(bpg_tanh((l0_C + t*16*N)[k]))));
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_C_1[k] = v_carry_l0_C[k] + v_d_l0_H_1[k]*(v_l0_o + t*16*N)[k]*(1 - ((bpg_tanh((v_l0_C + t*16*N)[k]))*(bpg_tanh((v_l0_C + t*16*N)[k]))));
         /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = d_l0_C_1[k]*(l0_f + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_cprev + t*16*N)[k] = v_d_l0_C_1[k]*(v_l0_f + t*16*N)[k];
 
         /* Grad of: l0_o = σ(l0_G_3) */
         /*   (l0: output gate) */
         /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = d_l0_H_1[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k])*bpg_tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_3[k] = v_d_l0_H_1[k]*(v_l0_o + t*16*N)[k]*(1 - (v_l0_o + t*16*N)[k])*bpg_tanh((v_l0_C + t*16*N)[k]);
 
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
         /* d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = d_l0_C_1[k]*(l0_i + t*16*N)[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_2[k] = v_d_l0_C_1[k]*(v_l0_i + t*16*N)[k]*(1 - (((v_l0_g + t*16*N)[k])*((v_l0_g + t*16*N)[k])));
 
         /* Grad of: l0_f = σ(l0_G_1) */
         /*   (l0: forget gate) */
         /* d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = d_l0_C_1[k]*(l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_1_1[k] = v_d_l0_C_1[k]*(v_l0_cprev + t*16*N)[k]*(v_l0_f + t*16*N)[k]*(1 - (v_l0_f + t*16*N)[k]);
 
         /* Grad of: l0_i = σ(l0_G_0) */
         /*   (l0: input gate) */
         /* d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = d_l0_C_1[k]*(l0_g + t*16*N)[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_0[k] = v_d_l0_C_1[k]*(v_l0_g + t*16*N)[k]*(v_l0_i + t*16*N)[k]*(1 - (v_l0_i + t*16*N)[k]);
 
         /* Grad of: l0_G = l0_HW + l0_XG */
         /*   (l0: gate pre-activations [i, f, g, o]) */
         /* d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3] */
-        bpg_copy_cols(N, 16, d_l0_G_0, 16, 0, (d_l0_G_6 + t*64*N), 64, 0);
-        bpg_copy_cols(N, 16, d_l0_G_1_1, 16, 0, (d_l0_G_6 + t*64*N), 64, 16);
-        bpg_copy_cols(N, 16, d_l0_G_2, 16, 0, (d_l0_G_6 + t*64*N), 64, 32);
-        bpg_copy_cols(N, 16, d_l0_G_3, 16, 0, (d_l0_G_6 + t*64*N), 64, 48);
+        bpg_copy_cols(N, 16, v_d_l0_G_0, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 0);
+        bpg_copy_cols(N, 16, v_d_l0_G_1_1, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 16);
+        bpg_copy_cols(N, 16, v_d_l0_G_2, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 32);
+        bpg_copy_cols(N, 16, v_d_l0_G_3, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 48);
 
         /* Grad of: l0_HW = l0_hprev·l0_Wh */
         /* d_l0_hprev = d_l0_G_6·l0_Whᵀ */
-        bpg_gemm_nn(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh_T, (d_l0_hprev + t*16*N));
+        bpg_gemm_nn(N, 16, 64, (v_d_l0_G_6 + t*64*N), v_l0_Wh_T, (v_d_l0_hprev + t*16*N));
     }
 
     /* total gradients */
     /* x_factor = x */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) x_factor[k] = x[k];
+    for (int64_t k = 0; k < 20*N; k++) v_x_factor[k] = v_x[k];
 }
 
 /* ---- hessian_columns: workspace 19464*N + 2080 elements ---- */
-BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real *restrict y, const real *restrict l0_Wx, const real *restrict l0_Wh, const real *restrict l0_b, const real *restrict l1_W, const real *restrict l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
-    real *const l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const l0_XG = ws + 1280*N;  /* (20*N, 64) */
-    real *const l0_hprev = ws + 2560*N;  /* (20*N, 16) */
-    real *const l0_cprev = ws + 2880*N;  /* (20*N, 16) */
-    real *const l0_HW = ws + 3200*N;  /* (N, 64) */
-    real *const l0_G = ws + 3264*N;  /* (N, 64) */
-    real *const l0_G_0 = ws + 3328*N;  /* (N, 16) */
-    real *const l0_i = ws + 3344*N;  /* (20*N, 16) */
-    real *const l0_G_1 = ws + 3664*N;  /* (N, 16) */
-    real *const l0_f = ws + 3680*N;  /* (20*N, 16) */
-    real *const l0_G_2 = ws + 4000*N;  /* (N, 16) */
-    real *const l0_g = ws + 4016*N;  /* (20*N, 16) */
-    real *const l0_G_3 = ws + 4336*N;  /* (N, 16) */
-    real *const l0_o = ws + 4352*N;  /* (20*N, 16) */
-    real *const l0_C = ws + 4672*N;  /* (20*N, 16) */
-    real *const l0_H = ws + 4992*N;  /* (20*N, 16) */
-    real *const hc_1 = ws + 5312*N;  /* (20*N, 16) */
-    real *const hc = ws + 5632*N;  /* (20*N, 16) */
-    real *const l1_XW = ws + 5952*N;  /* (20*N, 1) */
-    real *const l1_Z = ws + 5976*N;  /* (20*N, 1) */
-    real *const out_last = ws + 6000*N;  /* (N, 1) */
-    real *const d_out_last = ws + 6008*N;  /* (N, 1) */
-    real *const d_l1_Z = ws + 6016*N;  /* (20*N, 1) */
-    real *const d_l0_H = ws + 6040*N;  /* (20*N, 16) */
-    real *const carry_l0_H = ws + 6360*N;  /* (N, 16) */
-    real *const carry_l0_C = ws + 6376*N;  /* (N, 16) */
-    real *const d_l0_H_1 = ws + 6392*N;  /* (20*N, 16) */
-    real *const d_l0_o = ws + 6712*N;  /* (20*N, 16) */
-    real *const d_l0_C_1 = ws + 7032*N;  /* (20*N, 16) */
-    real *const d_l0_cprev = ws + 7352*N;  /* (20*N, 16) */
-    real *const d_l0_f = ws + 7672*N;  /* (20*N, 16) */
-    real *const d_l0_g = ws + 7992*N;  /* (20*N, 16) */
-    real *const d_l0_i = ws + 8312*N;  /* (20*N, 16) */
-    real *const d_l0_G_3 = ws + 8632*N;  /* (N, 16) */
-    real *const d_l0_G_2 = ws + 8648*N;  /* (N, 16) */
-    real *const d_l0_G_1_1 = ws + 8664*N;  /* (N, 16) */
-    real *const d_l0_G_0 = ws + 8680*N;  /* (N, 16) */
-    real *const d_l0_G_6 = ws + 8696*N;  /* (20*N, 64) */
-    real *const d_l0_hprev = ws + 9976*N;  /* (20*N, 16) */
-    real *const hc_3 = ws + 10296*N;  /* (20*N, 16) */
-    real *const hc_2 = ws + 10616*N;  /* (20*N, 16) */
-    const int64_t NB = N;  /* the batch */
-    real *const wsd = ws + 19464*N + 2080;  /* the directions' part */
+    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_hprev = ws + 2560*N;  /* (20*N, 16) */
+    real *const v_l0_cprev = ws + 2880*N;  /* (20*N, 16) */
+    real *const v_l0_HW = ws + 3200*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 3264*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 3328*N;  /* (N, 16) */
+    real *const v_l0_i = ws + 3344*N;  /* (20*N, 16) */
+    real *const v_l0_G_1 = ws + 3664*N;  /* (N, 16) */
+    real *const v_l0_f = ws + 3680*N;  /* (20*N, 16) */
+    real *const v_l0_G_2 = ws + 4000*N;  /* (N, 16) */
+    real *const v_l0_g = ws + 4016*N;  /* (20*N, 16) */
+    real *const v_l0_G_3 = ws + 4336*N;  /* (N, 16) */
+    real *const v_l0_o = ws + 4352*N;  /* (20*N, 16) */
+    real *const v_l0_C = ws + 4672*N;  /* (20*N, 16) */
+    real *const v_l0_H = ws + 4992*N;  /* (20*N, 16) */
+    real *const v_hc_1 = ws + 5312*N;  /* (20*N, 16) */
+    real *const v_hc = ws + 5632*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 5952*N;  /* (20*N, 1) */
+    real *const v_l1_Z = ws + 5976*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 6000*N;  /* (N, 1) */
+    real *const v_d_out_last = ws + 6008*N;  /* (N, 1) */
+    real *const v_d_l1_Z = ws + 6016*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 6040*N;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 6360*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 6376*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 6392*N;  /* (20*N, 16) */
+    real *const v_d_l0_o = ws + 6712*N;  /* (20*N, 16) */
+    real *const v_d_l0_C_1 = ws + 7032*N;  /* (20*N, 16) */
+    real *const v_d_l0_cprev = ws + 7352*N;  /* (20*N, 16) */
+    real *const v_d_l0_f = ws + 7672*N;  /* (20*N, 16) */
+    real *const v_d_l0_g = ws + 7992*N;  /* (20*N, 16) */
+    real *const v_d_l0_i = ws + 8312*N;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 8632*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 8648*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 8664*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 8680*N;  /* (N, 16) */
+    real *const v_d_l0_G_6 = ws + 8696*N;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 9976*N;  /* (20*N, 16) */
+    real *const v_hc_3 = ws + 10296*N;  /* (20*N, 16) */
+    real *const v_hc_2 = ws + 10616*N;  /* (20*N, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
     /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, x, l0_Wx, l0_XW);
-    /* l0: X·Wx + 1·b */
+    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            l0_XG[k] = l0_XW[k] + l0_b[cc];
+            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
         }
     }
 
@@ -1779,83 +1832,83 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
 
         /* forward pass (continued) */
         /* l0_hprev = l0_H of the previous iteration (0 at the first) */
-        if (it == 0) memset((l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((l0_hprev + t*16*N), l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset((v_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_hprev + t*16*N), v_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_cprev = l0_C of the previous iteration (0 at the first) */
-        if (it == 0) memset((l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-        else memcpy((l0_cprev + t*16*N), l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset((v_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_cprev + t*16*N), v_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
         /* l0_HW = l0_hprev·l0_Wh */
-        bpg_gemm_nn(N, 64, 16, (l0_hprev + t*16*N), l0_Wh, l0_HW);
+        bpg_gemm_nn(N, 64, 16, (v_l0_hprev + t*16*N), v_l0_Wh, v_l0_HW);
         /* l0: gate pre-activations [i, f, g, o] */
         /* l0_G = l0_HW + l0_XG */
         #pragma omp simd
-        for (int64_t k = 0; k < 64*N; k++) l0_G[k] = l0_HW[k] + (l0_XG + t*64*N)[k];
+        for (int64_t k = 0; k < 64*N; k++) v_l0_G[k] = v_l0_HW[k] + (v_l0_XG + t*64*N)[k];
         /* l0_G_0 = l0_G[:, 0:16] */
-        bpg_copy_cols(N, 16, l0_G, 64, 0, l0_G_0, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 0, v_l0_G_0, 16, 0);
         /* l0: input gate */
         /* l0_i = σ(l0_G_0) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_i + t*16*N)[k] = bpg_sigmoid(l0_G_0[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_i + t*16*N)[k] = bpg_sigmoid(v_l0_G_0[k]);
         /* l0_G_1 = l0_G[:, 16:32] */
-        bpg_copy_cols(N, 16, l0_G, 64, 16, l0_G_1, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 16, v_l0_G_1, 16, 0);
         /* l0: forget gate */
         /* l0_f = σ(l0_G_1) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_f + t*16*N)[k] = bpg_sigmoid(l0_G_1[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_f + t*16*N)[k] = bpg_sigmoid(v_l0_G_1[k]);
         /* l0_G_2 = l0_G[:, 32:48] */
-        bpg_copy_cols(N, 16, l0_G, 64, 32, l0_G_2, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 32, v_l0_G_2, 16, 0);
         /* l0: cell candidate */
         /* l0_g = tanh(l0_G_2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_g + t*16*N)[k] = bpg_tanh(l0_G_2[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_g + t*16*N)[k] = bpg_tanh(v_l0_G_2[k]);
         /* l0_G_3 = l0_G[:, 48:64] */
-        bpg_copy_cols(N, 16, l0_G, 64, 48, l0_G_3, 16, 0);
+        bpg_copy_cols(N, 16, v_l0_G, 64, 48, v_l0_G_3, 16, 0);
         /* l0: output gate */
         /* l0_o = σ(l0_G_3) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_o + t*16*N)[k] = bpg_sigmoid(l0_G_3[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_o + t*16*N)[k] = bpg_sigmoid(v_l0_G_3[k]);
         /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
         /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_C + t*16*N)[k] = (l0_cprev + t*16*N)[k]*(l0_f + t*16*N)[k] + (l0_g + t*16*N)[k]*(l0_i + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_C + t*16*N)[k] = (v_l0_cprev + t*16*N)[k]*(v_l0_f + t*16*N)[k] + (v_l0_g + t*16*N)[k]*(v_l0_i + t*16*N)[k];
         /* l0: h_t = o ⊙ tanh(c_t) */
         /* l0_H = l0_o ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (l0_H + t*16*N)[k] = (l0_o + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_H + t*16*N)[k] = (v_l0_o + t*16*N)[k]*bpg_tanh((v_l0_C + t*16*N)[k]);
     }
 
     /* forward pass (continued) */
     /* hc_1 = l0_o ⊙ (1 - tanh(l0_C)^∘2) */
     #pragma omp simd
-    for (int64_t k = 0; k < 320*N; k++) hc_1[k] = l0_o[k]*(1 - ((bpg_tanh(l0_C[k]))*(bpg_tanh(l0_C[k]))));
+    for (int64_t k = 0; k < 320*N; k++) v_hc_1[k] = v_l0_o[k]*(1 - ((bpg_tanh(v_l0_C[k]))*(bpg_tanh(v_l0_C[k]))));
     /* hc = tanh(l0_C) */
     #pragma omp simd
-    for (int64_t k = 0; k < 320*N; k++) hc[k] = bpg_tanh(l0_C[k]);
+    for (int64_t k = 0; k < 320*N; k++) v_hc[k] = bpg_tanh(v_l0_C[k]);
     /* l1: affine part */
     /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, l0_H, l1_W, l1_XW);
-    /* l1: pre-activation Z = X·W + 1·b */
+    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) l1_Z[k] = l1_XW[k] + l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
     /* out_last = l1_Z(t=19) */
-    memcpy(out_last, l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
-    /*   (mse: 0.5 (O - Y)^2 per unit) */
+    /*   (mse: half the squared error per unit) */
     /* d_out_last = (out_last - y) / N */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) d_out_last[k] = (out_last[k] - y[k])/((real)N);
+    for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
 
     /* Grad of: out_last = l1_Z(t=19) */
     /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(d_l1_Z + 19*1*N, d_out_last, sizeof(real)*(size_t)(1*N));
+    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
 
     /* Grad of: l1_XW = l0_H·l1_W */
     /*   (l1: affine part) */
     /* d_l0_H = d_l1_Z·l1_Wᵀ */
-    bpg_gemm_nt(20*N, 16, 1, d_l1_Z, l1_W, d_l0_H);
+    bpg_gemm_nt(20*N, 16, 1, v_d_l1_Z, v_l1_W, v_d_l0_H);
 
     /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
     for (int64_t it = 0; it < 20; it++) {
@@ -1865,208 +1918,178 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
 
         /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
         /* carry_l0_H = d_l0_hprev of the previous iteration (0 at the first) */
-        if (it == 0) memset(carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(carry_l0_H, d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_H, v_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
         /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
         /* carry_l0_C = d_l0_cprev of the previous iteration (0 at the first) */
-        if (it == 0) memset(carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
-        else memcpy(carry_l0_C, d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
+        if (it == 0) memset(v_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_C, v_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
         /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
         /*   (l0: h_t = o ⊙ tanh(c_t)) */
         /* d_l0_H_1 = carry_l0_H + d_l0_H */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_H_1 + t*16*N)[k] = carry_l0_H[k] + (d_l0_H + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_H_1 + t*16*N)[k] = v_carry_l0_H[k] + (v_d_l0_H + t*16*N)[k];
         /* d_l0_o = d_l0_H_1 ⊙ tanh(l0_C) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_o + t*16*N)[k] = (d_l0_H_1 + t*16*N)[k]*bpg_tanh((l0_C + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_o + t*16*N)[k] = (v_d_l0_H_1 + t*16*N)[k]*bpg_tanh((v_l0_C + t*16*N)[k]);
 
         /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
         /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
         /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_C_1 + t*16*N)[k] = carry_l0_C[k] + (d_l0_H_1 + t*16*N)[k]*(l0_o + t*16*N)[k]*(1 - ((bpg_tanh((l0_C + t*16*N)[k]))*(bpg_tanh((l0_C + t*16*N)[k]))));
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_C_1 + t*16*N)[k] = v_carry_l0_C[k] + (v_d_l0_H_1 + t*16*N)[k]*(v_l0_o + t*16*N)[k]*(1 - ((bpg_tanh((v_l0_C + t*16*N)[k]))*(bpg_tanh((v_l0_C + t*16*N)[k]))));
         /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_cprev + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(l0_f + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_cprev + t*16*N)[k] = (v_d_l0_C_1 + t*16*N)[k]*(v_l0_f + t*16*N)[k];
         /* d_l0_f = d_l0_C_1 ⊙ l0_cprev */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_f + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(l0_cprev + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_f + t*16*N)[k] = (v_d_l0_C_1 + t*16*N)[k]*(v_l0_cprev + t*16*N)[k];
         /* d_l0_g = d_l0_C_1 ⊙ l0_i */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_g + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(l0_i + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_g + t*16*N)[k] = (v_d_l0_C_1 + t*16*N)[k]*(v_l0_i + t*16*N)[k];
         /* d_l0_i = d_l0_C_1 ⊙ l0_g */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) (d_l0_i + t*16*N)[k] = (d_l0_C_1 + t*16*N)[k]*(l0_g + t*16*N)[k];
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_i + t*16*N)[k] = (v_d_l0_C_1 + t*16*N)[k]*(v_l0_g + t*16*N)[k];
 
         /* Grad of: l0_o = σ(l0_G_3) */
         /*   (l0: output gate) */
         /* d_l0_G_3 = d_l0_o ⊙ l0_o ⊙ (1 - l0_o) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_3[k] = (d_l0_o + t*16*N)[k]*(l0_o + t*16*N)[k]*(1 - (l0_o + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_3[k] = (v_d_l0_o + t*16*N)[k]*(v_l0_o + t*16*N)[k]*(1 - (v_l0_o + t*16*N)[k]);
 
         /* Grad of: l0_g = tanh(l0_G_2) */
         /*   (l0: cell candidate) */
         /* d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_2[k] = (d_l0_g + t*16*N)[k]*(1 - (((l0_g + t*16*N)[k])*((l0_g + t*16*N)[k])));
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_2[k] = (v_d_l0_g + t*16*N)[k]*(1 - (((v_l0_g + t*16*N)[k])*((v_l0_g + t*16*N)[k])));
 
         /* Grad of: l0_f = σ(l0_G_1) */
         /*   (l0: forget gate) */
         /* d_l0_G_1_1 = d_l0_f ⊙ l0_f ⊙ (1 - l0_f) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_1_1[k] = (d_l0_f + t*16*N)[k]*(l0_f + t*16*N)[k]*(1 - (l0_f + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_1_1[k] = (v_d_l0_f + t*16*N)[k]*(v_l0_f + t*16*N)[k]*(1 - (v_l0_f + t*16*N)[k]);
 
         /* Grad of: l0_i = σ(l0_G_0) */
         /*   (l0: input gate) */
         /* d_l0_G_0 = d_l0_i ⊙ l0_i ⊙ (1 - l0_i) */
         #pragma omp simd
-        for (int64_t k = 0; k < 16*N; k++) d_l0_G_0[k] = (d_l0_i + t*16*N)[k]*(l0_i + t*16*N)[k]*(1 - (l0_i + t*16*N)[k]);
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_0[k] = (v_d_l0_i + t*16*N)[k]*(v_l0_i + t*16*N)[k]*(1 - (v_l0_i + t*16*N)[k]);
 
         /* Grad of: l0_G = l0_HW + l0_XG */
         /*   (l0: gate pre-activations [i, f, g, o]) */
         /* d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3] */
-        bpg_copy_cols(N, 16, d_l0_G_0, 16, 0, (d_l0_G_6 + t*64*N), 64, 0);
-        bpg_copy_cols(N, 16, d_l0_G_1_1, 16, 0, (d_l0_G_6 + t*64*N), 64, 16);
-        bpg_copy_cols(N, 16, d_l0_G_2, 16, 0, (d_l0_G_6 + t*64*N), 64, 32);
-        bpg_copy_cols(N, 16, d_l0_G_3, 16, 0, (d_l0_G_6 + t*64*N), 64, 48);
+        bpg_copy_cols(N, 16, v_d_l0_G_0, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 0);
+        bpg_copy_cols(N, 16, v_d_l0_G_1_1, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 16);
+        bpg_copy_cols(N, 16, v_d_l0_G_2, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 32);
+        bpg_copy_cols(N, 16, v_d_l0_G_3, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 48);
 
         /* Grad of: l0_HW = l0_hprev·l0_Wh */
         /* d_l0_hprev = d_l0_G_6·l0_Whᵀ */
-        bpg_gemm_nt(N, 16, 64, (d_l0_G_6 + t*64*N), l0_Wh, (d_l0_hprev + t*16*N));
+        bpg_gemm_nt(N, 16, 64, (v_d_l0_G_6 + t*64*N), v_l0_Wh, (v_d_l0_hprev + t*16*N));
     }
 
     /* total gradients */
     /* hc_3 = -d_l0_H_1 ⊙ l0_o ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C) */
     #pragma omp simd
     for (int64_t k = 0; k < 320*N; k++) {
-        const real cse0 = bpg_tanh(l0_C[k]);
-        hc_3[k] = -cse0*d_l0_H_1[k]*l0_o[k]*(2 - 2*((cse0)*(cse0)));
+        const real cse0 = bpg_tanh(v_l0_C[k]);
+        v_hc_3[k] = -cse0*v_d_l0_H_1[k]*v_l0_o[k]*(2 - 2*((cse0)*(cse0)));
     }
     /* hc_2 = d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) */
     #pragma omp simd
-    for (int64_t k = 0; k < 320*N; k++) hc_2[k] = d_l0_H_1[k]*(1 - ((bpg_tanh(l0_C[k]))*(bpg_tanh(l0_C[k]))));
+    for (int64_t k = 0; k < 320*N; k++) v_hc_2[k] = v_d_l0_H_1[k]*(1 - ((bpg_tanh(v_l0_C[k]))*(bpg_tanh(v_l0_C[k]))));
 
     /* kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1169 x 1169, or row j of V) */
+    const int64_t NB = N;  /* the batch */
+    real *const wsd = ws + 19464*N + 2080;  /* the directions' part */
     if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */
     for (int64_t j0 = 0; j0 < count; j0 += kc) {
         const int64_t K = count - j0 < kc ? count - j0 : kc;
         /* the tangent pass runs on N·K rows: sample n in direction d is row n·K + d */
         const int64_t N = NB*K;
         (void)N;
-        real *const r_l0_XW_b = wsd + 0*N;  /* (20*N, 64) x K */
-        real *const r_l0_C = wsd + 0*N;  /* (20*N, 16) x K */
-        real *const r_d_l0_Wh = wsd + 5440*N + 0*K;  /* (16, 64) x K */
-        real *const r_d_l0_Wx_b = wsd + 5440*N + 1024*K;  /* (1, 64) x K */
-        real *const r_d_l0_b = wsd + 5440*N + 1088*K;  /* (1, 64) x K */
-        real *const r_d_l1_W = wsd + 5440*N + 1152*K;  /* (16, 1) x K */
-        real *const r_d_l1_b = wsd + 5440*N + 1168*K;  /* (1, 1) x K */
-        real *const v_l0_Wh = wsd + 5440*N + 1169*K;  /* (16, 64) x K */
-        real *const v_l0_Wx = wsd + 5440*N + 2193*K;  /* (1, 64) x K */
-        real *const v_l0_b = wsd + 5440*N + 2257*K;  /* (1, 64) x K */
-        real *const v_l1_W = wsd + 5440*N + 2321*K;  /* (16, 1) x K */
-        real *const v_l1_b = wsd + 5440*N + 2337*K;  /* (1, 1) x K */
-        real *const r_d_l1_W_a = wsd + 5440*N + 2338*K;  /* (16, 1) x K */
-        real *const r_d_l0_Wh_a = wsd + 5440*N + 2338*K;  /* (16, 64) x K */
-        real *const r_d_l1_W_b = wsd + 5440*N + 2354*K;  /* (16, 1) x K */
-        real *const r_d_l0_Wh_b = wsd + 5440*N + 3362*K;  /* (16, 64) x K */
-        real *const r_l0_G = wsd + 320*N;  /* (N, 64) x K */
-        real *const r_l1_XW_a = wsd + 320*N;  /* (20*N, 1) x K */
-        real *const r_out_last = wsd + 320*N;  /* (N, 1) x K */
-        real *const r_carry_l0_C = wsd + 320*N;  /* (N, 16) x K */
-        real *const r_d_out_last = wsd + 321*N;  /* (N, 1) x K */
-        real *const r_d_l1_Z = wsd + 322*N;  /* (20*N, 1) x K */
-        real *const r_carry_l0_H = wsd + 336*N;  /* (N, 16) x K */
-        real *const r_l1_XW_b = wsd + 340*N;  /* (20*N, 1) x K */
-        real *const r_d_l0_C_1 = wsd + 352*N;  /* (N, 16) x K */
-        real *const r_l1_Z = wsd + 360*N;  /* (20*N, 1) x K */
-        real *const r_d_l0_G_0 = wsd + 368*N;  /* (N, 16) x K */
-        real *const r_l0_G_0 = wsd + 384*N;  /* (N, 16) x K */
-        real *const r_d_l0_G_1_1 = wsd + 384*N;  /* (N, 16) x K */
-        real *const r_l0_G_1 = wsd + 400*N;  /* (N, 16) x K */
-        real *const r_d_l0_G_2 = wsd + 400*N;  /* (N, 16) x K */
-        real *const r_l0_G_2 = wsd + 416*N;  /* (N, 16) x K */
-        real *const r_d_l0_G_3 = wsd + 416*N;  /* (N, 16) x K */
-        real *const r_l0_G_3 = wsd + 432*N;  /* (N, 16) x K */
-        real *const r_d_l0_H_1 = wsd + 432*N;  /* (N, 16) x K */
-        real *const r_l0_H = wsd + 448*N;  /* (20*N, 16) x K */
-        real *const r_d_l0_cprev = wsd + 448*N;  /* (20*N, 16) x K */
-        real *const r_l0_HW_a = wsd + 768*N;  /* (N, 64) x K */
-        real *const r_d_l0_hprev_a = wsd + 768*N;  /* (N, 16) x K */
-        real *const r_d_l0_hprev_b = wsd + 784*N;  /* (N, 16) x K */
-        real *const r_l0_HW_b = wsd + 832*N;  /* (N, 64) x K */
-        real *const r_l0_cprev = wsd + 896*N;  /* (20*N, 16) x K */
-        real *const r_d_l0_H_a = wsd + 1216*N;  /* (20*N, 16) x K */
-        real *const r_d_l0_hprev = wsd + 1216*N;  /* (20*N, 16) x K */
-        real *const r_l0_XG = wsd + 1280*N;  /* (20*N, 64) x K */
-        real *const r_d_l0_H_b = wsd + 1536*N;  /* (20*N, 16) x K */
-        real *const r_d_l0_H = wsd + 1856*N;  /* (20*N, 16) x K */
-        real *const r_l0_f = wsd + 2560*N;  /* (20*N, 16) x K */
-        real *const r_l0_g = wsd + 2880*N;  /* (20*N, 16) x K */
-        real *const r_l0_hprev = wsd + 3200*N;  /* (20*N, 16) x K */
-        real *const r_l0_i = wsd + 3520*N;  /* (20*N, 16) x K */
-        real *const r_l0_o = wsd + 3840*N;  /* (20*N, 16) x K */
-        real *const r_d_l0_G_6 = wsd + 4160*N;  /* (20*N, 64) x K */
+        real *const v_r_l0_XW_b = wsd + 0*N;  /* (20*N, 64) x K */
+        real *const v_r_l0_C = wsd + 0*N;  /* (20*N, 16) x K */
+        real *const v_r_d_l0_Wh = wsd + 5440*N + 0*K;  /* (16, 64) x K */
+        real *const v_r_d_l0_Wx_b = wsd + 5440*N + 1024*K;  /* (1, 64) x K */
+        real *const v_r_d_l0_b = wsd + 5440*N + 1088*K;  /* (1, 64) x K */
+        real *const v_r_d_l1_W = wsd + 5440*N + 1152*K;  /* (16, 1) x K */
+        real *const v_r_d_l1_b = wsd + 5440*N + 1168*K;  /* (1, 1) x K */
+        real *const v_v_l0_Wh = wsd + 5440*N + 1169*K;  /* (16, 64) x K */
+        real *const v_v_l0_Wx = wsd + 5440*N + 2193*K;  /* (1, 64) x K */
+        real *const v_v_l0_b = wsd + 5440*N + 2257*K;  /* (1, 64) x K */
+        real *const v_v_l1_W = wsd + 5440*N + 2321*K;  /* (16, 1) x K */
+        real *const v_v_l1_b = wsd + 5440*N + 2337*K;  /* (1, 1) x K */
+        real *const v_r_d_l1_W_a = wsd + 5440*N + 2338*K;  /* (16, 1) x K */
+        real *const v_r_d_l0_Wh_a = wsd + 5440*N + 2338*K;  /* (16, 64) x K */
+        real *const v_r_d_l1_W_b = wsd + 5440*N + 2354*K;  /* (16, 1) x K */
+        real *const v_r_d_l0_Wh_b = wsd + 5440*N + 3362*K;  /* (16, 64) x K */
+        real *const v_r_l0_G = wsd + 320*N;  /* (N, 64) x K */
+        real *const v_r_l1_XW_a = wsd + 320*N;  /* (20*N, 1) x K */
+        real *const v_r_out_last = wsd + 320*N;  /* (N, 1) x K */
+        real *const v_r_carry_l0_C = wsd + 320*N;  /* (N, 16) x K */
+        real *const v_r_d_out_last = wsd + 321*N;  /* (N, 1) x K */
+        real *const v_r_d_l1_Z = wsd + 322*N;  /* (20*N, 1) x K */
+        real *const v_r_carry_l0_H = wsd + 336*N;  /* (N, 16) x K */
+        real *const v_r_l1_XW_b = wsd + 340*N;  /* (20*N, 1) x K */
+        real *const v_r_d_l0_C_1 = wsd + 352*N;  /* (N, 16) x K */
+        real *const v_r_l1_Z = wsd + 360*N;  /* (20*N, 1) x K */
+        real *const v_r_d_l0_G_0 = wsd + 368*N;  /* (N, 16) x K */
+        real *const v_r_l0_G_0 = wsd + 384*N;  /* (N, 16) x K */
+        real *const v_r_d_l0_G_1_1 = wsd + 384*N;  /* (N, 16) x K */
+        real *const v_r_l0_G_1 = wsd + 400*N;  /* (N, 16) x K */
+        real *const v_r_d_l0_G_2 = wsd + 400*N;  /* (N, 16) x K */
+        real *const v_r_l0_G_2 = wsd + 416*N;  /* (N, 16) x K */
+        real *const v_r_d_l0_G_3 = wsd + 416*N;  /* (N, 16) x K */
+        real *const v_r_l0_G_3 = wsd + 432*N;  /* (N, 16) x K */
+        real *const v_r_d_l0_H_1 = wsd + 432*N;  /* (N, 16) x K */
+        real *const v_r_l0_H = wsd + 448*N;  /* (20*N, 16) x K */
+        real *const v_r_d_l0_cprev = wsd + 448*N;  /* (20*N, 16) x K */
+        real *const v_r_l0_HW_a = wsd + 768*N;  /* (N, 64) x K */
+        real *const v_r_d_l0_hprev_a = wsd + 768*N;  /* (N, 16) x K */
+        real *const v_r_d_l0_hprev_b = wsd + 784*N;  /* (N, 16) x K */
+        real *const v_r_l0_HW_b = wsd + 832*N;  /* (N, 64) x K */
+        real *const v_r_l0_cprev = wsd + 896*N;  /* (20*N, 16) x K */
+        real *const v_r_d_l0_H_a = wsd + 1216*N;  /* (20*N, 16) x K */
+        real *const v_r_d_l0_hprev = wsd + 1216*N;  /* (20*N, 16) x K */
+        real *const v_r_l0_XG = wsd + 1280*N;  /* (20*N, 64) x K */
+        real *const v_r_d_l0_H_b = wsd + 1536*N;  /* (20*N, 16) x K */
+        real *const v_r_d_l0_H = wsd + 1856*N;  /* (20*N, 16) x K */
+        real *const v_r_l0_f = wsd + 2560*N;  /* (20*N, 16) x K */
+        real *const v_r_l0_g = wsd + 2880*N;  /* (20*N, 16) x K */
+        real *const v_r_l0_hprev = wsd + 3200*N;  /* (20*N, 16) x K */
+        real *const v_r_l0_i = wsd + 3520*N;  /* (20*N, 16) x K */
+        real *const v_r_l0_o = wsd + 3840*N;  /* (20*N, 16) x K */
+        real *const v_r_d_l0_G_6 = wsd + 4160*N;  /* (20*N, 64) x K */
         real *const bscratch = wsd + 5440*N + 4386*K;  /* K x 1024 */
-        real *const v_l1_W_dirs = wsd + 5440*N + 5410*K;  /* K x (16, 1) */
-        real *const v_l0_Wh_dirs = wsd + 5440*N + 5426*K;  /* K x (16, 64) */
+        real *const v_v_l1_W_dirs = wsd + 5440*N + 5410*K;  /* K x (16, 1) */
+        real *const v_v_l0_Wh_dirs = wsd + 5440*N + 5426*K;  /* K x (16, 64) */
         /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
-        if (V) {
-            bpg_dirs_to_cols(K, 1, 64, V + j0*1169 + 0, 1169, v_l0_Wx);
-            bpg_dirs_to_cols(K, 16, 64, V + j0*1169 + 64, 1169, v_l0_Wh);
-            bpg_dirs_to_cols(K, 1, 64, V + j0*1169 + 1088, 1169, v_l0_b);
-            bpg_dirs_to_cols(K, 16, 1, V + j0*1169 + 1152, 1169, v_l1_W);
-            bpg_dirs_to_cols(K, 1, 1, V + j0*1169 + 1168, 1169, v_l1_b);
-        } else {
-            memset(v_l0_Wx, 0, sizeof(real)*(size_t)(64*K));
-            for (int64_t d = 0; d < K; d++) {
-                const int64_t i = first + j0 + d - 0;
-                if (i >= 0 && i < 64) v_l0_Wx[(i/64*K + d)*64 + i%64] = 1;
-            }
-            memset(v_l0_Wh, 0, sizeof(real)*(size_t)(1024*K));
-            for (int64_t d = 0; d < K; d++) {
-                const int64_t i = first + j0 + d - 64;
-                if (i >= 0 && i < 1024) v_l0_Wh[(i/64*K + d)*64 + i%64] = 1;
-            }
-            memset(v_l0_b, 0, sizeof(real)*(size_t)(64*K));
-            for (int64_t d = 0; d < K; d++) {
-                const int64_t i = first + j0 + d - 1088;
-                if (i >= 0 && i < 64) v_l0_b[(i/64*K + d)*64 + i%64] = 1;
-            }
-            memset(v_l1_W, 0, sizeof(real)*(size_t)(16*K));
-            for (int64_t d = 0; d < K; d++) {
-                const int64_t i = first + j0 + d - 1152;
-                if (i >= 0 && i < 16) v_l1_W[(i/1*K + d)*1 + i%1] = 1;
-            }
-            memset(v_l1_b, 0, sizeof(real)*(size_t)(1*K));
-            for (int64_t d = 0; d < K; d++) {
-                const int64_t i = first + j0 + d - 1168;
-                if (i >= 0 && i < 1) v_l1_b[(i/1*K + d)*1 + i%1] = 1;
-            }
-        }
+        bpg_columns_in(K, 5, bpg_table_0, V, 1169, j0, first, wsd + 5440*N);
         /* which blocks of v are nonzero in some direction (products with the others are skipped) */
-        const int vnz_v_l0_Wx = bpg_nonzero(64*K, v_l0_Wx);
-        const int vnz_v_l0_Wh = bpg_nonzero(1024*K, v_l0_Wh);
-        const int vnz_v_l0_b = bpg_nonzero(64*K, v_l0_b);
-        const int vnz_v_l1_W = bpg_nonzero(16*K, v_l1_W);
-        const int vnz_v_l1_b = bpg_nonzero(1*K, v_l1_b);
-        bpg_cols_to_dirs(K, 16, 1, v_l1_W, v_l1_W_dirs, 16);  /* v_l1_W's directions one below the other */
-        bpg_cols_to_dirs(K, 16, 64, v_l0_Wh, v_l0_Wh_dirs, 1024);  /* v_l0_Wh's directions one below the other */
+        const int vnz_v_l0_Wx = bpg_nonzero(64*K, v_v_l0_Wx);
+        const int vnz_v_l0_Wh = bpg_nonzero(1024*K, v_v_l0_Wh);
+        const int vnz_v_l0_b = bpg_nonzero(64*K, v_v_l0_b);
+        const int vnz_v_l1_W = bpg_nonzero(16*K, v_v_l1_W);
+        const int vnz_v_l1_b = bpg_nonzero(1*K, v_v_l1_b);
+        bpg_cols_to_dirs(K, 16, 1, v_v_l1_W, v_v_l1_W_dirs, 16);  /* v_v_l1_W's directions one below the other */
+        bpg_cols_to_dirs(K, 16, 64, v_v_l0_Wh, v_v_l0_Wh_dirs, 1024);  /* v_v_l0_Wh's directions one below the other */
 
         /* forward pass */
         /* r_l0_XW_b = x·v_l0_Wx */
         if (vnz_v_l0_Wx) {
-            bpg_gemm_nn(20*NB, K*64, 1, x, v_l0_Wx, r_l0_XW_b);
+            bpg_gemm_nn(20*NB, K*64, 1, v_x, v_v_l0_Wx, v_r_l0_XW_b);
         } else {
-            memset(r_l0_XW_b, 0, sizeof(real)*(size_t)(1280*N));  /* a zero block of v */
+            memset(v_r_l0_XW_b, 0, sizeof(real)*(size_t)(1280*N));  /* a zero block of v */
         }
         /* r_l0_XG = r_l0_XW_b + v_l0_b */
         for (int64_t rr = 0; rr < 20*NB; rr++)
             for (int64_t d = 0; d < K; d++) {
                 #pragma omp simd
                 for (int64_t cc = 0; cc < 64; cc++) {
-                    r_l0_XG[(rr*K + d)*64 + cc] = r_l0_XW_b[(rr*K + d)*64 + cc] + v_l0_b[(0*K + d)*64 + cc];
+                    v_r_l0_XG[(rr*K + d)*64 + cc] = v_r_l0_XW_b[(rr*K + d)*64 + cc] + v_v_l0_b[(0*K + d)*64 + cc];
                 }
             }
 
@@ -2078,60 +2101,60 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
 
             /* forward pass (continued) */
             /* r_l0_hprev = r_l0_H of the previous iteration (0 at the first) */
-            if (it == 0) memset((r_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-            else memcpy((r_l0_hprev + t*16*N), r_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+            if (it == 0) memset((v_r_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+            else memcpy((v_r_l0_hprev + t*16*N), v_r_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
             /* r_l0_cprev = r_l0_C of the previous iteration (0 at the first) */
-            if (it == 0) memset((r_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
-            else memcpy((r_l0_cprev + t*16*N), r_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+            if (it == 0) memset((v_r_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+            else memcpy((v_r_l0_cprev + t*16*N), v_r_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
             /* r_l0_HW_a = r_l0_hprev·l0_Wh */
-            bpg_gemm_nn(N, 64, 16, (r_l0_hprev + t*16*N), l0_Wh, r_l0_HW_a);
+            bpg_gemm_nn(N, 64, 16, (v_r_l0_hprev + t*16*N), v_l0_Wh, v_r_l0_HW_a);
             /* r_l0_HW_b = l0_hprev·v_l0_Wh */
             if (vnz_v_l0_Wh) {
-                bpg_gemm_nn(NB, K*64, 16, (l0_hprev + t*16*NB), v_l0_Wh, r_l0_HW_b);
+                bpg_gemm_nn(NB, K*64, 16, (v_l0_hprev + t*16*NB), v_v_l0_Wh, v_r_l0_HW_b);
             } else {
-                memset(r_l0_HW_b, 0, sizeof(real)*(size_t)(64*N));  /* a zero block of v */
+                memset(v_r_l0_HW_b, 0, sizeof(real)*(size_t)(64*N));  /* a zero block of v */
             }
             /* r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
             #pragma omp simd
-            for (int64_t k = 0; k < 64*N; k++) r_l0_G[k] = r_l0_HW_a[k] + r_l0_HW_b[k] + (r_l0_XG + t*64*N)[k];
+            for (int64_t k = 0; k < 64*N; k++) v_r_l0_G[k] = v_r_l0_HW_a[k] + v_r_l0_HW_b[k] + (v_r_l0_XG + t*64*N)[k];
             /* r_l0_G_0 = r_l0_G[:, 0:16] */
-            bpg_copy_cols(N, 16, r_l0_G, 64, 0, r_l0_G_0, 16, 0);
+            bpg_copy_cols(N, 16, v_r_l0_G, 64, 0, v_r_l0_G_0, 16, 0);
             /* r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i) */
             for (int64_t rr = 0; rr < NB; rr++)
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        (r_l0_i + t*16*N)[(rr*K + d)*16 + cc] = (l0_i + t*16*NB)[rr*16 + cc]*r_l0_G_0[(rr*K + d)*16 + cc]*(1 - (l0_i + t*16*NB)[rr*16 + cc]);
+                        (v_r_l0_i + t*16*N)[(rr*K + d)*16 + cc] = (v_l0_i + t*16*NB)[rr*16 + cc]*v_r_l0_G_0[(rr*K + d)*16 + cc]*(1 - (v_l0_i + t*16*NB)[rr*16 + cc]);
                     }
                 }
             /* r_l0_G_1 = r_l0_G[:, 16:32] */
-            bpg_copy_cols(N, 16, r_l0_G, 64, 16, r_l0_G_1, 16, 0);
+            bpg_copy_cols(N, 16, v_r_l0_G, 64, 16, v_r_l0_G_1, 16, 0);
             /* r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f) */
             for (int64_t rr = 0; rr < NB; rr++)
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        (r_l0_f + t*16*N)[(rr*K + d)*16 + cc] = (l0_f + t*16*NB)[rr*16 + cc]*r_l0_G_1[(rr*K + d)*16 + cc]*(1 - (l0_f + t*16*NB)[rr*16 + cc]);
+                        (v_r_l0_f + t*16*N)[(rr*K + d)*16 + cc] = (v_l0_f + t*16*NB)[rr*16 + cc]*v_r_l0_G_1[(rr*K + d)*16 + cc]*(1 - (v_l0_f + t*16*NB)[rr*16 + cc]);
                     }
                 }
             /* r_l0_G_2 = r_l0_G[:, 32:48] */
-            bpg_copy_cols(N, 16, r_l0_G, 64, 32, r_l0_G_2, 16, 0);
+            bpg_copy_cols(N, 16, v_r_l0_G, 64, 32, v_r_l0_G_2, 16, 0);
             /* r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2) */
             for (int64_t rr = 0; rr < NB; rr++)
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        (r_l0_g + t*16*N)[(rr*K + d)*16 + cc] = r_l0_G_2[(rr*K + d)*16 + cc]*(1 - (((l0_g + t*16*NB)[rr*16 + cc])*((l0_g + t*16*NB)[rr*16 + cc])));
+                        (v_r_l0_g + t*16*N)[(rr*K + d)*16 + cc] = v_r_l0_G_2[(rr*K + d)*16 + cc]*(1 - (((v_l0_g + t*16*NB)[rr*16 + cc])*((v_l0_g + t*16*NB)[rr*16 + cc])));
                     }
                 }
             /* r_l0_G_3 = r_l0_G[:, 48:64] */
-            bpg_copy_cols(N, 16, r_l0_G, 64, 48, r_l0_G_3, 16, 0);
+            bpg_copy_cols(N, 16, v_r_l0_G, 64, 48, v_r_l0_G_3, 16, 0);
             /* r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o) */
             for (int64_t rr = 0; rr < NB; rr++)
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        (r_l0_o + t*16*N)[(rr*K + d)*16 + cc] = (l0_o + t*16*NB)[rr*16 + cc]*r_l0_G_3[(rr*K + d)*16 + cc]*(1 - (l0_o + t*16*NB)[rr*16 + cc]);
+                        (v_r_l0_o + t*16*N)[(rr*K + d)*16 + cc] = (v_l0_o + t*16*NB)[rr*16 + cc]*v_r_l0_G_3[(rr*K + d)*16 + cc]*(1 - (v_l0_o + t*16*NB)[rr*16 + cc]);
                     }
                 }
             /* r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g */
@@ -2139,7 +2162,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        (r_l0_C + t*16*N)[(rr*K + d)*16 + cc] = (l0_cprev + t*16*NB)[rr*16 + cc]*(r_l0_f + t*16*N)[(rr*K + d)*16 + cc] + (l0_f + t*16*NB)[rr*16 + cc]*(r_l0_cprev + t*16*N)[(rr*K + d)*16 + cc] + (l0_g + t*16*NB)[rr*16 + cc]*(r_l0_i + t*16*N)[(rr*K + d)*16 + cc] + (l0_i + t*16*NB)[rr*16 + cc]*(r_l0_g + t*16*N)[(rr*K + d)*16 + cc];
+                        (v_r_l0_C + t*16*N)[(rr*K + d)*16 + cc] = (v_l0_cprev + t*16*NB)[rr*16 + cc]*(v_r_l0_f + t*16*N)[(rr*K + d)*16 + cc] + (v_l0_f + t*16*NB)[rr*16 + cc]*(v_r_l0_cprev + t*16*N)[(rr*K + d)*16 + cc] + (v_l0_g + t*16*NB)[rr*16 + cc]*(v_r_l0_i + t*16*N)[(rr*K + d)*16 + cc] + (v_l0_i + t*16*NB)[rr*16 + cc]*(v_r_l0_g + t*16*N)[(rr*K + d)*16 + cc];
                     }
                 }
             /* r_l0_H = hc ⊙ r_l0_o + hc_1 ⊙ r_l0_C */
@@ -2147,78 +2170,78 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        (r_l0_H + t*16*N)[(rr*K + d)*16 + cc] = (hc + t*16*NB)[rr*16 + cc]*(r_l0_o + t*16*N)[(rr*K + d)*16 + cc] + (hc_1 + t*16*NB)[rr*16 + cc]*(r_l0_C + t*16*N)[(rr*K + d)*16 + cc];
+                        (v_r_l0_H + t*16*N)[(rr*K + d)*16 + cc] = (v_hc + t*16*NB)[rr*16 + cc]*(v_r_l0_o + t*16*N)[(rr*K + d)*16 + cc] + (v_hc_1 + t*16*NB)[rr*16 + cc]*(v_r_l0_C + t*16*N)[(rr*K + d)*16 + cc];
                     }
                 }
         }
 
         /* forward pass (continued) */
         /* r_l1_XW_a = r_l0_H·l1_W */
-        bpg_gemm_nn(20*N, 1, 16, r_l0_H, l1_W, r_l1_XW_a);
+        bpg_gemm_nn(20*N, 1, 16, v_r_l0_H, v_l1_W, v_r_l1_XW_a);
         /* r_l1_XW_b = l0_H·v_l1_W */
         if (vnz_v_l1_W) {
-            bpg_gemm_nn(20*NB, K*1, 16, l0_H, v_l1_W, r_l1_XW_b);
+            bpg_gemm_nn(20*NB, K*1, 16, v_l0_H, v_v_l1_W, v_r_l1_XW_b);
         } else {
-            memset(r_l1_XW_b, 0, sizeof(real)*(size_t)(20*N));  /* a zero block of v */
+            memset(v_r_l1_XW_b, 0, sizeof(real)*(size_t)(20*N));  /* a zero block of v */
         }
         /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
         for (int64_t rr = 0; rr < 20*NB; rr++)
             for (int64_t d = 0; d < K; d++) {
                 #pragma omp simd
                 for (int64_t cc = 0; cc < 1; cc++) {
-                    r_l1_Z[(rr*K + d)*1 + cc] = r_l1_XW_a[(rr*K + d)*1 + 0] + r_l1_XW_b[(rr*K + d)*1 + 0] + v_l1_b[(0*K + d)*1 + 0];
+                    v_r_l1_Z[(rr*K + d)*1 + cc] = v_r_l1_XW_a[(rr*K + d)*1 + 0] + v_r_l1_XW_b[(rr*K + d)*1 + 0] + v_v_l1_b[(0*K + d)*1 + 0];
                 }
             }
         /* r_out_last = r_l1_Z(t=19) */
-        memcpy(r_out_last, r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+        memcpy(v_r_out_last, v_r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
         /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last) */
-        /*   (mse: 0.5 (O - Y)^2 per unit) */
+        /*   (mse: half the squared error per unit) */
         /* r_d_out_last = r_out_last / N */
         for (int64_t rr = 0; rr < NB; rr++)
             for (int64_t d = 0; d < K; d++) {
                 #pragma omp simd
                 for (int64_t cc = 0; cc < 1; cc++) {
-                    r_d_out_last[(rr*K + d)*1 + cc] = r_out_last[(rr*K + d)*1 + 0]/((real)NB);
+                    v_r_d_out_last[(rr*K + d)*1 + cc] = v_r_out_last[(rr*K + d)*1 + 0]/((real)NB);
                 }
             }
 
         /* Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z) */
         /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
-        memset(r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-        memcpy(r_d_l1_Z + 19*1*N, r_d_out_last, sizeof(real)*(size_t)(1*N));
+        memset(v_r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+        memcpy(v_r_d_l1_Z + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
 
         /* Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW) */
-        /*   (l1: pre-activation Z = X·W + 1·b) */
+        /*   (l1: pre-activation) */
         /* r_d_l1_b = 1ᵀ·r_d_l1_Z·1 */
         for (int64_t d = 0; d < K; d++) {
             double acc = 0;
             for (int64_t rr = 0; rr < 20*NB; rr++)
-                for (int64_t cc = 0; cc < 1; cc++) acc += r_d_l1_Z[(rr*K + d)*1 + cc];
-            r_d_l1_b[d] = (real)acc;
+                for (int64_t cc = 0; cc < 1; cc++) acc += v_r_d_l1_Z[(rr*K + d)*1 + cc];
+            v_r_d_l1_b[d] = (real)acc;
         }
 
-        /* Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW, l0_H) */
+        /* Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW) */
         /*   (l1: affine part) */
         /* r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ */
-        bpg_gemm_nt(20*N, 16, 1, r_d_l1_Z, l1_W, r_d_l0_H_a);
+        bpg_gemm_nt(20*N, 16, 1, v_r_d_l1_Z, v_l1_W, v_r_d_l0_H_a);
         /* r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ */
         if (vnz_v_l1_W) {
-            bpg_gemm_nt(20*NB, K*16, 1, d_l1_Z, v_l1_W_dirs, r_d_l0_H_b);
+            bpg_gemm_nt(20*NB, K*16, 1, v_d_l1_Z, v_v_l1_W_dirs, v_r_d_l0_H_b);
         } else {
-            memset(r_d_l0_H_b, 0, sizeof(real)*(size_t)(320*N));  /* a zero block of v */
+            memset(v_r_d_l0_H_b, 0, sizeof(real)*(size_t)(320*N));  /* a zero block of v */
         }
         /* r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b */
         #pragma omp simd
-        for (int64_t k = 0; k < 320*N; k++) r_d_l0_H[k] = r_d_l0_H_a[k] + r_d_l0_H_b[k];
+        for (int64_t k = 0; k < 320*N; k++) v_r_d_l0_H[k] = v_r_d_l0_H_a[k] + v_r_d_l0_H_b[k];
         /* r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z */
-        bpg_gemm_tn(K*16, 1, 20*NB, r_l0_H, d_l1_Z, bscratch);
-        bpg_dirs_to_cols(K, 16, 1, bscratch, 16*1, r_d_l1_W_a);
+        bpg_gemm_tn(K*16, 1, 20*NB, v_r_l0_H, v_d_l1_Z, bscratch);
+        bpg_dirs_to_cols(K, 16, 1, bscratch, 16*1, v_r_d_l1_W_a);
         /* r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z */
-        bpg_gemm_tn(16, K*1, 20*NB, l0_H, r_d_l1_Z, r_d_l1_W_b);
+        bpg_gemm_tn(16, K*1, 20*NB, v_l0_H, v_r_d_l1_Z, v_r_d_l1_W_b);
         /* r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b */
         #pragma omp simd
-        for (int64_t k = 0; k < (16*K)*(1); k++) r_d_l1_W[k] = r_d_l1_W_a[k] + r_d_l1_W_b[k];
+        for (int64_t k = 0; k < (16*K)*(1); k++) v_r_d_l1_W[k] = v_r_d_l1_W_a[k] + v_r_d_l1_W_b[k];
 
         /* loop over time steps: backward through l0 (lstm), t = 19 .. 0, each direction */
         for (int64_t it = 0; it < 20; it++) {
@@ -2226,30 +2249,30 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
             const int64_t q = t + 1;  /* the previous iteration's step */
             (void)q;
 
-            /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)  (not stored in this function: l0_hprev, l0_H) */
+            /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
             /* r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first) */
-            if (it == 0) memset(r_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
-            else memcpy(r_carry_l0_H, r_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
+            if (it == 0) memset(v_r_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
+            else memcpy(v_r_carry_l0_H, v_r_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
-            /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)  (not stored in this function: l0_cprev, l0_C) */
+            /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)  (not stored in this function: l0_C) */
             /* r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first) */
-            if (it == 0) memset(r_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
-            else memcpy(r_carry_l0_C, r_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
+            if (it == 0) memset(v_r_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
+            else memcpy(v_r_carry_l0_C, v_r_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
 
-            /* Grad of: l0_H = σ(l0_G_3) ⊙ tanh(l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2))  (not stored in this function: l0_H, l0_G_0, l0_G_1, l0_G_2, l0_G_3, l0_cprev) */
+            /* Grad of: l0_H = l0_o ⊙ tanh(l0_cprev ⊙ l0_f + l0_g ⊙ l0_i) */
             /*   (l0: h_t = o ⊙ tanh(c_t)) */
             /* r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H */
             #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) r_d_l0_H_1[k] = r_carry_l0_H[k] + (r_d_l0_H + t*16*N)[k];
+            for (int64_t k = 0; k < 16*N; k++) v_r_d_l0_H_1[k] = v_r_carry_l0_H[k] + (v_r_d_l0_H + t*16*N)[k];
 
-            /* Grad of: l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)  (not stored in this function: l0_C, l0_G_0, l0_G_1, l0_G_2, l0_cprev) */
+            /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i  (not stored in this function: l0_C) */
             /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
             /* r_d_l0_C_1 = r_carry_l0_C + hc_1 ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_o + hc_3 ⊙ r_l0_C */
             for (int64_t rr = 0; rr < NB; rr++)
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        r_d_l0_C_1[(rr*K + d)*16 + cc] = (hc_1 + t*16*NB)[rr*16 + cc]*r_d_l0_H_1[(rr*K + d)*16 + cc] + (hc_2 + t*16*NB)[rr*16 + cc]*(r_l0_o + t*16*N)[(rr*K + d)*16 + cc] + (hc_3 + t*16*NB)[rr*16 + cc]*(r_l0_C + t*16*N)[(rr*K + d)*16 + cc] + r_carry_l0_C[(rr*K + d)*16 + cc];
+                        v_r_d_l0_C_1[(rr*K + d)*16 + cc] = (v_hc_1 + t*16*NB)[rr*16 + cc]*v_r_d_l0_H_1[(rr*K + d)*16 + cc] + (v_hc_2 + t*16*NB)[rr*16 + cc]*(v_r_l0_o + t*16*N)[(rr*K + d)*16 + cc] + (v_hc_3 + t*16*NB)[rr*16 + cc]*(v_r_l0_C + t*16*N)[(rr*K + d)*16 + cc] + v_r_carry_l0_C[(rr*K + d)*16 + cc];
                     }
                 }
             /* r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1 */
@@ -2257,102 +2280,98 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict x, const real
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        (r_d_l0_cprev + t*16*N)[(rr*K + d)*16 + cc] = (d_l0_C_1 + t*16*NB)[rr*16 + cc]*(r_l0_f + t*16*N)[(rr*K + d)*16 + cc] + (l0_f + t*16*NB)[rr*16 + cc]*r_d_l0_C_1[(rr*K + d)*16 + cc];
+                        (v_r_d_l0_cprev + t*16*N)[(rr*K + d)*16 + cc] = (v_d_l0_C_1 + t*16*NB)[rr*16 + cc]*(v_r_l0_f + t*16*N)[(rr*K + d)*16 + cc] + (v_l0_f + t*16*NB)[rr*16 + cc]*v_r_d_l0_C_1[(rr*K + d)*16 + cc];
                     }
                 }
 
-            /* Grad of: l0_o = σ(l0_G_3)  (not stored in this function: l0_o, l0_G_3) */
+            /* Grad of: l0_o = σ(l0_G_3)  (not stored in this function: l0_G_3) */
             /*   (l0: output gate) */
             /* r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (hc ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_C) */
             for (int64_t rr = 0; rr < NB; rr++)
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        r_d_l0_G_3[(rr*K + d)*16 + cc] = (l0_o + t*16*NB)[rr*16 + cc]*(1 - (l0_o + t*16*NB)[rr*16 + cc])*((hc + t*16*NB)[rr*16 + cc]*r_d_l0_H_1[(rr*K + d)*16 + cc] + (hc_2 + t*16*NB)[rr*16 + cc]*(r_l0_C + t*16*N)[(rr*K + d)*16 + cc]) + (r_l0_o + t*16*N)[(rr*K + d)*16 + cc]*(-(d_l0_o + t*16*NB)[rr*16 + cc]*(l0_o + t*16*NB)[rr*16 + cc] + (d_l0_o + t*16*NB)[rr*16 + cc]*(1 - (l0_o + t*16*NB)[rr*16 + cc]));
+                        v_r_d_l0_G_3[(rr*K + d)*16 + cc] = (v_l0_o + t*16*NB)[rr*16 + cc]*(1 - (v_l0_o + t*16*NB)[rr*16 + cc])*((v_hc + t*16*NB)[rr*16 + cc]*v_r_d_l0_H_1[(rr*K + d)*16 + cc] + (v_hc_2 + t*16*NB)[rr*16 + cc]*(v_r_l0_C + t*16*N)[(rr*K + d)*16 + cc]) + (v_r_l0_o + t*16*N)[(rr*K + d)*16 + cc]*(-(v_d_l0_o + t*16*NB)[rr*16 + cc]*(v_l0_o + t*16*NB)[rr*16 + cc] + (v_d_l0_o + t*16*NB)[rr*16 + cc]*(1 - (v_l0_o + t*16*NB)[rr*16 + cc]));
                     }
                 }
 
-            /* Grad of: l0_g = tanh(l0_G_2)  (not stored in this function: l0_g, l0_G_2) */
+            /* Grad of: l0_g = tanh(l0_G_2)  (not stored in this function: l0_G_2) */
             /*   (l0: cell candidate) */
             /* r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g */
             for (int64_t rr = 0; rr < NB; rr++)
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        r_d_l0_G_2[(rr*K + d)*16 + cc] = -2*(d_l0_g + t*16*NB)[rr*16 + cc]*(l0_g + t*16*NB)[rr*16 + cc]*(r_l0_g + t*16*N)[(rr*K + d)*16 + cc] + (1 - (((l0_g + t*16*NB)[rr*16 + cc])*((l0_g + t*16*NB)[rr*16 + cc])))*((d_l0_C_1 + t*16*NB)[rr*16 + cc]*(r_l0_i + t*16*N)[(rr*K + d)*16 + cc] + (l0_i + t*16*NB)[rr*16 + cc]*r_d_l0_C_1[(rr*K + d)*16 + cc]);
+                        v_r_d_l0_G_2[(rr*K + d)*16 + cc] = -2*(v_d_l0_g + t*16*NB)[rr*16 + cc]*(v_l0_g + t*16*NB)[rr*16 + cc]*(v_r_l0_g + t*16*N)[(rr*K + d)*16 + cc] + (1 - (((v_l0_g + t*16*NB)[rr*16 + cc])*((v_l0_g + t*16*NB)[rr*16 + cc])))*((v_d_l0_C_1 + t*16*NB)[rr*16 + cc]*(v_r_l0_i + t*16*N)[(rr*K + d)*16 + cc] + (v_l0_i + t*16*NB)[rr*16 + cc]*v_r_d_l0_C_1[(rr*K + d)*16 + cc]);
                     }
                 }
 
-            /* Grad of: l0_f = σ(l0_G_1)  (not stored in this function: l0_f, l0_G_1) */
+            /* Grad of: l0_f = σ(l0_G_1)  (not stored in this function: l0_G_1) */
             /*   (l0: forget gate) */
             /* r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1) */
             for (int64_t rr = 0; rr < NB; rr++)
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        r_d_l0_G_1_1[(rr*K + d)*16 + cc] = (l0_f + t*16*NB)[rr*16 + cc]*(1 - (l0_f + t*16*NB)[rr*16 + cc])*((d_l0_C_1 + t*16*NB)[rr*16 + cc]*(r_l0_cprev + t*16*N)[(rr*K + d)*16 + cc] + (l0_cprev + t*16*NB)[rr*16 + cc]*r_d_l0_C_1[(rr*K + d)*16 + cc]) + (r_l0_f + t*16*N)[(rr*K + d)*16 + cc]*(-(d_l0_f + t*16*NB)[rr*16 + cc]*(l0_f + t*16*NB)[rr*16 + cc] + (d_l0_f + t*16*NB)[rr*16 + cc]*(1 - (l0_f + t*16*NB)[rr*16 + cc]));
+                        v_r_d_l0_G_1_1[(rr*K + d)*16 + cc] = (v_l0_f + t*16*NB)[rr*16 + cc]*(1 - (v_l0_f + t*16*NB)[rr*16 + cc])*((v_d_l0_C_1 + t*16*NB)[rr*16 + cc]*(v_r_l0_cprev + t*16*N)[(rr*K + d)*16 + cc] + (v_l0_cprev + t*16*NB)[rr*16 + cc]*v_r_d_l0_C_1[(rr*K + d)*16 + cc]) + (v_r_l0_f + t*16*N)[(rr*K + d)*16 + cc]*(-(v_d_l0_f + t*16*NB)[rr*16 + cc]*(v_l0_f + t*16*NB)[rr*16 + cc] + (v_d_l0_f + t*16*NB)[rr*16 + cc]*(1 - (v_l0_f + t*16*NB)[rr*16 + cc]));
                     }
                 }
 
-            /* Grad of: l0_i = σ(l0_G_0)  (not stored in this function: l0_i, l0_G_0) */
+            /* Grad of: l0_i = σ(l0_G_0)  (not stored in this function: l0_G_0) */
             /*   (l0: input gate) */
             /* r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1) */
             for (int64_t rr = 0; rr < NB; rr++)
                 for (int64_t d = 0; d < K; d++) {
                     #pragma omp simd
                     for (int64_t cc = 0; cc < 16; cc++) {
-                        r_d_l0_G_0[(rr*K + d)*16 + cc] = (l0_i + t*16*NB)[rr*16 + cc]*(1 - (l0_i + t*16*NB)[rr*16 + cc])*((d_l0_C_1 + t*16*NB)[rr*16 + cc]*(r_l0_g + t*16*N)[(rr*K + d)*16 + cc] + (l0_g + t*16*NB)[rr*16 + cc]*r_d_l0_C_1[(rr*K + d)*16 + cc]) + (r_l0_i + t*16*N)[(rr*K + d)*16 + cc]*(-(d_l0_i + t*16*NB)[rr*16 + cc]*(l0_i + t*16*NB)[rr*16 + cc] + (d_l0_i + t*16*NB)[rr*16 + cc]*(1 - (l0_i + t*16*NB)[rr*16 + cc]));
+                        v_r_d_l0_G_0[(rr*K + d)*16 + cc] = (v_l0_i + t*16*NB)[rr*16 + cc]*(1 - (v_l0_i + t*16*NB)[rr*16 + cc])*((v_d_l0_C_1 + t*16*NB)[rr*16 + cc]*(v_r_l0_g + t*16*N)[(rr*K + d)*16 + cc] + (v_l0_g + t*16*NB)[rr*16 + cc]*v_r_d_l0_C_1[(rr*K + d)*16 + cc]) + (v_r_l0_i + t*16*N)[(rr*K + d)*16 + cc]*(-(v_d_l0_i + t*16*NB)[rr*16 + cc]*(v_l0_i + t*16*NB)[rr*16 + cc] + (v_d_l0_i + t*16*NB)[rr*16 + cc]*(1 - (v_l0_i + t*16*NB)[rr*16 + cc]));
                     }
                 }
 
             /* Grad of: l0_G = l0_HW + l0_XW + l0_b  (not stored in this function: l0_G, l0_HW, l0_XW) */
             /*   (l0: gate pre-activations [i, f, g, o]) */
             /* r_d_l0_G_6 = [r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3] */
-            bpg_copy_cols(N, 16, r_d_l0_G_0, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 0);
-            bpg_copy_cols(N, 16, r_d_l0_G_1_1, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 16);
-            bpg_copy_cols(N, 16, r_d_l0_G_2, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 32);
-            bpg_copy_cols(N, 16, r_d_l0_G_3, 16, 0, (r_d_l0_G_6 + t*64*N), 64, 48);
+            bpg_copy_cols(N, 16, v_r_d_l0_G_0, 16, 0, (v_r_d_l0_G_6 + t*64*N), 64, 0);
+            bpg_copy_cols(N, 16, v_r_d_l0_G_1_1, 16, 0, (v_r_d_l0_G_6 + t*64*N), 64, 16);
+            bpg_copy_cols(N, 16, v_r_d_l0_G_2, 16, 0, (v_r_d_l0_G_6 + t*64*N), 64, 32);
+            bpg_copy_cols(N, 16, v_r_d_l0_G_3, 16, 0, (v_r_d_l0_G_6 + t*64*N), 64, 48);
 
-            /* Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW, l0_hprev) */
+            /* Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW) */
             /* r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ */
-            bpg_gemm_nt(N, 16, 64, (r_d_l0_G_6 + t*64*N), l0_Wh, r_d_l0_hprev_a);
+            bpg_gemm_nt(N, 16, 64, (v_r_d_l0_G_6 + t*64*N), v_l0_Wh, v_r_d_l0_hprev_a);
             /* r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ */
             if (vnz_v_l0_Wh) {
-                bpg_gemm_nt(NB, K*16, 64, (d_l0_G_6 + t*64*NB), v_l0_Wh_dirs, r_d_l0_hprev_b);
+                bpg_gemm_nt(NB, K*16, 64, (v_d_l0_G_6 + t*64*NB), v_v_l0_Wh_dirs, v_r_d_l0_hprev_b);
             } else {
-                memset(r_d_l0_hprev_b, 0, sizeof(real)*(size_t)(16*N));  /* a zero block of v */
+                memset(v_r_d_l0_hprev_b, 0, sizeof(real)*(size_t)(16*N));  /* a zero block of v */
             }
             /* r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b */
             #pragma omp simd
-            for (int64_t k = 0; k < 16*N; k++) (r_d_l0_hprev + t*16*N)[k] = r_d_l0_hprev_a[k] + r_d_l0_hprev_b[k];
+            for (int64_t k = 0; k < 16*N; k++) (v_r_d_l0_hprev + t*16*N)[k] = v_r_d_l0_hprev_a[k] + v_r_d_l0_hprev_b[k];
         }
 
-        /* Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW, l0_hprev) */
+        /* Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW) */
         /* r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6 */
-        bpg_gemm_tn(K*16, 64, 20*NB, r_l0_hprev, d_l0_G_6, bscratch);
-        bpg_dirs_to_cols(K, 16, 64, bscratch, 16*64, r_d_l0_Wh_a);
+        bpg_gemm_tn(K*16, 64, 20*NB, v_r_l0_hprev, v_d_l0_G_6, bscratch);
+        bpg_dirs_to_cols(K, 16, 64, bscratch, 16*64, v_r_d_l0_Wh_a);
         /* r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6 */
-        bpg_gemm_tn(16, K*64, 20*NB, l0_hprev, r_d_l0_G_6, r_d_l0_Wh_b);
+        bpg_gemm_tn(16, K*64, 20*NB, v_l0_hprev, v_r_d_l0_G_6, v_r_d_l0_Wh_b);
         /* r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b */
         #pragma omp simd
-        for (int64_t k = 0; k < (16*K)*(64); k++) r_d_l0_Wh[k] = r_d_l0_Wh_a[k] + r_d_l0_Wh_b[k];
+        for (int64_t k = 0; k < (16*K)*(64); k++) v_r_d_l0_Wh[k] = v_r_d_l0_Wh_a[k] + v_r_d_l0_Wh_b[k];
 
         /* Grad of: l0_XG = l0_XW + l0_b  (not stored in this function: l0_XG, l0_XW) */
-        /*   (l0: X·Wx + 1·b) */
+        /*   (l0: input projection plus bias) */
         /* r_d_l0_b = 1ᵀ·r_d_l0_G_6 */
-        bpg_colsum(20*NB, K*64, r_d_l0_G_6, r_d_l0_b);
+        bpg_colsum(20*NB, K*64, v_r_d_l0_G_6, v_r_d_l0_b);
 
         /* Grad of: l0_XW = x·l0_Wx  (not stored in this function: l0_XW) */
         /*   (l0: input projection of every step at once) */
         /* r_d_l0_Wx_b = xᵀ·r_d_l0_G_6 */
-        bpg_gemm_tn(1, K*64, 20*NB, x, r_d_l0_G_6, r_d_l0_Wx_b);
+        bpg_gemm_tn(1, K*64, 20*NB, v_x, v_r_d_l0_G_6, v_r_d_l0_Wx_b);
 
         /* rows j0 .. of the result: H·v for each direction */
-        bpg_cols_to_dirs(K, 1, 64, r_d_l0_Wx_b, out + j0*1169 + 0, 1169);
-        bpg_cols_to_dirs(K, 16, 64, r_d_l0_Wh, out + j0*1169 + 64, 1169);
-        bpg_cols_to_dirs(K, 1, 64, r_d_l0_b, out + j0*1169 + 1088, 1169);
-        bpg_cols_to_dirs(K, 16, 1, r_d_l1_W, out + j0*1169 + 1152, 1169);
-        bpg_cols_to_dirs(K, 1, 1, r_d_l1_b, out + j0*1169 + 1168, 1169);
+        bpg_columns_out(K, 5, bpg_table_1, wsd + 5440*N, out, 1169, j0);
     }
 }
 
@@ -2366,11 +2385,11 @@ static const int64_t bpgf_param_size[5] = {64, 1024, 64, 16, 1};
 static const int64_t bpgf_in_dims[2] = {20, 1};
 #define BPGF_IN_SIZE 20  /* elements of one sample's x */
 #define BPGF_STEPS 20  /* 0: not a sequence */
+typedef real bpgf_x_t;  /* x's elements (the input kind's) */
+#define BPGF_X_TYPENUM BPGF_TYPENUM
 #define BPGF_K 1
-#define BPGF_SOFTMAX_CE 1
-#define BPGF_MSE 2
-#define BPGF_BINARY_CE 3
-#define BPGF_LOSS_TYPE BPGF_MSE
+#define BPGF_TARGET_LABELS 0
+#define BPGF_TARGET_RANGE 0
 #define BPGF_LOSS_ALL_STEPS 0
 #define BPGF_SEQ_OUT 1
 #define BPGF_BYTES_PER_SAMPLE 156032
@@ -2395,7 +2414,7 @@ static const int64_t bpgf_in_dims[2] = {20, 1};
 #define BPGF_HAVE_HVP 1
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */
-static void bpgf_call(int entry, int64_t N, const real *x, const real *y,
+static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,
                       const real *const *p, const real *const *v, real *out, real *ws)
 {
     if (entry == 0)
@@ -2417,11 +2436,13 @@ static void bpgf_call(int entry, int64_t N, const real *x, const real *y,
 
    Each entry point handles the common case only: parameters in an exact
    dict with exactly the expected keys, every array an exact numpy.ndarray
-   of the module's dtype, native byte order, C-contiguous and aligned, of
-   the right shape; x finite with N >= 1 within the batch-size limit
+   of the module's dtype (x: of the input kind's element type, bpgf_x_t),
+   native byte order, C-contiguous and aligned, of the right shape; x
+   finite (integer x: in [0, BPGF_X_BOUND)) with N >= 1 within the batch-size limit
    (MAX_RESULT_BYTES, read at every call); labels of an integer dtype in
-   [0, K) (turned into one-hot rows here), or a finite float target (in
-   [0, 1] for binary cross-entropy); and a finite result.  Anything else
+   [0, K) (turned into one-hot rows here) when the loss's targets are
+   labels (BPGF_TARGET_LABELS), else finite float targets (within the
+   loss's range, if it has one); and a finite result.  Anything else
    calls the module's Python implementation of the same function with the
    same arguments, which then raises its usual ValueError (or returns what
    it returns), so every message stays the Python path's.  The checks here
@@ -2435,6 +2456,11 @@ static void bpgf_call(int entry, int64_t N, const real *x, const real *y,
    sequences, x and y time-major.  Gradients are views of one fresh array
    per call.  No Python code runs between taking the workspace and its last
    use, so a call cannot see it replaced under it.
+
+   (Why one ~700-line file: it is one translation unit of static functions
+   pasted verbatim into each module; its parts, argument checks, target and
+   input conversion and the entry points, share the module's macros and are
+   tested together through the entry points, tests/test_fastcall.py.)
 
    (Longer than the ~500 lines a file here usually has: the workspace, the
    checks, one call and the installation are one unit, each a short
@@ -2544,15 +2570,15 @@ static int bpgf_round(size_t *size)
     return 1;
 }
 
-/* an exact ndarray of the module's dtype, native byte order, C-contiguous,
+/* an exact ndarray of NumPy type `typenum`, native byte order, C-contiguous,
    aligned, with `ndim` axes: the first `lead` of them any, then `dims` */
-static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
+static int bpgf_typed_array(PyObject *o, int typenum, int ndim, int lead, const int64_t *dims)
 {
     if (Py_TYPE(o) != &PyArray_Type)
         return 0;
     PyArrayObject *a = (PyArrayObject *)o;
     const int need = NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED;
-    if (PyArray_TYPE(a) != BPGF_TYPENUM || !PyArray_ISNOTSWAPPED(a)
+    if (PyArray_TYPE(a) != typenum || !PyArray_ISNOTSWAPPED(a)
         || (PyArray_FLAGS(a) & need) != need || PyArray_NDIM(a) != ndim)
         return 0;
     const npy_intp *d = PyArray_DIMS(a);
@@ -2560,6 +2586,12 @@ static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
         if (d[i] != dims[i - lead])
             return 0;
     return 1;
+}
+
+/* the same, of the module's dtype */
+static int bpgf_real_array(PyObject *o, int ndim, int lead, const int64_t *dims)
+{
+    return bpgf_typed_array(o, BPGF_TYPENUM, ndim, lead, dims);
 }
 
 /* every one of n entries finite (a - a is 0, not NaN); an OR of flags
@@ -2574,13 +2606,36 @@ static BPG_ENTRY int bpgf_finite(const real *a, size_t n)
     return !bad;
 }
 
-/* every one of n entries in [0, 1] (NaN and inf are not) */
-static BPG_ENTRY int bpgf_unit_interval(const real *a, size_t n)
+/* x's values as the input kind says (fastcall.py's bpgf_x_t, BPGF_X_TYPENUM
+   and BPGF_X_BOUND): integers in [0, BPGF_X_BOUND) (a negative one, made
+   unsigned, is larger), or finite reals */
+#ifdef BPGF_X_BOUND
+static BPG_ENTRY int bpgf_x_valid(const bpgf_x_t *a, size_t n)
 {
     int bad = 0;
 #pragma omp simd reduction(|:bad)
     for (size_t i = 0; i < n; i++)
-        bad |= !(a[i] >= 0 && a[i] <= 1);
+        bad |= !((uint64_t)a[i] < (uint64_t)BPGF_X_BOUND);
+    return !bad;
+}
+#else
+#define bpgf_x_valid bpgf_finite
+#endif
+/* x's elements in units of real (the workspace's), rounded up */
+#define BPGF_X_REALS ((sizeof(bpgf_x_t) + sizeof(real) - 1) / sizeof(real))
+
+/* every one of n real targets as the loss takes them: finite, and in its
+   [BPGF_TARGET_LO, BPGF_TARGET_HI] when it has a range (BPGF_TARGET_RANGE) */
+static BPG_ENTRY int bpgf_targets_ok(const real *a, size_t n)
+{
+    int bad = 0;
+#pragma omp simd reduction(|:bad)
+    for (size_t i = 0; i < n; i++)
+#if BPGF_TARGET_RANGE
+        bad |= !(a[i] >= (real)BPGF_TARGET_LO && a[i] <= (real)BPGF_TARGET_HI);  /* not NaN */
+#else
+        bad |= !(a[i] - a[i] == 0);
+#endif
     return !bad;
 }
 
@@ -2638,6 +2693,16 @@ static void bpgf_time_major(const real *src, int64_t N, int64_t T, int64_t C, re
     for (int64_t t = 0; t < T; t++)
         for (int64_t n = 0; n < N; n++)
             memcpy(dst + (t * N + n) * C, src + (n * T + t) * C, sizeof(real) * (size_t)C);
+}
+
+/* x (N, T, C) batch-first into (T*N, C) time-major, of x's element type */
+static void bpgf_x_time_major(const bpgf_x_t *src, int64_t N, int64_t T, int64_t C,
+                              bpgf_x_t *dst)
+{
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++)
+            memcpy(dst + (t * N + n) * C, src + (n * T + t) * C,
+                   sizeof(bpgf_x_t) * (size_t)C);
 }
 
 /* ---- one call ---------------------------------------------------------- */
@@ -2739,7 +2804,7 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
     const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
     pl->N = N;
     pl->with_y = entry != BPGF_E_FORWARD;
-    pl->labels = pl->with_y && BPGF_LOSS_TYPE == BPGF_SOFTMAX_CE;
+    pl->labels = pl->with_y && BPGF_TARGET_LABELS;
     pl->x_moved = BPGF_STEPS != 0;
     pl->y_moved = pl->with_y && !pl->labels && BPGF_LOSS_ALL_STEPS && BPGF_STEPS;
     pl->out_in_ws = entry == BPGF_E_LOSS || (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT);
@@ -2767,7 +2832,8 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
         return 0;
     pl->at_x = pl->ws_size;
     if (pl->x_moved     /* N * BPGF_IN_SIZE: the elements of x, which exists */
-        && (!bpgf_madd(&pl->ws_size, (size_t)N, BPGF_IN_SIZE) || !bpgf_round(&pl->ws_size)))
+        && (!bpgf_madd(&pl->ws_size, (size_t)N, BPGF_IN_SIZE * BPGF_X_REALS)
+            || !bpgf_round(&pl->ws_size)))
         return 0;
     pl->at_out = pl->ws_size;
     if (pl->out_in_ws && !bpgf_madd(&pl->ws_size, 1, pl->out_size))
@@ -2812,15 +2878,16 @@ static int bpgf_target_array(PyObject *yo, int64_t N)
 /* x and y as the generated code reads them (x, labels and targets checked
    for their values on the way); the arrays' shapes are checked already */
 static int bpgf_inputs(const bpgf_plan *pl, PyObject *xo, PyObject *yo, real *ws,
-                       const real **xp, const real **yp)
+                       const bpgf_x_t **xp, const real **yp)
 {
     const int64_t N = pl->N, T = BPGF_STEPS ? BPGF_STEPS : 1;
-    *xp = (const real *)PyArray_DATA((PyArrayObject *)xo);
+    *xp = (const bpgf_x_t *)PyArray_DATA((PyArrayObject *)xo);
     if (pl->x_moved) {
-        bpgf_time_major(*xp, N, T, BPGF_IN_SIZE / T, ws + pl->at_x);
-        *xp = ws + pl->at_x;
+        bpgf_x_t *moved = (bpgf_x_t *)(ws + pl->at_x);
+        bpgf_x_time_major(*xp, N, T, BPGF_IN_SIZE / T, moved);
+        *xp = moved;
     }
-    if (!bpgf_finite(*xp, (size_t)N * BPGF_IN_SIZE))
+    if (!bpgf_x_valid(*xp, (size_t)N * BPGF_IN_SIZE))
         return 0;
     *yp = NULL;
     if (pl->labels) {
@@ -2831,7 +2898,7 @@ static int bpgf_inputs(const bpgf_plan *pl, PyObject *xo, PyObject *yo, real *ws
         return 1;
     const real *y = (const real *)PyArray_DATA((PyArrayObject *)yo);
     const size_t size = (size_t)N * (BPGF_LOSS_ALL_STEPS ? (size_t)T : 1) * BPGF_K;
-    if (!(BPGF_LOSS_TYPE == BPGF_BINARY_CE ? bpgf_unit_interval(y, size) : bpgf_finite(y, size)))
+    if (!bpgf_targets_ok(y, size))
         return 0;
     *yp = y;
     if (pl->y_moved) {
@@ -2898,7 +2965,7 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
     }
     const Py_ssize_t nargs = entry == BPGF_E_FORWARD ? 2 : entry == BPGF_E_HVP ? 4 : 3;
     if (kwnames || PyVectorcall_NARGS(nargsf) != nargs
-        || !bpgf_real_array(args[1], 1 + BPGF_IN_NDIM, 1, bpgf_in_dims))
+        || !bpgf_typed_array(args[1], BPGF_X_TYPENUM, 1 + BPGF_IN_NDIM, 1, bpgf_in_dims))
         return bpgf_fallback(entry, &st, args, nargsf, kwnames);
     PyObject *xo = args[1], *yo = nargs >= 3 ? args[2] : NULL;
     const int64_t N = (int64_t)PyArray_DIMS((PyArrayObject *)xo)[0];
@@ -2919,7 +2986,8 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         ok = 0;
     }
     real *ws = ok ? bpgf_workspace(pl.ws_size) : NULL;
-    const real *xp = NULL, *yp = NULL;
+    const bpgf_x_t *xp = NULL;
+    const real *yp = NULL;
     ok = ws && bpgf_inputs(&pl, xo, yo, ws, &xp, &yp);
 
     PyObject *ret = NULL;

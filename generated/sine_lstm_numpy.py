@@ -30,6 +30,13 @@ PARAM_SHAPES = collections.OrderedDict([
 N_PARAMS = 1169
 #: one sample's input shape; x has shape (N,) + INPUT_SHAPE
 INPUT_SHAPE = (20, 1)
+#: the architecture's input kind (bpgen/inputs/)
+INPUT_KIND = "sequence"
+#: x's elements: None for real values (converted to DTYPE; NaN and inf
+#: refused), else an integer dtype (any integer x is converted, floats are
+#: refused) whose values lie in [0, _X_BOUND)
+_X_DTYPE = None
+_X_BOUND = None
 #: number of output units; forward() returns (N, OUTPUT_UNITS), or
 #: (N, STEPS, OUTPUT_UNITS) for a network whose output has a step axis
 OUTPUT_UNITS = 1
@@ -40,7 +47,13 @@ STEPS = 20
 SEQUENCE_OUTPUT = True
 #: True when the loss reads every step (y has a step axis)
 LOSS_ALL_STEPS = False
+#: the loss's name (for messages; the module reads the facts below)
 LOSS = "mse"
+#: what y holds: "labels" (integer class labels, one-hot'ed here) or "real"
+#: (values of the output's shape)
+TARGET_KIND = "real"
+#: None, or the closed interval (lo, hi) every target must lie in
+TARGET_RANGE = None
 #: the validated architecture this module was generated from
 ARCHITECTURE = "{\"dtype\": \"float64\", \"input\": {\"kind\": \"sequence\", \"shape\": [20, 1]}, \"l2\": 0.0, \"layers\": [{\"activation\": \"tanh\", \"alpha\": null, \"cell\": \"lstm\", \"in\": [20, 1], \"name\": \"l0\", \"out\": [20, 16], \"type\": \"lstm\", \"units\": 16}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [20, 16], \"name\": \"l1\", \"out\": [20, 1], \"type\": \"dense\", \"units\": 1}], \"loss\": {\"steps\": \"last\", \"type\": \"mse\"}, \"name\": \"sine_lstm\", \"truncate\": null}"
 #: parameter key -> (initialisation from its role, fan_in, fan_out)
@@ -61,6 +74,8 @@ _FACTORS = {'l0.Wx': (0, 1), 'l0.Wh': (2, 1), 'l1.W': (3, 4)}
 _CURV_LAYERS = []
 #: index of the loss curvature output (softmax p, or l'' per unit)
 _CURV_LOSS = None
+#: how to read it: "softmax" (diag(p) - p pᵀ) or "diagonal" (diag l'')
+_CURV_FORM = "diagonal"
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
 _BYTES_PER_SAMPLE = 156032
 #: elements per sample the structured Hessian's assembly holds besides its result
@@ -156,12 +171,20 @@ def _check_params(params, what="params"):
 
 
 def _check_x(x):
-    """x as the matrix the generated code reads, and the batch size N."""
+    """x as the matrix the generated code reads, and the batch size N.  What x
+    holds is the input kind's (constants _X_DTYPE, _X_BOUND, STEPS): real
+    values (converted to DTYPE, finite), or integers in [0, _X_BOUND)
+    (converted to _X_DTYPE, floats refused); a sequence goes time-major."""
     checked = isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE)
     if checked:
         _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
-    arr = x if (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
-                and x.flags.aligned) else _as_array(x, "x")
+    if _X_DTYPE is not None:
+        arr = _as_integers(x, "x")
+    elif (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
+          and x.flags.aligned):
+        arr = x
+    else:
+        arr = _as_array(x, "x")
     if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                          f"got {arr.shape}")
@@ -170,11 +193,35 @@ def _check_x(x):
         raise ValueError("x: the batch is empty (N = 0)")
     if not checked:                   # a list, say: checked once converted
         _check_batch(n)
-    if not _finite_fast(arr):
+    if _X_DTYPE is not None:
+        arr = _in_range(arr, _X_BOUND, "x")
+    elif not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
-    if STEPS is not None:     # (N, T, F) -> time-major (T*N, F)
-        return numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(STEPS * n, -1), n
+    if STEPS is not None:     # (N, T, ...) -> time-major (T*N, ...)
+        return numpy.ascontiguousarray(arr.swapaxes(0, 1)).reshape(STEPS * n, -1), n
     return arr.reshape(n, -1), n
+
+
+def _as_integers(value, what):
+    """``value`` as an integer array (not yet converted): any integer dtype;
+    floats, booleans and everything else are refused."""
+    try:
+        arr = numpy.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{what}: expected an array of integers ({exc})") from None
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{what}: expected integers, got dtype {arr.dtype}")
+    return arr
+
+
+def _in_range(arr, bound, what):
+    """Integer ``arr`` as a C-contiguous _X_DTYPE array, every value in [0, bound)
+    (checked before the conversion, which could wrap a large unsigned value)."""
+    low, high = arr.min(), arr.max()
+    if low < 0 or high >= bound:
+        raise ValueError(f"{what}: values must lie in [0, {bound}), got values in "
+                         f"[{low}, {high}]")
+    return numpy.require(arr, _X_DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
 
 
 _EYE = []     # the identity rows one-hot labels are taken from, made on first use
@@ -182,10 +229,11 @@ _EYE = []     # the identity rows one-hot labels are taken from, made on first u
 
 def _check_y(y, n):
     """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
-    reads: labels one-hot, steps time-major."""
+    reads: labels one-hot, steps time-major (TARGET_KIND and TARGET_RANGE
+    are the loss's)."""
     steps = STEPS if LOSS_ALL_STEPS else None
     lead = (n,) if steps is None else (n, steps)
-    if LOSS == "softmax_cross_entropy":
+    if TARGET_KIND == "labels":
         try:
             labels = numpy.asarray(y)
         except Exception as exc:
@@ -210,8 +258,10 @@ def _check_y(y, n):
         raise ValueError(f"y: expected shape {lead + (OUTPUT_UNITS,)}, got {arr.shape}")
     if not _finite_fast(arr):
         raise ValueError("y: contains NaN or inf")
-    if LOSS == "sigmoid_binary_cross_entropy" and not ((arr >= 0) & (arr <= 1)).all():
-        raise ValueError("y: binary cross-entropy targets must lie in [0, 1]")
+    if TARGET_RANGE is not None and not ((arr >= TARGET_RANGE[0])
+                                         & (arr <= TARGET_RANGE[1])).all():
+        raise ValueError(f"y: {LOSS} targets must lie in "
+                         f"[{TARGET_RANGE[0]:g}, {TARGET_RANGE[1]:g}]")
     if steps is not None:
         arr = numpy.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(-1, OUTPUT_UNITS)
     return arr
@@ -544,11 +594,11 @@ def _loss_factor(outs, n):
     c = outs[_CURV_LOSS]
     k = c.shape[1]
     root = numpy.sqrt(numpy.maximum(c, 0) / n)
-    if LOSS == "softmax_cross_entropy":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
+    if _CURV_FORM == "softmax":     # diag(p) - p pᵀ = (D - p sᵀ)(D - s pᵀ), s = √p
         s = -c[:, :, None] * root[:, None, :]
         s[:, numpy.arange(k), numpy.arange(k)] += root
         return s
-    out = numpy.zeros((n, k, k))            # elementwise loss: diag(l'')
+    out = numpy.zeros((n, k, k))    # the "diagonal" form: diag(l'')
     out[:, numpy.arange(k), numpy.arange(k)] = root
     return out
 
@@ -773,7 +823,7 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
     numpy.dot(x, l0_Wx, out=l0_XW)
-    # l0: X·Wx + 1·b
+    # l0: input projection plus bias
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
@@ -816,7 +866,7 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l1: affine part
     # l1_XW = l0_H·l1_W
     numpy.dot(l0_H, l1_W, out=l1_XW)
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     numpy.add(l1_XW, l1_b, out=l1_Z)
     return l1_Z
@@ -842,7 +892,7 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
     numpy.dot(x, l0_Wx, out=l0_XW)
-    # l0: X·Wx + 1·b
+    # l0: input projection plus bias
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
@@ -885,17 +935,17 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l1: affine part
     # l1_XW = l0_H·l1_W
     numpy.dot(l0_H, l1_W, out=l1_XW)
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
-    # mse: 0.5 (O - Y)^2 per unit
+    # mse: half the squared error per unit
     # loss_terms = (out_last - y)^∘2 / 2
     numpy.multiply((out_last - y)**2, 0.5, out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
-    # mean over samples (+ 0.5 λ Σ‖W‖²)
+    # mean over samples
     # loss = loss_sum / N
     numpy.divide(loss_sum, N, out=loss)
     return loss
@@ -945,7 +995,7 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
     numpy.dot(x, l0_Wx, out=l0_XW)
-    # l0: X·Wx + 1·b
+    # l0: input projection plus bias
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
@@ -1004,22 +1054,22 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l1: affine part
     # l1_XW = l0_H·l1_W
     numpy.dot(l0_H, l1_W, out=l1_XW)
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
-    # mse: 0.5 (O - Y)^2 per unit
+    # mse: half the squared error per unit
     # loss_terms = (out_last - y)^∘2 / 2
     numpy.multiply((out_last - y)**2, 0.5, out=loss_terms)
     # loss_sum = 1ᵀ·loss_terms·1
     loss_sum = loss_terms.sum(keepdims=True)
-    # mean over samples (+ 0.5 λ Σ‖W‖²)
+    # mean over samples
     # loss = loss_sum / N
     numpy.divide(loss_sum, N, out=loss)
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2
-    #   (mse: 0.5 (O - Y)^2 per unit)
+    #   (mse: half the squared error per unit)
     # d_out_last = (out_last - y) / N
     numpy.divide(out_last - y, N, out=d_out_last)
 
@@ -1028,7 +1078,7 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     d_l1_Z = _place_rows(d_out_last, 19, 20)
 
     # Grad of: l1_Z = l1_XW + l1_b
-    #   (l1: pre-activation Z = X·W + 1·b)
+    #   (l1: pre-activation)
     # d_l1_b = 1ᵀ·d_l1_Z·1
     d_l1_Z.sum(keepdims=True, out=d_l1_b)
 
@@ -1127,7 +1177,7 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     numpy.dot(l0_hprev.T, d_l0_G_6, out=d_l0_Wh)
 
     # Grad of: l0_XG = l0_XW + l0_b
-    #   (l0: X·Wx + 1·b)
+    #   (l0: input projection plus bias)
     # d_l0_b = 1ᵀ·d_l0_G_6
     d_l0_G_6.sum(axis=0, keepdims=True, out=d_l0_b)
 
@@ -1223,7 +1273,7 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     numpy.dot(x, l0_Wx, out=l0_XW)
     # r_l0_XW_b = x·v_l0_Wx
     numpy.dot(x, v_l0_Wx, out=r_l0_XW_b)
-    # l0: X·Wx + 1·b
+    # l0: input projection plus bias
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
     # r_l0_XG = r_l0_XW_b + v_l0_b
@@ -1330,7 +1380,7 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     numpy.dot(r_l0_H, l1_W, out=r_l1_XW_a)
     # r_l1_XW_b = l0_H·v_l1_W
     numpy.dot(l0_H, v_l1_W, out=r_l1_XW_b)
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
@@ -1341,7 +1391,7 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     r_out_last = r_l1_Z[19*N:20*N]
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
-    #   (mse: 0.5 (O - Y)^2 per unit)
+    #   (mse: half the squared error per unit)
     # d_out_last = (out_last - y) / N
     numpy.divide(out_last - y, N, out=d_out_last)
     # r_d_out_last = r_out_last / N
@@ -1354,7 +1404,7 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     r_d_l1_Z = _place_rows(r_d_out_last, 19, 20)
 
     # Grad of: l1_Z = l1_XW + l1_b
-    #   (l1: pre-activation Z = X·W + 1·b)
+    #   (l1: pre-activation)
     # r_d_l1_b = 1ᵀ·r_d_l1_Z·1
     r_d_l1_Z.sum(keepdims=True, out=r_d_l1_b)
 
@@ -1545,7 +1595,7 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     numpy.add(r_d_l0_Wh_a, r_d_l0_Wh_b, out=r_d_l0_Wh)
 
     # Grad of: l0_XG = l0_XW + l0_b
-    #   (l0: X·Wx + 1·b)
+    #   (l0: input projection plus bias)
     # r_d_l0_b = 1ᵀ·r_d_l0_G_6
     r_d_l0_G_6.sum(axis=0, keepdims=True, out=r_d_l0_b)
 
@@ -1612,7 +1662,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     numpy.dot(x, l0_Wx, out=l0_XW)
     # r_l0_XW_b = x·v_l0_Wx
     numpy.dot(x, v_l0_Wx, out=r_l0_XW_b)
-    # l0: X·Wx + 1·b
+    # l0: input projection plus bias
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
     # r_l0_XG = r_l0_XW_b + v_l0_b
@@ -1710,7 +1760,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     r_out_last = r_l1_Z[19*N:20*N]
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last)
-    #   (mse: 0.5 (O - Y)^2 per unit)
+    #   (mse: half the squared error per unit)
     # r_d_out_last = r_out_last / N
     numpy.divide(r_out_last, N, out=r_d_out_last)
 
@@ -1719,7 +1769,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     r_d_l1_Z = _place_rows(r_d_out_last, 19, 20)
 
     # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
-    #   (l1: pre-activation Z = X·W + 1·b)
+    #   (l1: pre-activation)
     # d_l1_b = 1ᵀ·r_d_l1_Z·1
     r_d_l1_Z.sum(keepdims=True, out=d_l1_b)
 
@@ -1842,7 +1892,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     numpy.dot(l0_hprev.T, d_l0_G_6, out=d_l0_Wh_1)
 
     # Grad of: l0_XG = l0_XW + l0_b
-    #   (l0: X·Wx + 1·b)
+    #   (l0: input projection plus bias)
     # d_l0_b = 1ᵀ·d_l0_G_6
     d_l0_G_6.sum(axis=0, keepdims=True, out=d_l0_b)
 
@@ -1872,7 +1922,7 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
     l0_XW = x @ l0_Wx
-    # l0: X·Wx + 1·b
+    # l0: input projection plus bias
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
@@ -1933,14 +1983,14 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l1: affine part
     # l1_XW = l0_H·l1_W
     l1_XW = l0_H @ l1_W
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
-    #   (mse: 0.5 (O - Y)^2 per unit)
+    #   (mse: half the squared error per unit)
     d_out_last = (out_last - y)/N
 
     # Grad of: out_last = l1_Z(t=19)
@@ -2042,7 +2092,7 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     return x_factor, d_l0_G_6, l0_hprev, l0_H, d_l1_Z
 
 
-def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, V, first, count, kc):
+def _columns_head(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
     # outputs written step by step in a loop
@@ -2065,7 +2115,7 @@ def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, V, first, count, kc):
     # l0: input projection of every step at once
     # l0_XW = x·l0_Wx
     l0_XW = x @ l0_Wx
-    # l0: X·Wx + 1·b
+    # l0: input projection plus bias
     # l0_XG = l0_XW + l0_b
     l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
 
@@ -2126,14 +2176,14 @@ def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, V, first, count, kc):
     # l1: affine part
     # l1_XW = l0_H·l1_W
     l1_XW = l0_H @ l1_W
-    # l1: pre-activation Z = X·W + 1·b
+    # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # out_last = l1_Z(t=19)
     out_last = l1_Z[19*N:20*N]
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
-    #   (mse: 0.5 (O - Y)^2 per unit)
+    #   (mse: half the squared error per unit)
     d_out_last = (out_last - y)/N
 
     # Grad of: out_last = l1_Z(t=19)
@@ -2255,278 +2305,257 @@ def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, V, first, count, kc):
     hc_3 = -cse0*d_l0_H_1*l0_o*(2 - 2*cse0**2)
     # hc_2 = d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2)
     hc_2 = d_l0_H_1*(1 - numpy.tanh(l0_C)**2)
+    return d_l0_C_1, d_l0_G_6, d_l0_f, d_l0_g, d_l0_i, d_l0_o, d_l1_Z, hc, hc_1, hc_2, hc_3, l0_H, l0_cprev, l0_f, l0_g, l0_hprev, l0_i, l0_o
 
-    # kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1169 x 1169, or row j of V)
-    out = numpy.empty((count, 1169), dtype=DTYPE)
+
+def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, d_l0_C_1, d_l0_G_6, d_l0_f, d_l0_g, d_l0_i, d_l0_o, d_l1_Z, hc, hc_1, hc_2, hc_3, l0_H, l0_cprev, l0_f, l0_g, l0_hprev, l0_i, l0_o, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b, K):
+    N = x.shape[0] // 20
     NB = N  # the batch
-    for j0 in range(0, count, kc):
-        K = min(kc, count - j0)
-        N = NB*K  # the tangent pass runs on N·K rows: sample n in direction d is row n·K + d
-        # the directions: rows j0 .. of V, or the unit vectors e_(first + j0) ..
-        if V is not None:
-            v_l0_Wx = _dirs_to_cols(V[j0:j0 + K, 0:64], 1, 64)
-            v_l0_Wh = _dirs_to_cols(V[j0:j0 + K, 64:1088], 16, 64)
-            v_l0_b = _dirs_to_cols(V[j0:j0 + K, 1088:1152], 1, 64)
-            v_l1_W = _dirs_to_cols(V[j0:j0 + K, 1152:1168], 16, 1)
-            v_l1_b = _dirs_to_cols(V[j0:j0 + K, 1168:1169], 1, 1)
-        else:
-            v_l0_Wx = _unit_dirs(first + j0 - 0, K, 1, 64)
-            v_l0_Wh = _unit_dirs(first + j0 - 64, K, 16, 64)
-            v_l0_b = _unit_dirs(first + j0 - 1088, K, 1, 64)
-            v_l1_W = _unit_dirs(first + j0 - 1152, K, 16, 1)
-            v_l1_b = _unit_dirs(first + j0 - 1168, K, 1, 1)
+    N = NB*K  # the tangent pass runs on N·K rows: sample n in direction d is row n·K + d
 
-        # forward pass
-        # r_l0_XW_b = x·v_l0_Wx
-        r_l0_XW_b = (x @ v_l0_Wx.reshape(1, K*64)).reshape(20*NB*K, 64)
-        # r_l0_XG = r_l0_XW_b + v_l0_b
-        r_l0_XG = _batched(r_l0_XW_b.reshape(20*NB, K, 64) + v_l0_b.reshape(1, K, 64), 20*NB, K, 64)
+    # forward pass
+    # r_l0_XW_b = x·v_l0_Wx
+    r_l0_XW_b = (x @ v_l0_Wx.reshape(1, K*64)).reshape(20*NB*K, 64)
+    # r_l0_XG = r_l0_XW_b + v_l0_b
+    r_l0_XG = _batched(r_l0_XW_b.reshape(20*NB, K, 64) + v_l0_b.reshape(1, K, 64), 20*NB, K, 64)
 
-        # loop over time steps: l0 (lstm), t = 0 .. 19, each direction
-        r_l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
-        r_l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
-        r_l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
-        r_l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
-        r_l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)
-        r_l0_C_z[:N] = 0  # N zero rows, then r_l0_C
-        r_l0_C = r_l0_C_z[N:]
-        r_l0_cprev = r_l0_C_z[:20*N]  # r_l0_C of the previous iteration (step t-1)
-        r_l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)
-        r_l0_H_z[:N] = 0  # N zero rows, then r_l0_H
-        r_l0_H = r_l0_H_z[N:]
-        r_l0_hprev = r_l0_H_z[:20*N]  # r_l0_H of the previous iteration (step t-1)
-        r_l0_hprev_t = r_l0_hprev.reshape(20, N, 16)  # r_l0_hprev, step by step
-        l0_hprev_t = l0_hprev.reshape(20, NB, 16)  # l0_hprev, step by step
-        r_l0_XG_t = r_l0_XG.reshape(20, N, 64)  # r_l0_XG, step by step
-        # l0_i ⊙ (1 - l0_i): every step at once
-        fac = l0_i*(1 - l0_i)
-        fac_t = fac.reshape(20, NB, 16)  # fac, step by step
-        r_l0_i_t = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
-        # l0_f ⊙ (1 - l0_f): every step at once
-        fac_1 = l0_f*(1 - l0_f)
-        fac_1_t = fac_1.reshape(20, NB, 16)  # fac_1, step by step
-        r_l0_f_t = r_l0_f.reshape(20, N, 16)  # r_l0_f, step by step
-        # 1 - l0_g^∘2: every step at once
-        fac_2 = 1 - l0_g**2
-        fac_2_t = fac_2.reshape(20, NB, 16)  # fac_2, step by step
-        r_l0_g_t = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
-        # l0_o ⊙ (1 - l0_o): every step at once
-        fac_3 = l0_o*(1 - l0_o)
-        fac_3_t = fac_3.reshape(20, NB, 16)  # fac_3, step by step
-        r_l0_o_t = r_l0_o.reshape(20, N, 16)  # r_l0_o, step by step
-        l0_cprev_t = l0_cprev.reshape(20, NB, 16)  # l0_cprev, step by step
-        l0_f_t = l0_f.reshape(20, NB, 16)  # l0_f, step by step
-        l0_g_t = l0_g.reshape(20, NB, 16)  # l0_g, step by step
-        l0_i_t = l0_i.reshape(20, NB, 16)  # l0_i, step by step
-        r_l0_cprev_t = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
-        r_l0_C_t = r_l0_C.reshape(20, N, 16)  # r_l0_C, step by step
-        hc_t = hc.reshape(20, NB, 16)  # hc, step by step
-        hc_1_t = hc_1.reshape(20, NB, 16)  # hc_1, step by step
-        r_l0_H_t = r_l0_H.reshape(20, N, 16)  # r_l0_H, step by step
-        for t in range(20):
-
-            # forward pass (continued)
-            # r_l0_hprev = r_l0_H of the previous iteration (0 at the first)
-            # (a view of r_l0_H, one step back: no copy)
-            # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
-            # (a view of r_l0_C, one step back: no copy)
-            # r_l0_HW_a = r_l0_hprev·l0_Wh
-            r_l0_HW_a = r_l0_hprev_t[t] @ l0_Wh
-            # r_l0_HW_b = l0_hprev·v_l0_Wh
-            r_l0_HW_b = (l0_hprev_t[t] @ v_l0_Wh.reshape(16, K*64)).reshape(NB*K, 64)
-            # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
-            r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG_t[t]
-            r_l0_G_0 = r_l0_G[:, 0:16]
-            # r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
-            r_l0_i_t[t] = _batched(fac_t[t][:, None, :]*r_l0_G_0.reshape(NB, K, 16), NB, K, 16)
-            r_l0_G_1 = r_l0_G[:, 16:32]
-            # r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)
-            r_l0_f_t[t] = _batched(fac_1_t[t][:, None, :]*r_l0_G_1.reshape(NB, K, 16), NB, K, 16)
-            r_l0_G_2 = r_l0_G[:, 32:48]
-            # r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)
-            r_l0_g_t[t] = _batched(fac_2_t[t][:, None, :]*r_l0_G_2.reshape(NB, K, 16), NB, K, 16)
-            r_l0_G_3 = r_l0_G[:, 48:64]
-            # r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)
-            r_l0_o_t[t] = _batched(fac_3_t[t][:, None, :]*r_l0_G_3.reshape(NB, K, 16), NB, K, 16)
-            # r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g
-            r_l0_C_t[t] = _batched(l0_cprev_t[t][:, None, :]*r_l0_f_t[t].reshape(NB, K, 16) + l0_f_t[t][:, None, :]*r_l0_cprev_t[t].reshape(NB, K, 16) + l0_g_t[t][:, None, :]*r_l0_i_t[t].reshape(NB, K, 16) + l0_i_t[t][:, None, :]*r_l0_g_t[t].reshape(NB, K, 16), NB, K, 16)
-            # r_l0_H = hc ⊙ r_l0_o + hc_1 ⊙ r_l0_C
-            r_l0_H_t[t] = _batched(hc_t[t][:, None, :]*r_l0_o_t[t].reshape(NB, K, 16) + hc_1_t[t][:, None, :]*r_l0_C_t[t].reshape(NB, K, 16), NB, K, 16)
+    # loop over time steps: l0 (lstm), t = 0 .. 19, each direction
+    r_l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
+    r_l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
+    r_l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
+    r_l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
+    r_l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    r_l0_C_z[:N] = 0  # N zero rows, then r_l0_C
+    r_l0_C = r_l0_C_z[N:]
+    r_l0_cprev = r_l0_C_z[:20*N]  # r_l0_C of the previous iteration (step t-1)
+    r_l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    r_l0_H_z[:N] = 0  # N zero rows, then r_l0_H
+    r_l0_H = r_l0_H_z[N:]
+    r_l0_hprev = r_l0_H_z[:20*N]  # r_l0_H of the previous iteration (step t-1)
+    r_l0_hprev_t = r_l0_hprev.reshape(20, N, 16)  # r_l0_hprev, step by step
+    l0_hprev_t = l0_hprev.reshape(20, NB, 16)  # l0_hprev, step by step
+    r_l0_XG_t = r_l0_XG.reshape(20, N, 64)  # r_l0_XG, step by step
+    # l0_i ⊙ (1 - l0_i): every step at once
+    fac = l0_i*(1 - l0_i)
+    fac_t = fac.reshape(20, NB, 16)  # fac, step by step
+    r_l0_i_t = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
+    # l0_f ⊙ (1 - l0_f): every step at once
+    fac_1 = l0_f*(1 - l0_f)
+    fac_1_t = fac_1.reshape(20, NB, 16)  # fac_1, step by step
+    r_l0_f_t = r_l0_f.reshape(20, N, 16)  # r_l0_f, step by step
+    # 1 - l0_g^∘2: every step at once
+    fac_2 = 1 - l0_g**2
+    fac_2_t = fac_2.reshape(20, NB, 16)  # fac_2, step by step
+    r_l0_g_t = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
+    # l0_o ⊙ (1 - l0_o): every step at once
+    fac_3 = l0_o*(1 - l0_o)
+    fac_3_t = fac_3.reshape(20, NB, 16)  # fac_3, step by step
+    r_l0_o_t = r_l0_o.reshape(20, N, 16)  # r_l0_o, step by step
+    l0_cprev_t = l0_cprev.reshape(20, NB, 16)  # l0_cprev, step by step
+    l0_f_t = l0_f.reshape(20, NB, 16)  # l0_f, step by step
+    l0_g_t = l0_g.reshape(20, NB, 16)  # l0_g, step by step
+    l0_i_t = l0_i.reshape(20, NB, 16)  # l0_i, step by step
+    r_l0_cprev_t = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
+    r_l0_C_t = r_l0_C.reshape(20, N, 16)  # r_l0_C, step by step
+    hc_t = hc.reshape(20, NB, 16)  # hc, step by step
+    hc_1_t = hc_1.reshape(20, NB, 16)  # hc_1, step by step
+    r_l0_H_t = r_l0_H.reshape(20, N, 16)  # r_l0_H, step by step
+    for t in range(20):
 
         # forward pass (continued)
-        # r_l1_XW_a = r_l0_H·l1_W
-        r_l1_XW_a = r_l0_H @ l1_W
-        # r_l1_XW_b = l0_H·v_l1_W
-        r_l1_XW_b = (l0_H @ v_l1_W.reshape(16, K*1)).reshape(20*NB*K, 1)
-        # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
-        r_l1_Z = _batched(r_l1_XW_a.reshape(20*NB, K, 1) + r_l1_XW_b.reshape(20*NB, K, 1) + v_l1_b.reshape(1, K, 1), 20*NB, K, 1)
-        # r_out_last = r_l1_Z(t=19)
-        r_out_last = r_l1_Z[19*N:20*N]
+        # r_l0_hprev = r_l0_H of the previous iteration (0 at the first)
+        # (a view of r_l0_H, one step back: no copy)
+        # r_l0_cprev = r_l0_C of the previous iteration (0 at the first)
+        # (a view of r_l0_C, one step back: no copy)
+        # r_l0_HW_a = r_l0_hprev·l0_Wh
+        r_l0_HW_a = r_l0_hprev_t[t] @ l0_Wh
+        # r_l0_HW_b = l0_hprev·v_l0_Wh
+        r_l0_HW_b = (l0_hprev_t[t] @ v_l0_Wh.reshape(16, K*64)).reshape(NB*K, 64)
+        # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
+        r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG_t[t]
+        r_l0_G_0 = r_l0_G[:, 0:16]
+        # r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
+        r_l0_i_t[t] = _batched(fac_t[t][:, None, :]*r_l0_G_0.reshape(NB, K, 16), NB, K, 16)
+        r_l0_G_1 = r_l0_G[:, 16:32]
+        # r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)
+        r_l0_f_t[t] = _batched(fac_1_t[t][:, None, :]*r_l0_G_1.reshape(NB, K, 16), NB, K, 16)
+        r_l0_G_2 = r_l0_G[:, 32:48]
+        # r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)
+        r_l0_g_t[t] = _batched(fac_2_t[t][:, None, :]*r_l0_G_2.reshape(NB, K, 16), NB, K, 16)
+        r_l0_G_3 = r_l0_G[:, 48:64]
+        # r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)
+        r_l0_o_t[t] = _batched(fac_3_t[t][:, None, :]*r_l0_G_3.reshape(NB, K, 16), NB, K, 16)
+        # r_l0_C = l0_cprev ⊙ r_l0_f + l0_f ⊙ r_l0_cprev + l0_g ⊙ r_l0_i + l0_i ⊙ r_l0_g
+        r_l0_C_t[t] = _batched(l0_cprev_t[t][:, None, :]*r_l0_f_t[t].reshape(NB, K, 16) + l0_f_t[t][:, None, :]*r_l0_cprev_t[t].reshape(NB, K, 16) + l0_g_t[t][:, None, :]*r_l0_i_t[t].reshape(NB, K, 16) + l0_i_t[t][:, None, :]*r_l0_g_t[t].reshape(NB, K, 16), NB, K, 16)
+        # r_l0_H = hc ⊙ r_l0_o + hc_1 ⊙ r_l0_C
+        r_l0_H_t[t] = _batched(hc_t[t][:, None, :]*r_l0_o_t[t].reshape(NB, K, 16) + hc_1_t[t][:, None, :]*r_l0_C_t[t].reshape(NB, K, 16), NB, K, 16)
 
-        # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last)
-        #   (mse: 0.5 (O - Y)^2 per unit)
-        # r_d_out_last = r_out_last / N
-        r_d_out_last = _batched(r_out_last.reshape(NB, K, 1)/NB, NB, K, 1)
+    # forward pass (continued)
+    # r_l1_XW_a = r_l0_H·l1_W
+    r_l1_XW_a = r_l0_H @ l1_W
+    # r_l1_XW_b = l0_H·v_l1_W
+    r_l1_XW_b = (l0_H @ v_l1_W.reshape(16, K*1)).reshape(20*NB*K, 1)
+    # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
+    r_l1_Z = _batched(r_l1_XW_a.reshape(20*NB, K, 1) + r_l1_XW_b.reshape(20*NB, K, 1) + v_l1_b.reshape(1, K, 1), 20*NB, K, 1)
+    # r_out_last = r_l1_Z(t=19)
+    r_out_last = r_l1_Z[19*N:20*N]
 
-        # Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z)
-        # r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20)
-        r_d_l1_Z = _place_rows(r_d_out_last, 19, 20)
+    # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last)
+    #   (mse: half the squared error per unit)
+    # r_d_out_last = r_out_last / N
+    r_d_out_last = _batched(r_out_last.reshape(NB, K, 1)/NB, NB, K, 1)
 
-        # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
-        #   (l1: pre-activation Z = X·W + 1·b)
-        # r_d_l1_b = 1ᵀ·r_d_l1_Z·1
-        r_d_l1_b = r_d_l1_Z.reshape(20*NB, K, 1).sum(axis=(0, 2), dtype=numpy.float64).astype(DTYPE).reshape(K, 1)
+    # Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z)
+    # r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20)
+    r_d_l1_Z = _place_rows(r_d_out_last, 19, 20)
 
-        # Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW, l0_H)
-        #   (l1: affine part)
-        # r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ
-        r_d_l0_H_a = r_d_l1_Z @ l1_W.T
-        # r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ
-        r_d_l0_H_b = (d_l1_Z @ v_l1_W.reshape(16, K, 1).transpose(1, 0, 2).reshape(K*16, 1).T).reshape(20*NB*K, 16)
-        r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b
-        # r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z
-        r_d_l1_W_a = (r_l0_H.reshape(20*NB, K*16).T @ d_l1_Z).reshape(K, 16, 1).transpose(1, 0, 2).reshape(16*K, 1)
-        # r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z
-        r_d_l1_W_b = (l0_H.T @ r_d_l1_Z.reshape(20*NB, K*1)).reshape(16*K, 1)
-        r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b
+    # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
+    #   (l1: pre-activation)
+    # r_d_l1_b = 1ᵀ·r_d_l1_Z·1
+    r_d_l1_b = r_d_l1_Z.reshape(20*NB, K, 1).sum(axis=(0, 2), dtype=numpy.float64).astype(DTYPE).reshape(K, 1)
 
-        # loop over time steps: backward through l0 (lstm), t = 19 .. 0, each direction
-        r_d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
-        r_d_l0_cprev_z[20*N:] = 0  # r_d_l0_cprev, then N zero rows
-        r_d_l0_cprev = r_d_l0_cprev_z[:20*N]
-        r_carry_l0_C = r_d_l0_cprev_z[N:]  # r_d_l0_cprev of the previous iteration (step t+1)
-        r_d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
-        r_d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
-        r_d_l0_hprev_z[20*N:] = 0  # r_d_l0_hprev, then N zero rows
-        r_d_l0_hprev = r_d_l0_hprev_z[:20*N]
-        r_carry_l0_H = r_d_l0_hprev_z[N:]  # r_d_l0_hprev of the previous iteration (step t+1)
-        r_carry_l0_H_t = r_carry_l0_H.reshape(20, N, 16)  # r_carry_l0_H, step by step
-        r_d_l0_H_t = r_d_l0_H.reshape(20, N, 16)  # r_d_l0_H, step by step
-        hc_1_t_1 = hc_1.reshape(20, NB, 16)  # hc_1, step by step
-        hc_2_t = hc_2.reshape(20, NB, 16)  # hc_2, step by step
-        hc_3_t = hc_3.reshape(20, NB, 16)  # hc_3, step by step
-        r_carry_l0_C_t = r_carry_l0_C.reshape(20, N, 16)  # r_carry_l0_C, step by step
-        r_l0_C_t_1 = r_l0_C.reshape(20, N, 16)  # r_l0_C, step by step
-        r_l0_o_t_1 = r_l0_o.reshape(20, N, 16)  # r_l0_o, step by step
-        d_l0_C_1_t = d_l0_C_1.reshape(20, NB, 16)  # d_l0_C_1, step by step
-        l0_f_t_1 = l0_f.reshape(20, NB, 16)  # l0_f, step by step
-        r_l0_f_t_1 = r_l0_f.reshape(20, N, 16)  # r_l0_f, step by step
-        r_d_l0_cprev_t = r_d_l0_cprev.reshape(20, N, 16)  # r_d_l0_cprev, step by step
-        # d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o: every step at once
-        fac_4 = -d_l0_o*l0_o + d_l0_o*(1 - l0_o)
-        # l0_o ⊙ (1 - l0_o): every step at once
-        fac_5 = l0_o*(1 - l0_o)
-        fac_4_t = fac_4.reshape(20, NB, 16)  # fac_4, step by step
-        fac_5_t = fac_5.reshape(20, NB, 16)  # fac_5, step by step
-        hc_t_1 = hc.reshape(20, NB, 16)  # hc, step by step
-        # 1 - l0_g^∘2: every step at once
-        fac_6 = 1 - l0_g**2
-        # d_l0_g ⊙ l0_g: every step at once
-        fac_7 = d_l0_g*l0_g
-        fac_6_t = fac_6.reshape(20, NB, 16)  # fac_6, step by step
-        fac_7_t = fac_7.reshape(20, NB, 16)  # fac_7, step by step
-        l0_i_t_1 = l0_i.reshape(20, NB, 16)  # l0_i, step by step
-        r_l0_g_t_1 = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
-        r_l0_i_t_1 = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
-        # d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f: every step at once
-        fac_8 = -d_l0_f*l0_f + d_l0_f*(1 - l0_f)
-        # l0_f ⊙ (1 - l0_f): every step at once
-        fac_9 = l0_f*(1 - l0_f)
-        fac_8_t = fac_8.reshape(20, NB, 16)  # fac_8, step by step
-        fac_9_t = fac_9.reshape(20, NB, 16)  # fac_9, step by step
-        l0_cprev_t_1 = l0_cprev.reshape(20, NB, 16)  # l0_cprev, step by step
-        r_l0_cprev_t_1 = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
-        # d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i: every step at once
-        fac_10 = -d_l0_i*l0_i + d_l0_i*(1 - l0_i)
-        # l0_i ⊙ (1 - l0_i): every step at once
-        fac_11 = l0_i*(1 - l0_i)
-        fac_10_t = fac_10.reshape(20, NB, 16)  # fac_10, step by step
-        fac_11_t = fac_11.reshape(20, NB, 16)  # fac_11, step by step
-        l0_g_t_1 = l0_g.reshape(20, NB, 16)  # l0_g, step by step
-        r_d_l0_G_6_t = r_d_l0_G_6.reshape(20, N, 64)  # r_d_l0_G_6, step by step
-        l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
-        d_l0_G_6_t = d_l0_G_6.reshape(20, NB, 64)  # d_l0_G_6, step by step
-        r_d_l0_hprev_t = r_d_l0_hprev.reshape(20, N, 16)  # r_d_l0_hprev, step by step
-        for t in range(19, -1, -1):
+    # Grad of: l1_XW = l0_H·l1_W  (not stored in this function: l1_XW)
+    #   (l1: affine part)
+    # r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ
+    r_d_l0_H_a = r_d_l1_Z @ l1_W.T
+    # r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ
+    r_d_l0_H_b = (d_l1_Z @ v_l1_W.reshape(16, K, 1).transpose(1, 0, 2).reshape(K*16, 1).T).reshape(20*NB*K, 16)
+    r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b
+    # r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z
+    r_d_l1_W_a = (r_l0_H.reshape(20*NB, K*16).T @ d_l1_Z).reshape(K, 16, 1).transpose(1, 0, 2).reshape(16*K, 1)
+    # r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z
+    r_d_l1_W_b = (l0_H.T @ r_d_l1_Z.reshape(20*NB, K*1)).reshape(16*K, 1)
+    r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b
 
-            # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)  (not stored in this function: l0_hprev, l0_H)
-            # r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first)
-            # (a view of r_d_l0_hprev, one step back: no copy)
+    # loop over time steps: backward through l0 (lstm), t = 19 .. 0, each direction
+    r_d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    r_d_l0_cprev_z[20*N:] = 0  # r_d_l0_cprev, then N zero rows
+    r_d_l0_cprev = r_d_l0_cprev_z[:20*N]
+    r_carry_l0_C = r_d_l0_cprev_z[N:]  # r_d_l0_cprev of the previous iteration (step t+1)
+    r_d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
+    r_d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    r_d_l0_hprev_z[20*N:] = 0  # r_d_l0_hprev, then N zero rows
+    r_d_l0_hprev = r_d_l0_hprev_z[:20*N]
+    r_carry_l0_H = r_d_l0_hprev_z[N:]  # r_d_l0_hprev of the previous iteration (step t+1)
+    r_carry_l0_H_t = r_carry_l0_H.reshape(20, N, 16)  # r_carry_l0_H, step by step
+    r_d_l0_H_t = r_d_l0_H.reshape(20, N, 16)  # r_d_l0_H, step by step
+    hc_1_t_1 = hc_1.reshape(20, NB, 16)  # hc_1, step by step
+    hc_2_t = hc_2.reshape(20, NB, 16)  # hc_2, step by step
+    hc_3_t = hc_3.reshape(20, NB, 16)  # hc_3, step by step
+    r_carry_l0_C_t = r_carry_l0_C.reshape(20, N, 16)  # r_carry_l0_C, step by step
+    r_l0_C_t_1 = r_l0_C.reshape(20, N, 16)  # r_l0_C, step by step
+    r_l0_o_t_1 = r_l0_o.reshape(20, N, 16)  # r_l0_o, step by step
+    d_l0_C_1_t = d_l0_C_1.reshape(20, NB, 16)  # d_l0_C_1, step by step
+    l0_f_t_1 = l0_f.reshape(20, NB, 16)  # l0_f, step by step
+    r_l0_f_t_1 = r_l0_f.reshape(20, N, 16)  # r_l0_f, step by step
+    r_d_l0_cprev_t = r_d_l0_cprev.reshape(20, N, 16)  # r_d_l0_cprev, step by step
+    # d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o: every step at once
+    fac_4 = -d_l0_o*l0_o + d_l0_o*(1 - l0_o)
+    # l0_o ⊙ (1 - l0_o): every step at once
+    fac_5 = l0_o*(1 - l0_o)
+    fac_4_t = fac_4.reshape(20, NB, 16)  # fac_4, step by step
+    fac_5_t = fac_5.reshape(20, NB, 16)  # fac_5, step by step
+    hc_t_1 = hc.reshape(20, NB, 16)  # hc, step by step
+    # 1 - l0_g^∘2: every step at once
+    fac_6 = 1 - l0_g**2
+    # d_l0_g ⊙ l0_g: every step at once
+    fac_7 = d_l0_g*l0_g
+    fac_6_t = fac_6.reshape(20, NB, 16)  # fac_6, step by step
+    fac_7_t = fac_7.reshape(20, NB, 16)  # fac_7, step by step
+    l0_i_t_1 = l0_i.reshape(20, NB, 16)  # l0_i, step by step
+    r_l0_g_t_1 = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
+    r_l0_i_t_1 = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
+    # d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f: every step at once
+    fac_8 = -d_l0_f*l0_f + d_l0_f*(1 - l0_f)
+    # l0_f ⊙ (1 - l0_f): every step at once
+    fac_9 = l0_f*(1 - l0_f)
+    fac_8_t = fac_8.reshape(20, NB, 16)  # fac_8, step by step
+    fac_9_t = fac_9.reshape(20, NB, 16)  # fac_9, step by step
+    l0_cprev_t_1 = l0_cprev.reshape(20, NB, 16)  # l0_cprev, step by step
+    r_l0_cprev_t_1 = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
+    # d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i: every step at once
+    fac_10 = -d_l0_i*l0_i + d_l0_i*(1 - l0_i)
+    # l0_i ⊙ (1 - l0_i): every step at once
+    fac_11 = l0_i*(1 - l0_i)
+    fac_10_t = fac_10.reshape(20, NB, 16)  # fac_10, step by step
+    fac_11_t = fac_11.reshape(20, NB, 16)  # fac_11, step by step
+    l0_g_t_1 = l0_g.reshape(20, NB, 16)  # l0_g, step by step
+    r_d_l0_G_6_t = r_d_l0_G_6.reshape(20, N, 64)  # r_d_l0_G_6, step by step
+    l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
+    d_l0_G_6_t = d_l0_G_6.reshape(20, NB, 64)  # d_l0_G_6, step by step
+    r_d_l0_hprev_t = r_d_l0_hprev.reshape(20, N, 16)  # r_d_l0_hprev, step by step
+    for t in range(19, -1, -1):
 
-            # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)  (not stored in this function: l0_cprev, l0_C)
-            # r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first)
-            # (a view of r_d_l0_cprev, one step back: no copy)
+        # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
+        # r_carry_l0_H = r_d_l0_hprev of the previous iteration (0 at the first)
+        # (a view of r_d_l0_hprev, one step back: no copy)
 
-            # Grad of: l0_H = σ(l0_G_3) ⊙ tanh(l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2))  (not stored in this function: l0_H, l0_G_0, l0_G_1, l0_G_2, l0_G_3, l0_cprev)
-            #   (l0: h_t = o ⊙ tanh(c_t))
-            # r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H
-            r_d_l0_H_1 = r_carry_l0_H_t[t] + r_d_l0_H_t[t]
+        # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)  (not stored in this function: l0_C)
+        # r_carry_l0_C = r_d_l0_cprev of the previous iteration (0 at the first)
+        # (a view of r_d_l0_cprev, one step back: no copy)
 
-            # Grad of: l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)  (not stored in this function: l0_C, l0_G_0, l0_G_1, l0_G_2, l0_cprev)
-            #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
-            # r_d_l0_C_1 = r_carry_l0_C + hc_1 ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_o + hc_3 ⊙ r_l0_C
-            r_d_l0_C_1 = _batched(hc_1_t_1[t][:, None, :]*r_d_l0_H_1.reshape(NB, K, 16) + hc_2_t[t][:, None, :]*r_l0_o_t_1[t].reshape(NB, K, 16) + hc_3_t[t][:, None, :]*r_l0_C_t_1[t].reshape(NB, K, 16) + r_carry_l0_C_t[t].reshape(NB, K, 16), NB, K, 16)
-            # r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1
-            r_d_l0_cprev_t[t] = _batched(d_l0_C_1_t[t][:, None, :]*r_l0_f_t_1[t].reshape(NB, K, 16) + l0_f_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16), NB, K, 16)
+        # Grad of: l0_H = l0_o ⊙ tanh(l0_cprev ⊙ l0_f + l0_g ⊙ l0_i)
+        #   (l0: h_t = o ⊙ tanh(c_t))
+        # r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H
+        r_d_l0_H_1 = r_carry_l0_H_t[t] + r_d_l0_H_t[t]
 
-            # Grad of: l0_o = σ(l0_G_3)  (not stored in this function: l0_o, l0_G_3)
-            #   (l0: output gate)
-            # r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (hc ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_C)
-            r_d_l0_G_3 = _batched(fac_4_t[t][:, None, :]*r_l0_o_t_1[t].reshape(NB, K, 16) + fac_5_t[t][:, None, :]*(hc_t_1[t][:, None, :]*r_d_l0_H_1.reshape(NB, K, 16) + hc_2_t[t][:, None, :]*r_l0_C_t_1[t].reshape(NB, K, 16)), NB, K, 16)
+        # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i  (not stored in this function: l0_C)
+        #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
+        # r_d_l0_C_1 = r_carry_l0_C + hc_1 ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_o + hc_3 ⊙ r_l0_C
+        r_d_l0_C_1 = _batched(hc_1_t_1[t][:, None, :]*r_d_l0_H_1.reshape(NB, K, 16) + hc_2_t[t][:, None, :]*r_l0_o_t_1[t].reshape(NB, K, 16) + hc_3_t[t][:, None, :]*r_l0_C_t_1[t].reshape(NB, K, 16) + r_carry_l0_C_t[t].reshape(NB, K, 16), NB, K, 16)
+        # r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1
+        r_d_l0_cprev_t[t] = _batched(d_l0_C_1_t[t][:, None, :]*r_l0_f_t_1[t].reshape(NB, K, 16) + l0_f_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16), NB, K, 16)
 
-            # Grad of: l0_g = tanh(l0_G_2)  (not stored in this function: l0_g, l0_G_2)
-            #   (l0: cell candidate)
-            # r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g
-            r_d_l0_G_2 = _batched(fac_6_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_i_t_1[t].reshape(NB, K, 16) + l0_i_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)) - 2*fac_7_t[t][:, None, :]*r_l0_g_t_1[t].reshape(NB, K, 16), NB, K, 16)
+        # Grad of: l0_o = σ(l0_G_3)  (not stored in this function: l0_G_3)
+        #   (l0: output gate)
+        # r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (hc ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_C)
+        r_d_l0_G_3 = _batched(fac_4_t[t][:, None, :]*r_l0_o_t_1[t].reshape(NB, K, 16) + fac_5_t[t][:, None, :]*(hc_t_1[t][:, None, :]*r_d_l0_H_1.reshape(NB, K, 16) + hc_2_t[t][:, None, :]*r_l0_C_t_1[t].reshape(NB, K, 16)), NB, K, 16)
 
-            # Grad of: l0_f = σ(l0_G_1)  (not stored in this function: l0_f, l0_G_1)
-            #   (l0: forget gate)
-            # r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1)
-            r_d_l0_G_1_1 = _batched(fac_8_t[t][:, None, :]*r_l0_f_t_1[t].reshape(NB, K, 16) + fac_9_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_cprev_t_1[t].reshape(NB, K, 16) + l0_cprev_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)), NB, K, 16)
+        # Grad of: l0_g = tanh(l0_G_2)  (not stored in this function: l0_G_2)
+        #   (l0: cell candidate)
+        # r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g
+        r_d_l0_G_2 = _batched(fac_6_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_i_t_1[t].reshape(NB, K, 16) + l0_i_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)) - 2*fac_7_t[t][:, None, :]*r_l0_g_t_1[t].reshape(NB, K, 16), NB, K, 16)
 
-            # Grad of: l0_i = σ(l0_G_0)  (not stored in this function: l0_i, l0_G_0)
-            #   (l0: input gate)
-            # r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1)
-            r_d_l0_G_0 = _batched(fac_10_t[t][:, None, :]*r_l0_i_t_1[t].reshape(NB, K, 16) + fac_11_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_g_t_1[t].reshape(NB, K, 16) + l0_g_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)), NB, K, 16)
+        # Grad of: l0_f = σ(l0_G_1)  (not stored in this function: l0_G_1)
+        #   (l0: forget gate)
+        # r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1)
+        r_d_l0_G_1_1 = _batched(fac_8_t[t][:, None, :]*r_l0_f_t_1[t].reshape(NB, K, 16) + fac_9_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_cprev_t_1[t].reshape(NB, K, 16) + l0_cprev_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)), NB, K, 16)
 
-            # Grad of: l0_G = l0_HW + l0_XW + l0_b  (not stored in this function: l0_G, l0_HW, l0_XW)
-            #   (l0: gate pre-activations [i, f, g, o])
-            # r_d_l0_G_6 = [r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3]
-            r_d_l0_G_6_t[t] = numpy.concatenate([r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3], axis=1)
+        # Grad of: l0_i = σ(l0_G_0)  (not stored in this function: l0_G_0)
+        #   (l0: input gate)
+        # r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1)
+        r_d_l0_G_0 = _batched(fac_10_t[t][:, None, :]*r_l0_i_t_1[t].reshape(NB, K, 16) + fac_11_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_g_t_1[t].reshape(NB, K, 16) + l0_g_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)), NB, K, 16)
 
-            # Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW, l0_hprev)
-            # r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ
-            r_d_l0_hprev_a = r_d_l0_G_6_t[t] @ l0_Wh_T
-            # r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ
-            r_d_l0_hprev_b = (d_l0_G_6_t[t] @ v_l0_Wh.reshape(16, K, 64).transpose(1, 0, 2).reshape(K*16, 64).T).reshape(NB*K, 16)
-            # r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b
-            r_d_l0_hprev_t[t] = r_d_l0_hprev_a + r_d_l0_hprev_b
+        # Grad of: l0_G = l0_HW + l0_XW + l0_b  (not stored in this function: l0_G, l0_HW, l0_XW)
+        #   (l0: gate pre-activations [i, f, g, o])
+        # r_d_l0_G_6 = [r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3]
+        r_d_l0_G_6_t[t] = numpy.concatenate([r_d_l0_G_0, r_d_l0_G_1_1, r_d_l0_G_2, r_d_l0_G_3], axis=1)
 
-        # Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW, l0_hprev)
-        # r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6
-        r_d_l0_Wh_a = (r_l0_hprev.reshape(20*NB, K*16).T @ d_l0_G_6).reshape(K, 16, 64).transpose(1, 0, 2).reshape(16*K, 64)
-        # r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6
-        r_d_l0_Wh_b = (l0_hprev.T @ r_d_l0_G_6.reshape(20*NB, K*64)).reshape(16*K, 64)
-        r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b
+        # Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW)
+        # r_d_l0_hprev_a = r_d_l0_G_6·l0_Whᵀ
+        r_d_l0_hprev_a = r_d_l0_G_6_t[t] @ l0_Wh_T
+        # r_d_l0_hprev_b = d_l0_G_6·v_l0_Whᵀ
+        r_d_l0_hprev_b = (d_l0_G_6_t[t] @ v_l0_Wh.reshape(16, K, 64).transpose(1, 0, 2).reshape(K*16, 64).T).reshape(NB*K, 16)
+        # r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b
+        r_d_l0_hprev_t[t] = r_d_l0_hprev_a + r_d_l0_hprev_b
 
-        # Grad of: l0_XG = l0_XW + l0_b  (not stored in this function: l0_XG, l0_XW)
-        #   (l0: X·Wx + 1·b)
-        # r_d_l0_b = 1ᵀ·r_d_l0_G_6
-        r_d_l0_b = r_d_l0_G_6.reshape(20*NB, K*64).sum(axis=0).reshape(K, 64)
+    # Grad of: l0_HW = l0_hprev·l0_Wh  (not stored in this function: l0_HW)
+    # r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6
+    r_d_l0_Wh_a = (r_l0_hprev.reshape(20*NB, K*16).T @ d_l0_G_6).reshape(K, 16, 64).transpose(1, 0, 2).reshape(16*K, 64)
+    # r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6
+    r_d_l0_Wh_b = (l0_hprev.T @ r_d_l0_G_6.reshape(20*NB, K*64)).reshape(16*K, 64)
+    r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b
 
-        # Grad of: l0_XW = x·l0_Wx  (not stored in this function: l0_XW)
-        #   (l0: input projection of every step at once)
-        # r_d_l0_Wx_b = xᵀ·r_d_l0_G_6
-        r_d_l0_Wx_b = (x.T @ r_d_l0_G_6.reshape(20*NB, K*64)).reshape(1*K, 64)
+    # Grad of: l0_XG = l0_XW + l0_b  (not stored in this function: l0_XG, l0_XW)
+    #   (l0: input projection plus bias)
+    # r_d_l0_b = 1ᵀ·r_d_l0_G_6
+    r_d_l0_b = r_d_l0_G_6.reshape(20*NB, K*64).sum(axis=0).reshape(K, 64)
 
-        # rows j0 .. of the result: H·v for each direction
-        out[j0:j0 + K, 0:64] = _cols_to_dirs(r_d_l0_Wx_b, 1, 64)
-        out[j0:j0 + K, 64:1088] = _cols_to_dirs(r_d_l0_Wh, 16, 64)
-        out[j0:j0 + K, 1088:1152] = _cols_to_dirs(r_d_l0_b, 1, 64)
-        out[j0:j0 + K, 1152:1168] = _cols_to_dirs(r_d_l1_W, 16, 1)
-        out[j0:j0 + K, 1168:1169] = _cols_to_dirs(r_d_l1_b, 1, 1)
-    N = NB
-    return out
+    # Grad of: l0_XW = x·l0_Wx  (not stored in this function: l0_XW)
+    #   (l0: input projection of every step at once)
+    # r_d_l0_Wx_b = xᵀ·r_d_l0_G_6
+    r_d_l0_Wx_b = (x.T @ r_d_l0_G_6.reshape(20*NB, K*64)).reshape(1*K, 64)
+    return r_d_l0_Wx_b, r_d_l0_Wh, r_d_l0_b, r_d_l1_W, r_d_l1_b
 
 
 def release_workspace():
@@ -2577,15 +2606,47 @@ def _chunk(n, count):
 
 
 def _tangent_call(n, args, vt, first, count):
-    """_tangent_columns for count directions (the rows of vt, or the unit
-    vectors e_first .. when vt is None), a (count, N_PARAMS) array; None
-    when the module has no _tangent_columns (a layer without a rule for
-    many directions at once)."""
-    fn = globals().get("_tangent_columns")
-    if fn is None:
+    """H·v for count directions (the rows of vt, or the unit vectors e_first
+    .. when vt is None), a (count, N_PARAMS) array: the generated
+    _columns_head once, then _tangent_columns over chunks of directions
+    (_columns_drive); None when the module has no _tangent_columns (a layer
+    without a rule for many directions at once)."""
+    tangent = globals().get("_tangent_columns")
+    if tangent is None:
         return None
+    mats = _mats(args)
     with numpy.errstate(all="ignore"):
-        return fn(*_mats(args), vt, first, count, _chunk(n, count))
+        head = globals()["_columns_head"](*mats)
+        head = head if isinstance(head, tuple) else () if head is None else (head,)
+        return _columns_drive(tangent, mats, head, vt, first, count, _chunk(n, count))
+
+
+def _columns_drive(tangent, mats, head, vt, first, count, kc):
+    """The chunk loop of hessian_columns: for kc directions at a time, their
+    blocks in the layout of the tangent pass (each (rows, cols) block of v
+    as (rows*K, cols), the directions as extra columns: rows j0 .. of vt, or
+    the unit vectors e_(first + j0) ..), the generated ``tangent`` pass on
+    them (inputs ``mats``: x, y, the parameters; then ``head``, what the
+    shared pass computed), and its blocks of H·v into rows j0 .. of the
+    (count, P) result.  Block i of v and of H·v has the shape of parameter
+    i, mats[2 + i], and follows the blocks before it (the flat order)."""
+    blocks, at = [], 0
+    for m in mats[2:]:
+        rows, cols = m.shape
+        blocks.append((rows, cols, at))
+        at += rows * cols
+    out = numpy.empty((count, at), dtype=DTYPE)
+    for j0 in range(0, count, kc):
+        k = min(kc, count - j0)
+        if vt is None:
+            dirs = [_unit_dirs(first + j0 - a, k, r, c) for r, c, a in blocks]
+        else:
+            dirs = [_dirs_to_cols(vt[j0:j0 + k, a:a + r * c], r, c) for r, c, a in blocks]
+        res = tangent(*mats, *head, *dirs, k)
+        res = res if isinstance(res, tuple) else (res,)
+        for x, (r, c, a) in zip(res, blocks):
+            out[j0:j0 + k, a:a + r * c] = _cols_to_dirs(x, r, c)
+    return out
 
 
 def _hessian_columns(n, args, first, count):
