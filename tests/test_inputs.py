@@ -303,7 +303,7 @@ def test_integer_x_reaches_the_c_signatures_and_entry_points(test_kinds, monkeyp
             if line.startswith("BPG_ENTRY void bpg_") and "(int64_t N, " in line]
     assert len(sigs) >= 8
     for line in sigs:
-        assert "const int64_t *restrict x, " in line and "real *restrict x" not in line
+        assert "const int64_t *restrict v_x, " in line and "real *restrict v_x" not in line
     assert "typedef int64_t bpgf_x_t;" in c_text
     assert "static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x," in c_text
     wrapper = next(t for f, t in files.items() if f.endswith("_c.py"))
