@@ -34,7 +34,8 @@ def _cmd_build(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    from .show import render, render_hessian
+    from .hessian_text import render_hessian
+    from .show import render
     if args.hessian:
         print(render_hessian(args.arch, latex=args.latex), end="")
     else:

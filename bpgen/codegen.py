@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .backends.c.emitter import emit as _emit_c
-from .backends.numpy.emitter import emit as _emit_numpy
+from .backends.c.module import emit as _emit_c
+from .backends.numpy.module import emit as _emit_numpy
 from .derivation import derive_all
 from .spec import Spec
 

@@ -1,10 +1,11 @@
-"""``bpgen show``: the derived equations in matrix form (text or LaTeX), and
-the block structure of the exact Hessian (``--hessian``).
+"""``bpgen show``: the derived equations in matrix form (text or LaTeX); the
+block structure of the exact Hessian (``--hessian``) is
+:mod:`bpgen.hessian_text`, which uses the helpers here.
 
 The notation is the one of ``docs/notation.md``; the backward pass is
 grouped in blocks exactly as the generated code is (``Grad of`` heads from
 :meth:`bpgen.backends.common.emitter.Emitter.blocks`).  :func:`walk` and
-:func:`hessian_items` are shared with ``bpgen doc``.
+:func:`shape_text` are shared with ``bpgen doc``.
 """
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from .layers import LAYER_TYPES
 from .network import derive
 from .spec import Spec, load_spec
 
-__all__ = ["render", "render_hessian", "walk", "hessian_items", "shape_text", "tex_escape",
-           "LEGEND"]
+__all__ = ["render", "walk", "shape_text", "tex_escape", "LEGEND"]
 
 LEGEND = ("Notation (docs/notation.md): · matrix product, ⊙ elementwise product, / elementwise "
           "division,\n^∘2 elementwise square, ᵀ transpose, 1 a column of ones (1ᵀ·A sums the "
@@ -221,18 +221,3 @@ def _tex_range(info) -> str:
     """The loop's order in LaTeX, from its direction."""
     last = info["steps"] - 1
     return rf"t = {last}, \ldots, 0" if info["reverse"] else rf"t = 0, \ldots, {last}"
-
-
-# ---- bpgen show --hessian (bpgen.hessian_text) -------------------------------
-
-def hessian_items(arch) -> list:
-    """See :func:`bpgen.hessian_text.hessian_items`."""
-    from .hessian_text import hessian_items as items
-    return items(arch)
-
-
-def render_hessian(arch, latex: bool = False) -> str:
-    """The block structure of the exact Hessian of ``arch`` and the derived
-    Hessian-vector product, as text or LaTeX (:mod:`bpgen.hessian_text`)."""
-    from .hessian_text import render_hessian as render_
-    return render_(arch, latex)

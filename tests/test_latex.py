@@ -16,7 +16,8 @@ from bpgen.cli import main
 from bpgen.doc import TexError, document, markdown, tex_to_mathml
 from bpgen.derivation import program
 from bpgen.equations import labels, tex_label
-from bpgen.show import render, render_hessian
+from bpgen.hessian_text import render_hessian
+from bpgen.show import render
 from bpgen.spec import load_spec
 
 from conftest import ROOT

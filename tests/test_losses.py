@@ -24,7 +24,7 @@ from bpgen.check import sample_point
 from bpgen.doc import document, markdown
 from bpgen.losses import CURVATURE_FORMS, LOSSES, Loss
 from bpgen.losses.base import batch_count
-from bpgen.show import hessian_items
+from bpgen.hessian_text import hessian_items
 from bpgen.spec import load_spec
 
 from conftest import ROOT

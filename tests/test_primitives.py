@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import sympy as sp
 
+import bpgen.patterns
 from bpgen.activations import sigmoid
-from bpgen.backends.common.emitter import common_runtime, runtime_source
+from bpgen.backends.common.emitter import runtime_source
 from bpgen.backends.numpy.emitter import NumpyEmitter
 from bpgen.ir import Graph
 from bpgen.lower import lower
@@ -23,7 +24,7 @@ import bpgen.backends.numpy as numpy_backend
 N = 2
 NAMES = ("p", "s")
 HELPERS = (runtime_source(os.path.join(os.path.dirname(numpy_backend.__file__), "runtime",
-                                       "helpers.py")) + "\n" + common_runtime("patterns.py"))
+                                       "helpers.py")) + "\n" + runtime_source(bpgen.patterns.__file__))
 
 
 def _compile(prog):

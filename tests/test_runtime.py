@@ -7,6 +7,7 @@ import collections
 import numpy as np
 import pytest
 
+import bpgen.patterns
 from bpgen.backends.common.emitter import RUNTIME_MARKER
 from bpgen.backends.common.runtime import api, hessian
 
@@ -27,7 +28,7 @@ def rt(monkeypatch):
 
 
 def test_runtime_files_have_the_marker():
-    for mod in (api, hessian):
+    for mod in (api, hessian, bpgen.patterns):
         with open(mod.__file__, encoding="utf-8") as fh:
             assert RUNTIME_MARKER in fh.read()
 

@@ -5,7 +5,7 @@ pixels x channels become channels x pixels.  Linear; its adjoint is
 ``scatter`` (col2im: each input entry sums the outputs that read it)."""
 from __future__ import annotations
 
-from ..backends.common.runtime.patterns import _pattern_index
+from ..patterns import _pattern_index
 from ..shapes import dim_coeffs
 from ..printers import pattern_equation
 from .base import Unary, register, wanted

@@ -3,7 +3,7 @@ of the output block is the sum of the input entries whose pattern index
 points at it (zero where none does)."""
 from __future__ import annotations
 
-from ..backends.common.runtime.patterns import _pattern_index
+from ..patterns import _pattern_index
 from ..shapes import dim_coeffs
 from ..printers import pattern_equation
 from .base import Unary, register, wanted

@@ -5,7 +5,6 @@ wrapper (the common API plus ``runtime/call.py``)."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 
@@ -14,13 +13,10 @@ from ...ir import Var
 from ...lower import Program
 from ...passes import plan_for
 from ...passes.allocate import first_fit as _first_fit  # moved there: the one allocator
-from ..common.context import module_context
-from ..common.emitter import (Emitter, c_size, common_runtime, environment,
-                              offset_code, runtime_source)
-from . import build
-from .fastcall import CDEF as FASTCALL_CDEF, fastcall_source
+from ..common.emitter import (Emitter, c_size, environment,
+                              offset_code)
 
-__all__ = ["CEmitter", "emit", "cname", "PREFIX"]
+__all__ = ["CEmitter", "cname", "PREFIX"]
 
 #: every variable of the graph is printed under this prefix in C (comments
 #: keep the readable names), so that no layer or variable name can be a C
@@ -225,42 +221,3 @@ def _assembly_function(derived: Derived, name: str, used: set, tables: dict) -> 
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (ca + max(wa, per_sample), cb + wb + n_fixed),
             "blocks": blocks, "signature": f"void bpg_{name}({', '.join(params)})"}
-
-
-def emit(derived: Derived, module: str) -> tuple:
-    """({file name: text}, C source, cdef, extension name) of the C module."""
-    spec = derived.spec
-    used: set = set()
-    tables: dict = {}
-    from .columns import columns_function
-    functions = [columns_function(derived, used, tables) if name == "hessian_columns"
-                 else _assembly_function(derived, name, used, tables)
-                 if entry.kind == "assembly" else _function(derived, name, used, tables)
-                 for name, entry in derived.entries.items() if "c" in entry.backends]
-    runtime = [runtime_source(os.path.join(_HERE, "runtime", "prelude.c"))]
-    runtime += [runtime_source(os.path.join(_HERE, "runtime", f"{h}.c"))
-                for h in HELPERS if h in used]
-    common = module_context(derived, module)
-    ctype = "double" if spec.dtype == "float64" else "float"
-    # the CPython entry points (fastcall.py): after the functions they call
-    fastcall = fastcall_source(derived, functions, common["bytes_per_sample"])
-    c_source = _env.get_template("module.c.j2").render(
-        **common, functions=functions, runtime=runtime, fastcall=fastcall,
-        tables=[_table_lines(values, name) for values, name in tables.items()],
-        defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else []) + list(build.BUILD.defines))
-    cdef = "\n".join([f"{f['signature']};" for f in functions]
-                     + ["void bpg_set_threads(int n);"]
-                     + (FASTCALL_CDEF if fastcall else [])).replace("restrict ", "")
-    cdef = cdef.replace("real", ctype)
-    # named by the code's own hash and the build configuration: a changed
-    # generator or compiler flag never reuses a stale extension
-    code_hash = hashlib.sha256((c_source + cdef + build.BUILD.key()).encode()).hexdigest()
-    ext_name = f"_bpgen_{spec.name}_{code_hash[:12]}"
-    wrapper = _env.get_template("wrapper.py.j2").render(
-        **common, ext_name=ext_name, cdef=cdef, ctype=ctype, c_file=f"{module}.c",
-        ws={f["name"]: f["ws"] for f in functions},
-        ws_dir={f["name"]: f["ws_dir"] for f in functions if "ws_dir" in f},
-        runtime_api=common_runtime("api.py"), runtime_hessian=common_runtime("hessian.py"),
-        runtime_call=runtime_source(os.path.join(_HERE, "runtime", "call.py")),
-        runtime_fastcall=runtime_source(os.path.join(_HERE, "runtime", "fastcall.py")))
-    return {f"{module}.py": wrapper, f"{module}.c": c_source}, c_source, cdef, ext_name

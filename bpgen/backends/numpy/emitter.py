@@ -20,13 +20,12 @@ from ...passes import Hoisted, plan_for
 from ...primitives.map import assignable, numpy_expr
 from ...printers import EquationPrinter
 from ...shapes import broadcast_shape
-from ..common.context import module_context
 from ...printers import NumpyPrinter, numeric
 from ...shapes import dim_coeffs, size_coeffs
-from ..common.emitter import (Emitter, common_runtime, environment,
+from ..common.emitter import (Emitter, environment,
                               offset_code, runtime_source)
 
-__all__ = ["NumpyEmitter", "emit"]
+__all__ = ["NumpyEmitter"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _env = environment(_HERE)
@@ -322,24 +321,3 @@ def _assembly_function(derived: Derived, name: str) -> dict:
 
 def _runtime(name: str) -> str:
     return runtime_source(os.path.join(_HERE, "runtime", name))
-
-
-def emit(derived: Derived, module: str) -> dict:
-    """{file name: text} of the NumPy module."""
-    spec = derived.spec
-    from .columns import columns_functions, tangent_bytes
-    functions = [_assembly_function(derived, name) if entry.kind == "assembly"
-                 else _function(derived.programs[name], spec.dtype)
-                 for name, entry in derived.entries.items()
-                 if "numpy" in entry.backends and entry.kind != "columns"]
-    functions += columns_functions(derived)     # hessian_columns: [] or two functions
-    ctx = dict(module_context(derived, module),
-               functions=functions,
-               tangent_bytes=tangent_bytes(derived),
-               batch_expr=spec.input.batch_expr("x"),
-               runtime_api=common_runtime("api.py"),
-               runtime_hessian=common_runtime("hessian.py"),
-               runtime_helpers=_runtime("helpers.py"),
-               runtime_patterns=common_runtime("patterns.py"),
-               runtime_call=_runtime("call.py"))
-    return {f"{module}.py": _env.get_template("module.py.j2").render(**ctx)}

@@ -1,6 +1,8 @@
 """Static index patterns of the per-sample gathers that unfold images
 (im2col for convolutions, pooling windows) and reorder them.  One function,
-used by the generator (C tables) and copied verbatim into NumPy modules.
+used by the generator (the primitives' C tables) and copied verbatim into
+NumPy modules (a runtime file, kept beside the primitives rather than under
+backends/ so that the primitives import nothing of a backend).
 
 A pattern maps each entry j of one sample's output block to the entry of
 that sample's input block it reads (-1: a zero, e.g. the padding)."""

@@ -1,0 +1,56 @@
+"""The C module: every entry point's function (``emitter.py`` prints
+programs and assemblies, ``columns.py`` the hessian_columns driver), the
+runtime helpers they call, the CPython entry points and the Python wrapper,
+put together from ``templates/``."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+from ...derivation import Derived
+from ..common.context import module_context
+from ..common.emitter import common_runtime, runtime_source
+from . import build
+from .columns import columns_function
+from .emitter import HELPERS, _HERE, _assembly_function, _env, _function, _table_lines
+from .fastcall import CDEF as FASTCALL_CDEF, fastcall_source
+
+__all__ = ["emit"]
+
+
+def emit(derived: Derived, module: str) -> tuple:
+    """({file name: text}, C source, cdef, extension name) of the C module."""
+    spec = derived.spec
+    used: set = set()
+    tables: dict = {}
+    functions = [columns_function(derived, used, tables) if name == "hessian_columns"
+                 else _assembly_function(derived, name, used, tables)
+                 if entry.kind == "assembly" else _function(derived, name, used, tables)
+                 for name, entry in derived.entries.items() if "c" in entry.backends]
+    runtime = [runtime_source(os.path.join(_HERE, "runtime", "prelude.c"))]
+    runtime += [runtime_source(os.path.join(_HERE, "runtime", f"{h}.c"))
+                for h in HELPERS if h in used]
+    common = module_context(derived, module)
+    ctype = "double" if spec.dtype == "float64" else "float"
+    # the CPython entry points (fastcall.py): after the functions they call
+    fastcall = fastcall_source(derived, functions, common["bytes_per_sample"])
+    c_source = _env.get_template("module.c.j2").render(
+        **common, functions=functions, runtime=runtime, fastcall=fastcall,
+        tables=[_table_lines(values, name) for values, name in tables.items()],
+        defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else []) + list(build.BUILD.defines))
+    cdef = "\n".join([f"{f['signature']};" for f in functions]
+                     + ["void bpg_set_threads(int n);"]
+                     + (FASTCALL_CDEF if fastcall else [])).replace("restrict ", "")
+    cdef = cdef.replace("real", ctype)
+    # named by the code's own hash and the build configuration: a changed
+    # generator or compiler flag never reuses a stale extension
+    code_hash = hashlib.sha256((c_source + cdef + build.BUILD.key()).encode()).hexdigest()
+    ext_name = f"_bpgen_{spec.name}_{code_hash[:12]}"
+    wrapper = _env.get_template("wrapper.py.j2").render(
+        **common, ext_name=ext_name, cdef=cdef, ctype=ctype, c_file=f"{module}.c",
+        ws={f["name"]: f["ws"] for f in functions},
+        ws_dir={f["name"]: f["ws_dir"] for f in functions if "ws_dir" in f},
+        runtime_api=common_runtime("api.py"), runtime_hessian=common_runtime("hessian.py"),
+        runtime_call=runtime_source(os.path.join(_HERE, "runtime", "call.py")),
+        runtime_fastcall=runtime_source(os.path.join(_HERE, "runtime", "fastcall.py")))
+    return {f"{module}.py": wrapper, f"{module}.c": c_source}, c_source, cdef, ext_name
