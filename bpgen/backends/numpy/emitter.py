@@ -168,9 +168,7 @@ class NumpyEmitter(Emitter):
             return lines + [self.comment(eq)] + code
         into = self.into(op, loop) if op.out in self.prog.outputs else None
         code = f"{assignable(into[0]) if into else self.acc(op.out, loop)} = {code}"
-        if eq.replace(" ", "") != code.replace(" ", ""):
-            lines.append(self.comment(eq))
-        return lines + [code]
+        return lines + [self.comment(eq), code]     # the equation above every statement
 
     def pre_loop(self, item) -> list:
         """The lines computing a value before its loop: a contiguous copy of
