@@ -289,7 +289,7 @@ def _assembly_items(spec, d) -> list:
         Sym("H[rows; cols]", r"H[\mathrm{rows}; \mathrm{cols}]"),
         ": the block of those parameters' rows and columns):"))]
     for op in asm.ops:
-        items.append(Item("eq", Raw(*op.equation(asm)), _op_shape(asm, op)))
+        items.append(Item("eq", op.equation(asm), _op_shape(asm, op)))
     return items
 
 

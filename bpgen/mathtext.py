@@ -5,7 +5,8 @@ A tiny expression tree for the prose of ``bpgen show --hessian`` and
 ``docs/notation.md`` (``.text()``) and in LaTeX (``.tex()``), so a sentence
 is one object and its two printings cannot drift apart.  Graph labels
 (``A_l0``) print through :func:`bpgen.equations.tex_label`; an equation a
-primitive or an assembly op prints already (text, LaTeX) is a :class:`Raw`.
+primitive prints already (text, LaTeX) is a :class:`Raw`.  The assembly ops'
+equations (:mod:`bpgen.assembly`) are built of these nodes too.
 
 >>> eq = Eq(Sub("z", "k"), Infix("·", r" \\cdot ", Sub("a", "k-1"), Sub("W", "k")))
 >>> eq.text(), eq.tex()
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from .equations import tex_key, tex_label
 
-__all__ = ["Node", "Sym", "Label", "Key", "Raw", "Sub", "Cat", "Infix", "T", "Fn", "Frac",
+__all__ = ["Node", "Sym", "Label", "Key", "Raw", "Sub", "At", "Cat", "Infix", "T", "Fn", "Frac",
            "Paren", "Sum", "Eq", "Words", "Sentence", "Item", "sym", "cat"]
 
 
@@ -99,6 +100,20 @@ class Sub(Node):
         return f"{self.base.tex()}_{i}" if len(i) == 1 else f"{self.base.tex()}_{{{i}}}"
 
 
+class At(Node):
+    """``base`` indexed in brackets: a sample ``x[n]``, a block ``H[rows; cols]``
+    (LaTeX ``H[rows;\\ cols]``)."""
+
+    def __init__(self, base, *index):
+        self.base, self.index = _node(base), [_node(i) for i in index]
+
+    def text(self):
+        return f"{self.base.text()}[{'; '.join(i.text() for i in self.index)}]"
+
+    def tex(self):
+        return self.base.tex() + "[" + r";\ ".join(i.tex() for i in self.index) + "]"
+
+
 class Infix(Node):
     """Operands joined by an operator: text ``sep``, LaTeX ``tex_sep``."""
 
@@ -113,17 +128,20 @@ class Infix(Node):
 
 
 class T(Node):
-    """A transpose."""
+    """A transpose; in LaTeX an operand with a superscript or a space is
+    grouped in braces unless ``grouped`` says otherwise."""
 
-    def __init__(self, x):
-        self.x = _node(x)
+    def __init__(self, x, grouped: bool | None = None):
+        self.x, self.grouped = _node(x), grouped
 
     def text(self):
         return self.x.text() + "ᵀ"
 
     def tex(self):
         inner = self.x.tex()
-        grouped = "^" in inner or " " in inner.strip()
+        grouped = self.grouped
+        if grouped is None:
+            grouped = "^" in inner or " " in inner.strip()
         return ("{" + inner + "}" if grouped else inner) + r"^{\top}"
 
 
@@ -160,16 +178,19 @@ class Frac(Node):
 
 
 class Paren(Node):
-    """Parentheses; ``big``: ``\\left( ... \\right)`` in LaTeX."""
+    """Parentheses (``brackets="[]"``: brackets); ``big``: ``\\left( ... \\right)``
+    in LaTeX."""
 
-    def __init__(self, x, big: bool = True):
-        self.x, self.big = _node(x), big
+    def __init__(self, x, big: bool = True, brackets: str = "()"):
+        self.x, self.big, (self.left, self.right) = _node(x), big, brackets
 
     def text(self):
-        return f"({self.x.text()})"
+        return f"{self.left}{self.x.text()}{self.right}"
 
     def tex(self):
-        return rf"\left({self.x.tex()}\right)" if self.big else f"({self.x.tex()})"
+        if self.big:
+            return rf"\left{self.left}{self.x.tex()}\right{self.right}"
+        return f"{self.left}{self.x.tex()}{self.right}"
 
 
 class Sum(Node):

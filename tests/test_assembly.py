@@ -178,7 +178,8 @@ def test_every_op_has_a_case():
 def test_equation_text_and_latex(name):
     asm = _case(name)[0]
     for op in asm.ops:
-        text, tex = op.equation(asm)
+        eq = op.equation(asm)
+        text, tex = eq.text(), eq.tex()
         assert text and tex and "{" not in text, text
         assert tex.count("{") == tex.count("}"), tex
 

@@ -95,5 +95,5 @@ def test_assembly_comments_name_its_arrays(arch, backend):
             assert named <= own, (name, text)
             for label in labels:
                 assert not _names_label(text, label), (name, label, text)
-        show = [op.equation(asm.with_labels())[0] for op in asm.ops]
+        show = [op.equation(asm.with_labels()).text() for op in asm.ops]
         assert any("Λ_" in text for text in show)

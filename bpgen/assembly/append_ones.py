@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..mathtext import Eq, Infix, Paren
 from .base import AssemblyOp, register
 
 
@@ -27,7 +28,7 @@ class AppendOnes(AssemblyOp):
 
     def equation(self, asm):
         o, s = asm.t(self.out), asm.t(self.src)
-        return f"{o.text}[n] = [{s.text}[n], 1]", rf"{o.tex}[n] = \left[{s.tex}[n], 1\right]"
+        return Eq(o.at("n"), Paren(Infix(", ", ", ", s.at("n"), "1"), brackets="[]"))
 
     def numpy(self, asm):
         p = asm.t(self.src).shape[1]

@@ -6,12 +6,15 @@ op by op: it is *assembled* from per-sample quantities the derived
 loss curvature).  An :class:`Assembly` is that assembly as a list of
 batched ops over named tensors, derived per architecture by
 :func:`bpgen.assembly.derive.derive_assembly`; every op class (one file
-each) holds its shape rules, its equation (text and LaTeX) and its printing
+each) holds its shape rules, its equation (one :mod:`bpgen.mathtext` node,
+printed as text and LaTeX) and its printing
 in both backends, like a primitive of the IR.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+
+from ..mathtext import At, Sym
 
 __all__ = ["Tensor", "Assembly", "AssemblyOp", "ASSEMBLY_OPS", "register"]
 
@@ -37,6 +40,15 @@ class Tensor:
     text: str
     tex: str
     kind: str = "temp"          # "input" (curvature output), "param", "temp", "output"
+
+    @property
+    def sym(self) -> Sym:
+        """The tensor in an equation."""
+        return Sym(self.text, self.tex)
+
+    def at(self, *index) -> At:
+        """The tensor indexed: ``at("n")`` is sample n, ``x[n]``."""
+        return At(self.sym, *index)
 
 
 @dataclass
@@ -68,8 +80,9 @@ class Assembly:
 
 class AssemblyOp:
     """One batched step of an assembly.  Subclasses set ``name`` and
-    implement ``reads``/``writes`` (tensor names), ``equation(asm)`` ->
-    (text, LaTeX), ``numpy(asm)`` and ``c(asm, em)`` -> lines of code.
+    implement ``reads``/``writes`` (tensor names), ``equation(asm)`` -> a
+    :class:`bpgen.mathtext.Node` (printed by ``.text()`` and ``.tex()``),
+    ``numpy(asm)`` and ``c(asm, em)`` -> lines of code.
     ``em.use(helper)`` records a C runtime helper the printed code calls."""
     name = ""
 
@@ -83,7 +96,7 @@ class AssemblyOp:
         """Temporaries the op uses only while it runs (C)."""
         return ()
 
-    def equation(self, asm: Assembly) -> tuple:
+    def equation(self, asm: Assembly):
         raise NotImplementedError
 
     def numpy(self, asm: Assembly) -> list:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..mathtext import Eq, Fn, Infix
 from .base import AssemblyOp, register
 
 
@@ -29,8 +30,7 @@ class ChainStart(AssemblyOp):
 
     def equation(self, asm):
         o, d = asm.t(self.out), asm.t(self.d1)
-        return (f"{o.text}[n] = diag({d.text}[n])",
-                rf"{o.tex}[n] = \operatorname{{diag}}({d.tex}[n])")
+        return Eq(o.at("n"), Fn("diag", d.at("n")))
 
     def numpy(self, asm):
         u = asm.t(self.d1).shape[1]
@@ -64,8 +64,7 @@ class ScaleColumns(AssemblyOp):
 
     def equation(self, asm):
         o, s, d = asm.t(self.out), asm.t(self.src), asm.t(self.d1)
-        return (f"{o.text}[n] = {s.text}[n]·diag({d.text}[n])",
-                rf"{o.tex}[n] = {s.tex}[n] \cdot \operatorname{{diag}}({d.tex}[n])")
+        return Eq(o.at("n"), Infix("·", r" \cdot ", s.at("n"), Fn("diag", d.at("n"))))
 
     def numpy(self, asm):
         return [f"{self.out} = {self.src} * {self.d1}[:, None, :]"]
@@ -100,8 +99,7 @@ class SharedProduct(AssemblyOp):
 
     def equation(self, asm):
         o, s, w = asm.t(self.out), asm.t(self.src), asm.t(self.w)
-        return (f"{o.text}[n] = {s.text}[n]·{w.text}",
-                rf"{o.tex}[n] = {s.tex}[n] \cdot {w.tex}")
+        return Eq(o.at("n"), Infix("·", r" \cdot ", s.at("n"), w.sym))
 
     def numpy(self, asm):
         _, c, v = asm.t(self.out).shape

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..equations import tex_key
+from ..mathtext import Cat, Eq, Infix, Key, Paren, Sub, Sum, Sym, T
 from .base import AssemblyOp, register
 
 
@@ -70,18 +70,22 @@ class KronBlock(AssemblyOp):
             assert asm.t(self.delta).shape == ("N", cl)
 
     def equation(self, asm):
-        o, ak, al, m = (asm.t(x) for x in (self.out, self.ak, self.al, self.m))
-        lhs = f"{o.text}[{self.rows}; {self.cols}]"
-        lhs_tex = rf"{o.tex}[{tex_key(self.rows)};\ {tex_key(self.cols)}]"
+        ak, al, m = (asm.t(x).at("n") for x in (self.ak, self.al, self.m))
+        lhs = asm.t(self.out).at(Key(self.rows), Key(self.cols))
         if not self.j:
-            return (f"{lhs} = Σ_n ({ak.text}[n]ᵀ·{al.text}[n]) ⊗ {m.text}[n]",
-                    rf"{lhs_tex} = \sum_n \left({ak.tex}[n]^{{\top}} \cdot {al.tex}[n]\right)"
-                    rf" \otimes {m.tex}[n]")
-        j, d = asm.t(self.j), asm.t(self.delta)
-        return (f"{lhs}_(pq),(ij) = Σ_n {ak.text}[n]_p·({al.text}[n]_i·{m.text}[n]_qj"
-                f" + {j.text}[n]_qi·{d.text}[n]_j)  (J-term: W columns only)",
-                rf"{lhs_tex}_{{(pq),(ij)}} = \sum_n {ak.tex}[n]_p \left({al.tex}[n]_i\, "
-                rf"{m.tex}[n]_{{qj}} + {j.tex}[n]_{{qi}}\, {d.tex}[n]_j\right)")
+            dot = Infix("·", r" \cdot ", T(ak), al)
+            return Eq(lhs, Sum("n", Infix(" ⊗ ", r" \otimes ", Paren(dot), m)))
+        j, d = asm.t(self.j).at("n"), asm.t(self.delta).at("n")
+
+        def prod(*factors):         # a·b, in LaTeX side by side with a thin space
+            return Infix("·", r"\, ", *factors)
+
+        inner = Infix(" + ", " + ", prod(Sub(al, "i"), Sub(m, "qj")),
+                      prod(Sub(j, "qi"), Sub(d, "j")))
+        rhs = Sum("n", Infix("·", " ", Sub(ak, "p"), Paren(inner)))
+        # the entry (pq),(ij) of the block; the note is in the text only
+        return Eq(Cat(lhs, Sym("_(pq),(ij)", "_{(pq),(ij)}")),
+                  Cat(rhs, Sym("  (J-term: W columns only)", "")))
 
     def numpy(self, asm):
         pk1, ck, pl1, cl = self.sizes(asm)

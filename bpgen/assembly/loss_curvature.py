@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..losses import CURVATURE_FORMS
+from ..mathtext import Eq, Fn, Infix, Paren, T
 from .base import AssemblyOp, register
 
 
@@ -34,13 +35,11 @@ class LossCurvature(AssemblyOp):
         assert asm.t(self.src).shape == ("N", k) and k == k2
 
     def equation(self, asm):
-        o, s = asm.t(self.out), asm.t(self.src)
+        o, p = asm.t(self.out), asm.t(self.src).at("n")
+        lam = Fn("diag", p)
         if self.softmax:
-            return (f"{o.text}[n] = (diag({s.text}[n]) - {s.text}[n]ᵀ·{s.text}[n]) / N",
-                    rf"{o.tex}[n] = \left(\operatorname{{diag}}({s.tex}[n]) - {s.tex}[n]^{{\top}}"
-                    rf" \cdot {s.tex}[n]\right) / N")
-        return (f"{o.text}[n] = diag({s.text}[n]) / N",
-                rf"{o.tex}[n] = \operatorname{{diag}}({s.tex}[n]) / N")
+            lam = Paren(Infix(" - ", " - ", lam, Infix("·", r" \cdot ", T(p), p)))
+        return Eq(o.at("n"), Infix(" / ", " / ", lam, "N"))
 
     def numpy(self, asm):
         k = asm.t(self.out).shape[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..mathtext import Eq, Infix
 from .base import AssemblyOp, register
 
 
@@ -28,8 +29,7 @@ class SampleProduct(AssemblyOp):
 
     def equation(self, asm):
         o, a, b = asm.t(self.out), asm.t(self.a), asm.t(self.b)
-        return (f"{o.text}[n] = {a.text}[n]·{b.text}[n]",
-                rf"{o.tex}[n] = {a.tex}[n] \cdot {b.tex}[n]")
+        return Eq(o.at("n"), Infix("·", r" \cdot ", a.at("n"), b.at("n")))
 
     def numpy(self, asm):
         return [f"{self.out} = {self.a} @ {self.b}"]

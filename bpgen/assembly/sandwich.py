@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..mathtext import Eq, Fn, Infix, T
 from .base import AssemblyOp, register
 
 
@@ -44,16 +45,13 @@ class Sandwich(AssemblyOp):
     def equation(self, asm):
         o, m = asm.t(self.out), asm.t(self.nxt)
         d1, d2, q = (asm.t(x) for x in (self.d1, self.d2, self.q))
-        mid, mid_tex = f"{m.text}[n]", f"{m.tex}[n]"
+        d = Fn("diag", d1.at("n"))
+        mid = [m.at("n")]
         if self.w:
-            w = asm.t(self.w)
-            mid = f"{w.text}·{mid}·{w.text}ᵀ"
-            mid_tex = rf"{w.tex} \cdot {mid_tex} \cdot {w.tex}^{{\top}}"
-        return (f"{o.text}[n] = diag({d1.text}[n])·{mid}·diag({d1.text}[n])"
-                f" + diag({d2.text}[n] ⊙ {q.text}[n])",
-                rf"{o.tex}[n] = \operatorname{{diag}}({d1.tex}[n]) \cdot {mid_tex} \cdot "
-                rf"\operatorname{{diag}}({d1.tex}[n]) + \operatorname{{diag}}({d2.tex}[n] "
-                rf"\odot {q.tex}[n])")
+            w = asm.t(self.w).sym
+            mid = [w, *mid, T(w)]
+        residual = Fn("diag", Infix(" ⊙ ", r" \odot ", d2.at("n"), q.at("n")))
+        return Eq(o.at("n"), Infix(" + ", " + ", Infix("·", r" \cdot ", d, *mid, d), residual))
 
     def numpy(self, asm):
         u = asm.t(self.out).shape[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..equations import tex_key
+from ..mathtext import At, Eq, Infix, Key, Paren, Sym, T
 from .base import AssemblyOp, register
 
 
@@ -33,10 +33,8 @@ class Mirror(AssemblyOp):
         assert self.r0 + self.nrows <= self.c0 and self.c0 + self.ncols <= n
 
     def equation(self, asm):
-        o = asm.t(self.out)
-        return (f"{o.text}[{self.cols}; {self.rows}] = {o.text}[{self.rows}; {self.cols}]ᵀ",
-                rf"{o.tex}[{tex_key(self.cols)};\ {tex_key(self.rows)}] = "
-                rf"{o.tex}[{tex_key(self.rows)};\ {tex_key(self.cols)}]^{{\top}}")
+        o, rows, cols = asm.t(self.out).sym, Key(self.rows), Key(self.cols)
+        return Eq(At(o, cols, rows), T(At(o, rows, cols), grouped=False))
 
     def numpy(self, asm):
         r, c = (f"{self.r0}:{self.r0 + self.nrows}", f"{self.c0}:{self.c0 + self.ncols}")
@@ -71,10 +69,10 @@ class AddL2(AssemblyOp):
         assert 0 <= self.start < self.stop <= asm.t(self.out).shape[0]
 
     def equation(self, asm):
-        o = asm.t(self.out)
-        return (f"{o.text}[{self.key}; {self.key}] += λ I  (λ = {self.l2!r})",
-                rf"{o.tex}[{tex_key(self.key)};\ {tex_key(self.key)}] \mathrel{{+}}= "
-                rf"\lambda I \quad (\lambda = {self.l2!r})")
+        key, lam = Key(self.key), Sym("λ", r"\lambda")
+        note = Paren(Eq(lam, repr(self.l2)), big=False)
+        rhs = Infix("  ", r" \quad ", Infix(" ", " ", lam, "I"), note)
+        return Infix(" += ", r" \mathrel{+}= ", asm.t(self.out).at(key, key), rhs)
 
     def numpy(self, asm):
         ld = asm.t(self.out).shape[1]

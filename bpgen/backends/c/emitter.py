@@ -214,7 +214,7 @@ def _assembly_function(derived: Derived, name: str, used: set, tables: dict) -> 
     blocks = [{"head": ["the per-sample quantities: the derived curvature program"],
                "lines": [f"bpg_curvature(N, {', '.join(map(cname, asm.inputs))}, ws, "
                          f"ws + {offset_code(ca, cb)});"]}]
-    blocks += [{"head": [op.equation(asm)[0]], "lines": op.c(asm, em)} for op in asm.ops]
+    blocks += [{"head": [op.equation(asm).text()], "lines": op.c(asm, em)} for op in asm.ops]
     types = derived.element_types       # x's: the input kind's (default real)
     params = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {cname(a)}"
                                for a in asm.inputs]

@@ -312,7 +312,7 @@ def _assembly_function(derived: Derived, name: str) -> dict:
     asm = derived.assemblies[name]
     pre = [f"{', '.join(asm.curvature_outputs)} = _curvature({', '.join(asm.inputs)})"]
     pre += [f"{o} = numpy.empty(({rows}, {cols}), dtype=DTYPE)" for o, rows, cols in asm.outputs]
-    blocks = [{"head": [op.equation(asm)[0]], "lines": op.numpy(asm)} for op in asm.ops]
+    blocks = [{"head": [op.equation(asm).text()], "lines": op.numpy(asm)} for op in asm.ops]
     return {"name": name, "args": asm.inputs, "returns": [o for o, _, _ in asm.outputs],
             "pre": pre, "blocks": blocks}
 
