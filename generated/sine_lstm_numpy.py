@@ -851,9 +851,13 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
+        # l0_G_0 = l0_G[:, 0:16]
         l0_G_0 = l0_G[:, 0:16]
+        # l0_G_1 = l0_G[:, 16:32]
         l0_G_1 = l0_G[:, 16:32]
+        # l0_G_2 = l0_G[:, 32:48]
         l0_G_2 = l0_G[:, 32:48]
+        # l0_G_3 = l0_G[:, 48:64]
         l0_G_3 = l0_G[:, 48:64]
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)
@@ -920,9 +924,13 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
+        # l0_G_0 = l0_G[:, 0:16]
         l0_G_0 = l0_G[:, 0:16]
+        # l0_G_1 = l0_G[:, 16:32]
         l0_G_1 = l0_G[:, 16:32]
+        # l0_G_2 = l0_G[:, 32:48]
         l0_G_2 = l0_G[:, 32:48]
+        # l0_G_3 = l0_G[:, 48:64]
         l0_G_3 = l0_G[:, 48:64]
         # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
         # l0_C = l0_cprev ⊙ σ(l0_G_1) + σ(l0_G_0) ⊙ tanh(l0_G_2)
@@ -1027,18 +1035,22 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
+        # l0_G_0 = l0_G[:, 0:16]
         l0_G_0 = l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
         _sigmoid(l0_G_0, out=l0_i_t[t])
+        # l0_G_1 = l0_G[:, 16:32]
         l0_G_1 = l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
         _sigmoid(l0_G_1, out=l0_f_t[t])
+        # l0_G_2 = l0_G[:, 32:48]
         l0_G_2 = l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
         numpy.tanh(l0_G_2, out=l0_g_t[t])
+        # l0_G_3 = l0_G[:, 48:64]
         l0_G_3 = l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
@@ -1332,28 +1344,36 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
         r_l0_G = numpy.add(r_l0_HW_a, r_l0_HW_b + r_l0_XG_t[t], out=r_l0_HW_a)
+        # l0_G_0 = l0_G[:, 0:16]
         l0_G_0 = l0_G[:, 0:16]
+        # r_l0_G_0 = r_l0_G[:, 0:16]
         r_l0_G_0 = r_l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
         _sigmoid(l0_G_0, out=l0_i_t[t])
         # r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
         numpy.multiply(l0_i_t[t], r_l0_G_0*(1 - l0_i_t[t]), out=r_l0_i_t[t])
+        # l0_G_1 = l0_G[:, 16:32]
         l0_G_1 = l0_G[:, 16:32]
+        # r_l0_G_1 = r_l0_G[:, 16:32]
         r_l0_G_1 = r_l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
         _sigmoid(l0_G_1, out=l0_f_t[t])
         # r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)
         numpy.multiply(l0_f_t[t], r_l0_G_1*(1 - l0_f_t[t]), out=r_l0_f_t[t])
+        # l0_G_2 = l0_G[:, 32:48]
         l0_G_2 = l0_G[:, 32:48]
+        # r_l0_G_2 = r_l0_G[:, 32:48]
         r_l0_G_2 = r_l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
         numpy.tanh(l0_G_2, out=l0_g_t[t])
         # r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)
         numpy.multiply(r_l0_G_2, 1 - l0_g_t[t]**2, out=r_l0_g_t[t])
+        # l0_G_3 = l0_G[:, 48:64]
         l0_G_3 = l0_G[:, 48:64]
+        # r_l0_G_3 = r_l0_G[:, 48:64]
         r_l0_G_3 = r_l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
@@ -1717,22 +1737,30 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
         # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
         r_l0_G = numpy.add(r_l0_HW_a, r_l0_HW_b + r_l0_XG_t[t], out=r_l0_HW_a)
+        # l0_G_0 = l0_G[:, 0:16]
         l0_G_0 = l0_G[:, 0:16]
+        # r_l0_G_0 = r_l0_G[:, 0:16]
         r_l0_G_0 = r_l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
         _sigmoid(l0_G_0, out=l0_i_t[t])
+        # l0_G_1 = l0_G[:, 16:32]
         l0_G_1 = l0_G[:, 16:32]
+        # r_l0_G_1 = r_l0_G[:, 16:32]
         r_l0_G_1 = r_l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
         _sigmoid(l0_G_1, out=l0_f_t[t])
+        # l0_G_2 = l0_G[:, 32:48]
         l0_G_2 = l0_G[:, 32:48]
+        # r_l0_G_2 = r_l0_G[:, 32:48]
         r_l0_G_2 = r_l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
         numpy.tanh(l0_G_2, out=l0_g_t[t])
+        # l0_G_3 = l0_G[:, 48:64]
         l0_G_3 = l0_G[:, 48:64]
+        # r_l0_G_3 = r_l0_G[:, 48:64]
         r_l0_G_3 = r_l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
@@ -1956,18 +1984,22 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
+        # l0_G_0 = l0_G[:, 0:16]
         l0_G_0 = l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
         _sigmoid(l0_G_0, out=l0_i_t[t])
+        # l0_G_1 = l0_G[:, 16:32]
         l0_G_1 = l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
         _sigmoid(l0_G_1, out=l0_f_t[t])
+        # l0_G_2 = l0_G[:, 32:48]
         l0_G_2 = l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
         numpy.tanh(l0_G_2, out=l0_g_t[t])
+        # l0_G_3 = l0_G[:, 48:64]
         l0_G_3 = l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
@@ -1991,6 +2023,7 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
     #   (mse: half the squared error per unit)
+    # d_out_last = (out_last - y) / N
     d_out_last = (out_last - y)/N
 
     # Grad of: out_last = l1_Z(t=19)
@@ -2088,6 +2121,7 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         numpy.dot(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
 
     # total gradients
+    # x_factor = x
     x_factor = x
     return x_factor, d_l0_G_6, l0_hprev, l0_H, d_l1_Z
 
@@ -2145,18 +2179,22 @@ def _columns_head(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # l0: gate pre-activations [i, f, g, o]
         # l0_G = l0_HW + l0_XG
         l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
+        # l0_G_0 = l0_G[:, 0:16]
         l0_G_0 = l0_G[:, 0:16]
         # l0: input gate
         # l0_i = σ(l0_G_0)
         _sigmoid(l0_G_0, out=l0_i_t[t])
+        # l0_G_1 = l0_G[:, 16:32]
         l0_G_1 = l0_G[:, 16:32]
         # l0: forget gate
         # l0_f = σ(l0_G_1)
         _sigmoid(l0_G_1, out=l0_f_t[t])
+        # l0_G_2 = l0_G[:, 32:48]
         l0_G_2 = l0_G[:, 32:48]
         # l0: cell candidate
         # l0_g = tanh(l0_G_2)
         numpy.tanh(l0_G_2, out=l0_g_t[t])
+        # l0_G_3 = l0_G[:, 48:64]
         l0_G_3 = l0_G[:, 48:64]
         # l0: output gate
         # l0_o = σ(l0_G_3)
@@ -2184,6 +2222,7 @@ def _columns_head(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
     #   (mse: half the squared error per unit)
+    # d_out_last = (out_last - y) / N
     d_out_last = (out_last - y)/N
 
     # Grad of: out_last = l1_Z(t=19)
@@ -2373,15 +2412,19 @@ def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, d_l0_C_1, d_l0_G_6, d
         r_l0_HW_b = (l0_hprev_t[t] @ v_l0_Wh.reshape(16, K*64)).reshape(NB*K, 64)
         # r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
         r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG_t[t]
+        # r_l0_G_0 = r_l0_G[:, 0:16]
         r_l0_G_0 = r_l0_G[:, 0:16]
         # r_l0_i = l0_i ⊙ r_l0_G_0 ⊙ (1 - l0_i)
         r_l0_i_t[t] = _batched(fac_t[t][:, None, :]*r_l0_G_0.reshape(NB, K, 16), NB, K, 16)
+        # r_l0_G_1 = r_l0_G[:, 16:32]
         r_l0_G_1 = r_l0_G[:, 16:32]
         # r_l0_f = l0_f ⊙ r_l0_G_1 ⊙ (1 - l0_f)
         r_l0_f_t[t] = _batched(fac_1_t[t][:, None, :]*r_l0_G_1.reshape(NB, K, 16), NB, K, 16)
+        # r_l0_G_2 = r_l0_G[:, 32:48]
         r_l0_G_2 = r_l0_G[:, 32:48]
         # r_l0_g = r_l0_G_2 ⊙ (1 - l0_g^∘2)
         r_l0_g_t[t] = _batched(fac_2_t[t][:, None, :]*r_l0_G_2.reshape(NB, K, 16), NB, K, 16)
+        # r_l0_G_3 = r_l0_G[:, 48:64]
         r_l0_G_3 = r_l0_G[:, 48:64]
         # r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)
         r_l0_o_t[t] = _batched(fac_3_t[t][:, None, :]*r_l0_G_3.reshape(NB, K, 16), NB, K, 16)
@@ -2420,11 +2463,13 @@ def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, d_l0_C_1, d_l0_G_6, d
     r_d_l0_H_a = r_d_l1_Z @ l1_W.T
     # r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ
     r_d_l0_H_b = (d_l1_Z @ v_l1_W.reshape(16, K, 1).transpose(1, 0, 2).reshape(K*16, 1).T).reshape(20*NB*K, 16)
+    # r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b
     r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b
     # r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z
     r_d_l1_W_a = (r_l0_H.reshape(20*NB, K*16).T @ d_l1_Z).reshape(K, 16, 1).transpose(1, 0, 2).reshape(16*K, 1)
     # r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z
     r_d_l1_W_b = (l0_H.T @ r_d_l1_Z.reshape(20*NB, K*1)).reshape(16*K, 1)
+    # r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b
     r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b
 
     # loop over time steps: backward through l0 (lstm), t = 19 .. 0, each direction
@@ -2544,6 +2589,7 @@ def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, d_l0_C_1, d_l0_G_6, d
     r_d_l0_Wh_a = (r_l0_hprev.reshape(20*NB, K*16).T @ d_l0_G_6).reshape(K, 16, 64).transpose(1, 0, 2).reshape(16*K, 64)
     # r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6
     r_d_l0_Wh_b = (l0_hprev.T @ r_d_l0_G_6.reshape(20*NB, K*64)).reshape(16*K, 64)
+    # r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b
     r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b
 
     # Grad of: l0_XG = l0_XW + l0_b  (not stored in this function: l0_XG, l0_XW)
