@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 import filelock
 
-__all__ = ["BuildConfig", "BUILD", "compile_extension", "compile_c_file", "cache_dir"]
+from . import blas as _blas
+
+__all__ = ["BuildConfig", "BUILD", "config_for", "compile_extension", "compile_c_file",
+           "cache_dir"]
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,9 @@ class BuildConfig:
     """How every generated extension is compiled and linked.
 
     ``blas`` names the BLAS that large matrix products go to (``None``:
-    every product runs inline); its directories come from the installed
-    wheel.  ``key()`` (flags and library names) is hashed into extension
+    every product runs inline): "scipy-openblas32" (linked, its directories
+    from the installed wheel) or "mkl" (``blas_path``, libmkl_rt, opened at
+    load time, see runtime/prelude.c); :func:`config_for` chooses.  ``key()`` (flags and library names) is hashed into extension
     names; ``cache_key()`` adds what differs between installations
     (directories, library version, Python ABI)."""
     # -fno-math-errno, -fno-trapping-math: calls to exp/log and branches such
@@ -50,6 +54,8 @@ class BuildConfig:
                      "-Wno-unused-but-set-variable", "-D_CFFI_NO_LIMITED_API")
     blas: str | None = None
     blas_version: str = ""
+    # the library the module opens itself at load time (MKL's libmkl_rt)
+    blas_path: str = ""
     include_dirs: tuple = ()
     library_dirs: tuple = ()
     # libm (on glibc it brings libmvec, the vector math functions)
@@ -61,13 +67,22 @@ class BuildConfig:
         return repr((self.cflags, self.blas, self.libraries))
 
     def cache_key(self) -> str:
-        return repr((self.key(), self.blas_version, self.include_dirs, self.library_dirs,
-                     self.numpy_version, sys.version, _suffix()))
+        return repr((self.key(), self.blas_version, self.blas_path, self.include_dirs,
+                     self.library_dirs, self.numpy_version, sys.version, _suffix()))
 
     @property
     def defines(self) -> tuple:
         """Macros the generated C starts with."""
         return ("BPG_BLAS",) if self.blas else ()
+
+    @property
+    def compile_args(self) -> list:
+        """The compiler's flags: ``cflags`` and, for MKL, the macros that
+        select it and name the library (not in the source: the generated C
+        is the same whichever BLAS it is built with)."""
+        if self.blas != _blas.MKL:
+            return list(self.cflags)
+        return list(self.cflags) + ["-DBPG_BLAS_MKL", f'-DBPG_MKL_RT="{self.blas_path}"']
 
     @property
     def link_args(self) -> list:
@@ -117,8 +132,47 @@ def default_config() -> BuildConfig:
                        libraries=(ob.get_library(), "m"), numpy_version=numpy.__version__)
 
 
-#: the configuration generated modules are built with
+#: the configuration generated modules are built with (OpenBLAS; see
+#: config_for for the BLAS a module gets)
 BUILD = default_config()
+
+
+def _mkl_config(base: BuildConfig) -> BuildConfig:
+    """``base`` with Intel MKL (the ``mkl`` wheel) instead of OpenBLAS: no
+    library to link (libmkl_rt is opened by path when the module loads), its
+    path and version in the cache key."""
+    import dataclasses
+    return dataclasses.replace(
+        base, blas=_blas.MKL, blas_version=_blas.mkl_version(), blas_path=_blas.mkl_library(),
+        include_dirs=tuple(d for d in base.include_dirs if "openblas" not in d),
+        library_dirs=(), libraries=("m", "dl"))
+
+
+def config_for(dtype: str) -> BuildConfig:
+    """The configuration a module in ``dtype`` is built with: :data:`BUILD`
+    with the BLAS ``BPGEN_BLAS`` asks for (``openblas``, ``mkl``, or
+    ``auto``, the default: the faster on this CPU, measured once and cached,
+    see blas.py; OpenBLAS without the ``mkl`` extra)."""
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype: expected 'float64' or 'float32', got {dtype!r}")
+    want = _blas.requested()
+    if want == "mkl":
+        if _blas.mkl_library() is None:
+            raise ValueError("BPGEN_BLAS=mkl: Intel MKL is not installed (no libmkl_rt from "
+                             "the 'mkl' wheel; pip install 'bpgen[mkl]')")
+        return _mkl_config(BUILD)
+    if BUILD.blas is None:
+        if want == "openblas":
+            raise ValueError("BPGEN_BLAS=openblas: scipy-openblas32 is not importable")
+        return BUILD
+    if want == "auto" and _blas.choose(dtype, cache_dir()) == _blas.MKL:
+        return _mkl_config(BUILD)
+    return BUILD
+
+
+def _source_config(c_source: str) -> BuildConfig:
+    """The configuration the module emitted as ``c_source`` was named for."""
+    return config_for("float32" if "\n#define BPG_FLOAT32\n" in c_source else "float64")
 
 
 def cache_dir() -> str:
@@ -158,9 +212,11 @@ def _cached(final: str) -> bool:
     return False
 
 
-def _compile(c_source: str, cdef: str, ext_name: str, config: BuildConfig = BUILD,
+def _compile(c_source: str, cdef: str, ext_name: str, config: BuildConfig | None = None,
              progress=None) -> str:
     """Path of the compiled extension in the cache, compiling if needed."""
+    if config is None:
+        config = _source_config(c_source)
     key = _key(c_source, cdef, ext_name, config)
     final_dir = os.path.join(cache_dir(), key)
     final = os.path.join(final_dir, ext_name + _suffix())
@@ -178,7 +234,7 @@ def _compile_into(c_source, cdef, ext_name, config, key, final, progress) -> Non
     try:
         ffib = cffi.FFI()
         ffib.cdef(cdef)
-        ffib.set_source(ext_name, c_source, extra_compile_args=list(config.cflags),
+        ffib.set_source(ext_name, c_source, extra_compile_args=config.compile_args,
                         include_dirs=list(config.include_dirs),
                         library_dirs=list(config.library_dirs),
                         libraries=list(config.libraries), extra_link_args=config.link_args)
@@ -223,7 +279,7 @@ def _install(built: str, dest_dir: str) -> str:
 
 def compile_extension(gen, out_dir: str, progress=None) -> str:
     """Compile (or fetch from the cache) ``gen``'s extension into ``out_dir``."""
-    built = _compile(gen.c_source, gen.cdef, gen.ext_name, BUILD, progress)
+    built = _compile(gen.c_source, gen.cdef, gen.ext_name, None, progress)
     return _install(built, out_dir)
 
 
@@ -231,4 +287,4 @@ def compile_c_file(c_path: str, cdef: str, ext_name: str, dest_dir: str) -> str:
     """Used by a generated wrapper whose extension is missing."""
     with open(c_path, encoding="utf-8") as fh:
         c_source = fh.read()
-    return _install(_compile(c_source, cdef, ext_name, BUILD), dest_dir)
+    return _install(_compile(c_source, cdef, ext_name), dest_dir)

@@ -34,17 +34,18 @@ def emit(derived: Derived, module: str) -> tuple:
     ctype = "double" if spec.dtype == "float64" else "float"
     # the CPython entry points (fastcall.py): after the functions they call
     fastcall = fastcall_source(derived, functions, common["bytes_per_sample"])
+    config = build.config_for(spec.dtype)     # BPGEN_BLAS: which BLAS, see blas.py
     c_source = _env.get_template("module.c.j2").render(
         **common, functions=functions, runtime=runtime, fastcall=fastcall,
         tables=[_table_lines(values, name) for values, name in tables.items()],
-        defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else []) + list(build.BUILD.defines))
+        defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else []) + list(config.defines))
     cdef = "\n".join([f"{f['signature']};" for f in functions]
                      + ["void bpg_set_threads(int n);"]
                      + (FASTCALL_CDEF if fastcall else [])).replace("restrict ", "")
     cdef = cdef.replace("real", ctype)
     # named by the code's own hash and the build configuration: a changed
     # generator or compiler flag never reuses a stale extension
-    code_hash = hashlib.sha256((c_source + cdef + build.BUILD.key()).encode()).hexdigest()
+    code_hash = hashlib.sha256((c_source + cdef + config.key()).encode()).hexdigest()
     ext_name = f"_bpgen_{spec.name}_{code_hash[:12]}"
     wrapper = _env.get_template("wrapper.py.j2").render(
         **common, ext_name=ext_name, cdef=cdef, ctype=ctype, c_file=f"{module}.c",
