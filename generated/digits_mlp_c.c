@@ -15,8 +15,9 @@
 /* Common prelude of the C runtime helpers: includes, constants, the element
    type `real` with its math functions (double, or float when BPG_FLOAT32 is
    defined before this file), and the BLAS used for large matrix products
-   (OpenBLAS from the scipy-openblas32 wheel when BPG_BLAS is defined; its
-   symbols carry a scipy_ prefix, so it coexists with NumPy's own OpenBLAS). */
+   (when BPG_BLAS is defined: OpenBLAS from the scipy-openblas32 wheel, its
+   symbols carry a scipy_ prefix, so it coexists with NumPy's own OpenBLAS;
+   or, with BPG_BLAS_MKL too, Intel MKL's libmkl_rt, see below). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -122,11 +123,72 @@ static inline void bpg_put_nt(double *p, double v)
 #endif
 
 #ifdef BPG_BLAS
+#ifdef BPG_BLAS_MKL
+/* Intel MKL (the `mkl` wheel, BPGEN_BLAS, see blas.py): its CBLAS names are
+   not prefixed (cblas_dgemm), and any library in the process's global scope
+   may define the same names (an MKL or OpenBLAS another package loaded with
+   RTLD_GLOBAL, a system libcblas).  Linked with -lmkl_rt, our references
+   would bind to whichever the dynamic loader finds first, possibly not MKL
+   at all.  So the module links nothing of MKL: it opens libmkl_rt by the
+   path found at build time (BPG_MKL_RT, part of the cache key) with
+   RTLD_LOCAL, which adds none of its names to the global scope (nothing
+   else can bind to them), and takes the function pointers from that handle
+   with dlsym, which searches that library only.  (libmkl_rt itself, on its
+   first call, opens its parts RTLD_GLOBAL, so MKL's names do enter the
+   global scope then; NumPy, SciPy and PyTorch leave no BLAS name undefined
+   for them to capture: theirs are prefixed or linked in; tests/test_blas.py
+   runs them with a module both ways round.)  The C names MKL_Set_...
+   (lower-case mkl_set_... are the Fortran ones, taking pointers).  The LP64
+   interface (32-bit integers, as below) is set before any other call: if
+   MKL is already in another (MKL_INTERFACE_LAYER=ILP64), or the library
+   cannot be opened, every product runs inline (with a warning). */
+#include <dlfcn.h>
+#include <stdio.h>
+typedef int blasint;
+#define CblasRowMajor 101
+#define CblasNoTrans 111
+#define CblasTrans 112
+typedef void (*bpg_gemm_fn)(int, int, int, int, int, int, real, const real *, int,
+                            const real *, int, real, real *, int);
+static bpg_gemm_fn bpg_mkl_gemm;
+static void (*bpg_mkl_set_threads)(int);
+
+__attribute__((constructor)) static void bpg_mkl_open(void)
+{
+    void *h = dlopen(BPG_MKL_RT, RTLD_NOW | RTLD_LOCAL);
+    int (*layer)(int) = h ? (int (*)(int))dlsym(h, "MKL_Set_Interface_Layer") : NULL;
+    if (layer && layer(0 /* MKL_INTERFACE_LP64 */) == 0) {
+#ifdef BPG_FLOAT32
+        bpg_mkl_gemm = (bpg_gemm_fn)dlsym(h, "cblas_sgemm");
+#else
+        bpg_mkl_gemm = (bpg_gemm_fn)dlsym(h, "cblas_dgemm");
+#endif
+        bpg_mkl_set_threads = (void (*)(int))dlsym(h, "MKL_Set_Num_Threads");
+    }
+    if (!bpg_mkl_gemm || !bpg_mkl_set_threads) {
+        bpg_mkl_gemm = NULL;
+        fprintf(stderr, "bpgen: cannot use MKL (%s): products run inline\n",
+                h ? "not in its LP64 interface" : dlerror());
+    }
+}
+#define BPG_BLAS_READY (bpg_mkl_gemm != NULL)
+#define BPG_CBLAS_GEMM bpg_mkl_gemm
+/* the BLAS's thread count (bpg_set_threads below calls it) */
+static inline void bpg_blas_set_threads(int n)
+{
+    if (bpg_mkl_set_threads)
+        bpg_mkl_set_threads(n);
+}
+#define scipy_openblas_set_num_threads bpg_blas_set_threads
+#else
 #include <cblas.h>
 #ifdef BPG_FLOAT32
 #define BPG_CBLAS_GEMM scipy_cblas_sgemm
 #else
 #define BPG_CBLAS_GEMM scipy_cblas_dgemm
+#endif
+#define BPG_BLAS_READY 1
+#define bpg_blas_set_threads scipy_openblas_set_num_threads
 #endif
 /* OpenBLAS (0.3.34, SkylakeX kernels: AVX-512 CPUs) runs a product of at
    most 10^6 multiply-adds on its small-matrix kernels, which do not pack the
@@ -168,7 +230,7 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
                                    const real *A, int64_t lda, const real *B, int64_t ldb,
                                    real *C, int64_t ldc, double min_madds)
 {
-    if ((double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
+    if (!BPG_BLAS_READY || (double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
         || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
         return 0;
     const int64_t w = bpg_blas_chunk(ta, tb, M, Nc, K);

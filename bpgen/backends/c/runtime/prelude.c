@@ -119,7 +119,11 @@ static inline void bpg_put_nt(double *p, double v)
    path found at build time (BPG_MKL_RT, part of the cache key) with
    RTLD_LOCAL, which adds none of its names to the global scope (nothing
    else can bind to them), and takes the function pointers from that handle
-   with dlsym, which searches that library only.  The C names MKL_Set_...
+   with dlsym, which searches that library only.  (libmkl_rt itself, on its
+   first call, opens its parts RTLD_GLOBAL, so MKL's names do enter the
+   global scope then; NumPy, SciPy and PyTorch leave no BLAS name undefined
+   for them to capture: theirs are prefixed or linked in; tests/test_blas.py
+   runs them with a module both ways round.)  The C names MKL_Set_...
    (lower-case mkl_set_... are the Fortran ones, taking pointers).  The LP64
    interface (32-bit integers, as below) is set before any other call: if
    MKL is already in another (MKL_INTERFACE_LAYER=ILP64), or the library
