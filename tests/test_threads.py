@@ -141,3 +141,15 @@ def test_concurrent_calls_match_sequential_ones(threads):
     for i, got in enumerate(together):
         assert np.array_equal(got, alone[i % len(points)]), i
     assert threads.get_threads() == 2
+
+
+def test_threadpoolctl_limits_the_default_at_load(threads):
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl is optional (not installed)")
+    code = ("import threadpoolctl, numpy\n"
+            "with threadpoolctl.threadpool_limits(1):\n"
+            "    inside = mod._default_threads()\n"
+            "print(json.dumps([inside, mod._default_threads()]))\n")
+    env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+    done = _fresh(threads, code, env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [1, len(os.sched_getaffinity(0))]
