@@ -709,8 +709,9 @@ def _share_threads():
 
 def set_threads(n):
     """The number of threads the BLAS uses for a large call (its work: batch
-    size times one sample's, at least 4e6); every call runs with 1.  The count
-    is process-wide (every bpgen C module shares one BLAS).  Default: the
+    size times one sample's, at least 4e6); every other call runs with 1.
+    Large calls take turns (docs/module-api.md, "Threads").  The count is
+    process-wide (every bpgen C module shares one BLAS).  Default: the
     cores this process may use, unless $BPGEN_NUM_THREADS, $OMP_NUM_THREADS,
     $OPENBLAS_NUM_THREADS, $MKL_NUM_THREADS or threadpoolctl's limits say
     fewer (see _default_threads)."""
