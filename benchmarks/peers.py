@@ -24,8 +24,11 @@ ties (a window of equal values) may send the gradient to another element than
 bpgen's first maximum; after a relu such a window is all zeros below the kink,
 where the gradient is zero either way.
 
-Import this module after the thread environment variables are set.
+Import this module after the thread environment variables are set
+(PyTorch's thread count: $BPGEN_BENCH_THREADS, default 1).
 """
+import os
+
 import numpy as np
 
 try:
@@ -39,9 +42,11 @@ except ImportError:
 try:
     import torch
     import torch.nn.functional as F
-    torch.set_num_threads(1)
+    # run.py's thread count (1, or --threads N), set before this import
+    _THREADS = int(os.environ.get("BPGEN_BENCH_THREADS", "1"))
+    torch.set_num_threads(_THREADS)
     try:
-        torch.set_num_interop_threads(1)
+        torch.set_num_interop_threads(_THREADS)
     except RuntimeError:        # only allowed before any inter-op work started
         pass
 except ImportError:

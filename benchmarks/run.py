@@ -6,10 +6,22 @@ Usage, from the repository root::
     python benchmarks/run.py --quick               # 3 repeats instead of 7
     python benchmarks/run.py --cases mlp_tiny,lstm --json results.json
     python benchmarks/run.py --second-order-only   # hessian, hvp, hessian_diag only
+    python benchmarks/run.py --threads all --cases mlp_mnist,mlp_mnist_1024
+                                                   # every contender at its default (all cores)
 
 Method.  Everything runs in one process pinned to one CPU (the last one this
 process may use), with one BLAS / OpenMP / MKL / XLA / torch thread; the
 thread variables are only set when they are not already in the environment.
+With ``--threads N`` (``all``: the cores this process may use) every
+contender runs at N threads instead and the process is not pinned: bpgen's
+and NumPy's BLAS (BPGEN_NUM_THREADS, OPENBLAS_NUM_THREADS, OMP_NUM_THREADS,
+MKL_NUM_THREADS, all set to N), PyTorch (``torch.set_num_threads(N)``) and
+XLA at its default (its CPU client uses every core; XLA has no flag for
+another count, so for 1 < N < all cores JAX has more threads than N);
+``--threads all`` is the "defaults
+against defaults" comparison.  The header names the BLAS bpgen's C modules
+call (from the C build configuration) and its measured GEMM rate at the
+run's thread count, beside NumPy's.
 Each case is an architecture (MLPs, Elman RNNs, LSTMs, CNNs; see CASES) and a
 batch size N.  For each case the script:
 
@@ -32,7 +44,7 @@ batch size N.  For each case the script:
    product inside a recurrent loop counts once per step; a convolution's
    products have one row per output pixel and sample, a dimension like
    ``64*N``) and divides them by
-   the machine's single-thread GEMM rate (NumPy, 1024×1024×1024, float64 or
+   the machine's GEMM rate at the run's thread count (NumPy, 1024×1024×1024, float64 or
    float32 like the case) to get the "GEMM bound": the time of the products
    alone at full GEMM speed.  "C frac" is this bound / bpgen C's time.
 
@@ -55,13 +67,49 @@ against bpgen C's to 1e-8; see benchmarks/second_order.py for the method.
 --cases takes names from both.  --json FILE writes every number.
 """
 import os
+import sys
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BPGEN_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")            # before NumPy, JAX or torch is imported
-if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
-                               "=false intra_op_parallelism_threads=1").strip()
-if hasattr(os, "sched_setaffinity"):
+
+def _threads_argument():
+    """--threads N (or "all": the cores this process may use) from the
+    command line, read before NumPy, JAX or torch is imported; None without it."""
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            text = sys.argv[i + 1]
+        elif arg.startswith("--threads="):
+            text = arg.split("=", 1)[1]
+        else:
+            continue
+        if text == "all":
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+                os.cpu_count() or 1)
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if n < 1:
+            sys.exit(f"run.py: --threads: expected a positive integer or 'all', got {text!r}")
+        return n
+    return None
+
+
+#: None: the default run, pinned to one CPU, one thread everywhere (the
+#: variables only set when not already in the environment); N: every
+#: contender at N threads, not pinned
+THREADS = _threads_argument()
+_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BPGEN_NUM_THREADS")
+for _var in _VARS:            # before NumPy, JAX or torch is imported
+    if THREADS is None:
+        os.environ.setdefault(_var, "1")
+    else:
+        os.environ[_var] = str(THREADS)
+os.environ["BPGEN_BENCH_THREADS"] = str(THREADS or 1)      # PyTorch's (peers.py)
+if (THREADS or 1) == 1:
+    if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_multi_thread_eigen=false"
+                                   " intra_op_parallelism_threads=1").strip()
+if hasattr(os, "sched_setaffinity") and THREADS is None:
     CPU = max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {CPU})
 else:
@@ -73,7 +121,6 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import timeit  # noqa: E402
@@ -130,6 +177,8 @@ CASES = {  # name -> (architecture, N)
     "mlp_small": (mlp("mlp_small", [64, 128, 128, 10], "tanh", CE), 32),
     "mlp_mnist": (mlp("mlp_mnist", [784, 256, 256, 10], "relu", CE), 128),
     "mlp_wide": (mlp("mlp_wide", [1024, 2048, 2048, 1024], "tanh", "mse"), 256),
+    # a large batch: the case where threads pay (--threads)
+    "mlp_mnist_1024": (mlp("mlp_mnist_1024", [784, 256, 256, 10], "relu", CE), 1024),
     "elman_small": (recurrent("elman_small", "rnn", 8, 50, 32, 4), 16),
     "elman_large": (recurrent("elman_large", "rnn", 64, 100, 256, 8), 32),
     "lstm": (recurrent("lstm", "lstm", 32, 50, 128, 4), 16),
@@ -179,6 +228,54 @@ def gemm_rate(dtype, repeats, size=1024):
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((size, size)).astype(dtype) for _ in range(2))
     return 2 * size**3 / time_call(lambda: a @ b, repeats)
+
+
+def bpgen_blas():
+    """(name, version) of the BLAS bpgen's C modules call (the build
+    configuration's), or (None, "") when products run inline."""
+    from bpgen.backends.c.build import BUILD
+    return BUILD.blas, BUILD.blas_version
+
+
+def bpgen_blas_rate(dtype, repeats, threads, size=1024):
+    """The GEMM rate, FLOP/s, of the BLAS bpgen's C modules call, at
+    ``threads`` threads (size^3, like gemm_rate), or None when it cannot be
+    called here (no BLAS, or one whose symbols this does not know)."""
+    import ctypes
+    import glob
+    from bpgen.backends.c.build import BUILD
+    if not BUILD.blas:
+        return None
+    paths = [p for d in BUILD.library_dirs for name in BUILD.libraries
+             for p in sorted(glob.glob(os.path.join(d, f"lib{name}.so*")))]
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_", ""):
+            gemm = getattr(lib, f"{prefix}cblas_{'d' if dtype == 'float64' else 's'}gemm", None)
+            if gemm is None:
+                continue
+            setter = (getattr(lib, f"{prefix}openblas_set_num_threads", None)
+                      or getattr(lib, "MKL_Set_Num_Threads", None))
+            scalar = ctypes.c_double if dtype == "float64" else ctypes.c_float
+            rng = np.random.default_rng(0)
+            a, b = (rng.standard_normal((size, size)).astype(dtype) for _ in range(2))
+            c = np.empty((size, size), dtype)
+            ptr = ctypes.c_void_p
+
+            def call():
+                gemm(101, 111, 111, size, size, size, scalar(1), ptr(a.ctypes.data), size,
+                     ptr(b.ctypes.data), size, scalar(0), ptr(c.ctypes.data), size)
+            if setter is not None:
+                setter(threads)
+            try:
+                return 2 * size**3 / time_call(call, repeats)
+            finally:
+                if setter is not None:
+                    setter(1)       # bpgen's count between calls (see call.py)
+    return None
 
 
 def matmul_flops(arch, n):
@@ -364,6 +461,9 @@ def print_table(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
+    ap.add_argument("--threads", metavar="N", help="every contender at N threads ('all': "
+                    "the cores this process may use; the defaults-against-defaults run), "
+                    "not pinned (default: pinned to one CPU, 1 thread)")
     ap.add_argument("--json", metavar="FILE", help="write every number to FILE")
     ap.add_argument("--cases", help="comma-separated case names (default: all): "
                     + ", ".join(list(CASES) + list(SECOND_ORDER)))
@@ -387,18 +487,30 @@ def main():
     for peer, (library, _) in PEERS.items():
         if library is None:
             print(f"note: {peer} is not installed, so its column is skipped")
+    threads = THREADS or 1
     rates = {dtype: gemm_rate(dtype, repeats) for dtype in ("float64", "float32")} if first else {}
+    blas, blas_version = bpgen_blas()
+    blas_rates = {dtype: bpgen_blas_rate(dtype, repeats, threads)
+                  for dtype in ("float64", "float32")}
     info = machine()
-    gemm = ("; single-thread GEMM 1024^3: " + ", ".join(
-        f"{dtype} {rate / 1e9:.1f} GFLOP/s" for dtype, rate in rates.items())) if rates else ""
-    print(f"{info['cpu']}, {info['cores']} cores (pinned to CPU {info['pinned_cpu']}, "
-          f"1 thread), {info['date']}; python {info['python']}, numpy {info['numpy']}, "
-          f"torch {info['torch'] or '-'}, jax {info['jax'] or '-'}, bpgen "
-          f"{info['bpgen'] or '-'}{gemm}; "
+    where = (f"pinned to CPU {info['pinned_cpu']}, 1 thread" if THREADS is None
+             else f"not pinned, {threads} thread{'s' if threads > 1 else ''} everywhere")
+    gemm = (f"; NumPy's GEMM 1024^3 at {threads} thread{'s' if threads > 1 else ''}: "
+            + ", ".join(f"{dtype} {rate / 1e9:.1f} GFLOP/s" for dtype, rate in rates.items())
+            ) if rates else ""
+    blas_text = (f"; bpgen C's BLAS: {blas} {blas_version}, GEMM 1024^3: " + ", ".join(
+        f"{dtype} {fmt(rate and rate / 1e9, '.1f')} GFLOP/s" for dtype, rate in blas_rates.items())
+        if blas else "; bpgen C's BLAS: none (every product inline)")
+    print(f"{info['cpu']}, {info['cores']} cores ({where}), {info['date']}; python "
+          f"{info['python']}, numpy {info['numpy']}, torch {info['torch'] or '-'}, jax "
+          f"{info['jax'] or '-'}, bpgen {info['bpgen'] or '-'}{gemm}{blas_text}; "
           f"median of {repeats} repeats\n")
 
-    results = {"machine": info, "repeats": repeats,
-               "gemm_gflops": {k: v / 1e9 for k, v in rates.items()}}
+    results = {"machine": info, "repeats": repeats, "threads": threads,
+               "pinned": THREADS is None,
+               "gemm_gflops": {k: v / 1e9 for k, v in rates.items()},
+               "bpgen_blas": {"name": blas, "version": blas_version,
+                              "gemm_gflops": {k: v and v / 1e9 for k, v in blas_rates.items()}}}
     with tempfile.TemporaryDirectory(prefix="bpgen_run_") as tmp:
         if first:
             rows = [run_case(name, *CASES[name], tmp, repeats, rates) for name in first]

@@ -152,6 +152,7 @@ typedef void (*bpg_gemm_fn)(int, int, int, int, int, int, real, const real *, in
                             const real *, int, real, real *, int);
 static bpg_gemm_fn bpg_mkl_gemm;
 static void (*bpg_mkl_set_threads)(int);
+static int (*bpg_mkl_get_threads)(void);
 
 __attribute__((constructor)) static void bpg_mkl_open(void)
 {
@@ -164,6 +165,12 @@ __attribute__((constructor)) static void bpg_mkl_open(void)
         bpg_mkl_gemm = (bpg_gemm_fn)dlsym(h, "cblas_dgemm");
 #endif
         bpg_mkl_set_threads = (void (*)(int))dlsym(h, "MKL_Set_Num_Threads");
+        bpg_mkl_get_threads = (int (*)(void))dlsym(h, "MKL_Get_Max_Threads");
+        /* exactly the count set (no dynamic adjustment), so that a result
+           depends only on the count, as with OpenBLAS */
+        void (*dynamic)(int) = (void (*)(int))dlsym(h, "MKL_Set_Dynamic");
+        if (dynamic)
+            dynamic(0);
     }
     if (!bpg_mkl_gemm || !bpg_mkl_set_threads) {
         bpg_mkl_gemm = NULL;
@@ -179,7 +186,6 @@ static inline void bpg_blas_set_threads(int n)
     if (bpg_mkl_set_threads)
         bpg_mkl_set_threads(n);
 }
-#define scipy_openblas_set_num_threads bpg_blas_set_threads
 /* OpenBLAS's column chunks (below) make MKL slower: 16 x 128 by 128 x 512
    as 2 chunks 69 -> 78 us, 32 x 256 x 256 108 -> 130 us (one core, this
    AMD EPYC): one call each */
@@ -257,20 +263,129 @@ static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K
     return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
 }
 
-/* the number of BLAS threads (1 unless the user asks, see the wrapper) */
-void bpg_set_threads(int n)
-{
-    scipy_openblas_set_num_threads(n);
-}
 #else
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
+#endif
 
+/* ---- BLAS threads (the rule: docs/performance.md, "Threads") ----------
+   OpenBLAS's thread count is one number for the whole process (every bpgen
+   module links the same library), and its products' rounding depends on it,
+   so a count is never changed under a running call.  A call is "large" when
+   the user's count n > 1 and its work (N times the work of one sample) is at
+   least BPG_THREADS_MIN_WORK; large calls run one at a time, each with n BLAS
+   threads; every other call runs with 1 thread, any number at once, never
+   while a large call runs (a waiting large call goes first).  So at most n
+   BLAS threads plus the calling threads run, and a call's result depends
+   only on n and whether it is large, never on timing.  The state is shared
+   by every module in the process: the first one loaded owns it, the others
+   point at it (bpg_threads_share, see call.py). */
+#include <pthread.h>
+#ifndef BPG_THREADS_MIN_WORK
+#define BPG_THREADS_MIN_WORK 4e6
+#endif
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t turn;
+    int small, large, waiting;   /* calls running (small, large), large calls waiting */
+    int wanted;                  /* the user's count */
+} bpg_threads_t;
+static bpg_threads_t bpg_threads_own = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                                        0, 0, 0, 1};
+static bpg_threads_t *bpg_threads = &bpg_threads_own;
+
+void *bpg_threads_state(void)
+{
+    return bpg_threads;
+}
+
+/* use another module's state (at load, before any call of this module) */
+void bpg_threads_share(void *state)
+{
+    bpg_threads = state;
+}
+
+/* the BLAS's count to n (read back each time: another library, such as
+   threadpoolctl, may have set it) */
+#ifdef BPG_BLAS
+static void bpg_threads_apply(int n)
+{
+#ifdef BPG_BLAS_MKL
+    if (!bpg_mkl_get_threads || bpg_mkl_get_threads() != n)
+        bpg_blas_set_threads(n);
+#else
+    if (scipy_openblas_get_num_threads() != n)
+        scipy_openblas_set_num_threads(n);
+#endif
+}
+#else
+#define bpg_threads_apply(n) ((void)(n))
+#endif
+
+/* the number of BLAS threads for large calls (1 at load unless the user or
+   the environment says otherwise, see call.py); calls running keep theirs */
 void bpg_set_threads(int n)
 {
-    (void)n;
+    bpg_threads_t *t = bpg_threads;
+    pthread_mutex_lock(&t->lock);
+    t->wanted = n;
+    if (!t->large)
+        bpg_threads_apply(1);
+    pthread_mutex_unlock(&t->lock);
 }
+
+int bpg_get_threads(void)
+{
+    return bpg_threads->wanted;
+}
+
+/* Before a call of `work` (N times one sample's): waits for its turn; 1 if
+   it runs as a large call, 0 if not.  bpg_threads_leave(that) after it.
+   Without a BLAS every call is small and nothing waits. */
+int bpg_threads_enter(double work)
+{
+#ifdef BPG_BLAS
+    bpg_threads_t *t = bpg_threads;
+    pthread_mutex_lock(&t->lock);
+    const int large = t->wanted > 1 && work >= BPG_THREADS_MIN_WORK;
+    if (large) {
+        t->waiting++;
+        while (t->large || t->small)
+            pthread_cond_wait(&t->turn, &t->lock);
+        t->waiting--;
+        t->large = 1;
+        bpg_threads_apply(t->wanted);
+    } else {
+        while (t->large || t->waiting)
+            pthread_cond_wait(&t->turn, &t->lock);
+        t->small++;
+        bpg_threads_apply(1);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return large;
+#else
+    (void)work;
+    return 0;
 #endif
+}
+
+void bpg_threads_leave(int large)
+{
+#ifdef BPG_BLAS
+    bpg_threads_t *t = bpg_threads;
+    pthread_mutex_lock(&t->lock);
+    if (large) {
+        bpg_threads_apply(1);
+        t->large = 0;
+    } else {
+        t->small--;
+    }
+    pthread_cond_broadcast(&t->turn);
+    pthread_mutex_unlock(&t->lock);
+#else
+    (void)large;
+#endif
+}
 
 /* out (1 x C) = 1ᵀ · A: column sums */
 static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
@@ -3225,9 +3340,14 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         real *out = pl.out_in_ws ? ws + pl.at_out : (real *)PyArray_DATA(result);
         /* the GIL is let go for calls long enough to be worth it (the
            parameters are held; x and y are the caller's arguments) */
-        if ((double)N * (double)BPGF_WORK_PER_SAMPLE >= BPGF_GIL_WORK) {
+        const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
+        if (work >= BPGF_GIL_WORK) {
+            /* (its turn for the BLAS threads, see bpg_threads_enter; a call
+               below BPGF_GIL_WORK has no product the BLAS would thread) */
             Py_BEGIN_ALLOW_THREADS
+            const int large = bpg_threads_enter(entry == BPGF_E_HVP ? 3 * work : work);
             bpgf_call(entry, N, xp, yp, p, v, out, ws);
+            bpg_threads_leave(large);
             Py_END_ALLOW_THREADS
         } else {
             bpgf_call(entry, N, xp, yp, p, v, out, ws);

@@ -10,6 +10,10 @@ import pytest
 # clones take ~2.5x as long.  tests/test_clones.py builds a sample of every
 # family with the clones; BPGEN_CLONES=1 runs the whole suite with them.
 os.environ.setdefault("BPGEN_CLONES", "0")
+# The suite runs 2 pytest workers on 2 cores: its modules' BLAS keeps 1 thread
+# (a module's default is every core, see docs/performance.md, "Threads");
+# tests/test_threads.py checks the default in fresh processes.
+os.environ.setdefault("BPGEN_NUM_THREADS", "1")
 
 import bpgen  # noqa: E402
 from bpgen.backends.c import build as _c_build  # noqa: E402

@@ -40,7 +40,9 @@ def emit(derived: Derived, module: str) -> tuple:
         tables=[_table_lines(values, name) for values, name in tables.items()],
         defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else []) + list(config.defines))
     cdef = "\n".join([f"{f['signature']};" for f in functions]
-                     + ["void bpg_set_threads(int n);"]
+                     + ["void bpg_set_threads(int n);", "int bpg_get_threads(void);",
+                        "void *bpg_threads_state(void);", "void bpg_threads_share(void *state);",
+                        "int bpg_threads_enter(double work);", "void bpg_threads_leave(int large);"]
                      + (FASTCALL_CDEF if fastcall else [])).replace("restrict ", "")
     cdef = cdef.replace("real", ctype)
     # named by the code's own hash and the build configuration: a changed

@@ -57,23 +57,105 @@ def _import_extension(path):
 ffi, lib = _load_extension()
 
 
+#: the state of the BLAS threads, shared by every bpgen C module in the
+#: process (they share one OpenBLAS, whose thread count is process-wide):
+#: the first module loaded owns it and sets the default count
+_SHARED_NAME = "_bpgen_blas_threads_1"
+
+
+def _share_threads():
+    """Point this module at the process's thread state; True if it is the
+    first module, whose state that is."""
+    import sys
+    import types
+    shared = sys.modules.get(_SHARED_NAME)
+    if shared is None:
+        shared = types.ModuleType(_SHARED_NAME, "bpgen: the BLAS thread state's owner")
+        shared.lib = lib            # keeps the owner's extension (and its state) alive
+        shared.state = int(ffi.cast("uintptr_t", lib.bpg_threads_state()))
+        sys.modules[_SHARED_NAME] = shared
+        return True
+    lib.bpg_threads_share(ffi.cast("void *", shared.state))
+    return False
+
+
 def set_threads(n):
-    """The number of threads the BLAS may use for large matrix products
-    (1 unless set here or by the environment variable BPGEN_NUM_THREADS)."""
+    """The number of threads the BLAS uses for a large call (its work: batch
+    size times one sample's, at least 4e6); every other call runs with 1.
+    Large calls take turns (docs/module-api.md, "Threads").  The count is
+    process-wide (every bpgen C module shares one BLAS).  Default: the
+    cores this process may use, unless $BPGEN_NUM_THREADS, $OMP_NUM_THREADS,
+    $OPENBLAS_NUM_THREADS, $MKL_NUM_THREADS or threadpoolctl's limits say
+    fewer (see _default_threads)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive integer, got {n!r}")
-    lib.bpg_set_threads(n)
+    lib.bpg_set_threads(min(n, 1024))
 
 
-def _threads_from_environment():
-    text = _os.environ.get("BPGEN_NUM_THREADS", "").strip() or "1"
+def get_threads():
+    """The number of threads the BLAS uses for a large call (set_threads)."""
+    return lib.bpg_get_threads()
+
+
+def _cores():
     try:
-        return int(text)
+        return max(len(_os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return _os.cpu_count() or 1
+
+
+def _positive(name, text):
+    """A thread variable's count: its first comma-separated entry (OpenMP's
+    nesting list), None when it is not a positive integer (ignored, as the
+    libraries reading it do)."""
+    try:
+        n = int(text.split(",")[0])
     except ValueError:
-        raise ValueError(f"BPGEN_NUM_THREADS: expected a positive integer, got {text!r}") from None
+        return None
+    return n if n >= 1 else None
 
 
-set_threads(_threads_from_environment())
+def _threadpoolctl_limit():
+    """The fewest threads threadpoolctl reports for another BLAS or OpenMP
+    library in this process, when the user has imported threadpoolctl (its
+    limits then show there), else None."""
+    import sys
+    if "threadpoolctl" not in sys.modules:
+        return None
+    try:
+        counts = [info.get("num_threads") for info in sys.modules["threadpoolctl"].threadpool_info()
+                  if info.get("user_api") in ("blas", "openmp")
+                  and "scipy_openblas32" not in str(info.get("filepath", ""))]
+    except Exception:               # threadpoolctl's own trouble: no limit
+        return None
+    counts = [c for c in counts if isinstance(c, int) and c >= 1]
+    return min(counts) if counts else None
+
+
+def _default_threads():
+    """$BPGEN_NUM_THREADS if set; else the cores this process may use
+    (os.sched_getaffinity), or fewer if $OMP_NUM_THREADS, $OPENBLAS_NUM_THREADS,
+    $MKL_NUM_THREADS or threadpoolctl (when imported) say so."""
+    text = _os.environ.get("BPGEN_NUM_THREADS", "").strip()
+    if text:
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"BPGEN_NUM_THREADS: expected a positive integer, got {text!r}")
+        return n
+    n = _cores()
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        limit = _positive(name, _os.environ.get(name, "").strip())
+        if limit is not None:
+            n = min(n, limit)
+    limit = _threadpoolctl_limit()
+    return n if limit is None else min(n, limit)
+
+
+if _share_threads():
+    set_threads(_default_threads())
 
 
 #: cffi's type of x's data: the input kind's element type (real, or an
@@ -123,8 +205,12 @@ def _call(name, n, args):
     a, b = _OUT_SIZE[name]
     out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
     fb = ffi.from_buffer
-    getattr(lib, "bpg_" + name)(n, *_pointers(args),
-                                fb(_PTR, out, require_writable=True), _workspace(name, n))
+    f, ws = getattr(lib, "bpg_" + name), _workspace(name, n)
+    large = lib.bpg_threads_enter(n * (N_PARAMS + _WS[name][0]))
+    try:
+        f(n, *_pointers(args), fb(_PTR, out, require_writable=True), ws)
+    finally:
+        lib.bpg_threads_leave(large)
     return out
 
 
@@ -164,11 +250,13 @@ def _columns_call(n, args, v, count, first=0):
                     HESSIAN_CHUNK_BYTES // per_dir if per_dir else count))
     out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
     fb = ffi.from_buffer
-    lib.bpg_hessian_columns(n, *_pointers(args),
-                            ffi.NULL if v is None else fb(_PTR, v),
-                            fb(_PTR, out, require_writable=True),
-                            _workspace("hessian_columns", n, kc * (da * n + db)),
-                            first, count, kc)
+    ws = _workspace("hessian_columns", n, kc * (da * n + db))
+    large = lib.bpg_threads_enter(n * (N_PARAMS + _WS["hessian_columns"][0]) * (1 + count))
+    try:
+        lib.bpg_hessian_columns(n, *_pointers(args), ffi.NULL if v is None else fb(_PTR, v),
+                                fb(_PTR, out, require_writable=True), ws, first, count, kc)
+    finally:
+        lib.bpg_threads_leave(large)
     return out
 
 

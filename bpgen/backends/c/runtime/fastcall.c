@@ -566,9 +566,14 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         real *out = pl.out_in_ws ? ws + pl.at_out : (real *)PyArray_DATA(result);
         /* the GIL is let go for calls long enough to be worth it (the
            parameters are held; x and y are the caller's arguments) */
-        if ((double)N * (double)BPGF_WORK_PER_SAMPLE >= BPGF_GIL_WORK) {
+        const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
+        if (work >= BPGF_GIL_WORK) {
+            /* (its turn for the BLAS threads, see bpg_threads_enter; a call
+               below BPGF_GIL_WORK has no product the BLAS would thread) */
             Py_BEGIN_ALLOW_THREADS
+            const int large = bpg_threads_enter(entry == BPGF_E_HVP ? 3 * work : work);
             bpgf_call(entry, N, xp, yp, p, v, out, ws);
+            bpg_threads_leave(large);
             Py_END_ALLOW_THREADS
         } else {
             bpgf_call(entry, N, xp, yp, p, v, out, ws);
