@@ -172,7 +172,8 @@ def _hessian_columns(spec: Spec, base: Derivation) -> Columns:
             g.vars[op.out].loop = op.loop
     g.ops = [op for op in g.ops if op.out not in dep] + [op for op in g.ops if op.out in dep]
     inputs = _inputs(d, v=seeds.values())
-    prog = lower(g, "hessian_columns", inputs, outs, d.n_forward, keep=hoisted)
+    # planned part by part (columns.split), not as a whole
+    prog = lower(g, "hessian_columns", inputs, outs, d.n_forward, keep=hoisted, plan=False)
     at = next((i for i, op in enumerate(prog.ops) if op.out in dep), len(prog.ops))
     return split_columns(prog, len(inputs) - len(seeds), at)
 

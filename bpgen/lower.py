@@ -105,13 +105,14 @@ def _fuse(ops: list, outputs: list, vars: dict, keep: frozenset = frozenset()) -
 
 
 def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
-          keep: frozenset = frozenset()) -> Program:
+          keep: frozenset = frozenset(), plan: bool = True) -> Program:
     """The program computing ``outputs`` from ``inputs`` (variable names).
 
     ``Op.grad_of`` names the op whose derivative an op computes (for the
     ``Grad of`` comments, see ``Program.forward_ops``); ``n_forward`` is the
     length of the forward pass in ``g.ops``; maps in ``keep`` are never
-    inlined into their consumers."""
+    inlined into their consumers.  ``plan=False`` leaves the optimisation
+    passes to the caller (hessian_columns plans its two parts instead)."""
     ops = _dce([dataclasses.replace(op) for op in g.ops], outputs)
     ops = _fuse(ops, outputs, g.vars, frozenset(keep))
     ops = merge_duplicates(ops, outputs)
@@ -147,7 +148,7 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
         # keep every slot 8-element aligned for vectorised loops
         a_tot += -(-a // 8) * 8 if a else 0
         b_tot += -(-b // 8) * 8 if b else 0
-    return optimise(Program(name, list(inputs), list(outputs), ops,
-                            {k: v for k, v in g.vars.items() if k in used},
-                            {op.out: op for op in g.ops}, ws,
-                            (a_tot, b_tot), dict(g.loops), step_vars))
+    prog = Program(name, list(inputs), list(outputs), ops,
+                   {k: v for k, v in g.vars.items() if k in used},
+                   {op.out: op for op in g.ops}, ws, (a_tot, b_tot), dict(g.loops), step_vars)
+    return optimise(prog) if plan else prog
