@@ -74,6 +74,9 @@ ROLES = {
     "recurrent_weight": Role("glorot", l2=True, factors=True),
     "bias": Role("zeros", l2=False, factors=False),
     "gain": Role("ones", l2=False, factors=False),
+    # an embedding table (rows looked up by token id or step): Glorot-uniform
+    # like a weight, but not regularised and not a product's factor
+    "table": Role("glorot", l2=False, factors=False),
 }
 
 
