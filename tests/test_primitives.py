@@ -74,6 +74,17 @@ CASES = {
     "take_argmax": ([(5, 4)], lambda g, a: g.take_argmax(a, a)),
     # the selector carries no derivative (argmax is piecewise constant)
     "put_argmax": ([(5, 4), (5, 1)], lambda g, a, b: g.put_argmax(a, b), (0,)),
+    # an integer index (the token ids): no derivative, values in [0, 7)
+    "take_rows-index": ([(7, 3), ("2*N", 1)], lambda g, a, x: g.take_rows(a, x), (1,), {1: 7}),
+    "take_rows-steps": ([(3, 4)], lambda g, a: g.take_rows(a, None, steps=3)),
+    "add_rows-index": ([("2*N", 3), ("2*N", 1)], lambda g, a, x: g.add_rows(a, x, 7), (1,),
+                       {1: 7}),
+    "add_rows-steps": ([("3*N", 4)], lambda g, a: g.add_rows(a, None, 3)),
+    "seqmm-qk": ([("3*N", 4), ("3*N", 4)], lambda g, a, b: g.seqmm(a, b, "qk", 3, 2)),
+    "seqmm-av": ([("6*N", 3), ("3*N", 4)], lambda g, a, b: g.seqmm(a, b, "av", 3, 2)),
+    "seqmm-atv": ([("6*N", 3), ("3*N", 4)], lambda g, a, b: g.seqmm(a, b, "atv", 3, 2)),
+    # fill 0 here, to difference it (fill -inf: test_causal_mask_fills_minus_infinity)
+    "causal_mask": ([("6*N", 3)], lambda g, a: g.causal_mask(a, 3, "0")),
 }
 
 
@@ -87,9 +98,10 @@ def test_every_primitive_is_covered():
 @pytest.mark.parametrize("cid", list(CASES))
 def test_primitive_rules(cid):
     shapes, build, *const = CASES[cid]
-    const = const[0] if const else ()
+    const, ints = (tuple(const) + ((), {}))[:2]
     g = Graph()
-    ins = [g.var(NAMES[i], s, "input", differentiable=True) for i, s in enumerate(shapes)]
+    ins = [g.var(NAMES[i], s, "input", differentiable=i not in ints)
+           for i, s in enumerate(shapes)]
     out = build(g, *ins)
     op = g.ops[g.producer[out]]
     assert op.prim == cid.split("-")[0]
@@ -107,9 +119,11 @@ def test_primitive_rules(cid):
     f_rules = _compile(lower(g, "rules", inputs, [cots[a] for a in diff] + [tangent], n_fwd))
 
     rng = np.random.default_rng(0)
-    vals = [rng.normal(size=_shape(g.vars[a].shape)) for a in ins]
+    vals = [rng.integers(0, ints[i], size=_shape(g.vars[a].shape)) if i in ints
+            else rng.normal(size=_shape(g.vars[a].shape)) for i, a in enumerate(ins)]
     uv = rng.normal(size=_shape(g.vars[u].shape))
-    tv = [rng.normal(size=v.shape) for v in vals]
+    tv = [np.zeros(v.shape, dtype=v.dtype) if i in ints else rng.normal(size=v.shape)
+          for i, v in enumerate(vals)]
     *cv, jt = f_rules(*vals, uv, *tv)
     # the adjoint identity: <u, J t> = <J^T u, t>
     lhs = float(np.sum(uv * jt))
@@ -120,8 +134,9 @@ def test_primitive_rules(cid):
         assert np.shape(c) == t.shape
     # the forward rule against central finite differences
     eps = 1e-6
-    plus = f_out(*[v + eps * t for v, t in zip(vals, tv)])[0]
-    minus = f_out(*[v - eps * t for v, t in zip(vals, tv)])[0]
+    plus = f_out(*[v if i in ints else v + eps * t for i, (v, t) in enumerate(zip(vals, tv))])[0]
+    minus = f_out(*[v if i in ints else v - eps * t
+                    for i, (v, t) in enumerate(zip(vals, tv))])[0]
     fd = (plus - minus) / (2 * eps)
     assert np.max(np.abs(fd - jt)) <= 1e-7 * max(1.0, np.max(np.abs(jt)))
 
@@ -137,10 +152,26 @@ def test_rowmax_carries_no_derivative():
 
 
 def test_every_primitive_prints_an_equation_in_text_and_latex():
-    for cid, (shapes, build, *_) in CASES.items():
+    for cid, (shapes, build, *rest) in CASES.items():
+        ints = rest[1] if len(rest) > 1 else {}
         g = Graph()
-        ins = [g.var(NAMES[i], s, "input", differentiable=True) for i, s in enumerate(shapes)]
+        ins = [g.var(NAMES[i], s, "input", differentiable=i not in ints)
+               for i, s in enumerate(shapes)]
         op = g.ops[g.producer[build(g, *ins)]]
         for latex in (False, True):
             text = PRIMITIVES[op.prim].equation(op, {}, latex)
             assert text and all(a in text for a in op.args), (cid, text)
+
+
+def test_causal_mask_fills_minus_infinity():
+    """The forward mask: -inf exactly at keys after the query (s > t), the
+    scores elsewhere, in the (head, step, sample) row order of seqmm's qk."""
+    g = Graph()
+    a = g.var("p", ("6*N", 3), "input", differentiable=True)
+    out = g.causal_mask(a, 3)
+    f = _compile(lower(g, "f", [a], [out], len(g.ops)))
+    s = np.random.default_rng(0).normal(size=(6 * N, 3))
+    got = f(s)[0].reshape(2, 3, N, 3)
+    t, k = np.meshgrid(np.arange(3), np.arange(3), indexing="ij")
+    want = np.where((k > t)[None, :, None, :], -np.inf, s.reshape(2, 3, N, 3))
+    np.testing.assert_array_equal(got, want)

@@ -1,0 +1,140 @@
+"""``seqmm``: per-sample, per-head block products over the step axis of
+time-major sequences (T steps of N rows; F = h·d columns, head j the
+columns j·d .. j·d+d-1).  Per sample n and head j, with X_n the (T, F)
+matrix of sample n's rows and X_nj its head-j columns, the three forms are
+
+* ``qk``:  S_nj = Q_nj·K_njᵀ, a (T, T) block stored at rows (j·T + t)·N + n
+  of the (h·T·N, T) scores matrix (a row per query t, a column per key s);
+* ``av``:  O_nj = A_nj·V_nj (T, d), the head-j columns of the (T·N, F) output;
+* ``atv``: O_nj = A_njᵀ·V_nj (T, d), likewise.
+
+Each is bilinear and the three are closed under differentiation:
+S = qk(Q, K): δQ = av(δS, K), δK = atv(δS, Q);  O = av(A, V): δA = qk(δO, V),
+δV = atv(A, δO);  O = atv(A, V): δA = qk(V, δO), δV = av(A, δO).
+Attention is softmax over the rows of qk(Q, K)/√d, then av(A, V)."""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..shapes import dim_coeffs, seq_dim
+from .base import Primitive, register, tangent_name, wanted
+
+#: form -> (einsum of its per-sample blocks, as text, as LaTeX)
+FORMS = {
+    "qk": ("tnjc,snjc->jtns", "{a}_nj·{b}_njᵀ", r"{a}_{{nj}} \cdot {b}_{{nj}}^{{\top}}"),
+    "av": ("jtns,snjc->tnjc", "{a}_nj·{b}_nj", r"{a}_{{nj}} \cdot {b}_{{nj}}"),
+    "atv": ("jtns,tnjc->snjc", "{a}_njᵀ·{b}_nj", r"{a}_{{nj}}^{{\top}} \cdot {b}_{{nj}}"),
+}
+
+
+def _steps(shape) -> int:
+    return dim_coeffs(shape[0])[0]
+
+
+@register
+class SeqMM(Primitive):
+    name = "seqmm"
+    product = False
+
+    def build(self, g, a: str, b: str, form: str, steps: int, heads: int,
+              base: str = "smm", label: str = "", comment: str = "") -> str:
+        sa, sb = g.shape(a), g.shape(b)
+        t, h = steps, heads
+        seq, scores = seq_dim(t), (seq_dim(h * t), t)
+        if form == "qk":
+            ok = sa == sb and sa[0] == seq and sa[1] % h == 0
+            shape = scores
+        else:
+            ok = tuple(sa) == scores and sb[0] == seq and sb[1] % h == 0
+            shape = (seq, sb[1])
+        if form not in FORMS or not ok:
+            raise ValueError(f"seqmm {form}: shapes {a}{sa} {b}{sb} for T={t}, h={h}")
+        f = sa[1] if form == "qk" else sb[1]
+        return g.emit(self.name, base, shape, (a, b),
+                      {"form": form, "steps": t, "heads": h, "d": f // h, "f": f},
+                      label, comment)
+
+    def _again(self, g, op, form, a, b, **names):
+        return g.seqmm(a, b, form, op.attrs["steps"], op.attrs["heads"], **names)
+
+    def vjp(self, g, op, gout, only=None):
+        a, b = op.args
+        form = op.attrs["form"]
+        res = {}
+        # (cotangent of a, of b) as (form, first, second) of the rules above
+        rules = {"qk": (("av", gout, b), ("atv", gout, a)),
+                 "av": (("qk", gout, b), ("atv", a, gout)),
+                 "atv": (("qk", b, gout), ("av", a, gout))}[form]
+        for arg, (f2, x, y) in zip((a, b), rules):
+            if wanted(g, arg, only):
+                res[arg] = self._again(g, op, f2, x, y, base="d_" + arg,
+                                       label="δ" + g.vars[arg].label)
+        return res
+
+    def jvp(self, g, op, t):
+        a, b = op.args
+        base, label = tangent_name(g, op)
+        form = op.attrs["form"]
+        both = a in t and b in t
+        parts = []
+        if a in t:      # R{a ∘ b} = R{a} ∘ b + a ∘ R{b}
+            parts.append(self._again(g, op, form, t[a], b, base=base + "_a",
+                                     label=label + ("[1]" if both else "")))
+        if b in t:
+            parts.append(self._again(g, op, form, a, t[b], base=base + "_b",
+                                     label=label + ("[2]" if both else "")))
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        return g.map(sp.Add(*[sp.Symbol(p) for p in parts]), base=base, label=label)
+
+    def equation(self, op, names, latex=False):
+        a, b = (names.get(x, x) for x in op.args)
+        _, text, tex = FORMS[op.attrs["form"]]
+        return (tex if latex else text).format(a=a, b=b)
+
+    # ---- printing: one rule for one direction and for k at once --------------
+    def _numpy(self, em, op, loop, nb: str, ka: bool, kb: bool):
+        at = op.attrs
+        t, h, d, f = at["steps"], at["heads"], at["d"], at["f"]
+        spec, _, _ = FORMS[at["form"]]
+        ins, out = spec.split("->")
+        subs, arrays = [], []
+        for arg, sub, k in zip(op.args, ins.split(","), (ka, kb)):
+            dims = {"t": t, "s": t, "n": nb, "j": h, "c": d}
+            if k:       # the directions: after the sample
+                sub = sub.replace("n", "nk")
+                dims["k"] = "K"
+            subs.append(sub)
+            arrays.append(f"{em.acc(arg, loop)}.reshape({', '.join(str(dims[x]) for x in sub)})")
+        if ka or kb:
+            out = out.replace("n", "nk")
+        cols = t if at["form"] == "qk" else f
+        return (f"numpy.einsum('{','.join(subs)}->{out}', {', '.join(arrays)})"
+                f".reshape(-1, {cols})")
+
+    def numpy(self, em, op, loop):
+        return self._numpy(em, op, loop, "N", False, False)
+
+    def numpy_batched(self, em, op, loop):
+        ka, kb = (em.is_batched(x) for x in op.args)
+        return self._numpy(em, op, loop, "NB", ka, kb)
+
+    def _c(self, em, op, loop, nb: str, k: str, ka: bool, kb: bool):
+        at = op.attrs
+        em.use("seqmm")
+        a, b = op.args
+        return [f"bpg_seqmm_{at['form']}({nb}, {at['steps']}, {at['heads']}, {at['d']}, {k}, "
+                f"{int(ka)}, {int(kb)}, {em.ptr(a, loop)}, {em.ptr(b, loop)}, "
+                f"{em.ptr(op.out, loop)});"]
+
+    def c(self, em, op, loop):
+        return self._c(em, op, loop, "N", "1", False, False)
+
+    def c_batched(self, em, op, loop):
+        ka, kb = (em.is_batched(x) for x in op.args)
+        return self._c(em, op, loop, "NB", "K", ka, kb)
+
+    def batched_rule(self, op, batched):
+        return any(a in batched for a in op.args)
