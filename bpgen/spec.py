@@ -190,6 +190,8 @@ def _canonical_layer(lay: LayerSpec) -> dict[str, Any]:
            "alpha": lay.option("alpha"), "units": lay.option("units"),
            "cell": lay.option("cell"), "in": list(lay.in_shape), "out": list(lay.out_shape)}
     for key, value in lay.options:
+        if isinstance(value, tuple) and value and isinstance(value[0], LayerSpec):
+            value = [_canonical_layer(v) for v in value]     # a block's layers
         out.setdefault(key, value)
     return out
 
@@ -391,9 +393,11 @@ def _check_layer_sizes(ctx: _Ctx, layer: LayerSpec) -> None:
 
 
 def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
-           inp: InputSpec) -> LayerSpec:
-    """The common part (type, name) here; the options are the layer type's."""
-    where = f"layers[{i}]"
+           inp: InputSpec, parent: str = "") -> LayerSpec:
+    """The common part (type, name) here; the options are the layer type's.
+    ``parent``: the field of the block holding this layer ("layers[2]"), or
+    "" at the top level."""
+    where = f"{parent}.layers[{i}]" if parent else f"layers[{i}]"
     raw = ctx.mapping(raw, where)
     if "type" not in raw:
         ctx.fail(f"{where}.type", "required key is missing")
@@ -406,7 +410,8 @@ def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
             else f"l{i}")
     kind = LAYER_TYPE_OBJECTS[ltype]
     kind.check_input(ctx, where, in_shape, inp)
-    inp.check_layer(ctx, where, i, kind)      # e.g. token ids need an embedding first
+    # e.g. token ids need an embedding first (an inner layer of a block never reads x)
+    inp.check_layer(ctx, where, None if parent else i, kind)
     ctx.keys(raw, where, ("type", "name") + tuple(kind.allowed(ctx, raw, where)),
              required=kind.required)
     options, out_shape, params = kind.validate(ctx, raw, where, in_shape, inp)

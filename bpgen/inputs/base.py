@@ -85,9 +85,9 @@ class InputKind:
         """The instance for ``raw`` (whose keys :meth:`matches`)."""
         raise NotImplementedError
 
-    def check_layer(self, ctx, where: str, index: int, ltype) -> None:
+    def check_layer(self, ctx, where: str, index: int | None, ltype) -> None:
         """Refuse a layer type (``ltype``, a :class:`bpgen.layers.LayerType`,
-        at ``layers[index]``) that cannot read this input, before its options
+        at ``layers[index]``; index None: inside a block) that cannot read this input, before its options
         are checked: e.g. token ids must meet an embedding first.  Nothing by
         default (each layer type checks the shape it gets itself)."""
 
