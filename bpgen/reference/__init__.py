@@ -70,6 +70,7 @@ from .activations import (ACTIVATIONS, _sigmoid, _softplus, activation,  # noqa:
 from .layers import (CELLS, LAYER_BACKWARD, LAYER_FORWARD, _layernorm_backward,  # noqa: F401
                      _layernorm_forward)
 from . import conv  # noqa: F401  (registers conv2d, maxpool2d, avgpool2d)
+from . import transformer  # noqa: F401  (registers embedding, attention, block)
 
 __all__ = [
     "ACTIVATIONS", "LAYER_FORWARD", "LAYER_BACKWARD",
