@@ -17,6 +17,7 @@ from bpgen.backends.common.runtime import api
 from bpgen.check import sample_point
 from bpgen.codegen import generate_all
 from bpgen.inputs import INPUT_KINDS, InputKind
+from bpgen.inputs.tokens import Tokens
 from bpgen.layers import LAYER_TYPES
 from bpgen.spec import MAX_SAMPLE_SIZE, MAX_STEPS, SpecError, load_spec
 
@@ -56,8 +57,9 @@ def test_each_kind_states_its_facts(kind):
     assert x.shape == (3,) + shape and x.dtype == np.float32
 
 
-FORMS = ("{features: F}, {features: F, steps: T} or {channels: C, height: H, width: W}")
-ALLOWED = "features, steps; or channels, height, width"
+FORMS = ("{features: F}, {features: F, steps: T}, {channels: C, height: H, width: W} "
+         "or {tokens: V, steps: T}")
+ALLOWED = "features, steps; or channels, height, width; or tokens, steps"
 
 # input mapping, field, message
 INVALID = [
@@ -146,7 +148,8 @@ def test_x_checked_as_the_kind_says(builder, kind, backend):
 
 
 # ---------------------------------------------------------------------------
-# room for integer inputs: two kinds that exist only in this test
+# room for integer inputs: a kind that exists only in this test (Counts), and
+# the token ids of bpgen/inputs/tokens.py (attention networks), promoted from here
 
 @dataclass(frozen=True)
 class Counts(InputKind):
@@ -178,53 +181,10 @@ class Counts(InputKind):
         return f"{self.shape[0]} counts in [0, {self.values}) per sample"
 
 
-@dataclass(frozen=True)
-class Tokens(InputKind):
-    """``{tokens: V, steps: T}``: x is (N, T) token ids in [0, V), time-major
-    (T*N, 1) for the generated code, as the attention issue's kind will be
-    (its first layer, an embedding, is not written yet)."""
-    vocabulary: int = 1
-    kind = "tokens"
-    keys = ("tokens", "steps")
-    form = "{tokens: V, steps: T}"
-    x_dtype = "int64"
-
-    @classmethod
-    def parse(cls, ctx, raw):
-        v = ctx.pos_int(raw["tokens"], "input.tokens")
-        return cls((ctx.steps(raw["steps"], "input.steps"),), v)
-
-    @property
-    def steps(self):
-        return self.shape[0]
-
-    @property
-    def bound(self):
-        return self.vocabulary
-
-    def matrix_shape(self):
-        return (f"{self.shape[0]}*N", 1)
-
-    def check_layer(self, ctx, where, index, ltype):
-        if index == 0 and not getattr(ltype, "reads_token_ids", False):
-            ctx.fail(where, f"{ltype.name} cannot read token ids; the first layer of a "
-                            f"tokens input is an embedding")
-
-    def canonical(self):
-        return dict(super().canonical(), vocabulary=self.vocabulary)
-
-    def sample(self, rng, n, dtype):
-        return rng.integers(0, self.vocabulary, size=(n,) + self.shape)
-
-    def doc_text(self):
-        return f"a sequence of {self.shape[0]} token ids in [0, {self.vocabulary})"
-
-
 @pytest.fixture
 def test_kinds(monkeypatch):
-    """Counts and Tokens registered for one test."""
+    """Counts registered for one test."""
     monkeypatch.setitem(INPUT_KINDS, "counts", Counts)
-    monkeypatch.setitem(INPUT_KINDS, "tokens", Tokens)
 
 
 def test_a_new_kind_is_validated_and_listed(test_kinds, monkeypatch):
@@ -239,10 +199,10 @@ def test_a_new_kind_is_validated_and_listed(test_kinds, monkeypatch):
     assert spec.input.c_type == "int64_t" and spec.input.bound == 50
     assert spec.canonical()["input"] == {"kind": "tokens", "shape": [4], "vocabulary": 50}
     assert spec.content_hash() != load_spec(_arch({"tokens": 51, "steps": 4})).content_hash()
-    assert spec.input.describe() == "tokens input (4,)"
+    assert spec.input.describe() == "tokens input (4,) of 50 ids"
     assert spec.input.x_bytes("float32") == 4 * 8
     assert load_spec(_arch({"features": 4}, dtype="float32")).input.x_bytes("float32") == 4 * 4
-    forms = FORMS.replace(" or ", ", ") + ", {counts: F, values: V} or {tokens: V, steps: T}"
+    forms = FORMS.replace(" or ", ", ") + " or {counts: F, values: V}"
     for inp, field, message in [
             ({"tokens": 0, "steps": 4}, "input.tokens", "expected a positive integer, got 0"),
             ({"tokens": 5, "steps": MAX_STEPS + 1}, "input.steps",
@@ -250,7 +210,7 @@ def test_a_new_kind_is_validated_and_listed(test_kinds, monkeypatch):
             ({"tokens": 5}, "input", f"expected {forms}"),
             ({"tokens": 5, "width": 3}, "input", f"expected {forms}"),
             ({"tokens": 5, "steps": 2, "bits": 3}, "input.bits",
-             f"unknown key (allowed: {ALLOWED}; or counts, values; or tokens, steps)")]:
+             f"unknown key (allowed: {ALLOWED}; or counts, values)")]:
         with pytest.raises(SpecError) as exc:
             load_spec(_arch(inp))
         assert str(exc.value) == f"<dict>: {field}: {message}"
