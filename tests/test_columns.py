@@ -11,7 +11,7 @@ from bpgen.spec import load_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = {name: os.path.join(ROOT, "examples", name + ".yaml")
-            for name in ("digits_mlp", "sine_lstm", "digits_cnn")}
+            for name in ("digits_mlp", "sine_lstm", "digits_cnn", "tiny_transformer")}
 
 
 @pytest.fixture(scope="module", params=sorted(EXAMPLES))

@@ -19,6 +19,7 @@ from conftest import ROOT, mlp
 ARCHS = {
     "digits": os.path.join(ROOT, "examples", "digits_mlp.yaml"),
     "sine_lstm": os.path.join(ROOT, "examples", "sine_lstm.yaml"),
+    "tiny_transformer": os.path.join(ROOT, "examples", "tiny_transformer.yaml"),
     "mlp-sce-l2": mlp("relu", "softmax_cross_entropy", l2=0.1, name="cm"),
     "gru": {"name": "cg", "input": {"features": 2, "steps": 3},
             "layers": [{"type": "gru", "units": 2}, {"type": "layernorm"},

@@ -26,6 +26,7 @@ ARCHS = {
     "dense": os.path.join(ROOT, "examples", "digits_mlp.yaml"),
     "lstm": os.path.join(ROOT, "examples", "sine_lstm.yaml"),
     "cnn": os.path.join(ROOT, "examples", "digits_cnn.yaml"),
+    "transformer": os.path.join(ROOT, "examples", "tiny_transformer.yaml"),
     "gru-truncated": {"name": "gru_t", "input": {"features": 2, "steps": 5},
                       "layers": [{"type": "gru", "units": 3}, {"type": "layernorm"},
                                  {"type": "dense", "units": 2}],

@@ -47,14 +47,16 @@ class Attention(LayerType):
         h = layer.heads
         d = f // h
         proj = {}
+        words = {"q": "queries", "k": "keys", "v": "values"}
         for part in ("q", "k", "v"):
             big = part.upper()
             xw = g.matmul(x, p[f"W{part}"], base=f"{n}_XW{part}", label=f"XW{part}_{n}",
-                          comment=f"{n}: {big} = X·W{part} + b{part}")
+                          comment=f"{n}: the {words[part]}, the input's projection by "
+                                  f"W{part} plus b{part}")
             proj[part] = g.map(s(xw) + s(p[f"b{part}"]), base=f"{n}_{big}",
                                label=f"{big}_{n}")
         scores = g.seqmm(proj["q"], proj["k"], "qk", t, h, base=f"{n}_QK", label=f"QKᵀ_{n}",
-                         comment=f"{n}: per sample and head, Q_j·K_jᵀ")
+                         comment=f"{n}: per sample and head, the queries times the keys transposed")
         scaled = g.map(s(scores) / sp.sqrt(sp.Integer(d)), base=f"{n}_S", label=f"S_{n}",
                        comment=f"{n}: scores / sqrt({d})")
         if layer.causal:
@@ -67,11 +69,11 @@ class Attention(LayerType):
         a = g.map(s(e) / s(z), base=f"{n}_P", label=f"P_{n}",
                   comment=f"{n}: attention weights")
         o = g.seqmm(a, proj["v"], "av", t, h, base=f"{n}_AV", label=f"AV_{n}",
-                    comment=f"{n}: per sample and head, A_j·V_j, heads side by side")
+                    comment=f"{n}: per sample and head, the weights times the values, heads side by side")
         ow = g.matmul(o, p["Wo"], base=f"{n}_OW", label=f"OWo_{n}",
                       comment=f"{n}: output projection")
         return g.map(s(ow) + s(p["bo"]), base=f"{n}_A", label=f"A_{n}",
-                     comment=f"{n}: + bo")
+                     comment=f"{n}: plus the output bias")
 
     def describe(self, layer):
         return f"{layer.heads} heads" + (", causal" if layer.causal else "")

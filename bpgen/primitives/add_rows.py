@@ -41,6 +41,9 @@ class AddRows(Primitive):
 
     def equation(self, op, names, latex=False):
         a, x = names.get(op.args[0], op.args[0]), index_text(op, names)
+        if len(op.args) == 1:       # each step's rows summed over the samples
+            return (rf"(\mathbf{{1}}_N^{{\top}} \otimes I) \cdot {a}" if latex
+                    else f"(1_Nᵀ ⊗ I)·{a}")
         if latex:
             return rf"\operatorname{{onehot}}({x})^{{\top}} \cdot {a}"
         return f"onehot({x})ᵀ·{a}"

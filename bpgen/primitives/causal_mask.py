@@ -52,7 +52,7 @@ class CausalMask(Primitive):
         if latex:
             f = r"-\infty" if fill == "-inf" else "0"
             return rf"\operatorname{{mask}}_{{s > t \to {f}}}({a})"
-        return f"mask_(s>t → {'-∞' if fill == '-inf' else '0'})({a})"
+        return f"causal_mask({a}, {'-∞' if fill == '-inf' else '0'})"
 
     def numpy(self, em, op, loop):
         t = op.attrs["steps"]

@@ -20,10 +20,10 @@ from ..shapes import dim_coeffs, seq_dim
 from .base import Primitive, register, tangent_name, wanted
 
 #: form -> (einsum of its per-sample blocks, as text, as LaTeX)
-FORMS = {
-    "qk": ("tnjc,snjc->jtns", "{a}_nj·{b}_njᵀ", r"{a}_{{nj}} \cdot {b}_{{nj}}^{{\top}}"),
-    "av": ("jtns,snjc->tnjc", "{a}_nj·{b}_nj", r"{a}_{{nj}} \cdot {b}_{{nj}}"),
-    "atv": ("jtns,tnjc->snjc", "{a}_njᵀ·{b}_nj", r"{a}_{{nj}}^{{\top}} \cdot {b}_{{nj}}"),
+FORMS = {  # (X[n,j]: sample n's rows, head j's columns)
+    "qk": ("tnjc,snjc->jtns", "{a}[n,j]·{b}[n,j]ᵀ", r"\left({a}\right)_{{nj}} \cdot \left({b}\right)_{{nj}}^{{\top}}"),
+    "av": ("jtns,snjc->tnjc", "{a}[n,j]·{b}[n,j]", r"\left({a}\right)_{{nj}} \cdot \left({b}\right)_{{nj}}"),
+    "atv": ("jtns,tnjc->snjc", "{a}[n,j]ᵀ·{b}[n,j]", r"\left({a}\right)_{{nj}}^{{\top}} \cdot \left({b}\right)_{{nj}}"),
 }
 
 

@@ -54,8 +54,10 @@ class TakeRows(Primitive):
         e = names.get(op.args[0], op.args[0])
         if len(op.args) > 1:
             x = index_text(op, names)
-            return rf"{e}_{{[{x}]}}" if latex else f"{e}[{x}]"
-        return (rf"\mathbf{{1}}_N \otimes {e}" if latex else f"{e}[t] for every sample")
+            return rf"{e}\left[{x}\right]" if latex else f"{e}[{x}]"
+        if latex:
+            return rf"\mathbf{{1}}_N \otimes {e}"
+        return f"{e} repeated per sample (1_N ⊗ {e})"
 
     def numpy(self, em, op, loop):
         e = em.acc(op.args[0], loop)
