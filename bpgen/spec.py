@@ -398,6 +398,12 @@ def _layer(ctx: _Ctx, raw: Any, i: int, in_shape: tuple[int, ...],
     ``parent``: the field of the block holding this layer ("layers[2]"), or
     "" at the top level."""
     where = f"{parent}.layers[{i}]" if parent else f"layers[{i}]"
+    # every layer counts, those inside blocks too (a YAML alias may repeat a
+    # nested block: the count bounds validation and the code alike)
+    ctx.n_layers += 1
+    if ctx.n_layers > MAX_LAYERS:
+        ctx.fail(where, f"more than {MAX_LAYERS} layers in all, those inside blocks "
+                        f"included (the generated code grows with every layer)")
     raw = ctx.mapping(raw, where)
     if "type" not in raw:
         ctx.fail(f"{where}.type", "required key is missing")

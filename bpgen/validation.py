@@ -50,6 +50,7 @@ class SpecError(ValueError):
 class _Ctx:
     def __init__(self, source: str):
         self.source = source
+        self.n_layers = 0           # layers validated so far, nested ones included
 
     def fail(self, where: str, msg: str) -> None:
         raise SpecError(f"{self.source}: {where}: {msg}")

@@ -208,6 +208,13 @@ BAD = [
 ]
 
 
+_NEST = {"type": "block", "layers": [{"type": "layernorm"}] * 9}
+for _ in range(3):          # 9 x 9 x 9 layers through one shared (aliased) list
+    _NEST = {"type": "block", "layers": [_NEST] * 9}
+BAD.append((_spec([EMB, _NEST]), "layers[1].layers[0].layers[0].layers[6]",
+            "more than 64 layers in all, those inside blocks included"))
+
+
 @pytest.mark.parametrize("arch, field, message", BAD, ids=[b[1] + str(i) for i, b in
                                                            enumerate(BAD)])
 def test_bad_architectures_name_the_field(arch, field, message):
