@@ -84,6 +84,15 @@ EXTRA_ARCHS = {
     "birnn": {"name": "bounds_birnn", "input": {"features": 2, "steps": 3},
               "layers": [{"type": "birnn", "units": 2}, {"type": "dense", "units": 2}],
               "loss": {"type": "mse", "steps": "last"}},
+    # token ids, embedding with positions, a pre-norm residual block with
+    # causal attention, a dense head at every step
+    "transformer": {"name": "bounds_tf", "input": {"tokens": 5, "steps": 3},
+                    "layers": [{"type": "embedding", "units": 4, "positions": True},
+                               {"type": "block", "residual": True, "layers": [
+                                   {"type": "layernorm"},
+                                   {"type": "attention", "heads": 2, "causal": True}]},
+                               {"type": "dense", "units": 3}],
+                    "loss": "softmax_cross_entropy", "regularization": {"l2": 0.01}},
 }
 if os.environ.get("BPGEN_BOUNDS_ALL", "") == "1":
     ARCHS.update(EXTRA_ARCHS)
