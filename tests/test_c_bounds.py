@@ -37,7 +37,9 @@ PAD = 64                        # canary elements before and after each buffer
 #: a quiet NaN with a payload no arithmetic produces, per dtype
 CANARY = {np.dtype("float64"): np.uint64(0x7FF8DEADBEEFCAFE),
           np.dtype("float32"): np.uint32(0x7FC0BEEF)}
-UINT = {np.dtype("float64"): np.uint64, np.dtype("float32"): np.uint32}
+UINT = {np.dtype("float64"): np.uint64, np.dtype("float32"): np.uint32,
+        np.dtype("int64"): np.uint64}       # token ids (x of a tokens input)
+CANARY[np.dtype("int64")] = CANARY[np.dtype("float64")]
 BATCHES = (1, 3, 17)
 
 ARCHS = {
@@ -168,16 +170,17 @@ def test_c_functions_stay_in_bounds_and_write_every_output(builder, aid):
             wa, wb = mod._WS[name]
             ws_size = wa * n + wb
             assert 0 < out_size <= expected.size, what
-            padded_in = [_padded(arr, arr.size, dtype) for arr in inputs]
+            padded_in = [_padded(arr, arr.size, arr.dtype) for arr in inputs]
             saved_in = [buf.copy() for buf, _ in padded_in]
             out_buf, out = _padded(None, out_size, dtype, fill=np.nan)
             ws_buf, ws = _padded(None, ws_size, dtype, fill=np.nan)
             fb, ptr = mod.ffi.from_buffer, mod._PTR
             getattr(mod.lib, "bpg_" + name)(
-                n, *[fb(ptr, mid) for _, mid in padded_in],
+                n, *[fb("int64_t *" if mid.dtype.kind == "i" else ptr, mid)
+                     for _, mid in padded_in],
                 fb(ptr, out, require_writable=True), fb(ptr, ws, require_writable=True))
             for (buf, _), saved, arg in zip(padded_in, saved_in, sigs[name]):
-                assert np.array_equal(buf.view(UINT[dtype]), saved.view(UINT[dtype])), \
+                assert np.array_equal(buf.view(UINT[buf.dtype]), saved.view(UINT[buf.dtype])), \
                     f"{what}: input {arg} (or its canaries) modified"
             assert _canaries_intact(out_buf, out_size, dtype), f"{what}: wrote outside out"
             assert _canaries_intact(ws_buf, ws_size, dtype), f"{what}: wrote outside ws"
