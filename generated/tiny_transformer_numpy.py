@@ -901,7 +901,7 @@ def _forward(x, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
     attn_mha_V = numpy.add(attn_mha_XWv, attn_mha_bv, out=attn_mha_XWv)
     # attn_mha: per sample and head, the queries times the keys transposed
     # attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
-    attn_mha_QK = numpy.einsum('tnjc,snjc->jtns', attn_mha_Q.reshape(8, N, 2, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 8)
+    attn_mha_QK = numpy.matmul(attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
@@ -920,7 +920,7 @@ def _forward(x, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
     attn_mha_P = numpy.divide(attn_mha_E, attn_mha_Zs, out=attn_mha_E)
     # attn_mha: per sample and head, the weights times the values, heads side by side
     # attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
-    attn_mha_AV = numpy.einsum('jtns,snjc->tnjc', attn_mha_P.reshape(2, 8, N, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 16)
+    attn_mha_AV = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # attn_mha: output projection
     # attn_mha_OW = attn_mha_AV·attn_mha_Wo
     numpy.dot(attn_mha_AV, attn_mha_Wo, out=attn_mha_OW)
@@ -1039,7 +1039,7 @@ def _loss(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
     attn_mha_V = numpy.add(attn_mha_XWv, attn_mha_bv, out=attn_mha_XWv)
     # attn_mha: per sample and head, the queries times the keys transposed
     # attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
-    attn_mha_QK = numpy.einsum('tnjc,snjc->jtns', attn_mha_Q.reshape(8, N, 2, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 8)
+    attn_mha_QK = numpy.matmul(attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
@@ -1058,7 +1058,7 @@ def _loss(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
     attn_mha_P = numpy.divide(attn_mha_E, attn_mha_Zs, out=attn_mha_E)
     # attn_mha: per sample and head, the weights times the values, heads side by side
     # attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
-    attn_mha_AV = numpy.einsum('jtns,snjc->tnjc', attn_mha_P.reshape(2, 8, N, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 16)
+    attn_mha_AV = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # attn_mha: output projection
     # attn_mha_OW = attn_mha_AV·attn_mha_Wo
     numpy.dot(attn_mha_AV, attn_mha_Wo, out=attn_mha_OW)
@@ -1280,7 +1280,7 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
     attn_mha_V = numpy.add(attn_mha_XWv, attn_mha_bv, out=attn_mha_XWv)
     # attn_mha: per sample and head, the queries times the keys transposed
     # attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
-    attn_mha_QK = numpy.einsum('tnjc,snjc->jtns', attn_mha_Q.reshape(8, N, 2, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 8)
+    attn_mha_QK = numpy.matmul(attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
@@ -1299,7 +1299,7 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
     numpy.divide(attn_mha_E, attn_mha_Zs, out=attn_mha_P)
     # attn_mha: per sample and head, the weights times the values, heads side by side
     # attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
-    attn_mha_AV = numpy.einsum('jtns,snjc->tnjc', attn_mha_P.reshape(2, 8, N, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 16)
+    attn_mha_AV = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # attn_mha: output projection
     # attn_mha_OW = attn_mha_AV·attn_mha_Wo
     numpy.dot(attn_mha_AV, attn_mha_Wo, out=attn_mha_OW)
@@ -1489,9 +1489,9 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
     # Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
     #   (attn_mha: per sample and head, the weights times the values, heads side by side)
     # d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ
-    d_attn_mha_P = numpy.einsum('tnjc,snjc->jtns', d_attn_mha_AV.reshape(8, N, 2, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 8)
+    d_attn_mha_P = numpy.matmul(d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j]
-    d_attn_mha_V = numpy.einsum('jtns,tnjc->snjc', attn_mha_P.reshape(2, 8, N, 8), d_attn_mha_AV.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_V = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
 
     # Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs
     #   (attn_mha: attention weights)
@@ -1518,9 +1518,9 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
     # Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
     #   (attn_mha: per sample and head, the queries times the keys transposed)
     # d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j]
-    d_attn_mha_Q = numpy.einsum('jtns,snjc->tnjc', d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_Q = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j]
-    d_attn_mha_K = numpy.einsum('jtns,tnjc->snjc', d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_Q.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_K = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
 
     # Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv
     # d_attn_mha_bv = 1ᵀ·d_attn_mha_V
@@ -1855,11 +1855,11 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
     r_attn_mha_V = numpy.add(r_attn_mha_XWv_a, r_attn_mha_XWv_b + v_attn_mha_bv, out=r_attn_mha_XWv_a)
     # attn_mha: per sample and head, the queries times the keys transposed
     # attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
-    attn_mha_QK = numpy.einsum('tnjc,snjc->jtns', attn_mha_Q.reshape(8, N, 2, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 8)
+    attn_mha_QK = numpy.matmul(attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
-    r_attn_mha_QK_a = numpy.einsum('tnjc,snjc->jtns', r_attn_mha_Q.reshape(8, N, 2, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 8)
+    r_attn_mha_QK_a = numpy.matmul(r_attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ
-    r_attn_mha_QK_b = numpy.einsum('tnjc,snjc->jtns', attn_mha_Q.reshape(8, N, 2, 8), r_attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 8)
+    r_attn_mha_QK_b = numpy.matmul(attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), r_attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
@@ -1888,11 +1888,11 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
     numpy.subtract(r_attn_mha_E/attn_mha_Zs, attn_mha_P*r_attn_mha_Zs/attn_mha_Zs, out=r_attn_mha_P)
     # attn_mha: per sample and head, the weights times the values, heads side by side
     # attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
-    attn_mha_AV = numpy.einsum('jtns,snjc->tnjc', attn_mha_P.reshape(2, 8, N, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 16)
+    attn_mha_AV = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j]
-    r_attn_mha_AV_a = numpy.einsum('jtns,snjc->tnjc', r_attn_mha_P.reshape(2, 8, N, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 16)
+    r_attn_mha_AV_a = numpy.matmul(r_attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j]
-    r_attn_mha_AV_b = numpy.einsum('jtns,snjc->tnjc', attn_mha_P.reshape(2, 8, N, 8), r_attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 16)
+    r_attn_mha_AV_b = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), r_attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b
     numpy.add(r_attn_mha_AV_a, r_attn_mha_AV_b, out=r_attn_mha_AV)
     # attn_mha: output projection
@@ -2139,19 +2139,19 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
     # Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
     #   (attn_mha: per sample and head, the weights times the values, heads side by side)
     # d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ
-    d_attn_mha_P = numpy.einsum('tnjc,snjc->jtns', d_attn_mha_AV.reshape(8, N, 2, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 8)
+    d_attn_mha_P = numpy.matmul(d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ
-    r_d_attn_mha_P_a = numpy.einsum('tnjc,snjc->jtns', r_d_attn_mha_AV.reshape(8, N, 2, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 8)
+    r_d_attn_mha_P_a = numpy.matmul(r_d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ
-    r_d_attn_mha_P_b = numpy.einsum('tnjc,snjc->jtns', d_attn_mha_AV.reshape(8, N, 2, 8), r_attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 8)
+    r_d_attn_mha_P_b = numpy.matmul(d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), r_attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b
     numpy.add(r_d_attn_mha_P_a, r_d_attn_mha_P_b, out=r_d_attn_mha_P)
     # d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j]
-    d_attn_mha_V = numpy.einsum('jtns,tnjc->snjc', attn_mha_P.reshape(2, 8, N, 8), d_attn_mha_AV.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_V = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j]
-    r_d_attn_mha_V_a = numpy.einsum('jtns,tnjc->snjc', r_attn_mha_P.reshape(2, 8, N, 8), d_attn_mha_AV.reshape(8, N, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_V_a = numpy.matmul(r_attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j]
-    r_d_attn_mha_V_b = numpy.einsum('jtns,tnjc->snjc', attn_mha_P.reshape(2, 8, N, 8), r_d_attn_mha_AV.reshape(8, N, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_V_b = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), r_d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b
     numpy.add(r_d_attn_mha_V_a, r_d_attn_mha_V_b, out=r_d_attn_mha_V)
 
@@ -2194,19 +2194,19 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
     # Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
     #   (attn_mha: per sample and head, the queries times the keys transposed)
     # d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j]
-    d_attn_mha_Q = numpy.einsum('jtns,snjc->tnjc', d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_Q = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j]
-    r_d_attn_mha_Q_a = numpy.einsum('jtns,snjc->tnjc', r_d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_Q_a = numpy.matmul(r_d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j]
-    r_d_attn_mha_Q_b = numpy.einsum('jtns,snjc->tnjc', d_attn_mha_QK.reshape(2, 8, N, 8), r_attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_Q_b = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), r_attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b
     numpy.add(r_d_attn_mha_Q_a, r_d_attn_mha_Q_b, out=r_d_attn_mha_Q)
     # d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j]
-    d_attn_mha_K = numpy.einsum('jtns,tnjc->snjc', d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_Q.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_K = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j]
-    r_d_attn_mha_K_a = numpy.einsum('jtns,tnjc->snjc', r_d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_Q.reshape(8, N, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_K_a = numpy.matmul(r_d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j]
-    r_d_attn_mha_K_b = numpy.einsum('jtns,tnjc->snjc', d_attn_mha_QK.reshape(2, 8, N, 8), r_attn_mha_Q.reshape(8, N, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_K_b = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), r_attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b
     numpy.add(r_d_attn_mha_K_a, r_d_attn_mha_K_b, out=r_d_attn_mha_K)
 
@@ -2512,11 +2512,11 @@ def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_
     r_attn_mha_V = numpy.add(r_attn_mha_XWv_a, r_attn_mha_XWv_b + v_attn_mha_bv, out=r_attn_mha_XWv_a)
     # attn_mha: per sample and head, the queries times the keys transposed
     # attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
-    attn_mha_QK = numpy.einsum('tnjc,snjc->jtns', attn_mha_Q.reshape(8, N, 2, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 8)
+    attn_mha_QK = numpy.matmul(attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
-    r_attn_mha_QK_a = numpy.einsum('tnjc,snjc->jtns', r_attn_mha_Q.reshape(8, N, 2, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 8)
+    r_attn_mha_QK_a = numpy.matmul(r_attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ
-    r_attn_mha_QK_b = numpy.einsum('tnjc,snjc->jtns', attn_mha_Q.reshape(8, N, 2, 8), r_attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 8)
+    r_attn_mha_QK_b = numpy.matmul(attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), r_attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
@@ -2545,11 +2545,11 @@ def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_
     r_attn_mha_P = numpy.subtract(r_attn_mha_E/attn_mha_Zs, attn_mha_P*r_attn_mha_Zs/attn_mha_Zs, out=r_attn_mha_E)
     # attn_mha: per sample and head, the weights times the values, heads side by side
     # attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
-    attn_mha_AV = numpy.einsum('jtns,snjc->tnjc', attn_mha_P.reshape(2, 8, N, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 16)
+    attn_mha_AV = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j]
-    r_attn_mha_AV_a = numpy.einsum('jtns,snjc->tnjc', r_attn_mha_P.reshape(2, 8, N, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 16)
+    r_attn_mha_AV_a = numpy.matmul(r_attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j]
-    r_attn_mha_AV_b = numpy.einsum('jtns,snjc->tnjc', attn_mha_P.reshape(2, 8, N, 8), r_attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 16)
+    r_attn_mha_AV_b = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), r_attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b
     numpy.add(r_attn_mha_AV_a, r_attn_mha_AV_b, out=r_attn_mha_AV)
     # attn_mha: output projection
@@ -2741,9 +2741,9 @@ def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_
     # Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
     #   (attn_mha: per sample and head, the weights times the values, heads side by side)
     # d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ
-    d_attn_mha_P = numpy.einsum('tnjc,snjc->jtns', d_attn_mha_AV.reshape(8, N, 2, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 8)
+    d_attn_mha_P = numpy.matmul(d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j]
-    d_attn_mha_V = numpy.einsum('jtns,tnjc->snjc', attn_mha_P.reshape(2, 8, N, 8), d_attn_mha_AV.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_V = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
 
     # Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs
     #   (attn_mha: attention weights)
@@ -2770,9 +2770,9 @@ def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_
     # Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
     #   (attn_mha: per sample and head, the queries times the keys transposed)
     # d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j]
-    d_attn_mha_Q = numpy.einsum('jtns,snjc->tnjc', d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_Q = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j]
-    d_attn_mha_K = numpy.einsum('jtns,tnjc->snjc', d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_Q.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_K = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
 
     # Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv
     # d_attn_mha_bv = 1ᵀ·d_attn_mha_V
@@ -2956,7 +2956,7 @@ def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     attn_mha_V = numpy.add(attn_mha_XWv, attn_mha_bv, out=attn_mha_XWv)
     # attn_mha: per sample and head, the queries times the keys transposed
     # attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
-    attn_mha_QK = numpy.einsum('tnjc,snjc->jtns', attn_mha_Q.reshape(8, N, 2, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 8)
+    attn_mha_QK = numpy.matmul(attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
@@ -2975,7 +2975,7 @@ def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     numpy.divide(attn_mha_E, attn_mha_Zs, out=attn_mha_P)
     # attn_mha: per sample and head, the weights times the values, heads side by side
     # attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
-    attn_mha_AV[...] = numpy.einsum('jtns,snjc->tnjc', attn_mha_P.reshape(2, 8, N, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 16)
+    attn_mha_AV[...] = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # attn_mha: output projection
     # attn_mha_OW = attn_mha_AV·attn_mha_Wo
     numpy.dot(attn_mha_AV, attn_mha_Wo, out=attn_mha_OW)
@@ -3093,9 +3093,9 @@ def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
     #   (attn_mha: per sample and head, the weights times the values, heads side by side)
     # d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ
-    d_attn_mha_P = numpy.einsum('tnjc,snjc->jtns', d_attn_mha_AV.reshape(8, N, 2, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 8)
+    d_attn_mha_P = numpy.matmul(d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j]
-    d_attn_mha_V[...] = numpy.einsum('jtns,tnjc->snjc', attn_mha_P.reshape(2, 8, N, 8), d_attn_mha_AV.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_V[...] = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
 
     # Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs
     #   (attn_mha: attention weights)
@@ -3122,9 +3122,9 @@ def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
     #   (attn_mha: per sample and head, the queries times the keys transposed)
     # d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j]
-    d_attn_mha_Q[...] = numpy.einsum('jtns,snjc->tnjc', d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_Q[...] = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j]
-    d_attn_mha_K[...] = numpy.einsum('jtns,tnjc->snjc', d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_Q.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_K[...] = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     return attn_norm_A, d_attn_mha_Q, d_attn_mha_K, d_attn_mha_V, attn_mha_AV, d_attn_R_1, mlp_norm_A, d_mlp_up_Z, mlp_up_A, d_mlp_R, mlp_R, d_head_Z_2
 
 
@@ -3179,7 +3179,7 @@ def _columns_head(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     attn_mha_V = attn_mha_XWv + attn_mha_bv
     # attn_mha: per sample and head, the queries times the keys transposed
     # attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
-    attn_mha_QK = numpy.einsum('tnjc,snjc->jtns', attn_mha_Q.reshape(8, N, 2, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 8)
+    attn_mha_QK = numpy.matmul(attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     attn_mha_S = 0.35355339059327376*attn_mha_QK
@@ -3198,7 +3198,7 @@ def _columns_head(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     attn_mha_P = attn_mha_E/attn_mha_Zs
     # attn_mha: per sample and head, the weights times the values, heads side by side
     # attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
-    attn_mha_AV = numpy.einsum('jtns,snjc->tnjc', attn_mha_P.reshape(2, 8, N, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 16)
+    attn_mha_AV = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # attn_mha: output projection
     # attn_mha_OW = attn_mha_AV·attn_mha_Wo
     attn_mha_OW = attn_mha_AV @ attn_mha_Wo
@@ -3327,9 +3327,9 @@ def _columns_head(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
     #   (attn_mha: per sample and head, the weights times the values, heads side by side)
     # d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ
-    d_attn_mha_P = numpy.einsum('tnjc,snjc->jtns', d_attn_mha_AV.reshape(8, N, 2, 8), attn_mha_V.reshape(8, N, 2, 8)).reshape(-1, 8)
+    d_attn_mha_P = numpy.matmul(d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j]
-    d_attn_mha_V = numpy.einsum('jtns,tnjc->snjc', attn_mha_P.reshape(2, 8, N, 8), d_attn_mha_AV.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_V = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
 
     # Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs
     #   (attn_mha: attention weights)
@@ -3360,9 +3360,9 @@ def _columns_head(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
     #   (attn_mha: per sample and head, the queries times the keys transposed)
     # d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j]
-    d_attn_mha_Q = numpy.einsum('jtns,snjc->tnjc', d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_K.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_Q = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j]
-    d_attn_mha_K = numpy.einsum('jtns,tnjc->snjc', d_attn_mha_QK.reshape(2, 8, N, 8), attn_mha_Q.reshape(8, N, 2, 8)).reshape(-1, 16)
+    d_attn_mha_K = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
 
     # Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv
     #   (attn_mha: the values, the input's projection by Wv plus bv)
@@ -3438,9 +3438,9 @@ def _tangent_columns(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, 
     # r_attn_mha_V = r_attn_mha_XWv_a + r_attn_mha_XWv_b + v_attn_mha_bv
     r_attn_mha_V = _batched(r_attn_mha_XWv_a.reshape(8*NB, K, 16) + r_attn_mha_XWv_b.reshape(8*NB, K, 16) + v_attn_mha_bv.reshape(1, K, 16), 8*NB, K, 16)
     # r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
-    r_attn_mha_QK_a = numpy.einsum('tnkjc,snjc->jtnks', r_attn_mha_Q.reshape(8, NB, K, 2, 8), attn_mha_K.reshape(8, NB, 2, 8)).reshape(-1, 8)
+    r_attn_mha_QK_a = numpy.matmul(r_attn_mha_Q.reshape(8, NB, K, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_K.reshape(8, NB, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ
-    r_attn_mha_QK_b = numpy.einsum('tnjc,snkjc->jtnks', attn_mha_Q.reshape(8, NB, 2, 8), r_attn_mha_K.reshape(8, NB, K, 2, 8)).reshape(-1, 8)
+    r_attn_mha_QK_b = numpy.matmul(attn_mha_Q.reshape(8, NB, 1, 2, 8).transpose(3, 1, 2, 0, 4), r_attn_mha_K.reshape(8, NB, K, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b)
     r_attn_mha_S = _batched(hc_1*(r_attn_mha_QK_a.reshape(16*NB, K, 8) + r_attn_mha_QK_b.reshape(16*NB, K, 8)), 16*NB, K, 8)
     # r_attn_mha_Sm = causal_mask(r_attn_mha_S, 0)
@@ -3452,9 +3452,9 @@ def _tangent_columns(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, 
     # r_attn_mha_P = r_attn_mha_E / attn_mha_Zs - attn_mha_P ⊙ r_attn_mha_Zs / attn_mha_Zs
     r_attn_mha_P = _batched(-attn_mha_P[:, None, :]*r_attn_mha_Zs.reshape(16*NB, K, 1)/attn_mha_Zs[:, None, :] + r_attn_mha_E.reshape(16*NB, K, 8)/attn_mha_Zs[:, None, :], 16*NB, K, 8)
     # r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j]
-    r_attn_mha_AV_a = numpy.einsum('jtnks,snjc->tnkjc', r_attn_mha_P.reshape(2, 8, NB, K, 8), attn_mha_V.reshape(8, NB, 2, 8)).reshape(-1, 16)
+    r_attn_mha_AV_a = numpy.matmul(r_attn_mha_P.reshape(2, 8, NB, K, 8).transpose(0, 2, 3, 1, 4), attn_mha_V.reshape(8, NB, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j]
-    r_attn_mha_AV_b = numpy.einsum('jtns,snkjc->tnkjc', attn_mha_P.reshape(2, 8, NB, 8), r_attn_mha_V.reshape(8, NB, K, 2, 8)).reshape(-1, 16)
+    r_attn_mha_AV_b = numpy.matmul(attn_mha_P.reshape(2, 8, NB, 1, 8).transpose(0, 2, 3, 1, 4), r_attn_mha_V.reshape(8, NB, K, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b
     r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b
     # r_attn_mha_OW_a = r_attn_mha_AV·attn_mha_Wo
@@ -3618,15 +3618,15 @@ def _tangent_columns(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, 
     # Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
     #   (attn_mha: per sample and head, the weights times the values, heads side by side)
     # r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ
-    r_d_attn_mha_P_a = numpy.einsum('tnkjc,snjc->jtnks', r_d_attn_mha_AV.reshape(8, NB, K, 2, 8), attn_mha_V.reshape(8, NB, 2, 8)).reshape(-1, 8)
+    r_d_attn_mha_P_a = numpy.matmul(r_d_attn_mha_AV.reshape(8, NB, K, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_V.reshape(8, NB, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ
-    r_d_attn_mha_P_b = numpy.einsum('tnjc,snkjc->jtnks', d_attn_mha_AV.reshape(8, NB, 2, 8), r_attn_mha_V.reshape(8, NB, K, 2, 8)).reshape(-1, 8)
+    r_d_attn_mha_P_b = numpy.matmul(d_attn_mha_AV.reshape(8, NB, 1, 2, 8).transpose(3, 1, 2, 0, 4), r_attn_mha_V.reshape(8, NB, K, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b
     r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b
     # r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j]
-    r_d_attn_mha_V_a = numpy.einsum('jtnks,tnjc->snkjc', r_attn_mha_P.reshape(2, 8, NB, K, 8), d_attn_mha_AV.reshape(8, NB, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_V_a = numpy.matmul(r_attn_mha_P.reshape(2, 8, NB, K, 8).transpose(0, 2, 3, 4, 1), d_attn_mha_AV.reshape(8, NB, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j]
-    r_d_attn_mha_V_b = numpy.einsum('jtns,tnkjc->snkjc', attn_mha_P.reshape(2, 8, NB, 8), r_d_attn_mha_AV.reshape(8, NB, K, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_V_b = numpy.matmul(attn_mha_P.reshape(2, 8, NB, 1, 8).transpose(0, 2, 3, 4, 1), r_d_attn_mha_AV.reshape(8, NB, K, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b
     r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b
 
@@ -3655,15 +3655,15 @@ def _tangent_columns(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, 
     # Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ  (not stored in this function: attn_mha_QK)
     #   (attn_mha: per sample and head, the queries times the keys transposed)
     # r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j]
-    r_d_attn_mha_Q_a = numpy.einsum('jtnks,snjc->tnkjc', r_d_attn_mha_QK.reshape(2, 8, NB, K, 8), attn_mha_K.reshape(8, NB, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_Q_a = numpy.matmul(r_d_attn_mha_QK.reshape(2, 8, NB, K, 8).transpose(0, 2, 3, 1, 4), attn_mha_K.reshape(8, NB, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j]
-    r_d_attn_mha_Q_b = numpy.einsum('jtns,snkjc->tnkjc', d_attn_mha_QK.reshape(2, 8, NB, 8), r_attn_mha_K.reshape(8, NB, K, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_Q_b = numpy.matmul(d_attn_mha_QK.reshape(2, 8, NB, 1, 8).transpose(0, 2, 3, 1, 4), r_attn_mha_K.reshape(8, NB, K, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b
     r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b
     # r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j]
-    r_d_attn_mha_K_a = numpy.einsum('jtnks,tnjc->snkjc', r_d_attn_mha_QK.reshape(2, 8, NB, K, 8), attn_mha_Q.reshape(8, NB, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_K_a = numpy.matmul(r_d_attn_mha_QK.reshape(2, 8, NB, K, 8).transpose(0, 2, 3, 4, 1), attn_mha_Q.reshape(8, NB, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j]
-    r_d_attn_mha_K_b = numpy.einsum('jtns,tnkjc->snkjc', d_attn_mha_QK.reshape(2, 8, NB, 8), r_attn_mha_Q.reshape(8, NB, K, 2, 8)).reshape(-1, 16)
+    r_d_attn_mha_K_b = numpy.matmul(d_attn_mha_QK.reshape(2, 8, NB, 1, 8).transpose(0, 2, 3, 4, 1), r_attn_mha_Q.reshape(8, NB, K, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b
     r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b
 

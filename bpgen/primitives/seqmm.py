@@ -96,23 +96,30 @@ class SeqMM(Primitive):
 
     # ---- printing: one rule for one direction and for k at once --------------
     def _numpy(self, em, op, loop, nb: str, ka: bool, kb: bool):
+        """Batched matrix products (numpy.matmul) over (head, sample,
+        direction): every argument as a 5-D view (step, sample, direction,
+        head, column) or (head, step, sample, direction, key), with a
+        direction axis of 1 where it holds one (broadcast)."""
         at = op.attrs
         t, h, d, f = at["steps"], at["heads"], at["d"], at["f"]
-        spec, _, _ = FORMS[at["form"]]
-        ins, out = spec.split("->")
-        subs, arrays = [], []
-        for arg, sub, k in zip(op.args, ins.split(","), (ka, kb)):
-            dims = {"t": t, "s": t, "n": nb, "j": h, "c": d}
-            if k:       # the directions: after the sample
-                sub = sub.replace("n", "nk")
-                dims["k"] = "K"
-            subs.append(sub)
-            arrays.append(f"{em.acc(arg, loop)}.reshape({', '.join(str(dims[x]) for x in sub)})")
-        if ka or kb:
-            out = out.replace("n", "nk")
-        cols = t if at["form"] == "qk" else f
-        return (f"numpy.einsum('{','.join(subs)}->{out}', {', '.join(arrays)})"
-                f".reshape(-1, {cols})")
+        a, b = (em.acc(x, loop) for x in op.args)
+        ksz = ("K" if ka else "1", "K" if kb else "1")
+
+        def seq(x, kk, last_two):        # (T·N·K, F) -> (h, n, k, ...) with the given last two
+            order = "3, 1, 2, 0, 4" if last_two == "tc" else "3, 1, 2, 4, 0"
+            return f"{x}.reshape({t}, {nb}, {kk}, {h}, {d}).transpose({order})"
+
+        def scores(x, kk, transposed):   # (h·T·N·K, T) -> (h, n, k, t, s) or (h, n, k, s, t)
+            order = "0, 2, 3, 4, 1" if transposed else "0, 2, 3, 1, 4"
+            return f"{x}.reshape({h}, {t}, {nb}, {kk}, {t}).transpose({order})"
+
+        form = at["form"]
+        if form == "qk":        # (h, n, k, t, s) -> rows (h, t, n, k)
+            prod = f"numpy.matmul({seq(a, ksz[0], 'tc')}, {seq(b, ksz[1], 'ct')})"
+            return f"{prod}.transpose(0, 3, 1, 2, 4).reshape(-1, {t})"
+        prod = (f"numpy.matmul({scores(a, ksz[0], form == 'atv')}, "
+                f"{seq(b, ksz[1], 'tc')})")
+        return f"{prod}.transpose(3, 1, 2, 0, 4).reshape(-1, {f})"
 
     def numpy(self, em, op, loop):
         return self._numpy(em, op, loop, "N", False, False)

@@ -23,6 +23,7 @@ static inline void bpg_seqmm_qk(int64_t N, int64_t T, int64_t H, int64_t D, int6
                     for (int64_t s = 0; s < T; s++) {
                         const real *restrict b = B + BPG_SEQ_ROW(s * N + n, kb) * F + j * D;
                         real acc = 0;
+                        #pragma omp simd reduction(+:acc)
                         for (int64_t c = 0; c < D; c++) acc += a[c] * b[c];
                         o[s] = acc;
                     }
@@ -43,6 +44,7 @@ static inline void bpg_seqmm_av(int64_t N, int64_t T, int64_t H, int64_t D, int6
                     for (int64_t c = 0; c < D; c++) o[c] = 0;
                     for (int64_t s = 0; s < T; s++) {
                         const real *restrict b = B + BPG_SEQ_ROW(s * N + n, kb) * F + j * D;
+                        #pragma omp simd
                         for (int64_t c = 0; c < D; c++) o[c] += a[s] * b[c];
                     }
                 }
@@ -62,6 +64,7 @@ static inline void bpg_seqmm_atv(int64_t N, int64_t T, int64_t H, int64_t D, int
                     for (int64_t t = 0; t < T; t++) {
                         const real w = A[BPG_SEQ_ROW((j * T + t) * N + n, ka) * T + s];
                         const real *restrict b = B + BPG_SEQ_ROW(t * N + n, kb) * F + j * D;
+                        #pragma omp simd
                         for (int64_t c = 0; c < D; c++) o[c] += w * b[c];
                     }
                 }
