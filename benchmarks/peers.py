@@ -24,6 +24,12 @@ ties (a window of equal values) may send the gradient to another element than
 bpgen's first maximum; after a relu such a window is all zeros below the kink,
 where the gradient is zero either way.
 
+Transformers (``input: {tokens: V, steps: T}``): ``embedding``,
+``attention`` (the explicit composition: PyTorch's scaled_dot_product_attention
+has no double backward), ``layernorm``, ``dense`` (with gelu) and ``block``
+(nested, residual) layers, batch-first; softmax cross-entropy or mse over
+every step or the last (``_jax_transformer_loss``, ``_torch_transformer_loss``).
+
 Import this module after the thread environment variables are set
 (PyTorch's thread count: $BPGEN_BENCH_THREADS, default 1).
 """
@@ -97,8 +103,103 @@ def _is_sequence(arch):
 
 # --------------------------------------------------------------------------- JAX
 
+def _is_transformer(arch):
+    return "tokens" in arch["input"]
+
+
+def _transformer(arch, ops):
+    """loss_fn(P, x, y) of a token network, batch-first, from ``ops`` (the
+    library's functions: take, mean, sqrt, exp, gelu, triu, where, log_softmax,
+    pick: the labels' log-probabilities)."""
+    lam = _l2(arch)
+    steps = arch["input"]["steps"]
+    acts = {"identity": lambda z: z, "tanh": ops["tanh"], "relu": ops["relu"],
+            "gelu": ops["gelu"]}
+
+    def attention(P, name, layer, h):
+        n, t, f = h.shape
+        heads = layer["heads"]
+        d = f // heads
+
+        def split(a):
+            return a.reshape(n, t, heads, d).swapaxes(1, 2)
+        q, k, v = (split(h @ P[f"{name}.W{c}"] + P[f"{name}.b{c}"]) for c in "qkv")
+        s = q @ k.swapaxes(-1, -2) / d ** 0.5
+        if layer.get("causal", False):
+            s = ops["where"](ops["mask"](t), -np.inf, s)
+        s = s - s.max(-1, keepdims=True) if ops["keepdims"] else s - s.amax(-1, keepdim=True)
+        e = ops["exp"](s)
+        a = e / (e.sum(-1, keepdims=True) if ops["keepdims"] else e.sum(-1, keepdim=True))
+        o = (a @ v).swapaxes(1, 2).reshape(n, t, f)
+        return o @ P[f"{name}.Wo"] + P[f"{name}.bo"]
+
+    def apply(P, prefix, layers, h, x):
+        for i, layer in enumerate(layers):
+            name, kind = prefix + layer.get("name", f"l{i}"), layer["type"]
+            if kind == "embedding":
+                h = P[name + ".E"][x]
+                if layer.get("positions", False):
+                    h = h + P[name + ".P"]
+            elif kind == "layernorm":
+                mu = ops["mean"](h)
+                var = ops["mean"]((h - mu) ** 2)
+                h = (h - mu) / ops["sqrt"](var + 1e-5) * P[name + ".g"] + P[name + ".b"]
+            elif kind == "dense":
+                h = acts[layer.get("activation", "identity")](h @ P[name + ".W"]
+                                                             + P[name + ".b"])
+            elif kind == "attention":
+                h = attention(P, name, layer, h)
+            elif kind == "block":
+                inner = apply(P, name + ".", layer["layers"], h, x)
+                h = inner + h if layer.get("residual", False) else inner
+            else:
+                raise NotImplementedError(f"peers: layer {layer} is not implemented")
+        return h
+
+    loss_spec = arch["loss"] if isinstance(arch["loss"], dict) else {"type": arch["loss"]}
+
+    def loss_fn(P, x, y):
+        h = apply(P, "", arch["layers"], None, x)
+        if loss_spec.get("steps", "all") == "last":
+            h = h[:, steps - 1]
+        if loss_spec["type"] == CE:
+            loss = -ops["pick"](ops["log_softmax"](h), y).mean()
+        else:
+            loss = 0.5 * ((h - y) ** 2).sum(-1).mean()
+        if lam:
+            loss = loss + 0.5 * lam * sum((v ** 2).sum() for k, v in P.items()
+                                          if k.rsplit(".", 1)[-1] in WEIGHTS + _ATTN)
+        return loss
+    return loss_fn
+
+
+_ATTN = ("Wq", "Wk", "Wv", "Wo")
+
+
+def _jax_transformer_loss(arch):
+    return _transformer(arch, {
+        "tanh": jnp.tanh, "relu": jax.nn.relu, "exp": jnp.exp, "sqrt": jnp.sqrt,
+        "gelu": lambda z: jax.nn.gelu(z, approximate=False), "where": jnp.where,
+        "mask": lambda t: jnp.triu(jnp.ones((t, t), dtype=bool), 1), "keepdims": True,
+        "mean": lambda a: a.mean(-1, keepdims=True),
+        "log_softmax": lambda a: jax.nn.log_softmax(a, axis=-1),
+        "pick": lambda logp, y: jnp.take_along_axis(logp, y[..., None], axis=-1)})
+
+
+def _torch_transformer_loss(arch):
+    return _transformer(arch, {
+        "tanh": torch.tanh, "relu": F.relu, "exp": torch.exp, "sqrt": torch.sqrt,
+        "gelu": F.gelu, "where": lambda m, a, b: b.masked_fill(m, a),
+        "mask": lambda t: torch.triu(torch.ones(t, t, dtype=torch.bool), 1),
+        "keepdims": False, "mean": lambda a: a.mean(-1, keepdim=True),
+        "log_softmax": lambda a: F.log_softmax(a, dim=-1),
+        "pick": lambda logp, y: logp.gather(-1, y[..., None])})
+
+
 def _jax_loss(arch):
     """loss_fn(P, x, y) in JAX, P a dict of arrays keyed like bpgen's parameters."""
+    if _is_transformer(arch):
+        return _jax_transformer_loss(arch)
     layers = _layers(arch)
     acts = {"identity": lambda z: z, "tanh": jnp.tanh, "relu": jax.nn.relu,
             "sigmoid": jax.nn.sigmoid}
@@ -187,7 +288,8 @@ def jax_peer(arch, params, x, y):
 
 def torch_peer(arch, params, x, y):
     """PyTorch eager autograd: the loss from leaf tensors, then torch.autograd.grad."""
-    if arch["dtype"] == "float32" and [kind for _, kind, _, _ in _layers(arch)][:1] == ["lstm"]:
+    if (not _is_transformer(arch) and arch["dtype"] == "float32"
+            and [kind for _, kind, _, _ in _layers(arch)][:1] == ["lstm"]):
         return torch_fused_lstm_peer(arch, params, x, y)
     loss_fn = _torch_loss(arch)
     P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
@@ -206,6 +308,8 @@ def torch_peer(arch, params, x, y):
 
 def _torch_loss(arch):
     """loss_fn(P, x, y) in PyTorch, P a dict of tensors keyed like bpgen's parameters."""
+    if _is_transformer(arch):
+        return _torch_transformer_loss(arch)
     layers = _layers(arch)
     acts = {"identity": lambda z: z, "tanh": torch.tanh, "relu": F.relu,
             "sigmoid": torch.sigmoid}
