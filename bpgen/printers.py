@@ -215,6 +215,16 @@ class CPrinter(C99CodePrinter):
             return "(" + "*".join([b] * int(e.exp)) + ")"
         if e.exp == -1:
             return f"({self._print(sp.Float(1.0))}/{self.parenthesize(e.base, 1000)})"
+        # layernorm's (var + eps)^(-1/2) and its derivatives' ^(-3/2): a square
+        # root and a division, several times faster than pow()
+        # (the exponent is a float here: see numeric)
+        power = float(e.exp) if e.exp.is_Number else None
+        if power in (-0.5, -1.5, 1.5):
+            root = self._print(sp.sqrt(e.base))
+            b = self.parenthesize(e.base, 1000)
+            one = self._print(sp.Float(1.0))
+            return {-0.5: f"({one}/{root})", -1.5: f"({one}/({b}*{root}))",
+                    1.5: f"({b}*{root})"}[power]
         return super()._print_Pow(e)
 
 

@@ -576,71 +576,86 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
    always holds K.  K = 1: one direction.
    qk:  S[(jT+t)N+n][s] = sum_c A[tN+n][jD+c] B[sN+n][jD+c]
    av:  O[tN+n][jD+c]   = sum_s A[(jT+t)N+n][s] B[sN+n][jD+c]
-   atv: O[sN+n][jD+c]   = sum_t A[(jT+t)N+n][s] B[tN+n][jD+c] */
-#define BPG_SEQ_ROW(r, f) ((r) * ((f) ? K : 1) + ((f) ? k : 0))
+   atv: O[sN+n][jD+c]   = sum_t A[(jT+t)N+n][s] B[tN+n][jD+c]
+   Each (direction, head, sample) block is one strided product (the rows of
+   a sample's block lie N*K rows apart): by the BLAS when large enough,
+   else inline. */
+#ifndef BPG_SEQMM_MIN
+#define BPG_SEQMM_MIN 2048.0        /* multiply-adds of a block for the BLAS */
+#endif
 
-static inline void bpg_seqmm_qk(int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                                int ka, int kb, const real *restrict A,
-                                const real *restrict B, real *restrict S)
+/* C (M x Nc, rows ldc apart) = op(A)·op(B), K inner, rows lda and ldb apart */
+static inline void bpg_seqmm_block(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                   const real *A, int64_t lda, const real *B, int64_t ldb,
+                                   real *C, int64_t ldc)
+{
+    if (bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, BPG_SEQMM_MIN)) return;
+    for (int64_t i = 0; i < M; i++) {
+        real *restrict c = C + i * ldc;
+        if (!tb) {
+            for (int64_t j = 0; j < Nc; j++) c[j] = 0;
+            for (int64_t k = 0; k < K; k++) {
+                const real a = ta ? A[k * lda + i] : A[i * lda + k];
+                const real *restrict b = B + k * ldb;
+                #pragma omp simd
+                for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+            }
+        } else {
+            for (int64_t j = 0; j < Nc; j++) {
+                const real *restrict b = B + j * ldb;
+                real acc = 0;
+                if (ta) {
+                    for (int64_t k = 0; k < K; k++) acc += A[k * lda + i] * b[k];
+                } else {
+                    const real *restrict a = A + i * lda;
+                    #pragma omp simd reduction(+:acc)
+                    for (int64_t k = 0; k < K; k++) acc += a[k] * b[k];
+                }
+                c[j] = acc;
+            }
+        }
+    }
+}
+
+/* form 0: qk, 1: av, 2: atv */
+static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
+                             int ka, int kb, const real *A, const real *B, real *O)
 {
     const int64_t F = H * D;
-    for (int64_t j = 0; j < H; j++)
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t n = 0; n < N; n++)
-                for (int64_t k = 0; k < K; k++) {
-                    const real *restrict a = A + BPG_SEQ_ROW(t * N + n, ka) * F + j * D;
-                    real *restrict o = S + (((j * T + t) * N + n) * K + k) * T;
-                    for (int64_t s = 0; s < T; s++) {
-                        const real *restrict b = B + BPG_SEQ_ROW(s * N + n, kb) * F + j * D;
-                        real acc = 0;
-                        #pragma omp simd reduction(+:acc)
-                        for (int64_t c = 0; c < D; c++) acc += a[c] * b[c];
-                        o[s] = acc;
-                    }
+    const int64_t ma = ka ? K : 1, mb = kb ? K : 1;
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t j = 0; j < H; j++)
+            for (int64_t n = 0; n < N; n++) {
+                const real *b = B + (n * mb + k * kb) * F + j * D;   /* (T x D), rows N*mb*F apart */
+                if (form == 0) {
+                    const real *a = A + (n * ma + k * ka) * F + j * D;
+                    bpg_seqmm_block(0, 1, T, T, D, a, N * ma * F, b, N * mb * F,
+                                    O + ((j * T * N + n) * K + k) * T, N * K * T);
+                } else {
+                    const real *a = A + ((j * T * N + n) * ma + k * ka) * T;  /* (T x T) */
+                    bpg_seqmm_block(form == 2, 0, T, D, T, a, N * ma * T, b, N * mb * F,
+                                    O + (n * K + k) * F + j * D, N * K * F);
                 }
+            }
+}
+
+static inline void bpg_seqmm_qk(int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
+                                int ka, int kb, const real *A, const real *B, real *S)
+{
+    bpg_seqmm(0, N, T, H, D, K, ka, kb, A, B, S);
 }
 
 static inline void bpg_seqmm_av(int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                                int ka, int kb, const real *restrict A,
-                                const real *restrict B, real *restrict O)
+                                int ka, int kb, const real *A, const real *B, real *O)
 {
-    const int64_t F = H * D;
-    for (int64_t j = 0; j < H; j++)
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t n = 0; n < N; n++)
-                for (int64_t k = 0; k < K; k++) {
-                    const real *restrict a = A + BPG_SEQ_ROW((j * T + t) * N + n, ka) * T;
-                    real *restrict o = O + ((t * N + n) * K + k) * F + j * D;
-                    for (int64_t c = 0; c < D; c++) o[c] = 0;
-                    for (int64_t s = 0; s < T; s++) {
-                        const real *restrict b = B + BPG_SEQ_ROW(s * N + n, kb) * F + j * D;
-                        #pragma omp simd
-                        for (int64_t c = 0; c < D; c++) o[c] += a[s] * b[c];
-                    }
-                }
+    bpg_seqmm(1, N, T, H, D, K, ka, kb, A, B, O);
 }
 
 static inline void bpg_seqmm_atv(int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                                 int ka, int kb, const real *restrict A,
-                                 const real *restrict B, real *restrict O)
+                                 int ka, int kb, const real *A, const real *B, real *O)
 {
-    const int64_t F = H * D;
-    for (int64_t j = 0; j < H; j++)
-        for (int64_t s = 0; s < T; s++)
-            for (int64_t n = 0; n < N; n++)
-                for (int64_t k = 0; k < K; k++) {
-                    real *restrict o = O + ((s * N + n) * K + k) * F + j * D;
-                    for (int64_t c = 0; c < D; c++) o[c] = 0;
-                    for (int64_t t = 0; t < T; t++) {
-                        const real w = A[BPG_SEQ_ROW((j * T + t) * N + n, ka) * T + s];
-                        const real *restrict b = B + BPG_SEQ_ROW(t * N + n, kb) * F + j * D;
-                        #pragma omp simd
-                        for (int64_t c = 0; c < D; c++) o[c] += w * b[c];
-                    }
-                }
+    bpg_seqmm(2, N, T, H, D, K, ka, kb, A, B, O);
 }
-
-#undef BPG_SEQ_ROW
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
 static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real *restrict out)
@@ -750,7 +765,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_A[k] = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5) + v_attn_norm_b[cc];
+            v_attn_norm_A[k] = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) + v_attn_norm_b[cc];
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
@@ -857,7 +872,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_A[k] = v_mlp_norm_Xc[k]*v_mlp_norm_g[cc]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5) + v_mlp_norm_b[cc];
+            v_mlp_norm_A[k] = v_mlp_norm_Xc[k]*v_mlp_norm_g[cc]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + v_mlp_norm_b[cc];
         }
     }
     /* mlp_up: affine part */
@@ -994,7 +1009,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_A[k] = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5) + v_attn_norm_b[cc];
+            v_attn_norm_A[k] = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) + v_attn_norm_b[cc];
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
@@ -1101,7 +1116,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_A[k] = v_mlp_norm_Xc[k]*v_mlp_norm_g[cc]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5) + v_mlp_norm_b[cc];
+            v_mlp_norm_A[k] = v_mlp_norm_Xc[k]*v_mlp_norm_g[cc]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + v_mlp_norm_b[cc];
         }
     }
     /* mlp_up: affine part */
@@ -1369,7 +1384,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* attn_norm: gain and bias Xhat ⊙ g + b */
@@ -1485,7 +1500,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
@@ -1697,7 +1712,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xhat[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
         }
     }
     /* d_mlp_norm_sum = -d_mlp_norm_Xc_2 / 16 */
@@ -1852,7 +1867,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* d_attn_norm_sum = -d_attn_norm_Xc_2 / 16 */
@@ -2177,7 +2192,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* r_attn_norm_Xhat = r_attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) - attn_norm_Xhat ⊙ r_attn_norm_ss / (32 (1e-05 + attn_norm_ss / 16)) */
@@ -2185,7 +2200,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_norm_Xhat[k] = -0.03125*v_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5) + v_r_attn_norm_Xc[k]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_r_attn_norm_Xhat[k] = -0.03125*v_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5) + v_r_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* attn_norm: gain and bias Xhat ⊙ g + b */
@@ -2401,7 +2416,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* r_mlp_norm_Xhat = r_mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) - mlp_norm_Xhat ⊙ r_mlp_norm_ss / (32 (1e-05 + mlp_norm_ss / 16)) */
@@ -2409,7 +2424,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_mlp_norm_Xhat[k] = -0.03125*v_mlp_norm_Xhat[k]*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + v_r_mlp_norm_Xc[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_r_mlp_norm_Xhat[k] = -0.03125*v_mlp_norm_Xhat[k]*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + v_r_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
@@ -2658,7 +2673,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc[k] = v_d_mlp_norm_Xhat[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_d_mlp_norm_Xc[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ mlp_norm_Xhat / (32 (1e-05 + mlp_norm_ss / 16)) */
@@ -2697,7 +2712,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_d_mlp_norm_Xc_2[k] = -0.03125*v_d_mlp_norm_Xc[k]*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + 2*v_d_mlp_norm_ss_1[rr]*v_r_mlp_norm_Xc[k] + 2*v_mlp_norm_Xc[k]*v_r_d_mlp_norm_ss_1[rr] + v_r_d_mlp_norm_Xhat[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_r_d_mlp_norm_Xc_2[k] = -0.03125*v_d_mlp_norm_Xc[k]*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + 2*v_d_mlp_norm_ss_1[rr]*v_r_mlp_norm_Xc[k] + 2*v_mlp_norm_Xc[k]*v_r_d_mlp_norm_ss_1[rr] + v_r_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* d_mlp_norm_sum = -d_mlp_norm_Xc_2 / 16 */
@@ -2975,7 +2990,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_r_d_attn_norm_ss_1[rr] - 0.03125*v_d_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -1.5) + 2*v_d_attn_norm_ss_1[rr]*v_r_attn_norm_Xc[k] + v_r_d_attn_norm_Xhat[k]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_r_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_r_d_attn_norm_ss_1[rr] - 0.03125*v_d_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]*(1.0/((0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)*sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5))) + 2*v_d_attn_norm_ss_1[rr]*v_r_attn_norm_Xc[k] + v_r_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* r_d_attn_norm_sum = -r_d_attn_norm_Xc_2 / 16 */
@@ -3240,7 +3255,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* attn_norm: gain and bias Xhat ⊙ g + b */
@@ -3257,7 +3272,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_norm_A[k] = v_attn_norm_Xhat[k]*v_v_attn_norm_g[cc] + v_attn_norm_g[cc]*(-0.03125*v_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5) + v_r_attn_norm_Xc[k]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5)) + v_v_attn_norm_b[cc];
+            v_r_attn_norm_A[k] = v_attn_norm_Xhat[k]*v_v_attn_norm_g[cc] + v_attn_norm_g[cc]*(-0.03125*v_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5) + v_r_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5))) + v_v_attn_norm_b[cc];
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
@@ -3456,7 +3471,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
@@ -3473,7 +3488,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_mlp_norm_A[k] = v_mlp_norm_Xhat[k]*v_v_mlp_norm_g[cc] + v_mlp_norm_g[cc]*(-0.03125*v_mlp_norm_Xhat[k]*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + v_r_mlp_norm_Xc[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5)) + v_v_mlp_norm_b[cc];
+            v_r_mlp_norm_A[k] = v_mlp_norm_Xhat[k]*v_v_mlp_norm_g[cc] + v_mlp_norm_g[cc]*(-0.03125*v_mlp_norm_Xhat[k]*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + v_r_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5))) + v_v_mlp_norm_b[cc];
         }
     }
     /* mlp_up: affine part */
@@ -3669,7 +3684,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xhat[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
         }
     }
     /* d_mlp_norm_sum = -d_mlp_norm_Xc_2 / 16 */
@@ -3824,7 +3839,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* d_attn_norm_sum = -d_attn_norm_Xc_2 / 16 */
@@ -3980,7 +3995,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_A[k] = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5) + v_attn_norm_b[cc];
+            v_attn_norm_A[k] = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) + v_attn_norm_b[cc];
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
@@ -4087,7 +4102,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
@@ -4223,7 +4238,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xhat[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
         }
     }
     /* d_mlp_norm_sum = -d_mlp_norm_Xc_2 / 16 */
@@ -4415,14 +4430,14 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     bpg_rowsum(8*N, 16, v_attn_norm_sq, v_attn_norm_ss);
     /* hc = 1 / sqrt(1e-05 + attn_norm_ss / 16) */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_hc[k] = pow(0.0625*v_attn_norm_ss[k] + 1.0000000000000001e-5, -0.5);
+    for (int64_t k = 0; k < 8*N; k++) v_hc[k] = (1.0/sqrt(0.0625*v_attn_norm_ss[k] + 1.0000000000000001e-5));
     /* attn_norm: normalised by sqrt(variance + eps) */
     /* attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*pow(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* attn_norm: gain and bias Xhat ⊙ g + b */
@@ -4534,14 +4549,14 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     bpg_rowsum(8*N, 16, v_mlp_norm_sq, v_mlp_norm_ss);
     /* hc_2 = 1 / sqrt(1e-05 + mlp_norm_ss / 16) */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_hc_2[k] = pow(0.0625*v_mlp_norm_ss[k] + 1.0000000000000001e-5, -0.5);
+    for (int64_t k = 0; k < 8*N; k++) v_hc_2[k] = (1.0/sqrt(0.0625*v_mlp_norm_ss[k] + 1.0000000000000001e-5));
     /* mlp_norm: normalised by sqrt(variance + eps) */
     /* mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
@@ -4675,7 +4690,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc[k] = v_d_mlp_norm_Xhat[k]*pow(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5, -0.5);
+            v_d_mlp_norm_Xc[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         }
     }
     /* d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ mlp_norm_Xhat / (32 (1e-05 + mlp_norm_ss / 16)) */
@@ -5638,7 +5653,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             for (int64_t d = 0; d < K; d++) {
                 #pragma omp simd
                 for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_attn_norm_Xc_2[(rr*K + d)*16 + cc] = 2*v_attn_norm_Xc[rr*16 + cc]*v_r_d_attn_norm_ss_1[(rr*K + d)*1 + 0] - 0.03125*v_d_attn_norm_Xhat[rr*16 + cc]*v_r_attn_norm_ss[(rr*K + d)*1 + 0]*pow(0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5, -1.5) + 2*v_d_attn_norm_ss_1[rr*1 + 0]*v_r_attn_norm_Xc[(rr*K + d)*16 + cc] + v_hc[rr*1 + 0]*v_r_d_attn_norm_Xhat[(rr*K + d)*16 + cc];
+                    v_r_d_attn_norm_Xc_2[(rr*K + d)*16 + cc] = 2*v_attn_norm_Xc[rr*16 + cc]*v_r_d_attn_norm_ss_1[(rr*K + d)*1 + 0] - 0.03125*v_d_attn_norm_Xhat[rr*16 + cc]*v_r_attn_norm_ss[(rr*K + d)*1 + 0]*(1.0/((0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5)*sqrt(0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5))) + 2*v_d_attn_norm_ss_1[rr*1 + 0]*v_r_attn_norm_Xc[(rr*K + d)*16 + cc] + v_hc[rr*1 + 0]*v_r_d_attn_norm_Xhat[(rr*K + d)*16 + cc];
                 }
             }
         /* r_d_attn_norm_sum = -r_d_attn_norm_Xc_2 / 16 */
