@@ -3,8 +3,11 @@
     pip install torch==2.13.0      # optional, not a test dependency
     python scripts/torch_oracle.py [--backend numpy|c|all]
 
-Builds dense networks (every activation x loss x dtype) and recurrent ones
-(rnn, lstm, gru, birnn of each cell, stacked, truncated) and prints the max
+Builds dense networks (every activation x loss x dtype), recurrent ones
+(rnn, lstm, gru, birnn of each cell, stacked, truncated) and transformer ones
+(token ids, embedding with and without positions, causal and full
+multi-head attention, nested residual blocks with layernorm and dense at
+every step; sequence and last-step losses; both dtypes) and prints the max
 relative error of forward, loss, gradient and Hessian-vector product against
 PyTorch (the model written here with torch tensor ops; gradients by autograd,
 truncation by detaching the state between chunks, hvp by double backward of
@@ -65,13 +68,38 @@ def cell_run(layer, tp, pre, x, reverse, truncate):
     return torch.stack(outs, dim=1)
 
 
-def torch_loss(spec, tp, x, y, truncate=None):
-    h = torch.tensor(np.asarray(x, dtype=np.float64))
-    if spec.input.kind != "sequence":
-        h = h.reshape(len(h), -1)
-    for layer in spec.layers:
-        name = layer.name
-        if layer.type == "dense":
+def attention(layer, tp, pre, h):
+    """Multi-head self-attention as PyTorch's explicit composition (softmax of
+    the masked scaled scores; scaled_dot_product_attention has no double
+    backward)."""
+    n, t, f = h.shape
+    heads = layer.heads
+
+    def split(a):
+        return a.reshape(n, t, heads, f // heads).transpose(1, 2)
+    q, k, v = (split(h @ tp[f"{pre}W{c}"] + tp[f"{pre}b{c}"]) for c in "qkv")
+    s = q @ k.transpose(-1, -2) / (f // heads) ** 0.5
+    if layer.causal:
+        s = s.masked_fill(torch.triu(torch.ones(t, t, dtype=torch.bool), 1), -torch.inf)
+    o = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(n, t, f)
+    return o @ tp[f"{pre}Wo"] + tp[f"{pre}bo"]
+
+
+def apply_layers(layers, tp, prefix, h, truncate):
+    for layer in layers:
+        name = prefix + layer.name
+        if layer.type == "embedding":
+            h = tp[f"{name}.E"][h]
+            if layer.positions:
+                h = h + tp[f"{name}.P"]
+        elif layer.type == "layernorm":
+            h = F.layer_norm(h, h.shape[-1:], tp[f"{name}.g"], tp[f"{name}.b"], 1e-5)
+        elif layer.type == "attention":
+            h = attention(layer, tp, name + ".", h)
+        elif layer.type == "block":
+            inner = apply_layers(layer.layers, tp, name + ".", h, truncate)
+            h = inner + h if layer.residual else inner
+        elif layer.type == "dense":
             h = ACT[layer.activation](h @ tp[f"{name}.W"] + tp[f"{name}.b"], layer.alpha)
         elif layer.type == "flatten":
             h = h.reshape(len(h), -1)
@@ -80,7 +108,17 @@ def torch_loss(spec, tp, x, y, truncate=None):
                            cell_run(layer, tp, f"{name}.bwd.", h, True, truncate)], dim=2)
         else:
             h = cell_run(layer, tp, f"{name}.", h, False, truncate)
-    out = h
+    return h
+
+
+def torch_loss(spec, tp, x, y, truncate=None):
+    if spec.input.kind == "tokens":
+        h = torch.tensor(np.asarray(x, dtype=np.int64))
+    else:
+        h = torch.tensor(np.asarray(x, dtype=np.float64))
+    if spec.input.kind not in ("sequence", "tokens"):
+        h = h.reshape(len(h), -1)
+    out = apply_layers(spec.layers, tp, "", h, truncate)
     scored = out
     if out.dim() == 3 and spec.loss.steps == "last":
         scored = out[:, -1]
@@ -95,7 +133,7 @@ def torch_loss(spec, tp, x, y, truncate=None):
         loss = F.binary_cross_entropy_with_logits(
             flat, torch.tensor(y, dtype=torch.float64).reshape(-1, k), reduction="sum") / count
     for key, v in tp.items():
-        if key.rsplit(".", 1)[1] in ("W", "Wx", "Wh"):
+        if key.rsplit(".", 1)[1] in ("W", "Wx", "Wh", "Wq", "Wk", "Wv", "Wo"):
             loss = loss + 0.5 * spec.l2 * (v ** 2).sum()
     return out, loss
 
@@ -150,6 +188,44 @@ def architectures():
                 yield arch
 
 
+    emb = {"type": "embedding", "units": 4}
+    transformer = [
+        ("attn_causal", [dict(emb, positions=True), {"type": "attention", "heads": 2,
+                                                     "causal": True}]),
+        ("attn_full", [emb, {"type": "attention", "heads": 1}]),
+        ("prenorm", [dict(emb, positions=True),
+                     {"type": "block", "residual": True, "layers": [
+                         {"type": "layernorm"}, {"type": "attention", "heads": 2,
+                                                 "causal": True}]},
+                     {"type": "block", "residual": True, "layers": [
+                         {"type": "layernorm"},
+                         {"type": "dense", "units": 8, "activation": "gelu"},
+                         {"type": "dense", "units": 4}]}]),
+        ("nested", [emb, {"type": "block", "layers": [
+            {"type": "block", "residual": True, "name": "inner", "layers": [
+                {"type": "attention", "heads": 4}]},
+            {"type": "dense", "units": 6, "activation": "tanh"}]}]),
+    ]
+    for dtype in ("float64", "float32"):
+        for name, layers in transformer:
+            for steps, loss in (("all", "softmax_cross_entropy"), ("last", "mse")):
+                yield {"name": f"t_{name}_{steps}_{dtype}", "dtype": dtype,
+                       "input": {"tokens": 7, "steps": 4},
+                       "layers": layers + [{"type": "dense", "units": 3}],
+                       "loss": {"type": loss, "steps": steps},
+                       "regularization": {"l2": 0.01}}
+
+
+def dict_err(got, want):
+    """The worst key's rel_err; a key that is zero in exact arithmetic
+    (attention's bk: softmax ignores a shift of a whole row of scores) is
+    measured against the largest entry of the whole result, not its noise."""
+    top = max(float(np.max(np.abs(w))) for w in want.values())
+    return max(rel_err(got[k], w) if np.max(np.abs(w)) > 1e-12 * top
+               else float(np.max(np.abs(got[k] - w))) / max(top, 1e-300)
+               for k, w in want.items())
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", choices=("numpy", "c", "all"), default="all")
@@ -169,8 +245,7 @@ def main(argv=None):
                 got_hv = mod.hvp(params, x, y, v)
                 errs = {"forward": rel_err(mod.forward(params, x), out),
                         "loss": rel_err(got_v, value),
-                        "grad": max(rel_err(got_g[k], grads[k]) for k in grads),
-                        "hvp": max(rel_err(got_hv[k], hv[k]) for k in hv)}
+                        "grad": dict_err(got_g, grads), "hvp": dict_err(got_hv, hv)}
                 e = max(errs.values())
                 if spec.dtype == "float64":
                     worst = max(worst, e)
