@@ -35,7 +35,8 @@ def spectrum(module, params, x, y, k: int = 6, smallest: bool = False,
     if full or k >= n - 1:
         if progress:
             progress(f"full eigendecomposition of the {n} x {n} Hessian ...")
-        h = np.asarray(module.hessian(params, x, y), dtype=np.float64)
+        h = np.asarray(module.hessian(params, x, y, **({"progress": progress} if progress
+                                                       else {})), dtype=np.float64)
         evals = np.linalg.eigvalsh(h)
         out = {"largest": evals[::-1][:k].copy(), "all": evals, "method": "eigh"}
         if smallest:
