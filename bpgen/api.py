@@ -21,13 +21,21 @@ def _spec(spec) -> Spec:
     return spec if isinstance(spec, Spec) else load_spec(spec)
 
 
-def check_out_dir(out_dir, what: str = "out_dir") -> str:
-    """``out_dir`` as a str, created if missing; a ``ValueError`` naming
-    ``what`` when it is a file or cannot be created."""
+def check_out_dir(out_dir, what: str = "out_dir", create: bool = True) -> str:
+    """``out_dir`` as a str, created if missing (unless not ``create``: only
+    checked, before the work); a ``ValueError`` naming ``what`` when it or a
+    directory above it is a file, or it cannot be created."""
     path = os.fspath(out_dir)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{what}: {path} exists and is not a directory (the generated "
                          f"modules are written into a directory)")
+    above = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        raise ValueError(f"{what}: cannot create the directory {path}: {above} is a file")
+    if not create:
+        return path
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
@@ -101,8 +109,7 @@ def build_sources(spec, backends=BACKENDS, out_dir=None, *, progress=None,
                              f"got {backend!r}")
     s = _spec(spec)
     out_dir = os.fspath(out_dir) if out_dir is not None else "generated"
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):     # before the work
-        check_out_dir(out_dir, out_name)
+    check_out_dir(out_dir, out_name, create=False)      # before the work
     gens = generate_all(s, tuple(backends), progress)
     for gen in gens:              # before anything is written or compiled
         check_source_size(gen.files, s.source)

@@ -168,7 +168,7 @@ def check_module(spec, module, params, x, y, exact_module=None, *, sample=None,
 
 
 def run_check(arch, batch: int = 5, seed: int = 0, tol: float | None = None,
-              backends=("numpy", "c"), progress=None, out=sys.stdout, *,
+              backends=("numpy", "c"), progress=None, out=None, *,
               exhaustive: bool | None = None, coords: int = SAMPLE_COORDS,
               directions: int = SAMPLE_DIRECTIONS) -> int:
     """Build ``arch`` with ``backends``, print the error table, return 0 or 1.
@@ -178,6 +178,7 @@ def run_check(arch, batch: int = 5, seed: int = 0, tol: float | None = None,
     random directions of each parameter array (seeded by ``seed``).
     """
     from .api import build
+    out = sys.stdout if out is None else out
     spec = load_spec(arch)
     if batch < 1:
         raise ValueError(f"batch: expected a positive batch size, got {batch}")

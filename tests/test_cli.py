@@ -165,3 +165,43 @@ def test_library_mistake_is_a_value_error(work, call, exc, message):
     with pytest.raises(exc, match=message) as info:
         call(work)
     assert "\n" not in str(info.value)
+
+
+# ---- bpgen check: sampled above a size, exhaustive on request ---------------
+
+def test_check_samples_above_the_threshold(work, capsys, monkeypatch):
+    """Above SAMPLE_ABOVE parameters the finite differences are sampled (the
+    number printed), with a progress line per parameter also when stderr is
+    not a terminal; --exhaustive differences every one."""
+    from bpgen import check
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(check, "SAMPLE_ABOVE", 10)
+    assert main(["check", "arch.yaml", "--backend", "numpy"]) == 0
+    out, err = capsys.readouterr()
+    assert ("sampled finite differences: per parameter array 8 random coordinates and 2 "
+            "random unit directions, 30 differences per backend (above 10 parameters; "
+            "--exhaustive differences all 26)") in out
+    assert "OK: every error is within tolerance" in out
+    for line in ("numpy: l0.W (3x4): 10 finite differences (8 coordinates, 2 directions)",
+                 "numpy: l0.b (4): 6 finite differences (4 coordinates, 2 directions)"):
+        assert line in err, err
+    assert main(["check", "arch.yaml", "--backend", "numpy", "--exhaustive", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "finite differences of every parameter (exhaustive)" in out and err == ""
+
+
+def test_sampled_differences_find_a_wrong_entry():
+    """One wrong gradient entry among 400: a random direction sees it."""
+    from bpgen.check import sampled_fd_errors
+    rng = np.random.default_rng(0)
+    a = rng.uniform(1, 2, (20, 20))
+    p = {"w": rng.standard_normal((20, 20))}
+
+    def f(q):
+        return float(np.sum(a * q["w"] ** 2))
+    grads = {"w": 2 * a * p["w"]}
+    err, count = sampled_fd_errors(f, p, grads, "w", 8, 2, np.random.default_rng(1))
+    assert err < 1e-8 and count == 10
+    grads["w"][7, 3] += 0.5
+    err, _ = sampled_fd_errors(f, p, grads, "w", 0, 2, np.random.default_rng(1))
+    assert err > 1e-4
