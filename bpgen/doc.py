@@ -311,13 +311,23 @@ def _hessian(spec) -> list:
     return out
 
 
+#: generated programs that are not functions of the module -> who runs them
+INTERNAL_PROGRAMS = {
+    "curvature": "the layer curvature factors `hessian_diag` reads",
+    "hessian_columns": "Hessian columns, in chunks of directions, for `hmp` (and `hessian`, "
+                       "`hessian_diag`, `hessian_blocks` where they are not assembled)",
+}
+
+
 def _cost(derived) -> list:
     size = 4 if derived.spec.dtype == "float32" else 8
     rows = []
     for name, prog in derived.programs.items():
         a, b = prog.workspace_size
         ws = _poly({1: a, 0: b})
-        rows.append((f"`{name}`", ", ".join(derived.entries[name].inputs),
+        what = (f"`{name}` (internal program: {INTERNAL_PROGRAMS[name]})"
+                if name in INTERNAL_PROGRAMS else f"`{name}`")
+        rows.append((what, ", ".join(derived.entries[name].inputs),
                      f"${_poly(matmul_flops(prog))}$", f"${ws}$",
                      f"${_poly({1: a * size, 0: b * size})}$"))
     return [("h", 2, SECTIONS[7]),
@@ -325,8 +335,10 @@ def _cost(derived) -> list:
                   r"matrix products ($2 m n k$ for an $(m \times k)$ by $(k \times n)$ product, "
                   "times the steps for a product inside a loop; elementwise work is not "
                   "counted) and the workspace each entry point allocates for its temporaries "
-                  f"(elements, and bytes for {derived.spec.dtype})."),
-            ("table", ("entry point", "inputs", "matrix-product FLOPs", "workspace elements",
+                  f"(elements, and bytes for {derived.spec.dtype}). Rows marked internal are "
+                  "generated programs the module's functions run, not functions of the "
+                  "module."),
+            ("table", ("entry point or program", "inputs", "matrix-product FLOPs", "workspace elements",
                        "workspace bytes"), rows)]
 
 
