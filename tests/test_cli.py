@@ -205,3 +205,23 @@ def test_sampled_differences_find_a_wrong_entry():
     grads["w"][7, 3] += 0.5
     err, _ = sampled_fd_errors(f, p, grads, "w", 0, 2, np.random.default_rng(1))
     assert err > 1e-4
+
+
+# ---- the docs' examples use files that exist ---------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = ["README.md"] + [os.path.join("docs", f) for f in sorted(os.listdir(
+    os.path.join(ROOT, "docs"))) if f.endswith(".md")]
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_docs_examples_name_existing_files(doc):
+    """Every architecture a code example builds by path is in the repository
+    (``arch.yaml`` stands for the reader's own file)."""
+    import re
+    with open(os.path.join(ROOT, doc), encoding="utf-8") as fh:
+        text = fh.read()
+    for path in re.findall(r"""(?:bpgen\.build\(|bpgen \w+ +)["']?([\w./-]+\.yaml)""", text):
+        if os.path.basename(path) != "arch.yaml":
+            assert os.path.exists(os.path.join(ROOT, path)), (doc, path)
+
