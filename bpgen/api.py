@@ -25,7 +25,14 @@ def check_out_dir(out_dir, what: str = "out_dir", create: bool = True) -> str:
     """``out_dir`` as a str, created if missing (unless not ``create``: only
     checked, before the work); a ``ValueError`` naming ``what`` when it or a
     directory above it is a file, or it cannot be created."""
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise ValueError(f"{what}: expected a directory (a str or path), "
+                         f"got {type(out_dir).__name__}")
     path = os.fspath(out_dir)
+    if not isinstance(path, str):
+        path = os.fsdecode(path)
+    if not path:
+        raise ValueError(f"{what}: expected a directory, got an empty name")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{what}: {path} exists and is not a directory (the generated "
                          f"modules are written into a directory)")
@@ -108,8 +115,8 @@ def build_sources(spec, backends=BACKENDS, out_dir=None, *, progress=None,
             raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, "
                              f"got {backend!r}")
     s = _spec(spec)
-    out_dir = os.fspath(out_dir) if out_dir is not None else "generated"
-    check_out_dir(out_dir, out_name, create=False)      # before the work
+    out_dir = check_out_dir("generated" if out_dir is None else out_dir, out_name,
+                            create=False)           # before the work
     gens = generate_all(s, tuple(backends), progress)
     for gen in gens:              # before anything is written or compiled
         check_source_size(gen.files, s.source)

@@ -57,6 +57,8 @@ def fd_grad(spec, module, params, x, y) -> dict:
                                       eps=FD_EPS["float64"])
 
 
+#: the largest batch ``bpgen check`` takes
+MAX_BATCH = 10000
 #: above this many parameters ``bpgen check`` samples by default (exhaustive
 #: finite differences take two loss evaluations per parameter: about a minute
 #: for a 100k-parameter MLP)
@@ -182,6 +184,9 @@ def run_check(arch, batch: int = 5, seed: int = 0, tol: float | None = None,
     spec = load_spec(arch)
     if batch < 1:
         raise ValueError(f"batch: expected a positive batch size, got {batch}")
+    if batch > MAX_BATCH:
+        raise ValueError(f"batch: {batch} is too large (at most {MAX_BATCH}: a check needs "
+                         f"a few samples, and finite differences run the whole batch)")
     if tol is not None and not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"tol: expected a positive number, got {tol}")
     for name, value, least in (("coords", coords, 0), ("directions", directions, 0)):

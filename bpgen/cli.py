@@ -27,7 +27,7 @@ def _cmd_build(args) -> int:
     from .api import BACKENDS, build_sources
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     progress = Progress(False if args.quiet else None)
-    out_dir = args.out or "generated"
+    out_dir = "generated" if args.out is None else args.out
     written = build_sources(args.arch, backends, out_dir, progress=progress,
                             out_name="--out")
     for path in written:
@@ -291,7 +291,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("arch", help="the architecture file (YAML)")
     c.add_argument("--backend", choices=("numpy", "c", "all"), default="all")
     c.add_argument("--batch", type=_positive_int, default=5,
-                   help="batch size of the test data (5)")
+                   help="batch size of the test data (5; at most 10000)")
     c.add_argument("--seed", type=_seed, default=0, help="seed of parameters and data (0)")
     c.add_argument("--tol", type=_positive_float, default=None,
                    help="tolerance against the reference (default 1e-8 for float64, "
@@ -339,6 +339,9 @@ def main(argv=None) -> int:
         return args.func(args)
     except ValueError as exc:          # SpecError and every other bad value
         print(f"bpgen: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("bpgen: error: out of memory (a smaller --batch, -k or model?)", file=sys.stderr)
         return 2
     except OSError as exc:             # a path the checks above did not foresee
         where = f"{exc.filename}: " if exc.filename else ""

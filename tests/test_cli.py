@@ -55,6 +55,7 @@ MISTAKES = [
     # build --out
     (["build", "arch.yaml", "--out", "arch.yaml"], "--out: arch.yaml exists and is not a directory"),
     (["build", "arch.yaml", "--out", "fake.npz/sub"], "--out: cannot create the directory"),
+    (["build", "arch.yaml", "--out", ""], "--out: expected a directory, got an empty name"),
     (["build", "arch.yaml", "--backend", "C"], "argument --backend: invalid choice: 'C'"),
     (["build"], "the following arguments are required: arch"),
     (["biuld", "arch.yaml"], "invalid choice: 'biuld'"),
@@ -64,6 +65,7 @@ MISTAKES = [
     (["check", "arch.yaml", "--tol", "nan"], "argument --tol: expected a positive number"),
     (["check", "arch.yaml", "--tol", "abc"], "argument --tol: expected a positive number"),
     (["check", "arch.yaml", "--batch", "0"], "argument --batch: expected a positive integer"),
+    (["check", "arch.yaml", "--batch", "1000000000"], "batch: 1000000000 is too large"),
     (["check", "arch.yaml", "--seed", "-1"], "argument --seed: expected a non-negative integer"),
     (["check", "missing.yaml"], "missing.yaml: file: cannot read it"),
     # spectrum --data
@@ -148,6 +150,10 @@ def test_doc_writes_by_extension(work, capsys, monkeypatch):
 LIBRARY = [
     (lambda w: bpgen.build(str(w / "arch.yaml"), out_dir=w / "arch.yaml"), ValueError,
      "out_dir: .*arch.yaml exists and is not a directory"),
+    (lambda w: bpgen.build(str(w / "arch.yaml"), out_dir=123), ValueError,
+     "^out_dir: expected a directory .*, got int$"),
+    (lambda w: bpgen.build(str(w / "arch.yaml"), out_dir=""), ValueError,
+     "^out_dir: expected a directory, got an empty name$"),
     (lambda w: bpgen.build(ARCH), ValueError,
      r"^spec: expected a path \(to a YAML file\), a dict or a Spec, got YAML text "
      r"\(pass yaml.safe_load\(text\), or write it to a file\)$"),
