@@ -72,8 +72,9 @@ def test_numpy_module_imports_only_numpy():
     text = generate(load_spec(mlp()), "numpy").files["net_numpy.py"]
     imports = {line.split()[1].split(".")[0] for line in text.splitlines()
                if line.startswith(("import ", "from "))}
-    # NumPy and the standard library alone (os: the memory limit's environment)
-    assert imports <= {"collections", "functools", "math", "os", "numpy", "threading"}
+    # NumPy and the standard library alone (os: the memory limit's environment;
+    # time: the progress of long calls)
+    assert imports <= {"collections", "functools", "math", "os", "numpy", "threading", "time"}
 
 
 def test_build_writes_the_module_files(tmp_path):
