@@ -2,7 +2,11 @@
 checking, flatten/unflatten, and every public function.  Copied verbatim
 into each generated module after its constants; the backend supplies
 ``_run`` / ``_run_flat`` (call a generated function) and the structured
-Hessian comes from ``hessian.py``."""
+Hessian comes from ``hessian.py``.
+
+(Longer than the ~500 lines a file here usually has: it is the whole public
+API of a generated module, copied as one block, with the argument checks
+and the progress of long calls every function shares.)"""
 import collections.abc
 import math
 import os
