@@ -224,11 +224,12 @@ def check_source_size(files: dict, source: str = "<generated>") -> None:
 # --------------------------------------------------------------------------
 
 def _looks_like_yaml(text: str) -> bool:
-    """A str that is architecture text rather than a file name."""
-    if "\n" in text.strip():
-        return True
-    return (text.lstrip().startswith(("{", "name:", "input:", "layers:"))
-            and not os.path.exists(text))
+    """A str that is architecture text rather than a file name (a file that
+    exists is a file, whatever its name)."""
+    if os.path.exists(text):
+        return False
+    return "\n" in text.strip() or text.lstrip().startswith(("{", "name:", "input:",
+                                                              "layers:"))
 
 
 def load_spec(source: "str | os.PathLike | dict") -> Spec:
