@@ -12,13 +12,43 @@ import filelock
 from .codegen import Generated, generate_all
 from .spec import Spec, check_source_size, load_spec
 
-__all__ = ["build", "write_sources", "import_module"]
+__all__ = ["build", "write_sources", "import_module", "check_out_dir"]
 
 BACKENDS = ("numpy", "c")
 
 
 def _spec(spec) -> Spec:
     return spec if isinstance(spec, Spec) else load_spec(spec)
+
+
+def check_out_dir(out_dir, what: str = "out_dir", create: bool = True) -> str:
+    """``out_dir`` as a str, created if missing (unless not ``create``: only
+    checked, before the work); a ``ValueError`` naming ``what`` when it or a
+    directory above it is a file, or it cannot be created."""
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise ValueError(f"{what}: expected a directory (a str or path), "
+                         f"got {type(out_dir).__name__}")
+    path = os.fspath(out_dir)
+    if not isinstance(path, str):
+        path = os.fsdecode(path)
+    if not path:
+        raise ValueError(f"{what}: expected a directory, got an empty name")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{what}: {path} exists and is not a directory (the generated "
+                         f"modules are written into a directory)")
+    above = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        raise ValueError(f"{what}: cannot create the directory {path}: {above} is a file")
+    if not create:
+        return path
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot create the directory {path}: "
+                         f"{exc.strerror or exc}") from None
+    return path
 
 
 def _umask() -> int:
@@ -72,21 +102,25 @@ def import_module(path: str, module: str):
     return mod
 
 
-def build_sources(spec, backends=BACKENDS, out_dir=None, *, progress=None) -> list:
+def build_sources(spec, backends=BACKENDS, out_dir=None, *, progress=None,
+                  out_name: str = "out_dir") -> list:
     """Generate (and for C, compile) ``backends``; returns the paths written.
 
     Everything is generated and compiled before the first file is written.
+    ``out_dir`` must be a directory or creatable as one, else a ``ValueError``
+    whose message starts with ``out_name`` (the command line says ``--out``).
     """
     for backend in backends:
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, "
                              f"got {backend!r}")
     s = _spec(spec)
+    out_dir = check_out_dir("generated" if out_dir is None else out_dir, out_name,
+                            create=False)           # before the work
     gens = generate_all(s, tuple(backends), progress)
     for gen in gens:              # before anything is written or compiled
         check_source_size(gen.files, s.source)
-    out_dir = os.fspath(out_dir) if out_dir is not None else "generated"
-    os.makedirs(out_dir, exist_ok=True)
+    check_out_dir(out_dir, out_name)
     written = []
     exts = []
     # one builder at a time per module and directory: concurrent builds of the

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import tempfile
 
@@ -10,7 +11,8 @@ import numpy as np
 from . import reference as ref
 from .spec import load_spec
 
-__all__ = ["run_check", "check_module", "fd_grad", "sample_point", "rel_err", "TOLERANCES"]
+__all__ = ["run_check", "check_module", "fd_grad", "sample_point", "rel_err", "TOLERANCES",
+           "sampled_fd_errors", "SAMPLE_ABOVE"]
 
 #: dtype -> (tolerance against the reference, against finite differences)
 TOLERANCES = {"float64": (1e-8, 1e-5), "float32": (1e-4, 1e-4)}
@@ -55,7 +57,72 @@ def fd_grad(spec, module, params, x, y) -> dict:
                                       eps=FD_EPS["float64"])
 
 
-def check_module(spec, module, params, x, y, exact_module=None) -> dict:
+#: the largest batch ``bpgen check`` takes
+MAX_BATCH = 10000
+#: above this many parameters ``bpgen check`` samples by default (exhaustive
+#: finite differences take two loss evaluations per parameter: about a minute
+#: for a 100k-parameter MLP)
+SAMPLE_ABOVE = 2000
+#: sampled mode: per parameter array, this many random coordinates and this
+#: many random directions (each checked by one central difference)
+SAMPLE_COORDS = 8
+SAMPLE_DIRECTIONS = 2
+
+
+def sampled_fd_errors(f, p64, grads, key, coords: int, directions: int, rng,
+                      eps: float = FD_EPS["float64"]) -> tuple:
+    """Central differences of ``f`` at ``p64`` along ``coords`` random
+    coordinates and ``directions`` random unit directions of the parameter
+    ``key``, against ``grads[key]``.  Returns (error, how many differences):
+    the largest |difference - derivative| relative to max(|grads[key]|_max,
+    1e-6) for coordinates, to max(|grads[key]|_2, 1e-6) for directions (the
+    bound of a unit direction's derivative)."""
+    g = np.asarray(grads[key], dtype=np.float64).reshape(-1)
+    arr = p64[key]
+    flat = arr.reshape(-1)
+    size = flat.size
+    picked = rng.choice(size, size=min(coords, size), replace=False)
+    err = 0.0
+    gmax = max(float(np.max(np.abs(g))) if size else 0.0, 1e-6)
+    for i in picked:
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f(p64)
+        flat[i] = old - eps
+        fm = f(p64)
+        flat[i] = old
+        err = max(err, abs((fp - fm) / (2 * eps) - g[i]) / gmax)
+    gnorm = max(float(np.linalg.norm(g)), 1e-6)
+    orig = flat.copy()
+    for _ in range(directions):
+        d = rng.standard_normal(size)
+        d /= np.linalg.norm(d)
+        flat[:] = orig + eps * d
+        fp = f(p64)
+        flat[:] = orig - eps * d
+        fm = f(p64)
+        flat[:] = orig
+        err = max(err, abs((fp - fm) / (2 * eps) - float(g @ d)) / gnorm)
+    return err, len(picked) + directions
+
+
+def _fd_of(f, p64, key, eps: float = FD_EPS["float64"]):
+    """Central differences of ``f`` along every coordinate of ``p64[key]``."""
+    flat = p64[key].reshape(-1)
+    g = np.zeros(flat.size)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f(p64)
+        flat[i] = old - eps
+        fm = f(p64)
+        flat[i] = old
+        g[i] = (fp - fm) / (2.0 * eps)
+    return g.reshape(p64[key].shape)
+
+
+def check_module(spec, module, params, x, y, exact_module=None, *, sample=None,
+                 progress=None, label: str = "") -> dict:
     """Errors of ``module`` against the reference and finite differences.
 
     Returns {row name: (err vs reference, err vs finite differences)}; rows
@@ -63,6 +130,11 @@ def check_module(spec, module, params, x, y, exact_module=None) -> dict:
     the gradient is not the loss's derivative, so finite differences check
     ``exact_module`` (the same network built without truncation) instead,
     and the truncated gradient is checked against the reference alone.
+
+    ``sample`` None differences every coordinate (:func:`fd_grad`); a tuple
+    (coords, directions, rng) differences, per parameter array, that many
+    random coordinates and random unit directions
+    (:func:`sampled_fd_errors`).  ``progress`` hears of each parameter.
     """
     rows = {}
     out = module.forward(params, x)
@@ -70,27 +142,61 @@ def check_module(spec, module, params, x, y, exact_module=None) -> dict:
     value, grads = module.loss_and_grad(params, x, y)
     ref_value, ref_grads = ref.loss_and_grad(spec, params, x, y)
     rows["loss"] = (rel_err(value, ref_value), rel_err(module.loss(params, x, y), ref_value))
-    p64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    p64 = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
 
     fd_module = exact_module if exact_module is not None else module
-    fd = fd_grad(spec, fd_module, p64, x, y)
     fd_grads = grads if exact_module is None else exact_module.loss_and_grad(params, x, y)[1]
+    if spec.dtype == "float64":
+        def f(p):
+            return float(fd_module.loss(p, x, y))
+    else:       # see fd_grad: the float64 reference loss at the same point
+        def f(p):
+            return float(ref.loss(spec, p, x, y))
     for key in grads:
-        rows[key] = (rel_err(grads[key], ref_grads[key]), rel_err(fd_grads[key], fd[key]))
+        shape = "x".join(map(str, np.shape(p64[key]))) or "scalar"
+        if sample is None:
+            if progress:
+                progress(f"{label}{key} ({shape}): finite differences of all "
+                         f"{p64[key].size} entries ...")
+            fd_err = rel_err(fd_grads[key], _fd_of(f, p64, key))
+        else:
+            coords, directions, rng = sample
+            fd_err, count = sampled_fd_errors(f, p64, fd_grads, key, coords, directions, rng)
+            if progress:
+                progress(f"{label}{key} ({shape}): {count} finite differences "
+                         f"({min(coords, p64[key].size)} coordinates, {directions} directions)")
+        rows[key] = (rel_err(grads[key], ref_grads[key]), fd_err)
     return rows
 
 
 def run_check(arch, batch: int = 5, seed: int = 0, tol: float | None = None,
-              backends=("numpy", "c"), progress=None, out=sys.stdout) -> int:
-    """Build ``arch`` with ``backends``, print the error table, return 0 or 1."""
+              backends=("numpy", "c"), progress=None, out=None, *,
+              exhaustive: bool | None = None, coords: int = SAMPLE_COORDS,
+              directions: int = SAMPLE_DIRECTIONS) -> int:
+    """Build ``arch`` with ``backends``, print the error table, return 0 or 1.
+
+    ``exhaustive`` (default: N_PARAMS <= SAMPLE_ABOVE) differences every
+    parameter; otherwise ``coords`` random coordinates and ``directions``
+    random directions of each parameter array (seeded by ``seed``).
+    """
     from .api import build
+    out = sys.stdout if out is None else out
     spec = load_spec(arch)
     if batch < 1:
         raise ValueError(f"batch: expected a positive batch size, got {batch}")
+    if batch > MAX_BATCH:
+        raise ValueError(f"batch: {batch} is too large (at most {MAX_BATCH}: a check needs "
+                         f"a few samples, and finite differences run the whole batch)")
+    if tol is not None and not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"tol: expected a positive number, got {tol}")
+    for name, value, least in (("coords", coords, 0), ("directions", directions, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
     ref_tol, fd_tol = TOLERANCES[spec.dtype]
     if tol is not None:
         ref_tol = tol
     results = {}
+    n_params = None
     with tempfile.TemporaryDirectory(prefix="bpgen-check-") as tmp:
         for backend in backends:
             if progress:
@@ -100,12 +206,27 @@ def run_check(arch, batch: int = 5, seed: int = 0, tol: float | None = None,
             if spec.truncate:
                 exact = build(dataclasses.replace(spec, truncate=None, name=spec.name + "_exact"),
                               backend=backend, out_dir=tmp, progress=progress)
+            n_params = module.N_PARAMS
+            if exhaustive is None:
+                exhaustive = n_params <= SAMPLE_ABOVE
             params, x, y = sample_point(spec, module, batch, seed)
+            sample = None if exhaustive else (coords, directions,
+                                              np.random.default_rng(seed + 7))
             if progress:
                 progress(f"checking the {backend} backend ...")
-            results[backend] = check_module(spec, module, params, x, y, exact)
-    print(f"bpgen check {spec.source}: {spec.name}, {spec.dtype}, batch {batch}, "
-          f"seed {seed}", file=out)
+            results[backend] = check_module(spec, module, params, x, y, exact, sample=sample,
+                                            progress=progress, label=f"{backend}: ")
+    print(f"bpgen check {spec.source}: {spec.name}, {spec.dtype}, {n_params} parameters, "
+          f"batch {batch}, seed {seed}", file=out)
+    if exhaustive:
+        print("finite differences of every parameter (exhaustive)", file=out)
+    else:
+        n_fd = sum(min(coords, int(np.prod(shape))) + directions
+                   for shape in module.PARAM_SHAPES.values())
+        print(f"sampled finite differences: per parameter array {coords} random coordinates "
+              f"and {directions} random unit directions, {n_fd} differences per backend "
+              f"(above {SAMPLE_ABOVE} parameters; --exhaustive differences all {n_params})",
+              file=out)
     print(f"max relative error; tolerance {ref_tol:g} against the reference (ref), "
           f"{fd_tol:g} against central finite differences (fd)", file=out)
     if spec.truncate:

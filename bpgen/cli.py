@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -11,7 +12,7 @@ __all__ = ["main"]
 
 
 class Progress:
-    """Progress lines on stderr, only when stderr is a terminal."""
+    """Progress lines on stderr: by default only when stderr is a terminal."""
 
     def __init__(self, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
@@ -26,8 +27,9 @@ def _cmd_build(args) -> int:
     from .api import BACKENDS, build_sources
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     progress = Progress(False if args.quiet else None)
-    out_dir = args.out or "generated"
-    written = build_sources(args.arch, backends, out_dir, progress=progress)
+    out_dir = "generated" if args.out is None else args.out
+    written = build_sources(args.arch, backends, out_dir, progress=progress,
+                            out_name="--out")
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -45,7 +47,7 @@ def _cmd_show(args) -> int:
 
 def _cmd_doc(args) -> int:
     from .doc import write
-    text = write(args.arch, args.out)
+    text = write(args.arch, args.out, what="-o")
     if args.out:
         print(f"wrote {args.out}")
     else:
@@ -55,10 +57,58 @@ def _cmd_doc(args) -> int:
 
 def _cmd_check(args) -> int:
     from .check import run_check
-    progress = Progress(False if args.quiet else None)
+    # a check takes long: its per-parameter lines show also when stderr is piped
+    progress = Progress(not args.quiet)
     return run_check(args.arch, batch=args.batch, seed=args.seed, tol=args.tol,
                      backends=("numpy", "c") if args.backend == "all" else (args.backend,),
-                     progress=progress)
+                     progress=progress, exhaustive=True if args.exhaustive else None)
+
+
+def _load_npz(path: str, what: str = "--data"):
+    """The arrays of an .npz file; a ``ValueError`` naming ``what`` when it
+    cannot be read or is no .npz (a zip archive of .npy arrays)."""
+    import zipfile
+
+    import numpy as np
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as exc:
+        raise SpecError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    if os.path.isdir(path):
+        raise SpecError(f"{what}: {path} is a directory, not an .npz file")
+    if not os.path.exists(path):
+        raise SpecError(f"{what}: cannot read {path}: no such file")
+    if not is_zip:
+        raise SpecError(f"{what}: {path} is not an .npz file (a zip archive of .npy arrays, "
+                        f"as numpy.savez writes)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise SpecError(f"{what}: cannot read {path}: {first}") from None
+
+
+def _given_params(spec, files, path: str, partial: bool) -> tuple:
+    """(keys of parameters given in the data file, keys left to init_params);
+    an error naming unknown keys, and missing ones unless ``partial``."""
+    import difflib
+    expected = list(spec.param_shapes)
+    unknown = [k for k in files if k not in ("x", "y") and k not in spec.param_shapes]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, expected, n=1, cutoff=0.6)
+            hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
+        raise SpecError(f"--data: {path} holds arrays that are not x, y or a parameter of "
+                        f"{spec.name}: {', '.join(hints)}; the parameters are "
+                        f"{', '.join(expected)}")
+    given = [k for k in expected if k in files]
+    missing = [k for k in expected if k not in files]
+    if given and missing and not partial:
+        raise SpecError(f"--data: {path} holds some parameters but not "
+                        f"{', '.join(missing)}; give them all, or pass --partial to take "
+                        f"the rest from init_params(--seed)")
+    return given, missing
 
 
 def _cmd_spectrum(args) -> int:
@@ -69,24 +119,34 @@ def _cmd_spectrum(args) -> int:
     from .losses import LOSSES
     from .spec import load_spec
     spec = load_spec(args.arch)
-    try:
-        data = np.load(args.data, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"--data: cannot read {args.data}: {exc}") from None
+    if args.png:                    # before any work: the plot is the last step
+        try:
+            import matplotlib
+        except ImportError:
+            raise SpecError("--png: needs matplotlib (pip install matplotlib)") from None
+        matplotlib.use("Agg")
+        parent = os.path.dirname(args.png) or "."
+        if not os.path.isdir(parent) or os.path.isdir(args.png):
+            raise SpecError(f"--png: cannot write {args.png}: "
+                            + ("it is a directory" if os.path.isdir(args.png)
+                               else f"the directory {parent} does not exist"))
+    data = _load_npz(args.data)
     for key in ("x", "y"):
         if key not in data.files:
             raise SpecError(f"--data: {args.data} has no array {key!r} "
                             f"(it needs x and y; optionally the parameters by key)")
-    if args.k < 1:
-        raise SpecError(f"-k: expected a positive integer, got {args.k}")
+    given, missing = _given_params(spec, data.files, args.data, args.partial)
     progress = Progress(False if args.quiet else None)
     import tempfile
     with tempfile.TemporaryDirectory(prefix="bpgen-spectrum-") as tmp:
         mod = build(spec, backend=args.backend, out_dir=tmp, progress=progress)
         params = mod.init_params(args.seed)
-        given = [k for k in mod.PARAM_SHAPES if k in data.files]
         for key in given:
-            params[key] = data[key]
+            value = data[key]
+            if value.shape != tuple(mod.PARAM_SHAPES[key]):
+                raise SpecError(f"--data: {args.data}: parameter {key!r} has shape "
+                                f"{value.shape}, expected {tuple(mod.PARAM_SHAPES[key])}")
+            params[key] = value
         x, y = data["x"], data["y"]
         try:
             res = spectrum(mod, params, x, y, k=args.k, smallest=args.smallest,
@@ -96,7 +156,13 @@ def _cmd_spectrum(args) -> int:
     n = len(x)
     units = mod.OUTPUT_UNITS
     rows = n * (mod.STEPS or 1) if mod.SEQUENCE_OUTPUT and mod.LOSS_ALL_STEPS else n
-    origin = f"from {args.data}" if given else f"init_params({args.seed})"
+    if not given:
+        origin = f"init_params({args.seed})"
+    elif missing:
+        origin = (f"{', '.join(given)} from {args.data}, {', '.join(missing)} from "
+                  f"init_params({args.seed}) (--partial)")
+    else:
+        origin = f"from {args.data}"
     print(f"{spec.name}: exact Hessian spectrum ({res['method']}), {mod.N_PARAMS} parameters, "
           f"batch {n}; parameters {origin}")
     print(f"largest {len(res['largest'])}: " + " ".join(f"{v:.6g}" for v in res["largest"]))
@@ -114,13 +180,7 @@ def _cmd_spectrum(args) -> int:
           f"(scored rows x {f'(output units - {deficit})' if deficit else 'output units'}); "
           f"each weight gradient <= {n * (mod.STEPS or 1)} rows")
     if args.png:
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            print("bpgen: error: --png needs matplotlib (pip install matplotlib)", file=sys.stderr)
-            return 2
+        import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(7, 4))
         if "all" in res:
             ax.hist(res["all"], bins=min(100, max(10, len(res["all"]) // 10)), log=True)
@@ -147,8 +207,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit 2), like
+    every other error of the command line; --help shows the usage."""
+
+    def error(self, message):
+        self.exit(2, f"bpgen: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="bpgen",
         description="Symbolic code generator for neural-network derivatives: "
                     "derives backprop in matrix form with SymPy and emits NumPy or "
@@ -196,19 +284,25 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Build ARCH with the chosen backends into a temporary "
                                    "directory and print, per parameter, the max relative "
                                    "error of each backend against the reference "
-                                   "implementation and against central finite differences. "
+                                   "implementation and against central finite differences "
+                                   "(every parameter up to 2000 parameters, a random sample "
+                                   "of coordinates and directions above; --exhaustive). "
                                    "Exits 1 when an error exceeds the tolerance.")
     c.add_argument("arch", help="the architecture file (YAML)")
     c.add_argument("--backend", choices=("numpy", "c", "all"), default="all")
     c.add_argument("--batch", type=_positive_int, default=5,
-                   help="batch size of the test data (5)")
-    c.add_argument("--seed", type=int, default=0, help="seed of parameters and data (0)")
-    c.add_argument("--tol", type=float, default=None,
+                   help="batch size of the test data (5; at most 10000)")
+    c.add_argument("--seed", type=_seed, default=0, help="seed of parameters and data (0)")
+    c.add_argument("--tol", type=_positive_float, default=None,
                    help="tolerance against the reference (default 1e-8 for float64, "
                         "1e-4 for float32); the tolerance against finite differences "
                         "stays 1e-5 for float64, 1e-4 for float32")
+    c.add_argument("--exhaustive", action="store_true",
+                   help="finite differences of every parameter (the default up to "
+                        "2000 parameters; above, 8 random coordinates and 2 random "
+                        "directions of each parameter array)")
     c.add_argument("--quiet", action="store_true",
-                   help="no progress lines on stderr (shown only on a terminal anyway)")
+                   help="no progress lines on stderr (shown by default, also when piped)")
     c.set_defaults(func=_cmd_check)
 
     sp = sub.add_parser("spectrum", help="eigenvalues of the exact Hessian on a data set",
@@ -219,13 +313,18 @@ def make_parser() -> argparse.ArgumentParser:
                                     "hvp otherwise.")
     sp.add_argument("arch", help="the architecture file (YAML)")
     sp.add_argument("--data", required=True, metavar="FILE.npz",
-                    help="arrays x, y and optionally parameters")
-    sp.add_argument("-k", type=int, default=6, help="how many eigenvalues (6)")
+                    help="arrays x, y and optionally every parameter by its key "
+                         "(as in init_params: 'l0.W', 'l0.b', ...)")
+    sp.add_argument("-k", type=_positive_int, default=6, help="how many eigenvalues (6)")
     sp.add_argument("--smallest", action="store_true", help="also the k smallest")
     sp.add_argument("--full", action="store_true", help="full eigendecomposition")
     sp.add_argument("--backend", choices=("numpy", "c"), default="c")
-    sp.add_argument("--seed", type=int, default=0, help="init_params seed when the data "
+    sp.add_argument("--seed", type=_seed, default=0, help="init_params seed when the data "
                                                         "file holds no parameters")
+    sp.add_argument("--partial", action="store_true",
+                    help="accept a data file with only some of the parameters: the rest "
+                         "from init_params(--seed), as the output says (without it, "
+                         "missing or unknown keys are an error)")
     sp.add_argument("--png", metavar="FILE", help="draw the spectrum (needs matplotlib)")
     sp.add_argument("--quiet", action="store_true",
                     help="no progress lines on stderr (shown only on a terminal anyway)")
@@ -240,6 +339,13 @@ def main(argv=None) -> int:
         return args.func(args)
     except ValueError as exc:          # SpecError and every other bad value
         print(f"bpgen: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("bpgen: error: out of memory (a smaller --batch, -k or model?)", file=sys.stderr)
+        return 2
+    except OSError as exc:             # a path the checks above did not foresee
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bpgen: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bpgen: interrupted", file=sys.stderr)

@@ -22,6 +22,10 @@ def spectrum(module, params, x, y, k: int = 6, smallest: bool = False,
     matvec is ``hvp``, so the Hessian is never formed.  ``progress`` (a
     callable taking a message) hears of the Lanczos iterations.
     """
+    needed = ("N_PARAMS", "hessian", "hvp", "flatten", "unflatten", "DTYPE")
+    if not all(hasattr(module, a) for a in needed):
+        raise ValueError(f"module: expected a generated module (what bpgen.build returns), "
+                         f"got {type(module).__name__}")
     n = module.N_PARAMS
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k: expected a positive integer, got {k!r}")
@@ -31,7 +35,8 @@ def spectrum(module, params, x, y, k: int = 6, smallest: bool = False,
     if full or k >= n - 1:
         if progress:
             progress(f"full eigendecomposition of the {n} x {n} Hessian ...")
-        h = np.asarray(module.hessian(params, x, y), dtype=np.float64)
+        h = np.asarray(module.hessian(params, x, y, **({"progress": progress} if progress
+                                                       else {})), dtype=np.float64)
         evals = np.linalg.eigvalsh(h)
         out = {"largest": evals[::-1][:k].copy(), "all": evals, "method": "eigh"}
         if smallest:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 
 from . import __version__
 from .derivation import derive_all, program
@@ -310,13 +311,23 @@ def _hessian(spec) -> list:
     return out
 
 
+#: generated programs that are not functions of the module -> who runs them
+INTERNAL_PROGRAMS = {
+    "curvature": "the layer curvature factors `hessian_diag` reads",
+    "hessian_columns": "Hessian columns, in chunks of directions, for `hmp` (and `hessian`, "
+                       "`hessian_diag`, `hessian_blocks` where they are not assembled)",
+}
+
+
 def _cost(derived) -> list:
     size = 4 if derived.spec.dtype == "float32" else 8
     rows = []
     for name, prog in derived.programs.items():
         a, b = prog.workspace_size
         ws = _poly({1: a, 0: b})
-        rows.append((f"`{name}`", ", ".join(derived.entries[name].inputs),
+        what = (f"`{name}` (internal program: {INTERNAL_PROGRAMS[name]})"
+                if name in INTERNAL_PROGRAMS else f"`{name}`")
+        rows.append((what, ", ".join(derived.entries[name].inputs),
                      f"${_poly(matmul_flops(prog))}$", f"${ws}$",
                      f"${_poly({1: a * size, 0: b * size})}$"))
     return [("h", 2, SECTIONS[7]),
@@ -324,8 +335,10 @@ def _cost(derived) -> list:
                   r"matrix products ($2 m n k$ for an $(m \times k)$ by $(k \times n)$ product, "
                   "times the steps for a product inside a loop; elementwise work is not "
                   "counted) and the workspace each entry point allocates for its temporaries "
-                  f"(elements, and bytes for {derived.spec.dtype})."),
-            ("table", ("entry point", "inputs", "matrix-product FLOPs", "workspace elements",
+                  f"(elements, and bytes for {derived.spec.dtype}). Rows marked internal are "
+                  "generated programs the module's functions run, not functions of the "
+                  "module."),
+            ("table", ("entry point or program", "inputs", "matrix-product FLOPs", "workspace elements",
                        "workspace bytes"), rows)]
 
 
@@ -377,15 +390,49 @@ def markdown(blocks: list) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def write(arch, path: str | None = None) -> str:
+#: file name endings -> the document's format
+FORMATS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
+
+
+def output_format(path, what: str = "path") -> str:
+    """The format for writing to ``path`` ("markdown" or "html"), chosen by
+    its ending; a ``ValueError`` naming ``what`` for any other ending, a
+    directory, or a file in a directory that does not exist (checked before
+    the document is derived)."""
+    path = os.fspath(path)
+    fmt = FORMATS.get(os.path.splitext(path)[1].lower())
+    if os.path.isdir(path):
+        raise ValueError(f"{what}: {path} is a directory; give a file name ending in "
+                         f".md or .html")
+    if fmt is None:
+        raise ValueError(f"{what}: {path}: expected a name ending in .md (Markdown) or "
+                         f".html (HTML with MathML)")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise ValueError(f"{what}: {path}: the directory {parent} does not exist")
+    return fmt
+
+
+def write(arch, path=None, *, what: str = "path") -> str:
     """The document of ``arch``: Markdown, or HTML when ``path`` ends in
-    ``.html``/``.htm``; written to ``path`` when given.  Returns the text."""
+    ``.html``/``.htm``; written to ``path`` (ending in .md, .markdown, .html
+    or .htm, else a ``ValueError``) when given.  Returns the text."""
+    fmt = "markdown" if path is None else output_format(path, what)
     blocks = document(arch)
-    if path is not None and path.lower().endswith((".html", ".htm")):
-        text = to_html(blocks, blocks[0][2])
-    else:
-        text = markdown(blocks)
+    text = to_html(blocks, blocks[0][2]) if fmt == "html" else markdown(blocks)
     if path is not None:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        path = os.fspath(path)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
+                                   prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
     return text

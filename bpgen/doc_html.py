@@ -62,9 +62,39 @@ def tex_to_mathml(tex: str, display: bool = False) -> str:
     # a multi-letter name (\mathit{XW}) is one identifier, not a product X W
     out = _ITALIC_RUN.sub(lambda m: '<mi mathvariant="italic">'
                           + "".join(_ITALIC_LETTER.findall(m.group(0))) + "</mi>", out)
+    out = _fix_operators(out)
     # an HTML page needs no namespace on <math> (and then holds no URL at all)
     return out.replace(' xmlns="http://www.w3.org/1998/Math/MathML"', "")
 
+
+def _fix_operators(out: str) -> str:
+    r"""Two of latex2mathml's renderings that read badly in a browser:
+
+    * ``\mathrel{+}=`` (an accumulation, "+=") becomes an operator in an
+      operator followed by "=", which browsers space as "+ ="; here it is
+      one operator "+=";
+    * a prime as a superscript (``f'``, ``f''_k``) is shrunk twice (the
+      glyph is already a raised, small one), so it is put on the base line
+      next to its letter in the page's serif text font (class "prime"),
+      whose prime is a raised glyph of full size: f″ with subscript k.
+    """
+    out = _REL_EQ.sub(lambda m: f"<mo>{m.group(1)}&#x0003D;</mo>", out)
+    out = _PRIME_SUB.sub(lambda m: f"<msub><mrow>{m.group(1)}{_prime(m.group(3))}</mrow>"
+                                   f"{m.group(2)}</msub>", out)
+    out = _PRIME_SUP.sub(lambda m: f"<mrow>{m.group(1)}{_prime(m.group(2))}</mrow>", out)
+    return out
+
+
+def _prime(entity: str) -> str:
+    return f'<mo class="prime" lspace="0em" rspace="0em">{entity}</mo>'
+
+
+_PRIMES = r"&#x02032;|&#x02033;|&#x02034;"
+_SIMPLE = r"<m[in](?: [^>]*)?>[^<]*</m[in]>"
+_REL_EQ = re.compile(r"<mo><mrow><mo>([^<]+)</mo></mrow></mo><mo>&#x0003D;</mo>")
+_PRIME_SUB = re.compile(rf"<msubsup>({_SIMPLE})({_SIMPLE}|<mrow>(?:{_SIMPLE})+</mrow>)"
+                        rf"<mi>({_PRIMES})</mi></msubsup>")
+_PRIME_SUP = re.compile(rf"<msup>({_SIMPLE})<mi>({_PRIMES})</mi></msup>")
 
 _MTEXT = re.compile(r"(<mtext[^>]*>)([^<]*)")
 _ITALIC_LETTER = re.compile(r'<mi mathvariant="italic">([A-Za-z])</mi>')
@@ -97,6 +127,7 @@ msubsup > :nth-child(2) mi[mathvariant="normal"], msubsup > :nth-child(2) mn {
           border-left: 4px solid #5577aa; }
 .gradof code { background: none; color: #555; }
 [mathvariant="bold"] { font-weight: bold; }
+mo.prime { font-family: Georgia, 'DejaVu Serif', serif; }
 """
 
 

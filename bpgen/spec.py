@@ -225,13 +225,28 @@ def check_source_size(files: dict, source: str = "<generated>") -> None:
 
 # --------------------------------------------------------------------------
 
+def _looks_like_yaml(text: str) -> bool:
+    """A str that is architecture text rather than a file name (a file that
+    exists is a file, whatever its name)."""
+    if os.path.exists(text):
+        return False
+    return "\n" in text.strip() or text.lstrip().startswith(("{", "name:", "input:",
+                                                              "layers:"))
+
+
 def load_spec(source: "str | os.PathLike | dict") -> Spec:
     """Read and validate an architecture (a path to YAML, or a dict)."""
     if isinstance(source, dict):
         return validate(source, "<dict>")
+    if isinstance(source, Spec):
+        return source
     if not isinstance(source, (str, os.PathLike)):
-        raise SpecError(f"spec: expected a path or a dict, got {type(source).__name__}")
+        raise SpecError(f"spec: expected a path (to a YAML file), a dict or a Spec, "
+                        f"got {type(source).__name__}")
     path = os.fsdecode(os.fspath(source))
+    if isinstance(source, str) and _looks_like_yaml(path):
+        raise SpecError("spec: expected a path (to a YAML file), a dict or a Spec, got YAML "
+                        "text (pass yaml.safe_load(text), or write it to a file)")
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_FILE_BYTES + 1)

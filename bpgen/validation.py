@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import keyword
 import math
+import numbers
+import operator
 import reprlib
 from typing import Any
 
@@ -41,6 +43,22 @@ MAX_YAML_DEPTH = 20
 #: ``<layer>_H`` or ``<layer>_P`` would turn into
 RESERVED_NAME_PREFIXES = ("_", "Py_", "PY", "HAVE_", "SIZEOF_", "ALIGNOF_", "CBLAS",
                           "OPENBLAS", "bpg_", "BPG_")
+
+
+def as_int(value: Any):
+    """``value`` as a Python int when it is of an integral type (int, NumPy's
+    integers: anything with ``__index__``, which converts exactly), else None.
+    Booleans (Python's and NumPy's) and floats, even 3.0, are not sizes."""
+    if isinstance(value, bool) or type(value).__name__ == "bool":
+        return None
+    if isinstance(value, int):
+        return int(value)
+    if not isinstance(value, numbers.Integral) and not hasattr(type(value), "__index__"):
+        return None
+    try:
+        return operator.index(value)
+    except Exception:
+        return None
 
 
 class SpecError(ValueError):
@@ -79,8 +97,10 @@ class _Ctx:
 
     def pos_int(self, value: Any, where: str, limit: int = MAX_SIZE,
                 why: str = "sizes are bounded") -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        number = as_int(value)
+        if number is None:
             self.fail(where, f"expected a positive integer, got {_kind(value)}")
+        value = number
         if value < 1:
             self.fail(where, f"expected a positive integer, got {_short(value)}")
         if value > limit:
@@ -97,7 +117,8 @@ class _Ctx:
 
     def number(self, value: Any, where: str, *, min_value: float = 0.0,
                strict: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+                type(value).__name__ == "bool":
             self.fail(where, f"expected a number, got {_kind(value)}")
         try:
             value = float(value)

@@ -72,8 +72,9 @@ def test_numpy_module_imports_only_numpy():
     text = generate(load_spec(mlp()), "numpy").files["net_numpy.py"]
     imports = {line.split()[1].split(".")[0] for line in text.splitlines()
                if line.startswith(("import ", "from "))}
-    # NumPy and the standard library alone (os: the memory limit's environment)
-    assert imports <= {"collections", "functools", "math", "os", "numpy", "threading"}
+    # NumPy and the standard library alone (os: the memory limit's environment;
+    # time: the progress of long calls)
+    assert imports <= {"collections", "functools", "math", "os", "numpy", "threading", "time"}
 
 
 def test_build_writes_the_module_files(tmp_path):
@@ -116,16 +117,24 @@ def test_compile_cache_skips_recompilation(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
-def test_wrapper_compiles_a_missing_extension(tmp_path, monkeypatch):
-    """A generated C wrapper whose extension was deleted rebuilds it on import."""
+def test_wrapper_compiles_a_missing_extension(tmp_path, monkeypatch, capfd):
+    """A generated C wrapper whose extension was deleted rebuilds it on import,
+    saying so in one line on stderr when the compilation starts; an extension
+    found in the cache is installed silently."""
     monkeypatch.setenv("BPGEN_CACHE_DIR", str(tmp_path / "cache"))
     from bpgen.api import import_module, write_sources
     gen = generate(load_spec(mlp(name="lazy")), "c")
     paths = write_sources(gen, tmp_path / "g")
     mod = import_module([p for p in paths if p.endswith("lazy_c.py")][0], "lazy_c")
+    out, err = capfd.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("bpgen: the extension _bpgen_lazy_") and "compiling lazy_c.c" in err
     params = mod.init_params()
     assert mod.forward(params, [[0.0, 1.0, 2.0, 3.0]]).shape == (1, 3)
     assert cbuild._suffix() and any(n.startswith("_bpgen_lazy_") for n in os.listdir(tmp_path / "g"))
+    paths = write_sources(gen, tmp_path / "g2")
+    import_module([p for p in paths if p.endswith("lazy_c.py")][0], "lazy_c")
+    assert capfd.readouterr() == ("", "")
 
 
 # ---- command line -----------------------------------------------------------

@@ -77,8 +77,12 @@ def test_cost_table_counts_matmul_flops_and_workspace():
     a, b = lg.workspace_size
     assert "| `loss_and_grad` | x, y, params | $10\\,112\\,N$ | " in cost
     assert f"${_grouped(a)}\\,N + {_grouped(b)}$" in cost
-    for name in derived.programs:
-        assert f"| `{name}` |" in cost
+    module = generate(spec, "numpy").files[f"{spec.name}_numpy.py"]
+    for name in derived.programs:      # the module's functions, and internal programs
+        internal = f"\ndef {name}(" not in module
+        assert (f"| `{name}` (internal program: " if internal else f"| `{name}` |") in cost
+    assert "| `curvature` (internal program: " in cost
+    assert "| `hessian_columns` (internal program: " in cost
 
 
 @pytest.mark.parametrize("arch", ["lstm", "cnn"])
@@ -119,3 +123,29 @@ def test_generated_docstring_points_to_the_document():
     for backend, fname in (("numpy", "digits_mlp_numpy.py"), ("c", "digits_mlp_c.py")):
         head = generate(spec, backend).files[fname][:1500]
         assert "Derivation document: bpgen doc digits_mlp.yaml" in head
+
+
+@pytest.mark.parametrize("tex,has,lacks", [
+    # an accumulation is one operator "+=", not "+" then "=" (shown "+ =")
+    (r"H \mathrel{+}= \lambda I", "<mo>&#x0002B;&#x0003D;</mo>", "<mo><mrow>"),
+    # primes next to their letter, full size (class prime), not a superscript
+    (r"f''_k(z_k)", '<msub><mrow><mi>f</mi><mo class="prime" lspace="0em" rspace="0em">'
+                    '&#x02033;</mo></mrow><mi>k</mi></msub>', "<msubsup>"),
+    (r"f'(z)", '<mrow><mi>f</mi><mo class="prime" lspace="0em" rspace="0em">&#x02032;</mo>'
+               '</mrow>', "<msup>"),
+    (r"f''(Z_{\mathrm{l0}})", "&#x02033;</mo></mrow>", "<msup>"),
+])
+def test_html_operators_read_as_written(tex, has, lacks):
+    from bpgen.doc_html import tex_to_mathml
+    out = tex_to_mathml(tex)
+    assert has in out and lacks not in out, out
+
+
+def test_html_document_has_no_spaced_accumulation_or_tiny_primes():
+    from bpgen.doc import document
+    from bpgen.doc_html import to_html
+    blocks = document(ARCHS["dense"])
+    text = to_html(blocks, blocks[0][2])
+    assert "<mo>&#x0002B;&#x0003D;</mo>" in text and "<mo><mrow><mo>" not in text
+    assert 'class="prime"' in text and not re.search(r"<mi>&#x0203[23];</mi></msu", text)
+    assert "mo.prime {" in text

@@ -2,6 +2,7 @@
 terminal by the command line, unless --quiet); library calls are silent
 without one; spectrum reports its Lanczos products."""
 import numpy as np
+import pytest
 
 import bpgen
 from bpgen.check import sample_point
@@ -42,3 +43,45 @@ def test_spectrum_reports_lanczos(builder):
     assert heard[0].startswith("Lanczos on hvp") and heard[-1].startswith("Lanczos done")
     evals = np.linalg.eigvalsh(mod.hessian(params, x, y))
     assert np.allclose(res["largest"], evals[::-1][:2], atol=1e-8)
+
+
+# a tiny CNN (Hessian from columns, not the dense assembly) and a dense net
+PROGRESS_ARCHS = {
+    "cnn": {"name": "prog_cnn", "input": {"channels": 1, "height": 5, "width": 5},
+            "layers": [{"type": "conv2d", "filters": 2, "kernel": 3, "activation": "tanh"},
+                       {"type": "maxpool2d", "size": 2}, {"type": "flatten"},
+                       {"type": "dense", "units": 2}],
+            "loss": "softmax_cross_entropy"},
+    "mlp": mlp("tanh", "mse", hidden=(4,), out=2, features=3, name="prog_mlp"),
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c"])
+@pytest.mark.parametrize("arch", sorted(PROGRESS_ARCHS))
+def test_long_calls_report_progress(builder, arch, backend, monkeypatch):
+    """hessian, hessian_diag, hessian_blocks and hmp tell a progress callable
+    how far they are (in slices for calls over many directions) and end with
+    the total; the results equal those of the silent call to rounding."""
+    spec = load_spec(PROGRESS_ARCHS[arch])
+    mod = builder(PROGRESS_ARCHS[arch], backend)
+    params, x, y = sample_point(spec, mod, batch=3, seed=1)
+    monkeypatch.setattr(mod, "_ROW_CHUNK", 4)        # several slices of a small model
+    V = np.random.default_rng(2).standard_normal((mod.N_PARAMS, 9))
+    calls = {"hessian": lambda **kw: mod.hessian(params, x, y, **kw),
+             "hessian_diag": lambda **kw: mod.flatten(mod.hessian_diag(params, x, y, **kw)),
+             "hessian_blocks": lambda **kw: np.concatenate(
+                 [b.ravel() for _, b in mod.hessian_blocks(params, x, y, **kw).values()]),
+             "hmp": lambda **kw: mod.hmp(params, x, y, V, **kw)}
+    for name, call in calls.items():
+        heard = []
+        loud, silent = call(progress=heard.append), call()
+        scale = max(np.abs(silent).max(), 1.0)
+        assert np.abs(loud - silent).max() <= 1e-12 * scale, name
+        assert heard and heard[-1].startswith(f"{name}"), (name, heard)
+        assert " in " in heard[-1] and heard[-1].endswith(" s"), heard
+        if arch == "cnn" and name != "hmp":
+            total = mod.N_PARAMS
+            assert f": {total}/{total} " in heard[-1], heard
+    assert "9/9 columns" in heard[-1]
+    with pytest.raises(ValueError, match="progress: expected a callable"):
+        mod.hessian(params, x, y, progress="yes")

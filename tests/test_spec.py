@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import re
 
+import numpy as np
 import pytest
 
 from bpgen.spec import SpecError, load_spec
@@ -95,6 +96,11 @@ BAD_DICTS = [
     ("bool-units", with_layer(0, units=True), "layers[0].units", "positive integer"),
     ("float-units", with_layer(0, units=32.0), "layers[0].units", "positive integer"),
     ("null-units", with_layer(0, units=None), "layers[0].units", "positive integer"),
+    ("numpy-bool-units", with_layer(0, units=np.True_), "layers[0].units", "positive integer"),
+    ("numpy-float-units", with_layer(0, units=np.float64(3.0)), "layers[0].units",
+     "positive integer"),
+    ("numpy-zero-units", with_layer(0, units=np.int64(0)), "layers[0].units",
+     "positive integer"),
     ("zero-units", with_layer(0, units=0), "layers[0].units", "positive integer"),
     ("negative-units", with_layer(1, units=-3), "layers[1].units", "positive integer"),
     ("huge-units", with_layer(0, units=10**9), "layers[0].units", "too large"),
@@ -412,7 +418,8 @@ def test_spec_error_is_value_error():
 
 
 def test_load_spec_refuses_other_types():
-    with pytest.raises(SpecError, match="expected a path or a dict"):
+    with pytest.raises(SpecError, match=r"^spec: expected a path \(to a YAML file\), a dict or "
+                                        r"a Spec, got int$"):
         load_spec(42)
 
 
@@ -653,6 +660,36 @@ def test_regularization():
     assert load_spec(base(regularization={"l2": 0})).l2 == 0.0
     assert load_spec(base(regularization={"l2": 3})).l2 == 3.0
     assert load_spec(base(regularization={})).l2 == 0.0
+
+
+def _numpy_scalars(data):
+    """``data`` with every int a NumPy integer and every float a NumPy float32."""
+    if isinstance(data, dict):
+        return {k: _numpy_scalars(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_numpy_scalars(v) for v in data]
+    if isinstance(data, int) and not isinstance(data, bool):
+        return (np.int64, np.int32, np.uint16)[data % 3](data)
+    if isinstance(data, float):
+        return np.float32(data)
+    return data
+
+
+@pytest.mark.parametrize("arch", [
+    base(regularization={"l2": 0.5}),
+    seq({"type": "lstm", "units": 4}, dense(2), bptt={"truncate": 2}),
+    base(input=IMAGE, layers=[{"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1,
+                               "stride": 1}, {"type": "maxpool2d", "size": 2},
+                              {"type": "flatten"}, dense(2)]),
+])
+def test_numpy_scalars_are_accepted_as_python_numbers(arch):
+    """Sizes of any integral type that converts exactly (NumPy's integers), and
+    NumPy floats for l2, give the same Spec as Python's int and float."""
+    spec = load_spec(_numpy_scalars(arch))
+    assert spec == load_spec(arch)
+    assert spec.content_hash() == load_spec(arch).content_hash()
+    assert all(type(d) is int for shape in spec.param_shapes.values() for d in shape)
+    assert type(spec.l2) is float
 
 
 def test_content_hash_is_stable_and_ignores_source(tmp_path):

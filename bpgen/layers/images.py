@@ -11,8 +11,11 @@ def image_shape(ctx, where: str, ltype: str, in_shape: tuple) -> tuple:
 
 
 def non_negative(ctx, value, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    from ..validation import as_int
+    number = as_int(value)
+    if number is None or number < 0:
         ctx.fail(where, f"expected a non-negative integer, got {ctx.short(value)}")
+    value = number
     if value > 10**4:
         ctx.fail(where, f"{ctx.short(value)} is too large (at most 10000: a larger padding "
                         f"only adds zeros)")

@@ -284,7 +284,14 @@ def compile_extension(gen, out_dir: str, progress=None) -> str:
 
 
 def compile_c_file(c_path: str, cdef: str, ext_name: str, dest_dir: str) -> str:
-    """Used by a generated wrapper whose extension is missing."""
+    """Used by a generated wrapper whose extension is missing: one line on
+    stderr when a compilation starts (it takes seconds; a cached one is silent)."""
     with open(c_path, encoding="utf-8") as fh:
         c_source = fh.read()
-    return _install(_compile(c_source, cdef, ext_name), dest_dir)
+
+    def announce(msg: str) -> None:
+        if msg.startswith("compiling"):
+            print(f"bpgen: the extension {ext_name} is missing: compiling "
+                  f"{os.path.basename(c_path)} (C, cffi; seconds, once: it is then "
+                  f"cached) ...", file=sys.stderr, flush=True)
+    return _install(_compile(c_source, cdef, ext_name, progress=announce), dest_dir)
