@@ -133,6 +133,16 @@ class Graph:
         # layer name -> what its type's Hessian structure reads (layers.base)
         self.layer_parts: dict[str, object] = {}
         self.loop: int | None = None       # the loop being built
+        # a sequence input's per-(sample, step) mask, (T*N, 1): 1 at real
+        # steps, 0 at padding (``lengths``); None: every step is real.  Set by
+        # the network (bpgen.network) before the layers' forward compositions,
+        # which read it where padding could reach a real step (a reversed
+        # loop's state, see bpgen.layers.recurrent.keep)
+        self.mask: str | None = None
+        # with a mask and truncated BPTT: (T*N, 1), 0 where a reversed loop's
+        # carried cotangent is cut for that sample (its boundaries count from
+        # the sample's own last real step), else 1 (see Prev.close_carry)
+        self.cut_mask: str | None = None
 
     # ---- loops --------------------------------------------------------------
     def loop_begin(self, steps: int, reverse: bool = False, label: str = "",
