@@ -133,6 +133,7 @@ class Graph:
         # layer name -> what its type's Hessian structure reads (layers.base)
         self.layer_parts: dict[str, object] = {}
         self.loop: int | None = None       # the loop being built
+        self.untruncated: set = set()      # loops truncated BPTT leaves alone
         # a sequence input's per-(sample, step) mask, (T*N, 1): 1 at real
         # steps, 0 at padding (``lengths``); None: every step is real.  Set by
         # the network (bpgen.network) before the layers' forward compositions,
@@ -146,13 +147,17 @@ class Graph:
 
     # ---- loops --------------------------------------------------------------
     def loop_begin(self, steps: int, reverse: bool = False, label: str = "",
-                   backward: bool = False) -> int:
+                   backward: bool = False, truncated: bool = True) -> int:
         """Start a loop over ``steps`` time steps (descending when ``reverse``;
-        ``backward``: a loop of the reverse pass)."""
+        ``backward``: a loop of the reverse pass; ``truncated=False``: a loop
+        whose state is not a recurrent cell's, which truncated BPTT leaves
+        alone)."""
         if self.loop is not None:
             raise ValueError("loops do not nest")
         lid = len(self.loops)
         self.loops[lid] = Loop(steps, reverse, seq_dim(steps), label, backward)
+        if not truncated:
+            self.untruncated.add(lid)
         self.loop = lid
         return lid
 
@@ -369,7 +374,8 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
         with g.deriving(op.out):
             if op.primitive.state_read:
                 if i in carries:
-                    op.primitive.close_carry(g, op, carries[i], cot, info, truncate, _total)
+                    op.primitive.close_carry(g, op, carries[i], cot, info,
+                                             None if lid in g.untruncated else truncate, _total)
                 continue
             if op.out not in cot or not g.vars[op.out].differentiable:
                 continue

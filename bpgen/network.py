@@ -122,7 +122,7 @@ def _last_real(g: Graph, output: str, steps: int) -> str:
     so that its last step is each sample's last real step (a loop of maps:
     its derivatives are derived)."""
     m, cols = g.sym(g.mask), g.vars[output].shape[1]
-    g.loop_begin(steps, label="the last real step")
+    g.loop_begin(steps, label="the last real step", truncated=False)
     prev = g.state(("N", cols), base="out_held_prev", label="O_held(t-1)")
     held = g.map(m * g.sym(output) + (1 - m) * g.sym(prev), base="out_held", label="O_held",
                  comment="each sample's output at its last real step so far")
