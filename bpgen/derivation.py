@@ -47,10 +47,6 @@ class EntryPoint:
     #: returns a :class:`~bpgen.columns.Columns`, the program split for many
     #: directions; its whole program is the entry's)
     kind: str = "program"
-    #: the function of a call with ``lengths`` (sequence inputs only): derived
-    #: from the masked graph (``network.derive(masked=True)``), its inputs x,
-    #: the input kind's masks, then as above
-    masked: bool = False
 
 
 @dataclass
@@ -126,7 +122,7 @@ def _seeds(g: Graph, d: Derivation) -> dict:
 def _hvp(spec: Spec, base: Derivation):
     """Pearlmutter's R-operator (forward mode) over the forward and backward
     pass of the exact (untruncated) loss: the tangents of the gradients."""
-    d = derive(spec, exact=True, masked=bool(base.masks))
+    d = derive(spec, exact=True)
     g = d.graph
     seeds = _seeds(g, d)
     t = tangents(g, seeds)
@@ -191,7 +187,7 @@ def _ggn_vp(spec: Spec, base: Derivation):
     pass and of that gradient (forward mode: R{dL/dO} = H_L·J·v because
     dL/dO depends on θ only through O), and a reverse pass from the output
     with that cotangent (Jᵀ·u)."""
-    d = derive(spec, exact=True, with_grad=False, masked=bool(base.masks))
+    d = derive(spec, exact=True, with_grad=False)
     g = d.graph
     d_out = grad(g, d.loss, [d.output], stop={d.output})[d.output]
     seeds = _seeds(g, d)
@@ -313,32 +309,9 @@ ENTRY_POINTS = (
 )
 
 
-def _masked(name: str, how: Callable) -> Callable:
-    """The derivation of entry ``name``'s function for calls with ``lengths``:
-    ``how`` run on the masked graph, its program named ``<name>_masked``."""
-    def derive_masked(spec: Spec, base: Derivation):
-        prog, extra = how(spec, base)
-        prog.name = name + "_masked"
-        return prog, extra
-    derive_masked.__doc__ = how.__doc__
-    return derive_masked
-
-
-def _sequence(spec: Spec) -> bool:
-    return spec.input.is_sequence
-
-
-ENTRY_POINTS = ENTRY_POINTS + tuple(
-    EntryPoint(e.name + "_masked", e.inputs, _masked(e.name, e.derive),
-               e.doc + ", with lengths (padding masked)", when=_sequence, masked=True)
-    for e in ENTRY_POINTS
-    if e.name in ("forward", "loss", "loss_and_grad", "hvp", "ggn_vp", "grad_factors"))
-
-
 def derive_all(spec: Spec) -> Derived:
     """Every entry point of ``spec``: the derivation stage of the pipeline."""
     base = derive(spec)
-    masked_base = None
     programs, entries, meta, assemblies = {}, {}, Meta(), {}
     columns = None
     for entry in ENTRY_POINTS:
@@ -352,13 +325,8 @@ def derive_all(spec: Spec) -> Derived:
             columns = entry.derive(spec, base)
             programs[entry.name] = columns.program
             continue
-        if entry.masked and masked_base is None:
-            masked_base = derive(spec, masked=True)
-        prog, extra = entry.derive(spec, masked_base if entry.masked else base)
+        prog, extra = entry.derive(spec, base)
         programs[entry.name] = prog
-        if entry.masked:      # the same layout as the function without lengths
-            assert all(meta[k] == v for k, v in extra.items()), entry.name
-            continue
         meta.update(extra)
     return Derived(spec, base, programs, entries, meta, assemblies, columns)
 

@@ -34,8 +34,7 @@ class Derivation:
     #: the variables the loss's composition made that others read: "terms",
     #: "output" (the scored output) and those its curvature needs
     loss_vars: dict = field(default_factory=dict)
-    #: a call with ``lengths``: the mask inputs after x (InputKind.mask_inputs),
-    #: () for the functions without
+    #: a sequence input's mask inputs, after x (InputKind.mask_inputs); () for others
     masks: tuple = ()
 
 
@@ -48,21 +47,20 @@ def _matrix_shape(shape: tuple) -> tuple:
     return (shape[0], int(sp.prod(shape[1:])))
 
 
-def derive(spec: Spec, exact: bool = False, with_grad: bool = True,
-           masked: bool = False) -> Derivation:
+def derive(spec: Spec, exact: bool = False, with_grad: bool = True) -> Derivation:
     """Build the forward graph of ``spec``, its loss and the reverse pass.
 
     ``exact`` ignores ``bptt.truncate`` (the gradient of the loss itself, as
     second-order products need); ``with_grad=False`` stops after the loss.
-    ``masked`` (a sequence input): the graph of a call with ``lengths``,
-    which reads the input kind's per-(sample, step) masks: the layers keep
-    padding away from real steps, ``steps: last`` scores each sample's last
-    real step and ``steps: all`` the mean over the real (sample, step) pairs."""
+    A sequence input's graph reads the input kind's per-(sample, step) masks
+    after x (a call without ``lengths`` passes those of full lengths): the
+    layers keep padding away from real steps, ``steps: last`` scores each
+    sample's last real step and ``steps: all`` is the mean over the real
+    (sample, step) pairs."""
     g = Graph()
     steps = spec.input.steps
     x = spec.input.graph_input(g)       # (N, F), or time-major (T*N, F): the input kind's
-    masks = (spec.input.mask_inputs(g, spec.truncate)
-             if masked else ())
+    masks = spec.input.mask_inputs(g, spec.truncate)
     params = {}
     for layer in spec.layers:
         for par in layer.params:

@@ -127,13 +127,22 @@ def _check_x(x):
 
 
 def _masks(lengths, n):
-    """The per-(sample, step) masks of a call with ``lengths`` (the inputs
-    the ``*_masked`` functions read after x, time-major (T*N, 1) like x's
-    rows): 1 at the steps before a sample's length, 0 at its padding; with
-    truncated BPTT also 0 where a reversed loop's gradient is cut for that
-    sample (every _TRUNCATE steps counted from its last real step).  A
-    ValueError naming ``lengths`` unless it is an (N,) integer array with
-    values in [1, STEPS]."""
+    """The per-(sample, step) masks a sequence network's generated functions
+    read after x, time-major (T*N, 1) like x's rows: 1 at the steps before a
+    sample's length, 0 at its padding; with truncated BPTT also 0 where a
+    reversed loop's gradient is cut for that sample (every _TRUNCATE steps
+    counted from its last real step).  ``lengths`` None: every step real (the
+    masks of the last N asked are kept).  A ValueError naming ``lengths``
+    unless it is an (N,) integer array with values in [1, STEPS]."""
+    if lengths is None:
+        if STEPS is None:
+            return []
+        full = _FULL_MASKS.get(n)
+        if full is None:
+            full = _masks(numpy.full(n, STEPS), n)
+            _FULL_MASKS.clear()
+            _FULL_MASKS[n] = full
+        return full
     if STEPS is None:
         raise ValueError("lengths: only a network with a sequence input takes lengths")
     arr = _as_integers(lengths, "lengths")
@@ -153,12 +162,12 @@ def _masks(lengths, n):
     return masks
 
 
-def _inputs_x(xm, n, lengths, name):
-    """The generated function to run and its inputs before y: ``name`` and
-    [x], or for a call with lengths ``name``_masked and [x, masks]."""
-    if lengths is None:
-        return name, [xm]
-    return name + "_masked", [xm, *_masks(lengths, n)]
+_FULL_MASKS = {}      # N -> the masks of a call without lengths (_masks)
+
+
+def _xs(xm, n, lengths):
+    """The generated functions' inputs before y: x, then a sequence's masks."""
+    return [xm, *_masks(lengths, n)]
 
 
 def _as_integers(value, what):
@@ -308,8 +317,8 @@ def forward(params, x, lengths=None):
     ``lengths`` (sequences), 0 at every sample's padded steps."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    name, xs = _inputs_x(xm, n, lengths, "forward")
-    out = _finite_or_blame(_run(name, n, [*xs, *mats])[0], xm, None, mats)
+    xs = _xs(xm, n, lengths)
+    out = _finite_or_blame(_run("forward", n, [*xs, *mats])[0], xm, None, mats)
     if lengths is not None and SEQUENCE_OUTPUT:
         out = numpy.where(xs[1] > 0, out, 0).astype(DTYPE, copy=False)
     if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
@@ -325,18 +334,18 @@ def loss(params, x, y, lengths=None):
     that takes x takes it, and its derivatives are this loss's."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    name, xs = _inputs_x(xm, n, lengths, "loss")
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    return float(_finite_or_blame(_run(name, n, [*xs, ym, *mats])[0], xm, ym, mats)[0, 0])
+    return float(_finite_or_blame(_run("loss", n, [*xs, ym, *mats])[0], xm, ym, mats)[0, 0])
 
 
 def loss_and_grad(params, x, y, lengths=None):
     """(loss, gradients): a float and a dict shaped like ``params``."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    name, xs = _inputs_x(xm, n, lengths, "loss_and_grad")
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _finite_or_blame(_run_flat(name, n, [*xs, ym, *mats]), xm, ym, mats)
+    flat = _finite_or_blame(_run_flat("loss_and_grad", n, [*xs, ym, *mats]), xm, ym, mats)
     return float(flat[0]), _grads_dict(flat[1:])
 
 
@@ -348,9 +357,9 @@ def hvp(params, x, y, v, lengths=None):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
-    name, xs = _inputs_x(xm, n, lengths, "hvp")
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _run_flat(name, n, [*xs, ym, *mats, *vmats])
+    flat = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
@@ -368,28 +377,24 @@ def hessian(params, x, y, lengths=None):
     _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
-    name, xs = _inputs_x(xm, n, lengths, "hvp")
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    if lengths is not None:       # one hvp of the masked loss per column
-        out = _hvp_rows(n, [*xs, ym, *mats], 0, N_PARAMS, name)
-        return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
     if _CURV_LAYERS:        # the generated assembly (see bpgen show --hessian)
         _check_fits("hessian", N_PARAMS * N_PARAMS + _ASSEMBLY_PER_SAMPLE["hessian"] * n)
-        return _finite_or_blame(_run("hessian", n, [xm, ym, *mats])[0], xm, ym, mats)
-    out = _hessian_columns(n, [xm, ym, *mats], 0, N_PARAMS)
+        return _finite_or_blame(_run("hessian", n, [*xs, ym, *mats])[0], xm, ym, mats)
+    out = _hessian_columns(n, [*xs, ym, *mats], 0, N_PARAMS)
     # the exact Hessian is symmetric; average away the rounding
     return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
 
 
-def _hvp_rows(n, args, first, count, name="hvp"):
-    """Rows first .. first+count-1 of the Hessian from one hvp each (of the
-    generated function ``name``)."""
+def _hvp_rows(n, args, first, count):
+    """Rows first .. first+count-1 of the Hessian from one hvp each."""
     out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
     basis = numpy.zeros(N_PARAMS, dtype=DTYPE)
     for j in range(first, first + count):
         basis[j] = 1
         vmats = [basis[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-        out[j - first] = _run_flat(name, n, [*args, *vmats])
+        out[j - first] = _run_flat("hvp", n, [*args, *vmats])
         basis[j] = 0
     return out
 
@@ -407,14 +412,13 @@ def hmp(params, x, y, V, lengths=None):
     modules of networks with conv2d or pooling take one hvp per column."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    name, xs = _inputs_x(xm, n, lengths, "hvp")
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     vm = _as_array(V, "V")
     if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
         raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
     _check_fits("hmp", N_PARAMS * vm.shape[1])
-    rows = (_hessian_times(n, [xm, ym, *mats], vm.T)
-            if vm.shape[1] and lengths is None else None)
+    rows = _hessian_times(n, [*xs, ym, *mats], vm.T) if vm.shape[1] else None
     if rows is not None:
         out = numpy.ascontiguousarray(rows.T)
     else:
@@ -422,7 +426,7 @@ def hmp(params, x, y, V, lengths=None):
         for j in range(vm.shape[1]):
             col = numpy.ascontiguousarray(vm[:, j])
             vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-            out[:, j] = _run_flat(name, n, [*xs, ym, *mats, *vmats])
+            out[:, j] = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
     return _finite_or_blame(out, xm, ym, mats, extra=[("V", vm)])
 
 
@@ -469,9 +473,9 @@ def ggn_vp(params, x, y, v, lengths=None):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
-    name, xs = _inputs_x(xm, n, lengths, "ggn_vp")
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _run_flat(name, n, [*xs, ym, *mats, *vmats])
+    flat = _run_flat("ggn_vp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
@@ -488,8 +492,8 @@ def grad_factors(params, x, y, lengths=None):
     """
     mats = _check_params(params)
     xm, n = _check_x(x)
-    name, xs = _inputs_x(xm, n, lengths, "grad_factors")
-    outs = _run(name, n, [*xs, _check_y(y, n), *mats])
+    xs = _xs(xm, n, lengths)
+    outs = _run("grad_factors", n, [*xs, _check_y(y, n), *mats])
     res = {}
     for key, (iu, iv) in _FACTORS.items():
         u, v = outs[iu], outs[iv]
@@ -511,7 +515,7 @@ def hessian_diag(params, x, y, lengths=None):
     product per parameter, keeping only its diagonal entry (memory O(N_PARAMS))."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    name, xs = _inputs_x(xm, n, lengths, "hvp")
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     if _CURV_LAYERS:
         diag = _structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n)
@@ -519,8 +523,7 @@ def hessian_diag(params, x, y, lengths=None):
     out = numpy.empty(N_PARAMS, dtype=DTYPE)
     for first in range(0, N_PARAMS, _ROW_CHUNK):
         count = min(_ROW_CHUNK, N_PARAMS - first)
-        rows = (_hessian_columns(n, [xm, ym, *mats], first, count) if lengths is None
-                else _hvp_rows(n, [*xs, ym, *mats], first, count, name))
+        rows = _hessian_columns(n, [*xs, ym, *mats], first, count)
         out[first:first + count] = rows[numpy.arange(count), first + numpy.arange(count)]
     return _grads_dict(_finite_or_blame(out, xm, ym, mats))
 
@@ -540,13 +543,13 @@ def hessian_blocks(params, x, y, lengths=None):
     _check_fits("hessian_blocks", largest * largest)
     mats = _check_params(params)
     xm, n = _check_x(x)
-    name, xs = _inputs_x(xm, n, lengths, "hvp")
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     structured = {}
     if _CURV_LAYERS:        # the generated assembly: every block at once
         _check_fits("hessian_blocks", sum((hi - lo) ** 2 for _, lo, hi in layers.values())
                     + _ASSEMBLY_PER_SAMPLE["hessian_blocks"] * n)
-        blocks = _run("hessian_blocks", n, [xm, ym, *mats])
+        blocks = _run("hessian_blocks", n, [*xs, ym, *mats])
         structured = {wk.split(".", 1)[0]: b for (wk, *_), b in zip(_CURV_LAYERS, blocks)}
     result = {}
     for name, (keys, lo, hi) in layers.items():
@@ -556,9 +559,8 @@ def hessian_blocks(params, x, y, lengths=None):
             block = numpy.empty((hi - lo, hi - lo), dtype=DTYPE)
             for first in range(lo, hi, _ROW_CHUNK):
                 count = min(_ROW_CHUNK, hi - first)
-                block[first - lo:first - lo + count] = (
-                    _hessian_columns(n, [xm, ym, *mats], first, count) if lengths is None
-                    else _hvp_rows(n, [*xs, ym, *mats], first, count, name))[:, lo:hi]
+                block[first - lo:first - lo + count] = _hessian_columns(
+                    n, [*xs, ym, *mats], first, count)[:, lo:hi]
             block = (block + block.T) / 2
         result[name] = (keys, numpy.ascontiguousarray(block))
     return result
