@@ -166,8 +166,9 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         # (n_masks rows of T*N), which the adapter writes past it
         lines += [f"#define BPGF_WS_{name.upper()}_A {a + n_masks * steps}",
                   f"#define BPGF_WS_{name.upper()}_B {b}",
-                  f"#define BPGF_FN_{name.upper()} ((size_t){a} * (size_t)N + {b})",
                   f"#define BPGF_HAVE_{name.upper()} {int(have[name])}"]
+        if n_masks:
+            lines.insert(-1, f"#define BPGF_FN_{name.upper()} ((size_t){a} * (size_t)N + {b})")
     ps = ", ".join(f"p[{i}]" for i in range(len(shapes)))
     ms = "".join(f"m + {i * steps}*N, " for i in range(n_masks))
     lines += [
