@@ -34,7 +34,7 @@ def _int(value) -> int:
 
 
 def _enabled(derived: Derived, name: str, shapes: list, steps: int, out_units: int,
-             seq_out: bool) -> bool:
+             seq_out: bool, n_masks: int = 0) -> bool:
     """The generated function's inputs and outputs are as fastcall.c expects
     (its inputs x, a sequence's masks, which the adapter makes, then y, the
     parameters and v): forward's one output (N, K) or time-major (T*N, K); loss's the scalar;
@@ -46,7 +46,7 @@ def _enabled(derived: Derived, name: str, shapes: list, steps: int, out_units: i
     if prog is None:
         return False
     layout = derived.layout(name)
-    n_in = len(prog.inputs) - len(derived.base.masks)
+    n_in = len(prog.inputs) - n_masks
     if name == "forward":
         rows = steps if seq_out else 1
         return n_in == 1 + len(shapes) and layout == [(0, 0, rows * out_units, 0, out_units)]
@@ -117,12 +117,12 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
     all_steps = seq_out and spec.loss.steps == "all"
     if not shapes:
         return ""
-    have = {name: _enabled(derived, name, shapes, steps, out_units, seq_out)
+    n_masks = len(derived.base.masks)
+    have = {name: _enabled(derived, name, shapes, steps, out_units, seq_out, n_masks)
             for name in ENTRIES}
     if not any(have.values()):
         return ""
     ws = {f["name"]: tuple(_int(v) for v in f["ws"]) for f in functions}
-    n_masks = len(derived.base.masks)
     have["hvp"] = have["hvp"] and "hvp" in ws
     n_params = sum(math.prod(s) for s in shapes)
     # the first-order functions' work (hvp's is ~3x theirs, so it lets go of
