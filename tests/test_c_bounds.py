@@ -146,6 +146,10 @@ def test_c_functions_stay_in_bounds_and_write_every_output(builder, aid):
         xm, nn = mod._check_x(x)
         assert nn == n
         arrays = {"x": xm, "y": mod._check_y(y, n)}
+        # a sequence's masks (some padding: the shortest sample has one step)
+        if mod.STEPS:
+            lengths = np.maximum(1, mod.STEPS - np.arange(n))
+            arrays.update(zip(("mask", "cut_mask"), mod._masks(lengths, n)))
         for key, mat, vmat in zip(mod.PARAM_SHAPES, mod._check_params(params),
                                   mod._check_params(v, "v")):
             arrays[key.replace(".", "_")] = mat
