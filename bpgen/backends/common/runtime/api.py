@@ -2,7 +2,11 @@
 checking, flatten/unflatten, and every public function.  Copied verbatim
 into each generated module after its constants; the backend supplies
 ``_run`` / ``_run_flat`` (call a generated function) and the structured
-Hessian comes from ``hessian.py``."""
+Hessian comes from ``hessian.py``.
+
+(Longer than the ~500 lines a file here usually has: it is one unit copied
+verbatim into every module, the public functions and the argument checks
+they share, x's, y's, the parameters' and a padded sequence's lengths.)"""
 import collections.abc
 import math
 import os
