@@ -69,9 +69,10 @@ def test_lengths_against_reference(builder, case, backend):
         if case["steps"] == "all":
             y2[n, length:] = y[n, :1]
     assert mod.loss_and_grad(params, x2, y2, lengths=LENGTHS)[0] == pytest.approx(value, rel=tol)
-    if spec.dtype != "float64" or case["truncate"]:
+    if spec.dtype != "float64" or case["truncate"] or backend == "c":
         return
-    # central differences of the masked loss (float64, exact gradient)
+    # central differences of the masked loss (float64, exact gradient; NumPy:
+    # the C module equals the reference above)
     keys = list(params)
     theta = _flat(params)
     shapes = [params[k].shape for k in keys]
