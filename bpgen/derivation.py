@@ -98,7 +98,7 @@ def structured(spec: Spec) -> bool:
 # the derivations; each returns (Program, metadata)
 
 def _inputs(d: Derivation, with_y: bool = True, v: list = ()) -> list:
-    return [d.x] + ([d.y] if with_y else []) + list(d.params.values()) + list(v)
+    return [d.x, *d.masks] + ([d.y] if with_y else []) + list(d.params.values()) + list(v)
 
 
 def _forward(spec: Spec, d: Derivation):

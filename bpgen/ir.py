@@ -133,16 +133,31 @@ class Graph:
         # layer name -> what its type's Hessian structure reads (layers.base)
         self.layer_parts: dict[str, object] = {}
         self.loop: int | None = None       # the loop being built
+        self.untruncated: set = set()      # loops truncated BPTT leaves alone
+        # a sequence input's per-(sample, step) mask, (T*N, 1): 1 at real
+        # steps, 0 at padding (``lengths``); None: every step is real.  Set by
+        # the network (bpgen.network) before the layers' forward compositions,
+        # which read it where padding could reach a real step (a reversed
+        # loop's state, see bpgen.layers.recurrent.keep)
+        self.mask: str | None = None
+        # with a mask and truncated BPTT: (T*N, 1), 0 where a reversed loop's
+        # carried cotangent is cut for that sample (its boundaries count from
+        # the sample's own last real step), else 1 (see Prev.close_carry)
+        self.cut_mask: str | None = None
 
     # ---- loops --------------------------------------------------------------
     def loop_begin(self, steps: int, reverse: bool = False, label: str = "",
-                   backward: bool = False) -> int:
+                   backward: bool = False, truncated: bool = True) -> int:
         """Start a loop over ``steps`` time steps (descending when ``reverse``;
-        ``backward``: a loop of the reverse pass)."""
+        ``backward``: a loop of the reverse pass; ``truncated=False``: a loop
+        whose state is not a recurrent cell's, which truncated BPTT leaves
+        alone)."""
         if self.loop is not None:
             raise ValueError("loops do not nest")
         lid = len(self.loops)
         self.loops[lid] = Loop(steps, reverse, seq_dim(steps), label, backward)
+        if not truncated:
+            self.untruncated.add(lid)
         self.loop = lid
         return lid
 
@@ -359,7 +374,8 @@ def _grad_loop(g: Graph, indices: list, cot: dict, truncate: int | None) -> None
         with g.deriving(op.out):
             if op.primitive.state_read:
                 if i in carries:
-                    op.primitive.close_carry(g, op, carries[i], cot, info, truncate, _total)
+                    op.primitive.close_carry(g, op, carries[i], cot, info,
+                                             None if lid in g.untruncated else truncate, _total)
                 continue
             if op.out not in cot or not g.vars[op.out].differentiable:
                 continue

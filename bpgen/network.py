@@ -34,6 +34,8 @@ class Derivation:
     #: the variables the loss's composition made that others read: "terms",
     #: "output" (the scored output) and those its curvature needs
     loss_vars: dict = field(default_factory=dict)
+    #: a sequence input's mask inputs, after x (InputKind.mask_inputs); () for others
+    masks: tuple = ()
 
 
 def _matrix_shape(shape: tuple) -> tuple:
@@ -49,10 +51,16 @@ def derive(spec: Spec, exact: bool = False, with_grad: bool = True) -> Derivatio
     """Build the forward graph of ``spec``, its loss and the reverse pass.
 
     ``exact`` ignores ``bptt.truncate`` (the gradient of the loss itself, as
-    second-order products need); ``with_grad=False`` stops after the loss."""
+    second-order products need); ``with_grad=False`` stops after the loss.
+    A sequence input's graph reads the input kind's per-(sample, step) masks
+    after x (a call without ``lengths`` passes those of full lengths): the
+    layers keep padding away from real steps, ``steps: last`` scores each
+    sample's last real step and ``steps: all`` is the mean over the real
+    (sample, step) pairs."""
     g = Graph()
     steps = spec.input.steps
     x = spec.input.graph_input(g)       # (N, F), or time-major (T*N, F): the input kind's
+    masks = spec.input.mask_inputs(g, spec.truncate)
     params = {}
     for layer in spec.layers:
         for par in layer.params:
@@ -67,15 +75,23 @@ def derive(spec: Spec, exact: bool = False, with_grad: bool = True) -> Derivatio
         h = LAYER_TYPES[layer.type].forward(g, layer, h, p)
     output = h
     scored = output
-    count = NSYM
+    count, per_step = NSYM, False
     if steps is not None and spec.output_shape[0] == steps and len(spec.output_shape) == 2:
         if spec.loss.steps == "last":
-            scored = g.rows(output, steps - 1, base="out_last", label="O_last")
+            if g.mask is not None:
+                scored = _last_real(g, output, steps)
+            scored = g.rows(scored, steps - 1, base="out_last", label="O_last")
         else:
-            count = NSYM * steps
+            count, per_step = NSYM * steps, True
+            if g.mask is not None:
+                count = g.sym(g.sum(g.mask, None, base="real_steps", label="Σm"))
     y = g.var("y", g.shape(scored), "target", "Y")
     loss_vars = LOSSES[spec.loss.type].forward(g, scored, y)
-    total = g.sum(loss_vars["terms"], None, base="loss_sum", label="Σℓ")
+    terms = loss_vars["terms"]
+    if g.mask is not None and per_step:
+        terms = g.map(g.sym(terms) * g.sym(g.mask), base="real_terms", label="m ⊙ ℓ",
+                      comment="the loss terms of real steps only")
+    total = g.sum(terms, None, base="loss_sum", label="Σℓ")
     loss_expr = g.sym(total) / count
     if spec.l2:
         lam = sp.Float(spec.l2, 17)
@@ -90,8 +106,24 @@ def derive(spec: Spec, exact: bool = False, with_grad: bool = True) -> Derivatio
                  comment="mean over samples" + (" + 0.5 λ Σ‖W‖²" if spec.l2 else ""))
     n_forward = len(g.ops)
     if not with_grad:
-        return Derivation(spec, g, x, y, params, output, loss, {}, n_forward, loss_vars)
+        return Derivation(spec, g, x, y, params, output, loss, {}, n_forward, loss_vars,
+                          masks=masks)
     grads = grad(g, loss, list(params.values()),
                  truncate=None if exact else spec.truncate)
     grads = {key: grads[var] for key, var in params.items()}
-    return Derivation(spec, g, x, y, params, output, loss, grads, n_forward, loss_vars)
+    return Derivation(spec, g, x, y, params, output, loss, grads, n_forward, loss_vars,
+                      masks=masks)
+
+
+def _last_real(g: Graph, output: str, steps: int) -> str:
+    """The output held through padding: o_t = m_t ⊙ z_t + (1 - m_t) ⊙ o_(t-1),
+    so that its last step is each sample's last real step (a loop of maps:
+    its derivatives are derived)."""
+    m, cols = g.sym(g.mask), g.vars[output].shape[1]
+    g.loop_begin(steps, label="the last real step", truncated=False)
+    prev = g.state(("N", cols), base="out_held_prev", label="O_held(t-1)")
+    held = g.map(m * g.sym(output) + (1 - m) * g.sym(prev), base="out_held", label="O_held",
+                 comment="each sample's output at its last real step so far")
+    g.bind_state(prev, held)
+    g.loop_end()
+    return held

@@ -14,7 +14,6 @@ import collections.abc
 import functools
 import math
 import os
-import time
 
 import numpy
 
@@ -48,6 +47,9 @@ STEPS = 20
 SEQUENCE_OUTPUT = True
 #: True when the loss reads every step (y has a step axis)
 LOSS_ALL_STEPS = False
+#: bptt: {truncate: k}'s k (None without): a call with lengths cuts a
+#: reversed loop's gradient every k steps from each sample's last real step
+_TRUNCATE = None
 #: the loss's name (for messages; the module reads the facts below)
 LOSS = "mse"
 #: what y holds: "labels" (integer class labels, one-hot'ed here) or "real"
@@ -78,7 +80,7 @@ _CURV_LOSS = None
 #: how to read it: "softmax" (diag(p) - p pᵀ) or "diagonal" (diag l'')
 _CURV_FORM = "diagonal"
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
-_BYTES_PER_SAMPLE = 156032
+_BYTES_PER_SAMPLE = 157568
 #: elements per sample the structured Hessian's assembly holds besides its result
 _ASSEMBLY_PER_SAMPLE = {}
 #: generated function -> where its outputs lie in one flat buffer:
@@ -92,7 +94,7 @@ _OUTPUTS = {
     "grad_factors": [(0, 0, 20, 0, 1), (20, 0, 1280, 0, 64), (1300, 0, 320, 0, 16), (1620, 0, 320, 0, 16), (1940, 0, 20, 0, 1)],
 }
 #: _tangent_columns' tangents per direction: a*N + b bytes
-_TANGENT_BYTES = (131216, 35344)
+_TANGENT_BYTES = (132176, 35344)
 
 
 def init_params(seed=0):
@@ -201,6 +203,50 @@ def _check_x(x):
     if STEPS is not None:     # (N, T, ...) -> time-major (T*N, ...)
         return numpy.ascontiguousarray(arr.swapaxes(0, 1)).reshape(STEPS * n, -1), n
     return arr.reshape(n, -1), n
+
+
+def _masks(lengths, n):
+    """The per-(sample, step) masks a sequence network's generated functions
+    read after x, time-major (T*N, 1) like x's rows: 1 at the steps before a
+    sample's length, 0 at its padding; with truncated BPTT also 0 where a
+    reversed loop's gradient is cut for that sample (every _TRUNCATE steps
+    counted from its last real step).  ``lengths`` None: every step real (the
+    masks of the last N asked are kept).  A ValueError naming ``lengths``
+    unless it is an (N,) integer array with values in [1, STEPS]."""
+    if lengths is None:
+        if STEPS is None:
+            return []
+        full = _FULL_MASKS.get(n)
+        if full is None:
+            full = _masks(numpy.full(n, STEPS), n)
+            _FULL_MASKS.clear()
+            _FULL_MASKS[n] = full
+        return full
+    if STEPS is None:
+        raise ValueError("lengths: only a network with a sequence input takes lengths")
+    arr = _as_integers(lengths, "lengths")
+    if arr.shape != (n,):
+        raise ValueError(f"lengths: expected shape ({n},) (one length per sample), "
+                         f"got {arr.shape}")
+    low, high = arr.min(), arr.max()
+    if low < 1 or high > STEPS:
+        raise ValueError(f"lengths: values must lie in [1, {STEPS}], got values in "
+                         f"[{low}, {high}]")
+    steps = numpy.arange(STEPS)[:, None]
+    last = arr.astype(numpy.int64)[None, :] - 1          # each sample's last real step
+    masks = [numpy.ascontiguousarray((steps <= last).astype(DTYPE).reshape(-1, 1))]
+    if _TRUNCATE:
+        cut = (steps <= last) & ((last - steps) % _TRUNCATE == 0)
+        masks.append(numpy.ascontiguousarray((~cut).astype(DTYPE).reshape(-1, 1)))
+    return masks
+
+
+_FULL_MASKS = {}      # N -> the masks of a call without lengths (_masks)
+
+
+def _xs(xm, n, lengths):
+    """The generated functions' inputs before y: x, then a sequence's masks."""
+    return [xm, *_masks(lengths, n)]
 
 
 def _as_integers(value, what):
@@ -345,34 +391,44 @@ def _finite_or_blame(result, xm, ym, mats, vmats=(), extra=()):
     return result       # finite inputs, a non-finite result: IEEE overflow, returned as is
 
 
-def forward(params, x):
-    """The network's output before the loss, shape (N, OUTPUT_UNITS)."""
+def forward(params, x, lengths=None):
+    """The network's output before the loss, shape (N, OUTPUT_UNITS).  With
+    ``lengths`` (sequences), 0 at every sample's padded steps."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    out = _finite_or_blame(_run("forward", n, [xm, *mats])[0], xm, None, mats)
+    xs = _xs(xm, n, lengths)
+    out = _finite_or_blame(_run("forward", n, [*xs, *mats])[0], xm, None, mats)
+    if lengths is not None and SEQUENCE_OUTPUT:
+        out = numpy.where(xs[1] > 0, out, 0).astype(DTYPE, copy=False)
     if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
         return numpy.ascontiguousarray(out.reshape(STEPS, n, -1).transpose(1, 0, 2))
     return numpy.ascontiguousarray(out, dtype=DTYPE)
 
 
-def loss(params, x, y):
-    """The scalar loss (a Python float)."""
+def loss(params, x, y, lengths=None):
+    """The scalar loss (a Python float).  ``lengths`` (sequences; an (N,)
+    integer array, 1 <= lengths[n] <= T): steps from lengths[n] on are
+    padding, the mean runs over the real (sample, step) pairs (steps: all)
+    or reads each sample's last real step (steps: last); every function
+    that takes x takes it, and its derivatives are this loss's."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    return float(_finite_or_blame(_run("loss", n, [xm, ym, *mats])[0], xm, ym, mats)[0, 0])
+    return float(_finite_or_blame(_run("loss", n, [*xs, ym, *mats])[0], xm, ym, mats)[0, 0])
 
 
-def loss_and_grad(params, x, y):
+def loss_and_grad(params, x, y, lengths=None):
     """(loss, gradients): a float and a dict shaped like ``params``."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _finite_or_blame(_run_flat("loss_and_grad", n, [xm, ym, *mats]), xm, ym, mats)
+    flat = _finite_or_blame(_run_flat("loss_and_grad", n, [*xs, ym, *mats]), xm, ym, mats)
     return float(flat[0]), _grads_dict(flat[1:])
 
 
-def hvp(params, x, y, v):
+def hvp(params, x, y, v, lengths=None):
     """The exact Hessian of the loss at ``params`` times ``v`` (a dict shaped
     like params), as such a dict: Pearlmutter's R-operator over the derived
     forward and backward pass.  With bptt truncation this is still the
@@ -380,68 +436,13 @@ def hvp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    flat = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
-class _Progress:
-    """Progress of a long call: ``progress`` (a callable taking a message)
-    hears "<what>: <done>/<total> <unit> (<s> s, about <s> s left)" at most
-    about once a second, and once at the end.  Without a callable nothing is
-    measured or said (the default: library calls are silent)."""
-
-    def __init__(self, progress, what, total, unit):
-        if progress is not None and not callable(progress):
-            raise ValueError(f"progress: expected a callable taking a message, or None, "
-                             f"got {type(progress).__name__}")
-        self.say, self.what, self.total, self.unit = progress, what, total, unit
-        self.t0 = self.last = time.perf_counter()
-
-    def step(self, done):
-        if self.say is None:
-            return
-        now = time.perf_counter()
-        if done >= self.total:
-            self.say(f"{self.what}: {self.total}/{self.total} {self.unit} "
-                     f"in {now - self.t0:.1f} s")
-        elif now - self.last >= 1.0 and done:
-            left = (now - self.t0) * (self.total - done) / done
-            self.say(f"{self.what}: {done}/{self.total} {self.unit} ({now - self.t0:.1f} s, "
-                     f"about {left:.0f} s left)")
-            self.last = now
-
-
-#: with a progress callable, calls over many directions go in about this many
-#: slices (each repeats the shared forward and backward pass, a small part of
-#: a slice's tangent passes)
-_PROGRESS_SLICES = 20
-
-
-def _sliced(fn, count, bar):
-    """fn(j0, k) -> rows j0 .. j0+k-1 of a (count, N_PARAMS) array (or None:
-    no such pass): one call without a progress callable, else slices of
-    about count/20 rows (at least 64), each reported."""
-    size = count if bar.say is None else max(_ROW_CHUNK, -(-count // _PROGRESS_SLICES))
-    if size >= count:
-        rows = fn(0, count)
-        if rows is not None:
-            bar.step(count)
-        return rows
-    out = None
-    for j0 in range(0, count, size):
-        k = min(size, count - j0)
-        rows = fn(j0, k)
-        if rows is None:
-            return None
-        if out is None:
-            out = numpy.empty((count, rows.shape[1]), dtype=rows.dtype)
-        out[j0:j0 + k] = rows
-        bar.step(j0 + k)
-    return out
-
-
-def hessian(params, x, y, *, progress=None):
+def hessian(params, x, y, lengths=None):
     """The exact Hessian, an (N_PARAMS, N_PARAMS) array in the flat order:
     H[i, j] = d^2 loss / d theta_i d theta_j with theta = flatten(params).
 
@@ -451,23 +452,16 @@ def hessian(params, x, y, *, progress=None):
     derived assembly); otherwise from Hessian columns: one forward and
     backward pass, then the tangent pass over chunks of directions at once
     (one hvp per column where a layer has no rule for that: conv2d, pooling
-    in the NumPy backend).
-
-    ``progress``: a callable taking a message, told how many columns are
-    done about once a second (the call is then cut into about 20 slices)."""
+    in the NumPy backend)."""
     _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     if _CURV_LAYERS:        # the generated assembly (see bpgen show --hessian)
         _check_fits("hessian", N_PARAMS * N_PARAMS + _ASSEMBLY_PER_SAMPLE["hessian"] * n)
-        bar = _Progress(progress, "hessian (assembled)", 1, "call")
-        out = _run("hessian", n, [xm, ym, *mats])[0]
-        bar.step(1)
-        return _finite_or_blame(out, xm, ym, mats)
-    bar = _Progress(progress, "hessian", N_PARAMS, "columns")
-    args = [xm, ym, *mats]
-    out = _sliced(lambda j0, k: _hessian_columns(n, args, j0, k), N_PARAMS, bar)
+        return _finite_or_blame(_run("hessian", n, [*xs, ym, *mats])[0], xm, ym, mats)
+    out = _hessian_columns(n, [*xs, ym, *mats], 0, N_PARAMS)
     # the exact Hessian is symmetric; average away the rounding
     return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
 
@@ -488,26 +482,22 @@ def _hvp_rows(n, args, first, count):
 _ROW_CHUNK = 64
 
 
-def hmp(params, x, y, V, *, progress=None):
+def hmp(params, x, y, V, lengths=None):
     """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
     (N_PARAMS, k) array: one forward and backward pass shared by all k
     columns, then the tangent pass over chunks of columns at once (the
     directions as extra columns of its products; at most HESSIAN_CHUNK
     columns and about HESSIAN_CHUNK_BYTES of tangents per chunk).  NumPy
-    modules of networks with conv2d or pooling take one hvp per column.
-    ``progress``: as for :func:`hessian`, in columns of V."""
+    modules of networks with conv2d or pooling take one hvp per column."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     vm = _as_array(V, "V")
     if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
         raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
     _check_fits("hmp", N_PARAMS * vm.shape[1])
-    bar = _Progress(progress, "hmp", vm.shape[1], "columns")
-    args = [xm, ym, *mats]
-    vt = vm.T
-    rows = (_sliced(lambda j0, k: _hessian_times(n, args, vt[j0:j0 + k]), vm.shape[1], bar)
-            if vm.shape[1] else None)
+    rows = _hessian_times(n, [*xs, ym, *mats], vm.T) if vm.shape[1] else None
     if rows is not None:
         out = numpy.ascontiguousarray(rows.T)
     else:
@@ -515,8 +505,7 @@ def hmp(params, x, y, V, *, progress=None):
         for j in range(vm.shape[1]):
             col = numpy.ascontiguousarray(vm[:, j])
             vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-            out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
-            bar.step(j + 1)
+            out[:, j] = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
     return _finite_or_blame(out, xm, ym, mats, extra=[("V", vm)])
 
 
@@ -555,7 +544,7 @@ def _curvature_outputs(xm, n, ym, mats):
             for o in _run("curvature", n, [xm, ym, *mats])]
 
 
-def ggn_vp(params, x, y, v):
+def ggn_vp(params, x, y, v, lengths=None):
     """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
     Jacobian of the network output and H_L the Hessian of the loss w.r.t.
     the output (plus l2 * v on regularised weights).  Positive semi-definite
@@ -563,12 +552,13 @@ def ggn_vp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _run_flat("ggn_vp", n, [xm, ym, *mats, *vmats])
+    flat = _run_flat("ggn_vp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
-def grad_factors(params, x, y):
+def grad_factors(params, x, y, lengths=None):
     """For every weight matrix (W, Wx, Wh, conv kernels: the weight roles),
     factors (U, V) with dW = Uᵀ V (a conv kernel as its (filters, C·k·k)
     matrix: U its delta per output pixel, V the patches).
@@ -581,7 +571,8 @@ def grad_factors(params, x, y):
     """
     mats = _check_params(params)
     xm, n = _check_x(x)
-    outs = _run("grad_factors", n, [xm, _check_y(y, n), *mats])
+    xs = _xs(xm, n, lengths)
+    outs = _run("grad_factors", n, [*xs, _check_y(y, n), *mats])
     res = {}
     for key, (iu, iv) in _FACTORS.items():
         u, v = outs[iu], outs[iv]
@@ -594,39 +585,34 @@ def grad_factors(params, x, y):
     return res
 
 
-def hessian_diag(params, x, y, *, progress=None):
+def hessian_diag(params, x, y, lengths=None):
     """The exact diagonal of the Hessian, as a dict shaped like params.
 
     For networks of dense layers it comes from square-root factors of each
     layer's curvature (no Hessian block is formed: memory grows like
     N x layer width x factor columns); otherwise from one Hessian-vector
-    product per parameter, keeping only its diagonal entry (memory O(N_PARAMS)).
-    ``progress``: as for :func:`hessian`, in parameters."""
+    product per parameter, keeping only its diagonal entry (memory O(N_PARAMS))."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     if _CURV_LAYERS:
-        bar = _Progress(progress, "hessian_diag (structured)", 1, "call")
         diag = _structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n)
-        bar.step(1)
         return _grads_dict(_finite_or_blame(diag, xm, ym, mats))
-    bar = _Progress(progress, "hessian_diag", N_PARAMS, "parameters")
     out = numpy.empty(N_PARAMS, dtype=DTYPE)
     for first in range(0, N_PARAMS, _ROW_CHUNK):
         count = min(_ROW_CHUNK, N_PARAMS - first)
-        rows = _hessian_columns(n, [xm, ym, *mats], first, count)
+        rows = _hessian_columns(n, [*xs, ym, *mats], first, count)
         out[first:first + count] = rows[numpy.arange(count), first + numpy.arange(count)]
-        bar.step(first + count)
     return _grads_dict(_finite_or_blame(out, xm, ym, mats))
 
 
-def hessian_blocks(params, x, y, *, progress=None):
+def hessian_blocks(params, x, y, lengths=None):
     """The per-layer diagonal blocks of the exact Hessian: {layer name:
     (keys, block)} with block indexed like the flat order restricted to the
     layer's parameters ``keys``.  Memory: the blocks, not N_PARAMS² (for
     networks of dense layers the generated assembly forms them all at once;
-    otherwise each is formed on its own from rows of the Hessian).
-    ``progress``: as for :func:`hessian`, in rows of the blocks."""
+    otherwise each is formed on its own from rows of the Hessian)."""
     layers = {}
     for key, a, b, _ in _SLICES:
         name = key.split(".", 1)[0]
@@ -636,17 +622,14 @@ def hessian_blocks(params, x, y, *, progress=None):
     _check_fits("hessian_blocks", largest * largest)
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     structured = {}
-    bar = _Progress(progress, "hessian_blocks", 1 if _CURV_LAYERS else
-                    sum(hi - lo for _, lo, hi in layers.values()), "rows")
-    done = 0
     if _CURV_LAYERS:        # the generated assembly: every block at once
         _check_fits("hessian_blocks", sum((hi - lo) ** 2 for _, lo, hi in layers.values())
                     + _ASSEMBLY_PER_SAMPLE["hessian_blocks"] * n)
-        blocks = _run("hessian_blocks", n, [xm, ym, *mats])
+        blocks = _run("hessian_blocks", n, [*xs, ym, *mats])
         structured = {wk.split(".", 1)[0]: b for (wk, *_), b in zip(_CURV_LAYERS, blocks)}
-        bar.step(1)
     result = {}
     for name, (keys, lo, hi) in layers.items():
         if structured:
@@ -656,9 +639,7 @@ def hessian_blocks(params, x, y, *, progress=None):
             for first in range(lo, hi, _ROW_CHUNK):
                 count = min(_ROW_CHUNK, hi - first)
                 block[first - lo:first - lo + count] = _hessian_columns(
-                    n, [xm, ym, *mats], first, count)[:, lo:hi]
-                done += count
-                bar.step(done)
+                    n, [*xs, ym, *mats], first, count)[:, lo:hi]
             block = (block + block.T) / 2
         result[name] = (keys, numpy.ascontiguousarray(block))
     return result
@@ -887,7 +868,7 @@ def _pattern_index(pattern):
     return numpy.ascontiguousarray(idx, dtype=numpy.int64).ravel()
 
 
-def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
+def _forward(x, mask, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
     # the outputs, one after the other in one vector (returned without a copy)
@@ -959,7 +940,7 @@ def _forward(x, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     return l1_Z
 
 
-def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
+def _loss(x, mask, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
     # the outputs, one after the other in one vector (returned without a copy)
@@ -967,12 +948,15 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     loss = flat[0:1].reshape(1, 1)
     # this thread's arrays for the temporaries, the same at every call (_workspace):
     # shapes (a, b, columns), a*N + b rows
-    (l0_XW, l0_HW, l0_C_z, l0_H_z, l1_XW, loss_terms) = _workspace('loss', N, (
+    (l0_XW, l0_HW, l0_C_z, l0_H_z, l1_XW, fac, fac_1, out_held_z, loss_terms) = _workspace('loss', N, (
         (20, 0, 64),  # l0_XW
         (1, 0, 64),  # l0_HW
         (21, 0, 16),  # l0_C_z
         (21, 0, 16),  # l0_H_z
         (20, 0, 1),  # l1_XW
+        (20, 0, 1),  # fac
+        (20, 0, 1),  # fac_1
+        (21, 0, 1),  # out_held_z
         (1, 0, 1),))  # loss_terms
 
     # forward pass
@@ -1029,8 +1013,31 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
-    # out_last = l1_Z(t=19)
-    out_last = l1_Z[19*N:20*N]
+
+    # loop over time steps: the last real step, t = 0 .. 19
+    out_held_z[:N] = 0  # N zero rows, then out_held
+    out_held = out_held_z[N:]
+    out_held_prev = out_held_z[:20*N]  # out_held of the previous iteration (step t-1)
+    # 1 - mask: every step at once
+    numpy.subtract(1, mask, out=fac)
+    # l1_Z ⊙ mask: every step at once
+    numpy.multiply(l1_Z, mask, out=fac_1)
+    out_held_t = out_held.reshape(20, N, 1)  # out_held, step by step
+    fac_t = fac.reshape(20, N, 1)  # fac, step by step
+    fac_1_t = fac_1.reshape(20, N, 1)  # fac_1, step by step
+    out_held_prev_t = out_held_prev.reshape(20, N, 1)  # out_held_prev, step by step
+    for t in range(20):
+
+        # forward pass (continued)
+        # out_held_prev = out_held of the previous iteration (0 at the first)
+        # (a view of out_held, one step back: no copy)
+        # each sample's output at its last real step so far
+        # out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask)
+        numpy.add(fac_1_t[t], fac_t[t]*out_held_prev_t[t], out=out_held_t[t])
+
+    # forward pass (continued)
+    # out_last = out_held(t=19)
+    out_last = out_held[19*N:20*N]
     # mse: half the squared error per unit
     # loss_terms = (out_last - y)^∘2 / 2
     numpy.multiply((out_last - y)**2, 0.5, out=loss_terms)
@@ -1042,7 +1049,7 @@ def _loss(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     return loss
 
 
-def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
+def _loss_and_grad(x, mask, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
     # the outputs, one after the other in one vector (returned without a copy)
@@ -1055,9 +1062,10 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     d_l1_b = flat[1169:1170].reshape(1, 1)
     # this thread's arrays for the temporaries, the same at every call (_workspace):
     # shapes (a, b, columns), a*N + b rows
-    (l0_XW, l0_HW, l0_i, l0_f, l0_g, l0_o, l0_C_z, l0_H_z, l1_XW, loss_terms,
-     d_out_last, d_l0_H, d_l0_H_1, fac, fac_1, d_l0_C_1, fac_2, fac_3, fac_4, fac_5,
-     d_l0_cprev_z, d_l0_G_6, d_l0_hprev_z) = _workspace('loss_and_grad', N, (
+    (l0_XW, l0_HW, l0_i, l0_f, l0_g, l0_o, l0_C_z, l0_H_z, l1_XW, fac, fac_1,
+     out_held_z, loss_terms, d_out_last, d_out_held_1, fac_2, d_l1_Z,
+     d_out_held_prev_z, d_l0_H, d_l0_H_1, fac_3, fac_4, d_l0_C_1, fac_5, fac_6, fac_7,
+     fac_8, d_l0_cprev_z, d_l0_G_6, d_l0_hprev_z) = _workspace('loss_and_grad', N, (
         (20, 0, 64),  # l0_XW
         (1, 0, 64),  # l0_HW
         (20, 0, 16),  # l0_i
@@ -1067,17 +1075,24 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         (21, 0, 16),  # l0_C_z
         (21, 0, 16),  # l0_H_z
         (20, 0, 1),  # l1_XW
+        (20, 0, 1),  # fac
+        (20, 0, 1),  # fac_1
+        (21, 0, 1),  # out_held_z
         (1, 0, 1),  # loss_terms
         (1, 0, 1),  # d_out_last
+        (1, 0, 1),  # d_out_held_1
+        (20, 0, 1),  # fac_2
+        (20, 0, 1),  # d_l1_Z
+        (21, 0, 1),  # d_out_held_prev_z
         (20, 0, 16),  # d_l0_H
         (1, 0, 16),  # d_l0_H_1
-        (20, 0, 16),  # fac
-        (20, 0, 16),  # fac_1
-        (1, 0, 16),  # d_l0_C_1
-        (20, 0, 16),  # fac_2
         (20, 0, 16),  # fac_3
         (20, 0, 16),  # fac_4
+        (1, 0, 16),  # d_l0_C_1
         (20, 0, 16),  # fac_5
+        (20, 0, 16),  # fac_6
+        (20, 0, 16),  # fac_7
+        (20, 0, 16),  # fac_8
         (21, 0, 16),  # d_l0_cprev_z
         (20, 0, 64),  # d_l0_G_6
         (21, 0, 16),))  # d_l0_hprev_z
@@ -1152,8 +1167,31 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
-    # out_last = l1_Z(t=19)
-    out_last = l1_Z[19*N:20*N]
+
+    # loop over time steps: the last real step, t = 0 .. 19
+    out_held_z[:N] = 0  # N zero rows, then out_held
+    out_held = out_held_z[N:]
+    out_held_prev = out_held_z[:20*N]  # out_held of the previous iteration (step t-1)
+    # 1 - mask: every step at once
+    numpy.subtract(1, mask, out=fac)
+    # l1_Z ⊙ mask: every step at once
+    numpy.multiply(l1_Z, mask, out=fac_1)
+    out_held_t = out_held.reshape(20, N, 1)  # out_held, step by step
+    fac_t = fac.reshape(20, N, 1)  # fac, step by step
+    fac_1_t = fac_1.reshape(20, N, 1)  # fac_1, step by step
+    out_held_prev_t = out_held_prev.reshape(20, N, 1)  # out_held_prev, step by step
+    for t in range(20):
+
+        # forward pass (continued)
+        # out_held_prev = out_held of the previous iteration (0 at the first)
+        # (a view of out_held, one step back: no copy)
+        # each sample's output at its last real step so far
+        # out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask)
+        numpy.add(fac_1_t[t], fac_t[t]*out_held_prev_t[t], out=out_held_t[t])
+
+    # forward pass (continued)
+    # out_last = out_held(t=19)
+    out_last = out_held[19*N:20*N]
     # mse: half the squared error per unit
     # loss_terms = (out_last - y)^∘2 / 2
     numpy.multiply((out_last - y)**2, 0.5, out=loss_terms)
@@ -1168,9 +1206,36 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # d_out_last = (out_last - y) / N
     numpy.divide(out_last - y, N, out=d_out_last)
 
-    # Grad of: out_last = l1_Z(t=19)
-    # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
-    d_l1_Z = _place_rows(d_out_last, 19, 20)
+    # Grad of: out_last = out_held(t=19)
+    # d_out_held = d_out_last at t=19, 0 at the other steps (T=20)
+    d_out_held = _place_rows(d_out_last, 19, 20)
+
+    # loop over time steps: backward through the last real step, t = 19 .. 0
+    d_out_held_prev_z[20*N:] = 0  # d_out_held_prev, then N zero rows
+    d_out_held_prev = d_out_held_prev_z[:20*N]
+    carry_out_held = d_out_held_prev_z[N:]  # d_out_held_prev of the previous iteration (step t+1)
+    carry_out_held_t = carry_out_held.reshape(20, N, 1)  # carry_out_held, step by step
+    d_out_held_t = d_out_held.reshape(20, N, 1)  # d_out_held, step by step
+    d_l1_Z_t = d_l1_Z.reshape(20, N, 1)  # d_l1_Z, step by step
+    mask_t = mask.reshape(20, N, 1)  # mask, step by step
+    # 1 - mask: every step at once
+    numpy.subtract(1, mask, out=fac_2)
+    d_out_held_prev_t = d_out_held_prev.reshape(20, N, 1)  # d_out_held_prev, step by step
+    fac_2_t = fac_2.reshape(20, N, 1)  # fac_2, step by step
+    for t in range(19, -1, -1):
+
+        # Grad of: out_held_prev = out_held of the previous iteration (0 at the first)
+        # carry_out_held = d_out_held_prev of the previous iteration (0 at the first)
+        # (a view of d_out_held_prev, one step back: no copy)
+
+        # Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask)
+        #   (each sample's output at its last real step so far)
+        # d_out_held_1 = carry_out_held + d_out_held
+        numpy.add(carry_out_held_t[t], d_out_held_t[t], out=d_out_held_1)
+        # d_l1_Z = d_out_held_1 ⊙ mask
+        numpy.multiply(d_out_held_1, mask_t[t], out=d_l1_Z_t[t])
+        # d_out_held_prev = d_out_held_1 ⊙ (1 - mask)
+        numpy.multiply(d_out_held_1, fac_2_t[t], out=d_out_held_prev_t[t])
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation)
@@ -1194,26 +1259,26 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
     d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
     # tanh(l0_C): every step at once
-    numpy.tanh(l0_C, out=fac)
-    # l0_o ⊙ (1 - fac^∘2): every step at once
-    numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
+    numpy.tanh(l0_C, out=fac_3)
+    # l0_o ⊙ (1 - fac_3^∘2): every step at once
+    numpy.multiply(l0_o, 1 - fac_3**2, out=fac_4)
     carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
-    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
     d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
     l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
-    # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
-    numpy.multiply(fac, l0_o*(1 - l0_o), out=fac_2)
+    # fac_3 ⊙ l0_o ⊙ (1 - l0_o): every step at once
+    numpy.multiply(fac_3, l0_o*(1 - l0_o), out=fac_5)
     d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
-    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
-    # l0_i ⊙ (1 - l0_g^∘2): every step at once
-    numpy.multiply(l0_i, 1 - l0_g**2, out=fac_3)
-    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
-    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
-    numpy.multiply(l0_cprev, l0_f*(1 - l0_f), out=fac_4)
-    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
-    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
-    numpy.multiply(l0_g, l0_i*(1 - l0_i), out=fac_5)
     fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    # l0_i ⊙ (1 - l0_g^∘2): every step at once
+    numpy.multiply(l0_i, 1 - l0_g**2, out=fac_6)
+    fac_6_t = fac_6.reshape(20, N, 16)  # fac_6, step by step
+    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
+    numpy.multiply(l0_cprev, l0_f*(1 - l0_f), out=fac_7)
+    fac_7_t = fac_7.reshape(20, N, 16)  # fac_7, step by step
+    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
+    numpy.multiply(l0_g, l0_i*(1 - l0_i), out=fac_8)
+    fac_8_t = fac_8.reshape(20, N, 16)  # fac_8, step by step
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
     d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
     for t in range(19, -1, -1):
@@ -1234,29 +1299,29 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_1_t[t], out=d_l0_C_1)
+        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_4_t[t], out=d_l0_C_1)
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
         numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
 
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        numpy.multiply(d_l0_H_1, fac_2_t[t], out=d_l0_G_6_t[t, :, 48:64])
+        numpy.multiply(d_l0_H_1, fac_5_t[t], out=d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        numpy.multiply(d_l0_C_1, fac_3_t[t], out=d_l0_G_6_t[t, :, 32:48])
+        numpy.multiply(d_l0_C_1, fac_6_t[t], out=d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        numpy.multiply(d_l0_C_1, fac_4_t[t], out=d_l0_G_6_t[t, :, 16:32])
+        numpy.multiply(d_l0_C_1, fac_7_t[t], out=d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        numpy.multiply(d_l0_C_1, fac_5_t[t], out=d_l0_G_6_t[t, :, 0:16])
+        numpy.multiply(d_l0_C_1, fac_8_t[t], out=d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
@@ -1283,7 +1348,7 @@ def _loss_and_grad(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     return loss, d_l0_Wx, d_l0_Wh, d_l0_b, d_l1_W, d_l1_b
 
 
-def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b):
+def _hvp(x, mask, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b):
     N = x.shape[0] // 20
 
     # the outputs, one after the other in one vector (returned without a copy)
@@ -1297,12 +1362,13 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # shapes (a, b, columns), a*N + b rows
     (l0_XW, r_l0_XW_b, l0_HW, r_l0_HW_a, r_l0_HW_b, l0_i, r_l0_i, l0_f, r_l0_f, l0_g,
      r_l0_g, l0_o, r_l0_o, l0_C_z, r_l0_C_z, l0_H_z, r_l0_H_z, l1_XW, r_l1_XW_a,
-     r_l1_XW_b, d_out_last, r_d_out_last, d_l0_H, r_d_l0_H_a, r_d_l0_H_b, r_d_l1_W_a,
-     r_d_l1_W_b, d_l0_H_1, r_d_l0_H_1, fac, d_l0_o, fac_1, d_l0_C_1, fac_2, fac_3,
-     r_d_l0_C_1, d_l0_f, d_l0_g, d_l0_i, fac_4, fac_5, fac_6, fac_7, fac_8, fac_9,
-     fac_10, fac_11, fac_12, r_d_l0_hprev_a, r_d_l0_hprev_b, d_l0_cprev_z,
-     r_d_l0_cprev_z, d_l0_G_6, r_d_l0_G_6, d_l0_hprev_z, r_d_l0_hprev_z, r_d_l0_Wh_a,
-     r_d_l0_Wh_b) = _workspace('hvp', N, (
+     r_l1_XW_b, fac, fac_1, fac_2, out_held_z, r_out_held_z, d_out_last, r_d_out_last,
+     d_out_held_1, r_d_out_held_1, fac_3, d_l1_Z, r_d_l1_Z, d_out_held_prev_z,
+     r_d_out_held_prev_z, d_l0_H, r_d_l0_H_a, r_d_l0_H_b, r_d_l1_W_a, r_d_l1_W_b,
+     d_l0_H_1, r_d_l0_H_1, fac_4, d_l0_o, fac_5, d_l0_C_1, fac_6, fac_7, r_d_l0_C_1,
+     d_l0_f, d_l0_g, d_l0_i, fac_8, fac_9, fac_10, fac_11, fac_12, fac_13, fac_14,
+     fac_15, fac_16, r_d_l0_hprev_a, r_d_l0_hprev_b, d_l0_cprev_z, r_d_l0_cprev_z,
+     d_l0_G_6, r_d_l0_G_6, d_l0_hprev_z, r_d_l0_hprev_z, r_d_l0_Wh_a, r_d_l0_Wh_b) = _workspace('hvp', N, (
         (20, 0, 64),  # l0_XW
         (20, 0, 64),  # r_l0_XW_b
         (1, 0, 64),  # l0_HW
@@ -1323,8 +1389,20 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         (20, 0, 1),  # l1_XW
         (20, 0, 1),  # r_l1_XW_a
         (20, 0, 1),  # r_l1_XW_b
+        (20, 0, 1),  # fac
+        (20, 0, 1),  # fac_1
+        (20, 0, 1),  # fac_2
+        (21, 0, 1),  # out_held_z
+        (21, 0, 1),  # r_out_held_z
         (1, 0, 1),  # d_out_last
         (1, 0, 1),  # r_d_out_last
+        (1, 0, 1),  # d_out_held_1
+        (1, 0, 1),  # r_d_out_held_1
+        (20, 0, 1),  # fac_3
+        (20, 0, 1),  # d_l1_Z
+        (20, 0, 1),  # r_d_l1_Z
+        (21, 0, 1),  # d_out_held_prev_z
+        (21, 0, 1),  # r_d_out_held_prev_z
         (20, 0, 16),  # d_l0_H
         (20, 0, 16),  # r_d_l0_H_a
         (20, 0, 16),  # r_d_l0_H_b
@@ -1332,25 +1410,25 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         (0, 16, 1),  # r_d_l1_W_b
         (1, 0, 16),  # d_l0_H_1
         (1, 0, 16),  # r_d_l0_H_1
-        (20, 0, 16),  # fac
+        (20, 0, 16),  # fac_4
         (1, 0, 16),  # d_l0_o
-        (20, 0, 16),  # fac_1
+        (20, 0, 16),  # fac_5
         (1, 0, 16),  # d_l0_C_1
-        (20, 0, 16),  # fac_2
-        (20, 0, 16),  # fac_3
+        (20, 0, 16),  # fac_6
+        (20, 0, 16),  # fac_7
         (1, 0, 16),  # r_d_l0_C_1
         (1, 0, 16),  # d_l0_f
         (1, 0, 16),  # d_l0_g
         (1, 0, 16),  # d_l0_i
-        (20, 0, 16),  # fac_4
-        (20, 0, 16),  # fac_5
-        (20, 0, 16),  # fac_6
-        (20, 0, 16),  # fac_7
         (20, 0, 16),  # fac_8
         (20, 0, 16),  # fac_9
         (20, 0, 16),  # fac_10
         (20, 0, 16),  # fac_11
         (20, 0, 16),  # fac_12
+        (20, 0, 16),  # fac_13
+        (20, 0, 16),  # fac_14
+        (20, 0, 16),  # fac_15
+        (20, 0, 16),  # fac_16
         (1, 0, 16),  # r_d_l0_hprev_a
         (1, 0, 16),  # r_d_l0_hprev_b
         (21, 0, 16),  # d_l0_cprev_z
@@ -1488,10 +1566,45 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
     # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
     r_l1_Z = numpy.add(r_l1_XW_a, r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
-    # out_last = l1_Z(t=19)
-    out_last = l1_Z[19*N:20*N]
-    # r_out_last = r_l1_Z(t=19)
-    r_out_last = r_l1_Z[19*N:20*N]
+
+    # loop over time steps: the last real step, t = 0 .. 19
+    out_held_z[:N] = 0  # N zero rows, then out_held
+    out_held = out_held_z[N:]
+    out_held_prev = out_held_z[:20*N]  # out_held of the previous iteration (step t-1)
+    r_out_held_z[:N] = 0  # N zero rows, then r_out_held
+    r_out_held = r_out_held_z[N:]
+    r_out_held_prev = r_out_held_z[:20*N]  # r_out_held of the previous iteration (step t-1)
+    # 1 - mask: every step at once
+    numpy.subtract(1, mask, out=fac)
+    # l1_Z ⊙ mask: every step at once
+    numpy.multiply(l1_Z, mask, out=fac_1)
+    out_held_t = out_held.reshape(20, N, 1)  # out_held, step by step
+    fac_t = fac.reshape(20, N, 1)  # fac, step by step
+    fac_1_t = fac_1.reshape(20, N, 1)  # fac_1, step by step
+    out_held_prev_t = out_held_prev.reshape(20, N, 1)  # out_held_prev, step by step
+    # mask ⊙ r_l1_Z: every step at once
+    numpy.multiply(mask, r_l1_Z, out=fac_2)
+    r_out_held_t = r_out_held.reshape(20, N, 1)  # r_out_held, step by step
+    fac_2_t = fac_2.reshape(20, N, 1)  # fac_2, step by step
+    r_out_held_prev_t = r_out_held_prev.reshape(20, N, 1)  # r_out_held_prev, step by step
+    for t in range(20):
+
+        # forward pass (continued)
+        # out_held_prev = out_held of the previous iteration (0 at the first)
+        # (a view of out_held, one step back: no copy)
+        # r_out_held_prev = r_out_held of the previous iteration (0 at the first)
+        # (a view of r_out_held, one step back: no copy)
+        # each sample's output at its last real step so far
+        # out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask)
+        numpy.add(fac_1_t[t], fac_t[t]*out_held_prev_t[t], out=out_held_t[t])
+        # r_out_held = mask ⊙ r_l1_Z + r_out_held_prev ⊙ (1 - mask)
+        numpy.add(fac_2_t[t], fac_t[t]*r_out_held_prev_t[t], out=r_out_held_t[t])
+
+    # forward pass (continued)
+    # out_last = out_held(t=19)
+    out_last = out_held[19*N:20*N]
+    # r_out_last = r_out_held(t=19)
+    r_out_last = r_out_held[19*N:20*N]
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
     #   (mse: half the squared error per unit)
@@ -1500,11 +1613,53 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     # r_d_out_last = r_out_last / N
     numpy.divide(r_out_last, N, out=r_d_out_last)
 
-    # Grad of: out_last = l1_Z(t=19)
-    # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
-    d_l1_Z = _place_rows(d_out_last, 19, 20)
-    # r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20)
-    r_d_l1_Z = _place_rows(r_d_out_last, 19, 20)
+    # Grad of: out_last = out_held(t=19)
+    # d_out_held = d_out_last at t=19, 0 at the other steps (T=20)
+    d_out_held = _place_rows(d_out_last, 19, 20)
+    # r_d_out_held = r_d_out_last at t=19, 0 at the other steps (T=20)
+    r_d_out_held = _place_rows(r_d_out_last, 19, 20)
+
+    # loop over time steps: backward through the last real step, t = 19 .. 0
+    d_out_held_prev_z[20*N:] = 0  # d_out_held_prev, then N zero rows
+    d_out_held_prev = d_out_held_prev_z[:20*N]
+    carry_out_held = d_out_held_prev_z[N:]  # d_out_held_prev of the previous iteration (step t+1)
+    r_d_out_held_prev_z[20*N:] = 0  # r_d_out_held_prev, then N zero rows
+    r_d_out_held_prev = r_d_out_held_prev_z[:20*N]
+    r_carry_out_held = r_d_out_held_prev_z[N:]  # r_d_out_held_prev of the previous iteration (step t+1)
+    carry_out_held_t = carry_out_held.reshape(20, N, 1)  # carry_out_held, step by step
+    d_out_held_t = d_out_held.reshape(20, N, 1)  # d_out_held, step by step
+    r_carry_out_held_t = r_carry_out_held.reshape(20, N, 1)  # r_carry_out_held, step by step
+    r_d_out_held_t = r_d_out_held.reshape(20, N, 1)  # r_d_out_held, step by step
+    d_l1_Z_t = d_l1_Z.reshape(20, N, 1)  # d_l1_Z, step by step
+    mask_t = mask.reshape(20, N, 1)  # mask, step by step
+    r_d_l1_Z_t = r_d_l1_Z.reshape(20, N, 1)  # r_d_l1_Z, step by step
+    # 1 - mask: every step at once
+    numpy.subtract(1, mask, out=fac_3)
+    d_out_held_prev_t = d_out_held_prev.reshape(20, N, 1)  # d_out_held_prev, step by step
+    fac_3_t = fac_3.reshape(20, N, 1)  # fac_3, step by step
+    r_d_out_held_prev_t = r_d_out_held_prev.reshape(20, N, 1)  # r_d_out_held_prev, step by step
+    for t in range(19, -1, -1):
+
+        # Grad of: out_held_prev = out_held of the previous iteration (0 at the first)
+        # carry_out_held = d_out_held_prev of the previous iteration (0 at the first)
+        # (a view of d_out_held_prev, one step back: no copy)
+        # r_carry_out_held = r_d_out_held_prev of the previous iteration (0 at the first)
+        # (a view of r_d_out_held_prev, one step back: no copy)
+
+        # Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask)
+        #   (each sample's output at its last real step so far)
+        # d_out_held_1 = carry_out_held + d_out_held
+        numpy.add(carry_out_held_t[t], d_out_held_t[t], out=d_out_held_1)
+        # r_d_out_held_1 = r_carry_out_held + r_d_out_held
+        numpy.add(r_carry_out_held_t[t], r_d_out_held_t[t], out=r_d_out_held_1)
+        # d_l1_Z = d_out_held_1 ⊙ mask
+        numpy.multiply(d_out_held_1, mask_t[t], out=d_l1_Z_t[t])
+        # r_d_l1_Z = mask ⊙ r_d_out_held_1
+        numpy.multiply(mask_t[t], r_d_out_held_1, out=r_d_l1_Z_t[t])
+        # d_out_held_prev = d_out_held_1 ⊙ (1 - mask)
+        numpy.multiply(d_out_held_1, fac_3_t[t], out=d_out_held_prev_t[t])
+        # r_d_out_held_prev = r_d_out_held_1 ⊙ (1 - mask)
+        numpy.multiply(fac_3_t[t], r_d_out_held_1, out=r_d_out_held_prev_t[t])
 
     # Grad of: l1_Z = l1_XW + l1_b
     #   (l1: pre-activation)
@@ -1546,18 +1701,18 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     r_carry_l0_H_t = r_carry_l0_H.reshape(20, N, 16)  # r_carry_l0_H, step by step
     r_d_l0_H_t = r_d_l0_H.reshape(20, N, 16)  # r_d_l0_H, step by step
     # tanh(l0_C): every step at once
-    numpy.tanh(l0_C, out=fac)
-    fac_t = fac.reshape(20, N, 16)  # fac, step by step
-    # l0_o ⊙ (1 - fac^∘2): every step at once
-    numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
+    numpy.tanh(l0_C, out=fac_4)
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
+    # l0_o ⊙ (1 - fac_4^∘2): every step at once
+    numpy.multiply(l0_o, 1 - fac_4**2, out=fac_5)
     carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
-    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
-    # r_l0_o ⊙ (1 - fac^∘2): every step at once
-    numpy.multiply(r_l0_o, 1 - fac**2, out=fac_2)
-    # fac ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 fac^∘2): every step at once
-    numpy.multiply(fac, l0_o*r_l0_C*(2 - 2*fac**2), out=fac_3)
-    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
-    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
+    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    # r_l0_o ⊙ (1 - fac_4^∘2): every step at once
+    numpy.multiply(r_l0_o, 1 - fac_4**2, out=fac_6)
+    # fac_4 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 fac_4^∘2): every step at once
+    numpy.multiply(fac_4, l0_o*r_l0_C*(2 - 2*fac_4**2), out=fac_7)
+    fac_6_t = fac_6.reshape(20, N, 16)  # fac_6, step by step
+    fac_7_t = fac_7.reshape(20, N, 16)  # fac_7, step by step
     r_carry_l0_C_t = r_carry_l0_C.reshape(20, N, 16)  # r_carry_l0_C, step by step
     d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
     l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
@@ -1567,38 +1722,38 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     l0_i_t_1 = l0_i.reshape(20, N, 16)  # l0_i, step by step
     l0_g_t_1 = l0_g.reshape(20, N, 16)  # l0_g, step by step
     # l0_o ⊙ (1 - l0_o): every step at once
-    numpy.multiply(l0_o, 1 - l0_o, out=fac_4)
+    numpy.multiply(l0_o, 1 - l0_o, out=fac_8)
     d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
-    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
+    fac_8_t = fac_8.reshape(20, N, 16)  # fac_8, step by step
     # 1 - l0_o: every step at once
-    numpy.subtract(1, l0_o, out=fac_5)
-    # r_l0_C ⊙ (1 - fac^∘2): every step at once
-    numpy.multiply(r_l0_C, 1 - fac**2, out=fac_6)
+    numpy.subtract(1, l0_o, out=fac_9)
+    # r_l0_C ⊙ (1 - fac_4^∘2): every step at once
+    numpy.multiply(r_l0_C, 1 - fac_4**2, out=fac_10)
     r_d_l0_G_6_t = r_d_l0_G_6.reshape(20, N, 64)  # r_d_l0_G_6, step by step
-    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
-    fac_6_t = fac_6.reshape(20, N, 16)  # fac_6, step by step
+    fac_10_t = fac_10.reshape(20, N, 16)  # fac_10, step by step
+    fac_9_t = fac_9.reshape(20, N, 16)  # fac_9, step by step
     l0_o_t_1 = l0_o.reshape(20, N, 16)  # l0_o, step by step
     r_l0_o_t_1 = r_l0_o.reshape(20, N, 16)  # r_l0_o, step by step
     # 1 - l0_g^∘2: every step at once
-    numpy.subtract(1, l0_g**2, out=fac_7)
-    fac_7_t = fac_7.reshape(20, N, 16)  # fac_7, step by step
+    numpy.subtract(1, l0_g**2, out=fac_11)
+    fac_11_t = fac_11.reshape(20, N, 16)  # fac_11, step by step
     # l0_g ⊙ r_l0_g: every step at once
-    numpy.multiply(l0_g, r_l0_g, out=fac_8)
-    fac_8_t = fac_8.reshape(20, N, 16)  # fac_8, step by step
+    numpy.multiply(l0_g, r_l0_g, out=fac_12)
+    fac_12_t = fac_12.reshape(20, N, 16)  # fac_12, step by step
     r_l0_i_t_1 = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
     # l0_f ⊙ (1 - l0_f): every step at once
-    numpy.multiply(l0_f, 1 - l0_f, out=fac_9)
-    fac_9_t = fac_9.reshape(20, N, 16)  # fac_9, step by step
+    numpy.multiply(l0_f, 1 - l0_f, out=fac_13)
+    fac_13_t = fac_13.reshape(20, N, 16)  # fac_13, step by step
     # 1 - l0_f: every step at once
-    numpy.subtract(1, l0_f, out=fac_10)
-    fac_10_t = fac_10.reshape(20, N, 16)  # fac_10, step by step
+    numpy.subtract(1, l0_f, out=fac_14)
+    fac_14_t = fac_14.reshape(20, N, 16)  # fac_14, step by step
     r_l0_cprev_t_1 = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
     # l0_i ⊙ (1 - l0_i): every step at once
-    numpy.multiply(l0_i, 1 - l0_i, out=fac_11)
-    fac_11_t = fac_11.reshape(20, N, 16)  # fac_11, step by step
+    numpy.multiply(l0_i, 1 - l0_i, out=fac_15)
+    fac_15_t = fac_15.reshape(20, N, 16)  # fac_15, step by step
     # 1 - l0_i: every step at once
-    numpy.subtract(1, l0_i, out=fac_12)
-    fac_12_t = fac_12.reshape(20, N, 16)  # fac_12, step by step
+    numpy.subtract(1, l0_i, out=fac_16)
+    fac_16_t = fac_16.reshape(20, N, 16)  # fac_16, step by step
     r_l0_g_t_1 = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
     d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
@@ -1625,14 +1780,14 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         # r_d_l0_H_1 = r_carry_l0_H + r_d_l0_H
         numpy.add(r_carry_l0_H_t[t], r_d_l0_H_t[t], out=r_d_l0_H_1)
         # d_l0_o = d_l0_H_1 ⊙ tanh(l0_C)
-        numpy.multiply(d_l0_H_1, fac_t[t], out=d_l0_o)
+        numpy.multiply(d_l0_H_1, fac_4_t[t], out=d_l0_o)
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_1_t[t], out=d_l0_C_1)
+        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_5_t[t], out=d_l0_C_1)
         # r_d_l0_C_1 = r_carry_l0_C + d_l0_H_1 ⊙ r_l0_o ⊙ (1 - tanh(l0_C)^∘2) + l0_o ⊙ r_d_l0_H_1 ⊙ (1 - tanh(l0_C)^∘2) - d_l0_H_1 ⊙ l0_o ⊙ r_l0_C ⊙ (2 - 2 tanh(l0_C)^∘2) ⊙ tanh(l0_C)
-        numpy.add(r_carry_l0_C_t[t], d_l0_H_1*fac_2_t[t] - d_l0_H_1*fac_3_t[t] + fac_1_t[t]*r_d_l0_H_1, out=r_d_l0_C_1)
+        numpy.add(r_carry_l0_C_t[t], d_l0_H_1*fac_6_t[t] - d_l0_H_1*fac_7_t[t] + fac_5_t[t]*r_d_l0_H_1, out=r_d_l0_C_1)
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
         numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
         # r_d_l0_cprev = d_l0_C_1 ⊙ r_l0_f + l0_f ⊙ r_d_l0_C_1
@@ -1647,30 +1802,30 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_o ⊙ l0_o ⊙ (1 - l0_o)
-        numpy.multiply(d_l0_o, fac_4_t[t], out=d_l0_G_6_t[t, :, 48:64])
+        numpy.multiply(d_l0_o, fac_8_t[t], out=d_l0_G_6_t[t, :, 48:64])
         # r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (r_d_l0_H_1 ⊙ tanh(l0_C) + d_l0_H_1 ⊙ r_l0_C ⊙ (1 - tanh(l0_C)^∘2))
-        numpy.add(fac_4_t[t]*(d_l0_H_1*fac_6_t[t] + fac_t[t]*r_d_l0_H_1), r_l0_o_t_1[t]*(d_l0_o*fac_5_t[t] - d_l0_o*l0_o_t_1[t]), out=r_d_l0_G_6_t[t, :, 48:64])
+        numpy.add(fac_8_t[t]*(d_l0_H_1*fac_10_t[t] + fac_4_t[t]*r_d_l0_H_1), r_l0_o_t_1[t]*(d_l0_o*fac_9_t[t] - d_l0_o*l0_o_t_1[t]), out=r_d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2)
-        numpy.multiply(d_l0_g, fac_7_t[t], out=d_l0_G_6_t[t, :, 32:48])
+        numpy.multiply(d_l0_g, fac_11_t[t], out=d_l0_G_6_t[t, :, 32:48])
         # r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g
-        numpy.subtract(fac_7_t[t]*(d_l0_C_1*r_l0_i_t_1[t] + l0_i_t_1[t]*r_d_l0_C_1), 2*d_l0_g*fac_8_t[t], out=r_d_l0_G_6_t[t, :, 32:48])
+        numpy.subtract(fac_11_t[t]*(d_l0_C_1*r_l0_i_t_1[t] + l0_i_t_1[t]*r_d_l0_C_1), 2*d_l0_g*fac_12_t[t], out=r_d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_f ⊙ l0_f ⊙ (1 - l0_f)
-        numpy.multiply(d_l0_f, fac_9_t[t], out=d_l0_G_6_t[t, :, 16:32])
+        numpy.multiply(d_l0_f, fac_13_t[t], out=d_l0_G_6_t[t, :, 16:32])
         # r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1)
-        numpy.add(fac_9_t[t]*(d_l0_C_1*r_l0_cprev_t_1[t] + l0_cprev_t_1[t]*r_d_l0_C_1), r_l0_f_t_1[t]*(d_l0_f*fac_10_t[t] - d_l0_f*l0_f_t_1[t]), out=r_d_l0_G_6_t[t, :, 16:32])
+        numpy.add(fac_13_t[t]*(d_l0_C_1*r_l0_cprev_t_1[t] + l0_cprev_t_1[t]*r_d_l0_C_1), r_l0_f_t_1[t]*(d_l0_f*fac_14_t[t] - d_l0_f*l0_f_t_1[t]), out=r_d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_i ⊙ l0_i ⊙ (1 - l0_i)
-        numpy.multiply(d_l0_i, fac_11_t[t], out=d_l0_G_6_t[t, :, 0:16])
+        numpy.multiply(d_l0_i, fac_15_t[t], out=d_l0_G_6_t[t, :, 0:16])
         # r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1)
-        numpy.add(fac_11_t[t]*(d_l0_C_1*r_l0_g_t_1[t] + l0_g_t_1[t]*r_d_l0_C_1), r_l0_i_t_1[t]*(d_l0_i*fac_12_t[t] - d_l0_i*l0_i_t_1[t]), out=r_d_l0_G_6_t[t, :, 0:16])
+        numpy.add(fac_15_t[t]*(d_l0_C_1*r_l0_g_t_1[t] + l0_g_t_1[t]*r_d_l0_C_1), r_l0_i_t_1[t]*(d_l0_i*fac_16_t[t] - d_l0_i*l0_i_t_1[t]), out=r_d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
@@ -1709,7 +1864,7 @@ def _hvp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W,
     return r_d_l0_Wx_b, r_d_l0_Wh, r_d_l0_b, r_d_l1_W, r_d_l1_b
 
 
-def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b):
+def _ggn_vp(x, mask, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b):
     N = x.shape[0] // 20
 
     # the outputs, one after the other in one vector (returned without a copy)
@@ -1722,9 +1877,11 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     # this thread's arrays for the temporaries, the same at every call (_workspace):
     # shapes (a, b, columns), a*N + b rows
     (l0_XW, r_l0_XW_b, l0_HW, r_l0_HW_a, r_l0_HW_b, l0_i, l0_f, l0_g, l0_o, l0_C_z,
-     r_l0_C_z, l0_H_z, r_l0_H_z, r_l1_XW_a, r_l1_XW_b, r_d_out_last, d_l0_H, d_l0_H_1,
-     fac, fac_1, d_l0_C_2, fac_2, fac_3, fac_4, fac_5, d_l0_hprev, d_l0_hprev_1,
-     d_r_l0_G_6, d_l0_G_6, d_l0_cprev_2_z, d_l0_hprev_2_z, d_l0_Wh, d_l0_Wh_1) = _workspace('ggn_vp', N, (
+     r_l0_C_z, l0_H_z, r_l0_H_z, r_l1_XW_a, r_l1_XW_b, fac, fac_1, r_out_held_z,
+     r_d_out_last, r_d_out_held_1, fac_2, r_d_l1_Z, r_d_out_held_prev_z, d_l0_H,
+     d_l0_H_1, fac_3, fac_4, d_l0_C_2, fac_5, fac_6, fac_7, fac_8, d_l0_hprev,
+     d_l0_hprev_1, d_r_l0_G_6, d_l0_G_6, d_l0_cprev_2_z, d_l0_hprev_2_z, d_l0_Wh,
+     d_l0_Wh_1) = _workspace('ggn_vp', N, (
         (20, 0, 64),  # l0_XW
         (20, 0, 64),  # r_l0_XW_b
         (1, 0, 64),  # l0_HW
@@ -1740,16 +1897,23 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         (21, 0, 16),  # r_l0_H_z
         (20, 0, 1),  # r_l1_XW_a
         (20, 0, 1),  # r_l1_XW_b
+        (20, 0, 1),  # fac
+        (20, 0, 1),  # fac_1
+        (21, 0, 1),  # r_out_held_z
         (1, 0, 1),  # r_d_out_last
+        (1, 0, 1),  # r_d_out_held_1
+        (20, 0, 1),  # fac_2
+        (20, 0, 1),  # r_d_l1_Z
+        (21, 0, 1),  # r_d_out_held_prev_z
         (20, 0, 16),  # d_l0_H
         (1, 0, 16),  # d_l0_H_1
-        (20, 0, 16),  # fac
-        (20, 0, 16),  # fac_1
-        (1, 0, 16),  # d_l0_C_2
-        (20, 0, 16),  # fac_2
         (20, 0, 16),  # fac_3
         (20, 0, 16),  # fac_4
+        (1, 0, 16),  # d_l0_C_2
         (20, 0, 16),  # fac_5
+        (20, 0, 16),  # fac_6
+        (20, 0, 16),  # fac_7
+        (20, 0, 16),  # fac_8
         (1, 0, 16),  # d_l0_hprev
         (1, 0, 16),  # d_l0_hprev_1
         (20, 0, 64),  # d_r_l0_G_6
@@ -1867,17 +2031,66 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     numpy.dot(l0_H, v_l1_W, out=r_l1_XW_b)
     # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
     r_l1_Z = numpy.add(r_l1_XW_a, r_l1_XW_b + v_l1_b, out=r_l1_XW_a)
-    # r_out_last = r_l1_Z(t=19)
-    r_out_last = r_l1_Z[19*N:20*N]
+
+    # loop over time steps: the last real step, t = 0 .. 19
+    r_out_held_z[:N] = 0  # N zero rows, then r_out_held
+    r_out_held = r_out_held_z[N:]
+    r_out_held_prev = r_out_held_z[:20*N]  # r_out_held of the previous iteration (step t-1)
+    # 1 - mask: every step at once
+    numpy.subtract(1, mask, out=fac)
+    # mask ⊙ r_l1_Z: every step at once
+    numpy.multiply(mask, r_l1_Z, out=fac_1)
+    r_out_held_t = r_out_held.reshape(20, N, 1)  # r_out_held, step by step
+    fac_t = fac.reshape(20, N, 1)  # fac, step by step
+    fac_1_t = fac_1.reshape(20, N, 1)  # fac_1, step by step
+    r_out_held_prev_t = r_out_held_prev.reshape(20, N, 1)  # r_out_held_prev, step by step
+    for t in range(20):
+
+        # forward pass (continued)
+        # r_out_held_prev = r_out_held of the previous iteration (0 at the first)
+        # (a view of r_out_held, one step back: no copy)
+        # r_out_held = mask ⊙ r_l1_Z + r_out_held_prev ⊙ (1 - mask)
+        numpy.add(fac_1_t[t], fac_t[t]*r_out_held_prev_t[t], out=r_out_held_t[t])
+
+    # forward pass (continued)
+    # r_out_last = r_out_held(t=19)
+    r_out_last = r_out_held[19*N:20*N]
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last)
     #   (mse: half the squared error per unit)
     # r_d_out_last = r_out_last / N
     numpy.divide(r_out_last, N, out=r_d_out_last)
 
-    # Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z)
-    # r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20)
-    r_d_l1_Z = _place_rows(r_d_out_last, 19, 20)
+    # Grad of: out_last = out_held(t=19)  (not stored in this function: out_last, out_held)
+    # r_d_out_held = r_d_out_last at t=19, 0 at the other steps (T=20)
+    r_d_out_held = _place_rows(r_d_out_last, 19, 20)
+
+    # loop over time steps: backward through the last real step, t = 19 .. 0
+    r_d_out_held_prev_z[20*N:] = 0  # r_d_out_held_prev, then N zero rows
+    r_d_out_held_prev = r_d_out_held_prev_z[:20*N]
+    r_carry_out_held = r_d_out_held_prev_z[N:]  # r_d_out_held_prev of the previous iteration (step t+1)
+    r_carry_out_held_t = r_carry_out_held.reshape(20, N, 1)  # r_carry_out_held, step by step
+    r_d_out_held_t = r_d_out_held.reshape(20, N, 1)  # r_d_out_held, step by step
+    r_d_l1_Z_t = r_d_l1_Z.reshape(20, N, 1)  # r_d_l1_Z, step by step
+    mask_t = mask.reshape(20, N, 1)  # mask, step by step
+    # 1 - mask: every step at once
+    numpy.subtract(1, mask, out=fac_2)
+    r_d_out_held_prev_t = r_d_out_held_prev.reshape(20, N, 1)  # r_d_out_held_prev, step by step
+    fac_2_t = fac_2.reshape(20, N, 1)  # fac_2, step by step
+    for t in range(19, -1, -1):
+
+        # Grad of: out_held_prev = out_held of the previous iteration (0 at the first)  (not stored in this function: out_held_prev, out_held)
+        # r_carry_out_held = r_d_out_held_prev of the previous iteration (0 at the first)
+        # (a view of r_d_out_held_prev, one step back: no copy)
+
+        # Grad of: out_held = mask ⊙ (l1_XW + l1_b) + out_held_prev ⊙ (1 - mask)  (not stored in this function: out_held, l1_XW, out_held_prev)
+        #   (each sample's output at its last real step so far)
+        # r_d_out_held_1 = r_carry_out_held + r_d_out_held
+        numpy.add(r_carry_out_held_t[t], r_d_out_held_t[t], out=r_d_out_held_1)
+        # r_d_l1_Z = mask ⊙ r_d_out_held_1
+        numpy.multiply(mask_t[t], r_d_out_held_1, out=r_d_l1_Z_t[t])
+        # r_d_out_held_prev = r_d_out_held_1 ⊙ (1 - mask)
+        numpy.multiply(fac_2_t[t], r_d_out_held_1, out=r_d_out_held_prev_t[t])
 
     # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
     #   (l1: pre-activation)
@@ -1901,24 +2114,24 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
     d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
     # tanh(l0_C): every step at once
-    numpy.tanh(l0_C, out=fac)
-    # l0_o ⊙ (1 - fac^∘2): every step at once
-    numpy.multiply(l0_o, 1 - fac**2, out=fac_1)
+    numpy.tanh(l0_C, out=fac_3)
+    # l0_o ⊙ (1 - fac_3^∘2): every step at once
+    numpy.multiply(l0_o, 1 - fac_3**2, out=fac_4)
     carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
-    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
-    # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
-    numpy.multiply(fac, l0_o*(1 - l0_o), out=fac_2)
-    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
-    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
-    # l0_i ⊙ (1 - l0_g^∘2): every step at once
-    numpy.multiply(l0_i, 1 - l0_g**2, out=fac_3)
-    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
-    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
-    numpy.multiply(l0_cprev, l0_f*(1 - l0_f), out=fac_4)
     fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
-    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
-    numpy.multiply(l0_g, l0_i*(1 - l0_i), out=fac_5)
+    # fac_3 ⊙ l0_o ⊙ (1 - l0_o): every step at once
+    numpy.multiply(fac_3, l0_o*(1 - l0_o), out=fac_5)
+    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
     fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    # l0_i ⊙ (1 - l0_g^∘2): every step at once
+    numpy.multiply(l0_i, 1 - l0_g**2, out=fac_6)
+    fac_6_t = fac_6.reshape(20, N, 16)  # fac_6, step by step
+    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
+    numpy.multiply(l0_cprev, l0_f*(1 - l0_f), out=fac_7)
+    fac_7_t = fac_7.reshape(20, N, 16)  # fac_7, step by step
+    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
+    numpy.multiply(l0_g, l0_i*(1 - l0_i), out=fac_8)
+    fac_8_t = fac_8.reshape(20, N, 16)  # fac_8, step by step
     d_r_l0_G_6_t = d_r_l0_G_6.reshape(20, N, 64)  # d_r_l0_G_6, step by step
     v_l0_Wh_T = numpy.ascontiguousarray(v_l0_Wh.T)  # v_l0_Whᵀ, contiguous
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
@@ -1943,7 +2156,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_2 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_1_t[t], out=d_l0_C_2)
+        numpy.add(carry_l0_C_t[t], d_l0_H_1*fac_4_t[t], out=d_l0_C_2)
 
         # Grad of: r_l0_o = l0_o ⊙ r_l0_G_3 ⊙ (1 - l0_o)  (not stored in this function: r_l0_o)
         # d_r_l0_G_3 = 0
@@ -1952,22 +2165,22 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        numpy.multiply(d_l0_H_1, fac_2_t[t], out=d_l0_G_6_t[t, :, 48:64])
+        numpy.multiply(d_l0_H_1, fac_5_t[t], out=d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_2 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        numpy.multiply(d_l0_C_2, fac_3_t[t], out=d_l0_G_6_t[t, :, 32:48])
+        numpy.multiply(d_l0_C_2, fac_6_t[t], out=d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_2 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        numpy.multiply(d_l0_C_2, fac_4_t[t], out=d_l0_G_6_t[t, :, 16:32])
+        numpy.multiply(d_l0_C_2, fac_7_t[t], out=d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_2 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        numpy.multiply(d_l0_C_2, fac_5_t[t], out=d_l0_G_6_t[t, :, 0:16])
+        numpy.multiply(d_l0_C_2, fac_8_t[t], out=d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG
         # d_r_l0_G_6 = [d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3, d_r_l0_G_3]
@@ -2018,7 +2231,7 @@ def _ggn_vp(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1
     return d_l0_Wx, d_l0_Wh_2, d_l0_b, d_l1_W, d_l1_b
 
 
-def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
+def _grad_factors(x, mask, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
     # outputs written step by step in a loop
@@ -2028,6 +2241,7 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     l0_H_z[:N] = 0  # N zero rows, then l0_H
     l0_H = l0_H_z[N:]
     l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
+    d_l1_Z = numpy.empty((20*N, 1), dtype=DTYPE)
 
     # forward pass
     # l0: input projection of every step at once
@@ -2101,17 +2315,69 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
-    # out_last = l1_Z(t=19)
-    out_last = l1_Z[19*N:20*N]
+
+    # loop over time steps: the last real step, t = 0 .. 19
+    out_held_z = numpy.empty((21*N, 1), dtype=DTYPE)
+    out_held_z[:N] = 0  # N zero rows, then out_held
+    out_held = out_held_z[N:]
+    out_held_prev = out_held_z[:20*N]  # out_held of the previous iteration (step t-1)
+    # 1 - mask: every step at once
+    fac = 1 - mask
+    # l1_Z ⊙ mask: every step at once
+    fac_1 = l1_Z*mask
+    out_held_t = out_held.reshape(20, N, 1)  # out_held, step by step
+    fac_t = fac.reshape(20, N, 1)  # fac, step by step
+    fac_1_t = fac_1.reshape(20, N, 1)  # fac_1, step by step
+    out_held_prev_t = out_held_prev.reshape(20, N, 1)  # out_held_prev, step by step
+    for t in range(20):
+
+        # forward pass (continued)
+        # out_held_prev = out_held of the previous iteration (0 at the first)
+        # (a view of out_held, one step back: no copy)
+        # each sample's output at its last real step so far
+        # out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask)
+        numpy.add(fac_1_t[t], fac_t[t]*out_held_prev_t[t], out=out_held_t[t])
+
+    # forward pass (continued)
+    # out_last = out_held(t=19)
+    out_last = out_held[19*N:20*N]
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
     #   (mse: half the squared error per unit)
     # d_out_last = (out_last - y) / N
     d_out_last = (out_last - y)/N
 
-    # Grad of: out_last = l1_Z(t=19)
-    # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
-    d_l1_Z = _place_rows(d_out_last, 19, 20)
+    # Grad of: out_last = out_held(t=19)
+    # d_out_held = d_out_last at t=19, 0 at the other steps (T=20)
+    d_out_held = _place_rows(d_out_last, 19, 20)
+
+    # loop over time steps: backward through the last real step, t = 19 .. 0
+    d_out_held_prev_z = numpy.empty((21*N, 1), dtype=DTYPE)
+    d_out_held_prev_z[20*N:] = 0  # d_out_held_prev, then N zero rows
+    d_out_held_prev = d_out_held_prev_z[:20*N]
+    carry_out_held = d_out_held_prev_z[N:]  # d_out_held_prev of the previous iteration (step t+1)
+    carry_out_held_t = carry_out_held.reshape(20, N, 1)  # carry_out_held, step by step
+    d_out_held_t = d_out_held.reshape(20, N, 1)  # d_out_held, step by step
+    d_l1_Z_t = d_l1_Z.reshape(20, N, 1)  # d_l1_Z, step by step
+    mask_t = mask.reshape(20, N, 1)  # mask, step by step
+    # 1 - mask: every step at once
+    fac_2 = 1 - mask
+    d_out_held_prev_t = d_out_held_prev.reshape(20, N, 1)  # d_out_held_prev, step by step
+    fac_2_t = fac_2.reshape(20, N, 1)  # fac_2, step by step
+    for t in range(19, -1, -1):
+
+        # Grad of: out_held_prev = out_held of the previous iteration (0 at the first)
+        # carry_out_held = d_out_held_prev of the previous iteration (0 at the first)
+        # (a view of d_out_held_prev, one step back: no copy)
+
+        # Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask)
+        #   (each sample's output at its last real step so far)
+        # d_out_held_1 = carry_out_held + d_out_held
+        d_out_held_1 = carry_out_held_t[t] + d_out_held_t[t]
+        # d_l1_Z = d_out_held_1 ⊙ mask
+        numpy.multiply(d_out_held_1, mask_t[t], out=d_l1_Z_t[t])
+        # d_out_held_prev = d_out_held_1 ⊙ (1 - mask)
+        numpy.multiply(d_out_held_1, fac_2_t[t], out=d_out_held_prev_t[t])
 
     # Grad of: l1_XW = l0_H·l1_W
     #   (l1: affine part)
@@ -2130,26 +2396,26 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
     d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
     # tanh(l0_C): every step at once
-    fac = numpy.tanh(l0_C)
-    # l0_o ⊙ (1 - fac^∘2): every step at once
-    fac_1 = l0_o*(1 - fac**2)
+    fac_3 = numpy.tanh(l0_C)
+    # l0_o ⊙ (1 - fac_3^∘2): every step at once
+    fac_4 = l0_o*(1 - fac_3**2)
     carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
-    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
     d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
     l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
-    # fac ⊙ l0_o ⊙ (1 - l0_o): every step at once
-    fac_2 = fac*l0_o*(1 - l0_o)
+    # fac_3 ⊙ l0_o ⊙ (1 - l0_o): every step at once
+    fac_5 = fac_3*l0_o*(1 - l0_o)
     d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
-    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
-    # l0_i ⊙ (1 - l0_g^∘2): every step at once
-    fac_3 = l0_i*(1 - l0_g**2)
-    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
-    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
-    fac_4 = l0_cprev*l0_f*(1 - l0_f)
-    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
-    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
-    fac_5 = l0_g*l0_i*(1 - l0_i)
     fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    # l0_i ⊙ (1 - l0_g^∘2): every step at once
+    fac_6 = l0_i*(1 - l0_g**2)
+    fac_6_t = fac_6.reshape(20, N, 16)  # fac_6, step by step
+    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
+    fac_7 = l0_cprev*l0_f*(1 - l0_f)
+    fac_7_t = fac_7.reshape(20, N, 16)  # fac_7, step by step
+    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
+    fac_8 = l0_g*l0_i*(1 - l0_i)
+    fac_8_t = fac_8.reshape(20, N, 16)  # fac_8, step by step
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
     d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
     for t in range(19, -1, -1):
@@ -2170,29 +2436,29 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        d_l0_C_1 = carry_l0_C_t[t] + d_l0_H_1*fac_1_t[t]
+        d_l0_C_1 = carry_l0_C_t[t] + d_l0_H_1*fac_4_t[t]
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
         numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
 
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
-        numpy.multiply(d_l0_H_1, fac_2_t[t], out=d_l0_G_6_t[t, :, 48:64])
+        numpy.multiply(d_l0_H_1, fac_5_t[t], out=d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2)
-        numpy.multiply(d_l0_C_1, fac_3_t[t], out=d_l0_G_6_t[t, :, 32:48])
+        numpy.multiply(d_l0_C_1, fac_6_t[t], out=d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
-        numpy.multiply(d_l0_C_1, fac_4_t[t], out=d_l0_G_6_t[t, :, 16:32])
+        numpy.multiply(d_l0_C_1, fac_7_t[t], out=d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
-        numpy.multiply(d_l0_C_1, fac_5_t[t], out=d_l0_G_6_t[t, :, 0:16])
+        numpy.multiply(d_l0_C_1, fac_8_t[t], out=d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
@@ -2209,7 +2475,7 @@ def _grad_factors(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     return x_factor, d_l0_G_6, l0_hprev, l0_H, d_l1_Z
 
 
-def _columns_head(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
+def _columns_head(x, mask, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
     # outputs written step by step in a loop
@@ -2219,6 +2485,7 @@ def _columns_head(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     d_l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
     d_l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
     d_l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
+    d_l1_Z = numpy.empty((20*N, 1), dtype=DTYPE)
     l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)
     l0_H_z[:N] = 0  # N zero rows, then l0_H
     l0_H = l0_H_z[N:]
@@ -2300,17 +2567,69 @@ def _columns_head(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     # l1: pre-activation
     # l1_Z = l1_XW + l1_b
     l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
-    # out_last = l1_Z(t=19)
-    out_last = l1_Z[19*N:20*N]
+
+    # loop over time steps: the last real step, t = 0 .. 19
+    out_held_z = numpy.empty((21*N, 1), dtype=DTYPE)
+    out_held_z[:N] = 0  # N zero rows, then out_held
+    out_held = out_held_z[N:]
+    out_held_prev = out_held_z[:20*N]  # out_held of the previous iteration (step t-1)
+    # 1 - mask: every step at once
+    fac = 1 - mask
+    # l1_Z ⊙ mask: every step at once
+    fac_1 = l1_Z*mask
+    out_held_t = out_held.reshape(20, N, 1)  # out_held, step by step
+    fac_t = fac.reshape(20, N, 1)  # fac, step by step
+    fac_1_t = fac_1.reshape(20, N, 1)  # fac_1, step by step
+    out_held_prev_t = out_held_prev.reshape(20, N, 1)  # out_held_prev, step by step
+    for t in range(20):
+
+        # forward pass (continued)
+        # out_held_prev = out_held of the previous iteration (0 at the first)
+        # (a view of out_held, one step back: no copy)
+        # each sample's output at its last real step so far
+        # out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask)
+        numpy.add(fac_1_t[t], fac_t[t]*out_held_prev_t[t], out=out_held_t[t])
+
+    # forward pass (continued)
+    # out_last = out_held(t=19)
+    out_last = out_held[19*N:20*N]
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms)
     #   (mse: half the squared error per unit)
     # d_out_last = (out_last - y) / N
     d_out_last = (out_last - y)/N
 
-    # Grad of: out_last = l1_Z(t=19)
-    # d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20)
-    d_l1_Z = _place_rows(d_out_last, 19, 20)
+    # Grad of: out_last = out_held(t=19)
+    # d_out_held = d_out_last at t=19, 0 at the other steps (T=20)
+    d_out_held = _place_rows(d_out_last, 19, 20)
+
+    # loop over time steps: backward through the last real step, t = 19 .. 0
+    d_out_held_prev_z = numpy.empty((21*N, 1), dtype=DTYPE)
+    d_out_held_prev_z[20*N:] = 0  # d_out_held_prev, then N zero rows
+    d_out_held_prev = d_out_held_prev_z[:20*N]
+    carry_out_held = d_out_held_prev_z[N:]  # d_out_held_prev of the previous iteration (step t+1)
+    carry_out_held_t = carry_out_held.reshape(20, N, 1)  # carry_out_held, step by step
+    d_out_held_t = d_out_held.reshape(20, N, 1)  # d_out_held, step by step
+    d_l1_Z_t = d_l1_Z.reshape(20, N, 1)  # d_l1_Z, step by step
+    mask_t = mask.reshape(20, N, 1)  # mask, step by step
+    # 1 - mask: every step at once
+    fac_2 = 1 - mask
+    d_out_held_prev_t = d_out_held_prev.reshape(20, N, 1)  # d_out_held_prev, step by step
+    fac_2_t = fac_2.reshape(20, N, 1)  # fac_2, step by step
+    for t in range(19, -1, -1):
+
+        # Grad of: out_held_prev = out_held of the previous iteration (0 at the first)
+        # carry_out_held = d_out_held_prev of the previous iteration (0 at the first)
+        # (a view of d_out_held_prev, one step back: no copy)
+
+        # Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask)
+        #   (each sample's output at its last real step so far)
+        # d_out_held_1 = carry_out_held + d_out_held
+        d_out_held_1 = carry_out_held_t[t] + d_out_held_t[t]
+        # d_l1_Z = d_out_held_1 ⊙ mask
+        numpy.multiply(d_out_held_1, mask_t[t], out=d_l1_Z_t[t])
+        # d_out_held_prev = d_out_held_1 ⊙ (1 - mask)
+        numpy.multiply(d_out_held_1, fac_2_t[t], out=d_out_held_prev_t[t])
 
     # Grad of: l1_XW = l0_H·l1_W
     #   (l1: affine part)
@@ -2331,14 +2650,14 @@ def _columns_head(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
     d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
     # tanh(l0_C): every step at once
-    fac = numpy.tanh(l0_C)
+    fac_3 = numpy.tanh(l0_C)
     d_l0_o_t = d_l0_o.reshape(20, N, 16)  # d_l0_o, step by step
-    fac_t = fac.reshape(20, N, 16)  # fac, step by step
-    # l0_o ⊙ (1 - fac^∘2): every step at once
-    fac_1 = l0_o*(1 - fac**2)
+    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
+    # l0_o ⊙ (1 - fac_3^∘2): every step at once
+    fac_4 = l0_o*(1 - fac_3**2)
     d_l0_C_1_t = d_l0_C_1.reshape(20, N, 16)  # d_l0_C_1, step by step
     carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
-    fac_1_t = fac_1.reshape(20, N, 16)  # fac_1, step by step
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
     d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
     l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
     d_l0_f_t = d_l0_f.reshape(20, N, 16)  # d_l0_f, step by step
@@ -2348,18 +2667,18 @@ def _columns_head(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     d_l0_i_t = d_l0_i.reshape(20, N, 16)  # d_l0_i, step by step
     l0_g_t_1 = l0_g.reshape(20, N, 16)  # l0_g, step by step
     # l0_o ⊙ (1 - l0_o): every step at once
-    fac_2 = l0_o*(1 - l0_o)
+    fac_5 = l0_o*(1 - l0_o)
     d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
-    fac_2_t = fac_2.reshape(20, N, 16)  # fac_2, step by step
-    # 1 - l0_g^∘2: every step at once
-    fac_3 = 1 - l0_g**2
-    fac_3_t = fac_3.reshape(20, N, 16)  # fac_3, step by step
-    # l0_f ⊙ (1 - l0_f): every step at once
-    fac_4 = l0_f*(1 - l0_f)
-    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
-    # l0_i ⊙ (1 - l0_i): every step at once
-    fac_5 = l0_i*(1 - l0_i)
     fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    # 1 - l0_g^∘2: every step at once
+    fac_6 = 1 - l0_g**2
+    fac_6_t = fac_6.reshape(20, N, 16)  # fac_6, step by step
+    # l0_f ⊙ (1 - l0_f): every step at once
+    fac_7 = l0_f*(1 - l0_f)
+    fac_7_t = fac_7.reshape(20, N, 16)  # fac_7, step by step
+    # l0_i ⊙ (1 - l0_i): every step at once
+    fac_8 = l0_i*(1 - l0_i)
+    fac_8_t = fac_8.reshape(20, N, 16)  # fac_8, step by step
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
     d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
     for t in range(19, -1, -1):
@@ -2377,12 +2696,12 @@ def _columns_head(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # d_l0_H_1 = carry_l0_H + d_l0_H
         numpy.add(carry_l0_H_t[t], d_l0_H_t[t], out=d_l0_H_1_t[t])
         # d_l0_o = d_l0_H_1 ⊙ tanh(l0_C)
-        numpy.multiply(d_l0_H_1_t[t], fac_t[t], out=d_l0_o_t[t])
+        numpy.multiply(d_l0_H_1_t[t], fac_3_t[t], out=d_l0_o_t[t])
 
         # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
         #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
         # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
-        numpy.add(carry_l0_C_t[t], d_l0_H_1_t[t]*fac_1_t[t], out=d_l0_C_1_t[t])
+        numpy.add(carry_l0_C_t[t], d_l0_H_1_t[t]*fac_4_t[t], out=d_l0_C_1_t[t])
         # d_l0_cprev = d_l0_C_1 ⊙ l0_f
         numpy.multiply(d_l0_C_1_t[t], l0_f_t_1[t], out=d_l0_cprev_t[t])
         # d_l0_f = d_l0_C_1 ⊙ l0_cprev
@@ -2395,22 +2714,22 @@ def _columns_head(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
         # Grad of: l0_o = σ(l0_G_3)
         #   (l0: output gate)
         # d_l0_G_3 = d_l0_o ⊙ l0_o ⊙ (1 - l0_o)
-        numpy.multiply(d_l0_o_t[t], fac_2_t[t], out=d_l0_G_6_t[t, :, 48:64])
+        numpy.multiply(d_l0_o_t[t], fac_5_t[t], out=d_l0_G_6_t[t, :, 48:64])
 
         # Grad of: l0_g = tanh(l0_G_2)
         #   (l0: cell candidate)
         # d_l0_G_2 = d_l0_g ⊙ (1 - l0_g^∘2)
-        numpy.multiply(d_l0_g_t[t], fac_3_t[t], out=d_l0_G_6_t[t, :, 32:48])
+        numpy.multiply(d_l0_g_t[t], fac_6_t[t], out=d_l0_G_6_t[t, :, 32:48])
 
         # Grad of: l0_f = σ(l0_G_1)
         #   (l0: forget gate)
         # d_l0_G_1_1 = d_l0_f ⊙ l0_f ⊙ (1 - l0_f)
-        numpy.multiply(d_l0_f_t[t], fac_4_t[t], out=d_l0_G_6_t[t, :, 16:32])
+        numpy.multiply(d_l0_f_t[t], fac_7_t[t], out=d_l0_G_6_t[t, :, 16:32])
 
         # Grad of: l0_i = σ(l0_G_0)
         #   (l0: input gate)
         # d_l0_G_0 = d_l0_i ⊙ l0_i ⊙ (1 - l0_i)
-        numpy.multiply(d_l0_i_t[t], fac_5_t[t], out=d_l0_G_6_t[t, :, 0:16])
+        numpy.multiply(d_l0_i_t[t], fac_8_t[t], out=d_l0_G_6_t[t, :, 0:16])
 
         # Grad of: l0_G = l0_HW + l0_XG
         #   (l0: gate pre-activations [i, f, g, o])
@@ -2430,7 +2749,7 @@ def _columns_head(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     return d_l0_C_1, d_l0_G_6, d_l0_f, d_l0_g, d_l0_i, d_l0_o, d_l1_Z, hc, hc_1, hc_2, hc_3, l0_H, l0_cprev, l0_f, l0_g, l0_hprev, l0_i, l0_o
 
 
-def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, d_l0_C_1, d_l0_G_6, d_l0_f, d_l0_g, d_l0_i, d_l0_o, d_l1_Z, hc, hc_1, hc_2, hc_3, l0_H, l0_cprev, l0_f, l0_g, l0_hprev, l0_i, l0_o, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b, K):
+def _tangent_columns(x, mask, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, d_l0_C_1, d_l0_G_6, d_l0_f, d_l0_g, d_l0_i, d_l0_o, d_l1_Z, hc, hc_1, hc_2, hc_3, l0_H, l0_cprev, l0_f, l0_g, l0_hprev, l0_i, l0_o, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b, K):
     N = x.shape[0] // 20
     NB = N  # the batch
     N = NB*K  # the tangent pass runs on N·K rows: sample n in direction d is row n·K + d
@@ -2523,17 +2842,68 @@ def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, d_l0_C_1, d_l0_G_6, d
     r_l1_XW_b = (l0_H @ v_l1_W.reshape(16, K*1)).reshape(20*NB*K, 1)
     # r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b
     r_l1_Z = _batched(r_l1_XW_a.reshape(20*NB, K, 1) + r_l1_XW_b.reshape(20*NB, K, 1) + v_l1_b.reshape(1, K, 1), 20*NB, K, 1)
-    # r_out_last = r_l1_Z(t=19)
-    r_out_last = r_l1_Z[19*N:20*N]
+
+    # loop over time steps: the last real step, t = 0 .. 19, each direction
+    r_out_held_z = numpy.empty((21*N, 1), dtype=DTYPE)
+    r_out_held_z[:N] = 0  # N zero rows, then r_out_held
+    r_out_held = r_out_held_z[N:]
+    r_out_held_prev = r_out_held_z[:20*N]  # r_out_held of the previous iteration (step t-1)
+    # 1 - mask: every step at once
+    fac_4 = 1 - mask
+    fac_4_t = fac_4.reshape(20, NB, 1)  # fac_4, step by step
+    mask_t = mask.reshape(20, NB, 1)  # mask, step by step
+    r_l1_Z_t = r_l1_Z.reshape(20, N, 1)  # r_l1_Z, step by step
+    r_out_held_prev_t = r_out_held_prev.reshape(20, N, 1)  # r_out_held_prev, step by step
+    r_out_held_t = r_out_held.reshape(20, N, 1)  # r_out_held, step by step
+    for t in range(20):
+
+        # forward pass (continued)
+        # r_out_held_prev = r_out_held of the previous iteration (0 at the first)
+        # (a view of r_out_held, one step back: no copy)
+        # r_out_held = mask ⊙ r_l1_Z + r_out_held_prev ⊙ (1 - mask)
+        r_out_held_t[t] = _batched(fac_4_t[t][:, None, :]*r_out_held_prev_t[t].reshape(NB, K, 1) + mask_t[t][:, None, :]*r_l1_Z_t[t].reshape(NB, K, 1), NB, K, 1)
+
+    # forward pass (continued)
+    # r_out_last = r_out_held(t=19)
+    r_out_last = r_out_held[19*N:20*N]
 
     # Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last)
     #   (mse: half the squared error per unit)
     # r_d_out_last = r_out_last / N
     r_d_out_last = _batched(r_out_last.reshape(NB, K, 1)/NB, NB, K, 1)
 
-    # Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z)
-    # r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20)
-    r_d_l1_Z = _place_rows(r_d_out_last, 19, 20)
+    # Grad of: out_last = out_held(t=19)  (not stored in this function: out_last, out_held)
+    # r_d_out_held = r_d_out_last at t=19, 0 at the other steps (T=20)
+    r_d_out_held = _place_rows(r_d_out_last, 19, 20)
+
+    # loop over time steps: backward through the last real step, t = 19 .. 0, each direction
+    r_d_l1_Z = numpy.empty((20*N, 1), dtype=DTYPE)
+    r_d_out_held_prev_z = numpy.empty((21*N, 1), dtype=DTYPE)
+    r_d_out_held_prev_z[20*N:] = 0  # r_d_out_held_prev, then N zero rows
+    r_d_out_held_prev = r_d_out_held_prev_z[:20*N]
+    r_carry_out_held = r_d_out_held_prev_z[N:]  # r_d_out_held_prev of the previous iteration (step t+1)
+    r_carry_out_held_t = r_carry_out_held.reshape(20, N, 1)  # r_carry_out_held, step by step
+    r_d_out_held_t = r_d_out_held.reshape(20, N, 1)  # r_d_out_held, step by step
+    mask_t_1 = mask.reshape(20, NB, 1)  # mask, step by step
+    r_d_l1_Z_t = r_d_l1_Z.reshape(20, N, 1)  # r_d_l1_Z, step by step
+    # 1 - mask: every step at once
+    fac_5 = 1 - mask
+    fac_5_t = fac_5.reshape(20, NB, 1)  # fac_5, step by step
+    r_d_out_held_prev_t = r_d_out_held_prev.reshape(20, N, 1)  # r_d_out_held_prev, step by step
+    for t in range(19, -1, -1):
+
+        # Grad of: out_held_prev = out_held of the previous iteration (0 at the first)  (not stored in this function: out_held_prev, out_held)
+        # r_carry_out_held = r_d_out_held_prev of the previous iteration (0 at the first)
+        # (a view of r_d_out_held_prev, one step back: no copy)
+
+        # Grad of: out_held = mask ⊙ (l1_XW + l1_b) + out_held_prev ⊙ (1 - mask)  (not stored in this function: out_held, l1_XW, out_held_prev)
+        #   (each sample's output at its last real step so far)
+        # r_d_out_held_1 = r_carry_out_held + r_d_out_held
+        r_d_out_held_1 = r_carry_out_held_t[t] + r_d_out_held_t[t]
+        # r_d_l1_Z = mask ⊙ r_d_out_held_1
+        r_d_l1_Z_t[t] = _batched(mask_t_1[t][:, None, :]*r_d_out_held_1.reshape(NB, K, 1), NB, K, 1)
+        # r_d_out_held_prev = r_d_out_held_1 ⊙ (1 - mask)
+        r_d_out_held_prev_t[t] = _batched(fac_5_t[t][:, None, :]*r_d_out_held_1.reshape(NB, K, 1), NB, K, 1)
 
     # Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW)
     #   (l1: pre-activation)
@@ -2578,35 +2948,35 @@ def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, d_l0_C_1, d_l0_G_6, d
     r_l0_f_t_1 = r_l0_f.reshape(20, N, 16)  # r_l0_f, step by step
     r_d_l0_cprev_t = r_d_l0_cprev.reshape(20, N, 16)  # r_d_l0_cprev, step by step
     # d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o: every step at once
-    fac_4 = -d_l0_o*l0_o + d_l0_o*(1 - l0_o)
+    fac_6 = -d_l0_o*l0_o + d_l0_o*(1 - l0_o)
     # l0_o ⊙ (1 - l0_o): every step at once
-    fac_5 = l0_o*(1 - l0_o)
-    fac_4_t = fac_4.reshape(20, NB, 16)  # fac_4, step by step
-    fac_5_t = fac_5.reshape(20, NB, 16)  # fac_5, step by step
-    hc_t_1 = hc.reshape(20, NB, 16)  # hc, step by step
-    # 1 - l0_g^∘2: every step at once
-    fac_6 = 1 - l0_g**2
-    # d_l0_g ⊙ l0_g: every step at once
-    fac_7 = d_l0_g*l0_g
+    fac_7 = l0_o*(1 - l0_o)
     fac_6_t = fac_6.reshape(20, NB, 16)  # fac_6, step by step
     fac_7_t = fac_7.reshape(20, NB, 16)  # fac_7, step by step
+    hc_t_1 = hc.reshape(20, NB, 16)  # hc, step by step
+    # 1 - l0_g^∘2: every step at once
+    fac_8 = 1 - l0_g**2
+    # d_l0_g ⊙ l0_g: every step at once
+    fac_9 = d_l0_g*l0_g
+    fac_8_t = fac_8.reshape(20, NB, 16)  # fac_8, step by step
+    fac_9_t = fac_9.reshape(20, NB, 16)  # fac_9, step by step
     l0_i_t_1 = l0_i.reshape(20, NB, 16)  # l0_i, step by step
     r_l0_g_t_1 = r_l0_g.reshape(20, N, 16)  # r_l0_g, step by step
     r_l0_i_t_1 = r_l0_i.reshape(20, N, 16)  # r_l0_i, step by step
     # d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f: every step at once
-    fac_8 = -d_l0_f*l0_f + d_l0_f*(1 - l0_f)
+    fac_10 = -d_l0_f*l0_f + d_l0_f*(1 - l0_f)
     # l0_f ⊙ (1 - l0_f): every step at once
-    fac_9 = l0_f*(1 - l0_f)
-    fac_8_t = fac_8.reshape(20, NB, 16)  # fac_8, step by step
-    fac_9_t = fac_9.reshape(20, NB, 16)  # fac_9, step by step
+    fac_11 = l0_f*(1 - l0_f)
+    fac_10_t = fac_10.reshape(20, NB, 16)  # fac_10, step by step
+    fac_11_t = fac_11.reshape(20, NB, 16)  # fac_11, step by step
     l0_cprev_t_1 = l0_cprev.reshape(20, NB, 16)  # l0_cprev, step by step
     r_l0_cprev_t_1 = r_l0_cprev.reshape(20, N, 16)  # r_l0_cprev, step by step
     # d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i: every step at once
-    fac_10 = -d_l0_i*l0_i + d_l0_i*(1 - l0_i)
+    fac_12 = -d_l0_i*l0_i + d_l0_i*(1 - l0_i)
     # l0_i ⊙ (1 - l0_i): every step at once
-    fac_11 = l0_i*(1 - l0_i)
-    fac_10_t = fac_10.reshape(20, NB, 16)  # fac_10, step by step
-    fac_11_t = fac_11.reshape(20, NB, 16)  # fac_11, step by step
+    fac_13 = l0_i*(1 - l0_i)
+    fac_12_t = fac_12.reshape(20, NB, 16)  # fac_12, step by step
+    fac_13_t = fac_13.reshape(20, NB, 16)  # fac_13, step by step
     l0_g_t_1 = l0_g.reshape(20, NB, 16)  # l0_g, step by step
     r_d_l0_G_6_t = r_d_l0_G_6.reshape(20, N, 64)  # r_d_l0_G_6, step by step
     l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
@@ -2637,22 +3007,22 @@ def _tangent_columns(x, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b, d_l0_C_1, d_l0_G_6, d
         # Grad of: l0_o = σ(l0_G_3)  (not stored in this function: l0_G_3)
         #   (l0: output gate)
         # r_d_l0_G_3 = r_l0_o ⊙ (d_l0_o ⊙ (1 - l0_o) - d_l0_o ⊙ l0_o) + l0_o ⊙ (1 - l0_o) ⊙ (hc ⊙ r_d_l0_H_1 + hc_2 ⊙ r_l0_C)
-        r_d_l0_G_3 = _batched(fac_4_t[t][:, None, :]*r_l0_o_t_1[t].reshape(NB, K, 16) + fac_5_t[t][:, None, :]*(hc_t_1[t][:, None, :]*r_d_l0_H_1.reshape(NB, K, 16) + hc_2_t[t][:, None, :]*r_l0_C_t_1[t].reshape(NB, K, 16)), NB, K, 16)
+        r_d_l0_G_3 = _batched(fac_6_t[t][:, None, :]*r_l0_o_t_1[t].reshape(NB, K, 16) + fac_7_t[t][:, None, :]*(hc_t_1[t][:, None, :]*r_d_l0_H_1.reshape(NB, K, 16) + hc_2_t[t][:, None, :]*r_l0_C_t_1[t].reshape(NB, K, 16)), NB, K, 16)
 
         # Grad of: l0_g = tanh(l0_G_2)  (not stored in this function: l0_G_2)
         #   (l0: cell candidate)
         # r_d_l0_G_2 = (1 - l0_g^∘2) ⊙ (d_l0_C_1 ⊙ r_l0_i + l0_i ⊙ r_d_l0_C_1) - 2 d_l0_g ⊙ l0_g ⊙ r_l0_g
-        r_d_l0_G_2 = _batched(fac_6_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_i_t_1[t].reshape(NB, K, 16) + l0_i_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)) - 2*fac_7_t[t][:, None, :]*r_l0_g_t_1[t].reshape(NB, K, 16), NB, K, 16)
+        r_d_l0_G_2 = _batched(fac_8_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_i_t_1[t].reshape(NB, K, 16) + l0_i_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)) - 2*fac_9_t[t][:, None, :]*r_l0_g_t_1[t].reshape(NB, K, 16), NB, K, 16)
 
         # Grad of: l0_f = σ(l0_G_1)  (not stored in this function: l0_G_1)
         #   (l0: forget gate)
         # r_d_l0_G_1_1 = r_l0_f ⊙ (d_l0_f ⊙ (1 - l0_f) - d_l0_f ⊙ l0_f) + l0_f ⊙ (1 - l0_f) ⊙ (d_l0_C_1 ⊙ r_l0_cprev + l0_cprev ⊙ r_d_l0_C_1)
-        r_d_l0_G_1_1 = _batched(fac_8_t[t][:, None, :]*r_l0_f_t_1[t].reshape(NB, K, 16) + fac_9_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_cprev_t_1[t].reshape(NB, K, 16) + l0_cprev_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)), NB, K, 16)
+        r_d_l0_G_1_1 = _batched(fac_10_t[t][:, None, :]*r_l0_f_t_1[t].reshape(NB, K, 16) + fac_11_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_cprev_t_1[t].reshape(NB, K, 16) + l0_cprev_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)), NB, K, 16)
 
         # Grad of: l0_i = σ(l0_G_0)  (not stored in this function: l0_G_0)
         #   (l0: input gate)
         # r_d_l0_G_0 = r_l0_i ⊙ (d_l0_i ⊙ (1 - l0_i) - d_l0_i ⊙ l0_i) + l0_i ⊙ (1 - l0_i) ⊙ (d_l0_C_1 ⊙ r_l0_g + l0_g ⊙ r_d_l0_C_1)
-        r_d_l0_G_0 = _batched(fac_10_t[t][:, None, :]*r_l0_i_t_1[t].reshape(NB, K, 16) + fac_11_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_g_t_1[t].reshape(NB, K, 16) + l0_g_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)), NB, K, 16)
+        r_d_l0_G_0 = _batched(fac_12_t[t][:, None, :]*r_l0_i_t_1[t].reshape(NB, K, 16) + fac_13_t[t][:, None, :]*(d_l0_C_1_t[t][:, None, :]*r_l0_g_t_1[t].reshape(NB, K, 16) + l0_g_t_1[t][:, None, :]*r_d_l0_C_1.reshape(NB, K, 16)), NB, K, 16)
 
         # Grad of: l0_G = l0_HW + l0_XW + l0_b  (not stored in this function: l0_G, l0_HW, l0_XW)
         #   (l0: gate pre-activations [i, f, g, o])
@@ -2755,12 +3125,13 @@ def _columns_drive(tangent, mats, head, vt, first, count, kc):
     blocks in the layout of the tangent pass (each (rows, cols) block of v
     as (rows*K, cols), the directions as extra columns: rows j0 .. of vt, or
     the unit vectors e_(first + j0) ..), the generated ``tangent`` pass on
-    them (inputs ``mats``: x, y, the parameters; then ``head``, what the
-    shared pass computed), and its blocks of H·v into rows j0 .. of the
-    (count, P) result.  Block i of v and of H·v has the shape of parameter
-    i, mats[2 + i], and follows the blocks before it (the flat order)."""
+    them (inputs ``mats``: x, a sequence's masks, y, the parameters; then
+    ``head``, what the shared pass computed), and its blocks of H·v into rows
+    j0 .. of the (count, P) result.  Block i of v and of H·v has the shape of
+    parameter i (the i-th of the last len(PARAM_SHAPES) mats) and follows the
+    blocks before it (the flat order)."""
     blocks, at = [], 0
-    for m in mats[2:]:
+    for m in mats[len(mats) - len(PARAM_SHAPES):]:
         rows, cols = m.shape
         blocks.append((rows, cols, at))
         at += rows * cols

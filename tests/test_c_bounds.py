@@ -157,6 +157,10 @@ def test_c_functions_stay_in_bounds_and_write_every_output(builder, aid):
         xm, nn = mod._check_x(x)
         assert nn == n
         arrays = {"x": xm, "y": mod._check_y(y, n)}
+        # a sequence's masks (some padding: the shortest sample has one step)
+        if mod.STEPS:
+            lengths = np.maximum(1, mod.STEPS - np.arange(n))
+            arrays.update(zip(("mask", "cut_mask"), mod._masks(lengths, n)))
         for key, mat, vmat in zip(mod.PARAM_SHAPES, mod._check_params(params),
                                   mod._check_params(v, "v")):
             arrays[key.replace(".", "_")] = mat
@@ -206,7 +210,9 @@ def test_hessian_columns_stay_in_bounds(builder, aid):
     assert (mod._WS_DIR["hessian_columns"] != (0, 0)) == (aid != "cnn")
     params, x, y, _ = _point(arch, mod, 3, seed=2)
     xm, n = mod._check_x(x)
-    inputs = [xm, mod._check_y(y, n), *mod._check_params(params)]
+    lengths = np.maximum(1, mod.STEPS - np.arange(n)) if mod.STEPS else None
+    masks = mod._masks(lengths, n) if mod.STEPS else []
+    inputs = [xm, *masks, mod._check_y(y, n), *mod._check_params(params)]
     for first, count, kc in ((0, 1, 1), (p - 3, 3, 2), (p // 2, min(5, p - p // 2), 5),
                              (0, p, 4)):
         out_buf, out = _padded(None, count * p, dtype, fill=np.nan)
@@ -224,7 +230,7 @@ def test_hessian_columns_stay_in_bounds(builder, aid):
         for j in range(count):
             e = np.zeros(p, dtype=dtype)
             e[first + j] = 1
-            want = mod.flatten(mod.hvp(params, x, y, mod.unflatten(e)))
+            want = mod.flatten(mod.hvp(params, x, y, mod.unflatten(e), lengths=lengths))
             assert rel_err(out[j * p:(j + 1) * p], want) <= _tol(mod)
 
 

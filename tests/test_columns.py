@@ -30,7 +30,7 @@ def test_the_split(derived):
     assert not any(a in cols.batched for op in cols.head.ops for a in op.args)
     assert all(op.out in cols.batched for op in cols.tangent.ops)
     # the head returns exactly what the tangent part reads of it
-    fixed = prog.inputs[:2 + len(d.base.params)]
+    fixed = prog.inputs[:2 + len(d.base.masks) + len(d.base.params)]
     assert cols.head.inputs == fixed
     reads = {a for op in cols.tangent.ops for a in op.args}
     assert set(cols.head.outputs) == reads - cols.batched - set(prog.inputs)

@@ -164,7 +164,8 @@ def test_summands_and_column_blocks_are_told_apart():
     # one symbol per quantity: the unsummed terms of a reduced gradient are marked
     assert "δg_l1 = 1ᵀ·δg_l1(unsummed)" in text
     # time steps
-    assert "O_last = Z_l2(t=4)" in text and "H_l0(t-1) = H_l0 of the previous" in text
+    # (steps: last reads each sample's last real step: the output held through padding)
+    assert "O_last = O_held(t=4)" in text and "O_held = " in text and "H_l0(t-1) = H_l0 of the previous" in text
     assert "cut(δH_l0(t-1)) = δH_l0(t-1), or 0 where the forward step is a multiple of 2" in text
 
 

@@ -133,6 +133,24 @@ class InputKind:
         """The forward graph's input variable ``x`` (``g`` a :class:`bpgen.ir.Graph`)."""
         return g.var("x", self.matrix_shape(), "input", "X")
 
+    def mask_inputs(self, g, truncate: int | None) -> tuple:
+        """The per-(sample, step) masks of a call with ``lengths`` (a sequence
+        input only), as inputs of the forward graph ``g``: ``mask`` (T*N, 1),
+        1 at the steps before a sample's length and 0 at its padding, and with
+        truncated BPTT ``cut_mask`` (T*N, 1), 0 at the steps where a reversed
+        loop's carried cotangent is cut for that sample.  Sets ``g.mask`` and
+        ``g.cut_mask``; returns the inputs in the generated functions' order
+        (after x).  The runtime makes both from ``lengths``
+        (``_masks`` in backends/common/runtime/api.py)."""
+        if not self.is_sequence:
+            return ()
+        rows = self.matrix_shape()[0]
+        g.mask = g.var("mask", (rows, 1), "input", "M")
+        if truncate:
+            g.cut_mask = g.var("cut_mask", (rows, 1), "input", "M_cut")
+            return (g.mask, g.cut_mask)
+        return (g.mask,)
+
     def batch_expr(self, var: str = "x") -> str:
         """Python: the batch size N from the matrix ``var`` (generated NumPy code)."""
         return f"{var}.shape[0]" if self.steps is None else f"{var}.shape[0] // {self.steps}"

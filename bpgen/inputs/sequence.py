@@ -19,6 +19,10 @@ class Sequence(InputKind):
     @classmethod
     def parse(cls, ctx, raw):
         f = ctx.pos_int(raw["features"], "input.features")
+        if isinstance(raw["steps"], str) and raw["steps"] == "any":
+            ctx.fail("input.steps", "'any' (T read from x at call time) is not supported "
+                                    "yet: give the largest T and pass lengths= for the "
+                                    "shorter sequences of a padded batch")
         t = ctx.steps(raw["steps"], "input.steps")
         return cls((t, f))
 

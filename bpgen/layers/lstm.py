@@ -6,7 +6,7 @@ import sympy as sp
 
 from ..activations import sigmoid
 from .base import register
-from .recurrent import Cell
+from .recurrent import Cell, keep
 
 
 @register
@@ -33,5 +33,5 @@ class LSTM(Cell):
                   comment=f"{n}: c_t = f ⊙ c_(t-1) + i ⊙ g")
         h = g.map(s(og) * sp.tanh(s(c)), base=f"{n}_H", label=f"H_{n}",
                   comment=f"{n}: h_t = o ⊙ tanh(c_t)")
-        g.bind_state(cp, c)
+        g.bind_state(cp, keep(g, c, cp))
         return h

@@ -85,7 +85,24 @@ def run_cell(cell: Cell, g, layer, x: str, p: dict, prefix: str, reverse: bool) 
                comment=f"{n}: input projection plus bias")
     g.loop_begin(steps, reverse=reverse, label=f"{n} ({cell.name})")
     hp = g.state(("N", h_units), base=f"{n}_hprev", label=f"H_{n}(t{'+' if reverse else '-'}1)")
-    h = cell.step(g, layer, n, xg, hp, par, block)
+    h = keep(g, cell.step(g, layer, n, xg, hp, par, block), hp)
     g.bind_state(hp, h)
     g.loop_end()
     return h
+
+
+def keep(g, new: str, prev: str) -> str:
+    """A state's value at this step: ``new``, or with a mask (``lengths``)
+    in a reversed loop m_t ⊙ new + (1 - m_t) ⊙ prev, so that the padding
+    after a sample's last real step, which a reversed loop reads first,
+    leaves the state at 0 and the loop starts at the sample's last real
+    step.  A loop running forward reads padding only after every real step,
+    so it keeps ``new`` (its outputs at padded steps are never read).
+    Built with ``map``: its derivatives are derived like any other."""
+    if g.mask is None or not g.loops[g.loop].reverse:
+        return new
+    m = g.sym(g.mask)
+    label = g.vars[new].label
+    return g.map(m * g.sym(new) + (1 - m) * g.sym(prev), base=f"{new}_kept",
+                 label=f"{label}_kept",
+                 comment=f"padding keeps the state: m ⊙ {label} + (1 - m) ⊙ previous")

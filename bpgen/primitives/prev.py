@@ -59,7 +59,14 @@ class Prev(Primitive):
         parts = cot.pop(op.out, [])
         if parts:
             d = total(g, op.out, parts)
-            if truncate:
+            if truncate and info["reverse"] and g.cut_mask is not None:
+                # per sample: a reversed loop's boundaries count from the
+                # sample's last real step, which the cut mask (made from the
+                # lengths at call time) marks
+                d = g.map(g.sym(d) * g.sym(g.cut_mask), base="d_" + op.out + "_cut",
+                          label="cut(" + g.vars[d].label + ")",
+                          comment="truncated BPTT: cut where this sample's boundary is")
+            elif truncate:
                 d = g.cut(d, truncate, info["reverse"], base="d_" + op.out + "_cut",
                           label="cut(" + g.vars[d].label + ")")
         g.bind_state(carry, d)

@@ -54,6 +54,16 @@ derivation), looked up in ``bpgen.losses.LOSSES``.
 Sequence losses: with ``steps: all`` the output (N, T, K) is compared with y
 of shape (N, T, K) (labels (N, T)) and the mean runs over samples and steps;
 with ``steps: last`` only out[:, -1] is read and y is (N, K) (labels (N,)).
+
+Padded sequences: ``forward``, ``loss``, ``loss_and_grad`` and
+``exact_loss_and_grad`` take ``lengths`` ((N,) integers in [1, T]).  The
+reference handles them the way hand-written code does, sharing nothing
+with the generated code's masks: the loss reads only the real (sample,
+step) pairs (their mean with ``steps: all``, out[n, lengths[n] - 1] with
+``steps: last``), and a birnn's backward half runs over each sample's real
+steps reversed (x[n, L-1], ..., x[n, 0], then the padding), so that it
+starts at the sample's last real step and its truncation counts from
+there; forward's outputs at padded steps are 0.
 """
 from __future__ import annotations
 
@@ -132,8 +142,30 @@ def _layer_params(layer: LayerSpec, params: Mapping[str, np.ndarray]):
     return {p.name: params[f"{layer.name}.{p.name}"] for p in layer.params}
 
 
-def _select_output(spec: Spec, out: np.ndarray) -> np.ndarray:
-    """The part of the output the loss reads (the last step for ``steps: last``)."""
+def _lengths64(spec: Spec, lengths, n: int):
+    """``lengths`` as int64 (N,) with values in [1, T], or None."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if not spec.input.is_sequence or arr.dtype.kind not in "iu" or arr.shape != (n,) \
+            or arr.min() < 1 or arr.max() > spec.input.steps:
+        raise ValueError(f"lengths: expected ({n},) integers in [1, {spec.input.steps}]")
+    return arr.astype(np.int64)
+
+
+def _real(out: np.ndarray, lengths) -> np.ndarray:
+    """(N, T) booleans: True at the real steps."""
+    return np.arange(out.shape[1])[None, :] < lengths[:, None]
+
+
+def _select_output(spec: Spec, out: np.ndarray, lengths=None) -> np.ndarray:
+    """The part of the output the loss reads (the last step for ``steps: last``,
+    each sample's last real one with ``lengths``; with ``lengths`` and
+    ``steps: all`` the real (sample, step) pairs as rows)."""
+    if spec.input.is_sequence and out.ndim == 3 and lengths is not None:
+        if spec.loss.steps == "last":
+            return out[np.arange(out.shape[0]), lengths - 1, :]
+        return out[_real(out, lengths)]
     if spec.input.is_sequence and spec.loss.steps == "last" and out.ndim == 3:
         return out[:, -1, :]
     return out
@@ -162,22 +194,30 @@ def _y_for(spec: Spec, out: np.ndarray, y) -> np.ndarray:
 # ==========================================================================
 # the network
 
-def _forward64(spec: Spec, params: dict, x: np.ndarray):
+def _forward64(spec: Spec, params: dict, x: np.ndarray, lengths=None):
     a = x
     caches = []
     for layer in spec.layers:
         fwd = LAYER_FORWARD.get(layer.type)
         if fwd is None:
             raise ValueError(f"reference: layer type {layer.type!r} is not implemented")
-        a, cache = fwd(layer, _layer_params(layer, params), a)
+        if layer.type in RECURRENT_TYPES:
+            a, cache = fwd(layer, _layer_params(layer, params), a, lengths=lengths)
+        else:
+            a, cache = fwd(layer, _layer_params(layer, params), a)
         caches.append(cache)
     return a, caches
 
 
-def forward(spec, params, x) -> np.ndarray:
-    """The network's output before the loss (float64)."""
+def forward(spec, params, x, lengths=None) -> np.ndarray:
+    """The network's output before the loss (float64); with ``lengths``, 0
+    at the padded steps."""
     spec = _spec(spec)
-    out, _ = _forward64(spec, _params64(spec, params), _x64(spec, x))
+    x = _x64(spec, x)
+    lengths = _lengths64(spec, lengths, x.shape[0])
+    out, _ = _forward64(spec, _params64(spec, params), x, lengths)
+    if lengths is not None and out.ndim == 3:
+        out = np.where(_real(out, lengths)[:, :, None], out, 0.0)
     return np.ascontiguousarray(out, dtype=F64)
 
 
@@ -193,19 +233,40 @@ def regularization(spec, params) -> float:
     return 0.5 * spec.l2 * total
 
 
-def loss_from_output(spec, out, y) -> float:
+def _y_real(spec: Spec, out: np.ndarray, y, lengths):
+    """y at the pairs the loss reads (the real ones with ``lengths`` and
+    ``steps: all``: rows in the order of ``_select_output``'s)."""
+    if lengths is None or out.ndim != 3 or spec.loss.steps == "last":
+        return y
+    y = np.asarray(y)
+    if y.shape[:2] != out.shape[:2]:
+        raise ValueError(f"y: expected shape {out.shape[:2]} + ..., got {y.shape}")
+    return y[_real(out, lengths)]
+
+
+def loss_from_output(spec, out, y, lengths=None) -> float:
     """The data term of the loss given the network output ``out``."""
     spec = _spec(spec)
-    out = _select_output(spec, np.asarray(out, dtype=F64))
-    return float(LOSSES[spec.loss.type].reference_value(out, _y_for(spec, out, y)))
+    out = np.asarray(out, dtype=F64)
+    sel = _select_output(spec, out, lengths)
+    y = _y_real(spec, out, y, lengths)
+    return float(LOSSES[spec.loss.type].reference_value(sel, _y_for(spec, sel, y)))
 
 
-def output_grad(spec, out, y) -> np.ndarray:
+def output_grad(spec, out, y, lengths=None) -> np.ndarray:
     """d (data term) / d out, the output error, same shape as ``out``."""
     spec = _spec(spec)
     out = np.asarray(out, dtype=F64)
-    sel = _select_output(spec, out)
-    g = LOSSES[spec.loss.type].reference_grad(sel, _y_for(spec, sel, y))
+    sel = _select_output(spec, out, lengths)
+    g = LOSSES[spec.loss.type].reference_grad(sel, _y_for(spec, sel,
+                                                          _y_real(spec, out, y, lengths)))
+    if lengths is not None and out.ndim == 3:  # back to (N, T, K), 0 elsewhere
+        full = np.zeros_like(out)
+        if spec.loss.steps == "last":
+            full[np.arange(out.shape[0]), lengths - 1, :] = g
+        else:
+            full[_real(out, lengths)] = g
+        return full
     if sel.shape != out.shape:                 # steps: last -> zero elsewhere
         full = np.zeros_like(out)
         full[:, -1, :] = g
@@ -213,12 +274,14 @@ def output_grad(spec, out, y) -> np.ndarray:
     return g
 
 
-def loss(spec, params, x, y) -> float:
+def loss(spec, params, x, y, lengths=None) -> float:
     """The scalar loss: mean data term plus l2 regularisation."""
     spec = _spec(spec)
     p = _params64(spec, params)
-    out, _ = _forward64(spec, p, _x64(spec, x))
-    return loss_from_output(spec, out, y) + regularization(spec, p)
+    x = _x64(spec, x)
+    lengths = _lengths64(spec, lengths, x.shape[0])
+    out, _ = _forward64(spec, p, x, lengths)
+    return loss_from_output(spec, out, y, lengths) + regularization(spec, p)
 
 
 def _truncate_arg(spec: Spec, truncate) -> int | None:
@@ -233,7 +296,7 @@ def _truncate_arg(spec: Spec, truncate) -> int | None:
     return int(truncate)
 
 
-def loss_and_grad(spec, params, x, y, *, truncate="spec"):
+def loss_and_grad(spec, params, x, y, *, truncate="spec", lengths=None):
     """(loss, grads) by textbook backpropagation; grads share params' keys.
 
     Recurrent layers use backpropagation through time.  ``truncate`` is the
@@ -247,16 +310,18 @@ def loss_and_grad(spec, params, x, y, *, truncate="spec"):
     spec = _spec(spec)
     k = _truncate_arg(spec, truncate)
     p = _params64(spec, params)
-    out, caches = _forward64(spec, p, _x64(spec, x))
-    value = loss_from_output(spec, out, y) + regularization(spec, p)
+    x = _x64(spec, x)
+    lengths = _lengths64(spec, lengths, x.shape[0])
+    out, caches = _forward64(spec, p, x, lengths)
+    value = loss_from_output(spec, out, y, lengths) + regularization(spec, p)
 
     grads: dict[str, np.ndarray] = {}
-    d = output_grad(spec, out, y)              # output error dL/dA_L
+    d = output_grad(spec, out, y, lengths)     # output error dL/dA_L
     for layer, cache in zip(reversed(spec.layers), reversed(caches)):
         backward = LAYER_BACKWARD[layer.type]
         lp = _layer_params(layer, p)
         if layer.type in RECURRENT_TYPES:
-            d, g = backward(layer, lp, cache, d, truncate=k)
+            d, g = backward(layer, lp, cache, d, truncate=k, lengths=lengths)
         else:
             d, g = backward(layer, lp, cache, d)
         for name, arr in g.items():
@@ -270,10 +335,10 @@ def loss_and_grad(spec, params, x, y, *, truncate="spec"):
     return value, result
 
 
-def exact_loss_and_grad(spec, params, x, y):
+def exact_loss_and_grad(spec, params, x, y, lengths=None):
     """(loss, exact gradient): :func:`loss_and_grad` ignoring ``bptt.truncate``
     (the gradient of the loss itself, whose Hessian ``hvp``/``hessian`` give)."""
-    return loss_and_grad(spec, params, x, y, truncate=None)
+    return loss_and_grad(spec, params, x, y, truncate=None, lengths=lengths)
 
 
 # ==========================================================================

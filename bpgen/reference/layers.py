@@ -257,7 +257,22 @@ def _cell_of(layer: LayerSpec) -> str:
     return layer.cell if layer.cell else layer.type
 
 
-def _recurrent_forward(layer: LayerSpec, p: Mapping[str, np.ndarray], a: np.ndarray):
+def _reversed(a: np.ndarray, lengths) -> np.ndarray:
+    """The sequences ``a`` (N, T, ...) time-reversed; with ``lengths`` each
+    sample's real steps reversed in place (a[n, L-1], ..., a[n, 0], then its
+    padding as it was): its own inverse."""
+    if lengths is None:
+        return a[:, ::-1]
+    out = a.copy()
+    for n, length in enumerate(lengths):
+        out[n, :length] = a[n, :length][::-1]
+    return out
+
+
+def _recurrent_forward(layer: LayerSpec, p: Mapping[str, np.ndarray], a: np.ndarray,
+                       lengths=None):
+    """A cell over the sequences ``a``; a forward cell needs nothing for
+    padded sequences (``lengths``): padding comes after every real step."""
     cell_fwd, _ = CELLS[_cell_of(layer)]
     act, alpha = layer.activation, layer.alpha
     if layer.type != "birnn":
@@ -265,13 +280,13 @@ def _recurrent_forward(layer: LayerSpec, p: Mapping[str, np.ndarray], a: np.ndar
     pf = {k[4:]: v for k, v in p.items() if k.startswith("fwd.")}
     pb = {k[4:]: v for k, v in p.items() if k.startswith("bwd.")}
     hf, cf = cell_fwd(pf, a, act, alpha)
-    hb_rev, cb = cell_fwd(pb, a[:, ::-1], act, alpha)      # reads x_{T-1}, ..., x_0
-    out = np.concatenate([hf, hb_rev[:, ::-1]], axis=2)    # bwd output at t: after x_t
+    hb_rev, cb = cell_fwd(pb, _reversed(a, lengths), act, alpha)   # reads x_{T-1}, ..., x_0
+    out = np.concatenate([hf, _reversed(hb_rev, lengths)], axis=2)  # bwd output at t: after x_t
     return out, (cf, cb)
 
 
 def _recurrent_backward(layer: LayerSpec, p: Mapping[str, np.ndarray], cache, dout,
-                        truncate: int | None = None):
+                        truncate: int | None = None, lengths=None):
     _, cell_bwd = CELLS[_cell_of(layer)]
     if layer.type != "birnn":
         return cell_bwd(p, cache, dout, truncate)
@@ -280,10 +295,10 @@ def _recurrent_backward(layer: LayerSpec, p: Mapping[str, np.ndarray], cache, do
     pb = {k[4:]: v for k, v in p.items() if k.startswith("bwd.")}
     cf, cb = cache
     dxf, gf = cell_bwd(pf, cf, dout[:, :, :units], truncate)
-    dxb_rev, gb = cell_bwd(pb, cb, dout[:, ::-1, units:], truncate)
+    dxb_rev, gb = cell_bwd(pb, cb, _reversed(dout[:, :, units:], lengths), truncate)
     grads = {f"fwd.{k}": v for k, v in gf.items()}
     grads.update({f"bwd.{k}": v for k, v in gb.items()})
-    return dxf + dxb_rev[:, ::-1], grads
+    return dxf + _reversed(dxb_rev, lengths), grads
 
 
 for _t in RECURRENT_TYPES:

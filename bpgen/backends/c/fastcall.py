@@ -34,9 +34,10 @@ def _int(value) -> int:
 
 
 def _enabled(derived: Derived, name: str, shapes: list, steps: int, out_units: int,
-             seq_out: bool) -> bool:
-    """The generated function's inputs and outputs are as fastcall.c expects:
-    forward's one output (N, K) or time-major (T*N, K); loss's the scalar;
+             seq_out: bool, n_masks: int = 0) -> bool:
+    """The generated function's inputs and outputs are as fastcall.c expects
+    (its inputs x, a sequence's masks, which the adapter makes, then y, the
+    parameters and v): forward's one output (N, K) or time-major (T*N, K); loss's the scalar;
     loss_and_grad's the scalar, then one gradient per parameter, in order and
     of its size (fastcall.c makes the gradients' views from those sizes);
     hvp's inputs x, y, the parameters and v, its outputs one block per
@@ -45,7 +46,7 @@ def _enabled(derived: Derived, name: str, shapes: list, steps: int, out_units: i
     if prog is None:
         return False
     layout = derived.layout(name)
-    n_in = len(prog.inputs)
+    n_in = len(prog.inputs) - n_masks
     if name == "forward":
         rows = steps if seq_out else 1
         return n_in == 1 + len(shapes) and layout == [(0, 0, rows * out_units, 0, out_units)]
@@ -116,7 +117,8 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
     all_steps = seq_out and spec.loss.steps == "all"
     if not shapes:
         return ""
-    have = {name: _enabled(derived, name, shapes, steps, out_units, seq_out)
+    n_masks = len(derived.base.masks)
+    have = {name: _enabled(derived, name, shapes, steps, out_units, seq_out, n_masks)
             for name in ENTRIES}
     if not any(have.values()):
         return ""
@@ -160,9 +162,15 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
     ]
     for name in ENTRIES:
         a, b = ws.get(name, (0, 0))
-        lines += [f"#define BPGF_WS_{name.upper()}_A {a}", f"#define BPGF_WS_{name.upper()}_B {b}",
+        # the workspace the call plans: the function's own, then the masks
+        # (n_masks rows of T*N), which the adapter writes past it
+        lines += [f"#define BPGF_WS_{name.upper()}_A {a + n_masks * steps}",
+                  f"#define BPGF_WS_{name.upper()}_B {b}",
                   f"#define BPGF_HAVE_{name.upper()} {int(have[name])}"]
+        if n_masks:
+            lines.insert(-1, f"#define BPGF_FN_{name.upper()} ((size_t){a} * (size_t)N + {b})")
     ps = ", ".join(f"p[{i}]" for i in range(len(shapes)))
+    ms = "".join(f"m + {i * steps}*N, " for i in range(n_masks))
     lines += [
         "",
         "/* the generated functions, the parameters (and hvp's v) taken from "
@@ -170,17 +178,34 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         "static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,",
         "                      const real *const *p, const real *const *v, real *out, real *ws)",
         "{",
+    ]
+    if n_masks:
+        lines += [
+            "    /* a call without lengths: every step real (mask 1), and a reversed",
+            "       loop's truncation every k steps from the last step (0 there) */",
+            "    real *m = ws + (entry == 0 ? BPGF_FN_FORWARD : entry == 1 ? BPGF_FN_LOSS",
+            "                    : entry == 2 ? BPGF_FN_LOSS_AND_GRAD : BPGF_FN_HVP);",
+            "    for (int64_t k = 0; k < (int64_t)BPGF_STEPS * N; k++) m[k] = 1;",
+        ]
+        if n_masks == 2:
+            k = _int(spec.truncate)
+            lines += [
+                "    for (int64_t t = 0; t < BPGF_STEPS; t++)",
+                "        for (int64_t n = 0; n < N; n++)",
+                f"            m[(BPGF_STEPS + t) * N + n] = (BPGF_STEPS - 1 - t) % {k} == 0 ? 0 : 1;",
+            ]
+    lines += [
         "    if (entry == 0)",
-        f"        bpg_forward(N, x, {ps}, out, ws);",
+        f"        bpg_forward(N, x, {ms}{ps}, out, ws);",
         "    else if (entry == 1)",
-        f"        bpg_loss(N, x, y, {ps}, out, ws);",
+        f"        bpg_loss(N, x, {ms}y, {ps}, out, ws);",
         "    else if (entry == 2)",
-        f"        bpg_loss_and_grad(N, x, y, {ps}, out, ws);",
+        f"        bpg_loss_and_grad(N, x, {ms}y, {ps}, out, ws);",
     ]
     if have["hvp"]:
         vs = ", ".join(f"v[{i}]" for i in range(len(shapes)))
         lines += ["    else",
-                  f"        bpg_hvp(N, x, y, {ps}, {vs}, out, ws);"]
+                  f"        bpg_hvp(N, x, {ms}y, {ps}, {vs}, out, ws);"]
     else:
         lines += ["    (void)v;"]
     lines += [

@@ -69,6 +69,7 @@ def module_context(derived: Derived, module: str) -> dict:
         "steps": repr(spec.input.steps),
         "seq_out": repr(seq_out),
         "loss_all_steps": repr(seq_out and spec.loss.steps == "all"),
+        "truncate": repr(spec.truncate if spec.input.is_sequence else None),
         "loss_type": spec.loss.type,
         "target_kind": loss.target_kind,
         "target_range": repr(None if loss.target_range is None

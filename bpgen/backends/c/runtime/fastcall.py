@@ -9,19 +9,19 @@ import os as _os
 ffi = lib = None        # the generated module's (call.py) replace these
 
 
-def forward(params, x):         # api.py's, in a generated module
+def forward(params, x, lengths=None):   # api.py's, in a generated module
     raise NotImplementedError
 
 
-def loss(params, x, y):
+def loss(params, x, y, lengths=None):
     raise NotImplementedError
 
 
-def loss_and_grad(params, x, y):
+def loss_and_grad(params, x, y, lengths=None):
     raise NotImplementedError
 
 
-def hvp(params, x, y, v):
+def hvp(params, x, y, v, lengths=None):
     raise NotImplementedError
 
 
@@ -54,22 +54,30 @@ if _install_entry_points():
     _FASTCALL = tuple(name for name in _ENTRIES if "_c_" + name in globals())
 
 if "forward" in _FASTCALL:
-    def forward(params, x):  # noqa: F811 (api.py's, replaced)
-        return _c_forward(params, x)  # noqa: F821 (set by bpgf_install)
+    def forward(params, x, lengths=None):  # noqa: F811
+        if lengths is not None:     # (the masked functions: the Python path)
+            return _python_forward(params, x, lengths)  # noqa: F821
+        return _c_forward(params, x)  # noqa: F821
     forward.__doc__ = _python_forward.__doc__  # noqa: F821
 
 if "loss" in _FASTCALL:
-    def loss(params, x, y):  # noqa: F811
+    def loss(params, x, y, lengths=None):  # noqa: F811
+        if lengths is not None:     # (the masked functions: the Python path)
+            return _python_loss(params, x, y, lengths)  # noqa: F821
         return _c_loss(params, x, y)  # noqa: F821
     loss.__doc__ = _python_loss.__doc__  # noqa: F821
 
 if "loss_and_grad" in _FASTCALL:
-    def loss_and_grad(params, x, y):  # noqa: F811
+    def loss_and_grad(params, x, y, lengths=None):  # noqa: F811
+        if lengths is not None:     # (the masked functions: the Python path)
+            return _python_loss_and_grad(params, x, y, lengths)  # noqa: F821
         return _c_loss_and_grad(params, x, y)  # noqa: F821
     loss_and_grad.__doc__ = _python_loss_and_grad.__doc__  # noqa: F821
 
 if "hvp" in _FASTCALL:
-    def hvp(params, x, y, v):  # noqa: F811
+    def hvp(params, x, y, v, lengths=None):  # noqa: F811
+        if lengths is not None:     # (the masked functions: the Python path)
+            return _python_hvp(params, x, y, v, lengths)  # noqa: F821
         return _c_hvp(params, x, y, v)  # noqa: F821
     hvp.__doc__ = _python_hvp.__doc__  # noqa: F821
 

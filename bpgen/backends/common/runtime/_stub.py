@@ -17,6 +17,7 @@ OUTPUT_UNITS = 1
 STEPS = None
 SEQUENCE_OUTPUT = False
 LOSS_ALL_STEPS = False
+_TRUNCATE = None
 LOSS = "loss"
 TARGET_KIND = "real"
 TARGET_RANGE = None

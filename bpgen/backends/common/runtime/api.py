@@ -4,9 +4,10 @@ into each generated module after its constants; the backend supplies
 ``_run`` / ``_run_flat`` (call a generated function) and the structured
 Hessian comes from ``hessian.py``.
 
-(Longer than the ~500 lines a file here usually has: it is the whole public
-API of a generated module, copied as one block, with the argument checks
-and the progress of long calls every function shares.)"""
+(Longer than the ~500 lines a file here usually has: it is one unit copied
+verbatim into every module: the public functions, the argument checks they
+share (x's, y's, the parameters' and a padded sequence's lengths) and the
+progress of long calls.)"""
 import collections.abc
 import math
 import os
@@ -16,7 +17,7 @@ import numpy
 
 from ._stub import (DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa: F401
                     OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, TARGET_KIND,
-                    TARGET_RANGE, _ASSEMBLY_PER_SAMPLE, _BYTES_PER_SAMPLE, _CURV_LAYERS,
+                    TARGET_RANGE, _TRUNCATE, _ASSEMBLY_PER_SAMPLE, _BYTES_PER_SAMPLE, _CURV_LAYERS,
                     _FACTORS, _INIT, _L2, _X_BOUND, _X_DTYPE, _hessian_columns,
                     _hessian_times, _run, _run_flat, _structured_diag)
 
@@ -129,6 +130,50 @@ def _check_x(x):
     if STEPS is not None:     # (N, T, ...) -> time-major (T*N, ...)
         return numpy.ascontiguousarray(arr.swapaxes(0, 1)).reshape(STEPS * n, -1), n
     return arr.reshape(n, -1), n
+
+
+def _masks(lengths, n):
+    """The per-(sample, step) masks a sequence network's generated functions
+    read after x, time-major (T*N, 1) like x's rows: 1 at the steps before a
+    sample's length, 0 at its padding; with truncated BPTT also 0 where a
+    reversed loop's gradient is cut for that sample (every _TRUNCATE steps
+    counted from its last real step).  ``lengths`` None: every step real (the
+    masks of the last N asked are kept).  A ValueError naming ``lengths``
+    unless it is an (N,) integer array with values in [1, STEPS]."""
+    if lengths is None:
+        if STEPS is None:
+            return []
+        full = _FULL_MASKS.get(n)
+        if full is None:
+            full = _masks(numpy.full(n, STEPS), n)
+            _FULL_MASKS.clear()
+            _FULL_MASKS[n] = full
+        return full
+    if STEPS is None:
+        raise ValueError("lengths: only a network with a sequence input takes lengths")
+    arr = _as_integers(lengths, "lengths")
+    if arr.shape != (n,):
+        raise ValueError(f"lengths: expected shape ({n},) (one length per sample), "
+                         f"got {arr.shape}")
+    low, high = arr.min(), arr.max()
+    if low < 1 or high > STEPS:
+        raise ValueError(f"lengths: values must lie in [1, {STEPS}], got values in "
+                         f"[{low}, {high}]")
+    steps = numpy.arange(STEPS)[:, None]
+    last = arr.astype(numpy.int64)[None, :] - 1          # each sample's last real step
+    masks = [numpy.ascontiguousarray((steps <= last).astype(DTYPE).reshape(-1, 1))]
+    if _TRUNCATE:
+        cut = (steps <= last) & ((last - steps) % _TRUNCATE == 0)
+        masks.append(numpy.ascontiguousarray((~cut).astype(DTYPE).reshape(-1, 1)))
+    return masks
+
+
+_FULL_MASKS = {}      # N -> the masks of a call without lengths (_masks)
+
+
+def _xs(xm, n, lengths):
+    """The generated functions' inputs before y: x, then a sequence's masks."""
+    return [xm, *_masks(lengths, n)]
 
 
 def _as_integers(value, what):
@@ -273,34 +318,44 @@ def _finite_or_blame(result, xm, ym, mats, vmats=(), extra=()):
     return result       # finite inputs, a non-finite result: IEEE overflow, returned as is
 
 
-def forward(params, x):
-    """The network's output before the loss, shape (N, OUTPUT_UNITS)."""
+def forward(params, x, lengths=None):
+    """The network's output before the loss, shape (N, OUTPUT_UNITS).  With
+    ``lengths`` (sequences), 0 at every sample's padded steps."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    out = _finite_or_blame(_run("forward", n, [xm, *mats])[0], xm, None, mats)
+    xs = _xs(xm, n, lengths)
+    out = _finite_or_blame(_run("forward", n, [*xs, *mats])[0], xm, None, mats)
+    if lengths is not None and SEQUENCE_OUTPUT:
+        out = numpy.where(xs[1] > 0, out, 0).astype(DTYPE, copy=False)
     if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
         return numpy.ascontiguousarray(out.reshape(STEPS, n, -1).transpose(1, 0, 2))
     return numpy.ascontiguousarray(out, dtype=DTYPE)
 
 
-def loss(params, x, y):
-    """The scalar loss (a Python float)."""
+def loss(params, x, y, lengths=None):
+    """The scalar loss (a Python float).  ``lengths`` (sequences; an (N,)
+    integer array, 1 <= lengths[n] <= T): steps from lengths[n] on are
+    padding, the mean runs over the real (sample, step) pairs (steps: all)
+    or reads each sample's last real step (steps: last); every function
+    that takes x takes it, and its derivatives are this loss's."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    return float(_finite_or_blame(_run("loss", n, [xm, ym, *mats])[0], xm, ym, mats)[0, 0])
+    return float(_finite_or_blame(_run("loss", n, [*xs, ym, *mats])[0], xm, ym, mats)[0, 0])
 
 
-def loss_and_grad(params, x, y):
+def loss_and_grad(params, x, y, lengths=None):
     """(loss, gradients): a float and a dict shaped like ``params``."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _finite_or_blame(_run_flat("loss_and_grad", n, [xm, ym, *mats]), xm, ym, mats)
+    flat = _finite_or_blame(_run_flat("loss_and_grad", n, [*xs, ym, *mats]), xm, ym, mats)
     return float(flat[0]), _grads_dict(flat[1:])
 
 
-def hvp(params, x, y, v):
+def hvp(params, x, y, v, lengths=None):
     """The exact Hessian of the loss at ``params`` times ``v`` (a dict shaped
     like params), as such a dict: Pearlmutter's R-operator over the derived
     forward and backward pass.  With bptt truncation this is still the
@@ -308,8 +363,9 @@ def hvp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    flat = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
@@ -369,7 +425,7 @@ def _sliced(fn, count, bar):
     return out
 
 
-def hessian(params, x, y, *, progress=None):
+def hessian(params, x, y, lengths=None, *, progress=None):
     """The exact Hessian, an (N_PARAMS, N_PARAMS) array in the flat order:
     H[i, j] = d^2 loss / d theta_i d theta_j with theta = flatten(params).
 
@@ -386,15 +442,16 @@ def hessian(params, x, y, *, progress=None):
     _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     if _CURV_LAYERS:        # the generated assembly (see bpgen show --hessian)
         _check_fits("hessian", N_PARAMS * N_PARAMS + _ASSEMBLY_PER_SAMPLE["hessian"] * n)
         bar = _Progress(progress, "hessian (assembled)", 1, "call")
-        out = _run("hessian", n, [xm, ym, *mats])[0]
+        out = _run("hessian", n, [*xs, ym, *mats])[0]
         bar.step(1)
         return _finite_or_blame(out, xm, ym, mats)
     bar = _Progress(progress, "hessian", N_PARAMS, "columns")
-    args = [xm, ym, *mats]
+    args = [*xs, ym, *mats]
     out = _sliced(lambda j0, k: _hessian_columns(n, args, j0, k), N_PARAMS, bar)
     # the exact Hessian is symmetric; average away the rounding
     return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
@@ -416,7 +473,7 @@ def _hvp_rows(n, args, first, count):
 _ROW_CHUNK = 64
 
 
-def hmp(params, x, y, V, *, progress=None):
+def hmp(params, x, y, V, lengths=None, *, progress=None):
     """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
     (N_PARAMS, k) array: one forward and backward pass shared by all k
     columns, then the tangent pass over chunks of columns at once (the
@@ -426,13 +483,14 @@ def hmp(params, x, y, V, *, progress=None):
     ``progress``: as for :func:`hessian`, in columns of V."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     vm = _as_array(V, "V")
     if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
         raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
     _check_fits("hmp", N_PARAMS * vm.shape[1])
     bar = _Progress(progress, "hmp", vm.shape[1], "columns")
-    args = [xm, ym, *mats]
+    args = [*xs, ym, *mats]
     vt = vm.T
     rows = (_sliced(lambda j0, k: _hessian_times(n, args, vt[j0:j0 + k]), vm.shape[1], bar)
             if vm.shape[1] else None)
@@ -443,7 +501,7 @@ def hmp(params, x, y, V, *, progress=None):
         for j in range(vm.shape[1]):
             col = numpy.ascontiguousarray(vm[:, j])
             vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-            out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+            out[:, j] = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
             bar.step(j + 1)
     return _finite_or_blame(out, xm, ym, mats, extra=[("V", vm)])
 
@@ -483,7 +541,7 @@ def _curvature_outputs(xm, n, ym, mats):
             for o in _run("curvature", n, [xm, ym, *mats])]
 
 
-def ggn_vp(params, x, y, v):
+def ggn_vp(params, x, y, v, lengths=None):
     """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
     Jacobian of the network output and H_L the Hessian of the loss w.r.t.
     the output (plus l2 * v on regularised weights).  Positive semi-definite
@@ -491,12 +549,13 @@ def ggn_vp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _run_flat("ggn_vp", n, [xm, ym, *mats, *vmats])
+    flat = _run_flat("ggn_vp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
-def grad_factors(params, x, y):
+def grad_factors(params, x, y, lengths=None):
     """For every weight matrix (W, Wx, Wh, conv kernels: the weight roles),
     factors (U, V) with dW = Uᵀ V (a conv kernel as its (filters, C·k·k)
     matrix: U its delta per output pixel, V the patches).
@@ -509,7 +568,8 @@ def grad_factors(params, x, y):
     """
     mats = _check_params(params)
     xm, n = _check_x(x)
-    outs = _run("grad_factors", n, [xm, _check_y(y, n), *mats])
+    xs = _xs(xm, n, lengths)
+    outs = _run("grad_factors", n, [*xs, _check_y(y, n), *mats])
     res = {}
     for key, (iu, iv) in _FACTORS.items():
         u, v = outs[iu], outs[iv]
@@ -522,7 +582,7 @@ def grad_factors(params, x, y):
     return res
 
 
-def hessian_diag(params, x, y, *, progress=None):
+def hessian_diag(params, x, y, lengths=None, *, progress=None):
     """The exact diagonal of the Hessian, as a dict shaped like params.
 
     For networks of dense layers it comes from square-root factors of each
@@ -532,6 +592,7 @@ def hessian_diag(params, x, y, *, progress=None):
     ``progress``: as for :func:`hessian`, in parameters."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     if _CURV_LAYERS:
         bar = _Progress(progress, "hessian_diag (structured)", 1, "call")
@@ -542,13 +603,13 @@ def hessian_diag(params, x, y, *, progress=None):
     out = numpy.empty(N_PARAMS, dtype=DTYPE)
     for first in range(0, N_PARAMS, _ROW_CHUNK):
         count = min(_ROW_CHUNK, N_PARAMS - first)
-        rows = _hessian_columns(n, [xm, ym, *mats], first, count)
+        rows = _hessian_columns(n, [*xs, ym, *mats], first, count)
         out[first:first + count] = rows[numpy.arange(count), first + numpy.arange(count)]
         bar.step(first + count)
     return _grads_dict(_finite_or_blame(out, xm, ym, mats))
 
 
-def hessian_blocks(params, x, y, *, progress=None):
+def hessian_blocks(params, x, y, lengths=None, *, progress=None):
     """The per-layer diagonal blocks of the exact Hessian: {layer name:
     (keys, block)} with block indexed like the flat order restricted to the
     layer's parameters ``keys``.  Memory: the blocks, not N_PARAMS² (for
@@ -564,6 +625,7 @@ def hessian_blocks(params, x, y, *, progress=None):
     _check_fits("hessian_blocks", largest * largest)
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     structured = {}
     bar = _Progress(progress, "hessian_blocks", 1 if _CURV_LAYERS else
@@ -572,7 +634,7 @@ def hessian_blocks(params, x, y, *, progress=None):
     if _CURV_LAYERS:        # the generated assembly: every block at once
         _check_fits("hessian_blocks", sum((hi - lo) ** 2 for _, lo, hi in layers.values())
                     + _ASSEMBLY_PER_SAMPLE["hessian_blocks"] * n)
-        blocks = _run("hessian_blocks", n, [xm, ym, *mats])
+        blocks = _run("hessian_blocks", n, [*xs, ym, *mats])
         structured = {wk.split(".", 1)[0]: b for (wk, *_), b in zip(_CURV_LAYERS, blocks)}
         bar.step(1)
     result = {}
@@ -584,7 +646,7 @@ def hessian_blocks(params, x, y, *, progress=None):
             for first in range(lo, hi, _ROW_CHUNK):
                 count = min(_ROW_CHUNK, hi - first)
                 block[first - lo:first - lo + count] = _hessian_columns(
-                    n, [xm, ym, *mats], first, count)[:, lo:hi]
+                    n, [*xs, ym, *mats], first, count)[:, lo:hi]
                 done += count
                 bar.step(done)
             block = (block + block.T) / 2

@@ -5,6 +5,7 @@ import numpy
 
 DTYPE = numpy.dtype("float64")   # the generated module's own DTYPE replaces this
 N_PARAMS = 0
+PARAM_SHAPES = {}
 _TANGENT_BYTES = (0, 0)          # the generated module's own replaces this
 
 
@@ -86,12 +87,13 @@ def _columns_drive(tangent, mats, head, vt, first, count, kc):
     blocks in the layout of the tangent pass (each (rows, cols) block of v
     as (rows*K, cols), the directions as extra columns: rows j0 .. of vt, or
     the unit vectors e_(first + j0) ..), the generated ``tangent`` pass on
-    them (inputs ``mats``: x, y, the parameters; then ``head``, what the
-    shared pass computed), and its blocks of H·v into rows j0 .. of the
-    (count, P) result.  Block i of v and of H·v has the shape of parameter
-    i, mats[2 + i], and follows the blocks before it (the flat order)."""
+    them (inputs ``mats``: x, a sequence's masks, y, the parameters; then
+    ``head``, what the shared pass computed), and its blocks of H·v into rows
+    j0 .. of the (count, P) result.  Block i of v and of H·v has the shape of
+    parameter i (the i-th of the last len(PARAM_SHAPES) mats) and follows the
+    blocks before it (the flat order)."""
     blocks, at = [], 0
-    for m in mats[2:]:
+    for m in mats[len(mats) - len(PARAM_SHAPES):]:
         rows, cols = m.shape
         blocks.append((rows, cols, at))
         at += rows * cols
