@@ -21,9 +21,15 @@ __all__ = ["fastcall_source", "CDEF", "ENTRIES"]
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: the entry points, in the order of fastcall.c's bpgf_names
 ENTRIES = ("forward", "loss", "loss_and_grad", "hvp")
-#: what the wrapper calls through cffi (install, the tests' counters, release)
+#: what the wrapper calls through cffi (install, the tests' counters, release,
+#: the split calls of the Python path)
 CDEF = ["int bpgf_install(void *globals);", "int64_t bpgf_count(int entry, int fell_back);",
-        "void bpgf_release_workspace(void);"]
+        "void bpgf_release_workspace(void);",
+        # the calls themselves (runtime/split.c), also from the Python path
+        "int bpg_entry_have(int entry);", "int64_t bpg_split_rule(int64_t rows, double work);",
+        "int64_t bpg_split_calls(void);", "size_t bpg_entry_ws(int entry, int64_t N);",
+        "void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, "
+        "const real *const *p, const real *const *v, real *out, real *ws, size_t cap);"]
 
 
 def _int(value) -> int:
@@ -187,6 +193,8 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         "}",
         "",
     ]
-    with open(os.path.join(_HERE, "runtime", "fastcall.c"), encoding="utf-8") as fh:
-        static = fh.read().strip("\n")
-    return "\n".join(lines) + "\n" + static
+    static = []
+    for part in ("fastcall.c", "split.c"):     # the entry points, then the batch split
+        with open(os.path.join(_HERE, "runtime", part), encoding="utf-8") as fh:
+            static.append(fh.read().strip("\n"))
+    return "\n".join(lines) + "\n" + "\n\n".join(static)
