@@ -26,7 +26,7 @@ ENTRIES = ("forward", "loss", "loss_and_grad", "hvp")
 CDEF = ["int bpgf_install(void *globals);", "int64_t bpgf_count(int entry, int fell_back);",
         "void bpgf_release_workspace(void);",
         # the calls themselves (runtime/split.c), also from the Python path
-        "int bpg_entry_have(int entry);", "int64_t bpg_split_rule(int64_t rows, double work);",
+        "int bpg_entry_have(int entry);", "void bpg_split_rule(int64_t *rows, double *work);",
         "int64_t bpg_split_calls(void);", "size_t bpg_entry_ws(int entry, int64_t N);",
         "void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, "
         "const real *const *p, const real *const *v, real *out, real *ws, size_t cap);"]

@@ -233,6 +233,24 @@ def _entry_run(name, n, args, out):
     return True
 
 
+def _split_rule(rows=0, work=-1.0):
+    """The batch split's rule for this module (runtime/split.c): the fewest
+    samples per slice and the least work of a large call, as they were
+    before; ``rows`` >= 1 and ``work`` >= 0 replace them (for tests and
+    measurements: (1, 0) splits every call of 2 or more samples when the
+    count is above 1).  (0, 0) when the module has no entry points."""
+    if not hasattr(lib, "bpg_split_rule"):
+        return 0, 0.0
+    r, w = ffi.new("int64_t *", rows), ffi.new("double *", work)
+    lib.bpg_split_rule(r, w)
+    return int(r[0]), float(w[0])
+
+
+def _split_calls():
+    """How many calls of this module ran split so far (for tests)."""
+    return int(lib.bpg_split_calls()) if hasattr(lib, "bpg_split_calls") else 0
+
+
 def _call(name, n, args):
     """Run ``bpg_<name>``: the flat output buffer.  The API has checked every
     input (shape, dtype, C-contiguity), so the C code stays in bounds."""

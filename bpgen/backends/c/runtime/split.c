@@ -50,18 +50,21 @@ static int64_t bpgs_min_rows = BPGS_MIN_ROWS;
 static double bpgs_min_work = BPG_THREADS_MIN_WORK;
 static int64_t bpgs_calls;          /* calls run split (read by the tests) */
 
-/* The rule from now on, for this module (tests and measurements): the
-   fewest samples per slice (1 splits any large call of 2 or more samples, a
-   huge number none) and the least work of a large call; a value below 1
-   (below 0 for the work) keeps the current one.  Returns the old rows. */
-int64_t bpg_split_rule(int64_t rows, double work)
+/* The rule from now on, for this module (tests and measurements): *rows,
+   the fewest samples per slice (1 splits any large call of 2 or more
+   samples, a huge number none), and *work, the least work of a large call;
+   a value below 1 (below 0 for the work) keeps the current one.  Both are
+   replaced by the values before. */
+void bpg_split_rule(int64_t *rows, double *work)
 {
-    const int64_t old = bpgs_min_rows;
-    if (rows >= 1)
-        bpgs_min_rows = rows;
-    if (work >= 0)
-        bpgs_min_work = work;
-    return old;
+    const int64_t old_rows = bpgs_min_rows;
+    const double old_work = bpgs_min_work;
+    if (*rows >= 1)
+        bpgs_min_rows = *rows;
+    if (*work >= 0)
+        bpgs_min_work = *work;
+    *rows = old_rows;
+    *work = old_work;
 }
 
 /* the number of calls that ran split */
