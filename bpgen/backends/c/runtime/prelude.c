@@ -331,10 +331,10 @@ int bpg_get_threads(void)
    threshold) and n > 1, else 1.  With `blas`, a large call's BLAS runs with
    n threads; without, the BLAS stays at 1 (the call splits its batch across
    n threads itself, runtime/split.c).  bpg_threads_leave(count > 1) after
-   it.  Without a BLAS every call is small and nothing waits. */
+   it.  (Without a BLAS the same rule holds; a large call can then only
+   split.) */
 int bpg_threads_take(int large, int blas)
 {
-#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
     const int n = t->wanted;
@@ -354,11 +354,6 @@ int bpg_threads_take(int large, int blas)
     }
     pthread_mutex_unlock(&t->lock);
     return large ? n : 1;
-#else
-    (void)large;
-    (void)blas;
-    return 1;
-#endif
 }
 
 /* The same for a call of `work`, the BLAS given the count: 1 if the call
@@ -370,7 +365,6 @@ int bpg_threads_enter(double work)
 
 void bpg_threads_leave(int large)
 {
-#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
     if (large) {
@@ -381,7 +375,4 @@ void bpg_threads_leave(int large)
     }
     pthread_cond_broadcast(&t->turn);
     pthread_mutex_unlock(&t->lock);
-#else
-    (void)large;
-#endif
 }
