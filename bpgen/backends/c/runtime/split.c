@@ -224,6 +224,14 @@ static void bpgs_run_slice(bpgs_job *j, int i)
                    sizeof(real) * (size_t)m * BPGF_K);
 }
 
+/* slice i's weight in the combined output: its share of the terms the
+   loss averages (samples, or samples times steps: the same share) */
+static double bpgs_weight(const bpgs_job *j, int i)
+{
+    const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+    return (double)m / (double)j->N;
+}
+
 /* after `slices` slices are done here, wait for every other */
 static void bpgs_arrive(bpgs_job *j, int slices)
 {
@@ -248,7 +256,7 @@ static BPG_ENTRY void bpgs_reduce(bpgs_job *j, int part)
         size_t at[3];
         const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
         bpgs_slice_ws(j->entry, m, at);
-        const real w = (real)((double)m / (double)j->N);
+        const real w = (real)bpgs_weight(j, i);
         const real *restrict o = j->ws + j->at[i] + at[2];
         real *restrict out = j->out;
         if (i == 0) {
