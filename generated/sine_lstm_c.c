@@ -3379,7 +3379,7 @@ int bpgf_install(void *globals)
 /* the fewest samples a slice may have: below, the BLAS's threads do the
    call (measured, docs/performance.md) */
 #ifndef BPGS_MIN_ROWS
-#define BPGS_MIN_ROWS 32
+#define BPGS_MIN_ROWS 8
 #endif
 #define BPGS_MAX 256         /* slices at most */
 static int64_t bpgs_min_rows = BPGS_MIN_ROWS;

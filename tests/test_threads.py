@@ -150,20 +150,25 @@ def test_concurrent_calls_match_sequential_ones(threads):
 
 def test_which_calls_split(threads):
     """Large calls (work >= 4e6: 68,874 parameters + the workspace per
-    sample, so from 59 samples) split when each of the count's slices has
-    at least 32 samples, and are the BLAS's otherwise; small calls do
-    neither.  Each result equals the one-thread result to rounding."""
-    assert threads._split_rule() == (32, 4e6)
-    for n, batch, splits in [(2, 256, True), (2, 64, True), (2, 60, False), (4, 96, True),
-                             (2, 40, False), (1, 256, False)]:
-        point = _point(threads, batch, seed=batch)
-        threads.set_threads(1)
-        one = _grad(threads, *point)
-        threads.set_threads(n)
-        before = threads._split_calls()
-        got = _grad(threads, *point)
-        assert threads._split_calls() == before + splits, (n, batch)
-        assert np.max(np.abs(got - one)) <= 1e-12 * np.max(np.abs(one)), (n, batch)
+    sample, so from 59 samples) split into min(n, N // 8) slices when that
+    is 2 or more, and are the BLAS's otherwise; small calls do neither.
+    Each result equals the one-thread result to rounding."""
+    assert threads._split_rule() == (8, 4e6)
+    cases = [(2, 256, True), (2, 64, True), (4, 96, True), (2, 40, False), (1, 256, False),
+             (2, 100, False, 64), (2, 128, True, 64)]      # 64 samples a slice at least
+    try:
+        for n, batch, splits, *rows in cases:
+            threads._split_rule(rows[0] if rows else 8)
+            point = _point(threads, batch, seed=batch)
+            threads.set_threads(1)
+            one = _grad(threads, *point)
+            threads.set_threads(n)
+            before = threads._split_calls()
+            got = _grad(threads, *point)
+            assert threads._split_calls() == before + splits, (n, batch)
+            assert np.max(np.abs(got - one)) <= 1e-12 * np.max(np.abs(one)), (n, batch)
+    finally:
+        threads._split_rule(8)
 
 
 def _all_results(mod, params, x, y, v, python=False):
