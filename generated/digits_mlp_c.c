@@ -3076,22 +3076,19 @@ void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const rea
     const int n = bpg_threads_take(large, !split);
     const int s = n > 1 ? bpgs_slices(N, n) : 1;
     if (s > 1 && split) {
-        bpgs_job *j = malloc(sizeof *j);
         const size_t need = bpgs_ws_need(entry, N, s);
         real *own = NULL;
-        if (j && need > cap && posix_memalign((void **)&own, 64, need * sizeof(real)) != 0)
+        if (need > cap && posix_memalign((void **)&own, 64, need * sizeof(real)) != 0)
             own = NULL;
-        if (j && (need <= cap || own)) {
-            *j = (bpgs_job){.entry = entry, .n = s, .N = N, .x = x, .y = y, .p = p, .v = v,
-                            .out = out, .ws = own ? own : ws};
-            bpgs_split(j);
+        if (need <= cap || own) {
+            bpgs_job j = {.entry = entry, .n = s, .N = N, .x = x, .y = y, .p = p, .v = v,
+                          .out = out, .ws = own ? own : ws};
+            bpgs_split(&j);
             __atomic_add_fetch(&bpgs_calls, 1, __ATOMIC_RELAXED);
             free(own);
-            free(j);
             bpg_threads_leave(1);
             return;
         }
-        free(j);
     }
     if (n > 1 && split)     /* a large call after all unsplit: the BLAS's threads */
         bpg_threads_apply(n);
