@@ -225,7 +225,8 @@ static void bpgs_run_slice(bpgs_job *j, int i)
 }
 
 /* slice i's weight in the combined output: its share of the terms the
-   loss averages (samples, or samples times steps: the same share) */
+   loss averages (samples, or samples times steps: the same share; were
+   the steps counted per sample, the share of their sum) */
 static double bpgs_weight(const bpgs_job *j, int i)
 {
     const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
