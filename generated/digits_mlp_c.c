@@ -2763,14 +2763,16 @@ int bpgf_install(void *globals)
 
    The threads are created for the call and joined before it returns (no
    pool survives a call, so fork() needs no care); creating and joining one
-   costs ~20-40 us, against the >= 1 ms of a call this large.  A thread that
+   took 50-95 us on a loaded machine, against the >= 1 ms of a call this
+   large.  A thread that
    cannot be created has its slice run by the calling thread (same result).
    When the workspace the caller sized (for the count at the time) is too
    small, because the count changed since, the slices get their own block;
    if that cannot be allocated either, the call runs unsplit. */
 
 /* the fewest samples a slice may have: below, the BLAS's threads do the
-   call (measured, docs/performance.md) */
+   call (a judgement, see docs/performance.md: thinner slices would each
+   read every weight matrix for a few rows) */
 #ifndef BPGS_MIN_ROWS
 #define BPGS_MIN_ROWS 8
 #endif
@@ -2954,7 +2956,8 @@ static void bpgs_run_slice(bpgs_job *j, int i)
 }
 
 /* slice i's weight in the combined output: its share of the terms the
-   loss averages (samples, or samples times steps: the same share) */
+   loss averages (samples, or samples times steps: the same share; were
+   the steps counted per sample, the share of their sum) */
 static double bpgs_weight(const bpgs_job *j, int i)
 {
     const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
