@@ -124,9 +124,7 @@ def test_results_reproducible_for_a_thread_count(threads):
     threads.set_threads(1)
     one = _grad(threads, params, x, y)
     threads.set_threads(2)
-    before = threads._split_calls()
     two = _grad(threads, params, x, y)
-    assert threads._split_calls() == before + 1        # 2 slices of 128 samples
     assert np.array_equal(_grad(threads, params, x, y), two)          # the same bits
     assert np.max(np.abs(two - one)) <= 1e-12 * np.max(np.abs(one))   # rounding only
     # the Python path (hessian_diag goes through call.py's _call) too
@@ -140,11 +138,16 @@ def test_concurrent_calls_match_sequential_ones(threads):
     at 2 BLAS threads: each result has the bits it has when run alone."""
     threads.set_threads(2)
     points = [_point(threads, n, seed=s) for s, n in enumerate([256, 4, 256, 4, 512, 16] * 2)]
-    alone = [_grad(threads, *p) for p in points]
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(lambda p: _grad(threads, *p), points * 3))
-    for i, got in enumerate(together):
-        assert np.array_equal(got, alone[i % len(points)]), i
+    try:
+        for rows in (2**62, 8):         # large calls with the BLAS's threads, then split
+            threads._split_rule(rows)
+            alone = [_grad(threads, *p) for p in points]
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                together = list(pool.map(lambda p: _grad(threads, *p), points * 3))
+            for i, got in enumerate(together):
+                assert np.array_equal(got, alone[i % len(points)]), (rows, i)
+    finally:
+        threads._split_rule(2**62)
     assert threads.get_threads() == 2
 
 
@@ -153,7 +156,8 @@ def test_which_calls_split(threads):
     sample, so from 59 samples) split into min(n, N // 8) slices when that
     is 2 or more, and are the BLAS's otherwise; small calls do neither.
     Each result equals the one-thread result to rounding."""
-    assert threads._split_rule() == (8, 4e6)
+    assert threads._split_rule() == (2**62, 4e6)    # dense layers alone: never split
+    threads._split_rule(8)
     cases = [(2, 256, True), (2, 64, True), (4, 96, True), (2, 40, False), (1, 256, False),
              (2, 100, False, 64), (2, 128, True, 64)]      # 64 samples a slice at least
     try:
@@ -168,7 +172,7 @@ def test_which_calls_split(threads):
             assert threads._split_calls() == before + splits, (n, batch)
             assert np.max(np.abs(got - one)) <= 1e-12 * np.max(np.abs(one)), (n, batch)
     finally:
-        threads._split_rule(8)
+        threads._split_rule(2**62)
 
 
 def _all_results(mod, params, x, y, v, python=False):
@@ -247,14 +251,19 @@ def test_split_calls_work_in_a_forked_child(threads):
     """No thread or lock outlives a call, so a child forked after split
     calls makes them too (and gets the same bits)."""
     threads.set_threads(2)
+    threads._split_rule(8)
     point = _point(threads, 256)
+    before = threads._split_calls()
     want = _grad(threads, *point)
+    threads._split_rule(2**62)
+    assert threads._split_calls() == before + 1
     pid = os.fork()
     if pid == 0:                    # the child: exit 0 only with the same bits
         code = 1
         try:
             import signal
             signal.alarm(60)
+            threads._split_rule(8)
             code = 0 if np.array_equal(_grad(threads, *point), want) else 2
         finally:
             os._exit(code)

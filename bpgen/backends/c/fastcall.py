@@ -155,6 +155,10 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         f"#define BPGF_LOSS_ALL_STEPS {int(all_steps)}",
         f"#define BPGF_SEQ_OUT {int(seq_out)}",
         f"#define BPGF_BYTES_PER_SAMPLE {_int(bytes_per_sample)}",
+        # the batch split's default (runtime/split.c, docs/performance.md):
+        # sequences and images split from 8 samples a slice; networks of
+        # dense layers alone leave their large calls to the BLAS's threads
+        f"#define BPGS_MIN_ROWS {8 if steps or len(in_shape) > 1 else 2**62}",
         "/* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */",
         f"#define BPGF_WORK_PER_SAMPLE {n_params * max(steps, 1) + per_sample}",
         f"#define BPGF_OUT_FORWARD_A {_int(forward_layout[2])}",
