@@ -19,7 +19,9 @@ MKL_NUM_THREADS, all set to N), PyTorch (``torch.set_num_threads(N)``) and
 XLA at its default (its CPU client uses every core; XLA has no flag for
 another count, so for 1 < N < all cores JAX has more threads than N);
 ``--threads all`` is the "defaults
-against defaults" comparison.  The header names the BLAS bpgen's C modules
+against defaults" comparison (bpgen C then splits a large call's batch across
+its threads, or hands its products to the BLAS's, docs/performance.md,
+"Threads").  The header names the BLAS bpgen's C modules
 call (from the C build configuration) and its measured GEMM rate at the
 run's thread count, beside NumPy's.
 Each case is an architecture (MLPs, Elman RNNs, LSTMs, CNNs; see CASES) and a

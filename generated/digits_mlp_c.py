@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_mlp.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_mlp_c.c, compiled through cffi into
-_bpgen_digits_mlp_d9094ba53758) then never reads or writes out of bounds.
+_bpgen_digits_mlp_7dc5824d6f72) then never reads or writes out of bounds.
 Derivation document: bpgen doc digits_mlp.yaml
 """
 import collections
@@ -92,8 +92,8 @@ _OUTPUTS = {
     "hessian": [(0, 0, 0, 5808100, 2410)],
     "hessian_blocks": [(0, 0, 0, 4326400, 2080), (0, 4326400, 0, 108900, 330)],
 }
-EXTENSION = "_bpgen_digits_mlp_d9094ba53758"
-CDEF = "void bpg_forward(int64_t N, const double *v_x, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_curvature(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian_blocks(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
+EXTENSION = "_bpgen_digits_mlp_7dc5824d6f72"
+CDEF = "void bpg_forward(int64_t N, const double *v_x, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_curvature(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian_blocks(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);\nint bpg_entry_have(int entry);\nvoid bpg_split_rule(int64_t *rows, double *work);\nint64_t bpg_split_calls(void);\nsize_t bpg_entry_ws(int entry, int64_t N);\nvoid bpg_entry_run(int entry, int64_t N, const void *x, const double *y, const double *const *p, const double *const *v, double *out, double *ws, size_t cap);"
 C_FILE = "digits_mlp_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
@@ -871,7 +871,12 @@ def _workspace(name, n, extra=0):
     (one buffer for every function: none calls another); ``extra`` more
     elements after the function's own."""
     a, b = _WS[name]
-    need = max(a * n + b + extra, 1)
+    return _buffer(a * n + b + extra)
+
+
+def _buffer(need):
+    """The calling thread's workspace of at least ``need`` elements."""
+    need = max(need, 1)
     held = getattr(_LOCAL, "ws", None)
     if held is None or held[0].size < need:
         # aligned to 64 bytes (a cache line, an AVX-512 vector): at an
@@ -890,11 +895,59 @@ def release_workspace():
         lib.bpgf_release_workspace()
 
 
+#: the functions the C entry points also run (fastcall.c's order): through
+#: bpg_entry_run (split.c), which splits a large call's batch across threads
+_ENTRY_RUN = {"forward": 0, "loss": 1, "loss_and_grad": 2, "hvp": 3}
+
+
+def _entry_run(name, n, args, out):
+    """Run ``bpg_<name>`` as the C entry points do (the same thread rule,
+    batch split and so the same bits); False when the extension has no such
+    entry point."""
+    entry = _ENTRY_RUN.get(name)
+    if (entry is None or not hasattr(lib, "bpg_entry_run") or not lib.bpg_entry_have(entry)):
+        return False
+    need = lib.bpg_entry_ws(entry, n)
+    if not need:
+        return False
+    ws = _buffer(need)
+    ptrs = _pointers(args)
+    k = len(PARAM_SHAPES)
+    first = 1 if name == "forward" else 2      # x (and y) first, then the parameters
+    y = ffi.NULL if name == "forward" else ptrs[1]
+    params = ffi.new(_PTR[:-2] + "*[]", ptrs[first:first + k])
+    v = ffi.new(_PTR[:-2] + "*[]", ptrs[first + k:]) if name == "hvp" else ffi.NULL
+    lib.bpg_entry_run(entry, n, ptrs[0], y, params, v,
+                      ffi.from_buffer(_PTR, out, require_writable=True), ws,
+                      _LOCAL.ws[0].size)
+    return True
+
+
+def _split_rule(rows=0, work=-1.0):
+    """The batch split's rule for this module (runtime/split.c): the fewest
+    samples per slice and the least work of a large call, as they were
+    before; ``rows`` >= 1 and ``work`` >= 0 replace them (for tests and
+    measurements: (1, 0) splits every call of 2 or more samples when the
+    count is above 1).  (0, 0) when the module has no entry points."""
+    if not hasattr(lib, "bpg_split_rule"):
+        return 0, 0.0
+    r, w = ffi.new("int64_t *", rows), ffi.new("double *", work)
+    lib.bpg_split_rule(r, w)
+    return int(r[0]), float(w[0])
+
+
+def _split_calls():
+    """How many calls of this module ran split so far (for tests)."""
+    return int(lib.bpg_split_calls()) if hasattr(lib, "bpg_split_calls") else 0
+
+
 def _call(name, n, args):
     """Run ``bpg_<name>``: the flat output buffer.  The API has checked every
     input (shape, dtype, C-contiguity), so the C code stays in bounds."""
     a, b = _OUT_SIZE[name]
     out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
+    if _entry_run(name, n, args, out):
+        return out
     fb = ffi.from_buffer
     f, ws = getattr(lib, "bpg_" + name), _workspace(name, n)
     large = lib.bpg_threads_enter(n * (N_PARAMS + _WS[name][0]))

@@ -339,22 +339,27 @@ int bpg_get_threads(void)
     return bpg_threads->wanted;
 }
 
-/* Before a call of `work` (N times one sample's): waits for its turn; 1 if
-   it runs as a large call, 0 if not.  bpg_threads_leave(that) after it.
-   Without a BLAS every call is small and nothing waits. */
-int bpg_threads_enter(double work)
+/* Before a call: waits for its turn, and returns the thread count the call
+   runs with: the user's count n when it may be large (`large`: its work, N
+   times one sample's, is at least BPG_THREADS_MIN_WORK or the caller's own
+   threshold) and n > 1, else 1.  With `blas`, a large call's BLAS runs with
+   n threads; without, the BLAS stays at 1 (the call splits its batch across
+   n threads itself, runtime/split.c).  bpg_threads_leave(count > 1) after
+   it.  (Without a BLAS the same rule holds; a large call can then only
+   split.) */
+int bpg_threads_take(int large, int blas)
 {
-#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
-    const int large = t->wanted > 1 && work >= BPG_THREADS_MIN_WORK;
+    const int n = t->wanted;
+    large = large && n > 1;
     if (large) {
         t->waiting++;
         while (t->large || t->small)
             pthread_cond_wait(&t->turn, &t->lock);
         t->waiting--;
         t->large = 1;
-        bpg_threads_apply(t->wanted);
+        bpg_threads_apply(blas ? n : 1);
     } else {
         while (t->large || t->waiting)
             pthread_cond_wait(&t->turn, &t->lock);
@@ -362,16 +367,18 @@ int bpg_threads_enter(double work)
         bpg_threads_apply(1);
     }
     pthread_mutex_unlock(&t->lock);
-    return large;
-#else
-    (void)work;
-    return 0;
-#endif
+    return large ? n : 1;
+}
+
+/* The same for a call of `work`, the BLAS given the count: 1 if the call
+   runs as a large call, 0 if not. */
+int bpg_threads_enter(double work)
+{
+    return bpg_threads_take(work >= BPG_THREADS_MIN_WORK, 1) > 1;
 }
 
 void bpg_threads_leave(int large)
 {
-#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
     if (large) {
@@ -382,9 +389,6 @@ void bpg_threads_leave(int large)
     }
     pthread_cond_broadcast(&t->turn);
     pthread_mutex_unlock(&t->lock);
-#else
-    (void)large;
-#endif
 }
 
 /* The inverse of bpg_dirs_to_cols: K directions of an R x C matrix stored
@@ -574,7 +578,7 @@ static const int32_t bpg_table_1[20] = {
 };
 
 /* ---- forward: workspace 3448*N + 0 elements ---- */
-BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -652,8 +656,8 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
 }
 
-/* ---- loss: workspace 3520*N + 8 elements ---- */
-BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+/* ---- loss: workspace 3488*N + 8 elements ---- */
+BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -669,11 +673,9 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     real *const v_l0_H = ws + 3104*N;  /* (20*N, 16) */
     real *const v_l1_XW = ws + 3424*N;  /* (20*N, 1) */
     real *const v_l1_Z = ws + 3448*N;  /* (20*N, 1) */
-    real *const v_out_held_prev = ws + 3472*N;  /* (N, 1) */
-    real *const v_out_held = ws + 3480*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 3504*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 3512*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 3520*N;  /* (1, 1) */
+    real *const v_out_last = ws + 3472*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 3480*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 3488*N;  /* (1, 1) */
     real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
@@ -735,26 +737,8 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
-
-    /* loop over time steps: the last real step, t = 0 .. 19 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = it;
-        const int64_t q = t - 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* forward pass (continued) */
-        /* out_held_prev = out_held of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_out_held_prev, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_out_held_prev, v_out_held + q*1*N, sizeof(real)*(size_t)(N));
-        /* each sample's output at its last real step so far */
-        /* out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_out_held + t*1*N)[k] = (v_l1_Z + t*1*N)[k]*(v_mask + t*1*N)[k] + v_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
-    }
-
-    /* forward pass (continued) */
-    /* out_last = out_held(t=19) */
-    memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
+    /* out_last = l1_Z(t=19) */
+    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
     #pragma omp simd
@@ -767,8 +751,8 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     for (int64_t k = 0; k < 1; k++) v_loss[k] = v_loss_sum[0]/((real)N);
 }
 
-/* ---- loss_and_grad: workspace 7872*N + 1032 elements ---- */
-BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+/* ---- loss_and_grad: workspace 7776*N + 1032 elements ---- */
+BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -788,36 +772,30 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     real *const v_l0_H = ws + 4992*N;  /* (20*N, 16) */
     real *const v_l1_XW = ws + 5312*N;  /* (20*N, 1) */
     real *const v_l1_Z = ws + 5336*N;  /* (20*N, 1) */
-    real *const v_out_held_prev = ws + 5360*N;  /* (N, 1) */
-    real *const v_out_held = ws + 5368*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 5392*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 5400*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 5408*N;  /* (1, 1) */
-    real *const v_d_out_last = ws + 5408*N + 8;  /* (N, 1) */
-    real *const v_d_out_held = ws + 5416*N + 8;  /* (20*N, 1) */
-    real *const v_carry_out_held = ws + 5440*N + 8;  /* (N, 1) */
-    real *const v_d_out_held_1 = ws + 5448*N + 8;  /* (N, 1) */
-    real *const v_d_l1_Z = ws + 5456*N + 8;  /* (20*N, 1) */
-    real *const v_d_out_held_prev = ws + 5480*N + 8;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 5504*N + 8;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 5824*N + 8;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 5840*N + 8;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 5856*N + 8;  /* (N, 16) */
-    real *const v_d_l0_C_1 = ws + 5872*N + 8;  /* (N, 16) */
-    real *const v_d_l0_cprev = ws + 5888*N + 8;  /* (20*N, 16) */
-    real *const v_d_l0_G_3 = ws + 6208*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 6224*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 6240*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 6256*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_6 = ws + 6272*N + 8;  /* (20*N, 64) */
-    real *const v_d_l0_hprev = ws + 7552*N + 8;  /* (20*N, 16) */
+    real *const v_out_last = ws + 5360*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 5368*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 5376*N;  /* (1, 1) */
+    real *const v_d_out_last = ws + 5376*N + 8;  /* (N, 1) */
+    real *const v_d_l1_Z = ws + 5384*N + 8;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 5408*N + 8;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 5728*N + 8;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 5744*N + 8;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 5760*N + 8;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 5776*N + 8;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 5792*N + 8;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 6112*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 6128*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 6144*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 6160*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_6 = ws + 6176*N + 8;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 7456*N + 8;  /* (20*N, 16) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_l0_Wx = out + 1;  /* (1, 64) */
     real *const v_d_l0_Wh = out + 65;  /* (16, 64) */
     real *const v_d_l0_b = out + 1089;  /* (1, 64) */
     real *const v_d_l1_W = out + 1153;  /* (16, 1) */
     real *const v_d_l1_b = out + 1169;  /* (1, 1) */
-    real *const v_l0_Wh_T = ws + 7872*N + 8;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 7776*N + 8;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -894,26 +872,8 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
-
-    /* loop over time steps: the last real step, t = 0 .. 19 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = it;
-        const int64_t q = t - 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* forward pass (continued) */
-        /* out_held_prev = out_held of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_out_held_prev, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_out_held_prev, v_out_held + q*1*N, sizeof(real)*(size_t)(N));
-        /* each sample's output at its last real step so far */
-        /* out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_out_held + t*1*N)[k] = (v_l1_Z + t*1*N)[k]*(v_mask + t*1*N)[k] + v_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
-    }
-
-    /* forward pass (continued) */
-    /* out_last = out_held(t=19) */
-    memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
+    /* out_last = l1_Z(t=19) */
+    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
     #pragma omp simd
@@ -931,34 +891,10 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
 
-    /* Grad of: out_last = out_held(t=19) */
-    /* d_out_held = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_d_out_held, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_d_out_held + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
-
-    /* loop over time steps: backward through the last real step, t = 19 .. 0 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = 19 - it;
-        const int64_t q = t + 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first) */
-        /* carry_out_held = d_out_held_prev of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_carry_out_held, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_carry_out_held, v_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
-
-        /* Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
-        /*   (each sample's output at its last real step so far) */
-        /* d_out_held_1 = carry_out_held + d_out_held */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) v_d_out_held_1[k] = v_carry_out_held[k] + (v_d_out_held + t*1*N)[k];
-        /* d_l1_Z = d_out_held_1 ⊙ mask */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_d_l1_Z + t*1*N)[k] = v_d_out_held_1[k]*(v_mask + t*1*N)[k];
-        /* d_out_held_prev = d_out_held_1 ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_d_out_held_prev + t*1*N)[k] = v_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
-    }
+    /* Grad of: out_last = l1_Z(t=19) */
+    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation) */
@@ -1058,8 +994,8 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     bpg_gemm_tn(1, 64, 20*N, v_x, v_d_l0_G_6, v_d_l0_Wx);
 }
 
-/* ---- hvp: workspace 16552*N + 4128 elements ---- */
-BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
+/* ---- hvp: workspace 16360*N + 4128 elements ---- */
+BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
@@ -1099,67 +1035,55 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     real *const v_r_l1_XW_b = ws + 10736*N;  /* (20*N, 1) */
     real *const v_l1_Z = ws + 10760*N;  /* (20*N, 1) */
     real *const v_r_l1_Z = ws + 10784*N;  /* (20*N, 1) */
-    real *const v_out_held_prev = ws + 10808*N;  /* (N, 1) */
-    real *const v_r_out_held_prev = ws + 10816*N;  /* (N, 1) */
-    real *const v_out_held = ws + 10824*N;  /* (20*N, 1) */
-    real *const v_r_out_held = ws + 10848*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 10872*N;  /* (N, 1) */
-    real *const v_r_out_last = ws + 10880*N;  /* (N, 1) */
-    real *const v_d_out_last = ws + 10888*N;  /* (N, 1) */
-    real *const v_r_d_out_last = ws + 10896*N;  /* (N, 1) */
-    real *const v_d_out_held = ws + 10904*N;  /* (20*N, 1) */
-    real *const v_r_d_out_held = ws + 10928*N;  /* (20*N, 1) */
-    real *const v_carry_out_held = ws + 10952*N;  /* (N, 1) */
-    real *const v_r_carry_out_held = ws + 10960*N;  /* (N, 1) */
-    real *const v_d_out_held_1 = ws + 10968*N;  /* (N, 1) */
-    real *const v_r_d_out_held_1 = ws + 10976*N;  /* (N, 1) */
-    real *const v_d_l1_Z = ws + 10984*N;  /* (20*N, 1) */
-    real *const v_r_d_l1_Z = ws + 11008*N;  /* (20*N, 1) */
-    real *const v_d_out_held_prev = ws + 11032*N;  /* (20*N, 1) */
-    real *const v_r_d_out_held_prev = ws + 11056*N;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 11080*N;  /* (20*N, 16) */
-    real *const v_r_d_l0_H_a = ws + 11400*N;  /* (20*N, 16) */
-    real *const v_r_d_l0_H_b = ws + 11720*N;  /* (20*N, 16) */
-    real *const v_r_d_l0_H = ws + 12040*N;  /* (20*N, 16) */
-    real *const v_r_d_l1_W_a = ws + 12360*N;  /* (16, 1) */
-    real *const v_r_d_l1_W_b = ws + 12360*N + 16;  /* (16, 1) */
-    real *const v_carry_l0_H = ws + 12360*N + 32;  /* (N, 16) */
-    real *const v_r_carry_l0_H = ws + 12376*N + 32;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 12392*N + 32;  /* (N, 16) */
-    real *const v_r_carry_l0_C = ws + 12408*N + 32;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 12424*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_H_1 = ws + 12440*N + 32;  /* (N, 16) */
-    real *const v_d_l0_o = ws + 12456*N + 32;  /* (N, 16) */
-    real *const v_d_l0_C_1 = ws + 12472*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_C_1 = ws + 12488*N + 32;  /* (N, 16) */
-    real *const v_d_l0_cprev = ws + 12504*N + 32;  /* (20*N, 16) */
-    real *const v_r_d_l0_cprev = ws + 12824*N + 32;  /* (20*N, 16) */
-    real *const v_d_l0_f = ws + 13144*N + 32;  /* (N, 16) */
-    real *const v_d_l0_g = ws + 13160*N + 32;  /* (N, 16) */
-    real *const v_d_l0_i = ws + 13176*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_3 = ws + 13192*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_3 = ws + 13208*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 13224*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_2 = ws + 13240*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 13256*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_1_1 = ws + 13272*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 13288*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_0 = ws + 13304*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_6 = ws + 13320*N + 32;  /* (20*N, 64) */
-    real *const v_r_d_l0_G_6 = ws + 14600*N + 32;  /* (20*N, 64) */
-    real *const v_d_l0_hprev = ws + 15880*N + 32;  /* (20*N, 16) */
-    real *const v_r_d_l0_hprev_a = ws + 16200*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_hprev_b = ws + 16216*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_hprev = ws + 16232*N + 32;  /* (20*N, 16) */
-    real *const v_r_d_l0_Wh_a = ws + 16552*N + 32;  /* (16, 64) */
-    real *const v_r_d_l0_Wh_b = ws + 16552*N + 1056;  /* (16, 64) */
+    real *const v_out_last = ws + 10808*N;  /* (N, 1) */
+    real *const v_r_out_last = ws + 10816*N;  /* (N, 1) */
+    real *const v_d_out_last = ws + 10824*N;  /* (N, 1) */
+    real *const v_r_d_out_last = ws + 10832*N;  /* (N, 1) */
+    real *const v_d_l1_Z = ws + 10840*N;  /* (20*N, 1) */
+    real *const v_r_d_l1_Z = ws + 10864*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 10888*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H_a = ws + 11208*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H_b = ws + 11528*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H = ws + 11848*N;  /* (20*N, 16) */
+    real *const v_r_d_l1_W_a = ws + 12168*N;  /* (16, 1) */
+    real *const v_r_d_l1_W_b = ws + 12168*N + 16;  /* (16, 1) */
+    real *const v_carry_l0_H = ws + 12168*N + 32;  /* (N, 16) */
+    real *const v_r_carry_l0_H = ws + 12184*N + 32;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 12200*N + 32;  /* (N, 16) */
+    real *const v_r_carry_l0_C = ws + 12216*N + 32;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 12232*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_H_1 = ws + 12248*N + 32;  /* (N, 16) */
+    real *const v_d_l0_o = ws + 12264*N + 32;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 12280*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_C_1 = ws + 12296*N + 32;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 12312*N + 32;  /* (20*N, 16) */
+    real *const v_r_d_l0_cprev = ws + 12632*N + 32;  /* (20*N, 16) */
+    real *const v_d_l0_f = ws + 12952*N + 32;  /* (N, 16) */
+    real *const v_d_l0_g = ws + 12968*N + 32;  /* (N, 16) */
+    real *const v_d_l0_i = ws + 12984*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_3 = ws + 13000*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_3 = ws + 13016*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 13032*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_2 = ws + 13048*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 13064*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_1_1 = ws + 13080*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 13096*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_0 = ws + 13112*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_6 = ws + 13128*N + 32;  /* (20*N, 64) */
+    real *const v_r_d_l0_G_6 = ws + 14408*N + 32;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 15688*N + 32;  /* (20*N, 16) */
+    real *const v_r_d_l0_hprev_a = ws + 16008*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_hprev_b = ws + 16024*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_hprev = ws + 16040*N + 32;  /* (20*N, 16) */
+    real *const v_r_d_l0_Wh_a = ws + 16360*N + 32;  /* (16, 64) */
+    real *const v_r_d_l0_Wh_b = ws + 16360*N + 1056;  /* (16, 64) */
     real *const v_r_d_l0_Wx_b = out + 0;  /* (1, 64) */
     real *const v_r_d_l0_Wh = out + 64;  /* (16, 64) */
     real *const v_r_d_l0_b = out + 1088;  /* (1, 64) */
     real *const v_r_d_l1_W = out + 1152;  /* (16, 1) */
     real *const v_r_d_l1_b = out + 1168;  /* (1, 1) */
-    real *const v_l0_Wh_T = ws + 16552*N + 2080;  /* (64, 16) */
-    real *const v_v_l0_Wh_T = ws + 16552*N + 3104;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 16360*N + 2080;  /* (64, 16) */
+    real *const v_v_l0_Wh_T = ws + 16360*N + 3104;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1295,34 +1219,10 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_r_l1_Z[k] = v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[0];
-
-    /* loop over time steps: the last real step, t = 0 .. 19 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = it;
-        const int64_t q = t - 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* forward pass (continued) */
-        /* out_held_prev = out_held of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_out_held_prev, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_out_held_prev, v_out_held + q*1*N, sizeof(real)*(size_t)(N));
-        /* r_out_held_prev = r_out_held of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_r_out_held_prev, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_r_out_held_prev, v_r_out_held + q*1*N, sizeof(real)*(size_t)(N));
-        /* each sample's output at its last real step so far */
-        /* out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_out_held + t*1*N)[k] = (v_l1_Z + t*1*N)[k]*(v_mask + t*1*N)[k] + v_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
-        /* r_out_held = mask ⊙ r_l1_Z + r_out_held_prev ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_r_out_held + t*1*N)[k] = (v_mask + t*1*N)[k]*(v_r_l1_Z + t*1*N)[k] + v_r_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
-    }
-
-    /* forward pass (continued) */
-    /* out_last = out_held(t=19) */
-    memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
-    /* r_out_last = r_out_held(t=19) */
-    memcpy(v_r_out_last, v_r_out_held + 19*1*N, sizeof(real)*(size_t)(N));
+    /* out_last = l1_Z(t=19) */
+    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+    /* r_out_last = r_l1_Z(t=19) */
+    memcpy(v_r_out_last, v_r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
     /*   (mse: half the squared error per unit) */
@@ -1333,49 +1233,13 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) v_r_d_out_last[k] = v_r_out_last[k]/((real)N);
 
-    /* Grad of: out_last = out_held(t=19) */
-    /* d_out_held = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_d_out_held, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_d_out_held + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
-    /* r_d_out_held = r_d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_r_d_out_held, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_r_d_out_held + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
-
-    /* loop over time steps: backward through the last real step, t = 19 .. 0 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = 19 - it;
-        const int64_t q = t + 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first) */
-        /* carry_out_held = d_out_held_prev of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_carry_out_held, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_carry_out_held, v_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
-        /* r_carry_out_held = r_d_out_held_prev of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_r_carry_out_held, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_r_carry_out_held, v_r_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
-
-        /* Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
-        /*   (each sample's output at its last real step so far) */
-        /* d_out_held_1 = carry_out_held + d_out_held */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) v_d_out_held_1[k] = v_carry_out_held[k] + (v_d_out_held + t*1*N)[k];
-        /* r_d_out_held_1 = r_carry_out_held + r_d_out_held */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) v_r_d_out_held_1[k] = v_r_carry_out_held[k] + (v_r_d_out_held + t*1*N)[k];
-        /* d_l1_Z = d_out_held_1 ⊙ mask */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_d_l1_Z + t*1*N)[k] = v_d_out_held_1[k]*(v_mask + t*1*N)[k];
-        /* r_d_l1_Z = mask ⊙ r_d_out_held_1 */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_r_d_l1_Z + t*1*N)[k] = (v_mask + t*1*N)[k]*v_r_d_out_held_1[k];
-        /* d_out_held_prev = d_out_held_1 ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_d_out_held_prev + t*1*N)[k] = v_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
-        /* r_d_out_held_prev = r_d_out_held_1 ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_r_d_out_held_prev + t*1*N)[k] = v_r_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
-    }
+    /* Grad of: out_last = l1_Z(t=19) */
+    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
+    /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_r_d_l1_Z + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation) */
@@ -1552,8 +1416,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_tn(1, 64, 20*N, v_x, v_r_d_l0_G_6, v_r_d_l0_Wx_b);
 }
 
-/* ---- ggn_vp: workspace 13008*N + 4096 elements ---- */
-BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
+/* ---- ggn_vp: workspace 12912*N + 4096 elements ---- */
+BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
@@ -1587,40 +1451,34 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     real *const v_r_l1_XW_a = ws + 9104*N;  /* (20*N, 1) */
     real *const v_r_l1_XW_b = ws + 9128*N;  /* (20*N, 1) */
     real *const v_r_l1_Z = ws + 9152*N;  /* (20*N, 1) */
-    real *const v_r_out_held_prev = ws + 9176*N;  /* (N, 1) */
-    real *const v_r_out_held = ws + 9184*N;  /* (20*N, 1) */
-    real *const v_r_out_last = ws + 9208*N;  /* (N, 1) */
-    real *const v_r_d_out_last = ws + 9216*N;  /* (N, 1) */
-    real *const v_r_d_out_held = ws + 9224*N;  /* (20*N, 1) */
-    real *const v_r_carry_out_held = ws + 9248*N;  /* (N, 1) */
-    real *const v_r_d_out_held_1 = ws + 9256*N;  /* (N, 1) */
-    real *const v_r_d_l1_Z = ws + 9264*N;  /* (20*N, 1) */
-    real *const v_r_d_out_held_prev = ws + 9288*N;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 9312*N;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 9632*N;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 9648*N;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 9664*N;  /* (N, 16) */
-    real *const v_d_l0_C_2 = ws + 9680*N;  /* (N, 16) */
-    real *const v_d_r_l0_G_3 = ws + 9696*N;  /* (N, 16) */
-    real *const v_d_l0_G_3 = ws + 9712*N;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 9728*N;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 9744*N;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 9760*N;  /* (N, 16) */
-    real *const v_d_r_l0_G_6 = ws + 9776*N;  /* (20*N, 64) */
-    real *const v_d_l0_G_6 = ws + 11056*N;  /* (20*N, 64) */
-    real *const v_d_l0_hprev = ws + 12336*N;  /* (N, 16) */
-    real *const v_d_l0_hprev_1 = ws + 12352*N;  /* (N, 16) */
-    real *const v_d_l0_cprev_2 = ws + 12368*N;  /* (20*N, 16) */
-    real *const v_d_l0_hprev_2 = ws + 12688*N;  /* (20*N, 16) */
-    real *const v_d_l0_Wh = ws + 13008*N;  /* (16, 64) */
-    real *const v_d_l0_Wh_1 = ws + 13008*N + 1024;  /* (16, 64) */
+    real *const v_r_out_last = ws + 9176*N;  /* (N, 1) */
+    real *const v_r_d_out_last = ws + 9184*N;  /* (N, 1) */
+    real *const v_r_d_l1_Z = ws + 9192*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 9216*N;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 9536*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 9552*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 9568*N;  /* (N, 16) */
+    real *const v_d_l0_C_2 = ws + 9584*N;  /* (N, 16) */
+    real *const v_d_r_l0_G_3 = ws + 9600*N;  /* (N, 16) */
+    real *const v_d_l0_G_3 = ws + 9616*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 9632*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 9648*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 9664*N;  /* (N, 16) */
+    real *const v_d_r_l0_G_6 = ws + 9680*N;  /* (20*N, 64) */
+    real *const v_d_l0_G_6 = ws + 10960*N;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 12240*N;  /* (N, 16) */
+    real *const v_d_l0_hprev_1 = ws + 12256*N;  /* (N, 16) */
+    real *const v_d_l0_cprev_2 = ws + 12272*N;  /* (20*N, 16) */
+    real *const v_d_l0_hprev_2 = ws + 12592*N;  /* (20*N, 16) */
+    real *const v_d_l0_Wh = ws + 12912*N;  /* (16, 64) */
+    real *const v_d_l0_Wh_1 = ws + 12912*N + 1024;  /* (16, 64) */
     real *const v_d_l0_Wx = out + 0;  /* (1, 64) */
     real *const v_d_l0_Wh_2 = out + 64;  /* (16, 64) */
     real *const v_d_l0_b = out + 1088;  /* (1, 64) */
     real *const v_d_l1_W = out + 1152;  /* (16, 1) */
     real *const v_d_l1_b = out + 1168;  /* (1, 1) */
-    real *const v_v_l0_Wh_T = ws + 13008*N + 2048;  /* (64, 16) */
-    real *const v_l0_Wh_T = ws + 13008*N + 3072;  /* (64, 16) */
+    real *const v_v_l0_Wh_T = ws + 12912*N + 2048;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 12912*N + 3072;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1737,25 +1595,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_r_l1_Z[k] = v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[0];
-
-    /* loop over time steps: the last real step, t = 0 .. 19 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = it;
-        const int64_t q = t - 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* forward pass (continued) */
-        /* r_out_held_prev = r_out_held of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_r_out_held_prev, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_r_out_held_prev, v_r_out_held + q*1*N, sizeof(real)*(size_t)(N));
-        /* r_out_held = mask ⊙ r_l1_Z + r_out_held_prev ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_r_out_held + t*1*N)[k] = (v_mask + t*1*N)[k]*(v_r_l1_Z + t*1*N)[k] + v_r_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
-    }
-
-    /* forward pass (continued) */
-    /* r_out_last = r_out_held(t=19) */
-    memcpy(v_r_out_last, v_r_out_held + 19*1*N, sizeof(real)*(size_t)(N));
+    /* r_out_last = r_l1_Z(t=19) */
+    memcpy(v_r_out_last, v_r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last) */
     /*   (mse: half the squared error per unit) */
@@ -1763,34 +1604,10 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) v_r_d_out_last[k] = v_r_out_last[k]/((real)N);
 
-    /* Grad of: out_last = out_held(t=19)  (not stored in this function: out_last, out_held) */
-    /* r_d_out_held = r_d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_r_d_out_held, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_r_d_out_held + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
-
-    /* loop over time steps: backward through the last real step, t = 19 .. 0 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = 19 - it;
-        const int64_t q = t + 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first)  (not stored in this function: out_held_prev, out_held) */
-        /* r_carry_out_held = r_d_out_held_prev of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_r_carry_out_held, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_r_carry_out_held, v_r_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
-
-        /* Grad of: out_held = mask ⊙ (l1_XW + l1_b) + out_held_prev ⊙ (1 - mask)  (not stored in this function: out_held, l1_XW, out_held_prev) */
-        /*   (each sample's output at its last real step so far) */
-        /* r_d_out_held_1 = r_carry_out_held + r_d_out_held */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) v_r_d_out_held_1[k] = v_r_carry_out_held[k] + (v_r_d_out_held + t*1*N)[k];
-        /* r_d_l1_Z = mask ⊙ r_d_out_held_1 */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_r_d_l1_Z + t*1*N)[k] = (v_mask + t*1*N)[k]*v_r_d_out_held_1[k];
-        /* r_d_out_held_prev = r_d_out_held_1 ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_r_d_out_held_prev + t*1*N)[k] = v_r_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
-    }
+    /* Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z) */
+    /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_r_d_l1_Z + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
 
     /* Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW) */
     /*   (l1: pre-activation) */
@@ -1925,8 +1742,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     for (int64_t k = 0; k < 1024; k++) v_d_l0_Wh_2[k] = v_d_l0_Wh[k] + v_d_l0_Wh_1[k];
 }
 
-/* ---- grad_factors: workspace 5920*N + 1024 elements ---- */
-BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+/* ---- grad_factors: workspace 5824*N + 1024 elements ---- */
+BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -1944,31 +1761,25 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     real *const v_l0_C = ws + 4352*N;  /* (20*N, 16) */
     real *const v_l1_XW = ws + 4672*N;  /* (20*N, 1) */
     real *const v_l1_Z = ws + 4696*N;  /* (20*N, 1) */
-    real *const v_out_held_prev = ws + 4720*N;  /* (N, 1) */
-    real *const v_out_held = ws + 4728*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 4752*N;  /* (N, 1) */
-    real *const v_d_out_last = ws + 4760*N;  /* (N, 1) */
-    real *const v_d_out_held = ws + 4768*N;  /* (20*N, 1) */
-    real *const v_carry_out_held = ws + 4792*N;  /* (N, 1) */
-    real *const v_d_out_held_1 = ws + 4800*N;  /* (N, 1) */
-    real *const v_d_out_held_prev = ws + 4808*N;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 4832*N;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 5152*N;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 5168*N;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 5184*N;  /* (N, 16) */
-    real *const v_d_l0_C_1 = ws + 5200*N;  /* (N, 16) */
-    real *const v_d_l0_cprev = ws + 5216*N;  /* (20*N, 16) */
-    real *const v_d_l0_G_3 = ws + 5536*N;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 5552*N;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 5568*N;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 5584*N;  /* (N, 16) */
-    real *const v_d_l0_hprev = ws + 5600*N;  /* (20*N, 16) */
+    real *const v_out_last = ws + 4720*N;  /* (N, 1) */
+    real *const v_d_out_last = ws + 4728*N;  /* (N, 1) */
+    real *const v_d_l0_H = ws + 4736*N;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 5056*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 5072*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 5088*N;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 5104*N;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 5120*N;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 5440*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 5456*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 5472*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 5488*N;  /* (N, 16) */
+    real *const v_d_l0_hprev = ws + 5504*N;  /* (20*N, 16) */
     real *const v_x_factor = out + 0;  /* (20*N, 1) */
     real *const v_d_l0_G_6 = out + 20*N;  /* (20*N, 64) */
     real *const v_l0_hprev = out + 1300*N;  /* (20*N, 16) */
     real *const v_l0_H = out + 1620*N;  /* (20*N, 16) */
     real *const v_d_l1_Z = out + 1940*N;  /* (20*N, 1) */
-    real *const v_l0_Wh_T = ws + 5920*N;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 5824*N;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -2045,26 +1856,8 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
-
-    /* loop over time steps: the last real step, t = 0 .. 19 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = it;
-        const int64_t q = t - 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* forward pass (continued) */
-        /* out_held_prev = out_held of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_out_held_prev, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_out_held_prev, v_out_held + q*1*N, sizeof(real)*(size_t)(N));
-        /* each sample's output at its last real step so far */
-        /* out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_out_held + t*1*N)[k] = (v_l1_Z + t*1*N)[k]*(v_mask + t*1*N)[k] + v_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
-    }
-
-    /* forward pass (continued) */
-    /* out_last = out_held(t=19) */
-    memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
+    /* out_last = l1_Z(t=19) */
+    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
     /*   (mse: half the squared error per unit) */
@@ -2072,34 +1865,10 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
 
-    /* Grad of: out_last = out_held(t=19) */
-    /* d_out_held = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_d_out_held, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_d_out_held + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
-
-    /* loop over time steps: backward through the last real step, t = 19 .. 0 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = 19 - it;
-        const int64_t q = t + 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first) */
-        /* carry_out_held = d_out_held_prev of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_carry_out_held, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_carry_out_held, v_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
-
-        /* Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
-        /*   (each sample's output at its last real step so far) */
-        /* d_out_held_1 = carry_out_held + d_out_held */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) v_d_out_held_1[k] = v_carry_out_held[k] + (v_d_out_held + t*1*N)[k];
-        /* d_l1_Z = d_out_held_1 ⊙ mask */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_d_l1_Z + t*1*N)[k] = v_d_out_held_1[k]*(v_mask + t*1*N)[k];
-        /* d_out_held_prev = d_out_held_1 ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_d_out_held_prev + t*1*N)[k] = v_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
-    }
+    /* Grad of: out_last = l1_Z(t=19) */
+    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
 
     /* Grad of: l1_XW = l0_H·l1_W */
     /*   (l1: affine part) */
@@ -2183,8 +1952,8 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 20*N; k++) v_x_factor[k] = v_x[k];
 }
 
-/* ---- hessian_columns: workspace 19656*N + 2080 elements ---- */
-BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
+/* ---- hessian_columns: workspace 19464*N + 2080 elements ---- */
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -2206,33 +1975,27 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     real *const v_hc = ws + 5632*N;  /* (20*N, 16) */
     real *const v_l1_XW = ws + 5952*N;  /* (20*N, 1) */
     real *const v_l1_Z = ws + 5976*N;  /* (20*N, 1) */
-    real *const v_out_held_prev = ws + 6000*N;  /* (N, 1) */
-    real *const v_out_held = ws + 6008*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 6032*N;  /* (N, 1) */
-    real *const v_d_out_last = ws + 6040*N;  /* (N, 1) */
-    real *const v_d_out_held = ws + 6048*N;  /* (20*N, 1) */
-    real *const v_carry_out_held = ws + 6072*N;  /* (N, 1) */
-    real *const v_d_out_held_1 = ws + 6080*N;  /* (N, 1) */
-    real *const v_d_l1_Z = ws + 6088*N;  /* (20*N, 1) */
-    real *const v_d_out_held_prev = ws + 6112*N;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 6136*N;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 6456*N;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 6472*N;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 6488*N;  /* (20*N, 16) */
-    real *const v_d_l0_o = ws + 6808*N;  /* (20*N, 16) */
-    real *const v_d_l0_C_1 = ws + 7128*N;  /* (20*N, 16) */
-    real *const v_d_l0_cprev = ws + 7448*N;  /* (20*N, 16) */
-    real *const v_d_l0_f = ws + 7768*N;  /* (20*N, 16) */
-    real *const v_d_l0_g = ws + 8088*N;  /* (20*N, 16) */
-    real *const v_d_l0_i = ws + 8408*N;  /* (20*N, 16) */
-    real *const v_d_l0_G_3 = ws + 8728*N;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 8744*N;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 8760*N;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 8776*N;  /* (N, 16) */
-    real *const v_d_l0_G_6 = ws + 8792*N;  /* (20*N, 64) */
-    real *const v_d_l0_hprev = ws + 10072*N;  /* (20*N, 16) */
-    real *const v_hc_3 = ws + 10392*N;  /* (20*N, 16) */
-    real *const v_hc_2 = ws + 10712*N;  /* (20*N, 16) */
+    real *const v_out_last = ws + 6000*N;  /* (N, 1) */
+    real *const v_d_out_last = ws + 6008*N;  /* (N, 1) */
+    real *const v_d_l1_Z = ws + 6016*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 6040*N;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 6360*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 6376*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 6392*N;  /* (20*N, 16) */
+    real *const v_d_l0_o = ws + 6712*N;  /* (20*N, 16) */
+    real *const v_d_l0_C_1 = ws + 7032*N;  /* (20*N, 16) */
+    real *const v_d_l0_cprev = ws + 7352*N;  /* (20*N, 16) */
+    real *const v_d_l0_f = ws + 7672*N;  /* (20*N, 16) */
+    real *const v_d_l0_g = ws + 7992*N;  /* (20*N, 16) */
+    real *const v_d_l0_i = ws + 8312*N;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 8632*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 8648*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 8664*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 8680*N;  /* (N, 16) */
+    real *const v_d_l0_G_6 = ws + 8696*N;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 9976*N;  /* (20*N, 16) */
+    real *const v_hc_3 = ws + 10296*N;  /* (20*N, 16) */
+    real *const v_hc_2 = ws + 10616*N;  /* (20*N, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -2315,26 +2078,8 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
-
-    /* loop over time steps: the last real step, t = 0 .. 19 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = it;
-        const int64_t q = t - 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* forward pass (continued) */
-        /* out_held_prev = out_held of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_out_held_prev, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_out_held_prev, v_out_held + q*1*N, sizeof(real)*(size_t)(N));
-        /* each sample's output at its last real step so far */
-        /* out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_out_held + t*1*N)[k] = (v_l1_Z + t*1*N)[k]*(v_mask + t*1*N)[k] + v_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
-    }
-
-    /* forward pass (continued) */
-    /* out_last = out_held(t=19) */
-    memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
+    /* out_last = l1_Z(t=19) */
+    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
     /*   (mse: half the squared error per unit) */
@@ -2342,34 +2087,10 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
 
-    /* Grad of: out_last = out_held(t=19) */
-    /* d_out_held = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_d_out_held, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_d_out_held + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
-
-    /* loop over time steps: backward through the last real step, t = 19 .. 0 */
-    for (int64_t it = 0; it < 20; it++) {
-        const int64_t t = 19 - it;
-        const int64_t q = t + 1;  /* the previous iteration's step */
-        (void)q;
-
-        /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first) */
-        /* carry_out_held = d_out_held_prev of the previous iteration (0 at the first) */
-        if (it == 0) memset(v_carry_out_held, 0, sizeof(real)*(size_t)(N));
-        else memcpy(v_carry_out_held, v_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
-
-        /* Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
-        /*   (each sample's output at its last real step so far) */
-        /* d_out_held_1 = carry_out_held + d_out_held */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) v_d_out_held_1[k] = v_carry_out_held[k] + (v_d_out_held + t*1*N)[k];
-        /* d_l1_Z = d_out_held_1 ⊙ mask */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_d_l1_Z + t*1*N)[k] = v_d_out_held_1[k]*(v_mask + t*1*N)[k];
-        /* d_out_held_prev = d_out_held_1 ⊙ (1 - mask) */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) (v_d_out_held_prev + t*1*N)[k] = v_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
-    }
+    /* Grad of: out_last = l1_Z(t=19) */
+    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
 
     /* Grad of: l1_XW = l0_H·l1_W */
     /*   (l1: affine part) */
@@ -2469,7 +2190,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
 
     /* kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1169 x 1169, or row j of V) */
     const int64_t NB = N;  /* the batch */
-    real *const wsd = ws + 19656*N + 2080;  /* the directions' part */
+    real *const wsd = ws + 19464*N + 2080;  /* the directions' part */
     if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */
     for (int64_t j0 = 0; j0 < count; j0 += kc) {
         const int64_t K = count - j0 < kc ? count - j0 : kc;
@@ -2494,20 +2215,14 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         real *const v_r_d_l0_Wh_b = wsd + 5440*N + 3362*K;  /* (16, 64) x K */
         real *const v_r_l0_G = wsd + 320*N;  /* (N, 64) x K */
         real *const v_r_l1_XW_a = wsd + 320*N;  /* (20*N, 1) x K */
-        real *const v_r_out_held = wsd + 320*N;  /* (20*N, 1) x K */
-        real *const v_r_d_out_last = wsd + 320*N;  /* (N, 1) x K */
-        real *const v_r_carry_out_held = wsd + 320*N;  /* (N, 1) x K */
+        real *const v_r_out_last = wsd + 320*N;  /* (N, 1) x K */
         real *const v_r_carry_l0_C = wsd + 320*N;  /* (N, 16) x K */
-        real *const v_r_d_out_held = wsd + 321*N;  /* (20*N, 1) x K */
+        real *const v_r_d_out_last = wsd + 321*N;  /* (N, 1) x K */
+        real *const v_r_d_l1_Z = wsd + 322*N;  /* (20*N, 1) x K */
         real *const v_r_carry_l0_H = wsd + 336*N;  /* (N, 16) x K */
         real *const v_r_l1_XW_b = wsd + 340*N;  /* (20*N, 1) x K */
-        real *const v_r_out_held_prev = wsd + 340*N;  /* (N, 1) x K */
-        real *const v_r_out_last = wsd + 340*N;  /* (N, 1) x K */
-        real *const v_r_d_l1_Z = wsd + 341*N;  /* (20*N, 1) x K */
         real *const v_r_d_l0_C_1 = wsd + 352*N;  /* (N, 16) x K */
         real *const v_r_l1_Z = wsd + 360*N;  /* (20*N, 1) x K */
-        real *const v_r_d_out_held_1 = wsd + 361*N;  /* (N, 1) x K */
-        real *const v_r_d_out_held_prev = wsd + 362*N;  /* (20*N, 1) x K */
         real *const v_r_d_l0_G_0 = wsd + 368*N;  /* (N, 16) x K */
         real *const v_r_l0_G_0 = wsd + 384*N;  /* (N, 16) x K */
         real *const v_r_d_l0_G_1_1 = wsd + 384*N;  /* (N, 16) x K */
@@ -2664,30 +2379,8 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
                     v_r_l1_Z[(rr*K + d)*1 + cc] = v_r_l1_XW_a[(rr*K + d)*1 + 0] + v_r_l1_XW_b[(rr*K + d)*1 + 0] + v_v_l1_b[(0*K + d)*1 + 0];
                 }
             }
-
-        /* loop over time steps: the last real step, t = 0 .. 19, each direction */
-        for (int64_t it = 0; it < 20; it++) {
-            const int64_t t = it;
-            const int64_t q = t - 1;  /* the previous iteration's step */
-            (void)q;
-
-            /* forward pass (continued) */
-            /* r_out_held_prev = r_out_held of the previous iteration (0 at the first) */
-            if (it == 0) memset(v_r_out_held_prev, 0, sizeof(real)*(size_t)(N));
-            else memcpy(v_r_out_held_prev, v_r_out_held + q*1*N, sizeof(real)*(size_t)(N));
-            /* r_out_held = mask ⊙ r_l1_Z + r_out_held_prev ⊙ (1 - mask) */
-            for (int64_t rr = 0; rr < NB; rr++)
-                for (int64_t d = 0; d < K; d++) {
-                    #pragma omp simd
-                    for (int64_t cc = 0; cc < 1; cc++) {
-                        (v_r_out_held + t*1*N)[(rr*K + d)*1 + cc] = (v_mask + t*1*NB)[rr*1 + 0]*(v_r_l1_Z + t*1*N)[(rr*K + d)*1 + 0] + v_r_out_held_prev[(rr*K + d)*1 + 0]*(1 - (v_mask + t*1*NB)[rr*1 + 0]);
-                    }
-                }
-        }
-
-        /* forward pass (continued) */
-        /* r_out_last = r_out_held(t=19) */
-        memcpy(v_r_out_last, v_r_out_held + 19*1*N, sizeof(real)*(size_t)(N));
+        /* r_out_last = r_l1_Z(t=19) */
+        memcpy(v_r_out_last, v_r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
 
         /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last) */
         /*   (mse: half the squared error per unit) */
@@ -2700,44 +2393,10 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
                 }
             }
 
-        /* Grad of: out_last = out_held(t=19)  (not stored in this function: out_last, out_held) */
-        /* r_d_out_held = r_d_out_last at t=19, 0 at the other steps (T=20) */
-        memset(v_r_d_out_held, 0, sizeof(real)*(size_t)(20*N));
-        memcpy(v_r_d_out_held + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
-
-        /* loop over time steps: backward through the last real step, t = 19 .. 0, each direction */
-        for (int64_t it = 0; it < 20; it++) {
-            const int64_t t = 19 - it;
-            const int64_t q = t + 1;  /* the previous iteration's step */
-            (void)q;
-
-            /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first)  (not stored in this function: out_held_prev, out_held) */
-            /* r_carry_out_held = r_d_out_held_prev of the previous iteration (0 at the first) */
-            if (it == 0) memset(v_r_carry_out_held, 0, sizeof(real)*(size_t)(N));
-            else memcpy(v_r_carry_out_held, v_r_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
-
-            /* Grad of: out_held = mask ⊙ (l1_XW + l1_b) + out_held_prev ⊙ (1 - mask)  (not stored in this function: out_held, l1_XW, out_held_prev) */
-            /*   (each sample's output at its last real step so far) */
-            /* r_d_out_held_1 = r_carry_out_held + r_d_out_held */
-            #pragma omp simd
-            for (int64_t k = 0; k < N; k++) v_r_d_out_held_1[k] = v_r_carry_out_held[k] + (v_r_d_out_held + t*1*N)[k];
-            /* r_d_l1_Z = mask ⊙ r_d_out_held_1 */
-            for (int64_t rr = 0; rr < NB; rr++)
-                for (int64_t d = 0; d < K; d++) {
-                    #pragma omp simd
-                    for (int64_t cc = 0; cc < 1; cc++) {
-                        (v_r_d_l1_Z + t*1*N)[(rr*K + d)*1 + cc] = (v_mask + t*1*NB)[rr*1 + 0]*v_r_d_out_held_1[(rr*K + d)*1 + 0];
-                    }
-                }
-            /* r_d_out_held_prev = r_d_out_held_1 ⊙ (1 - mask) */
-            for (int64_t rr = 0; rr < NB; rr++)
-                for (int64_t d = 0; d < K; d++) {
-                    #pragma omp simd
-                    for (int64_t cc = 0; cc < 1; cc++) {
-                        (v_r_d_out_held_prev + t*1*N)[(rr*K + d)*1 + cc] = v_r_d_out_held_1[(rr*K + d)*1 + 0]*(1 - (v_mask + t*1*NB)[rr*1 + 0]);
-                    }
-                }
-        }
+        /* Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z) */
+        /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
+        memset(v_r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
+        memcpy(v_r_d_l1_Z + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
 
         /* Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW) */
         /*   (l1: pre-activation) */
@@ -2920,48 +2579,40 @@ typedef real bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_TARGET_RANGE 0
 #define BPGF_LOSS_ALL_STEPS 0
 #define BPGF_SEQ_OUT 1
-#define BPGF_BYTES_PER_SAMPLE 157568
+#define BPGF_BYTES_PER_SAMPLE 156032
+#define BPGS_MIN_ROWS 8
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 31252
+#define BPGF_WORK_PER_SAMPLE 31156
 #define BPGF_OUT_FORWARD_A 20
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
 #define BPGF_OUT_LOSS_AND_GRAD_B 1170
 #define BPGF_OUT_HVP_B 1169
-#define BPGF_WS_FORWARD_A 3468
+#define BPGF_WS_FORWARD_A 3448
 #define BPGF_WS_FORWARD_B 0
-#define BPGF_FN_FORWARD ((size_t)3448 * (size_t)N + 0)
 #define BPGF_HAVE_FORWARD 1
-#define BPGF_WS_LOSS_A 3540
+#define BPGF_WS_LOSS_A 3488
 #define BPGF_WS_LOSS_B 8
-#define BPGF_FN_LOSS ((size_t)3520 * (size_t)N + 8)
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 7892
+#define BPGF_WS_LOSS_AND_GRAD_A 7776
 #define BPGF_WS_LOSS_AND_GRAD_B 1032
-#define BPGF_FN_LOSS_AND_GRAD ((size_t)7872 * (size_t)N + 1032)
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 16572
+#define BPGF_WS_HVP_A 16360
 #define BPGF_WS_HVP_B 4128
-#define BPGF_FN_HVP ((size_t)16552 * (size_t)N + 4128)
 #define BPGF_HAVE_HVP 1
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */
 static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,
                       const real *const *p, const real *const *v, real *out, real *ws)
 {
-    /* a call without lengths: every step real (mask 1), and a reversed
-       loop's truncation every k steps from the last step (0 there) */
-    real *m = ws + (entry == 0 ? BPGF_FN_FORWARD : entry == 1 ? BPGF_FN_LOSS
-                    : entry == 2 ? BPGF_FN_LOSS_AND_GRAD : BPGF_FN_HVP);
-    for (int64_t k = 0; k < (int64_t)BPGF_STEPS * N; k++) m[k] = 1;
     if (entry == 0)
-        bpg_forward(N, x, m + 0*N, p[0], p[1], p[2], p[3], p[4], out, ws);
+        bpg_forward(N, x, p[0], p[1], p[2], p[3], p[4], out, ws);
     else if (entry == 1)
-        bpg_loss(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], out, ws);
+        bpg_loss(N, x, y, p[0], p[1], p[2], p[3], p[4], out, ws);
     else if (entry == 2)
-        bpg_loss_and_grad(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], out, ws);
+        bpg_loss_and_grad(N, x, y, p[0], p[1], p[2], p[3], p[4], out, ws);
     else
-        bpg_hvp(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], v[0], v[1], v[2], v[3], v[4], out, ws);
+        bpg_hvp(N, x, y, p[0], p[1], p[2], p[3], p[4], v[0], v[1], v[2], v[3], v[4], out, ws);
 }
 
 /* The CPython entry points of a generated C module: forward, loss and
@@ -3025,6 +2676,13 @@ static const char *const bpgf_names[BPGF_ENTRIES] = {"forward", "loss", "loss_an
                                                      "hvp"};
 static const int bpgf_enabled[BPGF_ENTRIES] = {BPGF_HAVE_FORWARD, BPGF_HAVE_LOSS,
                                                BPGF_HAVE_LOSS_AND_GRAD, BPGF_HAVE_HVP};
+/* the calls themselves, split across threads or not (runtime/split.c,
+   pasted after this file) */
+size_t bpg_entry_ws(int entry, int64_t N);
+void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const real *const *p,
+                   const real *const *v, real *out, real *ws, size_t cap);
+static double bpgs_min_work;    /* the least work of a large call (split.c) */
+
 /* calls handled here and calls handed to the Python path, per entry point
    (counted with the GIL held; read by the module's tests) */
 static int64_t bpgf_counts[BPGF_ENTRIES][2];
@@ -3346,12 +3004,6 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
     pl->y_moved = pl->with_y && !pl->labels && BPGF_LOSS_ALL_STEPS && BPGF_STEPS;
     pl->out_in_ws = entry == BPGF_E_LOSS || (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT);
     const size_t y_rows = (size_t)N * (BPGF_LOSS_ALL_STEPS ? (size_t)T : 1);
-    const int64_t wa = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_A
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_A
-        : entry == BPGF_E_HVP ? BPGF_WS_HVP_A : BPGF_WS_LOSS_AND_GRAD_A;
-    const int64_t wb = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_B
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_B
-        : entry == BPGF_E_HVP ? BPGF_WS_HVP_B : BPGF_WS_LOSS_AND_GRAD_B;
     pl->out_size = entry == BPGF_E_LOSS ? BPGF_OUT_LOSS_B
         : entry == BPGF_E_HVP ? BPGF_OUT_HVP_B : BPGF_OUT_LOSS_AND_GRAD_B;
     if (entry == BPGF_E_FORWARD) {
@@ -3360,8 +3012,9 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
             || !bpgf_madd(&pl->out_size, 1, BPGF_OUT_FORWARD_B))
             return 0;
     }
-    pl->ws_size = (size_t)wb;
-    if (!bpgf_madd(&pl->ws_size, (size_t)N, (size_t)wa) || !bpgf_round(&pl->ws_size))
+    /* the generated function's part, or its slices' (runtime/split.c) */
+    pl->ws_size = bpg_entry_ws(entry, N);
+    if (!pl->ws_size)
         return 0;
     pl->at_y = pl->ws_size;
     if ((pl->labels || pl->y_moved)
@@ -3533,13 +3186,13 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         /* the GIL is let go for calls long enough to be worth it (the
            parameters are held; x and y are the caller's arguments) */
         const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
-        if (work >= BPGF_GIL_WORK) {
-            /* (its turn for the BLAS threads, see bpg_threads_enter; a call
-               below BPGF_GIL_WORK has no product the BLAS would thread) */
+        if (work >= BPGF_GIL_WORK || bpgs_min_work < BPGF_GIL_WORK) {
+            /* (its turn for the threads, split or the BLAS's, see split.c;
+               a call below BPGF_GIL_WORK has no product the BLAS would
+               thread, and is never split, unless the tests lower the
+               threshold with bpg_split_rule) */
             Py_BEGIN_ALLOW_THREADS
-            const int large = bpg_threads_enter(entry == BPGF_E_HVP ? 3 * work : work);
-            bpgf_call(entry, N, xp, yp, p, v, out, ws);
-            bpg_threads_leave(large);
+            bpg_entry_run(entry, N, xp, yp, p, v, out, ws, pl.at_y);
             Py_END_ALLOW_THREADS
         } else {
             bpgf_call(entry, N, xp, yp, p, v, out, ws);
@@ -3680,4 +3333,382 @@ int bpgf_install(void *globals)
         PyErr_Clear();
     PyGILState_Release(gil);
     return ok;
+}
+
+/* A large call's batch split across threads (docs/performance.md,
+   "Threads"): forward, loss, loss_and_grad and hvp, from the C entry points
+   (fastcall.c) and the Python path (call.py) alike, through bpg_entry_run.
+   Copied verbatim after fastcall.c (whose size checks and constants it
+   uses; fastcall.py).
+
+   A call the thread rule makes large (bpg_threads_take: the count n > 1 and
+   N times one sample's work at least BPG_THREADS_MIN_WORK) runs as
+   s = min(n, N / BPGS_MIN_ROWS) contiguous slices of the batch when s >= 2,
+   sizes differing by at most one (slice i: samples floor(N*i/s) ..
+   floor(N*(i+1)/s) - 1), each on its own thread (the
+   calling thread runs slice 0), each calling the generated function on its
+   slice with its own workspace while the BLAS stays at 1 thread.  Any other
+   large call hands its products to the BLAS's n threads instead, and a
+   small call runs on the calling thread alone.
+
+   The slices' results are combined in a fixed order, so a result depends
+   only on n and N, never on timing:
+   - forward: each slice writes its own rows of the output (time-major
+     outputs: its rows of every step);
+   - loss, loss_and_grad, hvp: every output is a mean over the batch's
+     samples (and steps) plus the l2 term, so with slice i's output o_i
+     (its own mean plus the same l2 term) and weight w_i = N_i / N,
+     sum_i w_i o_i = (1/N) sum_i N_i mean_i + (sum_i w_i) l2 = the batch's
+     output, the weights summing to 1.  Each entry of the output is
+     w_0 o_0 + w_1 o_1 + ... in that order, whichever thread computes it
+     (each thread a fixed range of entries, after every slice is done).
+
+   The per-sample inputs are sliced by bpgs_rows: an array of T blocks of N
+   rows (batch-first: T = 1, the slice is a pointer into it; time-major
+   sequences: T steps, each block's rows of the slice copied into the
+   slice's workspace).  Any other per-sample argument (an (N,) array: T = 1,
+   a row of one element) slices the same way.
+
+   The threads are created for the call and joined before it returns (no
+   pool survives a call, so fork() needs no care); creating and joining one
+   took 50-95 us on a loaded machine, against the >= 1 ms of a call this
+   large.  A thread that
+   cannot be created has its slice run by the calling thread (same result).
+   When the workspace the caller sized (for the count at the time) is too
+   small, because the count changed since, the slices get their own block;
+   if that cannot be allocated either, the call runs unsplit. */
+
+/* the fewest samples a slice may have: below, the BLAS's threads do the
+   call (fastcall.py sets it: 8 for sequences and images, never for
+   networks of dense layers alone, see docs/performance.md) */
+#ifndef BPGS_MIN_ROWS
+#define BPGS_MIN_ROWS 8
+#endif
+#define BPGS_MAX 256         /* slices at most */
+static int64_t bpgs_min_rows = BPGS_MIN_ROWS;
+static double bpgs_min_work = BPG_THREADS_MIN_WORK;
+static int64_t bpgs_calls;          /* calls run split (read by the tests) */
+
+/* The rule from now on, for this module (tests and measurements): *rows,
+   the fewest samples per slice (1 splits any large call of 2 or more
+   samples, a huge number none), and *work, the least work of a large call;
+   a value below 1 (below 0 for the work) keeps the current one.  Both are
+   replaced by the values before. */
+void bpg_split_rule(int64_t *rows, double *work)
+{
+    const int64_t old_rows = bpgs_min_rows;
+    const double old_work = bpgs_min_work;
+    if (*rows >= 1)
+        bpgs_min_rows = *rows;
+    if (*work >= 0)
+        bpgs_min_work = *work;
+    *rows = old_rows;
+    *work = old_work;
+}
+
+/* the number of calls that ran split */
+int64_t bpg_split_calls(void)
+{
+    return __atomic_load_n(&bpgs_calls, __ATOMIC_RELAXED);
+}
+
+/* the work of N samples of an entry point (the thread rule's and the GIL's
+   measure: hvp's is ~3 times the first-order functions') */
+static double bpgs_work(int entry, int64_t N)
+{
+    const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
+    return entry == BPGF_E_HVP ? 3 * work : work;
+}
+
+/* the slices a call of N samples at count n runs as: n, or fewer when a
+   slice would have fewer than bpgs_min_rows samples (1: unsplit) */
+static int bpgs_slices(int64_t N, int n)
+{
+    const int64_t most = N / bpgs_min_rows;
+    if (n > BPGS_MAX)
+        n = BPGS_MAX;
+    return most >= n ? n : most >= 2 ? (int)most : 1;
+}
+
+/* elements, rounded up to whole 64-byte lines */
+static size_t bpgs_round(size_t size)
+{
+    const size_t unit = 64 / sizeof(real);
+    return (size + unit - 1) / unit * unit;
+}
+
+/* the output's elements not proportional to N (all of it, for loss,
+   loss_and_grad and hvp) */
+static size_t bpgs_out_fixed(int entry)
+{
+    return entry == BPGF_E_LOSS ? BPGF_OUT_LOSS_B
+        : entry == BPGF_E_HVP ? BPGF_OUT_HVP_B
+        : entry == BPGF_E_LOSS_AND_GRAD ? BPGF_OUT_LOSS_AND_GRAD_B : 0;
+}
+
+/* The workspace of one slice of m samples: the generated function's, then
+   its x and y gathered (time-major ones only), then its own output (the
+   reduced outputs, or a time-major forward output); 0 on overflow.
+   Offsets into it in at[0..2] (x, y, out) when `at` is not NULL. */
+static size_t bpgs_slice_ws(int entry, int64_t m, size_t *at)
+{
+    const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
+    const int64_t wa = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_A
+        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_A
+        : entry == BPGF_E_HVP ? BPGF_WS_HVP_A : BPGF_WS_LOSS_AND_GRAD_A;
+    const int64_t wb = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_B
+        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_B
+        : entry == BPGF_E_HVP ? BPGF_WS_HVP_B : BPGF_WS_LOSS_AND_GRAD_B;
+    size_t size = (size_t)wb, parts[3];
+    if (!bpgf_madd(&size, (size_t)m, (size_t)wa) || !bpgf_round(&size))
+        return 0;
+    parts[0] = size;                    /* x, time-major: gathered */
+    if (BPGF_STEPS && (!bpgf_madd(&size, (size_t)m, BPGF_IN_SIZE * BPGF_X_REALS)
+                       || !bpgf_round(&size)))
+        return 0;
+    parts[1] = size;                    /* y, time-major (every step's loss) */
+    if (entry != BPGF_E_FORWARD && BPGF_LOSS_ALL_STEPS
+        && (!bpgf_madd(&size, (size_t)m * (size_t)T, BPGF_K) || !bpgf_round(&size)))
+        return 0;
+    parts[2] = size;                    /* the slice's output */
+    if (entry != BPGF_E_FORWARD && (!bpgf_madd(&size, 1, bpgs_out_fixed(entry))
+                                    || !bpgf_round(&size)))
+        return 0;
+    if (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT
+        && (!bpgf_madd(&size, (size_t)m * (size_t)T, BPGF_K) || !bpgf_round(&size)))
+        return 0;
+    if (at)
+        memcpy(at, parts, sizeof parts);
+    return size;
+}
+
+/* the first sample of slice i of n */
+static int64_t bpgs_start(int64_t N, int n, int i)
+{
+    return (int64_t)(((__int128)N * i) / n);
+}
+
+/* The workspace (elements) a call of N samples needs at count n: unsplit,
+   the generated function's; split, every slice's; 0 on overflow. */
+static size_t bpgs_ws_need(int entry, int64_t N, int n)
+{
+    const int s = bpgs_slices(N, n);
+    if (s == 1) {
+        size_t at[3];
+        return bpgs_slice_ws(entry, N, at) ? at[0] : 0;
+    }
+    size_t total = 0;
+    for (int i = 0; i < s; i++) {
+        const size_t one = bpgs_slice_ws(entry, bpgs_start(N, s, i + 1) - bpgs_start(N, s, i),
+                                         NULL);
+        if (!one || !bpgf_madd(&total, 1, one))
+            return 0;
+    }
+    return total;
+}
+
+/* Rows a .. a+m-1 of each of T blocks of N rows of `row` bytes: in place when
+   T == 1, else copied, block after block, to `dst`. */
+static const void *bpgs_rows(const void *src, int64_t N, int64_t T, size_t row, int64_t a,
+                             int64_t m, void *dst)
+{
+    if (T == 1)
+        return (const char *)src + (size_t)a * row;
+    for (int64_t t = 0; t < T; t++)
+        memcpy((char *)dst + (size_t)(t * m) * row, (const char *)src + (size_t)(t * N + a) * row,
+               (size_t)m * row);
+    return dst;
+}
+
+typedef struct {
+    int entry, n;
+    int64_t N;
+    const bpgf_x_t *x;
+    const real *y;
+    const real *const *p, *const *v;
+    real *out;
+    real *ws;
+    size_t at[BPGS_MAX];        /* slice i's workspace: ws + at[i] */
+    pthread_mutex_t lock;
+    pthread_cond_t all_done;
+    int done;                   /* slices finished */
+} bpgs_job;
+
+typedef struct {
+    bpgs_job *job;
+    int i;
+} bpgs_task;
+
+/* slice i: its inputs, the generated function, its output */
+static void bpgs_run_slice(bpgs_job *j, int i)
+{
+    const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
+    const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+    real *ws = j->ws + j->at[i];
+    size_t at[3];
+    bpgs_slice_ws(j->entry, m, at);
+    const bpgf_x_t *x = bpgs_rows(j->x, j->N, T, sizeof(bpgf_x_t) * (BPGF_IN_SIZE / T), a, m,
+                                  ws + at[0]);
+    const real *y = NULL;
+    if (j->entry != BPGF_E_FORWARD)
+        y = bpgs_rows(j->y, j->N, BPGF_LOSS_ALL_STEPS ? T : 1, sizeof(real) * BPGF_K, a, m,
+                      ws + at[1]);
+    real *out = ws + at[2];
+    if (j->entry == BPGF_E_FORWARD && !BPGF_SEQ_OUT)
+        out = j->out + (size_t)a * BPGF_K;             /* its own rows */
+    bpgf_call(j->entry, m, x, y, j->p, j->v, out, ws);
+    if (j->entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)    /* its rows of every step */
+        for (int64_t t = 0; t < T; t++)
+            memcpy(j->out + (size_t)(t * j->N + a) * BPGF_K, out + (size_t)(t * m) * BPGF_K,
+                   sizeof(real) * (size_t)m * BPGF_K);
+}
+
+/* slice i's weight in the combined output: its share of the terms the
+   loss averages (samples, or samples times steps: the same share; were
+   the steps counted per sample, the share of their sum) */
+static double bpgs_weight(const bpgs_job *j, int i)
+{
+    const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+    return (double)m / (double)j->N;
+}
+
+/* after `slices` slices are done here, wait for every other */
+static void bpgs_arrive(bpgs_job *j, int slices)
+{
+    pthread_mutex_lock(&j->lock);
+    j->done += slices;
+    if (j->done == j->n)
+        pthread_cond_broadcast(&j->all_done);
+    while (j->done < j->n)
+        pthread_cond_wait(&j->all_done, &j->lock);
+    pthread_mutex_unlock(&j->lock);
+}
+
+/* part i of n of the weighted sum of the slices' outputs: entries
+   [S*i/n, S*(i+1)/n) (rounded to 64-byte lines), each the sum over the
+   slices in order */
+static BPG_ENTRY void bpgs_reduce(bpgs_job *j, int part)
+{
+    const size_t S = bpgs_out_fixed(j->entry), unit = 64 / sizeof(real);
+    const size_t lo = S * (size_t)part / (size_t)j->n / unit * unit;
+    const size_t hi = part + 1 == j->n ? S : S * (size_t)(part + 1) / (size_t)j->n / unit * unit;
+    for (int i = 0; i < j->n; i++) {
+        size_t at[3];
+        const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+        bpgs_slice_ws(j->entry, m, at);
+        const real w = (real)bpgs_weight(j, i);
+        const real *restrict o = j->ws + j->at[i] + at[2];
+        real *restrict out = j->out;
+        if (i == 0) {
+#pragma omp simd
+            for (size_t k = lo; k < hi; k++)
+                out[k] = w * o[k];
+        } else {
+#pragma omp simd
+            for (size_t k = lo; k < hi; k++)
+                out[k] += w * o[k];
+        }
+    }
+}
+
+static void *bpgs_thread(void *arg)
+{
+    bpgs_task *task = arg;
+    bpgs_run_slice(task->job, task->i);
+    bpgs_arrive(task->job, 1);
+    if (task->job->entry != BPGF_E_FORWARD)
+        bpgs_reduce(task->job, task->i);
+    return NULL;
+}
+
+/* the call split into n slices over ws (laid out by bpgs_ws_need) */
+static void bpgs_split(bpgs_job *j)
+{
+    pthread_t tid[BPGS_MAX];
+    bpgs_task task[BPGS_MAX];
+    int made[BPGS_MAX] = {0}, here = 1;
+    size_t offset = 0;
+    for (int i = 0; i < j->n; i++) {
+        j->at[i] = offset;
+        offset += bpgs_slice_ws(j->entry, bpgs_start(j->N, j->n, i + 1) - bpgs_start(j->N, j->n, i),
+                                NULL);
+    }
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_cond_init(&j->all_done, NULL);
+    j->done = 0;
+    for (int i = 1; i < j->n; i++) {
+        task[i] = (bpgs_task){j, i};
+        made[i] = pthread_create(&tid[i], NULL, bpgs_thread, &task[i]) == 0;
+    }
+    bpgs_run_slice(j, 0);
+    for (int i = 1; i < j->n; i++)
+        if (!made[i]) {
+            bpgs_run_slice(j, i);
+            here++;
+        }
+    bpgs_arrive(j, here);
+    if (j->entry != BPGF_E_FORWARD)
+        for (int i = 0; i < j->n; i++)
+            if (i == 0 || !made[i])
+                bpgs_reduce(j, i);
+    for (int i = 1; i < j->n; i++)
+        if (made[i])
+            pthread_join(tid[i], NULL);
+    pthread_cond_destroy(&j->all_done);
+    pthread_mutex_destroy(&j->lock);
+}
+
+/* The workspace (elements) bpg_entry_run wants for N samples at the
+   current count; 0 on overflow. */
+size_t bpg_entry_ws(int entry, int64_t N)
+{
+    const int n = bpg_get_threads();
+    const size_t split = bpgs_ws_need(entry, N, bpgs_work(entry, N) >= bpgs_min_work ? n : 1);
+    const size_t whole = bpgs_ws_need(entry, N, 1);
+    return split && whole ? (split > whole ? split : whole) : 0;
+}
+
+/* One call of entry point `entry` (0 forward, 1 loss, 2 loss_and_grad,
+   3 hvp) on N samples: x and y as the generated function reads them (x
+   time-major for sequences, y one-hot or real, time-major when the loss
+   reads every step), the parameters p (and hvp's v) as pointer arrays, the
+   output `out` as the generated function writes it, `ws` a workspace of
+   `cap` elements (at least bpgs_ws_need(entry, N, 1)).  Takes the call's
+   turn (the thread rule), runs it split, with the BLAS's threads, or on
+   this thread alone, and gives the turn back.  Call it without the GIL. */
+void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const real *const *p,
+                   const real *const *v, real *out, real *ws, size_t cap)
+{
+    const double work = bpgs_work(entry, N);
+    /* the count decides: split when the slices are large enough */
+    const int want = bpg_get_threads();
+    const int large = work >= bpgs_min_work;
+    const int split = large && want > 1 && bpgs_slices(N, want) > 1;
+    const int n = bpg_threads_take(large, !split);
+    const int s = n > 1 ? bpgs_slices(N, n) : 1;
+    if (s > 1 && split) {
+        const size_t need = bpgs_ws_need(entry, N, s);
+        real *own = NULL;
+        if (need > cap && posix_memalign((void **)&own, 64, need * sizeof(real)) != 0)
+            own = NULL;
+        if (need <= cap || own) {
+            bpgs_job j = {.entry = entry, .n = s, .N = N, .x = x, .y = y, .p = p, .v = v,
+                          .out = out, .ws = own ? own : ws};
+            bpgs_split(&j);
+            __atomic_add_fetch(&bpgs_calls, 1, __ATOMIC_RELAXED);
+            free(own);
+            bpg_threads_leave(1);
+            return;
+        }
+    }
+    if (n > 1 && split)     /* a large call after all unsplit: the BLAS's threads */
+        bpg_threads_apply(n);
+    bpgf_call(entry, N, x, y, p, v, out, ws);
+    bpg_threads_leave(n > 1);
+}
+
+/* 1 when entry point `entry` is compiled here (bpgf_call can run it) */
+int bpg_entry_have(int entry)
+{
+    return entry >= 0 && entry < BPGF_ENTRIES && bpgf_enabled[entry];
 }

@@ -63,8 +63,9 @@ echo 'raise ImportError("hidden by scripts/sanitize.sh: products run inline")' \
 # other shapes: strides that do not divide, padding 2, a 1x1 kernel and a
 # 1x1 pooled map, an lstm over every step and a truncated birnn (each against
 # the reference and finite differences), the workspace kept between
-# calls and threads (test_c_calls), and the CPython entry points with
-# hostile arguments (test_fastcall).
+# calls and threads (test_c_calls), the CPython entry points with
+# hostile arguments (test_fastcall), and every entry point's batch split
+# across threads (test_threads: steps all and last, float32, uneven slices).
 group1=(tests/test_c_bounds.py)
 conv=tests/test_conv.py::test_conv_against_reference_and_fd
 rec=tests/test_recurrent.py::test_against_reference_and_fd
@@ -76,6 +77,8 @@ group2=(
     "${rec}[c-birnn_rnn-last-k2-float64-sig]"
     tests/test_c_calls.py
     tests/test_fastcall.py
+    tests/test_threads.py::test_split_equals_one_thread_and_is_reproducible
+    tests/test_threads.py::test_split_l2_weights_sum_to_one
 )
 
 # BPGEN_CLONES=1: every function in its AVX-512, AVX2 and baseline copies, as

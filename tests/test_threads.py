@@ -1,8 +1,10 @@
-"""The C module's BLAS threads: the default count (every core the process may
-use, fewer when the environment says so), set_threads, and the rule for
+"""The C module's threads: the default count (every core the process may
+use, fewer when the environment says so), set_threads, the rule for
 concurrent calls (large calls one at a time with the count, every other call
-with 1 thread), which keeps results bitwise reproducible for a given count.
-The suite itself runs its modules at 1 thread (conftest.py)."""
+with 1 thread), and a large call's batch split across the count's threads
+(runtime/split.c), which keep results bitwise reproducible for a given count
+and equal to the one-thread results to rounding.  The suite itself runs its
+modules at 1 thread (conftest.py)."""
 import concurrent.futures
 import json
 import os
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import mlp
+from test_fastcall import ARCHS as CALL_ARCHS, _point as _call_point
 
 # 256 -> 256 -> 10: one sample's work ~68 k, so a batch of 256 is a large
 # call (>= 4e6) whose 256 x 256 x 256 products OpenBLAS threads
@@ -135,12 +138,169 @@ def test_concurrent_calls_match_sequential_ones(threads):
     at 2 BLAS threads: each result has the bits it has when run alone."""
     threads.set_threads(2)
     points = [_point(threads, n, seed=s) for s, n in enumerate([256, 4, 256, 4, 512, 16] * 2)]
-    alone = [_grad(threads, *p) for p in points]
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(lambda p: _grad(threads, *p), points * 3))
-    for i, got in enumerate(together):
-        assert np.array_equal(got, alone[i % len(points)]), i
+    try:
+        for rows in (2**62, 8):         # large calls with the BLAS's threads, then split
+            threads._split_rule(rows)
+            alone = [_grad(threads, *p) for p in points]
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                together = list(pool.map(lambda p: _grad(threads, *p), points * 3))
+            for i, got in enumerate(together):
+                assert np.array_equal(got, alone[i % len(points)]), (rows, i)
+    finally:
+        threads._split_rule(2**62)
     assert threads.get_threads() == 2
+
+
+def test_which_calls_split(threads):
+    """Large calls (work >= 4e6: 68,874 parameters + the workspace per
+    sample, so from 59 samples) split into min(n, N // 8) slices when that
+    is 2 or more, and are the BLAS's otherwise; small calls do neither.
+    Each result equals the one-thread result to rounding."""
+    assert threads._split_rule() == (2**62, 4e6)    # dense layers alone: never split
+    threads._split_rule(8)
+    cases = [(2, 256, True), (2, 64, True), (4, 96, True), (2, 40, False), (1, 256, False),
+             (2, 100, False, 64), (2, 128, True, 64)]      # 64 samples a slice at least
+    try:
+        for n, batch, splits, *rows in cases:
+            threads._split_rule(rows[0] if rows else 8)
+            point = _point(threads, batch, seed=batch)
+            threads.set_threads(1)
+            one = _grad(threads, *point)
+            threads.set_threads(n)
+            before = threads._split_calls()
+            got = _grad(threads, *point)
+            assert threads._split_calls() == before + splits, (n, batch)
+            assert np.max(np.abs(got - one)) <= 1e-12 * np.max(np.abs(one)), (n, batch)
+    finally:
+        threads._split_rule(2**62)
+
+
+def _all_results(mod, params, x, y, v, python=False):
+    """forward, loss, loss_and_grad and hvp as one flat array each."""
+    pre = "_python_" if python else ""
+    loss, grads = getattr(mod, pre + "loss_and_grad")(params, x, y)
+    return [getattr(mod, pre + "forward")(params, x).ravel(),
+            np.array([getattr(mod, pre + "loss")(params, x, y)]),
+            np.concatenate([[loss], mod.flatten(grads)]),
+            mod.flatten(getattr(mod, pre + "hvp")(params, x, y, v))]
+
+
+@pytest.fixture
+def split_everything():
+    """A function that builds a module whose every call of 2 or more samples
+    splits when the count is above 1 (its rule, and the count, restored
+    afterwards)."""
+    built = []
+
+    def make(builder, arch):
+        mod = builder(arch, "c")
+        built.append((mod, mod.get_threads(), mod._split_rule(1, 0)))
+        return mod
+    yield make
+    for mod, count, (rows, work) in built:
+        mod._split_rule(rows, work)
+        mod.set_threads(count)
+
+
+# l2 (labels, float64); float32 with a float target at every step
+# (time-major); labels at every step (time-major one-hot, truncated BPTT);
+# only the last step scored (y batch-first, forward's output time-major)
+@pytest.mark.parametrize("aid", ["mlp_ce64", "gru_bce_all32", "lstm_ce_all", "rnn_mse_last"])
+def test_split_equals_one_thread_and_is_reproducible(builder, split_everything, aid):
+    """Every entry point split into 2 or 3 slices (N = 7: not divisible;
+    N = 2 with 3 threads: 2 slices of 1): the one-thread result to rounding,
+    the same bits every time, and the same bits through the Python path."""
+    arch = CALL_ARCHS[aid]
+    mod = split_everything(builder, arch)
+    tol = 1e-12 if mod.DTYPE == np.float64 else 1e-5
+    for batch in (7, 2, 1):
+        params, x, y = _call_point(arch, mod, batch, seed=batch)
+        v = mod.unflatten(np.linspace(-1, 1, mod.N_PARAMS).astype(mod.DTYPE))
+        mod.set_threads(1)
+        one = _all_results(mod, params, x, y, v)
+        for n in (2, 3):
+            mod.set_threads(n)
+            before = mod._split_calls()
+            got = _all_results(mod, params, x, y, v)
+            assert mod._split_calls() == before + (4 if batch > 1 else 0), (batch, n)
+            for name, a, b in zip(("forward", "loss", "loss_and_grad", "hvp"), got, one):
+                assert np.max(np.abs(a - b)) <= tol * max(np.max(np.abs(b)), 1e-30), \
+                    (batch, n, name)
+            again = _all_results(mod, params, x, y, v)
+            slow = _all_results(mod, params, np.asfortranarray(x), y, v, python=True)
+            for a, b, c in zip(got, again, slow):
+                assert a.tobytes() == b.tobytes() == c.tobytes(), (batch, n)
+
+
+@pytest.mark.parametrize("aid", ["lstm_ce_all", "rnn_mse_last"])
+def test_split_with_lengths_equals_one_thread(builder, split_everything, aid):
+    """A padded batch (lengths) split into 2 or 3 slices: each slice gets its
+    rows of the masks, and a loss over every step weights the slices by
+    their share of the real (sample, step) pairs (not of the samples): the
+    one-thread result to rounding, the same bits every time."""
+    arch = CALL_ARCHS[aid]
+    mod = split_everything(builder, arch)
+    params, x, y = _call_point(arch, mod, 7, seed=5)
+    steps = x.shape[1]
+    lengths = np.array([steps, 1, 2, steps, 1, 1, steps - 1])   # slices' shares differ
+    v = mod.unflatten(np.linspace(-1, 1, mod.N_PARAMS).astype(mod.DTYPE))
+
+    def results():
+        loss, grads = mod.loss_and_grad(params, x, y, lengths=lengths)
+        return [mod.forward(params, x, lengths=lengths).ravel(),
+                np.array([mod.loss(params, x, y, lengths=lengths)]),
+                np.concatenate([[loss], mod.flatten(grads)]),
+                mod.flatten(mod.hvp(params, x, y, v, lengths=lengths))]
+    mod.set_threads(1)
+    one = results()
+    for n in (2, 3):
+        mod.set_threads(n)
+        before = mod._split_calls()
+        got = results()
+        assert mod._split_calls() == before + 4, n
+        for name, a, b in zip(("forward", "loss", "loss_and_grad", "hvp"), got, one):
+            assert np.max(np.abs(a - b)) <= 1e-12 * max(np.max(np.abs(b)), 1e-30), (n, name)
+        for a, b in zip(got, results()):
+            assert a.tobytes() == b.tobytes(), n
+
+
+def test_split_l2_weights_sum_to_one(builder, split_everything):
+    """With l2 and no data term to speak of (zero inputs, so the data
+    gradient of the first layer's W is 0), the first layer's W gradient is
+    lam * W from every slice, weighted N_i / N: the sum is lam * W to
+    rounding, for uneven slices too."""
+    arch = CALL_ARCHS["mlp_ce64"]           # l2 = 0.01
+    mod = split_everything(builder, arch)
+    params = mod.init_params(3)
+    mod.set_threads(3)
+    x = np.zeros((7, 5))
+    _, grads = mod.loss_and_grad(params, x, np.arange(7) % 4)
+    np.testing.assert_allclose(grads["l0.W"], 0.01 * params["l0.W"], rtol=1e-15, atol=1e-18)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_split_calls_work_in_a_forked_child(threads):
+    """No thread or lock outlives a call, so a child forked after split
+    calls makes them too (and gets the same bits)."""
+    threads.set_threads(2)
+    threads._split_rule(8)
+    point = _point(threads, 256)
+    before = threads._split_calls()
+    want = _grad(threads, *point)
+    threads._split_rule(2**62)
+    assert threads._split_calls() == before + 1
+    pid = os.fork()
+    if pid == 0:                    # the child: exit 0 only with the same bits
+        code = 1
+        try:
+            import signal
+            signal.alarm(60)
+            threads._split_rule(8)
+            code = 0 if np.array_equal(_grad(threads, *point), want) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def test_threadpoolctl_limits_the_default_at_load(threads):

@@ -21,9 +21,15 @@ __all__ = ["fastcall_source", "CDEF", "ENTRIES"]
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: the entry points, in the order of fastcall.c's bpgf_names
 ENTRIES = ("forward", "loss", "loss_and_grad", "hvp")
-#: what the wrapper calls through cffi (install, the tests' counters, release)
+#: what the wrapper calls through cffi (install, the tests' counters, release,
+#: the split calls of the Python path)
 CDEF = ["int bpgf_install(void *globals);", "int64_t bpgf_count(int entry, int fell_back);",
-        "void bpgf_release_workspace(void);"]
+        "void bpgf_release_workspace(void);",
+        # the calls themselves (runtime/split.c), also from the Python path
+        "int bpg_entry_have(int entry);", "void bpg_split_rule(int64_t *rows, double *work);",
+        "int64_t bpg_split_calls(void);", "size_t bpg_entry_ws(int entry, int64_t N);",
+        "void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y, "
+        "const real *const *p, const real *const *v, real *out, real *ws, size_t cap);"]
 
 
 def _int(value) -> int:
@@ -151,6 +157,10 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         f"#define BPGF_LOSS_ALL_STEPS {int(all_steps)}",
         f"#define BPGF_SEQ_OUT {int(seq_out)}",
         f"#define BPGF_BYTES_PER_SAMPLE {_int(bytes_per_sample)}",
+        # the batch split's default (runtime/split.c, docs/performance.md):
+        # sequences and images split from 8 samples a slice; networks of
+        # dense layers alone leave their large calls to the BLAS's threads
+        f"#define BPGS_MIN_ROWS {8 if steps or len(in_shape) > 1 else 2**62}",
         "/* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */",
         f"#define BPGF_WORK_PER_SAMPLE {n_params * max(steps, 1) + per_sample}",
         f"#define BPGF_OUT_FORWARD_A {_int(forward_layout[2])}",
@@ -160,6 +170,7 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         f"{sum(_int(b) for _, _, _, b, _ in derived.layout('loss_and_grad'))}",
         f"#define BPGF_OUT_HVP_B {n_params if have['hvp'] else 0}",
     ]
+    fn_ws = []
     for name in ENTRIES:
         a, b = ws.get(name, (0, 0))
         # the workspace the call plans: the function's own, then the masks
@@ -167,33 +178,49 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         lines += [f"#define BPGF_WS_{name.upper()}_A {a + n_masks * steps}",
                   f"#define BPGF_WS_{name.upper()}_B {b}",
                   f"#define BPGF_HAVE_{name.upper()} {int(have[name])}"]
-        if n_masks:
-            lines.insert(-1, f"#define BPGF_FN_{name.upper()} ((size_t){a} * (size_t)N + {b})")
+        fn_ws.append(f"(size_t){a} * (size_t)N + {b}")
+    lines += [f"#define BPGF_N_MASKS {n_masks}  /* a sequence's masks after x (lengths) */"]
+    if n_masks:
+        lines += [
+            "/* where a call of N samples keeps its masks in its workspace: past the",
+            "   generated function's own */",
+            "static size_t bpgf_mask_at(int entry, int64_t N)",
+            "{",
+            f"    return entry == 0 ? {fn_ws[0]} : entry == 1 ? {fn_ws[1]}",
+            f"        : entry == 2 ? {fn_ws[2]} : {fn_ws[3]};",
+            "}",
+        ]
     ps = ", ".join(f"p[{i}]" for i in range(len(shapes)))
     ms = "".join(f"m + {i * steps}*N, " for i in range(n_masks))
     lines += [
         "",
         "/* the generated functions, the parameters (and hvp's v) taken from "
         "pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */",
-        "static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,",
-        "                      const real *const *p, const real *const *v, real *out, real *ws)",
+        "static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *mk,",
+        "                      const real *y, const real *const *p, const real *const *v,",
+        "                      real *out, real *ws)",
         "{",
     ]
     if n_masks:
         lines += [
-            "    /* a call without lengths: every step real (mask 1), and a reversed",
+            "    /* mk: the masks (BPGF_N_MASKS blocks of T*N, lengths given); NULL: a",
+            "       call without lengths: every step real (mask 1), and a reversed",
             "       loop's truncation every k steps from the last step (0 there) */",
-            "    real *m = ws + (entry == 0 ? BPGF_FN_FORWARD : entry == 1 ? BPGF_FN_LOSS",
-            "                    : entry == 2 ? BPGF_FN_LOSS_AND_GRAD : BPGF_FN_HVP);",
-            "    for (int64_t k = 0; k < (int64_t)BPGF_STEPS * N; k++) m[k] = 1;",
+            "    const real *m = mk;",
+            "    if (!m) {",
+            "        real *w = ws + bpgf_mask_at(entry, N);",
+            "        for (int64_t k = 0; k < (int64_t)BPGF_STEPS * N; k++) w[k] = 1;",
         ]
         if n_masks == 2:
             k = _int(spec.truncate)
             lines += [
-                "    for (int64_t t = 0; t < BPGF_STEPS; t++)",
-                "        for (int64_t n = 0; n < N; n++)",
-                f"            m[(BPGF_STEPS + t) * N + n] = (BPGF_STEPS - 1 - t) % {k} == 0 ? 0 : 1;",
+                "        for (int64_t t = 0; t < BPGF_STEPS; t++)",
+                "            for (int64_t n = 0; n < N; n++)",
+                f"                w[(BPGF_STEPS + t) * N + n] = (BPGF_STEPS - 1 - t) % {k} == 0 ? 0 : 1;",
             ]
+        lines += ["        m = w;", "    }"]
+    else:
+        lines += ["    (void)mk;"]
     lines += [
         "    if (entry == 0)",
         f"        bpg_forward(N, x, {ms}{ps}, out, ws);",
@@ -212,6 +239,8 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         "}",
         "",
     ]
-    with open(os.path.join(_HERE, "runtime", "fastcall.c"), encoding="utf-8") as fh:
-        static = fh.read().strip("\n")
-    return "\n".join(lines) + "\n" + static
+    static = []
+    for part in ("fastcall.c", "split.c"):     # the entry points, then the batch split
+        with open(os.path.join(_HERE, "runtime", part), encoding="utf-8") as fh:
+            static.append(fh.read().strip("\n"))
+    return "\n".join(lines) + "\n" + "\n\n".join(static)

@@ -13,6 +13,7 @@ _WS = {}
 _WS_DIR = {}
 _OUTPUTS = {}
 N_PARAMS = 0
+PARAM_SHAPES = {}
 
 
 # ---- bpgen runtime: copied verbatim from here ----
@@ -180,7 +181,12 @@ def _workspace(name, n, extra=0):
     (one buffer for every function: none calls another); ``extra`` more
     elements after the function's own."""
     a, b = _WS[name]
-    need = max(a * n + b + extra, 1)
+    return _buffer(a * n + b + extra)
+
+
+def _buffer(need):
+    """The calling thread's workspace of at least ``need`` elements."""
+    need = max(need, 1)
     held = getattr(_LOCAL, "ws", None)
     if held is None or held[0].size < need:
         # aligned to 64 bytes (a cache line, an AVX-512 vector): at an
@@ -199,11 +205,64 @@ def release_workspace():
         lib.bpgf_release_workspace()
 
 
+#: the functions the C entry points also run (fastcall.c's order): through
+#: bpg_entry_run (split.c), which splits a large call's batch across threads
+_ENTRY_RUN = {"forward": 0, "loss": 1, "loss_and_grad": 2, "hvp": 3}
+
+
+def _entry_run(name, n, args, out):
+    """Run ``bpg_<name>`` as the C entry points do (the same thread rule,
+    batch split and so the same bits); False when the extension has no such
+    entry point."""
+    entry = _ENTRY_RUN.get(name)
+    if (entry is None or not hasattr(lib, "bpg_entry_run") or not lib.bpg_entry_have(entry)):
+        return False
+    need = lib.bpg_entry_ws(entry, n)
+    if not need:
+        return False
+    ws = _buffer(need)
+    # x, a sequence's masks (lengths), y (not forward's), the parameters, hvp's v
+    nm = 0 if STEPS is None else 2 if _TRUNCATE else 1      # noqa: F821 (constants)
+    mk = (numpy.concatenate([numpy.ravel(m) for m in args[1:1 + nm]]) if nm
+          else None)
+    ptrs = _pointers(args)
+    k = len(PARAM_SHAPES)
+    first = 1 + nm if name == "forward" else 2 + nm
+    y = ffi.NULL if name == "forward" else ptrs[1 + nm]
+    params = ffi.new(_PTR[:-2] + "*[]", ptrs[first:first + k])
+    v = ffi.new(_PTR[:-2] + "*[]", ptrs[first + k:]) if name == "hvp" else ffi.NULL
+    lib.bpg_entry_run(entry, n, ptrs[0], ffi.NULL if mk is None else ffi.from_buffer(_PTR, mk),
+                      y, params, v,
+                      ffi.from_buffer(_PTR, out, require_writable=True), ws,
+                      _LOCAL.ws[0].size)
+    return True
+
+
+def _split_rule(rows=0, work=-1.0):
+    """The batch split's rule for this module (runtime/split.c): the fewest
+    samples per slice and the least work of a large call, as they were
+    before; ``rows`` >= 1 and ``work`` >= 0 replace them (for tests and
+    measurements: (1, 0) splits every call of 2 or more samples when the
+    count is above 1).  (0, 0) when the module has no entry points."""
+    if not hasattr(lib, "bpg_split_rule"):
+        return 0, 0.0
+    r, w = ffi.new("int64_t *", rows), ffi.new("double *", work)
+    lib.bpg_split_rule(r, w)
+    return int(r[0]), float(w[0])
+
+
+def _split_calls():
+    """How many calls of this module ran split so far (for tests)."""
+    return int(lib.bpg_split_calls()) if hasattr(lib, "bpg_split_calls") else 0
+
+
 def _call(name, n, args):
     """Run ``bpg_<name>``: the flat output buffer.  The API has checked every
     input (shape, dtype, C-contiguity), so the C code stays in bounds."""
     a, b = _OUT_SIZE[name]
     out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
+    if _entry_run(name, n, args, out):
+        return out
     fb = ffi.from_buffer
     f, ws = getattr(lib, "bpg_" + name), _workspace(name, n)
     large = lib.bpg_threads_enter(n * (N_PARAMS + _WS[name][0]))

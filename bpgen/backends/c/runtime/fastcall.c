@@ -59,6 +59,14 @@ static const char *const bpgf_names[BPGF_ENTRIES] = {"forward", "loss", "loss_an
                                                      "hvp"};
 static const int bpgf_enabled[BPGF_ENTRIES] = {BPGF_HAVE_FORWARD, BPGF_HAVE_LOSS,
                                                BPGF_HAVE_LOSS_AND_GRAD, BPGF_HAVE_HVP};
+/* the calls themselves, split across threads or not (runtime/split.c,
+   pasted after this file) */
+size_t bpg_entry_ws(int entry, int64_t N);
+void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+                   const real *const *p,
+                   const real *const *v, real *out, real *ws, size_t cap);
+static double bpgs_min_work;    /* the least work of a large call (split.c) */
+
 /* calls handled here and calls handed to the Python path, per entry point
    (counted with the GIL held; read by the module's tests) */
 static int64_t bpgf_counts[BPGF_ENTRIES][2];
@@ -380,12 +388,6 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
     pl->y_moved = pl->with_y && !pl->labels && BPGF_LOSS_ALL_STEPS && BPGF_STEPS;
     pl->out_in_ws = entry == BPGF_E_LOSS || (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT);
     const size_t y_rows = (size_t)N * (BPGF_LOSS_ALL_STEPS ? (size_t)T : 1);
-    const int64_t wa = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_A
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_A
-        : entry == BPGF_E_HVP ? BPGF_WS_HVP_A : BPGF_WS_LOSS_AND_GRAD_A;
-    const int64_t wb = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_B
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_B
-        : entry == BPGF_E_HVP ? BPGF_WS_HVP_B : BPGF_WS_LOSS_AND_GRAD_B;
     pl->out_size = entry == BPGF_E_LOSS ? BPGF_OUT_LOSS_B
         : entry == BPGF_E_HVP ? BPGF_OUT_HVP_B : BPGF_OUT_LOSS_AND_GRAD_B;
     if (entry == BPGF_E_FORWARD) {
@@ -394,8 +396,9 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
             || !bpgf_madd(&pl->out_size, 1, BPGF_OUT_FORWARD_B))
             return 0;
     }
-    pl->ws_size = (size_t)wb;
-    if (!bpgf_madd(&pl->ws_size, (size_t)N, (size_t)wa) || !bpgf_round(&pl->ws_size))
+    /* the generated function's part, or its slices' (runtime/split.c) */
+    pl->ws_size = bpg_entry_ws(entry, N);
+    if (!pl->ws_size)
         return 0;
     pl->at_y = pl->ws_size;
     if ((pl->labels || pl->y_moved)
@@ -567,16 +570,16 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         /* the GIL is let go for calls long enough to be worth it (the
            parameters are held; x and y are the caller's arguments) */
         const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
-        if (work >= BPGF_GIL_WORK) {
-            /* (its turn for the BLAS threads, see bpg_threads_enter; a call
-               below BPGF_GIL_WORK has no product the BLAS would thread) */
+        if (work >= BPGF_GIL_WORK || bpgs_min_work < BPGF_GIL_WORK) {
+            /* (its turn for the threads, split or the BLAS's, see split.c;
+               a call below BPGF_GIL_WORK has no product the BLAS would
+               thread, and is never split, unless the tests lower the
+               threshold with bpg_split_rule) */
             Py_BEGIN_ALLOW_THREADS
-            const int large = bpg_threads_enter(entry == BPGF_E_HVP ? 3 * work : work);
-            bpgf_call(entry, N, xp, yp, p, v, out, ws);
-            bpg_threads_leave(large);
+            bpg_entry_run(entry, N, xp, NULL, yp, p, v, out, ws, pl.at_y);
             Py_END_ALLOW_THREADS
         } else {
-            bpgf_call(entry, N, xp, yp, p, v, out, ws);
+            bpgf_call(entry, N, xp, NULL, yp, p, v, out, ws);
         }
         ok = bpgf_finite(out, pl.out_size);     /* else the Python path blames an input */
         if (ok && entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)  /* (T*N, K) -> (N, T, K) */

@@ -325,22 +325,27 @@ int bpg_get_threads(void)
     return bpg_threads->wanted;
 }
 
-/* Before a call of `work` (N times one sample's): waits for its turn; 1 if
-   it runs as a large call, 0 if not.  bpg_threads_leave(that) after it.
-   Without a BLAS every call is small and nothing waits. */
-int bpg_threads_enter(double work)
+/* Before a call: waits for its turn, and returns the thread count the call
+   runs with: the user's count n when it may be large (`large`: its work, N
+   times one sample's, is at least BPG_THREADS_MIN_WORK or the caller's own
+   threshold) and n > 1, else 1.  With `blas`, a large call's BLAS runs with
+   n threads; without, the BLAS stays at 1 (the call splits its batch across
+   n threads itself, runtime/split.c).  bpg_threads_leave(count > 1) after
+   it.  (Without a BLAS the same rule holds; a large call can then only
+   split.) */
+int bpg_threads_take(int large, int blas)
 {
-#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
-    const int large = t->wanted > 1 && work >= BPG_THREADS_MIN_WORK;
+    const int n = t->wanted;
+    large = large && n > 1;
     if (large) {
         t->waiting++;
         while (t->large || t->small)
             pthread_cond_wait(&t->turn, &t->lock);
         t->waiting--;
         t->large = 1;
-        bpg_threads_apply(t->wanted);
+        bpg_threads_apply(blas ? n : 1);
     } else {
         while (t->large || t->waiting)
             pthread_cond_wait(&t->turn, &t->lock);
@@ -348,16 +353,18 @@ int bpg_threads_enter(double work)
         bpg_threads_apply(1);
     }
     pthread_mutex_unlock(&t->lock);
-    return large;
-#else
-    (void)work;
-    return 0;
-#endif
+    return large ? n : 1;
+}
+
+/* The same for a call of `work`, the BLAS given the count: 1 if the call
+   runs as a large call, 0 if not. */
+int bpg_threads_enter(double work)
+{
+    return bpg_threads_take(work >= BPG_THREADS_MIN_WORK, 1) > 1;
 }
 
 void bpg_threads_leave(int large)
 {
-#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
     if (large) {
@@ -368,7 +375,4 @@ void bpg_threads_leave(int large)
     }
     pthread_cond_broadcast(&t->turn);
     pthread_mutex_unlock(&t->lock);
-#else
-    (void)large;
-#endif
 }
