@@ -24,6 +24,52 @@ def per_sample(shape) -> int:
     return a * shape[1]
 
 
+def sizes(pat) -> str:
+    """A pattern's sizes as C arguments."""
+    return ", ".join(map(str, pat[1:]))
+
+
+def image(pat) -> int:
+    """Entries per sample of the C x H x W image an im2col or windows pattern reads."""
+    return pat[1] * pat[2] * pat[3]
+
+
+def unpadded_image(pat) -> int:
+    """``image`` of an im2col pattern without padding, else -1 (no image
+    matches): padded patches of small maps, each row of k entries cut by the
+    border, copied faster by the table (8x8 and 4x4 maps, kernel 3,
+    padding 1: 17 against 26 us per 64 samples)."""
+    return image(pat) if pat[6] == 0 else -1
+
+
+def block(pat) -> int:
+    """Entries per sample of the S x F block a transpose pattern reads."""
+    return pat[1] * pat[2]
+
+
+#: the C runtime's loop nests for a pattern kind, used instead of
+#: bpg_gather's index table (read entry by entry: an index load and a
+#: select per entry, see docs/performance.md): kind -> (runtime file,
+#: helper, the helper's arguments after N, the entries per sample the
+#: op's input must have); scatter.py has the adjoints
+C_KERNELS = {
+    "im2col": ("im2col", "im2col", sizes, unpadded_image),
+    "windows": ("windows", "windows", sizes, image),
+    "transpose": ("transpose_blocks", "transpose_blocks", sizes, block),
+}
+
+
+def c_kernel(kernels, em, op, loop, entries):
+    """The call of the pattern's loop nest in ``kernels``, or None (the table)."""
+    pat = op.attrs["pattern"]
+    kernel = kernels.get(pat[0])
+    if kernel is None or kernel[3](pat) != entries:
+        return None
+    em.use(kernel[0])
+    return [f"bpg_{kernel[1]}(N, {kernel[2](pat)}, {em.ptr(op.args[0], loop)}, "
+            f"{em.ptr(op.out, loop)});"]
+
+
 @register
 class Gather(Unary):
     name = "gather"
@@ -59,6 +105,9 @@ class Gather(Unary):
                 f"N, {dim_coeffs(r)[0]}, {c})")
 
     def c(self, em, op, loop):
+        call = c_kernel(C_KERNELS, em, op, loop, op.attrs["s_in"])
+        if call:
+            return call
         em.use("gather")
         table = em.table(_pattern_index(op.attrs["pattern"]))
         r, c = em.shape(op.out, loop)

@@ -7,7 +7,22 @@ from ..patterns import _pattern_index
 from ..shapes import dim_coeffs
 from ..printers import pattern_equation
 from .base import Unary, register, wanted
-from .gather import per_sample
+from .gather import block, c_kernel, image, per_sample, sizes
+
+
+def transposed_back(pat) -> str:
+    """The sizes of the transpose back, F x S -> S x F."""
+    return f"{pat[2]}, {pat[1]}"
+
+
+#: the adjoints of gather.py's C_KERNELS (kind -> runtime file, helper, its
+#: arguments after N, the entries per sample of the output); that of a
+#: transpose is the transpose back (a permutation: no zeroing, no sums)
+C_KERNELS = {
+    "im2col": ("im2col", "col2im", sizes, image),
+    "windows": ("windows", "windows_adj", sizes, image),
+    "transpose": ("transpose_blocks", "transpose_blocks", transposed_back, block),
+}
 
 
 @register
@@ -42,6 +57,9 @@ class Scatter(Unary):
                 f"N, {op.attrs['s_out']}, {em.shape(op.out, loop)[1]})")
 
     def c(self, em, op, loop):
+        call = c_kernel(C_KERNELS, em, op, loop, op.attrs["s_out"])
+        if call:
+            return call
         em.use("scatter")
         table = em.table(_pattern_index(op.attrs["pattern"]))
         return [f"bpg_scatter(N, {op.attrs['s_out']}, {per_sample(em.shape(op.args[0], loop))}, "
