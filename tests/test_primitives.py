@@ -74,6 +74,12 @@ CASES = {
     "take_argmax": ([(5, 4)], lambda g, a: g.take_argmax(a, a)),
     # the selector carries no derivative (argmax is piecewise constant)
     "put_argmax": ([(5, 4), (5, 1)], lambda g, a, b: g.put_argmax(a, b), (0,)),
+    # max pooling in one pass: the windows (overlapping; not tiling the maps) read in place
+    "take_argmax-windows": ([("N", 2 * 4 * 5)],
+                            lambda g, a: g.take_argmax(a, a, pattern=("windows", 2, 4, 5, 3, 1))),
+    "put_argmax-windows": ([("N", 2 * 4 * 5), ("8*N", 1)],
+                           lambda g, a, b: g.put_argmax(a, b, pattern=("windows", 2, 4, 5, 2, 2)),
+                           (0,)),
 }
 
 

@@ -34,12 +34,16 @@ def image(pat) -> int:
     return pat[1] * pat[2] * pat[3]
 
 
-def unpadded_image(pat) -> int:
-    """``image`` of an im2col pattern without padding, else -1 (no image
-    matches): padded patches of small maps, each row of k entries cut by the
-    border, copied faster by the table (8x8 and 4x4 maps, kernel 3,
-    padding 1: 17 against 26 us per 64 samples)."""
-    return image(pat) if pat[6] == 0 else -1
+#: the largest zero-bordered image runtime/im2col.c copies a padded sample
+#: into (on the stack, BPG_PADDED_MAX there)
+PADDED_MAX = 4096
+
+
+def im2col_image(pat) -> int:
+    """``image`` of an im2col pattern without padding or whose padded image
+    fits PADDED_MAX, else -1 (no image matches: the table's gather)."""
+    c, h, w, _, _, p = pat[1:]
+    return image(pat) if p == 0 or c * (h + 2 * p) * (w + 2 * p) <= PADDED_MAX else -1
 
 
 def block(pat) -> int:
@@ -53,7 +57,7 @@ def block(pat) -> int:
 #: helper, the helper's arguments after N, the entries per sample the
 #: op's input must have); scatter.py has the adjoints
 C_KERNELS = {
-    "im2col": ("im2col", "im2col", sizes, unpadded_image),
+    "im2col": ("im2col", "im2col", sizes, im2col_image),
     "windows": ("windows", "windows", sizes, image),
     "transpose": ("transpose_blocks", "transpose_blocks", sizes, block),
 }

@@ -1,20 +1,32 @@
 """``put_argmax``: per row, ``val`` (one column) placed where ``sel`` has its
 first maximum, zeros elsewhere: the adjoint of ``take_argmax`` (max pooling
-routes the error to the arg-max)."""
+routes the error to the arg-max).
+
+With ``pattern`` (``("windows", C, H, W, k, s)``), the rows are the windows
+of each sample's maps in ``sel`` and the result has the maps' shape:
+``windowsᵀ(put_argmax(windows(S), val))`` in one pass, the error added at
+each window's arg-max (no window matrix, no dense intermediate)."""
 from __future__ import annotations
 
+from ..printers import pattern_equation
 from ..shapes import dim_code
 from .base import Primitive, register, tangent_name, wanted
+from .gather import per_sample, rows_dim
+from .take_argmax import window_args, window_rows
 
 
 @register
 class PutArgmax(Primitive):
     name = "put_argmax"
 
-    def build(self, g, sel: str, val: str, base: str = "mxb", label: str = "") -> str:
-        if g.shape(val) != (g.shape(sel)[0], 1):
+    def build(self, g, sel: str, val: str, base: str = "mxb", label: str = "",
+              pattern: tuple | None = None) -> str:
+        rows = g.shape(sel)[0] if pattern is None else rows_dim(
+            window_rows(g, sel, tuple(pattern))[0])
+        if g.shape(val) != (rows, 1):
             raise ValueError(f"put_argmax: {g.shape(val)} for {g.shape(sel)}")
-        out = g.emit(self.name, base, g.shape(sel), (sel, val), {}, label)
+        attrs = {} if pattern is None else {"pattern": tuple(pattern)}
+        out = g.emit(self.name, base, g.shape(sel), (sel, val), attrs, label)
         g.vars[out].differentiable = g.vars[val].differentiable
         return out
 
@@ -22,28 +34,46 @@ class PutArgmax(Primitive):
         sel, val = op.args
         if not wanted(g, val, only):
             return {}
-        return {val: g.take_argmax(sel, gout, base="d_" + val, label="δ" + g.vars[val].label)}
+        return {val: g.take_argmax(sel, gout, base="d_" + val, label="δ" + g.vars[val].label,
+                                   pattern=op.attrs.get("pattern"))}
 
     def jvp(self, g, op, t):
         sel, val = op.args
         if val not in t:
             return None
         base, label = tangent_name(g, op)
-        return g.put_argmax(sel, t[val], base=base, label=label)
+        return g.put_argmax(sel, t[val], base=base, label=label,
+                            pattern=op.attrs.get("pattern"))
 
     def equation(self, op, names, latex=False):
         sel, val = (names.get(a, a) for a in op.args)
+        pattern = op.attrs.get("pattern")
+        if pattern:
+            sel = pattern_equation(pattern, sel, latex)
         if latex:
-            return (rf"{val} \text{{ at the first argmax of each row of }} {sel}"
+            text = (rf"{val} \text{{ at the first argmax of each row of }} {sel}"
                     r"\text{, 0 elsewhere}")
-        return f"{val} at the first argmax of each row of {sel}, 0 elsewhere"
+            return (r"\mathrm{windows}^{\top}\left(" + text + r"\right)") if pattern else text
+        text = f"{val} at the first argmax of each row of {sel}, 0 elsewhere"
+        return f"windowsᵀ({text})" if pattern else text
 
     def numpy(self, em, op, loop):
         sel, val = (em.acc(a, loop) for a in op.args)
+        pattern = op.attrs.get("pattern")
+        if pattern:
+            rows = per_sample(em.shape(op.args[1], loop))
+            r, c = em.shape(op.out, loop)
+            idx = f"_pattern_index({pattern!r})"
+            wins = f"_gather({sel}, {idx}, N, {rows}, {pattern[4] ** 2})"
+            return f"_scatter(_put_argmax({wins}, {val}), {idx}, N, {per_sample((r, c))}, {c})"
         return f"_put_argmax({sel}, {val})"
 
     def c(self, em, op, loop):
         em.use("put_argmax")
-        r, c = em.shape(op.args[0], loop)
         sel, val = (em.ptr(a, loop) for a in op.args)
+        pattern = op.attrs.get("pattern")
+        if pattern:
+            return [f"bpg_put_argmax_windows(N, {window_args(pattern)}, {sel}, {val}, "
+                    f"{em.ptr(op.out, loop)});"]
+        r, c = em.shape(op.args[0], loop)
         return [f"bpg_put_argmax({dim_code(r)}, {c}, {sel}, {val}, {em.ptr(op.out, loop)});"]

@@ -7,7 +7,7 @@ from ..patterns import _pattern_index
 from ..shapes import dim_coeffs
 from ..printers import pattern_equation
 from .base import Unary, register, wanted
-from .gather import block, c_kernel, image, per_sample, sizes
+from .gather import block, c_kernel, im2col_image, image, per_sample, sizes
 
 
 def transposed_back(pat) -> str:
@@ -19,7 +19,7 @@ def transposed_back(pat) -> str:
 #: arguments after N, the entries per sample of the output); that of a
 #: transpose is the transpose back (a permutation: no zeroing, no sums)
 C_KERNELS = {
-    "im2col": ("im2col", "col2im", sizes, image),
+    "im2col": ("im2col", "col2im", sizes, im2col_image),
     "windows": ("windows", "windows_adj", sizes, image),
     "transpose": ("transpose_blocks", "transpose_blocks", transposed_back, block),
 }

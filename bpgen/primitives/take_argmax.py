@@ -1,11 +1,34 @@
 """``take_argmax``: per row, the entry of ``val`` where ``sel`` has its
 first maximum; ``take_argmax(A, A)`` is the row maximum (max pooling).
 The selection is piecewise constant, so the op is linear in ``val`` and
-carries no derivative through ``sel``; its adjoint is ``put_argmax``."""
+carries no derivative through ``sel``; its adjoint is ``put_argmax``.
+
+With ``pattern`` (a ``("windows", C, H, W, k, s)`` gather pattern), the
+rows are the windows of each sample's maps, read from ``sel`` and ``val``
+themselves: ``take_argmax(windows(S), windows(V))`` in one pass, without
+the window matrix (max pooling and its arg-max together)."""
 from __future__ import annotations
 
+from ..printers import pattern_equation
 from ..shapes import dim_code
 from .base import Primitive, register, tangent_name, wanted
+from .gather import per_sample, rows_dim
+
+
+def window_rows(g, sel: str, pattern) -> tuple:
+    """(windows per sample, entries per window) of a windows ``pattern``
+    over ``sel``'s per-sample maps; checks that they fit."""
+    if pattern[0] != "windows":
+        raise ValueError(f"argmax over a {pattern[0]!r} pattern (only windows)")
+    c, h, w, k, s = pattern[1:]
+    if per_sample(g.shape(sel)) != c * h * w or g.shape(sel)[0] != "N":
+        raise ValueError(f"windows {pattern} over {g.shape(sel)}")
+    return c * ((h - k) // s + 1) * ((w - k) // s + 1), k * k
+
+
+def window_args(pattern) -> str:
+    """The windows' sizes as C arguments (C, H, W, k, s)."""
+    return ", ".join(map(str, pattern[1:]))
 
 
 @register
@@ -13,10 +36,15 @@ class TakeArgmax(Primitive):
     name = "take_argmax"
 
     def build(self, g, sel: str, val: str, base: str = "mx", label: str = "",
-              comment: str = "") -> str:
+              comment: str = "", pattern: tuple | None = None) -> str:
         if g.shape(sel) != g.shape(val):
             raise ValueError(f"take_argmax: {g.shape(sel)} != {g.shape(val)}")
-        out = g.emit(self.name, base, (g.shape(val)[0], 1), (sel, val), {}, label, comment)
+        if pattern is None:
+            out = g.emit(self.name, base, (g.shape(val)[0], 1), (sel, val), {}, label, comment)
+        else:
+            rows, _ = window_rows(g, sel, tuple(pattern))
+            out = g.emit(self.name, base, (rows_dim(rows), 1), (sel, val),
+                         {"pattern": tuple(pattern)}, label, comment)
         g.vars[out].differentiable = g.vars[val].differentiable
         return out
 
@@ -24,17 +52,22 @@ class TakeArgmax(Primitive):
         sel, val = op.args
         if not wanted(g, val, only):
             return {}
-        return {val: g.put_argmax(sel, gout, base="d_" + val, label="δ" + g.vars[val].label)}
+        return {val: g.put_argmax(sel, gout, base="d_" + val, label="δ" + g.vars[val].label,
+                                  pattern=op.attrs.get("pattern"))}
 
     def jvp(self, g, op, t):
         sel, val = op.args
         if val not in t:
             return None
         base, label = tangent_name(g, op)
-        return g.take_argmax(sel, t[val], base=base, label=label)
+        return g.take_argmax(sel, t[val], base=base, label=label,
+                             pattern=op.attrs.get("pattern"))
 
     def equation(self, op, names, latex=False):
         sel, val = (names.get(a, a) for a in op.args)
+        pattern = op.attrs.get("pattern")
+        if pattern:     # the windows, as an argument (no adjoint remark)
+            sel, val = (pattern_equation(pattern, a, latex) for a in (sel, val))
         if op.args[0] == op.args[1]:
             return rf"\operatorname{{rowmax}}({sel})" if latex else f"rowmax({sel})"
         if latex:
@@ -43,10 +76,21 @@ class TakeArgmax(Primitive):
 
     def numpy(self, em, op, loop):
         sel, val = (em.acc(a, loop) for a in op.args)
+        pattern = op.attrs.get("pattern")
+        if pattern:
+            rows = per_sample(em.shape(op.out, loop))     # windows per sample
+            win = f"_pattern_index({pattern!r}), N, {rows}, {pattern[4] ** 2}"
+            sel_w = f"_gather({sel}, {win})"
+            val_w = sel_w if op.args[0] == op.args[1] else f"_gather({val}, {win})"
+            return f"_take_argmax({sel_w}, {val_w})"
         return f"_take_argmax({sel}, {val})"
 
     def c(self, em, op, loop):
-        em.use("take_argmax")
-        r, c = em.shape(op.args[0], loop)
         sel, val = (em.ptr(a, loop) for a in op.args)
+        pattern = op.attrs.get("pattern")
+        em.use("take_argmax")
+        if pattern:
+            return [f"bpg_take_argmax_windows(N, {window_args(pattern)}, {sel}, {val}, "
+                    f"{em.ptr(op.out, loop)});"]
+        r, c = em.shape(op.args[0], loop)
         return [f"bpg_take_argmax({dim_code(r)}, {c}, {sel}, {val}, {em.ptr(op.out, loop)});"]
