@@ -24,6 +24,11 @@ def per_sample(shape) -> int:
     return a * shape[1]
 
 
+def rows_cols(shape) -> tuple:
+    """(rows per sample, columns) of a per-sample matrix."""
+    return dim_coeffs(shape[0])[0], shape[1]
+
+
 def sizes(pat) -> str:
     """A pattern's sizes as C arguments."""
     return ", ".join(map(str, pat[1:]))
@@ -117,3 +122,26 @@ class Gather(Unary):
         r, c = em.shape(op.out, loop)
         return [f"bpg_gather(N, {op.attrs['s_in']}, {per_sample((r, c))}, {table}, "
                 f"{em.ptr(op.args[0], loop)}, {em.ptr(op.out, loop)});"]
+
+    # k directions at once (hessian_columns): the gather of each sample's
+    # block in each direction, rows stored with their K directions together
+    def batched_rule(self, op, batched) -> bool:
+        return op.args[0] in batched
+
+    def c_batched(self, em, op, loop):
+        (a,) = op.args
+        if not em.is_batched(a):
+            raise NotImplementedError("gather of a fixed value: not a tangent")
+        em.use("gather")
+        table = em.table(_pattern_index(op.attrs["pattern"]))
+        (ai, ci), (ao, co) = rows_cols(em.prog.vars[a].shape), rows_cols(em.prog.vars[op.out].shape)
+        return [f"bpg_gather_dirs(NB, K, {ai}, {ci}, {ao}, {co}, {table}, {em.ptr(a, loop)}, "
+                f"{em.ptr(op.out, loop)});"]
+
+    def numpy_batched(self, em, op, loop):
+        (a,) = op.args
+        if not em.is_batched(a):
+            raise NotImplementedError("gather of a fixed value: not a tangent")
+        (ai, ci), (ao, co) = rows_cols(em.prog.vars[a].shape), rows_cols(em.prog.vars[op.out].shape)
+        return (f"_by_row(_gather(_by_direction({em.acc(a, loop)}, NB, K, {ai}, {ci}), "
+                f"_pattern_index({op.attrs['pattern']!r}), NB*K, {ao}, {co}), NB, K, {ao}, {co})")

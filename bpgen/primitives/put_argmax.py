@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..printers import pattern_equation
 from ..shapes import dim_code
 from .base import Primitive, register, tangent_name, wanted
-from .gather import per_sample, rows_dim
+from .gather import per_sample, rows_cols, rows_dim
 from .take_argmax import window_args, window_rows
 
 
@@ -77,3 +77,35 @@ class PutArgmax(Primitive):
                     f"{em.ptr(op.out, loop)});"]
         r, c = em.shape(op.args[0], loop)
         return [f"bpg_put_argmax({dim_code(r)}, {c}, {sel}, {val}, {em.ptr(op.out, loop)});"]
+
+    # k directions at once: the adjoint of TakeArgmax's batched rules
+    def batched_rule(self, op, batched) -> bool:
+        return op.args[0] not in batched and op.args[1] in batched
+
+    def c_batched(self, em, op, loop):
+        sel, val = op.args
+        if em.is_batched(sel) or not em.is_batched(val):
+            raise NotImplementedError("put_argmax: only val carries directions")
+        em.use("put_argmax")
+        ps, pv, out = em.ptr(sel, loop), em.ptr(val, loop), em.ptr(op.out, loop)
+        pattern = op.attrs.get("pattern")
+        if pattern:
+            return [f"bpg_put_argmax_windows_dirs(NB, K, {window_args(pattern)}, {ps}, {pv}, "
+                    f"{out});"]
+        r, c = em.lshape(sel, loop)
+        return [f"bpg_put_argmax_dirs({r}, {c}, K, {ps}, {pv}, {out});"]
+
+    def numpy_batched(self, em, op, loop):
+        sel, val = op.args
+        if em.is_batched(sel) or not em.is_batched(val):
+            raise NotImplementedError("put_argmax: only val carries directions")
+        s, v = em.acc(sel, loop), em.acc(val, loop)
+        pattern = op.attrs.get("pattern")
+        if not pattern:
+            return f"_put_argmax_dirs({s}, {v}, K)"
+        rows, width = per_sample(em.prog.vars[val].shape), pattern[4] ** 2
+        _, ci = rows_cols(em.prog.vars[op.out].shape)
+        idx = f"_pattern_index({pattern!r})"
+        wins = f"_put_argmax_dirs(_gather({s}, {idx}, NB, {rows}, {width}), {v}, K)"
+        return (f"_scatter(_by_direction({wins}, NB, K, {rows}, {width}), {idx}, NB*K, {ci}, "
+                f"{ci})")

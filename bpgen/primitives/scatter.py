@@ -7,7 +7,7 @@ from ..patterns import _pattern_index
 from ..shapes import dim_coeffs
 from ..printers import pattern_equation
 from .base import Unary, register, wanted
-from .gather import block, c_kernel, im2col_image, image, per_sample, sizes
+from .gather import block, c_kernel, im2col_image, image, per_sample, rows_cols, sizes
 
 
 def transposed_back(pat) -> str:
@@ -64,3 +64,26 @@ class Scatter(Unary):
         table = em.table(_pattern_index(op.attrs["pattern"]))
         return [f"bpg_scatter(N, {op.attrs['s_out']}, {per_sample(em.shape(op.args[0], loop))}, "
                 f"{table}, {em.ptr(op.args[0], loop)}, {em.ptr(op.out, loop)});"]
+
+    # k directions at once: the adjoint of Gather's batched rules
+    def batched_rule(self, op, batched) -> bool:
+        return op.args[0] in batched
+
+    def c_batched(self, em, op, loop):
+        (a,) = op.args
+        if not em.is_batched(a):
+            raise NotImplementedError("scatter of a fixed value: not a tangent")
+        em.use("scatter")
+        table = em.table(_pattern_index(op.attrs["pattern"]))
+        (ao, co), (ai, ci) = rows_cols(em.prog.vars[a].shape), rows_cols(em.prog.vars[op.out].shape)
+        return [f"bpg_scatter_dirs(NB, K, {ai}, {ci}, {ao}, {co}, {table}, {em.ptr(a, loop)}, "
+                f"{em.ptr(op.out, loop)});"]
+
+    def numpy_batched(self, em, op, loop):
+        (a,) = op.args
+        if not em.is_batched(a):
+            raise NotImplementedError("scatter of a fixed value: not a tangent")
+        (ao, co), (ai, ci) = rows_cols(em.prog.vars[a].shape), rows_cols(em.prog.vars[op.out].shape)
+        return (f"_by_row(_scatter(_by_direction({em.acc(a, loop)}, NB, K, {ao}, {co}), "
+                f"_pattern_index({op.attrs['pattern']!r}), NB*K, {ai * ci}, {ci}), "
+                f"NB, K, {ai}, {ci})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..printers import pattern_equation
 from ..shapes import dim_code
 from .base import Primitive, register, tangent_name, wanted
-from .gather import per_sample, rows_dim
+from .gather import per_sample, rows_cols, rows_dim
 
 
 def window_rows(g, sel: str, pattern) -> tuple:
@@ -94,3 +94,36 @@ class TakeArgmax(Primitive):
                     f"{em.ptr(op.out, loop)});"]
         r, c = em.shape(op.args[0], loop)
         return [f"bpg_take_argmax({dim_code(r)}, {c}, {sel}, {val}, {em.ptr(op.out, loop)});"]
+
+    # k directions at once: the selector is the shared pass's (one value),
+    # val a tangent (each row's K directions together)
+    def batched_rule(self, op, batched) -> bool:
+        return op.args[0] not in batched and op.args[1] in batched
+
+    def c_batched(self, em, op, loop):
+        sel, val = op.args
+        if em.is_batched(sel) or not em.is_batched(val):
+            raise NotImplementedError("take_argmax: only val carries directions")
+        em.use("take_argmax")
+        ps, pv, out = em.ptr(sel, loop), em.ptr(val, loop), em.ptr(op.out, loop)
+        pattern = op.attrs.get("pattern")
+        if pattern:
+            return [f"bpg_take_argmax_windows_dirs(NB, K, {window_args(pattern)}, {ps}, {pv}, "
+                    f"{out});"]
+        r, c = em.lshape(sel, loop)
+        return [f"bpg_take_argmax_dirs({r}, {c}, K, {ps}, {pv}, {out});"]
+
+    def numpy_batched(self, em, op, loop):
+        sel, val = op.args
+        if em.is_batched(sel) or not em.is_batched(val):
+            raise NotImplementedError("take_argmax: only val carries directions")
+        s, v = em.acc(sel, loop), em.acc(val, loop)
+        pattern = op.attrs.get("pattern")
+        if pattern:
+            rows, width = per_sample(em.prog.vars[op.out].shape), pattern[4] ** 2
+            _, ci = rows_cols(em.prog.vars[val].shape)
+            idx = f"_pattern_index({pattern!r})"
+            s = f"_gather({s}, {idx}, NB, {rows}, {width})"
+            v = (f"_by_row(_gather(_by_direction({v}, NB, K, 1, {ci}), {idx}, NB*K, {rows}, "
+                 f"{width}), NB, K, {rows}, {width})")
+        return f"_take_argmax_dirs({s}, {v}, K)"
