@@ -387,6 +387,17 @@ void bpg_threads_leave(int large)
 #endif
 }
 
+/* The inverse of bpg_dirs_to_cols: K directions of an R x C matrix stored
+   as extra columns, X (R x K x C) -> direction-major, direction d at
+   D + d*ld. */
+static inline void bpg_cols_to_dirs(int64_t K, int64_t R, int64_t C, const real *restrict X,
+                                    real *restrict D, int64_t ld)
+{
+    for (int64_t d = 0; d < K; d++)
+        for (int64_t i = 0; i < R; i++)
+            memcpy(D + d * ld + i * C, X + (i * K + d) * C, sizeof(real) * (size_t)C);
+}
+
 /* out (1 x C) = 1ᵀ · A: column sums */
 static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
@@ -442,6 +453,18 @@ static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restric
     }
 }
 
+/* K tangent directions of an R x C matrix, direction-major (direction d at
+   D + d*ld) -> "directions as extra columns" X (R x K x C: row i of
+   direction d at X + (i*K + d)*C), the layout of bpg_hessian_columns'
+   batched variables. */
+static inline void bpg_dirs_to_cols(int64_t K, int64_t R, int64_t C, const real *restrict D,
+                                    int64_t ld, real *restrict X)
+{
+    for (int64_t d = 0; d < K; d++)
+        for (int64_t i = 0; i < R; i++)
+            memcpy(X + (i * K + d) * C, D + d * ld + i * C, sizeof(real) * (size_t)C);
+}
+
 /* per sample n: out[n][j] = in[n][idx[j]] (0 where idx[j] < 0); blocks of
    S_in and S_out entries (im2col, pooling windows, reordering) */
 static inline void bpg_gather(int64_t N, int64_t S_in, int64_t S_out, const int32_t *restrict idx,
@@ -451,6 +474,29 @@ static inline void bpg_gather(int64_t N, int64_t S_in, int64_t S_out, const int3
         const real *restrict a = in + n * S_in;
         real *restrict o = out + n * S_out;
         for (int64_t j = 0; j < S_out; j++) o[j] = idx[j] >= 0 ? a[idx[j]] : 0;
+    }
+}
+
+/* k directions at once (hessian_columns' tangent part): every variable
+   stored (rows, K, cols), so sample n's block of A rows x C columns holds
+   each row's K directions: out[n][ro][d][co] = in[n][ri][d][ci] for
+   idx[ro·Co + co] = ri·Ci + ci (0 where it is -1) */
+static inline void bpg_gather_dirs(int64_t NB, int64_t K, int64_t Ai, int64_t Ci, int64_t Ao,
+                                   int64_t Co, const int32_t *restrict idx,
+                                   const real *restrict in, real *restrict out)
+{
+    for (int64_t n = 0; n < NB; n++) {
+        const real *restrict a = in + n * Ai * K * Ci;
+        real *restrict o = out + n * Ao * K * Co;
+        for (int64_t j = 0; j < Ao * Co; j++) {
+            const int64_t ro = j / Co, co = j % Co, src = idx[j];
+            if (src < 0) {
+                for (int64_t d = 0; d < K; d++) o[(ro * K + d) * Co + co] = 0;
+                continue;
+            }
+            const int64_t ri = src / Ci, ci = src % Ci;
+            for (int64_t d = 0; d < K; d++) o[(ro * K + d) * Co + co] = a[(ri * K + d) * Ci + ci];
+        }
     }
 }
 
@@ -504,6 +550,114 @@ static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* the gather ("im2col", C, H, W, k, s, p) of patterns.py without its table:
+   per sample n, one row per output pixel (oh, ow), columns (c, u, v),
+   out[n][oh][ow][c][u][v] = in[n][c][oh·s + u - p][ow·s + v - p], 0 in the
+   padding.  Sizes are constants at every call, so the loops unroll; a row
+   of k entries is contiguous in both blocks (no index table to read).  With
+   padding, each sample is first copied into a zero-bordered image of
+   C x (H + 2p) x (W + 2p) entries (at most BPG_PADDED_MAX, on the stack;
+   gather.py prints the table's gather for larger ones), so that no row of
+   a patch is cut by the border */
+#define BPG_PADDED_MAX 4096
+
+/* the patches of one C x Hp x Wp image with no padding */
+__attribute__((always_inline))
+static inline void bpg_patches(int64_t C, int64_t Hp, int64_t Wp, int64_t k, int64_t s,
+                               int64_t Ho, int64_t Wo, const real *restrict a,
+                               real *restrict o)
+{
+    for (int64_t oh = 0; oh < Ho; oh++)
+        for (int64_t ow = 0; ow < Wo; ow++)
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t u = 0; u < k; u++, o += k) {
+                    const real *restrict r = a + c * Hp * Wp + (oh * s + u) * Wp + ow * s;
+                    for (int64_t v = 0; v < k; v++) o[v] = r[v];
+                }
+}
+
+__attribute__((always_inline))
+static inline void bpg_im2col(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k,
+                              int64_t s, int64_t p, const real *restrict in, real *restrict out)
+{
+    const int64_t Hp = H + 2 * p, Wp = W + 2 * p;
+    const int64_t Ho = (Hp - k) / s + 1, Wo = (Wp - k) / s + 1;
+    real padded[p && C * Hp * Wp <= BPG_PADDED_MAX ? C * Hp * Wp : 1];
+    if (p) memset(padded, 0, sizeof(padded));
+    for (int64_t n = 0; n < N; n++) {
+        const real *restrict a = in + n * C * H * W;
+        real *restrict o = out + n * Ho * Wo * C * k * k;
+        if (!p) {
+            bpg_patches(C, H, W, k, s, Ho, Wo, a, o);
+        } else if (C * Hp * Wp <= BPG_PADDED_MAX) {
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t h = 0; h < H; h++)
+                    memcpy(padded + c * Hp * Wp + (h + p) * Wp + p, a + c * H * W + h * W,
+                           sizeof(real) * (size_t)W);
+            bpg_patches(C, Hp, Wp, k, s, Ho, Wo, padded, o);
+        } else {        /* large padded images (not printed; kept correct) */
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++)
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t u = 0; u < k; u++, o += k) {
+                            const int64_t row = oh * s + u - p;
+                            for (int64_t v = 0; v < k; v++) {
+                                const int64_t col = ow * s + v - p;
+                                o[v] = (row >= 0 && row < H && col >= 0 && col < W)
+                                       ? a[c * H * W + row * W + col] : 0;
+                            }
+                        }
+        }
+    }
+}
+
+/* its adjoint (col2im): per sample, every patch entry added to the pixel
+   it was read from, in the order of the patches (the order of bpg_scatter
+   with the pattern's table, so the same sums); with padding, into the
+   zero-bordered image (its border then dropped) */
+__attribute__((always_inline))
+static inline void bpg_col2im(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k,
+                              int64_t s, int64_t p, const real *restrict in, real *restrict out)
+{
+    const int64_t Hp = H + 2 * p, Wp = W + 2 * p;
+    const int64_t Ho = (Hp - k) / s + 1, Wo = (Wp - k) / s + 1;
+    const int small = C * Hp * Wp <= BPG_PADDED_MAX;
+    real padded[p && small ? C * Hp * Wp : 1];
+    if (!p || !small) memset(out, 0, sizeof(real) * (size_t)(N * C * H * W));
+    for (int64_t n = 0; n < N; n++) {
+        const real *restrict a = in + n * Ho * Wo * C * k * k;
+        real *restrict img = out + n * C * H * W;
+        if (p && !small) {      /* large padded images (not printed; kept correct) */
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++)
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t u = 0; u < k; u++, a += k) {
+                            const int64_t row = oh * s + u - p;
+                            for (int64_t v = 0; v < k; v++) {
+                                const int64_t col = ow * s + v - p;
+                                if (row >= 0 && row < H && col >= 0 && col < W)
+                                    img[c * H * W + row * W + col] += a[v];
+                            }
+                        }
+            continue;
+        }
+        real *restrict o = p ? padded : img;
+        if (p) memset(padded, 0, sizeof(padded));
+        for (int64_t oh = 0; oh < Ho; oh++)
+            for (int64_t ow = 0; ow < Wo; ow++)
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t u = 0; u < k; u++, a += k) {
+                        real *restrict r = o + c * Hp * Wp + (oh * s + u) * Wp + ow * s;
+                        for (int64_t v = 0; v < k; v++) r[v] += a[v];
+                    }
+        if (p)
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t h = 0; h < H; h++)
+                    memcpy(img + c * H * W + h * W, padded + c * Hp * Wp + (h + p) * Wp + p,
+                           sizeof(real) * (size_t)W);
+    }
+}
+
 /* 1 when any of the n entries at a is nonzero (a block of a direction). */
 static inline int bpg_nonzero(int64_t n, const real *restrict a)
 {
@@ -529,6 +683,85 @@ static inline void bpg_put_argmax(int64_t R, int64_t C, const real *restrict sel
         }
         out[r * C + best] = val[r];
     }
+}
+
+/* its windowed form, the adjoint of bpg_take_argmax_windows: out = 0, then
+   per window, val added to the maps' entry at the window's first maximum
+   of sel (a pass of zeros and one store per window: storing each window's
+   k x k entries instead, val or 0 by a select, measured 5x slower on
+   LeNet's 6 x 24 x 24 maps) */
+__attribute__((always_inline))
+static inline void bpg_put_argmax_windows(int64_t N, int64_t C, int64_t H, int64_t W,
+                                          int64_t k, int64_t s, const real *restrict sel,
+                                          const real *restrict val, real *restrict out)
+{
+    const int64_t Ho = (H - k) / s + 1, Wo = (W - k) / s + 1;
+    memset(out, 0, sizeof(real) * (size_t)(N * C * H * W));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const int64_t at = n * C * H * W + c * H * W + oh * s * W + ow * s;
+                    const real *restrict m = sel + at;
+                    int64_t best = 0;
+                    real top = m[0];
+                    for (int64_t u = 0; u < k; u++)
+                        for (int64_t v = 0; v < k; v++) {
+                            const int gt = m[u * W + v] > top;
+                            best = gt ? u * W + v : best;
+                            top = gt ? m[u * W + v] : top;
+                        }
+                    out[at + best] += *val++;
+                }
+}
+
+/* k directions at once: sel (R x C) one value, val (R·K x 1); out (R·K x C):
+   row r·K + d holds val[r·K + d] at row r's first maximum of sel, 0 elsewhere */
+static inline void bpg_put_argmax_dirs(int64_t R, int64_t C, int64_t K,
+                                       const real *restrict sel, const real *restrict val,
+                                       real *restrict out)
+{
+    memset(out, 0, sizeof(real) * (size_t)(R * K * C));
+    for (int64_t r = 0; r < R; r++) {
+        const real *restrict s = sel + r * C;
+        int64_t best = 0;
+        real top = s[0];
+        for (int64_t c = 1; c < C; c++) {
+            const int gt = s[c] > top;
+            best = gt ? c : best;
+            top = gt ? s[c] : top;
+        }
+        for (int64_t d = 0; d < K; d++) out[(r * K + d) * C + best] = val[r * K + d];
+    }
+}
+
+/* the windowed form over k directions (the adjoint of
+   bpg_take_argmax_windows_dirs): out (NB·K x C·H·W) = 0, then each window's
+   value in direction d added at the window's first maximum of sel */
+static inline void bpg_put_argmax_windows_dirs(int64_t NB, int64_t K, int64_t C, int64_t H,
+                                               int64_t W, int64_t k, int64_t s,
+                                               const real *restrict sel,
+                                               const real *restrict val, real *restrict out)
+{
+    const int64_t Ho = (H - k) / s + 1, Wo = (W - k) / s + 1;
+    memset(out, 0, sizeof(real) * (size_t)(NB * K * C * H * W));
+    for (int64_t n = 0; n < NB; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const int64_t at = c * H * W + oh * s * W + ow * s;
+                    const real *restrict m = sel + n * C * H * W + at;
+                    int64_t best = 0;
+                    real top = m[0];
+                    for (int64_t u = 0; u < k; u++)
+                        for (int64_t v = 0; v < k; v++) {
+                            const int gt = m[u * W + v] > top;
+                            best = gt ? u * W + v : best;
+                            top = gt ? m[u * W + v] : top;
+                        }
+                    for (int64_t d = 0; d < K; d++)
+                        out[(n * K + d) * C * H * W + at + best] += *val++;
+                }
 }
 
 /* out (R x 1) = the maximum of each row */
@@ -565,6 +798,26 @@ static inline void bpg_scatter(int64_t N, int64_t S_out, int64_t S_in, const int
     }
 }
 
+/* its k-directions form (the adjoint of bpg_gather_dirs): out = 0, then
+   out[n][ri][d][ci] += in[n][ro][d][co] for idx[ro·Co + co] = ri·Ci + ci,
+   in the order of j = ro·Co + co (each direction's sums as bpg_scatter's) */
+static inline void bpg_scatter_dirs(int64_t NB, int64_t K, int64_t Ai, int64_t Ci, int64_t Ao,
+                                    int64_t Co, const int32_t *restrict idx,
+                                    const real *restrict in, real *restrict out)
+{
+    memset(out, 0, sizeof(real) * (size_t)(NB * Ai * K * Ci));
+    for (int64_t n = 0; n < NB; n++) {
+        const real *restrict a = in + n * Ao * K * Co;
+        real *restrict o = out + n * Ai * K * Ci;
+        for (int64_t j = 0; j < Ao * Co; j++) {
+            const int64_t ro = j / Co, co = j % Co, src = idx[j];
+            if (src < 0) continue;
+            const int64_t ri = src / Ci, ci = src % Ci;
+            for (int64_t d = 0; d < K; d++) o[(ri * K + d) * Ci + ci] += a[(ro * K + d) * Co + co];
+        }
+    }
+}
+
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
 static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
@@ -591,34 +844,104 @@ static inline void bpg_take_argmax(int64_t R, int64_t C, const real *restrict se
     }
 }
 
-static const int32_t bpg_table_0[576] = {
-    -1, -1, -1, -1, 0, 1, -1, 8, 9, -1, -1, -1, 0, 1, 2, 8, 9, 10, -1, -1, -1, 1, 2, 3, 9, 10, 11,
-    -1, -1, -1, 2, 3, 4, 10, 11, 12, -1, -1, -1, 3, 4, 5, 11, 12, 13, -1, -1, -1, 4, 5, 6, 12, 13,
-    14, -1, -1, -1, 5, 6, 7, 13, 14, 15, -1, -1, -1, 6, 7, -1, 14, 15, -1, -1, 0, 1, -1, 8, 9, -1,
-    16, 17, 0, 1, 2, 8, 9, 10, 16, 17, 18, 1, 2, 3, 9, 10, 11, 17, 18, 19, 2, 3, 4, 10, 11, 12, 18,
-    19, 20, 3, 4, 5, 11, 12, 13, 19, 20, 21, 4, 5, 6, 12, 13, 14, 20, 21, 22, 5, 6, 7, 13, 14, 15,
-    21, 22, 23, 6, 7, -1, 14, 15, -1, 22, 23, -1, -1, 8, 9, -1, 16, 17, -1, 24, 25, 8, 9, 10, 16,
-    17, 18, 24, 25, 26, 9, 10, 11, 17, 18, 19, 25, 26, 27, 10, 11, 12, 18, 19, 20, 26, 27, 28, 11,
-    12, 13, 19, 20, 21, 27, 28, 29, 12, 13, 14, 20, 21, 22, 28, 29, 30, 13, 14, 15, 21, 22, 23, 29,
-    30, 31, 14, 15, -1, 22, 23, -1, 30, 31, -1, -1, 16, 17, -1, 24, 25, -1, 32, 33, 16, 17, 18, 24,
-    25, 26, 32, 33, 34, 17, 18, 19, 25, 26, 27, 33, 34, 35, 18, 19, 20, 26, 27, 28, 34, 35, 36, 19,
-    20, 21, 27, 28, 29, 35, 36, 37, 20, 21, 22, 28, 29, 30, 36, 37, 38, 21, 22, 23, 29, 30, 31, 37,
-    38, 39, 22, 23, -1, 30, 31, -1, 38, 39, -1, -1, 24, 25, -1, 32, 33, -1, 40, 41, 24, 25, 26, 32,
-    33, 34, 40, 41, 42, 25, 26, 27, 33, 34, 35, 41, 42, 43, 26, 27, 28, 34, 35, 36, 42, 43, 44, 27,
-    28, 29, 35, 36, 37, 43, 44, 45, 28, 29, 30, 36, 37, 38, 44, 45, 46, 29, 30, 31, 37, 38, 39, 45,
-    46, 47, 30, 31, -1, 38, 39, -1, 46, 47, -1, -1, 32, 33, -1, 40, 41, -1, 48, 49, 32, 33, 34, 40,
-    41, 42, 48, 49, 50, 33, 34, 35, 41, 42, 43, 49, 50, 51, 34, 35, 36, 42, 43, 44, 50, 51, 52, 35,
-    36, 37, 43, 44, 45, 51, 52, 53, 36, 37, 38, 44, 45, 46, 52, 53, 54, 37, 38, 39, 45, 46, 47, 53,
-    54, 55, 38, 39, -1, 46, 47, -1, 54, 55, -1, -1, 40, 41, -1, 48, 49, -1, 56, 57, 40, 41, 42, 48,
-    49, 50, 56, 57, 58, 41, 42, 43, 49, 50, 51, 57, 58, 59, 42, 43, 44, 50, 51, 52, 58, 59, 60, 43,
-    44, 45, 51, 52, 53, 59, 60, 61, 44, 45, 46, 52, 53, 54, 60, 61, 62, 45, 46, 47, 53, 54, 55, 61,
-    62, 63, 46, 47, -1, 54, 55, -1, 62, 63, -1, -1, 48, 49, -1, 56, 57, -1, -1, -1, 48, 49, 50, 56,
-    57, 58, -1, -1, -1, 49, 50, 51, 57, 58, 59, -1, -1, -1, 50, 51, 52, 58, 59, 60, -1, -1, -1, 51,
-    52, 53, 59, 60, 61, -1, -1, -1, 52, 53, 54, 60, 61, 62, -1, -1, -1, 53, 54, 55, 61, 62, 63, -1,
-    -1, -1, 54, 55, -1, 62, 63, -1, -1, -1, -1,
-};
+/* max pooling in one pass: per sample n and window (c, oh, ow) of the
+   C x H x W maps (k x k, stride s), out[n][(c·Ho + oh)·Wo + ow] = val at the
+   window's first maximum of sel, scanned in the window's row-major order
+   (the order of bpg_take_argmax over the window matrix, so the same pick) */
+__attribute__((always_inline))
+static inline void bpg_take_argmax_windows(int64_t N, int64_t C, int64_t H, int64_t W,
+                                           int64_t k, int64_t s, const real *restrict sel,
+                                           const real *restrict val, real *restrict out)
+{
+    const int64_t Ho = (H - k) / s + 1, Wo = (W - k) / s + 1;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const int64_t at = n * C * H * W + c * H * W + oh * s * W + ow * s;
+                    const real *restrict m = sel + at;
+                    int64_t best = 0;
+                    real top = m[0];
+                    for (int64_t u = 0; u < k; u++)
+                        for (int64_t v = 0; v < k; v++) {
+                            const int gt = m[u * W + v] > top;
+                            best = gt ? u * W + v : best;
+                            top = gt ? m[u * W + v] : top;
+                        }
+                    *out++ = val[at + best];
+                }
+}
 
-static const int32_t bpg_table_1[512] = {
+/* k directions at once: sel (R x C) one value, val (R·K x C) row r's K
+   directions together; out[r·K + d] = val[r·K + d] at row r's first
+   maximum of sel */
+static inline void bpg_take_argmax_dirs(int64_t R, int64_t C, int64_t K,
+                                        const real *restrict sel, const real *restrict val,
+                                        real *restrict out)
+{
+    for (int64_t r = 0; r < R; r++) {
+        const real *restrict s = sel + r * C;
+        int64_t best = 0;
+        real top = s[0];
+        for (int64_t c = 1; c < C; c++) {
+            const int gt = s[c] > top;
+            best = gt ? c : best;
+            top = gt ? s[c] : top;
+        }
+        for (int64_t d = 0; d < K; d++) out[r * K + d] = val[(r * K + d) * C + best];
+    }
+}
+
+/* the windowed form over k directions: sel (NB x C·H·W) one value, val
+   (NB·K x C·H·W) each sample's K directions together; out (NB·R·K x 1),
+   window r of sample n in direction d at (n·R + r)·K + d */
+static inline void bpg_take_argmax_windows_dirs(int64_t NB, int64_t K, int64_t C, int64_t H,
+                                                int64_t W, int64_t k, int64_t s,
+                                                const real *restrict sel,
+                                                const real *restrict val, real *restrict out)
+{
+    const int64_t Ho = (H - k) / s + 1, Wo = (W - k) / s + 1;
+    for (int64_t n = 0; n < NB; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const int64_t at = c * H * W + oh * s * W + ow * s;
+                    const real *restrict m = sel + n * C * H * W + at;
+                    int64_t best = 0;
+                    real top = m[0];
+                    for (int64_t u = 0; u < k; u++)
+                        for (int64_t v = 0; v < k; v++) {
+                            const int gt = m[u * W + v] > top;
+                            best = gt ? u * W + v : best;
+                            top = gt ? m[u * W + v] : top;
+                        }
+                    for (int64_t d = 0; d < K; d++)
+                        *out++ = val[(n * K + d) * C * H * W + at + best];
+                }
+}
+
+/* the gather ("transpose", S, F) of patterns.py without its table: per
+   sample n, an S x F block as F x S, out[n][f][s] = in[n][s][f]; with
+   S = 1 or F = 1 the same entries in the same order (a copy).  A
+   permutation, so its adjoint is the transpose back (bpg_transpose_blocks
+   with S and F swapped), with no zeroing */
+__attribute__((always_inline))
+static inline void bpg_transpose_blocks(int64_t N, int64_t S, int64_t F,
+                                        const real *restrict in, real *restrict out)
+{
+    if (S == 1 || F == 1) {
+        memcpy(out, in, sizeof(real) * (size_t)(N * S * F));
+        return;
+    }
+    for (int64_t n = 0; n < N; n++) {
+        const real *restrict a = in + n * S * F;
+        real *restrict o = out + n * S * F;
+        for (int64_t f = 0; f < F; f++)        /* stores in order, loads strided */
+            for (int64_t s = 0; s < S; s++) o[f * S + s] = a[s * F + f];
+    }
+}
+
+static const int32_t bpg_table_0[512] = {
     0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152, 160, 168,
     176, 184, 192, 200, 208, 216, 224, 232, 240, 248, 256, 264, 272, 280, 288, 296, 304, 312, 320,
     328, 336, 344, 352, 360, 368, 376, 384, 392, 400, 408, 416, 424, 432, 440, 448, 456, 464, 472,
@@ -647,36 +970,7 @@ static const int32_t bpg_table_1[512] = {
     415, 423, 431, 439, 447, 455, 463, 471, 479, 487, 495, 503, 511,
 };
 
-static const int32_t bpg_table_2[512] = {
-    0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15, 16, 17, 24, 25, 18, 19, 26, 27, 20, 21,
-    28, 29, 22, 23, 30, 31, 32, 33, 40, 41, 34, 35, 42, 43, 36, 37, 44, 45, 38, 39, 46, 47, 48, 49,
-    56, 57, 50, 51, 58, 59, 52, 53, 60, 61, 54, 55, 62, 63, 64, 65, 72, 73, 66, 67, 74, 75, 68, 69,
-    76, 77, 70, 71, 78, 79, 80, 81, 88, 89, 82, 83, 90, 91, 84, 85, 92, 93, 86, 87, 94, 95, 96, 97,
-    104, 105, 98, 99, 106, 107, 100, 101, 108, 109, 102, 103, 110, 111, 112, 113, 120, 121, 114,
-    115, 122, 123, 116, 117, 124, 125, 118, 119, 126, 127, 128, 129, 136, 137, 130, 131, 138, 139,
-    132, 133, 140, 141, 134, 135, 142, 143, 144, 145, 152, 153, 146, 147, 154, 155, 148, 149, 156,
-    157, 150, 151, 158, 159, 160, 161, 168, 169, 162, 163, 170, 171, 164, 165, 172, 173, 166, 167,
-    174, 175, 176, 177, 184, 185, 178, 179, 186, 187, 180, 181, 188, 189, 182, 183, 190, 191, 192,
-    193, 200, 201, 194, 195, 202, 203, 196, 197, 204, 205, 198, 199, 206, 207, 208, 209, 216, 217,
-    210, 211, 218, 219, 212, 213, 220, 221, 214, 215, 222, 223, 224, 225, 232, 233, 226, 227, 234,
-    235, 228, 229, 236, 237, 230, 231, 238, 239, 240, 241, 248, 249, 242, 243, 250, 251, 244, 245,
-    252, 253, 246, 247, 254, 255, 256, 257, 264, 265, 258, 259, 266, 267, 260, 261, 268, 269, 262,
-    263, 270, 271, 272, 273, 280, 281, 274, 275, 282, 283, 276, 277, 284, 285, 278, 279, 286, 287,
-    288, 289, 296, 297, 290, 291, 298, 299, 292, 293, 300, 301, 294, 295, 302, 303, 304, 305, 312,
-    313, 306, 307, 314, 315, 308, 309, 316, 317, 310, 311, 318, 319, 320, 321, 328, 329, 322, 323,
-    330, 331, 324, 325, 332, 333, 326, 327, 334, 335, 336, 337, 344, 345, 338, 339, 346, 347, 340,
-    341, 348, 349, 342, 343, 350, 351, 352, 353, 360, 361, 354, 355, 362, 363, 356, 357, 364, 365,
-    358, 359, 366, 367, 368, 369, 376, 377, 370, 371, 378, 379, 372, 373, 380, 381, 374, 375, 382,
-    383, 384, 385, 392, 393, 386, 387, 394, 395, 388, 389, 396, 397, 390, 391, 398, 399, 400, 401,
-    408, 409, 402, 403, 410, 411, 404, 405, 412, 413, 406, 407, 414, 415, 416, 417, 424, 425, 418,
-    419, 426, 427, 420, 421, 428, 429, 422, 423, 430, 431, 432, 433, 440, 441, 434, 435, 442, 443,
-    436, 437, 444, 445, 438, 439, 446, 447, 448, 449, 456, 457, 450, 451, 458, 459, 452, 453, 460,
-    461, 454, 455, 462, 463, 464, 465, 472, 473, 466, 467, 474, 475, 468, 469, 476, 477, 470, 471,
-    478, 479, 480, 481, 488, 489, 482, 483, 490, 491, 484, 485, 492, 493, 486, 487, 494, 495, 496,
-    497, 504, 505, 498, 499, 506, 507, 500, 501, 508, 509, 502, 503, 510, 511,
-};
-
-static const int32_t bpg_table_3[128] = {
+static const int32_t bpg_table_1[128] = {
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
     26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
     50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73,
@@ -685,7 +979,7 @@ static const int32_t bpg_table_3[128] = {
     117, 118, 119, 120, 121, 122, 123, 124, 125, 126, 127,
 };
 
-static const int32_t bpg_table_4[1152] = {
+static const int32_t bpg_table_2[1152] = {
     -1, -1, -1, -1, 0, 1, -1, 4, 5, -1, -1, -1, -1, 16, 17, -1, 20, 21, -1, -1, -1, -1, 32, 33, -1,
     36, 37, -1, -1, -1, -1, 48, 49, -1, 52, 53, -1, -1, -1, -1, 64, 65, -1, 68, 69, -1, -1, -1, -1,
     80, 81, -1, 84, 85, -1, -1, -1, -1, 96, 97, -1, 100, 101, -1, -1, -1, -1, 112, 113, -1, 116,
@@ -738,7 +1032,7 @@ static const int32_t bpg_table_4[1152] = {
     122, 123, -1, 126, 127, -1, -1, -1, -1,
 };
 
-static const int32_t bpg_table_5[256] = {
+static const int32_t bpg_table_3[256] = {
     0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 1, 17, 33, 49, 65, 81,
     97, 113, 129, 145, 161, 177, 193, 209, 225, 241, 2, 18, 34, 50, 66, 82, 98, 114, 130, 146, 162,
     178, 194, 210, 226, 242, 3, 19, 35, 51, 67, 83, 99, 115, 131, 147, 163, 179, 195, 211, 227, 243,
@@ -754,62 +1048,44 @@ static const int32_t bpg_table_5[256] = {
     159, 175, 191, 207, 223, 239, 255,
 };
 
-static const int32_t bpg_table_6[256] = {
-    0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15, 16, 17, 20, 21, 18, 19, 22, 23, 24, 25,
-    28, 29, 26, 27, 30, 31, 32, 33, 36, 37, 34, 35, 38, 39, 40, 41, 44, 45, 42, 43, 46, 47, 48, 49,
-    52, 53, 50, 51, 54, 55, 56, 57, 60, 61, 58, 59, 62, 63, 64, 65, 68, 69, 66, 67, 70, 71, 72, 73,
-    76, 77, 74, 75, 78, 79, 80, 81, 84, 85, 82, 83, 86, 87, 88, 89, 92, 93, 90, 91, 94, 95, 96, 97,
-    100, 101, 98, 99, 102, 103, 104, 105, 108, 109, 106, 107, 110, 111, 112, 113, 116, 117, 114,
-    115, 118, 119, 120, 121, 124, 125, 122, 123, 126, 127, 128, 129, 132, 133, 130, 131, 134, 135,
-    136, 137, 140, 141, 138, 139, 142, 143, 144, 145, 148, 149, 146, 147, 150, 151, 152, 153, 156,
-    157, 154, 155, 158, 159, 160, 161, 164, 165, 162, 163, 166, 167, 168, 169, 172, 173, 170, 171,
-    174, 175, 176, 177, 180, 181, 178, 179, 182, 183, 184, 185, 188, 189, 186, 187, 190, 191, 192,
-    193, 196, 197, 194, 195, 198, 199, 200, 201, 204, 205, 202, 203, 206, 207, 208, 209, 212, 213,
-    210, 211, 214, 215, 216, 217, 220, 221, 218, 219, 222, 223, 224, 225, 228, 229, 226, 227, 230,
-    231, 232, 233, 236, 237, 234, 235, 238, 239, 240, 241, 244, 245, 242, 243, 246, 247, 248, 249,
-    252, 253, 250, 251, 254, 255,
-};
-
-static const int32_t bpg_table_7[64] = {
+static const int32_t bpg_table_4[64] = {
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
     26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
     50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
 };
 
-static const int32_t bpg_table_8[24] = {
-    8, 9, 0, 0, 1, 8, 72, 72, 16, 72, 80, 80, 1, 16, 1232, 1232, 64, 10, 1248, 1248, 1, 10, 1888,
-    1888,
-};
-
-static const int32_t bpg_table_9[24] = {
+static const int32_t bpg_table_5[24] = {
     8, 9, 0, 1898, 1, 8, 72, 1970, 16, 72, 80, 1978, 1, 16, 1232, 3130, 64, 10, 1248, 3146, 1, 10,
     1888, 3786,
 };
 
-/* ---- forward: workspace 5200*N + 0 elements ---- */
+static const int32_t bpg_table_6[24] = {
+    8, 9, 0, 0, 1, 8, 72, 72, 16, 72, 80, 80, 1, 16, 1232, 1232, 64, 10, 1248, 1248, 1, 10, 1888,
+    1888,
+};
+
+/* ---- forward: workspace 4432*N + 0 elements ---- */
 BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
     real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 1088*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 1600*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 2112*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 2624*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 2752*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 2880*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 4032*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 4288*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 4544*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 4800*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 5056*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 5120*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 5184*N;  /* (N, 10) */
+    real *const v_l1_max = ws + 2112*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2240*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 2368*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 3520*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 3776*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 4032*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 4288*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 4352*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 4416*N;  /* (N, 10) */
     real *const v_l5_Z = out + 0;  /* (N, 10) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -824,19 +1100,16 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -851,16 +1124,13 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -875,44 +1145,42 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     }
 }
 
-/* ---- loss: workspace 5280*N + 1896 elements ---- */
+/* ---- loss: workspace 4512*N + 1896 elements ---- */
 BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
     real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 1088*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 1600*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 2112*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 2624*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 2752*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 2880*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 4032*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 4288*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 4544*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 4800*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 5056*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 5120*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 5184*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 5200*N;  /* (N, 10) */
-    real *const v_o_max = ws + 5216*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 5224*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 5240*N;  /* (N, 1) */
-    real *const v_o_pick = ws + 5248*N;  /* (N, 10) */
-    real *const v_o_label = ws + 5264*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 5272*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 5280*N;  /* (1, 1) */
-    real *const v_l0_W_sq = ws + 5280*N + 8;  /* (8, 9) */
-    real *const v_l0_W_sqsum = ws + 5280*N + 80;  /* (1, 1) */
-    real *const v_l2_W_sq = ws + 5280*N + 88;  /* (16, 72) */
-    real *const v_l2_W_sqsum = ws + 5280*N + 1240;  /* (1, 1) */
-    real *const v_l5_W_sq = ws + 5280*N + 1248;  /* (64, 10) */
-    real *const v_l5_W_sqsum = ws + 5280*N + 1888;  /* (1, 1) */
+    real *const v_l1_max = ws + 2112*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2240*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 2368*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 3520*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 3776*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 4032*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 4288*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 4352*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 4416*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 4432*N;  /* (N, 10) */
+    real *const v_o_max = ws + 4448*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 4456*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 4472*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 4480*N;  /* (N, 10) */
+    real *const v_o_label = ws + 4496*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 4504*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 4512*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 4512*N + 8;  /* (8, 9) */
+    real *const v_l0_W_sqsum = ws + 4512*N + 80;  /* (1, 1) */
+    real *const v_l2_W_sq = ws + 4512*N + 88;  /* (16, 72) */
+    real *const v_l2_W_sqsum = ws + 4512*N + 1240;  /* (1, 1) */
+    real *const v_l5_W_sq = ws + 4512*N + 1248;  /* (64, 10) */
+    real *const v_l5_W_sqsum = ws + 4512*N + 1888;  /* (1, 1) */
     real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -927,19 +1195,16 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -954,16 +1219,13 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -1023,7 +1285,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_l0_W_sqsum[0] + 5.0000000000000002e-5*v_l2_W_sqsum[0] + 5.0000000000000002e-5*v_l5_W_sqsum[0] + v_loss_sum[0]/((real)N);
 }
 
-/* ---- loss_and_grad: workspace 10680*N + 3760 elements ---- */
+/* ---- loss_and_grad: workspace 9144*N + 3760 elements ---- */
 BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
@@ -1031,50 +1293,46 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     real *const v_l0_Z = ws + 1088*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 1600*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 2112*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 2624*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 3136*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 3264*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 3392*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 4544*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 4800*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 5056*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 5312*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 5568*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 5824*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 5888*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 5952*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 5968*N;  /* (N, 10) */
-    real *const v_o_max = ws + 5984*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 5992*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 6008*N;  /* (N, 1) */
-    real *const v_o_pick = ws + 6016*N;  /* (N, 10) */
-    real *const v_o_label = ws + 6032*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 6040*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 6048*N;  /* (1, 1) */
-    real *const v_l0_W_sq = ws + 6048*N + 8;  /* (8, 9) */
-    real *const v_l0_W_sqsum = ws + 6048*N + 80;  /* (1, 1) */
-    real *const v_l2_W_sq = ws + 6048*N + 88;  /* (16, 72) */
-    real *const v_l2_W_sqsum = ws + 6048*N + 1240;  /* (1, 1) */
-    real *const v_l5_W_sq = ws + 6048*N + 1248;  /* (64, 10) */
-    real *const v_l5_W_sqsum = ws + 6048*N + 1888;  /* (1, 1) */
-    real *const v_d_o_expsum = ws + 6048*N + 1896;  /* (N, 1) */
-    real *const v_d_l5_Z_2 = ws + 6056*N + 1896;  /* (N, 10) */
-    real *const v_d_l3_Y = ws + 6072*N + 1896;  /* (N, 64) */
-    real *const v_d_l5_W_1 = ws + 6136*N + 1896;  /* (64, 10) */
-    real *const v_d_l3_max = ws + 6136*N + 2536;  /* (64*N, 1) */
-    real *const v_d_l3_win = ws + 6200*N + 2536;  /* (64*N, 4) */
-    real *const v_d_l2_Y = ws + 6456*N + 2536;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 6712*N + 2536;  /* (16*N, 16) */
-    real *const v_d_l2_Z = ws + 6968*N + 2536;  /* (16*N, 16) */
-    real *const v_d_l2_P = ws + 7224*N + 2536;  /* (16*N, 72) */
-    real *const v_d_l2_W_1 = ws + 8376*N + 2536;  /* (16, 72) */
-    real *const v_d_l1_Y = ws + 8376*N + 3688;  /* (N, 128) */
-    real *const v_d_l1_max = ws + 8504*N + 3688;  /* (128*N, 1) */
-    real *const v_d_l1_win = ws + 8632*N + 3688;  /* (128*N, 4) */
-    real *const v_d_l0_Y = ws + 9144*N + 3688;  /* (N, 512) */
-    real *const v_d_l0_A = ws + 9656*N + 3688;  /* (64*N, 8) */
-    real *const v_d_l0_Z = ws + 10168*N + 3688;  /* (64*N, 8) */
-    real *const v_d_l0_W_1 = ws + 10680*N + 3688;  /* (8, 9) */
+    real *const v_l1_max = ws + 2624*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2752*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 2880*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 4032*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 4288*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 4544*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 4800*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 5056*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 5120*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 5184*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 5200*N;  /* (N, 10) */
+    real *const v_o_max = ws + 5216*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 5224*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 5240*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 5248*N;  /* (N, 10) */
+    real *const v_o_label = ws + 5264*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 5272*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 5280*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 5280*N + 8;  /* (8, 9) */
+    real *const v_l0_W_sqsum = ws + 5280*N + 80;  /* (1, 1) */
+    real *const v_l2_W_sq = ws + 5280*N + 88;  /* (16, 72) */
+    real *const v_l2_W_sqsum = ws + 5280*N + 1240;  /* (1, 1) */
+    real *const v_l5_W_sq = ws + 5280*N + 1248;  /* (64, 10) */
+    real *const v_l5_W_sqsum = ws + 5280*N + 1888;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 5280*N + 1896;  /* (N, 1) */
+    real *const v_d_l5_Z_2 = ws + 5288*N + 1896;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 5304*N + 1896;  /* (N, 64) */
+    real *const v_d_l5_W_1 = ws + 5368*N + 1896;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 5368*N + 2536;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 5432*N + 2536;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 5688*N + 2536;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 5944*N + 2536;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 6200*N + 2536;  /* (16*N, 72) */
+    real *const v_d_l2_W_1 = ws + 7352*N + 2536;  /* (16, 72) */
+    real *const v_d_l1_Y = ws + 7352*N + 3688;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 7480*N + 3688;  /* (128*N, 1) */
+    real *const v_d_l0_Y = ws + 7608*N + 3688;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 8120*N + 3688;  /* (64*N, 8) */
+    real *const v_d_l0_Z = ws + 8632*N + 3688;  /* (64*N, 8) */
+    real *const v_d_l0_W_1 = ws + 9144*N + 3688;  /* (8, 9) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_l0_W_2 = out + 1;  /* (8, 9) */
     real *const v_d_l0_b = out + 73;  /* (1, 8) */
@@ -1086,7 +1344,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -1105,19 +1363,16 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -1136,16 +1391,13 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -1233,22 +1485,17 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_d_l3_Y, v_d_l3_max);
 
-    /* Grad of: l3_max = rowmax(l3_win) */
-    /*   (l3: each window's maximum) */
-    /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
-
-    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
+    /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    /*   (l3: each 2x2 window's maximum) */
+    /* d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_d_l3_max, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
@@ -1271,27 +1518,22 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, v_d_l2_P, v_d_l1_Y);
+    bpg_col2im(N, 8, 4, 4, 3, 1, 1, v_d_l2_P, v_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, v_d_l1_Y, v_d_l1_max);
+    bpg_transpose_blocks(N, 1, 128, v_d_l1_Y, v_d_l1_max);
 
-    /* Grad of: l1_max = rowmax(l1_win) */
-    /*   (l1: each window's maximum) */
-    /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, v_l1_win, v_d_l1_max, v_d_l1_win);
-
-    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    /*   (l1: the 2x2 windows, one row each) */
-    /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, v_d_l1_win, v_d_l0_Y);
+    /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    /*   (l1: each 2x2 window's maximum) */
+    /* d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_d_l1_max, v_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, v_d_l0_Y, v_d_l0_A);
+    bpg_transpose_blocks(N, 8, 64, v_d_l0_Y, v_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
@@ -1321,7 +1563,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     for (int64_t k = 0; k < 640; k++) v_d_l5_W_2[k] = v_d_l5_W_1[k] + 0.0001*v_l5_W[k];
 }
 
-/* ---- hvp: workspace 19176*N + 3656 elements ---- */
+/* ---- hvp: workspace 16616*N + 3656 elements ---- */
 BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l2_W, const real *restrict v_v_l2_b, const real *restrict v_v_l5_W, const real *restrict v_v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
@@ -1332,69 +1574,62 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     real *const v_r_l0_A = ws + 2624*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 3136*N;  /* (N, 512) */
     real *const v_r_l0_Y = ws + 3648*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 4160*N;  /* (128*N, 4) */
-    real *const v_r_l1_win = ws + 4672*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 5184*N;  /* (128*N, 1) */
-    real *const v_r_l1_max = ws + 5312*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 5440*N;  /* (N, 128) */
-    real *const v_r_l1_Y = ws + 5568*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 5696*N;  /* (16*N, 72) */
-    real *const v_r_l2_P = ws + 6848*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 8000*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_a = ws + 8256*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_b = ws + 8512*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 8768*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 9024*N;  /* (16*N, 16) */
-    real *const v_r_l2_A = ws + 9280*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 9536*N;  /* (N, 256) */
-    real *const v_r_l2_Y = ws + 9792*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 10048*N;  /* (64*N, 4) */
-    real *const v_r_l3_win = ws + 10304*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 10560*N;  /* (64*N, 1) */
-    real *const v_r_l3_max = ws + 10624*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 10688*N;  /* (N, 64) */
-    real *const v_r_l3_Y = ws + 10752*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 10816*N;  /* (N, 10) */
-    real *const v_r_l5_XW_a = ws + 10832*N;  /* (N, 10) */
-    real *const v_r_l5_XW_b = ws + 10848*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 10864*N;  /* (N, 10) */
-    real *const v_o_max = ws + 10880*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 10888*N;  /* (N, 10) */
-    real *const v_r_o_exp = ws + 10904*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 10920*N;  /* (N, 1) */
-    real *const v_r_o_expsum = ws + 10928*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 10936*N;  /* (N, 1) */
-    real *const v_r_d_o_expsum = ws + 10944*N;  /* (N, 1) */
-    real *const v_r_d_l5_Z_1 = ws + 10952*N;  /* (N, 10) */
-    real *const v_d_l5_Z_2 = ws + 10968*N;  /* (N, 10) */
-    real *const v_d_l3_Y = ws + 10984*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y_a = ws + 11048*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y_b = ws + 11112*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y = ws + 11176*N;  /* (N, 64) */
-    real *const v_r_d_l5_W_1_a = ws + 11240*N;  /* (64, 10) */
-    real *const v_r_d_l5_W_1_b = ws + 11240*N + 640;  /* (64, 10) */
-    real *const v_d_l3_max = ws + 11240*N + 1280;  /* (64*N, 1) */
-    real *const v_r_d_l3_max = ws + 11304*N + 1280;  /* (64*N, 1) */
-    real *const v_d_l3_win = ws + 11368*N + 1280;  /* (64*N, 4) */
-    real *const v_r_d_l3_win = ws + 11624*N + 1280;  /* (64*N, 4) */
-    real *const v_d_l2_Y = ws + 11880*N + 1280;  /* (N, 256) */
-    real *const v_r_d_l2_Y = ws + 12136*N + 1280;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 12392*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_A = ws + 12648*N + 1280;  /* (16*N, 16) */
-    real *const v_d_l2_Z = ws + 12904*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_Z = ws + 13160*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_P_a = ws + 13416*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_P_b = ws + 14568*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_P = ws + 15720*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_W_1_a = ws + 16872*N + 1280;  /* (16, 72) */
-    real *const v_r_d_l2_W_1_b = ws + 16872*N + 2432;  /* (16, 72) */
-    real *const v_r_d_l1_Y = ws + 16872*N + 3584;  /* (N, 128) */
-    real *const v_r_d_l1_max = ws + 17000*N + 3584;  /* (128*N, 1) */
-    real *const v_r_d_l1_win = ws + 17128*N + 3584;  /* (128*N, 4) */
-    real *const v_r_d_l0_Y = ws + 17640*N + 3584;  /* (N, 512) */
-    real *const v_r_d_l0_A = ws + 18152*N + 3584;  /* (64*N, 8) */
-    real *const v_r_d_l0_Z = ws + 18664*N + 3584;  /* (64*N, 8) */
-    real *const v_r_d_l0_W_1_a = ws + 19176*N + 3584;  /* (8, 9) */
+    real *const v_l1_max = ws + 4160*N;  /* (128*N, 1) */
+    real *const v_r_l1_max = ws + 4288*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 4416*N;  /* (N, 128) */
+    real *const v_r_l1_Y = ws + 4544*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 4672*N;  /* (16*N, 72) */
+    real *const v_r_l2_P = ws + 5824*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 6976*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_a = ws + 7232*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_b = ws + 7488*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 7744*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 8000*N;  /* (16*N, 16) */
+    real *const v_r_l2_A = ws + 8256*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 8512*N;  /* (N, 256) */
+    real *const v_r_l2_Y = ws + 8768*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 9024*N;  /* (64*N, 1) */
+    real *const v_r_l3_max = ws + 9088*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 9152*N;  /* (N, 64) */
+    real *const v_r_l3_Y = ws + 9216*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 9280*N;  /* (N, 10) */
+    real *const v_r_l5_XW_a = ws + 9296*N;  /* (N, 10) */
+    real *const v_r_l5_XW_b = ws + 9312*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 9328*N;  /* (N, 10) */
+    real *const v_o_max = ws + 9344*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 9352*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 9368*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 9384*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 9392*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 9400*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 9408*N;  /* (N, 1) */
+    real *const v_r_d_l5_Z_1 = ws + 9416*N;  /* (N, 10) */
+    real *const v_d_l5_Z_2 = ws + 9432*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 9448*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y_a = ws + 9512*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y_b = ws + 9576*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y = ws + 9640*N;  /* (N, 64) */
+    real *const v_r_d_l5_W_1_a = ws + 9704*N;  /* (64, 10) */
+    real *const v_r_d_l5_W_1_b = ws + 9704*N + 640;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 9704*N + 1280;  /* (64*N, 1) */
+    real *const v_r_d_l3_max = ws + 9768*N + 1280;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 9832*N + 1280;  /* (N, 256) */
+    real *const v_r_d_l2_Y = ws + 10088*N + 1280;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 10344*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_A = ws + 10600*N + 1280;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 10856*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_Z = ws + 11112*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_P_a = ws + 11368*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P_b = ws + 12520*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P = ws + 13672*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_W_1_a = ws + 14824*N + 1280;  /* (16, 72) */
+    real *const v_r_d_l2_W_1_b = ws + 14824*N + 2432;  /* (16, 72) */
+    real *const v_r_d_l1_Y = ws + 14824*N + 3584;  /* (N, 128) */
+    real *const v_r_d_l1_max = ws + 14952*N + 3584;  /* (128*N, 1) */
+    real *const v_r_d_l0_Y = ws + 15080*N + 3584;  /* (N, 512) */
+    real *const v_r_d_l0_A = ws + 15592*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_Z = ws + 16104*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_W_1_a = ws + 16616*N + 3584;  /* (8, 9) */
     real *const v_r_d_l0_W_2 = out + 0;  /* (8, 9) */
     real *const v_r_d_l0_b = out + 72;  /* (1, 8) */
     real *const v_r_d_l2_W_2 = out + 80;  /* (16, 72) */
@@ -1405,7 +1640,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -1434,29 +1669,24 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
     /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_r_l0_A, v_r_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_r_l0_Y, v_r_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
-    /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_r_l1_win, v_r_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_r_l0_A, v_r_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
+    /* r_l1_max = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_r_l0_Y, v_r_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_r_l1_max, v_r_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_r_l1_max, v_r_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_r_l1_Y, v_r_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_r_l1_Y, v_r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -1487,24 +1717,19 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
     /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_r_l2_A, v_r_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_r_l2_Y, v_r_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
-    /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_r_l3_win, v_r_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_r_l2_A, v_r_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
+    /* r_l3_max = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_r_l2_Y, v_r_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_r_l3_max, v_r_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_r_l3_max, v_r_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -1598,30 +1823,23 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_d_l3_Y, v_d_l3_max);
     /* r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_r_d_l3_Y, v_r_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_r_d_l3_Y, v_r_d_l3_max);
 
-    /* Grad of: l3_max = rowmax(l3_win) */
-    /*   (l3: each window's maximum) */
-    /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
-    /* r_d_l3_win = r_d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_r_d_l3_max, v_r_d_l3_win);
-
-    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
-    /* r_d_l2_Y = windowsᵀ(r_d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_r_d_l3_win, v_r_d_l2_Y);
+    /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    /*   (l3: each 2x2 window's maximum) */
+    /* d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_d_l3_max, v_d_l2_Y);
+    /* r_d_l2_Y = windowsᵀ(r_d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_r_d_l3_max, v_r_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_d_l2_Y, v_d_l2_A);
     /* r_d_l2_A = transposeᵀ(r_d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_r_d_l2_Y, v_r_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_r_d_l2_Y, v_r_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
@@ -1654,27 +1872,22 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* r_d_l1_Y = im2colᵀ(r_d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, v_r_d_l2_P, v_r_d_l1_Y);
+    bpg_col2im(N, 8, 4, 4, 3, 1, 1, v_r_d_l2_P, v_r_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, v_r_d_l1_Y, v_r_d_l1_max);
+    bpg_transpose_blocks(N, 1, 128, v_r_d_l1_Y, v_r_d_l1_max);
 
-    /* Grad of: l1_max = rowmax(l1_win) */
-    /*   (l1: each window's maximum) */
-    /* r_d_l1_win = r_d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, v_l1_win, v_r_d_l1_max, v_r_d_l1_win);
-
-    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    /*   (l1: the 2x2 windows, one row each) */
-    /* r_d_l0_Y = windowsᵀ(r_d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, v_r_d_l1_win, v_r_d_l0_Y);
+    /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    /*   (l1: each 2x2 window's maximum) */
+    /* r_d_l0_Y = windowsᵀ(r_d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_r_d_l1_max, v_r_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* r_d_l0_A = transposeᵀ(r_d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, v_r_d_l0_Y, v_r_d_l0_A);
+    bpg_transpose_blocks(N, 8, 64, v_r_d_l0_Y, v_r_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
@@ -1704,7 +1917,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     for (int64_t k = 0; k < 640; k++) v_r_d_l5_W_2[k] = v_r_d_l5_W_1_a[k] + v_r_d_l5_W_1_b[k] + 0.0001*v_v_l5_W[k];
 }
 
-/* ---- ggn_vp: workspace 15576*N + 1864 elements ---- */
+/* ---- ggn_vp: workspace 13272*N + 1864 elements ---- */
 BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l2_W, const real *restrict v_v_l2_b, const real *restrict v_v_l5_W, const real *restrict v_v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
@@ -1715,56 +1928,50 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     real *const v_r_l0_A = ws + 2624*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 3136*N;  /* (N, 512) */
     real *const v_r_l0_Y = ws + 3648*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 4160*N;  /* (128*N, 4) */
-    real *const v_r_l1_win = ws + 4672*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 5184*N;  /* (128*N, 1) */
-    real *const v_r_l1_max = ws + 5312*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 5440*N;  /* (N, 128) */
-    real *const v_r_l1_Y = ws + 5568*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 5696*N;  /* (16*N, 72) */
-    real *const v_r_l2_P = ws + 6848*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 8000*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_a = ws + 8256*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_b = ws + 8512*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 8768*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 9024*N;  /* (16*N, 16) */
-    real *const v_r_l2_A = ws + 9280*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 9536*N;  /* (N, 256) */
-    real *const v_r_l2_Y = ws + 9792*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 10048*N;  /* (64*N, 4) */
-    real *const v_r_l3_win = ws + 10304*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 10560*N;  /* (64*N, 1) */
-    real *const v_r_l3_max = ws + 10624*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 10688*N;  /* (N, 64) */
-    real *const v_r_l3_Y = ws + 10752*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 10816*N;  /* (N, 10) */
-    real *const v_r_l5_XW_a = ws + 10832*N;  /* (N, 10) */
-    real *const v_r_l5_XW_b = ws + 10848*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 10864*N;  /* (N, 10) */
-    real *const v_o_max = ws + 10880*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 10888*N;  /* (N, 10) */
-    real *const v_r_o_exp = ws + 10904*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 10920*N;  /* (N, 1) */
-    real *const v_r_o_expsum = ws + 10928*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 10936*N;  /* (N, 1) */
-    real *const v_r_d_o_expsum = ws + 10944*N;  /* (N, 1) */
-    real *const v_r_d_l5_Z_1 = ws + 10952*N;  /* (N, 10) */
-    real *const v_d_l3_Y = ws + 10968*N;  /* (N, 64) */
-    real *const v_d_l5_W_1 = ws + 11032*N;  /* (64, 10) */
-    real *const v_d_l3_max = ws + 11032*N + 640;  /* (64*N, 1) */
-    real *const v_d_l3_win = ws + 11096*N + 640;  /* (64*N, 4) */
-    real *const v_d_l2_Y = ws + 11352*N + 640;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 11608*N + 640;  /* (16*N, 16) */
-    real *const v_d_l2_Z = ws + 11864*N + 640;  /* (16*N, 16) */
-    real *const v_d_l2_P = ws + 12120*N + 640;  /* (16*N, 72) */
-    real *const v_d_l2_W_1 = ws + 13272*N + 640;  /* (16, 72) */
-    real *const v_d_l1_Y = ws + 13272*N + 1792;  /* (N, 128) */
-    real *const v_d_l1_max = ws + 13400*N + 1792;  /* (128*N, 1) */
-    real *const v_d_l1_win = ws + 13528*N + 1792;  /* (128*N, 4) */
-    real *const v_d_l0_Y = ws + 14040*N + 1792;  /* (N, 512) */
-    real *const v_d_l0_A = ws + 14552*N + 1792;  /* (64*N, 8) */
-    real *const v_d_l0_Z = ws + 15064*N + 1792;  /* (64*N, 8) */
-    real *const v_d_l0_W_1 = ws + 15576*N + 1792;  /* (8, 9) */
+    real *const v_l1_max = ws + 4160*N;  /* (128*N, 1) */
+    real *const v_r_l1_max = ws + 4288*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 4416*N;  /* (N, 128) */
+    real *const v_r_l1_Y = ws + 4544*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 4672*N;  /* (16*N, 72) */
+    real *const v_r_l2_P = ws + 5824*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 6976*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_a = ws + 7232*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_b = ws + 7488*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 7744*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 8000*N;  /* (16*N, 16) */
+    real *const v_r_l2_A = ws + 8256*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 8512*N;  /* (N, 256) */
+    real *const v_r_l2_Y = ws + 8768*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 9024*N;  /* (64*N, 1) */
+    real *const v_r_l3_max = ws + 9088*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 9152*N;  /* (N, 64) */
+    real *const v_r_l3_Y = ws + 9216*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 9280*N;  /* (N, 10) */
+    real *const v_r_l5_XW_a = ws + 9296*N;  /* (N, 10) */
+    real *const v_r_l5_XW_b = ws + 9312*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 9328*N;  /* (N, 10) */
+    real *const v_o_max = ws + 9344*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 9352*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 9368*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 9384*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 9392*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 9400*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 9408*N;  /* (N, 1) */
+    real *const v_r_d_l5_Z_1 = ws + 9416*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 9432*N;  /* (N, 64) */
+    real *const v_d_l5_W_1 = ws + 9496*N;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 9496*N + 640;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 9560*N + 640;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 9816*N + 640;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 10072*N + 640;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 10328*N + 640;  /* (16*N, 72) */
+    real *const v_d_l2_W_1 = ws + 11480*N + 640;  /* (16, 72) */
+    real *const v_d_l1_Y = ws + 11480*N + 1792;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 11608*N + 1792;  /* (128*N, 1) */
+    real *const v_d_l0_Y = ws + 11736*N + 1792;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 12248*N + 1792;  /* (64*N, 8) */
+    real *const v_d_l0_Z = ws + 12760*N + 1792;  /* (64*N, 8) */
+    real *const v_d_l0_W_1 = ws + 13272*N + 1792;  /* (8, 9) */
     real *const v_gv_l0_W = out + 0;  /* (8, 9) */
     real *const v_d_l0_b = out + 72;  /* (1, 8) */
     real *const v_gv_l2_W = out + 80;  /* (16, 72) */
@@ -1775,7 +1982,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -1804,29 +2011,24 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
     /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_r_l0_A, v_r_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_r_l0_Y, v_r_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
-    /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_r_l1_win, v_r_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_r_l0_A, v_r_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
+    /* r_l1_max = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_r_l0_Y, v_r_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_r_l1_max, v_r_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_r_l1_max, v_r_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_r_l1_Y, v_r_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_r_l1_Y, v_r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -1857,24 +2059,19 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
     /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_r_l2_A, v_r_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_r_l2_Y, v_r_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
-    /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_r_l3_win, v_r_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_r_l2_A, v_r_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
+    /* r_l3_max = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_r_l2_Y, v_r_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_r_l3_max, v_r_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_r_l3_max, v_r_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -1951,22 +2148,17 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_d_l3_Y, v_d_l3_max);
 
-    /* Grad of: l3_max = rowmax(l3_win) */
-    /*   (l3: each window's maximum) */
-    /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
-
-    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
+    /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    /*   (l3: each 2x2 window's maximum) */
+    /* d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_d_l3_max, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
@@ -1989,27 +2181,22 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, v_d_l2_P, v_d_l1_Y);
+    bpg_col2im(N, 8, 4, 4, 3, 1, 1, v_d_l2_P, v_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, v_d_l1_Y, v_d_l1_max);
+    bpg_transpose_blocks(N, 1, 128, v_d_l1_Y, v_d_l1_max);
 
-    /* Grad of: l1_max = rowmax(l1_win) */
-    /*   (l1: each window's maximum) */
-    /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, v_l1_win, v_d_l1_max, v_d_l1_win);
-
-    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    /*   (l1: the 2x2 windows, one row each) */
-    /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, v_d_l1_win, v_d_l0_Y);
+    /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    /*   (l1: each 2x2 window's maximum) */
+    /* d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_d_l1_max, v_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, v_d_l0_Y, v_d_l0_A);
+    bpg_transpose_blocks(N, 8, 64, v_d_l0_Y, v_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
@@ -2039,39 +2226,35 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     for (int64_t k = 0; k < 640; k++) v_gv_l5_W[k] = v_d_l5_W_1[k] + 0.0001*v_v_l5_W[k];
 }
 
-/* ---- grad_factors: workspace 8072*N + 0 elements ---- */
+/* ---- grad_factors: workspace 6536*N + 0 elements ---- */
 BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_PW = ws + 0;  /* (64*N, 8) */
     real *const v_l0_Z = ws + 512*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 1024*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 1536*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 2048*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 2560*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 2688*N;  /* (N, 128) */
-    real *const v_l2_PW = ws + 2816*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 3072*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 3328*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 3584*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 3840*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 4096*N;  /* (64*N, 1) */
-    real *const v_l5_XW = ws + 4160*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 4176*N;  /* (N, 10) */
-    real *const v_o_max = ws + 4192*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 4200*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 4216*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 4224*N;  /* (N, 1) */
-    real *const v_d_l3_Y = ws + 4232*N;  /* (N, 64) */
-    real *const v_d_l3_max = ws + 4296*N;  /* (64*N, 1) */
-    real *const v_d_l3_win = ws + 4360*N;  /* (64*N, 4) */
-    real *const v_d_l2_Y = ws + 4616*N;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 4872*N;  /* (16*N, 16) */
-    real *const v_d_l2_P = ws + 5128*N;  /* (16*N, 72) */
-    real *const v_d_l1_Y = ws + 6280*N;  /* (N, 128) */
-    real *const v_d_l1_max = ws + 6408*N;  /* (128*N, 1) */
-    real *const v_d_l1_win = ws + 6536*N;  /* (128*N, 4) */
-    real *const v_d_l0_Y = ws + 7048*N;  /* (N, 512) */
-    real *const v_d_l0_A = ws + 7560*N;  /* (64*N, 8) */
+    real *const v_l1_max = ws + 2048*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2176*N;  /* (N, 128) */
+    real *const v_l2_PW = ws + 2304*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 2560*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 2816*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 3072*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 3328*N;  /* (64*N, 1) */
+    real *const v_l5_XW = ws + 3392*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 3408*N;  /* (N, 10) */
+    real *const v_o_max = ws + 3424*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 3432*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 3448*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 3456*N;  /* (N, 1) */
+    real *const v_d_l3_Y = ws + 3464*N;  /* (N, 64) */
+    real *const v_d_l3_max = ws + 3528*N;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 3592*N;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 3848*N;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 4104*N;  /* (16*N, 72) */
+    real *const v_d_l1_Y = ws + 5256*N;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 5384*N;  /* (128*N, 1) */
+    real *const v_d_l0_Y = ws + 5512*N;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 6024*N;  /* (64*N, 8) */
     real *const v_d_l0_Z = out + 0;  /* (64*N, 8) */
     real *const v_l0_P = out + 512*N;  /* (64*N, 9) */
     real *const v_d_l2_Z = out + 1088*N;  /* (16*N, 16) */
@@ -2082,7 +2265,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -2101,19 +2284,16 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -2132,16 +2312,13 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -2194,22 +2371,17 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_d_l3_Y, v_d_l3_max);
 
-    /* Grad of: l3_max = rowmax(l3_win) */
-    /*   (l3: each window's maximum) */
-    /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
-
-    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
+    /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    /*   (l3: each 2x2 window's maximum) */
+    /* d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_d_l3_max, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
@@ -2225,27 +2397,22 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, v_d_l2_P, v_d_l1_Y);
+    bpg_col2im(N, 8, 4, 4, 3, 1, 1, v_d_l2_P, v_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, v_d_l1_Y, v_d_l1_max);
+    bpg_transpose_blocks(N, 1, 128, v_d_l1_Y, v_d_l1_max);
 
-    /* Grad of: l1_max = rowmax(l1_win) */
-    /*   (l1: each window's maximum) */
-    /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, v_l1_win, v_d_l1_max, v_d_l1_win);
-
-    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    /*   (l1: the 2x2 windows, one row each) */
-    /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, v_d_l1_win, v_d_l0_Y);
+    /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    /*   (l1: each 2x2 window's maximum) */
+    /* d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_d_l1_max, v_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, v_d_l0_Y, v_d_l0_A);
+    bpg_transpose_blocks(N, 8, 64, v_d_l0_Y, v_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
@@ -2254,7 +2421,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 }
 
-/* ---- hessian_columns: workspace 19944*N + 7456 elements ---- */
+/* ---- hessian_columns: workspace 17384*N + 3656 elements ---- */
 BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
@@ -2263,78 +2430,33 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     real *const v_hc = ws + 1600*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 2112*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 2624*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 3136*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 3648*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 3776*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 3904*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 5056*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 5312*N;  /* (16*N, 16) */
-    real *const v_hc_1 = ws + 5568*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 5824*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 6080*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 6336*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 6592*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 6656*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 6720*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 6736*N;  /* (N, 10) */
-    real *const v_o_max = ws + 6752*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 6760*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 6776*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 6784*N;  /* (N, 1) */
-    real *const v_d_l5_Z_2 = ws + 6792*N;  /* (N, 10) */
-    real *const v_d_l3_Y = ws + 6808*N;  /* (N, 64) */
-    real *const v_d_l3_max = ws + 6872*N;  /* (64*N, 1) */
-    real *const v_d_l3_win = ws + 6936*N;  /* (64*N, 4) */
-    real *const v_d_l2_Y = ws + 7192*N;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 7448*N;  /* (16*N, 16) */
-    real *const v_d_l2_Z = ws + 7704*N;  /* (16*N, 16) */
-    real *const v_r_l0_PW_b = ws + 7960*N;  /* (64*N, 8) */
-    real *const v_r_l0_A = ws + 8472*N;  /* (64*N, 8) */
-    real *const v_r_l0_Y = ws + 8984*N;  /* (N, 512) */
-    real *const v_r_l1_win = ws + 9496*N;  /* (128*N, 4) */
-    real *const v_r_l1_max = ws + 10008*N;  /* (128*N, 1) */
-    real *const v_r_l1_Y = ws + 10136*N;  /* (N, 128) */
-    real *const v_r_l2_P = ws + 10264*N;  /* (16*N, 72) */
-    real *const v_r_l2_PW_a = ws + 11416*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_b = ws + 11672*N;  /* (16*N, 16) */
-    real *const v_r_l2_A = ws + 11928*N;  /* (16*N, 16) */
-    real *const v_r_l2_Y = ws + 12184*N;  /* (N, 256) */
-    real *const v_r_l3_win = ws + 12440*N;  /* (64*N, 4) */
-    real *const v_r_l3_max = ws + 12696*N;  /* (64*N, 1) */
-    real *const v_r_l3_Y = ws + 12760*N;  /* (N, 64) */
-    real *const v_r_l5_XW_a = ws + 12824*N;  /* (N, 10) */
-    real *const v_r_l5_XW_b = ws + 12840*N;  /* (N, 10) */
-    real *const v_r_o_exp = ws + 12856*N;  /* (N, 10) */
-    real *const v_r_o_expsum = ws + 12872*N;  /* (N, 1) */
-    real *const v_r_d_o_expsum = ws + 12880*N;  /* (N, 1) */
-    real *const v_r_d_l5_Z_1 = ws + 12888*N;  /* (N, 10) */
-    real *const v_r_d_l3_Y_a = ws + 12904*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y_b = ws + 12968*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y = ws + 13032*N;  /* (N, 64) */
-    real *const v_r_d_l5_W_1_a = ws + 13096*N;  /* (64, 10) */
-    real *const v_r_d_l5_W_1_b = ws + 13096*N + 640;  /* (64, 10) */
-    real *const v_r_d_l3_max = ws + 13096*N + 1280;  /* (64*N, 1) */
-    real *const v_r_d_l3_win = ws + 13160*N + 1280;  /* (64*N, 4) */
-    real *const v_r_d_l2_Y = ws + 13416*N + 1280;  /* (N, 256) */
-    real *const v_r_d_l2_A = ws + 13672*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_Z = ws + 13928*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_P_a = ws + 14184*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_P_b = ws + 15336*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_P = ws + 16488*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_W_1_a = ws + 17640*N + 1280;  /* (16, 72) */
-    real *const v_r_d_l2_W_1_b = ws + 17640*N + 2432;  /* (16, 72) */
-    real *const v_r_d_l1_Y = ws + 17640*N + 3584;  /* (N, 128) */
-    real *const v_r_d_l1_max = ws + 17768*N + 3584;  /* (128*N, 1) */
-    real *const v_r_d_l1_win = ws + 17896*N + 3584;  /* (128*N, 4) */
-    real *const v_r_d_l0_Y = ws + 18408*N + 3584;  /* (N, 512) */
-    real *const v_r_d_l0_A = ws + 18920*N + 3584;  /* (64*N, 8) */
-    real *const v_r_d_l0_Z = ws + 19432*N + 3584;  /* (64*N, 8) */
-    real *const v_r_d_l0_W_1_a = ws + 19944*N + 3584;  /* (8, 9) */
+    real *const v_l1_max = ws + 3136*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 3264*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 3392*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 4544*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 4800*N;  /* (16*N, 16) */
+    real *const v_hc_1 = ws + 5056*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 5312*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 5568*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 5824*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 5888*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 5952*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 5968*N;  /* (N, 10) */
+    real *const v_o_max = ws + 5984*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 5992*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 6008*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 6016*N;  /* (N, 1) */
+    real *const v_d_l5_Z_2 = ws + 6024*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 6040*N;  /* (N, 64) */
+    real *const v_d_l3_max = ws + 6104*N;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 6168*N;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 6424*N;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 6680*N;  /* (16*N, 16) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -2356,19 +2478,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -2390,16 +2509,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -2452,22 +2568,17 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_d_l3_Y, v_d_l3_max);
 
-    /* Grad of: l3_max = rowmax(l3_win) */
-    /*   (l3: each window's maximum) */
-    /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
-
-    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
+    /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    /*   (l3: each 2x2 window's maximum) */
+    /* d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_d_l3_max, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
@@ -2475,29 +2586,71 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
-    /* one direction at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1898 x 1898, or row j of V) */
+    /* kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1898 x 1898, or row j of V) */
     const int64_t NB = N;  /* the batch */
-    real *const wsd = ws + 19944*N + 3656;  /* the directions' part */
-    kc = 1;  /* one direction at a time: a primitive of the tangent part has no rule for k at once */
+    real *const wsd = ws + 17384*N + 3656;  /* the directions' part */
+    if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */
     for (int64_t j0 = 0; j0 < count; j0 += kc) {
         const int64_t K = count - j0 < kc ? count - j0 : kc;
         /* the tangent pass runs on N·K rows: sample n in direction d is row n·K + d */
         const int64_t N = NB*K;
         (void)N;
-        real *const v_v_l0_W = wsd + 0;  /* (8, 9) */
-        real *const v_v_l0_b = wsd + 72;  /* (1, 8) */
-        real *const v_v_l2_W = wsd + 80;  /* (16, 72) */
-        real *const v_v_l2_b = wsd + 1232;  /* (1, 16) */
-        real *const v_v_l5_W = wsd + 1248;  /* (64, 10) */
-        real *const v_v_l5_b = wsd + 1888;  /* (1, 10) */
-        real *const v_r_d_l0_W_2 = wsd + 1898;  /* (8, 9) */
-        real *const v_r_d_l0_b = wsd + 1970;  /* (1, 8) */
-        real *const v_r_d_l2_W_2 = wsd + 1978;  /* (16, 72) */
-        real *const v_r_d_l2_b = wsd + 3130;  /* (1, 16) */
-        real *const v_r_d_l5_W_2 = wsd + 3146;  /* (64, 10) */
-        real *const v_r_d_l5_b = wsd + 3786;  /* (1, 10) */
+        real *const v_r_l0_PW_b = wsd + 0*N;  /* (64*N, 8) x K */
+        real *const v_r_l0_Y = wsd + 0*N;  /* (N, 512) x K */
+        real *const v_r_l1_Y = wsd + 0*N;  /* (N, 128) x K */
+        real *const v_r_l3_max = wsd + 0*N;  /* (64*N, 1) x K */
+        real *const v_r_l5_XW_a = wsd + 0*N;  /* (N, 10) x K */
+        real *const v_r_o_expsum = wsd + 0*N;  /* (N, 1) x K */
+        real *const v_r_d_l3_max = wsd + 0*N;  /* (64*N, 1) x K */
+        real *const v_r_d_l1_Y = wsd + 0*N;  /* (N, 128) x K */
+        real *const v_r_d_l0_Z = wsd + 0*N;  /* (64*N, 8) x K */
+        real *const v_r_d_l0_W_2 = wsd + 4992*N + 0*K;  /* (8, 9) x K */
+        real *const v_r_d_l0_b = wsd + 4992*N + 72*K;  /* (1, 8) x K */
+        real *const v_r_d_l2_W_2 = wsd + 4992*N + 80*K;  /* (16, 72) x K */
+        real *const v_r_d_l2_b = wsd + 4992*N + 1232*K;  /* (1, 16) x K */
+        real *const v_r_d_l5_W_2 = wsd + 4992*N + 1248*K;  /* (64, 10) x K */
+        real *const v_r_d_l5_b = wsd + 4992*N + 1888*K;  /* (1, 10) x K */
+        real *const v_v_l0_W = wsd + 4992*N + 1898*K;  /* (8, 9) x K */
+        real *const v_v_l0_b = wsd + 4992*N + 1970*K;  /* (1, 8) x K */
+        real *const v_v_l2_W = wsd + 4992*N + 1978*K;  /* (16, 72) x K */
+        real *const v_v_l2_b = wsd + 4992*N + 3130*K;  /* (1, 16) x K */
+        real *const v_v_l5_W = wsd + 4992*N + 3146*K;  /* (64, 10) x K */
+        real *const v_v_l5_b = wsd + 4992*N + 3786*K;  /* (1, 10) x K */
+        real *const v_r_d_l5_W_1_a = wsd + 4992*N + 3796*K;  /* (64, 10) x K */
+        real *const v_r_d_l5_W_1_b = wsd + 4992*N + 4436*K;  /* (64, 10) x K */
+        real *const v_r_d_l2_W_1_a = wsd + 4992*N + 5076*K;  /* (16, 72) x K */
+        real *const v_r_d_l2_W_1_b = wsd + 4992*N + 6228*K;  /* (16, 72) x K */
+        real *const v_r_d_l0_W_1_a = wsd + 4992*N + 7380*K;  /* (8, 9) x K */
+        real *const v_r_d_o_expsum = wsd + 1*N;  /* (N, 1) x K */
+        real *const v_r_d_l5_Z_1 = wsd + 2*N;  /* (N, 10) x K */
+        real *const v_r_l5_XW_b = wsd + 10*N;  /* (N, 10) x K */
+        real *const v_r_o_exp = wsd + 20*N;  /* (N, 10) x K */
+        real *const v_r_l3_Y = wsd + 64*N;  /* (N, 64) x K */
+        real *const v_r_l2_P = wsd + 128*N;  /* (16*N, 72) x K */
+        real *const v_r_d_l1_max = wsd + 128*N;  /* (128*N, 1) x K */
+        real *const v_r_d_l0_Y = wsd + 256*N;  /* (N, 512) x K */
+        real *const v_r_l0_A = wsd + 512*N;  /* (64*N, 8) x K */
+        real *const v_r_l1_max = wsd + 512*N;  /* (128*N, 1) x K */
+        real *const v_r_d_l0_A = wsd + 768*N;  /* (64*N, 8) x K */
+        real *const v_r_l2_PW_a = wsd + 1280*N;  /* (16*N, 16) x K */
+        real *const v_r_l2_Y = wsd + 1280*N;  /* (N, 256) x K */
+        real *const v_r_d_l3_Y_a = wsd + 1280*N;  /* (N, 64) x K */
+        real *const v_r_d_l2_Y = wsd + 1280*N;  /* (N, 256) x K */
+        real *const v_r_d_l2_Z = wsd + 1280*N;  /* (16*N, 16) x K */
+        real *const v_r_d_l3_Y_b = wsd + 1344*N;  /* (N, 64) x K */
+        real *const v_r_d_l3_Y = wsd + 1408*N;  /* (N, 64) x K */
+        real *const v_r_l2_PW_b = wsd + 1536*N;  /* (16*N, 16) x K */
+        real *const v_r_d_l2_A = wsd + 1536*N;  /* (16*N, 16) x K */
+        real *const v_r_d_l2_P_a = wsd + 1536*N;  /* (16*N, 72) x K */
+        real *const v_r_l2_A = wsd + 1792*N;  /* (16*N, 16) x K */
+        real *const v_r_d_l2_P_b = wsd + 2688*N;  /* (16*N, 72) x K */
+        real *const v_r_d_l2_P = wsd + 3840*N;  /* (16*N, 72) x K */
+        real *const bscratch = wsd + 4992*N + 7452*K;  /* K x 1152 */
+        real *const v_v_l0_W_dirs = wsd + 4992*N + 8604*K;  /* K x (8, 9) */
+        real *const v_v_l2_W_dirs = wsd + 4992*N + 8676*K;  /* K x (16, 72) */
+        real *const v_v_l5_W_dirs = wsd + 4992*N + 9828*K;  /* K x (64, 10) */
         /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
-        bpg_columns_in(K, 6, bpg_table_8, V, 1898, j0, first, wsd);
+        bpg_columns_in(K, 6, bpg_table_5, V, 1898, j0, first, wsd + 4992*N);
         /* which blocks of v are nonzero in some direction (products with the others are skipped) */
         const int vnz_v_l0_W = bpg_nonzero(72*K, v_v_l0_W);
         const int vnz_v_l0_b = bpg_nonzero(8*K, v_v_l0_b);
@@ -2505,96 +2658,100 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         const int vnz_v_l2_b = bpg_nonzero(16*K, v_v_l2_b);
         const int vnz_v_l5_W = bpg_nonzero(640*K, v_v_l5_W);
         const int vnz_v_l5_b = bpg_nonzero(10*K, v_v_l5_b);
+        bpg_cols_to_dirs(K, 8, 9, v_v_l0_W, v_v_l0_W_dirs, 72);  /* v_v_l0_W's directions one below the other */
+        bpg_cols_to_dirs(K, 16, 72, v_v_l2_W, v_v_l2_W_dirs, 1152);  /* v_v_l2_W's directions one below the other */
+        bpg_cols_to_dirs(K, 64, 10, v_v_l5_W, v_v_l5_W_dirs, 640);  /* v_v_l5_W's directions one below the other */
 
         /* forward pass */
         /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
         if (vnz_v_l0_W) {
-            bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
+            bpg_gemm_nt(64*NB, K*8, 9, v_l0_P, v_v_l0_W_dirs, v_r_l0_PW_b);
         } else {
             memset(v_r_l0_PW_b, 0, sizeof(real)*(size_t)(512*N));  /* a zero block of v */
         }
         /* r_l0_A = hc ⊙ (r_l0_PW_b + v_l0_b) */
-        for (int64_t rr = 0; rr < 64*N; rr++) {
-            #pragma omp simd
-            for (int64_t cc = 0; cc < 8; cc++) {
-                const int64_t k = rr*8 + cc;
-                v_r_l0_A[k] = v_hc[k]*(v_r_l0_PW_b[k] + v_v_l0_b[cc]);
+        for (int64_t rr = 0; rr < 64*NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 8; cc++) {
+                    v_r_l0_A[(rr*K + d)*8 + cc] = v_hc[rr*8 + cc]*(v_r_l0_PW_b[(rr*K + d)*8 + cc] + v_v_l0_b[(0*K + d)*8 + cc]);
+                }
             }
-        }
         /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
-        bpg_gather(N, 512, 512, bpg_table_1, v_r_l0_A, v_r_l0_Y);
-        /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
-        bpg_gather(N, 512, 512, bpg_table_2, v_r_l0_Y, v_r_l1_win);
-        /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
-        bpg_take_argmax(128*N, 4, v_l1_win, v_r_l1_win, v_r_l1_max);
+        bpg_gather_dirs(NB, K, 64, 8, 1, 512, bpg_table_0, v_r_l0_A, v_r_l0_Y);
+        /* r_l1_max = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
+        bpg_take_argmax_windows_dirs(NB, K, 8, 8, 8, 2, 2, v_l0_Y, v_r_l0_Y, v_r_l1_max);
         /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
-        bpg_gather(N, 128, 128, bpg_table_3, v_r_l1_max, v_r_l1_Y);
+        bpg_gather_dirs(NB, K, 128, 1, 1, 128, bpg_table_1, v_r_l1_max, v_r_l1_Y);
         /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-        bpg_gather(N, 128, 1152, bpg_table_4, v_r_l1_Y, v_r_l2_P);
+        bpg_gather_dirs(NB, K, 1, 128, 16, 72, bpg_table_2, v_r_l1_Y, v_r_l2_P);
         /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
         bpg_gemm_nt(16*N, 16, 72, v_r_l2_P, v_l2_W, v_r_l2_PW_a);
         /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
         if (vnz_v_l2_W) {
-            bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
+            bpg_gemm_nt(16*NB, K*16, 72, v_l2_P, v_v_l2_W_dirs, v_r_l2_PW_b);
         } else {
             memset(v_r_l2_PW_b, 0, sizeof(real)*(size_t)(256*N));  /* a zero block of v */
         }
         /* r_l2_A = hc_1 ⊙ (r_l2_PW_a + r_l2_PW_b + v_l2_b) */
-        for (int64_t rr = 0; rr < 16*N; rr++) {
-            #pragma omp simd
-            for (int64_t cc = 0; cc < 16; cc++) {
-                const int64_t k = rr*16 + cc;
-                v_r_l2_A[k] = v_hc_1[k]*(v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc]);
+        for (int64_t rr = 0; rr < 16*NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 16; cc++) {
+                    v_r_l2_A[(rr*K + d)*16 + cc] = v_hc_1[rr*16 + cc]*(v_r_l2_PW_a[(rr*K + d)*16 + cc] + v_r_l2_PW_b[(rr*K + d)*16 + cc] + v_v_l2_b[(0*K + d)*16 + cc]);
+                }
             }
-        }
         /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
-        bpg_gather(N, 256, 256, bpg_table_5, v_r_l2_A, v_r_l2_Y);
-        /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
-        bpg_gather(N, 256, 256, bpg_table_6, v_r_l2_Y, v_r_l3_win);
-        /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
-        bpg_take_argmax(64*N, 4, v_l3_win, v_r_l3_win, v_r_l3_max);
+        bpg_gather_dirs(NB, K, 16, 16, 1, 256, bpg_table_3, v_r_l2_A, v_r_l2_Y);
+        /* r_l3_max = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
+        bpg_take_argmax_windows_dirs(NB, K, 16, 4, 4, 2, 2, v_l2_Y, v_r_l2_Y, v_r_l3_max);
         /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
-        bpg_gather(N, 64, 64, bpg_table_7, v_r_l3_max, v_r_l3_Y);
+        bpg_gather_dirs(NB, K, 64, 1, 1, 64, bpg_table_4, v_r_l3_max, v_r_l3_Y);
         /* r_l5_XW_a = r_l3_Y·l5_W */
         bpg_gemm_nn(N, 10, 64, v_r_l3_Y, v_l5_W, v_r_l5_XW_a);
         /* r_l5_XW_b = l3_Y·v_l5_W */
         if (vnz_v_l5_W) {
-            bpg_gemm_nn(N, 10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
+            bpg_gemm_nn(NB, K*10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
         } else {
             memset(v_r_l5_XW_b, 0, sizeof(real)*(size_t)(10*N));  /* a zero block of v */
         }
         /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
-        for (int64_t rr = 0; rr < N; rr++) {
-            #pragma omp simd
-            for (int64_t cc = 0; cc < 10; cc++) {
-                const int64_t k = rr*10 + cc;
-                v_r_o_exp[k] = v_o_exp[k]*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
+        for (int64_t rr = 0; rr < NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 10; cc++) {
+                    v_r_o_exp[(rr*K + d)*10 + cc] = v_o_exp[rr*10 + cc]*(v_r_l5_XW_a[(rr*K + d)*10 + cc] + v_r_l5_XW_b[(rr*K + d)*10 + cc] + v_v_l5_b[(0*K + d)*10 + cc]);
+                }
             }
-        }
         /* r_o_expsum = r_o_exp·1 */
         bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
 
         /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label, o_max) */
         /*   (logsumexp(O) - O[label] per sample) */
         /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
-        #pragma omp simd
-        for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+        for (int64_t rr = 0; rr < NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 1; cc++) {
+                    v_r_d_o_expsum[(rr*K + d)*1 + cc] = -v_d_o_expsum[rr*1 + 0]*v_r_o_expsum[(rr*K + d)*1 + 0]/v_o_expsum[rr*1 + 0];
+                }
+            }
 
         /* Grad of: o_exp = exp(l5_XW + l5_b - o_max)  (not stored in this function: l5_XW, o_max) */
         /*   (exponentials, shifted by the row maximum for stability) */
         /* r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-        for (int64_t rr = 0; rr < N; rr++) {
-            #pragma omp simd
-            for (int64_t cc = 0; cc < 10; cc++) {
-                const int64_t k = rr*10 + cc;
-                v_r_d_l5_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
+        for (int64_t rr = 0; rr < NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 10; cc++) {
+                    v_r_d_l5_Z_1[(rr*K + d)*10 + cc] = v_d_o_expsum[rr*1 + 0]*v_r_o_exp[(rr*K + d)*10 + cc] + v_o_exp[rr*10 + cc]*v_r_d_o_expsum[(rr*K + d)*1 + 0];
+                }
             }
-        }
 
         /* Grad of: l5_Z = l5_XW + l5_b  (not stored in this function: l5_Z, l5_XW) */
         /*   (l5: pre-activation) */
         /* r_d_l5_b = 1ᵀ·r_d_l5_Z_1 */
-        bpg_colsum(N, 10, v_r_d_l5_Z_1, v_r_d_l5_b);
+        bpg_colsum(NB, K*10, v_r_d_l5_Z_1, v_r_d_l5_b);
 
         /* Grad of: l5_XW = l3_Y·l5_W  (not stored in this function: l5_XW) */
         /*   (l5: affine part) */
@@ -2602,7 +2759,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         bpg_gemm_nt(N, 64, 10, v_r_d_l5_Z_1, v_l5_W, v_r_d_l3_Y_a);
         /* r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ */
         if (vnz_v_l5_W) {
-            bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_v_l5_W, v_r_d_l3_Y_b);
+            bpg_gemm_nt(NB, K*64, 10, v_d_l5_Z_2, v_v_l5_W_dirs, v_r_d_l3_Y_b);
         } else {
             memset(v_r_d_l3_Y_b, 0, sizeof(real)*(size_t)(64*N));  /* a zero block of v */
         }
@@ -2610,40 +2767,41 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) v_r_d_l3_Y[k] = v_r_d_l3_Y_a[k] + v_r_d_l3_Y_b[k];
         /* r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2 */
-        bpg_gemm_tn(64, 10, N, v_r_l3_Y, v_d_l5_Z_2, v_r_d_l5_W_1_a);
+        bpg_gemm_tn(K*64, 10, NB, v_r_l3_Y, v_d_l5_Z_2, bscratch);
+        bpg_dirs_to_cols(K, 64, 10, bscratch, 64*10, v_r_d_l5_W_1_a);
         /* r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1 */
-        bpg_gemm_tn(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_r_d_l5_W_1_b);
+        bpg_gemm_tn(64, K*10, NB, v_l3_Y, v_r_d_l5_Z_1, v_r_d_l5_W_1_b);
 
         /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)  (not stored in this function: l3_max) */
         /*   (l3: as (N, C·H_out·W_out)) */
         /* r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 64, 64, bpg_table_7, v_r_d_l3_Y, v_r_d_l3_max);
+        bpg_scatter_dirs(NB, K, 64, 1, 1, 64, bpg_table_4, v_r_d_l3_Y, v_r_d_l3_max);
 
-        /* Grad of: l3_max = rowmax(l3_win)  (not stored in this function: l3_max) */
-        /*   (l3: each window's maximum) */
-        /* r_d_l3_win = r_d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-        bpg_put_argmax(64*N, 4, v_l3_win, v_r_d_l3_max, v_r_d_l3_win);
+        /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))  (not stored in this function: l3_max) */
+        /*   (l3: each 2x2 window's maximum) */
+        /* r_d_l2_Y = windowsᵀ(r_d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+        bpg_put_argmax_windows_dirs(NB, K, 16, 4, 4, 2, 2, v_l2_Y, v_r_d_l3_max, v_r_d_l2_Y);
 
-        /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)  (not stored in this function: l2_Y) */
-        /*   (l3: the 2x2 windows, one row each) */
-        /* r_d_l2_Y = windowsᵀ(r_d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 256, 256, bpg_table_6, v_r_d_l3_win, v_r_d_l2_Y);
-
-        /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)  (not stored in this function: l2_Y, l2_A) */
+        /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)  (not stored in this function: l2_A) */
         /*   (l2: as (N, filters·H_out·W_out), C order) */
         /* r_d_l2_A = transposeᵀ(r_d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 256, 256, bpg_table_5, v_r_d_l2_Y, v_r_d_l2_A);
+        bpg_scatter_dirs(NB, K, 16, 16, 1, 256, bpg_table_3, v_r_d_l2_Y, v_r_d_l2_A);
 
         /* Grad of: l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)  (not stored in this function: l2_A, l2_PW) */
         /*   (l2: activation relu) */
         /* r_d_l2_Z = hc_1 ⊙ r_d_l2_A */
-        #pragma omp simd
-        for (int64_t k = 0; k < 256*N; k++) v_r_d_l2_Z[k] = v_hc_1[k]*v_r_d_l2_A[k];
+        for (int64_t rr = 0; rr < 16*NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 16; cc++) {
+                    v_r_d_l2_Z[(rr*K + d)*16 + cc] = v_hc_1[rr*16 + cc]*v_r_d_l2_A[(rr*K + d)*16 + cc];
+                }
+            }
 
         /* Grad of: l2_Z = l2_PW + l2_b  (not stored in this function: l2_Z, l2_PW) */
         /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
         /* r_d_l2_b = 1ᵀ·r_d_l2_Z */
-        bpg_colsum(16*N, 16, v_r_d_l2_Z, v_r_d_l2_b);
+        bpg_colsum(16*NB, K*16, v_r_d_l2_Z, v_r_d_l2_b);
 
         /* Grad of: l2_PW = l2_P·l2_Wᵀ  (not stored in this function: l2_PW) */
         /*   (l2: patches times the kernel, P·Wᵀ) */
@@ -2651,7 +2809,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         bpg_gemm_nn(16*N, 72, 16, v_r_d_l2_Z, v_l2_W, v_r_d_l2_P_a);
         /* r_d_l2_P_b = d_l2_Z·v_l2_W */
         if (vnz_v_l2_W) {
-            bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_v_l2_W, v_r_d_l2_P_b);
+            bpg_gemm_nn(16*NB, K*72, 16, v_d_l2_Z, v_v_l2_W, v_r_d_l2_P_b);
         } else {
             memset(v_r_d_l2_P_b, 0, sizeof(real)*(size_t)(1152*N));  /* a zero block of v */
         }
@@ -2659,64 +2817,66 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         #pragma omp simd
         for (int64_t k = 0; k < 1152*N; k++) v_r_d_l2_P[k] = v_r_d_l2_P_a[k] + v_r_d_l2_P_b[k];
         /* r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P */
-        bpg_gemm_tn(16, 72, 16*N, v_r_d_l2_Z, v_l2_P, v_r_d_l2_W_1_a);
+        bpg_gemm_tn(K*16, 72, 16*NB, v_r_d_l2_Z, v_l2_P, bscratch);
+        bpg_dirs_to_cols(K, 16, 72, bscratch, 16*72, v_r_d_l2_W_1_a);
         /* r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P */
-        bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_r_l2_P, v_r_d_l2_W_1_b);
+        bpg_gemm_tn(16, K*72, 16*NB, v_d_l2_Z, v_r_l2_P, v_r_d_l2_W_1_b);
 
         /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)  (not stored in this function: l1_Y) */
         /*   (l2: patches (im2col), one row per output pixel) */
         /* r_d_l1_Y = im2colᵀ(r_d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 128, 1152, bpg_table_4, v_r_d_l2_P, v_r_d_l1_Y);
+        bpg_scatter_dirs(NB, K, 1, 128, 16, 72, bpg_table_2, v_r_d_l2_P, v_r_d_l1_Y);
 
         /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)  (not stored in this function: l1_Y, l1_max) */
         /*   (l1: as (N, C·H_out·W_out)) */
         /* r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 128, 128, bpg_table_3, v_r_d_l1_Y, v_r_d_l1_max);
+        bpg_scatter_dirs(NB, K, 128, 1, 1, 128, bpg_table_1, v_r_d_l1_Y, v_r_d_l1_max);
 
-        /* Grad of: l1_max = rowmax(l1_win)  (not stored in this function: l1_max) */
-        /*   (l1: each window's maximum) */
-        /* r_d_l1_win = r_d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-        bpg_put_argmax(128*N, 4, v_l1_win, v_r_d_l1_max, v_r_d_l1_win);
+        /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))  (not stored in this function: l1_max) */
+        /*   (l1: each 2x2 window's maximum) */
+        /* r_d_l0_Y = windowsᵀ(r_d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
+        bpg_put_argmax_windows_dirs(NB, K, 8, 8, 8, 2, 2, v_l0_Y, v_r_d_l1_max, v_r_d_l0_Y);
 
-        /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)  (not stored in this function: l0_Y) */
-        /*   (l1: the 2x2 windows, one row each) */
-        /* r_d_l0_Y = windowsᵀ(r_d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 512, 512, bpg_table_2, v_r_d_l1_win, v_r_d_l0_Y);
-
-        /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)  (not stored in this function: l0_Y, l0_A) */
+        /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)  (not stored in this function: l0_A) */
         /*   (l0: as (N, filters·H_out·W_out), C order) */
         /* r_d_l0_A = transposeᵀ(r_d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 512, 512, bpg_table_1, v_r_d_l0_Y, v_r_d_l0_A);
+        bpg_scatter_dirs(NB, K, 64, 8, 1, 512, bpg_table_0, v_r_d_l0_Y, v_r_d_l0_A);
 
         /* Grad of: l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)  (not stored in this function: l0_A, l0_PW) */
         /*   (l0: activation relu) */
         /* r_d_l0_Z = hc ⊙ r_d_l0_A */
-        #pragma omp simd
-        for (int64_t k = 0; k < 512*N; k++) v_r_d_l0_Z[k] = v_hc[k]*v_r_d_l0_A[k];
+        for (int64_t rr = 0; rr < 64*NB; rr++)
+            for (int64_t d = 0; d < K; d++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 8; cc++) {
+                    v_r_d_l0_Z[(rr*K + d)*8 + cc] = v_hc[rr*8 + cc]*v_r_d_l0_A[(rr*K + d)*8 + cc];
+                }
+            }
 
         /* Grad of: l0_Z = l0_PW + l0_b  (not stored in this function: l0_Z, l0_PW) */
         /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
         /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
-        bpg_colsum(64*N, 8, v_r_d_l0_Z, v_r_d_l0_b);
+        bpg_colsum(64*NB, K*8, v_r_d_l0_Z, v_r_d_l0_b);
 
         /* Grad of: l0_PW = l0_P·l0_Wᵀ  (not stored in this function: l0_PW) */
         /*   (l0: patches times the kernel, P·Wᵀ) */
         /* r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P */
-        bpg_gemm_tn(8, 9, 64*N, v_r_d_l0_Z, v_l0_P, v_r_d_l0_W_1_a);
+        bpg_gemm_tn(K*8, 9, 64*NB, v_r_d_l0_Z, v_l0_P, bscratch);
+        bpg_dirs_to_cols(K, 8, 9, bscratch, 8*9, v_r_d_l0_W_1_a);
 
         /* total gradients */
         /* r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W */
         #pragma omp simd
-        for (int64_t k = 0; k < 72; k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_a[k] + 0.0001*v_v_l0_W[k];
+        for (int64_t k = 0; k < (8*K)*(9); k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_a[k] + 0.0001*v_v_l0_W[k];
         /* r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001 v_l2_W */
         #pragma omp simd
-        for (int64_t k = 0; k < 1152; k++) v_r_d_l2_W_2[k] = v_r_d_l2_W_1_a[k] + v_r_d_l2_W_1_b[k] + 0.0001*v_v_l2_W[k];
+        for (int64_t k = 0; k < (16*K)*(72); k++) v_r_d_l2_W_2[k] = v_r_d_l2_W_1_a[k] + v_r_d_l2_W_1_b[k] + 0.0001*v_v_l2_W[k];
         /* r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W */
         #pragma omp simd
-        for (int64_t k = 0; k < 640; k++) v_r_d_l5_W_2[k] = v_r_d_l5_W_1_a[k] + v_r_d_l5_W_1_b[k] + 0.0001*v_v_l5_W[k];
+        for (int64_t k = 0; k < (64*K)*(10); k++) v_r_d_l5_W_2[k] = v_r_d_l5_W_1_a[k] + v_r_d_l5_W_1_b[k] + 0.0001*v_v_l5_W[k];
 
         /* rows j0 .. of the result: H·v for each direction */
-        bpg_columns_out(K, 6, bpg_table_9, wsd, out, 1898, j0);
+        bpg_columns_out(K, 6, bpg_table_6, wsd + 4992*N, out, 1898, j0);
     }
 }
 
@@ -2737,24 +2897,24 @@ typedef real bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_TARGET_RANGE 0
 #define BPGF_LOSS_ALL_STEPS 0
 #define BPGF_SEQ_OUT 0
-#define BPGF_BYTES_PER_SAMPLE 160576
+#define BPGF_BYTES_PER_SAMPLE 140096
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 12578
+#define BPGF_WORK_PER_SAMPLE 11042
 #define BPGF_OUT_FORWARD_A 10
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
 #define BPGF_OUT_LOSS_AND_GRAD_B 1899
 #define BPGF_OUT_HVP_B 1898
-#define BPGF_WS_FORWARD_A 5200
+#define BPGF_WS_FORWARD_A 4432
 #define BPGF_WS_FORWARD_B 0
 #define BPGF_HAVE_FORWARD 1
-#define BPGF_WS_LOSS_A 5280
+#define BPGF_WS_LOSS_A 4512
 #define BPGF_WS_LOSS_B 1896
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 10680
+#define BPGF_WS_LOSS_AND_GRAD_A 9144
 #define BPGF_WS_LOSS_AND_GRAD_B 3760
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 19176
+#define BPGF_WS_HVP_A 16616
 #define BPGF_WS_HVP_B 3656
 #define BPGF_HAVE_HVP 1
 

@@ -80,9 +80,9 @@ class TakeArgmax(Primitive):
         if pattern:
             rows = per_sample(em.shape(op.out, loop))     # windows per sample
             win = f"_pattern_index({pattern!r}), N, {rows}, {pattern[4] ** 2}"
-            sel_w = f"_gather({sel}, {win})"
-            val_w = sel_w if op.args[0] == op.args[1] else f"_gather({val}, {win})"
-            return f"_take_argmax({sel_w}, {val_w})"
+            if op.args[0] == op.args[1]:    # each window's maximum
+                return f"_gather({sel}, {win}).max(axis=1, keepdims=True)"
+            return f"_take_argmax(_gather({sel}, {win}), _gather({val}, {win}))"
         return f"_take_argmax({sel}, {val})"
 
     def c(self, em, op, loop):
