@@ -387,17 +387,6 @@ void bpg_threads_leave(int large)
 #endif
 }
 
-/* The inverse of bpg_dirs_to_cols: K directions of an R x C matrix stored
-   as extra columns, X (R x K x C) -> direction-major, direction d at
-   D + d*ld. */
-static inline void bpg_cols_to_dirs(int64_t K, int64_t R, int64_t C, const real *restrict X,
-                                    real *restrict D, int64_t ld)
-{
-    for (int64_t d = 0; d < K; d++)
-        for (int64_t i = 0; i < R; i++)
-            memcpy(D + d * ld + i * C, X + (i * K + d) * C, sizeof(real) * (size_t)C);
-}
-
 /* out (1 x C) = 1ᵀ · A: column sums */
 static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
@@ -450,53 +439,6 @@ static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restric
             for (int64_t i = 0; i < R; i++)
                 memcpy(out + (j + d)*total + at + i*C, X + (i*K + d)*C,
                        sizeof(real)*(size_t)C);
-    }
-}
-
-/* K tangent directions of an R x C matrix, direction-major (direction d at
-   D + d*ld) -> "directions as extra columns" X (R x K x C: row i of
-   direction d at X + (i*K + d)*C), the layout of bpg_hessian_columns'
-   batched variables. */
-static inline void bpg_dirs_to_cols(int64_t K, int64_t R, int64_t C, const real *restrict D,
-                                    int64_t ld, real *restrict X)
-{
-    for (int64_t d = 0; d < K; d++)
-        for (int64_t i = 0; i < R; i++)
-            memcpy(X + (i * K + d) * C, D + d * ld + i * C, sizeof(real) * (size_t)C);
-}
-
-/* per sample n: out[n][j] = in[n][idx[j]] (0 where idx[j] < 0); blocks of
-   S_in and S_out entries (im2col, pooling windows, reordering) */
-static inline void bpg_gather(int64_t N, int64_t S_in, int64_t S_out, const int32_t *restrict idx,
-                              const real *restrict in, real *restrict out)
-{
-    for (int64_t n = 0; n < N; n++) {
-        const real *restrict a = in + n * S_in;
-        real *restrict o = out + n * S_out;
-        for (int64_t j = 0; j < S_out; j++) o[j] = idx[j] >= 0 ? a[idx[j]] : 0;
-    }
-}
-
-/* k directions at once (hessian_columns' tangent part): every variable
-   stored (rows, K, cols), so sample n's block of A rows x C columns holds
-   each row's K directions: out[n][ro][d][co] = in[n][ri][d][ci] for
-   idx[ro·Co + co] = ri·Ci + ci (0 where it is -1) */
-static inline void bpg_gather_dirs(int64_t NB, int64_t K, int64_t Ai, int64_t Ci, int64_t Ao,
-                                   int64_t Co, const int32_t *restrict idx,
-                                   const real *restrict in, real *restrict out)
-{
-    for (int64_t n = 0; n < NB; n++) {
-        const real *restrict a = in + n * Ai * K * Ci;
-        real *restrict o = out + n * Ao * K * Co;
-        for (int64_t j = 0; j < Ao * Co; j++) {
-            const int64_t ro = j / Co, co = j % Co, src = idx[j];
-            if (src < 0) {
-                for (int64_t d = 0; d < K; d++) o[(ro * K + d) * Co + co] = 0;
-                continue;
-            }
-            const int64_t ri = src / Ci, ci = src % Ci;
-            for (int64_t d = 0; d < K; d++) o[(ro * K + d) * Co + co] = a[(ri * K + d) * Ci + ci];
-        }
     }
 }
 
@@ -784,40 +726,6 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
     }
 }
 
-/* the adjoint of bpg_gather (col2im): per sample n, out[n] = 0, then
-   out[n][idx[j]] += in[n][j] for idx[j] >= 0 */
-static inline void bpg_scatter(int64_t N, int64_t S_out, int64_t S_in, const int32_t *restrict idx,
-                               const real *restrict in, real *restrict out)
-{
-    memset(out, 0, sizeof(real) * (size_t)(N * S_out));
-    for (int64_t n = 0; n < N; n++) {
-        const real *restrict a = in + n * S_in;
-        real *restrict o = out + n * S_out;
-        for (int64_t j = 0; j < S_in; j++)
-            if (idx[j] >= 0) o[idx[j]] += a[j];
-    }
-}
-
-/* its k-directions form (the adjoint of bpg_gather_dirs): out = 0, then
-   out[n][ri][d][ci] += in[n][ro][d][co] for idx[ro·Co + co] = ri·Ci + ci,
-   in the order of j = ro·Co + co (each direction's sums as bpg_scatter's) */
-static inline void bpg_scatter_dirs(int64_t NB, int64_t K, int64_t Ai, int64_t Ci, int64_t Ao,
-                                    int64_t Co, const int32_t *restrict idx,
-                                    const real *restrict in, real *restrict out)
-{
-    memset(out, 0, sizeof(real) * (size_t)(NB * Ai * K * Ci));
-    for (int64_t n = 0; n < NB; n++) {
-        const real *restrict a = in + n * Ao * K * Co;
-        real *restrict o = out + n * Ai * K * Ci;
-        for (int64_t j = 0; j < Ao * Co; j++) {
-            const int64_t ro = j / Co, co = j % Co, src = idx[j];
-            if (src < 0) continue;
-            const int64_t ri = src / Ci, ci = src % Ci;
-            for (int64_t d = 0; d < K; d++) o[(ri * K + d) * Ci + ci] += a[(ro * K + d) * Co + co];
-        }
-    }
-}
-
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
 static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
@@ -941,127 +849,14 @@ static inline void bpg_transpose_blocks(int64_t N, int64_t S, int64_t F,
     }
 }
 
-static const int32_t bpg_table_0[512] = {
-    0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152, 160, 168,
-    176, 184, 192, 200, 208, 216, 224, 232, 240, 248, 256, 264, 272, 280, 288, 296, 304, 312, 320,
-    328, 336, 344, 352, 360, 368, 376, 384, 392, 400, 408, 416, 424, 432, 440, 448, 456, 464, 472,
-    480, 488, 496, 504, 1, 9, 17, 25, 33, 41, 49, 57, 65, 73, 81, 89, 97, 105, 113, 121, 129, 137,
-    145, 153, 161, 169, 177, 185, 193, 201, 209, 217, 225, 233, 241, 249, 257, 265, 273, 281, 289,
-    297, 305, 313, 321, 329, 337, 345, 353, 361, 369, 377, 385, 393, 401, 409, 417, 425, 433, 441,
-    449, 457, 465, 473, 481, 489, 497, 505, 2, 10, 18, 26, 34, 42, 50, 58, 66, 74, 82, 90, 98, 106,
-    114, 122, 130, 138, 146, 154, 162, 170, 178, 186, 194, 202, 210, 218, 226, 234, 242, 250, 258,
-    266, 274, 282, 290, 298, 306, 314, 322, 330, 338, 346, 354, 362, 370, 378, 386, 394, 402, 410,
-    418, 426, 434, 442, 450, 458, 466, 474, 482, 490, 498, 506, 3, 11, 19, 27, 35, 43, 51, 59, 67,
-    75, 83, 91, 99, 107, 115, 123, 131, 139, 147, 155, 163, 171, 179, 187, 195, 203, 211, 219, 227,
-    235, 243, 251, 259, 267, 275, 283, 291, 299, 307, 315, 323, 331, 339, 347, 355, 363, 371, 379,
-    387, 395, 403, 411, 419, 427, 435, 443, 451, 459, 467, 475, 483, 491, 499, 507, 4, 12, 20, 28,
-    36, 44, 52, 60, 68, 76, 84, 92, 100, 108, 116, 124, 132, 140, 148, 156, 164, 172, 180, 188, 196,
-    204, 212, 220, 228, 236, 244, 252, 260, 268, 276, 284, 292, 300, 308, 316, 324, 332, 340, 348,
-    356, 364, 372, 380, 388, 396, 404, 412, 420, 428, 436, 444, 452, 460, 468, 476, 484, 492, 500,
-    508, 5, 13, 21, 29, 37, 45, 53, 61, 69, 77, 85, 93, 101, 109, 117, 125, 133, 141, 149, 157, 165,
-    173, 181, 189, 197, 205, 213, 221, 229, 237, 245, 253, 261, 269, 277, 285, 293, 301, 309, 317,
-    325, 333, 341, 349, 357, 365, 373, 381, 389, 397, 405, 413, 421, 429, 437, 445, 453, 461, 469,
-    477, 485, 493, 501, 509, 6, 14, 22, 30, 38, 46, 54, 62, 70, 78, 86, 94, 102, 110, 118, 126, 134,
-    142, 150, 158, 166, 174, 182, 190, 198, 206, 214, 222, 230, 238, 246, 254, 262, 270, 278, 286,
-    294, 302, 310, 318, 326, 334, 342, 350, 358, 366, 374, 382, 390, 398, 406, 414, 422, 430, 438,
-    446, 454, 462, 470, 478, 486, 494, 502, 510, 7, 15, 23, 31, 39, 47, 55, 63, 71, 79, 87, 95, 103,
-    111, 119, 127, 135, 143, 151, 159, 167, 175, 183, 191, 199, 207, 215, 223, 231, 239, 247, 255,
-    263, 271, 279, 287, 295, 303, 311, 319, 327, 335, 343, 351, 359, 367, 375, 383, 391, 399, 407,
-    415, 423, 431, 439, 447, 455, 463, 471, 479, 487, 495, 503, 511,
-};
-
-static const int32_t bpg_table_1[128] = {
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
-    26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
-    50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73,
-    74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96, 97,
-    98, 99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113, 114, 115, 116,
-    117, 118, 119, 120, 121, 122, 123, 124, 125, 126, 127,
-};
-
-static const int32_t bpg_table_2[1152] = {
-    -1, -1, -1, -1, 0, 1, -1, 4, 5, -1, -1, -1, -1, 16, 17, -1, 20, 21, -1, -1, -1, -1, 32, 33, -1,
-    36, 37, -1, -1, -1, -1, 48, 49, -1, 52, 53, -1, -1, -1, -1, 64, 65, -1, 68, 69, -1, -1, -1, -1,
-    80, 81, -1, 84, 85, -1, -1, -1, -1, 96, 97, -1, 100, 101, -1, -1, -1, -1, 112, 113, -1, 116,
-    117, -1, -1, -1, 0, 1, 2, 4, 5, 6, -1, -1, -1, 16, 17, 18, 20, 21, 22, -1, -1, -1, 32, 33, 34,
-    36, 37, 38, -1, -1, -1, 48, 49, 50, 52, 53, 54, -1, -1, -1, 64, 65, 66, 68, 69, 70, -1, -1, -1,
-    80, 81, 82, 84, 85, 86, -1, -1, -1, 96, 97, 98, 100, 101, 102, -1, -1, -1, 112, 113, 114, 116,
-    117, 118, -1, -1, -1, 1, 2, 3, 5, 6, 7, -1, -1, -1, 17, 18, 19, 21, 22, 23, -1, -1, -1, 33, 34,
-    35, 37, 38, 39, -1, -1, -1, 49, 50, 51, 53, 54, 55, -1, -1, -1, 65, 66, 67, 69, 70, 71, -1, -1,
-    -1, 81, 82, 83, 85, 86, 87, -1, -1, -1, 97, 98, 99, 101, 102, 103, -1, -1, -1, 113, 114, 115,
-    117, 118, 119, -1, -1, -1, 2, 3, -1, 6, 7, -1, -1, -1, -1, 18, 19, -1, 22, 23, -1, -1, -1, -1,
-    34, 35, -1, 38, 39, -1, -1, -1, -1, 50, 51, -1, 54, 55, -1, -1, -1, -1, 66, 67, -1, 70, 71, -1,
-    -1, -1, -1, 82, 83, -1, 86, 87, -1, -1, -1, -1, 98, 99, -1, 102, 103, -1, -1, -1, -1, 114, 115,
-    -1, 118, 119, -1, -1, 0, 1, -1, 4, 5, -1, 8, 9, -1, 16, 17, -1, 20, 21, -1, 24, 25, -1, 32, 33,
-    -1, 36, 37, -1, 40, 41, -1, 48, 49, -1, 52, 53, -1, 56, 57, -1, 64, 65, -1, 68, 69, -1, 72, 73,
-    -1, 80, 81, -1, 84, 85, -1, 88, 89, -1, 96, 97, -1, 100, 101, -1, 104, 105, -1, 112, 113, -1,
-    116, 117, -1, 120, 121, 0, 1, 2, 4, 5, 6, 8, 9, 10, 16, 17, 18, 20, 21, 22, 24, 25, 26, 32, 33,
-    34, 36, 37, 38, 40, 41, 42, 48, 49, 50, 52, 53, 54, 56, 57, 58, 64, 65, 66, 68, 69, 70, 72, 73,
-    74, 80, 81, 82, 84, 85, 86, 88, 89, 90, 96, 97, 98, 100, 101, 102, 104, 105, 106, 112, 113, 114,
-    116, 117, 118, 120, 121, 122, 1, 2, 3, 5, 6, 7, 9, 10, 11, 17, 18, 19, 21, 22, 23, 25, 26, 27,
-    33, 34, 35, 37, 38, 39, 41, 42, 43, 49, 50, 51, 53, 54, 55, 57, 58, 59, 65, 66, 67, 69, 70, 71,
-    73, 74, 75, 81, 82, 83, 85, 86, 87, 89, 90, 91, 97, 98, 99, 101, 102, 103, 105, 106, 107, 113,
-    114, 115, 117, 118, 119, 121, 122, 123, 2, 3, -1, 6, 7, -1, 10, 11, -1, 18, 19, -1, 22, 23, -1,
-    26, 27, -1, 34, 35, -1, 38, 39, -1, 42, 43, -1, 50, 51, -1, 54, 55, -1, 58, 59, -1, 66, 67, -1,
-    70, 71, -1, 74, 75, -1, 82, 83, -1, 86, 87, -1, 90, 91, -1, 98, 99, -1, 102, 103, -1, 106, 107,
-    -1, 114, 115, -1, 118, 119, -1, 122, 123, -1, -1, 4, 5, -1, 8, 9, -1, 12, 13, -1, 20, 21, -1,
-    24, 25, -1, 28, 29, -1, 36, 37, -1, 40, 41, -1, 44, 45, -1, 52, 53, -1, 56, 57, -1, 60, 61, -1,
-    68, 69, -1, 72, 73, -1, 76, 77, -1, 84, 85, -1, 88, 89, -1, 92, 93, -1, 100, 101, -1, 104, 105,
-    -1, 108, 109, -1, 116, 117, -1, 120, 121, -1, 124, 125, 4, 5, 6, 8, 9, 10, 12, 13, 14, 20, 21,
-    22, 24, 25, 26, 28, 29, 30, 36, 37, 38, 40, 41, 42, 44, 45, 46, 52, 53, 54, 56, 57, 58, 60, 61,
-    62, 68, 69, 70, 72, 73, 74, 76, 77, 78, 84, 85, 86, 88, 89, 90, 92, 93, 94, 100, 101, 102, 104,
-    105, 106, 108, 109, 110, 116, 117, 118, 120, 121, 122, 124, 125, 126, 5, 6, 7, 9, 10, 11, 13,
-    14, 15, 21, 22, 23, 25, 26, 27, 29, 30, 31, 37, 38, 39, 41, 42, 43, 45, 46, 47, 53, 54, 55, 57,
-    58, 59, 61, 62, 63, 69, 70, 71, 73, 74, 75, 77, 78, 79, 85, 86, 87, 89, 90, 91, 93, 94, 95, 101,
-    102, 103, 105, 106, 107, 109, 110, 111, 117, 118, 119, 121, 122, 123, 125, 126, 127, 6, 7, -1,
-    10, 11, -1, 14, 15, -1, 22, 23, -1, 26, 27, -1, 30, 31, -1, 38, 39, -1, 42, 43, -1, 46, 47, -1,
-    54, 55, -1, 58, 59, -1, 62, 63, -1, 70, 71, -1, 74, 75, -1, 78, 79, -1, 86, 87, -1, 90, 91, -1,
-    94, 95, -1, 102, 103, -1, 106, 107, -1, 110, 111, -1, 118, 119, -1, 122, 123, -1, 126, 127, -1,
-    -1, 8, 9, -1, 12, 13, -1, -1, -1, -1, 24, 25, -1, 28, 29, -1, -1, -1, -1, 40, 41, -1, 44, 45,
-    -1, -1, -1, -1, 56, 57, -1, 60, 61, -1, -1, -1, -1, 72, 73, -1, 76, 77, -1, -1, -1, -1, 88, 89,
-    -1, 92, 93, -1, -1, -1, -1, 104, 105, -1, 108, 109, -1, -1, -1, -1, 120, 121, -1, 124, 125, -1,
-    -1, -1, 8, 9, 10, 12, 13, 14, -1, -1, -1, 24, 25, 26, 28, 29, 30, -1, -1, -1, 40, 41, 42, 44,
-    45, 46, -1, -1, -1, 56, 57, 58, 60, 61, 62, -1, -1, -1, 72, 73, 74, 76, 77, 78, -1, -1, -1, 88,
-    89, 90, 92, 93, 94, -1, -1, -1, 104, 105, 106, 108, 109, 110, -1, -1, -1, 120, 121, 122, 124,
-    125, 126, -1, -1, -1, 9, 10, 11, 13, 14, 15, -1, -1, -1, 25, 26, 27, 29, 30, 31, -1, -1, -1, 41,
-    42, 43, 45, 46, 47, -1, -1, -1, 57, 58, 59, 61, 62, 63, -1, -1, -1, 73, 74, 75, 77, 78, 79, -1,
-    -1, -1, 89, 90, 91, 93, 94, 95, -1, -1, -1, 105, 106, 107, 109, 110, 111, -1, -1, -1, 121, 122,
-    123, 125, 126, 127, -1, -1, -1, 10, 11, -1, 14, 15, -1, -1, -1, -1, 26, 27, -1, 30, 31, -1, -1,
-    -1, -1, 42, 43, -1, 46, 47, -1, -1, -1, -1, 58, 59, -1, 62, 63, -1, -1, -1, -1, 74, 75, -1, 78,
-    79, -1, -1, -1, -1, 90, 91, -1, 94, 95, -1, -1, -1, -1, 106, 107, -1, 110, 111, -1, -1, -1, -1,
-    122, 123, -1, 126, 127, -1, -1, -1, -1,
-};
-
-static const int32_t bpg_table_3[256] = {
-    0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 1, 17, 33, 49, 65, 81,
-    97, 113, 129, 145, 161, 177, 193, 209, 225, 241, 2, 18, 34, 50, 66, 82, 98, 114, 130, 146, 162,
-    178, 194, 210, 226, 242, 3, 19, 35, 51, 67, 83, 99, 115, 131, 147, 163, 179, 195, 211, 227, 243,
-    4, 20, 36, 52, 68, 84, 100, 116, 132, 148, 164, 180, 196, 212, 228, 244, 5, 21, 37, 53, 69, 85,
-    101, 117, 133, 149, 165, 181, 197, 213, 229, 245, 6, 22, 38, 54, 70, 86, 102, 118, 134, 150,
-    166, 182, 198, 214, 230, 246, 7, 23, 39, 55, 71, 87, 103, 119, 135, 151, 167, 183, 199, 215,
-    231, 247, 8, 24, 40, 56, 72, 88, 104, 120, 136, 152, 168, 184, 200, 216, 232, 248, 9, 25, 41,
-    57, 73, 89, 105, 121, 137, 153, 169, 185, 201, 217, 233, 249, 10, 26, 42, 58, 74, 90, 106, 122,
-    138, 154, 170, 186, 202, 218, 234, 250, 11, 27, 43, 59, 75, 91, 107, 123, 139, 155, 171, 187,
-    203, 219, 235, 251, 12, 28, 44, 60, 76, 92, 108, 124, 140, 156, 172, 188, 204, 220, 236, 252,
-    13, 29, 45, 61, 77, 93, 109, 125, 141, 157, 173, 189, 205, 221, 237, 253, 14, 30, 46, 62, 78,
-    94, 110, 126, 142, 158, 174, 190, 206, 222, 238, 254, 15, 31, 47, 63, 79, 95, 111, 127, 143,
-    159, 175, 191, 207, 223, 239, 255,
-};
-
-static const int32_t bpg_table_4[64] = {
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
-    26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
-    50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
-};
-
-static const int32_t bpg_table_5[24] = {
-    8, 9, 0, 1898, 1, 8, 72, 1970, 16, 72, 80, 1978, 1, 16, 1232, 3130, 64, 10, 1248, 3146, 1, 10,
-    1888, 3786,
-};
-
-static const int32_t bpg_table_6[24] = {
+static const int32_t bpg_table_0[24] = {
     8, 9, 0, 0, 1, 8, 72, 72, 16, 72, 80, 80, 1, 16, 1232, 1232, 64, 10, 1248, 1248, 1, 10, 1888,
     1888,
+};
+
+static const int32_t bpg_table_1[24] = {
+    8, 9, 0, 1898, 1, 8, 72, 1970, 16, 72, 80, 1978, 1, 16, 1232, 3130, 64, 10, 1248, 3146, 1, 10,
+    1888, 3786,
 };
 
 /* ---- forward: workspace 4432*N + 0 elements ---- */
@@ -2421,7 +2216,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 }
 
-/* ---- hessian_columns: workspace 17384*N + 3656 elements ---- */
+/* ---- hessian_columns: workspace 17384*N + 7456 elements ---- */
 BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
@@ -2452,6 +2247,44 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     real *const v_d_l2_Y = ws + 6168*N;  /* (N, 256) */
     real *const v_d_l2_A = ws + 6424*N;  /* (16*N, 16) */
     real *const v_d_l2_Z = ws + 6680*N;  /* (16*N, 16) */
+    real *const v_r_l0_PW_b = ws + 6936*N;  /* (64*N, 8) */
+    real *const v_r_l0_A = ws + 7448*N;  /* (64*N, 8) */
+    real *const v_r_l0_Y = ws + 7960*N;  /* (N, 512) */
+    real *const v_r_l1_max = ws + 8472*N;  /* (128*N, 1) */
+    real *const v_r_l1_Y = ws + 8600*N;  /* (N, 128) */
+    real *const v_r_l2_P = ws + 8728*N;  /* (16*N, 72) */
+    real *const v_r_l2_PW_a = ws + 9880*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_b = ws + 10136*N;  /* (16*N, 16) */
+    real *const v_r_l2_A = ws + 10392*N;  /* (16*N, 16) */
+    real *const v_r_l2_Y = ws + 10648*N;  /* (N, 256) */
+    real *const v_r_l3_max = ws + 10904*N;  /* (64*N, 1) */
+    real *const v_r_l3_Y = ws + 10968*N;  /* (N, 64) */
+    real *const v_r_l5_XW_a = ws + 11032*N;  /* (N, 10) */
+    real *const v_r_l5_XW_b = ws + 11048*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 11064*N;  /* (N, 10) */
+    real *const v_r_o_expsum = ws + 11080*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 11088*N;  /* (N, 1) */
+    real *const v_r_d_l5_Z_1 = ws + 11096*N;  /* (N, 10) */
+    real *const v_r_d_l3_Y_a = ws + 11112*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y_b = ws + 11176*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y = ws + 11240*N;  /* (N, 64) */
+    real *const v_r_d_l5_W_1_a = ws + 11304*N;  /* (64, 10) */
+    real *const v_r_d_l5_W_1_b = ws + 11304*N + 640;  /* (64, 10) */
+    real *const v_r_d_l3_max = ws + 11304*N + 1280;  /* (64*N, 1) */
+    real *const v_r_d_l2_Y = ws + 11368*N + 1280;  /* (N, 256) */
+    real *const v_r_d_l2_A = ws + 11624*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_Z = ws + 11880*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_P_a = ws + 12136*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P_b = ws + 13288*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P = ws + 14440*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_W_1_a = ws + 15592*N + 1280;  /* (16, 72) */
+    real *const v_r_d_l2_W_1_b = ws + 15592*N + 2432;  /* (16, 72) */
+    real *const v_r_d_l1_Y = ws + 15592*N + 3584;  /* (N, 128) */
+    real *const v_r_d_l1_max = ws + 15720*N + 3584;  /* (128*N, 1) */
+    real *const v_r_d_l0_Y = ws + 15848*N + 3584;  /* (N, 512) */
+    real *const v_r_d_l0_A = ws + 16360*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_Z = ws + 16872*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_W_1_a = ws + 17384*N + 3584;  /* (8, 9) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
@@ -2586,71 +2419,29 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     #pragma omp simd
     for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
-    /* kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1898 x 1898, or row j of V) */
+    /* one direction at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1898 x 1898, or row j of V) */
     const int64_t NB = N;  /* the batch */
     real *const wsd = ws + 17384*N + 3656;  /* the directions' part */
-    if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */
+    kc = 1;  /* one direction at a time: a primitive of the tangent part has no rule for k at once */
     for (int64_t j0 = 0; j0 < count; j0 += kc) {
         const int64_t K = count - j0 < kc ? count - j0 : kc;
         /* the tangent pass runs on N·K rows: sample n in direction d is row n·K + d */
         const int64_t N = NB*K;
         (void)N;
-        real *const v_r_l0_PW_b = wsd + 0*N;  /* (64*N, 8) x K */
-        real *const v_r_l0_Y = wsd + 0*N;  /* (N, 512) x K */
-        real *const v_r_l1_Y = wsd + 0*N;  /* (N, 128) x K */
-        real *const v_r_l3_max = wsd + 0*N;  /* (64*N, 1) x K */
-        real *const v_r_l5_XW_a = wsd + 0*N;  /* (N, 10) x K */
-        real *const v_r_o_expsum = wsd + 0*N;  /* (N, 1) x K */
-        real *const v_r_d_l3_max = wsd + 0*N;  /* (64*N, 1) x K */
-        real *const v_r_d_l1_Y = wsd + 0*N;  /* (N, 128) x K */
-        real *const v_r_d_l0_Z = wsd + 0*N;  /* (64*N, 8) x K */
-        real *const v_r_d_l0_W_2 = wsd + 4992*N + 0*K;  /* (8, 9) x K */
-        real *const v_r_d_l0_b = wsd + 4992*N + 72*K;  /* (1, 8) x K */
-        real *const v_r_d_l2_W_2 = wsd + 4992*N + 80*K;  /* (16, 72) x K */
-        real *const v_r_d_l2_b = wsd + 4992*N + 1232*K;  /* (1, 16) x K */
-        real *const v_r_d_l5_W_2 = wsd + 4992*N + 1248*K;  /* (64, 10) x K */
-        real *const v_r_d_l5_b = wsd + 4992*N + 1888*K;  /* (1, 10) x K */
-        real *const v_v_l0_W = wsd + 4992*N + 1898*K;  /* (8, 9) x K */
-        real *const v_v_l0_b = wsd + 4992*N + 1970*K;  /* (1, 8) x K */
-        real *const v_v_l2_W = wsd + 4992*N + 1978*K;  /* (16, 72) x K */
-        real *const v_v_l2_b = wsd + 4992*N + 3130*K;  /* (1, 16) x K */
-        real *const v_v_l5_W = wsd + 4992*N + 3146*K;  /* (64, 10) x K */
-        real *const v_v_l5_b = wsd + 4992*N + 3786*K;  /* (1, 10) x K */
-        real *const v_r_d_l5_W_1_a = wsd + 4992*N + 3796*K;  /* (64, 10) x K */
-        real *const v_r_d_l5_W_1_b = wsd + 4992*N + 4436*K;  /* (64, 10) x K */
-        real *const v_r_d_l2_W_1_a = wsd + 4992*N + 5076*K;  /* (16, 72) x K */
-        real *const v_r_d_l2_W_1_b = wsd + 4992*N + 6228*K;  /* (16, 72) x K */
-        real *const v_r_d_l0_W_1_a = wsd + 4992*N + 7380*K;  /* (8, 9) x K */
-        real *const v_r_d_o_expsum = wsd + 1*N;  /* (N, 1) x K */
-        real *const v_r_d_l5_Z_1 = wsd + 2*N;  /* (N, 10) x K */
-        real *const v_r_l5_XW_b = wsd + 10*N;  /* (N, 10) x K */
-        real *const v_r_o_exp = wsd + 20*N;  /* (N, 10) x K */
-        real *const v_r_l3_Y = wsd + 64*N;  /* (N, 64) x K */
-        real *const v_r_l2_P = wsd + 128*N;  /* (16*N, 72) x K */
-        real *const v_r_d_l1_max = wsd + 128*N;  /* (128*N, 1) x K */
-        real *const v_r_d_l0_Y = wsd + 256*N;  /* (N, 512) x K */
-        real *const v_r_l0_A = wsd + 512*N;  /* (64*N, 8) x K */
-        real *const v_r_l1_max = wsd + 512*N;  /* (128*N, 1) x K */
-        real *const v_r_d_l0_A = wsd + 768*N;  /* (64*N, 8) x K */
-        real *const v_r_l2_PW_a = wsd + 1280*N;  /* (16*N, 16) x K */
-        real *const v_r_l2_Y = wsd + 1280*N;  /* (N, 256) x K */
-        real *const v_r_d_l3_Y_a = wsd + 1280*N;  /* (N, 64) x K */
-        real *const v_r_d_l2_Y = wsd + 1280*N;  /* (N, 256) x K */
-        real *const v_r_d_l2_Z = wsd + 1280*N;  /* (16*N, 16) x K */
-        real *const v_r_d_l3_Y_b = wsd + 1344*N;  /* (N, 64) x K */
-        real *const v_r_d_l3_Y = wsd + 1408*N;  /* (N, 64) x K */
-        real *const v_r_l2_PW_b = wsd + 1536*N;  /* (16*N, 16) x K */
-        real *const v_r_d_l2_A = wsd + 1536*N;  /* (16*N, 16) x K */
-        real *const v_r_d_l2_P_a = wsd + 1536*N;  /* (16*N, 72) x K */
-        real *const v_r_l2_A = wsd + 1792*N;  /* (16*N, 16) x K */
-        real *const v_r_d_l2_P_b = wsd + 2688*N;  /* (16*N, 72) x K */
-        real *const v_r_d_l2_P = wsd + 3840*N;  /* (16*N, 72) x K */
-        real *const bscratch = wsd + 4992*N + 7452*K;  /* K x 1152 */
-        real *const v_v_l0_W_dirs = wsd + 4992*N + 8604*K;  /* K x (8, 9) */
-        real *const v_v_l2_W_dirs = wsd + 4992*N + 8676*K;  /* K x (16, 72) */
-        real *const v_v_l5_W_dirs = wsd + 4992*N + 9828*K;  /* K x (64, 10) */
+        real *const v_v_l0_W = wsd + 0;  /* (8, 9) */
+        real *const v_v_l0_b = wsd + 72;  /* (1, 8) */
+        real *const v_v_l2_W = wsd + 80;  /* (16, 72) */
+        real *const v_v_l2_b = wsd + 1232;  /* (1, 16) */
+        real *const v_v_l5_W = wsd + 1248;  /* (64, 10) */
+        real *const v_v_l5_b = wsd + 1888;  /* (1, 10) */
+        real *const v_r_d_l0_W_2 = wsd + 1898;  /* (8, 9) */
+        real *const v_r_d_l0_b = wsd + 1970;  /* (1, 8) */
+        real *const v_r_d_l2_W_2 = wsd + 1978;  /* (16, 72) */
+        real *const v_r_d_l2_b = wsd + 3130;  /* (1, 16) */
+        real *const v_r_d_l5_W_2 = wsd + 3146;  /* (64, 10) */
+        real *const v_r_d_l5_b = wsd + 3786;  /* (1, 10) */
         /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
-        bpg_columns_in(K, 6, bpg_table_5, V, 1898, j0, first, wsd + 4992*N);
+        bpg_columns_in(K, 6, bpg_table_0, V, 1898, j0, first, wsd);
         /* which blocks of v are nonzero in some direction (products with the others are skipped) */
         const int vnz_v_l0_W = bpg_nonzero(72*K, v_v_l0_W);
         const int vnz_v_l0_b = bpg_nonzero(8*K, v_v_l0_b);
@@ -2658,100 +2449,92 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         const int vnz_v_l2_b = bpg_nonzero(16*K, v_v_l2_b);
         const int vnz_v_l5_W = bpg_nonzero(640*K, v_v_l5_W);
         const int vnz_v_l5_b = bpg_nonzero(10*K, v_v_l5_b);
-        bpg_cols_to_dirs(K, 8, 9, v_v_l0_W, v_v_l0_W_dirs, 72);  /* v_v_l0_W's directions one below the other */
-        bpg_cols_to_dirs(K, 16, 72, v_v_l2_W, v_v_l2_W_dirs, 1152);  /* v_v_l2_W's directions one below the other */
-        bpg_cols_to_dirs(K, 64, 10, v_v_l5_W, v_v_l5_W_dirs, 640);  /* v_v_l5_W's directions one below the other */
 
         /* forward pass */
         /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
         if (vnz_v_l0_W) {
-            bpg_gemm_nt(64*NB, K*8, 9, v_l0_P, v_v_l0_W_dirs, v_r_l0_PW_b);
+            bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
         } else {
             memset(v_r_l0_PW_b, 0, sizeof(real)*(size_t)(512*N));  /* a zero block of v */
         }
         /* r_l0_A = hc ⊙ (r_l0_PW_b + v_l0_b) */
-        for (int64_t rr = 0; rr < 64*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 8; cc++) {
-                    v_r_l0_A[(rr*K + d)*8 + cc] = v_hc[rr*8 + cc]*(v_r_l0_PW_b[(rr*K + d)*8 + cc] + v_v_l0_b[(0*K + d)*8 + cc]);
-                }
+        for (int64_t rr = 0; rr < 64*N; rr++) {
+            #pragma omp simd
+            for (int64_t cc = 0; cc < 8; cc++) {
+                const int64_t k = rr*8 + cc;
+                v_r_l0_A[k] = v_hc[k]*(v_r_l0_PW_b[k] + v_v_l0_b[cc]);
             }
+        }
         /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
-        bpg_gather_dirs(NB, K, 64, 8, 1, 512, bpg_table_0, v_r_l0_A, v_r_l0_Y);
+        bpg_transpose_blocks(N, 64, 8, v_r_l0_A, v_r_l0_Y);
         /* r_l1_max = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-        bpg_take_argmax_windows_dirs(NB, K, 8, 8, 8, 2, 2, v_l0_Y, v_r_l0_Y, v_r_l1_max);
+        bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_r_l0_Y, v_r_l1_max);
         /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
-        bpg_gather_dirs(NB, K, 128, 1, 1, 128, bpg_table_1, v_r_l1_max, v_r_l1_Y);
+        bpg_transpose_blocks(N, 128, 1, v_r_l1_max, v_r_l1_Y);
         /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-        bpg_gather_dirs(NB, K, 1, 128, 16, 72, bpg_table_2, v_r_l1_Y, v_r_l2_P);
+        bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_r_l1_Y, v_r_l2_P);
         /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
         bpg_gemm_nt(16*N, 16, 72, v_r_l2_P, v_l2_W, v_r_l2_PW_a);
         /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
         if (vnz_v_l2_W) {
-            bpg_gemm_nt(16*NB, K*16, 72, v_l2_P, v_v_l2_W_dirs, v_r_l2_PW_b);
+            bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
         } else {
             memset(v_r_l2_PW_b, 0, sizeof(real)*(size_t)(256*N));  /* a zero block of v */
         }
         /* r_l2_A = hc_1 ⊙ (r_l2_PW_a + r_l2_PW_b + v_l2_b) */
-        for (int64_t rr = 0; rr < 16*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_l2_A[(rr*K + d)*16 + cc] = v_hc_1[rr*16 + cc]*(v_r_l2_PW_a[(rr*K + d)*16 + cc] + v_r_l2_PW_b[(rr*K + d)*16 + cc] + v_v_l2_b[(0*K + d)*16 + cc]);
-                }
+        for (int64_t rr = 0; rr < 16*N; rr++) {
+            #pragma omp simd
+            for (int64_t cc = 0; cc < 16; cc++) {
+                const int64_t k = rr*16 + cc;
+                v_r_l2_A[k] = v_hc_1[k]*(v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc]);
             }
+        }
         /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
-        bpg_gather_dirs(NB, K, 16, 16, 1, 256, bpg_table_3, v_r_l2_A, v_r_l2_Y);
+        bpg_transpose_blocks(N, 16, 16, v_r_l2_A, v_r_l2_Y);
         /* r_l3_max = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-        bpg_take_argmax_windows_dirs(NB, K, 16, 4, 4, 2, 2, v_l2_Y, v_r_l2_Y, v_r_l3_max);
+        bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_r_l2_Y, v_r_l3_max);
         /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
-        bpg_gather_dirs(NB, K, 64, 1, 1, 64, bpg_table_4, v_r_l3_max, v_r_l3_Y);
+        bpg_transpose_blocks(N, 64, 1, v_r_l3_max, v_r_l3_Y);
         /* r_l5_XW_a = r_l3_Y·l5_W */
         bpg_gemm_nn(N, 10, 64, v_r_l3_Y, v_l5_W, v_r_l5_XW_a);
         /* r_l5_XW_b = l3_Y·v_l5_W */
         if (vnz_v_l5_W) {
-            bpg_gemm_nn(NB, K*10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
+            bpg_gemm_nn(N, 10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
         } else {
             memset(v_r_l5_XW_b, 0, sizeof(real)*(size_t)(10*N));  /* a zero block of v */
         }
         /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
-        for (int64_t rr = 0; rr < NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 10; cc++) {
-                    v_r_o_exp[(rr*K + d)*10 + cc] = v_o_exp[rr*10 + cc]*(v_r_l5_XW_a[(rr*K + d)*10 + cc] + v_r_l5_XW_b[(rr*K + d)*10 + cc] + v_v_l5_b[(0*K + d)*10 + cc]);
-                }
+        for (int64_t rr = 0; rr < N; rr++) {
+            #pragma omp simd
+            for (int64_t cc = 0; cc < 10; cc++) {
+                const int64_t k = rr*10 + cc;
+                v_r_o_exp[k] = v_o_exp[k]*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
             }
+        }
         /* r_o_expsum = r_o_exp·1 */
         bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
 
         /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label, o_max) */
         /*   (logsumexp(O) - O[label] per sample) */
         /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
-        for (int64_t rr = 0; rr < NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 1; cc++) {
-                    v_r_d_o_expsum[(rr*K + d)*1 + cc] = -v_d_o_expsum[rr*1 + 0]*v_r_o_expsum[(rr*K + d)*1 + 0]/v_o_expsum[rr*1 + 0];
-                }
-            }
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
 
         /* Grad of: o_exp = exp(l5_XW + l5_b - o_max)  (not stored in this function: l5_XW, o_max) */
         /*   (exponentials, shifted by the row maximum for stability) */
         /* r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-        for (int64_t rr = 0; rr < NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 10; cc++) {
-                    v_r_d_l5_Z_1[(rr*K + d)*10 + cc] = v_d_o_expsum[rr*1 + 0]*v_r_o_exp[(rr*K + d)*10 + cc] + v_o_exp[rr*10 + cc]*v_r_d_o_expsum[(rr*K + d)*1 + 0];
-                }
+        for (int64_t rr = 0; rr < N; rr++) {
+            #pragma omp simd
+            for (int64_t cc = 0; cc < 10; cc++) {
+                const int64_t k = rr*10 + cc;
+                v_r_d_l5_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
             }
+        }
 
         /* Grad of: l5_Z = l5_XW + l5_b  (not stored in this function: l5_Z, l5_XW) */
         /*   (l5: pre-activation) */
         /* r_d_l5_b = 1ᵀ·r_d_l5_Z_1 */
-        bpg_colsum(NB, K*10, v_r_d_l5_Z_1, v_r_d_l5_b);
+        bpg_colsum(N, 10, v_r_d_l5_Z_1, v_r_d_l5_b);
 
         /* Grad of: l5_XW = l3_Y·l5_W  (not stored in this function: l5_XW) */
         /*   (l5: affine part) */
@@ -2759,7 +2542,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         bpg_gemm_nt(N, 64, 10, v_r_d_l5_Z_1, v_l5_W, v_r_d_l3_Y_a);
         /* r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ */
         if (vnz_v_l5_W) {
-            bpg_gemm_nt(NB, K*64, 10, v_d_l5_Z_2, v_v_l5_W_dirs, v_r_d_l3_Y_b);
+            bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_v_l5_W, v_r_d_l3_Y_b);
         } else {
             memset(v_r_d_l3_Y_b, 0, sizeof(real)*(size_t)(64*N));  /* a zero block of v */
         }
@@ -2767,41 +2550,35 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         #pragma omp simd
         for (int64_t k = 0; k < 64*N; k++) v_r_d_l3_Y[k] = v_r_d_l3_Y_a[k] + v_r_d_l3_Y_b[k];
         /* r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2 */
-        bpg_gemm_tn(K*64, 10, NB, v_r_l3_Y, v_d_l5_Z_2, bscratch);
-        bpg_dirs_to_cols(K, 64, 10, bscratch, 64*10, v_r_d_l5_W_1_a);
+        bpg_gemm_tn(64, 10, N, v_r_l3_Y, v_d_l5_Z_2, v_r_d_l5_W_1_a);
         /* r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1 */
-        bpg_gemm_tn(64, K*10, NB, v_l3_Y, v_r_d_l5_Z_1, v_r_d_l5_W_1_b);
+        bpg_gemm_tn(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_r_d_l5_W_1_b);
 
         /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)  (not stored in this function: l3_max) */
         /*   (l3: as (N, C·H_out·W_out)) */
         /* r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter_dirs(NB, K, 64, 1, 1, 64, bpg_table_4, v_r_d_l3_Y, v_r_d_l3_max);
+        bpg_transpose_blocks(N, 1, 64, v_r_d_l3_Y, v_r_d_l3_max);
 
         /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))  (not stored in this function: l3_max) */
         /*   (l3: each 2x2 window's maximum) */
         /* r_d_l2_Y = windowsᵀ(r_d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
-        bpg_put_argmax_windows_dirs(NB, K, 16, 4, 4, 2, 2, v_l2_Y, v_r_d_l3_max, v_r_d_l2_Y);
+        bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_r_d_l3_max, v_r_d_l2_Y);
 
         /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)  (not stored in this function: l2_A) */
         /*   (l2: as (N, filters·H_out·W_out), C order) */
         /* r_d_l2_A = transposeᵀ(r_d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter_dirs(NB, K, 16, 16, 1, 256, bpg_table_3, v_r_d_l2_Y, v_r_d_l2_A);
+        bpg_transpose_blocks(N, 16, 16, v_r_d_l2_Y, v_r_d_l2_A);
 
         /* Grad of: l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)  (not stored in this function: l2_A, l2_PW) */
         /*   (l2: activation relu) */
         /* r_d_l2_Z = hc_1 ⊙ r_d_l2_A */
-        for (int64_t rr = 0; rr < 16*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_l2_Z[(rr*K + d)*16 + cc] = v_hc_1[rr*16 + cc]*v_r_d_l2_A[(rr*K + d)*16 + cc];
-                }
-            }
+        #pragma omp simd
+        for (int64_t k = 0; k < 256*N; k++) v_r_d_l2_Z[k] = v_hc_1[k]*v_r_d_l2_A[k];
 
         /* Grad of: l2_Z = l2_PW + l2_b  (not stored in this function: l2_Z, l2_PW) */
         /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
         /* r_d_l2_b = 1ᵀ·r_d_l2_Z */
-        bpg_colsum(16*NB, K*16, v_r_d_l2_Z, v_r_d_l2_b);
+        bpg_colsum(16*N, 16, v_r_d_l2_Z, v_r_d_l2_b);
 
         /* Grad of: l2_PW = l2_P·l2_Wᵀ  (not stored in this function: l2_PW) */
         /*   (l2: patches times the kernel, P·Wᵀ) */
@@ -2809,7 +2586,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         bpg_gemm_nn(16*N, 72, 16, v_r_d_l2_Z, v_l2_W, v_r_d_l2_P_a);
         /* r_d_l2_P_b = d_l2_Z·v_l2_W */
         if (vnz_v_l2_W) {
-            bpg_gemm_nn(16*NB, K*72, 16, v_d_l2_Z, v_v_l2_W, v_r_d_l2_P_b);
+            bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_v_l2_W, v_r_d_l2_P_b);
         } else {
             memset(v_r_d_l2_P_b, 0, sizeof(real)*(size_t)(1152*N));  /* a zero block of v */
         }
@@ -2817,66 +2594,59 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         #pragma omp simd
         for (int64_t k = 0; k < 1152*N; k++) v_r_d_l2_P[k] = v_r_d_l2_P_a[k] + v_r_d_l2_P_b[k];
         /* r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P */
-        bpg_gemm_tn(K*16, 72, 16*NB, v_r_d_l2_Z, v_l2_P, bscratch);
-        bpg_dirs_to_cols(K, 16, 72, bscratch, 16*72, v_r_d_l2_W_1_a);
+        bpg_gemm_tn(16, 72, 16*N, v_r_d_l2_Z, v_l2_P, v_r_d_l2_W_1_a);
         /* r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P */
-        bpg_gemm_tn(16, K*72, 16*NB, v_d_l2_Z, v_r_l2_P, v_r_d_l2_W_1_b);
+        bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_r_l2_P, v_r_d_l2_W_1_b);
 
         /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)  (not stored in this function: l1_Y) */
         /*   (l2: patches (im2col), one row per output pixel) */
         /* r_d_l1_Y = im2colᵀ(r_d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-        bpg_scatter_dirs(NB, K, 1, 128, 16, 72, bpg_table_2, v_r_d_l2_P, v_r_d_l1_Y);
+        bpg_col2im(N, 8, 4, 4, 3, 1, 1, v_r_d_l2_P, v_r_d_l1_Y);
 
         /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)  (not stored in this function: l1_Y, l1_max) */
         /*   (l1: as (N, C·H_out·W_out)) */
         /* r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter_dirs(NB, K, 128, 1, 1, 128, bpg_table_1, v_r_d_l1_Y, v_r_d_l1_max);
+        bpg_transpose_blocks(N, 1, 128, v_r_d_l1_Y, v_r_d_l1_max);
 
         /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))  (not stored in this function: l1_max) */
         /*   (l1: each 2x2 window's maximum) */
         /* r_d_l0_Y = windowsᵀ(r_d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
-        bpg_put_argmax_windows_dirs(NB, K, 8, 8, 8, 2, 2, v_l0_Y, v_r_d_l1_max, v_r_d_l0_Y);
+        bpg_put_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_r_d_l1_max, v_r_d_l0_Y);
 
         /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)  (not stored in this function: l0_A) */
         /*   (l0: as (N, filters·H_out·W_out), C order) */
         /* r_d_l0_A = transposeᵀ(r_d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter_dirs(NB, K, 64, 8, 1, 512, bpg_table_0, v_r_d_l0_Y, v_r_d_l0_A);
+        bpg_transpose_blocks(N, 8, 64, v_r_d_l0_Y, v_r_d_l0_A);
 
         /* Grad of: l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)  (not stored in this function: l0_A, l0_PW) */
         /*   (l0: activation relu) */
         /* r_d_l0_Z = hc ⊙ r_d_l0_A */
-        for (int64_t rr = 0; rr < 64*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 8; cc++) {
-                    v_r_d_l0_Z[(rr*K + d)*8 + cc] = v_hc[rr*8 + cc]*v_r_d_l0_A[(rr*K + d)*8 + cc];
-                }
-            }
+        #pragma omp simd
+        for (int64_t k = 0; k < 512*N; k++) v_r_d_l0_Z[k] = v_hc[k]*v_r_d_l0_A[k];
 
         /* Grad of: l0_Z = l0_PW + l0_b  (not stored in this function: l0_Z, l0_PW) */
         /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
         /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
-        bpg_colsum(64*NB, K*8, v_r_d_l0_Z, v_r_d_l0_b);
+        bpg_colsum(64*N, 8, v_r_d_l0_Z, v_r_d_l0_b);
 
         /* Grad of: l0_PW = l0_P·l0_Wᵀ  (not stored in this function: l0_PW) */
         /*   (l0: patches times the kernel, P·Wᵀ) */
         /* r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P */
-        bpg_gemm_tn(K*8, 9, 64*NB, v_r_d_l0_Z, v_l0_P, bscratch);
-        bpg_dirs_to_cols(K, 8, 9, bscratch, 8*9, v_r_d_l0_W_1_a);
+        bpg_gemm_tn(8, 9, 64*N, v_r_d_l0_Z, v_l0_P, v_r_d_l0_W_1_a);
 
         /* total gradients */
         /* r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W */
         #pragma omp simd
-        for (int64_t k = 0; k < (8*K)*(9); k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_a[k] + 0.0001*v_v_l0_W[k];
+        for (int64_t k = 0; k < 72; k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_a[k] + 0.0001*v_v_l0_W[k];
         /* r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001 v_l2_W */
         #pragma omp simd
-        for (int64_t k = 0; k < (16*K)*(72); k++) v_r_d_l2_W_2[k] = v_r_d_l2_W_1_a[k] + v_r_d_l2_W_1_b[k] + 0.0001*v_v_l2_W[k];
+        for (int64_t k = 0; k < 1152; k++) v_r_d_l2_W_2[k] = v_r_d_l2_W_1_a[k] + v_r_d_l2_W_1_b[k] + 0.0001*v_v_l2_W[k];
         /* r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W */
         #pragma omp simd
-        for (int64_t k = 0; k < (64*K)*(10); k++) v_r_d_l5_W_2[k] = v_r_d_l5_W_1_a[k] + v_r_d_l5_W_1_b[k] + 0.0001*v_v_l5_W[k];
+        for (int64_t k = 0; k < 640; k++) v_r_d_l5_W_2[k] = v_r_d_l5_W_1_a[k] + v_r_d_l5_W_1_b[k] + 0.0001*v_v_l5_W[k];
 
         /* rows j0 .. of the result: H·v for each direction */
-        bpg_columns_out(K, 6, bpg_table_6, wsd + 4992*N, out, 1898, j0);
+        bpg_columns_out(K, 6, bpg_table_1, wsd, out, 1898, j0);
     }
 }
 

@@ -82,6 +82,7 @@ def c_kernel(kernels, em, op, loop, entries):
 @register
 class Gather(Unary):
     name = "gather"
+    batched_in_c = False     # see Primitive.batched_in_c
 
     def build(self, g, a: str, pattern: tuple, rows: int, cols: int, base: str = "gat",
               label: str = "", comment: str = "") -> str:

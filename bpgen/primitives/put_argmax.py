@@ -18,6 +18,7 @@ from .take_argmax import window_args, window_rows
 @register
 class PutArgmax(Primitive):
     name = "put_argmax"
+    batched_in_c = False     # see Primitive.batched_in_c
 
     def build(self, g, sel: str, val: str, base: str = "mxb", label: str = "",
               pattern: tuple | None = None) -> str:

@@ -28,6 +28,7 @@ C_KERNELS = {
 @register
 class Scatter(Unary):
     name = "scatter"
+    batched_in_c = False     # see Primitive.batched_in_c
 
     def build(self, g, a: str, pattern: tuple, out_shape: tuple, base: str = "sca",
               label: str = "") -> str:

@@ -34,6 +34,7 @@ def window_args(pattern) -> str:
 @register
 class TakeArgmax(Primitive):
     name = "take_argmax"
+    batched_in_c = False     # see Primitive.batched_in_c
 
     def build(self, g, sel: str, val: str, base: str = "mx", label: str = "",
               comment: str = "", pattern: tuple | None = None) -> str:
