@@ -387,6 +387,54 @@ void bpg_threads_leave(int large)
 #endif
 }
 
+/* the adjoint of bpg_im2col (col2im, the scatter of ("im2col", C, H, W, k,
+   s, p)): per sample, every patch entry added to the pixel it was read
+   from, in the order of the patches (the order of bpg_scatter with the
+   pattern's table, so the same sums); with padding, into a zero-bordered
+   image of at most BPG_PADDED_MAX entries on the stack whose border is then
+   dropped (larger padded images: border tests) */
+#ifndef BPG_PADDED_MAX
+#define BPG_PADDED_MAX 4096
+#endif
+__attribute__((always_inline))
+static inline void bpg_col2im(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k,
+                              int64_t s, int64_t p, const real *restrict in, real *restrict out)
+{
+    const int64_t Hp = H + 2 * p, Wp = W + 2 * p;
+    const int64_t Ho = (Hp - k) / s + 1, Wo = (Wp - k) / s + 1;
+    const int copy = p && C * Hp * Wp <= BPG_PADDED_MAX;
+    real padded[copy ? C * Hp * Wp : 1];
+    if (!copy) memset(out, 0, sizeof(real) * (size_t)(N * C * H * W));
+    for (int64_t n = 0; n < N; n++) {
+        const real *restrict a = in + n * Ho * Wo * C * k * k;
+        real *restrict img = out + n * C * H * W;
+        real *restrict o = copy ? padded : img;
+        const int64_t ih = copy ? Hp : H, iw = copy ? Wp : W;
+        if (copy) memset(padded, 0, sizeof(padded));
+        for (int64_t oh = 0; oh < Ho; oh++)
+            for (int64_t ow = 0; ow < Wo; ow++)
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t u = 0; u < k; u++, a += k) {
+                        if (!p || copy) {
+                            real *restrict r = o + c * ih * iw + (oh * s + u) * iw + ow * s;
+                            for (int64_t v = 0; v < k; v++) r[v] += a[v];
+                            continue;
+                        }
+                        const int64_t row = oh * s + u - p;
+                        if (row < 0 || row >= H) continue;
+                        for (int64_t v = 0; v < k; v++) {
+                            const int64_t col = ow * s + v - p;
+                            if (col >= 0 && col < W) img[c * H * W + row * W + col] += a[v];
+                        }
+                    }
+        if (copy)
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t h = 0; h < H; h++)
+                    memcpy(img + c * H * W + h * W, padded + c * Hp * Wp + (h + p) * Wp + p,
+                           sizeof(real) * (size_t)W);
+    }
+}
+
 /* out (1 x C) = 1ᵀ · A: column sums */
 static inline void bpg_colsum(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
@@ -499,104 +547,48 @@ static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
    of k entries is contiguous in both blocks (no index table to read).  With
    padding, each sample is first copied into a zero-bordered image of
    C x (H + 2p) x (W + 2p) entries (at most BPG_PADDED_MAX, on the stack;
-   gather.py prints the table's gather for larger ones), so that no row of
-   a patch is cut by the border */
+   gather.py prints the table's gather for larger ones, which are still
+   right here, by border tests), so that no row of a patch is cut */
+#ifndef BPG_PADDED_MAX
 #define BPG_PADDED_MAX 4096
-
-/* the patches of one C x Hp x Wp image with no padding */
-__attribute__((always_inline))
-static inline void bpg_patches(int64_t C, int64_t Hp, int64_t Wp, int64_t k, int64_t s,
-                               int64_t Ho, int64_t Wo, const real *restrict a,
-                               real *restrict o)
-{
-    for (int64_t oh = 0; oh < Ho; oh++)
-        for (int64_t ow = 0; ow < Wo; ow++)
-            for (int64_t c = 0; c < C; c++)
-                for (int64_t u = 0; u < k; u++, o += k) {
-                    const real *restrict r = a + c * Hp * Wp + (oh * s + u) * Wp + ow * s;
-                    for (int64_t v = 0; v < k; v++) o[v] = r[v];
-                }
-}
-
+#endif
 __attribute__((always_inline))
 static inline void bpg_im2col(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k,
                               int64_t s, int64_t p, const real *restrict in, real *restrict out)
 {
     const int64_t Hp = H + 2 * p, Wp = W + 2 * p;
     const int64_t Ho = (Hp - k) / s + 1, Wo = (Wp - k) / s + 1;
-    real padded[p && C * Hp * Wp <= BPG_PADDED_MAX ? C * Hp * Wp : 1];
-    if (p) memset(padded, 0, sizeof(padded));
+    const int copy = p && C * Hp * Wp <= BPG_PADDED_MAX;
+    real padded[copy ? C * Hp * Wp : 1];
+    if (copy) memset(padded, 0, sizeof(padded));
     for (int64_t n = 0; n < N; n++) {
         const real *restrict a = in + n * C * H * W;
         real *restrict o = out + n * Ho * Wo * C * k * k;
-        if (!p) {
-            bpg_patches(C, H, W, k, s, Ho, Wo, a, o);
-        } else if (C * Hp * Wp <= BPG_PADDED_MAX) {
+        if (copy)
             for (int64_t c = 0; c < C; c++)
                 for (int64_t h = 0; h < H; h++)
                     memcpy(padded + c * Hp * Wp + (h + p) * Wp + p, a + c * H * W + h * W,
                            sizeof(real) * (size_t)W);
-            bpg_patches(C, Hp, Wp, k, s, Ho, Wo, padded, o);
-        } else {        /* large padded images (not printed; kept correct) */
-            for (int64_t oh = 0; oh < Ho; oh++)
-                for (int64_t ow = 0; ow < Wo; ow++)
-                    for (int64_t c = 0; c < C; c++)
-                        for (int64_t u = 0; u < k; u++, o += k) {
-                            const int64_t row = oh * s + u - p;
-                            for (int64_t v = 0; v < k; v++) {
-                                const int64_t col = ow * s + v - p;
-                                o[v] = (row >= 0 && row < H && col >= 0 && col < W)
-                                       ? a[c * H * W + row * W + col] : 0;
-                            }
-                        }
-        }
-    }
-}
-
-/* its adjoint (col2im): per sample, every patch entry added to the pixel
-   it was read from, in the order of the patches (the order of bpg_scatter
-   with the pattern's table, so the same sums); with padding, into the
-   zero-bordered image (its border then dropped) */
-__attribute__((always_inline))
-static inline void bpg_col2im(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k,
-                              int64_t s, int64_t p, const real *restrict in, real *restrict out)
-{
-    const int64_t Hp = H + 2 * p, Wp = W + 2 * p;
-    const int64_t Ho = (Hp - k) / s + 1, Wo = (Wp - k) / s + 1;
-    const int small = C * Hp * Wp <= BPG_PADDED_MAX;
-    real padded[p && small ? C * Hp * Wp : 1];
-    if (!p || !small) memset(out, 0, sizeof(real) * (size_t)(N * C * H * W));
-    for (int64_t n = 0; n < N; n++) {
-        const real *restrict a = in + n * Ho * Wo * C * k * k;
-        real *restrict img = out + n * C * H * W;
-        if (p && !small) {      /* large padded images (not printed; kept correct) */
-            for (int64_t oh = 0; oh < Ho; oh++)
-                for (int64_t ow = 0; ow < Wo; ow++)
-                    for (int64_t c = 0; c < C; c++)
-                        for (int64_t u = 0; u < k; u++, a += k) {
-                            const int64_t row = oh * s + u - p;
-                            for (int64_t v = 0; v < k; v++) {
-                                const int64_t col = ow * s + v - p;
-                                if (row >= 0 && row < H && col >= 0 && col < W)
-                                    img[c * H * W + row * W + col] += a[v];
-                            }
-                        }
-            continue;
-        }
-        real *restrict o = p ? padded : img;
-        if (p) memset(padded, 0, sizeof(padded));
+        /* the image read without border tests: unpadded, or its padded copy */
+        const real *restrict img = copy ? padded : a;
+        const int64_t ih = copy ? Hp : H, iw = copy ? Wp : W, off = copy ? 0 : p;
         for (int64_t oh = 0; oh < Ho; oh++)
             for (int64_t ow = 0; ow < Wo; ow++)
                 for (int64_t c = 0; c < C; c++)
-                    for (int64_t u = 0; u < k; u++, a += k) {
-                        real *restrict r = o + c * Hp * Wp + (oh * s + u) * Wp + ow * s;
-                        for (int64_t v = 0; v < k; v++) r[v] += a[v];
+                    for (int64_t u = 0; u < k; u++, o += k) {
+                        if (!p || copy) {
+                            const real *restrict r = img + c * ih * iw + (oh * s + u) * iw
+                                                     + ow * s;
+                            for (int64_t v = 0; v < k; v++) o[v] = r[v];
+                            continue;
+                        }
+                        const int64_t row = oh * s + u - off;
+                        for (int64_t v = 0; v < k; v++) {
+                            const int64_t col = ow * s + v - off;
+                            o[v] = (row >= 0 && row < H && col >= 0 && col < W)
+                                   ? a[c * H * W + row * W + col] : 0;
+                        }
                     }
-        if (p)
-            for (int64_t c = 0; c < C; c++)
-                for (int64_t h = 0; h < H; h++)
-                    memcpy(img + c * H * W + h * W, padded + c * Hp * Wp + (h + p) * Wp + p,
-                           sizeof(real) * (size_t)W);
     }
 }
 
@@ -608,26 +600,7 @@ static inline int bpg_nonzero(int64_t n, const real *restrict a)
     return 0;
 }
 
-/* out (R x C): per row, val[r] (R x 1) at the first maximum of the row of sel, 0 elsewhere */
-__attribute__((always_inline))  /* with constant C, unrolled (not inlined: 15% of a CNN) */
-static inline void bpg_put_argmax(int64_t R, int64_t C, const real *restrict sel,
-                                  const real *restrict val, real *restrict out)
-{
-    memset(out, 0, sizeof(real) * (size_t)(R * C));
-    for (int64_t r = 0; r < R; r++) {
-        const real *restrict s = sel + r * C;
-        int64_t best = 0;
-        real top = s[0];
-        for (int64_t c = 1; c < C; c++) {       /* selects, not branches (cmov) */
-            const int gt = s[c] > top;
-            best = gt ? c : best;
-            top = gt ? s[c] : top;
-        }
-        out[r * C + best] = val[r];
-    }
-}
-
-/* its windowed form, the adjoint of bpg_take_argmax_windows: out = 0, then
+/* put_argmax over pooling windows, the adjoint of bpg_take_argmax_windows: out = 0, then
    per window, val added to the maps' entry at the window's first maximum
    of sel (a pass of zeros and one store per window: storing each window's
    k x k entries instead, val or 0 by a select, measured 5x slower on
@@ -654,55 +627,6 @@ static inline void bpg_put_argmax_windows(int64_t N, int64_t C, int64_t H, int64
                             top = gt ? m[u * W + v] : top;
                         }
                     out[at + best] += *val++;
-                }
-}
-
-/* k directions at once: sel (R x C) one value, val (R·K x 1); out (R·K x C):
-   row r·K + d holds val[r·K + d] at row r's first maximum of sel, 0 elsewhere */
-static inline void bpg_put_argmax_dirs(int64_t R, int64_t C, int64_t K,
-                                       const real *restrict sel, const real *restrict val,
-                                       real *restrict out)
-{
-    memset(out, 0, sizeof(real) * (size_t)(R * K * C));
-    for (int64_t r = 0; r < R; r++) {
-        const real *restrict s = sel + r * C;
-        int64_t best = 0;
-        real top = s[0];
-        for (int64_t c = 1; c < C; c++) {
-            const int gt = s[c] > top;
-            best = gt ? c : best;
-            top = gt ? s[c] : top;
-        }
-        for (int64_t d = 0; d < K; d++) out[(r * K + d) * C + best] = val[r * K + d];
-    }
-}
-
-/* the windowed form over k directions (the adjoint of
-   bpg_take_argmax_windows_dirs): out (NB·K x C·H·W) = 0, then each window's
-   value in direction d added at the window's first maximum of sel */
-static inline void bpg_put_argmax_windows_dirs(int64_t NB, int64_t K, int64_t C, int64_t H,
-                                               int64_t W, int64_t k, int64_t s,
-                                               const real *restrict sel,
-                                               const real *restrict val, real *restrict out)
-{
-    const int64_t Ho = (H - k) / s + 1, Wo = (W - k) / s + 1;
-    memset(out, 0, sizeof(real) * (size_t)(NB * K * C * H * W));
-    for (int64_t n = 0; n < NB; n++)
-        for (int64_t c = 0; c < C; c++)
-            for (int64_t oh = 0; oh < Ho; oh++)
-                for (int64_t ow = 0; ow < Wo; ow++) {
-                    const int64_t at = c * H * W + oh * s * W + ow * s;
-                    const real *restrict m = sel + n * C * H * W + at;
-                    int64_t best = 0;
-                    real top = m[0];
-                    for (int64_t u = 0; u < k; u++)
-                        for (int64_t v = 0; v < k; v++) {
-                            const int gt = m[u * W + v] > top;
-                            best = gt ? u * W + v : best;
-                            top = gt ? m[u * W + v] : top;
-                        }
-                    for (int64_t d = 0; d < K; d++)
-                        out[(n * K + d) * C * H * W + at + best] += *val++;
                 }
 }
 
@@ -734,24 +658,6 @@ static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real
     out[0] = (real)acc;
 }
 
-/* out (R x 1): per row, val at the first maximum of the row of sel (R x C) */
-__attribute__((always_inline))  /* with constant C, unrolled (not inlined: 15% of a CNN) */
-static inline void bpg_take_argmax(int64_t R, int64_t C, const real *restrict sel,
-                                   const real *restrict val, real *restrict out)
-{
-    for (int64_t r = 0; r < R; r++) {
-        const real *restrict s = sel + r * C;
-        int64_t best = 0;
-        real top = s[0];
-        for (int64_t c = 1; c < C; c++) {       /* selects, not branches (cmov) */
-            const int gt = s[c] > top;
-            best = gt ? c : best;
-            top = gt ? s[c] : top;
-        }
-        out[r] = val[r * C + best];
-    }
-}
-
 /* max pooling in one pass: per sample n and window (c, oh, ow) of the
    C x H x W maps (k x k, stride s), out[n][(c·Ho + oh)·Wo + ow] = val at the
    window's first maximum of sel, scanned in the window's row-major order
@@ -777,54 +683,6 @@ static inline void bpg_take_argmax_windows(int64_t N, int64_t C, int64_t H, int6
                             top = gt ? m[u * W + v] : top;
                         }
                     *out++ = val[at + best];
-                }
-}
-
-/* k directions at once: sel (R x C) one value, val (R·K x C) row r's K
-   directions together; out[r·K + d] = val[r·K + d] at row r's first
-   maximum of sel */
-static inline void bpg_take_argmax_dirs(int64_t R, int64_t C, int64_t K,
-                                        const real *restrict sel, const real *restrict val,
-                                        real *restrict out)
-{
-    for (int64_t r = 0; r < R; r++) {
-        const real *restrict s = sel + r * C;
-        int64_t best = 0;
-        real top = s[0];
-        for (int64_t c = 1; c < C; c++) {
-            const int gt = s[c] > top;
-            best = gt ? c : best;
-            top = gt ? s[c] : top;
-        }
-        for (int64_t d = 0; d < K; d++) out[r * K + d] = val[(r * K + d) * C + best];
-    }
-}
-
-/* the windowed form over k directions: sel (NB x C·H·W) one value, val
-   (NB·K x C·H·W) each sample's K directions together; out (NB·R·K x 1),
-   window r of sample n in direction d at (n·R + r)·K + d */
-static inline void bpg_take_argmax_windows_dirs(int64_t NB, int64_t K, int64_t C, int64_t H,
-                                                int64_t W, int64_t k, int64_t s,
-                                                const real *restrict sel,
-                                                const real *restrict val, real *restrict out)
-{
-    const int64_t Ho = (H - k) / s + 1, Wo = (W - k) / s + 1;
-    for (int64_t n = 0; n < NB; n++)
-        for (int64_t c = 0; c < C; c++)
-            for (int64_t oh = 0; oh < Ho; oh++)
-                for (int64_t ow = 0; ow < Wo; ow++) {
-                    const int64_t at = c * H * W + oh * s * W + ow * s;
-                    const real *restrict m = sel + n * C * H * W + at;
-                    int64_t best = 0;
-                    real top = m[0];
-                    for (int64_t u = 0; u < k; u++)
-                        for (int64_t v = 0; v < k; v++) {
-                            const int gt = m[u * W + v] > top;
-                            best = gt ? u * W + v : best;
-                            top = gt ? m[u * W + v] : top;
-                        }
-                    for (int64_t d = 0; d < K; d++)
-                        *out++ = val[(n * K + d) * C * H * W + at + best];
                 }
 }
 

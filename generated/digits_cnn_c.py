@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_cnn.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_cnn_c.c, compiled through cffi into
-_bpgen_digits_cnn_eaa75b468612) then never reads or writes out of bounds.
+_bpgen_digits_cnn_5e438ff262cd) then never reads or writes out of bounds.
 Derivation document: bpgen doc digits_cnn.yaml
 """
 import collections
@@ -90,7 +90,7 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 72, 9), (0, 72, 0, 8, 8), (0, 80, 0, 1152, 72), (0, 1232, 0, 16, 16), (0, 1248, 0, 640, 10), (0, 1888, 0, 10, 10)],
     "grad_factors": [(0, 0, 512, 0, 8), (512, 0, 576, 0, 9), (1088, 0, 256, 0, 16), (1344, 0, 1152, 0, 72), (2496, 0, 64, 0, 64), (2560, 0, 10, 0, 10)],
 }
-EXTENSION = "_bpgen_digits_cnn_eaa75b468612"
+EXTENSION = "_bpgen_digits_cnn_5e438ff262cd"
 CDEF = "void bpg_forward(int64_t N, const double *v_x, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l2_W, const double *v_v_l2_b, const double *v_v_l5_W, const double *v_v_l5_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l2_W, const double *v_v_l2_b, const double *v_v_l5_W, const double *v_v_l5_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
 C_FILE = "digits_cnn_c.c"
 _PTR = "double[]"

@@ -133,7 +133,7 @@ class Gather(Unary):
         (a,) = op.args
         if not em.is_batched(a):
             raise NotImplementedError("gather of a fixed value: not a tangent")
-        em.use("gather")
+        em.use("gather_dirs")
         table = em.table(_pattern_index(op.attrs["pattern"]))
         (ai, ci), (ao, co) = rows_cols(em.prog.vars[a].shape), rows_cols(em.prog.vars[op.out].shape)
         return [f"bpg_gather_dirs(NB, K, {ai}, {ci}, {ao}, {co}, {table}, {em.ptr(a, loop)}, "

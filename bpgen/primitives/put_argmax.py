@@ -70,12 +70,13 @@ class PutArgmax(Primitive):
         return f"_put_argmax({sel}, {val})"
 
     def c(self, em, op, loop):
-        em.use("put_argmax")
         sel, val = (em.ptr(a, loop) for a in op.args)
         pattern = op.attrs.get("pattern")
         if pattern:
+            em.use("put_argmax_windows")
             return [f"bpg_put_argmax_windows(N, {window_args(pattern)}, {sel}, {val}, "
                     f"{em.ptr(op.out, loop)});"]
+        em.use("put_argmax")
         r, c = em.shape(op.args[0], loop)
         return [f"bpg_put_argmax({dim_code(r)}, {c}, {sel}, {val}, {em.ptr(op.out, loop)});"]
 
@@ -87,12 +88,13 @@ class PutArgmax(Primitive):
         sel, val = op.args
         if em.is_batched(sel) or not em.is_batched(val):
             raise NotImplementedError("put_argmax: only val carries directions")
-        em.use("put_argmax")
         ps, pv, out = em.ptr(sel, loop), em.ptr(val, loop), em.ptr(op.out, loop)
         pattern = op.attrs.get("pattern")
         if pattern:
+            em.use("put_argmax_windows_dirs")
             return [f"bpg_put_argmax_windows_dirs(NB, K, {window_args(pattern)}, {ps}, {pv}, "
                     f"{out});"]
+        em.use("put_argmax_dirs")
         r, c = em.lshape(sel, loop)
         return [f"bpg_put_argmax_dirs({r}, {c}, K, {ps}, {pv}, {out});"]
 

@@ -19,8 +19,8 @@ def transposed_back(pat) -> str:
 #: arguments after N, the entries per sample of the output); that of a
 #: transpose is the transpose back (a permutation: no zeroing, no sums)
 C_KERNELS = {
-    "im2col": ("im2col", "col2im", sizes, im2col_image),
-    "windows": ("windows", "windows_adj", sizes, image),
+    "im2col": ("col2im", "col2im", sizes, im2col_image),
+    "windows": ("windows_adj", "windows_adj", sizes, image),
     "transpose": ("transpose_blocks", "transpose_blocks", transposed_back, block),
 }
 
@@ -74,7 +74,7 @@ class Scatter(Unary):
         (a,) = op.args
         if not em.is_batched(a):
             raise NotImplementedError("scatter of a fixed value: not a tangent")
-        em.use("scatter")
+        em.use("scatter_dirs")
         table = em.table(_pattern_index(op.attrs["pattern"]))
         (ao, co), (ai, ci) = rows_cols(em.prog.vars[a].shape), rows_cols(em.prog.vars[op.out].shape)
         return [f"bpg_scatter_dirs(NB, K, {ai}, {ci}, {ao}, {co}, {table}, {em.ptr(a, loop)}, "

@@ -89,10 +89,11 @@ class TakeArgmax(Primitive):
     def c(self, em, op, loop):
         sel, val = (em.ptr(a, loop) for a in op.args)
         pattern = op.attrs.get("pattern")
-        em.use("take_argmax")
         if pattern:
+            em.use("take_argmax_windows")
             return [f"bpg_take_argmax_windows(N, {window_args(pattern)}, {sel}, {val}, "
                     f"{em.ptr(op.out, loop)});"]
+        em.use("take_argmax")
         r, c = em.shape(op.args[0], loop)
         return [f"bpg_take_argmax({dim_code(r)}, {c}, {sel}, {val}, {em.ptr(op.out, loop)});"]
 
@@ -105,12 +106,13 @@ class TakeArgmax(Primitive):
         sel, val = op.args
         if em.is_batched(sel) or not em.is_batched(val):
             raise NotImplementedError("take_argmax: only val carries directions")
-        em.use("take_argmax")
         ps, pv, out = em.ptr(sel, loop), em.ptr(val, loop), em.ptr(op.out, loop)
         pattern = op.attrs.get("pattern")
         if pattern:
+            em.use("take_argmax_windows_dirs")
             return [f"bpg_take_argmax_windows_dirs(NB, K, {window_args(pattern)}, {ps}, {pv}, "
                     f"{out});"]
+        em.use("take_argmax_dirs")
         r, c = em.lshape(sel, loop)
         return [f"bpg_take_argmax_dirs({r}, {c}, K, {ps}, {pv}, {out});"]
 
