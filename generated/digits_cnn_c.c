@@ -339,27 +339,22 @@ int bpg_get_threads(void)
     return bpg_threads->wanted;
 }
 
-/* Before a call: waits for its turn, and returns the thread count the call
-   runs with: the user's count n when it may be large (`large`: its work, N
-   times one sample's, is at least BPG_THREADS_MIN_WORK or the caller's own
-   threshold) and n > 1, else 1.  With `blas`, a large call's BLAS runs with
-   n threads; without, the BLAS stays at 1 (the call splits its batch across
-   n threads itself, runtime/split.c).  bpg_threads_leave(count > 1) after
-   it.  (Without a BLAS the same rule holds; a large call can then only
-   split.) */
-int bpg_threads_take(int large, int blas)
+/* Before a call of `work` (N times one sample's): waits for its turn; 1 if
+   it runs as a large call, 0 if not.  bpg_threads_leave(that) after it.
+   Without a BLAS every call is small and nothing waits. */
+int bpg_threads_enter(double work)
 {
+#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
-    const int n = t->wanted;
-    large = large && n > 1;
+    const int large = t->wanted > 1 && work >= BPG_THREADS_MIN_WORK;
     if (large) {
         t->waiting++;
         while (t->large || t->small)
             pthread_cond_wait(&t->turn, &t->lock);
         t->waiting--;
         t->large = 1;
-        bpg_threads_apply(blas ? n : 1);
+        bpg_threads_apply(t->wanted);
     } else {
         while (t->large || t->waiting)
             pthread_cond_wait(&t->turn, &t->lock);
@@ -367,18 +362,16 @@ int bpg_threads_take(int large, int blas)
         bpg_threads_apply(1);
     }
     pthread_mutex_unlock(&t->lock);
-    return large ? n : 1;
-}
-
-/* The same for a call of `work`, the BLAS given the count: 1 if the call
-   runs as a large call, 0 if not. */
-int bpg_threads_enter(double work)
-{
-    return bpg_threads_take(work >= BPG_THREADS_MIN_WORK, 1) > 1;
+    return large;
+#else
+    (void)work;
+    return 0;
+#endif
 }
 
 void bpg_threads_leave(int large)
 {
+#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
     if (large) {
@@ -389,6 +382,57 @@ void bpg_threads_leave(int large)
     }
     pthread_cond_broadcast(&t->turn);
     pthread_mutex_unlock(&t->lock);
+#else
+    (void)large;
+#endif
+}
+
+/* the adjoint of bpg_im2col (col2im, the scatter of ("im2col", C, H, W, k,
+   s, p)): per sample, every patch entry added to the pixel it was read
+   from, in the order of the patches (the order of bpg_scatter with the
+   pattern's table, so the same sums); with padding, into a zero-bordered
+   image of at most BPG_PADDED_MAX entries on the stack whose border is then
+   dropped (larger padded images: border tests) */
+#ifndef BPG_PADDED_MAX
+#define BPG_PADDED_MAX 4096
+#endif
+__attribute__((always_inline))
+static inline void bpg_col2im(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k,
+                              int64_t s, int64_t p, const real *restrict in, real *restrict out)
+{
+    const int64_t Hp = H + 2 * p, Wp = W + 2 * p;
+    const int64_t Ho = (Hp - k) / s + 1, Wo = (Wp - k) / s + 1;
+    const int copy = p && C * Hp * Wp <= BPG_PADDED_MAX;
+    real padded[copy ? C * Hp * Wp : 1];
+    if (!copy) memset(out, 0, sizeof(real) * (size_t)(N * C * H * W));
+    for (int64_t n = 0; n < N; n++) {
+        const real *restrict a = in + n * Ho * Wo * C * k * k;
+        real *restrict img = out + n * C * H * W;
+        real *restrict o = copy ? padded : img;
+        const int64_t ih = copy ? Hp : H, iw = copy ? Wp : W;
+        if (copy) memset(padded, 0, sizeof(padded));
+        for (int64_t oh = 0; oh < Ho; oh++)
+            for (int64_t ow = 0; ow < Wo; ow++)
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t u = 0; u < k; u++, a += k) {
+                        if (!p || copy) {
+                            real *restrict r = o + c * ih * iw + (oh * s + u) * iw + ow * s;
+                            for (int64_t v = 0; v < k; v++) r[v] += a[v];
+                            continue;
+                        }
+                        const int64_t row = oh * s + u - p;
+                        if (row < 0 || row >= H) continue;
+                        for (int64_t v = 0; v < k; v++) {
+                            const int64_t col = ow * s + v - p;
+                            if (col >= 0 && col < W) img[c * H * W + row * W + col] += a[v];
+                        }
+                    }
+        if (copy)
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t h = 0; h < H; h++)
+                    memcpy(img + c * H * W + h * W, padded + c * Hp * Wp + (h + p) * Wp + p,
+                           sizeof(real) * (size_t)W);
+    }
 }
 
 /* out (1 x C) = 1ᵀ · A: column sums */
@@ -446,18 +490,6 @@ static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restric
     }
 }
 
-/* per sample n: out[n][j] = in[n][idx[j]] (0 where idx[j] < 0); blocks of
-   S_in and S_out entries (im2col, pooling windows, reordering) */
-static inline void bpg_gather(int64_t N, int64_t S_in, int64_t S_out, const int32_t *restrict idx,
-                              const real *restrict in, real *restrict out)
-{
-    for (int64_t n = 0; n < N; n++) {
-        const real *restrict a = in + n * S_in;
-        real *restrict o = out + n * S_out;
-        for (int64_t j = 0; j < S_out; j++) o[j] = idx[j] >= 0 ? a[idx[j]] : 0;
-    }
-}
-
 /* C (M x Nc) = A (M x K) · B (K x Nc); row-major; i-k-j order keeps B and C rows contiguous */
 static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
@@ -508,6 +540,58 @@ static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* the gather ("im2col", C, H, W, k, s, p) of patterns.py without its table:
+   per sample n, one row per output pixel (oh, ow), columns (c, u, v),
+   out[n][oh][ow][c][u][v] = in[n][c][oh·s + u - p][ow·s + v - p], 0 in the
+   padding.  Sizes are constants at every call, so the loops unroll; a row
+   of k entries is contiguous in both blocks (no index table to read).  With
+   padding, each sample is first copied into a zero-bordered image of
+   C x (H + 2p) x (W + 2p) entries (at most BPG_PADDED_MAX, on the stack;
+   gather.py prints the table's gather for larger ones, which are still
+   right here, by border tests), so that no row of a patch is cut */
+#ifndef BPG_PADDED_MAX
+#define BPG_PADDED_MAX 4096
+#endif
+__attribute__((always_inline))
+static inline void bpg_im2col(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k,
+                              int64_t s, int64_t p, const real *restrict in, real *restrict out)
+{
+    const int64_t Hp = H + 2 * p, Wp = W + 2 * p;
+    const int64_t Ho = (Hp - k) / s + 1, Wo = (Wp - k) / s + 1;
+    const int copy = p && C * Hp * Wp <= BPG_PADDED_MAX;
+    real padded[copy ? C * Hp * Wp : 1];
+    if (copy) memset(padded, 0, sizeof(padded));
+    for (int64_t n = 0; n < N; n++) {
+        const real *restrict a = in + n * C * H * W;
+        real *restrict o = out + n * Ho * Wo * C * k * k;
+        if (copy)
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t h = 0; h < H; h++)
+                    memcpy(padded + c * Hp * Wp + (h + p) * Wp + p, a + c * H * W + h * W,
+                           sizeof(real) * (size_t)W);
+        /* the image read without border tests: unpadded, or its padded copy */
+        const real *restrict img = copy ? padded : a;
+        const int64_t ih = copy ? Hp : H, iw = copy ? Wp : W, off = copy ? 0 : p;
+        for (int64_t oh = 0; oh < Ho; oh++)
+            for (int64_t ow = 0; ow < Wo; ow++)
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t u = 0; u < k; u++, o += k) {
+                        if (!p || copy) {
+                            const real *restrict r = img + c * ih * iw + (oh * s + u) * iw
+                                                     + ow * s;
+                            for (int64_t v = 0; v < k; v++) o[v] = r[v];
+                            continue;
+                        }
+                        const int64_t row = oh * s + u - off;
+                        for (int64_t v = 0; v < k; v++) {
+                            const int64_t col = ow * s + v - off;
+                            o[v] = (row >= 0 && row < H && col >= 0 && col < W)
+                                   ? a[c * H * W + row * W + col] : 0;
+                        }
+                    }
+    }
+}
+
 /* 1 when any of the n entries at a is nonzero (a block of a direction). */
 static inline int bpg_nonzero(int64_t n, const real *restrict a)
 {
@@ -516,23 +600,34 @@ static inline int bpg_nonzero(int64_t n, const real *restrict a)
     return 0;
 }
 
-/* out (R x C): per row, val[r] (R x 1) at the first maximum of the row of sel, 0 elsewhere */
-__attribute__((always_inline))  /* with constant C, unrolled (not inlined: 15% of a CNN) */
-static inline void bpg_put_argmax(int64_t R, int64_t C, const real *restrict sel,
-                                  const real *restrict val, real *restrict out)
+/* put_argmax over pooling windows, the adjoint of bpg_take_argmax_windows: out = 0, then
+   per window, val added to the maps' entry at the window's first maximum
+   of sel (a pass of zeros and one store per window: storing each window's
+   k x k entries instead, val or 0 by a select, measured 5x slower on
+   LeNet's 6 x 24 x 24 maps) */
+__attribute__((always_inline))
+static inline void bpg_put_argmax_windows(int64_t N, int64_t C, int64_t H, int64_t W,
+                                          int64_t k, int64_t s, const real *restrict sel,
+                                          const real *restrict val, real *restrict out)
 {
-    memset(out, 0, sizeof(real) * (size_t)(R * C));
-    for (int64_t r = 0; r < R; r++) {
-        const real *restrict s = sel + r * C;
-        int64_t best = 0;
-        real top = s[0];
-        for (int64_t c = 1; c < C; c++) {       /* selects, not branches (cmov) */
-            const int gt = s[c] > top;
-            best = gt ? c : best;
-            top = gt ? s[c] : top;
-        }
-        out[r * C + best] = val[r];
-    }
+    const int64_t Ho = (H - k) / s + 1, Wo = (W - k) / s + 1;
+    memset(out, 0, sizeof(real) * (size_t)(N * C * H * W));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const int64_t at = n * C * H * W + c * H * W + oh * s * W + ow * s;
+                    const real *restrict m = sel + at;
+                    int64_t best = 0;
+                    real top = m[0];
+                    for (int64_t u = 0; u < k; u++)
+                        for (int64_t v = 0; v < k; v++) {
+                            const int gt = m[u * W + v] > top;
+                            best = gt ? u * W + v : best;
+                            top = gt ? m[u * W + v] : top;
+                        }
+                    out[at + best] += *val++;
+                }
 }
 
 /* out (R x 1) = the maximum of each row */
@@ -555,20 +650,6 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
     }
 }
 
-/* the adjoint of bpg_gather (col2im): per sample n, out[n] = 0, then
-   out[n][idx[j]] += in[n][j] for idx[j] >= 0 */
-static inline void bpg_scatter(int64_t N, int64_t S_out, int64_t S_in, const int32_t *restrict idx,
-                               const real *restrict in, real *restrict out)
-{
-    memset(out, 0, sizeof(real) * (size_t)(N * S_out));
-    for (int64_t n = 0; n < N; n++) {
-        const real *restrict a = in + n * S_in;
-        real *restrict o = out + n * S_out;
-        for (int64_t j = 0; j < S_in; j++)
-            if (idx[j] >= 0) o[idx[j]] += a[j];
-    }
-}
-
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
 static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real *restrict out)
 {
@@ -577,243 +658,87 @@ static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real
     out[0] = (real)acc;
 }
 
-/* out (R x 1): per row, val at the first maximum of the row of sel (R x C) */
-__attribute__((always_inline))  /* with constant C, unrolled (not inlined: 15% of a CNN) */
-static inline void bpg_take_argmax(int64_t R, int64_t C, const real *restrict sel,
-                                   const real *restrict val, real *restrict out)
+/* max pooling in one pass: per sample n and window (c, oh, ow) of the
+   C x H x W maps (k x k, stride s), out[n][(c·Ho + oh)·Wo + ow] = val at the
+   window's first maximum of sel, scanned in the window's row-major order
+   (the order of bpg_take_argmax over the window matrix, so the same pick) */
+__attribute__((always_inline))
+static inline void bpg_take_argmax_windows(int64_t N, int64_t C, int64_t H, int64_t W,
+                                           int64_t k, int64_t s, const real *restrict sel,
+                                           const real *restrict val, real *restrict out)
 {
-    for (int64_t r = 0; r < R; r++) {
-        const real *restrict s = sel + r * C;
-        int64_t best = 0;
-        real top = s[0];
-        for (int64_t c = 1; c < C; c++) {       /* selects, not branches (cmov) */
-            const int gt = s[c] > top;
-            best = gt ? c : best;
-            top = gt ? s[c] : top;
-        }
-        out[r] = val[r * C + best];
+    const int64_t Ho = (H - k) / s + 1, Wo = (W - k) / s + 1;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const int64_t at = n * C * H * W + c * H * W + oh * s * W + ow * s;
+                    const real *restrict m = sel + at;
+                    int64_t best = 0;
+                    real top = m[0];
+                    for (int64_t u = 0; u < k; u++)
+                        for (int64_t v = 0; v < k; v++) {
+                            const int gt = m[u * W + v] > top;
+                            best = gt ? u * W + v : best;
+                            top = gt ? m[u * W + v] : top;
+                        }
+                    *out++ = val[at + best];
+                }
+}
+
+/* the gather ("transpose", S, F) of patterns.py without its table: per
+   sample n, an S x F block as F x S, out[n][f][s] = in[n][s][f]; with
+   S = 1 or F = 1 the same entries in the same order (a copy).  A
+   permutation, so its adjoint is the transpose back (bpg_transpose_blocks
+   with S and F swapped), with no zeroing */
+__attribute__((always_inline))
+static inline void bpg_transpose_blocks(int64_t N, int64_t S, int64_t F,
+                                        const real *restrict in, real *restrict out)
+{
+    if (S == 1 || F == 1) {
+        memcpy(out, in, sizeof(real) * (size_t)(N * S * F));
+        return;
+    }
+    for (int64_t n = 0; n < N; n++) {
+        const real *restrict a = in + n * S * F;
+        real *restrict o = out + n * S * F;
+        for (int64_t f = 0; f < F; f++)        /* stores in order, loads strided */
+            for (int64_t s = 0; s < S; s++) o[f * S + s] = a[s * F + f];
     }
 }
 
-static const int32_t bpg_table_0[576] = {
-    -1, -1, -1, -1, 0, 1, -1, 8, 9, -1, -1, -1, 0, 1, 2, 8, 9, 10, -1, -1, -1, 1, 2, 3, 9, 10, 11,
-    -1, -1, -1, 2, 3, 4, 10, 11, 12, -1, -1, -1, 3, 4, 5, 11, 12, 13, -1, -1, -1, 4, 5, 6, 12, 13,
-    14, -1, -1, -1, 5, 6, 7, 13, 14, 15, -1, -1, -1, 6, 7, -1, 14, 15, -1, -1, 0, 1, -1, 8, 9, -1,
-    16, 17, 0, 1, 2, 8, 9, 10, 16, 17, 18, 1, 2, 3, 9, 10, 11, 17, 18, 19, 2, 3, 4, 10, 11, 12, 18,
-    19, 20, 3, 4, 5, 11, 12, 13, 19, 20, 21, 4, 5, 6, 12, 13, 14, 20, 21, 22, 5, 6, 7, 13, 14, 15,
-    21, 22, 23, 6, 7, -1, 14, 15, -1, 22, 23, -1, -1, 8, 9, -1, 16, 17, -1, 24, 25, 8, 9, 10, 16,
-    17, 18, 24, 25, 26, 9, 10, 11, 17, 18, 19, 25, 26, 27, 10, 11, 12, 18, 19, 20, 26, 27, 28, 11,
-    12, 13, 19, 20, 21, 27, 28, 29, 12, 13, 14, 20, 21, 22, 28, 29, 30, 13, 14, 15, 21, 22, 23, 29,
-    30, 31, 14, 15, -1, 22, 23, -1, 30, 31, -1, -1, 16, 17, -1, 24, 25, -1, 32, 33, 16, 17, 18, 24,
-    25, 26, 32, 33, 34, 17, 18, 19, 25, 26, 27, 33, 34, 35, 18, 19, 20, 26, 27, 28, 34, 35, 36, 19,
-    20, 21, 27, 28, 29, 35, 36, 37, 20, 21, 22, 28, 29, 30, 36, 37, 38, 21, 22, 23, 29, 30, 31, 37,
-    38, 39, 22, 23, -1, 30, 31, -1, 38, 39, -1, -1, 24, 25, -1, 32, 33, -1, 40, 41, 24, 25, 26, 32,
-    33, 34, 40, 41, 42, 25, 26, 27, 33, 34, 35, 41, 42, 43, 26, 27, 28, 34, 35, 36, 42, 43, 44, 27,
-    28, 29, 35, 36, 37, 43, 44, 45, 28, 29, 30, 36, 37, 38, 44, 45, 46, 29, 30, 31, 37, 38, 39, 45,
-    46, 47, 30, 31, -1, 38, 39, -1, 46, 47, -1, -1, 32, 33, -1, 40, 41, -1, 48, 49, 32, 33, 34, 40,
-    41, 42, 48, 49, 50, 33, 34, 35, 41, 42, 43, 49, 50, 51, 34, 35, 36, 42, 43, 44, 50, 51, 52, 35,
-    36, 37, 43, 44, 45, 51, 52, 53, 36, 37, 38, 44, 45, 46, 52, 53, 54, 37, 38, 39, 45, 46, 47, 53,
-    54, 55, 38, 39, -1, 46, 47, -1, 54, 55, -1, -1, 40, 41, -1, 48, 49, -1, 56, 57, 40, 41, 42, 48,
-    49, 50, 56, 57, 58, 41, 42, 43, 49, 50, 51, 57, 58, 59, 42, 43, 44, 50, 51, 52, 58, 59, 60, 43,
-    44, 45, 51, 52, 53, 59, 60, 61, 44, 45, 46, 52, 53, 54, 60, 61, 62, 45, 46, 47, 53, 54, 55, 61,
-    62, 63, 46, 47, -1, 54, 55, -1, 62, 63, -1, -1, 48, 49, -1, 56, 57, -1, -1, -1, 48, 49, 50, 56,
-    57, 58, -1, -1, -1, 49, 50, 51, 57, 58, 59, -1, -1, -1, 50, 51, 52, 58, 59, 60, -1, -1, -1, 51,
-    52, 53, 59, 60, 61, -1, -1, -1, 52, 53, 54, 60, 61, 62, -1, -1, -1, 53, 54, 55, 61, 62, 63, -1,
-    -1, -1, 54, 55, -1, 62, 63, -1, -1, -1, -1,
-};
-
-static const int32_t bpg_table_1[512] = {
-    0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152, 160, 168,
-    176, 184, 192, 200, 208, 216, 224, 232, 240, 248, 256, 264, 272, 280, 288, 296, 304, 312, 320,
-    328, 336, 344, 352, 360, 368, 376, 384, 392, 400, 408, 416, 424, 432, 440, 448, 456, 464, 472,
-    480, 488, 496, 504, 1, 9, 17, 25, 33, 41, 49, 57, 65, 73, 81, 89, 97, 105, 113, 121, 129, 137,
-    145, 153, 161, 169, 177, 185, 193, 201, 209, 217, 225, 233, 241, 249, 257, 265, 273, 281, 289,
-    297, 305, 313, 321, 329, 337, 345, 353, 361, 369, 377, 385, 393, 401, 409, 417, 425, 433, 441,
-    449, 457, 465, 473, 481, 489, 497, 505, 2, 10, 18, 26, 34, 42, 50, 58, 66, 74, 82, 90, 98, 106,
-    114, 122, 130, 138, 146, 154, 162, 170, 178, 186, 194, 202, 210, 218, 226, 234, 242, 250, 258,
-    266, 274, 282, 290, 298, 306, 314, 322, 330, 338, 346, 354, 362, 370, 378, 386, 394, 402, 410,
-    418, 426, 434, 442, 450, 458, 466, 474, 482, 490, 498, 506, 3, 11, 19, 27, 35, 43, 51, 59, 67,
-    75, 83, 91, 99, 107, 115, 123, 131, 139, 147, 155, 163, 171, 179, 187, 195, 203, 211, 219, 227,
-    235, 243, 251, 259, 267, 275, 283, 291, 299, 307, 315, 323, 331, 339, 347, 355, 363, 371, 379,
-    387, 395, 403, 411, 419, 427, 435, 443, 451, 459, 467, 475, 483, 491, 499, 507, 4, 12, 20, 28,
-    36, 44, 52, 60, 68, 76, 84, 92, 100, 108, 116, 124, 132, 140, 148, 156, 164, 172, 180, 188, 196,
-    204, 212, 220, 228, 236, 244, 252, 260, 268, 276, 284, 292, 300, 308, 316, 324, 332, 340, 348,
-    356, 364, 372, 380, 388, 396, 404, 412, 420, 428, 436, 444, 452, 460, 468, 476, 484, 492, 500,
-    508, 5, 13, 21, 29, 37, 45, 53, 61, 69, 77, 85, 93, 101, 109, 117, 125, 133, 141, 149, 157, 165,
-    173, 181, 189, 197, 205, 213, 221, 229, 237, 245, 253, 261, 269, 277, 285, 293, 301, 309, 317,
-    325, 333, 341, 349, 357, 365, 373, 381, 389, 397, 405, 413, 421, 429, 437, 445, 453, 461, 469,
-    477, 485, 493, 501, 509, 6, 14, 22, 30, 38, 46, 54, 62, 70, 78, 86, 94, 102, 110, 118, 126, 134,
-    142, 150, 158, 166, 174, 182, 190, 198, 206, 214, 222, 230, 238, 246, 254, 262, 270, 278, 286,
-    294, 302, 310, 318, 326, 334, 342, 350, 358, 366, 374, 382, 390, 398, 406, 414, 422, 430, 438,
-    446, 454, 462, 470, 478, 486, 494, 502, 510, 7, 15, 23, 31, 39, 47, 55, 63, 71, 79, 87, 95, 103,
-    111, 119, 127, 135, 143, 151, 159, 167, 175, 183, 191, 199, 207, 215, 223, 231, 239, 247, 255,
-    263, 271, 279, 287, 295, 303, 311, 319, 327, 335, 343, 351, 359, 367, 375, 383, 391, 399, 407,
-    415, 423, 431, 439, 447, 455, 463, 471, 479, 487, 495, 503, 511,
-};
-
-static const int32_t bpg_table_2[512] = {
-    0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15, 16, 17, 24, 25, 18, 19, 26, 27, 20, 21,
-    28, 29, 22, 23, 30, 31, 32, 33, 40, 41, 34, 35, 42, 43, 36, 37, 44, 45, 38, 39, 46, 47, 48, 49,
-    56, 57, 50, 51, 58, 59, 52, 53, 60, 61, 54, 55, 62, 63, 64, 65, 72, 73, 66, 67, 74, 75, 68, 69,
-    76, 77, 70, 71, 78, 79, 80, 81, 88, 89, 82, 83, 90, 91, 84, 85, 92, 93, 86, 87, 94, 95, 96, 97,
-    104, 105, 98, 99, 106, 107, 100, 101, 108, 109, 102, 103, 110, 111, 112, 113, 120, 121, 114,
-    115, 122, 123, 116, 117, 124, 125, 118, 119, 126, 127, 128, 129, 136, 137, 130, 131, 138, 139,
-    132, 133, 140, 141, 134, 135, 142, 143, 144, 145, 152, 153, 146, 147, 154, 155, 148, 149, 156,
-    157, 150, 151, 158, 159, 160, 161, 168, 169, 162, 163, 170, 171, 164, 165, 172, 173, 166, 167,
-    174, 175, 176, 177, 184, 185, 178, 179, 186, 187, 180, 181, 188, 189, 182, 183, 190, 191, 192,
-    193, 200, 201, 194, 195, 202, 203, 196, 197, 204, 205, 198, 199, 206, 207, 208, 209, 216, 217,
-    210, 211, 218, 219, 212, 213, 220, 221, 214, 215, 222, 223, 224, 225, 232, 233, 226, 227, 234,
-    235, 228, 229, 236, 237, 230, 231, 238, 239, 240, 241, 248, 249, 242, 243, 250, 251, 244, 245,
-    252, 253, 246, 247, 254, 255, 256, 257, 264, 265, 258, 259, 266, 267, 260, 261, 268, 269, 262,
-    263, 270, 271, 272, 273, 280, 281, 274, 275, 282, 283, 276, 277, 284, 285, 278, 279, 286, 287,
-    288, 289, 296, 297, 290, 291, 298, 299, 292, 293, 300, 301, 294, 295, 302, 303, 304, 305, 312,
-    313, 306, 307, 314, 315, 308, 309, 316, 317, 310, 311, 318, 319, 320, 321, 328, 329, 322, 323,
-    330, 331, 324, 325, 332, 333, 326, 327, 334, 335, 336, 337, 344, 345, 338, 339, 346, 347, 340,
-    341, 348, 349, 342, 343, 350, 351, 352, 353, 360, 361, 354, 355, 362, 363, 356, 357, 364, 365,
-    358, 359, 366, 367, 368, 369, 376, 377, 370, 371, 378, 379, 372, 373, 380, 381, 374, 375, 382,
-    383, 384, 385, 392, 393, 386, 387, 394, 395, 388, 389, 396, 397, 390, 391, 398, 399, 400, 401,
-    408, 409, 402, 403, 410, 411, 404, 405, 412, 413, 406, 407, 414, 415, 416, 417, 424, 425, 418,
-    419, 426, 427, 420, 421, 428, 429, 422, 423, 430, 431, 432, 433, 440, 441, 434, 435, 442, 443,
-    436, 437, 444, 445, 438, 439, 446, 447, 448, 449, 456, 457, 450, 451, 458, 459, 452, 453, 460,
-    461, 454, 455, 462, 463, 464, 465, 472, 473, 466, 467, 474, 475, 468, 469, 476, 477, 470, 471,
-    478, 479, 480, 481, 488, 489, 482, 483, 490, 491, 484, 485, 492, 493, 486, 487, 494, 495, 496,
-    497, 504, 505, 498, 499, 506, 507, 500, 501, 508, 509, 502, 503, 510, 511,
-};
-
-static const int32_t bpg_table_3[128] = {
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
-    26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
-    50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73,
-    74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96, 97,
-    98, 99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113, 114, 115, 116,
-    117, 118, 119, 120, 121, 122, 123, 124, 125, 126, 127,
-};
-
-static const int32_t bpg_table_4[1152] = {
-    -1, -1, -1, -1, 0, 1, -1, 4, 5, -1, -1, -1, -1, 16, 17, -1, 20, 21, -1, -1, -1, -1, 32, 33, -1,
-    36, 37, -1, -1, -1, -1, 48, 49, -1, 52, 53, -1, -1, -1, -1, 64, 65, -1, 68, 69, -1, -1, -1, -1,
-    80, 81, -1, 84, 85, -1, -1, -1, -1, 96, 97, -1, 100, 101, -1, -1, -1, -1, 112, 113, -1, 116,
-    117, -1, -1, -1, 0, 1, 2, 4, 5, 6, -1, -1, -1, 16, 17, 18, 20, 21, 22, -1, -1, -1, 32, 33, 34,
-    36, 37, 38, -1, -1, -1, 48, 49, 50, 52, 53, 54, -1, -1, -1, 64, 65, 66, 68, 69, 70, -1, -1, -1,
-    80, 81, 82, 84, 85, 86, -1, -1, -1, 96, 97, 98, 100, 101, 102, -1, -1, -1, 112, 113, 114, 116,
-    117, 118, -1, -1, -1, 1, 2, 3, 5, 6, 7, -1, -1, -1, 17, 18, 19, 21, 22, 23, -1, -1, -1, 33, 34,
-    35, 37, 38, 39, -1, -1, -1, 49, 50, 51, 53, 54, 55, -1, -1, -1, 65, 66, 67, 69, 70, 71, -1, -1,
-    -1, 81, 82, 83, 85, 86, 87, -1, -1, -1, 97, 98, 99, 101, 102, 103, -1, -1, -1, 113, 114, 115,
-    117, 118, 119, -1, -1, -1, 2, 3, -1, 6, 7, -1, -1, -1, -1, 18, 19, -1, 22, 23, -1, -1, -1, -1,
-    34, 35, -1, 38, 39, -1, -1, -1, -1, 50, 51, -1, 54, 55, -1, -1, -1, -1, 66, 67, -1, 70, 71, -1,
-    -1, -1, -1, 82, 83, -1, 86, 87, -1, -1, -1, -1, 98, 99, -1, 102, 103, -1, -1, -1, -1, 114, 115,
-    -1, 118, 119, -1, -1, 0, 1, -1, 4, 5, -1, 8, 9, -1, 16, 17, -1, 20, 21, -1, 24, 25, -1, 32, 33,
-    -1, 36, 37, -1, 40, 41, -1, 48, 49, -1, 52, 53, -1, 56, 57, -1, 64, 65, -1, 68, 69, -1, 72, 73,
-    -1, 80, 81, -1, 84, 85, -1, 88, 89, -1, 96, 97, -1, 100, 101, -1, 104, 105, -1, 112, 113, -1,
-    116, 117, -1, 120, 121, 0, 1, 2, 4, 5, 6, 8, 9, 10, 16, 17, 18, 20, 21, 22, 24, 25, 26, 32, 33,
-    34, 36, 37, 38, 40, 41, 42, 48, 49, 50, 52, 53, 54, 56, 57, 58, 64, 65, 66, 68, 69, 70, 72, 73,
-    74, 80, 81, 82, 84, 85, 86, 88, 89, 90, 96, 97, 98, 100, 101, 102, 104, 105, 106, 112, 113, 114,
-    116, 117, 118, 120, 121, 122, 1, 2, 3, 5, 6, 7, 9, 10, 11, 17, 18, 19, 21, 22, 23, 25, 26, 27,
-    33, 34, 35, 37, 38, 39, 41, 42, 43, 49, 50, 51, 53, 54, 55, 57, 58, 59, 65, 66, 67, 69, 70, 71,
-    73, 74, 75, 81, 82, 83, 85, 86, 87, 89, 90, 91, 97, 98, 99, 101, 102, 103, 105, 106, 107, 113,
-    114, 115, 117, 118, 119, 121, 122, 123, 2, 3, -1, 6, 7, -1, 10, 11, -1, 18, 19, -1, 22, 23, -1,
-    26, 27, -1, 34, 35, -1, 38, 39, -1, 42, 43, -1, 50, 51, -1, 54, 55, -1, 58, 59, -1, 66, 67, -1,
-    70, 71, -1, 74, 75, -1, 82, 83, -1, 86, 87, -1, 90, 91, -1, 98, 99, -1, 102, 103, -1, 106, 107,
-    -1, 114, 115, -1, 118, 119, -1, 122, 123, -1, -1, 4, 5, -1, 8, 9, -1, 12, 13, -1, 20, 21, -1,
-    24, 25, -1, 28, 29, -1, 36, 37, -1, 40, 41, -1, 44, 45, -1, 52, 53, -1, 56, 57, -1, 60, 61, -1,
-    68, 69, -1, 72, 73, -1, 76, 77, -1, 84, 85, -1, 88, 89, -1, 92, 93, -1, 100, 101, -1, 104, 105,
-    -1, 108, 109, -1, 116, 117, -1, 120, 121, -1, 124, 125, 4, 5, 6, 8, 9, 10, 12, 13, 14, 20, 21,
-    22, 24, 25, 26, 28, 29, 30, 36, 37, 38, 40, 41, 42, 44, 45, 46, 52, 53, 54, 56, 57, 58, 60, 61,
-    62, 68, 69, 70, 72, 73, 74, 76, 77, 78, 84, 85, 86, 88, 89, 90, 92, 93, 94, 100, 101, 102, 104,
-    105, 106, 108, 109, 110, 116, 117, 118, 120, 121, 122, 124, 125, 126, 5, 6, 7, 9, 10, 11, 13,
-    14, 15, 21, 22, 23, 25, 26, 27, 29, 30, 31, 37, 38, 39, 41, 42, 43, 45, 46, 47, 53, 54, 55, 57,
-    58, 59, 61, 62, 63, 69, 70, 71, 73, 74, 75, 77, 78, 79, 85, 86, 87, 89, 90, 91, 93, 94, 95, 101,
-    102, 103, 105, 106, 107, 109, 110, 111, 117, 118, 119, 121, 122, 123, 125, 126, 127, 6, 7, -1,
-    10, 11, -1, 14, 15, -1, 22, 23, -1, 26, 27, -1, 30, 31, -1, 38, 39, -1, 42, 43, -1, 46, 47, -1,
-    54, 55, -1, 58, 59, -1, 62, 63, -1, 70, 71, -1, 74, 75, -1, 78, 79, -1, 86, 87, -1, 90, 91, -1,
-    94, 95, -1, 102, 103, -1, 106, 107, -1, 110, 111, -1, 118, 119, -1, 122, 123, -1, 126, 127, -1,
-    -1, 8, 9, -1, 12, 13, -1, -1, -1, -1, 24, 25, -1, 28, 29, -1, -1, -1, -1, 40, 41, -1, 44, 45,
-    -1, -1, -1, -1, 56, 57, -1, 60, 61, -1, -1, -1, -1, 72, 73, -1, 76, 77, -1, -1, -1, -1, 88, 89,
-    -1, 92, 93, -1, -1, -1, -1, 104, 105, -1, 108, 109, -1, -1, -1, -1, 120, 121, -1, 124, 125, -1,
-    -1, -1, 8, 9, 10, 12, 13, 14, -1, -1, -1, 24, 25, 26, 28, 29, 30, -1, -1, -1, 40, 41, 42, 44,
-    45, 46, -1, -1, -1, 56, 57, 58, 60, 61, 62, -1, -1, -1, 72, 73, 74, 76, 77, 78, -1, -1, -1, 88,
-    89, 90, 92, 93, 94, -1, -1, -1, 104, 105, 106, 108, 109, 110, -1, -1, -1, 120, 121, 122, 124,
-    125, 126, -1, -1, -1, 9, 10, 11, 13, 14, 15, -1, -1, -1, 25, 26, 27, 29, 30, 31, -1, -1, -1, 41,
-    42, 43, 45, 46, 47, -1, -1, -1, 57, 58, 59, 61, 62, 63, -1, -1, -1, 73, 74, 75, 77, 78, 79, -1,
-    -1, -1, 89, 90, 91, 93, 94, 95, -1, -1, -1, 105, 106, 107, 109, 110, 111, -1, -1, -1, 121, 122,
-    123, 125, 126, 127, -1, -1, -1, 10, 11, -1, 14, 15, -1, -1, -1, -1, 26, 27, -1, 30, 31, -1, -1,
-    -1, -1, 42, 43, -1, 46, 47, -1, -1, -1, -1, 58, 59, -1, 62, 63, -1, -1, -1, -1, 74, 75, -1, 78,
-    79, -1, -1, -1, -1, 90, 91, -1, 94, 95, -1, -1, -1, -1, 106, 107, -1, 110, 111, -1, -1, -1, -1,
-    122, 123, -1, 126, 127, -1, -1, -1, -1,
-};
-
-static const int32_t bpg_table_5[256] = {
-    0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 1, 17, 33, 49, 65, 81,
-    97, 113, 129, 145, 161, 177, 193, 209, 225, 241, 2, 18, 34, 50, 66, 82, 98, 114, 130, 146, 162,
-    178, 194, 210, 226, 242, 3, 19, 35, 51, 67, 83, 99, 115, 131, 147, 163, 179, 195, 211, 227, 243,
-    4, 20, 36, 52, 68, 84, 100, 116, 132, 148, 164, 180, 196, 212, 228, 244, 5, 21, 37, 53, 69, 85,
-    101, 117, 133, 149, 165, 181, 197, 213, 229, 245, 6, 22, 38, 54, 70, 86, 102, 118, 134, 150,
-    166, 182, 198, 214, 230, 246, 7, 23, 39, 55, 71, 87, 103, 119, 135, 151, 167, 183, 199, 215,
-    231, 247, 8, 24, 40, 56, 72, 88, 104, 120, 136, 152, 168, 184, 200, 216, 232, 248, 9, 25, 41,
-    57, 73, 89, 105, 121, 137, 153, 169, 185, 201, 217, 233, 249, 10, 26, 42, 58, 74, 90, 106, 122,
-    138, 154, 170, 186, 202, 218, 234, 250, 11, 27, 43, 59, 75, 91, 107, 123, 139, 155, 171, 187,
-    203, 219, 235, 251, 12, 28, 44, 60, 76, 92, 108, 124, 140, 156, 172, 188, 204, 220, 236, 252,
-    13, 29, 45, 61, 77, 93, 109, 125, 141, 157, 173, 189, 205, 221, 237, 253, 14, 30, 46, 62, 78,
-    94, 110, 126, 142, 158, 174, 190, 206, 222, 238, 254, 15, 31, 47, 63, 79, 95, 111, 127, 143,
-    159, 175, 191, 207, 223, 239, 255,
-};
-
-static const int32_t bpg_table_6[256] = {
-    0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15, 16, 17, 20, 21, 18, 19, 22, 23, 24, 25,
-    28, 29, 26, 27, 30, 31, 32, 33, 36, 37, 34, 35, 38, 39, 40, 41, 44, 45, 42, 43, 46, 47, 48, 49,
-    52, 53, 50, 51, 54, 55, 56, 57, 60, 61, 58, 59, 62, 63, 64, 65, 68, 69, 66, 67, 70, 71, 72, 73,
-    76, 77, 74, 75, 78, 79, 80, 81, 84, 85, 82, 83, 86, 87, 88, 89, 92, 93, 90, 91, 94, 95, 96, 97,
-    100, 101, 98, 99, 102, 103, 104, 105, 108, 109, 106, 107, 110, 111, 112, 113, 116, 117, 114,
-    115, 118, 119, 120, 121, 124, 125, 122, 123, 126, 127, 128, 129, 132, 133, 130, 131, 134, 135,
-    136, 137, 140, 141, 138, 139, 142, 143, 144, 145, 148, 149, 146, 147, 150, 151, 152, 153, 156,
-    157, 154, 155, 158, 159, 160, 161, 164, 165, 162, 163, 166, 167, 168, 169, 172, 173, 170, 171,
-    174, 175, 176, 177, 180, 181, 178, 179, 182, 183, 184, 185, 188, 189, 186, 187, 190, 191, 192,
-    193, 196, 197, 194, 195, 198, 199, 200, 201, 204, 205, 202, 203, 206, 207, 208, 209, 212, 213,
-    210, 211, 214, 215, 216, 217, 220, 221, 218, 219, 222, 223, 224, 225, 228, 229, 226, 227, 230,
-    231, 232, 233, 236, 237, 234, 235, 238, 239, 240, 241, 244, 245, 242, 243, 246, 247, 248, 249,
-    252, 253, 250, 251, 254, 255,
-};
-
-static const int32_t bpg_table_7[64] = {
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
-    26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
-    50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
-};
-
-static const int32_t bpg_table_8[24] = {
+static const int32_t bpg_table_0[24] = {
     8, 9, 0, 0, 1, 8, 72, 72, 16, 72, 80, 80, 1, 16, 1232, 1232, 64, 10, 1248, 1248, 1, 10, 1888,
     1888,
 };
 
-static const int32_t bpg_table_9[24] = {
+static const int32_t bpg_table_1[24] = {
     8, 9, 0, 1898, 1, 8, 72, 1970, 16, 72, 80, 1978, 1, 16, 1232, 3130, 64, 10, 1248, 3146, 1, 10,
     1888, 3786,
 };
 
-/* ---- forward: workspace 5200*N + 0 elements ---- */
+/* ---- forward: workspace 4432*N + 0 elements ---- */
 BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
     real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 1088*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 1600*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 2112*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 2624*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 2752*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 2880*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 4032*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 4288*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 4544*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 4800*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 5056*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 5120*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 5184*N;  /* (N, 10) */
+    real *const v_l1_max = ws + 2112*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2240*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 2368*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 3520*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 3776*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 4032*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 4288*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 4352*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 4416*N;  /* (N, 10) */
     real *const v_l5_Z = out + 0;  /* (N, 10) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -828,19 +753,16 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -855,16 +777,13 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -879,44 +798,42 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     }
 }
 
-/* ---- loss: workspace 5280*N + 1896 elements ---- */
+/* ---- loss: workspace 4512*N + 1896 elements ---- */
 BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
     real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 1088*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 1600*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 2112*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 2624*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 2752*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 2880*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 4032*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 4288*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 4544*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 4800*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 5056*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 5120*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 5184*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 5200*N;  /* (N, 10) */
-    real *const v_o_max = ws + 5216*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 5224*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 5240*N;  /* (N, 1) */
-    real *const v_o_pick = ws + 5248*N;  /* (N, 10) */
-    real *const v_o_label = ws + 5264*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 5272*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 5280*N;  /* (1, 1) */
-    real *const v_l0_W_sq = ws + 5280*N + 8;  /* (8, 9) */
-    real *const v_l0_W_sqsum = ws + 5280*N + 80;  /* (1, 1) */
-    real *const v_l2_W_sq = ws + 5280*N + 88;  /* (16, 72) */
-    real *const v_l2_W_sqsum = ws + 5280*N + 1240;  /* (1, 1) */
-    real *const v_l5_W_sq = ws + 5280*N + 1248;  /* (64, 10) */
-    real *const v_l5_W_sqsum = ws + 5280*N + 1888;  /* (1, 1) */
+    real *const v_l1_max = ws + 2112*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2240*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 2368*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 3520*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 3776*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 4032*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 4288*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 4352*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 4416*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 4432*N;  /* (N, 10) */
+    real *const v_o_max = ws + 4448*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 4456*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 4472*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 4480*N;  /* (N, 10) */
+    real *const v_o_label = ws + 4496*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 4504*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 4512*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 4512*N + 8;  /* (8, 9) */
+    real *const v_l0_W_sqsum = ws + 4512*N + 80;  /* (1, 1) */
+    real *const v_l2_W_sq = ws + 4512*N + 88;  /* (16, 72) */
+    real *const v_l2_W_sqsum = ws + 4512*N + 1240;  /* (1, 1) */
+    real *const v_l5_W_sq = ws + 4512*N + 1248;  /* (64, 10) */
+    real *const v_l5_W_sqsum = ws + 4512*N + 1888;  /* (1, 1) */
     real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -931,19 +848,16 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -958,16 +872,13 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -1027,7 +938,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_l0_W_sqsum[0] + 5.0000000000000002e-5*v_l2_W_sqsum[0] + 5.0000000000000002e-5*v_l5_W_sqsum[0] + v_loss_sum[0]/((real)N);
 }
 
-/* ---- loss_and_grad: workspace 10680*N + 3760 elements ---- */
+/* ---- loss_and_grad: workspace 9144*N + 3760 elements ---- */
 BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
@@ -1035,50 +946,46 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     real *const v_l0_Z = ws + 1088*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 1600*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 2112*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 2624*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 3136*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 3264*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 3392*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 4544*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 4800*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 5056*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 5312*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 5568*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 5824*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 5888*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 5952*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 5968*N;  /* (N, 10) */
-    real *const v_o_max = ws + 5984*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 5992*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 6008*N;  /* (N, 1) */
-    real *const v_o_pick = ws + 6016*N;  /* (N, 10) */
-    real *const v_o_label = ws + 6032*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 6040*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 6048*N;  /* (1, 1) */
-    real *const v_l0_W_sq = ws + 6048*N + 8;  /* (8, 9) */
-    real *const v_l0_W_sqsum = ws + 6048*N + 80;  /* (1, 1) */
-    real *const v_l2_W_sq = ws + 6048*N + 88;  /* (16, 72) */
-    real *const v_l2_W_sqsum = ws + 6048*N + 1240;  /* (1, 1) */
-    real *const v_l5_W_sq = ws + 6048*N + 1248;  /* (64, 10) */
-    real *const v_l5_W_sqsum = ws + 6048*N + 1888;  /* (1, 1) */
-    real *const v_d_o_expsum = ws + 6048*N + 1896;  /* (N, 1) */
-    real *const v_d_l5_Z_2 = ws + 6056*N + 1896;  /* (N, 10) */
-    real *const v_d_l3_Y = ws + 6072*N + 1896;  /* (N, 64) */
-    real *const v_d_l5_W_1 = ws + 6136*N + 1896;  /* (64, 10) */
-    real *const v_d_l3_max = ws + 6136*N + 2536;  /* (64*N, 1) */
-    real *const v_d_l3_win = ws + 6200*N + 2536;  /* (64*N, 4) */
-    real *const v_d_l2_Y = ws + 6456*N + 2536;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 6712*N + 2536;  /* (16*N, 16) */
-    real *const v_d_l2_Z = ws + 6968*N + 2536;  /* (16*N, 16) */
-    real *const v_d_l2_P = ws + 7224*N + 2536;  /* (16*N, 72) */
-    real *const v_d_l2_W_1 = ws + 8376*N + 2536;  /* (16, 72) */
-    real *const v_d_l1_Y = ws + 8376*N + 3688;  /* (N, 128) */
-    real *const v_d_l1_max = ws + 8504*N + 3688;  /* (128*N, 1) */
-    real *const v_d_l1_win = ws + 8632*N + 3688;  /* (128*N, 4) */
-    real *const v_d_l0_Y = ws + 9144*N + 3688;  /* (N, 512) */
-    real *const v_d_l0_A = ws + 9656*N + 3688;  /* (64*N, 8) */
-    real *const v_d_l0_Z = ws + 10168*N + 3688;  /* (64*N, 8) */
-    real *const v_d_l0_W_1 = ws + 10680*N + 3688;  /* (8, 9) */
+    real *const v_l1_max = ws + 2624*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2752*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 2880*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 4032*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 4288*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 4544*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 4800*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 5056*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 5120*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 5184*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 5200*N;  /* (N, 10) */
+    real *const v_o_max = ws + 5216*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 5224*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 5240*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 5248*N;  /* (N, 10) */
+    real *const v_o_label = ws + 5264*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 5272*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 5280*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 5280*N + 8;  /* (8, 9) */
+    real *const v_l0_W_sqsum = ws + 5280*N + 80;  /* (1, 1) */
+    real *const v_l2_W_sq = ws + 5280*N + 88;  /* (16, 72) */
+    real *const v_l2_W_sqsum = ws + 5280*N + 1240;  /* (1, 1) */
+    real *const v_l5_W_sq = ws + 5280*N + 1248;  /* (64, 10) */
+    real *const v_l5_W_sqsum = ws + 5280*N + 1888;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 5280*N + 1896;  /* (N, 1) */
+    real *const v_d_l5_Z_2 = ws + 5288*N + 1896;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 5304*N + 1896;  /* (N, 64) */
+    real *const v_d_l5_W_1 = ws + 5368*N + 1896;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 5368*N + 2536;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 5432*N + 2536;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 5688*N + 2536;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 5944*N + 2536;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 6200*N + 2536;  /* (16*N, 72) */
+    real *const v_d_l2_W_1 = ws + 7352*N + 2536;  /* (16, 72) */
+    real *const v_d_l1_Y = ws + 7352*N + 3688;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 7480*N + 3688;  /* (128*N, 1) */
+    real *const v_d_l0_Y = ws + 7608*N + 3688;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 8120*N + 3688;  /* (64*N, 8) */
+    real *const v_d_l0_Z = ws + 8632*N + 3688;  /* (64*N, 8) */
+    real *const v_d_l0_W_1 = ws + 9144*N + 3688;  /* (8, 9) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_l0_W_2 = out + 1;  /* (8, 9) */
     real *const v_d_l0_b = out + 73;  /* (1, 8) */
@@ -1090,7 +997,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -1109,19 +1016,16 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -1140,16 +1044,13 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -1237,22 +1138,17 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_d_l3_Y, v_d_l3_max);
 
-    /* Grad of: l3_max = rowmax(l3_win) */
-    /*   (l3: each window's maximum) */
-    /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
-
-    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
+    /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    /*   (l3: each 2x2 window's maximum) */
+    /* d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_d_l3_max, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
@@ -1275,27 +1171,22 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, v_d_l2_P, v_d_l1_Y);
+    bpg_col2im(N, 8, 4, 4, 3, 1, 1, v_d_l2_P, v_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, v_d_l1_Y, v_d_l1_max);
+    bpg_transpose_blocks(N, 1, 128, v_d_l1_Y, v_d_l1_max);
 
-    /* Grad of: l1_max = rowmax(l1_win) */
-    /*   (l1: each window's maximum) */
-    /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, v_l1_win, v_d_l1_max, v_d_l1_win);
-
-    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    /*   (l1: the 2x2 windows, one row each) */
-    /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, v_d_l1_win, v_d_l0_Y);
+    /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    /*   (l1: each 2x2 window's maximum) */
+    /* d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_d_l1_max, v_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, v_d_l0_Y, v_d_l0_A);
+    bpg_transpose_blocks(N, 8, 64, v_d_l0_Y, v_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
@@ -1325,7 +1216,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     for (int64_t k = 0; k < 640; k++) v_d_l5_W_2[k] = v_d_l5_W_1[k] + 0.0001*v_l5_W[k];
 }
 
-/* ---- hvp: workspace 19176*N + 3656 elements ---- */
+/* ---- hvp: workspace 16616*N + 3656 elements ---- */
 BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l2_W, const real *restrict v_v_l2_b, const real *restrict v_v_l5_W, const real *restrict v_v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
@@ -1336,69 +1227,62 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     real *const v_r_l0_A = ws + 2624*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 3136*N;  /* (N, 512) */
     real *const v_r_l0_Y = ws + 3648*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 4160*N;  /* (128*N, 4) */
-    real *const v_r_l1_win = ws + 4672*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 5184*N;  /* (128*N, 1) */
-    real *const v_r_l1_max = ws + 5312*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 5440*N;  /* (N, 128) */
-    real *const v_r_l1_Y = ws + 5568*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 5696*N;  /* (16*N, 72) */
-    real *const v_r_l2_P = ws + 6848*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 8000*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_a = ws + 8256*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_b = ws + 8512*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 8768*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 9024*N;  /* (16*N, 16) */
-    real *const v_r_l2_A = ws + 9280*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 9536*N;  /* (N, 256) */
-    real *const v_r_l2_Y = ws + 9792*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 10048*N;  /* (64*N, 4) */
-    real *const v_r_l3_win = ws + 10304*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 10560*N;  /* (64*N, 1) */
-    real *const v_r_l3_max = ws + 10624*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 10688*N;  /* (N, 64) */
-    real *const v_r_l3_Y = ws + 10752*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 10816*N;  /* (N, 10) */
-    real *const v_r_l5_XW_a = ws + 10832*N;  /* (N, 10) */
-    real *const v_r_l5_XW_b = ws + 10848*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 10864*N;  /* (N, 10) */
-    real *const v_o_max = ws + 10880*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 10888*N;  /* (N, 10) */
-    real *const v_r_o_exp = ws + 10904*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 10920*N;  /* (N, 1) */
-    real *const v_r_o_expsum = ws + 10928*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 10936*N;  /* (N, 1) */
-    real *const v_r_d_o_expsum = ws + 10944*N;  /* (N, 1) */
-    real *const v_r_d_l5_Z_1 = ws + 10952*N;  /* (N, 10) */
-    real *const v_d_l5_Z_2 = ws + 10968*N;  /* (N, 10) */
-    real *const v_d_l3_Y = ws + 10984*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y_a = ws + 11048*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y_b = ws + 11112*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y = ws + 11176*N;  /* (N, 64) */
-    real *const v_r_d_l5_W_1_a = ws + 11240*N;  /* (64, 10) */
-    real *const v_r_d_l5_W_1_b = ws + 11240*N + 640;  /* (64, 10) */
-    real *const v_d_l3_max = ws + 11240*N + 1280;  /* (64*N, 1) */
-    real *const v_r_d_l3_max = ws + 11304*N + 1280;  /* (64*N, 1) */
-    real *const v_d_l3_win = ws + 11368*N + 1280;  /* (64*N, 4) */
-    real *const v_r_d_l3_win = ws + 11624*N + 1280;  /* (64*N, 4) */
-    real *const v_d_l2_Y = ws + 11880*N + 1280;  /* (N, 256) */
-    real *const v_r_d_l2_Y = ws + 12136*N + 1280;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 12392*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_A = ws + 12648*N + 1280;  /* (16*N, 16) */
-    real *const v_d_l2_Z = ws + 12904*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_Z = ws + 13160*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_P_a = ws + 13416*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_P_b = ws + 14568*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_P = ws + 15720*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_W_1_a = ws + 16872*N + 1280;  /* (16, 72) */
-    real *const v_r_d_l2_W_1_b = ws + 16872*N + 2432;  /* (16, 72) */
-    real *const v_r_d_l1_Y = ws + 16872*N + 3584;  /* (N, 128) */
-    real *const v_r_d_l1_max = ws + 17000*N + 3584;  /* (128*N, 1) */
-    real *const v_r_d_l1_win = ws + 17128*N + 3584;  /* (128*N, 4) */
-    real *const v_r_d_l0_Y = ws + 17640*N + 3584;  /* (N, 512) */
-    real *const v_r_d_l0_A = ws + 18152*N + 3584;  /* (64*N, 8) */
-    real *const v_r_d_l0_Z = ws + 18664*N + 3584;  /* (64*N, 8) */
-    real *const v_r_d_l0_W_1_a = ws + 19176*N + 3584;  /* (8, 9) */
+    real *const v_l1_max = ws + 4160*N;  /* (128*N, 1) */
+    real *const v_r_l1_max = ws + 4288*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 4416*N;  /* (N, 128) */
+    real *const v_r_l1_Y = ws + 4544*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 4672*N;  /* (16*N, 72) */
+    real *const v_r_l2_P = ws + 5824*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 6976*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_a = ws + 7232*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_b = ws + 7488*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 7744*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 8000*N;  /* (16*N, 16) */
+    real *const v_r_l2_A = ws + 8256*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 8512*N;  /* (N, 256) */
+    real *const v_r_l2_Y = ws + 8768*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 9024*N;  /* (64*N, 1) */
+    real *const v_r_l3_max = ws + 9088*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 9152*N;  /* (N, 64) */
+    real *const v_r_l3_Y = ws + 9216*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 9280*N;  /* (N, 10) */
+    real *const v_r_l5_XW_a = ws + 9296*N;  /* (N, 10) */
+    real *const v_r_l5_XW_b = ws + 9312*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 9328*N;  /* (N, 10) */
+    real *const v_o_max = ws + 9344*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 9352*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 9368*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 9384*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 9392*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 9400*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 9408*N;  /* (N, 1) */
+    real *const v_r_d_l5_Z_1 = ws + 9416*N;  /* (N, 10) */
+    real *const v_d_l5_Z_2 = ws + 9432*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 9448*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y_a = ws + 9512*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y_b = ws + 9576*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y = ws + 9640*N;  /* (N, 64) */
+    real *const v_r_d_l5_W_1_a = ws + 9704*N;  /* (64, 10) */
+    real *const v_r_d_l5_W_1_b = ws + 9704*N + 640;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 9704*N + 1280;  /* (64*N, 1) */
+    real *const v_r_d_l3_max = ws + 9768*N + 1280;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 9832*N + 1280;  /* (N, 256) */
+    real *const v_r_d_l2_Y = ws + 10088*N + 1280;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 10344*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_A = ws + 10600*N + 1280;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 10856*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_Z = ws + 11112*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_P_a = ws + 11368*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P_b = ws + 12520*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P = ws + 13672*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_W_1_a = ws + 14824*N + 1280;  /* (16, 72) */
+    real *const v_r_d_l2_W_1_b = ws + 14824*N + 2432;  /* (16, 72) */
+    real *const v_r_d_l1_Y = ws + 14824*N + 3584;  /* (N, 128) */
+    real *const v_r_d_l1_max = ws + 14952*N + 3584;  /* (128*N, 1) */
+    real *const v_r_d_l0_Y = ws + 15080*N + 3584;  /* (N, 512) */
+    real *const v_r_d_l0_A = ws + 15592*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_Z = ws + 16104*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_W_1_a = ws + 16616*N + 3584;  /* (8, 9) */
     real *const v_r_d_l0_W_2 = out + 0;  /* (8, 9) */
     real *const v_r_d_l0_b = out + 72;  /* (1, 8) */
     real *const v_r_d_l2_W_2 = out + 80;  /* (16, 72) */
@@ -1409,7 +1293,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -1438,29 +1322,24 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
     /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_r_l0_A, v_r_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_r_l0_Y, v_r_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
-    /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_r_l1_win, v_r_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_r_l0_A, v_r_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
+    /* r_l1_max = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_r_l0_Y, v_r_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_r_l1_max, v_r_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_r_l1_max, v_r_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_r_l1_Y, v_r_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_r_l1_Y, v_r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -1491,24 +1370,19 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
     /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_r_l2_A, v_r_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_r_l2_Y, v_r_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
-    /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_r_l3_win, v_r_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_r_l2_A, v_r_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
+    /* r_l3_max = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_r_l2_Y, v_r_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_r_l3_max, v_r_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_r_l3_max, v_r_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -1602,30 +1476,23 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_d_l3_Y, v_d_l3_max);
     /* r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_r_d_l3_Y, v_r_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_r_d_l3_Y, v_r_d_l3_max);
 
-    /* Grad of: l3_max = rowmax(l3_win) */
-    /*   (l3: each window's maximum) */
-    /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
-    /* r_d_l3_win = r_d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_r_d_l3_max, v_r_d_l3_win);
-
-    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
-    /* r_d_l2_Y = windowsᵀ(r_d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_r_d_l3_win, v_r_d_l2_Y);
+    /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    /*   (l3: each 2x2 window's maximum) */
+    /* d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_d_l3_max, v_d_l2_Y);
+    /* r_d_l2_Y = windowsᵀ(r_d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_r_d_l3_max, v_r_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_d_l2_Y, v_d_l2_A);
     /* r_d_l2_A = transposeᵀ(r_d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_r_d_l2_Y, v_r_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_r_d_l2_Y, v_r_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
@@ -1658,27 +1525,22 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* r_d_l1_Y = im2colᵀ(r_d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, v_r_d_l2_P, v_r_d_l1_Y);
+    bpg_col2im(N, 8, 4, 4, 3, 1, 1, v_r_d_l2_P, v_r_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, v_r_d_l1_Y, v_r_d_l1_max);
+    bpg_transpose_blocks(N, 1, 128, v_r_d_l1_Y, v_r_d_l1_max);
 
-    /* Grad of: l1_max = rowmax(l1_win) */
-    /*   (l1: each window's maximum) */
-    /* r_d_l1_win = r_d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, v_l1_win, v_r_d_l1_max, v_r_d_l1_win);
-
-    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    /*   (l1: the 2x2 windows, one row each) */
-    /* r_d_l0_Y = windowsᵀ(r_d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, v_r_d_l1_win, v_r_d_l0_Y);
+    /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    /*   (l1: each 2x2 window's maximum) */
+    /* r_d_l0_Y = windowsᵀ(r_d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_r_d_l1_max, v_r_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* r_d_l0_A = transposeᵀ(r_d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, v_r_d_l0_Y, v_r_d_l0_A);
+    bpg_transpose_blocks(N, 8, 64, v_r_d_l0_Y, v_r_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
@@ -1708,7 +1570,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     for (int64_t k = 0; k < 640; k++) v_r_d_l5_W_2[k] = v_r_d_l5_W_1_a[k] + v_r_d_l5_W_1_b[k] + 0.0001*v_v_l5_W[k];
 }
 
-/* ---- ggn_vp: workspace 15576*N + 1864 elements ---- */
+/* ---- ggn_vp: workspace 13272*N + 1864 elements ---- */
 BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l2_W, const real *restrict v_v_l2_b, const real *restrict v_v_l5_W, const real *restrict v_v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
@@ -1719,56 +1581,50 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     real *const v_r_l0_A = ws + 2624*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 3136*N;  /* (N, 512) */
     real *const v_r_l0_Y = ws + 3648*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 4160*N;  /* (128*N, 4) */
-    real *const v_r_l1_win = ws + 4672*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 5184*N;  /* (128*N, 1) */
-    real *const v_r_l1_max = ws + 5312*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 5440*N;  /* (N, 128) */
-    real *const v_r_l1_Y = ws + 5568*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 5696*N;  /* (16*N, 72) */
-    real *const v_r_l2_P = ws + 6848*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 8000*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_a = ws + 8256*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_b = ws + 8512*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 8768*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 9024*N;  /* (16*N, 16) */
-    real *const v_r_l2_A = ws + 9280*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 9536*N;  /* (N, 256) */
-    real *const v_r_l2_Y = ws + 9792*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 10048*N;  /* (64*N, 4) */
-    real *const v_r_l3_win = ws + 10304*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 10560*N;  /* (64*N, 1) */
-    real *const v_r_l3_max = ws + 10624*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 10688*N;  /* (N, 64) */
-    real *const v_r_l3_Y = ws + 10752*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 10816*N;  /* (N, 10) */
-    real *const v_r_l5_XW_a = ws + 10832*N;  /* (N, 10) */
-    real *const v_r_l5_XW_b = ws + 10848*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 10864*N;  /* (N, 10) */
-    real *const v_o_max = ws + 10880*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 10888*N;  /* (N, 10) */
-    real *const v_r_o_exp = ws + 10904*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 10920*N;  /* (N, 1) */
-    real *const v_r_o_expsum = ws + 10928*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 10936*N;  /* (N, 1) */
-    real *const v_r_d_o_expsum = ws + 10944*N;  /* (N, 1) */
-    real *const v_r_d_l5_Z_1 = ws + 10952*N;  /* (N, 10) */
-    real *const v_d_l3_Y = ws + 10968*N;  /* (N, 64) */
-    real *const v_d_l5_W_1 = ws + 11032*N;  /* (64, 10) */
-    real *const v_d_l3_max = ws + 11032*N + 640;  /* (64*N, 1) */
-    real *const v_d_l3_win = ws + 11096*N + 640;  /* (64*N, 4) */
-    real *const v_d_l2_Y = ws + 11352*N + 640;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 11608*N + 640;  /* (16*N, 16) */
-    real *const v_d_l2_Z = ws + 11864*N + 640;  /* (16*N, 16) */
-    real *const v_d_l2_P = ws + 12120*N + 640;  /* (16*N, 72) */
-    real *const v_d_l2_W_1 = ws + 13272*N + 640;  /* (16, 72) */
-    real *const v_d_l1_Y = ws + 13272*N + 1792;  /* (N, 128) */
-    real *const v_d_l1_max = ws + 13400*N + 1792;  /* (128*N, 1) */
-    real *const v_d_l1_win = ws + 13528*N + 1792;  /* (128*N, 4) */
-    real *const v_d_l0_Y = ws + 14040*N + 1792;  /* (N, 512) */
-    real *const v_d_l0_A = ws + 14552*N + 1792;  /* (64*N, 8) */
-    real *const v_d_l0_Z = ws + 15064*N + 1792;  /* (64*N, 8) */
-    real *const v_d_l0_W_1 = ws + 15576*N + 1792;  /* (8, 9) */
+    real *const v_l1_max = ws + 4160*N;  /* (128*N, 1) */
+    real *const v_r_l1_max = ws + 4288*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 4416*N;  /* (N, 128) */
+    real *const v_r_l1_Y = ws + 4544*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 4672*N;  /* (16*N, 72) */
+    real *const v_r_l2_P = ws + 5824*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 6976*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_a = ws + 7232*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_b = ws + 7488*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 7744*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 8000*N;  /* (16*N, 16) */
+    real *const v_r_l2_A = ws + 8256*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 8512*N;  /* (N, 256) */
+    real *const v_r_l2_Y = ws + 8768*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 9024*N;  /* (64*N, 1) */
+    real *const v_r_l3_max = ws + 9088*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 9152*N;  /* (N, 64) */
+    real *const v_r_l3_Y = ws + 9216*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 9280*N;  /* (N, 10) */
+    real *const v_r_l5_XW_a = ws + 9296*N;  /* (N, 10) */
+    real *const v_r_l5_XW_b = ws + 9312*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 9328*N;  /* (N, 10) */
+    real *const v_o_max = ws + 9344*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 9352*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 9368*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 9384*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 9392*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 9400*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 9408*N;  /* (N, 1) */
+    real *const v_r_d_l5_Z_1 = ws + 9416*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 9432*N;  /* (N, 64) */
+    real *const v_d_l5_W_1 = ws + 9496*N;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 9496*N + 640;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 9560*N + 640;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 9816*N + 640;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 10072*N + 640;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 10328*N + 640;  /* (16*N, 72) */
+    real *const v_d_l2_W_1 = ws + 11480*N + 640;  /* (16, 72) */
+    real *const v_d_l1_Y = ws + 11480*N + 1792;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 11608*N + 1792;  /* (128*N, 1) */
+    real *const v_d_l0_Y = ws + 11736*N + 1792;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 12248*N + 1792;  /* (64*N, 8) */
+    real *const v_d_l0_Z = ws + 12760*N + 1792;  /* (64*N, 8) */
+    real *const v_d_l0_W_1 = ws + 13272*N + 1792;  /* (8, 9) */
     real *const v_gv_l0_W = out + 0;  /* (8, 9) */
     real *const v_d_l0_b = out + 72;  /* (1, 8) */
     real *const v_gv_l2_W = out + 80;  /* (16, 72) */
@@ -1779,7 +1635,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -1808,29 +1664,24 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     }
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
     /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_r_l0_A, v_r_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_r_l0_Y, v_r_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
-    /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_r_l1_win, v_r_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_r_l0_A, v_r_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
+    /* r_l1_max = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_r_l0_Y, v_r_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_r_l1_max, v_r_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_r_l1_max, v_r_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_r_l1_Y, v_r_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_r_l1_Y, v_r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -1861,24 +1712,19 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     }
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
     /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_r_l2_A, v_r_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_r_l2_Y, v_r_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
-    /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_r_l3_win, v_r_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_r_l2_A, v_r_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
+    /* r_l3_max = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_r_l2_Y, v_r_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_r_l3_max, v_r_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_r_l3_max, v_r_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -1955,22 +1801,17 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_d_l3_Y, v_d_l3_max);
 
-    /* Grad of: l3_max = rowmax(l3_win) */
-    /*   (l3: each window's maximum) */
-    /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
-
-    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
+    /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    /*   (l3: each 2x2 window's maximum) */
+    /* d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_d_l3_max, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
@@ -1993,27 +1834,22 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, v_d_l2_P, v_d_l1_Y);
+    bpg_col2im(N, 8, 4, 4, 3, 1, 1, v_d_l2_P, v_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, v_d_l1_Y, v_d_l1_max);
+    bpg_transpose_blocks(N, 1, 128, v_d_l1_Y, v_d_l1_max);
 
-    /* Grad of: l1_max = rowmax(l1_win) */
-    /*   (l1: each window's maximum) */
-    /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, v_l1_win, v_d_l1_max, v_d_l1_win);
-
-    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    /*   (l1: the 2x2 windows, one row each) */
-    /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, v_d_l1_win, v_d_l0_Y);
+    /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    /*   (l1: each 2x2 window's maximum) */
+    /* d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_d_l1_max, v_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, v_d_l0_Y, v_d_l0_A);
+    bpg_transpose_blocks(N, 8, 64, v_d_l0_Y, v_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
@@ -2043,39 +1879,35 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     for (int64_t k = 0; k < 640; k++) v_gv_l5_W[k] = v_d_l5_W_1[k] + 0.0001*v_v_l5_W[k];
 }
 
-/* ---- grad_factors: workspace 8072*N + 0 elements ---- */
+/* ---- grad_factors: workspace 6536*N + 0 elements ---- */
 BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_PW = ws + 0;  /* (64*N, 8) */
     real *const v_l0_Z = ws + 512*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 1024*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 1536*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 2048*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 2560*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 2688*N;  /* (N, 128) */
-    real *const v_l2_PW = ws + 2816*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 3072*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 3328*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 3584*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 3840*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 4096*N;  /* (64*N, 1) */
-    real *const v_l5_XW = ws + 4160*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 4176*N;  /* (N, 10) */
-    real *const v_o_max = ws + 4192*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 4200*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 4216*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 4224*N;  /* (N, 1) */
-    real *const v_d_l3_Y = ws + 4232*N;  /* (N, 64) */
-    real *const v_d_l3_max = ws + 4296*N;  /* (64*N, 1) */
-    real *const v_d_l3_win = ws + 4360*N;  /* (64*N, 4) */
-    real *const v_d_l2_Y = ws + 4616*N;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 4872*N;  /* (16*N, 16) */
-    real *const v_d_l2_P = ws + 5128*N;  /* (16*N, 72) */
-    real *const v_d_l1_Y = ws + 6280*N;  /* (N, 128) */
-    real *const v_d_l1_max = ws + 6408*N;  /* (128*N, 1) */
-    real *const v_d_l1_win = ws + 6536*N;  /* (128*N, 4) */
-    real *const v_d_l0_Y = ws + 7048*N;  /* (N, 512) */
-    real *const v_d_l0_A = ws + 7560*N;  /* (64*N, 8) */
+    real *const v_l1_max = ws + 2048*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2176*N;  /* (N, 128) */
+    real *const v_l2_PW = ws + 2304*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 2560*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 2816*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 3072*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 3328*N;  /* (64*N, 1) */
+    real *const v_l5_XW = ws + 3392*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 3408*N;  /* (N, 10) */
+    real *const v_o_max = ws + 3424*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 3432*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 3448*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 3456*N;  /* (N, 1) */
+    real *const v_d_l3_Y = ws + 3464*N;  /* (N, 64) */
+    real *const v_d_l3_max = ws + 3528*N;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 3592*N;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 3848*N;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 4104*N;  /* (16*N, 72) */
+    real *const v_d_l1_Y = ws + 5256*N;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 5384*N;  /* (128*N, 1) */
+    real *const v_d_l0_Y = ws + 5512*N;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 6024*N;  /* (64*N, 8) */
     real *const v_d_l0_Z = out + 0;  /* (64*N, 8) */
     real *const v_l0_P = out + 512*N;  /* (64*N, 9) */
     real *const v_d_l2_Z = out + 1088*N;  /* (16*N, 16) */
@@ -2086,7 +1918,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -2105,19 +1937,16 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -2136,16 +1965,13 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -2198,22 +2024,17 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_d_l3_Y, v_d_l3_max);
 
-    /* Grad of: l3_max = rowmax(l3_win) */
-    /*   (l3: each window's maximum) */
-    /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
-
-    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
+    /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    /*   (l3: each 2x2 window's maximum) */
+    /* d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_d_l3_max, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
@@ -2229,27 +2050,22 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
     /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 1152, bpg_table_4, v_d_l2_P, v_d_l1_Y);
+    bpg_col2im(N, 8, 4, 4, 3, 1, 1, v_d_l2_P, v_d_l1_Y);
 
     /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
     /*   (l1: as (N, C·H_out·W_out)) */
     /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 128, 128, bpg_table_3, v_d_l1_Y, v_d_l1_max);
+    bpg_transpose_blocks(N, 1, 128, v_d_l1_Y, v_d_l1_max);
 
-    /* Grad of: l1_max = rowmax(l1_win) */
-    /*   (l1: each window's maximum) */
-    /* d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-    bpg_put_argmax(128*N, 4, v_l1_win, v_d_l1_max, v_d_l1_win);
-
-    /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    /*   (l1: the 2x2 windows, one row each) */
-    /* d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_2, v_d_l1_win, v_d_l0_Y);
+    /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    /*   (l1: each 2x2 window's maximum) */
+    /* d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_d_l1_max, v_d_l0_Y);
 
     /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     /*   (l0: as (N, filters·H_out·W_out), C order) */
     /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 512, 512, bpg_table_1, v_d_l0_Y, v_d_l0_A);
+    bpg_transpose_blocks(N, 8, 64, v_d_l0_Y, v_d_l0_A);
 
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
@@ -2258,7 +2074,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 }
 
-/* ---- hessian_columns: workspace 19944*N + 7456 elements ---- */
+/* ---- hessian_columns: workspace 17384*N + 7456 elements ---- */
 BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
@@ -2267,78 +2083,71 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     real *const v_hc = ws + 1600*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 2112*N;  /* (64*N, 8) */
     real *const v_l0_Y = ws + 2624*N;  /* (N, 512) */
-    real *const v_l1_win = ws + 3136*N;  /* (128*N, 4) */
-    real *const v_l1_max = ws + 3648*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 3776*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 3904*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 5056*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 5312*N;  /* (16*N, 16) */
-    real *const v_hc_1 = ws + 5568*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 5824*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 6080*N;  /* (N, 256) */
-    real *const v_l3_win = ws + 6336*N;  /* (64*N, 4) */
-    real *const v_l3_max = ws + 6592*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 6656*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 6720*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 6736*N;  /* (N, 10) */
-    real *const v_o_max = ws + 6752*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 6760*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 6776*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 6784*N;  /* (N, 1) */
-    real *const v_d_l5_Z_2 = ws + 6792*N;  /* (N, 10) */
-    real *const v_d_l3_Y = ws + 6808*N;  /* (N, 64) */
-    real *const v_d_l3_max = ws + 6872*N;  /* (64*N, 1) */
-    real *const v_d_l3_win = ws + 6936*N;  /* (64*N, 4) */
-    real *const v_d_l2_Y = ws + 7192*N;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 7448*N;  /* (16*N, 16) */
-    real *const v_d_l2_Z = ws + 7704*N;  /* (16*N, 16) */
-    real *const v_r_l0_PW_b = ws + 7960*N;  /* (64*N, 8) */
-    real *const v_r_l0_A = ws + 8472*N;  /* (64*N, 8) */
-    real *const v_r_l0_Y = ws + 8984*N;  /* (N, 512) */
-    real *const v_r_l1_win = ws + 9496*N;  /* (128*N, 4) */
-    real *const v_r_l1_max = ws + 10008*N;  /* (128*N, 1) */
-    real *const v_r_l1_Y = ws + 10136*N;  /* (N, 128) */
-    real *const v_r_l2_P = ws + 10264*N;  /* (16*N, 72) */
-    real *const v_r_l2_PW_a = ws + 11416*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_b = ws + 11672*N;  /* (16*N, 16) */
-    real *const v_r_l2_A = ws + 11928*N;  /* (16*N, 16) */
-    real *const v_r_l2_Y = ws + 12184*N;  /* (N, 256) */
-    real *const v_r_l3_win = ws + 12440*N;  /* (64*N, 4) */
-    real *const v_r_l3_max = ws + 12696*N;  /* (64*N, 1) */
-    real *const v_r_l3_Y = ws + 12760*N;  /* (N, 64) */
-    real *const v_r_l5_XW_a = ws + 12824*N;  /* (N, 10) */
-    real *const v_r_l5_XW_b = ws + 12840*N;  /* (N, 10) */
-    real *const v_r_o_exp = ws + 12856*N;  /* (N, 10) */
-    real *const v_r_o_expsum = ws + 12872*N;  /* (N, 1) */
-    real *const v_r_d_o_expsum = ws + 12880*N;  /* (N, 1) */
-    real *const v_r_d_l5_Z_1 = ws + 12888*N;  /* (N, 10) */
-    real *const v_r_d_l3_Y_a = ws + 12904*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y_b = ws + 12968*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y = ws + 13032*N;  /* (N, 64) */
-    real *const v_r_d_l5_W_1_a = ws + 13096*N;  /* (64, 10) */
-    real *const v_r_d_l5_W_1_b = ws + 13096*N + 640;  /* (64, 10) */
-    real *const v_r_d_l3_max = ws + 13096*N + 1280;  /* (64*N, 1) */
-    real *const v_r_d_l3_win = ws + 13160*N + 1280;  /* (64*N, 4) */
-    real *const v_r_d_l2_Y = ws + 13416*N + 1280;  /* (N, 256) */
-    real *const v_r_d_l2_A = ws + 13672*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_Z = ws + 13928*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_P_a = ws + 14184*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_P_b = ws + 15336*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_P = ws + 16488*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_W_1_a = ws + 17640*N + 1280;  /* (16, 72) */
-    real *const v_r_d_l2_W_1_b = ws + 17640*N + 2432;  /* (16, 72) */
-    real *const v_r_d_l1_Y = ws + 17640*N + 3584;  /* (N, 128) */
-    real *const v_r_d_l1_max = ws + 17768*N + 3584;  /* (128*N, 1) */
-    real *const v_r_d_l1_win = ws + 17896*N + 3584;  /* (128*N, 4) */
-    real *const v_r_d_l0_Y = ws + 18408*N + 3584;  /* (N, 512) */
-    real *const v_r_d_l0_A = ws + 18920*N + 3584;  /* (64*N, 8) */
-    real *const v_r_d_l0_Z = ws + 19432*N + 3584;  /* (64*N, 8) */
-    real *const v_r_d_l0_W_1_a = ws + 19944*N + 3584;  /* (8, 9) */
+    real *const v_l1_max = ws + 3136*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 3264*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 3392*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 4544*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 4800*N;  /* (16*N, 16) */
+    real *const v_hc_1 = ws + 5056*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 5312*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 5568*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 5824*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 5888*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 5952*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 5968*N;  /* (N, 10) */
+    real *const v_o_max = ws + 5984*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 5992*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 6008*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 6016*N;  /* (N, 1) */
+    real *const v_d_l5_Z_2 = ws + 6024*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 6040*N;  /* (N, 64) */
+    real *const v_d_l3_max = ws + 6104*N;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 6168*N;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 6424*N;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 6680*N;  /* (16*N, 16) */
+    real *const v_r_l0_PW_b = ws + 6936*N;  /* (64*N, 8) */
+    real *const v_r_l0_A = ws + 7448*N;  /* (64*N, 8) */
+    real *const v_r_l0_Y = ws + 7960*N;  /* (N, 512) */
+    real *const v_r_l1_max = ws + 8472*N;  /* (128*N, 1) */
+    real *const v_r_l1_Y = ws + 8600*N;  /* (N, 128) */
+    real *const v_r_l2_P = ws + 8728*N;  /* (16*N, 72) */
+    real *const v_r_l2_PW_a = ws + 9880*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_b = ws + 10136*N;  /* (16*N, 16) */
+    real *const v_r_l2_A = ws + 10392*N;  /* (16*N, 16) */
+    real *const v_r_l2_Y = ws + 10648*N;  /* (N, 256) */
+    real *const v_r_l3_max = ws + 10904*N;  /* (64*N, 1) */
+    real *const v_r_l3_Y = ws + 10968*N;  /* (N, 64) */
+    real *const v_r_l5_XW_a = ws + 11032*N;  /* (N, 10) */
+    real *const v_r_l5_XW_b = ws + 11048*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 11064*N;  /* (N, 10) */
+    real *const v_r_o_expsum = ws + 11080*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 11088*N;  /* (N, 1) */
+    real *const v_r_d_l5_Z_1 = ws + 11096*N;  /* (N, 10) */
+    real *const v_r_d_l3_Y_a = ws + 11112*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y_b = ws + 11176*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y = ws + 11240*N;  /* (N, 64) */
+    real *const v_r_d_l5_W_1_a = ws + 11304*N;  /* (64, 10) */
+    real *const v_r_d_l5_W_1_b = ws + 11304*N + 640;  /* (64, 10) */
+    real *const v_r_d_l3_max = ws + 11304*N + 1280;  /* (64*N, 1) */
+    real *const v_r_d_l2_Y = ws + 11368*N + 1280;  /* (N, 256) */
+    real *const v_r_d_l2_A = ws + 11624*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_Z = ws + 11880*N + 1280;  /* (16*N, 16) */
+    real *const v_r_d_l2_P_a = ws + 12136*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P_b = ws + 13288*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_P = ws + 14440*N + 1280;  /* (16*N, 72) */
+    real *const v_r_d_l2_W_1_a = ws + 15592*N + 1280;  /* (16, 72) */
+    real *const v_r_d_l2_W_1_b = ws + 15592*N + 2432;  /* (16, 72) */
+    real *const v_r_d_l1_Y = ws + 15592*N + 3584;  /* (N, 128) */
+    real *const v_r_d_l1_max = ws + 15720*N + 3584;  /* (128*N, 1) */
+    real *const v_r_d_l0_Y = ws + 15848*N + 3584;  /* (N, 512) */
+    real *const v_r_d_l0_A = ws + 16360*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_Z = ws + 16872*N + 3584;  /* (64*N, 8) */
+    real *const v_r_d_l0_W_1_a = ws + 17384*N + 3584;  /* (8, 9) */
 
     /* forward pass */
     /* l0: patches (im2col), one row per output pixel */
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
-    bpg_gather(N, 64, 576, bpg_table_0, v_x, v_l0_P);
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
     /* l0_PW = l0_P·l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
@@ -2360,19 +2169,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
-    bpg_gather(N, 512, 512, bpg_table_1, v_l0_A, v_l0_Y);
-    /* l1: the 2x2 windows, one row each */
-    /* l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
-    bpg_gather(N, 512, 512, bpg_table_2, v_l0_Y, v_l1_win);
-    /* l1: each window's maximum */
-    /* l1_max = rowmax(l1_win) */
-    bpg_take_argmax(128*N, 4, v_l1_win, v_l1_win, v_l1_max);
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
     /* l1: as (N, C·H_out·W_out) */
     /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
-    bpg_gather(N, 128, 128, bpg_table_3, v_l1_max, v_l1_Y);
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
     /* l2: patches (im2col), one row per output pixel */
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-    bpg_gather(N, 128, 1152, bpg_table_4, v_l1_Y, v_l2_P);
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
     /* l2_PW = l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
@@ -2394,16 +2200,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
-    bpg_gather(N, 256, 256, bpg_table_5, v_l2_A, v_l2_Y);
-    /* l3: the 2x2 windows, one row each */
-    /* l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    bpg_gather(N, 256, 256, bpg_table_6, v_l2_Y, v_l3_win);
-    /* l3: each window's maximum */
-    /* l3_max = rowmax(l3_win) */
-    bpg_take_argmax(64*N, 4, v_l3_win, v_l3_win, v_l3_max);
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
     /* l3: as (N, C·H_out·W_out) */
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
-    bpg_gather(N, 64, 64, bpg_table_7, v_l3_max, v_l3_Y);
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
     /* l5_XW = l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
@@ -2456,22 +2259,17 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
     /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 64, 64, bpg_table_7, v_d_l3_Y, v_d_l3_max);
+    bpg_transpose_blocks(N, 1, 64, v_d_l3_Y, v_d_l3_max);
 
-    /* Grad of: l3_max = rowmax(l3_win) */
-    /*   (l3: each window's maximum) */
-    /* d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-    bpg_put_argmax(64*N, 4, v_l3_win, v_d_l3_max, v_d_l3_win);
-
-    /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
-    /*   (l3: the 2x2 windows, one row each) */
-    /* d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_6, v_d_l3_win, v_d_l2_Y);
+    /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    /*   (l3: each 2x2 window's maximum) */
+    /* d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_d_l3_max, v_d_l2_Y);
 
     /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     /*   (l2: as (N, filters·H_out·W_out), C order) */
     /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-    bpg_scatter(N, 256, 256, bpg_table_5, v_d_l2_Y, v_d_l2_A);
+    bpg_transpose_blocks(N, 16, 16, v_d_l2_Y, v_d_l2_A);
 
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
@@ -2481,7 +2279,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
 
     /* one direction at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1898 x 1898, or row j of V) */
     const int64_t NB = N;  /* the batch */
-    real *const wsd = ws + 19944*N + 3656;  /* the directions' part */
+    real *const wsd = ws + 17384*N + 3656;  /* the directions' part */
     kc = 1;  /* one direction at a time: a primitive of the tangent part has no rule for k at once */
     for (int64_t j0 = 0; j0 < count; j0 += kc) {
         const int64_t K = count - j0 < kc ? count - j0 : kc;
@@ -2501,7 +2299,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         real *const v_r_d_l5_W_2 = wsd + 3146;  /* (64, 10) */
         real *const v_r_d_l5_b = wsd + 3786;  /* (1, 10) */
         /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
-        bpg_columns_in(K, 6, bpg_table_8, V, 1898, j0, first, wsd);
+        bpg_columns_in(K, 6, bpg_table_0, V, 1898, j0, first, wsd);
         /* which blocks of v are nonzero in some direction (products with the others are skipped) */
         const int vnz_v_l0_W = bpg_nonzero(72*K, v_v_l0_W);
         const int vnz_v_l0_b = bpg_nonzero(8*K, v_v_l0_b);
@@ -2526,15 +2324,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
             }
         }
         /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
-        bpg_gather(N, 512, 512, bpg_table_1, v_r_l0_A, v_r_l0_Y);
-        /* r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) */
-        bpg_gather(N, 512, 512, bpg_table_2, v_r_l0_Y, v_r_l1_win);
-        /* r_l1_max = r_l1_win at the first argmax of each row of l1_win */
-        bpg_take_argmax(128*N, 4, v_l1_win, v_r_l1_win, v_r_l1_max);
+        bpg_transpose_blocks(N, 64, 8, v_r_l0_A, v_r_l0_Y);
+        /* r_l1_max = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2) */
+        bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_r_l0_Y, v_r_l1_max);
         /* r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample) */
-        bpg_gather(N, 128, 128, bpg_table_3, v_r_l1_max, v_r_l1_Y);
+        bpg_transpose_blocks(N, 128, 1, v_r_l1_max, v_r_l1_Y);
         /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
-        bpg_gather(N, 128, 1152, bpg_table_4, v_r_l1_Y, v_r_l2_P);
+        bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_r_l1_Y, v_r_l2_P);
         /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
         bpg_gemm_nt(16*N, 16, 72, v_r_l2_P, v_l2_W, v_r_l2_PW_a);
         /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
@@ -2552,13 +2348,11 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
             }
         }
         /* r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample) */
-        bpg_gather(N, 256, 256, bpg_table_5, v_r_l2_A, v_r_l2_Y);
-        /* r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) */
-        bpg_gather(N, 256, 256, bpg_table_6, v_r_l2_Y, v_r_l3_win);
-        /* r_l3_max = r_l3_win at the first argmax of each row of l3_win */
-        bpg_take_argmax(64*N, 4, v_l3_win, v_r_l3_win, v_r_l3_max);
+        bpg_transpose_blocks(N, 16, 16, v_r_l2_A, v_r_l2_Y);
+        /* r_l3_max = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2) */
+        bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_r_l2_Y, v_r_l3_max);
         /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
-        bpg_gather(N, 64, 64, bpg_table_7, v_r_l3_max, v_r_l3_Y);
+        bpg_transpose_blocks(N, 64, 1, v_r_l3_max, v_r_l3_Y);
         /* r_l5_XW_a = r_l3_Y·l5_W */
         bpg_gemm_nn(N, 10, 64, v_r_l3_Y, v_l5_W, v_r_l5_XW_a);
         /* r_l5_XW_b = l3_Y·v_l5_W */
@@ -2621,22 +2415,17 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)  (not stored in this function: l3_max) */
         /*   (l3: as (N, C·H_out·W_out)) */
         /* r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 64, 64, bpg_table_7, v_r_d_l3_Y, v_r_d_l3_max);
+        bpg_transpose_blocks(N, 1, 64, v_r_d_l3_Y, v_r_d_l3_max);
 
-        /* Grad of: l3_max = rowmax(l3_win)  (not stored in this function: l3_max) */
-        /*   (l3: each window's maximum) */
-        /* r_d_l3_win = r_d_l3_max at the first argmax of each row of l3_win, 0 elsewhere */
-        bpg_put_argmax(64*N, 4, v_l3_win, v_r_d_l3_max, v_r_d_l3_win);
+        /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))  (not stored in this function: l3_max) */
+        /*   (l3: each 2x2 window's maximum) */
+        /* r_d_l2_Y = windowsᵀ(r_d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+        bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_r_d_l3_max, v_r_d_l2_Y);
 
-        /* Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)  (not stored in this function: l2_Y) */
-        /*   (l3: the 2x2 windows, one row each) */
-        /* r_d_l2_Y = windowsᵀ(r_d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 256, 256, bpg_table_6, v_r_d_l3_win, v_r_d_l2_Y);
-
-        /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)  (not stored in this function: l2_Y, l2_A) */
+        /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)  (not stored in this function: l2_A) */
         /*   (l2: as (N, filters·H_out·W_out), C order) */
         /* r_d_l2_A = transposeᵀ(r_d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 256, 256, bpg_table_5, v_r_d_l2_Y, v_r_d_l2_A);
+        bpg_transpose_blocks(N, 16, 16, v_r_d_l2_Y, v_r_d_l2_A);
 
         /* Grad of: l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)  (not stored in this function: l2_A, l2_PW) */
         /*   (l2: activation relu) */
@@ -2670,27 +2459,22 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)  (not stored in this function: l1_Y) */
         /*   (l2: patches (im2col), one row per output pixel) */
         /* r_d_l1_Y = im2colᵀ(r_d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 128, 1152, bpg_table_4, v_r_d_l2_P, v_r_d_l1_Y);
+        bpg_col2im(N, 8, 4, 4, 3, 1, 1, v_r_d_l2_P, v_r_d_l1_Y);
 
         /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)  (not stored in this function: l1_Y, l1_max) */
         /*   (l1: as (N, C·H_out·W_out)) */
         /* r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 128, 128, bpg_table_3, v_r_d_l1_Y, v_r_d_l1_max);
+        bpg_transpose_blocks(N, 1, 128, v_r_d_l1_Y, v_r_d_l1_max);
 
-        /* Grad of: l1_max = rowmax(l1_win)  (not stored in this function: l1_max) */
-        /*   (l1: each window's maximum) */
-        /* r_d_l1_win = r_d_l1_max at the first argmax of each row of l1_win, 0 elsewhere */
-        bpg_put_argmax(128*N, 4, v_l1_win, v_r_d_l1_max, v_r_d_l1_win);
+        /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))  (not stored in this function: l1_max) */
+        /*   (l1: each 2x2 window's maximum) */
+        /* r_d_l0_Y = windowsᵀ(r_d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
+        bpg_put_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_r_d_l1_max, v_r_d_l0_Y);
 
-        /* Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)  (not stored in this function: l0_Y) */
-        /*   (l1: the 2x2 windows, one row each) */
-        /* r_d_l0_Y = windowsᵀ(r_d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 512, 512, bpg_table_2, v_r_d_l1_win, v_r_d_l0_Y);
-
-        /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)  (not stored in this function: l0_Y, l0_A) */
+        /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)  (not stored in this function: l0_A) */
         /*   (l0: as (N, filters·H_out·W_out), C order) */
         /* r_d_l0_A = transposeᵀ(r_d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
-        bpg_scatter(N, 512, 512, bpg_table_1, v_r_d_l0_Y, v_r_d_l0_A);
+        bpg_transpose_blocks(N, 8, 64, v_r_d_l0_Y, v_r_d_l0_A);
 
         /* Grad of: l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)  (not stored in this function: l0_A, l0_PW) */
         /*   (l0: activation relu) */
@@ -2720,7 +2504,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         for (int64_t k = 0; k < 640; k++) v_r_d_l5_W_2[k] = v_r_d_l5_W_1_a[k] + v_r_d_l5_W_1_b[k] + 0.0001*v_v_l5_W[k];
 
         /* rows j0 .. of the result: H·v for each direction */
-        bpg_columns_out(K, 6, bpg_table_9, wsd, out, 1898, j0);
+        bpg_columns_out(K, 6, bpg_table_1, wsd, out, 1898, j0);
     }
 }
 
@@ -2741,25 +2525,24 @@ typedef real bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_TARGET_RANGE 0
 #define BPGF_LOSS_ALL_STEPS 0
 #define BPGF_SEQ_OUT 0
-#define BPGF_BYTES_PER_SAMPLE 160576
-#define BPGS_MIN_ROWS 8
+#define BPGF_BYTES_PER_SAMPLE 140096
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 12578
+#define BPGF_WORK_PER_SAMPLE 11042
 #define BPGF_OUT_FORWARD_A 10
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
 #define BPGF_OUT_LOSS_AND_GRAD_B 1899
 #define BPGF_OUT_HVP_B 1898
-#define BPGF_WS_FORWARD_A 5200
+#define BPGF_WS_FORWARD_A 4432
 #define BPGF_WS_FORWARD_B 0
 #define BPGF_HAVE_FORWARD 1
-#define BPGF_WS_LOSS_A 5280
+#define BPGF_WS_LOSS_A 4512
 #define BPGF_WS_LOSS_B 1896
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 10680
+#define BPGF_WS_LOSS_AND_GRAD_A 9144
 #define BPGF_WS_LOSS_AND_GRAD_B 3760
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 19176
+#define BPGF_WS_HVP_A 16616
 #define BPGF_WS_HVP_B 3656
 #define BPGF_HAVE_HVP 1
 
@@ -2838,13 +2621,6 @@ static const char *const bpgf_names[BPGF_ENTRIES] = {"forward", "loss", "loss_an
                                                      "hvp"};
 static const int bpgf_enabled[BPGF_ENTRIES] = {BPGF_HAVE_FORWARD, BPGF_HAVE_LOSS,
                                                BPGF_HAVE_LOSS_AND_GRAD, BPGF_HAVE_HVP};
-/* the calls themselves, split across threads or not (runtime/split.c,
-   pasted after this file) */
-size_t bpg_entry_ws(int entry, int64_t N);
-void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const real *const *p,
-                   const real *const *v, real *out, real *ws, size_t cap);
-static double bpgs_min_work;    /* the least work of a large call (split.c) */
-
 /* calls handled here and calls handed to the Python path, per entry point
    (counted with the GIL held; read by the module's tests) */
 static int64_t bpgf_counts[BPGF_ENTRIES][2];
@@ -3166,6 +2942,12 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
     pl->y_moved = pl->with_y && !pl->labels && BPGF_LOSS_ALL_STEPS && BPGF_STEPS;
     pl->out_in_ws = entry == BPGF_E_LOSS || (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT);
     const size_t y_rows = (size_t)N * (BPGF_LOSS_ALL_STEPS ? (size_t)T : 1);
+    const int64_t wa = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_A
+        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_A
+        : entry == BPGF_E_HVP ? BPGF_WS_HVP_A : BPGF_WS_LOSS_AND_GRAD_A;
+    const int64_t wb = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_B
+        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_B
+        : entry == BPGF_E_HVP ? BPGF_WS_HVP_B : BPGF_WS_LOSS_AND_GRAD_B;
     pl->out_size = entry == BPGF_E_LOSS ? BPGF_OUT_LOSS_B
         : entry == BPGF_E_HVP ? BPGF_OUT_HVP_B : BPGF_OUT_LOSS_AND_GRAD_B;
     if (entry == BPGF_E_FORWARD) {
@@ -3174,9 +2956,8 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
             || !bpgf_madd(&pl->out_size, 1, BPGF_OUT_FORWARD_B))
             return 0;
     }
-    /* the generated function's part, or its slices' (runtime/split.c) */
-    pl->ws_size = bpg_entry_ws(entry, N);
-    if (!pl->ws_size)
+    pl->ws_size = (size_t)wb;
+    if (!bpgf_madd(&pl->ws_size, (size_t)N, (size_t)wa) || !bpgf_round(&pl->ws_size))
         return 0;
     pl->at_y = pl->ws_size;
     if ((pl->labels || pl->y_moved)
@@ -3348,13 +3129,13 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         /* the GIL is let go for calls long enough to be worth it (the
            parameters are held; x and y are the caller's arguments) */
         const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
-        if (work >= BPGF_GIL_WORK || bpgs_min_work < BPGF_GIL_WORK) {
-            /* (its turn for the threads, split or the BLAS's, see split.c;
-               a call below BPGF_GIL_WORK has no product the BLAS would
-               thread, and is never split, unless the tests lower the
-               threshold with bpg_split_rule) */
+        if (work >= BPGF_GIL_WORK) {
+            /* (its turn for the BLAS threads, see bpg_threads_enter; a call
+               below BPGF_GIL_WORK has no product the BLAS would thread) */
             Py_BEGIN_ALLOW_THREADS
-            bpg_entry_run(entry, N, xp, yp, p, v, out, ws, pl.at_y);
+            const int large = bpg_threads_enter(entry == BPGF_E_HVP ? 3 * work : work);
+            bpgf_call(entry, N, xp, yp, p, v, out, ws);
+            bpg_threads_leave(large);
             Py_END_ALLOW_THREADS
         } else {
             bpgf_call(entry, N, xp, yp, p, v, out, ws);
@@ -3495,382 +3276,4 @@ int bpgf_install(void *globals)
         PyErr_Clear();
     PyGILState_Release(gil);
     return ok;
-}
-
-/* A large call's batch split across threads (docs/performance.md,
-   "Threads"): forward, loss, loss_and_grad and hvp, from the C entry points
-   (fastcall.c) and the Python path (call.py) alike, through bpg_entry_run.
-   Copied verbatim after fastcall.c (whose size checks and constants it
-   uses; fastcall.py).
-
-   A call the thread rule makes large (bpg_threads_take: the count n > 1 and
-   N times one sample's work at least BPG_THREADS_MIN_WORK) runs as
-   s = min(n, N / BPGS_MIN_ROWS) contiguous slices of the batch when s >= 2,
-   sizes differing by at most one (slice i: samples floor(N*i/s) ..
-   floor(N*(i+1)/s) - 1), each on its own thread (the
-   calling thread runs slice 0), each calling the generated function on its
-   slice with its own workspace while the BLAS stays at 1 thread.  Any other
-   large call hands its products to the BLAS's n threads instead, and a
-   small call runs on the calling thread alone.
-
-   The slices' results are combined in a fixed order, so a result depends
-   only on n and N, never on timing:
-   - forward: each slice writes its own rows of the output (time-major
-     outputs: its rows of every step);
-   - loss, loss_and_grad, hvp: every output is a mean over the batch's
-     samples (and steps) plus the l2 term, so with slice i's output o_i
-     (its own mean plus the same l2 term) and weight w_i = N_i / N,
-     sum_i w_i o_i = (1/N) sum_i N_i mean_i + (sum_i w_i) l2 = the batch's
-     output, the weights summing to 1.  Each entry of the output is
-     w_0 o_0 + w_1 o_1 + ... in that order, whichever thread computes it
-     (each thread a fixed range of entries, after every slice is done).
-
-   The per-sample inputs are sliced by bpgs_rows: an array of T blocks of N
-   rows (batch-first: T = 1, the slice is a pointer into it; time-major
-   sequences: T steps, each block's rows of the slice copied into the
-   slice's workspace).  Any other per-sample argument (an (N,) array: T = 1,
-   a row of one element) slices the same way.
-
-   The threads are created for the call and joined before it returns (no
-   pool survives a call, so fork() needs no care); creating and joining one
-   took 50-95 us on a loaded machine, against the >= 1 ms of a call this
-   large.  A thread that
-   cannot be created has its slice run by the calling thread (same result).
-   When the workspace the caller sized (for the count at the time) is too
-   small, because the count changed since, the slices get their own block;
-   if that cannot be allocated either, the call runs unsplit. */
-
-/* the fewest samples a slice may have: below, the BLAS's threads do the
-   call (fastcall.py sets it: 8 for sequences and images, never for
-   networks of dense layers alone, see docs/performance.md) */
-#ifndef BPGS_MIN_ROWS
-#define BPGS_MIN_ROWS 8
-#endif
-#define BPGS_MAX 256         /* slices at most */
-static int64_t bpgs_min_rows = BPGS_MIN_ROWS;
-static double bpgs_min_work = BPG_THREADS_MIN_WORK;
-static int64_t bpgs_calls;          /* calls run split (read by the tests) */
-
-/* The rule from now on, for this module (tests and measurements): *rows,
-   the fewest samples per slice (1 splits any large call of 2 or more
-   samples, a huge number none), and *work, the least work of a large call;
-   a value below 1 (below 0 for the work) keeps the current one.  Both are
-   replaced by the values before. */
-void bpg_split_rule(int64_t *rows, double *work)
-{
-    const int64_t old_rows = bpgs_min_rows;
-    const double old_work = bpgs_min_work;
-    if (*rows >= 1)
-        bpgs_min_rows = *rows;
-    if (*work >= 0)
-        bpgs_min_work = *work;
-    *rows = old_rows;
-    *work = old_work;
-}
-
-/* the number of calls that ran split */
-int64_t bpg_split_calls(void)
-{
-    return __atomic_load_n(&bpgs_calls, __ATOMIC_RELAXED);
-}
-
-/* the work of N samples of an entry point (the thread rule's and the GIL's
-   measure: hvp's is ~3 times the first-order functions') */
-static double bpgs_work(int entry, int64_t N)
-{
-    const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
-    return entry == BPGF_E_HVP ? 3 * work : work;
-}
-
-/* the slices a call of N samples at count n runs as: n, or fewer when a
-   slice would have fewer than bpgs_min_rows samples (1: unsplit) */
-static int bpgs_slices(int64_t N, int n)
-{
-    const int64_t most = N / bpgs_min_rows;
-    if (n > BPGS_MAX)
-        n = BPGS_MAX;
-    return most >= n ? n : most >= 2 ? (int)most : 1;
-}
-
-/* elements, rounded up to whole 64-byte lines */
-static size_t bpgs_round(size_t size)
-{
-    const size_t unit = 64 / sizeof(real);
-    return (size + unit - 1) / unit * unit;
-}
-
-/* the output's elements not proportional to N (all of it, for loss,
-   loss_and_grad and hvp) */
-static size_t bpgs_out_fixed(int entry)
-{
-    return entry == BPGF_E_LOSS ? BPGF_OUT_LOSS_B
-        : entry == BPGF_E_HVP ? BPGF_OUT_HVP_B
-        : entry == BPGF_E_LOSS_AND_GRAD ? BPGF_OUT_LOSS_AND_GRAD_B : 0;
-}
-
-/* The workspace of one slice of m samples: the generated function's, then
-   its x and y gathered (time-major ones only), then its own output (the
-   reduced outputs, or a time-major forward output); 0 on overflow.
-   Offsets into it in at[0..2] (x, y, out) when `at` is not NULL. */
-static size_t bpgs_slice_ws(int entry, int64_t m, size_t *at)
-{
-    const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
-    const int64_t wa = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_A
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_A
-        : entry == BPGF_E_HVP ? BPGF_WS_HVP_A : BPGF_WS_LOSS_AND_GRAD_A;
-    const int64_t wb = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_B
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_B
-        : entry == BPGF_E_HVP ? BPGF_WS_HVP_B : BPGF_WS_LOSS_AND_GRAD_B;
-    size_t size = (size_t)wb, parts[3];
-    if (!bpgf_madd(&size, (size_t)m, (size_t)wa) || !bpgf_round(&size))
-        return 0;
-    parts[0] = size;                    /* x, time-major: gathered */
-    if (BPGF_STEPS && (!bpgf_madd(&size, (size_t)m, BPGF_IN_SIZE * BPGF_X_REALS)
-                       || !bpgf_round(&size)))
-        return 0;
-    parts[1] = size;                    /* y, time-major (every step's loss) */
-    if (entry != BPGF_E_FORWARD && BPGF_LOSS_ALL_STEPS
-        && (!bpgf_madd(&size, (size_t)m * (size_t)T, BPGF_K) || !bpgf_round(&size)))
-        return 0;
-    parts[2] = size;                    /* the slice's output */
-    if (entry != BPGF_E_FORWARD && (!bpgf_madd(&size, 1, bpgs_out_fixed(entry))
-                                    || !bpgf_round(&size)))
-        return 0;
-    if (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT
-        && (!bpgf_madd(&size, (size_t)m * (size_t)T, BPGF_K) || !bpgf_round(&size)))
-        return 0;
-    if (at)
-        memcpy(at, parts, sizeof parts);
-    return size;
-}
-
-/* the first sample of slice i of n */
-static int64_t bpgs_start(int64_t N, int n, int i)
-{
-    return (int64_t)(((__int128)N * i) / n);
-}
-
-/* The workspace (elements) a call of N samples needs at count n: unsplit,
-   the generated function's; split, every slice's; 0 on overflow. */
-static size_t bpgs_ws_need(int entry, int64_t N, int n)
-{
-    const int s = bpgs_slices(N, n);
-    if (s == 1) {
-        size_t at[3];
-        return bpgs_slice_ws(entry, N, at) ? at[0] : 0;
-    }
-    size_t total = 0;
-    for (int i = 0; i < s; i++) {
-        const size_t one = bpgs_slice_ws(entry, bpgs_start(N, s, i + 1) - bpgs_start(N, s, i),
-                                         NULL);
-        if (!one || !bpgf_madd(&total, 1, one))
-            return 0;
-    }
-    return total;
-}
-
-/* Rows a .. a+m-1 of each of T blocks of N rows of `row` bytes: in place when
-   T == 1, else copied, block after block, to `dst`. */
-static const void *bpgs_rows(const void *src, int64_t N, int64_t T, size_t row, int64_t a,
-                             int64_t m, void *dst)
-{
-    if (T == 1)
-        return (const char *)src + (size_t)a * row;
-    for (int64_t t = 0; t < T; t++)
-        memcpy((char *)dst + (size_t)(t * m) * row, (const char *)src + (size_t)(t * N + a) * row,
-               (size_t)m * row);
-    return dst;
-}
-
-typedef struct {
-    int entry, n;
-    int64_t N;
-    const bpgf_x_t *x;
-    const real *y;
-    const real *const *p, *const *v;
-    real *out;
-    real *ws;
-    size_t at[BPGS_MAX];        /* slice i's workspace: ws + at[i] */
-    pthread_mutex_t lock;
-    pthread_cond_t all_done;
-    int done;                   /* slices finished */
-} bpgs_job;
-
-typedef struct {
-    bpgs_job *job;
-    int i;
-} bpgs_task;
-
-/* slice i: its inputs, the generated function, its output */
-static void bpgs_run_slice(bpgs_job *j, int i)
-{
-    const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
-    const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
-    real *ws = j->ws + j->at[i];
-    size_t at[3];
-    bpgs_slice_ws(j->entry, m, at);
-    const bpgf_x_t *x = bpgs_rows(j->x, j->N, T, sizeof(bpgf_x_t) * (BPGF_IN_SIZE / T), a, m,
-                                  ws + at[0]);
-    const real *y = NULL;
-    if (j->entry != BPGF_E_FORWARD)
-        y = bpgs_rows(j->y, j->N, BPGF_LOSS_ALL_STEPS ? T : 1, sizeof(real) * BPGF_K, a, m,
-                      ws + at[1]);
-    real *out = ws + at[2];
-    if (j->entry == BPGF_E_FORWARD && !BPGF_SEQ_OUT)
-        out = j->out + (size_t)a * BPGF_K;             /* its own rows */
-    bpgf_call(j->entry, m, x, y, j->p, j->v, out, ws);
-    if (j->entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)    /* its rows of every step */
-        for (int64_t t = 0; t < T; t++)
-            memcpy(j->out + (size_t)(t * j->N + a) * BPGF_K, out + (size_t)(t * m) * BPGF_K,
-                   sizeof(real) * (size_t)m * BPGF_K);
-}
-
-/* slice i's weight in the combined output: its share of the terms the
-   loss averages (samples, or samples times steps: the same share; were
-   the steps counted per sample, the share of their sum) */
-static double bpgs_weight(const bpgs_job *j, int i)
-{
-    const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
-    return (double)m / (double)j->N;
-}
-
-/* after `slices` slices are done here, wait for every other */
-static void bpgs_arrive(bpgs_job *j, int slices)
-{
-    pthread_mutex_lock(&j->lock);
-    j->done += slices;
-    if (j->done == j->n)
-        pthread_cond_broadcast(&j->all_done);
-    while (j->done < j->n)
-        pthread_cond_wait(&j->all_done, &j->lock);
-    pthread_mutex_unlock(&j->lock);
-}
-
-/* part i of n of the weighted sum of the slices' outputs: entries
-   [S*i/n, S*(i+1)/n) (rounded to 64-byte lines), each the sum over the
-   slices in order */
-static BPG_ENTRY void bpgs_reduce(bpgs_job *j, int part)
-{
-    const size_t S = bpgs_out_fixed(j->entry), unit = 64 / sizeof(real);
-    const size_t lo = S * (size_t)part / (size_t)j->n / unit * unit;
-    const size_t hi = part + 1 == j->n ? S : S * (size_t)(part + 1) / (size_t)j->n / unit * unit;
-    for (int i = 0; i < j->n; i++) {
-        size_t at[3];
-        const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
-        bpgs_slice_ws(j->entry, m, at);
-        const real w = (real)bpgs_weight(j, i);
-        const real *restrict o = j->ws + j->at[i] + at[2];
-        real *restrict out = j->out;
-        if (i == 0) {
-#pragma omp simd
-            for (size_t k = lo; k < hi; k++)
-                out[k] = w * o[k];
-        } else {
-#pragma omp simd
-            for (size_t k = lo; k < hi; k++)
-                out[k] += w * o[k];
-        }
-    }
-}
-
-static void *bpgs_thread(void *arg)
-{
-    bpgs_task *task = arg;
-    bpgs_run_slice(task->job, task->i);
-    bpgs_arrive(task->job, 1);
-    if (task->job->entry != BPGF_E_FORWARD)
-        bpgs_reduce(task->job, task->i);
-    return NULL;
-}
-
-/* the call split into n slices over ws (laid out by bpgs_ws_need) */
-static void bpgs_split(bpgs_job *j)
-{
-    pthread_t tid[BPGS_MAX];
-    bpgs_task task[BPGS_MAX];
-    int made[BPGS_MAX] = {0}, here = 1;
-    size_t offset = 0;
-    for (int i = 0; i < j->n; i++) {
-        j->at[i] = offset;
-        offset += bpgs_slice_ws(j->entry, bpgs_start(j->N, j->n, i + 1) - bpgs_start(j->N, j->n, i),
-                                NULL);
-    }
-    pthread_mutex_init(&j->lock, NULL);
-    pthread_cond_init(&j->all_done, NULL);
-    j->done = 0;
-    for (int i = 1; i < j->n; i++) {
-        task[i] = (bpgs_task){j, i};
-        made[i] = pthread_create(&tid[i], NULL, bpgs_thread, &task[i]) == 0;
-    }
-    bpgs_run_slice(j, 0);
-    for (int i = 1; i < j->n; i++)
-        if (!made[i]) {
-            bpgs_run_slice(j, i);
-            here++;
-        }
-    bpgs_arrive(j, here);
-    if (j->entry != BPGF_E_FORWARD)
-        for (int i = 0; i < j->n; i++)
-            if (i == 0 || !made[i])
-                bpgs_reduce(j, i);
-    for (int i = 1; i < j->n; i++)
-        if (made[i])
-            pthread_join(tid[i], NULL);
-    pthread_cond_destroy(&j->all_done);
-    pthread_mutex_destroy(&j->lock);
-}
-
-/* The workspace (elements) bpg_entry_run wants for N samples at the
-   current count; 0 on overflow. */
-size_t bpg_entry_ws(int entry, int64_t N)
-{
-    const int n = bpg_get_threads();
-    const size_t split = bpgs_ws_need(entry, N, bpgs_work(entry, N) >= bpgs_min_work ? n : 1);
-    const size_t whole = bpgs_ws_need(entry, N, 1);
-    return split && whole ? (split > whole ? split : whole) : 0;
-}
-
-/* One call of entry point `entry` (0 forward, 1 loss, 2 loss_and_grad,
-   3 hvp) on N samples: x and y as the generated function reads them (x
-   time-major for sequences, y one-hot or real, time-major when the loss
-   reads every step), the parameters p (and hvp's v) as pointer arrays, the
-   output `out` as the generated function writes it, `ws` a workspace of
-   `cap` elements (at least bpgs_ws_need(entry, N, 1)).  Takes the call's
-   turn (the thread rule), runs it split, with the BLAS's threads, or on
-   this thread alone, and gives the turn back.  Call it without the GIL. */
-void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const real *const *p,
-                   const real *const *v, real *out, real *ws, size_t cap)
-{
-    const double work = bpgs_work(entry, N);
-    /* the count decides: split when the slices are large enough */
-    const int want = bpg_get_threads();
-    const int large = work >= bpgs_min_work;
-    const int split = large && want > 1 && bpgs_slices(N, want) > 1;
-    const int n = bpg_threads_take(large, !split);
-    const int s = n > 1 ? bpgs_slices(N, n) : 1;
-    if (s > 1 && split) {
-        const size_t need = bpgs_ws_need(entry, N, s);
-        real *own = NULL;
-        if (need > cap && posix_memalign((void **)&own, 64, need * sizeof(real)) != 0)
-            own = NULL;
-        if (need <= cap || own) {
-            bpgs_job j = {.entry = entry, .n = s, .N = N, .x = x, .y = y, .p = p, .v = v,
-                          .out = out, .ws = own ? own : ws};
-            bpgs_split(&j);
-            __atomic_add_fetch(&bpgs_calls, 1, __ATOMIC_RELAXED);
-            free(own);
-            bpg_threads_leave(1);
-            return;
-        }
-    }
-    if (n > 1 && split)     /* a large call after all unsplit: the BLAS's threads */
-        bpg_threads_apply(n);
-    bpgf_call(entry, N, x, y, p, v, out, ws);
-    bpg_threads_leave(n > 1);
-}
-
-/* 1 when entry point `entry` is compiled here (bpgf_call can run it) */
-int bpg_entry_have(int entry)
-{
-    return entry >= 0 && entry < BPGF_ENTRIES && bpgf_enabled[entry];
 }

@@ -82,7 +82,7 @@ _CURV_LOSS = None
 #: how to read it: "softmax" (diag(p) - p pᵀ) or "diagonal" (diag l'')
 _CURV_FORM = "softmax"
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
-_BYTES_PER_SAMPLE = 160576
+_BYTES_PER_SAMPLE = 140096
 #: elements per sample the structured Hessian's assembly holds besides its result
 _ASSEMBLY_PER_SAMPLE = {}
 #: generated function -> where its outputs lie in one flat buffer:
@@ -96,7 +96,7 @@ _OUTPUTS = {
     "grad_factors": [(0, 0, 512, 0, 8), (512, 0, 576, 0, 9), (1088, 0, 256, 0, 16), (1344, 0, 1152, 0, 72), (2496, 0, 64, 0, 64), (2560, 0, 10, 0, 10)],
 }
 #: _tangent_columns' tangents per direction: a*N + b bytes
-_TANGENT_BYTES = (95568, 59616)
+_TANGENT_BYTES = (83280, 59616)
 
 
 def init_params(seed=0):
@@ -837,6 +837,35 @@ def _put_argmax(sel, val):
     return out
 
 
+# k directions at once (hessian_columns): a per-sample variable of `rows`
+# rows a sample is stored (NB*rows*K, cols), each row's K directions together
+
+
+def _by_direction(a, nb, k, rows, cols):
+    # as (NB*K, rows*cols): one block per sample and direction
+    return a.reshape(nb, rows, k, cols).transpose(0, 2, 1, 3).reshape(nb * k, rows * cols)
+
+
+def _by_row(a, nb, k, rows, cols):
+    # the inverse of _by_direction: (NB*K*rows, cols) -> (NB*rows*K, cols)
+    return a.reshape(nb, k, rows, cols).transpose(0, 2, 1, 3).reshape(nb * rows * k, cols)
+
+
+def _take_argmax_dirs(sel, val, k):
+    # sel (R, C); val (R*K, C), row r's K directions together: each at sel's first maximum
+    best = sel.argmax(axis=1)
+    return numpy.take_along_axis(val.reshape(-1, k, sel.shape[1]), best[:, None, None],
+                                 axis=2).reshape(-1, 1)
+
+
+def _put_argmax_dirs(sel, val, k):
+    # the adjoint of _take_argmax_dirs: (R*K, C), val at sel's first maximum, zeros elsewhere
+    out = numpy.zeros((sel.shape[0], k, sel.shape[1]), dtype=DTYPE)
+    out[numpy.arange(sel.shape[0])[:, None], numpy.arange(k)[None, :],
+        sel.argmax(axis=1)[:, None]] = val.reshape(-1, k)
+    return out.reshape(-1, sel.shape[1])
+
+
 @functools.lru_cache(maxsize=None)
 def _pattern_index(pattern):
     """int64 index array of ``pattern`` (a tuple: kind, then sizes):
@@ -896,12 +925,9 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l0: as (N, filters·H_out·W_out), C order
     # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
-    # l1: the 2x2 windows, one row each
-    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
-    l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
-    # l1: each window's maximum
-    # l1_max = rowmax(l1_win)
-    l1_max = _take_argmax(l1_win, l1_win)
+    # l1: each 2x2 window's maximum
+    # l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    l1_max = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4).max(axis=1, keepdims=True)
     # l1: as (N, C·H_out·W_out)
     # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
@@ -917,12 +943,9 @@ def _forward(x, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l2: as (N, filters·H_out·W_out), C order
     # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
-    # l3: the 2x2 windows, one row each
-    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
-    l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
-    # l3: each window's maximum
-    # l3_max = rowmax(l3_win)
-    l3_max = _take_argmax(l3_win, l3_win)
+    # l3: each 2x2 window's maximum
+    # l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    l3_max = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4).max(axis=1, keepdims=True)
     # l3: as (N, C·H_out·W_out)
     # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
@@ -966,12 +989,9 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l0: as (N, filters·H_out·W_out), C order
     # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
-    # l1: the 2x2 windows, one row each
-    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
-    l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
-    # l1: each window's maximum
-    # l1_max = rowmax(l1_win)
-    l1_max = _take_argmax(l1_win, l1_win)
+    # l1: each 2x2 window's maximum
+    # l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    l1_max = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4).max(axis=1, keepdims=True)
     # l1: as (N, C·H_out·W_out)
     # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
@@ -987,12 +1007,9 @@ def _loss(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l2: as (N, filters·H_out·W_out), C order
     # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
-    # l3: the 2x2 windows, one row each
-    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
-    l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
-    # l3: each window's maximum
-    # l3_max = rowmax(l3_win)
-    l3_max = _take_argmax(l3_win, l3_win)
+    # l3: each 2x2 window's maximum
+    # l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    l3_max = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4).max(axis=1, keepdims=True)
     # l3: as (N, C·H_out·W_out)
     # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
@@ -1085,12 +1102,9 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l0: as (N, filters·H_out·W_out), C order
     # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
-    # l1: the 2x2 windows, one row each
-    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
-    l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
-    # l1: each window's maximum
-    # l1_max = rowmax(l1_win)
-    l1_max = _take_argmax(l1_win, l1_win)
+    # l1: each 2x2 window's maximum
+    # l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    l1_max = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4).max(axis=1, keepdims=True)
     # l1: as (N, C·H_out·W_out)
     # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
@@ -1109,12 +1123,9 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l2: as (N, filters·H_out·W_out), C order
     # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
-    # l3: the 2x2 windows, one row each
-    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
-    l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
-    # l3: each window's maximum
-    # l3_max = rowmax(l3_win)
-    l3_max = _take_argmax(l3_win, l3_win)
+    # l3: each 2x2 window's maximum
+    # l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    l3_max = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4).max(axis=1, keepdims=True)
     # l3: as (N, C·H_out·W_out)
     # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
@@ -1182,15 +1193,10 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
     d_l3_max = _scatter(d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
 
-    # Grad of: l3_max = rowmax(l3_win)
-    #   (l3: each window's maximum)
-    # d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere
-    d_l3_win = _put_argmax(l3_win, d_l3_max)
-
-    # Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
-    #   (l3: the 2x2 windows, one row each)
-    # d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it)
-    d_l2_Y = _scatter(d_l3_win, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
+    # Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    #   (l3: each 2x2 window's maximum)
+    # d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere)
+    d_l2_Y = _scatter(_put_argmax(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4), d_l3_max), _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
 
     # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     #   (l2: as (N, filters·H_out·W_out), C order)
@@ -1224,15 +1230,10 @@ def _loss_and_grad(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it)
     d_l1_max = _scatter(d_l1_Y, _pattern_index(('transpose', 128, 1)), N, 128, 1)
 
-    # Grad of: l1_max = rowmax(l1_win)
-    #   (l1: each window's maximum)
-    # d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere
-    d_l1_win = _put_argmax(l1_win, d_l1_max)
-
-    # Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
-    #   (l1: the 2x2 windows, one row each)
-    # d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it)
-    d_l0_Y = _scatter(d_l1_win, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
+    # Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    #   (l1: each 2x2 window's maximum)
+    # d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere)
+    d_l0_Y = _scatter(_put_argmax(_gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4), d_l1_max), _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
 
     # Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     #   (l0: as (N, filters·H_out·W_out), C order)
@@ -1325,16 +1326,11 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
     # r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample)
     r_l0_Y = _gather(r_l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
-    # l1: the 2x2 windows, one row each
-    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
-    l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
-    # r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2)
-    r_l1_win = _gather(r_l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
-    # l1: each window's maximum
-    # l1_max = rowmax(l1_win)
-    l1_max = _take_argmax(l1_win, l1_win)
-    # r_l1_max = r_l1_win at the first argmax of each row of l1_win
-    r_l1_max = _take_argmax(l1_win, r_l1_win)
+    # l1: each 2x2 window's maximum
+    # l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    l1_max = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4).max(axis=1, keepdims=True)
+    # r_l1_max = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
+    r_l1_max = _take_argmax(_gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4), _gather(r_l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4))
     # l1: as (N, C·H_out·W_out)
     # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
@@ -1365,16 +1361,11 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
     # r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample)
     r_l2_Y = _gather(r_l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
-    # l3: the 2x2 windows, one row each
-    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
-    l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
-    # r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2)
-    r_l3_win = _gather(r_l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
-    # l3: each window's maximum
-    # l3_max = rowmax(l3_win)
-    l3_max = _take_argmax(l3_win, l3_win)
-    # r_l3_max = r_l3_win at the first argmax of each row of l3_win
-    r_l3_max = _take_argmax(l3_win, r_l3_win)
+    # l3: each 2x2 window's maximum
+    # l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    l3_max = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4).max(axis=1, keepdims=True)
+    # r_l3_max = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
+    r_l3_max = _take_argmax(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4), _gather(r_l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4))
     # l3: as (N, C·H_out·W_out)
     # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
@@ -1444,19 +1435,12 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
     r_d_l3_max = _scatter(r_d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
 
-    # Grad of: l3_max = rowmax(l3_win)
-    #   (l3: each window's maximum)
-    # d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere
-    d_l3_win = _put_argmax(l3_win, d_l3_max)
-    # r_d_l3_win = r_d_l3_max at the first argmax of each row of l3_win, 0 elsewhere
-    r_d_l3_win = _put_argmax(l3_win, r_d_l3_max)
-
-    # Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
-    #   (l3: the 2x2 windows, one row each)
-    # d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it)
-    d_l2_Y = _scatter(d_l3_win, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
-    # r_d_l2_Y = windowsᵀ(r_d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it)
-    r_d_l2_Y = _scatter(r_d_l3_win, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
+    # Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    #   (l3: each 2x2 window's maximum)
+    # d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere)
+    d_l2_Y = _scatter(_put_argmax(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4), d_l3_max), _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
+    # r_d_l2_Y = windowsᵀ(r_d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere)
+    r_d_l2_Y = _scatter(_put_argmax(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4), r_d_l3_max), _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
 
     # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     #   (l2: as (N, filters·H_out·W_out), C order)
@@ -1500,15 +1484,10 @@ def _hvp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_l2_
     # r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it)
     r_d_l1_max = _scatter(r_d_l1_Y, _pattern_index(('transpose', 128, 1)), N, 128, 1)
 
-    # Grad of: l1_max = rowmax(l1_win)
-    #   (l1: each window's maximum)
-    # r_d_l1_win = r_d_l1_max at the first argmax of each row of l1_win, 0 elsewhere
-    r_d_l1_win = _put_argmax(l1_win, r_d_l1_max)
-
-    # Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
-    #   (l1: the 2x2 windows, one row each)
-    # r_d_l0_Y = windowsᵀ(r_d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it)
-    r_d_l0_Y = _scatter(r_d_l1_win, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
+    # Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    #   (l1: each 2x2 window's maximum)
+    # r_d_l0_Y = windowsᵀ(r_d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere)
+    r_d_l0_Y = _scatter(_put_argmax(_gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4), r_d_l1_max), _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
 
     # Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     #   (l0: as (N, filters·H_out·W_out), C order)
@@ -1593,16 +1572,11 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
     # r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample)
     r_l0_Y = _gather(r_l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
-    # l1: the 2x2 windows, one row each
-    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
-    l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
-    # r_l1_win = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2)
-    r_l1_win = _gather(r_l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
-    # l1: each window's maximum
-    # l1_max = rowmax(l1_win)
-    l1_max = _take_argmax(l1_win, l1_win)
-    # r_l1_max = r_l1_win at the first argmax of each row of l1_win
-    r_l1_max = _take_argmax(l1_win, r_l1_win)
+    # l1: each 2x2 window's maximum
+    # l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    l1_max = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4).max(axis=1, keepdims=True)
+    # r_l1_max = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
+    r_l1_max = _take_argmax(_gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4), _gather(r_l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4))
     # l1: as (N, C·H_out·W_out)
     # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
@@ -1633,16 +1607,11 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
     # r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample)
     r_l2_Y = _gather(r_l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
-    # l3: the 2x2 windows, one row each
-    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
-    l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
-    # r_l3_win = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2)
-    r_l3_win = _gather(r_l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
-    # l3: each window's maximum
-    # l3_max = rowmax(l3_win)
-    l3_max = _take_argmax(l3_win, l3_win)
-    # r_l3_max = r_l3_win at the first argmax of each row of l3_win
-    r_l3_max = _take_argmax(l3_win, r_l3_win)
+    # l3: each 2x2 window's maximum
+    # l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    l3_max = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4).max(axis=1, keepdims=True)
+    # r_l3_max = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
+    r_l3_max = _take_argmax(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4), _gather(r_l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4))
     # l3: as (N, C·H_out·W_out)
     # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
@@ -1700,15 +1669,10 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
     d_l3_max = _scatter(d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
 
-    # Grad of: l3_max = rowmax(l3_win)
-    #   (l3: each window's maximum)
-    # d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere
-    d_l3_win = _put_argmax(l3_win, d_l3_max)
-
-    # Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
-    #   (l3: the 2x2 windows, one row each)
-    # d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it)
-    d_l2_Y = _scatter(d_l3_win, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
+    # Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    #   (l3: each 2x2 window's maximum)
+    # d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere)
+    d_l2_Y = _scatter(_put_argmax(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4), d_l3_max), _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
 
     # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     #   (l2: as (N, filters·H_out·W_out), C order)
@@ -1742,15 +1706,10 @@ def _ggn_vp(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, v_l0_W, v_l0_b, v_l2_W, v_
     # d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it)
     d_l1_max = _scatter(d_l1_Y, _pattern_index(('transpose', 128, 1)), N, 128, 1)
 
-    # Grad of: l1_max = rowmax(l1_win)
-    #   (l1: each window's maximum)
-    # d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere
-    d_l1_win = _put_argmax(l1_win, d_l1_max)
-
-    # Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
-    #   (l1: the 2x2 windows, one row each)
-    # d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it)
-    d_l0_Y = _scatter(d_l1_win, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
+    # Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    #   (l1: each 2x2 window's maximum)
+    # d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere)
+    d_l0_Y = _scatter(_put_argmax(_gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4), d_l1_max), _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
 
     # Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     #   (l0: as (N, filters·H_out·W_out), C order)
@@ -1819,12 +1778,9 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l0: as (N, filters·H_out·W_out), C order
     # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
-    # l1: the 2x2 windows, one row each
-    # l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
-    l1_win = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4)
-    # l1: each window's maximum
-    # l1_max = rowmax(l1_win)
-    l1_max = _take_argmax(l1_win, l1_win)
+    # l1: each 2x2 window's maximum
+    # l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    l1_max = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4).max(axis=1, keepdims=True)
     # l1: as (N, C·H_out·W_out)
     # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
     l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
@@ -1843,12 +1799,9 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # l2: as (N, filters·H_out·W_out), C order
     # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
-    # l3: the 2x2 windows, one row each
-    # l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
-    l3_win = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4)
-    # l3: each window's maximum
-    # l3_max = rowmax(l3_win)
-    l3_max = _take_argmax(l3_win, l3_win)
+    # l3: each 2x2 window's maximum
+    # l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    l3_max = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4).max(axis=1, keepdims=True)
     # l3: as (N, C·H_out·W_out)
     # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
     l3_Y[...] = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
@@ -1887,15 +1840,10 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
     d_l3_max = _scatter(d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
 
-    # Grad of: l3_max = rowmax(l3_win)
-    #   (l3: each window's maximum)
-    # d_l3_win = d_l3_max at the first argmax of each row of l3_win, 0 elsewhere
-    d_l3_win = _put_argmax(l3_win, d_l3_max)
-
-    # Grad of: l3_win = windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
-    #   (l3: the 2x2 windows, one row each)
-    # d_l2_Y = windowsᵀ(d_l3_win; C=16, H=4, W=4, k=2, s=2)  (each input entry sums the outputs that read it)
-    d_l2_Y = _scatter(d_l3_win, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
+    # Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    #   (l3: each 2x2 window's maximum)
+    # d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere)
+    d_l2_Y = _scatter(_put_argmax(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4), d_l3_max), _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
 
     # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
     #   (l2: as (N, filters·H_out·W_out), C order)
@@ -1922,15 +1870,10 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it)
     d_l1_max = _scatter(d_l1_Y, _pattern_index(('transpose', 128, 1)), N, 128, 1)
 
-    # Grad of: l1_max = rowmax(l1_win)
-    #   (l1: each window's maximum)
-    # d_l1_win = d_l1_max at the first argmax of each row of l1_win, 0 elsewhere
-    d_l1_win = _put_argmax(l1_win, d_l1_max)
-
-    # Grad of: l1_win = windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
-    #   (l1: the 2x2 windows, one row each)
-    # d_l0_Y = windowsᵀ(d_l1_win; C=8, H=8, W=8, k=2, s=2)  (each input entry sums the outputs that read it)
-    d_l0_Y = _scatter(d_l1_win, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
+    # Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    #   (l1: each 2x2 window's maximum)
+    # d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere)
+    d_l0_Y = _scatter(_put_argmax(_gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4), d_l1_max), _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
 
     # Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
     #   (l0: as (N, filters·H_out·W_out), C order)
@@ -1942,6 +1885,258 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
     numpy.multiply(d_l0_A, (l0_Z >= 0), out=d_l0_Z)
     return d_l0_Z, l0_P, d_l2_Z, l2_P, l3_Y, d_l5_Z_2
+
+
+def _columns_head(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
+    N = x.shape[0]
+
+    # forward pass
+    # l0: patches (im2col), one row per output pixel
+    # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
+    l0_P = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
+    # l0: patches times the kernel, P·Wᵀ
+    # l0_PW = l0_P·l0_Wᵀ
+    l0_PW = l0_P @ l0_W.T
+    # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
+    # l0_Z = l0_PW + l0_b
+    l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
+    # hc = where(l0_Z >= 0, 1, 0)
+    hc = _where((l0_Z >= 0), 1, 0)
+    # l0: activation relu
+    # l0_A = where(l0_Z >= 0, l0_Z, 0)
+    l0_A = numpy.where((l0_Z >= 0), l0_Z, 0)
+    # l0: as (N, filters·H_out·W_out), C order
+    # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
+    l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
+    # l1: each 2x2 window's maximum
+    # l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    l1_max = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4).max(axis=1, keepdims=True)
+    # l1: as (N, C·H_out·W_out)
+    # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
+    l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
+    # l2: patches (im2col), one row per output pixel
+    # l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
+    l2_P = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
+    # l2: patches times the kernel, P·Wᵀ
+    # l2_PW = l2_P·l2_Wᵀ
+    l2_PW = l2_P @ l2_W.T
+    # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
+    # l2_Z = l2_PW + l2_b
+    l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
+    # hc_1 = where(l2_Z >= 0, 1, 0)
+    hc_1 = _where((l2_Z >= 0), 1, 0)
+    # l2: activation relu
+    # l2_A = where(l2_Z >= 0, l2_Z, 0)
+    l2_A = numpy.where((l2_Z >= 0), l2_Z, 0)
+    # l2: as (N, filters·H_out·W_out), C order
+    # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
+    l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
+    # l3: each 2x2 window's maximum
+    # l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    l3_max = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4).max(axis=1, keepdims=True)
+    # l3: as (N, C·H_out·W_out)
+    # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
+    l3_Y = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
+    # l5: affine part
+    # l5_XW = l3_Y·l5_W
+    l5_XW = l3_Y @ l5_W
+    # l5: pre-activation
+    # l5_Z = l5_XW + l5_b
+    l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
+    # o_max = rowmax(l5_Z)
+    o_max = l5_Z.max(axis=1, keepdims=True)
+    # exponentials, shifted by the row maximum for stability
+    # o_exp = exp(l5_Z - o_max)
+    o_exp = numpy.exp(l5_Z - o_max)
+    # row sums of the exponentials
+    # o_expsum = o_exp·1
+    o_expsum = o_exp.sum(axis=1, keepdims=True)
+
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
+    #   (logsumexp(O) - O[label] per sample)
+    # d_o_expsum = 1 / (N o_expsum)
+    d_o_expsum = 1/(N*o_expsum)
+
+    # Grad of: l5_Z = l5_XW + l5_b
+    #   (l5: pre-activation)
+    # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
+    d_l5_Z_2 = d_o_expsum*o_exp - y/N
+
+    # Grad of: l5_XW = l3_Y·l5_W
+    #   (l5: affine part)
+    # d_l3_Y = d_l5_Z_2·l5_Wᵀ
+    d_l3_Y = d_l5_Z_2 @ l5_W.T
+
+    # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
+    #   (l3: as (N, C·H_out·W_out))
+    # d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
+    d_l3_max = _scatter(d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
+
+    # Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    #   (l3: each 2x2 window's maximum)
+    # d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere)
+    d_l2_Y = _scatter(_put_argmax(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4), d_l3_max), _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
+
+    # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
+    #   (l2: as (N, filters·H_out·W_out), C order)
+    # d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it)
+    d_l2_A = _scatter(d_l2_Y, _pattern_index(('transpose', 16, 16)), N, 256, 16)
+
+    # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
+    #   (l2: activation relu)
+    # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
+    d_l2_Z = d_l2_A*(l2_Z >= 0)
+    return d_l2_Z, d_l5_Z_2, d_o_expsum, hc, hc_1, l0_P, l0_Y, l2_P, l2_Y, l3_Y, o_exp, o_expsum
+
+
+def _tangent_columns(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b, d_l2_Z, d_l5_Z_2, d_o_expsum, hc, hc_1, l0_P, l0_Y, l2_P, l2_Y, l3_Y, o_exp, o_expsum, v_l0_W, v_l0_b, v_l2_W, v_l2_b, v_l5_W, v_l5_b, K):
+    N = x.shape[0]
+    NB = N  # the batch
+    N = NB*K  # the tangent pass runs on N·K rows: sample n in direction d is row n·K + d
+
+    # forward pass
+    # r_l0_PW_b = l0_P·v_l0_Wᵀ
+    r_l0_PW_b = (l0_P @ v_l0_W.reshape(8, K, 9).transpose(1, 0, 2).reshape(K*8, 9).T).reshape(64*NB*K, 8)
+    # r_l0_A = hc ⊙ (r_l0_PW_b + v_l0_b)
+    r_l0_A = _batched(hc[:, None, :]*(r_l0_PW_b.reshape(64*NB, K, 8) + v_l0_b.reshape(1, K, 8)), 64*NB, K, 8)
+    # r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample)
+    r_l0_Y = _by_row(_gather(_by_direction(r_l0_A, NB, K, 64, 8), _pattern_index(('transpose', 64, 8)), NB*K, 1, 512), NB, K, 1, 512)
+    # r_l1_max = windows(r_l0_Y; C=8, H=8, W=8, k=2, s=2) at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2)
+    r_l1_max = _take_argmax_dirs(_gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), NB, 128, 4), _by_row(_gather(_by_direction(r_l0_Y, NB, K, 1, 512), _pattern_index(('windows', 8, 8, 8, 2, 2)), NB*K, 128, 4), NB, K, 128, 4), K)
+    # r_l1_Y = transpose(r_l1_max; 128×1 → 1×128 per sample)
+    r_l1_Y = _by_row(_gather(_by_direction(r_l1_max, NB, K, 128, 1), _pattern_index(('transpose', 128, 1)), NB*K, 1, 128), NB, K, 1, 128)
+    # r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
+    r_l2_P = _by_row(_gather(_by_direction(r_l1_Y, NB, K, 1, 128), _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), NB*K, 16, 72), NB, K, 16, 72)
+    # r_l2_PW_a = r_l2_P·l2_Wᵀ
+    r_l2_PW_a = r_l2_P @ l2_W.T
+    # r_l2_PW_b = l2_P·v_l2_Wᵀ
+    r_l2_PW_b = (l2_P @ v_l2_W.reshape(16, K, 72).transpose(1, 0, 2).reshape(K*16, 72).T).reshape(16*NB*K, 16)
+    # r_l2_A = hc_1 ⊙ (r_l2_PW_a + r_l2_PW_b + v_l2_b)
+    r_l2_A = _batched(hc_1[:, None, :]*(r_l2_PW_a.reshape(16*NB, K, 16) + r_l2_PW_b.reshape(16*NB, K, 16) + v_l2_b.reshape(1, K, 16)), 16*NB, K, 16)
+    # r_l2_Y = transpose(r_l2_A; 16×16 → 16×16 per sample)
+    r_l2_Y = _by_row(_gather(_by_direction(r_l2_A, NB, K, 16, 16), _pattern_index(('transpose', 16, 16)), NB*K, 1, 256), NB, K, 1, 256)
+    # r_l3_max = windows(r_l2_Y; C=16, H=4, W=4, k=2, s=2) at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2)
+    r_l3_max = _take_argmax_dirs(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), NB, 64, 4), _by_row(_gather(_by_direction(r_l2_Y, NB, K, 1, 256), _pattern_index(('windows', 16, 4, 4, 2, 2)), NB*K, 64, 4), NB, K, 64, 4), K)
+    # r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample)
+    r_l3_Y = _by_row(_gather(_by_direction(r_l3_max, NB, K, 64, 1), _pattern_index(('transpose', 64, 1)), NB*K, 1, 64), NB, K, 1, 64)
+    # r_l5_XW_a = r_l3_Y·l5_W
+    r_l5_XW_a = r_l3_Y @ l5_W
+    # r_l5_XW_b = l3_Y·v_l5_W
+    r_l5_XW_b = (l3_Y @ v_l5_W.reshape(64, K*10)).reshape(NB*K, 10)
+    # r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b)
+    r_o_exp = _batched(o_exp[:, None, :]*(r_l5_XW_a.reshape(NB, K, 10) + r_l5_XW_b.reshape(NB, K, 10) + v_l5_b.reshape(1, K, 10)), NB, K, 10)
+    # r_o_expsum = r_o_exp·1
+    r_o_expsum = r_o_exp.sum(axis=1, keepdims=True)
+
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label, o_max)
+    #   (logsumexp(O) - O[label] per sample)
+    # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
+    r_d_o_expsum = _batched(-d_o_expsum[:, None, :]*r_o_expsum.reshape(NB, K, 1)/o_expsum[:, None, :], NB, K, 1)
+
+    # Grad of: o_exp = exp(l5_XW + l5_b - o_max)  (not stored in this function: l5_XW, o_max)
+    #   (exponentials, shifted by the row maximum for stability)
+    # r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum
+    r_d_l5_Z_1 = _batched(d_o_expsum[:, None, :]*r_o_exp.reshape(NB, K, 10) + o_exp[:, None, :]*r_d_o_expsum.reshape(NB, K, 1), NB, K, 10)
+
+    # Grad of: l5_Z = l5_XW + l5_b  (not stored in this function: l5_Z, l5_XW)
+    #   (l5: pre-activation)
+    # r_d_l5_b = 1ᵀ·r_d_l5_Z_1
+    r_d_l5_b = r_d_l5_Z_1.reshape(NB, K*10).sum(axis=0).reshape(K, 10)
+
+    # Grad of: l5_XW = l3_Y·l5_W  (not stored in this function: l5_XW)
+    #   (l5: affine part)
+    # r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ
+    r_d_l3_Y_a = r_d_l5_Z_1 @ l5_W.T
+    # r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ
+    r_d_l3_Y_b = (d_l5_Z_2 @ v_l5_W.reshape(64, K, 10).transpose(1, 0, 2).reshape(K*64, 10).T).reshape(NB*K, 64)
+    # r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b
+    r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b
+    # r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2
+    r_d_l5_W_1_a = (r_l3_Y.reshape(NB, K*64).T @ d_l5_Z_2).reshape(K, 64, 10).transpose(1, 0, 2).reshape(64*K, 10)
+    # r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1
+    r_d_l5_W_1_b = (l3_Y.T @ r_d_l5_Z_1.reshape(NB, K*10)).reshape(64*K, 10)
+
+    # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)  (not stored in this function: l3_max)
+    #   (l3: as (N, C·H_out·W_out))
+    # r_d_l3_max = transposeᵀ(r_d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
+    r_d_l3_max = _by_row(_scatter(_by_direction(r_d_l3_Y, NB, K, 1, 64), _pattern_index(('transpose', 64, 1)), NB*K, 64, 1), NB, K, 64, 1)
+
+    # Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))  (not stored in this function: l3_max)
+    #   (l3: each 2x2 window's maximum)
+    # r_d_l2_Y = windowsᵀ(r_d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere)
+    r_d_l2_Y = _scatter(_by_direction(_put_argmax_dirs(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), NB, 64, 4), r_d_l3_max, K), NB, K, 64, 4), _pattern_index(('windows', 16, 4, 4, 2, 2)), NB*K, 256, 256)
+
+    # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)  (not stored in this function: l2_A)
+    #   (l2: as (N, filters·H_out·W_out), C order)
+    # r_d_l2_A = transposeᵀ(r_d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it)
+    r_d_l2_A = _by_row(_scatter(_by_direction(r_d_l2_Y, NB, K, 1, 256), _pattern_index(('transpose', 16, 16)), NB*K, 256, 16), NB, K, 16, 16)
+
+    # Grad of: l2_A = where(l2_PW + l2_b >= 0, l2_PW + l2_b, 0)  (not stored in this function: l2_A, l2_PW)
+    #   (l2: activation relu)
+    # r_d_l2_Z = hc_1 ⊙ r_d_l2_A
+    r_d_l2_Z = _batched(hc_1[:, None, :]*r_d_l2_A.reshape(16*NB, K, 16), 16*NB, K, 16)
+
+    # Grad of: l2_Z = l2_PW + l2_b  (not stored in this function: l2_Z, l2_PW)
+    #   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters))
+    # r_d_l2_b = 1ᵀ·r_d_l2_Z
+    r_d_l2_b = r_d_l2_Z.reshape(16*NB, K*16).sum(axis=0).reshape(K, 16)
+
+    # Grad of: l2_PW = l2_P·l2_Wᵀ  (not stored in this function: l2_PW)
+    #   (l2: patches times the kernel, P·Wᵀ)
+    # r_d_l2_P_a = r_d_l2_Z·l2_W
+    r_d_l2_P_a = r_d_l2_Z @ l2_W
+    # r_d_l2_P_b = d_l2_Z·v_l2_W
+    r_d_l2_P_b = (d_l2_Z @ v_l2_W.reshape(16, K*72)).reshape(16*NB*K, 72)
+    # r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b
+    r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b
+    # r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P
+    r_d_l2_W_1_a = (r_d_l2_Z.reshape(16*NB, K*16).T @ l2_P).reshape(K, 16, 72).transpose(1, 0, 2).reshape(16*K, 72)
+    # r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P
+    r_d_l2_W_1_b = (d_l2_Z.T @ r_l2_P.reshape(16*NB, K*72)).reshape(16*K, 72)
+
+    # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)  (not stored in this function: l1_Y)
+    #   (l2: patches (im2col), one row per output pixel)
+    # r_d_l1_Y = im2colᵀ(r_d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it)
+    r_d_l1_Y = _by_row(_scatter(_by_direction(r_d_l2_P, NB, K, 16, 72), _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), NB*K, 128, 128), NB, K, 1, 128)
+
+    # Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)  (not stored in this function: l1_Y, l1_max)
+    #   (l1: as (N, C·H_out·W_out))
+    # r_d_l1_max = transposeᵀ(r_d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it)
+    r_d_l1_max = _by_row(_scatter(_by_direction(r_d_l1_Y, NB, K, 1, 128), _pattern_index(('transpose', 128, 1)), NB*K, 128, 1), NB, K, 128, 1)
+
+    # Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))  (not stored in this function: l1_max)
+    #   (l1: each 2x2 window's maximum)
+    # r_d_l0_Y = windowsᵀ(r_d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere)
+    r_d_l0_Y = _scatter(_by_direction(_put_argmax_dirs(_gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), NB, 128, 4), r_d_l1_max, K), NB, K, 128, 4), _pattern_index(('windows', 8, 8, 8, 2, 2)), NB*K, 512, 512)
+
+    # Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)  (not stored in this function: l0_A)
+    #   (l0: as (N, filters·H_out·W_out), C order)
+    # r_d_l0_A = transposeᵀ(r_d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it)
+    r_d_l0_A = _by_row(_scatter(_by_direction(r_d_l0_Y, NB, K, 1, 512), _pattern_index(('transpose', 64, 8)), NB*K, 512, 8), NB, K, 64, 8)
+
+    # Grad of: l0_A = where(l0_PW + l0_b >= 0, l0_PW + l0_b, 0)  (not stored in this function: l0_A, l0_PW)
+    #   (l0: activation relu)
+    # r_d_l0_Z = hc ⊙ r_d_l0_A
+    r_d_l0_Z = _batched(hc[:, None, :]*r_d_l0_A.reshape(64*NB, K, 8), 64*NB, K, 8)
+
+    # Grad of: l0_Z = l0_PW + l0_b  (not stored in this function: l0_Z, l0_PW)
+    #   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters))
+    # r_d_l0_b = 1ᵀ·r_d_l0_Z
+    r_d_l0_b = r_d_l0_Z.reshape(64*NB, K*8).sum(axis=0).reshape(K, 8)
+
+    # Grad of: l0_PW = l0_P·l0_Wᵀ  (not stored in this function: l0_PW)
+    #   (l0: patches times the kernel, P·Wᵀ)
+    # r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P
+    r_d_l0_W_1_a = (r_d_l0_Z.reshape(64*NB, K*8).T @ l0_P).reshape(K, 8, 9).transpose(1, 0, 2).reshape(8*K, 9)
+
+    # total gradients
+    # r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W
+    r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001*v_l0_W
+    # r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001 v_l2_W
+    r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001*v_l2_W
+    # r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W
+    r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001*v_l5_W
+    return r_d_l0_W_2, r_d_l0_b, r_d_l2_W_2, r_d_l2_b, r_d_l5_W_2, r_d_l5_b
 
 
 def release_workspace():

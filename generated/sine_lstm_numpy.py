@@ -835,6 +835,35 @@ def _put_argmax(sel, val):
     return out
 
 
+# k directions at once (hessian_columns): a per-sample variable of `rows`
+# rows a sample is stored (NB*rows*K, cols), each row's K directions together
+
+
+def _by_direction(a, nb, k, rows, cols):
+    # as (NB*K, rows*cols): one block per sample and direction
+    return a.reshape(nb, rows, k, cols).transpose(0, 2, 1, 3).reshape(nb * k, rows * cols)
+
+
+def _by_row(a, nb, k, rows, cols):
+    # the inverse of _by_direction: (NB*K*rows, cols) -> (NB*rows*K, cols)
+    return a.reshape(nb, k, rows, cols).transpose(0, 2, 1, 3).reshape(nb * rows * k, cols)
+
+
+def _take_argmax_dirs(sel, val, k):
+    # sel (R, C); val (R*K, C), row r's K directions together: each at sel's first maximum
+    best = sel.argmax(axis=1)
+    return numpy.take_along_axis(val.reshape(-1, k, sel.shape[1]), best[:, None, None],
+                                 axis=2).reshape(-1, 1)
+
+
+def _put_argmax_dirs(sel, val, k):
+    # the adjoint of _take_argmax_dirs: (R*K, C), val at sel's first maximum, zeros elsewhere
+    out = numpy.zeros((sel.shape[0], k, sel.shape[1]), dtype=DTYPE)
+    out[numpy.arange(sel.shape[0])[:, None], numpy.arange(k)[None, :],
+        sel.argmax(axis=1)[:, None]] = val.reshape(-1, k)
+    return out.reshape(-1, sel.shape[1])
+
+
 @functools.lru_cache(maxsize=None)
 def _pattern_index(pattern):
     """int64 index array of ``pattern`` (a tuple: kind, then sizes):

@@ -15,6 +15,12 @@ RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
                        "bpgen", "backends", "c", "runtime")
 HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt", "colsum", "rowsum",
            "sumall", "copy_cols", "rowmax", "gather", "scatter", "take_argmax", "put_argmax",
+           # gather/scatter patterns as loop nests; pooling in one pass (primitives/gather.py)
+           "im2col", "col2im", "windows", "windows_adj", "transpose_blocks",
+           "take_argmax_windows", "put_argmax_windows",
+           # gather, scatter and the arg-max over k directions (their batched rules)
+           "gather_dirs", "scatter_dirs", "take_argmax_dirs", "put_argmax_dirs",
+           "take_argmax_windows_dirs", "put_argmax_windows_dirs",
            # the structured Hessian's assembly (bpgen/assembly; numerics: test_assembly.py)
            "hess_loss", "hess_transpose", "hess_scale", "hess_ones", "hess_chain_start",
            "hess_scale_columns", "hess_kron", "hess_kron_sym", "hess_mirror", "nonzero",

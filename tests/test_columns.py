@@ -48,20 +48,16 @@ def test_the_split(derived):
 
 def test_batched_rule_decided_once(derived):
     """The split's batched_rule says whether both backends can print the
-    tangent part over k directions at once (conv and pool: not yet)."""
+    tangent part over k directions at once: every example's can (dense,
+    recurrent, and conv and pool since gather, scatter and the arg-max
+    have rules for k directions)."""
     name, d = derived
     cols = d.columns
-    assert cols.batched_rule == (name != "digits_cnn")
+    assert cols.batched_rule
     dtype = d.spec.dtype
-    if cols.batched_rule:
-        c_columns._batched(cols, dtype, set(), {})
-        np_columns._BatchedEmitter(cols.tangent, dtype, cols.batched).blocks()
-        assert set(cols.workspace) == cols.batched & (
-            {a for op in cols.tangent.ops for a in (op.out, *op.args)} | set(
-                b.name for b in cols.directions + cols.results))
-        assert np_columns.columns_functions(d)[1]["name"] == "tangent_columns"
-    else:
-        with pytest.raises(NotImplementedError):
-            c_columns._BatchedEmitter(cols.tangent, dtype, set(), {}, cols.batched,
-                                      [b.name for b in cols.directions]).blocks()
-        assert cols.workspace == {} and np_columns.columns_functions(d) == []
+    c_columns._batched(cols, dtype, set(), {})
+    np_columns._BatchedEmitter(cols.tangent, dtype, cols.batched).blocks()
+    assert set(cols.workspace) == cols.batched & (
+        {a for op in cols.tangent.ops for a in (op.out, *op.args)} | set(
+            b.name for b in cols.directions + cols.results))
+    assert np_columns.columns_functions(d)[1]["name"] == "tangent_columns"

@@ -85,6 +85,12 @@ CASES = {
     "seqmm-atv": ([("6*N", 3), ("3*N", 4)], lambda g, a, b: g.seqmm(a, b, "atv", 3, 2)),
     # fill 0 here, to difference it (fill -inf: test_causal_mask_fills_minus_infinity)
     "causal_mask": ([("6*N", 3)], lambda g, a: g.causal_mask(a, 3, "0")),
+    # max pooling in one pass: the windows (overlapping; not tiling the maps) read in place
+    "take_argmax-windows": ([("N", 2 * 4 * 5)],
+                            lambda g, a: g.take_argmax(a, a, pattern=("windows", 2, 4, 5, 3, 1))),
+    "put_argmax-windows": ([("N", 2 * 4 * 5), ("8*N", 1)],
+                           lambda g, a, b: g.put_argmax(a, b, pattern=("windows", 2, 4, 5, 2, 2)),
+                           (0,)),
 }
 
 

@@ -1,6 +1,7 @@
-"""``maxpool2d``: the maximum of each window, per channel: the windows
-unfolded (one row each), then each row's value at its first maximum; the
-error goes back to that arg-max."""
+"""``maxpool2d``: the maximum of each window, per channel: each window's
+value at its first maximum, read from the maps in one pass (``take_argmax``
+over the windows pattern: the windows are not unfolded into a matrix); the
+error goes back to that arg-max (``put_argmax``, the same pattern)."""
 from __future__ import annotations
 
 from .base import LayerType, register
@@ -49,9 +50,11 @@ class MaxPool2d(LayerType):
         return pool_options(ctx, raw, where, self.name, in_shape)
 
     def forward(self, g, layer, x, p):
-        win = windows(g, layer, x)
-        top = g.take_argmax(win, win, base=f"{layer.name}_max", label=f"M_{layer.name}",
-                            comment=f"{layer.name}: each window's maximum")
+        c, h, w = layer.in_shape
+        top = g.take_argmax(x, x, base=f"{layer.name}_max", label=f"M_{layer.name}",
+                            comment=f"{layer.name}: each {layer.size}x{layer.size} "
+                                    f"window's maximum",
+                            pattern=("windows", c, h, w, layer.size, layer.stride))
         return back_to_maps(g, layer, top)
 
     def table_entries(self, layer):

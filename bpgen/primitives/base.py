@@ -70,6 +70,11 @@ class Primitive:
     differentiable = True
     #: True: ``c`` is right on a batch of N·K rows (see ``c_batched``)
     batch_as_rows = False
+    #: False: the C backend runs a tangent part with this primitive one
+    #: direction at a time although ``c_batched`` has a rule (measured
+    #: slower over k directions: gather, scatter and the arg-max, whose
+    #: one-direction loop nests are specialised; NumPy uses the rule)
+    batched_in_c = True
     # what the passes, walkers and printers ask of a primitive (instead of
     # testing its name):
     #: an elementwise map of its arguments (``attrs["expr"]``, SymPy)

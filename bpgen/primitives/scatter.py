@@ -7,12 +7,28 @@ from ..patterns import _pattern_index
 from ..shapes import dim_coeffs
 from ..printers import pattern_equation
 from .base import Unary, register, wanted
-from .gather import per_sample
+from .gather import block, c_kernel, im2col_image, image, per_sample, rows_cols, sizes
+
+
+def transposed_back(pat) -> str:
+    """The sizes of the transpose back, F x S -> S x F."""
+    return f"{pat[2]}, {pat[1]}"
+
+
+#: the adjoints of gather.py's C_KERNELS (kind -> runtime file, helper, its
+#: arguments after N, the entries per sample of the output); that of a
+#: transpose is the transpose back (a permutation: no zeroing, no sums)
+C_KERNELS = {
+    "im2col": ("col2im", "col2im", sizes, im2col_image),
+    "windows": ("windows_adj", "windows_adj", sizes, image),
+    "transpose": ("transpose_blocks", "transpose_blocks", transposed_back, block),
+}
 
 
 @register
 class Scatter(Unary):
     name = "scatter"
+    batched_in_c = False     # see Primitive.batched_in_c
 
     def build(self, g, a: str, pattern: tuple, out_shape: tuple, base: str = "sca",
               label: str = "") -> str:
@@ -42,7 +58,33 @@ class Scatter(Unary):
                 f"N, {op.attrs['s_out']}, {em.shape(op.out, loop)[1]})")
 
     def c(self, em, op, loop):
+        call = c_kernel(C_KERNELS, em, op, loop, op.attrs["s_out"])
+        if call:
+            return call
         em.use("scatter")
         table = em.table(_pattern_index(op.attrs["pattern"]))
         return [f"bpg_scatter(N, {op.attrs['s_out']}, {per_sample(em.shape(op.args[0], loop))}, "
                 f"{table}, {em.ptr(op.args[0], loop)}, {em.ptr(op.out, loop)});"]
+
+    # k directions at once: the adjoint of Gather's batched rules
+    def batched_rule(self, op, batched) -> bool:
+        return op.args[0] in batched
+
+    def c_batched(self, em, op, loop):
+        (a,) = op.args
+        if not em.is_batched(a):
+            raise NotImplementedError("scatter of a fixed value: not a tangent")
+        em.use("scatter_dirs")
+        table = em.table(_pattern_index(op.attrs["pattern"]))
+        (ao, co), (ai, ci) = rows_cols(em.prog.vars[a].shape), rows_cols(em.prog.vars[op.out].shape)
+        return [f"bpg_scatter_dirs(NB, K, {ai}, {ci}, {ao}, {co}, {table}, {em.ptr(a, loop)}, "
+                f"{em.ptr(op.out, loop)});"]
+
+    def numpy_batched(self, em, op, loop):
+        (a,) = op.args
+        if not em.is_batched(a):
+            raise NotImplementedError("scatter of a fixed value: not a tangent")
+        (ao, co), (ai, ci) = rows_cols(em.prog.vars[a].shape), rows_cols(em.prog.vars[op.out].shape)
+        return (f"_by_row(_scatter(_by_direction({em.acc(a, loop)}, NB, K, {ao}, {co}), "
+                f"_pattern_index({op.attrs['pattern']!r}), NB*K, {ai * ci}, {ci}), "
+                f"NB, K, {ai}, {ci})")

@@ -17,6 +17,7 @@ import os
 from ...columns import Columns
 from ...derivation import Derived
 from ...passes.allocate import stored_shape
+from ...primitives import PRIMITIVES
 from ...shapes import size_coeffs
 from ..common.emitter import Directions, environment, offset_code
 from .emitter import CEmitter, _shape_str, _workspace_decls, c_size, cname
@@ -178,7 +179,9 @@ def columns_function(derived: Derived, used: set, tables: dict) -> dict:
     prog, dtype = cols.program, derived.spec.dtype
     head = CEmitter(cols.head, dtype, used, tables).blocks()
     wa, wb = prog.workspace_size
-    if cols.batched_rule:
+    # over kc directions at once when every tangent op has a rule and it pays
+    # in C (Primitive.batched_in_c), else one direction at a time
+    if cols.batched_rule and all(PRIMITIVES[op.prim].batched_in_c for op in cols.tangent.ops):
         data, per_dir = _batched(cols, dtype, used, tables)
         decls, ws = _workspace_decls(prog, skip=cols.batched), (wa, wb)
     else:
