@@ -1993,11 +1993,14 @@ typedef real bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_WS_HVP_A 424
 #define BPGF_WS_HVP_B 2688
 #define BPGF_HAVE_HVP 1
+#define BPGF_N_MASKS 0  /* a sequence's masks after x (lengths) */
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */
-static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,
-                      const real *const *p, const real *const *v, real *out, real *ws)
+static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *mk,
+                      const real *y, const real *const *p, const real *const *v,
+                      real *out, real *ws)
 {
+    (void)mk;
     if (entry == 0)
         bpg_forward(N, x, p[0], p[1], p[2], p[3], out, ws);
     else if (entry == 1)
@@ -2072,7 +2075,8 @@ static const int bpgf_enabled[BPGF_ENTRIES] = {BPGF_HAVE_FORWARD, BPGF_HAVE_LOSS
 /* the calls themselves, split across threads or not (runtime/split.c,
    pasted after this file) */
 size_t bpg_entry_ws(int entry, int64_t N);
-void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const real *const *p,
+void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+                   const real *const *p,
                    const real *const *v, real *out, real *ws, size_t cap);
 static double bpgs_min_work;    /* the least work of a large call (split.c) */
 
@@ -2585,10 +2589,10 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
                thread, and is never split, unless the tests lower the
                threshold with bpg_split_rule) */
             Py_BEGIN_ALLOW_THREADS
-            bpg_entry_run(entry, N, xp, yp, p, v, out, ws, pl.at_y);
+            bpg_entry_run(entry, N, xp, NULL, yp, p, v, out, ws, pl.at_y);
             Py_END_ALLOW_THREADS
         } else {
-            bpgf_call(entry, N, xp, yp, p, v, out, ws);
+            bpgf_call(entry, N, xp, NULL, yp, p, v, out, ws);
         }
         ok = bpgf_finite(out, pl.out_size);     /* else the Python path blames an input */
         if (ok && entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)  /* (T*N, K) -> (N, T, K) */
@@ -2755,6 +2759,9 @@ int bpgf_install(void *globals)
      output, the weights summing to 1.  Each entry of the output is
      w_0 o_0 + w_1 o_1 + ... in that order, whichever thread computes it
      (each thread a fixed range of entries, after every slice is done).
+     A padded batch whose loss reads every step (lengths given) averages
+     over its real (sample, step) pairs: w_i is then slice i's share of
+     them (bpgs_weights).
 
    The per-sample inputs are sliced by bpgs_rows: an array of T blocks of N
    rows (batch-first: T = 1, the slice is a pointer into it; time-major
@@ -2917,11 +2924,13 @@ typedef struct {
     int entry, n;
     int64_t N;
     const bpgf_x_t *x;
+    const real *mk;             /* the masks (lengths given), or NULL */
     const real *y;
     const real *const *p, *const *v;
     real *out;
     real *ws;
     size_t at[BPGS_MAX];        /* slice i's workspace: ws + at[i] */
+    double w[BPGS_MAX];         /* slice i's weight (bpgs_weights) */
     pthread_mutex_t lock;
     pthread_cond_t all_done;
     int done;                   /* slices finished */
@@ -2946,23 +2955,48 @@ static void bpgs_run_slice(bpgs_job *j, int i)
     if (j->entry != BPGF_E_FORWARD)
         y = bpgs_rows(j->y, j->N, BPGF_LOSS_ALL_STEPS ? T : 1, sizeof(real) * BPGF_K, a, m,
                       ws + at[1]);
+    const real *mk = NULL;
+#if BPGF_N_MASKS
+    if (j->mk) {        /* its rows of every step of each mask, where the call keeps them */
+        real *to = ws + bpgf_mask_at(j->entry, m);
+        for (int k = 0; k < BPGF_N_MASKS; k++)
+            bpgs_rows(j->mk + (size_t)k * (size_t)(T * j->N), j->N, T, sizeof(real), a, m,
+                      to + (size_t)k * (size_t)(T * m));
+        mk = to;
+    }
+#endif
     real *out = ws + at[2];
     if (j->entry == BPGF_E_FORWARD && !BPGF_SEQ_OUT)
         out = j->out + (size_t)a * BPGF_K;             /* its own rows */
-    bpgf_call(j->entry, m, x, y, j->p, j->v, out, ws);
+    bpgf_call(j->entry, m, x, mk, y, j->p, j->v, out, ws);
     if (j->entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)    /* its rows of every step */
         for (int64_t t = 0; t < T; t++)
             memcpy(j->out + (size_t)(t * j->N + a) * BPGF_K, out + (size_t)(t * m) * BPGF_K,
                    sizeof(real) * (size_t)m * BPGF_K);
 }
 
-/* slice i's weight in the combined output: its share of the terms the
-   loss averages (samples, or samples times steps: the same share; were
-   the steps counted per sample, the share of their sum) */
-static double bpgs_weight(const bpgs_job *j, int i)
+/* each slice's weight in the combined output: its share of the terms the
+   loss averages: samples (or samples times steps, the same share), or, for
+   a loss over every step of a padded batch (lengths given), its share of
+   the real (sample, step) pairs, the sum of the first mask over its rows */
+static void bpgs_weights(bpgs_job *j)
 {
-    const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
-    return (double)m / (double)j->N;
+    double total = 0, part[BPGS_MAX];
+    for (int i = 0; i < j->n; i++) {
+        const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+        part[i] = (double)m;
+#if BPGF_N_MASKS
+        if (j->mk && BPGF_LOSS_ALL_STEPS) {
+            part[i] = 0;
+            for (int64_t t = 0; t < BPGF_STEPS; t++)
+                for (int64_t n = a; n < a + m; n++)
+                    part[i] += (double)j->mk[t * j->N + n];
+        }
+#endif
+        total += part[i];
+    }
+    for (int i = 0; i < j->n; i++)
+        j->w[i] = part[i] / total;
 }
 
 /* after `slices` slices are done here, wait for every other */
@@ -2989,7 +3023,7 @@ static BPG_ENTRY void bpgs_reduce(bpgs_job *j, int part)
         size_t at[3];
         const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
         bpgs_slice_ws(j->entry, m, at);
-        const real w = (real)bpgs_weight(j, i);
+        const real w = (real)j->w[i];
         const real *restrict o = j->ws + j->at[i] + at[2];
         real *restrict out = j->out;
         if (i == 0) {
@@ -3026,6 +3060,7 @@ static void bpgs_split(bpgs_job *j)
         offset += bpgs_slice_ws(j->entry, bpgs_start(j->N, j->n, i + 1) - bpgs_start(j->N, j->n, i),
                                 NULL);
     }
+    bpgs_weights(j);
     pthread_mutex_init(&j->lock, NULL);
     pthread_cond_init(&j->all_done, NULL);
     j->done = 0;
@@ -3069,8 +3104,8 @@ size_t bpg_entry_ws(int entry, int64_t N)
    `cap` elements (at least bpgs_ws_need(entry, N, 1)).  Takes the call's
    turn (the thread rule), runs it split, with the BLAS's threads, or on
    this thread alone, and gives the turn back.  Call it without the GIL. */
-void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const real *const *p,
-                   const real *const *v, real *out, real *ws, size_t cap)
+void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+                   const real *const *p, const real *const *v, real *out, real *ws, size_t cap)
 {
     const double work = bpgs_work(entry, N);
     /* the count decides: split when the slices are large enough */
@@ -3085,7 +3120,7 @@ void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const rea
         if (need > cap && posix_memalign((void **)&own, 64, need * sizeof(real)) != 0)
             own = NULL;
         if (need <= cap || own) {
-            bpgs_job j = {.entry = entry, .n = s, .N = N, .x = x, .y = y, .p = p, .v = v,
+            bpgs_job j = {.entry = entry, .n = s, .N = N, .x = x, .mk = mk, .y = y, .p = p, .v = v,
                           .out = out, .ws = own ? own : ws};
             bpgs_split(&j);
             __atomic_add_fetch(&bpgs_calls, 1, __ATOMIC_RELAXED);
@@ -3096,7 +3131,7 @@ void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const rea
     }
     if (n > 1 && split)     /* a large call after all unsplit: the BLAS's threads */
         bpg_threads_apply(n);
-    bpgf_call(entry, N, x, y, p, v, out, ws);
+    bpgf_call(entry, N, x, mk, y, p, v, out, ws);
     bpg_threads_leave(n > 1);
 }
 

@@ -578,7 +578,7 @@ static const int32_t bpg_table_1[20] = {
 };
 
 /* ---- forward: workspace 3448*N + 0 elements ---- */
-BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -656,8 +656,8 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
 }
 
-/* ---- loss: workspace 3488*N + 8 elements ---- */
-BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+/* ---- loss: workspace 3520*N + 8 elements ---- */
+BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -673,9 +673,11 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     real *const v_l0_H = ws + 3104*N;  /* (20*N, 16) */
     real *const v_l1_XW = ws + 3424*N;  /* (20*N, 1) */
     real *const v_l1_Z = ws + 3448*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 3472*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 3480*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 3488*N;  /* (1, 1) */
+    real *const v_out_held_prev = ws + 3472*N;  /* (N, 1) */
+    real *const v_out_held = ws + 3480*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 3504*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 3512*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 3520*N;  /* (1, 1) */
     real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
@@ -737,8 +739,26 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
-    /* out_last = l1_Z(t=19) */
-    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+
+    /* loop over time steps: the last real step, t = 0 .. 19 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = it;
+        const int64_t q = t - 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* forward pass (continued) */
+        /* out_held_prev = out_held of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_out_held_prev, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_out_held_prev, v_out_held + q*1*N, sizeof(real)*(size_t)(N));
+        /* each sample's output at its last real step so far */
+        /* out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_out_held + t*1*N)[k] = (v_l1_Z + t*1*N)[k]*(v_mask + t*1*N)[k] + v_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
+    }
+
+    /* forward pass (continued) */
+    /* out_last = out_held(t=19) */
+    memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
     #pragma omp simd
@@ -751,8 +771,8 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     for (int64_t k = 0; k < 1; k++) v_loss[k] = v_loss_sum[0]/((real)N);
 }
 
-/* ---- loss_and_grad: workspace 7776*N + 1032 elements ---- */
-BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+/* ---- loss_and_grad: workspace 7872*N + 1032 elements ---- */
+BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -772,30 +792,36 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     real *const v_l0_H = ws + 4992*N;  /* (20*N, 16) */
     real *const v_l1_XW = ws + 5312*N;  /* (20*N, 1) */
     real *const v_l1_Z = ws + 5336*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 5360*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 5368*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 5376*N;  /* (1, 1) */
-    real *const v_d_out_last = ws + 5376*N + 8;  /* (N, 1) */
-    real *const v_d_l1_Z = ws + 5384*N + 8;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 5408*N + 8;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 5728*N + 8;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 5744*N + 8;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 5760*N + 8;  /* (N, 16) */
-    real *const v_d_l0_C_1 = ws + 5776*N + 8;  /* (N, 16) */
-    real *const v_d_l0_cprev = ws + 5792*N + 8;  /* (20*N, 16) */
-    real *const v_d_l0_G_3 = ws + 6112*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 6128*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 6144*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 6160*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_6 = ws + 6176*N + 8;  /* (20*N, 64) */
-    real *const v_d_l0_hprev = ws + 7456*N + 8;  /* (20*N, 16) */
+    real *const v_out_held_prev = ws + 5360*N;  /* (N, 1) */
+    real *const v_out_held = ws + 5368*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 5392*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 5400*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 5408*N;  /* (1, 1) */
+    real *const v_d_out_last = ws + 5408*N + 8;  /* (N, 1) */
+    real *const v_d_out_held = ws + 5416*N + 8;  /* (20*N, 1) */
+    real *const v_carry_out_held = ws + 5440*N + 8;  /* (N, 1) */
+    real *const v_d_out_held_1 = ws + 5448*N + 8;  /* (N, 1) */
+    real *const v_d_l1_Z = ws + 5456*N + 8;  /* (20*N, 1) */
+    real *const v_d_out_held_prev = ws + 5480*N + 8;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 5504*N + 8;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 5824*N + 8;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 5840*N + 8;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 5856*N + 8;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 5872*N + 8;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 5888*N + 8;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 6208*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 6224*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 6240*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 6256*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_6 = ws + 6272*N + 8;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 7552*N + 8;  /* (20*N, 16) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_l0_Wx = out + 1;  /* (1, 64) */
     real *const v_d_l0_Wh = out + 65;  /* (16, 64) */
     real *const v_d_l0_b = out + 1089;  /* (1, 64) */
     real *const v_d_l1_W = out + 1153;  /* (16, 1) */
     real *const v_d_l1_b = out + 1169;  /* (1, 1) */
-    real *const v_l0_Wh_T = ws + 7776*N + 8;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 7872*N + 8;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -872,8 +898,26 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
-    /* out_last = l1_Z(t=19) */
-    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+
+    /* loop over time steps: the last real step, t = 0 .. 19 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = it;
+        const int64_t q = t - 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* forward pass (continued) */
+        /* out_held_prev = out_held of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_out_held_prev, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_out_held_prev, v_out_held + q*1*N, sizeof(real)*(size_t)(N));
+        /* each sample's output at its last real step so far */
+        /* out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_out_held + t*1*N)[k] = (v_l1_Z + t*1*N)[k]*(v_mask + t*1*N)[k] + v_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
+    }
+
+    /* forward pass (continued) */
+    /* out_last = out_held(t=19) */
+    memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
     #pragma omp simd
@@ -891,10 +935,34 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
 
-    /* Grad of: out_last = l1_Z(t=19) */
-    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
+    /* Grad of: out_last = out_held(t=19) */
+    /* d_out_held = d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_d_out_held, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_out_held + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
+
+    /* loop over time steps: backward through the last real step, t = 19 .. 0 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = 19 - it;
+        const int64_t q = t + 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first) */
+        /* carry_out_held = d_out_held_prev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_carry_out_held, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_carry_out_held, v_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
+
+        /* Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
+        /*   (each sample's output at its last real step so far) */
+        /* d_out_held_1 = carry_out_held + d_out_held */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) v_d_out_held_1[k] = v_carry_out_held[k] + (v_d_out_held + t*1*N)[k];
+        /* d_l1_Z = d_out_held_1 ⊙ mask */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_d_l1_Z + t*1*N)[k] = v_d_out_held_1[k]*(v_mask + t*1*N)[k];
+        /* d_out_held_prev = d_out_held_1 ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_d_out_held_prev + t*1*N)[k] = v_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
+    }
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation) */
@@ -994,8 +1062,8 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     bpg_gemm_tn(1, 64, 20*N, v_x, v_d_l0_G_6, v_d_l0_Wx);
 }
 
-/* ---- hvp: workspace 16360*N + 4128 elements ---- */
-BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
+/* ---- hvp: workspace 16552*N + 4128 elements ---- */
+BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
@@ -1035,55 +1103,67 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     real *const v_r_l1_XW_b = ws + 10736*N;  /* (20*N, 1) */
     real *const v_l1_Z = ws + 10760*N;  /* (20*N, 1) */
     real *const v_r_l1_Z = ws + 10784*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 10808*N;  /* (N, 1) */
-    real *const v_r_out_last = ws + 10816*N;  /* (N, 1) */
-    real *const v_d_out_last = ws + 10824*N;  /* (N, 1) */
-    real *const v_r_d_out_last = ws + 10832*N;  /* (N, 1) */
-    real *const v_d_l1_Z = ws + 10840*N;  /* (20*N, 1) */
-    real *const v_r_d_l1_Z = ws + 10864*N;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 10888*N;  /* (20*N, 16) */
-    real *const v_r_d_l0_H_a = ws + 11208*N;  /* (20*N, 16) */
-    real *const v_r_d_l0_H_b = ws + 11528*N;  /* (20*N, 16) */
-    real *const v_r_d_l0_H = ws + 11848*N;  /* (20*N, 16) */
-    real *const v_r_d_l1_W_a = ws + 12168*N;  /* (16, 1) */
-    real *const v_r_d_l1_W_b = ws + 12168*N + 16;  /* (16, 1) */
-    real *const v_carry_l0_H = ws + 12168*N + 32;  /* (N, 16) */
-    real *const v_r_carry_l0_H = ws + 12184*N + 32;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 12200*N + 32;  /* (N, 16) */
-    real *const v_r_carry_l0_C = ws + 12216*N + 32;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 12232*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_H_1 = ws + 12248*N + 32;  /* (N, 16) */
-    real *const v_d_l0_o = ws + 12264*N + 32;  /* (N, 16) */
-    real *const v_d_l0_C_1 = ws + 12280*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_C_1 = ws + 12296*N + 32;  /* (N, 16) */
-    real *const v_d_l0_cprev = ws + 12312*N + 32;  /* (20*N, 16) */
-    real *const v_r_d_l0_cprev = ws + 12632*N + 32;  /* (20*N, 16) */
-    real *const v_d_l0_f = ws + 12952*N + 32;  /* (N, 16) */
-    real *const v_d_l0_g = ws + 12968*N + 32;  /* (N, 16) */
-    real *const v_d_l0_i = ws + 12984*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_3 = ws + 13000*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_3 = ws + 13016*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 13032*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_2 = ws + 13048*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 13064*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_1_1 = ws + 13080*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 13096*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_0 = ws + 13112*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_6 = ws + 13128*N + 32;  /* (20*N, 64) */
-    real *const v_r_d_l0_G_6 = ws + 14408*N + 32;  /* (20*N, 64) */
-    real *const v_d_l0_hprev = ws + 15688*N + 32;  /* (20*N, 16) */
-    real *const v_r_d_l0_hprev_a = ws + 16008*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_hprev_b = ws + 16024*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_hprev = ws + 16040*N + 32;  /* (20*N, 16) */
-    real *const v_r_d_l0_Wh_a = ws + 16360*N + 32;  /* (16, 64) */
-    real *const v_r_d_l0_Wh_b = ws + 16360*N + 1056;  /* (16, 64) */
+    real *const v_out_held_prev = ws + 10808*N;  /* (N, 1) */
+    real *const v_r_out_held_prev = ws + 10816*N;  /* (N, 1) */
+    real *const v_out_held = ws + 10824*N;  /* (20*N, 1) */
+    real *const v_r_out_held = ws + 10848*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 10872*N;  /* (N, 1) */
+    real *const v_r_out_last = ws + 10880*N;  /* (N, 1) */
+    real *const v_d_out_last = ws + 10888*N;  /* (N, 1) */
+    real *const v_r_d_out_last = ws + 10896*N;  /* (N, 1) */
+    real *const v_d_out_held = ws + 10904*N;  /* (20*N, 1) */
+    real *const v_r_d_out_held = ws + 10928*N;  /* (20*N, 1) */
+    real *const v_carry_out_held = ws + 10952*N;  /* (N, 1) */
+    real *const v_r_carry_out_held = ws + 10960*N;  /* (N, 1) */
+    real *const v_d_out_held_1 = ws + 10968*N;  /* (N, 1) */
+    real *const v_r_d_out_held_1 = ws + 10976*N;  /* (N, 1) */
+    real *const v_d_l1_Z = ws + 10984*N;  /* (20*N, 1) */
+    real *const v_r_d_l1_Z = ws + 11008*N;  /* (20*N, 1) */
+    real *const v_d_out_held_prev = ws + 11032*N;  /* (20*N, 1) */
+    real *const v_r_d_out_held_prev = ws + 11056*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 11080*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H_a = ws + 11400*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H_b = ws + 11720*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H = ws + 12040*N;  /* (20*N, 16) */
+    real *const v_r_d_l1_W_a = ws + 12360*N;  /* (16, 1) */
+    real *const v_r_d_l1_W_b = ws + 12360*N + 16;  /* (16, 1) */
+    real *const v_carry_l0_H = ws + 12360*N + 32;  /* (N, 16) */
+    real *const v_r_carry_l0_H = ws + 12376*N + 32;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 12392*N + 32;  /* (N, 16) */
+    real *const v_r_carry_l0_C = ws + 12408*N + 32;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 12424*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_H_1 = ws + 12440*N + 32;  /* (N, 16) */
+    real *const v_d_l0_o = ws + 12456*N + 32;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 12472*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_C_1 = ws + 12488*N + 32;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 12504*N + 32;  /* (20*N, 16) */
+    real *const v_r_d_l0_cprev = ws + 12824*N + 32;  /* (20*N, 16) */
+    real *const v_d_l0_f = ws + 13144*N + 32;  /* (N, 16) */
+    real *const v_d_l0_g = ws + 13160*N + 32;  /* (N, 16) */
+    real *const v_d_l0_i = ws + 13176*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_3 = ws + 13192*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_3 = ws + 13208*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 13224*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_2 = ws + 13240*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 13256*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_1_1 = ws + 13272*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 13288*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_G_0 = ws + 13304*N + 32;  /* (N, 16) */
+    real *const v_d_l0_G_6 = ws + 13320*N + 32;  /* (20*N, 64) */
+    real *const v_r_d_l0_G_6 = ws + 14600*N + 32;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 15880*N + 32;  /* (20*N, 16) */
+    real *const v_r_d_l0_hprev_a = ws + 16200*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_hprev_b = ws + 16216*N + 32;  /* (N, 16) */
+    real *const v_r_d_l0_hprev = ws + 16232*N + 32;  /* (20*N, 16) */
+    real *const v_r_d_l0_Wh_a = ws + 16552*N + 32;  /* (16, 64) */
+    real *const v_r_d_l0_Wh_b = ws + 16552*N + 1056;  /* (16, 64) */
     real *const v_r_d_l0_Wx_b = out + 0;  /* (1, 64) */
     real *const v_r_d_l0_Wh = out + 64;  /* (16, 64) */
     real *const v_r_d_l0_b = out + 1088;  /* (1, 64) */
     real *const v_r_d_l1_W = out + 1152;  /* (16, 1) */
     real *const v_r_d_l1_b = out + 1168;  /* (1, 1) */
-    real *const v_l0_Wh_T = ws + 16360*N + 2080;  /* (64, 16) */
-    real *const v_v_l0_Wh_T = ws + 16360*N + 3104;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 16552*N + 2080;  /* (64, 16) */
+    real *const v_v_l0_Wh_T = ws + 16552*N + 3104;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1219,10 +1299,34 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_r_l1_Z[k] = v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[0];
-    /* out_last = l1_Z(t=19) */
-    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
-    /* r_out_last = r_l1_Z(t=19) */
-    memcpy(v_r_out_last, v_r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+
+    /* loop over time steps: the last real step, t = 0 .. 19 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = it;
+        const int64_t q = t - 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* forward pass (continued) */
+        /* out_held_prev = out_held of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_out_held_prev, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_out_held_prev, v_out_held + q*1*N, sizeof(real)*(size_t)(N));
+        /* r_out_held_prev = r_out_held of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_r_out_held_prev, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_r_out_held_prev, v_r_out_held + q*1*N, sizeof(real)*(size_t)(N));
+        /* each sample's output at its last real step so far */
+        /* out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_out_held + t*1*N)[k] = (v_l1_Z + t*1*N)[k]*(v_mask + t*1*N)[k] + v_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
+        /* r_out_held = mask ⊙ r_l1_Z + r_out_held_prev ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_r_out_held + t*1*N)[k] = (v_mask + t*1*N)[k]*(v_r_l1_Z + t*1*N)[k] + v_r_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
+    }
+
+    /* forward pass (continued) */
+    /* out_last = out_held(t=19) */
+    memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
+    /* r_out_last = r_out_held(t=19) */
+    memcpy(v_r_out_last, v_r_out_held + 19*1*N, sizeof(real)*(size_t)(N));
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
     /*   (mse: half the squared error per unit) */
@@ -1233,13 +1337,49 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) v_r_d_out_last[k] = v_r_out_last[k]/((real)N);
 
-    /* Grad of: out_last = l1_Z(t=19) */
-    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
-    /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_r_d_l1_Z + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
+    /* Grad of: out_last = out_held(t=19) */
+    /* d_out_held = d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_d_out_held, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_out_held + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
+    /* r_d_out_held = r_d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_r_d_out_held, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_r_d_out_held + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
+
+    /* loop over time steps: backward through the last real step, t = 19 .. 0 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = 19 - it;
+        const int64_t q = t + 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first) */
+        /* carry_out_held = d_out_held_prev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_carry_out_held, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_carry_out_held, v_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
+        /* r_carry_out_held = r_d_out_held_prev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_r_carry_out_held, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_r_carry_out_held, v_r_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
+
+        /* Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
+        /*   (each sample's output at its last real step so far) */
+        /* d_out_held_1 = carry_out_held + d_out_held */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) v_d_out_held_1[k] = v_carry_out_held[k] + (v_d_out_held + t*1*N)[k];
+        /* r_d_out_held_1 = r_carry_out_held + r_d_out_held */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) v_r_d_out_held_1[k] = v_r_carry_out_held[k] + (v_r_d_out_held + t*1*N)[k];
+        /* d_l1_Z = d_out_held_1 ⊙ mask */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_d_l1_Z + t*1*N)[k] = v_d_out_held_1[k]*(v_mask + t*1*N)[k];
+        /* r_d_l1_Z = mask ⊙ r_d_out_held_1 */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_r_d_l1_Z + t*1*N)[k] = (v_mask + t*1*N)[k]*v_r_d_out_held_1[k];
+        /* d_out_held_prev = d_out_held_1 ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_d_out_held_prev + t*1*N)[k] = v_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
+        /* r_d_out_held_prev = r_d_out_held_1 ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_r_d_out_held_prev + t*1*N)[k] = v_r_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
+    }
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation) */
@@ -1416,8 +1556,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_tn(1, 64, 20*N, v_x, v_r_d_l0_G_6, v_r_d_l0_Wx_b);
 }
 
-/* ---- ggn_vp: workspace 12912*N + 4096 elements ---- */
-BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
+/* ---- ggn_vp: workspace 13008*N + 4096 elements ---- */
+BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
@@ -1451,34 +1591,40 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     real *const v_r_l1_XW_a = ws + 9104*N;  /* (20*N, 1) */
     real *const v_r_l1_XW_b = ws + 9128*N;  /* (20*N, 1) */
     real *const v_r_l1_Z = ws + 9152*N;  /* (20*N, 1) */
-    real *const v_r_out_last = ws + 9176*N;  /* (N, 1) */
-    real *const v_r_d_out_last = ws + 9184*N;  /* (N, 1) */
-    real *const v_r_d_l1_Z = ws + 9192*N;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 9216*N;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 9536*N;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 9552*N;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 9568*N;  /* (N, 16) */
-    real *const v_d_l0_C_2 = ws + 9584*N;  /* (N, 16) */
-    real *const v_d_r_l0_G_3 = ws + 9600*N;  /* (N, 16) */
-    real *const v_d_l0_G_3 = ws + 9616*N;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 9632*N;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 9648*N;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 9664*N;  /* (N, 16) */
-    real *const v_d_r_l0_G_6 = ws + 9680*N;  /* (20*N, 64) */
-    real *const v_d_l0_G_6 = ws + 10960*N;  /* (20*N, 64) */
-    real *const v_d_l0_hprev = ws + 12240*N;  /* (N, 16) */
-    real *const v_d_l0_hprev_1 = ws + 12256*N;  /* (N, 16) */
-    real *const v_d_l0_cprev_2 = ws + 12272*N;  /* (20*N, 16) */
-    real *const v_d_l0_hprev_2 = ws + 12592*N;  /* (20*N, 16) */
-    real *const v_d_l0_Wh = ws + 12912*N;  /* (16, 64) */
-    real *const v_d_l0_Wh_1 = ws + 12912*N + 1024;  /* (16, 64) */
+    real *const v_r_out_held_prev = ws + 9176*N;  /* (N, 1) */
+    real *const v_r_out_held = ws + 9184*N;  /* (20*N, 1) */
+    real *const v_r_out_last = ws + 9208*N;  /* (N, 1) */
+    real *const v_r_d_out_last = ws + 9216*N;  /* (N, 1) */
+    real *const v_r_d_out_held = ws + 9224*N;  /* (20*N, 1) */
+    real *const v_r_carry_out_held = ws + 9248*N;  /* (N, 1) */
+    real *const v_r_d_out_held_1 = ws + 9256*N;  /* (N, 1) */
+    real *const v_r_d_l1_Z = ws + 9264*N;  /* (20*N, 1) */
+    real *const v_r_d_out_held_prev = ws + 9288*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 9312*N;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 9632*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 9648*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 9664*N;  /* (N, 16) */
+    real *const v_d_l0_C_2 = ws + 9680*N;  /* (N, 16) */
+    real *const v_d_r_l0_G_3 = ws + 9696*N;  /* (N, 16) */
+    real *const v_d_l0_G_3 = ws + 9712*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 9728*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 9744*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 9760*N;  /* (N, 16) */
+    real *const v_d_r_l0_G_6 = ws + 9776*N;  /* (20*N, 64) */
+    real *const v_d_l0_G_6 = ws + 11056*N;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 12336*N;  /* (N, 16) */
+    real *const v_d_l0_hprev_1 = ws + 12352*N;  /* (N, 16) */
+    real *const v_d_l0_cprev_2 = ws + 12368*N;  /* (20*N, 16) */
+    real *const v_d_l0_hprev_2 = ws + 12688*N;  /* (20*N, 16) */
+    real *const v_d_l0_Wh = ws + 13008*N;  /* (16, 64) */
+    real *const v_d_l0_Wh_1 = ws + 13008*N + 1024;  /* (16, 64) */
     real *const v_d_l0_Wx = out + 0;  /* (1, 64) */
     real *const v_d_l0_Wh_2 = out + 64;  /* (16, 64) */
     real *const v_d_l0_b = out + 1088;  /* (1, 64) */
     real *const v_d_l1_W = out + 1152;  /* (16, 1) */
     real *const v_d_l1_b = out + 1168;  /* (1, 1) */
-    real *const v_v_l0_Wh_T = ws + 12912*N + 2048;  /* (64, 16) */
-    real *const v_l0_Wh_T = ws + 12912*N + 3072;  /* (64, 16) */
+    real *const v_v_l0_Wh_T = ws + 13008*N + 2048;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 13008*N + 3072;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1595,8 +1741,25 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_r_l1_Z[k] = v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[0];
-    /* r_out_last = r_l1_Z(t=19) */
-    memcpy(v_r_out_last, v_r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+
+    /* loop over time steps: the last real step, t = 0 .. 19 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = it;
+        const int64_t q = t - 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* forward pass (continued) */
+        /* r_out_held_prev = r_out_held of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_r_out_held_prev, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_r_out_held_prev, v_r_out_held + q*1*N, sizeof(real)*(size_t)(N));
+        /* r_out_held = mask ⊙ r_l1_Z + r_out_held_prev ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_r_out_held + t*1*N)[k] = (v_mask + t*1*N)[k]*(v_r_l1_Z + t*1*N)[k] + v_r_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
+    }
+
+    /* forward pass (continued) */
+    /* r_out_last = r_out_held(t=19) */
+    memcpy(v_r_out_last, v_r_out_held + 19*1*N, sizeof(real)*(size_t)(N));
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last) */
     /*   (mse: half the squared error per unit) */
@@ -1604,10 +1767,34 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) v_r_d_out_last[k] = v_r_out_last[k]/((real)N);
 
-    /* Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z) */
-    /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_r_d_l1_Z + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
+    /* Grad of: out_last = out_held(t=19)  (not stored in this function: out_last, out_held) */
+    /* r_d_out_held = r_d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_r_d_out_held, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_r_d_out_held + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
+
+    /* loop over time steps: backward through the last real step, t = 19 .. 0 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = 19 - it;
+        const int64_t q = t + 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first)  (not stored in this function: out_held_prev, out_held) */
+        /* r_carry_out_held = r_d_out_held_prev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_r_carry_out_held, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_r_carry_out_held, v_r_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
+
+        /* Grad of: out_held = mask ⊙ (l1_XW + l1_b) + out_held_prev ⊙ (1 - mask)  (not stored in this function: out_held, l1_XW, out_held_prev) */
+        /*   (each sample's output at its last real step so far) */
+        /* r_d_out_held_1 = r_carry_out_held + r_d_out_held */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) v_r_d_out_held_1[k] = v_r_carry_out_held[k] + (v_r_d_out_held + t*1*N)[k];
+        /* r_d_l1_Z = mask ⊙ r_d_out_held_1 */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_r_d_l1_Z + t*1*N)[k] = (v_mask + t*1*N)[k]*v_r_d_out_held_1[k];
+        /* r_d_out_held_prev = r_d_out_held_1 ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_r_d_out_held_prev + t*1*N)[k] = v_r_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
+    }
 
     /* Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW) */
     /*   (l1: pre-activation) */
@@ -1742,8 +1929,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     for (int64_t k = 0; k < 1024; k++) v_d_l0_Wh_2[k] = v_d_l0_Wh[k] + v_d_l0_Wh_1[k];
 }
 
-/* ---- grad_factors: workspace 5824*N + 1024 elements ---- */
-BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+/* ---- grad_factors: workspace 5920*N + 1024 elements ---- */
+BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -1761,25 +1948,31 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     real *const v_l0_C = ws + 4352*N;  /* (20*N, 16) */
     real *const v_l1_XW = ws + 4672*N;  /* (20*N, 1) */
     real *const v_l1_Z = ws + 4696*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 4720*N;  /* (N, 1) */
-    real *const v_d_out_last = ws + 4728*N;  /* (N, 1) */
-    real *const v_d_l0_H = ws + 4736*N;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 5056*N;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 5072*N;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 5088*N;  /* (N, 16) */
-    real *const v_d_l0_C_1 = ws + 5104*N;  /* (N, 16) */
-    real *const v_d_l0_cprev = ws + 5120*N;  /* (20*N, 16) */
-    real *const v_d_l0_G_3 = ws + 5440*N;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 5456*N;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 5472*N;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 5488*N;  /* (N, 16) */
-    real *const v_d_l0_hprev = ws + 5504*N;  /* (20*N, 16) */
+    real *const v_out_held_prev = ws + 4720*N;  /* (N, 1) */
+    real *const v_out_held = ws + 4728*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 4752*N;  /* (N, 1) */
+    real *const v_d_out_last = ws + 4760*N;  /* (N, 1) */
+    real *const v_d_out_held = ws + 4768*N;  /* (20*N, 1) */
+    real *const v_carry_out_held = ws + 4792*N;  /* (N, 1) */
+    real *const v_d_out_held_1 = ws + 4800*N;  /* (N, 1) */
+    real *const v_d_out_held_prev = ws + 4808*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 4832*N;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 5152*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 5168*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 5184*N;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 5200*N;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 5216*N;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 5536*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 5552*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 5568*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 5584*N;  /* (N, 16) */
+    real *const v_d_l0_hprev = ws + 5600*N;  /* (20*N, 16) */
     real *const v_x_factor = out + 0;  /* (20*N, 1) */
     real *const v_d_l0_G_6 = out + 20*N;  /* (20*N, 64) */
     real *const v_l0_hprev = out + 1300*N;  /* (20*N, 16) */
     real *const v_l0_H = out + 1620*N;  /* (20*N, 16) */
     real *const v_d_l1_Z = out + 1940*N;  /* (20*N, 1) */
-    real *const v_l0_Wh_T = ws + 5824*N;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 5920*N;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1856,8 +2049,26 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
-    /* out_last = l1_Z(t=19) */
-    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+
+    /* loop over time steps: the last real step, t = 0 .. 19 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = it;
+        const int64_t q = t - 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* forward pass (continued) */
+        /* out_held_prev = out_held of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_out_held_prev, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_out_held_prev, v_out_held + q*1*N, sizeof(real)*(size_t)(N));
+        /* each sample's output at its last real step so far */
+        /* out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_out_held + t*1*N)[k] = (v_l1_Z + t*1*N)[k]*(v_mask + t*1*N)[k] + v_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
+    }
+
+    /* forward pass (continued) */
+    /* out_last = out_held(t=19) */
+    memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
     /*   (mse: half the squared error per unit) */
@@ -1865,10 +2076,34 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
 
-    /* Grad of: out_last = l1_Z(t=19) */
-    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
+    /* Grad of: out_last = out_held(t=19) */
+    /* d_out_held = d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_d_out_held, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_out_held + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
+
+    /* loop over time steps: backward through the last real step, t = 19 .. 0 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = 19 - it;
+        const int64_t q = t + 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first) */
+        /* carry_out_held = d_out_held_prev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_carry_out_held, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_carry_out_held, v_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
+
+        /* Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
+        /*   (each sample's output at its last real step so far) */
+        /* d_out_held_1 = carry_out_held + d_out_held */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) v_d_out_held_1[k] = v_carry_out_held[k] + (v_d_out_held + t*1*N)[k];
+        /* d_l1_Z = d_out_held_1 ⊙ mask */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_d_l1_Z + t*1*N)[k] = v_d_out_held_1[k]*(v_mask + t*1*N)[k];
+        /* d_out_held_prev = d_out_held_1 ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_d_out_held_prev + t*1*N)[k] = v_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
+    }
 
     /* Grad of: l1_XW = l0_H·l1_W */
     /*   (l1: affine part) */
@@ -1952,8 +2187,8 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 20*N; k++) v_x_factor[k] = v_x[k];
 }
 
-/* ---- hessian_columns: workspace 19464*N + 2080 elements ---- */
-BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
+/* ---- hessian_columns: workspace 19656*N + 2080 elements ---- */
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
     real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
     real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
@@ -1975,27 +2210,33 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     real *const v_hc = ws + 5632*N;  /* (20*N, 16) */
     real *const v_l1_XW = ws + 5952*N;  /* (20*N, 1) */
     real *const v_l1_Z = ws + 5976*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 6000*N;  /* (N, 1) */
-    real *const v_d_out_last = ws + 6008*N;  /* (N, 1) */
-    real *const v_d_l1_Z = ws + 6016*N;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 6040*N;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 6360*N;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 6376*N;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 6392*N;  /* (20*N, 16) */
-    real *const v_d_l0_o = ws + 6712*N;  /* (20*N, 16) */
-    real *const v_d_l0_C_1 = ws + 7032*N;  /* (20*N, 16) */
-    real *const v_d_l0_cprev = ws + 7352*N;  /* (20*N, 16) */
-    real *const v_d_l0_f = ws + 7672*N;  /* (20*N, 16) */
-    real *const v_d_l0_g = ws + 7992*N;  /* (20*N, 16) */
-    real *const v_d_l0_i = ws + 8312*N;  /* (20*N, 16) */
-    real *const v_d_l0_G_3 = ws + 8632*N;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 8648*N;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 8664*N;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 8680*N;  /* (N, 16) */
-    real *const v_d_l0_G_6 = ws + 8696*N;  /* (20*N, 64) */
-    real *const v_d_l0_hprev = ws + 9976*N;  /* (20*N, 16) */
-    real *const v_hc_3 = ws + 10296*N;  /* (20*N, 16) */
-    real *const v_hc_2 = ws + 10616*N;  /* (20*N, 16) */
+    real *const v_out_held_prev = ws + 6000*N;  /* (N, 1) */
+    real *const v_out_held = ws + 6008*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 6032*N;  /* (N, 1) */
+    real *const v_d_out_last = ws + 6040*N;  /* (N, 1) */
+    real *const v_d_out_held = ws + 6048*N;  /* (20*N, 1) */
+    real *const v_carry_out_held = ws + 6072*N;  /* (N, 1) */
+    real *const v_d_out_held_1 = ws + 6080*N;  /* (N, 1) */
+    real *const v_d_l1_Z = ws + 6088*N;  /* (20*N, 1) */
+    real *const v_d_out_held_prev = ws + 6112*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 6136*N;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 6456*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 6472*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 6488*N;  /* (20*N, 16) */
+    real *const v_d_l0_o = ws + 6808*N;  /* (20*N, 16) */
+    real *const v_d_l0_C_1 = ws + 7128*N;  /* (20*N, 16) */
+    real *const v_d_l0_cprev = ws + 7448*N;  /* (20*N, 16) */
+    real *const v_d_l0_f = ws + 7768*N;  /* (20*N, 16) */
+    real *const v_d_l0_g = ws + 8088*N;  /* (20*N, 16) */
+    real *const v_d_l0_i = ws + 8408*N;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 8728*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 8744*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 8760*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 8776*N;  /* (N, 16) */
+    real *const v_d_l0_G_6 = ws + 8792*N;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 10072*N;  /* (20*N, 16) */
+    real *const v_hc_3 = ws + 10392*N;  /* (20*N, 16) */
+    real *const v_hc_2 = ws + 10712*N;  /* (20*N, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -2078,8 +2319,26 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     /* l1_Z = l1_XW + l1_b */
     #pragma omp simd
     for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
-    /* out_last = l1_Z(t=19) */
-    memcpy(v_out_last, v_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+
+    /* loop over time steps: the last real step, t = 0 .. 19 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = it;
+        const int64_t q = t - 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* forward pass (continued) */
+        /* out_held_prev = out_held of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_out_held_prev, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_out_held_prev, v_out_held + q*1*N, sizeof(real)*(size_t)(N));
+        /* each sample's output at its last real step so far */
+        /* out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_out_held + t*1*N)[k] = (v_l1_Z + t*1*N)[k]*(v_mask + t*1*N)[k] + v_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
+    }
+
+    /* forward pass (continued) */
+    /* out_last = out_held(t=19) */
+    memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
 
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
     /*   (mse: half the squared error per unit) */
@@ -2087,10 +2346,34 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     #pragma omp simd
     for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
 
-    /* Grad of: out_last = l1_Z(t=19) */
-    /* d_l1_Z = d_out_last at t=19, 0 at the other steps (T=20) */
-    memset(v_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-    memcpy(v_d_l1_Z + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
+    /* Grad of: out_last = out_held(t=19) */
+    /* d_out_held = d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_d_out_held, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_out_held + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
+
+    /* loop over time steps: backward through the last real step, t = 19 .. 0 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = 19 - it;
+        const int64_t q = t + 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first) */
+        /* carry_out_held = d_out_held_prev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_carry_out_held, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_carry_out_held, v_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
+
+        /* Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
+        /*   (each sample's output at its last real step so far) */
+        /* d_out_held_1 = carry_out_held + d_out_held */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) v_d_out_held_1[k] = v_carry_out_held[k] + (v_d_out_held + t*1*N)[k];
+        /* d_l1_Z = d_out_held_1 ⊙ mask */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_d_l1_Z + t*1*N)[k] = v_d_out_held_1[k]*(v_mask + t*1*N)[k];
+        /* d_out_held_prev = d_out_held_1 ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_d_out_held_prev + t*1*N)[k] = v_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
+    }
 
     /* Grad of: l1_XW = l0_H·l1_W */
     /*   (l1: affine part) */
@@ -2190,7 +2473,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
 
     /* kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 1169 x 1169, or row j of V) */
     const int64_t NB = N;  /* the batch */
-    real *const wsd = ws + 19464*N + 2080;  /* the directions' part */
+    real *const wsd = ws + 19656*N + 2080;  /* the directions' part */
     if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */
     for (int64_t j0 = 0; j0 < count; j0 += kc) {
         const int64_t K = count - j0 < kc ? count - j0 : kc;
@@ -2215,14 +2498,20 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         real *const v_r_d_l0_Wh_b = wsd + 5440*N + 3362*K;  /* (16, 64) x K */
         real *const v_r_l0_G = wsd + 320*N;  /* (N, 64) x K */
         real *const v_r_l1_XW_a = wsd + 320*N;  /* (20*N, 1) x K */
-        real *const v_r_out_last = wsd + 320*N;  /* (N, 1) x K */
+        real *const v_r_out_held = wsd + 320*N;  /* (20*N, 1) x K */
+        real *const v_r_d_out_last = wsd + 320*N;  /* (N, 1) x K */
+        real *const v_r_carry_out_held = wsd + 320*N;  /* (N, 1) x K */
         real *const v_r_carry_l0_C = wsd + 320*N;  /* (N, 16) x K */
-        real *const v_r_d_out_last = wsd + 321*N;  /* (N, 1) x K */
-        real *const v_r_d_l1_Z = wsd + 322*N;  /* (20*N, 1) x K */
+        real *const v_r_d_out_held = wsd + 321*N;  /* (20*N, 1) x K */
         real *const v_r_carry_l0_H = wsd + 336*N;  /* (N, 16) x K */
         real *const v_r_l1_XW_b = wsd + 340*N;  /* (20*N, 1) x K */
+        real *const v_r_out_held_prev = wsd + 340*N;  /* (N, 1) x K */
+        real *const v_r_out_last = wsd + 340*N;  /* (N, 1) x K */
+        real *const v_r_d_l1_Z = wsd + 341*N;  /* (20*N, 1) x K */
         real *const v_r_d_l0_C_1 = wsd + 352*N;  /* (N, 16) x K */
         real *const v_r_l1_Z = wsd + 360*N;  /* (20*N, 1) x K */
+        real *const v_r_d_out_held_1 = wsd + 361*N;  /* (N, 1) x K */
+        real *const v_r_d_out_held_prev = wsd + 362*N;  /* (20*N, 1) x K */
         real *const v_r_d_l0_G_0 = wsd + 368*N;  /* (N, 16) x K */
         real *const v_r_l0_G_0 = wsd + 384*N;  /* (N, 16) x K */
         real *const v_r_d_l0_G_1_1 = wsd + 384*N;  /* (N, 16) x K */
@@ -2379,8 +2668,30 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
                     v_r_l1_Z[(rr*K + d)*1 + cc] = v_r_l1_XW_a[(rr*K + d)*1 + 0] + v_r_l1_XW_b[(rr*K + d)*1 + 0] + v_v_l1_b[(0*K + d)*1 + 0];
                 }
             }
-        /* r_out_last = r_l1_Z(t=19) */
-        memcpy(v_r_out_last, v_r_l1_Z + 19*1*N, sizeof(real)*(size_t)(N));
+
+        /* loop over time steps: the last real step, t = 0 .. 19, each direction */
+        for (int64_t it = 0; it < 20; it++) {
+            const int64_t t = it;
+            const int64_t q = t - 1;  /* the previous iteration's step */
+            (void)q;
+
+            /* forward pass (continued) */
+            /* r_out_held_prev = r_out_held of the previous iteration (0 at the first) */
+            if (it == 0) memset(v_r_out_held_prev, 0, sizeof(real)*(size_t)(N));
+            else memcpy(v_r_out_held_prev, v_r_out_held + q*1*N, sizeof(real)*(size_t)(N));
+            /* r_out_held = mask ⊙ r_l1_Z + r_out_held_prev ⊙ (1 - mask) */
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 1; cc++) {
+                        (v_r_out_held + t*1*N)[(rr*K + d)*1 + cc] = (v_mask + t*1*NB)[rr*1 + 0]*(v_r_l1_Z + t*1*N)[(rr*K + d)*1 + 0] + v_r_out_held_prev[(rr*K + d)*1 + 0]*(1 - (v_mask + t*1*NB)[rr*1 + 0]);
+                    }
+                }
+        }
+
+        /* forward pass (continued) */
+        /* r_out_last = r_out_held(t=19) */
+        memcpy(v_r_out_last, v_r_out_held + 19*1*N, sizeof(real)*(size_t)(N));
 
         /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last) */
         /*   (mse: half the squared error per unit) */
@@ -2393,10 +2704,44 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
                 }
             }
 
-        /* Grad of: out_last = l1_Z(t=19)  (not stored in this function: out_last, l1_Z) */
-        /* r_d_l1_Z = r_d_out_last at t=19, 0 at the other steps (T=20) */
-        memset(v_r_d_l1_Z, 0, sizeof(real)*(size_t)(20*N));
-        memcpy(v_r_d_l1_Z + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
+        /* Grad of: out_last = out_held(t=19)  (not stored in this function: out_last, out_held) */
+        /* r_d_out_held = r_d_out_last at t=19, 0 at the other steps (T=20) */
+        memset(v_r_d_out_held, 0, sizeof(real)*(size_t)(20*N));
+        memcpy(v_r_d_out_held + 19*1*N, v_r_d_out_last, sizeof(real)*(size_t)(1*N));
+
+        /* loop over time steps: backward through the last real step, t = 19 .. 0, each direction */
+        for (int64_t it = 0; it < 20; it++) {
+            const int64_t t = 19 - it;
+            const int64_t q = t + 1;  /* the previous iteration's step */
+            (void)q;
+
+            /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first)  (not stored in this function: out_held_prev, out_held) */
+            /* r_carry_out_held = r_d_out_held_prev of the previous iteration (0 at the first) */
+            if (it == 0) memset(v_r_carry_out_held, 0, sizeof(real)*(size_t)(N));
+            else memcpy(v_r_carry_out_held, v_r_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
+
+            /* Grad of: out_held = mask ⊙ (l1_XW + l1_b) + out_held_prev ⊙ (1 - mask)  (not stored in this function: out_held, l1_XW, out_held_prev) */
+            /*   (each sample's output at its last real step so far) */
+            /* r_d_out_held_1 = r_carry_out_held + r_d_out_held */
+            #pragma omp simd
+            for (int64_t k = 0; k < N; k++) v_r_d_out_held_1[k] = v_r_carry_out_held[k] + (v_r_d_out_held + t*1*N)[k];
+            /* r_d_l1_Z = mask ⊙ r_d_out_held_1 */
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 1; cc++) {
+                        (v_r_d_l1_Z + t*1*N)[(rr*K + d)*1 + cc] = (v_mask + t*1*NB)[rr*1 + 0]*v_r_d_out_held_1[(rr*K + d)*1 + 0];
+                    }
+                }
+            /* r_d_out_held_prev = r_d_out_held_1 ⊙ (1 - mask) */
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 1; cc++) {
+                        (v_r_d_out_held_prev + t*1*N)[(rr*K + d)*1 + cc] = v_r_d_out_held_1[(rr*K + d)*1 + 0]*(1 - (v_mask + t*1*NB)[rr*1 + 0]);
+                    }
+                }
+        }
 
         /* Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW) */
         /*   (l1: pre-activation) */
@@ -2579,40 +2924,58 @@ typedef real bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_TARGET_RANGE 0
 #define BPGF_LOSS_ALL_STEPS 0
 #define BPGF_SEQ_OUT 1
-#define BPGF_BYTES_PER_SAMPLE 156032
+#define BPGF_BYTES_PER_SAMPLE 157568
 #define BPGS_MIN_ROWS 8
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 31156
+#define BPGF_WORK_PER_SAMPLE 31252
 #define BPGF_OUT_FORWARD_A 20
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
 #define BPGF_OUT_LOSS_AND_GRAD_B 1170
 #define BPGF_OUT_HVP_B 1169
-#define BPGF_WS_FORWARD_A 3448
+#define BPGF_WS_FORWARD_A 3468
 #define BPGF_WS_FORWARD_B 0
 #define BPGF_HAVE_FORWARD 1
-#define BPGF_WS_LOSS_A 3488
+#define BPGF_WS_LOSS_A 3540
 #define BPGF_WS_LOSS_B 8
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 7776
+#define BPGF_WS_LOSS_AND_GRAD_A 7892
 #define BPGF_WS_LOSS_AND_GRAD_B 1032
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 16360
+#define BPGF_WS_HVP_A 16572
 #define BPGF_WS_HVP_B 4128
 #define BPGF_HAVE_HVP 1
+#define BPGF_N_MASKS 1  /* a sequence's masks after x (lengths) */
+/* where a call of N samples keeps its masks in its workspace: past the
+   generated function's own */
+static size_t bpgf_mask_at(int entry, int64_t N)
+{
+    return entry == 0 ? (size_t)3448 * (size_t)N + 0 : entry == 1 ? (size_t)3520 * (size_t)N + 8
+        : entry == 2 ? (size_t)7872 * (size_t)N + 1032 : (size_t)16552 * (size_t)N + 4128;
+}
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */
-static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,
-                      const real *const *p, const real *const *v, real *out, real *ws)
+static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *mk,
+                      const real *y, const real *const *p, const real *const *v,
+                      real *out, real *ws)
 {
+    /* mk: the masks (BPGF_N_MASKS blocks of T*N, lengths given); NULL: a
+       call without lengths: every step real (mask 1), and a reversed
+       loop's truncation every k steps from the last step (0 there) */
+    const real *m = mk;
+    if (!m) {
+        real *w = ws + bpgf_mask_at(entry, N);
+        for (int64_t k = 0; k < (int64_t)BPGF_STEPS * N; k++) w[k] = 1;
+        m = w;
+    }
     if (entry == 0)
-        bpg_forward(N, x, p[0], p[1], p[2], p[3], p[4], out, ws);
+        bpg_forward(N, x, m + 0*N, p[0], p[1], p[2], p[3], p[4], out, ws);
     else if (entry == 1)
-        bpg_loss(N, x, y, p[0], p[1], p[2], p[3], p[4], out, ws);
+        bpg_loss(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], out, ws);
     else if (entry == 2)
-        bpg_loss_and_grad(N, x, y, p[0], p[1], p[2], p[3], p[4], out, ws);
+        bpg_loss_and_grad(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], out, ws);
     else
-        bpg_hvp(N, x, y, p[0], p[1], p[2], p[3], p[4], v[0], v[1], v[2], v[3], v[4], out, ws);
+        bpg_hvp(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], v[0], v[1], v[2], v[3], v[4], out, ws);
 }
 
 /* The CPython entry points of a generated C module: forward, loss and
@@ -2679,7 +3042,8 @@ static const int bpgf_enabled[BPGF_ENTRIES] = {BPGF_HAVE_FORWARD, BPGF_HAVE_LOSS
 /* the calls themselves, split across threads or not (runtime/split.c,
    pasted after this file) */
 size_t bpg_entry_ws(int entry, int64_t N);
-void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const real *const *p,
+void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+                   const real *const *p,
                    const real *const *v, real *out, real *ws, size_t cap);
 static double bpgs_min_work;    /* the least work of a large call (split.c) */
 
@@ -3192,10 +3556,10 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
                thread, and is never split, unless the tests lower the
                threshold with bpg_split_rule) */
             Py_BEGIN_ALLOW_THREADS
-            bpg_entry_run(entry, N, xp, yp, p, v, out, ws, pl.at_y);
+            bpg_entry_run(entry, N, xp, NULL, yp, p, v, out, ws, pl.at_y);
             Py_END_ALLOW_THREADS
         } else {
-            bpgf_call(entry, N, xp, yp, p, v, out, ws);
+            bpgf_call(entry, N, xp, NULL, yp, p, v, out, ws);
         }
         ok = bpgf_finite(out, pl.out_size);     /* else the Python path blames an input */
         if (ok && entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)  /* (T*N, K) -> (N, T, K) */
@@ -3362,6 +3726,9 @@ int bpgf_install(void *globals)
      output, the weights summing to 1.  Each entry of the output is
      w_0 o_0 + w_1 o_1 + ... in that order, whichever thread computes it
      (each thread a fixed range of entries, after every slice is done).
+     A padded batch whose loss reads every step (lengths given) averages
+     over its real (sample, step) pairs: w_i is then slice i's share of
+     them (bpgs_weights).
 
    The per-sample inputs are sliced by bpgs_rows: an array of T blocks of N
    rows (batch-first: T = 1, the slice is a pointer into it; time-major
@@ -3524,11 +3891,13 @@ typedef struct {
     int entry, n;
     int64_t N;
     const bpgf_x_t *x;
+    const real *mk;             /* the masks (lengths given), or NULL */
     const real *y;
     const real *const *p, *const *v;
     real *out;
     real *ws;
     size_t at[BPGS_MAX];        /* slice i's workspace: ws + at[i] */
+    double w[BPGS_MAX];         /* slice i's weight (bpgs_weights) */
     pthread_mutex_t lock;
     pthread_cond_t all_done;
     int done;                   /* slices finished */
@@ -3553,23 +3922,48 @@ static void bpgs_run_slice(bpgs_job *j, int i)
     if (j->entry != BPGF_E_FORWARD)
         y = bpgs_rows(j->y, j->N, BPGF_LOSS_ALL_STEPS ? T : 1, sizeof(real) * BPGF_K, a, m,
                       ws + at[1]);
+    const real *mk = NULL;
+#if BPGF_N_MASKS
+    if (j->mk) {        /* its rows of every step of each mask, where the call keeps them */
+        real *to = ws + bpgf_mask_at(j->entry, m);
+        for (int k = 0; k < BPGF_N_MASKS; k++)
+            bpgs_rows(j->mk + (size_t)k * (size_t)(T * j->N), j->N, T, sizeof(real), a, m,
+                      to + (size_t)k * (size_t)(T * m));
+        mk = to;
+    }
+#endif
     real *out = ws + at[2];
     if (j->entry == BPGF_E_FORWARD && !BPGF_SEQ_OUT)
         out = j->out + (size_t)a * BPGF_K;             /* its own rows */
-    bpgf_call(j->entry, m, x, y, j->p, j->v, out, ws);
+    bpgf_call(j->entry, m, x, mk, y, j->p, j->v, out, ws);
     if (j->entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)    /* its rows of every step */
         for (int64_t t = 0; t < T; t++)
             memcpy(j->out + (size_t)(t * j->N + a) * BPGF_K, out + (size_t)(t * m) * BPGF_K,
                    sizeof(real) * (size_t)m * BPGF_K);
 }
 
-/* slice i's weight in the combined output: its share of the terms the
-   loss averages (samples, or samples times steps: the same share; were
-   the steps counted per sample, the share of their sum) */
-static double bpgs_weight(const bpgs_job *j, int i)
+/* each slice's weight in the combined output: its share of the terms the
+   loss averages: samples (or samples times steps, the same share), or, for
+   a loss over every step of a padded batch (lengths given), its share of
+   the real (sample, step) pairs, the sum of the first mask over its rows */
+static void bpgs_weights(bpgs_job *j)
 {
-    const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
-    return (double)m / (double)j->N;
+    double total = 0, part[BPGS_MAX];
+    for (int i = 0; i < j->n; i++) {
+        const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+        part[i] = (double)m;
+#if BPGF_N_MASKS
+        if (j->mk && BPGF_LOSS_ALL_STEPS) {
+            part[i] = 0;
+            for (int64_t t = 0; t < BPGF_STEPS; t++)
+                for (int64_t n = a; n < a + m; n++)
+                    part[i] += (double)j->mk[t * j->N + n];
+        }
+#endif
+        total += part[i];
+    }
+    for (int i = 0; i < j->n; i++)
+        j->w[i] = part[i] / total;
 }
 
 /* after `slices` slices are done here, wait for every other */
@@ -3596,7 +3990,7 @@ static BPG_ENTRY void bpgs_reduce(bpgs_job *j, int part)
         size_t at[3];
         const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
         bpgs_slice_ws(j->entry, m, at);
-        const real w = (real)bpgs_weight(j, i);
+        const real w = (real)j->w[i];
         const real *restrict o = j->ws + j->at[i] + at[2];
         real *restrict out = j->out;
         if (i == 0) {
@@ -3633,6 +4027,7 @@ static void bpgs_split(bpgs_job *j)
         offset += bpgs_slice_ws(j->entry, bpgs_start(j->N, j->n, i + 1) - bpgs_start(j->N, j->n, i),
                                 NULL);
     }
+    bpgs_weights(j);
     pthread_mutex_init(&j->lock, NULL);
     pthread_cond_init(&j->all_done, NULL);
     j->done = 0;
@@ -3676,8 +4071,8 @@ size_t bpg_entry_ws(int entry, int64_t N)
    `cap` elements (at least bpgs_ws_need(entry, N, 1)).  Takes the call's
    turn (the thread rule), runs it split, with the BLAS's threads, or on
    this thread alone, and gives the turn back.  Call it without the GIL. */
-void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const real *const *p,
-                   const real *const *v, real *out, real *ws, size_t cap)
+void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+                   const real *const *p, const real *const *v, real *out, real *ws, size_t cap)
 {
     const double work = bpgs_work(entry, N);
     /* the count decides: split when the slices are large enough */
@@ -3692,7 +4087,7 @@ void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const rea
         if (need > cap && posix_memalign((void **)&own, 64, need * sizeof(real)) != 0)
             own = NULL;
         if (need <= cap || own) {
-            bpgs_job j = {.entry = entry, .n = s, .N = N, .x = x, .y = y, .p = p, .v = v,
+            bpgs_job j = {.entry = entry, .n = s, .N = N, .x = x, .mk = mk, .y = y, .p = p, .v = v,
                           .out = out, .ws = own ? own : ws};
             bpgs_split(&j);
             __atomic_add_fetch(&bpgs_calls, 1, __ATOMIC_RELAXED);
@@ -3703,7 +4098,7 @@ void bpg_entry_run(int entry, int64_t N, const void *x, const real *y, const rea
     }
     if (n > 1 && split)     /* a large call after all unsplit: the BLAS's threads */
         bpg_threads_apply(n);
-    bpgf_call(entry, N, x, y, p, v, out, ws);
+    bpgf_call(entry, N, x, mk, y, p, v, out, ws);
     bpg_threads_leave(n > 1);
 }
 

@@ -339,22 +339,27 @@ int bpg_get_threads(void)
     return bpg_threads->wanted;
 }
 
-/* Before a call of `work` (N times one sample's): waits for its turn; 1 if
-   it runs as a large call, 0 if not.  bpg_threads_leave(that) after it.
-   Without a BLAS every call is small and nothing waits. */
-int bpg_threads_enter(double work)
+/* Before a call: waits for its turn, and returns the thread count the call
+   runs with: the user's count n when it may be large (`large`: its work, N
+   times one sample's, is at least BPG_THREADS_MIN_WORK or the caller's own
+   threshold) and n > 1, else 1.  With `blas`, a large call's BLAS runs with
+   n threads; without, the BLAS stays at 1 (the call splits its batch across
+   n threads itself, runtime/split.c).  bpg_threads_leave(count > 1) after
+   it.  (Without a BLAS the same rule holds; a large call can then only
+   split.) */
+int bpg_threads_take(int large, int blas)
 {
-#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
-    const int large = t->wanted > 1 && work >= BPG_THREADS_MIN_WORK;
+    const int n = t->wanted;
+    large = large && n > 1;
     if (large) {
         t->waiting++;
         while (t->large || t->small)
             pthread_cond_wait(&t->turn, &t->lock);
         t->waiting--;
         t->large = 1;
-        bpg_threads_apply(t->wanted);
+        bpg_threads_apply(blas ? n : 1);
     } else {
         while (t->large || t->waiting)
             pthread_cond_wait(&t->turn, &t->lock);
@@ -362,16 +367,18 @@ int bpg_threads_enter(double work)
         bpg_threads_apply(1);
     }
     pthread_mutex_unlock(&t->lock);
-    return large;
-#else
-    (void)work;
-    return 0;
-#endif
+    return large ? n : 1;
+}
+
+/* The same for a call of `work`, the BLAS given the count: 1 if the call
+   runs as a large call, 0 if not. */
+int bpg_threads_enter(double work)
+{
+    return bpg_threads_take(work >= BPG_THREADS_MIN_WORK, 1) > 1;
 }
 
 void bpg_threads_leave(int large)
 {
-#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
     if (large) {
@@ -382,9 +389,6 @@ void bpg_threads_leave(int large)
     }
     pthread_cond_broadcast(&t->turn);
     pthread_mutex_unlock(&t->lock);
-#else
-    (void)large;
-#endif
 }
 
 /* the adjoint of bpg_take_rows: out (V rows of w) = 0, then out[idx[r]] += a[r]
@@ -692,7 +696,7 @@ static const int32_t bpg_table_1[80] = {
 };
 
 /* ---- forward: workspace 4416*N + 0 elements ---- */
-BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
@@ -913,8 +917,8 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     }
 }
 
-/* ---- loss: workspace 4832*N + 3392 elements ---- */
-BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+/* ---- loss: workspace 4832*N + 3400 elements ---- */
+BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
@@ -951,27 +955,28 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     real *const v_mlp_R = ws + 4160*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 4288*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 4416*N;  /* (8*N, 16) */
-    real *const v_o_max = ws + 4544*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 4552*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 4680*N;  /* (8*N, 1) */
-    real *const v_o_pick = ws + 4688*N;  /* (8*N, 16) */
-    real *const v_o_label = ws + 4816*N;  /* (8*N, 1) */
-    real *const v_loss_terms = ws + 4824*N;  /* (8*N, 1) */
-    real *const v_loss_sum = ws + 4832*N;  /* (1, 1) */
-    real *const v_attn_mha_Wq_sq = ws + 4832*N + 8;  /* (16, 16) */
-    real *const v_attn_mha_Wq_sqsum = ws + 4832*N + 264;  /* (1, 1) */
-    real *const v_attn_mha_Wk_sq = ws + 4832*N + 272;  /* (16, 16) */
-    real *const v_attn_mha_Wk_sqsum = ws + 4832*N + 528;  /* (1, 1) */
-    real *const v_attn_mha_Wv_sq = ws + 4832*N + 536;  /* (16, 16) */
-    real *const v_attn_mha_Wv_sqsum = ws + 4832*N + 792;  /* (1, 1) */
-    real *const v_attn_mha_Wo_sq = ws + 4832*N + 800;  /* (16, 16) */
-    real *const v_attn_mha_Wo_sqsum = ws + 4832*N + 1056;  /* (1, 1) */
-    real *const v_mlp_up_W_sq = ws + 4832*N + 1064;  /* (16, 64) */
-    real *const v_mlp_up_W_sqsum = ws + 4832*N + 2088;  /* (1, 1) */
-    real *const v_mlp_down_W_sq = ws + 4832*N + 2096;  /* (64, 16) */
-    real *const v_mlp_down_W_sqsum = ws + 4832*N + 3120;  /* (1, 1) */
-    real *const v_head_W_sq = ws + 4832*N + 3128;  /* (16, 16) */
-    real *const v_head_W_sqsum = ws + 4832*N + 3384;  /* (1, 1) */
+    real *const v_real_steps = ws + 4544*N;  /* (1, 1) */
+    real *const v_o_max = ws + 4544*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 4552*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 4680*N + 8;  /* (8*N, 1) */
+    real *const v_o_pick = ws + 4688*N + 8;  /* (8*N, 16) */
+    real *const v_o_label = ws + 4816*N + 8;  /* (8*N, 1) */
+    real *const v_real_terms = ws + 4824*N + 8;  /* (8*N, 1) */
+    real *const v_loss_sum = ws + 4832*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 4832*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 4832*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 4832*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 4832*N + 536;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 4832*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 4832*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 4832*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 4832*N + 1064;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 4832*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 4832*N + 2096;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 4832*N + 2104;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 4832*N + 3128;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 4832*N + 3136;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 4832*N + 3392;  /* (1, 1) */
     real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
@@ -1155,6 +1160,8 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1175,12 +1182,12 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     /* the label's logit */
     /* o_label = o_pick·1 */
     bpg_rowsum(8*N, 16, v_o_pick, v_o_label);
-    /* logsumexp(O) - O[label] per sample */
-    /* loss_terms = o_max - o_label + log(o_expsum) */
+    /* the loss terms of real steps only */
+    /* real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
-    /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(8*N, 1, v_loss_terms, v_loss_sum);
+    for (int64_t k = 0; k < 8*N; k++) v_real_terms[k] = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
+    /* loss_sum = 1ᵀ·real_terms·1 */
+    bpg_sumall(8*N, 1, v_real_terms, v_loss_sum);
     /* attn_mha_Wq_sq = attn_mha_Wq^∘2 */
     #pragma omp simd
     for (int64_t k = 0; k < 256; k++) v_attn_mha_Wq_sq[k] = ((v_attn_mha_Wq[k])*(v_attn_mha_Wq[k]));
@@ -1217,13 +1224,13 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     /* head_W_sqsum = 1ᵀ·head_W_sq·1 */
     bpg_sumall(16, 16, v_head_W_sq, v_head_W_sqsum);
     /* mean over samples + 0.5 λ Σ‖W‖² */
-    /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / (8 N) */
+    /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps */
     #pragma omp simd
-    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0] + 0.125*v_loss_sum[0]/((real)N);
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + v_loss_sum[0]/v_real_steps[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0];
 }
 
-/* ---- loss_and_grad: workspace 10264*N + 6720 elements ---- */
-BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+/* ---- loss_and_grad: workspace 10280*N + 6736 elements ---- */
+BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
@@ -1263,70 +1270,74 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     real *const v_mlp_R = ws + 4928*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 5056*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 5184*N;  /* (8*N, 16) */
-    real *const v_o_max = ws + 5312*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 5320*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 5448*N;  /* (8*N, 1) */
-    real *const v_o_pick = ws + 5456*N;  /* (8*N, 16) */
-    real *const v_o_label = ws + 5584*N;  /* (8*N, 1) */
-    real *const v_loss_terms = ws + 5592*N;  /* (8*N, 1) */
-    real *const v_loss_sum = ws + 5600*N;  /* (1, 1) */
-    real *const v_attn_mha_Wq_sq = ws + 5600*N + 8;  /* (16, 16) */
-    real *const v_attn_mha_Wq_sqsum = ws + 5600*N + 264;  /* (1, 1) */
-    real *const v_attn_mha_Wk_sq = ws + 5600*N + 272;  /* (16, 16) */
-    real *const v_attn_mha_Wk_sqsum = ws + 5600*N + 528;  /* (1, 1) */
-    real *const v_attn_mha_Wv_sq = ws + 5600*N + 536;  /* (16, 16) */
-    real *const v_attn_mha_Wv_sqsum = ws + 5600*N + 792;  /* (1, 1) */
-    real *const v_attn_mha_Wo_sq = ws + 5600*N + 800;  /* (16, 16) */
-    real *const v_attn_mha_Wo_sqsum = ws + 5600*N + 1056;  /* (1, 1) */
-    real *const v_mlp_up_W_sq = ws + 5600*N + 1064;  /* (16, 64) */
-    real *const v_mlp_up_W_sqsum = ws + 5600*N + 2088;  /* (1, 1) */
-    real *const v_mlp_down_W_sq = ws + 5600*N + 2096;  /* (64, 16) */
-    real *const v_mlp_down_W_sqsum = ws + 5600*N + 3120;  /* (1, 1) */
-    real *const v_head_W_sq = ws + 5600*N + 3128;  /* (16, 16) */
-    real *const v_head_W_sqsum = ws + 5600*N + 3384;  /* (1, 1) */
-    real *const v_d_o_expsum = ws + 5600*N + 3392;  /* (8*N, 1) */
-    real *const v_d_head_Z_2 = ws + 5608*N + 3392;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 5736*N + 3392;  /* (8*N, 16) */
-    real *const v_d_head_W_1 = ws + 5864*N + 3392;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 5864*N + 3648;  /* (8*N, 64) */
-    real *const v_d_mlp_down_W_1 = ws + 6376*N + 3648;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 6376*N + 4672;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 6888*N + 4672;  /* (8*N, 16) */
-    real *const v_d_mlp_up_W_1 = ws + 7016*N + 4672;  /* (16, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 7016*N + 5696;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_g = ws + 7144*N + 5696;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 7272*N + 5696;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 7400*N + 5696;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 7408*N + 5696;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 7536*N + 5696;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 7664*N + 5696;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 7672*N + 5696;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 7800*N + 5696;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wo_1 = ws + 7928*N + 5696;  /* (16, 16) */
-    real *const v_d_attn_mha_P = ws + 7928*N + 5952;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 8056*N + 5952;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Zs = ws + 8184*N + 5952;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 8312*N + 5952;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 8328*N + 5952;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 8456*N + 5952;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 8584*N + 5952;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 8712*N + 5952;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 8840*N + 5952;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 8968*N + 5952;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wv_1 = ws + 9096*N + 5952;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 9096*N + 6208;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wk_1 = ws + 9224*N + 6208;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 9224*N + 6464;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wq_1 = ws + 9352*N + 6464;  /* (16, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 9352*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 9480*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_g = ws + 9608*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 9736*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 9864*N + 6720;  /* (8*N, 1) */
-    real *const v_d_attn_norm_Xc_2 = ws + 9872*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum = ws + 10000*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum_1 = ws + 10128*N + 6720;  /* (8*N, 1) */
-    real *const v_d_emb_A_1 = ws + 10136*N + 6720;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 5312*N;  /* (1, 1) */
+    real *const v_o_max = ws + 5312*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 5320*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 5448*N + 8;  /* (8*N, 1) */
+    real *const v_o_pick = ws + 5456*N + 8;  /* (8*N, 16) */
+    real *const v_o_label = ws + 5584*N + 8;  /* (8*N, 1) */
+    real *const v_real_terms = ws + 5592*N + 8;  /* (8*N, 1) */
+    real *const v_loss_sum = ws + 5600*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 5600*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 5600*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 5600*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 5600*N + 536;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 5600*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 5600*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 5600*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 5600*N + 1064;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 5600*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 5600*N + 2096;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 5600*N + 2104;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 5600*N + 3128;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 5600*N + 3136;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 5600*N + 3392;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 5600*N + 3400;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 5600*N + 3408;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 5608*N + 3408;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 5616*N + 3408;  /* (8*N, 1) */
+    real *const v_d_head_Z_2 = ws + 5624*N + 3408;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 5752*N + 3408;  /* (8*N, 16) */
+    real *const v_d_head_W_1 = ws + 5880*N + 3408;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 5880*N + 3664;  /* (8*N, 64) */
+    real *const v_d_mlp_down_W_1 = ws + 6392*N + 3664;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 6392*N + 4688;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 6904*N + 4688;  /* (8*N, 16) */
+    real *const v_d_mlp_up_W_1 = ws + 7032*N + 4688;  /* (16, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 7032*N + 5712;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_g = ws + 7160*N + 5712;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 7288*N + 5712;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 7416*N + 5712;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 7424*N + 5712;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 7552*N + 5712;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 7680*N + 5712;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 7688*N + 5712;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 7816*N + 5712;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wo_1 = ws + 7944*N + 5712;  /* (16, 16) */
+    real *const v_d_attn_mha_P = ws + 7944*N + 5968;  /* (16*N, 8) */
+    real *const v_d_attn_mha_V = ws + 8072*N + 5968;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Zs = ws + 8200*N + 5968;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 8328*N + 5968;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 8344*N + 5968;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 8472*N + 5968;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 8600*N + 5968;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 8728*N + 5968;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 8856*N + 5968;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 8984*N + 5968;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wv_1 = ws + 9112*N + 5968;  /* (16, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 9112*N + 6224;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wk_1 = ws + 9240*N + 6224;  /* (16, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 9240*N + 6480;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wq_1 = ws + 9368*N + 6480;  /* (16, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 9368*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 9496*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_g = ws + 9624*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 9752*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 9880*N + 6736;  /* (8*N, 1) */
+    real *const v_d_attn_norm_Xc_2 = ws + 9888*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum = ws + 10016*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum_1 = ws + 10144*N + 6736;  /* (8*N, 1) */
+    real *const v_d_emb_A_1 = ws + 10152*N + 6736;  /* (8*N, 16) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_emb_E = out + 1;  /* (16, 16) */
     real *const v_d_emb_P = out + 257;  /* (8, 16) */
@@ -1552,6 +1563,8 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1572,12 +1585,12 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* the label's logit */
     /* o_label = o_pick·1 */
     bpg_rowsum(8*N, 16, v_o_pick, v_o_label);
-    /* logsumexp(O) - O[label] per sample */
-    /* loss_terms = o_max - o_label + log(o_expsum) */
+    /* the loss terms of real steps only */
+    /* real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
-    /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(8*N, 1, v_loss_terms, v_loss_sum);
+    for (int64_t k = 0; k < 8*N; k++) v_real_terms[k] = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
+    /* loss_sum = 1ᵀ·real_terms·1 */
+    bpg_sumall(8*N, 1, v_real_terms, v_loss_sum);
     /* attn_mha_Wq_sq = attn_mha_Wq^∘2 */
     #pragma omp simd
     for (int64_t k = 0; k < 256; k++) v_attn_mha_Wq_sq[k] = ((v_attn_mha_Wq[k])*(v_attn_mha_Wq[k]));
@@ -1614,24 +1627,39 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* head_W_sqsum = 1ᵀ·head_W_sq·1 */
     bpg_sumall(16, 16, v_head_W_sq, v_head_W_sqsum);
     /* mean over samples + 0.5 λ Σ‖W‖² */
-    /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / (8 N) */
+    /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps */
     #pragma omp simd
-    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0] + 0.125*v_loss_sum[0]/((real)N);
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + v_loss_sum[0]/v_real_steps[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0];
 
-    /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
-    /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1 / (8 N o_expsum) */
+    /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps */
+    /*   (mean over samples + 0.5 λ Σ‖W‖²) */
+    /* d_loss_sum = 1 / real_steps */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = 0.125/(((real)N)*v_o_expsum[k]);
+    for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
+
+    /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
+    /*   (the loss terms of real steps only) */
+    /* d_loss_terms = d_loss_sum ⊙ mask */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
+
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms) */
+    /*   (logsumexp(O) - O[label] per sample) */
+    /* d_o_expsum = d_loss_terms / o_expsum */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
+    /* d_o_label = -d_loss_terms */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
-    /* d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N) */
+    /* d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - 0.125*v_y[k]/((real)N);
+            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
         }
     }
     /* d_head_b = 1ᵀ·d_head_Z_2 */
@@ -1921,8 +1949,8 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     for (int64_t k = 0; k < 256; k++) v_d_head_W_2[k] = v_d_head_W_1[k] + 0.0001*v_head_W[k];
 }
 
-/* ---- hvp: workspace 24176*N + 6656 elements ---- */
-BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
+/* ---- hvp: workspace 24192*N + 6672 elements ---- */
+BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_r_emb_EX = ws + 128*N;  /* (8*N, 16) */
@@ -2008,112 +2036,116 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     real *const v_r_head_XW_a = ws + 11760*N;  /* (8*N, 16) */
     real *const v_r_head_XW_b = ws + 11888*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 12016*N;  /* (8*N, 16) */
-    real *const v_o_max = ws + 12144*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 12152*N;  /* (8*N, 16) */
-    real *const v_r_o_exp = ws + 12280*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 12408*N;  /* (8*N, 1) */
-    real *const v_r_o_expsum = ws + 12416*N;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 12424*N;  /* (8*N, 1) */
-    real *const v_r_d_o_expsum = ws + 12432*N;  /* (8*N, 1) */
-    real *const v_r_d_head_Z_1 = ws + 12440*N;  /* (8*N, 16) */
-    real *const v_d_head_Z_2 = ws + 12568*N;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 12696*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R_a = ws + 12824*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R_b = ws + 12952*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R = ws + 13080*N;  /* (8*N, 16) */
-    real *const v_r_d_head_W_1_a = ws + 13208*N;  /* (16, 16) */
-    real *const v_r_d_head_W_1_b = ws + 13208*N + 256;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 13208*N + 512;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_A_a = ws + 13720*N + 512;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_A_b = ws + 14232*N + 512;  /* (8*N, 64) */
-    real *const v_r_d_mlp_down_W_1_a = ws + 14744*N + 512;  /* (64, 16) */
-    real *const v_r_d_mlp_down_W_1_b = ws + 14744*N + 1536;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 14744*N + 2560;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_Z = ws + 15256*N + 2560;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 15768*N + 2560;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A_a = ws + 15896*N + 2560;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A_b = ws + 16024*N + 2560;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A = ws + 16152*N + 2560;  /* (8*N, 16) */
-    real *const v_r_d_mlp_up_W_1_a = ws + 16280*N + 2560;  /* (16, 64) */
-    real *const v_r_d_mlp_up_W_1_b = ws + 16280*N + 3584;  /* (16, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 16280*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_Xhat = ws + 16408*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_g = ws + 16536*N + 4608;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xc = ws + 16664*N + 4608;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 16792*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_ss = ws + 16920*N + 4608;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 17048*N + 4608;  /* (8*N, 1) */
-    real *const v_r_d_mlp_norm_ss_1 = ws + 17056*N + 4608;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 17064*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_Xc_2 = ws + 17192*N + 4608;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 17320*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_sum = ws + 17448*N + 4608;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 17576*N + 4608;  /* (8*N, 1) */
-    real *const v_r_d_mlp_norm_sum_1 = ws + 17584*N + 4608;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 17592*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_attn_R_1 = ws + 17720*N + 4608;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 17848*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV_a = ws + 17976*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV_b = ws + 18104*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV = ws + 18232*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wo_1_a = ws + 18360*N + 4608;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wo_1_b = ws + 18360*N + 4864;  /* (16, 16) */
-    real *const v_d_attn_mha_P = ws + 18360*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_P_a = ws + 18488*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_P_b = ws + 18616*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_P = ws + 18744*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 18872*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V_a = ws + 19000*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V_b = ws + 19128*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V = ws + 19256*N + 5120;  /* (8*N, 16) */
-    real *const v_d_attn_mha_E = ws + 19384*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs = ws + 19512*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_Zs = ws + 19640*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 19768*N + 5120;  /* (16*N, 1) */
-    real *const v_r_d_attn_mha_Zs_1 = ws + 19784*N + 5120;  /* (16*N, 1) */
-    real *const v_d_attn_mha_E_2 = ws + 19800*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Sm = ws + 19928*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_Sm = ws + 20056*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 20184*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_S = ws + 20312*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 20440*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_QK = ws + 20568*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 20696*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q_a = ws + 20824*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q_b = ws + 20952*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q = ws + 21080*N + 5120;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 21208*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K_a = ws + 21336*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K_b = ws + 21464*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K = ws + 21592*N + 5120;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 21720*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_a = ws + 21848*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_b = ws + 21976*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wv_1_a = ws + 22104*N + 5120;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wv_1_b = ws + 22104*N + 5376;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 22104*N + 5632;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_1_a = ws + 22232*N + 5632;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_1_b = ws + 22360*N + 5632;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wk_1_a = ws + 22488*N + 5632;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wk_1_b = ws + 22488*N + 5888;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 22488*N + 6144;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_2_a = ws + 22616*N + 6144;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_2_b = ws + 22744*N + 6144;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wq_1_a = ws + 22872*N + 6144;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wq_1_b = ws + 22872*N + 6400;  /* (16, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 22872*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_3 = ws + 23000*N + 6656;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 23128*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_Xhat = ws + 23256*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_g = ws + 23384*N + 6656;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 23512*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_ss = ws + 23640*N + 6656;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 23768*N + 6656;  /* (8*N, 1) */
-    real *const v_r_d_attn_norm_ss_1 = ws + 23776*N + 6656;  /* (8*N, 1) */
-    real *const v_r_d_attn_norm_Xc_2 = ws + 23784*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_sum = ws + 23912*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_sum_1 = ws + 24040*N + 6656;  /* (8*N, 1) */
-    real *const v_r_d_emb_A_1 = ws + 24048*N + 6656;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 12144*N;  /* (1, 1) */
+    real *const v_o_max = ws + 12144*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 12152*N + 8;  /* (8*N, 16) */
+    real *const v_r_o_exp = ws + 12280*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 12408*N + 8;  /* (8*N, 1) */
+    real *const v_r_o_expsum = ws + 12416*N + 8;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 12424*N + 8;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 12424*N + 16;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 12432*N + 16;  /* (8*N, 1) */
+    real *const v_r_d_o_expsum = ws + 12440*N + 16;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 12448*N + 16;  /* (8*N, 1) */
+    real *const v_r_d_head_Z_1 = ws + 12456*N + 16;  /* (8*N, 16) */
+    real *const v_d_head_Z_2 = ws + 12584*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 12712*N + 16;  /* (8*N, 16) */
+    real *const v_r_d_mlp_R_a = ws + 12840*N + 16;  /* (8*N, 16) */
+    real *const v_r_d_mlp_R_b = ws + 12968*N + 16;  /* (8*N, 16) */
+    real *const v_r_d_mlp_R = ws + 13096*N + 16;  /* (8*N, 16) */
+    real *const v_r_d_head_W_1_a = ws + 13224*N + 16;  /* (16, 16) */
+    real *const v_r_d_head_W_1_b = ws + 13224*N + 272;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 13224*N + 528;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_A_a = ws + 13736*N + 528;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_A_b = ws + 14248*N + 528;  /* (8*N, 64) */
+    real *const v_r_d_mlp_down_W_1_a = ws + 14760*N + 528;  /* (64, 16) */
+    real *const v_r_d_mlp_down_W_1_b = ws + 14760*N + 1552;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 14760*N + 2576;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_Z = ws + 15272*N + 2576;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 15784*N + 2576;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A_a = ws + 15912*N + 2576;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A_b = ws + 16040*N + 2576;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A = ws + 16168*N + 2576;  /* (8*N, 16) */
+    real *const v_r_d_mlp_up_W_1_a = ws + 16296*N + 2576;  /* (16, 64) */
+    real *const v_r_d_mlp_up_W_1_b = ws + 16296*N + 3600;  /* (16, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 16296*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_Xhat = ws + 16424*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_g = ws + 16552*N + 4624;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xc = ws + 16680*N + 4624;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 16808*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_ss = ws + 16936*N + 4624;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 17064*N + 4624;  /* (8*N, 1) */
+    real *const v_r_d_mlp_norm_ss_1 = ws + 17072*N + 4624;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 17080*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_Xc_2 = ws + 17208*N + 4624;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 17336*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_sum = ws + 17464*N + 4624;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 17592*N + 4624;  /* (8*N, 1) */
+    real *const v_r_d_mlp_norm_sum_1 = ws + 17600*N + 4624;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 17608*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_attn_R_1 = ws + 17736*N + 4624;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 17864*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV_a = ws + 17992*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV_b = ws + 18120*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV = ws + 18248*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wo_1_a = ws + 18376*N + 4624;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wo_1_b = ws + 18376*N + 4880;  /* (16, 16) */
+    real *const v_d_attn_mha_P = ws + 18376*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_P_a = ws + 18504*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_P_b = ws + 18632*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_P = ws + 18760*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_V = ws + 18888*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_V_a = ws + 19016*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_V_b = ws + 19144*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_V = ws + 19272*N + 5136;  /* (8*N, 16) */
+    real *const v_d_attn_mha_E = ws + 19400*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 19528*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_Zs = ws + 19656*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 19784*N + 5136;  /* (16*N, 1) */
+    real *const v_r_d_attn_mha_Zs_1 = ws + 19800*N + 5136;  /* (16*N, 1) */
+    real *const v_d_attn_mha_E_2 = ws + 19816*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Sm = ws + 19944*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_Sm = ws + 20072*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 20200*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_S = ws + 20328*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 20456*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_QK = ws + 20584*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 20712*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q_a = ws + 20840*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q_b = ws + 20968*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q = ws + 21096*N + 5136;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 21224*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K_a = ws + 21352*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K_b = ws + 21480*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K = ws + 21608*N + 5136;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 21736*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_a = ws + 21864*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_b = ws + 21992*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wv_1_a = ws + 22120*N + 5136;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wv_1_b = ws + 22120*N + 5392;  /* (16, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 22120*N + 5648;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_1_a = ws + 22248*N + 5648;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_1_b = ws + 22376*N + 5648;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wk_1_a = ws + 22504*N + 5648;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wk_1_b = ws + 22504*N + 5904;  /* (16, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 22504*N + 6160;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_2_a = ws + 22632*N + 6160;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_2_b = ws + 22760*N + 6160;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wq_1_a = ws + 22888*N + 6160;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wq_1_b = ws + 22888*N + 6416;  /* (16, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 22888*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_3 = ws + 23016*N + 6672;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 23144*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_Xhat = ws + 23272*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_g = ws + 23400*N + 6672;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 23528*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_ss = ws + 23656*N + 6672;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 23784*N + 6672;  /* (8*N, 1) */
+    real *const v_r_d_attn_norm_ss_1 = ws + 23792*N + 6672;  /* (8*N, 1) */
+    real *const v_r_d_attn_norm_Xc_2 = ws + 23800*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_sum = ws + 23928*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_sum_1 = ws + 24056*N + 6672;  /* (8*N, 1) */
+    real *const v_r_d_emb_A_1 = ws + 24064*N + 6672;  /* (8*N, 16) */
     real *const v_r_d_emb_E = out + 0;  /* (16, 16) */
     real *const v_r_d_emb_P = out + 256;  /* (8, 16) */
     real *const v_r_d_attn_norm_g_1 = out + 384;  /* (1, 16) */
@@ -2515,6 +2547,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -2540,14 +2574,29 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* r_o_expsum = r_o_exp·1 */
     bpg_rowsum(8*N, 16, v_r_o_exp, v_r_o_expsum);
 
+    /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum) */
+    /*   (mean over samples + 0.5 λ Σ‖W‖²) */
+    /* d_loss_sum = 1 / real_steps */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
+
+    /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label) */
+    /*   (the loss terms of real steps only) */
+    /* d_loss_terms = d_loss_sum ⊙ mask */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
+
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1 / (8 N o_expsum) */
+    /* d_o_expsum = d_loss_terms / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = 0.125/(((real)N)*v_o_expsum[k]);
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
     for (int64_t k = 0; k < 8*N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+    /* d_o_label = -d_loss_terms */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
 
     /* Grad of: o_exp = exp(head_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
@@ -2562,12 +2611,12 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
-    /* d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N) */
+    /* d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - 0.125*v_y[k]/((real)N);
+            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
         }
     }
     /* r_d_head_b = 1ᵀ·r_d_head_Z_1 */
@@ -3044,8 +3093,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     for (int64_t k = 0; k < 256; k++) v_r_d_head_W_2[k] = v_r_d_head_W_1_a[k] + v_r_d_head_W_1_b[k] + 0.0001*v_v_head_W[k];
 }
 
-/* ---- ggn_vp: workspace 16328*N + 3328 elements ---- */
-BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
+/* ---- ggn_vp: workspace 16328*N + 3344 elements ---- */
+BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_r_emb_EX = ws + 128*N;  /* (8*N, 16) */
@@ -3128,55 +3177,57 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     real *const v_r_head_XW_a = ws + 10992*N;  /* (8*N, 16) */
     real *const v_r_head_XW_b = ws + 11120*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 11248*N;  /* (8*N, 16) */
-    real *const v_o_max = ws + 11376*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 11384*N;  /* (8*N, 16) */
-    real *const v_r_o_exp = ws + 11512*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 11640*N;  /* (8*N, 1) */
-    real *const v_r_o_expsum = ws + 11648*N;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 11656*N;  /* (8*N, 1) */
-    real *const v_r_d_o_expsum = ws + 11664*N;  /* (8*N, 1) */
-    real *const v_r_d_head_Z_1 = ws + 11672*N;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 11800*N;  /* (8*N, 16) */
-    real *const v_d_head_W_1 = ws + 11928*N;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 11928*N + 256;  /* (8*N, 64) */
-    real *const v_d_mlp_down_W_1 = ws + 12440*N + 256;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 12440*N + 1280;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 12952*N + 1280;  /* (8*N, 16) */
-    real *const v_d_mlp_up_W_1 = ws + 13080*N + 1280;  /* (16, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 13080*N + 2304;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_g = ws + 13208*N + 2304;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 13336*N + 2304;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 13464*N + 2304;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 13472*N + 2304;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 13600*N + 2304;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 13728*N + 2304;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 13736*N + 2304;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 13864*N + 2304;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wo_1 = ws + 13992*N + 2304;  /* (16, 16) */
-    real *const v_d_attn_mha_P = ws + 13992*N + 2560;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 14120*N + 2560;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Zs = ws + 14248*N + 2560;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 14376*N + 2560;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 14392*N + 2560;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 14520*N + 2560;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 14648*N + 2560;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 14776*N + 2560;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 14904*N + 2560;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 15032*N + 2560;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wv_1 = ws + 15160*N + 2560;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 15160*N + 2816;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wk_1 = ws + 15288*N + 2816;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 15288*N + 3072;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wq_1 = ws + 15416*N + 3072;  /* (16, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 15416*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 15544*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_g = ws + 15672*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 15800*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 15928*N + 3328;  /* (8*N, 1) */
-    real *const v_d_attn_norm_Xc_2 = ws + 15936*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum = ws + 16064*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum_1 = ws + 16192*N + 3328;  /* (8*N, 1) */
-    real *const v_d_emb_A_1 = ws + 16200*N + 3328;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 11376*N;  /* (1, 1) */
+    real *const v_o_max = ws + 11376*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 11384*N + 8;  /* (8*N, 16) */
+    real *const v_r_o_exp = ws + 11512*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 11640*N + 8;  /* (8*N, 1) */
+    real *const v_r_o_expsum = ws + 11648*N + 8;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 11656*N + 8;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 11656*N + 16;  /* (8*N, 1) */
+    real *const v_r_d_o_expsum = ws + 11664*N + 16;  /* (8*N, 1) */
+    real *const v_r_d_head_Z_1 = ws + 11672*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 11800*N + 16;  /* (8*N, 16) */
+    real *const v_d_head_W_1 = ws + 11928*N + 16;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 11928*N + 272;  /* (8*N, 64) */
+    real *const v_d_mlp_down_W_1 = ws + 12440*N + 272;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 12440*N + 1296;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 12952*N + 1296;  /* (8*N, 16) */
+    real *const v_d_mlp_up_W_1 = ws + 13080*N + 1296;  /* (16, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 13080*N + 2320;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_g = ws + 13208*N + 2320;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 13336*N + 2320;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 13464*N + 2320;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 13472*N + 2320;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 13600*N + 2320;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 13728*N + 2320;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 13736*N + 2320;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 13864*N + 2320;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wo_1 = ws + 13992*N + 2320;  /* (16, 16) */
+    real *const v_d_attn_mha_P = ws + 13992*N + 2576;  /* (16*N, 8) */
+    real *const v_d_attn_mha_V = ws + 14120*N + 2576;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Zs = ws + 14248*N + 2576;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 14376*N + 2576;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 14392*N + 2576;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 14520*N + 2576;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 14648*N + 2576;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 14776*N + 2576;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 14904*N + 2576;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 15032*N + 2576;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wv_1 = ws + 15160*N + 2576;  /* (16, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 15160*N + 2832;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wk_1 = ws + 15288*N + 2832;  /* (16, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 15288*N + 3088;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wq_1 = ws + 15416*N + 3088;  /* (16, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 15416*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 15544*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_g = ws + 15672*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 15800*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 15928*N + 3344;  /* (8*N, 1) */
+    real *const v_d_attn_norm_Xc_2 = ws + 15936*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum = ws + 16064*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum_1 = ws + 16192*N + 3344;  /* (8*N, 1) */
+    real *const v_d_emb_A_1 = ws + 16200*N + 3344;  /* (8*N, 16) */
     real *const v_d_emb_E = out + 0;  /* (16, 16) */
     real *const v_d_emb_P = out + 256;  /* (8, 16) */
     real *const v_d_attn_norm_g_1 = out + 384;  /* (1, 16) */
@@ -3559,6 +3610,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -3584,11 +3637,17 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* r_o_expsum = r_o_exp·1 */
     bpg_rowsum(8*N, 16, v_r_o_exp, v_r_o_expsum);
 
+    /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum) */
+    /*   (mean over samples + 0.5 λ Σ‖W‖²) */
+    /* d_loss_sum = 1 / real_steps */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
+
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1 / (8 N o_expsum) */
+    /* d_o_expsum = d_loss_sum ⊙ mask / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = 0.125/(((real)N)*v_o_expsum[k]);
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_sum[0]*v_mask[k]/v_o_expsum[k];
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
     for (int64_t k = 0; k < 8*N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
@@ -3893,8 +3952,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     for (int64_t k = 0; k < 256; k++) v_gv_head_W[k] = v_d_head_W_1[k] + 0.0001*v_v_head_W[k];
 }
 
-/* ---- grad_factors: workspace 6264*N + 0 elements ---- */
-BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+/* ---- grad_factors: workspace 6280*N + 16 elements ---- */
+BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
@@ -3928,25 +3987,29 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     real *const v_mlp_down_XW = ws + 3776*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 3904*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 4032*N;  /* (8*N, 16) */
-    real *const v_o_max = ws + 4160*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 4168*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 4296*N;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 4304*N;  /* (8*N, 1) */
-    real *const v_d_mlp_up_A = ws + 4312*N;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 4824*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xhat = ws + 4952*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 5080*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 5208*N;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 5216*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 5344*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 5472*N;  /* (8*N, 1) */
-    real *const v_d_attn_mha_AV = ws + 5480*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_P = ws + 5608*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs = ws + 5736*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 5864*N;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 5880*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 6008*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 6136*N;  /* (16*N, 8) */
+    real *const v_real_steps = ws + 4160*N;  /* (1, 1) */
+    real *const v_o_max = ws + 4160*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 4168*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 4296*N + 8;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 4304*N + 8;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 4304*N + 16;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 4312*N + 16;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 4320*N + 16;  /* (8*N, 1) */
+    real *const v_d_mlp_up_A = ws + 4328*N + 16;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 4840*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xhat = ws + 4968*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 5096*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 5224*N + 16;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 5232*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 5360*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 5488*N + 16;  /* (8*N, 1) */
+    real *const v_d_attn_mha_AV = ws + 5496*N + 16;  /* (8*N, 16) */
+    real *const v_d_attn_mha_P = ws + 5624*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 5752*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 5880*N + 16;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 5896*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 6024*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 6152*N + 16;  /* (16*N, 8) */
     real *const v_attn_norm_A = out + 0;  /* (8*N, 16) */
     real *const v_d_attn_mha_Q = out + 128*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_K = out + 256*N;  /* (8*N, 16) */
@@ -4154,6 +4217,8 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -4169,20 +4234,35 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* o_expsum = o_exp·1 */
     bpg_rowsum(8*N, 16, v_o_exp, v_o_expsum);
 
+    /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum) */
+    /*   (mean over samples + 0.5 λ Σ‖W‖²) */
+    /* d_loss_sum = 1 / real_steps */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
+
+    /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label) */
+    /*   (the loss terms of real steps only) */
+    /* d_loss_terms = d_loss_sum ⊙ mask */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
+
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1 / (8 N o_expsum) */
+    /* d_o_expsum = d_loss_terms / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = 0.125/(((real)N)*v_o_expsum[k]);
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
+    /* d_o_label = -d_loss_terms */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
-    /* d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N) */
+    /* d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - 0.125*v_y[k]/((real)N);
+            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
         }
     }
 
@@ -4313,8 +4393,8 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);
 }
 
-/* ---- hessian_columns: workspace 25216*N + 6664 elements ---- */
-BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
+/* ---- hessian_columns: workspace 25232*N + 6680 elements ---- */
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
     real *const v_hc_1 = ws + 0;  /* (1, 1) */
     real *const v_emb_EX = ws + 8;  /* (8*N, 16) */
@@ -4358,43 +4438,47 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     real *const v_mlp_R = ws + 5456*N + 8;  /* (8*N, 16) */
     real *const v_head_XW = ws + 5584*N + 8;  /* (8*N, 16) */
     real *const v_head_Z = ws + 5712*N + 8;  /* (8*N, 16) */
-    real *const v_o_max = ws + 5840*N + 8;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 5848*N + 8;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 5976*N + 8;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 5984*N + 8;  /* (8*N, 1) */
-    real *const v_d_head_Z_2 = ws + 5992*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 6120*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_up_A = ws + 6248*N + 8;  /* (8*N, 64) */
-    real *const v_hc_4 = ws + 6760*N + 8;  /* (8*N, 64) */
-    real *const v_d_mlp_up_Z = ws + 7272*N + 8;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 7784*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xhat = ws + 7912*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xc = ws + 8040*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 8168*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 8296*N + 8;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 8304*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 8432*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 8560*N + 8;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 8568*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 8696*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_mha_P = ws + 8824*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 8952*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_mha_E = ws + 9080*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs = ws + 9208*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 9336*N + 8;  /* (16*N, 1) */
-    real *const v_d_attn_mha_E_2 = ws + 9352*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Sm = ws + 9480*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 9608*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 9736*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 9864*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 9992*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 10120*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 10248*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 10376*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 10504*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 10632*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 10760*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 10888*N + 8;  /* (8*N, 1) */
+    real *const v_real_steps = ws + 5840*N + 8;  /* (1, 1) */
+    real *const v_o_max = ws + 5840*N + 16;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 5848*N + 16;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 5976*N + 16;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 5984*N + 16;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 5984*N + 24;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 5992*N + 24;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 6000*N + 24;  /* (8*N, 1) */
+    real *const v_d_head_Z_2 = ws + 6008*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 6136*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_up_A = ws + 6264*N + 24;  /* (8*N, 64) */
+    real *const v_hc_4 = ws + 6776*N + 24;  /* (8*N, 64) */
+    real *const v_d_mlp_up_Z = ws + 7288*N + 24;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 7800*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xhat = ws + 7928*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xc = ws + 8056*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 8184*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 8312*N + 24;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 8320*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 8448*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 8576*N + 24;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 8584*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 8712*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_mha_P = ws + 8840*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_V = ws + 8968*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_mha_E = ws + 9096*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 9224*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 9352*N + 24;  /* (16*N, 1) */
+    real *const v_d_attn_mha_E_2 = ws + 9368*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Sm = ws + 9496*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 9624*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 9752*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 9880*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 10008*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 10136*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 10264*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 10392*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 10520*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 10648*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 10776*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 10904*N + 24;  /* (8*N, 1) */
 
     /* forward pass */
     /* hc_1 = sqrt(2) / 4 */
@@ -4611,6 +4695,8 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -4626,20 +4712,35 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* o_expsum = o_exp·1 */
     bpg_rowsum(8*N, 16, v_o_exp, v_o_expsum);
 
+    /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum) */
+    /*   (mean over samples + 0.5 λ Σ‖W‖²) */
+    /* d_loss_sum = 1 / real_steps */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
+
+    /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label) */
+    /*   (the loss terms of real steps only) */
+    /* d_loss_terms = d_loss_sum ⊙ mask */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
+
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1 / (8 N o_expsum) */
+    /* d_o_expsum = d_loss_terms / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = 0.125/(((real)N)*v_o_expsum[k]);
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
+    /* d_o_label = -d_loss_terms */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
-    /* d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N) */
+    /* d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - 0.125*v_y[k]/((real)N);
+            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
         }
     }
 
@@ -4840,7 +4941,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
 
     /* kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 3936 x 3936, or row j of V) */
     const int64_t NB = N;  /* the batch */
-    real *const wsd = ws + 25216*N + 6664;  /* the directions' part */
+    real *const wsd = ws + 25232*N + 6680;  /* the directions' part */
     if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */
     for (int64_t j0 = 0; j0 < count; j0 += kc) {
         const int64_t K = count - j0 < kc ? count - j0 : kc;
@@ -5729,39 +5830,58 @@ typedef int64_t bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_TARGET_RANGE 0
 #define BPGF_LOSS_ALL_STEPS 1
 #define BPGF_SEQ_OUT 1
-#define BPGF_BYTES_PER_SAMPLE 201856
+#define BPGF_BYTES_PER_SAMPLE 201984
+#define BPGS_MIN_ROWS 8
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 41752
+#define BPGF_WORK_PER_SAMPLE 41768
 #define BPGF_OUT_FORWARD_A 128
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
 #define BPGF_OUT_LOSS_AND_GRAD_B 3937
 #define BPGF_OUT_HVP_B 3936
-#define BPGF_WS_FORWARD_A 4416
+#define BPGF_WS_FORWARD_A 4424
 #define BPGF_WS_FORWARD_B 0
 #define BPGF_HAVE_FORWARD 1
-#define BPGF_WS_LOSS_A 4832
-#define BPGF_WS_LOSS_B 3392
+#define BPGF_WS_LOSS_A 4840
+#define BPGF_WS_LOSS_B 3400
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 10264
-#define BPGF_WS_LOSS_AND_GRAD_B 6720
+#define BPGF_WS_LOSS_AND_GRAD_A 10288
+#define BPGF_WS_LOSS_AND_GRAD_B 6736
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 24176
-#define BPGF_WS_HVP_B 6656
+#define BPGF_WS_HVP_A 24200
+#define BPGF_WS_HVP_B 6672
 #define BPGF_HAVE_HVP 1
+#define BPGF_N_MASKS 1  /* a sequence's masks after x (lengths) */
+/* where a call of N samples keeps its masks in its workspace: past the
+   generated function's own */
+static size_t bpgf_mask_at(int entry, int64_t N)
+{
+    return entry == 0 ? (size_t)4416 * (size_t)N + 0 : entry == 1 ? (size_t)4832 * (size_t)N + 3400
+        : entry == 2 ? (size_t)10280 * (size_t)N + 6736 : (size_t)24192 * (size_t)N + 6672;
+}
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */
-static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,
-                      const real *const *p, const real *const *v, real *out, real *ws)
+static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *mk,
+                      const real *y, const real *const *p, const real *const *v,
+                      real *out, real *ws)
 {
+    /* mk: the masks (BPGF_N_MASKS blocks of T*N, lengths given); NULL: a
+       call without lengths: every step real (mask 1), and a reversed
+       loop's truncation every k steps from the last step (0 there) */
+    const real *m = mk;
+    if (!m) {
+        real *w = ws + bpgf_mask_at(entry, N);
+        for (int64_t k = 0; k < (int64_t)BPGF_STEPS * N; k++) w[k] = 1;
+        m = w;
+    }
     if (entry == 0)
-        bpg_forward(N, x, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
+        bpg_forward(N, x, m + 0*N, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
     else if (entry == 1)
-        bpg_loss(N, x, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
+        bpg_loss(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
     else if (entry == 2)
-        bpg_loss_and_grad(N, x, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
+        bpg_loss_and_grad(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
     else
-        bpg_hvp(N, x, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15], v[16], v[17], v[18], v[19], out, ws);
+        bpg_hvp(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15], v[16], v[17], v[18], v[19], out, ws);
 }
 
 /* The CPython entry points of a generated C module: forward, loss and
@@ -5825,6 +5945,14 @@ static const char *const bpgf_names[BPGF_ENTRIES] = {"forward", "loss", "loss_an
                                                      "hvp"};
 static const int bpgf_enabled[BPGF_ENTRIES] = {BPGF_HAVE_FORWARD, BPGF_HAVE_LOSS,
                                                BPGF_HAVE_LOSS_AND_GRAD, BPGF_HAVE_HVP};
+/* the calls themselves, split across threads or not (runtime/split.c,
+   pasted after this file) */
+size_t bpg_entry_ws(int entry, int64_t N);
+void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+                   const real *const *p,
+                   const real *const *v, real *out, real *ws, size_t cap);
+static double bpgs_min_work;    /* the least work of a large call (split.c) */
+
 /* calls handled here and calls handed to the Python path, per entry point
    (counted with the GIL held; read by the module's tests) */
 static int64_t bpgf_counts[BPGF_ENTRIES][2];
@@ -6146,12 +6274,6 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
     pl->y_moved = pl->with_y && !pl->labels && BPGF_LOSS_ALL_STEPS && BPGF_STEPS;
     pl->out_in_ws = entry == BPGF_E_LOSS || (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT);
     const size_t y_rows = (size_t)N * (BPGF_LOSS_ALL_STEPS ? (size_t)T : 1);
-    const int64_t wa = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_A
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_A
-        : entry == BPGF_E_HVP ? BPGF_WS_HVP_A : BPGF_WS_LOSS_AND_GRAD_A;
-    const int64_t wb = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_B
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_B
-        : entry == BPGF_E_HVP ? BPGF_WS_HVP_B : BPGF_WS_LOSS_AND_GRAD_B;
     pl->out_size = entry == BPGF_E_LOSS ? BPGF_OUT_LOSS_B
         : entry == BPGF_E_HVP ? BPGF_OUT_HVP_B : BPGF_OUT_LOSS_AND_GRAD_B;
     if (entry == BPGF_E_FORWARD) {
@@ -6160,8 +6282,9 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
             || !bpgf_madd(&pl->out_size, 1, BPGF_OUT_FORWARD_B))
             return 0;
     }
-    pl->ws_size = (size_t)wb;
-    if (!bpgf_madd(&pl->ws_size, (size_t)N, (size_t)wa) || !bpgf_round(&pl->ws_size))
+    /* the generated function's part, or its slices' (runtime/split.c) */
+    pl->ws_size = bpg_entry_ws(entry, N);
+    if (!pl->ws_size)
         return 0;
     pl->at_y = pl->ws_size;
     if ((pl->labels || pl->y_moved)
@@ -6333,16 +6456,16 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         /* the GIL is let go for calls long enough to be worth it (the
            parameters are held; x and y are the caller's arguments) */
         const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
-        if (work >= BPGF_GIL_WORK) {
-            /* (its turn for the BLAS threads, see bpg_threads_enter; a call
-               below BPGF_GIL_WORK has no product the BLAS would thread) */
+        if (work >= BPGF_GIL_WORK || bpgs_min_work < BPGF_GIL_WORK) {
+            /* (its turn for the threads, split or the BLAS's, see split.c;
+               a call below BPGF_GIL_WORK has no product the BLAS would
+               thread, and is never split, unless the tests lower the
+               threshold with bpg_split_rule) */
             Py_BEGIN_ALLOW_THREADS
-            const int large = bpg_threads_enter(entry == BPGF_E_HVP ? 3 * work : work);
-            bpgf_call(entry, N, xp, yp, p, v, out, ws);
-            bpg_threads_leave(large);
+            bpg_entry_run(entry, N, xp, NULL, yp, p, v, out, ws, pl.at_y);
             Py_END_ALLOW_THREADS
         } else {
-            bpgf_call(entry, N, xp, yp, p, v, out, ws);
+            bpgf_call(entry, N, xp, NULL, yp, p, v, out, ws);
         }
         ok = bpgf_finite(out, pl.out_size);     /* else the Python path blames an input */
         if (ok && entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)  /* (T*N, K) -> (N, T, K) */
@@ -6480,4 +6603,413 @@ int bpgf_install(void *globals)
         PyErr_Clear();
     PyGILState_Release(gil);
     return ok;
+}
+
+/* A large call's batch split across threads (docs/performance.md,
+   "Threads"): forward, loss, loss_and_grad and hvp, from the C entry points
+   (fastcall.c) and the Python path (call.py) alike, through bpg_entry_run.
+   Copied verbatim after fastcall.c (whose size checks and constants it
+   uses; fastcall.py).
+
+   A call the thread rule makes large (bpg_threads_take: the count n > 1 and
+   N times one sample's work at least BPG_THREADS_MIN_WORK) runs as
+   s = min(n, N / BPGS_MIN_ROWS) contiguous slices of the batch when s >= 2,
+   sizes differing by at most one (slice i: samples floor(N*i/s) ..
+   floor(N*(i+1)/s) - 1), each on its own thread (the
+   calling thread runs slice 0), each calling the generated function on its
+   slice with its own workspace while the BLAS stays at 1 thread.  Any other
+   large call hands its products to the BLAS's n threads instead, and a
+   small call runs on the calling thread alone.
+
+   The slices' results are combined in a fixed order, so a result depends
+   only on n and N, never on timing:
+   - forward: each slice writes its own rows of the output (time-major
+     outputs: its rows of every step);
+   - loss, loss_and_grad, hvp: every output is a mean over the batch's
+     samples (and steps) plus the l2 term, so with slice i's output o_i
+     (its own mean plus the same l2 term) and weight w_i = N_i / N,
+     sum_i w_i o_i = (1/N) sum_i N_i mean_i + (sum_i w_i) l2 = the batch's
+     output, the weights summing to 1.  Each entry of the output is
+     w_0 o_0 + w_1 o_1 + ... in that order, whichever thread computes it
+     (each thread a fixed range of entries, after every slice is done).
+     A padded batch whose loss reads every step (lengths given) averages
+     over its real (sample, step) pairs: w_i is then slice i's share of
+     them (bpgs_weights).
+
+   The per-sample inputs are sliced by bpgs_rows: an array of T blocks of N
+   rows (batch-first: T = 1, the slice is a pointer into it; time-major
+   sequences: T steps, each block's rows of the slice copied into the
+   slice's workspace).  Any other per-sample argument (an (N,) array: T = 1,
+   a row of one element) slices the same way.
+
+   The threads are created for the call and joined before it returns (no
+   pool survives a call, so fork() needs no care); creating and joining one
+   took 50-95 us on a loaded machine, against the >= 1 ms of a call this
+   large.  A thread that
+   cannot be created has its slice run by the calling thread (same result).
+   When the workspace the caller sized (for the count at the time) is too
+   small, because the count changed since, the slices get their own block;
+   if that cannot be allocated either, the call runs unsplit. */
+
+/* the fewest samples a slice may have: below, the BLAS's threads do the
+   call (fastcall.py sets it: 8 for sequences and images, never for
+   networks of dense layers alone, see docs/performance.md) */
+#ifndef BPGS_MIN_ROWS
+#define BPGS_MIN_ROWS 8
+#endif
+#define BPGS_MAX 256         /* slices at most */
+static int64_t bpgs_min_rows = BPGS_MIN_ROWS;
+static double bpgs_min_work = BPG_THREADS_MIN_WORK;
+static int64_t bpgs_calls;          /* calls run split (read by the tests) */
+
+/* The rule from now on, for this module (tests and measurements): *rows,
+   the fewest samples per slice (1 splits any large call of 2 or more
+   samples, a huge number none), and *work, the least work of a large call;
+   a value below 1 (below 0 for the work) keeps the current one.  Both are
+   replaced by the values before. */
+void bpg_split_rule(int64_t *rows, double *work)
+{
+    const int64_t old_rows = bpgs_min_rows;
+    const double old_work = bpgs_min_work;
+    if (*rows >= 1)
+        bpgs_min_rows = *rows;
+    if (*work >= 0)
+        bpgs_min_work = *work;
+    *rows = old_rows;
+    *work = old_work;
+}
+
+/* the number of calls that ran split */
+int64_t bpg_split_calls(void)
+{
+    return __atomic_load_n(&bpgs_calls, __ATOMIC_RELAXED);
+}
+
+/* the work of N samples of an entry point (the thread rule's and the GIL's
+   measure: hvp's is ~3 times the first-order functions') */
+static double bpgs_work(int entry, int64_t N)
+{
+    const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
+    return entry == BPGF_E_HVP ? 3 * work : work;
+}
+
+/* the slices a call of N samples at count n runs as: n, or fewer when a
+   slice would have fewer than bpgs_min_rows samples (1: unsplit) */
+static int bpgs_slices(int64_t N, int n)
+{
+    const int64_t most = N / bpgs_min_rows;
+    if (n > BPGS_MAX)
+        n = BPGS_MAX;
+    return most >= n ? n : most >= 2 ? (int)most : 1;
+}
+
+/* elements, rounded up to whole 64-byte lines */
+static size_t bpgs_round(size_t size)
+{
+    const size_t unit = 64 / sizeof(real);
+    return (size + unit - 1) / unit * unit;
+}
+
+/* the output's elements not proportional to N (all of it, for loss,
+   loss_and_grad and hvp) */
+static size_t bpgs_out_fixed(int entry)
+{
+    return entry == BPGF_E_LOSS ? BPGF_OUT_LOSS_B
+        : entry == BPGF_E_HVP ? BPGF_OUT_HVP_B
+        : entry == BPGF_E_LOSS_AND_GRAD ? BPGF_OUT_LOSS_AND_GRAD_B : 0;
+}
+
+/* The workspace of one slice of m samples: the generated function's, then
+   its x and y gathered (time-major ones only), then its own output (the
+   reduced outputs, or a time-major forward output); 0 on overflow.
+   Offsets into it in at[0..2] (x, y, out) when `at` is not NULL. */
+static size_t bpgs_slice_ws(int entry, int64_t m, size_t *at)
+{
+    const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
+    const int64_t wa = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_A
+        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_A
+        : entry == BPGF_E_HVP ? BPGF_WS_HVP_A : BPGF_WS_LOSS_AND_GRAD_A;
+    const int64_t wb = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_B
+        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_B
+        : entry == BPGF_E_HVP ? BPGF_WS_HVP_B : BPGF_WS_LOSS_AND_GRAD_B;
+    size_t size = (size_t)wb, parts[3];
+    if (!bpgf_madd(&size, (size_t)m, (size_t)wa) || !bpgf_round(&size))
+        return 0;
+    parts[0] = size;                    /* x, time-major: gathered */
+    if (BPGF_STEPS && (!bpgf_madd(&size, (size_t)m, BPGF_IN_SIZE * BPGF_X_REALS)
+                       || !bpgf_round(&size)))
+        return 0;
+    parts[1] = size;                    /* y, time-major (every step's loss) */
+    if (entry != BPGF_E_FORWARD && BPGF_LOSS_ALL_STEPS
+        && (!bpgf_madd(&size, (size_t)m * (size_t)T, BPGF_K) || !bpgf_round(&size)))
+        return 0;
+    parts[2] = size;                    /* the slice's output */
+    if (entry != BPGF_E_FORWARD && (!bpgf_madd(&size, 1, bpgs_out_fixed(entry))
+                                    || !bpgf_round(&size)))
+        return 0;
+    if (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT
+        && (!bpgf_madd(&size, (size_t)m * (size_t)T, BPGF_K) || !bpgf_round(&size)))
+        return 0;
+    if (at)
+        memcpy(at, parts, sizeof parts);
+    return size;
+}
+
+/* the first sample of slice i of n */
+static int64_t bpgs_start(int64_t N, int n, int i)
+{
+    return (int64_t)(((__int128)N * i) / n);
+}
+
+/* The workspace (elements) a call of N samples needs at count n: unsplit,
+   the generated function's; split, every slice's; 0 on overflow. */
+static size_t bpgs_ws_need(int entry, int64_t N, int n)
+{
+    const int s = bpgs_slices(N, n);
+    if (s == 1) {
+        size_t at[3];
+        return bpgs_slice_ws(entry, N, at) ? at[0] : 0;
+    }
+    size_t total = 0;
+    for (int i = 0; i < s; i++) {
+        const size_t one = bpgs_slice_ws(entry, bpgs_start(N, s, i + 1) - bpgs_start(N, s, i),
+                                         NULL);
+        if (!one || !bpgf_madd(&total, 1, one))
+            return 0;
+    }
+    return total;
+}
+
+/* Rows a .. a+m-1 of each of T blocks of N rows of `row` bytes: in place when
+   T == 1, else copied, block after block, to `dst`. */
+static const void *bpgs_rows(const void *src, int64_t N, int64_t T, size_t row, int64_t a,
+                             int64_t m, void *dst)
+{
+    if (T == 1)
+        return (const char *)src + (size_t)a * row;
+    for (int64_t t = 0; t < T; t++)
+        memcpy((char *)dst + (size_t)(t * m) * row, (const char *)src + (size_t)(t * N + a) * row,
+               (size_t)m * row);
+    return dst;
+}
+
+typedef struct {
+    int entry, n;
+    int64_t N;
+    const bpgf_x_t *x;
+    const real *mk;             /* the masks (lengths given), or NULL */
+    const real *y;
+    const real *const *p, *const *v;
+    real *out;
+    real *ws;
+    size_t at[BPGS_MAX];        /* slice i's workspace: ws + at[i] */
+    double w[BPGS_MAX];         /* slice i's weight (bpgs_weights) */
+    pthread_mutex_t lock;
+    pthread_cond_t all_done;
+    int done;                   /* slices finished */
+} bpgs_job;
+
+typedef struct {
+    bpgs_job *job;
+    int i;
+} bpgs_task;
+
+/* slice i: its inputs, the generated function, its output */
+static void bpgs_run_slice(bpgs_job *j, int i)
+{
+    const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
+    const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+    real *ws = j->ws + j->at[i];
+    size_t at[3];
+    bpgs_slice_ws(j->entry, m, at);
+    const bpgf_x_t *x = bpgs_rows(j->x, j->N, T, sizeof(bpgf_x_t) * (BPGF_IN_SIZE / T), a, m,
+                                  ws + at[0]);
+    const real *y = NULL;
+    if (j->entry != BPGF_E_FORWARD)
+        y = bpgs_rows(j->y, j->N, BPGF_LOSS_ALL_STEPS ? T : 1, sizeof(real) * BPGF_K, a, m,
+                      ws + at[1]);
+    const real *mk = NULL;
+#if BPGF_N_MASKS
+    if (j->mk) {        /* its rows of every step of each mask, where the call keeps them */
+        real *to = ws + bpgf_mask_at(j->entry, m);
+        for (int k = 0; k < BPGF_N_MASKS; k++)
+            bpgs_rows(j->mk + (size_t)k * (size_t)(T * j->N), j->N, T, sizeof(real), a, m,
+                      to + (size_t)k * (size_t)(T * m));
+        mk = to;
+    }
+#endif
+    real *out = ws + at[2];
+    if (j->entry == BPGF_E_FORWARD && !BPGF_SEQ_OUT)
+        out = j->out + (size_t)a * BPGF_K;             /* its own rows */
+    bpgf_call(j->entry, m, x, mk, y, j->p, j->v, out, ws);
+    if (j->entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)    /* its rows of every step */
+        for (int64_t t = 0; t < T; t++)
+            memcpy(j->out + (size_t)(t * j->N + a) * BPGF_K, out + (size_t)(t * m) * BPGF_K,
+                   sizeof(real) * (size_t)m * BPGF_K);
+}
+
+/* each slice's weight in the combined output: its share of the terms the
+   loss averages: samples (or samples times steps, the same share), or, for
+   a loss over every step of a padded batch (lengths given), its share of
+   the real (sample, step) pairs, the sum of the first mask over its rows */
+static void bpgs_weights(bpgs_job *j)
+{
+    double total = 0, part[BPGS_MAX];
+    for (int i = 0; i < j->n; i++) {
+        const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+        part[i] = (double)m;
+#if BPGF_N_MASKS
+        if (j->mk && BPGF_LOSS_ALL_STEPS) {
+            part[i] = 0;
+            for (int64_t t = 0; t < BPGF_STEPS; t++)
+                for (int64_t n = a; n < a + m; n++)
+                    part[i] += (double)j->mk[t * j->N + n];
+        }
+#endif
+        total += part[i];
+    }
+    for (int i = 0; i < j->n; i++)
+        j->w[i] = part[i] / total;
+}
+
+/* after `slices` slices are done here, wait for every other */
+static void bpgs_arrive(bpgs_job *j, int slices)
+{
+    pthread_mutex_lock(&j->lock);
+    j->done += slices;
+    if (j->done == j->n)
+        pthread_cond_broadcast(&j->all_done);
+    while (j->done < j->n)
+        pthread_cond_wait(&j->all_done, &j->lock);
+    pthread_mutex_unlock(&j->lock);
+}
+
+/* part i of n of the weighted sum of the slices' outputs: entries
+   [S*i/n, S*(i+1)/n) (rounded to 64-byte lines), each the sum over the
+   slices in order */
+static BPG_ENTRY void bpgs_reduce(bpgs_job *j, int part)
+{
+    const size_t S = bpgs_out_fixed(j->entry), unit = 64 / sizeof(real);
+    const size_t lo = S * (size_t)part / (size_t)j->n / unit * unit;
+    const size_t hi = part + 1 == j->n ? S : S * (size_t)(part + 1) / (size_t)j->n / unit * unit;
+    for (int i = 0; i < j->n; i++) {
+        size_t at[3];
+        const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+        bpgs_slice_ws(j->entry, m, at);
+        const real w = (real)j->w[i];
+        const real *restrict o = j->ws + j->at[i] + at[2];
+        real *restrict out = j->out;
+        if (i == 0) {
+#pragma omp simd
+            for (size_t k = lo; k < hi; k++)
+                out[k] = w * o[k];
+        } else {
+#pragma omp simd
+            for (size_t k = lo; k < hi; k++)
+                out[k] += w * o[k];
+        }
+    }
+}
+
+static void *bpgs_thread(void *arg)
+{
+    bpgs_task *task = arg;
+    bpgs_run_slice(task->job, task->i);
+    bpgs_arrive(task->job, 1);
+    if (task->job->entry != BPGF_E_FORWARD)
+        bpgs_reduce(task->job, task->i);
+    return NULL;
+}
+
+/* the call split into n slices over ws (laid out by bpgs_ws_need) */
+static void bpgs_split(bpgs_job *j)
+{
+    pthread_t tid[BPGS_MAX];
+    bpgs_task task[BPGS_MAX];
+    int made[BPGS_MAX] = {0}, here = 1;
+    size_t offset = 0;
+    for (int i = 0; i < j->n; i++) {
+        j->at[i] = offset;
+        offset += bpgs_slice_ws(j->entry, bpgs_start(j->N, j->n, i + 1) - bpgs_start(j->N, j->n, i),
+                                NULL);
+    }
+    bpgs_weights(j);
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_cond_init(&j->all_done, NULL);
+    j->done = 0;
+    for (int i = 1; i < j->n; i++) {
+        task[i] = (bpgs_task){j, i};
+        made[i] = pthread_create(&tid[i], NULL, bpgs_thread, &task[i]) == 0;
+    }
+    bpgs_run_slice(j, 0);
+    for (int i = 1; i < j->n; i++)
+        if (!made[i]) {
+            bpgs_run_slice(j, i);
+            here++;
+        }
+    bpgs_arrive(j, here);
+    if (j->entry != BPGF_E_FORWARD)
+        for (int i = 0; i < j->n; i++)
+            if (i == 0 || !made[i])
+                bpgs_reduce(j, i);
+    for (int i = 1; i < j->n; i++)
+        if (made[i])
+            pthread_join(tid[i], NULL);
+    pthread_cond_destroy(&j->all_done);
+    pthread_mutex_destroy(&j->lock);
+}
+
+/* The workspace (elements) bpg_entry_run wants for N samples at the
+   current count; 0 on overflow. */
+size_t bpg_entry_ws(int entry, int64_t N)
+{
+    const int n = bpg_get_threads();
+    const size_t split = bpgs_ws_need(entry, N, bpgs_work(entry, N) >= bpgs_min_work ? n : 1);
+    const size_t whole = bpgs_ws_need(entry, N, 1);
+    return split && whole ? (split > whole ? split : whole) : 0;
+}
+
+/* One call of entry point `entry` (0 forward, 1 loss, 2 loss_and_grad,
+   3 hvp) on N samples: x and y as the generated function reads them (x
+   time-major for sequences, y one-hot or real, time-major when the loss
+   reads every step), the parameters p (and hvp's v) as pointer arrays, the
+   output `out` as the generated function writes it, `ws` a workspace of
+   `cap` elements (at least bpgs_ws_need(entry, N, 1)).  Takes the call's
+   turn (the thread rule), runs it split, with the BLAS's threads, or on
+   this thread alone, and gives the turn back.  Call it without the GIL. */
+void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+                   const real *const *p, const real *const *v, real *out, real *ws, size_t cap)
+{
+    const double work = bpgs_work(entry, N);
+    /* the count decides: split when the slices are large enough */
+    const int want = bpg_get_threads();
+    const int large = work >= bpgs_min_work;
+    const int split = large && want > 1 && bpgs_slices(N, want) > 1;
+    const int n = bpg_threads_take(large, !split);
+    const int s = n > 1 ? bpgs_slices(N, n) : 1;
+    if (s > 1 && split) {
+        const size_t need = bpgs_ws_need(entry, N, s);
+        real *own = NULL;
+        if (need > cap && posix_memalign((void **)&own, 64, need * sizeof(real)) != 0)
+            own = NULL;
+        if (need <= cap || own) {
+            bpgs_job j = {.entry = entry, .n = s, .N = N, .x = x, .mk = mk, .y = y, .p = p, .v = v,
+                          .out = out, .ws = own ? own : ws};
+            bpgs_split(&j);
+            __atomic_add_fetch(&bpgs_calls, 1, __ATOMIC_RELAXED);
+            free(own);
+            bpg_threads_leave(1);
+            return;
+        }
+    }
+    if (n > 1 && split)     /* a large call after all unsplit: the BLAS's threads */
+        bpg_threads_apply(n);
+    bpgf_call(entry, N, x, mk, y, p, v, out, ws);
+    bpg_threads_leave(n > 1);
+}
+
+/* 1 when entry point `entry` is compiled here (bpgf_call can run it) */
+int bpg_entry_have(int entry)
+{
+    return entry >= 0 && entry < BPGF_ENTRIES && bpgf_enabled[entry];
 }
