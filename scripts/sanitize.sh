@@ -65,7 +65,8 @@ echo 'raise ImportError("hidden by scripts/sanitize.sh: products run inline")' \
 # the reference and finite differences), the workspace kept between
 # calls and threads (test_c_calls), the CPython entry points with
 # hostile arguments (test_fastcall), and every entry point's batch split
-# across threads (test_threads: steps all and last, float32, uneven slices).
+# across threads (test_threads: steps all and last, float32, uneven slices,
+# padded batches with lengths).
 group1=(tests/test_c_bounds.py)
 conv=tests/test_conv.py::test_conv_against_reference_and_fd
 rec=tests/test_recurrent.py::test_against_reference_and_fd
@@ -73,12 +74,13 @@ group2=(
     "${conv}[two-stages-c-float32]"
     "${conv}[k3s2-tanh-avg-c-float64]"
     "${conv}[k1-identity-maxall-c-float64]"
-    "${rec}[c-lstm-all-k2-float32-sof]"
-    "${rec}[c-birnn_rnn-last-k2-float64-sig]"
+    "${rec}[c-lstm-all-k2-float32-sig]"
+    "${rec}[c-birnn_rnn-last-k2-float64-sof]"
     tests/test_c_calls.py
     tests/test_fastcall.py
     tests/test_threads.py::test_split_equals_one_thread_and_is_reproducible
     tests/test_threads.py::test_split_l2_weights_sum_to_one
+    tests/test_threads.py::test_split_with_lengths_equals_one_thread
 )
 
 # BPGEN_CLONES=1: every function in its AVX-512, AVX2 and baseline copies, as
