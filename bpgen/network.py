@@ -90,7 +90,7 @@ def derive(spec: Spec, exact: bool = False, with_grad: bool = True) -> Derivatio
     terms = loss_vars["terms"]
     if g.mask is not None and per_step:
         terms = g.map(g.sym(terms) * g.sym(g.mask), base="real_terms", label="m ⊙ ℓ",
-                      comment="the loss terms of real steps only")
+                      comment="the terms of real steps only")
     total = g.sum(terms, None, base="loss_sum", label="Σℓ")
     loss_expr = g.sym(total) / count
     if spec.l2:
