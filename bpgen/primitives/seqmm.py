@@ -132,9 +132,10 @@ class SeqMM(Primitive):
         at = op.attrs
         em.use("seqmm")
         a, b = op.args
-        return [f"bpg_seqmm_{at['form']}({nb}, {at['steps']}, {at['heads']}, {at['d']}, {k}, "
+        form = ("qk", "av", "atv").index(at["form"])      # runtime/seqmm.c's numbering
+        return [f"bpg_seqmm({form}, {nb}, {at['steps']}, {at['heads']}, {at['d']}, {k}, "
                 f"{int(ka)}, {int(kb)}, {em.ptr(a, loop)}, {em.ptr(b, loop)}, "
-                f"{em.ptr(op.out, loop)});"]
+                f"{em.ptr(op.out, loop)});  /* {at['form']} */"]
 
     def c(self, em, op, loop):
         return self._c(em, op, loop, "N", "1", False, False)

@@ -14,40 +14,9 @@
 #define BPG_SEQMM_MIN 2048.0        /* multiply-adds of a block for the BLAS */
 #endif
 
-/* C (M x Nc, rows ldc apart) = op(A)·op(B), K inner, rows lda and ldb apart */
-static inline void bpg_seqmm_block(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
-                                   const real *A, int64_t lda, const real *B, int64_t ldb,
-                                   real *C, int64_t ldc)
-{
-    if (bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, BPG_SEQMM_MIN)) return;
-    for (int64_t i = 0; i < M; i++) {
-        real *restrict c = C + i * ldc;
-        if (!tb) {
-            for (int64_t j = 0; j < Nc; j++) c[j] = 0;
-            for (int64_t k = 0; k < K; k++) {
-                const real a = ta ? A[k * lda + i] : A[i * lda + k];
-                const real *restrict b = B + k * ldb;
-                #pragma omp simd
-                for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
-            }
-        } else {
-            for (int64_t j = 0; j < Nc; j++) {
-                const real *restrict b = B + j * ldb;
-                real acc = 0;
-                if (ta) {
-                    for (int64_t k = 0; k < K; k++) acc += A[k * lda + i] * b[k];
-                } else {
-                    const real *restrict a = A + i * lda;
-                    #pragma omp simd reduction(+:acc)
-                    for (int64_t k = 0; k < K; k++) acc += a[k] * b[k];
-                }
-                c[j] = acc;
-            }
-        }
-    }
-}
-
-/* form 0: qk, 1: av, 2: atv */
+/* form 0: qk, 1: av, 2: atv.  Each block C (M x Nc, rows ldc apart) =
+   op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
+   enough, else the loops below. */
 static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
                              int ka, int kb, const real *A, const real *B, real *O)
 {
@@ -56,33 +25,52 @@ static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t 
     for (int64_t k = 0; k < K; k++)
         for (int64_t j = 0; j < H; j++)
             for (int64_t n = 0; n < N; n++) {
-                const real *b = B + (n * mb + k * kb) * F + j * D;   /* (T x D), rows N*mb*F apart */
+                const real *Bb = B + (n * mb + k * kb) * F + j * D;  /* (T x D), rows N*mb*F apart */
+                const int64_t ldb = N * mb * F;
+                const real *Ab;
+                real *C;
+                int64_t lda, ldc, M, Nc, Kin;
+                int ta, tb;
                 if (form == 0) {
-                    const real *a = A + (n * ma + k * ka) * F + j * D;
-                    bpg_seqmm_block(0, 1, T, T, D, a, N * ma * F, b, N * mb * F,
-                                    O + ((j * T * N + n) * K + k) * T, N * K * T);
+                    Ab = A + (n * ma + k * ka) * F + j * D;
+                    lda = N * ma * F;
+                    C = O + ((j * T * N + n) * K + k) * T;
+                    ldc = N * K * T;
+                    ta = 0, tb = 1, M = T, Nc = T, Kin = D;
                 } else {
-                    const real *a = A + ((j * T * N + n) * ma + k * ka) * T;  /* (T x T) */
-                    bpg_seqmm_block(form == 2, 0, T, D, T, a, N * ma * T, b, N * mb * F,
-                                    O + (n * K + k) * F + j * D, N * K * F);
+                    Ab = A + ((j * T * N + n) * ma + k * ka) * T;         /* (T x T) */
+                    lda = N * ma * T;
+                    C = O + (n * K + k) * F + j * D;
+                    ldc = N * K * F;
+                    ta = form == 2, tb = 0, M = T, Nc = D, Kin = T;
+                }
+                if (bpg_blas_gemm_ld(ta, tb, M, Nc, Kin, Ab, lda, Bb, ldb, C, ldc,
+                                     BPG_SEQMM_MIN))
+                    continue;
+                for (int64_t i = 0; i < M; i++) {
+                    real *restrict c = C + i * ldc;
+                    if (!tb) {
+                        for (int64_t q = 0; q < Nc; q++) c[q] = 0;
+                        for (int64_t r = 0; r < Kin; r++) {
+                            const real a = ta ? Ab[r * lda + i] : Ab[i * lda + r];
+                            const real *restrict b = Bb + r * ldb;
+                            #pragma omp simd
+                            for (int64_t q = 0; q < Nc; q++) c[q] += a * b[q];
+                        }
+                    } else {
+                        for (int64_t q = 0; q < Nc; q++) {
+                            const real *restrict b = Bb + q * ldb;
+                            real acc = 0;
+                            if (ta) {
+                                for (int64_t r = 0; r < Kin; r++) acc += Ab[r * lda + i] * b[r];
+                            } else {
+                                const real *restrict a = Ab + i * lda;
+                                #pragma omp simd reduction(+:acc)
+                                for (int64_t r = 0; r < Kin; r++) acc += a[r] * b[r];
+                            }
+                            c[q] = acc;
+                        }
+                    }
                 }
             }
-}
-
-static inline void bpg_seqmm_qk(int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                                int ka, int kb, const real *A, const real *B, real *S)
-{
-    bpg_seqmm(0, N, T, H, D, K, ka, kb, A, B, S);
-}
-
-static inline void bpg_seqmm_av(int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                                int ka, int kb, const real *A, const real *B, real *O)
-{
-    bpg_seqmm(1, N, T, H, D, K, ka, kb, A, B, O);
-}
-
-static inline void bpg_seqmm_atv(int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                                 int ka, int kb, const real *A, const real *B, real *O)
-{
-    bpg_seqmm(2, N, T, H, D, K, ka, kb, A, B, O);
 }
