@@ -14,6 +14,7 @@ import collections.abc
 import functools
 import math
 import os
+import time
 
 import numpy
 
@@ -442,7 +443,63 @@ def hvp(params, x, y, v, lengths=None):
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
-def hessian(params, x, y, lengths=None):
+class _Progress:
+    """Progress of a long call: ``progress`` (a callable taking a message)
+    hears "<what>: <done>/<total> <unit> (<s> s, about <s> s left)" at most
+    about once a second, and once at the end.  Without a callable nothing is
+    measured or said (the default: library calls are silent)."""
+
+    def __init__(self, progress, what, total, unit):
+        if progress is not None and not callable(progress):
+            raise ValueError(f"progress: expected a callable taking a message, or None, "
+                             f"got {type(progress).__name__}")
+        self.say, self.what, self.total, self.unit = progress, what, total, unit
+        self.t0 = self.last = time.perf_counter()
+
+    def step(self, done):
+        if self.say is None:
+            return
+        now = time.perf_counter()
+        if done >= self.total:
+            self.say(f"{self.what}: {self.total}/{self.total} {self.unit} "
+                     f"in {now - self.t0:.1f} s")
+        elif now - self.last >= 1.0 and done:
+            left = (now - self.t0) * (self.total - done) / done
+            self.say(f"{self.what}: {done}/{self.total} {self.unit} ({now - self.t0:.1f} s, "
+                     f"about {left:.0f} s left)")
+            self.last = now
+
+
+#: with a progress callable, calls over many directions go in about this many
+#: slices (each repeats the shared forward and backward pass, a small part of
+#: a slice's tangent passes)
+_PROGRESS_SLICES = 20
+
+
+def _sliced(fn, count, bar):
+    """fn(j0, k) -> rows j0 .. j0+k-1 of a (count, N_PARAMS) array (or None:
+    no such pass): one call without a progress callable, else slices of
+    about count/20 rows (at least 64), each reported."""
+    size = count if bar.say is None else max(_ROW_CHUNK, -(-count // _PROGRESS_SLICES))
+    if size >= count:
+        rows = fn(0, count)
+        if rows is not None:
+            bar.step(count)
+        return rows
+    out = None
+    for j0 in range(0, count, size):
+        k = min(size, count - j0)
+        rows = fn(j0, k)
+        if rows is None:
+            return None
+        if out is None:
+            out = numpy.empty((count, rows.shape[1]), dtype=rows.dtype)
+        out[j0:j0 + k] = rows
+        bar.step(j0 + k)
+    return out
+
+
+def hessian(params, x, y, lengths=None, *, progress=None):
     """The exact Hessian, an (N_PARAMS, N_PARAMS) array in the flat order:
     H[i, j] = d^2 loss / d theta_i d theta_j with theta = flatten(params).
 
@@ -452,7 +509,10 @@ def hessian(params, x, y, lengths=None):
     derived assembly); otherwise from Hessian columns: one forward and
     backward pass, then the tangent pass over chunks of directions at once
     (one hvp per column where a layer has no rule for that: conv2d, pooling
-    in the NumPy backend)."""
+    in the NumPy backend).
+
+    ``progress``: a callable taking a message, told how many columns are
+    done about once a second (the call is then cut into about 20 slices)."""
     _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
@@ -460,8 +520,13 @@ def hessian(params, x, y, lengths=None):
     ym = _check_y(y, n)
     if _CURV_LAYERS:        # the generated assembly (see bpgen show --hessian)
         _check_fits("hessian", N_PARAMS * N_PARAMS + _ASSEMBLY_PER_SAMPLE["hessian"] * n)
-        return _finite_or_blame(_run("hessian", n, [*xs, ym, *mats])[0], xm, ym, mats)
-    out = _hessian_columns(n, [*xs, ym, *mats], 0, N_PARAMS)
+        bar = _Progress(progress, "hessian (assembled)", 1, "call")
+        out = _run("hessian", n, [*xs, ym, *mats])[0]
+        bar.step(1)
+        return _finite_or_blame(out, xm, ym, mats)
+    bar = _Progress(progress, "hessian", N_PARAMS, "columns")
+    args = [*xs, ym, *mats]
+    out = _sliced(lambda j0, k: _hessian_columns(n, args, j0, k), N_PARAMS, bar)
     # the exact Hessian is symmetric; average away the rounding
     return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
 
@@ -482,13 +547,14 @@ def _hvp_rows(n, args, first, count):
 _ROW_CHUNK = 64
 
 
-def hmp(params, x, y, V, lengths=None):
+def hmp(params, x, y, V, lengths=None, *, progress=None):
     """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
     (N_PARAMS, k) array: one forward and backward pass shared by all k
     columns, then the tangent pass over chunks of columns at once (the
     directions as extra columns of its products; at most HESSIAN_CHUNK
     columns and about HESSIAN_CHUNK_BYTES of tangents per chunk).  NumPy
-    modules of networks with conv2d or pooling take one hvp per column."""
+    modules of networks with conv2d or pooling take one hvp per column.
+    ``progress``: as for :func:`hessian`, in columns of V."""
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
@@ -497,7 +563,11 @@ def hmp(params, x, y, V, lengths=None):
     if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
         raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
     _check_fits("hmp", N_PARAMS * vm.shape[1])
-    rows = _hessian_times(n, [*xs, ym, *mats], vm.T) if vm.shape[1] else None
+    bar = _Progress(progress, "hmp", vm.shape[1], "columns")
+    args = [*xs, ym, *mats]
+    vt = vm.T
+    rows = (_sliced(lambda j0, k: _hessian_times(n, args, vt[j0:j0 + k]), vm.shape[1], bar)
+            if vm.shape[1] else None)
     if rows is not None:
         out = numpy.ascontiguousarray(rows.T)
     else:
@@ -506,6 +576,7 @@ def hmp(params, x, y, V, lengths=None):
             col = numpy.ascontiguousarray(vm[:, j])
             vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
             out[:, j] = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
+            bar.step(j + 1)
     return _finite_or_blame(out, xm, ym, mats, extra=[("V", vm)])
 
 
@@ -585,34 +656,40 @@ def grad_factors(params, x, y, lengths=None):
     return res
 
 
-def hessian_diag(params, x, y, lengths=None):
+def hessian_diag(params, x, y, lengths=None, *, progress=None):
     """The exact diagonal of the Hessian, as a dict shaped like params.
 
     For networks of dense layers it comes from square-root factors of each
     layer's curvature (no Hessian block is formed: memory grows like
     N x layer width x factor columns); otherwise from one Hessian-vector
-    product per parameter, keeping only its diagonal entry (memory O(N_PARAMS))."""
+    product per parameter, keeping only its diagonal entry (memory O(N_PARAMS)).
+    ``progress``: as for :func:`hessian`, in parameters."""
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     if _CURV_LAYERS:
+        bar = _Progress(progress, "hessian_diag (structured)", 1, "call")
         diag = _structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n)
+        bar.step(1)
         return _grads_dict(_finite_or_blame(diag, xm, ym, mats))
+    bar = _Progress(progress, "hessian_diag", N_PARAMS, "parameters")
     out = numpy.empty(N_PARAMS, dtype=DTYPE)
     for first in range(0, N_PARAMS, _ROW_CHUNK):
         count = min(_ROW_CHUNK, N_PARAMS - first)
         rows = _hessian_columns(n, [*xs, ym, *mats], first, count)
         out[first:first + count] = rows[numpy.arange(count), first + numpy.arange(count)]
+        bar.step(first + count)
     return _grads_dict(_finite_or_blame(out, xm, ym, mats))
 
 
-def hessian_blocks(params, x, y, lengths=None):
+def hessian_blocks(params, x, y, lengths=None, *, progress=None):
     """The per-layer diagonal blocks of the exact Hessian: {layer name:
     (keys, block)} with block indexed like the flat order restricted to the
     layer's parameters ``keys``.  Memory: the blocks, not N_PARAMS² (for
     networks of dense layers the generated assembly forms them all at once;
-    otherwise each is formed on its own from rows of the Hessian)."""
+    otherwise each is formed on its own from rows of the Hessian).
+    ``progress``: as for :func:`hessian`, in rows of the blocks."""
     layers = {}
     for key, a, b, _ in _SLICES:
         name = key.split(".", 1)[0]
@@ -625,11 +702,15 @@ def hessian_blocks(params, x, y, lengths=None):
     xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     structured = {}
+    bar = _Progress(progress, "hessian_blocks", 1 if _CURV_LAYERS else
+                    sum(hi - lo for _, lo, hi in layers.values()), "rows")
+    done = 0
     if _CURV_LAYERS:        # the generated assembly: every block at once
         _check_fits("hessian_blocks", sum((hi - lo) ** 2 for _, lo, hi in layers.values())
                     + _ASSEMBLY_PER_SAMPLE["hessian_blocks"] * n)
         blocks = _run("hessian_blocks", n, [*xs, ym, *mats])
         structured = {wk.split(".", 1)[0]: b for (wk, *_), b in zip(_CURV_LAYERS, blocks)}
+        bar.step(1)
     result = {}
     for name, (keys, lo, hi) in layers.items():
         if structured:
@@ -640,6 +721,8 @@ def hessian_blocks(params, x, y, lengths=None):
                 count = min(_ROW_CHUNK, hi - first)
                 block[first - lo:first - lo + count] = _hessian_columns(
                     n, [*xs, ym, *mats], first, count)[:, lo:hi]
+                done += count
+                bar.step(done)
             block = (block + block.T) / 2
         result[name] = (keys, numpy.ascontiguousarray(block))
     return result

@@ -401,14 +401,21 @@ static inline void bpg_add_rows(int64_t R, int64_t V, int64_t w, int64_t n,
     }
 }
 
-/* scores (R rows of T; row r is query (r / N) mod T): out = a, but fill
-   where the key s comes after the query (s > t); out may be a */
-static inline void bpg_causal_mask(int64_t R, int64_t T, int64_t N, real fill,
-                                   const real *a, real *out)
+/* scores (R rows of T; N rows per step, the batch times K directions, so
+   row r is query t = (r / N) mod T of sample (r mod N) / K): out = a, but
+   fill where the key s comes after the query (causal: s > t) or is padding
+   (m, when not NULL: the (T*(N/K), 1) mask of real steps, m[s*(N/K) + n]
+   == 0); out may be a */
+static inline void bpg_causal_mask(int64_t R, int64_t T, int64_t N, int64_t K, int causal,
+                                   const real *m, real fill, const real *a, real *out)
 {
+    const int64_t nb = N / K;
     for (int64_t r = 0; r < R; r++) {
-        const int64_t t = (r / N) % T;
-        for (int64_t s = 0; s < T; s++) out[r * T + s] = s > t ? fill : a[r * T + s];
+        const int64_t t = (r / N) % T, n = (r % N) / K;
+        for (int64_t s = 0; s < T; s++) {
+            const int masked = (causal && s > t) || (m && m[s * nb + n] == 0);
+            out[r * T + s] = masked ? fill : a[r * T + s];
+        }
     }
 }
 
@@ -692,7 +699,7 @@ static const int32_t bpg_table_1[80] = {
 };
 
 /* ---- forward: workspace 4416*N + 0 elements ---- */
-BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
@@ -808,9 +815,9 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
-    /* attn_mha: causal: keys after the query at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    bpg_causal_mask(16*N, 8, N, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
+    /* attn_mha: keys after the query and padded keys at -inf */
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
     /* attn_mha_m = rowmax(attn_mha_Sm) */
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
@@ -913,8 +920,8 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     }
 }
 
-/* ---- loss: workspace 4832*N + 3392 elements ---- */
-BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+/* ---- loss: workspace 4832*N + 3400 elements ---- */
+BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
@@ -951,27 +958,28 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     real *const v_mlp_R = ws + 4160*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 4288*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 4416*N;  /* (8*N, 16) */
-    real *const v_o_max = ws + 4544*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 4552*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 4680*N;  /* (8*N, 1) */
-    real *const v_o_pick = ws + 4688*N;  /* (8*N, 16) */
-    real *const v_o_label = ws + 4816*N;  /* (8*N, 1) */
-    real *const v_loss_terms = ws + 4824*N;  /* (8*N, 1) */
-    real *const v_loss_sum = ws + 4832*N;  /* (1, 1) */
-    real *const v_attn_mha_Wq_sq = ws + 4832*N + 8;  /* (16, 16) */
-    real *const v_attn_mha_Wq_sqsum = ws + 4832*N + 264;  /* (1, 1) */
-    real *const v_attn_mha_Wk_sq = ws + 4832*N + 272;  /* (16, 16) */
-    real *const v_attn_mha_Wk_sqsum = ws + 4832*N + 528;  /* (1, 1) */
-    real *const v_attn_mha_Wv_sq = ws + 4832*N + 536;  /* (16, 16) */
-    real *const v_attn_mha_Wv_sqsum = ws + 4832*N + 792;  /* (1, 1) */
-    real *const v_attn_mha_Wo_sq = ws + 4832*N + 800;  /* (16, 16) */
-    real *const v_attn_mha_Wo_sqsum = ws + 4832*N + 1056;  /* (1, 1) */
-    real *const v_mlp_up_W_sq = ws + 4832*N + 1064;  /* (16, 64) */
-    real *const v_mlp_up_W_sqsum = ws + 4832*N + 2088;  /* (1, 1) */
-    real *const v_mlp_down_W_sq = ws + 4832*N + 2096;  /* (64, 16) */
-    real *const v_mlp_down_W_sqsum = ws + 4832*N + 3120;  /* (1, 1) */
-    real *const v_head_W_sq = ws + 4832*N + 3128;  /* (16, 16) */
-    real *const v_head_W_sqsum = ws + 4832*N + 3384;  /* (1, 1) */
+    real *const v_real_steps = ws + 4544*N;  /* (1, 1) */
+    real *const v_o_max = ws + 4544*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 4552*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 4680*N + 8;  /* (8*N, 1) */
+    real *const v_o_pick = ws + 4688*N + 8;  /* (8*N, 16) */
+    real *const v_o_label = ws + 4816*N + 8;  /* (8*N, 1) */
+    real *const v_real_terms = ws + 4824*N + 8;  /* (8*N, 1) */
+    real *const v_loss_sum = ws + 4832*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 4832*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 4832*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 4832*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 4832*N + 536;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 4832*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 4832*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 4832*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 4832*N + 1064;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 4832*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 4832*N + 2096;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 4832*N + 2104;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 4832*N + 3128;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 4832*N + 3136;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 4832*N + 3392;  /* (1, 1) */
     real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
@@ -1052,9 +1060,9 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
-    /* attn_mha: causal: keys after the query at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    bpg_causal_mask(16*N, 8, N, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
+    /* attn_mha: keys after the query and padded keys at -inf */
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
     /* attn_mha_m = rowmax(attn_mha_Sm) */
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
@@ -1155,6 +1163,8 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1175,12 +1185,12 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     /* the label's logit */
     /* o_label = o_pick·1 */
     bpg_rowsum(8*N, 16, v_o_pick, v_o_label);
-    /* logsumexp(O) - O[label] per sample */
-    /* loss_terms = o_max - o_label + log(o_expsum) */
+    /* the loss terms of real steps only */
+    /* real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
-    /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(8*N, 1, v_loss_terms, v_loss_sum);
+    for (int64_t k = 0; k < 8*N; k++) v_real_terms[k] = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
+    /* loss_sum = 1ᵀ·real_terms·1 */
+    bpg_sumall(8*N, 1, v_real_terms, v_loss_sum);
     /* attn_mha_Wq_sq = attn_mha_Wq^∘2 */
     #pragma omp simd
     for (int64_t k = 0; k < 256; k++) v_attn_mha_Wq_sq[k] = ((v_attn_mha_Wq[k])*(v_attn_mha_Wq[k]));
@@ -1217,13 +1227,13 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     /* head_W_sqsum = 1ᵀ·head_W_sq·1 */
     bpg_sumall(16, 16, v_head_W_sq, v_head_W_sqsum);
     /* mean over samples + 0.5 λ Σ‖W‖² */
-    /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / (8 N) */
+    /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps */
     #pragma omp simd
-    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0] + 0.125*v_loss_sum[0]/((real)N);
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + v_loss_sum[0]/v_real_steps[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0];
 }
 
-/* ---- loss_and_grad: workspace 10264*N + 6720 elements ---- */
-BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+/* ---- loss_and_grad: workspace 10280*N + 6736 elements ---- */
+BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
@@ -1263,70 +1273,74 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     real *const v_mlp_R = ws + 4928*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 5056*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 5184*N;  /* (8*N, 16) */
-    real *const v_o_max = ws + 5312*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 5320*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 5448*N;  /* (8*N, 1) */
-    real *const v_o_pick = ws + 5456*N;  /* (8*N, 16) */
-    real *const v_o_label = ws + 5584*N;  /* (8*N, 1) */
-    real *const v_loss_terms = ws + 5592*N;  /* (8*N, 1) */
-    real *const v_loss_sum = ws + 5600*N;  /* (1, 1) */
-    real *const v_attn_mha_Wq_sq = ws + 5600*N + 8;  /* (16, 16) */
-    real *const v_attn_mha_Wq_sqsum = ws + 5600*N + 264;  /* (1, 1) */
-    real *const v_attn_mha_Wk_sq = ws + 5600*N + 272;  /* (16, 16) */
-    real *const v_attn_mha_Wk_sqsum = ws + 5600*N + 528;  /* (1, 1) */
-    real *const v_attn_mha_Wv_sq = ws + 5600*N + 536;  /* (16, 16) */
-    real *const v_attn_mha_Wv_sqsum = ws + 5600*N + 792;  /* (1, 1) */
-    real *const v_attn_mha_Wo_sq = ws + 5600*N + 800;  /* (16, 16) */
-    real *const v_attn_mha_Wo_sqsum = ws + 5600*N + 1056;  /* (1, 1) */
-    real *const v_mlp_up_W_sq = ws + 5600*N + 1064;  /* (16, 64) */
-    real *const v_mlp_up_W_sqsum = ws + 5600*N + 2088;  /* (1, 1) */
-    real *const v_mlp_down_W_sq = ws + 5600*N + 2096;  /* (64, 16) */
-    real *const v_mlp_down_W_sqsum = ws + 5600*N + 3120;  /* (1, 1) */
-    real *const v_head_W_sq = ws + 5600*N + 3128;  /* (16, 16) */
-    real *const v_head_W_sqsum = ws + 5600*N + 3384;  /* (1, 1) */
-    real *const v_d_o_expsum = ws + 5600*N + 3392;  /* (8*N, 1) */
-    real *const v_d_head_Z_2 = ws + 5608*N + 3392;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 5736*N + 3392;  /* (8*N, 16) */
-    real *const v_d_head_W_1 = ws + 5864*N + 3392;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 5864*N + 3648;  /* (8*N, 64) */
-    real *const v_d_mlp_down_W_1 = ws + 6376*N + 3648;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 6376*N + 4672;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 6888*N + 4672;  /* (8*N, 16) */
-    real *const v_d_mlp_up_W_1 = ws + 7016*N + 4672;  /* (16, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 7016*N + 5696;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_g = ws + 7144*N + 5696;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 7272*N + 5696;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 7400*N + 5696;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 7408*N + 5696;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 7536*N + 5696;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 7664*N + 5696;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 7672*N + 5696;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 7800*N + 5696;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wo_1 = ws + 7928*N + 5696;  /* (16, 16) */
-    real *const v_d_attn_mha_P = ws + 7928*N + 5952;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 8056*N + 5952;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Zs = ws + 8184*N + 5952;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 8312*N + 5952;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 8328*N + 5952;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 8456*N + 5952;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 8584*N + 5952;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 8712*N + 5952;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 8840*N + 5952;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 8968*N + 5952;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wv_1 = ws + 9096*N + 5952;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 9096*N + 6208;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wk_1 = ws + 9224*N + 6208;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 9224*N + 6464;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wq_1 = ws + 9352*N + 6464;  /* (16, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 9352*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 9480*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_g = ws + 9608*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 9736*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 9864*N + 6720;  /* (8*N, 1) */
-    real *const v_d_attn_norm_Xc_2 = ws + 9872*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum = ws + 10000*N + 6720;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum_1 = ws + 10128*N + 6720;  /* (8*N, 1) */
-    real *const v_d_emb_A_1 = ws + 10136*N + 6720;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 5312*N;  /* (1, 1) */
+    real *const v_o_max = ws + 5312*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 5320*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 5448*N + 8;  /* (8*N, 1) */
+    real *const v_o_pick = ws + 5456*N + 8;  /* (8*N, 16) */
+    real *const v_o_label = ws + 5584*N + 8;  /* (8*N, 1) */
+    real *const v_real_terms = ws + 5592*N + 8;  /* (8*N, 1) */
+    real *const v_loss_sum = ws + 5600*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 5600*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 5600*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 5600*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 5600*N + 536;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 5600*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 5600*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 5600*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 5600*N + 1064;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 5600*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 5600*N + 2096;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 5600*N + 2104;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 5600*N + 3128;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 5600*N + 3136;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 5600*N + 3392;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 5600*N + 3400;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 5600*N + 3408;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 5608*N + 3408;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 5616*N + 3408;  /* (8*N, 1) */
+    real *const v_d_head_Z_2 = ws + 5624*N + 3408;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 5752*N + 3408;  /* (8*N, 16) */
+    real *const v_d_head_W_1 = ws + 5880*N + 3408;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 5880*N + 3664;  /* (8*N, 64) */
+    real *const v_d_mlp_down_W_1 = ws + 6392*N + 3664;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 6392*N + 4688;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 6904*N + 4688;  /* (8*N, 16) */
+    real *const v_d_mlp_up_W_1 = ws + 7032*N + 4688;  /* (16, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 7032*N + 5712;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_g = ws + 7160*N + 5712;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 7288*N + 5712;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 7416*N + 5712;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 7424*N + 5712;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 7552*N + 5712;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 7680*N + 5712;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 7688*N + 5712;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 7816*N + 5712;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wo_1 = ws + 7944*N + 5712;  /* (16, 16) */
+    real *const v_d_attn_mha_P = ws + 7944*N + 5968;  /* (16*N, 8) */
+    real *const v_d_attn_mha_V = ws + 8072*N + 5968;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Zs = ws + 8200*N + 5968;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 8328*N + 5968;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 8344*N + 5968;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 8472*N + 5968;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 8600*N + 5968;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 8728*N + 5968;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 8856*N + 5968;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 8984*N + 5968;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wv_1 = ws + 9112*N + 5968;  /* (16, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 9112*N + 6224;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wk_1 = ws + 9240*N + 6224;  /* (16, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 9240*N + 6480;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wq_1 = ws + 9368*N + 6480;  /* (16, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 9368*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 9496*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_g = ws + 9624*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 9752*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 9880*N + 6736;  /* (8*N, 1) */
+    real *const v_d_attn_norm_Xc_2 = ws + 9888*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum = ws + 10016*N + 6736;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum_1 = ws + 10144*N + 6736;  /* (8*N, 1) */
+    real *const v_d_emb_A_1 = ws + 10152*N + 6736;  /* (8*N, 16) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_emb_E = out + 1;  /* (16, 16) */
     real *const v_d_emb_P = out + 257;  /* (8, 16) */
@@ -1436,9 +1450,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
-    /* attn_mha: causal: keys after the query at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    bpg_causal_mask(16*N, 8, N, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
+    /* attn_mha: keys after the query and padded keys at -inf */
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
     /* attn_mha_m = rowmax(attn_mha_Sm) */
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
@@ -1552,6 +1566,8 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1572,12 +1588,12 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* the label's logit */
     /* o_label = o_pick·1 */
     bpg_rowsum(8*N, 16, v_o_pick, v_o_label);
-    /* logsumexp(O) - O[label] per sample */
-    /* loss_terms = o_max - o_label + log(o_expsum) */
+    /* the loss terms of real steps only */
+    /* real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
-    /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(8*N, 1, v_loss_terms, v_loss_sum);
+    for (int64_t k = 0; k < 8*N; k++) v_real_terms[k] = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
+    /* loss_sum = 1ᵀ·real_terms·1 */
+    bpg_sumall(8*N, 1, v_real_terms, v_loss_sum);
     /* attn_mha_Wq_sq = attn_mha_Wq^∘2 */
     #pragma omp simd
     for (int64_t k = 0; k < 256; k++) v_attn_mha_Wq_sq[k] = ((v_attn_mha_Wq[k])*(v_attn_mha_Wq[k]));
@@ -1614,24 +1630,39 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* head_W_sqsum = 1ᵀ·head_W_sq·1 */
     bpg_sumall(16, 16, v_head_W_sq, v_head_W_sqsum);
     /* mean over samples + 0.5 λ Σ‖W‖² */
-    /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / (8 N) */
+    /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps */
     #pragma omp simd
-    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0] + 0.125*v_loss_sum[0]/((real)N);
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + v_loss_sum[0]/v_real_steps[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0];
 
-    /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
-    /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1 / (8 N o_expsum) */
+    /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps */
+    /*   (mean over samples + 0.5 λ Σ‖W‖²) */
+    /* d_loss_sum = 1 / real_steps */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = 0.125/(((real)N)*v_o_expsum[k]);
+    for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
+
+    /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
+    /*   (the loss terms of real steps only) */
+    /* d_loss_terms = d_loss_sum ⊙ mask */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
+
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms) */
+    /*   (logsumexp(O) - O[label] per sample) */
+    /* d_o_expsum = d_loss_terms / o_expsum */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
+    /* d_o_label = -d_loss_terms */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
-    /* d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N) */
+    /* d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - 0.125*v_y[k]/((real)N);
+            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
         }
     }
     /* d_head_b = 1ᵀ·d_head_Z_2 */
@@ -1775,10 +1806,10 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         }
     }
 
-    /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    /*   (attn_mha: causal: keys after the query at -inf) */
-    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0) */
-    bpg_causal_mask(16*N, 8, N, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
+    /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    /*   (attn_mha: keys after the query and padded keys at -inf) */
+    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
 
     /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /*   (attn_mha: scores / sqrt(8)) */
@@ -1921,8 +1952,8 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     for (int64_t k = 0; k < 256; k++) v_d_head_W_2[k] = v_d_head_W_1[k] + 0.0001*v_head_W[k];
 }
 
-/* ---- hvp: workspace 24176*N + 6656 elements ---- */
-BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
+/* ---- hvp: workspace 24192*N + 6672 elements ---- */
+BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_r_emb_EX = ws + 128*N;  /* (8*N, 16) */
@@ -2008,112 +2039,116 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     real *const v_r_head_XW_a = ws + 11760*N;  /* (8*N, 16) */
     real *const v_r_head_XW_b = ws + 11888*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 12016*N;  /* (8*N, 16) */
-    real *const v_o_max = ws + 12144*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 12152*N;  /* (8*N, 16) */
-    real *const v_r_o_exp = ws + 12280*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 12408*N;  /* (8*N, 1) */
-    real *const v_r_o_expsum = ws + 12416*N;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 12424*N;  /* (8*N, 1) */
-    real *const v_r_d_o_expsum = ws + 12432*N;  /* (8*N, 1) */
-    real *const v_r_d_head_Z_1 = ws + 12440*N;  /* (8*N, 16) */
-    real *const v_d_head_Z_2 = ws + 12568*N;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 12696*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R_a = ws + 12824*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R_b = ws + 12952*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R = ws + 13080*N;  /* (8*N, 16) */
-    real *const v_r_d_head_W_1_a = ws + 13208*N;  /* (16, 16) */
-    real *const v_r_d_head_W_1_b = ws + 13208*N + 256;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 13208*N + 512;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_A_a = ws + 13720*N + 512;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_A_b = ws + 14232*N + 512;  /* (8*N, 64) */
-    real *const v_r_d_mlp_down_W_1_a = ws + 14744*N + 512;  /* (64, 16) */
-    real *const v_r_d_mlp_down_W_1_b = ws + 14744*N + 1536;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 14744*N + 2560;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_Z = ws + 15256*N + 2560;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 15768*N + 2560;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A_a = ws + 15896*N + 2560;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A_b = ws + 16024*N + 2560;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A = ws + 16152*N + 2560;  /* (8*N, 16) */
-    real *const v_r_d_mlp_up_W_1_a = ws + 16280*N + 2560;  /* (16, 64) */
-    real *const v_r_d_mlp_up_W_1_b = ws + 16280*N + 3584;  /* (16, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 16280*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_Xhat = ws + 16408*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_g = ws + 16536*N + 4608;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xc = ws + 16664*N + 4608;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 16792*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_ss = ws + 16920*N + 4608;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 17048*N + 4608;  /* (8*N, 1) */
-    real *const v_r_d_mlp_norm_ss_1 = ws + 17056*N + 4608;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 17064*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_Xc_2 = ws + 17192*N + 4608;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 17320*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_sum = ws + 17448*N + 4608;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 17576*N + 4608;  /* (8*N, 1) */
-    real *const v_r_d_mlp_norm_sum_1 = ws + 17584*N + 4608;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 17592*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_attn_R_1 = ws + 17720*N + 4608;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 17848*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV_a = ws + 17976*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV_b = ws + 18104*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV = ws + 18232*N + 4608;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wo_1_a = ws + 18360*N + 4608;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wo_1_b = ws + 18360*N + 4864;  /* (16, 16) */
-    real *const v_d_attn_mha_P = ws + 18360*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_P_a = ws + 18488*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_P_b = ws + 18616*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_P = ws + 18744*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 18872*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V_a = ws + 19000*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V_b = ws + 19128*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V = ws + 19256*N + 5120;  /* (8*N, 16) */
-    real *const v_d_attn_mha_E = ws + 19384*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs = ws + 19512*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_Zs = ws + 19640*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 19768*N + 5120;  /* (16*N, 1) */
-    real *const v_r_d_attn_mha_Zs_1 = ws + 19784*N + 5120;  /* (16*N, 1) */
-    real *const v_d_attn_mha_E_2 = ws + 19800*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Sm = ws + 19928*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_Sm = ws + 20056*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 20184*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_S = ws + 20312*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 20440*N + 5120;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_QK = ws + 20568*N + 5120;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 20696*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q_a = ws + 20824*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q_b = ws + 20952*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q = ws + 21080*N + 5120;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 21208*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K_a = ws + 21336*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K_b = ws + 21464*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K = ws + 21592*N + 5120;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 21720*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_a = ws + 21848*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_b = ws + 21976*N + 5120;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wv_1_a = ws + 22104*N + 5120;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wv_1_b = ws + 22104*N + 5376;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 22104*N + 5632;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_1_a = ws + 22232*N + 5632;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_1_b = ws + 22360*N + 5632;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wk_1_a = ws + 22488*N + 5632;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wk_1_b = ws + 22488*N + 5888;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 22488*N + 6144;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_2_a = ws + 22616*N + 6144;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_2_b = ws + 22744*N + 6144;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wq_1_a = ws + 22872*N + 6144;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wq_1_b = ws + 22872*N + 6400;  /* (16, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 22872*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_3 = ws + 23000*N + 6656;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 23128*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_Xhat = ws + 23256*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_g = ws + 23384*N + 6656;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 23512*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_ss = ws + 23640*N + 6656;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 23768*N + 6656;  /* (8*N, 1) */
-    real *const v_r_d_attn_norm_ss_1 = ws + 23776*N + 6656;  /* (8*N, 1) */
-    real *const v_r_d_attn_norm_Xc_2 = ws + 23784*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_sum = ws + 23912*N + 6656;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_sum_1 = ws + 24040*N + 6656;  /* (8*N, 1) */
-    real *const v_r_d_emb_A_1 = ws + 24048*N + 6656;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 12144*N;  /* (1, 1) */
+    real *const v_o_max = ws + 12144*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 12152*N + 8;  /* (8*N, 16) */
+    real *const v_r_o_exp = ws + 12280*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 12408*N + 8;  /* (8*N, 1) */
+    real *const v_r_o_expsum = ws + 12416*N + 8;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 12424*N + 8;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 12424*N + 16;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 12432*N + 16;  /* (8*N, 1) */
+    real *const v_r_d_o_expsum = ws + 12440*N + 16;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 12448*N + 16;  /* (8*N, 1) */
+    real *const v_r_d_head_Z_1 = ws + 12456*N + 16;  /* (8*N, 16) */
+    real *const v_d_head_Z_2 = ws + 12584*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 12712*N + 16;  /* (8*N, 16) */
+    real *const v_r_d_mlp_R_a = ws + 12840*N + 16;  /* (8*N, 16) */
+    real *const v_r_d_mlp_R_b = ws + 12968*N + 16;  /* (8*N, 16) */
+    real *const v_r_d_mlp_R = ws + 13096*N + 16;  /* (8*N, 16) */
+    real *const v_r_d_head_W_1_a = ws + 13224*N + 16;  /* (16, 16) */
+    real *const v_r_d_head_W_1_b = ws + 13224*N + 272;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 13224*N + 528;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_A_a = ws + 13736*N + 528;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_A_b = ws + 14248*N + 528;  /* (8*N, 64) */
+    real *const v_r_d_mlp_down_W_1_a = ws + 14760*N + 528;  /* (64, 16) */
+    real *const v_r_d_mlp_down_W_1_b = ws + 14760*N + 1552;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 14760*N + 2576;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_Z = ws + 15272*N + 2576;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 15784*N + 2576;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A_a = ws + 15912*N + 2576;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A_b = ws + 16040*N + 2576;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A = ws + 16168*N + 2576;  /* (8*N, 16) */
+    real *const v_r_d_mlp_up_W_1_a = ws + 16296*N + 2576;  /* (16, 64) */
+    real *const v_r_d_mlp_up_W_1_b = ws + 16296*N + 3600;  /* (16, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 16296*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_Xhat = ws + 16424*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_g = ws + 16552*N + 4624;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xc = ws + 16680*N + 4624;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 16808*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_ss = ws + 16936*N + 4624;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 17064*N + 4624;  /* (8*N, 1) */
+    real *const v_r_d_mlp_norm_ss_1 = ws + 17072*N + 4624;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 17080*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_Xc_2 = ws + 17208*N + 4624;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 17336*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_sum = ws + 17464*N + 4624;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 17592*N + 4624;  /* (8*N, 1) */
+    real *const v_r_d_mlp_norm_sum_1 = ws + 17600*N + 4624;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 17608*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_attn_R_1 = ws + 17736*N + 4624;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 17864*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV_a = ws + 17992*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV_b = ws + 18120*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV = ws + 18248*N + 4624;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wo_1_a = ws + 18376*N + 4624;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wo_1_b = ws + 18376*N + 4880;  /* (16, 16) */
+    real *const v_d_attn_mha_P = ws + 18376*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_P_a = ws + 18504*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_P_b = ws + 18632*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_P = ws + 18760*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_V = ws + 18888*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_V_a = ws + 19016*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_V_b = ws + 19144*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_V = ws + 19272*N + 5136;  /* (8*N, 16) */
+    real *const v_d_attn_mha_E = ws + 19400*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 19528*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_Zs = ws + 19656*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 19784*N + 5136;  /* (16*N, 1) */
+    real *const v_r_d_attn_mha_Zs_1 = ws + 19800*N + 5136;  /* (16*N, 1) */
+    real *const v_d_attn_mha_E_2 = ws + 19816*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Sm = ws + 19944*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_Sm = ws + 20072*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 20200*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_S = ws + 20328*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 20456*N + 5136;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_QK = ws + 20584*N + 5136;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 20712*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q_a = ws + 20840*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q_b = ws + 20968*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q = ws + 21096*N + 5136;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 21224*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K_a = ws + 21352*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K_b = ws + 21480*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K = ws + 21608*N + 5136;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 21736*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_a = ws + 21864*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_b = ws + 21992*N + 5136;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wv_1_a = ws + 22120*N + 5136;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wv_1_b = ws + 22120*N + 5392;  /* (16, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 22120*N + 5648;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_1_a = ws + 22248*N + 5648;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_1_b = ws + 22376*N + 5648;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wk_1_a = ws + 22504*N + 5648;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wk_1_b = ws + 22504*N + 5904;  /* (16, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 22504*N + 6160;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_2_a = ws + 22632*N + 6160;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_2_b = ws + 22760*N + 6160;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wq_1_a = ws + 22888*N + 6160;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wq_1_b = ws + 22888*N + 6416;  /* (16, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 22888*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_3 = ws + 23016*N + 6672;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 23144*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_Xhat = ws + 23272*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_g = ws + 23400*N + 6672;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 23528*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_ss = ws + 23656*N + 6672;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 23784*N + 6672;  /* (8*N, 1) */
+    real *const v_r_d_attn_norm_ss_1 = ws + 23792*N + 6672;  /* (8*N, 1) */
+    real *const v_r_d_attn_norm_Xc_2 = ws + 23800*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_sum = ws + 23928*N + 6672;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_sum_1 = ws + 24056*N + 6672;  /* (8*N, 1) */
+    real *const v_r_d_emb_A_1 = ws + 24064*N + 6672;  /* (8*N, 16) */
     real *const v_r_d_emb_E = out + 0;  /* (16, 16) */
     real *const v_r_d_emb_P = out + 256;  /* (8, 16) */
     real *const v_r_d_attn_norm_g_1 = out + 384;  /* (1, 16) */
@@ -2303,11 +2338,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_S[k] = 0.35355339059327376*v_r_attn_mha_QK_a[k] + 0.35355339059327376*v_r_attn_mha_QK_b[k];
-    /* attn_mha: causal: keys after the query at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    bpg_causal_mask(16*N, 8, N, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
-    /* r_attn_mha_Sm = causal_mask(r_attn_mha_S, 0) */
-    bpg_causal_mask(16*N, 8, N, 0, v_r_attn_mha_S, v_r_attn_mha_Sm);
+    /* attn_mha: keys after the query and padded keys at -inf */
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
+    /* r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_r_attn_mha_S, v_r_attn_mha_Sm);
     /* attn_mha_m = rowmax(attn_mha_Sm) */
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
@@ -2515,6 +2550,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -2540,14 +2577,29 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* r_o_expsum = r_o_exp·1 */
     bpg_rowsum(8*N, 16, v_r_o_exp, v_r_o_expsum);
 
+    /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum) */
+    /*   (mean over samples + 0.5 λ Σ‖W‖²) */
+    /* d_loss_sum = 1 / real_steps */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
+
+    /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label) */
+    /*   (the loss terms of real steps only) */
+    /* d_loss_terms = d_loss_sum ⊙ mask */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
+
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1 / (8 N o_expsum) */
+    /* d_o_expsum = d_loss_terms / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = 0.125/(((real)N)*v_o_expsum[k]);
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
     for (int64_t k = 0; k < 8*N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+    /* d_o_label = -d_loss_terms */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
 
     /* Grad of: o_exp = exp(head_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
@@ -2562,12 +2614,12 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
-    /* d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N) */
+    /* d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - 0.125*v_y[k]/((real)N);
+            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
         }
     }
     /* r_d_head_b = 1ᵀ·r_d_head_Z_1 */
@@ -2840,12 +2892,12 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         }
     }
 
-    /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    /*   (attn_mha: causal: keys after the query at -inf) */
-    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0) */
-    bpg_causal_mask(16*N, 8, N, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
-    /* r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, 0) */
-    bpg_causal_mask(16*N, 8, N, 0, v_r_d_attn_mha_Sm, v_r_d_attn_mha_S);
+    /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    /*   (attn_mha: keys after the query and padded keys at -inf) */
+    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
+    /* r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, mask, 0) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_r_d_attn_mha_Sm, v_r_d_attn_mha_S);
 
     /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /*   (attn_mha: scores / sqrt(8)) */
@@ -3044,8 +3096,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     for (int64_t k = 0; k < 256; k++) v_r_d_head_W_2[k] = v_r_d_head_W_1_a[k] + v_r_d_head_W_1_b[k] + 0.0001*v_v_head_W[k];
 }
 
-/* ---- ggn_vp: workspace 16328*N + 3328 elements ---- */
-BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
+/* ---- ggn_vp: workspace 16328*N + 3344 elements ---- */
+BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_r_emb_EX = ws + 128*N;  /* (8*N, 16) */
@@ -3128,55 +3180,57 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     real *const v_r_head_XW_a = ws + 10992*N;  /* (8*N, 16) */
     real *const v_r_head_XW_b = ws + 11120*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 11248*N;  /* (8*N, 16) */
-    real *const v_o_max = ws + 11376*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 11384*N;  /* (8*N, 16) */
-    real *const v_r_o_exp = ws + 11512*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 11640*N;  /* (8*N, 1) */
-    real *const v_r_o_expsum = ws + 11648*N;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 11656*N;  /* (8*N, 1) */
-    real *const v_r_d_o_expsum = ws + 11664*N;  /* (8*N, 1) */
-    real *const v_r_d_head_Z_1 = ws + 11672*N;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 11800*N;  /* (8*N, 16) */
-    real *const v_d_head_W_1 = ws + 11928*N;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 11928*N + 256;  /* (8*N, 64) */
-    real *const v_d_mlp_down_W_1 = ws + 12440*N + 256;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 12440*N + 1280;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 12952*N + 1280;  /* (8*N, 16) */
-    real *const v_d_mlp_up_W_1 = ws + 13080*N + 1280;  /* (16, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 13080*N + 2304;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_g = ws + 13208*N + 2304;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 13336*N + 2304;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 13464*N + 2304;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 13472*N + 2304;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 13600*N + 2304;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 13728*N + 2304;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 13736*N + 2304;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 13864*N + 2304;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wo_1 = ws + 13992*N + 2304;  /* (16, 16) */
-    real *const v_d_attn_mha_P = ws + 13992*N + 2560;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 14120*N + 2560;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Zs = ws + 14248*N + 2560;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 14376*N + 2560;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 14392*N + 2560;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 14520*N + 2560;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 14648*N + 2560;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 14776*N + 2560;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 14904*N + 2560;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 15032*N + 2560;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wv_1 = ws + 15160*N + 2560;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 15160*N + 2816;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wk_1 = ws + 15288*N + 2816;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 15288*N + 3072;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wq_1 = ws + 15416*N + 3072;  /* (16, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 15416*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 15544*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_g = ws + 15672*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 15800*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 15928*N + 3328;  /* (8*N, 1) */
-    real *const v_d_attn_norm_Xc_2 = ws + 15936*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum = ws + 16064*N + 3328;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum_1 = ws + 16192*N + 3328;  /* (8*N, 1) */
-    real *const v_d_emb_A_1 = ws + 16200*N + 3328;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 11376*N;  /* (1, 1) */
+    real *const v_o_max = ws + 11376*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 11384*N + 8;  /* (8*N, 16) */
+    real *const v_r_o_exp = ws + 11512*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 11640*N + 8;  /* (8*N, 1) */
+    real *const v_r_o_expsum = ws + 11648*N + 8;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 11656*N + 8;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 11656*N + 16;  /* (8*N, 1) */
+    real *const v_r_d_o_expsum = ws + 11664*N + 16;  /* (8*N, 1) */
+    real *const v_r_d_head_Z_1 = ws + 11672*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 11800*N + 16;  /* (8*N, 16) */
+    real *const v_d_head_W_1 = ws + 11928*N + 16;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 11928*N + 272;  /* (8*N, 64) */
+    real *const v_d_mlp_down_W_1 = ws + 12440*N + 272;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 12440*N + 1296;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 12952*N + 1296;  /* (8*N, 16) */
+    real *const v_d_mlp_up_W_1 = ws + 13080*N + 1296;  /* (16, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 13080*N + 2320;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_g = ws + 13208*N + 2320;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 13336*N + 2320;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 13464*N + 2320;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 13472*N + 2320;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 13600*N + 2320;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 13728*N + 2320;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 13736*N + 2320;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 13864*N + 2320;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wo_1 = ws + 13992*N + 2320;  /* (16, 16) */
+    real *const v_d_attn_mha_P = ws + 13992*N + 2576;  /* (16*N, 8) */
+    real *const v_d_attn_mha_V = ws + 14120*N + 2576;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Zs = ws + 14248*N + 2576;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 14376*N + 2576;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 14392*N + 2576;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 14520*N + 2576;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 14648*N + 2576;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 14776*N + 2576;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 14904*N + 2576;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 15032*N + 2576;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wv_1 = ws + 15160*N + 2576;  /* (16, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 15160*N + 2832;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wk_1 = ws + 15288*N + 2832;  /* (16, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 15288*N + 3088;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wq_1 = ws + 15416*N + 3088;  /* (16, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 15416*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 15544*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_g = ws + 15672*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 15800*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 15928*N + 3344;  /* (8*N, 1) */
+    real *const v_d_attn_norm_Xc_2 = ws + 15936*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum = ws + 16064*N + 3344;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum_1 = ws + 16192*N + 3344;  /* (8*N, 1) */
+    real *const v_d_emb_A_1 = ws + 16200*N + 3344;  /* (8*N, 16) */
     real *const v_d_emb_E = out + 0;  /* (16, 16) */
     real *const v_d_emb_P = out + 256;  /* (8, 16) */
     real *const v_d_attn_norm_g_1 = out + 384;  /* (1, 16) */
@@ -3358,11 +3412,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_S[k] = 0.35355339059327376*v_r_attn_mha_QK_a[k] + 0.35355339059327376*v_r_attn_mha_QK_b[k];
-    /* attn_mha: causal: keys after the query at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    bpg_causal_mask(16*N, 8, N, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
-    /* r_attn_mha_Sm = causal_mask(r_attn_mha_S, 0) */
-    bpg_causal_mask(16*N, 8, N, 0, v_r_attn_mha_S, v_r_attn_mha_Sm);
+    /* attn_mha: keys after the query and padded keys at -inf */
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
+    /* r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_r_attn_mha_S, v_r_attn_mha_Sm);
     /* attn_mha_m = rowmax(attn_mha_Sm) */
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
@@ -3559,6 +3613,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -3584,11 +3640,17 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* r_o_expsum = r_o_exp·1 */
     bpg_rowsum(8*N, 16, v_r_o_exp, v_r_o_expsum);
 
+    /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum) */
+    /*   (mean over samples + 0.5 λ Σ‖W‖²) */
+    /* d_loss_sum = 1 / real_steps */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
+
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1 / (8 N o_expsum) */
+    /* d_o_expsum = d_loss_sum ⊙ mask / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = 0.125/(((real)N)*v_o_expsum[k]);
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_sum[0]*v_mask[k]/v_o_expsum[k];
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
     for (int64_t k = 0; k < 8*N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
@@ -3747,10 +3809,10 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         }
     }
 
-    /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    /*   (attn_mha: causal: keys after the query at -inf) */
-    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0) */
-    bpg_causal_mask(16*N, 8, N, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
+    /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    /*   (attn_mha: keys after the query and padded keys at -inf) */
+    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
 
     /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /*   (attn_mha: scores / sqrt(8)) */
@@ -3893,8 +3955,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     for (int64_t k = 0; k < 256; k++) v_gv_head_W[k] = v_d_head_W_1[k] + 0.0001*v_v_head_W[k];
 }
 
-/* ---- grad_factors: workspace 6264*N + 0 elements ---- */
-BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+/* ---- grad_factors: workspace 6280*N + 16 elements ---- */
+BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
@@ -3928,25 +3990,29 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     real *const v_mlp_down_XW = ws + 3776*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 3904*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 4032*N;  /* (8*N, 16) */
-    real *const v_o_max = ws + 4160*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 4168*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 4296*N;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 4304*N;  /* (8*N, 1) */
-    real *const v_d_mlp_up_A = ws + 4312*N;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 4824*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xhat = ws + 4952*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 5080*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 5208*N;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 5216*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 5344*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 5472*N;  /* (8*N, 1) */
-    real *const v_d_attn_mha_AV = ws + 5480*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_P = ws + 5608*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs = ws + 5736*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 5864*N;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 5880*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 6008*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 6136*N;  /* (16*N, 8) */
+    real *const v_real_steps = ws + 4160*N;  /* (1, 1) */
+    real *const v_o_max = ws + 4160*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 4168*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 4296*N + 8;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 4304*N + 8;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 4304*N + 16;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 4312*N + 16;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 4320*N + 16;  /* (8*N, 1) */
+    real *const v_d_mlp_up_A = ws + 4328*N + 16;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 4840*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xhat = ws + 4968*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 5096*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 5224*N + 16;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 5232*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 5360*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 5488*N + 16;  /* (8*N, 1) */
+    real *const v_d_attn_mha_AV = ws + 5496*N + 16;  /* (8*N, 16) */
+    real *const v_d_attn_mha_P = ws + 5624*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 5752*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 5880*N + 16;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 5896*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 6024*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 6152*N + 16;  /* (16*N, 8) */
     real *const v_attn_norm_A = out + 0;  /* (8*N, 16) */
     real *const v_d_attn_mha_Q = out + 128*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_K = out + 256*N;  /* (8*N, 16) */
@@ -4038,9 +4104,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
-    /* attn_mha: causal: keys after the query at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    bpg_causal_mask(16*N, 8, N, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
+    /* attn_mha: keys after the query and padded keys at -inf */
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
     /* attn_mha_m = rowmax(attn_mha_Sm) */
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
@@ -4154,6 +4220,8 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -4169,20 +4237,35 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* o_expsum = o_exp·1 */
     bpg_rowsum(8*N, 16, v_o_exp, v_o_expsum);
 
+    /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum) */
+    /*   (mean over samples + 0.5 λ Σ‖W‖²) */
+    /* d_loss_sum = 1 / real_steps */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
+
+    /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label) */
+    /*   (the loss terms of real steps only) */
+    /* d_loss_terms = d_loss_sum ⊙ mask */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
+
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1 / (8 N o_expsum) */
+    /* d_o_expsum = d_loss_terms / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = 0.125/(((real)N)*v_o_expsum[k]);
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
+    /* d_o_label = -d_loss_terms */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
-    /* d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N) */
+    /* d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - 0.125*v_y[k]/((real)N);
+            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
         }
     }
 
@@ -4294,10 +4377,10 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
         }
     }
 
-    /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    /*   (attn_mha: causal: keys after the query at -inf) */
-    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0) */
-    bpg_causal_mask(16*N, 8, N, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
+    /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    /*   (attn_mha: keys after the query and padded keys at -inf) */
+    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
 
     /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /*   (attn_mha: scores / sqrt(8)) */
@@ -4313,8 +4396,8 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);
 }
 
-/* ---- hessian_columns: workspace 25216*N + 6664 elements ---- */
-BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
+/* ---- hessian_columns: workspace 25232*N + 6680 elements ---- */
+BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {
     real *const v_hc_1 = ws + 0;  /* (1, 1) */
     real *const v_emb_EX = ws + 8;  /* (8*N, 16) */
@@ -4358,43 +4441,47 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     real *const v_mlp_R = ws + 5456*N + 8;  /* (8*N, 16) */
     real *const v_head_XW = ws + 5584*N + 8;  /* (8*N, 16) */
     real *const v_head_Z = ws + 5712*N + 8;  /* (8*N, 16) */
-    real *const v_o_max = ws + 5840*N + 8;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 5848*N + 8;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 5976*N + 8;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 5984*N + 8;  /* (8*N, 1) */
-    real *const v_d_head_Z_2 = ws + 5992*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 6120*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_up_A = ws + 6248*N + 8;  /* (8*N, 64) */
-    real *const v_hc_4 = ws + 6760*N + 8;  /* (8*N, 64) */
-    real *const v_d_mlp_up_Z = ws + 7272*N + 8;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 7784*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xhat = ws + 7912*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xc = ws + 8040*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 8168*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 8296*N + 8;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 8304*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 8432*N + 8;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 8560*N + 8;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 8568*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 8696*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_mha_P = ws + 8824*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 8952*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_mha_E = ws + 9080*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs = ws + 9208*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 9336*N + 8;  /* (16*N, 1) */
-    real *const v_d_attn_mha_E_2 = ws + 9352*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Sm = ws + 9480*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 9608*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 9736*N + 8;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 9864*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 9992*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 10120*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 10248*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 10376*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 10504*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 10632*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 10760*N + 8;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 10888*N + 8;  /* (8*N, 1) */
+    real *const v_real_steps = ws + 5840*N + 8;  /* (1, 1) */
+    real *const v_o_max = ws + 5840*N + 16;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 5848*N + 16;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 5976*N + 16;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 5984*N + 16;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 5984*N + 24;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 5992*N + 24;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 6000*N + 24;  /* (8*N, 1) */
+    real *const v_d_head_Z_2 = ws + 6008*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 6136*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_up_A = ws + 6264*N + 24;  /* (8*N, 64) */
+    real *const v_hc_4 = ws + 6776*N + 24;  /* (8*N, 64) */
+    real *const v_d_mlp_up_Z = ws + 7288*N + 24;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 7800*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xhat = ws + 7928*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xc = ws + 8056*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 8184*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 8312*N + 24;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 8320*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 8448*N + 24;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 8576*N + 24;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 8584*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 8712*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_mha_P = ws + 8840*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_V = ws + 8968*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_mha_E = ws + 9096*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 9224*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 9352*N + 24;  /* (16*N, 1) */
+    real *const v_d_attn_mha_E_2 = ws + 9368*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Sm = ws + 9496*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 9624*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 9752*N + 24;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 9880*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 10008*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 10136*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 10264*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 10392*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 10520*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 10648*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 10776*N + 24;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 10904*N + 24;  /* (8*N, 1) */
 
     /* forward pass */
     /* hc_1 = sqrt(2) / 4 */
@@ -4489,9 +4576,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
-    /* attn_mha: causal: keys after the query at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    bpg_causal_mask(16*N, 8, N, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
+    /* attn_mha: keys after the query and padded keys at -inf */
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
     /* attn_mha_m = rowmax(attn_mha_Sm) */
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
@@ -4611,6 +4698,8 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
         }
     }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -4626,20 +4715,35 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* o_expsum = o_exp·1 */
     bpg_rowsum(8*N, 16, v_o_exp, v_o_expsum);
 
+    /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum) */
+    /*   (mean over samples + 0.5 λ Σ‖W‖²) */
+    /* d_loss_sum = 1 / real_steps */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
+
+    /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label) */
+    /*   (the loss terms of real steps only) */
+    /* d_loss_terms = d_loss_sum ⊙ mask */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
+
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
-    /* d_o_expsum = 1 / (8 N o_expsum) */
+    /* d_o_expsum = d_loss_terms / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = 0.125/(((real)N)*v_o_expsum[k]);
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
+    /* d_o_label = -d_loss_terms */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
-    /* d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N) */
+    /* d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - 0.125*v_y[k]/((real)N);
+            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
         }
     }
 
@@ -4778,10 +4882,10 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_d_attn_mha_Sm[k] = v_attn_mha_E[k]*v_d_attn_mha_E_2[k];
 
-    /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞) */
-    /*   (attn_mha: causal: keys after the query at -inf) */
-    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0) */
-    bpg_causal_mask(16*N, 8, N, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
+    /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    /*   (attn_mha: keys after the query and padded keys at -inf) */
+    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
 
     /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /*   (attn_mha: scores / sqrt(8)) */
@@ -4840,7 +4944,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
 
     /* kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows first .. first+count-1 of the Hessian, 3936 x 3936, or row j of V) */
     const int64_t NB = N;  /* the batch */
-    real *const wsd = ws + 25216*N + 6664;  /* the directions' part */
+    real *const wsd = ws + 25232*N + 6680;  /* the directions' part */
     if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */
     for (int64_t j0 = 0; j0 < count; j0 += kc) {
         const int64_t K = count - j0 < kc ? count - j0 : kc;
@@ -5146,8 +5250,8 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                     v_r_attn_mha_S[(rr*K + d)*8 + cc] = v_hc_1[0*1 + 0]*(v_r_attn_mha_QK_a[(rr*K + d)*8 + cc] + v_r_attn_mha_QK_b[(rr*K + d)*8 + cc]);
                 }
             }
-        /* r_attn_mha_Sm = causal_mask(r_attn_mha_S, 0) */
-        bpg_causal_mask(16*N, 8, N, 0, v_r_attn_mha_S, v_r_attn_mha_Sm);
+        /* r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0) */
+        bpg_causal_mask(16*N, 8, N, K, 1, v_mask, 0, v_r_attn_mha_S, v_r_attn_mha_Sm);
         /* r_attn_mha_E = attn_mha_E ⊙ r_attn_mha_Sm */
         for (int64_t rr = 0; rr < 16*NB; rr++)
             for (int64_t d = 0; d < K; d++) {
@@ -5514,10 +5618,10 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
 
-        /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)  (not stored in this function: attn_mha_Sm, attn_mha_S) */
-        /*   (attn_mha: causal: keys after the query at -inf) */
-        /* r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, 0) */
-        bpg_causal_mask(16*N, 8, N, 0, v_r_d_attn_mha_Sm, v_r_d_attn_mha_S);
+        /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)  (not stored in this function: attn_mha_Sm, attn_mha_S) */
+        /*   (attn_mha: keys after the query and padded keys at -inf) */
+        /* r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, mask, 0) */
+        bpg_causal_mask(16*N, 8, N, K, 1, v_mask, 0, v_r_d_attn_mha_Sm, v_r_d_attn_mha_S);
 
         /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4  (not stored in this function: attn_mha_S, attn_mha_QK) */
         /*   (attn_mha: scores / sqrt(8)) */
@@ -5729,39 +5833,48 @@ typedef int64_t bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_TARGET_RANGE 0
 #define BPGF_LOSS_ALL_STEPS 1
 #define BPGF_SEQ_OUT 1
-#define BPGF_BYTES_PER_SAMPLE 201856
+#define BPGF_BYTES_PER_SAMPLE 201984
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 41752
+#define BPGF_WORK_PER_SAMPLE 41768
 #define BPGF_OUT_FORWARD_A 128
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
 #define BPGF_OUT_LOSS_AND_GRAD_B 3937
 #define BPGF_OUT_HVP_B 3936
-#define BPGF_WS_FORWARD_A 4416
+#define BPGF_WS_FORWARD_A 4424
 #define BPGF_WS_FORWARD_B 0
+#define BPGF_FN_FORWARD ((size_t)4416 * (size_t)N + 0)
 #define BPGF_HAVE_FORWARD 1
-#define BPGF_WS_LOSS_A 4832
-#define BPGF_WS_LOSS_B 3392
+#define BPGF_WS_LOSS_A 4840
+#define BPGF_WS_LOSS_B 3400
+#define BPGF_FN_LOSS ((size_t)4832 * (size_t)N + 3400)
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 10264
-#define BPGF_WS_LOSS_AND_GRAD_B 6720
+#define BPGF_WS_LOSS_AND_GRAD_A 10288
+#define BPGF_WS_LOSS_AND_GRAD_B 6736
+#define BPGF_FN_LOSS_AND_GRAD ((size_t)10280 * (size_t)N + 6736)
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 24176
-#define BPGF_WS_HVP_B 6656
+#define BPGF_WS_HVP_A 24200
+#define BPGF_WS_HVP_B 6672
+#define BPGF_FN_HVP ((size_t)24192 * (size_t)N + 6672)
 #define BPGF_HAVE_HVP 1
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */
 static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,
                       const real *const *p, const real *const *v, real *out, real *ws)
 {
+    /* a call without lengths: every step real (mask 1), and a reversed
+       loop's truncation every k steps from the last step (0 there) */
+    real *m = ws + (entry == 0 ? BPGF_FN_FORWARD : entry == 1 ? BPGF_FN_LOSS
+                    : entry == 2 ? BPGF_FN_LOSS_AND_GRAD : BPGF_FN_HVP);
+    for (int64_t k = 0; k < (int64_t)BPGF_STEPS * N; k++) m[k] = 1;
     if (entry == 0)
-        bpg_forward(N, x, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
+        bpg_forward(N, x, m + 0*N, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
     else if (entry == 1)
-        bpg_loss(N, x, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
+        bpg_loss(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
     else if (entry == 2)
-        bpg_loss_and_grad(N, x, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
+        bpg_loss_and_grad(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
     else
-        bpg_hvp(N, x, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15], v[16], v[17], v[18], v[19], out, ws);
+        bpg_hvp(N, x, m + 0*N, y, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15], v[16], v[17], v[18], v[19], out, ws);
 }
 
 /* The CPython entry points of a generated C module: forward, loss and

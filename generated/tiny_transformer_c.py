@@ -4,7 +4,7 @@ Regenerate with: bpgen build tiny_transformer.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (tiny_transformer_c.c, compiled through cffi into
-_bpgen_tiny_transformer_7fcf128a9e8e) then never reads or writes out of bounds.
+_bpgen_tiny_transformer_77b3e9fbd677) then never reads or writes out of bounds.
 Derivation document: bpgen doc tiny_transformer.yaml
 """
 import collections
@@ -12,6 +12,7 @@ import collections.abc
 import functools
 import math
 import os
+import time
 
 import numpy
 
@@ -60,6 +61,9 @@ STEPS = 8
 SEQUENCE_OUTPUT = True
 #: True when the loss reads every step (y has a step axis)
 LOSS_ALL_STEPS = True
+#: bptt: {truncate: k}'s k (None without): a call with lengths cuts a
+#: reversed loop's gradient every k steps from each sample's last real step
+_TRUNCATE = None
 #: the loss's name (for messages; the module reads the facts below)
 LOSS = "softmax_cross_entropy"
 #: what y holds: "labels" (integer class labels, one-hot'ed here) or "real"
@@ -105,7 +109,7 @@ _CURV_LOSS = None
 #: how to read it: "softmax" (diag(p) - p pᵀ) or "diagonal" (diag l'')
 _CURV_FORM = "softmax"
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
-_BYTES_PER_SAMPLE = 201856
+_BYTES_PER_SAMPLE = 201984
 #: elements per sample the structured Hessian's assembly holds besides its result
 _ASSEMBLY_PER_SAMPLE = {}
 #: generated function -> where its outputs lie in one flat buffer:
@@ -118,12 +122,12 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 256, 16), (0, 256, 0, 128, 16), (0, 384, 0, 16, 16), (0, 400, 0, 16, 16), (0, 416, 0, 256, 16), (0, 672, 0, 256, 16), (0, 928, 0, 256, 16), (0, 1184, 0, 256, 16), (0, 1440, 0, 16, 16), (0, 1456, 0, 16, 16), (0, 1472, 0, 16, 16), (0, 1488, 0, 16, 16), (0, 1504, 0, 16, 16), (0, 1520, 0, 16, 16), (0, 1536, 0, 1024, 64), (0, 2560, 0, 64, 64), (0, 2624, 0, 1024, 16), (0, 3648, 0, 16, 16), (0, 3664, 0, 256, 16), (0, 3920, 0, 16, 16)],
     "grad_factors": [(0, 0, 128, 0, 16), (128, 0, 128, 0, 16), (256, 0, 128, 0, 16), (384, 0, 128, 0, 16), (512, 0, 128, 0, 16), (640, 0, 128, 0, 16), (768, 0, 128, 0, 16), (896, 0, 512, 0, 64), (1408, 0, 512, 0, 64), (1920, 0, 128, 0, 16), (2048, 0, 128, 0, 16), (2176, 0, 128, 0, 16)],
 }
-EXTENSION = "_bpgen_tiny_transformer_7fcf128a9e8e"
-CDEF = "void bpg_forward(int64_t N, const int64_t *v_x, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const int64_t *v_x, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const int64_t *v_x, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const int64_t *v_x, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *v_v_emb_E, const double *v_v_emb_P, const double *v_v_attn_norm_g, const double *v_v_attn_norm_b, const double *v_v_attn_mha_Wq, const double *v_v_attn_mha_Wk, const double *v_v_attn_mha_Wv, const double *v_v_attn_mha_Wo, const double *v_v_attn_mha_bq, const double *v_v_attn_mha_bk, const double *v_v_attn_mha_bv, const double *v_v_attn_mha_bo, const double *v_v_mlp_norm_g, const double *v_v_mlp_norm_b, const double *v_v_mlp_up_W, const double *v_v_mlp_up_b, const double *v_v_mlp_down_W, const double *v_v_mlp_down_b, const double *v_v_head_W, const double *v_v_head_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const int64_t *v_x, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *v_v_emb_E, const double *v_v_emb_P, const double *v_v_attn_norm_g, const double *v_v_attn_norm_b, const double *v_v_attn_mha_Wq, const double *v_v_attn_mha_Wk, const double *v_v_attn_mha_Wv, const double *v_v_attn_mha_Wo, const double *v_v_attn_mha_bq, const double *v_v_attn_mha_bk, const double *v_v_attn_mha_bv, const double *v_v_attn_mha_bo, const double *v_v_mlp_norm_g, const double *v_v_mlp_norm_b, const double *v_v_mlp_up_W, const double *v_v_mlp_up_b, const double *v_v_mlp_down_W, const double *v_v_mlp_down_b, const double *v_v_head_W, const double *v_v_head_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const int64_t *v_x, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const int64_t *v_x, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
+EXTENSION = "_bpgen_tiny_transformer_77b3e9fbd677"
+CDEF = "void bpg_forward(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *v_v_emb_E, const double *v_v_emb_P, const double *v_v_attn_norm_g, const double *v_v_attn_norm_b, const double *v_v_attn_mha_Wq, const double *v_v_attn_mha_Wk, const double *v_v_attn_mha_Wv, const double *v_v_attn_mha_Wo, const double *v_v_attn_mha_bq, const double *v_v_attn_mha_bk, const double *v_v_attn_mha_bv, const double *v_v_attn_mha_bo, const double *v_v_mlp_norm_g, const double *v_v_mlp_norm_b, const double *v_v_mlp_up_W, const double *v_v_mlp_up_b, const double *v_v_mlp_down_W, const double *v_v_mlp_down_b, const double *v_v_head_W, const double *v_v_head_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *v_v_emb_E, const double *v_v_emb_P, const double *v_v_attn_norm_g, const double *v_v_attn_norm_b, const double *v_v_attn_mha_Wq, const double *v_v_attn_mha_Wk, const double *v_v_attn_mha_Wv, const double *v_v_attn_mha_Wo, const double *v_v_attn_mha_bq, const double *v_v_attn_mha_bk, const double *v_v_attn_mha_bv, const double *v_v_attn_mha_bo, const double *v_v_mlp_norm_g, const double *v_v_mlp_norm_b, const double *v_v_mlp_up_W, const double *v_v_mlp_up_b, const double *v_v_mlp_down_W, const double *v_v_mlp_down_b, const double *v_v_head_W, const double *v_v_head_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
 C_FILE = "tiny_transformer_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
-_WS = {'forward': (4416, 0), 'loss': (4832, 3392), 'loss_and_grad': (10264, 6720), 'hvp': (24176, 6656), 'ggn_vp': (16328, 3328), 'grad_factors': (6264, 0), 'hessian_columns': (25216, 6664)}
+_WS = {'forward': (4416, 0), 'loss': (4832, 3400), 'loss_and_grad': (10280, 6736), 'hvp': (24192, 6672), 'ggn_vp': (16328, 3344), 'grad_factors': (6280, 16), 'hessian_columns': (25232, 6680)}
 #: bpg_hessian_columns' workspace per direction of a chunk: a*N + b elements
 _WS_DIR = {'hessian_columns': (4352, 18880)}
 
@@ -234,6 +238,50 @@ def _check_x(x):
     if STEPS is not None:     # (N, T, ...) -> time-major (T*N, ...)
         return numpy.ascontiguousarray(arr.swapaxes(0, 1)).reshape(STEPS * n, -1), n
     return arr.reshape(n, -1), n
+
+
+def _masks(lengths, n):
+    """The per-(sample, step) masks a sequence network's generated functions
+    read after x, time-major (T*N, 1) like x's rows: 1 at the steps before a
+    sample's length, 0 at its padding; with truncated BPTT also 0 where a
+    reversed loop's gradient is cut for that sample (every _TRUNCATE steps
+    counted from its last real step).  ``lengths`` None: every step real (the
+    masks of the last N asked are kept).  A ValueError naming ``lengths``
+    unless it is an (N,) integer array with values in [1, STEPS]."""
+    if lengths is None:
+        if STEPS is None:
+            return []
+        full = _FULL_MASKS.get(n)
+        if full is None:
+            full = _masks(numpy.full(n, STEPS), n)
+            _FULL_MASKS.clear()
+            _FULL_MASKS[n] = full
+        return full
+    if STEPS is None:
+        raise ValueError("lengths: only a network with a sequence input takes lengths")
+    arr = _as_integers(lengths, "lengths")
+    if arr.shape != (n,):
+        raise ValueError(f"lengths: expected shape ({n},) (one length per sample), "
+                         f"got {arr.shape}")
+    low, high = arr.min(), arr.max()
+    if low < 1 or high > STEPS:
+        raise ValueError(f"lengths: values must lie in [1, {STEPS}], got values in "
+                         f"[{low}, {high}]")
+    steps = numpy.arange(STEPS)[:, None]
+    last = arr.astype(numpy.int64)[None, :] - 1          # each sample's last real step
+    masks = [numpy.ascontiguousarray((steps <= last).astype(DTYPE).reshape(-1, 1))]
+    if _TRUNCATE:
+        cut = (steps <= last) & ((last - steps) % _TRUNCATE == 0)
+        masks.append(numpy.ascontiguousarray((~cut).astype(DTYPE).reshape(-1, 1)))
+    return masks
+
+
+_FULL_MASKS = {}      # N -> the masks of a call without lengths (_masks)
+
+
+def _xs(xm, n, lengths):
+    """The generated functions' inputs before y: x, then a sequence's masks."""
+    return [xm, *_masks(lengths, n)]
 
 
 def _as_integers(value, what):
@@ -378,34 +426,44 @@ def _finite_or_blame(result, xm, ym, mats, vmats=(), extra=()):
     return result       # finite inputs, a non-finite result: IEEE overflow, returned as is
 
 
-def forward(params, x):
-    """The network's output before the loss, shape (N, OUTPUT_UNITS)."""
+def forward(params, x, lengths=None):
+    """The network's output before the loss, shape (N, OUTPUT_UNITS).  With
+    ``lengths`` (sequences), 0 at every sample's padded steps."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    out = _finite_or_blame(_run("forward", n, [xm, *mats])[0], xm, None, mats)
+    xs = _xs(xm, n, lengths)
+    out = _finite_or_blame(_run("forward", n, [*xs, *mats])[0], xm, None, mats)
+    if lengths is not None and SEQUENCE_OUTPUT:
+        out = numpy.where(xs[1] > 0, out, 0).astype(DTYPE, copy=False)
     if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
         return numpy.ascontiguousarray(out.reshape(STEPS, n, -1).transpose(1, 0, 2))
     return numpy.ascontiguousarray(out, dtype=DTYPE)
 
 
-def loss(params, x, y):
-    """The scalar loss (a Python float)."""
+def loss(params, x, y, lengths=None):
+    """The scalar loss (a Python float).  ``lengths`` (sequences; an (N,)
+    integer array, 1 <= lengths[n] <= T): steps from lengths[n] on are
+    padding, the mean runs over the real (sample, step) pairs (steps: all)
+    or reads each sample's last real step (steps: last); every function
+    that takes x takes it, and its derivatives are this loss's."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    return float(_finite_or_blame(_run("loss", n, [xm, ym, *mats])[0], xm, ym, mats)[0, 0])
+    return float(_finite_or_blame(_run("loss", n, [*xs, ym, *mats])[0], xm, ym, mats)[0, 0])
 
 
-def loss_and_grad(params, x, y):
+def loss_and_grad(params, x, y, lengths=None):
     """(loss, gradients): a float and a dict shaped like ``params``."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _finite_or_blame(_run_flat("loss_and_grad", n, [xm, ym, *mats]), xm, ym, mats)
+    flat = _finite_or_blame(_run_flat("loss_and_grad", n, [*xs, ym, *mats]), xm, ym, mats)
     return float(flat[0]), _grads_dict(flat[1:])
 
 
-def hvp(params, x, y, v):
+def hvp(params, x, y, v, lengths=None):
     """The exact Hessian of the loss at ``params`` times ``v`` (a dict shaped
     like params), as such a dict: Pearlmutter's R-operator over the derived
     forward and backward pass.  With bptt truncation this is still the
@@ -413,12 +471,69 @@ def hvp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    flat = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
-def hessian(params, x, y):
+class _Progress:
+    """Progress of a long call: ``progress`` (a callable taking a message)
+    hears "<what>: <done>/<total> <unit> (<s> s, about <s> s left)" at most
+    about once a second, and once at the end.  Without a callable nothing is
+    measured or said (the default: library calls are silent)."""
+
+    def __init__(self, progress, what, total, unit):
+        if progress is not None and not callable(progress):
+            raise ValueError(f"progress: expected a callable taking a message, or None, "
+                             f"got {type(progress).__name__}")
+        self.say, self.what, self.total, self.unit = progress, what, total, unit
+        self.t0 = self.last = time.perf_counter()
+
+    def step(self, done):
+        if self.say is None:
+            return
+        now = time.perf_counter()
+        if done >= self.total:
+            self.say(f"{self.what}: {self.total}/{self.total} {self.unit} "
+                     f"in {now - self.t0:.1f} s")
+        elif now - self.last >= 1.0 and done:
+            left = (now - self.t0) * (self.total - done) / done
+            self.say(f"{self.what}: {done}/{self.total} {self.unit} ({now - self.t0:.1f} s, "
+                     f"about {left:.0f} s left)")
+            self.last = now
+
+
+#: with a progress callable, calls over many directions go in about this many
+#: slices (each repeats the shared forward and backward pass, a small part of
+#: a slice's tangent passes)
+_PROGRESS_SLICES = 20
+
+
+def _sliced(fn, count, bar):
+    """fn(j0, k) -> rows j0 .. j0+k-1 of a (count, N_PARAMS) array (or None:
+    no such pass): one call without a progress callable, else slices of
+    about count/20 rows (at least 64), each reported."""
+    size = count if bar.say is None else max(_ROW_CHUNK, -(-count // _PROGRESS_SLICES))
+    if size >= count:
+        rows = fn(0, count)
+        if rows is not None:
+            bar.step(count)
+        return rows
+    out = None
+    for j0 in range(0, count, size):
+        k = min(size, count - j0)
+        rows = fn(j0, k)
+        if rows is None:
+            return None
+        if out is None:
+            out = numpy.empty((count, rows.shape[1]), dtype=rows.dtype)
+        out[j0:j0 + k] = rows
+        bar.step(j0 + k)
+    return out
+
+
+def hessian(params, x, y, lengths=None, *, progress=None):
     """The exact Hessian, an (N_PARAMS, N_PARAMS) array in the flat order:
     H[i, j] = d^2 loss / d theta_i d theta_j with theta = flatten(params).
 
@@ -428,15 +543,24 @@ def hessian(params, x, y):
     derived assembly); otherwise from Hessian columns: one forward and
     backward pass, then the tangent pass over chunks of directions at once
     (one hvp per column where a layer has no rule for that: conv2d, pooling
-    in the NumPy backend)."""
+    in the NumPy backend).
+
+    ``progress``: a callable taking a message, told how many columns are
+    done about once a second (the call is then cut into about 20 slices)."""
     _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     if _CURV_LAYERS:        # the generated assembly (see bpgen show --hessian)
         _check_fits("hessian", N_PARAMS * N_PARAMS + _ASSEMBLY_PER_SAMPLE["hessian"] * n)
-        return _finite_or_blame(_run("hessian", n, [xm, ym, *mats])[0], xm, ym, mats)
-    out = _hessian_columns(n, [xm, ym, *mats], 0, N_PARAMS)
+        bar = _Progress(progress, "hessian (assembled)", 1, "call")
+        out = _run("hessian", n, [*xs, ym, *mats])[0]
+        bar.step(1)
+        return _finite_or_blame(out, xm, ym, mats)
+    bar = _Progress(progress, "hessian", N_PARAMS, "columns")
+    args = [*xs, ym, *mats]
+    out = _sliced(lambda j0, k: _hessian_columns(n, args, j0, k), N_PARAMS, bar)
     # the exact Hessian is symmetric; average away the rounding
     return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
 
@@ -457,21 +581,27 @@ def _hvp_rows(n, args, first, count):
 _ROW_CHUNK = 64
 
 
-def hmp(params, x, y, V):
+def hmp(params, x, y, V, lengths=None, *, progress=None):
     """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
     (N_PARAMS, k) array: one forward and backward pass shared by all k
     columns, then the tangent pass over chunks of columns at once (the
     directions as extra columns of its products; at most HESSIAN_CHUNK
     columns and about HESSIAN_CHUNK_BYTES of tangents per chunk).  NumPy
-    modules of networks with conv2d or pooling take one hvp per column."""
+    modules of networks with conv2d or pooling take one hvp per column.
+    ``progress``: as for :func:`hessian`, in columns of V."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     vm = _as_array(V, "V")
     if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
         raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
     _check_fits("hmp", N_PARAMS * vm.shape[1])
-    rows = _hessian_times(n, [xm, ym, *mats], vm.T) if vm.shape[1] else None
+    bar = _Progress(progress, "hmp", vm.shape[1], "columns")
+    args = [*xs, ym, *mats]
+    vt = vm.T
+    rows = (_sliced(lambda j0, k: _hessian_times(n, args, vt[j0:j0 + k]), vm.shape[1], bar)
+            if vm.shape[1] else None)
     if rows is not None:
         out = numpy.ascontiguousarray(rows.T)
     else:
@@ -479,7 +609,8 @@ def hmp(params, x, y, V):
         for j in range(vm.shape[1]):
             col = numpy.ascontiguousarray(vm[:, j])
             vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-            out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+            out[:, j] = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
+            bar.step(j + 1)
     return _finite_or_blame(out, xm, ym, mats, extra=[("V", vm)])
 
 
@@ -518,7 +649,7 @@ def _curvature_outputs(xm, n, ym, mats):
             for o in _run("curvature", n, [xm, ym, *mats])]
 
 
-def ggn_vp(params, x, y, v):
+def ggn_vp(params, x, y, v, lengths=None):
     """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
     Jacobian of the network output and H_L the Hessian of the loss w.r.t.
     the output (plus l2 * v on regularised weights).  Positive semi-definite
@@ -526,12 +657,13 @@ def ggn_vp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _run_flat("ggn_vp", n, [xm, ym, *mats, *vmats])
+    flat = _run_flat("ggn_vp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
-def grad_factors(params, x, y):
+def grad_factors(params, x, y, lengths=None):
     """For every weight matrix (W, Wx, Wh, conv kernels: the weight roles),
     factors (U, V) with dW = Uᵀ V (a conv kernel as its (filters, C·k·k)
     matrix: U its delta per output pixel, V the patches).
@@ -544,7 +676,8 @@ def grad_factors(params, x, y):
     """
     mats = _check_params(params)
     xm, n = _check_x(x)
-    outs = _run("grad_factors", n, [xm, _check_y(y, n), *mats])
+    xs = _xs(xm, n, lengths)
+    outs = _run("grad_factors", n, [*xs, _check_y(y, n), *mats])
     res = {}
     for key, (iu, iv) in _FACTORS.items():
         u, v = outs[iu], outs[iv]
@@ -557,33 +690,40 @@ def grad_factors(params, x, y):
     return res
 
 
-def hessian_diag(params, x, y):
+def hessian_diag(params, x, y, lengths=None, *, progress=None):
     """The exact diagonal of the Hessian, as a dict shaped like params.
 
     For networks of dense layers it comes from square-root factors of each
     layer's curvature (no Hessian block is formed: memory grows like
     N x layer width x factor columns); otherwise from one Hessian-vector
-    product per parameter, keeping only its diagonal entry (memory O(N_PARAMS))."""
+    product per parameter, keeping only its diagonal entry (memory O(N_PARAMS)).
+    ``progress``: as for :func:`hessian`, in parameters."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     if _CURV_LAYERS:
+        bar = _Progress(progress, "hessian_diag (structured)", 1, "call")
         diag = _structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n)
+        bar.step(1)
         return _grads_dict(_finite_or_blame(diag, xm, ym, mats))
+    bar = _Progress(progress, "hessian_diag", N_PARAMS, "parameters")
     out = numpy.empty(N_PARAMS, dtype=DTYPE)
     for first in range(0, N_PARAMS, _ROW_CHUNK):
         count = min(_ROW_CHUNK, N_PARAMS - first)
-        rows = _hessian_columns(n, [xm, ym, *mats], first, count)
+        rows = _hessian_columns(n, [*xs, ym, *mats], first, count)
         out[first:first + count] = rows[numpy.arange(count), first + numpy.arange(count)]
+        bar.step(first + count)
     return _grads_dict(_finite_or_blame(out, xm, ym, mats))
 
 
-def hessian_blocks(params, x, y):
+def hessian_blocks(params, x, y, lengths=None, *, progress=None):
     """The per-layer diagonal blocks of the exact Hessian: {layer name:
     (keys, block)} with block indexed like the flat order restricted to the
     layer's parameters ``keys``.  Memory: the blocks, not N_PARAMS² (for
     networks of dense layers the generated assembly forms them all at once;
-    otherwise each is formed on its own from rows of the Hessian)."""
+    otherwise each is formed on its own from rows of the Hessian).
+    ``progress``: as for :func:`hessian`, in rows of the blocks."""
     layers = {}
     for key, a, b, _ in _SLICES:
         name = key.split(".", 1)[0]
@@ -593,13 +733,18 @@ def hessian_blocks(params, x, y):
     _check_fits("hessian_blocks", largest * largest)
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     structured = {}
+    bar = _Progress(progress, "hessian_blocks", 1 if _CURV_LAYERS else
+                    sum(hi - lo for _, lo, hi in layers.values()), "rows")
+    done = 0
     if _CURV_LAYERS:        # the generated assembly: every block at once
         _check_fits("hessian_blocks", sum((hi - lo) ** 2 for _, lo, hi in layers.values())
                     + _ASSEMBLY_PER_SAMPLE["hessian_blocks"] * n)
-        blocks = _run("hessian_blocks", n, [xm, ym, *mats])
+        blocks = _run("hessian_blocks", n, [*xs, ym, *mats])
         structured = {wk.split(".", 1)[0]: b for (wk, *_), b in zip(_CURV_LAYERS, blocks)}
+        bar.step(1)
     result = {}
     for name, (keys, lo, hi) in layers.items():
         if structured:
@@ -609,7 +754,9 @@ def hessian_blocks(params, x, y):
             for first in range(lo, hi, _ROW_CHUNK):
                 count = min(_ROW_CHUNK, hi - first)
                 block[first - lo:first - lo + count] = _hessian_columns(
-                    n, [xm, ym, *mats], first, count)[:, lo:hi]
+                    n, [*xs, ym, *mats], first, count)[:, lo:hi]
+                done += count
+                bar.step(done)
             block = (block + block.T) / 2
         result[name] = (keys, numpy.ascontiguousarray(block))
     return result
@@ -956,22 +1103,30 @@ if _install_entry_points():
     _FASTCALL = tuple(name for name in _ENTRIES if "_c_" + name in globals())
 
 if "forward" in _FASTCALL:
-    def forward(params, x):  # noqa: F811 (api.py's, replaced)
-        return _c_forward(params, x)  # noqa: F821 (set by bpgf_install)
+    def forward(params, x, lengths=None):  # noqa: F811
+        if lengths is not None:     # (the masked functions: the Python path)
+            return _python_forward(params, x, lengths)  # noqa: F821
+        return _c_forward(params, x)  # noqa: F821
     forward.__doc__ = _python_forward.__doc__  # noqa: F821
 
 if "loss" in _FASTCALL:
-    def loss(params, x, y):  # noqa: F811
+    def loss(params, x, y, lengths=None):  # noqa: F811
+        if lengths is not None:     # (the masked functions: the Python path)
+            return _python_loss(params, x, y, lengths)  # noqa: F821
         return _c_loss(params, x, y)  # noqa: F821
     loss.__doc__ = _python_loss.__doc__  # noqa: F821
 
 if "loss_and_grad" in _FASTCALL:
-    def loss_and_grad(params, x, y):  # noqa: F811
+    def loss_and_grad(params, x, y, lengths=None):  # noqa: F811
+        if lengths is not None:     # (the masked functions: the Python path)
+            return _python_loss_and_grad(params, x, y, lengths)  # noqa: F821
         return _c_loss_and_grad(params, x, y)  # noqa: F821
     loss_and_grad.__doc__ = _python_loss_and_grad.__doc__  # noqa: F821
 
 if "hvp" in _FASTCALL:
-    def hvp(params, x, y, v):  # noqa: F811
+    def hvp(params, x, y, v, lengths=None):  # noqa: F811
+        if lengths is not None:     # (the masked functions: the Python path)
+            return _python_hvp(params, x, y, v, lengths)  # noqa: F821
         return _c_hvp(params, x, y, v)  # noqa: F821
     hvp.__doc__ = _python_hvp.__doc__  # noqa: F821
 

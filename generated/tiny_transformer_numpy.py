@@ -14,6 +14,7 @@ import collections.abc
 import functools
 import math
 import os
+import time
 
 import numpy
 
@@ -62,6 +63,9 @@ STEPS = 8
 SEQUENCE_OUTPUT = True
 #: True when the loss reads every step (y has a step axis)
 LOSS_ALL_STEPS = True
+#: bptt: {truncate: k}'s k (None without): a call with lengths cuts a
+#: reversed loop's gradient every k steps from each sample's last real step
+_TRUNCATE = None
 #: the loss's name (for messages; the module reads the facts below)
 LOSS = "softmax_cross_entropy"
 #: what y holds: "labels" (integer class labels, one-hot'ed here) or "real"
@@ -107,7 +111,7 @@ _CURV_LOSS = None
 #: how to read it: "softmax" (diag(p) - p pᵀ) or "diagonal" (diag l'')
 _CURV_FORM = "softmax"
 #: bytes one more sample costs a call at most (input copy, outputs, workspace)
-_BYTES_PER_SAMPLE = 201856
+_BYTES_PER_SAMPLE = 201984
 #: elements per sample the structured Hessian's assembly holds besides its result
 _ASSEMBLY_PER_SAMPLE = {}
 #: generated function -> where its outputs lie in one flat buffer:
@@ -230,6 +234,50 @@ def _check_x(x):
     if STEPS is not None:     # (N, T, ...) -> time-major (T*N, ...)
         return numpy.ascontiguousarray(arr.swapaxes(0, 1)).reshape(STEPS * n, -1), n
     return arr.reshape(n, -1), n
+
+
+def _masks(lengths, n):
+    """The per-(sample, step) masks a sequence network's generated functions
+    read after x, time-major (T*N, 1) like x's rows: 1 at the steps before a
+    sample's length, 0 at its padding; with truncated BPTT also 0 where a
+    reversed loop's gradient is cut for that sample (every _TRUNCATE steps
+    counted from its last real step).  ``lengths`` None: every step real (the
+    masks of the last N asked are kept).  A ValueError naming ``lengths``
+    unless it is an (N,) integer array with values in [1, STEPS]."""
+    if lengths is None:
+        if STEPS is None:
+            return []
+        full = _FULL_MASKS.get(n)
+        if full is None:
+            full = _masks(numpy.full(n, STEPS), n)
+            _FULL_MASKS.clear()
+            _FULL_MASKS[n] = full
+        return full
+    if STEPS is None:
+        raise ValueError("lengths: only a network with a sequence input takes lengths")
+    arr = _as_integers(lengths, "lengths")
+    if arr.shape != (n,):
+        raise ValueError(f"lengths: expected shape ({n},) (one length per sample), "
+                         f"got {arr.shape}")
+    low, high = arr.min(), arr.max()
+    if low < 1 or high > STEPS:
+        raise ValueError(f"lengths: values must lie in [1, {STEPS}], got values in "
+                         f"[{low}, {high}]")
+    steps = numpy.arange(STEPS)[:, None]
+    last = arr.astype(numpy.int64)[None, :] - 1          # each sample's last real step
+    masks = [numpy.ascontiguousarray((steps <= last).astype(DTYPE).reshape(-1, 1))]
+    if _TRUNCATE:
+        cut = (steps <= last) & ((last - steps) % _TRUNCATE == 0)
+        masks.append(numpy.ascontiguousarray((~cut).astype(DTYPE).reshape(-1, 1)))
+    return masks
+
+
+_FULL_MASKS = {}      # N -> the masks of a call without lengths (_masks)
+
+
+def _xs(xm, n, lengths):
+    """The generated functions' inputs before y: x, then a sequence's masks."""
+    return [xm, *_masks(lengths, n)]
 
 
 def _as_integers(value, what):
@@ -374,34 +422,44 @@ def _finite_or_blame(result, xm, ym, mats, vmats=(), extra=()):
     return result       # finite inputs, a non-finite result: IEEE overflow, returned as is
 
 
-def forward(params, x):
-    """The network's output before the loss, shape (N, OUTPUT_UNITS)."""
+def forward(params, x, lengths=None):
+    """The network's output before the loss, shape (N, OUTPUT_UNITS).  With
+    ``lengths`` (sequences), 0 at every sample's padded steps."""
     mats = _check_params(params)
     xm, n = _check_x(x)
-    out = _finite_or_blame(_run("forward", n, [xm, *mats])[0], xm, None, mats)
+    xs = _xs(xm, n, lengths)
+    out = _finite_or_blame(_run("forward", n, [*xs, *mats])[0], xm, None, mats)
+    if lengths is not None and SEQUENCE_OUTPUT:
+        out = numpy.where(xs[1] > 0, out, 0).astype(DTYPE, copy=False)
     if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
         return numpy.ascontiguousarray(out.reshape(STEPS, n, -1).transpose(1, 0, 2))
     return numpy.ascontiguousarray(out, dtype=DTYPE)
 
 
-def loss(params, x, y):
-    """The scalar loss (a Python float)."""
+def loss(params, x, y, lengths=None):
+    """The scalar loss (a Python float).  ``lengths`` (sequences; an (N,)
+    integer array, 1 <= lengths[n] <= T): steps from lengths[n] on are
+    padding, the mean runs over the real (sample, step) pairs (steps: all)
+    or reads each sample's last real step (steps: last); every function
+    that takes x takes it, and its derivatives are this loss's."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    return float(_finite_or_blame(_run("loss", n, [xm, ym, *mats])[0], xm, ym, mats)[0, 0])
+    return float(_finite_or_blame(_run("loss", n, [*xs, ym, *mats])[0], xm, ym, mats)[0, 0])
 
 
-def loss_and_grad(params, x, y):
+def loss_and_grad(params, x, y, lengths=None):
     """(loss, gradients): a float and a dict shaped like ``params``."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _finite_or_blame(_run_flat("loss_and_grad", n, [xm, ym, *mats]), xm, ym, mats)
+    flat = _finite_or_blame(_run_flat("loss_and_grad", n, [*xs, ym, *mats]), xm, ym, mats)
     return float(flat[0]), _grads_dict(flat[1:])
 
 
-def hvp(params, x, y, v):
+def hvp(params, x, y, v, lengths=None):
     """The exact Hessian of the loss at ``params`` times ``v`` (a dict shaped
     like params), as such a dict: Pearlmutter's R-operator over the derived
     forward and backward pass.  With bptt truncation this is still the
@@ -409,12 +467,69 @@ def hvp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+    flat = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
-def hessian(params, x, y):
+class _Progress:
+    """Progress of a long call: ``progress`` (a callable taking a message)
+    hears "<what>: <done>/<total> <unit> (<s> s, about <s> s left)" at most
+    about once a second, and once at the end.  Without a callable nothing is
+    measured or said (the default: library calls are silent)."""
+
+    def __init__(self, progress, what, total, unit):
+        if progress is not None and not callable(progress):
+            raise ValueError(f"progress: expected a callable taking a message, or None, "
+                             f"got {type(progress).__name__}")
+        self.say, self.what, self.total, self.unit = progress, what, total, unit
+        self.t0 = self.last = time.perf_counter()
+
+    def step(self, done):
+        if self.say is None:
+            return
+        now = time.perf_counter()
+        if done >= self.total:
+            self.say(f"{self.what}: {self.total}/{self.total} {self.unit} "
+                     f"in {now - self.t0:.1f} s")
+        elif now - self.last >= 1.0 and done:
+            left = (now - self.t0) * (self.total - done) / done
+            self.say(f"{self.what}: {done}/{self.total} {self.unit} ({now - self.t0:.1f} s, "
+                     f"about {left:.0f} s left)")
+            self.last = now
+
+
+#: with a progress callable, calls over many directions go in about this many
+#: slices (each repeats the shared forward and backward pass, a small part of
+#: a slice's tangent passes)
+_PROGRESS_SLICES = 20
+
+
+def _sliced(fn, count, bar):
+    """fn(j0, k) -> rows j0 .. j0+k-1 of a (count, N_PARAMS) array (or None:
+    no such pass): one call without a progress callable, else slices of
+    about count/20 rows (at least 64), each reported."""
+    size = count if bar.say is None else max(_ROW_CHUNK, -(-count // _PROGRESS_SLICES))
+    if size >= count:
+        rows = fn(0, count)
+        if rows is not None:
+            bar.step(count)
+        return rows
+    out = None
+    for j0 in range(0, count, size):
+        k = min(size, count - j0)
+        rows = fn(j0, k)
+        if rows is None:
+            return None
+        if out is None:
+            out = numpy.empty((count, rows.shape[1]), dtype=rows.dtype)
+        out[j0:j0 + k] = rows
+        bar.step(j0 + k)
+    return out
+
+
+def hessian(params, x, y, lengths=None, *, progress=None):
     """The exact Hessian, an (N_PARAMS, N_PARAMS) array in the flat order:
     H[i, j] = d^2 loss / d theta_i d theta_j with theta = flatten(params).
 
@@ -424,15 +539,24 @@ def hessian(params, x, y):
     derived assembly); otherwise from Hessian columns: one forward and
     backward pass, then the tangent pass over chunks of directions at once
     (one hvp per column where a layer has no rule for that: conv2d, pooling
-    in the NumPy backend)."""
+    in the NumPy backend).
+
+    ``progress``: a callable taking a message, told how many columns are
+    done about once a second (the call is then cut into about 20 slices)."""
     _check_fits("hessian", N_PARAMS * N_PARAMS)
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     if _CURV_LAYERS:        # the generated assembly (see bpgen show --hessian)
         _check_fits("hessian", N_PARAMS * N_PARAMS + _ASSEMBLY_PER_SAMPLE["hessian"] * n)
-        return _finite_or_blame(_run("hessian", n, [xm, ym, *mats])[0], xm, ym, mats)
-    out = _hessian_columns(n, [xm, ym, *mats], 0, N_PARAMS)
+        bar = _Progress(progress, "hessian (assembled)", 1, "call")
+        out = _run("hessian", n, [*xs, ym, *mats])[0]
+        bar.step(1)
+        return _finite_or_blame(out, xm, ym, mats)
+    bar = _Progress(progress, "hessian", N_PARAMS, "columns")
+    args = [*xs, ym, *mats]
+    out = _sliced(lambda j0, k: _hessian_columns(n, args, j0, k), N_PARAMS, bar)
     # the exact Hessian is symmetric; average away the rounding
     return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
 
@@ -453,21 +577,27 @@ def _hvp_rows(n, args, first, count):
 _ROW_CHUNK = 64
 
 
-def hmp(params, x, y, V):
+def hmp(params, x, y, V, lengths=None, *, progress=None):
     """The exact Hessian times the matrix ``V`` (N_PARAMS, k), an
     (N_PARAMS, k) array: one forward and backward pass shared by all k
     columns, then the tangent pass over chunks of columns at once (the
     directions as extra columns of its products; at most HESSIAN_CHUNK
     columns and about HESSIAN_CHUNK_BYTES of tangents per chunk).  NumPy
-    modules of networks with conv2d or pooling take one hvp per column."""
+    modules of networks with conv2d or pooling take one hvp per column.
+    ``progress``: as for :func:`hessian`, in columns of V."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     vm = _as_array(V, "V")
     if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
         raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
     _check_fits("hmp", N_PARAMS * vm.shape[1])
-    rows = _hessian_times(n, [xm, ym, *mats], vm.T) if vm.shape[1] else None
+    bar = _Progress(progress, "hmp", vm.shape[1], "columns")
+    args = [*xs, ym, *mats]
+    vt = vm.T
+    rows = (_sliced(lambda j0, k: _hessian_times(n, args, vt[j0:j0 + k]), vm.shape[1], bar)
+            if vm.shape[1] else None)
     if rows is not None:
         out = numpy.ascontiguousarray(rows.T)
     else:
@@ -475,7 +605,8 @@ def hmp(params, x, y, V):
         for j in range(vm.shape[1]):
             col = numpy.ascontiguousarray(vm[:, j])
             vmats = [col[a:b].reshape(shape) for _, a, b, shape in _SLICES]
-            out[:, j] = _run_flat("hvp", n, [xm, ym, *mats, *vmats])
+            out[:, j] = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
+            bar.step(j + 1)
     return _finite_or_blame(out, xm, ym, mats, extra=[("V", vm)])
 
 
@@ -514,7 +645,7 @@ def _curvature_outputs(xm, n, ym, mats):
             for o in _run("curvature", n, [xm, ym, *mats])]
 
 
-def ggn_vp(params, x, y, v):
+def ggn_vp(params, x, y, v, lengths=None):
     """The generalised Gauss-Newton matrix times ``v``: Jᵀ H_L J v with J the
     Jacobian of the network output and H_L the Hessian of the loss w.r.t.
     the output (plus l2 * v on regularised weights).  Positive semi-definite
@@ -522,12 +653,13 @@ def ggn_vp(params, x, y, v):
     mats = _check_params(params)
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
-    flat = _run_flat("ggn_vp", n, [xm, ym, *mats, *vmats])
+    flat = _run_flat("ggn_vp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
 
-def grad_factors(params, x, y):
+def grad_factors(params, x, y, lengths=None):
     """For every weight matrix (W, Wx, Wh, conv kernels: the weight roles),
     factors (U, V) with dW = Uᵀ V (a conv kernel as its (filters, C·k·k)
     matrix: U its delta per output pixel, V the patches).
@@ -540,7 +672,8 @@ def grad_factors(params, x, y):
     """
     mats = _check_params(params)
     xm, n = _check_x(x)
-    outs = _run("grad_factors", n, [xm, _check_y(y, n), *mats])
+    xs = _xs(xm, n, lengths)
+    outs = _run("grad_factors", n, [*xs, _check_y(y, n), *mats])
     res = {}
     for key, (iu, iv) in _FACTORS.items():
         u, v = outs[iu], outs[iv]
@@ -553,33 +686,40 @@ def grad_factors(params, x, y):
     return res
 
 
-def hessian_diag(params, x, y):
+def hessian_diag(params, x, y, lengths=None, *, progress=None):
     """The exact diagonal of the Hessian, as a dict shaped like params.
 
     For networks of dense layers it comes from square-root factors of each
     layer's curvature (no Hessian block is formed: memory grows like
     N x layer width x factor columns); otherwise from one Hessian-vector
-    product per parameter, keeping only its diagonal entry (memory O(N_PARAMS))."""
+    product per parameter, keeping only its diagonal entry (memory O(N_PARAMS)).
+    ``progress``: as for :func:`hessian`, in parameters."""
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     if _CURV_LAYERS:
+        bar = _Progress(progress, "hessian_diag (structured)", 1, "call")
         diag = _structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n)
+        bar.step(1)
         return _grads_dict(_finite_or_blame(diag, xm, ym, mats))
+    bar = _Progress(progress, "hessian_diag", N_PARAMS, "parameters")
     out = numpy.empty(N_PARAMS, dtype=DTYPE)
     for first in range(0, N_PARAMS, _ROW_CHUNK):
         count = min(_ROW_CHUNK, N_PARAMS - first)
-        rows = _hessian_columns(n, [xm, ym, *mats], first, count)
+        rows = _hessian_columns(n, [*xs, ym, *mats], first, count)
         out[first:first + count] = rows[numpy.arange(count), first + numpy.arange(count)]
+        bar.step(first + count)
     return _grads_dict(_finite_or_blame(out, xm, ym, mats))
 
 
-def hessian_blocks(params, x, y):
+def hessian_blocks(params, x, y, lengths=None, *, progress=None):
     """The per-layer diagonal blocks of the exact Hessian: {layer name:
     (keys, block)} with block indexed like the flat order restricted to the
     layer's parameters ``keys``.  Memory: the blocks, not N_PARAMS² (for
     networks of dense layers the generated assembly forms them all at once;
-    otherwise each is formed on its own from rows of the Hessian)."""
+    otherwise each is formed on its own from rows of the Hessian).
+    ``progress``: as for :func:`hessian`, in rows of the blocks."""
     layers = {}
     for key, a, b, _ in _SLICES:
         name = key.split(".", 1)[0]
@@ -589,13 +729,18 @@ def hessian_blocks(params, x, y):
     _check_fits("hessian_blocks", largest * largest)
     mats = _check_params(params)
     xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     structured = {}
+    bar = _Progress(progress, "hessian_blocks", 1 if _CURV_LAYERS else
+                    sum(hi - lo for _, lo, hi in layers.values()), "rows")
+    done = 0
     if _CURV_LAYERS:        # the generated assembly: every block at once
         _check_fits("hessian_blocks", sum((hi - lo) ** 2 for _, lo, hi in layers.values())
                     + _ASSEMBLY_PER_SAMPLE["hessian_blocks"] * n)
-        blocks = _run("hessian_blocks", n, [xm, ym, *mats])
+        blocks = _run("hessian_blocks", n, [*xs, ym, *mats])
         structured = {wk.split(".", 1)[0]: b for (wk, *_), b in zip(_CURV_LAYERS, blocks)}
+        bar.step(1)
     result = {}
     for name, (keys, lo, hi) in layers.items():
         if structured:
@@ -605,7 +750,9 @@ def hessian_blocks(params, x, y):
             for first in range(lo, hi, _ROW_CHUNK):
                 count = min(_ROW_CHUNK, hi - first)
                 block[first - lo:first - lo + count] = _hessian_columns(
-                    n, [xm, ym, *mats], first, count)[:, lo:hi]
+                    n, [*xs, ym, *mats], first, count)[:, lo:hi]
+                done += count
+                bar.step(done)
             block = (block + block.T) / 2
         result[name] = (keys, numpy.ascontiguousarray(block))
     return result
@@ -834,7 +981,7 @@ def _pattern_index(pattern):
     return numpy.ascontiguousarray(idx, dtype=numpy.int64).ravel()
 
 
-def _forward(x, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
+def _forward(x, mask, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
     N = x.shape[0] // 8
 
     # the outputs, one after the other in one vector (returned without a copy)
@@ -905,9 +1052,9 @@ def _forward(x, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -962,7 +1109,7 @@ def _forward(x, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
     return head_Z
 
 
-def _loss(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
+def _loss(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
     N = x.shape[0] // 8
 
     # the outputs, one after the other in one vector (returned without a copy)
@@ -972,7 +1119,7 @@ def _loss(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
     # shapes (a, b, columns), a*N + b rows
     (emb_A, attn_norm_Xc, attn_norm_sq, attn_mha_XWq, attn_mha_XWk, attn_mha_XWv,
      attn_mha_S, attn_mha_E, attn_mha_OW, mlp_norm_Xc, mlp_norm_sq, mlp_up_XW,
-     mlp_down_XW, head_XW, o_exp, loss_terms, attn_mha_Wq_sq, attn_mha_Wk_sq,
+     mlp_down_XW, head_XW, o_exp, real_terms, attn_mha_Wq_sq, attn_mha_Wk_sq,
      attn_mha_Wv_sq, attn_mha_Wo_sq, mlp_up_W_sq, mlp_down_W_sq, head_W_sq) = _workspace('loss', N, (
         (8, 0, 16),  # emb_A
         (8, 0, 16),  # attn_norm_Xc
@@ -989,7 +1136,7 @@ def _loss(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
         (8, 0, 16),  # mlp_down_XW
         (8, 0, 16),  # head_XW
         (8, 0, 16),  # o_exp
-        (8, 0, 1),  # loss_terms
+        (8, 0, 1),  # real_terms
         (0, 16, 16),  # attn_mha_Wq_sq
         (0, 16, 16),  # attn_mha_Wk_sq
         (0, 16, 16),  # attn_mha_Wv_sq
@@ -1043,9 +1190,9 @@ def _loss(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -1097,6 +1244,8 @@ def _loss(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
     # head: pre-activation
     # head_Z = head_XW + head_b
     head_Z = numpy.add(head_XW, head_b, out=head_XW)
+    # real_steps = 1ᵀ·mask·1
+    real_steps = mask.sum(keepdims=True)
     # o_max = rowmax(head_Z)
     o_max = head_Z.max(axis=1, keepdims=True)
     # exponentials, shifted by the row maximum for stability
@@ -1110,11 +1259,11 @@ def _loss(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
     # the label's logit
     # o_label = o_pick·1
     o_label = o_pick.sum(axis=1, keepdims=True)
-    # logsumexp(O) - O[label] per sample
-    # loss_terms = o_max - o_label + log(o_expsum)
-    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
-    # loss_sum = 1ᵀ·loss_terms·1
-    loss_sum = loss_terms.sum(keepdims=True)
+    # the loss terms of real steps only
+    # real_terms = mask ⊙ (o_max - o_label + log(o_expsum))
+    numpy.multiply(mask, -o_label + o_max + numpy.log(o_expsum), out=real_terms)
+    # loss_sum = 1ᵀ·real_terms·1
+    loss_sum = real_terms.sum(keepdims=True)
     # attn_mha_Wq_sq = attn_mha_Wq^∘2
     numpy.square(attn_mha_Wq, out=attn_mha_Wq_sq)
     # attn_mha_Wq_sqsum = 1ᵀ·attn_mha_Wq_sq·1
@@ -1144,12 +1293,12 @@ def _loss(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk
     # head_W_sqsum = 1ᵀ·head_W_sq·1
     head_W_sqsum = head_W_sq.sum(keepdims=True)
     # mean over samples + 0.5 λ Σ‖W‖²
-    # loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / (8 N)
-    numpy.add(5.0000000000000002e-5*attn_mha_Wk_sqsum, 5.0000000000000002e-5*attn_mha_Wo_sqsum + 5.0000000000000002e-5*attn_mha_Wq_sqsum + 5.0000000000000002e-5*attn_mha_Wv_sqsum + 5.0000000000000002e-5*head_W_sqsum + 5.0000000000000002e-5*mlp_down_W_sqsum + 5.0000000000000002e-5*mlp_up_W_sqsum + 0.125*loss_sum/N, out=loss)
+    # loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps
+    numpy.add(5.0000000000000002e-5*attn_mha_Wk_sqsum, 5.0000000000000002e-5*attn_mha_Wo_sqsum + 5.0000000000000002e-5*attn_mha_Wq_sqsum + 5.0000000000000002e-5*attn_mha_Wv_sqsum + 5.0000000000000002e-5*head_W_sqsum + loss_sum/real_steps + 5.0000000000000002e-5*mlp_down_W_sqsum + 5.0000000000000002e-5*mlp_up_W_sqsum, out=loss)
     return loss
 
 
-def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
+def _loss_and_grad(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
     N = x.shape[0] // 8
 
     # the outputs, one after the other in one vector (returned without a copy)
@@ -1180,12 +1329,13 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
     (emb_A, attn_norm_Xc, attn_norm_sq, attn_norm_Xhat, attn_norm_A, attn_mha_XWq,
      attn_mha_XWk, attn_mha_XWv, attn_mha_S, attn_mha_E, attn_mha_P, attn_mha_OW,
      mlp_norm_Xc, mlp_norm_sq, mlp_norm_Xhat, mlp_norm_A, mlp_up_XW, mlp_up_A,
-     mlp_down_XW, head_XW, o_exp, loss_terms, attn_mha_Wq_sq, attn_mha_Wk_sq,
+     mlp_down_XW, head_XW, o_exp, real_terms, attn_mha_Wq_sq, attn_mha_Wk_sq,
      attn_mha_Wv_sq, attn_mha_Wo_sq, mlp_up_W_sq, mlp_down_W_sq, head_W_sq,
-     d_o_expsum, d_mlp_R, d_head_W_1, d_mlp_up_A, d_mlp_down_W_1, d_mlp_norm_A,
-     d_mlp_up_W_1, d_mlp_norm_Xhat, d_mlp_norm_sum, d_attn_mha_AV, d_attn_mha_Wo_1,
-     d_attn_mha_QK, d_attn_norm_A, d_attn_mha_Wv_1, d_attn_norm_A_1, d_attn_mha_Wk_1,
-     d_attn_norm_A_2, d_attn_mha_Wq_1, d_attn_norm_Xhat, d_attn_norm_sum) = _workspace('loss_and_grad', N, (
+     d_loss_sum, d_loss_terms, d_o_expsum, d_mlp_R, d_head_W_1, d_mlp_up_A,
+     d_mlp_down_W_1, d_mlp_norm_A, d_mlp_up_W_1, d_mlp_norm_Xhat, d_mlp_norm_sum,
+     d_attn_mha_AV, d_attn_mha_Wo_1, d_attn_mha_QK, d_attn_norm_A, d_attn_mha_Wv_1,
+     d_attn_norm_A_1, d_attn_mha_Wk_1, d_attn_norm_A_2, d_attn_mha_Wq_1,
+     d_attn_norm_Xhat, d_attn_norm_sum) = _workspace('loss_and_grad', N, (
         (8, 0, 16),  # emb_A
         (8, 0, 16),  # attn_norm_Xc
         (8, 0, 16),  # attn_norm_sq
@@ -1207,7 +1357,7 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
         (8, 0, 16),  # mlp_down_XW
         (8, 0, 16),  # head_XW
         (8, 0, 16),  # o_exp
-        (8, 0, 1),  # loss_terms
+        (8, 0, 1),  # real_terms
         (0, 16, 16),  # attn_mha_Wq_sq
         (0, 16, 16),  # attn_mha_Wk_sq
         (0, 16, 16),  # attn_mha_Wv_sq
@@ -1215,6 +1365,8 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
         (0, 16, 64),  # mlp_up_W_sq
         (0, 64, 16),  # mlp_down_W_sq
         (0, 16, 16),  # head_W_sq
+        (0, 1, 1),  # d_loss_sum
+        (8, 0, 1),  # d_loss_terms
         (8, 0, 1),  # d_o_expsum
         (8, 0, 16),  # d_mlp_R
         (0, 16, 16),  # d_head_W_1
@@ -1284,9 +1436,9 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -1344,6 +1496,8 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
     # head: pre-activation
     # head_Z = head_XW + head_b
     head_Z = numpy.add(head_XW, head_b, out=head_XW)
+    # real_steps = 1ᵀ·mask·1
+    real_steps = mask.sum(keepdims=True)
     # o_max = rowmax(head_Z)
     o_max = head_Z.max(axis=1, keepdims=True)
     # exponentials, shifted by the row maximum for stability
@@ -1357,11 +1511,11 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
     # the label's logit
     # o_label = o_pick·1
     o_label = o_pick.sum(axis=1, keepdims=True)
-    # logsumexp(O) - O[label] per sample
-    # loss_terms = o_max - o_label + log(o_expsum)
-    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
-    # loss_sum = 1ᵀ·loss_terms·1
-    loss_sum = loss_terms.sum(keepdims=True)
+    # the loss terms of real steps only
+    # real_terms = mask ⊙ (o_max - o_label + log(o_expsum))
+    numpy.multiply(mask, -o_label + o_max + numpy.log(o_expsum), out=real_terms)
+    # loss_sum = 1ᵀ·real_terms·1
+    loss_sum = real_terms.sum(keepdims=True)
     # attn_mha_Wq_sq = attn_mha_Wq^∘2
     numpy.square(attn_mha_Wq, out=attn_mha_Wq_sq)
     # attn_mha_Wq_sqsum = 1ᵀ·attn_mha_Wq_sq·1
@@ -1391,18 +1545,30 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
     # head_W_sqsum = 1ᵀ·head_W_sq·1
     head_W_sqsum = head_W_sq.sum(keepdims=True)
     # mean over samples + 0.5 λ Σ‖W‖²
-    # loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / (8 N)
-    numpy.add(5.0000000000000002e-5*attn_mha_Wk_sqsum, 5.0000000000000002e-5*attn_mha_Wo_sqsum + 5.0000000000000002e-5*attn_mha_Wq_sqsum + 5.0000000000000002e-5*attn_mha_Wv_sqsum + 5.0000000000000002e-5*head_W_sqsum + 5.0000000000000002e-5*mlp_down_W_sqsum + 5.0000000000000002e-5*mlp_up_W_sqsum + 0.125*loss_sum/N, out=loss)
+    # loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps
+    numpy.add(5.0000000000000002e-5*attn_mha_Wk_sqsum, 5.0000000000000002e-5*attn_mha_Wo_sqsum + 5.0000000000000002e-5*attn_mha_Wq_sqsum + 5.0000000000000002e-5*attn_mha_Wv_sqsum + 5.0000000000000002e-5*head_W_sqsum + loss_sum/real_steps + 5.0000000000000002e-5*mlp_down_W_sqsum + 5.0000000000000002e-5*mlp_up_W_sqsum, out=loss)
 
-    # Grad of: loss_terms = o_max - o_label + log(o_expsum)
+    # Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps
+    #   (mean over samples + 0.5 λ Σ‖W‖²)
+    # d_loss_sum = 1 / real_steps
+    numpy.divide(1, real_steps, out=d_loss_sum)
+
+    # Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))
+    #   (the loss terms of real steps only)
+    # d_loss_terms = d_loss_sum ⊙ mask
+    numpy.multiply(d_loss_sum, mask, out=d_loss_terms)
+
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1 / (8 N o_expsum)
-    numpy.divide(0.125, N*o_expsum, out=d_o_expsum)
+    # d_o_expsum = d_loss_terms / o_expsum
+    numpy.divide(d_loss_terms, o_expsum, out=d_o_expsum)
+    # d_o_label = -d_loss_terms
+    d_o_label = numpy.negative(d_loss_terms, out=d_loss_terms)
 
     # Grad of: head_Z = head_XW + head_b
     #   (head: pre-activation)
-    # d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N)
-    d_head_Z_2 = numpy.subtract(d_o_expsum*o_exp, 0.125*y/N, out=o_exp)
+    # d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y
+    d_head_Z_2 = numpy.add(d_o_expsum*o_exp, d_o_label*y, out=o_exp)
     # d_head_b = 1ᵀ·d_head_Z_2
     d_head_Z_2.sum(axis=0, keepdims=True, out=d_head_b)
 
@@ -1505,10 +1671,10 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
     # d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs)
     d_attn_mha_Sm = numpy.multiply(attn_mha_E, d_attn_mha_Zs_1 + d_attn_mha_P/attn_mha_Zs, out=attn_mha_E)
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0)
-    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0)
+    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4
     #   (attn_mha: scores / sqrt(8))
@@ -1617,7 +1783,7 @@ def _loss_and_grad(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, at
     return loss, d_emb_E, d_emb_P, d_attn_norm_g_1, d_attn_norm_b, d_attn_mha_Wq_2, d_attn_mha_Wk_2, d_attn_mha_Wv_2, d_attn_mha_Wo_2, d_attn_mha_bq, d_attn_mha_bk, d_attn_mha_bv, d_attn_mha_bo, d_mlp_norm_g_1, d_mlp_norm_b, d_mlp_up_W_2, d_mlp_up_b, d_mlp_down_W_2, d_mlp_down_b, d_head_W_2, d_head_b
 
 
-def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b):
+def _hvp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b):
     N = x.shape[0] // 8
 
     # the outputs, one after the other in one vector (returned without a copy)
@@ -1653,20 +1819,20 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
      mlp_norm_sq, r_mlp_norm_sq, mlp_norm_Xhat, r_mlp_norm_Xhat, mlp_norm_A,
      r_mlp_norm_A, mlp_up_XW, r_mlp_up_XW_a, r_mlp_up_XW_b, mlp_up_A, r_mlp_up_A,
      mlp_down_XW, r_mlp_down_XW_a, r_mlp_down_XW_b, head_XW, r_head_XW_a, r_head_XW_b,
-     d_o_expsum, r_d_o_expsum, d_mlp_R, r_d_mlp_R_a, r_d_mlp_R_b, r_d_head_W_1_a,
-     r_d_head_W_1_b, d_mlp_up_A, r_d_mlp_up_A_a, r_d_mlp_up_A_b, r_d_mlp_down_W_1_a,
-     r_d_mlp_down_W_1_b, d_mlp_up_Z, d_mlp_norm_A, r_d_mlp_norm_A_a, r_d_mlp_norm_A_b,
-     r_d_mlp_up_W_1_a, r_d_mlp_up_W_1_b, d_mlp_norm_Xhat, r_d_mlp_norm_Xhat,
-     d_mlp_norm_Xc, d_mlp_norm_ss, d_mlp_norm_Xc_2, d_mlp_norm_sum, r_d_mlp_norm_sum,
-     d_attn_mha_AV, r_d_attn_mha_AV_a, r_d_attn_mha_AV_b, r_d_attn_mha_Wo_1_a,
-     r_d_attn_mha_Wo_1_b, r_d_attn_mha_P, r_d_attn_mha_V, d_attn_mha_E, d_attn_mha_Zs,
-     d_attn_mha_E_2, d_attn_mha_Sm, d_attn_mha_QK, r_d_attn_mha_QK, r_d_attn_mha_Q,
-     r_d_attn_mha_K, d_attn_norm_A, r_d_attn_norm_A_a, r_d_attn_norm_A_b,
-     r_d_attn_mha_Wv_1_a, r_d_attn_mha_Wv_1_b, d_attn_norm_A_1, r_d_attn_norm_A_1_a,
-     r_d_attn_norm_A_1_b, r_d_attn_mha_Wk_1_a, r_d_attn_mha_Wk_1_b, d_attn_norm_A_2,
-     r_d_attn_norm_A_2_a, r_d_attn_norm_A_2_b, r_d_attn_mha_Wq_1_a,
-     r_d_attn_mha_Wq_1_b, d_attn_norm_Xhat, r_d_attn_norm_Xhat, d_attn_norm_ss,
-     r_d_attn_norm_sum) = _workspace('hvp', N, (
+     d_loss_sum, d_loss_terms, d_o_expsum, r_d_o_expsum, d_mlp_R, r_d_mlp_R_a,
+     r_d_mlp_R_b, r_d_head_W_1_a, r_d_head_W_1_b, d_mlp_up_A, r_d_mlp_up_A_a,
+     r_d_mlp_up_A_b, r_d_mlp_down_W_1_a, r_d_mlp_down_W_1_b, d_mlp_up_Z, d_mlp_norm_A,
+     r_d_mlp_norm_A_a, r_d_mlp_norm_A_b, r_d_mlp_up_W_1_a, r_d_mlp_up_W_1_b,
+     d_mlp_norm_Xhat, r_d_mlp_norm_Xhat, d_mlp_norm_Xc, d_mlp_norm_ss,
+     d_mlp_norm_Xc_2, d_mlp_norm_sum, r_d_mlp_norm_sum, d_attn_mha_AV,
+     r_d_attn_mha_AV_a, r_d_attn_mha_AV_b, r_d_attn_mha_Wo_1_a, r_d_attn_mha_Wo_1_b,
+     r_d_attn_mha_P, r_d_attn_mha_V, d_attn_mha_E, d_attn_mha_Zs, d_attn_mha_E_2,
+     d_attn_mha_Sm, d_attn_mha_QK, r_d_attn_mha_QK, r_d_attn_mha_Q, r_d_attn_mha_K,
+     d_attn_norm_A, r_d_attn_norm_A_a, r_d_attn_norm_A_b, r_d_attn_mha_Wv_1_a,
+     r_d_attn_mha_Wv_1_b, d_attn_norm_A_1, r_d_attn_norm_A_1_a, r_d_attn_norm_A_1_b,
+     r_d_attn_mha_Wk_1_a, r_d_attn_mha_Wk_1_b, d_attn_norm_A_2, r_d_attn_norm_A_2_a,
+     r_d_attn_norm_A_2_b, r_d_attn_mha_Wq_1_a, r_d_attn_mha_Wq_1_b, d_attn_norm_Xhat,
+     r_d_attn_norm_Xhat, d_attn_norm_ss, r_d_attn_norm_sum) = _workspace('hvp', N, (
         (8, 0, 16),  # emb_A
         (8, 0, 16),  # r_emb_A
         (8, 0, 16),  # attn_norm_Xc
@@ -1715,6 +1881,8 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
         (8, 0, 16),  # head_XW
         (8, 0, 16),  # r_head_XW_a
         (8, 0, 16),  # r_head_XW_b
+        (0, 1, 1),  # d_loss_sum
+        (8, 0, 1),  # d_loss_terms
         (8, 0, 1),  # d_o_expsum
         (8, 0, 1),  # r_d_o_expsum
         (8, 0, 16),  # d_mlp_R
@@ -1865,11 +2033,11 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
     # r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4
     numpy.add(0.35355339059327376*r_attn_mha_QK_a, 0.35355339059327376*r_attn_mha_QK_b, out=r_attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
-    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, 0)
-    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, r_attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
+    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0)
+    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, r_attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -1975,6 +2143,8 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
     # head: pre-activation
     # head_Z = head_XW + head_b
     head_Z = numpy.add(head_XW, head_b, out=head_XW)
+    # real_steps = 1ᵀ·mask·1
+    real_steps = mask.sum(keepdims=True)
     # o_max = rowmax(head_Z)
     o_max = head_Z.max(axis=1, keepdims=True)
     # exponentials, shifted by the row maximum for stability
@@ -1988,12 +2158,24 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
     # r_o_expsum = r_o_exp·1
     r_o_expsum = r_o_exp.sum(axis=1, keepdims=True)
 
+    # Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum)
+    #   (mean over samples + 0.5 λ Σ‖W‖²)
+    # d_loss_sum = 1 / real_steps
+    numpy.divide(1, real_steps, out=d_loss_sum)
+
+    # Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label)
+    #   (the loss terms of real steps only)
+    # d_loss_terms = d_loss_sum ⊙ mask
+    numpy.multiply(d_loss_sum, mask, out=d_loss_terms)
+
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1 / (8 N o_expsum)
-    numpy.divide(0.125, N*o_expsum, out=d_o_expsum)
+    # d_o_expsum = d_loss_terms / o_expsum
+    numpy.divide(d_loss_terms, o_expsum, out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
     numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
+    # d_o_label = -d_loss_terms
+    d_o_label = numpy.negative(d_loss_terms, out=d_loss_terms)
 
     # Grad of: o_exp = exp(head_Z - o_max)
     #   (exponentials, shifted by the row maximum for stability)
@@ -2002,8 +2184,8 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
 
     # Grad of: head_Z = head_XW + head_b
     #   (head: pre-activation)
-    # d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N)
-    d_head_Z_2 = numpy.subtract(d_o_expsum*o_exp, 0.125*y/N, out=o_exp)
+    # d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y
+    d_head_Z_2 = numpy.add(d_o_expsum*o_exp, d_o_label*y, out=o_exp)
     # r_d_head_b = 1ᵀ·r_d_head_Z_1
     r_d_head_Z_1.sum(axis=0, keepdims=True, out=r_d_head_b)
 
@@ -2177,12 +2359,12 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
     # r_d_attn_mha_Sm = attn_mha_E ⊙ (r_d_attn_mha_Zs_1 + r_d_attn_mha_P / attn_mha_Zs - d_attn_mha_E ⊙ r_attn_mha_Zs / attn_mha_Zs) + d_attn_mha_E_2 ⊙ r_attn_mha_E
     r_d_attn_mha_Sm = numpy.add(attn_mha_E*(r_d_attn_mha_Zs_1 - d_attn_mha_E*r_attn_mha_Zs/attn_mha_Zs + r_d_attn_mha_P/attn_mha_Zs), d_attn_mha_E_2*r_attn_mha_E, out=attn_mha_E)
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0)
-    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, d_attn_mha_Sm)
-    # r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, 0)
-    r_d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, r_d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0)
+    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, d_attn_mha_Sm)
+    # r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, mask, 0)
+    r_d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, r_d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4
     #   (attn_mha: scores / sqrt(8))
@@ -2331,7 +2513,7 @@ def _hvp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk,
     return r_d_emb_E, r_d_emb_P, r_d_attn_norm_g_1, r_d_attn_norm_b, r_d_attn_mha_Wq_2, r_d_attn_mha_Wk_2, r_d_attn_mha_Wv_2, r_d_attn_mha_Wo_2, r_d_attn_mha_bq, r_d_attn_mha_bk, r_d_attn_mha_bv, r_d_attn_mha_bo, r_d_mlp_norm_g_1, r_d_mlp_norm_b, r_d_mlp_up_W_2, r_d_mlp_up_b, r_d_mlp_down_W_2, r_d_mlp_down_b, r_d_head_W_2, r_d_head_b
 
 
-def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b):
+def _ggn_vp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b):
     N = x.shape[0] // 8
 
     # the outputs, one after the other in one vector (returned without a copy)
@@ -2365,10 +2547,10 @@ def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_
      r_attn_mha_AV, attn_mha_OW, r_attn_mha_OW_a, r_attn_mha_OW_b, mlp_norm_Xc,
      r_mlp_norm_Xc, mlp_norm_sq, r_mlp_norm_sq, mlp_norm_Xhat, mlp_norm_A, mlp_up_XW,
      r_mlp_up_XW_a, r_mlp_up_XW_b, mlp_up_A, mlp_down_XW, r_mlp_down_XW_a,
-     r_mlp_down_XW_b, head_XW, r_head_XW_a, r_head_XW_b, d_o_expsum, r_d_o_expsum,
-     d_mlp_R, d_head_W_1, d_mlp_up_A, d_mlp_down_W_1, d_mlp_norm_A, d_mlp_up_W_1,
-     d_mlp_norm_Xhat, d_mlp_norm_sum, d_attn_mha_AV, d_attn_mha_Wo_1, d_attn_mha_QK,
-     d_attn_norm_A, d_attn_mha_Wv_1, d_attn_norm_A_1, d_attn_mha_Wk_1,
+     r_mlp_down_XW_b, head_XW, r_head_XW_a, r_head_XW_b, d_loss_sum, d_o_expsum,
+     r_d_o_expsum, d_mlp_R, d_head_W_1, d_mlp_up_A, d_mlp_down_W_1, d_mlp_norm_A,
+     d_mlp_up_W_1, d_mlp_norm_Xhat, d_mlp_norm_sum, d_attn_mha_AV, d_attn_mha_Wo_1,
+     d_attn_mha_QK, d_attn_norm_A, d_attn_mha_Wv_1, d_attn_norm_A_1, d_attn_mha_Wk_1,
      d_attn_norm_A_2, d_attn_mha_Wq_1, d_attn_norm_Xhat, d_attn_norm_sum) = _workspace('ggn_vp', N, (
         (8, 0, 16),  # emb_A
         (8, 0, 16),  # r_emb_A
@@ -2412,6 +2594,7 @@ def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_
         (8, 0, 16),  # head_XW
         (8, 0, 16),  # r_head_XW_a
         (8, 0, 16),  # r_head_XW_b
+        (0, 1, 1),  # d_loss_sum
         (8, 0, 1),  # d_o_expsum
         (8, 0, 1),  # r_d_o_expsum
         (8, 0, 16),  # d_mlp_R
@@ -2522,11 +2705,11 @@ def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
     # r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4
     numpy.add(0.35355339059327376*r_attn_mha_QK_a, 0.35355339059327376*r_attn_mha_QK_b, out=r_attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
-    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, 0)
-    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, r_attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
+    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0)
+    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, r_attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -2628,6 +2811,8 @@ def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_
     # head: pre-activation
     # head_Z = head_XW + head_b
     head_Z = numpy.add(head_XW, head_b, out=head_XW)
+    # real_steps = 1ᵀ·mask·1
+    real_steps = mask.sum(keepdims=True)
     # o_max = rowmax(head_Z)
     o_max = head_Z.max(axis=1, keepdims=True)
     # exponentials, shifted by the row maximum for stability
@@ -2641,10 +2826,15 @@ def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_
     # r_o_expsum = r_o_exp·1
     r_o_expsum = r_o_exp.sum(axis=1, keepdims=True)
 
+    # Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum)
+    #   (mean over samples + 0.5 λ Σ‖W‖²)
+    # d_loss_sum = 1 / real_steps
+    numpy.divide(1, real_steps, out=d_loss_sum)
+
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1 / (8 N o_expsum)
-    numpy.divide(0.125, N*o_expsum, out=d_o_expsum)
+    # d_o_expsum = d_loss_sum ⊙ mask / o_expsum
+    numpy.divide(d_loss_sum*mask, o_expsum, out=d_o_expsum)
     # r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum
     numpy.divide(-d_o_expsum*r_o_expsum, o_expsum, out=r_d_o_expsum)
 
@@ -2757,10 +2947,10 @@ def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_
     # d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs)
     d_attn_mha_Sm = numpy.multiply(attn_mha_E, d_attn_mha_Zs_1 + d_attn_mha_P/attn_mha_Zs, out=attn_mha_E)
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0)
-    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0)
+    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4
     #   (attn_mha: scores / sqrt(8))
@@ -2869,7 +3059,7 @@ def _ggn_vp(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_
     return d_emb_E, d_emb_P, d_attn_norm_g_1, d_attn_norm_b, gv_attn_mha_Wq, gv_attn_mha_Wk, gv_attn_mha_Wv, gv_attn_mha_Wo, d_attn_mha_bq, d_attn_mha_bk, d_attn_mha_bv, d_attn_mha_bo, d_mlp_norm_g_1, d_mlp_norm_b, gv_mlp_up_W, d_mlp_up_b, gv_mlp_down_W, d_mlp_down_b, gv_head_W, d_head_b
 
 
-def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
+def _grad_factors(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
     N = x.shape[0] // 8
 
     # the outputs, one after the other in one vector (returned without a copy)
@@ -2890,8 +3080,9 @@ def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # shapes (a, b, columns), a*N + b rows
     (emb_A, attn_norm_Xc, attn_norm_sq, attn_mha_XWq, attn_mha_XWk, attn_mha_XWv,
      attn_mha_S, attn_mha_E, attn_mha_P, attn_mha_OW, mlp_norm_Xc, mlp_norm_sq,
-     mlp_norm_Xhat, mlp_up_XW, mlp_down_XW, head_XW, d_o_expsum, d_mlp_up_A,
-     d_mlp_norm_A, d_mlp_norm_sum, d_attn_mha_AV, d_attn_mha_QK) = _workspace('grad_factors', N, (
+     mlp_norm_Xhat, mlp_up_XW, mlp_down_XW, head_XW, d_loss_sum, d_loss_terms,
+     d_o_expsum, d_mlp_up_A, d_mlp_norm_A, d_mlp_norm_sum, d_attn_mha_AV,
+     d_attn_mha_QK) = _workspace('grad_factors', N, (
         (8, 0, 16),  # emb_A
         (8, 0, 16),  # attn_norm_Xc
         (8, 0, 16),  # attn_norm_sq
@@ -2908,6 +3099,8 @@ def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
         (8, 0, 64),  # mlp_up_XW
         (8, 0, 16),  # mlp_down_XW
         (8, 0, 16),  # head_XW
+        (0, 1, 1),  # d_loss_sum
+        (8, 0, 1),  # d_loss_terms
         (8, 0, 1),  # d_o_expsum
         (8, 0, 64),  # d_mlp_up_A
         (8, 0, 16),  # d_mlp_norm_A
@@ -2960,9 +3153,9 @@ def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -3020,6 +3213,8 @@ def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # head: pre-activation
     # head_Z = head_XW + head_b
     head_Z = numpy.add(head_XW, head_b, out=head_XW)
+    # real_steps = 1ᵀ·mask·1
+    real_steps = mask.sum(keepdims=True)
     # o_max = rowmax(head_Z)
     o_max = head_Z.max(axis=1, keepdims=True)
     # exponentials, shifted by the row maximum for stability
@@ -3029,15 +3224,27 @@ def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
 
+    # Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum)
+    #   (mean over samples + 0.5 λ Σ‖W‖²)
+    # d_loss_sum = 1 / real_steps
+    numpy.divide(1, real_steps, out=d_loss_sum)
+
+    # Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label)
+    #   (the loss terms of real steps only)
+    # d_loss_terms = d_loss_sum ⊙ mask
+    numpy.multiply(d_loss_sum, mask, out=d_loss_terms)
+
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1 / (8 N o_expsum)
-    numpy.divide(0.125, N*o_expsum, out=d_o_expsum)
+    # d_o_expsum = d_loss_terms / o_expsum
+    numpy.divide(d_loss_terms, o_expsum, out=d_o_expsum)
+    # d_o_label = -d_loss_terms
+    d_o_label = numpy.negative(d_loss_terms, out=d_loss_terms)
 
     # Grad of: head_Z = head_XW + head_b
     #   (head: pre-activation)
-    # d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N)
-    numpy.subtract(d_o_expsum*o_exp, 0.125*y/N, out=d_head_Z_2)
+    # d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y
+    numpy.add(d_o_expsum*o_exp, d_o_label*y, out=d_head_Z_2)
 
     # Grad of: head_XW = mlp_R·head_W
     #   (head: affine part)
@@ -3109,10 +3316,10 @@ def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs)
     d_attn_mha_Sm = numpy.multiply(attn_mha_E, d_attn_mha_Zs_1 + d_attn_mha_P/attn_mha_Zs, out=attn_mha_E)
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0)
-    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0)
+    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4
     #   (attn_mha: scores / sqrt(8))
@@ -3128,7 +3335,7 @@ def _grad_factors(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     return attn_norm_A, d_attn_mha_Q, d_attn_mha_K, d_attn_mha_V, attn_mha_AV, d_attn_R_1, mlp_norm_A, d_mlp_up_Z, mlp_up_A, d_mlp_R, mlp_R, d_head_Z_2
 
 
-def _columns_head(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
+def _columns_head(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
     N = x.shape[0] // 8
 
     # forward pass
@@ -3183,9 +3390,9 @@ def _columns_head(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     attn_mha_S = 0.35355339059327376*attn_mha_QK
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -3247,6 +3454,8 @@ def _columns_head(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # head: pre-activation
     # head_Z = head_XW + head_b
     head_Z = numpy.add(head_XW, head_b, out=head_XW)
+    # real_steps = 1ᵀ·mask·1
+    real_steps = mask.sum(keepdims=True)
     # o_max = rowmax(head_Z)
     o_max = head_Z.max(axis=1, keepdims=True)
     # exponentials, shifted by the row maximum for stability
@@ -3256,15 +3465,27 @@ def _columns_head(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # o_expsum = o_exp·1
     o_expsum = o_exp.sum(axis=1, keepdims=True)
 
+    # Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum)
+    #   (mean over samples + 0.5 λ Σ‖W‖²)
+    # d_loss_sum = 1 / real_steps
+    d_loss_sum = real_steps**(-1.0)
+
+    # Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label)
+    #   (the loss terms of real steps only)
+    # d_loss_terms = d_loss_sum ⊙ mask
+    d_loss_terms = d_loss_sum*mask
+
     # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label)
     #   (logsumexp(O) - O[label] per sample)
-    # d_o_expsum = 1 / (8 N o_expsum)
-    d_o_expsum = 0.125/(N*o_expsum)
+    # d_o_expsum = d_loss_terms / o_expsum
+    d_o_expsum = d_loss_terms/o_expsum
+    # d_o_label = -d_loss_terms
+    d_o_label = numpy.negative(d_loss_terms, out=d_loss_terms)
 
     # Grad of: head_Z = head_XW + head_b
     #   (head: pre-activation)
-    # d_head_Z_2 = d_o_expsum ⊙ o_exp - y / (8 N)
-    d_head_Z_2 = d_o_expsum*o_exp - 0.125*y/N
+    # d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y
+    d_head_Z_2 = d_o_expsum*o_exp + d_o_label*y
 
     # Grad of: head_XW = mlp_R·head_W
     #   (head: affine part)
@@ -3347,10 +3568,10 @@ def _columns_head(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # d_attn_mha_Sm = attn_mha_E ⊙ d_attn_mha_E_2
     d_attn_mha_Sm = attn_mha_E*d_attn_mha_E_2
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0)
-    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0)
+    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4
     #   (attn_mha: scores / sqrt(8))
@@ -3395,7 +3616,7 @@ def _columns_head(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     return attn_mha_AV, attn_mha_E, attn_mha_K, attn_mha_P, attn_mha_Q, attn_mha_V, attn_mha_Zs, attn_norm_A, attn_norm_Xc, attn_norm_Xhat, attn_norm_ss, d_attn_R_1, d_attn_mha_AV, d_attn_mha_E, d_attn_mha_E_2, d_attn_mha_K, d_attn_mha_P, d_attn_mha_Q, d_attn_mha_QK, d_attn_mha_V, d_attn_norm_A_3, d_attn_norm_Xhat, d_attn_norm_ss_1, d_head_Z_2, d_mlp_R, d_mlp_norm_A, d_mlp_norm_Xc, d_mlp_norm_Xhat, d_mlp_norm_ss_1, d_mlp_up_Z, d_o_expsum, hc, hc_1, hc_2, hc_3, hc_4, mlp_R, mlp_norm_A, mlp_norm_Xc, mlp_norm_Xhat, mlp_norm_ss, mlp_up_A, o_exp, o_expsum
 
 
-def _tangent_columns(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b, attn_mha_AV, attn_mha_E, attn_mha_K, attn_mha_P, attn_mha_Q, attn_mha_V, attn_mha_Zs, attn_norm_A, attn_norm_Xc, attn_norm_Xhat, attn_norm_ss, d_attn_R_1, d_attn_mha_AV, d_attn_mha_E, d_attn_mha_E_2, d_attn_mha_K, d_attn_mha_P, d_attn_mha_Q, d_attn_mha_QK, d_attn_mha_V, d_attn_norm_A_3, d_attn_norm_Xhat, d_attn_norm_ss_1, d_head_Z_2, d_mlp_R, d_mlp_norm_A, d_mlp_norm_Xc, d_mlp_norm_Xhat, d_mlp_norm_ss_1, d_mlp_up_Z, d_o_expsum, hc, hc_1, hc_2, hc_3, hc_4, mlp_R, mlp_norm_A, mlp_norm_Xc, mlp_norm_Xhat, mlp_norm_ss, mlp_up_A, o_exp, o_expsum, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b, K):
+def _tangent_columns(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b, attn_mha_AV, attn_mha_E, attn_mha_K, attn_mha_P, attn_mha_Q, attn_mha_V, attn_mha_Zs, attn_norm_A, attn_norm_Xc, attn_norm_Xhat, attn_norm_ss, d_attn_R_1, d_attn_mha_AV, d_attn_mha_E, d_attn_mha_E_2, d_attn_mha_K, d_attn_mha_P, d_attn_mha_Q, d_attn_mha_QK, d_attn_mha_V, d_attn_norm_A_3, d_attn_norm_Xhat, d_attn_norm_ss_1, d_head_Z_2, d_mlp_R, d_mlp_norm_A, d_mlp_norm_Xc, d_mlp_norm_Xhat, d_mlp_norm_ss_1, d_mlp_up_Z, d_o_expsum, hc, hc_1, hc_2, hc_3, hc_4, mlp_R, mlp_norm_A, mlp_norm_Xc, mlp_norm_Xhat, mlp_norm_ss, mlp_up_A, o_exp, o_expsum, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b, K):
     N = x.shape[0] // 8
     NB = N  # the batch
     N = NB*K  # the tangent pass runs on N·K rows: sample n in direction d is row n·K + d
@@ -3443,8 +3664,8 @@ def _tangent_columns(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, 
     r_attn_mha_QK_b = numpy.matmul(attn_mha_Q.reshape(8, NB, 1, 2, 8).transpose(3, 1, 2, 0, 4), r_attn_mha_K.reshape(8, NB, K, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b)
     r_attn_mha_S = _batched(hc_1*(r_attn_mha_QK_a.reshape(16*NB, K, 8) + r_attn_mha_QK_b.reshape(16*NB, K, 8)), 16*NB, K, 8)
-    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, 0)
-    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, r_attn_mha_S)
+    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0)
+    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile(numpy.repeat((mask.reshape(8, NB).T == 0), K, axis=0), (16, 1)), 0, r_attn_mha_S)
     # r_attn_mha_E = attn_mha_E ⊙ r_attn_mha_Sm
     r_attn_mha_E = _batched(attn_mha_E[:, None, :]*r_attn_mha_Sm.reshape(16*NB, K, 8), 16*NB, K, 8)
     # r_attn_mha_Zs = r_attn_mha_E·1
@@ -3642,10 +3863,10 @@ def _tangent_columns(x, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, 
     # r_d_attn_mha_Sm = attn_mha_E ⊙ (r_d_attn_mha_Zs_1 + r_d_attn_mha_P / attn_mha_Zs - d_attn_mha_E ⊙ r_attn_mha_Zs / attn_mha_Zs) + d_attn_mha_E_2 ⊙ r_attn_mha_E
     r_d_attn_mha_Sm = _batched(attn_mha_E[:, None, :]*(r_d_attn_mha_Zs_1.reshape(16*NB, K, 1) - d_attn_mha_E[:, None, :]*r_attn_mha_Zs.reshape(16*NB, K, 1)/attn_mha_Zs[:, None, :] + r_d_attn_mha_P.reshape(16*NB, K, 8)/attn_mha_Zs[:, None, :]) + d_attn_mha_E_2[:, None, :]*r_attn_mha_E.reshape(16*NB, K, 8), 16*NB, K, 8)
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)  (not stored in this function: attn_mha_Sm, attn_mha_S)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, 0)
-    r_d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, r_d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)  (not stored in this function: attn_mha_Sm, attn_mha_S)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, mask, 0)
+    r_d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile(numpy.repeat((mask.reshape(8, NB).T == 0), K, axis=0), (16, 1)), 0, r_d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4  (not stored in this function: attn_mha_S, attn_mha_QK)
     #   (attn_mha: scores / sqrt(8))
@@ -3842,12 +4063,13 @@ def _columns_drive(tangent, mats, head, vt, first, count, kc):
     blocks in the layout of the tangent pass (each (rows, cols) block of v
     as (rows*K, cols), the directions as extra columns: rows j0 .. of vt, or
     the unit vectors e_(first + j0) ..), the generated ``tangent`` pass on
-    them (inputs ``mats``: x, y, the parameters; then ``head``, what the
-    shared pass computed), and its blocks of H·v into rows j0 .. of the
-    (count, P) result.  Block i of v and of H·v has the shape of parameter
-    i, mats[2 + i], and follows the blocks before it (the flat order)."""
+    them (inputs ``mats``: x, a sequence's masks, y, the parameters; then
+    ``head``, what the shared pass computed), and its blocks of H·v into rows
+    j0 .. of the (count, P) result.  Block i of v and of H·v has the shape of
+    parameter i (the i-th of the last len(PARAM_SHAPES) mats) and follows the
+    blocks before it (the flat order)."""
     blocks, at = [], 0
-    for m in mats[2:]:
+    for m in mats[len(mats) - len(PARAM_SHAPES):]:
         rows, cols = m.shape
         blocks.append((rows, cols, at))
         at += rows * cols
