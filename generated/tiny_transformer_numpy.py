@@ -1081,9 +1081,9 @@ def _forward(x, mask, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -1219,9 +1219,9 @@ def _loss(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -1465,9 +1465,9 @@ def _loss_and_grad(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -1700,10 +1700,10 @@ def _loss_and_grad(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_
     # d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs)
     d_attn_mha_Sm = numpy.multiply(attn_mha_E, d_attn_mha_Zs_1 + d_attn_mha_P/attn_mha_Zs, out=attn_mha_E)
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0)
-    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0)
+    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4
     #   (attn_mha: scores / sqrt(8))
@@ -2062,11 +2062,11 @@ def _hvp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_m
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
     # r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4
     numpy.add(0.35355339059327376*r_attn_mha_QK_a, 0.35355339059327376*r_attn_mha_QK_b, out=r_attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
-    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, 0)
-    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, r_attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
+    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0)
+    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, r_attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -2388,12 +2388,12 @@ def _hvp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_m
     # r_d_attn_mha_Sm = attn_mha_E ⊙ (r_d_attn_mha_Zs_1 + r_d_attn_mha_P / attn_mha_Zs - d_attn_mha_E ⊙ r_attn_mha_Zs / attn_mha_Zs) + d_attn_mha_E_2 ⊙ r_attn_mha_E
     r_d_attn_mha_Sm = numpy.add(attn_mha_E*(r_d_attn_mha_Zs_1 - d_attn_mha_E*r_attn_mha_Zs/attn_mha_Zs + r_d_attn_mha_P/attn_mha_Zs), d_attn_mha_E_2*r_attn_mha_E, out=attn_mha_E)
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0)
-    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, d_attn_mha_Sm)
-    # r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, 0)
-    r_d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, r_d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0)
+    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, d_attn_mha_Sm)
+    # r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, mask, 0)
+    r_d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, r_d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4
     #   (attn_mha: scores / sqrt(8))
@@ -2734,11 +2734,11 @@ def _ggn_vp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
     # r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4
     numpy.add(0.35355339059327376*r_attn_mha_QK_a, 0.35355339059327376*r_attn_mha_QK_b, out=r_attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
-    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, 0)
-    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, r_attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
+    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0)
+    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, r_attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -2976,10 +2976,10 @@ def _ggn_vp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs)
     d_attn_mha_Sm = numpy.multiply(attn_mha_E, d_attn_mha_Zs_1 + d_attn_mha_P/attn_mha_Zs, out=attn_mha_E)
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0)
-    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0)
+    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4
     #   (attn_mha: scores / sqrt(8))
@@ -3182,9 +3182,9 @@ def _grad_factors(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -3345,10 +3345,10 @@ def _grad_factors(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     # d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs)
     d_attn_mha_Sm = numpy.multiply(attn_mha_E, d_attn_mha_Zs_1 + d_attn_mha_P/attn_mha_Zs, out=attn_mha_E)
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0)
-    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0)
+    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4
     #   (attn_mha: scores / sqrt(8))
@@ -3419,9 +3419,9 @@ def _columns_head(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     # attn_mha: scores / sqrt(8)
     # attn_mha_S = sqrt(2) attn_mha_QK / 4
     attn_mha_S = 0.35355339059327376*attn_mha_QK
-    # attn_mha: causal: keys after the query at -inf
-    # attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), -numpy.inf, attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
     # attn_mha_m = rowmax(attn_mha_Sm)
     attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
     # attn_mha: softmax over the keys, shifted by the row maximum
@@ -3597,10 +3597,10 @@ def _columns_head(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     # d_attn_mha_Sm = attn_mha_E ⊙ d_attn_mha_E_2
     d_attn_mha_Sm = attn_mha_E*d_attn_mha_E_2
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, 0)
-    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0)
+    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4
     #   (attn_mha: scores / sqrt(8))
@@ -3693,8 +3693,8 @@ def _tangent_columns(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mh
     r_attn_mha_QK_b = numpy.matmul(attn_mha_Q.reshape(8, NB, 1, 2, 8).transpose(3, 1, 2, 0, 4), r_attn_mha_K.reshape(8, NB, K, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
     # r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b)
     r_attn_mha_S = _batched(hc_1*(r_attn_mha_QK_a.reshape(16*NB, K, 8) + r_attn_mha_QK_b.reshape(16*NB, K, 8)), 16*NB, K, 8)
-    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, 0)
-    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, r_attn_mha_S)
+    # r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0)
+    r_attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile(numpy.repeat((mask.reshape(8, NB).T == 0), K, axis=0), (16, 1)), 0, r_attn_mha_S)
     # r_attn_mha_E = attn_mha_E ⊙ r_attn_mha_Sm
     r_attn_mha_E = _batched(attn_mha_E[:, None, :]*r_attn_mha_Sm.reshape(16*NB, K, 8), 16*NB, K, 8)
     # r_attn_mha_Zs = r_attn_mha_E·1
@@ -3892,10 +3892,10 @@ def _tangent_columns(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mh
     # r_d_attn_mha_Sm = attn_mha_E ⊙ (r_d_attn_mha_Zs_1 + r_d_attn_mha_P / attn_mha_Zs - d_attn_mha_E ⊙ r_attn_mha_Zs / attn_mha_Zs) + d_attn_mha_E_2 ⊙ r_attn_mha_E
     r_d_attn_mha_Sm = _batched(attn_mha_E[:, None, :]*(r_d_attn_mha_Zs_1.reshape(16*NB, K, 1) - d_attn_mha_E[:, None, :]*r_attn_mha_Zs.reshape(16*NB, K, 1)/attn_mha_Zs[:, None, :] + r_d_attn_mha_P.reshape(16*NB, K, 8)/attn_mha_Zs[:, None, :]) + d_attn_mha_E_2[:, None, :]*r_attn_mha_E.reshape(16*NB, K, 8), 16*NB, K, 8)
 
-    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, -∞)  (not stored in this function: attn_mha_Sm, attn_mha_S)
-    #   (attn_mha: causal: keys after the query at -inf)
-    # r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, 0)
-    r_d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0), 0, r_d_attn_mha_Sm)
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)  (not stored in this function: attn_mha_Sm, attn_mha_S)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, mask, 0)
+    r_d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile(numpy.repeat((mask.reshape(8, NB).T == 0), K, axis=0), (16, 1)), 0, r_d_attn_mha_Sm)
 
     # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4  (not stored in this function: attn_mha_S, attn_mha_QK)
     #   (attn_mha: scores / sqrt(8))

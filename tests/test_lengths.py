@@ -9,6 +9,12 @@ finite differences cost no build.  The padded batch against the same
 samples run one by one at their own lengths needs a module of T = 2: one
 per case in ONE_BY_ONE, a covering subset (every cell in NumPy, a birnn with
 truncation and an lstm with steps: last in C).
+
+Token/attention networks (``TRANSFORMER``: V = 7, T = 4, F = 4, h = 2;
+attention causal and not, embeddings with and without positions, in a
+residual block) run through the same tables: attention never attends to a
+padded key (the reference runs each sample on its own real steps), and the
+one-by-one check slices the position table P to the shorter module's steps.
 """
 import numpy as np
 import pytest
@@ -25,6 +31,46 @@ SHORT = 2
 # has its boundaries where the full length's would not be ((5 - 2) % 2 == 1)
 LENGTHS = np.array([T, SHORT, T - 2])[:N]
 assert (T - SHORT) % TRUNC != 0
+
+# transformer rows: tokens in [0, 7), T = 4 steps (case["T"]), F = 4, 2 heads
+TT = 4
+SCE = "softmax_cross_entropy"
+
+
+def _tr(name, layers, loss, steps, l2=0.0, in_c=False):
+    arch = {"name": name, "input": {"tokens": 7, "steps": TT},
+            "layers": [layers[0]] + layers[1:] + [{"type": "dense", "units": 3}],
+            "loss": {"type": loss, "steps": steps}}
+    if l2:
+        arch["regularization"] = {"l2": l2}
+    return {"id": name, "cell": name, "steps": steps, "truncate": None, "dtype": "float64",
+            "loss": loss, "arch": arch, "in_c": in_c, "T": TT}
+
+
+EMB, EMB_P = {"type": "embedding", "units": 4}, {"type": "embedding", "units": 4,
+                                                  "positions": True}
+TRANSFORMER = [
+    _tr("len_attn_pos", [EMB_P, {"type": "attention", "heads": 2}], SCE, "all"),
+    _tr("len_block_causal", [EMB, {"type": "block", "residual": True, "layers": [
+        {"type": "layernorm"}, {"type": "attention", "heads": 2, "causal": True}]}],
+        "mse", "last", l2=0.02),
+    _tr("len_block_pos", [EMB_P, {"type": "block", "residual": True, "layers": [
+        {"type": "layernorm"}, {"type": "attention", "heads": 2}]}], SCE, "all", in_c=True),
+]
+TR_C = TRANSFORMER[-1]
+
+
+def _t(case):
+    return case.get("T", T)
+
+
+def _lengths(case):
+    return np.array([_t(case), SHORT, _t(case) - 2])[:N]
+
+
+def _pad_value(spec, x):
+    """A value for padded steps of x: another real value, or another token id."""
+    return 7.0 if spec.input.bound is None else spec.input.bound - 1
 
 
 def _params(cases, backends=("numpy", "c")):
@@ -44,31 +90,32 @@ def _flat(d):
 # --------------------------------------------------------------------------
 # against the reference, and finite differences of the masked loss
 
-@pytest.mark.parametrize("case, backend", _params(CASES))
+@pytest.mark.parametrize("case, backend", _params(CASES + TRANSFORMER))
 def test_lengths_against_reference(builder, case, backend):
     spec = load_spec(case["arch"])
     mod = builder(case["arch"], backend)
     params, x, y = sample_point(spec, mod, batch=N, seed=13)
     tol = TOLERANCES[case["dtype"]][0]
-    out = mod.forward(params, x, lengths=LENGTHS)
-    assert out.dtype == np.dtype(spec.dtype) and out.shape == (N, T, out.shape[2])
-    assert rel_err(out, ref.forward(spec, params, x, lengths=LENGTHS)) <= tol
-    for n, length in enumerate(LENGTHS):
+    lens = _lengths(case)
+    out = mod.forward(params, x, lengths=lens)
+    assert out.dtype == np.dtype(spec.dtype) and out.shape == (N, _t(case), out.shape[2])
+    assert rel_err(out, ref.forward(spec, params, x, lengths=lens)) <= tol
+    for n, length in enumerate(lens):
         assert not out[n, length:].any()          # outputs at padded steps are 0
-    value, grads = mod.loss_and_grad(params, x, y, lengths=LENGTHS)
-    ref_value, ref_grads = ref.loss_and_grad(spec, params, x, y, lengths=LENGTHS)
+    value, grads = mod.loss_and_grad(params, x, y, lengths=lens)
+    ref_value, ref_grads = ref.loss_and_grad(spec, params, x, y, lengths=lens)
     assert abs(value - ref_value) <= tol * max(1.0, abs(ref_value))
-    assert abs(mod.loss(params, x, y, lengths=LENGTHS) - ref_value) <= tol * max(1.0, ref_value)
+    assert abs(mod.loss(params, x, y, lengths=lens) - ref_value) <= tol * max(1.0, ref_value)
     for key, g in grads.items():
         assert g.dtype == np.dtype(spec.dtype)
         assert rel_err(g, ref_grads[key]) <= tol, key
     # padding really is ignored: other values there change nothing
     x2, y2 = x.copy(), y.copy()
-    for n, length in enumerate(LENGTHS):
-        x2[n, length:] = 7.0
+    for n, length in enumerate(lens):
+        x2[n, length:] = _pad_value(spec, x)
         if case["steps"] == "all":
             y2[n, length:] = y[n, :1]
-    assert mod.loss_and_grad(params, x2, y2, lengths=LENGTHS)[0] == pytest.approx(value, rel=tol)
+    assert mod.loss_and_grad(params, x2, y2, lengths=lens)[0] == pytest.approx(value, rel=tol)
     if spec.dtype != "float64" or case["truncate"] or backend == "c":
         return
     # central differences of the masked loss (float64, exact gradient; NumPy:
@@ -83,7 +130,7 @@ def test_lengths_against_reference(builder, case, backend):
             size = int(np.prod(s))
             parts[k] = vec[at:at + size].reshape(s)
             at += size
-        return mod.loss(parts, x, y, lengths=LENGTHS)
+        return mod.loss(parts, x, y, lengths=lens)
 
     eps = 1e-6
     fd = np.array([(loss_at(theta + eps * e) - loss_at(theta - eps * e)) / (2 * eps)
@@ -107,12 +154,28 @@ ONE_BY_ONE = (
                             ("birnn_gru", "last", TRUNC), ("rnn_sigmoid", "all", None)]]
     + [pytest.param(_pick(C_CASES, cell=cell, dtype="float64", truncate=k), "c",
                     id=f"c-{cell}-k{k}")
-       for cell, k in [("birnn_rnn", TRUNC), ("lstm", None)]])
+       for cell, k in [("birnn_rnn", TRUNC), ("lstm", None)]]
+    + [pytest.param(c, "numpy", id=f"numpy-{c['id']}") for c in TRANSFORMER]
+    + [pytest.param(TR_C, "c", id=f"c-{TR_C['id']}")])
 
 
 def _at_steps(arch, steps):
     return dict(arch, name=f"{arch['name']}_t{steps}",
                 input=dict(arch["input"], steps=steps))
+
+
+def _cut(d, shapes):
+    """``d`` for a module of fewer steps: a position table P keeps its first rows."""
+    return {k: d[k][:s[0]] if d[k].shape != s else d[k] for k, s in shapes.items()}
+
+
+def _grown(d, like):
+    """A shorter module's gradient with ``like``'s shapes (zeros in the rows it lacks)."""
+    out = {}
+    for k, v in like.items():
+        out[k] = np.zeros(v.shape)
+        out[k][tuple(slice(0, n) for n in d[k].shape)] = d[k]
+    return out
 
 
 @pytest.mark.parametrize("case, backend", ONE_BY_ONE)
@@ -121,6 +184,7 @@ def test_padded_batch_equals_one_by_one(builder, case, backend):
     spec = load_spec(arch)
     mod = builder(arch, backend)
     short = builder(_at_steps(arch, SHORT), backend)
+    T = _t(case)
     lengths = np.array([T, SHORT, SHORT, T])
     params, x, y = sample_point(spec, mod, batch=4, seed=21)
     v = sample_point(spec, mod, batch=1, seed=22)[0]
@@ -135,14 +199,15 @@ def test_padded_batch_equals_one_by_one(builder, case, backend):
     want_value, want_g, want_h = 0.0, 0.0, 0.0
     for n, length in enumerate(lengths):
         one = mod if length == T else short
+        pn, vv = _cut(params, one.PARAM_SHAPES), _cut(v, one.PARAM_SHAPES)
         xn = x[n:n + 1, :length]
         yn = y[n:n + 1] if last else y[n:n + 1, :length]
-        vn, gn = one.loss_and_grad(params, xn, yn)
+        vn, gn = one.loss_and_grad(pn, xn, yn)
         want_value += weights[n] * (vn - l2_value)
-        want_g = want_g + weights[n] * _flat(gn)
-        want_h = want_h + weights[n] * _flat(one.hvp(params, xn, yn, v))
+        want_g = want_g + weights[n] * _flat(_grown(gn, params))
+        want_h = want_h + weights[n] * _flat(_grown(one.hvp(pn, xn, yn, vv), params))
         out = mod.forward(params, x, lengths=lengths)[n, :length]
-        assert rel_err(out, one.forward(params, xn)[0]) <= 1e-12
+        assert rel_err(out, one.forward(pn, xn)[0]) <= 1e-12
     # l2 enters once, in every sample's own loss with weight 1 in total
     assert value == pytest.approx(want_value + l2_value, rel=1e-12, abs=1e-13)
     assert rel_err(_flat(grads), want_g) <= 1e-12
@@ -153,22 +218,23 @@ def test_padded_batch_equals_one_by_one(builder, case, backend):
 # second order with lengths, NumPy against C
 
 SECOND = [_pick(C_CASES, cell="birnn_rnn", dtype="float64"),
-          _pick(CASES, cell="lstm", dtype="float64", truncate=TRUNC, steps="all")]
+          _pick(CASES, cell="lstm", dtype="float64", truncate=TRUNC, steps="all"), TR_C]
 
 
 @pytest.mark.parametrize("case, backend", _params(SECOND))
 def test_second_order_with_lengths(builder, case, backend):
     spec = load_spec(case["arch"])
     mod = builder(case["arch"], backend)
+    lens = _lengths(case)
     params, x, y = sample_point(spec, mod, batch=N, seed=31)
     v = sample_point(spec, mod, batch=1, seed=32)[0]
-    h = mod.hessian(params, x, y, lengths=LENGTHS)
+    h = mod.hessian(params, x, y, lengths=lens)
     assert np.array_equal(h, h.T)
-    hv = _flat(mod.hvp(params, x, y, v, lengths=LENGTHS))
+    hv = _flat(mod.hvp(params, x, y, v, lengths=lens))
     assert rel_err(h @ _flat(v), hv) <= 1e-10
-    assert rel_err(_flat(mod.hessian_diag(params, x, y, lengths=LENGTHS)), np.diag(h)) <= 1e-12
+    assert rel_err(_flat(mod.hessian_diag(params, x, y, lengths=lens)), np.diag(h)) <= 1e-12
     vm = np.stack([_flat(v), np.arange(h.shape[0], dtype=float)], axis=1)
-    assert rel_err(mod.hmp(params, x, y, vm, lengths=LENGTHS), h @ vm) <= 1e-10
+    assert rel_err(mod.hmp(params, x, y, vm, lengths=lens), h @ vm) <= 1e-10
     # = central differences of the (exact) masked gradient
     theta = _flat(params)
     ev = _flat(v)
@@ -179,15 +245,15 @@ def test_second_order_with_lengths(builder, case, backend):
         for k, p in params.items():
             parts[k] = vec[at:at + p.size].reshape(p.shape)
             at += p.size
-        return _flat(ref.exact_loss_and_grad(spec, parts, x, y, lengths=LENGTHS)[1])
+        return _flat(ref.exact_loss_and_grad(spec, parts, x, y, lengths=lens)[1])
 
     fd = (grad_at(theta + eps * ev) - grad_at(theta - eps * ev)) / (2 * eps)
     assert rel_err(hv, fd) <= 1e-6
     if backend == "c":
         mn = builder(case["arch"], "numpy")
-        assert rel_err(hv, _flat(mn.hvp(params, x, y, v, lengths=LENGTHS))) <= 1e-12
-        gv = mod.ggn_vp(params, x, y, v, lengths=LENGTHS)
-        assert rel_err(_flat(gv), _flat(mn.ggn_vp(params, x, y, v, lengths=LENGTHS))) <= 1e-12
+        assert rel_err(hv, _flat(mn.hvp(params, x, y, v, lengths=lens))) <= 1e-12
+        gv = mod.ggn_vp(params, x, y, v, lengths=lens)
+        assert rel_err(_flat(gv), _flat(mn.ggn_vp(params, x, y, v, lengths=lens))) <= 1e-12
 
 
 # --------------------------------------------------------------------------
@@ -212,7 +278,7 @@ def test_full_lengths_equal_no_lengths(builder, backend):
 
 BAD = [
     (np.array([0, 1, 2]), "values must lie in"),
-    (np.array([1, T + 1, 2]), "values must lie in"),
+    (np.array([1, max(T, TT) + 1, 2]), "values must lie in"),
     (np.array([1, 2]), "expected shape"),
     (np.array([[1, 2, 3]]), "expected shape"),
     (np.array([1.0, 2.0, 3.0]), "expected integers"),
@@ -221,9 +287,10 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize("case", [SECOND[0], TR_C], ids=lambda c: c["id"])
 @pytest.mark.parametrize("backend", ["numpy", "c"])
-def test_bad_lengths(builder, backend):
-    case = SECOND[0]
+def test_bad_lengths(builder, backend, case):
+    lens = _lengths(case)
     spec = load_spec(case["arch"])
     mod = builder(case["arch"], backend)
     params, x, y = sample_point(spec, mod, batch=N, seed=1)
@@ -241,7 +308,7 @@ def test_bad_lengths(builder, backend):
                 call(lengths)
     # any integer dtype is taken
     for dtype in (np.int8, np.uint16, np.int32):
-        mod.loss(params, x, y, lengths=LENGTHS.astype(dtype))
+        mod.loss(params, x, y, lengths=lens.astype(dtype))
 
 
 def test_lengths_refused_without_a_sequence(builder):

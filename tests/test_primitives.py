@@ -91,6 +91,12 @@ CASES = {
     "put_argmax-windows": ([("N", 2 * 4 * 5), ("8*N", 1)],
                            lambda g, a, b: g.put_argmax(a, b, pattern=("windows", 2, 4, 5, 2, 2)),
                            (0,)),
+    # with the key-padding mask (0/1 values, no derivative), causal or not
+    "causal_mask-keys": ([("6*N", 3), ("3*N", 1)],
+                         lambda g, a, m: g.causal_mask(a, 3, "0", keys=m), (1,), {1: 2}),
+    "causal_mask-keys-only": ([("6*N", 3), ("3*N", 1)],
+                              lambda g, a, m: g.causal_mask(a, 3, "0", keys=m, causal=False),
+                              (1,), {1: 2}),
 }
 
 
@@ -181,3 +187,22 @@ def test_causal_mask_fills_minus_infinity():
     t, k = np.meshgrid(np.arange(3), np.arange(3), indexing="ij")
     want = np.where((k > t)[None, :, None, :], -np.inf, s.reshape(2, 3, N, 3))
     np.testing.assert_array_equal(got, want)
+
+
+def test_key_mask_fills_minus_infinity():
+    """The key-padding mask: -inf exactly at keys s with M[s·N + n] = 0 (and
+    after the query when causal) in row (j·T + t)·N + n, the scores elsewhere."""
+    lengths = np.array([3, 1])[:N]
+    m = (np.arange(3)[:, None] < lengths[None, :]).astype(float).reshape(-1, 1)
+    s = np.random.default_rng(1).normal(size=(6 * N, 3))
+    t, k = np.meshgrid(np.arange(3), np.arange(3), indexing="ij")
+    for causal in (True, False):
+        g = Graph()
+        a = g.var("p", ("6*N", 3), "input", differentiable=True)
+        keys = g.var("s", ("3*N", 1), "input")
+        out = g.causal_mask(a, 3, keys=keys, causal=causal)
+        got = _compile(lower(g, "f", [a, keys], [out], len(g.ops)))(s, m)[0]
+        pad = np.arange(3)[None, :] >= lengths[:, None]               # (n, s)
+        masked = pad[None, None, :, :] | ((k > t)[None, :, None, :] & causal)
+        want = np.where(masked, -np.inf, s.reshape(2, 3, N, 3))
+        np.testing.assert_array_equal(got.reshape(2, 3, N, 3), want)

@@ -1,10 +1,12 @@
 """``attention``: multi-head self-attention over a sequence (N, T, F), F = h·d.
 Per sample: Q = X·Wq + bq, K = X·Wk + bk, V = X·Wv + bv; for head j
 (columns j·d .. j·d+d-1) A_j = softmax over keys of Q_j·K_jᵀ/√d (keys after
-the query at -inf when ``causal``); output [A_1·V_1, ..., A_h·V_h]·Wo + bo.
+the query at -inf when ``causal``; padded keys, at or after the sample's
+length, always at -inf); output [A_1·V_1, ..., A_h·V_h]·Wo + bo.
 
 Composed from ``matmul``, ``map``, ``seqmm`` (the per-sample block products
-over the steps), ``causal_mask``, ``rowmax`` and ``sum`` (the row softmax:
+over the steps), ``causal_mask`` (with the key-padding mask ``g.mask``),
+``rowmax`` and ``sum`` (the row softmax:
 E = exp(S - rowmax(S)), A = E / (E·1)), so its gradient, R-operator and
 Hessian are derived: the softmax Jacobian diag(p) - p·pᵀ appears by itself
 from the quotient's derivative."""
@@ -59,9 +61,14 @@ class Attention(LayerType):
                          comment=f"{n}: per sample and head, the queries times the keys transposed")
         scaled = g.map(s(scores) / sp.sqrt(sp.Integer(d)), base=f"{n}_S", label=f"S_{n}",
                        comment=f"{n}: scores / sqrt({d})")
-        if layer.causal:
-            scaled = g.causal_mask(scaled, t, base=f"{n}_Sm", label=f"Sm_{n}",
-                                   comment=f"{n}: causal: keys after the query at -inf")
+        if layer.causal or g.mask is not None:
+            # keys after the query (causal) and padded keys (g.mask: the
+            # sequence's real steps, from lengths) at -inf
+            what = " and ".join((["keys after the query"] if layer.causal else [])
+                                + (["padded keys"] if g.mask is not None else []))
+            scaled = g.causal_mask(scaled, t, keys=g.mask, causal=layer.causal,
+                                   base=f"{n}_Sm", label=f"Sm_{n}",
+                                   comment=f"{n}: {what} at -inf")
         top = g.rowmax(scaled, base=f"{n}_m", label=f"m_{n}")
         e = g.map(sp.exp(s(scaled) - s(top)), base=f"{n}_E", label=f"E_{n}",
                   comment=f"{n}: softmax over the keys, shifted by the row maximum")

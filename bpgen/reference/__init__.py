@@ -63,7 +63,8 @@ step) pairs (their mean with ``steps: all``, out[n, lengths[n] - 1] with
 ``steps: last``), and a birnn's backward half runs over each sample's real
 steps reversed (x[n, L-1], ..., x[n, 0], then the padding), so that it
 starts at the sample's last real step and its truncation counts from
-there; forward's outputs at padded steps are 0.
+there; attention runs each sample on its own real steps alone (x[n, :L]:
+no padded key exists to attend to); forward's outputs at padded steps are 0.
 """
 from __future__ import annotations
 
@@ -77,8 +78,8 @@ from ..losses import LOSSES
 from ..spec import LayerSpec, Spec, load_spec
 from .activations import (ACTIVATIONS, _sigmoid, _softplus, activation,  # noqa: F401
                           activation_grad, activation_grad2)
-from .layers import (CELLS, LAYER_BACKWARD, LAYER_FORWARD, _layernorm_backward,  # noqa: F401
-                     _layernorm_forward)
+from .layers import (CELLS, LAYER_BACKWARD, LAYER_FORWARD, TAKES_LENGTHS,  # noqa: F401
+                     _layernorm_backward, _layernorm_forward)
 from . import conv  # noqa: F401  (registers conv2d, maxpool2d, avgpool2d)
 from . import transformer  # noqa: F401  (registers embedding, attention, block)
 
@@ -201,7 +202,7 @@ def _forward64(spec: Spec, params: dict, x: np.ndarray, lengths=None):
         fwd = LAYER_FORWARD.get(layer.type)
         if fwd is None:
             raise ValueError(f"reference: layer type {layer.type!r} is not implemented")
-        if layer.type in RECURRENT_TYPES:
+        if layer.type in TAKES_LENGTHS:
             a, cache = fwd(layer, _layer_params(layer, params), a, lengths=lengths)
         else:
             a, cache = fwd(layer, _layer_params(layer, params), a)

@@ -75,6 +75,10 @@ def _layernorm_backward(layer: LayerSpec, p: Mapping[str, np.ndarray], cache, do
     return d_in, grads
 
 
+#: layer types whose forward takes ``lengths=`` (padded sequences; None:
+#: every step real); the others work per step and never mix steps
+TAKES_LENGTHS: set = set(RECURRENT_TYPES)
+
 LAYER_FORWARD: dict[str, Callable] = {
     "dense": _dense_forward,
     "flatten": _flatten_forward,

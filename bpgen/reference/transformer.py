@@ -2,13 +2,16 @@
 textbook equations (see :mod:`bpgen.reference`): ``embedding`` (a lookup
 and its scatter-add), ``attention`` (multi-head scaled dot-product
 self-attention, written per sample and head as batched matrices with an
-explicit softmax and its Jacobian) and ``block`` (its layers in order, plus
+explicit softmax and its Jacobian; with ``lengths`` each sample runs on
+its own real steps alone, so padding is handled independently of the
+generated code's key mask) and ``block`` (its layers in order, plus
 the input with ``residual``).  Sequences are batch-first (N, T, F)."""
 from __future__ import annotations
 
 import numpy as np
 
-from .layers import LAYER_BACKWARD, LAYER_FORWARD
+from ..layers import RECURRENT_TYPES
+from .layers import LAYER_BACKWARD, LAYER_FORWARD, TAKES_LENGTHS
 
 F64 = np.float64
 
@@ -41,7 +44,15 @@ def _merge(a):
     return a.transpose(0, 2, 1, 3).reshape(n, t, h * d)
 
 
-def _attention_forward(layer, p, x):
+def _attention_forward(layer, p, x, lengths=None):
+    """With ``lengths``: each sample on its own real steps alone, as if it
+    were a batch of one of length L (padded queries give 0)."""
+    if lengths is not None:
+        out, caches = np.zeros(x.shape[:2] + (p["Wo"].shape[1],)), []
+        for n, length in enumerate(lengths):
+            out[n:n + 1, :length], cache = _attention_forward(layer, p, x[n:n + 1, :length])
+            caches.append(cache)
+        return out, (lengths, caches)
     h = layer.heads
     q = _heads(x @ p["Wq"] + p["bq"], h)                      # Q = X Wq + bq, per head
     k = _heads(x @ p["Wk"] + p["bk"], h)
@@ -58,6 +69,14 @@ def _attention_forward(layer, p, x):
 
 
 def _attention_backward(layer, p, cache, dout):
+    if len(cache) == 2:                                       # per sample (lengths)
+        lengths, caches = cache
+        d_in, grads = np.zeros(dout.shape[:2] + (p["Wq"].shape[0],)), {}
+        for n, (length, one) in enumerate(zip(lengths, caches)):
+            d_in[n:n + 1, :length], g = _attention_backward(layer, p, one,
+                                                            dout[n:n + 1, :length])
+            grads = {k: grads.get(k, 0) + arr for k, arr in g.items()}
+        return d_in, grads
     x, q, k, v, a, o = cache
     h, d = layer.heads, q.shape[-1]
     f = x.shape[-1]
@@ -84,26 +103,29 @@ def _own(lay, p):
     return {q.name: p[f"{lay.name}.{q.name}"] for q in lay.params}
 
 
-def _block_forward(layer, p, x):
+def _block_forward(layer, p, x, lengths=None):
     a, caches = x, []
     for lay in layer.layers:
-        a, cache = LAYER_FORWARD[lay.type](lay, _own(lay, p), a)
+        kw = {"lengths": lengths} if lay.type in TAKES_LENGTHS else {}
+        a, cache = LAYER_FORWARD[lay.type](lay, _own(lay, p), a, **kw)
         caches.append(cache)
     if layer.residual:
         a = a + x                                             # the block's input added
-    return a, caches
+    return a, (caches, lengths)
 
 
-def _block_backward(layer, p, caches, dout):
-    d, grads = dout, {}
+def _block_backward(layer, p, cache, dout):
+    (caches, lengths), d, grads = cache, dout, {}
     for lay, cache in zip(reversed(layer.layers), reversed(caches)):
-        d, g = LAYER_BACKWARD[lay.type](lay, _own(lay, p), cache, d)
+        kw = {"lengths": lengths} if lay.type in RECURRENT_TYPES else {}
+        d, g = LAYER_BACKWARD[lay.type](lay, _own(lay, p), cache, d, **kw)
         grads.update({f"{lay.name}.{name}": arr for name, arr in g.items()})
     if layer.residual:
         d = d + dout
     return d, grads
 
 
+TAKES_LENGTHS.update({"attention", "block"})
 LAYER_FORWARD.update({"embedding": _embedding_forward, "attention": _attention_forward,
                       "block": _block_forward})
 LAYER_BACKWARD.update({"embedding": _embedding_backward,
