@@ -339,22 +339,27 @@ int bpg_get_threads(void)
     return bpg_threads->wanted;
 }
 
-/* Before a call of `work` (N times one sample's): waits for its turn; 1 if
-   it runs as a large call, 0 if not.  bpg_threads_leave(that) after it.
-   Without a BLAS every call is small and nothing waits. */
-int bpg_threads_enter(double work)
+/* Before a call: waits for its turn, and returns the thread count the call
+   runs with: the user's count n when it may be large (`large`: its work, N
+   times one sample's, is at least BPG_THREADS_MIN_WORK or the caller's own
+   threshold) and n > 1, else 1.  With `blas`, a large call's BLAS runs with
+   n threads; without, the BLAS stays at 1 (the call splits its batch across
+   n threads itself, runtime/split.c).  bpg_threads_leave(count > 1) after
+   it.  (Without a BLAS the same rule holds; a large call can then only
+   split.) */
+int bpg_threads_take(int large, int blas)
 {
-#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
-    const int large = t->wanted > 1 && work >= BPG_THREADS_MIN_WORK;
+    const int n = t->wanted;
+    large = large && n > 1;
     if (large) {
         t->waiting++;
         while (t->large || t->small)
             pthread_cond_wait(&t->turn, &t->lock);
         t->waiting--;
         t->large = 1;
-        bpg_threads_apply(t->wanted);
+        bpg_threads_apply(blas ? n : 1);
     } else {
         while (t->large || t->waiting)
             pthread_cond_wait(&t->turn, &t->lock);
@@ -362,16 +367,18 @@ int bpg_threads_enter(double work)
         bpg_threads_apply(1);
     }
     pthread_mutex_unlock(&t->lock);
-    return large;
-#else
-    (void)work;
-    return 0;
-#endif
+    return large ? n : 1;
+}
+
+/* The same for a call of `work`, the BLAS given the count: 1 if the call
+   runs as a large call, 0 if not. */
+int bpg_threads_enter(double work)
+{
+    return bpg_threads_take(work >= BPG_THREADS_MIN_WORK, 1) > 1;
 }
 
 void bpg_threads_leave(int large)
 {
-#ifdef BPG_BLAS
     bpg_threads_t *t = bpg_threads;
     pthread_mutex_lock(&t->lock);
     if (large) {
@@ -382,9 +389,6 @@ void bpg_threads_leave(int large)
     }
     pthread_cond_broadcast(&t->turn);
     pthread_mutex_unlock(&t->lock);
-#else
-    (void)large;
-#endif
 }
 
 /* the adjoint of bpg_take_rows: out (V rows of w) = 0, then out[idx[r]] += a[r]
@@ -591,40 +595,9 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
 #define BPG_SEQMM_MIN 2048.0        /* multiply-adds of a block for the BLAS */
 #endif
 
-/* C (M x Nc, rows ldc apart) = op(A)·op(B), K inner, rows lda and ldb apart */
-static inline void bpg_seqmm_block(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
-                                   const real *A, int64_t lda, const real *B, int64_t ldb,
-                                   real *C, int64_t ldc)
-{
-    if (bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, BPG_SEQMM_MIN)) return;
-    for (int64_t i = 0; i < M; i++) {
-        real *restrict c = C + i * ldc;
-        if (!tb) {
-            for (int64_t j = 0; j < Nc; j++) c[j] = 0;
-            for (int64_t k = 0; k < K; k++) {
-                const real a = ta ? A[k * lda + i] : A[i * lda + k];
-                const real *restrict b = B + k * ldb;
-                #pragma omp simd
-                for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
-            }
-        } else {
-            for (int64_t j = 0; j < Nc; j++) {
-                const real *restrict b = B + j * ldb;
-                real acc = 0;
-                if (ta) {
-                    for (int64_t k = 0; k < K; k++) acc += A[k * lda + i] * b[k];
-                } else {
-                    const real *restrict a = A + i * lda;
-                    #pragma omp simd reduction(+:acc)
-                    for (int64_t k = 0; k < K; k++) acc += a[k] * b[k];
-                }
-                c[j] = acc;
-            }
-        }
-    }
-}
-
-/* form 0: qk, 1: av, 2: atv */
+/* form 0: qk, 1: av, 2: atv.  Each block C (M x Nc, rows ldc apart) =
+   op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
+   enough, else the loops below. */
 static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
                              int ka, int kb, const real *A, const real *B, real *O)
 {
@@ -633,35 +606,54 @@ static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t 
     for (int64_t k = 0; k < K; k++)
         for (int64_t j = 0; j < H; j++)
             for (int64_t n = 0; n < N; n++) {
-                const real *b = B + (n * mb + k * kb) * F + j * D;   /* (T x D), rows N*mb*F apart */
+                const real *Bb = B + (n * mb + k * kb) * F + j * D;  /* (T x D), rows N*mb*F apart */
+                const int64_t ldb = N * mb * F;
+                const real *Ab;
+                real *C;
+                int64_t lda, ldc, M, Nc, Kin;
+                int ta, tb;
                 if (form == 0) {
-                    const real *a = A + (n * ma + k * ka) * F + j * D;
-                    bpg_seqmm_block(0, 1, T, T, D, a, N * ma * F, b, N * mb * F,
-                                    O + ((j * T * N + n) * K + k) * T, N * K * T);
+                    Ab = A + (n * ma + k * ka) * F + j * D;
+                    lda = N * ma * F;
+                    C = O + ((j * T * N + n) * K + k) * T;
+                    ldc = N * K * T;
+                    ta = 0, tb = 1, M = T, Nc = T, Kin = D;
                 } else {
-                    const real *a = A + ((j * T * N + n) * ma + k * ka) * T;  /* (T x T) */
-                    bpg_seqmm_block(form == 2, 0, T, D, T, a, N * ma * T, b, N * mb * F,
-                                    O + (n * K + k) * F + j * D, N * K * F);
+                    Ab = A + ((j * T * N + n) * ma + k * ka) * T;         /* (T x T) */
+                    lda = N * ma * T;
+                    C = O + (n * K + k) * F + j * D;
+                    ldc = N * K * F;
+                    ta = form == 2, tb = 0, M = T, Nc = D, Kin = T;
+                }
+                if (bpg_blas_gemm_ld(ta, tb, M, Nc, Kin, Ab, lda, Bb, ldb, C, ldc,
+                                     BPG_SEQMM_MIN))
+                    continue;
+                for (int64_t i = 0; i < M; i++) {
+                    real *restrict c = C + i * ldc;
+                    if (!tb) {
+                        for (int64_t q = 0; q < Nc; q++) c[q] = 0;
+                        for (int64_t r = 0; r < Kin; r++) {
+                            const real a = ta ? Ab[r * lda + i] : Ab[i * lda + r];
+                            const real *restrict b = Bb + r * ldb;
+                            #pragma omp simd
+                            for (int64_t q = 0; q < Nc; q++) c[q] += a * b[q];
+                        }
+                    } else {
+                        for (int64_t q = 0; q < Nc; q++) {
+                            const real *restrict b = Bb + q * ldb;
+                            real acc = 0;
+                            if (ta) {
+                                for (int64_t r = 0; r < Kin; r++) acc += Ab[r * lda + i] * b[r];
+                            } else {
+                                const real *restrict a = Ab + i * lda;
+                                #pragma omp simd reduction(+:acc)
+                                for (int64_t r = 0; r < Kin; r++) acc += a[r] * b[r];
+                            }
+                            c[q] = acc;
+                        }
+                    }
                 }
             }
-}
-
-static inline void bpg_seqmm_qk(int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                                int ka, int kb, const real *A, const real *B, real *S)
-{
-    bpg_seqmm(0, N, T, H, D, K, ka, kb, A, B, S);
-}
-
-static inline void bpg_seqmm_av(int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                                int ka, int kb, const real *A, const real *B, real *O)
-{
-    bpg_seqmm(1, N, T, H, D, K, ka, kb, A, B, O);
-}
-
-static inline void bpg_seqmm_atv(int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                                 int ka, int kb, const real *A, const real *B, real *O)
-{
-    bpg_seqmm(2, N, T, H, D, K, ka, kb, A, B, O);
 }
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
@@ -810,7 +802,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -842,7 +834,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
@@ -1055,7 +1047,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1087,7 +1079,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
@@ -1185,7 +1177,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     /* the label's logit */
     /* o_label = o_pick·1 */
     bpg_rowsum(8*N, 16, v_o_pick, v_o_label);
-    /* the loss terms of real steps only */
+    /* the terms of real steps only */
     /* real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
     #pragma omp simd
     for (int64_t k = 0; k < 8*N; k++) v_real_terms[k] = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
@@ -1445,7 +1437,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1477,7 +1469,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
@@ -1588,7 +1580,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* the label's logit */
     /* o_label = o_pick·1 */
     bpg_rowsum(8*N, 16, v_o_pick, v_o_label);
-    /* the loss terms of real steps only */
+    /* the terms of real steps only */
     /* real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
     #pragma omp simd
     for (int64_t k = 0; k < 8*N; k++) v_real_terms[k] = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
@@ -1641,7 +1633,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
 
     /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
-    /*   (the loss terms of real steps only) */
+    /*   (the terms of real steps only) */
     /* d_loss_terms = d_loss_sum ⊙ mask */
     #pragma omp simd
     for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
@@ -1778,9 +1770,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -1820,9 +1812,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -2326,11 +2318,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -2380,11 +2372,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -2584,7 +2576,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
 
     /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label) */
-    /*   (the loss terms of real steps only) */
+    /*   (the terms of real steps only) */
     /* d_loss_terms = d_loss_sum ⊙ mask */
     #pragma omp simd
     for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
@@ -2821,20 +2813,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
     /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
     /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
     /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
     /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
     /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -2911,20 +2903,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
     /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
     /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
     /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
     /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
     /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_K[k] = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];
@@ -3400,11 +3392,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -3454,11 +3446,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -3781,9 +3773,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -3823,9 +3815,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -4099,7 +4091,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -4131,7 +4123,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
@@ -4244,7 +4236,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
 
     /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label) */
-    /*   (the loss terms of real steps only) */
+    /*   (the terms of real steps only) */
     /* d_loss_terms = d_loss_sum ⊙ mask */
     #pragma omp simd
     for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
@@ -4349,9 +4341,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -4391,9 +4383,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 }
 
 /* ---- hessian_columns: workspace 25232*N + 6680 elements ---- */
@@ -4571,7 +4563,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -4603,7 +4595,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
@@ -4722,7 +4714,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
 
     /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label) */
-    /*   (the loss terms of real steps only) */
+    /*   (the terms of real steps only) */
     /* d_loss_terms = d_loss_sum ⊙ mask */
     #pragma omp simd
     for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
@@ -4843,9 +4835,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_qk(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -4896,9 +4888,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_av(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_atv(N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -5239,9 +5231,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_qk(NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);
+        bpg_seqmm(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
         /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_qk(NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);
+        bpg_seqmm(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
         /* r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b) */
         for (int64_t rr = 0; rr < 16*NB; rr++)
             for (int64_t d = 0; d < K; d++) {
@@ -5271,9 +5263,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-        bpg_seqmm_av(NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);
+        bpg_seqmm(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
         /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-        bpg_seqmm_av(NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);
+        bpg_seqmm(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
         /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -5580,16 +5572,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
         /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
         /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_qk(NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);
+        bpg_seqmm(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
         /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_qk(NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);
+        bpg_seqmm(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
         /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
         /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-        bpg_seqmm_atv(NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);
+        bpg_seqmm(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
         /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-        bpg_seqmm_atv(NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);
+        bpg_seqmm(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
         /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -5637,16 +5629,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ  (not stored in this function: attn_mha_QK) */
         /*   (attn_mha: per sample and head, the queries times the keys transposed) */
         /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-        bpg_seqmm_av(NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);
+        bpg_seqmm(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
         /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-        bpg_seqmm_av(NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);
+        bpg_seqmm(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
         /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
         /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-        bpg_seqmm_atv(NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);
+        bpg_seqmm(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
         /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-        bpg_seqmm_atv(NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);
+        bpg_seqmm(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
         /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_K[k] = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];
@@ -5834,6 +5826,7 @@ typedef int64_t bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_LOSS_ALL_STEPS 1
 #define BPGF_SEQ_OUT 1
 #define BPGF_BYTES_PER_SAMPLE 201984
+#define BPGS_MIN_ROWS 8
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
 #define BPGF_WORK_PER_SAMPLE 41768
 #define BPGF_OUT_FORWARD_A 128
@@ -5843,30 +5836,39 @@ typedef int64_t bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_OUT_HVP_B 3936
 #define BPGF_WS_FORWARD_A 4424
 #define BPGF_WS_FORWARD_B 0
-#define BPGF_FN_FORWARD ((size_t)4416 * (size_t)N + 0)
 #define BPGF_HAVE_FORWARD 1
 #define BPGF_WS_LOSS_A 4840
 #define BPGF_WS_LOSS_B 3400
-#define BPGF_FN_LOSS ((size_t)4832 * (size_t)N + 3400)
 #define BPGF_HAVE_LOSS 1
 #define BPGF_WS_LOSS_AND_GRAD_A 10288
 #define BPGF_WS_LOSS_AND_GRAD_B 6736
-#define BPGF_FN_LOSS_AND_GRAD ((size_t)10280 * (size_t)N + 6736)
 #define BPGF_HAVE_LOSS_AND_GRAD 1
 #define BPGF_WS_HVP_A 24200
 #define BPGF_WS_HVP_B 6672
-#define BPGF_FN_HVP ((size_t)24192 * (size_t)N + 6672)
 #define BPGF_HAVE_HVP 1
+#define BPGF_N_MASKS 1  /* a sequence's masks after x (lengths) */
+/* where a call of N samples keeps its masks in its workspace: past the
+   generated function's own */
+static size_t bpgf_mask_at(int entry, int64_t N)
+{
+    return entry == 0 ? (size_t)4416 * (size_t)N + 0 : entry == 1 ? (size_t)4832 * (size_t)N + 3400
+        : entry == 2 ? (size_t)10280 * (size_t)N + 6736 : (size_t)24192 * (size_t)N + 6672;
+}
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */
-static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *y,
-                      const real *const *p, const real *const *v, real *out, real *ws)
+static void bpgf_call(int entry, int64_t N, const bpgf_x_t *x, const real *mk,
+                      const real *y, const real *const *p, const real *const *v,
+                      real *out, real *ws)
 {
-    /* a call without lengths: every step real (mask 1), and a reversed
+    /* mk: the masks (BPGF_N_MASKS blocks of T*N, lengths given); NULL: a
+       call without lengths: every step real (mask 1), and a reversed
        loop's truncation every k steps from the last step (0 there) */
-    real *m = ws + (entry == 0 ? BPGF_FN_FORWARD : entry == 1 ? BPGF_FN_LOSS
-                    : entry == 2 ? BPGF_FN_LOSS_AND_GRAD : BPGF_FN_HVP);
-    for (int64_t k = 0; k < (int64_t)BPGF_STEPS * N; k++) m[k] = 1;
+    const real *m = mk;
+    if (!m) {
+        real *w = ws + bpgf_mask_at(entry, N);
+        for (int64_t k = 0; k < (int64_t)BPGF_STEPS * N; k++) w[k] = 1;
+        m = w;
+    }
     if (entry == 0)
         bpg_forward(N, x, m + 0*N, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19], out, ws);
     else if (entry == 1)
@@ -5938,6 +5940,14 @@ static const char *const bpgf_names[BPGF_ENTRIES] = {"forward", "loss", "loss_an
                                                      "hvp"};
 static const int bpgf_enabled[BPGF_ENTRIES] = {BPGF_HAVE_FORWARD, BPGF_HAVE_LOSS,
                                                BPGF_HAVE_LOSS_AND_GRAD, BPGF_HAVE_HVP};
+/* the calls themselves, split across threads or not (runtime/split.c,
+   pasted after this file) */
+size_t bpg_entry_ws(int entry, int64_t N);
+void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+                   const real *const *p,
+                   const real *const *v, real *out, real *ws, size_t cap);
+static double bpgs_min_work;    /* the least work of a large call (split.c) */
+
 /* calls handled here and calls handed to the Python path, per entry point
    (counted with the GIL held; read by the module's tests) */
 static int64_t bpgf_counts[BPGF_ENTRIES][2];
@@ -6259,12 +6269,6 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
     pl->y_moved = pl->with_y && !pl->labels && BPGF_LOSS_ALL_STEPS && BPGF_STEPS;
     pl->out_in_ws = entry == BPGF_E_LOSS || (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT);
     const size_t y_rows = (size_t)N * (BPGF_LOSS_ALL_STEPS ? (size_t)T : 1);
-    const int64_t wa = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_A
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_A
-        : entry == BPGF_E_HVP ? BPGF_WS_HVP_A : BPGF_WS_LOSS_AND_GRAD_A;
-    const int64_t wb = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_B
-        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_B
-        : entry == BPGF_E_HVP ? BPGF_WS_HVP_B : BPGF_WS_LOSS_AND_GRAD_B;
     pl->out_size = entry == BPGF_E_LOSS ? BPGF_OUT_LOSS_B
         : entry == BPGF_E_HVP ? BPGF_OUT_HVP_B : BPGF_OUT_LOSS_AND_GRAD_B;
     if (entry == BPGF_E_FORWARD) {
@@ -6273,8 +6277,9 @@ static int bpgf_plan_call(int entry, int64_t N, bpgf_plan *pl)
             || !bpgf_madd(&pl->out_size, 1, BPGF_OUT_FORWARD_B))
             return 0;
     }
-    pl->ws_size = (size_t)wb;
-    if (!bpgf_madd(&pl->ws_size, (size_t)N, (size_t)wa) || !bpgf_round(&pl->ws_size))
+    /* the generated function's part, or its slices' (runtime/split.c) */
+    pl->ws_size = bpg_entry_ws(entry, N);
+    if (!pl->ws_size)
         return 0;
     pl->at_y = pl->ws_size;
     if ((pl->labels || pl->y_moved)
@@ -6446,16 +6451,16 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         /* the GIL is let go for calls long enough to be worth it (the
            parameters are held; x and y are the caller's arguments) */
         const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
-        if (work >= BPGF_GIL_WORK) {
-            /* (its turn for the BLAS threads, see bpg_threads_enter; a call
-               below BPGF_GIL_WORK has no product the BLAS would thread) */
+        if (work >= BPGF_GIL_WORK || bpgs_min_work < BPGF_GIL_WORK) {
+            /* (its turn for the threads, split or the BLAS's, see split.c;
+               a call below BPGF_GIL_WORK has no product the BLAS would
+               thread, and is never split, unless the tests lower the
+               threshold with bpg_split_rule) */
             Py_BEGIN_ALLOW_THREADS
-            const int large = bpg_threads_enter(entry == BPGF_E_HVP ? 3 * work : work);
-            bpgf_call(entry, N, xp, yp, p, v, out, ws);
-            bpg_threads_leave(large);
+            bpg_entry_run(entry, N, xp, NULL, yp, p, v, out, ws, pl.at_y);
             Py_END_ALLOW_THREADS
         } else {
-            bpgf_call(entry, N, xp, yp, p, v, out, ws);
+            bpgf_call(entry, N, xp, NULL, yp, p, v, out, ws);
         }
         ok = bpgf_finite(out, pl.out_size);     /* else the Python path blames an input */
         if (ok && entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)  /* (T*N, K) -> (N, T, K) */
@@ -6593,4 +6598,413 @@ int bpgf_install(void *globals)
         PyErr_Clear();
     PyGILState_Release(gil);
     return ok;
+}
+
+/* A large call's batch split across threads (docs/performance.md,
+   "Threads"): forward, loss, loss_and_grad and hvp, from the C entry points
+   (fastcall.c) and the Python path (call.py) alike, through bpg_entry_run.
+   Copied verbatim after fastcall.c (whose size checks and constants it
+   uses; fastcall.py).
+
+   A call the thread rule makes large (bpg_threads_take: the count n > 1 and
+   N times one sample's work at least BPG_THREADS_MIN_WORK) runs as
+   s = min(n, N / BPGS_MIN_ROWS) contiguous slices of the batch when s >= 2,
+   sizes differing by at most one (slice i: samples floor(N*i/s) ..
+   floor(N*(i+1)/s) - 1), each on its own thread (the
+   calling thread runs slice 0), each calling the generated function on its
+   slice with its own workspace while the BLAS stays at 1 thread.  Any other
+   large call hands its products to the BLAS's n threads instead, and a
+   small call runs on the calling thread alone.
+
+   The slices' results are combined in a fixed order, so a result depends
+   only on n and N, never on timing:
+   - forward: each slice writes its own rows of the output (time-major
+     outputs: its rows of every step);
+   - loss, loss_and_grad, hvp: every output is a mean over the batch's
+     samples (and steps) plus the l2 term, so with slice i's output o_i
+     (its own mean plus the same l2 term) and weight w_i = N_i / N,
+     sum_i w_i o_i = (1/N) sum_i N_i mean_i + (sum_i w_i) l2 = the batch's
+     output, the weights summing to 1.  Each entry of the output is
+     w_0 o_0 + w_1 o_1 + ... in that order, whichever thread computes it
+     (each thread a fixed range of entries, after every slice is done).
+     A padded batch whose loss reads every step (lengths given) averages
+     over its real (sample, step) pairs: w_i is then slice i's share of
+     them (bpgs_weights).
+
+   The per-sample inputs are sliced by bpgs_rows: an array of T blocks of N
+   rows (batch-first: T = 1, the slice is a pointer into it; time-major
+   sequences: T steps, each block's rows of the slice copied into the
+   slice's workspace).  Any other per-sample argument (an (N,) array: T = 1,
+   a row of one element) slices the same way.
+
+   The threads are created for the call and joined before it returns (no
+   pool survives a call, so fork() needs no care); creating and joining one
+   took 50-95 us on a loaded machine, against the >= 1 ms of a call this
+   large.  A thread that
+   cannot be created has its slice run by the calling thread (same result).
+   When the workspace the caller sized (for the count at the time) is too
+   small, because the count changed since, the slices get their own block;
+   if that cannot be allocated either, the call runs unsplit. */
+
+/* the fewest samples a slice may have: below, the BLAS's threads do the
+   call (fastcall.py sets it: 8 for sequences and images, never for
+   networks of dense layers alone, see docs/performance.md) */
+#ifndef BPGS_MIN_ROWS
+#define BPGS_MIN_ROWS 8
+#endif
+#define BPGS_MAX 256         /* slices at most */
+static int64_t bpgs_min_rows = BPGS_MIN_ROWS;
+static double bpgs_min_work = BPG_THREADS_MIN_WORK;
+static int64_t bpgs_calls;          /* calls run split (read by the tests) */
+
+/* The rule from now on, for this module (tests and measurements): *rows,
+   the fewest samples per slice (1 splits any large call of 2 or more
+   samples, a huge number none), and *work, the least work of a large call;
+   a value below 1 (below 0 for the work) keeps the current one.  Both are
+   replaced by the values before. */
+void bpg_split_rule(int64_t *rows, double *work)
+{
+    const int64_t old_rows = bpgs_min_rows;
+    const double old_work = bpgs_min_work;
+    if (*rows >= 1)
+        bpgs_min_rows = *rows;
+    if (*work >= 0)
+        bpgs_min_work = *work;
+    *rows = old_rows;
+    *work = old_work;
+}
+
+/* the number of calls that ran split */
+int64_t bpg_split_calls(void)
+{
+    return __atomic_load_n(&bpgs_calls, __ATOMIC_RELAXED);
+}
+
+/* the work of N samples of an entry point (the thread rule's and the GIL's
+   measure: hvp's is ~3 times the first-order functions') */
+static double bpgs_work(int entry, int64_t N)
+{
+    const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
+    return entry == BPGF_E_HVP ? 3 * work : work;
+}
+
+/* the slices a call of N samples at count n runs as: n, or fewer when a
+   slice would have fewer than bpgs_min_rows samples (1: unsplit) */
+static int bpgs_slices(int64_t N, int n)
+{
+    const int64_t most = N / bpgs_min_rows;
+    if (n > BPGS_MAX)
+        n = BPGS_MAX;
+    return most >= n ? n : most >= 2 ? (int)most : 1;
+}
+
+/* elements, rounded up to whole 64-byte lines */
+static size_t bpgs_round(size_t size)
+{
+    const size_t unit = 64 / sizeof(real);
+    return (size + unit - 1) / unit * unit;
+}
+
+/* the output's elements not proportional to N (all of it, for loss,
+   loss_and_grad and hvp) */
+static size_t bpgs_out_fixed(int entry)
+{
+    return entry == BPGF_E_LOSS ? BPGF_OUT_LOSS_B
+        : entry == BPGF_E_HVP ? BPGF_OUT_HVP_B
+        : entry == BPGF_E_LOSS_AND_GRAD ? BPGF_OUT_LOSS_AND_GRAD_B : 0;
+}
+
+/* The workspace of one slice of m samples: the generated function's, then
+   its x and y gathered (time-major ones only), then its own output (the
+   reduced outputs, or a time-major forward output); 0 on overflow.
+   Offsets into it in at[0..2] (x, y, out) when `at` is not NULL. */
+static size_t bpgs_slice_ws(int entry, int64_t m, size_t *at)
+{
+    const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
+    const int64_t wa = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_A
+        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_A
+        : entry == BPGF_E_HVP ? BPGF_WS_HVP_A : BPGF_WS_LOSS_AND_GRAD_A;
+    const int64_t wb = entry == BPGF_E_FORWARD ? BPGF_WS_FORWARD_B
+        : entry == BPGF_E_LOSS ? BPGF_WS_LOSS_B
+        : entry == BPGF_E_HVP ? BPGF_WS_HVP_B : BPGF_WS_LOSS_AND_GRAD_B;
+    size_t size = (size_t)wb, parts[3];
+    if (!bpgf_madd(&size, (size_t)m, (size_t)wa) || !bpgf_round(&size))
+        return 0;
+    parts[0] = size;                    /* x, time-major: gathered */
+    if (BPGF_STEPS && (!bpgf_madd(&size, (size_t)m, BPGF_IN_SIZE * BPGF_X_REALS)
+                       || !bpgf_round(&size)))
+        return 0;
+    parts[1] = size;                    /* y, time-major (every step's loss) */
+    if (entry != BPGF_E_FORWARD && BPGF_LOSS_ALL_STEPS
+        && (!bpgf_madd(&size, (size_t)m * (size_t)T, BPGF_K) || !bpgf_round(&size)))
+        return 0;
+    parts[2] = size;                    /* the slice's output */
+    if (entry != BPGF_E_FORWARD && (!bpgf_madd(&size, 1, bpgs_out_fixed(entry))
+                                    || !bpgf_round(&size)))
+        return 0;
+    if (entry == BPGF_E_FORWARD && BPGF_SEQ_OUT
+        && (!bpgf_madd(&size, (size_t)m * (size_t)T, BPGF_K) || !bpgf_round(&size)))
+        return 0;
+    if (at)
+        memcpy(at, parts, sizeof parts);
+    return size;
+}
+
+/* the first sample of slice i of n */
+static int64_t bpgs_start(int64_t N, int n, int i)
+{
+    return (int64_t)(((__int128)N * i) / n);
+}
+
+/* The workspace (elements) a call of N samples needs at count n: unsplit,
+   the generated function's; split, every slice's; 0 on overflow. */
+static size_t bpgs_ws_need(int entry, int64_t N, int n)
+{
+    const int s = bpgs_slices(N, n);
+    if (s == 1) {
+        size_t at[3];
+        return bpgs_slice_ws(entry, N, at) ? at[0] : 0;
+    }
+    size_t total = 0;
+    for (int i = 0; i < s; i++) {
+        const size_t one = bpgs_slice_ws(entry, bpgs_start(N, s, i + 1) - bpgs_start(N, s, i),
+                                         NULL);
+        if (!one || !bpgf_madd(&total, 1, one))
+            return 0;
+    }
+    return total;
+}
+
+/* Rows a .. a+m-1 of each of T blocks of N rows of `row` bytes: in place when
+   T == 1, else copied, block after block, to `dst`. */
+static const void *bpgs_rows(const void *src, int64_t N, int64_t T, size_t row, int64_t a,
+                             int64_t m, void *dst)
+{
+    if (T == 1)
+        return (const char *)src + (size_t)a * row;
+    for (int64_t t = 0; t < T; t++)
+        memcpy((char *)dst + (size_t)(t * m) * row, (const char *)src + (size_t)(t * N + a) * row,
+               (size_t)m * row);
+    return dst;
+}
+
+typedef struct {
+    int entry, n;
+    int64_t N;
+    const bpgf_x_t *x;
+    const real *mk;             /* the masks (lengths given), or NULL */
+    const real *y;
+    const real *const *p, *const *v;
+    real *out;
+    real *ws;
+    size_t at[BPGS_MAX];        /* slice i's workspace: ws + at[i] */
+    double w[BPGS_MAX];         /* slice i's weight (bpgs_weights) */
+    pthread_mutex_t lock;
+    pthread_cond_t all_done;
+    int done;                   /* slices finished */
+} bpgs_job;
+
+typedef struct {
+    bpgs_job *job;
+    int i;
+} bpgs_task;
+
+/* slice i: its inputs, the generated function, its output */
+static void bpgs_run_slice(bpgs_job *j, int i)
+{
+    const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
+    const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+    real *ws = j->ws + j->at[i];
+    size_t at[3];
+    bpgs_slice_ws(j->entry, m, at);
+    const bpgf_x_t *x = bpgs_rows(j->x, j->N, T, sizeof(bpgf_x_t) * (BPGF_IN_SIZE / T), a, m,
+                                  ws + at[0]);
+    const real *y = NULL;
+    if (j->entry != BPGF_E_FORWARD)
+        y = bpgs_rows(j->y, j->N, BPGF_LOSS_ALL_STEPS ? T : 1, sizeof(real) * BPGF_K, a, m,
+                      ws + at[1]);
+    const real *mk = NULL;
+#if BPGF_N_MASKS
+    if (j->mk) {        /* its rows of every step of each mask, where the call keeps them */
+        real *to = ws + bpgf_mask_at(j->entry, m);
+        for (int k = 0; k < BPGF_N_MASKS; k++)
+            bpgs_rows(j->mk + (size_t)k * (size_t)(T * j->N), j->N, T, sizeof(real), a, m,
+                      to + (size_t)k * (size_t)(T * m));
+        mk = to;
+    }
+#endif
+    real *out = ws + at[2];
+    if (j->entry == BPGF_E_FORWARD && !BPGF_SEQ_OUT)
+        out = j->out + (size_t)a * BPGF_K;             /* its own rows */
+    bpgf_call(j->entry, m, x, mk, y, j->p, j->v, out, ws);
+    if (j->entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)    /* its rows of every step */
+        for (int64_t t = 0; t < T; t++)
+            memcpy(j->out + (size_t)(t * j->N + a) * BPGF_K, out + (size_t)(t * m) * BPGF_K,
+                   sizeof(real) * (size_t)m * BPGF_K);
+}
+
+/* each slice's weight in the combined output: its share of the terms the
+   loss averages: samples (or samples times steps, the same share), or, for
+   a loss over every step of a padded batch (lengths given), its share of
+   the real (sample, step) pairs, the sum of the first mask over its rows */
+static void bpgs_weights(bpgs_job *j)
+{
+    double total = 0, part[BPGS_MAX];
+    for (int i = 0; i < j->n; i++) {
+        const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+        part[i] = (double)m;
+#if BPGF_N_MASKS
+        if (j->mk && BPGF_LOSS_ALL_STEPS) {
+            part[i] = 0;
+            for (int64_t t = 0; t < BPGF_STEPS; t++)
+                for (int64_t n = a; n < a + m; n++)
+                    part[i] += (double)j->mk[t * j->N + n];
+        }
+#endif
+        total += part[i];
+    }
+    for (int i = 0; i < j->n; i++)
+        j->w[i] = part[i] / total;
+}
+
+/* after `slices` slices are done here, wait for every other */
+static void bpgs_arrive(bpgs_job *j, int slices)
+{
+    pthread_mutex_lock(&j->lock);
+    j->done += slices;
+    if (j->done == j->n)
+        pthread_cond_broadcast(&j->all_done);
+    while (j->done < j->n)
+        pthread_cond_wait(&j->all_done, &j->lock);
+    pthread_mutex_unlock(&j->lock);
+}
+
+/* part i of n of the weighted sum of the slices' outputs: entries
+   [S*i/n, S*(i+1)/n) (rounded to 64-byte lines), each the sum over the
+   slices in order */
+static BPG_ENTRY void bpgs_reduce(bpgs_job *j, int part)
+{
+    const size_t S = bpgs_out_fixed(j->entry), unit = 64 / sizeof(real);
+    const size_t lo = S * (size_t)part / (size_t)j->n / unit * unit;
+    const size_t hi = part + 1 == j->n ? S : S * (size_t)(part + 1) / (size_t)j->n / unit * unit;
+    for (int i = 0; i < j->n; i++) {
+        size_t at[3];
+        const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
+        bpgs_slice_ws(j->entry, m, at);
+        const real w = (real)j->w[i];
+        const real *restrict o = j->ws + j->at[i] + at[2];
+        real *restrict out = j->out;
+        if (i == 0) {
+#pragma omp simd
+            for (size_t k = lo; k < hi; k++)
+                out[k] = w * o[k];
+        } else {
+#pragma omp simd
+            for (size_t k = lo; k < hi; k++)
+                out[k] += w * o[k];
+        }
+    }
+}
+
+static void *bpgs_thread(void *arg)
+{
+    bpgs_task *task = arg;
+    bpgs_run_slice(task->job, task->i);
+    bpgs_arrive(task->job, 1);
+    if (task->job->entry != BPGF_E_FORWARD)
+        bpgs_reduce(task->job, task->i);
+    return NULL;
+}
+
+/* the call split into n slices over ws (laid out by bpgs_ws_need) */
+static void bpgs_split(bpgs_job *j)
+{
+    pthread_t tid[BPGS_MAX];
+    bpgs_task task[BPGS_MAX];
+    int made[BPGS_MAX] = {0}, here = 1;
+    size_t offset = 0;
+    for (int i = 0; i < j->n; i++) {
+        j->at[i] = offset;
+        offset += bpgs_slice_ws(j->entry, bpgs_start(j->N, j->n, i + 1) - bpgs_start(j->N, j->n, i),
+                                NULL);
+    }
+    bpgs_weights(j);
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_cond_init(&j->all_done, NULL);
+    j->done = 0;
+    for (int i = 1; i < j->n; i++) {
+        task[i] = (bpgs_task){j, i};
+        made[i] = pthread_create(&tid[i], NULL, bpgs_thread, &task[i]) == 0;
+    }
+    bpgs_run_slice(j, 0);
+    for (int i = 1; i < j->n; i++)
+        if (!made[i]) {
+            bpgs_run_slice(j, i);
+            here++;
+        }
+    bpgs_arrive(j, here);
+    if (j->entry != BPGF_E_FORWARD)
+        for (int i = 0; i < j->n; i++)
+            if (i == 0 || !made[i])
+                bpgs_reduce(j, i);
+    for (int i = 1; i < j->n; i++)
+        if (made[i])
+            pthread_join(tid[i], NULL);
+    pthread_cond_destroy(&j->all_done);
+    pthread_mutex_destroy(&j->lock);
+}
+
+/* The workspace (elements) bpg_entry_run wants for N samples at the
+   current count; 0 on overflow. */
+size_t bpg_entry_ws(int entry, int64_t N)
+{
+    const int n = bpg_get_threads();
+    const size_t split = bpgs_ws_need(entry, N, bpgs_work(entry, N) >= bpgs_min_work ? n : 1);
+    const size_t whole = bpgs_ws_need(entry, N, 1);
+    return split && whole ? (split > whole ? split : whole) : 0;
+}
+
+/* One call of entry point `entry` (0 forward, 1 loss, 2 loss_and_grad,
+   3 hvp) on N samples: x and y as the generated function reads them (x
+   time-major for sequences, y one-hot or real, time-major when the loss
+   reads every step), the parameters p (and hvp's v) as pointer arrays, the
+   output `out` as the generated function writes it, `ws` a workspace of
+   `cap` elements (at least bpgs_ws_need(entry, N, 1)).  Takes the call's
+   turn (the thread rule), runs it split, with the BLAS's threads, or on
+   this thread alone, and gives the turn back.  Call it without the GIL. */
+void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+                   const real *const *p, const real *const *v, real *out, real *ws, size_t cap)
+{
+    const double work = bpgs_work(entry, N);
+    /* the count decides: split when the slices are large enough */
+    const int want = bpg_get_threads();
+    const int large = work >= bpgs_min_work;
+    const int split = large && want > 1 && bpgs_slices(N, want) > 1;
+    const int n = bpg_threads_take(large, !split);
+    const int s = n > 1 ? bpgs_slices(N, n) : 1;
+    if (s > 1 && split) {
+        const size_t need = bpgs_ws_need(entry, N, s);
+        real *own = NULL;
+        if (need > cap && posix_memalign((void **)&own, 64, need * sizeof(real)) != 0)
+            own = NULL;
+        if (need <= cap || own) {
+            bpgs_job j = {.entry = entry, .n = s, .N = N, .x = x, .mk = mk, .y = y, .p = p, .v = v,
+                          .out = out, .ws = own ? own : ws};
+            bpgs_split(&j);
+            __atomic_add_fetch(&bpgs_calls, 1, __ATOMIC_RELAXED);
+            free(own);
+            bpg_threads_leave(1);
+            return;
+        }
+    }
+    if (n > 1 && split)     /* a large call after all unsplit: the BLAS's threads */
+        bpg_threads_apply(n);
+    bpgf_call(entry, N, x, mk, y, p, v, out, ws);
+    bpg_threads_leave(n > 1);
+}
+
+/* 1 when entry point `entry` is compiled here (bpgf_call can run it) */
+int bpg_entry_have(int entry)
+{
+    return entry >= 0 && entry < BPGF_ENTRIES && bpgf_enabled[entry];
 }

@@ -4,7 +4,7 @@ Regenerate with: bpgen build tiny_transformer.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (tiny_transformer_c.c, compiled through cffi into
-_bpgen_tiny_transformer_77b3e9fbd677) then never reads or writes out of bounds.
+_bpgen_tiny_transformer_ee53372f592d) then never reads or writes out of bounds.
 Derivation document: bpgen doc tiny_transformer.yaml
 """
 import collections
@@ -122,8 +122,8 @@ _OUTPUTS = {
     "ggn_vp": [(0, 0, 0, 256, 16), (0, 256, 0, 128, 16), (0, 384, 0, 16, 16), (0, 400, 0, 16, 16), (0, 416, 0, 256, 16), (0, 672, 0, 256, 16), (0, 928, 0, 256, 16), (0, 1184, 0, 256, 16), (0, 1440, 0, 16, 16), (0, 1456, 0, 16, 16), (0, 1472, 0, 16, 16), (0, 1488, 0, 16, 16), (0, 1504, 0, 16, 16), (0, 1520, 0, 16, 16), (0, 1536, 0, 1024, 64), (0, 2560, 0, 64, 64), (0, 2624, 0, 1024, 16), (0, 3648, 0, 16, 16), (0, 3664, 0, 256, 16), (0, 3920, 0, 16, 16)],
     "grad_factors": [(0, 0, 128, 0, 16), (128, 0, 128, 0, 16), (256, 0, 128, 0, 16), (384, 0, 128, 0, 16), (512, 0, 128, 0, 16), (640, 0, 128, 0, 16), (768, 0, 128, 0, 16), (896, 0, 512, 0, 64), (1408, 0, 512, 0, 64), (1920, 0, 128, 0, 16), (2048, 0, 128, 0, 16), (2176, 0, 128, 0, 16)],
 }
-EXTENSION = "_bpgen_tiny_transformer_77b3e9fbd677"
-CDEF = "void bpg_forward(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *v_v_emb_E, const double *v_v_emb_P, const double *v_v_attn_norm_g, const double *v_v_attn_norm_b, const double *v_v_attn_mha_Wq, const double *v_v_attn_mha_Wk, const double *v_v_attn_mha_Wv, const double *v_v_attn_mha_Wo, const double *v_v_attn_mha_bq, const double *v_v_attn_mha_bk, const double *v_v_attn_mha_bv, const double *v_v_attn_mha_bo, const double *v_v_mlp_norm_g, const double *v_v_mlp_norm_b, const double *v_v_mlp_up_W, const double *v_v_mlp_up_b, const double *v_v_mlp_down_W, const double *v_v_mlp_down_b, const double *v_v_head_W, const double *v_v_head_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *v_v_emb_E, const double *v_v_emb_P, const double *v_v_attn_norm_g, const double *v_v_attn_norm_b, const double *v_v_attn_mha_Wq, const double *v_v_attn_mha_Wk, const double *v_v_attn_mha_Wv, const double *v_v_attn_mha_Wo, const double *v_v_attn_mha_bq, const double *v_v_attn_mha_bk, const double *v_v_attn_mha_bv, const double *v_v_attn_mha_bo, const double *v_v_mlp_norm_g, const double *v_v_mlp_norm_b, const double *v_v_mlp_up_W, const double *v_v_mlp_up_b, const double *v_v_mlp_down_W, const double *v_v_mlp_down_b, const double *v_v_head_W, const double *v_v_head_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);"
+EXTENSION = "_bpgen_tiny_transformer_ee53372f592d"
+CDEF = "void bpg_forward(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *v_v_emb_E, const double *v_v_emb_P, const double *v_v_attn_norm_g, const double *v_v_attn_norm_b, const double *v_v_attn_mha_Wq, const double *v_v_attn_mha_Wk, const double *v_v_attn_mha_Wv, const double *v_v_attn_mha_Wo, const double *v_v_attn_mha_bq, const double *v_v_attn_mha_bk, const double *v_v_attn_mha_bv, const double *v_v_attn_mha_bo, const double *v_v_mlp_norm_g, const double *v_v_mlp_norm_b, const double *v_v_mlp_up_W, const double *v_v_mlp_up_b, const double *v_v_mlp_down_W, const double *v_v_mlp_down_b, const double *v_v_head_W, const double *v_v_head_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *v_v_emb_E, const double *v_v_emb_P, const double *v_v_attn_norm_g, const double *v_v_attn_norm_b, const double *v_v_attn_mha_Wq, const double *v_v_attn_mha_Wk, const double *v_v_attn_mha_Wv, const double *v_v_attn_mha_Wo, const double *v_v_attn_mha_bq, const double *v_v_attn_mha_bk, const double *v_v_attn_mha_bv, const double *v_v_attn_mha_bo, const double *v_v_mlp_norm_g, const double *v_v_mlp_norm_b, const double *v_v_mlp_up_W, const double *v_v_mlp_up_b, const double *v_v_mlp_down_W, const double *v_v_mlp_down_b, const double *v_v_head_W, const double *v_v_head_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);\nint bpg_entry_have(int entry);\nvoid bpg_split_rule(int64_t *rows, double *work);\nint64_t bpg_split_calls(void);\nsize_t bpg_entry_ws(int entry, int64_t N);\nvoid bpg_entry_run(int entry, int64_t N, const void *x, const double *mk, const double *y, const double *const *p, const double *const *v, double *out, double *ws, size_t cap);"
 C_FILE = "tiny_transformer_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
@@ -983,7 +983,12 @@ def _workspace(name, n, extra=0):
     (one buffer for every function: none calls another); ``extra`` more
     elements after the function's own."""
     a, b = _WS[name]
-    need = max(a * n + b + extra, 1)
+    return _buffer(a * n + b + extra)
+
+
+def _buffer(need):
+    """The calling thread's workspace of at least ``need`` elements."""
+    need = max(need, 1)
     held = getattr(_LOCAL, "ws", None)
     if held is None or held[0].size < need:
         # aligned to 64 bytes (a cache line, an AVX-512 vector): at an
@@ -1002,11 +1007,64 @@ def release_workspace():
         lib.bpgf_release_workspace()
 
 
+#: the functions the C entry points also run (fastcall.c's order): through
+#: bpg_entry_run (split.c), which splits a large call's batch across threads
+_ENTRY_RUN = {"forward": 0, "loss": 1, "loss_and_grad": 2, "hvp": 3}
+
+
+def _entry_run(name, n, args, out):
+    """Run ``bpg_<name>`` as the C entry points do (the same thread rule,
+    batch split and so the same bits); False when the extension has no such
+    entry point."""
+    entry = _ENTRY_RUN.get(name)
+    if (entry is None or not hasattr(lib, "bpg_entry_run") or not lib.bpg_entry_have(entry)):
+        return False
+    need = lib.bpg_entry_ws(entry, n)
+    if not need:
+        return False
+    ws = _buffer(need)
+    # x, a sequence's masks (lengths), y (not forward's), the parameters, hvp's v
+    nm = 0 if STEPS is None else 2 if _TRUNCATE else 1      # noqa: F821 (constants)
+    mk = (numpy.concatenate([numpy.ravel(m) for m in args[1:1 + nm]]) if nm
+          else None)
+    ptrs = _pointers(args)
+    k = len(PARAM_SHAPES)
+    first = 1 + nm if name == "forward" else 2 + nm
+    y = ffi.NULL if name == "forward" else ptrs[1 + nm]
+    params = ffi.new(_PTR[:-2] + "*[]", ptrs[first:first + k])
+    v = ffi.new(_PTR[:-2] + "*[]", ptrs[first + k:]) if name == "hvp" else ffi.NULL
+    lib.bpg_entry_run(entry, n, ptrs[0], ffi.NULL if mk is None else ffi.from_buffer(_PTR, mk),
+                      y, params, v,
+                      ffi.from_buffer(_PTR, out, require_writable=True), ws,
+                      _LOCAL.ws[0].size)
+    return True
+
+
+def _split_rule(rows=0, work=-1.0):
+    """The batch split's rule for this module (runtime/split.c): the fewest
+    samples per slice and the least work of a large call, as they were
+    before; ``rows`` >= 1 and ``work`` >= 0 replace them (for tests and
+    measurements: (1, 0) splits every call of 2 or more samples when the
+    count is above 1).  (0, 0) when the module has no entry points."""
+    if not hasattr(lib, "bpg_split_rule"):
+        return 0, 0.0
+    r, w = ffi.new("int64_t *", rows), ffi.new("double *", work)
+    lib.bpg_split_rule(r, w)
+    return int(r[0]), float(w[0])
+
+
+def _split_calls():
+    """How many calls of this module ran split so far (for tests)."""
+    return int(lib.bpg_split_calls()) if hasattr(lib, "bpg_split_calls") else 0
+
+
 def _call(name, n, args):
     """Run ``bpg_<name>``: the flat output buffer.  The API has checked every
     input (shape, dtype, C-contiguity), so the C code stays in bounds."""
     a, b = _OUT_SIZE[name]
     out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
+    if _entry_run(name, n, args, out):
+        return out
     fb = ffi.from_buffer
     f, ws = getattr(lib, "bpg_" + name), _workspace(name, n)
     large = lib.bpg_threads_enter(n * (N_PARAMS + _WS[name][0]))

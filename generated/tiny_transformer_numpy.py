@@ -1288,7 +1288,7 @@ def _loss(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_
     # the label's logit
     # o_label = o_pick·1
     o_label = o_pick.sum(axis=1, keepdims=True)
-    # the loss terms of real steps only
+    # the terms of real steps only
     # real_terms = mask ⊙ (o_max - o_label + log(o_expsum))
     numpy.multiply(mask, -o_label + o_max + numpy.log(o_expsum), out=real_terms)
     # loss_sum = 1ᵀ·real_terms·1
@@ -1540,7 +1540,7 @@ def _loss_and_grad(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_
     # the label's logit
     # o_label = o_pick·1
     o_label = o_pick.sum(axis=1, keepdims=True)
-    # the loss terms of real steps only
+    # the terms of real steps only
     # real_terms = mask ⊙ (o_max - o_label + log(o_expsum))
     numpy.multiply(mask, -o_label + o_max + numpy.log(o_expsum), out=real_terms)
     # loss_sum = 1ᵀ·real_terms·1
@@ -1583,7 +1583,7 @@ def _loss_and_grad(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_
     numpy.divide(1, real_steps, out=d_loss_sum)
 
     # Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))
-    #   (the loss terms of real steps only)
+    #   (the terms of real steps only)
     # d_loss_terms = d_loss_sum ⊙ mask
     numpy.multiply(d_loss_sum, mask, out=d_loss_terms)
 
@@ -2193,7 +2193,7 @@ def _hvp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_m
     numpy.divide(1, real_steps, out=d_loss_sum)
 
     # Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label)
-    #   (the loss terms of real steps only)
+    #   (the terms of real steps only)
     # d_loss_terms = d_loss_sum ⊙ mask
     numpy.multiply(d_loss_sum, mask, out=d_loss_terms)
 
@@ -3259,7 +3259,7 @@ def _grad_factors(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     numpy.divide(1, real_steps, out=d_loss_sum)
 
     # Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label)
-    #   (the loss terms of real steps only)
+    #   (the terms of real steps only)
     # d_loss_terms = d_loss_sum ⊙ mask
     numpy.multiply(d_loss_sum, mask, out=d_loss_terms)
 
@@ -3500,7 +3500,7 @@ def _columns_head(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     d_loss_sum = real_steps**(-1.0)
 
     # Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label)
-    #   (the loss terms of real steps only)
+    #   (the terms of real steps only)
     # d_loss_terms = d_loss_sum ⊙ mask
     d_loss_terms = d_loss_sum*mask
 
