@@ -1,0 +1,83 @@
+/* Prelude of an exported network (bpgen export): what the runtime helpers
+   and the generated functions expect from bpgen/backends/c/runtime/prelude.c
+   (the element type `real`, its math functions, the product thresholds and
+   the optional BLAS call), without the Python module's parts: no threads,
+   no state, no allocation, no I/O, no compiler-specific attribute.  Before
+   this file: BPG_FLOAT32 (float elements) and, to send large products to a
+   CBLAS, BPG_USE_CBLAS with BPG_CBLAS_GEMM naming its ?gemm. */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef M_SQRT2
+#define M_SQRT2 1.41421356237309504880
+#endif
+
+#ifdef BPG_FLOAT32
+typedef float real;
+#define BPG_EXP expf
+#define BPG_LOG1P log1pf
+#define BPG_FABS fabsf
+#else
+typedef double real;
+#define BPG_EXP exp
+#define BPG_LOG1P log1p
+#define BPG_FABS fabs
+#endif
+
+/* The loops' `omp simd` hints: pragmas only when asked for (BPG_OPENMP_SIMD,
+   with -fopenmp-simd, or under OpenMP), so that a strict compilation
+   (-Wall: unknown pragmas) sees none. */
+#if defined(_OPENMP) || defined(BPG_OPENMP_SIMD)
+#define BPG_OMP(x) _Pragma(#x)
+#else
+#define BPG_OMP(x)
+#endif
+
+/* one plain copy of each function (the Python module's target_clones are
+   GCC- and glibc-specific) */
+#define BPG_ENTRY
+/* plain stores (the module's non-temporal ones are x86-specific) */
+#define bpg_put_nt(p, v) (*(p) = (v))
+#define BPG_USE_NT(ld) 0
+#define BPG_NT_FENCE() ((void)0)
+
+/* Products with at least this many multiply-adds (M·Nc·K) go to the BLAS
+   when there is one; smaller ones run inline (the module's thresholds). */
+#ifndef BPG_BLAS_MIN_NN
+#define BPG_BLAS_MIN_NN 16.0
+#endif
+#ifndef BPG_BLAS_MIN_TN
+#define BPG_BLAS_MIN_TN 128.0
+#endif
+#ifndef BPG_BLAS_MIN_NT
+#define BPG_BLAS_MIN_NT 512.0
+#endif
+
+#ifdef BPG_USE_CBLAS
+/* C = op(A)·op(B) by the CBLAS (row-major, 32-bit integer sizes) when the
+   product is large enough and its sizes fit an int; returns 0 to fall back
+   to the inline loops. */
+static int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                            const real *A, int64_t lda, const real *B, int64_t ldb,
+                            real *C, int64_t ldc, double min_madds)
+{
+    if ((double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
+        || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
+        return 0;
+    BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                   (int)M, (int)Nc, (int)K, 1, A, (int)lda, B, (int)ldb, 0, C, (int)ldc);
+    return 1;
+}
+
+/* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
+static int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K, const real *A,
+                         const real *B, real *C, double min_madds)
+{
+    return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
+}
+#else
+#define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+#define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
+#endif
