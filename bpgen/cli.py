@@ -35,6 +35,16 @@ def _cmd_build(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .export import export
+    layout = export(args.arch, args.out, prefix=args.prefix, functions=args.functions,
+                    max_batch=1 if args.max_batch is None else args.max_batch,
+                    progress=Progress(False if args.quiet else None), out_name="--out")
+    for path in layout.paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_show(args) -> int:
     from .hessian_text import render_hessian
     from .show import render
@@ -255,6 +265,25 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true",
                    help="no progress lines on stderr (shown only on a terminal anyway)")
     b.set_defaults(func=_cmd_build)
+
+    e = sub.add_parser("export", help="write an architecture as a standalone C99 library",
+                       description="Write ARCH as a standalone C99 library into DIR: "
+                                   "PREFIX.h, PREFIX.c (no allocation, no I/O, no state; "
+                                   "the caller passes the workspace), a Makefile and "
+                                   "example.c (docs/c-export.md).")
+    e.add_argument("arch", help="the architecture file (YAML)")
+    e.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    e.add_argument("--prefix", metavar="NAME",
+                   help="a C identifier starting every exported name (default: the "
+                        "architecture's name)")
+    e.add_argument("--functions", metavar="F1,F2,...",
+                   help="which functions: some of forward, loss, loss_and_grad, hvp, ggn_vp "
+                        "(default: forward,loss,loss_and_grad,hvp)")
+    e.add_argument("--max-batch", type=_positive_int, default=None, metavar="N",
+                   help="the batch size PREFIX_MAX_WORK_BYTES is for (default 1)")
+    e.add_argument("--quiet", action="store_true",
+                   help="no progress lines on stderr (shown only on a terminal anyway)")
+    e.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("show", help="print the derived equations in matrix form",
                        description="Print the forward pass, the loss and the derived "

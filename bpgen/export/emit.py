@@ -316,6 +316,22 @@ class _Network:
         return lines
 
 
+def _used(f: dict) -> dict:
+    """The generated function ``f`` with every parameter and workspace
+    pointer marked used (``(void)name;``): a strict compilation (-Wall
+    -Wextra -Werror) must not stop at one a network does not read (the
+    module's build turns those warnings off instead)."""
+    params = re.findall(r"(\w+)(?:,|\)$)", f["signature"])
+    local = [m.group(1) for d in f["decls"] for m in [re.search(r"\*const (\w+) =", d)] if m]
+    lines, line = ["/* not every one is read */"], ""
+    for name in params + local:
+        if line and len(line) + len(name) > 90:
+            lines.append(line.rstrip())
+            line = ""
+        line += f"(void){name}; "
+    return {**f, "decls": f["decls"] + lines + [line.rstrip()]}
+
+
 def _omp(text: str) -> str:
     """The loops' ``#pragma omp ...`` lines as BPG_OMP(...) (runtime/prelude.c
     of the export: pragmas only when asked for)."""
@@ -329,7 +345,7 @@ def emit_export(derived: Derived, prefix: str, functions=None, max_batch: int = 
     net = _Network(derived, prefix)
     used: set = set()
     tables: dict = {}
-    cores = [_function(derived, fn, used, tables) for fn in functions]
+    cores = [_used(_function(derived, fn, used, tables)) for fn in functions]
     layout = Layout(prefix=prefix, dtype=spec.dtype, n_params=net.n_params, params=net.params,
                     max_batch=max_batch)
     wrappers, prototypes, work_macros = [], [], []
@@ -417,6 +433,8 @@ def _macros(net: _Network, functions) -> list:
           "comment": "elements of one sample's x"},
          {"name": f"{p}_X_SIZE(n)", "value": f"((size_t)(n) * {net.in_size})",
           "comment": "elements of x"}]
+    m.append({"name": f"{p}_IS_SEQUENCE", "value": int(net.seq),
+              "comment": "1: x is a sequence (the functions take lengths)"})
     if net.seq:
         m.append({"name": f"{p}_STEPS", "value": net.T, "comment": "T, a sequence's steps"})
     if net.inp.x_dtype is not None:
