@@ -95,11 +95,10 @@ def _export(arch, tmp, prefix, functions=ALL, **kw):
     return out, layout
 
 
-def _compile(out, prefix, extra=(), flags=STRICT, threads=False):
-    exe = out / ("driver_" + "_".join(f.strip("-").replace("=", "_").replace(",", "_")
-                                      for f in extra) if extra else out / "driver")
+def _compile(out, prefix, extra=(), flags=STRICT, threads=False, libs=()):
+    exe = out / ("driver_x" if extra or libs or threads else "driver")
     cmd = [CC, *flags, *extra, f"-DPREFIX={prefix}", f'-DHEADER="{prefix}.h"', f"-I{out}",
-           DRIVER, str(out / f"{prefix}.c"), "-o", str(exe), "-lm"]
+           DRIVER, str(out / f"{prefix}.c"), "-o", str(exe), *libs, "-lm"]
     if threads:
         cmd[1:1] = ["-DDRIVER_THREADS", "-pthread"]
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -280,8 +279,8 @@ def test_cblas(name, tmp_path, builder):
     extra = [f"-D{prefix}_USE_CBLAS", f"-D{prefix}_CBLAS_GEMM={gemm}",
              f"-isystem{ob.get_include_dir()}", "-DBPG_BLAS_MIN_NN=0", "-DBPG_BLAS_MIN_TN=0",
              "-DBPG_BLAS_MIN_NT=0"]
-    exe = _compile(out, prefix, extra + [f"-L{lib}", f"-Wl,-rpath,{lib}",
-                                         f"-l{ob.get_library()}"])
+    exe = _compile(out, prefix, extra, libs=[f"-L{lib}", f"-Wl,-rpath,{lib}",
+                                             f"-l{ob.get_library()}"])
     nm = shutil.which("nm")
     if nm:
         syms = subprocess.run([nm, str(exe)], capture_output=True, text=True).stdout
