@@ -267,7 +267,8 @@ def _openblas():
 @pytest.mark.parametrize("name", ["mlp", "lstm_trunc", "birnn_gru32"])
 def test_cblas(name, tmp_path, builder):
     """-DNAME_USE_CBLAS against the scipy-openblas32 wheel's OpenBLAS (its
-    names are scipy_-prefixed: -DNAME_CBLAS_GEMM names the function)."""
+    names are scipy_-prefixed: -DNAME_CBLAS_GEMM names the function), every
+    product to the BLAS; with the loops' simd hints (-DNAME_OPENMP_SIMD)."""
     ob = _openblas()
     if ob is None:
         pytest.skip("scipy-openblas32 (a dependency of bpgen) is not importable")
@@ -277,6 +278,7 @@ def test_cblas(name, tmp_path, builder):
     gemm = "scipy_cblas_sgemm" if mod.DTYPE == np.float32 else "scipy_cblas_dgemm"
     lib = ob.get_lib_dir()
     extra = [f"-D{prefix}_USE_CBLAS", f"-D{prefix}_CBLAS_GEMM={gemm}",
+             "-fopenmp-simd", f"-D{prefix}_OPENMP_SIMD",
              f"-isystem{ob.get_include_dir()}", "-DBPG_BLAS_MIN_NN=0", "-DBPG_BLAS_MIN_TN=0",
              "-DBPG_BLAS_MIN_NT=0"]
     exe = _compile(out, prefix, extra, libs=[f"-L{lib}", f"-Wl,-rpath,{lib}",

@@ -35,6 +35,31 @@ typedef double real;
 #define BPG_OMP(x)
 #endif
 
+/* With the hints, glibc's vector math (libmvec, x86-64) as in the module's
+   prelude: declared `omp declare simd`, the elementwise loops call exp,
+   tanh, ... 2, 4 or 8 elements at a time. */
+#if defined(BPG_OPENMP_SIMD) && defined(__x86_64__) && defined(__GLIBC__) \
+    && defined(__GLIBC_PREREQ)
+#if __GLIBC_PREREQ(2, 35)
+#define BPG_SIMD_MATH(f) _Pragma("omp declare simd notinbranch") double f(double);
+#define BPG_SIMD_MATHF(f) _Pragma("omp declare simd notinbranch") float f(float);
+BPG_SIMD_MATH(exp)
+BPG_SIMD_MATHF(expf)
+BPG_SIMD_MATH(log)
+BPG_SIMD_MATHF(logf)
+BPG_SIMD_MATH(log1p)
+BPG_SIMD_MATHF(log1pf)
+BPG_SIMD_MATH(expm1)
+BPG_SIMD_MATHF(expm1f)
+BPG_SIMD_MATH(tanh)
+BPG_SIMD_MATHF(tanhf)
+BPG_SIMD_MATH(erf)
+BPG_SIMD_MATHF(erff)
+#undef BPG_SIMD_MATH
+#undef BPG_SIMD_MATHF
+#endif
+#endif
+
 /* one plain copy of each function (the Python module's target_clones are
    GCC- and glibc-specific) */
 #define BPG_ENTRY
@@ -56,24 +81,56 @@ typedef double real;
 #endif
 
 #ifdef BPG_USE_CBLAS
+/* Columns per BLAS call of a product (Nc: all of them, one call): as the
+   module's bpg_blas_chunk (backends/c/runtime/prelude.c, measured there on
+   OpenBLAS): a product of few rows and more than BPG_SMALL_MADDS
+   multiply-adds as up to 16 equal column chunks that each stay on
+   OpenBLAS's small-matrix kernels.  -DBPG_SMALL_CHUNKS=0: one call. */
+#ifndef BPG_SMALL_CHUNKS
+#define BPG_SMALL_CHUNKS 1
+#endif
+#define BPG_SMALL_ROWS 32
+#define BPG_SMALL_MADDS 1e6
+static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
+{
+    const double madds = (double)M * (double)Nc * (double)K;
+    int64_t fit, c;
+    if (!BPG_SMALL_CHUNKS || ta || M > BPG_SMALL_ROWS || madds <= BPG_SMALL_MADDS
+        || (tb && K < 2 * Nc))
+        return Nc;
+    fit = (int64_t)(BPG_SMALL_MADDS / ((double)M * (double)K)) / 16 * 16;
+    if (fit < 16)
+        return Nc;
+    for (c = (Nc + fit - 1) / fit; c <= 16 && 16 * c <= Nc; c++)
+        if (Nc % (16 * c) == 0)
+            return Nc / c;
+    return Nc;
+}
+
 /* C = op(A)·op(B) by the CBLAS (row-major, 32-bit integer sizes) when the
    product is large enough and its sizes fit an int; returns 0 to fall back
    to the inline loops. */
-static int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
-                            const real *A, int64_t lda, const real *B, int64_t ldb,
-                            real *C, int64_t ldc, double min_madds)
+static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                   const real *A, int64_t lda, const real *B, int64_t ldb,
+                                   real *C, int64_t ldc, double min_madds)
 {
+    int64_t w, j0;
     if ((double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
         || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
         return 0;
-    BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                   (int)M, (int)Nc, (int)K, 1, A, (int)lda, B, (int)ldb, 0, C, (int)ldc);
+    w = bpg_blas_chunk(ta, tb, M, Nc, K);
+    for (j0 = 0; j0 < Nc; j0 += w) {
+        const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
+        BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+                       tb ? CblasTrans : CblasNoTrans, (int)M, (int)wj, (int)K, 1, A, (int)lda,
+                       B + (tb ? j0 * ldb : j0), (int)ldb, 0, C + j0, (int)ldc);
+    }
     return 1;
 }
 
 /* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
-static int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K, const real *A,
-                         const real *B, real *C, double min_madds)
+static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
 }
