@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import textwrap
 from dataclasses import dataclass, field
 
 from .. import __version__
@@ -355,16 +356,17 @@ def emit_export(derived: Derived, prefix: str, functions=None, max_batch: int = 
         regions = net.regions(fn, f["ws"])
         layout.regions[fn] = regions
         args, doc = net.signature(fn)
-        sig = f"int {prefix}_{fn}({', '.join(args)})"
-        prototypes.append({"prototype": sig, "doc": doc})
-        wrappers.append({"signature": sig, "body": net.body(fn, regions)})
-        terms = [f"{prefix}_ROUND64((size_t){r.a} * (size_t)(n) + {r.b})"
-                 for r in regions if r.a or r.b]
+        prototypes.append({"prototype": _wrap_call(f"int {prefix}_{fn}(", args),
+                           "doc": _wrap_doc(doc)})
+        wrappers.append({"signature": _wrap_call(f"int {prefix}_{fn}(", args),
+                         "body": net.body(fn, regions)})
+        terms = [f"{prefix}_ROUND64({_linear(r.a, r.b)})" for r in regions if r.a or r.b]
         work_macros.append({"name": f"{prefix}_{fn.upper()}_WORK_BYTES",
-                            "value": "(" + " + ".join(terms or ["(size_t)0"]) + ")"})
+                            "value": "(" + " \\\n    + ".join(terms or ["(size_t)0"]) + ")",
+                            "regions": ", ".join(r.what for r in regions if r.a or r.b)})
     work_all = f"{work_macros[-1]['name']}(n)"
     for w in reversed(work_macros[:-1]):
-        work_all = f"{prefix}_MAX2({w['name']}(n), {work_all})"
+        work_all = f"{prefix}_MAX2({w['name']}(n), \\\n    {work_all})"
     # NAME_work_bytes: the largest function's, 0 when some would not fit
     too_large = " || ".join(f"bpgx_too_large(n, {sum(r.a for r in rs)}u, "
                             f"{sum(r.b + 63 for r in rs)}u)" for rs in layout.regions.values())
@@ -376,7 +378,7 @@ def emit_export(derived: Derived, prefix: str, functions=None, max_batch: int = 
     x_ctype = "real" if net.inp.x_dtype is None else net.inp.c_type
     common = {"version": __version__, "source": _printable(os.path.basename(spec.source)),
               "name": spec.name, "hash": spec.content_hash(), "prefix": prefix,
-              "regen_args": ""}
+              "regen_args": _regen_args(functions, max_batch)}
     runtime = [runtime_source(os.path.join(_C_RUNTIME, f"{h}.c")) for h in HELPERS if h in used]
     source = _env.get_template("source.c.j2").render(
         **common, gemm="sgemm" if spec.dtype == "float32" else "dgemm",
@@ -397,6 +399,39 @@ def emit_export(derived: Derived, prefix: str, functions=None, max_batch: int = 
         prototypes=prototypes)
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     return files, layout
+
+
+def _regen_args(functions: tuple, max_batch: int) -> str:
+    args = "" if functions == DEFAULT_FUNCTIONS else f" --functions {','.join(functions)}"
+    return args + ("" if max_batch == 1 else f" --max-batch {max_batch}")
+
+
+def _linear(a: int, b: int) -> str:
+    """a*n + b bytes as C (size_t arithmetic)."""
+    if not a:
+        return f"(size_t){b}"
+    return f"(size_t){a} * (size_t)(n)" + (f" + {b}" if b else "")
+
+
+def _wrap_doc(lines: list) -> list:
+    """Documentation lines, each wrapped at 76 columns (continuations
+    indented)."""
+    out = []
+    for line in lines:
+        out += textwrap.wrap(line, 76, subsequent_indent="  ")
+    return out
+
+
+def _wrap_call(head: str, args: list) -> str:
+    """A prototype with its parameters over lines of at most ~90 columns."""
+    lines, line = [], head
+    for i, arg in enumerate(args):
+        piece = arg + (", " if i < len(args) - 1 else ")")
+        if len(line) + len(piece) > 90 and line.strip():
+            lines.append(line.rstrip())
+            line = " " * 4
+        line += piece
+    return "\n".join(lines + [line])
 
 
 def _x_note(net: _Network) -> str:
@@ -449,9 +484,9 @@ def _macros(net: _Network, functions) -> list:
            "comment": "elements of y"},
           {"name": f"{p}_Y_LABELS", "value": int(net.labels),
            "comment": "1: y holds class labels (int32), 0: real targets"}]
-    for fn in FUNCTIONS:
+    for i, fn in enumerate(FUNCTIONS):
         m.append({"name": f"{p}_HAVE_{fn.upper()}", "value": int(fn in functions),
-                  "comment": f"{p}_{fn} is exported" if fn == FUNCTIONS[0] else ""})
+                  "comment": "1: the function is exported" if i == 0 else ""})
     return m
 
 
