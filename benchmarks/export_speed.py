@@ -63,10 +63,10 @@ def main(argv=None) -> int:
     cpu = sorted(os.sched_getaffinity(0))[-1]
     os.sched_setaffinity(0, {cpu})
     import bpgen
-    from bpgen.export import export
+    from bpgen.c_export import export
     from run import CASES
     cc = shutil.which("gcc") or shutil.which("cc")
-    print(f"| case | N | module C (us) | export (us) | export / module |"
+    print("| case | N | module C (us) | export (us) | export / module |"
           + (" export+CBLAS (us) | ratio |" if args.cblas else ""))
     print("| --- | --- | --- | --- | --- |" + (" --- | --- |" if args.cblas else ""))
     for name in args.cases.split(","):

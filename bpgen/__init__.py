@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from .spec import SpecError, load_spec  # noqa: E402
 
-__all__ = ["__version__", "SpecError", "load_spec", "build", "spectrum"]
+__all__ = ["__version__", "SpecError", "load_spec", "build", "spectrum", "export"]
 
 
 def build(spec, backend="numpy", out_dir=None, progress=None):
@@ -29,3 +29,13 @@ def spectrum(module, params, x, y, k=6, smallest=False, full=None, tol=0.0, prog
     from .curvature import spectrum as _spectrum
     return _spectrum(module, params, x, y, k=k, smallest=smallest, full=full, tol=tol,
                      progress=progress)
+
+
+def export(spec, out_dir, *, prefix=None, functions=None, max_batch=1, progress=None):
+    """Write ``spec``'s network as a standalone C99 library (``<prefix>.h``,
+    ``<prefix>.c``, a Makefile and example.c) into ``out_dir``; returns its
+    :class:`bpgen.c_export.Layout` (the header's sizes, the files written).
+    See :func:`bpgen.c_export.export` and docs/c-export.md."""
+    from .c_export import export as _export
+    return _export(spec, out_dir, prefix=prefix, functions=functions, max_batch=max_batch,
+                   progress=progress)

@@ -36,7 +36,7 @@ def _cmd_build(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .export import export
+    from .c_export import export
     layout = export(args.arch, args.out, prefix=args.prefix, functions=args.functions,
                     max_batch=1 if args.max_batch is None else args.max_batch,
                     progress=Progress(False if args.quiet else None), out_name="--out")

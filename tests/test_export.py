@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from bpgen.export import export
+from bpgen.c_export import export
 
 from conftest import mlp
 

@@ -27,9 +27,9 @@ def export(spec, out_dir, *, prefix=None, functions=None, max_batch: int = 1,
     ``<prefix>.h``, ``<prefix>.c``, ``Makefile`` and ``example.c``
     (docs/c-export.md).  ``prefix`` (default: the architecture's name) starts
     every exported name; ``functions`` (a list or a comma-separated str) some
-    of ``bpgen.export.FUNCTIONS`` (default: forward, loss, loss_and_grad,
+    of ``bpgen.c_export.FUNCTIONS`` (default: forward, loss, loss_and_grad,
     hvp); ``max_batch`` the batch size ``<prefix>_MAX_WORK_BYTES`` is for.
-    Returns the :class:`bpgen.export.Layout` (the header's sizes; ``paths``,
+    Returns the :class:`bpgen.c_export.Layout` (the header's sizes; ``paths``,
     the files written).  Every mistake is a ValueError naming the argument
     (``out_name`` for ``out_dir``), raised before anything is written."""
     s = spec if isinstance(spec, Spec) else load_spec(spec)
