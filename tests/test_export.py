@@ -60,6 +60,18 @@ ARCHS = {
 }
 
 
+def _example(name):
+    """An architecture of examples/ as a dict."""
+    import yaml
+    with open(os.path.join(os.path.dirname(HERE), "examples", name + ".yaml")) as fh:
+        return yaml.safe_load(fh)
+
+
+#: and every example architecture
+for _name in ("digits_mlp", "digits_cnn", "sine_lstm", "tiny_transformer"):
+    ARCHS[_name] = _example(_name)
+
+
 def _data(mod, arch, n, seed=0, lengths=True):
     """params, x, y, v (dicts/arrays as the module takes them), lengths or None."""
     rng = np.random.default_rng(seed)

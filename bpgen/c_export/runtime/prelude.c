@@ -80,6 +80,80 @@ BPG_SIMD_MATHF(erff)
 #define BPG_BLAS_MIN_NT 512.0
 #endif
 
+/* The library's own product kernel: C (M x Nc) = op(A)·B, B not transposed
+   (returns 0 for a transposed B: the helper's own loops run), rows lda,
+   ldb, ldc elements apart.  Blocks of 4 rows by BPG_NR columns of C are
+   accumulated in local arrays over the whole K (each element of B loaded
+   once for 4 rows, each element of C stored once); the columns' loop is
+   the vectorised one.  The sum over k runs in the order of the helper's
+   loops (k ascending from 0).  A block's missing rows (M not a multiple of
+   4) reuse row 0's pointer and are not stored. */
+#define BPG_NR (128 / (int)sizeof(real))
+static inline int bpg_own_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                               const real *restrict A, int64_t lda, const real *restrict B,
+                               int64_t ldb, real *restrict C, int64_t ldc)
+{
+    int64_t i0, j0, k;
+    int j;
+    if (tb)
+        return 0;
+    for (i0 = 0; i0 < M; i0 += 4) {
+        const int64_t mr = M - i0 < 4 ? M - i0 : 4;
+        /* where row r of op(A) starts, and the step from k to k + 1 */
+        const int64_t sk = ta ? lda : 1, sr = ta ? 1 : lda;
+        const real *a0 = A + (ta ? i0 : i0 * lda);
+        const real *a1 = a0 + (mr > 1 ? sr : 0);
+        const real *a2 = a0 + (mr > 2 ? 2 * sr : 0);
+        const real *a3 = a0 + (mr > 3 ? 3 * sr : 0);
+        for (j0 = 0; j0 < Nc; j0 += BPG_NR) {
+            const int nr = Nc - j0 < BPG_NR ? (int)(Nc - j0) : BPG_NR;
+            real c0[BPG_NR], c1[BPG_NR], c2[BPG_NR], c3[BPG_NR];
+            real *c;
+            for (j = 0; j < BPG_NR; j++)
+                c0[j] = c1[j] = c2[j] = c3[j] = 0;
+            if (nr == BPG_NR) {
+                for (k = 0; k < K; k++) {
+                    const real *restrict b = B + k * ldb + j0;
+                    const real x0 = a0[k * sk], x1 = a1[k * sk], x2 = a2[k * sk],
+                               x3 = a3[k * sk];
+                    BPG_OMP(omp simd)
+                    for (j = 0; j < BPG_NR; j++) {
+                        c0[j] += x0 * b[j];
+                        c1[j] += x1 * b[j];
+                        c2[j] += x2 * b[j];
+                        c3[j] += x3 * b[j];
+                    }
+                }
+            } else {
+                for (k = 0; k < K; k++) {
+                    const real *restrict b = B + k * ldb + j0;
+                    const real x0 = a0[k * sk], x1 = a1[k * sk], x2 = a2[k * sk],
+                               x3 = a3[k * sk];
+                    for (j = 0; j < nr; j++) {
+                        c0[j] += x0 * b[j];
+                        c1[j] += x1 * b[j];
+                        c2[j] += x2 * b[j];
+                        c3[j] += x3 * b[j];
+                    }
+                }
+            }
+            c = C + i0 * ldc + j0;
+            for (j = 0; j < nr; j++)
+                c[j] = c0[j];
+            if (mr > 1)
+                for (j = 0; j < nr; j++)
+                    c[ldc + j] = c1[j];
+            if (mr > 2)
+                for (j = 0; j < nr; j++)
+                    c[2 * ldc + j] = c2[j];
+            if (mr > 3)
+                for (j = 0; j < nr; j++)
+                    c[3 * ldc + j] = c3[j];
+        }
+    }
+    return 1;
+}
+
 #ifdef BPG_USE_CBLAS
 /* Columns per BLAS call of a product (Nc: all of them, one call): as the
    module's bpg_blas_chunk (backends/c/runtime/prelude.c, measured there on
@@ -117,7 +191,7 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
     int64_t w, j0;
     if ((double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
         || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
-        return 0;
+        return bpg_own_gemm(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc);
     w = bpg_blas_chunk(ta, tb, M, Nc, K);
     for (j0 = 0; j0 < Nc; j0 += w) {
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
@@ -128,13 +202,12 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
     return 1;
 }
 
-/* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
-static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
-                                const real *A, const real *B, real *C, double min_madds)
-{
-    return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
-}
 #else
-#define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
-#define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
+/* no BLAS: every product not transposed in B by the kernel above */
+#define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) \
+    bpg_own_gemm(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc)
 #endif
+/* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
+#define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) \
+    bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, (ta) ? (M) : (K), B, (tb) ? (K) : (Nc), C, Nc, \
+                     min_madds)
