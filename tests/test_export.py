@@ -50,6 +50,11 @@ ARCHS = {
                        {"type": "maxpool2d", "size": 2}, {"type": "flatten"},
                        {"type": "dense", "units": 3}],
             "loss": "softmax_cross_entropy"},
+    "transformer32": {"name": "tf32", "dtype": "float32", "input": {"tokens": 5, "steps": 4},
+                      "layers": [{"type": "embedding", "units": 4},
+                                 {"type": "attention", "heads": 1},
+                                 {"type": "dense", "units": 2}],
+                      "loss": {"type": "mse", "steps": "all"}},
     "transformer": {"name": "tf", "input": {"tokens": 7, "steps": 5},
                     "layers": [{"type": "embedding", "units": 4, "positions": True},
                                {"type": "block", "residual": True, "layers": [
@@ -377,7 +382,7 @@ def test_error_codes(tmp_path, builder):
     """Out-of-range labels, lengths and token ids are refused (ERR_INPUT)
     before any work; so are n < 1 (ERR_BATCH)."""
     arch = ARCHS["transformer"]
-    out, layout = _export(arch, tmp_path, "e")
+    out, layout = _export(arch, tmp_path, "e", max_batch=2)
     prog = r'''
 #include <stdio.h>
 #include <stdlib.h>
@@ -388,6 +393,7 @@ int main(void) {
     e_y_t y[2 * e_STEPS] = {0};
     int32_t lengths[2] = {1, e_STEPS};
     e_real loss, *grad = calloc(e_N_PARAMS, sizeof *grad);
+    static double fixed[e_MAX_WORK_BYTES / sizeof(double) + 1];   /* a constant expression */
     size_t bytes = e_WORK_BYTES(2);
     void *work = malloc(bytes);
     int ok = e_loss_and_grad(params, 2, x, lengths, y, &loss, grad, work, bytes) == e_OK;
@@ -407,6 +413,8 @@ int main(void) {
     ok = ok && e_loss(params, 2, NULL, NULL, y, &loss, work, bytes) == e_ERR_NULL;
     ok = ok && e_work_bytes(INT64_MAX) == 0;
     ok = ok && e_loss(params, INT64_MAX, x, NULL, y, &loss, work, bytes) == e_ERR_BATCH;
+    ok = ok && e_loss(params, e_MAX_BATCH, x, NULL, y, &loss, fixed, sizeof fixed) == e_OK;
+    ok = ok && e_loss(params, 2, x, NULL, y, &loss, (char *)work + 4, bytes - 4) == e_ERR_WORK;
     printf("%d\n", ok);
     free(grad); free(work);
     return !ok;

@@ -317,6 +317,20 @@ class _Network:
         return lines
 
 
+def _convert_source(bodies: str) -> str:
+    """runtime/convert.c: its head and the functions ``bodies`` call (one
+    function with its comment per paragraph)."""
+    head, *pieces = runtime_source(os.path.join(_HERE, "runtime", "convert.c")).split("\n\n")
+    keep = []
+    for piece in pieces:
+        name = re.search(r"\b(bpgx_\w+)\(", piece)
+        if name is None:
+            raise AssertionError(f"runtime/convert.c: a paragraph without a function: {piece!r}")
+        if name.group(1) + "(" in bodies:
+            keep.append(piece)
+    return "\n\n".join([head] + keep)
+
+
 def _used(f: dict) -> dict:
     """The generated function ``f`` with every parameter and workspace
     pointer marked used (``(void)name;``): a strict compilation (-Wall
@@ -380,11 +394,16 @@ def emit_export(derived: Derived, prefix: str, functions=None, max_batch: int = 
               "name": spec.name, "hash": spec.content_hash(), "prefix": prefix,
               "regen_args": _regen_args(functions, max_batch)}
     runtime = [runtime_source(os.path.join(_C_RUNTIME, f"{h}.c")) for h in HELPERS if h in used]
+    # only what is called: an unused static function is a warning (Clang's
+    # -Wunused-function warns of static inline ones too)
+    products = any("bpg_blas_gemm" in piece for piece in runtime)
+    bodies = "\n".join(line for w in wrappers for line in w["body"])
     source = _env.get_template("source.c.j2").render(
         **common, gemm="sgemm" if spec.dtype == "float32" else "dgemm",
-        defines=["BPG_FLOAT32"] if spec.dtype == "float32" else [],
+        defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else [])
+        + (["BPG_PRODUCTS"] if products else []),
         prelude=runtime_source(os.path.join(_HERE, "runtime", "prelude.c")),
-        convert=runtime_source(os.path.join(_HERE, "runtime", "convert.c")),
+        convert=_convert_source(bodies),
         x_ctype=x_ctype, runtime=runtime, functions=cores, wrappers=wrappers,
         tables=[_table_lines(values, name) for values, name in tables.items()])
     source = _omp(source)

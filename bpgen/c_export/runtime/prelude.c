@@ -4,7 +4,9 @@
    the optional BLAS call), without the Python module's parts: no threads,
    no state, no allocation, no I/O, no compiler-specific attribute.  Before
    this file: BPG_FLOAT32 (float elements) and, to send large products to a
-   CBLAS, BPG_USE_CBLAS with BPG_CBLAS_GEMM naming its ?gemm. */
+   CBLAS, BPG_USE_CBLAS with BPG_CBLAS_GEMM naming its ?gemm; BPG_PRODUCTS
+   when the code multiplies matrices (the product kernel and the BLAS call
+   are left out otherwise). */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -80,6 +82,7 @@ BPG_SIMD_MATHF(erff)
 #define BPG_BLAS_MIN_NT 512.0
 #endif
 
+#ifdef BPG_PRODUCTS
 /* The library's own product kernel: C (M x Nc) = op(A)·B, B not transposed
    (returns 0 for a transposed B: the helper's own loops run), rows lda,
    ldb, ldc elements apart.  Blocks of 4 rows by BPG_NR columns of C are
@@ -211,3 +214,4 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) \
     bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, (ta) ? (M) : (K), B, (tb) ? (K) : (Nc), C, Nc, \
                      min_madds)
+#endif
