@@ -271,6 +271,18 @@ def test_two_networks_one_program(tmp_path, builder):
     assert res.returncode == 0, res.stderr[-3000:]
     got = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     assert int(got[0]) == int(got[1]) > 0 and int(got[2]) > 0
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx:     # the headers from C++ (extern "C"), linking the C objects
+        main_cc = tmp_path / "both.cc"
+        main_cc.write_text(main.read_text().replace("<stdio.h>", "<cstdio>"))
+        res = subprocess.run([cxx, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic",
+                              *[f"-I{o}" for _, o, _ in outs], str(main_cc),
+                              *[str(obj) for _, _, obj in outs], "-o", str(exe) + "_cc", "-lm"],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-3000:]
+        again = subprocess.run([str(exe) + "_cc"], capture_output=True, text=True,
+                               check=True).stdout.split()
+        assert again == got
 
 
 def _openblas():
