@@ -47,9 +47,14 @@ ARCHS = {
                        "softmax_cross_entropy", regularization={"l2": 1e-2}),
     "cnn": {"name": "cnn", "input": {"channels": 1, "height": 6, "width": 6},
             "layers": [{"type": "conv2d", "filters": 2, "kernel": 3, "activation": "relu"},
-                       {"type": "maxpool2d", "size": 2}, {"type": "flatten"},
+                       {"type": "avgpool2d", "size": 2}, {"type": "flatten"},
                        {"type": "dense", "units": 3}],
             "loss": "softmax_cross_entropy"},
+    "activations": {"name": "acts", "input": {"features": 3},
+                    "layers": [{"type": "dense", "units": 4, "activation": a}
+                               for a in ("sigmoid", "elu", "softplus", "silu", "leaky_relu")]
+                    + [{"type": "dense", "units": 2}],
+                    "loss": "sigmoid_binary_cross_entropy", "regularization": {"l2": 1e-3}},
     "transformer32": {"name": "tf32", "dtype": "float32", "input": {"tokens": 5, "steps": 4},
                       "layers": [{"type": "embedding", "units": 4},
                                  {"type": "attention", "heads": 1},
