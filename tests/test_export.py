@@ -158,14 +158,18 @@ def exe_dtype(out):
     return np.float32 if (out / "dtype32").exists() else np.float64
 
 
-def _expected(mod, params, x, y, v, lens):
-    """What the driver writes: forward, loss, loss, gradient, hvp, ggn_vp."""
+def _expected(mod, params, x, y, v, lens, hessian=False):
+    """What the driver writes: forward, loss, loss, gradient, hvp, ggn_vp
+    (and the Hessian)."""
     fwd = mod.forward(params, x, lengths=lens)
     loss, g = mod.loss_and_grad(params, x, y, lengths=lens)
-    return [("forward", fwd.ravel()), ("loss", np.array([mod.loss(params, x, y, lengths=lens)])),
-            ("loss_and_grad loss", np.array([loss])), ("gradient", mod.flatten(g)),
-            ("hvp", mod.flatten(mod.hvp(params, x, y, v, lengths=lens))),
-            ("ggn_vp", mod.flatten(mod.ggn_vp(params, x, y, v, lengths=lens)))]
+    out = [("forward", fwd.ravel()), ("loss", np.array([mod.loss(params, x, y, lengths=lens)])),
+           ("loss_and_grad loss", np.array([loss])), ("gradient", mod.flatten(g)),
+           ("hvp", mod.flatten(mod.hvp(params, x, y, v, lengths=lens))),
+           ("ggn_vp", mod.flatten(mod.ggn_vp(params, x, y, v, lengths=lens)))]
+    if hessian:
+        out.append(("hessian", mod.hessian(params, x, y, lengths=lens).ravel()))
+    return out
 
 
 def _compare(got, expected, tol):
@@ -199,6 +203,16 @@ def test_export_matches_module(name, tmp_path, builder):
     exe = _compile(out, f"n_{name}")
     got = _run(exe, out, 5, files)
     _compare(got, _expected(mod, *data), _tol(mod))
+
+
+@pytest.mark.parametrize("name", ["mlp", "lstm_trunc", "birnn_gru32", "cnn", "transformer"])
+def test_export_hessian(name, tmp_path, builder):
+    """hessian (H·e_j for every j, chunks of directions) equals the module's."""
+    arch = ARCHS[name]
+    mod, out, layout, data, files = _setup(arch, tmp_path, builder, "hs",
+                                           functions=ALL + ["hessian"])
+    got = _run(_compile(out, "hs"), out, 5, files)
+    _compare(got, _expected(mod, *data, hessian=True), _tol(mod))
 
 
 @pytest.mark.parametrize("name", ["lstm_trunc", "transformer"])
@@ -327,9 +341,11 @@ def test_cblas(name, tmp_path, builder):
 
 @pytest.mark.parametrize("name", ["lstm_trunc", "transformer"])
 def test_sanitizers(name, tmp_path, builder):
-    """AddressSanitizer and UBSan, each workspace exactly its size."""
+    """AddressSanitizer and UBSan, each workspace exactly its size (every
+    function, the Hessian too)."""
     arch = ARCHS[name]
-    mod, out, layout, data, files = _setup(arch, tmp_path, builder, "san")
+    mod, out, layout, data, files = _setup(arch, tmp_path, builder, "san",
+                                           functions=ALL + ["hessian"])
     probe = subprocess.run([CC, "-fsanitize=address,undefined", "-x", "c", "-", "-o",
                             str(tmp_path / "probe")], input="int main(void){return 0;}",
                            capture_output=True, text=True)
@@ -341,7 +357,7 @@ def test_sanitizers(name, tmp_path, builder):
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
     env.pop("LD_PRELOAD", None)
     got = _run(exe, out, 5, files, env=env)
-    _compare(got, _expected(mod, *data), _tol(mod))
+    _compare(got, _expected(mod, *data, hessian=True), _tol(mod))
 
 
 def test_valgrind(tmp_path, builder):
@@ -350,11 +366,12 @@ def test_valgrind(tmp_path, builder):
     if valgrind is None:
         pytest.skip("valgrind is not installed")
     arch = ARCHS["lstm_trunc"]
-    mod, out, layout, data, files = _setup(arch, tmp_path, builder, "vg", n=3)
+    mod, out, layout, data, files = _setup(arch, tmp_path, builder, "vg", n=3,
+                                           functions=ALL + ["hessian"])
     exe = _compile(out, "vg", ["-g"])
     got = _run(exe, out, 3, files, wrap=[valgrind, "-q", "--error-exitcode=9",
                                           "--leak-check=no"])
-    _compare(got, _expected(mod, *data), _tol(mod))
+    _compare(got, _expected(mod, *data, hessian=True), _tol(mod))
 
 
 @pytest.mark.parametrize("name", ["mlp", "lstm_trunc"])

@@ -19,6 +19,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from .. import __version__
+from ..backends.c.columns import columns_function
 from ..backends.c.emitter import HELPERS, _function, _table_lines
 from ..backends.common.context import _printable
 from ..backends.common.emitter import environment, runtime_source
@@ -32,10 +33,14 @@ _C_RUNTIME = os.path.join(_HERE, "..", "backends", "c", "runtime")
 _env = environment(_HERE)
 
 #: the functions an export may hold, in the header's order
-FUNCTIONS = ("forward", "loss", "loss_and_grad", "hvp", "ggn_vp")
+FUNCTIONS = ("forward", "loss", "loss_and_grad", "hvp", "ggn_vp", "hessian")
 DEFAULT_FUNCTIONS = ("forward", "loss", "loss_and_grad", "hvp")
 #: first-derivative functions of a direction v (a flat vector like the parameters)
 _VP = ("hvp", "ggn_vp")
+#: the Hessian's directions per tangent pass (bpg_hessian_columns' kc), at
+#: most: the module's HESSIAN_CHUNK (runtime/call.py) picks 1-64 per call
+#: from the batch; a fixed count keeps the workspace a*n + b
+HESSIAN_CHUNK = 8
 
 _C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum
 extern float for goto if inline int long register restrict return short signed sizeof
@@ -139,8 +144,9 @@ def _check_functions(functions, derived: Derived) -> tuple:
     if len(set(functions)) != len(functions):
         raise ValueError(f"functions: {', '.join(functions)} names a function twice")
     for f in functions:
-        entry = derived.entries.get(f)
-        if entry is None or "c" not in entry.backends or f not in derived.programs:
+        entry = derived.entries.get("hessian_columns" if f == "hessian" else f)
+        if entry is None or "c" not in entry.backends or (
+                f != "hessian" and f not in derived.programs):
             raise ValueError(f"functions: {f!r} has no C function for {derived.spec.name}")
     return tuple(f for f in FUNCTIONS if f in functions)
 
@@ -197,16 +203,24 @@ class _Network:
         if fn != "forward" and (self.labels or self.all_steps):
             out.append(Region("yt", "real", self.Ty * self.K * it, 0,
                               "y one-hot" if self.labels else "y time-major"))
-        layout = self.derived.layout(fn)
-        oa = sum(a for _, _, a, _, _ in layout)
-        ob = sum(b for _, _, _, b, _ in layout)
         if (fn == "forward" and self.seq_out) or fn == "loss_and_grad":
+            layout = self.derived.layout(fn)
+            oa = sum(a for _, _, a, _, _ in layout)
+            ob = sum(b for _, _, _, b, _ in layout)
             out.append(Region("out_", "real", oa * it, ob * it, "the function's outputs"))
         out.append(Region("ws_", "real", ws[0] * it, ws[1] * it, "the function's workspace"))
         return out
 
+    def hessian_chunk(self, ws_dir: tuple) -> int:
+        """Directions per tangent pass of the exported hessian: 1 when the
+        tangent part runs one direction at a time (no per-direction
+        workspace), else up to HESSIAN_CHUNK."""
+        return min(HESSIAN_CHUNK, self.n_params) if any(ws_dir) else 1
+
     def _check_layout(self, fn: str) -> None:
         """The generated function's outputs are where the wrapper reads them."""
+        if fn == "hessian":         # bpg_hessian_columns: count rows of N_PARAMS from 0
+            return
         layout = [tuple(o[:4]) for o in self.derived.layout(fn)]
         sizes = [s for _, s, _ in self.params.values()]
         if fn == "forward":
@@ -234,7 +248,7 @@ class _Network:
             args.append(f"const {r} *v")
         outs = {"forward": [f"{r} *out"], "loss": [f"{r} *loss"],
                 "loss_and_grad": [f"{r} *loss", f"{r} *grad"], "hvp": [f"{r} *hv"],
-                "ggn_vp": [f"{r} *gv"]}[fn]
+                "ggn_vp": [f"{r} *gv"], "hessian": [f"{r} *H"]}[fn]
         args += outs + ["void *work", "size_t work_bytes"]
         what = {
             "forward": f"the network's output before the loss into out "
@@ -244,6 +258,10 @@ class _Network:
                              f"({p}_N_PARAMS elements){', truncated BPTT' if self.truncate else ''}",
             "hvp": f"the exact Hessian of the loss times v into hv ({p}_N_PARAMS elements)",
             "ggn_vp": f"the Gauss-Newton matrix times v into gv ({p}_N_PARAMS elements)",
+            "hessian": f"the exact Hessian of the loss into H ({p}_N_PARAMS x {p}_N_PARAMS, "
+                       f"row-major; H[i*{p}_N_PARAMS + j] = d2 loss / d theta_i d theta_j "
+                       f"in the flat order), from one forward and backward pass and "
+                       f"Hessian-vector products of the unit vectors",
         }[fn]
         doc = [f"{p}_{fn}: {what}.",
                f"Workspace: {p}_{fn.upper()}_WORK_BYTES(n) bytes."]
@@ -252,12 +270,13 @@ class _Network:
                        "or NULL: every step real.")
         return args, doc
 
-    def body(self, fn: str, regions: list) -> list:
+    def body(self, fn: str, regions: list, kc: int = 1) -> list:
         p = self.prefix
         ptrs = ["params", "x"] + (["y"] if fn != "forward" else []) + (
             ["v"] if fn in _VP else []) + {"forward": ["out"], "loss": ["loss"],
                                            "loss_and_grad": ["loss", "grad"],
-                                           "hvp": ["hv"], "ggn_vp": ["gv"]}[fn]
+                                           "hvp": ["hv"], "ggn_vp": ["gv"],
+                                           "hessian": ["H"]}[fn]
         per = sum(r.a for r in regions)
         fixed = sum(r.b + 63 for r in regions)
         lines = [f"if (n < 1 || bpgx_too_large(n, {per}u, {fixed}u))",
@@ -301,13 +320,22 @@ class _Network:
         args += [f"params + {off}" for off, _, _ in self.params.values()]
         if fn in _VP:
             args += [f"v + {off}" for off, _, _ in self.params.values()]
-        out = {"forward": "out_" if self.seq_out else "out", "loss": "loss",
-               "loss_and_grad": "out_", "hvp": "hv", "ggn_vp": "gv"}[fn]
-        prog = self.derived.programs[fn]
-        if len(args) - 1 != len(prog.inputs):
-            raise AssertionError(f"export: {fn} takes {prog.inputs}, the wrapper passes "
-                                 f"{args[1:]}")
-        body.append(f"bpg_{fn}({', '.join(args + [out, 'ws_'])});")
+        if fn == "hessian":         # rows 0 .. N_PARAMS-1: H·e_j, kc directions a pass
+            cols = self.derived.columns
+            n_in = len(cols.program.inputs) - len(cols.directions)
+            if len(args) - 1 != n_in:
+                raise AssertionError(f"export: hessian_columns takes "
+                                     f"{cols.program.inputs[:n_in]}, the wrapper passes {args[1:]}")
+            body.append(f"bpg_hessian_columns({', '.join(args)}, NULL, H, ws_, 0, "
+                        f"{self.n_params}, {kc});")
+        else:
+            out = {"forward": "out_" if self.seq_out else "out", "loss": "loss",
+                   "loss_and_grad": "out_", "hvp": "hv", "ggn_vp": "gv"}[fn]
+            prog = self.derived.programs[fn]
+            if len(args) - 1 != len(prog.inputs):
+                raise AssertionError(f"export: {fn} takes {prog.inputs}, the wrapper passes "
+                                     f"{args[1:]}")
+            body.append(f"bpg_{fn}({', '.join(args + [out, 'ws_'])});")
         if fn == "forward" and self.seq_out:
             body.append(f"bpgx_batch_first(out_, mask, n, {self.T}, {self.K}, out);")
         if fn == "loss_and_grad":
@@ -344,7 +372,10 @@ def _used(f: dict) -> dict:
             lines.append(line.rstrip())
             line = ""
         line += f"(void){name}; "
-    return {**f, "decls": f["decls"] + lines + [line.rstrip()]}
+    # and the hessian_columns loop's flags of nonzero direction blocks
+    blocks = [{**b, "lines": [re.sub(r"^(\s*const int (vnz_\w+) = .*;)$", r"\1 (void)\2;", ln)
+                              for ln in b["lines"]]} for b in f["blocks"]]
+    return {**f, "decls": f["decls"] + lines + [line.rstrip()], "blocks": blocks}
 
 
 def _omp(text: str) -> str:
@@ -360,20 +391,24 @@ def emit_export(derived: Derived, prefix: str, functions=None, max_batch: int = 
     net = _Network(derived, prefix)
     used: set = set()
     tables: dict = {}
-    cores = [_used(_function(derived, fn, used, tables)) for fn in functions]
+    cores = [_used(columns_function(derived, used, tables) if fn == "hessian"
+                   else _function(derived, fn, used, tables)) for fn in functions]
     layout = Layout(prefix=prefix, dtype=spec.dtype, n_params=net.n_params, params=net.params,
                     max_batch=max_batch)
     wrappers, prototypes, work_macros = [], [], []
-    for f in cores:
-        fn = f["name"]
+    for fn, f in zip(functions, cores):
         net._check_layout(fn)
-        regions = net.regions(fn, f["ws"])
+        kc = net.hessian_chunk(f.get("ws_dir", (0, 0))) if fn == "hessian" else 1
+        ws = f["ws"]
+        if fn == "hessian":         # and kc directions' tangents after it
+            ws = (ws[0] + kc * f["ws_dir"][0], ws[1] + kc * f["ws_dir"][1])
+        regions = net.regions(fn, ws)
         layout.regions[fn] = regions
         args, doc = net.signature(fn)
         prototypes.append({"prototype": _wrap_call(f"int {prefix}_{fn}(", args),
                            "doc": _wrap_doc(doc)})
         wrappers.append({"signature": _wrap_call(f"int {prefix}_{fn}(", args),
-                         "body": net.body(fn, regions)})
+                         "body": net.body(fn, regions, kc)})
         terms = [f"{prefix}_ROUND64({_linear(r.a, r.b)})" for r in regions if r.a or r.b]
         work_macros.append({"name": f"{prefix}_{fn.upper()}_WORK_BYTES",
                             "value": "(" + " \\\n    + ".join(terms or ["(size_t)0"]) + ")",

@@ -6,7 +6,8 @@
    runs every exported function on the data, each with a workspace of
    exactly PREFIX_<F>_WORK_BYTES(N) bytes followed by canary bytes (checked
    untouched), and writes forward's output, loss, loss_and_grad's loss and
-   gradient, hvp and ggn_vp (each only if exported) to out.bin.  It checks
+   gradient, hvp, ggn_vp and the Hessian (each only if exported; 0 if not, the
+   Hessian only if exported) to out.bin.  It checks
    the error codes (n = 0, a short workspace, NULL) and PREFIX_work_bytes
    against the macro.  With `threads` > 0 (needs -DDRIVER_THREADS and
    -pthread) it also runs loss_and_grad from that many threads at once,
@@ -123,6 +124,7 @@ int main(int argc, char **argv)
     FILE *out;
     real_t *buf;
     size_t np = P(_N_PARAMS);
+    size_t total;
     int threads = argc > 8 ? atoi(argv[8]) : 0;
     if (argc < 8)
         return 1;
@@ -132,10 +134,11 @@ int main(int argc, char **argv)
     y = read_file(argv[4], P(_Y_SIZE)(n) * sizeof *y);
     v = read_file(argv[5], np * sizeof *v);
     lengths = strcmp(argv[6], "-") ? read_file(argv[6], (size_t)n * sizeof *lengths) : NULL;
-    buf = malloc((P(_OUTPUT_SIZE)(n) + 2 + 3 * np) * sizeof *buf);
+    total = P(_OUTPUT_SIZE)(n) + 2 + 3 * np + (P(_HAVE_HESSIAN) ? np * np : 0);
+    buf = malloc(total * sizeof *buf);
     if (!params || !x || !y || !v || (strcmp(argv[6], "-") && !lengths) || !buf)
         return 1;
-    memset(buf, 0, (P(_OUTPUT_SIZE)(n) + 2 + 3 * np) * sizeof *buf);
+    memset(buf, 0, total * sizeof *buf);
     if (P(_work_bytes)(n) != P(_WORK_BYTES)(n) || P(_work_bytes)(0) != 0)
         return 4;
 #if P(_HAVE_FORWARD)
@@ -158,9 +161,11 @@ int main(int argc, char **argv)
 #if P(_HAVE_GGN_VP)
     CALL(ggn_vp, GGN_VP, params, n, x, LEN y, v, buf + P(_OUTPUT_SIZE)(n) + 2 + 2 * np);
 #endif
+#if P(_HAVE_HESSIAN)
+    CALL(hessian, HESSIAN, params, n, x, LEN y, buf + P(_OUTPUT_SIZE)(n) + 2 + 3 * np);
+#endif
     out = fopen(argv[7], "wb");
-    if (!out || fwrite(buf, sizeof *buf, P(_OUTPUT_SIZE)(n) + 2 + 3 * np, out)
-                    != P(_OUTPUT_SIZE)(n) + 2 + 3 * np || fclose(out))
+    if (!out || fwrite(buf, sizeof *buf, total, out) != total || fclose(out))
         return 1;
 #ifdef DRIVER_THREADS
     if (threads > 0) {
