@@ -277,7 +277,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="a C identifier starting every exported name (default: the "
                         "architecture's name)")
     e.add_argument("--functions", metavar="F1,F2,...",
-                   help="which functions: some of forward, loss, loss_and_grad, hvp, ggn_vp "
+                   help="which functions: some of forward, loss, loss_and_grad, hvp, ggn_vp, "
+                        "hessian "
                         "(default: forward,loss,loss_and_grad,hvp)")
     e.add_argument("--max-batch", type=_positive_int, default=None, metavar="N",
                    help="the batch size PREFIX_MAX_WORK_BYTES is for (default 1)")
