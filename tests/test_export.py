@@ -412,6 +412,35 @@ def test_example_and_makefile(tmp_path, builder):
         assert abs(float(printed[key]) - ref) <= 1e-10 * max(abs(ref), 1), key
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_own_product_kernel(dtype, tmp_path):
+    """The export's product kernel equals a plain triple loop exactly (the
+    same order of the sum over k) on every small shape, remainders of rows
+    and columns, A transposed, leading dimensions, K = 0; nothing read or
+    written out of bounds (AddressSanitizer, UBSan)."""
+    prelude = os.path.join(os.path.dirname(HERE), "bpgen", "c_export", "runtime", "prelude.c")
+    src = tmp_path / "kernel.c"
+    with open(prelude) as a, open(os.path.join(HERE, "export", "kernel.c")) as b:
+        src.write_text(a.read() + "\n" + b.read())
+    exe = tmp_path / "kernel"
+    defines = ["-DBPG_PRODUCTS"] + (["-DBPG_FLOAT32"] if dtype == "float32" else [])
+    flags = [f for f in STRICT if f != "-O2"] + ["-O1", "-g", "-fsanitize=address,undefined",
+                                                 "-fno-sanitize-recover=undefined"]
+    res = subprocess.run([CC, *flags, *defines, str(src), "-o", str(exe), "-lm"],
+                         capture_output=True, text=True)
+    if res.returncode != 0 and "sanitize" in res.stderr:
+        flags = STRICT
+        res = subprocess.run([CC, *flags, *defines, str(src), "-o", str(exe), "-lm"],
+                             capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+    env.pop("LD_PRELOAD", None)
+    res = subprocess.run([str(exe)], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    nr = 128 // (4 if dtype == "float32" else 8)
+    assert int(res.stdout) == 2 * 9 * (2 * nr + 3) * 7
+
+
 def test_error_codes(tmp_path, builder):
     """Out-of-range labels, lengths and token ids are refused (ERR_INPUT)
     before any work; so are n < 1 (ERR_BATCH)."""
