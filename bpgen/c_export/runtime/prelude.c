@@ -87,8 +87,9 @@ BPG_SIMD_MATHF(erff)
    (returns 0 for a transposed B: the helper's own loops run), rows lda,
    ldb, ldc elements apart.  Blocks of 4 rows by BPG_NR columns of C are
    accumulated in local arrays over the whole K (each element of B loaded
-   once for 4 rows, each element of C stored once); the columns' loop is
-   the vectorised one.  The sum over k runs in the order of the helper's
+   once for 4 rows, each element of C stored once), one panel of BPG_NR
+   columns of B after the other (every block of rows reuses it while it is
+   in the cache); the columns' loop is the vectorised one.  The sum over k runs in the order of the helper's
    loops (k ascending from 0).  A block's missing rows (M not a multiple of
    4) reuse row 0's pointer and are not stored. */
 #define BPG_NR (128 / (int)sizeof(real))
@@ -100,16 +101,18 @@ static inline int bpg_own_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
     int j;
     if (tb)
         return 0;
-    for (i0 = 0; i0 < M; i0 += 4) {
-        const int64_t mr = M - i0 < 4 ? M - i0 : 4;
-        /* where row r of op(A) starts, and the step from k to k + 1 */
-        const int64_t sk = ta ? lda : 1, sr = ta ? 1 : lda;
-        const real *a0 = A + (ta ? i0 : i0 * lda);
-        const real *a1 = a0 + (mr > 1 ? sr : 0);
-        const real *a2 = a0 + (mr > 2 ? 2 * sr : 0);
-        const real *a3 = a0 + (mr > 3 ? 3 * sr : 0);
-        for (j0 = 0; j0 < Nc; j0 += BPG_NR) {
-            const int nr = Nc - j0 < BPG_NR ? (int)(Nc - j0) : BPG_NR;
+    /* a panel of BPG_NR columns of B (K rows) at a time, reused by every
+       block of 4 rows while it is in the cache */
+    for (j0 = 0; j0 < Nc; j0 += BPG_NR) {
+        const int nr = Nc - j0 < BPG_NR ? (int)(Nc - j0) : BPG_NR;
+        for (i0 = 0; i0 < M; i0 += 4) {
+            const int64_t mr = M - i0 < 4 ? M - i0 : 4;
+            /* where row r of op(A) starts, and the step from k to k + 1 */
+            const int64_t sk = ta ? lda : 1, sr = ta ? 1 : lda;
+            const real *a0 = A + (ta ? i0 : i0 * lda);
+            const real *a1 = a0 + (mr > 1 ? sr : 0);
+            const real *a2 = a0 + (mr > 2 ? 2 * sr : 0);
+            const real *a3 = a0 + (mr > 3 ? 3 * sr : 0);
             real c0[BPG_NR], c1[BPG_NR], c2[BPG_NR], c3[BPG_NR];
             real *c;
             for (j = 0; j < BPG_NR; j++)
