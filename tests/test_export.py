@@ -441,6 +441,24 @@ def test_own_product_kernel(dtype, tmp_path):
     assert int(res.stdout) == 2 * 9 * (2 * nr + 3) * 7
 
 
+def test_cmake(tmp_path, builder):
+    """CMakeLists.txt configures and builds the library and the example."""
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    mod, out, layout, data, files = _setup(ARCHS["mlp"], tmp_path, builder, "cm")
+    build = tmp_path / "build"
+    for cmd in ([cmake, "-S", str(out), "-B", str(build), f"-DCMAKE_C_COMPILER={CC}",
+                 "-DCMAKE_C_FLAGS=" + " ".join(STRICT)], [cmake, "--build", str(build)]):
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    res = subprocess.run([str(build / "example"), "5", files["p"], files["x"], files["y"]],
+                         capture_output=True, text=True, check=True)
+    params, x, y, v, lens = data
+    loss = mod.loss(params, x, y)
+    assert abs(float(res.stdout.split("\n")[0].split(" = ")[1]) - loss) <= 1e-12 * abs(loss)
+
+
 def test_error_codes(tmp_path, builder):
     """Out-of-range labels, lengths and token ids are refused (ERR_INPUT)
     before any work; so are n < 1 (ERR_BATCH)."""
@@ -517,8 +535,8 @@ def test_cli(tmp_path):
                           str(tmp_path / "o"), "--prefix", "cli_net", "--max-batch", "4"],
                          capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
-    assert sorted(os.listdir(tmp_path / "o")) == ["Makefile", "cli_net.c", "cli_net.h",
-                                                  "example.c"]
+    assert sorted(os.listdir(tmp_path / "o")) == ["CMakeLists.txt", "Makefile", "cli_net.c",
+                                                  "cli_net.h", "example.c"]
     assert "#define cli_net_MAX_BATCH 4" in (tmp_path / "o" / "cli_net.h").read_text()
     (tmp_path / "file").write_text("")
     for args in (["--out", str(tmp_path / "file")], ["--out", str(tmp_path / "p"),

@@ -290,14 +290,16 @@ class _Network:
         if self.inp.x_dtype is not None:
             checks.append(f"!bpgx_tokens_ok(x, n * {self.in_size}, {self.inp.bound})")
         if self.seq:
-            checks.append(f"(lengths && !bpgx_lengths_ok(lengths, n, {self.T}))")
+            checks.append(f"lengths && !bpgx_lengths_ok(lengths, n, {self.T})")
         if fn != "forward" and self.labels:
             checks.append(f"!bpgx_labels_ok(y, n * {self.Ty}, {self.K})")
+        if len(checks) > 1:
+            checks = [f"({c})" if "&&" in c else c for c in checks]
         if checks:
             lines += [f"if ({' || '.join(checks)})", f"    return {p}_ERR_INPUT;"]
         lines += ["{", "    unsigned char *at = (unsigned char *)work;"]
         for r in regions:
-            size = f"{p}_ROUND64((size_t){r.a} * (size_t)n + {r.b})"
+            size = f"{p}_ROUND64({_linear(r.a, r.b, 'n')})"
             lines += [f"    {r.ctype} *const {r.var} = ({r.ctype} *)at;  /* {r.what} */",
                       f"    at += {size};"]
         lines += ["    (void)at;"]
@@ -317,17 +319,18 @@ class _Network:
         args += ["mask", f"mask + {self.T}*n"][:self.n_masks]
         if fn != "forward":
             args.append(ys)
-        args += [f"params + {off}" for off, _, _ in self.params.values()]
+        args += [f"params + {_param_macro(p, key)}_OFFSET" for key in self.params]
         if fn in _VP:
-            args += [f"v + {off}" for off, _, _ in self.params.values()]
+            args += [f"v + {_param_macro(p, key)}_OFFSET" for key in self.params]
         if fn == "hessian":         # rows 0 .. N_PARAMS-1: H·e_j, kc directions a pass
             cols = self.derived.columns
             n_in = len(cols.program.inputs) - len(cols.directions)
             if len(args) - 1 != n_in:
                 raise AssertionError(f"export: hessian_columns takes "
                                      f"{cols.program.inputs[:n_in]}, the wrapper passes {args[1:]}")
-            body.append(f"bpg_hessian_columns({', '.join(args)}, NULL, H, ws_, 0, "
-                        f"{self.n_params}, {kc});")
+            body += _wrap_call("bpg_hessian_columns(", args + [
+                "NULL", "H", "ws_", "0", f"{p}_N_PARAMS", str(kc)]).split("\n")
+            body[-1] += ";"
         else:
             out = {"forward": "out_" if self.seq_out else "out", "loss": "loss",
                    "loss_and_grad": "out_", "hvp": "hv", "ggn_vp": "gv"}[fn]
@@ -335,12 +338,13 @@ class _Network:
             if len(args) - 1 != len(prog.inputs):
                 raise AssertionError(f"export: {fn} takes {prog.inputs}, the wrapper passes "
                                      f"{args[1:]}")
-            body.append(f"bpg_{fn}({', '.join(args + [out, 'ws_'])});")
+            body += _wrap_call(f"bpg_{fn}(", args + [out, "ws_"]).split("\n")
+            body[-1] += ";"
         if fn == "forward" and self.seq_out:
             body.append(f"bpgx_batch_first(out_, mask, n, {self.T}, {self.K}, out);")
         if fn == "loss_and_grad":
             body += ["*loss = out_[0];",
-                     f"memcpy(grad, out_ + 1, (size_t){self.n_params} * sizeof *grad);"]
+                     f"memcpy(grad, out_ + 1, (size_t){p}_N_PARAMS * sizeof *grad);"]
         lines += ["    " + b for b in body] + ["}", f"return {p}_OK;"]
         return lines
 
@@ -417,10 +421,11 @@ def emit_export(derived: Derived, prefix: str, functions=None, max_batch: int = 
     for w in reversed(work_macros[:-1]):
         work_all = f"{prefix}_MAX2({w['name']}(n), \\\n    {work_all})"
     # NAME_work_bytes: the largest function's, 0 when some would not fit
-    too_large = " || ".join(f"bpgx_too_large(n, {sum(r.a for r in rs)}u, "
-                            f"{sum(r.b + 63 for r in rs)}u)" for rs in layout.regions.values())
+    too_large = " ||\n        ".join(f"bpgx_too_large(n, {sum(r.a for r in rs)}u, "
+                                     f"{sum(r.b + 63 for r in rs)}u)"
+                                     for rs in layout.regions.values())
     wrappers.insert(0, {"signature": f"size_t {prefix}_work_bytes(int64_t n)",
-                        "body": [f"if (n < 1 || {too_large})", "    return 0;",
+                        "body": [*f"if (n < 1 || {too_large})".split("\n"), "    return 0;",
                                  f"return {prefix}_WORK_BYTES(n);"]})
 
     ctype = "double" if spec.dtype == "float64" else "float"
@@ -460,11 +465,11 @@ def _regen_args(functions: tuple, max_batch: int) -> str:
     return args + ("" if max_batch == 1 else f" --max-batch {max_batch}")
 
 
-def _linear(a: int, b: int) -> str:
+def _linear(a: int, b: int, n: str = "(n)") -> str:
     """a*n + b bytes as C (size_t arithmetic)."""
     if not a:
         return f"(size_t){b}"
-    return f"(size_t){a} * (size_t)(n)" + (f" + {b}" if b else "")
+    return f"(size_t){a} * (size_t){n}" + (f" + {b}" if b else "")
 
 
 def _wrap_doc(lines: list) -> list:

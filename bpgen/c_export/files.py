@@ -24,7 +24,8 @@ def _max_batch(value) -> int:
 def export(spec, out_dir, *, prefix=None, functions=None, max_batch: int = 1,
            progress=None, out_name: str = "out_dir"):
     """Write ``spec``'s network as a standalone C99 library into ``out_dir``:
-    ``<prefix>.h``, ``<prefix>.c``, ``Makefile`` and ``example.c``
+    ``<prefix>.h``, ``<prefix>.c``, ``Makefile``, ``CMakeLists.txt`` and
+    ``example.c``
     (docs/c-export.md).  ``prefix`` (default: the architecture's name) starts
     every exported name; ``functions`` (a list or a comma-separated str) some
     of ``bpgen.c_export.FUNCTIONS`` (default: forward, loss, loss_and_grad,
@@ -44,6 +45,8 @@ def export(spec, out_dir, *, prefix=None, functions=None, max_batch: int = 1,
     files, layout = emit_export(derived, prefix, functions, max_batch)
     common = {"prefix": prefix, "version": __version__, "source": os.path.basename(s.source)}
     files["Makefile"] = _env.get_template("Makefile.j2").render(**common)
+    files["CMakeLists.txt"] = _env.get_template("CMakeLists.txt.j2").render(
+        **common, gemm="sgemm" if s.dtype == "float32" else "dgemm")
     files["example.c"] = _env.get_template("example.c.j2").render(
         **common, lengths_arg="lengths, " if s.input.is_sequence else "")
     check_source_size(files, s.source)
