@@ -263,11 +263,12 @@ def test_work_bytes_macros(name, tmp_path, builder):
 
 
 def test_two_networks_one_program(tmp_path, builder):
-    """Two exports (one of them the same architecture twice, under two
-    prefixes) link into one program; every external symbol is prefixed."""
+    """Three exports (the same architecture twice, under prefixes that
+    differ only in case) link into one program; every external symbol is
+    prefixed."""
     nm = shutil.which("nm")
     outs = []
-    for prefix, name in (("neta", "mlp"), ("netb", "mlp"), ("netc", "lstm_trunc")):
+    for prefix, name in (("neta", "mlp"), ("NETA", "mlp"), ("netc", "lstm_trunc")):
         out, _ = _export(ARCHS[name], tmp_path, prefix)
         obj = out / f"{prefix}.o"
         subprocess.run([CC, *STRICT, "-c", str(out / f"{prefix}.c"), "-o", str(obj)],
@@ -279,9 +280,9 @@ def test_two_networks_one_program(tmp_path, builder):
             names = [s.split()[-1] for s in syms if s.strip()]
             assert names and all(s.startswith(prefix + "_") for s in names), names
     main = tmp_path / "both.c"
-    main.write_text('#include <stdio.h>\n#include "neta.h"\n#include "netb.h"\n'
+    main.write_text('#include <stdio.h>\n#include "neta.h"\n#include "NETA.h"\n'
                     '#include "netc.h"\nint main(void) {\n'
-                    '    printf("%zu %zu %zu\\n", neta_work_bytes(3), netb_work_bytes(3), '
+                    '    printf("%zu %zu %zu\\n", neta_work_bytes(3), NETA_work_bytes(3), '
                     'netc_work_bytes(3));\n    return 0;\n}\n')
     exe = tmp_path / "both"
     cmd = [CC, *STRICT, *[f"-I{o}" for _, o, _ in outs], str(main),

@@ -448,7 +448,7 @@ def emit_export(derived: Derived, prefix: str, functions=None, max_batch: int = 
         tables=[_table_lines(values, name) for values, name in tables.items()])
     source = _omp(source)
     header = _env.get_template("header.h.j2").render(
-        **common, guard=f"{prefix.upper()}_H_INCLUDED", dtype=spec.dtype, ctype=ctype,
+        **common, guard=f"{prefix}_H_INCLUDED", dtype=spec.dtype, ctype=ctype,
         x_ctype=f"{prefix}_real" if net.inp.x_dtype is None else net.inp.c_type,
         y_ctype="int32_t" if net.labels else f"{prefix}_real",
         x_dims=", ".join(map(str, net.inp.shape)), x_note=_x_note(net),
