@@ -265,7 +265,8 @@ def test_work_bytes_macros(name, tmp_path, builder):
 def test_two_networks_one_program(tmp_path, builder):
     """Three exports (the same architecture twice, under prefixes that
     differ only in case) link into one program; every external symbol is
-    prefixed."""
+    prefixed; no object has writable static data or calls an allocator,
+    I/O or threads."""
     nm = shutil.which("nm")
     outs = []
     for prefix, name in (("neta", "mlp"), ("NETA", "mlp"), ("netc", "lstm_trunc")):
@@ -279,6 +280,17 @@ def test_two_networks_one_program(tmp_path, builder):
                                   text=True, check=True).stdout.split("\n")
             names = [s.split()[-1] for s in syms if s.strip()]
             assert names and all(s.startswith(prefix + "_") for s in names), names
+            # no mutable static data (re-entrant), no allocation, I/O or threads
+            local = subprocess.run([nm, "--defined-only", str(obj)], capture_output=True,
+                                   text=True, check=True).stdout.split("\n")
+            writable = [line for line in local if line.split()[1:2] and
+                        line.split()[1] in "bBdDcCgGsS"]
+            assert not writable, writable
+            undefined = subprocess.run([nm, "-u", str(obj)], capture_output=True, text=True,
+                                       check=True).stdout.split()
+            banned = ("malloc", "calloc", "realloc", "free", "printf", "fprintf", "puts",
+                      "fopen", "fwrite", "fread", "exit", "abort", "pthread")
+            assert not [u for u in undefined if u.lstrip("_").startswith(banned)], undefined
     main = tmp_path / "both.c"
     main.write_text('#include <stdio.h>\n#include "neta.h"\n#include "NETA.h"\n'
                     '#include "netc.h"\nint main(void) {\n'
