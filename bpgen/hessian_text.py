@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from .derivation import assembly, program, structured
 from .equations import labels, op_equation, tex_names, tex_roman
+from .hessian_attention import attention_items
 from .layers import LAYER_TYPES
+from .layers.base import AttentionParts
 from .mathtext import (Cat, Eq, Fn, Frac, Infix, Item, Key, Label, Paren, Raw, Sentence,
                        Sub, Sum, Sym, T, Words)
 from .network import derive
@@ -228,6 +230,10 @@ def hessian_items(arch) -> list:
     for lay, kind in types:
         if kind.recurrent:
             items += _recurrent_items(lay)
+    keys = {var: key for key, var in d.params.items()}
+    for parts in d.graph.layer_parts.values():      # nested in blocks, too
+        if isinstance(parts, AttentionParts):
+            items += attention_items(parts, d.graph.vars, keys)
     other = [lay for lay, kind in types if kind.hessian is None and not kind.recurrent]
     if other:
         which = []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .base import LayerType, ParamSpec, register
+from .base import AttentionParts, LayerType, ParamSpec, register
 
 
 @register
@@ -79,8 +79,13 @@ class Attention(LayerType):
                     comment=f"{n}: per sample and head, the weights times the values, heads side by side")
         ow = g.matmul(o, p["Wo"], base=f"{n}_OW", label=f"OWo_{n}",
                       comment=f"{n}: output projection")
-        return g.map(s(ow) + s(p["bo"]), base=f"{n}_A", label=f"A_{n}",
-                     comment=f"{n}: plus the output bias")
+        out = g.map(s(ow) + s(p["bo"]), base=f"{n}_A", label=f"A_{n}",
+                    comment=f"{n}: plus the output bias")
+        # what bpgen show --hessian prints the blocks of Wq .. bo with
+        self.attention(g, layer, AttentionParts(
+            n, x, proj["q"], proj["k"], proj["v"], a, o, out, h, t, f,
+            tuple((name, p[name]) for name in ("Wq", "Wk", "Wv", "Wo", "bq", "bk", "bv", "bo"))))
+        return out
 
     def describe(self, layer):
         return f"{layer.heads} heads" + (", causal" if layer.causal else "")

@@ -1,0 +1,261 @@
+"""The attention blocks ``bpgen show --hessian`` and ``bpgen doc`` print
+(bpgen/hessian_attention.py) are right: the very expressions printed are
+evaluated with NumPy on tiny attention networks (one and two heads, causal
+or not, every step or the last one scored, a diagonal and a softmax loss
+curvature) and the Hessian they give, outer-product terms through the
+printed Jacobians plus the printed functional terms, equals the module's
+exact ``hessian`` (1e-10); the softmax Jacobian J(p) and its derivative
+dJ(p)[u] equal SymPy's derivatives of the softmax (1e-12).  Then the
+printing: show --hessian (text and LaTeX) and doc name every block on the
+example transformer, and the HTML page renders them."""
+import math
+import os
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from bpgen.check import rel_err, sample_point
+from bpgen.cli import main
+from bpgen.doc import document, markdown
+from bpgen.doc_html import to_html
+from bpgen.hessian_attention import (AttentionBlocks, commutation, short_names,
+                                     softmax_jacobian, softmax_jacobian_derivative)
+from bpgen.hessian_text import render_hessian
+from bpgen.layers.base import AttentionParts
+from bpgen.losses import LOSSES
+from bpgen.network import derive
+from bpgen.spec import load_spec
+
+from conftest import ROOT
+from test_latex import check_equation, latex_equations, markdown_equations
+
+TRANSFORMER = os.path.join(ROOT, "examples", "tiny_transformer.yaml")
+
+
+def _arch(name, heads, causal, loss, f=4, t=3):
+    return {"name": name, "input": {"features": f, "steps": t},
+            "layers": [{"type": "attention", "name": "att", "heads": heads, "causal": causal}],
+            "loss": loss}
+
+
+CASES = {
+    "one-head-causal-mse": _arch("att_h1", 1, True, "mse"),
+    "two-heads-mse": _arch("att_h2", 2, False, "mse"),
+    "two-heads-causal-sce": _arch("att_h2c", 2, True, "softmax_cross_entropy", t=4),
+    "two-heads-causal-mse-last": _arch("att_h2l", 2, True, {"type": "mse", "steps": "last"}),
+}
+
+
+# ---- an independent forward pass and the loss's derivatives at the output ----------
+
+def _softmax(s):
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _forward(p, x, heads, causal):
+    """Per sample: X, Q, K, V, P (per head) and AV, A (plain NumPy)."""
+    n, t, f = x.shape
+    d = f // heads
+    q, k, v = (x @ p[f"att.W{c}"] + p[f"att.b{c}"] for c in "qkv")
+    probs = np.zeros((n, heads, t, t))
+    av = np.zeros_like(x)
+    for j in range(heads):
+        cols = slice(j * d, (j + 1) * d)
+        s = q[:, :, cols] @ k[:, :, cols].transpose(0, 2, 1) / math.sqrt(d)
+        if causal:
+            s = np.where(np.tril(np.ones((t, t))) > 0, s, -np.inf)
+        probs[:, j] = _softmax(s)
+        av[:, :, cols] = probs[:, j] @ v[:, :, cols]
+    return q, k, v, probs, av, av @ p["att.Wo"] + p["att.bo"]
+
+
+def _output_derivatives(spec, out, y):
+    """δA[n] and Λ[n] = ∂²L/∂A[n]² for every sample, from the loss alone."""
+    loss = LOSSES[spec.loss.type]
+    n, t, f = out.shape
+    steps = slice(t - 1, t) if spec.loss.steps == "last" else slice(0, t)
+    scored = out[:, steps]
+    yy = y.reshape(scored.shape[:-1]) if loss.target_kind == "labels" else y.reshape(scored.shape)
+    grad = np.zeros_like(out)
+    grad[:, steps] = loss.reference_grad(scored, yy)
+    lam = np.zeros((n, t * f, t * f))
+    rows = scored.shape[0] * scored.shape[1]
+    for i in range(n):
+        for s in range(t)[steps]:
+            if loss.curvature_form == "softmax":
+                pr = _softmax(out[i, s])
+                block = (np.diag(pr) - np.outer(pr, pr)) / rows
+            else:                                   # mse: ℓ'' = 1 per unit
+                block = np.eye(f) / rows
+            lam[i, s * f:(s + 1) * f, s * f:(s + 1) * f] = block
+    return grad, lam
+
+
+def _indices(mod, f, d):
+    """Flat indices of W̃q[j], W̃k[j], W̃v[j] (rows of W then b, head j's
+    columns), W̃o and Wo[j,:], row-major."""
+    idx = mod.unflatten(np.arange(mod.N_PARAMS, dtype=np.float64))
+    idx = {k.split(".", 1)[1]: v.astype(int) for k, v in idx.items()}
+
+    def tilde(c, cols):
+        return np.vstack([idx[f"W{c}"][:, cols], idx[f"b{c}"][None, cols]]).ravel()
+
+    heads = f // d
+    out = {(c, j): tilde(c, slice(j * d, (j + 1) * d)) for c in "qkv" for j in range(heads)}
+    out[("o", None)] = tilde("o", slice(0, f))
+    for j in range(heads):
+        out[("o", j)] = idx["Wo"][j * d:(j + 1) * d].ravel()
+    return out
+
+
+def _blocks_for(spec):
+    d = derive(spec)
+    parts = next(p for p in d.graph.layer_parts.values() if isinstance(p, AttentionParts))
+    return AttentionBlocks(short_names(parts, d.graph.vars))
+
+
+@pytest.mark.parametrize("cid", list(CASES))
+def test_printed_blocks_give_the_modules_hessian(builder, cid):
+    arch = CASES[cid]
+    spec = load_spec(arch)
+    mod = builder(arch, "numpy")
+    params, x, y = sample_point(spec, mod, batch=2, seed=3)
+    rng = np.random.default_rng(7)
+    params = {k: v + rng.normal(0, 0.4, v.shape) for k, v in params.items()}
+    lay = spec.layers[0]
+    heads, (t, f) = lay.heads, lay.in_shape
+    d = f // heads
+    q, k, v, probs, av, out = _forward(params, x, heads, lay.causal)
+    grad, lam = _output_derivatives(spec, out, y)
+    blocks = _blocks_for(spec)
+    idx = _indices(mod, f, d)
+    h = np.zeros((mod.N_PARAMS, mod.N_PARAMS))
+    for n in range(x.shape[0]):
+        envs = []
+        for j in range(heads):
+            cols = slice(j * d, (j + 1) * d)
+            envs.append(blocks.evaluate({
+                "X": x[n], "AV": av[n], "dA": grad[n], "Wo": params["att.Wo"], "Lam": lam[n],
+                "Q": q[n, :, cols], "K": k[n, :, cols], "V": v[n, :, cols], "P": probs[n, j],
+                "T": t, "F": f, "d": d, "j": j}))
+        jac = {(c, j): envs[j][f"J{c}"] for c in "qkv" for j in range(heads)}
+        jac[("o", None)] = envs[0]["Jo"]
+        for a, ja in jac.items():                           # the outer-product terms
+            for b, jb in jac.items():
+                h[np.ix_(idx[a], idx[b])] += ja.T @ lam[n] @ jb
+        for j in range(heads):                              # the functional terms
+            for (a, b), expr in blocks.deltas.items():
+                delta = expr.value(envs[j])
+                ra, rb = idx[(a, j)], idx[(b, j)]
+                h[np.ix_(ra, rb)] += delta
+                if a != b:
+                    h[np.ix_(rb, ra)] += delta.T
+                else:
+                    assert rel_err(delta, delta.T) <= 1e-12
+    exact = mod.hessian(params, x, y)
+    assert rel_err(h, exact) <= 1e-10
+
+
+def test_functional_terms_are_not_zero(builder):
+    """The Δ blocks are printed because they are there: with them dropped,
+    the printed outer-product terms miss the module's Hessian."""
+    arch = CASES["two-heads-mse"]
+    spec = load_spec(arch)
+    mod = builder(arch, "numpy")
+    params, x, y = sample_point(spec, mod, batch=2, seed=3)
+    lay = spec.layers[0]
+    q, k, v, probs, av, out = _forward(params, x, lay.heads, lay.causal)
+    grad, _ = _output_derivatives(spec, out, y)
+    blocks = _blocks_for(spec)
+    d = lay.in_shape[1] // lay.heads
+    env = blocks.evaluate({"X": x[0], "AV": av[0], "dA": grad[0], "Wo": params["att.Wo"],
+                           "Lam": np.eye(1), "Q": q[0, :, :d], "K": k[0, :, :d],
+                           "V": v[0, :, :d], "P": probs[0, 0], "T": lay.in_shape[0],
+                           "F": lay.in_shape[1], "d": d, "j": 0})
+    for pair, expr in blocks.deltas.items():
+        assert np.abs(expr.value(env)).max() > 1e-6, pair
+
+
+def test_softmax_jacobian_and_its_derivative_match_sympy():
+    t = 4
+    s = sp.symbols(f"s0:{t}")
+    e = [sp.exp(si) for si in s]
+    p = sp.Matrix([[ei / sum(e) for ei in e]])
+    jac = p.jacobian(s)                                  # (∂p/∂s)_ik
+    rng = np.random.default_rng(0)
+    point, u = rng.normal(size=t), rng.normal(size=t)
+    at = dict(zip(s, point))
+    p_num = np.array(p.subs(at).evalf(30), dtype=float)
+    env = {"p": p_num, "u": u[None, :]}
+    j_sym = np.array(jac.subs(at).evalf(30), dtype=float)
+    assert rel_err(softmax_jacobian().value(env), j_sym) <= 1e-12
+    # d/dε J(p(s + ε u)) at ε = 0
+    dj = sum((jac.diff(si) * ui for si, ui in zip(s, u)), sp.zeros(t, t))
+    dj_sym = np.array(dj.subs(at).evalf(30), dtype=float)
+    assert rel_err(softmax_jacobian_derivative().value(env), dj_sym) <= 1e-12
+    # and it is the second derivatives contracted with a gradient g = u
+    contracted = sum((sp.hessian(p[i], s) * u[i] for i in range(t)), sp.zeros(t, t))
+    assert rel_err(dj_sym, np.array(contracted.subs(at).evalf(30), dtype=float)) <= 1e-12
+    # a masked key (p = 0) has a zero row and column
+    env0 = {"p": np.array([[0.3, 0.7, 0.0]]), "u": np.array([[1.0, -2.0, 5.0]])}
+    for expr in (softmax_jacobian(), softmax_jacobian_derivative()):
+        m = expr.value(env0)
+        assert not m[2].any() and not m[:, 2].any()
+
+
+def test_commutation_matrix_transposes():
+    m = np.arange(6.0).reshape(2, 3)
+    assert (commutation(2, 3) @ m.ravel() == m.T.ravel()).all()
+
+
+# ---- printing ------------------------------------------------------------------------
+
+ATTENTION_LINES = (
+    "J(p) = ∂p/∂s = diag(p) - pᵀ·p",
+    "dJ(p)[u] = diag(p ⊙ ū) - (p ⊙ ū)ᵀ·p - pᵀ·(p ⊙ ū),  ū = u - (u·pᵀ) 1ᵀ",
+    "H[θ; θ'] = Σ_n (∂A[n]/∂θ)ᵀ·Λ[n]·∂A[n]/∂θ' + Σ_n Δ[θ; θ'][n]",
+    "𝒥[n,j] = ⊕_t J(p_t)",
+    "Ψ[n,j] = ⊕_t dJ(p_t)[δp_t]",
+    "∂A[n]/∂W̃v[j] = (P[n,j]·X̃[n]) ⊗ Wo[j,:]ᵀ",
+    "∂A[n]/∂W̃o = Õ[n] ⊗ I_F",
+    "∂A[n]/∂W̃q[j] = (I_T ⊗ Wo[j,:]ᵀ·V[n,j]ᵀ)·𝒥[n,j]·∂S[n,j]/∂W̃q[j]",
+    "Δ[W̃q[j]; W̃k[j]][n] = (∂S[n,j]/∂W̃q[j])ᵀ·Ψ[n,j]·∂S[n,j]/∂W̃k[j] + "
+    "((X̃[n]ᵀ·δS[n,j]·X̃[n]) ⊗ I_d)/√d",
+    "Δ[W̃v[j]; Wo[j,:]][n] = ((P[n,j]·X̃[n])ᵀ·δA[n] ⊗ I_d)·C_(d,F)",
+)
+
+
+def test_show_hessian_prints_the_attention_blocks(capsys):
+    assert main(["show", TRANSFORMER, "--hessian"]) == 0
+    text = capsys.readouterr().out
+    for line in ATTENTION_LINES:
+        assert line in text, line
+    # the layer inside its block is named, with its keys and its input
+    assert "The attention layer attn_mha (2 heads, d = 8" in text
+    assert "X[n] = A_attn_norm[n]" in text and "attn.mha.Wq, attn.mha.bq" in text
+    assert "(128 × 136)" in text and "(64 × 64)" in text
+    # every printed block is one the numerical test evaluates
+    blocks = _blocks_for(load_spec(TRANSFORMER))
+    for a, b in blocks.deltas:
+        assert blocks.block_name(a, b).text() + " = " in text
+
+
+def test_show_hessian_latex_and_doc_hold_the_attention_blocks(tmp_path):
+    tex = render_hessian(TRANSFORMER, latex=True)
+    for piece in (r"\bigoplus_t", r"\mathcal{J}", r"\Psi", r"\tilde{X}", r"C_{d,F}",
+                  r"\operatorname{diag}(p \odot \bar{u})"):
+        assert piece in tex, piece
+    eqs, _ = latex_equations(tex)
+    for eq in eqs:
+        check_equation(eq)
+    blocks = document(TRANSFORMER)
+    md = markdown(blocks)
+    hessian = md.split("## 6.", 1)[1]
+    assert r"\mathcal{J}" in hessian and r"\Delta [\tilde{\mathit{Wq}}[j];" in hessian
+    for eq in markdown_equations(hessian):
+        check_equation(eq)
+    html = to_html(blocks, blocks[0][2])
+    assert html.count("<math") > 100 and "\\bigoplus" not in html and "$$" not in html
+    assert "<msub><mi>&#x02A01;</mi><mi>t</mi></msub>" in html     # ⊕_t rendered
