@@ -29,7 +29,8 @@ import math
 import numpy as np
 
 from .equations import tex_roman
-from .mathtext import Cat, Eq, Fn, Frac, Infix, Item, Key, Label, Node, Paren, Sentence, Sub, Sym
+from .mathtext import (Cat, Eq, Fn, Frac, Infix, Item, Key, Label, Node, Paren, Sentence, Sub,
+                       Sym, T)
 
 __all__ = ["Expr", "AttentionBlocks", "attention_items", "softmax_jacobian",
            "softmax_jacobian_derivative", "commutation"]
@@ -63,7 +64,7 @@ class Var(Expr):
         return np.atleast_2d(np.asarray(env[self.key], dtype=float))
 
 
-class Op(Expr):
+class Apply(Expr):
     """An operator over operands: ``fn`` evaluates it from their values."""
 
     def __init__(self, node: Node, fn, *args: Expr):
@@ -79,47 +80,46 @@ def dot(*xs):
         for m in v[1:]:
             out = out @ m
         return out
-    return Op(Infix("·", r" \cdot ", *xs), fn, *xs)
+    return Apply(Infix("·", r" \cdot ", *xs), fn, *xs)
 
 
 def kron(a, b):
-    return Op(Infix(" ⊗ ", r" \otimes ", a, b), lambda env, x, y: np.kron(x, y), a, b)
+    return Apply(Infix(" ⊗ ", r" \otimes ", a, b), lambda env, x, y: np.kron(x, y), a, b)
 
 
 def had(a, b):
-    return Op(Infix(" ⊙ ", r" \odot ", a, b), lambda env, x, y: x * y, a, b)
+    return Apply(Infix(" ⊙ ", r" \odot ", a, b), lambda env, x, y: x * y, a, b)
 
 
 def minus(*xs):
-    return Op(Infix(" - ", " - ", *xs), lambda env, *v: v[0] - sum(v[1:]), *xs)
+    return Apply(Infix(" - ", " - ", *xs), lambda env, *v: v[0] - sum(v[1:]), *xs)
 
 
 def plus(*xs):
-    return Op(Infix(" + ", " + ", *xs), lambda env, *v: sum(v[1:], v[0]), *xs)
+    return Apply(Infix(" + ", " + ", *xs), lambda env, *v: sum(v[1:], v[0]), *xs)
 
 
 def tr(x):
-    from .mathtext import T
-    return Op(T(x), lambda env, v: v.T, x)
+    return Apply(T(x), lambda env, v: v.T, x)
 
 
 def par(x):
-    return Op(Paren(x, big=False), lambda env, v: v, x)
+    return Apply(Paren(x, big=False), lambda env, v: v, x)
 
 
 def over_sqrt_d(x):
     """x / √d."""
-    return Op(Frac(x, Sym("√d", r"\sqrt{d}"), inline=True),
+    return Apply(Frac(x, Sym("√d", r"\sqrt{d}"), inline=True),
               lambda env, v: v / math.sqrt(env["d"]), x)
 
 
 def diag(x):
-    return Op(Fn("diag", x), lambda env, v: np.diag(v.ravel()), x)
+    return Apply(Fn("diag", x), lambda env, v: np.diag(v.ravel()), x)
 
 
 def eye(size: str):
     """I_T, I_F, I_d (the size from ``env``)."""
-    return Op(Sub("I", size), lambda env: np.eye(_size(env, size)))
+    return Apply(Sub("I", size), lambda env: np.eye(_size(env, size)))
 
 
 def commutation(m: int, n: int) -> np.ndarray:
@@ -132,7 +132,7 @@ def commutation(m: int, n: int) -> np.ndarray:
 
 
 def comm(m: str, n: str):
-    return Op(Sym(f"C_({m},{n})", f"C_{{{m},{n}}}"),
+    return Apply(Sym(f"C_({m},{n})", f"C_{{{m},{n}}}"),
               lambda env: commutation(_size(env, m), _size(env, n)))
 
 
@@ -142,64 +142,78 @@ def _size(env, size: str) -> int:
 
 def ones_col(x):
     """[X, 1]: a column of ones appended."""
-    return Op(Paren(Infix(", ", ", ", x, "1"), big=False, brackets="[]"),
+    return Apply(Paren(Infix(", ", ", ", x, "1"), big=False, brackets="[]"),
               lambda env, v: np.hstack([v, np.ones((v.shape[0], 1))]), x)
 
 
 def head_cols(x):
     """Column block j (head j) of x: ``x[j]``."""
-    return Op(Cat(Paren(x, big=False) if isinstance(x, Op) else x, "[j]"),
+    return Apply(Cat(Paren(x, big=False) if isinstance(x, Apply) else x, "[j]"),
               lambda env, v: v[:, env["j"] * env["d"]:(env["j"] + 1) * env["d"]], x)
 
 
 def head_rows(x, base: Node):
     """Row block j (head j) of x: ``x[j,:]``."""
-    return Op(Cat(base, "[j,:]"),
+    return Apply(Cat(base, "[j,:]"),
               lambda env, v: v[env["j"] * env["d"]:(env["j"] + 1) * env["d"], :], x)
 
 
-class Rows(Expr):
-    """⊕_t f(p_t, u_t): the block-diagonal matrix of ``body`` evaluated at
-    each row t of ``p`` (and ``u``), its variables ``p`` and ``u``."""
+class RowFn(Expr):
+    """A matrix function of one row ``p`` (and a direction ``u``), such as
+    J(p): ``name`` prints it as a function (``J(p)``), ``at_t`` at row t
+    (``J(p_t)``), and the expression ``body`` is what it is."""
 
-    def __init__(self, body: Expr, p: Expr, u: Expr | None = None):
-        self.body, self.p, self.u = body, p, u
-        self.node = Cat(Sym("⊕_t ", r"\bigoplus_t "), body.node_at_t)
+    def __init__(self, name: Node, at_t: Node, body: Expr):
+        self.name, self.at_t, self.body, self.node = name, at_t, body, body.node
+
+    def value(self, env):
+        return self.body.value(env)
+
+
+class Rows(Expr):
+    """Row by row: ``f`` at each row t of ``p`` (and ``u``) as the blocks of a
+    block-diagonal matrix (⊕_t f(p_t)), or with ``stack`` as the rows of a
+    matrix."""
+
+    def __init__(self, f: RowFn, p: Expr, u: Expr | None = None, stack: bool = False):
+        self.f, self.p, self.u, self.stack = f, p, u, stack
+        self.node = f.at_t if stack else Cat(Sym("⊕_t ", r"\bigoplus_t "), f.at_t)
 
     def value(self, env):
         p = self.p.value(env)
         u = self.u.value(env) if self.u is not None else p
+        rows = [self.f.value(dict(env, p=p[i:i + 1], u=u[i:i + 1])) for i in range(len(p))]
+        if self.stack:
+            return np.vstack(rows)
         t, k = p.shape
         out = np.zeros((t * k, t * k))
-        for i in range(t):
-            sub = dict(env, p=p[i:i + 1], u=u[i:i + 1])
-            out[i * k:(i + 1) * k, i * k:(i + 1) * k] = self.body.value(sub)
+        for i, block in enumerate(rows):
+            out[i * k:(i + 1) * k, i * k:(i + 1) * k] = block
         return out
 
 
 # ---- the softmax: its Jacobian and the Jacobian's derivative ---------------------
 
 P_ROW, U_ROW = Var("p", "p"), Var("u", "u")
-U_BAR = Op(Sym("ū", r"\bar{u}"),
-           lambda env, p, u: u - (u @ p.T) * np.ones_like(u), P_ROW, U_ROW)
+U_BAR = Apply(Sym("ū", r"\bar{u}"),
+              lambda env, p, u: u - (u @ p.T) * np.ones_like(u), P_ROW, U_ROW)
+DJ = Sym("dJ", r"\mathrm{d}J")
 
 
-def softmax_jacobian() -> Expr:
+def softmax_jacobian() -> RowFn:
     """J(p) = ∂p/∂s = diag(p) - pᵀ·p for a row s and its softmax p."""
-    e = minus(diag(P_ROW), dot(tr(P_ROW), P_ROW))
-    e.node_at_t = Fn("J", Sym("p_t"), tex_name="J")
-    e.name = Fn("J", Sym("p"), tex_name="J")
-    return e
+    return RowFn(Fn("J", Sym("p"), tex_name="J"), Fn("J", Sym("p_t"), tex_name="J"),
+                 minus(diag(P_ROW), dot(tr(P_ROW), P_ROW)))
 
 
-def softmax_jacobian_derivative() -> Expr:
+def softmax_jacobian_derivative() -> RowFn:
     """dJ(p)[u]: the derivative of J(p) when the scores move by u (p moves by
-    u·J(p) = p ⊙ ū), diag(p ⊙ ū) - (p ⊙ ū)ᵀ·p - pᵀ·(p ⊙ ū), ū = u - (u·pᵀ) 1ᵀ."""
+    u·J(p) = p ⊙ ū), diag(p ⊙ ū) - (p ⊙ ū)ᵀ·p - pᵀ·(p ⊙ ū), ū = u - (u·pᵀ) 1ᵀ.
+    The third derivative of the softmax is symmetric, so dJ(p)[g] is also
+    Σ_i g_i ∂²p_i/∂s²: the second-order term contracted with a gradient g."""
     q = had(P_ROW, U_BAR)
-    e = minus(diag(q), dot(tr(par(q)), P_ROW), dot(tr(P_ROW), par(q)))
-    e.node_at_t = Cat(Sym("dJ", r"\mathrm{d}J"), Sym("(p_t)"), Sym("[δp_t]", r"[\delta p_t]"))
-    e.name = Cat(Sym("dJ", r"\mathrm{d}J"), Sym("(p)[u]"))
-    return e
+    return RowFn(Cat(DJ, Sym("(p)[u]")), Cat(DJ, Sym("(p_t)[δp_t]", r"(p_t)[\delta p_t]")),
+                 minus(diag(q), dot(tr(par(q)), P_ROW), dot(tr(P_ROW), par(q))))
 
 
 PAIR = Sym("[θ; θ']", r"[\theta;\ \theta']")
@@ -238,8 +252,8 @@ class AttentionBlocks:
         woj = head_rows(wo, lab["Wo"])
         self.woj_name = Cat(lab["Wo"], "[j,:]")
         jac, djac = softmax_jacobian(), softmax_jacobian_derivative()
-        ds_row = dot(Var(Sym("δp_t", r"\delta p_t"), "u"), jac)
-        ds_row.node = Infix("·", r" \cdot ", ds_row.args[0], jac.node_at_t)
+        dp_t = Var(Sym("δp_t", r"\delta p_t"), "u")
+        ds_row = RowFn(Sym("δs"), Infix("·", r" \cdot ", dp_t, jac.at_t), dot(dp_t, jac))
         defs = [
             ("Xt", ones_col(x)),
             ("Ot", ones_col(av)),
@@ -247,7 +261,7 @@ class AttentionBlocks:
             ("dP", dot(sym["dAV"], tr(v))),
             ("Jp", Rows(jac, p)),
             ("Psi", Rows(djac, p, sym["dP"])),
-            ("dS", _RowsOf(ds_row, p, sym["dP"])),
+            ("dS", Rows(ds_row, p, sym["dP"], stack=True)),
         ]
         self.defs = [(key, Eq(sym[key], e), e) for key, e in defs]
         xt, jp, psi, ds = sym["Xt"], sym["Jp"], sym["Psi"], sym["dS"]
@@ -307,19 +321,6 @@ class AttentionBlocks:
         def one(c):
             return self.woj_name if c == "o" else Cat(self.params[c], "[j]")
         return Cat(Sym("Δ", r"\Delta "), "[", one(a), "; ", one(b), "]", idx)
-
-
-class _RowsOf(Expr):
-    """The matrix whose row t is ``body`` at row t of ``p`` and ``u``."""
-
-    def __init__(self, body: Expr, p: Expr, u: Expr):
-        self.body, self.p, self.u = body, p, u
-        self.node = Cat(Sym("rows ", r"\text{rows } "), body)
-
-    def value(self, env):
-        p, u = self.p.value(env), self.u.value(env)
-        return np.vstack([self.body.value(dict(env, p=p[i:i + 1], u=u[i:i + 1]))
-                          for i in range(p.shape[0])])
 
 
 # ---- the items of bpgen show --hessian ---------------------------------------------
@@ -434,7 +435,7 @@ def attention_items(parts, graph_vars: dict, keys: dict) -> list:
         if key == "dS":
             eq = Eq(Cat(Sym("δs_t", r"\delta s_t"), Sym(" (row t of ", r"\text{ (row } t "
                                                         r"\text{ of } "),
-                        Cat(Label(names["δS"]), "[n,j]"), Sym(")", r"\text{)}")), ds_row)
+                        Cat(Label(names["δS"]), "[n,j]"), Sym(")", r"\text{)}")), ds_row.at_t)
         items.append(Item("eq", eq, shapes[key]))
     wide = f"{(f + 1) * d}"
     items.append(Item("text", Sentence(

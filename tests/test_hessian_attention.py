@@ -33,17 +33,23 @@ from test_latex import check_equation, latex_equations, markdown_equations
 TRANSFORMER = os.path.join(ROOT, "examples", "tiny_transformer.yaml")
 
 
-def _arch(name, heads, causal, loss, f=4, t=3):
-    return {"name": name, "input": {"features": f, "steps": t},
-            "layers": [{"type": "attention", "name": "att", "heads": heads, "causal": causal}],
-            "loss": loss}
+def _arch(name, heads, causal, loss, f=4, t=3, pre=False):
+    layers = [{"type": "attention", "name": "att", "heads": heads, "causal": causal}]
+    if pre:            # the attention's input is then a layer's output, not x
+        layers.insert(0, {"type": "dense", "name": "pre", "units": f, "activation": "tanh"})
+    return {"name": name, "input": {"features": f, "steps": t}, "layers": layers, "loss": loss}
 
 
+# id -> (architecture, lengths, backend)
 CASES = {
-    "one-head-causal-mse": _arch("att_h1", 1, True, "mse"),
-    "two-heads-mse": _arch("att_h2", 2, False, "mse"),
-    "two-heads-causal-sce": _arch("att_h2c", 2, True, "softmax_cross_entropy", t=4),
-    "two-heads-causal-mse-last": _arch("att_h2l", 2, True, {"type": "mse", "steps": "last"}),
+    "one-head-causal-mse": (_arch("att_h1", 1, True, "mse"), None, "numpy"),
+    "two-heads-mse": (_arch("att_h2", 2, False, "mse"), None, "numpy"),
+    "two-heads-causal-sce-after-dense": (
+        _arch("att_h2c", 2, True, "softmax_cross_entropy", t=4, pre=True), None, "numpy"),
+    "two-heads-causal-mse-last": (
+        _arch("att_h2l", 2, True, {"type": "mse", "steps": "last"}), None, "numpy"),
+    "two-heads-causal-mse-lengths": (_arch("att_h2m", 2, True, "mse", t=4), [4, 2], "numpy"),
+    "three-heads-sce-c": (_arch("att_h3", 3, False, "softmax_cross_entropy", f=6), None, "c"),
 }
 
 
@@ -54,60 +60,65 @@ def _softmax(s):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _forward(p, x, heads, causal):
-    """Per sample: X, Q, K, V, P (per head) and AV, A (plain NumPy)."""
+def _forward(p, x, lay, lengths):
+    """The attention layer's input X and, per sample, Q, K, V, P (per head),
+    AV and the output A (plain NumPy; padded keys at -inf)."""
+    if "pre.W" in p:
+        x = np.tanh(x @ p["pre.W"] + p["pre.b"])
     n, t, f = x.shape
-    d = f // heads
+    d = f // lay.heads
     q, k, v = (x @ p[f"att.W{c}"] + p[f"att.b{c}"] for c in "qkv")
-    probs = np.zeros((n, heads, t, t))
+    keep = np.ones((n, t, t), dtype=bool)
+    if lay.causal:
+        keep &= np.tril(np.ones((t, t), dtype=bool))
+    if lengths is not None:
+        keep &= (np.arange(t)[None, :] < np.asarray(lengths)[:, None])[:, None, :]
+    probs = np.zeros((n, lay.heads, t, t))
     av = np.zeros_like(x)
-    for j in range(heads):
+    for j in range(lay.heads):
         cols = slice(j * d, (j + 1) * d)
         s = q[:, :, cols] @ k[:, :, cols].transpose(0, 2, 1) / math.sqrt(d)
-        if causal:
-            s = np.where(np.tril(np.ones((t, t))) > 0, s, -np.inf)
-        probs[:, j] = _softmax(s)
+        probs[:, j] = _softmax(np.where(keep, s, -np.inf))
         av[:, :, cols] = probs[:, j] @ v[:, :, cols]
-    return q, k, v, probs, av, av @ p["att.Wo"] + p["att.bo"]
+    return x, q, k, v, probs, av, av @ p["att.Wo"] + p["att.bo"]
 
 
-def _output_derivatives(spec, out, y):
-    """δA[n] and Λ[n] = ∂²L/∂A[n]² for every sample, from the loss alone."""
+def _output_derivatives(spec, out, y, lengths):
+    """δA[n] and Λ[n] = ∂²L/∂A[n]² for every sample, from the loss alone
+    (the mean over the scored (sample, step) rows: the real ones)."""
     loss = LOSSES[spec.loss.type]
     n, t, f = out.shape
-    steps = slice(t - 1, t) if spec.loss.steps == "last" else slice(0, t)
-    scored = out[:, steps]
-    yy = y.reshape(scored.shape[:-1]) if loss.target_kind == "labels" else y.reshape(scored.shape)
-    grad = np.zeros_like(out)
-    grad[:, steps] = loss.reference_grad(scored, yy)
-    lam = np.zeros((n, t * f, t * f))
-    rows = scored.shape[0] * scored.shape[1]
-    for i in range(n):
-        for s in range(t)[steps]:
-            if loss.curvature_form == "softmax":
-                pr = _softmax(out[i, s])
-                block = (np.diag(pr) - np.outer(pr, pr)) / rows
-            else:                                   # mse: ℓ'' = 1 per unit
-                block = np.eye(f) / rows
-            lam[i, s * f:(s + 1) * f, s * f:(s + 1) * f] = block
-    return grad, lam
+    lengths = [t] * n if lengths is None else lengths
+    scored = [(i, s) for i in range(n) for s in range(t)
+              if (s == t - 1 if spec.loss.steps == "last" else s < lengths[i])]
+    grad, lam = np.zeros_like(out), np.zeros((n, t * f, t * f))
+    for i, s in scored:
+        target = y[i, s] if spec.loss.steps != "last" else y[i]
+        grad[i, s] = loss.reference_grad(out[i, s][None], np.asarray(target)[None])[0]
+        if loss.curvature_form == "softmax":
+            pr = _softmax(out[i, s])
+            block = np.diag(pr) - np.outer(pr, pr)
+        else:                                       # mse: ℓ'' = 1 per unit
+            block = np.eye(f)
+        lam[i, s * f:(s + 1) * f, s * f:(s + 1) * f] = block / len(scored)
+    return grad / len(scored), lam
 
 
 def _indices(mod, f, d):
     """Flat indices of W̃q[j], W̃k[j], W̃v[j] (rows of W then b, head j's
     columns), W̃o and Wo[j,:], row-major."""
     idx = mod.unflatten(np.arange(mod.N_PARAMS, dtype=np.float64))
-    idx = {k.split(".", 1)[1]: v.astype(int) for k, v in idx.items()}
+    idx = {k: v.astype(int) for k, v in idx.items()}
 
     def tilde(c, cols):
-        return np.vstack([idx[f"W{c}"][:, cols], idx[f"b{c}"][None, cols]]).ravel()
+        return np.vstack([idx[f"att.W{c}"][:, cols], idx[f"att.b{c}"][None, cols]]).ravel()
 
     heads = f // d
     out = {(c, j): tilde(c, slice(j * d, (j + 1) * d)) for c in "qkv" for j in range(heads)}
     out[("o", None)] = tilde("o", slice(0, f))
     for j in range(heads):
-        out[("o", j)] = idx["Wo"][j * d:(j + 1) * d].ravel()
-    return out
+        out[("o", j)] = idx["att.Wo"][j * d:(j + 1) * d].ravel()
+    return out, idx
 
 
 def _blocks_for(spec):
@@ -116,35 +127,41 @@ def _blocks_for(spec):
     return AttentionBlocks(short_names(parts, d.graph.vars))
 
 
-@pytest.mark.parametrize("cid", list(CASES))
-def test_printed_blocks_give_the_modules_hessian(builder, cid):
-    arch = CASES[cid]
-    spec = load_spec(arch)
-    mod = builder(arch, "numpy")
+def _point(spec, mod, lengths):
     params, x, y = sample_point(spec, mod, batch=2, seed=3)
     rng = np.random.default_rng(7)
     params = {k: v + rng.normal(0, 0.4, v.shape) for k, v in params.items()}
-    lay = spec.layers[0]
-    heads, (t, f) = lay.heads, lay.in_shape
-    d = f // heads
-    q, k, v, probs, av, out = _forward(params, x, heads, lay.causal)
-    grad, lam = _output_derivatives(spec, out, y)
+    lay = spec.layers[-1]
+    xin, q, k, v, probs, av, out = _forward(params, x, lay, lengths)
+    grad, lam = _output_derivatives(spec, out, y, lengths)
+    (t, f), d = lay.in_shape, lay.in_shape[1] // lay.heads
+
+    def env(n, j):
+        cols = slice(j * d, (j + 1) * d)
+        return {"X": xin[n], "AV": av[n], "dA": grad[n], "Wo": params["att.Wo"],
+                "Lam": lam[n], "Q": q[n, :, cols], "K": k[n, :, cols], "V": v[n, :, cols],
+                "P": probs[n, j], "T": t, "F": f, "d": d, "j": j}
+    return params, x, y, env
+
+
+@pytest.mark.parametrize("cid", list(CASES))
+def test_printed_blocks_give_the_modules_hessian(builder, cid):
+    arch, lengths, backend = CASES[cid]
+    spec = load_spec(arch)
+    mod = builder(arch, backend)
+    lay = spec.layers[-1]
+    heads, f = lay.heads, lay.in_shape[1]
+    params, x, y, env = _point(spec, mod, lengths)
     blocks = _blocks_for(spec)
-    idx = _indices(mod, f, d)
+    idx, by_key = _indices(mod, f, f // heads)
     h = np.zeros((mod.N_PARAMS, mod.N_PARAMS))
     for n in range(x.shape[0]):
-        envs = []
-        for j in range(heads):
-            cols = slice(j * d, (j + 1) * d)
-            envs.append(blocks.evaluate({
-                "X": x[n], "AV": av[n], "dA": grad[n], "Wo": params["att.Wo"], "Lam": lam[n],
-                "Q": q[n, :, cols], "K": k[n, :, cols], "V": v[n, :, cols], "P": probs[n, j],
-                "T": t, "F": f, "d": d, "j": j}))
+        envs = [blocks.evaluate(env(n, j)) for j in range(heads)]
         jac = {(c, j): envs[j][f"J{c}"] for c in "qkv" for j in range(heads)}
         jac[("o", None)] = envs[0]["Jo"]
         for a, ja in jac.items():                           # the outer-product terms
             for b, jb in jac.items():
-                h[np.ix_(idx[a], idx[b])] += ja.T @ lam[n] @ jb
+                h[np.ix_(idx[a], idx[b])] += ja.T @ envs[0]["Lam"] @ jb
         for j in range(heads):                              # the functional terms
             for (a, b), expr in blocks.deltas.items():
                 delta = expr.value(envs[j])
@@ -154,28 +171,24 @@ def test_printed_blocks_give_the_modules_hessian(builder, cid):
                     h[np.ix_(rb, ra)] += delta.T
                 else:
                     assert rel_err(delta, delta.T) <= 1e-12
-    exact = mod.hessian(params, x, y)
-    assert rel_err(h, exact) <= 1e-10
+    keys, block = mod.hessian_blocks(params, x, y, lengths=lengths)["att"]
+    rows = np.concatenate([by_key[k].ravel() for k in keys])
+    assert rel_err(h[np.ix_(rows, rows)], block) <= 1e-10
+    assert rel_err(h[np.ix_(rows, rows)],
+                   mod.hessian(params, x, y, lengths=lengths)[np.ix_(rows, rows)]) <= 1e-10
 
 
 def test_functional_terms_are_not_zero(builder):
-    """The Δ blocks are printed because they are there: with them dropped,
-    the printed outer-product terms miss the module's Hessian."""
-    arch = CASES["two-heads-mse"]
+    """The Δ blocks are printed because they are there: each is nonzero at a
+    random point (and test_printed_blocks_give_the_modules_hessian fails
+    without them)."""
+    arch, lengths, backend = CASES["two-heads-mse"]
     spec = load_spec(arch)
-    mod = builder(arch, "numpy")
-    params, x, y = sample_point(spec, mod, batch=2, seed=3)
-    lay = spec.layers[0]
-    q, k, v, probs, av, out = _forward(params, x, lay.heads, lay.causal)
-    grad, _ = _output_derivatives(spec, out, y)
+    _, _, _, env = _point(spec, builder(arch, backend), lengths)
     blocks = _blocks_for(spec)
-    d = lay.in_shape[1] // lay.heads
-    env = blocks.evaluate({"X": x[0], "AV": av[0], "dA": grad[0], "Wo": params["att.Wo"],
-                           "Lam": np.eye(1), "Q": q[0, :, :d], "K": k[0, :, :d],
-                           "V": v[0, :, :d], "P": probs[0, 0], "T": lay.in_shape[0],
-                           "F": lay.in_shape[1], "d": d, "j": 0})
+    values = blocks.evaluate(env(0, 1))
     for pair, expr in blocks.deltas.items():
-        assert np.abs(expr.value(env)).max() > 1e-6, pair
+        assert np.abs(expr.value(values)).max() > 1e-6, pair
 
 
 def test_softmax_jacobian_and_its_derivative_match_sympy():
