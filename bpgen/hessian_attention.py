@@ -331,11 +331,10 @@ def short_names(parts, graph_vars: dict) -> dict:
         label = graph_vars[var].label or var
         tail = "_" + parts.layer
         return label[:-len(tail)] if label.endswith(tail) else label
-    params = dict(parts.params)
     names = {"Q": short(parts.queries), "K": short(parts.keys), "V": short(parts.values),
              "P": short(parts.weights), "AV": short(parts.heads_out), "A": short(parts.output),
-             "X": "X", "S": "S"}
-    names.update({w: short(params[w]) for w in ("Wq", "Wk", "Wv", "Wo")})
+             "S": short(parts.scores), "X": "X"}
+    names.update({f"W{c}": short(w) for c, w in zip("qkvo", parts.weight_params)})
     for s in ("A", "AV", "P", "S"):
         names["δ" + s] = "δ" + names[s]
     return names
@@ -346,7 +345,8 @@ def attention_items(parts, graph_vars: dict, keys: dict) -> list:
     parameter key)."""
     names = short_names(parts, graph_vars)
     blocks = AttentionBlocks(names)
-    params = dict(parts.params)
+    params = {**{f"W{c}": w for c, w in zip("qkvo", parts.weight_params)},
+              **{f"b{c}": b for c, b in zip("qkvo", parts.bias_params)}}
     t, f, h = parts.steps, parts.features, parts.heads
     d = f // h
     lay = Sym(parts.layer, tex_roman(parts.layer))
@@ -441,8 +441,9 @@ def attention_items(parts, graph_vars: dict, keys: dict) -> list:
     items.append(Item("text", Sentence(
         "The Jacobians of the scores ", Cat(Label(names["S"]), "[n,j]"), " and of the "
         "output (", Eq(Cat(Label(names["S"]), "[n,j]"),
-                      Sym("Q[n,j]·K[n,j]ᵀ / √d",
-                          r"Q[n,j] \cdot K[n,j]^{\top} / \sqrt{d}")), "), by the product "
+                      Frac(Infix("·", r" \cdot ", Cat(Label(names["Q"]), "[n,j]"),
+                                 T(Cat(Label(names["K"]), "[n,j]"))),
+                           Sym("√d", r"\sqrt{d}"), inline=True)), "), by the product "
         "rule through the composition (the masked scores' derivative is zero, and ",
         Sym("𝒥", r"\mathcal{J}"), " zeroes it again):")))
     for c in "qk":

@@ -5,8 +5,10 @@ Every sentence and equation is one :mod:`bpgen.mathtext` object printed as
 text or LaTeX.  Parameters are named by the layer types: a ``kronecker``
 layer's weight and bias come from
 :meth:`~bpgen.layers.base.LayerType.kronecker_parts` (by role), a
-recurrent layer's from its ``ParamSpec`` roles; nothing here spells a
-parameter's name.
+recurrent layer's from its ``ParamSpec`` roles, an attention layer's blocks
+from the variables it registered (:class:`~bpgen.layers.base.AttentionParts`,
+printed by :mod:`bpgen.hessian_attention`, also inside blocks); nothing here
+spells a parameter's name.
 """
 from __future__ import annotations
 

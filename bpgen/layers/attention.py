@@ -61,6 +61,7 @@ class Attention(LayerType):
                          comment=f"{n}: per sample and head, the queries times the keys transposed")
         scaled = g.map(s(scores) / sp.sqrt(sp.Integer(d)), base=f"{n}_S", label=f"S_{n}",
                        comment=f"{n}: scores / sqrt({d})")
+        unmasked = scaled
         if layer.causal or g.mask is not None:
             # keys after the query (causal) and padded keys (g.mask: the
             # sequence's real steps, from lengths) at -inf
@@ -83,8 +84,9 @@ class Attention(LayerType):
                     comment=f"{n}: plus the output bias")
         # what bpgen show --hessian prints the blocks of Wq .. bo with
         self.attention(g, layer, AttentionParts(
-            n, x, proj["q"], proj["k"], proj["v"], a, o, out, h, t, f,
-            tuple((name, p[name]) for name in ("Wq", "Wk", "Wv", "Wo", "bq", "bk", "bv", "bo"))))
+            n, x, proj["q"], proj["k"], proj["v"], unmasked, a, o, out, h, t, f,
+            tuple(p[w] for w in ("Wq", "Wk", "Wv", "Wo")),
+            tuple(p[b] for b in ("bq", "bk", "bv", "bo"))))
         return out
 
     def describe(self, layer):

@@ -134,23 +134,25 @@ class AttentionParts:
     """What ``bpgen show --hessian`` reads of a self-attention layer to print
     its Hessian blocks in matrix form (:mod:`bpgen.hessian_attention`): graph
     variables of its forward composition, per sample X (T, F) -> Q, K, V ->
-    P = softmax over the keys of Q_j·K_jᵀ/√d per head j -> AV (the heads
-    side by side) -> output AV·Wo + 1·bo, the head count, and ``params``:
-    the short names "Wq", "Wk", "Wv", "Wo", "bq", "bk", "bv", "bo" -> their
-    graph variables.  A type registers them with
-    :meth:`LayerType.attention`."""
+    the scores S = Q_j·K_jᵀ/√d per head j -> P = softmax over the keys of S -> AV (the heads
+    side by side) -> output AV·Wo + 1·bo; the sizes; and the parameters'
+    graph variables, ``weights`` (Wq, Wk, Wv, Wo), each (F, F), and
+    ``biases`` (bq, bk, bv, bo), each (F,), in that order.  A type
+    registers them with :meth:`LayerType.attention`."""
     layer: str
     input: str
     queries: str
     keys: str
     values: str
+    scores: str               # Q_j·K_jᵀ/√d, before any mask
     weights: str
     heads_out: str
     output: str
     heads: int
     steps: int
     features: int
-    params: tuple         # ((short name, graph variable), ...)
+    weight_params: tuple      # (Wq, Wk, Wv, Wo)
+    bias_params: tuple        # (bq, bk, bv, bo)
 
 
 #: layer type name -> its (single) instance
@@ -249,10 +251,9 @@ class LayerType:
         products)."""
         if layer.name in g.layer_parts:
             raise ValueError(f"layer {layer.name!r}: parts registered twice")
-        names = {name for name, _ in parts.params}
-        if names != {"Wq", "Wk", "Wv", "Wo", "bq", "bk", "bv", "bo"}:
-            raise ValueError(f"layer {layer.name!r}: attention parts need Wq, Wk, Wv, Wo, "
-                             f"bq, bk, bv, bo, got {sorted(names)}")
+        if len(parts.weight_params) != 4 or len(parts.bias_params) != 4:
+            raise ValueError(f"layer {layer.name!r}: attention parts need the four "
+                             f"weights (Wq, Wk, Wv, Wo) and the four biases")
         g.layer_parts[layer.name] = parts
 
     def identity_check(self, layer) -> None:
