@@ -367,8 +367,9 @@ def attention_items(parts, graph_vars: dict, keys: dict) -> list:
         Item("text", Sentence(
             "The attention layer ", lay, " (", str(h), " head", "s" if h > 1 else "", ", d = ",
             str(d), "; below its variables without the subscript, ", Label(names["Q"]), " for ",
-            Label(graph_vars[parts.queries].label), "; ", Eq(Cat(Sym("X"), "[n]"),
-                                                             Cat(inp, "[n]")),
+            Label(graph_vars[parts.queries].label), "; ",
+            Cat(Sym("X"), "[n]") if inp.text() == "X" else Eq(Cat(Sym("X"), "[n]"),
+                                                              Cat(inp, "[n]")),
             " its input for sample ", Sym("n"), ", ", Sym("T × F", r"T \times F"),
             " with the steps as rows; vec is row-major, like the flat order of a weight): "
             "every parameter acts through the layer's output ", Cat(Label(names["A"]), "[n]"),

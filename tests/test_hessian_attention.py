@@ -269,6 +269,30 @@ def test_show_hessian_latex_and_doc_hold_the_attention_blocks(tmp_path):
     assert r"\mathcal{J}" in hessian and r"\Delta [\tilde{\mathit{Wq}}[j];" in hessian
     for eq in markdown_equations(hessian):
         check_equation(eq)
-    html = to_html(blocks, blocks[0][2])
+    assert main(["doc", TRANSFORMER, "-o", str(tmp_path / "doc.html")]) == 0
+    html = (tmp_path / "doc.html").read_text(encoding="utf-8")
+    assert html == to_html(blocks, blocks[0][2])
     assert html.count("<math") > 100 and "\\bigoplus" not in html and "$$" not in html
     assert "<msub><mi>&#x02A01;</mi><mi>t</mi></msub>" in html     # ⊕_t rendered
+    assert "<mi>&#x003A8;</mi>" in html and "<mover><mrow><mi>X</mi>" in html   # Ψ, X̃
+
+
+def test_every_attention_layer_is_printed_with_its_own_names():
+    """One at the top and one inside a block, after an embedding: each gets
+    its sentence, its input and its keys; the dense layers keep theirs."""
+    arch = {"name": "two_att", "input": {"tokens": 7, "steps": 3},
+            "layers": [{"type": "embedding", "name": "emb", "units": 4, "positions": True},
+                       {"type": "attention", "name": "first", "heads": 1},
+                       {"type": "block", "name": "b", "residual": True, "layers": [
+                           {"type": "layernorm", "name": "ln"},
+                           {"type": "attention", "name": "second", "heads": 2,
+                            "causal": True}]},
+                       {"type": "dense", "units": 7}],
+            "loss": "softmax_cross_entropy"}
+    text = render_hessian(arch)
+    assert text.count("The attention layer ") == 2
+    assert "The attention layer first (1 head, d = 4" in text
+    assert "The attention layer b_second (2 heads, d = 2" in text
+    assert "X[n] = A_emb[n]" in text and "X[n] = A_b_ln[n]" in text
+    assert "first.Wq, first.bq" in text and "b.second.Wo, b.second.bo" in text
+    assert "(12 × 20)" in text            # ∂A[n]/∂W̃o of the first: T·F × (F+1)·F
