@@ -4,8 +4,9 @@ evaluated with NumPy on tiny attention networks (one and two heads, causal
 or not, every step or the last one scored, a diagonal and a softmax loss
 curvature) and the Hessian they give, outer-product terms through the
 printed Jacobians plus the printed functional terms, equals the module's
-exact ``hessian`` (1e-10); the softmax Jacobian J(p) and its derivative
-dJ(p)[u] equal SymPy's derivatives of the softmax (1e-12).  Then the
+exact ``hessian`` and ``hessian_blocks`` (1e-10); the softmax Jacobian J(p)
+and its derivative dJ(p)[u] equal SymPy's derivatives of the layer's own
+composition (the graph ops between its scores and its weights; 1e-12).  Then the
 printing: show --hessian (text and LaTeX) and doc name every block on the
 example transformer, and the HTML page renders them."""
 import math
@@ -191,30 +192,63 @@ def test_functional_terms_are_not_zero(builder):
         assert np.abs(expr.value(values)).max() > 1e-6, pair
 
 
-def test_softmax_jacobian_and_its_derivative_match_sympy():
-    t = 4
+def _layer_softmax_row(spec):
+    """The layer's own composition from its scores S to its weights P (the
+    ops its forward added: mask, row max, exp, row sum, quotient), run by
+    SymPy on one symbolic row s of unmasked scores: the row p(s)."""
+    graph = derive(spec).graph
+    parts = next(p for p in graph.layer_parts.values() if isinstance(p, AttentionParts))
+    t = parts.steps
     s = sp.symbols(f"s0:{t}")
-    e = [sp.exp(si) for si in s]
-    p = sp.Matrix([[ei / sum(e) for ei in e]])
-    jac = p.jacobian(s)                                  # (∂p/∂s)_ik
-    rng = np.random.default_rng(0)
-    point, u = rng.normal(size=t), rng.normal(size=t)
-    at = dict(zip(s, point))
+    row = {parts.scores: list(s)}
+    first, last = graph.producer[parts.scores], graph.producer[parts.weights]
+    for op in graph.ops[first + 1:last + 1]:
+        kind = op.primitive.name
+        if kind == "causal_mask":               # a row's unmasked keys pass unchanged
+            row[op.out] = row[op.args[0]]
+        elif kind == "rowmax":                  # p does not depend on the shift
+            row[op.out] = sp.Symbol("m")
+        elif kind == "sum":
+            row[op.out] = sum(row[op.args[0]])
+        elif kind == "map":
+            expr = op.attrs["expr"]
+            by_name = {x.name: x for x in expr.free_symbols}
+
+            def at(i):
+                return {by_name[a]: row[a][i] if isinstance(row[a], list) else row[a]
+                        for a in op.args if a in by_name}
+            row[op.out] = [expr.subs(at(i)) for i in range(t)]
+        else:
+            raise AssertionError(f"unexpected {kind} between the scores and the weights")
+    return s, sp.Matrix([row[parts.weights]])
+
+
+@pytest.mark.parametrize("cid", list(CASES))
+def test_softmax_rules_are_the_derivatives_of_the_layers_composition(cid):
+    """J(p) and dJ(p)[u] as printed equal SymPy's first and second
+    derivatives of the composition the layer derives its Hessian from."""
+    s, p = _layer_softmax_row(load_spec(CASES[cid][0]))
+    t = len(s)
+    rng = np.random.default_rng(t)
+    at = {**dict(zip(s, rng.normal(size=t))), sp.Symbol("m"): 0.7}
+    u = rng.normal(size=t)
     p_num = np.array(p.subs(at).evalf(30), dtype=float)
     env = {"p": p_num, "u": u[None, :]}
-    j_sym = np.array(jac.subs(at).evalf(30), dtype=float)
-    assert rel_err(softmax_jacobian().value(env), j_sym) <= 1e-12
-    # d/dε J(p(s + ε u)) at ε = 0
-    dj = sum((jac.diff(si) * ui for si, ui in zip(s, u)), sp.zeros(t, t))
-    dj_sym = np.array(dj.subs(at).evalf(30), dtype=float)
-    assert rel_err(softmax_jacobian_derivative().value(env), dj_sym) <= 1e-12
+    jac = p.jacobian(s)                                  # (∂p/∂s)_ik
+    assert rel_err(softmax_jacobian().value(env),
+                   np.array(jac.subs(at).evalf(30), dtype=float)) <= 1e-12
+    dj = sum((jac.diff(si) * ui for si, ui in zip(s, u)), sp.zeros(t, t))   # d/dε J(s + εu)
+    dj_num = np.array(dj.subs(at).evalf(30), dtype=float)
+    assert rel_err(softmax_jacobian_derivative().value(env), dj_num) <= 1e-12
     # and it is the second derivatives contracted with a gradient g = u
     contracted = sum((sp.hessian(p[i], s) * u[i] for i in range(t)), sp.zeros(t, t))
-    assert rel_err(dj_sym, np.array(contracted.subs(at).evalf(30), dtype=float)) <= 1e-12
-    # a masked key (p = 0) has a zero row and column
-    env0 = {"p": np.array([[0.3, 0.7, 0.0]]), "u": np.array([[1.0, -2.0, 5.0]])}
+    assert rel_err(dj_num, np.array(contracted.subs(at).evalf(30), dtype=float)) <= 1e-12
+
+
+def test_a_masked_key_has_a_zero_row_and_column():
+    env = {"p": np.array([[0.3, 0.7, 0.0]]), "u": np.array([[1.0, -2.0, 5.0]])}
     for expr in (softmax_jacobian(), softmax_jacobian_derivative()):
-        m = expr.value(env0)
+        m = expr.value(env)
         assert not m[2].any() and not m[:, 2].any()
 
 
