@@ -289,6 +289,13 @@ class AttentionBlocks:
             "o": kron(sym["Ot"], eye("F")),
         }
         self.jacobian_names = {c: d_a(c, "" if c == "o" else "[j]") for c in "qkvo"}
+        # A[n] is linear in W̃v[j] and in W̃o: their blocks are the outer-product
+        # term alone, a Kronecker sandwich of Λ[n] (one sample's summand)
+        pxt = par(dot(p, xt))
+        self.gauss_newton = {
+            "v": dot(par(kron(tr(pxt), woj)), self.lam, par(kron(pxt, tr(woj)))),
+            "o": dot(par(kron(tr(sym["Ot"]), eye("F"))), self.lam, par(kron(sym["Ot"], eye("F")))),
+        }
         self.score_names = {c: d_s(c) for c in "qk"}
         self.deltas = {
             ("q", "q"): dot(s_t["q"], psi, s_var["q"]),
@@ -340,9 +347,9 @@ def short_names(parts, graph_vars: dict) -> dict:
     return names
 
 
-def attention_items(parts, graph_vars: dict, keys: dict) -> list:
+def attention_items(parts, graph_vars: dict, keys: dict, l2: bool = False) -> list:
     """The items of one attention layer (``keys``: graph variable -> its
-    parameter key)."""
+    parameter key; ``l2``: the loss has an l2 term, λ I on the weights)."""
     names = short_names(parts, graph_vars)
     blocks = AttentionBlocks(names)
     params = {**{f"W{c}": w for c, w in zip("qkvo", parts.weight_params)},
@@ -391,8 +398,11 @@ def attention_items(parts, graph_vars: dict, keys: dict) -> list:
                           Frac(Cat(Sym("∂", r"\partial "), Label(names["A"]), "[n]"),
                                Cat(Sym("∂", r"\partial "), Sym("θ'", r"\theta'")),
                                inline=True)),
-                          Cat(Sym("Σ_n ", r"\sum_n "), Sym("Δ", r"\Delta "), PAIR, "[n]")))),
+                          Cat(Sym("Σ_n ", r"\sum_n "), Sym("Δ", r"\Delta "), PAIR, "[n]"),
+                          *([Sym("λ I", r"\lambda I")] if l2 else [])))),
         Item("text", Sentence(
+            *(("(", Sym("λ I", r"\lambda I"), " from l2 on the weights' rows of the diagonal "
+               "blocks) ") if l2 else ()),
             "for ", Sym("θ, θ'", r"\theta, \theta'"), " among ",
             Eq(Cat(tilde["q"], "[j]"), Cat(Paren(Cat(name("Wq"), "; ", name("bq")),
                                                  big=False, brackets="[]"), "[j]")),
@@ -455,15 +465,27 @@ def attention_items(parts, graph_vars: dict, keys: dict) -> list:
         items.append(Item("eq", Eq(blocks.jacobian_names[c], blocks.jacobians[c]),
                           f"{t * f} × {cols}"))
     items.append(Item("text", Sentence(
+        "The output is linear in ", Cat(tilde["v"], "[j]"), " and in ", tilde["o"],
+        ", so their blocks have no functional term: Gauss-Newton-like Kronecker products "
+        "around ", blocks.lam.node, " (with a per-step loss right after the layer, ",
+        blocks.lam.node, " is block-diagonal over the steps and ", Cat(Sym("H"), "[",
+                                                                       tilde["o"], "; ",
+                                                                       tilde["o"], "]"),
+        " the sum over the steps of the dense layer's Kronecker blocks):")))
+    gn_name = {"v": Cat(tilde["v"], "[j]"), "o": tilde["o"]}
+    gn_size = {"v": wide, "o": f"{(f + 1) * f}"}
+    for c, e in blocks.gauss_newton.items():
+        items.append(Item("eq", Eq(Cat(Sym("H"), "[", gn_name[c], "; ", gn_name[c], "]"),
+                                   Cat(Sym("Σ_n ", r"\sum_n "), e)),
+                          f"{gn_size[c]} × {gn_size[c]}"))
+    items.append(Item("text", Sentence(
         "The functional terms, per head (zero between different heads, and ",
         blocks.block_name("v", "v", ""), ", ", Cat(Sym("Δ", r"\Delta "), "[", tilde["o"], "; ",
                                                    tilde["o"], "]"),
         ", and on the row of the output bias and the other heads' rows of ",
         Label(names["Wo"]), "; ", Eq(Cat(Sym("Δ", r"\Delta "), PAIR_SWAPPED),
                                      Cat(Sym("Δ", r"\Delta "), PAIR, Sym("ᵀ", r"^{\top}"))),
-        "); for one head they are the blocks of Ormaniec, Dangel and Singh, and ",
-        Cat(blocks.jacobian_names["v"]), ", ", blocks.jacobian_names["o"],
-        " their Gauss-Newton-like Kronecker products:")))
+        "); for one head they are the blocks of Ormaniec, Dangel and Singh:")))
     sizes = {"q": wide, "k": wide, "v": wide, "o": f"{d * f}"}
     for (a, b), e in blocks.deltas.items():
         items.append(Item("eq", Eq(blocks.block_name(a, b), e), f"{sizes[a]} × {sizes[b]}"))

@@ -235,7 +235,7 @@ def hessian_items(arch) -> list:
     keys = {var: key for key, var in d.params.items()}
     for parts in d.graph.layer_parts.values():      # nested in blocks, too
         if isinstance(parts, AttentionParts):
-            items += attention_items(parts, d.graph.vars, keys)
+            items += attention_items(parts, d.graph.vars, keys, bool(spec.l2))
     other = [lay for lay, kind in types if kind.hessian is None and not kind.recurrent]
     if other:
         which = []

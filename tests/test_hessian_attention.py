@@ -45,6 +45,8 @@ def _arch(name, heads, causal, loss, f=4, t=3, pre=False):
 CASES = {
     "one-head-causal-mse": (_arch("att_h1", 1, True, "mse"), None, "numpy"),
     "two-heads-mse": (_arch("att_h2", 2, False, "mse"), None, "numpy"),
+    "two-heads-mse-l2": (dict(_arch("att_h2r", 2, False, "mse"),
+                              regularization={"l2": 0.3}), None, "numpy"),
     "two-heads-causal-sce-after-dense": (
         _arch("att_h2c", 2, True, "softmax_cross_entropy", t=4, pre=True), None, "numpy"),
     "two-heads-causal-mse-last": (
@@ -156,8 +158,11 @@ def test_printed_blocks_give_the_modules_hessian(builder, cid):
     blocks = _blocks_for(spec)
     idx, by_key = _indices(mod, f, f // heads)
     h = np.zeros((mod.N_PARAMS, mod.N_PARAMS))
+    gauss_newton = {c: 0.0 for c in blocks.gauss_newton}
     for n in range(x.shape[0]):
         envs = [blocks.evaluate(env(n, j)) for j in range(heads)]
+        gauss_newton["v"] += blocks.gauss_newton["v"].value(envs[-1])     # the last head's
+        gauss_newton["o"] += blocks.gauss_newton["o"].value(envs[0])
         jac = {(c, j): envs[j][f"J{c}"] for c in "qkv" for j in range(heads)}
         jac[("o", None)] = envs[0]["Jo"]
         for a, ja in jac.items():                           # the outer-product terms
@@ -172,11 +177,18 @@ def test_printed_blocks_give_the_modules_hessian(builder, cid):
                     h[np.ix_(rb, ra)] += delta.T
                 else:
                     assert rel_err(delta, delta.T) <= 1e-12
+    # λ I from l2 on the weights' rows (not the biases')
+    weights = np.concatenate([by_key[f"att.W{c}"].ravel() for c in "qkvo"])
+    h[weights, weights] += spec.l2
+    exact = mod.hessian(params, x, y, lengths=lengths)
+    for c, head in (("v", heads - 1), ("o", None)):     # the two printed Kronecker blocks
+        rows = idx[(c, head)]
+        expected = exact[np.ix_(rows, rows)] - spec.l2 * np.diag(np.isin(rows, weights))
+        assert rel_err(gauss_newton[c], expected) <= 1e-10
     keys, block = mod.hessian_blocks(params, x, y, lengths=lengths)["att"]
     rows = np.concatenate([by_key[k].ravel() for k in keys])
     assert rel_err(h[np.ix_(rows, rows)], block) <= 1e-10
-    assert rel_err(h[np.ix_(rows, rows)],
-                   mod.hessian(params, x, y, lengths=lengths)[np.ix_(rows, rows)]) <= 1e-10
+    assert rel_err(h[np.ix_(rows, rows)], exact[np.ix_(rows, rows)]) <= 1e-10
 
 
 def test_functional_terms_are_not_zero(builder):
@@ -262,11 +274,13 @@ def test_commutation_matrix_transposes():
 ATTENTION_LINES = (
     "J(p) = ∂p/∂s = diag(p) - pᵀ·p",
     "dJ(p)[u] = diag(p ⊙ ū) - (p ⊙ ū)ᵀ·p - pᵀ·(p ⊙ ū),  ū = u - (u·pᵀ) 1ᵀ",
-    "H[θ; θ'] = Σ_n (∂A[n]/∂θ)ᵀ·Λ[n]·∂A[n]/∂θ' + Σ_n Δ[θ; θ'][n]",
     "𝒥[n,j] = ⊕_t J(p_t)",
     "Ψ[n,j] = ⊕_t dJ(p_t)[δp_t]",
     "∂A[n]/∂W̃v[j] = (P[n,j]·X̃[n]) ⊗ Wo[j,:]ᵀ",
     "∂A[n]/∂W̃o = Õ[n] ⊗ I_F",
+    "H[W̃v[j]; W̃v[j]] = Σ_n ((P[n,j]·X̃[n])ᵀ ⊗ Wo[j,:])·Λ[n]·((P[n,j]·X̃[n]) ⊗ Wo[j,:]ᵀ)",
+    "H[W̃o; W̃o] = Σ_n (Õ[n]ᵀ ⊗ I_F)·Λ[n]·(Õ[n] ⊗ I_F)",
+    "H[θ; θ'] = Σ_n (∂A[n]/∂θ)ᵀ·Λ[n]·∂A[n]/∂θ' + Σ_n Δ[θ; θ'][n] + λ I",
     "∂A[n]/∂W̃q[j] = (I_T ⊗ Wo[j,:]ᵀ·V[n,j]ᵀ)·𝒥[n,j]·∂S[n,j]/∂W̃q[j]",
     "Δ[W̃q[j]; W̃k[j]][n] = (∂S[n,j]/∂W̃q[j])ᵀ·Ψ[n,j]·∂S[n,j]/∂W̃k[j] + "
     "((X̃[n]ᵀ·δS[n,j]·X̃[n]) ⊗ I_d)/√d",
