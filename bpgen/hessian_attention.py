@@ -281,7 +281,7 @@ class AttentionBlocks:
         }
         s_var = {c: Var(d_s(c), f"S{c}") for c in "qk"}
         s_t = {c: tr(par(s_var[c])) for c in "qk"}
-        back = par(kron(eye("T"), dot(tr(woj), tr(v))))
+        back = par(kron(eye("T"), par(dot(tr(woj), tr(v)))))
         self.jacobians = {
             "q": dot(back, jp, s_var["q"]),
             "k": dot(back, jp, s_var["k"]),
@@ -306,7 +306,7 @@ class AttentionBlocks:
             ("k", "v"): dot(s_t["k"], jp, par(kron(sym["dAV"], xt)), comm("F+1", "d")),
             ("q", "o"): dot(s_t["q"], jp, par(kron(da, v)), comm("d", "F")),
             ("k", "o"): dot(s_t["k"], jp, par(kron(da, v)), comm("d", "F")),
-            ("v", "o"): dot(par(kron(dot(tr(par(dot(p, xt))), da), eye("d"))), comm("d", "F")),
+            ("v", "o"): dot(par(kron(par(dot(tr(pxt), da)), eye("d"))), comm("d", "F")),
         }
         self.softmax = (jac, djac, ds_row)
 

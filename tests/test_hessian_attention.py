@@ -281,10 +281,10 @@ ATTENTION_LINES = (
     "H[W̃v[j]; W̃v[j]] = Σ_n ((P[n,j]·X̃[n])ᵀ ⊗ Wo[j,:])·Λ[n]·((P[n,j]·X̃[n]) ⊗ Wo[j,:]ᵀ)",
     "H[W̃o; W̃o] = Σ_n (Õ[n]ᵀ ⊗ I_F)·Λ[n]·(Õ[n] ⊗ I_F)",
     "H[θ; θ'] = Σ_n (∂A[n]/∂θ)ᵀ·Λ[n]·∂A[n]/∂θ' + Σ_n Δ[θ; θ'][n] + λ I",
-    "∂A[n]/∂W̃q[j] = (I_T ⊗ Wo[j,:]ᵀ·V[n,j]ᵀ)·𝒥[n,j]·∂S[n,j]/∂W̃q[j]",
+    "∂A[n]/∂W̃q[j] = (I_T ⊗ (Wo[j,:]ᵀ·V[n,j]ᵀ))·𝒥[n,j]·∂S[n,j]/∂W̃q[j]",
     "Δ[W̃q[j]; W̃k[j]][n] = (∂S[n,j]/∂W̃q[j])ᵀ·Ψ[n,j]·∂S[n,j]/∂W̃k[j] + "
     "((X̃[n]ᵀ·δS[n,j]·X̃[n]) ⊗ I_d)/√d",
-    "Δ[W̃v[j]; Wo[j,:]][n] = ((P[n,j]·X̃[n])ᵀ·δA[n] ⊗ I_d)·C_(d,F)",
+    "Δ[W̃v[j]; Wo[j,:]][n] = (((P[n,j]·X̃[n])ᵀ·δA[n]) ⊗ I_d)·C_(d,F)",
 )
 
 
