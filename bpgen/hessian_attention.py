@@ -2,8 +2,8 @@
 show --hessian`` and ``bpgen doc`` (:mod:`bpgen.hessian_text` adds them for
 every layer that registered :class:`~bpgen.layers.base.AttentionParts`).
 
-Per sample n the layer's output A[n] (T, F) depends on its parameters only,
-so every block of the exact Hessian for them is
+The loss depends on the layer's parameters only through its output A[n]
+(T, F) of each sample n, so every block of the exact Hessian for them is
 
     H[θ; θ'] = Σ_n (∂A[n]/∂θ)ᵀ·Λ[n]·∂A[n]/∂θ' + Σ_n Δ[θ; θ'][n]
 
@@ -20,7 +20,10 @@ Every equation is an :class:`Expr`: it prints itself as text and LaTeX (a
 (:meth:`Expr.value`), so the formulas printed are the formulas
 ``tests/test_hessian_attention.py`` evaluates on a tiny model and compares
 with the module's ``hessian`` (to 1e-10).  Names are the layer's graph labels
-without the layer's subscript (``Q`` for ``Q_attn_mha``).
+without the layer's subscript (``Q`` for ``Q_attn_mha``), taken from the
+variables the layer type registered with
+:meth:`~bpgen.layers.base.LayerType.attention` (its hook, as ``kronecker``
+is a dense layer's), and parameter keys from the derivation.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from .equations import tex_roman
 from .mathtext import (Cat, Eq, Fn, Frac, Infix, Item, Key, Label, Node, Paren, Sentence, Sub,
                        Sym, T)
 
-__all__ = ["Expr", "AttentionBlocks", "attention_items", "softmax_jacobian",
+__all__ = ["Expr", "AttentionBlocks", "attention_items", "short_names", "softmax_jacobian",
            "softmax_jacobian_derivative", "commutation"]
 
 
@@ -233,9 +236,11 @@ class AttentionBlocks:
 
     ``names``: the short labels of the layer's variables (``"Q"``, ``"K"``,
     ``"V"``, ``"P"``, ``"AV"``, ``"A"``, ``"Wo"``, ...).  :attr:`defs` are
-    (name, Expr) in the order they are evaluated; :attr:`jacobians` maps
-    "q", "k", "v", "o" to ∂A[n]/∂W̃·; :attr:`deltas` maps pairs ("q", "k")
-    to Δ[n] (the pairs not listed are zero)."""
+    (env key, equation, Expr) in the order they are evaluated;
+    :attr:`score` and :attr:`jacobians` map "q", "k" ("v", "o") to
+    ∂S[n,j]/∂W̃· and ∂A[n]/∂W̃·; :attr:`gauss_newton` the summands of the
+    blocks of W̃v[j] and W̃o; :attr:`deltas` maps pairs ("q", "k") to
+    Δ[n] (the pairs not listed are zero)."""
 
     def __init__(self, names: dict):
         lab = {k: Label(v) for k, v in names.items()}
@@ -297,6 +302,12 @@ class AttentionBlocks:
             "o": dot(par(kron(tr(sym["Ot"]), eye("F"))), self.lam, par(kron(sym["Ot"], eye("F")))),
         }
         self.score_names = {c: d_s(c) for c in "qk"}
+        # The functional term of a pair is where the two parameters' paths
+        # meet at a nonlinear op of the composition, contracted with that op's
+        # cotangent: the softmax (Ψ, for Q and K through S), and the three
+        # bilinear products S = Q·Kᵀ/√d (δS: Wq with Wk), AV = P·V (δAV: Wq,
+        # Wk with Wv, through 𝒥) and A = AV·Wo (δA: Wq, Wk, Wv with Wo).
+        # Projections and biases are linear; different heads never meet.
         self.deltas = {
             ("q", "q"): dot(s_t["q"], psi, s_var["q"]),
             ("q", "k"): plus(dot(s_t["q"], psi, s_var["k"]),
