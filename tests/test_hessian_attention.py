@@ -344,3 +344,32 @@ def test_every_attention_layer_is_printed_with_its_own_names():
     assert "X[n] = A_emb[n]" in text and "X[n] = A_b_ln[n]" in text
     assert "first.Wq, first.bq" in text and "b.second.Wo, b.second.bo" in text
     assert "(12 × 20)" in text            # ∂A[n]/∂W̃o of the first: T·F × (F+1)·F
+
+
+def test_printed_shapes_are_the_evaluated_ones():
+    """Each shape show --hessian prints next to an attention equation is the
+    shape of that equation's value (the example transformer's sizes)."""
+    spec = load_spec(TRANSFORMER)
+    text = render_hessian(TRANSFORMER).splitlines()
+    lay = spec.layers[1].layers[1]                # attn.mha
+    (t, f), heads = lay.in_shape, lay.heads
+    d = f // heads
+    rng = np.random.default_rng(1)
+    probs = _softmax(rng.normal(size=(t, t)))
+    env = {"X": rng.normal(size=(t, f)), "AV": rng.normal(size=(t, f)),
+           "dA": rng.normal(size=(t, f)), "Wo": rng.normal(size=(f, f)),
+           "Lam": rng.normal(size=(t * f, t * f)), "Q": rng.normal(size=(t, d)),
+           "K": rng.normal(size=(t, d)), "V": rng.normal(size=(t, d)), "P": probs,
+           "T": t, "F": f, "d": d, "j": 1}
+    blocks = _blocks_for(spec)
+    values = blocks.evaluate(env)
+    named = [(eq.sides[0].text(), values[key]) for key, eq, _ in blocks.defs if key != "dS"]
+    named += [(blocks.score_names[c].text(), values[f"S{c}"]) for c in "qk"]
+    named += [(blocks.jacobian_names[c].text(), values[f"J{c}"]) for c in "qkvo"]
+    named += [(blocks.block_name(a, b).text(), e.value(values))
+              for (a, b), e in blocks.deltas.items()]
+    named += [(name, blocks.gauss_newton[c].value(values))
+              for c, name in (("v", "H[W̃v[j]; W̃v[j]]"), ("o", "H[W̃o; W̃o]"))]
+    for name, value in named:
+        line = next(x for x in text if x.strip().startswith(name + " = "))
+        assert line.endswith(f"({value.shape[0]} × {value.shape[1]})"), (line, value.shape)
