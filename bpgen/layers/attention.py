@@ -74,7 +74,9 @@ class Attention(LayerType):
         e = g.map(sp.exp(s(scaled) - s(top)), base=f"{n}_E", label=f"E_{n}",
                   comment=f"{n}: softmax over the keys, shifted by the row maximum")
         z = g.sum(e, 1, base=f"{n}_Zs", label=f"Σ_{n}")
-        a = g.map(s(e) / s(z), base=f"{n}_P", label=f"P_{n}",
+        # shape given: with one key (T = 1) the row sum is E itself and E / E
+        # folds to the constant 1, which has no argument to take a shape from
+        a = g.map(s(e) / s(z), base=f"{n}_P", label=f"P_{n}", shape=g.shape(scaled),
                   comment=f"{n}: attention weights")
         o = g.seqmm(a, proj["v"], "av", t, h, base=f"{n}_AV", label=f"AV_{n}",
                     comment=f"{n}: per sample and head, the weights times the values, heads side by side")
