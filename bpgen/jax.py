@@ -1,0 +1,352 @@
+"""A generated bpgen module inside JAX (the optional extra ``jax``).
+
+``bpgen.jax.loss(mod)(params, x, y, lengths=None)`` is the module's loss as
+a JAX function of a dict of arrays keyed like ``mod.PARAM_SHAPES``, which
+``jax.grad``, ``jax.jit``, ``jax.jvp``, ``jax.vmap`` and ``jax.hessian``
+(forward over reverse) as well as reverse over reverse differentiate to
+second order with the module's own derivatives:
+
+* the loss is a ``jax.custom_jvp`` function (its value through
+  ``jax.pure_callback``) whose tangent rule is ⟨g, t⟩, g the generated
+  gradient;
+* the gradient is again a ``custom_jvp`` function (``pure_callback`` of
+  ``loss_and_grad``) whose tangent rule is the generated Hessian-vector
+  product H t;
+* that product is a JAX primitive, ``bpgen_hvp``, linear in its direction:
+  its transpose is itself (the Hessian is symmetric), which reverse mode
+  needs (a ``pure_callback`` has no transpose), its batching rule over
+  directions is the module's ``hmp`` (one forward and backward pass for all
+  directions; other batches map over the batch), and its lowering is a
+  ``pure_callback``.  Its derivative in the parameters would be third
+  order, which bpgen does not generate: refused with a ``NotImplementedError``.
+
+The callbacks use ``vmap_method="sequential"``: the module's functions take
+one parameter set, so a batch runs them once per element (and the batch of
+directions goes to ``hmp`` by the primitive's own rule).  x and y are data:
+differentiating with respect to them is an error.  A float64 module needs
+``jax.config.update("jax_enable_x64", True)`` (JAX's arrays are float32
+otherwise); parameters must have the module's dtype.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy
+from jax.custom_derivatives import SymbolicZero
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+__all__ = ["loss", "grad", "hvp"]
+
+_MODULES: dict = {}     # key -> generated module (primitive parameters must be hashable)
+_KEYS: dict = {}
+_COUNTER = itertools.count()
+
+
+def _key(mod) -> str:
+    key = _KEYS.get(id(mod))
+    if key is None or _MODULES.get(key) is not mod:
+        for name in ("PARAM_SHAPES", "DTYPE", "loss", "loss_and_grad", "hvp", "hmp"):
+            if not hasattr(mod, name):
+                raise ValueError(f"mod: expected a generated bpgen module (bpgen.build), "
+                                 f"got {type(mod).__name__} without {name!r}")
+        key = f"{getattr(mod, '__name__', 'module')}#{next(_COUNTER)}"
+        _MODULES[key] = mod
+        _KEYS[id(mod)] = key
+    return key
+
+
+def _param_structs(mod):
+    return [jax.ShapeDtypeStruct(tuple(s), mod.DTYPE) for s in mod.PARAM_SHAPES.values()]
+
+
+def _as_dict(mod, mats):
+    return dict(zip(mod.PARAM_SHAPES, (numpy.asarray(m) for m in mats)))
+
+
+def _lengths_of(rest):
+    return numpy.asarray(rest[0]) if rest else None
+
+
+# ---- the callbacks: NumPy in, NumPy out ----------------------------------
+
+def _np_loss(key, x, y, *args):
+    mod = _MODULES[key]
+    n = len(mod.PARAM_SHAPES)
+    value = mod.loss(_as_dict(mod, args[:n]), numpy.asarray(x), numpy.asarray(y),
+                     _lengths_of(args[n:]))
+    return numpy.asarray(value, dtype=mod.DTYPE)
+
+
+def _np_grad(key, x, y, *args):
+    mod = _MODULES[key]
+    n = len(mod.PARAM_SHAPES)
+    _, grads = mod.loss_and_grad(_as_dict(mod, args[:n]), numpy.asarray(x), numpy.asarray(y),
+                                 _lengths_of(args[n:]))
+    return [grads[k] for k in mod.PARAM_SHAPES]
+
+
+def _np_hvp(key, has_lengths, x, y, *args):
+    """hvp(params, v); v with a leading batch axis (``batched``): hmp."""
+    mod = _MODULES[key]
+    n = len(mod.PARAM_SHAPES)
+    params, rest = _as_dict(mod, args[:n]), args[n:]
+    lengths = numpy.asarray(rest[0]) if has_lengths else None
+    v = rest[1:] if has_lengths else rest
+    hv = mod.hvp(params, numpy.asarray(x), numpy.asarray(y), _as_dict(mod, v), lengths)
+    return [hv[k] for k in mod.PARAM_SHAPES]
+
+
+def _np_hmp(key, has_lengths, x, y, *args):
+    """hvp for a batch of directions (each v with a leading axis): hmp."""
+    mod = _MODULES[key]
+    n = len(mod.PARAM_SHAPES)
+    params, rest = _as_dict(mod, args[:n]), args[n:]
+    lengths = numpy.asarray(rest[0]) if has_lengths else None
+    v = [numpy.asarray(a) for a in (rest[1:] if has_lengths else rest)]
+    size = v[0].shape[0] if v else 0
+    V = (numpy.concatenate([a.reshape(size, -1) for a in v], axis=1).T if v
+         else numpy.zeros((0, size), mod.DTYPE))
+    out = mod.hmp(params, numpy.asarray(x), numpy.asarray(y), V, lengths).T
+    parts, off = [], 0
+    for shape in mod.PARAM_SHAPES.values():
+        k = math.prod(shape)
+        parts.append(numpy.ascontiguousarray(out[:, off:off + k]).reshape(size, *shape))
+        off += k
+    return parts
+
+
+# ---- the hvp primitive: linear in v, its own transpose ---------------------
+
+hvp_p = Primitive("bpgen_hvp")
+#: the batch dimension of an operand vmap does not map (None in recent JAX)
+_NOT_MAPPED = getattr(batching, "not_mapped", None)
+hvp_p.multiple_results = True
+
+
+_THIRD_ORDER = ("bpgen.jax: third-order derivatives are not supported (the derivative of the "
+                "Hessian-vector product with respect to the parameters, or to x or y, needs "
+                "the third derivative of the loss, which bpgen does not generate)")
+
+
+def _split(args, n, has_lengths):
+    """(params, x, y, lengths or None, v) of the primitive's operands."""
+    params, x, y = args[:n], args[n], args[n + 1]
+    rest = args[n + 2:]
+    lengths, v = (rest[0], rest[1:]) if has_lengths else (None, rest)
+    return list(params), x, y, lengths, list(v)
+
+
+def _bind(key, params, x, y, lengths, v):
+    return hvp_p.bind(*params, x, y, *([lengths] if lengths is not None else []), *v,
+                      key=key, n=len(params), has_lengths=lengths is not None)
+
+
+def _hvp_impl(*args, key, n, has_lengths):
+    structs = _param_structs(_MODULES[key])
+    params, x, y, lengths, v = _split(args, n, has_lengths)
+    return jax.pure_callback(functools.partial(_np_hvp, key, has_lengths), structs, x, y,
+                             *params, *([lengths] if has_lengths else []), *v,
+                             vmap_method="sequential")
+
+
+def _hvp_abstract(*args, key, n, has_lengths):
+    mod = _MODULES[key]
+    return [jax.core.ShapedArray(tuple(s), mod.DTYPE) for s in mod.PARAM_SHAPES.values()]
+
+
+def _hvp_jvp(primals, tangents, *, key, n, has_lengths):
+    params, x, y, lengths, v = _split(primals, n, has_lengths)
+    tparams, tx, ty, _, tv = _split(tangents, n, has_lengths)
+    if any(type(t) is not ad.Zero for t in (*tparams, tx, ty)):
+        raise NotImplementedError(_THIRD_ORDER)
+    out = _bind(key, params, x, y, lengths, v)
+    tv = [ad.instantiate_zeros(t) for t in tv]
+    return out, _bind(key, params, x, y, lengths, tv)
+
+
+def _hvp_transpose(cts, *args, key, n, has_lengths):
+    """⟨ct, H v⟩ = ⟨H ct, v⟩: the transpose in v is hvp of the cotangent."""
+    params, x, y, lengths, v = _split(args, n, has_lengths)
+    if any(ad.is_undefined_primal(a) for a in (*params, x, y)):
+        raise NotImplementedError("bpgen.jax: hvp is linear in its direction only")
+    cts = [ad.instantiate_zeros(c) if type(c) is ad.Zero else c for c in cts]
+    hv = _bind(key, params, x, y, lengths, cts)
+    return [None] * (n + 2 + has_lengths) + list(hv)
+
+
+def _hvp_batch(batched, dims, *, key, n, has_lengths):
+    params, x, y, lengths, v = _split(list(batched), n, has_lengths)
+    pdims, xd, yd, ld, vdims = _split(list(dims), n, has_lengths)
+    mod = _MODULES[key]
+    size = next(a.shape[d] for a, d in zip(batched, dims) if d is not _NOT_MAPPED)
+    if all(d is _NOT_MAPPED for d in (*pdims, xd, yd, ld)):
+        # a batch of directions alone: hmp (one forward and backward pass)
+        v = [jnp.moveaxis(a, d, 0) if d is not _NOT_MAPPED
+             else jnp.broadcast_to(a, (size, *a.shape)) for a, d in zip(v, vdims)]
+        out = _hmp(key, has_lengths, size, params, x, y, lengths, v)
+        return list(out), [0] * len(out)
+    # anything else batched: one hvp per element
+    moved = [jnp.moveaxis(a, d, 0) if d is not _NOT_MAPPED
+             else jnp.broadcast_to(a, (size, *jnp.shape(a))) for a, d in zip(batched, dims)]
+    out = jax.lax.map(lambda ops: hvp_p.bind(*ops, key=key, n=n, has_lengths=has_lengths),
+                      moved)
+    return list(out), [0] * len(out)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _hmp(key, has_lengths, size, params, x, y, lengths, v):
+    """hvp over a batch of directions (axis 0 of every v): the module's hmp.
+    Its tangent in v is again hmp; in anything else it is third order."""
+    mod = _MODULES[key]
+    structs = [jax.ShapeDtypeStruct((size, *s), mod.DTYPE) for s in mod.PARAM_SHAPES.values()]
+    return jax.pure_callback(functools.partial(_np_hmp, key, has_lengths), structs, x, y,
+                             *params, *([lengths] if has_lengths else []), *v,
+                             vmap_method="sequential")
+
+
+def _hmp_jvp(key, has_lengths, size, primals, tangents):
+    params, x, y, lengths, v = primals
+    tparams, tx, ty, tl, tv = tangents
+    if not all(_zero_tangent(t) for t in (*tparams, tx, ty, *([tl] if has_lengths else []))):
+        raise NotImplementedError(_THIRD_ORDER)
+    tv = _tangents(tv, v)
+    return (_hmp(key, has_lengths, size, params, x, y, lengths, v),
+            _hmp(key, has_lengths, size, params, x, y, lengths, tv))
+
+
+_hmp.defjvp(_hmp_jvp, symbolic_zeros=True)
+
+hvp_p.def_impl(_hvp_impl)
+hvp_p.def_abstract_eval(_hvp_abstract)
+ad.primitive_jvps[hvp_p] = _hvp_jvp
+ad.primitive_transposes[hvp_p] = _hvp_transpose
+batching.primitive_batchers[hvp_p] = _hvp_batch
+mlir.register_lowering(hvp_p, mlir.lower_fun(_hvp_impl, multiple_results=True))
+
+
+# ---- the loss and the gradient: custom_jvp ---------------------------------
+
+def _zero_tangent(t):
+    return type(t) is SymbolicZero
+
+
+def _refuse_data_tangents(tx, ty, tl):
+    for t, what in ((tx, "x"), (ty, "y"), (tl, "lengths")):
+        if t is not None and not _zero_tangent(t):
+            raise ValueError(f"{what}: bpgen differentiates the loss with respect to the "
+                             f"parameters only (do not differentiate with respect to {what})")
+
+
+def _tangents(tparams, params):
+    return [jnp.zeros(jnp.shape(p), jnp.result_type(p)) if _zero_tangent(t) else t
+            for t, p in zip(tparams, params)]
+
+
+def _functions(mod):
+    """(loss, grad) of ``mod`` over (params list, x, y, lengths or None)."""
+    key = _key(mod)
+    scalar = jax.ShapeDtypeStruct((), mod.DTYPE)
+    structs = _param_structs(mod)
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=())
+    def loss_fn(params, x, y, lengths):
+        return jax.pure_callback(functools.partial(_np_loss, key), scalar, x, y, *params,
+                                 *([lengths] if lengths is not None else []),
+                                 vmap_method="sequential")
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=())
+    def grad_fn(params, x, y, lengths):
+        return jax.pure_callback(functools.partial(_np_grad, key), structs, x, y, *params,
+                                 *([lengths] if lengths is not None else []),
+                                 vmap_method="sequential")
+
+    def loss_jvp(primals, tangents):
+        params, x, y, lengths = primals
+        tparams, tx, ty, tl = tangents
+        _refuse_data_tangents(tx, ty, tl)
+        grads = grad_fn(params, x, y, lengths)
+        dot = sum((jnp.vdot(g, t) for g, t in zip(grads, _tangents(tparams, params))
+                   if not _zero_tangent(t)), jnp.zeros((), mod.DTYPE))
+        return loss_fn(params, x, y, lengths), dot
+
+    def grad_jvp(primals, tangents):
+        params, x, y, lengths = primals
+        tparams, tx, ty, tl = tangents
+        _refuse_data_tangents(tx, ty, tl)
+        hv = _bind(key, list(params), x, y, lengths, _tangents(tparams, params))
+        return grad_fn(params, x, y, lengths), list(hv)
+
+    loss_fn.defjvp(loss_jvp, symbolic_zeros=True)
+    grad_fn.defjvp(grad_jvp, symbolic_zeros=True)
+    return key, loss_fn, grad_fn
+
+
+def _check(mod, params, x, y, lengths):
+    """params (a mapping) as a list in PARAM_SHAPES order, x, y, lengths as arrays."""
+    if not hasattr(params, "keys"):
+        raise ValueError(f"params: expected a dict of arrays keyed like PARAM_SHAPES, got "
+                         f"{type(params).__name__}")
+    unknown = [k for k in params.keys() if k not in mod.PARAM_SHAPES]
+    if unknown:
+        raise ValueError(f"params: unknown key {unknown[0]!r} (expected: "
+                         f"{', '.join(mod.PARAM_SHAPES)})")
+    mats = []
+    for key, shape in mod.PARAM_SHAPES.items():
+        if key not in params:
+            raise ValueError(f"params: missing key {key!r}")
+        arr = jnp.asarray(params[key])
+        if arr.dtype != mod.DTYPE:
+            hint = (" (enable float64 in JAX: jax.config.update('jax_enable_x64', True))"
+                    if mod.DTYPE == numpy.float64 and not jax.config.jax_enable_x64 else "")
+            raise ValueError(f"params[{key!r}]: expected {mod.DTYPE} (the module's dtype), "
+                             f"got {arr.dtype}{hint}")
+        if tuple(arr.shape) != tuple(shape):
+            raise ValueError(f"params[{key!r}]: expected shape {tuple(shape)}, got "
+                             f"{tuple(arr.shape)}")
+        mats.append(arr)
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != mod.DTYPE and not (
+            mod.DTYPE == numpy.float64 and x.dtype in (jnp.float32, jnp.float16)):
+        raise ValueError(f"x: expected {mod.DTYPE} (the module's dtype) or integers, got "
+                         f"{x.dtype}")
+    y = jnp.asarray(y)
+    return mats, x, y, None if lengths is None else jnp.asarray(lengths)
+
+
+def loss(mod):
+    """``f(params, x, y, lengths=None)``: the loss of ``mod`` as a JAX scalar."""
+    _, loss_fn, _ = _functions(mod)
+
+    def f(params, x, y, lengths=None):
+        mats, x, y, lengths = _check(mod, params, x, y, lengths)
+        return loss_fn(mats, x, y, lengths)
+    f.__name__ = f.__qualname__ = f"loss_{getattr(mod, '__name__', 'module')}"
+    return f
+
+
+def grad(mod):
+    """``g(params, x, y, lengths=None)``: the generated gradient as a dict
+    (what ``jax.grad(loss(mod))`` gives, without the transposition)."""
+    _, _, grad_fn = _functions(mod)
+
+    def g(params, x, y, lengths=None):
+        mats, x, y, lengths = _check(mod, params, x, y, lengths)
+        return dict(zip(mod.PARAM_SHAPES, grad_fn(mats, x, y, lengths)))
+    return g
+
+
+def hvp(mod):
+    """``h(params, x, y, v, lengths=None)``: the generated Hessian-vector
+    product as a dict (linear in v: transposable, batched as hmp)."""
+    key = _key(mod)
+
+    def h(params, x, y, v, lengths=None):
+        mats, x, y, lengths = _check(mod, params, x, y, lengths)
+        vmats, *_ = _check(mod, v, x, y, None)
+        return dict(zip(mod.PARAM_SHAPES, _bind(key, mats, x, y, lengths, vmats)))
+    return h
