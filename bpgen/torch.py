@@ -83,13 +83,20 @@ def _check_param_list(mod, params, what="params"):
     if not hasattr(params, "keys"):
         raise ValueError(f"{what}: expected a dict of tensors keyed like PARAM_SHAPES, "
                          f"got {type(params).__name__}")
-    unknown = [k for k in params.keys() if k not in mod.PARAM_SHAPES]
-    if unknown:
-        raise ValueError(f"{what}: unknown key {unknown[0]!r} (expected: "
-                         f"{', '.join(mod.PARAM_SHAPES)})")
+    if len(params) != len(mod.PARAM_SHAPES):
+        unknown = [k for k in params.keys() if k not in mod.PARAM_SHAPES]
+        if unknown:
+            raise ValueError(f"{what}: unknown key {unknown[0]!r} (expected: "
+                             f"{', '.join(mod.PARAM_SHAPES)})")
     dtype = _torch_dtype(mod)
     out = []
     for key, shape in mod.PARAM_SHAPES.items():
+        t = params.get(key) if hasattr(params, "get") else None
+        # the common case in few attribute reads: a CPU tensor of the dtype and shape
+        if (isinstance(t, torch.Tensor) and t.is_cpu and t.dtype is dtype
+                and t.layout is torch.strided and t.shape == shape):
+            out.append(t)
+            continue
         if key not in params:
             raise ValueError(f"{what}: missing key {key!r}")
         t = params[key]
@@ -112,12 +119,16 @@ def _check_data(mod, x, y=None, lengths=None):
         if value is None:
             out.append(None)
             continue
+        if (isinstance(value, torch.Tensor) and value.is_cpu and value.layout is torch.strided
+                and not value.requires_grad
+                and (value.dtype is dtype or not value.dtype.is_floating_point)):
+            out.append(value)       # the common case
+            continue
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(numpy.asarray(value))
         _on_cpu(value, what)
         if value.dtype.is_floating_point and value.dtype != dtype and not (
-                value.dtype in (torch.float16, torch.bfloat16, torch.float32)
-                and dtype == torch.float64):
+                value.dtype == torch.float32 and dtype == torch.float64):
             raise ValueError(f"{what}: expected {dtype} (the module's dtype) or integers, got "
                              f"{value.dtype}")
         if value.requires_grad:
@@ -128,14 +139,12 @@ def _check_data(mod, x, y=None, lengths=None):
 
 
 def _np(t):
-    """A NumPy view of a CPU tensor (no copy; bfloat16 and the like converted)."""
-    if t.dtype == torch.bfloat16 or t.dtype == torch.float16:
-        t = t.to(torch.float32)
+    """A NumPy view of a CPU tensor (no copy)."""
     return t.detach().numpy()
 
 
 def _params_np(mod, params):
-    return dict(zip(mod.PARAM_SHAPES, (_np(p) for p in params)))
+    return {key: p.detach().numpy() for key, p in zip(mod.PARAM_SHAPES, params)}
 
 
 def _lengths(lengths):
@@ -399,6 +408,42 @@ class _Grad(torch.autograd.Function):
         return tuple(out), tuple(dims)
 
 
+class _EagerLoss(torch.autograd.Function):
+    """The loss in plain eager autograd (no torch.func transform active: the
+    only difference is speed).  The module is called directly, without the
+    custom operator's dispatch; a backward without ``create_graph`` calls
+    ``loss_and_grad`` directly too, one with it goes through :class:`_Grad`
+    (differentiable: its backward is ``bpgen::hvp``)."""
+
+    @staticmethod
+    def forward(ctx, key, x, y, lengths, *params):
+        mod = _MODULES[key]
+        ctx.key, ctx.data = key, (x, y, lengths)
+        ctx.save_for_backward(*params)
+        value = mod.loss(_params_np(mod, params), _np(x), _np(y), _lengths(lengths))
+        return torch.tensor(value, dtype=_torch_dtype(mod))
+
+    @staticmethod
+    def backward(ctx, g):
+        params = ctx.saved_tensors
+        if torch.is_grad_enabled():         # create_graph: differentiable again
+            grads = _Grad.apply(ctx.key, *ctx.data, *params)
+            return (None, None, None, None, *[g * gr for gr in grads])
+        mod = _MODULES[ctx.key]
+        x, y, lengths = ctx.data
+        _, grads = mod.loss_and_grad(_params_np(mod, params), _np(x), _np(y), _lengths(lengths))
+        grads = [torch.from_numpy(grads[k]) for k in mod.PARAM_SHAPES]
+        if g.item() != 1.0:                 # loss.backward() passes 1: no product
+            grads = [g * gr for gr in grads]
+        return (None, None, None, None, *grads)
+
+
+def _apply_loss(key, x, y, lengths, mats):
+    if torch._C._are_functorch_transforms_active():
+        return _Loss.apply(key, x, y, lengths, *mats)
+    return _EagerLoss.apply(key, x, y, lengths, *mats)
+
+
 def _zeros_for(values, like):
     return [torch.zeros_like(p) if v is None else v for v, p in zip(values, like)]
 
@@ -416,7 +461,7 @@ def loss(mod):
     def f(params, x, y, lengths=None):
         mats = _check_param_list(mod, params)
         x, y, lengths = _check_data(mod, x, y, lengths)
-        return _Loss.apply(key, x, y, lengths, *mats)
+        return _apply_loss(key, x, y, lengths, mats)
     f.__name__ = f.__qualname__ = f"loss_{getattr(mod, '__name__', 'module')}"
     return f
 
@@ -448,6 +493,7 @@ class BpgenModule(torch.nn.Module):
         self._key = _key(mod)
         object.__setattr__(self, "bpgen_module", mod)     # not a submodule
         init = mod.init_params(seed)
+        slots = []      # (key, the submodule holding it, its name there)
         for key in mod.PARAM_SHAPES:
             *path, name = key.split(".")
             owner = self
@@ -467,10 +513,12 @@ class BpgenModule(torch.nn.Module):
             except KeyError:
                 raise ValueError(f"mod: parameter {key!r} clashes with an attribute of "
                                  f"torch.nn.Module; rename the layer") from None
+            slots.append((key, owner, name))
+        object.__setattr__(self, "_slots", tuple(slots))
 
     def params(self):
         """The parameters as a dict keyed like ``PARAM_SHAPES``."""
-        return dict(self.named_parameters())
+        return {key: owner._parameters[name] for key, owner, name in self._slots}
 
     def forward(self, x, lengths=None):
         """The network's output (no backward pass through it)."""
@@ -484,7 +532,7 @@ class BpgenModule(torch.nn.Module):
         mod = self.bpgen_module
         mats = _check_param_list(mod, self.params())
         x, y, lengths = _check_data(mod, x, y, lengths)
-        return _Loss.apply(self._key, x, y, lengths, *mats)
+        return _apply_loss(self._key, x, y, lengths, mats)
 
     def extra_repr(self):
         mod = self.bpgen_module
