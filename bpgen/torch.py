@@ -61,8 +61,11 @@ def _key(mod) -> str:
     return key
 
 
+_TORCH_DTYPES = {numpy.dtype("float64"): torch.float64, numpy.dtype("float32"): torch.float32}
+
+
 def _torch_dtype(mod):
-    return {"float64": torch.float64, "float32": torch.float32}[mod.DTYPE.name]
+    return _TORCH_DTYPES[mod.DTYPE]
 
 
 # ---- checks and conversions ---------------------------------------------
@@ -162,7 +165,7 @@ def _loss_op(key: str, params: list[torch.Tensor], x: torch.Tensor, y: torch.Ten
              lengths: Optional[torch.Tensor]) -> torch.Tensor:
     mod = _MODULES[key]
     value = mod.loss(_params_np(mod, params), _np(x), _np(y), _lengths(lengths))
-    return torch.tensor(value, dtype=_torch_dtype(mod))
+    return torch.from_numpy(numpy.array(value, dtype=mod.DTYPE))
 
 
 @torch.library.custom_op("bpgen::grad", mutates_args=())
@@ -420,8 +423,9 @@ class _EagerLoss(torch.autograd.Function):
         mod = _MODULES[key]
         ctx.key, ctx.data = key, (x, y, lengths)
         ctx.save_for_backward(*params)
-        value = mod.loss(_params_np(mod, params), _np(x), _np(y), _lengths(lengths))
-        return torch.tensor(value, dtype=_torch_dtype(mod))
+        # the NumPy views, kept for a backward without create_graph
+        ctx.arrays = (_params_np(mod, params), _np(x), _np(y), _lengths(lengths))
+        return torch.from_numpy(numpy.array(mod.loss(*ctx.arrays), dtype=mod.DTYPE))
 
     @staticmethod
     def backward(ctx, g):
@@ -430,8 +434,7 @@ class _EagerLoss(torch.autograd.Function):
             grads = _Grad.apply(ctx.key, *ctx.data, *params)
             return (None, None, None, None, *[g * gr for gr in grads])
         mod = _MODULES[ctx.key]
-        x, y, lengths = ctx.data
-        _, grads = mod.loss_and_grad(_params_np(mod, params), _np(x), _np(y), _lengths(lengths))
+        _, grads = mod.loss_and_grad(*ctx.arrays)
         grads = [torch.from_numpy(grads[k]) for k in mod.PARAM_SHAPES]
         if g.item() != 1.0:                 # loss.backward() passes 1: no product
             grads = [g * gr for gr in grads]
