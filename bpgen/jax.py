@@ -60,64 +60,83 @@ def _key(mod) -> str:
     return key
 
 
-def _param_structs(mod):
-    return [jax.ShapeDtypeStruct(tuple(s), mod.DTYPE) for s in mod.PARAM_SHAPES.values()]
+def _flat(mod, mats):
+    """The parameter arrays as one vector in the flat order (in XLA: one
+    operand for the callback instead of one per parameter, each costing)."""
+    if not mats:
+        return jnp.zeros((0,), mod.DTYPE)
+    return jnp.concatenate([jnp.ravel(m) for m in mats])
 
 
-def _as_dict(mod, mats):
-    return dict(zip(mod.PARAM_SHAPES, (numpy.asarray(m) for m in mats)))
+def _split_flat(mod, flat, lead=()):
+    """The inverse of :func:`_flat` (``lead``: leading batch axes of ``flat``)."""
+    out, off = [], 0
+    for shape in mod.PARAM_SHAPES.values():
+        k = math.prod(shape)
+        out.append(flat[..., off:off + k].reshape(*lead, *shape))
+        off += k
+    return out
+
+
+def _views(mod, flat):
+    """A flat NumPy vector as a dict of views keyed like PARAM_SHAPES (no copy)."""
+    flat = numpy.asarray(flat)
+    return {key: flat[a:b].reshape(shape) for key, (a, b, shape) in _offsets(mod).items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _offsets_of(key):
+    mod, out, off = _MODULES[key], {}, 0
+    for name, shape in mod.PARAM_SHAPES.items():
+        k = math.prod(shape)
+        out[name] = (off, off + k, tuple(shape))
+        off += k
+    return out
+
+
+def _offsets(mod):
+    return _offsets_of(_KEYS[id(mod)])
+
+
+def _flat_np(mod, d):
+    """A dict of arrays as one flat vector of the module's dtype."""
+    parts = [numpy.ravel(d[k]) for k in mod.PARAM_SHAPES]
+    return numpy.concatenate(parts) if parts else numpy.zeros(0, mod.DTYPE)
 
 
 def _lengths_of(rest):
     return numpy.asarray(rest[0]) if rest else None
 
 
-# ---- the callbacks: NumPy in, NumPy out ----------------------------------
+# ---- the callbacks: NumPy in, NumPy out (the parameters as one vector) ------
 
-def _np_loss(key, x, y, *args):
+def _np_loss(key, x, y, flat, *rest):
     mod = _MODULES[key]
-    n = len(mod.PARAM_SHAPES)
-    value = mod.loss(_as_dict(mod, args[:n]), numpy.asarray(x), numpy.asarray(y),
-                     _lengths_of(args[n:]))
+    value = mod.loss(_views(mod, flat), numpy.asarray(x), numpy.asarray(y), _lengths_of(rest))
     return numpy.asarray(value, dtype=mod.DTYPE)
 
 
-def _np_grad(key, x, y, *args):
+def _np_grad(key, x, y, flat, *rest):
     mod = _MODULES[key]
-    n = len(mod.PARAM_SHAPES)
-    _, grads = mod.loss_and_grad(_as_dict(mod, args[:n]), numpy.asarray(x), numpy.asarray(y),
-                                 _lengths_of(args[n:]))
-    return [grads[k] for k in mod.PARAM_SHAPES]
+    _, grads = mod.loss_and_grad(_views(mod, flat), numpy.asarray(x), numpy.asarray(y),
+                                 _lengths_of(rest))
+    return _flat_np(mod, grads)
 
 
-def _np_hvp(key, has_lengths, x, y, *args):
-    """hvp(params, v); v with a leading batch axis (``batched``): hmp."""
+def _np_hvp(key, x, y, flat, v, *rest):
     mod = _MODULES[key]
-    n = len(mod.PARAM_SHAPES)
-    params, rest = _as_dict(mod, args[:n]), args[n:]
-    lengths = numpy.asarray(rest[0]) if has_lengths else None
-    v = rest[1:] if has_lengths else rest
-    hv = mod.hvp(params, numpy.asarray(x), numpy.asarray(y), _as_dict(mod, v), lengths)
-    return [hv[k] for k in mod.PARAM_SHAPES]
+    hv = mod.hvp(_views(mod, flat), numpy.asarray(x), numpy.asarray(y), _views(mod, v),
+                 _lengths_of(rest))
+    return _flat_np(mod, hv)
 
 
-def _np_hmp(key, has_lengths, x, y, *args):
-    """hvp for a batch of directions (each v with a leading axis): hmp."""
+def _np_hmp(key, x, y, flat, V, *rest):
+    """H V for the rows of V (a batch of flat directions): hmp, rows out."""
     mod = _MODULES[key]
-    n = len(mod.PARAM_SHAPES)
-    params, rest = _as_dict(mod, args[:n]), args[n:]
-    lengths = numpy.asarray(rest[0]) if has_lengths else None
-    v = [numpy.asarray(a) for a in (rest[1:] if has_lengths else rest)]
-    size = v[0].shape[0] if v else 0
-    V = (numpy.concatenate([a.reshape(size, -1) for a in v], axis=1).T if v
-         else numpy.zeros((0, size), mod.DTYPE))
-    out = mod.hmp(params, numpy.asarray(x), numpy.asarray(y), V, lengths).T
-    parts, off = [], 0
-    for shape in mod.PARAM_SHAPES.values():
-        k = math.prod(shape)
-        parts.append(numpy.ascontiguousarray(out[:, off:off + k]).reshape(size, *shape))
-        off += k
-    return parts
+    V = numpy.asarray(V)
+    return numpy.ascontiguousarray(
+        mod.hmp(_views(mod, flat), numpy.asarray(x), numpy.asarray(y), V.T,
+                _lengths_of(rest)).T)
 
 
 # ---- the hvp primitive: linear in v, its own transpose ---------------------
@@ -147,11 +166,13 @@ def _bind(key, params, x, y, lengths, v):
 
 
 def _hvp_impl(*args, key, n, has_lengths):
-    structs = _param_structs(_MODULES[key])
+    mod = _MODULES[key]
     params, x, y, lengths, v = _split(args, n, has_lengths)
-    return jax.pure_callback(functools.partial(_np_hvp, key, has_lengths), structs, x, y,
-                             *params, *([lengths] if has_lengths else []), *v,
-                             vmap_method="sequential")
+    out = jax.pure_callback(functools.partial(_np_hvp, key),
+                            jax.ShapeDtypeStruct((mod.N_PARAMS,), mod.DTYPE), x, y,
+                            _flat(mod, params), _flat(mod, v),
+                            *([lengths] if has_lengths else []), vmap_method="sequential")
+    return _split_flat(mod, out)
 
 
 def _hvp_abstract(*args, key, n, has_lengths):
@@ -202,10 +223,13 @@ def _hmp(key, has_lengths, size, params, x, y, lengths, v):
     """hvp over a batch of directions (axis 0 of every v): the module's hmp.
     Its tangent in v is again hmp; in anything else it is third order."""
     mod = _MODULES[key]
-    structs = [jax.ShapeDtypeStruct((size, *s), mod.DTYPE) for s in mod.PARAM_SHAPES.values()]
-    return jax.pure_callback(functools.partial(_np_hmp, key, has_lengths), structs, x, y,
-                             *params, *([lengths] if has_lengths else []), *v,
-                             vmap_method="sequential")
+    V = (jnp.concatenate([a.reshape(size, -1) for a in v], axis=1) if v
+         else jnp.zeros((size, 0), mod.DTYPE))
+    out = jax.pure_callback(functools.partial(_np_hmp, key),
+                            jax.ShapeDtypeStruct((size, mod.N_PARAMS), mod.DTYPE), x, y,
+                            _flat(mod, params), V, *([lengths] if has_lengths else []),
+                            vmap_method="sequential")
+    return _split_flat(mod, out, (size,))
 
 
 def _hmp_jvp(key, has_lengths, size, primals, tangents):
@@ -250,19 +274,22 @@ def _functions(mod):
     """(loss, grad) of ``mod`` over (params list, x, y, lengths or None)."""
     key = _key(mod)
     scalar = jax.ShapeDtypeStruct((), mod.DTYPE)
-    structs = _param_structs(mod)
+    vector = jax.ShapeDtypeStruct((mod.N_PARAMS,), mod.DTYPE)
 
     @functools.partial(jax.custom_jvp, nondiff_argnums=())
     def loss_fn(params, x, y, lengths):
-        return jax.pure_callback(functools.partial(_np_loss, key), scalar, x, y, *params,
+        return jax.pure_callback(functools.partial(_np_loss, key), scalar, x, y,
+                                 _flat(mod, params),
                                  *([lengths] if lengths is not None else []),
                                  vmap_method="sequential")
 
     @functools.partial(jax.custom_jvp, nondiff_argnums=())
     def grad_fn(params, x, y, lengths):
-        return jax.pure_callback(functools.partial(_np_grad, key), structs, x, y, *params,
-                                 *([lengths] if lengths is not None else []),
-                                 vmap_method="sequential")
+        out = jax.pure_callback(functools.partial(_np_grad, key), vector, x, y,
+                                _flat(mod, params),
+                                *([lengths] if lengths is not None else []),
+                                vmap_method="sequential")
+        return _split_flat(mod, out)
 
     def loss_jvp(primals, tangents):
         params, x, y, lengths = primals

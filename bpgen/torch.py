@@ -38,7 +38,7 @@ from typing import Optional
 import numpy
 import torch
 
-__all__ = ["module", "loss", "BpgenModule"]
+__all__ = ["module", "loss", "forward", "BpgenModule"]
 
 #: key -> generated module: the custom operators name a module by a string
 _MODULES: dict = {}
@@ -436,7 +436,11 @@ class _EagerLoss(torch.autograd.Function):
         mod = _MODULES[ctx.key]
         _, grads = mod.loss_and_grad(*ctx.arrays)
         grads = [torch.from_numpy(grads[k]) for k in mod.PARAM_SHAPES]
-        if g.item() != 1.0:                 # loss.backward() passes 1: no product
+        try:
+            one = g.item() == 1.0           # loss.backward() passes 1: no product
+        except RuntimeError:                # a batched cotangent (is_grads_batched)
+            one = False
+        if not one:
             grads = [g * gr for gr in grads]
         return (None, None, None, None, *grads)
 
