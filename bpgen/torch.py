@@ -160,11 +160,25 @@ def _tensor(arr):
 
 # ---- the custom operators ------------------------------------------------
 
+_THIRD_ORDER = ("bpgen.torch: third-order derivatives are not supported (the derivative of "
+                "the Hessian-vector product with respect to the parameters needs the third "
+                "derivative of the loss, which bpgen does not generate)")
+
+
+def _op_np(mod, tensors):
+    """The operators' inputs as NumPy views.  A tensor still wrapped by a
+    torch.func transform reaching a kernel means a transform differentiates
+    the Hessian-vector product in the parameters: third order."""
+    if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
+        raise RuntimeError(_THIRD_ORDER)
+    return _params_np(mod, tensors)
+
+
 @torch.library.custom_op("bpgen::loss", mutates_args=())
 def _loss_op(key: str, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
              lengths: Optional[torch.Tensor]) -> torch.Tensor:
     mod = _MODULES[key]
-    value = mod.loss(_params_np(mod, params), _np(x), _np(y), _lengths(lengths))
+    value = mod.loss(_op_np(mod, params), _np(x), _np(y), _lengths(lengths))
     return torch.from_numpy(numpy.array(value, dtype=mod.DTYPE))
 
 
@@ -172,7 +186,7 @@ def _loss_op(key: str, params: list[torch.Tensor], x: torch.Tensor, y: torch.Ten
 def _grad_op(key: str, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
              lengths: Optional[torch.Tensor]) -> list[torch.Tensor]:
     mod = _MODULES[key]
-    _, grads = mod.loss_and_grad(_params_np(mod, params), _np(x), _np(y), _lengths(lengths))
+    _, grads = mod.loss_and_grad(_op_np(mod, params), _np(x), _np(y), _lengths(lengths))
     return [_tensor(grads[k]) for k in mod.PARAM_SHAPES]
 
 
@@ -180,7 +194,7 @@ def _grad_op(key: str, params: list[torch.Tensor], x: torch.Tensor, y: torch.Ten
 def _hvp_op(key: str, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
             lengths: Optional[torch.Tensor], v: list[torch.Tensor]) -> list[torch.Tensor]:
     mod = _MODULES[key]
-    hv = mod.hvp(_params_np(mod, params), _np(x), _np(y), _params_np(mod, v), _lengths(lengths))
+    hv = mod.hvp(_op_np(mod, params), _np(x), _np(y), _op_np(mod, v), _lengths(lengths))
     return [_tensor(hv[k]) for k in mod.PARAM_SHAPES]
 
 
@@ -253,9 +267,7 @@ def _hvp_backward(ctx, cotangents):
     # d<u, H v>/dv = H u; in the parameters it is a third derivative
     _refuse_data_grads(ctx, "hvp")
     if any(ctx.needs_input_grad[1]):
-        raise RuntimeError("bpgen.torch: third-order derivatives are not supported (the "
-                           "derivative of hvp with respect to the parameters needs the third "
-                           "derivative of the loss, which bpgen does not generate)")
+        raise RuntimeError(_THIRD_ORDER)
     params, x, y, lengths = _saved(ctx)
     return None, [None] * ctx.n, None, None, None, torch.ops.bpgen.hvp(
         ctx.key, params, x, y, lengths, list(cotangents))
@@ -325,7 +337,7 @@ def _hvp_vmap(info, in_dims, key, params, x, y, lengths, v):
     cols = [(t.movedim(d, 0) if d is not None else t.expand(size, *t.shape)).reshape(size, -1)
             for t, d in zip(v, dims)]
     V = torch.cat(cols, dim=1).T if cols else torch.zeros((0, size), dtype=_torch_dtype(mod))
-    out = _tensor(mod.hmp(_params_np(mod, params), _np(x), _np(y), _np(V),
+    out = _tensor(mod.hmp(_op_np(mod, params), _np(x), _np(y), _np(V),
                           lengths=_lengths(lengths)).T)
     parts, off = [], 0
     for shape in mod.PARAM_SHAPES.values():

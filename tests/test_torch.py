@@ -298,3 +298,9 @@ def test_refused_derivatives(builder):
     hv = torch.autograd.grad(grads[0].sum(), list(leaves.values()), create_graph=True)
     with pytest.raises(RuntimeError, match="third-order derivatives are not supported"):
         torch.autograd.grad(hv[0].sum(), list(leaves.values()))
+    f = bt.loss(mod)
+    for third in (torch.func.jacfwd(torch.func.hessian(f)),
+                  torch.func.jacrev(torch.func.hessian(f)),
+                  torch.func.jacrev(torch.func.jacrev(torch.func.jacrev(f)))):
+        with pytest.raises(RuntimeError, match="third-order derivatives are not supported"):
+            third(params, x, y)
