@@ -30,7 +30,10 @@ TOKENS = {"name": "tt_tf", "input": {"tokens": 5, "steps": 3},
                                                          "causal": True}]},
                      {"type": "dense", "units": 5}],
           "loss": "softmax_cross_entropy"}
-ARCHS = {"mlp": mlp(name="tt_mlp", l2=1e-2), "bce": mlp("softplus", "sigmoid_binary_cross_entropy",
+BIRNN = {"name": "tt_birnn", "input": {"features": 2, "steps": 3},
+         "layers": [{"type": "birnn", "cell": "gru", "units": 2}, {"type": "dense", "units": 2}],
+         "loss": {"type": "sigmoid_binary_cross_entropy", "steps": "last"}}
+ARCHS = {"mlp": mlp(name="tt_mlp", l2=1e-2), "birnn": BIRNN, "bce": mlp("softplus", "sigmoid_binary_cross_entropy",
                                                        name="tt_bce", hidden=(3,)),
          "lstm": LSTM, "conv": CONV, "transformer": TOKENS}
 N = 4
