@@ -13,7 +13,7 @@ from jax.test_util import check_grads  # noqa: E402
 
 import bpgen.jax as bj  # noqa: E402
 
-from test_torch import ARCHS  # noqa: E402  (the same architectures)
+from interop_archs import ARCHS  # noqa: E402
 
 N = 4
 
