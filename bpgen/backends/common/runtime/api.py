@@ -18,12 +18,12 @@ import zipfile
 
 import numpy
 
-from ._stub import (ARCHITECTURE, ARCHITECTURE_HASH,  # noqa: F401
-                    DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa: F401
+from ._stub import (DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa: F401
                     OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, TARGET_KIND,
                     TARGET_RANGE, _TRUNCATE, _ASSEMBLY_PER_SAMPLE, _BYTES_PER_SAMPLE, _CURV_LAYERS,
                     _FACTORS, _INIT, _L2, _X_BOUND, _X_DTYPE, _hessian_columns,
                     _hessian_times, _run, _run_flat, _structured_diag)
+from ._stub import ARCHITECTURE, ARCHITECTURE_HASH  # noqa: F401  (save_params, load_params)
 
 # ---- bpgen runtime: copied verbatim from here ----
 
