@@ -285,3 +285,25 @@ def test_refused_derivatives(builder):
                   torch.func.jacrev(torch.func.jacrev(torch.func.jacrev(f)))):
         with pytest.raises(RuntimeError, match="third-order derivatives are not supported"):
             third(params, x, y)
+
+
+def test_layer_named_like_a_module_attribute(builder):
+    arch = {**ARCHS["mlp"], "name": "tt_clash",
+            "layers": [dict(ARCHS["mlp"]["layers"][0], name="forward")] + ARCHS["mlp"]["layers"][1:]}
+    mod = builder(arch, "numpy")
+    with pytest.raises(ValueError, match="layer name 'forward' .* is an attribute of torch.nn.Module"):
+        bt.module(mod)
+    params = {k: torch.from_numpy(v) for k, v in mod.init_params().items()}
+    x, y = torch.zeros((2, 4), dtype=torch.float64), torch.zeros((2, 3), dtype=torch.float64)
+    assert bt.loss(mod)(params, x, y).item() == mod.loss(mod.init_params(), x.numpy(), y.numpy())
+
+
+def test_state_dict_and_parameter_files(builder, tmp_path):
+    """A trained nn.Module's state_dict goes through the module's own file."""
+    mod, _, x, y, _ = _point(builder, "mlp", "c")
+    net = bt.module(mod, seed=1)
+    mod.save_params(tmp_path / "p.npz", {k: v.detach().numpy() for k, v in net.state_dict().items()})
+    other = bt.module(mod, seed=2)
+    other.load_state_dict({k: torch.from_numpy(v)
+                           for k, v in mod.load_params(tmp_path / "p.npz").items()})
+    assert net.loss(x, y).item() == other.loss(x, y).item()
