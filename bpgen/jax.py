@@ -22,7 +22,10 @@ second order with the module's own derivatives:
 
 The callbacks use ``vmap_method="sequential"``: the module's functions take
 one parameter set, so a batch runs them once per element (and the batch of
-directions goes to ``hmp`` by the primitive's own rule).  x and y are data:
+directions goes to ``hmp`` by the primitive's own rule).  They receive the
+parameters (and directions) as one flat vector in the module's flat order,
+concatenated in XLA: each operand of a ``pure_callback`` has a cost of its
+own.  ``loss``, ``grad`` and ``hvp`` return jitted functions.  x and y are data:
 differentiating with respect to them is an error.  A float64 module needs
 ``jax.config.update("jax_enable_x64", True)`` (JAX's arrays are float32
 otherwise); parameters must have the module's dtype.
