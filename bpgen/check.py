@@ -172,12 +172,15 @@ def check_module(spec, module, params, x, y, exact_module=None, *, sample=None,
 def run_check(arch, batch: int = 5, seed: int = 0, tol: float | None = None,
               backends=("numpy", "c"), progress=None, out=None, *,
               exhaustive: bool | None = None, coords: int = SAMPLE_COORDS,
-              directions: int = SAMPLE_DIRECTIONS) -> int:
+              directions: int = SAMPLE_DIRECTIONS, params_file: str | None = None) -> int:
     """Build ``arch`` with ``backends``, print the error table, return 0 or 1.
 
     ``exhaustive`` (default: N_PARAMS <= SAMPLE_ABOVE) differences every
     parameter; otherwise ``coords`` random coordinates and ``directions``
     random directions of each parameter array (seeded by ``seed``).
+    ``params_file``: check at the parameters a module's ``save_params``
+    wrote there (a file of another architecture is a ValueError) instead of
+    random ones.
     """
     from .api import build
     out = sys.stdout if out is None else out
@@ -210,6 +213,11 @@ def run_check(arch, batch: int = 5, seed: int = 0, tol: float | None = None,
             if exhaustive is None:
                 exhaustive = n_params <= SAMPLE_ABOVE
             params, x, y = sample_point(spec, module, batch, seed)
+            if params_file is not None:
+                try:
+                    params = module.load_params(params_file)
+                except (ValueError, OSError) as exc:
+                    raise ValueError(f"--params: {exc}") from None
             sample = None if exhaustive else (coords, directions,
                                               np.random.default_rng(seed + 7))
             if progress:
@@ -217,7 +225,8 @@ def run_check(arch, batch: int = 5, seed: int = 0, tol: float | None = None,
             results[backend] = check_module(spec, module, params, x, y, exact, sample=sample,
                                             progress=progress, label=f"{backend}: ")
     print(f"bpgen check {spec.source}: {spec.name}, {spec.dtype}, {n_params} parameters, "
-          f"batch {batch}, seed {seed}", file=out)
+          f"batch {batch}, seed {seed}"
+          + (f", parameters from {params_file}" if params_file is not None else ""), file=out)
     if exhaustive:
         print("finite differences of every parameter (exhaustive)", file=out)
     else:

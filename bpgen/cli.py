@@ -71,7 +71,8 @@ def _cmd_check(args) -> int:
     progress = Progress(not args.quiet)
     return run_check(args.arch, batch=args.batch, seed=args.seed, tol=args.tol,
                      backends=("numpy", "c") if args.backend == "all" else (args.backend,),
-                     progress=progress, exhaustive=True if args.exhaustive else None)
+                     progress=progress, exhaustive=True if args.exhaustive else None,
+                     params_file=args.params)
 
 
 def _load_npz(path: str, what: str = "--data"):
@@ -146,11 +147,19 @@ def _cmd_spectrum(args) -> int:
             raise SpecError(f"--data: {args.data} has no array {key!r} "
                             f"(it needs x and y; optionally the parameters by key)")
     given, missing = _given_params(spec, data.files, args.data, args.partial)
+    if args.params is not None and given:
+        raise SpecError(f"--params: {args.data} holds parameters too; give them in one "
+                        f"of the two files")
     progress = Progress(False if args.quiet else None)
     import tempfile
     with tempfile.TemporaryDirectory(prefix="bpgen-spectrum-") as tmp:
         mod = build(spec, backend=args.backend, out_dir=tmp, progress=progress)
         params = mod.init_params(args.seed)
+        if args.params is not None:
+            try:
+                params = mod.load_params(args.params)
+            except (ValueError, OSError) as exc:
+                raise SpecError(f"--params: {exc}") from None
         for key in given:
             value = data[key]
             if value.shape != tuple(mod.PARAM_SHAPES[key]):
@@ -166,7 +175,9 @@ def _cmd_spectrum(args) -> int:
     n = len(x)
     units = mod.OUTPUT_UNITS
     rows = n * (mod.STEPS or 1) if mod.SEQUENCE_OUTPUT and mod.LOSS_ALL_STEPS else n
-    if not given:
+    if args.params is not None:
+        origin = f"from {args.params}"
+    elif not given:
         origin = f"init_params({args.seed})"
     elif missing:
         origin = (f"{', '.join(given)} from {args.data}, {', '.join(missing)} from "
@@ -331,6 +342,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="finite differences of every parameter (the default up to "
                         "2000 parameters; above, 8 random coordinates and 2 random "
                         "directions of each parameter array)")
+    c.add_argument("--params", metavar="FILE.npz",
+                   help="check at these parameters (a file a module's save_params wrote; "
+                        "another architecture's is an error) instead of random ones")
     c.add_argument("--quiet", action="store_true",
                    help="no progress lines on stderr (shown by default, also when piped)")
     c.set_defaults(func=_cmd_check)
@@ -355,6 +369,9 @@ def make_parser() -> argparse.ArgumentParser:
                     help="accept a data file with only some of the parameters: the rest "
                          "from init_params(--seed), as the output says (without it, "
                          "missing or unknown keys are an error)")
+    sp.add_argument("--params", metavar="FILE.npz",
+                    help="the parameters, from a file a module's save_params wrote "
+                         "(another architecture's is an error)")
     sp.add_argument("--png", metavar="FILE", help="draw the spectrum (needs matplotlib)")
     sp.add_argument("--quiet", action="store_true",
                     help="no progress lines on stderr (shown only on a terminal anyway)")

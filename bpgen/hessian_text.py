@@ -5,14 +5,18 @@ Every sentence and equation is one :mod:`bpgen.mathtext` object printed as
 text or LaTeX.  Parameters are named by the layer types: a ``kronecker``
 layer's weight and bias come from
 :meth:`~bpgen.layers.base.LayerType.kronecker_parts` (by role), a
-recurrent layer's from its ``ParamSpec`` roles; nothing here spells a
-parameter's name.
+recurrent layer's from its ``ParamSpec`` roles, an attention layer's blocks
+from the variables it registered (:class:`~bpgen.layers.base.AttentionParts`,
+printed by :mod:`bpgen.hessian_attention`, also inside blocks); nothing here
+spells a parameter's name.
 """
 from __future__ import annotations
 
 from .derivation import assembly, program, structured
 from .equations import labels, op_equation, tex_names, tex_roman
+from .hessian_attention import attention_items
 from .layers import LAYER_TYPES
+from .layers.base import AttentionParts
 from .mathtext import (Cat, Eq, Fn, Frac, Infix, Item, Key, Label, Paren, Raw, Sentence,
                        Sub, Sum, Sym, T, Words)
 from .network import derive
@@ -228,6 +232,10 @@ def hessian_items(arch) -> list:
     for lay, kind in types:
         if kind.recurrent:
             items += _recurrent_items(lay)
+    keys = {var: key for key, var in d.params.items()}
+    for parts in d.graph.layer_parts.values():      # nested in blocks, too
+        if isinstance(parts, AttentionParts):
+            items += attention_items(parts, d.graph.vars, keys, bool(spec.l2))
     other = [lay for lay, kind in types if kind.hessian is None and not kind.recurrent]
     if other:
         which = []

@@ -181,6 +181,17 @@ class Spec:
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def architecture(self) -> dict[str, Any]:
+        """What parameters belong to: the canonical description without the
+        file's ``name`` (a renamed copy of a network takes its parameters)."""
+        return {k: v for k, v in self.canonical().items() if k != "name"}
+
+    def architecture_hash(self) -> str:
+        """The SHA-256 of :meth:`architecture`: what ``save_params`` writes
+        and ``load_params`` compares."""
+        text = json.dumps(self.architecture(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 def _canonical_layer(lay: LayerSpec) -> dict[str, Any]:
     # these four keys are always present (with their historical defaults) so

@@ -12,9 +12,12 @@ Derivation document: bpgen doc digits_mlp.yaml
 import collections
 import collections.abc
 import functools
+import json
 import math
 import os
+import tempfile
 import time
+import zipfile
 
 import numpy
 
@@ -59,6 +62,9 @@ TARGET_KIND = "labels"
 TARGET_RANGE = None
 #: the validated architecture this module was generated from
 ARCHITECTURE = "{\"dtype\": \"float64\", \"input\": {\"kind\": \"features\", \"shape\": [64]}, \"l2\": 0.0001, \"layers\": [{\"activation\": \"tanh\", \"alpha\": null, \"cell\": null, \"in\": [64], \"name\": \"l0\", \"out\": [32], \"type\": \"dense\", \"units\": 32}, {\"activation\": \"identity\", \"alpha\": null, \"cell\": null, \"in\": [32], \"name\": \"l1\", \"out\": [10], \"type\": \"dense\", \"units\": 10}], \"loss\": {\"steps\": \"all\", \"type\": \"softmax_cross_entropy\"}, \"name\": \"digits_mlp\", \"truncate\": null}"
+#: SHA-256 of the architecture without its name (ARCHITECTURE less "name"):
+#: what save_params() writes and load_params() compares
+ARCHITECTURE_HASH = "76e17fcff23e0d8ffc1ea9bf41adc86c3adaf70dbf2b16b613b06d28c1dd33ba"
 #: parameter key -> (initialisation from its role, fan_in, fan_out)
 _INIT = {
     "l0.W": ('glorot', 64, 32),
@@ -727,6 +733,149 @@ def hessian_blocks(params, x, y, lengths=None, *, progress=None):
             block = (block + block.T) / 2
         result[name] = (keys, numpy.ascontiguousarray(block))
     return result
+
+
+# ---- parameters on disk ------------------------------------------------
+
+#: the prefix of save_params()'s own entries in the .npz (":" is in no
+#: parameter key: keys are dotted identifiers)
+_META = "bpgen:"
+
+
+def _path(path):
+    """``path`` as a file-system path (str or os.PathLike), else a ValueError."""
+    if isinstance(path, (str, os.PathLike)):
+        return os.fspath(path)
+    raise ValueError(f"path: expected a file name (str or os.PathLike), got "
+                     f"{type(path).__name__}")
+
+
+def save_params(path, params):
+    """Write ``params`` to the .npz file ``path`` (exactly that name; replaced
+    whole, never left half-written), with the architecture's hash, dtype and
+    description: load_params() of a module of another architecture refuses it."""
+    path = _path(path)
+    mats = _check_params(params)
+    arrays = dict(zip(PARAM_SHAPES, mats))
+    arrays.update({_META + "architecture_hash": numpy.array(ARCHITECTURE_HASH),
+                   _META + "dtype": numpy.array(DTYPE.name),
+                   _META + "architecture": numpy.array(json.dumps(_unnamed(), sort_keys=True)),
+                   _META + "format": numpy.array(1)})
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".bpgen-params-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            numpy.savez(fh, **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _unnamed():
+    """ARCHITECTURE without its name: what ARCHITECTURE_HASH is the hash of."""
+    arch = json.loads(ARCHITECTURE)
+    arch.pop("name", None)
+    return arch
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _architecture_differences(theirs, ours, where=""):
+    """The fields in which two architecture descriptions differ, as text."""
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        out = []
+        for key in sorted(set(theirs) | set(ours)):
+            sub = f"{where}.{key}" if where else key
+            if key not in theirs or key not in ours:
+                out.append(f"{sub}: only in {'this module' if key in ours else 'the file'}")
+            else:
+                out += _architecture_differences(theirs[key], ours[key], sub)
+        return out
+    if isinstance(theirs, list) and isinstance(ours, list) and len(theirs) == len(ours):
+        out = []
+        for i, (a, b) in enumerate(zip(theirs, ours)):
+            out += _architecture_differences(a, b, f"{where}[{i}]")
+        return out
+    if theirs != ours:
+        return [f"{where}: {json.dumps(theirs)} in the file, {json.dumps(ours)} here"]
+    return []
+
+
+def load_params(path):
+    """The parameters save_params() wrote to ``path``: a dict of C-contiguous
+    DTYPE arrays in PARAM_SHAPES order.  A file of another architecture
+    (another hash) is a ValueError naming what differs: keys, shapes, the
+    dtype and the other fields of the architecture."""
+    path = _path(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"path: {path} is a directory, not an .npz file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"path: no such file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"path: {path} is not an .npz file (a zip archive of .npy arrays, "
+                         f"as save_params writes)")
+    try:
+        with numpy.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"path: cannot read {path} as an .npz file: {first}") from None
+    odd = [key for key, value in arrays.items() if not isinstance(value, numpy.ndarray)]
+    if odd:
+        raise ValueError(f"path: {path} is not an .npz file of arrays ({odd[0]!r} is no "
+                         f".npy array)")
+    meta = {key[len(_META):]: arrays.pop(key) for key in list(arrays) if key.startswith(_META)}
+    if "architecture_hash" not in meta:
+        raise ValueError(f"path: {path} was not written by save_params (it has no "
+                         f"{_META}architecture_hash entry); for a plain .npz of arrays "
+                         f"keyed like PARAM_SHAPES use numpy.load")
+    problems = []
+    missing = [k for k in PARAM_SHAPES if k not in arrays]
+    extra = [k for k in arrays if k not in PARAM_SHAPES]
+    if missing:
+        problems.append(f"keys missing from the file: {', '.join(missing)}")
+    if extra:
+        problems.append(f"keys not in this module: {', '.join(extra)}")
+    shapes = [f"{k!r} {arrays[k].shape} in the file, {shape} here"
+              for k, shape in PARAM_SHAPES.items() if k in arrays and arrays[k].shape != shape]
+    if shapes:
+        problems.append(f"shapes: {'; '.join(shapes)}")
+    dtype = str(meta.get("dtype", ""))
+    if dtype != DTYPE.name:
+        problems.append(f"dtype: {dtype} in the file, {DTYPE.name} here (load it with the "
+                        f"{dtype} module and convert the arrays)")
+    if str(meta["architecture_hash"]) != ARCHITECTURE_HASH or problems:
+        try:
+            theirs = json.loads(str(meta.get("architecture", "")))
+        except ValueError:
+            theirs = None
+        if theirs is not None:
+            ours = _unnamed()
+            rest = [d for d in _architecture_differences(theirs, ours)
+                    if not d.startswith("dtype:")]
+            # a layer's input and output shapes follow from its options
+            rest = [d for d in rest if not any(f".{f}{e}" in d.split(":")[0] + ":"
+                                               for f in ("in", "out") for e in ("[", ":"))
+                    ] or rest
+            if rest:
+                more = f" (and {len(rest) - 6} more)" if len(rest) > 6 else ""
+                problems.append(f"architecture: {'; '.join(rest[:6])}{more}")
+        if not problems:
+            problems.append(f"architecture hash {str(meta['architecture_hash'])[:12]}... "
+                            f"in the file, {ARCHITECTURE_HASH[:12]}... here")
+        raise ValueError(f"path: {path} holds the parameters of another architecture: "
+                         + "; ".join(problems))
+    bad = [k for k in PARAM_SHAPES if arrays[k].dtype != DTYPE]
+    if bad:
+        raise ValueError(f"path: {path}: parameter {bad[0]!r} is stored as "
+                         f"{arrays[bad[0]].dtype}, not {DTYPE.name}")
+    return {k: numpy.ascontiguousarray(arrays[k], dtype=DTYPE) for k in PARAM_SHAPES}
 
 
 def _layers(mats, outs):

@@ -73,8 +73,10 @@ def test_numpy_module_imports_only_numpy():
     imports = {line.split()[1].split(".")[0] for line in text.splitlines()
                if line.startswith(("import ", "from "))}
     # NumPy and the standard library alone (os: the memory limit's environment;
-    # time: the progress of long calls)
-    assert imports <= {"collections", "functools", "math", "os", "numpy", "threading", "time"}
+    # time: the progress of long calls; json, tempfile, zipfile: save_params
+    # and load_params)
+    assert imports <= {"collections", "functools", "json", "math", "os", "numpy", "tempfile",
+                       "threading", "time", "zipfile"}
 
 
 def test_build_writes_the_module_files(tmp_path):

@@ -257,3 +257,30 @@ def test_token_ids_are_checked(builder, backend):
         before = mod._fastcall_counts()["loss"]
         assert mod.loss(params, x, y) == want
         assert mod._fastcall_counts()["loss"] == (before[0] + 1, before[1])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c"])
+def test_one_step_attention(builder, backend):
+    """T = 1: one key, so the softmax is 1 and the layer is X·Wv·Wo plus
+    biases (its row sum is E itself: the weights E / E fold to a constant,
+    which still has the scores' shape)."""
+    arch = {"name": "attn_one_step", "input": {"features": 4, "steps": 1},
+            "layers": [{"type": "attention", "heads": 2, "causal": True}],
+            "loss": "mse"}
+    spec = load_spec(arch)
+    mod = builder(arch, backend)
+    params, x, y = _point(spec, mod)
+    p = params
+    want = (x[:, 0] @ p["l0.Wv"] + p["l0.bv"]) @ p["l0.Wo"] + p["l0.bo"]
+    assert rel_err(mod.forward(params, x)[:, 0], want) <= 1e-13
+    value, grads = mod.loss_and_grad(params, x, y)
+    ref_value, ref_grads = ref.loss_and_grad(spec, params, x, y)
+    assert abs(value - ref_value) <= 1e-13 * max(1.0, abs(ref_value))
+    fd = fd_grad(spec, mod, params, x, y)
+    for key, g in grads.items():
+        assert np.max(np.abs(g - ref_grads[key])) <= 1e-12, key
+        assert np.max(np.abs(g - fd[key])) <= 1e-6, key
+    h = mod.hessian(params, x, y)
+    v = np.random.default_rng(2).standard_normal(mod.N_PARAMS)
+    assert np.allclose(h, h.T, atol=1e-12)
+    assert np.allclose(h @ v, mod.flatten(mod.hvp(params, x, y, mod.unflatten(v))), atol=1e-11)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .base import LayerType, ParamSpec, register
+from .base import AttentionParts, LayerType, ParamSpec, register
 
 
 @register
@@ -61,6 +61,7 @@ class Attention(LayerType):
                          comment=f"{n}: per sample and head, the queries times the keys transposed")
         scaled = g.map(s(scores) / sp.sqrt(sp.Integer(d)), base=f"{n}_S", label=f"S_{n}",
                        comment=f"{n}: scores / sqrt({d})")
+        unmasked = scaled
         if layer.causal or g.mask is not None:
             # keys after the query (causal) and padded keys (g.mask: the
             # sequence's real steps, from lengths) at -inf
@@ -73,14 +74,22 @@ class Attention(LayerType):
         e = g.map(sp.exp(s(scaled) - s(top)), base=f"{n}_E", label=f"E_{n}",
                   comment=f"{n}: softmax over the keys, shifted by the row maximum")
         z = g.sum(e, 1, base=f"{n}_Zs", label=f"Σ_{n}")
-        a = g.map(s(e) / s(z), base=f"{n}_P", label=f"P_{n}",
+        # shape given: with one key (T = 1) the row sum is E itself and E / E
+        # folds to the constant 1, which has no argument to take a shape from
+        a = g.map(s(e) / s(z), base=f"{n}_P", label=f"P_{n}", shape=g.shape(scaled),
                   comment=f"{n}: attention weights")
         o = g.seqmm(a, proj["v"], "av", t, h, base=f"{n}_AV", label=f"AV_{n}",
                     comment=f"{n}: per sample and head, the weights times the values, heads side by side")
         ow = g.matmul(o, p["Wo"], base=f"{n}_OW", label=f"OWo_{n}",
                       comment=f"{n}: output projection")
-        return g.map(s(ow) + s(p["bo"]), base=f"{n}_A", label=f"A_{n}",
-                     comment=f"{n}: plus the output bias")
+        out = g.map(s(ow) + s(p["bo"]), base=f"{n}_A", label=f"A_{n}",
+                    comment=f"{n}: plus the output bias")
+        # what bpgen show --hessian prints the blocks of Wq .. bo with
+        self.attention(g, layer, AttentionParts(
+            n, x, proj["q"], proj["k"], proj["v"], unmasked, a, o, out, h, t, f,
+            tuple(p[w] for w in ("Wq", "Wk", "Wv", "Wo")),
+            tuple(p[b] for b in ("bq", "bk", "bv", "bo"))))
+        return out
 
     def describe(self, layer):
         return f"{layer.heads} heads" + (", causal" if layer.causal else "")

@@ -55,7 +55,8 @@ import sympy as sp
 from ..activations import ACTIVATIONS
 
 __all__ = ["ParamSpec", "Role", "ROLES", "LayerType", "LAYER_TYPES", "register",
-           "fans", "activation_option", "KroneckerParts", "HESSIAN_STRUCTURES"]
+           "fans", "activation_option", "KroneckerParts", "AttentionParts",
+           "HESSIAN_STRUCTURES"]
 
 #: the values a layer type's ``hessian`` may take (see the module docstring)
 HESSIAN_STRUCTURES = ("kronecker", "identity", None)
@@ -126,6 +127,32 @@ class KroneckerParts:
     f: Callable
     weight: str = ""
     bias: str = ""
+
+
+@dataclass(frozen=True)
+class AttentionParts:
+    """What ``bpgen show --hessian`` reads of a self-attention layer to print
+    its Hessian blocks in matrix form (:mod:`bpgen.hessian_attention`): graph
+    variables of its forward composition, per sample X (T, F) -> Q, K, V ->
+    the scores S = Q_j·K_jᵀ/√d per head j -> P = softmax over the keys of S -> AV (the heads
+    side by side) -> output AV·Wo + 1·bo; the sizes; and the parameters'
+    graph variables, ``weights`` (Wq, Wk, Wv, Wo), each (F, F), and
+    ``biases`` (bq, bk, bv, bo), each (F,), in that order.  A type
+    registers them with :meth:`LayerType.attention`."""
+    layer: str
+    input: str
+    queries: str
+    keys: str
+    values: str
+    scores: str               # Q_j·K_jᵀ/√d, before any mask
+    weights: str
+    heads_out: str
+    output: str
+    heads: int
+    steps: int
+    features: int
+    weight_params: tuple      # (Wq, Wk, Wv, Wo)
+    bias_params: tuple        # (bq, bk, bv, bo)
 
 
 #: layer type name -> its (single) instance
@@ -216,6 +243,18 @@ class LayerType:
                              f"symbol to an expression")
         return KroneckerParts(parts.layer, parts.input, parts.pre, parts.output, parts.f,
                               f"{layer.name}.{w.name}", f"{layer.name}.{b.name}")
+
+    def attention(self, g, layer, parts: AttentionParts) -> None:
+        """Called by ``forward`` of a self-attention type: register the
+        variables ``bpgen show --hessian`` prints its blocks with (the
+        derivation does not read them: the Hessian comes from Hessian-vector
+        products)."""
+        if layer.name in g.layer_parts:
+            raise ValueError(f"layer {layer.name!r}: parts registered twice")
+        if len(parts.weight_params) != 4 or len(parts.bias_params) != 4:
+            raise ValueError(f"layer {layer.name!r}: attention parts need the four "
+                             f"weights (Wq, Wk, Wv, Wo) and the four biases")
+        g.layer_parts[layer.name] = parts
 
     def identity_check(self, layer) -> None:
         """The ``identity`` contract's part that can be checked on the spec:

@@ -76,6 +76,7 @@ def module_context(derived: Derived, module: str) -> dict:
                              else tuple(float(b) for b in loss.target_range)),
         "curv_form": loss.curvature_form,
         "spec_json": json.dumps(spec.canonical(), sort_keys=True),
+        "arch_hash": spec.architecture_hash(),
         "init": list(spec.init_rules().items()),
         "l2": repr(float(spec.l2)),
         "l2_keys": tuple(spec.l2_keys),

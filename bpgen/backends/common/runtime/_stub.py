@@ -30,6 +30,8 @@ _CURV_LOSS = None
 _CURV_FORM = "diagonal"
 _BYTES_PER_SAMPLE = 8
 _ASSEMBLY_PER_SAMPLE = {}
+ARCHITECTURE_HASH = ""
+ARCHITECTURE = "{}"
 
 
 def _run(name, n, args):
