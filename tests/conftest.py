@@ -30,6 +30,26 @@ def users_build_config():
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="rewrite the golden files (generated/) from the current generator")
+    parser.addoption("--full", action="store_true", default=False,
+                     help="also run the tests marked slow (more architectures through "
+                          "the same checks; BPGEN_FULL_TESTS=1 does the same)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: more cases of a check the default run already "
+                                       "makes on a sample (run with --full)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The README's test command stays within ~10 minutes on 2 cores: tests
+    marked slow (the same checks on more architectures) run with --full."""
+    if config.getoption("--full") or os.environ.get("BPGEN_FULL_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: the same check on more cases; run with --full "
+                                   "(or BPGEN_FULL_TESTS=1)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
