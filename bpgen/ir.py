@@ -45,7 +45,7 @@ __all__ = ["Var", "Op", "Loop", "Graph", "NSYM", "grad", "tangents", "broadcast_
 NSYM = sp.Symbol("N", positive=True, integer=True)
 # names the emitted code uses for its own purposes (x and y are the graph's
 # first two variables and keep their names)
-RESERVED = {"N", "numpy", "np", "ws", "lib", "ffi", "math", "params", "v",
+RESERVED = {"N", "T", "numpy", "np", "ws", "lib", "ffi", "math", "params", "v",
             "out", "out_loss", "out_grad", "out_y", "out_hv", "out_f", "i", "j", "k",
             "r", "c", "acc", "real", "m", "t", "it", "q", "q0", "q1", "r0", "r1", "rr",
             "cc", "size_t", "int64_t", "DTYPE",

@@ -49,6 +49,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..shapes import at_steps, code, json_shape
+
 __all__ = ["InputKind", "INPUT_KINDS", "register"]
 
 #: input kind name -> its class, in registration order (the order messages list them)
@@ -93,7 +95,7 @@ class InputKind:
 
     def canonical(self) -> dict:
         """Its part of the architecture's canonical form (content hash)."""
-        return {"kind": self.kind, "shape": list(self.shape)}
+        return {"kind": self.kind, "shape": json_shape(self.shape)}
 
     # ---- facts every stage asks ------------------------------------------
 
@@ -153,7 +155,7 @@ class InputKind:
 
     def batch_expr(self, var: str = "x") -> str:
         """Python: the batch size N from the matrix ``var`` (generated NumPy code)."""
-        return f"{var}.shape[0]" if self.steps is None else f"{var}.shape[0] // {self.steps}"
+        return f"{var}.shape[0]" if self.steps is None else f"{var}.shape[0] // {code(self.steps)}"
 
     # ---- words and sample data -------------------------------------------
 
@@ -167,4 +169,8 @@ class InputKind:
 
     def sample(self, rng: np.random.Generator, n: int, dtype) -> np.ndarray:
         """Random x of n samples: standard-normal values of ``dtype``."""
-        return rng.standard_normal((n,) + tuple(self.shape)).astype(dtype)
+        return rng.standard_normal((n,) + self.concrete_shape()).astype(dtype)
+
+    def concrete_shape(self, steps: int = 5) -> tuple:
+        """One sample's shape, T = ``steps`` for ``steps: any``."""
+        return tuple(at_steps(d, steps) for d in self.shape)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..shapes import seq_dim
+from ..shapes import seq_dim, symbolic
 from .base import InputKind, register
 
 
@@ -24,7 +24,8 @@ class Tokens(InputKind):
     @classmethod
     def parse(cls, ctx, raw):
         v = ctx.pos_int(raw["tokens"], "input.tokens")
-        return cls((ctx.steps(raw["steps"], "input.steps"),), v)
+        from .sequence import steps_value
+        return cls((steps_value(ctx, raw["steps"]),), v)
 
     @property
     def steps(self):
@@ -50,10 +51,14 @@ class Tokens(InputKind):
         return f"tokens input ({self.shape[0]},) of {self.vocabulary} ids"
 
     def sample(self, rng, n, dtype):
-        return rng.integers(0, self.vocabulary, size=(n,) + self.shape)
+        return rng.integers(0, self.vocabulary, size=(n,) + self.concrete_shape())
 
     def doc_text(self):
         t, v = self.shape[0], self.vocabulary
+        if symbolic(t):
+            return (f"a sequence of $T$ token ids (T read from x at call time) in $[0, {v})$, "
+                    f"stored time-major as a $(TN \\times 1)$ integer matrix $X$: row "
+                    f"$tN + n$ is sample $n$'s id at step $t$")
         return (f"a sequence of $T = {t}$ token ids in $[0, {v})$, stored time-major as a "
                 f"$({t}N \\times 1)$ integer matrix $X$: row $tN + n$ is sample $n$'s id "
                 f"at step $t$")
