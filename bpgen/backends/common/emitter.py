@@ -16,7 +16,7 @@ from ...lower import Program
 from ...shapes import code, size_coeffs, symbolic
 
 __all__ = ["Emitter", "Directions", "environment", "runtime_source", "common_runtime",
-           "c_size", "offset_code", "RUNTIME_MARKER"]
+           "c_size", "offset_code", "has_steps", "RUNTIME_MARKER"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: runtime files hold, above this line, what makes them importable on their
@@ -58,6 +58,13 @@ def c_size(shape) -> str:
     if a:
         return "N" if a == 1 else f"{a}*N"
     return str(b)
+
+
+def has_steps(prog: Program) -> bool:
+    """True for a program of a steps: any sequence (x has T*N rows): its
+    functions take T after N (C) or after x (NumPy)."""
+    x = prog.vars.get("x")
+    return x is not None and "T" in str(x.shape[0])
 
 
 def offset_code(a: int, b: int) -> str:

@@ -22,7 +22,7 @@ from ...printers import EquationPrinter
 from ...shapes import broadcast_shape
 from ...printers import NumpyPrinter, numeric
 from ...shapes import code, dim_coeffs, plus, size_coeffs, times_n
-from ..common.emitter import (Emitter, environment,
+from ..common.emitter import (Emitter, environment, has_steps,
                               offset_code, runtime_source)
 
 __all__ = ["NumpyEmitter"]
@@ -305,8 +305,7 @@ class NumpyEmitter(Emitter):
 def steps_args(prog: Program, args: list) -> list:
     """A function's arguments; with steps: any (x has T*N rows), T after x:
     the step count, read from x at call time (the API passes it)."""
-    x = prog.vars.get("x")
-    if x is None or "T" not in str(x.shape[0]) or "x" not in args:
+    if not has_steps(prog) or "x" not in args:
         return list(args)
     i = list(args).index("x") + 1
     return list(args[:i]) + ["T"] + list(args[i:])
