@@ -127,8 +127,8 @@ def _check_x(x):
         arr = x
     else:
         arr = _as_array(x, "x")
-    if arr.ndim != 1 + len(INPUT_SHAPE) or any(
-            d is not None and d != s for d, s in zip(INPUT_SHAPE, arr.shape[1:])):
+    if arr.ndim != 1 + len(INPUT_SHAPE) or (arr.shape[1:] != INPUT_SHAPE and any(
+            d is not None and d != s for d, s in zip(INPUT_SHAPE, arr.shape[1:]))):
         raise ValueError(f"x: expected shape (N, "
                          f"{', '.join('T' if d is None else str(d) for d in INPUT_SHAPE)}), "
                          f"got {arr.shape}")
