@@ -41,6 +41,9 @@ class Sequence(InputKind):
 def steps_value(ctx, raw):
     """``steps``: a positive integer T, or ``any`` (T read from x at call
     time: the symbol T, bpgen.shapes.TSYM)."""
-    if isinstance(raw, str) and raw == "any":
-        return TSYM
+    if isinstance(raw, str):
+        if raw == "any":
+            return TSYM
+        ctx.fail("input.steps", f"expected a positive integer or any (T read from x at "
+                                f"call time), got {ctx.short(raw)}")
     return ctx.steps(raw, "input.steps")
