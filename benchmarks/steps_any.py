@@ -5,6 +5,10 @@ at every step, mse over all steps), one BLAS thread.
 Usage, from the repository root::
 
     python benchmarks/steps_any.py [--pairs 31] [--calls 20] [--backend c|numpy]
+                                   [--steps T] [--batch N]
+
+(--steps, --batch: another T and N than the case's 50 and 16, e.g. a small
+call, where the C module's Python path costs most.)
 
 Method: as benchmarks/lengths.py.  One process, one BLAS thread; the same
 architecture built twice, with ``steps: 50`` and with ``steps: any``, and
@@ -36,15 +40,21 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--backend", default="c")
     ap.add_argument("--idle", type=float, default=0.4)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--out", default=None, help="build directory (default: a temporary one)")
     args = ap.parse_args(argv)
     import tempfile
 
     import bpgen
     arch, n = CASES["lstm"]
+    if args.steps:
+        arch = dict(arch, name=f"{arch['name']}_t{args.steps}",
+                    input=dict(arch["input"], steps=args.steps))
+    n = args.batch or n
     out = args.out or tempfile.mkdtemp(prefix="bpgen_steps_any_")
     fixed = bpgen.build(arch, backend=args.backend, out_dir=out)
-    anyt = bpgen.build(dict(arch, name=arch["name"] + "_any",
+    anyt = bpgen.build(dict(arch, name=CASES["lstm"][0]["name"] + "_any",
                             input=dict(arch["input"], steps="any")),
                        backend=args.backend, out_dir=out)
     t, f = arch["input"]["steps"], arch["input"]["features"]
