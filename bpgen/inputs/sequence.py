@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..shapes import TSYM, seq_dim, symbolic
-from .base import InputKind, register
+from ..shapes import seq_dim, symbolic
+from .base import InputKind, register, steps_value
 
 
 @register
@@ -37,13 +37,3 @@ class Sequence(InputKind):
         return (f"a sequence of $T = {t}$ steps of {f} features, stored time-major as a "
                 f"$({t}N \\times {f})$ matrix $X$: rows $tN$ to $tN + N - 1$ are step $t$")
 
-
-def steps_value(ctx, raw):
-    """``steps``: a positive integer T, or ``any`` (T read from x at call
-    time: the symbol T, bpgen.shapes.TSYM)."""
-    if isinstance(raw, str):
-        if raw == "any":
-            return TSYM
-        ctx.fail("input.steps", f"expected a positive integer or any (T read from x at "
-                                f"call time), got {ctx.short(raw)}")
-    return ctx.steps(raw, "input.steps")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..shapes import seq_dim, symbolic
-from .base import InputKind, register
+from .base import InputKind, register, steps_value
 
 
 @register
@@ -24,7 +24,6 @@ class Tokens(InputKind):
     @classmethod
     def parse(cls, ctx, raw):
         v = ctx.pos_int(raw["tokens"], "input.tokens")
-        from .sequence import steps_value
         return cls((steps_value(ctx, raw["steps"]),), v)
 
     @property
