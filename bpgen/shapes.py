@@ -33,9 +33,10 @@ def _int(value):
     return value
 
 
-def code(value) -> str:
+def code(value, bare: bool = False) -> str:
     """An int or a polynomial in T as code, the same in Python and C
-    (``T*T``, not ``T**2``; sums in parentheses so that it can be a factor)."""
+    (``T*T``, not ``T**2``; sums in parentheses so that it can be a factor,
+    unless ``bare``)."""
     value = _int(sp.expand(value) if isinstance(value, sp.Basic) else value)
     if not isinstance(value, sp.Basic):
         return str(value)
@@ -44,7 +45,7 @@ def code(value) -> str:
         factors = ([str(c)] if c != 1 or k == 0 else []) + ["T"] * k
         terms.append("*".join(factors))
     text = " + ".join(terms).replace("+ -", "- ")
-    return f"({text})" if len(terms) > 1 else text
+    return f"({text})" if len(terms) > 1 and not bare else text
 
 
 def times_n(a) -> str:

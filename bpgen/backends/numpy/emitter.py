@@ -262,7 +262,8 @@ class NumpyEmitter(Emitter):
             rows, cols = self.ws[name]
             a, b = dim_coeffs(rows)
             end = ",))" if k == len(names) - 1 else ","
-            lines.append(f"    ({code(a)}, {code(b)}, {code(cols)}){end}  # {name}")
+            lines.append(f"    ({code(a, True)}, {code(b, True)}, {code(cols, True)}){end}  "
+                         f"# {name}")
         return lines
 
     def blocks(self) -> list:
