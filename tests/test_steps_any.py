@@ -86,22 +86,22 @@ def _params(cases, backend):
 # --------------------------------------------------------------------------
 # data at a given T
 
-def _data(mod, spec, t, seed):
-    """(params, x, y, v, lengths) for a call of T = t of the any-module."""
+def _data(mod, spec, t, seed, n=N):
+    """(params, x, y, v, lengths) for a call of T = t, N = n of the any-module."""
     rng = np.random.default_rng(seed)
     params = {k: (a + 0.1 * rng.standard_normal(a.shape)).astype(a.dtype)
               for k, a in mod.init_params(seed).items()}
     if spec.input.bound is None:
-        x = rng.standard_normal((N, t, spec.input.shape[1])).astype(spec.dtype)
+        x = rng.standard_normal((n, t, spec.input.shape[1])).astype(spec.dtype)
     else:
-        x = rng.integers(0, spec.input.bound, size=(N, t))
-    lead = (N, t) if mod.LOSS_ALL_STEPS else (N,)
+        x = rng.integers(0, spec.input.bound, size=(n, t))
+    lead = (n, t) if mod.LOSS_ALL_STEPS else (n,)
     if mod.TARGET_KIND == "labels":
         y = rng.integers(0, mod.OUTPUT_UNITS, size=lead)
     else:
         y = rng.uniform(0, 1, size=lead + (mod.OUTPUT_UNITS,)).astype(spec.dtype)
     v = {k: rng.standard_normal(a.shape).astype(a.dtype) for k, a in params.items()}
-    lengths = np.array([t, max(1, t - 2), 1])
+    lengths = np.array([t, max(1, t - 2), 1] * n)[:n]
     return params, x, y, v, lengths
 
 
@@ -323,3 +323,97 @@ def test_max_steps_spec():
     feats = load_spec({"name": "f", "input": {"features": 2, "steps": "any"},
                        "layers": [{"type": "lstm", "units": 2}], "loss": "mse"})
     assert feats.canonical()["input"]["shape"] == ["any", 2]
+
+
+# --------------------------------------------------------------------------
+# C: every generated function stays in bounds at every T (test_c_bounds.py's
+# canaries, with the sizes the wrapper computes for this call's T)
+
+def _c_signatures(mod):
+    """name -> the names of bpg_<name>'s pointer inputs (between N, T and out, ws)."""
+    from bpgen.backends.c.emitter import PREFIX
+    sigs = {}
+    for m in re.finditer(r"void bpg_(\w+)\(([^)]*)\);", mod.CDEF):
+        names = [re.split(r"[\s*]+", arg.strip())[-1] for arg in m.group(2).split(",")]
+        if names[-2:] == ["out", "ws"]:
+            assert names[:2] == ["N", "T"], m.group(0)
+            sigs[m.group(1)] = [n[len(PREFIX):] for n in names[2:-2]]
+    return sigs
+
+
+@pytest.mark.parametrize("case", C_CASES, ids=[c["id"] for c in C_CASES])
+def test_any_c_functions_stay_in_bounds(builder, case):
+    from test_c_bounds import UINT, _canaries_intact, _padded
+    arch = _any(case["arch"])
+    spec = load_spec(arch)
+    mod = builder(arch, "c")
+    dtype, sigs = mod.DTYPE, _c_signatures(mod)
+    assert set(mod._OUTPUTS) <= set(sigs)
+    fb, ptr = mod.ffi.from_buffer, mod._PTR
+    for t, n in ((1, 2), (3, 1), (7, 4)):
+        params, x, y, v, lengths = _data(mod, spec, t, seed=t, n=n)
+        xm, _ = mod._check_x(x)
+        arrays = {"x": xm, "y": mod._check_y(y, n, xm)}
+        arrays.update(zip(("mask", "cut_mask"), mod._masks(lengths, n, t)))
+        for key, mat, vmat in zip(mod.PARAM_SHAPES, mod._check_params(params),
+                                  mod._check_params(v, "v")):
+            arrays[key.replace(".", "_")] = mat
+            arrays["v_" + key.replace(".", "_")] = vmat
+        for name in mod._OUTPUTS:
+            what = f"bpg_{name}, N={n}, T={t}"
+            inputs = [arrays[arg] for arg in sigs[name]]
+            expected = mod._call(name, n, [inputs[0], t, *inputs[1:]])   # the wrapper's
+            layout = mod._layout(name, t)
+            out_size = sum(p[2] for p in layout) * n + sum(p[3] for p in layout)
+            ws_size = mod._at(mod._WS[name][0], t) * n + mod._at(mod._WS[name][1], t)
+            padded_in = [_padded(arr, arr.size, arr.dtype) for arr in inputs]
+            saved_in = [buf.copy() for buf, _ in padded_in]
+            out_buf, out = _padded(None, out_size, dtype, fill=np.nan)
+            ws_buf, ws = _padded(None, ws_size, dtype, fill=np.nan)
+            getattr(mod.lib, "bpg_" + name)(
+                n, t, *[fb("int64_t *" if mid.dtype.kind == "i" else ptr, mid)
+                        for _, mid in padded_in],
+                fb(ptr, out, require_writable=True), fb(ptr, ws, require_writable=True))
+            for (buf, _), saved, arg in zip(padded_in, saved_in, sigs[name]):
+                assert np.array_equal(buf.view(UINT[buf.dtype]),
+                                      saved.view(UINT[buf.dtype])), f"{what}: {arg} modified"
+            assert _canaries_intact(out_buf, out_size, dtype), f"{what}: wrote outside out"
+            assert _canaries_intact(ws_buf, ws_size, dtype), f"{what}: wrote outside ws"
+            assert not np.isnan(out).any(), f"{what}: output entries never written"
+            assert rel_err(out, expected[:out_size]) <= TOL[case["dtype"]], what
+
+
+@pytest.mark.parametrize("case", C_CASES, ids=[c["id"] for c in C_CASES])
+def test_any_hessian_columns_stay_in_bounds(builder, case):
+    """bpg_hessian_columns at T = 2 and 6: exactly count x N_PARAMS outputs,
+    its workspace (a polynomial in N and T, and kc directions' part) kept,
+    rows equal to hvp of the unit vectors."""
+    from test_c_bounds import _canaries_intact, _padded
+    arch = _any(case["arch"])
+    spec = load_spec(arch)
+    mod = builder(arch, "c")
+    dtype, p, tol = mod.DTYPE, mod.N_PARAMS, TOL[case["dtype"]]
+    fb, ptr = mod.ffi.from_buffer, mod._PTR
+    for t in (2, 6):
+        params, x, y, _, lengths = _data(mod, spec, t, seed=t)
+        xm, n = mod._check_x(x)
+        inputs = [xm, *mod._masks(lengths, n, t), mod._check_y(y, n, xm),
+                  *mod._check_params(params)]
+        for first, count, kc in ((0, 1, 1), (p - 3, 3, 2), (0, p, 4)):
+            out_buf, out = _padded(None, count * p, dtype, fill=np.nan)
+            wa, wb = (mod._at(w, t) for w in mod._WS["hessian_columns"])
+            da, db = (mod._at(d, t) for d in mod._WS_DIR["hessian_columns"])
+            ws_size = wa * n + wb + kc * (da * n + db)
+            ws_buf, ws = _padded(None, ws_size, dtype, fill=np.nan)
+            mod.lib.bpg_hessian_columns(
+                n, t, *[fb("int64_t *" if a.dtype.kind == "i" else ptr, a) for a in inputs],
+                mod.ffi.NULL, fb(ptr, out, require_writable=True),
+                fb(ptr, ws, require_writable=True), first, count, kc)
+            assert _canaries_intact(out_buf, count * p, dtype)
+            assert _canaries_intact(ws_buf, ws_size, dtype)
+            assert not np.isnan(out).any()
+            for j in range(0, count, max(1, count // 4)):
+                e = np.zeros(p, dtype=dtype)
+                e[first + j] = 1
+                want = mod.flatten(mod.hvp(params, x, y, mod.unflatten(e), lengths))
+                assert rel_err(out[j * p:(j + 1) * p], want) <= tol
