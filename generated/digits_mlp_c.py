@@ -985,6 +985,13 @@ def _pointers(args):
     return [fb(_X_PTR, args[0])] + [fb(_PTR, a) for a in args[1:]]
 
 
+#: per generated function: total output size (a, b), meaning a*N + b elements
+#: (with steps: any they depend on T: _layout)
+_OUT_SIZE = {} if STEPS == "any" else {
+    name: (sum(p[2] for p in layout), sum(p[3] for p in layout))
+    for name, layout in _OUTPUTS.items()}
+
+
 def _layout(name, t):
     """_OUTPUTS[name] at T = t (with steps: any its sizes depend on T):
     [(offset a, offset b, size a, size b, columns)]."""
