@@ -14,7 +14,8 @@ from __future__ import annotations
 import sympy as sp
 
 __all__ = ["broadcast_shape", "seq_dim", "dim_coeffs", "size_coeffs", "dim_code", "TSYM",
-           "symbolic", "code", "times_n", "plus", "at_steps", "poly_coeffs", "ceil8", "json_shape", "upper"]
+           "symbolic", "code", "times_n", "plus", "at_steps", "poly_coeffs", "ceil8",
+           "json_shape", "upper"]
 
 #: the step count of a ``steps: any`` sequence, read from x at call time
 TSYM = sp.Symbol("T", positive=True, integer=True)
