@@ -1024,6 +1024,8 @@ _OUT_SIZE = {} if STEPS == "any" else {
 def _layout(name, t):
     """_OUTPUTS[name] at T = t (with steps: any its sizes depend on T):
     [(offset a, offset b, size a, size b, columns)]."""
+    if t is None:
+        return _OUTPUTS[name]
     return [tuple(_at(v, t) for v in p) for p in _OUTPUTS[name]]
 
 
@@ -1127,8 +1129,11 @@ def _call(name, n, args):
     """Run ``bpg_<name>``: the flat output buffer.  The API has checked every
     input (shape, dtype, C-contiguity), so the C code stays in bounds."""
     t, args = _split_steps(args)
-    layout = _layout(name, t)
-    a, b = sum(p[2] for p in layout), sum(p[3] for p in layout)
+    if t is None:
+        a, b = _OUT_SIZE[name]
+    else:
+        layout = _layout(name, t)
+        a, b = sum(p[2] for p in layout), sum(p[3] for p in layout)
     out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
     if _entry_run(name, n, args, out):
         return out
