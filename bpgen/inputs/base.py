@@ -169,9 +169,10 @@ class InputKind:
         """For ``bpgen doc``: what x is and how the matrix X holds it."""
         raise NotImplementedError
 
-    def sample(self, rng: np.random.Generator, n: int, dtype) -> np.ndarray:
-        """Random x of n samples: standard-normal values of ``dtype``."""
-        return rng.standard_normal((n,) + self.concrete_shape()).astype(dtype)
+    def sample(self, rng: np.random.Generator, n: int, dtype, steps: int = 5) -> np.ndarray:
+        """Random x of n samples: standard-normal values of ``dtype`` (T =
+        ``steps`` with steps: any)."""
+        return rng.standard_normal((n,) + self.concrete_shape(steps)).astype(dtype)
 
     def concrete_shape(self, steps: int = 5) -> tuple:
         """One sample's shape, T = ``steps`` for ``steps: any``."""

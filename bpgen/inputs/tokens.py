@@ -49,8 +49,8 @@ class Tokens(InputKind):
     def describe(self):
         return f"tokens input ({self.shape[0]},) of {self.vocabulary} ids"
 
-    def sample(self, rng, n, dtype):
-        return rng.integers(0, self.vocabulary, size=(n,) + self.concrete_shape())
+    def sample(self, rng, n, dtype, steps=5):
+        return rng.integers(0, self.vocabulary, size=(n,) + self.concrete_shape(steps))
 
     def doc_text(self):
         t, v = self.shape[0], self.vocabulary

@@ -385,7 +385,10 @@ def random_batch(spec, n: int, seed: int = 0):
     """
     spec = _spec(spec)
     rng = np.random.default_rng(seed)
-    x = spec.input.sample(rng, n, spec.dtype)      # the input kind's sample data
+    # the input kind's sample data (steps: any: T = 5, or the smallest max_steps)
+    bounds = [dict(lay.options).get("max_steps") for lay in spec.layers]
+    steps = min([5] + [b for b in bounds if b is not None])
+    x = spec.input.sample(rng, n, spec.dtype, steps)
     out_shape = (n,) + tuple(spec.output_shape)
     if len(out_shape) == 3:          # a sequence output: x's T (steps: any: the sample's)
         out_shape = (n, x.shape[1], out_shape[-1])
