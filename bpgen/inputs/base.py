@@ -171,7 +171,8 @@ class InputKind:
 
     def sample(self, rng: np.random.Generator, n: int, dtype, steps: int = 5) -> np.ndarray:
         """Random x of n samples: standard-normal values of ``dtype`` (T =
-        ``steps`` with steps: any)."""
+        ``steps`` with steps: any: only a kind that can be a steps: any
+        sequence is handed ``steps``)."""
         return rng.standard_normal((n,) + self.concrete_shape(steps)).astype(dtype)
 
     def concrete_shape(self, steps: int = 5) -> tuple:

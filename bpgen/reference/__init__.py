@@ -388,7 +388,8 @@ def random_batch(spec, n: int, seed: int = 0):
     # the input kind's sample data (steps: any: T = 5, or the smallest max_steps)
     bounds = [dict(lay.options).get("max_steps") for lay in spec.layers]
     steps = min([5] + [b for b in bounds if b is not None])
-    x = spec.input.sample(rng, n, spec.dtype, steps)
+    x = (spec.input.sample(rng, n, spec.dtype, steps) if symbolic(spec.input.steps)
+         else spec.input.sample(rng, n, spec.dtype))
     out_shape = (n,) + tuple(spec.output_shape)
     if len(out_shape) == 3:          # a sequence output: x's T (steps: any: the sample's)
         out_shape = (n, x.shape[1], out_shape[-1])
