@@ -21,6 +21,8 @@ import os
 import re
 import tempfile
 
+import sympy as sp
+
 from . import __version__
 from .derivation import derive_all, program
 from .doc_html import TexError, tex_to_mathml, to_html
@@ -28,7 +30,7 @@ from .equations import labels, op_equation, tex_label, tex_names
 from .layers import LAYER_TYPES
 from .losses import LOSSES
 from .network import derive
-from .shapes import dim_coeffs
+from .shapes import dim_coeffs, symbolic
 from .hessian_text import hessian_items
 from .show import _shape, _tex_range, shape_text, walk
 from .spec import Spec, load_spec
@@ -47,11 +49,19 @@ SECTIONS = ("Notation", "1. Architecture and shapes", "2. Forward pass",
 # ("h", level, text), ("p", text with $math$ and `code`), ("math", tex),
 # ("table", header, rows), ("grad_of", tex, code name)
 
+def _num(c) -> str:
+    """A count as LaTeX: ``12{,}288``, or a polynomial in T (steps: any)."""
+    if symbolic(c):
+        c = sp.expand(c)
+        return rf"\left({sp.latex(c)}\right)" if isinstance(c, sp.Add) else sp.latex(c)
+    return f"{c:,}".replace(",", r"\,")
+
+
 def _dim_tex(d) -> str:
     a, b = dim_coeffs(d)
     if not a:
-        return str(b)
-    return "N" if a == 1 else f"{a}N"
+        return _num(b) if symbolic(b) else str(b)
+    return "N" if a == 1 else f"{_num(a) if symbolic(a) else a}N"
 
 
 def _shape_tex(shape) -> str:
@@ -65,7 +75,7 @@ def _poly(coeffs: dict) -> str:
         c = coeffs[p]
         if not c:
             continue
-        num = f"{c:,}".replace(",", r"\,")
+        num = _num(c)
         if p == 0:
             terms.append(num)
         else:
@@ -247,6 +257,12 @@ def _loops(spec, prog, names) -> list:
         if cuts:
             k, steps = cuts[0].attrs["every"], info["steps"]
             rev = cuts[0].attrs["forward_reverse"]
+            if symbolic(steps):          # steps: any
+                word = "T - 1 - t" if rev else "t"
+                rows.append((_md_text(info["label"] or "loop"), f"${_tex_range(info)}$", "T",
+                             carried, f"every {k} steps: no gradient flows across the steps "
+                                      f"where ${word}$ is a positive multiple of {k}"))
+                continue
             at = [s for s in range(steps) if s % k == 0 and s > 0]
             at_t = [steps - 1 - s if rev else s for s in at]
             windows = []

@@ -16,7 +16,9 @@ and :func:`grad` / :func:`tangents` below only walk the graph.
 
 Sequences and loops.  A sequence of T steps is stored time-major as a
 ``(T*N, cols)`` matrix whose rows ``t*N .. t*N+N-1`` are step t (its row
-dimension is the string ``"T*N"``, e.g. ``"5*N"``).  Ops created between
+dimension is the string ``"T*N"``, e.g. ``"5*N"``; with ``steps: any`` T is
+the symbol T of :mod:`bpgen.shapes`, read from x at call time: ``"T*N"``,
+and a loop's ``steps`` is that symbol).  Ops created between
 :meth:`Graph.loop_begin` and :meth:`Graph.loop_end` form a loop over the
 steps: inside it, every sequence is seen as its current step, an ``(N, cols)``
 matrix, and every variable the loop defines is a sequence outside it.  The
@@ -45,7 +47,7 @@ __all__ = ["Var", "Op", "Loop", "Graph", "NSYM", "grad", "tangents", "broadcast_
 NSYM = sp.Symbol("N", positive=True, integer=True)
 # names the emitted code uses for its own purposes (x and y are the graph's
 # first two variables and keep their names)
-RESERVED = {"N", "numpy", "np", "ws", "lib", "ffi", "math", "params", "v",
+RESERVED = {"N", "T", "numpy", "np", "ws", "lib", "ffi", "math", "params", "v",
             "out", "out_loss", "out_grad", "out_y", "out_hv", "out_f", "i", "j", "k",
             "r", "c", "acc", "real", "m", "t", "it", "q", "q0", "q1", "r0", "r1", "rr",
             "cc", "size_t", "int64_t", "DTYPE",
@@ -88,7 +90,8 @@ class Op:
 
 @dataclass(frozen=True)
 class Loop:
-    """A loop over the time steps: ``steps``, its direction (``reverse``: t
+    """A loop over the time steps: ``steps`` (an int, or the symbol T of
+    ``steps: any``), its direction (``reverse``: t
     runs from steps - 1 down to 0), ``seq`` (the row dimension of its
     sequences, e.g. ``"5*N"``), ``label`` (what it runs, e.g. ``"l0 (lstm)"``)
     and ``backward`` (a loop of the reverse pass: it carries a state's

@@ -17,7 +17,7 @@ import sympy as sp
 
 from .ir import Graph
 from .passes import merge_duplicates, optimise
-from .shapes import size_coeffs
+from .shapes import ceil8, plus, size_coeffs
 
 __all__ = ["Program", "lower", "size_coeffs"]
 
@@ -146,8 +146,8 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
             shape = ("N", shape[1])
         a, b = size_coeffs(shape)
         # keep every slot 8-element aligned for vectorised loops
-        a_tot += -(-a // 8) * 8 if a else 0
-        b_tot += -(-b // 8) * 8 if b else 0
+        a_tot = plus(a_tot, ceil8(a)) if a != 0 else a_tot
+        b_tot = plus(b_tot, ceil8(b)) if b != 0 else b_tot
     prog = Program(name, list(inputs), list(outputs), ops,
                    {k: v for k, v in g.vars.items() if k in used},
                    {op.out: op for op in g.ops}, ws, (a_tot, b_tot), dict(g.loops), step_vars)

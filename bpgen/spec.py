@@ -67,6 +67,7 @@ from .validation import (  # noqa: F401  (re-exported: bpgen.spec.MAX_SIZE, ...)
     MAX_SOURCE_BYTES, MAX_FILE_BYTES, MAX_YAML_DEPTH, RESERVED_NAME_PREFIXES, SpecError,
     _Ctx, _short, _key, _kind)
 from .yamlfile import hardened_loader
+from .shapes import at_steps, json_shape
 from .layers import LAYER_TYPES as LAYER_TYPE_OBJECTS
 from .layers import RECURRENT_TYPES, RESERVED_TYPES, ROLES, ParamSpec, fans
 from .losses import LOSSES as LOSS_OBJECTS
@@ -199,7 +200,8 @@ def _canonical_layer(lay: LayerSpec) -> dict[str, Any]:
     out = {"type": lay.type, "name": lay.name,
            "activation": lay.option("activation", "identity"),
            "alpha": lay.option("alpha"), "units": lay.option("units"),
-           "cell": lay.option("cell"), "in": list(lay.in_shape), "out": list(lay.out_shape)}
+           "cell": lay.option("cell"), "in": json_shape(lay.in_shape),
+           "out": json_shape(lay.out_shape)}
     for key, value in lay.options:
         if isinstance(value, tuple) and value and isinstance(value[0], LayerSpec):
             value = [_canonical_layer(v) for v in value]     # a block's layers
@@ -400,7 +402,7 @@ def _input(ctx: _Ctx, raw: Any) -> InputSpec:
 
 
 def _sample_size(ctx: _Ctx, inp: InputSpec) -> InputSpec:
-    if inp.size > MAX_SAMPLE_SIZE:
+    if at_steps(inp.size, 1) > MAX_SAMPLE_SIZE:
         ctx.fail("input", f"{' x '.join(map(str, inp.shape))} = {inp.size} values per sample "
                           f"are too many (at most {MAX_SAMPLE_SIZE})")
     return inp
@@ -408,7 +410,7 @@ def _sample_size(ctx: _Ctx, inp: InputSpec) -> InputSpec:
 
 def _check_layer_sizes(ctx: _Ctx, layer: LayerSpec) -> None:
     where = f"layers[{layer.index}]"
-    size = math.prod(layer.out_shape)
+    size = at_steps(math.prod(layer.out_shape), 1)     # per step with steps: any
     if size > MAX_SAMPLE_SIZE:
         ctx.fail(where, f"its output has {size} values per sample, too many (at most "
                         f"{MAX_SAMPLE_SIZE})")

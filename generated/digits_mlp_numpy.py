@@ -43,9 +43,13 @@ _X_BOUND = None
 #: number of output units; forward() returns (N, OUTPUT_UNITS), or
 #: (N, STEPS, OUTPUT_UNITS) for a network whose output has a step axis
 OUTPUT_UNITS = 10
-#: time steps of a sequence input (None for other inputs); sequences are
+#: time steps of a sequence input (None for other inputs; "any": T is read
+#: from x at call time, INPUT_SHAPE holds None for it); sequences are
 #: handed to the generated code time-major, step t in rows t*N .. t*N+N-1
 STEPS = None
+#: with steps: any, the largest T a call may have (an embedding's position
+#: table's rows, max_steps), else None
+_MAX_STEPS = None
 #: True when the output has a step axis
 SEQUENCE_OUTPUT = False
 #: True when the loss reads every step (y has a step axis)
@@ -84,7 +88,9 @@ _CURV_LAYERS = [('l0.W', 'l0.b', 0, 1, 2, 3, 4), ('l1.W', 'l1.b', 5, 6, 7, 8, 8)
 _CURV_LOSS = 9
 #: how to read it: "softmax" (diag(p) - p pᵀ) or "diagonal" (diag l'')
 _CURV_FORM = "softmax"
-#: bytes one more sample costs a call at most (input copy, outputs, workspace)
+#: bytes one more sample costs a call at most (input copy, outputs, workspace;
+#: with steps: any, sizes that grow with T are tuples (c0, c1, ...) meaning
+#: c0 + c1*T + c2*T*T + ..., here and below)
 _BYTES_PER_SAMPLE = 4416
 #: elements per sample the structured Hessian's assembly holds besides its result
 _ASSEMBLY_PER_SAMPLE = {'hessian': 7325, 'hessian_blocks': 5331}
@@ -139,10 +145,18 @@ def _as_array(value, what):
     return numpy.require(arr, DTYPE, ["C_CONTIGUOUS", "ALIGNED"])
 
 
-def _check_batch(n):
+def _at(value, t):
+    """A constant that depends on T with steps: any (a tuple of
+    coefficients (c0, c1, ...) meaning c0 + c1*T + c2*T*T ...) at T = t; an
+    int is the same for every T."""
+    return value if isinstance(value, int) else sum(c * t ** k for k, c in enumerate(value))
+
+
+def _check_batch(n, t=None):
     """Refuse a batch whose input copy, outputs and workspace cannot fit in
-    memory (MAX_RESULT_BYTES), before allocating any of them."""
-    need = n * _BYTES_PER_SAMPLE
+    memory (MAX_RESULT_BYTES), before allocating any of them (``t``: the
+    steps of a steps: any sequence)."""
+    need = n * _at(_BYTES_PER_SAMPLE, t)
     if need > MAX_RESULT_BYTES:
         raise ValueError(f"x: a batch of {n:,} samples needs about {need:,} bytes (input, "
                          f"outputs and workspace), more than the limit of "
@@ -185,10 +199,14 @@ def _check_x(x):
     """x as the matrix the generated code reads, and the batch size N.  What x
     holds is the input kind's (constants _X_DTYPE, _X_BOUND, STEPS): real
     values (converted to DTYPE, finite), or integers in [0, _X_BOUND)
-    (converted to _X_DTYPE, floats refused); a sequence goes time-major."""
+    (converted to _X_DTYPE, floats refused); a sequence goes time-major.
+    With STEPS "any" (INPUT_SHAPE's None) T is x's second axis, at least 1
+    and at most _MAX_STEPS when that is not None."""
     checked = isinstance(x, numpy.ndarray) and x.ndim == 1 + len(INPUT_SHAPE)
     if checked:
-        _check_batch(x.shape[0])      # before any copy of a huge (e.g. broadcast) x
+        _check_steps(x.shape)
+        # before any copy of a huge (e.g. broadcast) x
+        _check_batch(x.shape[0], x.shape[1] if STEPS == "any" else None)
     if _X_DTYPE is not None:
         arr = _as_integers(x, "x")
     elif (type(x) is numpy.ndarray and x.dtype == DTYPE and x.flags.c_contiguous
@@ -196,39 +214,59 @@ def _check_x(x):
         arr = x
     else:
         arr = _as_array(x, "x")
-    if arr.ndim != 1 + len(INPUT_SHAPE) or arr.shape[1:] != INPUT_SHAPE:
-        raise ValueError(f"x: expected shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
+    if arr.ndim != 1 + len(INPUT_SHAPE) or (arr.shape[1:] != INPUT_SHAPE and any(
+            d is not None and d != s for d, s in zip(INPUT_SHAPE, arr.shape[1:]))):
+        raise ValueError(f"x: expected shape (N, "
+                         f"{', '.join('T' if d is None else str(d) for d in INPUT_SHAPE)}), "
                          f"got {arr.shape}")
     n = arr.shape[0]
     if n < 1:
         raise ValueError("x: the batch is empty (N = 0)")
     if not checked:                   # a list, say: checked once converted
-        _check_batch(n)
+        _check_steps(arr.shape)
+        _check_batch(n, arr.shape[1] if STEPS == "any" else None)
     if _X_DTYPE is not None:
         arr = _in_range(arr, _X_BOUND, "x")
     elif not _finite_fast(arr):
         raise ValueError("x: contains NaN or inf")
     if STEPS is not None:     # (N, T, ...) -> time-major (T*N, ...)
-        return numpy.ascontiguousarray(arr.swapaxes(0, 1)).reshape(STEPS * n, -1), n
+        return numpy.ascontiguousarray(arr.swapaxes(0, 1)).reshape(arr.shape[1] * n, -1), n
     return arr.reshape(n, -1), n
 
 
-def _masks(lengths, n):
+def _check_steps(shape):
+    """With steps: any, x's T (its second axis) in [1, _MAX_STEPS]."""
+    if STEPS != "any" or len(shape) != 1 + len(INPUT_SHAPE):
+        return
+    t = shape[1]
+    if t < 1:
+        raise ValueError(f"x: the sequences are empty (T = 0), got shape {shape}")
+    if _MAX_STEPS is not None and t > _MAX_STEPS:
+        raise ValueError(f"x: T = {t} steps, more than max_steps = {_MAX_STEPS} (the rows "
+                         f"of the position table), got shape {shape}")
+
+
+def _steps(xm, n):
+    """T of the time-major x matrix ``xm`` of n samples (None: not a sequence)."""
+    return None if STEPS is None else xm.shape[0] // n
+
+
+def _masks(lengths, n, t=STEPS):
     """The per-(sample, step) masks a sequence network's generated functions
     read after x, time-major (T*N, 1) like x's rows: 1 at the steps before a
     sample's length, 0 at its padding; with truncated BPTT also 0 where a
     reversed loop's gradient is cut for that sample (every _TRUNCATE steps
     counted from its last real step).  ``lengths`` None: every step real (the
     masks of the last N asked are kept).  A ValueError naming ``lengths``
-    unless it is an (N,) integer array with values in [1, STEPS]."""
+    unless it is an (N,) integer array with values in [1, T] (``t``: T)."""
     if lengths is None:
         if STEPS is None:
             return []
-        full = _FULL_MASKS.get(n)
+        full = _FULL_MASKS.get((n, t))
         if full is None:
-            full = _masks(numpy.full(n, STEPS), n)
+            full = _masks(numpy.full(n, t), n, t)
             _FULL_MASKS.clear()
-            _FULL_MASKS[n] = full
+            _FULL_MASKS[(n, t)] = full
         return full
     if STEPS is None:
         raise ValueError("lengths: only a network with a sequence input takes lengths")
@@ -237,10 +275,10 @@ def _masks(lengths, n):
         raise ValueError(f"lengths: expected shape ({n},) (one length per sample), "
                          f"got {arr.shape}")
     low, high = arr.min(), arr.max()
-    if low < 1 or high > STEPS:
-        raise ValueError(f"lengths: values must lie in [1, {STEPS}], got values in "
+    if low < 1 or high > t:
+        raise ValueError(f"lengths: values must lie in [1, {t}] (T = {t}), got values in "
                          f"[{low}, {high}]")
-    steps = numpy.arange(STEPS)[:, None]
+    steps = numpy.arange(t)[:, None]
     last = arr.astype(numpy.int64)[None, :] - 1          # each sample's last real step
     masks = [numpy.ascontiguousarray((steps <= last).astype(DTYPE).reshape(-1, 1))]
     if _TRUNCATE:
@@ -249,11 +287,15 @@ def _masks(lengths, n):
     return masks
 
 
-_FULL_MASKS = {}      # N -> the masks of a call without lengths (_masks)
+_FULL_MASKS = {}      # (N, T) -> the masks of a call without lengths (_masks)
 
 
 def _xs(xm, n, lengths):
-    """The generated functions' inputs before y: x, then a sequence's masks."""
+    """The generated functions' inputs before y: x, then a sequence's masks
+    (with steps: any, x, T, then the masks)."""
+    if STEPS == "any":
+        t = _steps(xm, n)
+        return [xm, t, *_masks(lengths, n, t)]
     return [xm, *_masks(lengths, n)]
 
 
@@ -282,11 +324,11 @@ def _in_range(arr, bound, what):
 _EYE = []     # the identity rows one-hot labels are taken from, made on first use
 
 
-def _check_y(y, n):
+def _check_y(y, n, xm=None):
     """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
     reads: labels one-hot, steps time-major (TARGET_KIND and TARGET_RANGE
-    are the loss's)."""
-    steps = STEPS if LOSS_ALL_STEPS else None
+    are the loss's; ``xm``, the time-major x, says T: STEPS without it)."""
+    steps = (STEPS if xm is None else _steps(xm, n)) if LOSS_ALL_STEPS else None
     lead = (n,) if steps is None else (n, steps)
     if TARGET_KIND == "labels":
         try:
@@ -407,9 +449,9 @@ def forward(params, x, lengths=None):
     xs = _xs(xm, n, lengths)
     out = _finite_or_blame(_run("forward", n, [*xs, *mats])[0], xm, None, mats)
     if lengths is not None and SEQUENCE_OUTPUT:
-        out = numpy.where(xs[1] > 0, out, 0).astype(DTYPE, copy=False)
+        out = numpy.where(xs[-1 if not _TRUNCATE else -2] > 0, out, 0).astype(DTYPE, copy=False)
     if SEQUENCE_OUTPUT:       # time-major (T*N, K) -> (N, T, K)
-        return numpy.ascontiguousarray(out.reshape(STEPS, n, -1).transpose(1, 0, 2))
+        return numpy.ascontiguousarray(out.reshape(-1, n, out.shape[1]).transpose(1, 0, 2))
     return numpy.ascontiguousarray(out, dtype=DTYPE)
 
 
@@ -422,7 +464,7 @@ def loss(params, x, y, lengths=None):
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    ym = _check_y(y, n)
+    ym = _check_y(y, n, xm)
     return float(_finite_or_blame(_run("loss", n, [*xs, ym, *mats])[0], xm, ym, mats)[0, 0])
 
 
@@ -431,7 +473,7 @@ def loss_and_grad(params, x, y, lengths=None):
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    ym = _check_y(y, n)
+    ym = _check_y(y, n, xm)
     flat = _finite_or_blame(_run_flat("loss_and_grad", n, [*xs, ym, *mats]), xm, ym, mats)
     return float(flat[0]), _grads_dict(flat[1:])
 
@@ -445,7 +487,7 @@ def hvp(params, x, y, v, lengths=None):
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    ym = _check_y(y, n)
+    ym = _check_y(y, n, xm)
     flat = _run_flat("hvp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
@@ -524,7 +566,7 @@ def hessian(params, x, y, lengths=None, *, progress=None):
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    ym = _check_y(y, n)
+    ym = _check_y(y, n, xm)
     if _CURV_LAYERS:        # the generated assembly (see bpgen show --hessian)
         _check_fits("hessian", N_PARAMS * N_PARAMS + _ASSEMBLY_PER_SAMPLE["hessian"] * n)
         bar = _Progress(progress, "hessian (assembled)", 1, "call")
@@ -565,7 +607,7 @@ def hmp(params, x, y, V, lengths=None, *, progress=None):
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    ym = _check_y(y, n)
+    ym = _check_y(y, n, xm)
     vm = _as_array(V, "V")
     if vm.ndim != 2 or vm.shape[0] != N_PARAMS:
         raise ValueError(f"V: expected shape ({N_PARAMS}, k), got {vm.shape}")
@@ -631,7 +673,7 @@ def ggn_vp(params, x, y, v, lengths=None):
     vmats = _check_params(v, "v")
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    ym = _check_y(y, n)
+    ym = _check_y(y, n, xm)
     flat = _run_flat("ggn_vp", n, [*xs, ym, *mats, *vmats])
     return _grads_dict(_finite_or_blame(flat, xm, ym, mats, vmats))
 
@@ -650,7 +692,7 @@ def grad_factors(params, x, y, lengths=None):
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    outs = _run("grad_factors", n, [*xs, _check_y(y, n), *mats])
+    outs = _run("grad_factors", n, [*xs, _check_y(y, n, xm), *mats])
     res = {}
     for key, (iu, iv) in _FACTORS.items():
         u, v = outs[iu], outs[iv]
@@ -674,7 +716,7 @@ def hessian_diag(params, x, y, lengths=None, *, progress=None):
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    ym = _check_y(y, n)
+    ym = _check_y(y, n, xm)
     if _CURV_LAYERS:
         bar = _Progress(progress, "hessian_diag (structured)", 1, "call")
         diag = _structured_diag(mats, _curvature_outputs(xm, n, ym, mats), n)
@@ -707,7 +749,7 @@ def hessian_blocks(params, x, y, lengths=None, *, progress=None):
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    ym = _check_y(y, n)
+    ym = _check_y(y, n, xm)
     structured = {}
     bar = _Progress(progress, "hessian_blocks", 1 if _CURV_LAYERS else
                     sum(hi - lo for _, lo, hi in layers.values()), "rows")
@@ -945,14 +987,15 @@ def _workspace(name, n, shapes):
     """The calling thread's arrays for the temporaries of generated function
     ``name`` at batch size n, one of each shape ``(a, b, cols)`` (a*n + b
     rows): made on the first call, then the same arrays for every call with
-    this n (a call's temporaries are dead when it returns; its outputs are
-    fresh arrays).  Reusing them spares allocating, and the operating system
-    mapping in, fresh memory at every call."""
+    this n and these shapes (with steps: any they change with T; a call's
+    temporaries are dead when it returns; its outputs are fresh arrays).
+    Reusing them spares allocating, and the operating system mapping in,
+    fresh memory at every call."""
     held = getattr(_LOCAL, "ws", None)
     if held is None:
         held = _LOCAL.ws = {}
     got = held.get(name)
-    if got is not None and got[0] == n:
+    if got is not None and got[0] == n and got[2] == shapes:
         return got[1]
     held.pop(name, None)
     sizes = [-(-(a * n + b) * c // 8) * 8 for a, b, c in shapes]   # 64-byte aligned slots
@@ -961,7 +1004,7 @@ def _workspace(name, n, shapes):
     for (a, b, c), size in zip(shapes, sizes):
         views.append(buf[off:off + (a * n + b) * c].reshape(a * n + b, c))
         off += size
-    held[name] = (n, views)
+    held[name] = (n, views, shapes)
     return views
 
 
@@ -1038,6 +1081,14 @@ def _place_rows(a, block, steps):
     n = a.shape[0]
     out = numpy.zeros((steps * n, a.shape[1]), dtype=DTYPE)
     out[block * n:(block + 1) * n] = a
+    return out
+
+
+def _pad_rows(a, rows):
+    """``a`` followed by zero rows up to ``rows`` (steps: any: the T rows of
+    a position table's gradient in its T_max)."""
+    out = numpy.zeros((rows, a.shape[1]), dtype=DTYPE)
+    out[:a.shape[0]] = a
     return out
 
 
@@ -1942,7 +1993,8 @@ def release_workspace():
 
 
 def _mats(arrs):
-    return [a if a.ndim == 2 else a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)
+    # (with steps: any, T, an int after x, is passed as it is)
+    return [a if type(a) is int or a.ndim == 2 else a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)
             for a in arrs]
 
 
@@ -1977,8 +2029,8 @@ HESSIAN_CHUNK = 64
 HESSIAN_CHUNK_BYTES = 2**24
 
 
-def _chunk(n, count):
-    per_dir = _TANGENT_BYTES[0] * n + _TANGENT_BYTES[1]
+def _chunk(n, count, t=None):
+    per_dir = _at(_TANGENT_BYTES[0], t) * n + _at(_TANGENT_BYTES[1], t)
     return max(1, min(count, HESSIAN_CHUNK, HESSIAN_CHUNK_BYTES // max(per_dir, 1)))
 
 
@@ -1995,7 +2047,8 @@ def _tangent_call(n, args, vt, first, count):
     with numpy.errstate(all="ignore"):
         head = globals()["_columns_head"](*mats)
         head = head if isinstance(head, tuple) else () if head is None else (head,)
-        return _columns_drive(tangent, mats, head, vt, first, count, _chunk(n, count))
+        t = mats[1] if STEPS == "any" else None
+        return _columns_drive(tangent, mats, head, vt, first, count, _chunk(n, count, t))
 
 
 def _columns_drive(tangent, mats, head, vt, first, count, kc):

@@ -333,11 +333,3 @@ def test_layernorm_and_dense_per_step(builder):
     assert value == pytest.approx(ref_value, rel=1e-12)
     for key in grads:
         assert rel_err(grads[key], ref_grads[key]) <= 1e-10, key
-
-
-def test_steps_any_says_it_is_not_supported_yet():
-    import bpgen
-    arch = seq_arch("any_t", [{"type": "lstm", "units": 2}])
-    arch["input"] = dict(arch["input"], steps="any")
-    with pytest.raises(ValueError, match="input.steps: 'any' .* not supported yet"):
-        bpgen.build(arch, backend="numpy", out_dir=None)

@@ -14,7 +14,9 @@ value.  An input kind (one module in this package, registered with
   ``check_layer(ctx, where, index, ltype)`` may refuse a layer type that
   cannot read this input (token ids need an embedding first);
 * ``shape``: one sample's shape, as x has it after the batch axis;
-* ``steps``: T when x is a sequence of T steps (None otherwise), and so
+* ``steps``: T when x is a sequence of T steps (None otherwise; with
+  ``steps: any``, parsed by :func:`steps_value`, the symbol T of
+  :mod:`bpgen.shapes`, read from x at call time), and so
   ``is_sequence``: a layer that maps each step (dense, layernorm) or loops
   over the steps (the recurrent ones) asks this, never the kind's name;
 * ``matrix_shape()``: x as the matrix the generated code reads: ``("N", F)``
@@ -49,7 +51,9 @@ from typing import ClassVar
 
 import numpy as np
 
-__all__ = ["InputKind", "INPUT_KINDS", "register"]
+from ..shapes import TSYM, at_steps, code, json_shape
+
+__all__ = ["InputKind", "INPUT_KINDS", "register", "steps_value"]
 
 #: input kind name -> its class, in registration order (the order messages list them)
 INPUT_KINDS: dict = {}
@@ -93,7 +97,7 @@ class InputKind:
 
     def canonical(self) -> dict:
         """Its part of the architecture's canonical form (content hash)."""
-        return {"kind": self.kind, "shape": list(self.shape)}
+        return {"kind": self.kind, "shape": json_shape(self.shape)}
 
     # ---- facts every stage asks ------------------------------------------
 
@@ -153,7 +157,7 @@ class InputKind:
 
     def batch_expr(self, var: str = "x") -> str:
         """Python: the batch size N from the matrix ``var`` (generated NumPy code)."""
-        return f"{var}.shape[0]" if self.steps is None else f"{var}.shape[0] // {self.steps}"
+        return f"{var}.shape[0]" if self.steps is None else f"{var}.shape[0] // {code(self.steps)}"
 
     # ---- words and sample data -------------------------------------------
 
@@ -165,6 +169,23 @@ class InputKind:
         """For ``bpgen doc``: what x is and how the matrix X holds it."""
         raise NotImplementedError
 
-    def sample(self, rng: np.random.Generator, n: int, dtype) -> np.ndarray:
-        """Random x of n samples: standard-normal values of ``dtype``."""
-        return rng.standard_normal((n,) + tuple(self.shape)).astype(dtype)
+    def sample(self, rng: np.random.Generator, n: int, dtype, steps: int = 5) -> np.ndarray:
+        """Random x of n samples: standard-normal values of ``dtype`` (T =
+        ``steps`` with steps: any: only a kind that can be a steps: any
+        sequence is handed ``steps``)."""
+        return rng.standard_normal((n,) + self.concrete_shape(steps)).astype(dtype)
+
+    def concrete_shape(self, steps: int = 5) -> tuple:
+        """One sample's shape, T = ``steps`` for ``steps: any``."""
+        return tuple(at_steps(d, steps) for d in self.shape)
+
+
+def steps_value(ctx, raw):
+    """``steps``: a positive integer T, or ``any`` (T read from x at call
+    time: the symbol T, bpgen.shapes.TSYM)."""
+    if isinstance(raw, str):
+        if raw == "any":
+            return TSYM
+        ctx.fail("input.steps", f"expected a positive integer or any (T read from x at "
+                                f"call time), got {ctx.short(raw)}")
+    return ctx.steps(raw, "input.steps")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..shapes import seq_dim
-from .base import InputKind, register
+from ..shapes import seq_dim, symbolic
+from .base import InputKind, register, steps_value
 
 
 @register
@@ -19,12 +19,7 @@ class Sequence(InputKind):
     @classmethod
     def parse(cls, ctx, raw):
         f = ctx.pos_int(raw["features"], "input.features")
-        if isinstance(raw["steps"], str) and raw["steps"] == "any":
-            ctx.fail("input.steps", "'any' (T read from x at call time) is not supported "
-                                    "yet: give the largest T and pass lengths= for the "
-                                    "shorter sequences of a padded batch")
-        t = ctx.steps(raw["steps"], "input.steps")
-        return cls((t, f))
+        return cls((steps_value(ctx, raw["steps"]), f))
 
     @property
     def steps(self):
@@ -35,5 +30,10 @@ class Sequence(InputKind):
 
     def doc_text(self):
         t, f = self.shape
+        if symbolic(t):
+            return (f"a sequence of $T$ steps (read from x at call time) of {f} features, "
+                    f"stored time-major as a $(TN \\times {f})$ matrix $X$: rows $tN$ to "
+                    f"$tN + N - 1$ are step $t$")
         return (f"a sequence of $T = {t}$ steps of {f} features, stored time-major as a "
                 f"$({t}N \\times {f})$ matrix $X$: rows $tN$ to $tN + N - 1$ are step $t$")
+

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..shapes import seq_dim
-from .base import InputKind, register
+from ..shapes import seq_dim, symbolic
+from .base import InputKind, register, steps_value
 
 
 @register
@@ -24,7 +24,7 @@ class Tokens(InputKind):
     @classmethod
     def parse(cls, ctx, raw):
         v = ctx.pos_int(raw["tokens"], "input.tokens")
-        return cls((ctx.steps(raw["steps"], "input.steps"),), v)
+        return cls((steps_value(ctx, raw["steps"]),), v)
 
     @property
     def steps(self):
@@ -49,11 +49,15 @@ class Tokens(InputKind):
     def describe(self):
         return f"tokens input ({self.shape[0]},) of {self.vocabulary} ids"
 
-    def sample(self, rng, n, dtype):
-        return rng.integers(0, self.vocabulary, size=(n,) + self.shape)
+    def sample(self, rng, n, dtype, steps=5):
+        return rng.integers(0, self.vocabulary, size=(n,) + self.concrete_shape(steps))
 
     def doc_text(self):
         t, v = self.shape[0], self.vocabulary
+        if symbolic(t):
+            return (f"a sequence of $T$ token ids (T read from x at call time) in $[0, {v})$, "
+                    f"stored time-major as a $(TN \\times 1)$ integer matrix $X$: row "
+                    f"$tN + n$ is sample $n$'s id at step $t$")
         return (f"a sequence of $T = {t}$ token ids in $[0, {v})$, stored time-major as a "
                 f"$({t}N \\times 1)$ integer matrix $X$: row $tN + n$ is sample $n$'s id "
                 f"at step $t$")

@@ -6,13 +6,15 @@ its second order are derived.  E and P are tables (role ``table``): not
 weights for l2."""
 from __future__ import annotations
 
+from ..shapes import symbolic
+from ..validation import MAX_STEPS
 from .base import LayerType, ParamSpec, register
 
 
 @register
 class Embedding(LayerType):
     name = "embedding"
-    options = ("units", "positions")
+    options = ("units", "positions", "max_steps")
     required = ("units",)
     #: the first layer of a tokens input (bpgen/inputs/tokens.py asks this)
     reads_token_ids = True
@@ -32,9 +34,36 @@ class Embedding(LayerType):
         if vocab * units > 10**8:
             ctx.fail(f"{where}.units", f"table {vocab}x{units} is too large")
         params = (ParamSpec("E", (vocab, units), "table"),)
+        options = {"units": units, "positions": positions}
+        rows = self.position_rows(ctx, raw, where, steps, positions)
         if positions:
-            params += (ParamSpec("P", (steps, units), "table"),)
-        return {"units": units, "positions": positions}, (steps, units), params
+            params += (ParamSpec("P", (rows, units), "table"),)
+            if symbolic(steps):
+                options["max_steps"] = rows
+            if rows * units > 10**8:
+                ctx.fail(f"{where}.max_steps", f"table {rows}x{units} is too large")
+        return options, (steps, units), params
+
+    def position_rows(self, ctx, raw, where, steps, positions) -> int | None:
+        """The rows of the position table P: T, or with ``steps: any`` the
+        option ``max_steps`` (T_max: a call with T > T_max is refused).  With
+        a fixed T, max_steps may be given only equal to T (P is (T, F))."""
+        if "max_steps" not in raw:
+            if positions and symbolic(steps):
+                ctx.fail(f"{where}.max_steps", "an embedding with positions on an input "
+                                               "with steps: any needs max_steps (the rows "
+                                               "of its position table P, the largest T "
+                                               "a call may have)")
+            return steps
+        if not positions:
+            ctx.fail(f"{where}.max_steps", "max_steps is the rows of the position table: "
+                                           "it needs positions: true")
+        rows = ctx.pos_int(raw["max_steps"], f"{where}.max_steps", MAX_STEPS,
+                           "every step runs once per call")
+        if not symbolic(steps) and rows != steps:
+            ctx.fail(f"{where}.max_steps", f"{rows} differs from the input's steps {steps}: "
+                                           f"with a fixed T, max_steps is T (or absent)")
+        return rows
 
     def forward(self, g, layer, x, p):
         n = layer.name

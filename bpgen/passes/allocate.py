@@ -9,7 +9,7 @@ chunk (see :class:`bpgen.columns.Columns`)."""
 from __future__ import annotations
 
 from ..lower import Program
-from ..shapes import size_coeffs
+from ..shapes import plus, size_coeffs, symbolic
 
 __all__ = ["first_fit", "allocate", "stored_shape"]
 
@@ -19,6 +19,13 @@ def first_fit(names: list, size: dict, first: dict, last: dict) -> tuple:
     offset where it overlaps no earlier one still live (op indices
     first[name] .. last[name])."""
     placed, offsets, total = [], {}, 0
+    if any(symbolic(size[n]) for n in names):
+        # steps: any: sizes are polynomials in T, which first fit cannot
+        # order for every T; each variable gets a place of its own
+        for name in names:
+            offsets[name] = total
+            total = plus(total, size[name])
+        return offsets, total
     for name in names:
         live = sorted((o, o + s) for n, o, s in placed if last[n] >= first[name])
         off = 0

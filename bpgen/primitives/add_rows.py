@@ -6,9 +6,18 @@ Oneᵀ(X)·δO with One(X) the (T*N, V) one-hot matrix of the ids, so its rank
 is at most min(T*N, distinct ids)."""
 from __future__ import annotations
 
-from ..shapes import dim_code
+from ..shapes import code, dim_code, dim_coeffs, symbolic
 from .base import Primitive, register, tangent_name, wanted
 from .take_rows import index_text
+
+
+def _steps(em, op):
+    """T as code when ``op`` sums the steps of a steps: any sequence (into
+    a table of T_max rows), else None."""
+    if len(op.args) > 1:
+        return None
+    t = dim_coeffs(em.prog.vars[op.args[0]].shape[0])[0]
+    return code(t) if symbolic(t) else None
 
 
 @register
@@ -28,7 +37,8 @@ class AddRows(Primitive):
         if not wanted(g, a, only):
             return {}
         index = op.args[1] if len(op.args) > 1 else None
-        return {a: g.take_rows(gout, index, None if index else op.attrs["rows"],
+        steps = dim_coeffs(g.vars[op.args[0]].shape[0])[0] if index is None else None
+        return {a: g.take_rows(gout, index, steps if symbolic(steps) else op.attrs["rows"],
                                base="d_" + a, label="δ" + g.vars[a].label)}
 
     def jvp(self, g, op, t):
@@ -53,6 +63,9 @@ class AddRows(Primitive):
         if len(op.args) > 1:
             x = em.acc(op.args[1], loop)
             return f"(numpy.arange({v})[:, None] == {x}[:, 0]).astype(DTYPE) @ {a}"
+        t = _steps(em, op)
+        if t is not None:   # steps: any: T of the table's rows, zero after
+            return f"_pad_rows({a}.reshape({t}, N, -1).sum(axis=1), {v})"
         return f"{a}.reshape({v}, N, -1).sum(axis=1)"
 
     def c(self, em, op, loop):
@@ -75,6 +88,9 @@ class AddRows(Primitive):
             x = em.acc(op.args[1], loop)
             return (f"((numpy.arange({v})[:, None] == {x}[:, 0]).astype(DTYPE) @ "
                     f"{a}.reshape(-1, K*{f})).reshape(-1, {f})")
+        t = _steps(em, op)
+        if t is not None:
+            return f"_pad_rows({a}.reshape({t}, NB, K*{f}).sum(axis=1), {v}).reshape(-1, {f})"
         return f"{a}.reshape({v}, NB, K*{f}).sum(axis=1).reshape(-1, {f})"
 
     def c_batched(self, em, op, loop):

@@ -2,6 +2,7 @@
 multiple of ``every``: where truncated BPTT stops the carried cotangent."""
 from __future__ import annotations
 
+from ..shapes import code
 from .base import Unary, register
 
 
@@ -33,7 +34,7 @@ class Cut(Unary):
 
     def _step(self, em, op, loop) -> str:
         steps = em.prog.loops[loop]["steps"]
-        return f"{steps - 1} - t" if op.attrs["forward_reverse"] else "t"
+        return f"{code(steps - 1)} - t" if op.attrs["forward_reverse"] else "t"
 
     def numpy(self, em, op, loop):
         (a,) = op.args

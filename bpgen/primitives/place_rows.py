@@ -2,7 +2,7 @@
 (the adjoint of ``rows``)."""
 from __future__ import annotations
 
-from ..shapes import seq_dim
+from ..shapes import code, seq_dim
 from .base import Unary, cot_name, register, wanted
 
 
@@ -35,13 +35,13 @@ class PlaceRows(Unary):
         return f"{a} at t={t}, 0 at the other steps (T={steps})"
 
     def numpy(self, em, op, loop):
-        return (f"_place_rows({em.acc(op.args[0], loop)}, {op.attrs['block']}, "
-                f"{op.attrs['steps']})")
+        return (f"_place_rows({em.acc(op.args[0], loop)}, {code(op.attrs['block'])}, "
+                f"{code(op.attrs['steps'])})")
 
     def c(self, em, op, loop):
         (a,) = op.args
         out = em.name(op.out)
         c = em.shape(op.out, loop)[1]
         return [f"memset({out}, 0, {em.bytes(em.prog.vars[op.out].shape)});",
-                f"memcpy({out} + {op.attrs['block']}*{c}*N, {em.ptr(a, loop)}, "
+                f"memcpy({out} + {code(op.attrs['block'])}*{c}*N, {em.ptr(a, loop)}, "
                 f"sizeof(real)*(size_t)({c}*N));"]

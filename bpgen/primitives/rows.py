@@ -1,7 +1,9 @@
 """``rows``: step ``block`` (rows block*N .. block*N+N-1) of a time-major sequence."""
 from __future__ import annotations
 
-from ..shapes import dim_coeffs
+import sympy as sp
+
+from ..shapes import code, dim_coeffs, plus, symbolic, times_n
 from .base import Unary, cot_name, register, wanted
 
 
@@ -14,7 +16,11 @@ class Rows(Unary):
     def build(self, g, a: str, block: int, base: str = "r", label: str = "") -> str:
         r, c = g.shape(a)
         steps, extra = dim_coeffs(r)
-        if not 0 <= block < steps or extra:
+        if symbolic(steps) or symbolic(block):      # steps: any (block T - 1: the last)
+            ok = not extra and sp.simplify(steps - block - 1).is_nonnegative is not False
+        else:
+            ok = 0 <= block < steps and not extra
+        if not ok:
             raise ValueError(f"rows: step {block} out of range for {a} {(r, c)}")
         return g.emit(self.name, base, ("N", c), (a,), {"block": block, "steps": steps},
                       label)
@@ -34,10 +40,10 @@ class Rows(Unary):
 
     def numpy(self, em, op, loop):
         blk = op.attrs["block"]
-        return f"{em.acc(op.args[0], loop)}[{blk}*N:{blk + 1}*N]"
+        return f"{em.acc(op.args[0], loop)}[{times_n(blk)}:{times_n(plus(blk, 1))}]"
 
     def c(self, em, op, loop):
         (a,) = op.args
         r, c = em.shape(op.out, loop)
-        return [f"memcpy({em.ptr(op.out, loop)}, {em.name(a)} + {op.attrs['block']}*{c}*N, "
+        return [f"memcpy({em.ptr(op.out, loop)}, {em.name(a)} + {code(op.attrs['block'])}*{c}*N, "
                 f"{em.bytes((r, c))});"]

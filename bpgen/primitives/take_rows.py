@@ -7,13 +7,18 @@ table; the index carries no derivative.  Its adjoint is ``add_rows`` (a
 scatter-add of rows: the gradient of an embedding table)."""
 from __future__ import annotations
 
-from ..shapes import dim_code, seq_dim
+from ..shapes import code, dim_code, seq_dim, symbolic
 from .base import Primitive, register, tangent_name, wanted
 
 
 def index_text(op, names) -> str:
     """The index of a take_rows/add_rows op as equations show it."""
     return names.get(op.args[1], op.args[1]) if len(op.args) > 1 else "t"
+
+
+def _first(op) -> str:
+    """With steps: any, the table's first T rows (NumPy slice), else nothing."""
+    return f"[:{code(op.attrs['steps'])}]" if "steps" in op.attrs else ""
 
 
 @register
@@ -28,10 +33,14 @@ class TakeRows(Primitive):
                 raise ValueError(f"take_rows: the index {index} must be an integer column")
             rows, args = g.shape(index)[0], (table, index)
         else:
-            if steps != v:
+            # steps: any: T rows of a table of T_max (the API refuses T > T_max)
+            if steps != v and not symbolic(steps):
                 raise ValueError(f"take_rows: a table of {v} rows for {steps} steps")
             rows, args = seq_dim(steps), (table,)
-        return g.emit(self.name, base, (rows, f), args, {"rows": v}, label, comment)
+        attrs = {"rows": v}
+        if index is None and symbolic(steps):
+            attrs["steps"] = steps
+        return g.emit(self.name, base, (rows, f), args, attrs, label, comment)
 
     def vjp(self, g, op, gout, only=None):
         table = op.args[0]
@@ -47,7 +56,7 @@ class TakeRows(Primitive):
             return None
         base, label = tangent_name(g, op)
         index = op.args[1] if len(op.args) > 1 else None
-        return g.take_rows(t[table], index, None if index else op.attrs["rows"],
+        return g.take_rows(t[table], index, None if index else op.attrs.get("steps", op.attrs["rows"]),
                            base=base, label=label)
 
     def equation(self, op, names, latex=False):
@@ -63,7 +72,7 @@ class TakeRows(Primitive):
         e = em.acc(op.args[0], loop)
         if len(op.args) > 1:
             return f"{e}[{em.acc(op.args[1], loop)}[:, 0]]"
-        return f"numpy.repeat({e}, N, axis=0)"
+        return f"numpy.repeat({e}{_first(op)}, N, axis=0)"
 
     def c(self, em, op, loop):
         em.use("take_rows")
@@ -83,7 +92,7 @@ class TakeRows(Primitive):
         e = f"{em.acc(op.args[0], loop)}.reshape({v}, K*{f})"
         if len(op.args) > 1:
             return f"{e}[{em.acc(op.args[1], loop)}[:, 0]].reshape(-1, {f})"
-        return f"numpy.repeat({e}, NB, axis=0).reshape(-1, {f})"
+        return f"numpy.repeat({e}{_first(op)}, NB, axis=0).reshape(-1, {f})"
 
     def c_batched(self, em, op, loop):
         if not em.is_batched(op.args[0]):

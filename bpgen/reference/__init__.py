@@ -75,6 +75,7 @@ import numpy as np
 
 from ..layers import RECURRENT_TYPES, ROLES, fans
 from ..losses import LOSSES
+from ..shapes import symbolic
 from ..spec import LayerSpec, Spec, load_spec
 from .activations import (ACTIVATIONS, _sigmoid, _softplus, activation,  # noqa: F401
                           activation_grad, activation_grad2)
@@ -133,7 +134,8 @@ def _x64(spec: Spec, x) -> np.ndarray:
         x = np.array(x, dtype=np.int64)
         if x.size and (x.min() < 0 or x.max() >= spec.input.bound):
             raise ValueError(f"x: values must lie in [0, {spec.input.bound})")
-    if x.ndim != 1 + len(spec.input.shape) or x.shape[1:] != tuple(spec.input.shape):
+    if x.ndim != 1 + len(spec.input.shape) or any(
+            d != s and not symbolic(d) for d, s in zip(spec.input.shape, x.shape[1:])):
         raise ValueError(f"x: expected shape (N, {', '.join(map(str, spec.input.shape))})"
                          f", got {x.shape}")
     return x
@@ -143,14 +145,16 @@ def _layer_params(layer: LayerSpec, params: Mapping[str, np.ndarray]):
     return {p.name: params[f"{layer.name}.{p.name}"] for p in layer.params}
 
 
-def _lengths64(spec: Spec, lengths, n: int):
-    """``lengths`` as int64 (N,) with values in [1, T], or None."""
+def _lengths64(spec: Spec, lengths, x):
+    """``lengths`` as int64 (N,) with values in [1, T] (T: x's second axis), or None."""
     if lengths is None:
         return None
     arr = np.asarray(lengths)
+    n = x.shape[0]
+    t = x.shape[1] if spec.input.is_sequence else None
     if not spec.input.is_sequence or arr.dtype.kind not in "iu" or arr.shape != (n,) \
-            or arr.min() < 1 or arr.max() > spec.input.steps:
-        raise ValueError(f"lengths: expected ({n},) integers in [1, {spec.input.steps}]")
+            or arr.min() < 1 or arr.max() > t:
+        raise ValueError(f"lengths: expected ({n},) integers in [1, {t}]")
     return arr.astype(np.int64)
 
 
@@ -215,7 +219,7 @@ def forward(spec, params, x, lengths=None) -> np.ndarray:
     at the padded steps."""
     spec = _spec(spec)
     x = _x64(spec, x)
-    lengths = _lengths64(spec, lengths, x.shape[0])
+    lengths = _lengths64(spec, lengths, x)
     out, _ = _forward64(spec, _params64(spec, params), x, lengths)
     if lengths is not None and out.ndim == 3:
         out = np.where(_real(out, lengths)[:, :, None], out, 0.0)
@@ -280,7 +284,7 @@ def loss(spec, params, x, y, lengths=None) -> float:
     spec = _spec(spec)
     p = _params64(spec, params)
     x = _x64(spec, x)
-    lengths = _lengths64(spec, lengths, x.shape[0])
+    lengths = _lengths64(spec, lengths, x)
     out, _ = _forward64(spec, p, x, lengths)
     return loss_from_output(spec, out, y, lengths) + regularization(spec, p)
 
@@ -312,7 +316,7 @@ def loss_and_grad(spec, params, x, y, *, truncate="spec", lengths=None):
     k = _truncate_arg(spec, truncate)
     p = _params64(spec, params)
     x = _x64(spec, x)
-    lengths = _lengths64(spec, lengths, x.shape[0])
+    lengths = _lengths64(spec, lengths, x)
     out, caches = _forward64(spec, p, x, lengths)
     value = loss_from_output(spec, out, y, lengths) + regularization(spec, p)
 
@@ -381,8 +385,14 @@ def random_batch(spec, n: int, seed: int = 0):
     """
     spec = _spec(spec)
     rng = np.random.default_rng(seed)
-    x = spec.input.sample(rng, n, spec.dtype)      # the input kind's sample data
+    # the input kind's sample data (steps: any: T = 5, or the smallest max_steps)
+    bounds = [dict(lay.options).get("max_steps") for lay in spec.layers]
+    steps = min([5] + [b for b in bounds if b is not None])
+    x = (spec.input.sample(rng, n, spec.dtype, steps) if symbolic(spec.input.steps)
+         else spec.input.sample(rng, n, spec.dtype))
     out_shape = (n,) + tuple(spec.output_shape)
+    if len(out_shape) == 3:          # a sequence output: x's T (steps: any: the sample's)
+        out_shape = (n, x.shape[1], out_shape[-1])
     if spec.input.is_sequence and spec.loss.steps == "last" and len(out_shape) == 3:
         out_shape = (n, out_shape[-1])
     y = LOSSES[spec.loss.type].sample_targets(rng, out_shape, spec.dtype)

@@ -19,7 +19,8 @@ F64 = np.float64
 def _embedding_forward(layer, p, x):
     out = p["E"][x]                                           # E[x]: (N, T, F)
     if layer.positions:
-        out = out + p["P"][None, :, :]                        # + P[t] at step t
+        # + P[t] at step t (steps: any: the first T of the table's T_max rows)
+        out = out + p["P"][None, :x.shape[1], :]
     return out, x
 
 
@@ -28,7 +29,8 @@ def _embedding_backward(layer, p, x, dout):
     np.add.at(d_e, x.ravel(), dout.reshape(-1, dout.shape[-1]))   # rows scattered back
     grads = {"E": d_e}
     if layer.positions:
-        grads["P"] = dout.sum(axis=0)                         # Σ over the samples
+        grads["P"] = np.zeros_like(p["P"])                    # (rows T .. T_max - 1: 0)
+        grads["P"][:x.shape[1]] = dout.sum(axis=0)            # Σ over the samples
     return None, grads                                        # x is token ids: no gradient
 
 

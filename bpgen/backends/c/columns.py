@@ -18,9 +18,9 @@ from ...columns import Columns
 from ...derivation import Derived
 from ...passes.allocate import stored_shape
 from ...primitives import PRIMITIVES
-from ...shapes import size_coeffs
+from ...shapes import code, size_coeffs
 from ..common.emitter import Directions, environment, offset_code
-from .emitter import CEmitter, _shape_str, _workspace_decls, c_size, cname
+from .emitter import CEmitter, _shape_str, _workspace_decls, c_size, cname, size_params
 
 __all__ = ["columns_function"]
 
@@ -117,23 +117,24 @@ def _batched(cols: Columns, dtype: str, used: set, tables: dict) -> tuple:
     for var, (a, b) in sorted(cols.workspace.items(), key=lambda kv: kv[1]):
         shape = stored_shape(cols.program, var)
         # per-sample ones at a*N, the fixed-size ones after them
-        at = f"{a}*N" if size_coeffs(shape)[0] else f"{pa}*N + {b}*K"
+        at = f"{code(a)}*N" if size_coeffs(shape)[0] != 0 else f"{code(pa)}*N + {b}*K"
         stored.append({"name": cname(var), "at": at, "shape": f"{_shape_str(shape)} x K"})
     extra = pb
-    stored.append({"name": "bscratch", "at": f"{pa}*N + {extra}*K",
+    stored.append({"name": "bscratch", "at": f"{code(pa)}*N + {extra}*K",
                    "shape": f"K x {em.scratch_size}"})
     extra += em.scratch_size
     copies = []
     for var, copy in em.copies.items():
         r, c = cols.program.vars[var].shape
-        stored.append({"name": copy, "at": f"{pa}*N + {extra}*K", "shape": f"K x ({r}, {c})"})
+        stored.append({"name": copy, "at": f"{code(pa)}*N + {extra}*K",
+                       "shape": f"K x ({r}, {c})"})
         copies.append({"name": cname(var), "dirs": copy, "rows": r, "cols": c, "size": r * c})
         extra += r * c
     if copies:
         em.use("cols_to_dirs")
     offset = {n: b for n, (_, b) in cols.workspace.items()}
     data = {"limit": "if (kc < 1) kc = 1;  /* the wrapper's workspace holds kc directions */",
-            "stored": stored, "copies": copies, "blocks": blocks, "base": f"wsd + {pa}*N",
+            "stored": stored, "copies": copies, "blocks": blocks, "base": f"wsd + {code(pa)}*N",
             "directions_table": _table(em, cols.directions, offset),
             "results_table": _table(em, cols.results, offset),
             "head": f"kc directions at a time: out row j = H·v_j (v_j = e_(first + j), rows "
@@ -199,7 +200,7 @@ def columns_function(derived: Derived, used: set, tables: dict) -> dict:
         loop["lines"].pop()
     n_in = len(cols.program.inputs) - len(cols.directions)
     types = derived.element_types       # x's: the input kind's (default real)
-    sig = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {cname(a)}"
+    sig = (size_params(prog) + [f"const {types.get(a, 'real')} *restrict {cname(a)}"
                             for a in prog.inputs[:n_in]]
            + ["const real *restrict V", "real *restrict out", "real *restrict ws",
               "int64_t first", "int64_t count", "int64_t kc"])

@@ -13,8 +13,9 @@ from ...ir import Var
 from ...lower import Program
 from ...passes import plan_for
 from ...passes.allocate import first_fit as _first_fit  # moved there: the one allocator
-from ..common.emitter import (Emitter, c_size, environment,
+from ..common.emitter import (Emitter, c_size, environment, has_steps,
                               offset_code)
+from ...shapes import code, plus
 
 __all__ = ["CEmitter", "cname", "PREFIX"]
 
@@ -103,8 +104,8 @@ class CEmitter(Emitter):
                           f"for (int64_t i = 0; i < {r}; i++)",
                           f"    for (int64_t j = 0; j < {c}; j++) "
                           f"{cname(bt)}[j*{r} + i] = {cname(b)}[i*{c} + j];"]
-        lines += [f"for (int64_t it = 0; it < {steps}; it++) {{",
-                  f"    const int64_t t = {steps - 1} - it;" if info["reverse"]
+        lines += [f"for (int64_t it = 0; it < {code(steps)}; it++) {{",
+                  f"    const int64_t t = {code(plus(steps, -1))} - it;" if info["reverse"]
                   else "    const int64_t t = it;",
                   "    const int64_t q = " + ("t + 1" if info["reverse"] else "t - 1")
                   + ";  /* the previous iteration's step */",
@@ -112,6 +113,12 @@ class CEmitter(Emitter):
         lines += [("    " + line) if line else "" for line in body]
         lines.append("}")
         return lines
+
+
+def size_params(prog: Program) -> list:
+    """The size arguments of a generated C function: N, and with steps: any
+    T (the step count, read from x by the wrapper, which checked it)."""
+    return ["int64_t N", "int64_t T"] if has_steps(prog) else ["int64_t N"]
 
 
 def _shape_str(shape) -> str:
@@ -160,8 +167,8 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
         decls.append(f"real *const {cname(bt)} = ws + {offset_code(wa, wb)};  /* ({c}, {r}) */")
         wb += r * c
     types = derived.element_types       # x's: the input kind's (default real)
-    params = (["int64_t N"] + [f"const {types.get(a, 'real')} *restrict {cname(a)}"
-                               for a in prog.inputs]
+    params = (size_params(prog) + [f"const {types.get(a, 'real')} *restrict {cname(a)}"
+                                   for a in prog.inputs]
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (wa, wb),
             "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes).blocks(),

@@ -8,7 +8,8 @@ import hashlib
 import os
 
 from ...derivation import Derived
-from ..common.context import module_context
+from ..common.context import constant, module_context
+from ...shapes import code, symbolic
 from ..common.emitter import common_runtime, runtime_source
 from . import build
 from .columns import columns_function
@@ -33,10 +34,14 @@ def emit(derived: Derived, module: str) -> tuple:
     common = module_context(derived, module)
     ctype = "double" if spec.dtype == "float64" else "float"
     # the CPython entry points (fastcall.py): after the functions they call
-    fastcall = fastcall_source(derived, functions, common["bytes_per_sample"])
+    # (none with steps: any: the wrapper's Python path serves every call)
+    fastcall = ("" if symbolic(spec.input.steps)
+                else fastcall_source(derived, functions, common["bytes_per_sample"]))
     config = build.config_for(spec.dtype)     # BPGEN_BLAS: which BLAS, see blas.py
+    # each function's workspace as code (with steps: any, polynomials in T)
+    shown = [dict(f, ws=tuple(code(v) for v in f["ws"])) for f in functions]
     c_source = _env.get_template("module.c.j2").render(
-        **common, functions=functions, runtime=runtime, fastcall=fastcall,
+        **common, functions=shown, runtime=runtime, fastcall=fastcall,
         tables=[_table_lines(values, name) for values, name in tables.items()],
         defines=(["BPG_FLOAT32"] if spec.dtype == "float32" else []) + list(config.defines))
     cdef = "\n".join([f"{f['signature']};" for f in functions]
@@ -51,8 +56,9 @@ def emit(derived: Derived, module: str) -> tuple:
     ext_name = f"_bpgen_{spec.name}_{code_hash[:12]}"
     wrapper = _env.get_template("wrapper.py.j2").render(
         **common, ext_name=ext_name, cdef=cdef, ctype=ctype, c_file=f"{module}.c",
-        ws={f["name"]: f["ws"] for f in functions},
-        ws_dir={f["name"]: f["ws_dir"] for f in functions if "ws_dir" in f},
+        ws={f["name"]: tuple(constant(v) for v in f["ws"]) for f in functions},
+        ws_dir={f["name"]: tuple(constant(v) for v in f["ws_dir"])
+                for f in functions if "ws_dir" in f},
         runtime_api=common_runtime("api.py"), runtime_hessian=common_runtime("hessian.py"),
         runtime_call=runtime_source(os.path.join(_HERE, "runtime", "call.py")),
         runtime_fastcall=runtime_source(os.path.join(_HERE, "runtime", "fastcall.py")))

@@ -9,6 +9,7 @@ import os
 from ... import __version__
 from ...derivation import Derived
 from ...losses import LOSSES
+from ...shapes import poly_coeffs, symbolic, upper
 
 __all__ = ["module_context"]
 
@@ -28,7 +29,7 @@ def _bytes_per_sample(derived: Derived) -> int:
     worst = 0
     for name, prog in derived.programs.items():
         per = prog.workspace_size[0] + sum(a for _, _, a, _, _ in derived.layout(name))
-        worst = max(worst, per)
+        worst = upper(worst, per)
     return 2 * derived.spec.input.x_bytes(derived.spec.dtype) + itemsize * worst
 
 
@@ -43,6 +44,22 @@ def _assembly_per_sample(derived: Derived) -> dict:
     return {name: base + sum(math.prod(t.shape[1:]) for t in asm.tensors.values()
                              if t.shape[0] == "N" and t.kind == "temp")
             for name, asm in derived.assemblies.items()}
+
+
+def constant(value):
+    """A size as a module constant: an int, or with steps: any a polynomial
+    in T as its coefficients (c0, c1, ...), lowest first (the runtime's _at)."""
+    return poly_coeffs(value) if symbolic(value) else value
+
+
+def max_steps(spec):
+    """With steps: any, the largest T a call may have: the smallest
+    max_steps of the embeddings with positions (None: no bound)."""
+    if not symbolic(spec.input.steps):
+        return None
+    rows = [dict(lay.options).get("max_steps") for lay in spec.layers]
+    rows = [r for r in rows if r is not None]
+    return min(rows) if rows else None
 
 
 def module_context(derived: Derived, module: str) -> dict:
@@ -61,12 +78,13 @@ def module_context(derived: Derived, module: str) -> dict:
         "dtype": spec.dtype,
         "param_shapes": [(k, tuple(v)) for k, v in shapes.items()],
         "n_params": sum(math.prod(s) for s in shapes.values()),
-        "input_shape": tuple(spec.input.shape),
+        "input_shape": tuple(None if symbolic(d) else d for d in spec.input.shape),
         "input_kind": spec.input.kind,
         "x_dtype": repr(spec.input.x_dtype),
         "x_bound": repr(spec.input.bound),
         "output_units": spec.output_shape[-1],
-        "steps": repr(spec.input.steps),
+        "steps": repr("any" if symbolic(spec.input.steps) else spec.input.steps),
+        "max_steps": repr(max_steps(spec)),
         "seq_out": repr(seq_out),
         "loss_all_steps": repr(seq_out and spec.loss.steps == "all"),
         "truncate": repr(spec.truncate if spec.input.is_sequence else None),
@@ -85,9 +103,9 @@ def module_context(derived: Derived, module: str) -> dict:
         if meta.curvature else [],
         "curv_loss": repr(meta.curvature.loss if meta.curvature else None),
         # entry points with the generic calling convention (inputs, out, ws)
-        "outputs": [(name, derived.layout(name))
+        "outputs": [(name, [tuple(constant(v) for v in p) for p in derived.layout(name)])
                     for name in list(derived.programs) + list(derived.assemblies)
                     if name != "hessian_columns"],
-        "bytes_per_sample": _bytes_per_sample(derived),
+        "bytes_per_sample": constant(_bytes_per_sample(derived)),
         "assembly_per_sample": _assembly_per_sample(derived),
     }

@@ -13,10 +13,10 @@ import jinja2
 
 from ...ir import Op
 from ...lower import Program
-from ...shapes import size_coeffs
+from ...shapes import code, size_coeffs, symbolic
 
 __all__ = ["Emitter", "Directions", "environment", "runtime_source", "common_runtime",
-           "c_size", "offset_code", "RUNTIME_MARKER"]
+           "c_size", "offset_code", "has_steps", "RUNTIME_MARKER"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: runtime files hold, above this line, what makes them importable on their
@@ -51,6 +51,8 @@ def common_runtime(name: str) -> str:
 def c_size(shape) -> str:
     """Number of elements as C: 12, N, 3*N or 3*N + 2."""
     a, b = size_coeffs(shape)
+    if symbolic(a) or symbolic(b):
+        return offset_code(a, b)
     if a and b:
         return f"{a}*N + {b}"
     if a:
@@ -58,9 +60,18 @@ def c_size(shape) -> str:
     return str(b)
 
 
+def has_steps(prog: Program) -> bool:
+    """True for a program of a steps: any sequence (x has T*N rows): its
+    functions take T after N (C) or after x (NumPy)."""
+    x = prog.vars.get("x")
+    return x is not None and "T" in str(x.shape[0])
+
+
 def offset_code(a: int, b: int) -> str:
-    """An offset a*N + b as code ("0" when both are zero)."""
-    return " + ".join(p for p in ([f"{a}*N" if a else ""] + [str(b) if b else ""]) if p) or "0"
+    """An offset a*N + b as code ("0" when both are zero; a and b may be
+    polynomials in T)."""
+    return " + ".join(p for p in ([f"{code(a)}*N" if a != 0 else ""]
+                                  + [code(b) if b != 0 else ""]) if p) or "0"
 
 
 class Emitter:

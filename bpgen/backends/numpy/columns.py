@@ -12,7 +12,7 @@ from __future__ import annotations
 from ...columns import tangent_size
 from ...derivation import Derived
 from ..common.emitter import Directions
-from .emitter import NumpyEmitter
+from .emitter import NumpyEmitter, steps_args
 
 __all__ = ["columns_functions", "tangent_bytes"]
 
@@ -92,9 +92,11 @@ def columns_functions(derived: Derived) -> list:
     if cols is None or not cols.batched_rule:
         return []
     dtype = derived.spec.dtype
-    head = {"name": "columns_head", "args": cols.head.inputs, "returns": cols.head.outputs,
+    head = {"name": "columns_head", "args": steps_args(cols.head, cols.head.inputs),
+            "returns": cols.head.outputs,
             "pre": [], "blocks": _HeadEmitter(cols.head, dtype).blocks()}
-    tangent = {"name": "tangent_columns", "args": cols.tangent.inputs + ["K"],
+    tangent = {"name": "tangent_columns",
+               "args": steps_args(cols.tangent, cols.tangent.inputs) + ["K"],
                "returns": cols.tangent.outputs,
                "pre": ["NB = N  # the batch",
                        "N = NB*K  # the tangent pass runs on N·K rows: sample n in direction "

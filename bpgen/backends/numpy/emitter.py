@@ -21,8 +21,8 @@ from ...primitives.map import assignable, numpy_expr
 from ...printers import EquationPrinter
 from ...shapes import broadcast_shape
 from ...printers import NumpyPrinter, numeric
-from ...shapes import dim_coeffs, size_coeffs
-from ..common.emitter import (Emitter, environment,
+from ...shapes import code, dim_coeffs, plus, size_coeffs, times_n
+from ..common.emitter import (Emitter, environment, has_steps,
                               offset_code, runtime_source)
 
 __all__ = ["NumpyEmitter"]
@@ -84,7 +84,7 @@ class NumpyEmitter(Emitter):
             view = self._by_step[key] = self.fresh(name + "_t")
             steps, cols = self.prog.loops[loop]["steps"], self.prog.vars[name].shape[1]
             self.loop_pre.setdefault(loop, []).append(
-                f"{view} = {name}.reshape({steps}, {self.batch(name)}, {cols})  "
+                f"{view} = {name}.reshape({code(steps)}, {self.batch(name)}, {cols})  "
                 f"# {name}, step by step")
         return self._by_step[key]
 
@@ -202,11 +202,12 @@ class NumpyEmitter(Emitter):
         here = self.prog.vars[defined[0]].loop
         lines += self.loop_pre.get(here, [])
         copies = here in self.plan.storage.copy_loops     # a state read that copies
+        last, steps = code(plus(steps, -1)), code(steps)
         if copies:
             lines += [f"for it in range({steps}):",
-                      f"    t = {steps - 1} - it" if info["reverse"] else "    t = it"]
+                      f"    t = {last} - it" if info["reverse"] else "    t = it"]
         else:
-            lines.append(f"for t in range({steps - 1}, -1, -1):" if info["reverse"]
+            lines.append(f"for t in range({last}, -1, -1):" if info["reverse"]
                          else f"for t in range({steps}):")
         if copies:
             lines += ["    r0, r1 = t*N, t*N + N  # rows of step t",
@@ -221,23 +222,24 @@ class NumpyEmitter(Emitter):
         read lands (before step 0, or after the last step in a reverse loop),
         and the reads are views of that buffer."""
         steps, cols = info["steps"], self.prog.vars[name].shape[1]
+        rows, more = times_n(steps), times_n(plus(steps, 1))
         if name not in self.buffers:
-            if self.slot(name, (f"{steps}*N", cols)):
+            if self.slot(name, (rows, cols)):
                 return []
-            return [self.alloc(name, f"{steps}*N", cols)]
+            return [self.alloc(name, rows, cols)]
         buf = self.fresh(name + "_z")
-        alloc = ([] if self.slot(buf, (f"{steps + 1}*N", cols))
-                 else [self.alloc(buf, f"{steps + 1}*N", cols)])
+        alloc = ([] if self.slot(buf, (more, cols))
+                 else [self.alloc(buf, more, cols)])
         reads = [v for v, s in self.views.items() if s == name]
         if info["reverse"]:
-            lines = alloc + [f"{buf}[{steps}*N:] = 0  # {name}, then N zero rows",
-                             f"{name} = {buf}[:{steps}*N]"]
+            lines = alloc + [f"{buf}[{rows}:] = 0  # {name}, then N zero rows",
+                             f"{name} = {buf}[:{rows}]"]
             lines += [f"{v} = {buf}[N:]  # {name} of the previous iteration (step t+1)"
                       for v in reads]
         else:
             lines = alloc + [f"{buf}[:N] = 0  # N zero rows, then {name}",
                              f"{name} = {buf}[N:]"]
-            lines += [f"{v} = {buf}[:{steps}*N]  # {name} of the previous iteration (step t-1)"
+            lines += [f"{v} = {buf}[:{rows}]  # {name} of the previous iteration (step t-1)"
                       for v in reads]
         return lines
 
@@ -260,7 +262,8 @@ class NumpyEmitter(Emitter):
             rows, cols = self.ws[name]
             a, b = dim_coeffs(rows)
             end = ",))" if k == len(names) - 1 else ","
-            lines.append(f"    ({a}, {b}, {cols}){end}  # {name}")
+            lines.append(f"    ({code(a, True)}, {code(b, True)}, {code(cols, True)}){end}  "
+                         f"# {name}")
         return lines
 
     def blocks(self) -> list:
@@ -300,8 +303,17 @@ class NumpyEmitter(Emitter):
         return lines
 
 
+def steps_args(prog: Program, args: list) -> list:
+    """A function's arguments; with steps: any (x has T*N rows), T after x:
+    the step count, read from x at call time (the API passes it)."""
+    if not has_steps(prog) or "x" not in args:
+        return list(args)
+    i = list(args).index("x") + 1
+    return list(args[:i]) + ["T"] + list(args[i:])
+
+
 def _function(prog: Program, dtype: str) -> dict:
-    return {"name": prog.name, "args": prog.inputs, "returns": prog.outputs,
+    return {"name": prog.name, "args": steps_args(prog, prog.inputs), "returns": prog.outputs,
             "pre": [], "blocks": NumpyEmitter(prog, dtype).blocks()}
 
 

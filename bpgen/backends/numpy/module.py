@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from ...derivation import Derived
-from ..common.context import module_context
+from ..common.context import constant, module_context
 from ... import patterns
 from ..common.emitter import common_runtime, runtime_source
 from .columns import columns_functions, tangent_bytes
@@ -25,7 +25,7 @@ def emit(derived: Derived, module: str) -> dict:
     functions += columns_functions(derived)     # hessian_columns: [] or two functions
     ctx = dict(module_context(derived, module),
                functions=functions,
-               tangent_bytes=tangent_bytes(derived),
+               tangent_bytes=tuple(constant(v) for v in tangent_bytes(derived)),
                batch_expr=spec.input.batch_expr("x"),
                runtime_api=common_runtime("api.py"),
                runtime_hessian=common_runtime("hessian.py"),

@@ -14,6 +14,11 @@ _WS_DIR = {}
 _OUTPUTS = {}
 N_PARAMS = 0
 PARAM_SHAPES = {}
+STEPS = None
+
+
+def _at(value, t):               # the common api.py's, in a generated module
+    raise NotImplementedError
 
 
 # ---- bpgen runtime: copied verbatim from here ----
@@ -171,16 +176,41 @@ def _pointers(args):
 
 
 #: per generated function: total output size (a, b), meaning a*N + b elements
-_OUT_SIZE = {name: (sum(p[2] for p in layout), sum(p[3] for p in layout))
-             for name, layout in _OUTPUTS.items()}
+#: (with steps: any they depend on T: _layout)
+_OUT_SIZE = {} if STEPS == "any" else {
+    name: (sum(p[2] for p in layout), sum(p[3] for p in layout))
+    for name, layout in _OUTPUTS.items()}
+
+
+def _layout(name, t):
+    """_OUTPUTS[name] at T = t (with steps: any its sizes depend on T):
+    [(offset a, offset b, size a, size b, columns)]."""
+    if t is None:
+        return _OUTPUTS[name]
+    return [tuple(_at(v, t) for v in p) for p in _OUTPUTS[name]]
+
+
+def _split_steps(args):
+    """(T, the arguments without it): with steps: any the API passes T after
+    x, which the generated C functions take after N; else (None, args)."""
+    if STEPS != "any":
+        return None, args
+    return args[1], [args[0], *args[2:]]
+
+
+def _sizes(t):
+    """The size arguments of a generated function: (N,), or (N, T)."""
+    return () if t is None else (t,)
+
+
 _LOCAL = _threading.local()
 
 
-def _workspace(name, n, extra=0):
+def _workspace(name, n, extra=0, t=None):
     """The calling thread's workspace, grown to the largest size asked for
     (one buffer for every function: none calls another); ``extra`` more
-    elements after the function's own."""
-    a, b = _WS[name]
+    elements after the function's own (``t``: T with steps: any)."""
+    a, b = (_at(v, t) for v in _WS[name])
     return _buffer(a * n + b + extra)
 
 
@@ -259,15 +289,20 @@ def _split_calls():
 def _call(name, n, args):
     """Run ``bpg_<name>``: the flat output buffer.  The API has checked every
     input (shape, dtype, C-contiguity), so the C code stays in bounds."""
-    a, b = _OUT_SIZE[name]
+    t, args = _split_steps(args)
+    if t is None:
+        a, b = _OUT_SIZE[name]
+    else:
+        layout = _layout(name, t)
+        a, b = sum(p[2] for p in layout), sum(p[3] for p in layout)
     out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
     if _entry_run(name, n, args, out):
         return out
     fb = ffi.from_buffer
-    f, ws = getattr(lib, "bpg_" + name), _workspace(name, n)
-    large = lib.bpg_threads_enter(n * (N_PARAMS + _WS[name][0]))
+    f, ws = getattr(lib, "bpg_" + name), _workspace(name, n, 0, t)
+    large = lib.bpg_threads_enter(n * (N_PARAMS + _at(_WS[name][0], t)))
     try:
-        f(n, *_pointers(args), fb(_PTR, out, require_writable=True), ws)
+        f(n, *_sizes(t), *_pointers(args), fb(_PTR, out, require_writable=True), ws)
     finally:
         lib.bpg_threads_leave(large)
     return out
@@ -277,7 +312,7 @@ def _run(name, n, args):
     """The outputs of ``bpg_<name>`` as matrices (views of one buffer)."""
     out = _call(name, n, args)
     return [out[oa * n + ob:oa * n + ob + a * n + b].reshape(-1, cols)
-            for oa, ob, a, b, cols in _OUTPUTS[name]]
+            for oa, ob, a, b, cols in _layout(name, _split_steps(args)[0])]
 
 
 def _run_flat(name, n, args, start=0):
@@ -285,7 +320,7 @@ def _run_flat(name, n, args, start=0):
     out = _call(name, n, args)
     if not start:
         return out
-    oa, ob = _OUTPUTS[name][start][:2]
+    oa, ob = _layout(name, _split_steps(args)[0])[start][:2]
     return out[oa * n + ob:]
 
 
@@ -303,16 +338,19 @@ HESSIAN_CHUNK_BYTES = 2**19
 def _columns_call(n, args, v, count, first=0):
     """bpg_hessian_columns for ``count`` directions (the rows of v, or the
     unit vectors e_first .. when v is None): a (count, N_PARAMS) array."""
-    da, db = _WS_DIR.get("hessian_columns", (0, 0))
+    t, args = _split_steps(args)
+    da, db = (_at(d, t) for d in _WS_DIR.get("hessian_columns", (0, 0)))
     per_dir = (da * n + db) * DTYPE.itemsize
     kc = max(1, min(count, HESSIAN_CHUNK,
                     HESSIAN_CHUNK_BYTES // per_dir if per_dir else count))
     out = numpy.empty((count, N_PARAMS), dtype=DTYPE)
     fb = ffi.from_buffer
-    ws = _workspace("hessian_columns", n, kc * (da * n + db))
-    large = lib.bpg_threads_enter(n * (N_PARAMS + _WS["hessian_columns"][0]) * (1 + count))
+    ws = _workspace("hessian_columns", n, kc * (da * n + db), t)
+    large = lib.bpg_threads_enter(n * (N_PARAMS + _at(_WS["hessian_columns"][0], t))
+                                  * (1 + count))
     try:
-        lib.bpg_hessian_columns(n, *_pointers(args), ffi.NULL if v is None else fb(_PTR, v),
+        lib.bpg_hessian_columns(n, *_sizes(t), *_pointers(args),
+                                ffi.NULL if v is None else fb(_PTR, v),
                                 fb(_PTR, out, require_writable=True), ws, first, count, kc)
     finally:
         lib.bpg_threads_leave(large)

@@ -15,6 +15,7 @@ _X_DTYPE = None
 _X_BOUND = None
 OUTPUT_UNITS = 1
 STEPS = None
+_MAX_STEPS = None
 SEQUENCE_OUTPUT = False
 LOSS_ALL_STEPS = False
 _TRUNCATE = None

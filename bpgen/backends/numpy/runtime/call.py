@@ -14,6 +14,12 @@ def _hvp_rows(n, args, first, count):   # the common api.py's, in a generated mo
 
 
 _LOCAL = None                    # helpers.py's, in a generated module
+STEPS = None                     # the generated module's constants replace these
+
+
+def _at(value, t):               # the common api.py's, in a generated module
+    raise NotImplementedError
+
 _unit_dirs = _dirs_to_cols = _cols_to_dirs = None   # helpers.py's, likewise
 
 
@@ -26,7 +32,8 @@ def release_workspace():
 
 
 def _mats(arrs):
-    return [a if a.ndim == 2 else a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)
+    # (with steps: any, T, an int after x, is passed as it is)
+    return [a if type(a) is int or a.ndim == 2 else a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)
             for a in arrs]
 
 
@@ -61,8 +68,8 @@ HESSIAN_CHUNK = 64
 HESSIAN_CHUNK_BYTES = 2**24
 
 
-def _chunk(n, count):
-    per_dir = _TANGENT_BYTES[0] * n + _TANGENT_BYTES[1]
+def _chunk(n, count, t=None):
+    per_dir = _at(_TANGENT_BYTES[0], t) * n + _at(_TANGENT_BYTES[1], t)
     return max(1, min(count, HESSIAN_CHUNK, HESSIAN_CHUNK_BYTES // max(per_dir, 1)))
 
 
@@ -79,7 +86,8 @@ def _tangent_call(n, args, vt, first, count):
     with numpy.errstate(all="ignore"):
         head = globals()["_columns_head"](*mats)
         head = head if isinstance(head, tuple) else () if head is None else (head,)
-        return _columns_drive(tangent, mats, head, vt, first, count, _chunk(n, count))
+        t = mats[1] if STEPS == "any" else None
+        return _columns_drive(tangent, mats, head, vt, first, count, _chunk(n, count, t))
 
 
 def _columns_drive(tangent, mats, head, vt, first, count, kc):

@@ -18,14 +18,15 @@ def _workspace(name, n, shapes):
     """The calling thread's arrays for the temporaries of generated function
     ``name`` at batch size n, one of each shape ``(a, b, cols)`` (a*n + b
     rows): made on the first call, then the same arrays for every call with
-    this n (a call's temporaries are dead when it returns; its outputs are
-    fresh arrays).  Reusing them spares allocating, and the operating system
-    mapping in, fresh memory at every call."""
+    this n and these shapes (with steps: any they change with T; a call's
+    temporaries are dead when it returns; its outputs are fresh arrays).
+    Reusing them spares allocating, and the operating system mapping in,
+    fresh memory at every call."""
     held = getattr(_LOCAL, "ws", None)
     if held is None:
         held = _LOCAL.ws = {}
     got = held.get(name)
-    if got is not None and got[0] == n:
+    if got is not None and got[0] == n and got[2] == shapes:
         return got[1]
     held.pop(name, None)
     sizes = [-(-(a * n + b) * c // 8) * 8 for a, b, c in shapes]   # 64-byte aligned slots
@@ -34,7 +35,7 @@ def _workspace(name, n, shapes):
     for (a, b, c), size in zip(shapes, sizes):
         views.append(buf[off:off + (a * n + b) * c].reshape(a * n + b, c))
         off += size
-    held[name] = (n, views)
+    held[name] = (n, views, shapes)
     return views
 
 
@@ -111,6 +112,14 @@ def _place_rows(a, block, steps):
     n = a.shape[0]
     out = numpy.zeros((steps * n, a.shape[1]), dtype=DTYPE)
     out[block * n:(block + 1) * n] = a
+    return out
+
+
+def _pad_rows(a, rows):
+    """``a`` followed by zero rows up to ``rows`` (steps: any: the T rows of
+    a position table's gradient in its T_max)."""
+    out = numpy.zeros((rows, a.shape[1]), dtype=DTYPE)
+    out[:a.shape[0]] = a
     return out
 
 
