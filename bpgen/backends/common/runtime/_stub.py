@@ -25,6 +25,7 @@ _INIT = {}
 _L2 = 0.0
 _L2_KEYS = ()
 _FACTORS = {}
+_GRAD_TERMS = {}
 _CURV_LAYERS = []
 _CURV_LOSS = None
 _CURV_FORM = "diagonal"

@@ -1,0 +1,233 @@
+"""Per-sample gradients, their norms and DP-SGD's clipped gradient, from the
+factors the generated ``grad_terms`` function returns: the loss, then every
+parameter's data gradient as summands before their reduction over rows
+(``_GRAD_TERMS``, derived in bpgen/derivation.py ``_grad_terms``):
+
+* ``product``: Uᵀ·V (weights, conv kernels: a layer's input and delta);
+* ``colsum``: 1ᵀ·D (biases, layernorm gains);
+* ``scatter``: onehot(X)ᵀ·D (an embedding table);
+* ``steps``: each step's rows summed over the samples (a position table).
+
+A row belongs to one sample (``time`` layout: row t·N + n; ``sample``:
+row n·r + p), so sample n's gradient is the same reduction over its own r
+rows.  Per-sample gradients are formed as batched products (N, a, r)·(N, r, d);
+norms either by forming them or, where the derivation chose so from the
+shapes, from two r×r Gram matrices per sample, ‖U_nᵀV_n‖² = ⟨U_nU_nᵀ, V_nV_nᵀ⟩
+(summands of one parameter as more rows: cross terms included); the
+clipped gradient is Uᵀ·diag(c)·V, c each row's sample's clip factor.
+One forward and one backward pass (the generated function), then these
+products: no second backward pass, no loop over samples.
+
+Normalisation: the generated deltas hold the batch loss's 1/N (and
+1/T, or 1/ΣL with lengths) already, so sample n's gradient is N times the
+sum over its rows, and the mean over n of the per-sample gradients is
+loss_and_grad's gradient without the l2 term.
+
+Copied verbatim into every generated module, after ``api.py``."""
+import math
+
+import numpy
+
+from ._stub import DTYPE, N_PARAMS, PARAM_SHAPES, _GRAD_TERMS, _run  # noqa: F401
+from .api import (_check_fits, _check_params, _check_x, _check_y,  # noqa: F401
+                  _finite_or_blame, _xs)
+
+# ---- bpgen runtime: copied verbatim from here ----
+
+
+def _by_sample(arr, rows, layout, n):
+    """A (rows·N, c) factor as (N, rows, c): sample n's rows (a view)."""
+    c = arr.shape[1]
+    if layout == "time":
+        return arr.reshape(rows, n, c).transpose(1, 0, 2)
+    return arr.reshape(n, rows, c)
+
+
+def _row_weights(c, rows, layout):
+    """(rows·N,): each row's weight c[its sample]."""
+    return numpy.tile(c, rows) if layout == "time" else numpy.repeat(c, rows)
+
+
+def _ids(outs, xm, i):
+    """A scatter's row indices (token ids): x itself (i < 0) or an output."""
+    ids = xm if i < 0 else numpy.rint(outs[i])
+    return ids.reshape(-1).astype(numpy.int64)
+
+
+def _left(outs, xm, i):
+    """A product's U: x itself (i < 0) or an output."""
+    return xm if i < 0 else outs[i]
+
+
+def _term_grads(term, outs, xm, n):
+    """(N, a, d): one summand's per-sample sums over rows (without the
+    factor N)."""
+    kind, iu, iv, rows, layout, size = term
+    v = _by_sample(outs[iv], rows, layout, n)
+    if kind == "product":
+        u = _by_sample(_left(outs, xm, iu), rows, layout, n)
+        if rows == 1:              # an outer product per sample
+            return u[:, 0, :, None] * v[:, 0, None, :]
+        return numpy.matmul(u.transpose(0, 2, 1), v)
+    if kind == "colsum":
+        return v.sum(axis=1)[:, None, :]
+    if kind == "scatter":          # sample n's rows added at its ids
+        ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)[:, :, 0]
+        out = numpy.zeros((n * size, v.shape[2]), dtype=DTYPE)
+        numpy.add.at(out, (numpy.arange(n)[:, None] * size + ids).ravel(),
+                     v.reshape(-1, v.shape[2]))
+        return out.reshape(n, size, -1)
+    out = numpy.zeros((n, size, v.shape[2]), dtype=DTYPE)   # steps: row t -> P[t]
+    out[:, :rows] = v
+    return out
+
+
+def _param_grads(entry, outs, xm, n):
+    """(N, a, d): a parameter's per-sample data gradient, without the factor N."""
+    _, shape, terms = entry
+    total = numpy.zeros((n,) + shape, dtype=DTYPE) if not terms else None
+    for term in terms:
+        g = _term_grads(term, outs, xm, n)
+        total = g if total is None else total + g
+    return total
+
+
+def _gram(a):
+    """(N, r, r): every sample's Gram matrix of its rows, a: (N, r, c)."""
+    return numpy.matmul(a, a.transpose(0, 2, 1))
+
+
+def _gram_squares(entry, outs, xm, n):
+    """(N,): ‖sample n's gradient‖² (without the factor N²) in the Gram form:
+    a parameter's summands as more rows of one product."""
+    _, _, terms = entry
+    kind = terms[0][0]
+    vs = [_by_sample(outs[t[2]], t[3], t[4], n) for t in terms]
+    if kind == "scatter":          # onehot(X_n) onehot(X_n)ᵀ: equal ids
+        ids = _by_sample(_ids(outs, xm, terms[0][1])[:, None], terms[0][3], terms[0][4], n)
+        gu = (ids == ids.transpose(0, 2, 1)).astype(DTYPE)
+        return (gu * _gram(vs[0])).sum(axis=(1, 2))
+    us = [_by_sample(_left(outs, xm, t[1]), t[3], t[4], n) for t in terms]
+    if len(terms) == 1 and terms[0][3] == 1:    # one row: ‖u_n‖²·‖v_n‖²
+        u, v = us[0][:, 0], vs[0][:, 0]
+        return numpy.einsum("ij,ij->i", u, u) * numpy.einsum("ij,ij->i", v, v)
+    u = numpy.concatenate(us, axis=1) if len(us) > 1 else us[0]
+    v = numpy.concatenate(vs, axis=1) if len(vs) > 1 else vs[0]
+    return (_gram(u) * _gram(v)).sum(axis=(1, 2))
+
+
+def _norms(outs, xm, n):
+    """(N,): the Euclidean norm of every sample's gradient over all parameters."""
+    sq = numpy.zeros(n, dtype=DTYPE)
+    for entry in _GRAD_TERMS.values():
+        if not entry[2]:
+            continue
+        if entry[0] == "gram":
+            sq += _gram_squares(entry, outs, xm, n)
+        else:
+            g = _param_grads(entry, outs, xm, n)
+            sq += numpy.einsum("ij,ij->i", g.reshape(n, -1), g.reshape(n, -1))
+    return n * numpy.sqrt(numpy.maximum(sq, 0))
+
+
+def _weighted_sum(entry, outs, xm, clip, weights):
+    """A parameter's data gradient with every row weighted by its sample's
+    clip[n], (a, d): Uᵀ·diag(w)·V and the like (clip = 1: loss_and_grad's,
+    without l2).  ``weights``: the row weights made so far, by row layout."""
+    _, shape, terms = entry
+    total = numpy.zeros(shape, dtype=DTYPE)
+    for kind, iu, iv, rows, layout, size in terms:
+        w = weights.get((rows, layout))
+        if w is None:
+            w = weights[(rows, layout)] = _row_weights(clip, rows, layout)
+        v = outs[iv]
+        if kind == "product":
+            u = _left(outs, xm, iu)
+            if u.shape[1] < v.shape[1]:        # scale the narrower factor
+                total += (u * w[:, None]).T @ v
+            else:
+                total += u.T @ (v * w[:, None])
+        elif kind == "colsum":
+            total += (w @ v)[None, :]
+        elif kind == "scatter":
+            numpy.add.at(total, _ids(outs, xm, iu), v * w[:, None])
+        else:                                  # steps
+            total[:rows] += (v * w[:, None]).reshape(rows, -1, v.shape[1]).sum(axis=1)
+    return total
+
+
+def _terms_inputs(params, x, y, lengths):
+    """Checked inputs, then the generated grad_terms function's outputs."""
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
+    ym = _check_y(y, n)
+    return mats, xm, ym, n, [*xs, ym, *mats]
+
+
+def _run_terms(args, n, xm, ym, mats):
+    outs = _run("grad_terms", n, args)
+    _finite_or_blame(outs[0], xm, ym, mats)
+    return outs
+
+
+def per_sample_grads(params, x, y, lengths=None):
+    """Every sample's gradient: a dict like params whose arrays have a
+    leading axis N.  Sample n's is the gradient of its term of the loss
+    (its loss, a mean over its steps for ``steps: all``; with ``lengths``
+    its real steps weighted L_n·N/ΣL, the batch being a mean over all real
+    (sample, step) pairs), without the mean over samples and without l2, so
+    that their mean over n plus the l2 gradient is loss_and_grad's (and
+    truncated like it with bptt).  Refused, with a ValueError saying the
+    bytes, before anything is allocated when N·N_PARAMS numbers cannot fit
+    in MAX_RESULT_BYTES."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    _check_fits(f"per_sample_grads (N = {n:,} samples)", n * N_PARAMS)
+    outs = _run_terms(args, n, xm, ym, mats)
+    res = {}
+    for key, entry in _GRAD_TERMS.items():
+        g = _param_grads(entry, outs, xm, n)
+        g = numpy.multiply(g, n, dtype=DTYPE).reshape((n,) + PARAM_SHAPES[key])
+        res[key] = _finite_or_blame(numpy.ascontiguousarray(g), xm, ym, mats)
+    return res
+
+
+def per_sample_grad_norms(params, x, y, lengths=None):
+    """(N,): the Euclidean norm, over all parameters, of every sample's
+    gradient (per_sample_grads), computed without forming the per-sample
+    gradients where the Gram form is cheaper (chosen per parameter at
+    generation time: _GRAD_TERMS, bpgen show)."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    return _finite_or_blame(_norms(outs, xm, n).astype(DTYPE, copy=False), xm, ym, mats)
+
+
+def _check_max_norm(max_norm):
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, numpy.integer,
+                                                               numpy.floating)):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    if not (math.isfinite(max_norm) and max_norm > 0):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    return float(max_norm)
+
+
+def clipped_grad(params, x, y, max_norm, lengths=None):
+    """DP-SGD's clipped gradient in one forward and one backward pass:
+    (loss, grads, norms) with loss = loss(params, x, y) (l2 included),
+    norms = per_sample_grad_norms, and grads (a dict like params) the mean
+    over samples of each per-sample gradient scaled by min(1, max_norm /
+    norm_n), without l2 (noise is the caller's): Uᵀ·diag(c)·V, c each
+    row's sample's factor.  ``max_norm``: a positive finite number."""
+    max_norm = _check_max_norm(max_norm)
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    norms = _finite_or_blame(_norms(outs, xm, n).astype(DTYPE, copy=False), xm, ym, mats)
+    with numpy.errstate(divide="ignore"):
+        clip = numpy.where(norms > max_norm, max_norm / norms, 1.0).astype(DTYPE)
+    grads, weights = {}, {}
+    for key, entry in _GRAD_TERMS.items():
+        g = _weighted_sum(entry, outs, xm, clip, weights)
+        grads[key] = _finite_or_blame(
+            numpy.ascontiguousarray(g.reshape(PARAM_SHAPES[key]), dtype=DTYPE), xm, ym, mats)
+    return float(outs[0][0, 0]), grads, norms
+
