@@ -27,7 +27,7 @@ from .shapes import dim_coeffs, size_coeffs
 from .spec import Spec
 
 __all__ = ["EntryPoint", "ENTRY_POINTS", "Derived", "derive_all", "structured", "program",
-           "assembly"]
+           "assembly", "per_sample_plan"]
 
 
 @dataclass(frozen=True)
@@ -432,3 +432,10 @@ def assembly(spec: Spec, name: str = "hessian", base: Derivation | None = None):
     entry = next(e for e in ENTRY_POINTS if e.name == name and e.kind == "assembly")
     curv, extra = _curvature(spec, base if base is not None else derive(spec))
     return entry.derive(spec, curv, Meta(**extra))
+
+
+def per_sample_plan(spec: Spec, base: Derivation | None = None) -> tuple:
+    """(grad_terms program, its :class:`ParamTerms` per parameter): how the
+    per-sample functions form every gradient, for ``bpgen show``."""
+    prog, extra = _grad_terms(spec, base if base is not None else derive(spec))
+    return prog, extra["grad_terms"]
