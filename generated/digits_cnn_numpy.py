@@ -75,6 +75,28 @@ _L2 = 0.0001
 _L2_KEYS = ('l0.W', 'l2.W', 'l5.W')
 #: weight key -> indices of its (U, V) among the grad_factors outputs
 _FACTORS = {'l0.W': (0, 1), 'l2.W': (2, 3), 'l5.W': (4, 5)}
+#: per_sample_grads, per_sample_grad_norms, clipped_grad: parameter key ->
+#: (how its per-sample norm is computed, its (rows, cols) matrix shape, its
+#: data gradient's summands before the reduction over rows), each summand
+#: (kind, index of U or the ids (-1: x), index of V, rows per sample, row
+#: layout, table rows) among the grad_terms outputs (output 0: the loss).
+#: The norm's form is chosen here from the shapes: "gram" <U_n U_nᵀ, V_n V_nᵀ>
+#: (r x r Gram matrices per sample, r²(a+d) multiply-adds) or "explicit"
+#: (sample n's gradient U_nᵀ V_n formed, r·a·d), whichever costs less
+_GRAD_TERMS = {
+    # l0.W: explicit (product, r = 64 rows per sample: Gram 69,632 vs explicit 4,608 multiply-adds per sample)
+    "l0.W": ('explicit', (8, 9), (('product', 1, 2, 64, 'sample', 0),)),
+    # l0.b: explicit (colsum, r = 64: 512 per sample)
+    "l0.b": ('explicit', (1, 8), (('colsum', -1, 1, 64, 'sample', 0),)),
+    # l2.W: explicit (product, r = 16 rows per sample: Gram 22,528 vs explicit 18,432 multiply-adds per sample)
+    "l2.W": ('explicit', (16, 72), (('product', 3, 4, 16, 'sample', 0),)),
+    # l2.b: explicit (colsum, r = 16: 256 per sample)
+    "l2.b": ('explicit', (1, 16), (('colsum', -1, 3, 16, 'sample', 0),)),
+    # l5.W: gram (product, r = 1 rows per sample: Gram 74 vs explicit 640 multiply-adds per sample)
+    "l5.W": ('gram', (64, 10), (('product', 5, 6, 1, 'sample', 0),)),
+    # l5.b: explicit (colsum, r = 1: 10 per sample)
+    "l5.b": ('explicit', (1, 10), (('colsum', -1, 6, 1, 'sample', 0),)),
+}
 #: dense layers of the structured Hessian: (W key, b key, indices of the
 #: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
 _CURV_LAYERS = []
@@ -95,6 +117,7 @@ _OUTPUTS = {
     "hvp": [(0, 0, 0, 72, 9), (0, 72, 0, 8, 8), (0, 80, 0, 1152, 72), (0, 1232, 0, 16, 16), (0, 1248, 0, 640, 10), (0, 1888, 0, 10, 10)],
     "ggn_vp": [(0, 0, 0, 72, 9), (0, 72, 0, 8, 8), (0, 80, 0, 1152, 72), (0, 1232, 0, 16, 16), (0, 1248, 0, 640, 10), (0, 1888, 0, 10, 10)],
     "grad_factors": [(0, 0, 512, 0, 8), (512, 0, 576, 0, 9), (1088, 0, 256, 0, 16), (1344, 0, 1152, 0, 72), (2496, 0, 64, 0, 64), (2560, 0, 10, 0, 10)],
+    "grad_terms": [(0, 0, 0, 1, 1), (0, 1, 512, 0, 8), (512, 1, 576, 0, 9), (1088, 1, 256, 0, 16), (1344, 1, 1152, 0, 72), (2496, 1, 64, 0, 64), (2560, 1, 10, 0, 10)],
 }
 #: _tangent_columns' tangents per direction: a*N + b bytes
 _TANGENT_BYTES = (83280, 59616)
@@ -786,6 +809,210 @@ def _structured_diag(mats, outs, n):
         for key in _L2_KEYS:
             out[offset[key]:offset[key] + math.prod(PARAM_SHAPES[key])] += _L2
     return out.astype(DTYPE)
+
+
+def _by_sample(arr, rows, layout, n):
+    """A (rows·N, c) factor as (N, rows, c): sample n's rows (a view)."""
+    c = arr.shape[1]
+    if layout == "time":
+        return arr.reshape(rows, n, c).transpose(1, 0, 2)
+    return arr.reshape(n, rows, c)
+
+
+def _contiguous(a):
+    """``a`` in C order: batched products on contiguous stacks run as BLAS
+    products per sample (on strided ones, about half as fast)."""
+    return numpy.ascontiguousarray(a)
+
+
+def _row_weights(c, rows, layout):
+    """(rows·N,): each row's weight c[its sample]."""
+    return numpy.tile(c, rows) if layout == "time" else numpy.repeat(c, rows)
+
+
+def _ids(outs, xm, i):
+    """A scatter's row indices (token ids): x itself (i < 0) or an output."""
+    ids = xm if i < 0 else numpy.rint(outs[i])
+    return ids.reshape(-1).astype(numpy.int64)
+
+
+def _left(outs, xm, i):
+    """A product's U: x itself (i < 0) or an output."""
+    return xm if i < 0 else outs[i]
+
+
+def _term_grads(term, outs, xm, n):
+    """(N, a, d): one summand's per-sample sums over rows (without the
+    factor N)."""
+    kind, iu, iv, rows, layout, size = term
+    v = _by_sample(outs[iv], rows, layout, n)
+    if kind == "product":
+        u = _by_sample(_left(outs, xm, iu), rows, layout, n)
+        if rows == 1:              # an outer product per sample
+            return u[:, 0, :, None] * v[:, 0, None, :]
+        return numpy.matmul(_contiguous(u.transpose(0, 2, 1)), _contiguous(v))
+    if kind == "colsum":
+        return v.sum(axis=1)[:, None, :]
+    if kind == "scatter":          # sample n's rows added at its ids
+        ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)[:, :, 0]
+        out = numpy.zeros((n * size, v.shape[2]), dtype=DTYPE)
+        numpy.add.at(out, (numpy.arange(n)[:, None] * size + ids).ravel(),
+                     v.reshape(-1, v.shape[2]))
+        return out.reshape(n, size, -1)
+    out = numpy.zeros((n, size, v.shape[2]), dtype=DTYPE)   # steps: row t -> P[t]
+    out[:, :rows] = v
+    return out
+
+
+def _param_grads(entry, outs, xm, n):
+    """(N, a, d): a parameter's per-sample data gradient, without the factor N."""
+    _, shape, terms = entry
+    total = numpy.zeros((n,) + shape, dtype=DTYPE) if not terms else None
+    for term in terms:
+        g = _term_grads(term, outs, xm, n)
+        total = g if total is None else total + g
+    return total
+
+
+def _gram(a):
+    """(N, r, r): every sample's Gram matrix of its rows, a: (N, r, c)."""
+    a = _contiguous(a)
+    return numpy.matmul(a, a.transpose(0, 2, 1))
+
+
+def _gram_squares(entry, outs, xm, n):
+    """(N,): ‖sample n's gradient‖² (without the factor N²) in the Gram form:
+    a parameter's summands as more rows of one product."""
+    _, _, terms = entry
+    kind = terms[0][0]
+    vs = [_by_sample(outs[t[2]], t[3], t[4], n) for t in terms]
+    if kind == "scatter":          # onehot(X_n) onehot(X_n)ᵀ: equal ids
+        ids = _by_sample(_ids(outs, xm, terms[0][1])[:, None], terms[0][3], terms[0][4], n)
+        gu = (ids == ids.transpose(0, 2, 1)).astype(DTYPE)
+        return numpy.einsum("nij,nij->n", gu, _gram(vs[0]))
+    us = [_by_sample(_left(outs, xm, t[1]), t[3], t[4], n) for t in terms]
+    if len(terms) == 1 and terms[0][3] == 1:    # one row: ‖u_n‖²·‖v_n‖²
+        u, v = us[0][:, 0], vs[0][:, 0]
+        return numpy.einsum("ij,ij->i", u, u) * numpy.einsum("ij,ij->i", v, v)
+    u = numpy.concatenate(us, axis=1) if len(us) > 1 else us[0]
+    v = numpy.concatenate(vs, axis=1) if len(vs) > 1 else vs[0]
+    return numpy.einsum("nij,nij->n", _gram(u), _gram(v))
+
+
+def _norms(outs, xm, n):
+    """(N,): the Euclidean norm of every sample's gradient over all parameters."""
+    sq = numpy.zeros(n, dtype=DTYPE)
+    for entry in _GRAD_TERMS.values():
+        if not entry[2]:
+            continue
+        if entry[0] == "gram":
+            sq += _gram_squares(entry, outs, xm, n)
+        else:
+            g = _param_grads(entry, outs, xm, n)
+            sq += numpy.einsum("ij,ij->i", g.reshape(n, -1), g.reshape(n, -1))
+    return n * numpy.sqrt(numpy.maximum(sq, 0))
+
+
+def _weighted_sum(entry, outs, xm, clip, weights):
+    """A parameter's data gradient with every row weighted by its sample's
+    clip[n], (a, d): Uᵀ·diag(w)·V and the like (clip = 1: loss_and_grad's,
+    without l2).  ``weights``: the row weights made so far, by row layout."""
+    _, shape, terms = entry
+    total = numpy.zeros(shape, dtype=DTYPE)
+    for kind, iu, iv, rows, layout, size in terms:
+        w = weights.get((rows, layout))
+        if w is None:
+            w = weights[(rows, layout)] = _row_weights(clip, rows, layout)
+        v = outs[iv]
+        if kind == "product":
+            u = _left(outs, xm, iu)
+            if u.shape[1] < v.shape[1]:        # scale the narrower factor
+                total += (u * w[:, None]).T @ v
+            else:
+                total += u.T @ (v * w[:, None])
+        elif kind == "colsum":
+            total += (w @ v)[None, :]
+        elif kind == "scatter":
+            numpy.add.at(total, _ids(outs, xm, iu), v * w[:, None])
+        else:                                  # steps
+            total[:rows] += (v * w[:, None]).reshape(rows, -1, v.shape[1]).sum(axis=1)
+    return total
+
+
+def _terms_inputs(params, x, y, lengths):
+    """Checked inputs, then the generated grad_terms function's outputs."""
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
+    ym = _check_y(y, n)
+    return mats, xm, ym, n, [*xs, ym, *mats]
+
+
+def _run_terms(args, n, xm, ym, mats):
+    outs = _run("grad_terms", n, args)
+    _finite_or_blame(outs[0], xm, ym, mats)
+    return outs
+
+
+def per_sample_grads(params, x, y, lengths=None):
+    """Every sample's gradient: a dict like params whose arrays have a
+    leading axis N.  Sample n's is the gradient of its term of the loss
+    (its loss, a mean over its steps for ``steps: all``; with ``lengths``
+    its real steps weighted L_n·N/ΣL, the batch being a mean over all real
+    (sample, step) pairs), without the mean over samples and without l2, so
+    that their mean over n plus the l2 gradient is loss_and_grad's (and
+    truncated like it with bptt).  Refused, with a ValueError saying the
+    bytes, before anything is allocated when N·N_PARAMS numbers cannot fit
+    in MAX_RESULT_BYTES."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    _check_fits(f"per_sample_grads (N = {n:,} samples)", n * N_PARAMS)
+    outs = _run_terms(args, n, xm, ym, mats)
+    res = {}
+    for key, entry in _GRAD_TERMS.items():
+        g = _param_grads(entry, outs, xm, n)
+        g = numpy.multiply(g, n, dtype=DTYPE).reshape((n,) + PARAM_SHAPES[key])
+        res[key] = _finite_or_blame(numpy.ascontiguousarray(g), xm, ym, mats)
+    return res
+
+
+def per_sample_grad_norms(params, x, y, lengths=None):
+    """(N,): the Euclidean norm, over all parameters, of every sample's
+    gradient (per_sample_grads), computed without forming the per-sample
+    gradients where the Gram form is cheaper (chosen per parameter at
+    generation time: _GRAD_TERMS, bpgen show)."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    return _finite_or_blame(_norms(outs, xm, n).astype(DTYPE, copy=False), xm, ym, mats)
+
+
+def _check_max_norm(max_norm):
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, numpy.integer,
+                                                               numpy.floating)):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    if not (math.isfinite(max_norm) and max_norm > 0):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    return float(max_norm)
+
+
+def clipped_grad(params, x, y, max_norm, lengths=None):
+    """DP-SGD's clipped gradient in one forward and one backward pass:
+    (loss, grads, norms) with loss = loss(params, x, y) (l2 included),
+    norms = per_sample_grad_norms, and grads (a dict like params) the mean
+    over samples of each per-sample gradient scaled by min(1, max_norm /
+    norm_n), without l2 (noise is the caller's): Uᵀ·diag(c)·V, c each
+    row's sample's factor.  ``max_norm``: a positive finite number."""
+    max_norm = _check_max_norm(max_norm)
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    norms = _finite_or_blame(_norms(outs, xm, n).astype(DTYPE, copy=False), xm, ym, mats)
+    with numpy.errstate(divide="ignore"):
+        clip = numpy.where(norms > max_norm, max_norm / norms, 1.0).astype(DTYPE)
+    grads, weights = {}, {}
+    for key, entry in _GRAD_TERMS.items():
+        # finite: the norms are (a non-finite row would have made its norm so)
+        grads[key] = numpy.ascontiguousarray(
+            _weighted_sum(entry, outs, xm, clip, weights).reshape(PARAM_SHAPES[key]), dtype=DTYPE)
+    return float(outs[0][0, 0]), grads, norms
 
 
 import threading as _threading  # noqa: E402
@@ -1968,6 +2195,184 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     # d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
     numpy.multiply(d_l0_A, (l0_Z >= 0), out=d_l0_Z)
     return d_l0_Z, l0_P, d_l2_Z, l2_P, l3_Y, d_l5_Z_2
+
+
+def _grad_terms(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
+    N = x.shape[0]
+
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(2570*N + 1, dtype=DTYPE)  # the outputs, in order
+    loss = flat[0:1].reshape(1, 1)
+    d_l0_Z = flat[1:512*N + 1].reshape(64*N, 8)
+    l0_P = flat[512*N + 1:1088*N + 1].reshape(64*N, 9)
+    d_l2_Z = flat[1088*N + 1:1344*N + 1].reshape(16*N, 16)
+    l2_P = flat[1344*N + 1:2496*N + 1].reshape(16*N, 72)
+    l3_Y = flat[2496*N + 1:2560*N + 1].reshape(N, 64)
+    d_l5_Z_2 = flat[2560*N + 1:2570*N + 1].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, l2_PW, l5_XW, o_exp, loss_terms, l0_W_sq, l2_W_sq, l5_W_sq, d_o_expsum,
+     d_l3_Y, d_l2_P) = _workspace('grad_terms', N, (
+        (64, 0, 8),  # l0_PW
+        (16, 0, 16),  # l2_PW
+        (1, 0, 10),  # l5_XW
+        (1, 0, 10),  # o_exp
+        (1, 0, 1),  # loss_terms
+        (0, 8, 9),  # l0_W_sq
+        (0, 16, 72),  # l2_W_sq
+        (0, 64, 10),  # l5_W_sq
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 64),  # d_l3_Y
+        (16, 0, 72),))  # d_l2_P
+
+    # forward pass
+    # l0: patches (im2col), one row per output pixel
+    # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
+    l0_P[...] = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
+    # l0: patches times the kernel, P·Wᵀ
+    # l0_PW = l0_P·l0_Wᵀ
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
+    # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
+    # l0_Z = l0_PW + l0_b
+    l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
+    # l0: activation relu
+    # l0_A = where(l0_Z >= 0, l0_Z, 0)
+    l0_A = numpy.where((l0_Z >= 0), l0_Z, 0)
+    # l0: as (N, filters·H_out·W_out), C order
+    # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
+    l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
+    # l1: each 2x2 window's maximum
+    # l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    l1_max = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4).max(axis=1, keepdims=True)
+    # l1: as (N, C·H_out·W_out)
+    # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
+    l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
+    # l2: patches (im2col), one row per output pixel
+    # l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
+    l2_P[...] = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
+    # l2: patches times the kernel, P·Wᵀ
+    # l2_PW = l2_P·l2_Wᵀ
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
+    # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
+    # l2_Z = l2_PW + l2_b
+    l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
+    # l2: activation relu
+    # l2_A = where(l2_Z >= 0, l2_Z, 0)
+    l2_A = numpy.where((l2_Z >= 0), l2_Z, 0)
+    # l2: as (N, filters·H_out·W_out), C order
+    # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
+    l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
+    # l3: each 2x2 window's maximum
+    # l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    l3_max = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4).max(axis=1, keepdims=True)
+    # l3: as (N, C·H_out·W_out)
+    # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
+    l3_Y[...] = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
+    # l5: affine part
+    # l5_XW = l3_Y·l5_W
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
+    # l5: pre-activation
+    # l5_Z = l5_XW + l5_b
+    l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
+    # o_max = rowmax(l5_Z)
+    o_max = l5_Z.max(axis=1, keepdims=True)
+    # exponentials, shifted by the row maximum for stability
+    # o_exp = exp(l5_Z - o_max)
+    numpy.exp(l5_Z - o_max, out=o_exp)
+    # row sums of the exponentials
+    # o_expsum = o_exp·1
+    o_expsum = o_exp.sum(axis=1, keepdims=True)
+    # o_pick = l5_Z ⊙ y
+    o_pick = numpy.multiply(l5_Z, y, out=l5_Z)
+    # the label's logit
+    # o_label = o_pick·1
+    o_label = o_pick.sum(axis=1, keepdims=True)
+    # logsumexp(O) - O[label] per sample
+    # loss_terms = o_max - o_label + log(o_expsum)
+    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
+    # loss_sum = 1ᵀ·loss_terms·1
+    loss_sum = loss_terms.sum(keepdims=True)
+    # l0_W_sq = l0_W^∘2
+    numpy.square(l0_W, out=l0_W_sq)
+    # l0_W_sqsum = 1ᵀ·l0_W_sq·1
+    l0_W_sqsum = l0_W_sq.sum(keepdims=True)
+    # l2_W_sq = l2_W^∘2
+    numpy.square(l2_W, out=l2_W_sq)
+    # l2_W_sqsum = 1ᵀ·l2_W_sq·1
+    l2_W_sqsum = l2_W_sq.sum(keepdims=True)
+    # l5_W_sq = l5_W^∘2
+    numpy.square(l5_W, out=l5_W_sq)
+    # l5_W_sqsum = 1ᵀ·l5_W_sq·1
+    l5_W_sqsum = l5_W_sq.sum(keepdims=True)
+    # mean over samples + 0.5 λ Σ‖W‖²
+    # loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N
+    numpy.add(5.0000000000000002e-5*l0_W_sqsum, 5.0000000000000002e-5*l2_W_sqsum + 5.0000000000000002e-5*l5_W_sqsum + loss_sum/N, out=loss)
+
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)
+    #   (logsumexp(O) - O[label] per sample)
+    # d_o_expsum = 1 / (N o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
+
+    # Grad of: l5_Z = l5_XW + l5_b
+    #   (l5: pre-activation)
+    # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
+    numpy.subtract(d_o_expsum*o_exp, y/N, out=d_l5_Z_2)
+
+    # Grad of: l5_XW = l3_Y·l5_W
+    #   (l5: affine part)
+    # d_l3_Y = d_l5_Z_2·l5_Wᵀ
+    numpy.dot(d_l5_Z_2, l5_W.T, out=d_l3_Y)
+
+    # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
+    #   (l3: as (N, C·H_out·W_out))
+    # d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
+    d_l3_max = _scatter(d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
+
+    # Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    #   (l3: each 2x2 window's maximum)
+    # d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere)
+    d_l2_Y = _scatter(_put_argmax(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4), d_l3_max), _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
+
+    # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
+    #   (l2: as (N, filters·H_out·W_out), C order)
+    # d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it)
+    d_l2_A = _scatter(d_l2_Y, _pattern_index(('transpose', 16, 16)), N, 256, 16)
+
+    # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
+    #   (l2: activation relu)
+    # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
+    numpy.multiply(d_l2_A, (l2_Z >= 0), out=d_l2_Z)
+
+    # Grad of: l2_PW = l2_P·l2_Wᵀ
+    #   (l2: patches times the kernel, P·Wᵀ)
+    # d_l2_P = d_l2_Z·l2_W
+    numpy.dot(d_l2_Z, l2_W, out=d_l2_P)
+
+    # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
+    #   (l2: patches (im2col), one row per output pixel)
+    # d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it)
+    d_l1_Y = _scatter(d_l2_P, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 128, 128)
+
+    # Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
+    #   (l1: as (N, C·H_out·W_out))
+    # d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it)
+    d_l1_max = _scatter(d_l1_Y, _pattern_index(('transpose', 128, 1)), N, 128, 1)
+
+    # Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    #   (l1: each 2x2 window's maximum)
+    # d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere)
+    d_l0_Y = _scatter(_put_argmax(_gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4), d_l1_max), _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
+
+    # Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
+    #   (l0: as (N, filters·H_out·W_out), C order)
+    # d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it)
+    d_l0_A = _scatter(d_l0_Y, _pattern_index(('transpose', 64, 8)), N, 512, 8)
+
+    # Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0)
+    #   (l0: activation relu)
+    # d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
+    numpy.multiply(d_l0_A, (l0_Z >= 0), out=d_l0_Z)
+    return loss, d_l0_Z, l0_P, d_l2_Z, l2_P, l3_Y, d_l5_Z_2
 
 
 def _columns_head(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
