@@ -264,24 +264,46 @@ def _term(g: Graph, d: Derivation, part: str, shape: tuple, keep) -> GradTerm | 
     raise NotImplementedError(f"per-sample gradients: no per-sample form of {part} ({prim})")
 
 
-def _norm_choice(key: str, shape: tuple, terms: tuple) -> ParamTerms:
+def _norm_choice(key: str, shape: tuple, terms: tuple, shared: frozenset = frozenset()
+                 ) -> ParamTerms:
     """How a parameter's per-sample norm is computed, from the shapes: the
     Gram form ⟨U_n U_nᵀ, V_n V_nᵀ⟩ costs r²(a + d) multiply-adds per sample
-    (r rows per sample, U (r, a), V (r, d)), forming the gradient U_nᵀ V_n
-    costs r·a·d; an embedding table's (onehot(X_n)ᵀ D_n, V rows) r²(d + 1)
-    against V·d + r·d.  Sums (biases, gains, positions) are always formed:
-    r·d.  Several summands of different kinds are formed and added."""
+    (r rows per sample, U (r, a), V (r, d); a factor whose Gram matrices
+    another parameter forms already, in ``shared`` as (output index, rows),
+    costs nothing more: a delta shared by an lstm's Wx and Wh), forming the
+    gradient U_nᵀ V_n costs r·a·d; an embedding table's (onehot(X_n)ᵀ D_n,
+    V rows) r²(d + 1) against V·d + r·d.  Sums (biases, gains, positions)
+    are always formed: r·d.  Several summands of different kinds are formed
+    and added."""
     a, d = shape
     r = sum(t.rows for t in terms)
     kinds = {t.kind for t in terms}
     if kinds == {"product"}:
-        gram, explicit = r * r * (a + d), r * a * d
+        one = len(terms) == 1
+        gram = r * r * (1 + (0 if one and (terms[0].u, r) in shared else a)
+                        + (0 if one and (terms[0].v, r) in shared else d))
+        explicit = r * a * d
     elif kinds == {"scatter"} and len(terms) == 1:
         gram, explicit = r * r * (d + 1), terms[0].size * d + r * d
     else:
         gram, explicit = -1, sum(t.rows * (a * d if t.kind == "product" else d) for t in terms)
     norm = "gram" if 0 <= gram < explicit else "explicit"
     return ParamTerms(key, shape, terms, norm, gram, explicit)
+
+
+def _norm_choices(params: list) -> tuple:
+    """Every parameter's :func:`_norm_choice` ([(key, shape, terms)]), to a
+    fixed point: a Gram matrix one parameter forms is free for the others
+    that share its factor (the runtime computes it once per call)."""
+    shared: frozenset = frozenset()
+    while True:
+        plans = tuple(_norm_choice(key, shape, terms, shared) for key, shape, terms in params)
+        grams = frozenset((f, p.terms[0].rows) for p in plans if p.norm == "gram" and len(p.terms) == 1
+                          and p.terms[0].kind == "product" and p.terms[0].rows > 1
+                          for f in (p.terms[0].u, p.terms[0].v))
+        if grams <= shared:
+            return plans
+        shared |= grams
 
 
 def _grad_terms(spec: Spec, d: Derivation):
@@ -308,14 +330,14 @@ def _grad_terms(spec: Spec, d: Derivation):
             outs.append(var)
         return outs.index(var)
 
-    plans = []
+    params = []
     for key, p in d.params.items():
         shape = g.vars[p].shape
         terms = tuple(t for t in (_term(g, d, part, shape, keep)
                                   for part in g.grad_parts.get(p, [])) if t is not None)
-        plans.append(_norm_choice(key, shape, terms))
+        params.append((key, shape, terms))
     prog = lower(g, "grad_terms", _inputs(d), outs, d.n_forward)
-    return prog, {"grad_terms": tuple(plans)}
+    return prog, {"grad_terms": _norm_choices(params)}
 
 
 def _curvature(spec: Spec, base: Derivation):

@@ -89,6 +89,9 @@ class ParamTerms:
         if self.gram_cost < 0:
             return f"{self.norm} ({kinds}, r = {r}: {self.explicit_cost:,} per sample)"
         return (f"{self.norm} ({kinds}, r = {r} rows per sample: Gram {self.gram_cost:,} vs "
+                f"explicit {self.explicit_cost:,} multiply-adds per sample; a Gram matrix "
+                f"another parameter forms counts 0)" if r > 1 else
+                f"{self.norm} ({kinds}, r = 1 row per sample: Gram {self.gram_cost:,} vs "
                 f"explicit {self.explicit_cost:,} multiply-adds per sample)")
 
 

@@ -112,7 +112,7 @@ _FACTORS = {'attn.mha.Wq': (0, 1), 'attn.mha.Wk': (0, 2), 'attn.mha.Wv': (0, 3),
 #: (r x r Gram matrices per sample, r²(a+d) multiply-adds) or "explicit"
 #: (sample n's gradient U_nᵀ V_n formed, r·a·d), whichever costs less
 _GRAD_TERMS = {
-    # emb.E: explicit (scatter, r = 8 rows per sample: Gram 1,088 vs explicit 384 multiply-adds per sample)
+    # emb.E: explicit (scatter, r = 8 rows per sample: Gram 1,088 vs explicit 384 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
     "emb.E": ('explicit', (16, 16), (('scatter', -1, 1, 8, 'time', 16),)),
     # emb.P: explicit (steps, r = 8: 128 per sample)
     "emb.P": ('explicit', (8, 16), (('steps', -1, 1, 8, 'time', 8),)),
@@ -120,13 +120,13 @@ _GRAD_TERMS = {
     "attn.norm.g": ('explicit', (1, 16), (('colsum', -1, 2, 8, 'time', 0),)),
     # attn.norm.b: explicit (colsum, r = 8: 128 per sample)
     "attn.norm.b": ('explicit', (1, 16), (('colsum', -1, 3, 8, 'time', 0),)),
-    # attn.mha.Wq: explicit (product, r = 8 rows per sample: Gram 2,048 vs explicit 2,048 multiply-adds per sample)
+    # attn.mha.Wq: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
     "attn.mha.Wq": ('explicit', (16, 16), (('product', 4, 5, 8, 'time', 0),)),
-    # attn.mha.Wk: explicit (product, r = 8 rows per sample: Gram 2,048 vs explicit 2,048 multiply-adds per sample)
+    # attn.mha.Wk: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
     "attn.mha.Wk": ('explicit', (16, 16), (('product', 4, 6, 8, 'time', 0),)),
-    # attn.mha.Wv: explicit (product, r = 8 rows per sample: Gram 2,048 vs explicit 2,048 multiply-adds per sample)
+    # attn.mha.Wv: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
     "attn.mha.Wv": ('explicit', (16, 16), (('product', 4, 7, 8, 'time', 0),)),
-    # attn.mha.Wo: explicit (product, r = 8 rows per sample: Gram 2,048 vs explicit 2,048 multiply-adds per sample)
+    # attn.mha.Wo: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
     "attn.mha.Wo": ('explicit', (16, 16), (('product', 8, 9, 8, 'time', 0),)),
     # attn.mha.bq: explicit (colsum, r = 8: 128 per sample)
     "attn.mha.bq": ('explicit', (1, 16), (('colsum', -1, 5, 8, 'time', 0),)),
@@ -140,15 +140,15 @@ _GRAD_TERMS = {
     "mlp.norm.g": ('explicit', (1, 16), (('colsum', -1, 10, 8, 'time', 0),)),
     # mlp.norm.b: explicit (colsum, r = 8: 128 per sample)
     "mlp.norm.b": ('explicit', (1, 16), (('colsum', -1, 11, 8, 'time', 0),)),
-    # mlp.up.W: gram (product, r = 8 rows per sample: Gram 5,120 vs explicit 8,192 multiply-adds per sample)
+    # mlp.up.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
     "mlp.up.W": ('gram', (16, 64), (('product', 12, 13, 8, 'time', 0),)),
     # mlp.up.b: explicit (colsum, r = 8: 512 per sample)
     "mlp.up.b": ('explicit', (1, 64), (('colsum', -1, 13, 8, 'time', 0),)),
-    # mlp.down.W: gram (product, r = 8 rows per sample: Gram 5,120 vs explicit 8,192 multiply-adds per sample)
+    # mlp.down.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
     "mlp.down.W": ('gram', (64, 16), (('product', 14, 15, 8, 'time', 0),)),
     # mlp.down.b: explicit (colsum, r = 8: 128 per sample)
     "mlp.down.b": ('explicit', (1, 16), (('colsum', -1, 15, 8, 'time', 0),)),
-    # head.W: explicit (product, r = 8 rows per sample: Gram 2,048 vs explicit 2,048 multiply-adds per sample)
+    # head.W: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
     "head.W": ('explicit', (16, 16), (('product', 16, 17, 8, 'time', 0),)),
     # head.b: explicit (colsum, r = 8: 128 per sample)
     "head.b": ('explicit', (1, 16), (('colsum', -1, 17, 8, 'time', 0),)),
@@ -875,12 +875,6 @@ def _by_sample(arr, rows, layout, n):
     return arr.reshape(n, rows, c)
 
 
-def _contiguous(a):
-    """``a`` in C order: batched products on contiguous stacks run as BLAS
-    products per sample (on strided ones, about half as fast)."""
-    return numpy.ascontiguousarray(a)
-
-
 def _row_weights(c, rows, layout):
     """(rows·N,): each row's weight c[its sample]."""
     return numpy.tile(c, rows) if layout == "time" else numpy.repeat(c, rows)
@@ -906,7 +900,7 @@ def _term_grads(term, outs, xm, n):
         u = _by_sample(_left(outs, xm, iu), rows, layout, n)
         if rows == 1:              # an outer product per sample
             return u[:, 0, :, None] * v[:, 0, None, :]
-        return numpy.matmul(_contiguous(u.transpose(0, 2, 1)), _contiguous(v))
+        return numpy.matmul(u.transpose(0, 2, 1), v)
     if kind == "colsum":
         return v.sum(axis=1)[:, None, :]
     if kind == "scatter":          # sample n's rows added at its ids
@@ -931,68 +925,97 @@ def _param_grads(entry, outs, xm, n):
 
 
 def _gram(a):
-    """(N, r, r): every sample's Gram matrix of its rows, a: (N, r, c)."""
-    a = _contiguous(a)
+    """(N, r, r): every sample's Gram matrix of its rows, a: (N, r, c) (a
+    strided view: each sample's rows are a BLAS operand as they lie)."""
     return numpy.matmul(a, a.transpose(0, 2, 1))
 
 
-def _gram_squares(entry, outs, xm, n):
+def _cached(cache, key, make):
+    """cache[key], made once per call (a delta is shared by a layer's
+    weight and bias, an lstm's Wx, Wh and b)."""
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = make()
+    return value
+
+
+def _row_squares(cache, arr, i):
+    """(rows,): the squared norm of every row of output i (or x)."""
+    return _cached(cache, ("sq", i), lambda: numpy.einsum("ij,ij->i", arr, arr))
+
+
+def _gram_squares(entry, outs, xm, n, cache):
     """(N,): ‖sample n's gradient‖² (without the factor N²) in the Gram form:
     a parameter's summands as more rows of one product."""
     _, _, terms = entry
-    kind = terms[0][0]
-    vs = [_by_sample(outs[t[2]], t[3], t[4], n) for t in terms]
+    kind, iu, iv, rows, layout, _ = terms[0]
     if kind == "scatter":          # onehot(X_n) onehot(X_n)ᵀ: equal ids
-        ids = _by_sample(_ids(outs, xm, terms[0][1])[:, None], terms[0][3], terms[0][4], n)
+        ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)
         gu = (ids == ids.transpose(0, 2, 1)).astype(DTYPE)
-        return numpy.einsum("nij,nij->n", gu, _gram(vs[0]))
-    us = [_by_sample(_left(outs, xm, t[1]), t[3], t[4], n) for t in terms]
-    if len(terms) == 1 and terms[0][3] == 1:    # one row: ‖u_n‖²·‖v_n‖²
-        u, v = us[0][:, 0], vs[0][:, 0]
-        return numpy.einsum("ij,ij->i", u, u) * numpy.einsum("ij,ij->i", v, v)
-    u = numpy.concatenate(us, axis=1) if len(us) > 1 else us[0]
-    v = numpy.concatenate(vs, axis=1) if len(vs) > 1 else vs[0]
+        return numpy.einsum("nij,nij->n", gu, _gram(_by_sample(outs[iv], rows, layout, n)))
+    if len(terms) == 1 and rows == 1:    # one row: ‖u_n‖²·‖v_n‖²
+        return _row_squares(cache, _left(outs, xm, iu), iu) * _row_squares(cache, outs[iv], iv)
+    if len(terms) == 1:
+        gu = _cached(cache, ("gram", iu, rows, layout),
+                     lambda: _gram(_by_sample(_left(outs, xm, iu), rows, layout, n)))
+        gv = _cached(cache, ("gram", iv, rows, layout),
+                     lambda: _gram(_by_sample(outs[iv], rows, layout, n)))
+        return numpy.einsum("nij,nij->n", gu, gv)
+    u = numpy.concatenate([_by_sample(_left(outs, xm, t[1]), t[3], t[4], n) for t in terms],
+                          axis=1)
+    v = numpy.concatenate([_by_sample(outs[t[2]], t[3], t[4], n) for t in terms], axis=1)
     return numpy.einsum("nij,nij->n", _gram(u), _gram(v))
+
+
+def _explicit_squares(entry, outs, xm, n, cache):
+    """(N,): ‖sample n's gradient‖² (without the factor N²), the gradient formed."""
+    terms = entry[2]
+    kind, _, iv, rows, _, _ = terms[0]
+    if len(terms) == 1 and kind == "colsum" and rows == 1:   # the delta's own row
+        return _row_squares(cache, outs[iv], iv)
+    g = _param_grads(entry, outs, xm, n).reshape(n, -1)
+    return numpy.einsum("ij,ij->i", g, g)
 
 
 def _norms(outs, xm, n):
     """(N,): the Euclidean norm of every sample's gradient over all parameters."""
     sq = numpy.zeros(n, dtype=DTYPE)
+    cache = {}
     for entry in _GRAD_TERMS.values():
-        if not entry[2]:
-            continue
-        if entry[0] == "gram":
-            sq += _gram_squares(entry, outs, xm, n)
-        else:
-            g = _param_grads(entry, outs, xm, n)
-            sq += numpy.einsum("ij,ij->i", g.reshape(n, -1), g.reshape(n, -1))
+        if entry[2]:
+            form = _gram_squares if entry[0] == "gram" else _explicit_squares
+            sq += form(entry, outs, xm, n, cache)
     return n * numpy.sqrt(numpy.maximum(sq, 0))
 
 
 def _weighted_sum(entry, outs, xm, clip, weights):
     """A parameter's data gradient with every row weighted by its sample's
     clip[n], (a, d): Uᵀ·diag(w)·V and the like (clip = 1: loss_and_grad's,
-    without l2).  ``weights``: the row weights made so far, by row layout."""
+    without l2).  ``weights``: the row weights and scaled factors made so
+    far in this call."""
     _, shape, terms = entry
-    total = numpy.zeros(shape, dtype=DTYPE)
+    total = None
     for kind, iu, iv, rows, layout, size in terms:
-        w = weights.get((rows, layout))
-        if w is None:
-            w = weights[(rows, layout)] = _row_weights(clip, rows, layout)
+        w = clip if rows == 1 else _cached(weights, (rows, layout),
+                                           lambda: _row_weights(clip, rows, layout))
         v = outs[iv]
         if kind == "product":
             u = _left(outs, xm, iu)
-            if u.shape[1] < v.shape[1]:        # scale the narrower factor
-                total += (u * w[:, None]).T @ v
+            # scale the narrower factor (once: a delta serves several weights)
+            if u.shape[1] < v.shape[1]:
+                part = _cached(weights, (iu, rows), lambda: u * w[:, None]).T @ v
             else:
-                total += u.T @ (v * w[:, None])
+                part = u.T @ _cached(weights, (iv, rows), lambda: v * w[:, None])
         elif kind == "colsum":
-            total += (w @ v)[None, :]
+            part = (w @ v)[None, :]
         elif kind == "scatter":
-            numpy.add.at(total, _ids(outs, xm, iu), v * w[:, None])
+            part = numpy.zeros(shape, dtype=DTYPE)
+            numpy.add.at(part, _ids(outs, xm, iu), v * w[:, None])
         else:                                  # steps
-            total[:rows] += (v * w[:, None]).reshape(rows, -1, v.shape[1]).sum(axis=1)
-    return total
+            part = numpy.zeros(shape, dtype=DTYPE)
+            part[:rows] = (v * w[:, None]).reshape(rows, -1, v.shape[1]).sum(axis=1)
+        total = part if total is None else total + part
+    return numpy.zeros(shape, dtype=DTYPE) if total is None else total
 
 
 def _terms_inputs(params, x, y, lengths):

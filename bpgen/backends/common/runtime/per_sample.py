@@ -43,12 +43,6 @@ def _by_sample(arr, rows, layout, n):
     return arr.reshape(n, rows, c)
 
 
-def _contiguous(a):
-    """``a`` in C order: batched products on contiguous stacks run as BLAS
-    products per sample (on strided ones, about half as fast)."""
-    return numpy.ascontiguousarray(a)
-
-
 def _row_weights(c, rows, layout):
     """(rows·N,): each row's weight c[its sample]."""
     return numpy.tile(c, rows) if layout == "time" else numpy.repeat(c, rows)
@@ -74,7 +68,7 @@ def _term_grads(term, outs, xm, n):
         u = _by_sample(_left(outs, xm, iu), rows, layout, n)
         if rows == 1:              # an outer product per sample
             return u[:, 0, :, None] * v[:, 0, None, :]
-        return numpy.matmul(_contiguous(u.transpose(0, 2, 1)), _contiguous(v))
+        return numpy.matmul(u.transpose(0, 2, 1), v)
     if kind == "colsum":
         return v.sum(axis=1)[:, None, :]
     if kind == "scatter":          # sample n's rows added at its ids
@@ -99,8 +93,8 @@ def _param_grads(entry, outs, xm, n):
 
 
 def _gram(a):
-    """(N, r, r): every sample's Gram matrix of its rows, a: (N, r, c)."""
-    a = _contiguous(a)
+    """(N, r, r): every sample's Gram matrix of its rows, a: (N, r, c) (a
+    strided view: each sample's rows are a BLAS operand as they lie)."""
     return numpy.matmul(a, a.transpose(0, 2, 1))
 
 
@@ -165,7 +159,8 @@ def _norms(outs, xm, n):
 def _weighted_sum(entry, outs, xm, clip, weights):
     """A parameter's data gradient with every row weighted by its sample's
     clip[n], (a, d): Uᵀ·diag(w)·V and the like (clip = 1: loss_and_grad's,
-    without l2).  ``weights``: the row weights made so far, by row layout."""
+    without l2).  ``weights``: the row weights and scaled factors made so
+    far in this call."""
     _, shape, terms = entry
     total = None
     for kind, iu, iv, rows, layout, size in terms:
@@ -174,10 +169,11 @@ def _weighted_sum(entry, outs, xm, clip, weights):
         v = outs[iv]
         if kind == "product":
             u = _left(outs, xm, iu)
-            if u.shape[1] < v.shape[1]:        # scale the narrower factor
-                part = (u * w[:, None]).T @ v
+            # scale the narrower factor (once: a delta serves several weights)
+            if u.shape[1] < v.shape[1]:
+                part = _cached(weights, (iu, rows), lambda: u * w[:, None]).T @ v
             else:
-                part = u.T @ (v * w[:, None])
+                part = u.T @ _cached(weights, (iv, rows), lambda: v * w[:, None])
         elif kind == "colsum":
             part = (w @ v)[None, :]
         elif kind == "scatter":
