@@ -350,3 +350,18 @@ def test_per_sample_grads_refused_before_allocating(builder, backend, monkeypatc
     psg = mod.per_sample_grads(params, x, y)
     per = np.concatenate([v.reshape(64, -1) for v in psg.values()], axis=1)
     assert rel_err(np.linalg.norm(per, axis=1), norms) <= 1e-12
+
+
+@pytest.mark.parametrize("cid", list(WIDE))
+def test_the_choice_is_stated(builder, cid):
+    """bpgen show and the generated module's comments say, for every
+    parameter, its summands and the norm's form chosen from the shapes."""
+    from bpgen.show import render
+    mod = builder(WIDE[cid], "numpy")
+    text = render(WIDE[cid]).split("Per-sample gradients", 1)[1]
+    with open(mod.__file__) as f:
+        source = f.read()
+    for key, (norm, _, terms) in mod._GRAD_TERMS.items():
+        assert f"\n  {key}: " in text and f"# {key}: {norm} (" in source
+        assert any(line.strip().startswith(f"norm: {norm} (") for line in
+                   text.split(f"\n  {key}: ", 1)[1].splitlines()[1:2])
