@@ -27,7 +27,11 @@ one process pinned to one CPU, one thread, median of R repeats):
 The peak memory of ``loss_and_grad``, ``per_sample_grad_norms``,
 ``clipped_grad`` and ``per_sample_grads`` (bpgen C) is measured on
 MEMORY (the 784-256-256-10 MLP at N = 1,024), each in a forked child
-started before any call: ru_maxrss after one call minus the RSS before.
+started before any call (and before the timings, so before JAX or torch
+start threads): ru_maxrss after one call minus the RSS before.
+``per_sample_grads`` there allocates its 2.1 GB result (it fits under
+the module's MAX_RESULT_BYTES on a machine of 4.3 GB or more; below, it
+is refused and the refusal is printed).
 """
 import json
 import os
@@ -329,12 +333,13 @@ def run_section(names, tmp, repeats, tools, memory=True):
           "clipped_grad (max_norm: the median norm),\nas ratios to the same backend's "
           "loss_and_grad; peers' clipped gradient (vmap(grad) + clipping) in us; C/best = "
           "bpgen C's\nclipped_grad / the fastest peer's (< 1: bpgen is faster)\n")
+    # the memory first: its children are forked before JAX or torch start threads
+    mem = memory_section(tmp, tools) if memory else None
     rows = [run_case(name, *cases[name], tmp, repeats, tools) for name in names]
     print()
     print_rows(rows)
     out = {"cases": rows}
     if memory:
-        mem = memory_section(tmp, tools)
         name, n = MEMORY
         print(f"\npeak memory, bpgen C, {name} at N = {n:,} (N_PARAMS = {mem['N_PARAMS']:,}; "
               f"per-sample gradients would be {n * mem['N_PARAMS'] * 8 / 2**20:.0f} MiB), "

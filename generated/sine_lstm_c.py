@@ -992,9 +992,10 @@ def per_sample_grads(params, x, y, lengths=None):
     outs = _run_terms(args, n, xm, ym, mats)
     res = {}
     for key, entry in _GRAD_TERMS.items():
-        g = _param_grads(entry, outs, xm, n)
-        g = numpy.multiply(g, n, dtype=DTYPE).reshape((n,) + PARAM_SHAPES[key])
-        res[key] = _finite_or_blame(numpy.ascontiguousarray(g), xm, ym, mats)
+        g = _param_grads(entry, outs, xm, n)       # a fresh array: scaled in place
+        g *= n
+        res[key] = _finite_or_blame(
+            numpy.ascontiguousarray(g.reshape((n,) + PARAM_SHAPES[key])), xm, ym, mats)
     return res
 
 
