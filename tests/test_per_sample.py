@@ -365,3 +365,39 @@ def test_the_choice_is_stated(builder, cid):
         assert f"\n  {key}: " in text and f"# {key}: {norm} (" in source
         assert any(line.strip().startswith(f"norm: {norm} (") for line in
                    text.split(f"\n  {key}: ", 1)[1].splitlines()[1:2])
+
+
+# the architectures benchmarks/peers.py writes in PyTorch (dense, tanh rnn,
+# lstm, conv/pooling, embedding/attention/layernorm/blocks)
+TORCH_CASES = ["dense-relu-sce-l2", "rnn-mse-all", "lstm-wide-gram", "conv-max-sce",
+               "attn-causal-sce-all", "block-prenorm-sce-last", "embedding-vocab-gram"]
+
+
+@pytest.mark.parametrize("case, backend", _runs([BY_ID[c] for c in TORCH_CASES]))
+def test_against_torch_func_vmap(builder, case, backend):
+    """per_sample_grads, the norms and the clipped gradient against
+    torch.func.vmap(torch.func.grad(one sample's loss)) (the issue's
+    held-out oracle), on the networks benchmarks/peers.py writes in PyTorch."""
+    torch = pytest.importorskip("torch", reason="torch is not installed: the torch.func "
+                                                "oracle of per-sample gradients is skipped")
+    import os
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import peers
+    from torch.func import grad, vmap
+    arch = {k: v for k, v in case["arch"].items() if k != "regularization"}
+    spec, mod = load_spec(case["arch"]), builder(case["arch"], backend)
+    params, x, y = _point(spec, mod, seed=17, batch=4)
+    loss_fn = peers._torch_loss(arch)
+    P = {k: torch.tensor(v) for k, v in params.items()}
+    per = vmap(grad(lambda P, xi, yi: loss_fn(P, xi[None], yi[None])), in_dims=(None, 0, 0))
+    want = {k: v.numpy() for k, v in per(P, torch.from_numpy(x), torch.from_numpy(y)).items()}
+    psg = mod.per_sample_grads(params, x, y)
+    assert rel_err(_flat(psg), _flat(want)) <= 1e-10
+    flat = np.stack([_flat({k: v[n] for k, v in want.items()}) for n in range(4)])
+    norms = np.linalg.norm(flat, axis=1)
+    assert rel_err(mod.per_sample_grad_norms(params, x, y), norms) <= 1e-10
+    max_norm = float(np.median(norms))
+    clipped = (np.minimum(1.0, max_norm / norms)[:, None] * flat).mean(axis=0)
+    assert rel_err(_flat(mod.clipped_grad(params, x, y, max_norm)[1]), clipped) <= 1e-10
