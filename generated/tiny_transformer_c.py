@@ -879,6 +879,15 @@ def _by_sample(arr, rows, layout, n):
     return arr.reshape(n, rows, c)
 
 
+def _row_sums(arr, rows, layout, n):
+    """(N, c): every sample's sum of its rows of a (rows·N, c) factor, as a
+    product with ones (NumPy's sum over a middle axis is ~10x slower)."""
+    ones = numpy.ones(rows, dtype=DTYPE)
+    if layout == "time":
+        return (ones @ arr.reshape(rows, -1)).reshape(n, -1)
+    return numpy.matmul(ones, arr.reshape(n, rows, -1))
+
+
 def _row_weights(c, rows, layout):
     """(rows·N,): each row's weight c[its sample]."""
     return numpy.tile(c, rows) if layout == "time" else numpy.repeat(c, rows)
@@ -906,7 +915,7 @@ def _term_grads(term, outs, xm, n):
             return u[:, 0, :, None] * v[:, 0, None, :]
         return numpy.matmul(u.transpose(0, 2, 1), v)
     if kind == "colsum":
-        return v.sum(axis=1)[:, None, :]
+        return _row_sums(outs[iv], rows, layout, n)[:, None, :]
     if kind == "scatter":          # sample n's rows added at its ids
         ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)[:, :, 0]
         out = numpy.zeros((n * size, v.shape[2]), dtype=DTYPE)
@@ -1017,7 +1026,8 @@ def _weighted_sum(entry, outs, xm, clip, weights):
             numpy.add.at(part, _ids(outs, xm, iu), v * w[:, None])
         else:                                  # steps
             part = numpy.zeros(shape, dtype=DTYPE)
-            part[:rows] = (v * w[:, None]).reshape(rows, -1, v.shape[1]).sum(axis=1)
+            scaled = (v * w[:, None]).reshape(rows, -1, v.shape[1])
+            part[:rows] = numpy.matmul(numpy.ones(scaled.shape[1], dtype=DTYPE), scaled)
         total = part if total is None else total + part
     return numpy.zeros(shape, dtype=DTYPE) if total is None else total
 
@@ -1032,7 +1042,9 @@ def _terms_inputs(params, x, y, lengths):
 
 
 def _run_terms(args, n, xm, ym, mats):
-    outs = _run("grad_terms", n, args)
+    # the factors stay in the thread's kept buffer (C): nothing returned
+    # here is a view of them
+    outs = _run("grad_terms", n, args, scratch=True)
     _finite_or_blame(outs[0], xm, ym, mats)
     return outs
 
@@ -1282,6 +1294,7 @@ def _buffer(need):
 def release_workspace():
     """Free the calling thread's workspace (it is kept between calls)."""
     _LOCAL.ws = None
+    _LOCAL.outs = None
     if hasattr(lib, "bpgf_release_workspace"):     # the C entry points' (fastcall.c)
         lib.bpgf_release_workspace()
 
@@ -1337,11 +1350,28 @@ def _split_calls():
     return int(lib.bpg_split_calls()) if hasattr(lib, "bpg_split_calls") else 0
 
 
-def _call(name, n, args):
-    """Run ``bpg_<name>``: the flat output buffer.  The API has checked every
-    input (shape, dtype, C-contiguity), so the C code stays in bounds."""
+def _scratch_out(name, size):
+    """The calling thread's output buffer of ``name``, kept between calls
+    (grown as needed): a fresh one of megabytes costs its page faults on
+    every call (the CNN's grad_terms: half of the call)."""
+    held = getattr(_LOCAL, "outs", None)
+    if held is None:
+        held = _LOCAL.outs = {}
+    out = held.get(name)
+    if out is None or out.size < size:
+        out = held[name] = numpy.empty(size, dtype=DTYPE)
+    return out[:size]
+
+
+def _call(name, n, args, scratch=False):
+    """Run ``bpg_<name>``: the flat output buffer (fresh; with ``scratch``,
+    the thread's buffer of ``name``, overwritten by its next call: for
+    callers that read the outputs and return none of them).  The API has
+    checked every input (shape, dtype, C-contiguity), so the C code stays in
+    bounds."""
     a, b = _OUT_SIZE[name]
-    out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
+    size = max(a * n + b, 1)
+    out = _scratch_out(name, size) if scratch else numpy.empty(size, dtype=DTYPE)
     if _entry_run(name, n, args, out):
         return out
     fb = ffi.from_buffer
@@ -1354,9 +1384,10 @@ def _call(name, n, args):
     return out
 
 
-def _run(name, n, args):
-    """The outputs of ``bpg_<name>`` as matrices (views of one buffer)."""
-    out = _call(name, n, args)
+def _run(name, n, args, scratch=False):
+    """The outputs of ``bpg_<name>`` as matrices (views of one buffer; with
+    ``scratch`` the thread's kept buffer, see _call)."""
+    out = _call(name, n, args, scratch)
     return [out[oa * n + ob:oa * n + ob + a * n + b].reshape(-1, cols)
             for oa, ob, a, b, cols in _OUTPUTS[name]]
 

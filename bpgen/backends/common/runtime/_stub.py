@@ -33,8 +33,9 @@ _BYTES_PER_SAMPLE = 8
 _ASSEMBLY_PER_SAMPLE = {}
 
 
-def _run(name, n, args):
-    """Run generated function ``name``: its outputs as a list of matrices."""
+def _run(name, n, args, scratch=False):
+    """Run generated function ``name``: its outputs as a list of matrices
+    (``scratch``: in a buffer the thread keeps, C backend)."""
     raise NotImplementedError
 
 
