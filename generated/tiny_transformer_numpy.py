@@ -1078,12 +1078,17 @@ def per_sample_grad_norms(params, x, y, lengths=None):
 
 
 def _check_max_norm(max_norm):
-    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, numpy.integer,
-                                                               numpy.floating)):
+    """``max_norm`` as a float: a real number (a Python or NumPy scalar, or a
+    0-d array), positive and finite; anything else is a ValueError naming it."""
+    kind = getattr(numpy.asarray(max_norm) if not isinstance(max_norm, (str, bytes))
+                   else None, "dtype", None)
+    if (isinstance(max_norm, bool) or kind is None or kind.kind not in "iuf"
+            or numpy.ndim(max_norm) != 0):
         raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
-    if not (math.isfinite(max_norm) and max_norm > 0):
+    value = float(max_norm)
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
-    return float(max_norm)
+    return value
 
 
 def clipped_grad(params, x, y, max_norm, lengths=None):

@@ -291,7 +291,7 @@ def test_with_lengths(builder, case, backend):
 # errors
 
 BAD_MAX_NORM = [0, 0.0, -1.0, float("nan"), float("inf"), -float("inf"), "1.0", None, True,
-                [1.0], np.array([1.0, 2.0])]
+                [1.0], np.array([1.0, 2.0]), np.array(-1.0), np.bool_(True), 1j, {"a": 1}]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "c"])
@@ -314,6 +314,8 @@ def test_bad_arguments(builder, backend):
             fn({k: v for k, v in list(params.items())[1:]}, x, y)
         with pytest.raises(ValueError, match="^x: contains NaN"):
             fn(params, np.where(x > 0, np.nan, x), y)
+    for good in (2, 0.5, np.float32(0.5), np.int64(3), np.array(0.5)):
+        assert mod.clipped_grad(params, x, y, good)[1].keys() == params.keys()
     before = {k: v.copy() for k, v in params.items()}, x.copy(), y.copy()
     mod.clipped_grad(params, x, y, 1.0)
     mod.per_sample_grads(params, x, y)
