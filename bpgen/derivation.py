@@ -330,14 +330,19 @@ def _grad_terms(spec: Spec, d: Derivation):
             outs.append(var)
         return outs.index(var)
 
-    params = []
+    params, missing = [], {}
     for key, p in d.params.items():
         shape = g.vars[p].shape
-        terms = tuple(t for t in (_term(g, d, part, shape, keep)
-                                  for part in g.grad_parts.get(p, [])) if t is not None)
+        try:
+            terms = tuple(t for t in (_term(g, d, part, shape, keep)
+                                      for part in g.grad_parts.get(p, [])) if t is not None)
+        except NotImplementedError as exc:      # the per-sample functions refuse, named
+            missing[key], terms = str(exc), ()
         params.append((key, shape, terms))
     prog = lower(g, "grad_terms", _inputs(d), outs, d.n_forward)
-    return prog, {"grad_terms": _norm_choices(params)}
+    plans = tuple(ParamTerms(pt.key, pt.shape, (), "unsupported", -1, -1, missing[pt.key])
+                  if pt.key in missing else pt for pt in _norm_choices(params))
+    return prog, {"grad_terms": plans}
 
 
 def _curvature(spec: Spec, base: Derivation):

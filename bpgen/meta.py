@@ -78,12 +78,19 @@ class ParamTerms:
     norm: str
     gram_cost: int
     explicit_cost: int
+    #: why the parameter has no per-sample form ("unsupported" norm): a
+    #: gradient summand that is not a reduction over per-sample rows
+    missing: str = ""
 
     def constant(self) -> tuple:
+        if self.norm == "unsupported":
+            return (self.norm, self.shape, self.missing)
         return (self.norm, self.shape, tuple(t.constant() for t in self.terms))
 
     def reason(self) -> str:
         """The choice in words, for the generated comments and bpgen show."""
+        if self.norm == "unsupported":
+            return "unsupported: the per-sample functions raise NotImplementedError"
         r = sum(t.rows for t in self.terms)
         kinds = "+".join(sorted({t.kind for t in self.terms}))
         if self.gram_cost < 0:

@@ -1030,11 +1030,21 @@ def _weighted_sum(entry, outs, xm, clip, weights):
 
 def _terms_inputs(params, x, y, lengths):
     """Checked inputs, then the generated grad_terms function's outputs."""
+    _supported()
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
     ym = _check_y(y, n)
     return mats, xm, ym, n, [*xs, ym, *mats]
+
+
+def _supported():
+    """A NotImplementedError naming the parameter without a per-sample form
+    (a gradient summand that is not a reduction over per-sample rows: the
+    generator says which), if any; every layer bpgen has today has one."""
+    for key, entry in _GRAD_TERMS.items():
+        if entry[0] == "unsupported":
+            raise NotImplementedError(f"per-sample gradients of {key}: {entry[2]}")
 
 
 def _run_terms(args, n, xm, ym, mats):

@@ -403,3 +403,30 @@ def test_against_torch_func_vmap(builder, case, backend):
     max_norm = float(np.median(norms))
     clipped = (np.minimum(1.0, max_norm / norms)[:, None] * flat).mean(axis=0)
     assert rel_err(_flat(mod.clipped_grad(params, x, y, max_norm)[1]), clipped) <= 1e-10
+
+
+def test_a_gradient_without_a_per_sample_form(builder, monkeypatch):
+    """A parameter whose gradient summand the derivation cannot split by
+    sample (no layer has one today: made so here) still builds; the three
+    functions then raise NotImplementedError naming it, and bpgen show says so."""
+    from bpgen import derivation
+    from bpgen.show import render
+    real = derivation._term
+
+    def term(g, d, part, shape, keep):
+        if part.startswith("d_l1_W") or "l1_W" in part:
+            raise NotImplementedError(f"per-sample gradients: {part} made unsupported")
+        return real(g, d, part, shape, keep)
+
+    monkeypatch.setattr(derivation, "_term", term)
+    arch = mlp("tanh", "mse", hidden=(3,), out=2, features=2, name="ps_unsupported")
+    plans = {p.key: p for p in derivation.derive_all(load_spec(arch)).meta.grad_terms}
+    assert plans["l1.W"].norm == "unsupported" and plans["l0.W"].norm != "unsupported"
+    assert "l1.W: 0\n      norm: unsupported" in render(arch)
+    mod = builder(arch, "numpy")
+    params, x, y = _point(load_spec(arch), mod)
+    for fn in (mod.per_sample_grads, mod.per_sample_grad_norms,
+               lambda *a: mod.clipped_grad(*a, 1.0)):
+        with pytest.raises(NotImplementedError, match="l1.W: .*made unsupported"):
+            fn(params, x, y)
+    assert mod.loss_and_grad(params, x, y)[0] == mod.loss(params, x, y)
