@@ -1094,6 +1094,8 @@ def per_sample_grad_norms(params, x, y, lengths=None):
 def _check_max_norm(max_norm):
     """``max_norm`` as a float: a real number (a Python or NumPy scalar, or a
     0-d array), positive and finite; anything else is a ValueError naming it."""
+    if type(max_norm) is float and math.isfinite(max_norm) and max_norm > 0:
+        return max_norm                 # the common case, without NumPy's calls
     kind = getattr(numpy.asarray(max_norm) if not isinstance(max_norm, (str, bytes))
                    else None, "dtype", None)
     if (isinstance(max_norm, bool) or kind is None or kind.kind not in "iuf"
