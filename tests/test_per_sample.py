@@ -430,3 +430,24 @@ def test_a_gradient_without_a_per_sample_form(builder, monkeypatch):
         with pytest.raises(NotImplementedError, match="l1.W: .*made unsupported"):
             fn(params, x, y)
     assert mod.loss_and_grad(params, x, y)[0] == mod.loss(params, x, y)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c"])
+def test_threads_calling_at_once(builder, backend):
+    """Each thread has its own factor buffer (C): calls from several threads
+    at once give the results of the same calls one after another."""
+    import concurrent.futures
+    case = BY_ID["lstm-wide-gram"]
+    spec, mod = load_spec(case["arch"]), builder(case["arch"], backend)
+    points = [_point(spec, mod, seed=40 + i, batch=2 + i) for i in range(4)]
+
+    def run(point):
+        params, x, y = point
+        loss, clipped, norms = mod.clipped_grad(params, x, y, 0.1)
+        return _flat(mod.per_sample_grads(params, x, y)), norms, _flat(clipped), loss
+
+    serial = [run(p) for p in points]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            for got, want in zip(pool.map(run, points), serial):
+                assert all(np.array_equal(a, b) for a, b in zip(got, want))
