@@ -894,7 +894,7 @@ def _cached(cache, key, make):
 
 def _row_squares(cache, arr, i):
     """(rows,): the squared norm of every row of output i (or x)."""
-    return _cached(cache, ("sq", i), lambda: numpy.einsum("ij,ij->i", arr, arr))
+    return _cached(cache, ("sq", i), lambda: numpy.multiply(arr, arr).sum(axis=1))
 
 
 def _gram_squares(entry, outs, xm, n, cache):
@@ -952,7 +952,11 @@ def _weighted_sum(entry, outs, xm, clip, weights):
         w = clip if rows == 1 else _cached(weights, (rows, layout),
                                            lambda: _row_weights(clip, rows, layout))
         v = outs[iv]
-        if kind == "product":
+        if kind == "product" and rows == 1:        # a dense layer: one row per sample
+            u = _left(outs, xm, iu)
+            wc = _cached(weights, "column", lambda: clip[:, None])
+            part = (u * wc).T @ v if u.shape[1] < v.shape[1] else u.T @ (v * wc)
+        elif kind == "product":
             u = _left(outs, xm, iu)
             # scale the narrower factor (once: a delta serves several weights)
             if u.shape[1] < v.shape[1]:
@@ -995,8 +999,15 @@ def _run_terms(args, n, xm, ym, mats):
     # the factors stay in the thread's kept buffer (C): nothing returned
     # here is a view of them
     outs = _run("grad_terms", n, args, scratch=True)
-    _finite_or_blame(outs[0], xm, ym, mats)
+    if not math.isfinite(outs[0][0, 0]):
+        _finite_or_blame(outs[0], xm, ym, mats)      # names the input to blame
     return outs
+
+
+def _checked_norms(outs, xm, ym, mats, n):
+    """_norms, refused (naming the input) when one is not finite."""
+    norms = _norms(outs, xm, n).astype(DTYPE, copy=False)
+    return norms if _finite_fast(norms) else _finite_or_blame(norms, xm, ym, mats)
 
 
 def per_sample_grads(params, x, y, lengths=None):
@@ -1028,7 +1039,7 @@ def per_sample_grad_norms(params, x, y, lengths=None):
     generation time: _GRAD_TERMS, bpgen show)."""
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
     outs = _run_terms(args, n, xm, ym, mats)
-    return _finite_or_blame(_norms(outs, xm, n).astype(DTYPE, copy=False), xm, ym, mats)
+    return _checked_norms(outs, xm, ym, mats, n)
 
 
 def _check_max_norm(max_norm):
@@ -1057,9 +1068,10 @@ def clipped_grad(params, x, y, max_norm, lengths=None):
     max_norm = _check_max_norm(max_norm)
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
     outs = _run_terms(args, n, xm, ym, mats)
-    norms = _finite_or_blame(_norms(outs, xm, n).astype(DTYPE, copy=False), xm, ym, mats)
-    with numpy.errstate(divide="ignore"):
-        clip = numpy.where(norms > max_norm, max_norm / norms, 1.0).astype(DTYPE)
+    norms = _checked_norms(outs, xm, ym, mats, n)
+    # min(1, max_norm / norm): a norm of 0 (or below the smallest normal) is not clipped
+    tiny = numpy.finfo(DTYPE).tiny
+    clip = numpy.minimum(1.0, max_norm / numpy.maximum(norms, tiny)).astype(DTYPE, copy=False)
     grads, weights = {}, {}
     for key, entry in _GRAD_TERMS.items():
         # finite: the norms are (a non-finite row would have made its norm so)
