@@ -65,8 +65,12 @@ A second-order table follows (float64, the cases in SECOND_ORDER): the full
 memory in a fresh process) against ``jax.hessian`` / forward-over-reverse JAX
 and ``torch.func.hessian`` / double-backward PyTorch, each result checked
 against bpgen C's to 1e-8; see benchmarks/second_order.py for the method.
---first-order-only and --second-order-only run one of the two tables;
---cases takes names from both.  --json FILE writes every number.
+A per-sample table follows (issue 19; benchmarks/per_sample.py):
+``per_sample_grad_norms`` and ``clipped_grad`` against the module's own
+``loss_and_grad`` and against torch.func / JAX vmap(grad) and Opacus, on
+the MLPs, the LSTM and the digits CNN, and their peak memory.
+--first-order-only, --second-order-only and --per-sample-only run one of
+the tables; --cases takes names from all.  --json FILE writes every number.
 """
 import os
 import sys
@@ -135,6 +139,7 @@ import bpgen  # noqa: E402
 from bpgen.derivation import derive_all  # noqa: E402
 from bpgen.spec import load_spec  # noqa: E402
 
+import per_sample  # noqa: E402
 import second_order  # noqa: E402
 from handwritten import hand_peer  # noqa: E402
 from peers import jax, jax_peer, torch, torch_peer  # noqa: E402
@@ -497,22 +502,28 @@ def main():
                     "the cores this process may use; the defaults-against-defaults run), "
                     "not pinned (default: pinned to one CPU, 1 thread)")
     ap.add_argument("--json", metavar="FILE", help="write every number to FILE")
+    every = list(CASES) + list(SECOND_ORDER) + per_sample.names()
     ap.add_argument("--cases", help="comma-separated case names (default: all): "
-                    + ", ".join(list(CASES) + list(SECOND_ORDER)))
+                    + ", ".join(every))
     only = ap.add_mutually_exclusive_group()
     only.add_argument("--first-order-only", action="store_true",
                       help="only the loss_and_grad table")
     only.add_argument("--second-order-only", action="store_true",
                       help="only the hessian / hvp / hessian_diag table")
+    only.add_argument("--per-sample-only", action="store_true",
+                      help="only the per-sample table (norms, clipped gradient, memory)")
     args = ap.parse_args()
-    names = args.cases.split(",") if args.cases else list(CASES) + list(SECOND_ORDER)
-    unknown = [c for c in names if c not in CASES and c not in SECOND_ORDER]
+    names = args.cases.split(",") if args.cases else every
+    unknown = [c for c in names if c not in every]
     if unknown:
-        ap.error(f"unknown case(s) {', '.join(unknown)}; expected some of "
-                 f"{', '.join(list(CASES) + list(SECOND_ORDER))}")
-    first = [] if args.second_order_only else [c for c in names if c in CASES]
-    second = [] if args.first_order_only else [c for c in names if c in SECOND_ORDER]
-    if not first and not second:
+        ap.error(f"unknown case(s) {', '.join(unknown)}; expected some of {', '.join(every)}")
+    one = args.first_order_only or args.second_order_only or args.per_sample_only
+    first = [c for c in names if c in CASES] if not one or args.first_order_only else []
+    second = ([c for c in names if c in SECOND_ORDER]
+              if not one or args.second_order_only else [])
+    persample = ([c for c in names if c in per_sample.names()]
+                 if not one or args.per_sample_only else [])
+    if not first and not second and not persample:
         ap.error("no case left to run")
     repeats = 3 if args.quick else 7
 
@@ -556,13 +567,19 @@ def main():
             print(f"\nC wrapper per-call overhead, mlp_tiny, N=1: loss_and_grad "
                   f"{wrapper['loss_and_grad']:.1f} us, forward {wrapper['forward']:.1f} us")
             results.update(cases=rows, c_overhead_us=wrapper)
+        tools = types.SimpleNamespace(build=build_timed, make_params=make_params,
+                                      make_data=make_data, time_call=time_call)
         if second:
             if first:
                 print()
-            tools = types.SimpleNamespace(build=build_timed, make_params=make_params,
-                                          make_data=make_data, time_call=time_call)
             results["second_order"] = second_order.run_section(SECOND_ORDER, second, tmp,
                                                                repeats, tools)
+        if persample:
+            if first or second:
+                print()
+            results["per_sample"] = per_sample.run_section(
+                persample, tmp, repeats, tools, memory=not args.cases or
+                per_sample.MEMORY[0] in persample)
 
     if args.json:
         with open(args.json, "w") as f:

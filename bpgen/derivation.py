@@ -20,14 +20,14 @@ from .ir import Graph, grad, tangents
 from .layers import LAYER_TYPES
 from .losses import LOSSES
 from .lower import Program, lower
-from .meta import CurvatureLayout, CurvLayer, Meta
+from .meta import CurvatureLayout, CurvLayer, GradTerm, Meta, ParamTerms
 from .network import Derivation, derive
 from .passes.hoist_independent import hoist_independent
-from .shapes import size_coeffs
+from .shapes import dim_coeffs, size_coeffs
 from .spec import Spec
 
 __all__ = ["EntryPoint", "ENTRY_POINTS", "Derived", "derive_all", "structured", "program",
-           "assembly"]
+           "assembly", "per_sample_plan"]
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,118 @@ def _grad_factors(spec: Spec, d: Derivation):
                                    for k, (u, v) in pairs.items()}}
 
 
+def _term(g: Graph, d: Derivation, part: str, shape: tuple, keep) -> GradTerm | None:
+    """The summand ``part`` of a parameter's gradient (of 2-D ``shape``) as a
+    :class:`GradTerm` before its reduction over rows, or None for a summand
+    that reads no row (the l2 term).  ``keep(var)`` makes ``var`` an output
+    and returns its index (-1 for x)."""
+    op = g.ops[g.producer[part]] if part in g.producer else None
+    if op is None:
+        raise NotImplementedError(f"per-sample gradients: {part} is not computed by an op")
+    row_dims = [dim_coeffs(g.vars[a].shape[0]) for a in op.args]
+    if all(a == 0 for a, _ in row_dims):
+        return None                         # data-free: the regulariser's term
+    if op.loop is not None or any(b != 0 or a == 0 for a, b in row_dims):
+        raise NotImplementedError(f"per-sample gradients: {part} ({op.prim}) is not a "
+                                  f"reduction over per-sample rows")
+    rows = row_dims[0][0]
+    layout = "time" if d.spec.input.is_sequence else "sample"
+    if layout == "time" and rows not in (1, d.spec.input.steps):
+        raise NotImplementedError(f"per-sample gradients: {part} has {rows} rows per sample")
+    prim, cols = op.prim, g.vars[op.args[0]].shape[1]
+    if prim == "matmul" and op.attrs["ta"] and not op.attrs["tb"]:
+        return GradTerm("product", keep(op.args[0]), keep(op.args[1]), rows, layout)
+    if prim == "sum" and op.attrs["axis"] in (0, None) and shape == (1, cols):
+        return GradTerm("colsum", -1, keep(op.args[0]), rows, layout)
+    if prim == "add_rows" and len(op.args) == 2:
+        return GradTerm("scatter", keep(op.args[1]), keep(op.args[0]), rows, layout,
+                        op.attrs["rows"])
+    if prim == "add_rows" and layout == "time":
+        return GradTerm("steps", -1, keep(op.args[0]), rows, layout, op.attrs["rows"])
+    raise NotImplementedError(f"per-sample gradients: no per-sample form of {part} ({prim})")
+
+
+def _norm_choice(key: str, shape: tuple, terms: tuple, shared: frozenset = frozenset()
+                 ) -> ParamTerms:
+    """How a parameter's per-sample norm is computed, from the shapes: the
+    Gram form ⟨U_n U_nᵀ, V_n V_nᵀ⟩ costs r²(a + d) multiply-adds per sample
+    (r rows per sample, U (r, a), V (r, d); a factor whose Gram matrices
+    another parameter forms already, in ``shared`` as (output index, rows),
+    costs nothing more: a delta shared by an lstm's Wx and Wh), forming the
+    gradient U_nᵀ V_n costs r·a·d; an embedding table's (onehot(X_n)ᵀ D_n,
+    V rows) r²(d + 1) against V·d + r·d.  Sums (biases, gains, positions)
+    are always formed: r·d.  Several summands of different kinds are formed
+    and added."""
+    a, d = shape
+    r = sum(t.rows for t in terms)
+    kinds = {t.kind for t in terms}
+    if kinds == {"product"}:
+        one = len(terms) == 1
+        gram = r * r * (1 + (0 if one and (terms[0].u, r) in shared else a)
+                        + (0 if one and (terms[0].v, r) in shared else d))
+        explicit = r * a * d
+    elif kinds == {"scatter"} and len(terms) == 1:
+        gram, explicit = r * r * (d + 1), terms[0].size * d + r * d
+    else:
+        gram, explicit = -1, sum(t.rows * (a * d if t.kind == "product" else d) for t in terms)
+    norm = "gram" if 0 <= gram < explicit else "explicit"
+    return ParamTerms(key, shape, terms, norm, gram, explicit)
+
+
+def _norm_choices(params: list) -> tuple:
+    """Every parameter's :func:`_norm_choice` ([(key, shape, terms)]), to a
+    fixed point: a Gram matrix one parameter forms is free for the others
+    that share its factor (the runtime computes it once per call)."""
+    shared: frozenset = frozenset()
+    while True:
+        plans = tuple(_norm_choice(key, shape, terms, shared) for key, shape, terms in params)
+        grams = frozenset((f, p.terms[0].rows) for p in plans if p.norm == "gram" and len(p.terms) == 1
+                          and p.terms[0].kind == "product" and p.terms[0].rows > 1
+                          for f in (p.terms[0].u, p.terms[0].v))
+        if grams <= shared:
+            return plans
+        shared |= grams
+
+
+def _grad_terms(spec: Spec, d: Derivation):
+    """Every parameter's data gradient before its reduction over rows: the
+    loss (output 0), then the factors of each summand (:class:`GradTerm`),
+    read from the reverse pass's own reductions (``g.grad_parts``): a
+    product Uᵀ·V (``matmul`` with a transposed first factor), column sums
+    (``sum``), a scatter-add of rows (``add_rows``).  A row belongs to one
+    sample, so sample n's gradient is the reduction over its rows alone:
+    what per_sample_grads, per_sample_grad_norms and clipped_grad form in
+    the runtime (bpgen/backends/common/runtime/per_sample.py).  The
+    gradient is loss_and_grad's (truncated if bptt says so).  Metadata:
+    ``grad_terms`` ({key: :class:`ParamTerms`}), the norm's form chosen
+    per parameter from the shapes (:func:`_norm_choice`)."""
+    g = d.graph
+    outs = [d.loss]
+
+    def keep(var):
+        if var == d.x:
+            return -1
+        if g.vars[var].role != "temp":
+            var = g.copy(var, base=f"{var}_term")
+        if var not in outs:
+            outs.append(var)
+        return outs.index(var)
+
+    params, missing = [], {}
+    for key, p in d.params.items():
+        shape = g.vars[p].shape
+        try:
+            terms = tuple(t for t in (_term(g, d, part, shape, keep)
+                                      for part in g.grad_parts.get(p, [])) if t is not None)
+        except NotImplementedError as exc:      # the per-sample functions refuse, named
+            missing[key], terms = str(exc), ()
+        params.append((key, shape, terms))
+    prog = lower(g, "grad_terms", _inputs(d), outs, d.n_forward)
+    plans = tuple(ParamTerms(pt.key, pt.shape, (), "unsupported", -1, -1, missing[pt.key])
+                  if pt.key in missing else pt for pt in _norm_choices(params))
+    return prog, {"grad_terms": plans}
+
+
 def _curvature(spec: Spec, base: Derivation):
     """What the Kronecker-structured Hessian is assembled from, per sample
     (row): for every layer whose type has the ``kronecker`` structure its
@@ -291,6 +403,8 @@ ENTRY_POINTS = (
     EntryPoint("ggn_vp", ("x", "y", "params", "v"), _ggn_vp, "Gauss-Newton times v"),
     EntryPoint("grad_factors", ("x", "y", "params"), _grad_factors,
                "(U, V) with dW = Uᵀ·V per weight matrix"),
+    EntryPoint("grad_terms", ("x", "y", "params"), _grad_terms,
+               "the loss, and every gradient's summands before the reduction over rows"),
     EntryPoint("curvature", ("x", "y", "params"), _curvature,
                "per-sample parts of the structured Hessian", when=structured),
     EntryPoint("hessian", ("x", "y", "params"),
@@ -345,3 +459,10 @@ def assembly(spec: Spec, name: str = "hessian", base: Derivation | None = None):
     entry = next(e for e in ENTRY_POINTS if e.name == name and e.kind == "assembly")
     curv, extra = _curvature(spec, base if base is not None else derive(spec))
     return entry.derive(spec, curv, Meta(**extra))
+
+
+def per_sample_plan(spec: Spec, base: Derivation | None = None) -> tuple:
+    """(grad_terms program, its :class:`ParamTerms` per parameter): how the
+    per-sample functions form every gradient, for ``bpgen show``."""
+    prog, extra = _grad_terms(spec, base if base is not None else derive(spec))
+    return prog, extra["grad_terms"]

@@ -330,6 +330,8 @@ def _hessian(spec) -> list:
 #: generated programs that are not functions of the module -> who runs them
 INTERNAL_PROGRAMS = {
     "curvature": "the layer curvature factors `hessian_diag` reads",
+    "grad_terms": "the loss and every gradient's summands before the reduction over rows, "
+                  "for `per_sample_grads`, `per_sample_grad_norms` and `clipped_grad`",
     "hessian_columns": "Hessian columns, in chunks of directions, for `hmp` (and `hessian`, "
                        "`hessian_diag`, `hessian_blocks` where they are not assembled)",
 }

@@ -10,7 +10,7 @@ grouped in blocks exactly as the generated code is (``Grad of`` heads from
 from __future__ import annotations
 
 from .backends.common.emitter import Emitter
-from .derivation import program
+from .derivation import per_sample_plan, program
 from .equations import labels, op_equation, tex_label, tex_names
 from .ir import Op
 from .layers import LAYER_TYPES
@@ -154,7 +154,39 @@ def render(arch, latex: bool = False) -> str:
     out.append("\nGradients:")
     for key, var in d.grads.items():
         out.append(f"  ∂L/∂{key} = {names.get(var, var)}")
+    out += _per_sample_text(spec)
     return "\n".join(out) + "\n"
+
+
+#: a gradient summand before its reduction over rows, by kind
+_TERM_FORMS = {"product": "{u}ᵀ·{v}", "colsum": "1ᵀ·{v}", "scatter": "onehot({u})ᵀ·{v}",
+               "steps": "(1_Nᵀ ⊗ I)·{v}"}
+
+
+def _per_sample_text(spec: Spec) -> list:
+    """How per_sample_grads, per_sample_grad_norms and clipped_grad form
+    every parameter's gradient (the grad_terms program's summands, l2
+    excluded) and the form of its per-sample norm chosen from the shapes."""
+    prog, plans = per_sample_plan(spec)
+    inputs = prog.inputs
+
+    def label(i):
+        name = inputs[0] if i < 0 else prog.outputs[i]
+        return prog.vars[name].label
+
+    out = ["\nPer-sample gradients (per_sample_grads, per_sample_grad_norms, clipped_grad):",
+           "  each summand's rows split by sample (r rows per sample: steps t·N + n, or "
+           "pixels n·r + p);",
+           "  sample n's gradient is N times the sum over its rows; clipped: rows weighted "
+           "by their sample's c_n;",
+           "  norm: gram = ⟨U_nU_nᵀ, V_nV_nᵀ⟩ from two r×r Gram matrices, explicit = "
+           "U_nᵀ·V_n formed"]
+    for pt in plans:
+        terms = " + ".join(_TERM_FORMS[t.kind].format(u=label(t.u) if t.kind in (
+            "product", "scatter") else "", v=label(t.v)) for t in pt.terms) or "0"
+        out.append(f"  {pt.key}: {terms}")
+        out.append(f"      norm: {pt.reason()}")
+    return out
 
 
 def _render_latex(spec, d, prog, names, items) -> str:

@@ -2078,6 +2078,243 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 }
 
+/* ---- grad_terms: workspace 6568*N + 1896 elements ---- */
+BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
+{
+    real *const v_l0_PW = ws + 0;  /* (64*N, 8) */
+    real *const v_l0_Z = ws + 512*N;  /* (64*N, 8) */
+    real *const v_l0_A = ws + 1024*N;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 1536*N;  /* (N, 512) */
+    real *const v_l1_max = ws + 2048*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2176*N;  /* (N, 128) */
+    real *const v_l2_PW = ws + 2304*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 2560*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 2816*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 3072*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 3328*N;  /* (64*N, 1) */
+    real *const v_l5_XW = ws + 3392*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 3408*N;  /* (N, 10) */
+    real *const v_o_max = ws + 3424*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 3432*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 3448*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 3456*N;  /* (N, 10) */
+    real *const v_o_label = ws + 3472*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 3480*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 3488*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 3488*N + 8;  /* (8, 9) */
+    real *const v_l0_W_sqsum = ws + 3488*N + 80;  /* (1, 1) */
+    real *const v_l2_W_sq = ws + 3488*N + 88;  /* (16, 72) */
+    real *const v_l2_W_sqsum = ws + 3488*N + 1240;  /* (1, 1) */
+    real *const v_l5_W_sq = ws + 3488*N + 1248;  /* (64, 10) */
+    real *const v_l5_W_sqsum = ws + 3488*N + 1888;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 3488*N + 1896;  /* (N, 1) */
+    real *const v_d_l3_Y = ws + 3496*N + 1896;  /* (N, 64) */
+    real *const v_d_l3_max = ws + 3560*N + 1896;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 3624*N + 1896;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 3880*N + 1896;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 4136*N + 1896;  /* (16*N, 72) */
+    real *const v_d_l1_Y = ws + 5288*N + 1896;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 5416*N + 1896;  /* (128*N, 1) */
+    real *const v_d_l0_Y = ws + 5544*N + 1896;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 6056*N + 1896;  /* (64*N, 8) */
+    real *const v_loss = out + 0;  /* (1, 1) */
+    real *const v_d_l0_Z = out + 1;  /* (64*N, 8) */
+    real *const v_l0_P = out + 512*N + 1;  /* (64*N, 9) */
+    real *const v_d_l2_Z = out + 1088*N + 1;  /* (16*N, 16) */
+    real *const v_l2_P = out + 1344*N + 1;  /* (16*N, 72) */
+    real *const v_l3_Y = out + 2496*N + 1;  /* (N, 64) */
+    real *const v_d_l5_Z_2 = out + 2560*N + 1;  /* (N, 10) */
+
+    /* forward pass */
+    /* l0: patches (im2col), one row per output pixel */
+    /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
+    bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
+    /* l0: patches times the kernel, P·Wᵀ */
+    /* l0_PW = l0_P·l0_Wᵀ */
+    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
+    /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
+    /* l0_Z = l0_PW + l0_b */
+    for (int64_t rr = 0; rr < 64*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
+        }
+    }
+    /* l0: activation relu */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
+    /* l0: as (N, filters·H_out·W_out), C order */
+    /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
+    bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
+    /* l1: each 2x2 window's maximum */
+    /* l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_l0_Y, v_l1_max);
+    /* l1: as (N, C·H_out·W_out) */
+    /* l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
+    bpg_transpose_blocks(N, 128, 1, v_l1_max, v_l1_Y);
+    /* l2: patches (im2col), one row per output pixel */
+    /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
+    bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
+    /* l2: patches times the kernel, P·Wᵀ */
+    /* l2_PW = l2_P·l2_Wᵀ */
+    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
+    /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
+    /* l2_Z = l2_PW + l2_b */
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
+        }
+    }
+    /* l2: activation relu */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
+    /* l2: as (N, filters·H_out·W_out), C order */
+    /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
+    bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
+    /* l3: each 2x2 window's maximum */
+    /* l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    bpg_take_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_l2_Y, v_l3_max);
+    /* l3: as (N, C·H_out·W_out) */
+    /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
+    bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
+    /* l5: affine part */
+    /* l5_XW = l3_Y·l5_W */
+    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5: pre-activation */
+    /* l5_Z = l5_XW + l5_b */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+        }
+    }
+    /* o_max = rowmax(l5_Z) */
+    bpg_rowmax(N, 10, v_l5_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
+    /* o_exp = exp(l5_Z - o_max) */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
+        }
+    }
+    /* row sums of the exponentials */
+    /* o_expsum = o_exp·1 */
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
+    /* o_pick = l5_Z ⊙ y */
+    #pragma omp simd
+    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l5_Z[k]*v_y[k];
+    /* the label's logit */
+    /* o_label = o_pick·1 */
+    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    /* logsumexp(O) - O[label] per sample */
+    /* loss_terms = o_max - o_label + log(o_expsum) */
+    #pragma omp simd
+    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+    /* loss_sum = 1ᵀ·loss_terms·1 */
+    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    /* l0_W_sq = l0_W^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 72; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
+    /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
+    bpg_sumall(8, 9, v_l0_W_sq, v_l0_W_sqsum);
+    /* l2_W_sq = l2_W^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1152; k++) v_l2_W_sq[k] = ((v_l2_W[k])*(v_l2_W[k]));
+    /* l2_W_sqsum = 1ᵀ·l2_W_sq·1 */
+    bpg_sumall(16, 72, v_l2_W_sq, v_l2_W_sqsum);
+    /* l5_W_sq = l5_W^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 640; k++) v_l5_W_sq[k] = ((v_l5_W[k])*(v_l5_W[k]));
+    /* l5_W_sqsum = 1ᵀ·l5_W_sq·1 */
+    bpg_sumall(64, 10, v_l5_W_sq, v_l5_W_sqsum);
+    /* mean over samples + 0.5 λ Σ‖W‖² */
+    /* loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_l0_W_sqsum[0] + 5.0000000000000002e-5*v_l2_W_sqsum[0] + 5.0000000000000002e-5*v_l5_W_sqsum[0] + v_loss_sum[0]/((real)N);
+
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
+    /*   (logsumexp(O) - O[label] per sample) */
+    /* d_o_expsum = 1 / (N o_expsum) */
+    #pragma omp simd
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
+
+    /* Grad of: l5_Z = l5_XW + l5_b */
+    /*   (l5: pre-activation) */
+    /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            v_d_l5_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+        }
+    }
+
+    /* Grad of: l5_XW = l3_Y·l5_W */
+    /*   (l5: affine part) */
+    /* d_l3_Y = d_l5_Z_2·l5_Wᵀ */
+    bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_l5_W, v_d_l3_Y);
+
+    /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
+    /*   (l3: as (N, C·H_out·W_out)) */
+    /* d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it) */
+    bpg_transpose_blocks(N, 1, 64, v_d_l3_Y, v_d_l3_max);
+
+    /* Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2)) */
+    /*   (l3: each 2x2 window's maximum) */
+    /* d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 16, 4, 4, 2, 2, v_l2_Y, v_d_l3_max, v_d_l2_Y);
+
+    /* Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
+    /*   (l2: as (N, filters·H_out·W_out), C order) */
+    /* d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it) */
+    bpg_transpose_blocks(N, 16, 16, v_d_l2_Y, v_d_l2_A);
+
+    /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
+    /*   (l2: activation relu) */
+    /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
+
+    /* Grad of: l2_PW = l2_P·l2_Wᵀ */
+    /*   (l2: patches times the kernel, P·Wᵀ) */
+    /* d_l2_P = d_l2_Z·l2_W */
+    bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_l2_W, v_d_l2_P);
+
+    /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
+    /*   (l2: patches (im2col), one row per output pixel) */
+    /* d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it) */
+    bpg_col2im(N, 8, 4, 4, 3, 1, 1, v_d_l2_P, v_d_l1_Y);
+
+    /* Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample) */
+    /*   (l1: as (N, C·H_out·W_out)) */
+    /* d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it) */
+    bpg_transpose_blocks(N, 1, 128, v_d_l1_Y, v_d_l1_max);
+
+    /* Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2)) */
+    /*   (l1: each 2x2 window's maximum) */
+    /* d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere) */
+    bpg_put_argmax_windows(N, 8, 8, 8, 2, 2, v_l0_Y, v_d_l1_max, v_d_l0_Y);
+
+    /* Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
+    /*   (l0: as (N, filters·H_out·W_out), C order) */
+    /* d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it) */
+    bpg_transpose_blocks(N, 8, 64, v_d_l0_Y, v_d_l0_A);
+
+    /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
+    /*   (l0: activation relu) */
+    /* d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
+}
+
 /* ---- hessian_columns: workspace 17384*N + 7456 elements ---- */
 BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {

@@ -85,6 +85,28 @@ _L2 = 0.0001
 _L2_KEYS = ('l0.W', 'l2.W', 'l5.W')
 #: weight key -> indices of its (U, V) among the grad_factors outputs
 _FACTORS = {'l0.W': (0, 1), 'l2.W': (2, 3), 'l5.W': (4, 5)}
+#: per_sample_grads, per_sample_grad_norms, clipped_grad: parameter key ->
+#: (how its per-sample norm is computed, its (rows, cols) matrix shape, its
+#: data gradient's summands before the reduction over rows), each summand
+#: (kind, index of U or the ids (-1: x), index of V, rows per sample, row
+#: layout, table rows) among the grad_terms outputs (output 0: the loss).
+#: The norm's form is chosen here from the shapes: "gram" <U_n U_nᵀ, V_n V_nᵀ>
+#: (r x r Gram matrices per sample, r²(a+d) multiply-adds) or "explicit"
+#: (sample n's gradient U_nᵀ V_n formed, r·a·d), whichever costs less
+_GRAD_TERMS = {
+    # l0.W: explicit (product, r = 64 rows per sample: Gram 73,728 vs explicit 4,608 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "l0.W": ('explicit', (8, 9), (('product', 1, 2, 64, 'sample', 0),)),
+    # l0.b: explicit (colsum, r = 64: 512 per sample)
+    "l0.b": ('explicit', (1, 8), (('colsum', -1, 1, 64, 'sample', 0),)),
+    # l2.W: explicit (product, r = 16 rows per sample: Gram 22,784 vs explicit 18,432 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "l2.W": ('explicit', (16, 72), (('product', 3, 4, 16, 'sample', 0),)),
+    # l2.b: explicit (colsum, r = 16: 256 per sample)
+    "l2.b": ('explicit', (1, 16), (('colsum', -1, 3, 16, 'sample', 0),)),
+    # l5.W: gram (product, r = 1 row per sample: Gram 75 vs explicit 640 multiply-adds per sample)
+    "l5.W": ('gram', (64, 10), (('product', 5, 6, 1, 'sample', 0),)),
+    # l5.b: explicit (colsum, r = 1: 10 per sample)
+    "l5.b": ('explicit', (1, 10), (('colsum', -1, 6, 1, 'sample', 0),)),
+}
 #: dense layers of the structured Hessian: (W key, b key, indices of the
 #: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
 _CURV_LAYERS = []
@@ -107,6 +129,7 @@ _OUTPUTS = {
     "hvp": [(0, 0, 0, 72, 9), (0, 72, 0, 8, 8), (0, 80, 0, 1152, 72), (0, 1232, 0, 16, 16), (0, 1248, 0, 640, 10), (0, 1888, 0, 10, 10)],
     "ggn_vp": [(0, 0, 0, 72, 9), (0, 72, 0, 8, 8), (0, 80, 0, 1152, 72), (0, 1232, 0, 16, 16), (0, 1248, 0, 640, 10), (0, 1888, 0, 10, 10)],
     "grad_factors": [(0, 0, 512, 0, 8), (512, 0, 576, 0, 9), (1088, 0, 256, 0, 16), (1344, 0, 1152, 0, 72), (2496, 0, 64, 0, 64), (2560, 0, 10, 0, 10)],
+    "grad_terms": [(0, 0, 0, 1, 1), (0, 1, 512, 0, 8), (512, 1, 576, 0, 9), (1088, 1, 256, 0, 16), (1344, 1, 1152, 0, 72), (2496, 1, 64, 0, 64), (2560, 1, 10, 0, 10)],
 }
 #: _tangent_columns' tangents per direction: a*N + b bytes
 _TANGENT_BYTES = (83280, 59616)
@@ -977,6 +1000,275 @@ def _structured_diag(mats, outs, n):
         for key in _L2_KEYS:
             out[offset[key]:offset[key] + math.prod(PARAM_SHAPES[key])] += _L2
     return out.astype(DTYPE)
+
+
+def _by_sample(arr, rows, layout, n):
+    """A (rows·N, c) factor as (N, rows, c): sample n's rows (a view)."""
+    c = arr.shape[1]
+    if layout == "time":
+        return arr.reshape(rows, n, c).transpose(1, 0, 2)
+    return arr.reshape(n, rows, c)
+
+
+def _row_sums(arr, rows, layout, n):
+    """(N, c): every sample's sum of its rows of a (rows·N, c) factor, as a
+    product with ones (NumPy's sum over a middle axis is ~10x slower)."""
+    ones = numpy.ones(rows, dtype=DTYPE)
+    if layout == "time":
+        return (ones @ arr.reshape(rows, -1)).reshape(n, -1)
+    return numpy.matmul(ones, arr.reshape(n, rows, -1))
+
+
+def _row_weights(c, rows, layout):
+    """(rows·N,): each row's weight c[its sample]."""
+    return numpy.tile(c, rows) if layout == "time" else numpy.repeat(c, rows)
+
+
+def _ids(outs, xm, i):
+    """A scatter's row indices (token ids): x itself (i < 0) or an output."""
+    ids = xm if i < 0 else numpy.rint(outs[i])
+    return ids.reshape(-1).astype(numpy.int64)
+
+
+def _left(outs, xm, i):
+    """A product's U: x itself (i < 0) or an output."""
+    return xm if i < 0 else outs[i]
+
+
+def _term_grads(term, outs, xm, n):
+    """(N, a, d): one summand's per-sample sums over rows (without the
+    factor N)."""
+    kind, iu, iv, rows, layout, size = term
+    v = _by_sample(outs[iv], rows, layout, n)
+    if kind == "product":
+        u = _by_sample(_left(outs, xm, iu), rows, layout, n)
+        if rows == 1:              # an outer product per sample
+            return u[:, 0, :, None] * v[:, 0, None, :]
+        return numpy.matmul(u.transpose(0, 2, 1), v)
+    if kind == "colsum":
+        return _row_sums(outs[iv], rows, layout, n)[:, None, :]
+    if kind == "scatter":          # sample n's rows added at its ids
+        ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)[:, :, 0]
+        out = numpy.zeros((n * size, v.shape[2]), dtype=DTYPE)
+        numpy.add.at(out, (numpy.arange(n)[:, None] * size + ids).ravel(),
+                     v.reshape(-1, v.shape[2]))
+        return out.reshape(n, size, -1)
+    out = numpy.zeros((n, size, v.shape[2]), dtype=DTYPE)   # steps: row t -> P[t]
+    out[:, :rows] = v
+    return out
+
+
+def _param_grads(entry, outs, xm, n):
+    """(N, a, d): a parameter's per-sample data gradient, without the factor N."""
+    _, shape, terms = entry
+    total = numpy.zeros((n,) + shape, dtype=DTYPE) if not terms else None
+    for term in terms:
+        g = _term_grads(term, outs, xm, n)
+        total = g if total is None else total + g
+    return total
+
+
+def _gram(a):
+    """(N, r, r): every sample's Gram matrix of its rows, a: (N, r, c) (a
+    strided view: each sample's rows are a BLAS operand as they lie)."""
+    return numpy.matmul(a, a.transpose(0, 2, 1))
+
+
+def _cached(cache, key, make):
+    """cache[key], made once per call (a delta is shared by a layer's
+    weight and bias, an lstm's Wx, Wh and b)."""
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = make()
+    return value
+
+
+def _row_squares(cache, arr, i):
+    """(rows,): the squared norm of every row of output i (or x)."""
+    return _cached(cache, ("sq", i), lambda: numpy.multiply(arr, arr).sum(axis=1))
+
+
+def _gram_squares(entry, outs, xm, n, cache):
+    """(N,): ‖sample n's gradient‖² (without the factor N²) in the Gram form:
+    a parameter's summands as more rows of one product."""
+    _, _, terms = entry
+    kind, iu, iv, rows, layout, _ = terms[0]
+    if kind == "scatter":          # onehot(X_n) onehot(X_n)ᵀ: equal ids
+        ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)
+        gu = (ids == ids.transpose(0, 2, 1)).astype(DTYPE)
+        return numpy.einsum("nij,nij->n", gu, _gram(_by_sample(outs[iv], rows, layout, n)))
+    if len(terms) == 1 and rows == 1:    # one row: ‖u_n‖²·‖v_n‖²
+        return _row_squares(cache, _left(outs, xm, iu), iu) * _row_squares(cache, outs[iv], iv)
+    if len(terms) == 1:
+        gu = _cached(cache, ("gram", iu, rows, layout),
+                     lambda: _gram(_by_sample(_left(outs, xm, iu), rows, layout, n)))
+        gv = _cached(cache, ("gram", iv, rows, layout),
+                     lambda: _gram(_by_sample(outs[iv], rows, layout, n)))
+        return numpy.einsum("nij,nij->n", gu, gv)
+    u = numpy.concatenate([_by_sample(_left(outs, xm, t[1]), t[3], t[4], n) for t in terms],
+                          axis=1)
+    v = numpy.concatenate([_by_sample(outs[t[2]], t[3], t[4], n) for t in terms], axis=1)
+    return numpy.einsum("nij,nij->n", _gram(u), _gram(v))
+
+
+def _explicit_squares(entry, outs, xm, n, cache):
+    """(N,): ‖sample n's gradient‖² (without the factor N²), the gradient formed."""
+    terms = entry[2]
+    kind, _, iv, rows, _, _ = terms[0]
+    if len(terms) == 1 and kind == "colsum" and rows == 1:   # the delta's own row
+        return _row_squares(cache, outs[iv], iv)
+    g = _param_grads(entry, outs, xm, n).reshape(n, -1)
+    return numpy.einsum("ij,ij->i", g, g)
+
+
+def _norms(outs, xm, n):
+    """(N,): the Euclidean norm of every sample's gradient over all parameters."""
+    sq = numpy.zeros(n, dtype=DTYPE)
+    cache = {}
+    for entry in _GRAD_TERMS.values():
+        if entry[2]:
+            form = _gram_squares if entry[0] == "gram" else _explicit_squares
+            sq += form(entry, outs, xm, n, cache)
+    return n * numpy.sqrt(numpy.maximum(sq, 0))
+
+
+def _weighted_sum(entry, outs, xm, clip, weights):
+    """A parameter's data gradient with every row weighted by its sample's
+    clip[n], (a, d): Uᵀ·diag(w)·V and the like (clip = 1: loss_and_grad's,
+    without l2).  ``weights``: the row weights and scaled factors made so
+    far in this call."""
+    _, shape, terms = entry
+    total = None
+    for kind, iu, iv, rows, layout, size in terms:
+        w = clip if rows == 1 else _cached(weights, (rows, layout),
+                                           lambda: _row_weights(clip, rows, layout))
+        v = outs[iv]
+        if kind == "product" and rows == 1:        # a dense layer: one row per sample
+            u = _left(outs, xm, iu)
+            wc = _cached(weights, "column", lambda: clip[:, None])
+            part = (u * wc).T @ v if u.shape[1] < v.shape[1] else u.T @ (v * wc)
+        elif kind == "product":
+            u = _left(outs, xm, iu)
+            # scale the narrower factor (once: a delta serves several weights)
+            if u.shape[1] < v.shape[1]:
+                part = _cached(weights, (iu, rows), lambda: u * w[:, None]).T @ v
+            else:
+                part = u.T @ _cached(weights, (iv, rows), lambda: v * w[:, None])
+        elif kind == "colsum":
+            part = (w @ v)[None, :]
+        elif kind == "scatter":
+            part = numpy.zeros(shape, dtype=DTYPE)
+            numpy.add.at(part, _ids(outs, xm, iu), v * w[:, None])
+        else:                                  # steps
+            part = numpy.zeros(shape, dtype=DTYPE)
+            scaled = (v * w[:, None]).reshape(rows, -1, v.shape[1])
+            part[:rows] = numpy.matmul(numpy.ones(scaled.shape[1], dtype=DTYPE), scaled)
+        total = part if total is None else total + part
+    return numpy.zeros(shape, dtype=DTYPE) if total is None else total
+
+
+def _terms_inputs(params, x, y, lengths):
+    """Checked inputs, then the generated grad_terms function's outputs."""
+    _supported()
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
+    ym = _check_y(y, n)
+    return mats, xm, ym, n, [*xs, ym, *mats]
+
+
+def _supported():
+    """A NotImplementedError naming the parameter without a per-sample form
+    (a gradient summand that is not a reduction over per-sample rows: the
+    generator says which), if any; every layer bpgen has today has one."""
+    for key, entry in _GRAD_TERMS.items():
+        if entry[0] == "unsupported":
+            raise NotImplementedError(f"per-sample gradients of {key}: {entry[2]}")
+
+
+def _run_terms(args, n, xm, ym, mats):
+    # the factors stay in the thread's kept buffer (C): nothing returned
+    # here is a view of them
+    outs = _run("grad_terms", n, args, scratch=True)
+    if not math.isfinite(outs[0][0, 0]):
+        _finite_or_blame(outs[0], xm, ym, mats)      # names the input to blame
+    return outs
+
+
+def _checked_norms(outs, xm, ym, mats, n):
+    """_norms, refused (naming the input) when one is not finite."""
+    norms = _norms(outs, xm, n).astype(DTYPE, copy=False)
+    return norms if _finite_fast(norms) else _finite_or_blame(norms, xm, ym, mats)
+
+
+def per_sample_grads(params, x, y, lengths=None):
+    """Every sample's gradient: a dict like params whose arrays have a
+    leading axis N.  Sample n's is the gradient of its term of the loss
+    (its loss, a mean over its steps for ``steps: all``; with ``lengths``
+    its real steps weighted L_n·N/ΣL, the batch being a mean over all real
+    (sample, step) pairs), without the mean over samples and without l2, so
+    that their mean over n plus the l2 gradient is loss_and_grad's (and
+    truncated like it with bptt).  Refused, with a ValueError saying the
+    bytes, before anything is allocated when N·N_PARAMS numbers cannot fit
+    in MAX_RESULT_BYTES."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    _check_fits(f"per_sample_grads (N = {n:,} samples)", n * N_PARAMS)
+    outs = _run_terms(args, n, xm, ym, mats)
+    res = {}
+    for key, entry in _GRAD_TERMS.items():
+        g = _param_grads(entry, outs, xm, n)       # a fresh array: scaled in place
+        g *= n
+        res[key] = _finite_or_blame(
+            numpy.ascontiguousarray(g.reshape((n,) + PARAM_SHAPES[key])), xm, ym, mats)
+    return res
+
+
+def per_sample_grad_norms(params, x, y, lengths=None):
+    """(N,): the Euclidean norm, over all parameters, of every sample's
+    gradient (per_sample_grads), computed without forming the per-sample
+    gradients where the Gram form is cheaper (chosen per parameter at
+    generation time: _GRAD_TERMS, bpgen show)."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    return _checked_norms(outs, xm, ym, mats, n)
+
+
+def _check_max_norm(max_norm):
+    """``max_norm`` as a float: a real number (a Python or NumPy scalar, or a
+    0-d array), positive and finite; anything else is a ValueError naming it."""
+    if type(max_norm) is float and math.isfinite(max_norm) and max_norm > 0:
+        return max_norm                 # the common case, without NumPy's calls
+    kind = getattr(numpy.asarray(max_norm) if not isinstance(max_norm, (str, bytes))
+                   else None, "dtype", None)
+    if (isinstance(max_norm, bool) or kind is None or kind.kind not in "iuf"
+            or numpy.ndim(max_norm) != 0):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    value = float(max_norm)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    return value
+
+
+def clipped_grad(params, x, y, max_norm, lengths=None):
+    """DP-SGD's clipped gradient in one forward and one backward pass:
+    (loss, grads, norms) with loss = loss(params, x, y) (l2 included),
+    norms = per_sample_grad_norms, and grads (a dict like params) the mean
+    over samples of each per-sample gradient scaled by min(1, max_norm /
+    norm_n), without l2 (noise is the caller's): Uᵀ·diag(c)·V, c each
+    row's sample's factor.  ``max_norm``: a positive finite number."""
+    max_norm = _check_max_norm(max_norm)
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    norms = _checked_norms(outs, xm, ym, mats, n)
+    # min(1, max_norm / norm): a norm of 0 (or below the smallest normal) is not clipped
+    tiny = numpy.finfo(DTYPE).tiny
+    clip = numpy.minimum(1.0, max_norm / numpy.maximum(norms, tiny)).astype(DTYPE, copy=False)
+    grads, weights = {}, {}
+    for key, entry in _GRAD_TERMS.items():
+        # finite: the norms are (a non-finite row would have made its norm so)
+        grads[key] = numpy.ascontiguousarray(
+            _weighted_sum(entry, outs, xm, clip, weights).reshape(PARAM_SHAPES[key]), dtype=DTYPE)
+    return float(outs[0][0, 0]), grads, norms
 
 
 import threading as _threading  # noqa: E402
@@ -2170,6 +2462,184 @@ def _grad_factors(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     return d_l0_Z, l0_P, d_l2_Z, l2_P, l3_Y, d_l5_Z_2
 
 
+def _grad_terms(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
+    N = x.shape[0]
+
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(2570*N + 1, dtype=DTYPE)  # the outputs, in order
+    loss = flat[0:1].reshape(1, 1)
+    d_l0_Z = flat[1:512*N + 1].reshape(64*N, 8)
+    l0_P = flat[512*N + 1:1088*N + 1].reshape(64*N, 9)
+    d_l2_Z = flat[1088*N + 1:1344*N + 1].reshape(16*N, 16)
+    l2_P = flat[1344*N + 1:2496*N + 1].reshape(16*N, 72)
+    l3_Y = flat[2496*N + 1:2560*N + 1].reshape(N, 64)
+    d_l5_Z_2 = flat[2560*N + 1:2570*N + 1].reshape(N, 10)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (l0_PW, l2_PW, l5_XW, o_exp, loss_terms, l0_W_sq, l2_W_sq, l5_W_sq, d_o_expsum,
+     d_l3_Y, d_l2_P) = _workspace('grad_terms', N, (
+        (64, 0, 8),  # l0_PW
+        (16, 0, 16),  # l2_PW
+        (1, 0, 10),  # l5_XW
+        (1, 0, 10),  # o_exp
+        (1, 0, 1),  # loss_terms
+        (0, 8, 9),  # l0_W_sq
+        (0, 16, 72),  # l2_W_sq
+        (0, 64, 10),  # l5_W_sq
+        (1, 0, 1),  # d_o_expsum
+        (1, 0, 64),  # d_l3_Y
+        (16, 0, 72),))  # d_l2_P
+
+    # forward pass
+    # l0: patches (im2col), one row per output pixel
+    # l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1)
+    l0_P[...] = _gather(x, _pattern_index(('im2col', 1, 8, 8, 3, 1, 1)), N, 64, 9)
+    # l0: patches times the kernel, P·Wᵀ
+    # l0_PW = l0_P·l0_Wᵀ
+    numpy.dot(l0_P, l0_W.T, out=l0_PW)
+    # l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
+    # l0_Z = l0_PW + l0_b
+    l0_Z = numpy.add(l0_PW, l0_b, out=l0_PW)
+    # l0: activation relu
+    # l0_A = where(l0_Z >= 0, l0_Z, 0)
+    l0_A = numpy.where((l0_Z >= 0), l0_Z, 0)
+    # l0: as (N, filters·H_out·W_out), C order
+    # l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
+    l0_Y = _gather(l0_A, _pattern_index(('transpose', 64, 8)), N, 1, 512)
+    # l1: each 2x2 window's maximum
+    # l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    l1_max = _gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4).max(axis=1, keepdims=True)
+    # l1: as (N, C·H_out·W_out)
+    # l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
+    l1_Y = _gather(l1_max, _pattern_index(('transpose', 128, 1)), N, 1, 128)
+    # l2: patches (im2col), one row per output pixel
+    # l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
+    l2_P[...] = _gather(l1_Y, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 16, 72)
+    # l2: patches times the kernel, P·Wᵀ
+    # l2_PW = l2_P·l2_Wᵀ
+    numpy.dot(l2_P, l2_W.T, out=l2_PW)
+    # l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)
+    # l2_Z = l2_PW + l2_b
+    l2_Z = numpy.add(l2_PW, l2_b, out=l2_PW)
+    # l2: activation relu
+    # l2_A = where(l2_Z >= 0, l2_Z, 0)
+    l2_A = numpy.where((l2_Z >= 0), l2_Z, 0)
+    # l2: as (N, filters·H_out·W_out), C order
+    # l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
+    l2_Y = _gather(l2_A, _pattern_index(('transpose', 16, 16)), N, 1, 256)
+    # l3: each 2x2 window's maximum
+    # l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    l3_max = _gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4).max(axis=1, keepdims=True)
+    # l3: as (N, C·H_out·W_out)
+    # l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
+    l3_Y[...] = _gather(l3_max, _pattern_index(('transpose', 64, 1)), N, 1, 64)
+    # l5: affine part
+    # l5_XW = l3_Y·l5_W
+    numpy.dot(l3_Y, l5_W, out=l5_XW)
+    # l5: pre-activation
+    # l5_Z = l5_XW + l5_b
+    l5_Z = numpy.add(l5_XW, l5_b, out=l5_XW)
+    # o_max = rowmax(l5_Z)
+    o_max = l5_Z.max(axis=1, keepdims=True)
+    # exponentials, shifted by the row maximum for stability
+    # o_exp = exp(l5_Z - o_max)
+    numpy.exp(l5_Z - o_max, out=o_exp)
+    # row sums of the exponentials
+    # o_expsum = o_exp·1
+    o_expsum = o_exp.sum(axis=1, keepdims=True)
+    # o_pick = l5_Z ⊙ y
+    o_pick = numpy.multiply(l5_Z, y, out=l5_Z)
+    # the label's logit
+    # o_label = o_pick·1
+    o_label = o_pick.sum(axis=1, keepdims=True)
+    # logsumexp(O) - O[label] per sample
+    # loss_terms = o_max - o_label + log(o_expsum)
+    numpy.subtract(o_max, o_label - numpy.log(o_expsum), out=loss_terms)
+    # loss_sum = 1ᵀ·loss_terms·1
+    loss_sum = loss_terms.sum(keepdims=True)
+    # l0_W_sq = l0_W^∘2
+    numpy.square(l0_W, out=l0_W_sq)
+    # l0_W_sqsum = 1ᵀ·l0_W_sq·1
+    l0_W_sqsum = l0_W_sq.sum(keepdims=True)
+    # l2_W_sq = l2_W^∘2
+    numpy.square(l2_W, out=l2_W_sq)
+    # l2_W_sqsum = 1ᵀ·l2_W_sq·1
+    l2_W_sqsum = l2_W_sq.sum(keepdims=True)
+    # l5_W_sq = l5_W^∘2
+    numpy.square(l5_W, out=l5_W_sq)
+    # l5_W_sqsum = 1ᵀ·l5_W_sq·1
+    l5_W_sqsum = l5_W_sq.sum(keepdims=True)
+    # mean over samples + 0.5 λ Σ‖W‖²
+    # loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N
+    numpy.add(5.0000000000000002e-5*l0_W_sqsum, 5.0000000000000002e-5*l2_W_sqsum + 5.0000000000000002e-5*l5_W_sqsum + loss_sum/N, out=loss)
+
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)
+    #   (logsumexp(O) - O[label] per sample)
+    # d_o_expsum = 1 / (N o_expsum)
+    numpy.divide(1, N*o_expsum, out=d_o_expsum)
+
+    # Grad of: l5_Z = l5_XW + l5_b
+    #   (l5: pre-activation)
+    # d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N
+    numpy.subtract(d_o_expsum*o_exp, y/N, out=d_l5_Z_2)
+
+    # Grad of: l5_XW = l3_Y·l5_W
+    #   (l5: affine part)
+    # d_l3_Y = d_l5_Z_2·l5_Wᵀ
+    numpy.dot(d_l5_Z_2, l5_W.T, out=d_l3_Y)
+
+    # Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample)
+    #   (l3: as (N, C·H_out·W_out))
+    # d_l3_max = transposeᵀ(d_l3_Y; 64×1 → 1×64 per sample)  (each input entry sums the outputs that read it)
+    d_l3_max = _scatter(d_l3_Y, _pattern_index(('transpose', 64, 1)), N, 64, 1)
+
+    # Grad of: l3_max = rowmax(windows(l2_Y; C=16, H=4, W=4, k=2, s=2))
+    #   (l3: each 2x2 window's maximum)
+    # d_l2_Y = windowsᵀ(d_l3_max at the first argmax of each row of windows(l2_Y; C=16, H=4, W=4, k=2, s=2), 0 elsewhere)
+    d_l2_Y = _scatter(_put_argmax(_gather(l2_Y, _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 64, 4), d_l3_max), _pattern_index(('windows', 16, 4, 4, 2, 2)), N, 256, 256)
+
+    # Grad of: l2_Y = transpose(l2_A; 16×16 → 16×16 per sample)
+    #   (l2: as (N, filters·H_out·W_out), C order)
+    # d_l2_A = transposeᵀ(d_l2_Y; 16×16 → 16×16 per sample)  (each input entry sums the outputs that read it)
+    d_l2_A = _scatter(d_l2_Y, _pattern_index(('transpose', 16, 16)), N, 256, 16)
+
+    # Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0)
+    #   (l2: activation relu)
+    # d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0)
+    numpy.multiply(d_l2_A, (l2_Z >= 0), out=d_l2_Z)
+
+    # Grad of: l2_PW = l2_P·l2_Wᵀ
+    #   (l2: patches times the kernel, P·Wᵀ)
+    # d_l2_P = d_l2_Z·l2_W
+    numpy.dot(d_l2_Z, l2_W, out=d_l2_P)
+
+    # Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1)
+    #   (l2: patches (im2col), one row per output pixel)
+    # d_l1_Y = im2colᵀ(d_l2_P; C=8, H=4, W=4, k=3, s=1, p=1)  (each input entry sums the outputs that read it)
+    d_l1_Y = _scatter(d_l2_P, _pattern_index(('im2col', 8, 4, 4, 3, 1, 1)), N, 128, 128)
+
+    # Grad of: l1_Y = transpose(l1_max; 128×1 → 1×128 per sample)
+    #   (l1: as (N, C·H_out·W_out))
+    # d_l1_max = transposeᵀ(d_l1_Y; 128×1 → 1×128 per sample)  (each input entry sums the outputs that read it)
+    d_l1_max = _scatter(d_l1_Y, _pattern_index(('transpose', 128, 1)), N, 128, 1)
+
+    # Grad of: l1_max = rowmax(windows(l0_Y; C=8, H=8, W=8, k=2, s=2))
+    #   (l1: each 2x2 window's maximum)
+    # d_l0_Y = windowsᵀ(d_l1_max at the first argmax of each row of windows(l0_Y; C=8, H=8, W=8, k=2, s=2), 0 elsewhere)
+    d_l0_Y = _scatter(_put_argmax(_gather(l0_Y, _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 128, 4), d_l1_max), _pattern_index(('windows', 8, 8, 8, 2, 2)), N, 512, 512)
+
+    # Grad of: l0_Y = transpose(l0_A; 64×8 → 8×64 per sample)
+    #   (l0: as (N, filters·H_out·W_out), C order)
+    # d_l0_A = transposeᵀ(d_l0_Y; 64×8 → 8×64 per sample)  (each input entry sums the outputs that read it)
+    d_l0_A = _scatter(d_l0_Y, _pattern_index(('transpose', 64, 8)), N, 512, 8)
+
+    # Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0)
+    #   (l0: activation relu)
+    # d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0)
+    numpy.multiply(d_l0_A, (l0_Z >= 0), out=d_l0_Z)
+    return loss, d_l0_Z, l0_P, d_l2_Z, l2_P, l3_Y, d_l5_Z_2
+
+
 def _columns_head(x, y, l0_W, l0_b, l2_W, l2_b, l5_W, l5_b):
     N = x.shape[0]
 
@@ -2434,9 +2904,10 @@ def _mats(arrs):
             for a in arrs]
 
 
-def _run(name, n, args):
+def _run(name, n, args, scratch=False):
     """Run generated function ``name`` on its inputs (x, y, parameters, v;
-    vectors become 1-row matrices); its outputs as a list of matrices."""
+    vectors become 1-row matrices); its outputs as a list of matrices.
+    (``scratch``: the C backend's; the outputs here are always fresh.)"""
     # like the C backend, silent on overflow (e.g. the unused branch of elu at
     # -1e4): results are checked for NaN/inf by the API (_finite_or_blame)
     with numpy.errstate(all="ignore"):

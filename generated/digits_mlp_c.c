@@ -1458,6 +1458,125 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 64*N; k++) v_x_factor[k] = v_x[k];
 }
 
+/* ---- grad_terms: workspace 168*N + 2392 elements ---- */
+BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+{
+    real *const v_l0_XW = ws + 0;  /* (N, 32) */
+    real *const v_l1_XW = ws + 32*N;  /* (N, 10) */
+    real *const v_l1_Z = ws + 48*N;  /* (N, 10) */
+    real *const v_o_max = ws + 64*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 72*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 88*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 96*N;  /* (N, 10) */
+    real *const v_o_label = ws + 112*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 120*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 128*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 128*N + 8;  /* (64, 32) */
+    real *const v_l0_W_sqsum = ws + 128*N + 2056;  /* (1, 1) */
+    real *const v_l1_W_sq = ws + 128*N + 2064;  /* (32, 10) */
+    real *const v_l1_W_sqsum = ws + 128*N + 2384;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 128*N + 2392;  /* (N, 1) */
+    real *const v_d_l0_A = ws + 136*N + 2392;  /* (N, 32) */
+    real *const v_loss = out + 0;  /* (1, 1) */
+    real *const v_d_l0_Z = out + 1;  /* (N, 32) */
+    real *const v_l0_A = out + 32*N + 1;  /* (N, 32) */
+    real *const v_d_l1_Z_2 = out + 64*N + 1;  /* (N, 10) */
+
+    /* forward pass */
+    /* l0: affine part */
+    /* l0_XW = x·l0_W */
+    bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
+    /* l0: activation tanh */
+    /* l0_A = tanh(l0_XW + l0_b) */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 32; cc++) {
+            const int64_t k = rr*32 + cc;
+            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
+        }
+    }
+    /* l1: affine part */
+    /* l1_XW = l0_A·l1_W */
+    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
+    /* l1_Z = l1_XW + l1_b */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+        }
+    }
+    /* o_max = rowmax(l1_Z) */
+    bpg_rowmax(N, 10, v_l1_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
+    /* o_exp = exp(l1_Z - o_max) */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
+        }
+    }
+    /* row sums of the exponentials */
+    /* o_expsum = o_exp·1 */
+    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
+    /* o_pick = l1_Z ⊙ y */
+    #pragma omp simd
+    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l1_Z[k]*v_y[k];
+    /* the label's logit */
+    /* o_label = o_pick·1 */
+    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    /* logsumexp(O) - O[label] per sample */
+    /* loss_terms = o_max - o_label + log(o_expsum) */
+    #pragma omp simd
+    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+    /* loss_sum = 1ᵀ·loss_terms·1 */
+    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    /* l0_W_sq = l0_W^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 2048; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
+    /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
+    bpg_sumall(64, 32, v_l0_W_sq, v_l0_W_sqsum);
+    /* l1_W_sq = l1_W^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 320; k++) v_l1_W_sq[k] = ((v_l1_W[k])*(v_l1_W[k]));
+    /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
+    bpg_sumall(32, 10, v_l1_W_sq, v_l1_W_sqsum);
+    /* mean over samples + 0.5 λ Σ‖W‖² */
+    /* loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_l0_W_sqsum[0] + 5.0000000000000002e-5*v_l1_W_sqsum[0] + v_loss_sum[0]/((real)N);
+
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum) */
+    /*   (logsumexp(O) - O[label] per sample) */
+    /* d_o_expsum = 1 / (N o_expsum) */
+    #pragma omp simd
+    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
+
+    /* Grad of: l1_Z = l1_XW + l1_b */
+    /*   (l1: pre-activation) */
+    /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            v_d_l1_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+        }
+    }
+
+    /* Grad of: l1_XW = l0_A·l1_W */
+    /*   (l1: affine part) */
+    /* d_l0_A = d_l1_Z_2·l1_Wᵀ */
+    bpg_gemm_nt(N, 32, 10, v_d_l1_Z_2, v_l1_W, v_d_l0_A);
+
+    /* Grad of: l0_A = tanh(l0_XW + l0_b) */
+    /*   (l0: activation tanh) */
+    /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
+}
+
 /* ---- curvature: workspace 136*N + 0 elements ---- */
 BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {

@@ -2187,6 +2187,271 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 20*N; k++) v_x_factor[k] = v_x[k];
 }
 
+/* ---- grad_terms: workspace 5928*N + 1032 elements ---- */
+BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+{
+    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_cprev = ws + 2560*N;  /* (20*N, 16) */
+    real *const v_l0_HW = ws + 2880*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 2944*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 3008*N;  /* (N, 16) */
+    real *const v_l0_i = ws + 3024*N;  /* (20*N, 16) */
+    real *const v_l0_G_1 = ws + 3344*N;  /* (N, 16) */
+    real *const v_l0_f = ws + 3360*N;  /* (20*N, 16) */
+    real *const v_l0_G_2 = ws + 3680*N;  /* (N, 16) */
+    real *const v_l0_g = ws + 3696*N;  /* (20*N, 16) */
+    real *const v_l0_G_3 = ws + 4016*N;  /* (N, 16) */
+    real *const v_l0_o = ws + 4032*N;  /* (20*N, 16) */
+    real *const v_l0_C = ws + 4352*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 4672*N;  /* (20*N, 1) */
+    real *const v_l1_Z = ws + 4696*N;  /* (20*N, 1) */
+    real *const v_out_held_prev = ws + 4720*N;  /* (N, 1) */
+    real *const v_out_held = ws + 4728*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 4752*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 4760*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 4768*N;  /* (1, 1) */
+    real *const v_d_out_last = ws + 4768*N + 8;  /* (N, 1) */
+    real *const v_d_out_held = ws + 4776*N + 8;  /* (20*N, 1) */
+    real *const v_carry_out_held = ws + 4800*N + 8;  /* (N, 1) */
+    real *const v_d_out_held_1 = ws + 4808*N + 8;  /* (N, 1) */
+    real *const v_d_out_held_prev = ws + 4816*N + 8;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 4840*N + 8;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 5160*N + 8;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 5176*N + 8;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 5192*N + 8;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 5208*N + 8;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 5224*N + 8;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 5544*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 5560*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 5576*N + 8;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 5592*N + 8;  /* (N, 16) */
+    real *const v_d_l0_hprev = ws + 5608*N + 8;  /* (20*N, 16) */
+    real *const v_loss = out + 0;  /* (1, 1) */
+    real *const v_d_l0_G_6 = out + 1;  /* (20*N, 64) */
+    real *const v_l0_hprev = out + 1280*N + 1;  /* (20*N, 16) */
+    real *const v_l0_H = out + 1600*N + 1;  /* (20*N, 16) */
+    real *const v_d_l1_Z = out + 1920*N + 1;  /* (20*N, 1) */
+    real *const v_l0_Wh_T = ws + 5928*N + 8;  /* (64, 16) */
+
+    /* forward pass */
+    /* l0: input projection of every step at once */
+    /* l0_XW = x·l0_Wx */
+    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* l0: input projection plus bias */
+    /* l0_XG = l0_XW + l0_b */
+    for (int64_t rr = 0; rr < 20*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 64; cc++) {
+            const int64_t k = rr*64 + cc;
+            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
+        }
+    }
+
+    /* loop over time steps: l0 (lstm), t = 0 .. 19 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = it;
+        const int64_t q = t - 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* forward pass (continued) */
+        /* l0_hprev = l0_H of the previous iteration (0 at the first) */
+        if (it == 0) memset((v_l0_hprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_hprev + t*16*N), v_l0_H + q*16*N, sizeof(real)*(size_t)(16*N));
+        /* l0_cprev = l0_C of the previous iteration (0 at the first) */
+        if (it == 0) memset((v_l0_cprev + t*16*N), 0, sizeof(real)*(size_t)(16*N));
+        else memcpy((v_l0_cprev + t*16*N), v_l0_C + q*16*N, sizeof(real)*(size_t)(16*N));
+        /* l0_HW = l0_hprev·l0_Wh */
+        bpg_gemm_nn(N, 64, 16, (v_l0_hprev + t*16*N), v_l0_Wh, v_l0_HW);
+        /* l0: gate pre-activations [i, f, g, o] */
+        /* l0_G = l0_HW + l0_XG */
+        #pragma omp simd
+        for (int64_t k = 0; k < 64*N; k++) v_l0_G[k] = v_l0_HW[k] + (v_l0_XG + t*64*N)[k];
+        /* l0_G_0 = l0_G[:, 0:16] */
+        bpg_copy_cols(N, 16, v_l0_G, 64, 0, v_l0_G_0, 16, 0);
+        /* l0: input gate */
+        /* l0_i = σ(l0_G_0) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_i + t*16*N)[k] = bpg_sigmoid(v_l0_G_0[k]);
+        /* l0_G_1 = l0_G[:, 16:32] */
+        bpg_copy_cols(N, 16, v_l0_G, 64, 16, v_l0_G_1, 16, 0);
+        /* l0: forget gate */
+        /* l0_f = σ(l0_G_1) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_f + t*16*N)[k] = bpg_sigmoid(v_l0_G_1[k]);
+        /* l0_G_2 = l0_G[:, 32:48] */
+        bpg_copy_cols(N, 16, v_l0_G, 64, 32, v_l0_G_2, 16, 0);
+        /* l0: cell candidate */
+        /* l0_g = tanh(l0_G_2) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_g + t*16*N)[k] = bpg_tanh(v_l0_G_2[k]);
+        /* l0_G_3 = l0_G[:, 48:64] */
+        bpg_copy_cols(N, 16, v_l0_G, 64, 48, v_l0_G_3, 16, 0);
+        /* l0: output gate */
+        /* l0_o = σ(l0_G_3) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_o + t*16*N)[k] = bpg_sigmoid(v_l0_G_3[k]);
+        /* l0: c_t = f ⊙ c_(t-1) + i ⊙ g */
+        /* l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_C + t*16*N)[k] = (v_l0_cprev + t*16*N)[k]*(v_l0_f + t*16*N)[k] + (v_l0_g + t*16*N)[k]*(v_l0_i + t*16*N)[k];
+        /* l0: h_t = o ⊙ tanh(c_t) */
+        /* l0_H = l0_o ⊙ tanh(l0_C) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_l0_H + t*16*N)[k] = (v_l0_o + t*16*N)[k]*bpg_tanh((v_l0_C + t*16*N)[k]);
+    }
+
+    /* forward pass (continued) */
+    /* l1: affine part */
+    /* l1_XW = l0_H·l1_W */
+    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* l1: pre-activation */
+    /* l1_Z = l1_XW + l1_b */
+    #pragma omp simd
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
+
+    /* loop over time steps: the last real step, t = 0 .. 19 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = it;
+        const int64_t q = t - 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* forward pass (continued) */
+        /* out_held_prev = out_held of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_out_held_prev, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_out_held_prev, v_out_held + q*1*N, sizeof(real)*(size_t)(N));
+        /* each sample's output at its last real step so far */
+        /* out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_out_held + t*1*N)[k] = (v_l1_Z + t*1*N)[k]*(v_mask + t*1*N)[k] + v_out_held_prev[k]*(1 - (v_mask + t*1*N)[k]);
+    }
+
+    /* forward pass (continued) */
+    /* out_last = out_held(t=19) */
+    memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
+    /* mse: half the squared error per unit */
+    /* loss_terms = (out_last - y)^∘2 / 2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
+    /* loss_sum = 1ᵀ·loss_terms·1 */
+    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    /* mean over samples */
+    /* loss = loss_sum / N */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = v_loss_sum[0]/((real)N);
+
+    /* Grad of: loss_terms = (out_last - y)^∘2 / 2 */
+    /*   (mse: half the squared error per unit) */
+    /* d_out_last = (out_last - y) / N */
+    #pragma omp simd
+    for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
+
+    /* Grad of: out_last = out_held(t=19) */
+    /* d_out_held = d_out_last at t=19, 0 at the other steps (T=20) */
+    memset(v_d_out_held, 0, sizeof(real)*(size_t)(20*N));
+    memcpy(v_d_out_held + 19*1*N, v_d_out_last, sizeof(real)*(size_t)(1*N));
+
+    /* loop over time steps: backward through the last real step, t = 19 .. 0 */
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = 19 - it;
+        const int64_t q = t + 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* Grad of: out_held_prev = out_held of the previous iteration (0 at the first) */
+        /* carry_out_held = d_out_held_prev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_carry_out_held, 0, sizeof(real)*(size_t)(N));
+        else memcpy(v_carry_out_held, v_d_out_held_prev + q*1*N, sizeof(real)*(size_t)(N));
+
+        /* Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask) */
+        /*   (each sample's output at its last real step so far) */
+        /* d_out_held_1 = carry_out_held + d_out_held */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) v_d_out_held_1[k] = v_carry_out_held[k] + (v_d_out_held + t*1*N)[k];
+        /* d_l1_Z = d_out_held_1 ⊙ mask */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_d_l1_Z + t*1*N)[k] = v_d_out_held_1[k]*(v_mask + t*1*N)[k];
+        /* d_out_held_prev = d_out_held_1 ⊙ (1 - mask) */
+        #pragma omp simd
+        for (int64_t k = 0; k < N; k++) (v_d_out_held_prev + t*1*N)[k] = v_d_out_held_1[k]*(1 - (v_mask + t*1*N)[k]);
+    }
+
+    /* Grad of: l1_XW = l0_H·l1_W */
+    /*   (l1: affine part) */
+    /* d_l0_H = d_l1_Z·l1_Wᵀ */
+    bpg_gemm_nt(20*N, 16, 1, v_d_l1_Z, v_l1_W, v_d_l0_H);
+
+    /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
+    /* l0_Wh_T = l0_Whᵀ, once for every step */
+    for (int64_t i = 0; i < 16; i++)
+        for (int64_t j = 0; j < 64; j++) v_l0_Wh_T[j*16 + i] = v_l0_Wh[i*64 + j];
+    for (int64_t it = 0; it < 20; it++) {
+        const int64_t t = 19 - it;
+        const int64_t q = t + 1;  /* the previous iteration's step */
+        (void)q;
+
+        /* Grad of: l0_hprev = l0_H of the previous iteration (0 at the first) */
+        /* carry_l0_H = d_l0_hprev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_carry_l0_H, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_H, v_d_l0_hprev + q*16*N, sizeof(real)*(size_t)(16*N));
+
+        /* Grad of: l0_cprev = l0_C of the previous iteration (0 at the first) */
+        /* carry_l0_C = d_l0_cprev of the previous iteration (0 at the first) */
+        if (it == 0) memset(v_carry_l0_C, 0, sizeof(real)*(size_t)(16*N));
+        else memcpy(v_carry_l0_C, v_d_l0_cprev + q*16*N, sizeof(real)*(size_t)(16*N));
+
+        /* Grad of: l0_H = l0_o ⊙ tanh(l0_C) */
+        /*   (l0: h_t = o ⊙ tanh(c_t)) */
+        /* d_l0_H_1 = carry_l0_H + d_l0_H */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_H_1[k] = v_carry_l0_H[k] + (v_d_l0_H + t*16*N)[k];
+
+        /* Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i */
+        /*   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g) */
+        /* d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_C_1[k] = v_carry_l0_C[k] + v_d_l0_H_1[k]*(v_l0_o + t*16*N)[k]*(1 - ((bpg_tanh((v_l0_C + t*16*N)[k]))*(bpg_tanh((v_l0_C + t*16*N)[k]))));
+        /* d_l0_cprev = d_l0_C_1 ⊙ l0_f */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) (v_d_l0_cprev + t*16*N)[k] = v_d_l0_C_1[k]*(v_l0_f + t*16*N)[k];
+
+        /* Grad of: l0_o = σ(l0_G_3) */
+        /*   (l0: output gate) */
+        /* d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_3[k] = v_d_l0_H_1[k]*(v_l0_o + t*16*N)[k]*(1 - (v_l0_o + t*16*N)[k])*bpg_tanh((v_l0_C + t*16*N)[k]);
+
+        /* Grad of: l0_g = tanh(l0_G_2) */
+        /*   (l0: cell candidate) */
+        /* d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_2[k] = v_d_l0_C_1[k]*(v_l0_i + t*16*N)[k]*(1 - (((v_l0_g + t*16*N)[k])*((v_l0_g + t*16*N)[k])));
+
+        /* Grad of: l0_f = σ(l0_G_1) */
+        /*   (l0: forget gate) */
+        /* d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_1_1[k] = v_d_l0_C_1[k]*(v_l0_cprev + t*16*N)[k]*(v_l0_f + t*16*N)[k]*(1 - (v_l0_f + t*16*N)[k]);
+
+        /* Grad of: l0_i = σ(l0_G_0) */
+        /*   (l0: input gate) */
+        /* d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i) */
+        #pragma omp simd
+        for (int64_t k = 0; k < 16*N; k++) v_d_l0_G_0[k] = v_d_l0_C_1[k]*(v_l0_g + t*16*N)[k]*(v_l0_i + t*16*N)[k]*(1 - (v_l0_i + t*16*N)[k]);
+
+        /* Grad of: l0_G = l0_HW + l0_XG */
+        /*   (l0: gate pre-activations [i, f, g, o]) */
+        /* d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3] */
+        bpg_copy_cols(N, 16, v_d_l0_G_0, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 0);
+        bpg_copy_cols(N, 16, v_d_l0_G_1_1, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 16);
+        bpg_copy_cols(N, 16, v_d_l0_G_2, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 32);
+        bpg_copy_cols(N, 16, v_d_l0_G_3, 16, 0, (v_d_l0_G_6 + t*64*N), 64, 48);
+
+        /* Grad of: l0_HW = l0_hprev·l0_Wh */
+        /* d_l0_hprev = d_l0_G_6·l0_Whᵀ */
+        bpg_gemm_nn(N, 16, 64, (v_d_l0_G_6 + t*64*N), v_l0_Wh_T, (v_d_l0_hprev + t*16*N));
+    }
+}
+
 /* ---- hessian_columns: workspace 19656*N + 2080 elements ---- */
 BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {

@@ -4,7 +4,7 @@ Regenerate with: bpgen build sine_lstm.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (sine_lstm_c.c, compiled through cffi into
-_bpgen_sine_lstm_25724a4432ae) then never reads or writes out of bounds.
+_bpgen_sine_lstm_ad424adc09c6) then never reads or writes out of bounds.
 Derivation document: bpgen doc sine_lstm.yaml
 """
 import collections
@@ -81,6 +81,26 @@ _L2 = 0.0
 _L2_KEYS = ('l0.Wx', 'l0.Wh', 'l1.W')
 #: weight key -> indices of its (U, V) among the grad_factors outputs
 _FACTORS = {'l0.Wx': (0, 1), 'l0.Wh': (2, 1), 'l1.W': (3, 4)}
+#: per_sample_grads, per_sample_grad_norms, clipped_grad: parameter key ->
+#: (how its per-sample norm is computed, its (rows, cols) matrix shape, its
+#: data gradient's summands before the reduction over rows), each summand
+#: (kind, index of U or the ids (-1: x), index of V, rows per sample, row
+#: layout, table rows) among the grad_terms outputs (output 0: the loss).
+#: The norm's form is chosen here from the shapes: "gram" <U_n U_nᵀ, V_n V_nᵀ>
+#: (r x r Gram matrices per sample, r²(a+d) multiply-adds) or "explicit"
+#: (sample n's gradient U_nᵀ V_n formed, r·a·d), whichever costs less
+_GRAD_TERMS = {
+    # l0.Wx: explicit (product, r = 20 rows per sample: Gram 26,400 vs explicit 1,280 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "l0.Wx": ('explicit', (1, 64), (('product', -1, 1, 20, 'time', 0),)),
+    # l0.Wh: explicit (product, r = 20 rows per sample: Gram 32,400 vs explicit 20,480 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "l0.Wh": ('explicit', (16, 64), (('product', 2, 1, 20, 'time', 0),)),
+    # l0.b: explicit (colsum, r = 20: 1,280 per sample)
+    "l0.b": ('explicit', (1, 64), (('colsum', -1, 1, 20, 'time', 0),)),
+    # l1.W: explicit (product, r = 20 rows per sample: Gram 7,200 vs explicit 320 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "l1.W": ('explicit', (16, 1), (('product', 3, 4, 20, 'time', 0),)),
+    # l1.b: explicit (colsum, r = 20: 20 per sample)
+    "l1.b": ('explicit', (1, 1), (('colsum', -1, 4, 20, 'time', 0),)),
+}
 #: dense layers of the structured Hessian: (W key, b key, indices of the
 #: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
 _CURV_LAYERS = []
@@ -103,13 +123,14 @@ _OUTPUTS = {
     "hvp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
     "ggn_vp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
     "grad_factors": [(0, 0, 20, 0, 1), (20, 0, 1280, 0, 64), (1300, 0, 320, 0, 16), (1620, 0, 320, 0, 16), (1940, 0, 20, 0, 1)],
+    "grad_terms": [(0, 0, 0, 1, 1), (0, 1, 1280, 0, 64), (1280, 1, 320, 0, 16), (1600, 1, 320, 0, 16), (1920, 1, 20, 0, 1)],
 }
-EXTENSION = "_bpgen_sine_lstm_25724a4432ae"
-CDEF = "void bpg_forward(int64_t N, const double *v_x, const double *v_mask, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_Wx, const double *v_v_l0_Wh, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_Wx, const double *v_v_l0_Wh, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);\nint bpg_entry_have(int entry);\nvoid bpg_split_rule(int64_t *rows, double *work);\nint64_t bpg_split_calls(void);\nsize_t bpg_entry_ws(int entry, int64_t N);\nvoid bpg_entry_run(int entry, int64_t N, const void *x, const double *mk, const double *y, const double *const *p, const double *const *v, double *out, double *ws, size_t cap);"
+EXTENSION = "_bpgen_sine_lstm_ad424adc09c6"
+CDEF = "void bpg_forward(int64_t N, const double *v_x, const double *v_mask, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_Wx, const double *v_v_l0_Wh, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_Wx, const double *v_v_l0_Wh, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_terms(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *v_x, const double *v_mask, const double *v_y, const double *v_l0_Wx, const double *v_l0_Wh, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);\nint bpg_entry_have(int entry);\nvoid bpg_split_rule(int64_t *rows, double *work);\nint64_t bpg_split_calls(void);\nsize_t bpg_entry_ws(int entry, int64_t N);\nvoid bpg_entry_run(int entry, int64_t N, const void *x, const double *mk, const double *y, const double *const *p, const double *const *v, double *out, double *ws, size_t cap);"
 C_FILE = "sine_lstm_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
-_WS = {'forward': (3448, 0), 'loss': (3520, 8), 'loss_and_grad': (7872, 1032), 'hvp': (16552, 4128), 'ggn_vp': (13008, 4096), 'grad_factors': (5920, 1024), 'hessian_columns': (19656, 2080)}
+_WS = {'forward': (3448, 0), 'loss': (3520, 8), 'loss_and_grad': (7872, 1032), 'hvp': (16552, 4128), 'ggn_vp': (13008, 4096), 'grad_factors': (5920, 1024), 'grad_terms': (5928, 1032), 'hessian_columns': (19656, 2080)}
 #: bpg_hessian_columns' workspace per direction of a chunk: a*N + b elements
 _WS_DIR = {'hessian_columns': (5440, 6450)}
 
@@ -981,6 +1002,275 @@ def _structured_diag(mats, outs, n):
     return out.astype(DTYPE)
 
 
+def _by_sample(arr, rows, layout, n):
+    """A (rows·N, c) factor as (N, rows, c): sample n's rows (a view)."""
+    c = arr.shape[1]
+    if layout == "time":
+        return arr.reshape(rows, n, c).transpose(1, 0, 2)
+    return arr.reshape(n, rows, c)
+
+
+def _row_sums(arr, rows, layout, n):
+    """(N, c): every sample's sum of its rows of a (rows·N, c) factor, as a
+    product with ones (NumPy's sum over a middle axis is ~10x slower)."""
+    ones = numpy.ones(rows, dtype=DTYPE)
+    if layout == "time":
+        return (ones @ arr.reshape(rows, -1)).reshape(n, -1)
+    return numpy.matmul(ones, arr.reshape(n, rows, -1))
+
+
+def _row_weights(c, rows, layout):
+    """(rows·N,): each row's weight c[its sample]."""
+    return numpy.tile(c, rows) if layout == "time" else numpy.repeat(c, rows)
+
+
+def _ids(outs, xm, i):
+    """A scatter's row indices (token ids): x itself (i < 0) or an output."""
+    ids = xm if i < 0 else numpy.rint(outs[i])
+    return ids.reshape(-1).astype(numpy.int64)
+
+
+def _left(outs, xm, i):
+    """A product's U: x itself (i < 0) or an output."""
+    return xm if i < 0 else outs[i]
+
+
+def _term_grads(term, outs, xm, n):
+    """(N, a, d): one summand's per-sample sums over rows (without the
+    factor N)."""
+    kind, iu, iv, rows, layout, size = term
+    v = _by_sample(outs[iv], rows, layout, n)
+    if kind == "product":
+        u = _by_sample(_left(outs, xm, iu), rows, layout, n)
+        if rows == 1:              # an outer product per sample
+            return u[:, 0, :, None] * v[:, 0, None, :]
+        return numpy.matmul(u.transpose(0, 2, 1), v)
+    if kind == "colsum":
+        return _row_sums(outs[iv], rows, layout, n)[:, None, :]
+    if kind == "scatter":          # sample n's rows added at its ids
+        ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)[:, :, 0]
+        out = numpy.zeros((n * size, v.shape[2]), dtype=DTYPE)
+        numpy.add.at(out, (numpy.arange(n)[:, None] * size + ids).ravel(),
+                     v.reshape(-1, v.shape[2]))
+        return out.reshape(n, size, -1)
+    out = numpy.zeros((n, size, v.shape[2]), dtype=DTYPE)   # steps: row t -> P[t]
+    out[:, :rows] = v
+    return out
+
+
+def _param_grads(entry, outs, xm, n):
+    """(N, a, d): a parameter's per-sample data gradient, without the factor N."""
+    _, shape, terms = entry
+    total = numpy.zeros((n,) + shape, dtype=DTYPE) if not terms else None
+    for term in terms:
+        g = _term_grads(term, outs, xm, n)
+        total = g if total is None else total + g
+    return total
+
+
+def _gram(a):
+    """(N, r, r): every sample's Gram matrix of its rows, a: (N, r, c) (a
+    strided view: each sample's rows are a BLAS operand as they lie)."""
+    return numpy.matmul(a, a.transpose(0, 2, 1))
+
+
+def _cached(cache, key, make):
+    """cache[key], made once per call (a delta is shared by a layer's
+    weight and bias, an lstm's Wx, Wh and b)."""
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = make()
+    return value
+
+
+def _row_squares(cache, arr, i):
+    """(rows,): the squared norm of every row of output i (or x)."""
+    return _cached(cache, ("sq", i), lambda: numpy.multiply(arr, arr).sum(axis=1))
+
+
+def _gram_squares(entry, outs, xm, n, cache):
+    """(N,): ‖sample n's gradient‖² (without the factor N²) in the Gram form:
+    a parameter's summands as more rows of one product."""
+    _, _, terms = entry
+    kind, iu, iv, rows, layout, _ = terms[0]
+    if kind == "scatter":          # onehot(X_n) onehot(X_n)ᵀ: equal ids
+        ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)
+        gu = (ids == ids.transpose(0, 2, 1)).astype(DTYPE)
+        return numpy.einsum("nij,nij->n", gu, _gram(_by_sample(outs[iv], rows, layout, n)))
+    if len(terms) == 1 and rows == 1:    # one row: ‖u_n‖²·‖v_n‖²
+        return _row_squares(cache, _left(outs, xm, iu), iu) * _row_squares(cache, outs[iv], iv)
+    if len(terms) == 1:
+        gu = _cached(cache, ("gram", iu, rows, layout),
+                     lambda: _gram(_by_sample(_left(outs, xm, iu), rows, layout, n)))
+        gv = _cached(cache, ("gram", iv, rows, layout),
+                     lambda: _gram(_by_sample(outs[iv], rows, layout, n)))
+        return numpy.einsum("nij,nij->n", gu, gv)
+    u = numpy.concatenate([_by_sample(_left(outs, xm, t[1]), t[3], t[4], n) for t in terms],
+                          axis=1)
+    v = numpy.concatenate([_by_sample(outs[t[2]], t[3], t[4], n) for t in terms], axis=1)
+    return numpy.einsum("nij,nij->n", _gram(u), _gram(v))
+
+
+def _explicit_squares(entry, outs, xm, n, cache):
+    """(N,): ‖sample n's gradient‖² (without the factor N²), the gradient formed."""
+    terms = entry[2]
+    kind, _, iv, rows, _, _ = terms[0]
+    if len(terms) == 1 and kind == "colsum" and rows == 1:   # the delta's own row
+        return _row_squares(cache, outs[iv], iv)
+    g = _param_grads(entry, outs, xm, n).reshape(n, -1)
+    return numpy.einsum("ij,ij->i", g, g)
+
+
+def _norms(outs, xm, n):
+    """(N,): the Euclidean norm of every sample's gradient over all parameters."""
+    sq = numpy.zeros(n, dtype=DTYPE)
+    cache = {}
+    for entry in _GRAD_TERMS.values():
+        if entry[2]:
+            form = _gram_squares if entry[0] == "gram" else _explicit_squares
+            sq += form(entry, outs, xm, n, cache)
+    return n * numpy.sqrt(numpy.maximum(sq, 0))
+
+
+def _weighted_sum(entry, outs, xm, clip, weights):
+    """A parameter's data gradient with every row weighted by its sample's
+    clip[n], (a, d): Uᵀ·diag(w)·V and the like (clip = 1: loss_and_grad's,
+    without l2).  ``weights``: the row weights and scaled factors made so
+    far in this call."""
+    _, shape, terms = entry
+    total = None
+    for kind, iu, iv, rows, layout, size in terms:
+        w = clip if rows == 1 else _cached(weights, (rows, layout),
+                                           lambda: _row_weights(clip, rows, layout))
+        v = outs[iv]
+        if kind == "product" and rows == 1:        # a dense layer: one row per sample
+            u = _left(outs, xm, iu)
+            wc = _cached(weights, "column", lambda: clip[:, None])
+            part = (u * wc).T @ v if u.shape[1] < v.shape[1] else u.T @ (v * wc)
+        elif kind == "product":
+            u = _left(outs, xm, iu)
+            # scale the narrower factor (once: a delta serves several weights)
+            if u.shape[1] < v.shape[1]:
+                part = _cached(weights, (iu, rows), lambda: u * w[:, None]).T @ v
+            else:
+                part = u.T @ _cached(weights, (iv, rows), lambda: v * w[:, None])
+        elif kind == "colsum":
+            part = (w @ v)[None, :]
+        elif kind == "scatter":
+            part = numpy.zeros(shape, dtype=DTYPE)
+            numpy.add.at(part, _ids(outs, xm, iu), v * w[:, None])
+        else:                                  # steps
+            part = numpy.zeros(shape, dtype=DTYPE)
+            scaled = (v * w[:, None]).reshape(rows, -1, v.shape[1])
+            part[:rows] = numpy.matmul(numpy.ones(scaled.shape[1], dtype=DTYPE), scaled)
+        total = part if total is None else total + part
+    return numpy.zeros(shape, dtype=DTYPE) if total is None else total
+
+
+def _terms_inputs(params, x, y, lengths):
+    """Checked inputs, then the generated grad_terms function's outputs."""
+    _supported()
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
+    ym = _check_y(y, n)
+    return mats, xm, ym, n, [*xs, ym, *mats]
+
+
+def _supported():
+    """A NotImplementedError naming the parameter without a per-sample form
+    (a gradient summand that is not a reduction over per-sample rows: the
+    generator says which), if any; every layer bpgen has today has one."""
+    for key, entry in _GRAD_TERMS.items():
+        if entry[0] == "unsupported":
+            raise NotImplementedError(f"per-sample gradients of {key}: {entry[2]}")
+
+
+def _run_terms(args, n, xm, ym, mats):
+    # the factors stay in the thread's kept buffer (C): nothing returned
+    # here is a view of them
+    outs = _run("grad_terms", n, args, scratch=True)
+    if not math.isfinite(outs[0][0, 0]):
+        _finite_or_blame(outs[0], xm, ym, mats)      # names the input to blame
+    return outs
+
+
+def _checked_norms(outs, xm, ym, mats, n):
+    """_norms, refused (naming the input) when one is not finite."""
+    norms = _norms(outs, xm, n).astype(DTYPE, copy=False)
+    return norms if _finite_fast(norms) else _finite_or_blame(norms, xm, ym, mats)
+
+
+def per_sample_grads(params, x, y, lengths=None):
+    """Every sample's gradient: a dict like params whose arrays have a
+    leading axis N.  Sample n's is the gradient of its term of the loss
+    (its loss, a mean over its steps for ``steps: all``; with ``lengths``
+    its real steps weighted L_n·N/ΣL, the batch being a mean over all real
+    (sample, step) pairs), without the mean over samples and without l2, so
+    that their mean over n plus the l2 gradient is loss_and_grad's (and
+    truncated like it with bptt).  Refused, with a ValueError saying the
+    bytes, before anything is allocated when N·N_PARAMS numbers cannot fit
+    in MAX_RESULT_BYTES."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    _check_fits(f"per_sample_grads (N = {n:,} samples)", n * N_PARAMS)
+    outs = _run_terms(args, n, xm, ym, mats)
+    res = {}
+    for key, entry in _GRAD_TERMS.items():
+        g = _param_grads(entry, outs, xm, n)       # a fresh array: scaled in place
+        g *= n
+        res[key] = _finite_or_blame(
+            numpy.ascontiguousarray(g.reshape((n,) + PARAM_SHAPES[key])), xm, ym, mats)
+    return res
+
+
+def per_sample_grad_norms(params, x, y, lengths=None):
+    """(N,): the Euclidean norm, over all parameters, of every sample's
+    gradient (per_sample_grads), computed without forming the per-sample
+    gradients where the Gram form is cheaper (chosen per parameter at
+    generation time: _GRAD_TERMS, bpgen show)."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    return _checked_norms(outs, xm, ym, mats, n)
+
+
+def _check_max_norm(max_norm):
+    """``max_norm`` as a float: a real number (a Python or NumPy scalar, or a
+    0-d array), positive and finite; anything else is a ValueError naming it."""
+    if type(max_norm) is float and math.isfinite(max_norm) and max_norm > 0:
+        return max_norm                 # the common case, without NumPy's calls
+    kind = getattr(numpy.asarray(max_norm) if not isinstance(max_norm, (str, bytes))
+                   else None, "dtype", None)
+    if (isinstance(max_norm, bool) or kind is None or kind.kind not in "iuf"
+            or numpy.ndim(max_norm) != 0):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    value = float(max_norm)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    return value
+
+
+def clipped_grad(params, x, y, max_norm, lengths=None):
+    """DP-SGD's clipped gradient in one forward and one backward pass:
+    (loss, grads, norms) with loss = loss(params, x, y) (l2 included),
+    norms = per_sample_grad_norms, and grads (a dict like params) the mean
+    over samples of each per-sample gradient scaled by min(1, max_norm /
+    norm_n), without l2 (noise is the caller's): Uᵀ·diag(c)·V, c each
+    row's sample's factor.  ``max_norm``: a positive finite number."""
+    max_norm = _check_max_norm(max_norm)
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    norms = _checked_norms(outs, xm, ym, mats, n)
+    # min(1, max_norm / norm): a norm of 0 (or below the smallest normal) is not clipped
+    tiny = numpy.finfo(DTYPE).tiny
+    clip = numpy.minimum(1.0, max_norm / numpy.maximum(norms, tiny)).astype(DTYPE, copy=False)
+    grads, weights = {}, {}
+    for key, entry in _GRAD_TERMS.items():
+        # finite: the norms are (a non-finite row would have made its norm so)
+        grads[key] = numpy.ascontiguousarray(
+            _weighted_sum(entry, outs, xm, clip, weights).reshape(PARAM_SHAPES[key]), dtype=DTYPE)
+    return float(outs[0][0, 0]), grads, norms
+
+
 import importlib.machinery as _machinery  # noqa: E402
 import importlib.util as _util  # noqa: E402
 import os as _os  # noqa: E402
@@ -1189,6 +1479,7 @@ def _buffer(need):
 def release_workspace():
     """Free the calling thread's workspace (it is kept between calls)."""
     _LOCAL.ws = None
+    _LOCAL.outs = None
     if hasattr(lib, "bpgf_release_workspace"):     # the C entry points' (fastcall.c)
         lib.bpgf_release_workspace()
 
@@ -1244,16 +1535,33 @@ def _split_calls():
     return int(lib.bpg_split_calls()) if hasattr(lib, "bpg_split_calls") else 0
 
 
-def _call(name, n, args):
-    """Run ``bpg_<name>``: the flat output buffer.  The API has checked every
-    input (shape, dtype, C-contiguity), so the C code stays in bounds."""
+def _scratch_out(name, size):
+    """The calling thread's output buffer of ``name``, kept between calls
+    (grown as needed): a fresh one of megabytes costs its page faults on
+    every call (the CNN's grad_terms: half of the call)."""
+    held = getattr(_LOCAL, "outs", None)
+    if held is None:
+        held = _LOCAL.outs = {}
+    out = held.get(name)
+    if out is None or out.size < size:
+        out = held[name] = numpy.empty(size, dtype=DTYPE)
+    return out[:size]
+
+
+def _call(name, n, args, scratch=False):
+    """Run ``bpg_<name>``: the flat output buffer (fresh; with ``scratch``,
+    the thread's buffer of ``name``, overwritten by its next call: for
+    callers that read the outputs and return none of them).  The API has
+    checked every input (shape, dtype, C-contiguity), so the C code stays in
+    bounds."""
     t, args = _split_steps(args)
     if t is None:
         a, b = _OUT_SIZE[name]
     else:
         layout = _layout(name, t)
         a, b = sum(p[2] for p in layout), sum(p[3] for p in layout)
-    out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
+    size = max(a * n + b, 1)
+    out = _scratch_out(name, size) if scratch else numpy.empty(size, dtype=DTYPE)
     if _entry_run(name, n, args, out):
         return out
     fb = ffi.from_buffer
@@ -1266,9 +1574,10 @@ def _call(name, n, args):
     return out
 
 
-def _run(name, n, args):
-    """The outputs of ``bpg_<name>`` as matrices (views of one buffer)."""
-    out = _call(name, n, args)
+def _run(name, n, args, scratch=False):
+    """The outputs of ``bpg_<name>`` as matrices (views of one buffer; with
+    ``scratch`` the thread's kept buffer, see _call)."""
+    out = _call(name, n, args, scratch)
     return [out[oa * n + ob:oa * n + ob + a * n + b].reshape(-1, cols)
             for oa, ob, a, b, cols in _layout(name, _split_steps(args)[0])]
 

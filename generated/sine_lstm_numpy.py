@@ -83,6 +83,26 @@ _L2 = 0.0
 _L2_KEYS = ('l0.Wx', 'l0.Wh', 'l1.W')
 #: weight key -> indices of its (U, V) among the grad_factors outputs
 _FACTORS = {'l0.Wx': (0, 1), 'l0.Wh': (2, 1), 'l1.W': (3, 4)}
+#: per_sample_grads, per_sample_grad_norms, clipped_grad: parameter key ->
+#: (how its per-sample norm is computed, its (rows, cols) matrix shape, its
+#: data gradient's summands before the reduction over rows), each summand
+#: (kind, index of U or the ids (-1: x), index of V, rows per sample, row
+#: layout, table rows) among the grad_terms outputs (output 0: the loss).
+#: The norm's form is chosen here from the shapes: "gram" <U_n U_nᵀ, V_n V_nᵀ>
+#: (r x r Gram matrices per sample, r²(a+d) multiply-adds) or "explicit"
+#: (sample n's gradient U_nᵀ V_n formed, r·a·d), whichever costs less
+_GRAD_TERMS = {
+    # l0.Wx: explicit (product, r = 20 rows per sample: Gram 26,400 vs explicit 1,280 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "l0.Wx": ('explicit', (1, 64), (('product', -1, 1, 20, 'time', 0),)),
+    # l0.Wh: explicit (product, r = 20 rows per sample: Gram 32,400 vs explicit 20,480 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "l0.Wh": ('explicit', (16, 64), (('product', 2, 1, 20, 'time', 0),)),
+    # l0.b: explicit (colsum, r = 20: 1,280 per sample)
+    "l0.b": ('explicit', (1, 64), (('colsum', -1, 1, 20, 'time', 0),)),
+    # l1.W: explicit (product, r = 20 rows per sample: Gram 7,200 vs explicit 320 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "l1.W": ('explicit', (16, 1), (('product', 3, 4, 20, 'time', 0),)),
+    # l1.b: explicit (colsum, r = 20: 20 per sample)
+    "l1.b": ('explicit', (1, 1), (('colsum', -1, 4, 20, 'time', 0),)),
+}
 #: dense layers of the structured Hessian: (W key, b key, indices of the
 #: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
 _CURV_LAYERS = []
@@ -105,6 +125,7 @@ _OUTPUTS = {
     "hvp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
     "ggn_vp": [(0, 0, 0, 64, 64), (0, 64, 0, 1024, 64), (0, 1088, 0, 64, 64), (0, 1152, 0, 16, 1), (0, 1168, 0, 1, 1)],
     "grad_factors": [(0, 0, 20, 0, 1), (20, 0, 1280, 0, 64), (1300, 0, 320, 0, 16), (1620, 0, 320, 0, 16), (1940, 0, 20, 0, 1)],
+    "grad_terms": [(0, 0, 0, 1, 1), (0, 1, 1280, 0, 64), (1280, 1, 320, 0, 16), (1600, 1, 320, 0, 16), (1920, 1, 20, 0, 1)],
 }
 #: _tangent_columns' tangents per direction: a*N + b bytes
 _TANGENT_BYTES = (132176, 35344)
@@ -975,6 +996,275 @@ def _structured_diag(mats, outs, n):
         for key in _L2_KEYS:
             out[offset[key]:offset[key] + math.prod(PARAM_SHAPES[key])] += _L2
     return out.astype(DTYPE)
+
+
+def _by_sample(arr, rows, layout, n):
+    """A (rows·N, c) factor as (N, rows, c): sample n's rows (a view)."""
+    c = arr.shape[1]
+    if layout == "time":
+        return arr.reshape(rows, n, c).transpose(1, 0, 2)
+    return arr.reshape(n, rows, c)
+
+
+def _row_sums(arr, rows, layout, n):
+    """(N, c): every sample's sum of its rows of a (rows·N, c) factor, as a
+    product with ones (NumPy's sum over a middle axis is ~10x slower)."""
+    ones = numpy.ones(rows, dtype=DTYPE)
+    if layout == "time":
+        return (ones @ arr.reshape(rows, -1)).reshape(n, -1)
+    return numpy.matmul(ones, arr.reshape(n, rows, -1))
+
+
+def _row_weights(c, rows, layout):
+    """(rows·N,): each row's weight c[its sample]."""
+    return numpy.tile(c, rows) if layout == "time" else numpy.repeat(c, rows)
+
+
+def _ids(outs, xm, i):
+    """A scatter's row indices (token ids): x itself (i < 0) or an output."""
+    ids = xm if i < 0 else numpy.rint(outs[i])
+    return ids.reshape(-1).astype(numpy.int64)
+
+
+def _left(outs, xm, i):
+    """A product's U: x itself (i < 0) or an output."""
+    return xm if i < 0 else outs[i]
+
+
+def _term_grads(term, outs, xm, n):
+    """(N, a, d): one summand's per-sample sums over rows (without the
+    factor N)."""
+    kind, iu, iv, rows, layout, size = term
+    v = _by_sample(outs[iv], rows, layout, n)
+    if kind == "product":
+        u = _by_sample(_left(outs, xm, iu), rows, layout, n)
+        if rows == 1:              # an outer product per sample
+            return u[:, 0, :, None] * v[:, 0, None, :]
+        return numpy.matmul(u.transpose(0, 2, 1), v)
+    if kind == "colsum":
+        return _row_sums(outs[iv], rows, layout, n)[:, None, :]
+    if kind == "scatter":          # sample n's rows added at its ids
+        ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)[:, :, 0]
+        out = numpy.zeros((n * size, v.shape[2]), dtype=DTYPE)
+        numpy.add.at(out, (numpy.arange(n)[:, None] * size + ids).ravel(),
+                     v.reshape(-1, v.shape[2]))
+        return out.reshape(n, size, -1)
+    out = numpy.zeros((n, size, v.shape[2]), dtype=DTYPE)   # steps: row t -> P[t]
+    out[:, :rows] = v
+    return out
+
+
+def _param_grads(entry, outs, xm, n):
+    """(N, a, d): a parameter's per-sample data gradient, without the factor N."""
+    _, shape, terms = entry
+    total = numpy.zeros((n,) + shape, dtype=DTYPE) if not terms else None
+    for term in terms:
+        g = _term_grads(term, outs, xm, n)
+        total = g if total is None else total + g
+    return total
+
+
+def _gram(a):
+    """(N, r, r): every sample's Gram matrix of its rows, a: (N, r, c) (a
+    strided view: each sample's rows are a BLAS operand as they lie)."""
+    return numpy.matmul(a, a.transpose(0, 2, 1))
+
+
+def _cached(cache, key, make):
+    """cache[key], made once per call (a delta is shared by a layer's
+    weight and bias, an lstm's Wx, Wh and b)."""
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = make()
+    return value
+
+
+def _row_squares(cache, arr, i):
+    """(rows,): the squared norm of every row of output i (or x)."""
+    return _cached(cache, ("sq", i), lambda: numpy.multiply(arr, arr).sum(axis=1))
+
+
+def _gram_squares(entry, outs, xm, n, cache):
+    """(N,): ‖sample n's gradient‖² (without the factor N²) in the Gram form:
+    a parameter's summands as more rows of one product."""
+    _, _, terms = entry
+    kind, iu, iv, rows, layout, _ = terms[0]
+    if kind == "scatter":          # onehot(X_n) onehot(X_n)ᵀ: equal ids
+        ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)
+        gu = (ids == ids.transpose(0, 2, 1)).astype(DTYPE)
+        return numpy.einsum("nij,nij->n", gu, _gram(_by_sample(outs[iv], rows, layout, n)))
+    if len(terms) == 1 and rows == 1:    # one row: ‖u_n‖²·‖v_n‖²
+        return _row_squares(cache, _left(outs, xm, iu), iu) * _row_squares(cache, outs[iv], iv)
+    if len(terms) == 1:
+        gu = _cached(cache, ("gram", iu, rows, layout),
+                     lambda: _gram(_by_sample(_left(outs, xm, iu), rows, layout, n)))
+        gv = _cached(cache, ("gram", iv, rows, layout),
+                     lambda: _gram(_by_sample(outs[iv], rows, layout, n)))
+        return numpy.einsum("nij,nij->n", gu, gv)
+    u = numpy.concatenate([_by_sample(_left(outs, xm, t[1]), t[3], t[4], n) for t in terms],
+                          axis=1)
+    v = numpy.concatenate([_by_sample(outs[t[2]], t[3], t[4], n) for t in terms], axis=1)
+    return numpy.einsum("nij,nij->n", _gram(u), _gram(v))
+
+
+def _explicit_squares(entry, outs, xm, n, cache):
+    """(N,): ‖sample n's gradient‖² (without the factor N²), the gradient formed."""
+    terms = entry[2]
+    kind, _, iv, rows, _, _ = terms[0]
+    if len(terms) == 1 and kind == "colsum" and rows == 1:   # the delta's own row
+        return _row_squares(cache, outs[iv], iv)
+    g = _param_grads(entry, outs, xm, n).reshape(n, -1)
+    return numpy.einsum("ij,ij->i", g, g)
+
+
+def _norms(outs, xm, n):
+    """(N,): the Euclidean norm of every sample's gradient over all parameters."""
+    sq = numpy.zeros(n, dtype=DTYPE)
+    cache = {}
+    for entry in _GRAD_TERMS.values():
+        if entry[2]:
+            form = _gram_squares if entry[0] == "gram" else _explicit_squares
+            sq += form(entry, outs, xm, n, cache)
+    return n * numpy.sqrt(numpy.maximum(sq, 0))
+
+
+def _weighted_sum(entry, outs, xm, clip, weights):
+    """A parameter's data gradient with every row weighted by its sample's
+    clip[n], (a, d): Uᵀ·diag(w)·V and the like (clip = 1: loss_and_grad's,
+    without l2).  ``weights``: the row weights and scaled factors made so
+    far in this call."""
+    _, shape, terms = entry
+    total = None
+    for kind, iu, iv, rows, layout, size in terms:
+        w = clip if rows == 1 else _cached(weights, (rows, layout),
+                                           lambda: _row_weights(clip, rows, layout))
+        v = outs[iv]
+        if kind == "product" and rows == 1:        # a dense layer: one row per sample
+            u = _left(outs, xm, iu)
+            wc = _cached(weights, "column", lambda: clip[:, None])
+            part = (u * wc).T @ v if u.shape[1] < v.shape[1] else u.T @ (v * wc)
+        elif kind == "product":
+            u = _left(outs, xm, iu)
+            # scale the narrower factor (once: a delta serves several weights)
+            if u.shape[1] < v.shape[1]:
+                part = _cached(weights, (iu, rows), lambda: u * w[:, None]).T @ v
+            else:
+                part = u.T @ _cached(weights, (iv, rows), lambda: v * w[:, None])
+        elif kind == "colsum":
+            part = (w @ v)[None, :]
+        elif kind == "scatter":
+            part = numpy.zeros(shape, dtype=DTYPE)
+            numpy.add.at(part, _ids(outs, xm, iu), v * w[:, None])
+        else:                                  # steps
+            part = numpy.zeros(shape, dtype=DTYPE)
+            scaled = (v * w[:, None]).reshape(rows, -1, v.shape[1])
+            part[:rows] = numpy.matmul(numpy.ones(scaled.shape[1], dtype=DTYPE), scaled)
+        total = part if total is None else total + part
+    return numpy.zeros(shape, dtype=DTYPE) if total is None else total
+
+
+def _terms_inputs(params, x, y, lengths):
+    """Checked inputs, then the generated grad_terms function's outputs."""
+    _supported()
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
+    ym = _check_y(y, n)
+    return mats, xm, ym, n, [*xs, ym, *mats]
+
+
+def _supported():
+    """A NotImplementedError naming the parameter without a per-sample form
+    (a gradient summand that is not a reduction over per-sample rows: the
+    generator says which), if any; every layer bpgen has today has one."""
+    for key, entry in _GRAD_TERMS.items():
+        if entry[0] == "unsupported":
+            raise NotImplementedError(f"per-sample gradients of {key}: {entry[2]}")
+
+
+def _run_terms(args, n, xm, ym, mats):
+    # the factors stay in the thread's kept buffer (C): nothing returned
+    # here is a view of them
+    outs = _run("grad_terms", n, args, scratch=True)
+    if not math.isfinite(outs[0][0, 0]):
+        _finite_or_blame(outs[0], xm, ym, mats)      # names the input to blame
+    return outs
+
+
+def _checked_norms(outs, xm, ym, mats, n):
+    """_norms, refused (naming the input) when one is not finite."""
+    norms = _norms(outs, xm, n).astype(DTYPE, copy=False)
+    return norms if _finite_fast(norms) else _finite_or_blame(norms, xm, ym, mats)
+
+
+def per_sample_grads(params, x, y, lengths=None):
+    """Every sample's gradient: a dict like params whose arrays have a
+    leading axis N.  Sample n's is the gradient of its term of the loss
+    (its loss, a mean over its steps for ``steps: all``; with ``lengths``
+    its real steps weighted L_n·N/ΣL, the batch being a mean over all real
+    (sample, step) pairs), without the mean over samples and without l2, so
+    that their mean over n plus the l2 gradient is loss_and_grad's (and
+    truncated like it with bptt).  Refused, with a ValueError saying the
+    bytes, before anything is allocated when N·N_PARAMS numbers cannot fit
+    in MAX_RESULT_BYTES."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    _check_fits(f"per_sample_grads (N = {n:,} samples)", n * N_PARAMS)
+    outs = _run_terms(args, n, xm, ym, mats)
+    res = {}
+    for key, entry in _GRAD_TERMS.items():
+        g = _param_grads(entry, outs, xm, n)       # a fresh array: scaled in place
+        g *= n
+        res[key] = _finite_or_blame(
+            numpy.ascontiguousarray(g.reshape((n,) + PARAM_SHAPES[key])), xm, ym, mats)
+    return res
+
+
+def per_sample_grad_norms(params, x, y, lengths=None):
+    """(N,): the Euclidean norm, over all parameters, of every sample's
+    gradient (per_sample_grads), computed without forming the per-sample
+    gradients where the Gram form is cheaper (chosen per parameter at
+    generation time: _GRAD_TERMS, bpgen show)."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    return _checked_norms(outs, xm, ym, mats, n)
+
+
+def _check_max_norm(max_norm):
+    """``max_norm`` as a float: a real number (a Python or NumPy scalar, or a
+    0-d array), positive and finite; anything else is a ValueError naming it."""
+    if type(max_norm) is float and math.isfinite(max_norm) and max_norm > 0:
+        return max_norm                 # the common case, without NumPy's calls
+    kind = getattr(numpy.asarray(max_norm) if not isinstance(max_norm, (str, bytes))
+                   else None, "dtype", None)
+    if (isinstance(max_norm, bool) or kind is None or kind.kind not in "iuf"
+            or numpy.ndim(max_norm) != 0):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    value = float(max_norm)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    return value
+
+
+def clipped_grad(params, x, y, max_norm, lengths=None):
+    """DP-SGD's clipped gradient in one forward and one backward pass:
+    (loss, grads, norms) with loss = loss(params, x, y) (l2 included),
+    norms = per_sample_grad_norms, and grads (a dict like params) the mean
+    over samples of each per-sample gradient scaled by min(1, max_norm /
+    norm_n), without l2 (noise is the caller's): Uᵀ·diag(c)·V, c each
+    row's sample's factor.  ``max_norm``: a positive finite number."""
+    max_norm = _check_max_norm(max_norm)
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    norms = _checked_norms(outs, xm, ym, mats, n)
+    # min(1, max_norm / norm): a norm of 0 (or below the smallest normal) is not clipped
+    tiny = numpy.finfo(DTYPE).tiny
+    clip = numpy.minimum(1.0, max_norm / numpy.maximum(norms, tiny)).astype(DTYPE, copy=False)
+    grads, weights = {}, {}
+    for key, entry in _GRAD_TERMS.items():
+        # finite: the norms are (a non-finite row would have made its norm so)
+        grads[key] = numpy.ascontiguousarray(
+            _weighted_sum(entry, outs, xm, clip, weights).reshape(PARAM_SHAPES[key]), dtype=DTYPE)
+    return float(outs[0][0, 0]), grads, norms
 
 
 import threading as _threading  # noqa: E402
@@ -2787,6 +3077,254 @@ def _grad_factors(x, mask, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     return x_factor, d_l0_G_6, l0_hprev, l0_H, d_l1_Z
 
 
+def _grad_terms(x, mask, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
+    N = x.shape[0] // 20
+
+    # outputs written step by step in a loop
+    d_l0_G_6 = numpy.empty((20*N, 64), dtype=DTYPE)
+    l0_hprev = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_H_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    l0_H_z[:N] = 0  # N zero rows, then l0_H
+    l0_H = l0_H_z[N:]
+    l0_hprev = l0_H_z[:20*N]  # l0_H of the previous iteration (step t-1)
+    d_l1_Z = numpy.empty((20*N, 1), dtype=DTYPE)
+
+    # forward pass
+    # l0: input projection of every step at once
+    # l0_XW = x·l0_Wx
+    l0_XW = x @ l0_Wx
+    # l0: input projection plus bias
+    # l0_XG = l0_XW + l0_b
+    l0_XG = numpy.add(l0_XW, l0_b, out=l0_XW)
+
+    # loop over time steps: l0 (lstm), t = 0 .. 19
+    l0_i = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_f = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_g = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_o = numpy.empty((20*N, 16), dtype=DTYPE)
+    l0_C_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    l0_C_z[:N] = 0  # N zero rows, then l0_C
+    l0_C = l0_C_z[N:]
+    l0_cprev = l0_C_z[:20*N]  # l0_C of the previous iteration (step t-1)
+    l0_hprev_t = l0_hprev.reshape(20, N, 16)  # l0_hprev, step by step
+    l0_XG_t = l0_XG.reshape(20, N, 64)  # l0_XG, step by step
+    l0_i_t = l0_i.reshape(20, N, 16)  # l0_i, step by step
+    l0_f_t = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    l0_g_t = l0_g.reshape(20, N, 16)  # l0_g, step by step
+    l0_o_t = l0_o.reshape(20, N, 16)  # l0_o, step by step
+    l0_C_t = l0_C.reshape(20, N, 16)  # l0_C, step by step
+    l0_cprev_t = l0_cprev.reshape(20, N, 16)  # l0_cprev, step by step
+    l0_H_t = l0_H.reshape(20, N, 16)  # l0_H, step by step
+    for t in range(20):
+
+        # forward pass (continued)
+        # l0_hprev = l0_H of the previous iteration (0 at the first)
+        # (a view of l0_H, one step back: no copy)
+        # l0_cprev = l0_C of the previous iteration (0 at the first)
+        # (a view of l0_C, one step back: no copy)
+        # l0_HW = l0_hprev·l0_Wh
+        l0_HW = l0_hprev_t[t] @ l0_Wh
+        # l0: gate pre-activations [i, f, g, o]
+        # l0_G = l0_HW + l0_XG
+        l0_G = numpy.add(l0_HW, l0_XG_t[t], out=l0_HW)
+        # l0_G_0 = l0_G[:, 0:16]
+        l0_G_0 = l0_G[:, 0:16]
+        # l0: input gate
+        # l0_i = σ(l0_G_0)
+        _sigmoid(l0_G_0, out=l0_i_t[t])
+        # l0_G_1 = l0_G[:, 16:32]
+        l0_G_1 = l0_G[:, 16:32]
+        # l0: forget gate
+        # l0_f = σ(l0_G_1)
+        _sigmoid(l0_G_1, out=l0_f_t[t])
+        # l0_G_2 = l0_G[:, 32:48]
+        l0_G_2 = l0_G[:, 32:48]
+        # l0: cell candidate
+        # l0_g = tanh(l0_G_2)
+        numpy.tanh(l0_G_2, out=l0_g_t[t])
+        # l0_G_3 = l0_G[:, 48:64]
+        l0_G_3 = l0_G[:, 48:64]
+        # l0: output gate
+        # l0_o = σ(l0_G_3)
+        _sigmoid(l0_G_3, out=l0_o_t[t])
+        # l0: c_t = f ⊙ c_(t-1) + i ⊙ g
+        # l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
+        numpy.add(l0_cprev_t[t]*l0_f_t[t], l0_g_t[t]*l0_i_t[t], out=l0_C_t[t])
+        # l0: h_t = o ⊙ tanh(c_t)
+        # l0_H = l0_o ⊙ tanh(l0_C)
+        numpy.multiply(l0_o_t[t], numpy.tanh(l0_C_t[t]), out=l0_H_t[t])
+
+    # forward pass (continued)
+    # l1: affine part
+    # l1_XW = l0_H·l1_W
+    l1_XW = l0_H @ l1_W
+    # l1: pre-activation
+    # l1_Z = l1_XW + l1_b
+    l1_Z = numpy.add(l1_XW, l1_b, out=l1_XW)
+
+    # loop over time steps: the last real step, t = 0 .. 19
+    out_held_z = numpy.empty((21*N, 1), dtype=DTYPE)
+    out_held_z[:N] = 0  # N zero rows, then out_held
+    out_held = out_held_z[N:]
+    out_held_prev = out_held_z[:20*N]  # out_held of the previous iteration (step t-1)
+    # 1 - mask: every step at once
+    fac = 1 - mask
+    # l1_Z ⊙ mask: every step at once
+    fac_1 = l1_Z*mask
+    out_held_t = out_held.reshape(20, N, 1)  # out_held, step by step
+    fac_t = fac.reshape(20, N, 1)  # fac, step by step
+    fac_1_t = fac_1.reshape(20, N, 1)  # fac_1, step by step
+    out_held_prev_t = out_held_prev.reshape(20, N, 1)  # out_held_prev, step by step
+    for t in range(20):
+
+        # forward pass (continued)
+        # out_held_prev = out_held of the previous iteration (0 at the first)
+        # (a view of out_held, one step back: no copy)
+        # each sample's output at its last real step so far
+        # out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask)
+        numpy.add(fac_1_t[t], fac_t[t]*out_held_prev_t[t], out=out_held_t[t])
+
+    # forward pass (continued)
+    # out_last = out_held(t=19)
+    out_last = out_held[19*N:20*N]
+    # mse: half the squared error per unit
+    # loss_terms = (out_last - y)^∘2 / 2
+    loss_terms = 0.5*(out_last - y)**2
+    # loss_sum = 1ᵀ·loss_terms·1
+    loss_sum = loss_terms.sum(keepdims=True)
+    # mean over samples
+    # loss = loss_sum / N
+    loss = loss_sum/N
+
+    # Grad of: loss_terms = (out_last - y)^∘2 / 2
+    #   (mse: half the squared error per unit)
+    # d_out_last = (out_last - y) / N
+    d_out_last = (out_last - y)/N
+
+    # Grad of: out_last = out_held(t=19)
+    # d_out_held = d_out_last at t=19, 0 at the other steps (T=20)
+    d_out_held = _place_rows(d_out_last, 19, 20)
+
+    # loop over time steps: backward through the last real step, t = 19 .. 0
+    d_out_held_prev_z = numpy.empty((21*N, 1), dtype=DTYPE)
+    d_out_held_prev_z[20*N:] = 0  # d_out_held_prev, then N zero rows
+    d_out_held_prev = d_out_held_prev_z[:20*N]
+    carry_out_held = d_out_held_prev_z[N:]  # d_out_held_prev of the previous iteration (step t+1)
+    carry_out_held_t = carry_out_held.reshape(20, N, 1)  # carry_out_held, step by step
+    d_out_held_t = d_out_held.reshape(20, N, 1)  # d_out_held, step by step
+    d_l1_Z_t = d_l1_Z.reshape(20, N, 1)  # d_l1_Z, step by step
+    mask_t = mask.reshape(20, N, 1)  # mask, step by step
+    # 1 - mask: every step at once
+    fac_2 = 1 - mask
+    d_out_held_prev_t = d_out_held_prev.reshape(20, N, 1)  # d_out_held_prev, step by step
+    fac_2_t = fac_2.reshape(20, N, 1)  # fac_2, step by step
+    for t in range(19, -1, -1):
+
+        # Grad of: out_held_prev = out_held of the previous iteration (0 at the first)
+        # carry_out_held = d_out_held_prev of the previous iteration (0 at the first)
+        # (a view of d_out_held_prev, one step back: no copy)
+
+        # Grad of: out_held = l1_Z ⊙ mask + out_held_prev ⊙ (1 - mask)
+        #   (each sample's output at its last real step so far)
+        # d_out_held_1 = carry_out_held + d_out_held
+        d_out_held_1 = carry_out_held_t[t] + d_out_held_t[t]
+        # d_l1_Z = d_out_held_1 ⊙ mask
+        numpy.multiply(d_out_held_1, mask_t[t], out=d_l1_Z_t[t])
+        # d_out_held_prev = d_out_held_1 ⊙ (1 - mask)
+        numpy.multiply(d_out_held_1, fac_2_t[t], out=d_out_held_prev_t[t])
+
+    # Grad of: l1_XW = l0_H·l1_W
+    #   (l1: affine part)
+    # d_l0_H = d_l1_Z·l1_Wᵀ
+    d_l0_H = d_l1_Z @ l1_W.T
+
+    # loop over time steps: backward through l0 (lstm), t = 19 .. 0
+    d_l0_cprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    d_l0_cprev_z[20*N:] = 0  # d_l0_cprev, then N zero rows
+    d_l0_cprev = d_l0_cprev_z[:20*N]
+    carry_l0_C = d_l0_cprev_z[N:]  # d_l0_cprev of the previous iteration (step t+1)
+    d_l0_hprev_z = numpy.empty((21*N, 16), dtype=DTYPE)
+    d_l0_hprev_z[20*N:] = 0  # d_l0_hprev, then N zero rows
+    d_l0_hprev = d_l0_hprev_z[:20*N]
+    carry_l0_H = d_l0_hprev_z[N:]  # d_l0_hprev of the previous iteration (step t+1)
+    carry_l0_H_t = carry_l0_H.reshape(20, N, 16)  # carry_l0_H, step by step
+    d_l0_H_t = d_l0_H.reshape(20, N, 16)  # d_l0_H, step by step
+    # tanh(l0_C): every step at once
+    fac_3 = numpy.tanh(l0_C)
+    # l0_o ⊙ (1 - fac_3^∘2): every step at once
+    fac_4 = l0_o*(1 - fac_3**2)
+    carry_l0_C_t = carry_l0_C.reshape(20, N, 16)  # carry_l0_C, step by step
+    fac_4_t = fac_4.reshape(20, N, 16)  # fac_4, step by step
+    d_l0_cprev_t = d_l0_cprev.reshape(20, N, 16)  # d_l0_cprev, step by step
+    l0_f_t_1 = l0_f.reshape(20, N, 16)  # l0_f, step by step
+    # fac_3 ⊙ l0_o ⊙ (1 - l0_o): every step at once
+    fac_5 = fac_3*l0_o*(1 - l0_o)
+    d_l0_G_6_t = d_l0_G_6.reshape(20, N, 64)  # d_l0_G_6, step by step
+    fac_5_t = fac_5.reshape(20, N, 16)  # fac_5, step by step
+    # l0_i ⊙ (1 - l0_g^∘2): every step at once
+    fac_6 = l0_i*(1 - l0_g**2)
+    fac_6_t = fac_6.reshape(20, N, 16)  # fac_6, step by step
+    # l0_cprev ⊙ l0_f ⊙ (1 - l0_f): every step at once
+    fac_7 = l0_cprev*l0_f*(1 - l0_f)
+    fac_7_t = fac_7.reshape(20, N, 16)  # fac_7, step by step
+    # l0_g ⊙ l0_i ⊙ (1 - l0_i): every step at once
+    fac_8 = l0_g*l0_i*(1 - l0_i)
+    fac_8_t = fac_8.reshape(20, N, 16)  # fac_8, step by step
+    l0_Wh_T = numpy.ascontiguousarray(l0_Wh.T)  # l0_Whᵀ, contiguous
+    d_l0_hprev_t = d_l0_hprev.reshape(20, N, 16)  # d_l0_hprev, step by step
+    for t in range(19, -1, -1):
+
+        # Grad of: l0_hprev = l0_H of the previous iteration (0 at the first)
+        # carry_l0_H = d_l0_hprev of the previous iteration (0 at the first)
+        # (a view of d_l0_hprev, one step back: no copy)
+
+        # Grad of: l0_cprev = l0_C of the previous iteration (0 at the first)
+        # carry_l0_C = d_l0_cprev of the previous iteration (0 at the first)
+        # (a view of d_l0_cprev, one step back: no copy)
+
+        # Grad of: l0_H = l0_o ⊙ tanh(l0_C)
+        #   (l0: h_t = o ⊙ tanh(c_t))
+        # d_l0_H_1 = carry_l0_H + d_l0_H
+        d_l0_H_1 = carry_l0_H_t[t] + d_l0_H_t[t]
+
+        # Grad of: l0_C = l0_cprev ⊙ l0_f + l0_g ⊙ l0_i
+        #   (l0: c_t = f ⊙ c_(t-1) + i ⊙ g)
+        # d_l0_C_1 = carry_l0_C + d_l0_H_1 ⊙ l0_o ⊙ (1 - tanh(l0_C)^∘2)
+        d_l0_C_1 = carry_l0_C_t[t] + d_l0_H_1*fac_4_t[t]
+        # d_l0_cprev = d_l0_C_1 ⊙ l0_f
+        numpy.multiply(d_l0_C_1, l0_f_t_1[t], out=d_l0_cprev_t[t])
+
+        # Grad of: l0_o = σ(l0_G_3)
+        #   (l0: output gate)
+        # d_l0_G_3 = d_l0_H_1 ⊙ l0_o ⊙ (1 - l0_o) ⊙ tanh(l0_C)
+        numpy.multiply(d_l0_H_1, fac_5_t[t], out=d_l0_G_6_t[t, :, 48:64])
+
+        # Grad of: l0_g = tanh(l0_G_2)
+        #   (l0: cell candidate)
+        # d_l0_G_2 = d_l0_C_1 ⊙ l0_i ⊙ (1 - l0_g^∘2)
+        numpy.multiply(d_l0_C_1, fac_6_t[t], out=d_l0_G_6_t[t, :, 32:48])
+
+        # Grad of: l0_f = σ(l0_G_1)
+        #   (l0: forget gate)
+        # d_l0_G_1_1 = d_l0_C_1 ⊙ l0_cprev ⊙ l0_f ⊙ (1 - l0_f)
+        numpy.multiply(d_l0_C_1, fac_7_t[t], out=d_l0_G_6_t[t, :, 16:32])
+
+        # Grad of: l0_i = σ(l0_G_0)
+        #   (l0: input gate)
+        # d_l0_G_0 = d_l0_C_1 ⊙ l0_g ⊙ l0_i ⊙ (1 - l0_i)
+        numpy.multiply(d_l0_C_1, fac_8_t[t], out=d_l0_G_6_t[t, :, 0:16])
+
+        # Grad of: l0_G = l0_HW + l0_XG
+        #   (l0: gate pre-activations [i, f, g, o])
+        # d_l0_G_6 = [d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3]
+        # (d_l0_G_0, d_l0_G_1_1, d_l0_G_2, d_l0_G_3: written in place)
+
+        # Grad of: l0_HW = l0_hprev·l0_Wh
+        # d_l0_hprev = d_l0_G_6·l0_Whᵀ
+        numpy.dot(d_l0_G_6_t[t], l0_Wh_T, out=d_l0_hprev_t[t])
+    return loss, d_l0_G_6, l0_hprev, l0_H, d_l1_Z
+
+
 def _columns_head(x, mask, y, l0_Wx, l0_Wh, l0_b, l1_W, l1_b):
     N = x.shape[0] // 20
 
@@ -3381,9 +3919,10 @@ def _mats(arrs):
             for a in arrs]
 
 
-def _run(name, n, args):
+def _run(name, n, args, scratch=False):
     """Run generated function ``name`` on its inputs (x, y, parameters, v;
-    vectors become 1-row matrices); its outputs as a list of matrices."""
+    vectors become 1-row matrices); its outputs as a list of matrices.
+    (``scratch``: the C backend's; the outputs here are always fresh.)"""
     # like the C backend, silent on overflow (e.g. the unused branch of elu at
     # -1e4): results are checked for NaN/inf by the API (_finite_or_blame)
     with numpy.errstate(all="ignore"):

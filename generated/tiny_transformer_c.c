@@ -4388,6 +4388,615 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 }
 
+/* ---- grad_terms: workspace 7336*N + 3408 elements ---- */
+BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+{
+    real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
+    real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
+    real *const v_emb_A = ws + 256*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sum = ws + 384*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xc = ws + 392*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sq = ws + 520*N;  /* (8*N, 16) */
+    real *const v_attn_norm_ss = ws + 648*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xhat = ws + 656*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWq = ws + 784*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Q = ws + 912*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWk = ws + 1040*N;  /* (8*N, 16) */
+    real *const v_attn_mha_K = ws + 1168*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWv = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_attn_mha_V = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_attn_mha_QK = ws + 1552*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 1680*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 1808*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 1936*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 1952*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 2080*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 2096*N;  /* (16*N, 8) */
+    real *const v_attn_mha_OW = ws + 2224*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 2352*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 2480*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 2488*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 2616*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_ss = ws + 2744*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xhat = ws + 2752*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 2880*N;  /* (8*N, 64) */
+    real *const v_mlp_up_Z = ws + 3392*N;  /* (8*N, 64) */
+    real *const v_mlp_down_XW = ws + 3904*N;  /* (8*N, 16) */
+    real *const v_head_XW = ws + 4032*N;  /* (8*N, 16) */
+    real *const v_head_Z = ws + 4160*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 4288*N;  /* (1, 1) */
+    real *const v_o_max = ws + 4288*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 4296*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 4424*N + 8;  /* (8*N, 1) */
+    real *const v_o_pick = ws + 4432*N + 8;  /* (8*N, 16) */
+    real *const v_o_label = ws + 4560*N + 8;  /* (8*N, 1) */
+    real *const v_real_terms = ws + 4568*N + 8;  /* (8*N, 1) */
+    real *const v_loss_sum = ws + 4576*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 4576*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 4576*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 4576*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 4576*N + 536;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 4576*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 4576*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 4576*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 4576*N + 1064;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 4576*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 4576*N + 2096;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 4576*N + 2104;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 4576*N + 3128;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 4576*N + 3136;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 4576*N + 3392;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 4576*N + 3400;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 4576*N + 3408;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 4584*N + 3408;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 4592*N + 3408;  /* (8*N, 1) */
+    real *const v_d_mlp_up_A = ws + 4600*N + 3408;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 5112*N + 3408;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 5240*N + 3408;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 5368*N + 3408;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 5376*N + 3408;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 5504*N + 3408;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 5632*N + 3408;  /* (8*N, 1) */
+    real *const v_d_attn_mha_AV = ws + 5640*N + 3408;  /* (8*N, 16) */
+    real *const v_d_attn_mha_P = ws + 5768*N + 3408;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 5896*N + 3408;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 6024*N + 3408;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 6040*N + 3408;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 6168*N + 3408;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 6296*N + 3408;  /* (16*N, 8) */
+    real *const v_d_attn_norm_A = ws + 6424*N + 3408;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 6552*N + 3408;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 6680*N + 3408;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 6808*N + 3408;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 6936*N + 3408;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 7064*N + 3408;  /* (8*N, 1) */
+    real *const v_d_attn_norm_Xc_2 = ws + 7072*N + 3408;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum = ws + 7200*N + 3408;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum_1 = ws + 7328*N + 3408;  /* (8*N, 1) */
+    real *const v_loss = out + 0;  /* (1, 1) */
+    real *const v_d_emb_A_1 = out + 1;  /* (8*N, 16) */
+    real *const v_d_attn_norm_g = out + 128*N + 1;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_3 = out + 256*N + 1;  /* (8*N, 16) */
+    real *const v_attn_norm_A = out + 384*N + 1;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Q = out + 512*N + 1;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = out + 640*N + 1;  /* (8*N, 16) */
+    real *const v_d_attn_mha_V = out + 768*N + 1;  /* (8*N, 16) */
+    real *const v_attn_mha_AV = out + 896*N + 1;  /* (8*N, 16) */
+    real *const v_d_attn_R_1 = out + 1024*N + 1;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_g = out + 1152*N + 1;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_A = out + 1280*N + 1;  /* (8*N, 16) */
+    real *const v_mlp_norm_A = out + 1408*N + 1;  /* (8*N, 16) */
+    real *const v_d_mlp_up_Z = out + 1536*N + 1;  /* (8*N, 64) */
+    real *const v_mlp_up_A = out + 2048*N + 1;  /* (8*N, 64) */
+    real *const v_d_mlp_R = out + 2560*N + 1;  /* (8*N, 16) */
+    real *const v_mlp_R = out + 2688*N + 1;  /* (8*N, 16) */
+    real *const v_d_head_Z_2 = out + 2816*N + 1;  /* (8*N, 16) */
+
+    /* forward pass */
+    /* emb: the embedding of each token id */
+    /* emb_EX = emb_E[x] */
+    bpg_take_rows(8*N, 16, N, v_x, v_emb_E, v_emb_EX);
+    /* emb: the embedding of each step */
+    /* emb_Pt = emb_P repeated per sample (1_N ⊗ emb_P) */
+    bpg_take_rows(8*N, 16, N, NULL, v_emb_P, v_emb_Pt);
+    /* emb: token and position embeddings */
+    /* emb_A = emb_EX + emb_Pt */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_emb_A[k] = v_emb_EX[k] + v_emb_Pt[k];
+    /* attn_norm: row sums of the input */
+    /* attn_norm_sum = emb_A·1 */
+    bpg_rowsum(8*N, 16, v_emb_A, v_attn_norm_sum);
+    /* attn_norm: centred input (minus its row mean) */
+    /* attn_norm_Xc = emb_A - attn_norm_sum / 16 */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_norm_Xc[k] = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
+        }
+    }
+    /* attn_norm_sq = attn_norm_Xc^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_attn_norm_sq[k] = ((v_attn_norm_Xc[k])*(v_attn_norm_Xc[k]));
+    /* attn_norm: row sums of squares */
+    /* attn_norm_ss = attn_norm_sq·1 */
+    bpg_rowsum(8*N, 16, v_attn_norm_sq, v_attn_norm_ss);
+    /* attn_norm: normalised by sqrt(variance + eps) */
+    /* attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+        }
+    }
+    /* attn_norm: gain and bias Xhat ⊙ g + b */
+    /* attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_norm_A[k] = v_attn_norm_Xhat[k]*v_attn_norm_g[cc] + v_attn_norm_b[cc];
+        }
+    }
+    /* attn_mha: the queries, the input's projection by Wq plus bq */
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
+    /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+        }
+    }
+    /* attn_mha: the keys, the input's projection by Wk plus bk */
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
+    /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+        }
+    }
+    /* attn_mha: the values, the input's projection by Wv plus bv */
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
+    /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+        }
+    }
+    /* attn_mha: per sample and head, the queries times the keys transposed */
+    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    /* attn_mha: scores / sqrt(8) */
+    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
+    /* attn_mha: keys after the query and padded keys at -inf */
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
+    /* attn_mha_m = rowmax(attn_mha_Sm) */
+    bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha: softmax over the keys, shifted by the row maximum */
+    /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            v_attn_mha_E[k] = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+        }
+    }
+    /* attn_mha_Zs = attn_mha_E·1 */
+    bpg_rowsum(16*N, 8, v_attn_mha_E, v_attn_mha_Zs);
+    /* attn_mha: attention weights */
+    /* attn_mha_P = attn_mha_E / attn_mha_Zs */
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            v_attn_mha_P[k] = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+        }
+    }
+    /* attn_mha: per sample and head, the weights times the values, heads side by side */
+    /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    /* attn_mha: output projection */
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
+    /* attn: residual: the block's input + its output */
+    /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_R[k] = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
+        }
+    }
+    /* mlp_norm: row sums of the input */
+    /* mlp_norm_sum = attn_R·1 */
+    bpg_rowsum(8*N, 16, v_attn_R, v_mlp_norm_sum);
+    /* mlp_norm: centred input (minus its row mean) */
+    /* mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_mlp_norm_Xc[k] = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
+        }
+    }
+    /* mlp_norm_sq = mlp_norm_Xc^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_mlp_norm_sq[k] = ((v_mlp_norm_Xc[k])*(v_mlp_norm_Xc[k]));
+    /* mlp_norm: row sums of squares */
+    /* mlp_norm_ss = mlp_norm_sq·1 */
+    bpg_rowsum(8*N, 16, v_mlp_norm_sq, v_mlp_norm_ss);
+    /* mlp_norm: normalised by sqrt(variance + eps) */
+    /* mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+        }
+    }
+    /* mlp_norm: gain and bias Xhat ⊙ g + b */
+    /* mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_mlp_norm_A[k] = v_mlp_norm_Xhat[k]*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
+        }
+    }
+    /* mlp_up: affine part */
+    /* mlp_up_XW = mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_XW);
+    /* mlp_up: pre-activation */
+    /* mlp_up_Z = mlp_up_XW + mlp_up_b */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 64; cc++) {
+            const int64_t k = rr*64 + cc;
+            v_mlp_up_Z[k] = v_mlp_up_XW[k] + v_mlp_up_b[cc];
+        }
+    }
+    /* mlp_up: activation gelu */
+    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
+    /* mlp_down: affine part */
+    /* mlp_down_XW = mlp_up_A·mlp_down_W */
+    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
+    /* mlp: residual: the block's input + its output */
+    /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+        }
+    }
+    /* head: affine part */
+    /* head_XW = mlp_R·head_W */
+    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head: pre-activation */
+    /* head_Z = head_XW + head_b */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+        }
+    }
+    /* real_steps = 1ᵀ·mask·1 */
+    bpg_sumall(8*N, 1, v_mask, v_real_steps);
+    /* o_max = rowmax(head_Z) */
+    bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
+    /* exponentials, shifted by the row maximum for stability */
+    /* o_exp = exp(head_Z - o_max) */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_o_exp[k] = exp(v_head_Z[k] - v_o_max[rr]);
+        }
+    }
+    /* row sums of the exponentials */
+    /* o_expsum = o_exp·1 */
+    bpg_rowsum(8*N, 16, v_o_exp, v_o_expsum);
+    /* o_pick = head_Z ⊙ y */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_o_pick[k] = v_head_Z[k]*v_y[k];
+    /* the label's logit */
+    /* o_label = o_pick·1 */
+    bpg_rowsum(8*N, 16, v_o_pick, v_o_label);
+    /* the terms of real steps only */
+    /* real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_real_terms[k] = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
+    /* loss_sum = 1ᵀ·real_terms·1 */
+    bpg_sumall(8*N, 1, v_real_terms, v_loss_sum);
+    /* attn_mha_Wq_sq = attn_mha_Wq^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wq_sq[k] = ((v_attn_mha_Wq[k])*(v_attn_mha_Wq[k]));
+    /* attn_mha_Wq_sqsum = 1ᵀ·attn_mha_Wq_sq·1 */
+    bpg_sumall(16, 16, v_attn_mha_Wq_sq, v_attn_mha_Wq_sqsum);
+    /* attn_mha_Wk_sq = attn_mha_Wk^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wk_sq[k] = ((v_attn_mha_Wk[k])*(v_attn_mha_Wk[k]));
+    /* attn_mha_Wk_sqsum = 1ᵀ·attn_mha_Wk_sq·1 */
+    bpg_sumall(16, 16, v_attn_mha_Wk_sq, v_attn_mha_Wk_sqsum);
+    /* attn_mha_Wv_sq = attn_mha_Wv^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wv_sq[k] = ((v_attn_mha_Wv[k])*(v_attn_mha_Wv[k]));
+    /* attn_mha_Wv_sqsum = 1ᵀ·attn_mha_Wv_sq·1 */
+    bpg_sumall(16, 16, v_attn_mha_Wv_sq, v_attn_mha_Wv_sqsum);
+    /* attn_mha_Wo_sq = attn_mha_Wo^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wo_sq[k] = ((v_attn_mha_Wo[k])*(v_attn_mha_Wo[k]));
+    /* attn_mha_Wo_sqsum = 1ᵀ·attn_mha_Wo_sq·1 */
+    bpg_sumall(16, 16, v_attn_mha_Wo_sq, v_attn_mha_Wo_sqsum);
+    /* mlp_up_W_sq = mlp_up_W^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1024; k++) v_mlp_up_W_sq[k] = ((v_mlp_up_W[k])*(v_mlp_up_W[k]));
+    /* mlp_up_W_sqsum = 1ᵀ·mlp_up_W_sq·1 */
+    bpg_sumall(16, 64, v_mlp_up_W_sq, v_mlp_up_W_sqsum);
+    /* mlp_down_W_sq = mlp_down_W^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1024; k++) v_mlp_down_W_sq[k] = ((v_mlp_down_W[k])*(v_mlp_down_W[k]));
+    /* mlp_down_W_sqsum = 1ᵀ·mlp_down_W_sq·1 */
+    bpg_sumall(64, 16, v_mlp_down_W_sq, v_mlp_down_W_sqsum);
+    /* head_W_sq = head_W^∘2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_head_W_sq[k] = ((v_head_W[k])*(v_head_W[k]));
+    /* head_W_sqsum = 1ᵀ·head_W_sq·1 */
+    bpg_sumall(16, 16, v_head_W_sq, v_head_W_sqsum);
+    /* mean over samples + 0.5 λ Σ‖W‖² */
+    /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + v_loss_sum[0]/v_real_steps[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0];
+
+    /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps */
+    /*   (mean over samples + 0.5 λ Σ‖W‖²) */
+    /* d_loss_sum = 1 / real_steps */
+    #pragma omp simd
+    for (int64_t k = 0; k < 1; k++) v_d_loss_sum[k] = (1.0/(v_real_steps[0]));
+
+    /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
+    /*   (the terms of real steps only) */
+    /* d_loss_terms = d_loss_sum ⊙ mask */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
+
+    /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms) */
+    /*   (logsumexp(O) - O[label] per sample) */
+    /* d_o_expsum = d_loss_terms / o_expsum */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
+    /* d_o_label = -d_loss_terms */
+    #pragma omp simd
+    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
+
+    /* Grad of: head_Z = head_XW + head_b */
+    /*   (head: pre-activation) */
+    /* d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
+        }
+    }
+
+    /* Grad of: head_XW = mlp_R·head_W */
+    /*   (head: affine part) */
+    /* d_mlp_R = d_head_Z_2·head_Wᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_head_Z_2, v_head_W, v_d_mlp_R);
+
+    /* Grad of: mlp_down_XW = mlp_up_A·mlp_down_W */
+    /*   (mlp_down: affine part) */
+    /* d_mlp_up_A = d_mlp_R·mlp_down_Wᵀ */
+    bpg_gemm_nt(8*N, 64, 16, v_d_mlp_R, v_mlp_down_W, v_d_mlp_up_A);
+
+    /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /*   (mlp_up: activation gelu) */
+    /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+
+    /* Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W */
+    /*   (mlp_up: affine part) */
+    /* d_mlp_norm_A = d_mlp_up_Z·mlp_up_Wᵀ */
+    bpg_gemm_nt(8*N, 16, 64, v_d_mlp_up_Z, v_mlp_up_W, v_d_mlp_norm_A);
+
+    /* Grad of: mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
+    /*   (mlp_norm: gain and bias Xhat ⊙ g + b) */
+    /* d_mlp_norm_Xhat = d_mlp_norm_A ⊙ mlp_norm_g */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_mlp_norm_Xhat[k] = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
+        }
+    }
+    /* d_mlp_norm_g = d_mlp_norm_A ⊙ mlp_norm_Xhat */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_d_mlp_norm_g[k] = v_d_mlp_norm_A[k]*v_mlp_norm_Xhat[k];
+
+    /* Grad of: mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
+    /*   (mlp_norm: normalised by sqrt(variance + eps)) */
+    /* d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ mlp_norm_Xhat / (32 (1e-05 + mlp_norm_ss / 16)) */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_mlp_norm_ss[k] = -0.03125*v_d_mlp_norm_Xhat[k]*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
+        }
+    }
+    /* d_mlp_norm_ss_1 = d_mlp_norm_ss·1 */
+    bpg_rowsum(8*N, 16, v_d_mlp_norm_ss, v_d_mlp_norm_ss_1);
+
+    /* Grad of: mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
+    /*   (mlp_norm: centred input (minus its row mean)) */
+    /* d_mlp_norm_Xc_2 = d_mlp_norm_Xhat / sqrt(1e-05 + mlp_norm_ss / 16) + 2 d_mlp_norm_ss_1 ⊙ mlp_norm_Xc */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+        }
+    }
+    /* d_mlp_norm_sum = -d_mlp_norm_Xc_2 / 16 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_d_mlp_norm_sum[k] = -0.0625*v_d_mlp_norm_Xc_2[k];
+    /* d_mlp_norm_sum_1 = d_mlp_norm_sum·1 */
+    bpg_rowsum(8*N, 16, v_d_mlp_norm_sum, v_d_mlp_norm_sum_1);
+
+    /* Grad of: attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /*   (attn: residual: the block's input + its output) */
+    /* d_attn_R_1 = d_mlp_R + d_mlp_norm_Xc_2 + d_mlp_norm_sum_1 */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_attn_R_1[k] = v_d_mlp_R[k] + v_d_mlp_norm_Xc_2[k] + v_d_mlp_norm_sum_1[rr];
+        }
+    }
+
+    /* Grad of: attn_mha_OW = attn_mha_AV·attn_mha_Wo */
+    /*   (attn_mha: output projection) */
+    /* d_attn_mha_AV = d_attn_R_1·attn_mha_Woᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_R_1, v_attn_mha_Wo, v_d_attn_mha_AV);
+
+    /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
+    /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
+    /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+
+    /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
+    /*   (attn_mha: attention weights) */
+    /* d_attn_mha_Zs = -attn_mha_P ⊙ d_attn_mha_P / attn_mha_Zs */
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            v_d_attn_mha_Zs[k] = -v_attn_mha_P[k]*v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
+        }
+    }
+    /* d_attn_mha_Zs_1 = d_attn_mha_Zs·1 */
+    bpg_rowsum(16*N, 8, v_d_attn_mha_Zs, v_d_attn_mha_Zs_1);
+
+    /* Grad of: attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
+    /*   (attn_mha: softmax over the keys, shifted by the row maximum) */
+    /* d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs) */
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            v_d_attn_mha_Sm[k] = v_attn_mha_E[k]*(v_d_attn_mha_Zs_1[rr] + v_d_attn_mha_P[k]/v_attn_mha_Zs[rr]);
+        }
+    }
+
+    /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
+    /*   (attn_mha: keys after the query and padded keys at -inf) */
+    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) */
+    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
+
+    /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
+    /*   (attn_mha: scores / sqrt(8)) */
+    /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_d_attn_mha_QK[k] = 0.35355339059327376*v_d_attn_mha_S[k];
+
+    /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
+    /*   (attn_mha: per sample and head, the queries times the keys transposed) */
+    /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+
+    /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
+    /*   (attn_mha: the values, the input's projection by Wv plus bv) */
+    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A);
+
+    /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk */
+    /*   (attn_mha: the keys, the input's projection by Wk plus bk) */
+    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_1);
+
+    /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq */
+    /*   (attn_mha: the queries, the input's projection by Wq plus bq) */
+    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_2);
+
+    /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
+    /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
+    /* d_attn_norm_A_3 = d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_A_3[k] = v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k];
+    /* d_attn_norm_Xhat = attn_norm_g ⊙ d_attn_norm_A_3 */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_attn_norm_Xhat[k] = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
+        }
+    }
+    /* d_attn_norm_g = attn_norm_Xhat ⊙ d_attn_norm_A_3 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_g[k] = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
+
+    /* Grad of: attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
+    /*   (attn_norm: normalised by sqrt(variance + eps)) */
+    /* d_attn_norm_ss = -attn_norm_Xhat ⊙ d_attn_norm_Xhat / (32 (1e-05 + attn_norm_ss / 16)) */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_attn_norm_ss[k] = -0.03125*v_attn_norm_Xhat[k]*v_d_attn_norm_Xhat[k]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+        }
+    }
+    /* d_attn_norm_ss_1 = d_attn_norm_ss·1 */
+    bpg_rowsum(8*N, 16, v_d_attn_norm_ss, v_d_attn_norm_ss_1);
+
+    /* Grad of: attn_norm_Xc = emb_A - attn_norm_sum / 16 */
+    /*   (attn_norm: centred input (minus its row mean)) */
+    /* d_attn_norm_Xc_2 = d_attn_norm_Xhat / sqrt(1e-05 + attn_norm_ss / 16) + 2 attn_norm_Xc ⊙ d_attn_norm_ss_1 */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+        }
+    }
+    /* d_attn_norm_sum = -d_attn_norm_Xc_2 / 16 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_sum[k] = -0.0625*v_d_attn_norm_Xc_2[k];
+    /* d_attn_norm_sum_1 = d_attn_norm_sum·1 */
+    bpg_rowsum(8*N, 16, v_d_attn_norm_sum, v_d_attn_norm_sum_1);
+
+    /* Grad of: emb_A = emb_EX + emb_Pt */
+    /*   (emb: token and position embeddings) */
+    /* d_emb_A_1 = d_attn_R_1 + d_attn_norm_Xc_2 + d_attn_norm_sum_1 */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_emb_A_1[k] = v_d_attn_R_1[k] + v_d_attn_norm_Xc_2[k] + v_d_attn_norm_sum_1[rr];
+        }
+    }
+}
+
 /* ---- hessian_columns: workspace 25232*N + 6680 elements ---- */
 BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict V, real *restrict out, real *restrict ws, int64_t first, int64_t count, int64_t kc)
 {

@@ -113,6 +113,56 @@ _L2 = 0.0001
 _L2_KEYS = ('attn.mha.Wq', 'attn.mha.Wk', 'attn.mha.Wv', 'attn.mha.Wo', 'mlp.up.W', 'mlp.down.W', 'head.W')
 #: weight key -> indices of its (U, V) among the grad_factors outputs
 _FACTORS = {'attn.mha.Wq': (0, 1), 'attn.mha.Wk': (0, 2), 'attn.mha.Wv': (0, 3), 'attn.mha.Wo': (4, 5), 'mlp.up.W': (6, 7), 'mlp.down.W': (8, 9), 'head.W': (10, 11)}
+#: per_sample_grads, per_sample_grad_norms, clipped_grad: parameter key ->
+#: (how its per-sample norm is computed, its (rows, cols) matrix shape, its
+#: data gradient's summands before the reduction over rows), each summand
+#: (kind, index of U or the ids (-1: x), index of V, rows per sample, row
+#: layout, table rows) among the grad_terms outputs (output 0: the loss).
+#: The norm's form is chosen here from the shapes: "gram" <U_n U_nᵀ, V_n V_nᵀ>
+#: (r x r Gram matrices per sample, r²(a+d) multiply-adds) or "explicit"
+#: (sample n's gradient U_nᵀ V_n formed, r·a·d), whichever costs less
+_GRAD_TERMS = {
+    # emb.E: explicit (scatter, r = 8 rows per sample: Gram 1,088 vs explicit 384 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "emb.E": ('explicit', (16, 16), (('scatter', -1, 1, 8, 'time', 16),)),
+    # emb.P: explicit (steps, r = 8: 128 per sample)
+    "emb.P": ('explicit', (8, 16), (('steps', -1, 1, 8, 'time', 8),)),
+    # attn.norm.g: explicit (colsum, r = 8: 128 per sample)
+    "attn.norm.g": ('explicit', (1, 16), (('colsum', -1, 2, 8, 'time', 0),)),
+    # attn.norm.b: explicit (colsum, r = 8: 128 per sample)
+    "attn.norm.b": ('explicit', (1, 16), (('colsum', -1, 3, 8, 'time', 0),)),
+    # attn.mha.Wq: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "attn.mha.Wq": ('explicit', (16, 16), (('product', 4, 5, 8, 'time', 0),)),
+    # attn.mha.Wk: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "attn.mha.Wk": ('explicit', (16, 16), (('product', 4, 6, 8, 'time', 0),)),
+    # attn.mha.Wv: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "attn.mha.Wv": ('explicit', (16, 16), (('product', 4, 7, 8, 'time', 0),)),
+    # attn.mha.Wo: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "attn.mha.Wo": ('explicit', (16, 16), (('product', 8, 9, 8, 'time', 0),)),
+    # attn.mha.bq: explicit (colsum, r = 8: 128 per sample)
+    "attn.mha.bq": ('explicit', (1, 16), (('colsum', -1, 5, 8, 'time', 0),)),
+    # attn.mha.bk: explicit (colsum, r = 8: 128 per sample)
+    "attn.mha.bk": ('explicit', (1, 16), (('colsum', -1, 6, 8, 'time', 0),)),
+    # attn.mha.bv: explicit (colsum, r = 8: 128 per sample)
+    "attn.mha.bv": ('explicit', (1, 16), (('colsum', -1, 7, 8, 'time', 0),)),
+    # attn.mha.bo: explicit (colsum, r = 8: 128 per sample)
+    "attn.mha.bo": ('explicit', (1, 16), (('colsum', -1, 9, 8, 'time', 0),)),
+    # mlp.norm.g: explicit (colsum, r = 8: 128 per sample)
+    "mlp.norm.g": ('explicit', (1, 16), (('colsum', -1, 10, 8, 'time', 0),)),
+    # mlp.norm.b: explicit (colsum, r = 8: 128 per sample)
+    "mlp.norm.b": ('explicit', (1, 16), (('colsum', -1, 11, 8, 'time', 0),)),
+    # mlp.up.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "mlp.up.W": ('gram', (16, 64), (('product', 12, 13, 8, 'time', 0),)),
+    # mlp.up.b: explicit (colsum, r = 8: 512 per sample)
+    "mlp.up.b": ('explicit', (1, 64), (('colsum', -1, 13, 8, 'time', 0),)),
+    # mlp.down.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "mlp.down.W": ('gram', (64, 16), (('product', 14, 15, 8, 'time', 0),)),
+    # mlp.down.b: explicit (colsum, r = 8: 128 per sample)
+    "mlp.down.b": ('explicit', (1, 16), (('colsum', -1, 15, 8, 'time', 0),)),
+    # head.W: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0)
+    "head.W": ('explicit', (16, 16), (('product', 16, 17, 8, 'time', 0),)),
+    # head.b: explicit (colsum, r = 8: 128 per sample)
+    "head.b": ('explicit', (1, 16), (('colsum', -1, 17, 8, 'time', 0),)),
+}
 #: dense layers of the structured Hessian: (W key, b key, indices of the
 #: layer input, f'(Z), f''(Z), q = dL/dA, delta = dL/dZ among the outputs)
 _CURV_LAYERS = []
@@ -135,6 +185,7 @@ _OUTPUTS = {
     "hvp": [(0, 0, 0, 256, 16), (0, 256, 0, 128, 16), (0, 384, 0, 16, 16), (0, 400, 0, 16, 16), (0, 416, 0, 256, 16), (0, 672, 0, 256, 16), (0, 928, 0, 256, 16), (0, 1184, 0, 256, 16), (0, 1440, 0, 16, 16), (0, 1456, 0, 16, 16), (0, 1472, 0, 16, 16), (0, 1488, 0, 16, 16), (0, 1504, 0, 16, 16), (0, 1520, 0, 16, 16), (0, 1536, 0, 1024, 64), (0, 2560, 0, 64, 64), (0, 2624, 0, 1024, 16), (0, 3648, 0, 16, 16), (0, 3664, 0, 256, 16), (0, 3920, 0, 16, 16)],
     "ggn_vp": [(0, 0, 0, 256, 16), (0, 256, 0, 128, 16), (0, 384, 0, 16, 16), (0, 400, 0, 16, 16), (0, 416, 0, 256, 16), (0, 672, 0, 256, 16), (0, 928, 0, 256, 16), (0, 1184, 0, 256, 16), (0, 1440, 0, 16, 16), (0, 1456, 0, 16, 16), (0, 1472, 0, 16, 16), (0, 1488, 0, 16, 16), (0, 1504, 0, 16, 16), (0, 1520, 0, 16, 16), (0, 1536, 0, 1024, 64), (0, 2560, 0, 64, 64), (0, 2624, 0, 1024, 16), (0, 3648, 0, 16, 16), (0, 3664, 0, 256, 16), (0, 3920, 0, 16, 16)],
     "grad_factors": [(0, 0, 128, 0, 16), (128, 0, 128, 0, 16), (256, 0, 128, 0, 16), (384, 0, 128, 0, 16), (512, 0, 128, 0, 16), (640, 0, 128, 0, 16), (768, 0, 128, 0, 16), (896, 0, 512, 0, 64), (1408, 0, 512, 0, 64), (1920, 0, 128, 0, 16), (2048, 0, 128, 0, 16), (2176, 0, 128, 0, 16)],
+    "grad_terms": [(0, 0, 0, 1, 1), (0, 1, 128, 0, 16), (128, 1, 128, 0, 16), (256, 1, 128, 0, 16), (384, 1, 128, 0, 16), (512, 1, 128, 0, 16), (640, 1, 128, 0, 16), (768, 1, 128, 0, 16), (896, 1, 128, 0, 16), (1024, 1, 128, 0, 16), (1152, 1, 128, 0, 16), (1280, 1, 128, 0, 16), (1408, 1, 128, 0, 16), (1536, 1, 512, 0, 64), (2048, 1, 512, 0, 64), (2560, 1, 128, 0, 16), (2688, 1, 128, 0, 16), (2816, 1, 128, 0, 16)],
 }
 #: _tangent_columns' tangents per direction: a*N + b bytes
 _TANGENT_BYTES = (114560, 116224)
@@ -1005,6 +1056,275 @@ def _structured_diag(mats, outs, n):
         for key in _L2_KEYS:
             out[offset[key]:offset[key] + math.prod(PARAM_SHAPES[key])] += _L2
     return out.astype(DTYPE)
+
+
+def _by_sample(arr, rows, layout, n):
+    """A (rows·N, c) factor as (N, rows, c): sample n's rows (a view)."""
+    c = arr.shape[1]
+    if layout == "time":
+        return arr.reshape(rows, n, c).transpose(1, 0, 2)
+    return arr.reshape(n, rows, c)
+
+
+def _row_sums(arr, rows, layout, n):
+    """(N, c): every sample's sum of its rows of a (rows·N, c) factor, as a
+    product with ones (NumPy's sum over a middle axis is ~10x slower)."""
+    ones = numpy.ones(rows, dtype=DTYPE)
+    if layout == "time":
+        return (ones @ arr.reshape(rows, -1)).reshape(n, -1)
+    return numpy.matmul(ones, arr.reshape(n, rows, -1))
+
+
+def _row_weights(c, rows, layout):
+    """(rows·N,): each row's weight c[its sample]."""
+    return numpy.tile(c, rows) if layout == "time" else numpy.repeat(c, rows)
+
+
+def _ids(outs, xm, i):
+    """A scatter's row indices (token ids): x itself (i < 0) or an output."""
+    ids = xm if i < 0 else numpy.rint(outs[i])
+    return ids.reshape(-1).astype(numpy.int64)
+
+
+def _left(outs, xm, i):
+    """A product's U: x itself (i < 0) or an output."""
+    return xm if i < 0 else outs[i]
+
+
+def _term_grads(term, outs, xm, n):
+    """(N, a, d): one summand's per-sample sums over rows (without the
+    factor N)."""
+    kind, iu, iv, rows, layout, size = term
+    v = _by_sample(outs[iv], rows, layout, n)
+    if kind == "product":
+        u = _by_sample(_left(outs, xm, iu), rows, layout, n)
+        if rows == 1:              # an outer product per sample
+            return u[:, 0, :, None] * v[:, 0, None, :]
+        return numpy.matmul(u.transpose(0, 2, 1), v)
+    if kind == "colsum":
+        return _row_sums(outs[iv], rows, layout, n)[:, None, :]
+    if kind == "scatter":          # sample n's rows added at its ids
+        ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)[:, :, 0]
+        out = numpy.zeros((n * size, v.shape[2]), dtype=DTYPE)
+        numpy.add.at(out, (numpy.arange(n)[:, None] * size + ids).ravel(),
+                     v.reshape(-1, v.shape[2]))
+        return out.reshape(n, size, -1)
+    out = numpy.zeros((n, size, v.shape[2]), dtype=DTYPE)   # steps: row t -> P[t]
+    out[:, :rows] = v
+    return out
+
+
+def _param_grads(entry, outs, xm, n):
+    """(N, a, d): a parameter's per-sample data gradient, without the factor N."""
+    _, shape, terms = entry
+    total = numpy.zeros((n,) + shape, dtype=DTYPE) if not terms else None
+    for term in terms:
+        g = _term_grads(term, outs, xm, n)
+        total = g if total is None else total + g
+    return total
+
+
+def _gram(a):
+    """(N, r, r): every sample's Gram matrix of its rows, a: (N, r, c) (a
+    strided view: each sample's rows are a BLAS operand as they lie)."""
+    return numpy.matmul(a, a.transpose(0, 2, 1))
+
+
+def _cached(cache, key, make):
+    """cache[key], made once per call (a delta is shared by a layer's
+    weight and bias, an lstm's Wx, Wh and b)."""
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = make()
+    return value
+
+
+def _row_squares(cache, arr, i):
+    """(rows,): the squared norm of every row of output i (or x)."""
+    return _cached(cache, ("sq", i), lambda: numpy.multiply(arr, arr).sum(axis=1))
+
+
+def _gram_squares(entry, outs, xm, n, cache):
+    """(N,): ‖sample n's gradient‖² (without the factor N²) in the Gram form:
+    a parameter's summands as more rows of one product."""
+    _, _, terms = entry
+    kind, iu, iv, rows, layout, _ = terms[0]
+    if kind == "scatter":          # onehot(X_n) onehot(X_n)ᵀ: equal ids
+        ids = _by_sample(_ids(outs, xm, iu)[:, None], rows, layout, n)
+        gu = (ids == ids.transpose(0, 2, 1)).astype(DTYPE)
+        return numpy.einsum("nij,nij->n", gu, _gram(_by_sample(outs[iv], rows, layout, n)))
+    if len(terms) == 1 and rows == 1:    # one row: ‖u_n‖²·‖v_n‖²
+        return _row_squares(cache, _left(outs, xm, iu), iu) * _row_squares(cache, outs[iv], iv)
+    if len(terms) == 1:
+        gu = _cached(cache, ("gram", iu, rows, layout),
+                     lambda: _gram(_by_sample(_left(outs, xm, iu), rows, layout, n)))
+        gv = _cached(cache, ("gram", iv, rows, layout),
+                     lambda: _gram(_by_sample(outs[iv], rows, layout, n)))
+        return numpy.einsum("nij,nij->n", gu, gv)
+    u = numpy.concatenate([_by_sample(_left(outs, xm, t[1]), t[3], t[4], n) for t in terms],
+                          axis=1)
+    v = numpy.concatenate([_by_sample(outs[t[2]], t[3], t[4], n) for t in terms], axis=1)
+    return numpy.einsum("nij,nij->n", _gram(u), _gram(v))
+
+
+def _explicit_squares(entry, outs, xm, n, cache):
+    """(N,): ‖sample n's gradient‖² (without the factor N²), the gradient formed."""
+    terms = entry[2]
+    kind, _, iv, rows, _, _ = terms[0]
+    if len(terms) == 1 and kind == "colsum" and rows == 1:   # the delta's own row
+        return _row_squares(cache, outs[iv], iv)
+    g = _param_grads(entry, outs, xm, n).reshape(n, -1)
+    return numpy.einsum("ij,ij->i", g, g)
+
+
+def _norms(outs, xm, n):
+    """(N,): the Euclidean norm of every sample's gradient over all parameters."""
+    sq = numpy.zeros(n, dtype=DTYPE)
+    cache = {}
+    for entry in _GRAD_TERMS.values():
+        if entry[2]:
+            form = _gram_squares if entry[0] == "gram" else _explicit_squares
+            sq += form(entry, outs, xm, n, cache)
+    return n * numpy.sqrt(numpy.maximum(sq, 0))
+
+
+def _weighted_sum(entry, outs, xm, clip, weights):
+    """A parameter's data gradient with every row weighted by its sample's
+    clip[n], (a, d): Uᵀ·diag(w)·V and the like (clip = 1: loss_and_grad's,
+    without l2).  ``weights``: the row weights and scaled factors made so
+    far in this call."""
+    _, shape, terms = entry
+    total = None
+    for kind, iu, iv, rows, layout, size in terms:
+        w = clip if rows == 1 else _cached(weights, (rows, layout),
+                                           lambda: _row_weights(clip, rows, layout))
+        v = outs[iv]
+        if kind == "product" and rows == 1:        # a dense layer: one row per sample
+            u = _left(outs, xm, iu)
+            wc = _cached(weights, "column", lambda: clip[:, None])
+            part = (u * wc).T @ v if u.shape[1] < v.shape[1] else u.T @ (v * wc)
+        elif kind == "product":
+            u = _left(outs, xm, iu)
+            # scale the narrower factor (once: a delta serves several weights)
+            if u.shape[1] < v.shape[1]:
+                part = _cached(weights, (iu, rows), lambda: u * w[:, None]).T @ v
+            else:
+                part = u.T @ _cached(weights, (iv, rows), lambda: v * w[:, None])
+        elif kind == "colsum":
+            part = (w @ v)[None, :]
+        elif kind == "scatter":
+            part = numpy.zeros(shape, dtype=DTYPE)
+            numpy.add.at(part, _ids(outs, xm, iu), v * w[:, None])
+        else:                                  # steps
+            part = numpy.zeros(shape, dtype=DTYPE)
+            scaled = (v * w[:, None]).reshape(rows, -1, v.shape[1])
+            part[:rows] = numpy.matmul(numpy.ones(scaled.shape[1], dtype=DTYPE), scaled)
+        total = part if total is None else total + part
+    return numpy.zeros(shape, dtype=DTYPE) if total is None else total
+
+
+def _terms_inputs(params, x, y, lengths):
+    """Checked inputs, then the generated grad_terms function's outputs."""
+    _supported()
+    mats = _check_params(params)
+    xm, n = _check_x(x)
+    xs = _xs(xm, n, lengths)
+    ym = _check_y(y, n)
+    return mats, xm, ym, n, [*xs, ym, *mats]
+
+
+def _supported():
+    """A NotImplementedError naming the parameter without a per-sample form
+    (a gradient summand that is not a reduction over per-sample rows: the
+    generator says which), if any; every layer bpgen has today has one."""
+    for key, entry in _GRAD_TERMS.items():
+        if entry[0] == "unsupported":
+            raise NotImplementedError(f"per-sample gradients of {key}: {entry[2]}")
+
+
+def _run_terms(args, n, xm, ym, mats):
+    # the factors stay in the thread's kept buffer (C): nothing returned
+    # here is a view of them
+    outs = _run("grad_terms", n, args, scratch=True)
+    if not math.isfinite(outs[0][0, 0]):
+        _finite_or_blame(outs[0], xm, ym, mats)      # names the input to blame
+    return outs
+
+
+def _checked_norms(outs, xm, ym, mats, n):
+    """_norms, refused (naming the input) when one is not finite."""
+    norms = _norms(outs, xm, n).astype(DTYPE, copy=False)
+    return norms if _finite_fast(norms) else _finite_or_blame(norms, xm, ym, mats)
+
+
+def per_sample_grads(params, x, y, lengths=None):
+    """Every sample's gradient: a dict like params whose arrays have a
+    leading axis N.  Sample n's is the gradient of its term of the loss
+    (its loss, a mean over its steps for ``steps: all``; with ``lengths``
+    its real steps weighted L_n·N/ΣL, the batch being a mean over all real
+    (sample, step) pairs), without the mean over samples and without l2, so
+    that their mean over n plus the l2 gradient is loss_and_grad's (and
+    truncated like it with bptt).  Refused, with a ValueError saying the
+    bytes, before anything is allocated when N·N_PARAMS numbers cannot fit
+    in MAX_RESULT_BYTES."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    _check_fits(f"per_sample_grads (N = {n:,} samples)", n * N_PARAMS)
+    outs = _run_terms(args, n, xm, ym, mats)
+    res = {}
+    for key, entry in _GRAD_TERMS.items():
+        g = _param_grads(entry, outs, xm, n)       # a fresh array: scaled in place
+        g *= n
+        res[key] = _finite_or_blame(
+            numpy.ascontiguousarray(g.reshape((n,) + PARAM_SHAPES[key])), xm, ym, mats)
+    return res
+
+
+def per_sample_grad_norms(params, x, y, lengths=None):
+    """(N,): the Euclidean norm, over all parameters, of every sample's
+    gradient (per_sample_grads), computed without forming the per-sample
+    gradients where the Gram form is cheaper (chosen per parameter at
+    generation time: _GRAD_TERMS, bpgen show)."""
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    return _checked_norms(outs, xm, ym, mats, n)
+
+
+def _check_max_norm(max_norm):
+    """``max_norm`` as a float: a real number (a Python or NumPy scalar, or a
+    0-d array), positive and finite; anything else is a ValueError naming it."""
+    if type(max_norm) is float and math.isfinite(max_norm) and max_norm > 0:
+        return max_norm                 # the common case, without NumPy's calls
+    kind = getattr(numpy.asarray(max_norm) if not isinstance(max_norm, (str, bytes))
+                   else None, "dtype", None)
+    if (isinstance(max_norm, bool) or kind is None or kind.kind not in "iuf"
+            or numpy.ndim(max_norm) != 0):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    value = float(max_norm)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
+    return value
+
+
+def clipped_grad(params, x, y, max_norm, lengths=None):
+    """DP-SGD's clipped gradient in one forward and one backward pass:
+    (loss, grads, norms) with loss = loss(params, x, y) (l2 included),
+    norms = per_sample_grad_norms, and grads (a dict like params) the mean
+    over samples of each per-sample gradient scaled by min(1, max_norm /
+    norm_n), without l2 (noise is the caller's): Uᵀ·diag(c)·V, c each
+    row's sample's factor.  ``max_norm``: a positive finite number."""
+    max_norm = _check_max_norm(max_norm)
+    mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    outs = _run_terms(args, n, xm, ym, mats)
+    norms = _checked_norms(outs, xm, ym, mats, n)
+    # min(1, max_norm / norm): a norm of 0 (or below the smallest normal) is not clipped
+    tiny = numpy.finfo(DTYPE).tiny
+    clip = numpy.minimum(1.0, max_norm / numpy.maximum(norms, tiny)).astype(DTYPE, copy=False)
+    grads, weights = {}, {}
+    for key, entry in _GRAD_TERMS.items():
+        # finite: the norms are (a non-finite row would have made its norm so)
+        grads[key] = numpy.ascontiguousarray(
+            _weighted_sum(entry, outs, xm, clip, weights).reshape(PARAM_SHAPES[key]), dtype=DTYPE)
+    return float(outs[0][0, 0]), grads, norms
 
 
 import threading as _threading  # noqa: E402
@@ -3564,6 +3884,396 @@ def _grad_factors(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     return attn_norm_A, d_attn_mha_Q, d_attn_mha_K, d_attn_mha_V, attn_mha_AV, d_attn_R_1, mlp_norm_A, d_mlp_up_Z, mlp_up_A, d_mlp_R, mlp_R, d_head_Z_2
 
 
+def _grad_terms(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
+    N = x.shape[0] // 8
+
+    # the outputs, one after the other in one vector (returned without a copy)
+    flat = numpy.empty(2944*N + 1, dtype=DTYPE)  # the outputs, in order
+    loss = flat[0:1].reshape(1, 1)
+    d_emb_A_1 = flat[1:128*N + 1].reshape(8*N, 16)
+    d_attn_norm_g = flat[128*N + 1:256*N + 1].reshape(8*N, 16)
+    d_attn_norm_A_3 = flat[256*N + 1:384*N + 1].reshape(8*N, 16)
+    attn_norm_A = flat[384*N + 1:512*N + 1].reshape(8*N, 16)
+    d_attn_mha_Q = flat[512*N + 1:640*N + 1].reshape(8*N, 16)
+    d_attn_mha_K = flat[640*N + 1:768*N + 1].reshape(8*N, 16)
+    d_attn_mha_V = flat[768*N + 1:896*N + 1].reshape(8*N, 16)
+    attn_mha_AV = flat[896*N + 1:1024*N + 1].reshape(8*N, 16)
+    d_attn_R_1 = flat[1024*N + 1:1152*N + 1].reshape(8*N, 16)
+    d_mlp_norm_g = flat[1152*N + 1:1280*N + 1].reshape(8*N, 16)
+    d_mlp_norm_A = flat[1280*N + 1:1408*N + 1].reshape(8*N, 16)
+    mlp_norm_A = flat[1408*N + 1:1536*N + 1].reshape(8*N, 16)
+    d_mlp_up_Z = flat[1536*N + 1:2048*N + 1].reshape(8*N, 64)
+    mlp_up_A = flat[2048*N + 1:2560*N + 1].reshape(8*N, 64)
+    d_mlp_R = flat[2560*N + 1:2688*N + 1].reshape(8*N, 16)
+    mlp_R = flat[2688*N + 1:2816*N + 1].reshape(8*N, 16)
+    d_head_Z_2 = flat[2816*N + 1:2944*N + 1].reshape(8*N, 16)
+    # this thread's arrays for the temporaries, the same at every call (_workspace):
+    # shapes (a, b, columns), a*N + b rows
+    (emb_A, attn_norm_Xc, attn_norm_sq, attn_norm_Xhat, attn_mha_XWq, attn_mha_XWk,
+     attn_mha_XWv, attn_mha_S, attn_mha_E, attn_mha_P, attn_mha_OW, mlp_norm_Xc,
+     mlp_norm_sq, mlp_norm_Xhat, mlp_up_XW, mlp_down_XW, head_XW, o_exp, real_terms,
+     attn_mha_Wq_sq, attn_mha_Wk_sq, attn_mha_Wv_sq, attn_mha_Wo_sq, mlp_up_W_sq,
+     mlp_down_W_sq, head_W_sq, d_loss_sum, d_loss_terms, d_o_expsum, d_mlp_up_A,
+     d_mlp_norm_Xhat, d_mlp_norm_sum, d_attn_mha_AV, d_attn_mha_QK, d_attn_norm_A,
+     d_attn_norm_A_1, d_attn_norm_A_2, d_attn_norm_Xhat, d_attn_norm_sum) = _workspace('grad_terms', N, (
+        (8, 0, 16),  # emb_A
+        (8, 0, 16),  # attn_norm_Xc
+        (8, 0, 16),  # attn_norm_sq
+        (8, 0, 16),  # attn_norm_Xhat
+        (8, 0, 16),  # attn_mha_XWq
+        (8, 0, 16),  # attn_mha_XWk
+        (8, 0, 16),  # attn_mha_XWv
+        (16, 0, 8),  # attn_mha_S
+        (16, 0, 8),  # attn_mha_E
+        (16, 0, 8),  # attn_mha_P
+        (8, 0, 16),  # attn_mha_OW
+        (8, 0, 16),  # mlp_norm_Xc
+        (8, 0, 16),  # mlp_norm_sq
+        (8, 0, 16),  # mlp_norm_Xhat
+        (8, 0, 64),  # mlp_up_XW
+        (8, 0, 16),  # mlp_down_XW
+        (8, 0, 16),  # head_XW
+        (8, 0, 16),  # o_exp
+        (8, 0, 1),  # real_terms
+        (0, 16, 16),  # attn_mha_Wq_sq
+        (0, 16, 16),  # attn_mha_Wk_sq
+        (0, 16, 16),  # attn_mha_Wv_sq
+        (0, 16, 16),  # attn_mha_Wo_sq
+        (0, 16, 64),  # mlp_up_W_sq
+        (0, 64, 16),  # mlp_down_W_sq
+        (0, 16, 16),  # head_W_sq
+        (0, 1, 1),  # d_loss_sum
+        (8, 0, 1),  # d_loss_terms
+        (8, 0, 1),  # d_o_expsum
+        (8, 0, 64),  # d_mlp_up_A
+        (8, 0, 16),  # d_mlp_norm_Xhat
+        (8, 0, 16),  # d_mlp_norm_sum
+        (8, 0, 16),  # d_attn_mha_AV
+        (16, 0, 8),  # d_attn_mha_QK
+        (8, 0, 16),  # d_attn_norm_A
+        (8, 0, 16),  # d_attn_norm_A_1
+        (8, 0, 16),  # d_attn_norm_A_2
+        (8, 0, 16),  # d_attn_norm_Xhat
+        (8, 0, 16),))  # d_attn_norm_sum
+
+    # forward pass
+    # emb: the embedding of each token id
+    # emb_EX = emb_E[x]
+    emb_EX = emb_E[x[:, 0]]
+    # emb: the embedding of each step
+    # emb_Pt = emb_P repeated per sample (1_N ⊗ emb_P)
+    emb_Pt = numpy.repeat(emb_P, N, axis=0)
+    # emb: token and position embeddings
+    # emb_A = emb_EX + emb_Pt
+    numpy.add(emb_EX, emb_Pt, out=emb_A)
+    # attn_norm: row sums of the input
+    # attn_norm_sum = emb_A·1
+    attn_norm_sum = emb_A.sum(axis=1, keepdims=True)
+    # attn_norm: centred input (minus its row mean)
+    # attn_norm_Xc = emb_A - attn_norm_sum / 16
+    numpy.subtract(emb_A, 0.0625*attn_norm_sum, out=attn_norm_Xc)
+    # attn_norm_sq = attn_norm_Xc^∘2
+    numpy.square(attn_norm_Xc, out=attn_norm_sq)
+    # attn_norm: row sums of squares
+    # attn_norm_ss = attn_norm_sq·1
+    attn_norm_ss = attn_norm_sq.sum(axis=1, keepdims=True)
+    # attn_norm: normalised by sqrt(variance + eps)
+    # attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16)
+    numpy.divide(attn_norm_Xc, (0.0625*attn_norm_ss + 1.0000000000000001e-5)**0.5, out=attn_norm_Xhat)
+    # attn_norm: gain and bias Xhat ⊙ g + b
+    # attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g
+    numpy.add(attn_norm_b, attn_norm_Xhat*attn_norm_g, out=attn_norm_A)
+    # attn_mha: the queries, the input's projection by Wq plus bq
+    # attn_mha_XWq = attn_norm_A·attn_mha_Wq
+    numpy.dot(attn_norm_A, attn_mha_Wq, out=attn_mha_XWq)
+    # attn_mha_Q = attn_mha_XWq + attn_mha_bq
+    attn_mha_Q = numpy.add(attn_mha_XWq, attn_mha_bq, out=attn_mha_XWq)
+    # attn_mha: the keys, the input's projection by Wk plus bk
+    # attn_mha_XWk = attn_norm_A·attn_mha_Wk
+    numpy.dot(attn_norm_A, attn_mha_Wk, out=attn_mha_XWk)
+    # attn_mha_K = attn_mha_XWk + attn_mha_bk
+    attn_mha_K = numpy.add(attn_mha_XWk, attn_mha_bk, out=attn_mha_XWk)
+    # attn_mha: the values, the input's projection by Wv plus bv
+    # attn_mha_XWv = attn_norm_A·attn_mha_Wv
+    numpy.dot(attn_norm_A, attn_mha_Wv, out=attn_mha_XWv)
+    # attn_mha_V = attn_mha_XWv + attn_mha_bv
+    attn_mha_V = numpy.add(attn_mha_XWv, attn_mha_bv, out=attn_mha_XWv)
+    # attn_mha: per sample and head, the queries times the keys transposed
+    # attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
+    attn_mha_QK = numpy.matmul(attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
+    # attn_mha: scores / sqrt(8)
+    # attn_mha_S = sqrt(2) attn_mha_QK / 4
+    numpy.multiply(attn_mha_QK, 0.3535533905932738, out=attn_mha_S)
+    # attn_mha: keys after the query and padded keys at -inf
+    # attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    attn_mha_Sm = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), -numpy.inf, attn_mha_S)
+    # attn_mha_m = rowmax(attn_mha_Sm)
+    attn_mha_m = attn_mha_Sm.max(axis=1, keepdims=True)
+    # attn_mha: softmax over the keys, shifted by the row maximum
+    # attn_mha_E = exp(attn_mha_Sm - attn_mha_m)
+    numpy.exp(attn_mha_Sm - attn_mha_m, out=attn_mha_E)
+    # attn_mha_Zs = attn_mha_E·1
+    attn_mha_Zs = attn_mha_E.sum(axis=1, keepdims=True)
+    # attn_mha: attention weights
+    # attn_mha_P = attn_mha_E / attn_mha_Zs
+    numpy.divide(attn_mha_E, attn_mha_Zs, out=attn_mha_P)
+    # attn_mha: per sample and head, the weights times the values, heads side by side
+    # attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
+    attn_mha_AV[...] = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
+    # attn_mha: output projection
+    # attn_mha_OW = attn_mha_AV·attn_mha_Wo
+    numpy.dot(attn_mha_AV, attn_mha_Wo, out=attn_mha_OW)
+    # attn: residual: the block's input + its output
+    # attn_R = attn_mha_OW + attn_mha_bo + emb_A
+    attn_R = numpy.add(attn_mha_OW, attn_mha_bo + emb_A, out=attn_mha_OW)
+    # mlp_norm: row sums of the input
+    # mlp_norm_sum = attn_R·1
+    mlp_norm_sum = attn_R.sum(axis=1, keepdims=True)
+    # mlp_norm: centred input (minus its row mean)
+    # mlp_norm_Xc = attn_R - mlp_norm_sum / 16
+    numpy.subtract(attn_R, 0.0625*mlp_norm_sum, out=mlp_norm_Xc)
+    # mlp_norm_sq = mlp_norm_Xc^∘2
+    numpy.square(mlp_norm_Xc, out=mlp_norm_sq)
+    # mlp_norm: row sums of squares
+    # mlp_norm_ss = mlp_norm_sq·1
+    mlp_norm_ss = mlp_norm_sq.sum(axis=1, keepdims=True)
+    # mlp_norm: normalised by sqrt(variance + eps)
+    # mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16)
+    numpy.divide(mlp_norm_Xc, (0.0625*mlp_norm_ss + 1.0000000000000001e-5)**0.5, out=mlp_norm_Xhat)
+    # mlp_norm: gain and bias Xhat ⊙ g + b
+    # mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g
+    numpy.add(mlp_norm_b, mlp_norm_Xhat*mlp_norm_g, out=mlp_norm_A)
+    # mlp_up: affine part
+    # mlp_up_XW = mlp_norm_A·mlp_up_W
+    numpy.dot(mlp_norm_A, mlp_up_W, out=mlp_up_XW)
+    # mlp_up: pre-activation
+    # mlp_up_Z = mlp_up_XW + mlp_up_b
+    mlp_up_Z = numpy.add(mlp_up_XW, mlp_up_b, out=mlp_up_XW)
+    # mlp_up: activation gelu
+    # mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
+    numpy.multiply(mlp_up_Z, 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=mlp_up_A)
+    # mlp_down: affine part
+    # mlp_down_XW = mlp_up_A·mlp_down_W
+    numpy.dot(mlp_up_A, mlp_down_W, out=mlp_down_XW)
+    # mlp: residual: the block's input + its output
+    # mlp_R = attn_R + mlp_down_XW + mlp_down_b
+    numpy.add(attn_R, mlp_down_XW + mlp_down_b, out=mlp_R)
+    # head: affine part
+    # head_XW = mlp_R·head_W
+    numpy.dot(mlp_R, head_W, out=head_XW)
+    # head: pre-activation
+    # head_Z = head_XW + head_b
+    head_Z = numpy.add(head_XW, head_b, out=head_XW)
+    # real_steps = 1ᵀ·mask·1
+    real_steps = mask.sum(keepdims=True)
+    # o_max = rowmax(head_Z)
+    o_max = head_Z.max(axis=1, keepdims=True)
+    # exponentials, shifted by the row maximum for stability
+    # o_exp = exp(head_Z - o_max)
+    numpy.exp(head_Z - o_max, out=o_exp)
+    # row sums of the exponentials
+    # o_expsum = o_exp·1
+    o_expsum = o_exp.sum(axis=1, keepdims=True)
+    # o_pick = head_Z ⊙ y
+    o_pick = numpy.multiply(head_Z, y, out=head_Z)
+    # the label's logit
+    # o_label = o_pick·1
+    o_label = o_pick.sum(axis=1, keepdims=True)
+    # the terms of real steps only
+    # real_terms = mask ⊙ (o_max - o_label + log(o_expsum))
+    numpy.multiply(mask, -o_label + o_max + numpy.log(o_expsum), out=real_terms)
+    # loss_sum = 1ᵀ·real_terms·1
+    loss_sum = real_terms.sum(keepdims=True)
+    # attn_mha_Wq_sq = attn_mha_Wq^∘2
+    numpy.square(attn_mha_Wq, out=attn_mha_Wq_sq)
+    # attn_mha_Wq_sqsum = 1ᵀ·attn_mha_Wq_sq·1
+    attn_mha_Wq_sqsum = attn_mha_Wq_sq.sum(keepdims=True)
+    # attn_mha_Wk_sq = attn_mha_Wk^∘2
+    numpy.square(attn_mha_Wk, out=attn_mha_Wk_sq)
+    # attn_mha_Wk_sqsum = 1ᵀ·attn_mha_Wk_sq·1
+    attn_mha_Wk_sqsum = attn_mha_Wk_sq.sum(keepdims=True)
+    # attn_mha_Wv_sq = attn_mha_Wv^∘2
+    numpy.square(attn_mha_Wv, out=attn_mha_Wv_sq)
+    # attn_mha_Wv_sqsum = 1ᵀ·attn_mha_Wv_sq·1
+    attn_mha_Wv_sqsum = attn_mha_Wv_sq.sum(keepdims=True)
+    # attn_mha_Wo_sq = attn_mha_Wo^∘2
+    numpy.square(attn_mha_Wo, out=attn_mha_Wo_sq)
+    # attn_mha_Wo_sqsum = 1ᵀ·attn_mha_Wo_sq·1
+    attn_mha_Wo_sqsum = attn_mha_Wo_sq.sum(keepdims=True)
+    # mlp_up_W_sq = mlp_up_W^∘2
+    numpy.square(mlp_up_W, out=mlp_up_W_sq)
+    # mlp_up_W_sqsum = 1ᵀ·mlp_up_W_sq·1
+    mlp_up_W_sqsum = mlp_up_W_sq.sum(keepdims=True)
+    # mlp_down_W_sq = mlp_down_W^∘2
+    numpy.square(mlp_down_W, out=mlp_down_W_sq)
+    # mlp_down_W_sqsum = 1ᵀ·mlp_down_W_sq·1
+    mlp_down_W_sqsum = mlp_down_W_sq.sum(keepdims=True)
+    # head_W_sq = head_W^∘2
+    numpy.square(head_W, out=head_W_sq)
+    # head_W_sqsum = 1ᵀ·head_W_sq·1
+    head_W_sqsum = head_W_sq.sum(keepdims=True)
+    # mean over samples + 0.5 λ Σ‖W‖²
+    # loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps
+    numpy.add(5.0000000000000002e-5*attn_mha_Wk_sqsum, 5.0000000000000002e-5*attn_mha_Wo_sqsum + 5.0000000000000002e-5*attn_mha_Wq_sqsum + 5.0000000000000002e-5*attn_mha_Wv_sqsum + 5.0000000000000002e-5*head_W_sqsum + loss_sum/real_steps + 5.0000000000000002e-5*mlp_down_W_sqsum + 5.0000000000000002e-5*mlp_up_W_sqsum, out=loss)
+
+    # Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps
+    #   (mean over samples + 0.5 λ Σ‖W‖²)
+    # d_loss_sum = 1 / real_steps
+    numpy.divide(1, real_steps, out=d_loss_sum)
+
+    # Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))
+    #   (the terms of real steps only)
+    # d_loss_terms = d_loss_sum ⊙ mask
+    numpy.multiply(d_loss_sum, mask, out=d_loss_terms)
+
+    # Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms)
+    #   (logsumexp(O) - O[label] per sample)
+    # d_o_expsum = d_loss_terms / o_expsum
+    numpy.divide(d_loss_terms, o_expsum, out=d_o_expsum)
+    # d_o_label = -d_loss_terms
+    d_o_label = numpy.negative(d_loss_terms, out=d_loss_terms)
+
+    # Grad of: head_Z = head_XW + head_b
+    #   (head: pre-activation)
+    # d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y
+    numpy.add(d_o_expsum*o_exp, d_o_label*y, out=d_head_Z_2)
+
+    # Grad of: head_XW = mlp_R·head_W
+    #   (head: affine part)
+    # d_mlp_R = d_head_Z_2·head_Wᵀ
+    numpy.dot(d_head_Z_2, head_W.T, out=d_mlp_R)
+
+    # Grad of: mlp_down_XW = mlp_up_A·mlp_down_W
+    #   (mlp_down: affine part)
+    # d_mlp_up_A = d_mlp_R·mlp_down_Wᵀ
+    numpy.dot(d_mlp_R, mlp_down_W.T, out=d_mlp_up_A)
+
+    # Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
+    #   (mlp_up: activation gelu)
+    # d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)))
+    numpy.multiply(d_mlp_up_A, 0.39894228040143268*mlp_up_Z*numpy.exp(-0.5*mlp_up_Z**2) + 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=d_mlp_up_Z)
+
+    # Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W
+    #   (mlp_up: affine part)
+    # d_mlp_norm_A = d_mlp_up_Z·mlp_up_Wᵀ
+    numpy.dot(d_mlp_up_Z, mlp_up_W.T, out=d_mlp_norm_A)
+
+    # Grad of: mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g
+    #   (mlp_norm: gain and bias Xhat ⊙ g + b)
+    # d_mlp_norm_Xhat = d_mlp_norm_A ⊙ mlp_norm_g
+    numpy.multiply(d_mlp_norm_A, mlp_norm_g, out=d_mlp_norm_Xhat)
+    # d_mlp_norm_g = d_mlp_norm_A ⊙ mlp_norm_Xhat
+    numpy.multiply(d_mlp_norm_A, mlp_norm_Xhat, out=d_mlp_norm_g)
+
+    # Grad of: mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16)
+    #   (mlp_norm: normalised by sqrt(variance + eps))
+    # d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ mlp_norm_Xhat / (32 (1e-05 + mlp_norm_ss / 16))
+    d_mlp_norm_ss = numpy.divide(-0.03125*d_mlp_norm_Xhat*mlp_norm_Xhat, 0.0625*mlp_norm_ss + 1.0000000000000001e-5, out=mlp_norm_Xhat)
+    # d_mlp_norm_ss_1 = d_mlp_norm_ss·1
+    d_mlp_norm_ss_1 = d_mlp_norm_ss.sum(axis=1, keepdims=True)
+
+    # Grad of: mlp_norm_Xc = attn_R - mlp_norm_sum / 16
+    #   (mlp_norm: centred input (minus its row mean))
+    # d_mlp_norm_Xc_2 = d_mlp_norm_Xhat / sqrt(1e-05 + mlp_norm_ss / 16) + 2 d_mlp_norm_ss_1 ⊙ mlp_norm_Xc
+    d_mlp_norm_Xc_2 = numpy.add(d_mlp_norm_Xhat*(0.0625*mlp_norm_ss + 1.0000000000000001e-5)**(-0.5), 2*d_mlp_norm_ss_1*mlp_norm_Xc, out=d_mlp_norm_Xhat)
+    # d_mlp_norm_sum = -d_mlp_norm_Xc_2 / 16
+    numpy.multiply(d_mlp_norm_Xc_2, -0.0625, out=d_mlp_norm_sum)
+    # d_mlp_norm_sum_1 = d_mlp_norm_sum·1
+    d_mlp_norm_sum_1 = d_mlp_norm_sum.sum(axis=1, keepdims=True)
+
+    # Grad of: attn_R = attn_mha_OW + attn_mha_bo + emb_A
+    #   (attn: residual: the block's input + its output)
+    # d_attn_R_1 = d_mlp_R + d_mlp_norm_Xc_2 + d_mlp_norm_sum_1
+    numpy.add(d_mlp_R, d_mlp_norm_Xc_2 + d_mlp_norm_sum_1, out=d_attn_R_1)
+
+    # Grad of: attn_mha_OW = attn_mha_AV·attn_mha_Wo
+    #   (attn_mha: output projection)
+    # d_attn_mha_AV = d_attn_R_1·attn_mha_Woᵀ
+    numpy.dot(d_attn_R_1, attn_mha_Wo.T, out=d_attn_mha_AV)
+
+    # Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j]
+    #   (attn_mha: per sample and head, the weights times the values, heads side by side)
+    # d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ
+    d_attn_mha_P = numpy.matmul(d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4), attn_mha_V.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 4, 0)).transpose(0, 3, 1, 2, 4).reshape(-1, 8)
+    # d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j]
+    d_attn_mha_V[...] = numpy.matmul(attn_mha_P.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), d_attn_mha_AV.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
+
+    # Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs
+    #   (attn_mha: attention weights)
+    # d_attn_mha_Zs = -attn_mha_P ⊙ d_attn_mha_P / attn_mha_Zs
+    d_attn_mha_Zs = numpy.divide(-attn_mha_P*d_attn_mha_P, attn_mha_Zs, out=attn_mha_P)
+    # d_attn_mha_Zs_1 = d_attn_mha_Zs·1
+    d_attn_mha_Zs_1 = d_attn_mha_Zs.sum(axis=1, keepdims=True)
+
+    # Grad of: attn_mha_E = exp(attn_mha_Sm - attn_mha_m)
+    #   (attn_mha: softmax over the keys, shifted by the row maximum)
+    # d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs)
+    d_attn_mha_Sm = numpy.multiply(attn_mha_E, d_attn_mha_Zs_1 + d_attn_mha_P/attn_mha_Zs, out=attn_mha_E)
+
+    # Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)
+    #   (attn_mha: keys after the query and padded keys at -inf)
+    # d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0)
+    d_attn_mha_S = numpy.where(numpy.repeat(numpy.tile(numpy.triu(numpy.ones((8, 8), dtype=bool), 1), (2, 1)), N, axis=0) | numpy.tile((mask.reshape(8, N).T == 0), (16, 1)), 0, d_attn_mha_Sm)
+
+    # Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4
+    #   (attn_mha: scores / sqrt(8))
+    # d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4
+    numpy.multiply(d_attn_mha_S, 0.3535533905932738, out=d_attn_mha_QK)
+
+    # Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ
+    #   (attn_mha: per sample and head, the queries times the keys transposed)
+    # d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j]
+    d_attn_mha_Q[...] = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
+    # d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j]
+    d_attn_mha_K[...] = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
+
+    # Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv
+    #   (attn_mha: the values, the input's projection by Wv plus bv)
+    # d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ
+    numpy.dot(d_attn_mha_V, attn_mha_Wv.T, out=d_attn_norm_A)
+
+    # Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk
+    #   (attn_mha: the keys, the input's projection by Wk plus bk)
+    # d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ
+    numpy.dot(d_attn_mha_K, attn_mha_Wk.T, out=d_attn_norm_A_1)
+
+    # Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq
+    #   (attn_mha: the queries, the input's projection by Wq plus bq)
+    # d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ
+    numpy.dot(d_attn_mha_Q, attn_mha_Wq.T, out=d_attn_norm_A_2)
+
+    # Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g
+    #   (attn_norm: gain and bias Xhat ⊙ g + b)
+    # d_attn_norm_A_3 = d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2
+    numpy.add(d_attn_norm_A, d_attn_norm_A_1 + d_attn_norm_A_2, out=d_attn_norm_A_3)
+    # d_attn_norm_Xhat = attn_norm_g ⊙ d_attn_norm_A_3
+    numpy.multiply(attn_norm_g, d_attn_norm_A_3, out=d_attn_norm_Xhat)
+    # d_attn_norm_g = attn_norm_Xhat ⊙ d_attn_norm_A_3
+    numpy.multiply(attn_norm_Xhat, d_attn_norm_A_3, out=d_attn_norm_g)
+
+    # Grad of: attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16)
+    #   (attn_norm: normalised by sqrt(variance + eps))
+    # d_attn_norm_ss = -attn_norm_Xhat ⊙ d_attn_norm_Xhat / (32 (1e-05 + attn_norm_ss / 16))
+    d_attn_norm_ss = numpy.divide(-0.03125*attn_norm_Xhat*d_attn_norm_Xhat, 0.0625*attn_norm_ss + 1.0000000000000001e-5, out=attn_norm_Xhat)
+    # d_attn_norm_ss_1 = d_attn_norm_ss·1
+    d_attn_norm_ss_1 = d_attn_norm_ss.sum(axis=1, keepdims=True)
+
+    # Grad of: attn_norm_Xc = emb_A - attn_norm_sum / 16
+    #   (attn_norm: centred input (minus its row mean))
+    # d_attn_norm_Xc_2 = d_attn_norm_Xhat / sqrt(1e-05 + attn_norm_ss / 16) + 2 attn_norm_Xc ⊙ d_attn_norm_ss_1
+    d_attn_norm_Xc_2 = numpy.add(d_attn_norm_Xhat*(0.0625*attn_norm_ss + 1.0000000000000001e-5)**(-0.5), 2*attn_norm_Xc*d_attn_norm_ss_1, out=attn_norm_Xc)
+    # d_attn_norm_sum = -d_attn_norm_Xc_2 / 16
+    numpy.multiply(d_attn_norm_Xc_2, -0.0625, out=d_attn_norm_sum)
+    # d_attn_norm_sum_1 = d_attn_norm_sum·1
+    d_attn_norm_sum_1 = d_attn_norm_sum.sum(axis=1, keepdims=True)
+
+    # Grad of: emb_A = emb_EX + emb_Pt
+    #   (emb: token and position embeddings)
+    # d_emb_A_1 = d_attn_R_1 + d_attn_norm_Xc_2 + d_attn_norm_sum_1
+    numpy.add(d_attn_R_1, d_attn_norm_Xc_2 + d_attn_norm_sum_1, out=d_emb_A_1)
+    return loss, d_emb_A_1, d_attn_norm_g, d_attn_norm_A_3, attn_norm_A, d_attn_mha_Q, d_attn_mha_K, d_attn_mha_V, attn_mha_AV, d_attn_R_1, d_mlp_norm_g, d_mlp_norm_A, mlp_norm_A, d_mlp_up_Z, mlp_up_A, d_mlp_R, mlp_R, d_head_Z_2
+
+
 def _columns_head(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):
     N = x.shape[0] // 8
 
@@ -4236,9 +4946,10 @@ def _mats(arrs):
             for a in arrs]
 
 
-def _run(name, n, args):
+def _run(name, n, args, scratch=False):
     """Run generated function ``name`` on its inputs (x, y, parameters, v;
-    vectors become 1-row matrices); its outputs as a list of matrices."""
+    vectors become 1-row matrices); its outputs as a list of matrices.
+    (``scratch``: the C backend's; the outputs here are always fresh.)"""
     # like the C backend, silent on overflow (e.g. the unused branch of elu at
     # -1e4): results are checked for NaN/inf by the API (_finite_or_blame)
     with numpy.errstate(all="ignore"):

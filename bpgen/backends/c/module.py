@@ -60,6 +60,7 @@ def emit(derived: Derived, module: str) -> tuple:
         ws_dir={f["name"]: tuple(constant(v) for v in f["ws_dir"])
                 for f in functions if "ws_dir" in f},
         runtime_api=common_runtime("api.py"), runtime_hessian=common_runtime("hessian.py"),
+        runtime_per_sample=common_runtime("per_sample.py"),
         runtime_call=runtime_source(os.path.join(_HERE, "runtime", "call.py")),
         runtime_fastcall=runtime_source(os.path.join(_HERE, "runtime", "fastcall.py")))
     return {f"{module}.py": wrapper, f"{module}.c": c_source}, c_source, cdef, ext_name

@@ -99,6 +99,7 @@ def module_context(derived: Derived, module: str) -> dict:
         "l2": repr(float(spec.l2)),
         "l2_keys": tuple(spec.l2_keys),
         "factor_index": meta.factor_index,
+        "grad_terms": [(pt.key, pt.constant(), pt.reason()) for pt in meta.grad_terms],
         "curv_layers": [cl.constant() for cl in meta.curvature.layers]
         if meta.curvature else [],
         "curv_loss": repr(meta.curvature.loss if meta.curvature else None),

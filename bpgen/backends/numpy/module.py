@@ -29,6 +29,7 @@ def emit(derived: Derived, module: str) -> dict:
                batch_expr=spec.input.batch_expr("x"),
                runtime_api=common_runtime("api.py"),
                runtime_hessian=common_runtime("hessian.py"),
+               runtime_per_sample=common_runtime("per_sample.py"),
                runtime_helpers=_runtime("helpers.py"),
                runtime_patterns=runtime_source(os.path.abspath(patterns.__file__)),
                runtime_call=_runtime("call.py"))

@@ -231,6 +231,7 @@ def _buffer(need):
 def release_workspace():
     """Free the calling thread's workspace (it is kept between calls)."""
     _LOCAL.ws = None
+    _LOCAL.outs = None
     if hasattr(lib, "bpgf_release_workspace"):     # the C entry points' (fastcall.c)
         lib.bpgf_release_workspace()
 
@@ -286,16 +287,33 @@ def _split_calls():
     return int(lib.bpg_split_calls()) if hasattr(lib, "bpg_split_calls") else 0
 
 
-def _call(name, n, args):
-    """Run ``bpg_<name>``: the flat output buffer.  The API has checked every
-    input (shape, dtype, C-contiguity), so the C code stays in bounds."""
+def _scratch_out(name, size):
+    """The calling thread's output buffer of ``name``, kept between calls
+    (grown as needed): a fresh one of megabytes costs its page faults on
+    every call (the CNN's grad_terms: half of the call)."""
+    held = getattr(_LOCAL, "outs", None)
+    if held is None:
+        held = _LOCAL.outs = {}
+    out = held.get(name)
+    if out is None or out.size < size:
+        out = held[name] = numpy.empty(size, dtype=DTYPE)
+    return out[:size]
+
+
+def _call(name, n, args, scratch=False):
+    """Run ``bpg_<name>``: the flat output buffer (fresh; with ``scratch``,
+    the thread's buffer of ``name``, overwritten by its next call: for
+    callers that read the outputs and return none of them).  The API has
+    checked every input (shape, dtype, C-contiguity), so the C code stays in
+    bounds."""
     t, args = _split_steps(args)
     if t is None:
         a, b = _OUT_SIZE[name]
     else:
         layout = _layout(name, t)
         a, b = sum(p[2] for p in layout), sum(p[3] for p in layout)
-    out = numpy.empty(max(a * n + b, 1), dtype=DTYPE)
+    size = max(a * n + b, 1)
+    out = _scratch_out(name, size) if scratch else numpy.empty(size, dtype=DTYPE)
     if _entry_run(name, n, args, out):
         return out
     fb = ffi.from_buffer
@@ -308,9 +326,10 @@ def _call(name, n, args):
     return out
 
 
-def _run(name, n, args):
-    """The outputs of ``bpg_<name>`` as matrices (views of one buffer)."""
-    out = _call(name, n, args)
+def _run(name, n, args, scratch=False):
+    """The outputs of ``bpg_<name>`` as matrices (views of one buffer; with
+    ``scratch`` the thread's kept buffer, see _call)."""
+    out = _call(name, n, args, scratch)
     return [out[oa * n + ob:oa * n + ob + a * n + b].reshape(-1, cols)
             for oa, ob, a, b, cols in _layout(name, _split_steps(args)[0])]
 

@@ -26,6 +26,7 @@ _INIT = {}
 _L2 = 0.0
 _L2_KEYS = ()
 _FACTORS = {}
+_GRAD_TERMS = {}
 _CURV_LAYERS = []
 _CURV_LOSS = None
 _CURV_FORM = "diagonal"
@@ -35,8 +36,9 @@ ARCHITECTURE_HASH = ""
 ARCHITECTURE = "{}"
 
 
-def _run(name, n, args):
-    """Run generated function ``name``: its outputs as a list of matrices."""
+def _run(name, n, args, scratch=False):
+    """Run generated function ``name``: its outputs as a list of matrices
+    (``scratch``: in a buffer the thread keeps, C backend)."""
     raise NotImplementedError
 
 

@@ -37,9 +37,10 @@ def _mats(arrs):
             for a in arrs]
 
 
-def _run(name, n, args):
+def _run(name, n, args, scratch=False):
     """Run generated function ``name`` on its inputs (x, y, parameters, v;
-    vectors become 1-row matrices); its outputs as a list of matrices."""
+    vectors become 1-row matrices); its outputs as a list of matrices.
+    (``scratch``: the C backend's; the outputs here are always fresh.)"""
     # like the C backend, silent on overflow (e.g. the unused branch of elu at
     # -1e4): results are checked for NaN/inf by the API (_finite_or_blame)
     with numpy.errstate(all="ignore"):
