@@ -20,10 +20,10 @@ from .ir import Graph, grad, tangents
 from .layers import LAYER_TYPES
 from .losses import LOSSES
 from .lower import Program, lower
-from .meta import CurvatureLayout, CurvLayer, GradTerm, Meta, ParamTerms
+from .meta import NOMINAL_STEPS, CurvatureLayout, CurvLayer, GradTerm, Meta, ParamTerms
 from .network import Derivation, derive
 from .passes.hoist_independent import hoist_independent
-from .shapes import dim_coeffs, size_coeffs
+from .shapes import at_steps, dim_coeffs, size_coeffs
 from .spec import Spec
 
 __all__ = ["EntryPoint", "ENTRY_POINTS", "Derived", "derive_all", "structured", "program",
@@ -287,6 +287,9 @@ def _norm_choice(key: str, shape: tuple, terms: tuple, shared: frozenset = froze
         gram, explicit = r * r * (d + 1), terms[0].size * d + r * d
     else:
         gram, explicit = -1, sum(t.rows * (a * d if t.kind == "product" else d) for t in terms)
+    # steps: any: r = T, so both costs are polynomials in T, compared (and
+    # stated) at NOMINAL_STEPS
+    gram, explicit = at_steps(gram, NOMINAL_STEPS), at_steps(explicit, NOMINAL_STEPS)
     norm = "gram" if 0 <= gram < explicit else "explicit"
     return ParamTerms(key, shape, terms, norm, gram, explicit)
 
@@ -299,7 +302,7 @@ def _norm_choices(params: list) -> tuple:
     while True:
         plans = tuple(_norm_choice(key, shape, terms, shared) for key, shape, terms in params)
         grams = frozenset((f, p.terms[0].rows) for p in plans if p.norm == "gram" and len(p.terms) == 1
-                          and p.terms[0].kind == "product" and p.terms[0].rows > 1
+                          and p.terms[0].kind == "product" and p.terms[0].rows != 1
                           for f in (p.terms[0].u, p.terms[0].v))
         if grams <= shared:
             return plans

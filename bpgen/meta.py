@@ -6,6 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from .shapes import code
+
+#: with steps: any, the per-sample norm's two forms cost polynomials in T:
+#: they are compared at this T (the form only changes the speed, never the
+#: result)
+NOMINAL_STEPS = 32
+
 __all__ = ["CurvLayer", "CurvatureLayout", "GradTerm", "ParamTerms", "Meta"]
 
 
@@ -61,7 +68,10 @@ class GradTerm:
     size: int = 0
 
     def constant(self) -> tuple:
-        return (self.kind, self.u, self.v, self.rows, self.layout, self.size)
+        # steps: any: a sequence's rows per sample are T, read from x at call
+        # time (the runtime puts the count in for the string "T")
+        rows = self.rows if isinstance(self.rows, int) else code(self.rows)
+        return (self.kind, self.u, self.v, rows, self.layout, self.size)
 
 
 @dataclass(frozen=True)
@@ -91,13 +101,14 @@ class ParamTerms:
         """The choice in words, for the generated comments and bpgen show."""
         if self.norm == "unsupported":
             return "unsupported: the per-sample functions raise NotImplementedError"
-        r = sum(t.rows for t in self.terms)
+        r = code(sum(t.rows for t in self.terms), bare=True)
         kinds = "+".join(sorted({t.kind for t in self.terms}))
+        at = f" at T = {NOMINAL_STEPS}" if r == "T" else ""
         if self.gram_cost < 0:
-            return f"{self.norm} ({kinds}, r = {r}: {self.explicit_cost:,} per sample)"
+            return f"{self.norm} ({kinds}, r = {r}: {self.explicit_cost:,} per sample{at})"
         return (f"{self.norm} ({kinds}, r = {r} rows per sample: Gram {self.gram_cost:,} vs "
-                f"explicit {self.explicit_cost:,} multiply-adds per sample; a Gram matrix "
-                f"another parameter forms counts 0)" if r > 1 else
+                f"explicit {self.explicit_cost:,} multiply-adds per sample{at}; a Gram matrix "
+                f"another parameter forms counts 0)" if r != "1" else
                 f"{self.norm} ({kinds}, r = 1 row per sample: Gram {self.gram_cost:,} vs "
                 f"explicit {self.explicit_cost:,} multiply-adds per sample)")
 

@@ -3,7 +3,8 @@
 One module built with ``steps: any`` serves calls of different T in
 succession (3, then 7, then 5: ``STEP_SEQUENCE``), without rebuilding, and at
 each T equals the module built with that fixed T: forward, loss,
-loss_and_grad, hvp, ggn_vp, grad_factors, hessian, hessian_diag,
+loss_and_grad, hvp, ggn_vp, grad_factors, per-sample gradients, norms and
+the clipped gradient, hessian, hessian_diag,
 hessian_blocks and hmp, with and without ``lengths`` (to 1e-12 in float64,
 1e-5 in float32, relative to each result's scale).  An embedding with
 positions then has a table of ``max_steps`` (T_MAX) rows, of which a call
@@ -164,6 +165,22 @@ def _compare(mod, fixed, params, x, y, v, lengths, tol, rng):
     for k in got:
         _close(got[k][0], want[k][0], tol, f"grad_factors[{k}] U")
         _close(got[k][1], want[k][1], tol, f"grad_factors[{k}] V")
+    # per-sample gradients, their norms and the clipped gradient (a row's
+    # count per sample is T, read from x)
+    got, want = mod.per_sample_grads(params, x, y, lengths), fixed.per_sample_grads(pf, x, y, lengths)
+    for k in got:
+        assert got[k].shape == (len(x),) + params[k].shape
+        assert not got[k][:, want[k].shape[1]:].any()       # P's rows beyond T: 0
+    # relative to the whole result's scale (attention's key bias: 0 + rounding)
+    _close(np.concatenate([got[k][:, :want[k].shape[1]].reshape(len(x), -1) for k in got], 1),
+           np.concatenate([want[k].reshape(len(x), -1) for k in got], 1), tol, "per_sample_grads")
+    norms = mod.per_sample_grad_norms(params, x, y, lengths)
+    _close(norms, fixed.per_sample_grad_norms(pf, x, y, lengths), tol, "per_sample_grad_norms")
+    max_norm = float(np.median(norms))
+    cl, cg, cn = mod.clipped_grad(params, x, y, max_norm, lengths)
+    fl, fg, fn = fixed.clipped_grad(pf, x, y, max_norm, lengths)
+    assert abs(cl - fl) <= tol * max(1.0, abs(fl))
+    _close(_flat(cg, params), _flat(_grown(fg, params), params), tol, "clipped_grad")
     idx = _flat_index(mod, shapes)
     rest = np.setdiff1d(np.arange(mod.N_PARAMS), idx)
     h, hf = mod.hessian(params, x, y, lengths), fixed.hessian(pf, x, y, lengths)
