@@ -212,25 +212,41 @@ def _grad_factors(spec: Spec, d: Derivation):
     """Outputs (U, V) with dW = Uᵀ·V for every weight matrix (the roles say
     which): the arguments of the matrix product the reverse pass forms its
     gradient with (a layer's input and its delta; over all steps for
-    recurrent weights).  Metadata: {key: (index of U, index of V)}."""
+    recurrent weights).  A table's gradient (an embedding's E or P) is a
+    scatter-add of rows, ``add_rows(δ, X)`` = onehot(X)ᵀ·δ: V is δ, and U
+    the one-hot matrix of each row's index, formed by the module from the
+    ids (x itself, or an output) or, for a position table, from each row's
+    step.  Metadata: {key: (index of U, index of V)} for a product, {key:
+    (index of the ids (-1: x, -2: the row's step), index of δ, table rows)}
+    for a table."""
     g = d.graph
     pairs, outs = {}, []
+
+    def out(var, suffix):
+        if g.vars[var].role != "temp":
+            var = g.copy(var, base=f"{var}_{suffix}")
+        if var not in outs:
+            outs.append(var)
+        return var
+
     for key in spec.factor_keys:
         p = d.params[key]
         for part in g.grad_parts.get(p, []):
             op = g.ops[g.producer[part]] if part in g.producer else None
-            if (op is not None and op.primitive.product and op.attrs["ta"]
-                    and not op.attrs["tb"]):
-                u, v = op.args
-                if g.vars[u].role != "temp":
-                    u = g.copy(u, base=f"{u}_factor")
-                if g.vars[v].role != "temp":
-                    v = g.copy(v, base=f"{v}_factor")
-                pairs[key] = (u, v)
-                outs += [w for w in (u, v) if w not in outs]
+            if op is None:
+                continue
+            if op.primitive.product and op.attrs["ta"] and not op.attrs["tb"]:
+                pairs[key] = (out(op.args[0], "factor"), out(op.args[1], "factor"))
+            elif op.prim == "add_rows":
+                ids = op.args[1] if len(op.args) > 1 else None
+                ids = ids if ids in (None, d.x) else out(ids, "ids")
+                pairs[key] = (ids, out(op.args[0], "factor"), op.attrs["rows"])
     prog = lower(g, "grad_factors", _inputs(d), outs, d.n_forward)
-    return prog, {"factor_index": {k: (outs.index(u), outs.index(v))
-                                   for k, (u, v) in pairs.items()}}
+
+    def index(u):
+        return -1 if u == d.x else -2 if u is None else outs.index(u)
+    return prog, {"factor_index": {k: (index(f[0]), outs.index(f[1])) + tuple(f[2:])
+                                   for k, f in pairs.items()}}
 
 
 def _term(g: Graph, d: Derivation, part: str, shape: tuple, keep) -> GradTerm | None:

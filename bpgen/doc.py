@@ -290,7 +290,7 @@ def _loops(spec, prog, names) -> list:
 
 def _factors(derived) -> list:
     out = [("h", 2, SECTIONS[5]),
-           ("p", r"Every weight gradient is one matrix product $\delta W = U^{\top} \cdot V$ "
+           ("p", r"Every weight (and table) gradient is one matrix product $\delta W = U^{\top} \cdot V$ "
                  r"of two matrices with one row per sample (per sample and step over a "
                  r"sequence, per sample and pixel for a convolution), so its rank is at most "
                  r"their number of rows. `grad_factors` returns these $(U, V)$ without forming "
@@ -298,10 +298,16 @@ def _factors(derived) -> list:
     prog = derived.programs["grad_factors"]
     spec = derived.spec
     rows = []
-    for key, (iu, iv) in derived.meta.factor_index.items():
-        u, v = prog.outputs[iu], prog.outputs[iv]
-        su, sv = prog.vars[u].shape, prog.vars[v].shape
-        lu, lv = tex_label(prog.vars[u].label), tex_label(prog.vars[v].label)
+    for key, (iu, iv, *table) in derived.meta.factor_index.items():
+        v = prog.outputs[iv]
+        sv, lv = prog.vars[v].shape, tex_label(prog.vars[v].label)
+        if table:       # an embedding table: U = onehot(index), one row per row of V
+            su = (sv[0], table[0])
+            lu = (r"\operatorname{onehot}(X)" if iu == -1 else r"\operatorname{onehot}(t)"
+                  if iu == -2 else rf"\operatorname{{onehot}}({tex_label(prog.vars[prog.outputs[iu]].label)})")
+        else:
+            u = prog.outputs[iu]
+            su, lu = prog.vars[u].shape, tex_label(prog.vars[u].label)
         w = tex_label(derived.base.graph.vars[derived.base.params[key]].label)
         shape = spec.param_shapes[key]
         rows.append((f"`{key}`", rf"$\delta {w} = {{{lu}}}^{{\top}} \cdot {lv}$",

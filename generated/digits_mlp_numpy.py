@@ -713,15 +713,31 @@ def grad_factors(params, x, y, lengths=None):
     xs = _xs(xm, n, lengths)
     outs = _run("grad_factors", n, [*xs, _check_y(y, n, xm), *mats])
     res = {}
-    for key, (iu, iv) in _FACTORS.items():
-        u, v = outs[iu], outs[iv]
-        if _L2:
+    for key, entry in _FACTORS.items():
+        if len(entry) == 3:                     # a table: onehot(index)ᵀ·δ
+            res[key] = (_onehot_rows(entry[0], entry[2], outs, xm, n), outs[entry[1]])
+            continue
+        u, v = outs[entry[0]], outs[entry[1]]
+        if _L2 and key in _L2_KEYS:
             w = mats[list(PARAM_SHAPES).index(key)]
             w = w.reshape(w.shape[0], -1)      # a conv kernel as its (filters, C·k·k) matrix
             u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
             v = numpy.concatenate([v, _L2 * w])
         res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
     return res
+
+
+def _onehot_rows(ids, size, outs, xm, n):
+    """U of a table's gradient onehot(index)ᵀ·δ: a (rows, size) matrix, one
+    1 per row at its index (``ids``: -1 x's token ids, -2 the row's step
+    (row t·N + n: t), else an output holding the ids)."""
+    if ids == -2:
+        index = numpy.repeat(numpy.arange(xm.shape[0] // n), n)
+    else:
+        index = (xm if ids == -1 else outs[ids]).reshape(-1).astype(numpy.int64)
+    u = numpy.zeros((index.size, size), dtype=DTYPE)
+    u[numpy.arange(index.size), index] = 1
+    return u
 
 
 def hessian_diag(params, x, y, lengths=None, *, progress=None):
@@ -997,6 +1013,22 @@ def _structured_diag(mats, outs, n):
     return out.astype(DTYPE)
 
 
+def _terms_at(xm, n):
+    """_GRAD_TERMS with a steps: any sequence's rows per sample ("T") set to
+    x's step count (xm time-major, (T·N, ...)); a fixed T: _GRAD_TERMS itself."""
+    if not _ROWS_IN_T:
+        return _GRAD_TERMS
+    t = xm.shape[0] // n
+    return {key: entry if entry[0] == "unsupported" else
+            (entry[0], entry[1], tuple(term[:3] + (t if term[3] == "T" else term[3],) + term[4:]
+                                       for term in entry[2]))
+            for key, entry in _GRAD_TERMS.items()}
+
+
+_ROWS_IN_T = any(term[3] == "T" for entry in _GRAD_TERMS.values() if entry[0] != "unsupported"
+                 for term in entry[2])
+
+
 def _by_sample(arr, rows, layout, n):
     """A (rows·N, c) factor as (N, rows, c): sample n's rows (a view)."""
     c = arr.shape[1]
@@ -1116,11 +1148,12 @@ def _explicit_squares(entry, outs, xm, n, cache):
     return numpy.einsum("ij,ij->i", g, g)
 
 
-def _norms(outs, xm, n):
-    """(N,): the Euclidean norm of every sample's gradient over all parameters."""
+def _norms(outs, xm, n, terms):
+    """(N,): the Euclidean norm of every sample's gradient over all parameters
+    (``terms``: _GRAD_TERMS at x's steps, _terms_at)."""
     sq = numpy.zeros(n, dtype=DTYPE)
     cache = {}
-    for entry in _GRAD_TERMS.values():
+    for entry in terms.values():
         if entry[2]:
             form = _gram_squares if entry[0] == "gram" else _explicit_squares
             sq += form(entry, outs, xm, n, cache)
@@ -1168,7 +1201,7 @@ def _terms_inputs(params, x, y, lengths):
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    ym = _check_y(y, n)
+    ym = _check_y(y, n, xm)
     return mats, xm, ym, n, [*xs, ym, *mats]
 
 
@@ -1190,9 +1223,9 @@ def _run_terms(args, n, xm, ym, mats):
     return outs
 
 
-def _checked_norms(outs, xm, ym, mats, n):
+def _checked_norms(outs, xm, ym, mats, n, terms):
     """_norms, refused (naming the input) when one is not finite."""
-    norms = _norms(outs, xm, n).astype(DTYPE, copy=False)
+    norms = _norms(outs, xm, n, terms).astype(DTYPE, copy=False)
     return norms if _finite_fast(norms) else _finite_or_blame(norms, xm, ym, mats)
 
 
@@ -1210,7 +1243,7 @@ def per_sample_grads(params, x, y, lengths=None):
     _check_fits(f"per_sample_grads (N = {n:,} samples)", n * N_PARAMS)
     outs = _run_terms(args, n, xm, ym, mats)
     res = {}
-    for key, entry in _GRAD_TERMS.items():
+    for key, entry in _terms_at(xm, n).items():
         g = _param_grads(entry, outs, xm, n)       # a fresh array: scaled in place
         g *= n
         res[key] = _finite_or_blame(
@@ -1225,7 +1258,7 @@ def per_sample_grad_norms(params, x, y, lengths=None):
     generation time: _GRAD_TERMS, bpgen show)."""
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
     outs = _run_terms(args, n, xm, ym, mats)
-    return _checked_norms(outs, xm, ym, mats, n)
+    return _checked_norms(outs, xm, ym, mats, n, _terms_at(xm, n))
 
 
 def _check_max_norm(max_norm):
@@ -1254,12 +1287,13 @@ def clipped_grad(params, x, y, max_norm, lengths=None):
     max_norm = _check_max_norm(max_norm)
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
     outs = _run_terms(args, n, xm, ym, mats)
-    norms = _checked_norms(outs, xm, ym, mats, n)
+    terms = _terms_at(xm, n)
+    norms = _checked_norms(outs, xm, ym, mats, n, terms)
     # min(1, max_norm / norm): a norm of 0 (or below the smallest normal) is not clipped
     tiny = numpy.finfo(DTYPE).tiny
     clip = numpy.minimum(1.0, max_norm / numpy.maximum(norms, tiny)).astype(DTYPE, copy=False)
     grads, weights = {}, {}
-    for key, entry in _GRAD_TERMS.items():
+    for key, entry in terms.items():
         # finite: the norms are (a non-finite row would have made its norm so)
         grads[key] = numpy.ascontiguousarray(
             _weighted_sum(entry, outs, xm, clip, weights).reshape(PARAM_SHAPES[key]), dtype=DTYPE)

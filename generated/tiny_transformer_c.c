@@ -3947,7 +3947,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     for (int64_t k = 0; k < 256; k++) v_gv_head_W[k] = v_d_head_W_1[k] + 0.0001*v_v_head_W[k];
 }
 
-/* ---- grad_factors: workspace 6280*N + 16 elements ---- */
+/* ---- grad_factors: workspace 7320*N + 16 elements ---- */
 BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
@@ -3957,66 +3957,77 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     real *const v_attn_norm_Xc = ws + 392*N;  /* (8*N, 16) */
     real *const v_attn_norm_sq = ws + 520*N;  /* (8*N, 16) */
     real *const v_attn_norm_ss = ws + 648*N;  /* (8*N, 1) */
-    real *const v_attn_mha_XWq = ws + 656*N;  /* (8*N, 16) */
-    real *const v_attn_mha_Q = ws + 784*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWk = ws + 912*N;  /* (8*N, 16) */
-    real *const v_attn_mha_K = ws + 1040*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWv = ws + 1168*N;  /* (8*N, 16) */
-    real *const v_attn_mha_V = ws + 1296*N;  /* (8*N, 16) */
-    real *const v_attn_mha_QK = ws + 1424*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 1552*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 1680*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 1808*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 1824*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 1952*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 1968*N;  /* (16*N, 8) */
-    real *const v_attn_mha_OW = ws + 2096*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 2224*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 2352*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 2360*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 2488*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_ss = ws + 2616*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xhat = ws + 2624*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 2752*N;  /* (8*N, 64) */
-    real *const v_mlp_up_Z = ws + 3264*N;  /* (8*N, 64) */
-    real *const v_mlp_down_XW = ws + 3776*N;  /* (8*N, 16) */
-    real *const v_head_XW = ws + 3904*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 4032*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 4160*N;  /* (1, 1) */
-    real *const v_o_max = ws + 4160*N + 8;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 4168*N + 8;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 4296*N + 8;  /* (8*N, 1) */
-    real *const v_d_loss_sum = ws + 4304*N + 8;  /* (1, 1) */
-    real *const v_d_loss_terms = ws + 4304*N + 16;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 4312*N + 16;  /* (8*N, 1) */
-    real *const v_d_o_label = ws + 4320*N + 16;  /* (8*N, 1) */
-    real *const v_d_mlp_up_A = ws + 4328*N + 16;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 4840*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xhat = ws + 4968*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 5096*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 5224*N + 16;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 5232*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 5360*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 5488*N + 16;  /* (8*N, 1) */
-    real *const v_d_attn_mha_AV = ws + 5496*N + 16;  /* (8*N, 16) */
-    real *const v_d_attn_mha_P = ws + 5624*N + 16;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs = ws + 5752*N + 16;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 5880*N + 16;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 5896*N + 16;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 6024*N + 16;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 6152*N + 16;  /* (16*N, 8) */
-    real *const v_attn_norm_A = out + 0;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Q = out + 128*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = out + 256*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_V = out + 384*N;  /* (8*N, 16) */
-    real *const v_attn_mha_AV = out + 512*N;  /* (8*N, 16) */
-    real *const v_d_attn_R_1 = out + 640*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_A = out + 768*N;  /* (8*N, 16) */
-    real *const v_d_mlp_up_Z = out + 896*N;  /* (8*N, 64) */
-    real *const v_mlp_up_A = out + 1408*N;  /* (8*N, 64) */
-    real *const v_d_mlp_R = out + 1920*N;  /* (8*N, 16) */
-    real *const v_mlp_R = out + 2048*N;  /* (8*N, 16) */
-    real *const v_d_head_Z_2 = out + 2176*N;  /* (8*N, 16) */
+    real *const v_attn_norm_Xhat = ws + 656*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWq = ws + 784*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Q = ws + 912*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWk = ws + 1040*N;  /* (8*N, 16) */
+    real *const v_attn_mha_K = ws + 1168*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWv = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_attn_mha_V = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_attn_mha_QK = ws + 1552*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 1680*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 1808*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 1936*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 1952*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 2080*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 2096*N;  /* (16*N, 8) */
+    real *const v_attn_mha_OW = ws + 2224*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 2352*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 2480*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 2488*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 2616*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_ss = ws + 2744*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xhat = ws + 2752*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 2880*N;  /* (8*N, 64) */
+    real *const v_mlp_up_Z = ws + 3392*N;  /* (8*N, 64) */
+    real *const v_mlp_down_XW = ws + 3904*N;  /* (8*N, 16) */
+    real *const v_head_XW = ws + 4032*N;  /* (8*N, 16) */
+    real *const v_head_Z = ws + 4160*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 4288*N;  /* (1, 1) */
+    real *const v_o_max = ws + 4288*N + 8;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 4296*N + 8;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 4424*N + 8;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 4432*N + 8;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 4432*N + 16;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 4440*N + 16;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 4448*N + 16;  /* (8*N, 1) */
+    real *const v_d_mlp_up_A = ws + 4456*N + 16;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 4968*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xhat = ws + 5096*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 5224*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 5352*N + 16;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 5360*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 5488*N + 16;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 5616*N + 16;  /* (8*N, 1) */
+    real *const v_d_attn_mha_AV = ws + 5624*N + 16;  /* (8*N, 16) */
+    real *const v_d_attn_mha_P = ws + 5752*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 5880*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 6008*N + 16;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 6024*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 6152*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 6280*N + 16;  /* (16*N, 8) */
+    real *const v_d_attn_norm_A = ws + 6408*N + 16;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 6536*N + 16;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 6664*N + 16;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 6792*N + 16;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 6920*N + 16;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 7048*N + 16;  /* (8*N, 1) */
+    real *const v_d_attn_norm_Xc_2 = ws + 7056*N + 16;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum = ws + 7184*N + 16;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum_1 = ws + 7312*N + 16;  /* (8*N, 1) */
+    real *const v_d_emb_A_1 = out + 0;  /* (8*N, 16) */
+    real *const v_attn_norm_A = out + 128*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Q = out + 256*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = out + 384*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_V = out + 512*N;  /* (8*N, 16) */
+    real *const v_attn_mha_AV = out + 640*N;  /* (8*N, 16) */
+    real *const v_d_attn_R_1 = out + 768*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_A = out + 896*N;  /* (8*N, 16) */
+    real *const v_d_mlp_up_Z = out + 1024*N;  /* (8*N, 64) */
+    real *const v_mlp_up_A = out + 1536*N;  /* (8*N, 64) */
+    real *const v_d_mlp_R = out + 2048*N;  /* (8*N, 16) */
+    real *const v_mlp_R = out + 2176*N;  /* (8*N, 16) */
+    real *const v_d_head_Z_2 = out + 2304*N;  /* (8*N, 16) */
 
     /* forward pass */
     /* emb: the embedding of each token id */
@@ -4047,13 +4058,22 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* attn_norm: row sums of squares */
     /* attn_norm_ss = attn_norm_sq·1 */
     bpg_rowsum(8*N, 16, v_attn_norm_sq, v_attn_norm_ss);
-    /* attn_norm: gain and bias Xhat ⊙ g + b */
-    /* attn_norm_A = attn_norm_b + attn_norm_Xc ⊙ attn_norm_g / sqrt(1e-05 + attn_norm_ss / 16) */
+    /* attn_norm: normalised by sqrt(variance + eps) */
+    /* attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_A[k] = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) + v_attn_norm_b[cc];
+            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+        }
+    }
+    /* attn_norm: gain and bias Xhat ⊙ g + b */
+    /* attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_norm_A[k] = v_attn_norm_Xhat[k]*v_attn_norm_g[cc] + v_attn_norm_b[cc];
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
@@ -4386,6 +4406,72 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
     bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+
+    /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
+    /*   (attn_mha: the values, the input's projection by Wv plus bv) */
+    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A);
+
+    /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk */
+    /*   (attn_mha: the keys, the input's projection by Wk plus bk) */
+    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_1);
+
+    /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq */
+    /*   (attn_mha: the queries, the input's projection by Wq plus bq) */
+    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_2);
+
+    /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
+    /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
+    /* d_attn_norm_Xhat = attn_norm_g ⊙ (d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2) */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_attn_norm_Xhat[k] = v_attn_norm_g[cc]*(v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k]);
+        }
+    }
+
+    /* Grad of: attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
+    /*   (attn_norm: normalised by sqrt(variance + eps)) */
+    /* d_attn_norm_ss = -attn_norm_Xhat ⊙ d_attn_norm_Xhat / (32 (1e-05 + attn_norm_ss / 16)) */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_attn_norm_ss[k] = -0.03125*v_attn_norm_Xhat[k]*v_d_attn_norm_Xhat[k]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+        }
+    }
+    /* d_attn_norm_ss_1 = d_attn_norm_ss·1 */
+    bpg_rowsum(8*N, 16, v_d_attn_norm_ss, v_d_attn_norm_ss_1);
+
+    /* Grad of: attn_norm_Xc = emb_A - attn_norm_sum / 16 */
+    /*   (attn_norm: centred input (minus its row mean)) */
+    /* d_attn_norm_Xc_2 = d_attn_norm_Xhat / sqrt(1e-05 + attn_norm_ss / 16) + 2 attn_norm_Xc ⊙ d_attn_norm_ss_1 */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+        }
+    }
+    /* d_attn_norm_sum = -d_attn_norm_Xc_2 / 16 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_sum[k] = -0.0625*v_d_attn_norm_Xc_2[k];
+    /* d_attn_norm_sum_1 = d_attn_norm_sum·1 */
+    bpg_rowsum(8*N, 16, v_d_attn_norm_sum, v_d_attn_norm_sum_1);
+
+    /* Grad of: emb_A = emb_EX + emb_Pt */
+    /*   (emb: token and position embeddings) */
+    /* d_emb_A_1 = d_attn_R_1 + d_attn_norm_Xc_2 + d_attn_norm_sum_1 */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_d_emb_A_1[k] = v_d_attn_R_1[k] + v_d_attn_norm_Xc_2[k] + v_d_attn_norm_sum_1[rr];
+        }
+    }
 }
 
 /* ---- grad_terms: workspace 7336*N + 3408 elements ---- */

@@ -4,7 +4,7 @@ Regenerate with: bpgen build tiny_transformer.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (tiny_transformer_c.c, compiled through cffi into
-_bpgen_tiny_transformer_7a6fcb444eaa) then never reads or writes out of bounds.
+_bpgen_tiny_transformer_ca8d5b30211c) then never reads or writes out of bounds.
 Derivation document: bpgen doc tiny_transformer.yaml
 """
 import collections
@@ -110,7 +110,7 @@ _INIT = {
 _L2 = 0.0001
 _L2_KEYS = ('attn.mha.Wq', 'attn.mha.Wk', 'attn.mha.Wv', 'attn.mha.Wo', 'mlp.up.W', 'mlp.down.W', 'head.W')
 #: weight key -> indices of its (U, V) among the grad_factors outputs
-_FACTORS = {'attn.mha.Wq': (0, 1), 'attn.mha.Wk': (0, 2), 'attn.mha.Wv': (0, 3), 'attn.mha.Wo': (4, 5), 'mlp.up.W': (6, 7), 'mlp.down.W': (8, 9), 'head.W': (10, 11)}
+_FACTORS = {'emb.E': (-1, 0, 16), 'emb.P': (-2, 0, 8), 'attn.mha.Wq': (1, 2), 'attn.mha.Wk': (1, 3), 'attn.mha.Wv': (1, 4), 'attn.mha.Wo': (5, 6), 'mlp.up.W': (7, 8), 'mlp.down.W': (9, 10), 'head.W': (11, 12)}
 #: per_sample_grads, per_sample_grad_norms, clipped_grad: parameter key ->
 #: (how its per-sample norm is computed, its (rows, cols) matrix shape, its
 #: data gradient's summands before the reduction over rows), each summand
@@ -182,15 +182,15 @@ _OUTPUTS = {
     "loss_and_grad": [(0, 0, 0, 1, 1), (0, 1, 0, 256, 16), (0, 257, 0, 128, 16), (0, 385, 0, 16, 16), (0, 401, 0, 16, 16), (0, 417, 0, 256, 16), (0, 673, 0, 256, 16), (0, 929, 0, 256, 16), (0, 1185, 0, 256, 16), (0, 1441, 0, 16, 16), (0, 1457, 0, 16, 16), (0, 1473, 0, 16, 16), (0, 1489, 0, 16, 16), (0, 1505, 0, 16, 16), (0, 1521, 0, 16, 16), (0, 1537, 0, 1024, 64), (0, 2561, 0, 64, 64), (0, 2625, 0, 1024, 16), (0, 3649, 0, 16, 16), (0, 3665, 0, 256, 16), (0, 3921, 0, 16, 16)],
     "hvp": [(0, 0, 0, 256, 16), (0, 256, 0, 128, 16), (0, 384, 0, 16, 16), (0, 400, 0, 16, 16), (0, 416, 0, 256, 16), (0, 672, 0, 256, 16), (0, 928, 0, 256, 16), (0, 1184, 0, 256, 16), (0, 1440, 0, 16, 16), (0, 1456, 0, 16, 16), (0, 1472, 0, 16, 16), (0, 1488, 0, 16, 16), (0, 1504, 0, 16, 16), (0, 1520, 0, 16, 16), (0, 1536, 0, 1024, 64), (0, 2560, 0, 64, 64), (0, 2624, 0, 1024, 16), (0, 3648, 0, 16, 16), (0, 3664, 0, 256, 16), (0, 3920, 0, 16, 16)],
     "ggn_vp": [(0, 0, 0, 256, 16), (0, 256, 0, 128, 16), (0, 384, 0, 16, 16), (0, 400, 0, 16, 16), (0, 416, 0, 256, 16), (0, 672, 0, 256, 16), (0, 928, 0, 256, 16), (0, 1184, 0, 256, 16), (0, 1440, 0, 16, 16), (0, 1456, 0, 16, 16), (0, 1472, 0, 16, 16), (0, 1488, 0, 16, 16), (0, 1504, 0, 16, 16), (0, 1520, 0, 16, 16), (0, 1536, 0, 1024, 64), (0, 2560, 0, 64, 64), (0, 2624, 0, 1024, 16), (0, 3648, 0, 16, 16), (0, 3664, 0, 256, 16), (0, 3920, 0, 16, 16)],
-    "grad_factors": [(0, 0, 128, 0, 16), (128, 0, 128, 0, 16), (256, 0, 128, 0, 16), (384, 0, 128, 0, 16), (512, 0, 128, 0, 16), (640, 0, 128, 0, 16), (768, 0, 128, 0, 16), (896, 0, 512, 0, 64), (1408, 0, 512, 0, 64), (1920, 0, 128, 0, 16), (2048, 0, 128, 0, 16), (2176, 0, 128, 0, 16)],
+    "grad_factors": [(0, 0, 128, 0, 16), (128, 0, 128, 0, 16), (256, 0, 128, 0, 16), (384, 0, 128, 0, 16), (512, 0, 128, 0, 16), (640, 0, 128, 0, 16), (768, 0, 128, 0, 16), (896, 0, 128, 0, 16), (1024, 0, 512, 0, 64), (1536, 0, 512, 0, 64), (2048, 0, 128, 0, 16), (2176, 0, 128, 0, 16), (2304, 0, 128, 0, 16)],
     "grad_terms": [(0, 0, 0, 1, 1), (0, 1, 128, 0, 16), (128, 1, 128, 0, 16), (256, 1, 128, 0, 16), (384, 1, 128, 0, 16), (512, 1, 128, 0, 16), (640, 1, 128, 0, 16), (768, 1, 128, 0, 16), (896, 1, 128, 0, 16), (1024, 1, 128, 0, 16), (1152, 1, 128, 0, 16), (1280, 1, 128, 0, 16), (1408, 1, 128, 0, 16), (1536, 1, 512, 0, 64), (2048, 1, 512, 0, 64), (2560, 1, 128, 0, 16), (2688, 1, 128, 0, 16), (2816, 1, 128, 0, 16)],
 }
-EXTENSION = "_bpgen_tiny_transformer_7a6fcb444eaa"
+EXTENSION = "_bpgen_tiny_transformer_ca8d5b30211c"
 CDEF = "void bpg_forward(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *v_v_emb_E, const double *v_v_emb_P, const double *v_v_attn_norm_g, const double *v_v_attn_norm_b, const double *v_v_attn_mha_Wq, const double *v_v_attn_mha_Wk, const double *v_v_attn_mha_Wv, const double *v_v_attn_mha_Wo, const double *v_v_attn_mha_bq, const double *v_v_attn_mha_bk, const double *v_v_attn_mha_bv, const double *v_v_attn_mha_bo, const double *v_v_mlp_norm_g, const double *v_v_mlp_norm_b, const double *v_v_mlp_up_W, const double *v_v_mlp_up_b, const double *v_v_mlp_down_W, const double *v_v_mlp_down_b, const double *v_v_head_W, const double *v_v_head_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *v_v_emb_E, const double *v_v_emb_P, const double *v_v_attn_norm_g, const double *v_v_attn_norm_b, const double *v_v_attn_mha_Wq, const double *v_v_attn_mha_Wk, const double *v_v_attn_mha_Wv, const double *v_v_attn_mha_Wo, const double *v_v_attn_mha_bq, const double *v_v_attn_mha_bk, const double *v_v_attn_mha_bv, const double *v_v_attn_mha_bo, const double *v_v_mlp_norm_g, const double *v_v_mlp_norm_b, const double *v_v_mlp_up_W, const double *v_v_mlp_up_b, const double *v_v_mlp_down_W, const double *v_v_mlp_down_b, const double *v_v_head_W, const double *v_v_head_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_grad_terms(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const int64_t *v_x, const double *v_mask, const double *v_y, const double *v_emb_E, const double *v_emb_P, const double *v_attn_norm_g, const double *v_attn_norm_b, const double *v_attn_mha_Wq, const double *v_attn_mha_Wk, const double *v_attn_mha_Wv, const double *v_attn_mha_Wo, const double *v_attn_mha_bq, const double *v_attn_mha_bk, const double *v_attn_mha_bv, const double *v_attn_mha_bo, const double *v_mlp_norm_g, const double *v_mlp_norm_b, const double *v_mlp_up_W, const double *v_mlp_up_b, const double *v_mlp_down_W, const double *v_mlp_down_b, const double *v_head_W, const double *v_head_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);\nint bpg_entry_have(int entry);\nvoid bpg_split_rule(int64_t *rows, double *work);\nint64_t bpg_split_calls(void);\nsize_t bpg_entry_ws(int entry, int64_t N);\nvoid bpg_entry_run(int entry, int64_t N, const void *x, const double *mk, const double *y, const double *const *p, const double *const *v, double *out, double *ws, size_t cap);"
 C_FILE = "tiny_transformer_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
-_WS = {'forward': (4416, 0), 'loss': (4832, 3400), 'loss_and_grad': (10280, 6736), 'hvp': (24192, 6672), 'ggn_vp': (16328, 3344), 'grad_factors': (6280, 16), 'grad_terms': (7336, 3408), 'hessian_columns': (25232, 6680)}
+_WS = {'forward': (4416, 0), 'loss': (4832, 3400), 'loss_and_grad': (10280, 6736), 'hvp': (24192, 6672), 'ggn_vp': (16328, 3344), 'grad_factors': (7320, 16), 'grad_terms': (7336, 3408), 'hessian_columns': (25232, 6680)}
 #: bpg_hessian_columns' workspace per direction of a chunk: a*N + b elements
 _WS_DIR = {'hessian_columns': (4352, 18880)}
 
@@ -778,15 +778,31 @@ def grad_factors(params, x, y, lengths=None):
     xs = _xs(xm, n, lengths)
     outs = _run("grad_factors", n, [*xs, _check_y(y, n, xm), *mats])
     res = {}
-    for key, (iu, iv) in _FACTORS.items():
-        u, v = outs[iu], outs[iv]
-        if _L2:
+    for key, entry in _FACTORS.items():
+        if len(entry) == 3:                     # a table: onehot(index)ᵀ·δ
+            res[key] = (_onehot_rows(entry[0], entry[2], outs, xm, n), outs[entry[1]])
+            continue
+        u, v = outs[entry[0]], outs[entry[1]]
+        if _L2 and key in _L2_KEYS:
             w = mats[list(PARAM_SHAPES).index(key)]
             w = w.reshape(w.shape[0], -1)      # a conv kernel as its (filters, C·k·k) matrix
             u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
             v = numpy.concatenate([v, _L2 * w])
         res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
     return res
+
+
+def _onehot_rows(ids, size, outs, xm, n):
+    """U of a table's gradient onehot(index)ᵀ·δ: a (rows, size) matrix, one
+    1 per row at its index (``ids``: -1 x's token ids, -2 the row's step
+    (row t·N + n: t), else an output holding the ids)."""
+    if ids == -2:
+        index = numpy.repeat(numpy.arange(xm.shape[0] // n), n)
+    else:
+        index = (xm if ids == -1 else outs[ids]).reshape(-1).astype(numpy.int64)
+    u = numpy.zeros((index.size, size), dtype=DTYPE)
+    u[numpy.arange(index.size), index] = 1
+    return u
 
 
 def hessian_diag(params, x, y, lengths=None, *, progress=None):
@@ -1062,6 +1078,22 @@ def _structured_diag(mats, outs, n):
     return out.astype(DTYPE)
 
 
+def _terms_at(xm, n):
+    """_GRAD_TERMS with a steps: any sequence's rows per sample ("T") set to
+    x's step count (xm time-major, (T·N, ...)); a fixed T: _GRAD_TERMS itself."""
+    if not _ROWS_IN_T:
+        return _GRAD_TERMS
+    t = xm.shape[0] // n
+    return {key: entry if entry[0] == "unsupported" else
+            (entry[0], entry[1], tuple(term[:3] + (t if term[3] == "T" else term[3],) + term[4:]
+                                       for term in entry[2]))
+            for key, entry in _GRAD_TERMS.items()}
+
+
+_ROWS_IN_T = any(term[3] == "T" for entry in _GRAD_TERMS.values() if entry[0] != "unsupported"
+                 for term in entry[2])
+
+
 def _by_sample(arr, rows, layout, n):
     """A (rows·N, c) factor as (N, rows, c): sample n's rows (a view)."""
     c = arr.shape[1]
@@ -1181,11 +1213,12 @@ def _explicit_squares(entry, outs, xm, n, cache):
     return numpy.einsum("ij,ij->i", g, g)
 
 
-def _norms(outs, xm, n):
-    """(N,): the Euclidean norm of every sample's gradient over all parameters."""
+def _norms(outs, xm, n, terms):
+    """(N,): the Euclidean norm of every sample's gradient over all parameters
+    (``terms``: _GRAD_TERMS at x's steps, _terms_at)."""
     sq = numpy.zeros(n, dtype=DTYPE)
     cache = {}
-    for entry in _GRAD_TERMS.values():
+    for entry in terms.values():
         if entry[2]:
             form = _gram_squares if entry[0] == "gram" else _explicit_squares
             sq += form(entry, outs, xm, n, cache)
@@ -1233,7 +1266,7 @@ def _terms_inputs(params, x, y, lengths):
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    ym = _check_y(y, n)
+    ym = _check_y(y, n, xm)
     return mats, xm, ym, n, [*xs, ym, *mats]
 
 
@@ -1255,9 +1288,9 @@ def _run_terms(args, n, xm, ym, mats):
     return outs
 
 
-def _checked_norms(outs, xm, ym, mats, n):
+def _checked_norms(outs, xm, ym, mats, n, terms):
     """_norms, refused (naming the input) when one is not finite."""
-    norms = _norms(outs, xm, n).astype(DTYPE, copy=False)
+    norms = _norms(outs, xm, n, terms).astype(DTYPE, copy=False)
     return norms if _finite_fast(norms) else _finite_or_blame(norms, xm, ym, mats)
 
 
@@ -1275,7 +1308,7 @@ def per_sample_grads(params, x, y, lengths=None):
     _check_fits(f"per_sample_grads (N = {n:,} samples)", n * N_PARAMS)
     outs = _run_terms(args, n, xm, ym, mats)
     res = {}
-    for key, entry in _GRAD_TERMS.items():
+    for key, entry in _terms_at(xm, n).items():
         g = _param_grads(entry, outs, xm, n)       # a fresh array: scaled in place
         g *= n
         res[key] = _finite_or_blame(
@@ -1290,7 +1323,7 @@ def per_sample_grad_norms(params, x, y, lengths=None):
     generation time: _GRAD_TERMS, bpgen show)."""
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
     outs = _run_terms(args, n, xm, ym, mats)
-    return _checked_norms(outs, xm, ym, mats, n)
+    return _checked_norms(outs, xm, ym, mats, n, _terms_at(xm, n))
 
 
 def _check_max_norm(max_norm):
@@ -1319,12 +1352,13 @@ def clipped_grad(params, x, y, max_norm, lengths=None):
     max_norm = _check_max_norm(max_norm)
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
     outs = _run_terms(args, n, xm, ym, mats)
-    norms = _checked_norms(outs, xm, ym, mats, n)
+    terms = _terms_at(xm, n)
+    norms = _checked_norms(outs, xm, ym, mats, n, terms)
     # min(1, max_norm / norm): a norm of 0 (or below the smallest normal) is not clipped
     tiny = numpy.finfo(DTYPE).tiny
     clip = numpy.minimum(1.0, max_norm / numpy.maximum(norms, tiny)).astype(DTYPE, copy=False)
     grads, weights = {}, {}
-    for key, entry in _GRAD_TERMS.items():
+    for key, entry in terms.items():
         # finite: the norms are (a non-finite row would have made its norm so)
         grads[key] = numpy.ascontiguousarray(
             _weighted_sum(entry, outs, xm, clip, weights).reshape(PARAM_SHAPES[key]), dtype=DTYPE)

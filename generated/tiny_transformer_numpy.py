@@ -112,7 +112,7 @@ _INIT = {
 _L2 = 0.0001
 _L2_KEYS = ('attn.mha.Wq', 'attn.mha.Wk', 'attn.mha.Wv', 'attn.mha.Wo', 'mlp.up.W', 'mlp.down.W', 'head.W')
 #: weight key -> indices of its (U, V) among the grad_factors outputs
-_FACTORS = {'attn.mha.Wq': (0, 1), 'attn.mha.Wk': (0, 2), 'attn.mha.Wv': (0, 3), 'attn.mha.Wo': (4, 5), 'mlp.up.W': (6, 7), 'mlp.down.W': (8, 9), 'head.W': (10, 11)}
+_FACTORS = {'emb.E': (-1, 0, 16), 'emb.P': (-2, 0, 8), 'attn.mha.Wq': (1, 2), 'attn.mha.Wk': (1, 3), 'attn.mha.Wv': (1, 4), 'attn.mha.Wo': (5, 6), 'mlp.up.W': (7, 8), 'mlp.down.W': (9, 10), 'head.W': (11, 12)}
 #: per_sample_grads, per_sample_grad_norms, clipped_grad: parameter key ->
 #: (how its per-sample norm is computed, its (rows, cols) matrix shape, its
 #: data gradient's summands before the reduction over rows), each summand
@@ -184,7 +184,7 @@ _OUTPUTS = {
     "loss_and_grad": [(0, 0, 0, 1, 1), (0, 1, 0, 256, 16), (0, 257, 0, 128, 16), (0, 385, 0, 16, 16), (0, 401, 0, 16, 16), (0, 417, 0, 256, 16), (0, 673, 0, 256, 16), (0, 929, 0, 256, 16), (0, 1185, 0, 256, 16), (0, 1441, 0, 16, 16), (0, 1457, 0, 16, 16), (0, 1473, 0, 16, 16), (0, 1489, 0, 16, 16), (0, 1505, 0, 16, 16), (0, 1521, 0, 16, 16), (0, 1537, 0, 1024, 64), (0, 2561, 0, 64, 64), (0, 2625, 0, 1024, 16), (0, 3649, 0, 16, 16), (0, 3665, 0, 256, 16), (0, 3921, 0, 16, 16)],
     "hvp": [(0, 0, 0, 256, 16), (0, 256, 0, 128, 16), (0, 384, 0, 16, 16), (0, 400, 0, 16, 16), (0, 416, 0, 256, 16), (0, 672, 0, 256, 16), (0, 928, 0, 256, 16), (0, 1184, 0, 256, 16), (0, 1440, 0, 16, 16), (0, 1456, 0, 16, 16), (0, 1472, 0, 16, 16), (0, 1488, 0, 16, 16), (0, 1504, 0, 16, 16), (0, 1520, 0, 16, 16), (0, 1536, 0, 1024, 64), (0, 2560, 0, 64, 64), (0, 2624, 0, 1024, 16), (0, 3648, 0, 16, 16), (0, 3664, 0, 256, 16), (0, 3920, 0, 16, 16)],
     "ggn_vp": [(0, 0, 0, 256, 16), (0, 256, 0, 128, 16), (0, 384, 0, 16, 16), (0, 400, 0, 16, 16), (0, 416, 0, 256, 16), (0, 672, 0, 256, 16), (0, 928, 0, 256, 16), (0, 1184, 0, 256, 16), (0, 1440, 0, 16, 16), (0, 1456, 0, 16, 16), (0, 1472, 0, 16, 16), (0, 1488, 0, 16, 16), (0, 1504, 0, 16, 16), (0, 1520, 0, 16, 16), (0, 1536, 0, 1024, 64), (0, 2560, 0, 64, 64), (0, 2624, 0, 1024, 16), (0, 3648, 0, 16, 16), (0, 3664, 0, 256, 16), (0, 3920, 0, 16, 16)],
-    "grad_factors": [(0, 0, 128, 0, 16), (128, 0, 128, 0, 16), (256, 0, 128, 0, 16), (384, 0, 128, 0, 16), (512, 0, 128, 0, 16), (640, 0, 128, 0, 16), (768, 0, 128, 0, 16), (896, 0, 512, 0, 64), (1408, 0, 512, 0, 64), (1920, 0, 128, 0, 16), (2048, 0, 128, 0, 16), (2176, 0, 128, 0, 16)],
+    "grad_factors": [(0, 0, 128, 0, 16), (128, 0, 128, 0, 16), (256, 0, 128, 0, 16), (384, 0, 128, 0, 16), (512, 0, 128, 0, 16), (640, 0, 128, 0, 16), (768, 0, 128, 0, 16), (896, 0, 128, 0, 16), (1024, 0, 512, 0, 64), (1536, 0, 512, 0, 64), (2048, 0, 128, 0, 16), (2176, 0, 128, 0, 16), (2304, 0, 128, 0, 16)],
     "grad_terms": [(0, 0, 0, 1, 1), (0, 1, 128, 0, 16), (128, 1, 128, 0, 16), (256, 1, 128, 0, 16), (384, 1, 128, 0, 16), (512, 1, 128, 0, 16), (640, 1, 128, 0, 16), (768, 1, 128, 0, 16), (896, 1, 128, 0, 16), (1024, 1, 128, 0, 16), (1152, 1, 128, 0, 16), (1280, 1, 128, 0, 16), (1408, 1, 128, 0, 16), (1536, 1, 512, 0, 64), (2048, 1, 512, 0, 64), (2560, 1, 128, 0, 16), (2688, 1, 128, 0, 16), (2816, 1, 128, 0, 16)],
 }
 #: _tangent_columns' tangents per direction: a*N + b bytes
@@ -774,15 +774,31 @@ def grad_factors(params, x, y, lengths=None):
     xs = _xs(xm, n, lengths)
     outs = _run("grad_factors", n, [*xs, _check_y(y, n, xm), *mats])
     res = {}
-    for key, (iu, iv) in _FACTORS.items():
-        u, v = outs[iu], outs[iv]
-        if _L2:
+    for key, entry in _FACTORS.items():
+        if len(entry) == 3:                     # a table: onehot(index)ᵀ·δ
+            res[key] = (_onehot_rows(entry[0], entry[2], outs, xm, n), outs[entry[1]])
+            continue
+        u, v = outs[entry[0]], outs[entry[1]]
+        if _L2 and key in _L2_KEYS:
             w = mats[list(PARAM_SHAPES).index(key)]
             w = w.reshape(w.shape[0], -1)      # a conv kernel as its (filters, C·k·k) matrix
             u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
             v = numpy.concatenate([v, _L2 * w])
         res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
     return res
+
+
+def _onehot_rows(ids, size, outs, xm, n):
+    """U of a table's gradient onehot(index)ᵀ·δ: a (rows, size) matrix, one
+    1 per row at its index (``ids``: -1 x's token ids, -2 the row's step
+    (row t·N + n: t), else an output holding the ids)."""
+    if ids == -2:
+        index = numpy.repeat(numpy.arange(xm.shape[0] // n), n)
+    else:
+        index = (xm if ids == -1 else outs[ids]).reshape(-1).astype(numpy.int64)
+    u = numpy.zeros((index.size, size), dtype=DTYPE)
+    u[numpy.arange(index.size), index] = 1
+    return u
 
 
 def hessian_diag(params, x, y, lengths=None, *, progress=None):
@@ -1058,6 +1074,22 @@ def _structured_diag(mats, outs, n):
     return out.astype(DTYPE)
 
 
+def _terms_at(xm, n):
+    """_GRAD_TERMS with a steps: any sequence's rows per sample ("T") set to
+    x's step count (xm time-major, (T·N, ...)); a fixed T: _GRAD_TERMS itself."""
+    if not _ROWS_IN_T:
+        return _GRAD_TERMS
+    t = xm.shape[0] // n
+    return {key: entry if entry[0] == "unsupported" else
+            (entry[0], entry[1], tuple(term[:3] + (t if term[3] == "T" else term[3],) + term[4:]
+                                       for term in entry[2]))
+            for key, entry in _GRAD_TERMS.items()}
+
+
+_ROWS_IN_T = any(term[3] == "T" for entry in _GRAD_TERMS.values() if entry[0] != "unsupported"
+                 for term in entry[2])
+
+
 def _by_sample(arr, rows, layout, n):
     """A (rows·N, c) factor as (N, rows, c): sample n's rows (a view)."""
     c = arr.shape[1]
@@ -1177,11 +1209,12 @@ def _explicit_squares(entry, outs, xm, n, cache):
     return numpy.einsum("ij,ij->i", g, g)
 
 
-def _norms(outs, xm, n):
-    """(N,): the Euclidean norm of every sample's gradient over all parameters."""
+def _norms(outs, xm, n, terms):
+    """(N,): the Euclidean norm of every sample's gradient over all parameters
+    (``terms``: _GRAD_TERMS at x's steps, _terms_at)."""
     sq = numpy.zeros(n, dtype=DTYPE)
     cache = {}
-    for entry in _GRAD_TERMS.values():
+    for entry in terms.values():
         if entry[2]:
             form = _gram_squares if entry[0] == "gram" else _explicit_squares
             sq += form(entry, outs, xm, n, cache)
@@ -1229,7 +1262,7 @@ def _terms_inputs(params, x, y, lengths):
     mats = _check_params(params)
     xm, n = _check_x(x)
     xs = _xs(xm, n, lengths)
-    ym = _check_y(y, n)
+    ym = _check_y(y, n, xm)
     return mats, xm, ym, n, [*xs, ym, *mats]
 
 
@@ -1251,9 +1284,9 @@ def _run_terms(args, n, xm, ym, mats):
     return outs
 
 
-def _checked_norms(outs, xm, ym, mats, n):
+def _checked_norms(outs, xm, ym, mats, n, terms):
     """_norms, refused (naming the input) when one is not finite."""
-    norms = _norms(outs, xm, n).astype(DTYPE, copy=False)
+    norms = _norms(outs, xm, n, terms).astype(DTYPE, copy=False)
     return norms if _finite_fast(norms) else _finite_or_blame(norms, xm, ym, mats)
 
 
@@ -1271,7 +1304,7 @@ def per_sample_grads(params, x, y, lengths=None):
     _check_fits(f"per_sample_grads (N = {n:,} samples)", n * N_PARAMS)
     outs = _run_terms(args, n, xm, ym, mats)
     res = {}
-    for key, entry in _GRAD_TERMS.items():
+    for key, entry in _terms_at(xm, n).items():
         g = _param_grads(entry, outs, xm, n)       # a fresh array: scaled in place
         g *= n
         res[key] = _finite_or_blame(
@@ -1286,7 +1319,7 @@ def per_sample_grad_norms(params, x, y, lengths=None):
     generation time: _GRAD_TERMS, bpgen show)."""
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
     outs = _run_terms(args, n, xm, ym, mats)
-    return _checked_norms(outs, xm, ym, mats, n)
+    return _checked_norms(outs, xm, ym, mats, n, _terms_at(xm, n))
 
 
 def _check_max_norm(max_norm):
@@ -1315,12 +1348,13 @@ def clipped_grad(params, x, y, max_norm, lengths=None):
     max_norm = _check_max_norm(max_norm)
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
     outs = _run_terms(args, n, xm, ym, mats)
-    norms = _checked_norms(outs, xm, ym, mats, n)
+    terms = _terms_at(xm, n)
+    norms = _checked_norms(outs, xm, ym, mats, n, terms)
     # min(1, max_norm / norm): a norm of 0 (or below the smallest normal) is not clipped
     tiny = numpy.finfo(DTYPE).tiny
     clip = numpy.minimum(1.0, max_norm / numpy.maximum(norms, tiny)).astype(DTYPE, copy=False)
     grads, weights = {}, {}
-    for key, entry in _GRAD_TERMS.items():
+    for key, entry in terms.items():
         # finite: the norms are (a non-finite row would have made its norm so)
         grads[key] = numpy.ascontiguousarray(
             _weighted_sum(entry, outs, xm, clip, weights).reshape(PARAM_SHAPES[key]), dtype=DTYPE)
@@ -3612,29 +3646,32 @@ def _grad_factors(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     N = x.shape[0] // 8
 
     # the outputs, one after the other in one vector (returned without a copy)
-    flat = numpy.empty(2304*N, dtype=DTYPE)  # the outputs, in order
-    attn_norm_A = flat[0:128*N].reshape(8*N, 16)
-    d_attn_mha_Q = flat[128*N:256*N].reshape(8*N, 16)
-    d_attn_mha_K = flat[256*N:384*N].reshape(8*N, 16)
-    d_attn_mha_V = flat[384*N:512*N].reshape(8*N, 16)
-    attn_mha_AV = flat[512*N:640*N].reshape(8*N, 16)
-    d_attn_R_1 = flat[640*N:768*N].reshape(8*N, 16)
-    mlp_norm_A = flat[768*N:896*N].reshape(8*N, 16)
-    d_mlp_up_Z = flat[896*N:1408*N].reshape(8*N, 64)
-    mlp_up_A = flat[1408*N:1920*N].reshape(8*N, 64)
-    d_mlp_R = flat[1920*N:2048*N].reshape(8*N, 16)
-    mlp_R = flat[2048*N:2176*N].reshape(8*N, 16)
-    d_head_Z_2 = flat[2176*N:2304*N].reshape(8*N, 16)
+    flat = numpy.empty(2432*N, dtype=DTYPE)  # the outputs, in order
+    d_emb_A_1 = flat[0:128*N].reshape(8*N, 16)
+    attn_norm_A = flat[128*N:256*N].reshape(8*N, 16)
+    d_attn_mha_Q = flat[256*N:384*N].reshape(8*N, 16)
+    d_attn_mha_K = flat[384*N:512*N].reshape(8*N, 16)
+    d_attn_mha_V = flat[512*N:640*N].reshape(8*N, 16)
+    attn_mha_AV = flat[640*N:768*N].reshape(8*N, 16)
+    d_attn_R_1 = flat[768*N:896*N].reshape(8*N, 16)
+    mlp_norm_A = flat[896*N:1024*N].reshape(8*N, 16)
+    d_mlp_up_Z = flat[1024*N:1536*N].reshape(8*N, 64)
+    mlp_up_A = flat[1536*N:2048*N].reshape(8*N, 64)
+    d_mlp_R = flat[2048*N:2176*N].reshape(8*N, 16)
+    mlp_R = flat[2176*N:2304*N].reshape(8*N, 16)
+    d_head_Z_2 = flat[2304*N:2432*N].reshape(8*N, 16)
     # this thread's arrays for the temporaries, the same at every call (_workspace):
     # shapes (a, b, columns), a*N + b rows
-    (emb_A, attn_norm_Xc, attn_norm_sq, attn_mha_XWq, attn_mha_XWk, attn_mha_XWv,
-     attn_mha_S, attn_mha_E, attn_mha_P, attn_mha_OW, mlp_norm_Xc, mlp_norm_sq,
-     mlp_norm_Xhat, mlp_up_XW, mlp_down_XW, head_XW, d_loss_sum, d_loss_terms,
-     d_o_expsum, d_mlp_up_A, d_mlp_norm_A, d_mlp_norm_sum, d_attn_mha_AV,
-     d_attn_mha_QK) = _workspace('grad_factors', N, (
+    (emb_A, attn_norm_Xc, attn_norm_sq, attn_norm_Xhat, attn_mha_XWq, attn_mha_XWk,
+     attn_mha_XWv, attn_mha_S, attn_mha_E, attn_mha_P, attn_mha_OW, mlp_norm_Xc,
+     mlp_norm_sq, mlp_norm_Xhat, mlp_up_XW, mlp_down_XW, head_XW, d_loss_sum,
+     d_loss_terms, d_o_expsum, d_mlp_up_A, d_mlp_norm_A, d_mlp_norm_sum,
+     d_attn_mha_AV, d_attn_mha_QK, d_attn_norm_A, d_attn_norm_A_1, d_attn_norm_A_2,
+     d_attn_norm_sum) = _workspace('grad_factors', N, (
         (8, 0, 16),  # emb_A
         (8, 0, 16),  # attn_norm_Xc
         (8, 0, 16),  # attn_norm_sq
+        (8, 0, 16),  # attn_norm_Xhat
         (8, 0, 16),  # attn_mha_XWq
         (8, 0, 16),  # attn_mha_XWk
         (8, 0, 16),  # attn_mha_XWv
@@ -3655,7 +3692,11 @@ def _grad_factors(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
         (8, 0, 16),  # d_mlp_norm_A
         (8, 0, 16),  # d_mlp_norm_sum
         (8, 0, 16),  # d_attn_mha_AV
-        (16, 0, 8),))  # d_attn_mha_QK
+        (16, 0, 8),  # d_attn_mha_QK
+        (8, 0, 16),  # d_attn_norm_A
+        (8, 0, 16),  # d_attn_norm_A_1
+        (8, 0, 16),  # d_attn_norm_A_2
+        (8, 0, 16),))  # d_attn_norm_sum
 
     # forward pass
     # emb: the embedding of each token id
@@ -3678,9 +3719,12 @@ def _grad_factors(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     # attn_norm: row sums of squares
     # attn_norm_ss = attn_norm_sq·1
     attn_norm_ss = attn_norm_sq.sum(axis=1, keepdims=True)
+    # attn_norm: normalised by sqrt(variance + eps)
+    # attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16)
+    numpy.divide(attn_norm_Xc, (0.0625*attn_norm_ss + 1.0000000000000001e-5)**0.5, out=attn_norm_Xhat)
     # attn_norm: gain and bias Xhat ⊙ g + b
-    # attn_norm_A = attn_norm_b + attn_norm_Xc ⊙ attn_norm_g / sqrt(1e-05 + attn_norm_ss / 16)
-    numpy.add(attn_norm_b, attn_norm_Xc*attn_norm_g*(0.0625*attn_norm_ss + 1.0000000000000001e-5)**(-0.5), out=attn_norm_A)
+    # attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g
+    numpy.add(attn_norm_b, attn_norm_Xhat*attn_norm_g, out=attn_norm_A)
     # attn_mha: the queries, the input's projection by Wq plus bq
     # attn_mha_XWq = attn_norm_A·attn_mha_Wq
     numpy.dot(attn_norm_A, attn_mha_Wq, out=attn_mha_XWq)
@@ -3881,7 +3925,48 @@ def _grad_factors(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     d_attn_mha_Q[...] = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 1, 4), attn_mha_K.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
     # d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j]
     d_attn_mha_K[...] = numpy.matmul(d_attn_mha_QK.reshape(2, 8, N, 1, 8).transpose(0, 2, 3, 4, 1), attn_mha_Q.reshape(8, N, 1, 2, 8).transpose(3, 1, 2, 0, 4)).transpose(3, 1, 2, 0, 4).reshape(-1, 16)
-    return attn_norm_A, d_attn_mha_Q, d_attn_mha_K, d_attn_mha_V, attn_mha_AV, d_attn_R_1, mlp_norm_A, d_mlp_up_Z, mlp_up_A, d_mlp_R, mlp_R, d_head_Z_2
+
+    # Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv
+    #   (attn_mha: the values, the input's projection by Wv plus bv)
+    # d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ
+    numpy.dot(d_attn_mha_V, attn_mha_Wv.T, out=d_attn_norm_A)
+
+    # Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk
+    #   (attn_mha: the keys, the input's projection by Wk plus bk)
+    # d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ
+    numpy.dot(d_attn_mha_K, attn_mha_Wk.T, out=d_attn_norm_A_1)
+
+    # Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq
+    #   (attn_mha: the queries, the input's projection by Wq plus bq)
+    # d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ
+    numpy.dot(d_attn_mha_Q, attn_mha_Wq.T, out=d_attn_norm_A_2)
+
+    # Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g
+    #   (attn_norm: gain and bias Xhat ⊙ g + b)
+    # d_attn_norm_Xhat = attn_norm_g ⊙ (d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2)
+    d_attn_norm_Xhat = numpy.multiply(attn_norm_g, d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2, out=d_attn_norm_A)
+
+    # Grad of: attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16)
+    #   (attn_norm: normalised by sqrt(variance + eps))
+    # d_attn_norm_ss = -attn_norm_Xhat ⊙ d_attn_norm_Xhat / (32 (1e-05 + attn_norm_ss / 16))
+    d_attn_norm_ss = numpy.divide(-0.03125*attn_norm_Xhat*d_attn_norm_Xhat, 0.0625*attn_norm_ss + 1.0000000000000001e-5, out=attn_norm_Xhat)
+    # d_attn_norm_ss_1 = d_attn_norm_ss·1
+    d_attn_norm_ss_1 = d_attn_norm_ss.sum(axis=1, keepdims=True)
+
+    # Grad of: attn_norm_Xc = emb_A - attn_norm_sum / 16
+    #   (attn_norm: centred input (minus its row mean))
+    # d_attn_norm_Xc_2 = d_attn_norm_Xhat / sqrt(1e-05 + attn_norm_ss / 16) + 2 attn_norm_Xc ⊙ d_attn_norm_ss_1
+    d_attn_norm_Xc_2 = numpy.add(d_attn_norm_Xhat*(0.0625*attn_norm_ss + 1.0000000000000001e-5)**(-0.5), 2*attn_norm_Xc*d_attn_norm_ss_1, out=attn_norm_Xc)
+    # d_attn_norm_sum = -d_attn_norm_Xc_2 / 16
+    numpy.multiply(d_attn_norm_Xc_2, -0.0625, out=d_attn_norm_sum)
+    # d_attn_norm_sum_1 = d_attn_norm_sum·1
+    d_attn_norm_sum_1 = d_attn_norm_sum.sum(axis=1, keepdims=True)
+
+    # Grad of: emb_A = emb_EX + emb_Pt
+    #   (emb: token and position embeddings)
+    # d_emb_A_1 = d_attn_R_1 + d_attn_norm_Xc_2 + d_attn_norm_sum_1
+    numpy.add(d_attn_R_1, d_attn_norm_Xc_2 + d_attn_norm_sum_1, out=d_emb_A_1)
+    return d_emb_A_1, attn_norm_A, d_attn_mha_Q, d_attn_mha_K, d_attn_mha_V, attn_mha_AV, d_attn_R_1, mlp_norm_A, d_mlp_up_Z, mlp_up_A, d_mlp_R, mlp_R, d_head_Z_2
 
 
 def _grad_terms(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_mha_Wk, attn_mha_Wv, attn_mha_Wo, attn_mha_bq, attn_mha_bk, attn_mha_bv, attn_mha_bo, mlp_norm_g, mlp_norm_b, mlp_up_W, mlp_up_b, mlp_down_W, mlp_down_b, head_W, head_b):

@@ -41,6 +41,7 @@ T = 4                   # steps (3 for the larger birnn cells)
 K = 2                   # units of the dense head after a recurrent layer
 TRUNC = 2
 WEIGHTS = ("W", "Wx", "Wh", "Wq", "Wk", "Wv", "Wo")
+TABLES = ("E", "P")     # an embedding's tables: onehot(index)ᵀ·δ
 SCE, BCE = "softmax_cross_entropy", "sigmoid_binary_cross_entropy"
 
 
@@ -476,7 +477,16 @@ def test_grad_factors(get, cid, backend):
     _, grads = mod.loss_and_grad(params, x, y)
     factors = mod.grad_factors(params, x, y)
     weights = [k for k in mod.PARAM_SHAPES if k.rsplit(".", 1)[1] in WEIGHTS]
-    assert sorted(factors) == sorted(weights)
+    tables = [k for k in mod.PARAM_SHAPES if k.rsplit(".", 1)[1] in TABLES]
+    assert sorted(factors) == sorted(weights + tables)
+    for key in tables:      # U: one 1 per row, at the row's token id (E) or step (P)
+        u, v = factors[key]
+        rows, size = _data_rows(spec), mod.PARAM_SHAPES[key][0]
+        assert u.shape == (rows, size) and v.shape == (rows, mod.PARAM_SHAPES[key][1]), key
+        assert np.array_equal(u.sum(axis=1), np.ones(rows)) and set(np.unique(u)) <= {0.0, 1.0}
+        ids = x.T.reshape(-1) if key.endswith("E") else np.repeat(np.arange(size), N)
+        assert np.array_equal(np.argmax(u, axis=1), ids), key
+        assert rel_err(u.T @ v, grads[key]) <= 1e-12, key
     layers = {lay.name: lay for lay in spec.layers}
     for key in weights:
         u, v = factors[key]

@@ -76,8 +76,9 @@ ROLES = {
     "bias": Role("zeros", l2=False, factors=False),
     "gain": Role("ones", l2=False, factors=False),
     # an embedding table (rows looked up by token id or step): Glorot-uniform
-    # like a weight, but not regularised and not a product's factor
-    "table": Role("glorot", l2=False, factors=False),
+    # like a weight, but not regularised; its gradient, a scatter-add of
+    # rows, is the product onehot(index)ᵀ·δ (grad_factors: U the one-hot rows)
+    "table": Role("glorot", l2=False, factors=True),
 }
 
 

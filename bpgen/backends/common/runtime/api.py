@@ -21,7 +21,7 @@ import numpy
 from ._stub import (DTYPE, INPUT_SHAPE, LOSS, LOSS_ALL_STEPS, N_PARAMS,  # noqa: F401
                     OUTPUT_UNITS, PARAM_SHAPES, SEQUENCE_OUTPUT, STEPS, TARGET_KIND,
                     TARGET_RANGE, _TRUNCATE, _ASSEMBLY_PER_SAMPLE, _BYTES_PER_SAMPLE, _CURV_LAYERS,
-                    _FACTORS, _INIT, _L2, _MAX_STEPS, _X_BOUND, _X_DTYPE, _hessian_columns,
+                    _FACTORS, _INIT, _L2, _L2_KEYS, _MAX_STEPS, _X_BOUND, _X_DTYPE, _hessian_columns,
                     _hessian_times, _run, _run_flat, _structured_diag)
 from ._stub import ARCHITECTURE, ARCHITECTURE_HASH  # noqa: F401  (save_params, load_params)
 
@@ -611,15 +611,31 @@ def grad_factors(params, x, y, lengths=None):
     xs = _xs(xm, n, lengths)
     outs = _run("grad_factors", n, [*xs, _check_y(y, n, xm), *mats])
     res = {}
-    for key, (iu, iv) in _FACTORS.items():
-        u, v = outs[iu], outs[iv]
-        if _L2:
+    for key, entry in _FACTORS.items():
+        if len(entry) == 3:                     # a table: onehot(index)ᵀ·δ
+            res[key] = (_onehot_rows(entry[0], entry[2], outs, xm, n), outs[entry[1]])
+            continue
+        u, v = outs[entry[0]], outs[entry[1]]
+        if _L2 and key in _L2_KEYS:
             w = mats[list(PARAM_SHAPES).index(key)]
             w = w.reshape(w.shape[0], -1)      # a conv kernel as its (filters, C·k·k) matrix
             u = numpy.concatenate([u, numpy.eye(w.shape[0], dtype=DTYPE)])
             v = numpy.concatenate([v, _L2 * w])
         res[key] = (numpy.ascontiguousarray(u), numpy.ascontiguousarray(v))
     return res
+
+
+def _onehot_rows(ids, size, outs, xm, n):
+    """U of a table's gradient onehot(index)ᵀ·δ: a (rows, size) matrix, one
+    1 per row at its index (``ids``: -1 x's token ids, -2 the row's step
+    (row t·N + n: t), else an output holding the ids)."""
+    if ids == -2:
+        index = numpy.repeat(numpy.arange(xm.shape[0] // n), n)
+    else:
+        index = (xm if ids == -1 else outs[ids]).reshape(-1).astype(numpy.int64)
+    u = numpy.zeros((index.size, size), dtype=DTYPE)
+    u[numpy.arange(index.size), index] = 1
+    return u
 
 
 def hessian_diag(params, x, y, lengths=None, *, progress=None):
