@@ -69,8 +69,11 @@ A per-sample table follows (issue 19; benchmarks/per_sample.py):
 ``per_sample_grad_norms`` and ``clipped_grad`` against the module's own
 ``loss_and_grad`` and against torch.func / JAX vmap(grad) and Opacus, on
 the MLPs, the LSTM and the digits CNN, and their peak memory.
---first-order-only, --second-order-only and --per-sample-only run one of
-the tables; --cases takes names from all.  --json FILE writes every number.
+With PyTorch installed, a last table times a torch.optim training step
+through ``bpgen.torch.module`` against the same step in plain PyTorch
+(issue 20; benchmarks/torch_step.py).
+--first-order-only, --second-order-only, --per-sample-only and
+--torch-step-only run one of the tables; --cases takes names from all.  --json FILE writes every number.
 """
 import os
 import sys
@@ -141,6 +144,7 @@ from bpgen.spec import load_spec  # noqa: E402
 
 import per_sample  # noqa: E402
 import second_order  # noqa: E402
+import torch_step  # noqa: E402
 from handwritten import hand_peer  # noqa: E402
 from peers import jax, jax_peer, torch, torch_peer  # noqa: E402
 
@@ -502,7 +506,7 @@ def main():
                     "the cores this process may use; the defaults-against-defaults run), "
                     "not pinned (default: pinned to one CPU, 1 thread)")
     ap.add_argument("--json", metavar="FILE", help="write every number to FILE")
-    every = list(CASES) + list(SECOND_ORDER) + per_sample.names()
+    every = list(CASES) + list(SECOND_ORDER) + per_sample.names() + torch_step.names()
     ap.add_argument("--cases", help="comma-separated case names (default: all): "
                     + ", ".join(every))
     only = ap.add_mutually_exclusive_group()
@@ -512,18 +516,24 @@ def main():
                       help="only the hessian / hvp / hessian_diag table")
     only.add_argument("--per-sample-only", action="store_true",
                       help="only the per-sample table (norms, clipped gradient, memory)")
+    only.add_argument("--torch-step-only", action="store_true",
+                      help="only the PyTorch training step through bpgen.torch.module "
+                           "against plain PyTorch")
     args = ap.parse_args()
     names = args.cases.split(",") if args.cases else every
     unknown = [c for c in names if c not in every]
     if unknown:
         ap.error(f"unknown case(s) {', '.join(unknown)}; expected some of {', '.join(every)}")
-    one = args.first_order_only or args.second_order_only or args.per_sample_only
+    one = (args.first_order_only or args.second_order_only or args.per_sample_only
+           or args.torch_step_only)
     first = [c for c in names if c in CASES] if not one or args.first_order_only else []
     second = ([c for c in names if c in SECOND_ORDER]
               if not one or args.second_order_only else [])
     persample = ([c for c in names if c in per_sample.names()]
                  if not one or args.per_sample_only else [])
-    if not first and not second and not persample:
+    steps = ([c for c in names if c in torch_step.names()]
+             if (not one or args.torch_step_only) and PEERS["PyTorch"][0] is not None else [])
+    if not first and not second and not persample and not steps:
         ap.error("no case left to run")
     repeats = 3 if args.quick else 7
 
@@ -580,6 +590,10 @@ def main():
             results["per_sample"] = per_sample.run_section(
                 persample, tmp, repeats, tools, memory=not args.cases or
                 per_sample.MEMORY[0] in persample)
+        if steps:
+            if first or second or persample:
+                print()
+            results["torch_step"] = torch_step.run_section(steps, tmp, repeats, tools)
 
     if args.json:
         with open(args.json, "w") as f:
