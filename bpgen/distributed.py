@@ -76,19 +76,20 @@ def _cache_dir() -> str:
         os.path.expanduser("~"), ".cache", "bpgen")
 
 
-def worker_module(spec, backend: str, expected_hash: str):
-    """The module of ``spec`` in this process (built on first use), checked
+def worker_module(source, backend: str, expected_hash: str):
+    """The module of the architecture ``source`` (a dict) in this process (built on first use), checked
     against the client's ``expected_hash``."""
-    key = (expected_hash, backend)
+    import json
+    key = (json.dumps(source, sort_keys=True, default=repr), backend)
     mod = _MODULES.get(key)
     if mod is None:
         with _LOCK:
             mod = _MODULES.get(key)
             if mod is None:
-                mod = _build_here(spec, backend)
+                mod = _build_here(source, backend)
                 _MODULES[key] = mod
     if mod.ARCHITECTURE_HASH != expected_hash:
-        raise ValueError(f"architecture hash mismatch: the worker's module of {spec.name!r} "
+        raise ValueError(f"architecture hash mismatch: the worker's module of {source.get('name')!r} "
                          f"has ARCHITECTURE_HASH {mod.ARCHITECTURE_HASH[:16]}..., the "
                          f"client's {expected_hash[:16]}... (a different bpgen or "
                          f"architecture on the worker); refused")
