@@ -368,8 +368,10 @@ def _tree(leaves):
     return level[0]
 
 
-def _reduce(plan, kind, params, v, data):
-    pf = plan.scatter(params)
+def _reduce(plan, kind, params, v, data, pf=None):
+    own = pf is None
+    if own:
+        pf = plan.scatter(params)
     vf = plan.scatter(v) if v is not None else None
     root = _tree(_leaves(plan, kind, pf, vf, data))
     fut = plan.client.compute(root)
@@ -377,7 +379,8 @@ def _reduce(plan, kind, params, v, data):
         weight, total = fut.result()
     finally:
         fut.release()
-        pf.release()
+        if own:
+            pf.release()
         if vf is not None:
             vf.release()
     return weight, total
@@ -400,9 +403,10 @@ def _finish(plan, kind, params, v, weight, total):
 
 
 def _run(kind, arch, params, x, y, v=None, lengths=None, *, client=None, backend="c",
-         chunks=None, threads=1, plan=None):
+         chunks=None, threads=1, plan=None, pf=None):
     plan = plan or _Plan(arch, backend, client, threads)
-    params = _checked(plan.mod, params, "params")
+    if pf is None:
+        params = _checked(plan.mod, params, "params")
     if kind in ("hvp", "ggn_vp"):
         v = _checked(plan.mod, v, "v")
     elif kind == "hmp":
@@ -412,7 +416,7 @@ def _run(kind, arch, params, x, y, v=None, lengths=None, *, client=None, backend
                              f"got {v.shape}")
         v = np.ascontiguousarray(v, dtype=plan.mod.DTYPE)
     data = x if isinstance(x, _Data) else _blocks(x, y, lengths, chunks)
-    weight, total = _reduce(plan, kind, params, v, data)
+    weight, total = _reduce(plan, kind, params, v, data, pf)
     return _finish(plan, kind, params, v, weight, total)
 
 
@@ -500,14 +504,22 @@ class _DistributedOperator:
         self._plan = plan
         self._data = data
         self.products = 0
+        self._pf = None
 
     def hvp(self, params, x, y, v):
         self.products += 1
-        return _run("hvp", None, params, self._data, None, v, plan=self._plan)
+        if self._pf is None:            # the parameters go to the workers once
+            self._pf = self._plan.scatter(params)
+        return _run("hvp", None, params, self._data, None, v, plan=self._plan, pf=self._pf)
 
     def hessian(self, params, x, y, progress=None):
         eye = np.eye(self.N_PARAMS, dtype=self.DTYPE)
         return _run("hmp", None, params, self._data, None, eye, plan=self._plan)
+
+    def release(self):
+        if self._pf is not None:
+            self._pf.release()
+            self._pf = None
 
 
 def spectrum(arch, params, x, y, k: int = 6, lengths=None, *, smallest: bool = False,
@@ -531,8 +543,11 @@ def spectrum(arch, params, x, y, k: int = 6, lengths=None, *, smallest: bool = F
         lb = lbk if lengths is not None else lb
         data = _Data(xb, yb, lb, ranges)
     op = _DistributedOperator(plan, data)
-    return _spectrum(op, params, None, None, k=k, smallest=smallest, full=full, tol=tol,
-                     progress=progress)
+    try:
+        return _spectrum(op, params, None, None, k=k, smallest=smallest, full=full, tol=tol,
+                         progress=progress)
+    finally:
+        op.release()
 
 
 # --------------------------------------------------------------------------

@@ -238,7 +238,7 @@ def test_spectrum(client, tmp_path_factory, full):
     params, _, _ = _point(mod)
     want = bpgen.spectrum(mod, params, x, y, k=3, smallest=True, full=full)
     got = bd.spectrum(ARCHS["mlp"], params, x, y, k=3, smallest=True, full=full,
-                      client=client, backend="numpy", chunks=5)
+                      client=client, backend="numpy", chunks=12)
     assert got["method"] == want["method"]
     for key in ("largest", "smallest"):
         tol = 1e-12 if full is None else 1e-8
@@ -267,3 +267,31 @@ def test_data_on_disk(client, tmp_path_factory, tmp_path):
     with pytest.raises(ValueError, match="has no array 'y'"):
         np.savez(tmp_path / "bad.npz", x=x)
         bd.load(tmp_path / "bad.npz")
+
+
+def test_cli_spectrum_on_dask(tmp_path, tmp_path_factory, capsys):
+    """bpgen spectrum --data DIR.zarr: an embedded LocalCluster (1 worker here),
+    the same eigenvalues as the in-process run on the same data as .npz."""
+    zarr = pytest.importorskip("zarr", reason="zarr is not installed")
+    import yaml
+
+    from bpgen.cli import main
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    arch = tmp_path / "mlp.yaml"
+    arch.write_text(yaml.safe_dump(ARCHS["mlp"]))
+    group = zarr.open_group(str(tmp_path / "d.zarr"), mode="w")
+    for key, a in (("x", x), ("y", y)):
+        group.create_array(key, shape=a.shape, dtype=a.dtype, chunks=(10,) + a.shape[1:])[...] = a
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    common = [str(arch), "-k", "2", "--backend", "numpy", "--quiet"]
+    assert main(["spectrum"] + common + ["--data", str(tmp_path / "d.npz")]) == 0
+    local = capsys.readouterr().out
+    assert main(["spectrum"] + common + ["--data", str(tmp_path / "d.zarr"),
+                                         "--workers", "1"]) == 0
+    on_dask = capsys.readouterr().out
+    line = [ln for ln in local.splitlines() if ln.startswith("largest")]
+    assert line and line == [ln for ln in on_dask.splitlines() if ln.startswith("largest")]
+    assert main(["spectrum"] + common + ["--data", str(tmp_path / "d.npz"),
+                                         "--workers", "2"]) == 2
+    assert "--workers: only with" in capsys.readouterr().err
