@@ -9,7 +9,11 @@ both, interleaved, and the speed-up is the median over rounds of each
 round's ratio.  Also: one chunk's time in this process (the per-chunk
 time of the projection), the single-process module on the whole data when
 it fits (--single), the peak resident memory of every worker process, and
-whether the 1- and 2-worker results are the same bits.
+whether the 1- and 2-worker results are the same bits.  A control, in
+the same rounds: the same chunk's ``loss_and_grad`` run on every worker at
+once with ``client.run`` (no Dask scheduling), 2 workers' work per second
+over 1 worker's: what the machine's cores give at that moment (1.0 when
+other processes take the second core, 2.0 on two idle cores).
 
 Usage, from the repository root::
 
@@ -38,6 +42,19 @@ ARCH = {"name": "dist_mlp784", "input": {"features": 784},
 
 def _peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _busy(chunk, reps, h):
+    """The cores' control: ``reps`` loss_and_grad of one chunk on each worker
+    at once (client.run), nothing of Dask's scheduling in it."""
+    mod = bd.worker_module(ARCH, "c", h)
+    mod.set_threads(1)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((chunk, 784)), rng.integers(0, 10, chunk)
+    p = mod.init_params(0)
+    for _ in range(reps):
+        mod.loss_and_grad(p, x, y)
+    return True
 
 
 def _flat(r):
@@ -101,9 +118,14 @@ def main():
             bd.loss_and_grad(ARCH, params, x, y, client=client)    # builds on the workers
             print(f"{w} worker(s): first call (module built or imported on each worker) "
                   f"{time.perf_counter() - t:.2f} s")
-        times = {(w, f): [] for w in (1, 2) for f in ("loss_and_grad", "hvp")}
+        times = {(w, f): [] for w in (1, 2) for f in ("loss_and_grad", "hvp", "control")}
         results = {}
+        reps = max(1, n // chunk // 2)
         for _ in range(args.rounds):
+            for w in (1, 2):           # the same work per worker: ideal ratio 1
+                t = time.perf_counter()
+                clusters[w][1].run(_busy, chunk, reps, mod.ARCHITECTURE_HASH)
+                times[w, "control"].append((time.perf_counter() - t) / w)
             for f in ("loss_and_grad", "hvp"):
                 for w in (1, 2):
                     _, client, x, y = clusters[w]
@@ -122,6 +144,11 @@ def main():
                   f"{statistics.median(t2):.2f} s (medians of {args.rounds}); speed-up "
                   f"{statistics.median(ratios):.2f}x (median of the rounds' ratios, "
                   f"{min(ratios):.2f}-{max(ratios):.2f}); same bits: {same}")
+        t1, t2 = times[1, "control"], times[2, "control"]
+        ratios = [a / b for a, b in zip(t1, t2)]
+        print(f"control (no Dask): {reps} loss_and_grad of one chunk on every worker at "
+              f"once, work per second of 2 workers over 1: {statistics.median(ratios):.2f}x "
+              f"({min(ratios):.2f}-{max(ratios):.2f}): the parallelism the machine gave")
         for w in (1, 2):
             peaks = clusters[w][1].run(_peak_rss_mib)
             print(f"{w} worker(s): peak resident memory per worker process "

@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["loss_and_grad", "hvp", "hmp", "ggn_vp", "hessian_diag",
+__all__ = ["module", "loss_and_grad", "hvp", "hmp", "ggn_vp", "hessian_diag",
            "per_sample_grad_norms", "spectrum", "load", "from_npy", "DEFAULT_CHUNK"]
 
 #: samples per chunk when x is a NumPy array
@@ -293,6 +293,15 @@ def _client_module(spec, backend):
     if key not in _CLIENT_MODULES:
         _CLIENT_MODULES[key] = _build_here(spec, backend)
     return _CLIENT_MODULES[key]
+
+
+def module(arch, backend: str = "c"):
+    """The client's module of ``arch`` (a YAML path, a dict or a Spec): the
+    one the workers build, for ``init_params``, ``flatten``, ... ."""
+    from .spec import load_spec
+    if backend not in ("numpy", "c"):
+        raise ValueError(f"backend: expected 'numpy' or 'c', got {backend!r}")
+    return _client_module(load_spec(_source(arch)), backend)
 
 
 def _as_dask(name, a, n_chunks):
