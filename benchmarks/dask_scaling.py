@@ -99,7 +99,7 @@ def main():
             ts.append(time.perf_counter() - t)
         print(f"one chunk in-process, {name}: {statistics.median(ts) * 1e3:.1f} ms "
               f"(median of 5)")
-    del xc, yc
+    xc = yc = None          # freed before the clusters start
 
     clusters = {}
     try:
