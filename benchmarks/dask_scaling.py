@@ -44,6 +44,11 @@ def _peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_mib():
+    import psutil
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def _busy(chunk, reps, h):
     """The cores' control: ``reps`` loss_and_grad of one chunk on each worker
     at once (client.run), nothing of Dask's scheduling in it."""
@@ -114,6 +119,9 @@ def main():
             x, y = client.persist([x, y])
             distributed.wait([x, y])
             clusters[w] = (cluster, client, x, y)
+            before = client.run(_rss_mib)
+            print(f"{w} worker(s): resident memory per worker before the first call, data "
+                  f"persisted: " + ", ".join(f"{r:.0f} MiB" for r in before.values()))
             t = time.perf_counter()
             bd.loss_and_grad(ARCH, params, x, y, client=client)    # builds on the workers
             print(f"{w} worker(s): first call (module built or imported on each worker) "

@@ -314,14 +314,17 @@ def _as_dask(name, a, n_chunks):
     return da.from_array(a, chunks=(n_chunks,) + a.shape[1:])
 
 
-def _blocks(x, y, lengths, chunks):
-    """x, y, lengths as lists of delayed blocks over the same sample ranges,
-    and the ranges."""
+def _blocks(x, y, lengths, chunks, client=None):
+    """x, y, lengths as lists of delayed blocks (or futures) over the same
+    sample ranges, and the ranges.  NumPy inputs are sliced on the client and
+    their chunks scattered to the workers (not embedded in the task graph)."""
     da, _ = _dask()
     if chunks is not None and (not isinstance(chunks, int) or isinstance(chunks, bool)
                                or chunks < 1):
         raise ValueError(f"chunks: expected a positive number of samples, got {chunks!r}")
     size = chunks or DEFAULT_CHUNK
+    if client is not None and not any(isinstance(a, da.Array) for a in (x, y, lengths)):
+        return _scattered(x, y, lengths, size, client)
     x = _as_dask("x", x, size)
     y = _as_dask("y", y, size)
     lengths = _as_dask("lengths", lengths, size)
@@ -346,6 +349,25 @@ def _blocks(x, y, lengths, chunks):
         lb = [None] * len(xb)
     starts = np.concatenate([[0], np.cumsum(rows)]).tolist()
     return _Data(xb, yb, lb, [(int(starts[i]), int(starts[i + 1])) for i in range(len(rows))])
+
+
+def _scattered(x, y, lengths, size, client):
+    x, y = np.asarray(x), np.asarray(y)
+    lengths = None if lengths is None else np.asarray(lengths)
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"x: expected at least one sample, got shape {x.shape}")
+    n = x.shape[0]
+    for name, a in (("y", y), ("lengths", lengths)):
+        if a is not None and (a.ndim < 1 or a.shape[0] != n):
+            raise ValueError(f"{name}: expected {n} rows (x has {n} samples), "
+                             f"got shape {a.shape}")
+    ranges = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+    xb = client.scatter([x[lo:hi] for lo, hi in ranges], hash=False)
+    yb = client.scatter([y[lo:hi] for lo, hi in ranges], hash=False)
+    lb = [None] * len(ranges)
+    if lengths is not None:
+        lb = client.scatter([lengths[lo:hi] for lo, hi in ranges], hash=False)
+    return _Data(xb, yb, lb, ranges)
 
 
 class _Data(tuple):
@@ -424,7 +446,7 @@ def _run(kind, arch, params, x, y, v=None, lengths=None, *, client=None, backend
             raise ValueError(f"V: expected shape (N_PARAMS = {plan.mod.N_PARAMS}, k), "
                              f"got {v.shape}")
         v = np.ascontiguousarray(v, dtype=plan.mod.DTYPE)
-    data = x if isinstance(x, _Data) else _blocks(x, y, lengths, chunks)
+    data = x if isinstance(x, _Data) else _blocks(x, y, lengths, chunks, plan.client)
     weight, total = _reduce(plan, kind, params, v, data, pf)
     return _finish(plan, kind, params, v, weight, total)
 
@@ -479,7 +501,7 @@ def per_sample_grad_norms(arch, params, x, y, lengths=None, *, client=None, back
     rescaled from its own N_c·L_n/ΣL_c)."""
     plan = _Plan(arch, backend, client, threads)
     params = _checked(plan.mod, params, "params")
-    data = _blocks(x, y, lengths, chunks)
+    data = _blocks(x, y, lengths, chunks, plan.client)
     pf = plan.scatter(params)
     futs = plan.client.compute(_leaves(plan, "per_sample_grad_norms", pf, None, data))
     try:
@@ -543,13 +565,13 @@ def spectrum(arch, params, x, y, k: int = 6, lengths=None, *, smallest: bool = F
     from .curvature import spectrum as _spectrum
     plan = _Plan(arch, backend, client, threads)
     params = _checked(plan.mod, params, "params")
-    data = _blocks(x, y, lengths, chunks)
-    if persist:
-        import dask
+    data = _blocks(x, y, lengths, chunks, plan.client)
+    _, distributed = _dask()
+    if persist and not isinstance(data[0][0], distributed.Future):   # not yet on workers
         xb, yb, lb, ranges = data
-        kept = dask.persist(xb, yb, [b for b in lb if b is not None])
-        xb, yb, lbk = kept
-        lb = lbk if lengths is not None else lb
+        xb, yb = plan.client.persist(xb), plan.client.persist(yb)
+        if lengths is not None:
+            lb = plan.client.persist(lb)
         data = _Data(xb, yb, lb, ranges)
     op = _DistributedOperator(plan, data)
     try:
