@@ -144,7 +144,8 @@ def _cmd_spectrum(args) -> int:
     # the rule (docs/distributed.md): a Zarr store, or --scheduler, runs on Dask
     # (an embedded LocalCluster of --workers processes unless --scheduler);
     # an .npz without --scheduler runs in this process
-    zarr_data = os.path.isdir(args.data) or args.data.rstrip("/").endswith(".zarr")
+    zarr_data = args.data.rstrip("/").endswith(".zarr") or any(
+        os.path.isfile(os.path.join(args.data, meta)) for meta in ("zarr.json", ".zgroup"))
     on_dask = zarr_data or args.scheduler is not None
     if not on_dask and (args.workers is not None or args.chunk is not None):
         raise SpecError(f"--{'workers' if args.workers is not None else 'chunk'}: only "
@@ -160,7 +161,7 @@ def _cmd_spectrum(args) -> int:
         try:
             stored = dist.load(args.data, chunks=args.chunk)
         except (ValueError, OSError) as exc:
-            raise SpecError(f"--data: {exc}") from None
+            raise SpecError(f"--data: {str(exc).removeprefix('path: ')}") from None
         data, lengths = None, stored["lengths"]
         given, missing = [], list(spec.param_shapes)
     else:

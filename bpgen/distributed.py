@@ -600,12 +600,16 @@ def load(path, chunks=None):
             arrays = {k: f[k] for k in ("x", "y", "lengths") if k in f.files}
         size = chunks or DEFAULT_CHUNK
         out = {k: da.from_array(a, chunks=(size,) + a.shape[1:]) for k, a in arrays.items()}
-    elif p.endswith(".zarr") or os.path.isdir(p):
+    elif p.rstrip("/").endswith(".zarr") or any(
+            os.path.isfile(os.path.join(p, meta)) for meta in ("zarr.json", ".zgroup")):
         try:
             import zarr
         except ImportError:
             raise ImportError("reading Zarr needs zarr: pip install zarr") from None
-        group = zarr.open_group(p, mode="r")
+        try:
+            group = zarr.open_group(p, mode="r")
+        except Exception as exc:       # zarr's own errors: no store, no group, ...
+            raise ValueError(f"path: cannot open {p} as a Zarr group: {exc}") from None
         names = set(group.array_keys())
         for key in ("x", "y"):
             if key not in names:
