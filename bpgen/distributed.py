@@ -29,7 +29,8 @@ import threading
 import numpy as np
 
 __all__ = ["module", "loss_and_grad", "hvp", "hmp", "ggn_vp", "hessian_diag",
-           "per_sample_grad_norms", "spectrum", "load", "from_npy", "DEFAULT_CHUNK"]
+           "per_sample_grad_norms", "spectrum", "spectral_density", "smooth_density",
+           "load", "from_npy", "DEFAULT_CHUNK"]
 
 #: samples per chunk when x is a NumPy array
 DEFAULT_CHUNK = 8192
@@ -579,6 +580,86 @@ def spectrum(arch, params, x, y, k: int = 6, lengths=None, *, smallest: bool = F
                          progress=progress)
     finally:
         op.release()
+
+
+def _slq_probe(matvec, v, steps):
+    """Lanczos from v (full reorthogonalisation): the Gauss quadrature nodes
+    (eigenvalues of the tridiagonal matrix) and weights (their eigenvectors'
+    first components squared) of v's spectral measure."""
+    q = v / np.linalg.norm(v)
+    basis, alphas, betas = [q], [], []
+    for j in range(steps):
+        w = matvec(basis[-1])
+        alpha = float(basis[-1] @ w)
+        alphas.append(alpha)
+        for b in basis:                          # twice is enough (Kahan)
+            w = w - (b @ w) * b
+        for b in basis:
+            w = w - (b @ w) * b
+        beta = float(np.linalg.norm(w))
+        if j == steps - 1 or beta <= 1e-12 * max(abs(a) for a in alphas):
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+    nodes, vecs = np.linalg.eigh(t)
+    return nodes, vecs[0] ** 2
+
+
+def spectral_density(arch, params, x, y, lengths=None, *, probes: int = 8, steps: int = 60,
+                     seed: int = 0, client=None, backend: str = "c", chunks=None, threads=1,
+                     persist: bool = True) -> dict:
+    """The Hessian's spectral density by stochastic Lanczos quadrature
+    (Ghorbani et al. 2019, as PyHessian): ``probes`` Rademacher vectors
+    (seeded), ``steps`` Lanczos steps each on the distributed ``hvp``.
+    Returns {"nodes": (probes, m) eigenvalue estimates, "weights": their
+    quadrature weights (each row sums to 1), "products"}; the density is
+    the mean over probes of Σ_j weights[j]·δ(λ − nodes[j]) (smooth it with
+    :func:`smooth_density`).  A row ends early (nodes padded with NaN,
+    weights with 0) when its Krylov space is exhausted."""
+    for name, value in (("probes", probes), ("steps", steps)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    plan = _Plan(arch, backend, client, threads)
+    params = _checked(plan.mod, params, "params")
+    data = _blocks(x, y, lengths, chunks, plan.client)
+    _, distributed = _dask()
+    if persist and not isinstance(data[0][0], distributed.Future):
+        xb, yb, lb, ranges = data
+        xb, yb = plan.client.persist(xb), plan.client.persist(yb)
+        if lengths is not None:
+            lb = plan.client.persist(lb)
+        data = _Data(xb, yb, lb, ranges)
+    op = _DistributedOperator(plan, data)
+    mod = plan.mod
+    steps = min(steps, mod.N_PARAMS)
+
+    def matvec(v):
+        out = op.hvp(params, None, None, mod.unflatten(v.astype(mod.DTYPE)))
+        return mod.flatten(out).astype(np.float64)
+
+    rng = np.random.default_rng(seed)
+    nodes = np.full((probes, steps), np.nan)
+    weights = np.zeros((probes, steps))
+    try:
+        for i in range(probes):
+            v = rng.choice([-1.0, 1.0], size=mod.N_PARAMS)
+            t, w = _slq_probe(matvec, v, steps)
+            nodes[i, :len(t)], weights[i, :len(w)] = t, w
+    finally:
+        op.release()
+    return {"nodes": nodes, "weights": weights, "products": op.products}
+
+
+def smooth_density(result: dict, grid, sigma: float):
+    """The density of :func:`spectral_density`'s result on ``grid``, each node
+    a Gaussian of width ``sigma`` (integrates to 1 over the real line)."""
+    grid = np.asarray(grid, dtype=np.float64)
+    nodes, weights = result["nodes"], result["weights"]
+    ok = ~np.isnan(nodes)
+    z = (grid[:, None] - nodes[ok][None, :]) / sigma
+    g = np.exp(-0.5 * z * z) / (sigma * np.sqrt(2 * np.pi))
+    return g @ weights[ok] / nodes.shape[0]
 
 
 # --------------------------------------------------------------------------

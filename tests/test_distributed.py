@@ -303,3 +303,29 @@ def test_cli_spectrum_on_dask(tmp_path, tmp_path_factory, capsys):
     assert main(["spectrum"] + common + ["--data", str(tmp_path / "d.npz"),
                                          "--workers", "2"]) == 2
     assert "--workers: only with" in capsys.readouterr().err
+
+
+def test_spectral_density_moments(client, tmp_path_factory):
+    """Stochastic Lanczos quadrature: with m steps each probe's nodes and
+    weights reproduce its moments vᵀHᵖv / vᵀv exactly for p < 2m (here
+    p = 0..3 with m = 3), against the module's own Hessian."""
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    params, _, _ = _point(mod)
+    res = bd.spectral_density(ARCHS["mlp"], params, x, y, probes=2, steps=3, seed=5,
+                              client=client, backend="numpy", chunks=12)
+    assert res["products"] == 6
+    h = mod.hessian(params, x, y)
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        v = rng.choice([-1.0, 1.0], size=mod.N_PARAMS)
+        hv = v.copy()
+        for p in range(4):
+            want = v @ hv / (v @ v)
+            got = np.sum(res["weights"][i] * res["nodes"][i] ** p)
+            assert abs(got - want) <= 1e-10 * max(1.0, abs(want)), (i, p)
+            hv = h @ hv
+    lo, hi = np.nanmin(res["nodes"]) - 0.2, np.nanmax(res["nodes"]) + 0.2
+    grid = np.linspace(lo, hi, 20001)
+    dens = bd.smooth_density(res, grid, 0.01)      # the weights sum to 1 per probe
+    assert abs(np.trapezoid(dens, grid) - 1) < 1e-6
