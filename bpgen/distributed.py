@@ -316,16 +316,16 @@ def _as_dask(name, a, n_chunks):
 
 
 def _blocks(x, y, lengths, chunks, client=None):
-    """x, y, lengths as lists of delayed blocks (or futures) over the same
-    sample ranges, and the ranges.  NumPy inputs are sliced on the client and
-    their chunks scattered to the workers (not embedded in the task graph)."""
+    """x, y, lengths as lists of delayed blocks over the same sample ranges,
+    and the ranges.  NumPy inputs (all three) are sliced on the client, each
+    chunk its own literal in the task graph."""
     da, _ = _dask()
     if chunks is not None and (not isinstance(chunks, int) or isinstance(chunks, bool)
                                or chunks < 1):
         raise ValueError(f"chunks: expected a positive number of samples, got {chunks!r}")
     size = chunks or DEFAULT_CHUNK
     if client is not None and not any(isinstance(a, da.Array) for a in (x, y, lengths)):
-        return _scattered(x, y, lengths, size, client)
+        return _embedded(x, y, lengths, size)
     x = _as_dask("x", x, size)
     y = _as_dask("y", y, size)
     lengths = _as_dask("lengths", lengths, size)
@@ -352,7 +352,16 @@ def _blocks(x, y, lengths, chunks, client=None):
     return _Data(xb, yb, lb, [(int(starts[i]), int(starts[i + 1])) for i in range(len(rows))])
 
 
-def _scattered(x, y, lengths, size, client):
+def _block(a):
+    return a
+
+
+def _embedded(x, y, lengths, size):
+    """NumPy inputs: each chunk a literal of its own task in the graph, so a
+    worker that dies loses nothing the scheduler cannot run again (a
+    scattered chunk would be lost with it); the client slices, never copies
+    the whole array to one worker."""
+    import dask
     x, y = np.asarray(x), np.asarray(y)
     lengths = None if lengths is None else np.asarray(lengths)
     if x.ndim < 1 or x.shape[0] < 1:
@@ -363,12 +372,12 @@ def _scattered(x, y, lengths, size, client):
             raise ValueError(f"{name}: expected {n} rows (x has {n} samples), "
                              f"got shape {a.shape}")
     ranges = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
-    xb = client.scatter([x[lo:hi] for lo, hi in ranges], hash=False)
-    yb = client.scatter([y[lo:hi] for lo, hi in ranges], hash=False)
-    lb = [None] * len(ranges)
-    if lengths is not None:
-        lb = client.scatter([lengths[lo:hi] for lo, hi in ranges], hash=False)
-    return _Data(xb, yb, lb, ranges)
+
+    def blocks(a):
+        return [dask.delayed(_block, pure=True)(np.ascontiguousarray(a[lo:hi]))
+                for lo, hi in ranges]
+    lb = blocks(lengths) if lengths is not None else [None] * len(ranges)
+    return _Data(blocks(x), blocks(y), lb, ranges)
 
 
 class _Data(tuple):
@@ -400,13 +409,29 @@ def _tree(leaves):
     return level[0]
 
 
+def _submit(client, graph):
+    """client.compute, without Dask's warning about a large graph: NumPy
+    inputs travel in it on purpose (see _embedded)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ll]arge graph")
+        return client.compute(graph)
+
+
+def _persist(client, blocks):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ll]arge graph")
+        return client.persist(blocks)
+
+
 def _reduce(plan, kind, params, v, data, pf=None):
     own = pf is None
     if own:
         pf = plan.scatter(params)
     vf = plan.scatter(v) if v is not None else None
     root = _tree(_leaves(plan, kind, pf, vf, data))
-    fut = plan.client.compute(root)
+    fut = _submit(plan.client, root)
     try:
         weight, total = fut.result()
     finally:
@@ -504,7 +529,7 @@ def per_sample_grad_norms(arch, params, x, y, lengths=None, *, client=None, back
     params = _checked(plan.mod, params, "params")
     data = _blocks(x, y, lengths, chunks, plan.client)
     pf = plan.scatter(params)
-    futs = plan.client.compute(_leaves(plan, "per_sample_grad_norms", pf, None, data))
+    futs = _submit(plan.client, _leaves(plan, "per_sample_grad_norms", pf, None, data))
     try:
         parts = plan.client.gather(futs)
     finally:
@@ -567,12 +592,11 @@ def spectrum(arch, params, x, y, k: int = 6, lengths=None, *, smallest: bool = F
     plan = _Plan(arch, backend, client, threads)
     params = _checked(plan.mod, params, "params")
     data = _blocks(x, y, lengths, chunks, plan.client)
-    _, distributed = _dask()
-    if persist and not isinstance(data[0][0], distributed.Future):   # not yet on workers
+    if persist:                          # x, y kept in the workers' memory
         xb, yb, lb, ranges = data
-        xb, yb = plan.client.persist(xb), plan.client.persist(yb)
+        xb, yb = _persist(plan.client, xb), _persist(plan.client, yb)
         if lengths is not None:
-            lb = plan.client.persist(lb)
+            lb = _persist(plan.client, lb)
         data = _Data(xb, yb, lb, ranges)
     op = _DistributedOperator(plan, data)
     try:
@@ -623,12 +647,11 @@ def spectral_density(arch, params, x, y, lengths=None, *, probes: int = 8, steps
     plan = _Plan(arch, backend, client, threads)
     params = _checked(plan.mod, params, "params")
     data = _blocks(x, y, lengths, chunks, plan.client)
-    _, distributed = _dask()
-    if persist and not isinstance(data[0][0], distributed.Future):
+    if persist:
         xb, yb, lb, ranges = data
-        xb, yb = plan.client.persist(xb), plan.client.persist(yb)
+        xb, yb = _persist(plan.client, xb), _persist(plan.client, yb)
         if lengths is not None:
-            lb = plan.client.persist(lb)
+            lb = _persist(plan.client, lb)
         data = _Data(xb, yb, lb, ranges)
     op = _DistributedOperator(plan, data)
     mod = plan.mod
