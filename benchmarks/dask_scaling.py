@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import bpgen  # noqa: E402
-import bpgen.distributed as bd  # noqa: E402
+import bpgen
+import bpgen.distributed as bd
 
 ARCH = {"name": "dist_mlp784", "input": {"features": 784},
         "layers": [{"type": "dense", "units": 256, "activation": "relu"},

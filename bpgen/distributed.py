@@ -28,9 +28,9 @@ import threading
 
 import numpy as np
 
-__all__ = ["module", "loss_and_grad", "hvp", "hmp", "ggn_vp", "hessian_diag",
-           "per_sample_grad_norms", "spectrum", "spectral_density", "smooth_density",
-           "load", "from_npy", "DEFAULT_CHUNK"]
+__all__ = ["DEFAULT_CHUNK", "from_npy", "ggn_vp", "hessian_diag", "hmp", "hvp", "load",
+           "loss_and_grad", "module", "per_sample_grad_norms", "smooth_density",
+           "spectral_density", "spectrum"]
 
 #: samples per chunk when x is a NumPy array
 DEFAULT_CHUNK = 8192
@@ -106,9 +106,11 @@ def _build_here(spec, backend: str):
     main = os.path.join(out, f"{spec.name}_{backend}.py")
     if os.path.exists(main):            # generated before by the same bpgen
         try:
-            return import_module(main, f"{spec.name}_{backend}")
-        except Exception:               # a damaged file: build it again
-            pass
+            mod = import_module(main, f"{spec.name}_{backend}")
+        except (ImportError, SyntaxError, OSError, ValueError):
+            mod = None                  # a damaged file: build it again
+        if mod is not None:
+            return mod
     return build(spec, backend=backend, out_dir=out)
 
 
@@ -231,7 +233,7 @@ class _Plan:
     """The architecture, the client's module and the cluster of one call."""
 
     def __init__(self, arch, backend, client, threads):
-        da, distributed = _dask()
+        _, distributed = _dask()
         from .spec import load_spec
         self.source = _source(arch)
         self.spec = load_spec(self.source)
@@ -259,17 +261,16 @@ class _Plan:
         """One future holding ``value``, on every worker (once per call)."""
         return self.client.scatter([value], broadcast=True, hash=False)[0]
 
-    def check_params(self, params, what="params"):
-        if not isinstance(params, dict):
-            raise ValueError(f"{what}: expected a dict keyed like PARAM_SHAPES, "
-                             f"got {type(params).__name__}")
-        # the module's own checks (keys, shapes, dtype), on the client, before the work
-        return self.mod.unflatten(self.mod.flatten(_checked(self.mod, params, what)))
-
 
 def _checked(mod, params, what):
+    """``params`` (or ``v``) as the module's arrays; a ValueError naming the
+    key, before any work is sent."""
+    given = params.keys() if isinstance(params, dict) else None
+    if given is None:
+        raise ValueError(f"{what}: expected a dict keyed like PARAM_SHAPES, "
+                         f"got {type(params).__name__}")
     missing = [k for k in mod.PARAM_SHAPES if k not in params]
-    extra = [k for k in params if k not in mod.PARAM_SHAPES]
+    extra = [k for k in given if k not in mod.PARAM_SHAPES]
     if missing or extra:
         raise ValueError(f"{what}: " + "; ".join(
             ([f"missing {', '.join(map(repr, missing))}"] if missing else [])
@@ -712,7 +713,7 @@ def load(path, chunks=None):
             raise ImportError("reading Zarr needs zarr: pip install zarr") from None
         try:
             group = zarr.open_group(p, mode="r")
-        except Exception as exc:       # zarr's own errors: no store, no group, ...
+        except (OSError, ValueError, KeyError) as exc:     # no store, no group, ...
             raise ValueError(f"path: cannot open {p} as a Zarr group: {exc}") from None
         names = set(group.array_keys())
         for key in ("x", "y"):

@@ -20,10 +20,10 @@ distributed = pytest.importorskip(
                           "(pip install 'bpgen[distributed]')")
 da = pytest.importorskip("dask.array", reason="dask[array] is not installed")
 
-import dask  # noqa: E402
+import dask
 
-import bpgen  # noqa: E402
-import bpgen.distributed as bd  # noqa: E402
+import bpgen
+import bpgen.distributed as bd
 
 N = 23          # samples: no chunking below divides it
 
@@ -230,7 +230,7 @@ def test_killed_worker_retried_result_unchanged(tmp_path_factory):
         run.start()
         time.sleep(0.6)
         assert run.is_alive()          # the pass is under way
-        os.kill(sorted(pids.values())[0], signal.SIGKILL)
+        os.kill(min(pids.values()), signal.SIGKILL)
         run.join(timeout=120)
         assert not run.is_alive()
         assert set(c.run(os.getpid).values()) != set(pids.values())   # a new worker
