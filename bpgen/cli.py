@@ -202,6 +202,8 @@ def _cmd_spectrum(args) -> int:
             else:
                 res = spectrum(mod, params, x, y, k=args.k, smallest=args.smallest,
                                full=True if args.full else None, progress=progress)
+        except SpecError:
+            raise
         except ValueError as exc:
             raise SpecError(f"--data: {exc}") from None
     n = int(x.shape[0])
@@ -259,7 +261,7 @@ def _spectrum_on_dask(args, dist, params, x, y, lengths, progress):
     with contextlib.ExitStack() as stack:
         if args.scheduler is not None:
             try:
-                client = stack.enter_context(distributed.Client(args.scheduler, timeout=30))
+                client = stack.enter_context(distributed.Client(args.scheduler, timeout=10))
             except (OSError, TimeoutError) as exc:
                 raise SpecError(f"--scheduler: cannot connect to {args.scheduler}: "
                                 f"{exc}") from None
