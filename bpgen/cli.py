@@ -141,12 +141,36 @@ def _cmd_spectrum(args) -> int:
             raise SpecError(f"--png: cannot write {args.png}: "
                             + ("it is a directory" if os.path.isdir(args.png)
                                else f"the directory {parent} does not exist"))
-    data = _load_npz(args.data)
-    for key in ("x", "y"):
-        if key not in data.files:
-            raise SpecError(f"--data: {args.data} has no array {key!r} "
-                            f"(it needs x and y; optionally the parameters by key)")
-    given, missing = _given_params(spec, data.files, args.data, args.partial)
+    # the rule (docs/distributed.md): a Zarr store, or --scheduler, runs on Dask
+    # (an embedded LocalCluster of --workers processes unless --scheduler);
+    # an .npz without --scheduler runs in this process
+    zarr_data = args.data.rstrip("/").endswith(".zarr") or any(
+        os.path.isfile(os.path.join(args.data, meta)) for meta in ("zarr.json", ".zgroup"))
+    on_dask = zarr_data or args.scheduler is not None
+    if not on_dask and (args.workers is not None or args.chunk is not None):
+        raise SpecError(f"--{'workers' if args.workers is not None else 'chunk'}: only "
+                        f"with a Zarr store as --data or --scheduler (docs/distributed.md)")
+    if on_dask:
+        try:
+            import bpgen.distributed as dist
+            dist._dask()
+        except ImportError as exc:
+            raise SpecError(f"--data/--scheduler: {exc}") from None
+    lengths = None
+    if zarr_data:
+        try:
+            stored = dist.load(args.data, chunks=args.chunk)
+        except (ValueError, OSError) as exc:
+            raise SpecError(f"--data: {str(exc).removeprefix('path: ')}") from None
+        data, lengths = None, stored["lengths"]
+        given, missing = [], list(spec.param_shapes)
+    else:
+        data = _load_npz(args.data)
+        for key in ("x", "y"):
+            if key not in data.files:
+                raise SpecError(f"--data: {args.data} has no array {key!r} "
+                                f"(it needs x and y; optionally the parameters by key)")
+        given, missing = _given_params(spec, data.files, args.data, args.partial)
     if args.params is not None and given:
         raise SpecError(f"--params: {args.data} holds parameters too; give them in one "
                         f"of the two files")
@@ -166,13 +190,23 @@ def _cmd_spectrum(args) -> int:
                 raise SpecError(f"--data: {args.data}: parameter {key!r} has shape "
                                 f"{value.shape}, expected {tuple(mod.PARAM_SHAPES[key])}")
             params[key] = value
-        x, y = data["x"], data["y"]
+        if zarr_data:
+            x, y = stored["x"], stored["y"]
+        else:
+            x, y = data["x"], data["y"]
+            if "lengths" in data.files and on_dask:
+                lengths = data["lengths"]
         try:
-            res = spectrum(mod, params, x, y, k=args.k, smallest=args.smallest,
-                           full=True if args.full else None, progress=progress)
+            if on_dask:
+                res = _spectrum_on_dask(args, dist, params, x, y, lengths, progress)
+            else:
+                res = spectrum(mod, params, x, y, k=args.k, smallest=args.smallest,
+                               full=True if args.full else None, progress=progress)
+        except SpecError:
+            raise
         except ValueError as exc:
             raise SpecError(f"--data: {exc}") from None
-    n = len(x)
+    n = int(x.shape[0])
     units = mod.OUTPUT_UNITS
     rows = n * (mod.STEPS or 1) if mod.SEQUENCE_OUTPUT and mod.LOSS_ALL_STEPS else n
     if args.params is not None:
@@ -216,6 +250,31 @@ def _cmd_spectrum(args) -> int:
         fig.savefig(args.png, dpi=100)
         print(f"wrote {args.png}")
     return 0
+
+
+def _spectrum_on_dask(args, dist, params, x, y, lengths, progress):
+    """bpgen.distributed.spectrum on --scheduler's cluster, or on a LocalCluster
+    of --workers processes (default 2) of one thread each."""
+    import contextlib
+
+    import distributed
+    with contextlib.ExitStack() as stack:
+        if args.scheduler is not None:
+            try:
+                client = stack.enter_context(distributed.Client(args.scheduler, timeout=10))
+            except (OSError, TimeoutError) as exc:
+                raise SpecError(f"--scheduler: cannot connect to {args.scheduler}: "
+                                f"{exc}") from None
+        else:
+            workers = args.workers or 2
+            progress(f"starting a LocalCluster of {workers} worker processes ...")
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, dashboard_address=":0"))
+            client = stack.enter_context(distributed.Client(cluster))
+        return dist.spectrum(args.arch, params, x, y, k=args.k, lengths=lengths,
+                             smallest=args.smallest, full=True if args.full else None,
+                             client=client, backend=args.backend, chunks=args.chunk,
+                             progress=progress)
 
 
 def _positive_int(text: str) -> int:
@@ -356,9 +415,19 @@ def make_parser() -> argparse.ArgumentParser:
                                     "the full eigendecomposition for small models, Lanczos on "
                                     "hvp otherwise.")
     sp.add_argument("arch", help="the architecture file (YAML)")
-    sp.add_argument("--data", required=True, metavar="FILE.npz",
-                    help="arrays x, y and optionally every parameter by its key "
-                         "(as in init_params: 'l0.W', 'l0.b', ...)")
+    sp.add_argument("--data", required=True, metavar="FILE.npz|DIR.zarr",
+                    help="arrays x, y (optionally lengths) and, in an .npz, optionally "
+                         "every parameter by its key (as in init_params: 'l0.W', 'l0.b', "
+                         "...); a Zarr store (group with x, y) runs on Dask")
+    sp.add_argument("--scheduler", metavar="ADDRESS",
+                    help="run on this Dask scheduler (bpgen.distributed, "
+                         "docs/distributed.md); without it, a Zarr --data runs on an "
+                         "embedded LocalCluster and an .npz in this process")
+    sp.add_argument("--workers", type=_positive_int, default=None,
+                    help="worker processes of the embedded LocalCluster (2)")
+    sp.add_argument("--chunk", type=_positive_int, default=None,
+                    help="samples per chunk on Dask (default: the Zarr store's chunks, "
+                         "8192 for an .npz)")
     sp.add_argument("-k", type=_positive_int, default=6, help="how many eigenvalues (6)")
     sp.add_argument("--smallest", action="store_true", help="also the k smallest")
     sp.add_argument("--full", action="store_true", help="full eigendecomposition")

@@ -1,0 +1,183 @@
+"""bpgen.distributed: 2 workers against 1 (docs/distributed.md, "Measurements").
+
+The 784-256-256-10 MLP (float64, C backend), generated data (x standard
+normal, labels uniform) made on the workers and kept there (persisted), so
+the timings are the derivatives, not the data's generation.  Two
+LocalClusters of worker processes (1 thread each) live side by side, one of
+1 worker and one of 2; each round times ``loss_and_grad`` and ``hvp`` on
+both, interleaved, and the speed-up is the median over rounds of each
+round's ratio.  Also: one chunk's time in this process (the per-chunk
+time of the projection), the single-process module on the whole data when
+it fits (--single), the peak resident memory of every worker process, and
+whether the 1- and 2-worker results are the same bits.  A control, in
+the same rounds: the same chunk's ``loss_and_grad`` run on every worker at
+once with ``client.run`` (no Dask scheduling), 2 workers' work per second
+over 1 worker's: what the machine's cores give at that moment (1.0 when
+other processes take the second core, 2.0 on two idle cores).
+
+Usage, from the repository root::
+
+    python benchmarks/dask_scaling.py [--samples 100000] [--chunk 10000] [--rounds 5]
+"""
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import bpgen
+import bpgen.distributed as bd
+
+ARCH = {"name": "dist_mlp784", "input": {"features": 784},
+        "layers": [{"type": "dense", "units": 256, "activation": "relu"},
+                   {"type": "dense", "units": 256, "activation": "relu"},
+                   {"type": "dense", "units": 10}],
+        "loss": {"type": "softmax_cross_entropy"}, "regularization": {"l2": 1e-4}}
+
+
+def _peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mib():
+    import psutil
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _busy(chunk, reps, h):
+    """The cores' control: ``reps`` loss_and_grad of one chunk on each worker
+    at once (client.run), nothing of Dask's scheduling in it."""
+    mod = bd.worker_module(ARCH, "c", h)
+    mod.set_threads(1)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((chunk, 784)), rng.integers(0, 10, chunk)
+    p = mod.init_params(0)
+    for _ in range(reps):
+        mod.loss_and_grad(p, x, y)
+    return True
+
+
+def _flat(r):
+    if isinstance(r, tuple):
+        return np.concatenate([np.atleast_1d(r[0]), _flat(r[1])])
+    return np.concatenate([np.ravel(a) for a in r.values()])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=100_000)
+    ap.add_argument("--chunk", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--single", action="store_true",
+                    help="also the single-process module on the whole data")
+    args = ap.parse_args()
+    import dask.array as da
+    import distributed
+
+    mod = bpgen.build(ARCH, backend="c", out_dir=os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), "bpgen-dist-bench"))
+    mod.set_threads(1)
+    params = mod.init_params(0)
+    v = mod.unflatten(np.random.default_rng(1).standard_normal(mod.N_PARAMS))
+    n, chunk = args.samples, args.chunk
+    print(f"784-256-256-10 MLP, {mod.N_PARAMS} parameters, float64, C backend; "
+          f"N = {n}, chunks of {chunk} samples ({-(-n // chunk)} chunks, "
+          f"{chunk * 784 * 8 / 2**20:.0f} MiB of x each); {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
+
+    # one chunk in this process: the per-chunk time of the projection
+    rng = np.random.default_rng(0)
+    xc = rng.standard_normal((chunk, 784))
+    yc = rng.integers(0, 10, chunk)
+    for name, fn in (("loss_and_grad", lambda: mod.loss_and_grad(params, xc, yc)),
+                     ("hvp", lambda: mod.hvp(params, xc, yc, v))):
+        fn()
+        ts = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        print(f"one chunk in-process, {name}: {statistics.median(ts) * 1e3:.1f} ms "
+              f"(median of 5)")
+    xc = yc = None          # freed before the clusters start
+
+    clusters = {}
+    try:
+        for w in (1, 2):
+            cluster = distributed.LocalCluster(n_workers=w, threads_per_worker=1,
+                                               processes=True, dashboard_address=":0",
+                                               memory_limit=0)
+            client = distributed.Client(cluster)
+            rs = da.random.default_rng(0)
+            x = rs.standard_normal((n, 784), chunks=(chunk, 784))
+            y = rs.integers(0, 10, n, chunks=chunk)
+            x, y = client.persist([x, y])
+            distributed.wait([x, y])
+            clusters[w] = (cluster, client, x, y)
+            before = client.run(_rss_mib)
+            print(f"{w} worker(s): resident memory per worker before the first call, data "
+                  f"persisted: " + ", ".join(f"{r:.0f} MiB" for r in before.values()))
+            t = time.perf_counter()
+            bd.loss_and_grad(ARCH, params, x, y, client=client)    # builds on the workers
+            print(f"{w} worker(s): first call (module built or imported on each worker) "
+                  f"{time.perf_counter() - t:.2f} s")
+        times = {(w, f): [] for w in (1, 2) for f in ("loss_and_grad", "hvp", "control")}
+        results = {}
+        reps = max(1, n // chunk // 2)
+        for _ in range(args.rounds):
+            for w in (1, 2):           # the same work per worker: ideal ratio 1
+                t = time.perf_counter()
+                clusters[w][1].run(_busy, chunk, reps, mod.ARCHITECTURE_HASH)
+                times[w, "control"].append((time.perf_counter() - t) / w)
+            for f in ("loss_and_grad", "hvp"):
+                for w in (1, 2):
+                    _, client, x, y = clusters[w]
+                    t = time.perf_counter()
+                    if f == "hvp":
+                        r = bd.hvp(ARCH, params, x, y, v, client=client)
+                    else:
+                        r = bd.loss_and_grad(ARCH, params, x, y, client=client)
+                    times[w, f].append(time.perf_counter() - t)
+                    results[w, f] = _flat(r)
+        for f in ("loss_and_grad", "hvp"):
+            t1, t2 = times[1, f], times[2, f]
+            ratios = [a / b for a, b in zip(t1, t2)]
+            same = results[1, f].tobytes() == results[2, f].tobytes()
+            print(f"{f}: 1 worker {statistics.median(t1):.2f} s, 2 workers "
+                  f"{statistics.median(t2):.2f} s (medians of {args.rounds}); speed-up "
+                  f"{statistics.median(ratios):.2f}x (median of the rounds' ratios, "
+                  f"{min(ratios):.2f}-{max(ratios):.2f}); same bits: {same}")
+        t1, t2 = times[1, "control"], times[2, "control"]
+        ratios = [a / b for a, b in zip(t1, t2)]
+        print(f"control (no Dask): {reps} loss_and_grad of one chunk on every worker at "
+              f"once, work per second of 2 workers over 1: {statistics.median(ratios):.2f}x "
+              f"({min(ratios):.2f}-{max(ratios):.2f}): the parallelism the machine gave")
+        for w in (1, 2):
+            peaks = clusters[w][1].run(_peak_rss_mib)
+            print(f"{w} worker(s): peak resident memory per worker process "
+                  + ", ".join(f"{p:.0f} MiB" for p in peaks.values())
+                  + f" (holding {n * 785 * 8 / w / 2**20:.0f} MiB of persisted data each)")
+    finally:
+        for cluster, client, *_ in clusters.values():
+            client.close()
+            cluster.close()
+    print(f"reduction: {mod.N_PARAMS} float64 = {mod.N_PARAMS * 8 / 2**20:.2f} MiB per "
+          f"partial sum")
+    if args.single:
+        rng = da.random.default_rng(0)
+        x = rng.standard_normal((n, 784), chunks=(chunk, 784)).compute(scheduler="synchronous")
+        y = rng.integers(0, 10, n, chunks=chunk).compute(scheduler="synchronous")
+        t = time.perf_counter()
+        lg = mod.loss_and_grad(params, x, y)
+        print(f"single process, whole data at once, loss_and_grad: "
+              f"{time.perf_counter() - t:.2f} s; relative difference from 2 workers "
+              f"{np.linalg.norm(_flat(lg) - results[2, 'loss_and_grad']) / np.linalg.norm(_flat(lg)):.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,752 @@
+"""Full-dataset derivatives of a generated module on a Dask cluster.
+
+x and y (and ``lengths``) are Dask arrays chunked along the samples (or
+NumPy arrays, split into chunks of ``chunks`` samples).  Each chunk is one
+task: a worker runs the generated module on it and returns the chunk's data
+term (its mean, without l2) times the chunk's weight (its samples, or its
+real (sample, step) pairs for a loss over every step).  The partial sums are
+added in a fixed binary tree over the chunks in chunk order, divided by the
+total weight on the client, and l2 is added once there.  So the result is
+the full-batch mean, and the same bits for any number of workers.
+
+Workers never receive a compiled object: each task carries the validated
+architecture (a :class:`bpgen.spec.Spec`, plain data) and the client's
+``ARCHITECTURE_HASH``; a worker builds the module once per process (the
+generated file is kept under ``$BPGEN_CACHE_DIR/distributed`` keyed by the
+architecture hash and bpgen's own source, the C extension by the compile
+cache), and refuses the task when its module's hash differs from the
+client's.  Parameters (and ``v``, ``V``) are scattered to the workers once
+per call.
+
+See docs/distributed.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import numpy as np
+
+__all__ = ["DEFAULT_CHUNK", "from_npy", "ggn_vp", "hessian_diag", "hmp", "hvp", "load",
+           "loss_and_grad", "module", "per_sample_grad_norms", "smooth_density",
+           "spectral_density", "spectrum"]
+
+#: samples per chunk when x is a NumPy array
+DEFAULT_CHUNK = 8192
+
+
+def _dask():
+    try:
+        import dask.array as da
+        import distributed
+    except ImportError:
+        raise ImportError("bpgen.distributed needs Dask's distributed and dask[array]: "
+                          "pip install 'bpgen[distributed]'") from None
+    return da, distributed
+
+
+# --------------------------------------------------------------------------
+# the module on a worker: rebuilt from the architecture, cached per process
+
+_MODULES: dict = {}
+_LOCK = threading.Lock()
+_CODE_DIGEST: list = []
+
+
+def _code_digest() -> str:
+    """SHA-256 of bpgen's own source files: a generated file kept on disk is
+    reused only by the same generator."""
+    if not _CODE_DIGEST:
+        root = os.path.dirname(os.path.abspath(__file__))
+        h = hashlib.sha256()
+        for base, dirs, files in sorted(os.walk(root)):
+            dirs.sort()
+            for f in sorted(files):
+                if f.endswith((".py", ".c", ".h", ".j2", ".tmpl")):
+                    path = os.path.join(base, f)
+                    h.update(os.path.relpath(path, root).encode())
+                    with open(path, "rb") as fh:
+                        h.update(fh.read())
+        _CODE_DIGEST.append(h.hexdigest())
+    return _CODE_DIGEST[0]
+
+
+def _cache_dir() -> str:
+    return os.environ.get("BPGEN_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "bpgen")
+
+
+def worker_module(source, backend: str, expected_hash: str):
+    """The module of the architecture ``source`` (a dict) in this process (built on first use), checked
+    against the client's ``expected_hash``."""
+    import json
+    key = (json.dumps(source, sort_keys=True, default=repr), backend)
+    mod = _MODULES.get(key)
+    if mod is None:
+        with _LOCK:
+            mod = _MODULES.get(key)
+            if mod is None:
+                mod = _build_here(source, backend)
+                _MODULES[key] = mod
+    if mod.ARCHITECTURE_HASH != expected_hash:
+        raise ValueError(f"architecture hash mismatch: the worker's module of {source.get('name')!r} "
+                         f"has ARCHITECTURE_HASH {mod.ARCHITECTURE_HASH[:16]}..., the "
+                         f"client's {expected_hash[:16]}... (a different bpgen or "
+                         f"architecture on the worker); refused")
+    return mod
+
+
+def _build_here(spec, backend: str):
+    from .api import build, import_module
+    from .spec import load_spec
+    spec = load_spec(spec)
+    tag = hashlib.sha256(f"{spec!r}|{backend}|{_code_digest()}".encode()).hexdigest()[:20]
+    out = os.path.join(_cache_dir(), "distributed", f"{spec.name}-{tag}")
+    main = os.path.join(out, f"{spec.name}_{backend}.py")
+    if os.path.exists(main):            # generated before by the same bpgen
+        try:
+            mod = import_module(main, f"{spec.name}_{backend}")
+        except (ImportError, SyntaxError, OSError, ValueError):
+            mod = None                  # a damaged file: build it again
+        if mod is not None:
+            return mod
+    return build(spec, backend=backend, out_dir=out)
+
+
+# --------------------------------------------------------------------------
+# one chunk on a worker
+
+def _l2_part(mod, kind, params, v):
+    """The l2 term of ``kind`` (what the module adds once per batch)."""
+    lam = float(mod._L2)
+    keys = mod._L2_KEYS if lam else ()
+    if kind == "loss_and_grad":
+        loss = 0.5 * lam * sum(float(np.sum(np.asarray(params[k], np.float64) ** 2))
+                               for k in keys)
+        return loss, {k: lam * np.asarray(params[k]) for k in keys}
+    if kind in ("hvp", "ggn_vp"):
+        return {k: lam * np.asarray(v[k]) for k in keys}
+    if kind == "hessian_diag":
+        return {k: np.full(mod.PARAM_SHAPES[k], lam, dtype=mod.DTYPE) for k in keys}
+    if kind == "hmp":
+        mask = mod.flatten({k: np.full(s, lam if k in keys else 0.0, dtype=mod.DTYPE)
+                            for k, s in mod.PARAM_SHAPES.items()})
+        return mask[:, None] * v
+    raise AssertionError(kind)
+
+
+def _weight(mod, x, lengths) -> int:
+    """The chunk's share of the batch mean: samples, or real (sample, step)
+    pairs when the loss reads every step."""
+    n = len(x)
+    if mod.SEQUENCE_OUTPUT and mod.LOSS_ALL_STEPS:
+        if lengths is not None:
+            return int(np.sum(np.asarray(lengths, dtype=np.int64)))
+        return n * int(np.shape(x)[1])
+    return n
+
+
+def _chunk(task, params, v, x, y, lengths, index, lo, hi):
+    """One chunk: (weight, weight × data term), or the per-sample norms."""
+    spec, backend, expected_hash, kind, threads = task
+    mod = worker_module(spec, backend, expected_hash)
+    if threads is not None and hasattr(mod, "set_threads") and mod.get_threads() != threads:
+        mod.set_threads(threads)
+    kw = {} if lengths is None else {"lengths": lengths}
+    fn = getattr(mod, kind)
+    try:
+        if kind in ("hvp", "hmp", "ggn_vp"):
+            out = fn(params, x, y, v, **kw)
+        else:
+            out = fn(params, x, y, **kw)
+        weight = _weight(mod, x, lengths)
+    except ValueError as exc:
+        raise ValueError(f"chunk {index} (samples [{lo}, {hi})): {exc}") from None
+    if kind == "per_sample_grad_norms":
+        real = int(np.sum(np.asarray(lengths, np.int64))) if lengths is not None else 0
+        return out, len(x), real
+    w = float(weight)
+    if kind == "loss_and_grad":
+        loss, grads = out
+        r_loss, r_grads = _l2_part(mod, kind, params, v)
+        grads = {k: w * (g - r_grads[k]) if k in r_grads else w * g for k, g in grads.items()}
+        return weight, (w * (loss - r_loss), grads)
+    r = _l2_part(mod, kind, params, v)
+    if kind == "hmp":
+        return weight, w * (out - r)
+    return weight, {k: w * (g - r[k]) if k in r else w * g for k, g in out.items()}
+
+
+def _add(a, b):
+    """Two partial results, added entry by entry (a first)."""
+    wa, sa = a
+    wb, sb = b
+    return wa + wb, _sum(sa, sb)
+
+
+def _sum(a, b):
+    if isinstance(a, tuple):
+        return tuple(_sum(p, q) for p, q in zip(a, b))
+    if isinstance(a, dict):
+        return {k: a[k] + b[k] for k in a}
+    return a + b
+
+
+# --------------------------------------------------------------------------
+# the client side
+
+def _source(arch) -> dict:
+    """The architecture as the plain dict the workers validate and build (a
+    Spec does not travel: it is rebuilt from this on each worker)."""
+    import copy
+
+    import yaml
+
+    from .spec import Spec, load_spec
+    if isinstance(arch, dict):
+        source = copy.deepcopy(arch)
+    elif isinstance(arch, Spec):
+        if not (isinstance(arch.source, str) and os.path.isfile(arch.source)):
+            raise ValueError("arch: a Spec not read from a file cannot be sent to the "
+                             "workers; pass its YAML path or dict")
+        source, spec = _source(arch.source), arch
+        if load_spec(source) != spec:
+            raise ValueError(f"arch: the Spec differs from its file {arch.source}")
+        return source
+    elif isinstance(arch, (str, os.PathLike)):
+        load_spec(arch)                  # the file's own errors first
+        from .spec import MAX_YAML_DEPTH, _short
+        from .yamlfile import hardened_loader
+        with open(os.fspath(arch), encoding="utf-8") as fh:
+            source = yaml.load(fh.read(), Loader=hardened_loader(MAX_YAML_DEPTH, _short))
+    elif hasattr(arch, "ARCHITECTURE_HASH"):
+        raise ValueError("arch: expected the architecture (a YAML path, a dict or a Spec), "
+                         "not a built module: the workers rebuild the module from it")
+    else:
+        raise ValueError(f"arch: expected a YAML path, a dict or a Spec, "
+                         f"got {type(arch).__name__}")
+    return source
+
+
+class _Plan:
+    """The architecture, the client's module and the cluster of one call."""
+
+    def __init__(self, arch, backend, client, threads):
+        _, distributed = _dask()
+        from .spec import load_spec
+        self.source = _source(arch)
+        self.spec = load_spec(self.source)
+        if backend not in ("numpy", "c"):
+            raise ValueError(f"backend: expected 'numpy' or 'c', got {backend!r}")
+        self.backend = backend
+        self.mod = _client_module(self.spec, backend)
+        self.hash = self.mod.ARCHITECTURE_HASH
+        if client is None:
+            try:
+                client = distributed.default_client()
+            except ValueError:
+                raise ValueError("client: no Dask client: pass client=, or start one "
+                                 "(distributed.Client(LocalCluster(...)))") from None
+        self.client = client
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                    or threads < 1):
+            raise ValueError(f"threads: expected a positive integer or None, got {threads!r}")
+        self.threads = threads
+
+    def task(self, kind):
+        return (self.source, self.backend, self.hash, kind, self.threads)
+
+    def scatter(self, value):
+        """One future holding ``value``, on every worker (once per call)."""
+        return self.client.scatter([value], broadcast=True, hash=False)[0]
+
+
+def _checked(mod, params, what):
+    """``params`` (or ``v``) as the module's arrays; a ValueError naming the
+    key, before any work is sent."""
+    given = params.keys() if isinstance(params, dict) else None
+    if given is None:
+        raise ValueError(f"{what}: expected a dict keyed like PARAM_SHAPES, "
+                         f"got {type(params).__name__}")
+    missing = [k for k in mod.PARAM_SHAPES if k not in params]
+    extra = [k for k in given if k not in mod.PARAM_SHAPES]
+    if missing or extra:
+        raise ValueError(f"{what}: " + "; ".join(
+            ([f"missing {', '.join(map(repr, missing))}"] if missing else [])
+            + ([f"unknown {', '.join(map(repr, extra))}"] if extra else [])))
+    out = {}
+    for k, shape in mod.PARAM_SHAPES.items():
+        arr = np.asarray(params[k])
+        if arr.shape != tuple(shape):
+            raise ValueError(f"{what}[{k!r}]: expected shape {tuple(shape)}, got {arr.shape}")
+        if not np.can_cast(arr.dtype, mod.DTYPE, "safe"):
+            raise ValueError(f"{what}[{k!r}]: dtype {arr.dtype} cannot be cast safely to "
+                             f"{mod.DTYPE} (convert it explicitly)")
+        out[k] = np.ascontiguousarray(arr, dtype=mod.DTYPE)
+    return out
+
+
+_CLIENT_MODULES: dict = {}
+
+
+def _client_module(spec, backend):
+    key = (repr(spec), backend)
+    if key not in _CLIENT_MODULES:
+        _CLIENT_MODULES[key] = _build_here(spec, backend)
+    return _CLIENT_MODULES[key]
+
+
+def module(arch, backend: str = "c"):
+    """The client's module of ``arch`` (a YAML path, a dict or a Spec): the
+    one the workers build, for ``init_params``, ``flatten``, ... ."""
+    from .spec import load_spec
+    if backend not in ("numpy", "c"):
+        raise ValueError(f"backend: expected 'numpy' or 'c', got {backend!r}")
+    return _client_module(load_spec(_source(arch)), backend)
+
+
+def _as_dask(name, a, n_chunks):
+    da, _ = _dask()
+    if a is None:
+        return None
+    if isinstance(a, da.Array):
+        return a
+    a = np.asarray(a)
+    return da.from_array(a, chunks=(n_chunks,) + a.shape[1:])
+
+
+def _blocks(x, y, lengths, chunks, client=None):
+    """x, y, lengths as lists of delayed blocks over the same sample ranges,
+    and the ranges.  NumPy inputs (all three) are sliced on the client, each
+    chunk its own literal in the task graph."""
+    da, _ = _dask()
+    if chunks is not None and (not isinstance(chunks, int) or isinstance(chunks, bool)
+                               or chunks < 1):
+        raise ValueError(f"chunks: expected a positive number of samples, got {chunks!r}")
+    size = chunks or DEFAULT_CHUNK
+    if client is not None and not any(isinstance(a, da.Array) for a in (x, y, lengths)):
+        return _embedded(x, y, lengths, size)
+    x = _as_dask("x", x, size)
+    y = _as_dask("y", y, size)
+    lengths = _as_dask("lengths", lengths, size)
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"x: expected at least one sample, got shape {x.shape}")
+    if chunks is not None and len(x.chunks[0]) and isinstance(x, da.Array):
+        x = x.rechunk({0: size})
+    n = x.shape[0]
+    for name, a in (("y", y), ("lengths", lengths)):
+        if a is not None and (a.ndim < 1 or a.shape[0] != n):
+            raise ValueError(f"{name}: expected {n} rows (x has {n} samples), "
+                             f"got shape {a.shape}")
+    rows = x.chunks[0]
+    x = x.rechunk((rows,) + tuple(-1 for _ in x.shape[1:]))
+    y = y.rechunk((rows,) + tuple(-1 for _ in y.shape[1:]))
+    xb = x.to_delayed().ravel().tolist()
+    yb = y.to_delayed().ravel().tolist()
+    if lengths is not None:
+        lengths = lengths.rechunk((rows,) + tuple(-1 for _ in lengths.shape[1:]))
+        lb = lengths.to_delayed().ravel().tolist()
+    else:
+        lb = [None] * len(xb)
+    starts = np.concatenate([[0], np.cumsum(rows)]).tolist()
+    return _Data(xb, yb, lb, [(int(starts[i]), int(starts[i + 1])) for i in range(len(rows))])
+
+
+def _block(a):
+    return a
+
+
+def _embedded(x, y, lengths, size):
+    """NumPy inputs: each chunk a literal of its own task in the graph, so a
+    worker that dies loses nothing the scheduler cannot run again (a
+    scattered chunk would be lost with it); the client slices, never copies
+    the whole array to one worker."""
+    import dask
+    x, y = np.asarray(x), np.asarray(y)
+    lengths = None if lengths is None else np.asarray(lengths)
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"x: expected at least one sample, got shape {x.shape}")
+    n = x.shape[0]
+    for name, a in (("y", y), ("lengths", lengths)):
+        if a is not None and (a.ndim < 1 or a.shape[0] != n):
+            raise ValueError(f"{name}: expected {n} rows (x has {n} samples), "
+                             f"got shape {a.shape}")
+    ranges = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+    def blocks(a):
+        return [dask.delayed(_block, pure=True)(np.ascontiguousarray(a[lo:hi]))
+                for lo, hi in ranges]
+    lb = blocks(lengths) if lengths is not None else [None] * len(ranges)
+    return _Data(blocks(x), blocks(y), lb, ranges)
+
+
+class _Data(tuple):
+    """(x blocks, y blocks, lengths blocks, sample ranges): the chunks of a call."""
+
+    def __new__(cls, xb, yb, lb, ranges):
+        return super().__new__(cls, (xb, yb, lb, ranges))
+
+
+def _leaves(plan, kind, pf, vf, data):
+    import dask
+    xb, yb, lb, ranges = data
+    task = plan.task(kind)
+    return [dask.delayed(_chunk, pure=True)(task, pf, vf, xb[i], yb[i], lb[i], i, lo, hi)
+            for i, (lo, hi) in enumerate(ranges)]
+
+
+def _tree(leaves):
+    """A binary tree over the leaves in their order: (0+1), (2+3), ... level by
+    level; an odd last node moves up unchanged."""
+    import dask
+    level = leaves
+    while len(level) > 1:
+        nxt = [dask.delayed(_add, pure=True)(level[i], level[i + 1])
+               for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def _submit(client, graph):
+    """client.compute, without Dask's warning about a large graph: NumPy
+    inputs travel in it on purpose (see _embedded)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ll]arge graph")
+        return client.compute(graph)
+
+
+def _persist(client, blocks):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ll]arge graph")
+        return client.persist(blocks)
+
+
+def _reduce(plan, kind, params, v, data, pf=None):
+    own = pf is None
+    if own:
+        pf = plan.scatter(params)
+    vf = plan.scatter(v) if v is not None else None
+    root = _tree(_leaves(plan, kind, pf, vf, data))
+    fut = _submit(plan.client, root)
+    try:
+        weight, total = fut.result()
+    finally:
+        fut.release()
+        if own:
+            pf.release()
+        if vf is not None:
+            vf.release()
+    return weight, total
+
+
+def _finish(plan, kind, params, v, weight, total):
+    mod = plan.mod
+    r = _l2_part(mod, kind, params, v)
+    if kind == "loss_and_grad":
+        s_loss, s_grads = total
+        r_loss, r_grads = r
+        grads = {k: (g / weight + r_grads[k]) if k in r_grads else g / weight
+                 for k, g in s_grads.items()}
+        return float(s_loss / weight + r_loss), {k: np.ascontiguousarray(g, mod.DTYPE)
+                                                  for k, g in grads.items()}
+    if kind == "hmp":
+        return np.ascontiguousarray(total / weight + r, dtype=mod.DTYPE)
+    return {k: np.ascontiguousarray((g / weight + r[k]) if k in r else g / weight,
+                                    dtype=mod.DTYPE) for k, g in total.items()}
+
+
+def _run(kind, arch, params, x, y, v=None, lengths=None, *, client=None, backend="c",
+         chunks=None, threads=1, plan=None, pf=None):
+    plan = plan or _Plan(arch, backend, client, threads)
+    if pf is None:
+        params = _checked(plan.mod, params, "params")
+    if kind in ("hvp", "ggn_vp"):
+        v = _checked(plan.mod, v, "v")
+    elif kind == "hmp":
+        v = np.asarray(v)
+        if v.ndim != 2 or v.shape[0] != plan.mod.N_PARAMS:
+            raise ValueError(f"V: expected shape (N_PARAMS = {plan.mod.N_PARAMS}, k), "
+                             f"got {v.shape}")
+        v = np.ascontiguousarray(v, dtype=plan.mod.DTYPE)
+    data = x if isinstance(x, _Data) else _blocks(x, y, lengths, chunks, plan.client)
+    weight, total = _reduce(plan, kind, params, v, data, pf)
+    return _finish(plan, kind, params, v, weight, total)
+
+
+def loss_and_grad(arch, params, x, y, lengths=None, *, client=None, backend="c",
+                  chunks=None, threads=1):
+    """``(loss, grads)`` over the whole data set, as the module's
+    ``loss_and_grad`` over one batch of all of it.  ``arch``: a YAML path, a
+    dict or a Spec.  x, y, lengths: Dask arrays chunked along the samples, or
+    NumPy arrays (split into ``chunks`` samples, default DEFAULT_CHUNK; with a
+    Dask array ``chunks`` rechunks it).  ``client``: the Dask client (default:
+    the current one).  ``threads``: the C module's threads on each worker
+    (1: the cluster's workers are the parallelism)."""
+    return _run("loss_and_grad", arch, params, x, y, None, lengths, client=client,
+                backend=backend, chunks=chunks, threads=threads)
+
+
+def hvp(arch, params, x, y, v, lengths=None, *, client=None, backend="c", chunks=None,
+        threads=1):
+    """The exact Hessian of the full-data loss times ``v`` (a dict like params)."""
+    return _run("hvp", arch, params, x, y, v, lengths, client=client, backend=backend,
+                chunks=chunks, threads=threads)
+
+
+def hmp(arch, params, x, y, V, lengths=None, *, client=None, backend="c", chunks=None,
+        threads=1):
+    """The exact Hessian of the full-data loss times V, (N_PARAMS, k)."""
+    return _run("hmp", arch, params, x, y, V, lengths, client=client, backend=backend,
+                chunks=chunks, threads=threads)
+
+
+def ggn_vp(arch, params, x, y, v, lengths=None, *, client=None, backend="c", chunks=None,
+           threads=1):
+    """The generalised Gauss-Newton product of the full-data loss."""
+    return _run("ggn_vp", arch, params, x, y, v, lengths, client=client, backend=backend,
+                chunks=chunks, threads=threads)
+
+
+def hessian_diag(arch, params, x, y, lengths=None, *, client=None, backend="c",
+                 chunks=None, threads=1):
+    """The diagonal of the exact Hessian of the full-data loss."""
+    return _run("hessian_diag", arch, params, x, y, None, lengths, client=client,
+                backend=backend, chunks=chunks, threads=threads)
+
+
+def per_sample_grad_norms(arch, params, x, y, lengths=None, *, client=None, backend="c",
+                          chunks=None, threads=1):
+    """Each sample's gradient norm, as the module's ``per_sample_grad_norms``
+    over one batch of all of it: an (N,) NumPy array gathered on the client
+    in sample order (with ``lengths`` and ``steps: all`` a sample's term
+    weighs N·L_n/ΣL over the whole data set, so each chunk's norms are
+    rescaled from its own N_c·L_n/ΣL_c)."""
+    plan = _Plan(arch, backend, client, threads)
+    params = _checked(plan.mod, params, "params")
+    data = _blocks(x, y, lengths, chunks, plan.client)
+    pf = plan.scatter(params)
+    futs = _submit(plan.client, _leaves(plan, "per_sample_grad_norms", pf, None, data))
+    try:
+        parts = plan.client.gather(futs)
+    finally:
+        for f in futs:
+            f.release()
+        pf.release()
+    norms = [p[0] for p in parts]
+    mod = plan.mod
+    if lengths is not None and mod.SEQUENCE_OUTPUT and mod.LOSS_ALL_STEPS:
+        n = sum(p[1] for p in parts)
+        real = sum(p[2] for p in parts)
+        norms = [nc * ((n / real) * (rc / cnt)) for nc, (_, cnt, rc) in zip(norms, parts)]
+    return np.ascontiguousarray(np.concatenate(norms), dtype=mod.DTYPE)
+
+
+# --------------------------------------------------------------------------
+# the spectrum: bpgen.curvature.spectrum on a distributed hvp
+
+class _DistributedOperator:
+    """What :func:`bpgen.curvature.spectrum` reads of a module, with ``hvp``
+    (and ``hessian``, as hmp of the identity) over the whole data set."""
+
+    def __init__(self, plan, data):
+        mod = plan.mod
+        self.N_PARAMS = mod.N_PARAMS
+        self.DTYPE = mod.DTYPE
+        self.flatten = mod.flatten
+        self.unflatten = mod.unflatten
+        self._plan = plan
+        self._data = data
+        self.products = 0
+        self._pf = None
+
+    def hvp(self, params, x, y, v):
+        self.products += 1
+        if self._pf is None:            # the parameters go to the workers once
+            self._pf = self._plan.scatter(params)
+        return _run("hvp", None, params, self._data, None, v, plan=self._plan, pf=self._pf)
+
+    def hessian(self, params, x, y, progress=None):
+        eye = np.eye(self.N_PARAMS, dtype=self.DTYPE)
+        return _run("hmp", None, params, self._data, None, eye, plan=self._plan)
+
+    def release(self):
+        if self._pf is not None:
+            self._pf.release()
+            self._pf = None
+
+
+def spectrum(arch, params, x, y, k: int = 6, lengths=None, *, smallest: bool = False,
+             full=None, tol: float = 0.0, client=None, backend: str = "c", chunks=None,
+             threads=1, persist: bool = True, progress=None) -> dict:
+    """The top-k eigenvalues of the exact full-data Hessian (and the k
+    smallest with ``smallest``): :func:`bpgen.curvature.spectrum` (Lanczos,
+    SciPy's ``eigsh``, for more than FULL_LIMIT parameters; the full
+    eigendecomposition of hmp(identity) below) on the distributed ``hvp``.
+    ``persist``: keep x, y on the workers' memory across the Lanczos products
+    (False: read each chunk from its source at every product)."""
+    from .curvature import spectrum as _spectrum
+    plan = _Plan(arch, backend, client, threads)
+    params = _checked(plan.mod, params, "params")
+    data = _blocks(x, y, lengths, chunks, plan.client)
+    if persist:                          # x, y kept in the workers' memory
+        xb, yb, lb, ranges = data
+        xb, yb = _persist(plan.client, xb), _persist(plan.client, yb)
+        if lengths is not None:
+            lb = _persist(plan.client, lb)
+        data = _Data(xb, yb, lb, ranges)
+    op = _DistributedOperator(plan, data)
+    try:
+        return _spectrum(op, params, None, None, k=k, smallest=smallest, full=full, tol=tol,
+                         progress=progress)
+    finally:
+        op.release()
+
+
+def _slq_probe(matvec, v, steps):
+    """Lanczos from v (full reorthogonalisation): the Gauss quadrature nodes
+    (eigenvalues of the tridiagonal matrix) and weights (their eigenvectors'
+    first components squared) of v's spectral measure."""
+    q = v / np.linalg.norm(v)
+    basis, alphas, betas = [q], [], []
+    for j in range(steps):
+        w = matvec(basis[-1])
+        alpha = float(basis[-1] @ w)
+        alphas.append(alpha)
+        for b in basis:                          # twice is enough (Kahan)
+            w = w - (b @ w) * b
+        for b in basis:
+            w = w - (b @ w) * b
+        beta = float(np.linalg.norm(w))
+        if j == steps - 1 or beta <= 1e-12 * max(abs(a) for a in alphas):
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+    nodes, vecs = np.linalg.eigh(t)
+    return nodes, vecs[0] ** 2
+
+
+def spectral_density(arch, params, x, y, lengths=None, *, probes: int = 8, steps: int = 60,
+                     seed: int = 0, client=None, backend: str = "c", chunks=None, threads=1,
+                     persist: bool = True) -> dict:
+    """The Hessian's spectral density by stochastic Lanczos quadrature
+    (Ghorbani et al. 2019, as PyHessian): ``probes`` Rademacher vectors
+    (seeded), ``steps`` Lanczos steps each on the distributed ``hvp``.
+    Returns {"nodes": (probes, m) eigenvalue estimates, "weights": their
+    quadrature weights (each row sums to 1), "products"}; the density is
+    the mean over probes of Σ_j weights[j]·δ(λ − nodes[j]) (smooth it with
+    :func:`smooth_density`).  A row ends early (nodes padded with NaN,
+    weights with 0) when its Krylov space is exhausted."""
+    for name, value in (("probes", probes), ("steps", steps)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    plan = _Plan(arch, backend, client, threads)
+    params = _checked(plan.mod, params, "params")
+    data = _blocks(x, y, lengths, chunks, plan.client)
+    if persist:
+        xb, yb, lb, ranges = data
+        xb, yb = _persist(plan.client, xb), _persist(plan.client, yb)
+        if lengths is not None:
+            lb = _persist(plan.client, lb)
+        data = _Data(xb, yb, lb, ranges)
+    op = _DistributedOperator(plan, data)
+    mod = plan.mod
+    steps = min(steps, mod.N_PARAMS)
+
+    def matvec(v):
+        out = op.hvp(params, None, None, mod.unflatten(v.astype(mod.DTYPE)))
+        return mod.flatten(out).astype(np.float64)
+
+    rng = np.random.default_rng(seed)
+    nodes = np.full((probes, steps), np.nan)
+    weights = np.zeros((probes, steps))
+    try:
+        for i in range(probes):
+            v = rng.choice([-1.0, 1.0], size=mod.N_PARAMS)
+            t, w = _slq_probe(matvec, v, steps)
+            nodes[i, :len(t)], weights[i, :len(w)] = t, w
+    finally:
+        op.release()
+    return {"nodes": nodes, "weights": weights, "products": op.products}
+
+
+def smooth_density(result: dict, grid, sigma: float):
+    """The density of :func:`spectral_density`'s result on ``grid``, each node
+    a Gaussian of width ``sigma`` (integrates to 1 over the real line)."""
+    grid = np.asarray(grid, dtype=np.float64)
+    nodes, weights = result["nodes"], result["weights"]
+    ok = ~np.isnan(nodes)
+    z = (grid[:, None] - nodes[ok][None, :]) / sigma
+    g = np.exp(-0.5 * z * z) / (sigma * np.sqrt(2 * np.pi))
+    return g @ weights[ok] / nodes.shape[0]
+
+
+# --------------------------------------------------------------------------
+# data on disk
+
+def load(path, chunks=None):
+    """``{"x", "y", "lengths" (or None)}`` as Dask arrays from a Zarr store (a
+    group with arrays x, y and optionally lengths: read chunk by chunk on the
+    workers) or an .npz file (read whole on the client, then split: for data
+    that fits in the client's memory).  ``chunks``: samples per chunk
+    (default: the Zarr chunks; DEFAULT_CHUNK for .npz)."""
+    da, _ = _dask()
+    p = os.fspath(path)
+    if p.endswith(".npz"):
+        with np.load(p, allow_pickle=False) as f:
+            for key in ("x", "y"):
+                if key not in f.files:
+                    raise ValueError(f"path: {p} has no array {key!r} (it needs x and y)")
+            arrays = {k: f[k] for k in ("x", "y", "lengths") if k in f.files}
+        size = chunks or DEFAULT_CHUNK
+        out = {k: da.from_array(a, chunks=(size,) + a.shape[1:]) for k, a in arrays.items()}
+    elif p.rstrip("/").endswith(".zarr") or any(
+            os.path.isfile(os.path.join(p, meta)) for meta in ("zarr.json", ".zgroup")):
+        try:
+            import zarr
+        except ImportError:
+            raise ImportError("reading Zarr needs zarr: pip install zarr") from None
+        try:
+            group = zarr.open_group(p, mode="r")
+        except (OSError, ValueError, KeyError) as exc:     # no store, no group, ...
+            raise ValueError(f"path: cannot open {p} as a Zarr group: {exc}") from None
+        names = set(group.array_keys())
+        for key in ("x", "y"):
+            if key not in names:
+                raise ValueError(f"path: {p} has no array {key!r} (it needs x and y)")
+        out = {k: da.from_zarr(p, component=k) for k in ("x", "y", "lengths") if k in names}
+        if chunks:
+            out = {k: a.rechunk({0: chunks}) for k, a in out.items()}
+    else:
+        raise ValueError(f"path: expected a Zarr store (a directory, e.g. data.zarr) or an "
+                         f".npz file, got {p}")
+    out.setdefault("lengths", None)
+    return out
+
+
+def _npy_block(path, lo, hi):
+    return np.array(np.load(path, mmap_mode="r")[lo:hi])
+
+
+def from_npy(path, chunks=None):
+    """A Dask array over an .npy file, each chunk of ``chunks`` samples read
+    by memory map on the worker that uses it."""
+    import dask
+    da, _ = _dask()
+    p = os.fspath(path)
+    head = np.load(p, mmap_mode="r")
+    shape, dtype = head.shape, head.dtype
+    del head
+    size = chunks or DEFAULT_CHUNK
+    parts = []
+    for lo in range(0, shape[0], size):
+        hi = min(lo + size, shape[0])
+        parts.append(da.from_delayed(dask.delayed(_npy_block, pure=True)(p, lo, hi),
+                                     shape=(hi - lo,) + shape[1:], dtype=dtype))
+    return da.concatenate(parts, axis=0)
+

@@ -1,0 +1,331 @@
+"""bpgen.distributed: full-dataset derivatives on a Dask LocalCluster.
+
+Every function against the single-process module on data that fits (one
+batch of all of it), for several chunkings, to 1e-12 relative in float64;
+the same bits for 1, 2 and 4 workers; bad chunks and a foreign module
+refused; a worker killed during a pass (a cluster of processes) and the
+result unchanged; the spectrum; data from Zarr, .npz and .npy.
+"""
+import operator
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip(
+    "distributed", reason="the distributed extra is not installed "
+                          "(pip install 'bpgen[distributed]')")
+da = pytest.importorskip("dask.array", reason="dask[array] is not installed")
+
+import dask
+
+import bpgen
+import bpgen.distributed as bd
+
+N = 23          # samples: no chunking below divides it
+
+ARCHS = {
+    # dense layers, labels, l2 on the weights
+    "mlp": {"name": "dist_mlp", "input": {"features": 5},
+            "layers": [{"type": "dense", "units": 6, "activation": "tanh"},
+                       {"type": "dense", "units": 3}],
+            "loss": {"type": "softmax_cross_entropy"}, "regularization": {"l2": 0.01}},
+    # a loss over every step (weighted by real (sample, step) pairs), l2
+    "gru_all": {"name": "dist_gru_all", "input": {"features": 3, "steps": 4},
+                "layers": [{"type": "gru", "units": 3}, {"type": "dense", "units": 3}],
+                "loss": {"type": "softmax_cross_entropy", "steps": "all"},
+                "regularization": {"l2": 0.02}},
+    # float32 (checked to float32's precision)
+    "mlp32": {"name": "dist_mlp32", "dtype": "float32", "input": {"features": 5},
+              "layers": [{"type": "dense", "units": 4, "activation": "sigmoid"},
+                         {"type": "dense", "units": 2}],
+              "loss": {"type": "sigmoid_binary_cross_entropy"},
+              "regularization": {"l2": 0.01}},
+    # the last step only, real targets
+    "rnn_last": {"name": "dist_rnn_last", "input": {"features": 2, "steps": 3},
+                 "layers": [{"type": "rnn", "units": 3}, {"type": "dense", "units": 2}],
+                 "loss": {"type": "mse", "steps": "last"}},
+}
+# (arch, backend, with lengths)
+CASES = [("mlp", "numpy", False), ("mlp", "c", False), ("gru_all", "numpy", True),
+         ("gru_all", "numpy", False), ("rnn_last", "numpy", True), ("mlp32", "c", False)]
+# samples per chunk, or the chunks themselves
+CHUNKINGS = [N, 7, 1, (5, 1, 9, 8)]
+FUNCTIONS = ["loss_and_grad", "hvp", "hmp", "ggn_vp", "hessian_diag",
+             "per_sample_grad_norms"]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as c:
+        yield c
+
+
+_MODULES = {}
+
+
+def _module(name, backend, tmp_path_factory):
+    if (name, backend) not in _MODULES:
+        out = tmp_path_factory.mktemp(f"{name}_{backend}")
+        _MODULES[name, backend] = bpgen.build(ARCHS[name], backend=backend, out_dir=out)
+    return _MODULES[name, backend]
+
+
+def _data(mod, lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (N,) + tuple(mod.STEPS and (mod.STEPS,) or ()) + (mod.INPUT_SHAPE[-1],)
+    x = rng.standard_normal(shape).astype(mod.DTYPE)
+    steps = (mod.STEPS,) if mod.SEQUENCE_OUTPUT and mod.LOSS_ALL_STEPS else ()
+    if mod.TARGET_KIND == "labels":
+        y = rng.integers(0, mod.OUTPUT_UNITS, (N,) + steps)
+    elif mod.TARGET_RANGE is not None:
+        y = rng.uniform(*mod.TARGET_RANGE, (N,) + steps + (mod.OUTPUT_UNITS,)).astype(mod.DTYPE)
+    else:
+        y = rng.standard_normal((N,) + steps + (mod.OUTPUT_UNITS,))
+    lens = rng.integers(1, mod.STEPS + 1, N) if lengths else None
+    return x, y, lens
+
+
+def _point(mod, seed=1):
+    rng = np.random.default_rng(seed)
+    params = {k: (v + 0.3 * rng.standard_normal(v.shape)).astype(mod.DTYPE)
+              for k, v in mod.init_params(seed).items()}
+    v = mod.unflatten(rng.standard_normal(mod.N_PARAMS).astype(mod.DTYPE))
+    V = rng.standard_normal((mod.N_PARAMS, 2)).astype(mod.DTYPE)
+    return params, v, V
+
+
+def _call(where, fn, mod, params, v, V, x, y, lens, **kw):
+    args = {"hvp": (v,), "ggn_vp": (v,), "hmp": (V,)}.get(fn, ())
+    if where is None:           # the single-process module
+        extra = {} if lens is None else {"lengths": lens}
+        return getattr(mod, fn)(params, x, y, *args, **extra)
+    return getattr(bd, fn)(where, params, x, y, *args, lengths=lens, **kw)
+
+
+def _flat(result):
+    if isinstance(result, tuple):
+        return np.concatenate([np.atleast_1d(_flat(r)) for r in result])
+    if isinstance(result, dict):
+        return np.concatenate([np.ravel(a) for a in result.values()])
+    return np.ravel(np.asarray(result, dtype=np.float64))
+
+
+def _dask_inputs(x, y, lens, chunking):
+    if isinstance(chunking, int):
+        return x, y, lens, {"chunks": chunking}
+    rows = (chunking,)
+    xd = da.from_array(x, chunks=rows + x.shape[1:])
+    yd = da.from_array(y, chunks=rows + y.shape[1:])
+    ld = None if lens is None else da.from_array(lens, chunks=rows)
+    return xd, yd, ld, {}
+
+
+@pytest.mark.parametrize("chunking", CHUNKINGS, ids=lambda c: f"chunks{c}")
+@pytest.mark.parametrize("name, backend, lengths", CASES,
+                         ids=[f"{a}-{b}{'-lengths' if c else ''}" for a, b, c in CASES])
+def test_equals_single_process(client, tmp_path_factory, name, backend, lengths, chunking):
+    mod = _module(name, backend, tmp_path_factory)
+    x, y, lens = _data(mod, lengths)
+    params, v, V = _point(mod)
+    xd, yd, ld, kw = _dask_inputs(x, y, lens, chunking)
+    for fn in FUNCTIONS:
+        want = _flat(_call(None, fn, mod, params, v, V, x, y, lens))
+        got = _flat(_call(ARCHS[name], fn, mod, params, v, V, xd, yd, ld, backend=backend,
+                          client=client, **kw))
+        assert got.shape == want.shape, fn
+        err = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert err <= (1e-12 if mod.DTYPE == np.float64 else 1e-5), (fn, err)
+
+
+def test_same_bits_for_1_2_4_workers(tmp_path_factory):
+    mod = _module("gru_all", "numpy", tmp_path_factory)
+    x, y, lens = _data(mod, True)
+    params, v, V = _point(mod)
+    results = []
+    for workers in (1, 2, 4):
+        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
+                                      processes=False, dashboard_address=":0") as cluster, \
+                distributed.Client(cluster) as c:
+            out = [_flat(_call(ARCHS["gru_all"], fn, mod, params, v, V, x, y, lens,
+                               backend="numpy", client=c, chunks=3))
+                   for fn in ("loss_and_grad", "hvp", "hessian_diag")]
+        results.append(np.concatenate(out))
+    assert results[0].tobytes() == results[1].tobytes() == results[2].tobytes()
+
+
+@pytest.mark.parametrize("bad", ["nan_x", "label_high", "label_negative"])
+def test_bad_chunk_named_by_its_samples(client, tmp_path_factory, bad):
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    params, _, _ = _point(mod)
+    x, y = x.copy(), y.copy()
+    if bad == "nan_x":
+        x[16, 2] = np.nan
+    else:
+        y[16] = mod.OUTPUT_UNITS if bad == "label_high" else -1
+    for fn in ("loss_and_grad", "hessian_diag", "per_sample_grad_norms"):
+        with pytest.raises(ValueError, match=r"chunk 2 \(samples \[14, 21\)\): "
+                                             + ("x" if bad == "nan_x" else "y")):
+            getattr(bd, fn)(ARCHS["mlp"], params, x, y, client=client, backend="numpy",
+                            chunks=7)
+
+
+def test_architecture_hash_mismatch_refused(client, tmp_path_factory):
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    params, _, _ = _point(mod)
+    plan = bd._Plan(ARCHS["mlp"], "numpy", client, 1)
+    plan.hash = "0" * 64            # the client's module is not the workers'
+    with pytest.raises(ValueError, match="architecture hash mismatch"):
+        bd._run("loss_and_grad", None, params, x, y, plan=plan, chunks=7)
+
+
+def test_bad_arguments(client, tmp_path_factory):
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    params, v, _ = _point(mod)
+    with pytest.raises(ValueError, match="arch: expected the architecture"):
+        bd.loss_and_grad(mod, params, x, y, client=client)
+    with pytest.raises(ValueError, match=r"params\['l0.W'\]: expected shape"):
+        bd.loss_and_grad(ARCHS["mlp"], {**params, "l0.W": np.zeros((2, 2))}, x, y,
+                         client=client, backend="numpy")
+    with pytest.raises(ValueError, match="y: expected 23 rows"):
+        bd.hvp(ARCHS["mlp"], params, x, y[:5], v, client=client, backend="numpy")
+    with pytest.raises(ValueError, match="chunks: expected a positive"):
+        bd.loss_and_grad(ARCHS["mlp"], params, x, y, client=client, backend="numpy",
+                         chunks=0)
+    with pytest.raises(ValueError, match=r"V: expected shape \(N_PARAMS"):
+        bd.hmp(ARCHS["mlp"], params, x, y, np.zeros(mod.N_PARAMS), client=client,
+               backend="numpy")
+
+
+def _slow(block, seconds):
+    """x's block, available after ``seconds`` (stdlib tasks only: the worker
+    processes import nothing of the tests)."""
+    return dask.delayed(operator.getitem)([block, dask.delayed(time.sleep)(seconds)], 0)
+
+
+def test_killed_worker_retried_result_unchanged(tmp_path_factory):
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    params, v, _ = _point(mod)
+    chunk = 2
+    parts = [da.from_delayed(_slow(x[i:i + chunk], 0.25), shape=x[i:i + chunk].shape,
+                             dtype=x.dtype) for i in range(0, N, chunk)]
+    xd = da.concatenate(parts)       # 12 chunks of 0.25 s: ~1.5 s on 2 workers
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as c:
+        want = bd.hvp(ARCHS["mlp"], params, xd, y, v, client=c, backend="numpy")
+        box = {}
+        run = threading.Thread(target=lambda: box.update(
+            got=bd.hvp(ARCHS["mlp"], params, xd, y, v, client=c, backend="numpy")))
+        pids = c.run(os.getpid)
+        run.start()
+        time.sleep(0.6)
+        assert run.is_alive()          # the pass is under way
+        os.kill(min(pids.values()), signal.SIGKILL)
+        run.join(timeout=120)
+        assert not run.is_alive()
+        assert set(c.run(os.getpid).values()) != set(pids.values())   # a new worker
+    assert _flat(box["got"]).tobytes() == _flat(want).tobytes()
+    ref = mod.hvp(params, x, y, v)
+    assert np.linalg.norm(_flat(want) - _flat(ref)) <= 1e-12 * np.linalg.norm(_flat(ref))
+
+
+@pytest.mark.parametrize("full", [None, False])
+def test_spectrum(client, tmp_path_factory, full):
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    params, _, _ = _point(mod)
+    want = bpgen.spectrum(mod, params, x, y, k=3, smallest=True, full=full)
+    got = bd.spectrum(ARCHS["mlp"], params, x, y, k=3, smallest=True, full=full,
+                      client=client, backend="numpy", chunks=12)
+    assert got["method"] == want["method"]
+    for key in ("largest", "smallest"):
+        tol = 1e-12 if full is None else 1e-8
+        np.testing.assert_allclose(got[key], want[key], rtol=tol,
+                                   atol=tol * abs(want["largest"][0]))
+
+
+def test_data_on_disk(client, tmp_path_factory, tmp_path):
+    zarr = pytest.importorskip("zarr", reason="zarr is not installed")
+    mod = _module("gru_all", "numpy", tmp_path_factory)
+    x, y, lens = _data(mod, True)
+    params, _, _ = _point(mod)
+    want = _flat(mod.loss_and_grad(params, x, y, lengths=lens))
+    np.savez(tmp_path / "d.npz", x=x, y=y, lengths=lens)
+    group = zarr.open_group(str(tmp_path / "d.zarr"), mode="w")
+    for key, a in (("x", x), ("y", y), ("lengths", lens)):
+        group.create_array(key, shape=a.shape, dtype=a.dtype, chunks=(6,) + a.shape[1:])[...] = a
+    np.save(tmp_path / "x.npy", x)
+    sources = [bd.load(tmp_path / "d.npz", chunks=4), bd.load(tmp_path / "d.zarr"),
+               {"x": bd.from_npy(tmp_path / "x.npy", chunks=5), "y": y, "lengths": lens}]
+    for data in sources:
+        got = _flat(bd.loss_and_grad(ARCHS["gru_all"], params, data["x"], data["y"],
+                                     lengths=data["lengths"], client=client,
+                                     backend="numpy"))
+        assert np.linalg.norm(got - want) <= 1e-12 * np.linalg.norm(want)
+    with pytest.raises(ValueError, match="has no array 'y'"):
+        np.savez(tmp_path / "bad.npz", x=x)
+        bd.load(tmp_path / "bad.npz")
+
+
+def test_cli_spectrum_on_dask(tmp_path, tmp_path_factory, capsys):
+    """bpgen spectrum --data DIR.zarr: an embedded LocalCluster (1 worker here),
+    the same eigenvalues as the in-process run on the same data as .npz."""
+    zarr = pytest.importorskip("zarr", reason="zarr is not installed")
+    import yaml
+
+    from bpgen.cli import main
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    arch = tmp_path / "mlp.yaml"
+    arch.write_text(yaml.safe_dump(ARCHS["mlp"]))
+    group = zarr.open_group(str(tmp_path / "d.zarr"), mode="w")
+    for key, a in (("x", x), ("y", y)):
+        group.create_array(key, shape=a.shape, dtype=a.dtype, chunks=(10,) + a.shape[1:])[...] = a
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    common = [str(arch), "-k", "2", "--backend", "numpy", "--quiet"]
+    assert main(["spectrum"] + common + ["--data", str(tmp_path / "d.npz")]) == 0
+    local = capsys.readouterr().out
+    assert main(["spectrum"] + common + ["--data", str(tmp_path / "d.zarr"),
+                                         "--workers", "1"]) == 0
+    on_dask = capsys.readouterr().out
+    line = [ln for ln in local.splitlines() if ln.startswith("largest")]
+    assert line and line == [ln for ln in on_dask.splitlines() if ln.startswith("largest")]
+    assert main(["spectrum"] + common + ["--data", str(tmp_path / "d.npz"),
+                                         "--workers", "2"]) == 2
+    assert "--workers: only with" in capsys.readouterr().err
+
+
+def test_spectral_density_moments(client, tmp_path_factory):
+    """Stochastic Lanczos quadrature: with m steps each probe's nodes and
+    weights reproduce its moments vᵀHᵖv / vᵀv exactly for p < 2m (here
+    p = 0..3 with m = 3), against the module's own Hessian."""
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    params, _, _ = _point(mod)
+    res = bd.spectral_density(ARCHS["mlp"], params, x, y, probes=2, steps=3, seed=5,
+                              client=client, backend="numpy", chunks=12)
+    assert res["products"] == 6
+    h = mod.hessian(params, x, y)
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        v = rng.choice([-1.0, 1.0], size=mod.N_PARAMS)
+        hv = v.copy()
+        for p in range(4):
+            want = v @ hv / (v @ v)
+            got = np.sum(res["weights"][i] * res["nodes"][i] ** p)
+            assert abs(got - want) <= 1e-10 * max(1.0, abs(want)), (i, p)
+            hv = h @ hv
+    lo, hi = np.nanmin(res["nodes"]) - 0.2, np.nanmax(res["nodes"]) + 0.2
+    grid = np.linspace(lo, hi, 20001)
+    dens = bd.smooth_density(res, grid, 0.01)      # the weights sum to 1 per probe
+    assert abs(np.trapezoid(dens, grid) - 1) < 1e-6
