@@ -111,10 +111,16 @@ class LayerSpec:
         return dict(self.options).get(key, default)
 
     def __getattr__(self, key: str) -> Any:
-        for k, v in object.__getattribute__(self, "options"):
+        # while pickle rebuilds a LayerSpec its fields are not set yet: no
+        # options to look in (reading them here would recurse without end)
+        try:
+            options = object.__getattribute__(self, "options")
+        except AttributeError:
+            raise AttributeError(key) from None
+        for k, v in options:
             if k == key:
                 return v
-        raise AttributeError(f"{self.type} layer has no option {key!r}")
+        raise AttributeError(f"{object.__getattribute__(self, 'type')} layer has no option {key!r}")
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 
 import numpy as np
 import pytest
 
 from bpgen.spec import SpecError, load_spec
+
+from conftest import ROOT
 
 
 def base(**changes):
@@ -877,3 +880,14 @@ def test_good_sequence_yaml_file(tmp_path):
         ("l1.Wx", (10, 24)), ("l1.Wh", (8, 24)), ("l1.bx", (24,)), ("l1.bh", (24,)),
         ("l2.W", (8, 3)), ("l2.b", (3,))]
     assert spec.output_shape == (12, 3)
+
+
+@pytest.mark.parametrize("path", ["examples/tiny_transformer.yaml", "examples/digits_cnn.yaml",
+                                  "examples/sine_lstm.yaml"])
+def test_a_spec_pickles_and_copies(path):
+    """A Spec goes to other processes (Dask workers) by pickle: it comes back
+    equal (a LayerSpec's option lookup must not run before its fields exist)."""
+    import pickle
+    spec = load_spec(os.path.join(ROOT, path))
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    assert copy.deepcopy(spec) == spec
