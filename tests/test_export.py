@@ -451,7 +451,8 @@ def test_own_product_kernel(dtype, tmp_path):
     env.pop("LD_PRELOAD", None)
     res = subprocess.run([str(exe)], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    mr, nr = 4, 8     # the tile (BPG_MR x BPG_NR): rows 1..2*mr+1, columns 1..2*nr+3
+    # the tile (BPG_MR x BPG_NR, a row of 64 bytes): rows 1..2*mr+1, columns 1..2*nr+3
+    mr, nr = 4, 64 // np.dtype(dtype).itemsize
     assert int(res.stdout) == 2 * 2 * (2 * mr + 1) * (2 * nr + 3) * 11
 
 
