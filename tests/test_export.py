@@ -428,9 +428,10 @@ def test_example_and_makefile(tmp_path, builder):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_own_product_kernel(dtype, tmp_path):
     """The export's product kernel equals a plain triple loop exactly (the
-    same order of the sum over k) on every small shape, remainders of rows
-    and columns, A transposed, leading dimensions, K = 0; nothing read or
-    written out of bounds (AddressSanitizer, UBSan)."""
+    same order of the sum over k) on every small shape: remainders of its
+    tiles' rows and columns, A and B each transposed or not, leading
+    dimensions, K = 0 and K around its panels of copied rows (BPG_KC);
+    nothing read or written out of bounds (AddressSanitizer, UBSan)."""
     prelude = os.path.join(os.path.dirname(HERE), "bpgen", "c_export", "runtime", "prelude.c")
     src = tmp_path / "kernel.c"
     with open(prelude) as a, open(os.path.join(HERE, "export", "kernel.c")) as b:
@@ -450,8 +451,9 @@ def test_own_product_kernel(dtype, tmp_path):
     env.pop("LD_PRELOAD", None)
     res = subprocess.run([str(exe)], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    nr = 128 // (4 if dtype == "float32" else 8)
-    assert int(res.stdout) == 2 * 9 * (2 * nr + 3) * 7
+    # the tile (BPG_MR x BPG_NR, a row of 64 bytes): rows 1..2*mr+1, columns 1..2*nr+3
+    mr, nr = 4, 64 // np.dtype(dtype).itemsize
+    assert int(res.stdout) == 2 * 2 * (2 * mr + 1) * (2 * nr + 3) * 11
 
 
 def test_cmake(tmp_path, builder):

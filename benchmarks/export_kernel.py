@@ -1,0 +1,72 @@
+"""The exported library's own product kernel (bpgen/c_export/runtime/
+prelude.c: bpg_own_gemm) against OpenBLAS (scipy-openblas32, one thread) at
+the shapes of the benchmark networks' products, in GFLOP/s.
+
+Usage, from the repository root::
+
+    python benchmarks/export_kernel.py [--native] [--float32]
+
+Compiles benchmarks/export_kernel.c after the prelude with the flags of
+benchmarks/export_speed.py (its baseline x86-64, or -march=native), and
+prints for each product (M x Nc by inner K; A·B, Aᵀ·B or A·Bᵀ) the best of
+15 batches: µs per product and GFLOP/s, of the kernel and of OpenBLAS.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from export_speed import FLAGS  # noqa: E402
+
+PRELUDE = os.path.join(os.path.dirname(HERE), "bpgen", "c_export", "runtime", "prelude.c")
+#: (what, M, Nc, K, ta, tb): the LSTM 32→128 (N = 16) step's three products
+#: and the MLP 64-128-128-10 (N = 32) hidden layer's
+SHAPES = [
+    ("LSTM h·Wh", 16, 512, 128, 0, 0),
+    ("LSTM dG·Whᵀ", 16, 128, 512, 0, 1),
+    ("LSTM hᵀ·dG", 128, 512, 16, 1, 0),
+    ("MLP h·W", 32, 128, 128, 0, 0),
+    ("MLP dZ·Wᵀ", 32, 128, 128, 0, 1),
+    ("MLP hᵀ·dZ", 128, 128, 32, 1, 0),
+]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--native", action="store_true")
+    ap.add_argument("--float32", action="store_true")
+    args = ap.parse_args(argv)
+    import scipy_openblas32 as ob
+    cc = shutil.which("gcc") or shutil.which("cc")
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    os.sched_setaffinity(0, {cpu})
+    gemm = "scipy_cblas_sgemm" if args.float32 else "scipy_cblas_dgemm"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.c")
+        with open(src, "w") as f, open(PRELUDE) as a, open(os.path.join(HERE, "export_kernel.c")) as b:
+            f.write("#define _POSIX_C_SOURCE 200809L\n" + a.read() + "\n" + b.read())
+        exe = os.path.join(tmp, "k")
+        subprocess.run([cc, *FLAGS, *(["-march=native"] if args.native else []), "-DBPG_PRODUCTS",
+                        "-DBPG_OPENMP_SIMD", *(["-DBPG_FLOAT32"] if args.float32 else []),
+                        "-DWITH_CBLAS", f"-DGEMM={gemm}", f"-isystem{ob.get_include_dir()}",
+                        src, "-o", exe, f"-L{ob.get_lib_dir()}", f"-Wl,-rpath,{ob.get_lib_dir()}",
+                        f"-l{ob.get_library()}", "-lm"], check=True)
+        print("| product | M×Nc×K | own kernel µs | GFLOP/s | OpenBLAS µs | GFLOP/s |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for what, m, nc, k, ta, tb in SHAPES:
+            out = subprocess.run([exe, str(m), str(nc), str(k), str(ta), str(tb)],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            print(f"| {what} | {m}×{nc}×{k} | {out[1]} | {out[2]} | {out[4]} | {out[5]} |",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
