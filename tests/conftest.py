@@ -40,16 +40,55 @@ def pytest_configure(config):
                                        "makes on a sample (run with --full)")
 
 
+# The heaviest parametrised checks: the default run takes the cases listed
+# here (every layer family, both backends, both dtypes among them), --full
+# every case.  "test file::test function" -> the parameter ids run by default.
+_PER_SAMPLE = {f"{backend}-{arch}" for backend in ("numpy", "c") for arch in (
+    "dense-relu-sce-l2", "lstm-sce-last-k2", "gru-bce-all-l2", "birnn_gru-bce-last",
+    "layernorm-tanh-sce", "conv-max-sce", "block-prenorm-sce-last", "dense-tanh-sce-f32",
+    "lstm-wide-gram", "embedding-vocab-gram", "conv-few-pixels-gram")}
+DEFAULT_SAMPLE = {
+    "test_per_sample.py::test_per_sample_grads_against_each_sample_alone": _PER_SAMPLE,
+    "test_per_sample.py::test_norms_and_clipped_grad": _PER_SAMPLE,
+    "test_per_sample.py::test_with_lengths": {
+        "numpy-lstm-last-kNone", "numpy-birnn_gru-last-k2", "c-birnn_rnn-k2",
+        "numpy-len_block_causal", "c-len_block_pos"},
+    "test_export.py::test_export_matches_module": {
+        "mlp", "lstm_trunc", "cnn", "layernorm", "transformer32", "digits_mlp"},
+    "test_export.py::test_export_hessian": {"mlp", "transformer"},
+    "test_export.py::test_work_bytes_macros": {"lstm_trunc", "cnn"},
+    "test_export.py::test_cblas": {"mlp"},
+    "test_export.py::test_sanitizers": {"lstm_trunc"},
+    "test_jax.py::test_hessians_equal_the_module": {"mlp-numpy", "lstm-c", "transformer-c"},
+    "test_jax.py::test_check_grads_order_2": {"mlp-numpy", "lstm-c"},
+    "test_torch.py::test_gradcheck_and_gradgradcheck": {"mlp", "transformer"},
+    "test_torch.py::test_opcheck": {"mlp-numpy", "birnn-c"},
+    "test_steps_any.py::test_any_equals_fixed_steps": {
+        "numpy-lstm-all-k2-float32-sig", "numpy-birnn_lstm-last-k2-float64-mse",
+        "numpy-stack-layernorm-dense", "numpy-len_block_pos", "c-birnn_lstm-last-k2-float64-mse",
+        "c-len_block_causal"},
+    "test_steps_any.py::test_any_c_functions_stay_in_bounds": {"lstm-all-k2-float32-sig",
+                                                               "len_block_pos"},
+    "test_params_file.py::test_round_trip": {
+        "mlp-numpy-float64", "lstm-c-float32", "conv-c-float64", "transformer-numpy-float32"},
+}
+
+
 def pytest_collection_modifyitems(config, items):
     """The README's test command stays within ~10 minutes on 2 cores: tests
-    marked slow (the same checks on more architectures) run with --full."""
+    marked slow, and the cases of DEFAULT_SAMPLE's checks beyond its sample
+    (the same check on more architectures), run with --full."""
     if config.getoption("--full") or os.environ.get("BPGEN_FULL_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="slow: the same check on more cases; run with --full "
                                    "(or BPGEN_FULL_TESTS=1)")
     for item in items:
-        if "slow" in item.keywords:
+        fn = getattr(item, "originalname", item.name)
+        sample = DEFAULT_SAMPLE.get(f"{os.path.basename(str(item.fspath))}::{fn}")
+        param = item.name[len(fn) + 1:-1] if item.name != fn else None
+        if "slow" in item.keywords or (sample is not None and param not in sample):
             item.add_marker(skip)
+
 
 
 @pytest.fixture(scope="session")
