@@ -33,7 +33,6 @@ otherwise); parameters must have the module's dtype.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 
 import jax
@@ -43,24 +42,15 @@ from jax.custom_derivatives import SymbolicZero
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from ._modules import ModuleRegistry
+
 __all__ = ["loss", "grad", "hvp"]
 
-_MODULES: dict = {}     # key -> generated module (primitive parameters must be hashable)
-_KEYS: dict = {}
-_COUNTER = itertools.count()
-
-
-def _key(mod) -> str:
-    key = _KEYS.get(id(mod))
-    if key is None or _MODULES.get(key) is not mod:
-        for name in ("PARAM_SHAPES", "DTYPE", "loss", "loss_and_grad", "hvp", "hmp"):
-            if not hasattr(mod, name):
-                raise ValueError(f"mod: expected a generated bpgen module (bpgen.build), "
-                                 f"got {type(mod).__name__} without {name!r}")
-        key = f"{getattr(mod, '__name__', 'module')}#{next(_COUNTER)}"
-        _MODULES[key] = mod
-        _KEYS[id(mod)] = key
-    return key
+#: the modules the operators name by a string key (bpgen/_modules.py)
+_REGISTRY = ModuleRegistry(("PARAM_SHAPES", "DTYPE", "loss", "loss_and_grad", "hvp", "hmp"))
+_MODULES = _REGISTRY.modules      # key -> module
+_KEYS = _REGISTRY.keys            # id(module) -> key
+_key = _REGISTRY.key
 
 
 def _flat(mod, mats):

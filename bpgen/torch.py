@@ -31,34 +31,22 @@ and its results come back through ``torch.from_numpy``: no copies.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Optional
 
 import numpy
 import torch
 
+from ._modules import ModuleRegistry
+
 __all__ = ["module", "loss", "forward", "BpgenModule"]
 
-#: key -> generated module: the custom operators name a module by a string
-_MODULES: dict = {}
-_KEYS: dict = {}          # id(module) -> key
-_COUNTER = itertools.count()
-
-
-def _key(mod) -> str:
-    """The string the operators know ``mod`` by (registered once; the
-    module is kept alive for as long as the process runs)."""
-    key = _KEYS.get(id(mod))
-    if key is None or _MODULES.get(key) is not mod:
-        for name in ("PARAM_SHAPES", "DTYPE", "loss", "loss_and_grad", "hvp", "hmp", "forward"):
-            if not hasattr(mod, name):
-                raise ValueError(f"mod: expected a generated bpgen module (bpgen.build), "
-                                 f"got {type(mod).__name__} without {name!r}")
-        key = f"{getattr(mod, '__name__', 'module')}#{next(_COUNTER)}"
-        _MODULES[key] = mod
-        _KEYS[id(mod)] = key
-    return key
+#: the modules the custom operators name by a string key (bpgen/_modules.py)
+_REGISTRY = ModuleRegistry(("PARAM_SHAPES", "DTYPE", "loss", "loss_and_grad", "hvp", "hmp",
+                            "forward"))
+_MODULES = _REGISTRY.modules      # key -> module
+_KEYS = _REGISTRY.keys            # id(module) -> key
+_key = _REGISTRY.key
 
 
 _TORCH_DTYPES = {numpy.dtype("float64"): torch.float64, numpy.dtype("float32"): torch.float32}
