@@ -373,6 +373,7 @@ def test_sanitizers(name, tmp_path, builder):
     _compare(got, _expected(mod, *data, hessian=True), _tol(mod))
 
 
+@pytest.mark.slow
 def test_valgrind(tmp_path, builder):
     """valgrind memcheck: no invalid read or write, no uninitialised value used."""
     valgrind = shutil.which("valgrind")
@@ -456,6 +457,7 @@ def test_own_product_kernel(dtype, tmp_path):
     assert int(res.stdout) == 2 * 2 * (2 * mr + 1) * (2 * nr + 3) * 11
 
 
+@pytest.mark.slow
 def test_cmake(tmp_path, builder):
     """CMakeLists.txt configures and builds the library and the example."""
     cmake = shutil.which("cmake")
