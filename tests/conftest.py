@@ -50,6 +50,10 @@ _PER_SAMPLE = {"numpy-dense-relu-sce-l2", "numpy-lstm-sce-last-k2", "numpy-conv-
 DEFAULT_SAMPLE = {
     "test_per_sample.py::test_per_sample_grads_against_each_sample_alone": _PER_SAMPLE,
     "test_per_sample.py::test_norms_and_clipped_grad": _PER_SAMPLE,
+    # NumPy against C: the C cases above (each C case is a compile)
+    "test_per_sample.py::test_numpy_matches_c": {
+        "gru-bce-all-l2", "layernorm-tanh-sce", "embedding-vocab-gram", "conv-few-pixels-gram",
+        "block-prenorm-sce-last"},
     "test_per_sample.py::test_with_lengths": {"numpy-birnn_gru-last-k2", "c-len_block_pos"},
     "test_export.py::test_export_matches_module": {"mlp", "lstm_trunc", "cnn", "transformer32"},
     "test_export.py::test_export_hessian": {"transformer"},
