@@ -348,11 +348,11 @@ def _in_range(arr, bound, what):
 _EYE = []     # the identity rows one-hot labels are taken from, made on first use
 
 
-def _check_y(y, n, xm=None):
+def _check_y(y, n, xm):
     """The target as the (rows, OUTPUT_UNITS) DTYPE matrix the generated code
     reads: labels one-hot, steps time-major (TARGET_KIND and TARGET_RANGE
-    are the loss's; ``xm``, the time-major x, says T: STEPS without it)."""
-    steps = (STEPS if xm is None else _steps(xm, n)) if LOSS_ALL_STEPS else None
+    are the loss's; ``xm``, the checked time-major x, says T)."""
+    steps = _steps(xm, n) if LOSS_ALL_STEPS else None
     lead = (n,) if steps is None else (n, steps)
     if TARGET_KIND == "labels":
         try:

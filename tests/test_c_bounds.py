@@ -156,7 +156,7 @@ def test_c_functions_stay_in_bounds_and_write_every_output(builder, aid):
         params, x, y, v = _point(arch, mod, n, seed=n)
         xm, nn = mod._check_x(x)
         assert nn == n
-        arrays = {"x": xm, "y": mod._check_y(y, n)}
+        arrays = {"x": xm, "y": mod._check_y(y, n, xm)}
         # a sequence's masks (some padding: the shortest sample has one step)
         if mod.STEPS:
             lengths = np.maximum(1, mod.STEPS - np.arange(n))
@@ -212,7 +212,7 @@ def test_hessian_columns_stay_in_bounds(builder, aid):
     xm, n = mod._check_x(x)
     lengths = np.maximum(1, mod.STEPS - np.arange(n)) if mod.STEPS else None
     masks = mod._masks(lengths, n) if mod.STEPS else []
-    inputs = [xm, *masks, mod._check_y(y, n), *mod._check_params(params)]
+    inputs = [xm, *masks, mod._check_y(y, n, xm), *mod._check_params(params)]
     for first, count, kc in ((0, 1, 1), (p - 3, 3, 2), (p // 2, min(5, p - p // 2), 5),
                              (0, p, 4)):
         out_buf, out = _padded(None, count * p, dtype, fill=np.nan)

@@ -61,10 +61,10 @@ def test_x_and_label_checks(rt):
     assert n == 4 and xm.dtype == np.float64
     with pytest.raises(ValueError, match=r"x: expected shape \(N, 3\)"):
         rt._check_x(np.ones((4, 2)))
-    onehot = rt._check_y(np.array([1, 0, 1, 1]), 4)
+    onehot = rt._check_y(np.array([1, 0, 1, 1]), 4, xm)
     assert np.array_equal(onehot, np.eye(2)[[1, 0, 1, 1]])
     with pytest.raises(ValueError, match=r"y: labels must lie in \[0, 2\)"):
-        rt._check_y(np.array([0, 2, 1, 1]), 4)
+        rt._check_y(np.array([0, 2, 1, 1]), 4, xm)
 
 
 def test_a_result_too_large_is_refused_before_allocating(rt, monkeypatch):
