@@ -144,8 +144,8 @@ def _cmd_spectrum(args) -> int:
     # the rule (docs/distributed.md): a Zarr store, or --scheduler, runs on Dask
     # (an embedded LocalCluster of --workers processes unless --scheduler);
     # an .npz without --scheduler runs in this process
-    zarr_data = args.data.rstrip("/").endswith(".zarr") or any(
-        os.path.isfile(os.path.join(args.data, meta)) for meta in ("zarr.json", ".zgroup"))
+    from .distributed import is_zarr
+    zarr_data = is_zarr(args.data)
     on_dask = zarr_data or args.scheduler is not None
     if not on_dask and (args.workers is not None or args.chunk is not None):
         raise SpecError(f"--{'workers' if args.workers is not None else 'chunk'}: only "
@@ -179,6 +179,17 @@ def _cmd_spectrum(args) -> int:
     with tempfile.TemporaryDirectory(prefix="bpgen-spectrum-") as tmp:
         mod = build(spec, backend=args.backend, out_dir=tmp, progress=progress)
         params = mod.init_params(args.seed)
+        in_store = False
+        if zarr_data:               # the store's group params (save_dataset), if any
+            try:
+                stored_params = dist.load_params(args.data, mod)
+            except (ValueError, OSError) as exc:
+                raise SpecError(f"--data: {str(exc).removeprefix('path: ')}") from None
+            if stored_params is not None:
+                if args.params is not None:
+                    raise SpecError(f"--params: {args.data} holds parameters too (its "
+                                    f"group params); give them in one of the two")
+                params, in_store = stored_params, True
         if args.params is not None:
             try:
                 params = mod.load_params(args.params)
@@ -211,6 +222,8 @@ def _cmd_spectrum(args) -> int:
     rows = n * (mod.STEPS or 1) if mod.SEQUENCE_OUTPUT and mod.LOSS_ALL_STEPS else n
     if args.params is not None:
         origin = f"from {args.params}"
+    elif in_store:
+        origin = f"from {args.data} (group params)"
     elif not given:
         origin = f"init_params({args.seed})"
     elif missing:
@@ -416,9 +429,11 @@ def make_parser() -> argparse.ArgumentParser:
                                     "hvp otherwise.")
     sp.add_argument("arch", help="the architecture file (YAML)")
     sp.add_argument("--data", required=True, metavar="FILE.npz|DIR.zarr",
-                    help="arrays x, y (optionally lengths) and, in an .npz, optionally "
-                         "every parameter by its key (as in init_params: 'l0.W', 'l0.b', "
-                         "...); a Zarr store (group with x, y) runs on Dask")
+                    help="arrays x, y (optionally lengths) and optionally the "
+                         "parameters: in an .npz every parameter by its key (as in "
+                         "init_params: 'l0.W', 'l0.b', ...), in a Zarr store the group "
+                         "params bpgen.distributed.save_dataset writes; a Zarr store "
+                         "runs on Dask")
     sp.add_argument("--scheduler", metavar="ADDRESS",
                     help="run on this Dask scheduler (bpgen.distributed, "
                          "docs/distributed.md); without it, a Zarr --data runs on an "

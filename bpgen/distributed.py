@@ -28,9 +28,9 @@ import threading
 
 import numpy as np
 
-__all__ = ["DEFAULT_CHUNK", "from_npy", "ggn_vp", "hessian_diag", "hmp", "hvp", "load",
-           "loss_and_grad", "module", "per_sample_grad_norms", "smooth_density",
-           "spectral_density", "spectrum"]
+__all__ = ["DEFAULT_CHUNK", "from_npy", "ggn_vp", "hessian_diag", "hmp", "hvp", "is_zarr",
+           "load", "load_params", "loss", "loss_and_grad", "module", "per_sample_grad_norms",
+           "save_dataset", "smooth_density", "spectral_density", "spectrum"]
 
 #: samples per chunk when x is a NumPy array
 DEFAULT_CHUNK = 8192
@@ -121,6 +121,9 @@ def _l2_part(mod, kind, params, v):
     """The l2 term of ``kind`` (what the module adds once per batch)."""
     lam = float(mod._L2)
     keys = mod._L2_KEYS if lam else ()
+    if kind == "loss":
+        return 0.5 * lam * sum(float(np.sum(np.asarray(params[k], np.float64) ** 2))
+                               for k in keys)
     if kind == "loss_and_grad":
         loss = 0.5 * lam * sum(float(np.sum(np.asarray(params[k], np.float64) ** 2))
                                for k in keys)
@@ -173,6 +176,8 @@ def _chunk(task, params, v, x, y, lengths, index, lo, hi):
         grads = {k: w * (g - r_grads[k]) if k in r_grads else w * g for k, g in grads.items()}
         return weight, (w * (loss - r_loss), grads)
     r = _l2_part(mod, kind, params, v)
+    if kind == "loss":
+        return weight, w * (float(out) - r)
     if kind == "hmp":
         return weight, w * (out - r)
     return weight, {k: w * (g - r[k]) if k in r else w * g for k, g in out.items()}
@@ -454,6 +459,8 @@ def _finish(plan, kind, params, v, weight, total):
                  for k, g in s_grads.items()}
         return float(s_loss / weight + r_loss), {k: np.ascontiguousarray(g, mod.DTYPE)
                                                   for k, g in grads.items()}
+    if kind == "loss":
+        return float(total / weight + r)
     if kind == "hmp":
         return np.ascontiguousarray(total / weight + r, dtype=mod.DTYPE)
     return {k: np.ascontiguousarray((g / weight + r[k]) if k in r else g / weight,
@@ -476,6 +483,14 @@ def _run(kind, arch, params, x, y, v=None, lengths=None, *, client=None, backend
     data = x if isinstance(x, _Data) else _blocks(x, y, lengths, chunks, plan.client)
     weight, total = _reduce(plan, kind, params, v, data, pf)
     return _finish(plan, kind, params, v, weight, total)
+
+
+def loss(arch, params, x, y, lengths=None, *, client=None, backend="c", chunks=None,
+         threads=1):
+    """The loss over the whole data set, as the module's ``loss`` over one
+    batch of all of it (the forward pass only: a line search's probe)."""
+    return _run("loss", arch, params, x, y, None, lengths, client=client, backend=backend,
+                chunks=chunks, threads=threads)
 
 
 def loss_and_grad(arch, params, x, y, lengths=None, *, client=None, backend="c",
@@ -705,16 +720,8 @@ def load(path, chunks=None):
             arrays = {k: f[k] for k in ("x", "y", "lengths") if k in f.files}
         size = chunks or DEFAULT_CHUNK
         out = {k: da.from_array(a, chunks=(size,) + a.shape[1:]) for k, a in arrays.items()}
-    elif p.rstrip("/").endswith(".zarr") or any(
-            os.path.isfile(os.path.join(p, meta)) for meta in ("zarr.json", ".zgroup")):
-        try:
-            import zarr
-        except ImportError:
-            raise ImportError("reading Zarr needs zarr: pip install zarr") from None
-        try:
-            group = zarr.open_group(p, mode="r")
-        except (OSError, ValueError, KeyError) as exc:     # no store, no group, ...
-            raise ValueError(f"path: cannot open {p} as a Zarr group: {exc}") from None
+    elif is_zarr(p):
+        group = _open_group(p)
         names = set(group.array_keys())
         for key in ("x", "y"):
             if key not in names:
@@ -727,6 +734,147 @@ def load(path, chunks=None):
                          f".npz file, got {p}")
     out.setdefault("lengths", None)
     return out
+
+
+def is_zarr(path) -> bool:
+    """Whether ``path`` names a Zarr store: a name ending in ``.zarr``, or a
+    directory holding Zarr metadata (``zarr.json``, ``.zgroup``)."""
+    p = os.fspath(path)
+    return p.rstrip("/").endswith(".zarr") or any(
+        os.path.isfile(os.path.join(p, meta)) for meta in ("zarr.json", ".zgroup"))
+
+
+def _zarr():
+    try:
+        import zarr
+    except ImportError:
+        raise ImportError("reading and writing Zarr needs zarr: pip install zarr") from None
+    return zarr
+
+
+def _open_group(p):
+    zarr = _zarr()
+    try:
+        return zarr.open_group(p, mode="r")
+    except (OSError, ValueError, KeyError) as exc:     # no store, no group, ...
+        raise ValueError(f"path: cannot open {p} as a Zarr group: {exc}") from None
+
+
+#: the prefix of the metadata attributes of a store's ``params`` group: the
+#: entries a module's ``save_params`` writes next to the arrays of its .npz
+_META = "bpgen:"
+
+
+def save_dataset(path, x, y, lengths=None, *, params=None, arch=None, chunks=None):
+    """Write x, y (and ``lengths``) as the Zarr store :func:`load` reads: a
+    group with arrays ``x``, ``y`` (``lengths``) chunked along the samples,
+    ``chunks`` samples per chunk (default: a Dask array's first chunk, else
+    DEFAULT_CHUNK).  With ``params`` (a dict keyed like PARAM_SHAPES; needs
+    ``arch``, whose module checks it), also a group ``params``: one array
+    per parameter key, and in the group's attributes ``bpgen:architecture_hash``,
+    ``bpgen:dtype``, ``bpgen:architecture`` and ``bpgen:format``, what a
+    module's ``save_params`` writes into its .npz, so :func:`load_params` (and
+    ``bpgen spectrum --data``) refuse them for another architecture.
+
+    x, y, lengths: NumPy arrays, or Dask arrays (written chunk by chunk by the
+    current scheduler, never gathered on the client).  ``path`` must not
+    exist: the store is written under a temporary name next to it and
+    renamed when complete, so no half-written store is left under ``path``."""
+    import json
+    import shutil
+    import tempfile
+    da, _ = _dask()
+    zarr = _zarr()
+    p = os.fspath(path).rstrip("/")
+    if os.path.lexists(p):
+        raise ValueError(f"path: {p} exists; save_dataset writes a new store "
+                         f"(remove it first, or choose another name)")
+    if chunks is not None and (not isinstance(chunks, int) or isinstance(chunks, bool)
+                               or chunks < 1):
+        raise ValueError(f"chunks: expected a positive number of samples, got {chunks!r}")
+    arrays = {"x": x, "y": y, "lengths": lengths}
+    arrays = {k: (a if isinstance(a, da.Array) else np.asarray(a))
+              for k, a in arrays.items() if a is not None}
+    n = arrays["x"].shape[0] if arrays["x"].ndim else 0
+    if n < 1:
+        raise ValueError(f"x: expected at least one sample, got shape {arrays['x'].shape}")
+    for k in ("y", "lengths"):
+        if k in arrays and (arrays[k].ndim < 1 or arrays[k].shape[0] != n):
+            raise ValueError(f"{k}: expected {n} rows (x has {n} samples), got shape "
+                             f"{arrays[k].shape}")
+    if chunks is None:
+        chunks = (arrays["x"].chunks[0][0] if isinstance(arrays["x"], da.Array)
+                  else DEFAULT_CHUNK)
+    size = min(chunks, n)
+    stored = None
+    if params is not None:
+        if arch is None:
+            raise ValueError("arch: save_dataset needs the architecture with params= (its "
+                             "module checks them, and its hash is stored with them)")
+        mod = module(arch, "numpy")
+        stored = _checked(mod, params, "params")
+        meta = {_META + "architecture_hash": mod.ARCHITECTURE_HASH,
+                _META + "dtype": mod.DTYPE.name,
+                _META + "architecture": json.dumps(mod._unnamed(), sort_keys=True),
+                _META + "format": 1}
+    parent = os.path.dirname(os.path.abspath(p))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(p)}.partial-", dir=parent)
+    try:
+        group = zarr.open_group(tmp, mode="w")
+        for k, a in arrays.items():
+            shape = tuple(a.shape)
+            target = group.create_array(k, shape=shape, dtype=a.dtype,
+                                        chunks=(size,) + shape[1:])
+            if isinstance(a, da.Array):
+                da.store(a.rechunk((size,) + shape[1:]), target, lock=False)
+            else:
+                for lo in range(0, n, size):
+                    target[lo:lo + size] = a[lo:lo + size]
+        if stored is not None:
+            pg = group.create_group("params")
+            for k, a in stored.items():
+                pg.create_array(k, shape=a.shape, dtype=a.dtype,
+                                chunks=a.shape or None)[...] = a
+            pg.attrs.update(meta)
+        os.replace(tmp, p)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_params(path, arch, backend: str = "c"):
+    """The parameters :func:`save_dataset` stored in the Zarr store ``path``
+    (its group ``params``), checked as a module's ``load_params`` checks a
+    file ``save_params`` wrote: the keys, shapes, dtype and architecture hash
+    (another architecture's are a ValueError naming what differs).  None
+    when the store holds no ``params`` group.  ``arch``: the architecture (a
+    YAML path, a dict or a Spec), or a module built from it."""
+    import tempfile
+    p = os.fspath(path).rstrip("/")
+    group = _open_group(p)
+    if "params" not in set(group.group_keys()):
+        return None
+    pg = group["params"]
+    where = f"{p} (group params)"
+    attrs = dict(pg.attrs)
+    if _META + "architecture_hash" not in attrs:
+        raise ValueError(f"path: {where} has no {_META}architecture_hash attribute: "
+                         f"it was not written by bpgen.distributed.save_dataset(..., "
+                         f"params=, arch=)")
+    arrays = {k: np.asarray(pg[k][...]) for k in pg.array_keys()}
+    arrays.update({k: np.array(v) for k, v in attrs.items() if k.startswith(_META)})
+    mod = arch if hasattr(arch, "ARCHITECTURE_HASH") else module(arch, backend)
+    # the module's own load_params checks them (one set of rules and messages)
+    fd, tmp = tempfile.mkstemp(prefix="bpgen-params-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        try:
+            return mod.load_params(tmp)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace(tmp, where)) from None
+    finally:
+        os.unlink(tmp)
 
 
 def _npy_block(path, lo, hi):

@@ -4,7 +4,8 @@ Every function against the single-process module on data that fits (one
 batch of all of it), for several chunkings, to 1e-12 relative in float64;
 the same bits for 1, 2 and 4 workers; bad chunks and a foreign module
 refused; a worker killed during a pass (a cluster of processes) and the
-result unchanged; the spectrum; data from Zarr, .npz and .npy.
+result unchanged; the spectrum; data from Zarr, .npz and .npy; save_dataset
+and parameters stored in a Zarr store; the command line on Dask.
 """
 import operator
 import os
@@ -54,7 +55,7 @@ CASES = [("mlp", "numpy", False), ("mlp", "c", False), ("gru_all", "numpy", True
          ("gru_all", "numpy", False), ("rnn_last", "numpy", True), ("mlp32", "c", False)]
 # samples per chunk, or the chunks themselves
 CHUNKINGS = [N, 7, 1, (5, 1, 9, 8)]
-FUNCTIONS = ["loss_and_grad", "hvp", "hmp", "ggn_vp", "hessian_diag",
+FUNCTIONS = ["loss", "loss_and_grad", "hvp", "hmp", "ggn_vp", "hessian_diag",
              "per_sample_grad_norms"]
 
 
@@ -303,6 +304,94 @@ def test_cli_spectrum_on_dask(tmp_path, tmp_path_factory, capsys):
     assert main(["spectrum"] + common + ["--data", str(tmp_path / "d.npz"),
                                          "--workers", "2"]) == 2
     assert "--workers: only with" in capsys.readouterr().err
+
+
+def test_save_dataset(client, tmp_path_factory, tmp_path):
+    """save_dataset writes what load reads (from NumPy and from Dask arrays),
+    and params with the architecture's hash: load_params gives them back,
+    refuses them for another architecture, and says None for a store without."""
+    pytest.importorskip("zarr", reason="zarr is not installed")
+    mod = _module("gru_all", "numpy", tmp_path_factory)
+    x, y, lens = _data(mod, True)
+    params, _, _ = _point(mod)
+    bd.save_dataset(tmp_path / "a.zarr", x, y, lens, params=params, arch=ARCHS["gru_all"],
+                    chunks=6)
+    bd.save_dataset(tmp_path / "b.zarr", da.from_array(x, chunks=(5, 4, 3)),
+                    da.from_array(y, chunks=(5, 4)), da.from_array(lens, chunks=5))
+    want = _flat(mod.loss_and_grad(params, x, y, lengths=lens))
+    for name, rows in (("a.zarr", 6), ("b.zarr", 5)):
+        data = bd.load(tmp_path / name)
+        assert data["x"].chunks[0] == (rows,) * (N // rows) + (N % rows,)
+        for key, a in (("x", x), ("y", y), ("lengths", lens)):
+            assert data[key].dtype == a.dtype and np.array_equal(data[key].compute(), a)
+        got = _flat(bd.loss_and_grad(ARCHS["gru_all"], params, data["x"], data["y"],
+                                     lengths=data["lengths"], client=client,
+                                     backend="numpy"))
+        assert np.linalg.norm(got - want) <= 1e-12 * np.linalg.norm(want)
+    back = bd.load_params(tmp_path / "a.zarr", ARCHS["gru_all"], backend="numpy")
+    assert list(back) == list(mod.PARAM_SHAPES)
+    assert all(back[k].tobytes() == params[k].tobytes() for k in params)
+    assert bd.load_params(tmp_path / "b.zarr", mod) is None
+    other = {**ARCHS["gru_all"], "layers": [{"type": "gru", "units": 4},
+                                            {"type": "dense", "units": 3}]}
+    with pytest.raises(ValueError, match=r"a.zarr \(group params\) holds the parameters "
+                                         r"of another architecture: .*layers\[0\].units"):
+        bd.load_params(tmp_path / "a.zarr", other, backend="numpy")
+    with pytest.raises(ValueError, match="path: .*a.zarr exists"):
+        bd.save_dataset(tmp_path / "a.zarr", x, y)
+    with pytest.raises(ValueError, match="arch: save_dataset needs the architecture"):
+        bd.save_dataset(tmp_path / "c.zarr", x, y, params=params)
+    key = next(iter(mod.PARAM_SHAPES))
+    with pytest.raises(ValueError, match=rf"params\['{key}'\]: expected shape"):
+        bd.save_dataset(tmp_path / "c.zarr", x, y, arch=ARCHS["gru_all"],
+                        params={**params, key: np.zeros((1, 1))})
+    with pytest.raises(ValueError, match="y: expected 23 rows"):
+        bd.save_dataset(tmp_path / "c.zarr", x, y[:4])
+    assert sorted(os.listdir(tmp_path)) == ["a.zarr", "b.zarr"]     # nothing half-written
+
+
+def test_cli_spectrum_params_in_store(tmp_path, tmp_path_factory, capsys):
+    """bpgen spectrum --data DIR.zarr takes the parameters from the store's group
+    params (save_dataset), or from --params P.npz (save_params): the same
+    eigenvalues as the in-process command with the parameters in the .npz;
+    both at once, or another architecture's, refused before any cluster."""
+    pytest.importorskip("zarr", reason="zarr is not installed")
+    import yaml
+
+    from bpgen.cli import main
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    params, _, _ = _point(mod)
+    arch = tmp_path / "mlp.yaml"
+    arch.write_text(yaml.safe_dump(ARCHS["mlp"]))
+    bd.save_dataset(tmp_path / "p.zarr", x, y, params=params, arch=ARCHS["mlp"], chunks=10)
+    bd.save_dataset(tmp_path / "d.zarr", x, y, chunks=10)
+    mod.save_params(tmp_path / "p.npz", params)
+    np.savez(tmp_path / "d.npz", x=x, y=y, **params)
+    common = [str(arch), "-k", "2", "--backend", "numpy", "--quiet"]
+
+    def largest(argv):
+        assert main(["spectrum"] + common + argv) == 0
+        out = capsys.readouterr().out
+        return [ln for ln in out.splitlines() if ln.startswith("largest")], out
+
+    want, _ = largest(["--data", str(tmp_path / "d.npz")])
+    got, out = largest(["--data", str(tmp_path / "p.zarr"), "--workers", "1"])
+    assert want and got == want
+    assert f"parameters from {tmp_path / 'p.zarr'} (group params)" in out
+    got, out = largest(["--data", str(tmp_path / "d.zarr"), "--workers", "1",
+                        "--params", str(tmp_path / "p.npz")])
+    assert got == want and f"parameters from {tmp_path / 'p.npz'}" in out
+    assert main(["spectrum"] + common + ["--data", str(tmp_path / "p.zarr"),
+                                         "--params", str(tmp_path / "p.npz")]) == 2
+    assert "--params: " in capsys.readouterr().err
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**ARCHS["mlp"], "regularization": {"l2": 0.5}}))
+    assert main(["spectrum", str(other)] + common[1:]
+                + ["--data", str(tmp_path / "p.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "(group params) holds the parameters of another architecture" in err
+    assert "l2: 0.01 in the file, 0.5 here" in err
 
 
 def test_spectral_density_moments(client, tmp_path_factory):
