@@ -28,14 +28,35 @@ Finally the full spectrum of the exact Hessian at the Newton-CG solution
 (``bpgen.spectrum(..., full=True)``: ``hessian`` assembled from hvp columns
 and ``numpy.linalg.eigvalsh``) is printed and, with --png FILE, plotted.
 
+With ``--data`` the data set is read from disk and every loss, gradient
+and curvature product is a full-dataset one on Dask (bpgen.distributed,
+docs/distributed.md): a Zarr store (``bpgen.distributed.save_dataset`` or
+any group with arrays x, y), an .npz with x and y, or ``X.npy`` with
+``--targets Y.npy`` (read by memory map on the workers).  The cluster is
+``--scheduler ADDRESS``, or an embedded LocalCluster of ``--workers``
+processes (default 2).  The network is the problem's (``--problem``) or
+``--arch FILE.yaml``.  Newton-CG runs as above (on the same data it takes the
+same steps as the in-memory run, to rounding); gradient descent's grid of
+thousands of full passes is left out, and the spectrum at the solution is
+``bpgen.distributed.spectrum`` (the full eigendecomposition up to 1500
+parameters, Lanczos above).
+
     python examples/newton_cg.py [--backend c|numpy] [--problem digits|sine]
         [--curvature ggn|hessian] [--target 0.02] [--png spectrum.png]
+        [--max-outer N] [--save-params FILE.npz]
+    python examples/newton_cg.py --data big.zarr|data.npz|x.npy [--targets y.npy]
+        [--scheduler ADDRESS | --workers 2] [--chunk C] [--arch FILE.yaml] ...
+
+Files are written only where --png and --save-params say (an existing
+--save-params file is refused); the modules are built in a temporary
+directory (in-memory) or in bpgen.distributed's cache ($BPGEN_CACHE_DIR).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -103,6 +124,34 @@ class Problem:
     def curvature(self, params, v):
         self.n_curv += 1
         return self.mod.flatten(self.curv(params, self.x, self.y, self.mod.unflatten(v)))
+
+
+class DistributedProblem(Problem):
+    """The same over a data set on Dask: each call one full-dataset pass of
+    bpgen.distributed (the parameters go to the workers once per call)."""
+
+    def __init__(self, arch, mod, data, curvature: str, **kw):
+        import bpgen.distributed as bd
+        self.bd, self.arch, self.mod, self.kw = bd, arch, mod, kw
+        self.x, self.y, self.lengths = data["x"], data["y"], data.get("lengths")
+        self.curv = bd.ggn_vp if curvature == "ggn" else bd.hvp
+        self.n_grad = self.n_loss = self.n_curv = 0
+
+    def loss(self, theta) -> float:
+        self.n_loss += 1
+        return self.bd.loss(self.arch, self.mod.unflatten(theta), self.x, self.y,
+                            self.lengths, **self.kw)
+
+    def loss_and_grad(self, theta):
+        self.n_grad += 1
+        value, g = self.bd.loss_and_grad(self.arch, self.mod.unflatten(theta), self.x,
+                                         self.y, self.lengths, **self.kw)
+        return value, self.mod.flatten(g)
+
+    def curvature(self, params, v):
+        self.n_curv += 1
+        return self.mod.flatten(self.curv(self.arch, params, self.x, self.y,
+                                          self.mod.unflatten(v), self.lengths, **self.kw))
 
 
 def truncated_cg(apply_a, b, x0, max_iter: int, eps: float = 5e-4):
@@ -203,7 +252,7 @@ def main(argv=None) -> int:
     ap.add_argument("--curvature", choices=("ggn", "hessian"), default="ggn",
                     help="CG's matrix: Gauss-Newton (ggn_vp, default) or the exact "
                          "Hessian (hvp)")
-    ap.add_argument("--n", type=int, default=400, help="training samples (default 400)")
+    ap.add_argument("--n", type=int, default=None, help="training samples (default 400)")
     ap.add_argument("--target", type=float, default=None,
                     help="target training loss (default: 0.02 digits, 0.01 sine)")
     ap.add_argument("--gd-max-iter", type=int, default=3000,
@@ -213,8 +262,45 @@ def main(argv=None) -> int:
     ap.add_argument("--png", metavar="FILE", help="plot the Hessian spectrum to FILE "
                                                   "(needs matplotlib)")
     ap.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+    ap.add_argument("--max-outer", type=int, default=200,
+                    help="Newton-CG's cap on outer iterations (default 200)")
+    ap.add_argument("--save-params", metavar="FILE.npz",
+                    help="write the Newton-CG solution there (mod.save_params; an "
+                         "existing file is refused)")
+    dist = ap.add_argument_group("distributed data (bpgen.distributed, docs/distributed.md)")
+    dist.add_argument("--data", metavar="DIR.zarr|FILE.npz|X.npy",
+                      help="the data set on disk: every pass a full-dataset one on Dask")
+    dist.add_argument("--targets", metavar="Y.npy", help="y, with --data X.npy")
+    dist.add_argument("--arch", metavar="FILE.yaml",
+                      help="the network, with --data (default: --problem's)")
+    dist.add_argument("--scheduler", metavar="ADDRESS",
+                      help="the Dask scheduler (default: an embedded LocalCluster)")
+    dist.add_argument("--workers", type=int, default=None,
+                      help="worker processes of the embedded LocalCluster (default 2)")
+    dist.add_argument("--chunk", type=int, default=None,
+                      help="samples per chunk (default: the Zarr store's chunks, 8192 "
+                           "otherwise)")
+    dist.add_argument("--no-persist", action="store_true",
+                      help="read the data from --data at every pass instead of keeping "
+                           "it in the workers' memory")
     args = ap.parse_args(argv)
     target = args.target if args.target is not None else DEFAULT_TARGET[args.problem]
+    for name in ("max_outer", "workers", "chunk", "n"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            ap.error(f"--{name.replace('_', '-')}: expected a positive integer, got {value}")
+    if args.data is None:
+        for name in ("targets", "arch", "scheduler", "workers", "chunk", "no_persist"):
+            if getattr(args, name) not in (None, False):
+                ap.error(f"--{name.replace('_', '-')}: only with --data")
+    elif args.n is not None:
+        ap.error("--n: with --data the samples are --data's")
+    if args.scheduler is not None and args.workers is not None:
+        ap.error("--workers: the embedded LocalCluster's; not with --scheduler")
+    if args.save_params and os.path.lexists(args.save_params):
+        ap.error(f"--save-params: {args.save_params} exists (remove it or choose another "
+                 f"name)")
+    plt = None
     if args.png:
         try:
             import matplotlib
@@ -223,8 +309,10 @@ def main(argv=None) -> int:
         except ImportError:
             print("--png needs matplotlib (pip install matplotlib)", file=sys.stderr)
             return 2
+    if args.data is not None:
+        return run_distributed(args, target, plt)
 
-    arch, x, y = load_problem(args.problem, args.n)
+    arch, x, y = load_problem(args.problem, args.n or 400)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bpgen-newton-") as tmp:
         mod = bpgen.build(arch, backend=args.backend, out_dir=tmp)
@@ -241,7 +329,7 @@ def main(argv=None) -> int:
     # ---- Newton-CG
     prob = Problem(mod, x, y, args.curvature)
     t0 = time.perf_counter()
-    theta_ncg, it_ncg, _ = newton_cg(prob, theta0.copy(), target,
+    theta_ncg, it_ncg, _ = newton_cg(prob, theta0.copy(), target, max_outer=args.max_outer,
                                      log=(lambda *a: None) if args.quiet else print)
     t_ncg = time.perf_counter() - t0
     ncg_counts = (prob.n_grad, prob.n_loss, prob.n_curv)
@@ -271,6 +359,10 @@ def main(argv=None) -> int:
     if it_ncg and it_gd < math.inf:
         print(f"  Newton-CG needed {it_gd / it_ncg:.0f}x fewer iterations")
 
+    if args.save_params:
+        mod.save_params(args.save_params, mod.unflatten(theta_ncg))
+        print(f"wrote {args.save_params}")
+
     # ---- the spectrum of the trained network's Hessian
     t0 = time.perf_counter()
     params = mod.unflatten(theta_ncg)
@@ -285,21 +377,141 @@ def main(argv=None) -> int:
           f"{int((ev > tol).sum())} positive; {int((abs(ev) > 1e-3 * ev[-1]).sum())} "
           f"eigenvalues above 1e-3 of the largest")
     if args.png:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-        a1.hist(ev, bins=100, log=True)
-        a1.set_xlabel("eigenvalue")
-        a1.set_ylabel("count (log scale)")
-        a1.set_title("all eigenvalues")
-        a2.semilogy(np.arange(1, ev.size + 1), np.maximum(np.abs(ev[::-1]), 1e-16), ".",
-                    markersize=2)
-        a2.set_xlabel("rank")
-        a2.set_ylabel("|eigenvalue|")
-        a2.set_title("sorted magnitudes")
-        fig.suptitle(f"Hessian spectrum of {name} after Newton-CG "
-                     f"({mod.N_PARAMS} parameters)")
-        fig.tight_layout()
-        fig.savefig(args.png, dpi=100)
-        print(f"wrote {args.png}")
+        plot_spectrum(plt, ev, f"Hessian spectrum of {name} after Newton-CG "
+                               f"({mod.N_PARAMS} parameters)", args.png)
+    return 0
+
+
+def plot_spectrum(plt, ev, title, path):
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.hist(ev, bins=100, log=True)
+    a1.set_xlabel("eigenvalue")
+    a1.set_ylabel("count (log scale)")
+    a1.set_title("all eigenvalues" if ev.size > 1 else "eigenvalues")
+    a2.semilogy(np.arange(1, ev.size + 1), np.maximum(np.abs(ev[::-1]), 1e-16), ".",
+                markersize=2)
+    a2.set_xlabel("rank")
+    a2.set_ylabel("|eigenvalue|")
+    a2.set_title("sorted magnitudes")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------
+# the same Newton-CG on a data set on disk, on Dask
+
+def load_data(bd, args):
+    """--data as Dask arrays {"x", "y", "lengths"}: a Zarr store (read chunk by
+    chunk on the workers), an .npz (read here, then split) or X.npy with
+    --targets Y.npy (memory-mapped on the workers)."""
+    if args.data.endswith(".npy"):
+        if args.targets is None:
+            raise ValueError("--targets: --data X.npy needs y as --targets Y.npy")
+        return {"x": bd.from_npy(args.data, chunks=args.chunk),
+                "y": bd.from_npy(args.targets, chunks=args.chunk), "lengths": None}
+    if args.targets is not None:
+        raise ValueError("--targets: only with --data X.npy (a store or .npz holds y)")
+    return bd.load(args.data, chunks=args.chunk)
+
+
+def run_distributed(args, target: float, plt) -> int:
+    import contextlib
+
+    try:
+        import distributed
+
+        import bpgen.distributed as bd
+        bd._dask()
+    except ImportError as exc:
+        print(f"--data needs the distributed extra: {exc}", file=sys.stderr)
+        return 2
+    arch = args.arch or (str(DIGITS_ARCH) if args.problem == "digits" else SINE_ARCH)
+    try:
+        data = load_data(bd, args)
+        t0 = time.perf_counter()
+        mod = bd.module(arch, args.backend)     # the client's: init_params, flatten, ...
+    except (ValueError, OSError) as exc:
+        print(f"newton_cg.py: error: {exc}", file=sys.stderr)
+        return 2
+    name = json.loads(mod.ARCHITECTURE)["name"]
+    with contextlib.ExitStack() as stack:
+        if args.scheduler is not None:
+            try:
+                client = stack.enter_context(distributed.Client(args.scheduler, timeout=10))
+            except (OSError, TimeoutError) as exc:
+                print(f"newton_cg.py: error: --scheduler: cannot connect to "
+                      f"{args.scheduler}: {exc}", file=sys.stderr)
+                return 2
+            where = f"the scheduler at {args.scheduler}"
+        else:
+            workers = args.workers or 2
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, dashboard_address=":0"))
+            client = stack.enter_context(distributed.Client(cluster))
+            where = f"an embedded LocalCluster of {workers} worker processes"
+        if not args.no_persist:              # x, y kept in the workers' memory
+            keys = [k for k in ("x", "y", "lengths") if data[k] is not None]
+            for k, a in zip(keys, client.persist([data[k] for k in keys])):
+                data[k] = a
+        kw = {"client": client, "backend": args.backend}
+        try:
+            return _newton_on_dask(args, target, plt, bd, arch, mod, name, data, kw, where,
+                                   time.perf_counter() - t0)
+        except ValueError as exc:            # bad data: the chunk and its samples
+            print(f"newton_cg.py: error: {exc}", file=sys.stderr)
+            return 2
+
+
+def _newton_on_dask(args, target, plt, bd, arch, mod, name, data, kw, where, t_build):
+    x, y, lengths = data["x"], data["y"], data["lengths"]
+    n, chunks = int(x.shape[0]), len(x.chunks[0])
+    print(f"{args.data}: {name} ({args.backend} backend, built in {t_build:.1f}s), "
+          f"{mod.N_PARAMS} parameters, {n} samples in {chunks} chunks on {where}, "
+          f"full-dataset passes; target training loss {target:g}")
+    theta0 = mod.flatten(mod.init_params(args.seed))
+    params0 = mod.unflatten(theta0)
+    lam_max = bd.spectrum(arch, params0, x, y, k=1, lengths=lengths, full=False,
+                          **kw)["largest"][0]
+    print(f"initial loss {bd.loss(arch, params0, x, y, lengths, **kw):.4f}; largest "
+          f"Hessian eigenvalue at init {lam_max:.3g} (Lanczos on the distributed hvp)")
+
+    prob = DistributedProblem(arch, mod, data, args.curvature, **kw)
+    t0 = time.perf_counter()
+    theta, it, history = newton_cg(prob, theta0.copy(), target, max_outer=args.max_outer,
+                                   log=(lambda *a: None) if args.quiet else print)
+    t_ncg = time.perf_counter() - t0
+    label = f"Newton-CG ({'Gauss-Newton' if args.curvature == 'ggn' else 'Hessian'})"
+    print(f"\n{label}: training loss {history[0]:.6f} -> {history[-1]:.6f}, "
+          + (f"target {target:g} reached in {it} iterations" if it
+             else f"target {target:g} not reached in {args.max_outer} iterations")
+          + f"; {prob.n_grad} gradients, {prob.n_curv} curvature products, {prob.n_loss} "
+            f"losses (each a full pass), {t_ncg:.2f}s")
+    print("  (gradient descent's step-size grid, thousands of full passes, is run only "
+          "on in-memory data)")
+    if args.save_params:
+        mod.save_params(args.save_params, mod.unflatten(theta))
+        print(f"wrote {args.save_params}")
+
+    t0 = time.perf_counter()
+    res = bd.spectrum(arch, mod.unflatten(theta), x, y, k=args.top, lengths=lengths,
+                      smallest=True, **kw)
+    print(f"\nexact Hessian spectrum at the Newton-CG solution ({res['method']} on the "
+          f"distributed {'hmp' if res['method'] == 'eigh' else 'hvp'}, "
+          f"{time.perf_counter() - t0:.1f}s):")
+    print(f"  largest {len(res['largest'])}: " + " ".join(f"{v:.4g}" for v in res["largest"]))
+    print(f"  smallest {len(res['smallest'])}: "
+          + " ".join(f"{v:.3g}" for v in res["smallest"]))
+    if "all" in res:
+        ev = res["all"]
+        tol = 1e-10 * max(abs(ev).max(), 1.0)
+        print(f"  {int((ev < -tol).sum())} negative, {int((abs(ev) <= tol).sum())} zero, "
+              f"{int((ev > tol).sum())} positive")
+    if args.png:
+        ev = res.get("all", np.sort(np.concatenate([res["smallest"], res["largest"]])))
+        plot_spectrum(plt, ev, f"Hessian spectrum of {name} after Newton-CG on {args.data}",
+                      args.png)
     return 0
 
 

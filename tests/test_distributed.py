@@ -394,6 +394,79 @@ def test_cli_spectrum_params_in_store(tmp_path, tmp_path_factory, capsys):
     assert "l2: 0.01 in the file, 0.5 here" in err
 
 
+NEWTON_ARCH = {"name": "dist_newton", "input": {"features": 6},
+               "layers": [{"type": "dense", "units": 8, "activation": "tanh"},
+                          {"type": "dense", "units": 3}],
+               "loss": {"type": "softmax_cross_entropy"}, "regularization": {"l2": 0.01}}
+
+
+def _example(name):
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("curvature, source", [("ggn", "zarr"), ("hessian", "npy")])
+def test_newton_cg_example_on_dask(client, tmp_path, capsys, curvature, source):
+    """examples/newton_cg.py --data: Newton-CG on full-dataset passes (on an
+    embedded LocalCluster of processes, or --scheduler's cluster) takes the
+    in-memory run's steps (the example's own Problem on the same arrays) to
+    1e-12 relative, and the loss decreases."""
+    pytest.importorskip("zarr", reason="zarr is not installed")
+    import yaml
+    nc = _example("newton_cg")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((150, 6))
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(np.int64) + (x[:, 3] > 1)
+    arch = tmp_path / "net.yaml"
+    arch.write_text(yaml.safe_dump(NEWTON_ARCH))
+    if source == "zarr":
+        bd.save_dataset(tmp_path / "d.zarr", x, y, chunks=40)
+        data = ["--data", str(tmp_path / "d.zarr")]
+    else:
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        data = ["--data", str(tmp_path / "x.npy"), "--targets", str(tmp_path / "y.npy"),
+                "--chunk", "40"]
+    steps, out = 3, tmp_path / "solution.npz"
+    if source == "zarr":
+        cluster = ["--workers", "1"]
+        where = "an embedded LocalCluster of 1 worker"
+    else:
+        cluster = ["--scheduler", client.scheduler.address]
+        where = f"the scheduler at {client.scheduler.address}"
+    argv = data + cluster + ["--arch", str(arch), "--backend", "numpy",
+                             "--curvature", curvature, "--max-outer", str(steps),
+                             "--target", "1e-9", "--top", "2", "--save-params", str(out)]
+    assert nc.main(argv) == 0
+    text = capsys.readouterr().out
+    assert f"150 samples in 4 chunks on {where}" in text
+    losses = [float(ln.split("loss")[1].split()[0]) for ln in text.splitlines()
+              if ln.lstrip().startswith("newton-cg")]
+    assert len(losses) == steps and all(b < a for a, b in zip(losses, losses[1:]))
+
+    mod = bpgen.build(NEWTON_ARCH, backend="numpy", out_dir=tmp_path / "in_memory")
+    theta0 = mod.flatten(mod.init_params(0))
+    want, _, history = nc.newton_cg(nc.Problem(mod, x, y, curvature), theta0.copy(), 1e-9,
+                                    max_outer=steps, log=lambda *a: None)
+    got = mod.flatten(mod.load_params(out))
+    assert np.linalg.norm(got - want) <= 1e-12 * np.linalg.norm(want)
+    final = mod.loss(mod.unflatten(got), x, y)
+    assert abs(final - history[-1]) <= 1e-12 * history[-1]
+    assert final < history[0] and abs(losses[-1] - final) < 1e-6
+
+    with pytest.raises(SystemExit):           # an existing file is never written over
+        nc.main(argv)
+    assert "--save-params: " in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        nc.main(["--problem", "sine", "--scheduler", "tcp://127.0.0.1:1"])
+    assert "--scheduler: only with --data" in capsys.readouterr().err
+
+
 def test_spectral_density_moments(client, tmp_path_factory):
     """Stochastic Lanczos quadrature: with m steps each probe's nodes and
     weights reproduce its moments vᵀHᵖv / vᵀv exactly for p < 2m (here
