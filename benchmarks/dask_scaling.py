@@ -18,6 +18,13 @@ other processes take the second core, 2.0 on two idle cores).
 Usage, from the repository root::
 
     python benchmarks/dask_scaling.py [--samples 100000] [--chunk 10000] [--rounds 5]
+    python benchmarks/dask_scaling.py --million     # the issue's size, on a quiet machine
+
+``--million`` is 10⁶ samples in chunks of 10⁴, 3 rounds (``--rounds`` still
+applies): 6.3 GB of x per cluster, both clusters' data in memory at once
+(about 14.5 GB with the workers' own memory), checked against the memory
+available before anything is allocated.  It prints, after timing one chunk
+in this process, how long the rounds should take.
 """
 import argparse
 import os
@@ -62,20 +69,76 @@ def _busy(chunk, reps, h):
     return True
 
 
+#: what --million sets
+MILLION = {"samples": 1_000_000, "chunk": 10_000, "rounds": 3}
+#: the resident memory of a worker process beyond its data and its chunk
+#: (Python, NumPy, Dask, the module: measured 490-530 MiB at 10⁵ samples)
+WORKER_BASE = 600 * 2**20
+
+
+def _mem_available():
+    """The memory available, in bytes: MemAvailable of /proc/meminfo, else
+    psutil's (None when neither is there)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.virtual_memory().available
+
+
+def memory_needed(n, chunk, single):
+    """Bytes the run holds at its peak: each cluster's persisted data (x
+    float64 and y int64), every worker's base and two chunks in flight, and
+    with --single the whole data set and the module's workspace for it here."""
+    data = n * (784 + 1) * 8
+    per_chunk = chunk * (784 + 4 * (256 + 256 + 10)) * 8
+    need = 2 * data + 3 * (WORKER_BASE + 2 * per_chunk)
+    if single:
+        need += data + n * 4 * (256 + 256 + 10) * 8
+    return need
+
+
 def _flat(r):
     if isinstance(r, tuple):
         return np.concatenate([np.atleast_1d(r[0]), _flat(r[1])])
     return np.concatenate([np.ravel(a) for a in r.values()])
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--samples", type=int, default=100_000)
-    ap.add_argument("--chunk", type=int, default=10_000)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=None, help="N (default 100000)")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="samples per chunk (default 10000)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 5)")
+    ap.add_argument("--million", action="store_true",
+                    help="the issue's size: --samples 1000000 --chunk 10000, 3 rounds")
     ap.add_argument("--single", action="store_true",
                     help="also the single-process module on the whole data")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    defaults = MILLION if args.million else {"samples": 100_000, "chunk": 10_000,
+                                             "rounds": 5}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+        elif getattr(args, key) < 1:
+            ap.error(f"--{key}: expected a positive integer, got {getattr(args, key)}")
+    if args.million and args.samples != MILLION["samples"]:
+        ap.error("--samples: --million is 10⁶ samples")
+    need, avail = memory_needed(args.samples, args.chunk, args.single), _mem_available()
+    if avail is not None and need > 0.9 * avail:
+        print(f"dask_scaling.py: --samples {args.samples}"
+              f"{' with --single' if args.single else ''} needs about {need / 2**30:.1f} GiB "
+              f"(both clusters' data in memory at once), and {avail / 2**30:.1f} GiB are "
+              f"available: fewer --samples{', or no --single' if args.single else ''}",
+              file=sys.stderr)
+        return 2
     import dask.array as da
     import distributed
 
@@ -85,15 +148,18 @@ def main():
     params = mod.init_params(0)
     v = mod.unflatten(np.random.default_rng(1).standard_normal(mod.N_PARAMS))
     n, chunk = args.samples, args.chunk
+    n_chunks = -(-n // chunk)
     print(f"784-256-256-10 MLP, {mod.N_PARAMS} parameters, float64, C backend; "
-          f"N = {n}, chunks of {chunk} samples ({-(-n // chunk)} chunks, "
+          f"N = {n}, chunks of {chunk} samples ({n_chunks} chunks, "
           f"{chunk * 784 * 8 / 2**20:.0f} MiB of x each); {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}; memory: about {need / 2**30:.1f} GiB "
+          f"needed" + (f", {avail / 2**30:.1f} GiB available" if avail else ""))
 
     # one chunk in this process: the per-chunk time of the projection
     rng = np.random.default_rng(0)
     xc = rng.standard_normal((chunk, 784))
     yc = rng.integers(0, 10, chunk)
+    per_chunk = {}
     for name, fn in (("loss_and_grad", lambda: mod.loss_and_grad(params, xc, yc)),
                      ("hvp", lambda: mod.hvp(params, xc, yc, v))):
         fn()
@@ -102,9 +168,19 @@ def main():
             t = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t)
-        print(f"one chunk in-process, {name}: {statistics.median(ts) * 1e3:.1f} ms "
+        per_chunk[name] = statistics.median(ts)
+        print(f"one chunk in-process, {name}: {per_chunk[name] * 1e3:.1f} ms "
               f"(median of 5)")
     xc = yc = None          # freed before the clusters start
+    reps = min(10, max(1, n_chunks // 2))        # the control's chunks per worker
+    # each round: the control on both clusters, then each function on 1 worker
+    # (every chunk) and on 2 (half each, were the cores free)
+    per_round = (2 * reps * per_chunk["loss_and_grad"]
+                 + 1.5 * n_chunks * (per_chunk["loss_and_grad"] + per_chunk["hvp"]))
+    print(f"expected: at least {args.rounds * per_round / 60:.1f} min for {args.rounds} "
+          f"rounds ({per_round:.0f} s each from the chunk times above, were the 2 workers "
+          f"2x; Dask's scheduling and the reduction add 1.4x at chunks of 5,000), plus "
+          f"the data's generation and the workers' start")
 
     clusters = {}
     try:
@@ -128,7 +204,6 @@ def main():
                   f"{time.perf_counter() - t:.2f} s")
         times = {(w, f): [] for w in (1, 2) for f in ("loss_and_grad", "hvp", "control")}
         results = {}
-        reps = max(1, n // chunk // 2)
         for _ in range(args.rounds):
             for w in (1, 2):           # the same work per worker: ideal ratio 1
                 t = time.perf_counter()
@@ -159,9 +234,11 @@ def main():
               f"({min(ratios):.2f}-{max(ratios):.2f}): the parallelism the machine gave")
         for w in (1, 2):
             peaks = clusters[w][1].run(_peak_rss_mib)
+            held = n * 785 * 8 / w / 2**20
             print(f"{w} worker(s): peak resident memory per worker process "
                   + ", ".join(f"{p:.0f} MiB" for p in peaks.values())
-                  + f" (holding {n * 785 * 8 / w / 2**20:.0f} MiB of persisted data each)")
+                  + f" (holding {held:.0f} MiB of persisted data each; beyond it "
+                  + ", ".join(f"{p - held:.0f} MiB" for p in peaks.values()) + ")")
     finally:
         for cluster, client, *_ in clusters.values():
             client.close()
@@ -180,4 +257,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

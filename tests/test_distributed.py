@@ -404,7 +404,8 @@ def _example(name):
     import importlib.util
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "examples", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    spec = importlib.util.spec_from_file_location(
+        f"example_{os.path.basename(name)}", os.path.normpath(path))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -465,6 +466,20 @@ def test_newton_cg_example_on_dask(client, tmp_path, capsys, curvature, source):
     with pytest.raises(SystemExit):
         nc.main(["--problem", "sine", "--scheduler", "tcp://127.0.0.1:1"])
     assert "--scheduler: only with --data" in capsys.readouterr().err
+
+
+def test_dask_scaling_refuses_what_cannot_fit(capsys):
+    """benchmarks/dask_scaling.py: a size whose data cannot be held is refused
+    before anything is built or allocated; --million is 10⁶ samples."""
+    bench = _example("../benchmarks/dask_scaling")
+    assert bench.main(["--samples", str(10**12)]) == 2
+    err = capsys.readouterr().err
+    assert "--samples 1000000000000 needs about" in err and "GiB are available" in err
+    need = bench.memory_needed(10**6, 10**4, False)
+    assert 2 * 10**6 * 785 * 8 < need < 16 * 2**30
+    with pytest.raises(SystemExit):
+        bench.main(["--million", "--samples", "1000"])
+    assert "--million is 10⁶ samples" in capsys.readouterr().err
 
 
 def test_spectral_density_moments(client, tmp_path_factory):
