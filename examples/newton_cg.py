@@ -450,7 +450,8 @@ def run_distributed(args, target: float, plt) -> int:
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, dashboard_address=":0"))
             client = stack.enter_context(distributed.Client(cluster))
-            where = f"an embedded LocalCluster of {workers} worker processes"
+            where = (f"an embedded LocalCluster of {workers} worker "
+                     f"process{'es' if workers > 1 else ''}")
         if not args.no_persist:              # x, y kept in the workers' memory
             keys = [k for k in ("x", "y", "lengths") if data[k] is not None]
             for k, a in zip(keys, client.persist([data[k] for k in keys])):
