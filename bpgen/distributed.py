@@ -201,6 +201,9 @@ def _sum(a, b):
 # --------------------------------------------------------------------------
 # the client side
 
+_SOURCES: dict = {}
+
+
 def _source(arch) -> dict:
     """The architecture as the plain dict the workers validate and build (a
     Spec does not travel: it is rebuilt from this on each worker)."""
@@ -220,11 +223,22 @@ def _source(arch) -> dict:
             raise ValueError(f"arch: the Spec differs from its file {arch.source}")
         return source
     elif isinstance(arch, (str, os.PathLike)):
+        # a file read before and unchanged since (same size and mtime) is not
+        # parsed again: a solver calls these functions many times
+        try:
+            st = os.stat(arch)
+            key = (os.path.abspath(os.fspath(arch)), st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        if key is not None and key in _SOURCES:
+            return copy.deepcopy(_SOURCES[key])
         load_spec(arch)                  # the file's own errors first
         from .spec import MAX_YAML_DEPTH, _short
         from .yamlfile import hardened_loader
         with open(os.fspath(arch), encoding="utf-8") as fh:
             source = yaml.load(fh.read(), Loader=hardened_loader(MAX_YAML_DEPTH, _short))
+        if key is not None:
+            _SOURCES[key] = copy.deepcopy(source)
     elif hasattr(arch, "ARCHITECTURE_HASH"):
         raise ValueError("arch: expected the architecture (a YAML path, a dict or a Spec), "
                          "not a built module: the workers rebuild the module from it")

@@ -206,6 +206,19 @@ def test_bad_arguments(client, tmp_path_factory):
                backend="numpy")
 
 
+def test_architecture_file_read_again_when_changed(tmp_path):
+    """A YAML architecture is parsed once per content (a solver calls the
+    functions many times), and again when the file changes."""
+    import yaml
+    path = tmp_path / "net.yaml"
+    path.write_text(yaml.safe_dump(ARCHS["mlp"]))
+    first = bd._source(path)
+    first["layers"][0]["units"] = 99              # the caller's copy only
+    assert bd._source(path) == ARCHS["mlp"]
+    path.write_text(yaml.safe_dump({**ARCHS["mlp"], "name": "dist_mlp_renamed"}))
+    assert bd._source(path)["name"] == "dist_mlp_renamed"
+
+
 def _slow(block, seconds):
     """x's block, available after ``seconds`` (stdlib tasks only: the worker
     processes import nothing of the tests)."""
