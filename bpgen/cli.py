@@ -423,7 +423,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("spectrum", help="eigenvalues of the exact Hessian on a data set",
                         description="Build ARCH, load x and y (and optionally parameters "
-                                    "by key, e.g. 'l0.W') from an .npz file, and print the "
+                                    "by key, e.g. 'l0.W') from an .npz file, or x, y and "
+                                    "the group params from a Zarr store (on Dask), and "
+                                    "print the "
                                     "largest (and smallest) eigenvalues of the exact Hessian: "
                                     "the full eigendecomposition for small models, Lanczos on "
                                     "hvp otherwise.")
