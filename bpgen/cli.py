@@ -154,6 +154,8 @@ def _cmd_spectrum(args) -> int:
         try:
             import bpgen.distributed as dist
             dist._dask()
+            if zarr_data:
+                dist._zarr()
         except ImportError as exc:
             raise SpecError(f"--data/--scheduler: {exc}") from None
     lengths = None
