@@ -29,12 +29,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from export_speed import FLAGS  # noqa: E402
 
 PRELUDE = os.path.join(os.path.dirname(HERE), "bpgen", "c_export", "runtime", "prelude.c")
-#: (what, M, Nc, K, ta, tb): the LSTM 32→128 (N = 16) step's three products
-#: and the MLP 64-128-128-10 (N = 32) hidden layer's
+#: (what, M, Nc, K, ta, tb): the products of the LSTM 32→128 (N = 16, T = 50)
+#: loss_and_grad (each step's two, and the input's and the weights' over all
+#: 800 rows of the sequence at once; logged from the export) and those of the
+#: MLP 64-128-128-10 (N = 32) hidden layer
 SHAPES = [
     ("LSTM h·Wh", 16, 512, 128, 0, 0),
-    ("LSTM dG·Whᵀ", 16, 128, 512, 0, 1),
-    ("LSTM hᵀ·dG", 128, 512, 16, 1, 0),
+    ("LSTM dG·Whᵀ", 16, 128, 512, 0, 0),
+    ("LSTM Hᵀ·dG", 128, 512, 800, 1, 0),
+    ("LSTM X·Wx", 800, 512, 32, 0, 0),
+    ("LSTM Xᵀ·dG", 32, 512, 800, 1, 0),
     ("MLP h·W", 32, 128, 128, 0, 0),
     ("MLP dZ·Wᵀ", 32, 128, 128, 0, 1),
     ("MLP hᵀ·dZ", 128, 128, 32, 1, 0),
