@@ -205,6 +205,21 @@ def test_export_matches_module(name, tmp_path, builder):
     _compare(got, _expected(mod, *data), _tol(mod))
 
 
+@pytest.mark.parametrize("name,width", [("mlp", 64), ("lstm_trunc", 64), ("birnn_gru32", 64),
+                                        ("cnn", 32), ("transformer", 32)])
+def test_export_vector_width(name, width, tmp_path, builder):
+    """-DNAME_VECTOR_BYTES: the product kernel's tile for that vector width
+    (the width an AVX or AVX-512 target selects; plain C99 lowers the
+    vectors on any target), strict C99, every function equal to the
+    module's."""
+    arch = ARCHS[name]
+    prefix = f"v_{name}"
+    mod, out, layout, data, files = _setup(arch, tmp_path, builder, prefix)
+    exe = _compile(out, prefix, [f"-D{prefix}_VECTOR_BYTES={width}"])
+    got = _run(exe, out, 5, files)
+    _compare(got, _expected(mod, *data), _tol(mod))
+
+
 @pytest.mark.parametrize("name", ["mlp", "lstm_trunc", "birnn_gru32", "cnn", "transformer"])
 def test_export_hessian(name, tmp_path, builder):
     """hessian (H·e_j for every j, chunks of directions) equals the module's."""
