@@ -85,23 +85,26 @@ BPG_SIMD_MATHF(erff)
 #ifdef BPG_PRODUCTS
 /* The library's own product kernel: C (M x Nc) = op(A)·op(B), rows lda,
    ldb, ldc elements apart, in tiles of BPG_MR x BPG_NR elements of C.  A
-   tile's accumulators are local scalars (c<row><column>, written out by the
-   macros below), which compilers keep in registers and vectorise across a
-   row (GCC's SLP at -O2); for each k the tile loads BPG_MR elements of
-   op(A) and BPG_NR of op(B) for BPG_MR·BPG_NR multiply-adds.  The tile
-   follows the vector width the compiler targets (BPG_VECTOR_BYTES, below).
-   op(B)'s BPG_NR columns are read where they lie when B is not transposed
-   and the tile is full; otherwise (B transposed, or the last columns: Nc
-   not a multiple of BPG_NR) a panel of at most BPG_KC of its rows is first
-   copied, zero-padded, into a stack buffer of BPG_KC·BPG_NR elements
-   (BPG_PANEL_BYTES), and every tile of rows reuses it; so is a panel of a
-   B whose rows lie a multiple of 4 KB apart (below).  A tile's missing rows
-   (M not a multiple of BPG_MR) read row 0 again and its missing rows and
-   columns are not stored.  Each element's sum over k runs in the order of
-   a plain loop (k ascending from 0; across panels of BPG_KC rows the sum so
-   far is stored in C and read back), so the result is that of the plain
-   loop, bit for bit, whatever the tile.  Plain C99: no intrinsics, no
-   compiler-specific pragma. */
+   tile's accumulators are local variables (c<row><column>, written out by
+   the macros below) that compilers keep in registers: vectors, or scalars
+   which they vectorise across a row (GCC's SLP at -O2); the tile follows
+   the vector width the compiler targets (BPG_VECTOR_BYTES, below).  For
+   each k the tile loads BPG_MR elements of op(A) and BPG_NR of op(B) for
+   BPG_MR·BPG_NR multiply-adds.  A whole tile accumulates in C itself (from
+   0 on the first panel of k); a partial one (M or Nc not a multiple of the
+   tile's: its missing rows read row 0 again) in a stack copy, of which only
+   the real rows and columns are stored.  op(B)'s BPG_NR columns are read
+   where they lie when B is not transposed and the tile is full; otherwise
+   (B transposed, or the last columns) a panel of at most BPG_KC of its
+   rows is first copied, zero-padded, into a stack buffer of BPG_KC·BPG_NR
+   elements (BPG_PANEL_BYTES), and every tile of rows reuses it; so is a
+   panel of a B whose rows lie a multiple of 4 KB apart (below).  Each
+   element's sum over k runs in the order of a plain loop (k ascending from
+   0; across panels of BPG_KC rows the sum so far is stored in C and read
+   back; a vector's lane is one element's sum), so the result is that of
+   the plain loop, bit for bit, whatever the tile.  C99 with no intrinsics
+   and no pragma; the vectors are GCC's and Clang's vector extension, used
+   only under __GNUC__. */
 
 /* The vector registers' width in bytes: from the compiler's predefined
    macros (x86: AVX-512F 64, AVX 32, otherwise 16: SSE2, NEON, ...), or
