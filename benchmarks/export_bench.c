@@ -1,11 +1,13 @@
 /* Times an exported network's loss_and_grad (benchmarks/export_speed.py),
    compiled with -DPREFIX=name -DHEADER='"name.h"':
 
-     export_bench N params.bin x.bin y.bin lengths.bin|- calls repeats
+     export_bench N params.bin x.bin y.bin lengths.bin|-
 
-   prints the median and the minimum over `repeats` of the time per call of
-   `calls` calls, in microseconds (CLOCK_MONOTONIC), after a warm-up, and
-   the loss. */
+   then reads a number of calls a line from stdin and, for each, runs that
+   many calls and prints the thread's CPU time per call in microseconds
+   (CLOCK_THREAD_CPUTIME_ID: time on the CPU, steadier than wall time on a
+   shared machine) and the loss; so that the driver can interleave these
+   batches with the module's.  The first call warms up. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,32 +38,21 @@ static void *read_file(const char *path, size_t bytes)
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv)
 {
-    long n, calls, repeats, r, c;
+    long n, calls, c;
     P(_real) *params, *grad, loss;
     P(_x_t) *x;
     P(_y_t) *y;
     int32_t *lengths = NULL;
     void *work;
-    double times[64];
-    if (argc != 8)
+    if (argc != 6)
         return 1;
     n = atol(argv[1]);
-    calls = atol(argv[6]);
-    repeats = atol(argv[7]);
-    if (repeats > 64)
-        repeats = 64;
     params = read_file(argv[2], P(_N_PARAMS) * sizeof *params);
     x = read_file(argv[3], P(_X_SIZE)(n) * sizeof *x);
     y = read_file(argv[4], P(_Y_SIZE)(n) * sizeof *y);
@@ -72,15 +63,13 @@ int main(int argc, char **argv)
     if (!params || !x || !y || !grad || !work)
         return 1;
     (void)lengths;
-    for (c = 0; c < calls; c++)
-        P(_loss_and_grad)(params, n, x, LEN y, &loss, grad, work, P(_work_bytes)(n));
-    for (r = 0; r < repeats; r++) {
+    P(_loss_and_grad)(params, n, x, LEN y, &loss, grad, work, P(_work_bytes)(n));
+    while (scanf("%ld", &calls) == 1 && calls > 0) {
         double t0 = now();
         for (c = 0; c < calls; c++)
             P(_loss_and_grad)(params, n, x, LEN y, &loss, grad, work, P(_work_bytes)(n));
-        times[r] = (now() - t0) / calls;
+        printf("%.4f %.17g\n", 1e6 * (now() - t0) / calls, (double)loss);
+        fflush(stdout);
     }
-    qsort(times, repeats, sizeof *times, cmp);
-    printf("%.3f %.3f %.17g\n", 1e6 * times[repeats / 2], 1e6 * times[0], (double)loss);
     return 0;
 }

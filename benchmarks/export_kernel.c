@@ -5,8 +5,10 @@
 
      export_kernel M Nc K ta tb
 
-   prints the best of 15 batches of products, in microseconds per product,
-   and GFLOP/s (2·M·Nc·K flops), for the kernel and for the CBLAS. */
+   prints the best of 15 batches of products, in microseconds of the
+   thread's CPU time per product (steadier than wall time on a shared machine),
+   and GFLOP/s (2·M·Nc·K flops), for the kernel and for the CBLAS; without
+   arguments, "tile BPG_MR BPG_NR BPG_KC" (the kernel's tile and panel). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -17,7 +19,7 @@
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
@@ -26,6 +28,10 @@ int main(int argc, char **argv)
     int64_t M, Nc, K, i, calls;
     int ta, tb, r, which;
     real *A, *B, *C;
+    if (argc == 1) {
+        printf("tile %d %d %d\n", BPG_MR, BPG_NR, (int)BPG_KC);
+        return 0;
+    }
     if (argc != 6)
         return 1;
     M = atol(argv[1]), Nc = atol(argv[2]), K = atol(argv[3]);

@@ -57,6 +57,7 @@ DEFAULT_SAMPLE = {
     "test_per_sample.py::test_with_lengths": {"numpy-birnn_gru-last-k2", "c-len_block_pos"},
     "test_export.py::test_export_matches_module": {"mlp", "lstm_trunc", "cnn", "transformer32"},
     "test_export.py::test_export_hessian": {"transformer"},
+    "test_export.py::test_export_vector_width": {"lstm_trunc-64", "cnn-32"},
     "test_export.py::test_work_bytes_macros": {"lstm_trunc"},
     "test_export.py::test_cblas": {"mlp"},
     "test_export.py::test_sanitizers": {"lstm_trunc"},

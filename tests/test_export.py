@@ -205,6 +205,21 @@ def test_export_matches_module(name, tmp_path, builder):
     _compare(got, _expected(mod, *data), _tol(mod))
 
 
+@pytest.mark.parametrize("name,width", [("mlp", 64), ("lstm_trunc", 64), ("birnn_gru32", 64),
+                                        ("cnn", 32), ("transformer", 32)])
+def test_export_vector_width(name, width, tmp_path, builder):
+    """-DNAME_VECTOR_BYTES: the product kernel's tile for that vector width
+    (the width an AVX or AVX-512 target selects; plain C99 lowers the
+    vectors on any target), strict C99, every function equal to the
+    module's."""
+    arch = ARCHS[name]
+    prefix = f"v_{name}"
+    mod, out, layout, data, files = _setup(arch, tmp_path, builder, prefix)
+    exe = _compile(out, prefix, [f"-D{prefix}_VECTOR_BYTES={width}"])
+    got = _run(exe, out, 5, files)
+    _compare(got, _expected(mod, *data), _tol(mod))
+
+
 @pytest.mark.parametrize("name", ["mlp", "lstm_trunc", "birnn_gru32", "cnn", "transformer"])
 def test_export_hessian(name, tmp_path, builder):
     """hessian (H·e_j for every j, chunks of directions) equals the module's."""
@@ -426,19 +441,31 @@ def test_example_and_makefile(tmp_path, builder):
         assert abs(float(printed[key]) - ref) <= 1e-10 * max(abs(ref), 1), key
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_own_product_kernel(dtype, tmp_path):
+#: the product kernel's tile (rows, elements a row) for each vector width it
+#: can be compiled for (BPG_VECTOR_BYTES; 16 also: no vector types), by dtype
+KERNEL_TILES = {
+    ("float64", 16): (4, 8), ("float32", 16): (4, 16),
+    ("float64", 32): (4, 8), ("float32", 32): (4, 16),
+    ("float64", 64): (4, 8), ("float32", 64): (8, 16),
+}
+
+
+@pytest.mark.parametrize("dtype,width", sorted(KERNEL_TILES))
+def test_own_product_kernel(dtype, width, tmp_path):
     """The export's product kernel equals a plain triple loop exactly (the
     same order of the sum over k) on every small shape: remainders of its
     tiles' rows and columns, A and B each transposed or not, leading
     dimensions, K = 0 and K around its panels of copied rows (BPG_KC);
-    nothing read or written out of bounds (AddressSanitizer, UBSan)."""
+    nothing read or written out of bounds (AddressSanitizer, UBSan).  Each
+    tile the vector width can select (-DBPG_VECTOR_BYTES: the code is plain
+    C or GCC's vector extension, which any x86-64 runs at any width)."""
     prelude = os.path.join(os.path.dirname(HERE), "bpgen", "c_export", "runtime", "prelude.c")
     src = tmp_path / "kernel.c"
     with open(prelude) as a, open(os.path.join(HERE, "export", "kernel.c")) as b:
         src.write_text(a.read() + "\n" + b.read())
     exe = tmp_path / "kernel"
-    defines = ["-DBPG_PRODUCTS"] + (["-DBPG_FLOAT32"] if dtype == "float32" else [])
+    defines = ["-DBPG_PRODUCTS", f"-DBPG_VECTOR_BYTES={width}"] + (
+        ["-DBPG_FLOAT32"] if dtype == "float32" else [])
     flags = [f for f in STRICT if f != "-O2"] + ["-O1", "-g", "-fsanitize=address,undefined",
                                                  "-fno-sanitize-recover=undefined"]
     res = subprocess.run([CC, *flags, *defines, str(src), "-o", str(exe), "-lm"],
@@ -452,9 +479,10 @@ def test_own_product_kernel(dtype, tmp_path):
     env.pop("LD_PRELOAD", None)
     res = subprocess.run([str(exe)], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    # the tile (BPG_MR x BPG_NR, a row of 64 bytes): rows 1..2*mr+1, columns 1..2*nr+3
-    mr, nr = 4, 64 // np.dtype(dtype).itemsize
-    assert int(res.stdout) == 2 * 2 * (2 * mr + 1) * (2 * nr + 3) * 11
+    checked, mr, nr = (int(v) for v in res.stdout.split())
+    assert (mr, nr) == KERNEL_TILES[dtype, width]
+    # rows 1..2*mr+1, columns 1..2*nr+3, 11 K, A and B each transposed or not
+    assert checked == 2 * 2 * (2 * mr + 1) * (2 * nr + 3) * 11
 
 
 @pytest.mark.slow

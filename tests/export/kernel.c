@@ -6,7 +6,7 @@
    with -DBPG_PRODUCTS and, for float, -DBPG_FLOAT32.  Each operand is its
    own allocation of exactly its size (ASan sees any read past it); C's
    padding between rows must stay untouched.  Prints the number of products
-   checked; exit 1 on a difference. */
+   checked and the tile (BPG_MR, BPG_NR); exit 1 on a difference. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -59,6 +59,6 @@ int main(void)
                         free(C);
                         checked++;
                     }
-    printf("%d\n", checked);
+    printf("%d %d %d\n", checked, (int)BPG_MR, (int)BPG_NR);
     return 0;
 }

@@ -85,54 +85,139 @@ BPG_SIMD_MATHF(erff)
 #ifdef BPG_PRODUCTS
 /* The library's own product kernel: C (M x Nc) = op(A)·op(B), rows lda,
    ldb, ldc elements apart, in tiles of BPG_MR x BPG_NR elements of C.  A
-   tile's accumulators are local scalars (c<row><column>, written out by the
-   macros below), which compilers keep in registers and vectorise across a
-   row (GCC's SLP at -O2: a row of 8 doubles or 16 floats in 4 SSE2
-   registers);
-   for each k the tile loads BPG_MR elements of op(A) and BPG_NR of op(B)
-   for BPG_MR·BPG_NR multiply-adds.  op(B)'s BPG_NR columns are read where
-   they lie when B is not transposed and the tile is full; otherwise
-   (B transposed, or the last columns: Nc not a multiple of BPG_NR) a panel
-   of at most BPG_KC of its rows is first copied, zero-padded, into a stack
-   buffer of BPG_KC·BPG_NR elements (4 KB), and every tile of
-   rows reuses it; so is a panel of a B whose rows lie a multiple of 4 KB
-   apart (below).  A tile's missing rows (M not a multiple of BPG_MR) read
-   row 0 again and its missing rows and columns are not stored.  Each
+   tile's accumulators are local variables (c<row><column>, written out by
+   the macros below) that compilers keep in registers: vectors, or scalars
+   which they vectorise across a row (GCC's SLP at -O2); the tile follows
+   the vector width the compiler targets (BPG_VECTOR_BYTES, below).  For
+   each k the tile loads BPG_MR elements of op(A) and BPG_NR of op(B) for
+   BPG_MR·BPG_NR multiply-adds.  A whole tile accumulates in C itself (from
+   0 on the first panel of k); a partial one (M or Nc not a multiple of the
+   tile's: its missing rows read row 0 again) in a stack copy, of which only
+   the real rows and columns are stored.  op(B)'s BPG_NR columns are read
+   where they lie when B is not transposed and the tile is full; otherwise
+   (B transposed, or the last columns) a panel of at most BPG_KC of its
+   rows is first copied, zero-padded, into a stack buffer of BPG_KC·BPG_NR
+   elements (BPG_PANEL_BYTES), and every tile of rows reuses it; so is a
+   panel of a B whose rows lie a multiple of 4 KB apart (below).  Each
    element's sum over k runs in the order of a plain loop (k ascending from
    0; across panels of BPG_KC rows the sum so far is stored in C and read
-   back), so the result is that of the plain loop, bit for bit.  Plain C99:
-   no intrinsics, no compiler-specific pragma. */
+   back; a vector's lane is one element's sum), so the result is that of
+   the plain loop, bit for bit, whatever the tile.  C99 with no intrinsics
+   and no pragma; the vectors are GCC's and Clang's vector extension, used
+   only under __GNUC__. */
+
+/* The vector registers' width in bytes: from the compiler's predefined
+   macros (x86: AVX-512F 64, AVX 32, otherwise 16: SSE2, NEON, ...), or
+   given (-DBPG_VECTOR_BYTES=16|32|64). */
+#ifndef BPG_VECTOR_BYTES
+#if defined(__AVX512F__)
+#define BPG_VECTOR_BYTES 64
+#elif defined(__AVX__)
+#define BPG_VECTOR_BYTES 32
+#else
+#define BPG_VECTOR_BYTES 16
+#endif
+#endif
+/* The tile for that width (measured: benchmarks/export_kernel.py,
+   docs/performance.md): BPG_MR rows of BPG_NR elements, BPG_NACC
+   accumulators a row.  With 32- or 64-byte vectors (AVX, AVX-512) and
+   GCC's or Clang's vector extension the accumulators are vectors of that
+   width (a lane per element of C, each its own sum in the same order as a
+   scalar's): one a row of 4 rows at 64 bytes (8 rows for float), two a row
+   of 4 rows at 32 bytes.  Otherwise (16 bytes: SSE2, NEON; another
+   compiler; -DBPG_NO_VECTOR_TYPES) they are 4 rows of 64 bytes of scalars,
+   which compilers vectorise across a row.  -DBPG_MR=... -DBPG_NV=... (vectors
+   a row) or -DBPG_NR=... (scalars a row) choose another tile. */
+#if defined(__GNUC__) && BPG_VECTOR_BYTES >= 32 && !defined(BPG_NO_VECTOR_TYPES)
+#define BPG_VECTOR_TYPES 1
+#define BPG_VL ((int)(BPG_VECTOR_BYTES / sizeof(real)))
+#ifndef BPG_MR
+#if BPG_VECTOR_BYTES == 64 && defined(BPG_FLOAT32)
+#define BPG_MR 8
+#else
 #define BPG_MR 4
-/* a tile's row: 64 bytes (8 doubles, 16 floats; measured: 16 doubles
-   slower, 8 floats 1.5-2x slower) */
+#endif
+#endif
+#ifndef BPG_NV
+#if BPG_VECTOR_BYTES == 64
+#define BPG_NV 1
+#else
+#define BPG_NV 2
+#endif
+#endif
+#define BPG_NACC BPG_NV
+#define BPG_NR (BPG_NV * BPG_VL)
+typedef real bpg_vec __attribute__((vector_size(BPG_VECTOR_BYTES)));
+#else
+#define BPG_VECTOR_TYPES 0
+#ifndef BPG_MR
+#define BPG_MR 4
+#endif
+#ifndef BPG_NR
 #ifdef BPG_FLOAT32
 #define BPG_NR 16
 #else
 #define BPG_NR 8
 #endif
-#ifndef BPG_KC
-#define BPG_KC 64
 #endif
-/* op(i, j) for every accumulator of row i, then of the whole tile */
-#if BPG_NR == 8
-#define BPG_TILE_ROW(op, i) op(i, 0) op(i, 1) op(i, 2) op(i, 3) op(i, 4) op(i, 5) op(i, 6) op(i, 7)
-#elif BPG_NR == 16
-#define BPG_TILE_ROW(op, i) op(i, 0) op(i, 1) op(i, 2) op(i, 3) op(i, 4) op(i, 5) op(i, 6) \
-    op(i, 7) op(i, 8) op(i, 9) op(i, a) op(i, b) op(i, c) op(i, d) op(i, e) op(i, f)
-#else
-#error "BPG_NR: 8 or 16"
+#define BPG_NACC BPG_NR
 #endif
-#define BPG_TILE(op) BPG_TILE_ROW(op, 0) BPG_TILE_ROW(op, 1) BPG_TILE_ROW(op, 2) BPG_TILE_ROW(op, 3)
-#define BPG_T_FROM(i, j) real c##i##j = t[i][0x##j];
-#define BPG_T_MADD(i, j) c##i##j += x##i * b##j;
-#define BPG_T_B(i, j) const real b##j = bk[0x##j];
-#define BPG_T_TO(i, j) t[i][0x##j] = c##i##j;
+/* the copied panel of op(B): BPG_KC rows of BPG_NR elements */
+#ifndef BPG_PANEL_BYTES
+#define BPG_PANEL_BYTES 4096
+#endif
+#define BPG_KC ((int64_t)(BPG_PANEL_BYTES / (BPG_NR * sizeof(real))))
 
-/* One tile: t (BPG_MR x BPG_NR) += sum over k < K of a_r[k·sk]·b[k·ldb + j],
-   k ascending. */
-static inline void bpg_own_tile(int64_t K, const real *restrict a, int64_t s1, int64_t s2,
-                                int64_t s3, int64_t sk, const real *restrict b, int64_t ldb,
-                                real t[BPG_MR][BPG_NR])
+/* op(i, j) for every accumulator of row i (j: two hex digits), then for
+   every row i < BPG_MR (f(op, i)), then of the whole tile */
+#define BPG_COLS_1(op, i) op(i, 00)
+#define BPG_COLS_2(op, i) BPG_COLS_1(op, i) op(i, 01)
+#define BPG_COLS_3(op, i) BPG_COLS_2(op, i) op(i, 02)
+#define BPG_COLS_4(op, i) BPG_COLS_3(op, i) op(i, 03)
+#define BPG_COLS_8(op, i) BPG_COLS_4(op, i) op(i, 04) op(i, 05) op(i, 06) op(i, 07)
+#define BPG_COLS_16(op, i) BPG_COLS_8(op, i) op(i, 08) op(i, 09) op(i, 0a) op(i, 0b) \
+    op(i, 0c) op(i, 0d) op(i, 0e) op(i, 0f)
+#define BPG_COLS_24(op, i) BPG_COLS_16(op, i) op(i, 10) op(i, 11) op(i, 12) op(i, 13) \
+    op(i, 14) op(i, 15) op(i, 16) op(i, 17)
+#define BPG_COLS_32(op, i) BPG_COLS_24(op, i) op(i, 18) op(i, 19) op(i, 1a) op(i, 1b) \
+    op(i, 1c) op(i, 1d) op(i, 1e) op(i, 1f)
+#define BPG_ROWS_1(f, op) f(op, 0)
+#define BPG_ROWS_2(f, op) BPG_ROWS_1(f, op) f(op, 1)
+#define BPG_ROWS_3(f, op) BPG_ROWS_2(f, op) f(op, 2)
+#define BPG_ROWS_4(f, op) BPG_ROWS_3(f, op) f(op, 3)
+#define BPG_ROWS_5(f, op) BPG_ROWS_4(f, op) f(op, 4)
+#define BPG_ROWS_6(f, op) BPG_ROWS_5(f, op) f(op, 5)
+#define BPG_ROWS_7(f, op) BPG_ROWS_6(f, op) f(op, 6)
+#define BPG_ROWS_8(f, op) BPG_ROWS_7(f, op) f(op, 7)
+#define BPG_PASTE_(a, b) a##b
+#define BPG_PASTE(a, b) BPG_PASTE_(a, b)
+#define BPG_TILE_ROW(op, i) BPG_PASTE(BPG_COLS_, BPG_NACC)(op, i)
+#define BPG_ROW_OP(op, i) op(i)
+#define BPG_EACH_ROW(op) BPG_PASTE(BPG_ROWS_, BPG_MR)(BPG_ROW_OP, op)
+#define BPG_TILE(op) BPG_PASTE(BPG_ROWS_, BPG_MR)(BPG_TILE_ROW, op)
+#define BPG_T_A(i) const real *restrict a##i = a + (i < mr ? i : 0) * sr;
+#define BPG_T_X(i) const real x##i = a##i[k * sk];
+#if BPG_VECTOR_TYPES
+#define BPG_T_DECL(i, j) bpg_vec c##i##j;
+#define BPG_T_ZERO(i, j) memset(&c##i##j, 0, sizeof(bpg_vec));
+#define BPG_T_FROM(i, j) memcpy(&c##i##j, c + i * ldc + 0x##j * BPG_VL, sizeof(bpg_vec));
+#define BPG_T_B(i, j) bpg_vec b##j; memcpy(&b##j, bk + 0x##j * BPG_VL, sizeof(bpg_vec));
+#define BPG_T_TO(i, j) memcpy(c + i * ldc + 0x##j * BPG_VL, &c##i##j, sizeof(bpg_vec));
+#else
+#define BPG_T_DECL(i, j) real c##i##j;
+#define BPG_T_ZERO(i, j) c##i##j = 0;
+#define BPG_T_FROM(i, j) c##i##j = c[i * ldc + 0x##j];
+#define BPG_T_B(i, j) const real b##j = bk[0x##j];
+#define BPG_T_TO(i, j) c[i * ldc + 0x##j] = c##i##j;
+#endif
+#define BPG_T_MADD(i, j) c##i##j += x##i * b##j;
+
+/* One tile: c (BPG_MR x BPG_NR, rows ldc apart) = (first ? 0 : c) + the sum
+   over k < K of a_i[k·sk]·b[k·ldb + j], k ascending, where row i of op(A)
+   starts at a_i = a + i·sr (i < mr; the others read row 0). */
+static inline void bpg_own_tile(int64_t K, const real *restrict a, int64_t sr, int mr, int64_t sk,
+                                const real *restrict b, int64_t ldb, real *restrict c,
+                                int64_t ldc, int first)
 {
     /* K read through a volatile: a count the compiler cannot see.  When it
        can (a constant, even, after inlining), GCC 12 at -O2 vectorises this
@@ -142,12 +227,17 @@ static inline void bpg_own_tile(int64_t K, const real *restrict a, int64_t s1, i
     volatile int64_t opaque = K;
     const int64_t kn = opaque;
     int64_t k;
-    BPG_TILE(BPG_T_FROM)
+    BPG_EACH_ROW(BPG_T_A)
+    BPG_TILE(BPG_T_DECL)
+    if (first) {
+        BPG_TILE(BPG_T_ZERO)
+    } else {
+        BPG_TILE(BPG_T_FROM)
+    }
     for (k = 0; k < kn; k++) {
         const real *restrict bk = b + k * ldb;
         BPG_TILE_ROW(BPG_T_B, 0)
-        const real x0 = a[k * sk], x1 = a[s1 + k * sk], x2 = a[s2 + k * sk],
-                   x3 = a[s3 + k * sk];
+        BPG_EACH_ROW(BPG_T_X)
         BPG_TILE(BPG_T_MADD)
     }
     BPG_TILE(BPG_T_TO)
@@ -200,12 +290,16 @@ static inline int bpg_own_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                 const int mr = M - i0 < BPG_MR ? (int)(M - i0) : BPG_MR;
                 const real *a0 = A + i0 * sr + k0 * sk;
                 real *c = C + i0 * ldc + j0;
-                /* the tile's sums so far: 0, or C's from the previous panel */
+                if (mr == BPG_MR && nr == BPG_NR) {
+                    /* a whole tile: its sums so far (after the first panel) in C */
+                    bpg_own_tile(kc, a0, sr, mr, sk, b, sb, c, ldc, k0 == 0);
+                    continue;
+                }
+                /* a part of one: in t, with C's sums so far */
                 for (i = 0; i < BPG_MR; i++)
                     for (j = 0; j < BPG_NR; j++)
                         t[i][j] = k0 > 0 && i < mr && j < nr ? c[i * ldc + j] : 0;
-                bpg_own_tile(kc, a0, mr > 1 ? sr : 0, mr > 2 ? 2 * sr : 0, mr > 3 ? 3 * sr : 0,
-                             sk, b, sb, t);
+                bpg_own_tile(kc, a0, sr, mr, sk, b, sb, &t[0][0], BPG_NR, 0);
                 for (i = 0; i < mr; i++)
                     for (j = 0; j < nr; j++)
                         c[i * ldc + j] = t[i][j];
