@@ -17,6 +17,7 @@ os.environ.setdefault("BPGEN_NUM_THREADS", "1")
 
 import bpgen  # noqa: E402
 from bpgen.backends.c import build as _c_build  # noqa: E402
+from bpgen.spec import ACTIVATIONS, LOSSES  # noqa: E402
 
 
 def users_build_config():
@@ -36,6 +37,9 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    if config.getoption("--full"):
+        # read by checks sized at import (tests/test_properties.py's examples)
+        os.environ["BPGEN_FULL_TESTS"] = "1"
     config.addinivalue_line("markers", "slow: more cases of a check the default run already "
                                        "makes on a sample (run with --full)")
 
@@ -47,6 +51,11 @@ _PER_SAMPLE = {"numpy-dense-relu-sce-l2", "numpy-lstm-sce-last-k2", "numpy-conv-
                "numpy-block-prenorm-sce-last", "numpy-dense-tanh-sce-f32",
                "numpy-lstm-wide-gram", "c-gru-bce-all-l2", "c-layernorm-tanh-sce",
                "c-embedding-vocab-gram", "c-conv-few-pixels-gram"}
+_GENERATED = (
+    {f"{act}-{loss}-{dtype}-{backend}" for act in ACTIVATIONS for loss in LOSSES
+     for dtype, backend in (("float64", "numpy"), ("float32", "numpy"), ("float64", "c"))}
+    | {f"{act}-{LOSSES[i % len(LOSSES)]}-float32-c" for i, act in enumerate(sorted(ACTIVATIONS))})
+
 DEFAULT_SAMPLE = {
     "test_per_sample.py::test_per_sample_grads_against_each_sample_alone": _PER_SAMPLE,
     "test_per_sample.py::test_norms_and_clipped_grad": _PER_SAMPLE,
@@ -71,6 +80,14 @@ DEFAULT_SAMPLE = {
         "numpy-birnn_lstm-last-k2-float64-mse", "numpy-len_block_pos", "c-len_block_causal"},
     "test_steps_any.py::test_any_c_functions_stay_in_bounds": {"len_block_pos"},
     "test_params_file.py::test_round_trip": {"lstm-c-float32", "transformer-numpy-float64"},
+    # every activation x loss in float64 on both backends and float32 NumPy;
+    # float32 C for every activation, the losses in turn (each is a compile)
+    "test_generated.py::test_against_reference_and_fd": _GENERATED,
+    "test_clones.py::test_clones_match_numpy": {
+        "dense_relu_f32", "dense_sce_l2", "conv_pool", "rnn_bce_last", "lstm_f32_all", "gru_all"},
+    "test_jax.py::test_grad_and_jit_grad": {
+        "mlp-numpy", "bce-numpy", "conv-numpy", "lstm-numpy", "birnn-numpy", "transformer-numpy",
+        "mlp-c", "conv-c", "lstm-c"},
     "test_distributed.py::test_equals_single_process": {
         "mlp-c-chunks(5, 1, 9, 8)", "gru_all-numpy-lengths-chunks7", "rnn_last-numpy-lengths-chunks1",
         "mlp32-c-chunks23"},

@@ -376,10 +376,10 @@ def test_yaml_bombs_are_cheap(tmp_path):
     for what, text in texts.items():
         path = tmp_path / f"{what}.yaml"
         path.write_text(text, encoding="utf-8")
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time: a loaded machine does not fail it
         with pytest.raises(SpecError) as info:
             load_spec(path)
-        assert time.perf_counter() - start < 2.0, what
+        assert time.process_time() - start < 2.0, what
         check_message(info.value, str(path))
 
 

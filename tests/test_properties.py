@@ -7,6 +7,7 @@ two output units for softmax cross-entropy), l2 either 0 or small, 1-5 input
 features and a batch of 1-9 samples.  Data are random normal, so no
 pre-activation sits exactly on a kink.
 """
+import os
 import tempfile
 
 import numpy as np
@@ -19,6 +20,9 @@ from bpgen.check import rel_err, sample_point
 from bpgen.spec import ACTIVATIONS, LOSSES, load_spec
 
 TOL = 1e-8
+# examples of the NumPy property (each a fresh build and a reference run):
+# a sample by default, as many as before with --full (tests/conftest.py)
+_NUMPY_EXAMPLES = 25 if os.environ.get("BPGEN_FULL_TESTS") == "1" else 10
 _SETTINGS = dict(deadline=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
                                         HealthCheck.too_slow])
@@ -66,7 +70,7 @@ def _check(arch, module, batch, seed):
     np.testing.assert_array_equal(module.flatten(params), ref.flatten_params(spec, params))
 
 
-@settings(max_examples=25, **_SETTINGS)
+@settings(max_examples=_NUMPY_EXAMPLES, **_SETTINGS)
 @given(arch=architectures(), batch=st.integers(1, 9), seed=st.integers(0, 2**16))
 def test_numpy_backend_matches_reference(builder, arch, batch, seed):
     _check(arch, builder(arch, "numpy"), batch, seed)
