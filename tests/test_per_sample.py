@@ -171,6 +171,88 @@ def test_per_sample_grads_against_finite_differences(builder, case):
     assert rel_err(_flat({k: v[n] for k, v in psg.items()}), _flat(fd)) <= 1e-9
 
 
+def _fd_per_sample(spec, params, x, y):
+    """(N, N_PARAMS): every sample's gradient by five-point differences of
+    its own reference loss (without l2)."""
+    p64 = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    rows = []
+    for n in range(len(x)):
+        def f(p, n=n):
+            return ref.loss(spec, p, x[n:n + 1], y[n:n + 1]) - ref.regularization(spec, p)
+        rows.append(np.concatenate([[_stencil(f, p64, k, i) for i in range(v.size)]
+                                    for k, v in p64.items()]))
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("case, backend", _runs(FD_CASES))
+def test_norms_and_clipped_against_finite_differences(builder, case, backend):
+    """The norms and the clipped gradient of both backends (C: one generated
+    call, bpg_per_sample_grad_norms / bpg_clipped_grad) against every
+    sample's gradient from finite differences of its own loss, clipped
+    explicitly."""
+    spec, mod = load_spec(case["arch"]), builder(case["arch"], backend)
+    params, x, y = _point(spec, mod, seed=13)
+    per = _fd_per_sample(spec, params, x, y)
+    want = np.linalg.norm(per, axis=1)
+    assert rel_err(mod.per_sample_grad_norms(params, x, y), want) <= 1e-9
+    for max_norm in (float(np.median(want)), 0.5 * float(want.min())):
+        loss, clipped, norms = mod.clipped_grad(params, x, y, max_norm)
+        assert rel_err(norms, want) <= 1e-9
+        explicit = (np.minimum(1.0, max_norm / want)[:, None] * per).mean(axis=0)
+        assert rel_err(_flat(clipped), explicit) <= 1e-9
+
+
+# the C functions called directly, their buffers between canaries (as
+# test_c_bounds.py does for every function of _OUTPUTS)
+BOUNDS_CASES = [BY_ID[c] for c in ("dense-relu-sce-l2", "lstm-sce-last-k2", "conv-two-stages",
+                                   "block-prenorm-f32", "lstm-wide-gram", "embedding-vocab-gram",
+                                   "conv-few-pixels-gram", "gru-bce-all-l2")]
+
+
+def per_sample_calls_stay_in_bounds(mod, n, args, tol, t=None):
+    """bpg_per_sample_grad_norms and bpg_clipped_grad of C module ``mod``
+    called directly on ``args`` (the wrapper's: x, masks, y, parameters;
+    ``t``: T with steps: any), out and ws filled with NaN between canaries:
+    no input modified, nothing written outside out and ws, every output
+    written and equal to the wrapper's call."""
+    from test_c_bounds import UINT, _canaries_intact, _padded
+    fb, ptr, dtype = mod.ffi.from_buffer, mod._PTR, mod.DTYPE
+    norms = mod._per_sample_native("per_sample_grad_norms", n,
+                                   args if t is None else [args[0], t, *args[1:]])[1:1 + n]
+    max_norm = float(np.median(norms))
+    for name, clip in (("per_sample_grad_norms", ()), ("clipped_grad", (max_norm,))):
+        what = f"bpg_{name}, N={n}, T={t}"
+        expected = mod._per_sample_native(name, n, args if t is None else [args[0], t, *args[1:]],
+                                          *clip)
+        wa, wb = (mod._at(v, t) for v in mod._WS[name])
+        ws_size = wa * n + wb
+        padded_in = [_padded(arr, arr.size, arr.dtype) for arr in args]
+        saved = [buf.copy() for buf, _ in padded_in]
+        out_buf, out = _padded(None, expected.size, dtype, fill=np.nan)
+        ws_buf, ws = _padded(None, ws_size, dtype, fill=np.nan)
+        getattr(mod.lib, "bpg_" + name)(
+            n, *(() if t is None else (t,)),
+            *[fb("int64_t *" if mid.dtype.kind == "i" else ptr, mid) for _, mid in padded_in],
+            *clip, fb(ptr, out, require_writable=True), fb(ptr, ws, require_writable=True))
+        for (buf, _), before in zip(padded_in, saved):
+            assert np.array_equal(buf.view(UINT[buf.dtype]), before.view(UINT[buf.dtype])), what
+        assert _canaries_intact(out_buf, expected.size, dtype), f"{what}: wrote outside out"
+        assert _canaries_intact(ws_buf, ws_size, dtype), f"{what}: wrote outside ws"
+        assert not np.isnan(out).any(), f"{what}: output entries never written"
+        assert rel_err(out, expected) <= tol, what
+
+
+@pytest.mark.parametrize("case", BOUNDS_CASES, ids=[c["id"] for c in BOUNDS_CASES])
+def test_c_per_sample_functions_stay_in_bounds(builder, case):
+    spec, mod = load_spec(case["arch"]), builder(case["arch"], "c")
+    assert {"per_sample_grad_norms", "clipped_grad"} <= set(mod._WS)
+    for n in (1, 4):
+        params, x, y = _point(spec, mod, seed=n, batch=n)
+        lengths = (None if not mod.STEPS else np.maximum(1, mod.STEPS - np.arange(n)))
+        _, xm, ym, _, args = mod._terms_inputs(params, x, y, lengths)
+        per_sample_calls_stay_in_bounds(mod, n, args, TOL[case["dtype"]] / 10)
+
+
 # --------------------------------------------------------------------------
 # norms and the clipped gradient
 
