@@ -31,10 +31,13 @@ def emit(derived: Derived, module: str) -> tuple:
                  for name, entry in derived.entries.items() if "c" in entry.backends]
     # per_sample_grad_norms and clipped_grad in one C call each (an
     # architecture whose summands they cannot take keeps the Python route)
-    functions += per_sample_functions(derived, functions, used)[0]
+    per_sample = per_sample_functions(derived, functions, used)[0]
+    functions += per_sample
     runtime = [runtime_source(os.path.join(_HERE, "runtime", "prelude.c"))]
     runtime += [runtime_source(os.path.join(_HERE, "runtime", f"{h}.c"))
                 for h in HELPERS if h in used]
+    if per_sample:              # their loops (after the helpers they call)
+        runtime.append(runtime_source(os.path.join(_HERE, "runtime", "per_sample.c")))
     common = module_context(derived, module)
     ctype = "double" if spec.dtype == "float64" else "float"
     # the CPython entry points (fastcall.py): after the functions they call

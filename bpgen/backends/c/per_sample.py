@@ -3,7 +3,7 @@ grad_terms program, then every parameter's per-sample squared norm in the
 form the derivation chose for it (``meta.grad_terms``, :class:`~bpgen.meta.
 ParamTerms`: Gram or formed, stated next to each call), then (clipped_grad)
 the clip factors and Uᵀ·diag(c)·V with the module's products, in one C call
-(runtime/per_sample.c holds the loops; this file only decides which call,
+(runtime/per_sample.c holds the loops, pasted after the helpers; this file only decides which call,
 with which factors and sizes, each parameter gets).
 
 Outputs, one buffer: the loss, the N norms, and (clipped_grad) the clipped
@@ -34,6 +34,10 @@ FUNCTIONS = (("per_sample_grad_norms", False), ("clipped_grad", True))
 
 class Unsupported(Exception):
     """A summand the C per-sample functions do not take (the Python route serves it)."""
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join(code(d) if not isinstance(d, str) else d for d in shape) + ")"
 
 
 def _rows_n(rows) -> str:
@@ -176,7 +180,8 @@ def per_sample_functions(derived: Derived, terms_fn: dict, used: set) -> list:
     ga = plus(ga, 1)
     wa, wb = terms_fn["ws"]
     ws = (plus(oa, upper(wa, ga)), ob + upper(wb, gb))
-    decls = [f"real *const {cname(var)} = ws + {offset_code(a, b)};  /* {var} */"
+    decls = [f"real *const {cname(var)} = ws + {offset_code(a, b)};  "
+             f"/* {var} {_shape(prog.vars[var].shape)} */"
              for var, (a, b, _, _, _) in zip(prog.outputs, layout)]
     decls.append("real *const sq = out + 1;  /* (N,): squared norms, then the norms */")
 
@@ -201,7 +206,7 @@ def per_sample_functions(derived: Derived, terms_fn: dict, used: set) -> list:
     for p in plans:
         clip_lines += [f"/* {p.key} */"] + _clip_lines(p, f, offset)
         offset += math.prod(p.shape)
-    used.update({"per_sample", "gemm_tn", "colsum"})
+    used.update({"gemm_tn", "colsum"})
     inputs = [f"const {derived.element_types.get(a, 'real')} *restrict {cname(a)}"
               for a in prog.inputs]
     out = []

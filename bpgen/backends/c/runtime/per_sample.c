@@ -12,8 +12,8 @@
    nothing here allocates: scratch is the caller's workspace. */
 #include <float.h>
 
-static inline const real *bpg_ps_rows(const real *F, int64_t N, int64_t rows, int time,
-                                      int64_t c, int64_t n)
+static inline const real *bpg_ps_rows(const real *F, int64_t rows, int time, int64_t c,
+                                      int64_t n)
 {
     return F + (time ? n * c : n * rows * c);
 }
@@ -33,7 +33,7 @@ static inline real bpg_ps_dot(int64_t k, const real *restrict a, const real *res
 
 /* One row per sample, Gram form: ‖u_nᵀv_n‖² = ‖u_n‖²·‖v_n‖² */
 static inline void bpg_ps_sq_outer(int64_t N, int64_t a, const real *restrict U, int64_t d,
-                            const real *restrict V, real *restrict sq)
+                                   const real *restrict V, real *restrict sq)
 {
     for (int64_t n = 0; n < N; n++)
         sq[n] += bpg_ps_dot(a, U + n * a, U + n * a) * bpg_ps_dot(d, V + n * d, V + n * d);
@@ -43,7 +43,7 @@ static inline void bpg_ps_sq_outer(int64_t N, int64_t a, const real *restrict U,
    (formed: sample n's gradient is its rows), or a bias over one row per
    sample (1ᵀ·d_n = d_n) */
 static inline void bpg_ps_sq_rows(int64_t N, int64_t rows, int64_t d, const real *restrict V,
-                           real *restrict sq)
+                                  real *restrict sq)
 {
     for (int64_t i = 0; i < rows * N; i++)
         sq[i % N] += bpg_ps_dot(d, V + i * d, V + i * d);
@@ -51,11 +51,11 @@ static inline void bpg_ps_sq_rows(int64_t N, int64_t rows, int64_t d, const real
 
 /* G (N x rows x rows): every sample's Gram matrix F_n·F_nᵀ */
 static inline void bpg_ps_gram(int64_t N, int64_t rows, int time, int64_t c, const real *F,
-                        real *restrict G)
+                               real *restrict G)
 {
     const int64_t ld = bpg_ps_ld(N, time, c);
     for (int64_t n = 0; n < N; n++) {
-        const real *Fn = bpg_ps_rows(F, N, rows, time, c, n);
+        const real *Fn = bpg_ps_rows(F, rows, time, c, n);
         real *restrict Gn = G + n * rows * rows;
         if (bpg_blas_gemm_ld(0, 1, rows, rows, c, Fn, ld, Fn, ld, Gn, rows, BPG_BLAS_MIN_NT))
             continue;
@@ -67,20 +67,21 @@ static inline void bpg_ps_gram(int64_t N, int64_t rows, int time, int64_t c, con
 
 /* Gram form with several rows: ‖U_nᵀV_n‖² = ⟨U_nU_nᵀ, V_nV_nᵀ⟩ (bpg_ps_gram's) */
 static inline void bpg_ps_sq_grams(int64_t N, int64_t rows, const real *restrict GU,
-                            const real *restrict GV, real *restrict sq)
+                                   const real *restrict GV, real *restrict sq)
 {
     for (int64_t n = 0; n < N; n++)
         sq[n] += bpg_ps_dot(rows * rows, GU + n * rows * rows, GV + n * rows * rows);
 }
 
 /* The gradient formed, a product: g = U_nᵀ·V_n (a x d, in scratch g), ‖g‖² */
-static inline void bpg_ps_sq_product(int64_t N, int64_t rows, int time, int64_t a, const real *U,
-                              int64_t d, const real *V, real *restrict g, real *restrict sq)
+static inline void bpg_ps_sq_product(int64_t N, int64_t rows, int time, int64_t a,
+                                     const real *U, int64_t d, const real *V,
+                                     real *restrict g, real *restrict sq)
 {
     const int64_t lu = bpg_ps_ld(N, time, a), lv = bpg_ps_ld(N, time, d);
     for (int64_t n = 0; n < N; n++) {
-        const real *Un = bpg_ps_rows(U, N, rows, time, a, n);
-        const real *Vn = bpg_ps_rows(V, N, rows, time, d, n);
+        const real *Un = bpg_ps_rows(U, rows, time, a, n);
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
         if (!bpg_blas_gemm_ld(1, 0, a, d, rows, Un, lu, Vn, lv, g, d, BPG_BLAS_MIN_TN)) {
             for (int64_t k = 0; k < a * d; k++) g[k] = 0;
             for (int64_t p = 0; p < rows; p++)
@@ -98,11 +99,11 @@ static inline void bpg_ps_sq_product(int64_t N, int64_t rows, int time, int64_t 
 
 /* The gradient formed, a column sum: g = 1ᵀ·V_n (d, in scratch g), ‖g‖² */
 static inline void bpg_ps_sq_colsum(int64_t N, int64_t rows, int time, int64_t d, const real *V,
-                             real *restrict g, real *restrict sq)
+                                    real *restrict g, real *restrict sq)
 {
     const int64_t lv = bpg_ps_ld(N, time, d);
     for (int64_t n = 0; n < N; n++) {
-        const real *Vn = bpg_ps_rows(V, N, rows, time, d, n);
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
         for (int64_t j = 0; j < d; j++) g[j] = 0;
         for (int64_t p = 0; p < rows; p++) {
             const real *restrict vp = Vn + p * lv;
@@ -116,12 +117,12 @@ static inline void bpg_ps_sq_colsum(int64_t N, int64_t rows, int time, int64_t d
 /* An embedding table's gradient formed: g = onehot(ids_n)ᵀ·V_n (size x d,
    in scratch g), ‖g‖²; ids as the generated code checked them (in [0, size)) */
 static inline void bpg_ps_sq_scatter(int64_t N, int64_t rows, int time, const int64_t *ids,
-                              int64_t size, int64_t d, const real *V, real *restrict g,
-                              real *restrict sq)
+                                     int64_t size, int64_t d, const real *V, real *restrict g,
+                                     real *restrict sq)
 {
     const int64_t lv = bpg_ps_ld(N, time, d), li = time ? N : 1;
     for (int64_t n = 0; n < N; n++) {
-        const real *Vn = bpg_ps_rows(V, N, rows, time, d, n);
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
         const int64_t *idn = ids + (time ? n : n * rows);
         for (int64_t k = 0; k < size * d; k++) g[k] = 0;
         for (int64_t p = 0; p < rows; p++) {
@@ -137,11 +138,11 @@ static inline void bpg_ps_sq_scatter(int64_t N, int64_t rows, int time, const in
 /* An embedding table, Gram form: ⟨onehot_n onehot_nᵀ, V_nV_nᵀ⟩, the dot
    products of sample n's rows whose ids are equal */
 static inline void bpg_ps_sq_scatter_gram(int64_t N, int64_t rows, int time, const int64_t *ids,
-                                   int64_t d, const real *V, real *restrict sq)
+                                          int64_t d, const real *V, real *restrict sq)
 {
     const int64_t lv = bpg_ps_ld(N, time, d), li = time ? N : 1;
     for (int64_t n = 0; n < N; n++) {
-        const real *Vn = bpg_ps_rows(V, N, rows, time, d, n);
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
         const int64_t *idn = ids + (time ? n : n * rows);
         real acc = 0;
         for (int64_t i = 0; i < rows; i++)
@@ -162,7 +163,7 @@ static inline void bpg_ps_norms(int64_t N, real *restrict sq)
 /* DP-SGD's clip factors c_n = min(1, max_norm / norm_n) (a norm of 0, or
    below the smallest normal number, is not clipped); 1 when any is below 1 */
 static inline int bpg_ps_clip_factors(int64_t N, real max_norm, const real *restrict norms,
-                               real *restrict c)
+                                      real *restrict c)
 {
     const real tiny = sizeof(real) == sizeof(float) ? FLT_MIN : DBL_MIN;
     int clipped = 0;
@@ -177,7 +178,7 @@ static inline int bpg_ps_clip_factors(int64_t N, real max_norm, const real *rest
 /* diag(w)·F in place, w each row's sample's c_n: the factor that carries
    the clipping in Uᵀ·diag(w)·V */
 static inline void bpg_ps_scale_rows(int64_t N, int64_t rows, int time, int64_t c, real *F,
-                              const real *restrict w)
+                                     const real *restrict w)
 {
     for (int64_t i = 0; i < rows * N; i++) {
         const real s = w[time ? i % N : i / rows];
@@ -189,8 +190,8 @@ static inline void bpg_ps_scale_rows(int64_t N, int64_t rows, int time, int64_t 
 
 /* out (size x d) = onehot(ids)ᵀ·V over all R rows: an embedding table's
    (scaled) gradient */
-static inline void bpg_ps_scatter_sum(int64_t R, const int64_t *restrict ids, int64_t size, int64_t d,
-                               const real *restrict V, real *restrict out)
+static inline void bpg_ps_scatter_sum(int64_t R, const int64_t *restrict ids, int64_t size,
+                                      int64_t d, const real *restrict V, real *restrict out)
 {
     for (int64_t k = 0; k < size * d; k++) out[k] = 0;
     for (int64_t i = 0; i < R; i++) {
@@ -204,7 +205,7 @@ static inline void bpg_ps_scatter_sum(int64_t R, const int64_t *restrict ids, in
 /* out (size x d): row t the sum over samples of step t's rows of the
    time-major V (rows steps), the rows after them 0: a position table's */
 static inline void bpg_ps_steps_sum(int64_t N, int64_t rows, int64_t size, int64_t d,
-                             const real *restrict V, real *restrict out)
+                                    const real *restrict V, real *restrict out)
 {
     for (int64_t k = 0; k < size * d; k++) out[k] = 0;
     for (int64_t t = 0; t < rows; t++)

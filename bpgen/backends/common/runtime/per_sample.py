@@ -31,7 +31,7 @@ import numpy
 from ._stub import (DTYPE, N_PARAMS, PARAM_SHAPES, _GRAD_TERMS, _per_sample_native,  # noqa: F401
                     _run)
 from .api import (_check_fits, _check_params, _check_x, _check_y,  # noqa: F401
-                  _finite_fast, _finite_or_blame, _xs)
+                  _finite_fast, _finite_or_blame, _grads_dict, _xs)
 
 # ---- bpgen runtime: copied verbatim from here ----
 
@@ -323,12 +323,7 @@ def clipped_grad(params, x, y, max_norm, lengths=None):
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
     out = _per_sample_native("clipped_grad", n, args, max_norm)
     if out is not None:                # the C module: one call did it all
-        norms, at, grads = _native_norms(out, xm, ym, mats, n), 1 + n, {}
-        for key, shape in PARAM_SHAPES.items():
-            size = math.prod(shape)
-            grads[key] = out[at:at + size].reshape(shape)
-            at += size
-        return float(out[0]), grads, norms
+        return float(out[0]), _grads_dict(out[1 + n:]), _native_norms(out, xm, ym, mats, n)
     outs = _run_terms(args, n, xm, ym, mats)
     terms = _terms_at(xm, n)
     norms = _checked_norms(outs, xm, ym, mats, n, terms)
