@@ -786,66 +786,95 @@ static inline void bpg_ps_sq_grams(int64_t N, int64_t rows, const real *restrict
         sq[n] += bpg_ps_dot(rows * rows, GU + n * rows * rows, GV + n * rows * rows);
 }
 
-/* The gradient formed, a product: g = U_nᵀ·V_n (a x d, in scratch g), ‖g‖² */
-static inline void bpg_ps_sq_product(int64_t N, int64_t rows, int time, int64_t a,
-                                     const real *U, int64_t d, const real *V,
-                                     real *restrict g, real *restrict sq)
+/* Every sample's gradient formed, a product: U_nᵀ·V_n (a x d) at g + n·gs
+   (gs = 0: one scratch, reused), its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_product(int64_t N, int64_t rows, int time, int64_t a,
+                                       const real *U, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
 {
     const int64_t lu = bpg_ps_ld(N, time, a), lv = bpg_ps_ld(N, time, d);
     for (int64_t n = 0; n < N; n++) {
         const real *Un = bpg_ps_rows(U, rows, time, a, n);
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
-        if (!bpg_blas_gemm_ld(1, 0, a, d, rows, Un, lu, Vn, lv, g, d, BPG_BLAS_MIN_TN)) {
-            for (int64_t k = 0; k < a * d; k++) g[k] = 0;
+        real *restrict gn = g + n * gs;
+        if (!bpg_blas_gemm_ld(1, 0, a, d, rows, Un, lu, Vn, lv, gn, d, BPG_BLAS_MIN_TN)) {
+            for (int64_t k = 0; k < a * d; k++) gn[k] = 0;
             for (int64_t p = 0; p < rows; p++)
                 for (int64_t i = 0; i < a; i++) {
                     const real u = Un[p * lu + i];
-                    real *restrict gi = g + i * d;
+                    real *restrict gi = gn + i * d;
                     const real *restrict vp = Vn + p * lv;
                     #pragma omp simd
                     for (int64_t j = 0; j < d; j++) gi[j] += u * vp[j];
                 }
         }
-        sq[n] += bpg_ps_dot(a * d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(a * d, gn, gn);
     }
 }
 
-/* The gradient formed, a column sum: g = 1ᵀ·V_n (d, in scratch g), ‖g‖² */
-static inline void bpg_ps_sq_colsum(int64_t N, int64_t rows, int time, int64_t d, const real *V,
-                                    real *restrict g, real *restrict sq)
+/* Every sample's gradient formed, a column sum: 1ᵀ·V_n (d) at g + n·gs,
+   its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_colsum(int64_t N, int64_t rows, int time, int64_t d,
+                                      const real *V, real *g, int64_t gs, real *restrict sq)
 {
     const int64_t lv = bpg_ps_ld(N, time, d);
     for (int64_t n = 0; n < N; n++) {
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
-        for (int64_t j = 0; j < d; j++) g[j] = 0;
+        real *restrict gn = g + n * gs;
+        for (int64_t j = 0; j < d; j++) gn[j] = 0;
         for (int64_t p = 0; p < rows; p++) {
             const real *restrict vp = Vn + p * lv;
             #pragma omp simd
-            for (int64_t j = 0; j < d; j++) g[j] += vp[j];
+            for (int64_t j = 0; j < d; j++) gn[j] += vp[j];
         }
-        sq[n] += bpg_ps_dot(d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(d, gn, gn);
     }
 }
 
-/* An embedding table's gradient formed: g = onehot(ids_n)ᵀ·V_n (size x d,
-   in scratch g), ‖g‖²; ids as the generated code checked them (in [0, size)) */
-static inline void bpg_ps_sq_scatter(int64_t N, int64_t rows, int time, const int64_t *ids,
-                                     int64_t size, int64_t d, const real *V, real *restrict g,
-                                     real *restrict sq)
+/* Every sample's embedding-table gradient formed: onehot(ids_n)ᵀ·V_n
+   (size x d) at g + n·gs, its squared norm added to sq (unless NULL); ids
+   as the generated code checked them (in [0, size)) */
+static inline void bpg_ps_form_scatter(int64_t N, int64_t rows, int time, const int64_t *ids,
+                                       int64_t size, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
 {
     const int64_t lv = bpg_ps_ld(N, time, d), li = time ? N : 1;
     for (int64_t n = 0; n < N; n++) {
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
         const int64_t *idn = ids + (time ? n : n * rows);
-        for (int64_t k = 0; k < size * d; k++) g[k] = 0;
+        real *restrict gn = g + n * gs;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
         for (int64_t p = 0; p < rows; p++) {
-            real *restrict gi = g + idn[p * li] * d;
+            real *restrict gi = gn + idn[p * li] * d;
             const real *restrict vp = Vn + p * lv;
             #pragma omp simd
             for (int64_t j = 0; j < d; j++) gi[j] += vp[j];
         }
-        sq[n] += bpg_ps_dot(size * d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(size * d, gn, gn);
     }
+}
+
+/* Every sample's position-table gradient (size x d) at g + n·size·d: its
+   rows of the time-major V (rows steps), the rows after them 0 */
+static inline void bpg_ps_form_steps(int64_t N, int64_t rows, int64_t size, int64_t d,
+                                     const real *restrict V, real *restrict g)
+{
+    for (int64_t n = 0; n < N; n++) {
+        real *restrict gn = g + n * size * d;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
+        for (int64_t t = 0; t < rows; t++)
+            for (int64_t j = 0; j < d; j++) gn[t * d + j] = V[(t * N + n) * d + j];
+    }
+}
+
+/* a (k) *= s */
+static inline void bpg_ps_scale(int64_t k, real s, real *restrict a)
+{
+    #pragma omp simd
+    for (int64_t i = 0; i < k; i++) a[i] *= s;
 }
 
 /* An embedding table, Gram form: ⟨onehot_n onehot_nᵀ, V_nV_nᵀ⟩, the dot
@@ -2968,6 +2997,39 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     }
 }
 
+/* ---- per_sample_grads: workspace 9138*N + 1904 elements ---- */
+BPG_ENTRY void bpg_per_sample_grads(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
+{
+    real *const v_loss = ws + 0;  /* loss (1, 1) */
+    real *const v_d_l0_Z = ws + 1;  /* d_l0_Z (64*N, 8) */
+    real *const v_l0_P = ws + 512*N + 1;  /* l0_P (64*N, 9) */
+    real *const v_d_l2_Z = ws + 1088*N + 1;  /* d_l2_Z (16*N, 16) */
+    real *const v_l2_P = ws + 1344*N + 1;  /* l2_P (16*N, 72) */
+    real *const v_l3_Y = ws + 2496*N + 1;  /* l3_Y (N, 64) */
+    real *const v_d_l5_Z_2 = ws + 2560*N + 1;  /* d_l5_Z_2 (N, 10) */
+    real *const g = ws + 2570*N + 8;  /* (1152,): one sample's formed gradient */
+    real *const clip = ws + 2570*N + 1160;  /* (N,): the clip factors */
+
+    /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
+    bpg_grad_terms(N, v_x, v_y, v_l0_W, v_l0_b, v_l2_W, v_l2_b, v_l5_W, v_l5_b, ws, ws + 2570*N + 8);
+
+    /* every sample's gradient formed, parameter by parameter: (N, *shape) each */
+    /* l0.W */
+    bpg_ps_form_product(N, 64, 0, 8, v_d_l0_Z, 9, v_l0_P, out + 0*N, 72, NULL);
+    /* l0.b */
+    bpg_ps_form_colsum(N, 64, 0, 8, v_d_l0_Z, out + 72*N, 8, NULL);
+    /* l2.W */
+    bpg_ps_form_product(N, 16, 0, 16, v_d_l2_Z, 72, v_l2_P, out + 80*N, 1152, NULL);
+    /* l2.b */
+    bpg_ps_form_colsum(N, 16, 0, 16, v_d_l2_Z, out + 1232*N, 16, NULL);
+    /* l5.W */
+    bpg_ps_form_product(N, 1, 0, 64, v_l3_Y, 10, v_d_l5_Z_2, out + 1248*N, 640, NULL);
+    /* l5.b */
+    bpg_ps_form_colsum(N, 1, 0, 10, v_d_l5_Z_2, out + 1888*N, 10, NULL);
+    /* the batch's 1/N in the deltas undone */
+    bpg_ps_scale(1898*N, (real)N, out);
+}
+
 /* ---- per_sample_grad_norms: workspace 9138*N + 1904 elements ---- */
 BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
@@ -2989,13 +3051,13 @@ BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const real *restrict v_x, co
     /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
     for (int64_t n = 0; n < N; n++) sq[n] = 0;
     /* l0.W: explicit (product, r = 64 rows per sample: Gram 73,728 vs explicit 4,608 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 64, 0, 8, v_d_l0_Z, 9, v_l0_P, g, sq);
+    bpg_ps_form_product(N, 64, 0, 8, v_d_l0_Z, 9, v_l0_P, g, 0, sq);
     /* l0.b: explicit (colsum, r = 64: 512 per sample) */
-    bpg_ps_sq_colsum(N, 64, 0, 8, v_d_l0_Z, g, sq);
+    bpg_ps_form_colsum(N, 64, 0, 8, v_d_l0_Z, g, 0, sq);
     /* l2.W: explicit (product, r = 16 rows per sample: Gram 22,784 vs explicit 18,432 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 16, 0, 16, v_d_l2_Z, 72, v_l2_P, g, sq);
+    bpg_ps_form_product(N, 16, 0, 16, v_d_l2_Z, 72, v_l2_P, g, 0, sq);
     /* l2.b: explicit (colsum, r = 16: 256 per sample) */
-    bpg_ps_sq_colsum(N, 16, 0, 16, v_d_l2_Z, g, sq);
+    bpg_ps_form_colsum(N, 16, 0, 16, v_d_l2_Z, g, 0, sq);
     /* l5.W: gram (product, r = 1 row per sample: Gram 75 vs explicit 640 multiply-adds per sample) */
     bpg_ps_sq_outer(N, 64, v_l3_Y, 10, v_d_l5_Z_2, sq);
     /* l5.b: explicit (colsum, r = 1: 10 per sample) */
@@ -3014,9 +3076,9 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real 
     real *const v_l3_Y = ws + 2496*N + 1;  /* l3_Y (N, 64) */
     real *const v_d_l5_Z_2 = ws + 2560*N + 1;  /* d_l5_Z_2 (N, 10) */
     real *const sq = out + 1;  /* (N,): squared norms, then the norms */
+    real *const grads = out + 1 + N;  /* the clipped gradient */
     real *const g = ws + 2570*N + 8;  /* (1152,): one sample's formed gradient */
     real *const clip = ws + 2570*N + 1160;  /* (N,): the clip factors */
-    real *const grads = out + 1 + N;  /* the clipped gradient */
 
     /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
     bpg_grad_terms(N, v_x, v_y, v_l0_W, v_l0_b, v_l2_W, v_l2_b, v_l5_W, v_l5_b, ws, ws + 2570*N + 8);
@@ -3025,13 +3087,13 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real 
     /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
     for (int64_t n = 0; n < N; n++) sq[n] = 0;
     /* l0.W: explicit (product, r = 64 rows per sample: Gram 73,728 vs explicit 4,608 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 64, 0, 8, v_d_l0_Z, 9, v_l0_P, g, sq);
+    bpg_ps_form_product(N, 64, 0, 8, v_d_l0_Z, 9, v_l0_P, g, 0, sq);
     /* l0.b: explicit (colsum, r = 64: 512 per sample) */
-    bpg_ps_sq_colsum(N, 64, 0, 8, v_d_l0_Z, g, sq);
+    bpg_ps_form_colsum(N, 64, 0, 8, v_d_l0_Z, g, 0, sq);
     /* l2.W: explicit (product, r = 16 rows per sample: Gram 22,784 vs explicit 18,432 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 16, 0, 16, v_d_l2_Z, 72, v_l2_P, g, sq);
+    bpg_ps_form_product(N, 16, 0, 16, v_d_l2_Z, 72, v_l2_P, g, 0, sq);
     /* l2.b: explicit (colsum, r = 16: 256 per sample) */
-    bpg_ps_sq_colsum(N, 16, 0, 16, v_d_l2_Z, g, sq);
+    bpg_ps_form_colsum(N, 16, 0, 16, v_d_l2_Z, g, 0, sq);
     /* l5.W: gram (product, r = 1 row per sample: Gram 75 vs explicit 640 multiply-adds per sample) */
     bpg_ps_sq_outer(N, 64, v_l3_Y, 10, v_d_l5_Z_2, sq);
     /* l5.b: explicit (colsum, r = 1: 10 per sample) */

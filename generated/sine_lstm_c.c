@@ -644,66 +644,95 @@ static inline void bpg_ps_sq_grams(int64_t N, int64_t rows, const real *restrict
         sq[n] += bpg_ps_dot(rows * rows, GU + n * rows * rows, GV + n * rows * rows);
 }
 
-/* The gradient formed, a product: g = U_nᵀ·V_n (a x d, in scratch g), ‖g‖² */
-static inline void bpg_ps_sq_product(int64_t N, int64_t rows, int time, int64_t a,
-                                     const real *U, int64_t d, const real *V,
-                                     real *restrict g, real *restrict sq)
+/* Every sample's gradient formed, a product: U_nᵀ·V_n (a x d) at g + n·gs
+   (gs = 0: one scratch, reused), its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_product(int64_t N, int64_t rows, int time, int64_t a,
+                                       const real *U, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
 {
     const int64_t lu = bpg_ps_ld(N, time, a), lv = bpg_ps_ld(N, time, d);
     for (int64_t n = 0; n < N; n++) {
         const real *Un = bpg_ps_rows(U, rows, time, a, n);
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
-        if (!bpg_blas_gemm_ld(1, 0, a, d, rows, Un, lu, Vn, lv, g, d, BPG_BLAS_MIN_TN)) {
-            for (int64_t k = 0; k < a * d; k++) g[k] = 0;
+        real *restrict gn = g + n * gs;
+        if (!bpg_blas_gemm_ld(1, 0, a, d, rows, Un, lu, Vn, lv, gn, d, BPG_BLAS_MIN_TN)) {
+            for (int64_t k = 0; k < a * d; k++) gn[k] = 0;
             for (int64_t p = 0; p < rows; p++)
                 for (int64_t i = 0; i < a; i++) {
                     const real u = Un[p * lu + i];
-                    real *restrict gi = g + i * d;
+                    real *restrict gi = gn + i * d;
                     const real *restrict vp = Vn + p * lv;
                     #pragma omp simd
                     for (int64_t j = 0; j < d; j++) gi[j] += u * vp[j];
                 }
         }
-        sq[n] += bpg_ps_dot(a * d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(a * d, gn, gn);
     }
 }
 
-/* The gradient formed, a column sum: g = 1ᵀ·V_n (d, in scratch g), ‖g‖² */
-static inline void bpg_ps_sq_colsum(int64_t N, int64_t rows, int time, int64_t d, const real *V,
-                                    real *restrict g, real *restrict sq)
+/* Every sample's gradient formed, a column sum: 1ᵀ·V_n (d) at g + n·gs,
+   its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_colsum(int64_t N, int64_t rows, int time, int64_t d,
+                                      const real *V, real *g, int64_t gs, real *restrict sq)
 {
     const int64_t lv = bpg_ps_ld(N, time, d);
     for (int64_t n = 0; n < N; n++) {
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
-        for (int64_t j = 0; j < d; j++) g[j] = 0;
+        real *restrict gn = g + n * gs;
+        for (int64_t j = 0; j < d; j++) gn[j] = 0;
         for (int64_t p = 0; p < rows; p++) {
             const real *restrict vp = Vn + p * lv;
             #pragma omp simd
-            for (int64_t j = 0; j < d; j++) g[j] += vp[j];
+            for (int64_t j = 0; j < d; j++) gn[j] += vp[j];
         }
-        sq[n] += bpg_ps_dot(d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(d, gn, gn);
     }
 }
 
-/* An embedding table's gradient formed: g = onehot(ids_n)ᵀ·V_n (size x d,
-   in scratch g), ‖g‖²; ids as the generated code checked them (in [0, size)) */
-static inline void bpg_ps_sq_scatter(int64_t N, int64_t rows, int time, const int64_t *ids,
-                                     int64_t size, int64_t d, const real *V, real *restrict g,
-                                     real *restrict sq)
+/* Every sample's embedding-table gradient formed: onehot(ids_n)ᵀ·V_n
+   (size x d) at g + n·gs, its squared norm added to sq (unless NULL); ids
+   as the generated code checked them (in [0, size)) */
+static inline void bpg_ps_form_scatter(int64_t N, int64_t rows, int time, const int64_t *ids,
+                                       int64_t size, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
 {
     const int64_t lv = bpg_ps_ld(N, time, d), li = time ? N : 1;
     for (int64_t n = 0; n < N; n++) {
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
         const int64_t *idn = ids + (time ? n : n * rows);
-        for (int64_t k = 0; k < size * d; k++) g[k] = 0;
+        real *restrict gn = g + n * gs;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
         for (int64_t p = 0; p < rows; p++) {
-            real *restrict gi = g + idn[p * li] * d;
+            real *restrict gi = gn + idn[p * li] * d;
             const real *restrict vp = Vn + p * lv;
             #pragma omp simd
             for (int64_t j = 0; j < d; j++) gi[j] += vp[j];
         }
-        sq[n] += bpg_ps_dot(size * d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(size * d, gn, gn);
     }
+}
+
+/* Every sample's position-table gradient (size x d) at g + n·size·d: its
+   rows of the time-major V (rows steps), the rows after them 0 */
+static inline void bpg_ps_form_steps(int64_t N, int64_t rows, int64_t size, int64_t d,
+                                     const real *restrict V, real *restrict g)
+{
+    for (int64_t n = 0; n < N; n++) {
+        real *restrict gn = g + n * size * d;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
+        for (int64_t t = 0; t < rows; t++)
+            for (int64_t j = 0; j < d; j++) gn[t * d + j] = V[(t * N + n) * d + j];
+    }
+}
+
+/* a (k) *= s */
+static inline void bpg_ps_scale(int64_t k, real s, real *restrict a)
+{
+    #pragma omp simd
+    for (int64_t i = 0; i < k; i++) a[i] *= s;
 }
 
 /* An embedding table, Gram form: ⟨onehot_n onehot_nᵀ, V_nV_nᵀ⟩, the dot
@@ -3391,6 +3420,35 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     }
 }
 
+/* ---- per_sample_grads: workspace 7868*N + 1040 elements ---- */
+BPG_ENTRY void bpg_per_sample_grads(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
+{
+    real *const v_loss = ws + 0;  /* loss (1, 1) */
+    real *const v_d_l0_G_6 = ws + 1;  /* d_l0_G_6 (20*N, 64) */
+    real *const v_l0_hprev = ws + 1280*N + 1;  /* l0_hprev (20*N, 16) */
+    real *const v_l0_H = ws + 1600*N + 1;  /* l0_H (20*N, 16) */
+    real *const v_d_l1_Z = ws + 1920*N + 1;  /* d_l1_Z (20*N, 1) */
+    real *const g = ws + 1940*N + 8;  /* (1024,): one sample's formed gradient */
+    real *const clip = ws + 1940*N + 1032;  /* (N,): the clip factors */
+
+    /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
+    bpg_grad_terms(N, v_x, v_mask, v_y, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b, ws, ws + 1940*N + 8);
+
+    /* every sample's gradient formed, parameter by parameter: (N, *shape) each */
+    /* l0.Wx */
+    bpg_ps_form_product(N, 20, 1, 1, v_x, 64, v_d_l0_G_6, out + 0*N, 64, NULL);
+    /* l0.Wh */
+    bpg_ps_form_product(N, 20, 1, 16, v_l0_hprev, 64, v_d_l0_G_6, out + 64*N, 1024, NULL);
+    /* l0.b */
+    bpg_ps_form_colsum(N, 20, 1, 64, v_d_l0_G_6, out + 1088*N, 64, NULL);
+    /* l1.W */
+    bpg_ps_form_product(N, 20, 1, 16, v_l0_H, 1, v_d_l1_Z, out + 1152*N, 16, NULL);
+    /* l1.b */
+    bpg_ps_form_colsum(N, 20, 1, 1, v_d_l1_Z, out + 1168*N, 1, NULL);
+    /* the batch's 1/N in the deltas undone */
+    bpg_ps_scale(1169*N, (real)N, out);
+}
+
 /* ---- per_sample_grad_norms: workspace 7868*N + 1040 elements ---- */
 BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
@@ -3410,15 +3468,15 @@ BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const real *restrict v_x, co
     /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
     for (int64_t n = 0; n < N; n++) sq[n] = 0;
     /* l0.Wx: explicit (product, r = 20 rows per sample: Gram 26,400 vs explicit 1,280 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 20, 1, 1, v_x, 64, v_d_l0_G_6, g, sq);
+    bpg_ps_form_product(N, 20, 1, 1, v_x, 64, v_d_l0_G_6, g, 0, sq);
     /* l0.Wh: explicit (product, r = 20 rows per sample: Gram 32,400 vs explicit 20,480 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 20, 1, 16, v_l0_hprev, 64, v_d_l0_G_6, g, sq);
+    bpg_ps_form_product(N, 20, 1, 16, v_l0_hprev, 64, v_d_l0_G_6, g, 0, sq);
     /* l0.b: explicit (colsum, r = 20: 1,280 per sample) */
-    bpg_ps_sq_colsum(N, 20, 1, 64, v_d_l0_G_6, g, sq);
+    bpg_ps_form_colsum(N, 20, 1, 64, v_d_l0_G_6, g, 0, sq);
     /* l1.W: explicit (product, r = 20 rows per sample: Gram 7,200 vs explicit 320 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 20, 1, 16, v_l0_H, 1, v_d_l1_Z, g, sq);
+    bpg_ps_form_product(N, 20, 1, 16, v_l0_H, 1, v_d_l1_Z, g, 0, sq);
     /* l1.b: explicit (colsum, r = 20: 20 per sample) */
-    bpg_ps_sq_colsum(N, 20, 1, 1, v_d_l1_Z, g, sq);
+    bpg_ps_form_colsum(N, 20, 1, 1, v_d_l1_Z, g, 0, sq);
     bpg_ps_norms(N, sq);
 }
 
@@ -3431,9 +3489,9 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real 
     real *const v_l0_H = ws + 1600*N + 1;  /* l0_H (20*N, 16) */
     real *const v_d_l1_Z = ws + 1920*N + 1;  /* d_l1_Z (20*N, 1) */
     real *const sq = out + 1;  /* (N,): squared norms, then the norms */
+    real *const grads = out + 1 + N;  /* the clipped gradient */
     real *const g = ws + 1940*N + 8;  /* (1024,): one sample's formed gradient */
     real *const clip = ws + 1940*N + 1032;  /* (N,): the clip factors */
-    real *const grads = out + 1 + N;  /* the clipped gradient */
 
     /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
     bpg_grad_terms(N, v_x, v_mask, v_y, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b, ws, ws + 1940*N + 8);
@@ -3442,15 +3500,15 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real 
     /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
     for (int64_t n = 0; n < N; n++) sq[n] = 0;
     /* l0.Wx: explicit (product, r = 20 rows per sample: Gram 26,400 vs explicit 1,280 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 20, 1, 1, v_x, 64, v_d_l0_G_6, g, sq);
+    bpg_ps_form_product(N, 20, 1, 1, v_x, 64, v_d_l0_G_6, g, 0, sq);
     /* l0.Wh: explicit (product, r = 20 rows per sample: Gram 32,400 vs explicit 20,480 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 20, 1, 16, v_l0_hprev, 64, v_d_l0_G_6, g, sq);
+    bpg_ps_form_product(N, 20, 1, 16, v_l0_hprev, 64, v_d_l0_G_6, g, 0, sq);
     /* l0.b: explicit (colsum, r = 20: 1,280 per sample) */
-    bpg_ps_sq_colsum(N, 20, 1, 64, v_d_l0_G_6, g, sq);
+    bpg_ps_form_colsum(N, 20, 1, 64, v_d_l0_G_6, g, 0, sq);
     /* l1.W: explicit (product, r = 20 rows per sample: Gram 7,200 vs explicit 320 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 20, 1, 16, v_l0_H, 1, v_d_l1_Z, g, sq);
+    bpg_ps_form_product(N, 20, 1, 16, v_l0_H, 1, v_d_l1_Z, g, 0, sq);
     /* l1.b: explicit (colsum, r = 20: 20 per sample) */
-    bpg_ps_sq_colsum(N, 20, 1, 1, v_d_l1_Z, g, sq);
+    bpg_ps_form_colsum(N, 20, 1, 1, v_d_l1_Z, g, 0, sq);
     bpg_ps_norms(N, sq);
 
     /* c_n = min(1, max_norm / norm_n); unless every c_n is 1, one factor of every product (and a sum's rows) scaled in place: diag(c)·F */

@@ -751,66 +751,95 @@ static inline void bpg_ps_sq_grams(int64_t N, int64_t rows, const real *restrict
         sq[n] += bpg_ps_dot(rows * rows, GU + n * rows * rows, GV + n * rows * rows);
 }
 
-/* The gradient formed, a product: g = U_nᵀ·V_n (a x d, in scratch g), ‖g‖² */
-static inline void bpg_ps_sq_product(int64_t N, int64_t rows, int time, int64_t a,
-                                     const real *U, int64_t d, const real *V,
-                                     real *restrict g, real *restrict sq)
+/* Every sample's gradient formed, a product: U_nᵀ·V_n (a x d) at g + n·gs
+   (gs = 0: one scratch, reused), its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_product(int64_t N, int64_t rows, int time, int64_t a,
+                                       const real *U, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
 {
     const int64_t lu = bpg_ps_ld(N, time, a), lv = bpg_ps_ld(N, time, d);
     for (int64_t n = 0; n < N; n++) {
         const real *Un = bpg_ps_rows(U, rows, time, a, n);
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
-        if (!bpg_blas_gemm_ld(1, 0, a, d, rows, Un, lu, Vn, lv, g, d, BPG_BLAS_MIN_TN)) {
-            for (int64_t k = 0; k < a * d; k++) g[k] = 0;
+        real *restrict gn = g + n * gs;
+        if (!bpg_blas_gemm_ld(1, 0, a, d, rows, Un, lu, Vn, lv, gn, d, BPG_BLAS_MIN_TN)) {
+            for (int64_t k = 0; k < a * d; k++) gn[k] = 0;
             for (int64_t p = 0; p < rows; p++)
                 for (int64_t i = 0; i < a; i++) {
                     const real u = Un[p * lu + i];
-                    real *restrict gi = g + i * d;
+                    real *restrict gi = gn + i * d;
                     const real *restrict vp = Vn + p * lv;
                     #pragma omp simd
                     for (int64_t j = 0; j < d; j++) gi[j] += u * vp[j];
                 }
         }
-        sq[n] += bpg_ps_dot(a * d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(a * d, gn, gn);
     }
 }
 
-/* The gradient formed, a column sum: g = 1ᵀ·V_n (d, in scratch g), ‖g‖² */
-static inline void bpg_ps_sq_colsum(int64_t N, int64_t rows, int time, int64_t d, const real *V,
-                                    real *restrict g, real *restrict sq)
+/* Every sample's gradient formed, a column sum: 1ᵀ·V_n (d) at g + n·gs,
+   its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_colsum(int64_t N, int64_t rows, int time, int64_t d,
+                                      const real *V, real *g, int64_t gs, real *restrict sq)
 {
     const int64_t lv = bpg_ps_ld(N, time, d);
     for (int64_t n = 0; n < N; n++) {
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
-        for (int64_t j = 0; j < d; j++) g[j] = 0;
+        real *restrict gn = g + n * gs;
+        for (int64_t j = 0; j < d; j++) gn[j] = 0;
         for (int64_t p = 0; p < rows; p++) {
             const real *restrict vp = Vn + p * lv;
             #pragma omp simd
-            for (int64_t j = 0; j < d; j++) g[j] += vp[j];
+            for (int64_t j = 0; j < d; j++) gn[j] += vp[j];
         }
-        sq[n] += bpg_ps_dot(d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(d, gn, gn);
     }
 }
 
-/* An embedding table's gradient formed: g = onehot(ids_n)ᵀ·V_n (size x d,
-   in scratch g), ‖g‖²; ids as the generated code checked them (in [0, size)) */
-static inline void bpg_ps_sq_scatter(int64_t N, int64_t rows, int time, const int64_t *ids,
-                                     int64_t size, int64_t d, const real *V, real *restrict g,
-                                     real *restrict sq)
+/* Every sample's embedding-table gradient formed: onehot(ids_n)ᵀ·V_n
+   (size x d) at g + n·gs, its squared norm added to sq (unless NULL); ids
+   as the generated code checked them (in [0, size)) */
+static inline void bpg_ps_form_scatter(int64_t N, int64_t rows, int time, const int64_t *ids,
+                                       int64_t size, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
 {
     const int64_t lv = bpg_ps_ld(N, time, d), li = time ? N : 1;
     for (int64_t n = 0; n < N; n++) {
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
         const int64_t *idn = ids + (time ? n : n * rows);
-        for (int64_t k = 0; k < size * d; k++) g[k] = 0;
+        real *restrict gn = g + n * gs;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
         for (int64_t p = 0; p < rows; p++) {
-            real *restrict gi = g + idn[p * li] * d;
+            real *restrict gi = gn + idn[p * li] * d;
             const real *restrict vp = Vn + p * lv;
             #pragma omp simd
             for (int64_t j = 0; j < d; j++) gi[j] += vp[j];
         }
-        sq[n] += bpg_ps_dot(size * d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(size * d, gn, gn);
     }
+}
+
+/* Every sample's position-table gradient (size x d) at g + n·size·d: its
+   rows of the time-major V (rows steps), the rows after them 0 */
+static inline void bpg_ps_form_steps(int64_t N, int64_t rows, int64_t size, int64_t d,
+                                     const real *restrict V, real *restrict g)
+{
+    for (int64_t n = 0; n < N; n++) {
+        real *restrict gn = g + n * size * d;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
+        for (int64_t t = 0; t < rows; t++)
+            for (int64_t j = 0; j < d; j++) gn[t * d + j] = V[(t * N + n) * d + j];
+    }
+}
+
+/* a (k) *= s */
+static inline void bpg_ps_scale(int64_t k, real s, real *restrict a)
+{
+    #pragma omp simd
+    for (int64_t i = 0; i < k; i++) a[i] *= s;
 }
 
 /* An embedding table, Gram form: ⟨onehot_n onehot_nᵀ, V_nV_nᵀ⟩, the dot
@@ -6721,6 +6750,82 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
 }
 
+/* ---- per_sample_grads: workspace 10280*N + 3416 elements ---- */
+BPG_ENTRY void bpg_per_sample_grads(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+{
+    real *const v_loss = ws + 0;  /* loss (1, 1) */
+    real *const v_d_emb_A_1 = ws + 1;  /* d_emb_A_1 (8*N, 16) */
+    real *const v_d_attn_norm_g = ws + 128*N + 1;  /* d_attn_norm_g (8*N, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 256*N + 1;  /* d_attn_norm_A_3 (8*N, 16) */
+    real *const v_attn_norm_A = ws + 384*N + 1;  /* attn_norm_A (8*N, 16) */
+    real *const v_d_attn_mha_Q = ws + 512*N + 1;  /* d_attn_mha_Q (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 640*N + 1;  /* d_attn_mha_K (8*N, 16) */
+    real *const v_d_attn_mha_V = ws + 768*N + 1;  /* d_attn_mha_V (8*N, 16) */
+    real *const v_attn_mha_AV = ws + 896*N + 1;  /* attn_mha_AV (8*N, 16) */
+    real *const v_d_attn_R_1 = ws + 1024*N + 1;  /* d_attn_R_1 (8*N, 16) */
+    real *const v_d_mlp_norm_g = ws + 1152*N + 1;  /* d_mlp_norm_g (8*N, 16) */
+    real *const v_d_mlp_norm_A = ws + 1280*N + 1;  /* d_mlp_norm_A (8*N, 16) */
+    real *const v_mlp_norm_A = ws + 1408*N + 1;  /* mlp_norm_A (8*N, 16) */
+    real *const v_d_mlp_up_Z = ws + 1536*N + 1;  /* d_mlp_up_Z (8*N, 64) */
+    real *const v_mlp_up_A = ws + 2048*N + 1;  /* mlp_up_A (8*N, 64) */
+    real *const v_d_mlp_R = ws + 2560*N + 1;  /* d_mlp_R (8*N, 16) */
+    real *const v_mlp_R = ws + 2688*N + 1;  /* mlp_R (8*N, 16) */
+    real *const v_d_head_Z_2 = ws + 2816*N + 1;  /* d_head_Z_2 (8*N, 16) */
+    real *const gram_0 = ws + 2944*N + 8;  /* (N, 8, 8): v_mlp_norm_A's per-sample Gram matrices */
+    real *const gram_1 = ws + 3008*N + 8;  /* (N, 8, 8): v_d_mlp_up_Z's per-sample Gram matrices */
+    real *const gram_2 = ws + 3072*N + 8;  /* (N, 8, 8): v_mlp_up_A's per-sample Gram matrices */
+    real *const gram_3 = ws + 3136*N + 8;  /* (N, 8, 8): v_d_mlp_R's per-sample Gram matrices */
+    real *const g = ws + 3200*N + 8;  /* (1024,): one sample's formed gradient */
+    real *const clip = ws + 3200*N + 1032;  /* (N,): the clip factors */
+
+    /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
+    bpg_grad_terms(N, v_x, v_mask, v_y, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b, ws, ws + 2944*N + 8);
+
+    /* every sample's gradient formed, parameter by parameter: (N, *shape) each */
+    /* emb.E */
+    bpg_ps_form_scatter(N, 8, 1, v_x, 16, 16, v_d_emb_A_1, out + 0*N, 256, NULL);
+    /* emb.P */
+    bpg_ps_form_steps(N, 8, 8, 16, v_d_emb_A_1, out + 256*N);
+    /* attn.norm.g */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_g, out + 384*N, 16, NULL);
+    /* attn.norm.b */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_A_3, out + 400*N, 16, NULL);
+    /* attn.mha.Wq */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_Q, out + 416*N, 256, NULL);
+    /* attn.mha.Wk */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_K, out + 672*N, 256, NULL);
+    /* attn.mha.Wv */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_V, out + 928*N, 256, NULL);
+    /* attn.mha.Wo */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_mha_AV, 16, v_d_attn_R_1, out + 1184*N, 256, NULL);
+    /* attn.mha.bq */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_Q, out + 1440*N, 16, NULL);
+    /* attn.mha.bk */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_K, out + 1456*N, 16, NULL);
+    /* attn.mha.bv */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_V, out + 1472*N, 16, NULL);
+    /* attn.mha.bo */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_R_1, out + 1488*N, 16, NULL);
+    /* mlp.norm.g */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_g, out + 1504*N, 16, NULL);
+    /* mlp.norm.b */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_A, out + 1520*N, 16, NULL);
+    /* mlp.up.W */
+    bpg_ps_form_product(N, 8, 1, 16, v_mlp_norm_A, 64, v_d_mlp_up_Z, out + 1536*N, 1024, NULL);
+    /* mlp.up.b */
+    bpg_ps_form_colsum(N, 8, 1, 64, v_d_mlp_up_Z, out + 2560*N, 64, NULL);
+    /* mlp.down.W */
+    bpg_ps_form_product(N, 8, 1, 64, v_mlp_up_A, 16, v_d_mlp_R, out + 2624*N, 1024, NULL);
+    /* mlp.down.b */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_R, out + 3648*N, 16, NULL);
+    /* head.W */
+    bpg_ps_form_product(N, 8, 1, 16, v_mlp_R, 16, v_d_head_Z_2, out + 3664*N, 256, NULL);
+    /* head.b */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_head_Z_2, out + 3920*N, 16, NULL);
+    /* the batch's 1/N in the deltas undone */
+    bpg_ps_scale(3936*N, (real)N, out);
+}
+
 /* ---- per_sample_grad_norms: workspace 10280*N + 3416 elements ---- */
 BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
@@ -6757,49 +6862,49 @@ BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const int64_t *restrict v_x,
     /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
     for (int64_t n = 0; n < N; n++) sq[n] = 0;
     /* emb.E: explicit (scatter, r = 8 rows per sample: Gram 1,088 vs explicit 384 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_scatter(N, 8, 1, v_x, 16, 16, v_d_emb_A_1, g, sq);
+    bpg_ps_form_scatter(N, 8, 1, v_x, 16, 16, v_d_emb_A_1, g, 0, sq);
     /* emb.P: explicit (steps, r = 8: 128 per sample) */
     bpg_ps_sq_rows(N, 8, 16, v_d_emb_A_1, sq);
     /* attn.norm.g: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_norm_g, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_g, g, 0, sq);
     /* attn.norm.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_norm_A_3, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_A_3, g, 0, sq);
     /* attn.mha.Wq: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_Q, g, sq);
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_Q, g, 0, sq);
     /* attn.mha.Wk: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_K, g, sq);
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_K, g, 0, sq);
     /* attn.mha.Wv: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_V, g, sq);
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_V, g, 0, sq);
     /* attn.mha.Wo: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 8, 1, 16, v_attn_mha_AV, 16, v_d_attn_R_1, g, sq);
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_mha_AV, 16, v_d_attn_R_1, g, 0, sq);
     /* attn.mha.bq: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_mha_Q, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_Q, g, 0, sq);
     /* attn.mha.bk: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_mha_K, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_K, g, 0, sq);
     /* attn.mha.bv: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_mha_V, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_V, g, 0, sq);
     /* attn.mha.bo: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_R_1, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_R_1, g, 0, sq);
     /* mlp.norm.g: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_mlp_norm_g, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_g, g, 0, sq);
     /* mlp.norm.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_mlp_norm_A, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_A, g, 0, sq);
     /* mlp.up.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
     bpg_ps_gram(N, 8, 1, 16, v_mlp_norm_A, gram_0);
     bpg_ps_gram(N, 8, 1, 64, v_d_mlp_up_Z, gram_1);
     bpg_ps_sq_grams(N, 8, gram_0, gram_1, sq);
     /* mlp.up.b: explicit (colsum, r = 8: 512 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 64, v_d_mlp_up_Z, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 64, v_d_mlp_up_Z, g, 0, sq);
     /* mlp.down.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
     bpg_ps_gram(N, 8, 1, 64, v_mlp_up_A, gram_2);
     bpg_ps_gram(N, 8, 1, 16, v_d_mlp_R, gram_3);
     bpg_ps_sq_grams(N, 8, gram_2, gram_3, sq);
     /* mlp.down.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_mlp_R, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_R, g, 0, sq);
     /* head.W: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 8, 1, 16, v_mlp_R, 16, v_d_head_Z_2, g, sq);
+    bpg_ps_form_product(N, 8, 1, 16, v_mlp_R, 16, v_d_head_Z_2, g, 0, sq);
     /* head.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_head_Z_2, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_head_Z_2, g, 0, sq);
     bpg_ps_norms(N, sq);
 }
 
@@ -6825,13 +6930,13 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const int64_t *restrict v_x, const re
     real *const v_mlp_R = ws + 2688*N + 1;  /* mlp_R (8*N, 16) */
     real *const v_d_head_Z_2 = ws + 2816*N + 1;  /* d_head_Z_2 (8*N, 16) */
     real *const sq = out + 1;  /* (N,): squared norms, then the norms */
+    real *const grads = out + 1 + N;  /* the clipped gradient */
     real *const gram_0 = ws + 2944*N + 8;  /* (N, 8, 8): v_mlp_norm_A's per-sample Gram matrices */
     real *const gram_1 = ws + 3008*N + 8;  /* (N, 8, 8): v_d_mlp_up_Z's per-sample Gram matrices */
     real *const gram_2 = ws + 3072*N + 8;  /* (N, 8, 8): v_mlp_up_A's per-sample Gram matrices */
     real *const gram_3 = ws + 3136*N + 8;  /* (N, 8, 8): v_d_mlp_R's per-sample Gram matrices */
     real *const g = ws + 3200*N + 8;  /* (1024,): one sample's formed gradient */
     real *const clip = ws + 3200*N + 1032;  /* (N,): the clip factors */
-    real *const grads = out + 1 + N;  /* the clipped gradient */
 
     /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
     bpg_grad_terms(N, v_x, v_mask, v_y, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b, ws, ws + 2944*N + 8);
@@ -6840,49 +6945,49 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const int64_t *restrict v_x, const re
     /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
     for (int64_t n = 0; n < N; n++) sq[n] = 0;
     /* emb.E: explicit (scatter, r = 8 rows per sample: Gram 1,088 vs explicit 384 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_scatter(N, 8, 1, v_x, 16, 16, v_d_emb_A_1, g, sq);
+    bpg_ps_form_scatter(N, 8, 1, v_x, 16, 16, v_d_emb_A_1, g, 0, sq);
     /* emb.P: explicit (steps, r = 8: 128 per sample) */
     bpg_ps_sq_rows(N, 8, 16, v_d_emb_A_1, sq);
     /* attn.norm.g: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_norm_g, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_g, g, 0, sq);
     /* attn.norm.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_norm_A_3, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_A_3, g, 0, sq);
     /* attn.mha.Wq: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_Q, g, sq);
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_Q, g, 0, sq);
     /* attn.mha.Wk: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_K, g, sq);
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_K, g, 0, sq);
     /* attn.mha.Wv: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_V, g, sq);
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_V, g, 0, sq);
     /* attn.mha.Wo: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 8, 1, 16, v_attn_mha_AV, 16, v_d_attn_R_1, g, sq);
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_mha_AV, 16, v_d_attn_R_1, g, 0, sq);
     /* attn.mha.bq: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_mha_Q, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_Q, g, 0, sq);
     /* attn.mha.bk: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_mha_K, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_K, g, 0, sq);
     /* attn.mha.bv: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_mha_V, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_V, g, 0, sq);
     /* attn.mha.bo: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_attn_R_1, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_R_1, g, 0, sq);
     /* mlp.norm.g: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_mlp_norm_g, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_g, g, 0, sq);
     /* mlp.norm.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_mlp_norm_A, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_A, g, 0, sq);
     /* mlp.up.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
     bpg_ps_gram(N, 8, 1, 16, v_mlp_norm_A, gram_0);
     bpg_ps_gram(N, 8, 1, 64, v_d_mlp_up_Z, gram_1);
     bpg_ps_sq_grams(N, 8, gram_0, gram_1, sq);
     /* mlp.up.b: explicit (colsum, r = 8: 512 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 64, v_d_mlp_up_Z, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 64, v_d_mlp_up_Z, g, 0, sq);
     /* mlp.down.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
     bpg_ps_gram(N, 8, 1, 64, v_mlp_up_A, gram_2);
     bpg_ps_gram(N, 8, 1, 16, v_d_mlp_R, gram_3);
     bpg_ps_sq_grams(N, 8, gram_2, gram_3, sq);
     /* mlp.down.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_mlp_R, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_R, g, 0, sq);
     /* head.W: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_sq_product(N, 8, 1, 16, v_mlp_R, 16, v_d_head_Z_2, g, sq);
+    bpg_ps_form_product(N, 8, 1, 16, v_mlp_R, 16, v_d_head_Z_2, g, 0, sq);
     /* head.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_sq_colsum(N, 8, 1, 16, v_d_head_Z_2, g, sq);
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_head_Z_2, g, 0, sq);
     bpg_ps_norms(N, sq);
 
     /* c_n = min(1, max_norm / norm_n); unless every c_n is 1, one factor of every product (and a sum's rows) scaled in place: diag(c)·F */

@@ -186,13 +186,16 @@ def _fd_per_sample(spec, params, x, y):
 
 @pytest.mark.parametrize("case, backend", _runs(FD_CASES))
 def test_norms_and_clipped_against_finite_differences(builder, case, backend):
-    """The norms and the clipped gradient of both backends (C: one generated
-    call, bpg_per_sample_grad_norms / bpg_clipped_grad) against every
-    sample's gradient from finite differences of its own loss, clipped
-    explicitly."""
+    """The three functions of both backends (C: one generated call each,
+    bpg_per_sample_grads, bpg_per_sample_grad_norms, bpg_clipped_grad)
+    against every sample's gradient from finite differences of its own
+    loss, its norm, and the explicit clipping of those."""
     spec, mod = load_spec(case["arch"]), builder(case["arch"], backend)
     params, x, y = _point(spec, mod, seed=13)
     per = _fd_per_sample(spec, params, x, y)
+    psg = mod.per_sample_grads(params, x, y)
+    assert rel_err(np.stack([_flat({k: v[n] for k, v in psg.items()}) for n in range(N)]),
+                   per) <= 1e-9
     want = np.linalg.norm(per, axis=1)
     assert rel_err(mod.per_sample_grad_norms(params, x, y), want) <= 1e-9
     for max_norm in (float(np.median(want)), 0.5 * float(want.min())):
@@ -210,8 +213,8 @@ BOUNDS_CASES = [BY_ID[c] for c in ("dense-relu-sce-l2", "lstm-sce-last-k2", "con
 
 
 def per_sample_calls_stay_in_bounds(mod, n, args, tol, t=None):
-    """bpg_per_sample_grad_norms and bpg_clipped_grad of C module ``mod``
-    called directly on ``args`` (the wrapper's: x, masks, y, parameters;
+    """bpg_per_sample_grads, bpg_per_sample_grad_norms and bpg_clipped_grad
+    of C module ``mod`` called directly on ``args`` (the wrapper's: x, masks, y, parameters;
     ``t``: T with steps: any), out and ws filled with NaN between canaries:
     no input modified, nothing written outside out and ws, every output
     written and equal to the wrapper's call."""
@@ -220,7 +223,8 @@ def per_sample_calls_stay_in_bounds(mod, n, args, tol, t=None):
     norms = mod._per_sample_native("per_sample_grad_norms", n,
                                    args if t is None else [args[0], t, *args[1:]])[1:1 + n]
     max_norm = float(np.median(norms))
-    for name, clip in (("per_sample_grad_norms", ()), ("clipped_grad", (max_norm,))):
+    for name, clip in (("per_sample_grads", ()), ("per_sample_grad_norms", ()),
+                       ("clipped_grad", (max_norm,))):
         what = f"bpg_{name}, N={n}, T={t}"
         expected = mod._per_sample_native(name, n, args if t is None else [args[0], t, *args[1:]],
                                           *clip)
@@ -245,7 +249,7 @@ def per_sample_calls_stay_in_bounds(mod, n, args, tol, t=None):
 @pytest.mark.parametrize("case", BOUNDS_CASES, ids=[c["id"] for c in BOUNDS_CASES])
 def test_c_per_sample_functions_stay_in_bounds(builder, case):
     spec, mod = load_spec(case["arch"]), builder(case["arch"], "c")
-    assert {"per_sample_grad_norms", "clipped_grad"} <= set(mod._WS)
+    assert {"per_sample_grads", "per_sample_grad_norms", "clipped_grad"} <= set(mod._WS)
     for n in (1, 4):
         params, x, y = _point(spec, mod, seed=n, batch=n)
         lengths = (None if not mod.STEPS else np.maximum(1, mod.STEPS - np.arange(n)))

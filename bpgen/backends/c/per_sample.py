@@ -1,21 +1,27 @@
-"""The C functions ``per_sample_grad_norms`` and ``clipped_grad``: the
-grad_terms program, then every parameter's per-sample squared norm in the
-form the derivation chose for it (``meta.grad_terms``, :class:`~bpgen.meta.
-ParamTerms`: Gram or formed, stated next to each call), then (clipped_grad)
-the clip factors and Uᵀ·diag(c)·V with the module's products, in one C call
-(runtime/per_sample.c holds the loops, pasted after the helpers; this file only decides which call,
-with which factors and sizes, each parameter gets).
+"""The C functions ``per_sample_grads``, ``per_sample_grad_norms`` and
+``clipped_grad``: the grad_terms program, then every sample's gradient
+formed (per_sample_grads), or every parameter's per-sample squared norm in
+the form the derivation chose for it (``meta.grad_terms``,
+:class:`~bpgen.meta.ParamTerms`: Gram or formed, stated next to each call)
+and (clipped_grad) the clip factors and Uᵀ·diag(c)·V with the module's
+products: one C call each.  runtime/per_sample.c holds the loops (pasted
+after the helpers); this file only decides which call, with which factors
+and sizes, each parameter gets.
 
-Outputs, one buffer: the loss, the N norms, and (clipped_grad) the clipped
-gradient in the flat parameter order.  Workspace: the grad_terms outputs,
-then the larger of grad_terms' own workspace and the per-sample scratch
-(the Gram matrices, N·r² each, one per factor and row count however many
-parameters read it; one parameter's formed gradient; the N clip factors).
+Outputs, one buffer: per_sample_grads every parameter's (N, *shape) block
+in the flat parameter order; the others the loss, the N norms and
+(clipped_grad) the clipped gradient in the flat parameter order.
+Workspace: the grad_terms outputs, then the larger of grad_terms' own
+workspace and the per-sample scratch (the Gram matrices, N·r² each, one
+per factor and row count however many parameters read it; one
+parameter's formed gradient; the N clip factors).
 
-An architecture whose summands the runtime cannot take in C gets no C
-function (:class:`Unsupported`, the reason kept for ``bpgen show``); its
+An architecture with a summand these calls do not take (:class:`Unsupported`:
+a parameter with several summands, a table's ids that are not x's tokens,
+a product whose factors cannot be scaled in place) gets none of them; its
 per-sample functions then run in the Python runtime
-(bpgen/backends/common/runtime/per_sample.py), which forms the same terms."""
+(bpgen/backends/common/runtime/per_sample.py), which forms the same terms.
+No architecture of the test suites is such a case today."""
 from __future__ import annotations
 
 import math
@@ -27,10 +33,6 @@ from ..common.emitter import offset_code
 from .emitter import cname, size_params
 
 __all__ = ["per_sample_functions", "Unsupported"]
-
-#: the generated functions, and whether each clips
-FUNCTIONS = (("per_sample_grad_norms", False), ("clipped_grad", True))
-
 
 class Unsupported(Exception):
     """A summand the C per-sample functions do not take (the Python route serves it)."""
@@ -88,7 +90,8 @@ def _norm_lines(plan: ParamTerms, f: _Factors, grams: dict, made: set) -> list:
     if t.kind == "product":
         a, u, v = f.cols(t.u), f.real(t.u), f.name(t.v)
         if plan.norm == "explicit":
-            return [f"bpg_ps_sq_product(N, {code(t.rows)}, {time}, {a}, {u}, {d}, {v}, g, sq);"]
+            return [f"bpg_ps_form_product(N, {code(t.rows)}, {time}, {a}, {u}, {d}, {v}, g, 0, "
+                    f"sq);"]
         if t.rows == 1:
             return [f"bpg_ps_sq_outer(N, {a}, {u}, {d}, {v}, sq);"]
         lines = []
@@ -104,11 +107,12 @@ def _norm_lines(plan: ParamTerms, f: _Factors, grams: dict, made: set) -> list:
         # one row per sample, or a position table (sample n's rows are its gradient)
         return [f"bpg_ps_sq_rows(N, {code(t.rows)}, {d}, {v}, sq);"]
     if t.kind == "colsum":
-        return [f"bpg_ps_sq_colsum(N, {code(t.rows)}, {time}, {d}, {v}, g, sq);"]
+        return [f"bpg_ps_form_colsum(N, {code(t.rows)}, {time}, {d}, {v}, g, 0, sq);"]
     ids = f.ids(t.u)
     if plan.norm == "gram":
         return [f"bpg_ps_sq_scatter_gram(N, {code(t.rows)}, {time}, {ids}, {d}, {v}, sq);"]
-    return [f"bpg_ps_sq_scatter(N, {code(t.rows)}, {time}, {ids}, {t.size}, {d}, {v}, g, sq);"]
+    return [f"bpg_ps_form_scatter(N, {code(t.rows)}, {time}, {ids}, {t.size}, {d}, {v}, g, 0, "
+            f"sq);"]
 
 
 def _scaled(plans, f: _Factors) -> dict:
@@ -144,11 +148,28 @@ def _clip_lines(plan: ParamTerms, f: _Factors, offset: int) -> list:
     return [f"bpg_ps_steps_sum(N, {code(t.rows)}, {t.size}, {d}, {v}, {at});"]
 
 
+def _each_lines(plan: ParamTerms, f: _Factors, offset: int) -> list:
+    """The call writing every sample's gradient of ``plan`` (N, *shape) at
+    out + offset·N (without the factor N)."""
+    t = _one_term(plan)
+    time, d, v, at = int(t.layout == "time"), f.cols(t.v), f.name(t.v), f"out + {offset}*N"
+    size = math.prod(plan.shape)
+    if t.kind == "product":
+        return [f"bpg_ps_form_product(N, {code(t.rows)}, {time}, {f.cols(t.u)}, "
+                f"{f.real(t.u)}, {d}, {v}, {at}, {size}, NULL);"]
+    if t.kind == "colsum":
+        return [f"bpg_ps_form_colsum(N, {code(t.rows)}, {time}, {d}, {v}, {at}, {size}, NULL);"]
+    if t.kind == "scatter":
+        return [f"bpg_ps_form_scatter(N, {code(t.rows)}, {time}, {f.ids(t.u)}, {t.size}, {d}, "
+                f"{v}, {at}, {size}, NULL);"]
+    return [f"bpg_ps_form_steps(N, {code(t.rows)}, {t.size}, {d}, {v}, {at});"]
+
+
 def per_sample_functions(derived: Derived, terms_fn: dict, used: set) -> list:
-    """The two C functions (dicts as the emitter's ``_function`` makes),
-    or [] with the reason in :attr:`Unsupported` raised by the caller's
-    choice (see :func:`unsupported_reason`).  ``terms_fn``: the grad_terms
-    function (its workspace)."""
+    """The three C functions (dicts as the emitter's ``_function`` makes);
+    :class:`Unsupported` when a summand has no C form here.  ``terms_fn``:
+    the grad_terms function (its workspace); ``used``: gets the helpers
+    the calls need."""
     f = _Factors(derived)
     plans = [p for p in derived.meta.grad_terms]
     prog = f.prog
@@ -183,62 +204,71 @@ def per_sample_functions(derived: Derived, terms_fn: dict, used: set) -> list:
     decls = [f"real *const {cname(var)} = ws + {offset_code(a, b)};  "
              f"/* {var} {_shape(prog.vars[var].shape)} */"
              for var, (a, b, _, _, _) in zip(prog.outputs, layout)]
-    decls.append("real *const sq = out + 1;  /* (N,): squared norms, then the norms */")
 
     call = (f"bpg_grad_terms(N{', T' if 'int64_t T' in size_params(prog) else ''}, "
             f"{', '.join(cname(a) for a in prog.inputs)}, ws, ws + {offset_code(oa, ob)});")
+    terms = {"head": ["the forward and backward pass without the weight gradients' "
+                      "reductions (grad_terms), its outputs at the start of ws"],
+             "lines": [call]}
     made: set = set()
     norm_lines = ["for (int64_t n = 0; n < N; n++) sq[n] = 0;"]
     for p in plans:
         norm_lines += [f"/* {p.key}: {p.reason()} */"] + _norm_lines(p, f, grams, made)
     norm_lines.append("bpg_ps_norms(N, sq);")
-    common = [{"head": ["the forward and backward pass without the weight gradients' "
-                        "reductions (grad_terms), its outputs at the start of ws"],
-               "lines": [call, f"out[0] = {cname(prog.outputs[0])}[0];"]},
-              {"head": ["sq_n: every sample's squared gradient norm without the batch's "
-                        "1/N², parameter by parameter in the form chosen at generation, "
-                        "then norm_n = N·√sq_n"],
-               "lines": norm_lines}]
+    norms = [dict(terms, lines=terms["lines"] + [f"out[0] = {cname(prog.outputs[0])}[0];"]),
+             {"head": ["sq_n: every sample's squared gradient norm without the batch's "
+                       "1/N², parameter by parameter in the form chosen at generation, "
+                       "then norm_n = N·√sq_n"],
+              "lines": norm_lines}]
     scaled = _scaled(plans, f)
     scale_lines = [f"bpg_ps_scale_rows(N, {code(rows)}, {int(lay == 'time')}, {f.cols(i)}, "
                    f"{f.name(i)}, clip);" for i, (rows, lay) in scaled.items()]
-    clip_lines, offset = [], 0
+    clip_lines, each_lines, offset = [], [], 0
     for p in plans:
         clip_lines += [f"/* {p.key} */"] + _clip_lines(p, f, offset)
+        each_lines += [f"/* {p.key} */"] + _each_lines(p, f, offset)
         offset += math.prod(p.shape)
+    each_lines += ["/* the batch's 1/N in the deltas undone */",
+                   f"bpg_ps_scale({offset}*N, (real)N, out);"]
     used.update({"gemm_tn", "colsum"})
     inputs = [f"const {derived.element_types.get(a, 'real')} *restrict {cname(a)}"
               for a in prog.inputs]
+    sq = "real *const sq = out + 1;  /* (N,): squared norms, then the norms */"
+    made = {
+        "per_sample_grads": ([], [terms, {"head": ["every sample's gradient formed, "
+                                                   "parameter by parameter: (N, *shape) each"],
+                                          "lines": each_lines}]),
+        "per_sample_grad_norms": ([sq], norms),
+        "clipped_grad": (
+            [sq, "real *const grads = out + 1 + N;  /* the clipped gradient */"],
+            norms + [{"head": ["c_n = min(1, max_norm / norm_n); unless every c_n is 1, "
+                               "one factor of every product (and a sum's rows) scaled in "
+                               "place: diag(c)·F"],
+                      "lines": ["if (bpg_ps_clip_factors(N, max_norm, sq, clip)) {"]
+                      + ["    " + line for line in scale_lines] + ["}"]},
+                     {"head": ["the clipped gradient, parameter by parameter: "
+                               "Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D"],
+                      "lines": clip_lines}])}
     out = []
-    for name, clips in FUNCTIONS:
-        params = (size_params(prog) + inputs + (["real max_norm"] if clips else [])
+    for name, (more, blocks) in made.items():
+        params = (size_params(prog) + inputs + (["real max_norm"] if name == "clipped_grad"
+                                                else [])
                   + ["real *restrict out", "real *restrict ws"])
-        blocks = list(common)
-        fdecls = list(decls) + decls_scratch
-        if clips:
-            fdecls.append("real *const grads = out + 1 + N;  /* the clipped gradient */")
-            blocks += [{"head": ["c_n = min(1, max_norm / norm_n); unless every c_n is 1, "
-                                 "one factor of every product (and a sum's rows) scaled in "
-                                 "place: diag(c)·F"],
-                        "lines": ["if (bpg_ps_clip_factors(N, max_norm, sq, clip)) {"]
-                        + ["    " + line for line in scale_lines] + ["}"]},
-                       {"head": ["the clipped gradient, parameter by parameter: "
-                                 "Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D"],
-                        "lines": clip_lines}]
-        out.append({"name": name, "decls": fdecls, "ws": ws, "blocks": blocks,
-                    "signature": f"void bpg_{name}({', '.join(params)})"})
+        out.append({"name": name, "decls": decls + more + decls_scratch, "ws": ws,
+                    "blocks": blocks, "signature": f"void bpg_{name}({', '.join(params)})"})
     return out
 
 
 def c_functions(derived: Derived, functions: list, used: set) -> tuple:
     """(the functions, "") or ([], the reason the per-sample functions stay in
-    the Python runtime)."""
+    the Python runtime).  ``functions``: the module's others (grad_terms')."""
     terms_fn = next((f for f in functions if f["name"] == "grad_terms"), None)
     if terms_fn is None:
         return [], "no grad_terms function"
+    helpers: set = set()
     try:
-        made = per_sample_functions(derived, terms_fn, set())
+        made = per_sample_functions(derived, terms_fn, helpers)
     except Unsupported as exc:
         return [], str(exc)
-    per_sample_functions(derived, terms_fn, used)
+    used |= helpers
     return made, ""

@@ -335,13 +335,21 @@ def _run(name, n, args, scratch=False):
             for oa, ob, a, b, cols in _layout(name, _split_steps(args)[0])]
 
 
+#: the per-sample functions' flat output, a*N + b elements: every sample's
+#: gradient; the loss and N norms; those and the clipped gradient
+_PER_SAMPLE_OUT = {"per_sample_grads": (N_PARAMS, 0), "per_sample_grad_norms": (1, 1),
+                   "clipped_grad": (1, 1 + N_PARAMS)}
+
+
 def _per_sample_native(name, n, args, max_norm=None):
-    """Run ``bpg_<name>`` (per_sample_grad_norms, or clipped_grad with
-    ``max_norm``): grad_terms, the norms and the clipped products in one C
-    call.  Its flat output [loss, the N norms, (clipped_grad) the gradient in
-    the flat parameter order], or None when the module has no such function
-    (an architecture whose summands stay in the Python runtime).  Its
-    workspace beyond the memory limit is refused before it is allocated."""
+    """Run ``bpg_<name>`` (per_sample_grads, per_sample_grad_norms, or
+    clipped_grad with ``max_norm``): grad_terms and what follows it in one C
+    call.  Its flat output (_PER_SAMPLE_OUT: every sample's gradient, each
+    parameter's (N, *shape) block in turn; or [loss, the N norms,
+    (clipped_grad) the gradient in the flat parameter order]), or None when
+    the module has no such function (an architecture whose summands stay in
+    the Python runtime).  Its workspace beyond the memory limit is refused
+    before it is allocated."""
     if name not in _WS:
         return None
     t, args = _split_steps(args)
@@ -351,7 +359,8 @@ def _per_sample_native(name, n, args, max_norm=None):
         raise ValueError(f"x: {name} on a batch of {n:,} samples needs {need:,} bytes of "
                          f"workspace, more than the limit of {MAX_RESULT_BYTES:,} bytes "
                          f"(MAX_RESULT_BYTES, or set $BPGEN_MAX_BYTES)")
-    out = numpy.empty(1 + n + (0 if max_norm is None else N_PARAMS), dtype=DTYPE)
+    oa, ob = _PER_SAMPLE_OUT[name]
+    out = numpy.empty(oa * n + ob, dtype=DTYPE)
     ws = _workspace(name, n, 0, t)
     fb = ffi.from_buffer
     clip = () if max_norm is None else (max_norm,)

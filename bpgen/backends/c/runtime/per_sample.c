@@ -73,66 +73,95 @@ static inline void bpg_ps_sq_grams(int64_t N, int64_t rows, const real *restrict
         sq[n] += bpg_ps_dot(rows * rows, GU + n * rows * rows, GV + n * rows * rows);
 }
 
-/* The gradient formed, a product: g = U_nᵀ·V_n (a x d, in scratch g), ‖g‖² */
-static inline void bpg_ps_sq_product(int64_t N, int64_t rows, int time, int64_t a,
-                                     const real *U, int64_t d, const real *V,
-                                     real *restrict g, real *restrict sq)
+/* Every sample's gradient formed, a product: U_nᵀ·V_n (a x d) at g + n·gs
+   (gs = 0: one scratch, reused), its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_product(int64_t N, int64_t rows, int time, int64_t a,
+                                       const real *U, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
 {
     const int64_t lu = bpg_ps_ld(N, time, a), lv = bpg_ps_ld(N, time, d);
     for (int64_t n = 0; n < N; n++) {
         const real *Un = bpg_ps_rows(U, rows, time, a, n);
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
-        if (!bpg_blas_gemm_ld(1, 0, a, d, rows, Un, lu, Vn, lv, g, d, BPG_BLAS_MIN_TN)) {
-            for (int64_t k = 0; k < a * d; k++) g[k] = 0;
+        real *restrict gn = g + n * gs;
+        if (!bpg_blas_gemm_ld(1, 0, a, d, rows, Un, lu, Vn, lv, gn, d, BPG_BLAS_MIN_TN)) {
+            for (int64_t k = 0; k < a * d; k++) gn[k] = 0;
             for (int64_t p = 0; p < rows; p++)
                 for (int64_t i = 0; i < a; i++) {
                     const real u = Un[p * lu + i];
-                    real *restrict gi = g + i * d;
+                    real *restrict gi = gn + i * d;
                     const real *restrict vp = Vn + p * lv;
                     #pragma omp simd
                     for (int64_t j = 0; j < d; j++) gi[j] += u * vp[j];
                 }
         }
-        sq[n] += bpg_ps_dot(a * d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(a * d, gn, gn);
     }
 }
 
-/* The gradient formed, a column sum: g = 1ᵀ·V_n (d, in scratch g), ‖g‖² */
-static inline void bpg_ps_sq_colsum(int64_t N, int64_t rows, int time, int64_t d, const real *V,
-                                    real *restrict g, real *restrict sq)
+/* Every sample's gradient formed, a column sum: 1ᵀ·V_n (d) at g + n·gs,
+   its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_colsum(int64_t N, int64_t rows, int time, int64_t d,
+                                      const real *V, real *g, int64_t gs, real *restrict sq)
 {
     const int64_t lv = bpg_ps_ld(N, time, d);
     for (int64_t n = 0; n < N; n++) {
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
-        for (int64_t j = 0; j < d; j++) g[j] = 0;
+        real *restrict gn = g + n * gs;
+        for (int64_t j = 0; j < d; j++) gn[j] = 0;
         for (int64_t p = 0; p < rows; p++) {
             const real *restrict vp = Vn + p * lv;
             #pragma omp simd
-            for (int64_t j = 0; j < d; j++) g[j] += vp[j];
+            for (int64_t j = 0; j < d; j++) gn[j] += vp[j];
         }
-        sq[n] += bpg_ps_dot(d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(d, gn, gn);
     }
 }
 
-/* An embedding table's gradient formed: g = onehot(ids_n)ᵀ·V_n (size x d,
-   in scratch g), ‖g‖²; ids as the generated code checked them (in [0, size)) */
-static inline void bpg_ps_sq_scatter(int64_t N, int64_t rows, int time, const int64_t *ids,
-                                     int64_t size, int64_t d, const real *V, real *restrict g,
-                                     real *restrict sq)
+/* Every sample's embedding-table gradient formed: onehot(ids_n)ᵀ·V_n
+   (size x d) at g + n·gs, its squared norm added to sq (unless NULL); ids
+   as the generated code checked them (in [0, size)) */
+static inline void bpg_ps_form_scatter(int64_t N, int64_t rows, int time, const int64_t *ids,
+                                       int64_t size, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
 {
     const int64_t lv = bpg_ps_ld(N, time, d), li = time ? N : 1;
     for (int64_t n = 0; n < N; n++) {
         const real *Vn = bpg_ps_rows(V, rows, time, d, n);
         const int64_t *idn = ids + (time ? n : n * rows);
-        for (int64_t k = 0; k < size * d; k++) g[k] = 0;
+        real *restrict gn = g + n * gs;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
         for (int64_t p = 0; p < rows; p++) {
-            real *restrict gi = g + idn[p * li] * d;
+            real *restrict gi = gn + idn[p * li] * d;
             const real *restrict vp = Vn + p * lv;
             #pragma omp simd
             for (int64_t j = 0; j < d; j++) gi[j] += vp[j];
         }
-        sq[n] += bpg_ps_dot(size * d, g, g);
+        if (sq)
+            sq[n] += bpg_ps_dot(size * d, gn, gn);
     }
+}
+
+/* Every sample's position-table gradient (size x d) at g + n·size·d: its
+   rows of the time-major V (rows steps), the rows after them 0 */
+static inline void bpg_ps_form_steps(int64_t N, int64_t rows, int64_t size, int64_t d,
+                                     const real *restrict V, real *restrict g)
+{
+    for (int64_t n = 0; n < N; n++) {
+        real *restrict gn = g + n * size * d;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
+        for (int64_t t = 0; t < rows; t++)
+            for (int64_t j = 0; j < d; j++) gn[t * d + j] = V[(t * N + n) * d + j];
+    }
+}
+
+/* a (k) *= s */
+static inline void bpg_ps_scale(int64_t k, real s, real *restrict a)
+{
+    #pragma omp simd
+    for (int64_t i = 0; i < k; i++) a[i] *= s;
 }
 
 /* An embedding table, Gram form: ⟨onehot_n onehot_nᵀ, V_nV_nᵀ⟩, the dot
