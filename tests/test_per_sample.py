@@ -440,6 +440,25 @@ def test_per_sample_grads_refused_before_allocating(builder, backend, monkeypatc
     assert rel_err(np.linalg.norm(per, axis=1), norms) <= 1e-12
 
 
+def test_c_workspace_refused_before_allocating(builder, monkeypatch):
+    """The C per-sample functions' workspace (sized by the generator: the
+    factors, Gram matrices, one formed gradient, the clip factors) beyond
+    the memory limit is a ValueError saying the bytes, before it is
+    allocated or the C code runs."""
+    case = BY_ID["lstm-wide-gram"]
+    spec, mod = load_spec(case["arch"]), builder(case["arch"], "c")
+    params, x, y = _point(spec, mod)
+    wa, wb = mod._WS["clipped_grad"]
+    need = (wa * N + wb) * mod.DTYPE.itemsize
+    assert mod._WS["per_sample_grad_norms"] == (wa, wb)
+    monkeypatch.setattr(mod, "MAX_RESULT_BYTES", need - 1)
+    monkeypatch.setattr(mod, "_BYTES_PER_SAMPLE", 1)       # x's own check passes
+    monkeypatch.setattr(mod, "_workspace", lambda *a: pytest.fail("allocated"))
+    for fn in (mod.per_sample_grad_norms, lambda *a: mod.clipped_grad(*a, 1.0)):
+        with pytest.raises(ValueError, match=f"^x: .* needs {need:,} bytes of workspace"):
+            fn(params, x, y)
+
+
 @pytest.mark.parametrize("cid", list(WIDE))
 def test_the_choice_is_stated(builder, cid):
     """bpgen show and the generated module's comments say, for every
