@@ -1653,7 +1653,7 @@ def _per_sample_native(name, n, args, max_norm=None):
     if name not in _WS:
         return None
     t, args = _split_steps(args)
-    a, b = (_at(v, t) for v in _WS[name])
+    a, b = _WS[name] if t is None else (_at(v, t) for v in _WS[name])
     need = (a * n + b) * DTYPE.itemsize
     if need > MAX_RESULT_BYTES:
         raise ValueError(f"x: {name} on a batch of {n:,} samples needs {need:,} bytes of "
@@ -1661,7 +1661,7 @@ def _per_sample_native(name, n, args, max_norm=None):
                          f"(MAX_RESULT_BYTES, or set $BPGEN_MAX_BYTES)")
     oa, ob = _PER_SAMPLE_OUT[name]
     out = numpy.empty(oa * n + ob, dtype=DTYPE)
-    ws = _workspace(name, n, 0, t)
+    ws = _buffer(a * n + b)
     fb = ffi.from_buffer
     clip = () if max_norm is None else (max_norm,)
     large = lib.bpg_threads_enter(n * (N_PARAMS + a))

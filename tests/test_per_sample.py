@@ -453,7 +453,7 @@ def test_c_workspace_refused_before_allocating(builder, monkeypatch):
     assert mod._WS["per_sample_grad_norms"] == (wa, wb)
     monkeypatch.setattr(mod, "MAX_RESULT_BYTES", need - 1)
     monkeypatch.setattr(mod, "_BYTES_PER_SAMPLE", 1)       # x's own check passes
-    monkeypatch.setattr(mod, "_workspace", lambda *a: pytest.fail("allocated"))
+    monkeypatch.setattr(mod, "_buffer", lambda *a: pytest.fail("allocated"))
     for fn in (mod.per_sample_grad_norms, lambda *a: mod.clipped_grad(*a, 1.0)):
         with pytest.raises(ValueError, match=f"^x: .* needs {need:,} bytes of workspace"):
             fn(params, x, y)
