@@ -459,6 +459,33 @@ def test_c_workspace_refused_before_allocating(builder, monkeypatch):
             fn(params, x, y)
 
 
+def test_c_module_without_the_c_per_sample_calls(builder, monkeypatch):
+    """A C module whose summands the generated per-sample calls do not take
+    (none today: made so here) has none of the three in C; its per-sample
+    functions run the shared runtime's NumPy products on the C factors,
+    and agree with the NumPy module."""
+    from bpgen.backends.c import per_sample as c_per_sample
+
+    def refuse(plan):
+        raise c_per_sample.Unsupported("made unsupported for this test")
+
+    monkeypatch.setattr(c_per_sample, "_one_term", refuse)
+    arch = mlp("tanh", SCE, hidden=(5,), out=3, features=4, l2=0.01, name="ps_python_route")
+    spec, mc = load_spec(arch), builder(arch, "c")
+    monkeypatch.undo()
+    assert not {"per_sample_grads", "per_sample_grad_norms", "clipped_grad"} & set(mc._WS)
+    mn = builder(arch, "numpy")
+    params, x, y = _point(spec, mn, seed=2, batch=4)
+    assert rel_err(_flat(mc.per_sample_grads(params, x, y)),
+                   _flat(mn.per_sample_grads(params, x, y))) <= 1e-12
+    norms = mn.per_sample_grad_norms(params, x, y)
+    assert rel_err(mc.per_sample_grad_norms(params, x, y), norms) <= 1e-12
+    (lc, gc, nc), (ln, gn, _) = (m.clipped_grad(params, x, y, float(np.median(norms)))
+                                 for m in (mc, mn))
+    assert lc == pytest.approx(ln, rel=1e-12) and rel_err(nc, norms) <= 1e-12
+    assert rel_err(_flat(gc), _flat(gn)) <= 1e-12
+
+
 @pytest.mark.parametrize("cid", list(WIDE))
 def test_the_choice_is_stated(builder, cid):
     """bpgen show and the generated module's comments say, for every
