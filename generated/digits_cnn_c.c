@@ -711,6 +711,254 @@ static inline void bpg_transpose_blocks(int64_t N, int64_t S, int64_t F,
     }
 }
 
+/* Per-sample gradient norms and DP-SGD's clipped gradient, from the factors
+   the grad_terms program leaves (bpgen/derivation.py _grad_terms): a factor
+   F is a (rows·N x c) matrix whose rows belong to samples, time-major
+   (row t·N + n: a sequence's steps, `time` = 1) or sample-major (row
+   n·rows + p: an image's pixels, `time` = 0).  Sample n's rows are then
+   the matrix F_n = rows x c starting at bpg_ps_rows(F, ...) with its rows
+   bpg_ps_ld(...) elements apart: a BLAS operand as it lies, never copied.
+   The squared norms accumulate into sq (N) without the factor N² (the
+   deltas hold the batch's 1/N); bpg_ps_norms puts it back.  The generated
+   per_sample_grad_norms and clipped_grad call these once per parameter in
+   the form the generator chose (Gram or formed, stated next to each call);
+   nothing here allocates: scratch is the caller's workspace. */
+#include <float.h>
+
+static inline const real *bpg_ps_rows(const real *F, int64_t rows, int time, int64_t c,
+                                      int64_t n)
+{
+    return F + (time ? n * c : n * rows * c);
+}
+
+static inline int64_t bpg_ps_ld(int64_t N, int time, int64_t c)
+{
+    return time ? N * c : c;
+}
+
+static inline real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
+{
+    real acc = 0;
+    #pragma omp simd reduction(+:acc)
+    for (int64_t j = 0; j < k; j++) acc += a[j] * b[j];
+    return acc;
+}
+
+/* One row per sample, Gram form: ‖u_nᵀv_n‖² = ‖u_n‖²·‖v_n‖² */
+static inline void bpg_ps_sq_outer(int64_t N, int64_t a, const real *restrict U, int64_t d,
+                                   const real *restrict V, real *restrict sq)
+{
+    for (int64_t n = 0; n < N; n++)
+        sq[n] += bpg_ps_dot(a, U + n * a, U + n * a) * bpg_ps_dot(d, V + n * d, V + n * d);
+}
+
+/* Every row's squares, summed per sample: a position table's per-step rows
+   (formed: sample n's gradient is its rows), or a bias over one row per
+   sample (1ᵀ·d_n = d_n) */
+static inline void bpg_ps_sq_rows(int64_t N, int64_t rows, int64_t d, const real *restrict V,
+                                  real *restrict sq)
+{
+    for (int64_t i = 0; i < rows * N; i++)
+        sq[i % N] += bpg_ps_dot(d, V + i * d, V + i * d);
+}
+
+/* G (N x rows x rows): every sample's Gram matrix F_n·F_nᵀ */
+static inline void bpg_ps_gram(int64_t N, int64_t rows, int time, int64_t c, const real *F,
+                               real *restrict G)
+{
+    const int64_t ld = bpg_ps_ld(N, time, c);
+    for (int64_t n = 0; n < N; n++) {
+        const real *Fn = bpg_ps_rows(F, rows, time, c, n);
+        real *restrict Gn = G + n * rows * rows;
+        if (bpg_blas_gemm_ld(0, 1, rows, rows, c, Fn, ld, Fn, ld, Gn, rows, BPG_BLAS_MIN_NT))
+            continue;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j <= i; j++)
+                Gn[i * rows + j] = Gn[j * rows + i] = bpg_ps_dot(c, Fn + i * ld, Fn + j * ld);
+    }
+}
+
+/* Gram form with several rows: ‖U_nᵀV_n‖² = ⟨U_nU_nᵀ, V_nV_nᵀ⟩ (bpg_ps_gram's) */
+static inline void bpg_ps_sq_grams(int64_t N, int64_t rows, const real *restrict GU,
+                                   const real *restrict GV, real *restrict sq)
+{
+    for (int64_t n = 0; n < N; n++)
+        sq[n] += bpg_ps_dot(rows * rows, GU + n * rows * rows, GV + n * rows * rows);
+}
+
+/* Every sample's gradient formed, a product: U_nᵀ·V_n (a x d) at g + n·gs
+   (gs = 0: one scratch, reused), its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_product(int64_t N, int64_t rows, int time, int64_t a,
+                                       const real *U, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
+{
+    const int64_t lu = bpg_ps_ld(N, time, a), lv = bpg_ps_ld(N, time, d);
+    for (int64_t n = 0; n < N; n++) {
+        const real *Un = bpg_ps_rows(U, rows, time, a, n);
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
+        real *restrict gn = g + n * gs;
+        if (!bpg_blas_gemm_ld(1, 0, a, d, rows, Un, lu, Vn, lv, gn, d, BPG_BLAS_MIN_TN)) {
+            for (int64_t k = 0; k < a * d; k++) gn[k] = 0;
+            for (int64_t p = 0; p < rows; p++)
+                for (int64_t i = 0; i < a; i++) {
+                    const real u = Un[p * lu + i];
+                    real *restrict gi = gn + i * d;
+                    const real *restrict vp = Vn + p * lv;
+                    #pragma omp simd
+                    for (int64_t j = 0; j < d; j++) gi[j] += u * vp[j];
+                }
+        }
+        if (sq)
+            sq[n] += bpg_ps_dot(a * d, gn, gn);
+    }
+}
+
+/* Every sample's gradient formed, a column sum: 1ᵀ·V_n (d) at g + n·gs,
+   its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_colsum(int64_t N, int64_t rows, int time, int64_t d,
+                                      const real *V, real *g, int64_t gs, real *restrict sq)
+{
+    const int64_t lv = bpg_ps_ld(N, time, d);
+    for (int64_t n = 0; n < N; n++) {
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
+        real *restrict gn = g + n * gs;
+        for (int64_t j = 0; j < d; j++) gn[j] = 0;
+        for (int64_t p = 0; p < rows; p++) {
+            const real *restrict vp = Vn + p * lv;
+            #pragma omp simd
+            for (int64_t j = 0; j < d; j++) gn[j] += vp[j];
+        }
+        if (sq)
+            sq[n] += bpg_ps_dot(d, gn, gn);
+    }
+}
+
+/* Every sample's embedding-table gradient formed: onehot(ids_n)ᵀ·V_n
+   (size x d) at g + n·gs, its squared norm added to sq (unless NULL); ids
+   as the generated code checked them (in [0, size)) */
+static inline void bpg_ps_form_scatter(int64_t N, int64_t rows, int time, const int64_t *ids,
+                                       int64_t size, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
+{
+    const int64_t lv = bpg_ps_ld(N, time, d), li = time ? N : 1;
+    for (int64_t n = 0; n < N; n++) {
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
+        const int64_t *idn = ids + (time ? n : n * rows);
+        real *restrict gn = g + n * gs;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
+        for (int64_t p = 0; p < rows; p++) {
+            real *restrict gi = gn + idn[p * li] * d;
+            const real *restrict vp = Vn + p * lv;
+            #pragma omp simd
+            for (int64_t j = 0; j < d; j++) gi[j] += vp[j];
+        }
+        if (sq)
+            sq[n] += bpg_ps_dot(size * d, gn, gn);
+    }
+}
+
+/* Every sample's position-table gradient (size x d) at g + n·size·d: its
+   rows of the time-major V (rows steps), the rows after them 0 */
+static inline void bpg_ps_form_steps(int64_t N, int64_t rows, int64_t size, int64_t d,
+                                     const real *restrict V, real *restrict g)
+{
+    for (int64_t n = 0; n < N; n++) {
+        real *restrict gn = g + n * size * d;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
+        for (int64_t t = 0; t < rows; t++)
+            for (int64_t j = 0; j < d; j++) gn[t * d + j] = V[(t * N + n) * d + j];
+    }
+}
+
+/* a (k) *= s */
+static inline void bpg_ps_scale(int64_t k, real s, real *restrict a)
+{
+    #pragma omp simd
+    for (int64_t i = 0; i < k; i++) a[i] *= s;
+}
+
+/* An embedding table, Gram form: ⟨onehot_n onehot_nᵀ, V_nV_nᵀ⟩, the dot
+   products of sample n's rows whose ids are equal */
+static inline void bpg_ps_sq_scatter_gram(int64_t N, int64_t rows, int time, const int64_t *ids,
+                                          int64_t d, const real *V, real *restrict sq)
+{
+    const int64_t lv = bpg_ps_ld(N, time, d), li = time ? N : 1;
+    for (int64_t n = 0; n < N; n++) {
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
+        const int64_t *idn = ids + (time ? n : n * rows);
+        real acc = 0;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < rows; j++)
+                if (idn[i * li] == idn[j * li])
+                    acc += bpg_ps_dot(d, Vn + i * lv, Vn + j * lv);
+        sq[n] += acc;
+    }
+}
+
+/* norms (N) = N·√sq (sq in place; a rounding below 0 is 0) */
+static inline void bpg_ps_norms(int64_t N, real *restrict sq)
+{
+    for (int64_t n = 0; n < N; n++)
+        sq[n] = (real)N * sqrt(sq[n] > 0 ? sq[n] : 0);
+}
+
+/* DP-SGD's clip factors c_n = min(1, max_norm / norm_n) (a norm of 0, or
+   below the smallest normal number, is not clipped); 1 when any is below 1 */
+static inline int bpg_ps_clip_factors(int64_t N, real max_norm, const real *restrict norms,
+                                      real *restrict c)
+{
+    const real tiny = sizeof(real) == sizeof(float) ? FLT_MIN : DBL_MIN;
+    int clipped = 0;
+    for (int64_t n = 0; n < N; n++) {
+        const real f = max_norm / (norms[n] > tiny ? norms[n] : tiny);
+        c[n] = f < 1 ? f : 1;
+        clipped |= f < 1;
+    }
+    return clipped;
+}
+
+/* diag(w)·F in place, w each row's sample's c_n: the factor that carries
+   the clipping in Uᵀ·diag(w)·V */
+static inline void bpg_ps_scale_rows(int64_t N, int64_t rows, int time, int64_t c, real *F,
+                                     const real *restrict w)
+{
+    for (int64_t i = 0; i < rows * N; i++) {
+        const real s = w[time ? i % N : i / rows];
+        real *restrict f = F + i * c;
+        #pragma omp simd
+        for (int64_t j = 0; j < c; j++) f[j] *= s;
+    }
+}
+
+/* out (size x d) = onehot(ids)ᵀ·V over all R rows: an embedding table's
+   (scaled) gradient */
+static inline void bpg_ps_scatter_sum(int64_t R, const int64_t *restrict ids, int64_t size,
+                                      int64_t d, const real *restrict V, real *restrict out)
+{
+    for (int64_t k = 0; k < size * d; k++) out[k] = 0;
+    for (int64_t i = 0; i < R; i++) {
+        real *restrict o = out + ids[i] * d;
+        const real *restrict v = V + i * d;
+        #pragma omp simd
+        for (int64_t j = 0; j < d; j++) o[j] += v[j];
+    }
+}
+
+/* out (size x d): row t the sum over samples of step t's rows of the
+   time-major V (rows steps), the rows after them 0: a position table's */
+static inline void bpg_ps_steps_sum(int64_t N, int64_t rows, int64_t size, int64_t d,
+                                    const real *restrict V, real *restrict out)
+{
+    for (int64_t k = 0; k < size * d; k++) out[k] = 0;
+    for (int64_t t = 0; t < rows; t++)
+        for (int64_t n = 0; n < N; n++) {
+            real *restrict o = out + t * d;
+            const real *restrict v = V + (t * N + n) * d;
+            #pragma omp simd
+            for (int64_t j = 0; j < d; j++) o[j] += v[j];
+        }
+}
+
 static const int32_t bpg_table_0[24] = {
     8, 9, 0, 0, 1, 8, 72, 72, 16, 72, 80, 80, 1, 16, 1232, 1232, 64, 10, 1248, 1248, 1, 10, 1888,
     1888,
@@ -2747,6 +2995,131 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         /* rows j0 .. of the result: H·v for each direction */
         bpg_columns_out(K, 6, bpg_table_1, wsd, out, 1898, j0);
     }
+}
+
+/* ---- per_sample_grads: workspace 9138*N + 1904 elements ---- */
+BPG_ENTRY void bpg_per_sample_grads(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
+{
+    real *const v_loss = ws + 0;  /* loss (1, 1) */
+    real *const v_d_l0_Z = ws + 1;  /* d_l0_Z (64*N, 8) */
+    real *const v_l0_P = ws + 512*N + 1;  /* l0_P (64*N, 9) */
+    real *const v_d_l2_Z = ws + 1088*N + 1;  /* d_l2_Z (16*N, 16) */
+    real *const v_l2_P = ws + 1344*N + 1;  /* l2_P (16*N, 72) */
+    real *const v_l3_Y = ws + 2496*N + 1;  /* l3_Y (N, 64) */
+    real *const v_d_l5_Z_2 = ws + 2560*N + 1;  /* d_l5_Z_2 (N, 10) */
+    real *const g = ws + 2570*N + 8;  /* (1152,): one sample's formed gradient */
+    real *const clip = ws + 2570*N + 1160;  /* (N,): the clip factors */
+
+    /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
+    bpg_grad_terms(N, v_x, v_y, v_l0_W, v_l0_b, v_l2_W, v_l2_b, v_l5_W, v_l5_b, ws, ws + 2570*N + 8);
+
+    /* every sample's gradient formed, parameter by parameter: (N, *shape) each */
+    /* l0.W */
+    bpg_ps_form_product(N, 64, 0, 8, v_d_l0_Z, 9, v_l0_P, out + 0*N, 72, NULL);
+    /* l0.b */
+    bpg_ps_form_colsum(N, 64, 0, 8, v_d_l0_Z, out + 72*N, 8, NULL);
+    /* l2.W */
+    bpg_ps_form_product(N, 16, 0, 16, v_d_l2_Z, 72, v_l2_P, out + 80*N, 1152, NULL);
+    /* l2.b */
+    bpg_ps_form_colsum(N, 16, 0, 16, v_d_l2_Z, out + 1232*N, 16, NULL);
+    /* l5.W */
+    bpg_ps_form_product(N, 1, 0, 64, v_l3_Y, 10, v_d_l5_Z_2, out + 1248*N, 640, NULL);
+    /* l5.b */
+    bpg_ps_form_colsum(N, 1, 0, 10, v_d_l5_Z_2, out + 1888*N, 10, NULL);
+    /* the batch's 1/N in the deltas undone */
+    bpg_ps_scale(1898*N, (real)N, out);
+}
+
+/* ---- per_sample_grad_norms: workspace 9138*N + 1904 elements ---- */
+BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
+{
+    real *const v_loss = ws + 0;  /* loss (1, 1) */
+    real *const v_d_l0_Z = ws + 1;  /* d_l0_Z (64*N, 8) */
+    real *const v_l0_P = ws + 512*N + 1;  /* l0_P (64*N, 9) */
+    real *const v_d_l2_Z = ws + 1088*N + 1;  /* d_l2_Z (16*N, 16) */
+    real *const v_l2_P = ws + 1344*N + 1;  /* l2_P (16*N, 72) */
+    real *const v_l3_Y = ws + 2496*N + 1;  /* l3_Y (N, 64) */
+    real *const v_d_l5_Z_2 = ws + 2560*N + 1;  /* d_l5_Z_2 (N, 10) */
+    real *const sq = out + 1;  /* (N,): squared norms, then the norms */
+    real *const g = ws + 2570*N + 8;  /* (1152,): one sample's formed gradient */
+    real *const clip = ws + 2570*N + 1160;  /* (N,): the clip factors */
+
+    /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
+    bpg_grad_terms(N, v_x, v_y, v_l0_W, v_l0_b, v_l2_W, v_l2_b, v_l5_W, v_l5_b, ws, ws + 2570*N + 8);
+    out[0] = v_loss[0];
+
+    /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
+    for (int64_t n = 0; n < N; n++) sq[n] = 0;
+    /* l0.W: explicit (product, r = 64 rows per sample: Gram 73,728 vs explicit 4,608 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 64, 0, 8, v_d_l0_Z, 9, v_l0_P, g, 0, sq);
+    /* l0.b: explicit (colsum, r = 64: 512 per sample) */
+    bpg_ps_form_colsum(N, 64, 0, 8, v_d_l0_Z, g, 0, sq);
+    /* l2.W: explicit (product, r = 16 rows per sample: Gram 22,784 vs explicit 18,432 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 16, 0, 16, v_d_l2_Z, 72, v_l2_P, g, 0, sq);
+    /* l2.b: explicit (colsum, r = 16: 256 per sample) */
+    bpg_ps_form_colsum(N, 16, 0, 16, v_d_l2_Z, g, 0, sq);
+    /* l5.W: gram (product, r = 1 row per sample: Gram 75 vs explicit 640 multiply-adds per sample) */
+    bpg_ps_sq_outer(N, 64, v_l3_Y, 10, v_d_l5_Z_2, sq);
+    /* l5.b: explicit (colsum, r = 1: 10 per sample) */
+    bpg_ps_sq_rows(N, 1, 10, v_d_l5_Z_2, sq);
+    bpg_ps_norms(N, sq);
+}
+
+/* ---- clipped_grad: workspace 9138*N + 1904 elements ---- */
+BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real max_norm, real *restrict out, real *restrict ws)
+{
+    real *const v_loss = ws + 0;  /* loss (1, 1) */
+    real *const v_d_l0_Z = ws + 1;  /* d_l0_Z (64*N, 8) */
+    real *const v_l0_P = ws + 512*N + 1;  /* l0_P (64*N, 9) */
+    real *const v_d_l2_Z = ws + 1088*N + 1;  /* d_l2_Z (16*N, 16) */
+    real *const v_l2_P = ws + 1344*N + 1;  /* l2_P (16*N, 72) */
+    real *const v_l3_Y = ws + 2496*N + 1;  /* l3_Y (N, 64) */
+    real *const v_d_l5_Z_2 = ws + 2560*N + 1;  /* d_l5_Z_2 (N, 10) */
+    real *const sq = out + 1;  /* (N,): squared norms, then the norms */
+    real *const grads = out + 1 + N;  /* the clipped gradient */
+    real *const g = ws + 2570*N + 8;  /* (1152,): one sample's formed gradient */
+    real *const clip = ws + 2570*N + 1160;  /* (N,): the clip factors */
+
+    /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
+    bpg_grad_terms(N, v_x, v_y, v_l0_W, v_l0_b, v_l2_W, v_l2_b, v_l5_W, v_l5_b, ws, ws + 2570*N + 8);
+    out[0] = v_loss[0];
+
+    /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
+    for (int64_t n = 0; n < N; n++) sq[n] = 0;
+    /* l0.W: explicit (product, r = 64 rows per sample: Gram 73,728 vs explicit 4,608 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 64, 0, 8, v_d_l0_Z, 9, v_l0_P, g, 0, sq);
+    /* l0.b: explicit (colsum, r = 64: 512 per sample) */
+    bpg_ps_form_colsum(N, 64, 0, 8, v_d_l0_Z, g, 0, sq);
+    /* l2.W: explicit (product, r = 16 rows per sample: Gram 22,784 vs explicit 18,432 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 16, 0, 16, v_d_l2_Z, 72, v_l2_P, g, 0, sq);
+    /* l2.b: explicit (colsum, r = 16: 256 per sample) */
+    bpg_ps_form_colsum(N, 16, 0, 16, v_d_l2_Z, g, 0, sq);
+    /* l5.W: gram (product, r = 1 row per sample: Gram 75 vs explicit 640 multiply-adds per sample) */
+    bpg_ps_sq_outer(N, 64, v_l3_Y, 10, v_d_l5_Z_2, sq);
+    /* l5.b: explicit (colsum, r = 1: 10 per sample) */
+    bpg_ps_sq_rows(N, 1, 10, v_d_l5_Z_2, sq);
+    bpg_ps_norms(N, sq);
+
+    /* c_n = min(1, max_norm / norm_n); unless every c_n is 1, one factor of every product (and a sum's rows) scaled in place: diag(c)·F */
+    if (bpg_ps_clip_factors(N, max_norm, sq, clip)) {
+        bpg_ps_scale_rows(N, 64, 0, 8, v_d_l0_Z, clip);
+        bpg_ps_scale_rows(N, 16, 0, 16, v_d_l2_Z, clip);
+        bpg_ps_scale_rows(N, 1, 0, 10, v_d_l5_Z_2, clip);
+    }
+
+    /* the clipped gradient, parameter by parameter: Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D */
+    /* l0.W */
+    bpg_gemm_tn(8, 9, 64*N, v_d_l0_Z, v_l0_P, grads + 0);
+    /* l0.b */
+    bpg_colsum(64*N, 8, v_d_l0_Z, grads + 72);
+    /* l2.W */
+    bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_l2_P, grads + 80);
+    /* l2.b */
+    bpg_colsum(16*N, 16, v_d_l2_Z, grads + 1232);
+    /* l5.W */
+    bpg_gemm_tn(64, 10, N, v_l3_Y, v_d_l5_Z_2, grads + 1248);
+    /* l5.b */
+    bpg_colsum(N, 10, v_d_l5_Z_2, grads + 1888);
 }
 
 /* ---- the CPython entry points (runtime/fastcall.c below): this module's constants ---- */

@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_cnn.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_cnn_c.c, compiled through cffi into
-_bpgen_digits_cnn_b6ebc1e0fba7) then never reads or writes out of bounds.
+_bpgen_digits_cnn_0c0cb25be201) then never reads or writes out of bounds.
 Derivation document: bpgen doc digits_cnn.yaml
 """
 import collections
@@ -129,12 +129,12 @@ _OUTPUTS = {
     "grad_factors": [(0, 0, 512, 0, 8), (512, 0, 576, 0, 9), (1088, 0, 256, 0, 16), (1344, 0, 1152, 0, 72), (2496, 0, 64, 0, 64), (2560, 0, 10, 0, 10)],
     "grad_terms": [(0, 0, 0, 1, 1), (0, 1, 512, 0, 8), (512, 1, 576, 0, 9), (1088, 1, 256, 0, 16), (1344, 1, 1152, 0, 72), (2496, 1, 64, 0, 64), (2560, 1, 10, 0, 10)],
 }
-EXTENSION = "_bpgen_digits_cnn_b6ebc1e0fba7"
-CDEF = "void bpg_forward(int64_t N, const double *v_x, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l2_W, const double *v_v_l2_b, const double *v_v_l5_W, const double *v_v_l5_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l2_W, const double *v_v_l2_b, const double *v_v_l5_W, const double *v_v_l5_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_grad_terms(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);\nint bpg_entry_have(int entry);\nvoid bpg_split_rule(int64_t *rows, double *work);\nint64_t bpg_split_calls(void);\nsize_t bpg_entry_ws(int entry, int64_t N);\nvoid bpg_entry_run(int entry, int64_t N, const void *x, const double *mk, const double *y, const double *const *p, const double *const *v, double *out, double *ws, size_t cap);"
+EXTENSION = "_bpgen_digits_cnn_0c0cb25be201"
+CDEF = "void bpg_forward(int64_t N, const double *v_x, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l2_W, const double *v_v_l2_b, const double *v_v_l5_W, const double *v_v_l5_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l2_W, const double *v_v_l2_b, const double *v_v_l5_W, const double *v_v_l5_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_grad_terms(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_per_sample_grads(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_per_sample_grad_norms(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_clipped_grad(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double max_norm, double *out, double *ws);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);\nint bpg_entry_have(int entry);\nvoid bpg_split_rule(int64_t *rows, double *work);\nint64_t bpg_split_calls(void);\nsize_t bpg_entry_ws(int entry, int64_t N);\nvoid bpg_entry_run(int entry, int64_t N, const void *x, const double *mk, const double *y, const double *const *p, const double *const *v, double *out, double *ws, size_t cap);"
 C_FILE = "digits_cnn_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
-_WS = {'forward': (4432, 0), 'loss': (4512, 1896), 'loss_and_grad': (9144, 3760), 'hvp': (16616, 3656), 'ggn_vp': (13272, 1864), 'grad_factors': (6536, 0), 'grad_terms': (6568, 1896), 'hessian_columns': (17384, 7456)}
+_WS = {'forward': (4432, 0), 'loss': (4512, 1896), 'loss_and_grad': (9144, 3760), 'hvp': (16616, 3656), 'ggn_vp': (13272, 1864), 'grad_factors': (6536, 0), 'grad_terms': (6568, 1896), 'hessian_columns': (17384, 7456), 'per_sample_grads': (9138, 1904), 'per_sample_grad_norms': (9138, 1904), 'clipped_grad': (9138, 1904)}
 #: bpg_hessian_columns' workspace per direction of a chunk: a*N + b elements
 _WS_DIR = {'hessian_columns': (0, 0)}
 
@@ -1250,6 +1250,10 @@ def per_sample_grads(params, x, y, lengths=None):
     in MAX_RESULT_BYTES."""
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
     _check_fits(f"per_sample_grads (N = {n:,} samples)", n * N_PARAMS)
+    out = _per_sample_native("per_sample_grads", n, args)
+    if out is not None:                # the C module: one call did it all
+        out = _finite_or_blame(out, xm, ym, mats)
+        return {key: out[n * a:n * b].reshape((n,) + shape) for key, a, b, shape in _SLICES}
     outs = _run_terms(args, n, xm, ym, mats)
     res = {}
     for key, entry in _terms_at(xm, n).items():
@@ -1266,8 +1270,20 @@ def per_sample_grad_norms(params, x, y, lengths=None):
     gradients where the Gram form is cheaper (chosen per parameter at
     generation time: _GRAD_TERMS, bpgen show)."""
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    out = _per_sample_native("per_sample_grad_norms", n, args)
+    if out is not None:                # the C module: one call did it all
+        return _native_norms(out, xm, ym, mats, n)
     outs = _run_terms(args, n, xm, ym, mats)
     return _checked_norms(outs, xm, ym, mats, n, _terms_at(xm, n))
+
+
+def _native_norms(out, xm, ym, mats, n):
+    """The norms of a native call's output [loss, norms, ...], refused
+    (naming the input) when the loss or a norm is not finite."""
+    if not math.isfinite(out[0]):
+        _finite_or_blame(out[:1], xm, ym, mats)
+    norms = out[1:1 + n]
+    return norms if _finite_fast(norms) else _finite_or_blame(norms, xm, ym, mats)
 
 
 def _check_max_norm(max_norm):
@@ -1295,6 +1311,9 @@ def clipped_grad(params, x, y, max_norm, lengths=None):
     row's sample's factor.  ``max_norm``: a positive finite number."""
     max_norm = _check_max_norm(max_norm)
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    out = _per_sample_native("clipped_grad", n, args, max_norm)
+    if out is not None:                # the C module: one call did it all
+        return float(out[0]), _grads_dict(out[1 + n:]), _native_norms(out, xm, ym, mats, n)
     outs = _run_terms(args, n, xm, ym, mats)
     terms = _terms_at(xm, n)
     norms = _checked_norms(outs, xm, ym, mats, n, terms)
@@ -1618,6 +1637,44 @@ def _run(name, n, args, scratch=False):
     out = _call(name, n, args, scratch)
     return [out[oa * n + ob:oa * n + ob + a * n + b].reshape(-1, cols)
             for oa, ob, a, b, cols in _layout(name, _split_steps(args)[0])]
+
+
+#: the per-sample functions' flat output, a*N + b elements: every sample's
+#: gradient; the loss and N norms; those and the clipped gradient
+_PER_SAMPLE_OUT = {"per_sample_grads": (N_PARAMS, 0), "per_sample_grad_norms": (1, 1),
+                   "clipped_grad": (1, 1 + N_PARAMS)}
+
+
+def _per_sample_native(name, n, args, max_norm=None):
+    """Run ``bpg_<name>`` (per_sample_grads, per_sample_grad_norms, or
+    clipped_grad with ``max_norm``): grad_terms and what follows it in one C
+    call.  Its flat output (_PER_SAMPLE_OUT: every sample's gradient, each
+    parameter's (N, *shape) block in turn; or [loss, the N norms,
+    (clipped_grad) the gradient in the flat parameter order]), or None when
+    the module has no such function (an architecture whose summands stay in
+    the Python runtime).  Its workspace beyond the memory limit is refused
+    before it is allocated."""
+    if name not in _WS:
+        return None
+    t, args = _split_steps(args)
+    a, b = _WS[name] if t is None else (_at(v, t) for v in _WS[name])
+    need = (a * n + b) * DTYPE.itemsize
+    if need > MAX_RESULT_BYTES:
+        raise ValueError(f"x: {name} on a batch of {n:,} samples needs {need:,} bytes of "
+                         f"workspace, more than the limit of {MAX_RESULT_BYTES:,} bytes "
+                         f"(MAX_RESULT_BYTES, or set $BPGEN_MAX_BYTES)")
+    oa, ob = _PER_SAMPLE_OUT[name]
+    out = numpy.empty(oa * n + ob, dtype=DTYPE)
+    ws = _buffer(a * n + b)
+    fb = ffi.from_buffer
+    clip = () if max_norm is None else (max_norm,)
+    large = lib.bpg_threads_enter(n * (N_PARAMS + a))
+    try:
+        getattr(lib, "bpg_" + name)(n, *_sizes(t), *_pointers(args), *clip,
+                                    fb(_PTR, out, require_writable=True), ws)
+    finally:
+        lib.bpg_threads_leave(large)
+    return out
 
 
 def _run_flat(name, n, args, start=0):

@@ -1241,6 +1241,10 @@ def per_sample_grads(params, x, y, lengths=None):
     in MAX_RESULT_BYTES."""
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
     _check_fits(f"per_sample_grads (N = {n:,} samples)", n * N_PARAMS)
+    out = _per_sample_native("per_sample_grads", n, args)
+    if out is not None:                # the C module: one call did it all
+        out = _finite_or_blame(out, xm, ym, mats)
+        return {key: out[n * a:n * b].reshape((n,) + shape) for key, a, b, shape in _SLICES}
     outs = _run_terms(args, n, xm, ym, mats)
     res = {}
     for key, entry in _terms_at(xm, n).items():
@@ -1257,8 +1261,20 @@ def per_sample_grad_norms(params, x, y, lengths=None):
     gradients where the Gram form is cheaper (chosen per parameter at
     generation time: _GRAD_TERMS, bpgen show)."""
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    out = _per_sample_native("per_sample_grad_norms", n, args)
+    if out is not None:                # the C module: one call did it all
+        return _native_norms(out, xm, ym, mats, n)
     outs = _run_terms(args, n, xm, ym, mats)
     return _checked_norms(outs, xm, ym, mats, n, _terms_at(xm, n))
+
+
+def _native_norms(out, xm, ym, mats, n):
+    """The norms of a native call's output [loss, norms, ...], refused
+    (naming the input) when the loss or a norm is not finite."""
+    if not math.isfinite(out[0]):
+        _finite_or_blame(out[:1], xm, ym, mats)
+    norms = out[1:1 + n]
+    return norms if _finite_fast(norms) else _finite_or_blame(norms, xm, ym, mats)
 
 
 def _check_max_norm(max_norm):
@@ -1286,6 +1302,9 @@ def clipped_grad(params, x, y, max_norm, lengths=None):
     row's sample's factor.  ``max_norm``: a positive finite number."""
     max_norm = _check_max_norm(max_norm)
     mats, xm, ym, n, args = _terms_inputs(params, x, y, lengths)
+    out = _per_sample_native("clipped_grad", n, args, max_norm)
+    if out is not None:                # the C module: one call did it all
+        return float(out[0]), _grads_dict(out[1 + n:]), _native_norms(out, xm, ym, mats, n)
     outs = _run_terms(args, n, xm, ym, mats)
     terms = _terms_at(xm, n)
     norms = _checked_norms(outs, xm, ym, mats, n, terms)
@@ -2415,6 +2434,12 @@ def _run(name, n, args, scratch=False):
     with numpy.errstate(all="ignore"):
         outs = globals()["_" + name](*_mats(args))
     return list(outs) if isinstance(outs, tuple) else [outs]
+
+
+def _per_sample_native(name, n, args, max_norm=None):
+    """None: the NumPy module's per-sample functions are the runtime's own
+    (per_sample.py); the C module runs them in one generated call."""
+    return None
 
 
 def _run_flat(name, n, args, start=0):

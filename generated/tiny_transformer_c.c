@@ -676,6 +676,254 @@ static inline void bpg_take_rows(int64_t R, int64_t w, int64_t n, const int64_t 
     }
 }
 
+/* Per-sample gradient norms and DP-SGD's clipped gradient, from the factors
+   the grad_terms program leaves (bpgen/derivation.py _grad_terms): a factor
+   F is a (rows·N x c) matrix whose rows belong to samples, time-major
+   (row t·N + n: a sequence's steps, `time` = 1) or sample-major (row
+   n·rows + p: an image's pixels, `time` = 0).  Sample n's rows are then
+   the matrix F_n = rows x c starting at bpg_ps_rows(F, ...) with its rows
+   bpg_ps_ld(...) elements apart: a BLAS operand as it lies, never copied.
+   The squared norms accumulate into sq (N) without the factor N² (the
+   deltas hold the batch's 1/N); bpg_ps_norms puts it back.  The generated
+   per_sample_grad_norms and clipped_grad call these once per parameter in
+   the form the generator chose (Gram or formed, stated next to each call);
+   nothing here allocates: scratch is the caller's workspace. */
+#include <float.h>
+
+static inline const real *bpg_ps_rows(const real *F, int64_t rows, int time, int64_t c,
+                                      int64_t n)
+{
+    return F + (time ? n * c : n * rows * c);
+}
+
+static inline int64_t bpg_ps_ld(int64_t N, int time, int64_t c)
+{
+    return time ? N * c : c;
+}
+
+static inline real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
+{
+    real acc = 0;
+    #pragma omp simd reduction(+:acc)
+    for (int64_t j = 0; j < k; j++) acc += a[j] * b[j];
+    return acc;
+}
+
+/* One row per sample, Gram form: ‖u_nᵀv_n‖² = ‖u_n‖²·‖v_n‖² */
+static inline void bpg_ps_sq_outer(int64_t N, int64_t a, const real *restrict U, int64_t d,
+                                   const real *restrict V, real *restrict sq)
+{
+    for (int64_t n = 0; n < N; n++)
+        sq[n] += bpg_ps_dot(a, U + n * a, U + n * a) * bpg_ps_dot(d, V + n * d, V + n * d);
+}
+
+/* Every row's squares, summed per sample: a position table's per-step rows
+   (formed: sample n's gradient is its rows), or a bias over one row per
+   sample (1ᵀ·d_n = d_n) */
+static inline void bpg_ps_sq_rows(int64_t N, int64_t rows, int64_t d, const real *restrict V,
+                                  real *restrict sq)
+{
+    for (int64_t i = 0; i < rows * N; i++)
+        sq[i % N] += bpg_ps_dot(d, V + i * d, V + i * d);
+}
+
+/* G (N x rows x rows): every sample's Gram matrix F_n·F_nᵀ */
+static inline void bpg_ps_gram(int64_t N, int64_t rows, int time, int64_t c, const real *F,
+                               real *restrict G)
+{
+    const int64_t ld = bpg_ps_ld(N, time, c);
+    for (int64_t n = 0; n < N; n++) {
+        const real *Fn = bpg_ps_rows(F, rows, time, c, n);
+        real *restrict Gn = G + n * rows * rows;
+        if (bpg_blas_gemm_ld(0, 1, rows, rows, c, Fn, ld, Fn, ld, Gn, rows, BPG_BLAS_MIN_NT))
+            continue;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j <= i; j++)
+                Gn[i * rows + j] = Gn[j * rows + i] = bpg_ps_dot(c, Fn + i * ld, Fn + j * ld);
+    }
+}
+
+/* Gram form with several rows: ‖U_nᵀV_n‖² = ⟨U_nU_nᵀ, V_nV_nᵀ⟩ (bpg_ps_gram's) */
+static inline void bpg_ps_sq_grams(int64_t N, int64_t rows, const real *restrict GU,
+                                   const real *restrict GV, real *restrict sq)
+{
+    for (int64_t n = 0; n < N; n++)
+        sq[n] += bpg_ps_dot(rows * rows, GU + n * rows * rows, GV + n * rows * rows);
+}
+
+/* Every sample's gradient formed, a product: U_nᵀ·V_n (a x d) at g + n·gs
+   (gs = 0: one scratch, reused), its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_product(int64_t N, int64_t rows, int time, int64_t a,
+                                       const real *U, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
+{
+    const int64_t lu = bpg_ps_ld(N, time, a), lv = bpg_ps_ld(N, time, d);
+    for (int64_t n = 0; n < N; n++) {
+        const real *Un = bpg_ps_rows(U, rows, time, a, n);
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
+        real *restrict gn = g + n * gs;
+        if (!bpg_blas_gemm_ld(1, 0, a, d, rows, Un, lu, Vn, lv, gn, d, BPG_BLAS_MIN_TN)) {
+            for (int64_t k = 0; k < a * d; k++) gn[k] = 0;
+            for (int64_t p = 0; p < rows; p++)
+                for (int64_t i = 0; i < a; i++) {
+                    const real u = Un[p * lu + i];
+                    real *restrict gi = gn + i * d;
+                    const real *restrict vp = Vn + p * lv;
+                    #pragma omp simd
+                    for (int64_t j = 0; j < d; j++) gi[j] += u * vp[j];
+                }
+        }
+        if (sq)
+            sq[n] += bpg_ps_dot(a * d, gn, gn);
+    }
+}
+
+/* Every sample's gradient formed, a column sum: 1ᵀ·V_n (d) at g + n·gs,
+   its squared norm added to sq (unless NULL) */
+static inline void bpg_ps_form_colsum(int64_t N, int64_t rows, int time, int64_t d,
+                                      const real *V, real *g, int64_t gs, real *restrict sq)
+{
+    const int64_t lv = bpg_ps_ld(N, time, d);
+    for (int64_t n = 0; n < N; n++) {
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
+        real *restrict gn = g + n * gs;
+        for (int64_t j = 0; j < d; j++) gn[j] = 0;
+        for (int64_t p = 0; p < rows; p++) {
+            const real *restrict vp = Vn + p * lv;
+            #pragma omp simd
+            for (int64_t j = 0; j < d; j++) gn[j] += vp[j];
+        }
+        if (sq)
+            sq[n] += bpg_ps_dot(d, gn, gn);
+    }
+}
+
+/* Every sample's embedding-table gradient formed: onehot(ids_n)ᵀ·V_n
+   (size x d) at g + n·gs, its squared norm added to sq (unless NULL); ids
+   as the generated code checked them (in [0, size)) */
+static inline void bpg_ps_form_scatter(int64_t N, int64_t rows, int time, const int64_t *ids,
+                                       int64_t size, int64_t d, const real *V, real *g,
+                                       int64_t gs, real *restrict sq)
+{
+    const int64_t lv = bpg_ps_ld(N, time, d), li = time ? N : 1;
+    for (int64_t n = 0; n < N; n++) {
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
+        const int64_t *idn = ids + (time ? n : n * rows);
+        real *restrict gn = g + n * gs;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
+        for (int64_t p = 0; p < rows; p++) {
+            real *restrict gi = gn + idn[p * li] * d;
+            const real *restrict vp = Vn + p * lv;
+            #pragma omp simd
+            for (int64_t j = 0; j < d; j++) gi[j] += vp[j];
+        }
+        if (sq)
+            sq[n] += bpg_ps_dot(size * d, gn, gn);
+    }
+}
+
+/* Every sample's position-table gradient (size x d) at g + n·size·d: its
+   rows of the time-major V (rows steps), the rows after them 0 */
+static inline void bpg_ps_form_steps(int64_t N, int64_t rows, int64_t size, int64_t d,
+                                     const real *restrict V, real *restrict g)
+{
+    for (int64_t n = 0; n < N; n++) {
+        real *restrict gn = g + n * size * d;
+        for (int64_t k = 0; k < size * d; k++) gn[k] = 0;
+        for (int64_t t = 0; t < rows; t++)
+            for (int64_t j = 0; j < d; j++) gn[t * d + j] = V[(t * N + n) * d + j];
+    }
+}
+
+/* a (k) *= s */
+static inline void bpg_ps_scale(int64_t k, real s, real *restrict a)
+{
+    #pragma omp simd
+    for (int64_t i = 0; i < k; i++) a[i] *= s;
+}
+
+/* An embedding table, Gram form: ⟨onehot_n onehot_nᵀ, V_nV_nᵀ⟩, the dot
+   products of sample n's rows whose ids are equal */
+static inline void bpg_ps_sq_scatter_gram(int64_t N, int64_t rows, int time, const int64_t *ids,
+                                          int64_t d, const real *V, real *restrict sq)
+{
+    const int64_t lv = bpg_ps_ld(N, time, d), li = time ? N : 1;
+    for (int64_t n = 0; n < N; n++) {
+        const real *Vn = bpg_ps_rows(V, rows, time, d, n);
+        const int64_t *idn = ids + (time ? n : n * rows);
+        real acc = 0;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < rows; j++)
+                if (idn[i * li] == idn[j * li])
+                    acc += bpg_ps_dot(d, Vn + i * lv, Vn + j * lv);
+        sq[n] += acc;
+    }
+}
+
+/* norms (N) = N·√sq (sq in place; a rounding below 0 is 0) */
+static inline void bpg_ps_norms(int64_t N, real *restrict sq)
+{
+    for (int64_t n = 0; n < N; n++)
+        sq[n] = (real)N * sqrt(sq[n] > 0 ? sq[n] : 0);
+}
+
+/* DP-SGD's clip factors c_n = min(1, max_norm / norm_n) (a norm of 0, or
+   below the smallest normal number, is not clipped); 1 when any is below 1 */
+static inline int bpg_ps_clip_factors(int64_t N, real max_norm, const real *restrict norms,
+                                      real *restrict c)
+{
+    const real tiny = sizeof(real) == sizeof(float) ? FLT_MIN : DBL_MIN;
+    int clipped = 0;
+    for (int64_t n = 0; n < N; n++) {
+        const real f = max_norm / (norms[n] > tiny ? norms[n] : tiny);
+        c[n] = f < 1 ? f : 1;
+        clipped |= f < 1;
+    }
+    return clipped;
+}
+
+/* diag(w)·F in place, w each row's sample's c_n: the factor that carries
+   the clipping in Uᵀ·diag(w)·V */
+static inline void bpg_ps_scale_rows(int64_t N, int64_t rows, int time, int64_t c, real *F,
+                                     const real *restrict w)
+{
+    for (int64_t i = 0; i < rows * N; i++) {
+        const real s = w[time ? i % N : i / rows];
+        real *restrict f = F + i * c;
+        #pragma omp simd
+        for (int64_t j = 0; j < c; j++) f[j] *= s;
+    }
+}
+
+/* out (size x d) = onehot(ids)ᵀ·V over all R rows: an embedding table's
+   (scaled) gradient */
+static inline void bpg_ps_scatter_sum(int64_t R, const int64_t *restrict ids, int64_t size,
+                                      int64_t d, const real *restrict V, real *restrict out)
+{
+    for (int64_t k = 0; k < size * d; k++) out[k] = 0;
+    for (int64_t i = 0; i < R; i++) {
+        real *restrict o = out + ids[i] * d;
+        const real *restrict v = V + i * d;
+        #pragma omp simd
+        for (int64_t j = 0; j < d; j++) o[j] += v[j];
+    }
+}
+
+/* out (size x d): row t the sum over samples of step t's rows of the
+   time-major V (rows steps), the rows after them 0: a position table's */
+static inline void bpg_ps_steps_sum(int64_t N, int64_t rows, int64_t size, int64_t d,
+                                    const real *restrict V, real *restrict out)
+{
+    for (int64_t k = 0; k < size * d; k++) out[k] = 0;
+    for (int64_t t = 0; t < rows; t++)
+        for (int64_t n = 0; n < N; n++) {
+            real *restrict o = out + t * d;
+            const real *restrict v = V + (t * N + n) * d;
+            #pragma omp simd
+            for (int64_t j = 0; j < d; j++) o[j] += v[j];
+        }
+}
+
 static const int32_t bpg_table_0[80] = {
     16, 16, 0, 5056, 8, 16, 256, 5312, 1, 16, 384, 5040, 1, 16, 400, 5024, 16, 16, 416, 4448, 16,
     16, 672, 3936, 16, 16, 928, 4704, 16, 16, 1184, 4192, 1, 16, 1440, 4992, 1, 16, 1456, 4960, 1,
@@ -6500,6 +6748,305 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* rows j0 .. of the result: H·v for each direction */
         bpg_columns_out(K, 20, bpg_table_1, wsd + 4352*N, out, 3936, j0);
     }
+}
+
+/* ---- per_sample_grads: workspace 10280*N + 3416 elements ---- */
+BPG_ENTRY void bpg_per_sample_grads(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+{
+    real *const v_loss = ws + 0;  /* loss (1, 1) */
+    real *const v_d_emb_A_1 = ws + 1;  /* d_emb_A_1 (8*N, 16) */
+    real *const v_d_attn_norm_g = ws + 128*N + 1;  /* d_attn_norm_g (8*N, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 256*N + 1;  /* d_attn_norm_A_3 (8*N, 16) */
+    real *const v_attn_norm_A = ws + 384*N + 1;  /* attn_norm_A (8*N, 16) */
+    real *const v_d_attn_mha_Q = ws + 512*N + 1;  /* d_attn_mha_Q (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 640*N + 1;  /* d_attn_mha_K (8*N, 16) */
+    real *const v_d_attn_mha_V = ws + 768*N + 1;  /* d_attn_mha_V (8*N, 16) */
+    real *const v_attn_mha_AV = ws + 896*N + 1;  /* attn_mha_AV (8*N, 16) */
+    real *const v_d_attn_R_1 = ws + 1024*N + 1;  /* d_attn_R_1 (8*N, 16) */
+    real *const v_d_mlp_norm_g = ws + 1152*N + 1;  /* d_mlp_norm_g (8*N, 16) */
+    real *const v_d_mlp_norm_A = ws + 1280*N + 1;  /* d_mlp_norm_A (8*N, 16) */
+    real *const v_mlp_norm_A = ws + 1408*N + 1;  /* mlp_norm_A (8*N, 16) */
+    real *const v_d_mlp_up_Z = ws + 1536*N + 1;  /* d_mlp_up_Z (8*N, 64) */
+    real *const v_mlp_up_A = ws + 2048*N + 1;  /* mlp_up_A (8*N, 64) */
+    real *const v_d_mlp_R = ws + 2560*N + 1;  /* d_mlp_R (8*N, 16) */
+    real *const v_mlp_R = ws + 2688*N + 1;  /* mlp_R (8*N, 16) */
+    real *const v_d_head_Z_2 = ws + 2816*N + 1;  /* d_head_Z_2 (8*N, 16) */
+    real *const gram_0 = ws + 2944*N + 8;  /* (N, 8, 8): v_mlp_norm_A's per-sample Gram matrices */
+    real *const gram_1 = ws + 3008*N + 8;  /* (N, 8, 8): v_d_mlp_up_Z's per-sample Gram matrices */
+    real *const gram_2 = ws + 3072*N + 8;  /* (N, 8, 8): v_mlp_up_A's per-sample Gram matrices */
+    real *const gram_3 = ws + 3136*N + 8;  /* (N, 8, 8): v_d_mlp_R's per-sample Gram matrices */
+    real *const g = ws + 3200*N + 8;  /* (1024,): one sample's formed gradient */
+    real *const clip = ws + 3200*N + 1032;  /* (N,): the clip factors */
+
+    /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
+    bpg_grad_terms(N, v_x, v_mask, v_y, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b, ws, ws + 2944*N + 8);
+
+    /* every sample's gradient formed, parameter by parameter: (N, *shape) each */
+    /* emb.E */
+    bpg_ps_form_scatter(N, 8, 1, v_x, 16, 16, v_d_emb_A_1, out + 0*N, 256, NULL);
+    /* emb.P */
+    bpg_ps_form_steps(N, 8, 8, 16, v_d_emb_A_1, out + 256*N);
+    /* attn.norm.g */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_g, out + 384*N, 16, NULL);
+    /* attn.norm.b */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_A_3, out + 400*N, 16, NULL);
+    /* attn.mha.Wq */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_Q, out + 416*N, 256, NULL);
+    /* attn.mha.Wk */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_K, out + 672*N, 256, NULL);
+    /* attn.mha.Wv */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_V, out + 928*N, 256, NULL);
+    /* attn.mha.Wo */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_mha_AV, 16, v_d_attn_R_1, out + 1184*N, 256, NULL);
+    /* attn.mha.bq */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_Q, out + 1440*N, 16, NULL);
+    /* attn.mha.bk */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_K, out + 1456*N, 16, NULL);
+    /* attn.mha.bv */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_V, out + 1472*N, 16, NULL);
+    /* attn.mha.bo */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_R_1, out + 1488*N, 16, NULL);
+    /* mlp.norm.g */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_g, out + 1504*N, 16, NULL);
+    /* mlp.norm.b */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_A, out + 1520*N, 16, NULL);
+    /* mlp.up.W */
+    bpg_ps_form_product(N, 8, 1, 16, v_mlp_norm_A, 64, v_d_mlp_up_Z, out + 1536*N, 1024, NULL);
+    /* mlp.up.b */
+    bpg_ps_form_colsum(N, 8, 1, 64, v_d_mlp_up_Z, out + 2560*N, 64, NULL);
+    /* mlp.down.W */
+    bpg_ps_form_product(N, 8, 1, 64, v_mlp_up_A, 16, v_d_mlp_R, out + 2624*N, 1024, NULL);
+    /* mlp.down.b */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_R, out + 3648*N, 16, NULL);
+    /* head.W */
+    bpg_ps_form_product(N, 8, 1, 16, v_mlp_R, 16, v_d_head_Z_2, out + 3664*N, 256, NULL);
+    /* head.b */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_head_Z_2, out + 3920*N, 16, NULL);
+    /* the batch's 1/N in the deltas undone */
+    bpg_ps_scale(3936*N, (real)N, out);
+}
+
+/* ---- per_sample_grad_norms: workspace 10280*N + 3416 elements ---- */
+BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
+{
+    real *const v_loss = ws + 0;  /* loss (1, 1) */
+    real *const v_d_emb_A_1 = ws + 1;  /* d_emb_A_1 (8*N, 16) */
+    real *const v_d_attn_norm_g = ws + 128*N + 1;  /* d_attn_norm_g (8*N, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 256*N + 1;  /* d_attn_norm_A_3 (8*N, 16) */
+    real *const v_attn_norm_A = ws + 384*N + 1;  /* attn_norm_A (8*N, 16) */
+    real *const v_d_attn_mha_Q = ws + 512*N + 1;  /* d_attn_mha_Q (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 640*N + 1;  /* d_attn_mha_K (8*N, 16) */
+    real *const v_d_attn_mha_V = ws + 768*N + 1;  /* d_attn_mha_V (8*N, 16) */
+    real *const v_attn_mha_AV = ws + 896*N + 1;  /* attn_mha_AV (8*N, 16) */
+    real *const v_d_attn_R_1 = ws + 1024*N + 1;  /* d_attn_R_1 (8*N, 16) */
+    real *const v_d_mlp_norm_g = ws + 1152*N + 1;  /* d_mlp_norm_g (8*N, 16) */
+    real *const v_d_mlp_norm_A = ws + 1280*N + 1;  /* d_mlp_norm_A (8*N, 16) */
+    real *const v_mlp_norm_A = ws + 1408*N + 1;  /* mlp_norm_A (8*N, 16) */
+    real *const v_d_mlp_up_Z = ws + 1536*N + 1;  /* d_mlp_up_Z (8*N, 64) */
+    real *const v_mlp_up_A = ws + 2048*N + 1;  /* mlp_up_A (8*N, 64) */
+    real *const v_d_mlp_R = ws + 2560*N + 1;  /* d_mlp_R (8*N, 16) */
+    real *const v_mlp_R = ws + 2688*N + 1;  /* mlp_R (8*N, 16) */
+    real *const v_d_head_Z_2 = ws + 2816*N + 1;  /* d_head_Z_2 (8*N, 16) */
+    real *const sq = out + 1;  /* (N,): squared norms, then the norms */
+    real *const gram_0 = ws + 2944*N + 8;  /* (N, 8, 8): v_mlp_norm_A's per-sample Gram matrices */
+    real *const gram_1 = ws + 3008*N + 8;  /* (N, 8, 8): v_d_mlp_up_Z's per-sample Gram matrices */
+    real *const gram_2 = ws + 3072*N + 8;  /* (N, 8, 8): v_mlp_up_A's per-sample Gram matrices */
+    real *const gram_3 = ws + 3136*N + 8;  /* (N, 8, 8): v_d_mlp_R's per-sample Gram matrices */
+    real *const g = ws + 3200*N + 8;  /* (1024,): one sample's formed gradient */
+    real *const clip = ws + 3200*N + 1032;  /* (N,): the clip factors */
+
+    /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
+    bpg_grad_terms(N, v_x, v_mask, v_y, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b, ws, ws + 2944*N + 8);
+    out[0] = v_loss[0];
+
+    /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
+    for (int64_t n = 0; n < N; n++) sq[n] = 0;
+    /* emb.E: explicit (scatter, r = 8 rows per sample: Gram 1,088 vs explicit 384 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_scatter(N, 8, 1, v_x, 16, 16, v_d_emb_A_1, g, 0, sq);
+    /* emb.P: explicit (steps, r = 8: 128 per sample) */
+    bpg_ps_sq_rows(N, 8, 16, v_d_emb_A_1, sq);
+    /* attn.norm.g: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_g, g, 0, sq);
+    /* attn.norm.b: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_A_3, g, 0, sq);
+    /* attn.mha.Wq: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_Q, g, 0, sq);
+    /* attn.mha.Wk: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_K, g, 0, sq);
+    /* attn.mha.Wv: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_V, g, 0, sq);
+    /* attn.mha.Wo: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_mha_AV, 16, v_d_attn_R_1, g, 0, sq);
+    /* attn.mha.bq: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_Q, g, 0, sq);
+    /* attn.mha.bk: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_K, g, 0, sq);
+    /* attn.mha.bv: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_V, g, 0, sq);
+    /* attn.mha.bo: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_R_1, g, 0, sq);
+    /* mlp.norm.g: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_g, g, 0, sq);
+    /* mlp.norm.b: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_A, g, 0, sq);
+    /* mlp.up.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_gram(N, 8, 1, 16, v_mlp_norm_A, gram_0);
+    bpg_ps_gram(N, 8, 1, 64, v_d_mlp_up_Z, gram_1);
+    bpg_ps_sq_grams(N, 8, gram_0, gram_1, sq);
+    /* mlp.up.b: explicit (colsum, r = 8: 512 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 64, v_d_mlp_up_Z, g, 0, sq);
+    /* mlp.down.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_gram(N, 8, 1, 64, v_mlp_up_A, gram_2);
+    bpg_ps_gram(N, 8, 1, 16, v_d_mlp_R, gram_3);
+    bpg_ps_sq_grams(N, 8, gram_2, gram_3, sq);
+    /* mlp.down.b: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_R, g, 0, sq);
+    /* head.W: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 8, 1, 16, v_mlp_R, 16, v_d_head_Z_2, g, 0, sq);
+    /* head.b: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_head_Z_2, g, 0, sq);
+    bpg_ps_norms(N, sq);
+}
+
+/* ---- clipped_grad: workspace 10280*N + 3416 elements ---- */
+BPG_ENTRY void bpg_clipped_grad(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real max_norm, real *restrict out, real *restrict ws)
+{
+    real *const v_loss = ws + 0;  /* loss (1, 1) */
+    real *const v_d_emb_A_1 = ws + 1;  /* d_emb_A_1 (8*N, 16) */
+    real *const v_d_attn_norm_g = ws + 128*N + 1;  /* d_attn_norm_g (8*N, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 256*N + 1;  /* d_attn_norm_A_3 (8*N, 16) */
+    real *const v_attn_norm_A = ws + 384*N + 1;  /* attn_norm_A (8*N, 16) */
+    real *const v_d_attn_mha_Q = ws + 512*N + 1;  /* d_attn_mha_Q (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 640*N + 1;  /* d_attn_mha_K (8*N, 16) */
+    real *const v_d_attn_mha_V = ws + 768*N + 1;  /* d_attn_mha_V (8*N, 16) */
+    real *const v_attn_mha_AV = ws + 896*N + 1;  /* attn_mha_AV (8*N, 16) */
+    real *const v_d_attn_R_1 = ws + 1024*N + 1;  /* d_attn_R_1 (8*N, 16) */
+    real *const v_d_mlp_norm_g = ws + 1152*N + 1;  /* d_mlp_norm_g (8*N, 16) */
+    real *const v_d_mlp_norm_A = ws + 1280*N + 1;  /* d_mlp_norm_A (8*N, 16) */
+    real *const v_mlp_norm_A = ws + 1408*N + 1;  /* mlp_norm_A (8*N, 16) */
+    real *const v_d_mlp_up_Z = ws + 1536*N + 1;  /* d_mlp_up_Z (8*N, 64) */
+    real *const v_mlp_up_A = ws + 2048*N + 1;  /* mlp_up_A (8*N, 64) */
+    real *const v_d_mlp_R = ws + 2560*N + 1;  /* d_mlp_R (8*N, 16) */
+    real *const v_mlp_R = ws + 2688*N + 1;  /* mlp_R (8*N, 16) */
+    real *const v_d_head_Z_2 = ws + 2816*N + 1;  /* d_head_Z_2 (8*N, 16) */
+    real *const sq = out + 1;  /* (N,): squared norms, then the norms */
+    real *const grads = out + 1 + N;  /* the clipped gradient */
+    real *const gram_0 = ws + 2944*N + 8;  /* (N, 8, 8): v_mlp_norm_A's per-sample Gram matrices */
+    real *const gram_1 = ws + 3008*N + 8;  /* (N, 8, 8): v_d_mlp_up_Z's per-sample Gram matrices */
+    real *const gram_2 = ws + 3072*N + 8;  /* (N, 8, 8): v_mlp_up_A's per-sample Gram matrices */
+    real *const gram_3 = ws + 3136*N + 8;  /* (N, 8, 8): v_d_mlp_R's per-sample Gram matrices */
+    real *const g = ws + 3200*N + 8;  /* (1024,): one sample's formed gradient */
+    real *const clip = ws + 3200*N + 1032;  /* (N,): the clip factors */
+
+    /* the forward and backward pass without the weight gradients' reductions (grad_terms), its outputs at the start of ws */
+    bpg_grad_terms(N, v_x, v_mask, v_y, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b, ws, ws + 2944*N + 8);
+    out[0] = v_loss[0];
+
+    /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
+    for (int64_t n = 0; n < N; n++) sq[n] = 0;
+    /* emb.E: explicit (scatter, r = 8 rows per sample: Gram 1,088 vs explicit 384 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_scatter(N, 8, 1, v_x, 16, 16, v_d_emb_A_1, g, 0, sq);
+    /* emb.P: explicit (steps, r = 8: 128 per sample) */
+    bpg_ps_sq_rows(N, 8, 16, v_d_emb_A_1, sq);
+    /* attn.norm.g: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_g, g, 0, sq);
+    /* attn.norm.b: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_A_3, g, 0, sq);
+    /* attn.mha.Wq: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_Q, g, 0, sq);
+    /* attn.mha.Wk: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_K, g, 0, sq);
+    /* attn.mha.Wv: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_V, g, 0, sq);
+    /* attn.mha.Wo: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_mha_AV, 16, v_d_attn_R_1, g, 0, sq);
+    /* attn.mha.bq: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_Q, g, 0, sq);
+    /* attn.mha.bk: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_K, g, 0, sq);
+    /* attn.mha.bv: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_V, g, 0, sq);
+    /* attn.mha.bo: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_R_1, g, 0, sq);
+    /* mlp.norm.g: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_g, g, 0, sq);
+    /* mlp.norm.b: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_A, g, 0, sq);
+    /* mlp.up.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_gram(N, 8, 1, 16, v_mlp_norm_A, gram_0);
+    bpg_ps_gram(N, 8, 1, 64, v_d_mlp_up_Z, gram_1);
+    bpg_ps_sq_grams(N, 8, gram_0, gram_1, sq);
+    /* mlp.up.b: explicit (colsum, r = 8: 512 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 64, v_d_mlp_up_Z, g, 0, sq);
+    /* mlp.down.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_gram(N, 8, 1, 64, v_mlp_up_A, gram_2);
+    bpg_ps_gram(N, 8, 1, 16, v_d_mlp_R, gram_3);
+    bpg_ps_sq_grams(N, 8, gram_2, gram_3, sq);
+    /* mlp.down.b: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_R, g, 0, sq);
+    /* head.W: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
+    bpg_ps_form_product(N, 8, 1, 16, v_mlp_R, 16, v_d_head_Z_2, g, 0, sq);
+    /* head.b: explicit (colsum, r = 8: 128 per sample) */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_head_Z_2, g, 0, sq);
+    bpg_ps_norms(N, sq);
+
+    /* c_n = min(1, max_norm / norm_n); unless every c_n is 1, one factor of every product (and a sum's rows) scaled in place: diag(c)·F */
+    if (bpg_ps_clip_factors(N, max_norm, sq, clip)) {
+        bpg_ps_scale_rows(N, 8, 1, 16, v_d_emb_A_1, clip);
+        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_norm_g, clip);
+        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_norm_A_3, clip);
+        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_mha_Q, clip);
+        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_mha_K, clip);
+        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_mha_V, clip);
+        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_R_1, clip);
+        bpg_ps_scale_rows(N, 8, 1, 16, v_d_mlp_norm_g, clip);
+        bpg_ps_scale_rows(N, 8, 1, 16, v_d_mlp_norm_A, clip);
+        bpg_ps_scale_rows(N, 8, 1, 64, v_d_mlp_up_Z, clip);
+        bpg_ps_scale_rows(N, 8, 1, 16, v_d_mlp_R, clip);
+        bpg_ps_scale_rows(N, 8, 1, 16, v_d_head_Z_2, clip);
+    }
+
+    /* the clipped gradient, parameter by parameter: Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D */
+    /* emb.E */
+    bpg_ps_scatter_sum(8*N, v_x, 16, 16, v_d_emb_A_1, grads + 0);
+    /* emb.P */
+    bpg_ps_steps_sum(N, 8, 8, 16, v_d_emb_A_1, grads + 256);
+    /* attn.norm.g */
+    bpg_colsum(8*N, 16, v_d_attn_norm_g, grads + 384);
+    /* attn.norm.b */
+    bpg_colsum(8*N, 16, v_d_attn_norm_A_3, grads + 400);
+    /* attn.mha.Wq */
+    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_Q, grads + 416);
+    /* attn.mha.Wk */
+    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_K, grads + 672);
+    /* attn.mha.Wv */
+    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_V, grads + 928);
+    /* attn.mha.Wo */
+    bpg_gemm_tn(16, 16, 8*N, v_attn_mha_AV, v_d_attn_R_1, grads + 1184);
+    /* attn.mha.bq */
+    bpg_colsum(8*N, 16, v_d_attn_mha_Q, grads + 1440);
+    /* attn.mha.bk */
+    bpg_colsum(8*N, 16, v_d_attn_mha_K, grads + 1456);
+    /* attn.mha.bv */
+    bpg_colsum(8*N, 16, v_d_attn_mha_V, grads + 1472);
+    /* attn.mha.bo */
+    bpg_colsum(8*N, 16, v_d_attn_R_1, grads + 1488);
+    /* mlp.norm.g */
+    bpg_colsum(8*N, 16, v_d_mlp_norm_g, grads + 1504);
+    /* mlp.norm.b */
+    bpg_colsum(8*N, 16, v_d_mlp_norm_A, grads + 1520);
+    /* mlp.up.W */
+    bpg_gemm_tn(16, 64, 8*N, v_mlp_norm_A, v_d_mlp_up_Z, grads + 1536);
+    /* mlp.up.b */
+    bpg_colsum(8*N, 64, v_d_mlp_up_Z, grads + 2560);
+    /* mlp.down.W */
+    bpg_gemm_tn(64, 16, 8*N, v_mlp_up_A, v_d_mlp_R, grads + 2624);
+    /* mlp.down.b */
+    bpg_colsum(8*N, 16, v_d_mlp_R, grads + 3648);
+    /* head.W */
+    bpg_gemm_tn(16, 16, 8*N, v_mlp_R, v_d_head_Z_2, grads + 3664);
+    /* head.b */
+    bpg_colsum(8*N, 16, v_d_head_Z_2, grads + 3920);
 }
 
 /* ---- the CPython entry points (runtime/fastcall.c below): this module's constants ---- */

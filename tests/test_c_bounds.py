@@ -118,7 +118,9 @@ def _signatures(mod):
     """name -> the names of bpg_<name>'s pointer inputs (between N and out, ws)."""
     sigs = {}
     for m in re.finditer(r"void bpg_(\w+)\(([^)]*)\);", mod.CDEF):
-        names = [re.split(r"[\s*]+", arg.strip())[-1] for arg in m.group(2).split(",")]
+        # without a real scalar (clipped_grad's max_norm)
+        names = [re.split(r"[\s*]+", arg.strip())[-1] for arg in m.group(2).split(",")
+                 if "*" in arg or arg.split()[0] not in ("double", "float")]
         if names[-2:] == ["out", "ws"]:
             assert names[0] == "N", m.group(0)
             # graph variables are printed under the C prefix (bpgen.backends.c.emitter)

@@ -56,8 +56,9 @@ def _syntax_check(source, extra):
 def test_one_helper_per_file():
     files = sorted(f[:-2] for f in os.listdir(RUNTIME) if f.endswith(".c"))
     # fastcall.c: the CPython entry points (tests/test_fastcall.py), split.c
-    # their calls' batch split (tests/test_threads.py): not helpers
-    assert files == sorted(HELPERS + ["prelude", "fastcall", "split"])
+    # their calls' batch split (tests/test_threads.py), per_sample.c the
+    # per-sample functions' loops (tests/test_per_sample.py): not helpers
+    assert files == sorted(HELPERS + ["prelude", "fastcall", "split", "per_sample"])
     for name in HELPERS:
         text = _read(name)
         assert text.startswith("/*"), name
@@ -78,6 +79,14 @@ def test_all_helpers_compile(dtype):
 @pytest.mark.parametrize("helper", HELPERS)
 def test_each_helper_compiles_alone(dtype, helper):
     _syntax_check(_source([helper]), DTYPES[dtype])
+
+
+@needs_gcc
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+def test_per_sample_loops_compile(dtype):
+    """runtime/per_sample.c after the prelude (its only dependency: the
+    BLAS call), warnings as errors, both dtypes."""
+    _syntax_check(_source([]) + "\n" + _read("per_sample"), DTYPES[dtype])
 
 
 # ---- numerics (float64) through a small cffi extension ----

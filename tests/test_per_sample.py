@@ -171,6 +171,92 @@ def test_per_sample_grads_against_finite_differences(builder, case):
     assert rel_err(_flat({k: v[n] for k, v in psg.items()}), _flat(fd)) <= 1e-9
 
 
+def _fd_per_sample(spec, params, x, y):
+    """(N, N_PARAMS): every sample's gradient by five-point differences of
+    its own reference loss (without l2)."""
+    p64 = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    rows = []
+    for n in range(len(x)):
+        def f(p, n=n):
+            return ref.loss(spec, p, x[n:n + 1], y[n:n + 1]) - ref.regularization(spec, p)
+        rows.append(np.concatenate([[_stencil(f, p64, k, i) for i in range(v.size)]
+                                    for k, v in p64.items()]))
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("case, backend", _runs(FD_CASES))
+def test_norms_and_clipped_against_finite_differences(builder, case, backend):
+    """The three functions of both backends (C: one generated call each,
+    bpg_per_sample_grads, bpg_per_sample_grad_norms, bpg_clipped_grad)
+    against every sample's gradient from finite differences of its own
+    loss, its norm, and the explicit clipping of those."""
+    spec, mod = load_spec(case["arch"]), builder(case["arch"], backend)
+    params, x, y = _point(spec, mod, seed=13)
+    per = _fd_per_sample(spec, params, x, y)
+    psg = mod.per_sample_grads(params, x, y)
+    assert rel_err(np.stack([_flat({k: v[n] for k, v in psg.items()}) for n in range(N)]),
+                   per) <= 1e-9
+    want = np.linalg.norm(per, axis=1)
+    assert rel_err(mod.per_sample_grad_norms(params, x, y), want) <= 1e-9
+    for max_norm in (float(np.median(want)), 0.5 * float(want.min())):
+        loss, clipped, norms = mod.clipped_grad(params, x, y, max_norm)
+        assert rel_err(norms, want) <= 1e-9
+        explicit = (np.minimum(1.0, max_norm / want)[:, None] * per).mean(axis=0)
+        assert rel_err(_flat(clipped), explicit) <= 1e-9
+
+
+# the C functions called directly, their buffers between canaries (as
+# test_c_bounds.py does for every function of _OUTPUTS)
+BOUNDS_CASES = [BY_ID[c] for c in ("dense-relu-sce-l2", "lstm-sce-last-k2", "conv-two-stages",
+                                   "block-prenorm-f32", "lstm-wide-gram", "embedding-vocab-gram",
+                                   "conv-few-pixels-gram", "gru-bce-all-l2")]
+
+
+def per_sample_calls_stay_in_bounds(mod, n, args, tol, t=None):
+    """bpg_per_sample_grads, bpg_per_sample_grad_norms and bpg_clipped_grad
+    of C module ``mod`` called directly on ``args`` (the wrapper's: x, masks, y, parameters;
+    ``t``: T with steps: any), out and ws filled with NaN between canaries:
+    no input modified, nothing written outside out and ws, every output
+    written and equal to the wrapper's call."""
+    from test_c_bounds import UINT, _canaries_intact, _padded
+    fb, ptr, dtype = mod.ffi.from_buffer, mod._PTR, mod.DTYPE
+    norms = mod._per_sample_native("per_sample_grad_norms", n,
+                                   args if t is None else [args[0], t, *args[1:]])[1:1 + n]
+    max_norm = float(np.median(norms))
+    for name, clip in (("per_sample_grads", ()), ("per_sample_grad_norms", ()),
+                       ("clipped_grad", (max_norm,))):
+        what = f"bpg_{name}, N={n}, T={t}"
+        expected = mod._per_sample_native(name, n, args if t is None else [args[0], t, *args[1:]],
+                                          *clip)
+        wa, wb = (mod._at(v, t) for v in mod._WS[name])
+        ws_size = wa * n + wb
+        padded_in = [_padded(arr, arr.size, arr.dtype) for arr in args]
+        saved = [buf.copy() for buf, _ in padded_in]
+        out_buf, out = _padded(None, expected.size, dtype, fill=np.nan)
+        ws_buf, ws = _padded(None, ws_size, dtype, fill=np.nan)
+        getattr(mod.lib, "bpg_" + name)(
+            n, *(() if t is None else (t,)),
+            *[fb("int64_t *" if mid.dtype.kind == "i" else ptr, mid) for _, mid in padded_in],
+            *clip, fb(ptr, out, require_writable=True), fb(ptr, ws, require_writable=True))
+        for (buf, _), before in zip(padded_in, saved):
+            assert np.array_equal(buf.view(UINT[buf.dtype]), before.view(UINT[buf.dtype])), what
+        assert _canaries_intact(out_buf, expected.size, dtype), f"{what}: wrote outside out"
+        assert _canaries_intact(ws_buf, ws_size, dtype), f"{what}: wrote outside ws"
+        assert not np.isnan(out).any(), f"{what}: output entries never written"
+        assert rel_err(out, expected) <= tol, what
+
+
+@pytest.mark.parametrize("case", BOUNDS_CASES, ids=[c["id"] for c in BOUNDS_CASES])
+def test_c_per_sample_functions_stay_in_bounds(builder, case):
+    spec, mod = load_spec(case["arch"]), builder(case["arch"], "c")
+    assert {"per_sample_grads", "per_sample_grad_norms", "clipped_grad"} <= set(mod._WS)
+    for n in (1, 4):
+        params, x, y = _point(spec, mod, seed=n, batch=n)
+        lengths = (None if not mod.STEPS else np.maximum(1, mod.STEPS - np.arange(n)))
+        _, xm, ym, _, args = mod._terms_inputs(params, x, y, lengths)
+        per_sample_calls_stay_in_bounds(mod, n, args, TOL[case["dtype"]] / 10)
+
+
 # --------------------------------------------------------------------------
 # norms and the clipped gradient
 
@@ -352,6 +438,52 @@ def test_per_sample_grads_refused_before_allocating(builder, backend, monkeypatc
     psg = mod.per_sample_grads(params, x, y)
     per = np.concatenate([v.reshape(64, -1) for v in psg.values()], axis=1)
     assert rel_err(np.linalg.norm(per, axis=1), norms) <= 1e-12
+
+
+def test_c_workspace_refused_before_allocating(builder, monkeypatch):
+    """The C per-sample functions' workspace (sized by the generator: the
+    factors, Gram matrices, one formed gradient, the clip factors) beyond
+    the memory limit is a ValueError saying the bytes, before it is
+    allocated or the C code runs."""
+    case = BY_ID["lstm-wide-gram"]
+    spec, mod = load_spec(case["arch"]), builder(case["arch"], "c")
+    params, x, y = _point(spec, mod)
+    wa, wb = mod._WS["clipped_grad"]
+    need = (wa * N + wb) * mod.DTYPE.itemsize
+    assert mod._WS["per_sample_grad_norms"] == (wa, wb)
+    monkeypatch.setattr(mod, "MAX_RESULT_BYTES", need - 1)
+    monkeypatch.setattr(mod, "_BYTES_PER_SAMPLE", 1)       # x's own check passes
+    monkeypatch.setattr(mod, "_buffer", lambda *a: pytest.fail("allocated"))
+    for fn in (mod.per_sample_grad_norms, lambda *a: mod.clipped_grad(*a, 1.0)):
+        with pytest.raises(ValueError, match=f"^x: .* needs {need:,} bytes of workspace"):
+            fn(params, x, y)
+
+
+def test_c_module_without_the_c_per_sample_calls(builder, monkeypatch):
+    """A C module whose summands the generated per-sample calls do not take
+    (none today: made so here) has none of the three in C; its per-sample
+    functions run the shared runtime's NumPy products on the C factors,
+    and agree with the NumPy module."""
+    from bpgen.backends.c import per_sample as c_per_sample
+
+    def refuse(plan):
+        raise c_per_sample.Unsupported("made unsupported for this test")
+
+    monkeypatch.setattr(c_per_sample, "_one_term", refuse)
+    arch = mlp("tanh", SCE, hidden=(5,), out=3, features=4, l2=0.01, name="ps_python_route")
+    spec, mc = load_spec(arch), builder(arch, "c")
+    monkeypatch.undo()
+    assert not {"per_sample_grads", "per_sample_grad_norms", "clipped_grad"} & set(mc._WS)
+    mn = builder(arch, "numpy")
+    params, x, y = _point(spec, mn, seed=2, batch=4)
+    assert rel_err(_flat(mc.per_sample_grads(params, x, y)),
+                   _flat(mn.per_sample_grads(params, x, y))) <= 1e-12
+    norms = mn.per_sample_grad_norms(params, x, y)
+    assert rel_err(mc.per_sample_grad_norms(params, x, y), norms) <= 1e-12
+    (lc, gc, nc), (ln, gn, _) = (m.clipped_grad(params, x, y, float(np.median(norms)))
+                                 for m in (mc, mn))
+    assert lc == pytest.approx(ln, rel=1e-12) and rel_err(nc, norms) <= 1e-12
+    assert rel_err(_flat(gc), _flat(gn)) <= 1e-12
 
 
 @pytest.mark.parametrize("cid", list(WIDE))

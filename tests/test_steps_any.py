@@ -362,6 +362,7 @@ def _c_signatures(mod):
 @pytest.mark.parametrize("case", C_CASES, ids=[c["id"] for c in C_CASES])
 def test_any_c_functions_stay_in_bounds(builder, case):
     from test_c_bounds import UINT, _canaries_intact, _padded
+    from test_per_sample import per_sample_calls_stay_in_bounds
     arch = _any(case["arch"])
     spec = load_spec(arch)
     mod = builder(arch, "c")
@@ -399,6 +400,9 @@ def test_any_c_functions_stay_in_bounds(builder, case):
             assert _canaries_intact(ws_buf, ws_size, dtype), f"{what}: wrote outside ws"
             assert not np.isnan(out).any(), f"{what}: output entries never written"
             assert rel_err(out, expected[:out_size]) <= TOL[case["dtype"]], what
+        # the per-sample functions' (their rows per sample are T)
+        args = mod._terms_inputs(params, x, y, lengths)[4]
+        per_sample_calls_stay_in_bounds(mod, n, [args[0], *args[2:]], TOL[case["dtype"]], t)
 
 
 @pytest.mark.parametrize("case", C_CASES, ids=[c["id"] for c in C_CASES])

@@ -31,11 +31,13 @@ def cname(var: str) -> str:
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _env = environment(_HERE)
-#: the runtime helpers: one file each in runtime/ (besides the prelude and
-#: fastcall.c and split.c, the CPython entry points, see fastcall.py); none calls
-#: another, so they are pasted in name order
+#: the runtime helpers: one file each in runtime/ (besides the prelude,
+#: fastcall.c and split.c, the CPython entry points, see fastcall.py, and
+#: per_sample.c, the per-sample functions' loops, see per_sample.py); none
+#: calls another, so they are pasted in name order
 HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime"))
-                       if f.endswith(".c") and f not in ("prelude.c", "fastcall.c", "split.c")))
+                       if f.endswith(".c")
+                       and f not in ("prelude.c", "fastcall.c", "split.c", "per_sample.c")))
 
 
 class CEmitter(Emitter):

@@ -15,6 +15,7 @@ from . import build
 from .columns import columns_function
 from .emitter import HELPERS, _HERE, _assembly_function, _env, _function, _table_lines
 from .fastcall import CDEF as FASTCALL_CDEF, fastcall_source
+from .per_sample import c_functions as per_sample_functions
 
 __all__ = ["emit"]
 
@@ -28,9 +29,15 @@ def emit(derived: Derived, module: str) -> tuple:
                  else _assembly_function(derived, name, used, tables)
                  if entry.kind == "assembly" else _function(derived, name, used, tables)
                  for name, entry in derived.entries.items() if "c" in entry.backends]
+    # per_sample_grad_norms and clipped_grad in one C call each (an
+    # architecture whose summands they cannot take keeps the Python route)
+    per_sample = per_sample_functions(derived, functions, used)[0]
+    functions += per_sample
     runtime = [runtime_source(os.path.join(_HERE, "runtime", "prelude.c"))]
     runtime += [runtime_source(os.path.join(_HERE, "runtime", f"{h}.c"))
                 for h in HELPERS if h in used]
+    if per_sample:              # their loops (after the helpers they call)
+        runtime.append(runtime_source(os.path.join(_HERE, "runtime", "per_sample.c")))
     common = module_context(derived, module)
     ctype = "double" if spec.dtype == "float64" else "float"
     # the CPython entry points (fastcall.py): after the functions they call

@@ -15,6 +15,7 @@ _OUTPUTS = {}
 N_PARAMS = 0
 PARAM_SHAPES = {}
 STEPS = None
+MAX_RESULT_BYTES = 0             # api.py's, in a generated module
 
 
 def _at(value, t):               # the common api.py's, in a generated module
@@ -332,6 +333,44 @@ def _run(name, n, args, scratch=False):
     out = _call(name, n, args, scratch)
     return [out[oa * n + ob:oa * n + ob + a * n + b].reshape(-1, cols)
             for oa, ob, a, b, cols in _layout(name, _split_steps(args)[0])]
+
+
+#: the per-sample functions' flat output, a*N + b elements: every sample's
+#: gradient; the loss and N norms; those and the clipped gradient
+_PER_SAMPLE_OUT = {"per_sample_grads": (N_PARAMS, 0), "per_sample_grad_norms": (1, 1),
+                   "clipped_grad": (1, 1 + N_PARAMS)}
+
+
+def _per_sample_native(name, n, args, max_norm=None):
+    """Run ``bpg_<name>`` (per_sample_grads, per_sample_grad_norms, or
+    clipped_grad with ``max_norm``): grad_terms and what follows it in one C
+    call.  Its flat output (_PER_SAMPLE_OUT: every sample's gradient, each
+    parameter's (N, *shape) block in turn; or [loss, the N norms,
+    (clipped_grad) the gradient in the flat parameter order]), or None when
+    the module has no such function (an architecture whose summands stay in
+    the Python runtime).  Its workspace beyond the memory limit is refused
+    before it is allocated."""
+    if name not in _WS:
+        return None
+    t, args = _split_steps(args)
+    a, b = _WS[name] if t is None else (_at(v, t) for v in _WS[name])
+    need = (a * n + b) * DTYPE.itemsize
+    if need > MAX_RESULT_BYTES:
+        raise ValueError(f"x: {name} on a batch of {n:,} samples needs {need:,} bytes of "
+                         f"workspace, more than the limit of {MAX_RESULT_BYTES:,} bytes "
+                         f"(MAX_RESULT_BYTES, or set $BPGEN_MAX_BYTES)")
+    oa, ob = _PER_SAMPLE_OUT[name]
+    out = numpy.empty(oa * n + ob, dtype=DTYPE)
+    ws = _buffer(a * n + b)
+    fb = ffi.from_buffer
+    clip = () if max_norm is None else (max_norm,)
+    large = lib.bpg_threads_enter(n * (N_PARAMS + a))
+    try:
+        getattr(lib, "bpg_" + name)(n, *_sizes(t), *_pointers(args), *clip,
+                                    fb(_PTR, out, require_writable=True), ws)
+    finally:
+        lib.bpg_threads_leave(large)
+    return out
 
 
 def _run_flat(name, n, args, start=0):

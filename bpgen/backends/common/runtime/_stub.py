@@ -42,6 +42,13 @@ def _run(name, n, args, scratch=False):
     raise NotImplementedError
 
 
+def _per_sample_native(name, n, args, max_norm=None):
+    """Run per-sample function ``name`` wholly in generated code: its flat
+    output [loss, norms, (clipped_grad) the clipped gradient], or None
+    when the backend has none for it (the runtime's products then serve)."""
+    raise NotImplementedError
+
+
 def _run_flat(name, n, args, start=0):
     """The outputs from index ``start`` on, concatenated into one vector."""
     raise NotImplementedError

@@ -48,6 +48,12 @@ def _run(name, n, args, scratch=False):
     return list(outs) if isinstance(outs, tuple) else [outs]
 
 
+def _per_sample_native(name, n, args, max_norm=None):
+    """None: the NumPy module's per-sample functions are the runtime's own
+    (per_sample.py); the C module runs them in one generated call."""
+    return None
+
+
 def _run_flat(name, n, args, start=0):
     """The outputs from index ``start`` on, one vector in C order: the
     vector the generated function wrote them to, one after the other, when
