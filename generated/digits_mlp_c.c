@@ -2092,7 +2092,7 @@ typedef real bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_LOSS_ALL_STEPS 0
 #define BPGF_SEQ_OUT 0
 #define BPGF_BYTES_PER_SAMPLE 4416
-#define BPGS_MIN_ROWS 4611686018427387904
+#define BPGS_MIN_ROWS 32
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
 #define BPGF_WORK_PER_SAMPLE 2658
 #define BPGF_OUT_FORWARD_A 10
@@ -2898,8 +2898,8 @@ int bpgf_install(void *globals)
    if that cannot be allocated either, the call runs unsplit. */
 
 /* the fewest samples a slice may have: below, the BLAS's threads do the
-   call (fastcall.py sets it: 8 for sequences and images, never for
-   networks of dense layers alone, see docs/performance.md) */
+   call (fastcall.py sets it: 8 for sequences and images, 32 for networks
+   of dense layers alone, see docs/performance.md) */
 #ifndef BPGS_MIN_ROWS
 #define BPGS_MIN_ROWS 8
 #endif
