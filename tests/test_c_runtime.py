@@ -13,7 +13,8 @@ from bpgen.backends.c.build import BUILD
 
 RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "bpgen", "backends", "c", "runtime")
-HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt", "colsum", "rowsum",
+HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt", "gemm_tn_add",
+           "colsum", "rowsum",
            "sumall", "copy_cols", "rowmax", "gather", "scatter", "take_argmax", "put_argmax",
            # gather/scatter patterns as loop nests; pooling in one pass (primitives/gather.py)
            "im2col", "col2im", "windows", "windows_adj", "transpose_blocks",
@@ -99,6 +100,7 @@ double w_softplus(double z);
 void w_gemm_nn(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_gemm_tn(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_gemm_nt(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
+void w_gemm_tn_add(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_colsum(int64_t R, int64_t C, const double *A, double *out);
 void w_rowsum(int64_t R, int64_t C, const double *A, double *out);
 void w_sumall(int64_t R, int64_t C, const double *A, double *out);
@@ -129,6 +131,7 @@ double w_softplus(double z) { return bpg_softplus(z); }
 GEMM_WRAPPER(nn)
 GEMM_WRAPPER(tn)
 GEMM_WRAPPER(nt)
+GEMM_WRAPPER(tn_add)
 #ifdef BPG_BLAS
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
 { return bpg_blas_chunk(ta, tb, M, Nc, K); }
@@ -222,6 +225,10 @@ def test_gemm(rt, M, Nc, K):
         C = np.full((M, Nc), np.nan)    # the helpers must overwrite, not accumulate
         fn(M, Nc, K, _ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, C))
         assert _rel_err(C, ref) < 1e-12, fn
+    C0 = rng.standard_normal((M, Nc))   # gemm_tn_add adds to what C holds
+    C, At = C0.copy(), np.ascontiguousarray(A.T)
+    lib.w_gemm_tn_add(M, Nc, K, _ptr(ffi, At), _ptr(ffi, B), _ptr(ffi, C))
+    assert _rel_err(C, C0 + ref) < 1e-12
 
 
 def test_blas_column_chunks(rt):

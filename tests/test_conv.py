@@ -48,6 +48,13 @@ CASES = {
     "pool-first": ((2, 6, 6), [
         {"type": "maxpool2d", "size": 2},
         {"type": CONV, "filters": 2, "kernel": 3, "activation": "sigmoid"}], {}),
+    # patches large enough that C makes them in chunks of samples (emitter.py,
+    # patch_chunks): 10,800 entries a sample (chunks of 3: batches of 4 are a
+    # chunk and a part), then 3,888 with padding 1 (chunks of 8)
+    "large-patches": ((3, 16, 16), [
+        {"type": CONV, "filters": 3, "kernel": 5, "activation": "relu"},
+        {"type": CONV, "filters": 4, "kernel": 3, "padding": 1, "activation": "tanh"},
+        {"type": "maxpool2d", "size": 2}], {"l2": 0.01}),
 }
 
 

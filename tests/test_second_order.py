@@ -114,6 +114,13 @@ _add("conv-max-sce", {
                {"type": "maxpool2d", "size": 2, "stride": 1}, {"type": "flatten"},
                {"type": "dense", "units": 3}],
     "loss": SCE, "regularization": {"l2": 0.02}}, True)
+# patches C makes in chunks of 2 samples (12,996 entries a sample; emitter.py)
+_add("conv-large-patches", {
+    "name": "so_conv_big", "input": {"channels": 1, "height": 40, "width": 40},
+    "layers": [{"type": "conv2d", "filters": 2, "kernel": 3, "activation": "tanh"},
+               {"type": "maxpool2d", "size": 8}, {"type": "flatten"},
+               {"type": "dense", "units": 3}],
+    "loss": SCE}, True)
 _add("conv-avg-mse-pad", {
     "name": "so_conv_avg", "input": {"channels": 2, "height": 4, "width": 3},
     "layers": [{"type": "conv2d", "filters": 2, "kernel": 2, "stride": 2, "padding": 1,

@@ -35,10 +35,12 @@ def _grad(mod, params, x, y):
 
 @pytest.fixture
 def threads(builder):
-    """The module, its count restored (the suite's 1) afterwards."""
+    """The module, its count (the suite's 1) and split rule restored
+    afterwards."""
     mod = builder(ARCH, "c")
-    before = mod.get_threads()
+    before, rule = mod.get_threads(), mod._split_rule()
     yield mod
+    mod._split_rule(*rule)
     mod.set_threads(before)
 
 
@@ -138,41 +140,36 @@ def test_concurrent_calls_match_sequential_ones(threads):
     at 2 BLAS threads: each result has the bits it has when run alone."""
     threads.set_threads(2)
     points = [_point(threads, n, seed=s) for s, n in enumerate([256, 4, 256, 4, 512, 16] * 2)]
-    try:
-        for rows in (2**62, 8):         # large calls with the BLAS's threads, then split
-            threads._split_rule(rows)
-            alone = [_grad(threads, *p) for p in points]
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                together = list(pool.map(lambda p: _grad(threads, *p), points * 3))
-            for i, got in enumerate(together):
-                assert np.array_equal(got, alone[i % len(points)]), (rows, i)
-    finally:
-        threads._split_rule(2**62)
+    for rows in (2**62, 8):         # large calls with the BLAS's threads, then split
+        threads._split_rule(rows)
+        alone = [_grad(threads, *p) for p in points]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda p: _grad(threads, *p), points * 3))
+        for i, got in enumerate(together):
+            assert np.array_equal(got, alone[i % len(points)]), (rows, i)
     assert threads.get_threads() == 2
 
 
 def test_which_calls_split(threads):
     """Large calls (work >= 4e6: 68,874 parameters + the workspace per
-    sample, so from 59 samples) split into min(n, N // 8) slices when that
-    is 2 or more, and are the BLAS's otherwise; small calls do neither.
-    Each result equals the one-thread result to rounding."""
-    assert threads._split_rule() == (2**62, 4e6)    # dense layers alone: never split
-    threads._split_rule(8)
-    cases = [(2, 256, True), (2, 64, True), (4, 96, True), (2, 40, False), (1, 256, False),
+    sample, so from 59 samples) split into min(n, N // rows) slices when
+    that is 2 or more (rows: 32 by default for dense layers alone), and are
+    the BLAS's otherwise; small calls do neither.  Each result equals the
+    one-thread result to rounding."""
+    assert threads._split_rule() == (32, 4e6)       # dense layers alone: 32 a slice
+    cases = [(2, 64, True), (2, 63, False), (3, 96, True), (2, 40, False), (1, 256, False),
+             (2, 256, True, 8), (4, 96, True, 8), (2, 40, False, 8),
              (2, 100, False, 64), (2, 128, True, 64)]      # 64 samples a slice at least
-    try:
-        for n, batch, splits, *rows in cases:
-            threads._split_rule(rows[0] if rows else 8)
-            point = _point(threads, batch, seed=batch)
-            threads.set_threads(1)
-            one = _grad(threads, *point)
-            threads.set_threads(n)
-            before = threads._split_calls()
-            got = _grad(threads, *point)
-            assert threads._split_calls() == before + splits, (n, batch)
-            assert np.max(np.abs(got - one)) <= 1e-12 * np.max(np.abs(one)), (n, batch)
-    finally:
-        threads._split_rule(2**62)
+    for n, batch, splits, *rows in cases:
+        threads._split_rule(rows[0] if rows else 32)
+        point = _point(threads, batch, seed=batch)
+        threads.set_threads(1)
+        one = _grad(threads, *point)
+        threads.set_threads(n)
+        before = threads._split_calls()
+        got = _grad(threads, *point)
+        assert threads._split_calls() == before + splits, (n, batch)
+        assert np.max(np.abs(got - one)) <= 1e-12 * np.max(np.abs(one)), (n, batch)
 
 
 def _all_results(mod, params, x, y, v, python=False):

@@ -32,6 +32,7 @@ class _ColumnsEmitter(CEmitter):
     a product with a block of the direction (``V_W``) is skipped, its result
     zeroed, when that block is zero (``vnz_<block>``; a unit direction has
     one nonzero block)."""
+    chunk_patches = False
 
     def __init__(self, prog, dtype, used, tables, vvars):
         super().__init__(prog, dtype, used, tables)
@@ -51,6 +52,8 @@ class _BatchedEmitter(Directions, CEmitter):
     variables (the shared forward and backward pass) keep the batch NB.
     A product with a block of v that is zero in every direction of the
     chunk is skipped (``vnz_<block>``)."""
+
+    chunk_patches = False
 
     def __init__(self, prog, dtype, used, tables, batched: set, vvars: list):
         super().__init__(prog, dtype, used, tables)
@@ -178,7 +181,7 @@ def columns_function(derived: Derived, used: set, tables: dict) -> dict:
     workspace, and _WS_DIR is (0, 0))."""
     cols = derived.columns
     prog, dtype = cols.program, derived.spec.dtype
-    head = CEmitter(cols.head, dtype, used, tables).blocks()
+    head = CEmitter(cols.head, dtype, used, tables, chunk=False).blocks()
     wa, wb = prog.workspace_size
     # over kc directions at once when every tangent op has a rule and it pays
     # in C (Primitive.batched_in_c), else one direction at a time

@@ -15,7 +15,8 @@ from ...passes import plan_for
 from ...passes.allocate import first_fit as _first_fit  # moved there: the one allocator
 from ..common.emitter import (Emitter, c_size, environment, has_steps,
                               offset_code)
-from ...shapes import code, plus
+from ...primitives.gather import im2col_image, sizes as pattern_sizes
+from ...shapes import code, dim_coeffs, plus
 
 __all__ = ["CEmitter", "cname", "PREFIX"]
 
@@ -40,12 +41,71 @@ HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime")
                        and f not in ("prelude.c", "fastcall.c", "split.c", "per_sample.c")))
 
 
+#: an im2col gather whose patches have at least this many entries per sample
+#: is not made whole: the products that read it make them a chunk of
+#: samples at a time (patch_chunks)
+PATCH_CHUNK_MIN = 2048
+#: entries of patches per chunk (256 KiB in float64: the chunk stays in the
+#: core's cache between its im2col and its product)
+PATCH_CHUNK_ENTRIES = 32768
+
+
+def _reads_patches(prog: Program, op, patches: str) -> bool:
+    """Is ``op`` a product the chunks can make: P·Wᵀ, or Δᵀ·P (Δ with P's
+    rows), with W and the result of Δᵀ·P of fixed size?"""
+    if op.primitive.name != "matmul" or op.loop is not None or op.args[0] == op.args[1]:
+        return False
+    ta, tb = op.attrs["ta"], op.attrs["tb"]
+    fixed = (lambda name: all(isinstance(d, int) for d in prog.vars[name].shape))
+    if op.args[0] == patches and not ta and tb:
+        return fixed(op.args[1])
+    if op.args[1] == patches and ta and not tb:
+        return (prog.vars[op.args[0]].shape[0] == prog.vars[patches].shape[0]
+                and fixed(op.out))
+    return False
+
+
+def patch_chunks(prog: Program) -> dict:
+    """{P: samples per chunk} for the im2col gathers whose patches P are
+    made a chunk of samples at a time by every product that reads them
+    (runtime/im2col.c then the product, per chunk; P's workspace holds one
+    chunk).  Measured on LeNet's two convolutions (14,400 and 9,600 entries
+    of patches per sample; docs/performance.md, "Convolutions"): the whole
+    batch's patches (7.4 and 4.9 MB at N = 64) left the cache between the
+    gather and the products that read them, forward and backward, and
+    OpenBLAS packed each whole product; chunks of 256 KiB do neither."""
+    readers: dict = {}
+    for op in prog.ops:
+        for a in set(op.args):
+            readers.setdefault(a, []).append(op)
+    out = {}
+    for op in prog.ops:
+        if op.primitive.name != "gather" or op.loop is not None or op.out in prog.outputs:
+            continue
+        pat, src = op.attrs["pattern"], op.args[0]
+        rows, cols = prog.vars[op.out].shape
+        per_sample = dim_coeffs(rows)[0] * cols if isinstance(cols, int) else 0
+        if (pat[0] != "im2col" or im2col_image(pat) != op.attrs["s_in"]
+                or prog.vars[src].shape[0] != "N" or dim_coeffs(rows)[1] != 0
+                or not isinstance(per_sample, int) or per_sample < PATCH_CHUNK_MIN):
+            continue
+        used = readers.get(op.out, [])
+        if used and all(_reads_patches(prog, r, op.out) for r in used):
+            out[op.out] = max(1, PATCH_CHUNK_ENTRIES // per_sample)
+    return out
+
+
 class CEmitter(Emitter):
+    #: products make large patches in chunks (patch_chunks); the
+    #: hessian_columns emitters (columns.py) print every op as it is
+    chunk_patches = True
+
     def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None,
-                 transposes: dict | None = None):
+                 transposes: dict | None = None, chunk: bool = True):
         """``transposes``: {B: (loop, Bᵀ)} (the C rule of
         bpgen.passes.transposes, see ``CPlan``), copies the caller has room
-        for in the workspace."""
+        for in the workspace.  ``chunk``: False for a part of a function
+        whose variables another part reads (hessian_columns' shared pass)."""
         self.transposes = transposes or {}
         if self.transposes:
             extra = {bt: Var(bt, tuple(reversed(prog.vars[b].shape)))
@@ -54,6 +114,8 @@ class CEmitter(Emitter):
         super().__init__(prog, dtype)
         self.used = used
         self.tables = tables if tables is not None else {}
+        self.chunks = patch_chunks(self.prog) if self.chunk_patches and chunk else {}
+        self.gathers = {op.out: op for op in self.prog.ops if op.out in self.chunks}
 
     def comment(self, text: str) -> str:
         return f"/* {text} */"
@@ -87,6 +149,12 @@ class CEmitter(Emitter):
 
     def statement(self, op, prim, loop) -> list:
         head = self.comment(f"{op.out} = {prim.equation(op, {})}")
+        if op.out in self.chunks:
+            return [head, self.comment(f"(made {self.chunks[op.out]} samples at a time by "
+                                       f"the products that read it)")]
+        patches = [a for a in op.args if a in self.chunks]
+        if patches:
+            return [head] + self.chunked_product(op, patches[0])
         if (loop is None or not op.primitive.product or not op.attrs["tb"] or op.attrs["ta"]
                 or op.args[1] not in self.transposes):
             return [head] + prim.c(self, op, loop)
@@ -94,6 +162,30 @@ class CEmitter(Emitter):
         # the same product as A·(Bᵀ), with the copy made before the loop
         swapped = dataclasses.replace(op, args=(op.args[0], bt), attrs={**op.attrs, "tb": False})
         return [head] + prim.c(self, swapped, loop)
+
+    def chunked_product(self, op, patches: str) -> list:
+        """P·Wᵀ or Δᵀ·P with P = im2col(X), a chunk of m samples at a time:
+        the chunk's patches into P's workspace, then their part of the
+        product (its rows of P·Wᵀ; Δᵀ·P summed over the chunks)."""
+        gather, m = self.gathers[patches], self.chunks[patches]
+        rows, k = self.prog.vars[patches].shape
+        r = dim_coeffs(rows)[0]
+        p = cname(patches)
+        self.use("im2col")
+        loop = [f"for (int64_t n0 = 0; n0 < N; n0 += {m}) {{",
+                f"    const int64_t m = N - n0 < {m} ? N - n0 : {m};",
+                f"    bpg_im2col(m, {pattern_sizes(gather.attrs['pattern'])}, "
+                f"{cname(gather.args[0])} + n0*{gather.attrs['s_in']}, {p});"]
+        if op.args[0] == patches:               # P·Wᵀ: the chunk's rows
+            f = self.prog.vars[op.out].shape[1]
+            self.use("gemm_nt")
+            return loop + [f"    bpg_gemm_nt({r}*m, {f}, {k}, {p}, {cname(op.args[1])}, "
+                           f"{cname(op.out)} + n0*{r * f});", "}"]
+        f = self.prog.vars[op.out].shape[0]     # Δᵀ·P: the chunks' sum
+        self.use("gemm_tn_add")
+        return ([f"memset({cname(op.out)}, 0, {self.bytes((f, k))});"] + loop
+                + [f"    bpg_gemm_tn_add({f}, {k}, {r}*m, {cname(op.args[0])} + n0*{r * f}, "
+                   f"{p}, {cname(op.out)});", "}"])
 
     def loop(self, info, defined, body) -> list:
         steps = info["steps"]
@@ -155,7 +247,9 @@ def _table_lines(values: tuple, name: str) -> list:
     return lines
 
 
-def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
+def _function(derived: Derived, name: str, used: set, tables: dict, chunk: bool = True) -> dict:
+    """``chunk``: False keeps large im2col patches whole (patch_chunks; the
+    exported library, whose prelude has no bpg_blas_gemm_add)."""
     prog = derived.programs[name]
     decls = _workspace_decls(prog)
     for var, (oa, ob, _, _, _) in zip(prog.outputs, derived.layout(name)):
@@ -173,7 +267,8 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
                                    for a in prog.inputs]
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (wa, wb),
-            "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes).blocks(),
+            "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes,
+                                chunk).blocks(),
             "signature": f"void bpg_{name}({', '.join(params)})"}
 
 

@@ -158,9 +158,11 @@ def fastcall_source(derived: Derived, functions: list, bytes_per_sample: int) ->
         f"#define BPGF_SEQ_OUT {int(seq_out)}",
         f"#define BPGF_BYTES_PER_SAMPLE {_int(bytes_per_sample)}",
         # the batch split's default (runtime/split.c, docs/performance.md):
-        # sequences and images split from 8 samples a slice; networks of
-        # dense layers alone leave their large calls to the BLAS's threads
-        f"#define BPGS_MIN_ROWS {8 if steps or len(in_shape) > 1 else 2**62}",
+        # sequences and images split from 8 samples a slice, networks of
+        # dense layers alone from 32 (each slice sums its own gradient, as
+        # large as the parameters, and a dense network's work per sample is
+        # about as large: the slices' extra sums are ~1/32 of their work)
+        f"#define BPGS_MIN_ROWS {8 if steps or len(in_shape) > 1 else 32}",
         "/* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */",
         f"#define BPGF_WORK_PER_SAMPLE {n_params * max(steps, 1) + per_sample}",
         f"#define BPGF_OUT_FORWARD_A {_int(forward_layout[2])}",

@@ -45,8 +45,8 @@
    if that cannot be allocated either, the call runs unsplit. */
 
 /* the fewest samples a slice may have: below, the BLAS's threads do the
-   call (fastcall.py sets it: 8 for sequences and images, never for
-   networks of dense layers alone, see docs/performance.md) */
+   call (fastcall.py sets it: 8 for sequences and images, 32 for networks
+   of dense layers alone, see docs/performance.md) */
 #ifndef BPGS_MIN_ROWS
 #define BPGS_MIN_ROWS 8
 #endif
