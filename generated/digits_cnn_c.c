@@ -654,14 +654,6 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
     }
 }
 
-/* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
-static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real *restrict out)
-{
-    double acc = 0;
-    for (int64_t k = 0; k < R * C; k++) acc += A[k];
-    out[0] = (real)acc;
-}
-
 /* max pooling in one pass: per sample n and window (c, oh, ow) of the
    C x H x W maps (k x k, stride s), out[n][(c·Ho + oh)·Wo + ow] = val at the
    window's first maximum of sel, scanned in the window's row-major order
@@ -899,43 +891,62 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l5_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l5_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l5_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(8, 9, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 72; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l2_W_sq = l2_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_l2_W_sq[k] = ((v_l2_W[k])*(v_l2_W[k]));
     /* l2_W_sqsum = 1ᵀ·l2_W_sq·1 */
-    bpg_sumall(16, 72, v_l2_W_sq, v_l2_W_sqsum);
+    double acc_l2_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l2_W_sqsum)
+    for (int64_t k = 0; k < 1152; k++) {
+        const real e_l2_W_sq = ((v_l2_W[k])*(v_l2_W[k]));
+        acc_l2_W_sqsum += e_l2_W_sq;
+    }
+    v_l2_W_sqsum[0] = (real)acc_l2_W_sqsum;
     /* l5_W_sq = l5_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_l5_W_sq[k] = ((v_l5_W[k])*(v_l5_W[k]));
     /* l5_W_sqsum = 1ᵀ·l5_W_sq·1 */
-    bpg_sumall(64, 10, v_l5_W_sq, v_l5_W_sqsum);
+    double acc_l5_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l5_W_sqsum)
+    for (int64_t k = 0; k < 640; k++) {
+        const real e_l5_W_sq = ((v_l5_W[k])*(v_l5_W[k]));
+        acc_l5_W_sqsum += e_l5_W_sq;
+    }
+    v_l5_W_sqsum[0] = (real)acc_l5_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N */
     #pragma omp simd
@@ -1007,17 +1018,18 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
+    /* l0: activation relu */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
+            const real e_l0_Z = v_l0_PW[k] + v_l0_b[cc];
+            v_l0_Z[k] = e_l0_Z;
+            const real e_l0_A = ((e_l0_Z >= 0) ? (e_l0_Z) : (0));
+            v_l0_A[k] = e_l0_A;
         }
     }
-    /* l0: activation relu */
-    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
@@ -1035,17 +1047,18 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
+    /* l2: activation relu */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
+            const real e_l2_Z = v_l2_PW[k] + v_l2_b[cc];
+            v_l2_Z[k] = e_l2_Z;
+            const real e_l2_A = ((e_l2_Z >= 0) ? (e_l2_Z) : (0));
+            v_l2_A[k] = e_l2_A;
         }
     }
-    /* l2: activation relu */
-    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
@@ -1071,43 +1084,63 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l5_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l5_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l5_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(8, 9, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 72; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l2_W_sq = l2_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_l2_W_sq[k] = ((v_l2_W[k])*(v_l2_W[k]));
     /* l2_W_sqsum = 1ᵀ·l2_W_sq·1 */
-    bpg_sumall(16, 72, v_l2_W_sq, v_l2_W_sqsum);
+    double acc_l2_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l2_W_sqsum)
+    for (int64_t k = 0; k < 1152; k++) {
+        const real e_l2_W_sq = ((v_l2_W[k])*(v_l2_W[k]));
+        acc_l2_W_sqsum += e_l2_W_sq;
+    }
+    v_l2_W_sqsum[0] = (real)acc_l2_W_sqsum;
     /* l5_W_sq = l5_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_l5_W_sq[k] = ((v_l5_W[k])*(v_l5_W[k]));
     /* l5_W_sqsum = 1ᵀ·l5_W_sq·1 */
-    bpg_sumall(64, 10, v_l5_W_sq, v_l5_W_sqsum);
+    double acc_l5_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l5_W_sqsum)
+    for (int64_t k = 0; k < 640; k++) {
+        const real e_l5_W_sq = ((v_l5_W[k])*(v_l5_W[k]));
+        acc_l5_W_sqsum += e_l5_W_sq;
+    }
+    v_l5_W_sqsum[0] = (real)acc_l5_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N */
     #pragma omp simd
@@ -1122,15 +1155,17 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l5_Z = l5_XW + l5_b */
     /*   (l5: pre-activation) */
     /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    /* d_l5_b = 1ᵀ·d_l5_Z_2 */
+    for (int64_t cc = 0; cc < 10; cc++) v_d_l5_b[cc] = 0;
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_d_l5_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            const real e_d_l5_Z_2 = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            v_d_l5_Z_2[k] = e_d_l5_Z_2;
+            v_d_l5_b[cc] += e_d_l5_Z_2;
         }
     }
-    /* d_l5_b = 1ᵀ·d_l5_Z_2 */
-    bpg_colsum(N, 10, v_d_l5_Z_2, v_d_l5_b);
 
     /* Grad of: l5_XW = l3_Y·l5_W */
     /*   (l5: affine part) */
@@ -1157,13 +1192,20 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
     /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l2_Z = l2_PW + l2_b */
     /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l2_b = 1ᵀ·d_l2_Z */
-    bpg_colsum(16*N, 16, v_d_l2_Z, v_d_l2_b);
+    for (int64_t cc = 0; cc < 16; cc++) v_d_l2_b[cc] = 0;
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_l2_Z = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
+            v_d_l2_Z[k] = e_d_l2_Z;
+            v_d_l2_b[cc] += e_d_l2_Z;
+        }
+    }
 
     /* Grad of: l2_PW = l2_P·l2_Wᵀ */
     /*   (l2: patches times the kernel, P·Wᵀ) */
@@ -1195,13 +1237,20 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
     /* d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l0_Z = l0_PW + l0_b */
     /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(64*N, 8, v_d_l0_Z, v_d_l0_b);
+    for (int64_t cc = 0; cc < 8; cc++) v_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < 64*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_d_l0_Z = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
+            v_d_l0_Z[k] = e_d_l0_Z;
+            v_d_l0_b[cc] += e_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
@@ -1305,23 +1354,19 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
-    for (int64_t rr = 0; rr < 64*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
-        }
-    }
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_r_l0_A[k] = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((v_l0_Z[k] >= 0) ? (1) : (0));
+            const real e_l0_Z = v_l0_PW[k] + v_l0_b[cc];
+            v_l0_Z[k] = e_l0_Z;
+            const real e_l0_A = ((e_l0_Z >= 0) ? (e_l0_Z) : (0));
+            v_l0_A[k] = e_l0_A;
+            const real e_r_l0_A = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((e_l0_Z >= 0) ? (1) : (0));
+            v_r_l0_A[k] = e_r_l0_A;
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
@@ -1353,23 +1398,19 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
-        }
-    }
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_l2_A[k] = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((v_l2_Z[k] >= 0) ? (1) : (0));
+            const real e_l2_Z = v_l2_PW[k] + v_l2_b[cc];
+            v_l2_Z[k] = e_l2_Z;
+            const real e_l2_A = ((e_l2_Z >= 0) ? (e_l2_Z) : (0));
+            v_l2_A[k] = e_l2_A;
+            const real e_r_l2_A = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((e_l2_Z >= 0) ? (1) : (0));
+            v_r_l2_A[k] = e_r_l2_A;
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
@@ -1407,59 +1448,59 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_o_exp[k] = v_o_exp[k]*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_r_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            const real e_r_o_exp = e_o_exp*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
+            v_r_o_exp[k] = e_r_o_exp;
+            acc_o_expsum += e_o_exp;
+            acc_r_o_expsum += e_r_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_r_o_expsum[rr] = (real)acc_r_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+    for (int64_t k = 0; k < N; k++) {
+        const real e_d_o_expsum = 1/(((real)N)*v_o_expsum[k]);
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_r_d_o_expsum = -e_d_o_expsum*v_r_o_expsum[k]/v_o_expsum[k];
+        v_r_d_o_expsum[k] = e_r_d_o_expsum;
+    }
 
     /* Grad of: o_exp = exp(l5_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_d_l5_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
-        }
-    }
 
     /* Grad of: l5_Z = l5_XW + l5_b */
     /*   (l5: pre-activation) */
     /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    /* r_d_l5_b = 1ᵀ·r_d_l5_Z_1 */
+    for (int64_t cc = 0; cc < 10; cc++) v_r_d_l5_b[cc] = 0;
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_d_l5_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            const real e_r_d_l5_Z_1 = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
+            v_r_d_l5_Z_1[k] = e_r_d_l5_Z_1;
+            const real e_d_l5_Z_2 = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            v_d_l5_Z_2[k] = e_d_l5_Z_2;
+            v_r_d_l5_b[cc] += e_r_d_l5_Z_1;
         }
     }
-    /* r_d_l5_b = 1ᵀ·r_d_l5_Z_1 */
-    bpg_colsum(N, 10, v_r_d_l5_Z_1, v_r_d_l5_b);
 
     /* Grad of: l5_XW = l3_Y·l5_W */
     /*   (l5: affine part) */
@@ -1501,16 +1542,23 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
     /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
     /* r_d_l2_Z = r_d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_r_d_l2_Z[k] = v_r_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l2_Z = l2_PW + l2_b */
     /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* r_d_l2_b = 1ᵀ·r_d_l2_Z */
-    bpg_colsum(16*N, 16, v_r_d_l2_Z, v_r_d_l2_b);
+    for (int64_t cc = 0; cc < 16; cc++) v_r_d_l2_b[cc] = 0;
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_l2_Z = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
+            v_d_l2_Z[k] = e_d_l2_Z;
+            const real e_r_d_l2_Z = v_r_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
+            v_r_d_l2_Z[k] = e_r_d_l2_Z;
+            v_r_d_l2_b[cc] += e_r_d_l2_Z;
+        }
+    }
 
     /* Grad of: l2_PW = l2_P·l2_Wᵀ */
     /*   (l2: patches times the kernel, P·Wᵀ) */
@@ -1549,13 +1597,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
     /* r_d_l0_Z = r_d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_r_d_l0_Z[k] = v_r_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l0_Z = l0_PW + l0_b */
     /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
-    bpg_colsum(64*N, 8, v_r_d_l0_Z, v_r_d_l0_b);
+    for (int64_t cc = 0; cc < 8; cc++) v_r_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < 64*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_r_d_l0_Z = v_r_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
+            v_r_d_l0_Z[k] = e_r_d_l0_Z;
+            v_r_d_l0_b[cc] += e_r_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
@@ -1647,23 +1702,19 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
-    for (int64_t rr = 0; rr < 64*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
-        }
-    }
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_r_l0_A[k] = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((v_l0_Z[k] >= 0) ? (1) : (0));
+            const real e_l0_Z = v_l0_PW[k] + v_l0_b[cc];
+            v_l0_Z[k] = e_l0_Z;
+            const real e_l0_A = ((e_l0_Z >= 0) ? (e_l0_Z) : (0));
+            v_l0_A[k] = e_l0_A;
+            const real e_r_l0_A = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((e_l0_Z >= 0) ? (1) : (0));
+            v_r_l0_A[k] = e_r_l0_A;
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
@@ -1695,23 +1746,19 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
-        }
-    }
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_l2_A[k] = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((v_l2_Z[k] >= 0) ? (1) : (0));
+            const real e_l2_Z = v_l2_PW[k] + v_l2_b[cc];
+            v_l2_Z[k] = e_l2_Z;
+            const real e_l2_A = ((e_l2_Z >= 0) ? (e_l2_Z) : (0));
+            v_l2_A[k] = e_l2_A;
+            const real e_r_l2_A = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((e_l2_Z >= 0) ? (1) : (0));
+            v_r_l2_A[k] = e_r_l2_A;
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
@@ -1749,51 +1796,56 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_o_exp[k] = v_o_exp[k]*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_r_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            const real e_r_o_exp = e_o_exp*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
+            v_r_o_exp[k] = e_r_o_exp;
+            acc_o_expsum += e_o_exp;
+            acc_r_o_expsum += e_r_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_r_o_expsum[rr] = (real)acc_r_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+    for (int64_t k = 0; k < N; k++) {
+        const real e_d_o_expsum = 1/(((real)N)*v_o_expsum[k]);
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_r_d_o_expsum = -e_d_o_expsum*v_r_o_expsum[k]/v_o_expsum[k];
+        v_r_d_o_expsum[k] = e_r_d_o_expsum;
+    }
 
     /* Grad of: o_exp = exp(l5_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_d_l5_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
-        }
-    }
 
     /* Grad of: l5_Z = l5_XW + l5_b */
     /*   (l5: pre-activation) */
     /* d_l5_b = 1ᵀ·r_d_l5_Z_1 */
-    bpg_colsum(N, 10, v_r_d_l5_Z_1, v_d_l5_b);
+    for (int64_t cc = 0; cc < 10; cc++) v_d_l5_b[cc] = 0;
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_r_d_l5_Z_1 = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
+            v_r_d_l5_Z_1[k] = e_r_d_l5_Z_1;
+            v_d_l5_b[cc] += e_r_d_l5_Z_1;
+        }
+    }
 
     /* Grad of: l5_XW = l3_Y·l5_W */
     /*   (l5: affine part) */
@@ -1820,13 +1872,20 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
     /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l2_Z = l2_PW + l2_b */
     /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l2_b = 1ᵀ·d_l2_Z */
-    bpg_colsum(16*N, 16, v_d_l2_Z, v_d_l2_b);
+    for (int64_t cc = 0; cc < 16; cc++) v_d_l2_b[cc] = 0;
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_l2_Z = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
+            v_d_l2_Z[k] = e_d_l2_Z;
+            v_d_l2_b[cc] += e_d_l2_Z;
+        }
+    }
 
     /* Grad of: l2_PW = l2_P·l2_Wᵀ */
     /*   (l2: patches times the kernel, P·Wᵀ) */
@@ -1858,13 +1917,20 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
     /* d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l0_Z = l0_PW + l0_b */
     /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(64*N, 8, v_d_l0_Z, v_d_l0_b);
+    for (int64_t cc = 0; cc < 8; cc++) v_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < 64*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_d_l0_Z = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
+            v_d_l0_Z[k] = e_d_l0_Z;
+            v_d_l0_b[cc] += e_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
@@ -1928,17 +1994,18 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
+    /* l0: activation relu */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
+            const real e_l0_Z = v_l0_PW[k] + v_l0_b[cc];
+            v_l0_Z[k] = e_l0_Z;
+            const real e_l0_A = ((e_l0_Z >= 0) ? (e_l0_Z) : (0));
+            v_l0_A[k] = e_l0_A;
         }
     }
-    /* l0: activation relu */
-    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
@@ -1956,17 +2023,18 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
+    /* l2: activation relu */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
+            const real e_l2_Z = v_l2_PW[k] + v_l2_b[cc];
+            v_l2_Z[k] = e_l2_Z;
+            const real e_l2_A = ((e_l2_Z >= 0) ? (e_l2_Z) : (0));
+            v_l2_A[k] = e_l2_A;
         }
     }
-    /* l2: activation relu */
-    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
@@ -1992,16 +2060,19 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
@@ -2134,17 +2205,18 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
+    /* l0: activation relu */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
+            const real e_l0_Z = v_l0_PW[k] + v_l0_b[cc];
+            v_l0_Z[k] = e_l0_Z;
+            const real e_l0_A = ((e_l0_Z >= 0) ? (e_l0_Z) : (0));
+            v_l0_A[k] = e_l0_A;
         }
     }
-    /* l0: activation relu */
-    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
@@ -2162,17 +2234,18 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
+    /* l2: activation relu */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
+            const real e_l2_Z = v_l2_PW[k] + v_l2_b[cc];
+            v_l2_Z[k] = e_l2_Z;
+            const real e_l2_A = ((e_l2_Z >= 0) ? (e_l2_Z) : (0));
+            v_l2_A[k] = e_l2_A;
         }
     }
-    /* l2: activation relu */
-    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
@@ -2198,43 +2271,63 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l5_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l5_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l5_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(8, 9, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 72; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l2_W_sq = l2_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_l2_W_sq[k] = ((v_l2_W[k])*(v_l2_W[k]));
     /* l2_W_sqsum = 1ᵀ·l2_W_sq·1 */
-    bpg_sumall(16, 72, v_l2_W_sq, v_l2_W_sqsum);
+    double acc_l2_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l2_W_sqsum)
+    for (int64_t k = 0; k < 1152; k++) {
+        const real e_l2_W_sq = ((v_l2_W[k])*(v_l2_W[k]));
+        acc_l2_W_sqsum += e_l2_W_sq;
+    }
+    v_l2_W_sqsum[0] = (real)acc_l2_W_sqsum;
     /* l5_W_sq = l5_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_l5_W_sq[k] = ((v_l5_W[k])*(v_l5_W[k]));
     /* l5_W_sqsum = 1ᵀ·l5_W_sq·1 */
-    bpg_sumall(64, 10, v_l5_W_sq, v_l5_W_sqsum);
+    double acc_l5_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l5_W_sqsum)
+    for (int64_t k = 0; k < 640; k++) {
+        const real e_l5_W_sq = ((v_l5_W[k])*(v_l5_W[k]));
+        acc_l5_W_sqsum += e_l5_W_sq;
+    }
+    v_l5_W_sqsum[0] = (real)acc_l5_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N */
     #pragma omp simd

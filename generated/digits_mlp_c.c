@@ -750,14 +750,6 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
     }
 }
 
-/* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
-static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real *restrict out)
-{
-    double acc = 0;
-    for (int64_t k = 0; k < R * C; k++) acc += A[k];
-    out[0] = (real)acc;
-}
-
 /* tanh, written so that elementwise loops over it vectorise at the speed of
    expm1: tanh|z| = -t / (2 + t) with t = expm1(-2|z|) in (-1, 0], the sign
    restored by copysign (no cancellation near 0, no overflow for large |z|;
@@ -867,38 +859,53 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l1_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l1_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l1_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(64, 32, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 2048; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l1_W_sq = l1_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_l1_W_sq[k] = ((v_l1_W[k])*(v_l1_W[k]));
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
-    bpg_sumall(32, 10, v_l1_W_sq, v_l1_W_sqsum);
+    double acc_l1_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l1_W_sqsum)
+    for (int64_t k = 0; k < 320; k++) {
+        const real e_l1_W_sq = ((v_l1_W[k])*(v_l1_W[k]));
+        acc_l1_W_sqsum += e_l1_W_sq;
+    }
+    v_l1_W_sqsum[0] = (real)acc_l1_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N */
     #pragma omp simd
@@ -964,38 +971,54 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l1_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l1_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l1_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(64, 32, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 2048; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l1_W_sq = l1_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_l1_W_sq[k] = ((v_l1_W[k])*(v_l1_W[k]));
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
-    bpg_sumall(32, 10, v_l1_W_sq, v_l1_W_sqsum);
+    double acc_l1_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l1_W_sqsum)
+    for (int64_t k = 0; k < 320; k++) {
+        const real e_l1_W_sq = ((v_l1_W[k])*(v_l1_W[k]));
+        acc_l1_W_sqsum += e_l1_W_sq;
+    }
+    v_l1_W_sqsum[0] = (real)acc_l1_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N */
     #pragma omp simd
@@ -1010,15 +1033,17 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    /* d_l1_b = 1ᵀ·d_l1_Z_2 */
+    for (int64_t cc = 0; cc < 10; cc++) v_d_l1_b[cc] = 0;
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_d_l1_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            const real e_d_l1_Z_2 = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            v_d_l1_Z_2[k] = e_d_l1_Z_2;
+            v_d_l1_b[cc] += e_d_l1_Z_2;
         }
     }
-    /* d_l1_b = 1ᵀ·d_l1_Z_2 */
-    bpg_colsum(N, 10, v_d_l1_Z_2, v_d_l1_b);
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
@@ -1030,13 +1055,20 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
     /*   (l0: pre-activation) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(N, 32, v_d_l0_Z, v_d_l0_b);
+    for (int64_t cc = 0; cc < 32; cc++) v_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 32; cc++) {
+            const int64_t k = rr*32 + cc;
+            const real e_d_l0_Z = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
+            v_d_l0_Z[k] = e_d_l0_Z;
+            v_d_l0_b[cc] += e_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
@@ -1092,19 +1124,15 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_nn(N, 32, 64, v_x, v_v_l0_W, v_r_l0_XW_b);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 32; cc++) {
-            const int64_t k = rr*32 + cc;
-            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
-        }
-    }
     /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            v_r_l0_A[k] = (1 - ((v_l0_A[k])*(v_l0_A[k])))*(v_r_l0_XW_b[k] + v_v_l0_b[cc]);
+            const real e_l0_A = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
+            v_l0_A[k] = e_l0_A;
+            const real e_r_l0_A = (1 - ((e_l0_A)*(e_l0_A)))*(v_r_l0_XW_b[k] + v_v_l0_b[cc]);
+            v_r_l0_A[k] = e_r_l0_A;
         }
     }
     /* l1: affine part */
@@ -1127,59 +1155,59 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_o_exp[k] = v_o_exp[k]*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_r_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            const real e_r_o_exp = e_o_exp*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
+            v_r_o_exp[k] = e_r_o_exp;
+            acc_o_expsum += e_o_exp;
+            acc_r_o_expsum += e_r_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_r_o_expsum[rr] = (real)acc_r_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+    for (int64_t k = 0; k < N; k++) {
+        const real e_d_o_expsum = 1/(((real)N)*v_o_expsum[k]);
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_r_d_o_expsum = -e_d_o_expsum*v_r_o_expsum[k]/v_o_expsum[k];
+        v_r_d_o_expsum[k] = e_r_d_o_expsum;
+    }
 
     /* Grad of: o_exp = exp(l1_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_d_l1_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
-        }
-    }
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    /* r_d_l1_b = 1ᵀ·r_d_l1_Z_1 */
+    for (int64_t cc = 0; cc < 10; cc++) v_r_d_l1_b[cc] = 0;
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_d_l1_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            const real e_r_d_l1_Z_1 = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
+            v_r_d_l1_Z_1[k] = e_r_d_l1_Z_1;
+            const real e_d_l1_Z_2 = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            v_d_l1_Z_2[k] = e_d_l1_Z_2;
+            v_r_d_l1_b[cc] += e_r_d_l1_Z_1;
         }
     }
-    /* r_d_l1_b = 1ᵀ·r_d_l1_Z_1 */
-    bpg_colsum(N, 10, v_r_d_l1_Z_1, v_r_d_l1_b);
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
@@ -1197,13 +1225,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2 d_l0_A ⊙ l0_A ⊙ r_l0_A */
-    #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) v_r_d_l0_Z[k] = -2*v_d_l0_A[k]*v_l0_A[k]*v_r_l0_A[k] + (1 - ((v_l0_A[k])*(v_l0_A[k])))*(v_r_d_l0_A_a[k] + v_r_d_l0_A_b[k]);
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
     /*   (l0: pre-activation) */
     /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
-    bpg_colsum(N, 32, v_r_d_l0_Z, v_r_d_l0_b);
+    for (int64_t cc = 0; cc < 32; cc++) v_r_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 32; cc++) {
+            const int64_t k = rr*32 + cc;
+            const real e_r_d_l0_Z = -2*v_d_l0_A[k]*v_l0_A[k]*v_r_l0_A[k] + (1 - ((v_l0_A[k])*(v_l0_A[k])))*(v_r_d_l0_A_a[k] + v_r_d_l0_A_b[k]);
+            v_r_d_l0_Z[k] = e_r_d_l0_Z;
+            v_r_d_l0_b[cc] += e_r_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
@@ -1255,19 +1290,15 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     bpg_gemm_nn(N, 32, 64, v_x, v_v_l0_W, v_r_l0_XW_b);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 32; cc++) {
-            const int64_t k = rr*32 + cc;
-            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
-        }
-    }
     /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            v_r_l0_A[k] = (1 - ((v_l0_A[k])*(v_l0_A[k])))*(v_r_l0_XW_b[k] + v_v_l0_b[cc]);
+            const real e_l0_A = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
+            v_l0_A[k] = e_l0_A;
+            const real e_r_l0_A = (1 - ((e_l0_A)*(e_l0_A)))*(v_r_l0_XW_b[k] + v_v_l0_b[cc]);
+            v_r_l0_A[k] = e_r_l0_A;
         }
     }
     /* l1: affine part */
@@ -1290,51 +1321,56 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_o_exp[k] = v_o_exp[k]*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_r_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            const real e_r_o_exp = e_o_exp*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
+            v_r_o_exp[k] = e_r_o_exp;
+            acc_o_expsum += e_o_exp;
+            acc_r_o_expsum += e_r_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_r_o_expsum[rr] = (real)acc_r_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+    for (int64_t k = 0; k < N; k++) {
+        const real e_d_o_expsum = 1/(((real)N)*v_o_expsum[k]);
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_r_d_o_expsum = -e_d_o_expsum*v_r_o_expsum[k]/v_o_expsum[k];
+        v_r_d_o_expsum[k] = e_r_d_o_expsum;
+    }
 
     /* Grad of: o_exp = exp(l1_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_d_l1_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
-        }
-    }
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation) */
     /* d_l1_b = 1ᵀ·r_d_l1_Z_1 */
-    bpg_colsum(N, 10, v_r_d_l1_Z_1, v_d_l1_b);
+    for (int64_t cc = 0; cc < 10; cc++) v_d_l1_b[cc] = 0;
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_r_d_l1_Z_1 = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
+            v_r_d_l1_Z_1[k] = e_r_d_l1_Z_1;
+            v_d_l1_b[cc] += e_r_d_l1_Z_1;
+        }
+    }
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
@@ -1346,13 +1382,20 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
     /*   (l0: pre-activation) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(N, 32, v_d_l0_Z, v_d_l0_b);
+    for (int64_t cc = 0; cc < 32; cc++) v_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 32; cc++) {
+            const int64_t k = rr*32 + cc;
+            const real e_d_l0_Z = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
+            v_d_l0_Z[k] = e_d_l0_Z;
+            v_d_l0_b[cc] += e_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
@@ -1413,16 +1456,19 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
@@ -1511,38 +1557,54 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l1_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l1_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l1_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(64, 32, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 2048; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l1_W_sq = l1_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_l1_W_sq[k] = ((v_l1_W[k])*(v_l1_W[k]));
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
-    bpg_sumall(32, 10, v_l1_W_sq, v_l1_W_sqsum);
+    double acc_l1_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l1_W_sqsum)
+    for (int64_t k = 0; k < 320; k++) {
+        const real e_l1_W_sq = ((v_l1_W[k])*(v_l1_W[k]));
+        acc_l1_W_sqsum += e_l1_W_sq;
+    }
+    v_l1_W_sqsum[0] = (real)acc_l1_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N */
     #pragma omp simd
@@ -1605,17 +1667,18 @@ BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *re
     bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
     /* l0: pre-activation */
     /* l0_Z = l0_XW + l0_b */
+    /* l0: activation tanh */
+    /* l0_A = tanh(l0_Z) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            v_l0_Z[k] = v_l0_XW[k] + v_l0_b[cc];
+            const real e_l0_Z = v_l0_XW[k] + v_l0_b[cc];
+            v_l0_Z[k] = e_l0_Z;
+            const real e_l0_A = bpg_tanh(e_l0_Z);
+            v_l0_A[k] = e_l0_A;
         }
     }
-    /* l0: activation tanh */
-    /* l0_A = tanh(l0_Z) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) v_l0_A[k] = bpg_tanh(v_l0_Z[k]);
     /* l1: affine part */
     /* l1_XW = l0_A·l1_W */
     bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
@@ -1632,16 +1695,19 @@ BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *re
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
@@ -1668,34 +1734,38 @@ BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *re
     /* Grad of: l0_A = tanh(l0_Z) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 
     /* total gradients */
     /* l0_d1 = 1 - tanh(l0_Z)^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) v_l0_d1[k] = 1 - ((bpg_tanh(v_l0_Z[k]))*(bpg_tanh(v_l0_Z[k])));
     /* l0_d2 = 2 (-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z) */
     #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) {
-        const real cse0 = bpg_tanh(v_l0_Z[k]);
-        v_l0_d2[k] = 2*cse0*(((cse0)*(cse0)) - 1);
+        const real e_d_l0_Z = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
+        v_d_l0_Z[k] = e_d_l0_Z;
+        const real e_l0_d1 = 1 - ((bpg_tanh(v_l0_Z[k]))*(bpg_tanh(v_l0_Z[k])));
+        v_l0_d1[k] = e_l0_d1;
+        const real cse2_0 = bpg_tanh(v_l0_Z[k]);
+        const real e_l0_d2 = 2*cse2_0*(((cse2_0)*(cse2_0)) - 1);
+        v_l0_d2[k] = e_l0_d2;
     }
+
+    /* total gradients */
     /* x_copy = x */
     #pragma omp simd
     for (int64_t k = 0; k < 64*N; k++) v_x_copy[k] = v_x[k];
     /* l1_d1 = 1 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_l1_d1[k] = 1;
     /* l1_d2 = 0 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_l1_d2[k] = 0;
     /* softmax_p = o_exp / o_expsum */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_softmax_p[k] = v_o_exp[k]/v_o_expsum[rr];
+            const real e_l1_d1 = 1;
+            v_l1_d1[k] = e_l1_d1;
+            const real e_l1_d2 = 0;
+            v_l1_d2[k] = e_l1_d2;
+            const real e_softmax_p = v_o_exp[k]/v_o_expsum[rr];
+            v_softmax_p[k] = e_softmax_p;
         }
     }
 }

@@ -761,10 +761,14 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* mean over samples */
     /* loss = loss_sum / N */
     #pragma omp simd
@@ -920,10 +924,14 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* mean over samples */
     /* loss = loss_sum / N */
     #pragma omp simd
@@ -1173,19 +1181,15 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_nn(20*N, 64, 1, v_x, v_v_l0_Wx, v_r_l0_XW_b);
     /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
-    for (int64_t rr = 0; rr < 20*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 64; cc++) {
-            const int64_t k = rr*64 + cc;
-            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
-        }
-    }
     /* r_l0_XG = r_l0_XW_b + v_l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_r_l0_XG[k] = v_r_l0_XW_b[k] + v_v_l0_b[cc];
+            const real e_l0_XG = v_l0_XW[k] + v_l0_b[cc];
+            v_l0_XG[k] = e_l0_XG;
+            const real e_r_l0_XG = v_r_l0_XW_b[k] + v_v_l0_b[cc];
+            v_r_l0_XG[k] = e_r_l0_XG;
         }
     }
 
@@ -1294,11 +1298,14 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_v_l1_W, v_r_l1_XW_b);
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) v_r_l1_Z[k] = v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) {
+        const real e_l1_Z = v_l1_XW[k] + v_l1_b[0];
+        v_l1_Z[k] = e_l1_Z;
+        const real e_r_l1_Z = v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[0];
+        v_r_l1_Z[k] = e_r_l1_Z;
+    }
 
     /* loop over time steps: the last real step, t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -1331,11 +1338,14 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
     /*   (mse: half the squared error per unit) */
     /* d_out_last = (out_last - y) / N */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
     /* r_d_out_last = r_out_last / N */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_r_d_out_last[k] = v_r_out_last[k]/((real)N);
+    for (int64_t k = 0; k < N; k++) {
+        const real e_d_out_last = (v_out_last[k] - v_y[k])/((real)N);
+        v_d_out_last[k] = e_d_out_last;
+        const real e_r_d_out_last = v_r_out_last[k]/((real)N);
+        v_r_d_out_last[k] = e_r_d_out_last;
+    }
 
     /* Grad of: out_last = out_held(t=19) */
     /* d_out_held = d_out_last at t=19, 0 at the other steps (T=20) */
@@ -1634,19 +1644,15 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     bpg_gemm_nn(20*N, 64, 1, v_x, v_v_l0_Wx, v_r_l0_XW_b);
     /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
-    for (int64_t rr = 0; rr < 20*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 64; cc++) {
-            const int64_t k = rr*64 + cc;
-            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
-        }
-    }
     /* r_l0_XG = r_l0_XW_b + v_l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_r_l0_XG[k] = v_r_l0_XW_b[k] + v_v_l0_b[cc];
+            const real e_l0_XG = v_l0_XW[k] + v_l0_b[cc];
+            v_l0_XG[k] = e_l0_XG;
+            const real e_r_l0_XG = v_r_l0_XW_b[k] + v_v_l0_b[cc];
+            v_r_l0_XG[k] = e_r_l0_XG;
         }
     }
 
@@ -2331,10 +2337,14 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* mean over samples */
     /* loss = loss_sum / N */
     #pragma omp simd

@@ -7,6 +7,8 @@ One pass a file, each a function from a program to plain data:
   on the op list, before the workspace is laid out);
 * :mod:`.transposes`: which transposed loop-invariant product operands get
   a contiguous copy, made before which loop (a C and a NumPy rule);
+* :mod:`.fuse_loops`: runs of consecutive element-wise maps and sums printed
+  as one loop (C);
 * :mod:`.invariants`: the loop-invariant factors of maps, hoisted before
   their loop (NumPy);
 * :mod:`.storage`: where every NumPy result goes (views, pieces written in
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .fuse_loops import fusable_runs
 from .invariants import Hoisted, hoist_invariants
 from .merge import merge_duplicates
 from .storage import Storage, plan_storage
@@ -38,6 +41,7 @@ class CPlan:
     """The C backend's decisions for one program."""
     ops: tuple          # the outputs of the ops planned for (a plan fits one op list)
     transposes: dict    # {B: (loop, name of Bᵀ)}: copies made before that loop
+    runs: dict = dataclasses.field(default_factory=dict)  # {i: op indices}: one loop each
 
 
 @dataclasses.dataclass
@@ -68,7 +72,7 @@ def _numpy(prog, varying=frozenset()) -> NumpyPlan:
     return NumpyPlan(_key(prog), frozenset(varying), printed, pre, new_vars, storage)
 
 
-_PASSES = {"c": lambda prog, varying: CPlan(_key(prog), c_transposes(prog)),
+_PASSES = {"c": lambda prog, varying: CPlan(_key(prog), c_transposes(prog), fusable_runs(prog)),
            "numpy": _numpy}
 
 

@@ -16,6 +16,7 @@ from ...passes.allocate import first_fit as _first_fit  # moved there: the one a
 from ..common.emitter import (Emitter, c_size, environment, has_steps,
                               offset_code)
 from ...shapes import code, plus
+from .fused import fused_loop
 
 __all__ = ["CEmitter", "cname", "PREFIX"]
 
@@ -40,11 +41,13 @@ HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime")
 
 class CEmitter(Emitter):
     def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None,
-                 transposes: dict | None = None):
+                 transposes: dict | None = None, runs: dict | None = None):
         """``transposes``: {B: (loop, Bᵀ)} (the C rule of
         bpgen.passes.transposes, see ``CPlan``), copies the caller has room
-        for in the workspace."""
+        for in the workspace; ``runs``: the ops printed as one loop each
+        (bpgen.passes.fuse_loops, ``CPlan.runs``; none if not given)."""
         self.transposes = transposes or {}
+        self.runs = runs or {}
         if self.transposes:
             extra = {bt: Var(bt, tuple(reversed(prog.vars[b].shape)))
                      for b, (_, bt) in self.transposes.items()}
@@ -92,6 +95,9 @@ class CEmitter(Emitter):
         # the same product as A·(Bᵀ), with the copy made before the loop
         swapped = dataclasses.replace(op, args=(op.args[0], bt), attrs={**op.attrs, "tb": False})
         return [head] + prim.c(self, swapped, loop)
+
+    def fused(self, ops: list) -> list:
+        return fused_loop(self, ops)
 
     def loop(self, info, defined, body) -> list:
         steps = info["steps"]
@@ -160,7 +166,8 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
         decls.append(f"real *const {cname(var)} = out + {offset_code(oa, ob)};  "
                      f"/* {_shape_str(prog.vars[var].shape)} */")
     # the loops' transposed weights after the program's own workspace
-    transposes = plan_for(prog, "c").transposes
+    plan = plan_for(prog, "c")
+    transposes = plan.transposes
     wa, wb = prog.workspace_size
     for b, (_, bt) in transposes.items():
         r, c = prog.vars[b].shape
@@ -171,7 +178,8 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
                                    for a in prog.inputs]
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (wa, wb),
-            "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes).blocks(),
+            "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes,
+                               plan.runs).blocks(),
             "signature": f"void bpg_{name}({', '.join(params)})"}
 
 
