@@ -235,12 +235,13 @@ static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int6
     return Nc;
 }
 
-/* C = op(A)·op(B) with leading dimensions (rows of A, B, C lda, ldb, ldc
-   elements apart) by the BLAS when the product is large enough (and its
-   sizes fit the BLAS's 32-bit integers); returns 0 to fall back inline. */
-static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
-                                   const real *A, int64_t lda, const real *B, int64_t ldb,
-                                   real *C, int64_t ldc, double min_madds)
+/* C = op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
+   A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
+   large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
+   fall back inline. */
+static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                     const real *A, int64_t lda, const real *B, int64_t ldb,
+                                     real beta, real *C, int64_t ldc, double min_madds)
 {
     if (!BPG_BLAS_READY || (double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
         || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
@@ -250,21 +251,37 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
         BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
                        tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, 1,
-                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, 0, C + j0,
-                       (blasint)ldc);
+                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta,
+                       C + j0, (blasint)ldc);
     }
     return 1;
 }
 
-/* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
+/* C = op(A)·op(B), leading dimensions as above. */
+static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                   const real *A, int64_t lda, const real *B, int64_t ldb,
+                                   real *C, int64_t ldc, double min_madds)
+{
+    return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, lda, B, ldb, 0, C, ldc, min_madds);
+}
+
+/* The same for contiguous operands: C (M x Nc) = op(A)·op(B), or + C (_acc). */
 static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                 const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
 }
 
+static inline int bpg_blas_gemm_acc(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                    const real *A, const real *B, real *C, double min_madds)
+{
+    return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, 1, C, Nc,
+                              min_madds);
+}
+
 #else
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+#define bpg_blas_gemm_acc(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
 #endif
 
@@ -510,6 +527,22 @@ static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·B (the same product added into C: a map's other terms, or other
+   products, were written there first) */
+static inline void bpg_gemm_nn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_NN)) return;
+    for (int64_t i = 0; i < M; i++) {
+        real *restrict c = C + i * Nc;
+        for (int64_t k = 0; k < K; k++) {
+            const real a = A[i * K + k];
+            const real *restrict b = B + k * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
 /* C (M x Nc) = A · Bᵀ with A (M x K), B stored (Nc x K): dot products of rows */
 static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
@@ -528,12 +561,44 @@ static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·Bᵀ */
+static inline void bpg_gemm_nt_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 1, M, Nc, K, A, B, C, BPG_BLAS_MIN_NT)) return;
+    for (int64_t i = 0; i < M; i++) {
+        const real *restrict a = A + i * K;
+        for (int64_t j = 0; j < Nc; j++) {
+            const real *restrict b = B + j * K;
+            real acc = 0;
+            #pragma omp simd reduction(+:acc)
+            for (int64_t k = 0; k < K; k++) acc += a[k] * b[k];
+            C[i * Nc + j] += acc;
+        }
+    }
+}
+
 /* C (M x Nc) = Aᵀ · B with A stored (K x M), B (K x Nc): k-i-j order, rows contiguous */
 static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
 {
     if (bpg_blas_gemm(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     memset(C, 0, sizeof(real) * (size_t)(M * Nc));
+    for (int64_t k = 0; k < K; k++) {
+        const real *restrict b = B + k * Nc;
+        for (int64_t i = 0; i < M; i++) {
+            const real a = A[k * M + i];
+            real *restrict c = C + i * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
+/* C += Aᵀ·B */
+static inline void bpg_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     for (int64_t k = 0; k < K; k++) {
         const real *restrict b = B + k * Nc;
         for (int64_t i = 0; i < M; i++) {
@@ -781,17 +846,19 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
 }
 
 /* ---- loss: workspace 4512*N + 1896 elements ---- */
@@ -876,17 +943,19 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1014,22 +1083,23 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
-    /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
+    /* l0_PW = l0_P·l0_Wᵀ: added into l0_Z below */
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
-    /* l0: activation relu */
-    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
+    /* l0_Z = l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_l0_Z = v_l0_PW[k] + v_l0_b[cc];
-            v_l0_Z[k] = e_l0_Z;
-            const real e_l0_A = ((e_l0_Z >= 0) ? (e_l0_Z) : (0));
-            v_l0_A[k] = e_l0_A;
+            v_l0_Z[k] = v_l0_b[cc];
         }
     }
+    /* l0_Z += l0_P·l0_Wᵀ */
+    bpg_gemm_nt_acc(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_Z);
+    /* l0: activation relu */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
@@ -1043,22 +1113,23 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
-    /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
+    /* l2_PW = l2_P·l2_Wᵀ: added into l2_Z below */
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
-    /* l2: activation relu */
-    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
+    /* l2_Z = l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_l2_Z = v_l2_PW[k] + v_l2_b[cc];
-            v_l2_Z[k] = e_l2_Z;
-            const real e_l2_A = ((e_l2_Z >= 0) ? (e_l2_Z) : (0));
-            v_l2_A[k] = e_l2_A;
+            v_l2_Z[k] = v_l2_b[cc];
         }
     }
+    /* l2_Z += l2_P·l2_Wᵀ */
+    bpg_gemm_nt_acc(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_Z);
+    /* l2: activation relu */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
@@ -1069,17 +1140,19 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1171,8 +1244,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /*   (l5: affine part) */
     /* d_l3_Y = d_l5_Z_2·l5_Wᵀ */
     bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_l5_W, v_d_l3_Y);
-    /* d_l5_W_1 = l3_Yᵀ·d_l5_Z_2 */
-    bpg_gemm_tn(64, 10, N, v_l3_Y, v_d_l5_Z_2, v_d_l5_W_1);
+    /* d_l5_W_1 = l3_Yᵀ·d_l5_Z_2: added into d_l5_W_2 below */
 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
@@ -1211,8 +1283,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /*   (l2: patches times the kernel, P·Wᵀ) */
     /* d_l2_P = d_l2_Z·l2_W */
     bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_l2_W, v_d_l2_P);
-    /* d_l2_W_1 = d_l2_Zᵀ·l2_P */
-    bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_l2_P, v_d_l2_W_1);
+    /* d_l2_W_1 = d_l2_Zᵀ·l2_P: added into d_l2_W_2 below */
 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
@@ -1254,19 +1325,27 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
-    /* d_l0_W_1 = d_l0_Zᵀ·l0_P */
-    bpg_gemm_tn(8, 9, 64*N, v_d_l0_Z, v_l0_P, v_d_l0_W_1);
+    /* d_l0_W_1 = d_l0_Zᵀ·l0_P: added into d_l0_W_2 below */
 
     /* total gradients */
     /* d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W */
+    /* d_l0_W_2 = 0.0001 l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_d_l0_W_2[k] = v_d_l0_W_1[k] + 0.0001*v_l0_W[k];
+    for (int64_t k = 0; k < 72; k++) v_d_l0_W_2[k] = 0.0001*v_l0_W[k];
+    /* d_l0_W_2 += d_l0_Zᵀ·l0_P */
+    bpg_gemm_tn_acc(8, 9, 64*N, v_d_l0_Z, v_l0_P, v_d_l0_W_2);
     /* d_l2_W_2 = d_l2_W_1 + 0.0001 l2_W */
+    /* d_l2_W_2 = 0.0001 l2_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_d_l2_W_2[k] = v_d_l2_W_1[k] + 0.0001*v_l2_W[k];
+    for (int64_t k = 0; k < 1152; k++) v_d_l2_W_2[k] = 0.0001*v_l2_W[k];
+    /* d_l2_W_2 += d_l2_Zᵀ·l2_P */
+    bpg_gemm_tn_acc(16, 72, 16*N, v_d_l2_Z, v_l2_P, v_d_l2_W_2);
     /* d_l5_W_2 = d_l5_W_1 + 0.0001 l5_W */
+    /* d_l5_W_2 = 0.0001 l5_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_d_l5_W_2[k] = v_d_l5_W_1[k] + 0.0001*v_l5_W[k];
+    for (int64_t k = 0; k < 640; k++) v_d_l5_W_2[k] = 0.0001*v_l5_W[k];
+    /* d_l5_W_2 += l3_Yᵀ·d_l5_Z_2 */
+    bpg_gemm_tn_acc(64, 10, N, v_l3_Y, v_d_l5_Z_2, v_d_l5_W_2);
 }
 
 /* ---- hvp: workspace 16616*N + 3656 elements ---- */
@@ -1348,12 +1427,21 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
-    /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
+    /* l0_PW = l0_P·l0_Wᵀ: added into l0_Z below */
     /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
+    /* l0_Z = l0_b */
+    for (int64_t rr = 0; rr < 64*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            v_l0_Z[k] = v_l0_b[cc];
+        }
+    }
+    /* l0_Z += l0_P·l0_Wᵀ */
+    bpg_gemm_nt_acc(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_Z);
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
@@ -1361,11 +1449,9 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_l0_Z = v_l0_PW[k] + v_l0_b[cc];
-            v_l0_Z[k] = e_l0_Z;
-            const real e_l0_A = ((e_l0_Z >= 0) ? (e_l0_Z) : (0));
+            const real e_l0_A = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
             v_l0_A[k] = e_l0_A;
-            const real e_r_l0_A = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((e_l0_Z >= 0) ? (1) : (0));
+            const real e_r_l0_A = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((v_l0_Z[k] >= 0) ? (1) : (0));
             v_r_l0_A[k] = e_r_l0_A;
         }
     }
@@ -1390,14 +1476,23 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_r_l1_Y, v_r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
-    /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
+    /* l2_PW = l2_P·l2_Wᵀ: added into l2_Z below */
     /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_r_l2_P, v_l2_W, v_r_l2_PW_a);
     /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
+    /* l2_Z = l2_b */
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_l2_Z[k] = v_l2_b[cc];
+        }
+    }
+    /* l2_Z += l2_P·l2_Wᵀ */
+    bpg_gemm_nt_acc(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_Z);
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
@@ -1405,11 +1500,9 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_l2_Z = v_l2_PW[k] + v_l2_b[cc];
-            v_l2_Z[k] = e_l2_Z;
-            const real e_l2_A = ((e_l2_Z >= 0) ? (e_l2_Z) : (0));
+            const real e_l2_A = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
             v_l2_A[k] = e_l2_A;
-            const real e_r_l2_A = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((e_l2_Z >= 0) ? (1) : (0));
+            const real e_r_l2_A = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((v_l2_Z[k] >= 0) ? (1) : (0));
             v_r_l2_A[k] = e_r_l2_A;
         }
     }
@@ -1429,21 +1522,23 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_r_l3_max, v_r_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* r_l5_XW_a = r_l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_r_l3_Y, v_l5_W, v_r_l5_XW_a);
     /* r_l5_XW_b = l3_Y·v_l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1506,17 +1601,15 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /*   (l5: affine part) */
     /* d_l3_Y = d_l5_Z_2·l5_Wᵀ */
     bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_l5_W, v_d_l3_Y);
-    /* r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ */
-    bpg_gemm_nt(N, 64, 10, v_r_d_l5_Z_1, v_l5_W, v_r_d_l3_Y_a);
-    /* r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ */
-    bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_v_l5_W, v_r_d_l3_Y_b);
+    /* r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ: added into r_d_l3_Y below */
+    /* r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ: added into r_d_l3_Y below */
     /* r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 64*N; k++) v_r_d_l3_Y[k] = v_r_d_l3_Y_a[k] + v_r_d_l3_Y_b[k];
-    /* r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2 */
-    bpg_gemm_tn(64, 10, N, v_r_l3_Y, v_d_l5_Z_2, v_r_d_l5_W_1_a);
-    /* r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1 */
-    bpg_gemm_tn(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_r_d_l5_W_1_b);
+    /* r_d_l3_Y = r_d_l5_Z_1·l5_Wᵀ */
+    bpg_gemm_nt(N, 64, 10, v_r_d_l5_Z_1, v_l5_W, v_r_d_l3_Y);
+    /* r_d_l3_Y += d_l5_Z_2·v_l5_Wᵀ */
+    bpg_gemm_nt_acc(N, 64, 10, v_d_l5_Z_2, v_v_l5_W, v_r_d_l3_Y);
+    /* r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2: added into r_d_l5_W_2 below */
+    /* r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1: added into r_d_l5_W_2 below */
 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
@@ -1562,17 +1655,15 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
 
     /* Grad of: l2_PW = l2_P·l2_Wᵀ */
     /*   (l2: patches times the kernel, P·Wᵀ) */
-    /* r_d_l2_P_a = r_d_l2_Z·l2_W */
-    bpg_gemm_nn(16*N, 72, 16, v_r_d_l2_Z, v_l2_W, v_r_d_l2_P_a);
-    /* r_d_l2_P_b = d_l2_Z·v_l2_W */
-    bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_v_l2_W, v_r_d_l2_P_b);
+    /* r_d_l2_P_a = r_d_l2_Z·l2_W: added into r_d_l2_P below */
+    /* r_d_l2_P_b = d_l2_Z·v_l2_W: added into r_d_l2_P below */
     /* r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1152*N; k++) v_r_d_l2_P[k] = v_r_d_l2_P_a[k] + v_r_d_l2_P_b[k];
-    /* r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P */
-    bpg_gemm_tn(16, 72, 16*N, v_r_d_l2_Z, v_l2_P, v_r_d_l2_W_1_a);
-    /* r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P */
-    bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_r_l2_P, v_r_d_l2_W_1_b);
+    /* r_d_l2_P = r_d_l2_Z·l2_W */
+    bpg_gemm_nn(16*N, 72, 16, v_r_d_l2_Z, v_l2_W, v_r_d_l2_P);
+    /* r_d_l2_P += d_l2_Z·v_l2_W */
+    bpg_gemm_nn_acc(16*N, 72, 16, v_d_l2_Z, v_v_l2_W, v_r_d_l2_P);
+    /* r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P: added into r_d_l2_W_2 below */
+    /* r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P: added into r_d_l2_W_2 below */
 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
@@ -1614,19 +1705,31 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
-    /* r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P */
-    bpg_gemm_tn(8, 9, 64*N, v_r_d_l0_Z, v_l0_P, v_r_d_l0_W_1_a);
+    /* r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P: added into r_d_l0_W_2 below */
 
     /* total gradients */
     /* r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W */
+    /* r_d_l0_W_2 = 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_a[k] + 0.0001*v_v_l0_W[k];
+    for (int64_t k = 0; k < 72; k++) v_r_d_l0_W_2[k] = 0.0001*v_v_l0_W[k];
+    /* r_d_l0_W_2 += r_d_l0_Zᵀ·l0_P */
+    bpg_gemm_tn_acc(8, 9, 64*N, v_r_d_l0_Z, v_l0_P, v_r_d_l0_W_2);
     /* r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001 v_l2_W */
+    /* r_d_l2_W_2 = 0.0001 v_l2_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_r_d_l2_W_2[k] = v_r_d_l2_W_1_a[k] + v_r_d_l2_W_1_b[k] + 0.0001*v_v_l2_W[k];
+    for (int64_t k = 0; k < 1152; k++) v_r_d_l2_W_2[k] = 0.0001*v_v_l2_W[k];
+    /* r_d_l2_W_2 += r_d_l2_Zᵀ·l2_P */
+    bpg_gemm_tn_acc(16, 72, 16*N, v_r_d_l2_Z, v_l2_P, v_r_d_l2_W_2);
+    /* r_d_l2_W_2 += d_l2_Zᵀ·r_l2_P */
+    bpg_gemm_tn_acc(16, 72, 16*N, v_d_l2_Z, v_r_l2_P, v_r_d_l2_W_2);
     /* r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W */
+    /* r_d_l5_W_2 = 0.0001 v_l5_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_r_d_l5_W_2[k] = v_r_d_l5_W_1_a[k] + v_r_d_l5_W_1_b[k] + 0.0001*v_v_l5_W[k];
+    for (int64_t k = 0; k < 640; k++) v_r_d_l5_W_2[k] = 0.0001*v_v_l5_W[k];
+    /* r_d_l5_W_2 += r_l3_Yᵀ·d_l5_Z_2 */
+    bpg_gemm_tn_acc(64, 10, N, v_r_l3_Y, v_d_l5_Z_2, v_r_d_l5_W_2);
+    /* r_d_l5_W_2 += l3_Yᵀ·r_d_l5_Z_1 */
+    bpg_gemm_tn_acc(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_r_d_l5_W_2);
 }
 
 /* ---- ggn_vp: workspace 13272*N + 1864 elements ---- */
@@ -1696,12 +1799,21 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
-    /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
+    /* l0_PW = l0_P·l0_Wᵀ: added into l0_Z below */
     /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
+    /* l0_Z = l0_b */
+    for (int64_t rr = 0; rr < 64*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            v_l0_Z[k] = v_l0_b[cc];
+        }
+    }
+    /* l0_Z += l0_P·l0_Wᵀ */
+    bpg_gemm_nt_acc(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_Z);
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
@@ -1709,11 +1821,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_l0_Z = v_l0_PW[k] + v_l0_b[cc];
-            v_l0_Z[k] = e_l0_Z;
-            const real e_l0_A = ((e_l0_Z >= 0) ? (e_l0_Z) : (0));
+            const real e_l0_A = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
             v_l0_A[k] = e_l0_A;
-            const real e_r_l0_A = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((e_l0_Z >= 0) ? (1) : (0));
+            const real e_r_l0_A = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((v_l0_Z[k] >= 0) ? (1) : (0));
             v_r_l0_A[k] = e_r_l0_A;
         }
     }
@@ -1738,14 +1848,23 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_r_l1_Y, v_r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
-    /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
+    /* l2_PW = l2_P·l2_Wᵀ: added into l2_Z below */
     /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_r_l2_P, v_l2_W, v_r_l2_PW_a);
     /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
+    /* l2_Z = l2_b */
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_l2_Z[k] = v_l2_b[cc];
+        }
+    }
+    /* l2_Z += l2_P·l2_Wᵀ */
+    bpg_gemm_nt_acc(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_Z);
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
@@ -1753,11 +1872,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_l2_Z = v_l2_PW[k] + v_l2_b[cc];
-            v_l2_Z[k] = e_l2_Z;
-            const real e_l2_A = ((e_l2_Z >= 0) ? (e_l2_Z) : (0));
+            const real e_l2_A = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
             v_l2_A[k] = e_l2_A;
-            const real e_r_l2_A = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((e_l2_Z >= 0) ? (1) : (0));
+            const real e_r_l2_A = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((v_l2_Z[k] >= 0) ? (1) : (0));
             v_r_l2_A[k] = e_r_l2_A;
         }
     }
@@ -1777,21 +1894,23 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_r_l3_max, v_r_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* r_l5_XW_a = r_l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_r_l3_Y, v_l5_W, v_r_l5_XW_a);
     /* r_l5_XW_b = l3_Y·v_l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1851,8 +1970,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /*   (l5: affine part) */
     /* d_l3_Y = r_d_l5_Z_1·l5_Wᵀ */
     bpg_gemm_nt(N, 64, 10, v_r_d_l5_Z_1, v_l5_W, v_d_l3_Y);
-    /* d_l5_W_1 = l3_Yᵀ·r_d_l5_Z_1 */
-    bpg_gemm_tn(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_d_l5_W_1);
+    /* d_l5_W_1 = l3_Yᵀ·r_d_l5_Z_1: added into gv_l5_W below */
 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
@@ -1891,8 +2009,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /*   (l2: patches times the kernel, P·Wᵀ) */
     /* d_l2_P = d_l2_Z·l2_W */
     bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_l2_W, v_d_l2_P);
-    /* d_l2_W_1 = d_l2_Zᵀ·l2_P */
-    bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_l2_P, v_d_l2_W_1);
+    /* d_l2_W_1 = d_l2_Zᵀ·l2_P: added into gv_l2_W below */
 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
@@ -1934,19 +2051,27 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
-    /* d_l0_W_1 = d_l0_Zᵀ·l0_P */
-    bpg_gemm_tn(8, 9, 64*N, v_d_l0_Z, v_l0_P, v_d_l0_W_1);
+    /* d_l0_W_1 = d_l0_Zᵀ·l0_P: added into gv_l0_W below */
 
     /* total gradients */
     /* gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W */
+    /* gv_l0_W = 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_gv_l0_W[k] = v_d_l0_W_1[k] + 0.0001*v_v_l0_W[k];
+    for (int64_t k = 0; k < 72; k++) v_gv_l0_W[k] = 0.0001*v_v_l0_W[k];
+    /* gv_l0_W += d_l0_Zᵀ·l0_P */
+    bpg_gemm_tn_acc(8, 9, 64*N, v_d_l0_Z, v_l0_P, v_gv_l0_W);
     /* gv_l2_W = d_l2_W_1 + 0.0001 v_l2_W */
+    /* gv_l2_W = 0.0001 v_l2_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_gv_l2_W[k] = v_d_l2_W_1[k] + 0.0001*v_v_l2_W[k];
+    for (int64_t k = 0; k < 1152; k++) v_gv_l2_W[k] = 0.0001*v_v_l2_W[k];
+    /* gv_l2_W += d_l2_Zᵀ·l2_P */
+    bpg_gemm_tn_acc(16, 72, 16*N, v_d_l2_Z, v_l2_P, v_gv_l2_W);
     /* gv_l5_W = d_l5_W_1 + 0.0001 v_l5_W */
+    /* gv_l5_W = 0.0001 v_l5_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_gv_l5_W[k] = v_d_l5_W_1[k] + 0.0001*v_v_l5_W[k];
+    for (int64_t k = 0; k < 640; k++) v_gv_l5_W[k] = 0.0001*v_v_l5_W[k];
+    /* gv_l5_W += l3_Yᵀ·r_d_l5_Z_1 */
+    bpg_gemm_tn_acc(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_gv_l5_W);
 }
 
 /* ---- grad_factors: workspace 6536*N + 0 elements ---- */
@@ -1990,22 +2115,23 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
-    /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
+    /* l0_PW = l0_P·l0_Wᵀ: added into l0_Z below */
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
-    /* l0: activation relu */
-    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
+    /* l0_Z = l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_l0_Z = v_l0_PW[k] + v_l0_b[cc];
-            v_l0_Z[k] = e_l0_Z;
-            const real e_l0_A = ((e_l0_Z >= 0) ? (e_l0_Z) : (0));
-            v_l0_A[k] = e_l0_A;
+            v_l0_Z[k] = v_l0_b[cc];
         }
     }
+    /* l0_Z += l0_P·l0_Wᵀ */
+    bpg_gemm_nt_acc(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_Z);
+    /* l0: activation relu */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
@@ -2019,22 +2145,23 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
-    /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
+    /* l2_PW = l2_P·l2_Wᵀ: added into l2_Z below */
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
-    /* l2: activation relu */
-    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
+    /* l2_Z = l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_l2_Z = v_l2_PW[k] + v_l2_b[cc];
-            v_l2_Z[k] = e_l2_Z;
-            const real e_l2_A = ((e_l2_Z >= 0) ? (e_l2_Z) : (0));
-            v_l2_A[k] = e_l2_A;
+            v_l2_Z[k] = v_l2_b[cc];
         }
     }
+    /* l2_Z += l2_P·l2_Wᵀ */
+    bpg_gemm_nt_acc(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_Z);
+    /* l2: activation relu */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
@@ -2045,17 +2172,19 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -2201,22 +2330,23 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
-    /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
+    /* l0_PW = l0_P·l0_Wᵀ: added into l0_Z below */
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
-    /* l0: activation relu */
-    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
+    /* l0_Z = l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_l0_Z = v_l0_PW[k] + v_l0_b[cc];
-            v_l0_Z[k] = e_l0_Z;
-            const real e_l0_A = ((e_l0_Z >= 0) ? (e_l0_Z) : (0));
-            v_l0_A[k] = e_l0_A;
+            v_l0_Z[k] = v_l0_b[cc];
         }
     }
+    /* l0_Z += l0_P·l0_Wᵀ */
+    bpg_gemm_nt_acc(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_Z);
+    /* l0: activation relu */
+    /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* l0: as (N, filters·H_out·W_out), C order */
     /* l0_Y = transpose(l0_A; 64×8 → 8×64 per sample) */
     bpg_transpose_blocks(N, 64, 8, v_l0_A, v_l0_Y);
@@ -2230,22 +2360,23 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
-    /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
+    /* l2_PW = l2_P·l2_Wᵀ: added into l2_Z below */
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
-    /* l2: activation relu */
-    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
+    /* l2_Z = l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_l2_Z = v_l2_PW[k] + v_l2_b[cc];
-            v_l2_Z[k] = e_l2_Z;
-            const real e_l2_A = ((e_l2_Z >= 0) ? (e_l2_Z) : (0));
-            v_l2_A[k] = e_l2_A;
+            v_l2_Z[k] = v_l2_b[cc];
         }
     }
+    /* l2_Z += l2_P·l2_Wᵀ */
+    bpg_gemm_nt_acc(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_Z);
+    /* l2: activation relu */
+    /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* l2: as (N, filters·H_out·W_out), C order */
     /* l2_Y = transpose(l2_A; 16×16 → 16×16 per sample) */
     bpg_transpose_blocks(N, 16, 16, v_l2_A, v_l2_Y);
@@ -2256,17 +2387,19 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */

@@ -235,12 +235,13 @@ static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int6
     return Nc;
 }
 
-/* C = op(A)·op(B) with leading dimensions (rows of A, B, C lda, ldb, ldc
-   elements apart) by the BLAS when the product is large enough (and its
-   sizes fit the BLAS's 32-bit integers); returns 0 to fall back inline. */
-static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
-                                   const real *A, int64_t lda, const real *B, int64_t ldb,
-                                   real *C, int64_t ldc, double min_madds)
+/* C = op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
+   A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
+   large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
+   fall back inline. */
+static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                     const real *A, int64_t lda, const real *B, int64_t ldb,
+                                     real beta, real *C, int64_t ldc, double min_madds)
 {
     if (!BPG_BLAS_READY || (double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
         || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
@@ -250,21 +251,37 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
         BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
                        tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, 1,
-                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, 0, C + j0,
-                       (blasint)ldc);
+                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta,
+                       C + j0, (blasint)ldc);
     }
     return 1;
 }
 
-/* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
+/* C = op(A)·op(B), leading dimensions as above. */
+static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                   const real *A, int64_t lda, const real *B, int64_t ldb,
+                                   real *C, int64_t ldc, double min_madds)
+{
+    return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, lda, B, ldb, 0, C, ldc, min_madds);
+}
+
+/* The same for contiguous operands: C (M x Nc) = op(A)·op(B), or + C (_acc). */
 static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                 const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
 }
 
+static inline int bpg_blas_gemm_acc(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                    const real *A, const real *B, real *C, double min_madds)
+{
+    return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, 1, C, Nc,
+                              min_madds);
+}
+
 #else
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+#define bpg_blas_gemm_acc(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
 #endif
 
@@ -485,6 +502,22 @@ static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·B (the same product added into C: a map's other terms, or other
+   products, were written there first) */
+static inline void bpg_gemm_nn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_NN)) return;
+    for (int64_t i = 0; i < M; i++) {
+        real *restrict c = C + i * Nc;
+        for (int64_t k = 0; k < K; k++) {
+            const real a = A[i * K + k];
+            const real *restrict b = B + k * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
 /* C (M x Nc) = A · Bᵀ with A (M x K), B stored (Nc x K): dot products of rows */
 static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
@@ -509,6 +542,21 @@ static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
 {
     if (bpg_blas_gemm(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     memset(C, 0, sizeof(real) * (size_t)(M * Nc));
+    for (int64_t k = 0; k < K; k++) {
+        const real *restrict b = B + k * Nc;
+        for (int64_t i = 0; i < M; i++) {
+            const real a = A[k * M + i];
+            real *restrict c = C + i * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
+/* C += Aᵀ·B */
+static inline void bpg_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     for (int64_t k = 0; k < K; k++) {
         const real *restrict b = B + k * Nc;
         for (int64_t i = 0; i < M; i++) {
@@ -797,17 +845,19 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
 }
 
 /* ---- loss: workspace 160*N + 2392 elements ---- */
@@ -844,17 +894,19 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -956,17 +1008,19 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1049,8 +1103,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /*   (l1: affine part) */
     /* d_l0_A = d_l1_Z_2·l1_Wᵀ */
     bpg_gemm_nt(N, 32, 10, v_d_l1_Z_2, v_l1_W, v_d_l0_A);
-    /* d_l1_W_1 = l0_Aᵀ·d_l1_Z_2 */
-    bpg_gemm_tn(32, 10, N, v_l0_A, v_d_l1_Z_2, v_d_l1_W_1);
+    /* d_l1_W_1 = l0_Aᵀ·d_l1_Z_2: added into d_l1_W_2 below */
 
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
@@ -1072,16 +1125,21 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
-    /* d_l0_W_1 = xᵀ·d_l0_Z */
-    bpg_gemm_tn(64, 32, N, v_x, v_d_l0_Z, v_d_l0_W_1);
+    /* d_l0_W_1 = xᵀ·d_l0_Z: added into d_l0_W_2 below */
 
     /* total gradients */
     /* d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W */
+    /* d_l0_W_2 = 0.0001 l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_d_l0_W_2[k] = v_d_l0_W_1[k] + 0.0001*v_l0_W[k];
+    for (int64_t k = 0; k < 2048; k++) v_d_l0_W_2[k] = 0.0001*v_l0_W[k];
+    /* d_l0_W_2 += xᵀ·d_l0_Z */
+    bpg_gemm_tn_acc(64, 32, N, v_x, v_d_l0_Z, v_d_l0_W_2);
     /* d_l1_W_2 = d_l1_W_1 + 0.0001 l1_W */
+    /* d_l1_W_2 = 0.0001 l1_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_d_l1_W_2[k] = v_d_l1_W_1[k] + 0.0001*v_l1_W[k];
+    for (int64_t k = 0; k < 320; k++) v_d_l1_W_2[k] = 0.0001*v_l1_W[k];
+    /* d_l1_W_2 += l0_Aᵀ·d_l1_Z_2 */
+    bpg_gemm_tn_acc(32, 10, N, v_l0_A, v_d_l1_Z_2, v_d_l1_W_2);
 }
 
 /* ---- hvp: workspace 424*N + 2688 elements ---- */
@@ -1136,21 +1194,23 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* r_l1_XW_a = r_l0_A·l1_W */
     bpg_gemm_nn(N, 10, 32, v_r_l0_A, v_l1_W, v_r_l1_XW_a);
     /* r_l1_XW_b = l0_A·v_l1_W */
     bpg_gemm_nn(N, 10, 32, v_l0_A, v_v_l1_W, v_r_l1_XW_b);
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1217,10 +1277,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_nt(N, 32, 10, v_r_d_l1_Z_1, v_l1_W, v_r_d_l0_A_a);
     /* r_d_l0_A_b = d_l1_Z_2·v_l1_Wᵀ */
     bpg_gemm_nt(N, 32, 10, v_d_l1_Z_2, v_v_l1_W, v_r_d_l0_A_b);
-    /* r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2 */
-    bpg_gemm_tn(32, 10, N, v_r_l0_A, v_d_l1_Z_2, v_r_d_l1_W_1_a);
-    /* r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1 */
-    bpg_gemm_tn(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_r_d_l1_W_1_b);
+    /* r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2: added into r_d_l1_W_2 below */
+    /* r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1: added into r_d_l1_W_2 below */
 
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
@@ -1242,16 +1300,23 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
-    /* r_d_l0_W_1_b = xᵀ·r_d_l0_Z */
-    bpg_gemm_tn(64, 32, N, v_x, v_r_d_l0_Z, v_r_d_l0_W_1_b);
+    /* r_d_l0_W_1_b = xᵀ·r_d_l0_Z: added into r_d_l0_W_2 below */
 
     /* total gradients */
     /* r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W */
+    /* r_d_l0_W_2 = 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_b[k] + 0.0001*v_v_l0_W[k];
+    for (int64_t k = 0; k < 2048; k++) v_r_d_l0_W_2[k] = 0.0001*v_v_l0_W[k];
+    /* r_d_l0_W_2 += xᵀ·r_d_l0_Z */
+    bpg_gemm_tn_acc(64, 32, N, v_x, v_r_d_l0_Z, v_r_d_l0_W_2);
     /* r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W */
+    /* r_d_l1_W_2 = 0.0001 v_l1_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_r_d_l1_W_2[k] = v_r_d_l1_W_1_a[k] + v_r_d_l1_W_1_b[k] + 0.0001*v_v_l1_W[k];
+    for (int64_t k = 0; k < 320; k++) v_r_d_l1_W_2[k] = 0.0001*v_v_l1_W[k];
+    /* r_d_l1_W_2 += r_l0_Aᵀ·d_l1_Z_2 */
+    bpg_gemm_tn_acc(32, 10, N, v_r_l0_A, v_d_l1_Z_2, v_r_d_l1_W_2);
+    /* r_d_l1_W_2 += l0_Aᵀ·r_d_l1_Z_1 */
+    bpg_gemm_tn_acc(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_r_d_l1_W_2);
 }
 
 /* ---- ggn_vp: workspace 344*N + 2368 elements ---- */
@@ -1302,21 +1367,23 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* r_l1_XW_a = r_l0_A·l1_W */
     bpg_gemm_nn(N, 10, 32, v_r_l0_A, v_l1_W, v_r_l1_XW_a);
     /* r_l1_XW_b = l0_A·v_l1_W */
     bpg_gemm_nn(N, 10, 32, v_l0_A, v_v_l1_W, v_r_l1_XW_b);
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1376,8 +1443,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /*   (l1: affine part) */
     /* d_l0_A = r_d_l1_Z_1·l1_Wᵀ */
     bpg_gemm_nt(N, 32, 10, v_r_d_l1_Z_1, v_l1_W, v_d_l0_A);
-    /* d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1 */
-    bpg_gemm_tn(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_d_l1_W_1);
+    /* d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1: added into gv_l1_W below */
 
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
@@ -1399,16 +1465,21 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
-    /* d_l0_W_1 = xᵀ·d_l0_Z */
-    bpg_gemm_tn(64, 32, N, v_x, v_d_l0_Z, v_d_l0_W_1);
+    /* d_l0_W_1 = xᵀ·d_l0_Z: added into gv_l0_W below */
 
     /* total gradients */
     /* gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W */
+    /* gv_l0_W = 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_gv_l0_W[k] = v_d_l0_W_1[k] + 0.0001*v_v_l0_W[k];
+    for (int64_t k = 0; k < 2048; k++) v_gv_l0_W[k] = 0.0001*v_v_l0_W[k];
+    /* gv_l0_W += xᵀ·d_l0_Z */
+    bpg_gemm_tn_acc(64, 32, N, v_x, v_d_l0_Z, v_gv_l0_W);
     /* gv_l1_W = d_l1_W_1 + 0.0001 v_l1_W */
+    /* gv_l1_W = 0.0001 v_l1_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_gv_l1_W[k] = v_d_l1_W_1[k] + 0.0001*v_v_l1_W[k];
+    for (int64_t k = 0; k < 320; k++) v_gv_l1_W[k] = 0.0001*v_v_l1_W[k];
+    /* gv_l1_W += l0_Aᵀ·r_d_l1_Z_1 */
+    bpg_gemm_tn_acc(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_gv_l1_W);
 }
 
 /* ---- grad_factors: workspace 136*N + 0 elements ---- */
@@ -1441,17 +1512,19 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1542,17 +1615,19 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
@@ -1663,34 +1738,37 @@ BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *re
 
     /* forward pass */
     /* l0: affine part */
-    /* l0_XW = x·l0_W */
-    bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
+    /* l0_XW = x·l0_W: added into l0_Z below */
     /* l0: pre-activation */
     /* l0_Z = l0_XW + l0_b */
-    /* l0: activation tanh */
-    /* l0_A = tanh(l0_Z) */
+    /* l0_Z = l0_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            const real e_l0_Z = v_l0_XW[k] + v_l0_b[cc];
-            v_l0_Z[k] = e_l0_Z;
-            const real e_l0_A = bpg_tanh(e_l0_Z);
-            v_l0_A[k] = e_l0_A;
+            v_l0_Z[k] = v_l0_b[cc];
         }
     }
+    /* l0_Z += x·l0_W */
+    bpg_gemm_nn_acc(N, 32, 64, v_x, v_l0_W, v_l0_Z);
+    /* l0: activation tanh */
+    /* l0_A = tanh(l0_Z) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 32*N; k++) v_l0_A[k] = bpg_tanh(v_l0_Z[k]);
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */

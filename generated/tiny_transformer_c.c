@@ -235,12 +235,13 @@ static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int6
     return Nc;
 }
 
-/* C = op(A)·op(B) with leading dimensions (rows of A, B, C lda, ldb, ldc
-   elements apart) by the BLAS when the product is large enough (and its
-   sizes fit the BLAS's 32-bit integers); returns 0 to fall back inline. */
-static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
-                                   const real *A, int64_t lda, const real *B, int64_t ldb,
-                                   real *C, int64_t ldc, double min_madds)
+/* C = op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
+   A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
+   large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
+   fall back inline. */
+static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                     const real *A, int64_t lda, const real *B, int64_t ldb,
+                                     real beta, real *C, int64_t ldc, double min_madds)
 {
     if (!BPG_BLAS_READY || (double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
         || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
@@ -250,21 +251,37 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
         BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
                        tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, 1,
-                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, 0, C + j0,
-                       (blasint)ldc);
+                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta,
+                       C + j0, (blasint)ldc);
     }
     return 1;
 }
 
-/* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
+/* C = op(A)·op(B), leading dimensions as above. */
+static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                   const real *A, int64_t lda, const real *B, int64_t ldb,
+                                   real *C, int64_t ldc, double min_madds)
+{
+    return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, lda, B, ldb, 0, C, ldc, min_madds);
+}
+
+/* The same for contiguous operands: C (M x Nc) = op(A)·op(B), or + C (_acc). */
 static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                 const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
 }
 
+static inline int bpg_blas_gemm_acc(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                    const real *A, const real *B, real *C, double min_madds)
+{
+    return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, 1, C, Nc,
+                              min_madds);
+}
+
 #else
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+#define bpg_blas_gemm_acc(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
 #endif
 
@@ -523,6 +540,22 @@ static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·B (the same product added into C: a map's other terms, or other
+   products, were written there first) */
+static inline void bpg_gemm_nn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_NN)) return;
+    for (int64_t i = 0; i < M; i++) {
+        real *restrict c = C + i * Nc;
+        for (int64_t k = 0; k < K; k++) {
+            const real a = A[i * K + k];
+            const real *restrict b = B + k * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
 /* C (M x Nc) = A · Bᵀ with A (M x K), B stored (Nc x K): dot products of rows */
 static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
@@ -541,12 +574,44 @@ static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·Bᵀ */
+static inline void bpg_gemm_nt_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 1, M, Nc, K, A, B, C, BPG_BLAS_MIN_NT)) return;
+    for (int64_t i = 0; i < M; i++) {
+        const real *restrict a = A + i * K;
+        for (int64_t j = 0; j < Nc; j++) {
+            const real *restrict b = B + j * K;
+            real acc = 0;
+            #pragma omp simd reduction(+:acc)
+            for (int64_t k = 0; k < K; k++) acc += a[k] * b[k];
+            C[i * Nc + j] += acc;
+        }
+    }
+}
+
 /* C (M x Nc) = Aᵀ · B with A stored (K x M), B (K x Nc): k-i-j order, rows contiguous */
 static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
 {
     if (bpg_blas_gemm(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     memset(C, 0, sizeof(real) * (size_t)(M * Nc));
+    for (int64_t k = 0; k < K; k++) {
+        const real *restrict b = B + k * Nc;
+        for (int64_t i = 0; i < M; i++) {
+            const real a = A[k * M + i];
+            real *restrict c = C + i * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
+/* C += Aᵀ·B */
+static inline void bpg_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     for (int64_t k = 0; k < K; k++) {
         const real *restrict b = B + k * Nc;
         for (int64_t i = 0; i < M; i++) {
@@ -598,21 +663,18 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
    a sample's block lie N*K rows apart): by the BLAS when large enough,
    else inline. */
 #ifndef BPG_SEQMM_MIN
-#define BPG_SEQMM_MIN 2048.0        /* multiply-adds of a block for the BLAS (the
-                                       same as primitives/seqmm.py SEQMM_BLAS_MIN) */
+#define BPG_SEQMM_MIN 2048.0        /* multiply-adds of a block for the BLAS */
 #endif
 
 /* form 0: qk, 1: av, 2: atv.  Each block C (M x Nc, rows ldc apart) =
    op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
-   enough, else the loops below.  Always inlined, for blocks below the BLAS
-   size with constant T and D (the emitter's choice, primitives/seqmm.py):
-   the loops over 4-16 columns are then unrolled and vectorised at their
-   size, where the shared copy runs them with runtime bounds (the full
-   Hessian of the 6-step, 2-head, D = 4 transformer 1.9x faster). */
+   enough, else the loops below.  Always inlined: the call sites' T, H and D
+   are constants, so the loops of small blocks are unrolled and vectorised
+   at their size (a shared copy ran them with run-time bounds: the full
+   Hessian of the 6-step, 2-head, D = 4 transformer was 1.9x slower). */
 __attribute__((always_inline))
-static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H, int64_t D,
-                                      int64_t K, int ka, int kb, const real *A, const real *B,
-                                      real *O)
+static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
+                             int ka, int kb, const real *A, const real *B, real *O)
 {
     const int64_t F = H * D;
     const int64_t ma = ka ? K : 1, mb = kb ? K : 1;
@@ -667,14 +729,6 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
                     }
                 }
             }
-}
-
-/* The same, left to the compiler to inline or share (blocks for the BLAS,
-   or a step count known only at run time). */
-static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                             int ka, int kb, const real *A, const real *B, real *O)
-{
-    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, A, B, O);
 }
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
@@ -796,41 +850,47 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -864,12 +924,21 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
+        }
+    }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
     /* mlp_norm: centred input (minus its row mean) */
@@ -885,9 +954,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
         #pragma omp simd reduction(+:acc_mlp_norm_sum)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_R = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
-            v_attn_R[k] = e_attn_R;
-            acc_mlp_norm_sum += e_attn_R;
+            acc_mlp_norm_sum += v_attn_R[k];
         }
         v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
         #pragma omp simd reduction(+:acc_mlp_norm_ss)
@@ -919,29 +986,33 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
         }
     }
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
 }
 
 /* ---- loss: workspace 4832*N + 3400 elements ---- */
@@ -1052,41 +1123,47 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1120,12 +1197,21 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
+        }
+    }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
     /* mlp_norm: centred input (minus its row mean) */
@@ -1141,9 +1227,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
         #pragma omp simd reduction(+:acc_mlp_norm_sum)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_R = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
-            v_attn_R[k] = e_attn_R;
-            acc_mlp_norm_sum += e_attn_R;
+            acc_mlp_norm_sum += v_attn_R[k];
         }
         v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
         #pragma omp simd reduction(+:acc_mlp_norm_ss)
@@ -1175,29 +1259,33 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
         }
     }
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
@@ -1474,41 +1562,47 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1542,12 +1636,21 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
+        }
+    }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
     /* mlp_norm: centred input (minus its row mean) */
@@ -1565,9 +1668,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         #pragma omp simd reduction(+:acc_mlp_norm_sum)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_R = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
-            v_attn_R[k] = e_attn_R;
-            acc_mlp_norm_sum += e_attn_R;
+            acc_mlp_norm_sum += v_attn_R[k];
         }
         v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
         #pragma omp simd reduction(+:acc_mlp_norm_ss)
@@ -1589,46 +1690,51 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         }
     }
     /* mlp_up: affine part */
-    /* mlp_up_XW = mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_XW);
+    /* mlp_up_XW = mlp_norm_A·mlp_up_W: added into mlp_up_Z below */
     /* mlp_up: pre-activation */
     /* mlp_up_Z = mlp_up_XW + mlp_up_b */
-    /* mlp_up: activation gelu */
-    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* mlp_up_Z = mlp_up_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            const real e_mlp_up_Z = v_mlp_up_XW[k] + v_mlp_up_b[cc];
-            v_mlp_up_Z[k] = e_mlp_up_Z;
-            const real e_mlp_up_A = 0.5*e_mlp_up_Z*(erf(0.70710678118654752*e_mlp_up_Z) + 1);
-            v_mlp_up_A[k] = e_mlp_up_A;
+            v_mlp_up_Z[k] = v_mlp_up_b[cc];
         }
     }
+    /* mlp_up_Z += mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
+    /* mlp_up: activation gelu */
+    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
@@ -1766,8 +1872,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /*   (head: affine part) */
     /* d_mlp_R = d_head_Z_2·head_Wᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_d_head_Z_2, v_head_W, v_d_mlp_R);
-    /* d_head_W_1 = mlp_Rᵀ·d_head_Z_2 */
-    bpg_gemm_tn(16, 16, 8*N, v_mlp_R, v_d_head_Z_2, v_d_head_W_1);
+    /* d_head_W_1 = mlp_Rᵀ·d_head_Z_2: added into d_head_W_2 below */
 
     /* Grad of: mlp_down_Z = mlp_down_XW + mlp_down_b  (not stored in this function: mlp_down_Z) */
     /*   (mlp_down: pre-activation) */
@@ -1778,8 +1883,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /*   (mlp_down: affine part) */
     /* d_mlp_up_A = d_mlp_R·mlp_down_Wᵀ */
     bpg_gemm_nt(8*N, 64, 16, v_d_mlp_R, v_mlp_down_W, v_d_mlp_up_A);
-    /* d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R */
-    bpg_gemm_tn(64, 16, 8*N, v_mlp_up_A, v_d_mlp_R, v_d_mlp_down_W_1);
+    /* d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R: added into d_mlp_down_W_2 below */
 
     /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
     /*   (mlp_up: activation gelu) */
@@ -1803,8 +1907,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /*   (mlp_up: affine part) */
     /* d_mlp_norm_A = d_mlp_up_Z·mlp_up_Wᵀ */
     bpg_gemm_nt(8*N, 16, 64, v_d_mlp_up_Z, v_mlp_up_W, v_d_mlp_norm_A);
-    /* d_mlp_up_W_1 = mlp_norm_Aᵀ·d_mlp_up_Z */
-    bpg_gemm_tn(16, 64, 8*N, v_mlp_norm_A, v_d_mlp_up_Z, v_d_mlp_up_W_1);
+    /* d_mlp_up_W_1 = mlp_norm_Aᵀ·d_mlp_up_Z: added into d_mlp_up_W_2 below */
 
     /* Grad of: mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
     /*   (mlp_norm: gain and bias Xhat ⊙ g + b) */
@@ -1871,15 +1974,14 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /*   (attn_mha: output projection) */
     /* d_attn_mha_AV = d_attn_R_1·attn_mha_Woᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_d_attn_R_1, v_attn_mha_Wo, v_d_attn_mha_AV);
-    /* d_attn_mha_Wo_1 = attn_mha_AVᵀ·d_attn_R_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_mha_AV, v_d_attn_R_1, v_d_attn_mha_Wo_1);
+    /* d_attn_mha_Wo_1 = attn_mha_AVᵀ·d_attn_R_1: added into d_attn_mha_Wo_2 below */
 
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -1920,9 +2022,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -1930,10 +2032,8 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
-    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A);
-    /* d_attn_mha_Wv_1 = attn_norm_Aᵀ·d_attn_mha_V */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_V, v_d_attn_mha_Wv_1);
+    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wv_1 = attn_norm_Aᵀ·d_attn_mha_V: added into d_attn_mha_Wv_2 below */
 
     /* Grad of: attn_mha_K = attn_mha_XWk + attn_mha_bk */
     /* d_attn_mha_bk = 1ᵀ·d_attn_mha_K */
@@ -1941,10 +2041,8 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
 
     /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk */
     /*   (attn_mha: the keys, the input's projection by Wk plus bk) */
-    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_1);
-    /* d_attn_mha_Wk_1 = attn_norm_Aᵀ·d_attn_mha_K */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_K, v_d_attn_mha_Wk_1);
+    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wk_1 = attn_norm_Aᵀ·d_attn_mha_K: added into d_attn_mha_Wk_2 below */
 
     /* Grad of: attn_mha_Q = attn_mha_XWq + attn_mha_bq */
     /* d_attn_mha_bq = 1ᵀ·d_attn_mha_Q */
@@ -1952,14 +2050,18 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
 
     /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq */
     /*   (attn_mha: the queries, the input's projection by Wq plus bq) */
-    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_2);
-    /* d_attn_mha_Wq_1 = attn_norm_Aᵀ·d_attn_mha_Q */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_Q, v_d_attn_mha_Wq_1);
+    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wq_1 = attn_norm_Aᵀ·d_attn_mha_Q: added into d_attn_mha_Wq_2 below */
 
     /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
     /* d_attn_norm_A_3 = d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2 */
+    /* d_attn_norm_A_3 = d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_3);
     /* d_attn_norm_Xhat = attn_norm_g ⊙ d_attn_norm_A_3 */
     /* d_attn_norm_b = 1ᵀ·d_attn_norm_A_3 */
     /* d_attn_norm_g = attn_norm_Xhat ⊙ d_attn_norm_A_3 */
@@ -1987,11 +2089,10 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         #pragma omp simd reduction(+:acc_d_attn_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_attn_norm_A_3 = v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k];
-            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*e_d_attn_norm_A_3;
+            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
             v_d_attn_norm_Xhat[k] = e_d_attn_norm_Xhat;
-            v_d_attn_norm_b[cc] += e_d_attn_norm_A_3;
-            const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*e_d_attn_norm_A_3;
+            v_d_attn_norm_b[cc] += v_d_attn_norm_A_3[k];
+            const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
             v_d_attn_norm_g_1[cc] += e_d_attn_norm_g;
             const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
             acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
@@ -2026,29 +2127,47 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
 
     /* total gradients */
     /* d_attn_mha_Wq_2 = d_attn_mha_Wq_1 + 0.0001 attn_mha_Wq */
+    /* d_attn_mha_Wq_2 = 0.0001 attn_mha_Wq */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wq_2[k] = 0.0001*v_attn_mha_Wq[k];
+    /* d_attn_mha_Wq_2 += attn_norm_Aᵀ·d_attn_mha_Q */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_Q, v_d_attn_mha_Wq_2);
     /* d_attn_mha_Wk_2 = d_attn_mha_Wk_1 + 0.0001 attn_mha_Wk */
+    /* d_attn_mha_Wk_2 = 0.0001 attn_mha_Wk */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wk_2[k] = 0.0001*v_attn_mha_Wk[k];
+    /* d_attn_mha_Wk_2 += attn_norm_Aᵀ·d_attn_mha_K */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_K, v_d_attn_mha_Wk_2);
     /* d_attn_mha_Wv_2 = d_attn_mha_Wv_1 + 0.0001 attn_mha_Wv */
+    /* d_attn_mha_Wv_2 = 0.0001 attn_mha_Wv */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wv_2[k] = 0.0001*v_attn_mha_Wv[k];
+    /* d_attn_mha_Wv_2 += attn_norm_Aᵀ·d_attn_mha_V */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_V, v_d_attn_mha_Wv_2);
     /* d_attn_mha_Wo_2 = d_attn_mha_Wo_1 + 0.0001 attn_mha_Wo */
+    /* d_attn_mha_Wo_2 = 0.0001 attn_mha_Wo */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) {
-        const real e_d_attn_mha_Wq_2 = 0.0001*v_attn_mha_Wq[k] + v_d_attn_mha_Wq_1[k];
-        v_d_attn_mha_Wq_2[k] = e_d_attn_mha_Wq_2;
-        const real e_d_attn_mha_Wk_2 = 0.0001*v_attn_mha_Wk[k] + v_d_attn_mha_Wk_1[k];
-        v_d_attn_mha_Wk_2[k] = e_d_attn_mha_Wk_2;
-        const real e_d_attn_mha_Wv_2 = 0.0001*v_attn_mha_Wv[k] + v_d_attn_mha_Wv_1[k];
-        v_d_attn_mha_Wv_2[k] = e_d_attn_mha_Wv_2;
-        const real e_d_attn_mha_Wo_2 = 0.0001*v_attn_mha_Wo[k] + v_d_attn_mha_Wo_1[k];
-        v_d_attn_mha_Wo_2[k] = e_d_attn_mha_Wo_2;
-    }
+    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wo_2[k] = 0.0001*v_attn_mha_Wo[k];
+    /* d_attn_mha_Wo_2 += attn_mha_AVᵀ·d_attn_R_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_mha_AV, v_d_attn_R_1, v_d_attn_mha_Wo_2);
     /* d_mlp_up_W_2 = d_mlp_up_W_1 + 0.0001 mlp_up_W */
+    /* d_mlp_up_W_2 = 0.0001 mlp_up_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_d_mlp_up_W_2[k] = v_d_mlp_up_W_1[k] + 0.0001*v_mlp_up_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_d_mlp_up_W_2[k] = 0.0001*v_mlp_up_W[k];
+    /* d_mlp_up_W_2 += mlp_norm_Aᵀ·d_mlp_up_Z */
+    bpg_gemm_tn_acc(16, 64, 8*N, v_mlp_norm_A, v_d_mlp_up_Z, v_d_mlp_up_W_2);
     /* d_mlp_down_W_2 = d_mlp_down_W_1 + 0.0001 mlp_down_W */
+    /* d_mlp_down_W_2 = 0.0001 mlp_down_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_d_mlp_down_W_2[k] = v_d_mlp_down_W_1[k] + 0.0001*v_mlp_down_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_d_mlp_down_W_2[k] = 0.0001*v_mlp_down_W[k];
+    /* d_mlp_down_W_2 += mlp_up_Aᵀ·d_mlp_R */
+    bpg_gemm_tn_acc(64, 16, 8*N, v_mlp_up_A, v_d_mlp_R, v_d_mlp_down_W_2);
     /* d_head_W_2 = d_head_W_1 + 0.0001 head_W */
+    /* d_head_W_2 = 0.0001 head_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_d_head_W_2[k] = v_d_head_W_1[k] + 0.0001*v_head_W[k];
+    for (int64_t k = 0; k < 256; k++) v_d_head_W_2[k] = 0.0001*v_head_W[k];
+    /* d_head_W_2 += mlp_Rᵀ·d_head_Z_2 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_d_head_Z_2, v_d_head_W_2);
 }
 
 /* ---- hvp: workspace 24192*N + 6672 elements ---- */
@@ -2345,69 +2464,96 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
-    /* r_attn_mha_XWq_a = r_attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wq, v_r_attn_mha_XWq_a);
-    /* r_attn_mha_XWq_b = attn_norm_A·v_attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wq, v_r_attn_mha_XWq_b);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
+    /* r_attn_mha_XWq_a = r_attn_norm_A·attn_mha_Wq: added into r_attn_mha_Q below */
+    /* r_attn_mha_XWq_b = attn_norm_A·v_attn_mha_Wq: added into r_attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
+        }
+    }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* r_attn_mha_Q = r_attn_mha_XWq_a + r_attn_mha_XWq_b + v_attn_mha_bq */
+    /* r_attn_mha_Q = v_attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_mha_Q = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
-            v_attn_mha_Q[k] = e_attn_mha_Q;
-            const real e_r_attn_mha_Q = v_r_attn_mha_XWq_a[k] + v_r_attn_mha_XWq_b[k] + v_v_attn_mha_bq[cc];
-            v_r_attn_mha_Q[k] = e_r_attn_mha_Q;
+            v_r_attn_mha_Q[k] = v_v_attn_mha_bq[cc];
         }
     }
+    /* r_attn_mha_Q += r_attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wq, v_r_attn_mha_Q);
+    /* r_attn_mha_Q += attn_norm_A·v_attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wq, v_r_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
-    /* r_attn_mha_XWk_a = r_attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wk, v_r_attn_mha_XWk_a);
-    /* r_attn_mha_XWk_b = attn_norm_A·v_attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wk, v_r_attn_mha_XWk_b);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
+    /* r_attn_mha_XWk_a = r_attn_norm_A·attn_mha_Wk: added into r_attn_mha_K below */
+    /* r_attn_mha_XWk_b = attn_norm_A·v_attn_mha_Wk: added into r_attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
+        }
+    }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* r_attn_mha_K = r_attn_mha_XWk_a + r_attn_mha_XWk_b + v_attn_mha_bk */
+    /* r_attn_mha_K = v_attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_mha_K = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
-            v_attn_mha_K[k] = e_attn_mha_K;
-            const real e_r_attn_mha_K = v_r_attn_mha_XWk_a[k] + v_r_attn_mha_XWk_b[k] + v_v_attn_mha_bk[cc];
-            v_r_attn_mha_K[k] = e_r_attn_mha_K;
+            v_r_attn_mha_K[k] = v_v_attn_mha_bk[cc];
         }
     }
+    /* r_attn_mha_K += r_attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wk, v_r_attn_mha_K);
+    /* r_attn_mha_K += attn_norm_A·v_attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wk, v_r_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
-    /* r_attn_mha_XWv_a = r_attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wv, v_r_attn_mha_XWv_a);
-    /* r_attn_mha_XWv_b = attn_norm_A·v_attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_XWv_b);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
+    /* r_attn_mha_XWv_a = r_attn_norm_A·attn_mha_Wv: added into r_attn_mha_V below */
+    /* r_attn_mha_XWv_b = attn_norm_A·v_attn_mha_Wv: added into r_attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
-    /* r_attn_mha_V = r_attn_mha_XWv_a + r_attn_mha_XWv_b + v_attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_mha_V = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
-            v_attn_mha_V[k] = e_attn_mha_V;
-            const real e_r_attn_mha_V = v_r_attn_mha_XWv_a[k] + v_r_attn_mha_XWv_b[k] + v_v_attn_mha_bv[cc];
-            v_r_attn_mha_V[k] = e_r_attn_mha_V;
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
+    /* r_attn_mha_V = r_attn_mha_XWv_a + r_attn_mha_XWv_b + v_attn_mha_bv */
+    /* r_attn_mha_V = v_attn_mha_bv */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_r_attn_mha_V[k] = v_v_attn_mha_bv[cc];
+        }
+    }
+    /* r_attn_mha_V += r_attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wv, v_r_attn_mha_V);
+    /* r_attn_mha_V += attn_norm_A·v_attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
@@ -2459,24 +2605,43 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
-    /* r_attn_mha_OW_a = r_attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_mha_AV, v_attn_mha_Wo, v_r_attn_mha_OW_a);
-    /* r_attn_mha_OW_b = attn_mha_AV·v_attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_v_attn_mha_Wo, v_r_attn_mha_OW_b);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
+    /* r_attn_mha_OW_a = r_attn_mha_AV·attn_mha_Wo: added into r_attn_R below */
+    /* r_attn_mha_OW_b = attn_mha_AV·v_attn_mha_Wo: added into r_attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
+        }
+    }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* r_attn_R = r_attn_mha_OW_a + r_attn_mha_OW_b + r_emb_A + v_attn_mha_bo */
+    /* r_attn_R = r_emb_A + v_attn_mha_bo */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_r_attn_R[k] = v_r_emb_A[k] + v_v_attn_mha_bo[cc];
+        }
+    }
+    /* r_attn_R += r_attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_mha_AV, v_attn_mha_Wo, v_r_attn_R);
+    /* r_attn_R += attn_mha_AV·v_attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_v_attn_mha_Wo, v_r_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
     /* r_mlp_norm_sum = r_attn_R·1 */
@@ -2502,12 +2667,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd reduction(+:acc_mlp_norm_sum, acc_r_mlp_norm_sum)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_R = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
-            v_attn_R[k] = e_attn_R;
-            const real e_r_attn_R = v_r_attn_mha_OW_a[k] + v_r_attn_mha_OW_b[k] + v_r_emb_A[k] + v_v_attn_mha_bo[cc];
-            v_r_attn_R[k] = e_r_attn_R;
-            acc_mlp_norm_sum += e_attn_R;
-            acc_r_mlp_norm_sum += e_r_attn_R;
+            acc_mlp_norm_sum += v_attn_R[k];
+            acc_r_mlp_norm_sum += v_r_attn_R[k];
         }
         v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
         v_r_mlp_norm_sum[rr] = (real)acc_r_mlp_norm_sum;
@@ -2539,68 +2700,91 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         }
     }
     /* mlp_up: affine part */
-    /* mlp_up_XW = mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_XW);
-    /* r_mlp_up_XW_a = r_mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_r_mlp_norm_A, v_mlp_up_W, v_r_mlp_up_XW_a);
-    /* r_mlp_up_XW_b = mlp_norm_A·v_mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_v_mlp_up_W, v_r_mlp_up_XW_b);
+    /* mlp_up_XW = mlp_norm_A·mlp_up_W: added into mlp_up_Z below */
+    /* r_mlp_up_XW_a = r_mlp_norm_A·mlp_up_W: added into r_mlp_up_Z below */
+    /* r_mlp_up_XW_b = mlp_norm_A·v_mlp_up_W: added into r_mlp_up_Z below */
     /* mlp_up: pre-activation */
     /* mlp_up_Z = mlp_up_XW + mlp_up_b */
-    /* r_mlp_up_Z = r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b */
-    /* mlp_up: activation gelu */
-    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
-    /* r_mlp_up_A = r_mlp_up_Z ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
+    /* mlp_up_Z = mlp_up_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            const real e_mlp_up_Z = v_mlp_up_XW[k] + v_mlp_up_b[cc];
-            v_mlp_up_Z[k] = e_mlp_up_Z;
-            const real e_r_mlp_up_Z = v_r_mlp_up_XW_a[k] + v_r_mlp_up_XW_b[k] + v_v_mlp_up_b[cc];
-            v_r_mlp_up_Z[k] = e_r_mlp_up_Z;
-            const real e_mlp_up_A = 0.5*e_mlp_up_Z*(erf(0.70710678118654752*e_mlp_up_Z) + 1);
-            v_mlp_up_A[k] = e_mlp_up_A;
-            const real e_r_mlp_up_A = e_r_mlp_up_Z*(0.39894228040143268*e_mlp_up_Z*exp(-0.5*((e_mlp_up_Z)*(e_mlp_up_Z))) + 0.5*erf(0.70710678118654752*e_mlp_up_Z) + 0.5);
-            v_r_mlp_up_A[k] = e_r_mlp_up_A;
+            v_mlp_up_Z[k] = v_mlp_up_b[cc];
         }
     }
+    /* mlp_up_Z += mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
+    /* r_mlp_up_Z = r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b */
+    /* r_mlp_up_Z = v_mlp_up_b */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 64; cc++) {
+            const int64_t k = rr*64 + cc;
+            v_r_mlp_up_Z[k] = v_v_mlp_up_b[cc];
+        }
+    }
+    /* r_mlp_up_Z += r_mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_r_mlp_norm_A, v_mlp_up_W, v_r_mlp_up_Z);
+    /* r_mlp_up_Z += mlp_norm_A·v_mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_v_mlp_up_W, v_r_mlp_up_Z);
+    /* mlp_up: activation gelu */
+    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* r_mlp_up_A = r_mlp_up_Z ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) {
+        const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
+        v_mlp_up_A[k] = e_mlp_up_A;
+        const real e_r_mlp_up_A = v_r_mlp_up_Z[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+        v_r_mlp_up_A[k] = e_r_mlp_up_A;
+    }
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
-    /* r_mlp_down_XW_a = r_mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_r_mlp_up_A, v_mlp_down_W, v_r_mlp_down_XW_a);
-    /* r_mlp_down_XW_b = mlp_up_A·v_mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_v_mlp_down_W, v_r_mlp_down_XW_b);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
+    /* r_mlp_down_XW_a = r_mlp_up_A·mlp_down_W: added into r_mlp_R below */
+    /* r_mlp_down_XW_b = mlp_up_A·v_mlp_down_W: added into r_mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
-    /* r_mlp_R = r_attn_R + r_mlp_down_XW_a + r_mlp_down_XW_b + v_mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_mlp_R = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
-            v_mlp_R[k] = e_mlp_R;
-            const real e_r_mlp_R = v_r_attn_R[k] + v_r_mlp_down_XW_a[k] + v_r_mlp_down_XW_b[k] + v_v_mlp_down_b[cc];
-            v_r_mlp_R[k] = e_r_mlp_R;
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
+    /* r_mlp_R = r_attn_R + r_mlp_down_XW_a + r_mlp_down_XW_b + v_mlp_down_b */
+    /* r_mlp_R = r_attn_R + v_mlp_down_b */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_r_mlp_R[k] = v_r_attn_R[k] + v_v_mlp_down_b[cc];
+        }
+    }
+    /* r_mlp_R += r_mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_r_mlp_up_A, v_mlp_down_W, v_r_mlp_R);
+    /* r_mlp_R += mlp_up_A·v_mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_v_mlp_down_W, v_r_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* r_head_XW_a = r_mlp_R·head_W */
     bpg_gemm_nn(8*N, 16, 16, v_r_mlp_R, v_head_W, v_r_head_XW_a);
     /* r_head_XW_b = mlp_R·v_head_W */
     bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_v_head_W, v_r_head_XW_b);
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
@@ -2679,17 +2863,15 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /*   (head: affine part) */
     /* d_mlp_R = d_head_Z_2·head_Wᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_d_head_Z_2, v_head_W, v_d_mlp_R);
-    /* r_d_mlp_R_a = r_d_head_Z_1·head_Wᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_r_d_head_Z_1, v_head_W, v_r_d_mlp_R_a);
-    /* r_d_mlp_R_b = d_head_Z_2·v_head_Wᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_head_Z_2, v_v_head_W, v_r_d_mlp_R_b);
+    /* r_d_mlp_R_a = r_d_head_Z_1·head_Wᵀ: added into r_d_mlp_R below */
+    /* r_d_mlp_R_b = d_head_Z_2·v_head_Wᵀ: added into r_d_mlp_R below */
     /* r_d_mlp_R = r_d_mlp_R_a + r_d_mlp_R_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_R[k] = v_r_d_mlp_R_a[k] + v_r_d_mlp_R_b[k];
-    /* r_d_head_W_1_a = r_mlp_Rᵀ·d_head_Z_2 */
-    bpg_gemm_tn(16, 16, 8*N, v_r_mlp_R, v_d_head_Z_2, v_r_d_head_W_1_a);
-    /* r_d_head_W_1_b = mlp_Rᵀ·r_d_head_Z_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_r_d_head_W_1_b);
+    /* r_d_mlp_R = r_d_head_Z_1·head_Wᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_r_d_head_Z_1, v_head_W, v_r_d_mlp_R);
+    /* r_d_mlp_R += d_head_Z_2·v_head_Wᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_head_Z_2, v_v_head_W, v_r_d_mlp_R);
+    /* r_d_head_W_1_a = r_mlp_Rᵀ·d_head_Z_2: added into r_d_head_W_2 below */
+    /* r_d_head_W_1_b = mlp_Rᵀ·r_d_head_Z_1: added into r_d_head_W_2 below */
 
     /* Grad of: mlp_down_Z = mlp_down_XW + mlp_down_b  (not stored in this function: mlp_down_Z) */
     /*   (mlp_down: pre-activation) */
@@ -2704,10 +2886,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     bpg_gemm_nt(8*N, 64, 16, v_r_d_mlp_R, v_mlp_down_W, v_r_d_mlp_up_A_a);
     /* r_d_mlp_up_A_b = d_mlp_R·v_mlp_down_Wᵀ */
     bpg_gemm_nt(8*N, 64, 16, v_d_mlp_R, v_v_mlp_down_W, v_r_d_mlp_up_A_b);
-    /* r_d_mlp_down_W_1_a = r_mlp_up_Aᵀ·d_mlp_R */
-    bpg_gemm_tn(64, 16, 8*N, v_r_mlp_up_A, v_d_mlp_R, v_r_d_mlp_down_W_1_a);
-    /* r_d_mlp_down_W_1_b = mlp_up_Aᵀ·r_d_mlp_R */
-    bpg_gemm_tn(64, 16, 8*N, v_mlp_up_A, v_r_d_mlp_R, v_r_d_mlp_down_W_1_b);
+    /* r_d_mlp_down_W_1_a = r_mlp_up_Aᵀ·d_mlp_R: added into r_d_mlp_down_W_2 below */
+    /* r_d_mlp_down_W_1_b = mlp_up_Aᵀ·r_d_mlp_R: added into r_d_mlp_down_W_2 below */
 
     /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
     /*   (mlp_up: activation gelu) */
@@ -2735,17 +2915,15 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /*   (mlp_up: affine part) */
     /* d_mlp_norm_A = d_mlp_up_Z·mlp_up_Wᵀ */
     bpg_gemm_nt(8*N, 16, 64, v_d_mlp_up_Z, v_mlp_up_W, v_d_mlp_norm_A);
-    /* r_d_mlp_norm_A_a = r_d_mlp_up_Z·mlp_up_Wᵀ */
-    bpg_gemm_nt(8*N, 16, 64, v_r_d_mlp_up_Z, v_mlp_up_W, v_r_d_mlp_norm_A_a);
-    /* r_d_mlp_norm_A_b = d_mlp_up_Z·v_mlp_up_Wᵀ */
-    bpg_gemm_nt(8*N, 16, 64, v_d_mlp_up_Z, v_v_mlp_up_W, v_r_d_mlp_norm_A_b);
+    /* r_d_mlp_norm_A_a = r_d_mlp_up_Z·mlp_up_Wᵀ: added into r_d_mlp_norm_A below */
+    /* r_d_mlp_norm_A_b = d_mlp_up_Z·v_mlp_up_Wᵀ: added into r_d_mlp_norm_A below */
     /* r_d_mlp_norm_A = r_d_mlp_norm_A_a + r_d_mlp_norm_A_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_norm_A[k] = v_r_d_mlp_norm_A_a[k] + v_r_d_mlp_norm_A_b[k];
-    /* r_d_mlp_up_W_1_a = r_mlp_norm_Aᵀ·d_mlp_up_Z */
-    bpg_gemm_tn(16, 64, 8*N, v_r_mlp_norm_A, v_d_mlp_up_Z, v_r_d_mlp_up_W_1_a);
-    /* r_d_mlp_up_W_1_b = mlp_norm_Aᵀ·r_d_mlp_up_Z */
-    bpg_gemm_tn(16, 64, 8*N, v_mlp_norm_A, v_r_d_mlp_up_Z, v_r_d_mlp_up_W_1_b);
+    /* r_d_mlp_norm_A = r_d_mlp_up_Z·mlp_up_Wᵀ */
+    bpg_gemm_nt(8*N, 16, 64, v_r_d_mlp_up_Z, v_mlp_up_W, v_r_d_mlp_norm_A);
+    /* r_d_mlp_norm_A += d_mlp_up_Z·v_mlp_up_Wᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 64, v_d_mlp_up_Z, v_v_mlp_up_W, v_r_d_mlp_norm_A);
+    /* r_d_mlp_up_W_1_a = r_mlp_norm_Aᵀ·d_mlp_up_Z: added into r_d_mlp_up_W_2 below */
+    /* r_d_mlp_up_W_1_b = mlp_norm_Aᵀ·r_d_mlp_up_Z: added into r_d_mlp_up_W_2 below */
 
     /* Grad of: mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
     /*   (mlp_norm: gain and bias Xhat ⊙ g + b) */
@@ -2835,35 +3013,33 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /*   (attn_mha: output projection) */
     /* d_attn_mha_AV = d_attn_R_1·attn_mha_Woᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_d_attn_R_1, v_attn_mha_Wo, v_d_attn_mha_AV);
-    /* r_d_attn_mha_AV_a = r_d_attn_R_1·attn_mha_Woᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_R_1, v_attn_mha_Wo, v_r_d_attn_mha_AV_a);
-    /* r_d_attn_mha_AV_b = d_attn_R_1·v_attn_mha_Woᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_R_1, v_v_attn_mha_Wo, v_r_d_attn_mha_AV_b);
+    /* r_d_attn_mha_AV_a = r_d_attn_R_1·attn_mha_Woᵀ: added into r_d_attn_mha_AV below */
+    /* r_d_attn_mha_AV_b = d_attn_R_1·v_attn_mha_Woᵀ: added into r_d_attn_mha_AV below */
     /* r_d_attn_mha_AV = r_d_attn_mha_AV_a + r_d_attn_mha_AV_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_AV[k] = v_r_d_attn_mha_AV_a[k] + v_r_d_attn_mha_AV_b[k];
-    /* r_d_attn_mha_Wo_1_a = r_attn_mha_AVᵀ·d_attn_R_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_r_attn_mha_AV, v_d_attn_R_1, v_r_d_attn_mha_Wo_1_a);
-    /* r_d_attn_mha_Wo_1_b = attn_mha_AVᵀ·r_d_attn_R_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_mha_AV, v_r_d_attn_R_1, v_r_d_attn_mha_Wo_1_b);
+    /* r_d_attn_mha_AV = r_d_attn_R_1·attn_mha_Woᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_R_1, v_attn_mha_Wo, v_r_d_attn_mha_AV);
+    /* r_d_attn_mha_AV += d_attn_R_1·v_attn_mha_Woᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_R_1, v_v_attn_mha_Wo, v_r_d_attn_mha_AV);
+    /* r_d_attn_mha_Wo_1_a = r_attn_mha_AVᵀ·d_attn_R_1: added into r_d_attn_mha_Wo_2 below */
+    /* r_d_attn_mha_Wo_1_b = attn_mha_AVᵀ·r_d_attn_R_1: added into r_d_attn_mha_Wo_2 below */
 
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
     /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
     /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
     /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
     /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
     /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -2929,20 +3105,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
     /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
     /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
     /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
     /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
     /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
@@ -2960,16 +3136,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
-    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A);
-    /* r_d_attn_norm_A_a = r_d_attn_mha_V·attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_V, v_attn_mha_Wv, v_r_d_attn_norm_A_a);
-    /* r_d_attn_norm_A_b = d_attn_mha_V·v_attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_v_attn_mha_Wv, v_r_d_attn_norm_A_b);
-    /* r_d_attn_mha_Wv_1_a = r_attn_norm_Aᵀ·d_attn_mha_V */
-    bpg_gemm_tn(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_V, v_r_d_attn_mha_Wv_1_a);
-    /* r_d_attn_mha_Wv_1_b = attn_norm_Aᵀ·r_d_attn_mha_V */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_V, v_r_d_attn_mha_Wv_1_b);
+    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ: added into d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_a = r_d_attn_mha_V·attn_mha_Wvᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_b = d_attn_mha_V·v_attn_mha_Wvᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_mha_Wv_1_a = r_attn_norm_Aᵀ·d_attn_mha_V: added into r_d_attn_mha_Wv_2 below */
+    /* r_d_attn_mha_Wv_1_b = attn_norm_Aᵀ·r_d_attn_mha_V: added into r_d_attn_mha_Wv_2 below */
 
     /* Grad of: attn_mha_K = attn_mha_XWk + attn_mha_bk */
     /* r_d_attn_mha_bk = 1ᵀ·r_d_attn_mha_K */
@@ -2977,16 +3148,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
 
     /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk */
     /*   (attn_mha: the keys, the input's projection by Wk plus bk) */
-    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_1);
-    /* r_d_attn_norm_A_1_a = r_d_attn_mha_K·attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_K, v_attn_mha_Wk, v_r_d_attn_norm_A_1_a);
-    /* r_d_attn_norm_A_1_b = d_attn_mha_K·v_attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_v_attn_mha_Wk, v_r_d_attn_norm_A_1_b);
-    /* r_d_attn_mha_Wk_1_a = r_attn_norm_Aᵀ·d_attn_mha_K */
-    bpg_gemm_tn(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_K, v_r_d_attn_mha_Wk_1_a);
-    /* r_d_attn_mha_Wk_1_b = attn_norm_Aᵀ·r_d_attn_mha_K */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_K, v_r_d_attn_mha_Wk_1_b);
+    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ: added into d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_1_a = r_d_attn_mha_K·attn_mha_Wkᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_1_b = d_attn_mha_K·v_attn_mha_Wkᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_mha_Wk_1_a = r_attn_norm_Aᵀ·d_attn_mha_K: added into r_d_attn_mha_Wk_2 below */
+    /* r_d_attn_mha_Wk_1_b = attn_norm_Aᵀ·r_d_attn_mha_K: added into r_d_attn_mha_Wk_2 below */
 
     /* Grad of: attn_mha_Q = attn_mha_XWq + attn_mha_bq */
     /* r_d_attn_mha_bq = 1ᵀ·r_d_attn_mha_Q */
@@ -2994,21 +3160,34 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
 
     /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq */
     /*   (attn_mha: the queries, the input's projection by Wq plus bq) */
-    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_2);
-    /* r_d_attn_norm_A_2_a = r_d_attn_mha_Q·attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_Q, v_attn_mha_Wq, v_r_d_attn_norm_A_2_a);
-    /* r_d_attn_norm_A_2_b = d_attn_mha_Q·v_attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_v_attn_mha_Wq, v_r_d_attn_norm_A_2_b);
-    /* r_d_attn_mha_Wq_1_a = r_attn_norm_Aᵀ·d_attn_mha_Q */
-    bpg_gemm_tn(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_Q, v_r_d_attn_mha_Wq_1_a);
-    /* r_d_attn_mha_Wq_1_b = attn_norm_Aᵀ·r_d_attn_mha_Q */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_Q, v_r_d_attn_mha_Wq_1_b);
+    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ: added into d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_2_a = r_d_attn_mha_Q·attn_mha_Wqᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_2_b = d_attn_mha_Q·v_attn_mha_Wqᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_mha_Wq_1_a = r_attn_norm_Aᵀ·d_attn_mha_Q: added into r_d_attn_mha_Wq_2 below */
+    /* r_d_attn_mha_Wq_1_b = attn_norm_Aᵀ·r_d_attn_mha_Q: added into r_d_attn_mha_Wq_2 below */
 
     /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
     /* d_attn_norm_A_3 = d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2 */
+    /* d_attn_norm_A_3 = d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_3);
     /* r_d_attn_norm_A_3 = r_d_attn_norm_A_1_a + r_d_attn_norm_A_1_b + r_d_attn_norm_A_2_a + r_d_attn_norm_A_2_b + r_d_attn_norm_A_a + r_d_attn_norm_A_b */
+    /* r_d_attn_norm_A_3 = r_d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_K, v_attn_mha_Wk, v_r_d_attn_norm_A_3);
+    /* r_d_attn_norm_A_3 += d_attn_mha_K·v_attn_mha_Wkᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_K, v_v_attn_mha_Wk, v_r_d_attn_norm_A_3);
+    /* r_d_attn_norm_A_3 += r_d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_r_d_attn_mha_Q, v_attn_mha_Wq, v_r_d_attn_norm_A_3);
+    /* r_d_attn_norm_A_3 += d_attn_mha_Q·v_attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_Q, v_v_attn_mha_Wq, v_r_d_attn_norm_A_3);
+    /* r_d_attn_norm_A_3 += r_d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_r_d_attn_mha_V, v_attn_mha_Wv, v_r_d_attn_norm_A_3);
+    /* r_d_attn_norm_A_3 += d_attn_mha_V·v_attn_mha_Wvᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_V, v_v_attn_mha_Wv, v_r_d_attn_norm_A_3);
     /* d_attn_norm_Xhat = attn_norm_g ⊙ d_attn_norm_A_3 */
     /* r_d_attn_norm_Xhat = attn_norm_g ⊙ r_d_attn_norm_A_3 + d_attn_norm_A_3 ⊙ v_attn_norm_g */
     /* r_d_attn_norm_b = 1ᵀ·r_d_attn_norm_A_3 */
@@ -3040,14 +3219,12 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd reduction(+:acc_d_attn_norm_ss_1, acc_r_d_attn_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_attn_norm_A_3 = v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k];
-            const real e_r_d_attn_norm_A_3 = v_r_d_attn_norm_A_1_a[k] + v_r_d_attn_norm_A_1_b[k] + v_r_d_attn_norm_A_2_a[k] + v_r_d_attn_norm_A_2_b[k] + v_r_d_attn_norm_A_a[k] + v_r_d_attn_norm_A_b[k];
-            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*e_d_attn_norm_A_3;
+            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
             v_d_attn_norm_Xhat[k] = e_d_attn_norm_Xhat;
-            const real e_r_d_attn_norm_Xhat = v_attn_norm_g[cc]*e_r_d_attn_norm_A_3 + e_d_attn_norm_A_3*v_v_attn_norm_g[cc];
+            const real e_r_d_attn_norm_Xhat = v_attn_norm_g[cc]*v_r_d_attn_norm_A_3[k] + v_d_attn_norm_A_3[k]*v_v_attn_norm_g[cc];
             v_r_d_attn_norm_Xhat[k] = e_r_d_attn_norm_Xhat;
-            v_r_d_attn_norm_b[cc] += e_r_d_attn_norm_A_3;
-            const real e_r_d_attn_norm_g = v_attn_norm_Xhat[k]*e_r_d_attn_norm_A_3 + e_d_attn_norm_A_3*v_r_attn_norm_Xhat[k];
+            v_r_d_attn_norm_b[cc] += v_r_d_attn_norm_A_3[k];
+            const real e_r_d_attn_norm_g = v_attn_norm_Xhat[k]*v_r_d_attn_norm_A_3[k] + v_d_attn_norm_A_3[k]*v_r_attn_norm_Xhat[k];
             v_r_d_attn_norm_g_1[cc] += e_r_d_attn_norm_g;
             const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
             const real e_r_d_attn_norm_ss = 0.001953125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat*v_r_attn_norm_ss[rr]/((0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)*(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) - v_attn_norm_Xhat[k]*e_r_d_attn_norm_Xhat/(2*v_attn_norm_ss[rr] + 0.00032000000000000003) - e_d_attn_norm_Xhat*v_r_attn_norm_Xhat[k]/(2*v_attn_norm_ss[rr] + 0.00032000000000000003);
@@ -3085,29 +3262,61 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
 
     /* total gradients */
     /* r_d_attn_mha_Wq_2 = r_d_attn_mha_Wq_1_a + r_d_attn_mha_Wq_1_b + 0.0001 v_attn_mha_Wq */
+    /* r_d_attn_mha_Wq_2 = 0.0001 v_attn_mha_Wq */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wq_2[k] = 0.0001*v_v_attn_mha_Wq[k];
+    /* r_d_attn_mha_Wq_2 += r_attn_norm_Aᵀ·d_attn_mha_Q */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_Q, v_r_d_attn_mha_Wq_2);
+    /* r_d_attn_mha_Wq_2 += attn_norm_Aᵀ·r_d_attn_mha_Q */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_Q, v_r_d_attn_mha_Wq_2);
     /* r_d_attn_mha_Wk_2 = r_d_attn_mha_Wk_1_a + r_d_attn_mha_Wk_1_b + 0.0001 v_attn_mha_Wk */
+    /* r_d_attn_mha_Wk_2 = 0.0001 v_attn_mha_Wk */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wk_2[k] = 0.0001*v_v_attn_mha_Wk[k];
+    /* r_d_attn_mha_Wk_2 += r_attn_norm_Aᵀ·d_attn_mha_K */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_K, v_r_d_attn_mha_Wk_2);
+    /* r_d_attn_mha_Wk_2 += attn_norm_Aᵀ·r_d_attn_mha_K */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_K, v_r_d_attn_mha_Wk_2);
     /* r_d_attn_mha_Wv_2 = r_d_attn_mha_Wv_1_a + r_d_attn_mha_Wv_1_b + 0.0001 v_attn_mha_Wv */
+    /* r_d_attn_mha_Wv_2 = 0.0001 v_attn_mha_Wv */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wv_2[k] = 0.0001*v_v_attn_mha_Wv[k];
+    /* r_d_attn_mha_Wv_2 += r_attn_norm_Aᵀ·d_attn_mha_V */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_V, v_r_d_attn_mha_Wv_2);
+    /* r_d_attn_mha_Wv_2 += attn_norm_Aᵀ·r_d_attn_mha_V */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_V, v_r_d_attn_mha_Wv_2);
     /* r_d_attn_mha_Wo_2 = r_d_attn_mha_Wo_1_a + r_d_attn_mha_Wo_1_b + 0.0001 v_attn_mha_Wo */
+    /* r_d_attn_mha_Wo_2 = 0.0001 v_attn_mha_Wo */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) {
-        const real e_r_d_attn_mha_Wq_2 = v_r_d_attn_mha_Wq_1_a[k] + v_r_d_attn_mha_Wq_1_b[k] + 0.0001*v_v_attn_mha_Wq[k];
-        v_r_d_attn_mha_Wq_2[k] = e_r_d_attn_mha_Wq_2;
-        const real e_r_d_attn_mha_Wk_2 = v_r_d_attn_mha_Wk_1_a[k] + v_r_d_attn_mha_Wk_1_b[k] + 0.0001*v_v_attn_mha_Wk[k];
-        v_r_d_attn_mha_Wk_2[k] = e_r_d_attn_mha_Wk_2;
-        const real e_r_d_attn_mha_Wv_2 = v_r_d_attn_mha_Wv_1_a[k] + v_r_d_attn_mha_Wv_1_b[k] + 0.0001*v_v_attn_mha_Wv[k];
-        v_r_d_attn_mha_Wv_2[k] = e_r_d_attn_mha_Wv_2;
-        const real e_r_d_attn_mha_Wo_2 = v_r_d_attn_mha_Wo_1_a[k] + v_r_d_attn_mha_Wo_1_b[k] + 0.0001*v_v_attn_mha_Wo[k];
-        v_r_d_attn_mha_Wo_2[k] = e_r_d_attn_mha_Wo_2;
-    }
+    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wo_2[k] = 0.0001*v_v_attn_mha_Wo[k];
+    /* r_d_attn_mha_Wo_2 += r_attn_mha_AVᵀ·d_attn_R_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_r_attn_mha_AV, v_d_attn_R_1, v_r_d_attn_mha_Wo_2);
+    /* r_d_attn_mha_Wo_2 += attn_mha_AVᵀ·r_d_attn_R_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_mha_AV, v_r_d_attn_R_1, v_r_d_attn_mha_Wo_2);
     /* r_d_mlp_up_W_2 = r_d_mlp_up_W_1_a + r_d_mlp_up_W_1_b + 0.0001 v_mlp_up_W */
+    /* r_d_mlp_up_W_2 = 0.0001 v_mlp_up_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_r_d_mlp_up_W_2[k] = v_r_d_mlp_up_W_1_a[k] + v_r_d_mlp_up_W_1_b[k] + 0.0001*v_v_mlp_up_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_r_d_mlp_up_W_2[k] = 0.0001*v_v_mlp_up_W[k];
+    /* r_d_mlp_up_W_2 += r_mlp_norm_Aᵀ·d_mlp_up_Z */
+    bpg_gemm_tn_acc(16, 64, 8*N, v_r_mlp_norm_A, v_d_mlp_up_Z, v_r_d_mlp_up_W_2);
+    /* r_d_mlp_up_W_2 += mlp_norm_Aᵀ·r_d_mlp_up_Z */
+    bpg_gemm_tn_acc(16, 64, 8*N, v_mlp_norm_A, v_r_d_mlp_up_Z, v_r_d_mlp_up_W_2);
     /* r_d_mlp_down_W_2 = r_d_mlp_down_W_1_a + r_d_mlp_down_W_1_b + 0.0001 v_mlp_down_W */
+    /* r_d_mlp_down_W_2 = 0.0001 v_mlp_down_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_r_d_mlp_down_W_2[k] = v_r_d_mlp_down_W_1_a[k] + v_r_d_mlp_down_W_1_b[k] + 0.0001*v_v_mlp_down_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_r_d_mlp_down_W_2[k] = 0.0001*v_v_mlp_down_W[k];
+    /* r_d_mlp_down_W_2 += r_mlp_up_Aᵀ·d_mlp_R */
+    bpg_gemm_tn_acc(64, 16, 8*N, v_r_mlp_up_A, v_d_mlp_R, v_r_d_mlp_down_W_2);
+    /* r_d_mlp_down_W_2 += mlp_up_Aᵀ·r_d_mlp_R */
+    bpg_gemm_tn_acc(64, 16, 8*N, v_mlp_up_A, v_r_d_mlp_R, v_r_d_mlp_down_W_2);
     /* r_d_head_W_2 = r_d_head_W_1_a + r_d_head_W_1_b + 0.0001 v_head_W */
+    /* r_d_head_W_2 = 0.0001 v_head_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_r_d_head_W_2[k] = v_r_d_head_W_1_a[k] + v_r_d_head_W_1_b[k] + 0.0001*v_v_head_W[k];
+    for (int64_t k = 0; k < 256; k++) v_r_d_head_W_2[k] = 0.0001*v_v_head_W[k];
+    /* r_d_head_W_2 += r_mlp_Rᵀ·d_head_Z_2 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_r_mlp_R, v_d_head_Z_2, v_r_d_head_W_2);
+    /* r_d_head_W_2 += mlp_Rᵀ·r_d_head_Z_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_r_d_head_W_2);
 }
 
 /* ---- ggn_vp: workspace 16328*N + 3344 elements ---- */
@@ -3339,69 +3548,96 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
-    /* r_attn_mha_XWq_a = r_attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wq, v_r_attn_mha_XWq_a);
-    /* r_attn_mha_XWq_b = attn_norm_A·v_attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wq, v_r_attn_mha_XWq_b);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
+    /* r_attn_mha_XWq_a = r_attn_norm_A·attn_mha_Wq: added into r_attn_mha_Q below */
+    /* r_attn_mha_XWq_b = attn_norm_A·v_attn_mha_Wq: added into r_attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
+        }
+    }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* r_attn_mha_Q = r_attn_mha_XWq_a + r_attn_mha_XWq_b + v_attn_mha_bq */
+    /* r_attn_mha_Q = v_attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_mha_Q = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
-            v_attn_mha_Q[k] = e_attn_mha_Q;
-            const real e_r_attn_mha_Q = v_r_attn_mha_XWq_a[k] + v_r_attn_mha_XWq_b[k] + v_v_attn_mha_bq[cc];
-            v_r_attn_mha_Q[k] = e_r_attn_mha_Q;
+            v_r_attn_mha_Q[k] = v_v_attn_mha_bq[cc];
         }
     }
+    /* r_attn_mha_Q += r_attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wq, v_r_attn_mha_Q);
+    /* r_attn_mha_Q += attn_norm_A·v_attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wq, v_r_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
-    /* r_attn_mha_XWk_a = r_attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wk, v_r_attn_mha_XWk_a);
-    /* r_attn_mha_XWk_b = attn_norm_A·v_attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wk, v_r_attn_mha_XWk_b);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
+    /* r_attn_mha_XWk_a = r_attn_norm_A·attn_mha_Wk: added into r_attn_mha_K below */
+    /* r_attn_mha_XWk_b = attn_norm_A·v_attn_mha_Wk: added into r_attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
+        }
+    }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* r_attn_mha_K = r_attn_mha_XWk_a + r_attn_mha_XWk_b + v_attn_mha_bk */
+    /* r_attn_mha_K = v_attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_mha_K = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
-            v_attn_mha_K[k] = e_attn_mha_K;
-            const real e_r_attn_mha_K = v_r_attn_mha_XWk_a[k] + v_r_attn_mha_XWk_b[k] + v_v_attn_mha_bk[cc];
-            v_r_attn_mha_K[k] = e_r_attn_mha_K;
+            v_r_attn_mha_K[k] = v_v_attn_mha_bk[cc];
         }
     }
+    /* r_attn_mha_K += r_attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wk, v_r_attn_mha_K);
+    /* r_attn_mha_K += attn_norm_A·v_attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wk, v_r_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
-    /* r_attn_mha_XWv_a = r_attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wv, v_r_attn_mha_XWv_a);
-    /* r_attn_mha_XWv_b = attn_norm_A·v_attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_XWv_b);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
+    /* r_attn_mha_XWv_a = r_attn_norm_A·attn_mha_Wv: added into r_attn_mha_V below */
+    /* r_attn_mha_XWv_b = attn_norm_A·v_attn_mha_Wv: added into r_attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
-    /* r_attn_mha_V = r_attn_mha_XWv_a + r_attn_mha_XWv_b + v_attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_mha_V = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
-            v_attn_mha_V[k] = e_attn_mha_V;
-            const real e_r_attn_mha_V = v_r_attn_mha_XWv_a[k] + v_r_attn_mha_XWv_b[k] + v_v_attn_mha_bv[cc];
-            v_r_attn_mha_V[k] = e_r_attn_mha_V;
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
+    /* r_attn_mha_V = r_attn_mha_XWv_a + r_attn_mha_XWv_b + v_attn_mha_bv */
+    /* r_attn_mha_V = v_attn_mha_bv */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_r_attn_mha_V[k] = v_v_attn_mha_bv[cc];
+        }
+    }
+    /* r_attn_mha_V += r_attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wv, v_r_attn_mha_V);
+    /* r_attn_mha_V += attn_norm_A·v_attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
@@ -3453,24 +3689,43 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
-    /* r_attn_mha_OW_a = r_attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_mha_AV, v_attn_mha_Wo, v_r_attn_mha_OW_a);
-    /* r_attn_mha_OW_b = attn_mha_AV·v_attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_v_attn_mha_Wo, v_r_attn_mha_OW_b);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
+    /* r_attn_mha_OW_a = r_attn_mha_AV·attn_mha_Wo: added into r_attn_R below */
+    /* r_attn_mha_OW_b = attn_mha_AV·v_attn_mha_Wo: added into r_attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
+        }
+    }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* r_attn_R = r_attn_mha_OW_a + r_attn_mha_OW_b + r_emb_A + v_attn_mha_bo */
+    /* r_attn_R = r_emb_A + v_attn_mha_bo */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_r_attn_R[k] = v_r_emb_A[k] + v_v_attn_mha_bo[cc];
+        }
+    }
+    /* r_attn_R += r_attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_mha_AV, v_attn_mha_Wo, v_r_attn_R);
+    /* r_attn_R += attn_mha_AV·v_attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_v_attn_mha_Wo, v_r_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
     /* r_mlp_norm_sum = r_attn_R·1 */
@@ -3495,12 +3750,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd reduction(+:acc_mlp_norm_sum, acc_r_mlp_norm_sum)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_R = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
-            v_attn_R[k] = e_attn_R;
-            const real e_r_attn_R = v_r_attn_mha_OW_a[k] + v_r_attn_mha_OW_b[k] + v_r_emb_A[k] + v_v_attn_mha_bo[cc];
-            v_r_attn_R[k] = e_r_attn_R;
-            acc_mlp_norm_sum += e_attn_R;
-            acc_r_mlp_norm_sum += e_r_attn_R;
+            acc_mlp_norm_sum += v_attn_R[k];
+            acc_r_mlp_norm_sum += v_r_attn_R[k];
         }
         v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
         v_r_mlp_norm_sum[rr] = (real)acc_r_mlp_norm_sum;
@@ -3530,14 +3781,23 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         }
     }
     /* mlp_up: affine part */
-    /* mlp_up_XW = mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_XW);
+    /* mlp_up_XW = mlp_norm_A·mlp_up_W: added into mlp_up_Z below */
     /* r_mlp_up_XW_a = r_mlp_norm_A·mlp_up_W */
     bpg_gemm_nn(8*N, 64, 16, v_r_mlp_norm_A, v_mlp_up_W, v_r_mlp_up_XW_a);
     /* r_mlp_up_XW_b = mlp_norm_A·v_mlp_up_W */
     bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_v_mlp_up_W, v_r_mlp_up_XW_b);
     /* mlp_up: pre-activation */
     /* mlp_up_Z = mlp_up_XW + mlp_up_b */
+    /* mlp_up_Z = mlp_up_b */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 64; cc++) {
+            const int64_t k = rr*64 + cc;
+            v_mlp_up_Z[k] = v_mlp_up_b[cc];
+        }
+    }
+    /* mlp_up_Z += mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
     /* mlp_up: activation gelu */
     /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
     /* r_mlp_up_A = (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) ⊙ (r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b) */
@@ -3545,50 +3805,59 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            const real e_mlp_up_Z = v_mlp_up_XW[k] + v_mlp_up_b[cc];
-            v_mlp_up_Z[k] = e_mlp_up_Z;
-            const real e_mlp_up_A = 0.5*e_mlp_up_Z*(erf(0.70710678118654752*e_mlp_up_Z) + 1);
+            const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
             v_mlp_up_A[k] = e_mlp_up_A;
-            const real e_r_mlp_up_A = (v_r_mlp_up_XW_a[k] + v_r_mlp_up_XW_b[k] + v_v_mlp_up_b[cc])*(0.39894228040143268*e_mlp_up_Z*exp(-0.5*((e_mlp_up_Z)*(e_mlp_up_Z))) + 0.5*erf(0.70710678118654752*e_mlp_up_Z) + 0.5);
+            const real e_r_mlp_up_A = (v_r_mlp_up_XW_a[k] + v_r_mlp_up_XW_b[k] + v_v_mlp_up_b[cc])*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
             v_r_mlp_up_A[k] = e_r_mlp_up_A;
         }
     }
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
-    /* r_mlp_down_XW_a = r_mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_r_mlp_up_A, v_mlp_down_W, v_r_mlp_down_XW_a);
-    /* r_mlp_down_XW_b = mlp_up_A·v_mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_v_mlp_down_W, v_r_mlp_down_XW_b);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
+    /* r_mlp_down_XW_a = r_mlp_up_A·mlp_down_W: added into r_mlp_R below */
+    /* r_mlp_down_XW_b = mlp_up_A·v_mlp_down_W: added into r_mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
-    /* r_mlp_R = r_attn_R + r_mlp_down_XW_a + r_mlp_down_XW_b + v_mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_mlp_R = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
-            v_mlp_R[k] = e_mlp_R;
-            const real e_r_mlp_R = v_r_attn_R[k] + v_r_mlp_down_XW_a[k] + v_r_mlp_down_XW_b[k] + v_v_mlp_down_b[cc];
-            v_r_mlp_R[k] = e_r_mlp_R;
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
+    /* r_mlp_R = r_attn_R + r_mlp_down_XW_a + r_mlp_down_XW_b + v_mlp_down_b */
+    /* r_mlp_R = r_attn_R + v_mlp_down_b */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_r_mlp_R[k] = v_r_attn_R[k] + v_v_mlp_down_b[cc];
+        }
+    }
+    /* r_mlp_R += r_mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_r_mlp_up_A, v_mlp_down_W, v_r_mlp_R);
+    /* r_mlp_R += mlp_up_A·v_mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_v_mlp_down_W, v_r_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* r_head_XW_a = r_mlp_R·head_W */
     bpg_gemm_nn(8*N, 16, 16, v_r_mlp_R, v_head_W, v_r_head_XW_a);
     /* r_head_XW_b = mlp_R·v_head_W */
     bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_v_head_W, v_r_head_XW_b);
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
@@ -3656,8 +3925,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /*   (head: affine part) */
     /* d_mlp_R = r_d_head_Z_1·head_Wᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_r_d_head_Z_1, v_head_W, v_d_mlp_R);
-    /* d_head_W_1 = mlp_Rᵀ·r_d_head_Z_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_d_head_W_1);
+    /* d_head_W_1 = mlp_Rᵀ·r_d_head_Z_1: added into gv_head_W below */
 
     /* Grad of: mlp_down_Z = mlp_down_XW + mlp_down_b  (not stored in this function: mlp_down_Z) */
     /*   (mlp_down: pre-activation) */
@@ -3668,8 +3936,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /*   (mlp_down: affine part) */
     /* d_mlp_up_A = d_mlp_R·mlp_down_Wᵀ */
     bpg_gemm_nt(8*N, 64, 16, v_d_mlp_R, v_mlp_down_W, v_d_mlp_up_A);
-    /* d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R */
-    bpg_gemm_tn(64, 16, 8*N, v_mlp_up_A, v_d_mlp_R, v_d_mlp_down_W_1);
+    /* d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R: added into gv_mlp_down_W below */
 
     /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
     /*   (mlp_up: activation gelu) */
@@ -3693,8 +3960,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /*   (mlp_up: affine part) */
     /* d_mlp_norm_A = d_mlp_up_Z·mlp_up_Wᵀ */
     bpg_gemm_nt(8*N, 16, 64, v_d_mlp_up_Z, v_mlp_up_W, v_d_mlp_norm_A);
-    /* d_mlp_up_W_1 = mlp_norm_Aᵀ·d_mlp_up_Z */
-    bpg_gemm_tn(16, 64, 8*N, v_mlp_norm_A, v_d_mlp_up_Z, v_d_mlp_up_W_1);
+    /* d_mlp_up_W_1 = mlp_norm_Aᵀ·d_mlp_up_Z: added into gv_mlp_up_W below */
 
     /* Grad of: mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
     /*   (mlp_norm: gain and bias Xhat ⊙ g + b) */
@@ -3761,15 +4027,14 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /*   (attn_mha: output projection) */
     /* d_attn_mha_AV = d_attn_R_1·attn_mha_Woᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_d_attn_R_1, v_attn_mha_Wo, v_d_attn_mha_AV);
-    /* d_attn_mha_Wo_1 = attn_mha_AVᵀ·d_attn_R_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_mha_AV, v_d_attn_R_1, v_d_attn_mha_Wo_1);
+    /* d_attn_mha_Wo_1 = attn_mha_AVᵀ·d_attn_R_1: added into gv_attn_mha_Wo below */
 
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -3810,9 +4075,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -3820,10 +4085,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
-    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A);
-    /* d_attn_mha_Wv_1 = attn_norm_Aᵀ·d_attn_mha_V */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_V, v_d_attn_mha_Wv_1);
+    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wv_1 = attn_norm_Aᵀ·d_attn_mha_V: added into gv_attn_mha_Wv below */
 
     /* Grad of: attn_mha_K = attn_mha_XWk + attn_mha_bk */
     /* d_attn_mha_bk = 1ᵀ·d_attn_mha_K */
@@ -3831,10 +4094,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
 
     /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk */
     /*   (attn_mha: the keys, the input's projection by Wk plus bk) */
-    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_1);
-    /* d_attn_mha_Wk_1 = attn_norm_Aᵀ·d_attn_mha_K */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_K, v_d_attn_mha_Wk_1);
+    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wk_1 = attn_norm_Aᵀ·d_attn_mha_K: added into gv_attn_mha_Wk below */
 
     /* Grad of: attn_mha_Q = attn_mha_XWq + attn_mha_bq */
     /* d_attn_mha_bq = 1ᵀ·d_attn_mha_Q */
@@ -3842,14 +4103,18 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
 
     /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq */
     /*   (attn_mha: the queries, the input's projection by Wq plus bq) */
-    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_2);
-    /* d_attn_mha_Wq_1 = attn_norm_Aᵀ·d_attn_mha_Q */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_Q, v_d_attn_mha_Wq_1);
+    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wq_1 = attn_norm_Aᵀ·d_attn_mha_Q: added into gv_attn_mha_Wq below */
 
     /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
     /* d_attn_norm_A_3 = d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2 */
+    /* d_attn_norm_A_3 = d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_3);
     /* d_attn_norm_Xhat = attn_norm_g ⊙ d_attn_norm_A_3 */
     /* d_attn_norm_b = 1ᵀ·d_attn_norm_A_3 */
     /* d_attn_norm_g = attn_norm_Xhat ⊙ d_attn_norm_A_3 */
@@ -3877,11 +4142,10 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd reduction(+:acc_d_attn_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_attn_norm_A_3 = v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k];
-            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*e_d_attn_norm_A_3;
+            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
             v_d_attn_norm_Xhat[k] = e_d_attn_norm_Xhat;
-            v_d_attn_norm_b[cc] += e_d_attn_norm_A_3;
-            const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*e_d_attn_norm_A_3;
+            v_d_attn_norm_b[cc] += v_d_attn_norm_A_3[k];
+            const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
             v_d_attn_norm_g_1[cc] += e_d_attn_norm_g;
             const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
             acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
@@ -3916,29 +4180,47 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
 
     /* total gradients */
     /* gv_attn_mha_Wq = d_attn_mha_Wq_1 + 0.0001 v_attn_mha_Wq */
+    /* gv_attn_mha_Wq = 0.0001 v_attn_mha_Wq */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wq[k] = 0.0001*v_v_attn_mha_Wq[k];
+    /* gv_attn_mha_Wq += attn_norm_Aᵀ·d_attn_mha_Q */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_Q, v_gv_attn_mha_Wq);
     /* gv_attn_mha_Wk = d_attn_mha_Wk_1 + 0.0001 v_attn_mha_Wk */
+    /* gv_attn_mha_Wk = 0.0001 v_attn_mha_Wk */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wk[k] = 0.0001*v_v_attn_mha_Wk[k];
+    /* gv_attn_mha_Wk += attn_norm_Aᵀ·d_attn_mha_K */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_K, v_gv_attn_mha_Wk);
     /* gv_attn_mha_Wv = d_attn_mha_Wv_1 + 0.0001 v_attn_mha_Wv */
+    /* gv_attn_mha_Wv = 0.0001 v_attn_mha_Wv */
+    #pragma omp simd
+    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wv[k] = 0.0001*v_v_attn_mha_Wv[k];
+    /* gv_attn_mha_Wv += attn_norm_Aᵀ·d_attn_mha_V */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_V, v_gv_attn_mha_Wv);
     /* gv_attn_mha_Wo = d_attn_mha_Wo_1 + 0.0001 v_attn_mha_Wo */
+    /* gv_attn_mha_Wo = 0.0001 v_attn_mha_Wo */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) {
-        const real e_gv_attn_mha_Wq = v_d_attn_mha_Wq_1[k] + 0.0001*v_v_attn_mha_Wq[k];
-        v_gv_attn_mha_Wq[k] = e_gv_attn_mha_Wq;
-        const real e_gv_attn_mha_Wk = v_d_attn_mha_Wk_1[k] + 0.0001*v_v_attn_mha_Wk[k];
-        v_gv_attn_mha_Wk[k] = e_gv_attn_mha_Wk;
-        const real e_gv_attn_mha_Wv = v_d_attn_mha_Wv_1[k] + 0.0001*v_v_attn_mha_Wv[k];
-        v_gv_attn_mha_Wv[k] = e_gv_attn_mha_Wv;
-        const real e_gv_attn_mha_Wo = v_d_attn_mha_Wo_1[k] + 0.0001*v_v_attn_mha_Wo[k];
-        v_gv_attn_mha_Wo[k] = e_gv_attn_mha_Wo;
-    }
+    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wo[k] = 0.0001*v_v_attn_mha_Wo[k];
+    /* gv_attn_mha_Wo += attn_mha_AVᵀ·d_attn_R_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_mha_AV, v_d_attn_R_1, v_gv_attn_mha_Wo);
     /* gv_mlp_up_W = d_mlp_up_W_1 + 0.0001 v_mlp_up_W */
+    /* gv_mlp_up_W = 0.0001 v_mlp_up_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_gv_mlp_up_W[k] = v_d_mlp_up_W_1[k] + 0.0001*v_v_mlp_up_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_gv_mlp_up_W[k] = 0.0001*v_v_mlp_up_W[k];
+    /* gv_mlp_up_W += mlp_norm_Aᵀ·d_mlp_up_Z */
+    bpg_gemm_tn_acc(16, 64, 8*N, v_mlp_norm_A, v_d_mlp_up_Z, v_gv_mlp_up_W);
     /* gv_mlp_down_W = d_mlp_down_W_1 + 0.0001 v_mlp_down_W */
+    /* gv_mlp_down_W = 0.0001 v_mlp_down_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_gv_mlp_down_W[k] = v_d_mlp_down_W_1[k] + 0.0001*v_v_mlp_down_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_gv_mlp_down_W[k] = 0.0001*v_v_mlp_down_W[k];
+    /* gv_mlp_down_W += mlp_up_Aᵀ·d_mlp_R */
+    bpg_gemm_tn_acc(64, 16, 8*N, v_mlp_up_A, v_d_mlp_R, v_gv_mlp_down_W);
     /* gv_head_W = d_head_W_1 + 0.0001 v_head_W */
+    /* gv_head_W = 0.0001 v_head_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_gv_head_W[k] = v_d_head_W_1[k] + 0.0001*v_v_head_W[k];
+    for (int64_t k = 0; k < 256; k++) v_gv_head_W[k] = 0.0001*v_v_head_W[k];
+    /* gv_head_W += mlp_Rᵀ·r_d_head_Z_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_gv_head_W);
 }
 
 /* ---- grad_factors: workspace 7320*N + 16 elements ---- */
@@ -4073,41 +4355,47 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -4141,12 +4429,21 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
+        }
+    }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
     /* mlp_norm: centred input (minus its row mean) */
@@ -4164,9 +4461,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
         #pragma omp simd reduction(+:acc_mlp_norm_sum)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_R = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
-            v_attn_R[k] = e_attn_R;
-            acc_mlp_norm_sum += e_attn_R;
+            acc_mlp_norm_sum += v_attn_R[k];
         }
         v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
         #pragma omp simd reduction(+:acc_mlp_norm_ss)
@@ -4188,46 +4483,51 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
         }
     }
     /* mlp_up: affine part */
-    /* mlp_up_XW = mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_XW);
+    /* mlp_up_XW = mlp_norm_A·mlp_up_W: added into mlp_up_Z below */
     /* mlp_up: pre-activation */
     /* mlp_up_Z = mlp_up_XW + mlp_up_b */
-    /* mlp_up: activation gelu */
-    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* mlp_up_Z = mlp_up_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            const real e_mlp_up_Z = v_mlp_up_XW[k] + v_mlp_up_b[cc];
-            v_mlp_up_Z[k] = e_mlp_up_Z;
-            const real e_mlp_up_A = 0.5*e_mlp_up_Z*(erf(0.70710678118654752*e_mlp_up_Z) + 1);
-            v_mlp_up_A[k] = e_mlp_up_A;
+            v_mlp_up_Z[k] = v_mlp_up_b[cc];
         }
     }
+    /* mlp_up_Z += mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
+    /* mlp_up: activation gelu */
+    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
@@ -4358,9 +4658,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -4401,9 +4701,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -4622,41 +4922,47 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -4690,12 +4996,21 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
+        }
+    }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
     /* mlp_norm: centred input (minus its row mean) */
@@ -4713,9 +5028,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
         #pragma omp simd reduction(+:acc_mlp_norm_sum)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_R = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
-            v_attn_R[k] = e_attn_R;
-            acc_mlp_norm_sum += e_attn_R;
+            acc_mlp_norm_sum += v_attn_R[k];
         }
         v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
         #pragma omp simd reduction(+:acc_mlp_norm_ss)
@@ -4737,46 +5050,51 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
         }
     }
     /* mlp_up: affine part */
-    /* mlp_up_XW = mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_XW);
+    /* mlp_up_XW = mlp_norm_A·mlp_up_W: added into mlp_up_Z below */
     /* mlp_up: pre-activation */
     /* mlp_up_Z = mlp_up_XW + mlp_up_b */
-    /* mlp_up: activation gelu */
-    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* mlp_up_Z = mlp_up_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            const real e_mlp_up_Z = v_mlp_up_XW[k] + v_mlp_up_b[cc];
-            v_mlp_up_Z[k] = e_mlp_up_Z;
-            const real e_mlp_up_A = 0.5*e_mlp_up_Z*(erf(0.70710678118654752*e_mlp_up_Z) + 1);
-            v_mlp_up_A[k] = e_mlp_up_A;
+            v_mlp_up_Z[k] = v_mlp_up_b[cc];
         }
     }
+    /* mlp_up_Z += mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
+    /* mlp_up: activation gelu */
+    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    #pragma omp simd
+    for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
@@ -4985,9 +5303,9 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -5028,28 +5346,31 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
-    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A);
+    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ: added into d_attn_norm_A_3 below */
 
     /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk */
     /*   (attn_mha: the keys, the input's projection by Wk plus bk) */
-    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_1);
+    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ: added into d_attn_norm_A_3 below */
 
     /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq */
     /*   (attn_mha: the queries, the input's projection by Wq plus bq) */
-    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_2);
+    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ: added into d_attn_norm_A_3 below */
 
     /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
     /* d_attn_norm_A_3 = d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2 */
+    /* d_attn_norm_A_3 = d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_3);
     /* d_attn_norm_Xhat = attn_norm_g ⊙ d_attn_norm_A_3 */
     /* d_attn_norm_g = attn_norm_Xhat ⊙ d_attn_norm_A_3 */
 
@@ -5073,11 +5394,9 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
         #pragma omp simd reduction(+:acc_d_attn_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_attn_norm_A_3 = v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k];
-            v_d_attn_norm_A_3[k] = e_d_attn_norm_A_3;
-            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*e_d_attn_norm_A_3;
+            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
             v_d_attn_norm_Xhat[k] = e_d_attn_norm_Xhat;
-            const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*e_d_attn_norm_A_3;
+            const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
             v_d_attn_norm_g[k] = e_d_attn_norm_g;
             const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
             acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
@@ -5276,7 +5595,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -5308,7 +5627,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
@@ -5548,9 +5867,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -5601,9 +5920,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -5944,9 +6263,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+        bpg_seqmm(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
         /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+        bpg_seqmm(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
         /* r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b) */
         for (int64_t rr = 0; rr < 16*NB; rr++)
             for (int64_t d = 0; d < K; d++) {
@@ -5976,9 +6295,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+        bpg_seqmm(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
         /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+        bpg_seqmm(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
         /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -6285,16 +6604,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
         /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
         /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+        bpg_seqmm(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
         /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+        bpg_seqmm(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
         /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
         /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+        bpg_seqmm(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
         /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+        bpg_seqmm(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
         /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -6342,16 +6661,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ  (not stored in this function: attn_mha_QK) */
         /*   (attn_mha: per sample and head, the queries times the keys transposed) */
         /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+        bpg_seqmm(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
         /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+        bpg_seqmm(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
         /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
         /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+        bpg_seqmm(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
         /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+        bpg_seqmm(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
         /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_K[k] = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];

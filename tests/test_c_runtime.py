@@ -13,7 +13,9 @@ from bpgen.backends.c.build import BUILD
 
 RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "bpgen", "backends", "c", "runtime")
-HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt", "colsum", "rowsum",
+HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt",
+           # products added into a result (bpgen.passes.accumulate)
+           "gemm_nn_acc", "gemm_tn_acc", "gemm_nt_acc", "colsum", "rowsum",
            "sumall", "copy_cols", "rowmax", "gather", "scatter", "take_argmax", "put_argmax",
            # gather/scatter patterns as loop nests; pooling in one pass (primitives/gather.py)
            "im2col", "col2im", "windows", "windows_adj", "transpose_blocks",
@@ -90,6 +92,9 @@ double w_softplus(double z);
 void w_gemm_nn(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_gemm_tn(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_gemm_nt(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
+void w_gemm_nn_acc(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
+void w_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
+void w_gemm_nt_acc(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_colsum(int64_t R, int64_t C, const double *A, double *out);
 void w_rowsum(int64_t R, int64_t C, const double *A, double *out);
 void w_sumall(int64_t R, int64_t C, const double *A, double *out);
@@ -120,6 +125,9 @@ double w_softplus(double z) { return bpg_softplus(z); }
 GEMM_WRAPPER(nn)
 GEMM_WRAPPER(tn)
 GEMM_WRAPPER(nt)
+GEMM_WRAPPER(nn_acc)
+GEMM_WRAPPER(tn_acc)
+GEMM_WRAPPER(nt_acc)
 #ifdef BPG_BLAS
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
 { return bpg_blas_chunk(ta, tb, M, Nc, K); }
@@ -211,6 +219,24 @@ def test_gemm(rt, M, Nc, K):
     ref = A @ B
     for fn, a, b in cases:
         C = np.full((M, Nc), np.nan)    # the helpers must overwrite, not accumulate
+        fn(M, Nc, K, _ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, C))
+        assert _rel_err(C, ref) < 1e-12, fn
+
+
+@pytest.mark.parametrize("M,Nc,K", SHAPES)
+def test_gemm_acc(rt, M, Nc, K):
+    """The _acc helpers add the product into C (inline and by the BLAS)."""
+    ffi, lib = rt
+    rng = np.random.default_rng(M * 10000 + Nc * 100 + K + 1)
+    A = rng.standard_normal((M, K))
+    B = rng.standard_normal((K, Nc))
+    C0 = rng.standard_normal((M, Nc))
+    cases = [(lib.w_gemm_nn_acc, A, B),
+             (lib.w_gemm_tn_acc, np.ascontiguousarray(A.T), B),
+             (lib.w_gemm_nt_acc, A, np.ascontiguousarray(B.T))]
+    ref = C0 + A @ B
+    for fn, a, b in cases:
+        C = C0.copy()
         fn(M, Nc, K, _ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, C))
         assert _rel_err(C, ref) < 1e-12, fn
 

@@ -41,13 +41,18 @@ HELPERS = tuple(sorted(f[:-2] for f in os.listdir(os.path.join(_HERE, "runtime")
 
 class CEmitter(Emitter):
     def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None,
-                 transposes: dict | None = None, runs: dict | None = None):
+                 transposes: dict | None = None, runs: dict | None = None,
+                 accumulate: dict | None = None):
         """``transposes``: {B: (loop, Bᵀ)} (the C rule of
         bpgen.passes.transposes, see ``CPlan``), copies the caller has room
         for in the workspace; ``runs``: the ops printed as one loop each
-        (bpgen.passes.fuse_loops, ``CPlan.runs``; none if not given)."""
+        (bpgen.passes.fuse_loops, ``CPlan.runs``); ``accumulate``: the
+        products added into a map's result (bpgen.passes.accumulate,
+        ``CPlan.accumulate``); none of either if not given."""
         self.transposes = transposes or {}
         self.runs = runs or {}
+        self.accumulate = accumulate or {}
+        self.added_into = {p: z for z, (_, ps) in self.accumulate.items() for p in ps}
         if self.transposes:
             extra = {bt: Var(bt, tuple(reversed(prog.vars[b].shape)))
                      for b, (_, bt) in self.transposes.items()}
@@ -88,6 +93,11 @@ class CEmitter(Emitter):
 
     def statement(self, op, prim, loop) -> list:
         head = self.comment(f"{op.out} = {prim.equation(op, {})}")
+        if loop is None and op.out in self.added_into:
+            return [self.comment(f"{op.out} = {prim.equation(op, {})}: "
+                                 f"added into {self.added_into[op.out]} below")]
+        if loop is None and op.out in self.accumulate:
+            return [head] + self._accumulated(op, prim)
         if (loop is None or not op.primitive.product or not op.attrs["tb"] or op.attrs["ta"]
                 or op.args[1] not in self.transposes):
             return [head] + prim.c(self, op, loop)
@@ -98,6 +108,25 @@ class CEmitter(Emitter):
 
     def fused(self, ops: list) -> list:
         return fused_loop(self, ops)
+
+    def _accumulated(self, op, prim) -> list:
+        """Z = rest, then Z += each product (bpgen.passes.accumulate)."""
+        rest, products = self.accumulate[op.out]
+        lines = []
+        if rest is not None:
+            args = tuple(sorted(s.name for s in rest.free_symbols if s.name in self.prog.vars))
+            part = dataclasses.replace(op, args=args, attrs={**op.attrs, "expr": rest})
+            lines += [self.comment(f"{op.out} = {prim.equation(part, {})}")]
+            lines += prim.c(self, part, None)
+        producer = {o.out: o for o in self.prog.ops}
+        for j, p in enumerate(products):
+            pop = producer[p]
+            added = rest is not None or j > 0
+            lines.append(self.comment(f"{op.out} {'+' if added else ''}= "
+                                      f"{pop.primitive.equation(pop, {})}"))
+            lines += pop.primitive.c(self, dataclasses.replace(
+                pop, out=op.out, attrs={**pop.attrs, "acc": added}), None)
+        return lines
 
     def loop(self, info, defined, body) -> list:
         steps = info["steps"]
@@ -159,7 +188,11 @@ def _table_lines(values: tuple, name: str) -> list:
     return lines
 
 
-def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
+def _function(derived: Derived, name: str, used: set, tables: dict,
+              accumulate: bool = True) -> dict:
+    """``accumulate``: products added into the maps that sum them (the
+    plan's; False: each into its own array, for bpgen export, whose own
+    product kernel has no β)."""
     prog = derived.programs[name]
     decls = _workspace_decls(prog)
     for var, (oa, ob, _, _, _) in zip(prog.outputs, derived.layout(name)):
@@ -179,7 +212,8 @@ def _function(derived: Derived, name: str, used: set, tables: dict) -> dict:
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (wa, wb),
             "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes,
-                               plan.runs).blocks(),
+                               plan.runs if accumulate else plan.runs_alone,
+                               plan.accumulate if accumulate else {}).blocks(),
             "signature": f"void bpg_{name}({', '.join(params)})"}
 
 

@@ -29,9 +29,9 @@ def _phases(ops: list) -> list:
     goes after the phase that completes it (phases never go back)."""
     phase, out, current = {}, [], 0
     for op in ops:
-        if op.prim == "map":
+        if op.primitive.elementwise:
             for a in op.args:
-                if a in phase and a not in {o.out for o in ops if o.prim == "map"}:
+                if a in phase and a not in {o.out for o in ops if o.primitive.elementwise}:
                     current = max(current, phase[a] + 1)
         phase[op.out] = current
         out.append(current)
@@ -42,11 +42,11 @@ def fused_loop(em, ops: list) -> list:
     """The C lines of the run ``ops`` (top-level statements; see the module)."""
     prog = em.prog
     first = ops[0]
-    r, c = em.shape(first.out if first.prim == "map" else first.args[0], None)
+    r, c = em.shape(first.out if first.primitive.elementwise else first.args[0], None)
     last = max(i for i, o in enumerate(prog.ops) if o is ops[-1])
     after = {a for op in prog.ops[last + 1:] for a in op.args} | set(prog.outputs)
     phases = _phases(ops)
-    maps = {op.out: p for op, p in zip(ops, phases) if op.prim == "map"}
+    maps = {op.out: p for op, p in zip(ops, phases) if op.primitive.elementwise}
     # read in a later phase than their own: stored
     later = {a for op, p in zip(ops, phases) for a in op.args if a in maps and maps[a] < p}
     head, pre, post = [], [], []
@@ -63,7 +63,7 @@ def fused_loop(em, ops: list) -> list:
             head.append(em.comment(op.comment))
         head.append(em.comment(f"{op.out} = {op.primitive.equation(op, {})}"))
         body = bodies[p]
-        if op.prim == "map":
+        if op.primitive.elementwise:
             access = {}
             for a in op.args:
                 sh = prog.vars[a].shape
