@@ -663,18 +663,21 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
    a sample's block lie N*K rows apart): by the BLAS when large enough,
    else inline. */
 #ifndef BPG_SEQMM_MIN
-#define BPG_SEQMM_MIN 2048.0        /* multiply-adds of a block for the BLAS */
+#define BPG_SEQMM_MIN 2048.0        /* multiply-adds of a block for the BLAS (the
+                                       same as primitives/seqmm.py SEQMM_BLAS_MIN) */
 #endif
 
 /* form 0: qk, 1: av, 2: atv.  Each block C (M x Nc, rows ldc apart) =
    op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
-   enough, else the loops below.  Always inlined: the call sites' T, H and D
-   are constants, so the loops of small blocks are unrolled and vectorised
-   at their size (a shared copy ran them with run-time bounds: the full
-   Hessian of the 6-step, 2-head, D = 4 transformer was 1.9x slower). */
+   enough, else the loops below.  Always inlined, for blocks below the BLAS
+   size with constant T and D (the emitter's choice, primitives/seqmm.py):
+   the loops over 4-16 columns are then unrolled and vectorised at their
+   size, where the shared copy runs them with runtime bounds (the full
+   Hessian of the 6-step, 2-head, D = 4 transformer 1.9x faster). */
 __attribute__((always_inline))
-static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                             int ka, int kb, const real *A, const real *B, real *O)
+static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H, int64_t D,
+                                      int64_t K, int ka, int kb, const real *A, const real *B,
+                                      real *O)
 {
     const int64_t F = H * D;
     const int64_t ma = ka ? K : 1, mb = kb ? K : 1;
@@ -729,6 +732,16 @@ static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t 
                     }
                 }
             }
+}
+
+/* The same, left to the compiler to inline or share (blocks for the BLAS,
+   or a step count known only at run time): inlining every call site made
+   the 32-step, F = 64 transformer's module compile 1.6x longer (18 -> 29 s
+   of gcc) for no gain at run time. */
+static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
+                             int ka, int kb, const real *A, const real *B, real *O)
+{
+    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, A, B, O);
 }
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
@@ -890,7 +903,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -924,7 +937,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -1163,7 +1176,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1197,7 +1210,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -1602,7 +1615,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1636,7 +1649,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -1979,9 +1992,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -2022,9 +2035,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -2549,11 +2562,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
@@ -2605,11 +2618,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -3026,20 +3039,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
     /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
     /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
     /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
     /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
     /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -3105,20 +3118,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
     /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
     /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
     /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
     /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
     /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
@@ -3633,11 +3646,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
@@ -3689,11 +3702,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -4032,9 +4045,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -4075,9 +4088,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -4395,7 +4408,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -4429,7 +4442,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -4658,9 +4671,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -4701,9 +4714,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -4962,7 +4975,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -4996,7 +5009,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -5303,9 +5316,9 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -5346,9 +5359,9 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -5595,7 +5608,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -5627,7 +5640,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
@@ -5867,9 +5880,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -5920,9 +5933,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -6263,9 +6276,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-        bpg_seqmm(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
         /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-        bpg_seqmm(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
         /* r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b) */
         for (int64_t rr = 0; rr < 16*NB; rr++)
             for (int64_t d = 0; d < K; d++) {
@@ -6295,9 +6308,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-        bpg_seqmm(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
         /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-        bpg_seqmm(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
         /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -6604,16 +6617,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
         /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
         /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-        bpg_seqmm(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
         /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-        bpg_seqmm(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
         /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
         /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-        bpg_seqmm(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
         /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-        bpg_seqmm(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
         /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -6661,16 +6674,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ  (not stored in this function: attn_mha_QK) */
         /*   (attn_mha: per sample and head, the queries times the keys transposed) */
         /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-        bpg_seqmm(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
         /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-        bpg_seqmm(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
         /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
         /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-        bpg_seqmm(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
         /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-        bpg_seqmm(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
         /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_K[k] = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];
