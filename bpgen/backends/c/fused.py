@@ -1,12 +1,16 @@
 """A run of element-wise statements as one C loop (the runs:
 :mod:`bpgen.passes.fuse_loops`).
 
-Each statement keeps its equation as a comment above the loop; in the loop
-body each map's value is a local (``e_<name>``) that later statements of
-the run read, written to its array only when something after the run reads
-it, and each sum accumulates there: a row sum in a double per row (like
-runtime/rowsum.c), a column sum into its output row (zeroed before the
-loop, like colsum.c), the total in one double (like sumall.c)."""
+Each statement keeps its equation as a comment above the loop.  The loop
+runs over the rows; per row, one pass over the columns per phase (a map
+that reads a row sum of the run is in a later phase than the sum).  In a
+phase's body each map's value is a local (``e_<name>``) that later
+statements of the phase read, written to its array only when a later phase
+or something after the run reads it, and each sum accumulates there: a row
+sum in a double per row (like runtime/rowsum.c, stored after its phase), a
+column sum into its output row (zeroed before the loop, like colsum.c), the
+total in one double (like sumall.c).  Without row-wise arguments or sums
+the run is one flat loop over the R·C elements."""
 from __future__ import annotations
 
 from ...primitives.map import _c_body
