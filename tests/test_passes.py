@@ -172,6 +172,58 @@ def test_plan_for_replans_a_part_of_a_program():
     assert isinstance(plan_for(optimise(_loop_map()), "numpy").pre["y"][0], Hoisted)
 
 
+# ---- loop fusion and products added into maps (C) ------------------------
+
+def _softmax_like():
+    # e = exp(s); z = e·1; p = e / z (reads the run's row sum: a second phase);
+    # g = 1ᵀ·p (a column sum); q = p ⊙ g (reads it: the run ends); r = q·W;
+    # d = r + b (r read only here: added into d)
+    ops = [emap("e", sp.exp(S("s"))), Op("sum", "z", ("e",), {"axis": 1}),
+           emap("p", S("e") / S("z")), Op("sum", "g", ("p",), {"axis": 0}),
+           emap("q", S("p") * S("g")), mm("r", "q", "W"), emap("d", S("r") + S("b"))]
+    shapes = {"s": ("N", 4), "e": ("N", 4), "z": ("N", 1), "p": ("N", 4), "g": (1, 4),
+              "q": ("N", 4), "W": (4, 3), "r": ("N", 3), "b": (1, 3), "d": ("N", 3)}
+    return program(ops, ["s", "W", "b"], ["g", "d"], shapes)
+
+
+def test_fusable_runs_phases_and_ends_and_accumulate():
+    from bpgen.passes.accumulate import c_accumulations
+    from bpgen.passes.fuse_loops import fusable_runs
+    prog = _softmax_like()
+    assert fusable_runs(prog) == {0: (0, 1, 2, 3)}
+    assert c_accumulations(prog) == {"d": (S("b"), ("r",))}
+    # in a time-step loop: not fused
+    looped = _softmax_like()
+    looped.ops = [dataclasses.replace(op, loop=0) for op in looped.ops]
+    assert fusable_runs(looped) == {} and c_accumulations(looped) == {}
+    # a product read twice is not added into a map
+    twice = _softmax_like()
+    twice.ops.append(emap("d2", 2 * S("r")))
+    twice.vars["d2"] = Var("d2", ("N", 3))
+    assert c_accumulations(twice) == {}
+
+
+def test_c_emitter_prints_a_run_as_one_loop_and_adds_products():
+    prog = optimise(_softmax_like(), ("c",))
+    plan = prog.plans["c"]
+    em = CEmitter(prog, "float64", set(), runs=plan.runs, accumulate=plan.accumulate)
+    text = "\n".join(line for b in em.blocks() for line in b["lines"])
+    # every statement's equation above the loop; one loop over the rows, two phases
+    for eq in ("/* e = exp(s) */", "/* z = e·1 */", "/* p = e / z */", "/* g = 1ᵀ·p */"):
+        assert eq in text
+    assert text.count("for (int64_t rr = 0; rr < N; rr++)") == 1 + 2   # the run; q and b's fill
+    assert text.count("for (int64_t cc = 0; cc < 4; cc++) {") == 3     # two phases, q
+    # e is read by the second phase, p after the run: both stored, and read
+    # as locals within their phase
+    assert f"{PREFIX}e[k] = e_e;" in text and f"{PREFIX}p[k] = e_p;" in text
+    assert f"const real e_p = {PREFIX}e[k]/{PREFIX}z[rr];" in text
+    assert f"{PREFIX}z[rr] = (real)acc_z;" in text and f"{PREFIX}g[cc] += e_p;" in text
+    # r is not stored: d = b, then d += q·W
+    assert "/* r = q·W: added into d below */" in text
+    assert f"bpg_gemm_nn_acc(N, 3, 4, {PREFIX}q, {PREFIX}W, {PREFIX}d);" in text
+    assert f"{PREFIX}r)" not in text and f"{PREFIX}r," not in text
+
+
 # ---- the C prefix ----------------------------------------------------------
 
 C_CLASH = ["errno", "NULL", "int", "size_t", "stdout", "EOF", "memcpy", "real", "ws", "M_PI"]
