@@ -224,6 +224,21 @@ def test_c_emitter_prints_a_run_as_one_loop_and_adds_products():
     assert f"{PREFIX}r)" not in text and f"{PREFIX}r," not in text
 
 
+def test_a_sum_of_a_row_sum_goes_after_it():
+    # rows one column wide: z = e·1 has the run's shape and t = z·1 reads it
+    ops = [emap("e", sp.exp(S("s"))), Op("sum", "z", ("e",), {"axis": 1}),
+           Op("sum", "t", ("z",), {"axis": 1}), emap("w", S("t") + S("e"))]
+    shapes = {n: ("N", 1) for n in "sezt w".replace(" ", "")}
+    prog = optimise(program(ops, ["s"], ["w"], shapes), ("c",))
+    assert prog.plans["c"].runs == {0: (0, 1, 2, 3)}
+    em = CEmitter(prog, "float64", set(), runs=prog.plans["c"].runs)
+    lines = [line.strip() for b in em.blocks() for line in b["lines"]]
+    # z is complete (stored) before the pass that sums it, t before w's
+    assert (lines.index(f"{PREFIX}z[rr] = (real)acc_z;") < lines.index(f"acc_t += {PREFIX}z[k];")
+            < lines.index(f"{PREFIX}t[rr] = (real)acc_t;")
+            < lines.index(f"const real e_w = {PREFIX}e[k] + {PREFIX}t[k];"))
+
+
 # ---- the C prefix ----------------------------------------------------------
 
 C_CLASH = ["errno", "NULL", "int", "size_t", "stdout", "EOF", "memcpy", "real", "ws", "M_PI"]

@@ -29,14 +29,15 @@ def _acc(name: str) -> str:
 
 
 def _phases(ops: list) -> list:
-    """The phase of each op of the run: a map reading a row sum of the run
-    goes after the phase that completes it (phases never go back)."""
+    """The phase of each op of the run: an op reading a row sum of the run
+    (a map; or a sum, when the run's rows are one column wide) goes after
+    the phase that completes it (phases never go back)."""
+    maps = {o.out for o in ops if o.primitive.elementwise}
     phase, out, current = {}, [], 0
     for op in ops:
-        if op.primitive.elementwise:
-            for a in op.args:
-                if a in phase and a not in {o.out for o in ops if o.primitive.elementwise}:
-                    current = max(current, phase[a] + 1)
+        for a in op.args:
+            if a in phase and a not in maps:
+                current = max(current, phase[a] + 1)
         phase[op.out] = current
         out.append(current)
     return out
