@@ -235,10 +235,10 @@ static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int6
     return Nc;
 }
 
-/* C = op(A)·op(B) + beta·C with leading dimensions (rows of A, B, C lda,
-   ldb, ldc elements apart) by the BLAS when the product is large enough
-   (and its sizes fit the BLAS's 32-bit integers); returns 0 to fall back
-   inline. */
+/* C = op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
+   A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
+   large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
+   fall back inline. */
 static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                      const real *A, int64_t lda, const real *B, int64_t ldb,
                                      real beta, real *C, int64_t ldc, double min_madds)
@@ -251,13 +251,13 @@ static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int6
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
         BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
                        tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, 1,
-                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta, C + j0,
-                       (blasint)ldc);
+                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta,
+                       C + j0, (blasint)ldc);
     }
     return 1;
 }
 
-/* C = op(A)·op(B) (beta 0: C is not read) */
+/* C = op(A)·op(B), leading dimensions as above. */
 static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                    const real *A, int64_t lda, const real *B, int64_t ldb,
                                    real *C, int64_t ldc, double min_madds)
@@ -265,15 +265,14 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
     return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, lda, B, ldb, 0, C, ldc, min_madds);
 }
 
-/* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
+/* The same for contiguous operands: C (M x Nc) = op(A)·op(B), or + C (_acc). */
 static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                 const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
 }
 
-/* The same, adding to C: C += op(A)·op(B). */
-static inline int bpg_blas_gemm_add(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+static inline int bpg_blas_gemm_acc(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                     const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, 1, C, Nc,
@@ -282,8 +281,8 @@ static inline int bpg_blas_gemm_add(int ta, int tb, int64_t M, int64_t Nc, int64
 
 #else
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+#define bpg_blas_gemm_acc(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
-#define bpg_blas_gemm_add(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #endif
 
 /* ---- BLAS threads (the rule: docs/performance.md, "Threads") ----------
@@ -528,6 +527,22 @@ static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·B (the same product added into C: a map's other terms, or other
+   products, were written there first) */
+static inline void bpg_gemm_nn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_NN)) return;
+    for (int64_t i = 0; i < M; i++) {
+        real *restrict c = C + i * Nc;
+        for (int64_t k = 0; k < K; k++) {
+            const real a = A[i * K + k];
+            const real *restrict b = B + k * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
 /* C (M x Nc) = A · Bᵀ with A (M x K), B stored (Nc x K): dot products of rows */
 static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
@@ -546,12 +561,44 @@ static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·Bᵀ */
+static inline void bpg_gemm_nt_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 1, M, Nc, K, A, B, C, BPG_BLAS_MIN_NT)) return;
+    for (int64_t i = 0; i < M; i++) {
+        const real *restrict a = A + i * K;
+        for (int64_t j = 0; j < Nc; j++) {
+            const real *restrict b = B + j * K;
+            real acc = 0;
+            #pragma omp simd reduction(+:acc)
+            for (int64_t k = 0; k < K; k++) acc += a[k] * b[k];
+            C[i * Nc + j] += acc;
+        }
+    }
+}
+
 /* C (M x Nc) = Aᵀ · B with A stored (K x M), B (K x Nc): k-i-j order, rows contiguous */
 static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
 {
     if (bpg_blas_gemm(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     memset(C, 0, sizeof(real) * (size_t)(M * Nc));
+    for (int64_t k = 0; k < K; k++) {
+        const real *restrict b = B + k * Nc;
+        for (int64_t i = 0; i < M; i++) {
+            const real a = A[k * M + i];
+            real *restrict c = C + i * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
+/* C += Aᵀ·B */
+static inline void bpg_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     for (int64_t k = 0; k < K; k++) {
         const real *restrict b = B + k * Nc;
         for (int64_t i = 0; i < M; i++) {
@@ -670,14 +717,6 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
         for (int64_t c = 0; c < C; c++) acc += A[r * C + c];
         out[r] = (real)acc;
     }
-}
-
-/* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
-static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real *restrict out)
-{
-    double acc = 0;
-    for (int64_t k = 0; k < R * C; k++) acc += A[k];
-    out[0] = (real)acc;
 }
 
 /* max pooling in one pass: per sample n and window (c, oh, ow) of the
@@ -1055,17 +1094,19 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
 }
 
 /* ---- loss: workspace 4512*N + 1896 elements ---- */
@@ -1150,58 +1191,79 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l5_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l5_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l5_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(8, 9, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 72; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l2_W_sq = l2_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_l2_W_sq[k] = ((v_l2_W[k])*(v_l2_W[k]));
     /* l2_W_sqsum = 1ᵀ·l2_W_sq·1 */
-    bpg_sumall(16, 72, v_l2_W_sq, v_l2_W_sqsum);
+    double acc_l2_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l2_W_sqsum)
+    for (int64_t k = 0; k < 1152; k++) {
+        const real e_l2_W_sq = ((v_l2_W[k])*(v_l2_W[k]));
+        acc_l2_W_sqsum += e_l2_W_sq;
+    }
+    v_l2_W_sqsum[0] = (real)acc_l2_W_sqsum;
     /* l5_W_sq = l5_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_l5_W_sq[k] = ((v_l5_W[k])*(v_l5_W[k]));
     /* l5_W_sqsum = 1ᵀ·l5_W_sq·1 */
-    bpg_sumall(64, 10, v_l5_W_sq, v_l5_W_sqsum);
+    double acc_l5_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l5_W_sqsum)
+    for (int64_t k = 0; k < 640; k++) {
+        const real e_l5_W_sq = ((v_l5_W[k])*(v_l5_W[k]));
+        acc_l5_W_sqsum += e_l5_W_sq;
+    }
+    v_l5_W_sqsum[0] = (real)acc_l5_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N */
     #pragma omp simd
@@ -1269,17 +1331,19 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
-    /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
+    /* l0_PW = l0_P·l0_Wᵀ: added into l0_Z below */
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
+    /* l0_Z = l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
+            v_l0_Z[k] = v_l0_b[cc];
         }
     }
+    /* l0_Z += l0_P·l0_Wᵀ */
+    bpg_gemm_nt_acc(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_Z);
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
@@ -1297,17 +1361,19 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
-    /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
+    /* l2_PW = l2_P·l2_Wᵀ: added into l2_Z below */
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
+    /* l2_Z = l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
+            v_l2_Z[k] = v_l2_b[cc];
         }
     }
+    /* l2_Z += l2_P·l2_Wᵀ */
+    bpg_gemm_nt_acc(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_Z);
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
@@ -1322,58 +1388,80 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l5_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l5_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l5_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(8, 9, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 72; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l2_W_sq = l2_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_l2_W_sq[k] = ((v_l2_W[k])*(v_l2_W[k]));
     /* l2_W_sqsum = 1ᵀ·l2_W_sq·1 */
-    bpg_sumall(16, 72, v_l2_W_sq, v_l2_W_sqsum);
+    double acc_l2_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l2_W_sqsum)
+    for (int64_t k = 0; k < 1152; k++) {
+        const real e_l2_W_sq = ((v_l2_W[k])*(v_l2_W[k]));
+        acc_l2_W_sqsum += e_l2_W_sq;
+    }
+    v_l2_W_sqsum[0] = (real)acc_l2_W_sqsum;
     /* l5_W_sq = l5_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_l5_W_sq[k] = ((v_l5_W[k])*(v_l5_W[k]));
     /* l5_W_sqsum = 1ᵀ·l5_W_sq·1 */
-    bpg_sumall(64, 10, v_l5_W_sq, v_l5_W_sqsum);
+    double acc_l5_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l5_W_sqsum)
+    for (int64_t k = 0; k < 640; k++) {
+        const real e_l5_W_sq = ((v_l5_W[k])*(v_l5_W[k]));
+        acc_l5_W_sqsum += e_l5_W_sq;
+    }
+    v_l5_W_sqsum[0] = (real)acc_l5_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N */
     #pragma omp simd
@@ -1388,22 +1476,23 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l5_Z = l5_XW + l5_b */
     /*   (l5: pre-activation) */
     /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    /* d_l5_b = 1ᵀ·d_l5_Z_2 */
+    for (int64_t cc = 0; cc < 10; cc++) v_d_l5_b[cc] = 0;
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_d_l5_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            const real e_d_l5_Z_2 = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            v_d_l5_Z_2[k] = e_d_l5_Z_2;
+            v_d_l5_b[cc] += e_d_l5_Z_2;
         }
     }
-    /* d_l5_b = 1ᵀ·d_l5_Z_2 */
-    bpg_colsum(N, 10, v_d_l5_Z_2, v_d_l5_b);
 
     /* Grad of: l5_XW = l3_Y·l5_W */
     /*   (l5: affine part) */
     /* d_l3_Y = d_l5_Z_2·l5_Wᵀ */
     bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_l5_W, v_d_l3_Y);
-    /* d_l5_W_1 = l3_Yᵀ·d_l5_Z_2 */
-    bpg_gemm_tn(64, 10, N, v_l3_Y, v_d_l5_Z_2, v_d_l5_W_1);
+    /* d_l5_W_1 = l3_Yᵀ·d_l5_Z_2: added into d_l5_W_2 below */
 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
@@ -1423,20 +1512,26 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
     /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l2_Z = l2_PW + l2_b */
     /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l2_b = 1ᵀ·d_l2_Z */
-    bpg_colsum(16*N, 16, v_d_l2_Z, v_d_l2_b);
+    for (int64_t cc = 0; cc < 16; cc++) v_d_l2_b[cc] = 0;
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_l2_Z = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
+            v_d_l2_Z[k] = e_d_l2_Z;
+            v_d_l2_b[cc] += e_d_l2_Z;
+        }
+    }
 
     /* Grad of: l2_PW = l2_P·l2_Wᵀ */
     /*   (l2: patches times the kernel, P·Wᵀ) */
     /* d_l2_P = d_l2_Z·l2_W */
     bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_l2_W, v_d_l2_P);
-    /* d_l2_W_1 = d_l2_Zᵀ·l2_P */
-    bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_l2_P, v_d_l2_W_1);
+    /* d_l2_W_1 = d_l2_Zᵀ·l2_P: added into d_l2_W_2 below */
 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
@@ -1461,29 +1556,44 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
     /* d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l0_Z = l0_PW + l0_b */
     /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(64*N, 8, v_d_l0_Z, v_d_l0_b);
+    for (int64_t cc = 0; cc < 8; cc++) v_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < 64*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_d_l0_Z = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
+            v_d_l0_Z[k] = e_d_l0_Z;
+            v_d_l0_b[cc] += e_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
-    /* d_l0_W_1 = d_l0_Zᵀ·l0_P */
-    bpg_gemm_tn(8, 9, 64*N, v_d_l0_Z, v_l0_P, v_d_l0_W_1);
+    /* d_l0_W_1 = d_l0_Zᵀ·l0_P: added into d_l0_W_2 below */
 
     /* total gradients */
     /* d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W */
+    /* d_l0_W_2 = 0.0001 l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_d_l0_W_2[k] = v_d_l0_W_1[k] + 0.0001*v_l0_W[k];
+    for (int64_t k = 0; k < 72; k++) v_d_l0_W_2[k] = 0.0001*v_l0_W[k];
+    /* d_l0_W_2 += d_l0_Zᵀ·l0_P */
+    bpg_gemm_tn_acc(8, 9, 64*N, v_d_l0_Z, v_l0_P, v_d_l0_W_2);
     /* d_l2_W_2 = d_l2_W_1 + 0.0001 l2_W */
+    /* d_l2_W_2 = 0.0001 l2_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_d_l2_W_2[k] = v_d_l2_W_1[k] + 0.0001*v_l2_W[k];
+    for (int64_t k = 0; k < 1152; k++) v_d_l2_W_2[k] = 0.0001*v_l2_W[k];
+    /* d_l2_W_2 += d_l2_Zᵀ·l2_P */
+    bpg_gemm_tn_acc(16, 72, 16*N, v_d_l2_Z, v_l2_P, v_d_l2_W_2);
     /* d_l5_W_2 = d_l5_W_1 + 0.0001 l5_W */
+    /* d_l5_W_2 = 0.0001 l5_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_d_l5_W_2[k] = v_d_l5_W_1[k] + 0.0001*v_l5_W[k];
+    for (int64_t k = 0; k < 640; k++) v_d_l5_W_2[k] = 0.0001*v_l5_W[k];
+    /* d_l5_W_2 += l3_Yᵀ·d_l5_Z_2 */
+    bpg_gemm_tn_acc(64, 10, N, v_l3_Y, v_d_l5_Z_2, v_d_l5_W_2);
 }
 
 /* ---- hvp: workspace 16616*N + 3656 elements ---- */
@@ -1565,29 +1675,32 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
-    /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
+    /* l0_PW = l0_P·l0_Wᵀ: added into l0_Z below */
     /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
+    /* l0_Z = l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
+            v_l0_Z[k] = v_l0_b[cc];
         }
     }
+    /* l0_Z += l0_P·l0_Wᵀ */
+    bpg_gemm_nt_acc(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_Z);
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_r_l0_A[k] = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((v_l0_Z[k] >= 0) ? (1) : (0));
+            const real e_l0_A = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
+            v_l0_A[k] = e_l0_A;
+            const real e_r_l0_A = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((v_l0_Z[k] >= 0) ? (1) : (0));
+            v_r_l0_A[k] = e_r_l0_A;
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
@@ -1611,31 +1724,34 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_r_l1_Y, v_r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
-    /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
+    /* l2_PW = l2_P·l2_Wᵀ: added into l2_Z below */
     /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_r_l2_P, v_l2_W, v_r_l2_PW_a);
     /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
+    /* l2_Z = l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
+            v_l2_Z[k] = v_l2_b[cc];
         }
     }
+    /* l2_Z += l2_P·l2_Wᵀ */
+    bpg_gemm_nt_acc(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_Z);
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_l2_A[k] = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((v_l2_Z[k] >= 0) ? (1) : (0));
+            const real e_l2_A = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
+            v_l2_A[k] = e_l2_A;
+            const real e_r_l2_A = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((v_l2_Z[k] >= 0) ? (1) : (0));
+            v_r_l2_A[k] = e_r_l2_A;
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
@@ -1654,94 +1770,94 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_r_l3_max, v_r_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* r_l5_XW_a = r_l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_r_l3_Y, v_l5_W, v_r_l5_XW_a);
     /* r_l5_XW_b = l3_Y·v_l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_o_exp[k] = v_o_exp[k]*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_r_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            const real e_r_o_exp = e_o_exp*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
+            v_r_o_exp[k] = e_r_o_exp;
+            acc_o_expsum += e_o_exp;
+            acc_r_o_expsum += e_r_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_r_o_expsum[rr] = (real)acc_r_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+    for (int64_t k = 0; k < N; k++) {
+        const real e_d_o_expsum = 1/(((real)N)*v_o_expsum[k]);
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_r_d_o_expsum = -e_d_o_expsum*v_r_o_expsum[k]/v_o_expsum[k];
+        v_r_d_o_expsum[k] = e_r_d_o_expsum;
+    }
 
     /* Grad of: o_exp = exp(l5_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_d_l5_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
-        }
-    }
 
     /* Grad of: l5_Z = l5_XW + l5_b */
     /*   (l5: pre-activation) */
     /* d_l5_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    /* r_d_l5_b = 1ᵀ·r_d_l5_Z_1 */
+    for (int64_t cc = 0; cc < 10; cc++) v_r_d_l5_b[cc] = 0;
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_d_l5_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            const real e_r_d_l5_Z_1 = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
+            v_r_d_l5_Z_1[k] = e_r_d_l5_Z_1;
+            const real e_d_l5_Z_2 = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            v_d_l5_Z_2[k] = e_d_l5_Z_2;
+            v_r_d_l5_b[cc] += e_r_d_l5_Z_1;
         }
     }
-    /* r_d_l5_b = 1ᵀ·r_d_l5_Z_1 */
-    bpg_colsum(N, 10, v_r_d_l5_Z_1, v_r_d_l5_b);
 
     /* Grad of: l5_XW = l3_Y·l5_W */
     /*   (l5: affine part) */
     /* d_l3_Y = d_l5_Z_2·l5_Wᵀ */
     bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_l5_W, v_d_l3_Y);
-    /* r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ */
-    bpg_gemm_nt(N, 64, 10, v_r_d_l5_Z_1, v_l5_W, v_r_d_l3_Y_a);
-    /* r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ */
-    bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_v_l5_W, v_r_d_l3_Y_b);
+    /* r_d_l3_Y_a = r_d_l5_Z_1·l5_Wᵀ: added into r_d_l3_Y below */
+    /* r_d_l3_Y_b = d_l5_Z_2·v_l5_Wᵀ: added into r_d_l3_Y below */
     /* r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 64*N; k++) v_r_d_l3_Y[k] = v_r_d_l3_Y_a[k] + v_r_d_l3_Y_b[k];
-    /* r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2 */
-    bpg_gemm_tn(64, 10, N, v_r_l3_Y, v_d_l5_Z_2, v_r_d_l5_W_1_a);
-    /* r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1 */
-    bpg_gemm_tn(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_r_d_l5_W_1_b);
+    /* r_d_l3_Y = r_d_l5_Z_1·l5_Wᵀ */
+    bpg_gemm_nt(N, 64, 10, v_r_d_l5_Z_1, v_l5_W, v_r_d_l3_Y);
+    /* r_d_l3_Y += d_l5_Z_2·v_l5_Wᵀ */
+    bpg_gemm_nt_acc(N, 64, 10, v_d_l5_Z_2, v_v_l5_W, v_r_d_l3_Y);
+    /* r_d_l5_W_1_a = r_l3_Yᵀ·d_l5_Z_2: added into r_d_l5_W_2 below */
+    /* r_d_l5_W_1_b = l3_Yᵀ·r_d_l5_Z_1: added into r_d_l5_W_2 below */
 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
@@ -1767,30 +1883,35 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
     /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
     /* r_d_l2_Z = r_d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_r_d_l2_Z[k] = v_r_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l2_Z = l2_PW + l2_b */
     /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* r_d_l2_b = 1ᵀ·r_d_l2_Z */
-    bpg_colsum(16*N, 16, v_r_d_l2_Z, v_r_d_l2_b);
+    for (int64_t cc = 0; cc < 16; cc++) v_r_d_l2_b[cc] = 0;
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_l2_Z = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
+            v_d_l2_Z[k] = e_d_l2_Z;
+            const real e_r_d_l2_Z = v_r_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
+            v_r_d_l2_Z[k] = e_r_d_l2_Z;
+            v_r_d_l2_b[cc] += e_r_d_l2_Z;
+        }
+    }
 
     /* Grad of: l2_PW = l2_P·l2_Wᵀ */
     /*   (l2: patches times the kernel, P·Wᵀ) */
-    /* r_d_l2_P_a = r_d_l2_Z·l2_W */
-    bpg_gemm_nn(16*N, 72, 16, v_r_d_l2_Z, v_l2_W, v_r_d_l2_P_a);
-    /* r_d_l2_P_b = d_l2_Z·v_l2_W */
-    bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_v_l2_W, v_r_d_l2_P_b);
+    /* r_d_l2_P_a = r_d_l2_Z·l2_W: added into r_d_l2_P below */
+    /* r_d_l2_P_b = d_l2_Z·v_l2_W: added into r_d_l2_P below */
     /* r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1152*N; k++) v_r_d_l2_P[k] = v_r_d_l2_P_a[k] + v_r_d_l2_P_b[k];
-    /* r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P */
-    bpg_gemm_tn(16, 72, 16*N, v_r_d_l2_Z, v_l2_P, v_r_d_l2_W_1_a);
-    /* r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P */
-    bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_r_l2_P, v_r_d_l2_W_1_b);
+    /* r_d_l2_P = r_d_l2_Z·l2_W */
+    bpg_gemm_nn(16*N, 72, 16, v_r_d_l2_Z, v_l2_W, v_r_d_l2_P);
+    /* r_d_l2_P += d_l2_Z·v_l2_W */
+    bpg_gemm_nn_acc(16*N, 72, 16, v_d_l2_Z, v_v_l2_W, v_r_d_l2_P);
+    /* r_d_l2_W_1_a = r_d_l2_Zᵀ·l2_P: added into r_d_l2_W_2 below */
+    /* r_d_l2_W_1_b = d_l2_Zᵀ·r_l2_P: added into r_d_l2_W_2 below */
 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
@@ -1815,29 +1936,48 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
     /* r_d_l0_Z = r_d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_r_d_l0_Z[k] = v_r_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l0_Z = l0_PW + l0_b */
     /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
-    bpg_colsum(64*N, 8, v_r_d_l0_Z, v_r_d_l0_b);
+    for (int64_t cc = 0; cc < 8; cc++) v_r_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < 64*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_r_d_l0_Z = v_r_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
+            v_r_d_l0_Z[k] = e_r_d_l0_Z;
+            v_r_d_l0_b[cc] += e_r_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
-    /* r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P */
-    bpg_gemm_tn(8, 9, 64*N, v_r_d_l0_Z, v_l0_P, v_r_d_l0_W_1_a);
+    /* r_d_l0_W_1_a = r_d_l0_Zᵀ·l0_P: added into r_d_l0_W_2 below */
 
     /* total gradients */
     /* r_d_l0_W_2 = r_d_l0_W_1_a + 0.0001 v_l0_W */
+    /* r_d_l0_W_2 = 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_a[k] + 0.0001*v_v_l0_W[k];
+    for (int64_t k = 0; k < 72; k++) v_r_d_l0_W_2[k] = 0.0001*v_v_l0_W[k];
+    /* r_d_l0_W_2 += r_d_l0_Zᵀ·l0_P */
+    bpg_gemm_tn_acc(8, 9, 64*N, v_r_d_l0_Z, v_l0_P, v_r_d_l0_W_2);
     /* r_d_l2_W_2 = r_d_l2_W_1_a + r_d_l2_W_1_b + 0.0001 v_l2_W */
+    /* r_d_l2_W_2 = 0.0001 v_l2_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_r_d_l2_W_2[k] = v_r_d_l2_W_1_a[k] + v_r_d_l2_W_1_b[k] + 0.0001*v_v_l2_W[k];
+    for (int64_t k = 0; k < 1152; k++) v_r_d_l2_W_2[k] = 0.0001*v_v_l2_W[k];
+    /* r_d_l2_W_2 += r_d_l2_Zᵀ·l2_P */
+    bpg_gemm_tn_acc(16, 72, 16*N, v_r_d_l2_Z, v_l2_P, v_r_d_l2_W_2);
+    /* r_d_l2_W_2 += d_l2_Zᵀ·r_l2_P */
+    bpg_gemm_tn_acc(16, 72, 16*N, v_d_l2_Z, v_r_l2_P, v_r_d_l2_W_2);
     /* r_d_l5_W_2 = r_d_l5_W_1_a + r_d_l5_W_1_b + 0.0001 v_l5_W */
+    /* r_d_l5_W_2 = 0.0001 v_l5_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_r_d_l5_W_2[k] = v_r_d_l5_W_1_a[k] + v_r_d_l5_W_1_b[k] + 0.0001*v_v_l5_W[k];
+    for (int64_t k = 0; k < 640; k++) v_r_d_l5_W_2[k] = 0.0001*v_v_l5_W[k];
+    /* r_d_l5_W_2 += r_l3_Yᵀ·d_l5_Z_2 */
+    bpg_gemm_tn_acc(64, 10, N, v_r_l3_Y, v_d_l5_Z_2, v_r_d_l5_W_2);
+    /* r_d_l5_W_2 += l3_Yᵀ·r_d_l5_Z_1 */
+    bpg_gemm_tn_acc(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_r_d_l5_W_2);
 }
 
 /* ---- ggn_vp: workspace 13272*N + 1864 elements ---- */
@@ -1907,29 +2047,32 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
-    /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
+    /* l0_PW = l0_P·l0_Wᵀ: added into l0_Z below */
     /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
     bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
+    /* l0_Z = l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
+            v_l0_Z[k] = v_l0_b[cc];
         }
     }
+    /* l0_Z += l0_P·l0_Wᵀ */
+    bpg_gemm_nt_acc(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_Z);
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_l0_A[k] = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
     /* r_l0_A = (r_l0_PW_b + v_l0_b) ⊙ where(l0_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_r_l0_A[k] = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((v_l0_Z[k] >= 0) ? (1) : (0));
+            const real e_l0_A = ((v_l0_Z[k] >= 0) ? (v_l0_Z[k]) : (0));
+            v_l0_A[k] = e_l0_A;
+            const real e_r_l0_A = (v_r_l0_PW_b[k] + v_v_l0_b[cc])*((v_l0_Z[k] >= 0) ? (1) : (0));
+            v_r_l0_A[k] = e_r_l0_A;
         }
     }
     /* l0: as (N, filters·H_out·W_out), C order */
@@ -1953,31 +2096,34 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* r_l2_P = im2col(r_l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_r_l1_Y, v_r_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
-    /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
+    /* l2_PW = l2_P·l2_Wᵀ: added into l2_Z below */
     /* r_l2_PW_a = r_l2_P·l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_r_l2_P, v_l2_W, v_r_l2_PW_a);
     /* r_l2_PW_b = l2_P·v_l2_Wᵀ */
     bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
+    /* l2_Z = l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
+            v_l2_Z[k] = v_l2_b[cc];
         }
     }
+    /* l2_Z += l2_P·l2_Wᵀ */
+    bpg_gemm_nt_acc(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_Z);
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_l2_A[k] = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
     /* r_l2_A = (r_l2_PW_a + r_l2_PW_b + v_l2_b) ⊙ where(l2_Z >= 0, 1, 0) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_l2_A[k] = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((v_l2_Z[k] >= 0) ? (1) : (0));
+            const real e_l2_A = ((v_l2_Z[k] >= 0) ? (v_l2_Z[k]) : (0));
+            v_l2_A[k] = e_l2_A;
+            const real e_r_l2_A = (v_r_l2_PW_a[k] + v_r_l2_PW_b[k] + v_v_l2_b[cc])*((v_l2_Z[k] >= 0) ? (1) : (0));
+            v_r_l2_A[k] = e_r_l2_A;
         }
     }
     /* l2: as (N, filters·H_out·W_out), C order */
@@ -1996,77 +2142,83 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* r_l3_Y = transpose(r_l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_r_l3_max, v_r_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* r_l5_XW_a = r_l3_Y·l5_W */
     bpg_gemm_nn(N, 10, 64, v_r_l3_Y, v_l5_W, v_r_l5_XW_a);
     /* r_l5_XW_b = l3_Y·v_l5_W */
     bpg_gemm_nn(N, 10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_o_exp[k] = v_o_exp[k]*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_r_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            const real e_r_o_exp = e_o_exp*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
+            v_r_o_exp[k] = e_r_o_exp;
+            acc_o_expsum += e_o_exp;
+            acc_r_o_expsum += e_r_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_r_o_expsum[rr] = (real)acc_r_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+    for (int64_t k = 0; k < N; k++) {
+        const real e_d_o_expsum = 1/(((real)N)*v_o_expsum[k]);
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_r_d_o_expsum = -e_d_o_expsum*v_r_o_expsum[k]/v_o_expsum[k];
+        v_r_d_o_expsum[k] = e_r_d_o_expsum;
+    }
 
     /* Grad of: o_exp = exp(l5_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l5_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_d_l5_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
-        }
-    }
 
     /* Grad of: l5_Z = l5_XW + l5_b */
     /*   (l5: pre-activation) */
     /* d_l5_b = 1ᵀ·r_d_l5_Z_1 */
-    bpg_colsum(N, 10, v_r_d_l5_Z_1, v_d_l5_b);
+    for (int64_t cc = 0; cc < 10; cc++) v_d_l5_b[cc] = 0;
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_r_d_l5_Z_1 = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
+            v_r_d_l5_Z_1[k] = e_r_d_l5_Z_1;
+            v_d_l5_b[cc] += e_r_d_l5_Z_1;
+        }
+    }
 
     /* Grad of: l5_XW = l3_Y·l5_W */
     /*   (l5: affine part) */
     /* d_l3_Y = r_d_l5_Z_1·l5_Wᵀ */
     bpg_gemm_nt(N, 64, 10, v_r_d_l5_Z_1, v_l5_W, v_d_l3_Y);
-    /* d_l5_W_1 = l3_Yᵀ·r_d_l5_Z_1 */
-    bpg_gemm_tn(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_d_l5_W_1);
+    /* d_l5_W_1 = l3_Yᵀ·r_d_l5_Z_1: added into gv_l5_W below */
 
     /* Grad of: l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     /*   (l3: as (N, C·H_out·W_out)) */
@@ -2086,20 +2238,26 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* Grad of: l2_A = where(l2_Z >= 0, l2_Z, 0) */
     /*   (l2: activation relu) */
     /* d_l2_Z = d_l2_A ⊙ where(l2_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256*N; k++) v_d_l2_Z[k] = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l2_Z = l2_PW + l2_b */
     /*   (l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l2_b = 1ᵀ·d_l2_Z */
-    bpg_colsum(16*N, 16, v_d_l2_Z, v_d_l2_b);
+    for (int64_t cc = 0; cc < 16; cc++) v_d_l2_b[cc] = 0;
+    for (int64_t rr = 0; rr < 16*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_l2_Z = v_d_l2_A[k]*((v_l2_Z[k] >= 0) ? (1) : (0));
+            v_d_l2_Z[k] = e_d_l2_Z;
+            v_d_l2_b[cc] += e_d_l2_Z;
+        }
+    }
 
     /* Grad of: l2_PW = l2_P·l2_Wᵀ */
     /*   (l2: patches times the kernel, P·Wᵀ) */
     /* d_l2_P = d_l2_Z·l2_W */
     bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_l2_W, v_d_l2_P);
-    /* d_l2_W_1 = d_l2_Zᵀ·l2_P */
-    bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_l2_P, v_d_l2_W_1);
+    /* d_l2_W_1 = d_l2_Zᵀ·l2_P: added into gv_l2_W below */
 
     /* Grad of: l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     /*   (l2: patches (im2col), one row per output pixel) */
@@ -2124,29 +2282,44 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     /* Grad of: l0_A = where(l0_Z >= 0, l0_Z, 0) */
     /*   (l0: activation relu) */
     /* d_l0_Z = d_l0_A ⊙ where(l0_Z >= 0, 1, 0) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 
     /* Grad of: l0_Z = l0_PW + l0_b */
     /*   (l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters)) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(64*N, 8, v_d_l0_Z, v_d_l0_b);
+    for (int64_t cc = 0; cc < 8; cc++) v_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < 64*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_d_l0_Z = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
+            v_d_l0_Z[k] = e_d_l0_Z;
+            v_d_l0_b[cc] += e_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_PW = l0_P·l0_Wᵀ */
     /*   (l0: patches times the kernel, P·Wᵀ) */
-    /* d_l0_W_1 = d_l0_Zᵀ·l0_P */
-    bpg_gemm_tn(8, 9, 64*N, v_d_l0_Z, v_l0_P, v_d_l0_W_1);
+    /* d_l0_W_1 = d_l0_Zᵀ·l0_P: added into gv_l0_W below */
 
     /* total gradients */
     /* gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W */
+    /* gv_l0_W = 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_gv_l0_W[k] = v_d_l0_W_1[k] + 0.0001*v_v_l0_W[k];
+    for (int64_t k = 0; k < 72; k++) v_gv_l0_W[k] = 0.0001*v_v_l0_W[k];
+    /* gv_l0_W += d_l0_Zᵀ·l0_P */
+    bpg_gemm_tn_acc(8, 9, 64*N, v_d_l0_Z, v_l0_P, v_gv_l0_W);
     /* gv_l2_W = d_l2_W_1 + 0.0001 v_l2_W */
+    /* gv_l2_W = 0.0001 v_l2_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_gv_l2_W[k] = v_d_l2_W_1[k] + 0.0001*v_v_l2_W[k];
+    for (int64_t k = 0; k < 1152; k++) v_gv_l2_W[k] = 0.0001*v_v_l2_W[k];
+    /* gv_l2_W += d_l2_Zᵀ·l2_P */
+    bpg_gemm_tn_acc(16, 72, 16*N, v_d_l2_Z, v_l2_P, v_gv_l2_W);
     /* gv_l5_W = d_l5_W_1 + 0.0001 v_l5_W */
+    /* gv_l5_W = 0.0001 v_l5_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_gv_l5_W[k] = v_d_l5_W_1[k] + 0.0001*v_v_l5_W[k];
+    for (int64_t k = 0; k < 640; k++) v_gv_l5_W[k] = 0.0001*v_v_l5_W[k];
+    /* gv_l5_W += l3_Yᵀ·r_d_l5_Z_1 */
+    bpg_gemm_tn_acc(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_gv_l5_W);
 }
 
 /* ---- grad_factors: workspace 6536*N + 0 elements ---- */
@@ -2190,17 +2363,19 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
-    /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
+    /* l0_PW = l0_P·l0_Wᵀ: added into l0_Z below */
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
+    /* l0_Z = l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
+            v_l0_Z[k] = v_l0_b[cc];
         }
     }
+    /* l0_Z += l0_P·l0_Wᵀ */
+    bpg_gemm_nt_acc(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_Z);
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
@@ -2218,17 +2393,19 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
-    /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
+    /* l2_PW = l2_P·l2_Wᵀ: added into l2_Z below */
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
+    /* l2_Z = l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
+            v_l2_Z[k] = v_l2_b[cc];
         }
     }
+    /* l2_Z += l2_P·l2_Wᵀ */
+    bpg_gemm_nt_acc(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_Z);
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
@@ -2243,31 +2420,36 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
@@ -2396,17 +2578,19 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     /* l0_P = im2col(x; C=1, H=8, W=8, k=3, s=1, p=1) */
     bpg_im2col(N, 1, 8, 8, 3, 1, 1, v_x, v_l0_P);
     /* l0: patches times the kernel, P·Wᵀ */
-    /* l0_PW = l0_P·l0_Wᵀ */
-    bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_PW);
+    /* l0_PW = l0_P·l0_Wᵀ: added into l0_Z below */
     /* l0: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l0_Z = l0_PW + l0_b */
+    /* l0_Z = l0_b */
     for (int64_t rr = 0; rr < 64*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_l0_Z[k] = v_l0_PW[k] + v_l0_b[cc];
+            v_l0_Z[k] = v_l0_b[cc];
         }
     }
+    /* l0_Z += l0_P·l0_Wᵀ */
+    bpg_gemm_nt_acc(64*N, 8, 9, v_l0_P, v_l0_W, v_l0_Z);
     /* l0: activation relu */
     /* l0_A = where(l0_Z >= 0, l0_Z, 0) */
     #pragma omp simd
@@ -2424,17 +2608,19 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     /* l2_P = im2col(l1_Y; C=8, H=4, W=4, k=3, s=1, p=1) */
     bpg_im2col(N, 8, 4, 4, 3, 1, 1, v_l1_Y, v_l2_P);
     /* l2: patches times the kernel, P·Wᵀ */
-    /* l2_PW = l2_P·l2_Wᵀ */
-    bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_PW);
+    /* l2_PW = l2_P·l2_Wᵀ: added into l2_Z below */
     /* l2: pre-activation Z = P·Wᵀ + 1·b (pixels x filters) */
     /* l2_Z = l2_PW + l2_b */
+    /* l2_Z = l2_b */
     for (int64_t rr = 0; rr < 16*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_l2_Z[k] = v_l2_PW[k] + v_l2_b[cc];
+            v_l2_Z[k] = v_l2_b[cc];
         }
     }
+    /* l2_Z += l2_P·l2_Wᵀ */
+    bpg_gemm_nt_acc(16*N, 16, 72, v_l2_P, v_l2_W, v_l2_Z);
     /* l2: activation relu */
     /* l2_A = where(l2_Z >= 0, l2_Z, 0) */
     #pragma omp simd
@@ -2449,58 +2635,80 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     /* l3_Y = transpose(l3_max; 64×1 → 1×64 per sample) */
     bpg_transpose_blocks(N, 64, 1, v_l3_max, v_l3_Y);
     /* l5: affine part */
-    /* l5_XW = l3_Y·l5_W */
-    bpg_gemm_nn(N, 10, 64, v_l3_Y, v_l5_W, v_l5_XW);
+    /* l5_XW = l3_Y·l5_W: added into l5_Z below */
     /* l5: pre-activation */
     /* l5_Z = l5_XW + l5_b */
+    /* l5_Z = l5_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l5_Z[k] = v_l5_XW[k] + v_l5_b[cc];
+            v_l5_Z[k] = v_l5_b[cc];
         }
     }
+    /* l5_Z += l3_Y·l5_W */
+    bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
     /* o_max = rowmax(l5_Z) */
     bpg_rowmax(N, 10, v_l5_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l5_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l5_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l5_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l5_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 72; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(8, 9, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 72; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l2_W_sq = l2_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1152; k++) v_l2_W_sq[k] = ((v_l2_W[k])*(v_l2_W[k]));
     /* l2_W_sqsum = 1ᵀ·l2_W_sq·1 */
-    bpg_sumall(16, 72, v_l2_W_sq, v_l2_W_sqsum);
+    double acc_l2_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l2_W_sqsum)
+    for (int64_t k = 0; k < 1152; k++) {
+        const real e_l2_W_sq = ((v_l2_W[k])*(v_l2_W[k]));
+        acc_l2_W_sqsum += e_l2_W_sq;
+    }
+    v_l2_W_sqsum[0] = (real)acc_l2_W_sqsum;
     /* l5_W_sq = l5_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 640; k++) v_l5_W_sq[k] = ((v_l5_W[k])*(v_l5_W[k]));
     /* l5_W_sqsum = 1ᵀ·l5_W_sq·1 */
-    bpg_sumall(64, 10, v_l5_W_sq, v_l5_W_sqsum);
+    double acc_l5_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l5_W_sqsum)
+    for (int64_t k = 0; k < 640; k++) {
+        const real e_l5_W_sq = ((v_l5_W[k])*(v_l5_W[k]));
+        acc_l5_W_sqsum += e_l5_W_sq;
+    }
+    v_l5_W_sqsum[0] = (real)acc_l5_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l2_W_sqsum + 5e-05 l5_W_sqsum + loss_sum / N */
     #pragma omp simd

@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_cnn.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_cnn_c.c, compiled through cffi into
-_bpgen_digits_cnn_9c492e06064f) then never reads or writes out of bounds.
+_bpgen_digits_cnn_5a2ebc5a65bb) then never reads or writes out of bounds.
 Derivation document: bpgen doc digits_cnn.yaml
 """
 import collections
@@ -129,7 +129,7 @@ _OUTPUTS = {
     "grad_factors": [(0, 0, 512, 0, 8), (512, 0, 576, 0, 9), (1088, 0, 256, 0, 16), (1344, 0, 1152, 0, 72), (2496, 0, 64, 0, 64), (2560, 0, 10, 0, 10)],
     "grad_terms": [(0, 0, 0, 1, 1), (0, 1, 512, 0, 8), (512, 1, 576, 0, 9), (1088, 1, 256, 0, 16), (1344, 1, 1152, 0, 72), (2496, 1, 64, 0, 64), (2560, 1, 10, 0, 10)],
 }
-EXTENSION = "_bpgen_digits_cnn_9c492e06064f"
+EXTENSION = "_bpgen_digits_cnn_5a2ebc5a65bb"
 CDEF = "void bpg_forward(int64_t N, const double *v_x, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l2_W, const double *v_v_l2_b, const double *v_v_l5_W, const double *v_v_l5_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l2_W, const double *v_v_l2_b, const double *v_v_l5_W, const double *v_v_l5_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_grad_terms(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_per_sample_grads(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_per_sample_grad_norms(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double *out, double *ws);\nvoid bpg_clipped_grad(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l2_W, const double *v_l2_b, const double *v_l5_W, const double *v_l5_b, double max_norm, double *out, double *ws);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);\nint bpg_entry_have(int entry);\nvoid bpg_split_rule(int64_t *rows, double *work);\nint64_t bpg_split_calls(void);\nsize_t bpg_entry_ws(int entry, int64_t N);\nvoid bpg_entry_run(int entry, int64_t N, const void *x, const double *mk, const double *y, const double *const *p, const double *const *v, double *out, double *ws, size_t cap);"
 C_FILE = "digits_cnn_c.c"
 _PTR = "double[]"
@@ -605,7 +605,22 @@ def hessian(params, x, y, lengths=None, *, progress=None):
     args = [*xs, ym, *mats]
     out = _sliced(lambda j0, k: _hessian_columns(n, args, j0, k), N_PARAMS, bar)
     # the exact Hessian is symmetric; average away the rounding
-    return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
+    return _finite_or_blame(_symmetrise(out), xm, ym, mats)
+
+
+def _symmetrise(h, block=128):
+    """(h + hᵀ)/2 in place (h square and C-contiguous), a block of rows
+    and its mirror column block at a time: no temporary of h's size (the
+    whole-matrix expression's two cost about 10% of the transformer
+    Hessian benchmark's call, docs/performance.md)."""
+    n = h.shape[0]
+    for i in range(0, n, block):
+        j = min(i + block, n)
+        avg = h[i:j, i:] + h[i:, i:j].T      # rows i..j-1 from column i on
+        avg *= 0.5
+        h[i:j, i:] = avg
+        h[j:, i:j] = avg[:, j - i:].T
+    return h
 
 
 def _hvp_rows(n, args, first, count):

@@ -235,10 +235,10 @@ static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int6
     return Nc;
 }
 
-/* C = op(A)·op(B) + beta·C with leading dimensions (rows of A, B, C lda,
-   ldb, ldc elements apart) by the BLAS when the product is large enough
-   (and its sizes fit the BLAS's 32-bit integers); returns 0 to fall back
-   inline. */
+/* C = op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
+   A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
+   large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
+   fall back inline. */
 static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                      const real *A, int64_t lda, const real *B, int64_t ldb,
                                      real beta, real *C, int64_t ldc, double min_madds)
@@ -251,13 +251,13 @@ static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int6
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
         BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
                        tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, 1,
-                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta, C + j0,
-                       (blasint)ldc);
+                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta,
+                       C + j0, (blasint)ldc);
     }
     return 1;
 }
 
-/* C = op(A)·op(B) (beta 0: C is not read) */
+/* C = op(A)·op(B), leading dimensions as above. */
 static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                    const real *A, int64_t lda, const real *B, int64_t ldb,
                                    real *C, int64_t ldc, double min_madds)
@@ -265,15 +265,14 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
     return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, lda, B, ldb, 0, C, ldc, min_madds);
 }
 
-/* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
+/* The same for contiguous operands: C (M x Nc) = op(A)·op(B), or + C (_acc). */
 static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                 const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
 }
 
-/* The same, adding to C: C += op(A)·op(B). */
-static inline int bpg_blas_gemm_add(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+static inline int bpg_blas_gemm_acc(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                     const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, 1, C, Nc,
@@ -282,8 +281,8 @@ static inline int bpg_blas_gemm_add(int ta, int tb, int64_t M, int64_t Nc, int64
 
 #else
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+#define bpg_blas_gemm_acc(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
-#define bpg_blas_gemm_add(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #endif
 
 /* ---- BLAS threads (the rule: docs/performance.md, "Threads") ----------
@@ -503,6 +502,22 @@ static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·B (the same product added into C: a map's other terms, or other
+   products, were written there first) */
+static inline void bpg_gemm_nn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_NN)) return;
+    for (int64_t i = 0; i < M; i++) {
+        real *restrict c = C + i * Nc;
+        for (int64_t k = 0; k < K; k++) {
+            const real a = A[i * K + k];
+            const real *restrict b = B + k * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
 /* C (M x Nc) = A · Bᵀ with A (M x K), B stored (Nc x K): dot products of rows */
 static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
@@ -527,6 +542,21 @@ static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
 {
     if (bpg_blas_gemm(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     memset(C, 0, sizeof(real) * (size_t)(M * Nc));
+    for (int64_t k = 0; k < K; k++) {
+        const real *restrict b = B + k * Nc;
+        for (int64_t i = 0; i < M; i++) {
+            const real a = A[k * M + i];
+            real *restrict c = C + i * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
+/* C += Aᵀ·B */
+static inline void bpg_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     for (int64_t k = 0; k < K; k++) {
         const real *restrict b = B + k * Nc;
         for (int64_t i = 0; i < M; i++) {
@@ -766,14 +796,6 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
         for (int64_t c = 0; c < C; c++) acc += A[r * C + c];
         out[r] = (real)acc;
     }
-}
-
-/* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
-static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real *restrict out)
-{
-    double acc = 0;
-    for (int64_t k = 0; k < R * C; k++) acc += A[k];
-    out[0] = (real)acc;
 }
 
 /* tanh, written so that elementwise loops over it vectorise at the speed of
@@ -1071,17 +1093,19 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
 }
 
 /* ---- loss: workspace 160*N + 2392 elements ---- */
@@ -1118,53 +1142,70 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l1_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l1_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l1_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(64, 32, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 2048; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l1_W_sq = l1_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_l1_W_sq[k] = ((v_l1_W[k])*(v_l1_W[k]));
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
-    bpg_sumall(32, 10, v_l1_W_sq, v_l1_W_sqsum);
+    double acc_l1_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l1_W_sqsum)
+    for (int64_t k = 0; k < 320; k++) {
+        const real e_l1_W_sq = ((v_l1_W[k])*(v_l1_W[k]));
+        acc_l1_W_sqsum += e_l1_W_sq;
+    }
+    v_l1_W_sqsum[0] = (real)acc_l1_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N */
     #pragma omp simd
@@ -1215,53 +1256,71 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l1_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l1_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l1_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(64, 32, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 2048; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l1_W_sq = l1_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_l1_W_sq[k] = ((v_l1_W[k])*(v_l1_W[k]));
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
-    bpg_sumall(32, 10, v_l1_W_sq, v_l1_W_sqsum);
+    double acc_l1_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l1_W_sqsum)
+    for (int64_t k = 0; k < 320; k++) {
+        const real e_l1_W_sq = ((v_l1_W[k])*(v_l1_W[k]));
+        acc_l1_W_sqsum += e_l1_W_sq;
+    }
+    v_l1_W_sqsum[0] = (real)acc_l1_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N */
     #pragma omp simd
@@ -1276,46 +1335,59 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    /* d_l1_b = 1ᵀ·d_l1_Z_2 */
+    for (int64_t cc = 0; cc < 10; cc++) v_d_l1_b[cc] = 0;
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_d_l1_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            const real e_d_l1_Z_2 = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            v_d_l1_Z_2[k] = e_d_l1_Z_2;
+            v_d_l1_b[cc] += e_d_l1_Z_2;
         }
     }
-    /* d_l1_b = 1ᵀ·d_l1_Z_2 */
-    bpg_colsum(N, 10, v_d_l1_Z_2, v_d_l1_b);
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
     /* d_l0_A = d_l1_Z_2·l1_Wᵀ */
     bpg_gemm_nt(N, 32, 10, v_d_l1_Z_2, v_l1_W, v_d_l0_A);
-    /* d_l1_W_1 = l0_Aᵀ·d_l1_Z_2 */
-    bpg_gemm_tn(32, 10, N, v_l0_A, v_d_l1_Z_2, v_d_l1_W_1);
+    /* d_l1_W_1 = l0_Aᵀ·d_l1_Z_2: added into d_l1_W_2 below */
 
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
     /*   (l0: pre-activation) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(N, 32, v_d_l0_Z, v_d_l0_b);
+    for (int64_t cc = 0; cc < 32; cc++) v_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 32; cc++) {
+            const int64_t k = rr*32 + cc;
+            const real e_d_l0_Z = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
+            v_d_l0_Z[k] = e_d_l0_Z;
+            v_d_l0_b[cc] += e_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
-    /* d_l0_W_1 = xᵀ·d_l0_Z */
-    bpg_gemm_tn(64, 32, N, v_x, v_d_l0_Z, v_d_l0_W_1);
+    /* d_l0_W_1 = xᵀ·d_l0_Z: added into d_l0_W_2 below */
 
     /* total gradients */
     /* d_l0_W_2 = d_l0_W_1 + 0.0001 l0_W */
+    /* d_l0_W_2 = 0.0001 l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_d_l0_W_2[k] = v_d_l0_W_1[k] + 0.0001*v_l0_W[k];
+    for (int64_t k = 0; k < 2048; k++) v_d_l0_W_2[k] = 0.0001*v_l0_W[k];
+    /* d_l0_W_2 += xᵀ·d_l0_Z */
+    bpg_gemm_tn_acc(64, 32, N, v_x, v_d_l0_Z, v_d_l0_W_2);
     /* d_l1_W_2 = d_l1_W_1 + 0.0001 l1_W */
+    /* d_l1_W_2 = 0.0001 l1_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_d_l1_W_2[k] = v_d_l1_W_1[k] + 0.0001*v_l1_W[k];
+    for (int64_t k = 0; k < 320; k++) v_d_l1_W_2[k] = 0.0001*v_l1_W[k];
+    /* d_l1_W_2 += l0_Aᵀ·d_l1_Z_2 */
+    bpg_gemm_tn_acc(32, 10, N, v_l0_A, v_d_l1_Z_2, v_d_l1_W_2);
 }
 
 /* ---- hvp: workspace 424*N + 2688 elements ---- */
@@ -1358,94 +1430,92 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_nn(N, 32, 64, v_x, v_v_l0_W, v_r_l0_XW_b);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 32; cc++) {
-            const int64_t k = rr*32 + cc;
-            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
-        }
-    }
     /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            v_r_l0_A[k] = (1 - ((v_l0_A[k])*(v_l0_A[k])))*(v_r_l0_XW_b[k] + v_v_l0_b[cc]);
+            const real e_l0_A = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
+            v_l0_A[k] = e_l0_A;
+            const real e_r_l0_A = (1 - ((e_l0_A)*(e_l0_A)))*(v_r_l0_XW_b[k] + v_v_l0_b[cc]);
+            v_r_l0_A[k] = e_r_l0_A;
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* r_l1_XW_a = r_l0_A·l1_W */
     bpg_gemm_nn(N, 10, 32, v_r_l0_A, v_l1_W, v_r_l1_XW_a);
     /* r_l1_XW_b = l0_A·v_l1_W */
     bpg_gemm_nn(N, 10, 32, v_l0_A, v_v_l1_W, v_r_l1_XW_b);
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_o_exp[k] = v_o_exp[k]*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_r_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            const real e_r_o_exp = e_o_exp*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
+            v_r_o_exp[k] = e_r_o_exp;
+            acc_o_expsum += e_o_exp;
+            acc_r_o_expsum += e_r_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_r_o_expsum[rr] = (real)acc_r_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+    for (int64_t k = 0; k < N; k++) {
+        const real e_d_o_expsum = 1/(((real)N)*v_o_expsum[k]);
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_r_d_o_expsum = -e_d_o_expsum*v_r_o_expsum[k]/v_o_expsum[k];
+        v_r_d_o_expsum[k] = e_r_d_o_expsum;
+    }
 
     /* Grad of: o_exp = exp(l1_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_d_l1_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
-        }
-    }
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation) */
     /* d_l1_Z_2 = d_o_expsum ⊙ o_exp - y / N */
+    /* r_d_l1_b = 1ᵀ·r_d_l1_Z_1 */
+    for (int64_t cc = 0; cc < 10; cc++) v_r_d_l1_b[cc] = 0;
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_d_l1_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            const real e_r_d_l1_Z_1 = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
+            v_r_d_l1_Z_1[k] = e_r_d_l1_Z_1;
+            const real e_d_l1_Z_2 = v_d_o_expsum[rr]*v_o_exp[k] - v_y[k]/((real)N);
+            v_d_l1_Z_2[k] = e_d_l1_Z_2;
+            v_r_d_l1_b[cc] += e_r_d_l1_Z_1;
         }
     }
-    /* r_d_l1_b = 1ᵀ·r_d_l1_Z_1 */
-    bpg_colsum(N, 10, v_r_d_l1_Z_1, v_r_d_l1_b);
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
@@ -1455,34 +1525,46 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_nt(N, 32, 10, v_r_d_l1_Z_1, v_l1_W, v_r_d_l0_A_a);
     /* r_d_l0_A_b = d_l1_Z_2·v_l1_Wᵀ */
     bpg_gemm_nt(N, 32, 10, v_d_l1_Z_2, v_v_l1_W, v_r_d_l0_A_b);
-    /* r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2 */
-    bpg_gemm_tn(32, 10, N, v_r_l0_A, v_d_l1_Z_2, v_r_d_l1_W_1_a);
-    /* r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1 */
-    bpg_gemm_tn(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_r_d_l1_W_1_b);
+    /* r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2: added into r_d_l1_W_2 below */
+    /* r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1: added into r_d_l1_W_2 below */
 
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2 d_l0_A ⊙ l0_A ⊙ r_l0_A */
-    #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) v_r_d_l0_Z[k] = -2*v_d_l0_A[k]*v_l0_A[k]*v_r_l0_A[k] + (1 - ((v_l0_A[k])*(v_l0_A[k])))*(v_r_d_l0_A_a[k] + v_r_d_l0_A_b[k]);
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
     /*   (l0: pre-activation) */
     /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
-    bpg_colsum(N, 32, v_r_d_l0_Z, v_r_d_l0_b);
+    for (int64_t cc = 0; cc < 32; cc++) v_r_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 32; cc++) {
+            const int64_t k = rr*32 + cc;
+            const real e_r_d_l0_Z = -2*v_d_l0_A[k]*v_l0_A[k]*v_r_l0_A[k] + (1 - ((v_l0_A[k])*(v_l0_A[k])))*(v_r_d_l0_A_a[k] + v_r_d_l0_A_b[k]);
+            v_r_d_l0_Z[k] = e_r_d_l0_Z;
+            v_r_d_l0_b[cc] += e_r_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
-    /* r_d_l0_W_1_b = xᵀ·r_d_l0_Z */
-    bpg_gemm_tn(64, 32, N, v_x, v_r_d_l0_Z, v_r_d_l0_W_1_b);
+    /* r_d_l0_W_1_b = xᵀ·r_d_l0_Z: added into r_d_l0_W_2 below */
 
     /* total gradients */
     /* r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W */
+    /* r_d_l0_W_2 = 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_b[k] + 0.0001*v_v_l0_W[k];
+    for (int64_t k = 0; k < 2048; k++) v_r_d_l0_W_2[k] = 0.0001*v_v_l0_W[k];
+    /* r_d_l0_W_2 += xᵀ·r_d_l0_Z */
+    bpg_gemm_tn_acc(64, 32, N, v_x, v_r_d_l0_Z, v_r_d_l0_W_2);
     /* r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W */
+    /* r_d_l1_W_2 = 0.0001 v_l1_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_r_d_l1_W_2[k] = v_r_d_l1_W_1_a[k] + v_r_d_l1_W_1_b[k] + 0.0001*v_v_l1_W[k];
+    for (int64_t k = 0; k < 320; k++) v_r_d_l1_W_2[k] = 0.0001*v_v_l1_W[k];
+    /* r_d_l1_W_2 += r_l0_Aᵀ·d_l1_Z_2 */
+    bpg_gemm_tn_acc(32, 10, N, v_r_l0_A, v_d_l1_Z_2, v_r_d_l1_W_2);
+    /* r_d_l1_W_2 += l0_Aᵀ·r_d_l1_Z_1 */
+    bpg_gemm_tn_acc(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_r_d_l1_W_2);
 }
 
 /* ---- ggn_vp: workspace 344*N + 2368 elements ---- */
@@ -1521,117 +1603,131 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     bpg_gemm_nn(N, 32, 64, v_x, v_v_l0_W, v_r_l0_XW_b);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_XW + l0_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 32; cc++) {
-            const int64_t k = rr*32 + cc;
-            v_l0_A[k] = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
-        }
-    }
     /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            v_r_l0_A[k] = (1 - ((v_l0_A[k])*(v_l0_A[k])))*(v_r_l0_XW_b[k] + v_v_l0_b[cc]);
+            const real e_l0_A = bpg_tanh(v_l0_XW[k] + v_l0_b[cc]);
+            v_l0_A[k] = e_l0_A;
+            const real e_r_l0_A = (1 - ((e_l0_A)*(e_l0_A)))*(v_r_l0_XW_b[k] + v_v_l0_b[cc]);
+            v_r_l0_A[k] = e_r_l0_A;
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* r_l1_XW_a = r_l0_A·l1_W */
     bpg_gemm_nn(N, 10, 32, v_r_l0_A, v_l1_W, v_r_l1_XW_a);
     /* r_l1_XW_b = l0_A·v_l1_W */
     bpg_gemm_nn(N, 10, 32, v_l0_A, v_v_l1_W, v_r_l1_XW_b);
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_o_exp[k] = v_o_exp[k]*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_r_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            const real e_r_o_exp = e_o_exp*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
+            v_r_o_exp[k] = e_r_o_exp;
+            acc_o_expsum += e_o_exp;
+            acc_r_o_expsum += e_r_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_r_o_expsum[rr] = (real)acc_r_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = 1 / (N o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_d_o_expsum[k] = 1/(((real)N)*v_o_expsum[k]);
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+    for (int64_t k = 0; k < N; k++) {
+        const real e_d_o_expsum = 1/(((real)N)*v_o_expsum[k]);
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_r_d_o_expsum = -e_d_o_expsum*v_r_o_expsum[k]/v_o_expsum[k];
+        v_r_d_o_expsum[k] = e_r_d_o_expsum;
+    }
 
     /* Grad of: o_exp = exp(l1_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_r_d_l1_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
-        }
-    }
 
     /* Grad of: l1_Z = l1_XW + l1_b */
     /*   (l1: pre-activation) */
     /* d_l1_b = 1ᵀ·r_d_l1_Z_1 */
-    bpg_colsum(N, 10, v_r_d_l1_Z_1, v_d_l1_b);
+    for (int64_t cc = 0; cc < 10; cc++) v_d_l1_b[cc] = 0;
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_r_d_l1_Z_1 = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
+            v_r_d_l1_Z_1[k] = e_r_d_l1_Z_1;
+            v_d_l1_b[cc] += e_r_d_l1_Z_1;
+        }
+    }
 
     /* Grad of: l1_XW = l0_A·l1_W */
     /*   (l1: affine part) */
     /* d_l0_A = r_d_l1_Z_1·l1_Wᵀ */
     bpg_gemm_nt(N, 32, 10, v_r_d_l1_Z_1, v_l1_W, v_d_l0_A);
-    /* d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1 */
-    bpg_gemm_tn(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_d_l1_W_1);
+    /* d_l1_W_1 = l0_Aᵀ·r_d_l1_Z_1: added into gv_l1_W below */
 
     /* Grad of: l0_A = tanh(l0_XW + l0_b) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 
     /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z) */
     /*   (l0: pre-activation) */
     /* d_l0_b = 1ᵀ·d_l0_Z */
-    bpg_colsum(N, 32, v_d_l0_Z, v_d_l0_b);
+    for (int64_t cc = 0; cc < 32; cc++) v_d_l0_b[cc] = 0;
+    for (int64_t rr = 0; rr < N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 32; cc++) {
+            const int64_t k = rr*32 + cc;
+            const real e_d_l0_Z = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
+            v_d_l0_Z[k] = e_d_l0_Z;
+            v_d_l0_b[cc] += e_d_l0_Z;
+        }
+    }
 
     /* Grad of: l0_XW = x·l0_W */
     /*   (l0: affine part) */
-    /* d_l0_W_1 = xᵀ·d_l0_Z */
-    bpg_gemm_tn(64, 32, N, v_x, v_d_l0_Z, v_d_l0_W_1);
+    /* d_l0_W_1 = xᵀ·d_l0_Z: added into gv_l0_W below */
 
     /* total gradients */
     /* gv_l0_W = d_l0_W_1 + 0.0001 v_l0_W */
+    /* gv_l0_W = 0.0001 v_l0_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_gv_l0_W[k] = v_d_l0_W_1[k] + 0.0001*v_v_l0_W[k];
+    for (int64_t k = 0; k < 2048; k++) v_gv_l0_W[k] = 0.0001*v_v_l0_W[k];
+    /* gv_l0_W += xᵀ·d_l0_Z */
+    bpg_gemm_tn_acc(64, 32, N, v_x, v_d_l0_Z, v_gv_l0_W);
     /* gv_l1_W = d_l1_W_1 + 0.0001 v_l1_W */
+    /* gv_l1_W = 0.0001 v_l1_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_gv_l1_W[k] = v_d_l1_W_1[k] + 0.0001*v_v_l1_W[k];
+    for (int64_t k = 0; k < 320; k++) v_gv_l1_W[k] = 0.0001*v_v_l1_W[k];
+    /* gv_l1_W += l0_Aᵀ·r_d_l1_Z_1 */
+    bpg_gemm_tn_acc(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_gv_l1_W);
 }
 
 /* ---- grad_factors: workspace 136*N + 0 elements ---- */
@@ -1664,31 +1760,36 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
@@ -1762,53 +1863,71 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
         }
     }
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
     /* o_pick = l1_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_o_pick[k] = v_l1_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(N, 10, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_l1_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* logsumexp(O) - O[label] per sample */
     /* loss_terms = o_max - o_label + log(o_expsum) */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = -v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]);
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* l0_W_sq = l0_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 2048; k++) v_l0_W_sq[k] = ((v_l0_W[k])*(v_l0_W[k]));
     /* l0_W_sqsum = 1ᵀ·l0_W_sq·1 */
-    bpg_sumall(64, 32, v_l0_W_sq, v_l0_W_sqsum);
+    double acc_l0_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l0_W_sqsum)
+    for (int64_t k = 0; k < 2048; k++) {
+        const real e_l0_W_sq = ((v_l0_W[k])*(v_l0_W[k]));
+        acc_l0_W_sqsum += e_l0_W_sq;
+    }
+    v_l0_W_sqsum[0] = (real)acc_l0_W_sqsum;
     /* l1_W_sq = l1_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 320; k++) v_l1_W_sq[k] = ((v_l1_W[k])*(v_l1_W[k]));
     /* l1_W_sqsum = 1ᵀ·l1_W_sq·1 */
-    bpg_sumall(32, 10, v_l1_W_sq, v_l1_W_sqsum);
+    double acc_l1_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_l1_W_sqsum)
+    for (int64_t k = 0; k < 320; k++) {
+        const real e_l1_W_sq = ((v_l1_W[k])*(v_l1_W[k]));
+        acc_l1_W_sqsum += e_l1_W_sq;
+    }
+    v_l1_W_sqsum[0] = (real)acc_l1_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 l0_W_sqsum + 5e-05 l1_W_sqsum + loss_sum / N */
     #pragma omp simd
@@ -1867,47 +1986,54 @@ BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *re
 
     /* forward pass */
     /* l0: affine part */
-    /* l0_XW = x·l0_W */
-    bpg_gemm_nn(N, 32, 64, v_x, v_l0_W, v_l0_XW);
+    /* l0_XW = x·l0_W: added into l0_Z below */
     /* l0: pre-activation */
     /* l0_Z = l0_XW + l0_b */
+    /* l0_Z = l0_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 32; cc++) {
             const int64_t k = rr*32 + cc;
-            v_l0_Z[k] = v_l0_XW[k] + v_l0_b[cc];
+            v_l0_Z[k] = v_l0_b[cc];
         }
     }
+    /* l0_Z += x·l0_W */
+    bpg_gemm_nn_acc(N, 32, 64, v_x, v_l0_W, v_l0_Z);
     /* l0: activation tanh */
     /* l0_A = tanh(l0_Z) */
     #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) v_l0_A[k] = bpg_tanh(v_l0_Z[k]);
     /* l1: affine part */
-    /* l1_XW = l0_A·l1_W */
-    bpg_gemm_nn(N, 10, 32, v_l0_A, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_A·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_l1_Z[k] = v_l1_XW[k] + v_l1_b[cc];
+            v_l1_Z[k] = v_l1_b[cc];
         }
     }
+    /* l1_Z += l0_A·l1_W */
+    bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
     /* o_max = rowmax(l1_Z) */
     bpg_rowmax(N, 10, v_l1_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(l1_Z - o_max) */
-    for (int64_t rr = 0; rr < N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 10; cc++) {
-            const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(N, 10, v_o_exp, v_o_expsum);
+    for (int64_t rr = 0; rr < N; rr++) {
+        double acc_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum)
+        for (int64_t cc = 0; cc < 10; cc++) {
+            const int64_t k = rr*10 + cc;
+            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+    }
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
@@ -1934,34 +2060,38 @@ BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *re
     /* Grad of: l0_A = tanh(l0_Z) */
     /*   (l0: activation tanh) */
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 
     /* total gradients */
     /* l0_d1 = 1 - tanh(l0_Z)^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 32*N; k++) v_l0_d1[k] = 1 - ((bpg_tanh(v_l0_Z[k]))*(bpg_tanh(v_l0_Z[k])));
     /* l0_d2 = 2 (-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z) */
     #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) {
-        const real cse0 = bpg_tanh(v_l0_Z[k]);
-        v_l0_d2[k] = 2*cse0*(((cse0)*(cse0)) - 1);
+        const real e_d_l0_Z = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
+        v_d_l0_Z[k] = e_d_l0_Z;
+        const real e_l0_d1 = 1 - ((bpg_tanh(v_l0_Z[k]))*(bpg_tanh(v_l0_Z[k])));
+        v_l0_d1[k] = e_l0_d1;
+        const real cse2_0 = bpg_tanh(v_l0_Z[k]);
+        const real e_l0_d2 = 2*cse2_0*(((cse2_0)*(cse2_0)) - 1);
+        v_l0_d2[k] = e_l0_d2;
     }
+
+    /* total gradients */
     /* x_copy = x */
     #pragma omp simd
     for (int64_t k = 0; k < 64*N; k++) v_x_copy[k] = v_x[k];
     /* l1_d1 = 1 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_l1_d1[k] = 1;
     /* l1_d2 = 0 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 10*N; k++) v_l1_d2[k] = 0;
     /* softmax_p = o_exp / o_expsum */
     for (int64_t rr = 0; rr < N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_softmax_p[k] = v_o_exp[k]/v_o_expsum[rr];
+            const real e_l1_d1 = 1;
+            v_l1_d1[k] = e_l1_d1;
+            const real e_l1_d2 = 0;
+            v_l1_d2[k] = e_l1_d2;
+            const real e_softmax_p = v_o_exp[k]/v_o_expsum[rr];
+            v_softmax_p[k] = e_softmax_p;
         }
     }
 }

@@ -235,10 +235,10 @@ static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int6
     return Nc;
 }
 
-/* C = op(A)·op(B) + beta·C with leading dimensions (rows of A, B, C lda,
-   ldb, ldc elements apart) by the BLAS when the product is large enough
-   (and its sizes fit the BLAS's 32-bit integers); returns 0 to fall back
-   inline. */
+/* C = op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
+   A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
+   large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
+   fall back inline. */
 static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                      const real *A, int64_t lda, const real *B, int64_t ldb,
                                      real beta, real *C, int64_t ldc, double min_madds)
@@ -251,13 +251,13 @@ static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int6
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
         BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
                        tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, 1,
-                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta, C + j0,
-                       (blasint)ldc);
+                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta,
+                       C + j0, (blasint)ldc);
     }
     return 1;
 }
 
-/* C = op(A)·op(B) (beta 0: C is not read) */
+/* C = op(A)·op(B), leading dimensions as above. */
 static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                    const real *A, int64_t lda, const real *B, int64_t ldb,
                                    real *C, int64_t ldc, double min_madds)
@@ -265,15 +265,14 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
     return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, lda, B, ldb, 0, C, ldc, min_madds);
 }
 
-/* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
+/* The same for contiguous operands: C (M x Nc) = op(A)·op(B), or + C (_acc). */
 static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                 const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
 }
 
-/* The same, adding to C: C += op(A)·op(B). */
-static inline int bpg_blas_gemm_add(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+static inline int bpg_blas_gemm_acc(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                     const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, 1, C, Nc,
@@ -282,8 +281,8 @@ static inline int bpg_blas_gemm_add(int ta, int tb, int64_t M, int64_t Nc, int64
 
 #else
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+#define bpg_blas_gemm_acc(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
-#define bpg_blas_gemm_add(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #endif
 
 /* ---- BLAS threads (the rule: docs/performance.md, "Threads") ----------
@@ -511,6 +510,22 @@ static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·B (the same product added into C: a map's other terms, or other
+   products, were written there first) */
+static inline void bpg_gemm_nn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_NN)) return;
+    for (int64_t i = 0; i < M; i++) {
+        real *restrict c = C + i * Nc;
+        for (int64_t k = 0; k < K; k++) {
+            const real a = A[i * K + k];
+            const real *restrict b = B + k * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
 /* C (M x Nc) = A · Bᵀ with A (M x K), B stored (Nc x K): dot products of rows */
 static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
@@ -529,12 +544,44 @@ static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·Bᵀ */
+static inline void bpg_gemm_nt_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 1, M, Nc, K, A, B, C, BPG_BLAS_MIN_NT)) return;
+    for (int64_t i = 0; i < M; i++) {
+        const real *restrict a = A + i * K;
+        for (int64_t j = 0; j < Nc; j++) {
+            const real *restrict b = B + j * K;
+            real acc = 0;
+            #pragma omp simd reduction(+:acc)
+            for (int64_t k = 0; k < K; k++) acc += a[k] * b[k];
+            C[i * Nc + j] += acc;
+        }
+    }
+}
+
 /* C (M x Nc) = Aᵀ · B with A stored (K x M), B (K x Nc): k-i-j order, rows contiguous */
 static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
 {
     if (bpg_blas_gemm(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     memset(C, 0, sizeof(real) * (size_t)(M * Nc));
+    for (int64_t k = 0; k < K; k++) {
+        const real *restrict b = B + k * Nc;
+        for (int64_t i = 0; i < M; i++) {
+            const real a = A[k * M + i];
+            real *restrict c = C + i * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
+/* C += Aᵀ·B */
+static inline void bpg_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     for (int64_t k = 0; k < K; k++) {
         const real *restrict b = B + k * Nc;
         for (int64_t i = 0; i < M; i++) {
@@ -863,17 +910,19 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
 
     /* forward pass */
     /* l0: input projection of every step at once */
-    /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* l0_XW = x·l0_Wx: added into l0_XG below */
     /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
+    /* l0_XG = l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
+            v_l0_XG[k] = v_l0_b[cc];
         }
     }
+    /* l0_XG += x·l0_Wx */
+    bpg_gemm_nn_acc(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XG);
 
     /* loop over time steps: l0 (lstm), t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -914,12 +963,14 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
 
     /* forward pass (continued) */
     /* l1: affine part */
-    /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_H·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_b[0];
+    /* l1_Z += l0_H·l1_W */
+    bpg_gemm_nn_acc(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_Z);
 }
 
 /* ---- loss: workspace 3520*N + 8 elements ---- */
@@ -948,17 +999,19 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
 
     /* forward pass */
     /* l0: input projection of every step at once */
-    /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* l0_XW = x·l0_Wx: added into l0_XG below */
     /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
+    /* l0_XG = l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
+            v_l0_XG[k] = v_l0_b[cc];
         }
     }
+    /* l0_XG += x·l0_Wx */
+    bpg_gemm_nn_acc(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XG);
 
     /* loop over time steps: l0 (lstm), t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -999,12 +1052,14 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
 
     /* forward pass (continued) */
     /* l1: affine part */
-    /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_H·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_b[0];
+    /* l1_Z += l0_H·l1_W */
+    bpg_gemm_nn_acc(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_Z);
 
     /* loop over time steps: the last real step, t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -1027,10 +1082,14 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* mean over samples */
     /* loss = loss_sum / N */
     #pragma omp simd
@@ -1091,17 +1150,19 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
 
     /* forward pass */
     /* l0: input projection of every step at once */
-    /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* l0_XW = x·l0_Wx: added into l0_XG below */
     /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
+    /* l0_XG = l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
+            v_l0_XG[k] = v_l0_b[cc];
         }
     }
+    /* l0_XG += x·l0_Wx */
+    bpg_gemm_nn_acc(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XG);
 
     /* loop over time steps: l0 (lstm), t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -1158,12 +1219,14 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
 
     /* forward pass (continued) */
     /* l1: affine part */
-    /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_H·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_b[0];
+    /* l1_Z += l0_H·l1_W */
+    bpg_gemm_nn_acc(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_Z);
 
     /* loop over time steps: the last real step, t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -1186,10 +1249,14 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* mean over samples */
     /* loss = loss_sum / N */
     #pragma omp simd
@@ -1433,27 +1500,31 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
 
     /* forward pass */
     /* l0: input projection of every step at once */
-    /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
-    /* r_l0_XW_b = x·v_l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, v_x, v_v_l0_Wx, v_r_l0_XW_b);
+    /* l0_XW = x·l0_Wx: added into l0_XG below */
+    /* r_l0_XW_b = x·v_l0_Wx: added into r_l0_XG below */
     /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
+    /* l0_XG = l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
+            v_l0_XG[k] = v_l0_b[cc];
         }
     }
+    /* l0_XG += x·l0_Wx */
+    bpg_gemm_nn_acc(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XG);
     /* r_l0_XG = r_l0_XW_b + v_l0_b */
+    /* r_l0_XG = v_l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_r_l0_XG[k] = v_r_l0_XW_b[k] + v_v_l0_b[cc];
+            v_r_l0_XG[k] = v_v_l0_b[cc];
         }
     }
+    /* r_l0_XG += x·v_l0_Wx */
+    bpg_gemm_nn_acc(20*N, 64, 1, v_x, v_v_l0_Wx, v_r_l0_XG);
 
     /* loop over time steps: l0 (lstm), t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -1552,19 +1623,24 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
 
     /* forward pass (continued) */
     /* l1: affine part */
-    /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
-    /* r_l1_XW_a = r_l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, v_r_l0_H, v_l1_W, v_r_l1_XW_a);
-    /* r_l1_XW_b = l0_H·v_l1_W */
-    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_v_l1_W, v_r_l1_XW_b);
+    /* l1_XW = l0_H·l1_W: added into l1_Z below */
+    /* r_l1_XW_a = r_l0_H·l1_W: added into r_l1_Z below */
+    /* r_l1_XW_b = l0_H·v_l1_W: added into r_l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_b[0];
+    /* l1_Z += l0_H·l1_W */
+    bpg_gemm_nn_acc(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_Z);
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
+    /* r_l1_Z = v_l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) v_r_l1_Z[k] = v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_r_l1_Z[k] = v_v_l1_b[0];
+    /* r_l1_Z += r_l0_H·l1_W */
+    bpg_gemm_nn_acc(20*N, 1, 16, v_r_l0_H, v_l1_W, v_r_l1_Z);
+    /* r_l1_Z += l0_H·v_l1_W */
+    bpg_gemm_nn_acc(20*N, 1, 16, v_l0_H, v_v_l1_W, v_r_l1_Z);
 
     /* loop over time steps: the last real step, t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -1597,11 +1673,14 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms) */
     /*   (mse: half the squared error per unit) */
     /* d_out_last = (out_last - y) / N */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_d_out_last[k] = (v_out_last[k] - v_y[k])/((real)N);
     /* r_d_out_last = r_out_last / N */
     #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_r_d_out_last[k] = v_r_out_last[k]/((real)N);
+    for (int64_t k = 0; k < N; k++) {
+        const real e_d_out_last = (v_out_last[k] - v_y[k])/((real)N);
+        v_d_out_last[k] = e_d_out_last;
+        const real e_r_d_out_last = v_r_out_last[k]/((real)N);
+        v_r_d_out_last[k] = e_r_d_out_last;
+    }
 
     /* Grad of: out_last = out_held(t=19) */
     /* d_out_held = d_out_last at t=19, 0 at the other steps (T=20) */
@@ -1656,20 +1735,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     /*   (l1: affine part) */
     /* d_l0_H = d_l1_Z·l1_Wᵀ */
     bpg_gemm_nt(20*N, 16, 1, v_d_l1_Z, v_l1_W, v_d_l0_H);
-    /* r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ */
-    bpg_gemm_nt(20*N, 16, 1, v_r_d_l1_Z, v_l1_W, v_r_d_l0_H_a);
-    /* r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ */
-    bpg_gemm_nt(20*N, 16, 1, v_d_l1_Z, v_v_l1_W, v_r_d_l0_H_b);
+    /* r_d_l0_H_a = r_d_l1_Z·l1_Wᵀ: added into r_d_l0_H below */
+    /* r_d_l0_H_b = d_l1_Z·v_l1_Wᵀ: added into r_d_l0_H below */
     /* r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 320*N; k++) v_r_d_l0_H[k] = v_r_d_l0_H_a[k] + v_r_d_l0_H_b[k];
-    /* r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z */
-    bpg_gemm_tn(16, 1, 20*N, v_r_l0_H, v_d_l1_Z, v_r_d_l1_W_a);
-    /* r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z */
-    bpg_gemm_tn(16, 1, 20*N, v_l0_H, v_r_d_l1_Z, v_r_d_l1_W_b);
+    /* r_d_l0_H = r_d_l1_Z·l1_Wᵀ */
+    bpg_gemm_nt(20*N, 16, 1, v_r_d_l1_Z, v_l1_W, v_r_d_l0_H);
+    /* r_d_l0_H += d_l1_Z·v_l1_Wᵀ */
+    bpg_gemm_nt_acc(20*N, 16, 1, v_d_l1_Z, v_v_l1_W, v_r_d_l0_H);
+    /* r_d_l1_W_a = r_l0_Hᵀ·d_l1_Z: added into r_d_l1_W below */
+    /* r_d_l1_W_b = l0_Hᵀ·r_d_l1_Z: added into r_d_l1_W below */
     /* r_d_l1_W = r_d_l1_W_a + r_d_l1_W_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 16; k++) v_r_d_l1_W[k] = v_r_d_l1_W_a[k] + v_r_d_l1_W_b[k];
+    /* r_d_l1_W = r_l0_Hᵀ·d_l1_Z */
+    bpg_gemm_tn(16, 1, 20*N, v_r_l0_H, v_d_l1_Z, v_r_d_l1_W);
+    /* r_d_l1_W += l0_Hᵀ·r_d_l1_Z */
+    bpg_gemm_tn_acc(16, 1, 20*N, v_l0_H, v_r_d_l1_Z, v_r_d_l1_W);
 
     /* loop over time steps: backward through l0 (lstm), t = 19 .. 0 */
     /* l0_Wh_T = l0_Whᵀ, once for every step */
@@ -1803,13 +1882,13 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     }
 
     /* Grad of: l0_HW = l0_hprev·l0_Wh */
-    /* r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6 */
-    bpg_gemm_tn(16, 64, 20*N, v_r_l0_hprev, v_d_l0_G_6, v_r_d_l0_Wh_a);
-    /* r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6 */
-    bpg_gemm_tn(16, 64, 20*N, v_l0_hprev, v_r_d_l0_G_6, v_r_d_l0_Wh_b);
+    /* r_d_l0_Wh_a = r_l0_hprevᵀ·d_l0_G_6: added into r_d_l0_Wh below */
+    /* r_d_l0_Wh_b = l0_hprevᵀ·r_d_l0_G_6: added into r_d_l0_Wh below */
     /* r_d_l0_Wh = r_d_l0_Wh_a + r_d_l0_Wh_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_r_d_l0_Wh[k] = v_r_d_l0_Wh_a[k] + v_r_d_l0_Wh_b[k];
+    /* r_d_l0_Wh = r_l0_hprevᵀ·d_l0_G_6 */
+    bpg_gemm_tn(16, 64, 20*N, v_r_l0_hprev, v_d_l0_G_6, v_r_d_l0_Wh);
+    /* r_d_l0_Wh += l0_hprevᵀ·r_d_l0_G_6 */
+    bpg_gemm_tn_acc(16, 64, 20*N, v_l0_hprev, v_r_d_l0_G_6, v_r_d_l0_Wh);
 
     /* Grad of: l0_XG = l0_XW + l0_b */
     /*   (l0: input projection plus bias) */
@@ -1894,27 +1973,31 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
 
     /* forward pass */
     /* l0: input projection of every step at once */
-    /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
-    /* r_l0_XW_b = x·v_l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, v_x, v_v_l0_Wx, v_r_l0_XW_b);
+    /* l0_XW = x·l0_Wx: added into l0_XG below */
+    /* r_l0_XW_b = x·v_l0_Wx: added into r_l0_XG below */
     /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
+    /* l0_XG = l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
+            v_l0_XG[k] = v_l0_b[cc];
         }
     }
+    /* l0_XG += x·l0_Wx */
+    bpg_gemm_nn_acc(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XG);
     /* r_l0_XG = r_l0_XW_b + v_l0_b */
+    /* r_l0_XG = v_l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_r_l0_XG[k] = v_r_l0_XW_b[k] + v_v_l0_b[cc];
+            v_r_l0_XG[k] = v_v_l0_b[cc];
         }
     }
+    /* r_l0_XG += x·v_l0_Wx */
+    bpg_gemm_nn_acc(20*N, 64, 1, v_x, v_v_l0_Wx, v_r_l0_XG);
 
     /* loop over time steps: l0 (lstm), t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -2000,13 +2083,16 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     }
 
     /* forward pass (continued) */
-    /* r_l1_XW_a = r_l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, v_r_l0_H, v_l1_W, v_r_l1_XW_a);
-    /* r_l1_XW_b = l0_H·v_l1_W */
-    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_v_l1_W, v_r_l1_XW_b);
+    /* r_l1_XW_a = r_l0_H·l1_W: added into r_l1_Z below */
+    /* r_l1_XW_b = l0_H·v_l1_W: added into r_l1_Z below */
     /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
+    /* r_l1_Z = v_l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) v_r_l1_Z[k] = v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_r_l1_Z[k] = v_v_l1_b[0];
+    /* r_l1_Z += r_l0_H·l1_W */
+    bpg_gemm_nn_acc(20*N, 1, 16, v_r_l0_H, v_l1_W, v_r_l1_Z);
+    /* r_l1_Z += l0_H·v_l1_W */
+    bpg_gemm_nn_acc(20*N, 1, 16, v_l0_H, v_v_l1_W, v_r_l1_Z);
 
     /* loop over time steps: the last real step, t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -2172,12 +2258,10 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     }
 
     /* Grad of: r_l0_HW_a = r_l0_hprev·l0_Wh */
-    /* d_l0_Wh = r_l0_hprevᵀ·d_r_l0_G_6 */
-    bpg_gemm_tn(16, 64, 20*N, v_r_l0_hprev, v_d_r_l0_G_6, v_d_l0_Wh);
+    /* d_l0_Wh = r_l0_hprevᵀ·d_r_l0_G_6: added into d_l0_Wh_2 below */
 
     /* Grad of: l0_HW = l0_hprev·l0_Wh */
-    /* d_l0_Wh_1 = l0_hprevᵀ·d_l0_G_6 */
-    bpg_gemm_tn(16, 64, 20*N, v_l0_hprev, v_d_l0_G_6, v_d_l0_Wh_1);
+    /* d_l0_Wh_1 = l0_hprevᵀ·d_l0_G_6: added into d_l0_Wh_2 below */
 
     /* Grad of: l0_XG = l0_XW + l0_b */
     /*   (l0: input projection plus bias) */
@@ -2191,8 +2275,10 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
 
     /* total gradients */
     /* d_l0_Wh_2 = d_l0_Wh + d_l0_Wh_1 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_d_l0_Wh_2[k] = v_d_l0_Wh[k] + v_d_l0_Wh_1[k];
+    /* d_l0_Wh_2 = r_l0_hprevᵀ·d_r_l0_G_6 */
+    bpg_gemm_tn(16, 64, 20*N, v_r_l0_hprev, v_d_r_l0_G_6, v_d_l0_Wh_2);
+    /* d_l0_Wh_2 += l0_hprevᵀ·d_l0_G_6 */
+    bpg_gemm_tn_acc(16, 64, 20*N, v_l0_hprev, v_d_l0_G_6, v_d_l0_Wh_2);
 }
 
 /* ---- grad_factors: workspace 5920*N + 1024 elements ---- */
@@ -2242,17 +2328,19 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
 
     /* forward pass */
     /* l0: input projection of every step at once */
-    /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* l0_XW = x·l0_Wx: added into l0_XG below */
     /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
+    /* l0_XG = l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
+            v_l0_XG[k] = v_l0_b[cc];
         }
     }
+    /* l0_XG += x·l0_Wx */
+    bpg_gemm_nn_acc(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XG);
 
     /* loop over time steps: l0 (lstm), t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -2309,12 +2397,14 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
 
     /* forward pass (continued) */
     /* l1: affine part */
-    /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_H·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_b[0];
+    /* l1_Z += l0_H·l1_W */
+    bpg_gemm_nn_acc(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_Z);
 
     /* loop over time steps: the last real step, t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -2502,17 +2592,19 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
 
     /* forward pass */
     /* l0: input projection of every step at once */
-    /* l0_XW = x·l0_Wx */
-    bpg_gemm_nn(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XW);
+    /* l0_XW = x·l0_Wx: added into l0_XG below */
     /* l0: input projection plus bias */
     /* l0_XG = l0_XW + l0_b */
+    /* l0_XG = l0_b */
     for (int64_t rr = 0; rr < 20*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_l0_XG[k] = v_l0_XW[k] + v_l0_b[cc];
+            v_l0_XG[k] = v_l0_b[cc];
         }
     }
+    /* l0_XG += x·l0_Wx */
+    bpg_gemm_nn_acc(20*N, 64, 1, v_x, v_l0_Wx, v_l0_XG);
 
     /* loop over time steps: l0 (lstm), t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -2569,12 +2661,14 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
 
     /* forward pass (continued) */
     /* l1: affine part */
-    /* l1_XW = l0_H·l1_W */
-    bpg_gemm_nn(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_XW);
+    /* l1_XW = l0_H·l1_W: added into l1_Z below */
     /* l1: pre-activation */
     /* l1_Z = l1_XW + l1_b */
+    /* l1_Z = l1_b */
     #pragma omp simd
-    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_XW[k] + v_l1_b[0];
+    for (int64_t k = 0; k < 20*N; k++) v_l1_Z[k] = v_l1_b[0];
+    /* l1_Z += l0_H·l1_W */
+    bpg_gemm_nn_acc(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_Z);
 
     /* loop over time steps: the last real step, t = 0 .. 19 */
     for (int64_t it = 0; it < 20; it++) {
@@ -2597,10 +2691,14 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     memcpy(v_out_last, v_out_held + 19*1*N, sizeof(real)*(size_t)(N));
     /* mse: half the squared error per unit */
     /* loss_terms = (out_last - y)^∘2 / 2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < N; k++) v_loss_terms[k] = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
     /* loss_sum = 1ᵀ·loss_terms·1 */
-    bpg_sumall(N, 1, v_loss_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < N; k++) {
+        const real e_loss_terms = 0.5*((v_out_last[k] - v_y[k])*(v_out_last[k] - v_y[k]));
+        acc_loss_sum += e_loss_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* mean over samples */
     /* loss = loss_sum / N */
     #pragma omp simd

@@ -235,10 +235,10 @@ static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int6
     return Nc;
 }
 
-/* C = op(A)·op(B) + beta·C with leading dimensions (rows of A, B, C lda,
-   ldb, ldc elements apart) by the BLAS when the product is large enough
-   (and its sizes fit the BLAS's 32-bit integers); returns 0 to fall back
-   inline. */
+/* C = op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
+   A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
+   large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
+   fall back inline. */
 static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                      const real *A, int64_t lda, const real *B, int64_t ldb,
                                      real beta, real *C, int64_t ldc, double min_madds)
@@ -251,13 +251,13 @@ static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int6
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
         BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
                        tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, 1,
-                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta, C + j0,
-                       (blasint)ldc);
+                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta,
+                       C + j0, (blasint)ldc);
     }
     return 1;
 }
 
-/* C = op(A)·op(B) (beta 0: C is not read) */
+/* C = op(A)·op(B), leading dimensions as above. */
 static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                    const real *A, int64_t lda, const real *B, int64_t ldb,
                                    real *C, int64_t ldc, double min_madds)
@@ -265,15 +265,14 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
     return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, lda, B, ldb, 0, C, ldc, min_madds);
 }
 
-/* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
+/* The same for contiguous operands: C (M x Nc) = op(A)·op(B), or + C (_acc). */
 static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                 const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
 }
 
-/* The same, adding to C: C += op(A)·op(B). */
-static inline int bpg_blas_gemm_add(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+static inline int bpg_blas_gemm_acc(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                     const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, 1, C, Nc,
@@ -282,8 +281,8 @@ static inline int bpg_blas_gemm_add(int ta, int tb, int64_t M, int64_t Nc, int64
 
 #else
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+#define bpg_blas_gemm_acc(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
-#define bpg_blas_gemm_add(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #endif
 
 /* ---- BLAS threads (the rule: docs/performance.md, "Threads") ----------
@@ -427,17 +426,23 @@ static inline void bpg_add_rows(int64_t R, int64_t V, int64_t w, int64_t n,
    row r is query t = (r / N) mod T of sample (r mod N) / K): out = a, but
    fill where the key s comes after the query (causal: s > t) or is padding
    (m, when not NULL: the (T*(N/K), 1) mask of real steps, m[s*(N/K) + n]
-   == 0); out may be a */
+   == 0); out may be a.  Per row: a copy of the keys up to the query, the
+   fill after it, then the padding (loops without a test per entry) */
 static inline void bpg_causal_mask(int64_t R, int64_t T, int64_t N, int64_t K, int causal,
                                    const real *m, real fill, const real *a, real *out)
 {
     const int64_t nb = N / K;
     for (int64_t r = 0; r < R; r++) {
         const int64_t t = (r / N) % T, n = (r % N) / K;
-        for (int64_t s = 0; s < T; s++) {
-            const int masked = (causal && s > t) || (m && m[s * nb + n] == 0);
-            out[r * T + s] = masked ? fill : a[r * T + s];
-        }
+        const int64_t keys = causal ? t + 1 : T;      /* the keys up to the query */
+        const real *ar = a + r * T;
+        real *o = out + r * T;
+        if (o != ar)
+            for (int64_t s = 0; s < keys; s++) o[s] = ar[s];
+        for (int64_t s = keys; s < T; s++) o[s] = fill;
+        if (m)
+            for (int64_t s = 0; s < keys; s++)
+                if (m[s * nb + n] == 0) o[s] = fill;
     }
 }
 
@@ -535,6 +540,22 @@ static inline void bpg_gemm_nn(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·B (the same product added into C: a map's other terms, or other
+   products, were written there first) */
+static inline void bpg_gemm_nn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_NN)) return;
+    for (int64_t i = 0; i < M; i++) {
+        real *restrict c = C + i * Nc;
+        for (int64_t k = 0; k < K; k++) {
+            const real a = A[i * K + k];
+            const real *restrict b = B + k * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
 /* C (M x Nc) = A · Bᵀ with A (M x K), B stored (Nc x K): dot products of rows */
 static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
@@ -553,12 +574,44 @@ static inline void bpg_gemm_nt(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
+/* C += A·Bᵀ */
+static inline void bpg_gemm_nt_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(0, 1, M, Nc, K, A, B, C, BPG_BLAS_MIN_NT)) return;
+    for (int64_t i = 0; i < M; i++) {
+        const real *restrict a = A + i * K;
+        for (int64_t j = 0; j < Nc; j++) {
+            const real *restrict b = B + j * K;
+            real acc = 0;
+            #pragma omp simd reduction(+:acc)
+            for (int64_t k = 0; k < K; k++) acc += a[k] * b[k];
+            C[i * Nc + j] += acc;
+        }
+    }
+}
+
 /* C (M x Nc) = Aᵀ · B with A stored (K x M), B (K x Nc): k-i-j order, rows contiguous */
 static inline void bpg_gemm_tn(int64_t M, int64_t Nc, int64_t K,
                                const real *restrict A, const real *restrict B, real *restrict C)
 {
     if (bpg_blas_gemm(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     memset(C, 0, sizeof(real) * (size_t)(M * Nc));
+    for (int64_t k = 0; k < K; k++) {
+        const real *restrict b = B + k * Nc;
+        for (int64_t i = 0; i < M; i++) {
+            const real a = A[k * M + i];
+            real *restrict c = C + i * Nc;
+            for (int64_t j = 0; j < Nc; j++) c[j] += a * b[j];
+        }
+    }
+}
+
+/* C += Aᵀ·B */
+static inline void bpg_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K,
+                                   const real *restrict A, const real *restrict B, real *restrict C)
+{
+    if (bpg_blas_gemm_acc(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     for (int64_t k = 0; k < K; k++) {
         const real *restrict b = B + k * Nc;
         for (int64_t i = 0; i < M; i++) {
@@ -610,14 +663,21 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
    a sample's block lie N*K rows apart): by the BLAS when large enough,
    else inline. */
 #ifndef BPG_SEQMM_MIN
-#define BPG_SEQMM_MIN 2048.0        /* multiply-adds of a block for the BLAS */
+#define BPG_SEQMM_MIN 2048.0        /* multiply-adds of a block for the BLAS (the
+                                       same as primitives/seqmm.py SEQMM_BLAS_MIN) */
 #endif
 
 /* form 0: qk, 1: av, 2: atv.  Each block C (M x Nc, rows ldc apart) =
    op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
-   enough, else the loops below. */
-static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                             int ka, int kb, const real *A, const real *B, real *O)
+   enough, else the loops below.  Always inlined, for blocks below the BLAS
+   size with constant T and D (the emitter's choice, primitives/seqmm.py):
+   the loops over 4-16 columns are then unrolled and vectorised at their
+   size, where the shared copy runs them with runtime bounds (the full
+   Hessian of the 6-step, 2-head, D = 4 transformer 1.9x faster). */
+__attribute__((always_inline))
+static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H, int64_t D,
+                                      int64_t K, int ka, int kb, const real *A, const real *B,
+                                      real *O)
 {
     const int64_t F = H * D;
     const int64_t ma = ka ? K : 1, mb = kb ? K : 1;
@@ -672,6 +732,16 @@ static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t 
                     }
                 }
             }
+}
+
+/* The same, left to the compiler to inline or share (blocks for the BLAS,
+   or a step count known only at run time): inlining every call site made
+   the 32-step, F = 64 transformer's module compile 1.6x longer (18 -> 29 s
+   of gcc) for no gain at run time. */
+static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
+                             int ka, int kb, const real *A, const real *B, real *O)
+{
+    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, A, B, O);
 }
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
@@ -1004,71 +1074,84 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     bpg_take_rows(8*N, 16, N, NULL, v_emb_P, v_emb_Pt);
     /* emb: token and position embeddings */
     /* emb_A = emb_EX + emb_Pt */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_emb_A[k] = v_emb_EX[k] + v_emb_Pt[k];
     /* attn_norm: row sums of the input */
     /* attn_norm_sum = emb_A·1 */
-    bpg_rowsum(8*N, 16, v_emb_A, v_attn_norm_sum);
     /* attn_norm: centred input (minus its row mean) */
     /* attn_norm_Xc = emb_A - attn_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xc[k] = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
-        }
-    }
     /* attn_norm_sq = attn_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_norm_sq[k] = ((v_attn_norm_Xc[k])*(v_attn_norm_Xc[k]));
     /* attn_norm: row sums of squares */
     /* attn_norm_ss = attn_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_attn_norm_sq, v_attn_norm_ss);
     /* attn_norm: gain and bias Xhat ⊙ g + b */
     /* attn_norm_A = attn_norm_b + attn_norm_Xc ⊙ attn_norm_g / sqrt(1e-05 + attn_norm_ss / 16) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_attn_norm_sum = 0;
+        double acc_attn_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_attn_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_emb_A = v_emb_EX[k] + v_emb_Pt[k];
+            v_emb_A[k] = e_emb_A;
+            acc_attn_norm_sum += e_emb_A;
+        }
+        v_attn_norm_sum[rr] = (real)acc_attn_norm_sum;
+        #pragma omp simd reduction(+:acc_attn_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_attn_norm_Xc = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
+            v_attn_norm_Xc[k] = e_attn_norm_Xc;
+            const real e_attn_norm_sq = ((e_attn_norm_Xc)*(e_attn_norm_Xc));
+            acc_attn_norm_ss += e_attn_norm_sq;
+        }
+        v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_A[k] = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) + v_attn_norm_b[cc];
+            const real e_attn_norm_A = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) + v_attn_norm_b[cc];
+            v_attn_norm_A[k] = e_attn_norm_A;
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1080,64 +1163,75 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_attn_mha_E[k] = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
-        }
-    }
     /* attn_mha_Zs = attn_mha_E·1 */
-    bpg_rowsum(16*N, 8, v_attn_mha_E, v_attn_mha_Zs);
     /* attn_mha: attention weights */
     /* attn_mha_P = attn_mha_E / attn_mha_Zs */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_attn_mha_Zs = 0;
+        #pragma omp simd reduction(+:acc_attn_mha_Zs)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            v_attn_mha_E[k] = e_attn_mha_E;
+            acc_attn_mha_Zs += e_attn_mha_E;
+        }
+        v_attn_mha_Zs[rr] = (real)acc_attn_mha_Zs;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_attn_mha_P[k] = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            const real e_attn_mha_P = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            v_attn_mha_P[k] = e_attn_mha_P;
         }
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_R[k] = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
         }
     }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
-    bpg_rowsum(8*N, 16, v_attn_R, v_mlp_norm_sum);
     /* mlp_norm: centred input (minus its row mean) */
     /* mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xc[k] = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
-        }
-    }
     /* mlp_norm_sq = mlp_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_mlp_norm_sq[k] = ((v_mlp_norm_Xc[k])*(v_mlp_norm_Xc[k]));
     /* mlp_norm: row sums of squares */
     /* mlp_norm_ss = mlp_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_mlp_norm_sq, v_mlp_norm_ss);
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
     /* mlp_norm_A = mlp_norm_b + mlp_norm_Xc ⊙ mlp_norm_g / sqrt(1e-05 + mlp_norm_ss / 16) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_mlp_norm_sum = 0;
+        double acc_mlp_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_mlp_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            acc_mlp_norm_sum += v_attn_R[k];
+        }
+        v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
+        #pragma omp simd reduction(+:acc_mlp_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_mlp_norm_Xc = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
+            v_mlp_norm_Xc[k] = e_mlp_norm_Xc;
+            const real e_mlp_norm_sq = ((e_mlp_norm_Xc)*(e_mlp_norm_Xc));
+            acc_mlp_norm_ss += e_mlp_norm_sq;
+        }
+        v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_A[k] = v_mlp_norm_Xc[k]*v_mlp_norm_g[cc]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + v_mlp_norm_b[cc];
+            const real e_mlp_norm_A = v_mlp_norm_Xc[k]*v_mlp_norm_g[cc]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + v_mlp_norm_b[cc];
+            v_mlp_norm_A[k] = e_mlp_norm_A;
         }
     }
     /* mlp_up: affine part */
@@ -1153,29 +1247,33 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
         }
     }
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
 }
 
 /* ---- loss: workspace 4832*N + 3400 elements ---- */
@@ -1249,71 +1347,84 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     bpg_take_rows(8*N, 16, N, NULL, v_emb_P, v_emb_Pt);
     /* emb: token and position embeddings */
     /* emb_A = emb_EX + emb_Pt */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_emb_A[k] = v_emb_EX[k] + v_emb_Pt[k];
     /* attn_norm: row sums of the input */
     /* attn_norm_sum = emb_A·1 */
-    bpg_rowsum(8*N, 16, v_emb_A, v_attn_norm_sum);
     /* attn_norm: centred input (minus its row mean) */
     /* attn_norm_Xc = emb_A - attn_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xc[k] = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
-        }
-    }
     /* attn_norm_sq = attn_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_norm_sq[k] = ((v_attn_norm_Xc[k])*(v_attn_norm_Xc[k]));
     /* attn_norm: row sums of squares */
     /* attn_norm_ss = attn_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_attn_norm_sq, v_attn_norm_ss);
     /* attn_norm: gain and bias Xhat ⊙ g + b */
     /* attn_norm_A = attn_norm_b + attn_norm_Xc ⊙ attn_norm_g / sqrt(1e-05 + attn_norm_ss / 16) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_attn_norm_sum = 0;
+        double acc_attn_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_attn_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_emb_A = v_emb_EX[k] + v_emb_Pt[k];
+            v_emb_A[k] = e_emb_A;
+            acc_attn_norm_sum += e_emb_A;
+        }
+        v_attn_norm_sum[rr] = (real)acc_attn_norm_sum;
+        #pragma omp simd reduction(+:acc_attn_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_attn_norm_Xc = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
+            v_attn_norm_Xc[k] = e_attn_norm_Xc;
+            const real e_attn_norm_sq = ((e_attn_norm_Xc)*(e_attn_norm_Xc));
+            acc_attn_norm_ss += e_attn_norm_sq;
+        }
+        v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_A[k] = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) + v_attn_norm_b[cc];
+            const real e_attn_norm_A = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) + v_attn_norm_b[cc];
+            v_attn_norm_A[k] = e_attn_norm_A;
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1325,64 +1436,75 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_attn_mha_E[k] = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
-        }
-    }
     /* attn_mha_Zs = attn_mha_E·1 */
-    bpg_rowsum(16*N, 8, v_attn_mha_E, v_attn_mha_Zs);
     /* attn_mha: attention weights */
     /* attn_mha_P = attn_mha_E / attn_mha_Zs */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_attn_mha_Zs = 0;
+        #pragma omp simd reduction(+:acc_attn_mha_Zs)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            v_attn_mha_E[k] = e_attn_mha_E;
+            acc_attn_mha_Zs += e_attn_mha_E;
+        }
+        v_attn_mha_Zs[rr] = (real)acc_attn_mha_Zs;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_attn_mha_P[k] = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            const real e_attn_mha_P = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            v_attn_mha_P[k] = e_attn_mha_P;
         }
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_R[k] = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
         }
     }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
-    bpg_rowsum(8*N, 16, v_attn_R, v_mlp_norm_sum);
     /* mlp_norm: centred input (minus its row mean) */
     /* mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xc[k] = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
-        }
-    }
     /* mlp_norm_sq = mlp_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_mlp_norm_sq[k] = ((v_mlp_norm_Xc[k])*(v_mlp_norm_Xc[k]));
     /* mlp_norm: row sums of squares */
     /* mlp_norm_ss = mlp_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_mlp_norm_sq, v_mlp_norm_ss);
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
     /* mlp_norm_A = mlp_norm_b + mlp_norm_Xc ⊙ mlp_norm_g / sqrt(1e-05 + mlp_norm_ss / 16) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_mlp_norm_sum = 0;
+        double acc_mlp_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_mlp_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            acc_mlp_norm_sum += v_attn_R[k];
+        }
+        v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
+        #pragma omp simd reduction(+:acc_mlp_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_mlp_norm_Xc = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
+            v_mlp_norm_Xc[k] = e_mlp_norm_Xc;
+            const real e_mlp_norm_sq = ((e_mlp_norm_Xc)*(e_mlp_norm_Xc));
+            acc_mlp_norm_ss += e_mlp_norm_sq;
+        }
+        v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_A[k] = v_mlp_norm_Xc[k]*v_mlp_norm_g[cc]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + v_mlp_norm_b[cc];
+            const real e_mlp_norm_A = v_mlp_norm_Xc[k]*v_mlp_norm_g[cc]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + v_mlp_norm_b[cc];
+            v_mlp_norm_A[k] = e_mlp_norm_A;
         }
     }
     /* mlp_up: affine part */
@@ -1398,92 +1520,122 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
         }
     }
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(head_Z - o_max) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_o_exp[k] = exp(v_head_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(8*N, 16, v_o_exp, v_o_expsum);
     /* o_pick = head_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_o_pick[k] = v_head_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(8*N, 16, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_head_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* the terms of real steps only */
     /* real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_real_terms[k] = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
     /* loss_sum = 1ᵀ·real_terms·1 */
-    bpg_sumall(8*N, 1, v_real_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < 8*N; k++) {
+        const real e_real_terms = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
+        acc_loss_sum += e_real_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* attn_mha_Wq_sq = attn_mha_Wq^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wq_sq[k] = ((v_attn_mha_Wq[k])*(v_attn_mha_Wq[k]));
     /* attn_mha_Wq_sqsum = 1ᵀ·attn_mha_Wq_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wq_sq, v_attn_mha_Wq_sqsum);
     /* attn_mha_Wk_sq = attn_mha_Wk^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wk_sq[k] = ((v_attn_mha_Wk[k])*(v_attn_mha_Wk[k]));
     /* attn_mha_Wk_sqsum = 1ᵀ·attn_mha_Wk_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wk_sq, v_attn_mha_Wk_sqsum);
     /* attn_mha_Wv_sq = attn_mha_Wv^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wv_sq[k] = ((v_attn_mha_Wv[k])*(v_attn_mha_Wv[k]));
     /* attn_mha_Wv_sqsum = 1ᵀ·attn_mha_Wv_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wv_sq, v_attn_mha_Wv_sqsum);
     /* attn_mha_Wo_sq = attn_mha_Wo^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wo_sq[k] = ((v_attn_mha_Wo[k])*(v_attn_mha_Wo[k]));
     /* attn_mha_Wo_sqsum = 1ᵀ·attn_mha_Wo_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wo_sq, v_attn_mha_Wo_sqsum);
+    double acc_attn_mha_Wq_sqsum = 0;
+    double acc_attn_mha_Wk_sqsum = 0;
+    double acc_attn_mha_Wv_sqsum = 0;
+    double acc_attn_mha_Wo_sqsum = 0;
+    #pragma omp simd reduction(+:acc_attn_mha_Wq_sqsum, acc_attn_mha_Wk_sqsum, acc_attn_mha_Wv_sqsum, acc_attn_mha_Wo_sqsum)
+    for (int64_t k = 0; k < 256; k++) {
+        const real e_attn_mha_Wq_sq = ((v_attn_mha_Wq[k])*(v_attn_mha_Wq[k]));
+        acc_attn_mha_Wq_sqsum += e_attn_mha_Wq_sq;
+        const real e_attn_mha_Wk_sq = ((v_attn_mha_Wk[k])*(v_attn_mha_Wk[k]));
+        acc_attn_mha_Wk_sqsum += e_attn_mha_Wk_sq;
+        const real e_attn_mha_Wv_sq = ((v_attn_mha_Wv[k])*(v_attn_mha_Wv[k]));
+        acc_attn_mha_Wv_sqsum += e_attn_mha_Wv_sq;
+        const real e_attn_mha_Wo_sq = ((v_attn_mha_Wo[k])*(v_attn_mha_Wo[k]));
+        acc_attn_mha_Wo_sqsum += e_attn_mha_Wo_sq;
+    }
+    v_attn_mha_Wq_sqsum[0] = (real)acc_attn_mha_Wq_sqsum;
+    v_attn_mha_Wk_sqsum[0] = (real)acc_attn_mha_Wk_sqsum;
+    v_attn_mha_Wv_sqsum[0] = (real)acc_attn_mha_Wv_sqsum;
+    v_attn_mha_Wo_sqsum[0] = (real)acc_attn_mha_Wo_sqsum;
     /* mlp_up_W_sq = mlp_up_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_mlp_up_W_sq[k] = ((v_mlp_up_W[k])*(v_mlp_up_W[k]));
     /* mlp_up_W_sqsum = 1ᵀ·mlp_up_W_sq·1 */
-    bpg_sumall(16, 64, v_mlp_up_W_sq, v_mlp_up_W_sqsum);
+    double acc_mlp_up_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_mlp_up_W_sqsum)
+    for (int64_t k = 0; k < 1024; k++) {
+        const real e_mlp_up_W_sq = ((v_mlp_up_W[k])*(v_mlp_up_W[k]));
+        acc_mlp_up_W_sqsum += e_mlp_up_W_sq;
+    }
+    v_mlp_up_W_sqsum[0] = (real)acc_mlp_up_W_sqsum;
     /* mlp_down_W_sq = mlp_down_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_mlp_down_W_sq[k] = ((v_mlp_down_W[k])*(v_mlp_down_W[k]));
     /* mlp_down_W_sqsum = 1ᵀ·mlp_down_W_sq·1 */
-    bpg_sumall(64, 16, v_mlp_down_W_sq, v_mlp_down_W_sqsum);
+    double acc_mlp_down_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_mlp_down_W_sqsum)
+    for (int64_t k = 0; k < 1024; k++) {
+        const real e_mlp_down_W_sq = ((v_mlp_down_W[k])*(v_mlp_down_W[k]));
+        acc_mlp_down_W_sqsum += e_mlp_down_W_sq;
+    }
+    v_mlp_down_W_sqsum[0] = (real)acc_mlp_down_W_sqsum;
     /* head_W_sq = head_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_head_W_sq[k] = ((v_head_W[k])*(v_head_W[k]));
     /* head_W_sqsum = 1ᵀ·head_W_sq·1 */
-    bpg_sumall(16, 16, v_head_W_sq, v_head_W_sqsum);
+    double acc_head_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_head_W_sqsum)
+    for (int64_t k = 0; k < 256; k++) {
+        const real e_head_W_sq = ((v_head_W[k])*(v_head_W[k]));
+        acc_head_W_sqsum += e_head_W_sq;
+    }
+    v_head_W_sqsum[0] = (real)acc_head_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps */
     #pragma omp simd
@@ -1630,80 +1782,88 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     bpg_take_rows(8*N, 16, N, NULL, v_emb_P, v_emb_Pt);
     /* emb: token and position embeddings */
     /* emb_A = emb_EX + emb_Pt */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_emb_A[k] = v_emb_EX[k] + v_emb_Pt[k];
     /* attn_norm: row sums of the input */
     /* attn_norm_sum = emb_A·1 */
-    bpg_rowsum(8*N, 16, v_emb_A, v_attn_norm_sum);
     /* attn_norm: centred input (minus its row mean) */
     /* attn_norm_Xc = emb_A - attn_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xc[k] = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
-        }
-    }
     /* attn_norm_sq = attn_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_norm_sq[k] = ((v_attn_norm_Xc[k])*(v_attn_norm_Xc[k]));
     /* attn_norm: row sums of squares */
     /* attn_norm_ss = attn_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_attn_norm_sq, v_attn_norm_ss);
     /* attn_norm: normalised by sqrt(variance + eps) */
     /* attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* attn_norm: gain and bias Xhat ⊙ g + b */
     /* attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_attn_norm_sum = 0;
+        double acc_attn_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_attn_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_emb_A = v_emb_EX[k] + v_emb_Pt[k];
+            v_emb_A[k] = e_emb_A;
+            acc_attn_norm_sum += e_emb_A;
+        }
+        v_attn_norm_sum[rr] = (real)acc_attn_norm_sum;
+        #pragma omp simd reduction(+:acc_attn_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_attn_norm_Xc = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
+            v_attn_norm_Xc[k] = e_attn_norm_Xc;
+            const real e_attn_norm_sq = ((e_attn_norm_Xc)*(e_attn_norm_Xc));
+            acc_attn_norm_ss += e_attn_norm_sq;
+        }
+        v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_A[k] = v_attn_norm_Xhat[k]*v_attn_norm_g[cc] + v_attn_norm_b[cc];
+            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_attn_norm_Xhat[k] = e_attn_norm_Xhat;
+            const real e_attn_norm_A = e_attn_norm_Xhat*v_attn_norm_g[cc] + v_attn_norm_b[cc];
+            v_attn_norm_A[k] = e_attn_norm_A;
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1715,178 +1875,217 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_attn_mha_E[k] = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
-        }
-    }
     /* attn_mha_Zs = attn_mha_E·1 */
-    bpg_rowsum(16*N, 8, v_attn_mha_E, v_attn_mha_Zs);
     /* attn_mha: attention weights */
     /* attn_mha_P = attn_mha_E / attn_mha_Zs */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_attn_mha_Zs = 0;
+        #pragma omp simd reduction(+:acc_attn_mha_Zs)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            v_attn_mha_E[k] = e_attn_mha_E;
+            acc_attn_mha_Zs += e_attn_mha_E;
+        }
+        v_attn_mha_Zs[rr] = (real)acc_attn_mha_Zs;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_attn_mha_P[k] = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            const real e_attn_mha_P = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            v_attn_mha_P[k] = e_attn_mha_P;
         }
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_R[k] = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
         }
     }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
-    bpg_rowsum(8*N, 16, v_attn_R, v_mlp_norm_sum);
     /* mlp_norm: centred input (minus its row mean) */
     /* mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xc[k] = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
-        }
-    }
     /* mlp_norm_sq = mlp_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_mlp_norm_sq[k] = ((v_mlp_norm_Xc[k])*(v_mlp_norm_Xc[k]));
     /* mlp_norm: row sums of squares */
     /* mlp_norm_ss = mlp_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_mlp_norm_sq, v_mlp_norm_ss);
     /* mlp_norm: normalised by sqrt(variance + eps) */
     /* mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
     /* mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_mlp_norm_sum = 0;
+        double acc_mlp_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_mlp_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            acc_mlp_norm_sum += v_attn_R[k];
+        }
+        v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
+        #pragma omp simd reduction(+:acc_mlp_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_mlp_norm_Xc = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
+            v_mlp_norm_Xc[k] = e_mlp_norm_Xc;
+            const real e_mlp_norm_sq = ((e_mlp_norm_Xc)*(e_mlp_norm_Xc));
+            acc_mlp_norm_ss += e_mlp_norm_sq;
+        }
+        v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_A[k] = v_mlp_norm_Xhat[k]*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
+            const real e_mlp_norm_Xhat = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            v_mlp_norm_Xhat[k] = e_mlp_norm_Xhat;
+            const real e_mlp_norm_A = e_mlp_norm_Xhat*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
+            v_mlp_norm_A[k] = e_mlp_norm_A;
         }
     }
     /* mlp_up: affine part */
-    /* mlp_up_XW = mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_XW);
+    /* mlp_up_XW = mlp_norm_A·mlp_up_W: added into mlp_up_Z below */
     /* mlp_up: pre-activation */
     /* mlp_up_Z = mlp_up_XW + mlp_up_b */
+    /* mlp_up_Z = mlp_up_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_mlp_up_Z[k] = v_mlp_up_XW[k] + v_mlp_up_b[cc];
+            v_mlp_up_Z[k] = v_mlp_up_b[cc];
         }
     }
+    /* mlp_up_Z += mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
     /* mlp_up: activation gelu */
     /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(head_Z - o_max) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_o_exp[k] = exp(v_head_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(8*N, 16, v_o_exp, v_o_expsum);
     /* o_pick = head_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_o_pick[k] = v_head_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(8*N, 16, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_head_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* the terms of real steps only */
     /* real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_real_terms[k] = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
     /* loss_sum = 1ᵀ·real_terms·1 */
-    bpg_sumall(8*N, 1, v_real_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < 8*N; k++) {
+        const real e_real_terms = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
+        acc_loss_sum += e_real_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* attn_mha_Wq_sq = attn_mha_Wq^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wq_sq[k] = ((v_attn_mha_Wq[k])*(v_attn_mha_Wq[k]));
     /* attn_mha_Wq_sqsum = 1ᵀ·attn_mha_Wq_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wq_sq, v_attn_mha_Wq_sqsum);
     /* attn_mha_Wk_sq = attn_mha_Wk^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wk_sq[k] = ((v_attn_mha_Wk[k])*(v_attn_mha_Wk[k]));
     /* attn_mha_Wk_sqsum = 1ᵀ·attn_mha_Wk_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wk_sq, v_attn_mha_Wk_sqsum);
     /* attn_mha_Wv_sq = attn_mha_Wv^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wv_sq[k] = ((v_attn_mha_Wv[k])*(v_attn_mha_Wv[k]));
     /* attn_mha_Wv_sqsum = 1ᵀ·attn_mha_Wv_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wv_sq, v_attn_mha_Wv_sqsum);
     /* attn_mha_Wo_sq = attn_mha_Wo^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wo_sq[k] = ((v_attn_mha_Wo[k])*(v_attn_mha_Wo[k]));
     /* attn_mha_Wo_sqsum = 1ᵀ·attn_mha_Wo_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wo_sq, v_attn_mha_Wo_sqsum);
+    double acc_attn_mha_Wq_sqsum = 0;
+    double acc_attn_mha_Wk_sqsum = 0;
+    double acc_attn_mha_Wv_sqsum = 0;
+    double acc_attn_mha_Wo_sqsum = 0;
+    #pragma omp simd reduction(+:acc_attn_mha_Wq_sqsum, acc_attn_mha_Wk_sqsum, acc_attn_mha_Wv_sqsum, acc_attn_mha_Wo_sqsum)
+    for (int64_t k = 0; k < 256; k++) {
+        const real e_attn_mha_Wq_sq = ((v_attn_mha_Wq[k])*(v_attn_mha_Wq[k]));
+        acc_attn_mha_Wq_sqsum += e_attn_mha_Wq_sq;
+        const real e_attn_mha_Wk_sq = ((v_attn_mha_Wk[k])*(v_attn_mha_Wk[k]));
+        acc_attn_mha_Wk_sqsum += e_attn_mha_Wk_sq;
+        const real e_attn_mha_Wv_sq = ((v_attn_mha_Wv[k])*(v_attn_mha_Wv[k]));
+        acc_attn_mha_Wv_sqsum += e_attn_mha_Wv_sq;
+        const real e_attn_mha_Wo_sq = ((v_attn_mha_Wo[k])*(v_attn_mha_Wo[k]));
+        acc_attn_mha_Wo_sqsum += e_attn_mha_Wo_sq;
+    }
+    v_attn_mha_Wq_sqsum[0] = (real)acc_attn_mha_Wq_sqsum;
+    v_attn_mha_Wk_sqsum[0] = (real)acc_attn_mha_Wk_sqsum;
+    v_attn_mha_Wv_sqsum[0] = (real)acc_attn_mha_Wv_sqsum;
+    v_attn_mha_Wo_sqsum[0] = (real)acc_attn_mha_Wo_sqsum;
     /* mlp_up_W_sq = mlp_up_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_mlp_up_W_sq[k] = ((v_mlp_up_W[k])*(v_mlp_up_W[k]));
     /* mlp_up_W_sqsum = 1ᵀ·mlp_up_W_sq·1 */
-    bpg_sumall(16, 64, v_mlp_up_W_sq, v_mlp_up_W_sqsum);
+    double acc_mlp_up_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_mlp_up_W_sqsum)
+    for (int64_t k = 0; k < 1024; k++) {
+        const real e_mlp_up_W_sq = ((v_mlp_up_W[k])*(v_mlp_up_W[k]));
+        acc_mlp_up_W_sqsum += e_mlp_up_W_sq;
+    }
+    v_mlp_up_W_sqsum[0] = (real)acc_mlp_up_W_sqsum;
     /* mlp_down_W_sq = mlp_down_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_mlp_down_W_sq[k] = ((v_mlp_down_W[k])*(v_mlp_down_W[k]));
     /* mlp_down_W_sqsum = 1ᵀ·mlp_down_W_sq·1 */
-    bpg_sumall(64, 16, v_mlp_down_W_sq, v_mlp_down_W_sqsum);
+    double acc_mlp_down_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_mlp_down_W_sqsum)
+    for (int64_t k = 0; k < 1024; k++) {
+        const real e_mlp_down_W_sq = ((v_mlp_down_W[k])*(v_mlp_down_W[k]));
+        acc_mlp_down_W_sqsum += e_mlp_down_W_sq;
+    }
+    v_mlp_down_W_sqsum[0] = (real)acc_mlp_down_W_sqsum;
     /* head_W_sq = head_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_head_W_sq[k] = ((v_head_W[k])*(v_head_W[k]));
     /* head_W_sqsum = 1ᵀ·head_W_sq·1 */
-    bpg_sumall(16, 16, v_head_W_sq, v_head_W_sqsum);
+    double acc_head_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_head_W_sqsum)
+    for (int64_t k = 0; k < 256; k++) {
+        const real e_head_W_sq = ((v_head_W[k])*(v_head_W[k]));
+        acc_head_W_sqsum += e_head_W_sq;
+    }
+    v_head_W_sqsum[0] = (real)acc_head_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps */
     #pragma omp simd
@@ -1901,37 +2100,40 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
     /*   (the terms of real steps only) */
     /* d_loss_terms = d_loss_sum ⊙ mask */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = d_loss_terms / o_expsum */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
     /* d_o_label = -d_loss_terms */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
+    for (int64_t k = 0; k < 8*N; k++) {
+        const real e_d_loss_terms = v_d_loss_sum[0]*v_mask[k];
+        const real e_d_o_expsum = e_d_loss_terms/v_o_expsum[k];
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_d_o_label = -e_d_loss_terms;
+        v_d_o_label[k] = e_d_o_label;
+    }
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
     /* d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y */
+    /* d_head_b = 1ᵀ·d_head_Z_2 */
+    for (int64_t cc = 0; cc < 16; cc++) v_d_head_b[cc] = 0;
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
+            const real e_d_head_Z_2 = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
+            v_d_head_Z_2[k] = e_d_head_Z_2;
+            v_d_head_b[cc] += e_d_head_Z_2;
         }
     }
-    /* d_head_b = 1ᵀ·d_head_Z_2 */
-    bpg_colsum(8*N, 16, v_d_head_Z_2, v_d_head_b);
 
     /* Grad of: head_XW = mlp_R·head_W */
     /*   (head: affine part) */
     /* d_mlp_R = d_head_Z_2·head_Wᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_d_head_Z_2, v_head_W, v_d_mlp_R);
-    /* d_head_W_1 = mlp_Rᵀ·d_head_Z_2 */
-    bpg_gemm_tn(16, 16, 8*N, v_mlp_R, v_d_head_Z_2, v_d_head_W_1);
+    /* d_head_W_1 = mlp_Rᵀ·d_head_Z_2: added into d_head_W_2 below */
 
     /* Grad of: mlp_down_Z = mlp_down_XW + mlp_down_b  (not stored in this function: mlp_down_Z) */
     /*   (mlp_down: pre-activation) */
@@ -1942,125 +2144,128 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /*   (mlp_down: affine part) */
     /* d_mlp_up_A = d_mlp_R·mlp_down_Wᵀ */
     bpg_gemm_nt(8*N, 64, 16, v_d_mlp_R, v_mlp_down_W, v_d_mlp_up_A);
-    /* d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R */
-    bpg_gemm_tn(64, 16, 8*N, v_mlp_up_A, v_d_mlp_R, v_d_mlp_down_W_1);
+    /* d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R: added into d_mlp_down_W_2 below */
 
     /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
     /*   (mlp_up: activation gelu) */
     /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
 
     /* Grad of: mlp_up_Z = mlp_up_XW + mlp_up_b */
     /*   (mlp_up: pre-activation) */
     /* d_mlp_up_b = 1ᵀ·d_mlp_up_Z */
-    bpg_colsum(8*N, 64, v_d_mlp_up_Z, v_d_mlp_up_b);
+    for (int64_t cc = 0; cc < 64; cc++) v_d_mlp_up_b[cc] = 0;
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 64; cc++) {
+            const int64_t k = rr*64 + cc;
+            const real e_d_mlp_up_Z = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+            v_d_mlp_up_Z[k] = e_d_mlp_up_Z;
+            v_d_mlp_up_b[cc] += e_d_mlp_up_Z;
+        }
+    }
 
     /* Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W */
     /*   (mlp_up: affine part) */
     /* d_mlp_norm_A = d_mlp_up_Z·mlp_up_Wᵀ */
     bpg_gemm_nt(8*N, 16, 64, v_d_mlp_up_Z, v_mlp_up_W, v_d_mlp_norm_A);
-    /* d_mlp_up_W_1 = mlp_norm_Aᵀ·d_mlp_up_Z */
-    bpg_gemm_tn(16, 64, 8*N, v_mlp_norm_A, v_d_mlp_up_Z, v_d_mlp_up_W_1);
+    /* d_mlp_up_W_1 = mlp_norm_Aᵀ·d_mlp_up_Z: added into d_mlp_up_W_2 below */
 
     /* Grad of: mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
     /*   (mlp_norm: gain and bias Xhat ⊙ g + b) */
     /* d_mlp_norm_Xhat = d_mlp_norm_A ⊙ mlp_norm_g */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xhat[k] = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
-        }
-    }
     /* d_mlp_norm_b = 1ᵀ·d_mlp_norm_A */
-    bpg_colsum(8*N, 16, v_d_mlp_norm_A, v_d_mlp_norm_b);
     /* d_mlp_norm_g = d_mlp_norm_A ⊙ mlp_norm_Xhat */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_mlp_norm_g[k] = v_d_mlp_norm_A[k]*v_mlp_norm_Xhat[k];
     /* d_mlp_norm_g_1 = 1ᵀ·d_mlp_norm_g */
-    bpg_colsum(8*N, 16, v_d_mlp_norm_g, v_d_mlp_norm_g_1);
 
     /* Grad of: mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
     /*   (mlp_norm: normalised by sqrt(variance + eps)) */
     /* d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ mlp_norm_Xhat / (32 (1e-05 + mlp_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_ss[k] = -0.03125*v_d_mlp_norm_Xhat[k]*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
-        }
-    }
     /* d_mlp_norm_ss_1 = d_mlp_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_d_mlp_norm_ss, v_d_mlp_norm_ss_1);
 
     /* Grad of: mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
     /*   (mlp_norm: centred input (minus its row mean)) */
     /* d_mlp_norm_Xc_2 = d_mlp_norm_Xhat / sqrt(1e-05 + mlp_norm_ss / 16) + 2 d_mlp_norm_ss_1 ⊙ mlp_norm_Xc */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
-        }
-    }
     /* d_mlp_norm_sum = -d_mlp_norm_Xc_2 / 16 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_mlp_norm_sum[k] = -0.0625*v_d_mlp_norm_Xc_2[k];
     /* d_mlp_norm_sum_1 = d_mlp_norm_sum·1 */
-    bpg_rowsum(8*N, 16, v_d_mlp_norm_sum, v_d_mlp_norm_sum_1);
 
     /* Grad of: attn_R = attn_mha_OW + attn_mha_bo + emb_A */
     /*   (attn: residual: the block's input + its output) */
     /* d_attn_R_1 = d_mlp_R + d_mlp_norm_Xc_2 + d_mlp_norm_sum_1 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_R_1[k] = v_d_mlp_R[k] + v_d_mlp_norm_Xc_2[k] + v_d_mlp_norm_sum_1[rr];
-        }
-    }
 
     /* Grad of: attn_mha_A = attn_mha_OW + attn_mha_bo  (not stored in this function: attn_mha_A) */
     /*   (attn_mha: plus the output bias) */
     /* d_attn_mha_bo = 1ᵀ·d_attn_R_1 */
-    bpg_colsum(8*N, 16, v_d_attn_R_1, v_d_attn_mha_bo);
+    for (int64_t cc = 0; cc < 16; cc++) v_d_mlp_norm_b[cc] = 0;
+    for (int64_t cc = 0; cc < 16; cc++) v_d_mlp_norm_g_1[cc] = 0;
+    for (int64_t cc = 0; cc < 16; cc++) v_d_attn_mha_bo[cc] = 0;
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_d_mlp_norm_ss_1 = 0;
+        double acc_d_mlp_norm_sum_1 = 0;
+        #pragma omp simd reduction(+:acc_d_mlp_norm_ss_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_mlp_norm_Xhat = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
+            v_d_mlp_norm_Xhat[k] = e_d_mlp_norm_Xhat;
+            v_d_mlp_norm_b[cc] += v_d_mlp_norm_A[k];
+            const real e_d_mlp_norm_g = v_d_mlp_norm_A[k]*v_mlp_norm_Xhat[k];
+            v_d_mlp_norm_g_1[cc] += e_d_mlp_norm_g;
+            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
+            acc_d_mlp_norm_ss_1 += e_d_mlp_norm_ss;
+        }
+        v_d_mlp_norm_ss_1[rr] = (real)acc_d_mlp_norm_ss_1;
+        #pragma omp simd reduction(+:acc_d_mlp_norm_sum_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            v_d_mlp_norm_Xc_2[k] = e_d_mlp_norm_Xc_2;
+            const real e_d_mlp_norm_sum = -0.0625*e_d_mlp_norm_Xc_2;
+            acc_d_mlp_norm_sum_1 += e_d_mlp_norm_sum;
+        }
+        v_d_mlp_norm_sum_1[rr] = (real)acc_d_mlp_norm_sum_1;
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_R_1 = v_d_mlp_R[k] + v_d_mlp_norm_Xc_2[k] + v_d_mlp_norm_sum_1[rr];
+            v_d_attn_R_1[k] = e_d_attn_R_1;
+            v_d_attn_mha_bo[cc] += e_d_attn_R_1;
+        }
+    }
 
     /* Grad of: attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     /*   (attn_mha: output projection) */
     /* d_attn_mha_AV = d_attn_R_1·attn_mha_Woᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_d_attn_R_1, v_attn_mha_Wo, v_d_attn_mha_AV);
-    /* d_attn_mha_Wo_1 = attn_mha_AVᵀ·d_attn_R_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_mha_AV, v_d_attn_R_1, v_d_attn_mha_Wo_1);
+    /* d_attn_mha_Wo_1 = attn_mha_AVᵀ·d_attn_R_1: added into d_attn_mha_Wo_2 below */
 
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
     /* d_attn_mha_Zs = -attn_mha_P ⊙ d_attn_mha_P / attn_mha_Zs */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_d_attn_mha_Zs[k] = -v_attn_mha_P[k]*v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
-        }
-    }
     /* d_attn_mha_Zs_1 = d_attn_mha_Zs·1 */
-    bpg_rowsum(16*N, 8, v_d_attn_mha_Zs, v_d_attn_mha_Zs_1);
 
     /* Grad of: attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /*   (attn_mha: softmax over the keys, shifted by the row maximum) */
     /* d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_d_attn_mha_Zs_1 = 0;
+        #pragma omp simd reduction(+:acc_d_attn_mha_Zs_1)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_d_attn_mha_Zs = -v_attn_mha_P[k]*v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
+            acc_d_attn_mha_Zs_1 += e_d_attn_mha_Zs;
+        }
+        v_d_attn_mha_Zs_1[rr] = (real)acc_d_attn_mha_Zs_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_d_attn_mha_Sm[k] = v_attn_mha_E[k]*(v_d_attn_mha_Zs_1[rr] + v_d_attn_mha_P[k]/v_attn_mha_Zs[rr]);
+            const real e_d_attn_mha_Sm = v_attn_mha_E[k]*(v_d_attn_mha_Zs_1[rr] + v_d_attn_mha_P[k]/v_attn_mha_Zs[rr]);
+            v_d_attn_mha_Sm[k] = e_d_attn_mha_Sm;
         }
     }
 
@@ -2078,9 +2283,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -2088,10 +2293,8 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
-    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A);
-    /* d_attn_mha_Wv_1 = attn_norm_Aᵀ·d_attn_mha_V */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_V, v_d_attn_mha_Wv_1);
+    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wv_1 = attn_norm_Aᵀ·d_attn_mha_V: added into d_attn_mha_Wv_2 below */
 
     /* Grad of: attn_mha_K = attn_mha_XWk + attn_mha_bk */
     /* d_attn_mha_bk = 1ᵀ·d_attn_mha_K */
@@ -2099,10 +2302,8 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
 
     /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk */
     /*   (attn_mha: the keys, the input's projection by Wk plus bk) */
-    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_1);
-    /* d_attn_mha_Wk_1 = attn_norm_Aᵀ·d_attn_mha_K */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_K, v_d_attn_mha_Wk_1);
+    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wk_1 = attn_norm_Aᵀ·d_attn_mha_K: added into d_attn_mha_Wk_2 below */
 
     /* Grad of: attn_mha_Q = attn_mha_XWq + attn_mha_bq */
     /* d_attn_mha_bq = 1ᵀ·d_attn_mha_Q */
@@ -2110,69 +2311,68 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
 
     /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq */
     /*   (attn_mha: the queries, the input's projection by Wq plus bq) */
-    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_2);
-    /* d_attn_mha_Wq_1 = attn_norm_Aᵀ·d_attn_mha_Q */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_Q, v_d_attn_mha_Wq_1);
+    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wq_1 = attn_norm_Aᵀ·d_attn_mha_Q: added into d_attn_mha_Wq_2 below */
 
     /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
     /* d_attn_norm_A_3 = d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_A_3[k] = v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k];
+    /* d_attn_norm_A_3 = d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_3);
     /* d_attn_norm_Xhat = attn_norm_g ⊙ d_attn_norm_A_3 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_Xhat[k] = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
-        }
-    }
     /* d_attn_norm_b = 1ᵀ·d_attn_norm_A_3 */
-    bpg_colsum(8*N, 16, v_d_attn_norm_A_3, v_d_attn_norm_b);
     /* d_attn_norm_g = attn_norm_Xhat ⊙ d_attn_norm_A_3 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_g[k] = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
     /* d_attn_norm_g_1 = 1ᵀ·d_attn_norm_g */
-    bpg_colsum(8*N, 16, v_d_attn_norm_g, v_d_attn_norm_g_1);
 
     /* Grad of: attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
     /*   (attn_norm: normalised by sqrt(variance + eps)) */
     /* d_attn_norm_ss = -attn_norm_Xhat ⊙ d_attn_norm_Xhat / (32 (1e-05 + attn_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_ss[k] = -0.03125*v_attn_norm_Xhat[k]*v_d_attn_norm_Xhat[k]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
-        }
-    }
     /* d_attn_norm_ss_1 = d_attn_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_d_attn_norm_ss, v_d_attn_norm_ss_1);
 
     /* Grad of: attn_norm_Xc = emb_A - attn_norm_sum / 16 */
     /*   (attn_norm: centred input (minus its row mean)) */
     /* d_attn_norm_Xc_2 = d_attn_norm_Xhat / sqrt(1e-05 + attn_norm_ss / 16) + 2 attn_norm_Xc ⊙ d_attn_norm_ss_1 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* d_attn_norm_sum = -d_attn_norm_Xc_2 / 16 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_sum[k] = -0.0625*v_d_attn_norm_Xc_2[k];
     /* d_attn_norm_sum_1 = d_attn_norm_sum·1 */
-    bpg_rowsum(8*N, 16, v_d_attn_norm_sum, v_d_attn_norm_sum_1);
 
     /* Grad of: emb_A = emb_EX + emb_Pt */
     /*   (emb: token and position embeddings) */
     /* d_emb_A_1 = d_attn_R_1 + d_attn_norm_Xc_2 + d_attn_norm_sum_1 */
+    for (int64_t cc = 0; cc < 16; cc++) v_d_attn_norm_b[cc] = 0;
+    for (int64_t cc = 0; cc < 16; cc++) v_d_attn_norm_g_1[cc] = 0;
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_d_attn_norm_ss_1 = 0;
+        double acc_d_attn_norm_sum_1 = 0;
+        #pragma omp simd reduction(+:acc_d_attn_norm_ss_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
+            v_d_attn_norm_Xhat[k] = e_d_attn_norm_Xhat;
+            v_d_attn_norm_b[cc] += v_d_attn_norm_A_3[k];
+            const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
+            v_d_attn_norm_g_1[cc] += e_d_attn_norm_g;
+            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+            acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
+        }
+        v_d_attn_norm_ss_1[rr] = (real)acc_d_attn_norm_ss_1;
+        #pragma omp simd reduction(+:acc_d_attn_norm_sum_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_d_attn_norm_Xc_2[k] = e_d_attn_norm_Xc_2;
+            const real e_d_attn_norm_sum = -0.0625*e_d_attn_norm_Xc_2;
+            acc_d_attn_norm_sum_1 += e_d_attn_norm_sum;
+        }
+        v_d_attn_norm_sum_1[rr] = (real)acc_d_attn_norm_sum_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_emb_A_1[k] = v_d_attn_R_1[k] + v_d_attn_norm_Xc_2[k] + v_d_attn_norm_sum_1[rr];
+            const real e_d_emb_A_1 = v_d_attn_R_1[k] + v_d_attn_norm_Xc_2[k] + v_d_attn_norm_sum_1[rr];
+            v_d_emb_A_1[k] = e_d_emb_A_1;
         }
     }
 
@@ -2188,26 +2388,47 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
 
     /* total gradients */
     /* d_attn_mha_Wq_2 = d_attn_mha_Wq_1 + 0.0001 attn_mha_Wq */
+    /* d_attn_mha_Wq_2 = 0.0001 attn_mha_Wq */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wq_2[k] = 0.0001*v_attn_mha_Wq[k] + v_d_attn_mha_Wq_1[k];
+    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wq_2[k] = 0.0001*v_attn_mha_Wq[k];
+    /* d_attn_mha_Wq_2 += attn_norm_Aᵀ·d_attn_mha_Q */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_Q, v_d_attn_mha_Wq_2);
     /* d_attn_mha_Wk_2 = d_attn_mha_Wk_1 + 0.0001 attn_mha_Wk */
+    /* d_attn_mha_Wk_2 = 0.0001 attn_mha_Wk */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wk_2[k] = 0.0001*v_attn_mha_Wk[k] + v_d_attn_mha_Wk_1[k];
+    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wk_2[k] = 0.0001*v_attn_mha_Wk[k];
+    /* d_attn_mha_Wk_2 += attn_norm_Aᵀ·d_attn_mha_K */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_K, v_d_attn_mha_Wk_2);
     /* d_attn_mha_Wv_2 = d_attn_mha_Wv_1 + 0.0001 attn_mha_Wv */
+    /* d_attn_mha_Wv_2 = 0.0001 attn_mha_Wv */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wv_2[k] = 0.0001*v_attn_mha_Wv[k] + v_d_attn_mha_Wv_1[k];
+    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wv_2[k] = 0.0001*v_attn_mha_Wv[k];
+    /* d_attn_mha_Wv_2 += attn_norm_Aᵀ·d_attn_mha_V */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_V, v_d_attn_mha_Wv_2);
     /* d_attn_mha_Wo_2 = d_attn_mha_Wo_1 + 0.0001 attn_mha_Wo */
+    /* d_attn_mha_Wo_2 = 0.0001 attn_mha_Wo */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wo_2[k] = 0.0001*v_attn_mha_Wo[k] + v_d_attn_mha_Wo_1[k];
+    for (int64_t k = 0; k < 256; k++) v_d_attn_mha_Wo_2[k] = 0.0001*v_attn_mha_Wo[k];
+    /* d_attn_mha_Wo_2 += attn_mha_AVᵀ·d_attn_R_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_mha_AV, v_d_attn_R_1, v_d_attn_mha_Wo_2);
     /* d_mlp_up_W_2 = d_mlp_up_W_1 + 0.0001 mlp_up_W */
+    /* d_mlp_up_W_2 = 0.0001 mlp_up_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_d_mlp_up_W_2[k] = v_d_mlp_up_W_1[k] + 0.0001*v_mlp_up_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_d_mlp_up_W_2[k] = 0.0001*v_mlp_up_W[k];
+    /* d_mlp_up_W_2 += mlp_norm_Aᵀ·d_mlp_up_Z */
+    bpg_gemm_tn_acc(16, 64, 8*N, v_mlp_norm_A, v_d_mlp_up_Z, v_d_mlp_up_W_2);
     /* d_mlp_down_W_2 = d_mlp_down_W_1 + 0.0001 mlp_down_W */
+    /* d_mlp_down_W_2 = 0.0001 mlp_down_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_d_mlp_down_W_2[k] = v_d_mlp_down_W_1[k] + 0.0001*v_mlp_down_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_d_mlp_down_W_2[k] = 0.0001*v_mlp_down_W[k];
+    /* d_mlp_down_W_2 += mlp_up_Aᵀ·d_mlp_R */
+    bpg_gemm_tn_acc(64, 16, 8*N, v_mlp_up_A, v_d_mlp_R, v_d_mlp_down_W_2);
     /* d_head_W_2 = d_head_W_1 + 0.0001 head_W */
+    /* d_head_W_2 = 0.0001 head_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_d_head_W_2[k] = v_d_head_W_1[k] + 0.0001*v_head_W[k];
+    for (int64_t k = 0; k < 256; k++) v_d_head_W_2[k] = 0.0001*v_head_W[k];
+    /* d_head_W_2 += mlp_Rᵀ·d_head_Z_2 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_d_head_Z_2, v_d_head_W_2);
 }
 
 /* ---- hvp: workspace 24192*N + 6672 elements ---- */
@@ -2441,161 +2662,169 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     bpg_take_rows(8*N, 16, N, NULL, v_v_emb_P, v_r_emb_Pt);
     /* emb: token and position embeddings */
     /* emb_A = emb_EX + emb_Pt */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_emb_A[k] = v_emb_EX[k] + v_emb_Pt[k];
     /* r_emb_A = r_emb_EX + r_emb_Pt */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_emb_A[k] = v_r_emb_EX[k] + v_r_emb_Pt[k];
     /* attn_norm: row sums of the input */
     /* attn_norm_sum = emb_A·1 */
-    bpg_rowsum(8*N, 16, v_emb_A, v_attn_norm_sum);
     /* r_attn_norm_sum = r_emb_A·1 */
-    bpg_rowsum(8*N, 16, v_r_emb_A, v_r_attn_norm_sum);
     /* attn_norm: centred input (minus its row mean) */
     /* attn_norm_Xc = emb_A - attn_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xc[k] = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
-        }
-    }
     /* r_attn_norm_Xc = r_emb_A - r_attn_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_attn_norm_Xc[k] = -0.0625*v_r_attn_norm_sum[rr] + v_r_emb_A[k];
-        }
-    }
     /* attn_norm_sq = attn_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_norm_sq[k] = ((v_attn_norm_Xc[k])*(v_attn_norm_Xc[k]));
     /* r_attn_norm_sq = 2 attn_norm_Xc ⊙ r_attn_norm_Xc */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_attn_norm_sq[k] = 2*v_attn_norm_Xc[k]*v_r_attn_norm_Xc[k];
     /* attn_norm: row sums of squares */
     /* attn_norm_ss = attn_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_attn_norm_sq, v_attn_norm_ss);
     /* r_attn_norm_ss = r_attn_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_r_attn_norm_sq, v_r_attn_norm_ss);
     /* attn_norm: normalised by sqrt(variance + eps) */
     /* attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* r_attn_norm_Xhat = r_attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) - attn_norm_Xhat ⊙ r_attn_norm_ss / (32 (1e-05 + attn_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_attn_norm_Xhat[k] = -0.03125*v_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5) + v_r_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* attn_norm: gain and bias Xhat ⊙ g + b */
     /* attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_A[k] = v_attn_norm_Xhat[k]*v_attn_norm_g[cc] + v_attn_norm_b[cc];
-        }
-    }
     /* r_attn_norm_A = v_attn_norm_b + attn_norm_Xhat ⊙ v_attn_norm_g + attn_norm_g ⊙ r_attn_norm_Xhat */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_attn_norm_sum = 0;
+        double acc_r_attn_norm_sum = 0;
+        double acc_attn_norm_ss = 0;
+        double acc_r_attn_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_attn_norm_sum, acc_r_attn_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_emb_A = v_emb_EX[k] + v_emb_Pt[k];
+            v_emb_A[k] = e_emb_A;
+            const real e_r_emb_A = v_r_emb_EX[k] + v_r_emb_Pt[k];
+            v_r_emb_A[k] = e_r_emb_A;
+            acc_attn_norm_sum += e_emb_A;
+            acc_r_attn_norm_sum += e_r_emb_A;
+        }
+        v_attn_norm_sum[rr] = (real)acc_attn_norm_sum;
+        v_r_attn_norm_sum[rr] = (real)acc_r_attn_norm_sum;
+        #pragma omp simd reduction(+:acc_attn_norm_ss, acc_r_attn_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_attn_norm_Xc = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
+            v_attn_norm_Xc[k] = e_attn_norm_Xc;
+            const real e_r_attn_norm_Xc = -0.0625*v_r_attn_norm_sum[rr] + v_r_emb_A[k];
+            v_r_attn_norm_Xc[k] = e_r_attn_norm_Xc;
+            const real e_attn_norm_sq = ((e_attn_norm_Xc)*(e_attn_norm_Xc));
+            const real e_r_attn_norm_sq = 2*e_attn_norm_Xc*e_r_attn_norm_Xc;
+            acc_attn_norm_ss += e_attn_norm_sq;
+            acc_r_attn_norm_ss += e_r_attn_norm_sq;
+        }
+        v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
+        v_r_attn_norm_ss[rr] = (real)acc_r_attn_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_norm_A[k] = v_attn_norm_Xhat[k]*v_v_attn_norm_g[cc] + v_attn_norm_g[cc]*v_r_attn_norm_Xhat[k] + v_v_attn_norm_b[cc];
+            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_attn_norm_Xhat[k] = e_attn_norm_Xhat;
+            const real e_r_attn_norm_Xhat = -0.03125*e_attn_norm_Xhat*v_r_attn_norm_ss[rr]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5) + v_r_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_r_attn_norm_Xhat[k] = e_r_attn_norm_Xhat;
+            const real e_attn_norm_A = e_attn_norm_Xhat*v_attn_norm_g[cc] + v_attn_norm_b[cc];
+            v_attn_norm_A[k] = e_attn_norm_A;
+            const real e_r_attn_norm_A = e_attn_norm_Xhat*v_v_attn_norm_g[cc] + v_attn_norm_g[cc]*e_r_attn_norm_Xhat + v_v_attn_norm_b[cc];
+            v_r_attn_norm_A[k] = e_r_attn_norm_A;
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
-    /* r_attn_mha_XWq_a = r_attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wq, v_r_attn_mha_XWq_a);
-    /* r_attn_mha_XWq_b = attn_norm_A·v_attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wq, v_r_attn_mha_XWq_b);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
+    /* r_attn_mha_XWq_a = r_attn_norm_A·attn_mha_Wq: added into r_attn_mha_Q below */
+    /* r_attn_mha_XWq_b = attn_norm_A·v_attn_mha_Wq: added into r_attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* r_attn_mha_Q = r_attn_mha_XWq_a + r_attn_mha_XWq_b + v_attn_mha_bq */
+    /* r_attn_mha_Q = v_attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_mha_Q[k] = v_r_attn_mha_XWq_a[k] + v_r_attn_mha_XWq_b[k] + v_v_attn_mha_bq[cc];
+            v_r_attn_mha_Q[k] = v_v_attn_mha_bq[cc];
         }
     }
+    /* r_attn_mha_Q += r_attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wq, v_r_attn_mha_Q);
+    /* r_attn_mha_Q += attn_norm_A·v_attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wq, v_r_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
-    /* r_attn_mha_XWk_a = r_attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wk, v_r_attn_mha_XWk_a);
-    /* r_attn_mha_XWk_b = attn_norm_A·v_attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wk, v_r_attn_mha_XWk_b);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
+    /* r_attn_mha_XWk_a = r_attn_norm_A·attn_mha_Wk: added into r_attn_mha_K below */
+    /* r_attn_mha_XWk_b = attn_norm_A·v_attn_mha_Wk: added into r_attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* r_attn_mha_K = r_attn_mha_XWk_a + r_attn_mha_XWk_b + v_attn_mha_bk */
+    /* r_attn_mha_K = v_attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_mha_K[k] = v_r_attn_mha_XWk_a[k] + v_r_attn_mha_XWk_b[k] + v_v_attn_mha_bk[cc];
+            v_r_attn_mha_K[k] = v_v_attn_mha_bk[cc];
         }
     }
+    /* r_attn_mha_K += r_attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wk, v_r_attn_mha_K);
+    /* r_attn_mha_K += attn_norm_A·v_attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wk, v_r_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
-    /* r_attn_mha_XWv_a = r_attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wv, v_r_attn_mha_XWv_a);
-    /* r_attn_mha_XWv_b = attn_norm_A·v_attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_XWv_b);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
+    /* r_attn_mha_XWv_a = r_attn_norm_A·attn_mha_Wv: added into r_attn_mha_V below */
+    /* r_attn_mha_XWv_b = attn_norm_A·v_attn_mha_Wv: added into r_attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* r_attn_mha_V = r_attn_mha_XWv_a + r_attn_mha_XWv_b + v_attn_mha_bv */
+    /* r_attn_mha_V = v_attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_mha_V[k] = v_r_attn_mha_XWv_a[k] + v_r_attn_mha_XWv_b[k] + v_v_attn_mha_bv[cc];
+            v_r_attn_mha_V[k] = v_v_attn_mha_bv[cc];
         }
     }
+    /* r_attn_mha_V += r_attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wv, v_r_attn_mha_V);
+    /* r_attn_mha_V += attn_norm_A·v_attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
     #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_S[k] = 0.35355339059327376*v_r_attn_mha_QK_a[k] + 0.35355339059327376*v_r_attn_mha_QK_b[k];
+    for (int64_t k = 0; k < 128*N; k++) {
+        const real e_attn_mha_S = 0.35355339059327376*v_attn_mha_QK[k];
+        v_attn_mha_S[k] = e_attn_mha_S;
+        const real e_r_attn_mha_S = 0.35355339059327376*v_r_attn_mha_QK_a[k] + 0.35355339059327376*v_r_attn_mha_QK_b[k];
+        v_r_attn_mha_S[k] = e_r_attn_mha_S;
+    }
     /* attn_mha: keys after the query and padded keys at -inf */
     /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
     bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
@@ -2605,235 +2834,244 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_attn_mha_E[k] = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
-        }
-    }
     /* r_attn_mha_E = attn_mha_E ⊙ r_attn_mha_Sm */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_E[k] = v_attn_mha_E[k]*v_r_attn_mha_Sm[k];
     /* attn_mha_Zs = attn_mha_E·1 */
-    bpg_rowsum(16*N, 8, v_attn_mha_E, v_attn_mha_Zs);
     /* r_attn_mha_Zs = r_attn_mha_E·1 */
-    bpg_rowsum(16*N, 8, v_r_attn_mha_E, v_r_attn_mha_Zs);
     /* attn_mha: attention weights */
     /* attn_mha_P = attn_mha_E / attn_mha_Zs */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_attn_mha_P[k] = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
-        }
-    }
     /* r_attn_mha_P = r_attn_mha_E / attn_mha_Zs - attn_mha_P ⊙ r_attn_mha_Zs / attn_mha_Zs */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_attn_mha_Zs = 0;
+        double acc_r_attn_mha_Zs = 0;
+        #pragma omp simd reduction(+:acc_attn_mha_Zs, acc_r_attn_mha_Zs)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            v_attn_mha_E[k] = e_attn_mha_E;
+            const real e_r_attn_mha_E = e_attn_mha_E*v_r_attn_mha_Sm[k];
+            v_r_attn_mha_E[k] = e_r_attn_mha_E;
+            acc_attn_mha_Zs += e_attn_mha_E;
+            acc_r_attn_mha_Zs += e_r_attn_mha_E;
+        }
+        v_attn_mha_Zs[rr] = (real)acc_attn_mha_Zs;
+        v_r_attn_mha_Zs[rr] = (real)acc_r_attn_mha_Zs;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_r_attn_mha_P[k] = -v_attn_mha_P[k]*v_r_attn_mha_Zs[rr]/v_attn_mha_Zs[rr] + v_r_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            const real e_attn_mha_P = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            v_attn_mha_P[k] = e_attn_mha_P;
+            const real e_r_attn_mha_P = -e_attn_mha_P*v_r_attn_mha_Zs[rr]/v_attn_mha_Zs[rr] + v_r_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            v_r_attn_mha_P[k] = e_r_attn_mha_P;
         }
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
-    /* r_attn_mha_OW_a = r_attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_mha_AV, v_attn_mha_Wo, v_r_attn_mha_OW_a);
-    /* r_attn_mha_OW_b = attn_mha_AV·v_attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_v_attn_mha_Wo, v_r_attn_mha_OW_b);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
+    /* r_attn_mha_OW_a = r_attn_mha_AV·attn_mha_Wo: added into r_attn_R below */
+    /* r_attn_mha_OW_b = attn_mha_AV·v_attn_mha_Wo: added into r_attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_R[k] = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
         }
     }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* r_attn_R = r_attn_mha_OW_a + r_attn_mha_OW_b + r_emb_A + v_attn_mha_bo */
+    /* r_attn_R = r_emb_A + v_attn_mha_bo */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_R[k] = v_r_attn_mha_OW_a[k] + v_r_attn_mha_OW_b[k] + v_r_emb_A[k] + v_v_attn_mha_bo[cc];
+            v_r_attn_R[k] = v_r_emb_A[k] + v_v_attn_mha_bo[cc];
         }
     }
+    /* r_attn_R += r_attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_mha_AV, v_attn_mha_Wo, v_r_attn_R);
+    /* r_attn_R += attn_mha_AV·v_attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_v_attn_mha_Wo, v_r_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
-    bpg_rowsum(8*N, 16, v_attn_R, v_mlp_norm_sum);
     /* r_mlp_norm_sum = r_attn_R·1 */
-    bpg_rowsum(8*N, 16, v_r_attn_R, v_r_mlp_norm_sum);
     /* mlp_norm: centred input (minus its row mean) */
     /* mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xc[k] = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
-        }
-    }
     /* r_mlp_norm_Xc = r_attn_R - r_mlp_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_mlp_norm_Xc[k] = v_r_attn_R[k] - 0.0625*v_r_mlp_norm_sum[rr];
-        }
-    }
     /* mlp_norm_sq = mlp_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_mlp_norm_sq[k] = ((v_mlp_norm_Xc[k])*(v_mlp_norm_Xc[k]));
     /* r_mlp_norm_sq = 2 mlp_norm_Xc ⊙ r_mlp_norm_Xc */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_mlp_norm_sq[k] = 2*v_mlp_norm_Xc[k]*v_r_mlp_norm_Xc[k];
     /* mlp_norm: row sums of squares */
     /* mlp_norm_ss = mlp_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_mlp_norm_sq, v_mlp_norm_ss);
     /* r_mlp_norm_ss = r_mlp_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_r_mlp_norm_sq, v_r_mlp_norm_ss);
     /* mlp_norm: normalised by sqrt(variance + eps) */
     /* mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* r_mlp_norm_Xhat = r_mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) - mlp_norm_Xhat ⊙ r_mlp_norm_ss / (32 (1e-05 + mlp_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_mlp_norm_Xhat[k] = -0.03125*v_mlp_norm_Xhat[k]*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + v_r_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
     /* mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_A[k] = v_mlp_norm_Xhat[k]*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
-        }
-    }
     /* r_mlp_norm_A = v_mlp_norm_b + mlp_norm_Xhat ⊙ v_mlp_norm_g + mlp_norm_g ⊙ r_mlp_norm_Xhat */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_mlp_norm_sum = 0;
+        double acc_r_mlp_norm_sum = 0;
+        double acc_mlp_norm_ss = 0;
+        double acc_r_mlp_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_mlp_norm_sum, acc_r_mlp_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            acc_mlp_norm_sum += v_attn_R[k];
+            acc_r_mlp_norm_sum += v_r_attn_R[k];
+        }
+        v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
+        v_r_mlp_norm_sum[rr] = (real)acc_r_mlp_norm_sum;
+        #pragma omp simd reduction(+:acc_mlp_norm_ss, acc_r_mlp_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_mlp_norm_Xc = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
+            v_mlp_norm_Xc[k] = e_mlp_norm_Xc;
+            const real e_r_mlp_norm_Xc = v_r_attn_R[k] - 0.0625*v_r_mlp_norm_sum[rr];
+            v_r_mlp_norm_Xc[k] = e_r_mlp_norm_Xc;
+            const real e_mlp_norm_sq = ((e_mlp_norm_Xc)*(e_mlp_norm_Xc));
+            const real e_r_mlp_norm_sq = 2*e_mlp_norm_Xc*e_r_mlp_norm_Xc;
+            acc_mlp_norm_ss += e_mlp_norm_sq;
+            acc_r_mlp_norm_ss += e_r_mlp_norm_sq;
+        }
+        v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
+        v_r_mlp_norm_ss[rr] = (real)acc_r_mlp_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_mlp_norm_A[k] = v_mlp_norm_Xhat[k]*v_v_mlp_norm_g[cc] + v_mlp_norm_g[cc]*v_r_mlp_norm_Xhat[k] + v_v_mlp_norm_b[cc];
+            const real e_mlp_norm_Xhat = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            v_mlp_norm_Xhat[k] = e_mlp_norm_Xhat;
+            const real e_r_mlp_norm_Xhat = -0.03125*e_mlp_norm_Xhat*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + v_r_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            v_r_mlp_norm_Xhat[k] = e_r_mlp_norm_Xhat;
+            const real e_mlp_norm_A = e_mlp_norm_Xhat*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
+            v_mlp_norm_A[k] = e_mlp_norm_A;
+            const real e_r_mlp_norm_A = e_mlp_norm_Xhat*v_v_mlp_norm_g[cc] + v_mlp_norm_g[cc]*e_r_mlp_norm_Xhat + v_v_mlp_norm_b[cc];
+            v_r_mlp_norm_A[k] = e_r_mlp_norm_A;
         }
     }
     /* mlp_up: affine part */
-    /* mlp_up_XW = mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_XW);
-    /* r_mlp_up_XW_a = r_mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_r_mlp_norm_A, v_mlp_up_W, v_r_mlp_up_XW_a);
-    /* r_mlp_up_XW_b = mlp_norm_A·v_mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_v_mlp_up_W, v_r_mlp_up_XW_b);
+    /* mlp_up_XW = mlp_norm_A·mlp_up_W: added into mlp_up_Z below */
+    /* r_mlp_up_XW_a = r_mlp_norm_A·mlp_up_W: added into r_mlp_up_Z below */
+    /* r_mlp_up_XW_b = mlp_norm_A·v_mlp_up_W: added into r_mlp_up_Z below */
     /* mlp_up: pre-activation */
     /* mlp_up_Z = mlp_up_XW + mlp_up_b */
+    /* mlp_up_Z = mlp_up_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_mlp_up_Z[k] = v_mlp_up_XW[k] + v_mlp_up_b[cc];
+            v_mlp_up_Z[k] = v_mlp_up_b[cc];
         }
     }
+    /* mlp_up_Z += mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
     /* r_mlp_up_Z = r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b */
+    /* r_mlp_up_Z = v_mlp_up_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_r_mlp_up_Z[k] = v_r_mlp_up_XW_a[k] + v_r_mlp_up_XW_b[k] + v_v_mlp_up_b[cc];
+            v_r_mlp_up_Z[k] = v_v_mlp_up_b[cc];
         }
     }
+    /* r_mlp_up_Z += r_mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_r_mlp_norm_A, v_mlp_up_W, v_r_mlp_up_Z);
+    /* r_mlp_up_Z += mlp_norm_A·v_mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_v_mlp_up_W, v_r_mlp_up_Z);
     /* mlp_up: activation gelu */
     /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
     /* r_mlp_up_A = r_mlp_up_Z ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_r_mlp_up_A[k] = v_r_mlp_up_Z[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+    for (int64_t k = 0; k < 512*N; k++) {
+        const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
+        v_mlp_up_A[k] = e_mlp_up_A;
+        const real e_r_mlp_up_A = v_r_mlp_up_Z[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+        v_r_mlp_up_A[k] = e_r_mlp_up_A;
+    }
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
-    /* r_mlp_down_XW_a = r_mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_r_mlp_up_A, v_mlp_down_W, v_r_mlp_down_XW_a);
-    /* r_mlp_down_XW_b = mlp_up_A·v_mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_v_mlp_down_W, v_r_mlp_down_XW_b);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
+    /* r_mlp_down_XW_a = r_mlp_up_A·mlp_down_W: added into r_mlp_R below */
+    /* r_mlp_down_XW_b = mlp_up_A·v_mlp_down_W: added into r_mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* r_mlp_R = r_attn_R + r_mlp_down_XW_a + r_mlp_down_XW_b + v_mlp_down_b */
+    /* r_mlp_R = r_attn_R + v_mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_mlp_R[k] = v_r_attn_R[k] + v_r_mlp_down_XW_a[k] + v_r_mlp_down_XW_b[k] + v_v_mlp_down_b[cc];
+            v_r_mlp_R[k] = v_r_attn_R[k] + v_v_mlp_down_b[cc];
         }
     }
+    /* r_mlp_R += r_mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_r_mlp_up_A, v_mlp_down_W, v_r_mlp_R);
+    /* r_mlp_R += mlp_up_A·v_mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_v_mlp_down_W, v_r_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* r_head_XW_a = r_mlp_R·head_W */
     bpg_gemm_nn(8*N, 16, 16, v_r_mlp_R, v_head_W, v_r_head_XW_a);
     /* r_head_XW_b = mlp_R·v_head_W */
     bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_v_head_W, v_r_head_XW_b);
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(head_Z - o_max) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_o_exp[k] = exp(v_head_Z[k] - v_o_max[rr]);
-        }
-    }
     /* r_o_exp = o_exp ⊙ (r_head_XW_a + r_head_XW_b + v_head_b) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_o_exp[k] = v_o_exp[k]*(v_r_head_XW_a[k] + v_r_head_XW_b[k] + v_v_head_b[cc]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(8*N, 16, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(8*N, 16, v_r_o_exp, v_r_o_expsum);
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_r_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            const real e_r_o_exp = e_o_exp*(v_r_head_XW_a[k] + v_r_head_XW_b[k] + v_v_head_b[cc]);
+            v_r_o_exp[k] = e_r_o_exp;
+            acc_o_expsum += e_o_exp;
+            acc_r_o_expsum += e_r_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_r_o_expsum[rr] = (real)acc_r_o_expsum;
+    }
 
     /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum) */
     /*   (mean over samples + 0.5 λ Σ‖W‖²) */
@@ -2844,60 +3082,57 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label) */
     /*   (the terms of real steps only) */
     /* d_loss_terms = d_loss_sum ⊙ mask */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = d_loss_terms / o_expsum */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
     /* d_o_label = -d_loss_terms */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
+    for (int64_t k = 0; k < 8*N; k++) {
+        const real e_d_loss_terms = v_d_loss_sum[0]*v_mask[k];
+        const real e_d_o_expsum = e_d_loss_terms/v_o_expsum[k];
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_r_d_o_expsum = -e_d_o_expsum*v_r_o_expsum[k]/v_o_expsum[k];
+        v_r_d_o_expsum[k] = e_r_d_o_expsum;
+        const real e_d_o_label = -e_d_loss_terms;
+        v_d_o_label[k] = e_d_o_label;
+    }
 
     /* Grad of: o_exp = exp(head_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_head_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_d_head_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
-        }
-    }
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
     /* d_head_Z_2 = d_o_expsum ⊙ o_exp + d_o_label ⊙ y */
+    /* r_d_head_b = 1ᵀ·r_d_head_Z_1 */
+    for (int64_t cc = 0; cc < 16; cc++) v_r_d_head_b[cc] = 0;
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_head_Z_2[k] = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
+            const real e_r_d_head_Z_1 = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
+            v_r_d_head_Z_1[k] = e_r_d_head_Z_1;
+            const real e_d_head_Z_2 = v_d_o_expsum[rr]*v_o_exp[k] + v_d_o_label[rr]*v_y[k];
+            v_d_head_Z_2[k] = e_d_head_Z_2;
+            v_r_d_head_b[cc] += e_r_d_head_Z_1;
         }
     }
-    /* r_d_head_b = 1ᵀ·r_d_head_Z_1 */
-    bpg_colsum(8*N, 16, v_r_d_head_Z_1, v_r_d_head_b);
 
     /* Grad of: head_XW = mlp_R·head_W */
     /*   (head: affine part) */
     /* d_mlp_R = d_head_Z_2·head_Wᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_d_head_Z_2, v_head_W, v_d_mlp_R);
-    /* r_d_mlp_R_a = r_d_head_Z_1·head_Wᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_r_d_head_Z_1, v_head_W, v_r_d_mlp_R_a);
-    /* r_d_mlp_R_b = d_head_Z_2·v_head_Wᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_head_Z_2, v_v_head_W, v_r_d_mlp_R_b);
+    /* r_d_mlp_R_a = r_d_head_Z_1·head_Wᵀ: added into r_d_mlp_R below */
+    /* r_d_mlp_R_b = d_head_Z_2·v_head_Wᵀ: added into r_d_mlp_R below */
     /* r_d_mlp_R = r_d_mlp_R_a + r_d_mlp_R_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_R[k] = v_r_d_mlp_R_a[k] + v_r_d_mlp_R_b[k];
-    /* r_d_head_W_1_a = r_mlp_Rᵀ·d_head_Z_2 */
-    bpg_gemm_tn(16, 16, 8*N, v_r_mlp_R, v_d_head_Z_2, v_r_d_head_W_1_a);
-    /* r_d_head_W_1_b = mlp_Rᵀ·r_d_head_Z_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_r_d_head_W_1_b);
+    /* r_d_mlp_R = r_d_head_Z_1·head_Wᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_r_d_head_Z_1, v_head_W, v_r_d_mlp_R);
+    /* r_d_mlp_R += d_head_Z_2·v_head_Wᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_head_Z_2, v_v_head_W, v_r_d_mlp_R);
+    /* r_d_head_W_1_a = r_mlp_Rᵀ·d_head_Z_2: added into r_d_head_W_2 below */
+    /* r_d_head_W_1_b = mlp_Rᵀ·r_d_head_Z_1: added into r_d_head_W_2 below */
 
     /* Grad of: mlp_down_Z = mlp_down_XW + mlp_down_b  (not stored in this function: mlp_down_Z) */
     /*   (mlp_down: pre-activation) */
@@ -2912,187 +3147,160 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     bpg_gemm_nt(8*N, 64, 16, v_r_d_mlp_R, v_mlp_down_W, v_r_d_mlp_up_A_a);
     /* r_d_mlp_up_A_b = d_mlp_R·v_mlp_down_Wᵀ */
     bpg_gemm_nt(8*N, 64, 16, v_d_mlp_R, v_v_mlp_down_W, v_r_d_mlp_up_A_b);
-    /* r_d_mlp_down_W_1_a = r_mlp_up_Aᵀ·d_mlp_R */
-    bpg_gemm_tn(64, 16, 8*N, v_r_mlp_up_A, v_d_mlp_R, v_r_d_mlp_down_W_1_a);
-    /* r_d_mlp_down_W_1_b = mlp_up_Aᵀ·r_d_mlp_R */
-    bpg_gemm_tn(64, 16, 8*N, v_mlp_up_A, v_r_d_mlp_R, v_r_d_mlp_down_W_1_b);
+    /* r_d_mlp_down_W_1_a = r_mlp_up_Aᵀ·d_mlp_R: added into r_d_mlp_down_W_2 below */
+    /* r_d_mlp_down_W_1_b = mlp_up_Aᵀ·r_d_mlp_R: added into r_d_mlp_down_W_2 below */
 
     /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
     /*   (mlp_up: activation gelu) */
     /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
     /* r_d_mlp_up_Z = (r_d_mlp_up_A_a + r_d_mlp_up_A_b) ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) + d_mlp_up_A ⊙ r_mlp_up_Z ⊙ (sqrt(2) exp(-mlp_up_Z^∘2 / 2) / sqrt(pi) - sqrt(2) mlp_up_Z^∘2 ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) {
-        const real cse1 = exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])));
-        v_r_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*v_r_mlp_up_Z[k]*(-0.39894228040143268*cse1*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])) + 0.79788456080286536*cse1) + (v_r_d_mlp_up_A_a[k] + v_r_d_mlp_up_A_b[k])*(0.39894228040143268*cse1*v_mlp_up_Z[k] + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
-    }
 
     /* Grad of: mlp_up_Z = mlp_up_XW + mlp_up_b */
     /*   (mlp_up: pre-activation) */
     /* r_d_mlp_up_b = 1ᵀ·r_d_mlp_up_Z */
-    bpg_colsum(8*N, 64, v_r_d_mlp_up_Z, v_r_d_mlp_up_b);
+    for (int64_t cc = 0; cc < 64; cc++) v_r_d_mlp_up_b[cc] = 0;
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 64; cc++) {
+            const int64_t k = rr*64 + cc;
+            const real e_d_mlp_up_Z = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+            v_d_mlp_up_Z[k] = e_d_mlp_up_Z;
+            const real cse1_1 = exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])));
+            const real e_r_d_mlp_up_Z = v_d_mlp_up_A[k]*v_r_mlp_up_Z[k]*(-0.39894228040143268*cse1_1*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])) + 0.79788456080286536*cse1_1) + (v_r_d_mlp_up_A_a[k] + v_r_d_mlp_up_A_b[k])*(0.39894228040143268*cse1_1*v_mlp_up_Z[k] + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+            v_r_d_mlp_up_Z[k] = e_r_d_mlp_up_Z;
+            v_r_d_mlp_up_b[cc] += e_r_d_mlp_up_Z;
+        }
+    }
 
     /* Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W */
     /*   (mlp_up: affine part) */
     /* d_mlp_norm_A = d_mlp_up_Z·mlp_up_Wᵀ */
     bpg_gemm_nt(8*N, 16, 64, v_d_mlp_up_Z, v_mlp_up_W, v_d_mlp_norm_A);
-    /* r_d_mlp_norm_A_a = r_d_mlp_up_Z·mlp_up_Wᵀ */
-    bpg_gemm_nt(8*N, 16, 64, v_r_d_mlp_up_Z, v_mlp_up_W, v_r_d_mlp_norm_A_a);
-    /* r_d_mlp_norm_A_b = d_mlp_up_Z·v_mlp_up_Wᵀ */
-    bpg_gemm_nt(8*N, 16, 64, v_d_mlp_up_Z, v_v_mlp_up_W, v_r_d_mlp_norm_A_b);
+    /* r_d_mlp_norm_A_a = r_d_mlp_up_Z·mlp_up_Wᵀ: added into r_d_mlp_norm_A below */
+    /* r_d_mlp_norm_A_b = d_mlp_up_Z·v_mlp_up_Wᵀ: added into r_d_mlp_norm_A below */
     /* r_d_mlp_norm_A = r_d_mlp_norm_A_a + r_d_mlp_norm_A_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_norm_A[k] = v_r_d_mlp_norm_A_a[k] + v_r_d_mlp_norm_A_b[k];
-    /* r_d_mlp_up_W_1_a = r_mlp_norm_Aᵀ·d_mlp_up_Z */
-    bpg_gemm_tn(16, 64, 8*N, v_r_mlp_norm_A, v_d_mlp_up_Z, v_r_d_mlp_up_W_1_a);
-    /* r_d_mlp_up_W_1_b = mlp_norm_Aᵀ·r_d_mlp_up_Z */
-    bpg_gemm_tn(16, 64, 8*N, v_mlp_norm_A, v_r_d_mlp_up_Z, v_r_d_mlp_up_W_1_b);
+    /* r_d_mlp_norm_A = r_d_mlp_up_Z·mlp_up_Wᵀ */
+    bpg_gemm_nt(8*N, 16, 64, v_r_d_mlp_up_Z, v_mlp_up_W, v_r_d_mlp_norm_A);
+    /* r_d_mlp_norm_A += d_mlp_up_Z·v_mlp_up_Wᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 64, v_d_mlp_up_Z, v_v_mlp_up_W, v_r_d_mlp_norm_A);
+    /* r_d_mlp_up_W_1_a = r_mlp_norm_Aᵀ·d_mlp_up_Z: added into r_d_mlp_up_W_2 below */
+    /* r_d_mlp_up_W_1_b = mlp_norm_Aᵀ·r_d_mlp_up_Z: added into r_d_mlp_up_W_2 below */
 
     /* Grad of: mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
     /*   (mlp_norm: gain and bias Xhat ⊙ g + b) */
     /* d_mlp_norm_Xhat = d_mlp_norm_A ⊙ mlp_norm_g */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xhat[k] = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
-        }
-    }
     /* r_d_mlp_norm_Xhat = d_mlp_norm_A ⊙ v_mlp_norm_g + mlp_norm_g ⊙ r_d_mlp_norm_A */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_d_mlp_norm_Xhat[k] = v_d_mlp_norm_A[k]*v_v_mlp_norm_g[cc] + v_mlp_norm_g[cc]*v_r_d_mlp_norm_A[k];
-        }
-    }
     /* r_d_mlp_norm_b = 1ᵀ·r_d_mlp_norm_A */
-    bpg_colsum(8*N, 16, v_r_d_mlp_norm_A, v_r_d_mlp_norm_b);
     /* r_d_mlp_norm_g = d_mlp_norm_A ⊙ r_mlp_norm_Xhat + mlp_norm_Xhat ⊙ r_d_mlp_norm_A */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_norm_g[k] = v_d_mlp_norm_A[k]*v_r_mlp_norm_Xhat[k] + v_mlp_norm_Xhat[k]*v_r_d_mlp_norm_A[k];
     /* r_d_mlp_norm_g_1 = 1ᵀ·r_d_mlp_norm_g */
-    bpg_colsum(8*N, 16, v_r_d_mlp_norm_g, v_r_d_mlp_norm_g_1);
 
     /* Grad of: mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
     /*   (mlp_norm: normalised by sqrt(variance + eps)) */
     /* d_mlp_norm_Xc = d_mlp_norm_Xhat / sqrt(1e-05 + mlp_norm_ss / 16) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ mlp_norm_Xhat / (32 (1e-05 + mlp_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_ss[k] = -0.03125*v_d_mlp_norm_Xhat[k]*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
-        }
-    }
     /* r_d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ r_mlp_norm_Xhat / (0.00032 + 2 mlp_norm_ss) - mlp_norm_Xhat ⊙ r_d_mlp_norm_Xhat / (0.00032 + 2 mlp_norm_ss) + d_mlp_norm_Xhat ⊙ mlp_norm_Xhat ⊙ r_mlp_norm_ss / (512 (1e-05 + mlp_norm_ss / 16)^∘2) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_d_mlp_norm_ss[k] = 0.001953125*v_d_mlp_norm_Xhat[k]*v_mlp_norm_Xhat[k]*v_r_mlp_norm_ss[rr]/((0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)*(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) - v_d_mlp_norm_Xhat[k]*v_r_mlp_norm_Xhat[k]/(2*v_mlp_norm_ss[rr] + 0.00032000000000000003) - v_mlp_norm_Xhat[k]*v_r_d_mlp_norm_Xhat[k]/(2*v_mlp_norm_ss[rr] + 0.00032000000000000003);
-        }
-    }
     /* d_mlp_norm_ss_1 = d_mlp_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_d_mlp_norm_ss, v_d_mlp_norm_ss_1);
     /* r_d_mlp_norm_ss_1 = r_d_mlp_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_r_d_mlp_norm_ss, v_r_d_mlp_norm_ss_1);
 
     /* Grad of: mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
     /*   (mlp_norm: centred input (minus its row mean)) */
     /* d_mlp_norm_Xc_2 = d_mlp_norm_Xc + 2 d_mlp_norm_ss_1 ⊙ mlp_norm_Xc */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xc[k] + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
-        }
-    }
     /* r_d_mlp_norm_Xc_2 = r_d_mlp_norm_Xhat / sqrt(1e-05 + mlp_norm_ss / 16) + 2 d_mlp_norm_ss_1 ⊙ r_mlp_norm_Xc + 2 mlp_norm_Xc ⊙ r_d_mlp_norm_ss_1 - d_mlp_norm_Xc ⊙ r_mlp_norm_ss / (32 (1e-05 + mlp_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_d_mlp_norm_Xc_2[k] = -0.03125*v_d_mlp_norm_Xc[k]*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + 2*v_d_mlp_norm_ss_1[rr]*v_r_mlp_norm_Xc[k] + 2*v_mlp_norm_Xc[k]*v_r_d_mlp_norm_ss_1[rr] + v_r_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* d_mlp_norm_sum = -d_mlp_norm_Xc_2 / 16 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_mlp_norm_sum[k] = -0.0625*v_d_mlp_norm_Xc_2[k];
     /* r_d_mlp_norm_sum = -r_d_mlp_norm_Xc_2 / 16 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_norm_sum[k] = -0.0625*v_r_d_mlp_norm_Xc_2[k];
     /* d_mlp_norm_sum_1 = d_mlp_norm_sum·1 */
-    bpg_rowsum(8*N, 16, v_d_mlp_norm_sum, v_d_mlp_norm_sum_1);
     /* r_d_mlp_norm_sum_1 = r_d_mlp_norm_sum·1 */
-    bpg_rowsum(8*N, 16, v_r_d_mlp_norm_sum, v_r_d_mlp_norm_sum_1);
 
     /* Grad of: attn_R = attn_mha_OW + attn_mha_bo + emb_A */
     /*   (attn: residual: the block's input + its output) */
     /* d_attn_R_1 = d_mlp_R + d_mlp_norm_Xc_2 + d_mlp_norm_sum_1 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_R_1[k] = v_d_mlp_R[k] + v_d_mlp_norm_Xc_2[k] + v_d_mlp_norm_sum_1[rr];
-        }
-    }
     /* r_d_attn_R_1 = r_d_mlp_R + r_d_mlp_norm_Xc_2 + r_d_mlp_norm_sum_1 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_d_attn_R_1[k] = v_r_d_mlp_R[k] + v_r_d_mlp_norm_Xc_2[k] + v_r_d_mlp_norm_sum_1[rr];
-        }
-    }
 
     /* Grad of: attn_mha_A = attn_mha_OW + attn_mha_bo  (not stored in this function: attn_mha_A) */
     /*   (attn_mha: plus the output bias) */
     /* r_d_attn_mha_bo = 1ᵀ·r_d_attn_R_1 */
-    bpg_colsum(8*N, 16, v_r_d_attn_R_1, v_r_d_attn_mha_bo);
+    for (int64_t cc = 0; cc < 16; cc++) v_r_d_mlp_norm_b[cc] = 0;
+    for (int64_t cc = 0; cc < 16; cc++) v_r_d_mlp_norm_g_1[cc] = 0;
+    for (int64_t cc = 0; cc < 16; cc++) v_r_d_attn_mha_bo[cc] = 0;
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_d_mlp_norm_ss_1 = 0;
+        double acc_r_d_mlp_norm_ss_1 = 0;
+        double acc_d_mlp_norm_sum_1 = 0;
+        double acc_r_d_mlp_norm_sum_1 = 0;
+        #pragma omp simd reduction(+:acc_d_mlp_norm_ss_1, acc_r_d_mlp_norm_ss_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_mlp_norm_Xhat = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
+            const real e_r_d_mlp_norm_Xhat = v_d_mlp_norm_A[k]*v_v_mlp_norm_g[cc] + v_mlp_norm_g[cc]*v_r_d_mlp_norm_A[k];
+            v_r_d_mlp_norm_Xhat[k] = e_r_d_mlp_norm_Xhat;
+            v_r_d_mlp_norm_b[cc] += v_r_d_mlp_norm_A[k];
+            const real e_r_d_mlp_norm_g = v_d_mlp_norm_A[k]*v_r_mlp_norm_Xhat[k] + v_mlp_norm_Xhat[k]*v_r_d_mlp_norm_A[k];
+            v_r_d_mlp_norm_g_1[cc] += e_r_d_mlp_norm_g;
+            const real e_d_mlp_norm_Xc = e_d_mlp_norm_Xhat*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            v_d_mlp_norm_Xc[k] = e_d_mlp_norm_Xc;
+            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
+            const real e_r_d_mlp_norm_ss = 0.001953125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]*v_r_mlp_norm_ss[rr]/((0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)*(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) - e_d_mlp_norm_Xhat*v_r_mlp_norm_Xhat[k]/(2*v_mlp_norm_ss[rr] + 0.00032000000000000003) - v_mlp_norm_Xhat[k]*e_r_d_mlp_norm_Xhat/(2*v_mlp_norm_ss[rr] + 0.00032000000000000003);
+            acc_d_mlp_norm_ss_1 += e_d_mlp_norm_ss;
+            acc_r_d_mlp_norm_ss_1 += e_r_d_mlp_norm_ss;
+        }
+        v_d_mlp_norm_ss_1[rr] = (real)acc_d_mlp_norm_ss_1;
+        v_r_d_mlp_norm_ss_1[rr] = (real)acc_r_d_mlp_norm_ss_1;
+        #pragma omp simd reduction(+:acc_d_mlp_norm_sum_1, acc_r_d_mlp_norm_sum_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xc[k] + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            v_d_mlp_norm_Xc_2[k] = e_d_mlp_norm_Xc_2;
+            const real e_r_d_mlp_norm_Xc_2 = -0.03125*v_d_mlp_norm_Xc[k]*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + 2*v_d_mlp_norm_ss_1[rr]*v_r_mlp_norm_Xc[k] + 2*v_mlp_norm_Xc[k]*v_r_d_mlp_norm_ss_1[rr] + v_r_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            v_r_d_mlp_norm_Xc_2[k] = e_r_d_mlp_norm_Xc_2;
+            const real e_d_mlp_norm_sum = -0.0625*e_d_mlp_norm_Xc_2;
+            const real e_r_d_mlp_norm_sum = -0.0625*e_r_d_mlp_norm_Xc_2;
+            acc_d_mlp_norm_sum_1 += e_d_mlp_norm_sum;
+            acc_r_d_mlp_norm_sum_1 += e_r_d_mlp_norm_sum;
+        }
+        v_d_mlp_norm_sum_1[rr] = (real)acc_d_mlp_norm_sum_1;
+        v_r_d_mlp_norm_sum_1[rr] = (real)acc_r_d_mlp_norm_sum_1;
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_R_1 = v_d_mlp_R[k] + v_d_mlp_norm_Xc_2[k] + v_d_mlp_norm_sum_1[rr];
+            v_d_attn_R_1[k] = e_d_attn_R_1;
+            const real e_r_d_attn_R_1 = v_r_d_mlp_R[k] + v_r_d_mlp_norm_Xc_2[k] + v_r_d_mlp_norm_sum_1[rr];
+            v_r_d_attn_R_1[k] = e_r_d_attn_R_1;
+            v_r_d_attn_mha_bo[cc] += e_r_d_attn_R_1;
+        }
+    }
 
     /* Grad of: attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     /*   (attn_mha: output projection) */
     /* d_attn_mha_AV = d_attn_R_1·attn_mha_Woᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_d_attn_R_1, v_attn_mha_Wo, v_d_attn_mha_AV);
-    /* r_d_attn_mha_AV_a = r_d_attn_R_1·attn_mha_Woᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_R_1, v_attn_mha_Wo, v_r_d_attn_mha_AV_a);
-    /* r_d_attn_mha_AV_b = d_attn_R_1·v_attn_mha_Woᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_R_1, v_v_attn_mha_Wo, v_r_d_attn_mha_AV_b);
+    /* r_d_attn_mha_AV_a = r_d_attn_R_1·attn_mha_Woᵀ: added into r_d_attn_mha_AV below */
+    /* r_d_attn_mha_AV_b = d_attn_R_1·v_attn_mha_Woᵀ: added into r_d_attn_mha_AV below */
     /* r_d_attn_mha_AV = r_d_attn_mha_AV_a + r_d_attn_mha_AV_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_AV[k] = v_r_d_attn_mha_AV_a[k] + v_r_d_attn_mha_AV_b[k];
-    /* r_d_attn_mha_Wo_1_a = r_attn_mha_AVᵀ·d_attn_R_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_r_attn_mha_AV, v_d_attn_R_1, v_r_d_attn_mha_Wo_1_a);
-    /* r_d_attn_mha_Wo_1_b = attn_mha_AVᵀ·r_d_attn_R_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_mha_AV, v_r_d_attn_R_1, v_r_d_attn_mha_Wo_1_b);
+    /* r_d_attn_mha_AV = r_d_attn_R_1·attn_mha_Woᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_R_1, v_attn_mha_Wo, v_r_d_attn_mha_AV);
+    /* r_d_attn_mha_AV += d_attn_R_1·v_attn_mha_Woᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_R_1, v_v_attn_mha_Wo, v_r_d_attn_mha_AV);
+    /* r_d_attn_mha_Wo_1_a = r_attn_mha_AVᵀ·d_attn_R_1: added into r_d_attn_mha_Wo_2 below */
+    /* r_d_attn_mha_Wo_1_b = attn_mha_AVᵀ·r_d_attn_R_1: added into r_d_attn_mha_Wo_2 below */
 
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
     /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
     /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
     /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
     /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
     /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -3100,53 +3308,39 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
     /* d_attn_mha_E = d_attn_mha_P / attn_mha_Zs */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_d_attn_mha_E[k] = v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
-        }
-    }
     /* d_attn_mha_Zs = -attn_mha_P ⊙ d_attn_mha_P / attn_mha_Zs */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_d_attn_mha_Zs[k] = -v_attn_mha_P[k]*v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
-        }
-    }
     /* r_d_attn_mha_Zs = -attn_mha_P ⊙ r_d_attn_mha_P / attn_mha_Zs - d_attn_mha_P ⊙ r_attn_mha_P / attn_mha_Zs + attn_mha_P ⊙ d_attn_mha_P ⊙ r_attn_mha_Zs / attn_mha_Zs^∘2 */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_r_d_attn_mha_Zs[k] = -v_attn_mha_P[k]*v_r_d_attn_mha_P[k]/v_attn_mha_Zs[rr] + v_attn_mha_P[k]*v_d_attn_mha_P[k]*v_r_attn_mha_Zs[rr]/((v_attn_mha_Zs[rr])*(v_attn_mha_Zs[rr])) - v_d_attn_mha_P[k]*v_r_attn_mha_P[k]/v_attn_mha_Zs[rr];
-        }
-    }
     /* d_attn_mha_Zs_1 = d_attn_mha_Zs·1 */
-    bpg_rowsum(16*N, 8, v_d_attn_mha_Zs, v_d_attn_mha_Zs_1);
     /* r_d_attn_mha_Zs_1 = r_d_attn_mha_Zs·1 */
-    bpg_rowsum(16*N, 8, v_r_d_attn_mha_Zs, v_r_d_attn_mha_Zs_1);
 
     /* Grad of: attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /*   (attn_mha: softmax over the keys, shifted by the row maximum) */
     /* d_attn_mha_E_2 = d_attn_mha_E + d_attn_mha_Zs_1 */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_d_attn_mha_E_2[k] = v_d_attn_mha_E[k] + v_d_attn_mha_Zs_1[rr];
-        }
-    }
     /* d_attn_mha_Sm = attn_mha_E ⊙ d_attn_mha_E_2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_mha_Sm[k] = v_attn_mha_E[k]*v_d_attn_mha_E_2[k];
     /* r_d_attn_mha_Sm = attn_mha_E ⊙ (r_d_attn_mha_Zs_1 + r_d_attn_mha_P / attn_mha_Zs - d_attn_mha_E ⊙ r_attn_mha_Zs / attn_mha_Zs) + d_attn_mha_E_2 ⊙ r_attn_mha_E */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_d_attn_mha_Zs_1 = 0;
+        double acc_r_d_attn_mha_Zs_1 = 0;
+        #pragma omp simd reduction(+:acc_d_attn_mha_Zs_1, acc_r_d_attn_mha_Zs_1)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_d_attn_mha_E = v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
+            v_d_attn_mha_E[k] = e_d_attn_mha_E;
+            const real e_d_attn_mha_Zs = -v_attn_mha_P[k]*v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
+            const real e_r_d_attn_mha_Zs = -v_attn_mha_P[k]*v_r_d_attn_mha_P[k]/v_attn_mha_Zs[rr] + v_attn_mha_P[k]*v_d_attn_mha_P[k]*v_r_attn_mha_Zs[rr]/((v_attn_mha_Zs[rr])*(v_attn_mha_Zs[rr])) - v_d_attn_mha_P[k]*v_r_attn_mha_P[k]/v_attn_mha_Zs[rr];
+            acc_d_attn_mha_Zs_1 += e_d_attn_mha_Zs;
+            acc_r_d_attn_mha_Zs_1 += e_r_d_attn_mha_Zs;
+        }
+        v_d_attn_mha_Zs_1[rr] = (real)acc_d_attn_mha_Zs_1;
+        v_r_d_attn_mha_Zs_1[rr] = (real)acc_r_d_attn_mha_Zs_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_r_d_attn_mha_Sm[k] = v_attn_mha_E[k]*(v_r_d_attn_mha_Zs_1[rr] - v_d_attn_mha_E[k]*v_r_attn_mha_Zs[rr]/v_attn_mha_Zs[rr] + v_r_d_attn_mha_P[k]/v_attn_mha_Zs[rr]) + v_d_attn_mha_E_2[k]*v_r_attn_mha_E[k];
+            const real e_d_attn_mha_E_2 = v_d_attn_mha_E[k] + v_d_attn_mha_Zs_1[rr];
+            const real e_d_attn_mha_Sm = v_attn_mha_E[k]*e_d_attn_mha_E_2;
+            v_d_attn_mha_Sm[k] = e_d_attn_mha_Sm;
+            const real e_r_d_attn_mha_Sm = v_attn_mha_E[k]*(v_r_d_attn_mha_Zs_1[rr] - v_d_attn_mha_E[k]*v_r_attn_mha_Zs[rr]/v_attn_mha_Zs[rr] + v_r_d_attn_mha_P[k]/v_attn_mha_Zs[rr]) + e_d_attn_mha_E_2*v_r_attn_mha_E[k];
+            v_r_d_attn_mha_Sm[k] = e_r_d_attn_mha_Sm;
         }
     }
 
@@ -3160,49 +3354,54 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /*   (attn_mha: scores / sqrt(8)) */
     /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_mha_QK[k] = 0.35355339059327376*v_d_attn_mha_S[k];
     /* r_d_attn_mha_QK = sqrt(2) r_d_attn_mha_S / 4 */
     #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_QK[k] = 0.35355339059327376*v_r_d_attn_mha_S[k];
+    for (int64_t k = 0; k < 128*N; k++) {
+        const real e_d_attn_mha_QK = 0.35355339059327376*v_d_attn_mha_S[k];
+        v_d_attn_mha_QK[k] = e_d_attn_mha_QK;
+        const real e_r_d_attn_mha_QK = 0.35355339059327376*v_r_d_attn_mha_S[k];
+        v_r_d_attn_mha_QK[k] = e_r_d_attn_mha_QK;
+    }
 
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
     /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
     /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
     /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
     /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
     /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_K[k] = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* r_d_attn_mha_bv = 1ᵀ·r_d_attn_mha_V */
-    bpg_colsum(8*N, 16, v_r_d_attn_mha_V, v_r_d_attn_mha_bv);
+    for (int64_t cc = 0; cc < 16; cc++) v_r_d_attn_mha_bv[cc] = 0;
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_r_d_attn_mha_K = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];
+            v_r_d_attn_mha_K[k] = e_r_d_attn_mha_K;
+            v_r_d_attn_mha_bv[cc] += v_r_d_attn_mha_V[k];
+        }
+    }
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
-    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A);
-    /* r_d_attn_norm_A_a = r_d_attn_mha_V·attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_V, v_attn_mha_Wv, v_r_d_attn_norm_A_a);
-    /* r_d_attn_norm_A_b = d_attn_mha_V·v_attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_v_attn_mha_Wv, v_r_d_attn_norm_A_b);
-    /* r_d_attn_mha_Wv_1_a = r_attn_norm_Aᵀ·d_attn_mha_V */
-    bpg_gemm_tn(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_V, v_r_d_attn_mha_Wv_1_a);
-    /* r_d_attn_mha_Wv_1_b = attn_norm_Aᵀ·r_d_attn_mha_V */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_V, v_r_d_attn_mha_Wv_1_b);
+    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ: added into d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_a = r_d_attn_mha_V·attn_mha_Wvᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_b = d_attn_mha_V·v_attn_mha_Wvᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_mha_Wv_1_a = r_attn_norm_Aᵀ·d_attn_mha_V: added into r_d_attn_mha_Wv_2 below */
+    /* r_d_attn_mha_Wv_1_b = attn_norm_Aᵀ·r_d_attn_mha_V: added into r_d_attn_mha_Wv_2 below */
 
     /* Grad of: attn_mha_K = attn_mha_XWk + attn_mha_bk */
     /* r_d_attn_mha_bk = 1ᵀ·r_d_attn_mha_K */
@@ -3210,16 +3409,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
 
     /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk */
     /*   (attn_mha: the keys, the input's projection by Wk plus bk) */
-    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_1);
-    /* r_d_attn_norm_A_1_a = r_d_attn_mha_K·attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_K, v_attn_mha_Wk, v_r_d_attn_norm_A_1_a);
-    /* r_d_attn_norm_A_1_b = d_attn_mha_K·v_attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_v_attn_mha_Wk, v_r_d_attn_norm_A_1_b);
-    /* r_d_attn_mha_Wk_1_a = r_attn_norm_Aᵀ·d_attn_mha_K */
-    bpg_gemm_tn(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_K, v_r_d_attn_mha_Wk_1_a);
-    /* r_d_attn_mha_Wk_1_b = attn_norm_Aᵀ·r_d_attn_mha_K */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_K, v_r_d_attn_mha_Wk_1_b);
+    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ: added into d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_1_a = r_d_attn_mha_K·attn_mha_Wkᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_1_b = d_attn_mha_K·v_attn_mha_Wkᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_mha_Wk_1_a = r_attn_norm_Aᵀ·d_attn_mha_K: added into r_d_attn_mha_Wk_2 below */
+    /* r_d_attn_mha_Wk_1_b = attn_norm_Aᵀ·r_d_attn_mha_K: added into r_d_attn_mha_Wk_2 below */
 
     /* Grad of: attn_mha_Q = attn_mha_XWq + attn_mha_bq */
     /* r_d_attn_mha_bq = 1ᵀ·r_d_attn_mha_Q */
@@ -3227,96 +3421,93 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
 
     /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq */
     /*   (attn_mha: the queries, the input's projection by Wq plus bq) */
-    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_2);
-    /* r_d_attn_norm_A_2_a = r_d_attn_mha_Q·attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_Q, v_attn_mha_Wq, v_r_d_attn_norm_A_2_a);
-    /* r_d_attn_norm_A_2_b = d_attn_mha_Q·v_attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_v_attn_mha_Wq, v_r_d_attn_norm_A_2_b);
-    /* r_d_attn_mha_Wq_1_a = r_attn_norm_Aᵀ·d_attn_mha_Q */
-    bpg_gemm_tn(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_Q, v_r_d_attn_mha_Wq_1_a);
-    /* r_d_attn_mha_Wq_1_b = attn_norm_Aᵀ·r_d_attn_mha_Q */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_Q, v_r_d_attn_mha_Wq_1_b);
+    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ: added into d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_2_a = r_d_attn_mha_Q·attn_mha_Wqᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_norm_A_2_b = d_attn_mha_Q·v_attn_mha_Wqᵀ: added into r_d_attn_norm_A_3 below */
+    /* r_d_attn_mha_Wq_1_a = r_attn_norm_Aᵀ·d_attn_mha_Q: added into r_d_attn_mha_Wq_2 below */
+    /* r_d_attn_mha_Wq_1_b = attn_norm_Aᵀ·r_d_attn_mha_Q: added into r_d_attn_mha_Wq_2 below */
 
     /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
     /* d_attn_norm_A_3 = d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_A_3[k] = v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k];
+    /* d_attn_norm_A_3 = d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_3);
     /* r_d_attn_norm_A_3 = r_d_attn_norm_A_1_a + r_d_attn_norm_A_1_b + r_d_attn_norm_A_2_a + r_d_attn_norm_A_2_b + r_d_attn_norm_A_a + r_d_attn_norm_A_b */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_norm_A_3[k] = v_r_d_attn_norm_A_1_a[k] + v_r_d_attn_norm_A_1_b[k] + v_r_d_attn_norm_A_2_a[k] + v_r_d_attn_norm_A_2_b[k] + v_r_d_attn_norm_A_a[k] + v_r_d_attn_norm_A_b[k];
+    /* r_d_attn_norm_A_3 = r_d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_K, v_attn_mha_Wk, v_r_d_attn_norm_A_3);
+    /* r_d_attn_norm_A_3 += d_attn_mha_K·v_attn_mha_Wkᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_K, v_v_attn_mha_Wk, v_r_d_attn_norm_A_3);
+    /* r_d_attn_norm_A_3 += r_d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_r_d_attn_mha_Q, v_attn_mha_Wq, v_r_d_attn_norm_A_3);
+    /* r_d_attn_norm_A_3 += d_attn_mha_Q·v_attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_Q, v_v_attn_mha_Wq, v_r_d_attn_norm_A_3);
+    /* r_d_attn_norm_A_3 += r_d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_r_d_attn_mha_V, v_attn_mha_Wv, v_r_d_attn_norm_A_3);
+    /* r_d_attn_norm_A_3 += d_attn_mha_V·v_attn_mha_Wvᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_V, v_v_attn_mha_Wv, v_r_d_attn_norm_A_3);
     /* d_attn_norm_Xhat = attn_norm_g ⊙ d_attn_norm_A_3 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_Xhat[k] = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
-        }
-    }
     /* r_d_attn_norm_Xhat = attn_norm_g ⊙ r_d_attn_norm_A_3 + d_attn_norm_A_3 ⊙ v_attn_norm_g */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_d_attn_norm_Xhat[k] = v_attn_norm_g[cc]*v_r_d_attn_norm_A_3[k] + v_d_attn_norm_A_3[k]*v_v_attn_norm_g[cc];
-        }
-    }
     /* r_d_attn_norm_b = 1ᵀ·r_d_attn_norm_A_3 */
-    bpg_colsum(8*N, 16, v_r_d_attn_norm_A_3, v_r_d_attn_norm_b);
     /* r_d_attn_norm_g = attn_norm_Xhat ⊙ r_d_attn_norm_A_3 + d_attn_norm_A_3 ⊙ r_attn_norm_Xhat */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_norm_g[k] = v_attn_norm_Xhat[k]*v_r_d_attn_norm_A_3[k] + v_d_attn_norm_A_3[k]*v_r_attn_norm_Xhat[k];
     /* r_d_attn_norm_g_1 = 1ᵀ·r_d_attn_norm_g */
-    bpg_colsum(8*N, 16, v_r_d_attn_norm_g, v_r_d_attn_norm_g_1);
 
     /* Grad of: attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
     /*   (attn_norm: normalised by sqrt(variance + eps)) */
     /* d_attn_norm_ss = -attn_norm_Xhat ⊙ d_attn_norm_Xhat / (32 (1e-05 + attn_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_ss[k] = -0.03125*v_attn_norm_Xhat[k]*v_d_attn_norm_Xhat[k]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
-        }
-    }
     /* r_d_attn_norm_ss = -attn_norm_Xhat ⊙ r_d_attn_norm_Xhat / (0.00032 + 2 attn_norm_ss) - d_attn_norm_Xhat ⊙ r_attn_norm_Xhat / (0.00032 + 2 attn_norm_ss) + attn_norm_Xhat ⊙ d_attn_norm_Xhat ⊙ r_attn_norm_ss / (512 (1e-05 + attn_norm_ss / 16)^∘2) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_d_attn_norm_ss[k] = 0.001953125*v_attn_norm_Xhat[k]*v_d_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]/((0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)*(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) - v_attn_norm_Xhat[k]*v_r_d_attn_norm_Xhat[k]/(2*v_attn_norm_ss[rr] + 0.00032000000000000003) - v_d_attn_norm_Xhat[k]*v_r_attn_norm_Xhat[k]/(2*v_attn_norm_ss[rr] + 0.00032000000000000003);
-        }
-    }
     /* d_attn_norm_ss_1 = d_attn_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_d_attn_norm_ss, v_d_attn_norm_ss_1);
     /* r_d_attn_norm_ss_1 = r_d_attn_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_r_d_attn_norm_ss, v_r_d_attn_norm_ss_1);
 
     /* Grad of: attn_norm_Xc = emb_A - attn_norm_sum / 16 */
     /*   (attn_norm: centred input (minus its row mean)) */
     /* r_d_attn_norm_Xc_2 = r_d_attn_norm_Xhat / sqrt(1e-05 + attn_norm_ss / 16) + 2 attn_norm_Xc ⊙ r_d_attn_norm_ss_1 + 2 d_attn_norm_ss_1 ⊙ r_attn_norm_Xc - d_attn_norm_Xhat ⊙ r_attn_norm_ss / (32 (1e-05 + attn_norm_ss / 16)^∘(3/2)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_r_d_attn_norm_ss_1[rr] - 0.03125*v_d_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]*(1.0/((0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)*sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5))) + 2*v_d_attn_norm_ss_1[rr]*v_r_attn_norm_Xc[k] + v_r_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* r_d_attn_norm_sum = -r_d_attn_norm_Xc_2 / 16 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_norm_sum[k] = -0.0625*v_r_d_attn_norm_Xc_2[k];
     /* r_d_attn_norm_sum_1 = r_d_attn_norm_sum·1 */
-    bpg_rowsum(8*N, 16, v_r_d_attn_norm_sum, v_r_d_attn_norm_sum_1);
 
     /* Grad of: emb_A = emb_EX + emb_Pt */
     /*   (emb: token and position embeddings) */
     /* r_d_emb_A_1 = r_d_attn_R_1 + r_d_attn_norm_Xc_2 + r_d_attn_norm_sum_1 */
+    for (int64_t cc = 0; cc < 16; cc++) v_r_d_attn_norm_b[cc] = 0;
+    for (int64_t cc = 0; cc < 16; cc++) v_r_d_attn_norm_g_1[cc] = 0;
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_d_attn_norm_ss_1 = 0;
+        double acc_r_d_attn_norm_ss_1 = 0;
+        double acc_r_d_attn_norm_sum_1 = 0;
+        #pragma omp simd reduction(+:acc_d_attn_norm_ss_1, acc_r_d_attn_norm_ss_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
+            v_d_attn_norm_Xhat[k] = e_d_attn_norm_Xhat;
+            const real e_r_d_attn_norm_Xhat = v_attn_norm_g[cc]*v_r_d_attn_norm_A_3[k] + v_d_attn_norm_A_3[k]*v_v_attn_norm_g[cc];
+            v_r_d_attn_norm_Xhat[k] = e_r_d_attn_norm_Xhat;
+            v_r_d_attn_norm_b[cc] += v_r_d_attn_norm_A_3[k];
+            const real e_r_d_attn_norm_g = v_attn_norm_Xhat[k]*v_r_d_attn_norm_A_3[k] + v_d_attn_norm_A_3[k]*v_r_attn_norm_Xhat[k];
+            v_r_d_attn_norm_g_1[cc] += e_r_d_attn_norm_g;
+            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+            const real e_r_d_attn_norm_ss = 0.001953125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat*v_r_attn_norm_ss[rr]/((0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)*(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) - v_attn_norm_Xhat[k]*e_r_d_attn_norm_Xhat/(2*v_attn_norm_ss[rr] + 0.00032000000000000003) - e_d_attn_norm_Xhat*v_r_attn_norm_Xhat[k]/(2*v_attn_norm_ss[rr] + 0.00032000000000000003);
+            acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
+            acc_r_d_attn_norm_ss_1 += e_r_d_attn_norm_ss;
+        }
+        v_d_attn_norm_ss_1[rr] = (real)acc_d_attn_norm_ss_1;
+        v_r_d_attn_norm_ss_1[rr] = (real)acc_r_d_attn_norm_ss_1;
+        #pragma omp simd reduction(+:acc_r_d_attn_norm_sum_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_r_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_r_d_attn_norm_ss_1[rr] - 0.03125*v_d_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]*(1.0/((0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)*sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5))) + 2*v_d_attn_norm_ss_1[rr]*v_r_attn_norm_Xc[k] + v_r_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_r_d_attn_norm_Xc_2[k] = e_r_d_attn_norm_Xc_2;
+            const real e_r_d_attn_norm_sum = -0.0625*e_r_d_attn_norm_Xc_2;
+            acc_r_d_attn_norm_sum_1 += e_r_d_attn_norm_sum;
+        }
+        v_r_d_attn_norm_sum_1[rr] = (real)acc_r_d_attn_norm_sum_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_d_emb_A_1[k] = v_r_d_attn_R_1[k] + v_r_d_attn_norm_Xc_2[k] + v_r_d_attn_norm_sum_1[rr];
+            const real e_r_d_emb_A_1 = v_r_d_attn_R_1[k] + v_r_d_attn_norm_Xc_2[k] + v_r_d_attn_norm_sum_1[rr];
+            v_r_d_emb_A_1[k] = e_r_d_emb_A_1;
         }
     }
 
@@ -3332,26 +3523,61 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
 
     /* total gradients */
     /* r_d_attn_mha_Wq_2 = r_d_attn_mha_Wq_1_a + r_d_attn_mha_Wq_1_b + 0.0001 v_attn_mha_Wq */
+    /* r_d_attn_mha_Wq_2 = 0.0001 v_attn_mha_Wq */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wq_2[k] = v_r_d_attn_mha_Wq_1_a[k] + v_r_d_attn_mha_Wq_1_b[k] + 0.0001*v_v_attn_mha_Wq[k];
+    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wq_2[k] = 0.0001*v_v_attn_mha_Wq[k];
+    /* r_d_attn_mha_Wq_2 += r_attn_norm_Aᵀ·d_attn_mha_Q */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_Q, v_r_d_attn_mha_Wq_2);
+    /* r_d_attn_mha_Wq_2 += attn_norm_Aᵀ·r_d_attn_mha_Q */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_Q, v_r_d_attn_mha_Wq_2);
     /* r_d_attn_mha_Wk_2 = r_d_attn_mha_Wk_1_a + r_d_attn_mha_Wk_1_b + 0.0001 v_attn_mha_Wk */
+    /* r_d_attn_mha_Wk_2 = 0.0001 v_attn_mha_Wk */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wk_2[k] = v_r_d_attn_mha_Wk_1_a[k] + v_r_d_attn_mha_Wk_1_b[k] + 0.0001*v_v_attn_mha_Wk[k];
+    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wk_2[k] = 0.0001*v_v_attn_mha_Wk[k];
+    /* r_d_attn_mha_Wk_2 += r_attn_norm_Aᵀ·d_attn_mha_K */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_K, v_r_d_attn_mha_Wk_2);
+    /* r_d_attn_mha_Wk_2 += attn_norm_Aᵀ·r_d_attn_mha_K */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_K, v_r_d_attn_mha_Wk_2);
     /* r_d_attn_mha_Wv_2 = r_d_attn_mha_Wv_1_a + r_d_attn_mha_Wv_1_b + 0.0001 v_attn_mha_Wv */
+    /* r_d_attn_mha_Wv_2 = 0.0001 v_attn_mha_Wv */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wv_2[k] = v_r_d_attn_mha_Wv_1_a[k] + v_r_d_attn_mha_Wv_1_b[k] + 0.0001*v_v_attn_mha_Wv[k];
+    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wv_2[k] = 0.0001*v_v_attn_mha_Wv[k];
+    /* r_d_attn_mha_Wv_2 += r_attn_norm_Aᵀ·d_attn_mha_V */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_r_attn_norm_A, v_d_attn_mha_V, v_r_d_attn_mha_Wv_2);
+    /* r_d_attn_mha_Wv_2 += attn_norm_Aᵀ·r_d_attn_mha_V */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_r_d_attn_mha_V, v_r_d_attn_mha_Wv_2);
     /* r_d_attn_mha_Wo_2 = r_d_attn_mha_Wo_1_a + r_d_attn_mha_Wo_1_b + 0.0001 v_attn_mha_Wo */
+    /* r_d_attn_mha_Wo_2 = 0.0001 v_attn_mha_Wo */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wo_2[k] = v_r_d_attn_mha_Wo_1_a[k] + v_r_d_attn_mha_Wo_1_b[k] + 0.0001*v_v_attn_mha_Wo[k];
+    for (int64_t k = 0; k < 256; k++) v_r_d_attn_mha_Wo_2[k] = 0.0001*v_v_attn_mha_Wo[k];
+    /* r_d_attn_mha_Wo_2 += r_attn_mha_AVᵀ·d_attn_R_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_r_attn_mha_AV, v_d_attn_R_1, v_r_d_attn_mha_Wo_2);
+    /* r_d_attn_mha_Wo_2 += attn_mha_AVᵀ·r_d_attn_R_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_mha_AV, v_r_d_attn_R_1, v_r_d_attn_mha_Wo_2);
     /* r_d_mlp_up_W_2 = r_d_mlp_up_W_1_a + r_d_mlp_up_W_1_b + 0.0001 v_mlp_up_W */
+    /* r_d_mlp_up_W_2 = 0.0001 v_mlp_up_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_r_d_mlp_up_W_2[k] = v_r_d_mlp_up_W_1_a[k] + v_r_d_mlp_up_W_1_b[k] + 0.0001*v_v_mlp_up_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_r_d_mlp_up_W_2[k] = 0.0001*v_v_mlp_up_W[k];
+    /* r_d_mlp_up_W_2 += r_mlp_norm_Aᵀ·d_mlp_up_Z */
+    bpg_gemm_tn_acc(16, 64, 8*N, v_r_mlp_norm_A, v_d_mlp_up_Z, v_r_d_mlp_up_W_2);
+    /* r_d_mlp_up_W_2 += mlp_norm_Aᵀ·r_d_mlp_up_Z */
+    bpg_gemm_tn_acc(16, 64, 8*N, v_mlp_norm_A, v_r_d_mlp_up_Z, v_r_d_mlp_up_W_2);
     /* r_d_mlp_down_W_2 = r_d_mlp_down_W_1_a + r_d_mlp_down_W_1_b + 0.0001 v_mlp_down_W */
+    /* r_d_mlp_down_W_2 = 0.0001 v_mlp_down_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_r_d_mlp_down_W_2[k] = v_r_d_mlp_down_W_1_a[k] + v_r_d_mlp_down_W_1_b[k] + 0.0001*v_v_mlp_down_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_r_d_mlp_down_W_2[k] = 0.0001*v_v_mlp_down_W[k];
+    /* r_d_mlp_down_W_2 += r_mlp_up_Aᵀ·d_mlp_R */
+    bpg_gemm_tn_acc(64, 16, 8*N, v_r_mlp_up_A, v_d_mlp_R, v_r_d_mlp_down_W_2);
+    /* r_d_mlp_down_W_2 += mlp_up_Aᵀ·r_d_mlp_R */
+    bpg_gemm_tn_acc(64, 16, 8*N, v_mlp_up_A, v_r_d_mlp_R, v_r_d_mlp_down_W_2);
     /* r_d_head_W_2 = r_d_head_W_1_a + r_d_head_W_1_b + 0.0001 v_head_W */
+    /* r_d_head_W_2 = 0.0001 v_head_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_r_d_head_W_2[k] = v_r_d_head_W_1_a[k] + v_r_d_head_W_1_b[k] + 0.0001*v_v_head_W[k];
+    for (int64_t k = 0; k < 256; k++) v_r_d_head_W_2[k] = 0.0001*v_v_head_W[k];
+    /* r_d_head_W_2 += r_mlp_Rᵀ·d_head_Z_2 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_r_mlp_R, v_d_head_Z_2, v_r_d_head_W_2);
+    /* r_d_head_W_2 += mlp_Rᵀ·r_d_head_Z_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_r_d_head_W_2);
 }
 
 /* ---- ggn_vp: workspace 16328*N + 3344 elements ---- */
@@ -3523,153 +3749,166 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     bpg_take_rows(8*N, 16, N, NULL, v_v_emb_P, v_r_emb_Pt);
     /* emb: token and position embeddings */
     /* emb_A = emb_EX + emb_Pt */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_emb_A[k] = v_emb_EX[k] + v_emb_Pt[k];
     /* r_emb_A = r_emb_EX + r_emb_Pt */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_emb_A[k] = v_r_emb_EX[k] + v_r_emb_Pt[k];
     /* attn_norm: row sums of the input */
     /* attn_norm_sum = emb_A·1 */
-    bpg_rowsum(8*N, 16, v_emb_A, v_attn_norm_sum);
     /* r_attn_norm_sum = r_emb_A·1 */
-    bpg_rowsum(8*N, 16, v_r_emb_A, v_r_attn_norm_sum);
     /* attn_norm: centred input (minus its row mean) */
     /* attn_norm_Xc = emb_A - attn_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xc[k] = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
-        }
-    }
     /* r_attn_norm_Xc = r_emb_A - r_attn_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_attn_norm_Xc[k] = -0.0625*v_r_attn_norm_sum[rr] + v_r_emb_A[k];
-        }
-    }
     /* attn_norm_sq = attn_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_norm_sq[k] = ((v_attn_norm_Xc[k])*(v_attn_norm_Xc[k]));
     /* r_attn_norm_sq = 2 attn_norm_Xc ⊙ r_attn_norm_Xc */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_attn_norm_sq[k] = 2*v_attn_norm_Xc[k]*v_r_attn_norm_Xc[k];
     /* attn_norm: row sums of squares */
     /* attn_norm_ss = attn_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_attn_norm_sq, v_attn_norm_ss);
     /* r_attn_norm_ss = r_attn_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_r_attn_norm_sq, v_r_attn_norm_ss);
     /* attn_norm: normalised by sqrt(variance + eps) */
     /* attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* attn_norm: gain and bias Xhat ⊙ g + b */
     /* attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_A[k] = v_attn_norm_Xhat[k]*v_attn_norm_g[cc] + v_attn_norm_b[cc];
-        }
-    }
     /* r_attn_norm_A = v_attn_norm_b + attn_norm_Xhat ⊙ v_attn_norm_g + attn_norm_g ⊙ (r_attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) - attn_norm_Xhat ⊙ r_attn_norm_ss / (32 (1e-05 + attn_norm_ss / 16))) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_attn_norm_sum = 0;
+        double acc_r_attn_norm_sum = 0;
+        double acc_attn_norm_ss = 0;
+        double acc_r_attn_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_attn_norm_sum, acc_r_attn_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_emb_A = v_emb_EX[k] + v_emb_Pt[k];
+            v_emb_A[k] = e_emb_A;
+            const real e_r_emb_A = v_r_emb_EX[k] + v_r_emb_Pt[k];
+            v_r_emb_A[k] = e_r_emb_A;
+            acc_attn_norm_sum += e_emb_A;
+            acc_r_attn_norm_sum += e_r_emb_A;
+        }
+        v_attn_norm_sum[rr] = (real)acc_attn_norm_sum;
+        v_r_attn_norm_sum[rr] = (real)acc_r_attn_norm_sum;
+        #pragma omp simd reduction(+:acc_attn_norm_ss, acc_r_attn_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_attn_norm_Xc = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
+            v_attn_norm_Xc[k] = e_attn_norm_Xc;
+            const real e_r_attn_norm_Xc = -0.0625*v_r_attn_norm_sum[rr] + v_r_emb_A[k];
+            v_r_attn_norm_Xc[k] = e_r_attn_norm_Xc;
+            const real e_attn_norm_sq = ((e_attn_norm_Xc)*(e_attn_norm_Xc));
+            const real e_r_attn_norm_sq = 2*e_attn_norm_Xc*e_r_attn_norm_Xc;
+            acc_attn_norm_ss += e_attn_norm_sq;
+            acc_r_attn_norm_ss += e_r_attn_norm_sq;
+        }
+        v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
+        v_r_attn_norm_ss[rr] = (real)acc_r_attn_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_norm_A[k] = v_attn_norm_Xhat[k]*v_v_attn_norm_g[cc] + v_attn_norm_g[cc]*(-0.03125*v_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5) + v_r_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5))) + v_v_attn_norm_b[cc];
+            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_attn_norm_Xhat[k] = e_attn_norm_Xhat;
+            const real e_attn_norm_A = e_attn_norm_Xhat*v_attn_norm_g[cc] + v_attn_norm_b[cc];
+            v_attn_norm_A[k] = e_attn_norm_A;
+            const real e_r_attn_norm_A = e_attn_norm_Xhat*v_v_attn_norm_g[cc] + v_attn_norm_g[cc]*(-0.03125*e_attn_norm_Xhat*v_r_attn_norm_ss[rr]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5) + v_r_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5))) + v_v_attn_norm_b[cc];
+            v_r_attn_norm_A[k] = e_r_attn_norm_A;
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
-    /* r_attn_mha_XWq_a = r_attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wq, v_r_attn_mha_XWq_a);
-    /* r_attn_mha_XWq_b = attn_norm_A·v_attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wq, v_r_attn_mha_XWq_b);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
+    /* r_attn_mha_XWq_a = r_attn_norm_A·attn_mha_Wq: added into r_attn_mha_Q below */
+    /* r_attn_mha_XWq_b = attn_norm_A·v_attn_mha_Wq: added into r_attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* r_attn_mha_Q = r_attn_mha_XWq_a + r_attn_mha_XWq_b + v_attn_mha_bq */
+    /* r_attn_mha_Q = v_attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_mha_Q[k] = v_r_attn_mha_XWq_a[k] + v_r_attn_mha_XWq_b[k] + v_v_attn_mha_bq[cc];
+            v_r_attn_mha_Q[k] = v_v_attn_mha_bq[cc];
         }
     }
+    /* r_attn_mha_Q += r_attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wq, v_r_attn_mha_Q);
+    /* r_attn_mha_Q += attn_norm_A·v_attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wq, v_r_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
-    /* r_attn_mha_XWk_a = r_attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wk, v_r_attn_mha_XWk_a);
-    /* r_attn_mha_XWk_b = attn_norm_A·v_attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wk, v_r_attn_mha_XWk_b);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
+    /* r_attn_mha_XWk_a = r_attn_norm_A·attn_mha_Wk: added into r_attn_mha_K below */
+    /* r_attn_mha_XWk_b = attn_norm_A·v_attn_mha_Wk: added into r_attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* r_attn_mha_K = r_attn_mha_XWk_a + r_attn_mha_XWk_b + v_attn_mha_bk */
+    /* r_attn_mha_K = v_attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_mha_K[k] = v_r_attn_mha_XWk_a[k] + v_r_attn_mha_XWk_b[k] + v_v_attn_mha_bk[cc];
+            v_r_attn_mha_K[k] = v_v_attn_mha_bk[cc];
         }
     }
+    /* r_attn_mha_K += r_attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wk, v_r_attn_mha_K);
+    /* r_attn_mha_K += attn_norm_A·v_attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wk, v_r_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
-    /* r_attn_mha_XWv_a = r_attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wv, v_r_attn_mha_XWv_a);
-    /* r_attn_mha_XWv_b = attn_norm_A·v_attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_XWv_b);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
+    /* r_attn_mha_XWv_a = r_attn_norm_A·attn_mha_Wv: added into r_attn_mha_V below */
+    /* r_attn_mha_XWv_b = attn_norm_A·v_attn_mha_Wv: added into r_attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* r_attn_mha_V = r_attn_mha_XWv_a + r_attn_mha_XWv_b + v_attn_mha_bv */
+    /* r_attn_mha_V = v_attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_mha_V[k] = v_r_attn_mha_XWv_a[k] + v_r_attn_mha_XWv_b[k] + v_v_attn_mha_bv[cc];
+            v_r_attn_mha_V[k] = v_v_attn_mha_bv[cc];
         }
     }
+    /* r_attn_mha_V += r_attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wv, v_r_attn_mha_V);
+    /* r_attn_mha_V += attn_norm_A·v_attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
     #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_S[k] = 0.35355339059327376*v_r_attn_mha_QK_a[k] + 0.35355339059327376*v_r_attn_mha_QK_b[k];
+    for (int64_t k = 0; k < 128*N; k++) {
+        const real e_attn_mha_S = 0.35355339059327376*v_attn_mha_QK[k];
+        v_attn_mha_S[k] = e_attn_mha_S;
+        const real e_r_attn_mha_S = 0.35355339059327376*v_r_attn_mha_QK_a[k] + 0.35355339059327376*v_r_attn_mha_QK_b[k];
+        v_r_attn_mha_S[k] = e_r_attn_mha_S;
+    }
     /* attn_mha: keys after the query and padded keys at -inf */
     /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
     bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
@@ -3679,224 +3918,233 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_attn_mha_E[k] = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
-        }
-    }
     /* r_attn_mha_E = attn_mha_E ⊙ r_attn_mha_Sm */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_E[k] = v_attn_mha_E[k]*v_r_attn_mha_Sm[k];
     /* attn_mha_Zs = attn_mha_E·1 */
-    bpg_rowsum(16*N, 8, v_attn_mha_E, v_attn_mha_Zs);
     /* r_attn_mha_Zs = r_attn_mha_E·1 */
-    bpg_rowsum(16*N, 8, v_r_attn_mha_E, v_r_attn_mha_Zs);
     /* attn_mha: attention weights */
     /* attn_mha_P = attn_mha_E / attn_mha_Zs */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_attn_mha_P[k] = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
-        }
-    }
     /* r_attn_mha_P = r_attn_mha_E / attn_mha_Zs - attn_mha_P ⊙ r_attn_mha_Zs / attn_mha_Zs */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_attn_mha_Zs = 0;
+        double acc_r_attn_mha_Zs = 0;
+        #pragma omp simd reduction(+:acc_attn_mha_Zs, acc_r_attn_mha_Zs)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            v_attn_mha_E[k] = e_attn_mha_E;
+            const real e_r_attn_mha_E = e_attn_mha_E*v_r_attn_mha_Sm[k];
+            v_r_attn_mha_E[k] = e_r_attn_mha_E;
+            acc_attn_mha_Zs += e_attn_mha_E;
+            acc_r_attn_mha_Zs += e_r_attn_mha_E;
+        }
+        v_attn_mha_Zs[rr] = (real)acc_attn_mha_Zs;
+        v_r_attn_mha_Zs[rr] = (real)acc_r_attn_mha_Zs;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_r_attn_mha_P[k] = -v_attn_mha_P[k]*v_r_attn_mha_Zs[rr]/v_attn_mha_Zs[rr] + v_r_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            const real e_attn_mha_P = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            v_attn_mha_P[k] = e_attn_mha_P;
+            const real e_r_attn_mha_P = -e_attn_mha_P*v_r_attn_mha_Zs[rr]/v_attn_mha_Zs[rr] + v_r_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            v_r_attn_mha_P[k] = e_r_attn_mha_P;
         }
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
-    /* r_attn_mha_OW_a = r_attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_r_attn_mha_AV, v_attn_mha_Wo, v_r_attn_mha_OW_a);
-    /* r_attn_mha_OW_b = attn_mha_AV·v_attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_v_attn_mha_Wo, v_r_attn_mha_OW_b);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
+    /* r_attn_mha_OW_a = r_attn_mha_AV·attn_mha_Wo: added into r_attn_R below */
+    /* r_attn_mha_OW_b = attn_mha_AV·v_attn_mha_Wo: added into r_attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_R[k] = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
         }
     }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* r_attn_R = r_attn_mha_OW_a + r_attn_mha_OW_b + r_emb_A + v_attn_mha_bo */
+    /* r_attn_R = r_emb_A + v_attn_mha_bo */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_attn_R[k] = v_r_attn_mha_OW_a[k] + v_r_attn_mha_OW_b[k] + v_r_emb_A[k] + v_v_attn_mha_bo[cc];
+            v_r_attn_R[k] = v_r_emb_A[k] + v_v_attn_mha_bo[cc];
         }
     }
+    /* r_attn_R += r_attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_r_attn_mha_AV, v_attn_mha_Wo, v_r_attn_R);
+    /* r_attn_R += attn_mha_AV·v_attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_v_attn_mha_Wo, v_r_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
-    bpg_rowsum(8*N, 16, v_attn_R, v_mlp_norm_sum);
     /* r_mlp_norm_sum = r_attn_R·1 */
-    bpg_rowsum(8*N, 16, v_r_attn_R, v_r_mlp_norm_sum);
     /* mlp_norm: centred input (minus its row mean) */
     /* mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xc[k] = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
-        }
-    }
     /* r_mlp_norm_Xc = r_attn_R - r_mlp_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_mlp_norm_Xc[k] = v_r_attn_R[k] - 0.0625*v_r_mlp_norm_sum[rr];
-        }
-    }
     /* mlp_norm_sq = mlp_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_mlp_norm_sq[k] = ((v_mlp_norm_Xc[k])*(v_mlp_norm_Xc[k]));
     /* r_mlp_norm_sq = 2 mlp_norm_Xc ⊙ r_mlp_norm_Xc */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_r_mlp_norm_sq[k] = 2*v_mlp_norm_Xc[k]*v_r_mlp_norm_Xc[k];
     /* mlp_norm: row sums of squares */
     /* mlp_norm_ss = mlp_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_mlp_norm_sq, v_mlp_norm_ss);
     /* r_mlp_norm_ss = r_mlp_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_r_mlp_norm_sq, v_r_mlp_norm_ss);
     /* mlp_norm: normalised by sqrt(variance + eps) */
     /* mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
     /* mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_A[k] = v_mlp_norm_Xhat[k]*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
-        }
-    }
     /* r_mlp_norm_A = v_mlp_norm_b + mlp_norm_Xhat ⊙ v_mlp_norm_g + mlp_norm_g ⊙ (r_mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) - mlp_norm_Xhat ⊙ r_mlp_norm_ss / (32 (1e-05 + mlp_norm_ss / 16))) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_mlp_norm_sum = 0;
+        double acc_r_mlp_norm_sum = 0;
+        double acc_mlp_norm_ss = 0;
+        double acc_r_mlp_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_mlp_norm_sum, acc_r_mlp_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            acc_mlp_norm_sum += v_attn_R[k];
+            acc_r_mlp_norm_sum += v_r_attn_R[k];
+        }
+        v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
+        v_r_mlp_norm_sum[rr] = (real)acc_r_mlp_norm_sum;
+        #pragma omp simd reduction(+:acc_mlp_norm_ss, acc_r_mlp_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_mlp_norm_Xc = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
+            v_mlp_norm_Xc[k] = e_mlp_norm_Xc;
+            const real e_r_mlp_norm_Xc = v_r_attn_R[k] - 0.0625*v_r_mlp_norm_sum[rr];
+            v_r_mlp_norm_Xc[k] = e_r_mlp_norm_Xc;
+            const real e_mlp_norm_sq = ((e_mlp_norm_Xc)*(e_mlp_norm_Xc));
+            const real e_r_mlp_norm_sq = 2*e_mlp_norm_Xc*e_r_mlp_norm_Xc;
+            acc_mlp_norm_ss += e_mlp_norm_sq;
+            acc_r_mlp_norm_ss += e_r_mlp_norm_sq;
+        }
+        v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
+        v_r_mlp_norm_ss[rr] = (real)acc_r_mlp_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_mlp_norm_A[k] = v_mlp_norm_Xhat[k]*v_v_mlp_norm_g[cc] + v_mlp_norm_g[cc]*(-0.03125*v_mlp_norm_Xhat[k]*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + v_r_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5))) + v_v_mlp_norm_b[cc];
+            const real e_mlp_norm_Xhat = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            v_mlp_norm_Xhat[k] = e_mlp_norm_Xhat;
+            const real e_mlp_norm_A = e_mlp_norm_Xhat*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
+            v_mlp_norm_A[k] = e_mlp_norm_A;
+            const real e_r_mlp_norm_A = e_mlp_norm_Xhat*v_v_mlp_norm_g[cc] + v_mlp_norm_g[cc]*(-0.03125*e_mlp_norm_Xhat*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + v_r_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5))) + v_v_mlp_norm_b[cc];
+            v_r_mlp_norm_A[k] = e_r_mlp_norm_A;
         }
     }
     /* mlp_up: affine part */
-    /* mlp_up_XW = mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_XW);
+    /* mlp_up_XW = mlp_norm_A·mlp_up_W: added into mlp_up_Z below */
     /* r_mlp_up_XW_a = r_mlp_norm_A·mlp_up_W */
     bpg_gemm_nn(8*N, 64, 16, v_r_mlp_norm_A, v_mlp_up_W, v_r_mlp_up_XW_a);
     /* r_mlp_up_XW_b = mlp_norm_A·v_mlp_up_W */
     bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_v_mlp_up_W, v_r_mlp_up_XW_b);
     /* mlp_up: pre-activation */
     /* mlp_up_Z = mlp_up_XW + mlp_up_b */
+    /* mlp_up_Z = mlp_up_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_mlp_up_Z[k] = v_mlp_up_XW[k] + v_mlp_up_b[cc];
+            v_mlp_up_Z[k] = v_mlp_up_b[cc];
         }
     }
+    /* mlp_up_Z += mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
     /* mlp_up: activation gelu */
     /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
     /* r_mlp_up_A = (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) ⊙ (r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_r_mlp_up_A[k] = (v_r_mlp_up_XW_a[k] + v_r_mlp_up_XW_b[k] + v_v_mlp_up_b[cc])*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+            const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
+            v_mlp_up_A[k] = e_mlp_up_A;
+            const real e_r_mlp_up_A = (v_r_mlp_up_XW_a[k] + v_r_mlp_up_XW_b[k] + v_v_mlp_up_b[cc])*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+            v_r_mlp_up_A[k] = e_r_mlp_up_A;
         }
     }
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
-    /* r_mlp_down_XW_a = r_mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_r_mlp_up_A, v_mlp_down_W, v_r_mlp_down_XW_a);
-    /* r_mlp_down_XW_b = mlp_up_A·v_mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_v_mlp_down_W, v_r_mlp_down_XW_b);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
+    /* r_mlp_down_XW_a = r_mlp_up_A·mlp_down_W: added into r_mlp_R below */
+    /* r_mlp_down_XW_b = mlp_up_A·v_mlp_down_W: added into r_mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* r_mlp_R = r_attn_R + r_mlp_down_XW_a + r_mlp_down_XW_b + v_mlp_down_b */
+    /* r_mlp_R = r_attn_R + v_mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_r_mlp_R[k] = v_r_attn_R[k] + v_r_mlp_down_XW_a[k] + v_r_mlp_down_XW_b[k] + v_v_mlp_down_b[cc];
+            v_r_mlp_R[k] = v_r_attn_R[k] + v_v_mlp_down_b[cc];
         }
     }
+    /* r_mlp_R += r_mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_r_mlp_up_A, v_mlp_down_W, v_r_mlp_R);
+    /* r_mlp_R += mlp_up_A·v_mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_v_mlp_down_W, v_r_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* r_head_XW_a = r_mlp_R·head_W */
     bpg_gemm_nn(8*N, 16, 16, v_r_mlp_R, v_head_W, v_r_head_XW_a);
     /* r_head_XW_b = mlp_R·v_head_W */
     bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_v_head_W, v_r_head_XW_b);
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(head_Z - o_max) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_o_exp[k] = exp(v_head_Z[k] - v_o_max[rr]);
-        }
-    }
     /* r_o_exp = o_exp ⊙ (r_head_XW_a + r_head_XW_b + v_head_b) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_o_exp[k] = v_o_exp[k]*(v_r_head_XW_a[k] + v_r_head_XW_b[k] + v_v_head_b[cc]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(8*N, 16, v_o_exp, v_o_expsum);
     /* r_o_expsum = r_o_exp·1 */
-    bpg_rowsum(8*N, 16, v_r_o_exp, v_r_o_expsum);
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_r_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            const real e_r_o_exp = e_o_exp*(v_r_head_XW_a[k] + v_r_head_XW_b[k] + v_v_head_b[cc]);
+            v_r_o_exp[k] = e_r_o_exp;
+            acc_o_expsum += e_o_exp;
+            acc_r_o_expsum += e_r_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_r_o_expsum[rr] = (real)acc_r_o_expsum;
+    }
 
     /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum) */
     /*   (mean over samples + 0.5 λ Σ‖W‖²) */
@@ -3907,34 +4155,38 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = d_loss_sum ⊙ mask / o_expsum */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_sum[0]*v_mask[k]/v_o_expsum[k];
     /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_r_d_o_expsum[k] = -v_d_o_expsum[k]*v_r_o_expsum[k]/v_o_expsum[k];
+    for (int64_t k = 0; k < 8*N; k++) {
+        const real e_d_o_expsum = v_d_loss_sum[0]*v_mask[k]/v_o_expsum[k];
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_r_d_o_expsum = -e_d_o_expsum*v_r_o_expsum[k]/v_o_expsum[k];
+        v_r_d_o_expsum[k] = e_r_d_o_expsum;
+    }
 
     /* Grad of: o_exp = exp(head_Z - o_max) */
     /*   (exponentials, shifted by the row maximum for stability) */
     /* r_d_head_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_r_d_head_Z_1[k] = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
-        }
-    }
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
     /* d_head_b = 1ᵀ·r_d_head_Z_1 */
-    bpg_colsum(8*N, 16, v_r_d_head_Z_1, v_d_head_b);
+    for (int64_t cc = 0; cc < 16; cc++) v_d_head_b[cc] = 0;
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_r_d_head_Z_1 = v_d_o_expsum[rr]*v_r_o_exp[k] + v_o_exp[k]*v_r_d_o_expsum[rr];
+            v_r_d_head_Z_1[k] = e_r_d_head_Z_1;
+            v_d_head_b[cc] += e_r_d_head_Z_1;
+        }
+    }
 
     /* Grad of: head_XW = mlp_R·head_W */
     /*   (head: affine part) */
     /* d_mlp_R = r_d_head_Z_1·head_Wᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_r_d_head_Z_1, v_head_W, v_d_mlp_R);
-    /* d_head_W_1 = mlp_Rᵀ·r_d_head_Z_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_d_head_W_1);
+    /* d_head_W_1 = mlp_Rᵀ·r_d_head_Z_1: added into gv_head_W below */
 
     /* Grad of: mlp_down_Z = mlp_down_XW + mlp_down_b  (not stored in this function: mlp_down_Z) */
     /*   (mlp_down: pre-activation) */
@@ -3945,125 +4197,128 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /*   (mlp_down: affine part) */
     /* d_mlp_up_A = d_mlp_R·mlp_down_Wᵀ */
     bpg_gemm_nt(8*N, 64, 16, v_d_mlp_R, v_mlp_down_W, v_d_mlp_up_A);
-    /* d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R */
-    bpg_gemm_tn(64, 16, 8*N, v_mlp_up_A, v_d_mlp_R, v_d_mlp_down_W_1);
+    /* d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R: added into gv_mlp_down_W below */
 
     /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
     /*   (mlp_up: activation gelu) */
     /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
 
     /* Grad of: mlp_up_Z = mlp_up_XW + mlp_up_b */
     /*   (mlp_up: pre-activation) */
     /* d_mlp_up_b = 1ᵀ·d_mlp_up_Z */
-    bpg_colsum(8*N, 64, v_d_mlp_up_Z, v_d_mlp_up_b);
+    for (int64_t cc = 0; cc < 64; cc++) v_d_mlp_up_b[cc] = 0;
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 64; cc++) {
+            const int64_t k = rr*64 + cc;
+            const real e_d_mlp_up_Z = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+            v_d_mlp_up_Z[k] = e_d_mlp_up_Z;
+            v_d_mlp_up_b[cc] += e_d_mlp_up_Z;
+        }
+    }
 
     /* Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W */
     /*   (mlp_up: affine part) */
     /* d_mlp_norm_A = d_mlp_up_Z·mlp_up_Wᵀ */
     bpg_gemm_nt(8*N, 16, 64, v_d_mlp_up_Z, v_mlp_up_W, v_d_mlp_norm_A);
-    /* d_mlp_up_W_1 = mlp_norm_Aᵀ·d_mlp_up_Z */
-    bpg_gemm_tn(16, 64, 8*N, v_mlp_norm_A, v_d_mlp_up_Z, v_d_mlp_up_W_1);
+    /* d_mlp_up_W_1 = mlp_norm_Aᵀ·d_mlp_up_Z: added into gv_mlp_up_W below */
 
     /* Grad of: mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
     /*   (mlp_norm: gain and bias Xhat ⊙ g + b) */
     /* d_mlp_norm_Xhat = d_mlp_norm_A ⊙ mlp_norm_g */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xhat[k] = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
-        }
-    }
     /* d_mlp_norm_b = 1ᵀ·d_mlp_norm_A */
-    bpg_colsum(8*N, 16, v_d_mlp_norm_A, v_d_mlp_norm_b);
     /* d_mlp_norm_g = d_mlp_norm_A ⊙ mlp_norm_Xhat */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_mlp_norm_g[k] = v_d_mlp_norm_A[k]*v_mlp_norm_Xhat[k];
     /* d_mlp_norm_g_1 = 1ᵀ·d_mlp_norm_g */
-    bpg_colsum(8*N, 16, v_d_mlp_norm_g, v_d_mlp_norm_g_1);
 
     /* Grad of: mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
     /*   (mlp_norm: normalised by sqrt(variance + eps)) */
     /* d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ mlp_norm_Xhat / (32 (1e-05 + mlp_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_ss[k] = -0.03125*v_d_mlp_norm_Xhat[k]*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
-        }
-    }
     /* d_mlp_norm_ss_1 = d_mlp_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_d_mlp_norm_ss, v_d_mlp_norm_ss_1);
 
     /* Grad of: mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
     /*   (mlp_norm: centred input (minus its row mean)) */
     /* d_mlp_norm_Xc_2 = d_mlp_norm_Xhat / sqrt(1e-05 + mlp_norm_ss / 16) + 2 d_mlp_norm_ss_1 ⊙ mlp_norm_Xc */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
-        }
-    }
     /* d_mlp_norm_sum = -d_mlp_norm_Xc_2 / 16 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_mlp_norm_sum[k] = -0.0625*v_d_mlp_norm_Xc_2[k];
     /* d_mlp_norm_sum_1 = d_mlp_norm_sum·1 */
-    bpg_rowsum(8*N, 16, v_d_mlp_norm_sum, v_d_mlp_norm_sum_1);
 
     /* Grad of: attn_R = attn_mha_OW + attn_mha_bo + emb_A */
     /*   (attn: residual: the block's input + its output) */
     /* d_attn_R_1 = d_mlp_R + d_mlp_norm_Xc_2 + d_mlp_norm_sum_1 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_R_1[k] = v_d_mlp_R[k] + v_d_mlp_norm_Xc_2[k] + v_d_mlp_norm_sum_1[rr];
-        }
-    }
 
     /* Grad of: attn_mha_A = attn_mha_OW + attn_mha_bo  (not stored in this function: attn_mha_A) */
     /*   (attn_mha: plus the output bias) */
     /* d_attn_mha_bo = 1ᵀ·d_attn_R_1 */
-    bpg_colsum(8*N, 16, v_d_attn_R_1, v_d_attn_mha_bo);
+    for (int64_t cc = 0; cc < 16; cc++) v_d_mlp_norm_b[cc] = 0;
+    for (int64_t cc = 0; cc < 16; cc++) v_d_mlp_norm_g_1[cc] = 0;
+    for (int64_t cc = 0; cc < 16; cc++) v_d_attn_mha_bo[cc] = 0;
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_d_mlp_norm_ss_1 = 0;
+        double acc_d_mlp_norm_sum_1 = 0;
+        #pragma omp simd reduction(+:acc_d_mlp_norm_ss_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_mlp_norm_Xhat = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
+            v_d_mlp_norm_Xhat[k] = e_d_mlp_norm_Xhat;
+            v_d_mlp_norm_b[cc] += v_d_mlp_norm_A[k];
+            const real e_d_mlp_norm_g = v_d_mlp_norm_A[k]*v_mlp_norm_Xhat[k];
+            v_d_mlp_norm_g_1[cc] += e_d_mlp_norm_g;
+            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
+            acc_d_mlp_norm_ss_1 += e_d_mlp_norm_ss;
+        }
+        v_d_mlp_norm_ss_1[rr] = (real)acc_d_mlp_norm_ss_1;
+        #pragma omp simd reduction(+:acc_d_mlp_norm_sum_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            v_d_mlp_norm_Xc_2[k] = e_d_mlp_norm_Xc_2;
+            const real e_d_mlp_norm_sum = -0.0625*e_d_mlp_norm_Xc_2;
+            acc_d_mlp_norm_sum_1 += e_d_mlp_norm_sum;
+        }
+        v_d_mlp_norm_sum_1[rr] = (real)acc_d_mlp_norm_sum_1;
+        #pragma omp simd
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_R_1 = v_d_mlp_R[k] + v_d_mlp_norm_Xc_2[k] + v_d_mlp_norm_sum_1[rr];
+            v_d_attn_R_1[k] = e_d_attn_R_1;
+            v_d_attn_mha_bo[cc] += e_d_attn_R_1;
+        }
+    }
 
     /* Grad of: attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     /*   (attn_mha: output projection) */
     /* d_attn_mha_AV = d_attn_R_1·attn_mha_Woᵀ */
     bpg_gemm_nt(8*N, 16, 16, v_d_attn_R_1, v_attn_mha_Wo, v_d_attn_mha_AV);
-    /* d_attn_mha_Wo_1 = attn_mha_AVᵀ·d_attn_R_1 */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_mha_AV, v_d_attn_R_1, v_d_attn_mha_Wo_1);
+    /* d_attn_mha_Wo_1 = attn_mha_AVᵀ·d_attn_R_1: added into gv_attn_mha_Wo below */
 
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
     /* d_attn_mha_Zs = -attn_mha_P ⊙ d_attn_mha_P / attn_mha_Zs */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_d_attn_mha_Zs[k] = -v_attn_mha_P[k]*v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
-        }
-    }
     /* d_attn_mha_Zs_1 = d_attn_mha_Zs·1 */
-    bpg_rowsum(16*N, 8, v_d_attn_mha_Zs, v_d_attn_mha_Zs_1);
 
     /* Grad of: attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /*   (attn_mha: softmax over the keys, shifted by the row maximum) */
     /* d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_d_attn_mha_Zs_1 = 0;
+        #pragma omp simd reduction(+:acc_d_attn_mha_Zs_1)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_d_attn_mha_Zs = -v_attn_mha_P[k]*v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
+            acc_d_attn_mha_Zs_1 += e_d_attn_mha_Zs;
+        }
+        v_d_attn_mha_Zs_1[rr] = (real)acc_d_attn_mha_Zs_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_d_attn_mha_Sm[k] = v_attn_mha_E[k]*(v_d_attn_mha_Zs_1[rr] + v_d_attn_mha_P[k]/v_attn_mha_Zs[rr]);
+            const real e_d_attn_mha_Sm = v_attn_mha_E[k]*(v_d_attn_mha_Zs_1[rr] + v_d_attn_mha_P[k]/v_attn_mha_Zs[rr]);
+            v_d_attn_mha_Sm[k] = e_d_attn_mha_Sm;
         }
     }
 
@@ -4081,9 +4336,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -4091,10 +4346,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
-    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A);
-    /* d_attn_mha_Wv_1 = attn_norm_Aᵀ·d_attn_mha_V */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_V, v_d_attn_mha_Wv_1);
+    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wv_1 = attn_norm_Aᵀ·d_attn_mha_V: added into gv_attn_mha_Wv below */
 
     /* Grad of: attn_mha_K = attn_mha_XWk + attn_mha_bk */
     /* d_attn_mha_bk = 1ᵀ·d_attn_mha_K */
@@ -4102,10 +4355,8 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
 
     /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk */
     /*   (attn_mha: the keys, the input's projection by Wk plus bk) */
-    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_1);
-    /* d_attn_mha_Wk_1 = attn_norm_Aᵀ·d_attn_mha_K */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_K, v_d_attn_mha_Wk_1);
+    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wk_1 = attn_norm_Aᵀ·d_attn_mha_K: added into gv_attn_mha_Wk below */
 
     /* Grad of: attn_mha_Q = attn_mha_XWq + attn_mha_bq */
     /* d_attn_mha_bq = 1ᵀ·d_attn_mha_Q */
@@ -4113,69 +4364,68 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
 
     /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq */
     /*   (attn_mha: the queries, the input's projection by Wq plus bq) */
-    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_2);
-    /* d_attn_mha_Wq_1 = attn_norm_Aᵀ·d_attn_mha_Q */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_Q, v_d_attn_mha_Wq_1);
+    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ: added into d_attn_norm_A_3 below */
+    /* d_attn_mha_Wq_1 = attn_norm_Aᵀ·d_attn_mha_Q: added into gv_attn_mha_Wq below */
 
     /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
     /* d_attn_norm_A_3 = d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_A_3[k] = v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k];
+    /* d_attn_norm_A_3 = d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_3);
     /* d_attn_norm_Xhat = attn_norm_g ⊙ d_attn_norm_A_3 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_Xhat[k] = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
-        }
-    }
     /* d_attn_norm_b = 1ᵀ·d_attn_norm_A_3 */
-    bpg_colsum(8*N, 16, v_d_attn_norm_A_3, v_d_attn_norm_b);
     /* d_attn_norm_g = attn_norm_Xhat ⊙ d_attn_norm_A_3 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_g[k] = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
     /* d_attn_norm_g_1 = 1ᵀ·d_attn_norm_g */
-    bpg_colsum(8*N, 16, v_d_attn_norm_g, v_d_attn_norm_g_1);
 
     /* Grad of: attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
     /*   (attn_norm: normalised by sqrt(variance + eps)) */
     /* d_attn_norm_ss = -attn_norm_Xhat ⊙ d_attn_norm_Xhat / (32 (1e-05 + attn_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_ss[k] = -0.03125*v_attn_norm_Xhat[k]*v_d_attn_norm_Xhat[k]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
-        }
-    }
     /* d_attn_norm_ss_1 = d_attn_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_d_attn_norm_ss, v_d_attn_norm_ss_1);
 
     /* Grad of: attn_norm_Xc = emb_A - attn_norm_sum / 16 */
     /*   (attn_norm: centred input (minus its row mean)) */
     /* d_attn_norm_Xc_2 = d_attn_norm_Xhat / sqrt(1e-05 + attn_norm_ss / 16) + 2 attn_norm_Xc ⊙ d_attn_norm_ss_1 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* d_attn_norm_sum = -d_attn_norm_Xc_2 / 16 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_sum[k] = -0.0625*v_d_attn_norm_Xc_2[k];
     /* d_attn_norm_sum_1 = d_attn_norm_sum·1 */
-    bpg_rowsum(8*N, 16, v_d_attn_norm_sum, v_d_attn_norm_sum_1);
 
     /* Grad of: emb_A = emb_EX + emb_Pt */
     /*   (emb: token and position embeddings) */
     /* d_emb_A_1 = d_attn_R_1 + d_attn_norm_Xc_2 + d_attn_norm_sum_1 */
+    for (int64_t cc = 0; cc < 16; cc++) v_d_attn_norm_b[cc] = 0;
+    for (int64_t cc = 0; cc < 16; cc++) v_d_attn_norm_g_1[cc] = 0;
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_d_attn_norm_ss_1 = 0;
+        double acc_d_attn_norm_sum_1 = 0;
+        #pragma omp simd reduction(+:acc_d_attn_norm_ss_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
+            v_d_attn_norm_Xhat[k] = e_d_attn_norm_Xhat;
+            v_d_attn_norm_b[cc] += v_d_attn_norm_A_3[k];
+            const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
+            v_d_attn_norm_g_1[cc] += e_d_attn_norm_g;
+            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+            acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
+        }
+        v_d_attn_norm_ss_1[rr] = (real)acc_d_attn_norm_ss_1;
+        #pragma omp simd reduction(+:acc_d_attn_norm_sum_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_d_attn_norm_Xc_2[k] = e_d_attn_norm_Xc_2;
+            const real e_d_attn_norm_sum = -0.0625*e_d_attn_norm_Xc_2;
+            acc_d_attn_norm_sum_1 += e_d_attn_norm_sum;
+        }
+        v_d_attn_norm_sum_1[rr] = (real)acc_d_attn_norm_sum_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_emb_A_1[k] = v_d_attn_R_1[k] + v_d_attn_norm_Xc_2[k] + v_d_attn_norm_sum_1[rr];
+            const real e_d_emb_A_1 = v_d_attn_R_1[k] + v_d_attn_norm_Xc_2[k] + v_d_attn_norm_sum_1[rr];
+            v_d_emb_A_1[k] = e_d_emb_A_1;
         }
     }
 
@@ -4191,26 +4441,47 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
 
     /* total gradients */
     /* gv_attn_mha_Wq = d_attn_mha_Wq_1 + 0.0001 v_attn_mha_Wq */
+    /* gv_attn_mha_Wq = 0.0001 v_attn_mha_Wq */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wq[k] = v_d_attn_mha_Wq_1[k] + 0.0001*v_v_attn_mha_Wq[k];
+    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wq[k] = 0.0001*v_v_attn_mha_Wq[k];
+    /* gv_attn_mha_Wq += attn_norm_Aᵀ·d_attn_mha_Q */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_Q, v_gv_attn_mha_Wq);
     /* gv_attn_mha_Wk = d_attn_mha_Wk_1 + 0.0001 v_attn_mha_Wk */
+    /* gv_attn_mha_Wk = 0.0001 v_attn_mha_Wk */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wk[k] = v_d_attn_mha_Wk_1[k] + 0.0001*v_v_attn_mha_Wk[k];
+    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wk[k] = 0.0001*v_v_attn_mha_Wk[k];
+    /* gv_attn_mha_Wk += attn_norm_Aᵀ·d_attn_mha_K */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_K, v_gv_attn_mha_Wk);
     /* gv_attn_mha_Wv = d_attn_mha_Wv_1 + 0.0001 v_attn_mha_Wv */
+    /* gv_attn_mha_Wv = 0.0001 v_attn_mha_Wv */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wv[k] = v_d_attn_mha_Wv_1[k] + 0.0001*v_v_attn_mha_Wv[k];
+    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wv[k] = 0.0001*v_v_attn_mha_Wv[k];
+    /* gv_attn_mha_Wv += attn_norm_Aᵀ·d_attn_mha_V */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_V, v_gv_attn_mha_Wv);
     /* gv_attn_mha_Wo = d_attn_mha_Wo_1 + 0.0001 v_attn_mha_Wo */
+    /* gv_attn_mha_Wo = 0.0001 v_attn_mha_Wo */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wo[k] = v_d_attn_mha_Wo_1[k] + 0.0001*v_v_attn_mha_Wo[k];
+    for (int64_t k = 0; k < 256; k++) v_gv_attn_mha_Wo[k] = 0.0001*v_v_attn_mha_Wo[k];
+    /* gv_attn_mha_Wo += attn_mha_AVᵀ·d_attn_R_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_attn_mha_AV, v_d_attn_R_1, v_gv_attn_mha_Wo);
     /* gv_mlp_up_W = d_mlp_up_W_1 + 0.0001 v_mlp_up_W */
+    /* gv_mlp_up_W = 0.0001 v_mlp_up_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_gv_mlp_up_W[k] = v_d_mlp_up_W_1[k] + 0.0001*v_v_mlp_up_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_gv_mlp_up_W[k] = 0.0001*v_v_mlp_up_W[k];
+    /* gv_mlp_up_W += mlp_norm_Aᵀ·d_mlp_up_Z */
+    bpg_gemm_tn_acc(16, 64, 8*N, v_mlp_norm_A, v_d_mlp_up_Z, v_gv_mlp_up_W);
     /* gv_mlp_down_W = d_mlp_down_W_1 + 0.0001 v_mlp_down_W */
+    /* gv_mlp_down_W = 0.0001 v_mlp_down_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_gv_mlp_down_W[k] = v_d_mlp_down_W_1[k] + 0.0001*v_v_mlp_down_W[k];
+    for (int64_t k = 0; k < 1024; k++) v_gv_mlp_down_W[k] = 0.0001*v_v_mlp_down_W[k];
+    /* gv_mlp_down_W += mlp_up_Aᵀ·d_mlp_R */
+    bpg_gemm_tn_acc(64, 16, 8*N, v_mlp_up_A, v_d_mlp_R, v_gv_mlp_down_W);
     /* gv_head_W = d_head_W_1 + 0.0001 v_head_W */
+    /* gv_head_W = 0.0001 v_head_W */
     #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_gv_head_W[k] = v_d_head_W_1[k] + 0.0001*v_v_head_W[k];
+    for (int64_t k = 0; k < 256; k++) v_gv_head_W[k] = 0.0001*v_v_head_W[k];
+    /* gv_head_W += mlp_Rᵀ·r_d_head_Z_1 */
+    bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_gv_head_W);
 }
 
 /* ---- grad_factors: workspace 7320*N + 16 elements ---- */
@@ -4304,80 +4575,88 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     bpg_take_rows(8*N, 16, N, NULL, v_emb_P, v_emb_Pt);
     /* emb: token and position embeddings */
     /* emb_A = emb_EX + emb_Pt */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_emb_A[k] = v_emb_EX[k] + v_emb_Pt[k];
     /* attn_norm: row sums of the input */
     /* attn_norm_sum = emb_A·1 */
-    bpg_rowsum(8*N, 16, v_emb_A, v_attn_norm_sum);
     /* attn_norm: centred input (minus its row mean) */
     /* attn_norm_Xc = emb_A - attn_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xc[k] = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
-        }
-    }
     /* attn_norm_sq = attn_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_norm_sq[k] = ((v_attn_norm_Xc[k])*(v_attn_norm_Xc[k]));
     /* attn_norm: row sums of squares */
     /* attn_norm_ss = attn_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_attn_norm_sq, v_attn_norm_ss);
     /* attn_norm: normalised by sqrt(variance + eps) */
     /* attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* attn_norm: gain and bias Xhat ⊙ g + b */
     /* attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_attn_norm_sum = 0;
+        double acc_attn_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_attn_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_emb_A = v_emb_EX[k] + v_emb_Pt[k];
+            v_emb_A[k] = e_emb_A;
+            acc_attn_norm_sum += e_emb_A;
+        }
+        v_attn_norm_sum[rr] = (real)acc_attn_norm_sum;
+        #pragma omp simd reduction(+:acc_attn_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_attn_norm_Xc = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
+            v_attn_norm_Xc[k] = e_attn_norm_Xc;
+            const real e_attn_norm_sq = ((e_attn_norm_Xc)*(e_attn_norm_Xc));
+            acc_attn_norm_ss += e_attn_norm_sq;
+        }
+        v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_A[k] = v_attn_norm_Xhat[k]*v_attn_norm_g[cc] + v_attn_norm_b[cc];
+            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_attn_norm_Xhat[k] = e_attn_norm_Xhat;
+            const real e_attn_norm_A = e_attn_norm_Xhat*v_attn_norm_g[cc] + v_attn_norm_b[cc];
+            v_attn_norm_A[k] = e_attn_norm_A;
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -4389,131 +4668,146 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_attn_mha_E[k] = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
-        }
-    }
     /* attn_mha_Zs = attn_mha_E·1 */
-    bpg_rowsum(16*N, 8, v_attn_mha_E, v_attn_mha_Zs);
     /* attn_mha: attention weights */
     /* attn_mha_P = attn_mha_E / attn_mha_Zs */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_attn_mha_Zs = 0;
+        #pragma omp simd reduction(+:acc_attn_mha_Zs)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            v_attn_mha_E[k] = e_attn_mha_E;
+            acc_attn_mha_Zs += e_attn_mha_E;
+        }
+        v_attn_mha_Zs[rr] = (real)acc_attn_mha_Zs;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_attn_mha_P[k] = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            const real e_attn_mha_P = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            v_attn_mha_P[k] = e_attn_mha_P;
         }
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_R[k] = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
         }
     }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
-    bpg_rowsum(8*N, 16, v_attn_R, v_mlp_norm_sum);
     /* mlp_norm: centred input (minus its row mean) */
     /* mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xc[k] = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
-        }
-    }
     /* mlp_norm_sq = mlp_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_mlp_norm_sq[k] = ((v_mlp_norm_Xc[k])*(v_mlp_norm_Xc[k]));
     /* mlp_norm: row sums of squares */
     /* mlp_norm_ss = mlp_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_mlp_norm_sq, v_mlp_norm_ss);
     /* mlp_norm: normalised by sqrt(variance + eps) */
     /* mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
     /* mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_mlp_norm_sum = 0;
+        double acc_mlp_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_mlp_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            acc_mlp_norm_sum += v_attn_R[k];
+        }
+        v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
+        #pragma omp simd reduction(+:acc_mlp_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_mlp_norm_Xc = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
+            v_mlp_norm_Xc[k] = e_mlp_norm_Xc;
+            const real e_mlp_norm_sq = ((e_mlp_norm_Xc)*(e_mlp_norm_Xc));
+            acc_mlp_norm_ss += e_mlp_norm_sq;
+        }
+        v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_A[k] = v_mlp_norm_Xhat[k]*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
+            const real e_mlp_norm_Xhat = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            v_mlp_norm_Xhat[k] = e_mlp_norm_Xhat;
+            const real e_mlp_norm_A = e_mlp_norm_Xhat*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
+            v_mlp_norm_A[k] = e_mlp_norm_A;
         }
     }
     /* mlp_up: affine part */
-    /* mlp_up_XW = mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_XW);
+    /* mlp_up_XW = mlp_norm_A·mlp_up_W: added into mlp_up_Z below */
     /* mlp_up: pre-activation */
     /* mlp_up_Z = mlp_up_XW + mlp_up_b */
+    /* mlp_up_Z = mlp_up_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_mlp_up_Z[k] = v_mlp_up_XW[k] + v_mlp_up_b[cc];
+            v_mlp_up_Z[k] = v_mlp_up_b[cc];
         }
     }
+    /* mlp_up_Z += mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
     /* mlp_up: activation gelu */
     /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(head_Z - o_max) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_o_exp[k] = exp(v_head_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(8*N, 16, v_o_exp, v_o_expsum);
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_o_expsum = 0;
+        #pragma omp simd reduction(+:acc_o_expsum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+    }
 
     /* Grad of: loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps  (not stored in this function: loss, attn_mha_Wk_sqsum, attn_mha_Wo_sqsum, attn_mha_Wq_sqsum, attn_mha_Wv_sqsum, head_W_sqsum, loss_sum, mlp_down_W_sqsum, mlp_up_W_sqsum) */
     /*   (mean over samples + 0.5 λ Σ‖W‖²) */
@@ -4524,17 +4818,19 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum))  (not stored in this function: real_terms, o_label) */
     /*   (the terms of real steps only) */
     /* d_loss_terms = d_loss_sum ⊙ mask */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = d_loss_terms / o_expsum */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
     /* d_o_label = -d_loss_terms */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
+    for (int64_t k = 0; k < 8*N; k++) {
+        const real e_d_loss_terms = v_d_loss_sum[0]*v_mask[k];
+        const real e_d_o_expsum = e_d_loss_terms/v_o_expsum[k];
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_d_o_label = -e_d_loss_terms;
+        v_d_o_label[k] = e_d_o_label;
+    }
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
@@ -4571,51 +4867,47 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
     /*   (mlp_norm: gain and bias Xhat ⊙ g + b) */
     /* d_mlp_norm_Xhat = d_mlp_norm_A ⊙ mlp_norm_g */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xhat[k] = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
-        }
-    }
 
     /* Grad of: mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
     /*   (mlp_norm: normalised by sqrt(variance + eps)) */
     /* d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ mlp_norm_Xhat / (32 (1e-05 + mlp_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_ss[k] = -0.03125*v_d_mlp_norm_Xhat[k]*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
-        }
-    }
     /* d_mlp_norm_ss_1 = d_mlp_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_d_mlp_norm_ss, v_d_mlp_norm_ss_1);
 
     /* Grad of: mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
     /*   (mlp_norm: centred input (minus its row mean)) */
     /* d_mlp_norm_Xc_2 = d_mlp_norm_Xhat / sqrt(1e-05 + mlp_norm_ss / 16) + 2 d_mlp_norm_ss_1 ⊙ mlp_norm_Xc */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
-        }
-    }
     /* d_mlp_norm_sum = -d_mlp_norm_Xc_2 / 16 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_mlp_norm_sum[k] = -0.0625*v_d_mlp_norm_Xc_2[k];
     /* d_mlp_norm_sum_1 = d_mlp_norm_sum·1 */
-    bpg_rowsum(8*N, 16, v_d_mlp_norm_sum, v_d_mlp_norm_sum_1);
 
     /* Grad of: attn_R = attn_mha_OW + attn_mha_bo + emb_A */
     /*   (attn: residual: the block's input + its output) */
     /* d_attn_R_1 = d_mlp_R + d_mlp_norm_Xc_2 + d_mlp_norm_sum_1 */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_d_mlp_norm_ss_1 = 0;
+        double acc_d_mlp_norm_sum_1 = 0;
+        #pragma omp simd reduction(+:acc_d_mlp_norm_ss_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_mlp_norm_Xhat = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
+            v_d_mlp_norm_Xhat[k] = e_d_mlp_norm_Xhat;
+            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
+            acc_d_mlp_norm_ss_1 += e_d_mlp_norm_ss;
+        }
+        v_d_mlp_norm_ss_1[rr] = (real)acc_d_mlp_norm_ss_1;
+        #pragma omp simd reduction(+:acc_d_mlp_norm_sum_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            v_d_mlp_norm_Xc_2[k] = e_d_mlp_norm_Xc_2;
+            const real e_d_mlp_norm_sum = -0.0625*e_d_mlp_norm_Xc_2;
+            acc_d_mlp_norm_sum_1 += e_d_mlp_norm_sum;
+        }
+        v_d_mlp_norm_sum_1[rr] = (real)acc_d_mlp_norm_sum_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_attn_R_1[k] = v_d_mlp_R[k] + v_d_mlp_norm_Xc_2[k] + v_d_mlp_norm_sum_1[rr];
+            const real e_d_attn_R_1 = v_d_mlp_R[k] + v_d_mlp_norm_Xc_2[k] + v_d_mlp_norm_sum_1[rr];
+            v_d_attn_R_1[k] = e_d_attn_R_1;
         }
     }
 
@@ -4627,31 +4919,32 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
     /* d_attn_mha_Zs = -attn_mha_P ⊙ d_attn_mha_P / attn_mha_Zs */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_d_attn_mha_Zs[k] = -v_attn_mha_P[k]*v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
-        }
-    }
     /* d_attn_mha_Zs_1 = d_attn_mha_Zs·1 */
-    bpg_rowsum(16*N, 8, v_d_attn_mha_Zs, v_d_attn_mha_Zs_1);
 
     /* Grad of: attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /*   (attn_mha: softmax over the keys, shifted by the row maximum) */
     /* d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_d_attn_mha_Zs_1 = 0;
+        #pragma omp simd reduction(+:acc_d_attn_mha_Zs_1)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_d_attn_mha_Zs = -v_attn_mha_P[k]*v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
+            acc_d_attn_mha_Zs_1 += e_d_attn_mha_Zs;
+        }
+        v_d_attn_mha_Zs_1[rr] = (real)acc_d_attn_mha_Zs_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_d_attn_mha_Sm[k] = v_attn_mha_E[k]*(v_d_attn_mha_Zs_1[rr] + v_d_attn_mha_P[k]/v_attn_mha_Zs[rr]);
+            const real e_d_attn_mha_Sm = v_attn_mha_E[k]*(v_d_attn_mha_Zs_1[rr] + v_d_attn_mha_P[k]/v_attn_mha_Zs[rr]);
+            v_d_attn_mha_Sm[k] = e_d_attn_mha_Sm;
         }
     }
 
@@ -4669,9 +4962,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -4691,51 +4984,47 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
     /* d_attn_norm_Xhat = attn_norm_g ⊙ (d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_Xhat[k] = v_attn_norm_g[cc]*(v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k]);
-        }
-    }
 
     /* Grad of: attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
     /*   (attn_norm: normalised by sqrt(variance + eps)) */
     /* d_attn_norm_ss = -attn_norm_Xhat ⊙ d_attn_norm_Xhat / (32 (1e-05 + attn_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_ss[k] = -0.03125*v_attn_norm_Xhat[k]*v_d_attn_norm_Xhat[k]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
-        }
-    }
     /* d_attn_norm_ss_1 = d_attn_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_d_attn_norm_ss, v_d_attn_norm_ss_1);
 
     /* Grad of: attn_norm_Xc = emb_A - attn_norm_sum / 16 */
     /*   (attn_norm: centred input (minus its row mean)) */
     /* d_attn_norm_Xc_2 = d_attn_norm_Xhat / sqrt(1e-05 + attn_norm_ss / 16) + 2 attn_norm_Xc ⊙ d_attn_norm_ss_1 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* d_attn_norm_sum = -d_attn_norm_Xc_2 / 16 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_sum[k] = -0.0625*v_d_attn_norm_Xc_2[k];
     /* d_attn_norm_sum_1 = d_attn_norm_sum·1 */
-    bpg_rowsum(8*N, 16, v_d_attn_norm_sum, v_d_attn_norm_sum_1);
 
     /* Grad of: emb_A = emb_EX + emb_Pt */
     /*   (emb: token and position embeddings) */
     /* d_emb_A_1 = d_attn_R_1 + d_attn_norm_Xc_2 + d_attn_norm_sum_1 */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_d_attn_norm_ss_1 = 0;
+        double acc_d_attn_norm_sum_1 = 0;
+        #pragma omp simd reduction(+:acc_d_attn_norm_ss_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*(v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k]);
+            v_d_attn_norm_Xhat[k] = e_d_attn_norm_Xhat;
+            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+            acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
+        }
+        v_d_attn_norm_ss_1[rr] = (real)acc_d_attn_norm_ss_1;
+        #pragma omp simd reduction(+:acc_d_attn_norm_sum_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_d_attn_norm_Xc_2[k] = e_d_attn_norm_Xc_2;
+            const real e_d_attn_norm_sum = -0.0625*e_d_attn_norm_Xc_2;
+            acc_d_attn_norm_sum_1 += e_d_attn_norm_sum;
+        }
+        v_d_attn_norm_sum_1[rr] = (real)acc_d_attn_norm_sum_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_emb_A_1[k] = v_d_attn_R_1[k] + v_d_attn_norm_Xc_2[k] + v_d_attn_norm_sum_1[rr];
+            const real e_d_emb_A_1 = v_d_attn_R_1[k] + v_d_attn_norm_Xc_2[k] + v_d_attn_norm_sum_1[rr];
+            v_d_emb_A_1[k] = e_d_emb_A_1;
         }
     }
 }
@@ -4853,80 +5142,88 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     bpg_take_rows(8*N, 16, N, NULL, v_emb_P, v_emb_Pt);
     /* emb: token and position embeddings */
     /* emb_A = emb_EX + emb_Pt */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_emb_A[k] = v_emb_EX[k] + v_emb_Pt[k];
     /* attn_norm: row sums of the input */
     /* attn_norm_sum = emb_A·1 */
-    bpg_rowsum(8*N, 16, v_emb_A, v_attn_norm_sum);
     /* attn_norm: centred input (minus its row mean) */
     /* attn_norm_Xc = emb_A - attn_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xc[k] = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
-        }
-    }
     /* attn_norm_sq = attn_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_norm_sq[k] = ((v_attn_norm_Xc[k])*(v_attn_norm_Xc[k]));
     /* attn_norm: row sums of squares */
     /* attn_norm_ss = attn_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_attn_norm_sq, v_attn_norm_ss);
     /* attn_norm: normalised by sqrt(variance + eps) */
     /* attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* attn_norm: gain and bias Xhat ⊙ g + b */
     /* attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_attn_norm_sum = 0;
+        double acc_attn_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_attn_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_emb_A = v_emb_EX[k] + v_emb_Pt[k];
+            v_emb_A[k] = e_emb_A;
+            acc_attn_norm_sum += e_emb_A;
+        }
+        v_attn_norm_sum[rr] = (real)acc_attn_norm_sum;
+        #pragma omp simd reduction(+:acc_attn_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_attn_norm_Xc = -0.0625*v_attn_norm_sum[rr] + v_emb_A[k];
+            v_attn_norm_Xc[k] = e_attn_norm_Xc;
+            const real e_attn_norm_sq = ((e_attn_norm_Xc)*(e_attn_norm_Xc));
+            acc_attn_norm_ss += e_attn_norm_sq;
+        }
+        v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_A[k] = v_attn_norm_Xhat[k]*v_attn_norm_g[cc] + v_attn_norm_b[cc];
+            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_attn_norm_Xhat[k] = e_attn_norm_Xhat;
+            const real e_attn_norm_A = e_attn_norm_Xhat*v_attn_norm_g[cc] + v_attn_norm_b[cc];
+            v_attn_norm_A[k] = e_attn_norm_A;
         }
     }
     /* attn_mha: the queries, the input's projection by Wq plus bq */
-    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_XWq);
+    /* attn_mha_XWq = attn_norm_A·attn_mha_Wq: added into attn_mha_Q below */
     /* attn_mha_Q = attn_mha_XWq + attn_mha_bq */
+    /* attn_mha_Q = attn_mha_bq */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_Q[k] = v_attn_mha_XWq[k] + v_attn_mha_bq[cc];
+            v_attn_mha_Q[k] = v_attn_mha_bq[cc];
         }
     }
+    /* attn_mha_Q += attn_norm_A·attn_mha_Wq */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wq, v_attn_mha_Q);
     /* attn_mha: the keys, the input's projection by Wk plus bk */
-    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_XWk);
+    /* attn_mha_XWk = attn_norm_A·attn_mha_Wk: added into attn_mha_K below */
     /* attn_mha_K = attn_mha_XWk + attn_mha_bk */
+    /* attn_mha_K = attn_mha_bk */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_K[k] = v_attn_mha_XWk[k] + v_attn_mha_bk[cc];
+            v_attn_mha_K[k] = v_attn_mha_bk[cc];
         }
     }
+    /* attn_mha_K += attn_norm_A·attn_mha_Wk */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wk, v_attn_mha_K);
     /* attn_mha: the values, the input's projection by Wv plus bv */
-    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_XWv);
+    /* attn_mha_XWv = attn_norm_A·attn_mha_Wv: added into attn_mha_V below */
     /* attn_mha_V = attn_mha_XWv + attn_mha_bv */
+    /* attn_mha_V = attn_mha_bv */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_mha_V[k] = v_attn_mha_XWv[k] + v_attn_mha_bv[cc];
+            v_attn_mha_V[k] = v_attn_mha_bv[cc];
         }
     }
+    /* attn_mha_V += attn_norm_A·attn_mha_Wv */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -4938,178 +5235,217 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_attn_mha_E[k] = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
-        }
-    }
     /* attn_mha_Zs = attn_mha_E·1 */
-    bpg_rowsum(16*N, 8, v_attn_mha_E, v_attn_mha_Zs);
     /* attn_mha: attention weights */
     /* attn_mha_P = attn_mha_E / attn_mha_Zs */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_attn_mha_Zs = 0;
+        #pragma omp simd reduction(+:acc_attn_mha_Zs)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            v_attn_mha_E[k] = e_attn_mha_E;
+            acc_attn_mha_Zs += e_attn_mha_E;
+        }
+        v_attn_mha_Zs[rr] = (real)acc_attn_mha_Zs;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_attn_mha_P[k] = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            const real e_attn_mha_P = v_attn_mha_E[k]/v_attn_mha_Zs[rr];
+            v_attn_mha_P[k] = e_attn_mha_P;
         }
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
-    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
-    bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
+    /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
     /* attn_R = attn_mha_OW + attn_mha_bo + emb_A */
+    /* attn_R = attn_mha_bo + emb_A */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_R[k] = v_attn_mha_OW[k] + v_attn_mha_bo[cc] + v_emb_A[k];
+            v_attn_R[k] = v_attn_mha_bo[cc] + v_emb_A[k];
         }
     }
+    /* attn_R += attn_mha_AV·attn_mha_Wo */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_R);
     /* mlp_norm: row sums of the input */
     /* mlp_norm_sum = attn_R·1 */
-    bpg_rowsum(8*N, 16, v_attn_R, v_mlp_norm_sum);
     /* mlp_norm: centred input (minus its row mean) */
     /* mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xc[k] = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
-        }
-    }
     /* mlp_norm_sq = mlp_norm_Xc^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_mlp_norm_sq[k] = ((v_mlp_norm_Xc[k])*(v_mlp_norm_Xc[k]));
     /* mlp_norm: row sums of squares */
     /* mlp_norm_ss = mlp_norm_sq·1 */
-    bpg_rowsum(8*N, 16, v_mlp_norm_sq, v_mlp_norm_ss);
     /* mlp_norm: normalised by sqrt(variance + eps) */
     /* mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
     /* mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_mlp_norm_sum = 0;
+        double acc_mlp_norm_ss = 0;
+        #pragma omp simd reduction(+:acc_mlp_norm_sum)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            acc_mlp_norm_sum += v_attn_R[k];
+        }
+        v_mlp_norm_sum[rr] = (real)acc_mlp_norm_sum;
+        #pragma omp simd reduction(+:acc_mlp_norm_ss)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_mlp_norm_Xc = v_attn_R[k] - 0.0625*v_mlp_norm_sum[rr];
+            v_mlp_norm_Xc[k] = e_mlp_norm_Xc;
+            const real e_mlp_norm_sq = ((e_mlp_norm_Xc)*(e_mlp_norm_Xc));
+            acc_mlp_norm_ss += e_mlp_norm_sq;
+        }
+        v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_A[k] = v_mlp_norm_Xhat[k]*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
+            const real e_mlp_norm_Xhat = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            v_mlp_norm_Xhat[k] = e_mlp_norm_Xhat;
+            const real e_mlp_norm_A = e_mlp_norm_Xhat*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
+            v_mlp_norm_A[k] = e_mlp_norm_A;
         }
     }
     /* mlp_up: affine part */
-    /* mlp_up_XW = mlp_norm_A·mlp_up_W */
-    bpg_gemm_nn(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_XW);
+    /* mlp_up_XW = mlp_norm_A·mlp_up_W: added into mlp_up_Z below */
     /* mlp_up: pre-activation */
     /* mlp_up_Z = mlp_up_XW + mlp_up_b */
+    /* mlp_up_Z = mlp_up_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            v_mlp_up_Z[k] = v_mlp_up_XW[k] + v_mlp_up_b[cc];
+            v_mlp_up_Z[k] = v_mlp_up_b[cc];
         }
     }
+    /* mlp_up_Z += mlp_norm_A·mlp_up_W */
+    bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
     /* mlp_up: activation gelu */
     /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
     /* mlp_down: affine part */
-    /* mlp_down_XW = mlp_up_A·mlp_down_W */
-    bpg_gemm_nn(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_down_XW);
+    /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
     /* mlp_R = attn_R + mlp_down_XW + mlp_down_b */
+    /* mlp_R = attn_R + mlp_down_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_XW[k] + v_mlp_down_b[cc];
+            v_mlp_R[k] = v_attn_R[k] + v_mlp_down_b[cc];
         }
     }
+    /* mlp_R += mlp_up_A·mlp_down_W */
+    bpg_gemm_nn_acc(8*N, 16, 64, v_mlp_up_A, v_mlp_down_W, v_mlp_R);
     /* head: affine part */
-    /* head_XW = mlp_R·head_W */
-    bpg_gemm_nn(8*N, 16, 16, v_mlp_R, v_head_W, v_head_XW);
+    /* head_XW = mlp_R·head_W: added into head_Z below */
     /* head: pre-activation */
     /* head_Z = head_XW + head_b */
+    /* head_Z = head_b */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_head_Z[k] = v_head_XW[k] + v_head_b[cc];
+            v_head_Z[k] = v_head_b[cc];
         }
     }
+    /* head_Z += mlp_R·head_W */
+    bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
     /* real_steps = 1ᵀ·mask·1 */
     bpg_sumall(8*N, 1, v_mask, v_real_steps);
     /* o_max = rowmax(head_Z) */
     bpg_rowmax(8*N, 16, v_head_Z, v_o_max);
     /* exponentials, shifted by the row maximum for stability */
     /* o_exp = exp(head_Z - o_max) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_o_exp[k] = exp(v_head_Z[k] - v_o_max[rr]);
-        }
-    }
     /* row sums of the exponentials */
     /* o_expsum = o_exp·1 */
-    bpg_rowsum(8*N, 16, v_o_exp, v_o_expsum);
     /* o_pick = head_Z ⊙ y */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_o_pick[k] = v_head_Z[k]*v_y[k];
     /* the label's logit */
     /* o_label = o_pick·1 */
-    bpg_rowsum(8*N, 16, v_o_pick, v_o_label);
+    for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_o_expsum = 0;
+        double acc_o_label = 0;
+        #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = e_o_exp;
+            acc_o_expsum += e_o_exp;
+            const real e_o_pick = v_head_Z[k]*v_y[k];
+            acc_o_label += e_o_pick;
+        }
+        v_o_expsum[rr] = (real)acc_o_expsum;
+        v_o_label[rr] = (real)acc_o_label;
+    }
     /* the terms of real steps only */
     /* real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_real_terms[k] = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
     /* loss_sum = 1ᵀ·real_terms·1 */
-    bpg_sumall(8*N, 1, v_real_terms, v_loss_sum);
+    double acc_loss_sum = 0;
+    #pragma omp simd reduction(+:acc_loss_sum)
+    for (int64_t k = 0; k < 8*N; k++) {
+        const real e_real_terms = v_mask[k]*(-v_o_label[k] + v_o_max[k] + log(v_o_expsum[k]));
+        acc_loss_sum += e_real_terms;
+    }
+    v_loss_sum[0] = (real)acc_loss_sum;
     /* attn_mha_Wq_sq = attn_mha_Wq^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wq_sq[k] = ((v_attn_mha_Wq[k])*(v_attn_mha_Wq[k]));
     /* attn_mha_Wq_sqsum = 1ᵀ·attn_mha_Wq_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wq_sq, v_attn_mha_Wq_sqsum);
     /* attn_mha_Wk_sq = attn_mha_Wk^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wk_sq[k] = ((v_attn_mha_Wk[k])*(v_attn_mha_Wk[k]));
     /* attn_mha_Wk_sqsum = 1ᵀ·attn_mha_Wk_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wk_sq, v_attn_mha_Wk_sqsum);
     /* attn_mha_Wv_sq = attn_mha_Wv^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wv_sq[k] = ((v_attn_mha_Wv[k])*(v_attn_mha_Wv[k]));
     /* attn_mha_Wv_sqsum = 1ᵀ·attn_mha_Wv_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wv_sq, v_attn_mha_Wv_sqsum);
     /* attn_mha_Wo_sq = attn_mha_Wo^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_attn_mha_Wo_sq[k] = ((v_attn_mha_Wo[k])*(v_attn_mha_Wo[k]));
     /* attn_mha_Wo_sqsum = 1ᵀ·attn_mha_Wo_sq·1 */
-    bpg_sumall(16, 16, v_attn_mha_Wo_sq, v_attn_mha_Wo_sqsum);
+    double acc_attn_mha_Wq_sqsum = 0;
+    double acc_attn_mha_Wk_sqsum = 0;
+    double acc_attn_mha_Wv_sqsum = 0;
+    double acc_attn_mha_Wo_sqsum = 0;
+    #pragma omp simd reduction(+:acc_attn_mha_Wq_sqsum, acc_attn_mha_Wk_sqsum, acc_attn_mha_Wv_sqsum, acc_attn_mha_Wo_sqsum)
+    for (int64_t k = 0; k < 256; k++) {
+        const real e_attn_mha_Wq_sq = ((v_attn_mha_Wq[k])*(v_attn_mha_Wq[k]));
+        acc_attn_mha_Wq_sqsum += e_attn_mha_Wq_sq;
+        const real e_attn_mha_Wk_sq = ((v_attn_mha_Wk[k])*(v_attn_mha_Wk[k]));
+        acc_attn_mha_Wk_sqsum += e_attn_mha_Wk_sq;
+        const real e_attn_mha_Wv_sq = ((v_attn_mha_Wv[k])*(v_attn_mha_Wv[k]));
+        acc_attn_mha_Wv_sqsum += e_attn_mha_Wv_sq;
+        const real e_attn_mha_Wo_sq = ((v_attn_mha_Wo[k])*(v_attn_mha_Wo[k]));
+        acc_attn_mha_Wo_sqsum += e_attn_mha_Wo_sq;
+    }
+    v_attn_mha_Wq_sqsum[0] = (real)acc_attn_mha_Wq_sqsum;
+    v_attn_mha_Wk_sqsum[0] = (real)acc_attn_mha_Wk_sqsum;
+    v_attn_mha_Wv_sqsum[0] = (real)acc_attn_mha_Wv_sqsum;
+    v_attn_mha_Wo_sqsum[0] = (real)acc_attn_mha_Wo_sqsum;
     /* mlp_up_W_sq = mlp_up_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_mlp_up_W_sq[k] = ((v_mlp_up_W[k])*(v_mlp_up_W[k]));
     /* mlp_up_W_sqsum = 1ᵀ·mlp_up_W_sq·1 */
-    bpg_sumall(16, 64, v_mlp_up_W_sq, v_mlp_up_W_sqsum);
+    double acc_mlp_up_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_mlp_up_W_sqsum)
+    for (int64_t k = 0; k < 1024; k++) {
+        const real e_mlp_up_W_sq = ((v_mlp_up_W[k])*(v_mlp_up_W[k]));
+        acc_mlp_up_W_sqsum += e_mlp_up_W_sq;
+    }
+    v_mlp_up_W_sqsum[0] = (real)acc_mlp_up_W_sqsum;
     /* mlp_down_W_sq = mlp_down_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 1024; k++) v_mlp_down_W_sq[k] = ((v_mlp_down_W[k])*(v_mlp_down_W[k]));
     /* mlp_down_W_sqsum = 1ᵀ·mlp_down_W_sq·1 */
-    bpg_sumall(64, 16, v_mlp_down_W_sq, v_mlp_down_W_sqsum);
+    double acc_mlp_down_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_mlp_down_W_sqsum)
+    for (int64_t k = 0; k < 1024; k++) {
+        const real e_mlp_down_W_sq = ((v_mlp_down_W[k])*(v_mlp_down_W[k]));
+        acc_mlp_down_W_sqsum += e_mlp_down_W_sq;
+    }
+    v_mlp_down_W_sqsum[0] = (real)acc_mlp_down_W_sqsum;
     /* head_W_sq = head_W^∘2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 256; k++) v_head_W_sq[k] = ((v_head_W[k])*(v_head_W[k]));
     /* head_W_sqsum = 1ᵀ·head_W_sq·1 */
-    bpg_sumall(16, 16, v_head_W_sq, v_head_W_sqsum);
+    double acc_head_W_sqsum = 0;
+    #pragma omp simd reduction(+:acc_head_W_sqsum)
+    for (int64_t k = 0; k < 256; k++) {
+        const real e_head_W_sq = ((v_head_W[k])*(v_head_W[k]));
+        acc_head_W_sqsum += e_head_W_sq;
+    }
+    v_head_W_sqsum[0] = (real)acc_head_W_sqsum;
     /* mean over samples + 0.5 λ Σ‖W‖² */
     /* loss = 5e-05 attn_mha_Wk_sqsum + 5e-05 attn_mha_Wo_sqsum + 5e-05 attn_mha_Wq_sqsum + 5e-05 attn_mha_Wv_sqsum + 5e-05 head_W_sqsum + 5e-05 mlp_down_W_sqsum + 5e-05 mlp_up_W_sqsum + loss_sum / real_steps */
     #pragma omp simd
@@ -5124,17 +5460,19 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: real_terms = mask ⊙ (o_max - o_label + log(o_expsum)) */
     /*   (the terms of real steps only) */
     /* d_loss_terms = d_loss_sum ⊙ mask */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_loss_terms[k] = v_d_loss_sum[0]*v_mask[k];
 
     /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms) */
     /*   (logsumexp(O) - O[label] per sample) */
     /* d_o_expsum = d_loss_terms / o_expsum */
-    #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_expsum[k] = v_d_loss_terms[k]/v_o_expsum[k];
     /* d_o_label = -d_loss_terms */
     #pragma omp simd
-    for (int64_t k = 0; k < 8*N; k++) v_d_o_label[k] = -v_d_loss_terms[k];
+    for (int64_t k = 0; k < 8*N; k++) {
+        const real e_d_loss_terms = v_d_loss_sum[0]*v_mask[k];
+        const real e_d_o_expsum = e_d_loss_terms/v_o_expsum[k];
+        v_d_o_expsum[k] = e_d_o_expsum;
+        const real e_d_o_label = -e_d_loss_terms;
+        v_d_o_label[k] = e_d_o_label;
+    }
 
     /* Grad of: head_Z = head_XW + head_b */
     /*   (head: pre-activation) */
@@ -5171,54 +5509,50 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
     /*   (mlp_norm: gain and bias Xhat ⊙ g + b) */
     /* d_mlp_norm_Xhat = d_mlp_norm_A ⊙ mlp_norm_g */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xhat[k] = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
-        }
-    }
     /* d_mlp_norm_g = d_mlp_norm_A ⊙ mlp_norm_Xhat */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_mlp_norm_g[k] = v_d_mlp_norm_A[k]*v_mlp_norm_Xhat[k];
 
     /* Grad of: mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
     /*   (mlp_norm: normalised by sqrt(variance + eps)) */
     /* d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ mlp_norm_Xhat / (32 (1e-05 + mlp_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_ss[k] = -0.03125*v_d_mlp_norm_Xhat[k]*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
-        }
-    }
     /* d_mlp_norm_ss_1 = d_mlp_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_d_mlp_norm_ss, v_d_mlp_norm_ss_1);
 
     /* Grad of: mlp_norm_Xc = attn_R - mlp_norm_sum / 16 */
     /*   (mlp_norm: centred input (minus its row mean)) */
     /* d_mlp_norm_Xc_2 = d_mlp_norm_Xhat / sqrt(1e-05 + mlp_norm_ss / 16) + 2 d_mlp_norm_ss_1 ⊙ mlp_norm_Xc */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc_2[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
-        }
-    }
     /* d_mlp_norm_sum = -d_mlp_norm_Xc_2 / 16 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_mlp_norm_sum[k] = -0.0625*v_d_mlp_norm_Xc_2[k];
     /* d_mlp_norm_sum_1 = d_mlp_norm_sum·1 */
-    bpg_rowsum(8*N, 16, v_d_mlp_norm_sum, v_d_mlp_norm_sum_1);
 
     /* Grad of: attn_R = attn_mha_OW + attn_mha_bo + emb_A */
     /*   (attn: residual: the block's input + its output) */
     /* d_attn_R_1 = d_mlp_R + d_mlp_norm_Xc_2 + d_mlp_norm_sum_1 */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_d_mlp_norm_ss_1 = 0;
+        double acc_d_mlp_norm_sum_1 = 0;
+        #pragma omp simd reduction(+:acc_d_mlp_norm_ss_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_mlp_norm_Xhat = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
+            v_d_mlp_norm_Xhat[k] = e_d_mlp_norm_Xhat;
+            const real e_d_mlp_norm_g = v_d_mlp_norm_A[k]*v_mlp_norm_Xhat[k];
+            v_d_mlp_norm_g[k] = e_d_mlp_norm_g;
+            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
+            acc_d_mlp_norm_ss_1 += e_d_mlp_norm_ss;
+        }
+        v_d_mlp_norm_ss_1[rr] = (real)acc_d_mlp_norm_ss_1;
+        #pragma omp simd reduction(+:acc_d_mlp_norm_sum_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            v_d_mlp_norm_Xc_2[k] = e_d_mlp_norm_Xc_2;
+            const real e_d_mlp_norm_sum = -0.0625*e_d_mlp_norm_Xc_2;
+            acc_d_mlp_norm_sum_1 += e_d_mlp_norm_sum;
+        }
+        v_d_mlp_norm_sum_1[rr] = (real)acc_d_mlp_norm_sum_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_attn_R_1[k] = v_d_mlp_R[k] + v_d_mlp_norm_Xc_2[k] + v_d_mlp_norm_sum_1[rr];
+            const real e_d_attn_R_1 = v_d_mlp_R[k] + v_d_mlp_norm_Xc_2[k] + v_d_mlp_norm_sum_1[rr];
+            v_d_attn_R_1[k] = e_d_attn_R_1;
         }
     }
 
@@ -5230,31 +5564,32 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
     /* d_attn_mha_Zs = -attn_mha_P ⊙ d_attn_mha_P / attn_mha_Zs */
-    for (int64_t rr = 0; rr < 16*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 8; cc++) {
-            const int64_t k = rr*8 + cc;
-            v_d_attn_mha_Zs[k] = -v_attn_mha_P[k]*v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
-        }
-    }
     /* d_attn_mha_Zs_1 = d_attn_mha_Zs·1 */
-    bpg_rowsum(16*N, 8, v_d_attn_mha_Zs, v_d_attn_mha_Zs_1);
 
     /* Grad of: attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /*   (attn_mha: softmax over the keys, shifted by the row maximum) */
     /* d_attn_mha_Sm = attn_mha_E ⊙ (d_attn_mha_Zs_1 + d_attn_mha_P / attn_mha_Zs) */
     for (int64_t rr = 0; rr < 16*N; rr++) {
+        double acc_d_attn_mha_Zs_1 = 0;
+        #pragma omp simd reduction(+:acc_d_attn_mha_Zs_1)
+        for (int64_t cc = 0; cc < 8; cc++) {
+            const int64_t k = rr*8 + cc;
+            const real e_d_attn_mha_Zs = -v_attn_mha_P[k]*v_d_attn_mha_P[k]/v_attn_mha_Zs[rr];
+            acc_d_attn_mha_Zs_1 += e_d_attn_mha_Zs;
+        }
+        v_d_attn_mha_Zs_1[rr] = (real)acc_d_attn_mha_Zs_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_d_attn_mha_Sm[k] = v_attn_mha_E[k]*(v_d_attn_mha_Zs_1[rr] + v_d_attn_mha_P[k]/v_attn_mha_Zs[rr]);
+            const real e_d_attn_mha_Sm = v_attn_mha_E[k]*(v_d_attn_mha_Zs_1[rr] + v_d_attn_mha_P[k]/v_attn_mha_Zs[rr]);
+            v_d_attn_mha_Sm[k] = e_d_attn_mha_Sm;
         }
     }
 
@@ -5272,79 +5607,76 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
-    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A);
+    /* d_attn_norm_A = d_attn_mha_V·attn_mha_Wvᵀ: added into d_attn_norm_A_3 below */
 
     /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk */
     /*   (attn_mha: the keys, the input's projection by Wk plus bk) */
-    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_1);
+    /* d_attn_norm_A_1 = d_attn_mha_K·attn_mha_Wkᵀ: added into d_attn_norm_A_3 below */
 
     /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq */
     /*   (attn_mha: the queries, the input's projection by Wq plus bq) */
-    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ */
-    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_2);
+    /* d_attn_norm_A_2 = d_attn_mha_Q·attn_mha_Wqᵀ: added into d_attn_norm_A_3 below */
 
     /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
     /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
     /* d_attn_norm_A_3 = d_attn_norm_A + d_attn_norm_A_1 + d_attn_norm_A_2 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_A_3[k] = v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k];
+    /* d_attn_norm_A_3 = d_attn_mha_V·attn_mha_Wvᵀ */
+    bpg_gemm_nt(8*N, 16, 16, v_d_attn_mha_V, v_attn_mha_Wv, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_K·attn_mha_Wkᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_K, v_attn_mha_Wk, v_d_attn_norm_A_3);
+    /* d_attn_norm_A_3 += d_attn_mha_Q·attn_mha_Wqᵀ */
+    bpg_gemm_nt_acc(8*N, 16, 16, v_d_attn_mha_Q, v_attn_mha_Wq, v_d_attn_norm_A_3);
     /* d_attn_norm_Xhat = attn_norm_g ⊙ d_attn_norm_A_3 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_Xhat[k] = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
-        }
-    }
     /* d_attn_norm_g = attn_norm_Xhat ⊙ d_attn_norm_A_3 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_g[k] = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
 
     /* Grad of: attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
     /*   (attn_norm: normalised by sqrt(variance + eps)) */
     /* d_attn_norm_ss = -attn_norm_Xhat ⊙ d_attn_norm_Xhat / (32 (1e-05 + attn_norm_ss / 16)) */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_ss[k] = -0.03125*v_attn_norm_Xhat[k]*v_d_attn_norm_Xhat[k]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
-        }
-    }
     /* d_attn_norm_ss_1 = d_attn_norm_ss·1 */
-    bpg_rowsum(8*N, 16, v_d_attn_norm_ss, v_d_attn_norm_ss_1);
 
     /* Grad of: attn_norm_Xc = emb_A - attn_norm_sum / 16 */
     /*   (attn_norm: centred input (minus its row mean)) */
     /* d_attn_norm_Xc_2 = d_attn_norm_Xhat / sqrt(1e-05 + attn_norm_ss / 16) + 2 attn_norm_Xc ⊙ d_attn_norm_ss_1 */
-    for (int64_t rr = 0; rr < 8*N; rr++) {
-        #pragma omp simd
-        for (int64_t cc = 0; cc < 16; cc++) {
-            const int64_t k = rr*16 + cc;
-            v_d_attn_norm_Xc_2[k] = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
-        }
-    }
     /* d_attn_norm_sum = -d_attn_norm_Xc_2 / 16 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_norm_sum[k] = -0.0625*v_d_attn_norm_Xc_2[k];
     /* d_attn_norm_sum_1 = d_attn_norm_sum·1 */
-    bpg_rowsum(8*N, 16, v_d_attn_norm_sum, v_d_attn_norm_sum_1);
 
     /* Grad of: emb_A = emb_EX + emb_Pt */
     /*   (emb: token and position embeddings) */
     /* d_emb_A_1 = d_attn_R_1 + d_attn_norm_Xc_2 + d_attn_norm_sum_1 */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        double acc_d_attn_norm_ss_1 = 0;
+        double acc_d_attn_norm_sum_1 = 0;
+        #pragma omp simd reduction(+:acc_d_attn_norm_ss_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*v_d_attn_norm_A_3[k];
+            v_d_attn_norm_Xhat[k] = e_d_attn_norm_Xhat;
+            const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
+            v_d_attn_norm_g[k] = e_d_attn_norm_g;
+            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+            acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
+        }
+        v_d_attn_norm_ss_1[rr] = (real)acc_d_attn_norm_ss_1;
+        #pragma omp simd reduction(+:acc_d_attn_norm_sum_1)
+        for (int64_t cc = 0; cc < 16; cc++) {
+            const int64_t k = rr*16 + cc;
+            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_d_attn_norm_Xc_2[k] = e_d_attn_norm_Xc_2;
+            const real e_d_attn_norm_sum = -0.0625*e_d_attn_norm_Xc_2;
+            acc_d_attn_norm_sum_1 += e_d_attn_norm_sum;
+        }
+        v_d_attn_norm_sum_1[rr] = (real)acc_d_attn_norm_sum_1;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_emb_A_1[k] = v_d_attn_R_1[k] + v_d_attn_norm_Xc_2[k] + v_d_attn_norm_sum_1[rr];
+            const real e_d_emb_A_1 = v_d_attn_R_1[k] + v_d_attn_norm_Xc_2[k] + v_d_attn_norm_sum_1[rr];
+            v_d_emb_A_1[k] = e_d_emb_A_1;
         }
     }
 }
@@ -5524,7 +5856,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -5556,7 +5888,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
@@ -5796,9 +6128,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -5849,9 +6181,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -6192,9 +6524,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-        bpg_seqmm(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
         /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-        bpg_seqmm(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
         /* r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b) */
         for (int64_t rr = 0; rr < 16*NB; rr++)
             for (int64_t d = 0; d < K; d++) {
@@ -6224,9 +6556,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-        bpg_seqmm(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
         /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-        bpg_seqmm(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
         /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -6533,16 +6865,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
         /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
         /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-        bpg_seqmm(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
         /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-        bpg_seqmm(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
         /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
         /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-        bpg_seqmm(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
         /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-        bpg_seqmm(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
         /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -6590,16 +6922,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ  (not stored in this function: attn_mha_QK) */
         /*   (attn_mha: per sample and head, the queries times the keys transposed) */
         /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-        bpg_seqmm(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
         /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-        bpg_seqmm(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
         /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
         /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-        bpg_seqmm(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
         /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-        bpg_seqmm(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
         /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_K[k] = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];

@@ -13,8 +13,9 @@ from bpgen.backends.c.build import BUILD
 
 RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "bpgen", "backends", "c", "runtime")
-HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt", "gemm_tn_add",
-           "colsum", "rowsum",
+HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt",
+           # products added into a result (bpgen.passes.accumulate)
+           "gemm_nn_acc", "gemm_tn_acc", "gemm_nt_acc", "colsum", "rowsum",
            "sumall", "copy_cols", "rowmax", "gather", "scatter", "take_argmax", "put_argmax",
            # gather/scatter patterns as loop nests; pooling in one pass (primitives/gather.py)
            "im2col", "col2im", "windows", "windows_adj", "transpose_blocks",
@@ -54,6 +55,10 @@ def _syntax_check(source, extra):
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
 
 
+#: helpers whose file also holds an always-inlined twin (primitives/seqmm.py chooses)
+TWINS = {"seqmm": ("seqmm_unrolled",)}
+
+
 def test_one_helper_per_file():
     files = sorted(f[:-2] for f in os.listdir(RUNTIME) if f.endswith(".c"))
     # fastcall.c: the CPython entry points (tests/test_fastcall.py), split.c
@@ -64,9 +69,13 @@ def test_one_helper_per_file():
         text = _read(name)
         assert text.startswith("/*"), name
         assert "{{" not in text and "{%" not in text, name
-        # one function: inline, or cloned per vector width (BPG_ENTRY, prelude.c)
-        assert text.count("static inline") + text.count("static BPG_ENTRY") == 1, name
+        # one function: inline, or cloned per vector width (BPG_ENTRY, prelude.c);
+        # seqmm.c: its body always inlined (small blocks) and a plain copy
+        # left to the compiler (large ones: no unrolled copy per call site)
+        functions = text.count("static inline") + text.count("static BPG_ENTRY")
+        assert functions == (2 if name in TWINS else 1), name
         assert f" bpg_{name}(" in text, name
+        assert all(f" bpg_{twin}(" in text for twin in TWINS.get(name, ())), name
 
 
 @needs_gcc
@@ -100,7 +109,9 @@ double w_softplus(double z);
 void w_gemm_nn(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_gemm_tn(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_gemm_nt(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
-void w_gemm_tn_add(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
+void w_gemm_nn_acc(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
+void w_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
+void w_gemm_nt_acc(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_colsum(int64_t R, int64_t C, const double *A, double *out);
 void w_rowsum(int64_t R, int64_t C, const double *A, double *out);
 void w_sumall(int64_t R, int64_t C, const double *A, double *out);
@@ -131,7 +142,9 @@ double w_softplus(double z) { return bpg_softplus(z); }
 GEMM_WRAPPER(nn)
 GEMM_WRAPPER(tn)
 GEMM_WRAPPER(nt)
-GEMM_WRAPPER(tn_add)
+GEMM_WRAPPER(nn_acc)
+GEMM_WRAPPER(tn_acc)
+GEMM_WRAPPER(nt_acc)
 #ifdef BPG_BLAS
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
 { return bpg_blas_chunk(ta, tb, M, Nc, K); }
@@ -225,10 +238,24 @@ def test_gemm(rt, M, Nc, K):
         C = np.full((M, Nc), np.nan)    # the helpers must overwrite, not accumulate
         fn(M, Nc, K, _ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, C))
         assert _rel_err(C, ref) < 1e-12, fn
-    C0 = rng.standard_normal((M, Nc))   # gemm_tn_add adds to what C holds
-    C, At = C0.copy(), np.ascontiguousarray(A.T)
-    lib.w_gemm_tn_add(M, Nc, K, _ptr(ffi, At), _ptr(ffi, B), _ptr(ffi, C))
-    assert _rel_err(C, C0 + ref) < 1e-12
+
+
+@pytest.mark.parametrize("M,Nc,K", SHAPES)
+def test_gemm_acc(rt, M, Nc, K):
+    """The _acc helpers add the product into C (inline and by the BLAS)."""
+    ffi, lib = rt
+    rng = np.random.default_rng(M * 10000 + Nc * 100 + K + 1)
+    A = rng.standard_normal((M, K))
+    B = rng.standard_normal((K, Nc))
+    C0 = rng.standard_normal((M, Nc))
+    cases = [(lib.w_gemm_nn_acc, A, B),
+             (lib.w_gemm_tn_acc, np.ascontiguousarray(A.T), B),
+             (lib.w_gemm_nt_acc, A, np.ascontiguousarray(B.T))]
+    ref = C0 + A @ B
+    for fn, a, b in cases:
+        C = C0.copy()
+        fn(M, Nc, K, _ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, C))
+        assert _rel_err(C, ref) < 1e-12, fn
 
 
 def test_blas_column_chunks(rt):

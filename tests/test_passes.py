@@ -172,6 +172,73 @@ def test_plan_for_replans_a_part_of_a_program():
     assert isinstance(plan_for(optimise(_loop_map()), "numpy").pre["y"][0], Hoisted)
 
 
+# ---- loop fusion and products added into maps (C) ------------------------
+
+def _softmax_like():
+    # e = exp(s); z = e·1; p = e / z (reads the run's row sum: a second phase);
+    # g = 1ᵀ·p (a column sum); q = p ⊙ g (reads it: the run ends); r = q·W;
+    # d = r + b (r read only here: added into d)
+    ops = [emap("e", sp.exp(S("s"))), Op("sum", "z", ("e",), {"axis": 1}),
+           emap("p", S("e") / S("z")), Op("sum", "g", ("p",), {"axis": 0}),
+           emap("q", S("p") * S("g")), mm("r", "q", "W"), emap("d", S("r") + S("b"))]
+    shapes = {"s": ("N", 4), "e": ("N", 4), "z": ("N", 1), "p": ("N", 4), "g": (1, 4),
+              "q": ("N", 4), "W": (4, 3), "r": ("N", 3), "b": (1, 3), "d": ("N", 3)}
+    return program(ops, ["s", "W", "b"], ["g", "d"], shapes)
+
+
+def test_fusable_runs_phases_and_ends_and_accumulate():
+    from bpgen.passes.accumulate import c_accumulations
+    from bpgen.passes.fuse_loops import fusable_runs
+    prog = _softmax_like()
+    assert fusable_runs(prog) == {0: (0, 1, 2, 3)}
+    assert c_accumulations(prog) == {"d": (S("b"), ("r",))}
+    # in a time-step loop: not fused
+    looped = _softmax_like()
+    looped.ops = [dataclasses.replace(op, loop=0) for op in looped.ops]
+    assert fusable_runs(looped) == {} and c_accumulations(looped) == {}
+    # a product read twice is not added into a map
+    twice = _softmax_like()
+    twice.ops.append(emap("d2", 2 * S("r")))
+    twice.vars["d2"] = Var("d2", ("N", 3))
+    assert c_accumulations(twice) == {}
+
+
+def test_c_emitter_prints_a_run_as_one_loop_and_adds_products():
+    prog = optimise(_softmax_like(), ("c",))
+    plan = prog.plans["c"]
+    em = CEmitter(prog, "float64", set(), runs=plan.runs, accumulate=plan.accumulate)
+    text = "\n".join(line for b in em.blocks() for line in b["lines"])
+    # every statement's equation above the loop; one loop over the rows, two phases
+    for eq in ("/* e = exp(s) */", "/* z = e·1 */", "/* p = e / z */", "/* g = 1ᵀ·p */"):
+        assert eq in text
+    assert text.count("for (int64_t rr = 0; rr < N; rr++)") == 1 + 2   # the run; q and b's fill
+    assert text.count("for (int64_t cc = 0; cc < 4; cc++) {") == 3     # two phases, q
+    # e is read by the second phase, p after the run: both stored, and read
+    # as locals within their phase
+    assert f"{PREFIX}e[k] = e_e;" in text and f"{PREFIX}p[k] = e_p;" in text
+    assert f"const real e_p = {PREFIX}e[k]/{PREFIX}z[rr];" in text
+    assert f"{PREFIX}z[rr] = (real)acc_z;" in text and f"{PREFIX}g[cc] += e_p;" in text
+    # r is not stored: d = b, then d += q·W
+    assert "/* r = q·W: added into d below */" in text
+    assert f"bpg_gemm_nn_acc(N, 3, 4, {PREFIX}q, {PREFIX}W, {PREFIX}d);" in text
+    assert f"{PREFIX}r)" not in text and f"{PREFIX}r," not in text
+
+
+def test_a_sum_of_a_row_sum_goes_after_it():
+    # rows one column wide: z = e·1 has the run's shape and t = z·1 reads it
+    ops = [emap("e", sp.exp(S("s"))), Op("sum", "z", ("e",), {"axis": 1}),
+           Op("sum", "t", ("z",), {"axis": 1}), emap("w", S("t") + S("e"))]
+    shapes = {n: ("N", 1) for n in "sezt w".replace(" ", "")}
+    prog = optimise(program(ops, ["s"], ["w"], shapes), ("c",))
+    assert prog.plans["c"].runs == {0: (0, 1, 2, 3)}
+    em = CEmitter(prog, "float64", set(), runs=prog.plans["c"].runs)
+    lines = [line.strip() for b in em.blocks() for line in b["lines"]]
+    # z is complete (stored) before the pass that sums it, t before w's
+    assert (lines.index(f"{PREFIX}z[rr] = (real)acc_z;") < lines.index(f"acc_t += {PREFIX}z[k];")
+            < lines.index(f"{PREFIX}t[rr] = (real)acc_t;")
+            < lines.index(f"const real e_w = {PREFIX}e[k] + {PREFIX}t[k];"))
+
+
 # ---- the C prefix ----------------------------------------------------------
 
 C_CLASH = ["errno", "NULL", "int", "size_t", "stdout", "EOF", "memcpy", "real", "ws", "M_PI"]
@@ -198,6 +265,8 @@ def test_c_variables_carry_the_prefix_and_clashing_layer_names_build(tmp_path):
     funcs = [part.split("\n}\n", 1)[0] for part in src.split("\nBPG_ENTRY void bpg_")[1:]]
     declared = {n for f in funcs for n in re.findall(r"real \*const (\w+) =", f)
                 + re.findall(r"const real \*restrict (\w+)", f)}
-    graph = declared - {"V", "out", "ws", "wsd", "bscratch", "vbuf"}
+    # fixed locals of the generated functions (the per-sample ones:
+    # bpgen/backends/c/per_sample.py); every graph variable is prefixed
+    graph = declared - {"V", "out", "ws", "wsd", "bscratch", "vbuf", "clip", "g", "grads", "sq"}
     assert graph and all(n.startswith(PREFIX) for n in graph), sorted(
         n for n in graph if not n.startswith(PREFIX))

@@ -396,7 +396,10 @@ def emit_export(derived: Derived, prefix: str, functions=None, max_batch: int = 
     used: set = set()
     tables: dict = {}
     cores = [_used(columns_function(derived, used, tables) if fn == "hessian"
-                   else _function(derived, fn, used, tables, chunk=False)) for fn in functions]
+                   # no products added into maps (the export's kernel has no β), large
+                   # im2col patches kept whole
+                   else _function(derived, fn, used, tables, accumulate=False, chunk=False))
+             for fn in functions]
     layout = Layout(prefix=prefix, dtype=spec.dtype, n_params=net.n_params, params=net.params,
                     max_batch=max_batch)
     wrappers, prototypes, work_macros = [], [], []

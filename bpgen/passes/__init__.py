@@ -7,6 +7,10 @@ One pass a file, each a function from a program to plain data:
   on the op list, before the workspace is laid out);
 * :mod:`.transposes`: which transposed loop-invariant product operands get
   a contiguous copy, made before which loop (a C and a NumPy rule);
+* :mod:`.accumulate`: products added into the map that sums them (C, BLAS
+  β = 1);
+* :mod:`.fuse_loops`: runs of consecutive element-wise maps and sums printed
+  as one loop (C; not the maps products are added into);
 * :mod:`.invariants`: the loop-invariant factors of maps, hoisted before
   their loop (NumPy);
 * :mod:`.storage`: where every NumPy result goes (views, pieces written in
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from .accumulate import c_accumulations
+from .fuse_loops import fusable_runs
 from .invariants import Hoisted, hoist_invariants
 from .merge import merge_duplicates
 from .storage import Storage, plan_storage
@@ -38,6 +44,11 @@ class CPlan:
     """The C backend's decisions for one program."""
     ops: tuple          # the outputs of the ops planned for (a plan fits one op list)
     transposes: dict    # {B: (loop, name of Bᵀ)}: copies made before that loop
+    runs: dict = dataclasses.field(default_factory=dict)  # {i: op indices}: one loop each
+    #: {Z: (rest or None, products)}: Z = rest, then Z += each product
+    accumulate: dict = dataclasses.field(default_factory=dict)
+    #: the runs without accumulate (its maps may then join a run)
+    runs_alone: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -68,7 +79,13 @@ def _numpy(prog, varying=frozenset()) -> NumpyPlan:
     return NumpyPlan(_key(prog), frozenset(varying), printed, pre, new_vars, storage)
 
 
-_PASSES = {"c": lambda prog, varying: CPlan(_key(prog), c_transposes(prog)),
+def _c(prog, varying) -> CPlan:
+    acc = c_accumulations(prog)
+    return CPlan(_key(prog), c_transposes(prog), fusable_runs(prog, exclude=set(acc)), acc,
+                 fusable_runs(prog))
+
+
+_PASSES = {"c": _c,
            "numpy": _numpy}
 
 

@@ -13,12 +13,12 @@ from ..shapes import broadcast_shape, dim_code
 from .base import Primitive, register, tangent_name, wanted
 
 
-def _shared_calls(expr):
+def _shared_calls(expr, prefix: str = "cse"):
     """Function calls (tanh, exp, ...) that ``expr`` evaluates more than once,
     as temporaries computed once per element: [(symbol, value)], and the
-    expression in terms of them.  Other common subexpressions are left to
-    the compiler."""
-    temps, reduced = sp.cse(expr, symbols=sp.numbered_symbols("cse"), optimizations=None,
+    expression in terms of them (temporaries named prefix0, prefix1, ...).
+    Other common subexpressions are left to the compiler."""
+    temps, reduced = sp.cse(expr, symbols=sp.numbered_symbols(prefix), optimizations=None,
                             order="none")
     keep = [(t, e) for t, e in temps if e.atoms(sp.Function)]
     if not keep:
@@ -34,10 +34,11 @@ def _shared_calls(expr):
     return out, reduced[0].xreplace(done)
 
 
-def _c_body(em, expr, access: dict, dst: str) -> list:
+def _c_body(em, expr, access: dict, dst: str, prefix: str = "cse") -> list:
     """C statements computing ``expr`` for one element into ``dst``
-    (``access``: how each argument is read there), shared calls first."""
-    temps, expr = _shared_calls(expr)
+    (``access``: how each argument is read there), shared calls first
+    (``prefix``: their names' start)."""
+    temps, expr = _shared_calls(expr, prefix)
     printer = CPrinter({**access, **{t.name: t.name for t, _ in temps}}, em.dtype)
     body = [f"const real {t.name} = {printer.doprint(e)};" for t, e in temps]
     body.append(f"{dst} = {printer.doprint(expr)};")

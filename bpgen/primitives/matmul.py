@@ -86,8 +86,10 @@ class MatMul(Primitive):
         sa = em.shape(a, loop)
         k = sa[0] if ta else sa[1]
         kind = ("t" if ta else "n") + ("t" if tb else "n")
-        em.use(f"gemm_{kind}")
-        return [f"bpg_gemm_{kind}({dim_code(r)}, {dim_code(c)}, {dim_code(k)}, "
+        # attrs["acc"]: added into the result (C backend: bpgen.passes.accumulate)
+        acc = "_acc" if op.attrs.get("acc") else ""
+        em.use(f"gemm_{kind}{acc}")
+        return [f"bpg_gemm_{kind}{acc}({dim_code(r)}, {dim_code(c)}, {dim_code(k)}, "
                 f"{em.ptr(a, loop)}, {em.ptr(b, loop)}, {em.ptr(op.out, loop)});"]
 
     def c_batched(self, em, op, loop):

@@ -27,6 +27,12 @@ FORMS = {  # (X[n,j]: sample n's rows, head j's columns)
 }
 
 
+#: multiply-adds of a (sample, head) block from which runtime/seqmm.c hands
+#: it to the BLAS (its BPG_SEQMM_MIN); smaller blocks with a constant step
+#: count call the always-inlined copy, bpg_seqmm_unrolled
+SEQMM_BLAS_MIN = 2048
+
+
 def _steps(shape) -> int:
     return dim_coeffs(shape[0])[0]
 
@@ -133,7 +139,11 @@ class SeqMM(Primitive):
         em.use("seqmm")
         a, b = op.args
         form = ("qk", "av", "atv").index(at["form"])      # runtime/seqmm.c's numbering
-        return [f"bpg_seqmm({form}, {nb}, {at['steps']}, {at['heads']}, {at['d']}, {k}, "
+        steps = at["steps"]
+        # blocks below the BLAS size with constant sizes: inlined, their loops unrolled
+        small = isinstance(steps, int) and steps * steps * at["d"] < SEQMM_BLAS_MIN
+        fn = "bpg_seqmm_unrolled" if small else "bpg_seqmm"
+        return [f"{fn}({form}, {nb}, {steps}, {at['heads']}, {at['d']}, {k}, "
                 f"{int(ka)}, {int(kb)}, {em.ptr(a, loop)}, {em.ptr(b, loop)}, "
                 f"{em.ptr(op.out, loop)});  /* {at['form']} */"]
 

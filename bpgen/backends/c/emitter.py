@@ -17,6 +17,7 @@ from ..common.emitter import (Emitter, c_size, environment, has_steps,
                               offset_code)
 from ...primitives.gather import im2col_image, sizes as pattern_sizes
 from ...shapes import code, dim_coeffs, plus
+from .fused import fused_loop
 
 __all__ = ["CEmitter", "cname", "PREFIX"]
 
@@ -101,12 +102,20 @@ class CEmitter(Emitter):
     chunk_patches = True
 
     def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None,
-                 transposes: dict | None = None, chunk: bool = True):
+                 transposes: dict | None = None, runs: dict | None = None,
+                 accumulate: dict | None = None, chunk: bool = True):
         """``transposes``: {B: (loop, Bᵀ)} (the C rule of
         bpgen.passes.transposes, see ``CPlan``), copies the caller has room
-        for in the workspace.  ``chunk``: False for a part of a function
-        whose variables another part reads (hessian_columns' shared pass)."""
+        for in the workspace; ``runs``: the ops printed as one loop each
+        (bpgen.passes.fuse_loops, ``CPlan.runs``); ``accumulate``: the
+        products added into a map's result (bpgen.passes.accumulate,
+        ``CPlan.accumulate``); none of either if not given.  ``chunk``:
+        False for a part of a function whose variables another part reads
+        (hessian_columns' shared pass)."""
         self.transposes = transposes or {}
+        self.runs = runs or {}
+        self.accumulate = accumulate or {}
+        self.added_into = {p: z for z, (_, ps) in self.accumulate.items() for p in ps}
         if self.transposes:
             extra = {bt: Var(bt, tuple(reversed(prog.vars[b].shape)))
                      for b, (_, bt) in self.transposes.items()}
@@ -116,6 +125,11 @@ class CEmitter(Emitter):
         self.tables = tables if tables is not None else {}
         self.chunks = patch_chunks(self.prog) if self.chunk_patches and chunk else {}
         self.gathers = {op.out: op for op in self.prog.ops if op.out in self.chunks}
+        if self.chunks:     # a product of chunked patches prints in its own place
+            producer = {o.out: o for o in self.prog.ops}
+            self.accumulate = {z: (rest, ps) for z, (rest, ps) in self.accumulate.items()
+                               if not any(a in self.chunks for p in ps for a in producer[p].args)}
+            self.added_into = {p: z for z, (_, ps) in self.accumulate.items() for p in ps}
 
     def comment(self, text: str) -> str:
         return f"/* {text} */"
@@ -155,6 +169,11 @@ class CEmitter(Emitter):
         patches = [a for a in op.args if a in self.chunks]
         if patches:
             return [head] + self.chunked_product(op, patches[0])
+        if loop is None and op.out in self.added_into:
+            return [self.comment(f"{op.out} = {prim.equation(op, {})}: "
+                                 f"added into {self.added_into[op.out]} below")]
+        if loop is None and op.out in self.accumulate:
+            return [head] + self._accumulated(op, prim)
         if (loop is None or not op.primitive.product or not op.attrs["tb"] or op.attrs["ta"]
                 or op.args[1] not in self.transposes):
             return [head] + prim.c(self, op, loop)
@@ -182,10 +201,32 @@ class CEmitter(Emitter):
             return loop + [f"    bpg_gemm_nt({r}*m, {f}, {k}, {p}, {cname(op.args[1])}, "
                            f"{cname(op.out)} + n0*{r * f});", "}"]
         f = self.prog.vars[op.out].shape[0]     # Δᵀ·P: the chunks' sum
-        self.use("gemm_tn_add")
+        self.use("gemm_tn_acc")
         return ([f"memset({cname(op.out)}, 0, {self.bytes((f, k))});"] + loop
-                + [f"    bpg_gemm_tn_add({f}, {k}, {r}*m, {cname(op.args[0])} + n0*{r * f}, "
+                + [f"    bpg_gemm_tn_acc({f}, {k}, {r}*m, {cname(op.args[0])} + n0*{r * f}, "
                    f"{p}, {cname(op.out)});", "}"])
+
+    def fused(self, ops: list) -> list:
+        return fused_loop(self, ops)
+
+    def _accumulated(self, op, prim) -> list:
+        """Z = rest, then Z += each product (bpgen.passes.accumulate)."""
+        rest, products = self.accumulate[op.out]
+        lines = []
+        if rest is not None:
+            args = tuple(sorted(s.name for s in rest.free_symbols if s.name in self.prog.vars))
+            part = dataclasses.replace(op, args=args, attrs={**op.attrs, "expr": rest})
+            lines += [self.comment(f"{op.out} = {prim.equation(part, {})}")]
+            lines += prim.c(self, part, None)
+        producer = {o.out: o for o in self.prog.ops}
+        for j, p in enumerate(products):
+            pop = producer[p]
+            added = rest is not None or j > 0
+            lines.append(self.comment(f"{op.out} {'+' if added else ''}= "
+                                      f"{pop.primitive.equation(pop, {})}"))
+            lines += pop.primitive.c(self, dataclasses.replace(
+                pop, out=op.out, attrs={**pop.attrs, "acc": added}), None)
+        return lines
 
     def loop(self, info, defined, body) -> list:
         steps = info["steps"]
@@ -247,16 +288,20 @@ def _table_lines(values: tuple, name: str) -> list:
     return lines
 
 
-def _function(derived: Derived, name: str, used: set, tables: dict, chunk: bool = True) -> dict:
-    """``chunk``: False keeps large im2col patches whole (patch_chunks; the
-    exported library, whose prelude has no bpg_blas_gemm_add)."""
+def _function(derived: Derived, name: str, used: set, tables: dict,
+              accumulate: bool = True, chunk: bool = True) -> dict:
+    """``accumulate``: products added into the maps that sum them (the
+    plan's; False: each into its own array, for bpgen export, whose own
+    product kernel has no β).  ``chunk``: False keeps large im2col patches
+    whole (patch_chunks; the exported library)."""
     prog = derived.programs[name]
     decls = _workspace_decls(prog)
     for var, (oa, ob, _, _, _) in zip(prog.outputs, derived.layout(name)):
         decls.append(f"real *const {cname(var)} = out + {offset_code(oa, ob)};  "
                      f"/* {_shape_str(prog.vars[var].shape)} */")
     # the loops' transposed weights after the program's own workspace
-    transposes = plan_for(prog, "c").transposes
+    plan = plan_for(prog, "c")
+    transposes = plan.transposes
     wa, wb = prog.workspace_size
     for b, (_, bt) in transposes.items():
         r, c = prog.vars[b].shape
@@ -268,7 +313,8 @@ def _function(derived: Derived, name: str, used: set, tables: dict, chunk: bool 
               + ["real *restrict out", "real *restrict ws"])
     return {"name": name, "decls": decls, "ws": (wa, wb),
             "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes,
-                                chunk).blocks(),
+                               plan.runs if accumulate else plan.runs_alone,
+                               plan.accumulate if accumulate else {}, chunk).blocks(),
             "signature": f"void bpg_{name}({', '.join(params)})"}
 
 

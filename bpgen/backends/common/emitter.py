@@ -78,6 +78,10 @@ class Emitter:
     """Prints one program; subclasses add the language (``comment``,
     ``statement``, ``loop``) and the storage of variables."""
 
+    #: {i: op indices}: runs of ops printed as one loop by :meth:`fused`
+    #: (bpgen.passes.fuse_loops; the C emitter's, none by default)
+    runs: dict = {}
+
     def __init__(self, prog: Program, dtype: str):
         self.prog, self.dtype = prog, dtype
         self.defined = set(prog.inputs) | {op.out for op in prog.ops}
@@ -93,6 +97,10 @@ class Emitter:
         """True if ``name`` is stored for every step and indexed by t here."""
         return (loop is not None and name not in self.prog.step_vars
                 and self.prog.vars[name].shape[0] == self.prog.loops[loop]["seq"])
+
+    def fused(self, ops: list) -> list:
+        """``ops`` (a run of :attr:`runs`) printed as one loop."""
+        raise NotImplementedError(f"{type(self).__name__}: no fused loops")
 
     def op(self, op: Op, loop) -> list:
         lines = []
@@ -158,6 +166,11 @@ class Emitter:
                     blocks.append({"head": self.head(op.grad_of, not blocks, backward),
                                    "lines": []})
                     current_key = op.grad_of
+                run = self.runs.get(i)
+                if run is not None:         # one loop, in one "Grad of" block
+                    blocks[-1]["lines"].extend(self.fused([ops[m] for m in run]))
+                    i = run[-1] + 1
+                    continue
                 blocks[-1]["lines"].extend(self.op(op, None))
                 i += 1
                 continue

@@ -221,10 +221,10 @@ static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int6
     return Nc;
 }
 
-/* C = op(A)·op(B) + beta·C with leading dimensions (rows of A, B, C lda,
-   ldb, ldc elements apart) by the BLAS when the product is large enough
-   (and its sizes fit the BLAS's 32-bit integers); returns 0 to fall back
-   inline. */
+/* C = op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
+   A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
+   large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
+   fall back inline. */
 static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                      const real *A, int64_t lda, const real *B, int64_t ldb,
                                      real beta, real *C, int64_t ldc, double min_madds)
@@ -237,13 +237,13 @@ static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int6
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
         BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
                        tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, 1,
-                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta, C + j0,
-                       (blasint)ldc);
+                       A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta,
+                       C + j0, (blasint)ldc);
     }
     return 1;
 }
 
-/* C = op(A)·op(B) (beta 0: C is not read) */
+/* C = op(A)·op(B), leading dimensions as above. */
 static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                    const real *A, int64_t lda, const real *B, int64_t ldb,
                                    real *C, int64_t ldc, double min_madds)
@@ -251,15 +251,14 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
     return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, lda, B, ldb, 0, C, ldc, min_madds);
 }
 
-/* The same for contiguous operands: C (M x Nc) = op(A)·op(B). */
+/* The same for contiguous operands: C (M x Nc) = op(A)·op(B), or + C (_acc). */
 static inline int bpg_blas_gemm(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                 const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, C, Nc, min_madds);
 }
 
-/* The same, adding to C: C += op(A)·op(B). */
-static inline int bpg_blas_gemm_add(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+static inline int bpg_blas_gemm_acc(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
                                     const real *A, const real *B, real *C, double min_madds)
 {
     return bpg_blas_gemm_beta(ta, tb, M, Nc, K, A, ta ? M : K, B, tb ? K : Nc, 1, C, Nc,
@@ -268,8 +267,8 @@ static inline int bpg_blas_gemm_add(int ta, int tb, int64_t M, int64_t Nc, int64
 
 #else
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
+#define bpg_blas_gemm_acc(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
-#define bpg_blas_gemm_add(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #endif
 
 /* ---- BLAS threads (the rule: docs/performance.md, "Threads") ----------

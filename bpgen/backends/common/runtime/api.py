@@ -494,7 +494,22 @@ def hessian(params, x, y, lengths=None, *, progress=None):
     args = [*xs, ym, *mats]
     out = _sliced(lambda j0, k: _hessian_columns(n, args, j0, k), N_PARAMS, bar)
     # the exact Hessian is symmetric; average away the rounding
-    return _finite_or_blame(numpy.ascontiguousarray((out + out.T) / 2), xm, ym, mats)
+    return _finite_or_blame(_symmetrise(out), xm, ym, mats)
+
+
+def _symmetrise(h, block=128):
+    """(h + hᵀ)/2 in place (h square and C-contiguous), a block of rows
+    and its mirror column block at a time: no temporary of h's size (the
+    whole-matrix expression's two cost about 10% of the transformer
+    Hessian benchmark's call, docs/performance.md)."""
+    n = h.shape[0]
+    for i in range(0, n, block):
+        j = min(i + block, n)
+        avg = h[i:j, i:] + h[i:, i:j].T      # rows i..j-1 from column i on
+        avg *= 0.5
+        h[i:j, i:] = avg
+        h[j:, i:j] = avg[:, j - i:].T
+    return h
 
 
 def _hvp_rows(n, args, first, count):

@@ -1,9 +1,8 @@
-/* C (M x Nc) += Aᵀ · B with A stored (K x M), B (K x Nc): bpg_gemm_tn adding
-   to C (a product summed over chunks of its K rows, emitter.py) */
-static inline void bpg_gemm_tn_add(int64_t M, int64_t Nc, int64_t K,
+/* C += Aᵀ·B */
+static inline void bpg_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K,
                                    const real *restrict A, const real *restrict B, real *restrict C)
 {
-    if (bpg_blas_gemm_add(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
+    if (bpg_blas_gemm_acc(1, 0, M, Nc, K, A, B, C, BPG_BLAS_MIN_TN)) return;
     for (int64_t k = 0; k < K; k++) {
         const real *restrict b = B + k * Nc;
         for (int64_t i = 0; i < M; i++) {
