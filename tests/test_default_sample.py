@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from conftest import DEFAULT_SAMPLE, ROOT
+from conftest import DEFAULT_SAMPLE, ROOT, Prefixed
 
 
 def test_every_sampled_case_exists():
@@ -20,6 +20,9 @@ def test_every_sampled_case_exists():
         if not cases and key.startswith(("test_torch", "test_jax")):
             continue       # the extra is missing here: its file collects nothing
         checked += 1
+        if isinstance(params, Prefixed):
+            assert any(c.startswith(params.prefix) for c in cases), key
+            params = params.extra | {c for c in cases if c.startswith(params.prefix)}
         assert params <= cases, f"{key}: not cases: {sorted(params - cases)}"
         assert params != cases, f"{key}: the sample is every case"
     assert checked >= len(DEFAULT_SAMPLE) - 4

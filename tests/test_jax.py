@@ -56,7 +56,9 @@ def test_grad_and_jit_grad(builder, aid, backend):
     mod, params, x, y, lengths = _point(builder, aid, backend)
     f = bj.loss(mod)
     value, grads = mod.loss_and_grad(params, x, y, lengths)
-    assert float(f(params, x, y, lengths)) == value
+    # mod.loss and loss_and_grad are separate generated functions: their
+    # fused loops may round the last bit differently (docs/module-api.md)
+    assert float(f(params, x, y, lengths)) == pytest.approx(value, rel=1e-14)
     for g in (jax.grad(f)(params, x, y, lengths), jax.jit(jax.grad(f))(params, x, y, lengths)):
         assert set(g) == set(mod.PARAM_SHAPES)    # (JAX orders a dict's keys)
         for k in grads:

@@ -21,8 +21,10 @@ from bpgen.spec import ACTIVATIONS, LOSSES, load_spec
 
 TOL = 1e-8
 # examples of the NumPy property (each a fresh build and a reference run):
-# a sample by default, as many as before with --full (tests/conftest.py)
-_NUMPY_EXAMPLES = 25 if os.environ.get("BPGEN_FULL_TESTS") == "1" else 10
+# a sample by default, as many as before with --full (tests/conftest.py);
+# the C property likewise (each example a compile)
+_FULL = os.environ.get("BPGEN_FULL_TESTS") == "1"
+_NUMPY_EXAMPLES, _C_EXAMPLES = (25, 6) if _FULL else (10, 3)
 _SETTINGS = dict(deadline=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
                                         HealthCheck.too_slow])
@@ -76,7 +78,7 @@ def test_numpy_backend_matches_reference(builder, arch, batch, seed):
     _check(arch, builder(arch, "numpy"), batch, seed)
 
 
-@settings(max_examples=6, **_SETTINGS)
+@settings(max_examples=_C_EXAMPLES, **_SETTINGS)
 @given(arch=architectures(), batch=st.integers(1, 9), seed=st.integers(0, 2**16))
 def test_c_backend_matches_reference(arch, batch, seed):
     # each example compiles (about a second, unless cached in ~/.cache/bpgen)

@@ -54,7 +54,9 @@ def test_loss_grad_hvp_equal_the_module(builder, aid, backend):
     value = f(leaves, x, y, lengths)
     ref_value, ref_grads = mod.loss_and_grad(_np(params), x.numpy(), y.numpy(), lengths)
     assert value.dtype == torch.float64 and value.shape == ()
-    assert value.item() == ref_value
+    # mod.loss (the forward) and loss_and_grad are separate generated
+    # functions: their fused loops may round the last bit differently
+    assert value.item() == pytest.approx(ref_value, rel=1e-14)
     grads = torch.autograd.grad(value, list(leaves.values()), create_graph=True)
     for key, g in zip(leaves, grads):
         np.testing.assert_array_equal(g.detach().numpy(), ref_grads[key])
