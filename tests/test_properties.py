@@ -24,7 +24,7 @@ TOL = 1e-8
 # a sample by default, as many as before with --full (tests/conftest.py);
 # the C property likewise (each example a compile)
 _FULL = os.environ.get("BPGEN_FULL_TESTS") == "1"
-_NUMPY_EXAMPLES, _C_EXAMPLES = (25, 6) if _FULL else (10, 3)
+_NUMPY_EXAMPLES, _C_EXAMPLES = (25, 6) if _FULL else (5, 3)
 _SETTINGS = dict(deadline=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
                                         HealthCheck.too_slow])
