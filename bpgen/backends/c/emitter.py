@@ -115,7 +115,6 @@ class CEmitter(Emitter):
         self.transposes = transposes or {}
         self.runs = runs or {}
         self.accumulate = accumulate or {}
-        self.added_into = {p: z for z, (_, ps) in self.accumulate.items() for p in ps}
         if self.transposes:
             extra = {bt: Var(bt, tuple(reversed(prog.vars[b].shape)))
                      for b, (_, bt) in self.transposes.items()}
@@ -129,7 +128,7 @@ class CEmitter(Emitter):
             producer = {o.out: o for o in self.prog.ops}
             self.accumulate = {z: (rest, ps) for z, (rest, ps) in self.accumulate.items()
                                if not any(a in self.chunks for p in ps for a in producer[p].args)}
-            self.added_into = {p: z for z, (_, ps) in self.accumulate.items() for p in ps}
+        self.added_into = {p: z for z, (_, ps) in self.accumulate.items() for p in ps}
 
     def comment(self, text: str) -> str:
         return f"/* {text} */"
