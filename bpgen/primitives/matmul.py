@@ -88,6 +88,8 @@ class MatMul(Primitive):
         kind = ("t" if ta else "n") + ("t" if tb else "n")
         # attrs["acc"]: added into the result (C backend: bpgen.passes.accumulate)
         acc = "_acc" if op.attrs.get("acc") else ""
+        if loop is None and not acc and op.out in getattr(em, "split", ()):
+            acc = "_out"    # a weight gradient a split call's slices make together
         em.use(f"gemm_{kind}{acc}")
         return [f"bpg_gemm_{kind}{acc}({dim_code(r)}, {dim_code(c)}, {dim_code(k)}, "
                 f"{em.ptr(a, loop)}, {em.ptr(b, loop)}, {em.ptr(op.out, loop)});"]

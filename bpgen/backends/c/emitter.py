@@ -103,7 +103,8 @@ class CEmitter(Emitter):
 
     def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None,
                  transposes: dict | None = None, runs: dict | None = None,
-                 accumulate: dict | None = None, chunk: bool = True):
+                 accumulate: dict | None = None, chunk: bool = True,
+                 split: frozenset = frozenset()):
         """``transposes``: {B: (loop, Bᵀ)} (the C rule of
         bpgen.passes.transposes, see ``CPlan``), copies the caller has room
         for in the workspace; ``runs``: the ops printed as one loop each
@@ -111,7 +112,9 @@ class CEmitter(Emitter):
         products added into a map's result (bpgen.passes.accumulate,
         ``CPlan.accumulate``); none of either if not given.  ``chunk``:
         False for a part of a function whose variables another part reads
-        (hessian_columns' shared pass)."""
+        (hessian_columns' shared pass).  ``split``: the products a split
+        call's slices make together (split_products)."""
+        self.split = split
         self.transposes = transposes or {}
         self.runs = runs or {}
         self.accumulate = accumulate or {}
@@ -249,6 +252,26 @@ class CEmitter(Emitter):
         return lines
 
 
+#: the functions a large call splits by samples (runtime/split.c), whose
+#: weight gradients the slices may make together (split_products)
+SPLIT_FUNCTIONS = ("loss", "loss_and_grad", "hvp")
+
+
+def split_products(prog: Program) -> frozenset:
+    """The outputs that are a product Aᵀ·B over the samples (A's rows a
+    multiple of N), made outside any loop and read by nothing after: a
+    weight gradient.  Printed as bpg_gemm_tn_out, which a split call's
+    slices make together, each a block of its columns over every slice's
+    samples, instead of each its own whole product summed after."""
+    read = {a for op in prog.ops for a in op.args}
+    outs = set(prog.outputs)
+    return frozenset(
+        op.out for op in prog.ops
+        if op.primitive.product and op.attrs["ta"] and not op.attrs["tb"]
+        and not op.attrs.get("acc") and op.loop is None and op.out in outs
+        and op.out not in read and dim_coeffs(prog.vars[op.args[0]].shape[0])[0] != 0)
+
+
 def size_params(prog: Program) -> list:
     """The size arguments of a generated C function: N, and with steps: any
     T (the step count, read from x by the wrapper, which checked it)."""
@@ -310,10 +333,11 @@ def _function(derived: Derived, name: str, used: set, tables: dict,
     params = (size_params(prog) + [f"const {types.get(a, 'real')} *restrict {cname(a)}"
                                    for a in prog.inputs]
               + ["real *restrict out", "real *restrict ws"])
+    split = split_products(prog) if accumulate and name in SPLIT_FUNCTIONS else frozenset()
     return {"name": name, "decls": decls, "ws": (wa, wb),
             "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes,
                                plan.runs if accumulate else plan.runs_alone,
-                               plan.accumulate if accumulate else {}, chunk).blocks(),
+                               plan.accumulate if accumulate else {}, chunk, split).blocks(),
             "signature": f"void bpg_{name}({', '.join(params)})"}
 
 

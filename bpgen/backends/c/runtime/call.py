@@ -283,6 +283,22 @@ def _split_rule(rows=0, work=-1.0):
     return int(r[0]), float(w[0])
 
 
+def _split_together(least=0):
+    """The least entries of a weight gradient a split call's slices make
+    together (runtime/gemm_tn_out.c, split.c), as it was before; ``least``
+    >= 1 replaces it (1: every one).  0 when the module has none."""
+    if not hasattr(lib, "bpg_split_together"):
+        return 0
+    r = ffi.new("int64_t *", least)
+    lib.bpg_split_together(r)
+    return int(r[0])
+
+
+def _split_products():
+    """How many weight gradients split calls' slices made together (tests)."""
+    return int(lib.bpg_split_products()) if hasattr(lib, "bpg_split_products") else 0
+
+
 def _split_calls():
     """How many calls of this module ran split so far (for tests)."""
     return int(lib.bpg_split_calls()) if hasattr(lib, "bpg_split_calls") else 0

@@ -221,13 +221,13 @@ static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int6
     return Nc;
 }
 
-/* C = op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
+/* C = alpha·op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
    A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
    large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
    fall back inline. */
-static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
-                                     const real *A, int64_t lda, const real *B, int64_t ldb,
-                                     real beta, real *C, int64_t ldc, double min_madds)
+static inline int bpg_blas_gemm_ab(int ta, int tb, int64_t M, int64_t Nc, int64_t K, real alpha,
+                                   const real *A, int64_t lda, const real *B, int64_t ldb,
+                                   real beta, real *C, int64_t ldc, double min_madds)
 {
     if (!BPG_BLAS_READY || (double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
         || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
@@ -236,11 +236,19 @@ static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int6
     for (int64_t j0 = 0; j0 < Nc; j0 += w) {
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
         BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-                       tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, 1,
+                       tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, alpha,
                        A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta,
                        C + j0, (blasint)ldc);
     }
     return 1;
+}
+
+/* the same with alpha 1 */
+static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                     const real *A, int64_t lda, const real *B, int64_t ldb,
+                                     real beta, real *C, int64_t ldc, double min_madds)
+{
+    return bpg_blas_gemm_ab(ta, tb, M, Nc, K, 1, A, lda, B, ldb, beta, C, ldc, min_madds);
 }
 
 /* C = op(A)·op(B), leading dimensions as above. */
