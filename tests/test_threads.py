@@ -191,22 +191,28 @@ def split_everything():
 
     def make(builder, arch):
         mod = builder(arch, "c")
-        built.append((mod, mod.get_threads(), mod._split_rule(1, 0)))
+        built.append((mod, mod.get_threads(), mod._split_rule(1, 0), mod._split_together(1)))
         return mod
     yield make
-    for mod, count, (rows, work) in built:
+    for mod, count, (rows, work), least in built:
         mod._split_rule(rows, work)
+        mod._split_together(least)
         mod.set_threads(count)
 
 
 # l2 (labels, float64); float32 with a float target at every step
 # (time-major); labels at every step (time-major one-hot, truncated BPTT);
 # only the last step scored (y batch-first, forward's output time-major)
-@pytest.mark.parametrize("aid", ["mlp_ce64", "gru_bce_all32", "lstm_ce_all", "rnn_mse_last"])
+# float32 dense layers without l2: the weight gradients made by the slices
+# together (runtime/gemm_tn_out.c), every one of them (split_everything)
+@pytest.mark.parametrize("aid", ["mlp_ce64", "mlp_mse32", "gru_bce_all32", "lstm_ce_all",
+                                 "rnn_mse_last"])
 def test_split_equals_one_thread_and_is_reproducible(builder, split_everything, aid):
     """Every entry point split into 2 or 3 slices (N = 7: not divisible;
     N = 2 with 3 threads: 2 slices of 1): the one-thread result to rounding,
-    the same bits every time, and the same bits through the Python path."""
+    the same bits every time, and the same bits through the Python path.
+    Where the module has weight gradients the slices make together, they
+    did."""
     arch = CALL_ARCHS[aid]
     mod = split_everything(builder, arch)
     tol = 1e-12 if mod.DTYPE == np.float64 else 1e-5
@@ -217,9 +223,11 @@ def test_split_equals_one_thread_and_is_reproducible(builder, split_everything, 
         one = _all_results(mod, params, x, y, v)
         for n in (2, 3):
             mod.set_threads(n)
-            before = mod._split_calls()
+            before, made = mod._split_calls(), mod._split_products()
             got = _all_results(mod, params, x, y, v)
             assert mod._split_calls() == before + (4 if batch > 1 else 0), (batch, n)
+            together = mod._split_together() and batch > 1
+            assert (mod._split_products() > made) == bool(together), (batch, n)
             for name, a, b in zip(("forward", "loss", "loss_and_grad", "hvp"), got, one):
                 assert np.max(np.abs(a - b)) <= tol * max(np.max(np.abs(b)), 1e-30), \
                     (batch, n, name)
@@ -310,3 +318,33 @@ def test_threadpoolctl_limits_the_default_at_load(threads):
     done = _fresh(threads, code, env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [1, len(os.sched_getaffinity(0))]
+
+
+def test_split_weight_gradients_made_together(threads):
+    """The 256 x 256 weight gradient (65,536 entries: made together by
+    default) of a split call: each slice a block of its columns over every
+    slice's samples, one product a call; the one-thread result to rounding,
+    the same bits every time, at 2 and 3 slices; none made together when the
+    least is above its size, and the same result to rounding."""
+    threads._split_rule(8)
+    least = threads._split_together()
+    assert least >= 1
+    point = _point(threads, 96, seed=4)
+    threads.set_threads(1)
+    one = _grad(threads, *point)
+    try:
+        for n in (2, 3):
+            threads.set_threads(n)
+            made = threads._split_products()
+            got = _grad(threads, *point)
+            assert threads._split_products() == made + 1, n
+            assert np.array_equal(_grad(threads, *point), got), n
+            assert np.max(np.abs(got - one)) <= 1e-12 * np.max(np.abs(one)), n
+            threads._split_together(2**62)
+            made = threads._split_products()
+            alone = _grad(threads, *point)
+            assert threads._split_products() == made, n
+            assert np.max(np.abs(alone - one)) <= 1e-12 * np.max(np.abs(one)), n
+            threads._split_together(least)
+    finally:
+        threads._split_together(least)
