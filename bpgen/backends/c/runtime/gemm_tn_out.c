@@ -2,7 +2,7 @@
    straight into an output of the function and read by nothing after: a
    weight gradient.  In a split call's slice (runtime/split.c sets
    bpg_out_product for the slice's thread) the slices make it together,
-   each a block of C's columns over every slice's rows, so their outputs
+   each a block of C over every slice's samples, so their outputs
    need no sum after (returns 1); otherwise, as bpg_gemm_tn. */
 #define BPG_GEMM_TN_OUT 1
 typedef int (*bpg_out_product_fn)(void *ctx, int64_t M, int64_t Nc, int64_t K,

@@ -300,8 +300,9 @@ static void bpgs_barrier(bpgs_job *j)
 
 /* C (M x Nc) = Aᵀ·B, a weight gradient of slice t->i's output, made by
    the slices together (bpg_out_product, gemm_tn_out.c): each publishes its
-   A and B (its K samples' rows), then makes a block of C's columns of the
-   call's output, sum_s w_s A_sᵀ B_s[:, block] over the slices s in order
+   A and B (its K samples' rows), then makes a block of C's rows or
+   columns in the call's output, sum_s w_s (A_sᵀ B_s)[block] over the
+   slices s in order
    (w_s the slice's weight, bpgs_weights: the same terms as the summed
    outputs), and waits until every slice is done reading the others' rows.
    Returns 0 (the slice makes its own C) for a small product, or when the
@@ -328,14 +329,23 @@ static int bpgs_together(void *ctx, int64_t M, int64_t Nc, int64_t K, const real
     for (int s = 1; s < n; s++)
         if (p->m[s] != M || p->nc[s] != Nc || p->off[s] != p->off[0])
             return 0;       /* every slice sees the same, after the barrier */
-    const size_t unit = 64 / sizeof(real);     /* blocks of whole 64-byte lines */
-    const int64_t lo = (int64_t)((size_t)Nc * (size_t)i / (size_t)n / unit * unit);
-    const int64_t hi = i + 1 == n ? Nc : (int64_t)((size_t)Nc * (size_t)(i + 1) / (size_t)n
-                                                   / unit * unit);
+    /* a block of the longer side (the BLAS packs the block's part of that
+       factor and all of the other, so each slice packs the smaller one
+       whole): rows (C's block contiguous), or columns of whole 64-byte
+       lines */
+    const int rows = M >= Nc;
+    const size_t side = (size_t)(rows ? M : Nc), unit = rows ? 1 : 64 / sizeof(real);
+    const int64_t lo = (int64_t)(side * (size_t)i / (size_t)n / unit * unit);
+    const int64_t hi = i + 1 == n ? (int64_t)side
+        : (int64_t)(side * (size_t)(i + 1) / (size_t)n / unit * unit);
     real *dst = j->out + p->off[0];
     for (int s = 0; s < n && lo < hi; s++)
-        bpg_blas_gemm_ab(1, 0, M, hi - lo, p->k[s], (real)j->w[s], p->a[s], M, p->b[s] + lo, Nc,
-                         s ? 1 : 0, dst + lo, Nc, 0);
+        if (rows)
+            bpg_blas_gemm_ab(1, 0, hi - lo, Nc, p->k[s], (real)j->w[s], p->a[s] + lo, M, p->b[s],
+                             Nc, s ? 1 : 0, dst + lo * Nc, Nc, 0);
+        else
+            bpg_blas_gemm_ab(1, 0, M, hi - lo, p->k[s], (real)j->w[s], p->a[s], M, p->b[s] + lo,
+                             Nc, s ? 1 : 0, dst + lo, Nc, 0);
     if (i == 0) {
         __atomic_add_fetch(&bpgs_products, 1, __ATOMIC_RELAXED);
         j->done_off[q] = p->off[0];
