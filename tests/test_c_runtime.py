@@ -15,7 +15,9 @@ RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
                        "bpgen", "backends", "c", "runtime")
 HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt",
            # products added into a result (bpgen.passes.accumulate)
-           "gemm_nn_acc", "gemm_tn_acc", "gemm_nt_acc", "colsum", "rowsum",
+           "gemm_nn_acc", "gemm_tn_acc", "gemm_nt_acc",
+           # a weight gradient (a split call's slices make it together: test_threads.py)
+           "gemm_tn_out", "colsum", "rowsum",
            "sumall", "copy_cols", "rowmax", "gather", "scatter", "take_argmax", "put_argmax",
            # gather/scatter patterns as loop nests; pooling in one pass (primitives/gather.py)
            "im2col", "col2im", "windows", "windows_adj", "transpose_blocks",
@@ -112,6 +114,7 @@ void w_gemm_nt(int64_t M, int64_t Nc, int64_t K, const double *A, const double *
 void w_gemm_nn_acc(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_gemm_nt_acc(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
+void w_gemm_tn_out(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
 void w_colsum(int64_t R, int64_t C, const double *A, double *out);
 void w_rowsum(int64_t R, int64_t C, const double *A, double *out);
 void w_sumall(int64_t R, int64_t C, const double *A, double *out);
@@ -145,6 +148,7 @@ GEMM_WRAPPER(nt)
 GEMM_WRAPPER(nn_acc)
 GEMM_WRAPPER(tn_acc)
 GEMM_WRAPPER(nt_acc)
+GEMM_WRAPPER(tn_out)
 #ifdef BPG_BLAS
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
 { return bpg_blas_chunk(ta, tb, M, Nc, K); }
@@ -232,6 +236,8 @@ def test_gemm(rt, M, Nc, K):
     B = rng.standard_normal((K, Nc))
     cases = [(lib.w_gemm_nn, A, B),                                 # A · B
              (lib.w_gemm_tn, np.ascontiguousarray(A.T), B),         # A stored (K x M)
+             # outside a split call's slice, gemm_tn_out is gemm_tn
+             (lib.w_gemm_tn_out, np.ascontiguousarray(A.T), B),
              (lib.w_gemm_nt, A, np.ascontiguousarray(B.T))]         # B stored (Nc x K)
     ref = A @ B
     for fn, a, b in cases:
