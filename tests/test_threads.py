@@ -348,3 +348,22 @@ def test_split_weight_gradients_made_together(threads):
             threads._split_together(least)
     finally:
         threads._split_together(least)
+
+
+def test_split_call_with_a_non_finite_result_takes_the_python_path(threads):
+    """A split call's threads check the summed output for the entry point
+    (so it is not read again): a result that overflows is still handed to
+    the Python path, at 2 threads as at 1, with the same result."""
+    threads._split_rule(8)
+    params, x, y = _point(threads, 96, seed=6)
+    params = dict(params, **{"l1.W": np.full_like(params["l1.W"], 1e308)})   # inf logits
+    got = []
+    for n in (1, 2):
+        threads.set_threads(n)
+        before, calls = threads._fastcall_counts()["loss_and_grad"], threads._split_calls()
+        got.append(_grad(threads, params, x, y))
+        assert threads._fastcall_counts()["loss_and_grad"][1] == before[1] + 1, n
+        assert (threads._split_calls() > calls) == (n > 1), n    # and the Python path's
+    assert not np.all(np.isfinite(got[0]))
+    assert np.max(np.abs(np.nan_to_num(got[1] - got[0]))) <= 1e-12 * np.max(np.abs(
+        np.nan_to_num(got[0]))) and np.array_equal(np.isnan(got[0]), np.isnan(got[1]))

@@ -29,7 +29,7 @@ CDEF = ["int bpgf_install(void *globals);", "int64_t bpgf_count(int entry, int f
         "int bpg_entry_have(int entry);", "void bpg_split_rule(int64_t *rows, double *work);",
         "int64_t bpg_split_calls(void);", "void bpg_split_together(int64_t *least);",
         "int64_t bpg_split_products(void);", "size_t bpg_entry_ws(int entry, int64_t N);",
-        "void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y, "
+        "int bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y, "
         "const real *const *p, const real *const *v, real *out, real *ws, size_t cap);"]
 
 

@@ -62,8 +62,8 @@ static const int bpgf_enabled[BPGF_ENTRIES] = {BPGF_HAVE_FORWARD, BPGF_HAVE_LOSS
 /* the calls themselves, split across threads or not (runtime/split.c,
    pasted after this file) */
 size_t bpg_entry_ws(int entry, int64_t N);
-void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
-                   const real *const *p,
+int bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+                  const real *const *p,
                    const real *const *v, real *out, real *ws, size_t cap);
 static double bpgs_min_work;    /* the least work of a large call (split.c) */
 
@@ -570,18 +570,21 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         /* the GIL is let go for calls long enough to be worth it (the
            parameters are held; x and y are the caller's arguments) */
         const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
+        int finite = 0;
         if (work >= BPGF_GIL_WORK || bpgs_min_work < BPGF_GIL_WORK) {
             /* (its turn for the threads, split or the BLAS's, see split.c;
                a call below BPGF_GIL_WORK has no product the BLAS would
                thread, and is never split, unless the tests lower the
                threshold with bpg_split_rule) */
             Py_BEGIN_ALLOW_THREADS
-            bpg_entry_run(entry, N, xp, NULL, yp, p, v, out, ws, pl.at_y);
+            finite = bpg_entry_run(entry, N, xp, NULL, yp, p, v, out, ws, pl.at_y);
             Py_END_ALLOW_THREADS
         } else {
             bpgf_call(entry, N, xp, NULL, yp, p, v, out, ws);
         }
-        ok = bpgf_finite(out, pl.out_size);     /* else the Python path blames an input */
+        /* a split call's threads checked its output already; else the
+           Python path blames an input */
+        ok = finite || bpgf_finite(out, pl.out_size);
         if (ok && entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)  /* (T*N, K) -> (N, T, K) */
             bpgf_time_major(out, BPGF_STEPS, N, BPGF_K, (real *)PyArray_DATA(result));
         if (ok)

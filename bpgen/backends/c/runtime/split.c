@@ -247,6 +247,7 @@ typedef struct {
     real *ws;
     size_t at[BPGS_MAX];        /* slice i's workspace: ws + at[i] */
     double w[BPGS_MAX];         /* slice i's weight (bpgs_weights) */
+    int finite[BPGS_MAX];       /* part i of the summed output is finite (bpgs_reduce) */
     pthread_mutex_t lock;
     pthread_cond_t all_done;
     int done;                   /* slices finished */
@@ -463,7 +464,8 @@ static BPG_ENTRY void bpgs_sum(bpgs_job *j, size_t lo, size_t hi)
 /* part i of n of the weighted sum of the slices' outputs: entries
    [S*i/n, S*(i+1)/n) (rounded to 64-byte lines), each the sum over the
    slices in order, but for the ranges the slices made together (already
-   the call's, bpgs_together) */
+   the call's, bpgs_together); then whether the part (all of it) is finite,
+   so that the caller need not read the whole output again */
 static void bpgs_reduce(bpgs_job *j, int part)
 {
     const size_t S = bpgs_out_fixed(j->entry), unit = 64 / sizeof(real);
@@ -484,6 +486,7 @@ static void bpgs_reduce(bpgs_job *j, int part)
         bpgs_sum(j, from, to);
         from = next > to ? next : to;
     }
+    j->finite[part] = bpgf_finite(j->out + lo, hi - lo);
 }
 
 static void *bpgs_thread(void *arg)
@@ -498,8 +501,9 @@ static void *bpgs_thread(void *arg)
     return NULL;
 }
 
-/* the call split into n slices over ws (laid out by bpgs_ws_need) */
-static void bpgs_split(bpgs_job *j)
+/* the call split into n slices over ws (laid out by bpgs_ws_need); 1 when
+   its output is known finite (the summed outputs) */
+static int bpgs_split(bpgs_job *j)
 {
     pthread_t tid[BPGS_MAX];
     bpgs_task task[BPGS_MAX];
@@ -551,6 +555,10 @@ static void bpgs_split(bpgs_job *j)
 #endif
     pthread_cond_destroy(&j->all_done);
     pthread_mutex_destroy(&j->lock);
+    int finite = j->entry != BPGF_E_FORWARD;
+    for (int i = 0; i < j->n && finite; i++)
+        finite = j->finite[i];
+    return finite;
 }
 
 /* The workspace (elements) bpg_entry_run wants for N samples at the
@@ -570,8 +578,10 @@ size_t bpg_entry_ws(int entry, int64_t N)
    output `out` as the generated function writes it, `ws` a workspace of
    `cap` elements (at least bpgs_ws_need(entry, N, 1)).  Takes the call's
    turn (the thread rule), runs it split, with the BLAS's threads, or on
-   this thread alone, and gives the turn back.  Call it without the GIL. */
-void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+   this thread alone, and gives the turn back.  Call it without the GIL.
+   Returns 1 when it found the output finite (a split call's summed
+   outputs, read by its threads), else 0: not known. */
+int bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
                    const real *const *p, const real *const *v, real *out, real *ws, size_t cap)
 {
     const double work = bpgs_work(entry, N);
@@ -589,17 +599,18 @@ void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const re
         if (need <= cap || own) {
             bpgs_job j = {.entry = entry, .n = s, .N = N, .x = x, .mk = mk, .y = y, .p = p, .v = v,
                           .out = out, .ws = own ? own : ws};
-            bpgs_split(&j);
+            const int finite = bpgs_split(&j);
             __atomic_add_fetch(&bpgs_calls, 1, __ATOMIC_RELAXED);
             free(own);
             bpg_threads_leave(1);
-            return;
+            return finite;
         }
     }
     if (n > 1 && split)     /* a large call after all unsplit: the BLAS's threads */
         bpg_threads_apply(n);
     bpgf_call(entry, N, x, mk, y, p, v, out, ws);
     bpg_threads_leave(n > 1);
+    return 0;
 }
 
 /* 1 when entry point `entry` is compiled here (bpgf_call can run it) */
