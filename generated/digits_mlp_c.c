@@ -235,13 +235,13 @@ static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int6
     return Nc;
 }
 
-/* C = op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
+/* C = alpha·op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
    A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
    large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
    fall back inline. */
-static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
-                                     const real *A, int64_t lda, const real *B, int64_t ldb,
-                                     real beta, real *C, int64_t ldc, double min_madds)
+static inline int bpg_blas_gemm_ab(int ta, int tb, int64_t M, int64_t Nc, int64_t K, real alpha,
+                                   const real *A, int64_t lda, const real *B, int64_t ldb,
+                                   real beta, real *C, int64_t ldc, double min_madds)
 {
     if (!BPG_BLAS_READY || (double)M * (double)Nc * (double)K < min_madds || M > INT32_MAX || Nc > INT32_MAX
         || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
@@ -250,11 +250,19 @@ static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int6
     for (int64_t j0 = 0; j0 < Nc; j0 += w) {
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
         BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-                       tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, 1,
+                       tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)wj, (blasint)K, alpha,
                        A, (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta,
                        C + j0, (blasint)ldc);
     }
     return 1;
+}
+
+/* the same with alpha 1 */
+static inline int bpg_blas_gemm_beta(int ta, int tb, int64_t M, int64_t Nc, int64_t K,
+                                     const real *A, int64_t lda, const real *B, int64_t ldb,
+                                     real beta, real *C, int64_t ldc, double min_madds)
+{
+    return bpg_blas_gemm_ab(ta, tb, M, Nc, K, 1, A, lda, B, ldb, beta, C, ldc, min_madds);
 }
 
 /* C = op(A)·op(B), leading dimensions as above. */
@@ -2689,8 +2697,8 @@ static const int bpgf_enabled[BPGF_ENTRIES] = {BPGF_HAVE_FORWARD, BPGF_HAVE_LOSS
 /* the calls themselves, split across threads or not (runtime/split.c,
    pasted after this file) */
 size_t bpg_entry_ws(int entry, int64_t N);
-void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
-                   const real *const *p,
+int bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+                  const real *const *p,
                    const real *const *v, real *out, real *ws, size_t cap);
 static double bpgs_min_work;    /* the least work of a large call (split.c) */
 
@@ -3197,18 +3205,21 @@ static PyObject *bpgf_entry(int entry, PyObject *self, PyObject *const *args, si
         /* the GIL is let go for calls long enough to be worth it (the
            parameters are held; x and y are the caller's arguments) */
         const double work = (double)N * (double)BPGF_WORK_PER_SAMPLE;
+        int finite = 0;
         if (work >= BPGF_GIL_WORK || bpgs_min_work < BPGF_GIL_WORK) {
             /* (its turn for the threads, split or the BLAS's, see split.c;
                a call below BPGF_GIL_WORK has no product the BLAS would
                thread, and is never split, unless the tests lower the
                threshold with bpg_split_rule) */
             Py_BEGIN_ALLOW_THREADS
-            bpg_entry_run(entry, N, xp, NULL, yp, p, v, out, ws, pl.at_y);
+            finite = bpg_entry_run(entry, N, xp, NULL, yp, p, v, out, ws, pl.at_y);
             Py_END_ALLOW_THREADS
         } else {
             bpgf_call(entry, N, xp, NULL, yp, p, v, out, ws);
         }
-        ok = bpgf_finite(out, pl.out_size);     /* else the Python path blames an input */
+        /* a split call's threads checked its output already; else the
+           Python path blames an input */
+        ok = finite || bpgf_finite(out, pl.out_size);
         if (ok && entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)  /* (T*N, K) -> (N, T, K) */
             bpgf_time_major(out, BPGF_STEPS, N, BPGF_K, (real *)PyArray_DATA(result));
         if (ok)
@@ -3392,6 +3403,8 @@ int bpgf_install(void *globals)
    small, because the count changed since, the slices get their own block;
    if that cannot be allocated either, the call runs unsplit. */
 
+#include <sched.h>
+
 /* the fewest samples a slice may have: below, the BLAS's threads do the
    call (fastcall.py sets it: 8 for sequences and images, 32 for networks
    of dense layers alone, see docs/performance.md) */
@@ -3534,6 +3547,54 @@ static const void *bpgs_rows(const void *src, int64_t N, int64_t T, size_t row, 
     return dst;
 }
 
+#if defined(BPG_GEMM_TN_OUT) && defined(BPG_BLAS)
+/* the weight gradients the slices make together (gemm_tn_out.c): at most
+   BPGS_PRODUCTS of them a call, of at least BPGS_TOGETHER_MIN entries each
+   (a smaller one: each slice its own, summed after), in a call of at most
+   BPGS_TOGETHER_SLICES slices */
+#define BPGS_TOGETHER 1
+#define BPGS_PRODUCTS 16
+#define BPGS_TOGETHER_SLICES 64
+#define BPGS_TOGETHER_MIN 8192
+#ifndef BPGS_SPINS
+#define BPGS_SPINS 1000     /* ~30-60 us on x86 before a barrier's wait sleeps */
+#endif
+static int64_t bpgs_together_min = BPGS_TOGETHER_MIN;
+static int64_t bpgs_products;   /* products made together (read by the tests) */
+/* one such product: what each slice published (its rows of A and B) */
+typedef struct {
+    const real *a[BPGS_TOGETHER_SLICES], *b[BPGS_TOGETHER_SLICES];
+    int64_t k[BPGS_TOGETHER_SLICES], m[BPGS_TOGETHER_SLICES], nc[BPGS_TOGETHER_SLICES];
+    size_t off[BPGS_TOGETHER_SLICES];
+} bpgs_product;
+#endif
+
+/* The least entries of a weight gradient the slices make together
+   (gemm_tn_out.c) from now on, for this module (tests and measurements):
+   *least >= 1 replaces it (1: every one, a huge number: none); replaced by
+   the value before, 0 when the module has no such product. */
+void bpg_split_together(int64_t *least)
+{
+#ifdef BPGS_TOGETHER
+    const int64_t old = bpgs_together_min;
+    if (*least >= 1)
+        __atomic_store_n(&bpgs_together_min, *least, __ATOMIC_RELAXED);
+    *least = old;
+#else
+    *least = 0;
+#endif
+}
+
+/* the number of weight gradients the slices made together */
+int64_t bpg_split_products(void)
+{
+#ifdef BPGS_TOGETHER
+    return __atomic_load_n(&bpgs_products, __ATOMIC_RELAXED);
+#else
+    return 0;
+#endif
+}
+
 typedef struct {
     int entry, n;
     int64_t N;
@@ -3545,18 +3606,119 @@ typedef struct {
     real *ws;
     size_t at[BPGS_MAX];        /* slice i's workspace: ws + at[i] */
     double w[BPGS_MAX];         /* slice i's weight (bpgs_weights) */
+    int finite[BPGS_MAX];       /* part i of the summed output is finite (bpgs_reduce) */
     pthread_mutex_t lock;
     pthread_cond_t all_done;
     int done;                   /* slices finished */
+    int go;                     /* the slices' threads may start (bpgs_split) */
+#ifdef BPGS_TOGETHER
+    int together;               /* the slices make their weight gradients together */
+    int64_t together_min;       /* of this many entries or more (bpg_split_together) */
+    int ndone;                  /* the output ranges made so: [off, off + len) */
+    size_t done_off[BPGS_PRODUCTS], done_len[BPGS_PRODUCTS];
+    bpgs_product prod[BPGS_PRODUCTS];
+    pthread_cond_t turn;        /* bpgs_barrier's sleepers */
+    int bar_count __attribute__((aligned(64)));     /* the barrier (bpgs_barrier) */
+    int bar_gen;
+#endif
 } bpgs_job;
 
 typedef struct {
     bpgs_job *job;
     int i;
+    int q;              /* the products made together so far (bpgs_together) */
+    real *out;          /* the slice's own output */
 } bpgs_task;
 
+#ifdef BPGS_TOGETHER
+/* every slice's thread waits here until all have arrived: a short spin
+   (the slices run the same code, so they mostly arrive together), then
+   asleep, not holding a core another process may want */
+static void bpgs_barrier(bpgs_job *j)
+{
+    const int gen = __atomic_load_n(&j->bar_gen, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&j->bar_count, 1, __ATOMIC_ACQ_REL) == j->n) {
+        __atomic_store_n(&j->bar_count, 0, __ATOMIC_RELAXED);
+        pthread_mutex_lock(&j->lock);
+        __atomic_store_n(&j->bar_gen, gen + 1, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&j->turn);
+        pthread_mutex_unlock(&j->lock);
+        return;
+    }
+    for (int spins = 0; spins < BPGS_SPINS; spins++) {
+        if (__atomic_load_n(&j->bar_gen, __ATOMIC_ACQUIRE) != gen)
+            return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    pthread_mutex_lock(&j->lock);
+    while (__atomic_load_n(&j->bar_gen, __ATOMIC_ACQUIRE) == gen)
+        pthread_cond_wait(&j->turn, &j->lock);
+    pthread_mutex_unlock(&j->lock);
+}
+
+/* C (M x Nc) = Aᵀ·B, a weight gradient of slice t->i's output, made by
+   the slices together (bpg_out_product, gemm_tn_out.c): each publishes its
+   A and B (its K samples' rows), then makes a block of C's rows or
+   columns in the call's output, sum_s w_s (A_sᵀ B_s)[block] over the
+   slices s in order
+   (w_s the slice's weight, bpgs_weights: the same terms as the summed
+   outputs), and waits until every slice is done reading the others' rows.
+   Returns 0 (the slice makes its own C) for a small product, or when the
+   slices disagree on what the product is: the same decision in every
+   slice. */
+static int bpgs_together(void *ctx, int64_t M, int64_t Nc, int64_t K, const real *A,
+                         const real *B, real *C)
+{
+    bpgs_task *t = ctx;
+    bpgs_job *j = t->job;
+    const size_t S = bpgs_out_fixed(j->entry);
+    if (!j->together || t->q >= BPGS_PRODUCTS || (double)M * (double)Nc < (double)j->together_min
+        || C < t->out || (size_t)(C - t->out) + (size_t)(M * Nc) > S)
+        return 0;
+    const int q = t->q++, i = t->i, n = j->n;
+    bpgs_product *p = &j->prod[q];
+    p->a[i] = A;
+    p->b[i] = B;
+    p->k[i] = K;
+    p->m[i] = M;
+    p->nc[i] = Nc;
+    p->off[i] = (size_t)(C - t->out);
+    bpgs_barrier(j);
+    for (int s = 1; s < n; s++)
+        if (p->m[s] != M || p->nc[s] != Nc || p->off[s] != p->off[0])
+            return 0;       /* every slice sees the same, after the barrier */
+    /* a block of the longer side (the BLAS packs the block's part of that
+       factor and all of the other, so each slice packs the smaller one
+       whole): rows (C's block contiguous), or columns of whole 64-byte
+       lines */
+    const int rows = M >= Nc;
+    const size_t side = (size_t)(rows ? M : Nc), unit = rows ? 1 : 64 / sizeof(real);
+    const int64_t lo = (int64_t)(side * (size_t)i / (size_t)n / unit * unit);
+    const int64_t hi = i + 1 == n ? (int64_t)side
+        : (int64_t)(side * (size_t)(i + 1) / (size_t)n / unit * unit);
+    real *dst = j->out + p->off[0];
+    for (int s = 0; s < n && lo < hi; s++)
+        if (rows)
+            bpg_blas_gemm_ab(1, 0, hi - lo, Nc, p->k[s], (real)j->w[s], p->a[s] + lo, M, p->b[s],
+                             Nc, s ? 1 : 0, dst + lo * Nc, Nc, 0);
+        else
+            bpg_blas_gemm_ab(1, 0, M, hi - lo, p->k[s], (real)j->w[s], p->a[s], M, p->b[s] + lo,
+                             Nc, s ? 1 : 0, dst + lo, Nc, 0);
+    if (i == 0) {
+        __atomic_add_fetch(&bpgs_products, 1, __ATOMIC_RELAXED);
+        j->done_off[q] = p->off[0];
+        j->done_len[q] = (size_t)(M * Nc);
+        j->ndone = q + 1;
+    }
+    bpgs_barrier(j);
+    return 1;
+}
+#endif
+
 /* slice i: its inputs, the generated function, its output */
-static void bpgs_run_slice(bpgs_job *j, int i)
+static void bpgs_run_slice(bpgs_job *j, int i, bpgs_task *task)
 {
     const int64_t T = BPGF_STEPS ? BPGF_STEPS : 1;
     const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
@@ -3582,7 +3744,18 @@ static void bpgs_run_slice(bpgs_job *j, int i)
     real *out = ws + at[2];
     if (j->entry == BPGF_E_FORWARD && !BPGF_SEQ_OUT)
         out = j->out + (size_t)a * BPGF_K;             /* its own rows */
+#ifdef BPGS_TOGETHER
+    *task = (bpgs_task){j, i, 0, out};
+    bpg_out_product = bpgs_together;
+    bpg_out_ctx = task;
+#else
+    (void)task;
+#endif
     bpgf_call(j->entry, m, x, mk, y, j->p, j->v, out, ws);
+#ifdef BPGS_TOGETHER
+    bpg_out_product = NULL;
+    bpg_out_ctx = NULL;
+#endif
     if (j->entry == BPGF_E_FORWARD && BPGF_SEQ_OUT)    /* its rows of every step */
         for (int64_t t = 0; t < T; t++)
             memcpy(j->out + (size_t)(t * j->N + a) * BPGF_K, out + (size_t)(t * m) * BPGF_K,
@@ -3625,15 +3798,10 @@ static void bpgs_arrive(bpgs_job *j, int slices)
     pthread_mutex_unlock(&j->lock);
 }
 
-/* part i of n of the weighted sum of the slices' outputs: entries
-   [S*i/n, S*(i+1)/n) (rounded to 64-byte lines), each the sum over the
-   slices in order */
-static BPG_ENTRY void bpgs_reduce(bpgs_job *j, int part)
+/* entries [lo, hi) of the weighted sum of the slices' outputs */
+static BPG_ENTRY void bpgs_sum(bpgs_job *j, size_t lo, size_t hi)
 {
-    const size_t S = bpgs_out_fixed(j->entry), unit = 64 / sizeof(real);
-    const size_t lo = S * (size_t)part / (size_t)j->n / unit * unit;
-    const size_t hi = part + 1 == j->n ? S : S * (size_t)(part + 1) / (size_t)j->n / unit * unit;
-    for (int i = 0; i < j->n; i++) {
+    for (int i = 0; i < j->n && lo < hi; i++) {
         size_t at[3];
         const int64_t a = bpgs_start(j->N, j->n, i), m = bpgs_start(j->N, j->n, i + 1) - a;
         bpgs_slice_ws(j->entry, m, at);
@@ -3652,18 +3820,49 @@ static BPG_ENTRY void bpgs_reduce(bpgs_job *j, int part)
     }
 }
 
+/* part i of n of the weighted sum of the slices' outputs: entries
+   [S*i/n, S*(i+1)/n) (rounded to 64-byte lines), each the sum over the
+   slices in order, but for the ranges the slices made together (already
+   the call's, bpgs_together); then whether the part (all of it) is finite,
+   so that the caller need not read the whole output again */
+static void bpgs_reduce(bpgs_job *j, int part)
+{
+    const size_t S = bpgs_out_fixed(j->entry), unit = 64 / sizeof(real);
+    const size_t lo = S * (size_t)part / (size_t)j->n / unit * unit;
+    const size_t hi = part + 1 == j->n ? S : S * (size_t)(part + 1) / (size_t)j->n / unit * unit;
+    size_t from = lo;
+    while (from < hi) {
+        size_t to = hi, next = hi;   /* [from, to) summed here, then on from next */
+#ifdef BPGS_TOGETHER
+        for (int q = 0; q < j->ndone; q++) {    /* the first range made together ahead */
+            const size_t a = j->done_off[q], b = a + j->done_len[q];
+            if (b > from && a < to) {
+                to = a > from ? a : from;
+                next = b;
+            }
+        }
+#endif
+        bpgs_sum(j, from, to);
+        from = next > to ? next : to;
+    }
+    j->finite[part] = bpgf_finite(j->out + lo, hi - lo);
+}
+
 static void *bpgs_thread(void *arg)
 {
     bpgs_task *task = arg;
-    bpgs_run_slice(task->job, task->i);
+    while (!__atomic_load_n(&task->job->go, __ATOMIC_ACQUIRE))  /* every thread made */
+        sched_yield();
+    bpgs_run_slice(task->job, task->i, task);
     bpgs_arrive(task->job, 1);
     if (task->job->entry != BPGF_E_FORWARD)
         bpgs_reduce(task->job, task->i);
     return NULL;
 }
 
-/* the call split into n slices over ws (laid out by bpgs_ws_need) */
-static void bpgs_split(bpgs_job *j)
+/* the call split into n slices over ws (laid out by bpgs_ws_need); 1 when
+   its output is known finite (the summed outputs) */
+static int bpgs_split(bpgs_job *j)
 {
     pthread_t tid[BPGS_MAX];
     bpgs_task task[BPGS_MAX];
@@ -3678,14 +3877,28 @@ static void bpgs_split(bpgs_job *j)
     pthread_mutex_init(&j->lock, NULL);
     pthread_cond_init(&j->all_done, NULL);
     j->done = 0;
+    j->go = 0;
+    int all = 1;
     for (int i = 1; i < j->n; i++) {
-        task[i] = (bpgs_task){j, i};
+        task[i] = (bpgs_task){j, i, 0, NULL};
         made[i] = pthread_create(&tid[i], NULL, bpgs_thread, &task[i]) == 0;
+        all &= made[i];
     }
-    bpgs_run_slice(j, 0);
+#ifdef BPGS_TOGETHER
+    /* together only when each slice has its own thread (the barriers) */
+    j->together = all && j->n <= BPGS_TOGETHER_SLICES && j->entry != BPGF_E_FORWARD;
+    j->together_min = __atomic_load_n(&bpgs_together_min, __ATOMIC_RELAXED);
+    j->ndone = 0;
+    j->bar_count = j->bar_gen = 0;
+    pthread_cond_init(&j->turn, NULL);
+#else
+    (void)all;
+#endif
+    __atomic_store_n(&j->go, 1, __ATOMIC_RELEASE);
+    bpgs_run_slice(j, 0, &task[0]);
     for (int i = 1; i < j->n; i++)
         if (!made[i]) {
-            bpgs_run_slice(j, i);
+            bpgs_run_slice(j, i, &task[i]);
             here++;
         }
     bpgs_arrive(j, here);
@@ -3696,8 +3909,15 @@ static void bpgs_split(bpgs_job *j)
     for (int i = 1; i < j->n; i++)
         if (made[i])
             pthread_join(tid[i], NULL);
+#ifdef BPGS_TOGETHER
+    pthread_cond_destroy(&j->turn);
+#endif
     pthread_cond_destroy(&j->all_done);
     pthread_mutex_destroy(&j->lock);
+    int finite = j->entry != BPGF_E_FORWARD;
+    for (int i = 0; i < j->n && finite; i++)
+        finite = j->finite[i];
+    return finite;
 }
 
 /* The workspace (elements) bpg_entry_run wants for N samples at the
@@ -3717,8 +3937,10 @@ size_t bpg_entry_ws(int entry, int64_t N)
    output `out` as the generated function writes it, `ws` a workspace of
    `cap` elements (at least bpgs_ws_need(entry, N, 1)).  Takes the call's
    turn (the thread rule), runs it split, with the BLAS's threads, or on
-   this thread alone, and gives the turn back.  Call it without the GIL. */
-void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
+   this thread alone, and gives the turn back.  Call it without the GIL.
+   Returns 1 when it found the output finite (a split call's summed
+   outputs, read by its threads), else 0: not known. */
+int bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const real *y,
                    const real *const *p, const real *const *v, real *out, real *ws, size_t cap)
 {
     const double work = bpgs_work(entry, N);
@@ -3736,17 +3958,18 @@ void bpg_entry_run(int entry, int64_t N, const void *x, const real *mk, const re
         if (need <= cap || own) {
             bpgs_job j = {.entry = entry, .n = s, .N = N, .x = x, .mk = mk, .y = y, .p = p, .v = v,
                           .out = out, .ws = own ? own : ws};
-            bpgs_split(&j);
+            const int finite = bpgs_split(&j);
             __atomic_add_fetch(&bpgs_calls, 1, __ATOMIC_RELAXED);
             free(own);
             bpg_threads_leave(1);
-            return;
+            return finite;
         }
     }
     if (n > 1 && split)     /* a large call after all unsplit: the BLAS's threads */
         bpg_threads_apply(n);
     bpgf_call(entry, N, x, mk, y, p, v, out, ws);
     bpg_threads_leave(n > 1);
+    return 0;
 }
 
 /* 1 when entry point `entry` is compiled here (bpgf_call can run it) */
