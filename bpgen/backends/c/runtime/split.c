@@ -194,7 +194,7 @@ static const void *bpgs_rows(const void *src, int64_t N, int64_t T, size_t row, 
    (a smaller one: each slice its own, summed after), in a call of at most
    BPGS_TOGETHER_SLICES slices */
 #define BPGS_TOGETHER 1
-#define BPGS_PRODUCTS 16
+#define BPGS_PRODUCTS 32
 #define BPGS_TOGETHER_SLICES 64
 #define BPGS_TOGETHER_MIN 8192
 #ifndef BPGS_SPINS
@@ -257,7 +257,11 @@ typedef struct {
     int64_t together_min;       /* of this many entries or more (bpg_split_together) */
     int ndone;                  /* the output ranges made so: [off, off + len) */
     size_t done_off[BPGS_PRODUCTS], done_len[BPGS_PRODUCTS];
-    bpgs_product prod[BPGS_PRODUCTS];
+    /* product q's publications in prod[q % 2]: a slice publishes product q + 2
+       only after every slice has passed product q + 1's first barrier, so
+       after every slice is done reading product q's (the job lives on the
+       calling thread's stack: a few KiB) */
+    bpgs_product prod[2];
     pthread_cond_t turn;        /* bpgs_barrier's sleepers */
     int bar_count __attribute__((aligned(64)));     /* the barrier (bpgs_barrier) */
     int bar_gen;
@@ -319,7 +323,7 @@ static int bpgs_together(void *ctx, int64_t M, int64_t Nc, int64_t K, const real
         || C < t->out || (size_t)(C - t->out) + (size_t)(M * Nc) > S)
         return 0;
     const int q = t->q++, i = t->i, n = j->n;
-    bpgs_product *p = &j->prod[q];
+    bpgs_product *p = &j->prod[q % 2];
     p->a[i] = A;
     p->b[i] = B;
     p->k[i] = K;
