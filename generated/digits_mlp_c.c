@@ -3553,7 +3553,7 @@ static const void *bpgs_rows(const void *src, int64_t N, int64_t T, size_t row, 
    (a smaller one: each slice its own, summed after), in a call of at most
    BPGS_TOGETHER_SLICES slices */
 #define BPGS_TOGETHER 1
-#define BPGS_PRODUCTS 16
+#define BPGS_PRODUCTS 32
 #define BPGS_TOGETHER_SLICES 64
 #define BPGS_TOGETHER_MIN 8192
 #ifndef BPGS_SPINS
@@ -3616,7 +3616,11 @@ typedef struct {
     int64_t together_min;       /* of this many entries or more (bpg_split_together) */
     int ndone;                  /* the output ranges made so: [off, off + len) */
     size_t done_off[BPGS_PRODUCTS], done_len[BPGS_PRODUCTS];
-    bpgs_product prod[BPGS_PRODUCTS];
+    /* product q's publications in prod[q % 2]: a slice publishes product q + 2
+       only after every slice has passed product q + 1's first barrier, so
+       after every slice is done reading product q's (the job lives on the
+       calling thread's stack: a few KiB) */
+    bpgs_product prod[2];
     pthread_cond_t turn;        /* bpgs_barrier's sleepers */
     int bar_count __attribute__((aligned(64)));     /* the barrier (bpgs_barrier) */
     int bar_gen;
@@ -3658,6 +3662,27 @@ static void bpgs_barrier(bpgs_job *j)
     pthread_mutex_unlock(&j->lock);
 }
 
+/* C (M x Nc, rows ldc apart) = alpha·Aᵀ·B (+ C when beta), A stored K x M
+   (rows lda apart), B K x Nc (ldb): by the BLAS, or inline when it cannot
+   (MKL that did not load, sizes beyond its 32-bit integers) */
+static void bpgs_gemm_tn(int64_t M, int64_t Nc, int64_t K, real alpha, const real *A, int64_t lda,
+                         const real *B, int64_t ldb, int beta, real *C, int64_t ldc)
+{
+    if (bpg_blas_gemm_ab(1, 0, M, Nc, K, alpha, A, lda, B, ldb, beta ? 1 : 0, C, ldc, 0))
+        return;
+    for (int64_t i = 0; i < M; i++) {
+        real *restrict c = C + i * ldc;
+        if (!beta)
+            memset(c, 0, sizeof(real) * (size_t)Nc);
+        for (int64_t k = 0; k < K; k++) {
+            const real a = alpha * A[k * lda + i];
+            const real *restrict b = B + k * ldb;
+            for (int64_t jj = 0; jj < Nc; jj++)
+                c[jj] += a * b[jj];
+        }
+    }
+}
+
 /* C (M x Nc) = Aᵀ·B, a weight gradient of slice t->i's output, made by
    the slices together (bpg_out_product, gemm_tn_out.c): each publishes its
    A and B (its K samples' rows), then makes a block of C's rows or
@@ -3678,7 +3703,7 @@ static int bpgs_together(void *ctx, int64_t M, int64_t Nc, int64_t K, const real
         || C < t->out || (size_t)(C - t->out) + (size_t)(M * Nc) > S)
         return 0;
     const int q = t->q++, i = t->i, n = j->n;
-    bpgs_product *p = &j->prod[q];
+    bpgs_product *p = &j->prod[q % 2];
     p->a[i] = A;
     p->b[i] = B;
     p->k[i] = K;
@@ -3701,11 +3726,11 @@ static int bpgs_together(void *ctx, int64_t M, int64_t Nc, int64_t K, const real
     real *dst = j->out + p->off[0];
     for (int s = 0; s < n && lo < hi; s++)
         if (rows)
-            bpg_blas_gemm_ab(1, 0, hi - lo, Nc, p->k[s], (real)j->w[s], p->a[s] + lo, M, p->b[s],
-                             Nc, s ? 1 : 0, dst + lo * Nc, Nc, 0);
+            bpgs_gemm_tn(hi - lo, Nc, p->k[s], (real)j->w[s], p->a[s] + lo, M, p->b[s], Nc, s,
+                         dst + lo * Nc, Nc);
         else
-            bpg_blas_gemm_ab(1, 0, M, hi - lo, p->k[s], (real)j->w[s], p->a[s], M, p->b[s] + lo,
-                             Nc, s ? 1 : 0, dst + lo, Nc, 0);
+            bpgs_gemm_tn(M, hi - lo, p->k[s], (real)j->w[s], p->a[s], M, p->b[s] + lo, Nc, s,
+                         dst + lo, Nc);
     if (i == 0) {
         __atomic_add_fetch(&bpgs_products, 1, __ATOMIC_RELAXED);
         j->done_off[q] = p->off[0];
