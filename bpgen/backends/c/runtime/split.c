@@ -24,7 +24,13 @@
      sum_i w_i o_i = (1/N) sum_i N_i mean_i + (sum_i w_i) l2 = the batch's
      output, the weights summing to 1.  Each entry of the output is
      w_0 o_0 + w_1 o_1 + ... in that order, whichever thread computes it
-     (each thread a fixed range of entries, after every slice is done).
+     (each thread a fixed range of entries, after every slice is done);
+     but a weight gradient A^T B over the samples that the generated code
+     prints as bpg_gemm_tn_out (gemm_tn_out.c, picked by the emitter's
+     split_products) of at least BPGS_TOGETHER_MIN entries the slices make
+     together, in the call's output (bpgs_together): each thread a fixed
+     block, sum_i w_i (A_i^T B_i)[block] in slice order, and the sum after
+     skips it.
      A padded batch whose loss reads every step (lengths given) averages
      over its real (sample, step) pairs: w_i is then slice i's share of
      them (bpgs_weights).
@@ -328,9 +334,9 @@ static void bpgs_gemm_tn(int64_t M, int64_t Nc, int64_t K, real alpha, const rea
    the slices together (bpg_out_product, gemm_tn_out.c): each publishes its
    A and B (its K samples' rows), then makes a block of C's rows or
    columns in the call's output, sum_s w_s (A_sᵀ B_s)[block] over the
-   slices s in order
-   (w_s the slice's weight, bpgs_weights: the same terms as the summed
-   outputs), and waits until every slice is done reading the others' rows.
+   slices s in order (w_s the slice's weight, bpgs_weights: the same terms
+   as the summed outputs), and waits until every slice is done reading the
+   others' rows.
    Returns 0 (the slice makes its own C) for a small product, or when the
    slices disagree on what the product is: the same decision in every
    slice. */
