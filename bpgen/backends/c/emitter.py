@@ -49,6 +49,9 @@ PATCH_CHUNK_MIN = 2048
 #: entries of patches per chunk (256 KiB in float64: the chunk stays in the
 #: core's cache between its im2col and its product)
 PATCH_CHUNK_ENTRIES = 32768
+#: the largest kernel W (filters x C·k·k entries) the chunks' P·Wᵀ copies
+#: transposed onto the stack (32 KiB in float64), to run as P·(Wᵀ)
+KERNEL_COPY_MAX = 4096
 
 
 def _reads_patches(prog: Program, op, patches: str) -> bool:
@@ -245,10 +248,20 @@ class CEmitter(Emitter):
                 f"    bpg_im2col(m, {pattern_sizes(gather.attrs['pattern'])}, "
                 f"{cname(gather.args[0])} + n0*{gather.attrs['s_in']}, {p});"]
         if op.args[0] == patches:               # P·Wᵀ: the chunk's rows
-            f = self.prog.vars[op.out].shape[1]
-            self.use("gemm_nt")
-            return loop + [f"    bpg_gemm_nt({r}*m, {f}, {k}, {p}, {cname(op.args[1])}, "
-                           f"{cname(op.out)} + n0*{r * f});", "}"]
+            f, w = self.prog.vars[op.out].shape[1], cname(op.args[1])
+            if f * k > KERNEL_COPY_MAX:
+                self.use("gemm_nt")
+                return loop + [f"    bpg_gemm_nt({r}*m, {f}, {k}, {p}, {w}, "
+                               f"{cname(op.out)} + n0*{r * f});", "}"]
+            # P·(Wᵀ) with Wᵀ copied once: OpenBLAS's small-matrix product
+            # is faster without the transpose (docs/performance.md)
+            self.use("gemm_nn")
+            return ["{", f"    real wt[{f * k}];  /* {op.args[1]}ᵀ, once for the chunks */",
+                    f"    for (int64_t i = 0; i < {f}; i++)",
+                    f"        for (int64_t j = 0; j < {k}; j++) wt[j*{f} + i] = {w}[i*{k} + j];"
+                    ] + ["    " + line for line in loop] + [
+                    f"        bpg_gemm_nn({r}*m, {f}, {k}, {p}, wt, {cname(op.out)} + n0*{r * f});",
+                    "    }", "}"]
         f = self.prog.vars[op.out].shape[0]     # Δᵀ·P: the chunks' sum
         self.use("gemm_tn_acc")
         return ([f"memset({cname(op.out)}, 0, {self.bytes((f, k))});"] + loop
