@@ -173,10 +173,12 @@ class CEmitter(Emitter):
             self.accumulate = {z: (rest, ps) for z, (rest, ps) in self.accumulate.items()
                                if not any(a in self.chunks for p in ps for a in producer[p].args)}
         self.added_into = {p: z for z, (_, ps) in self.accumulate.items() for p in ps}
+        self.producers = {op.out: op for op in self.prog.ops}
+        # (not a product added into a map, nor one of chunked patches)
         self.col2im_chunks = ({dp: m for dp, m in col2im_chunks(self.prog).items()
-                               if dp not in self.added_into}
+                               if dp not in self.added_into
+                               and not set(self.producers[dp].args) & set(self.chunks)}
                               if self.chunk_patches and chunk else {})
-        self.producers = {op.out: op for op in self.prog.ops if op.out in self.col2im_chunks}
 
     def comment(self, text: str) -> str:
         return f"/* {text} */"
