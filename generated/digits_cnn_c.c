@@ -681,7 +681,9 @@ static inline int bpg_nonzero(int64_t n, const real *restrict a)
    per window, val added to the maps' entry at the window's first maximum
    of sel (a pass of zeros and one store per window: storing each window's
    k x k entries instead, val or 0 by a select, measured 5x slower on
-   LeNet's 6 x 24 x 24 maps) */
+   LeNet's 6 x 24 x 24 maps).  The arg-max is kept by a mask, not a select:
+   GCC made the select a branch here (not in bpg_take_argmax_windows), which
+   the maps' data mispredict (LeNet's first maps: 194-239 -> 118-119 us) */
 __attribute__((always_inline))
 static inline void bpg_put_argmax_windows(int64_t N, int64_t C, int64_t H, int64_t W,
                                           int64_t k, int64_t s, const real *restrict sel,
@@ -699,9 +701,9 @@ static inline void bpg_put_argmax_windows(int64_t N, int64_t C, int64_t H, int64
                     real top = m[0];
                     for (int64_t u = 0; u < k; u++)
                         for (int64_t v = 0; v < k; v++) {
-                            const int gt = m[u * W + v] > top;
-                            best = gt ? u * W + v : best;
-                            top = gt ? m[u * W + v] : top;
+                            const int64_t gt = -(int64_t)(m[u * W + v] > top);
+                            best ^= (best ^ (u * W + v)) & gt;
+                            top = m[u * W + v] > top ? m[u * W + v] : top;
                         }
                     out[at + best] += *val++;
                 }

@@ -55,6 +55,14 @@ CASES = {
         {"type": CONV, "filters": 3, "kernel": 5, "activation": "relu"},
         {"type": CONV, "filters": 4, "kernel": 3, "padding": 1, "activation": "tanh"},
         {"type": "maxpool2d", "size": 2}], {"l2": 0.01}),
+    # an input gradient large enough that C makes it in chunks of samples
+    # (emitter.py, col2im_chunks): the second conv's dP = Δ·W has 14,400
+    # entries a sample (chunks of 2: a batch of 3 is a chunk and a part, one
+    # of 4 two chunks), each chunk's col2im into its samples of dX
+    "large-input-gradient": ((1, 20, 20), [
+        {"type": CONV, "filters": 4, "kernel": 5, "activation": "relu"},
+        {"type": CONV, "filters": 3, "kernel": 5, "activation": "tanh"},
+        {"type": "maxpool2d", "size": 2}], {}),
 }
 
 
@@ -100,6 +108,19 @@ def test_conv_numpy_matches_c(builder, cid, dtype):
     for key in gn:
         assert rel_err(gc[key], gn[key]) <= tol, key
         assert rel_err(hc[key], hn[key]) <= (1e-10 if dtype == "float64" else 1e-4), key
+
+
+@pytest.mark.parametrize("cid, chunked", [("large-patches", {"d_l1_P": 8}),
+                                           ("large-input-gradient", {"d_l1_P": 2}),
+                                           ("two-stages", {})])
+def test_conv_input_gradient_chunks(cid, chunked):
+    """Which input gradients the C emitter makes a chunk of samples at a
+    time in loss_and_grad (their only reader a col2im; at least 2,048
+    entries a sample); the cases above check their values."""
+    from bpgen.backends.c.emitter import col2im_chunks
+    from bpgen.derivation import derive_all
+    derived = derive_all(load_spec(_arch(cid, "float64")))
+    assert col2im_chunks(derived.programs["loss_and_grad"]) == chunked
 
 
 def test_conv_parameters_and_roles(builder):

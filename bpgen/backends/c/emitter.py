@@ -49,6 +49,9 @@ PATCH_CHUNK_MIN = 2048
 #: entries of patches per chunk (256 KiB in float64: the chunk stays in the
 #: core's cache between its im2col and its product)
 PATCH_CHUNK_ENTRIES = 32768
+#: the largest kernel W (filters x C·k·k entries) the chunks' P·Wᵀ copies
+#: transposed onto the stack (32 KiB in float64), to run as P·(Wᵀ)
+KERNEL_COPY_MAX = 4096
 
 
 def _reads_patches(prog: Program, op, patches: str) -> bool:
@@ -96,6 +99,47 @@ def patch_chunks(prog: Program) -> dict:
     return out
 
 
+def _col2im_product(prog: Program, op) -> bool:
+    """Is ``op`` a product Δ·W (or Δ·Wᵀ) whose rows are Δ's, a multiple of
+    N, with W of fixed size: rows a chunk of samples can make alone?"""
+    if op.primitive.name != "matmul" or op.loop is not None or op.attrs["ta"]:
+        return False
+    rows = prog.vars[op.out].shape[0]
+    return (prog.vars[op.args[0]].shape[0] == rows and dim_coeffs(rows)[1] == 0
+            and all(isinstance(d, int) for d in prog.vars[op.args[1]].shape))
+
+
+def col2im_chunks(prog: Program) -> dict:
+    """{dP: samples per chunk} for the products dP = Δ·W whose only reader
+    is a col2im (the scatter of an im2col pattern, by runtime/col2im.c)
+    and whose entries per sample are at least PATCH_CHUNK_MIN: the col2im
+    makes dP a chunk of samples at a time (the chunk's rows of Δ·W into
+    dP's workspace, then their col2im into those samples of its result),
+    so that dP is read back while it is in the core's cache; the dense dP
+    of the whole batch is never made (LeNet's second convolution: 9,600
+    entries per sample, 4.9 MB at N = 64)."""
+    readers: dict = {}
+    for op in prog.ops:
+        for a in set(op.args):
+            readers.setdefault(a, []).append(op)
+    out = {}
+    for op in prog.ops:
+        if not _col2im_product(prog, op) or op.out in prog.outputs:
+            continue
+        used = readers.get(op.out, [])
+        if len(used) != 1 or used[0].primitive.name != "scatter" or used[0].loop is not None:
+            continue
+        pat = used[0].attrs["pattern"]
+        rows, cols = prog.vars[op.out].shape
+        per_sample = dim_coeffs(rows)[0] * cols if isinstance(cols, int) else 0
+        if (pat[0] != "im2col" or im2col_image(pat) != used[0].attrs["s_out"]
+                or used[0].out in prog.outputs or prog.vars[used[0].out].shape[0] != "N"
+                or not isinstance(per_sample, int) or per_sample < PATCH_CHUNK_MIN):
+            continue
+        out[op.out] = max(1, PATCH_CHUNK_ENTRIES // per_sample)
+    return out
+
+
 class CEmitter(Emitter):
     #: products make large patches in chunks (patch_chunks); the
     #: hessian_columns emitters (columns.py) print every op as it is
@@ -132,6 +176,12 @@ class CEmitter(Emitter):
             self.accumulate = {z: (rest, ps) for z, (rest, ps) in self.accumulate.items()
                                if not any(a in self.chunks for p in ps for a in producer[p].args)}
         self.added_into = {p: z for z, (_, ps) in self.accumulate.items() for p in ps}
+        self.producers = {op.out: op for op in self.prog.ops}
+        # (not a product added into a map, nor one of chunked patches)
+        self.col2im_chunks = ({dp: m for dp, m in col2im_chunks(self.prog).items()
+                               if dp not in self.added_into
+                               and not set(self.producers[dp].args) & set(self.chunks)}
+                              if self.chunk_patches and chunk else {})
 
     def comment(self, text: str) -> str:
         return f"/* {text} */"
@@ -171,6 +221,11 @@ class CEmitter(Emitter):
         patches = [a for a in op.args if a in self.chunks]
         if patches:
             return [head] + self.chunked_product(op, patches[0])
+        if op.out in self.col2im_chunks:
+            return [head, self.comment(f"(made {self.col2im_chunks[op.out]} samples at a time "
+                                       f"by the col2im that reads it)")]
+        if op.primitive.name == "scatter" and op.args[0] in self.col2im_chunks:
+            return [head] + self.chunked_col2im(op)
         if loop is None and op.out in self.added_into:
             return [self.comment(f"{op.out} = {prim.equation(op, {})}: "
                                  f"added into {self.added_into[op.out]} below")]
@@ -198,15 +253,44 @@ class CEmitter(Emitter):
                 f"    bpg_im2col(m, {pattern_sizes(gather.attrs['pattern'])}, "
                 f"{cname(gather.args[0])} + n0*{gather.attrs['s_in']}, {p});"]
         if op.args[0] == patches:               # P·Wᵀ: the chunk's rows
-            f = self.prog.vars[op.out].shape[1]
-            self.use("gemm_nt")
-            return loop + [f"    bpg_gemm_nt({r}*m, {f}, {k}, {p}, {cname(op.args[1])}, "
-                           f"{cname(op.out)} + n0*{r * f});", "}"]
+            f, w = self.prog.vars[op.out].shape[1], cname(op.args[1])
+            if f * k > KERNEL_COPY_MAX:
+                self.use("gemm_nt")
+                return loop + [f"    bpg_gemm_nt({r}*m, {f}, {k}, {p}, {w}, "
+                               f"{cname(op.out)} + n0*{r * f});", "}"]
+            # P·(Wᵀ) with Wᵀ copied once: OpenBLAS's small-matrix product
+            # is faster without the transpose (docs/performance.md)
+            self.use("gemm_nn")
+            return ["{", f"    real wt[{f * k}];  /* {op.args[1]}ᵀ, once for the chunks */",
+                    f"    for (int64_t i = 0; i < {f}; i++)",
+                    f"        for (int64_t j = 0; j < {k}; j++) wt[j*{f} + i] = {w}[i*{k} + j];"
+                    ] + ["    " + line for line in loop] + [
+                    f"        bpg_gemm_nn({r}*m, {f}, {k}, {p}, wt, {cname(op.out)} + n0*{r * f});",
+                    "    }", "}"]
         f = self.prog.vars[op.out].shape[0]     # Δᵀ·P: the chunks' sum
         self.use("gemm_tn_acc")
         return ([f"memset({cname(op.out)}, 0, {self.bytes((f, k))});"] + loop
                 + [f"    bpg_gemm_tn_acc({f}, {k}, {r}*m, {cname(op.args[0])} + n0*{r * f}, "
                    f"{p}, {cname(op.out)});", "}"])
+
+    def chunked_col2im(self, op) -> list:
+        """dX = col2im(dP) with dP = Δ·W, a chunk of m samples at a time:
+        the chunk's rows of Δ·W into dP's workspace, then their col2im into
+        the chunk's samples of dX (each sample's sums as whole)."""
+        dp, m = op.args[0], self.col2im_chunks[op.args[0]]
+        prod = self.producers[dp]
+        rows, cols = self.prog.vars[dp].shape
+        r, k = dim_coeffs(rows)[0], self.prog.vars[prod.args[0]].shape[1]
+        kind = "n" + ("t" if prod.attrs["tb"] else "n")
+        self.use(f"gemm_{kind}")
+        self.use("col2im")
+        return [f"for (int64_t n0 = 0; n0 < N; n0 += {m}) {{",
+                f"    const int64_t m = N - n0 < {m} ? N - n0 : {m};",
+                f"    bpg_gemm_{kind}({r}*m, {cols}, {k}, {cname(prod.args[0])} + n0*{r * k}, "
+                f"{cname(prod.args[1])}, {cname(dp)});",
+                f"    bpg_col2im(m, {pattern_sizes(op.attrs['pattern'])}, {cname(dp)}, "
+                f"{cname(op.out)} + n0*{op.attrs['s_out']});",
+                "}"]
 
     def fused(self, ops: list) -> list:
         return fused_loop(self, ops)

@@ -1,0 +1,91 @@
+"""Two builds of one benchmark case's C module, timed interleaved in one
+process: A, B, A, B ... (each pair in alternating order), thread CPU time
+(time.thread_time) of ``calls`` calls each, pinned to one CPU and one
+thread; prints the medians and the median of the pair ratios B/A, the
+largest difference of their results, and the load average.  For a before
+and after on a machine other jobs share, where wall time means little.
+
+    python benchmarks/ab_modules.py lenet DIR_A DIR_B [--pairs 21] [--calls 5] [--what hvp]
+
+DIR_A and DIR_B hold ``<name>_c.py`` and its extension, e.g. built by
+``python -m bpgen build ARCH --backend c --out DIR`` from two checkouts,
+or by ``--build DIR`` here (this checkout's bpgen, the case's architecture)."""
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import run  # noqa: E402  (its cases; pins this process to one CPU, one thread, before NumPy)
+import numpy as np  # noqa: E402
+
+from bpgen.check import sample_point  # noqa: E402
+from bpgen.spec import load_spec  # noqa: E402
+
+
+def load(directory: str, name: str, alias: str):
+    spec = importlib.util.spec_from_file_location(alias, os.path.join(directory, f"{name}_c.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if hasattr(mod, "set_threads"):
+        mod.set_threads(1)
+    return mod
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("case", choices=sorted(run.CASES))
+    ap.add_argument("dirs", nargs="*", help="DIR_A DIR_B")
+    ap.add_argument("--build", metavar="DIR", help="only build the case's C module into DIR")
+    ap.add_argument("--pairs", type=int, default=21)
+    ap.add_argument("--calls", type=int, default=5)
+    ap.add_argument("--what", choices=("loss_and_grad", "hvp"), default="loss_and_grad")
+    args = ap.parse_args()
+    arch, n = run.CASES[args.case]
+    if args.build:
+        import bpgen
+        bpgen.build(arch, backend="c", out_dir=args.build)
+        return
+    if len(args.dirs) != 2:
+        ap.error("expected DIR_A DIR_B")
+    a, b = (load(d, arch["name"], f"ab_{i}") for i, d in enumerate(args.dirs))
+    params, x, y = sample_point(load_spec(arch), a, batch=n, seed=0)
+    v = a.init_params(seed=1)
+    call = ((lambda m: m.loss_and_grad(params, x, y)) if args.what == "loss_and_grad"
+            else (lambda m: m.hvp(params, x, y, v)))
+    ra, rb = call(a), call(b)
+    if args.what == "loss_and_grad":
+        print(f"loss: relative difference {abs(ra[0] - rb[0]) / abs(ra[0]):.1e}")
+        ra, rb = ra[1], rb[1]
+    worst = max(np.abs(ra[k] - rb[k]).max() / np.abs(ra[k]).max() for k in ra)
+    print(f"{args.what}: largest difference relative to the largest entry, per key: {worst:.1e}")
+
+    def timed(m):
+        t0 = time.thread_time()
+        for _ in range(args.calls):
+            call(m)
+        return (time.thread_time() - t0) / args.calls * 1e6
+
+    for _ in range(3):
+        timed(a), timed(b)
+    ta, tb = [], []
+    for i in range(args.pairs):
+        if i % 2 == 0:
+            ta.append(timed(a))
+            tb.append(timed(b))
+        else:
+            tb.append(timed(b))
+            ta.append(timed(a))
+    ratios = [q / p for p, q in zip(ta, tb)]
+    print(f"{args.case} {args.what}, N = {n}: A {statistics.median(ta):.0f} us, "
+          f"B {statistics.median(tb):.0f} us, B/A median {statistics.median(ratios):.3f} "
+          f"(range {min(ratios):.3f}-{max(ratios):.3f}; {args.pairs} pairs of {args.calls} calls, "
+          f"thread CPU time); load average {' '.join(open('/proc/loadavg').read().split()[:3])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Where a generated C module's ``loss_and_grad`` spends its time, per
+generated statement: thread CPU time (CLOCK_THREAD_CPUTIME_ID) read after
+each top-level statement of ``bpg_loss_and_grad`` in a copy of the module's
+C source, compiled with the module's own flags (and its BLAS), called
+through ctypes on the arrays the module's wrapper would pass.  Runtime
+helpers are inlined, so a statement's time includes its helper's; a
+product's includes OpenBLAS.  Each statement is named by the equation in
+the comment above it (docs/performance.md quotes these tables).
+
+    python benchmarks/statement_profile.py lenet [--calls 100] [--batch N]
+
+Run pinned on one CPU with one thread for numbers that compare
+(``taskset -c 1``, ``BPGEN_NUM_THREADS=1``); the module's own call takes
+the same time to within the clock reads (the total and the sum of the
+statements are printed, with the load average)."""
+import argparse
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import run  # noqa: E402  (its cases; pins this process to one CPU, one thread, before NumPy)
+import numpy as np  # noqa: E402
+
+import bpgen  # noqa: E402
+from bpgen.backends.c.build import config_for  # noqa: E402
+from bpgen.check import sample_point  # noqa: E402
+from bpgen.spec import load_spec  # noqa: E402
+
+FUNCTION = "BPG_ENTRY void bpg_loss_and_grad("
+TIMER = """
+#include <time.h>
+static double bpg_prof_us[%d];
+static struct timespec bpg_prof_last;
+static inline void bpg_tick(int i)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    bpg_prof_us[i] += (t.tv_sec - bpg_prof_last.tv_sec) * 1e6
+                      + (t.tv_nsec - bpg_prof_last.tv_nsec) * 1e-3;
+    bpg_prof_last = t;
+}
+double *bpg_prof_times(void) { return bpg_prof_us; }
+"""
+
+
+def instrument(src: str) -> tuple:
+    """(source with a clock read after each top-level statement of
+    bpg_loss_and_grad, the statements' names)."""
+    start = src.index(FUNCTION)
+    body_open = src.index("{\n", start) + 2
+    body_close = src.index("\n}\n", body_open)
+    lines, labels, name, depth = [], [], "(declarations)", 0
+    for line in src[body_open:body_close].split("\n"):
+        s, indent = line.strip(), len(line) - len(line.lstrip(" "))
+        top = depth == 0 and indent == 4
+        if (top and s.startswith("/*") and "=" in s and not s.startswith("/* Grad of")
+                and not s.startswith("/*   (")):
+            name = s[3:-3]
+        lines.append(line)
+        depth += line.count("{") - line.count("}")
+        if (depth == 0 and indent == 4 and (s.endswith(";") or s == "}")
+                and not s.startswith(("real *const", "double acc"))):
+            labels.append(name)
+            lines.append(f"    bpg_tick({len(labels) - 1});")
+    decls = max(i for i, line in enumerate(lines) if line.strip().startswith("real *const"))
+    lines.insert(decls + 1, "    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &bpg_prof_last);")
+    return (src[:start] + TIMER % max(1, len(labels)) + src[start:body_open]
+            + "\n".join(lines) + src[body_close:]), labels
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("case", choices=sorted(run.CASES))
+    ap.add_argument("--calls", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=None)
+    args = ap.parse_args()
+    arch, n = run.CASES[args.case]
+    n = args.batch or n
+    tmp = tempfile.mkdtemp(prefix="bpgen_prof_")
+    mod = bpgen.build(arch, backend="c", out_dir=tmp)
+    if hasattr(mod, "set_threads"):
+        mod.set_threads(1)
+    name = arch["name"]
+    src, labels = instrument(open(os.path.join(tmp, f"{name}_c.c"), encoding="utf-8").read())
+    with open(os.path.join(tmp, "prof.c"), "w", encoding="utf-8") as fh:
+        fh.write(src)
+    import sysconfig
+    config = config_for(arch.get("dtype", "float64"))
+    cmd = (["gcc", *config.compile_args, "-w", "-shared", "-fPIC",
+            "-I" + sysconfig.get_paths()["include"]]
+           + [f"-I{d}" for d in config.include_dirs] + [os.path.join(tmp, "prof.c"), "-o",
+                                                        os.path.join(tmp, "prof.so")]
+           + [f"-L{d}" for d in config.library_dirs] + [f"-l{lib}" for lib in config.libraries]
+           + config.link_args)
+    subprocess.run(cmd, check=True)
+    lib = ctypes.CDLL(os.path.join(tmp, "prof.so"))
+    spec = load_spec(arch)
+    params, x, y = sample_point(spec, mod, batch=n, seed=0)
+    xm, n = mod._check_x(x)
+    arrays = [*mod._xs(xm, n, None), mod._check_y(y, n, xm), *mod._check_params(params)]
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    a, b = mod._WS["loss_and_grad"]
+    out, ws = np.zeros(1 + mod.N_PARAMS, dtype=arrays[-1].dtype), np.zeros(a * n + b + 1,
+                                                                           dtype=arrays[-1].dtype)
+    ptr = (lambda arr: arr.ctypes.data_as(ctypes.c_void_p))
+    call = [ctypes.c_int64(n)] + [ptr(arr) for arr in arrays] + [ptr(out), ptr(ws)]
+    for _ in range(3):
+        lib.bpg_loss_and_grad(*call)
+    value, _ = mod.loss_and_grad(params, x, y)
+    if not np.isclose(out[0], value, rtol=1e-12, atol=0):
+        raise SystemExit(f"the instrumented copy's loss {out[0]!r} is not the module's {value!r}")
+    lib.bpg_prof_times.restype = ctypes.POINTER(ctypes.c_double)
+    times = np.ctypeslib.as_array(lib.bpg_prof_times(), shape=(len(labels),))
+    times[:] = 0
+    t0 = time.thread_time()
+    for _ in range(args.calls):
+        lib.bpg_loss_and_grad(*call)
+    total = (time.thread_time() - t0) / args.calls * 1e6
+    print(f"{args.case}, N = {n}: {total:.0f} us a call (thread CPU, {args.calls} calls), "
+          f"statements {times.sum() / args.calls:.0f}; load average "
+          f"{' '.join(open('/proc/loadavg').read().split()[:3])}")
+    per = {}
+    for i, label in enumerate(labels):
+        per[label] = per.get(label, 0.0) + times[i] / args.calls
+    for label, us in sorted(per.items(), key=lambda kv: -kv[1]):
+        if us >= 0.005 * total:
+            print(f"{us:9.0f}  {label[:100]}")
+
+
+if __name__ == "__main__":
+    main()
