@@ -2,7 +2,13 @@
 
 The 784-256-256-10 MLP (float64, C backend), generated data (x standard
 normal, labels uniform) made on the workers and kept there (persisted), so
-the timings are the derivatives, not the data's generation.  Two
+the timings are the derivatives, not the data's generation.  By default
+the data is placed by ``bpgen.distributed.persist`` (each worker one run of
+consecutive chunks: a pass is a few tasks per worker); ``--placement dask``
+persists it with ``client.persist`` (chunks spread as Dask computes them:
+up to a task per chunk and per addition).  Each pass's CPU time of this
+process (the client, and the schedulers and nannies of both clusters,
+which live in it) and of each worker process is printed too.  Two
 LocalClusters of worker processes (1 thread each) live side by side, one of
 1 worker and one of 2; each round times ``loss_and_grad`` and ``hvp`` on
 both, interleaved, and the speed-up is the median over rounds of each
@@ -17,7 +23,7 @@ other processes take the second core, 2.0 on two idle cores).
 
 Usage, from the repository root::
 
-    python benchmarks/dask_scaling.py [--samples 100000] [--chunk 10000] [--rounds 5]
+    python benchmarks/dask_scaling.py [--samples 100000] [--chunk 10000] [--rounds 5] [--placement runs|dask]
     python benchmarks/dask_scaling.py --million     # the size, on a quiet machine
 
 ``--million`` is 10⁶ samples in chunks of 10⁴, 3 rounds (``--rounds`` still

@@ -279,14 +279,15 @@ class _Plan:
     def scatter(self, value):
         """One future holding ``value``, on every worker (once per call).  A
         worker that has just died (and that the scheduler still lists) makes
-        the broadcast fail: it is tried again, for up to ~10 s, while the
-        scheduler removes the worker and the nanny starts another."""
+        the broadcast fail: it is tried again, for ~10 s, while the scheduler
+        removes the worker and the nanny starts another."""
         import time
-        for attempt in range(20):
+        deadline = time.monotonic() + 10
+        while True:
             try:
                 return self.client.scatter([value], broadcast=True, hash=False)[0]
             except OSError:              # CommClosedError: a worker gone
-                if attempt == 19:
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
 
