@@ -556,7 +556,9 @@ def persist(x, y, lengths=None, *, client=None, chunks=None):
     reduction, computed in one go), instead of a task per chunk and per
     addition as over data Dask's ``client.persist`` spreads; the result is
     the same bits either way.  Returns ``(x, y, lengths)`` (lengths None
-    when not given) once the chunks are in the workers' memory."""
+    when not given) once the chunks are in the workers' memory.  Chunks
+    already in the cluster's memory (an array persisted before) stay where
+    they are: place the data when it is first read or generated."""
     da, distributed = _dask()
     if client is None:
         try:

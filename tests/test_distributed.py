@@ -193,6 +193,7 @@ def test_placed_chunks_run_as_subtrees(tmp_path_factory):
     assert tasks["literals"] == ["_add"] * (n_chunks - 1) + ["_chunk"] * n_chunks
 
 
+@pytest.mark.parametrize("bad", ["nan_x", "label_high", "label_negative"])
 def test_bad_chunk_named_by_its_samples(client, tmp_path_factory, bad):
     mod = _module("mlp", "numpy", tmp_path_factory)
     x, y, _ = _data(mod, False)
