@@ -2,7 +2,13 @@
 
 The 784-256-256-10 MLP (float64, C backend), generated data (x standard
 normal, labels uniform) made on the workers and kept there (persisted), so
-the timings are the derivatives, not the data's generation.  Two
+the timings are the derivatives, not the data's generation.  By default
+the data is placed by ``bpgen.distributed.persist`` (each worker one run of
+consecutive chunks: a pass is a few tasks per worker); ``--placement dask``
+persists it with ``client.persist`` (chunks spread as Dask computes them:
+up to a task per chunk and per addition).  Each pass's CPU time of this
+process (the client, and the schedulers and nannies of both clusters,
+which live in it) and of each worker process is printed too.  Two
 LocalClusters of worker processes (1 thread each) live side by side, one of
 1 worker and one of 2; each round times ``loss_and_grad`` and ``hvp`` on
 both, interleaved, and the speed-up is the median over rounds of each
@@ -17,7 +23,7 @@ other processes take the second core, 2.0 on two idle cores).
 
 Usage, from the repository root::
 
-    python benchmarks/dask_scaling.py [--samples 100000] [--chunk 10000] [--rounds 5]
+    python benchmarks/dask_scaling.py [--samples 100000] [--chunk 10000] [--rounds 5] [--placement runs|dask]
     python benchmarks/dask_scaling.py --million     # the issue's size, on a quiet machine
 
 ``--million`` is 10⁶ samples in chunks of 10⁴, 3 rounds (``--rounds`` still
@@ -45,6 +51,12 @@ ARCH = {"name": "dist_mlp784", "input": {"features": 784},
                    {"type": "dense", "units": 256, "activation": "relu"},
                    {"type": "dense", "units": 10}],
         "loss": {"type": "softmax_cross_entropy"}, "regularization": {"l2": 1e-4}}
+
+
+def _cpu(proc):
+    """User and system CPU seconds of a process so far."""
+    t = proc.cpu_times()
+    return t.user + t.system
 
 
 def _peak_rss_mib():
@@ -119,6 +131,12 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 5)")
     ap.add_argument("--million", action="store_true",
                     help="the issue's size: --samples 1000000 --chunk 10000, 3 rounds")
+    ap.add_argument("--placement", choices=("runs", "dask"), default="runs",
+                    help="where the persisted chunks live: runs (default), "
+                         "bpgen.distributed.persist, each worker one run of consecutive "
+                         "chunks, a few tasks per worker and pass; dask, client.persist, "
+                         "chunks spread as Dask computes them, a task per chunk and "
+                         "per addition")
     ap.add_argument("--single", action="store_true",
                     help="also the single-process module on the whole data")
     args = ap.parse_args(argv)
@@ -141,6 +159,7 @@ def main(argv=None):
         return 2
     import dask.array as da
     import distributed
+    import psutil
 
     mod = bpgen.build(ARCH, backend="c", out_dir=os.path.join(
         os.environ.get("TMPDIR", "/tmp"), "bpgen-dist-bench"))
@@ -192,8 +211,11 @@ def main(argv=None):
             rs = da.random.default_rng(0)
             x = rs.standard_normal((n, 784), chunks=(chunk, 784))
             y = rs.integers(0, 10, n, chunks=chunk)
-            x, y = client.persist([x, y])
-            distributed.wait([x, y])
+            if args.placement == "runs":         # each worker one run of chunks
+                x, y, _ = bd.persist(x, y, client=client)
+            else:                                # as Dask spreads them
+                x, y = client.persist([x, y])
+                distributed.wait([x, y])
             clusters[w] = (cluster, client, x, y)
             before = client.run(_rss_mib)
             print(f"{w} worker(s): resident memory per worker before the first call, data "
@@ -203,6 +225,10 @@ def main(argv=None):
             print(f"{w} worker(s): first call (module built or imported on each worker) "
                   f"{time.perf_counter() - t:.2f} s")
         times = {(w, f): [] for w in (1, 2) for f in ("loss_and_grad", "hvp", "control")}
+        cpu = {(w, f): [] for w in (1, 2) for f in ("loss_and_grad", "hvp")}
+        me = psutil.Process()             # the client, both schedulers and the nannies
+        procs = {w: {a: psutil.Process(pid) for a, pid in clusters[w][1].run(os.getpid).items()}
+                 for w in (1, 2)}
         results = {}
         for _ in range(args.rounds):
             for w in (1, 2):           # the same work per worker: ideal ratio 1
@@ -212,12 +238,15 @@ def main(argv=None):
             for f in ("loss_and_grad", "hvp"):
                 for w in (1, 2):
                     _, client, x, y = clusters[w]
+                    c0, p0 = _cpu(me), {a: _cpu(q) for a, q in procs[w].items()}
                     t = time.perf_counter()
                     if f == "hvp":
                         r = bd.hvp(ARCH, params, x, y, v, client=client)
                     else:
                         r = bd.loss_and_grad(ARCH, params, x, y, client=client)
                     times[w, f].append(time.perf_counter() - t)
+                    cpu[w, f].append((_cpu(me) - c0, [_cpu(q) - p0[a]
+                                                      for a, q in sorted(procs[w].items())]))
                     results[w, f] = _flat(r)
         for f in ("loss_and_grad", "hvp"):
             t1, t2 = times[1, f], times[2, f]
@@ -227,6 +256,12 @@ def main(argv=None):
                   f"{statistics.median(t2):.2f} s (medians of {args.rounds}); speed-up "
                   f"{statistics.median(ratios):.2f}x (median of the rounds' ratios, "
                   f"{min(ratios):.2f}-{max(ratios):.2f}); same bits: {same}")
+            for w in (1, 2):
+                main = statistics.median(c for c, _ in cpu[w, f])
+                per = [statistics.median(ws[i] for _, ws in cpu[w, f]) for i in range(w)]
+                print(f"  {w} worker(s), CPU per pass (medians): this process (client, the "
+                      f"schedulers and nannies of both clusters) {main:.2f} s; worker "
+                      f"process(es) " + ", ".join(f"{c:.2f} s" for c in per))
         t1, t2 = times[1, "control"], times[2, "control"]
         ratios = [a / b for a, b in zip(t1, t2)]
         print(f"control (no Dask): {reps} loss_and_grad of one chunk on every worker at "

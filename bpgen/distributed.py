@@ -29,7 +29,7 @@ import threading
 import numpy as np
 
 __all__ = ["DEFAULT_CHUNK", "from_npy", "ggn_vp", "hessian_diag", "hmp", "hvp", "is_zarr",
-           "load", "load_params", "loss", "loss_and_grad", "module", "per_sample_grad_norms",
+           "load", "load_params", "loss", "loss_and_grad", "module", "per_sample_grad_norms", "persist",
            "save_dataset", "smooth_density", "spectral_density", "spectrum"]
 
 #: samples per chunk when x is a NumPy array
@@ -277,8 +277,19 @@ class _Plan:
         return (self.source, self.backend, self.hash, kind, self.threads)
 
     def scatter(self, value):
-        """One future holding ``value``, on every worker (once per call)."""
-        return self.client.scatter([value], broadcast=True, hash=False)[0]
+        """One future holding ``value``, on every worker (once per call).  A
+        worker that has just died (and that the scheduler still lists) makes
+        the broadcast fail: it is tried again, for ~10 s, while the scheduler
+        removes the worker and the nanny starts another."""
+        import time
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return self.client.scatter([value], broadcast=True, hash=False)[0]
+            except OSError:              # CommClosedError: a worker gone
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
 
 def _checked(mod, params, what):
@@ -346,12 +357,26 @@ def _blocks(x, y, lengths, chunks, client=None):
     size = chunks or DEFAULT_CHUNK
     if client is not None and not any(isinstance(a, da.Array) for a in (x, y, lengths)):
         return _embedded(x, y, lengths, size)
+    x, y, lengths = _aligned(x, y, lengths, chunks)
+    xb = x.to_delayed().ravel().tolist()
+    yb = y.to_delayed().ravel().tolist()
+    lb = lengths.to_delayed().ravel().tolist() if lengths is not None else [None] * len(xb)
+    starts = np.concatenate([[0], np.cumsum(x.chunks[0])]).tolist()
+    return _Data(xb, yb, lb, [(int(starts[i]), int(starts[i + 1]))
+                              for i in range(len(x.chunks[0]))])
+
+
+def _aligned(x, y, lengths, chunks):
+    """x, y, lengths as Dask arrays with the same chunks along the samples
+    (``chunks`` samples each when given) and one chunk along every other
+    axis."""
+    size = chunks or DEFAULT_CHUNK
     x = _as_dask("x", x, size)
     y = _as_dask("y", y, size)
     lengths = _as_dask("lengths", lengths, size)
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x: expected at least one sample, got shape {x.shape}")
-    if chunks is not None and len(x.chunks[0]) and isinstance(x, da.Array):
+    if chunks is not None and len(x.chunks[0]):
         x = x.rechunk({0: size})
     n = x.shape[0]
     for name, a in (("y", y), ("lengths", lengths)):
@@ -359,17 +384,8 @@ def _blocks(x, y, lengths, chunks, client=None):
             raise ValueError(f"{name}: expected {n} rows (x has {n} samples), "
                              f"got shape {a.shape}")
     rows = x.chunks[0]
-    x = x.rechunk((rows,) + tuple(-1 for _ in x.shape[1:]))
-    y = y.rechunk((rows,) + tuple(-1 for _ in y.shape[1:]))
-    xb = x.to_delayed().ravel().tolist()
-    yb = y.to_delayed().ravel().tolist()
-    if lengths is not None:
-        lengths = lengths.rechunk((rows,) + tuple(-1 for _ in lengths.shape[1:]))
-        lb = lengths.to_delayed().ravel().tolist()
-    else:
-        lb = [None] * len(xb)
-    starts = np.concatenate([[0], np.cumsum(rows)]).tolist()
-    return _Data(xb, yb, lb, [(int(starts[i]), int(starts[i + 1])) for i in range(len(rows))])
+    return tuple(None if a is None else a.rechunk((rows,) + tuple(-1 for _ in a.shape[1:]))
+                 for a in (x, y, lengths))
 
 
 def _block(a):
@@ -415,18 +431,76 @@ def _leaves(plan, kind, pf, vf, data):
             for i, (lo, hi) in enumerate(ranges)]
 
 
-def _tree(leaves):
-    """A binary tree over the leaves in their order: (0+1), (2+3), ... level by
-    level; an odd last node moves up unchanged."""
+def _node(level, j, n, leaf):
+    """Node j of level ``level`` of the fixed binary tree over the n chunks in
+    chunk order ((0+1), (2+3), ... level by level, an odd last node moving
+    up unchanged): the sum of chunks [j·2^level, min((j+1)·2^level, n)),
+    its left child plus its right one when that holds a chunk; ``leaf(i)``
+    is chunk i's result.  At most one partial sum per level is held at a
+    time."""
+    if level == 0:
+        return leaf(j)
+    left = _node(level - 1, 2 * j, n, leaf)
+    if (2 * j + 1) << (level - 1) < n:
+        return _add(left, _node(level - 1, 2 * j + 1, n, leaf))
+    return left
+
+
+def _group(task, pf, vf, level, j, n, xs, ys, ls, ranges):
+    """One task for a whole node of the tree whose chunks one worker holds:
+    its chunks one after the other, added in the tree's order (the same
+    bits as a task per chunk and one per addition)."""
+    first = j << level
+
+    def leaf(i):
+        k = i - first
+        lo, hi = ranges[k]
+        return _chunk(task, pf, vf, xs[k], ys[k], ls[k], i, lo, hi)
+    return _node(level, j, n, leaf)
+
+
+def _holders(client, blocks):
+    """For each block (a Delayed of one key), the workers holding it in
+    memory (a frozenset), or None when some block is held by none (not
+    persisted: the scheduler places its reading)."""
+    keys = [getattr(b, "key", None) for b in blocks]
+    if not keys or any(k is None for k in keys):
+        return None
+    try:
+        who = client.sync(client.scheduler.who_has, keys=keys)
+    except Exception:                    # no answer: the per-chunk graph
+        return None
+    held = [frozenset(who.get(k) or ()) for k in keys]
+    return held if all(held) else None
+
+
+def _root(plan, kind, pf, vf, data):
+    """The tree's root over the chunks as a graph.  The tree is fixed by the
+    chunks' order (:func:`_node`); how it is cut into tasks
+    depends on where x's chunks are held: a node whose chunks one worker
+    holds in memory (persisted, e.g. by :func:`persist`) is one task on
+    that worker (:func:`_group`), any other node an addition of its two
+    children, every chunk not held a task of its own.  The same bits
+    however the tree is cut."""
     import dask
-    level = leaves
-    while len(level) > 1:
-        nxt = [dask.delayed(_add, pure=True)(level[i], level[i + 1])
-               for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
+    xb, yb, lb, ranges = data
+    n = len(ranges)
+    held = _holders(plan.client, xb) if n > 1 else None
+    task = plan.task(kind)
+
+    def node(level, j):
+        lo, hi = j << level, min((j + 1) << level, n)
+        if level == 0:
+            return dask.delayed(_chunk, pure=True)(task, pf, vf, xb[lo], yb[lo], lb[lo], lo,
+                                                   *ranges[lo])
+        if held is not None and frozenset.intersection(*held[lo:hi]):
+            return dask.delayed(_group, pure=True)(task, pf, vf, level, j, n, xb[lo:hi],
+                                                   yb[lo:hi], lb[lo:hi], ranges[lo:hi])
+        left = node(level - 1, 2 * j)
+        if (2 * j + 1) << (level - 1) < n:
+            return dask.delayed(_add, pure=True)(left, node(level - 1, 2 * j + 1))
+        return left
+    return node(max(0, (n - 1).bit_length()), 0)
 
 
 def _submit(client, graph):
@@ -438,11 +512,76 @@ def _submit(client, graph):
         return client.compute(graph)
 
 
-def _persist(client, blocks):
+def _place(client, data):
+    """The chunks of ``data`` (a :class:`_Data`) persisted so that each worker
+    holds one run of consecutive chunks (x's, y's and lengths' of a chunk
+    together), the runs balanced by samples: whole nodes of the reduction
+    tree then lie on one worker and run as one task each (:func:`_root`).
+    Dask's own ``persist`` spreads the chunks as they are computed, usually
+    alternating between workers, and a pass then runs a task per chunk and
+    per addition.  Returns when the chunks are in memory."""
     import warnings
+    xb, yb, lb, ranges = data
+    workers = sorted(client.nthreads())
+    if not workers:
+        raise ValueError("client: the cluster has no workers")
+    total = ranges[-1][1] - ranges[0][0]
+    runs = [[] for _ in workers]
+    for i, (lo, _) in enumerate(ranges):
+        runs[min(len(workers) - 1, (lo - ranges[0][0]) * len(workers) // total)].append(i)
+    has_l = any(b is not None for b in lb)
+    out = [list(xb), list(yb), list(lb)]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ll]arge graph")
-        return client.persist(blocks)
+        for addr, run in zip(workers, runs):
+            if not run:
+                continue
+            blocks = [c[i] for c in (xb, yb) + ((lb,) if has_l else ()) for i in run]
+            done = client.persist(blocks, workers=[addr], allow_other_workers=True)
+            for c, col in enumerate(out[:3 if has_l else 2]):
+                for k, i in enumerate(run):
+                    col[i] = done[c * len(run) + k]
+    _, distributed = _dask()
+    distributed.wait([f for col in out[:3 if has_l else 2] for b in col
+                      for f in client.futures_of(b)])
+    return _Data(out[0], out[1], out[2], ranges)
+
+
+def persist(x, y, lengths=None, *, client=None, chunks=None):
+    """x, y (and ``lengths``) kept in the workers' memory, as Dask arrays
+    chunked along the samples (``chunks`` samples per chunk, default: their
+    chunks; NumPy arrays: DEFAULT_CHUNK), each worker holding one run of
+    consecutive chunks, the runs balanced by samples.  A pass over data
+    placed so runs as a few tasks per worker (each a whole subtree of the
+    reduction, computed in one go), instead of a task per chunk and per
+    addition as over data Dask's ``client.persist`` spreads; the result is
+    the same bits either way.  Returns ``(x, y, lengths)`` (lengths None
+    when not given) once the chunks are in the workers' memory.  Chunks
+    already in the cluster's memory (an array persisted before) stay where
+    they are: place the data when it is first read or generated."""
+    da, distributed = _dask()
+    if client is None:
+        try:
+            client = distributed.default_client()
+        except ValueError:
+            raise ValueError("client: no Dask client: pass client=, or start one "
+                             "(distributed.Client(LocalCluster(...)))") from None
+    if chunks is not None and (not isinstance(chunks, int) or isinstance(chunks, bool)
+                               or chunks < 1):
+        raise ValueError(f"chunks: expected a positive number of samples, got {chunks!r}")
+    arrays = _aligned(x, y, lengths, chunks)
+    placed = _place(client, _blocks(*arrays, chunks=None))
+    out = []
+    for a, blocks in zip(arrays, placed[:3]):
+        if a is None:
+            out.append(None)
+            continue
+        futures = {}
+        for b in blocks:
+            futures.update({f.key: f for f in client.futures_of(b)})
+        func, args = a.__dask_postpersist__()
+        out.append(func({b.key: futures[b.key] for b in blocks}, *args))
+    return tuple(out)
 
 
 def _reduce(plan, kind, params, v, data, pf=None):
@@ -450,7 +589,7 @@ def _reduce(plan, kind, params, v, data, pf=None):
     if own:
         pf = plan.scatter(params)
     vf = plan.scatter(v) if v is not None else None
-    root = _tree(_leaves(plan, kind, pf, vf, data))
+    root = _root(plan, kind, pf, vf, data)
     fut = _submit(plan.client, root)
     try:
         weight, total = fut.result()
@@ -623,11 +762,7 @@ def spectrum(arch, params, x, y, k: int = 6, lengths=None, *, smallest: bool = F
     params = _checked(plan.mod, params, "params")
     data = _blocks(x, y, lengths, chunks, plan.client)
     if persist:                          # x, y kept in the workers' memory
-        xb, yb, lb, ranges = data
-        xb, yb = _persist(plan.client, xb), _persist(plan.client, yb)
-        if lengths is not None:
-            lb = _persist(plan.client, lb)
-        data = _Data(xb, yb, lb, ranges)
+        data = _place(plan.client, data)
     op = _DistributedOperator(plan, data)
     try:
         return _spectrum(op, params, None, None, k=k, smallest=smallest, full=full, tol=tol,
@@ -678,11 +813,7 @@ def spectral_density(arch, params, x, y, lengths=None, *, probes: int = 8, steps
     params = _checked(plan.mod, params, "params")
     data = _blocks(x, y, lengths, chunks, plan.client)
     if persist:
-        xb, yb, lb, ranges = data
-        xb, yb = _persist(plan.client, xb), _persist(plan.client, yb)
-        if lengths is not None:
-            lb = _persist(plan.client, lb)
-        data = _Data(xb, yb, lb, ranges)
+        data = _place(plan.client, data)
     op = _DistributedOperator(plan, data)
     mod = plan.mod
     steps = min(steps, mod.N_PARAMS)

@@ -452,10 +452,10 @@ def run_distributed(args, target: float, plt) -> int:
             client = stack.enter_context(distributed.Client(cluster))
             where = (f"an embedded LocalCluster of {workers} worker "
                      f"process{'es' if workers > 1 else ''}")
-        if not args.no_persist:              # x, y kept in the workers' memory
-            keys = [k for k in ("x", "y", "lengths") if data[k] is not None]
-            for k, a in zip(keys, client.persist([data[k] for k in keys])):
-                data[k] = a
+        if not args.no_persist:              # x, y kept in the workers' memory, each
+            # worker a run of consecutive chunks (a few tasks per worker and pass)
+            data["x"], data["y"], data["lengths"] = bd.persist(
+                data["x"], data["y"], data["lengths"], client=client)
         kw = {"client": client, "backend": args.backend}
         try:
             return _newton_on_dask(args, target, plt, bd, arch, mod, name, data, kw, where,

@@ -145,6 +145,10 @@ def test_equals_single_process(client, tmp_path_factory, name, backend, lengths,
 
 
 def test_same_bits_for_1_2_4_workers(tmp_path_factory):
+    """The same bits for 1, 2 and 4 workers, whether the chunks are NumPy
+    literals in the graph, persisted by Dask (spread: a task per chunk and
+    per addition) or placed by bd.persist (a run of chunks per worker:
+    whole subtrees of the reduction as single tasks)."""
     mod = _module("gru_all", "numpy", tmp_path_factory)
     x, y, lens = _data(mod, True)
     params, v, V = _point(mod)
@@ -153,11 +157,40 @@ def test_same_bits_for_1_2_4_workers(tmp_path_factory):
         with distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
                                       processes=False, dashboard_address=":0") as cluster, \
                 distributed.Client(cluster) as c:
-            out = [_flat(_call(ARCHS["gru_all"], fn, mod, params, v, V, x, y, lens,
-                               backend="numpy", client=c, chunks=3))
-                   for fn in ("loss_and_grad", "hvp", "hessian_diag")]
-        results.append(np.concatenate(out))
-    assert results[0].tobytes() == results[1].tobytes() == results[2].tobytes()
+            spread = c.persist([da.from_array(a, chunks=(3,) + a.shape[1:]) for a in (x, y, lens)])
+            distributed.wait(spread)
+            for data in ((x, y, lens), tuple(spread), bd.persist(x, y, lens, client=c, chunks=3)):
+                out = [_flat(_call(ARCHS["gru_all"], fn, mod, params, v, V, *data,
+                                   backend="numpy", client=c, chunks=3))
+                       for fn in ("loss_and_grad", "hvp", "hessian_diag")]
+                results.append(np.concatenate(out).tobytes())
+    assert len(results) == 9 and len(set(results)) == 1
+
+
+def test_placed_chunks_run_as_subtrees(tmp_path_factory):
+    """Over data bd.persist placed (each worker one run of consecutive
+    chunks), a pass is one task per whole subtree a worker holds plus the
+    additions above them; over NumPy chunks (literals in the graph, held by
+    no worker), a task per chunk and per addition."""
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    params, v, _ = _point(mod)
+    n_chunks = -(-N // 3)                           # 8 chunks of 3 samples
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as c:
+        placed = bd.persist(x, y, client=c, chunks=3)
+        tasks = {}
+        for name, (xd, yd, *_) in (("placed", placed), ("literals", (x, y))):
+            with distributed.get_task_stream(c) as ts:
+                bd.hvp(ARCHS["mlp"], params, xd, yd, v, client=c, backend="numpy", chunks=3)
+            names = (str(d["key"][0] if isinstance(d["key"], tuple) else d["key"]).split("-")[0]
+                     for d in ts.data)
+            tasks[name] = sorted(t for t in names if t != "_block")   # the literals' own
+    # 23 samples in halves by samples: chunks 0-3 (samples 0-11) on one worker, 4-7
+    # on the other: the tree's two nodes of 4 chunks, and the addition of the two
+    assert tasks["placed"] == ["_add", "_group", "_group"]
+    assert tasks["literals"] == ["_add"] * (n_chunks - 1) + ["_chunk"] * n_chunks
 
 
 @pytest.mark.parametrize("bad", ["nan_x", "label_high", "label_negative"])
@@ -249,6 +282,35 @@ def test_killed_worker_retried_result_unchanged(tmp_path_factory):
         assert not run.is_alive()
         assert set(c.run(os.getpid).values()) != set(pids.values())   # a new worker
     assert _flat(box["got"]).tobytes() == _flat(want).tobytes()
+    ref = mod.hvp(params, x, y, v)
+    assert np.linalg.norm(_flat(want) - _flat(ref)) <= 1e-12 * np.linalg.norm(_flat(ref))
+
+
+def test_killed_worker_placed_data_result_unchanged(tmp_path_factory):
+    """A worker killed while holding its run of placed chunks (bd.persist):
+    once the scheduler has replaced it, the next pass recomputes the lost
+    chunks (0.25 s each) and gives the same bits."""
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    params, v, _ = _point(mod)
+    chunk = 2
+    parts = [da.from_delayed(_slow(x[i:i + chunk], 0.25), shape=x[i:i + chunk].shape,
+                             dtype=x.dtype) for i in range(0, N, chunk)]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as c:
+        xd, yd, _ = bd.persist(da.concatenate(parts), y, client=c)
+        want = bd.hvp(ARCHS["mlp"], params, xd, yd, v, client=c, backend="numpy")
+        pids = c.run(os.getpid)
+        dead = min(pids, key=pids.get)
+        os.kill(pids[dead], signal.SIGKILL)
+        t = time.monotonic()                # the scheduler removes it, the nanny restarts it
+        while dead in c.nthreads() or len(c.nthreads()) < 2:
+            assert time.monotonic() - t < 120
+            time.sleep(0.2)
+        got = bd.hvp(ARCHS["mlp"], params, xd, yd, v, client=c, backend="numpy")
+        assert set(c.run(os.getpid).values()) != set(pids.values())   # a new worker
+    assert _flat(got).tobytes() == _flat(want).tobytes()
     ref = mod.hvp(params, x, y, v)
     assert np.linalg.norm(_flat(want) - _flat(ref)) <= 1e-12 * np.linalg.norm(_flat(ref))
 
