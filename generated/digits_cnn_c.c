@@ -192,6 +192,7 @@ static inline void bpg_blas_set_threads(int n)
 #ifndef BPG_SMALL_CHUNKS
 #define BPG_SMALL_CHUNKS 0
 #endif
+#define bpg_blas_threads() (bpg_mkl_get_threads ? bpg_mkl_get_threads() : 1)
 #else
 #include <cblas.h>
 #ifdef BPG_FLOAT32
@@ -201,6 +202,7 @@ static inline void bpg_blas_set_threads(int n)
 #endif
 #define BPG_BLAS_READY 1
 #define bpg_blas_set_threads scipy_openblas_set_num_threads
+#define bpg_blas_threads scipy_openblas_get_num_threads
 #endif
 /* OpenBLAS (0.3.34, SkylakeX kernels: AVX-512 CPUs) runs a product of at
    most 10^6 multiply-adds on its small-matrix kernels, which do not pack the
@@ -235,6 +237,37 @@ static inline int64_t bpg_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int6
     return Nc;
 }
 
+/* A tall product, A·B or Aᵀ·B with A of many rows (a layer's X·W over
+   T·N rows, or its Xᵀ·δZ, which sums over them), is done as equal slices of
+   A's rows that each fit the small kernels: A·B as slices of C's rows, Aᵀ·B
+   as slices of the sum, each added into C.  Where that measured faster
+   (float64, one BLAS thread: a product on several threads keeps one call):
+   more than BPG_SMALL_ROWS rows, B not transposed (A·Bᵀ measured 1.02-1.09x
+   slower sliced), slices of at least 32 rows.  Measured single products
+   (the transformer case's): 512 x 64 by 64 0.78-0.83x the time, 512 x 64 by
+   256 0.82x, 512 x 256 by 64 0.94x, and Xᵀ·δZ 64 x 64, 64 x 256, 256 x 64
+   by 512 0.79x, 0.92x, 0.81x (benchmarks/transformer_products.py). */
+#ifndef BPG_FLOAT32
+#define BPG_SMALL_SLICES BPG_SMALL_CHUNKS
+#else
+#define BPG_SMALL_SLICES 0      /* not measured for sgemm's small kernels */
+#endif
+
+/* Rows of A per BLAS call of a product (A's row count: one call). */
+static inline int64_t bpg_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
+{
+    const int64_t rows = ta ? K : M;
+    const double madds = (double)M * (double)Nc * (double)K;
+    if (!BPG_SMALL_SLICES || tb || madds <= BPG_SMALL_MADDS || rows <= BPG_SMALL_ROWS)
+        return rows;
+    const int64_t fit = (int64_t)(BPG_SMALL_MADDS / (madds / (double)rows)) / 8 * 8;
+    if (fit < 32 || bpg_blas_threads() > 1)
+        return rows;
+    /* the fewest equal slices that fit, a multiple of 8 rows each */
+    const int64_t c = (rows + fit - 1) / fit, r = ((rows + c - 1) / c + 7) / 8 * 8;
+    return r < rows ? r : rows;
+}
+
 /* C = alpha·op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
    A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
    large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
@@ -247,6 +280,21 @@ static inline int bpg_blas_gemm_ab(int ta, int tb, int64_t M, int64_t Nc, int64_
         || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
         return 0;
     const int64_t w = bpg_blas_chunk(ta, tb, M, Nc, K);
+    const int64_t rows = ta ? K : M, r = w == Nc ? bpg_blas_slice(ta, tb, M, Nc, K) : rows;
+    if (r < rows) {     /* tb == 0 here */
+        for (int64_t i0 = 0; i0 < rows; i0 += r) {
+            const int64_t ri = rows - i0 < r ? rows - i0 : r;
+            if (ta)     /* C (+)= A[i0:i0+ri]ᵀ·B[i0:i0+ri], the first slice with beta */
+                BPG_CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)M, (blasint)Nc,
+                               (blasint)ri, alpha, A + i0 * lda, (blasint)lda, B + i0 * ldb,
+                               (blasint)ldb, i0 ? 1 : beta, C, (blasint)ldc);
+            else        /* C[i0:i0+ri] (+)= A[i0:i0+ri]·B */
+                BPG_CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)ri, (blasint)Nc,
+                               (blasint)K, alpha, A + i0 * lda, (blasint)lda, B, (blasint)ldb, beta,
+                               C + i0 * ldc, (blasint)ldc);
+        }
+        return 1;
+    }
     for (int64_t j0 = 0; j0 < Nc; j0 += w) {
         const int64_t wj = Nc - j0 < w ? Nc - j0 : w;
         BPG_CBLAS_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,

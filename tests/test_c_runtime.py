@@ -122,6 +122,8 @@ void w_rowmax(int64_t R, int64_t C, const double *A, double *out);
 void w_copy_cols(int64_t R, int64_t W, const double *A, int64_t CA, int64_t from,
                  double *B, int64_t CB, int64_t to);
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K);
+int64_t w_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int64_t K);
+int w_blas_threads(int n);
 void w_dirs_to_cols(int64_t K, int64_t R, int64_t C, const double *D, int64_t ld, double *X);
 void w_cols_to_dirs(int64_t K, int64_t R, int64_t C, const double *X, double *D, int64_t ld);
 void w_columns_in(int64_t K, int64_t nb, const int32_t *blocks, const double *V, int64_t total,
@@ -152,8 +154,15 @@ GEMM_WRAPPER(tn_out)
 #ifdef BPG_BLAS
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
 { return bpg_blas_chunk(ta, tb, M, Nc, K); }
+int64_t w_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
+{ return bpg_blas_slice(ta, tb, M, Nc, K); }
+/* the BLAS's thread count, set to n if n > 0; returns the count before */
+int w_blas_threads(int n)
+{ const int was = bpg_blas_threads(); if (n > 0) bpg_blas_set_threads(n); return was; }
 #else
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K) { return -1; }
+int64_t w_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int64_t K) { return -1; }
+int w_blas_threads(int n) { return 1; }
 #endif
 #define REDUCE_WRAPPER(f) \\
     void w_##f(int64_t R, int64_t C, const double *A, double *out) { bpg_##f(R, C, A, out); }
@@ -225,11 +234,23 @@ def _rel_err(got, ref):
 
 SHAPES = [(1, 1, 1), (1, 5, 3), (4, 1, 6), (3, 7, 1), (2, 3, 5), (9, 4, 13), (17, 11, 8),
           # done by the BLAS in column chunks (bpg_blas_chunk): nn, and nt too
-          (16, 512, 128), (16, 128, 512), (32, 96, 400), (16, 520, 128)]
+          (16, 512, 128), (16, 128, 512), (32, 96, 400), (16, 520, 128),
+          # done by the BLAS in slices of A's rows with one BLAS thread
+          # (bpg_blas_slice): nn by C's rows, tn by the inner sum (K)
+          (512, 64, 64), (300, 64, 64), (64, 64, 512), (64, 200, 300)]
+
+
+@pytest.fixture
+def one_blas_thread(rt):
+    """The BLAS on one thread during the test (the slices' condition)."""
+    ffi, lib = rt
+    was = lib.w_blas_threads(1)
+    yield
+    lib.w_blas_threads(was)
 
 
 @pytest.mark.parametrize("M,Nc,K", SHAPES)
-def test_gemm(rt, M, Nc, K):
+def test_gemm(rt, one_blas_thread, M, Nc, K):
     ffi, lib = rt
     rng = np.random.default_rng(M * 10000 + Nc * 100 + K)
     A = rng.standard_normal((M, K))
@@ -247,7 +268,7 @@ def test_gemm(rt, M, Nc, K):
 
 
 @pytest.mark.parametrize("M,Nc,K", SHAPES)
-def test_gemm_acc(rt, M, Nc, K):
+def test_gemm_acc(rt, one_blas_thread, M, Nc, K):
     """The _acc helpers add the product into C (inline and by the BLAS)."""
     ffi, lib = rt
     rng = np.random.default_rng(M * 10000 + Nc * 100 + K + 1)
@@ -281,6 +302,26 @@ def test_blas_column_chunks(rt):
                  (0, 0, 8, 4096, 512),              # would take more than 16 chunks
                  (0, 0, 16, 520, 128)]:             # no equal chunks 16k wide
         assert chunk(*args) == args[3], args
+
+
+def test_blas_row_slices(rt, one_blas_thread):
+    """Which products the BLAS does in slices of A's rows, and how many rows each."""
+    ffi, lib = rt
+    if lib.w_blas_slice(0, 0, 1, 1, 1) == -1:
+        pytest.skip("products run inline")
+    slice_ = lib.w_blas_slice
+    assert slice_(0, 0, 512, 64, 64) == 176         # X·W, T·N = 512 rows: 3 slices
+    assert slice_(1, 0, 64, 64, 512) == 176         # Xᵀ·δZ: 3 slices of the sum
+    assert slice_(0, 0, 512, 256, 64) == 56         # 10 slices of 56 rows (1e6 / 64 / 256 = 61)
+    assert slice_(0, 0, 300, 64, 64) == 152         # 2 slices, 152 and 148 rows
+    for args, rows in [((0, 1, 512, 64, 64), 512),        # B transposed
+                       ((0, 0, 512, 16, 64), 512),        # fits the small kernels already
+                       ((0, 0, 32, 1024, 256), 32),       # few rows (column chunks instead)
+                       ((1, 0, 1024, 1024, 64), 64),      # a slice would be under 32 rows
+                       ((1, 0, 64, 64, 32), 32)]:
+        assert slice_(*args) == rows, args
+    lib.w_blas_threads(2)                            # several BLAS threads: one call
+    assert slice_(0, 0, 512, 64, 64) == 512
 
 
 @pytest.mark.parametrize("R,C", [(1, 1), (1, 6), (5, 1), (4, 7), (13, 3)])
