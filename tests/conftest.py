@@ -68,6 +68,11 @@ _GENERATED = (
     | {f"{act}-{LOSSES[(i + k) % len(LOSSES)]}-{dtype}-c"
        for i, act in enumerate(sorted(ACTIVATIONS)) for k, dtype in enumerate(("float64", "float32"))})
 
+# test_conv.py's cases -> the dtype of their C module in the default run
+_CONV_C = {"k3p1-relu-max3s2": "float64", "k3s2-tanh-avg": "float32",
+           "k1-identity-maxall": "float32", "two-stages": "float64",
+           "pool-first": "float64", "large-patches": "float32"}
+
 DEFAULT_SAMPLE = {
     "test_per_sample.py::test_per_sample_grads_against_each_sample_alone": _PER_SAMPLE,
     "test_per_sample.py::test_norms_and_clipped_grad": _PER_SAMPLE,
@@ -95,6 +100,14 @@ DEFAULT_SAMPLE = {
     # every activation x loss x dtype on NumPy; in C every activation in both
     # dtypes, the losses in turn (each C case is a compile)
     "test_generated.py::test_against_reference_and_fd": _GENERATED,
+    # every conv case on NumPy in both dtypes; in C each case once, in one
+    # dtype or the other (two-stages and k3s2-tanh-avg are test_per_sample's
+    # C conv modules too)
+    "test_conv.py::test_conv_against_reference_and_fd": (
+        {f"{cid}-numpy-{dtype}" for cid in _CONV_C for dtype in ("float64", "float32")}
+        | {f"{cid}-c-{dtype}" for cid, dtype in _CONV_C.items()}),
+    "test_conv.py::test_conv_numpy_matches_c": {f"{cid}-{dtype}"
+                                                for cid, dtype in _CONV_C.items()},
     # the same modules: NumPy against C and large values on the C cases above
     # (the other 36 activation x loss x dtype modules are a compile each)
     "test_generated.py::test_numpy_matches_c": {c[:-len("-c")] for c in _GENERATED
