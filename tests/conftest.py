@@ -123,6 +123,14 @@ DEFAULT_SAMPLE = {
         "seq-all-numpy-float32", "flat-sce-numpy-float64", "flat-sce-numpy-float32",
         "flat-mse-l2-numpy-float64", "flat-mse-l2-numpy-float32",
         "seq-last-c-float64", "seq-all-c-float32", "flat-sce-c-float64", "flat-mse-l2-c-float32"},
+    # alpha in C: test_conv's two-stages (leaky_relu 0.1) and
+    # test_hessian_structure's deep nets (elu 0.7) build it
+    "test_generated.py::test_activation_alpha": {"leaky_relu-0.2-numpy", "elu-0.5-numpy"},
+    # the deep structured Hessian in C: softmax cross-entropy in float64, mse in
+    # float32 (test_deep_float32); every loss on NumPy
+    "test_hessian_structure.py::test_deep_structured_hessian_diag_and_blocks": {
+        "mse-sigmoid-numpy", "softmax_cross_entropy-tanh-numpy",
+        "sigmoid_binary_cross_entropy-identity-numpy", "softmax_cross_entropy-tanh-c"},
     # NumPy against C on the same C modules (the other dtype of each is a compile)
     "test_layernorm.py::test_layernorm_numpy_matches_c": {
         "seq-last-float64", "seq-all-float32", "flat-sce-float64", "flat-mse-l2-float32"},
