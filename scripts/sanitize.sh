@@ -85,7 +85,10 @@ group2=(
 
 # BPGEN_CLONES=1: every function in its AVX-512, AVX2 and baseline copies, as
 # users get them (the test suite's conftest builds one copy unless told)
+# BPGEN_FULL_TESTS=1: the cases named above run whether or not the default
+# run's sample (conftest.DEFAULT_SAMPLE) takes them
 export BPGEN_SANITIZE=1 BPGEN_CLONES=1 BPGEN_CACHE_DIR="$work/cache" BPGEN_BOUNDS_ALL=$((1 - quick))
+export BPGEN_FULL_TESTS=1
 if [ "$blas" = 0 ]; then
     export PYTHONPATH="$work/noblas${PYTHONPATH:+:$PYTHONPATH}"
 fi

@@ -68,6 +68,11 @@ _GENERATED = (
     | {f"{act}-{LOSSES[(i + k) % len(LOSSES)]}-{dtype}-c"
        for i, act in enumerate(sorted(ACTIVATIONS)) for k, dtype in enumerate(("float64", "float32"))})
 
+# test_conv.py's cases -> the dtype of their C module in the default run
+_CONV_C = {"k3p1-relu-max3s2": "float64", "k3s2-tanh-avg": "float32",
+           "k1-identity-maxall": "float32", "two-stages": "float64",
+           "pool-first": "float64", "large-patches": "float32"}
+
 DEFAULT_SAMPLE = {
     "test_per_sample.py::test_per_sample_grads_against_each_sample_alone": _PER_SAMPLE,
     "test_per_sample.py::test_norms_and_clipped_grad": _PER_SAMPLE,
@@ -92,14 +97,43 @@ DEFAULT_SAMPLE = {
         "numpy-birnn_lstm-last-k2-float64-mse", "numpy-len_block_pos", "c-len_block_causal"},
     "test_steps_any.py::test_any_c_functions_stay_in_bounds": {"len_block_pos"},
     "test_params_file.py::test_round_trip": {"lstm-c-float32", "transformer-numpy-float64"},
+    # load_params is the same Python code in both backends (common/runtime/api.py):
+    # every other architecture on NumPy, one in C (each C case is a compile)
+    "test_params_file.py::test_another_architecture_is_refused": {
+        "shapes-numpy", "activation-numpy", "dtype-numpy", "l2-numpy", "keys-numpy",
+        "kind-numpy", "shapes-c"},
     # every activation x loss x dtype on NumPy; in C every activation in both
     # dtypes, the losses in turn (each C case is a compile)
     "test_generated.py::test_against_reference_and_fd": _GENERATED,
+    # every conv case on NumPy in both dtypes; in C each case once, in one
+    # dtype or the other (two-stages and k3s2-tanh-avg are test_per_sample's
+    # C conv modules too)
+    "test_conv.py::test_conv_against_reference_and_fd": (
+        {f"{cid}-numpy-{dtype}" for cid in _CONV_C for dtype in ("float64", "float32")}
+        | {f"{cid}-c-{dtype}" for cid, dtype in _CONV_C.items()}),
+    "test_conv.py::test_conv_numpy_matches_c": {f"{cid}-{dtype}"
+                                                for cid, dtype in _CONV_C.items()},
+    # the same modules: NumPy against C and large values on the C cases above
+    # (the other 36 activation x loss x dtype modules are a compile each)
+    "test_generated.py::test_numpy_matches_c": {c[:-len("-c")] for c in _GENERATED
+                                               if c.endswith("-c")},
+    "test_hostile_values.py::test_large_values_stay_finite": _GENERATED,
     "test_layernorm.py::test_layernorm_against_reference_and_fd": {
         "seq-last-numpy-float64", "seq-last-numpy-float32", "seq-all-numpy-float64",
         "seq-all-numpy-float32", "flat-sce-numpy-float64", "flat-sce-numpy-float32",
         "flat-mse-l2-numpy-float64", "flat-mse-l2-numpy-float32",
         "seq-last-c-float64", "seq-all-c-float32", "flat-sce-c-float64", "flat-mse-l2-c-float32"},
+    # alpha in C: test_conv's two-stages (leaky_relu 0.1) and
+    # test_hessian_structure's deep nets (elu 0.7) build it
+    "test_generated.py::test_activation_alpha": {"leaky_relu-0.2-numpy", "elu-0.5-numpy"},
+    # the deep structured Hessian in C: softmax cross-entropy in float64, mse in
+    # float32 (test_deep_float32); every loss on NumPy
+    "test_hessian_structure.py::test_deep_structured_hessian_diag_and_blocks": {
+        "mse-sigmoid-numpy", "softmax_cross_entropy-tanh-numpy",
+        "sigmoid_binary_cross_entropy-identity-numpy", "softmax_cross_entropy-tanh-c"},
+    # NumPy against C on the same C modules (the other dtype of each is a compile)
+    "test_layernorm.py::test_layernorm_numpy_matches_c": {
+        "seq-last-float64", "seq-all-float32", "flat-sce-float64", "flat-mse-l2-float32"},
     "test_lengths.py::test_lengths_against_reference": Prefixed("numpy-", {
         "c-birnn_gru-last-k2-float64-mse", "c-len_block_pos", "c-lstm-all-k2-float32-sig",
         "c-gru-last-k2-float32-mse", "c-rnn_tanh-last-k2-float32-sig",

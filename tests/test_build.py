@@ -13,6 +13,7 @@ from bpgen.codegen import generate
 from bpgen.spec import load_spec
 
 from conftest import ROOT, mlp, users_build_config
+from test_generated import sampled_arch
 
 EXAMPLES = sorted(os.path.join(ROOT, "examples", f)
                   for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".yaml"))
@@ -80,10 +81,12 @@ def test_numpy_module_imports_only_numpy():
 
 
 def test_build_writes_the_module_files(tmp_path):
-    mod = bpgen.build(mlp(name="files"), backend="c", out_dir=tmp_path)
+    arch = sampled_arch("mse", "float64")      # test_generated.py builds it too: one compile
+    name = arch["name"]
+    mod = bpgen.build(arch, backend="c", out_dir=tmp_path)
     names = sorted(os.listdir(tmp_path))
-    assert "files_c.py" in names and "files_c.c" in names
-    assert any(n.startswith("_bpgen_files_") for n in names)
+    assert f"{name}_c.py" in names and f"{name}_c.c" in names
+    assert any(n.startswith(f"_bpgen_{name}_") for n in names)
     assert mod.N_PARAMS == 4 * 5 + 5 + 5 * 4 + 4 + 4 * 3 + 3
 
 

@@ -19,6 +19,7 @@ from bpgen.check import TOLERANCES, rel_err, sample_point
 from bpgen.spec import LOSSES, load_spec
 
 from conftest import mlp
+from test_generated import sampled_arch
 
 BACKENDS = ["numpy", "c"]
 DTYPES = ["float64", "float32"]
@@ -29,8 +30,10 @@ N = 5          # default batch
 
 
 def _arch(loss, dtype):
-    return mlp("tanh", loss, dtype, hidden=(5, 4), out=K, features=F, l2=0.01,
-               name=f"calls_{loss[:3]}_{dtype[-2:]}")
+    # a 4-5-4-3 network whose C module test_generated.py builds (no compile of its own)
+    arch = sampled_arch(loss, dtype)
+    assert arch["input"]["features"] == F and arch["layers"][-1]["units"] == K
+    return arch
 
 
 @pytest.fixture
@@ -653,7 +656,7 @@ def test_batch_is_a_mean(make, backend, loss):
 @pytest.mark.parametrize("backend", ["numpy", "c"])
 def test_lists_work_for_float32_modules(builder, backend):
     """A list has no dtype of its own, so its values are taken as they are."""
-    arch = mlp("tanh", "mse", dtype="float32", name="f32lists")
+    arch = _arch("mse", "float32")
     mod = builder(arch, backend)
     params = mod.init_params()
     x = [[0.5, -1.0, 2.0, 0.25]]

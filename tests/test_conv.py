@@ -1,7 +1,8 @@
 """Convolutional networks: conv2d, maxpool2d, avgpool2d and flatten over
 image inputs, every option through every oracle: the independent reference
 (plain loops), central finite differences, and NumPy against C, in both
-dtypes.  Odd sizes on purpose: strides that do not divide, 1x1 kernels,
+dtypes (the default run builds each case's C module in one dtype, half of
+them in each: conftest.DEFAULT_SAMPLE; --full both).  Odd sizes on purpose: strides that do not divide, 1x1 kernels,
 overlapping windows, a pooled map of 1x1, several input channels.
 Second order (hvp, hessian, ggn_vp, diag, blocks, factors) is covered by
 the conv cases of test_second_order.py."""

@@ -13,7 +13,9 @@ import pytest
 
 from bpgen.c_export import export
 
+import interop_archs
 from conftest import mlp
+from test_generated import sampled_arch
 
 CC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (gcc or cc) on PATH")
@@ -31,8 +33,10 @@ def _seq(cell_layers, loss, dtype="float64", steps=6, features=3, **extra):
     return arch
 
 
+# "mlp", "cnn" and "transformer" are modules other suites build in C anyway
+# (test_generated.py's sample, tests/interop_archs.py): one compile less each
 ARCHS = {
-    "mlp": mlp(activation="tanh", loss="softmax_cross_entropy", l2=1e-3),
+    "mlp": sampled_arch("softmax_cross_entropy", "float64"),
     "mlp32": mlp(activation="relu", loss="mse", dtype="float32", hidden=(8,)),
     "layernorm": {"name": "ln", "input": {"features": 5},
                   "layers": [{"type": "dense", "units": 6, "activation": "gelu"},
@@ -45,11 +49,7 @@ ARCHS = {
                         {"type": "softmax_cross_entropy", "steps": "last"}, dtype="float32"),
     "rnn_labels": _seq([{"type": "rnn", "units": 4}, {"type": "dense", "units": 3}],
                        "softmax_cross_entropy", regularization={"l2": 1e-2}),
-    "cnn": {"name": "cnn", "input": {"channels": 1, "height": 6, "width": 6},
-            "layers": [{"type": "conv2d", "filters": 2, "kernel": 3, "activation": "relu"},
-                       {"type": "avgpool2d", "size": 2}, {"type": "flatten"},
-                       {"type": "dense", "units": 3}],
-            "loss": "softmax_cross_entropy"},
+    "cnn": interop_archs.CONV,
     "activations": {"name": "acts", "input": {"features": 3},
                     "layers": [{"type": "dense", "units": 4, "activation": a}
                                for a in ("sigmoid", "elu", "softplus", "silu", "leaky_relu")]
@@ -60,13 +60,7 @@ ARCHS = {
                                  {"type": "attention", "heads": 1},
                                  {"type": "dense", "units": 2}],
                       "loss": {"type": "mse", "steps": "all"}},
-    "transformer": {"name": "tf", "input": {"tokens": 7, "steps": 5},
-                    "layers": [{"type": "embedding", "units": 4, "positions": True},
-                               {"type": "block", "residual": True, "layers": [
-                                   {"type": "layernorm"},
-                                   {"type": "attention", "heads": 2, "causal": True}]},
-                               {"type": "dense", "units": 7}],
-                    "loss": "softmax_cross_entropy"},
+    "transformer": interop_archs.TOKENS,
 }
 
 

@@ -15,45 +15,34 @@ import pytest
 from bpgen.check import sample_point
 from bpgen.spec import load_spec
 
-from conftest import mlp
+from test_generated import sampled_arch
+from test_recurrent import CASES as RECURRENT
+from test_second_order import CASES as SECOND_ORDER
 
 ENTRIES = ("forward", "loss", "loss_and_grad", "hvp")
 
 
-def _seq(name, layers, loss, steps, dtype="float64", t=4, f=3, truncate=None):
-    arch = {"name": name, "dtype": dtype, "input": {"features": f, "steps": t},
-            "layers": layers, "loss": {"type": loss, "steps": steps}}
-    if truncate:
-        arch["bptt"] = {"truncate": truncate}
-    return arch
+def _built(cid):
+    """test_recurrent.py's C case ``cid`` (an architecture built there anyway)."""
+    return next(c["arch"] for c in RECURRENT if c["id"] == cid and c["in_c"])
 
 
+# architectures whose C modules other suites build anyway (test_second_order.py,
+# test_recurrent.py, test_generated.py's sample): no compile of this file's own
 ARCHS = {
-    "mlp_ce64": mlp("tanh", "softmax_cross_entropy", hidden=(6, 5), out=4, features=5,
-                    l2=0.01, name="fc_ce64"),
-    "mlp_mse32": mlp("relu", "mse", dtype="float32", hidden=(7,), out=3, features=4,
-                     name="fc_mse32"),
-    "mlp_bce64": {"name": "fc_bce64", "input": {"features": 4},
-                  "layers": [{"type": "dense", "units": 5, "activation": "sigmoid"},
-                             {"type": "layernorm"}, {"type": "dense", "units": 2}],
-                  "loss": "sigmoid_binary_cross_entropy"},
-    # labels at every step (time-major one-hot), truncated BPTT
-    "lstm_ce_all": _seq("fc_lstm", [{"type": "lstm", "units": 3}, {"type": "dense", "units": 3}],
-                        "softmax_cross_entropy", "all", truncate=2),
-    # float32, a float target at every step (moved time-major)
-    "gru_bce_all32": _seq("fc_gru", [{"type": "gru", "units": 3}, {"type": "dense", "units": 2}],
-                          "sigmoid_binary_cross_entropy", "all", dtype="float32"),
+    "mlp_ce64": SECOND_ORDER["dense-relu-sce-l2"][0],
+    "mlp_mse32": sampled_arch("mse", "float32"),
+    "mlp_bce64": SECOND_ORDER["dense-gelu-bce"][0],
+    # a layernorm between dense layers
+    "ln_ce64": SECOND_ORDER["layernorm-tanh-sce"][0],
+    # labels at every step (time-major)
+    "gru_ce_all": _built("gru-all-kNone-float64-sof"),
+    # float32, a float target at every step (moved time-major), truncated BPTT
+    "lstm_bce_all32": _built("lstm-all-k2-float32-sig"),
     # only the last step scored: y without a step axis, forward still (N, T, K)
-    "rnn_mse_last": _seq("fc_rnn", [{"type": "rnn", "units": 3}, {"type": "dense", "units": 2}],
-                         "mse", "last"),
-    "cnn_ce": {"name": "fc_cnn", "input": {"channels": 2, "height": 5, "width": 4},
-               "layers": [{"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1,
-                           "activation": "relu"},
-                          {"type": "maxpool2d", "size": 2}, {"type": "flatten"},
-                          {"type": "dense", "units": 3}],
-               "loss": "softmax_cross_entropy"},
+    "rnn_mse_last": _built("rnn_relu-last-k2-float64-mse"),
+    "cnn_ce": SECOND_ORDER["conv-max-sce"][0],
 }
-
 
 def _counts(mod):
     return mod._fastcall_counts()
@@ -220,8 +209,8 @@ class _Sub(np.ndarray):
     pass
 
 
-@pytest.mark.parametrize("aid", ["mlp_ce64", "mlp_mse32", "mlp_bce64", "lstm_ce_all",
-                                 "gru_bce_all32"])
+@pytest.mark.parametrize("aid", ["mlp_ce64", "mlp_mse32", "mlp_bce64", "gru_ce_all",
+                                 "lstm_bce_all32"])
 def test_other_cases_go_to_the_python_path(builder, aid):
     """Each gives exactly what the Python path gives: its ValueError (the
     same message) or its result (a safe conversion); never handled in C."""
@@ -302,7 +291,7 @@ def _run_many(mod, points, workers):
         return list(pool.map(one, points))
 
 
-@pytest.mark.parametrize("aid", ["mlp_ce64", "lstm_ce_all"])
+@pytest.mark.parametrize("aid", ["mlp_ce64", "gru_ce_all"])
 def test_threads_at_once(builder, aid):
     """Threads with batch sizes small (the GIL kept) and large (the GIL let
     go around the generated function) at once, each with its workspace."""
@@ -317,7 +306,7 @@ def test_threads_at_once(builder, aid):
 
 
 def test_release_workspace(builder):
-    arch = ARCHS["gru_bce_all32"]
+    arch = ARCHS["lstm_bce_all32"]
     mod = builder(arch, "c")
     big, small = _point(arch, mod, 300, seed=1), _point(arch, mod, 2, seed=2)
     want_big, want_small = mod._python_loss_and_grad(*big), mod._python_loss_and_grad(*small)
@@ -368,10 +357,12 @@ def test_a_wrapper_whose_shapes_differ_from_the_compiled_ones_keeps_the_python_p
     mod = builder(arch, "c")
     with open(mod.__file__, encoding="utf-8") as fh:
         text = fh.read()
-    assert '("l0.W", (5, 6)),' in text
+    rows, cols = mod.PARAM_SHAPES["l0.W"]
+    line = f'("l0.W", ({rows}, {cols})),'
+    assert line in text
     path = mod.__file__[:-3] + "_edited.py"
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text.replace('("l0.W", (5, 6)),', '("l0.W", (5, 7)),'))
+        fh.write(text.replace(line, f'("l0.W", ({rows}, {cols + 1})),'))
     name = "_fastcall_edited"
     spec = importlib.util.spec_from_file_location(name, path)
     other = importlib.util.module_from_spec(spec)

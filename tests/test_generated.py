@@ -8,7 +8,7 @@ from bpgen import reference as ref
 from bpgen.check import TOLERANCES, fd_grad, rel_err, sample_point
 from bpgen.spec import ACTIVATIONS, LOSSES, load_spec
 
-from conftest import mlp
+from conftest import DEFAULT_SAMPLE, mlp
 
 CASES = [(act, loss, dtype) for act in ACTIVATIONS for loss in LOSSES
          for dtype in ("float64", "float32")]
@@ -18,6 +18,16 @@ def _arch(act, loss, dtype):
     # l2 on the float64 half so that the regulariser is covered everywhere
     return mlp(act, loss, dtype, l2=0.03 if dtype == "float64" else 0.0,
                name=f"n_{act}_{loss[:3]}_{dtype}")
+
+
+def sampled_arch(loss, dtype):
+    """A 4-5-4-3 network with ``loss`` in ``dtype`` whose C module the default
+    run builds here anyway (conftest.DEFAULT_SAMPLE's C cases): for checks
+    that need some small module of each loss and dtype (test_calls.py), so
+    that they compile nothing of their own."""
+    sample = DEFAULT_SAMPLE["test_generated.py::test_against_reference_and_fd"]
+    act = next(a for a in ("tanh", *sorted(ACTIVATIONS)) if f"{a}-{loss}-{dtype}-c" in sample)
+    return _arch(act, loss, dtype)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "c"])
@@ -86,7 +96,7 @@ def test_activation_alpha(builder, backend, act, alpha):
 @pytest.mark.parametrize("backend", ["numpy", "c"])
 @pytest.mark.parametrize("loss", LOSSES)
 def test_batch_of_one(builder, backend, loss):
-    arch = mlp("silu", loss, name="one")
+    arch = sampled_arch(loss, "float64")       # a module the sample builds anyway
     spec = load_spec(arch)
     mod = builder(arch, backend)
     params, x, y = sample_point(spec, mod, batch=1)

@@ -83,10 +83,11 @@ def test_hash_is_the_architecture_without_its_name(builder):
 
 
 def test_renamed_copy_loads(builder, tmp_path):
-    mod = builder(ARCHS["mlp"], "numpy")
+    # the renamed copy writes (NumPy), the C module test_bad_files builds reads
+    mod = builder(_with(ARCHS["mlp"], name="pf_twin"), "numpy")
     params = _perturbed(mod)
     mod.save_params(tmp_path / "p.npz", params)
-    twin = builder(_with(ARCHS["mlp"], name="pf_twin"), "c")
+    twin = builder(ARCHS["mlp"], "c")
     loaded = twin.load_params(tmp_path / "p.npz")
     assert all(np.array_equal(loaded[k], params[k]) for k in params)
 

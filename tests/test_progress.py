@@ -10,6 +10,8 @@ from bpgen.cli import Progress, make_parser
 from bpgen.spec import load_spec
 
 from conftest import mlp
+from test_generated import sampled_arch
+from test_second_order import CASES as SECOND_ORDER
 
 
 def test_build_stages_reach_the_callback(tmp_path, monkeypatch, capsys):
@@ -45,14 +47,11 @@ def test_spectrum_reports_lanczos(builder):
     assert np.allclose(res["largest"], evals[::-1][:2], atol=1e-8)
 
 
-# a tiny CNN (Hessian from columns, not the dense assembly) and a dense net
+# a tiny CNN (Hessian from columns, not the dense assembly) and a dense net:
+# modules test_second_order.py and test_generated.py build in C anyway
 PROGRESS_ARCHS = {
-    "cnn": {"name": "prog_cnn", "input": {"channels": 1, "height": 5, "width": 5},
-            "layers": [{"type": "conv2d", "filters": 2, "kernel": 3, "activation": "tanh"},
-                       {"type": "maxpool2d", "size": 2}, {"type": "flatten"},
-                       {"type": "dense", "units": 2}],
-            "loss": "softmax_cross_entropy"},
-    "mlp": mlp("tanh", "mse", hidden=(4,), out=2, features=3, name="prog_mlp"),
+    "cnn": SECOND_ORDER["conv-max-sce"][0],
+    "mlp": sampled_arch("mse", "float64"),
 }
 
 
