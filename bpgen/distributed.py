@@ -481,26 +481,54 @@ def _root(plan, kind, pf, vf, data):
     holds in memory (persisted, e.g. by :func:`persist`) is one task on
     that worker (:func:`_group`), any other node an addition of its two
     children, every chunk not held a task of its own.  The same bits
-    however the tree is cut."""
+    however the tree is cut.  A node's task is pinned to the workers that
+    hold its chunks (strict restrictions): Dask's work stealing would
+    otherwise move a whole subtree, and its data (up to half the data set),
+    to an idle worker (measured at 10^6 samples: 1.3-2.4 GB copied per
+    worker, the speed-up 1.33x instead of 1.74x).  Returns the graph and
+    the workers its tasks are pinned to (see :func:`_result`)."""
     import dask
     xb, yb, lb, ranges = data
     n = len(ranges)
     held = _holders(plan.client, xb) if n > 1 else None
     task = plan.task(kind)
+    pinned = set()
 
     def node(level, j):
         lo, hi = j << level, min((j + 1) << level, n)
         if level == 0:
             return dask.delayed(_chunk, pure=True)(task, pf, vf, xb[lo], yb[lo], lb[lo], lo,
                                                    *ranges[lo])
-        if held is not None and frozenset.intersection(*held[lo:hi]):
-            return dask.delayed(_group, pure=True)(task, pf, vf, level, j, n, xb[lo:hi],
-                                                   yb[lo:hi], lb[lo:hi], ranges[lo:hi])
+        common = frozenset.intersection(*held[lo:hi]) if held is not None else None
+        if common:
+            pinned.update(common)
+            with dask.annotate(workers=sorted(common), allow_other_workers=False):
+                return dask.delayed(_group, pure=True)(task, pf, vf, level, j, n, xb[lo:hi],
+                                                       yb[lo:hi], lb[lo:hi], ranges[lo:hi])
         left = node(level - 1, 2 * j)
         if (2 * j + 1) << (level - 1) < n:
             return dask.delayed(_add, pure=True)(left, node(level - 1, 2 * j + 1))
         return left
-    return node(max(0, (n - 1).bit_length()), 0)
+    return node(max(0, (n - 1).bit_length()), 0), frozenset(pinned)
+
+
+def _result(client, fut, pinned, poll=0.5):
+    """fut's result, or None when a worker some of its tasks are pinned to
+    has left the cluster (killed, retired): those tasks could never run, so
+    the caller cancels and builds the graph again from where the chunks are
+    now (Dask recomputes a lost chunk from its lineage elsewhere)."""
+    if not pinned:
+        return fut.result()
+    while True:
+        try:
+            return fut.result(timeout=poll)
+        except TimeoutError:
+            pass
+        except Exception as e:          # distributed's own TimeoutError
+            if type(e).__name__ != "TimeoutError":
+                raise
+        if not pinned <= set(client.nthreads()):
+            return None
 
 
 def _submit(client, graph):
@@ -589,12 +617,18 @@ def _reduce(plan, kind, params, v, data, pf=None):
     if own:
         pf = plan.scatter(params)
     vf = plan.scatter(v) if v is not None else None
-    root = _root(plan, kind, pf, vf, data)
-    fut = _submit(plan.client, root)
     try:
-        weight, total = fut.result()
+        while True:
+            root, pinned = _root(plan, kind, pf, vf, data)
+            fut = _submit(plan.client, root)
+            try:
+                got = _result(plan.client, fut, pinned)
+            finally:
+                fut.release()
+            if got is not None:
+                weight, total = got
+                break
     finally:
-        fut.release()
         if own:
             pf.release()
         if vf is not None:

@@ -315,6 +315,31 @@ def test_killed_worker_placed_data_result_unchanged(tmp_path_factory):
     assert np.linalg.norm(_flat(want) - _flat(ref)) <= 1e-12 * np.linalg.norm(_flat(ref))
 
 
+def test_pinned_tasks_of_a_lost_worker_are_given_up(client, tmp_path_factory):
+    """A pass's subtree tasks are pinned to the workers holding their chunks
+    (no work stealing moves them, with their data); when such a worker has
+    left the cluster the pass is given up (None) within a poll, and
+    bd._reduce builds the graph again from where the chunks are now."""
+    fut = client.submit(time.sleep, 4, pure=False)
+    assert bd._result(client, fut, frozenset({"tcp://127.0.0.1:1"}), poll=0.1) is None
+    assert not fut.done()               # given up before the task ended
+    fut.cancel()
+    done = client.submit(operator.add, 1, 2)
+    assert bd._result(client, done, frozenset(client.nthreads())) == 3
+    # the placed data's subtree tasks carry strict restrictions to their holder
+    mod = _module("mlp", "numpy", tmp_path_factory)
+    x, y, _ = _data(mod, False)
+    xd, yd, _ = bd.persist(x, y, client=client, chunks=4)
+    plan = bd._Plan(ARCHS["mlp"], "numpy", client, 1)
+    root, pinned = bd._root(plan, "loss", plan.scatter(_point(mod)[0]), None,
+                            bd._blocks(xd, yd, None, None, client))
+    assert pinned and pinned <= set(client.nthreads())
+    layers = root.__dask_graph__().layers
+    pins = [ly.annotations for name, ly in layers.items() if "_group" in str(name)]
+    assert pins and all(a["allow_other_workers"] is False and set(a["workers"]) <= pinned
+                        for a in pins)
+
+
 @pytest.mark.parametrize("full", [None, False])
 def test_spectrum(client, tmp_path_factory, full):
     mod = _module("mlp", "numpy", tmp_path_factory)
