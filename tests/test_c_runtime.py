@@ -123,6 +123,9 @@ void w_copy_cols(int64_t R, int64_t W, const double *A, int64_t CA, int64_t from
                  double *B, int64_t CB, int64_t to);
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K);
 int64_t w_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int64_t K);
+int w_blas_gemm_ab(int ta, int tb, int64_t M, int64_t Nc, int64_t K, double alpha,
+                   const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
+                   double *C, int64_t ldc);
 int w_blas_threads(int n);
 void w_dirs_to_cols(int64_t K, int64_t R, int64_t C, const double *D, int64_t ld, double *X);
 void w_cols_to_dirs(int64_t K, int64_t R, int64_t C, const double *X, double *D, int64_t ld);
@@ -156,12 +159,19 @@ int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
 { return bpg_blas_chunk(ta, tb, M, Nc, K); }
 int64_t w_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
 { return bpg_blas_slice(ta, tb, M, Nc, K); }
+int w_blas_gemm_ab(int ta, int tb, int64_t M, int64_t Nc, int64_t K, double alpha,
+                   const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
+                   double *C, int64_t ldc)
+{ return bpg_blas_gemm_ab(ta, tb, M, Nc, K, alpha, A, lda, B, ldb, beta, C, ldc, 0); }
 /* the BLAS's thread count, set to n if n > 0; returns the count before */
 int w_blas_threads(int n)
 { const int was = bpg_blas_threads(); if (n > 0) bpg_blas_set_threads(n); return was; }
 #else
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K) { return -1; }
 int64_t w_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int64_t K) { return -1; }
+int w_blas_gemm_ab(int ta, int tb, int64_t M, int64_t Nc, int64_t K, double alpha,
+                   const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
+                   double *C, int64_t ldc) { return 0; }
 int w_blas_threads(int n) { return 1; }
 #endif
 #define REDUCE_WRAPPER(f) \\
@@ -302,6 +312,27 @@ def test_blas_column_chunks(rt):
                  (0, 0, 8, 4096, 512),              # would take more than 16 chunks
                  (0, 0, 16, 520, 128)]:             # no equal chunks 16k wide
         assert chunk(*args) == args[3], args
+
+
+@pytest.mark.parametrize("ta,M,Nc,K", [(0, 512, 64, 64), (0, 300, 64, 64), (1, 64, 64, 512),
+                                        (1, 64, 200, 300), (0, 9, 4, 13)])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_blas_gemm_alpha_in_row_slices(rt, one_blas_thread, ta, M, Nc, K, beta):
+    """C = alpha·op(A)·B + beta·C through the BLAS wrapper, for products it
+    makes in row slices too (the split's slice weights are its alpha:
+    every slice must carry it, and only the first the beta)."""
+    ffi, lib = rt
+    if lib.w_blas_slice(0, 0, 1, 1, 1) == -1:
+        pytest.skip("products run inline")
+    rng = np.random.default_rng(M + Nc + K + ta)
+    A = rng.standard_normal((M, K))
+    B = rng.standard_normal((K, Nc))
+    C0 = rng.standard_normal((M, Nc))
+    a = np.ascontiguousarray(A.T) if ta else A
+    C = C0.copy()
+    assert lib.w_blas_gemm_ab(ta, 0, M, Nc, K, 0.37, _ptr(ffi, a), a.shape[1], _ptr(ffi, B), Nc,
+                              beta, _ptr(ffi, C), Nc) == 1
+    assert _rel_err(C, 0.37 * (A @ B) + beta * C0) < 1e-12
 
 
 def test_blas_row_slices(rt, one_blas_thread):
