@@ -252,7 +252,7 @@ class _Plan:
     """The architecture, the client's module and the cluster of one call."""
 
     def __init__(self, arch, backend, client, threads):
-        _, distributed = _dask()
+        _dask()                     # the extra's own message when it is missing
         from .spec import load_spec
         self.source = _source(arch)
         self.spec = load_spec(self.source)
@@ -261,13 +261,7 @@ class _Plan:
         self.backend = backend
         self.mod = _client_module(self.spec, backend)
         self.hash = self.mod.ARCHITECTURE_HASH
-        if client is None:
-            try:
-                client = distributed.default_client()
-            except ValueError:
-                raise ValueError("client: no Dask client: pass client=, or start one "
-                                 "(distributed.Client(LocalCluster(...)))") from None
-        self.client = client
+        self.client = _default_client(client)
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
                                     or threads < 1):
             raise ValueError(f"threads: expected a positive integer or None, got {threads!r}")
@@ -575,6 +569,19 @@ def _place(client, data):
     return _Data(out[0], out[1], out[2], ranges)
 
 
+def _default_client(client):
+    """``client``, or the current Dask client (a ValueError naming
+    ``client`` when there is none)."""
+    if client is not None:
+        return client
+    _, distributed = _dask()
+    try:
+        return distributed.default_client()
+    except ValueError:
+        raise ValueError("client: no Dask client: pass client=, or start one "
+                         "(distributed.Client(LocalCluster(...)))") from None
+
+
 def persist(x, y, lengths=None, *, client=None, chunks=None):
     """x, y (and ``lengths``) kept in the workers' memory, as Dask arrays
     chunked along the samples (``chunks`` samples per chunk, default: their
@@ -587,13 +594,8 @@ def persist(x, y, lengths=None, *, client=None, chunks=None):
     when not given) once the chunks are in the workers' memory.  Chunks
     already in the cluster's memory (an array persisted before) stay where
     they are: place the data when it is first read or generated."""
-    da, distributed = _dask()
-    if client is None:
-        try:
-            client = distributed.default_client()
-        except ValueError:
-            raise ValueError("client: no Dask client: pass client=, or start one "
-                             "(distributed.Client(LocalCluster(...)))") from None
+    _dask()
+    client = _default_client(client)
     if chunks is not None and (not isinstance(chunks, int) or isinstance(chunks, bool)
                                or chunks < 1):
         raise ValueError(f"chunks: expected a positive number of samples, got {chunks!r}")

@@ -78,10 +78,7 @@ def patch_chunks(prog: Program) -> dict:
     batch's patches (7.4 and 4.9 MB at N = 64) left the cache between the
     gather and the products that read them, forward and backward, and
     OpenBLAS packed each whole product; chunks of 256 KiB do neither."""
-    readers: dict = {}
-    for op in prog.ops:
-        for a in set(op.args):
-            readers.setdefault(a, []).append(op)
+    readers = _readers(prog)
     out = {}
     for op in prog.ops:
         if op.primitive.name != "gather" or op.loop is not None or op.out in prog.outputs:
@@ -97,6 +94,15 @@ def patch_chunks(prog: Program) -> dict:
         if used and all(_reads_patches(prog, r, op.out) for r in used):
             out[op.out] = max(1, PATCH_CHUNK_ENTRIES // per_sample)
     return out
+
+
+def _readers(prog: Program) -> dict:
+    """{variable: the ops that read it, in program order}"""
+    readers: dict = {}
+    for op in prog.ops:
+        for a in set(op.args):
+            readers.setdefault(a, []).append(op)
+    return readers
 
 
 def _col2im_product(prog: Program, op) -> bool:
@@ -118,10 +124,7 @@ def col2im_chunks(prog: Program) -> dict:
     so that dP is read back while it is in the core's cache; the dense dP
     of the whole batch is never made (LeNet's second convolution: 9,600
     entries per sample, 4.9 MB at N = 64)."""
-    readers: dict = {}
-    for op in prog.ops:
-        for a in set(op.args):
-            readers.setdefault(a, []).append(op)
+    readers = _readers(prog)
     out = {}
     for op in prog.ops:
         if not _col2im_product(prog, op) or op.out in prog.outputs:
