@@ -252,9 +252,10 @@ SHAPES = [(1, 1, 1), (1, 5, 3), (4, 1, 6), (3, 7, 1), (2, 3, 5), (9, 4, 13), (17
           # done by the BLAS in slices of A's rows with one BLAS thread
           # (bpg_blas_slice): nn by C's rows, tn by the inner sum (K)
           (512, 64, 64), (300, 64, 64), (64, 64, 512), (64, 200, 300),
-          # done in tiles of C, 16 rows by 64 or more columns (bpg_blas_tile): A·B
-          # with rows of more than 31,250 multiply-adds; 40 rows: a tile of 8 at the end
-          (40, 128, 400), (64, 192, 300), (33, 256, 256)]
+          # done in tiles of C (bpg_blas_tile), rows of more than 31,250 multiply-adds:
+          # A·B 16 rows by 64 or more columns (40 rows: a tile of 8 at the end), A·Bᵀ
+          # 8 rows (33, 256, 256: a last tile of 1 row; 44, 400, 120: 8 x 80, then 4)
+          (40, 128, 400), (64, 192, 300), (33, 256, 256), (44, 400, 120)]
 
 
 @pytest.fixture
@@ -363,7 +364,7 @@ def test_blas_row_slices(rt, one_blas_thread):
 
 
 def test_blas_tiles(rt, one_blas_thread):
-    """Which products the BLAS does in tiles of C (16 rows), and how wide."""
+    """Which products the BLAS does in tiles of C (16 rows, 8 for A·Bᵀ), and how wide."""
     ffi, lib = rt
     if lib.w_blas_tile(0, 0, 1, 1, 1) == -1:
         pytest.skip("products run inline")
@@ -372,10 +373,13 @@ def test_blas_tiles(rt, one_blas_thread):
     assert tile(0, 0, 64, 256, 784) == 64            # the same in a split's slice of 64 rows
     assert tile(0, 0, 128, 256, 256) == 128          # its A·W: 16 x 128 x 256
     assert tile(0, 0, 40, 128, 400) == 128
+    assert tile(0, 1, 1024, 256, 256) == 128         # its δZ·Wᵀ: 8 x 128 x 256
+    assert tile(0, 1, 64, 400, 120) == 80            # 8 x 80 x 120
     for args in [(0, 0, 512, 64, 64),                # rows fit 32-row slices (bpg_blas_slice)
                  (0, 0, 32, 256, 784),               # few rows (column chunks instead)
                  (1, 0, 784, 256, 1024),             # A transposed
-                 (0, 1, 1024, 256, 256),             # B transposed
+                 (0, 1, 1024, 128, 512),             # B transposed, K > 256
+                 (0, 0, 512, 512, 128),              # not transposed, K < 256
                  (0, 0, 256, 2048, 1024),            # K > 976: a 16 x 64 tile would not fit
                  (0, 0, 64, 120, 400)]:              # no multiple of 16 >= 64 divides Nc
         assert tile(*args) == 0, args
