@@ -375,6 +375,7 @@ def test_blas_tiles(rt, one_blas_thread):
     assert tile(0, 0, 40, 128, 400) == 128
     assert tile(0, 1, 1024, 256, 256) == 128         # its δZ·Wᵀ: 8 x 128 x 256
     assert tile(0, 1, 64, 400, 120) == 80            # 8 x 80 x 120
+    assert tile(0, 1, 256, 512, 128) == 128          # at most 128 wide (8 x 256 x 128 fits 2^18)
     for args in [(0, 0, 512, 64, 64),                # rows fit 32-row slices (bpg_blas_slice)
                  (0, 0, 32, 256, 784),               # few rows (column chunks instead)
                  (1, 0, 784, 256, 1024),             # A transposed

@@ -260,7 +260,7 @@ static inline int64_t bpg_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int6
    kernels, which do not pack: A·B as tiles of 16 rows by c columns, c the
    widest multiple of 16 that divides Nc with 16·c·K <= 10^6, at least 64,
    for 256 <= K (so K <= 976); A·Bᵀ as tiles of 8 rows by c, 8·c·K <= 2^18,
-   c >= 64, for K <= 256.  0: no tiles.  Float64, one BLAS thread, never
+   64 <= c <= 128, for K <= 256.  0: no tiles.  Float64, one BLAS thread, never
    Aᵀ·B.  Measured single products (C timing loop, one pinned thread; A·B
    then A·Bᵀ): 64 x 784 by 256 523 -> 450 µs, 128 x 784 by 256 1,008 ->
    913, 1,024 x 784 by 256 8,628 -> 8,069, 64 x 256 by 256 169 -> 146,
@@ -269,7 +269,8 @@ static inline int64_t bpg_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int6
    -> 116, 256 x 128 by 512 666 -> 650.  Slower, hence the bounds on K:
    A·B 512 x 128 by 512 1.06x (16 x 128 or 16 x 256), 256 x 200 by 512
    1.00-1.03x; A·Bᵀ 1,024 x 512 by 128 and 256 x 512 by 256 in 8 x 64 tiles
-   1.03-1.13x, and tiles of 2^19 multiply-adds (16 x 128 x 256) 1.5x. */
+   1.03-1.13x, and tiles of 2,048 entries of C 1.5-1.7x (16 x 128 tiles at
+   K = 256, 8 x 256 at K = 256 and 128: hence c <= 128). */
 #define BPG_TILE_ROWS(tb) ((tb) ? 8 : 16)
 static inline int64_t bpg_blas_tile(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
 {
@@ -277,8 +278,10 @@ static inline int64_t bpg_blas_tile(int ta, int tb, int64_t M, int64_t Nc, int64
         || 32.0 * (double)Nc * (double)K <= BPG_SMALL_MADDS || bpg_blas_threads() > 1)
         return 0;
     const double most = tb ? 262144.0 : BPG_SMALL_MADDS;
-    for (int64_t c = (int64_t)(most / ((double)BPG_TILE_ROWS(tb) * (double)K)) / 16 * 16; c >= 64;
-         c -= 16)
+    int64_t c = (int64_t)(most / ((double)BPG_TILE_ROWS(tb) * (double)K)) / 16 * 16;
+    if (tb && c > 128)
+        c = 128;
+    for (; c >= 64; c -= 16)
         if (Nc % c == 0)
             return c;
     return 0;
