@@ -268,6 +268,39 @@ static inline int64_t bpg_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int6
     return r < rows ? r : rows;
 }
 
+/* A wide product A·B or A·Bᵀ with many rows, each row too much work for the
+   row slices above (Nc·K > 10^6 / 32, so a slice that fits would be under
+   32 rows), is done as tiles of C with all of K, each tile on the small
+   kernels, which do not pack: A·B as tiles of 16 rows by c columns, c the
+   widest multiple of 16 that divides Nc with 16·c·K <= 10^6, at least 64,
+   for 256 <= K (so K <= 976); A·Bᵀ as tiles of 8 rows by c, 8·c·K <= 2^18,
+   64 <= c <= 128, for K <= 256.  0: no tiles.  Float64, one BLAS thread, never
+   Aᵀ·B.  Measured single products (C timing loop, one pinned thread; A·B
+   then A·Bᵀ): 64 x 784 by 256 523 -> 450 µs, 128 x 784 by 256 1,008 ->
+   913, 1,024 x 784 by 256 8,628 -> 8,069, 64 x 256 by 256 169 -> 146,
+   1,024 x 256 by 256 2,548 -> 2,380, 256 x 512 by 128 680 -> 590; 64 x 256
+   by 256 174 -> 151, 1,024 x 256 by 256 2,755 -> 2,678, 64 x 120 by 400 126
+   -> 116, 256 x 128 by 512 666 -> 650.  Slower, hence the bounds on K:
+   A·B 512 x 128 by 512 1.06x (16 x 128 or 16 x 256), 256 x 200 by 512
+   1.00-1.03x; A·Bᵀ 1,024 x 512 by 128 and 256 x 512 by 256 in 8 x 64 tiles
+   1.03-1.13x, and tiles of 2,048 entries of C 1.5-1.7x (16 x 128 tiles at
+   K = 256, 8 x 256 at K = 256 and 128: hence c <= 128). */
+#define BPG_TILE_ROWS(tb) ((tb) ? 8 : 16)
+static inline int64_t bpg_blas_tile(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
+{
+    if (!BPG_SMALL_SLICES || ta || M <= BPG_SMALL_ROWS || (tb ? K > 256 : K < 256)
+        || 32.0 * (double)Nc * (double)K <= BPG_SMALL_MADDS || bpg_blas_threads() > 1)
+        return 0;
+    const double most = tb ? 262144.0 : BPG_SMALL_MADDS;
+    int64_t c = (int64_t)(most / ((double)BPG_TILE_ROWS(tb) * (double)K)) / 16 * 16;
+    if (tb && c > 128)
+        c = 128;
+    for (; c >= 64; c -= 16)
+        if (Nc % c == 0)
+            return c;
+    return 0;
+}
+
 /* C = alpha·op(A)·op(B) + beta·C (beta 0 or 1) with leading dimensions (rows of
    A, B, C lda, ldb, ldc elements apart) by the BLAS when the product is
    large enough (and its sizes fit the BLAS's 32-bit integers); returns 0 to
@@ -280,6 +313,19 @@ static inline int bpg_blas_gemm_ab(int ta, int tb, int64_t M, int64_t Nc, int64_
         || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
         return 0;
     const int64_t w = bpg_blas_chunk(ta, tb, M, Nc, K);
+    const int64_t tile = w == Nc ? bpg_blas_tile(ta, tb, M, Nc, K) : 0;
+    if (tile) {         /* ta == 0 here */
+        const int64_t tr = BPG_TILE_ROWS(tb);
+        for (int64_t i0 = 0; i0 < M; i0 += tr) {
+            const int64_t ri = M - i0 < tr ? M - i0 : tr;
+            for (int64_t j0 = 0; j0 < Nc; j0 += tile)   /* C[i0:i0+ri, j0:j0+tile] */
+                BPG_CBLAS_GEMM(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                               (blasint)ri, (blasint)tile, (blasint)K, alpha, A + i0 * lda,
+                               (blasint)lda, B + (tb ? j0 * ldb : j0), (blasint)ldb, beta,
+                               C + i0 * ldc + j0, (blasint)ldc);
+        }
+        return 1;
+    }
     const int64_t rows = ta ? K : M, r = w == Nc ? bpg_blas_slice(ta, tb, M, Nc, K) : rows;
     if (r < rows) {     /* tb == 0 here */
         for (int64_t i0 = 0; i0 < rows; i0 += r) {

@@ -123,6 +123,7 @@ void w_copy_cols(int64_t R, int64_t W, const double *A, int64_t CA, int64_t from
                  double *B, int64_t CB, int64_t to);
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K);
 int64_t w_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int64_t K);
+int64_t w_blas_tile(int ta, int tb, int64_t M, int64_t Nc, int64_t K);
 int w_blas_gemm_ab(int ta, int tb, int64_t M, int64_t Nc, int64_t K, double alpha,
                    const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
                    double *C, int64_t ldc);
@@ -159,6 +160,8 @@ int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
 { return bpg_blas_chunk(ta, tb, M, Nc, K); }
 int64_t w_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
 { return bpg_blas_slice(ta, tb, M, Nc, K); }
+int64_t w_blas_tile(int ta, int tb, int64_t M, int64_t Nc, int64_t K)
+{ return bpg_blas_tile(ta, tb, M, Nc, K); }
 int w_blas_gemm_ab(int ta, int tb, int64_t M, int64_t Nc, int64_t K, double alpha,
                    const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
                    double *C, int64_t ldc)
@@ -169,6 +172,7 @@ int w_blas_threads(int n)
 #else
 int64_t w_blas_chunk(int ta, int tb, int64_t M, int64_t Nc, int64_t K) { return -1; }
 int64_t w_blas_slice(int ta, int tb, int64_t M, int64_t Nc, int64_t K) { return -1; }
+int64_t w_blas_tile(int ta, int tb, int64_t M, int64_t Nc, int64_t K) { return -1; }
 int w_blas_gemm_ab(int ta, int tb, int64_t M, int64_t Nc, int64_t K, double alpha,
                    const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
                    double *C, int64_t ldc) { return 0; }
@@ -247,7 +251,11 @@ SHAPES = [(1, 1, 1), (1, 5, 3), (4, 1, 6), (3, 7, 1), (2, 3, 5), (9, 4, 13), (17
           (16, 512, 128), (16, 128, 512), (32, 96, 400), (16, 520, 128),
           # done by the BLAS in slices of A's rows with one BLAS thread
           # (bpg_blas_slice): nn by C's rows, tn by the inner sum (K)
-          (512, 64, 64), (300, 64, 64), (64, 64, 512), (64, 200, 300)]
+          (512, 64, 64), (300, 64, 64), (64, 64, 512), (64, 200, 300),
+          # done in tiles of C (bpg_blas_tile), rows of more than 31,250 multiply-adds:
+          # A·B 16 rows by 64 or more columns (40 rows: a tile of 8 at the end), A·Bᵀ
+          # 8 rows (33, 256, 256: a last tile of 1 row; 44, 400, 120: 8 x 80, then 4)
+          (40, 128, 400), (64, 192, 300), (33, 256, 256), (44, 400, 120)]
 
 
 @pytest.fixture
@@ -315,7 +323,7 @@ def test_blas_column_chunks(rt):
 
 
 @pytest.mark.parametrize("ta,M,Nc,K", [(0, 512, 64, 64), (0, 300, 64, 64), (1, 64, 64, 512),
-                                        (1, 64, 200, 300), (0, 9, 4, 13)])
+                                        (1, 64, 200, 300), (0, 9, 4, 13), (0, 40, 128, 400)])
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 def test_blas_gemm_alpha_in_row_slices(rt, one_blas_thread, ta, M, Nc, K, beta):
     """C = alpha·op(A)·B + beta·C through the BLAS wrapper, for products it
@@ -353,6 +361,31 @@ def test_blas_row_slices(rt, one_blas_thread):
         assert slice_(*args) == rows, args
     lib.w_blas_threads(2)                            # several BLAS threads: one call
     assert slice_(0, 0, 512, 64, 64) == 512
+
+
+def test_blas_tiles(rt, one_blas_thread):
+    """Which products the BLAS does in tiles of C (16 rows, 8 for A·Bᵀ), and how wide."""
+    ffi, lib = rt
+    if lib.w_blas_tile(0, 0, 1, 1, 1) == -1:
+        pytest.skip("products run inline")
+    tile = lib.w_blas_tile
+    assert tile(0, 0, 1024, 256, 784) == 64          # the 784 MLP's X·W: 16 x 64 x 784
+    assert tile(0, 0, 64, 256, 784) == 64            # the same in a split's slice of 64 rows
+    assert tile(0, 0, 128, 256, 256) == 128          # its A·W: 16 x 128 x 256
+    assert tile(0, 0, 40, 128, 400) == 128
+    assert tile(0, 1, 1024, 256, 256) == 128         # its δZ·Wᵀ: 8 x 128 x 256
+    assert tile(0, 1, 64, 400, 120) == 80            # 8 x 80 x 120
+    assert tile(0, 1, 256, 512, 128) == 128          # at most 128 wide (8 x 256 x 128 fits 2^18)
+    for args in [(0, 0, 512, 64, 64),                # rows fit 32-row slices (bpg_blas_slice)
+                 (0, 0, 32, 256, 784),               # few rows (column chunks instead)
+                 (1, 0, 784, 256, 1024),             # A transposed
+                 (0, 1, 1024, 128, 512),             # B transposed, K > 256
+                 (0, 0, 512, 512, 128),              # not transposed, K < 256
+                 (0, 0, 256, 2048, 1024),            # K > 976: a 16 x 64 tile would not fit
+                 (0, 0, 64, 120, 400)]:              # no multiple of 16 >= 64 divides Nc
+        assert tile(*args) == 0, args
+    lib.w_blas_threads(2)                            # several BLAS threads: one call
+    assert tile(0, 0, 1024, 256, 784) == 0
 
 
 @pytest.mark.parametrize("R,C", [(1, 1), (1, 6), (5, 1), (4, 7), (13, 3)])
