@@ -4,7 +4,8 @@ formed (per_sample_grads), or every parameter's per-sample squared norm in
 the form the derivation chose for it (``meta.grad_terms``,
 :class:`~bpgen.meta.ParamTerms`: Gram or formed, stated next to each call)
 and (clipped_grad) the clip factors and Uᵀ·diag(c)·V with the module's
-products: one C call each.  runtime/per_sample.c holds the loops (pasted
+products, or, for a parameter whose per-sample gradients the norm pass
+forms and keeps, cᵀ·G over them: one C call each.  runtime/per_sample.c holds the loops (pasted
 after the helpers); this file only decides which call, with which factors
 and sizes, each parameter gets.
 
@@ -14,7 +15,10 @@ in the flat parameter order; the others the loss, the N norms and
 Workspace: the grad_terms outputs, then the larger of grad_terms' own
 workspace and the per-sample scratch (the Gram matrices, N·r² each, one
 per factor and row count however many parameters read it; one
-parameter's formed gradient; the N clip factors).
+parameter's formed gradient; the N clip factors; clipped_grad's kept
+formed gradients, N of each, when together they take at most the rest of
+the workspace per sample at T = 1, so at most double it: otherwise none is
+kept and every parameter is Uᵀ·diag(c)·V).
 
 An architecture with a summand these calls do not take (:class:`Unsupported`:
 a parameter with several summands, a table's ids that are not x's tokens,
