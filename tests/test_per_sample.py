@@ -358,6 +358,35 @@ def test_c_clipped_grad_keeps_the_formed_gradients_that_fit(builder, cid, kept):
     assert (wa, wb) >= tuple(mod._WS["per_sample_grad_norms"])
 
 
+def test_c_clipped_grad_keeps_none_when_the_rest_cannot_be_scaled(builder, monkeypatch):
+    """When the parameters not kept have no in-place scaling of their own
+    (made so here: none today), C clipped_grad keeps nothing and scales
+    every factor as before; its result still the explicit clipping."""
+    from bpgen.backends.c import per_sample as c_per_sample
+    scaled, everything = c_per_sample._scaled, []
+
+    def only_all(plans, f):
+        everything[:] = everything or list(plans)
+        if len(plans) < len(everything):
+            raise c_per_sample.Unsupported("made unsupported for this test")
+        return scaled(plans, f)
+
+    monkeypatch.setattr(c_per_sample, "_scaled", only_all)
+    arch = dict(BY_ID["conv-two-stages"]["arch"], name="ps_keep_none")
+    spec, mc = load_spec(arch), builder(arch, "c")
+    monkeypatch.undo()
+    with open(os.path.join(os.path.dirname(mc.__file__), mc.C_FILE)) as f:
+        body = f.read().split("void bpg_clipped_grad(", 1)[1].split("\n}\n", 1)[0]
+    assert "bpg_ps_scale_rows" in body and "; kept */" not in body and "kept_" not in body
+    mn = builder(BY_ID["conv-two-stages"]["arch"], "numpy")
+    params, x, y = _point(spec, mn, seed=4, batch=4)
+    norms = mn.per_sample_grad_norms(params, x, y)
+    (lc, gc, nc), (ln, gn, _) = (m.clipped_grad(params, x, y, float(np.median(norms)))
+                                 for m in (mc, mn))
+    assert lc == pytest.approx(ln, rel=1e-12) and rel_err(nc, norms) <= 1e-12
+    assert rel_err(_flat(gc), _flat(gn)) <= 1e-12
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if c["in_c"]],
                          ids=[c["id"] for c in CASES if c["in_c"]])
 def test_numpy_matches_c(builder, case):

@@ -255,8 +255,11 @@ def per_sample_functions(derived: Derived, terms_fn: dict, used: set) -> list:
                  "lines": lines}]
 
     norms = norms_of({})
-    _scaled(plans, f)           # (Unsupported when a product has no in-place form)
-    scaled = _scaled([p for p in plans if p.key not in kept], f)
+    scaled = _scaled(plans, f)  # (Unsupported when a product has no in-place form)
+    try:                        # the factors only the parameters not kept read
+        scaled = _scaled([p for p in plans if p.key not in kept], f)
+    except Unsupported:         # (fewer sums scaled, so some product's both): keep none
+        kept, ws_clip = {}, ws
     scale_lines = [f"bpg_ps_scale_rows(N, {code(rows)}, {int(lay == 'time')}, {f.cols(i)}, "
                    f"{f.name(i)}, clip);" for i, (rows, lay) in scaled.items()]
     clip_lines, each_lines, offset = [], [], 0
