@@ -6,10 +6,14 @@ largest difference of their results, and the load average.  For a before
 and after on a machine other jobs share, where wall time means little.
 
     python benchmarks/ab_modules.py lenet DIR_A DIR_B [--pairs 21] [--calls 5] [--what hvp]
+    python benchmarks/ab_modules.py ps_cnn_digits DIR_A DIR_B --what clipped_grad
 
 DIR_A and DIR_B hold ``<name>_c.py`` and its extension, e.g. built by
 ``python -m bpgen build ARCH --backend c --out DIR`` from two checkouts,
-or by ``--build DIR`` here (this checkout's bpgen, the case's architecture)."""
+or by ``--build DIR`` here (this checkout's bpgen, the case's architecture).
+The cases are run.py's and per_sample.py's (ps_cnn_digits ...); ``--what``
+per_sample_grad_norms or clipped_grad (max_norm: the median per-sample
+norm, half the samples clipped, as per_sample.py) times those instead."""
 import argparse
 import importlib.util
 import os
@@ -38,14 +42,17 @@ def load(directory: str, name: str, alias: str):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("case", choices=sorted(run.CASES))
+    from per_sample import _cases
+    cases = {**run.CASES, **_cases()}
+    ap.add_argument("case", choices=sorted(cases))
     ap.add_argument("dirs", nargs="*", help="DIR_A DIR_B")
     ap.add_argument("--build", metavar="DIR", help="only build the case's C module into DIR")
     ap.add_argument("--pairs", type=int, default=21)
     ap.add_argument("--calls", type=int, default=5)
-    ap.add_argument("--what", choices=("loss_and_grad", "hvp"), default="loss_and_grad")
+    ap.add_argument("--what", choices=("loss_and_grad", "hvp", "per_sample_grad_norms",
+                                       "clipped_grad"), default="loss_and_grad")
     args = ap.parse_args()
-    arch, n = run.CASES[args.case]
+    arch, n = cases[args.case]
     if args.build:
         import bpgen
         bpgen.build(arch, backend="c", out_dir=args.build)
@@ -55,10 +62,16 @@ def main():
     a, b = (load(d, arch["name"], f"ab_{i}") for i, d in enumerate(args.dirs))
     params, x, y = sample_point(load_spec(arch), a, batch=n, seed=0)
     v = a.init_params(seed=1)
-    call = ((lambda m: m.loss_and_grad(params, x, y)) if args.what == "loss_and_grad"
-            else (lambda m: m.hvp(params, x, y, v)))
+    max_norm = (float(np.median(a.per_sample_grad_norms(params, x, y)))
+                if args.what == "clipped_grad" else None)
+    call = {"loss_and_grad": lambda m: m.loss_and_grad(params, x, y),
+            "hvp": lambda m: m.hvp(params, x, y, v),
+            "per_sample_grad_norms": lambda m: {"norms": m.per_sample_grad_norms(params, x, y)},
+            "clipped_grad": lambda m: m.clipped_grad(params, x, y, max_norm)}[args.what]
     ra, rb = call(a), call(b)
-    if args.what == "loss_and_grad":
+    if args.what == "clipped_grad":
+        ra, rb = ({**r[1], "norms": r[2]} for r in (ra, rb))
+    elif args.what == "loss_and_grad":
         print(f"loss: relative difference {abs(ra[0] - rb[0]) / abs(ra[0]):.1e}")
         ra, rb = ra[1], rb[1]
     worst = max(np.abs(ra[k] - rb[k]).max() / np.abs(ra[k]).max() for k in ra)

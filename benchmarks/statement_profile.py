@@ -12,7 +12,17 @@ the comment above it (docs/performance.md quotes these tables).
 Run pinned on one CPU with one thread for numbers that compare
 (``taskset -c 1``, ``BPGEN_NUM_THREADS=1``); the module's own call takes
 the same time to within the clock reads (the total and the sum of the
-statements are printed, with the load average)."""
+statements are printed, with the load average).
+
+``--call`` profiles another entry point the same way: ``grad_terms``, or
+the per-sample calls (issue 19) ``per_sample_grad_norms`` and
+``clipped_grad`` (max_norm: the median per-sample norm, as
+benchmarks/per_sample.py), whose statements are named by the comment
+above each (their first statement, ``bpg_grad_terms``, is grad_terms).
+The ``run.py`` cases and ``per_sample.py``'s (``ps_cnn_digits`` ...) are
+accepted:
+
+    python benchmarks/statement_profile.py ps_cnn_digits --call clipped_grad"""
 import argparse
 import ctypes
 import os
@@ -32,7 +42,8 @@ from bpgen.backends.c.build import config_for  # noqa: E402
 from bpgen.check import sample_point  # noqa: E402
 from bpgen.spec import load_spec  # noqa: E402
 
-FUNCTION = "BPG_ENTRY void bpg_loss_and_grad("
+FUNCTION = "BPG_ENTRY void bpg_%s("
+CALLS = ("loss_and_grad", "grad_terms", "per_sample_grad_norms", "clipped_grad")
 TIMER = """
 #include <time.h>
 static double bpg_prof_us[%d];
@@ -49,18 +60,20 @@ double *bpg_prof_times(void) { return bpg_prof_us; }
 """
 
 
-def instrument(src: str) -> tuple:
+def instrument(src: str, call: str = "loss_and_grad") -> tuple:
     """(source with a clock read after each top-level statement of
-    bpg_loss_and_grad, the statements' names)."""
-    start = src.index(FUNCTION)
+    bpg_<call>, the statements' names: the equation in the comment above,
+    or for the per-sample calls any comment above)."""
+    start = src.index(FUNCTION % call)
+    any_comment = call in CALLS[2:]
     body_open = src.index("{\n", start) + 2
     body_close = src.index("\n}\n", body_open)
     lines, labels, name, depth = [], [], "(declarations)", 0
     for line in src[body_open:body_close].split("\n"):
         s, indent = line.strip(), len(line) - len(line.lstrip(" "))
         top = depth == 0 and indent == 4
-        if (top and s.startswith("/*") and "=" in s and not s.startswith("/* Grad of")
-                and not s.startswith("/*   (")):
+        if (top and s.startswith("/*") and ("=" in s or any_comment)
+                and not s.startswith("/* Grad of") and not s.startswith("/*   (")):
             name = s[3:-3]
         lines.append(line)
         depth += line.count("{") - line.count("}")
@@ -76,18 +89,22 @@ def instrument(src: str) -> tuple:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("case", choices=sorted(run.CASES))
+    from per_sample import _cases
+    cases = {**run.CASES, **_cases()}
+    ap.add_argument("case", choices=sorted(cases))
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--call", choices=CALLS, default="loss_and_grad")
     args = ap.parse_args()
-    arch, n = run.CASES[args.case]
+    arch, n = cases[args.case]
     n = args.batch or n
     tmp = tempfile.mkdtemp(prefix="bpgen_prof_")
     mod = bpgen.build(arch, backend="c", out_dir=tmp)
     if hasattr(mod, "set_threads"):
         mod.set_threads(1)
     name = arch["name"]
-    src, labels = instrument(open(os.path.join(tmp, f"{name}_c.c"), encoding="utf-8").read())
+    src, labels = instrument(open(os.path.join(tmp, f"{name}_c.c"), encoding="utf-8").read(),
+                             args.call)
     with open(os.path.join(tmp, "prof.c"), "w", encoding="utf-8") as fh:
         fh.write(src)
     import sysconfig
@@ -105,13 +122,25 @@ def main():
     xm, n = mod._check_x(x)
     arrays = [*mod._xs(xm, n, None), mod._check_y(y, n, xm), *mod._check_params(params)]
     arrays = [np.ascontiguousarray(a) for a in arrays]
-    a, b = mod._WS["loss_and_grad"]
-    out, ws = np.zeros(1 + mod.N_PARAMS, dtype=arrays[-1].dtype), np.zeros(a * n + b + 1,
-                                                                           dtype=arrays[-1].dtype)
+    dtype = arrays[-1].dtype
+    a, b = mod._WS[args.call]
+    if args.call == "loss_and_grad":
+        size = 1 + mod.N_PARAMS
+    elif args.call == "grad_terms":     # its outputs: what the per-sample calls' workspace starts with
+        size = (mod._WS["per_sample_grad_norms"][0] - a) * n + mod._WS["per_sample_grad_norms"][1]
+    else:
+        oa, ob = mod._PER_SAMPLE_OUT[args.call]
+        size = oa * n + ob
+    out, ws = np.zeros(size, dtype=dtype), np.zeros(a * n + b + 1, dtype=dtype)
     ptr = (lambda arr: arr.ctypes.data_as(ctypes.c_void_p))
-    call = [ctypes.c_int64(n)] + [ptr(arr) for arr in arrays] + [ptr(out), ptr(ws)]
+    clip = []
+    if args.call == "clipped_grad":     # half the samples clipped, as benchmarks/per_sample.py
+        clip = [(ctypes.c_float if dtype == np.float32 else ctypes.c_double)(
+            float(np.median(mod.per_sample_grad_norms(params, x, y))))]
+    call = [ctypes.c_int64(n)] + [ptr(arr) for arr in arrays] + clip + [ptr(out), ptr(ws)]
+    entry = getattr(lib, "bpg_" + args.call)
     for _ in range(3):
-        lib.bpg_loss_and_grad(*call)
+        entry(*call)
     value, _ = mod.loss_and_grad(params, x, y)
     if not np.isclose(out[0], value, rtol=1e-12, atol=0):
         raise SystemExit(f"the instrumented copy's loss {out[0]!r} is not the module's {value!r}")
@@ -120,9 +149,9 @@ def main():
     times[:] = 0
     t0 = time.thread_time()
     for _ in range(args.calls):
-        lib.bpg_loss_and_grad(*call)
+        entry(*call)
     total = (time.thread_time() - t0) / args.calls * 1e6
-    print(f"{args.case}, N = {n}: {total:.0f} us a call (thread CPU, {args.calls} calls), "
+    print(f"{args.case} {args.call}, N = {n}: {total:.0f} us a call (thread CPU, {args.calls} calls), "
           f"statements {times.sum() / args.calls:.0f}; load average "
           f"{' '.join(open('/proc/loadavg').read().split()[:3])}")
     per = {}

@@ -897,7 +897,13 @@ static inline int64_t bpg_ps_ld(int64_t N, int time, int64_t c)
     return time ? N * c : c;
 }
 
-static inline real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
+/* Its own function (with its own copies per CPU, BPG_ENTRY), not inlined:
+   inlined into bpg_ps_form_product (which GCC 12 -O2 does not inline, so
+   that its one copy is the baseline one), the omp simd reduction's
+   accumulator stayed on the stack, a store-to-load chain per 2 elements:
+   the digits CNN's per-sample norms took 200 µs where they now take ~85
+   (docs/performance.md, "Per-sample gradients"). */
+static BPG_ENTRY real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
 {
     real acc = 0;
     #pragma omp simd reduction(+:acc)
@@ -3407,6 +3413,10 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real 
     real *const v_d_l5_Z_2 = ws + 2560*N + 1;  /* d_l5_Z_2 (N, 10) */
     real *const sq = out + 1;  /* (N,): squared norms, then the norms */
     real *const grads = out + 1 + N;  /* the clipped gradient */
+    real *const kept_0 = ws + 2571*N + 1160;  /* (N, 72): l0.W's per-sample gradients */
+    real *const kept_1 = ws + 2643*N + 1160;  /* (N, 8): l0.b's per-sample gradients */
+    real *const kept_2 = ws + 2651*N + 1160;  /* (N, 1152): l2.W's per-sample gradients */
+    real *const kept_3 = ws + 3803*N + 1160;  /* (N, 16): l2.b's per-sample gradients */
     real *const g = ws + 2570*N + 8;  /* (1152,): one sample's formed gradient */
     real *const clip = ws + 2570*N + 1160;  /* (N,): the clip factors */
 
@@ -3414,38 +3424,36 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real 
     bpg_grad_terms(N, v_x, v_y, v_l0_W, v_l0_b, v_l2_W, v_l2_b, v_l5_W, v_l5_b, ws, ws + 2570*N + 8);
     out[0] = v_loss[0];
 
-    /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
+    /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n; the formed gradients kept (N of each) */
     for (int64_t n = 0; n < N; n++) sq[n] = 0;
-    /* l0.W: explicit (product, r = 64 rows per sample: Gram 73,728 vs explicit 4,608 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_form_product(N, 64, 0, 8, v_d_l0_Z, 9, v_l0_P, g, 0, sq);
-    /* l0.b: explicit (colsum, r = 64: 512 per sample) */
-    bpg_ps_form_colsum(N, 64, 0, 8, v_d_l0_Z, g, 0, sq);
-    /* l2.W: explicit (product, r = 16 rows per sample: Gram 22,784 vs explicit 18,432 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_form_product(N, 16, 0, 16, v_d_l2_Z, 72, v_l2_P, g, 0, sq);
-    /* l2.b: explicit (colsum, r = 16: 256 per sample) */
-    bpg_ps_form_colsum(N, 16, 0, 16, v_d_l2_Z, g, 0, sq);
+    /* l0.W: explicit (product, r = 64 rows per sample: Gram 73,728 vs explicit 4,608 multiply-adds per sample; a Gram matrix another parameter forms counts 0); kept */
+    bpg_ps_form_product(N, 64, 0, 8, v_d_l0_Z, 9, v_l0_P, kept_0, 72, sq);
+    /* l0.b: explicit (colsum, r = 64: 512 per sample); kept */
+    bpg_ps_form_colsum(N, 64, 0, 8, v_d_l0_Z, kept_1, 8, sq);
+    /* l2.W: explicit (product, r = 16 rows per sample: Gram 22,784 vs explicit 18,432 multiply-adds per sample; a Gram matrix another parameter forms counts 0); kept */
+    bpg_ps_form_product(N, 16, 0, 16, v_d_l2_Z, 72, v_l2_P, kept_2, 1152, sq);
+    /* l2.b: explicit (colsum, r = 16: 256 per sample); kept */
+    bpg_ps_form_colsum(N, 16, 0, 16, v_d_l2_Z, kept_3, 16, sq);
     /* l5.W: gram (product, r = 1 row per sample: Gram 75 vs explicit 640 multiply-adds per sample) */
     bpg_ps_sq_outer(N, 64, v_l3_Y, 10, v_d_l5_Z_2, sq);
     /* l5.b: explicit (colsum, r = 1: 10 per sample) */
     bpg_ps_sq_rows(N, 1, 10, v_d_l5_Z_2, sq);
     bpg_ps_norms(N, sq);
 
-    /* c_n = min(1, max_norm / norm_n); unless every c_n is 1, one factor of every product (and a sum's rows) scaled in place: diag(c)·F */
+    /* c_n = min(1, max_norm / norm_n); unless every c_n is 1, one factor of every product (and a sum's rows) not kept scaled in place: diag(c)·F */
     if (bpg_ps_clip_factors(N, max_norm, sq, clip)) {
-        bpg_ps_scale_rows(N, 64, 0, 8, v_d_l0_Z, clip);
-        bpg_ps_scale_rows(N, 16, 0, 16, v_d_l2_Z, clip);
         bpg_ps_scale_rows(N, 1, 0, 10, v_d_l5_Z_2, clip);
     }
 
-    /* the clipped gradient, parameter by parameter: Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D */
+    /* the clipped gradient, parameter by parameter: Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D; a kept parameter's Σ_n c_n·g_n = cᵀ·G */
     /* l0.W */
-    bpg_gemm_tn(8, 9, 64*N, v_d_l0_Z, v_l0_P, grads + 0);
+    bpg_gemm_tn(1, 72, N, clip, kept_0, grads + 0);
     /* l0.b */
-    bpg_colsum(64*N, 8, v_d_l0_Z, grads + 72);
+    bpg_gemm_tn(1, 8, N, clip, kept_1, grads + 72);
     /* l2.W */
-    bpg_gemm_tn(16, 72, 16*N, v_d_l2_Z, v_l2_P, grads + 80);
+    bpg_gemm_tn(1, 1152, N, clip, kept_2, grads + 80);
     /* l2.b */
-    bpg_colsum(16*N, 16, v_d_l2_Z, grads + 1232);
+    bpg_gemm_tn(1, 16, N, clip, kept_3, grads + 1232);
     /* l5.W */
     bpg_gemm_tn(64, 10, N, v_l3_Y, v_d_l5_Z_2, grads + 1248);
     /* l5.b */

@@ -942,7 +942,13 @@ static inline int64_t bpg_ps_ld(int64_t N, int time, int64_t c)
     return time ? N * c : c;
 }
 
-static inline real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
+/* Its own function (with its own copies per CPU, BPG_ENTRY), not inlined:
+   inlined into bpg_ps_form_product (which GCC 12 -O2 does not inline, so
+   that its one copy is the baseline one), the omp simd reduction's
+   accumulator stayed on the stack, a store-to-load chain per 2 elements:
+   the digits CNN's per-sample norms took 200 µs where they now take ~85
+   (docs/performance.md, "Per-sample gradients"). */
+static BPG_ENTRY real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
 {
     real acc = 0;
     #pragma omp simd reduction(+:acc)
@@ -2654,7 +2660,7 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real 
     bpg_ps_sq_rows(N, 1, 10, v_d_l1_Z_2, sq);
     bpg_ps_norms(N, sq);
 
-    /* c_n = min(1, max_norm / norm_n); unless every c_n is 1, one factor of every product (and a sum's rows) scaled in place: diag(c)·F */
+    /* c_n = min(1, max_norm / norm_n); unless every c_n is 1, one factor of every product (and a sum's rows) not kept scaled in place: diag(c)·F */
     if (bpg_ps_clip_factors(N, max_norm, sq, clip)) {
         bpg_ps_scale_rows(N, 1, 0, 32, v_d_l0_Z, clip);
         bpg_ps_scale_rows(N, 1, 0, 10, v_d_l1_Z_2, clip);

@@ -789,7 +789,13 @@ static inline int64_t bpg_ps_ld(int64_t N, int time, int64_t c)
     return time ? N * c : c;
 }
 
-static inline real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
+/* Its own function (with its own copies per CPU, BPG_ENTRY), not inlined:
+   inlined into bpg_ps_form_product (which GCC 12 -O2 does not inline, so
+   that its one copy is the baseline one), the omp simd reduction's
+   accumulator stayed on the stack, a store-to-load chain per 2 elements:
+   the digits CNN's per-sample norms took 200 µs where they now take ~85
+   (docs/performance.md, "Per-sample gradients"). */
+static BPG_ENTRY real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
 {
     real acc = 0;
     #pragma omp simd reduction(+:acc)
@@ -3736,6 +3742,11 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real 
     real *const v_d_l1_Z = ws + 1920*N + 1;  /* d_l1_Z (20*N, 1) */
     real *const sq = out + 1;  /* (N,): squared norms, then the norms */
     real *const grads = out + 1 + N;  /* the clipped gradient */
+    real *const kept_0 = ws + 1941*N + 1032;  /* (N, 64): l0.Wx's per-sample gradients */
+    real *const kept_1 = ws + 2005*N + 1032;  /* (N, 1024): l0.Wh's per-sample gradients */
+    real *const kept_2 = ws + 3029*N + 1032;  /* (N, 64): l0.b's per-sample gradients */
+    real *const kept_3 = ws + 3093*N + 1032;  /* (N, 16): l1.W's per-sample gradients */
+    real *const kept_4 = ws + 3109*N + 1032;  /* (N, 1): l1.b's per-sample gradients */
     real *const g = ws + 1940*N + 8;  /* (1024,): one sample's formed gradient */
     real *const clip = ws + 1940*N + 1032;  /* (N,): the clip factors */
 
@@ -3743,37 +3754,34 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real 
     bpg_grad_terms(N, v_x, v_mask, v_y, v_l0_Wx, v_l0_Wh, v_l0_b, v_l1_W, v_l1_b, ws, ws + 1940*N + 8);
     out[0] = v_loss[0];
 
-    /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
+    /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n; the formed gradients kept (N of each) */
     for (int64_t n = 0; n < N; n++) sq[n] = 0;
-    /* l0.Wx: explicit (product, r = 20 rows per sample: Gram 26,400 vs explicit 1,280 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_form_product(N, 20, 1, 1, v_x, 64, v_d_l0_G_6, g, 0, sq);
-    /* l0.Wh: explicit (product, r = 20 rows per sample: Gram 32,400 vs explicit 20,480 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_form_product(N, 20, 1, 16, v_l0_hprev, 64, v_d_l0_G_6, g, 0, sq);
-    /* l0.b: explicit (colsum, r = 20: 1,280 per sample) */
-    bpg_ps_form_colsum(N, 20, 1, 64, v_d_l0_G_6, g, 0, sq);
-    /* l1.W: explicit (product, r = 20 rows per sample: Gram 7,200 vs explicit 320 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_form_product(N, 20, 1, 16, v_l0_H, 1, v_d_l1_Z, g, 0, sq);
-    /* l1.b: explicit (colsum, r = 20: 20 per sample) */
-    bpg_ps_form_colsum(N, 20, 1, 1, v_d_l1_Z, g, 0, sq);
+    /* l0.Wx: explicit (product, r = 20 rows per sample: Gram 26,400 vs explicit 1,280 multiply-adds per sample; a Gram matrix another parameter forms counts 0); kept */
+    bpg_ps_form_product(N, 20, 1, 1, v_x, 64, v_d_l0_G_6, kept_0, 64, sq);
+    /* l0.Wh: explicit (product, r = 20 rows per sample: Gram 32,400 vs explicit 20,480 multiply-adds per sample; a Gram matrix another parameter forms counts 0); kept */
+    bpg_ps_form_product(N, 20, 1, 16, v_l0_hprev, 64, v_d_l0_G_6, kept_1, 1024, sq);
+    /* l0.b: explicit (colsum, r = 20: 1,280 per sample); kept */
+    bpg_ps_form_colsum(N, 20, 1, 64, v_d_l0_G_6, kept_2, 64, sq);
+    /* l1.W: explicit (product, r = 20 rows per sample: Gram 7,200 vs explicit 320 multiply-adds per sample; a Gram matrix another parameter forms counts 0); kept */
+    bpg_ps_form_product(N, 20, 1, 16, v_l0_H, 1, v_d_l1_Z, kept_3, 16, sq);
+    /* l1.b: explicit (colsum, r = 20: 20 per sample); kept */
+    bpg_ps_form_colsum(N, 20, 1, 1, v_d_l1_Z, kept_4, 1, sq);
     bpg_ps_norms(N, sq);
 
-    /* c_n = min(1, max_norm / norm_n); unless every c_n is 1, one factor of every product (and a sum's rows) scaled in place: diag(c)·F */
-    if (bpg_ps_clip_factors(N, max_norm, sq, clip)) {
-        bpg_ps_scale_rows(N, 20, 1, 64, v_d_l0_G_6, clip);
-        bpg_ps_scale_rows(N, 20, 1, 1, v_d_l1_Z, clip);
-    }
+    /* c_n = min(1, max_norm / norm_n) */
+    bpg_ps_clip_factors(N, max_norm, sq, clip);
 
-    /* the clipped gradient, parameter by parameter: Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D */
+    /* the clipped gradient, parameter by parameter: Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D; a kept parameter's Σ_n c_n·g_n = cᵀ·G */
     /* l0.Wx */
-    bpg_gemm_tn(1, 64, 20*N, v_x, v_d_l0_G_6, grads + 0);
+    bpg_gemm_tn(1, 64, N, clip, kept_0, grads + 0);
     /* l0.Wh */
-    bpg_gemm_tn(16, 64, 20*N, v_l0_hprev, v_d_l0_G_6, grads + 64);
+    bpg_gemm_tn(1, 1024, N, clip, kept_1, grads + 64);
     /* l0.b */
-    bpg_colsum(20*N, 64, v_d_l0_G_6, grads + 1088);
+    bpg_gemm_tn(1, 64, N, clip, kept_2, grads + 1088);
     /* l1.W */
-    bpg_gemm_tn(16, 1, 20*N, v_l0_H, v_d_l1_Z, grads + 1152);
+    bpg_gemm_tn(1, 16, N, clip, kept_3, grads + 1152);
     /* l1.b */
-    bpg_colsum(20*N, 1, v_d_l1_Z, grads + 1168);
+    bpg_gemm_tn(1, 1, N, clip, kept_4, grads + 1168);
 }
 
 /* ---- the CPython entry points (runtime/fastcall.c below): this module's constants ---- */

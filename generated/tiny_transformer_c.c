@@ -891,7 +891,13 @@ static inline int64_t bpg_ps_ld(int64_t N, int time, int64_t c)
     return time ? N * c : c;
 }
 
-static inline real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
+/* Its own function (with its own copies per CPU, BPG_ENTRY), not inlined:
+   inlined into bpg_ps_form_product (which GCC 12 -O2 does not inline, so
+   that its one copy is the baseline one), the omp simd reduction's
+   accumulator stayed on the stack, a store-to-load chain per 2 elements:
+   the digits CNN's per-sample norms took 200 µs where they now take ~85
+   (docs/performance.md, "Per-sample gradients"). */
+static BPG_ENTRY real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
 {
     real acc = 0;
     #pragma omp simd reduction(+:acc)
@@ -7383,6 +7389,23 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const int64_t *restrict v_x, const re
     real *const v_d_head_Z_2 = ws + 2816*N + 1;  /* d_head_Z_2 (8*N, 16) */
     real *const sq = out + 1;  /* (N,): squared norms, then the norms */
     real *const grads = out + 1 + N;  /* the clipped gradient */
+    real *const kept_0 = ws + 3201*N + 1032;  /* (N, 256): emb.E's per-sample gradients */
+    real *const kept_1 = ws + 3457*N + 1032;  /* (N, 16): attn.norm.g's per-sample gradients */
+    real *const kept_2 = ws + 3473*N + 1032;  /* (N, 16): attn.norm.b's per-sample gradients */
+    real *const kept_3 = ws + 3489*N + 1032;  /* (N, 256): attn.mha.Wq's per-sample gradients */
+    real *const kept_4 = ws + 3745*N + 1032;  /* (N, 256): attn.mha.Wk's per-sample gradients */
+    real *const kept_5 = ws + 4001*N + 1032;  /* (N, 256): attn.mha.Wv's per-sample gradients */
+    real *const kept_6 = ws + 4257*N + 1032;  /* (N, 256): attn.mha.Wo's per-sample gradients */
+    real *const kept_7 = ws + 4513*N + 1032;  /* (N, 16): attn.mha.bq's per-sample gradients */
+    real *const kept_8 = ws + 4529*N + 1032;  /* (N, 16): attn.mha.bk's per-sample gradients */
+    real *const kept_9 = ws + 4545*N + 1032;  /* (N, 16): attn.mha.bv's per-sample gradients */
+    real *const kept_10 = ws + 4561*N + 1032;  /* (N, 16): attn.mha.bo's per-sample gradients */
+    real *const kept_11 = ws + 4577*N + 1032;  /* (N, 16): mlp.norm.g's per-sample gradients */
+    real *const kept_12 = ws + 4593*N + 1032;  /* (N, 16): mlp.norm.b's per-sample gradients */
+    real *const kept_13 = ws + 4609*N + 1032;  /* (N, 64): mlp.up.b's per-sample gradients */
+    real *const kept_14 = ws + 4673*N + 1032;  /* (N, 16): mlp.down.b's per-sample gradients */
+    real *const kept_15 = ws + 4689*N + 1032;  /* (N, 256): head.W's per-sample gradients */
+    real *const kept_16 = ws + 4945*N + 1032;  /* (N, 16): head.b's per-sample gradients */
     real *const gram_0 = ws + 2944*N + 8;  /* (N, 8, 8): v_mlp_norm_A's per-sample Gram matrices */
     real *const gram_1 = ws + 3008*N + 8;  /* (N, 8, 8): v_d_mlp_up_Z's per-sample Gram matrices */
     real *const gram_2 = ws + 3072*N + 8;  /* (N, 8, 8): v_mlp_up_A's per-sample Gram matrices */
@@ -7394,111 +7417,102 @@ BPG_ENTRY void bpg_clipped_grad(int64_t N, const int64_t *restrict v_x, const re
     bpg_grad_terms(N, v_x, v_mask, v_y, v_emb_E, v_emb_P, v_attn_norm_g, v_attn_norm_b, v_attn_mha_Wq, v_attn_mha_Wk, v_attn_mha_Wv, v_attn_mha_Wo, v_attn_mha_bq, v_attn_mha_bk, v_attn_mha_bv, v_attn_mha_bo, v_mlp_norm_g, v_mlp_norm_b, v_mlp_up_W, v_mlp_up_b, v_mlp_down_W, v_mlp_down_b, v_head_W, v_head_b, ws, ws + 2944*N + 8);
     out[0] = v_loss[0];
 
-    /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n */
+    /* sq_n: every sample's squared gradient norm without the batch's 1/N², parameter by parameter in the form chosen at generation, then norm_n = N·√sq_n; the formed gradients kept (N of each) */
     for (int64_t n = 0; n < N; n++) sq[n] = 0;
-    /* emb.E: explicit (scatter, r = 8 rows per sample: Gram 1,088 vs explicit 384 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_form_scatter(N, 8, 1, v_x, 16, 16, v_d_emb_A_1, g, 0, sq);
+    /* emb.E: explicit (scatter, r = 8 rows per sample: Gram 1,088 vs explicit 384 multiply-adds per sample; a Gram matrix another parameter forms counts 0); kept */
+    bpg_ps_form_scatter(N, 8, 1, v_x, 16, 16, v_d_emb_A_1, kept_0, 256, sq);
     /* emb.P: explicit (steps, r = 8: 128 per sample) */
     bpg_ps_sq_rows(N, 8, 16, v_d_emb_A_1, sq);
-    /* attn.norm.g: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_g, g, 0, sq);
-    /* attn.norm.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_A_3, g, 0, sq);
-    /* attn.mha.Wq: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_Q, g, 0, sq);
-    /* attn.mha.Wk: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_K, g, 0, sq);
-    /* attn.mha.Wv: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_V, g, 0, sq);
-    /* attn.mha.Wo: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_form_product(N, 8, 1, 16, v_attn_mha_AV, 16, v_d_attn_R_1, g, 0, sq);
-    /* attn.mha.bq: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_Q, g, 0, sq);
-    /* attn.mha.bk: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_K, g, 0, sq);
-    /* attn.mha.bv: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_V, g, 0, sq);
-    /* attn.mha.bo: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_R_1, g, 0, sq);
-    /* mlp.norm.g: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_g, g, 0, sq);
-    /* mlp.norm.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_A, g, 0, sq);
+    /* attn.norm.g: explicit (colsum, r = 8: 128 per sample); kept */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_g, kept_1, 16, sq);
+    /* attn.norm.b: explicit (colsum, r = 8: 128 per sample); kept */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_norm_A_3, kept_2, 16, sq);
+    /* attn.mha.Wq: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0); kept */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_Q, kept_3, 256, sq);
+    /* attn.mha.Wk: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0); kept */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_K, kept_4, 256, sq);
+    /* attn.mha.Wv: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0); kept */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_norm_A, 16, v_d_attn_mha_V, kept_5, 256, sq);
+    /* attn.mha.Wo: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0); kept */
+    bpg_ps_form_product(N, 8, 1, 16, v_attn_mha_AV, 16, v_d_attn_R_1, kept_6, 256, sq);
+    /* attn.mha.bq: explicit (colsum, r = 8: 128 per sample); kept */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_Q, kept_7, 16, sq);
+    /* attn.mha.bk: explicit (colsum, r = 8: 128 per sample); kept */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_K, kept_8, 16, sq);
+    /* attn.mha.bv: explicit (colsum, r = 8: 128 per sample); kept */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_mha_V, kept_9, 16, sq);
+    /* attn.mha.bo: explicit (colsum, r = 8: 128 per sample); kept */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_attn_R_1, kept_10, 16, sq);
+    /* mlp.norm.g: explicit (colsum, r = 8: 128 per sample); kept */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_g, kept_11, 16, sq);
+    /* mlp.norm.b: explicit (colsum, r = 8: 128 per sample); kept */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_norm_A, kept_12, 16, sq);
     /* mlp.up.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
     bpg_ps_gram(N, 8, 1, 16, v_mlp_norm_A, gram_0);
     bpg_ps_gram(N, 8, 1, 64, v_d_mlp_up_Z, gram_1);
     bpg_ps_sq_grams(N, 8, gram_0, gram_1, sq);
-    /* mlp.up.b: explicit (colsum, r = 8: 512 per sample) */
-    bpg_ps_form_colsum(N, 8, 1, 64, v_d_mlp_up_Z, g, 0, sq);
+    /* mlp.up.b: explicit (colsum, r = 8: 512 per sample); kept */
+    bpg_ps_form_colsum(N, 8, 1, 64, v_d_mlp_up_Z, kept_13, 64, sq);
     /* mlp.down.W: gram (product, r = 8 rows per sample: Gram 64 vs explicit 8,192 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
     bpg_ps_gram(N, 8, 1, 64, v_mlp_up_A, gram_2);
     bpg_ps_gram(N, 8, 1, 16, v_d_mlp_R, gram_3);
     bpg_ps_sq_grams(N, 8, gram_2, gram_3, sq);
-    /* mlp.down.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_R, g, 0, sq);
-    /* head.W: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0) */
-    bpg_ps_form_product(N, 8, 1, 16, v_mlp_R, 16, v_d_head_Z_2, g, 0, sq);
-    /* head.b: explicit (colsum, r = 8: 128 per sample) */
-    bpg_ps_form_colsum(N, 8, 1, 16, v_d_head_Z_2, g, 0, sq);
+    /* mlp.down.b: explicit (colsum, r = 8: 128 per sample); kept */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_mlp_R, kept_14, 16, sq);
+    /* head.W: explicit (product, r = 8 rows per sample: Gram 2,112 vs explicit 2,048 multiply-adds per sample; a Gram matrix another parameter forms counts 0); kept */
+    bpg_ps_form_product(N, 8, 1, 16, v_mlp_R, 16, v_d_head_Z_2, kept_15, 256, sq);
+    /* head.b: explicit (colsum, r = 8: 128 per sample); kept */
+    bpg_ps_form_colsum(N, 8, 1, 16, v_d_head_Z_2, kept_16, 16, sq);
     bpg_ps_norms(N, sq);
 
-    /* c_n = min(1, max_norm / norm_n); unless every c_n is 1, one factor of every product (and a sum's rows) scaled in place: diag(c)·F */
+    /* c_n = min(1, max_norm / norm_n); unless every c_n is 1, one factor of every product (and a sum's rows) not kept scaled in place: diag(c)·F */
     if (bpg_ps_clip_factors(N, max_norm, sq, clip)) {
         bpg_ps_scale_rows(N, 8, 1, 16, v_d_emb_A_1, clip);
-        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_norm_g, clip);
-        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_norm_A_3, clip);
-        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_mha_Q, clip);
-        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_mha_K, clip);
-        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_mha_V, clip);
-        bpg_ps_scale_rows(N, 8, 1, 16, v_d_attn_R_1, clip);
-        bpg_ps_scale_rows(N, 8, 1, 16, v_d_mlp_norm_g, clip);
-        bpg_ps_scale_rows(N, 8, 1, 16, v_d_mlp_norm_A, clip);
         bpg_ps_scale_rows(N, 8, 1, 64, v_d_mlp_up_Z, clip);
         bpg_ps_scale_rows(N, 8, 1, 16, v_d_mlp_R, clip);
-        bpg_ps_scale_rows(N, 8, 1, 16, v_d_head_Z_2, clip);
     }
 
-    /* the clipped gradient, parameter by parameter: Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D */
+    /* the clipped gradient, parameter by parameter: Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D; a kept parameter's Σ_n c_n·g_n = cᵀ·G */
     /* emb.E */
-    bpg_ps_scatter_sum(8*N, v_x, 16, 16, v_d_emb_A_1, grads + 0);
+    bpg_gemm_tn(1, 256, N, clip, kept_0, grads + 0);
     /* emb.P */
     bpg_ps_steps_sum(N, 8, 8, 16, v_d_emb_A_1, grads + 256);
     /* attn.norm.g */
-    bpg_colsum(8*N, 16, v_d_attn_norm_g, grads + 384);
+    bpg_gemm_tn(1, 16, N, clip, kept_1, grads + 384);
     /* attn.norm.b */
-    bpg_colsum(8*N, 16, v_d_attn_norm_A_3, grads + 400);
+    bpg_gemm_tn(1, 16, N, clip, kept_2, grads + 400);
     /* attn.mha.Wq */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_Q, grads + 416);
+    bpg_gemm_tn(1, 256, N, clip, kept_3, grads + 416);
     /* attn.mha.Wk */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_K, grads + 672);
+    bpg_gemm_tn(1, 256, N, clip, kept_4, grads + 672);
     /* attn.mha.Wv */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_norm_A, v_d_attn_mha_V, grads + 928);
+    bpg_gemm_tn(1, 256, N, clip, kept_5, grads + 928);
     /* attn.mha.Wo */
-    bpg_gemm_tn(16, 16, 8*N, v_attn_mha_AV, v_d_attn_R_1, grads + 1184);
+    bpg_gemm_tn(1, 256, N, clip, kept_6, grads + 1184);
     /* attn.mha.bq */
-    bpg_colsum(8*N, 16, v_d_attn_mha_Q, grads + 1440);
+    bpg_gemm_tn(1, 16, N, clip, kept_7, grads + 1440);
     /* attn.mha.bk */
-    bpg_colsum(8*N, 16, v_d_attn_mha_K, grads + 1456);
+    bpg_gemm_tn(1, 16, N, clip, kept_8, grads + 1456);
     /* attn.mha.bv */
-    bpg_colsum(8*N, 16, v_d_attn_mha_V, grads + 1472);
+    bpg_gemm_tn(1, 16, N, clip, kept_9, grads + 1472);
     /* attn.mha.bo */
-    bpg_colsum(8*N, 16, v_d_attn_R_1, grads + 1488);
+    bpg_gemm_tn(1, 16, N, clip, kept_10, grads + 1488);
     /* mlp.norm.g */
-    bpg_colsum(8*N, 16, v_d_mlp_norm_g, grads + 1504);
+    bpg_gemm_tn(1, 16, N, clip, kept_11, grads + 1504);
     /* mlp.norm.b */
-    bpg_colsum(8*N, 16, v_d_mlp_norm_A, grads + 1520);
+    bpg_gemm_tn(1, 16, N, clip, kept_12, grads + 1520);
     /* mlp.up.W */
     bpg_gemm_tn(16, 64, 8*N, v_mlp_norm_A, v_d_mlp_up_Z, grads + 1536);
     /* mlp.up.b */
-    bpg_colsum(8*N, 64, v_d_mlp_up_Z, grads + 2560);
+    bpg_gemm_tn(1, 64, N, clip, kept_13, grads + 2560);
     /* mlp.down.W */
     bpg_gemm_tn(64, 16, 8*N, v_mlp_up_A, v_d_mlp_R, grads + 2624);
     /* mlp.down.b */
-    bpg_colsum(8*N, 16, v_d_mlp_R, grads + 3648);
+    bpg_gemm_tn(1, 16, N, clip, kept_14, grads + 3648);
     /* head.W */
-    bpg_gemm_tn(16, 16, 8*N, v_mlp_R, v_d_head_Z_2, grads + 3664);
+    bpg_gemm_tn(1, 256, N, clip, kept_15, grads + 3664);
     /* head.b */
-    bpg_colsum(8*N, 16, v_d_head_Z_2, grads + 3920);
+    bpg_gemm_tn(1, 16, N, clip, kept_16, grads + 3920);
 }
 
 /* ---- the CPython entry points (runtime/fastcall.c below): this module's constants ---- */

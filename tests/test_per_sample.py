@@ -18,6 +18,8 @@ those of per_sample_grads, in the Gram and in the explicit form alike;
 clipped_grad is the explicit clipping of per_sample_grads; NumPy equals C;
 padded sequences (lengths) against each sample alone at its own length;
 bad arguments and a result too large for memory are refused."""
+import os
+
 import numpy as np
 import pytest
 
@@ -54,6 +56,13 @@ WIDE = {
                    {"type": "avgpool2d", "size": 2, "stride": 1}, {"type": "flatten"},
                    {"type": "dense", "units": 3}],
         "loss": SCE, "regularization": {"l2": 0.02}},
+    # a table whose per-sample gradient is formed (cheaper than its Gram form
+    # over r = 20 rows) and larger (1,200 numbers a sample) than the rest of
+    # the C workspace per sample: C clipped_grad does not keep it
+    "embedding-steps-formed": {
+        "name": "ps_emb_formed", "input": {"tokens": 400, "steps": 20},
+        "layers": [{"type": "embedding", "units": 3}, {"type": "dense", "units": 3}],
+        "loss": {"type": SCE, "steps": "last"}},
 }
 
 
@@ -209,7 +218,8 @@ def test_norms_and_clipped_against_finite_differences(builder, case, backend):
 # test_c_bounds.py does for every function of _OUTPUTS)
 BOUNDS_CASES = [BY_ID[c] for c in ("dense-relu-sce-l2", "lstm-sce-last-k2", "conv-two-stages",
                                    "block-prenorm-f32", "lstm-wide-gram", "embedding-vocab-gram",
-                                   "conv-few-pixels-gram", "gru-bce-all-l2")]
+                                   "conv-few-pixels-gram", "gru-bce-all-l2",
+                                   "embedding-steps-formed")]
 
 
 def per_sample_calls_stay_in_bounds(mod, n, args, tol, t=None):
@@ -320,6 +330,61 @@ def test_wide_networks_use_the_gram_form(builder):
         for key in keys:
             norm, _, terms = mod._GRAD_TERMS[key]
             assert norm == "gram" and terms[0][3] > 1, (cid, key)
+
+
+@pytest.mark.parametrize("cid, kept", [("conv-two-stages", True), ("block-prenorm-f32", True),
+                                       ("embedding-steps-formed", False)])
+def test_c_clipped_grad_keeps_the_formed_gradients_that_fit(builder, cid, kept):
+    """C clipped_grad keeps the per-sample gradients its norm pass forms
+    (N of each) while they take at most the rest of its workspace per
+    sample, and then sums them weighted by the clip factors (cᵀ·G); else
+    (a large table) it forms Uᵀ·diag(c)·V as the other parameters do.
+    Either way its result is checked in test_norms_and_clipped_grad and
+    test_c_per_sample_functions_stay_in_bounds; here, that both ways are
+    taken, as the generated code states next to each parameter."""
+    mod = builder(BY_ID[cid]["arch"], "c")
+    with open(os.path.join(os.path.dirname(mod.__file__), mod.C_FILE)) as f:
+        source = f.read()
+    body = source.split("void bpg_clipped_grad(", 1)[1].split("\n}\n", 1)[0]
+    formed = [key for key, (norm, _, terms) in mod._GRAD_TERMS.items()
+              if terms[0][0] == "product" and norm == "explicit"
+              or terms[0][0] == "colsum" and terms[0][3] != 1
+              or terms[0][0] == "scatter" and norm != "gram"]
+    assert formed
+    for key in formed:
+        stated = body.split(f"/* {key}: ", 1)[1].split("\n", 1)[0]
+        assert stated.endswith("; kept */") == kept, (key, stated)
+    wa, wb = mod._WS["clipped_grad"]
+    assert (wa, wb) >= tuple(mod._WS["per_sample_grad_norms"])
+
+
+def test_c_clipped_grad_keeps_none_when_the_rest_cannot_be_scaled(builder, monkeypatch):
+    """When the parameters not kept have no in-place scaling of their own
+    (made so here: none today), C clipped_grad keeps nothing and scales
+    every factor as before; its result still the explicit clipping."""
+    from bpgen.backends.c import per_sample as c_per_sample
+    scaled, everything = c_per_sample._scaled, []
+
+    def only_all(plans, f):
+        everything[:] = everything or list(plans)
+        if len(plans) < len(everything):
+            raise c_per_sample.Unsupported("made unsupported for this test")
+        return scaled(plans, f)
+
+    monkeypatch.setattr(c_per_sample, "_scaled", only_all)
+    arch = dict(BY_ID["conv-two-stages"]["arch"], name="ps_keep_none")
+    spec, mc = load_spec(arch), builder(arch, "c")
+    monkeypatch.undo()
+    with open(os.path.join(os.path.dirname(mc.__file__), mc.C_FILE)) as f:
+        body = f.read().split("void bpg_clipped_grad(", 1)[1].split("\n}\n", 1)[0]
+    assert "bpg_ps_scale_rows" in body and "; kept */" not in body and "kept_" not in body
+    mn = builder(BY_ID["conv-two-stages"]["arch"], "numpy")
+    params, x, y = _point(spec, mn, seed=4, batch=4)
+    norms = mn.per_sample_grad_norms(params, x, y)
+    (lc, gc, nc), (ln, gn, _) = (m.clipped_grad(params, x, y, float(np.median(norms)))
+                                 for m in (mc, mn))
+    assert lc == pytest.approx(ln, rel=1e-12) and rel_err(nc, norms) <= 1e-12
+    assert rel_err(_flat(gc), _flat(gn)) <= 1e-12
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c["in_c"]],

@@ -4,7 +4,8 @@ formed (per_sample_grads), or every parameter's per-sample squared norm in
 the form the derivation chose for it (``meta.grad_terms``,
 :class:`~bpgen.meta.ParamTerms`: Gram or formed, stated next to each call)
 and (clipped_grad) the clip factors and Uᵀ·diag(c)·V with the module's
-products: one C call each.  runtime/per_sample.c holds the loops (pasted
+products, or, for a parameter whose per-sample gradients the norm pass
+forms and keeps, cᵀ·G over them: one C call each.  runtime/per_sample.c holds the loops (pasted
 after the helpers); this file only decides which call, with which factors
 and sizes, each parameter gets.
 
@@ -14,7 +15,10 @@ in the flat parameter order; the others the loss, the N norms and
 Workspace: the grad_terms outputs, then the larger of grad_terms' own
 workspace and the per-sample scratch (the Gram matrices, N·r² each, one
 per factor and row count however many parameters read it; one
-parameter's formed gradient; the N clip factors).
+parameter's formed gradient; the N clip factors; clipped_grad's kept
+formed gradients, N of each, when together they take at most the rest of
+the workspace per sample at T = 1, so at most double it: otherwise none is
+kept and every parameter is Uᵀ·diag(c)·V).
 
 An architecture with a summand these calls do not take (:class:`Unsupported`:
 a parameter with several summands, a table's ids that are not x's tokens,
@@ -28,7 +32,7 @@ import math
 
 from ...derivation import Derived
 from ...meta import ParamTerms
-from ...shapes import ceil8, code, plus, upper
+from ...shapes import at_steps, ceil8, code, plus, upper
 from ..common.emitter import offset_code
 from .emitter import cname, size_params
 
@@ -81,16 +85,28 @@ def _one_term(plan: ParamTerms):
     return plan.terms[0]
 
 
-def _norm_lines(plan: ParamTerms, f: _Factors, grams: dict, made: set) -> list:
+def _formed(plan: ParamTerms) -> bool:
+    """Whether the norm pass forms ``plan``'s per-sample gradients (one at a
+    time into g, or all of them into a slot: ``_norm_lines``)."""
+    t = _one_term(plan)
+    return (t.kind == "product" and plan.norm == "explicit"
+            or t.kind == "colsum" and t.rows != 1 or t.kind == "scatter" and plan.norm != "gram")
+
+
+def _norm_lines(plan: ParamTerms, f: _Factors, grams: dict, made: set,
+                kept: str = "") -> list:
     """The calls adding ``plan``'s per-sample squared norms to sq, in its form.
-    ``grams``: {(output, rows): slot}, the Gram matrices (made once: ``made``)."""
+    ``grams``: {(output, rows): slot}, the Gram matrices (made once: ``made``);
+    ``kept``: where a formed parameter's N gradients stay (else each one
+    overwrites the last in g)."""
     t = _one_term(plan)
     time = int(t.layout == "time")
     d = f.cols(t.v)
+    g = f"{kept}, {math.prod(plan.shape)}" if kept else "g, 0"
     if t.kind == "product":
         a, u, v = f.cols(t.u), f.real(t.u), f.name(t.v)
         if plan.norm == "explicit":
-            return [f"bpg_ps_form_product(N, {code(t.rows)}, {time}, {a}, {u}, {d}, {v}, g, 0, "
+            return [f"bpg_ps_form_product(N, {code(t.rows)}, {time}, {a}, {u}, {d}, {v}, {g}, "
                     f"sq);"]
         if t.rows == 1:
             return [f"bpg_ps_sq_outer(N, {a}, {u}, {d}, {v}, sq);"]
@@ -107,11 +123,11 @@ def _norm_lines(plan: ParamTerms, f: _Factors, grams: dict, made: set) -> list:
         # one row per sample, or a position table (sample n's rows are its gradient)
         return [f"bpg_ps_sq_rows(N, {code(t.rows)}, {d}, {v}, sq);"]
     if t.kind == "colsum":
-        return [f"bpg_ps_form_colsum(N, {code(t.rows)}, {time}, {d}, {v}, g, 0, sq);"]
+        return [f"bpg_ps_form_colsum(N, {code(t.rows)}, {time}, {d}, {v}, {g}, sq);"]
     ids = f.ids(t.u)
     if plan.norm == "gram":
         return [f"bpg_ps_sq_scatter_gram(N, {code(t.rows)}, {time}, {ids}, {d}, {v}, sq);"]
-    return [f"bpg_ps_form_scatter(N, {code(t.rows)}, {time}, {ids}, {t.size}, {d}, {v}, g, 0, "
+    return [f"bpg_ps_form_scatter(N, {code(t.rows)}, {time}, {ids}, {t.size}, {d}, {v}, {g}, "
             f"sq);"]
 
 
@@ -201,6 +217,20 @@ def per_sample_functions(derived: Derived, terms_fn: dict, used: set) -> list:
     ga = plus(ga, 1)
     wa, wb = terms_fn["ws"]
     ws = (plus(oa, upper(wa, ga)), ob + upper(wb, gb))
+    # clipped_grad keeps the gradients its norm pass forms, N of each formed
+    # parameter after the scratch, while they take at most as much as the
+    # rest of the workspace (at T = 1) per sample: the clipped gradient is
+    # then Σ_n c_n·g_n, one pass over them, instead of a weighted product over
+    # the factors' rows (ps_cnn_digits' conv kernels: 1,248 of 9,138)
+    kept, ka = {}, ga
+    formed = [p for p in plans if _formed(p)]
+    if formed and sum(math.prod(p.shape) for p in formed) <= at_steps(ws[0], 1):
+        for p in formed:
+            kept[p.key] = (f"kept_{len(kept)}", f"real *const kept_{len(kept)} = ws + "
+                           f"{offset_code(plus(oa, ka), ob + gb)};  /* (N, "
+                           f"{math.prod(p.shape)}): {p.key}'s per-sample gradients */")
+            ka = plus(ka, math.prod(p.shape))
+    ws_clip = (plus(oa, upper(wa, ka)), ob + upper(wb, gb))
     decls = [f"real *const {cname(var)} = ws + {offset_code(a, b)};  "
              f"/* {var} {_shape(prog.vars[var].shape)} */"
              for var, (a, b, _, _, _) in zip(prog.outputs, layout)]
@@ -210,24 +240,36 @@ def per_sample_functions(derived: Derived, terms_fn: dict, used: set) -> list:
     terms = {"head": ["the forward and backward pass without the weight gradients' "
                       "reductions (grad_terms), its outputs at the start of ws"],
              "lines": [call]}
-    made: set = set()
-    norm_lines = ["for (int64_t n = 0; n < N; n++) sq[n] = 0;"]
-    for p in plans:
-        norm_lines += [f"/* {p.key}: {p.reason()} */"] + _norm_lines(p, f, grams, made)
-    norm_lines.append("bpg_ps_norms(N, sq);")
-    norms = [dict(terms, lines=terms["lines"] + [f"out[0] = {cname(prog.outputs[0])}[0];"]),
-             {"head": ["sq_n: every sample's squared gradient norm without the batch's "
-                       "1/N², parameter by parameter in the form chosen at generation, "
-                       "then norm_n = N·√sq_n"],
-              "lines": norm_lines}]
-    scaled = _scaled(plans, f)
+    def norms_of(keep: dict) -> list:
+        made: set = set()
+        lines = ["for (int64_t n = 0; n < N; n++) sq[n] = 0;"]
+        for p in plans:
+            lines += ([f"/* {p.key}: {p.reason()}{'; kept' if p.key in keep else ''} */"]
+                      + _norm_lines(p, f, grams, made, keep.get(p.key, ("",))[0]))
+        lines.append("bpg_ps_norms(N, sq);")
+        return [dict(terms, lines=terms["lines"] + [f"out[0] = {cname(prog.outputs[0])}[0];"]),
+                {"head": ["sq_n: every sample's squared gradient norm without the batch's "
+                          "1/N², parameter by parameter in the form chosen at generation, "
+                          "then norm_n = N·√sq_n"
+                          + ("; the formed gradients kept (N of each)" if keep else "")],
+                 "lines": lines}]
+
+    norms = norms_of({})
+    scaled = _scaled(plans, f)  # (Unsupported when a product has no in-place form)
+    try:                        # the factors only the parameters not kept read
+        scaled = _scaled([p for p in plans if p.key not in kept], f)
+    except Unsupported:         # (fewer sums scaled, so some product's both): keep none
+        kept, ws_clip = {}, ws
     scale_lines = [f"bpg_ps_scale_rows(N, {code(rows)}, {int(lay == 'time')}, {f.cols(i)}, "
                    f"{f.name(i)}, clip);" for i, (rows, lay) in scaled.items()]
     clip_lines, each_lines, offset = [], [], 0
     for p in plans:
-        clip_lines += [f"/* {p.key} */"] + _clip_lines(p, f, offset)
+        size = math.prod(p.shape)
+        clip_lines += [f"/* {p.key} */"] + (
+            [f"bpg_gemm_tn(1, {size}, N, clip, {kept[p.key][0]}, grads + {offset});"]
+            if p.key in kept else _clip_lines(p, f, offset))
         each_lines += [f"/* {p.key} */"] + _each_lines(p, f, offset)
-        offset += math.prod(p.shape)
+        offset += size
     each_lines += ["/* the batch's 1/N in the deltas undone */",
                    f"bpg_ps_scale({offset}*N, (real)N, out);"]
     used.update({"gemm_tn", "colsum"})
@@ -240,21 +282,27 @@ def per_sample_functions(derived: Derived, terms_fn: dict, used: set) -> list:
                                           "lines": each_lines}]),
         "per_sample_grad_norms": ([sq], norms),
         "clipped_grad": (
-            [sq, "real *const grads = out + 1 + N;  /* the clipped gradient */"],
-            norms + [{"head": ["c_n = min(1, max_norm / norm_n); unless every c_n is 1, "
-                               "one factor of every product (and a sum's rows) scaled in "
-                               "place: diag(c)·F"],
-                      "lines": ["if (bpg_ps_clip_factors(N, max_norm, sq, clip)) {"]
-                      + ["    " + line for line in scale_lines] + ["}"]},
-                     {"head": ["the clipped gradient, parameter by parameter: "
-                               "Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D"],
-                      "lines": clip_lines}])}
+            [sq, "real *const grads = out + 1 + N;  /* the clipped gradient */"]
+            + [decl for _, decl in kept.values()],
+            norms_of(kept)
+            + [{"head": ["c_n = min(1, max_norm / norm_n)"
+                         + ("; unless every c_n is 1, one factor of every product (and a "
+                            "sum's rows) not kept scaled in place: diag(c)·F"
+                            if scale_lines else "")],
+                "lines": (["if (bpg_ps_clip_factors(N, max_norm, sq, clip)) {"]
+                          + ["    " + line for line in scale_lines] + ["}"] if scale_lines
+                          else ["bpg_ps_clip_factors(N, max_norm, sq, clip);"])},
+               {"head": ["the clipped gradient, parameter by parameter: "
+                         "Uᵀ·diag(c)·V, 1ᵀ·diag(c)·D, onehot(X)ᵀ·diag(c)·D"
+                         + ("; a kept parameter's Σ_n c_n·g_n = cᵀ·G" if kept else "")],
+                "lines": clip_lines}])}
     out = []
     for name, (more, blocks) in made.items():
         params = (size_params(prog) + inputs + (["real max_norm"] if name == "clipped_grad"
                                                 else [])
                   + ["real *restrict out", "real *restrict ws"])
-        out.append({"name": name, "decls": decls + more + decls_scratch, "ws": ws,
+        out.append({"name": name, "decls": decls + more + decls_scratch,
+                    "ws": ws_clip if name == "clipped_grad" else ws,
                     "blocks": blocks, "signature": f"void bpg_{name}({', '.join(params)})"})
     return out
 

@@ -23,7 +23,13 @@ static inline int64_t bpg_ps_ld(int64_t N, int time, int64_t c)
     return time ? N * c : c;
 }
 
-static inline real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
+/* Its own function (with its own copies per CPU, BPG_ENTRY), not inlined:
+   inlined into bpg_ps_form_product (which GCC 12 -O2 does not inline, so
+   that its one copy is the baseline one), the omp simd reduction's
+   accumulator stayed on the stack, a store-to-load chain per 2 elements:
+   the digits CNN's per-sample norms took 200 µs where they now take ~85
+   (docs/performance.md, "Per-sample gradients"). */
+static BPG_ENTRY real bpg_ps_dot(int64_t k, const real *restrict a, const real *restrict b)
 {
     real acc = 0;
     #pragma omp simd reduction(+:acc)
