@@ -15,67 +15,99 @@
                                        same as primitives/seqmm.py SEQMM_BLAS_MIN) */
 #endif
 
-/* form 0: qk, 1: av, 2: atv.  Each block C (M x Nc, rows ldc apart) =
-   op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
-   enough, else the loops below.  Always inlined, for blocks below the BLAS
-   size with constant T and D (the emitter's choice, primitives/seqmm.py):
-   the loops over 4-16 columns are then unrolled and vectorised at their
-   size, where the shared copy runs them with runtime bounds (the full
-   Hessian of the 6-step, 2-head, D = 4 transformer 1.9x faster). */
+#ifndef BPG_SEQMM_PANEL
+#define BPG_SEQMM_PANEL 16          /* rows of a panel of a causal block for the BLAS */
+#endif
+
+/* One product C (M x Nc, rows ldc apart) = op(A)·op(B), inner size Kin,
+   rows lda and ldb apart: the BLAS when its block is (blas), else loops. */
+__attribute__((always_inline))
+static inline void bpg_seqmm_part(int blas, int ta, int tb, int64_t M, int64_t Nc, int64_t Kin,
+                                  const real *Ab, int64_t lda, const real *Bb, int64_t ldb,
+                                  real *C, int64_t ldc)
+{
+    if (blas && bpg_blas_gemm_ld(ta, tb, M, Nc, Kin, Ab, lda, Bb, ldb, C, ldc, 0))
+        return;
+    for (int64_t i = 0; i < M; i++) {
+        real *restrict c = C + i * ldc;
+        if (!tb) {
+            for (int64_t q = 0; q < Nc; q++) c[q] = 0;
+            for (int64_t r = 0; r < Kin; r++) {
+                const real a = ta ? Ab[r * lda + i] : Ab[i * lda + r];
+                const real *restrict b = Bb + r * ldb;
+                #pragma omp simd
+                for (int64_t q = 0; q < Nc; q++) c[q] += a * b[q];
+            }
+        } else {
+            for (int64_t q = 0; q < Nc; q++) {
+                const real *restrict b = Bb + q * ldb;
+                real acc = 0;
+                if (ta) {
+                    for (int64_t r = 0; r < Kin; r++) acc += Ab[r * lda + i] * b[r];
+                } else {
+                    const real *restrict a = Ab + i * lda;
+                    #pragma omp simd reduction(+:acc)
+                    for (int64_t r = 0; r < Kin; r++) acc += a[r] * b[r];
+                }
+                c[q] = acc;
+            }
+        }
+    }
+}
+
+/* form 0: qk, 1: av, 2: atv.  Each (direction, head, sample) block is made
+   by the BLAS when it has at least BPG_SEQMM_MIN multiply-adds, else by
+   loops.  tri (passes/triangles.py: under a causal mask): only the lower
+   triangle of the (T x T) scores, s <= t, counts: qk makes it and writes
+   0 above it; av and atv read it only (their scores are 0 above it).  A
+   BLAS block is then made in panels of BPG_SEQMM_PANEL rows (a panel's
+   part of the square above the diagonal is made too: qk leaves it as
+   made, the others read zeros), a loop block row by row.  Always inlined,
+   for blocks below the BLAS size with constant T and D (the emitter's
+   choice, primitives/seqmm.py): the loops over 4-16 columns are then
+   unrolled and vectorised at their size, where the shared copy runs them
+   with runtime bounds (the full Hessian of the 6-step, 2-head, D = 4
+   transformer 1.9x faster). */
 __attribute__((always_inline))
 static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H, int64_t D,
                                       int64_t K, int ka, int kb, const real *A, const real *B,
-                                      real *O)
+                                      real *O, int tri)
 {
     const int64_t F = H * D;
     const int64_t ma = ka ? K : 1, mb = kb ? K : 1;
+    const int blas = (double)T * T * D >= BPG_SEQMM_MIN;
+    const int64_t panel = !tri ? T : blas ? BPG_SEQMM_PANEL : 1;
     for (int64_t k = 0; k < K; k++)
         for (int64_t j = 0; j < H; j++)
             for (int64_t n = 0; n < N; n++) {
                 const real *Bb = B + (n * mb + k * kb) * F + j * D;  /* (T x D), rows N*mb*F apart */
                 const int64_t ldb = N * mb * F;
-                const real *Ab;
-                real *C;
-                int64_t lda, ldc, M, Nc, Kin;
-                int ta, tb;
                 if (form == 0) {
-                    Ab = A + (n * ma + k * ka) * F + j * D;
-                    lda = N * ma * F;
-                    C = O + ((j * T * N + n) * K + k) * T;
-                    ldc = N * K * T;
-                    ta = 0, tb = 1, M = T, Nc = T, Kin = D;
+                    const real *Ab = A + (n * ma + k * ka) * F + j * D;
+                    const int64_t lda = N * ma * F, ldc = N * K * T;
+                    real *C = O + ((j * T * N + n) * K + k) * T;
+                    for (int64_t i0 = 0; i0 < T; i0 += panel) {      /* rows i0 .. i1-1 */
+                        const int64_t i1 = i0 + panel < T ? i0 + panel : T;
+                        const int64_t cols = tri ? i1 : T;
+                        bpg_seqmm_part(blas, 0, 1, i1 - i0, cols, D, Ab + i0 * lda, lda, Bb,
+                                       ldb, C + i0 * ldc, ldc);
+                        for (int64_t i = i0; i < i1 && cols < T; i++)
+                            for (int64_t q = cols; q < T; q++) C[i * ldc + q] = 0;
+                    }
                 } else {
-                    Ab = A + ((j * T * N + n) * ma + k * ka) * T;         /* (T x T) */
-                    lda = N * ma * T;
-                    C = O + (n * K + k) * F + j * D;
-                    ldc = N * K * F;
-                    ta = form == 2, tb = 0, M = T, Nc = D, Kin = T;
-                }
-                if (bpg_blas_gemm_ld(ta, tb, M, Nc, Kin, Ab, lda, Bb, ldb, C, ldc,
-                                     BPG_SEQMM_MIN))
-                    continue;
-                for (int64_t i = 0; i < M; i++) {
-                    real *restrict c = C + i * ldc;
-                    if (!tb) {
-                        for (int64_t q = 0; q < Nc; q++) c[q] = 0;
-                        for (int64_t r = 0; r < Kin; r++) {
-                            const real a = ta ? Ab[r * lda + i] : Ab[i * lda + r];
-                            const real *restrict b = Bb + r * ldb;
-                            #pragma omp simd
-                            for (int64_t q = 0; q < Nc; q++) c[q] += a * b[q];
-                        }
-                    } else {
-                        for (int64_t q = 0; q < Nc; q++) {
-                            const real *restrict b = Bb + q * ldb;
-                            real acc = 0;
-                            if (ta) {
-                                for (int64_t r = 0; r < Kin; r++) acc += Ab[r * lda + i] * b[r];
-                            } else {
-                                const real *restrict a = Ab + i * lda;
-                                #pragma omp simd reduction(+:acc)
-                                for (int64_t r = 0; r < Kin; r++) acc += a[r] * b[r];
-                            }
-                            c[q] = acc;
+                    const real *Ab = A + ((j * T * N + n) * ma + k * ka) * T;  /* (T x T) */
+                    const int64_t lda = N * ma * T, ldc = N * K * F;
+                    real *C = O + (n * K + k) * F + j * D;
+                    for (int64_t i0 = 0; i0 < T; i0 += panel) {      /* rows i0 .. i1-1 */
+                        const int64_t i1 = i0 + panel < T ? i0 + panel : T;
+                        if (form == 1)      /* O[t] = sum over s <= t (tri) of A[t][s] B[s] */
+                            bpg_seqmm_part(blas, 0, 0, i1 - i0, D, tri ? i1 : T,
+                                           Ab + i0 * lda, lda, Bb, ldb, C + i0 * ldc, ldc);
+                        else {              /* O[s] = sum over t >= s (tri) of A[t][s] B[t] */
+                            const int64_t t0 = tri ? i0 : 0;
+                            bpg_seqmm_part(blas, 1, 0, i1 - i0, D, T - t0,
+                                           Ab + t0 * lda + i0, lda, Bb + t0 * ldb, ldb,
+                                           C + i0 * ldc, ldc);
                         }
                     }
                 }
@@ -87,7 +119,7 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
    the 32-step, F = 64 transformer's module compile 1.6x longer (18 -> 29 s
    of gcc) for no gain at run time. */
 static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                             int ka, int kb, const real *A, const real *B, real *O)
+                             int ka, int kb, const real *A, const real *B, real *O, int tri)
 {
-    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, A, B, O);
+    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, A, B, O, tri);
 }
