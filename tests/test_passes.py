@@ -270,3 +270,143 @@ def test_c_variables_carry_the_prefix_and_clashing_layer_names_build(tmp_path):
     graph = declared - {"V", "out", "ws", "wsd", "bscratch", "vbuf", "clip", "g", "grads", "sq"}
     assert graph and all(n.startswith(PREFIX) for n in graph), sorted(
         n for n in graph if not n.startswith(PREFIX))
+
+
+# ---- triangles (seqmm under a causal mask) --------------------------------
+
+def _scores_program(causal, extra_reader):
+    """T = 3 steps, h = 2 heads of d = 2: S = Q·Kᵀ, masked (causal or by a
+    key mask M), P = exp(S_m − m) / z, O = P·V; ``extra_reader``: S's row
+    sums are an output too (then S above the diagonal is needed)."""
+    seqmm = {"steps": 3, "heads": 2, "d": 2, "f": 4}
+    ops = [Op("seqmm", "S", ("Q", "K"), {"form": "qk", **seqmm}),
+           Op("causal_mask", "Sm", ("S", "M"), {"steps": 3, "fill": "-inf", "causal": causal}),
+           Op("rowmax", "m", ("Sm",), {}),
+           emap("E", sp.exp(S("Sm") - S("m"))),
+           Op("sum", "z", ("E",), {"axis": 1}),
+           emap("P", S("E") / S("z")),
+           Op("seqmm", "O", ("P", "V"), {"form": "av", **seqmm}),
+           Op("seqmm", "dV", ("P", "O"), {"form": "atv", **seqmm})]
+    outputs = ["O", "dV"]
+    if extra_reader:
+        ops.append(Op("sum", "r", ("S",), {"axis": 1}))
+        outputs.append("r")
+    shapes = {"Q": ("3*N", 4), "K": ("3*N", 4), "V": ("3*N", 4), "M": ("3*N", 1),
+              "S": ("6*N", 3), "Sm": ("6*N", 3), "m": ("6*N", 1), "E": ("6*N", 3),
+              "z": ("6*N", 1), "P": ("6*N", 3), "O": ("3*N", 4), "dV": ("3*N", 4),
+              "r": ("6*N", 1)}
+    return program(ops, ["Q", "K", "V", "M"], outputs, shapes)
+
+
+@pytest.mark.parametrize("causal, extra_reader, whole, marked", [
+    (True, False, True, {"S", "O", "dV"}),     # the mask overwrites S above the diagonal
+    (True, True, True, {"O", "dV"}),           # S's row sums read it there: S whole
+    (True, False, False, {"O", "dV"}),         # a part of a function: no qk made partly
+    (False, False, True, set()),               # a key mask only: no triangle
+])
+def test_triangle_products_follow_the_mask(causal, extra_reader, whole, marked):
+    from bpgen.passes.triangles import above_diagonal, triangle_products
+    prog = _scores_program(causal, extra_reader)
+    assert set(triangle_products(prog, whole=whole)) == marked
+    known = above_diagonal(prog)
+    assert known == ({"Sm": -sp.oo, "E": 0, "P": 0} if causal else {})
+
+
+@pytest.mark.parametrize("cid, causal", [("attn-causal-sce-all", True),
+                                         ("block-prenorm-sce-last", True),
+                                         ("attn-mse-last-l2", False)])
+def test_triangle_products_of_attention_layers(cid, causal):
+    """Causal attention: every block product of the gradient and of hvp
+    (forward, adjoint, tangents) over the triangle only; not causal, none."""
+    from bpgen.derivation import program as lowered
+    from bpgen.passes.triangles import triangle_products
+    from bpgen.spec import load_spec
+    from test_second_order import CASES
+    spec = load_spec(CASES[cid][0])
+    for name in ("loss_and_grad", "hvp"):
+        prog = lowered(spec, name)
+        products = [op.out for op in prog.ops if op.prim == "seqmm"]
+        assert len(products) >= 6
+        assert set(triangle_products(prog)) == (set(products) if causal else set())
+
+
+def test_c_seqmm_prints_the_triangle_flag():
+    prog = _scores_program(True, False)
+    lines = "\n".join(line for b in CEmitter(prog, "float64", set()).blocks()
+                      for line in b["lines"])
+    assert re.search(r"bpg_seqmm_unrolled\(0, .*v_S, 1\);  /\* qk, lower triangle \*/", lines)
+    assert re.search(r"bpg_seqmm_unrolled\(2, .*v_dV, 1\);  /\* atv, lower triangle \*/", lines)
+    prog = _scores_program(False, False)
+    lines = "\n".join(line for b in CEmitter(prog, "float64", set()).blocks()
+                      for line in b["lines"])
+    assert "lower triangle" not in lines and ", 0);  /* av */" in lines
+
+
+# ---- the workspace by liveness ---------------------------------------------
+
+def test_reuse_workspace_shares_only_slots_of_disjoint_lifetimes():
+    from bpgen.passes.allocate import reuse_workspace
+    # a = tanh(x); b = a² + x; c = exp(b) (a dead: c in a's slot); d = c·W
+    # (b dead: d in b's slot); o = tanh(d)
+    ops = [emap("a", sp.tanh(S("x"))), emap("b", S("a") ** 2 + S("x")),
+           emap("c", sp.exp(S("b"))), mm("d", "c", "W"), emap("o", sp.tanh(S("d")))]
+    shapes = {"x": ("N", 4), "W": (4, 4), "a": ("N", 4), "b": ("N", 4), "c": ("N", 4),
+              "d": ("N", 4), "o": ("N", 4)}
+    prog = program(ops, ["x", "W"], ["o"], shapes)
+    prog.workspace = {n: (8 * i, 0) for i, n in enumerate("abcd")}
+    ws, size = reuse_workspace(prog)
+    assert ws["a"] != ws["b"] and ws["b"] != ws["c"] and ws["c"] != ws["d"]
+    assert ws["c"] == ws["a"] and ws["d"] == ws["b"] and size == (16, 0)
+    # one run over a .. c (one loop): all three live together
+    ws, size = reuse_workspace(prog, [[0, 1, 2]])
+    assert len({ws[n] for n in "abc"}) == 3 and size == (24, 0)
+
+
+SLOT_ARCHS = ["dense-relu-sce-l2", "attn-causal-sce-all", "block-prenorm-sce-last",
+              "conv-avg-mse-pad", "lstm-mse-all-f32"]
+
+
+@pytest.mark.parametrize("cid", SLOT_ARCHS)
+def test_workspace_slots_of_live_temporaries_never_overlap(cid):
+    """Every function's temporaries: two that an op touches at once, or that
+    are both written before either is read for the last time (program
+    order), never share memory (checked at two batch sizes); the workspace
+    is no larger than one slot each."""
+    from bpgen.derivation import derive_all
+    from bpgen.shapes import size_coeffs
+    from bpgen.spec import load_spec
+    from test_second_order import CASES, F32_CASES
+    arch = {**CASES, **F32_CASES}[cid][0]
+    derived = derive_all(load_spec(arch))
+    for name, prog in derived.programs.items():
+        if not prog.workspace:
+            continue
+        first, last = {}, {}
+        for i, op in enumerate(prog.ops):
+            for n in (op.out, *op.args):
+                if n in prog.workspace:
+                    first.setdefault(n, i)
+                    last[n] = i
+        loops = {}                      # a variable of a loop: live over the whole loop
+        for i, op in enumerate(prog.ops):
+            if op.loop is not None:
+                loops.setdefault(op.loop, []).append(i)
+        for i, op in enumerate(prog.ops):
+            for n in (op.out, *op.args):
+                if op.loop is not None and n in first:
+                    first[n] = min(first[n], loops[op.loop][0])
+                    last[n] = max(last[n], loops[op.loop][-1])
+        for batch in (1, 7):
+            def extent(n):
+                a, b = prog.workspace[n]
+                sa, sb = size_coeffs(prog.vars[n].shape if n not in prog.step_vars
+                                     else ("N", prog.vars[n].shape[1]))
+                return a * batch + b, (a + sa) * batch + b + sb
+            names = sorted(first)
+            for i, p in enumerate(names):
+                for q in names[i + 1:]:
+                    if first[p] <= last[q] and first[q] <= last[p]:
+                        (p0, p1), (q0, q1) = extent(p), extent(q)
+                        assert p1 <= q0 or q1 <= p0, (name, p, q)
+        one_each = sum(size_coeffs(prog.vars[n].shape)[0] for n in prog.workspace)
+        assert prog.workspace_size[0] <= one_each + 8 * len(prog.workspace), name
