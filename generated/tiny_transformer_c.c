@@ -723,71 +723,92 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
                                        same as primitives/seqmm.py SEQMM_BLAS_MIN) */
 #endif
 
-/* form 0: qk, 1: av, 2: atv.  Each block C (M x Nc, rows ldc apart) =
-   op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
-   enough, else the loops below.  Always inlined, for blocks below the BLAS
-   size with constant T and D (the emitter's choice, primitives/seqmm.py):
-   the loops over 4-16 columns are then unrolled and vectorised at their
-   size, where the shared copy runs them with runtime bounds (the full
-   Hessian of the 6-step, 2-head, D = 4 transformer 1.9x faster). */
+/* form 0: qk, 1: av, 2: atv.  Each (direction, head, sample) block is made
+   by the BLAS when it has at least BPG_SEQMM_MIN multiply-adds, else by
+   loops.  tri (passes/triangles.py: under a causal mask): only the lower
+   triangle of the (T x T) scores, s <= t, counts: qk makes it and writes
+   0 above it; av and atv read it only (their scores are 0 above it).  A
+   block made by loops is then made row by row over the triangle; a BLAS
+   block stays whole (made in panels of 16 or 8 rows over the triangle,
+   the 32-step transformer's 384 blocks of 32 x 32 x 16 took as long or
+   1.05x longer: the BLAS's cost per call outweighs the work left out).
+   Always inlined, for blocks below the BLAS size with constant T and D
+   (the emitter's choice, primitives/seqmm.py): the loops over 4-16
+   columns are then unrolled and vectorised at their size, where the
+   shared copy runs them with runtime bounds (the full Hessian of the
+   6-step, 2-head, D = 4 transformer 1.9x faster). */
 __attribute__((always_inline))
 static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H, int64_t D,
                                       int64_t K, int ka, int kb, const real *A, const real *B,
-                                      real *O)
+                                      real *O, int tri)
 {
     const int64_t F = H * D;
     const int64_t ma = ka ? K : 1, mb = kb ? K : 1;
+    const int blas = (double)T * T * D >= BPG_SEQMM_MIN;
+    const int64_t panel = tri && !blas ? 1 : T;
     for (int64_t k = 0; k < K; k++)
         for (int64_t j = 0; j < H; j++)
-            for (int64_t n = 0; n < N; n++) {
-                const real *Bb = B + (n * mb + k * kb) * F + j * D;  /* (T x D), rows N*mb*F apart */
-                const int64_t ldb = N * mb * F;
-                const real *Ab;
-                real *C;
-                int64_t lda, ldc, M, Nc, Kin;
-                int ta, tb;
-                if (form == 0) {
-                    Ab = A + (n * ma + k * ka) * F + j * D;
-                    lda = N * ma * F;
-                    C = O + ((j * T * N + n) * K + k) * T;
-                    ldc = N * K * T;
-                    ta = 0, tb = 1, M = T, Nc = T, Kin = D;
-                } else {
-                    Ab = A + ((j * T * N + n) * ma + k * ka) * T;         /* (T x T) */
-                    lda = N * ma * T;
-                    C = O + (n * K + k) * F + j * D;
-                    ldc = N * K * F;
-                    ta = form == 2, tb = 0, M = T, Nc = D, Kin = T;
-                }
-                if (bpg_blas_gemm_ld(ta, tb, M, Nc, Kin, Ab, lda, Bb, ldb, C, ldc,
-                                     BPG_SEQMM_MIN))
-                    continue;
-                for (int64_t i = 0; i < M; i++) {
-                    real *restrict c = C + i * ldc;
-                    if (!tb) {
-                        for (int64_t q = 0; q < Nc; q++) c[q] = 0;
-                        for (int64_t r = 0; r < Kin; r++) {
-                            const real a = ta ? Ab[r * lda + i] : Ab[i * lda + r];
-                            const real *restrict b = Bb + r * ldb;
-                            #pragma omp simd
-                            for (int64_t q = 0; q < Nc; q++) c[q] += a * b[q];
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t i0 = 0; i0 < T; i0 += panel) {  /* rows i0 .. i1-1 of the block */
+                    const int64_t i1 = i0 + panel < T ? i0 + panel : T;
+                    /* its part C (M x Nc, rows ldc apart) = op(A)·op(B), inner size Kin */
+                    const real *Ab, *Bb = B + (n * mb + k * kb) * F + j * D;  /* (T x D) */
+                    int64_t ldb = N * mb * F, lda, ldc, M = i1 - i0, Nc, Kin;
+                    real *C;
+                    int ta, tb;
+                    if (form == 0) {        /* rows i0.., keys s < i1 (tri) */
+                        Ab = A + (n * ma + k * ka) * F + j * D + i0 * N * ma * F;
+                        lda = N * ma * F;
+                        ldc = N * K * T;
+                        C = O + ((j * T * N + n) * K + k) * T + i0 * ldc;
+                        ta = 0, tb = 1, Nc = tri ? i1 : T, Kin = D;
+                    } else {                /* A: the (T x T) scores */
+                        const int64_t t0 = form == 2 && tri ? i0 : 0;
+                        lda = N * ma * T;
+                        ldc = N * K * F;
+                        Ab = A + ((j * T * N + n) * ma + k * ka) * T;
+                        C = O + (n * K + k) * F + j * D + i0 * ldc;
+                        ta = form == 2, tb = 0, Nc = D;
+                        if (form == 1) {    /* O[t] = sum over s (s <= t: tri) of A[t][s] B[s] */
+                            Ab += i0 * lda;
+                            Kin = tri ? i1 : T;
+                        } else {            /* O[s] = sum over t (t >= s: tri) of A[t][s] B[t] */
+                            Ab += t0 * lda + i0;
+                            Bb += t0 * ldb;
+                            Kin = T - t0;
                         }
-                    } else {
-                        for (int64_t q = 0; q < Nc; q++) {
-                            const real *restrict b = Bb + q * ldb;
-                            real acc = 0;
-                            if (ta) {
-                                for (int64_t r = 0; r < Kin; r++) acc += Ab[r * lda + i] * b[r];
-                            } else {
-                                const real *restrict a = Ab + i * lda;
-                                #pragma omp simd reduction(+:acc)
-                                for (int64_t r = 0; r < Kin; r++) acc += a[r] * b[r];
+                    }
+                    if (form == 0)          /* above the panel's keys: 0 */
+                        for (int64_t i = 0; i < M; i++)
+                            for (int64_t q = Nc; q < T; q++) C[i * ldc + q] = 0;
+                    if (blas && bpg_blas_gemm_ld(ta, tb, M, Nc, Kin, Ab, lda, Bb, ldb, C, ldc, 0))
+                        continue;
+                    for (int64_t i = 0; i < M; i++) {
+                        real *restrict c = C + i * ldc;
+                        if (!tb) {
+                            for (int64_t q = 0; q < Nc; q++) c[q] = 0;
+                            for (int64_t r = 0; r < Kin; r++) {
+                                const real a = ta ? Ab[r * lda + i] : Ab[i * lda + r];
+                                const real *restrict b = Bb + r * ldb;
+                                #pragma omp simd
+                                for (int64_t q = 0; q < Nc; q++) c[q] += a * b[q];
                             }
-                            c[q] = acc;
+                        } else {
+                            for (int64_t q = 0; q < Nc; q++) {
+                                const real *restrict b = Bb + q * ldb;
+                                real acc = 0;
+                                if (ta) {
+                                    for (int64_t r = 0; r < Kin; r++) acc += Ab[r * lda + i] * b[r];
+                                } else {
+                                    const real *restrict a = Ab + i * lda;
+                                    #pragma omp simd reduction(+:acc)
+                                    for (int64_t r = 0; r < Kin; r++) acc += a[r] * b[r];
+                                }
+                                c[q] = acc;
+                            }
                         }
                     }
                 }
-            }
 }
 
 /* The same, left to the compiler to inline or share (blocks for the BLAS,
@@ -795,9 +816,9 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
    the 32-step, F = 64 transformer's module compile 1.6x longer (18 -> 29 s
    of gcc) for no gain at run time. */
 static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                             int ka, int kb, const real *A, const real *B, real *O)
+                             int ka, int kb, const real *A, const real *B, real *O, int tri)
 {
-    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, A, B, O);
+    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, A, B, O, tri);
 }
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
@@ -1082,43 +1103,43 @@ static const int32_t bpg_table_1[80] = {
     3872, 64, 16, 2624, 1776, 1, 16, 3648, 2800, 16, 16, 3664, 1504, 1, 16, 3920, 1760,
 };
 
-/* ---- forward: workspace 4416*N + 0 elements ---- */
+/* ---- forward: workspace 1536*N + 0 elements ---- */
 BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
-    real *const v_emb_A = ws + 256*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sum = ws + 384*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xc = ws + 392*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sq = ws + 520*N;  /* (8*N, 16) */
-    real *const v_attn_norm_ss = ws + 648*N;  /* (8*N, 1) */
-    real *const v_attn_norm_A = ws + 656*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWq = ws + 784*N;  /* (8*N, 16) */
-    real *const v_attn_mha_Q = ws + 912*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWk = ws + 1040*N;  /* (8*N, 16) */
-    real *const v_attn_mha_K = ws + 1168*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWv = ws + 1296*N;  /* (8*N, 16) */
-    real *const v_attn_mha_V = ws + 1424*N;  /* (8*N, 16) */
-    real *const v_attn_mha_QK = ws + 1552*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 1680*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 1808*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 1936*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 1952*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 2080*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 2096*N;  /* (16*N, 8) */
-    real *const v_attn_mha_AV = ws + 2224*N;  /* (8*N, 16) */
-    real *const v_attn_mha_OW = ws + 2352*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 2480*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 2608*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 2616*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 2744*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_ss = ws + 2872*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_A = ws + 2880*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 3008*N;  /* (8*N, 64) */
-    real *const v_mlp_up_A = ws + 3520*N;  /* (8*N, 64) */
-    real *const v_mlp_down_XW = ws + 4032*N;  /* (8*N, 16) */
-    real *const v_mlp_R = ws + 4160*N;  /* (8*N, 16) */
-    real *const v_head_XW = ws + 4288*N;  /* (8*N, 16) */
+    real *const v_emb_A = ws + 656*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sum = ws + 648*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xc = ws + 384*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sq = ws + 512*N;  /* (8*N, 16) */
+    real *const v_attn_norm_ss = ws + 640*N;  /* (8*N, 1) */
+    real *const v_attn_norm_A = ws + 256*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWq = ws + 128*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Q = ws + 0;  /* (8*N, 16) */
+    real *const v_attn_mha_XWk = ws + 384*N;  /* (8*N, 16) */
+    real *const v_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWv = ws + 512*N;  /* (8*N, 16) */
+    real *const v_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
+    real *const v_attn_mha_QK = ws + 256*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 0;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 128*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 0;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 256*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 16*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 512*N;  /* (16*N, 8) */
+    real *const v_attn_mha_AV = ws + 0;  /* (8*N, 16) */
+    real *const v_attn_mha_OW = ws + 256*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 128*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 648*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 512*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 784*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_ss = ws + 640*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_A = ws + 384*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 512*N;  /* (8*N, 64) */
+    real *const v_mlp_up_A = ws + 1024*N;  /* (8*N, 64) */
+    real *const v_mlp_down_XW = ws + 256*N;  /* (8*N, 16) */
+    real *const v_mlp_R = ws + 0;  /* (8*N, 16) */
+    real *const v_head_XW = ws + 128*N;  /* (8*N, 16) */
     real *const v_head_Z = out + 0;  /* (8*N, 16) */
 
     /* forward pass */
@@ -1207,7 +1228,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1241,7 +1262,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -1332,66 +1353,66 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     bpg_gemm_nn_acc(8*N, 16, 16, v_mlp_R, v_head_W, v_head_Z);
 }
 
-/* ---- loss: workspace 4832*N + 3400 elements ---- */
+/* ---- loss: workspace 1536*N + 2096 elements ---- */
 BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
-    real *const v_emb_A = ws + 256*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sum = ws + 384*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xc = ws + 392*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sq = ws + 520*N;  /* (8*N, 16) */
-    real *const v_attn_norm_ss = ws + 648*N;  /* (8*N, 1) */
-    real *const v_attn_norm_A = ws + 656*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWq = ws + 784*N;  /* (8*N, 16) */
-    real *const v_attn_mha_Q = ws + 912*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWk = ws + 1040*N;  /* (8*N, 16) */
-    real *const v_attn_mha_K = ws + 1168*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWv = ws + 1296*N;  /* (8*N, 16) */
-    real *const v_attn_mha_V = ws + 1424*N;  /* (8*N, 16) */
-    real *const v_attn_mha_QK = ws + 1552*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 1680*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 1808*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 1936*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 1952*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 2080*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 2096*N;  /* (16*N, 8) */
-    real *const v_attn_mha_AV = ws + 2224*N;  /* (8*N, 16) */
-    real *const v_attn_mha_OW = ws + 2352*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 2480*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 2608*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 2616*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 2744*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_ss = ws + 2872*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_A = ws + 2880*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 3008*N;  /* (8*N, 64) */
-    real *const v_mlp_up_A = ws + 3520*N;  /* (8*N, 64) */
-    real *const v_mlp_down_XW = ws + 4032*N;  /* (8*N, 16) */
-    real *const v_mlp_R = ws + 4160*N;  /* (8*N, 16) */
-    real *const v_head_XW = ws + 4288*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 4416*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 4544*N;  /* (1, 1) */
-    real *const v_o_max = ws + 4544*N + 8;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 4552*N + 8;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 4680*N + 8;  /* (8*N, 1) */
-    real *const v_o_pick = ws + 4688*N + 8;  /* (8*N, 16) */
-    real *const v_o_label = ws + 4816*N + 8;  /* (8*N, 1) */
-    real *const v_real_terms = ws + 4824*N + 8;  /* (8*N, 1) */
-    real *const v_loss_sum = ws + 4832*N + 8;  /* (1, 1) */
-    real *const v_attn_mha_Wq_sq = ws + 4832*N + 16;  /* (16, 16) */
-    real *const v_attn_mha_Wq_sqsum = ws + 4832*N + 272;  /* (1, 1) */
-    real *const v_attn_mha_Wk_sq = ws + 4832*N + 280;  /* (16, 16) */
-    real *const v_attn_mha_Wk_sqsum = ws + 4832*N + 536;  /* (1, 1) */
-    real *const v_attn_mha_Wv_sq = ws + 4832*N + 544;  /* (16, 16) */
-    real *const v_attn_mha_Wv_sqsum = ws + 4832*N + 800;  /* (1, 1) */
-    real *const v_attn_mha_Wo_sq = ws + 4832*N + 808;  /* (16, 16) */
-    real *const v_attn_mha_Wo_sqsum = ws + 4832*N + 1064;  /* (1, 1) */
-    real *const v_mlp_up_W_sq = ws + 4832*N + 1072;  /* (16, 64) */
-    real *const v_mlp_up_W_sqsum = ws + 4832*N + 2096;  /* (1, 1) */
-    real *const v_mlp_down_W_sq = ws + 4832*N + 2104;  /* (64, 16) */
-    real *const v_mlp_down_W_sqsum = ws + 4832*N + 3128;  /* (1, 1) */
-    real *const v_head_W_sq = ws + 4832*N + 3136;  /* (16, 16) */
-    real *const v_head_W_sqsum = ws + 4832*N + 3392;  /* (1, 1) */
+    real *const v_emb_A = ws + 656*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sum = ws + 648*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xc = ws + 384*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sq = ws + 512*N;  /* (8*N, 16) */
+    real *const v_attn_norm_ss = ws + 640*N;  /* (8*N, 1) */
+    real *const v_attn_norm_A = ws + 256*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWq = ws + 128*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Q = ws + 0;  /* (8*N, 16) */
+    real *const v_attn_mha_XWk = ws + 384*N;  /* (8*N, 16) */
+    real *const v_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWv = ws + 512*N;  /* (8*N, 16) */
+    real *const v_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
+    real *const v_attn_mha_QK = ws + 256*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 0;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 128*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 0;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 256*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 16*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 512*N;  /* (16*N, 8) */
+    real *const v_attn_mha_AV = ws + 0;  /* (8*N, 16) */
+    real *const v_attn_mha_OW = ws + 256*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 128*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 648*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 512*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 784*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_ss = ws + 640*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_A = ws + 384*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 512*N;  /* (8*N, 64) */
+    real *const v_mlp_up_A = ws + 1024*N;  /* (8*N, 64) */
+    real *const v_mlp_down_XW = ws + 256*N;  /* (8*N, 16) */
+    real *const v_mlp_R = ws + 0;  /* (8*N, 16) */
+    real *const v_head_XW = ws + 128*N;  /* (8*N, 16) */
+    real *const v_head_Z = ws + 256*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 1536*N;  /* (1, 1) */
+    real *const v_o_max = ws + 0;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 8*N;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 136*N;  /* (8*N, 1) */
+    real *const v_o_pick = ws + 384*N;  /* (8*N, 16) */
+    real *const v_o_label = ws + 144*N;  /* (8*N, 1) */
+    real *const v_real_terms = ws + 8*N;  /* (8*N, 1) */
+    real *const v_loss_sum = ws + 1536*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 1536*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 1536*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 1536*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 1536*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 1536*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 1536*N + 1064;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 1536*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 1536*N + 536;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 1536*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 1536*N + 16;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 1536*N + 1072;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 1536*N + 24;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 1536*N + 280;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 1536*N + 32;  /* (1, 1) */
     real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
@@ -1480,7 +1501,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1514,7 +1535,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -1698,115 +1719,115 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + v_loss_sum[0]/v_real_steps[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0];
 }
 
-/* ---- loss_and_grad: workspace 10280*N + 6736 elements ---- */
+/* ---- loss_and_grad: workspace 4528*N + 3328 elements ---- */
 BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
-    real *const v_emb_A = ws + 256*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sum = ws + 384*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xc = ws + 392*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sq = ws + 520*N;  /* (8*N, 16) */
-    real *const v_attn_norm_ss = ws + 648*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xhat = ws + 656*N;  /* (8*N, 16) */
-    real *const v_attn_norm_A = ws + 784*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWq = ws + 912*N;  /* (8*N, 16) */
-    real *const v_attn_mha_Q = ws + 1040*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWk = ws + 1168*N;  /* (8*N, 16) */
-    real *const v_attn_mha_K = ws + 1296*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWv = ws + 1424*N;  /* (8*N, 16) */
-    real *const v_attn_mha_V = ws + 1552*N;  /* (8*N, 16) */
-    real *const v_attn_mha_QK = ws + 1680*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 1808*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 1936*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 2064*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 2080*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 2208*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 2224*N;  /* (16*N, 8) */
-    real *const v_attn_mha_AV = ws + 2352*N;  /* (8*N, 16) */
-    real *const v_attn_mha_OW = ws + 2480*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 2608*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 2736*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 2744*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 2872*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_ss = ws + 3000*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xhat = ws + 3008*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_A = ws + 3136*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 3264*N;  /* (8*N, 64) */
-    real *const v_mlp_up_Z = ws + 3776*N;  /* (8*N, 64) */
-    real *const v_mlp_up_A = ws + 4288*N;  /* (8*N, 64) */
-    real *const v_mlp_down_XW = ws + 4800*N;  /* (8*N, 16) */
-    real *const v_mlp_R = ws + 4928*N;  /* (8*N, 16) */
-    real *const v_head_XW = ws + 5056*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 5184*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 5312*N;  /* (1, 1) */
-    real *const v_o_max = ws + 5312*N + 8;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 5320*N + 8;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 5448*N + 8;  /* (8*N, 1) */
-    real *const v_o_pick = ws + 5456*N + 8;  /* (8*N, 16) */
-    real *const v_o_label = ws + 5584*N + 8;  /* (8*N, 1) */
-    real *const v_real_terms = ws + 5592*N + 8;  /* (8*N, 1) */
-    real *const v_loss_sum = ws + 5600*N + 8;  /* (1, 1) */
-    real *const v_attn_mha_Wq_sq = ws + 5600*N + 16;  /* (16, 16) */
-    real *const v_attn_mha_Wq_sqsum = ws + 5600*N + 272;  /* (1, 1) */
-    real *const v_attn_mha_Wk_sq = ws + 5600*N + 280;  /* (16, 16) */
-    real *const v_attn_mha_Wk_sqsum = ws + 5600*N + 536;  /* (1, 1) */
-    real *const v_attn_mha_Wv_sq = ws + 5600*N + 544;  /* (16, 16) */
-    real *const v_attn_mha_Wv_sqsum = ws + 5600*N + 800;  /* (1, 1) */
-    real *const v_attn_mha_Wo_sq = ws + 5600*N + 808;  /* (16, 16) */
-    real *const v_attn_mha_Wo_sqsum = ws + 5600*N + 1064;  /* (1, 1) */
-    real *const v_mlp_up_W_sq = ws + 5600*N + 1072;  /* (16, 64) */
-    real *const v_mlp_up_W_sqsum = ws + 5600*N + 2096;  /* (1, 1) */
-    real *const v_mlp_down_W_sq = ws + 5600*N + 2104;  /* (64, 16) */
-    real *const v_mlp_down_W_sqsum = ws + 5600*N + 3128;  /* (1, 1) */
-    real *const v_head_W_sq = ws + 5600*N + 3136;  /* (16, 16) */
-    real *const v_head_W_sqsum = ws + 5600*N + 3392;  /* (1, 1) */
-    real *const v_d_loss_sum = ws + 5600*N + 3400;  /* (1, 1) */
-    real *const v_d_loss_terms = ws + 5600*N + 3408;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 5608*N + 3408;  /* (8*N, 1) */
-    real *const v_d_o_label = ws + 5616*N + 3408;  /* (8*N, 1) */
-    real *const v_d_head_Z_2 = ws + 5624*N + 3408;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 5752*N + 3408;  /* (8*N, 16) */
-    real *const v_d_head_W_1 = ws + 5880*N + 3408;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 5880*N + 3664;  /* (8*N, 64) */
-    real *const v_d_mlp_down_W_1 = ws + 6392*N + 3664;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 6392*N + 4688;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 6904*N + 4688;  /* (8*N, 16) */
-    real *const v_d_mlp_up_W_1 = ws + 7032*N + 4688;  /* (16, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 7032*N + 5712;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_g = ws + 7160*N + 5712;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 7288*N + 5712;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 7416*N + 5712;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 7424*N + 5712;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 7552*N + 5712;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 7680*N + 5712;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 7688*N + 5712;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 7816*N + 5712;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wo_1 = ws + 7944*N + 5712;  /* (16, 16) */
-    real *const v_d_attn_mha_P = ws + 7944*N + 5968;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 8072*N + 5968;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Zs = ws + 8200*N + 5968;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 8328*N + 5968;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 8344*N + 5968;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 8472*N + 5968;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 8600*N + 5968;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 8728*N + 5968;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 8856*N + 5968;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 8984*N + 5968;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wv_1 = ws + 9112*N + 5968;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 9112*N + 6224;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wk_1 = ws + 9240*N + 6224;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 9240*N + 6480;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wq_1 = ws + 9368*N + 6480;  /* (16, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 9368*N + 6736;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 9496*N + 6736;  /* (8*N, 16) */
-    real *const v_d_attn_norm_g = ws + 9624*N + 6736;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 9752*N + 6736;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 9880*N + 6736;  /* (8*N, 1) */
-    real *const v_d_attn_norm_Xc_2 = ws + 9888*N + 6736;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum = ws + 10016*N + 6736;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum_1 = ws + 10144*N + 6736;  /* (8*N, 1) */
-    real *const v_d_emb_A_1 = ws + 10152*N + 6736;  /* (8*N, 16) */
+    real *const v_emb_A = ws + 784*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sum = ws + 776*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xc = ws + 384*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sq = ws + 640*N;  /* (8*N, 16) */
+    real *const v_attn_norm_ss = ws + 768*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xhat = ws + 512*N;  /* (8*N, 16) */
+    real *const v_attn_norm_A = ws + 256*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWq = ws + 128*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Q = ws + 0;  /* (8*N, 16) */
+    real *const v_attn_mha_XWk = ws + 640*N;  /* (8*N, 16) */
+    real *const v_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWv = ws + 912*N;  /* (8*N, 16) */
+    real *const v_attn_mha_V = ws + 640*N;  /* (8*N, 16) */
+    real *const v_attn_mha_QK = ws + 912*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 1040*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 912*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 1040*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 1056*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 1312*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 1184*N;  /* (16*N, 8) */
+    real *const v_attn_mha_AV = ws + 912*N;  /* (8*N, 16) */
+    real *const v_attn_mha_OW = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 1040*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 1712*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 1968*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_ss = ws + 776*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xhat = ws + 1840*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_A = ws + 1584*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 1968*N;  /* (8*N, 64) */
+    real *const v_mlp_up_Z = ws + 2480*N;  /* (8*N, 64) */
+    real *const v_mlp_up_A = ws + 2992*N;  /* (8*N, 64) */
+    real *const v_mlp_down_XW = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_mlp_R = ws + 784*N;  /* (8*N, 16) */
+    real *const v_head_XW = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_head_Z = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 4528*N;  /* (1, 1) */
+    real *const v_o_max = ws + 1040*N;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 1048*N;  /* (8*N, 1) */
+    real *const v_o_pick = ws + 1976*N;  /* (8*N, 16) */
+    real *const v_o_label = ws + 1968*N;  /* (8*N, 1) */
+    real *const v_real_terms = ws + 1456*N;  /* (8*N, 1) */
+    real *const v_loss_sum = ws + 4528*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 4528*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 4528*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 4528*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 4528*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 4528*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 4528*N + 1064;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 4528*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 4528*N + 536;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 4528*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 4528*N + 16;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 4528*N + 1072;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 4528*N + 24;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 4528*N + 280;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 4528*N + 32;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 4528*N + 8;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 1040*N;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 1456*N;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 1464*N;  /* (8*N, 1) */
+    real *const v_d_head_Z_2 = ws + 1968*N;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_d_head_W_1 = ws + 4528*N;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 3504*N;  /* (8*N, 64) */
+    real *const v_d_mlp_down_W_1 = ws + 4528*N + 256;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 4016*N;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_d_mlp_up_W_1 = ws + 4528*N + 1280;  /* (16, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 2352*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_g = ws + 2480*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 2608*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 1040*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 2224*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 2736*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 1048*N;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 2096*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wo_1 = ws + 4528*N + 2304;  /* (16, 16) */
+    real *const v_d_attn_mha_P = ws + 1712*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_V = ws + 640*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Zs = ws + 1840*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 1040*N;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 1456*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 1040*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 1168*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 1040*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wv_1 = ws + 4528*N + 2560;  /* (16, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 1168*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wk_1 = ws + 4528*N + 2816;  /* (16, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wq_1 = ws + 4528*N + 3072;  /* (16, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 1712*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 2224*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_g = ws + 2352*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 2480*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 776*N;  /* (8*N, 1) */
+    real *const v_d_attn_norm_Xc_2 = ws + 1840*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum = ws + 2608*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum_1 = ws + 1296*N;  /* (8*N, 1) */
+    real *const v_d_emb_A_1 = ws + 2736*N;  /* (8*N, 16) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_emb_E = out + 1;  /* (16, 16) */
     real *const v_d_emb_P = out + 257;  /* (8, 16) */
@@ -1919,7 +1940,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1953,7 +1974,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -2296,9 +2317,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 1);  /* qk, lower triangle */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -2339,9 +2360,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -2487,203 +2508,203 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_d_head_Z_2, v_d_head_W_2);
 }
 
-/* ---- hvp: workspace 24192*N + 6672 elements ---- */
+/* ---- hvp: workspace 8784*N + 6656 elements ---- */
 BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_r_emb_EX = ws + 128*N;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 256*N;  /* (8*N, 16) */
     real *const v_r_emb_Pt = ws + 384*N;  /* (8*N, 16) */
-    real *const v_emb_A = ws + 512*N;  /* (8*N, 16) */
-    real *const v_r_emb_A = ws + 640*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sum = ws + 768*N;  /* (8*N, 1) */
-    real *const v_r_attn_norm_sum = ws + 776*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xc = ws + 784*N;  /* (8*N, 16) */
-    real *const v_r_attn_norm_Xc = ws + 912*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sq = ws + 1040*N;  /* (8*N, 16) */
-    real *const v_r_attn_norm_sq = ws + 1168*N;  /* (8*N, 16) */
-    real *const v_attn_norm_ss = ws + 1296*N;  /* (8*N, 1) */
-    real *const v_r_attn_norm_ss = ws + 1304*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xhat = ws + 1312*N;  /* (8*N, 16) */
-    real *const v_r_attn_norm_Xhat = ws + 1440*N;  /* (8*N, 16) */
-    real *const v_attn_norm_A = ws + 1568*N;  /* (8*N, 16) */
-    real *const v_r_attn_norm_A = ws + 1696*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWq = ws + 1824*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWq_a = ws + 1952*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWq_b = ws + 2080*N;  /* (8*N, 16) */
-    real *const v_attn_mha_Q = ws + 2208*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_Q = ws + 2336*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWk = ws + 2464*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWk_a = ws + 2592*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWk_b = ws + 2720*N;  /* (8*N, 16) */
-    real *const v_attn_mha_K = ws + 2848*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_K = ws + 2976*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWv = ws + 3104*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWv_a = ws + 3232*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWv_b = ws + 3360*N;  /* (8*N, 16) */
-    real *const v_attn_mha_V = ws + 3488*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_V = ws + 3616*N;  /* (8*N, 16) */
-    real *const v_attn_mha_QK = ws + 3744*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_QK_a = ws + 3872*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_QK_b = ws + 4000*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 4128*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_S = ws + 4256*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 4384*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_Sm = ws + 4512*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 4640*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 4656*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_E = ws + 4784*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 4912*N;  /* (16*N, 1) */
-    real *const v_r_attn_mha_Zs = ws + 4928*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 4944*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_P = ws + 5072*N;  /* (16*N, 8) */
-    real *const v_attn_mha_AV = ws + 5200*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_AV_a = ws + 5328*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_AV_b = ws + 5456*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_AV = ws + 5584*N;  /* (8*N, 16) */
-    real *const v_attn_mha_OW = ws + 5712*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_OW_a = ws + 5840*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_OW_b = ws + 5968*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 6096*N;  /* (8*N, 16) */
-    real *const v_r_attn_R = ws + 6224*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 6352*N;  /* (8*N, 1) */
-    real *const v_r_mlp_norm_sum = ws + 6360*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 6368*N;  /* (8*N, 16) */
-    real *const v_r_mlp_norm_Xc = ws + 6496*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 6624*N;  /* (8*N, 16) */
-    real *const v_r_mlp_norm_sq = ws + 6752*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_ss = ws + 6880*N;  /* (8*N, 1) */
-    real *const v_r_mlp_norm_ss = ws + 6888*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xhat = ws + 6896*N;  /* (8*N, 16) */
-    real *const v_r_mlp_norm_Xhat = ws + 7024*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_A = ws + 7152*N;  /* (8*N, 16) */
-    real *const v_r_mlp_norm_A = ws + 7280*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 7408*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_XW_a = ws + 7920*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_XW_b = ws + 8432*N;  /* (8*N, 64) */
-    real *const v_mlp_up_Z = ws + 8944*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_Z = ws + 9456*N;  /* (8*N, 64) */
-    real *const v_mlp_up_A = ws + 9968*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_A = ws + 10480*N;  /* (8*N, 64) */
-    real *const v_mlp_down_XW = ws + 10992*N;  /* (8*N, 16) */
-    real *const v_r_mlp_down_XW_a = ws + 11120*N;  /* (8*N, 16) */
-    real *const v_r_mlp_down_XW_b = ws + 11248*N;  /* (8*N, 16) */
-    real *const v_mlp_R = ws + 11376*N;  /* (8*N, 16) */
-    real *const v_r_mlp_R = ws + 11504*N;  /* (8*N, 16) */
-    real *const v_head_XW = ws + 11632*N;  /* (8*N, 16) */
-    real *const v_r_head_XW_a = ws + 11760*N;  /* (8*N, 16) */
-    real *const v_r_head_XW_b = ws + 11888*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 12016*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 12144*N;  /* (1, 1) */
-    real *const v_o_max = ws + 12144*N + 8;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 12152*N + 8;  /* (8*N, 16) */
-    real *const v_r_o_exp = ws + 12280*N + 8;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 12408*N + 8;  /* (8*N, 1) */
-    real *const v_r_o_expsum = ws + 12416*N + 8;  /* (8*N, 1) */
-    real *const v_d_loss_sum = ws + 12424*N + 8;  /* (1, 1) */
-    real *const v_d_loss_terms = ws + 12424*N + 16;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 12432*N + 16;  /* (8*N, 1) */
-    real *const v_r_d_o_expsum = ws + 12440*N + 16;  /* (8*N, 1) */
-    real *const v_d_o_label = ws + 12448*N + 16;  /* (8*N, 1) */
-    real *const v_r_d_head_Z_1 = ws + 12456*N + 16;  /* (8*N, 16) */
-    real *const v_d_head_Z_2 = ws + 12584*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 12712*N + 16;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R_a = ws + 12840*N + 16;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R_b = ws + 12968*N + 16;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R = ws + 13096*N + 16;  /* (8*N, 16) */
-    real *const v_r_d_head_W_1_a = ws + 13224*N + 16;  /* (16, 16) */
-    real *const v_r_d_head_W_1_b = ws + 13224*N + 272;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 13224*N + 528;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_A_a = ws + 13736*N + 528;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_A_b = ws + 14248*N + 528;  /* (8*N, 64) */
-    real *const v_r_d_mlp_down_W_1_a = ws + 14760*N + 528;  /* (64, 16) */
-    real *const v_r_d_mlp_down_W_1_b = ws + 14760*N + 1552;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 14760*N + 2576;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_Z = ws + 15272*N + 2576;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 15784*N + 2576;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A_a = ws + 15912*N + 2576;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A_b = ws + 16040*N + 2576;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A = ws + 16168*N + 2576;  /* (8*N, 16) */
-    real *const v_r_d_mlp_up_W_1_a = ws + 16296*N + 2576;  /* (16, 64) */
-    real *const v_r_d_mlp_up_W_1_b = ws + 16296*N + 3600;  /* (16, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 16296*N + 4624;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_Xhat = ws + 16424*N + 4624;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_g = ws + 16552*N + 4624;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xc = ws + 16680*N + 4624;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 16808*N + 4624;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_ss = ws + 16936*N + 4624;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 17064*N + 4624;  /* (8*N, 1) */
-    real *const v_r_d_mlp_norm_ss_1 = ws + 17072*N + 4624;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 17080*N + 4624;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_Xc_2 = ws + 17208*N + 4624;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 17336*N + 4624;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_sum = ws + 17464*N + 4624;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 17592*N + 4624;  /* (8*N, 1) */
-    real *const v_r_d_mlp_norm_sum_1 = ws + 17600*N + 4624;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 17608*N + 4624;  /* (8*N, 16) */
-    real *const v_r_d_attn_R_1 = ws + 17736*N + 4624;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 17864*N + 4624;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV_a = ws + 17992*N + 4624;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV_b = ws + 18120*N + 4624;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV = ws + 18248*N + 4624;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wo_1_a = ws + 18376*N + 4624;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wo_1_b = ws + 18376*N + 4880;  /* (16, 16) */
-    real *const v_d_attn_mha_P = ws + 18376*N + 5136;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_P_a = ws + 18504*N + 5136;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_P_b = ws + 18632*N + 5136;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_P = ws + 18760*N + 5136;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 18888*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V_a = ws + 19016*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V_b = ws + 19144*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V = ws + 19272*N + 5136;  /* (8*N, 16) */
-    real *const v_d_attn_mha_E = ws + 19400*N + 5136;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs = ws + 19528*N + 5136;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_Zs = ws + 19656*N + 5136;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 19784*N + 5136;  /* (16*N, 1) */
-    real *const v_r_d_attn_mha_Zs_1 = ws + 19800*N + 5136;  /* (16*N, 1) */
-    real *const v_d_attn_mha_E_2 = ws + 19816*N + 5136;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Sm = ws + 19944*N + 5136;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_Sm = ws + 20072*N + 5136;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 20200*N + 5136;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_S = ws + 20328*N + 5136;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 20456*N + 5136;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_QK = ws + 20584*N + 5136;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 20712*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q_a = ws + 20840*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q_b = ws + 20968*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q = ws + 21096*N + 5136;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 21224*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K_a = ws + 21352*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K_b = ws + 21480*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K = ws + 21608*N + 5136;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 21736*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_a = ws + 21864*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_b = ws + 21992*N + 5136;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wv_1_a = ws + 22120*N + 5136;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wv_1_b = ws + 22120*N + 5392;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 22120*N + 5648;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_1_a = ws + 22248*N + 5648;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_1_b = ws + 22376*N + 5648;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wk_1_a = ws + 22504*N + 5648;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wk_1_b = ws + 22504*N + 5904;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 22504*N + 6160;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_2_a = ws + 22632*N + 6160;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_2_b = ws + 22760*N + 6160;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wq_1_a = ws + 22888*N + 6160;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wq_1_b = ws + 22888*N + 6416;  /* (16, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 22888*N + 6672;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_3 = ws + 23016*N + 6672;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 23144*N + 6672;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_Xhat = ws + 23272*N + 6672;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_g = ws + 23400*N + 6672;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 23528*N + 6672;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_ss = ws + 23656*N + 6672;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 23784*N + 6672;  /* (8*N, 1) */
-    real *const v_r_d_attn_norm_ss_1 = ws + 23792*N + 6672;  /* (8*N, 1) */
-    real *const v_r_d_attn_norm_Xc_2 = ws + 23800*N + 6672;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_sum = ws + 23928*N + 6672;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_sum_1 = ws + 24056*N + 6672;  /* (8*N, 1) */
-    real *const v_r_d_emb_A_1 = ws + 24064*N + 6672;  /* (8*N, 16) */
+    real *const v_emb_A = ws + 1040*N;  /* (8*N, 16) */
+    real *const v_r_emb_A = ws + 1696*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sum = ws + 1032*N;  /* (8*N, 1) */
+    real *const v_r_attn_norm_sum = ws + 1688*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xc = ws + 640*N;  /* (8*N, 16) */
+    real *const v_r_attn_norm_Xc = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sq = ws + 896*N;  /* (8*N, 16) */
+    real *const v_r_attn_norm_sq = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_attn_norm_ss = ws + 1024*N;  /* (8*N, 1) */
+    real *const v_r_attn_norm_ss = ws + 1680*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xhat = ws + 768*N;  /* (8*N, 16) */
+    real *const v_r_attn_norm_Xhat = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_attn_norm_A = ws + 512*N;  /* (8*N, 16) */
+    real *const v_r_attn_norm_A = ws + 1168*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWq = ws + 128*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWq_a = ws + 384*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWq_b = ws + 896*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Q = ws + 0;  /* (8*N, 16) */
+    real *const v_r_attn_mha_Q = ws + 256*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWk = ws + 384*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWk_a = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWk_b = ws + 1824*N;  /* (8*N, 16) */
+    real *const v_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_K = ws + 896*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWv = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWv_a = ws + 1952*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWv_b = ws + 2080*N;  /* (8*N, 16) */
+    real *const v_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_V = ws + 1824*N;  /* (8*N, 16) */
+    real *const v_attn_mha_QK = ws + 1552*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_QK_a = ws + 1952*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_QK_b = ws + 2080*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 2208*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_S = ws + 2336*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 1552*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_Sm = ws + 1952*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 2080*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 2096*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_E = ws + 2368*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 2352*N;  /* (16*N, 1) */
+    real *const v_r_attn_mha_Zs = ws + 2624*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 2224*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_P = ws + 2496*N;  /* (16*N, 8) */
+    real *const v_attn_mha_AV = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_AV_a = ws + 1952*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_AV_b = ws + 2640*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_AV = ws + 2768*N;  /* (8*N, 16) */
+    real *const v_attn_mha_OW = ws + 2640*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_OW_a = ws + 3024*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_OW_b = ws + 3152*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 1952*N;  /* (8*N, 16) */
+    real *const v_r_attn_R = ws + 2896*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 1688*N;  /* (8*N, 1) */
+    real *const v_r_mlp_norm_sum = ws + 2088*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 3408*N;  /* (8*N, 16) */
+    real *const v_r_mlp_norm_Xc = ws + 3920*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 3664*N;  /* (8*N, 16) */
+    real *const v_r_mlp_norm_sq = ws + 4176*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_ss = ws + 1032*N;  /* (8*N, 1) */
+    real *const v_r_mlp_norm_ss = ws + 2080*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xhat = ws + 3536*N;  /* (8*N, 16) */
+    real *const v_r_mlp_norm_Xhat = ws + 4048*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_A = ws + 3280*N;  /* (8*N, 16) */
+    real *const v_r_mlp_norm_A = ws + 3792*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 4176*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_XW_a = ws + 5200*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_XW_b = ws + 5712*N;  /* (8*N, 64) */
+    real *const v_mlp_up_Z = ws + 4688*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_Z = ws + 6224*N;  /* (8*N, 64) */
+    real *const v_mlp_up_A = ws + 6736*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_A = ws + 7248*N;  /* (8*N, 64) */
+    real *const v_mlp_down_XW = ws + 1688*N;  /* (8*N, 16) */
+    real *const v_r_mlp_down_XW_a = ws + 3024*N;  /* (8*N, 16) */
+    real *const v_r_mlp_down_XW_b = ws + 3152*N;  /* (8*N, 16) */
+    real *const v_mlp_R = ws + 1040*N;  /* (8*N, 16) */
+    real *const v_r_mlp_R = ws + 2640*N;  /* (8*N, 16) */
+    real *const v_head_XW = ws + 1688*N;  /* (8*N, 16) */
+    real *const v_r_head_XW_a = ws + 2896*N;  /* (8*N, 16) */
+    real *const v_r_head_XW_b = ws + 3024*N;  /* (8*N, 16) */
+    real *const v_head_Z = ws + 1952*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 8784*N;  /* (1, 1) */
+    real *const v_o_max = ws + 1688*N;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 1696*N;  /* (8*N, 16) */
+    real *const v_r_o_exp = ws + 3152*N;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 2088*N;  /* (8*N, 1) */
+    real *const v_r_o_expsum = ws + 3664*N;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 8784*N + 8;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 1688*N;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 1952*N;  /* (8*N, 1) */
+    real *const v_r_d_o_expsum = ws + 1968*N;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 1960*N;  /* (8*N, 1) */
+    real *const v_r_d_head_Z_1 = ws + 3024*N;  /* (8*N, 16) */
+    real *const v_d_head_Z_2 = ws + 2896*N;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 1688*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_R_a = ws + 3152*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_R_b = ws + 3664*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_R = ws + 1952*N;  /* (8*N, 16) */
+    real *const v_r_d_head_W_1_a = ws + 8784*N;  /* (16, 16) */
+    real *const v_r_d_head_W_1_b = ws + 8784*N + 256;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 4176*N;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_A_a = ws + 5200*N;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_A_b = ws + 5712*N;  /* (8*N, 64) */
+    real *const v_r_d_mlp_down_W_1_a = ws + 8784*N + 512;  /* (64, 16) */
+    real *const v_r_d_mlp_down_W_1_b = ws + 8784*N + 1536;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 7760*N;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_Z = ws + 8272*N;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 3152*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A_a = ws + 4176*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A_b = ws + 4304*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A = ws + 3664*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_up_W_1_a = ws + 8784*N + 2560;  /* (16, 64) */
+    real *const v_r_d_mlp_up_W_1_b = ws + 8784*N + 3584;  /* (16, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 4560*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_Xhat = ws + 5200*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_g = ws + 5328*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xc = ws + 4304*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 4688*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_ss = ws + 5456*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 1816*N;  /* (8*N, 1) */
+    real *const v_r_d_mlp_norm_ss_1 = ws + 5584*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 4432*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_Xc_2 = ws + 5072*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 4816*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_sum = ws + 5592*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 2088*N;  /* (8*N, 1) */
+    real *const v_r_d_mlp_norm_sum_1 = ws + 5720*N;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 4176*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_R_1 = ws + 4944*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 3152*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV_a = ws + 3536*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV_b = ws + 3664*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV = ws + 3408*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wo_1_a = ws + 8784*N + 4608;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wo_1_b = ws + 8784*N + 4864;  /* (16, 16) */
+    real *const v_d_attn_mha_P = ws + 3536*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_P_a = ws + 3664*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_P_b = ws + 384*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_P = ws + 1816*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_V_a = ws + 3664*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_V_b = ws + 3152*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_V = ws + 3408*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_E = ws + 3152*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 4048*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_Zs = ws + 4432*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 2080*N;  /* (16*N, 1) */
+    real *const v_r_d_attn_mha_Zs_1 = ws + 4560*N;  /* (16*N, 1) */
+    real *const v_d_attn_mha_E_2 = ws + 3664*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Sm = ws + 3920*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_Sm = ws + 4304*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 1816*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_S = ws + 2080*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 2208*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_QK = ws + 2336*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 1816*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q_a = ws + 2080*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q_b = ws + 128*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q = ws + 896*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K_a = ws + 2080*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K_b = ws + 0;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K = ws + 256*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_a = ws + 4048*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_b = ws + 4304*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wv_1_a = ws + 8784*N + 5120;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wv_1_b = ws + 8784*N + 5376;  /* (16, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 2080*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_1_a = ws + 2464*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_1_b = ws + 3152*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wk_1_a = ws + 8784*N + 5632;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wk_1_b = ws + 8784*N + 5888;  /* (16, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 2208*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_2_a = ws + 3536*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_2_b = ws + 3664*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wq_1_a = ws + 8784*N + 6144;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wq_1_b = ws + 8784*N + 6400;  /* (16, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 2336*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_3 = ws + 3920*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 4432*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_Xhat = ws + 4816*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_g = ws + 5072*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 4560*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_ss = ws + 5200*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 1032*N;  /* (8*N, 1) */
+    real *const v_r_d_attn_norm_ss_1 = ws + 1944*N;  /* (8*N, 1) */
+    real *const v_r_d_attn_norm_Xc_2 = ws + 4688*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_sum = ws + 5328*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_sum_1 = ws + 2592*N;  /* (8*N, 1) */
+    real *const v_r_d_emb_A_1 = ws + 5456*N;  /* (8*N, 16) */
     real *const v_r_d_emb_E = out + 0;  /* (16, 16) */
     real *const v_r_d_emb_P = out + 256;  /* (8, 16) */
     real *const v_r_d_attn_norm_g_1 = out + 384;  /* (1, 16) */
@@ -2866,11 +2887,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a, 1);  /* qk, lower triangle */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b, 1);  /* qk, lower triangle */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
@@ -2922,11 +2943,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a, 1);  /* av, lower triangle */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b, 1);  /* av, lower triangle */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -3343,20 +3364,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 1);  /* qk, lower triangle */
     /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a, 1);  /* qk, lower triangle */
     /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b, 1);  /* qk, lower triangle */
     /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
     /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a, 1);  /* atv, lower triangle */
     /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b, 1);  /* atv, lower triangle */
     /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -3422,20 +3443,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
     /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a, 1);  /* av, lower triangle */
     /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b, 1);  /* av, lower triangle */
     /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
     /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a, 1);  /* atv, lower triangle */
     /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b, 1);  /* atv, lower triangle */
     /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
@@ -3636,141 +3657,141 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_r_d_head_W_2);
 }
 
-/* ---- ggn_vp: workspace 16328*N + 3344 elements ---- */
+/* ---- ggn_vp: workspace 6048*N + 3328 elements ---- */
 BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_r_emb_EX = ws + 128*N;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 256*N;  /* (8*N, 16) */
     real *const v_r_emb_Pt = ws + 384*N;  /* (8*N, 16) */
-    real *const v_emb_A = ws + 512*N;  /* (8*N, 16) */
-    real *const v_r_emb_A = ws + 640*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sum = ws + 768*N;  /* (8*N, 1) */
-    real *const v_r_attn_norm_sum = ws + 776*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xc = ws + 784*N;  /* (8*N, 16) */
-    real *const v_r_attn_norm_Xc = ws + 912*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sq = ws + 1040*N;  /* (8*N, 16) */
-    real *const v_r_attn_norm_sq = ws + 1168*N;  /* (8*N, 16) */
-    real *const v_attn_norm_ss = ws + 1296*N;  /* (8*N, 1) */
-    real *const v_r_attn_norm_ss = ws + 1304*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xhat = ws + 1312*N;  /* (8*N, 16) */
-    real *const v_attn_norm_A = ws + 1440*N;  /* (8*N, 16) */
-    real *const v_r_attn_norm_A = ws + 1568*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWq = ws + 1696*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWq_a = ws + 1824*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWq_b = ws + 1952*N;  /* (8*N, 16) */
-    real *const v_attn_mha_Q = ws + 2080*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_Q = ws + 2208*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWk = ws + 2336*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWk_a = ws + 2464*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWk_b = ws + 2592*N;  /* (8*N, 16) */
-    real *const v_attn_mha_K = ws + 2720*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_K = ws + 2848*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWv = ws + 2976*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWv_a = ws + 3104*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_XWv_b = ws + 3232*N;  /* (8*N, 16) */
-    real *const v_attn_mha_V = ws + 3360*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_V = ws + 3488*N;  /* (8*N, 16) */
-    real *const v_attn_mha_QK = ws + 3616*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_QK_a = ws + 3744*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_QK_b = ws + 3872*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 4000*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_S = ws + 4128*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 4256*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_Sm = ws + 4384*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 4512*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 4528*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_E = ws + 4656*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 4784*N;  /* (16*N, 1) */
-    real *const v_r_attn_mha_Zs = ws + 4800*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 4816*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_P = ws + 4944*N;  /* (16*N, 8) */
-    real *const v_attn_mha_AV = ws + 5072*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_AV_a = ws + 5200*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_AV_b = ws + 5328*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_AV = ws + 5456*N;  /* (8*N, 16) */
-    real *const v_attn_mha_OW = ws + 5584*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_OW_a = ws + 5712*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_OW_b = ws + 5840*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 5968*N;  /* (8*N, 16) */
-    real *const v_r_attn_R = ws + 6096*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 6224*N;  /* (8*N, 1) */
-    real *const v_r_mlp_norm_sum = ws + 6232*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 6240*N;  /* (8*N, 16) */
-    real *const v_r_mlp_norm_Xc = ws + 6368*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 6496*N;  /* (8*N, 16) */
-    real *const v_r_mlp_norm_sq = ws + 6624*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_ss = ws + 6752*N;  /* (8*N, 1) */
-    real *const v_r_mlp_norm_ss = ws + 6760*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xhat = ws + 6768*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_A = ws + 6896*N;  /* (8*N, 16) */
-    real *const v_r_mlp_norm_A = ws + 7024*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 7152*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_XW_a = ws + 7664*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_XW_b = ws + 8176*N;  /* (8*N, 64) */
-    real *const v_mlp_up_Z = ws + 8688*N;  /* (8*N, 64) */
-    real *const v_mlp_up_A = ws + 9200*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_A = ws + 9712*N;  /* (8*N, 64) */
-    real *const v_mlp_down_XW = ws + 10224*N;  /* (8*N, 16) */
-    real *const v_r_mlp_down_XW_a = ws + 10352*N;  /* (8*N, 16) */
-    real *const v_r_mlp_down_XW_b = ws + 10480*N;  /* (8*N, 16) */
-    real *const v_mlp_R = ws + 10608*N;  /* (8*N, 16) */
-    real *const v_r_mlp_R = ws + 10736*N;  /* (8*N, 16) */
-    real *const v_head_XW = ws + 10864*N;  /* (8*N, 16) */
-    real *const v_r_head_XW_a = ws + 10992*N;  /* (8*N, 16) */
-    real *const v_r_head_XW_b = ws + 11120*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 11248*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 11376*N;  /* (1, 1) */
-    real *const v_o_max = ws + 11376*N + 8;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 11384*N + 8;  /* (8*N, 16) */
-    real *const v_r_o_exp = ws + 11512*N + 8;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 11640*N + 8;  /* (8*N, 1) */
-    real *const v_r_o_expsum = ws + 11648*N + 8;  /* (8*N, 1) */
-    real *const v_d_loss_sum = ws + 11656*N + 8;  /* (1, 1) */
-    real *const v_d_o_expsum = ws + 11656*N + 16;  /* (8*N, 1) */
-    real *const v_r_d_o_expsum = ws + 11664*N + 16;  /* (8*N, 1) */
-    real *const v_r_d_head_Z_1 = ws + 11672*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 11800*N + 16;  /* (8*N, 16) */
-    real *const v_d_head_W_1 = ws + 11928*N + 16;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 11928*N + 272;  /* (8*N, 64) */
-    real *const v_d_mlp_down_W_1 = ws + 12440*N + 272;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 12440*N + 1296;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 12952*N + 1296;  /* (8*N, 16) */
-    real *const v_d_mlp_up_W_1 = ws + 13080*N + 1296;  /* (16, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 13080*N + 2320;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_g = ws + 13208*N + 2320;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 13336*N + 2320;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 13464*N + 2320;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 13472*N + 2320;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 13600*N + 2320;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 13728*N + 2320;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 13736*N + 2320;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 13864*N + 2320;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wo_1 = ws + 13992*N + 2320;  /* (16, 16) */
-    real *const v_d_attn_mha_P = ws + 13992*N + 2576;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 14120*N + 2576;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Zs = ws + 14248*N + 2576;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 14376*N + 2576;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 14392*N + 2576;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 14520*N + 2576;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 14648*N + 2576;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 14776*N + 2576;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 14904*N + 2576;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 15032*N + 2576;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wv_1 = ws + 15160*N + 2576;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 15160*N + 2832;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wk_1 = ws + 15288*N + 2832;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 15288*N + 3088;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wq_1 = ws + 15416*N + 3088;  /* (16, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 15416*N + 3344;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 15544*N + 3344;  /* (8*N, 16) */
-    real *const v_d_attn_norm_g = ws + 15672*N + 3344;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 15800*N + 3344;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 15928*N + 3344;  /* (8*N, 1) */
-    real *const v_d_attn_norm_Xc_2 = ws + 15936*N + 3344;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum = ws + 16064*N + 3344;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum_1 = ws + 16192*N + 3344;  /* (8*N, 1) */
-    real *const v_d_emb_A_1 = ws + 16200*N + 3344;  /* (8*N, 16) */
+    real *const v_emb_A = ws + 1040*N;  /* (8*N, 16) */
+    real *const v_r_emb_A = ws + 1568*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sum = ws + 1032*N;  /* (8*N, 1) */
+    real *const v_r_attn_norm_sum = ws + 1560*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xc = ws + 640*N;  /* (8*N, 16) */
+    real *const v_r_attn_norm_Xc = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sq = ws + 896*N;  /* (8*N, 16) */
+    real *const v_r_attn_norm_sq = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_attn_norm_ss = ws + 1024*N;  /* (8*N, 1) */
+    real *const v_r_attn_norm_ss = ws + 1552*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xhat = ws + 768*N;  /* (8*N, 16) */
+    real *const v_attn_norm_A = ws + 512*N;  /* (8*N, 16) */
+    real *const v_r_attn_norm_A = ws + 1168*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWq = ws + 128*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWq_a = ws + 384*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWq_b = ws + 896*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Q = ws + 0;  /* (8*N, 16) */
+    real *const v_r_attn_mha_Q = ws + 256*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWk = ws + 384*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWk_a = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWk_b = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_K = ws + 896*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWv = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWv_a = ws + 1696*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_XWv_b = ws + 1824*N;  /* (8*N, 16) */
+    real *const v_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_V = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_attn_mha_QK = ws + 1168*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_QK_a = ws + 1296*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_QK_b = ws + 256*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 896*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_S = ws + 1696*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 256*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_Sm = ws + 896*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 1168*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 1184*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_E = ws + 1824*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 1312*N;  /* (16*N, 1) */
+    real *const v_r_attn_mha_Zs = ws + 1328*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 1696*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_P = ws + 1952*N;  /* (16*N, 8) */
+    real *const v_attn_mha_AV = ws + 256*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_AV_a = ws + 896*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_AV_b = ws + 1824*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_AV = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_attn_mha_OW = ws + 1824*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_OW_a = ws + 2080*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_OW_b = ws + 2208*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 896*N;  /* (8*N, 16) */
+    real *const v_r_attn_R = ws + 1952*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 1168*N;  /* (8*N, 1) */
+    real *const v_r_mlp_norm_sum = ws + 1456*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 2464*N;  /* (8*N, 16) */
+    real *const v_r_mlp_norm_Xc = ws + 2976*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 2720*N;  /* (8*N, 16) */
+    real *const v_r_mlp_norm_sq = ws + 3104*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_ss = ws + 1032*N;  /* (8*N, 1) */
+    real *const v_r_mlp_norm_ss = ws + 1176*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xhat = ws + 2592*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_A = ws + 2336*N;  /* (8*N, 16) */
+    real *const v_r_mlp_norm_A = ws + 2848*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 2976*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_XW_a = ws + 4000*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_XW_b = ws + 4512*N;  /* (8*N, 64) */
+    real *const v_mlp_up_Z = ws + 3488*N;  /* (8*N, 64) */
+    real *const v_mlp_up_A = ws + 5024*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_A = ws + 5536*N;  /* (8*N, 64) */
+    real *const v_mlp_down_XW = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_r_mlp_down_XW_a = ws + 1824*N;  /* (8*N, 16) */
+    real *const v_r_mlp_down_XW_b = ws + 2080*N;  /* (8*N, 16) */
+    real *const v_mlp_R = ws + 1040*N;  /* (8*N, 16) */
+    real *const v_r_mlp_R = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_head_XW = ws + 896*N;  /* (8*N, 16) */
+    real *const v_r_head_XW_a = ws + 1824*N;  /* (8*N, 16) */
+    real *const v_r_head_XW_b = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_head_Z = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 6048*N;  /* (1, 1) */
+    real *const v_o_max = ws + 896*N;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 1952*N;  /* (8*N, 16) */
+    real *const v_r_o_exp = ws + 2080*N;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 904*N;  /* (8*N, 1) */
+    real *const v_r_o_expsum = ws + 912*N;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 6048*N + 8;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 896*N;  /* (8*N, 1) */
+    real *const v_r_d_o_expsum = ws + 920*N;  /* (8*N, 1) */
+    real *const v_r_d_head_Z_1 = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 896*N;  /* (8*N, 16) */
+    real *const v_d_head_W_1 = ws + 6048*N;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 1824*N;  /* (8*N, 64) */
+    real *const v_d_mlp_down_W_1 = ws + 6048*N + 256;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 2720*N;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_d_mlp_up_W_1 = ws + 6048*N + 1280;  /* (16, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 2080*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_g = ws + 2208*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 3232*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 1168*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 1952*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 3360*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 1176*N;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 1824*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wo_1 = ws + 6048*N + 2304;  /* (16, 16) */
+    real *const v_d_attn_mha_P = ws + 1952*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Zs = ws + 2080*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 1168*N;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 1456*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 1168*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 1456*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 1168*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wv_1 = ws + 6048*N + 2560;  /* (16, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wk_1 = ws + 6048*N + 2816;  /* (16, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 1584*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wq_1 = ws + 6048*N + 3072;  /* (16, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 1952*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 2208*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_g = ws + 2464*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 2592*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 1032*N;  /* (8*N, 1) */
+    real *const v_d_attn_norm_Xc_2 = ws + 2080*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum = ws + 3232*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum_1 = ws + 1296*N;  /* (8*N, 1) */
+    real *const v_d_emb_A_1 = ws + 3360*N;  /* (8*N, 16) */
     real *const v_d_emb_E = out + 0;  /* (16, 16) */
     real *const v_d_emb_P = out + 256;  /* (8, 16) */
     real *const v_d_attn_norm_g_1 = out + 384;  /* (1, 16) */
@@ -3950,11 +3971,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a, 1);  /* qk, lower triangle */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b, 1);  /* qk, lower triangle */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
@@ -4006,11 +4027,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a, 1);  /* av, lower triangle */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b, 1);  /* av, lower triangle */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -4349,9 +4370,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 1);  /* qk, lower triangle */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -4392,9 +4413,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -4540,74 +4561,74 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_gv_head_W);
 }
 
-/* ---- grad_factors: workspace 7320*N + 16 elements ---- */
+/* ---- grad_factors: workspace 2608*N + 16 elements ---- */
 BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
-    real *const v_emb_A = ws + 256*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sum = ws + 384*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xc = ws + 392*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sq = ws + 520*N;  /* (8*N, 16) */
-    real *const v_attn_norm_ss = ws + 648*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xhat = ws + 656*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWq = ws + 784*N;  /* (8*N, 16) */
-    real *const v_attn_mha_Q = ws + 912*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWk = ws + 1040*N;  /* (8*N, 16) */
-    real *const v_attn_mha_K = ws + 1168*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWv = ws + 1296*N;  /* (8*N, 16) */
-    real *const v_attn_mha_V = ws + 1424*N;  /* (8*N, 16) */
-    real *const v_attn_mha_QK = ws + 1552*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 1680*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 1808*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 1936*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 1952*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 2080*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 2096*N;  /* (16*N, 8) */
-    real *const v_attn_mha_OW = ws + 2224*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 2352*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 2480*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 2488*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 2616*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_ss = ws + 2744*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xhat = ws + 2752*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 2880*N;  /* (8*N, 64) */
-    real *const v_mlp_up_Z = ws + 3392*N;  /* (8*N, 64) */
-    real *const v_mlp_down_XW = ws + 3904*N;  /* (8*N, 16) */
-    real *const v_head_XW = ws + 4032*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 4160*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 4288*N;  /* (1, 1) */
-    real *const v_o_max = ws + 4288*N + 8;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 4296*N + 8;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 4424*N + 8;  /* (8*N, 1) */
-    real *const v_d_loss_sum = ws + 4432*N + 8;  /* (1, 1) */
-    real *const v_d_loss_terms = ws + 4432*N + 16;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 4440*N + 16;  /* (8*N, 1) */
-    real *const v_d_o_label = ws + 4448*N + 16;  /* (8*N, 1) */
-    real *const v_d_mlp_up_A = ws + 4456*N + 16;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 4968*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xhat = ws + 5096*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 5224*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 5352*N + 16;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 5360*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 5488*N + 16;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 5616*N + 16;  /* (8*N, 1) */
-    real *const v_d_attn_mha_AV = ws + 5624*N + 16;  /* (8*N, 16) */
-    real *const v_d_attn_mha_P = ws + 5752*N + 16;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs = ws + 5880*N + 16;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 6008*N + 16;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 6024*N + 16;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 6152*N + 16;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 6280*N + 16;  /* (16*N, 8) */
-    real *const v_d_attn_norm_A = ws + 6408*N + 16;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 6536*N + 16;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 6664*N + 16;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 6792*N + 16;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 6920*N + 16;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 7048*N + 16;  /* (8*N, 1) */
-    real *const v_d_attn_norm_Xc_2 = ws + 7056*N + 16;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum = ws + 7184*N + 16;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum_1 = ws + 7312*N + 16;  /* (8*N, 1) */
+    real *const v_emb_A = ws + 656*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sum = ws + 648*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xc = ws + 256*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sq = ws + 512*N;  /* (8*N, 16) */
+    real *const v_attn_norm_ss = ws + 640*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xhat = ws + 384*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWq = ws + 128*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Q = ws + 0;  /* (8*N, 16) */
+    real *const v_attn_mha_XWk = ws + 512*N;  /* (8*N, 16) */
+    real *const v_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWv = ws + 784*N;  /* (8*N, 16) */
+    real *const v_attn_mha_V = ws + 512*N;  /* (8*N, 16) */
+    real *const v_attn_mha_QK = ws + 784*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 912*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 784*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 912*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 928*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 1184*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 1056*N;  /* (16*N, 8) */
+    real *const v_attn_mha_OW = ws + 1200*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 784*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 912*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 1584*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_ss = ws + 648*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xhat = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 1584*N;  /* (8*N, 64) */
+    real *const v_mlp_up_Z = ws + 2096*N;  /* (8*N, 64) */
+    real *const v_mlp_down_XW = ws + 656*N;  /* (8*N, 16) */
+    real *const v_head_XW = ws + 656*N;  /* (8*N, 16) */
+    real *const v_head_Z = ws + 784*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 2608*N;  /* (1, 1) */
+    real *const v_o_max = ws + 656*N;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 1200*N;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 664*N;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 2608*N + 8;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 656*N;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 672*N;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 680*N;  /* (8*N, 1) */
+    real *const v_d_mlp_up_A = ws + 1584*N;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 656*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xhat = ws + 1200*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 1584*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 912*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 784*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 1712*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 920*N;  /* (8*N, 1) */
+    real *const v_d_attn_mha_AV = ws + 648*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_P = ws + 776*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 648*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 904*N;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 512*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 648*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 512*N;  /* (16*N, 8) */
+    real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 128*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 512*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 776*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 904*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 1032*N;  /* (8*N, 1) */
+    real *const v_d_attn_norm_Xc_2 = ws + 648*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum = ws + 1040*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum_1 = ws + 1168*N;  /* (8*N, 1) */
     real *const v_d_emb_A_1 = out + 0;  /* (8*N, 16) */
     real *const v_attn_norm_A = out + 128*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_Q = out + 256*N;  /* (8*N, 16) */
@@ -4712,7 +4733,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -4746,7 +4767,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -4975,9 +4996,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 1);  /* qk, lower triangle */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -5018,9 +5039,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -5085,91 +5106,91 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     }
 }
 
-/* ---- grad_terms: workspace 7336*N + 3408 elements ---- */
+/* ---- grad_terms: workspace 2608*N + 2096 elements ---- */
 BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
     real *const v_emb_Pt = ws + 128*N;  /* (8*N, 16) */
-    real *const v_emb_A = ws + 256*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sum = ws + 384*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xc = ws + 392*N;  /* (8*N, 16) */
-    real *const v_attn_norm_sq = ws + 520*N;  /* (8*N, 16) */
-    real *const v_attn_norm_ss = ws + 648*N;  /* (8*N, 1) */
-    real *const v_attn_norm_Xhat = ws + 656*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWq = ws + 784*N;  /* (8*N, 16) */
-    real *const v_attn_mha_Q = ws + 912*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWk = ws + 1040*N;  /* (8*N, 16) */
-    real *const v_attn_mha_K = ws + 1168*N;  /* (8*N, 16) */
-    real *const v_attn_mha_XWv = ws + 1296*N;  /* (8*N, 16) */
-    real *const v_attn_mha_V = ws + 1424*N;  /* (8*N, 16) */
-    real *const v_attn_mha_QK = ws + 1552*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 1680*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 1808*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 1936*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 1952*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 2080*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 2096*N;  /* (16*N, 8) */
-    real *const v_attn_mha_OW = ws + 2224*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 2352*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 2480*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 2488*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 2616*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_ss = ws + 2744*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xhat = ws + 2752*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 2880*N;  /* (8*N, 64) */
-    real *const v_mlp_up_Z = ws + 3392*N;  /* (8*N, 64) */
-    real *const v_mlp_down_XW = ws + 3904*N;  /* (8*N, 16) */
-    real *const v_head_XW = ws + 4032*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 4160*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 4288*N;  /* (1, 1) */
-    real *const v_o_max = ws + 4288*N + 8;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 4296*N + 8;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 4424*N + 8;  /* (8*N, 1) */
-    real *const v_o_pick = ws + 4432*N + 8;  /* (8*N, 16) */
-    real *const v_o_label = ws + 4560*N + 8;  /* (8*N, 1) */
-    real *const v_real_terms = ws + 4568*N + 8;  /* (8*N, 1) */
-    real *const v_loss_sum = ws + 4576*N + 8;  /* (1, 1) */
-    real *const v_attn_mha_Wq_sq = ws + 4576*N + 16;  /* (16, 16) */
-    real *const v_attn_mha_Wq_sqsum = ws + 4576*N + 272;  /* (1, 1) */
-    real *const v_attn_mha_Wk_sq = ws + 4576*N + 280;  /* (16, 16) */
-    real *const v_attn_mha_Wk_sqsum = ws + 4576*N + 536;  /* (1, 1) */
-    real *const v_attn_mha_Wv_sq = ws + 4576*N + 544;  /* (16, 16) */
-    real *const v_attn_mha_Wv_sqsum = ws + 4576*N + 800;  /* (1, 1) */
-    real *const v_attn_mha_Wo_sq = ws + 4576*N + 808;  /* (16, 16) */
-    real *const v_attn_mha_Wo_sqsum = ws + 4576*N + 1064;  /* (1, 1) */
-    real *const v_mlp_up_W_sq = ws + 4576*N + 1072;  /* (16, 64) */
-    real *const v_mlp_up_W_sqsum = ws + 4576*N + 2096;  /* (1, 1) */
-    real *const v_mlp_down_W_sq = ws + 4576*N + 2104;  /* (64, 16) */
-    real *const v_mlp_down_W_sqsum = ws + 4576*N + 3128;  /* (1, 1) */
-    real *const v_head_W_sq = ws + 4576*N + 3136;  /* (16, 16) */
-    real *const v_head_W_sqsum = ws + 4576*N + 3392;  /* (1, 1) */
-    real *const v_d_loss_sum = ws + 4576*N + 3400;  /* (1, 1) */
-    real *const v_d_loss_terms = ws + 4576*N + 3408;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 4584*N + 3408;  /* (8*N, 1) */
-    real *const v_d_o_label = ws + 4592*N + 3408;  /* (8*N, 1) */
-    real *const v_d_mlp_up_A = ws + 4600*N + 3408;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 5112*N + 3408;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 5240*N + 3408;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 5368*N + 3408;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 5376*N + 3408;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 5504*N + 3408;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 5632*N + 3408;  /* (8*N, 1) */
-    real *const v_d_attn_mha_AV = ws + 5640*N + 3408;  /* (8*N, 16) */
-    real *const v_d_attn_mha_P = ws + 5768*N + 3408;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs = ws + 5896*N + 3408;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 6024*N + 3408;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 6040*N + 3408;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 6168*N + 3408;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 6296*N + 3408;  /* (16*N, 8) */
-    real *const v_d_attn_norm_A = ws + 6424*N + 3408;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 6552*N + 3408;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 6680*N + 3408;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 6808*N + 3408;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 6936*N + 3408;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 7064*N + 3408;  /* (8*N, 1) */
-    real *const v_d_attn_norm_Xc_2 = ws + 7072*N + 3408;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum = ws + 7200*N + 3408;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum_1 = ws + 7328*N + 3408;  /* (8*N, 1) */
+    real *const v_emb_A = ws + 656*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sum = ws + 648*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xc = ws + 256*N;  /* (8*N, 16) */
+    real *const v_attn_norm_sq = ws + 512*N;  /* (8*N, 16) */
+    real *const v_attn_norm_ss = ws + 640*N;  /* (8*N, 1) */
+    real *const v_attn_norm_Xhat = ws + 384*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWq = ws + 128*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Q = ws + 0;  /* (8*N, 16) */
+    real *const v_attn_mha_XWk = ws + 512*N;  /* (8*N, 16) */
+    real *const v_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_attn_mha_XWv = ws + 784*N;  /* (8*N, 16) */
+    real *const v_attn_mha_V = ws + 512*N;  /* (8*N, 16) */
+    real *const v_attn_mha_QK = ws + 784*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 912*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 784*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 912*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 928*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 1184*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 1056*N;  /* (16*N, 8) */
+    real *const v_attn_mha_OW = ws + 1200*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 784*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 912*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 1584*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_ss = ws + 648*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xhat = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 1584*N;  /* (8*N, 64) */
+    real *const v_mlp_up_Z = ws + 2096*N;  /* (8*N, 64) */
+    real *const v_mlp_down_XW = ws + 656*N;  /* (8*N, 16) */
+    real *const v_head_XW = ws + 656*N;  /* (8*N, 16) */
+    real *const v_head_Z = ws + 784*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 2608*N;  /* (1, 1) */
+    real *const v_o_max = ws + 656*N;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 1200*N;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 664*N;  /* (8*N, 1) */
+    real *const v_o_pick = ws + 1584*N;  /* (8*N, 16) */
+    real *const v_o_label = ws + 672*N;  /* (8*N, 1) */
+    real *const v_real_terms = ws + 680*N;  /* (8*N, 1) */
+    real *const v_loss_sum = ws + 2608*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 2608*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 2608*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 2608*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 2608*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 2608*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 2608*N + 1064;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 2608*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 2608*N + 536;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 2608*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 2608*N + 16;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 2608*N + 1072;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 2608*N + 24;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 2608*N + 280;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 2608*N + 32;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 2608*N + 8;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 656*N;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 672*N;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 680*N;  /* (8*N, 1) */
+    real *const v_d_mlp_up_A = ws + 1584*N;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 784*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 1200*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 912*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 656*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 1584*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 920*N;  /* (8*N, 1) */
+    real *const v_d_attn_mha_AV = ws + 648*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_P = ws + 776*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 648*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 904*N;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 512*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 648*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 512*N;  /* (16*N, 8) */
+    real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 128*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 512*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 776*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 904*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss_1 = ws + 1032*N;  /* (8*N, 1) */
+    real *const v_d_attn_norm_Xc_2 = ws + 648*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum = ws + 1040*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum_1 = ws + 1168*N;  /* (8*N, 1) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_emb_A_1 = out + 1;  /* (8*N, 16) */
     real *const v_d_attn_norm_g = out + 128*N + 1;  /* (8*N, 16) */
@@ -5279,7 +5300,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -5313,7 +5334,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -5620,9 +5641,9 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 1);  /* qk, lower triangle */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -5663,9 +5684,9 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -5912,7 +5933,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 0);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -5944,7 +5965,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
@@ -6184,9 +6205,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 0);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -6237,9 +6258,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -6580,9 +6601,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a, 0);  /* qk */
         /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b, 0);  /* qk */
         /* r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b) */
         for (int64_t rr = 0; rr < 16*NB; rr++)
             for (int64_t d = 0; d < K; d++) {
@@ -6612,9 +6633,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a, 0);  /* av */
         /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b, 0);  /* av */
         /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -6921,16 +6942,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
         /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
         /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a, 0);  /* qk */
         /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b, 0);  /* qk */
         /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
         /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a, 0);  /* atv */
         /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b, 0);  /* atv */
         /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -6978,16 +6999,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ  (not stored in this function: attn_mha_QK) */
         /*   (attn_mha: per sample and head, the queries times the keys transposed) */
         /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a, 1);  /* av, lower triangle */
         /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b, 0);  /* av */
         /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
         /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a, 1);  /* atv, lower triangle */
         /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b, 0);  /* atv */
         /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_K[k] = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];
@@ -7156,7 +7177,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
 }
 
-/* ---- per_sample_grads: workspace 10280*N + 3416 elements ---- */
+/* ---- per_sample_grads: workspace 5552*N + 2104 elements ---- */
 BPG_ENTRY void bpg_per_sample_grads(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -7232,7 +7253,7 @@ BPG_ENTRY void bpg_per_sample_grads(int64_t N, const int64_t *restrict v_x, cons
     bpg_ps_scale(3936*N, (real)N, out);
 }
 
-/* ---- per_sample_grad_norms: workspace 10280*N + 3416 elements ---- */
+/* ---- per_sample_grad_norms: workspace 5552*N + 2104 elements ---- */
 BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -7314,7 +7335,7 @@ BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const int64_t *restrict v_x,
     bpg_ps_norms(N, sq);
 }
 
-/* ---- clipped_grad: workspace 10280*N + 3416 elements ---- */
+/* ---- clipped_grad: workspace 5552*N + 2104 elements ---- */
 BPG_ENTRY void bpg_clipped_grad(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real max_norm, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -7476,31 +7497,31 @@ typedef int64_t bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_BYTES_PER_SAMPLE 201984
 #define BPGS_MIN_ROWS 8
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 41768
+#define BPGF_WORK_PER_SAMPLE 36016
 #define BPGF_OUT_FORWARD_A 128
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
 #define BPGF_OUT_LOSS_AND_GRAD_B 3937
 #define BPGF_OUT_HVP_B 3936
-#define BPGF_WS_FORWARD_A 4424
+#define BPGF_WS_FORWARD_A 1544
 #define BPGF_WS_FORWARD_B 0
 #define BPGF_HAVE_FORWARD 1
-#define BPGF_WS_LOSS_A 4840
-#define BPGF_WS_LOSS_B 3400
+#define BPGF_WS_LOSS_A 1544
+#define BPGF_WS_LOSS_B 2096
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 10288
-#define BPGF_WS_LOSS_AND_GRAD_B 6736
+#define BPGF_WS_LOSS_AND_GRAD_A 4536
+#define BPGF_WS_LOSS_AND_GRAD_B 3328
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 24200
-#define BPGF_WS_HVP_B 6672
+#define BPGF_WS_HVP_A 8792
+#define BPGF_WS_HVP_B 6656
 #define BPGF_HAVE_HVP 1
 #define BPGF_N_MASKS 1  /* a sequence's masks after x (lengths) */
 /* where a call of N samples keeps its masks in its workspace: past the
    generated function's own */
 static size_t bpgf_mask_at(int entry, int64_t N)
 {
-    return entry == 0 ? (size_t)4416 * (size_t)N + 0 : entry == 1 ? (size_t)4832 * (size_t)N + 3400
-        : entry == 2 ? (size_t)10280 * (size_t)N + 6736 : (size_t)24192 * (size_t)N + 6672;
+    return entry == 0 ? (size_t)1536 * (size_t)N + 0 : entry == 1 ? (size_t)1536 * (size_t)N + 2096
+        : entry == 2 ? (size_t)4528 * (size_t)N + 3328 : (size_t)8784 * (size_t)N + 6656;
 }
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */

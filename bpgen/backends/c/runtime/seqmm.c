@@ -21,15 +21,14 @@
    triangle of the (T x T) scores, s <= t, counts: qk makes it and writes
    0 above it; av and atv read it only (their scores are 0 above it).  A
    block made by loops is then made row by row over the triangle; a BLAS
-   block stays whole (made in panels of 16 or 8 rows over the triangle, the
-   32-step transformer's 384 blocks of 32 x 32 x 16 took as long or 1.05x
-   longer: the BLAS's cost per call outweighs the half of the work left
-   out, docs/performance.md).  Always inlined,
-   for blocks below the BLAS size with constant T and D (the emitter's
-   choice, primitives/seqmm.py): the loops over 4-16 columns are then
-   unrolled and vectorised at their size, where the shared copy runs them
-   with runtime bounds (the full Hessian of the 6-step, 2-head, D = 4
-   transformer 1.9x faster). */
+   block stays whole (made in panels of 16 or 8 rows over the triangle,
+   the 32-step transformer's 384 blocks of 32 x 32 x 16 took as long or
+   1.05x longer: the BLAS's cost per call outweighs the work left out).
+   Always inlined, for blocks below the BLAS size with constant T and D
+   (the emitter's choice, primitives/seqmm.py): the loops over 4-16
+   columns are then unrolled and vectorised at their size, where the
+   shared copy runs them with runtime bounds (the full Hessian of the
+   6-step, 2-head, D = 4 transformer 1.9x faster). */
 __attribute__((always_inline))
 static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H, int64_t D,
                                       int64_t K, int ka, int kb, const real *A, const real *B,
