@@ -5,7 +5,7 @@ thread; prints the medians and the median of the pair ratios B/A, the
 largest difference of their results, and the load average.  For a before
 and after on a machine other jobs share, where wall time means little.
 
-    python benchmarks/ab_modules.py lenet DIR_A DIR_B [--pairs 21] [--calls 5] [--what hvp]
+    python benchmarks/ab_modules.py lenet DIR_A DIR_B [--pairs 21] [--calls 5] [--what hvp|hessian]
 
 DIR_A and DIR_B hold ``<name>_c.py`` and its extension, e.g. built by
 ``python -m bpgen build ARCH --backend c --out DIR`` from two checkouts,
@@ -38,14 +38,14 @@ def load(directory: str, name: str, alias: str):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("case", choices=sorted(run.CASES))
+    ap.add_argument("case", choices=sorted({**run.CASES, **run.SECOND_ORDER}))
     ap.add_argument("dirs", nargs="*", help="DIR_A DIR_B")
     ap.add_argument("--build", metavar="DIR", help="only build the case's C module into DIR")
     ap.add_argument("--pairs", type=int, default=21)
     ap.add_argument("--calls", type=int, default=5)
-    ap.add_argument("--what", choices=("loss_and_grad", "hvp"), default="loss_and_grad")
+    ap.add_argument("--what", choices=("loss_and_grad", "hvp", "hessian"), default="loss_and_grad")
     args = ap.parse_args()
-    arch, n = run.CASES[args.case]
+    arch, n = {**run.CASES, **run.SECOND_ORDER}[args.case][:2]
     if args.build:
         import bpgen
         bpgen.build(arch, backend="c", out_dir=args.build)
@@ -55,12 +55,15 @@ def main():
     a, b = (load(d, arch["name"], f"ab_{i}") for i, d in enumerate(args.dirs))
     params, x, y = sample_point(load_spec(arch), a, batch=n, seed=0)
     v = a.init_params(seed=1)
-    call = ((lambda m: m.loss_and_grad(params, x, y)) if args.what == "loss_and_grad"
-            else (lambda m: m.hvp(params, x, y, v)))
+    call = {"loss_and_grad": (lambda m: m.loss_and_grad(params, x, y)),
+            "hvp": (lambda m: m.hvp(params, x, y, v)),
+            "hessian": (lambda m: m.hessian(params, x, y))}[args.what]
     ra, rb = call(a), call(b)
     if args.what == "loss_and_grad":
         print(f"loss: relative difference {abs(ra[0] - rb[0]) / abs(ra[0]):.1e}")
         ra, rb = ra[1], rb[1]
+    if args.what == "hessian":
+        ra, rb = {"H": ra}, {"H": rb}
     worst = max(np.abs(ra[k] - rb[k]).max() / np.abs(ra[k]).max() for k in ra)
     print(f"{args.what}: largest difference relative to the largest entry, per key: {worst:.1e}")
 

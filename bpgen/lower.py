@@ -6,7 +6,11 @@ elementwise maps into their consumer and merging of repeated ops
 (:mod:`bpgen.passes.merge`), with the storage of every temporary laid out in
 one workspace (offsets linear in the batch size N).  The optimisation
 passes (:func:`bpgen.passes.optimise`) then run once on it, and each
-backend's decisions travel with the program (``Program.plans``).
+backend's decisions travel with the program (``Program.plans``); last, the
+slots are reused by liveness over the order the C plan prints
+(:func:`bpgen.passes.allocate.reuse_workspace`: a slot serves a later
+temporary once nothing reads the one in it, so the backward pass writes
+into memory still in the cache).
 """
 from __future__ import annotations
 
@@ -136,7 +140,7 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
     step_vars = {op.out for op in ops
                  if op.loop is not None and op.out not in seq_needed}
     # workspace: every temporary that is not an output gets its own slot
-    # (no reuse: the backward pass needs most forward values anyway)
+    # (reused by liveness below, once the passes have planned the program)
     ws, a_tot, b_tot = {}, 0, 0
     for op in ops:
         if op.out in outputs or op.out in ws:

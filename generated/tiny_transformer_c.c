@@ -723,92 +723,71 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
                                        same as primitives/seqmm.py SEQMM_BLAS_MIN) */
 #endif
 
-/* form 0: qk, 1: av, 2: atv.  Each (direction, head, sample) block is made
-   by the BLAS when it has at least BPG_SEQMM_MIN multiply-adds, else by
-   loops.  tri (passes/triangles.py: under a causal mask): only the lower
-   triangle of the (T x T) scores, s <= t, counts: qk makes it and writes
-   0 above it; av and atv read it only (their scores are 0 above it).  A
-   block made by loops is then made row by row over the triangle; a BLAS
-   block stays whole (made in panels of 16 or 8 rows over the triangle,
-   the 32-step transformer's 384 blocks of 32 x 32 x 16 took as long or
-   1.05x longer: the BLAS's cost per call outweighs the work left out).
-   Always inlined, for blocks below the BLAS size with constant T and D
-   (the emitter's choice, primitives/seqmm.py): the loops over 4-16
-   columns are then unrolled and vectorised at their size, where the
-   shared copy runs them with runtime bounds (the full Hessian of the
-   6-step, 2-head, D = 4 transformer 1.9x faster). */
+/* form 0: qk, 1: av, 2: atv.  Each block C (M x Nc, rows ldc apart) =
+   op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
+   enough, else the loops below.  Always inlined, for blocks below the BLAS
+   size with constant T and D (the emitter's choice, primitives/seqmm.py):
+   the loops over 4-16 columns are then unrolled and vectorised at their
+   size, where the shared copy runs them with runtime bounds (the full
+   Hessian of the 6-step, 2-head, D = 4 transformer 1.9x faster). */
 __attribute__((always_inline))
 static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H, int64_t D,
                                       int64_t K, int ka, int kb, const real *A, const real *B,
-                                      real *O, int tri)
+                                      real *O)
 {
     const int64_t F = H * D;
     const int64_t ma = ka ? K : 1, mb = kb ? K : 1;
-    const int blas = (double)T * T * D >= BPG_SEQMM_MIN;
-    const int64_t panel = tri && !blas ? 1 : T;
     for (int64_t k = 0; k < K; k++)
         for (int64_t j = 0; j < H; j++)
-            for (int64_t n = 0; n < N; n++)
-                for (int64_t i0 = 0; i0 < T; i0 += panel) {  /* rows i0 .. i1-1 of the block */
-                    const int64_t i1 = i0 + panel < T ? i0 + panel : T;
-                    /* its part C (M x Nc, rows ldc apart) = op(A)·op(B), inner size Kin */
-                    const real *Ab, *Bb = B + (n * mb + k * kb) * F + j * D;  /* (T x D) */
-                    int64_t ldb = N * mb * F, lda, ldc, M = i1 - i0, Nc, Kin;
-                    real *C;
-                    int ta, tb;
-                    if (form == 0) {        /* rows i0.., keys s < i1 (tri) */
-                        Ab = A + (n * ma + k * ka) * F + j * D + i0 * N * ma * F;
-                        lda = N * ma * F;
-                        ldc = N * K * T;
-                        C = O + ((j * T * N + n) * K + k) * T + i0 * ldc;
-                        ta = 0, tb = 1, Nc = tri ? i1 : T, Kin = D;
-                    } else {                /* A: the (T x T) scores */
-                        const int64_t t0 = form == 2 && tri ? i0 : 0;
-                        lda = N * ma * T;
-                        ldc = N * K * F;
-                        Ab = A + ((j * T * N + n) * ma + k * ka) * T;
-                        C = O + (n * K + k) * F + j * D + i0 * ldc;
-                        ta = form == 2, tb = 0, Nc = D;
-                        if (form == 1) {    /* O[t] = sum over s (s <= t: tri) of A[t][s] B[s] */
-                            Ab += i0 * lda;
-                            Kin = tri ? i1 : T;
-                        } else {            /* O[s] = sum over t (t >= s: tri) of A[t][s] B[t] */
-                            Ab += t0 * lda + i0;
-                            Bb += t0 * ldb;
-                            Kin = T - t0;
+            for (int64_t n = 0; n < N; n++) {
+                const real *Bb = B + (n * mb + k * kb) * F + j * D;  /* (T x D), rows N*mb*F apart */
+                const int64_t ldb = N * mb * F;
+                const real *Ab;
+                real *C;
+                int64_t lda, ldc, M, Nc, Kin;
+                int ta, tb;
+                if (form == 0) {
+                    Ab = A + (n * ma + k * ka) * F + j * D;
+                    lda = N * ma * F;
+                    C = O + ((j * T * N + n) * K + k) * T;
+                    ldc = N * K * T;
+                    ta = 0, tb = 1, M = T, Nc = T, Kin = D;
+                } else {
+                    Ab = A + ((j * T * N + n) * ma + k * ka) * T;         /* (T x T) */
+                    lda = N * ma * T;
+                    C = O + (n * K + k) * F + j * D;
+                    ldc = N * K * F;
+                    ta = form == 2, tb = 0, M = T, Nc = D, Kin = T;
+                }
+                if (bpg_blas_gemm_ld(ta, tb, M, Nc, Kin, Ab, lda, Bb, ldb, C, ldc,
+                                     BPG_SEQMM_MIN))
+                    continue;
+                for (int64_t i = 0; i < M; i++) {
+                    real *restrict c = C + i * ldc;
+                    if (!tb) {
+                        for (int64_t q = 0; q < Nc; q++) c[q] = 0;
+                        for (int64_t r = 0; r < Kin; r++) {
+                            const real a = ta ? Ab[r * lda + i] : Ab[i * lda + r];
+                            const real *restrict b = Bb + r * ldb;
+                            #pragma omp simd
+                            for (int64_t q = 0; q < Nc; q++) c[q] += a * b[q];
                         }
-                    }
-                    if (form == 0)          /* above the panel's keys: 0 */
-                        for (int64_t i = 0; i < M; i++)
-                            for (int64_t q = Nc; q < T; q++) C[i * ldc + q] = 0;
-                    if (blas && bpg_blas_gemm_ld(ta, tb, M, Nc, Kin, Ab, lda, Bb, ldb, C, ldc, 0))
-                        continue;
-                    for (int64_t i = 0; i < M; i++) {
-                        real *restrict c = C + i * ldc;
-                        if (!tb) {
-                            for (int64_t q = 0; q < Nc; q++) c[q] = 0;
-                            for (int64_t r = 0; r < Kin; r++) {
-                                const real a = ta ? Ab[r * lda + i] : Ab[i * lda + r];
-                                const real *restrict b = Bb + r * ldb;
-                                #pragma omp simd
-                                for (int64_t q = 0; q < Nc; q++) c[q] += a * b[q];
+                    } else {
+                        for (int64_t q = 0; q < Nc; q++) {
+                            const real *restrict b = Bb + q * ldb;
+                            real acc = 0;
+                            if (ta) {
+                                for (int64_t r = 0; r < Kin; r++) acc += Ab[r * lda + i] * b[r];
+                            } else {
+                                const real *restrict a = Ab + i * lda;
+                                #pragma omp simd reduction(+:acc)
+                                for (int64_t r = 0; r < Kin; r++) acc += a[r] * b[r];
                             }
-                        } else {
-                            for (int64_t q = 0; q < Nc; q++) {
-                                const real *restrict b = Bb + q * ldb;
-                                real acc = 0;
-                                if (ta) {
-                                    for (int64_t r = 0; r < Kin; r++) acc += Ab[r * lda + i] * b[r];
-                                } else {
-                                    const real *restrict a = Ab + i * lda;
-                                    #pragma omp simd reduction(+:acc)
-                                    for (int64_t r = 0; r < Kin; r++) acc += a[r] * b[r];
-                                }
-                                c[q] = acc;
-                            }
+                            c[q] = acc;
                         }
                     }
                 }
+            }
 }
 
 /* The same, left to the compiler to inline or share (blocks for the BLAS,
@@ -816,9 +795,9 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
    the 32-step, F = 64 transformer's module compile 1.6x longer (18 -> 29 s
    of gcc) for no gain at run time. */
 static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                             int ka, int kb, const real *A, const real *B, real *O, int tri)
+                             int ka, int kb, const real *A, const real *B, real *O)
 {
-    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, A, B, O, tri);
+    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, A, B, O);
 }
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
@@ -1228,7 +1207,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1262,7 +1241,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -1501,7 +1480,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1535,7 +1514,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -1940,7 +1919,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -1974,7 +1953,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -2317,9 +2296,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -2360,9 +2339,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -2887,11 +2866,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
@@ -2943,11 +2922,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -3364,20 +3343,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
     /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
     /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
     /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
     /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
     /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -3443,20 +3422,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
     /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
     /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
     /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
     /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
     /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
@@ -3971,11 +3950,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
@@ -4027,11 +4006,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -4370,9 +4349,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -4413,9 +4392,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -4733,7 +4712,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -4767,7 +4746,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -4996,9 +4975,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -5039,9 +5018,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -5300,7 +5279,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -5334,7 +5313,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -5641,9 +5620,9 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 1);  /* qk, lower triangle */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -5684,9 +5663,9 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -5933,7 +5912,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK, 0);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -5965,7 +5944,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
@@ -6205,9 +6184,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P, 0);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -6258,9 +6237,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q, 1);  /* av, lower triangle */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K, 1);  /* atv, lower triangle */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -6601,9 +6580,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a, 0);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
         /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b, 0);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
         /* r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b) */
         for (int64_t rr = 0; rr < 16*NB; rr++)
             for (int64_t d = 0; d < K; d++) {
@@ -6633,9 +6612,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a, 0);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
         /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b, 0);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
         /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -6942,16 +6921,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
         /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
         /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a, 0);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
         /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b, 0);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
         /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
         /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a, 0);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
         /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b, 0);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
         /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -6999,16 +6978,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ  (not stored in this function: attn_mha_QK) */
         /*   (attn_mha: per sample and head, the queries times the keys transposed) */
         /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a, 1);  /* av, lower triangle */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
         /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b, 0);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
         /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
         /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a, 1);  /* atv, lower triangle */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
         /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b, 0);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
         /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_K[k] = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];

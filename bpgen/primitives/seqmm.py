@@ -143,13 +143,9 @@ class SeqMM(Primitive):
         # blocks below the BLAS size with constant sizes: inlined, their loops unrolled
         small = isinstance(steps, int) and steps * steps * at["d"] < SEQMM_BLAS_MIN
         fn = "bpg_seqmm_unrolled" if small else "bpg_seqmm"
-        # under a causal mask, the lower triangle of the scores only
-        # (bpgen.passes.triangles; CEmitter.triangles)
-        tri = op.out in getattr(em, "triangles", {})
         return [f"{fn}({form}, {nb}, {steps}, {at['heads']}, {at['d']}, {k}, "
                 f"{int(ka)}, {int(kb)}, {em.ptr(a, loop)}, {em.ptr(b, loop)}, "
-                f"{em.ptr(op.out, loop)}, {int(tri)});  "
-                f"/* {at['form']}{', lower triangle' if tri else ''} */"]
+                f"{em.ptr(op.out, loop)});  /* {at['form']} */"]
 
     def c(self, em, op, loop):
         return self._c(em, op, loop, "N", "1", False, False)

@@ -33,7 +33,6 @@ class _ColumnsEmitter(CEmitter):
     zeroed, when that block is zero (``vnz_<block>``; a unit direction has
     one nonzero block)."""
     chunk_patches = False
-    whole_function = False
 
     def __init__(self, prog, dtype, used, tables, vvars):
         super().__init__(prog, dtype, used, tables)
@@ -55,7 +54,6 @@ class _BatchedEmitter(Directions, CEmitter):
     chunk is skipped (``vnz_<block>``)."""
 
     chunk_patches = False
-    whole_function = False
 
     def __init__(self, prog, dtype, used, tables, batched: set, vvars: list):
         super().__init__(prog, dtype, used, tables)

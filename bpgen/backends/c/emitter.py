@@ -13,7 +13,6 @@ from ...ir import Var
 from ...lower import Program
 from ...passes import plan_for
 from ...passes.allocate import first_fit as _first_fit  # moved there: the one allocator
-from ...passes.triangles import triangle_products
 from ..common.emitter import (Emitter, c_size, environment, has_steps,
                               offset_code)
 from ...primitives.gather import im2col_image, sizes as pattern_sizes
@@ -148,8 +147,6 @@ class CEmitter(Emitter):
     #: products make large patches in chunks (patch_chunks); the
     #: hessian_columns emitters (columns.py) print every op as it is
     chunk_patches = True
-    #: the program is a whole function (every reader of its variables in it)
-    whole_function = True
 
     def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None,
                  transposes: dict | None = None, runs: dict | None = None,
@@ -176,9 +173,6 @@ class CEmitter(Emitter):
         self.used = used
         self.tables = tables if tables is not None else {}
         self.chunks = patch_chunks(self.prog) if self.chunk_patches and chunk else {}
-        # seqmm products over the causal triangle only (a qk product's
-        # readers must all be in this program: not in a part of a function)
-        self.triangles = triangle_products(self.prog, whole=self.whole_function and chunk)
         self.gathers = {op.out: op for op in self.prog.ops if op.out in self.chunks}
         if self.chunks:     # a product of chunked patches prints in its own place
             producer = {o.out: o for o in self.prog.ops}
