@@ -5,7 +5,7 @@ thread; prints the medians and the median of the pair ratios B/A, the
 largest difference of their results, and the load average.  For a before
 and after on a machine other jobs share, where wall time means little.
 
-    python benchmarks/ab_modules.py lenet DIR_A DIR_B [--pairs 21] [--calls 5] [--what hvp]
+    python benchmarks/ab_modules.py lenet DIR_A DIR_B [--pairs 21] [--calls 5] [--what hvp|hessian]
     python benchmarks/ab_modules.py ps_cnn_digits DIR_A DIR_B --what clipped_grad
 
 DIR_A and DIR_B hold ``<name>_c.py`` and its extension, e.g. built by
@@ -43,16 +43,16 @@ def load(directory: str, name: str, alias: str):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     from per_sample import _cases
-    cases = {**run.CASES, **_cases()}
+    cases = {**run.CASES, **run.SECOND_ORDER, **_cases()}
     ap.add_argument("case", choices=sorted(cases))
     ap.add_argument("dirs", nargs="*", help="DIR_A DIR_B")
     ap.add_argument("--build", metavar="DIR", help="only build the case's C module into DIR")
     ap.add_argument("--pairs", type=int, default=21)
     ap.add_argument("--calls", type=int, default=5)
-    ap.add_argument("--what", choices=("loss_and_grad", "hvp", "per_sample_grad_norms",
+    ap.add_argument("--what", choices=("loss_and_grad", "hvp", "hessian", "per_sample_grad_norms",
                                        "clipped_grad"), default="loss_and_grad")
     args = ap.parse_args()
-    arch, n = cases[args.case]
+    arch, n = cases[args.case][:2]
     if args.build:
         import bpgen
         bpgen.build(arch, backend="c", out_dir=args.build)
@@ -66,6 +66,7 @@ def main():
                 if args.what == "clipped_grad" else None)
     call = {"loss_and_grad": lambda m: m.loss_and_grad(params, x, y),
             "hvp": lambda m: m.hvp(params, x, y, v),
+            "hessian": lambda m: m.hessian(params, x, y),
             "per_sample_grad_norms": lambda m: {"norms": m.per_sample_grad_norms(params, x, y)},
             "clipped_grad": lambda m: m.clipped_grad(params, x, y, max_norm)}[args.what]
     ra, rb = call(a), call(b)
@@ -74,6 +75,8 @@ def main():
     elif args.what == "loss_and_grad":
         print(f"loss: relative difference {abs(ra[0] - rb[0]) / abs(ra[0]):.1e}")
         ra, rb = ra[1], rb[1]
+    if args.what == "hessian":
+        ra, rb = {"H": ra}, {"H": rb}
     worst = max(np.abs(ra[k] - rb[k]).max() / np.abs(ra[k]).max() for k in ra)
     print(f"{args.what}: largest difference relative to the largest entry, per key: {worst:.1e}")
 

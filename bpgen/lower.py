@@ -6,7 +6,11 @@ elementwise maps into their consumer and merging of repeated ops
 (:mod:`bpgen.passes.merge`), with the storage of every temporary laid out in
 one workspace (offsets linear in the batch size N).  The optimisation
 passes (:func:`bpgen.passes.optimise`) then run once on it, and each
-backend's decisions travel with the program (``Program.plans``).
+backend's decisions travel with the program (``Program.plans``); last, the
+slots are reused by liveness over the order the C plan prints
+(:func:`bpgen.passes.allocate.reuse_workspace`: a slot serves a later
+temporary once nothing reads the one in it, so the backward pass writes
+into memory still in the cache).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import sympy as sp
 
 from .ir import Graph
 from .passes import merge_duplicates, optimise
+from .passes.allocate import reuse_workspace
 from .shapes import ceil8, plus, size_coeffs
 
 __all__ = ["Program", "lower", "size_coeffs"]
@@ -135,7 +140,7 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
     step_vars = {op.out for op in ops
                  if op.loop is not None and op.out not in seq_needed}
     # workspace: every temporary that is not an output gets its own slot
-    # (no reuse: the backward pass needs most forward values anyway)
+    # (reused by liveness below, once the passes have planned the program)
     ws, a_tot, b_tot = {}, 0, 0
     for op in ops:
         if op.out in outputs or op.out in ws:
@@ -151,4 +156,24 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
     prog = Program(name, list(inputs), list(outputs), ops,
                    {k: v for k, v in g.vars.items() if k in used},
                    {op.out: op for op in g.ops}, ws, (a_tot, b_tot), dict(g.loops), step_vars)
-    return optimise(prog) if plan else prog
+    if not plan:
+        return prog
+    prog = optimise(prog)
+    # then the slots reused by liveness, over the order the C emitter prints
+    # (bpgen.passes.allocate.reuse_workspace)
+    reused = reuse_workspace(prog, _printed_spans(prog))
+    if reused is not None:
+        prog.workspace, prog.workspace_size = reused
+    return prog
+
+
+def _printed_spans(prog: Program) -> list:
+    """Lists of op indices the C plan prints as one statement: its loop runs
+    (with and without the accumulations), and each product added into a map
+    with that map (it is made where the map is)."""
+    plan = prog.plans["c"]
+    index = {op.out: i for i, op in enumerate(prog.ops)}
+    spans = [list(idx) for idx in (*plan.runs.values(), *plan.runs_alone.values())]
+    for z, (_, products) in plan.accumulate.items():
+        spans.append([index[z], *(index[p] for p in products)])
+    return spans

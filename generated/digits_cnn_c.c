@@ -1136,22 +1136,22 @@ static const int32_t bpg_table_1[24] = {
     1888, 3786,
 };
 
-/* ---- forward: workspace 4432*N + 0 elements ---- */
+/* ---- forward: workspace 2304*N + 0 elements ---- */
 BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
     real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
-    real *const v_l0_A = ws + 1088*N;  /* (64*N, 8) */
-    real *const v_l0_Y = ws + 1600*N;  /* (N, 512) */
-    real *const v_l1_max = ws + 2112*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 2240*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 2368*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 3520*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 3776*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 4032*N;  /* (N, 256) */
-    real *const v_l3_max = ws + 4288*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 4352*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 4416*N;  /* (N, 10) */
+    real *const v_l0_A = ws + 0;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 512*N;  /* (N, 512) */
+    real *const v_l1_max = ws + 1024*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 0;  /* (N, 128) */
+    real *const v_l2_P = ws + 1152*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 128*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 384*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 0;  /* (N, 256) */
+    real *const v_l3_max = ws + 256*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 0;  /* (N, 64) */
+    real *const v_l5_XW = ws + 64*N;  /* (N, 10) */
     real *const v_l5_Z = out + 0;  /* (N, 10) */
 
     /* forward pass */
@@ -1219,36 +1219,36 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     bpg_gemm_nn_acc(N, 10, 64, v_l3_Y, v_l5_W, v_l5_Z);
 }
 
-/* ---- loss: workspace 4512*N + 1896 elements ---- */
+/* ---- loss: workspace 2304*N + 1240 elements ---- */
 BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
     real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
-    real *const v_l0_A = ws + 1088*N;  /* (64*N, 8) */
-    real *const v_l0_Y = ws + 1600*N;  /* (N, 512) */
-    real *const v_l1_max = ws + 2112*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 2240*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 2368*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 3520*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 3776*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 4032*N;  /* (N, 256) */
-    real *const v_l3_max = ws + 4288*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 4352*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 4416*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 4432*N;  /* (N, 10) */
-    real *const v_o_max = ws + 4448*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 4456*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 4472*N;  /* (N, 1) */
-    real *const v_o_pick = ws + 4480*N;  /* (N, 10) */
-    real *const v_o_label = ws + 4496*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 4504*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 4512*N;  /* (1, 1) */
-    real *const v_l0_W_sq = ws + 4512*N + 8;  /* (8, 9) */
-    real *const v_l0_W_sqsum = ws + 4512*N + 80;  /* (1, 1) */
-    real *const v_l2_W_sq = ws + 4512*N + 88;  /* (16, 72) */
-    real *const v_l2_W_sqsum = ws + 4512*N + 1240;  /* (1, 1) */
-    real *const v_l5_W_sq = ws + 4512*N + 1248;  /* (64, 10) */
-    real *const v_l5_W_sqsum = ws + 4512*N + 1888;  /* (1, 1) */
+    real *const v_l0_A = ws + 0;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 512*N;  /* (N, 512) */
+    real *const v_l1_max = ws + 1024*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 0;  /* (N, 128) */
+    real *const v_l2_P = ws + 1152*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 128*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 384*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 0;  /* (N, 256) */
+    real *const v_l3_max = ws + 256*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 0;  /* (N, 64) */
+    real *const v_l5_XW = ws + 64*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 80*N;  /* (N, 10) */
+    real *const v_o_max = ws + 0;  /* (N, 1) */
+    real *const v_o_exp = ws + 8*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 24*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 40*N;  /* (N, 10) */
+    real *const v_o_label = ws + 32*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 8*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 2304*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 2304*N + 8;  /* (8, 9) */
+    real *const v_l0_W_sqsum = ws + 2304*N + 80;  /* (1, 1) */
+    real *const v_l2_W_sq = ws + 2304*N + 88;  /* (16, 72) */
+    real *const v_l2_W_sqsum = ws + 2304*N + 8;  /* (1, 1) */
+    real *const v_l5_W_sq = ws + 2304*N + 88;  /* (64, 10) */
+    real *const v_l5_W_sqsum = ws + 2304*N + 16;  /* (1, 1) */
     real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
@@ -1380,54 +1380,54 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_l0_W_sqsum[0] + 5.0000000000000002e-5*v_l2_W_sqsum[0] + 5.0000000000000002e-5*v_l5_W_sqsum[0] + v_loss_sum[0]/((real)N);
 }
 
-/* ---- loss_and_grad: workspace 9144*N + 3760 elements ---- */
+/* ---- loss_and_grad: workspace 5592*N + 1864 elements ---- */
 BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
     real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
     real *const v_l0_Z = ws + 1088*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 1600*N;  /* (64*N, 8) */
-    real *const v_l0_Y = ws + 2112*N;  /* (N, 512) */
-    real *const v_l1_max = ws + 2624*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 2752*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 2880*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 4032*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 4288*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 4544*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 4800*N;  /* (N, 256) */
-    real *const v_l3_max = ws + 5056*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 5120*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 5184*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 5200*N;  /* (N, 10) */
-    real *const v_o_max = ws + 5216*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 5224*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 5240*N;  /* (N, 1) */
-    real *const v_o_pick = ws + 5248*N;  /* (N, 10) */
-    real *const v_o_label = ws + 5264*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 5272*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 5280*N;  /* (1, 1) */
-    real *const v_l0_W_sq = ws + 5280*N + 8;  /* (8, 9) */
-    real *const v_l0_W_sqsum = ws + 5280*N + 80;  /* (1, 1) */
-    real *const v_l2_W_sq = ws + 5280*N + 88;  /* (16, 72) */
-    real *const v_l2_W_sqsum = ws + 5280*N + 1240;  /* (1, 1) */
-    real *const v_l5_W_sq = ws + 5280*N + 1248;  /* (64, 10) */
-    real *const v_l5_W_sqsum = ws + 5280*N + 1888;  /* (1, 1) */
-    real *const v_d_o_expsum = ws + 5280*N + 1896;  /* (N, 1) */
-    real *const v_d_l5_Z_2 = ws + 5288*N + 1896;  /* (N, 10) */
-    real *const v_d_l3_Y = ws + 5304*N + 1896;  /* (N, 64) */
-    real *const v_d_l5_W_1 = ws + 5368*N + 1896;  /* (64, 10) */
-    real *const v_d_l3_max = ws + 5368*N + 2536;  /* (64*N, 1) */
-    real *const v_d_l2_Y = ws + 5432*N + 2536;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 5688*N + 2536;  /* (16*N, 16) */
-    real *const v_d_l2_Z = ws + 5944*N + 2536;  /* (16*N, 16) */
-    real *const v_d_l2_P = ws + 6200*N + 2536;  /* (16*N, 72) */
-    real *const v_d_l2_W_1 = ws + 7352*N + 2536;  /* (16, 72) */
-    real *const v_d_l1_Y = ws + 7352*N + 3688;  /* (N, 128) */
-    real *const v_d_l1_max = ws + 7480*N + 3688;  /* (128*N, 1) */
-    real *const v_d_l0_Y = ws + 7608*N + 3688;  /* (N, 512) */
-    real *const v_d_l0_A = ws + 8120*N + 3688;  /* (64*N, 8) */
-    real *const v_d_l0_Z = ws + 8632*N + 3688;  /* (64*N, 8) */
-    real *const v_d_l0_W_1 = ws + 9144*N + 3688;  /* (8, 9) */
+    real *const v_l0_Y = ws + 576*N;  /* (N, 512) */
+    real *const v_l1_max = ws + 2112*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 2240*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 2368*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 3520*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 3776*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 4032*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 3520*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 4288*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 4352*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 4416*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 4432*N;  /* (N, 10) */
+    real *const v_o_max = ws + 4416*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 4448*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 4424*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 4472*N;  /* (N, 10) */
+    real *const v_o_label = ws + 4464*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 4432*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 5592*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 5592*N + 8;  /* (8, 9) */
+    real *const v_l0_W_sqsum = ws + 5592*N + 80;  /* (1, 1) */
+    real *const v_l2_W_sq = ws + 5592*N + 88;  /* (16, 72) */
+    real *const v_l2_W_sqsum = ws + 5592*N + 8;  /* (1, 1) */
+    real *const v_l5_W_sq = ws + 5592*N + 88;  /* (64, 10) */
+    real *const v_l5_W_sqsum = ws + 5592*N + 16;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 4416*N;  /* (N, 1) */
+    real *const v_d_l5_Z_2 = ws + 4424*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 4440*N;  /* (N, 64) */
+    real *const v_d_l5_W_1 = ws + 5592*N;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 4504*N;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 4568*N;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 3520*N;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 4032*N;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 4440*N;  /* (16*N, 72) */
+    real *const v_d_l2_W_1 = ws + 5592*N + 640;  /* (16, 72) */
+    real *const v_d_l1_Y = ws + 3520*N;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 3648*N;  /* (128*N, 1) */
+    real *const v_d_l0_Y = ws + 4440*N;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 576*N;  /* (64*N, 8) */
+    real *const v_d_l0_Z = ws + 1600*N;  /* (64*N, 8) */
+    real *const v_d_l0_W_1 = ws + 5592*N + 1792;  /* (8, 9) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_l0_W_2 = out + 1;  /* (8, 9) */
     real *const v_d_l0_b = out + 73;  /* (1, 8) */
@@ -1706,73 +1706,73 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     bpg_gemm_tn_acc(64, 10, N, v_l3_Y, v_d_l5_Z_2, v_d_l5_W_2);
 }
 
-/* ---- hvp: workspace 16616*N + 3656 elements ---- */
+/* ---- hvp: workspace 10048*N + 3656 elements ---- */
 BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l2_W, const real *restrict v_v_l2_b, const real *restrict v_v_l5_W, const real *restrict v_v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
     real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
-    real *const v_r_l0_PW_b = ws + 1088*N;  /* (64*N, 8) */
-    real *const v_l0_Z = ws + 1600*N;  /* (64*N, 8) */
+    real *const v_r_l0_PW_b = ws + 1600*N;  /* (64*N, 8) */
+    real *const v_l0_Z = ws + 1088*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 2112*N;  /* (64*N, 8) */
     real *const v_r_l0_A = ws + 2624*N;  /* (64*N, 8) */
-    real *const v_l0_Y = ws + 3136*N;  /* (N, 512) */
-    real *const v_r_l0_Y = ws + 3648*N;  /* (N, 512) */
-    real *const v_l1_max = ws + 4160*N;  /* (128*N, 1) */
-    real *const v_r_l1_max = ws + 4288*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 4416*N;  /* (N, 128) */
-    real *const v_r_l1_Y = ws + 4544*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 4672*N;  /* (16*N, 72) */
-    real *const v_r_l2_P = ws + 5824*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 6976*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_a = ws + 7232*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_b = ws + 7488*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 7744*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 8000*N;  /* (16*N, 16) */
-    real *const v_r_l2_A = ws + 8256*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 8512*N;  /* (N, 256) */
-    real *const v_r_l2_Y = ws + 8768*N;  /* (N, 256) */
-    real *const v_l3_max = ws + 9024*N;  /* (64*N, 1) */
-    real *const v_r_l3_max = ws + 9088*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 9152*N;  /* (N, 64) */
-    real *const v_r_l3_Y = ws + 9216*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 9280*N;  /* (N, 10) */
-    real *const v_r_l5_XW_a = ws + 9296*N;  /* (N, 10) */
-    real *const v_r_l5_XW_b = ws + 9312*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 9328*N;  /* (N, 10) */
-    real *const v_o_max = ws + 9344*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 9352*N;  /* (N, 10) */
-    real *const v_r_o_exp = ws + 9368*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 9384*N;  /* (N, 1) */
-    real *const v_r_o_expsum = ws + 9392*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 9400*N;  /* (N, 1) */
-    real *const v_r_d_o_expsum = ws + 9408*N;  /* (N, 1) */
-    real *const v_r_d_l5_Z_1 = ws + 9416*N;  /* (N, 10) */
-    real *const v_d_l5_Z_2 = ws + 9432*N;  /* (N, 10) */
-    real *const v_d_l3_Y = ws + 9448*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y_a = ws + 9512*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y_b = ws + 9576*N;  /* (N, 64) */
-    real *const v_r_d_l3_Y = ws + 9640*N;  /* (N, 64) */
-    real *const v_r_d_l5_W_1_a = ws + 9704*N;  /* (64, 10) */
-    real *const v_r_d_l5_W_1_b = ws + 9704*N + 640;  /* (64, 10) */
-    real *const v_d_l3_max = ws + 9704*N + 1280;  /* (64*N, 1) */
-    real *const v_r_d_l3_max = ws + 9768*N + 1280;  /* (64*N, 1) */
-    real *const v_d_l2_Y = ws + 9832*N + 1280;  /* (N, 256) */
-    real *const v_r_d_l2_Y = ws + 10088*N + 1280;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 10344*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_A = ws + 10600*N + 1280;  /* (16*N, 16) */
-    real *const v_d_l2_Z = ws + 10856*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_Z = ws + 11112*N + 1280;  /* (16*N, 16) */
-    real *const v_r_d_l2_P_a = ws + 11368*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_P_b = ws + 12520*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_P = ws + 13672*N + 1280;  /* (16*N, 72) */
-    real *const v_r_d_l2_W_1_a = ws + 14824*N + 1280;  /* (16, 72) */
-    real *const v_r_d_l2_W_1_b = ws + 14824*N + 2432;  /* (16, 72) */
-    real *const v_r_d_l1_Y = ws + 14824*N + 3584;  /* (N, 128) */
-    real *const v_r_d_l1_max = ws + 14952*N + 3584;  /* (128*N, 1) */
-    real *const v_r_d_l0_Y = ws + 15080*N + 3584;  /* (N, 512) */
-    real *const v_r_d_l0_A = ws + 15592*N + 3584;  /* (64*N, 8) */
-    real *const v_r_d_l0_Z = ws + 16104*N + 3584;  /* (64*N, 8) */
-    real *const v_r_d_l0_W_1_a = ws + 16616*N + 3584;  /* (8, 9) */
+    real *const v_l0_Y = ws + 576*N;  /* (N, 512) */
+    real *const v_r_l0_Y = ws + 1600*N;  /* (N, 512) */
+    real *const v_l1_max = ws + 3136*N;  /* (128*N, 1) */
+    real *const v_r_l1_max = ws + 3264*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 1600*N;  /* (N, 128) */
+    real *const v_r_l1_Y = ws + 1728*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 3392*N;  /* (16*N, 72) */
+    real *const v_r_l2_P = ws + 4544*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 1856*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_a = ws + 2880*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_b = ws + 5696*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 2624*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 5952*N;  /* (16*N, 16) */
+    real *const v_r_l2_A = ws + 6208*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 1856*N;  /* (N, 256) */
+    real *const v_r_l2_Y = ws + 2880*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 5696*N;  /* (64*N, 1) */
+    real *const v_r_l3_max = ws + 5760*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 2880*N;  /* (N, 64) */
+    real *const v_r_l3_Y = ws + 2944*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 3008*N;  /* (N, 10) */
+    real *const v_r_l5_XW_a = ws + 3040*N;  /* (N, 10) */
+    real *const v_r_l5_XW_b = ws + 3056*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 3024*N;  /* (N, 10) */
+    real *const v_o_max = ws + 3008*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 3072*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 3088*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 3016*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 3104*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 3008*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 3024*N;  /* (N, 1) */
+    real *const v_r_d_l5_Z_1 = ws + 3048*N;  /* (N, 10) */
+    real *const v_d_l5_Z_2 = ws + 3032*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 3064*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y_a = ws + 5888*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y_b = ws + 6208*N;  /* (N, 64) */
+    real *const v_r_d_l3_Y = ws + 5824*N;  /* (N, 64) */
+    real *const v_r_d_l5_W_1_a = ws + 10048*N;  /* (64, 10) */
+    real *const v_r_d_l5_W_1_b = ws + 10048*N + 640;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 5888*N;  /* (64*N, 1) */
+    real *const v_r_d_l3_max = ws + 3064*N;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 6208*N;  /* (N, 256) */
+    real *const v_r_d_l2_Y = ws + 6464*N;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 1856*N;  /* (16*N, 16) */
+    real *const v_r_d_l2_A = ws + 5824*N;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 6080*N;  /* (16*N, 16) */
+    real *const v_r_d_l2_Z = ws + 6336*N;  /* (16*N, 16) */
+    real *const v_r_d_l2_P_a = ws + 7744*N;  /* (16*N, 72) */
+    real *const v_r_d_l2_P_b = ws + 8896*N;  /* (16*N, 72) */
+    real *const v_r_d_l2_P = ws + 6592*N;  /* (16*N, 72) */
+    real *const v_r_d_l2_W_1_a = ws + 10048*N + 1280;  /* (16, 72) */
+    real *const v_r_d_l2_W_1_b = ws + 10048*N + 2432;  /* (16, 72) */
+    real *const v_r_d_l1_Y = ws + 1856*N;  /* (N, 128) */
+    real *const v_r_d_l1_max = ws + 1984*N;  /* (128*N, 1) */
+    real *const v_r_d_l0_Y = ws + 6592*N;  /* (N, 512) */
+    real *const v_r_d_l0_A = ws + 576*N;  /* (64*N, 8) */
+    real *const v_r_d_l0_Z = ws + 1856*N;  /* (64*N, 8) */
+    real *const v_r_d_l0_W_1_a = ws + 10048*N + 3584;  /* (8, 9) */
     real *const v_r_d_l0_W_2 = out + 0;  /* (8, 9) */
     real *const v_r_d_l0_b = out + 72;  /* (1, 8) */
     real *const v_r_d_l2_W_2 = out + 80;  /* (16, 72) */
@@ -2090,61 +2090,61 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_tn_acc(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_r_d_l5_W_2);
 }
 
-/* ---- ggn_vp: workspace 13272*N + 1864 elements ---- */
+/* ---- ggn_vp: workspace 5952*N + 1864 elements ---- */
 BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l2_W, const real *restrict v_v_l2_b, const real *restrict v_v_l5_W, const real *restrict v_v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_P = ws + 0;  /* (64*N, 9) */
     real *const v_l0_PW = ws + 576*N;  /* (64*N, 8) */
-    real *const v_r_l0_PW_b = ws + 1088*N;  /* (64*N, 8) */
-    real *const v_l0_Z = ws + 1600*N;  /* (64*N, 8) */
+    real *const v_r_l0_PW_b = ws + 1600*N;  /* (64*N, 8) */
+    real *const v_l0_Z = ws + 1088*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 2112*N;  /* (64*N, 8) */
     real *const v_r_l0_A = ws + 2624*N;  /* (64*N, 8) */
-    real *const v_l0_Y = ws + 3136*N;  /* (N, 512) */
-    real *const v_r_l0_Y = ws + 3648*N;  /* (N, 512) */
-    real *const v_l1_max = ws + 4160*N;  /* (128*N, 1) */
-    real *const v_r_l1_max = ws + 4288*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 4416*N;  /* (N, 128) */
-    real *const v_r_l1_Y = ws + 4544*N;  /* (N, 128) */
-    real *const v_l2_P = ws + 4672*N;  /* (16*N, 72) */
-    real *const v_r_l2_P = ws + 5824*N;  /* (16*N, 72) */
-    real *const v_l2_PW = ws + 6976*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_a = ws + 7232*N;  /* (16*N, 16) */
-    real *const v_r_l2_PW_b = ws + 7488*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 7744*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 8000*N;  /* (16*N, 16) */
-    real *const v_r_l2_A = ws + 8256*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 8512*N;  /* (N, 256) */
-    real *const v_r_l2_Y = ws + 8768*N;  /* (N, 256) */
-    real *const v_l3_max = ws + 9024*N;  /* (64*N, 1) */
-    real *const v_r_l3_max = ws + 9088*N;  /* (64*N, 1) */
-    real *const v_l3_Y = ws + 9152*N;  /* (N, 64) */
-    real *const v_r_l3_Y = ws + 9216*N;  /* (N, 64) */
-    real *const v_l5_XW = ws + 9280*N;  /* (N, 10) */
-    real *const v_r_l5_XW_a = ws + 9296*N;  /* (N, 10) */
-    real *const v_r_l5_XW_b = ws + 9312*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 9328*N;  /* (N, 10) */
-    real *const v_o_max = ws + 9344*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 9352*N;  /* (N, 10) */
-    real *const v_r_o_exp = ws + 9368*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 9384*N;  /* (N, 1) */
-    real *const v_r_o_expsum = ws + 9392*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 9400*N;  /* (N, 1) */
-    real *const v_r_d_o_expsum = ws + 9408*N;  /* (N, 1) */
-    real *const v_r_d_l5_Z_1 = ws + 9416*N;  /* (N, 10) */
-    real *const v_d_l3_Y = ws + 9432*N;  /* (N, 64) */
-    real *const v_d_l5_W_1 = ws + 9496*N;  /* (64, 10) */
-    real *const v_d_l3_max = ws + 9496*N + 640;  /* (64*N, 1) */
-    real *const v_d_l2_Y = ws + 9560*N + 640;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 9816*N + 640;  /* (16*N, 16) */
-    real *const v_d_l2_Z = ws + 10072*N + 640;  /* (16*N, 16) */
-    real *const v_d_l2_P = ws + 10328*N + 640;  /* (16*N, 72) */
-    real *const v_d_l2_W_1 = ws + 11480*N + 640;  /* (16, 72) */
-    real *const v_d_l1_Y = ws + 11480*N + 1792;  /* (N, 128) */
-    real *const v_d_l1_max = ws + 11608*N + 1792;  /* (128*N, 1) */
-    real *const v_d_l0_Y = ws + 11736*N + 1792;  /* (N, 512) */
-    real *const v_d_l0_A = ws + 12248*N + 1792;  /* (64*N, 8) */
-    real *const v_d_l0_Z = ws + 12760*N + 1792;  /* (64*N, 8) */
-    real *const v_d_l0_W_1 = ws + 13272*N + 1792;  /* (8, 9) */
+    real *const v_l0_Y = ws + 576*N;  /* (N, 512) */
+    real *const v_r_l0_Y = ws + 1600*N;  /* (N, 512) */
+    real *const v_l1_max = ws + 3136*N;  /* (128*N, 1) */
+    real *const v_r_l1_max = ws + 3264*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 1600*N;  /* (N, 128) */
+    real *const v_r_l1_Y = ws + 1728*N;  /* (N, 128) */
+    real *const v_l2_P = ws + 3392*N;  /* (16*N, 72) */
+    real *const v_r_l2_P = ws + 4544*N;  /* (16*N, 72) */
+    real *const v_l2_PW = ws + 1856*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_a = ws + 2880*N;  /* (16*N, 16) */
+    real *const v_r_l2_PW_b = ws + 4544*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 2624*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 4800*N;  /* (16*N, 16) */
+    real *const v_r_l2_A = ws + 5056*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 1728*N;  /* (N, 256) */
+    real *const v_r_l2_Y = ws + 2880*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 1984*N;  /* (64*N, 1) */
+    real *const v_r_l3_max = ws + 2048*N;  /* (64*N, 1) */
+    real *const v_l3_Y = ws + 2880*N;  /* (N, 64) */
+    real *const v_r_l3_Y = ws + 2944*N;  /* (N, 64) */
+    real *const v_l5_XW = ws + 3008*N;  /* (N, 10) */
+    real *const v_r_l5_XW_a = ws + 3040*N;  /* (N, 10) */
+    real *const v_r_l5_XW_b = ws + 2048*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 3024*N;  /* (N, 10) */
+    real *const v_o_max = ws + 2064*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 2072*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 2096*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 2088*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 2944*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 2048*N;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 2056*N;  /* (N, 1) */
+    real *const v_r_d_l5_Z_1 = ws + 2944*N;  /* (N, 10) */
+    real *const v_d_l3_Y = ws + 2048*N;  /* (N, 64) */
+    real *const v_d_l5_W_1 = ws + 5952*N;  /* (64, 10) */
+    real *const v_d_l3_max = ws + 2960*N;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 4544*N;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 1728*N;  /* (16*N, 16) */
+    real *const v_d_l2_Z = ws + 4544*N;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 4800*N;  /* (16*N, 72) */
+    real *const v_d_l2_W_1 = ws + 5952*N + 640;  /* (16, 72) */
+    real *const v_d_l1_Y = ws + 1728*N;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 1856*N;  /* (128*N, 1) */
+    real *const v_d_l0_Y = ws + 4800*N;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 576*N;  /* (64*N, 8) */
+    real *const v_d_l0_Z = ws + 2048*N;  /* (64*N, 8) */
+    real *const v_d_l0_W_1 = ws + 5952*N + 1792;  /* (8, 9) */
     real *const v_gv_l0_W = out + 0;  /* (8, 9) */
     real *const v_d_l0_b = out + 72;  /* (1, 8) */
     real *const v_gv_l2_W = out + 80;  /* (16, 72) */
@@ -2432,35 +2432,35 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     bpg_gemm_tn_acc(64, 10, N, v_l3_Y, v_r_d_l5_Z_1, v_gv_l5_W);
 }
 
-/* ---- grad_factors: workspace 6536*N + 0 elements ---- */
+/* ---- grad_factors: workspace 2816*N + 0 elements ---- */
 BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_PW = ws + 0;  /* (64*N, 8) */
     real *const v_l0_Z = ws + 512*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 1024*N;  /* (64*N, 8) */
-    real *const v_l0_Y = ws + 1536*N;  /* (N, 512) */
-    real *const v_l1_max = ws + 2048*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 2176*N;  /* (N, 128) */
-    real *const v_l2_PW = ws + 2304*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 2560*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 2816*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 3072*N;  /* (N, 256) */
-    real *const v_l3_max = ws + 3328*N;  /* (64*N, 1) */
-    real *const v_l5_XW = ws + 3392*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 3408*N;  /* (N, 10) */
-    real *const v_o_max = ws + 3424*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 3432*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 3448*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 3456*N;  /* (N, 1) */
-    real *const v_d_l3_Y = ws + 3464*N;  /* (N, 64) */
-    real *const v_d_l3_max = ws + 3528*N;  /* (64*N, 1) */
-    real *const v_d_l2_Y = ws + 3592*N;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 3848*N;  /* (16*N, 16) */
-    real *const v_d_l2_P = ws + 4104*N;  /* (16*N, 72) */
-    real *const v_d_l1_Y = ws + 5256*N;  /* (N, 128) */
-    real *const v_d_l1_max = ws + 5384*N;  /* (128*N, 1) */
-    real *const v_d_l0_Y = ws + 5512*N;  /* (N, 512) */
-    real *const v_d_l0_A = ws + 6024*N;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 0;  /* (N, 512) */
+    real *const v_l1_max = ws + 1536*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 1664*N;  /* (N, 128) */
+    real *const v_l2_PW = ws + 1792*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 2048*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 2304*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 1536*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 1792*N;  /* (64*N, 1) */
+    real *const v_l5_XW = ws + 1856*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 1872*N;  /* (N, 10) */
+    real *const v_o_max = ws + 1792*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 1800*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 1816*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 1792*N;  /* (N, 1) */
+    real *const v_d_l3_Y = ws + 1792*N;  /* (N, 64) */
+    real *const v_d_l3_max = ws + 1856*N;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 2560*N;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 1536*N;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 1536*N;  /* (16*N, 72) */
+    real *const v_d_l1_Y = ws + 2688*N;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 1536*N;  /* (128*N, 1) */
+    real *const v_d_l0_Y = ws + 1664*N;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 0;  /* (64*N, 8) */
     real *const v_d_l0_Z = out + 0;  /* (64*N, 8) */
     real *const v_l0_P = out + 512*N;  /* (64*N, 9) */
     real *const v_d_l2_Z = out + 1088*N;  /* (16*N, 16) */
@@ -2636,45 +2636,45 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 512*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*((v_l0_Z[k] >= 0) ? (1) : (0));
 }
 
-/* ---- grad_terms: workspace 6568*N + 1896 elements ---- */
+/* ---- grad_terms: workspace 2816*N + 1240 elements ---- */
 BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_PW = ws + 0;  /* (64*N, 8) */
     real *const v_l0_Z = ws + 512*N;  /* (64*N, 8) */
     real *const v_l0_A = ws + 1024*N;  /* (64*N, 8) */
-    real *const v_l0_Y = ws + 1536*N;  /* (N, 512) */
-    real *const v_l1_max = ws + 2048*N;  /* (128*N, 1) */
-    real *const v_l1_Y = ws + 2176*N;  /* (N, 128) */
-    real *const v_l2_PW = ws + 2304*N;  /* (16*N, 16) */
-    real *const v_l2_Z = ws + 2560*N;  /* (16*N, 16) */
-    real *const v_l2_A = ws + 2816*N;  /* (16*N, 16) */
-    real *const v_l2_Y = ws + 3072*N;  /* (N, 256) */
-    real *const v_l3_max = ws + 3328*N;  /* (64*N, 1) */
-    real *const v_l5_XW = ws + 3392*N;  /* (N, 10) */
-    real *const v_l5_Z = ws + 3408*N;  /* (N, 10) */
-    real *const v_o_max = ws + 3424*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 3432*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 3448*N;  /* (N, 1) */
-    real *const v_o_pick = ws + 3456*N;  /* (N, 10) */
-    real *const v_o_label = ws + 3472*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 3480*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 3488*N;  /* (1, 1) */
-    real *const v_l0_W_sq = ws + 3488*N + 8;  /* (8, 9) */
-    real *const v_l0_W_sqsum = ws + 3488*N + 80;  /* (1, 1) */
-    real *const v_l2_W_sq = ws + 3488*N + 88;  /* (16, 72) */
-    real *const v_l2_W_sqsum = ws + 3488*N + 1240;  /* (1, 1) */
-    real *const v_l5_W_sq = ws + 3488*N + 1248;  /* (64, 10) */
-    real *const v_l5_W_sqsum = ws + 3488*N + 1888;  /* (1, 1) */
-    real *const v_d_o_expsum = ws + 3488*N + 1896;  /* (N, 1) */
-    real *const v_d_l3_Y = ws + 3496*N + 1896;  /* (N, 64) */
-    real *const v_d_l3_max = ws + 3560*N + 1896;  /* (64*N, 1) */
-    real *const v_d_l2_Y = ws + 3624*N + 1896;  /* (N, 256) */
-    real *const v_d_l2_A = ws + 3880*N + 1896;  /* (16*N, 16) */
-    real *const v_d_l2_P = ws + 4136*N + 1896;  /* (16*N, 72) */
-    real *const v_d_l1_Y = ws + 5288*N + 1896;  /* (N, 128) */
-    real *const v_d_l1_max = ws + 5416*N + 1896;  /* (128*N, 1) */
-    real *const v_d_l0_Y = ws + 5544*N + 1896;  /* (N, 512) */
-    real *const v_d_l0_A = ws + 6056*N + 1896;  /* (64*N, 8) */
+    real *const v_l0_Y = ws + 0;  /* (N, 512) */
+    real *const v_l1_max = ws + 1536*N;  /* (128*N, 1) */
+    real *const v_l1_Y = ws + 1664*N;  /* (N, 128) */
+    real *const v_l2_PW = ws + 1792*N;  /* (16*N, 16) */
+    real *const v_l2_Z = ws + 2048*N;  /* (16*N, 16) */
+    real *const v_l2_A = ws + 2304*N;  /* (16*N, 16) */
+    real *const v_l2_Y = ws + 1536*N;  /* (N, 256) */
+    real *const v_l3_max = ws + 1792*N;  /* (64*N, 1) */
+    real *const v_l5_XW = ws + 1856*N;  /* (N, 10) */
+    real *const v_l5_Z = ws + 1872*N;  /* (N, 10) */
+    real *const v_o_max = ws + 1792*N;  /* (N, 1) */
+    real *const v_o_exp = ws + 1800*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 1816*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 1832*N;  /* (N, 10) */
+    real *const v_o_label = ws + 1824*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 1832*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 2816*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 2816*N + 8;  /* (8, 9) */
+    real *const v_l0_W_sqsum = ws + 2816*N + 80;  /* (1, 1) */
+    real *const v_l2_W_sq = ws + 2816*N + 88;  /* (16, 72) */
+    real *const v_l2_W_sqsum = ws + 2816*N + 8;  /* (1, 1) */
+    real *const v_l5_W_sq = ws + 2816*N + 88;  /* (64, 10) */
+    real *const v_l5_W_sqsum = ws + 2816*N + 16;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 1792*N;  /* (N, 1) */
+    real *const v_d_l3_Y = ws + 1792*N;  /* (N, 64) */
+    real *const v_d_l3_max = ws + 1856*N;  /* (64*N, 1) */
+    real *const v_d_l2_Y = ws + 2560*N;  /* (N, 256) */
+    real *const v_d_l2_A = ws + 1536*N;  /* (16*N, 16) */
+    real *const v_d_l2_P = ws + 1536*N;  /* (16*N, 72) */
+    real *const v_d_l1_Y = ws + 2688*N;  /* (N, 128) */
+    real *const v_d_l1_max = ws + 1536*N;  /* (128*N, 1) */
+    real *const v_d_l0_Y = ws + 1664*N;  /* (N, 512) */
+    real *const v_d_l0_A = ws + 0;  /* (64*N, 8) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_l0_Z = out + 1;  /* (64*N, 8) */
     real *const v_l0_P = out + 512*N + 1;  /* (64*N, 9) */
@@ -3333,7 +3333,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     }
 }
 
-/* ---- per_sample_grads: workspace 9138*N + 1904 elements ---- */
+/* ---- per_sample_grads: workspace 5386*N + 1248 elements ---- */
 BPG_ENTRY void bpg_per_sample_grads(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -3366,7 +3366,7 @@ BPG_ENTRY void bpg_per_sample_grads(int64_t N, const real *restrict v_x, const r
     bpg_ps_scale(1898*N, (real)N, out);
 }
 
-/* ---- per_sample_grad_norms: workspace 9138*N + 1904 elements ---- */
+/* ---- per_sample_grad_norms: workspace 5386*N + 1248 elements ---- */
 BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -3401,7 +3401,7 @@ BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const real *restrict v_x, co
     bpg_ps_norms(N, sq);
 }
 
-/* ---- clipped_grad: workspace 9138*N + 1904 elements ---- */
+/* ---- clipped_grad: workspace 5386*N + 1248 elements ---- */
 BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l2_W, const real *restrict v_l2_b, const real *restrict v_l5_W, const real *restrict v_l5_b, real max_norm, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -3480,22 +3480,22 @@ typedef real bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_BYTES_PER_SAMPLE 140096
 #define BPGS_MIN_ROWS 8
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 11042
+#define BPGF_WORK_PER_SAMPLE 7490
 #define BPGF_OUT_FORWARD_A 10
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
 #define BPGF_OUT_LOSS_AND_GRAD_B 1899
 #define BPGF_OUT_HVP_B 1898
-#define BPGF_WS_FORWARD_A 4432
+#define BPGF_WS_FORWARD_A 2304
 #define BPGF_WS_FORWARD_B 0
 #define BPGF_HAVE_FORWARD 1
-#define BPGF_WS_LOSS_A 4512
-#define BPGF_WS_LOSS_B 1896
+#define BPGF_WS_LOSS_A 2304
+#define BPGF_WS_LOSS_B 1240
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 9144
-#define BPGF_WS_LOSS_AND_GRAD_B 3760
+#define BPGF_WS_LOSS_AND_GRAD_A 5592
+#define BPGF_WS_LOSS_AND_GRAD_B 1864
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 16616
+#define BPGF_WS_HVP_A 10048
 #define BPGF_WS_HVP_B 3656
 #define BPGF_HAVE_HVP 1
 #define BPGF_N_MASKS 0  /* a sequence's masks after x (lengths) */

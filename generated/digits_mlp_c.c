@@ -1179,12 +1179,12 @@ static const int32_t bpg_table_1[16] = {
     64, 32, 0, 0, 1, 32, 2048, 2048, 32, 10, 2080, 2080, 1, 10, 2400, 2400,
 };
 
-/* ---- forward: workspace 80*N + 0 elements ---- */
+/* ---- forward: workspace 64*N + 0 elements ---- */
 BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (N, 32) */
     real *const v_l0_A = ws + 32*N;  /* (N, 32) */
-    real *const v_l1_XW = ws + 64*N;  /* (N, 10) */
+    real *const v_l1_XW = ws + 0;  /* (N, 10) */
     real *const v_l1_Z = out + 0;  /* (N, 10) */
 
     /* forward pass */
@@ -1216,24 +1216,24 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     bpg_gemm_nn_acc(N, 10, 32, v_l0_A, v_l1_W, v_l1_Z);
 }
 
-/* ---- loss: workspace 160*N + 2392 elements ---- */
+/* ---- loss: workspace 72*N + 2064 elements ---- */
 BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (N, 32) */
     real *const v_l0_A = ws + 32*N;  /* (N, 32) */
-    real *const v_l1_XW = ws + 64*N;  /* (N, 10) */
-    real *const v_l1_Z = ws + 80*N;  /* (N, 10) */
-    real *const v_o_max = ws + 96*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 104*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 120*N;  /* (N, 1) */
-    real *const v_o_pick = ws + 128*N;  /* (N, 10) */
-    real *const v_o_label = ws + 144*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 152*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 160*N;  /* (1, 1) */
-    real *const v_l0_W_sq = ws + 160*N + 8;  /* (64, 32) */
-    real *const v_l0_W_sqsum = ws + 160*N + 2056;  /* (1, 1) */
-    real *const v_l1_W_sq = ws + 160*N + 2064;  /* (32, 10) */
-    real *const v_l1_W_sqsum = ws + 160*N + 2384;  /* (1, 1) */
+    real *const v_l1_XW = ws + 0;  /* (N, 10) */
+    real *const v_l1_Z = ws + 16*N;  /* (N, 10) */
+    real *const v_o_max = ws + 0;  /* (N, 1) */
+    real *const v_o_exp = ws + 32*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 8*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 56*N;  /* (N, 10) */
+    real *const v_o_label = ws + 48*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 16*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 72*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 72*N + 8;  /* (64, 32) */
+    real *const v_l0_W_sqsum = ws + 72*N + 2056;  /* (1, 1) */
+    real *const v_l1_W_sq = ws + 72*N + 8;  /* (32, 10) */
+    real *const v_l1_W_sqsum = ws + 72*N + 328;  /* (1, 1) */
     real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
@@ -1320,30 +1320,30 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_l0_W_sqsum[0] + 5.0000000000000002e-5*v_l1_W_sqsum[0] + v_loss_sum[0]/((real)N);
 }
 
-/* ---- loss_and_grad: workspace 248*N + 4760 elements ---- */
+/* ---- loss_and_grad: workspace 128*N + 2368 elements ---- */
 BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (N, 32) */
     real *const v_l0_A = ws + 32*N;  /* (N, 32) */
-    real *const v_l1_XW = ws + 64*N;  /* (N, 10) */
-    real *const v_l1_Z = ws + 80*N;  /* (N, 10) */
-    real *const v_o_max = ws + 96*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 104*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 120*N;  /* (N, 1) */
-    real *const v_o_pick = ws + 128*N;  /* (N, 10) */
-    real *const v_o_label = ws + 144*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 152*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 160*N;  /* (1, 1) */
-    real *const v_l0_W_sq = ws + 160*N + 8;  /* (64, 32) */
-    real *const v_l0_W_sqsum = ws + 160*N + 2056;  /* (1, 1) */
-    real *const v_l1_W_sq = ws + 160*N + 2064;  /* (32, 10) */
-    real *const v_l1_W_sqsum = ws + 160*N + 2384;  /* (1, 1) */
-    real *const v_d_o_expsum = ws + 160*N + 2392;  /* (N, 1) */
-    real *const v_d_l1_Z_2 = ws + 168*N + 2392;  /* (N, 10) */
-    real *const v_d_l0_A = ws + 184*N + 2392;  /* (N, 32) */
-    real *const v_d_l1_W_1 = ws + 216*N + 2392;  /* (32, 10) */
-    real *const v_d_l0_Z = ws + 216*N + 2712;  /* (N, 32) */
-    real *const v_d_l0_W_1 = ws + 248*N + 2712;  /* (64, 32) */
+    real *const v_l1_XW = ws + 0;  /* (N, 10) */
+    real *const v_l1_Z = ws + 16*N;  /* (N, 10) */
+    real *const v_o_max = ws + 0;  /* (N, 1) */
+    real *const v_o_exp = ws + 64*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 8*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 88*N;  /* (N, 10) */
+    real *const v_o_label = ws + 80*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 16*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 128*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 128*N + 8;  /* (64, 32) */
+    real *const v_l0_W_sqsum = ws + 128*N + 2056;  /* (1, 1) */
+    real *const v_l1_W_sq = ws + 128*N + 8;  /* (32, 10) */
+    real *const v_l1_W_sqsum = ws + 128*N + 328;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 0;  /* (N, 1) */
+    real *const v_d_l1_Z_2 = ws + 8*N;  /* (N, 10) */
+    real *const v_d_l0_A = ws + 64*N;  /* (N, 32) */
+    real *const v_d_l1_W_1 = ws + 128*N;  /* (32, 10) */
+    real *const v_d_l0_Z = ws + 96*N;  /* (N, 32) */
+    real *const v_d_l0_W_1 = ws + 128*N + 320;  /* (64, 32) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_l0_W_2 = out + 1;  /* (64, 32) */
     real *const v_d_l0_b = out + 2049;  /* (1, 32) */
@@ -1498,33 +1498,33 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     bpg_gemm_tn_acc(32, 10, N, v_l0_A, v_d_l1_Z_2, v_d_l1_W_2);
 }
 
-/* ---- hvp: workspace 424*N + 2688 elements ---- */
+/* ---- hvp: workspace 256*N + 2688 elements ---- */
 BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (N, 32) */
     real *const v_r_l0_XW_b = ws + 32*N;  /* (N, 32) */
     real *const v_l0_A = ws + 64*N;  /* (N, 32) */
     real *const v_r_l0_A = ws + 96*N;  /* (N, 32) */
-    real *const v_l1_XW = ws + 128*N;  /* (N, 10) */
-    real *const v_r_l1_XW_a = ws + 144*N;  /* (N, 10) */
-    real *const v_r_l1_XW_b = ws + 160*N;  /* (N, 10) */
-    real *const v_l1_Z = ws + 176*N;  /* (N, 10) */
-    real *const v_o_max = ws + 192*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 200*N;  /* (N, 10) */
-    real *const v_r_o_exp = ws + 216*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 232*N;  /* (N, 1) */
-    real *const v_r_o_expsum = ws + 240*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 248*N;  /* (N, 1) */
-    real *const v_r_d_o_expsum = ws + 256*N;  /* (N, 1) */
-    real *const v_r_d_l1_Z_1 = ws + 264*N;  /* (N, 10) */
-    real *const v_d_l1_Z_2 = ws + 280*N;  /* (N, 10) */
-    real *const v_d_l0_A = ws + 296*N;  /* (N, 32) */
-    real *const v_r_d_l0_A_a = ws + 328*N;  /* (N, 32) */
-    real *const v_r_d_l0_A_b = ws + 360*N;  /* (N, 32) */
-    real *const v_r_d_l1_W_1_a = ws + 392*N;  /* (32, 10) */
-    real *const v_r_d_l1_W_1_b = ws + 392*N + 320;  /* (32, 10) */
-    real *const v_r_d_l0_Z = ws + 392*N + 640;  /* (N, 32) */
-    real *const v_r_d_l0_W_1_b = ws + 424*N + 640;  /* (64, 32) */
+    real *const v_l1_XW = ws + 0;  /* (N, 10) */
+    real *const v_r_l1_XW_a = ws + 32*N;  /* (N, 10) */
+    real *const v_r_l1_XW_b = ws + 48*N;  /* (N, 10) */
+    real *const v_l1_Z = ws + 16*N;  /* (N, 10) */
+    real *const v_o_max = ws + 0;  /* (N, 1) */
+    real *const v_o_exp = ws + 128*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 144*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 8*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 160*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 0;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 16*N;  /* (N, 1) */
+    real *const v_r_d_l1_Z_1 = ws + 40*N;  /* (N, 10) */
+    real *const v_d_l1_Z_2 = ws + 24*N;  /* (N, 10) */
+    real *const v_d_l0_A = ws + 128*N;  /* (N, 32) */
+    real *const v_r_d_l0_A_a = ws + 160*N;  /* (N, 32) */
+    real *const v_r_d_l0_A_b = ws + 192*N;  /* (N, 32) */
+    real *const v_r_d_l1_W_1_a = ws + 256*N;  /* (32, 10) */
+    real *const v_r_d_l1_W_1_b = ws + 256*N + 320;  /* (32, 10) */
+    real *const v_r_d_l0_Z = ws + 224*N;  /* (N, 32) */
+    real *const v_r_d_l0_W_1_b = ws + 256*N + 640;  /* (64, 32) */
     real *const v_r_d_l0_W_2 = out + 0;  /* (64, 32) */
     real *const v_r_d_l0_b = out + 2048;  /* (1, 32) */
     real *const v_r_d_l1_W_2 = out + 2080;  /* (32, 10) */
@@ -1675,29 +1675,29 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_tn_acc(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_r_d_l1_W_2);
 }
 
-/* ---- ggn_vp: workspace 344*N + 2368 elements ---- */
+/* ---- ggn_vp: workspace 160*N + 2368 elements ---- */
 BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_W, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (N, 32) */
     real *const v_r_l0_XW_b = ws + 32*N;  /* (N, 32) */
     real *const v_l0_A = ws + 64*N;  /* (N, 32) */
     real *const v_r_l0_A = ws + 96*N;  /* (N, 32) */
-    real *const v_l1_XW = ws + 128*N;  /* (N, 10) */
-    real *const v_r_l1_XW_a = ws + 144*N;  /* (N, 10) */
-    real *const v_r_l1_XW_b = ws + 160*N;  /* (N, 10) */
-    real *const v_l1_Z = ws + 176*N;  /* (N, 10) */
-    real *const v_o_max = ws + 192*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 200*N;  /* (N, 10) */
-    real *const v_r_o_exp = ws + 216*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 232*N;  /* (N, 1) */
-    real *const v_r_o_expsum = ws + 240*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 248*N;  /* (N, 1) */
-    real *const v_r_d_o_expsum = ws + 256*N;  /* (N, 1) */
-    real *const v_r_d_l1_Z_1 = ws + 264*N;  /* (N, 10) */
-    real *const v_d_l0_A = ws + 280*N;  /* (N, 32) */
-    real *const v_d_l1_W_1 = ws + 312*N;  /* (32, 10) */
-    real *const v_d_l0_Z = ws + 312*N + 320;  /* (N, 32) */
-    real *const v_d_l0_W_1 = ws + 344*N + 320;  /* (64, 32) */
+    real *const v_l1_XW = ws + 0;  /* (N, 10) */
+    real *const v_r_l1_XW_a = ws + 32*N;  /* (N, 10) */
+    real *const v_r_l1_XW_b = ws + 48*N;  /* (N, 10) */
+    real *const v_l1_Z = ws + 16*N;  /* (N, 10) */
+    real *const v_o_max = ws + 0;  /* (N, 1) */
+    real *const v_o_exp = ws + 96*N;  /* (N, 10) */
+    real *const v_r_o_exp = ws + 112*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 8*N;  /* (N, 1) */
+    real *const v_r_o_expsum = ws + 128*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 0;  /* (N, 1) */
+    real *const v_r_d_o_expsum = ws + 16*N;  /* (N, 1) */
+    real *const v_r_d_l1_Z_1 = ws + 24*N;  /* (N, 10) */
+    real *const v_d_l0_A = ws + 96*N;  /* (N, 32) */
+    real *const v_d_l1_W_1 = ws + 160*N;  /* (32, 10) */
+    real *const v_d_l0_Z = ws + 128*N;  /* (N, 32) */
+    real *const v_d_l0_W_1 = ws + 160*N + 320;  /* (64, 32) */
     real *const v_gv_l0_W = out + 0;  /* (64, 32) */
     real *const v_d_l0_b = out + 2048;  /* (1, 32) */
     real *const v_gv_l1_W = out + 2080;  /* (32, 10) */
@@ -1838,17 +1838,17 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     bpg_gemm_tn_acc(32, 10, N, v_l0_A, v_r_d_l1_Z_1, v_gv_l1_W);
 }
 
-/* ---- grad_factors: workspace 136*N + 0 elements ---- */
+/* ---- grad_factors: workspace 48*N + 0 elements ---- */
 BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (N, 32) */
-    real *const v_l1_XW = ws + 32*N;  /* (N, 10) */
-    real *const v_l1_Z = ws + 48*N;  /* (N, 10) */
-    real *const v_o_max = ws + 64*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 72*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 88*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 96*N;  /* (N, 1) */
-    real *const v_d_l0_A = ws + 104*N;  /* (N, 32) */
+    real *const v_l1_XW = ws + 0;  /* (N, 10) */
+    real *const v_l1_Z = ws + 16*N;  /* (N, 10) */
+    real *const v_o_max = ws + 0;  /* (N, 1) */
+    real *const v_o_exp = ws + 32*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 8*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 0;  /* (N, 1) */
+    real *const v_d_l0_A = ws + 0;  /* (N, 32) */
     real *const v_x_factor = out + 0;  /* (N, 64) */
     real *const v_d_l0_Z = out + 64*N;  /* (N, 32) */
     real *const v_l0_A = out + 96*N;  /* (N, 32) */
@@ -1933,25 +1933,25 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 64*N; k++) v_x_factor[k] = v_x[k];
 }
 
-/* ---- grad_terms: workspace 168*N + 2392 elements ---- */
+/* ---- grad_terms: workspace 72*N + 2064 elements ---- */
 BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (N, 32) */
-    real *const v_l1_XW = ws + 32*N;  /* (N, 10) */
-    real *const v_l1_Z = ws + 48*N;  /* (N, 10) */
-    real *const v_o_max = ws + 64*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 72*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 88*N;  /* (N, 1) */
-    real *const v_o_pick = ws + 96*N;  /* (N, 10) */
-    real *const v_o_label = ws + 112*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 120*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 128*N;  /* (1, 1) */
-    real *const v_l0_W_sq = ws + 128*N + 8;  /* (64, 32) */
-    real *const v_l0_W_sqsum = ws + 128*N + 2056;  /* (1, 1) */
-    real *const v_l1_W_sq = ws + 128*N + 2064;  /* (32, 10) */
-    real *const v_l1_W_sqsum = ws + 128*N + 2384;  /* (1, 1) */
-    real *const v_d_o_expsum = ws + 128*N + 2392;  /* (N, 1) */
-    real *const v_d_l0_A = ws + 136*N + 2392;  /* (N, 32) */
+    real *const v_l1_XW = ws + 0;  /* (N, 10) */
+    real *const v_l1_Z = ws + 16*N;  /* (N, 10) */
+    real *const v_o_max = ws + 0;  /* (N, 1) */
+    real *const v_o_exp = ws + 32*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 8*N;  /* (N, 1) */
+    real *const v_o_pick = ws + 56*N;  /* (N, 10) */
+    real *const v_o_label = ws + 48*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 16*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 72*N;  /* (1, 1) */
+    real *const v_l0_W_sq = ws + 72*N + 8;  /* (64, 32) */
+    real *const v_l0_W_sqsum = ws + 72*N + 2056;  /* (1, 1) */
+    real *const v_l1_W_sq = ws + 72*N + 8;  /* (32, 10) */
+    real *const v_l1_W_sqsum = ws + 72*N + 328;  /* (1, 1) */
+    real *const v_d_o_expsum = ws + 0;  /* (N, 1) */
+    real *const v_d_l0_A = ws + 0;  /* (N, 32) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_l0_Z = out + 1;  /* (N, 32) */
     real *const v_l0_A = out + 32*N + 1;  /* (N, 32) */
@@ -2070,17 +2070,17 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 }
 
-/* ---- curvature: workspace 136*N + 0 elements ---- */
+/* ---- curvature: workspace 80*N + 0 elements ---- */
 BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (N, 32) */
     real *const v_l0_Z = ws + 32*N;  /* (N, 32) */
-    real *const v_l1_XW = ws + 64*N;  /* (N, 10) */
-    real *const v_l1_Z = ws + 80*N;  /* (N, 10) */
-    real *const v_o_max = ws + 96*N;  /* (N, 1) */
-    real *const v_o_exp = ws + 104*N;  /* (N, 10) */
-    real *const v_o_expsum = ws + 120*N;  /* (N, 1) */
-    real *const v_d_o_expsum = ws + 128*N;  /* (N, 1) */
+    real *const v_l1_XW = ws + 0;  /* (N, 10) */
+    real *const v_l1_Z = ws + 16*N;  /* (N, 10) */
+    real *const v_o_max = ws + 0;  /* (N, 1) */
+    real *const v_o_exp = ws + 64*N;  /* (N, 10) */
+    real *const v_o_expsum = ws + 8*N;  /* (N, 1) */
+    real *const v_d_o_expsum = ws + 0;  /* (N, 1) */
     real *const v_x_copy = out + 0;  /* (N, 64) */
     real *const v_l0_d1 = out + 64*N;  /* (N, 32) */
     real *const v_l0_d2 = out + 96*N;  /* (N, 32) */
@@ -2578,7 +2578,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     }
 }
 
-/* ---- per_sample_grads: workspace 242*N + 2400 elements ---- */
+/* ---- per_sample_grads: workspace 146*N + 2072 elements ---- */
 BPG_ENTRY void bpg_per_sample_grads(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -2604,7 +2604,7 @@ BPG_ENTRY void bpg_per_sample_grads(int64_t N, const real *restrict v_x, const r
     bpg_ps_scale(2410*N, (real)N, out);
 }
 
-/* ---- per_sample_grad_norms: workspace 242*N + 2400 elements ---- */
+/* ---- per_sample_grad_norms: workspace 146*N + 2072 elements ---- */
 BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -2632,7 +2632,7 @@ BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const real *restrict v_x, co
     bpg_ps_norms(N, sq);
 }
 
-/* ---- clipped_grad: workspace 242*N + 2400 elements ---- */
+/* ---- clipped_grad: workspace 146*N + 2072 elements ---- */
 BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real max_norm, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -2697,22 +2697,22 @@ typedef real bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_BYTES_PER_SAMPLE 4416
 #define BPGS_MIN_ROWS 32
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 2658
+#define BPGF_WORK_PER_SAMPLE 2538
 #define BPGF_OUT_FORWARD_A 10
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
 #define BPGF_OUT_LOSS_AND_GRAD_B 2411
 #define BPGF_OUT_HVP_B 2410
-#define BPGF_WS_FORWARD_A 80
+#define BPGF_WS_FORWARD_A 64
 #define BPGF_WS_FORWARD_B 0
 #define BPGF_HAVE_FORWARD 1
-#define BPGF_WS_LOSS_A 160
-#define BPGF_WS_LOSS_B 2392
+#define BPGF_WS_LOSS_A 72
+#define BPGF_WS_LOSS_B 2064
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 248
-#define BPGF_WS_LOSS_AND_GRAD_B 4760
+#define BPGF_WS_LOSS_AND_GRAD_A 128
+#define BPGF_WS_LOSS_AND_GRAD_B 2368
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 424
+#define BPGF_WS_HVP_A 256
 #define BPGF_WS_HVP_B 2688
 #define BPGF_HAVE_HVP 1
 #define BPGF_N_MASKS 0  /* a sequence's masks after x (lengths) */

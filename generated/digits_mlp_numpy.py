@@ -111,7 +111,7 @@ _CURV_FORM = "softmax"
 #: c0 + c1*T + c2*T*T + ..., here and below)
 _BYTES_PER_SAMPLE = 4416
 #: elements per sample the structured Hessian's assembly holds besides its result
-_ASSEMBLY_PER_SAMPLE = {'hessian': 7325, 'hessian_blocks': 5331}
+_ASSEMBLY_PER_SAMPLE = {'hessian': 7269, 'hessian_blocks': 5275}
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {

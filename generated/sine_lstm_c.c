@@ -1026,22 +1026,22 @@ static const int32_t bpg_table_1[20] = {
     1, 64, 0, 1024, 16, 64, 64, 0, 1, 64, 1088, 1088, 16, 1, 1152, 1152, 1, 1, 1168, 1168,
 };
 
-/* ---- forward: workspace 3448*N + 0 elements ---- */
+/* ---- forward: workspace 2560*N + 0 elements ---- */
 BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
-    real *const v_l0_hprev = ws + 2560*N;  /* (N, 16) */
-    real *const v_l0_cprev = ws + 2576*N;  /* (N, 16) */
-    real *const v_l0_HW = ws + 2592*N;  /* (N, 64) */
-    real *const v_l0_G = ws + 2656*N;  /* (N, 64) */
-    real *const v_l0_G_0 = ws + 2720*N;  /* (N, 16) */
-    real *const v_l0_G_1 = ws + 2736*N;  /* (N, 16) */
-    real *const v_l0_G_2 = ws + 2752*N;  /* (N, 16) */
-    real *const v_l0_G_3 = ws + 2768*N;  /* (N, 16) */
-    real *const v_l0_C = ws + 2784*N;  /* (20*N, 16) */
-    real *const v_l0_H = ws + 3104*N;  /* (20*N, 16) */
-    real *const v_l1_XW = ws + 3424*N;  /* (20*N, 1) */
+    real *const v_l0_XW = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 0;  /* (20*N, 64) */
+    real *const v_l0_hprev = ws + 2128*N;  /* (N, 16) */
+    real *const v_l0_cprev = ws + 2112*N;  /* (N, 16) */
+    real *const v_l0_HW = ws + 2048*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 1600*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 1664*N;  /* (N, 16) */
+    real *const v_l0_G_1 = ws + 1680*N;  /* (N, 16) */
+    real *const v_l0_G_2 = ws + 1696*N;  /* (N, 16) */
+    real *const v_l0_G_3 = ws + 1712*N;  /* (N, 16) */
+    real *const v_l0_C = ws + 1280*N;  /* (20*N, 16) */
+    real *const v_l0_H = ws + 1728*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 0;  /* (20*N, 1) */
     real *const v_l1_Z = out + 0;  /* (20*N, 1) */
 
     /* forward pass */
@@ -1109,28 +1109,28 @@ BPG_ENTRY void bpg_forward(int64_t N, const real *restrict v_x, const real *rest
     bpg_gemm_nn_acc(20*N, 1, 16, v_l0_H, v_l1_W, v_l1_Z);
 }
 
-/* ---- loss: workspace 3520*N + 8 elements ---- */
+/* ---- loss: workspace 2560*N + 8 elements ---- */
 BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
-    real *const v_l0_hprev = ws + 2560*N;  /* (N, 16) */
-    real *const v_l0_cprev = ws + 2576*N;  /* (N, 16) */
-    real *const v_l0_HW = ws + 2592*N;  /* (N, 64) */
-    real *const v_l0_G = ws + 2656*N;  /* (N, 64) */
-    real *const v_l0_G_0 = ws + 2720*N;  /* (N, 16) */
-    real *const v_l0_G_1 = ws + 2736*N;  /* (N, 16) */
-    real *const v_l0_G_2 = ws + 2752*N;  /* (N, 16) */
-    real *const v_l0_G_3 = ws + 2768*N;  /* (N, 16) */
-    real *const v_l0_C = ws + 2784*N;  /* (20*N, 16) */
-    real *const v_l0_H = ws + 3104*N;  /* (20*N, 16) */
-    real *const v_l1_XW = ws + 3424*N;  /* (20*N, 1) */
-    real *const v_l1_Z = ws + 3448*N;  /* (20*N, 1) */
-    real *const v_out_held_prev = ws + 3472*N;  /* (N, 1) */
-    real *const v_out_held = ws + 3480*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 3504*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 3512*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 3520*N;  /* (1, 1) */
+    real *const v_l0_XW = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 0;  /* (20*N, 64) */
+    real *const v_l0_hprev = ws + 2128*N;  /* (N, 16) */
+    real *const v_l0_cprev = ws + 2112*N;  /* (N, 16) */
+    real *const v_l0_HW = ws + 2048*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 1600*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 1664*N;  /* (N, 16) */
+    real *const v_l0_G_1 = ws + 1680*N;  /* (N, 16) */
+    real *const v_l0_G_2 = ws + 1696*N;  /* (N, 16) */
+    real *const v_l0_G_3 = ws + 1712*N;  /* (N, 16) */
+    real *const v_l0_C = ws + 1280*N;  /* (20*N, 16) */
+    real *const v_l0_H = ws + 1728*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 0;  /* (20*N, 1) */
+    real *const v_l1_Z = ws + 24*N;  /* (20*N, 1) */
+    real *const v_out_held_prev = ws + 48*N;  /* (N, 1) */
+    real *const v_out_held = ws + 0;  /* (20*N, 1) */
+    real *const v_out_last = ws + 24*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 32*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 2560*N;  /* (1, 1) */
     real *const v_loss = out + 0;  /* (1, 1) */
 
     /* forward pass */
@@ -1232,57 +1232,57 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
     for (int64_t k = 0; k < 1; k++) v_loss[k] = v_loss_sum[0]/((real)N);
 }
 
-/* ---- loss_and_grad: workspace 7872*N + 1032 elements ---- */
+/* ---- loss_and_grad: workspace 5312*N + 1032 elements ---- */
 BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
-    real *const v_l0_hprev = ws + 2560*N;  /* (20*N, 16) */
-    real *const v_l0_cprev = ws + 2880*N;  /* (20*N, 16) */
-    real *const v_l0_HW = ws + 3200*N;  /* (N, 64) */
-    real *const v_l0_G = ws + 3264*N;  /* (N, 64) */
-    real *const v_l0_G_0 = ws + 3328*N;  /* (N, 16) */
-    real *const v_l0_i = ws + 3344*N;  /* (20*N, 16) */
-    real *const v_l0_G_1 = ws + 3664*N;  /* (N, 16) */
-    real *const v_l0_f = ws + 3680*N;  /* (20*N, 16) */
-    real *const v_l0_G_2 = ws + 4000*N;  /* (N, 16) */
-    real *const v_l0_g = ws + 4016*N;  /* (20*N, 16) */
-    real *const v_l0_G_3 = ws + 4336*N;  /* (N, 16) */
-    real *const v_l0_o = ws + 4352*N;  /* (20*N, 16) */
-    real *const v_l0_C = ws + 4672*N;  /* (20*N, 16) */
-    real *const v_l0_H = ws + 4992*N;  /* (20*N, 16) */
-    real *const v_l1_XW = ws + 5312*N;  /* (20*N, 1) */
-    real *const v_l1_Z = ws + 5336*N;  /* (20*N, 1) */
-    real *const v_out_held_prev = ws + 5360*N;  /* (N, 1) */
-    real *const v_out_held = ws + 5368*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 5392*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 5400*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 5408*N;  /* (1, 1) */
-    real *const v_d_out_last = ws + 5408*N + 8;  /* (N, 1) */
-    real *const v_d_out_held = ws + 5416*N + 8;  /* (20*N, 1) */
-    real *const v_carry_out_held = ws + 5440*N + 8;  /* (N, 1) */
-    real *const v_d_out_held_1 = ws + 5448*N + 8;  /* (N, 1) */
-    real *const v_d_l1_Z = ws + 5456*N + 8;  /* (20*N, 1) */
-    real *const v_d_out_held_prev = ws + 5480*N + 8;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 5504*N + 8;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 5824*N + 8;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 5840*N + 8;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 5856*N + 8;  /* (N, 16) */
-    real *const v_d_l0_C_1 = ws + 5872*N + 8;  /* (N, 16) */
-    real *const v_d_l0_cprev = ws + 5888*N + 8;  /* (20*N, 16) */
-    real *const v_d_l0_G_3 = ws + 6208*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 6224*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 6240*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 6256*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_6 = ws + 6272*N + 8;  /* (20*N, 64) */
-    real *const v_d_l0_hprev = ws + 7552*N + 8;  /* (20*N, 16) */
+    real *const v_l0_XW = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 0;  /* (20*N, 64) */
+    real *const v_l0_hprev = ws + 3072*N;  /* (20*N, 16) */
+    real *const v_l0_cprev = ws + 2112*N;  /* (20*N, 16) */
+    real *const v_l0_HW = ws + 2048*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 1600*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 1664*N;  /* (N, 16) */
+    real *const v_l0_i = ws + 3392*N;  /* (20*N, 16) */
+    real *const v_l0_G_1 = ws + 1680*N;  /* (N, 16) */
+    real *const v_l0_f = ws + 2432*N;  /* (20*N, 16) */
+    real *const v_l0_G_2 = ws + 1696*N;  /* (N, 16) */
+    real *const v_l0_g = ws + 2752*N;  /* (20*N, 16) */
+    real *const v_l0_G_3 = ws + 1712*N;  /* (N, 16) */
+    real *const v_l0_o = ws + 3712*N;  /* (20*N, 16) */
+    real *const v_l0_C = ws + 1280*N;  /* (20*N, 16) */
+    real *const v_l0_H = ws + 1728*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 0;  /* (20*N, 1) */
+    real *const v_l1_Z = ws + 24*N;  /* (20*N, 1) */
+    real *const v_out_held_prev = ws + 48*N;  /* (N, 1) */
+    real *const v_out_held = ws + 0;  /* (20*N, 1) */
+    real *const v_out_last = ws + 24*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 32*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 5312*N;  /* (1, 1) */
+    real *const v_d_out_last = ws + 32*N;  /* (N, 1) */
+    real *const v_d_out_held = ws + 0;  /* (20*N, 1) */
+    real *const v_carry_out_held = ws + 24*N;  /* (N, 1) */
+    real *const v_d_out_held_1 = ws + 56*N;  /* (N, 1) */
+    real *const v_d_l1_Z = ws + 32*N;  /* (20*N, 1) */
+    real *const v_d_out_held_prev = ws + 64*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 56*N;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 16*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 0;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 440*N;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 32*N;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 456*N;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 424*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 408*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 392*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 376*N;  /* (N, 16) */
+    real *const v_d_l0_G_6 = ws + 4032*N;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 776*N;  /* (20*N, 16) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_l0_Wx = out + 1;  /* (1, 64) */
     real *const v_d_l0_Wh = out + 65;  /* (16, 64) */
     real *const v_d_l0_b = out + 1089;  /* (1, 64) */
     real *const v_d_l1_W = out + 1153;  /* (16, 1) */
     real *const v_d_l1_b = out + 1169;  /* (1, 1) */
-    real *const v_l0_Wh_T = ws + 7872*N + 8;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 5312*N + 8;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -1531,108 +1531,108 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
     bpg_gemm_tn_out(1, 64, 20*N, v_x, v_d_l0_G_6, v_d_l0_Wx);
 }
 
-/* ---- hvp: workspace 16552*N + 4128 elements ---- */
+/* ---- hvp: workspace 10368*N + 4096 elements ---- */
 BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const v_r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
-    real *const v_l0_XG = ws + 2560*N;  /* (20*N, 64) */
-    real *const v_r_l0_XG = ws + 3840*N;  /* (20*N, 64) */
-    real *const v_l0_hprev = ws + 5120*N;  /* (20*N, 16) */
-    real *const v_r_l0_hprev = ws + 5440*N;  /* (20*N, 16) */
-    real *const v_l0_cprev = ws + 5760*N;  /* (20*N, 16) */
-    real *const v_r_l0_cprev = ws + 6080*N;  /* (20*N, 16) */
-    real *const v_l0_HW = ws + 6400*N;  /* (N, 64) */
-    real *const v_r_l0_HW_a = ws + 6464*N;  /* (N, 64) */
-    real *const v_r_l0_HW_b = ws + 6528*N;  /* (N, 64) */
-    real *const v_l0_G = ws + 6592*N;  /* (N, 64) */
-    real *const v_r_l0_G = ws + 6656*N;  /* (N, 64) */
-    real *const v_l0_G_0 = ws + 6720*N;  /* (N, 16) */
-    real *const v_r_l0_G_0 = ws + 6736*N;  /* (N, 16) */
-    real *const v_l0_i = ws + 6752*N;  /* (20*N, 16) */
-    real *const v_r_l0_i = ws + 7072*N;  /* (20*N, 16) */
-    real *const v_l0_G_1 = ws + 7392*N;  /* (N, 16) */
-    real *const v_r_l0_G_1 = ws + 7408*N;  /* (N, 16) */
-    real *const v_l0_f = ws + 7424*N;  /* (20*N, 16) */
-    real *const v_r_l0_f = ws + 7744*N;  /* (20*N, 16) */
-    real *const v_l0_G_2 = ws + 8064*N;  /* (N, 16) */
-    real *const v_r_l0_G_2 = ws + 8080*N;  /* (N, 16) */
-    real *const v_l0_g = ws + 8096*N;  /* (20*N, 16) */
-    real *const v_r_l0_g = ws + 8416*N;  /* (20*N, 16) */
-    real *const v_l0_G_3 = ws + 8736*N;  /* (N, 16) */
-    real *const v_r_l0_G_3 = ws + 8752*N;  /* (N, 16) */
-    real *const v_l0_o = ws + 8768*N;  /* (20*N, 16) */
-    real *const v_r_l0_o = ws + 9088*N;  /* (20*N, 16) */
-    real *const v_l0_C = ws + 9408*N;  /* (20*N, 16) */
-    real *const v_r_l0_C = ws + 9728*N;  /* (20*N, 16) */
-    real *const v_l0_H = ws + 10048*N;  /* (20*N, 16) */
-    real *const v_r_l0_H = ws + 10368*N;  /* (20*N, 16) */
-    real *const v_l1_XW = ws + 10688*N;  /* (20*N, 1) */
-    real *const v_r_l1_XW_a = ws + 10712*N;  /* (20*N, 1) */
-    real *const v_r_l1_XW_b = ws + 10736*N;  /* (20*N, 1) */
-    real *const v_l1_Z = ws + 10760*N;  /* (20*N, 1) */
-    real *const v_r_l1_Z = ws + 10784*N;  /* (20*N, 1) */
-    real *const v_out_held_prev = ws + 10808*N;  /* (N, 1) */
-    real *const v_r_out_held_prev = ws + 10816*N;  /* (N, 1) */
-    real *const v_out_held = ws + 10824*N;  /* (20*N, 1) */
-    real *const v_r_out_held = ws + 10848*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 10872*N;  /* (N, 1) */
-    real *const v_r_out_last = ws + 10880*N;  /* (N, 1) */
-    real *const v_d_out_last = ws + 10888*N;  /* (N, 1) */
-    real *const v_r_d_out_last = ws + 10896*N;  /* (N, 1) */
-    real *const v_d_out_held = ws + 10904*N;  /* (20*N, 1) */
-    real *const v_r_d_out_held = ws + 10928*N;  /* (20*N, 1) */
-    real *const v_carry_out_held = ws + 10952*N;  /* (N, 1) */
-    real *const v_r_carry_out_held = ws + 10960*N;  /* (N, 1) */
-    real *const v_d_out_held_1 = ws + 10968*N;  /* (N, 1) */
-    real *const v_r_d_out_held_1 = ws + 10976*N;  /* (N, 1) */
-    real *const v_d_l1_Z = ws + 10984*N;  /* (20*N, 1) */
-    real *const v_r_d_l1_Z = ws + 11008*N;  /* (20*N, 1) */
-    real *const v_d_out_held_prev = ws + 11032*N;  /* (20*N, 1) */
-    real *const v_r_d_out_held_prev = ws + 11056*N;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 11080*N;  /* (20*N, 16) */
-    real *const v_r_d_l0_H_a = ws + 11400*N;  /* (20*N, 16) */
-    real *const v_r_d_l0_H_b = ws + 11720*N;  /* (20*N, 16) */
-    real *const v_r_d_l0_H = ws + 12040*N;  /* (20*N, 16) */
-    real *const v_r_d_l1_W_a = ws + 12360*N;  /* (16, 1) */
-    real *const v_r_d_l1_W_b = ws + 12360*N + 16;  /* (16, 1) */
-    real *const v_carry_l0_H = ws + 12360*N + 32;  /* (N, 16) */
-    real *const v_r_carry_l0_H = ws + 12376*N + 32;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 12392*N + 32;  /* (N, 16) */
-    real *const v_r_carry_l0_C = ws + 12408*N + 32;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 12424*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_H_1 = ws + 12440*N + 32;  /* (N, 16) */
-    real *const v_d_l0_o = ws + 12456*N + 32;  /* (N, 16) */
-    real *const v_d_l0_C_1 = ws + 12472*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_C_1 = ws + 12488*N + 32;  /* (N, 16) */
-    real *const v_d_l0_cprev = ws + 12504*N + 32;  /* (20*N, 16) */
-    real *const v_r_d_l0_cprev = ws + 12824*N + 32;  /* (20*N, 16) */
-    real *const v_d_l0_f = ws + 13144*N + 32;  /* (N, 16) */
-    real *const v_d_l0_g = ws + 13160*N + 32;  /* (N, 16) */
-    real *const v_d_l0_i = ws + 13176*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_3 = ws + 13192*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_3 = ws + 13208*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 13224*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_2 = ws + 13240*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 13256*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_1_1 = ws + 13272*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 13288*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_G_0 = ws + 13304*N + 32;  /* (N, 16) */
-    real *const v_d_l0_G_6 = ws + 13320*N + 32;  /* (20*N, 64) */
-    real *const v_r_d_l0_G_6 = ws + 14600*N + 32;  /* (20*N, 64) */
-    real *const v_d_l0_hprev = ws + 15880*N + 32;  /* (20*N, 16) */
-    real *const v_r_d_l0_hprev_a = ws + 16200*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_hprev_b = ws + 16216*N + 32;  /* (N, 16) */
-    real *const v_r_d_l0_hprev = ws + 16232*N + 32;  /* (20*N, 16) */
-    real *const v_r_d_l0_Wh_a = ws + 16552*N + 32;  /* (16, 64) */
-    real *const v_r_d_l0_Wh_b = ws + 16552*N + 1056;  /* (16, 64) */
+    real *const v_l0_XW = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_r_l0_XW_b = ws + 3840*N;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 0;  /* (20*N, 64) */
+    real *const v_r_l0_XG = ws + 2560*N;  /* (20*N, 64) */
+    real *const v_l0_hprev = ws + 4480*N;  /* (20*N, 16) */
+    real *const v_r_l0_hprev = ws + 7168*N;  /* (20*N, 16) */
+    real *const v_l0_cprev = ws + 2112*N;  /* (20*N, 16) */
+    real *const v_r_l0_cprev = ws + 6208*N;  /* (20*N, 16) */
+    real *const v_l0_HW = ws + 2048*N;  /* (N, 64) */
+    real *const v_r_l0_HW_a = ws + 6080*N;  /* (N, 64) */
+    real *const v_r_l0_HW_b = ws + 6144*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 1600*N;  /* (N, 64) */
+    real *const v_r_l0_G = ws + 2432*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 1664*N;  /* (N, 16) */
+    real *const v_r_l0_G_0 = ws + 2496*N;  /* (N, 16) */
+    real *const v_l0_i = ws + 4800*N;  /* (20*N, 16) */
+    real *const v_r_l0_i = ws + 7488*N;  /* (20*N, 16) */
+    real *const v_l0_G_1 = ws + 1680*N;  /* (N, 16) */
+    real *const v_r_l0_G_1 = ws + 2512*N;  /* (N, 16) */
+    real *const v_l0_f = ws + 3840*N;  /* (20*N, 16) */
+    real *const v_r_l0_f = ws + 6528*N;  /* (20*N, 16) */
+    real *const v_l0_G_2 = ws + 1696*N;  /* (N, 16) */
+    real *const v_r_l0_G_2 = ws + 2528*N;  /* (N, 16) */
+    real *const v_l0_g = ws + 4160*N;  /* (20*N, 16) */
+    real *const v_r_l0_g = ws + 6848*N;  /* (20*N, 16) */
+    real *const v_l0_G_3 = ws + 1712*N;  /* (N, 16) */
+    real *const v_r_l0_G_3 = ws + 2544*N;  /* (N, 16) */
+    real *const v_l0_o = ws + 5120*N;  /* (20*N, 16) */
+    real *const v_r_l0_o = ws + 7808*N;  /* (20*N, 16) */
+    real *const v_l0_C = ws + 1280*N;  /* (20*N, 16) */
+    real *const v_r_l0_C = ws + 5440*N;  /* (20*N, 16) */
+    real *const v_l0_H = ws + 1728*N;  /* (20*N, 16) */
+    real *const v_r_l0_H = ws + 5760*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 0;  /* (20*N, 1) */
+    real *const v_r_l1_XW_a = ws + 48*N;  /* (20*N, 1) */
+    real *const v_r_l1_XW_b = ws + 72*N;  /* (20*N, 1) */
+    real *const v_l1_Z = ws + 24*N;  /* (20*N, 1) */
+    real *const v_r_l1_Z = ws + 96*N;  /* (20*N, 1) */
+    real *const v_out_held_prev = ws + 48*N;  /* (N, 1) */
+    real *const v_r_out_held_prev = ws + 80*N;  /* (N, 1) */
+    real *const v_out_held = ws + 0;  /* (20*N, 1) */
+    real *const v_r_out_held = ws + 56*N;  /* (20*N, 1) */
+    real *const v_out_last = ws + 24*N;  /* (N, 1) */
+    real *const v_r_out_last = ws + 32*N;  /* (N, 1) */
+    real *const v_d_out_last = ws + 40*N;  /* (N, 1) */
+    real *const v_r_d_out_last = ws + 48*N;  /* (N, 1) */
+    real *const v_d_out_held = ws + 0;  /* (20*N, 1) */
+    real *const v_r_d_out_held = ws + 24*N;  /* (20*N, 1) */
+    real *const v_carry_out_held = ws + 48*N;  /* (N, 1) */
+    real *const v_r_carry_out_held = ws + 112*N;  /* (N, 1) */
+    real *const v_d_out_held_1 = ws + 80*N;  /* (N, 1) */
+    real *const v_r_d_out_held_1 = ws + 144*N;  /* (N, 1) */
+    real *const v_d_l1_Z = ws + 56*N;  /* (20*N, 1) */
+    real *const v_r_d_l1_Z = ws + 120*N;  /* (20*N, 1) */
+    real *const v_d_out_held_prev = ws + 88*N;  /* (20*N, 1) */
+    real *const v_r_d_out_held_prev = ws + 152*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 144*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H_a = ws + 784*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H_b = ws + 2432*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_H = ws + 464*N;  /* (20*N, 16) */
+    real *const v_r_d_l1_W_a = ws + 10368*N;  /* (16, 1) */
+    real *const v_r_d_l1_W_b = ws + 10368*N + 16;  /* (16, 1) */
+    real *const v_carry_l0_H = ws + 16*N;  /* (N, 16) */
+    real *const v_r_carry_l0_H = ws + 1168*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 0;  /* (N, 16) */
+    real *const v_r_carry_l0_C = ws + 1152*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 112*N;  /* (N, 16) */
+    real *const v_r_d_l0_H_1 = ws + 1264*N;  /* (N, 16) */
+    real *const v_d_l0_o = ws + 1136*N;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 32*N;  /* (N, 16) */
+    real *const v_r_d_l0_C_1 = ws + 1184*N;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 784*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_cprev = ws + 9728*N;  /* (20*N, 16) */
+    real *const v_d_l0_f = ws + 128*N;  /* (N, 16) */
+    real *const v_d_l0_g = ws + 1104*N;  /* (N, 16) */
+    real *const v_d_l0_i = ws + 1120*N;  /* (N, 16) */
+    real *const v_d_l0_G_3 = ws + 96*N;  /* (N, 16) */
+    real *const v_r_d_l0_G_3 = ws + 1248*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 80*N;  /* (N, 16) */
+    real *const v_r_d_l0_G_2 = ws + 1232*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 64*N;  /* (N, 16) */
+    real *const v_r_d_l0_G_1_1 = ws + 1216*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 48*N;  /* (N, 16) */
+    real *const v_r_d_l0_G_0 = ws + 1200*N;  /* (N, 16) */
+    real *const v_d_l0_G_6 = ws + 2432*N;  /* (20*N, 64) */
+    real *const v_r_d_l0_G_6 = ws + 8448*N;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 8128*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_hprev_a = ws + 1600*N;  /* (N, 16) */
+    real *const v_r_d_l0_hprev_b = ws + 1616*N;  /* (N, 16) */
+    real *const v_r_d_l0_hprev = ws + 10048*N;  /* (20*N, 16) */
+    real *const v_r_d_l0_Wh_a = ws + 10368*N;  /* (16, 64) */
+    real *const v_r_d_l0_Wh_b = ws + 10368*N + 1024;  /* (16, 64) */
     real *const v_r_d_l0_Wx_b = out + 0;  /* (1, 64) */
     real *const v_r_d_l0_Wh = out + 64;  /* (16, 64) */
     real *const v_r_d_l0_b = out + 1088;  /* (1, 64) */
     real *const v_r_d_l1_W = out + 1152;  /* (16, 1) */
     real *const v_r_d_l1_b = out + 1168;  /* (1, 1) */
-    real *const v_l0_Wh_T = ws + 16552*N + 2080;  /* (64, 16) */
-    real *const v_v_l0_Wh_T = ws + 16552*N + 3104;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 10368*N + 2048;  /* (64, 16) */
+    real *const v_v_l0_Wh_T = ws + 10368*N + 3072;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -2037,75 +2037,75 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
     bpg_gemm_tn_out(1, 64, 20*N, v_x, v_r_d_l0_G_6, v_r_d_l0_Wx_b);
 }
 
-/* ---- ggn_vp: workspace 13008*N + 4096 elements ---- */
+/* ---- ggn_vp: workspace 7824*N + 4096 elements ---- */
 BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, const real *restrict v_v_l0_Wx, const real *restrict v_v_l0_Wh, const real *restrict v_v_l0_b, const real *restrict v_v_l1_W, const real *restrict v_v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const v_r_l0_XW_b = ws + 1280*N;  /* (20*N, 64) */
-    real *const v_l0_XG = ws + 2560*N;  /* (20*N, 64) */
-    real *const v_r_l0_XG = ws + 3840*N;  /* (20*N, 64) */
-    real *const v_l0_hprev = ws + 5120*N;  /* (20*N, 16) */
-    real *const v_r_l0_hprev = ws + 5440*N;  /* (20*N, 16) */
-    real *const v_l0_cprev = ws + 5760*N;  /* (20*N, 16) */
-    real *const v_r_l0_cprev = ws + 6080*N;  /* (N, 16) */
-    real *const v_l0_HW = ws + 6096*N;  /* (N, 64) */
-    real *const v_r_l0_HW_a = ws + 6160*N;  /* (N, 64) */
-    real *const v_r_l0_HW_b = ws + 6224*N;  /* (N, 64) */
-    real *const v_l0_G = ws + 6288*N;  /* (N, 64) */
-    real *const v_r_l0_G = ws + 6352*N;  /* (N, 64) */
-    real *const v_l0_G_0 = ws + 6416*N;  /* (N, 16) */
-    real *const v_r_l0_G_0 = ws + 6432*N;  /* (N, 16) */
-    real *const v_l0_i = ws + 6448*N;  /* (20*N, 16) */
-    real *const v_l0_G_1 = ws + 6768*N;  /* (N, 16) */
-    real *const v_r_l0_G_1 = ws + 6784*N;  /* (N, 16) */
-    real *const v_l0_f = ws + 6800*N;  /* (20*N, 16) */
-    real *const v_l0_G_2 = ws + 7120*N;  /* (N, 16) */
-    real *const v_r_l0_G_2 = ws + 7136*N;  /* (N, 16) */
-    real *const v_l0_g = ws + 7152*N;  /* (20*N, 16) */
-    real *const v_l0_G_3 = ws + 7472*N;  /* (N, 16) */
-    real *const v_r_l0_G_3 = ws + 7488*N;  /* (N, 16) */
-    real *const v_l0_o = ws + 7504*N;  /* (20*N, 16) */
-    real *const v_l0_C = ws + 7824*N;  /* (20*N, 16) */
-    real *const v_r_l0_C = ws + 8144*N;  /* (20*N, 16) */
-    real *const v_l0_H = ws + 8464*N;  /* (20*N, 16) */
-    real *const v_r_l0_H = ws + 8784*N;  /* (20*N, 16) */
-    real *const v_r_l1_XW_a = ws + 9104*N;  /* (20*N, 1) */
-    real *const v_r_l1_XW_b = ws + 9128*N;  /* (20*N, 1) */
-    real *const v_r_l1_Z = ws + 9152*N;  /* (20*N, 1) */
-    real *const v_r_out_held_prev = ws + 9176*N;  /* (N, 1) */
-    real *const v_r_out_held = ws + 9184*N;  /* (20*N, 1) */
-    real *const v_r_out_last = ws + 9208*N;  /* (N, 1) */
-    real *const v_r_d_out_last = ws + 9216*N;  /* (N, 1) */
-    real *const v_r_d_out_held = ws + 9224*N;  /* (20*N, 1) */
-    real *const v_r_carry_out_held = ws + 9248*N;  /* (N, 1) */
-    real *const v_r_d_out_held_1 = ws + 9256*N;  /* (N, 1) */
-    real *const v_r_d_l1_Z = ws + 9264*N;  /* (20*N, 1) */
-    real *const v_r_d_out_held_prev = ws + 9288*N;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 9312*N;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 9632*N;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 9648*N;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 9664*N;  /* (N, 16) */
-    real *const v_d_l0_C_2 = ws + 9680*N;  /* (N, 16) */
-    real *const v_d_r_l0_G_3 = ws + 9696*N;  /* (N, 16) */
-    real *const v_d_l0_G_3 = ws + 9712*N;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 9728*N;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 9744*N;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 9760*N;  /* (N, 16) */
-    real *const v_d_r_l0_G_6 = ws + 9776*N;  /* (20*N, 64) */
-    real *const v_d_l0_G_6 = ws + 11056*N;  /* (20*N, 64) */
-    real *const v_d_l0_hprev = ws + 12336*N;  /* (N, 16) */
-    real *const v_d_l0_hprev_1 = ws + 12352*N;  /* (N, 16) */
-    real *const v_d_l0_cprev_2 = ws + 12368*N;  /* (20*N, 16) */
-    real *const v_d_l0_hprev_2 = ws + 12688*N;  /* (20*N, 16) */
-    real *const v_d_l0_Wh = ws + 13008*N;  /* (16, 64) */
-    real *const v_d_l0_Wh_1 = ws + 13008*N + 1024;  /* (16, 64) */
+    real *const v_l0_XW = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_r_l0_XW_b = ws + 3840*N;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 0;  /* (20*N, 64) */
+    real *const v_r_l0_XG = ws + 2560*N;  /* (20*N, 64) */
+    real *const v_l0_hprev = ws + 4480*N;  /* (20*N, 16) */
+    real *const v_r_l0_hprev = ws + 6224*N;  /* (20*N, 16) */
+    real *const v_l0_cprev = ws + 2112*N;  /* (20*N, 16) */
+    real *const v_r_l0_cprev = ws + 6208*N;  /* (N, 16) */
+    real *const v_l0_HW = ws + 2048*N;  /* (N, 64) */
+    real *const v_r_l0_HW_a = ws + 6080*N;  /* (N, 64) */
+    real *const v_r_l0_HW_b = ws + 6144*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 1600*N;  /* (N, 64) */
+    real *const v_r_l0_G = ws + 2432*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 1664*N;  /* (N, 16) */
+    real *const v_r_l0_G_0 = ws + 2496*N;  /* (N, 16) */
+    real *const v_l0_i = ws + 4800*N;  /* (20*N, 16) */
+    real *const v_l0_G_1 = ws + 1680*N;  /* (N, 16) */
+    real *const v_r_l0_G_1 = ws + 2512*N;  /* (N, 16) */
+    real *const v_l0_f = ws + 3840*N;  /* (20*N, 16) */
+    real *const v_l0_G_2 = ws + 1696*N;  /* (N, 16) */
+    real *const v_r_l0_G_2 = ws + 2528*N;  /* (N, 16) */
+    real *const v_l0_g = ws + 4160*N;  /* (20*N, 16) */
+    real *const v_l0_G_3 = ws + 1712*N;  /* (N, 16) */
+    real *const v_r_l0_G_3 = ws + 2544*N;  /* (N, 16) */
+    real *const v_l0_o = ws + 5120*N;  /* (20*N, 16) */
+    real *const v_l0_C = ws + 1280*N;  /* (20*N, 16) */
+    real *const v_r_l0_C = ws + 5440*N;  /* (20*N, 16) */
+    real *const v_l0_H = ws + 1728*N;  /* (20*N, 16) */
+    real *const v_r_l0_H = ws + 5760*N;  /* (20*N, 16) */
+    real *const v_r_l1_XW_a = ws + 0;  /* (20*N, 1) */
+    real *const v_r_l1_XW_b = ws + 24*N;  /* (20*N, 1) */
+    real *const v_r_l1_Z = ws + 48*N;  /* (20*N, 1) */
+    real *const v_r_out_held_prev = ws + 24*N;  /* (N, 1) */
+    real *const v_r_out_held = ws + 0;  /* (20*N, 1) */
+    real *const v_r_out_last = ws + 24*N;  /* (N, 1) */
+    real *const v_r_d_out_last = ws + 32*N;  /* (N, 1) */
+    real *const v_r_d_out_held = ws + 0;  /* (20*N, 1) */
+    real *const v_r_carry_out_held = ws + 24*N;  /* (N, 1) */
+    real *const v_r_d_out_held_1 = ws + 56*N;  /* (N, 1) */
+    real *const v_r_d_l1_Z = ws + 32*N;  /* (20*N, 1) */
+    real *const v_r_d_out_held_prev = ws + 64*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 56*N;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 16*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 0;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 440*N;  /* (N, 16) */
+    real *const v_d_l0_C_2 = ws + 32*N;  /* (N, 16) */
+    real *const v_d_r_l0_G_3 = ws + 1128*N;  /* (N, 16) */
+    real *const v_d_l0_G_3 = ws + 424*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 408*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 392*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 376*N;  /* (N, 16) */
+    real *const v_d_r_l0_G_6 = ws + 6544*N;  /* (20*N, 64) */
+    real *const v_d_l0_G_6 = ws + 2432*N;  /* (20*N, 64) */
+    real *const v_d_l0_hprev = ws + 776*N;  /* (N, 16) */
+    real *const v_d_l0_hprev_1 = ws + 792*N;  /* (N, 16) */
+    real *const v_d_l0_cprev_2 = ws + 456*N;  /* (20*N, 16) */
+    real *const v_d_l0_hprev_2 = ws + 808*N;  /* (20*N, 16) */
+    real *const v_d_l0_Wh = ws + 7824*N;  /* (16, 64) */
+    real *const v_d_l0_Wh_1 = ws + 7824*N + 1024;  /* (16, 64) */
     real *const v_d_l0_Wx = out + 0;  /* (1, 64) */
     real *const v_d_l0_Wh_2 = out + 64;  /* (16, 64) */
     real *const v_d_l0_b = out + 1088;  /* (1, 64) */
     real *const v_d_l1_W = out + 1152;  /* (16, 1) */
     real *const v_d_l1_b = out + 1168;  /* (1, 1) */
-    real *const v_v_l0_Wh_T = ws + 13008*N + 2048;  /* (64, 16) */
-    real *const v_l0_Wh_T = ws + 13008*N + 3072;  /* (64, 16) */
+    real *const v_v_l0_Wh_T = ws + 7824*N + 2048;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 7824*N + 3072;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -2417,50 +2417,50 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
     bpg_gemm_tn_acc(16, 64, 20*N, v_l0_hprev, v_d_l0_G_6, v_d_l0_Wh_2);
 }
 
-/* ---- grad_factors: workspace 5920*N + 1024 elements ---- */
+/* ---- grad_factors: workspace 3392*N + 1024 elements ---- */
 BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
-    real *const v_l0_cprev = ws + 2560*N;  /* (20*N, 16) */
-    real *const v_l0_HW = ws + 2880*N;  /* (N, 64) */
-    real *const v_l0_G = ws + 2944*N;  /* (N, 64) */
-    real *const v_l0_G_0 = ws + 3008*N;  /* (N, 16) */
-    real *const v_l0_i = ws + 3024*N;  /* (20*N, 16) */
-    real *const v_l0_G_1 = ws + 3344*N;  /* (N, 16) */
-    real *const v_l0_f = ws + 3360*N;  /* (20*N, 16) */
-    real *const v_l0_G_2 = ws + 3680*N;  /* (N, 16) */
-    real *const v_l0_g = ws + 3696*N;  /* (20*N, 16) */
-    real *const v_l0_G_3 = ws + 4016*N;  /* (N, 16) */
-    real *const v_l0_o = ws + 4032*N;  /* (20*N, 16) */
-    real *const v_l0_C = ws + 4352*N;  /* (20*N, 16) */
-    real *const v_l1_XW = ws + 4672*N;  /* (20*N, 1) */
-    real *const v_l1_Z = ws + 4696*N;  /* (20*N, 1) */
-    real *const v_out_held_prev = ws + 4720*N;  /* (N, 1) */
-    real *const v_out_held = ws + 4728*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 4752*N;  /* (N, 1) */
-    real *const v_d_out_last = ws + 4760*N;  /* (N, 1) */
-    real *const v_d_out_held = ws + 4768*N;  /* (20*N, 1) */
-    real *const v_carry_out_held = ws + 4792*N;  /* (N, 1) */
-    real *const v_d_out_held_1 = ws + 4800*N;  /* (N, 1) */
-    real *const v_d_out_held_prev = ws + 4808*N;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 4832*N;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 5152*N;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 5168*N;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 5184*N;  /* (N, 16) */
-    real *const v_d_l0_C_1 = ws + 5200*N;  /* (N, 16) */
-    real *const v_d_l0_cprev = ws + 5216*N;  /* (20*N, 16) */
-    real *const v_d_l0_G_3 = ws + 5536*N;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 5552*N;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 5568*N;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 5584*N;  /* (N, 16) */
-    real *const v_d_l0_hprev = ws + 5600*N;  /* (20*N, 16) */
+    real *const v_l0_XW = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 0;  /* (20*N, 64) */
+    real *const v_l0_cprev = ws + 1792*N;  /* (20*N, 16) */
+    real *const v_l0_HW = ws + 1728*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 1600*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 1664*N;  /* (N, 16) */
+    real *const v_l0_i = ws + 2752*N;  /* (20*N, 16) */
+    real *const v_l0_G_1 = ws + 1680*N;  /* (N, 16) */
+    real *const v_l0_f = ws + 2112*N;  /* (20*N, 16) */
+    real *const v_l0_G_2 = ws + 1696*N;  /* (N, 16) */
+    real *const v_l0_g = ws + 2432*N;  /* (20*N, 16) */
+    real *const v_l0_G_3 = ws + 1712*N;  /* (N, 16) */
+    real *const v_l0_o = ws + 3072*N;  /* (20*N, 16) */
+    real *const v_l0_C = ws + 1280*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 0;  /* (20*N, 1) */
+    real *const v_l1_Z = ws + 24*N;  /* (20*N, 1) */
+    real *const v_out_held_prev = ws + 48*N;  /* (N, 1) */
+    real *const v_out_held = ws + 0;  /* (20*N, 1) */
+    real *const v_out_last = ws + 24*N;  /* (N, 1) */
+    real *const v_d_out_last = ws + 32*N;  /* (N, 1) */
+    real *const v_d_out_held = ws + 0;  /* (20*N, 1) */
+    real *const v_carry_out_held = ws + 24*N;  /* (N, 1) */
+    real *const v_d_out_held_1 = ws + 32*N;  /* (N, 1) */
+    real *const v_d_out_held_prev = ws + 40*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 0;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 336*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 320*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 432*N;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 352*N;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 448*N;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 416*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 400*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 384*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 368*N;  /* (N, 16) */
+    real *const v_d_l0_hprev = ws + 768*N;  /* (20*N, 16) */
     real *const v_x_factor = out + 0;  /* (20*N, 1) */
     real *const v_d_l0_G_6 = out + 20*N;  /* (20*N, 64) */
     real *const v_l0_hprev = out + 1300*N;  /* (20*N, 16) */
     real *const v_l0_H = out + 1620*N;  /* (20*N, 16) */
     real *const v_d_l1_Z = out + 1940*N;  /* (20*N, 1) */
-    real *const v_l0_Wh_T = ws + 5920*N;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 3392*N;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -2679,52 +2679,52 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
     for (int64_t k = 0; k < 20*N; k++) v_x_factor[k] = v_x[k];
 }
 
-/* ---- grad_terms: workspace 5928*N + 1032 elements ---- */
+/* ---- grad_terms: workspace 3392*N + 1032 elements ---- */
 BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
-    real *const v_l0_XW = ws + 0;  /* (20*N, 64) */
-    real *const v_l0_XG = ws + 1280*N;  /* (20*N, 64) */
-    real *const v_l0_cprev = ws + 2560*N;  /* (20*N, 16) */
-    real *const v_l0_HW = ws + 2880*N;  /* (N, 64) */
-    real *const v_l0_G = ws + 2944*N;  /* (N, 64) */
-    real *const v_l0_G_0 = ws + 3008*N;  /* (N, 16) */
-    real *const v_l0_i = ws + 3024*N;  /* (20*N, 16) */
-    real *const v_l0_G_1 = ws + 3344*N;  /* (N, 16) */
-    real *const v_l0_f = ws + 3360*N;  /* (20*N, 16) */
-    real *const v_l0_G_2 = ws + 3680*N;  /* (N, 16) */
-    real *const v_l0_g = ws + 3696*N;  /* (20*N, 16) */
-    real *const v_l0_G_3 = ws + 4016*N;  /* (N, 16) */
-    real *const v_l0_o = ws + 4032*N;  /* (20*N, 16) */
-    real *const v_l0_C = ws + 4352*N;  /* (20*N, 16) */
-    real *const v_l1_XW = ws + 4672*N;  /* (20*N, 1) */
-    real *const v_l1_Z = ws + 4696*N;  /* (20*N, 1) */
-    real *const v_out_held_prev = ws + 4720*N;  /* (N, 1) */
-    real *const v_out_held = ws + 4728*N;  /* (20*N, 1) */
-    real *const v_out_last = ws + 4752*N;  /* (N, 1) */
-    real *const v_loss_terms = ws + 4760*N;  /* (N, 1) */
-    real *const v_loss_sum = ws + 4768*N;  /* (1, 1) */
-    real *const v_d_out_last = ws + 4768*N + 8;  /* (N, 1) */
-    real *const v_d_out_held = ws + 4776*N + 8;  /* (20*N, 1) */
-    real *const v_carry_out_held = ws + 4800*N + 8;  /* (N, 1) */
-    real *const v_d_out_held_1 = ws + 4808*N + 8;  /* (N, 1) */
-    real *const v_d_out_held_prev = ws + 4816*N + 8;  /* (20*N, 1) */
-    real *const v_d_l0_H = ws + 4840*N + 8;  /* (20*N, 16) */
-    real *const v_carry_l0_H = ws + 5160*N + 8;  /* (N, 16) */
-    real *const v_carry_l0_C = ws + 5176*N + 8;  /* (N, 16) */
-    real *const v_d_l0_H_1 = ws + 5192*N + 8;  /* (N, 16) */
-    real *const v_d_l0_C_1 = ws + 5208*N + 8;  /* (N, 16) */
-    real *const v_d_l0_cprev = ws + 5224*N + 8;  /* (20*N, 16) */
-    real *const v_d_l0_G_3 = ws + 5544*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_2 = ws + 5560*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_1_1 = ws + 5576*N + 8;  /* (N, 16) */
-    real *const v_d_l0_G_0 = ws + 5592*N + 8;  /* (N, 16) */
-    real *const v_d_l0_hprev = ws + 5608*N + 8;  /* (20*N, 16) */
+    real *const v_l0_XW = ws + 1280*N;  /* (20*N, 64) */
+    real *const v_l0_XG = ws + 0;  /* (20*N, 64) */
+    real *const v_l0_cprev = ws + 1792*N;  /* (20*N, 16) */
+    real *const v_l0_HW = ws + 1728*N;  /* (N, 64) */
+    real *const v_l0_G = ws + 1600*N;  /* (N, 64) */
+    real *const v_l0_G_0 = ws + 1664*N;  /* (N, 16) */
+    real *const v_l0_i = ws + 2752*N;  /* (20*N, 16) */
+    real *const v_l0_G_1 = ws + 1680*N;  /* (N, 16) */
+    real *const v_l0_f = ws + 2112*N;  /* (20*N, 16) */
+    real *const v_l0_G_2 = ws + 1696*N;  /* (N, 16) */
+    real *const v_l0_g = ws + 2432*N;  /* (20*N, 16) */
+    real *const v_l0_G_3 = ws + 1712*N;  /* (N, 16) */
+    real *const v_l0_o = ws + 3072*N;  /* (20*N, 16) */
+    real *const v_l0_C = ws + 1280*N;  /* (20*N, 16) */
+    real *const v_l1_XW = ws + 0;  /* (20*N, 1) */
+    real *const v_l1_Z = ws + 24*N;  /* (20*N, 1) */
+    real *const v_out_held_prev = ws + 48*N;  /* (N, 1) */
+    real *const v_out_held = ws + 0;  /* (20*N, 1) */
+    real *const v_out_last = ws + 24*N;  /* (N, 1) */
+    real *const v_loss_terms = ws + 32*N;  /* (N, 1) */
+    real *const v_loss_sum = ws + 3392*N;  /* (1, 1) */
+    real *const v_d_out_last = ws + 32*N;  /* (N, 1) */
+    real *const v_d_out_held = ws + 0;  /* (20*N, 1) */
+    real *const v_carry_out_held = ws + 24*N;  /* (N, 1) */
+    real *const v_d_out_held_1 = ws + 32*N;  /* (N, 1) */
+    real *const v_d_out_held_prev = ws + 40*N;  /* (20*N, 1) */
+    real *const v_d_l0_H = ws + 0;  /* (20*N, 16) */
+    real *const v_carry_l0_H = ws + 336*N;  /* (N, 16) */
+    real *const v_carry_l0_C = ws + 320*N;  /* (N, 16) */
+    real *const v_d_l0_H_1 = ws + 432*N;  /* (N, 16) */
+    real *const v_d_l0_C_1 = ws + 352*N;  /* (N, 16) */
+    real *const v_d_l0_cprev = ws + 448*N;  /* (20*N, 16) */
+    real *const v_d_l0_G_3 = ws + 416*N;  /* (N, 16) */
+    real *const v_d_l0_G_2 = ws + 400*N;  /* (N, 16) */
+    real *const v_d_l0_G_1_1 = ws + 384*N;  /* (N, 16) */
+    real *const v_d_l0_G_0 = ws + 368*N;  /* (N, 16) */
+    real *const v_d_l0_hprev = ws + 768*N;  /* (20*N, 16) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_l0_G_6 = out + 1;  /* (20*N, 64) */
     real *const v_l0_hprev = out + 1280*N + 1;  /* (20*N, 16) */
     real *const v_l0_H = out + 1600*N + 1;  /* (20*N, 16) */
     real *const v_d_l1_Z = out + 1920*N + 1;  /* (20*N, 1) */
-    real *const v_l0_Wh_T = ws + 5928*N + 8;  /* (64, 16) */
+    real *const v_l0_Wh_T = ws + 3392*N + 8;  /* (64, 16) */
 
     /* forward pass */
     /* l0: input projection of every step at once */
@@ -3672,7 +3672,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
     }
 }
 
-/* ---- per_sample_grads: workspace 7868*N + 1040 elements ---- */
+/* ---- per_sample_grads: workspace 5332*N + 1040 elements ---- */
 BPG_ENTRY void bpg_per_sample_grads(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -3701,7 +3701,7 @@ BPG_ENTRY void bpg_per_sample_grads(int64_t N, const real *restrict v_x, const r
     bpg_ps_scale(1169*N, (real)N, out);
 }
 
-/* ---- per_sample_grad_norms: workspace 7868*N + 1040 elements ---- */
+/* ---- per_sample_grad_norms: workspace 5332*N + 1040 elements ---- */
 BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -3732,7 +3732,7 @@ BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const real *restrict v_x, co
     bpg_ps_norms(N, sq);
 }
 
-/* ---- clipped_grad: workspace 7868*N + 1040 elements ---- */
+/* ---- clipped_grad: workspace 5332*N + 1040 elements ---- */
 BPG_ENTRY void bpg_clipped_grad(int64_t N, const real *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_l0_Wx, const real *restrict v_l0_Wh, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real max_norm, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -3804,31 +3804,31 @@ typedef real bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_BYTES_PER_SAMPLE 157568
 #define BPGS_MIN_ROWS 8
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 31252
+#define BPGF_WORK_PER_SAMPLE 28692
 #define BPGF_OUT_FORWARD_A 20
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
 #define BPGF_OUT_LOSS_AND_GRAD_B 1170
 #define BPGF_OUT_HVP_B 1169
-#define BPGF_WS_FORWARD_A 3468
+#define BPGF_WS_FORWARD_A 2580
 #define BPGF_WS_FORWARD_B 0
 #define BPGF_HAVE_FORWARD 1
-#define BPGF_WS_LOSS_A 3540
+#define BPGF_WS_LOSS_A 2580
 #define BPGF_WS_LOSS_B 8
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 7892
+#define BPGF_WS_LOSS_AND_GRAD_A 5332
 #define BPGF_WS_LOSS_AND_GRAD_B 1032
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 16572
-#define BPGF_WS_HVP_B 4128
+#define BPGF_WS_HVP_A 10388
+#define BPGF_WS_HVP_B 4096
 #define BPGF_HAVE_HVP 1
 #define BPGF_N_MASKS 1  /* a sequence's masks after x (lengths) */
 /* where a call of N samples keeps its masks in its workspace: past the
    generated function's own */
 static size_t bpgf_mask_at(int entry, int64_t N)
 {
-    return entry == 0 ? (size_t)3448 * (size_t)N + 0 : entry == 1 ? (size_t)3520 * (size_t)N + 8
-        : entry == 2 ? (size_t)7872 * (size_t)N + 1032 : (size_t)16552 * (size_t)N + 4128;
+    return entry == 0 ? (size_t)2560 * (size_t)N + 0 : entry == 1 ? (size_t)2560 * (size_t)N + 8
+        : entry == 2 ? (size_t)5312 * (size_t)N + 1032 : (size_t)10368 * (size_t)N + 4096;
 }
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */

@@ -266,7 +266,79 @@ def test_c_variables_carry_the_prefix_and_clashing_layer_names_build(tmp_path):
     declared = {n for f in funcs for n in re.findall(r"real \*const (\w+) =", f)
                 + re.findall(r"const real \*restrict (\w+)", f)}
     # fixed locals of the generated functions (the per-sample ones:
-    # bpgen/backends/c/per_sample.py); every graph variable is prefixed
-    graph = declared - {"V", "out", "ws", "wsd", "bscratch", "vbuf", "clip", "g", "grads", "sq"}
+    # bpgen/backends/c/per_sample.py, with clipped_grad's kept per-sample
+    # gradients kept_0, kept_1, ...); every graph variable is prefixed
+    graph = {n for n in declared - {"V", "out", "ws", "wsd", "bscratch", "vbuf", "clip", "g",
+                                    "grads", "sq"} if not re.fullmatch(r"kept_\d+", n)}
     assert graph and all(n.startswith(PREFIX) for n in graph), sorted(
         n for n in graph if not n.startswith(PREFIX))
+
+
+# ---- the workspace by liveness ---------------------------------------------
+
+def test_reuse_workspace_shares_only_slots_of_disjoint_lifetimes():
+    from bpgen.passes.allocate import reuse_workspace
+    # a = tanh(x); b = a² + x; c = exp(b) (a dead: c in a's slot); d = c·W
+    # (b dead: d in b's slot); o = tanh(d)
+    ops = [emap("a", sp.tanh(S("x"))), emap("b", S("a") ** 2 + S("x")),
+           emap("c", sp.exp(S("b"))), mm("d", "c", "W"), emap("o", sp.tanh(S("d")))]
+    shapes = {"x": ("N", 4), "W": (4, 4), "a": ("N", 4), "b": ("N", 4), "c": ("N", 4),
+              "d": ("N", 4), "o": ("N", 4)}
+    prog = program(ops, ["x", "W"], ["o"], shapes)
+    prog.workspace = {n: (8 * i, 0) for i, n in enumerate("abcd")}
+    ws, size = reuse_workspace(prog)
+    assert ws["a"] != ws["b"] and ws["b"] != ws["c"] and ws["c"] != ws["d"]
+    assert ws["c"] == ws["a"] and ws["d"] == ws["b"] and size == (16, 0)
+    # one run over a .. c (one loop): all three live together
+    ws, size = reuse_workspace(prog, [[0, 1, 2]])
+    assert len({ws[n] for n in "abc"}) == 3 and size == (24, 0)
+
+
+SLOT_ARCHS = ["dense-relu-sce-l2", "attn-causal-sce-all", "block-prenorm-sce-last",
+              "conv-avg-mse-pad", "lstm-mse-all-f32"]
+
+
+@pytest.mark.parametrize("cid", SLOT_ARCHS)
+def test_workspace_slots_of_live_temporaries_never_overlap(cid):
+    """Every function's temporaries: two that an op touches at once, or that
+    are both written before either is read for the last time (program
+    order), never share memory (checked at two batch sizes); the workspace
+    is no larger than one slot each."""
+    from bpgen.derivation import derive_all
+    from bpgen.shapes import size_coeffs
+    from bpgen.spec import load_spec
+    from test_second_order import CASES, F32_CASES
+    arch = {**CASES, **F32_CASES}[cid][0]
+    derived = derive_all(load_spec(arch))
+    for name, prog in derived.programs.items():
+        if not prog.workspace:
+            continue
+        first, last = {}, {}
+        for i, op in enumerate(prog.ops):
+            for n in (op.out, *op.args):
+                if n in prog.workspace:
+                    first.setdefault(n, i)
+                    last[n] = i
+        loops = {}                      # a variable of a loop: live over the whole loop
+        for i, op in enumerate(prog.ops):
+            if op.loop is not None:
+                loops.setdefault(op.loop, []).append(i)
+        for i, op in enumerate(prog.ops):
+            for n in (op.out, *op.args):
+                if op.loop is not None and n in first:
+                    first[n] = min(first[n], loops[op.loop][0])
+                    last[n] = max(last[n], loops[op.loop][-1])
+        for batch in (1, 7):
+            def extent(n):
+                a, b = prog.workspace[n]
+                sa, sb = size_coeffs(prog.vars[n].shape if n not in prog.step_vars
+                                     else ("N", prog.vars[n].shape[1]))
+                return a * batch + b, (a + sa) * batch + b + sb
+            names = sorted(first)
+            for i, p in enumerate(names):
+                for q in names[i + 1:]:
+                    if first[p] <= last[q] and first[q] <= last[p]:
+                        (p0, p1), (q0, q1) = extent(p), extent(q)
+                        assert p1 <= q0 or q1 <= p0, (name, p, q)
+        one_each = sum(size_coeffs(prog.vars[n].shape)[0] for n in prog.workspace)
+        assert prog.workspace_size[0] <= one_each + 8 * len(prog.workspace), name

@@ -15,8 +15,11 @@ One pass a file, each a function from a program to plain data:
   their loop (NumPy);
 * :mod:`.storage`: where every NumPy result goes (views, pieces written in
   place, in-place maps, the outputs' vector, the workspace, the loop header);
-* :mod:`.allocate`: first-fit placement of temporaries by liveness (the
-  hessian_columns tangent part's workspace, the assemblies' scratch);
+* :mod:`.allocate`: first-fit placement of temporaries by liveness (a
+  lowered function's workspace, over the order its C plan prints:
+  ``reuse_workspace``, run by :func:`bpgen.lower.lower` after
+  :func:`optimise`; the hessian_columns tangent part's workspace, the
+  assemblies' scratch);
 * :mod:`.hoist_independent`: hessian_columns' v-free expensive
   subexpressions of the tangent part, moved to the part computed once.
 
