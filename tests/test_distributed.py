@@ -315,6 +315,21 @@ def test_killed_worker_placed_data_result_unchanged(tmp_path_factory):
     assert np.linalg.norm(_flat(want) - _flat(ref)) <= 1e-12 * np.linalg.norm(_flat(ref))
 
 
+def test_local_cluster_settings():
+    """bd.local_cluster: worker processes of one thread each, started under
+    CLUSTER_CONFIG (no statistical profiler, a slow tick and system monitor):
+    the workers' Dask configuration and the scheduler's tick say so; a bad
+    worker count refused."""
+    with bd.local_cluster(1) as cluster, distributed.Client(cluster) as c:
+        assert list(c.nthreads().values()) == [1]
+        for key, value in bd.CLUSTER_CONFIG.items():
+            assert set(c.run(dask.config.get, key).values()) == {value}, key
+        assert cluster.scheduler._tick_interval == 1.0
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="n_workers"):
+            bd.local_cluster(bad)
+
+
 def test_pinned_tasks_of_a_lost_worker_are_given_up(client, tmp_path_factory):
     """A pass's subtree tasks are pinned to the workers holding their chunks
     (no work stealing moves them, with their data); when such a worker has
