@@ -551,14 +551,21 @@ def _submit(client, graph):
         return client.compute(graph)
 
 
-def _place(client, data):
+def _place(client, data, attempts=3):
     """The chunks of ``data`` (a :class:`_Data`) persisted so that each worker
     holds one run of consecutive chunks (x's, y's and lengths' of a chunk
     together), the runs balanced by samples: whole nodes of the reduction
     tree then lie on one worker and run as one task each (:func:`_root`).
     Dask's own ``persist`` spreads the chunks as they are computed, usually
     alternating between workers, and a pass then runs a task per chunk and
-    per addition.  Returns when the chunks are in memory."""
+    per addition.  The placement asks Dask for each run's worker without
+    forbidding the others (a strict restriction would leave a lost chunk
+    unrecomputable once its worker is gone), so Dask's work stealing can
+    still compute a chunk on the other worker (seen for y's small chunks,
+    half of the runs, at load 5): the chunks then found elsewhere are
+    released and placed again, up to ``attempts`` times in all.  Returns
+    when the chunks are in memory."""
+    import time
     import warnings
     xb, yb, lb, ranges = data
     workers = sorted(client.nthreads())
@@ -568,22 +575,52 @@ def _place(client, data):
     runs = [[] for _ in workers]
     for i, (lo, _) in enumerate(ranges):
         runs[min(len(workers) - 1, (lo - ranges[0][0]) * len(workers) // total)].append(i)
-    has_l = any(b is not None for b in lb)
+    cols = (xb, yb) + ((lb,) if any(b is not None for b in lb) else ())
     out = [list(xb), list(yb), list(lb)]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ll]arge graph")
-        for addr, run in zip(workers, runs):
-            if not run:
-                continue
-            blocks = [c[i] for c in (xb, yb) + ((lb,) if has_l else ()) for i in run]
-            done = client.persist(blocks, workers=[addr], allow_other_workers=True)
-            for c, col in enumerate(out[:3 if has_l else 2]):
-                for k, i in enumerate(run):
-                    col[i] = done[c * len(run) + k]
+    todo = [(addr, run) for addr, run in zip(workers, runs) if run]
     _, distributed = _dask()
-    distributed.wait([f for col in out[:3 if has_l else 2] for b in col
-                      for f in client.futures_of(b)])
+    for attempt in range(attempts):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ll]arge graph")
+            for addr, run in todo:
+                where = [(c, i) for i in run for c in range(len(cols))]   # a chunk's together
+                done = client.persist([cols[c][i] for c, i in where], workers=[addr],
+                                      allow_other_workers=True)
+                for (c, i), b in zip(where, done):
+                    out[c][i] = b
+        distributed.wait([f for col in out[:len(cols)] for b in col
+                          for f in client.futures_of(b)])
+        if attempt == attempts - 1:
+            break
+        todo = _misplaced(client, out[:len(cols)], workers, runs)
+        if not todo:
+            break
+        keys = []
+        for _, run in todo:                  # released, then computed again
+            for i in run:
+                for c in range(len(cols)):
+                    for f in client.futures_of(out[c][i]):
+                        keys.append(f.key)
+                        f.release()
+                    out[c][i] = cols[c][i]
+        deadline = time.monotonic() + 10     # until the scheduler has forgotten them
+        while time.monotonic() < deadline and any(
+                client.sync(client.scheduler.who_has, keys=keys).values()):
+            time.sleep(0.05)
     return _Data(out[0], out[1], out[2], ranges)
+
+
+def _misplaced(client, cols, workers, runs):
+    """(worker, its chunks held anywhere else than on it alone), for each
+    worker with such chunks."""
+    keys = [b.key for col in cols for b in col]
+    who = client.sync(client.scheduler.who_has, keys=keys)
+    wrong = []
+    for addr, run in zip(workers, runs):
+        bad = [i for i in run if any(set(who.get(col[i].key) or ()) != {addr} for col in cols)]
+        if bad:
+            wrong.append((addr, bad))
+    return wrong
 
 
 def local_cluster(n_workers: int = 2, **kwargs):
