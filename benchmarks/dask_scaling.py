@@ -276,7 +276,10 @@ def main(argv=None):
                 compute = [client.run(_executor_tid)[a] for a in addrs]
                 if r < 2:
                     before = client.run(_rss_mib)
-                    print(f"round {r + 1}, {w} worker(s): resident memory per worker, data "
+                    who = client.who_has(x)
+                    held = [sum(1 for k in who if a in who[k]) for a in addrs]
+                    print(f"round {r + 1}, {w} worker(s): x's chunks held per worker "
+                          + ", ".join(map(str, held)) + "; resident memory per worker, data "
                           f"persisted: " + ", ".join(f"{before[a]:.0f} MiB" for a in addrs)
                           + f"; module built or imported on each worker in {first:.2f} s; "
                           f"module threads per worker: "

@@ -551,21 +551,21 @@ def _submit(client, graph):
         return client.compute(graph)
 
 
-def _place(client, data, attempts=3):
+def _place(client, data):
     """The chunks of ``data`` (a :class:`_Data`) persisted so that each worker
     holds one run of consecutive chunks (x's, y's and lengths' of a chunk
     together), the runs balanced by samples: whole nodes of the reduction
     tree then lie on one worker and run as one task each (:func:`_root`).
     Dask's own ``persist`` spreads the chunks as they are computed, usually
     alternating between workers, and a pass then runs a task per chunk and
-    per addition.  The placement asks Dask for each run's worker without
-    forbidding the others (a strict restriction would leave a lost chunk
-    unrecomputable once its worker is gone), so Dask's work stealing can
-    still compute a chunk on the other worker (seen for y's small chunks,
-    half of the runs, at load 5): the chunks then found elsewhere are
-    released and placed again, up to ``attempts`` times in all.  Returns
-    when the chunks are in memory."""
-    import time
+    per addition.  Each run is computed under a strict restriction to its
+    worker: a loose one lets Dask's work stealing compute chunks on the
+    other worker when one runs ahead (seen at load 8: x's first chunk, and
+    y's small chunks by the dozen).  Once the chunks are in memory the
+    restrictions of every task of their graphs are lifted, so a chunk
+    lost with its worker is recomputed anywhere; a worker that leaves while
+    the chunks are computed lifts them at once.  Returns when the chunks
+    are in memory."""
     import warnings
     xb, yb, lb, ranges = data
     workers = sorted(client.nthreads())
@@ -577,50 +577,57 @@ def _place(client, data, attempts=3):
         runs[min(len(workers) - 1, (lo - ranges[0][0]) * len(workers) // total)].append(i)
     cols = (xb, yb) + ((lb,) if any(b is not None for b in lb) else ())
     out = [list(xb), list(yb), list(lb)]
-    todo = [(addr, run) for addr, run in zip(workers, runs) if run]
-    _, distributed = _dask()
-    for attempt in range(attempts):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Ll]arge graph")
-            for addr, run in todo:
-                where = [(c, i) for i in run for c in range(len(cols))]   # a chunk's together
-                done = client.persist([cols[c][i] for c, i in where], workers=[addr],
-                                      allow_other_workers=True)
-                for (c, i), b in zip(where, done):
-                    out[c][i] = b
-        distributed.wait([f for col in out[:len(cols)] for b in col
-                          for f in client.futures_of(b)])
-        if attempt == attempts - 1:
-            break
-        todo = _misplaced(client, out[:len(cols)], workers, runs)
-        if not todo:
-            break
-        keys = []
-        for _, run in todo:                  # released, then computed again
-            for i in run:
-                for c in range(len(cols)):
-                    for f in client.futures_of(out[c][i]):
-                        keys.append(f.key)
-                        f.release()
-                    out[c][i] = cols[c][i]
-        deadline = time.monotonic() + 10     # until the scheduler has forgotten them
-        while time.monotonic() < deadline and any(
-                client.sync(client.scheduler.who_has, keys=keys).values()):
-            time.sleep(0.05)
+    keys = set()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ll]arge graph")
+        for addr, run in zip(workers, runs):
+            if not run:
+                continue
+            where = [(c, i) for i in run for c in range(len(cols))]     # a chunk's together
+            blocks = [cols[c][i] for c, i in where]
+            for b in blocks:
+                keys.update(b.__dask_graph__().keys())
+            done = client.persist(blocks, workers=[addr], allow_other_workers=False)
+            for (c, i), b in zip(where, done):
+                out[c][i] = b
+    futures = [f for col in out[:len(cols)] for b in col for f in client.futures_of(b)]
+    try:
+        _wait_placed(client, futures, set(workers), keys)
+    finally:
+        _unrestricted(client, keys)
     return _Data(out[0], out[1], out[2], ranges)
 
 
-def _misplaced(client, cols, workers, runs):
-    """(worker, its chunks held anywhere else than on it alone), for each
-    worker with such chunks."""
-    keys = [b.key for col in cols for b in col]
-    who = client.sync(client.scheduler.who_has, keys=keys)
-    wrong = []
-    for addr, run in zip(workers, runs):
-        bad = [i for i in run if any(set(who.get(col[i].key) or ()) != {addr} for col in cols)]
-        if bad:
-            wrong.append((addr, bad))
-    return wrong
+def _wait_placed(client, futures, workers, keys, poll=0.5):
+    """Until ``futures`` are in memory; when one of ``workers`` leaves
+    meanwhile, the tasks restricted to it could never run: the restrictions
+    are lifted (:func:`_unrestricted`) and the rest computed anywhere."""
+    _, distributed = _dask()
+    while True:
+        try:
+            distributed.wait(futures, timeout=poll)
+            return
+        except Exception as e:          # TimeoutError (builtin or distributed's)
+            if "TimeoutError" not in type(e).__name__:
+                raise
+        if not workers <= set(client.nthreads()):
+            _unrestricted(client, keys)
+            distributed.wait(futures)
+            return
+
+
+def _unrestricted(client, keys):
+    """The worker restrictions of the scheduler's tasks ``keys`` removed
+    (keys the scheduler does not hold, e.g. fused away, are skipped)."""
+    keys = list(keys)
+    try:
+        client.sync(client.scheduler.set_restrictions, worker={k: None for k in keys})
+    except KeyError:                     # one by one, skipping the unknown
+        for k in keys:
+            try:
+                client.sync(client.scheduler.set_restrictions, worker={k: None})
+            except KeyError:
+                pass
 
 
 def local_cluster(n_workers: int = 2, **kwargs):

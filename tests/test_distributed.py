@@ -193,42 +193,37 @@ def test_placed_chunks_run_as_subtrees(tmp_path_factory):
     assert tasks["literals"] == ["_add"] * (n_chunks - 1) + ["_chunk"] * n_chunks
 
 
-class _StealingClient:
-    """A client whose first persist computes the run's last chunk (its x and
-    y blocks) on another worker than the one asked for, as Dask's work
-    stealing may (the loose placement allows it)."""
-
-    def __init__(self, client):
-        self._client, self.calls = client, []
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-    def persist(self, blocks, workers, allow_other_workers):
-        self.calls.append((len(blocks), tuple(workers)))
-        if len(self.calls) > 1:
-            return self._client.persist(blocks, workers=workers,
-                                        allow_other_workers=allow_other_workers)
-        other = [w for w in sorted(self._client.nthreads()) if w not in workers]
-        return (self._client.persist(blocks[:-2], workers=workers)
-                + self._client.persist(blocks[-2:], workers=other, allow_other_workers=False))
-
-
-def test_misplaced_chunks_are_placed_again(client, tmp_path_factory):
-    """bd.persist's placement checks where each chunk's blocks ended up: a
-    chunk computed on another worker than its run's is released and placed
-    again, so each worker holds exactly its run."""
+def test_placement_strict_then_lifted(client, tmp_path_factory):
+    """bd.persist computes each run under a strict restriction to its worker
+    (no work stealing moves a chunk), then lifts the restrictions of every
+    task of the chunks' graphs: each worker holds exactly its run, and a
+    chunk lost with its worker could be recomputed anywhere (the killed-
+    worker test with placed data runs it)."""
     mod = _module("mlp", "numpy", tmp_path_factory)
     x, y, _ = _data(mod, False)
     workers = sorted(client.nthreads())
-    stealing = _StealingClient(client)
-    data = bd._place(stealing, bd._blocks(da.from_array(x, chunks=(3, x.shape[1])),
-                                          da.from_array(y, chunks=3), None, None))
+    seen = []
+    persist = client.persist
+
+    def recording(blocks, **kw):
+        seen.append(kw)
+        return persist(blocks, **kw)
+    client.persist = recording
+    arrays = (da.from_array(x, chunks=(3, x.shape[1])) + 0, da.from_array(y, chunks=3))
+    upstream = {k for a in arrays for k in dict(a.__dask_graph__())}
+    try:
+        xd, yd, _ = bd.persist(*arrays, client=client)
+    finally:
+        del client.persist
+    assert seen == [{"workers": [w], "allow_other_workers": False} for w in workers]
     # 8 chunks of 3 samples, halves by samples: chunks 0-3 on the first worker
-    assert stealing.calls == [(8, (workers[0],)), (8, (workers[1],)), (2, (workers[0],))]
-    who = client.who_has([b for col in data[:2] for b in col])
-    assert [[tuple(who[b.key]) for b in col] for col in data[:2]] == \
-        [[(workers[0],)] * 4 + [(workers[1],)] * 4] * 2
+    who = client.who_has([xd, yd])
+    for a in (xd, yd):
+        keys = list(dask.core.flatten(a.__dask_keys__()))
+        assert [tuple(who[k]) for k in keys] == [(workers[0],)] * 4 + [(workers[1],)] * 4
+    tasks = client.cluster.scheduler.tasks
+    held = [tasks[k] for k in upstream if k in tasks]
+    assert len(held) >= 16 and all(t.worker_restrictions is None for t in held)
 
 
 @pytest.mark.parametrize("bad", ["nan_x", "label_high", "label_negative"])
