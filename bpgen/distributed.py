@@ -619,15 +619,10 @@ def _wait_placed(client, futures, workers, keys, poll=0.5):
 def _unrestricted(client, keys):
     """The worker restrictions of the scheduler's tasks ``keys`` removed
     (keys the scheduler does not hold, e.g. fused away, are skipped)."""
-    keys = list(keys)
-    try:
-        client.sync(client.scheduler.set_restrictions, worker={k: None for k in keys})
-    except KeyError:                     # one by one, skipping the unknown
-        for k in keys:
-            try:
-                client.sync(client.scheduler.set_restrictions, worker={k: None})
-            except KeyError:
-                pass
+    state = client.sync(client.scheduler.get_task_status, keys=list(keys))
+    known = {k: None for k, st in state.items() if st is not None}
+    if known:
+        client.sync(client.scheduler.set_restrictions, worker=known)
 
 
 def local_cluster(n_workers: int = 2, **kwargs):
