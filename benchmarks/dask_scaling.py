@@ -280,7 +280,7 @@ def main(argv=None):
                     held = [sum(1 for k in who if a in who[k]) for a in addrs]
                     print(f"round {r + 1}, {w} worker(s): x's chunks held per worker "
                           + ", ".join(map(str, held)) + "; resident memory per worker, data "
-                          f"persisted: " + ", ".join(f"{before[a]:.0f} MiB" for a in addrs)
+                          "persisted: " + ", ".join(f"{before[a]:.0f} MiB" for a in addrs)
                           + f"; module built or imported on each worker in {first:.2f} s; "
                           f"module threads per worker: "
                           + ", ".join(str(threads[a]) for a in addrs))
