@@ -7,28 +7,34 @@ the data is placed by ``bpgen.distributed.persist`` (each worker one run of
 consecutive chunks: a pass is a few tasks per worker); ``--placement dask``
 persists it with ``client.persist`` (chunks spread as Dask computes them:
 up to a task per chunk and per addition).  Each pass's CPU time of this
-process (the client, and the schedulers and nannies of both clusters,
-which live in it) and of each worker process is printed too.  Two
-LocalClusters of worker processes (1 thread each) live side by side, one of
-1 worker and one of 2; each round times ``loss_and_grad`` and ``hvp`` on
-both, interleaved, and the speed-up is the median over rounds of each
-round's ratio.  Also: one chunk's time in this process (the per-chunk
-time of the projection), the single-process module on the whole data when
-it fits (--single), the peak resident memory of every worker process, and
-whether the 1- and 2-worker results are the same bits.  A control, in
-the same rounds: the same chunk's ``loss_and_grad`` run on every worker at
-once with ``client.run`` (no Dask scheduling), 2 workers' work per second
-over 1 worker's: what the machine's cores give at that moment (1.0 when
-other processes take the second core, 2.0 on two idle cores).
+process (the client, and the scheduler and nannies, which live in it) and
+of each worker process (its task thread, and its other threads: the event
+loop) is printed too.  One LocalCluster of worker processes (1 thread
+each) is alive at a time: each round starts the 1-worker cluster and the
+2-worker one in turn (the order alternating by round), generates and
+places the same data on it, times ``loss_and_grad`` and ``hvp``, and
+closes it (the start-up outside the timings); the speed-up is the median
+over rounds of each round's ratio.  The clusters run with
+``bpgen.distributed.CLUSTER_CONFIG`` (no statistical profiler, a 1 s
+tick, a 5 s system monitor; ``--dask-defaults``: Dask's own settings),
+the same for 1 and 2 workers.  Also: one chunk's time in this process
+(the per-chunk time of the projection), the single-process module on the
+whole data when it fits (--single), the module's thread count on each
+worker, the peak resident memory of every worker process, and whether
+the 1- and 2-worker results are the same bits.  A control, in the same
+rounds: the same chunk's ``loss_and_grad`` run on every worker at once
+with ``client.run`` (no Dask scheduling), 2 workers' work per second over
+1 worker's: what the machine's cores give at that moment (1.0 when other
+processes take the second core, 2.0 on two idle cores).
 
 Usage, from the repository root::
 
-    python benchmarks/dask_scaling.py [--samples 100000] [--chunk 10000] [--rounds 5] [--placement runs|dask]
+    python benchmarks/dask_scaling.py [--samples 100000] [--chunk 10000] [--rounds 5] [--placement runs|dask] [--dask-defaults]
     python benchmarks/dask_scaling.py --million     # the issue's size, on a quiet machine
 
 ``--million`` is 10⁶ samples in chunks of 10⁴, 3 rounds (``--rounds`` still
-applies): 6.3 GB of x per cluster, both clusters' data in memory at once
-(about 14.5 GB with the workers' own memory), checked against the memory
+applies): 6.3 GB of x per cluster, one cluster's data in memory at a time
+(about 9.5 GB with the workers' own memory), checked against the memory
 available before anything is allocated.  It prints, after timing one chunk
 in this process, how long the rounds should take.
 """
@@ -66,6 +72,32 @@ def _peak_rss_mib():
 def _rss_mib():
     import psutil
     return psutil.Process().memory_info().rss / 2**20
+
+
+def _executor_tid():
+    """The native id of the worker's thread that runs tasks (one thread per
+    worker)."""
+    import threading
+    ids = [t.native_id for t in threading.enumerate() if "Dask-Default-Threads" in t.name]
+    return ids[0] if len(ids) == 1 else None
+
+
+def _threads_cpu(proc, tid):
+    """CPU seconds of a worker process so far: (its task thread's, its other
+    threads')."""
+    mine = other = 0.0
+    for t in proc.threads():
+        if t.id == tid:
+            mine += t.user_time + t.system_time
+        else:
+            other += t.user_time + t.system_time
+    return mine, other
+
+
+def _module_threads(h):
+    """The threads the module's BLAS uses for a large call in this worker (the
+    value bpgen.distributed's tasks set: 1)."""
+    return bd.worker_module(ARCH, "c", h).get_threads()
 
 
 def _busy(chunk, reps, h):
@@ -106,12 +138,13 @@ def _mem_available():
 
 
 def memory_needed(n, chunk, single):
-    """Bytes the run holds at its peak: each cluster's persisted data (x
-    float64 and y int64), every worker's base and two chunks in flight, and
-    with --single the whole data set and the module's workspace for it here."""
+    """Bytes the run holds at its peak: one cluster's persisted data (x
+    float64 and y int64; one cluster is alive at a time), two workers' base
+    and two chunks in flight each, and with --single the whole data set and
+    the module's workspace for it here."""
     data = n * (784 + 1) * 8
     per_chunk = chunk * (784 + 4 * (256 + 256 + 10)) * 8
-    need = 2 * data + 3 * (WORKER_BASE + 2 * per_chunk)
+    need = data + 2 * (WORKER_BASE + 2 * per_chunk)
     if single:
         need += data + n * 4 * (256 + 256 + 10) * 8
     return need
@@ -137,6 +170,9 @@ def main(argv=None):
                          "chunks, a few tasks per worker and pass; dask, client.persist, "
                          "chunks spread as Dask computes them, a task per chunk and "
                          "per addition")
+    ap.add_argument("--dask-defaults", action="store_true",
+                    help="start the clusters with Dask's default settings instead of "
+                         "bpgen.distributed.CLUSTER_CONFIG (profiler, tick, system monitor)")
     ap.add_argument("--single", action="store_true",
                     help="also the single-process module on the whole data")
     args = ap.parse_args(argv)
@@ -153,10 +189,11 @@ def main(argv=None):
     if avail is not None and need > 0.9 * avail:
         print(f"dask_scaling.py: --samples {args.samples}"
               f"{' with --single' if args.single else ''} needs about {need / 2**30:.1f} GiB "
-              f"(both clusters' data in memory at once), and {avail / 2**30:.1f} GiB are "
+              f"(one cluster's data in memory), and {avail / 2**30:.1f} GiB are "
               f"available: fewer --samples{', or no --single' if args.single else ''}",
               file=sys.stderr)
         return 2
+    import dask
     import dask.array as da
     import distributed
     import psutil
@@ -199,85 +236,102 @@ def main(argv=None):
     print(f"expected: at least {args.rounds * per_round / 60:.1f} min for {args.rounds} "
           f"rounds ({per_round:.0f} s each from the chunk times above, were the 2 workers "
           f"2x; Dask's scheduling and the reduction add 1.4x at chunks of 5,000), plus "
-          f"the data's generation and the workers' start")
+          f"the data's generation and the workers' start in every round")
 
-    clusters = {}
-    try:
-        for w in (1, 2):
-            cluster = distributed.LocalCluster(n_workers=w, threads_per_worker=1,
-                                               processes=True, dashboard_address=":0",
-                                               memory_limit=0)
+    # one cluster alive at a time: each round starts the 1-worker and the
+    # 2-worker cluster in turn (the order alternating by round), generates
+    # and places the same data on it, times the control and both functions,
+    # and closes it; the start-up is outside the timings
+    config = {} if args.dask_defaults else bd.CLUSTER_CONFIG
+    times = {(w, f): [] for w in (1, 2) for f in ("loss_and_grad", "hvp", "control")}
+    cpu = {(w, f): [] for w in (1, 2) for f in ("loss_and_grad", "hvp")}
+    peaks = {1: [0.0], 2: [0.0, 0.0]}
+    results = {}
+    me = psutil.Process()             # the client, the scheduler and the nannies
+    print("clusters: " + ("Dask's default settings" if args.dask_defaults else
+                          "bpgen.distributed.CLUSTER_CONFIG (" + ", ".join(
+                              f"{k.split('.', 1)[1]}: {v}" for k, v in config.items()) + ")")
+          + "; one cluster alive at a time")
+    for r in range(args.rounds):
+        for w in ((1, 2) if r % 2 == 0 else (2, 1)):
+            with dask.config.set(config):
+                cluster = distributed.LocalCluster(n_workers=w, threads_per_worker=1,
+                                                   processes=True, dashboard_address=":0",
+                                                   memory_limit=0)
             client = distributed.Client(cluster)
-            rs = da.random.default_rng(0)
-            x = rs.standard_normal((n, 784), chunks=(chunk, 784))
-            y = rs.integers(0, 10, n, chunks=chunk)
-            if args.placement == "runs":         # each worker one run of chunks
-                x, y, _ = bd.persist(x, y, client=client)
-            else:                                # as Dask spreads them
-                x, y = client.persist([x, y])
-                distributed.wait([x, y])
-            clusters[w] = (cluster, client, x, y)
-            before = client.run(_rss_mib)
-            print(f"{w} worker(s): resident memory per worker before the first call, data "
-                  f"persisted: " + ", ".join(f"{r:.0f} MiB" for r in before.values()))
-            t = time.perf_counter()
-            bd.loss_and_grad(ARCH, params, x, y, client=client)    # builds on the workers
-            print(f"{w} worker(s): first call (module built or imported on each worker) "
-                  f"{time.perf_counter() - t:.2f} s")
-        times = {(w, f): [] for w in (1, 2) for f in ("loss_and_grad", "hvp", "control")}
-        cpu = {(w, f): [] for w in (1, 2) for f in ("loss_and_grad", "hvp")}
-        me = psutil.Process()             # the client, both schedulers and the nannies
-        procs = {w: {a: psutil.Process(pid) for a, pid in clusters[w][1].run(os.getpid).items()}
-                 for w in (1, 2)}
-        results = {}
-        for _ in range(args.rounds):
-            for w in (1, 2):           # the same work per worker: ideal ratio 1
-                t = time.perf_counter()
-                clusters[w][1].run(_busy, chunk, reps, mod.ARCHITECTURE_HASH)
+            try:
+                rs = da.random.default_rng(0)
+                x = rs.standard_normal((n, 784), chunks=(chunk, 784))
+                y = rs.integers(0, 10, n, chunks=chunk)
+                if args.placement == "runs":         # each worker one run of chunks
+                    x, y, _ = bd.persist(x, y, client=client)
+                else:                                # as Dask spreads them
+                    x, y = client.persist([x, y])
+                    distributed.wait([x, y])
+                t = time.perf_counter()           # builds or imports the module
+                threads = client.run(_module_threads, mod.ARCHITECTURE_HASH)
+                first = time.perf_counter() - t
+                addrs = sorted(client.nthreads())
+                procs = [psutil.Process(client.run(os.getpid)[a]) for a in addrs]
+                compute = [client.run(_executor_tid)[a] for a in addrs]
+                if r < 2:
+                    before = client.run(_rss_mib)
+                    who = client.who_has(x)
+                    held = [sum(1 for k in who if a in who[k]) for a in addrs]
+                    print(f"round {r + 1}, {w} worker(s): x's chunks held per worker "
+                          + ", ".join(map(str, held)) + "; resident memory per worker, data "
+                          "persisted: " + ", ".join(f"{before[a]:.0f} MiB" for a in addrs)
+                          + f"; module built or imported on each worker in {first:.2f} s; "
+                          f"module threads per worker: "
+                          + ", ".join(str(threads[a]) for a in addrs))
+                t = time.perf_counter()         # the same work per worker: ideal ratio 1
+                client.run(_busy, chunk, reps, mod.ARCHITECTURE_HASH)
                 times[w, "control"].append((time.perf_counter() - t) / w)
-            for f in ("loss_and_grad", "hvp"):
-                for w in (1, 2):
-                    _, client, x, y = clusters[w]
-                    c0, p0 = _cpu(me), {a: _cpu(q) for a, q in procs[w].items()}
+                for f in ("loss_and_grad", "hvp"):
+                    c0, p0 = _cpu(me), [_threads_cpu(q, tid) for q, tid in zip(procs, compute)]
                     t = time.perf_counter()
                     if f == "hvp":
-                        r = bd.hvp(ARCH, params, x, y, v, client=client)
+                        res = bd.hvp(ARCH, params, x, y, v, client=client)
                     else:
-                        r = bd.loss_and_grad(ARCH, params, x, y, client=client)
+                        res = bd.loss_and_grad(ARCH, params, x, y, client=client)
                     times[w, f].append(time.perf_counter() - t)
-                    cpu[w, f].append((_cpu(me) - c0, [_cpu(q) - p0[a]
-                                                      for a, q in sorted(procs[w].items())]))
-                    results[w, f] = _flat(r)
-        for f in ("loss_and_grad", "hvp"):
-            t1, t2 = times[1, f], times[2, f]
-            ratios = [a / b for a, b in zip(t1, t2)]
-            same = results[1, f].tobytes() == results[2, f].tobytes()
-            print(f"{f}: 1 worker {statistics.median(t1):.2f} s, 2 workers "
-                  f"{statistics.median(t2):.2f} s (medians of {args.rounds}); speed-up "
-                  f"{statistics.median(ratios):.2f}x (median of the rounds' ratios, "
-                  f"{min(ratios):.2f}-{max(ratios):.2f}); same bits: {same}")
-            for w in (1, 2):
-                main = statistics.median(c for c, _ in cpu[w, f])
-                per = [statistics.median(ws[i] for _, ws in cpu[w, f]) for i in range(w)]
-                print(f"  {w} worker(s), CPU per pass (medians): this process (client, the "
-                      f"schedulers and nannies of both clusters) {main:.2f} s; worker "
-                      f"process(es) " + ", ".join(f"{c:.2f} s" for c in per))
-        t1, t2 = times[1, "control"], times[2, "control"]
+                    p1 = [_threads_cpu(q, tid) for q, tid in zip(procs, compute)]
+                    cpu[w, f].append((_cpu(me) - c0, [(a1 - a0, b1 - b0) for (a0, b0), (a1, b1)
+                                                      in zip(p0, p1)]))
+                    results[w, f] = _flat(res)
+                got = client.run(_peak_rss_mib)
+                peaks[w] = [max(p, got[a]) for p, a in zip(peaks[w], addrs)]
+                x = y = None
+            finally:
+                client.close()
+                cluster.close()
+    for f in ("loss_and_grad", "hvp"):
+        t1, t2 = times[1, f], times[2, f]
         ratios = [a / b for a, b in zip(t1, t2)]
-        print(f"control (no Dask): {reps} loss_and_grad of one chunk on every worker at "
-              f"once, work per second of 2 workers over 1: {statistics.median(ratios):.2f}x "
-              f"({min(ratios):.2f}-{max(ratios):.2f}): the parallelism the machine gave")
+        same = results[1, f].tobytes() == results[2, f].tobytes()
+        print(f"{f}: 1 worker {statistics.median(t1):.2f} s, 2 workers "
+              f"{statistics.median(t2):.2f} s (medians of {args.rounds}); speed-up "
+              f"{statistics.median(ratios):.2f}x (median of the rounds' ratios, "
+              f"{min(ratios):.2f}-{max(ratios):.2f}); same bits: {same}")
         for w in (1, 2):
-            peaks = clusters[w][1].run(_peak_rss_mib)
-            held = n * 785 * 8 / w / 2**20
-            print(f"{w} worker(s): peak resident memory per worker process "
-                  + ", ".join(f"{p:.0f} MiB" for p in peaks.values())
-                  + f" (holding {held:.0f} MiB of persisted data each; beyond it "
-                  + ", ".join(f"{p - held:.0f} MiB" for p in peaks.values()) + ")")
-    finally:
-        for cluster, client, *_ in clusters.values():
-            client.close()
-            cluster.close()
+            main = statistics.median(c for c, _ in cpu[w, f])
+            per = [tuple(statistics.median(ws[i][j] for _, ws in cpu[w, f]) for j in (0, 1))
+                   for i in range(w)]
+            print(f"  {w} worker(s), CPU per pass (medians): this process (client, scheduler, "
+                  f"nannies) {main:.2f} s; worker process(es) "
+                  + ", ".join(f"{a + b:.2f} s ({a:.2f} computing, {b:.2f} other threads)"
+                              for a, b in per))
+    t1, t2 = times[1, "control"], times[2, "control"]
+    ratios = [a / b for a, b in zip(t1, t2)]
+    print(f"control (no Dask): {reps} loss_and_grad of one chunk on every worker at "
+          f"once, work per second of 2 workers over 1: {statistics.median(ratios):.2f}x "
+          f"({min(ratios):.2f}-{max(ratios):.2f}): the parallelism the machine gave")
+    for w in (1, 2):
+        held = n * 785 * 8 / w / 2**20
+        print(f"{w} worker(s): peak resident memory per worker process "
+              + ", ".join(f"{p:.0f} MiB" for p in peaks[w])
+              + f" (holding {held:.0f} MiB of persisted data each; beyond it "
+              + ", ".join(f"{p - held:.0f} MiB" for p in peaks[w]) + ")")
     print(f"reduction: {mod.N_PARAMS} float64 = {mod.N_PARAMS * 8 / 2**20:.2f} MiB per "
           f"partial sum")
     if args.single:

@@ -283,8 +283,7 @@ def _spectrum_on_dask(args, dist, params, x, y, lengths, progress):
         else:
             workers = args.workers or 2
             progress(f"starting a LocalCluster of {workers} worker processes ...")
-            cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, dashboard_address=":0"))
+            cluster = stack.enter_context(dist.local_cluster(workers))
             client = stack.enter_context(distributed.Client(cluster))
         return dist.spectrum(args.arch, params, x, y, k=args.k, lengths=lengths,
                              smallest=args.smallest, full=True if args.full else None,

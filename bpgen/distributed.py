@@ -28,12 +28,29 @@ import threading
 
 import numpy as np
 
-__all__ = ["DEFAULT_CHUNK", "from_npy", "ggn_vp", "hessian_diag", "hmp", "hvp", "is_zarr",
-           "load", "load_params", "loss", "loss_and_grad", "module", "per_sample_grad_norms", "persist",
+__all__ = ["CLUSTER_CONFIG", "DEFAULT_CHUNK", "from_npy", "ggn_vp", "hessian_diag", "hmp", "hvp", "is_zarr",
+           "load", "load_params", "local_cluster", "loss", "loss_and_grad", "module", "per_sample_grad_norms", "persist",
            "save_dataset", "smooth_density", "spectral_density", "spectrum"]
 
 #: samples per chunk when x is a NumPy array
 DEFAULT_CHUNK = 8192
+
+#: Dask settings for a cluster whose workers spend their time in the
+#: generated module: Dask's defaults sample every running task's stack every
+#: 10 ms (the statistical profiler), measure the event loop every 20 ms (the
+#: tick) and the process every 0.5 s (the system monitor), in every worker,
+#: nanny and the scheduler.  Measured on an idle LocalCluster of 2 worker
+#: processes: 34 ms of CPU per second in the client's process (scheduler,
+#: nannies) and 28 ms in each worker with the defaults, 4 and 2-3 with
+#: these; on 2 cores that is CPU the workers' chunks need
+#: (docs/distributed.md, "Cluster settings").  Set them where the cluster
+#: is created (``with dask.config.set(CLUSTER_CONFIG): LocalCluster(...)``,
+#: or a scheduler's and workers' Dask configuration): :func:`local_cluster`,
+#: ``bpgen spectrum`` and ``examples/newton_cg.py`` do for the clusters they
+#: start.  The results are the same bits either way.
+CLUSTER_CONFIG = {"distributed.worker.profile.enabled": False,
+                  "distributed.admin.tick.interval": "1s",
+                  "distributed.admin.system-monitor.interval": "5s"}
 
 
 def _dask():
@@ -541,7 +558,14 @@ def _place(client, data):
     tree then lie on one worker and run as one task each (:func:`_root`).
     Dask's own ``persist`` spreads the chunks as they are computed, usually
     alternating between workers, and a pass then runs a task per chunk and
-    per addition.  Returns when the chunks are in memory."""
+    per addition.  Each run is computed under a strict restriction to its
+    worker: a loose one lets Dask's work stealing compute chunks on the
+    other worker when one runs ahead (seen at load 8: x's first chunk, and
+    y's small chunks by the dozen).  Once the chunks are in memory the
+    restrictions of every task of their graphs are lifted, so a chunk
+    lost with its worker is recomputed anywhere; a worker that leaves while
+    the chunks are computed lifts them at once.  Returns when the chunks
+    are in memory."""
     import warnings
     xb, yb, lb, ranges = data
     workers = sorted(client.nthreads())
@@ -551,22 +575,68 @@ def _place(client, data):
     runs = [[] for _ in workers]
     for i, (lo, _) in enumerate(ranges):
         runs[min(len(workers) - 1, (lo - ranges[0][0]) * len(workers) // total)].append(i)
-    has_l = any(b is not None for b in lb)
+    cols = (xb, yb) + ((lb,) if any(b is not None for b in lb) else ())
     out = [list(xb), list(yb), list(lb)]
+    keys = set()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ll]arge graph")
         for addr, run in zip(workers, runs):
             if not run:
                 continue
-            blocks = [c[i] for c in (xb, yb) + ((lb,) if has_l else ()) for i in run]
-            done = client.persist(blocks, workers=[addr], allow_other_workers=True)
-            for c, col in enumerate(out[:3 if has_l else 2]):
-                for k, i in enumerate(run):
-                    col[i] = done[c * len(run) + k]
-    _, distributed = _dask()
-    distributed.wait([f for col in out[:3 if has_l else 2] for b in col
-                      for f in client.futures_of(b)])
+            where = [(c, i) for i in run for c in range(len(cols))]     # a chunk's together
+            blocks = [cols[c][i] for c, i in where]
+            for b in blocks:
+                keys.update(b.__dask_graph__().keys())
+            done = client.persist(blocks, workers=[addr], allow_other_workers=False)
+            for (c, i), b in zip(where, done):
+                out[c][i] = b
+    futures = [f for col in out[:len(cols)] for b in col for f in client.futures_of(b)]
+    try:
+        _wait_placed(client, futures, set(workers), keys)
+    finally:
+        _unrestricted(client, keys)
     return _Data(out[0], out[1], out[2], ranges)
+
+
+def _wait_placed(client, futures, workers, keys, poll=0.5):
+    """Until ``futures`` are in memory; when one of ``workers`` leaves
+    meanwhile, the tasks restricted to it could never run: the restrictions
+    are lifted (:func:`_unrestricted`) and the rest computed anywhere."""
+    _, distributed = _dask()
+    while True:
+        try:
+            distributed.wait(futures, timeout=poll)
+            return
+        except Exception as e:          # TimeoutError (builtin or distributed's)
+            if "TimeoutError" not in type(e).__name__:
+                raise
+        if not workers <= set(client.nthreads()):
+            _unrestricted(client, keys)
+            distributed.wait(futures)
+            return
+
+
+def _unrestricted(client, keys):
+    """The worker restrictions of the scheduler's tasks ``keys`` removed
+    (keys the scheduler does not hold, e.g. fused away, are skipped)."""
+    state = client.sync(client.scheduler.get_task_status, keys=list(keys))
+    known = {k: None for k, st in state.items() if st is not None}
+    if known:
+        client.sync(client.scheduler.set_restrictions, worker=known)
+
+
+def local_cluster(n_workers: int = 2, **kwargs):
+    """A ``distributed.LocalCluster`` of ``n_workers`` worker processes of
+    one thread each (the workers are the parallelism: the module runs one
+    thread on each), created under :data:`CLUSTER_CONFIG`; ``kwargs`` go to
+    LocalCluster (``dashboard_address`` defaults to a free port)."""
+    import dask
+    _, distributed = _dask()
+    if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
+        raise ValueError(f"n_workers: expected a positive integer, got {n_workers!r}")
+    kwargs = {"threads_per_worker": 1, "processes": True, "dashboard_address": ":0", **kwargs}
+    with dask.config.set(CLUSTER_CONFIG):
+        return distributed.LocalCluster(n_workers=n_workers, **kwargs)
 
 
 def _default_client(client):

@@ -447,8 +447,7 @@ def run_distributed(args, target: float, plt) -> int:
             where = f"the scheduler at {args.scheduler}"
         else:
             workers = args.workers or 2
-            cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, dashboard_address=":0"))
+            cluster = stack.enter_context(bd.local_cluster(workers))
             client = stack.enter_context(distributed.Client(cluster))
             where = (f"an embedded LocalCluster of {workers} worker "
                      f"process{'es' if workers > 1 else ''}")
