@@ -370,6 +370,11 @@ def test_share_calls_makes_a_call_two_maps_evaluate_once():
     assert out[2] is ops[1] and out[4] is ops[3]
     # nothing shared: the program as it was
     assert share_calls(ops[1:3], g) == ops[1:3]
+    # the first map that evaluates the call is the call: the others read it
+    t = [emap("o", sp.tanh(w)), emap("q", 1 - sp.tanh(w) ** 2)]
+    out = share_calls(t, g)
+    assert [op.out for op in out] == ["o", "q"] and out[0] is t[0]
+    assert out[1].attrs["expr"] == 1 - S("o") ** 2 and out[1].args == ("o",)
 
 
 COSTLY_ARCHS = ["dense-gelu-bce", "dense-softplus-sce", "dense-silu-bce-l2",

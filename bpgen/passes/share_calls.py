@@ -8,7 +8,8 @@ and the backward map each evaluated erf(z/√2) for every entry.  This pass
 finds a call of a costly function (erf, exp, tanh, log, ...) that two or
 more top-level maps of one program evaluate on the same variables, makes it
 a map of its own, ``erf_Z = erf(√2 Z/2)``, placed before the first map
-that needs it, and substitutes that variable into every map that evaluates
+that needs it (or, when the first map that evaluates it is that call and
+nothing else, as tanh's ``A = tanh(Z)``, that map's output), and substitutes that variable into every map that evaluates
 it (the forward map, its derivative in the backward pass, the tangent and
 second-derivative maps of ``hvp``).  The derivatives stay derived: only
 the program's evaluation changes, exact to rounding.  Maps inside a
@@ -55,6 +56,11 @@ def share_calls(ops: list, g) -> list:
     out, placed = [], {}
     for op in ops:
         calls = sorted(_calls(op) & shared, key=sp.default_sort_key)
+        expr = op.attrs["expr"] if calls else None
+        if expr in shared and expr not in placed:
+            placed[expr] = op.out       # the map is the call: the others read it
+            out.append(op)
+            continue
         for c in calls:
             if c in placed:
                 continue
@@ -65,10 +71,10 @@ def share_calls(ops: list, g) -> list:
                 name = g.var(f"{type(c).__name__}_{args[0]}", shape)
                 made[c] = name
             out.append(Op("map", name, args, {"expr": c}, op.grad_of,
-                          "computed once: read by the forward and derivative maps"))
+                          "made once for the maps that evaluate it"))
             placed[c] = name
         if calls:
-            expr = op.attrs["expr"].xreplace({c: sp.Symbol(placed[c]) for c in calls})
+            expr = expr.xreplace({c: sp.Symbol(placed[c]) for c in calls})
             args = tuple(sorted(s.name for s in expr.free_symbols if s.name in g.vars))
             op = dataclasses.replace(op, args=args, attrs={**op.attrs, "expr": expr})
         out.append(op)
