@@ -32,7 +32,7 @@ COSTLY = (sp.erf, sp.erfc, sp.exp, sp.log, sp.tanh, sp.sinh, sp.cosh, sp.sin, sp
 
 def _calls(op) -> set:
     """The costly calls a top-level map evaluates on variables."""
-    if not op.primitive.elementwise or op.loop is not None:
+    if op.prim != "map" or op.loop is not None:
         return set()
     expr = op.attrs["expr"]
     return {c for c in expr.atoms(sp.Function)
@@ -53,6 +53,7 @@ def share_calls(ops: list, g) -> list:
     if not shared:
         return ops
     made = g.__dict__.setdefault("shared_calls", {})   # call -> its variable
+    defined = {op.out for op in ops}
     out, placed = [], {}
     for op in ops:
         calls = sorted(_calls(op) & shared, key=sp.default_sort_key)
@@ -66,7 +67,7 @@ def share_calls(ops: list, g) -> list:
                 continue
             args = tuple(sorted(s.name for s in c.free_symbols))
             name = made.get(c)
-            if name is None:
+            if name not in g.vars or name in defined:   # (a copy of g shares the dict)
                 shape = broadcast_shape([g.vars[a].shape for a in args])
                 name = g.var(f"{type(c).__name__}_{args[0]}", shape)
                 made[c] = name
