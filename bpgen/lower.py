@@ -2,8 +2,10 @@
 
 A :class:`Program` is plain data: the ordered ops that compute the requested
 outputs from the inputs, after dead-code elimination, fusion of single-use
-elementwise maps into their consumer and merging of repeated ops
-(:mod:`bpgen.passes.merge`), with the storage of every temporary laid out in
+elementwise maps into their consumer, merging of repeated ops
+(:mod:`bpgen.passes.merge`) and a costly call that several maps evaluate
+made once (:mod:`bpgen.passes.share_calls`: gelu's erf, read by the
+forward map and its derivative), with the storage of every temporary laid out in
 one workspace (offsets linear in the batch size N).  The optimisation
 passes (:func:`bpgen.passes.optimise`) then run once on it, and each
 backend's decisions travel with the program (``Program.plans``); last, the
@@ -22,6 +24,7 @@ import sympy as sp
 from .ir import Graph
 from .passes import merge_duplicates, optimise
 from .passes.allocate import reuse_workspace
+from .passes.share_calls import share_calls
 from .shapes import ceil8, plus, size_coeffs
 
 __all__ = ["Program", "lower", "size_coeffs"]
@@ -121,6 +124,8 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
     ops = _dce([dataclasses.replace(op) for op in g.ops], outputs)
     ops = _fuse(ops, outputs, g.vars, frozenset(keep))
     ops = merge_duplicates(ops, outputs)
+    if plan:       # a costly call two maps make, made once (passes/share_calls.py)
+        ops = share_calls(ops, g)
     used = set(inputs) | set(outputs)
     for op in ops:
         used.add(op.out)

@@ -2070,7 +2070,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
     for (int64_t k = 0; k < 32*N; k++) v_d_l0_Z[k] = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
 }
 
-/* ---- curvature: workspace 80*N + 0 elements ---- */
+/* ---- curvature: workspace 64*N + 0 elements ---- */
 BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *restrict v_y, const real *restrict v_l0_W, const real *restrict v_l0_b, const real *restrict v_l1_W, const real *restrict v_l1_b, real *restrict out, real *restrict ws)
 {
     real *const v_l0_XW = ws + 0;  /* (N, 32) */
@@ -2078,7 +2078,7 @@ BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *re
     real *const v_l1_XW = ws + 0;  /* (N, 10) */
     real *const v_l1_Z = ws + 16*N;  /* (N, 10) */
     real *const v_o_max = ws + 0;  /* (N, 1) */
-    real *const v_o_exp = ws + 64*N;  /* (N, 10) */
+    real *const v_o_exp = ws + 32*N;  /* (N, 10) */
     real *const v_o_expsum = ws + 8*N;  /* (N, 1) */
     real *const v_d_o_expsum = ws + 0;  /* (N, 1) */
     real *const v_x_copy = out + 0;  /* (N, 64) */
@@ -2170,16 +2170,15 @@ BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *re
     /* d_l0_Z = d_l0_A ⊙ (1 - l0_A^∘2) */
 
     /* total gradients */
-    /* l0_d1 = 1 - tanh(l0_Z)^∘2 */
-    /* l0_d2 = 2 (-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z) */
+    /* l0_d1 = 1 - l0_A^∘2 */
+    /* l0_d2 = 2 l0_A ⊙ (-1 + l0_A^∘2) */
     #pragma omp simd
     for (int64_t k = 0; k < 32*N; k++) {
         const real e_d_l0_Z = v_d_l0_A[k]*(1 - ((v_l0_A[k])*(v_l0_A[k])));
         v_d_l0_Z[k] = e_d_l0_Z;
-        const real e_l0_d1 = 1 - ((bpg_tanh(v_l0_Z[k]))*(bpg_tanh(v_l0_Z[k])));
+        const real e_l0_d1 = 1 - ((v_l0_A[k])*(v_l0_A[k]));
         v_l0_d1[k] = e_l0_d1;
-        const real cse2_0 = bpg_tanh(v_l0_Z[k]);
-        const real e_l0_d2 = 2*cse2_0*(((cse2_0)*(cse2_0)) - 1);
+        const real e_l0_d2 = 2*v_l0_A[k]*(((v_l0_A[k])*(v_l0_A[k])) - 1);
         v_l0_d2[k] = e_l0_d2;
     }
 

@@ -4,7 +4,7 @@ Regenerate with: bpgen build digits_mlp.yaml
 
 C backend: the Python side.  Every key, shape and dtype is checked here
 before C is called; the C code (digits_mlp_c.c, compiled through cffi into
-_bpgen_digits_mlp_caa40299b4a9) then never reads or writes out of bounds.
+_bpgen_digits_mlp_02484c3288af) then never reads or writes out of bounds.
 Derivation document: bpgen doc digits_mlp.yaml
 """
 import collections
@@ -109,7 +109,7 @@ _CURV_FORM = "softmax"
 #: c0 + c1*T + c2*T*T + ..., here and below)
 _BYTES_PER_SAMPLE = 4416
 #: elements per sample the structured Hessian's assembly holds besides its result
-_ASSEMBLY_PER_SAMPLE = {'hessian': 7269, 'hessian_blocks': 5275}
+_ASSEMBLY_PER_SAMPLE = {'hessian': 7253, 'hessian_blocks': 5259}
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {
@@ -124,12 +124,12 @@ _OUTPUTS = {
     "hessian": [(0, 0, 0, 5808100, 2410)],
     "hessian_blocks": [(0, 0, 0, 4326400, 2080), (0, 4326400, 0, 108900, 330)],
 }
-EXTENSION = "_bpgen_digits_mlp_caa40299b4a9"
+EXTENSION = "_bpgen_digits_mlp_02484c3288af"
 CDEF = "void bpg_forward(int64_t N, const double *v_x, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_loss_and_grad(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hvp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_ggn_vp(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *v_v_l0_W, const double *v_v_l0_b, const double *v_v_l1_W, const double *v_v_l1_b, double *out, double *ws);\nvoid bpg_grad_factors(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_grad_terms(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_curvature(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian_blocks(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_hessian_columns(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, const double *V, double *out, double *ws, int64_t first, int64_t count, int64_t kc);\nvoid bpg_per_sample_grads(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_per_sample_grad_norms(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double *out, double *ws);\nvoid bpg_clipped_grad(int64_t N, const double *v_x, const double *v_y, const double *v_l0_W, const double *v_l0_b, const double *v_l1_W, const double *v_l1_b, double max_norm, double *out, double *ws);\nvoid bpg_set_threads(int n);\nint bpg_get_threads(void);\nvoid *bpg_threads_state(void);\nvoid bpg_threads_share(void *state);\nint bpg_threads_enter(double work);\nvoid bpg_threads_leave(int large);\nint bpgf_install(void *globals);\nint64_t bpgf_count(int entry, int fell_back);\nvoid bpgf_release_workspace(void);\nint bpg_entry_have(int entry);\nvoid bpg_split_rule(int64_t *rows, double *work);\nint64_t bpg_split_calls(void);\nvoid bpg_split_together(int64_t *least);\nint64_t bpg_split_products(void);\nsize_t bpg_entry_ws(int entry, int64_t N);\nint bpg_entry_run(int entry, int64_t N, const void *x, const double *mk, const double *y, const double *const *p, const double *const *v, double *out, double *ws, size_t cap);"
 C_FILE = "digits_mlp_c.c"
 _PTR = "double[]"
 #: workspace size of each function: a*N + b elements
-_WS = {'forward': (64, 0), 'loss': (72, 2064), 'loss_and_grad': (128, 2368), 'hvp': (256, 2688), 'ggn_vp': (160, 2368), 'grad_factors': (48, 0), 'grad_terms': (72, 2064), 'curvature': (80, 0), 'hessian': (2458, 32768), 'hessian_blocks': (2128, 32768), 'hessian_columns': (424, 2688), 'per_sample_grads': (146, 2072), 'per_sample_grad_norms': (146, 2072), 'clipped_grad': (146, 2072)}
+_WS = {'forward': (64, 0), 'loss': (72, 2064), 'loss_and_grad': (128, 2368), 'hvp': (256, 2688), 'ggn_vp': (160, 2368), 'grad_factors': (48, 0), 'grad_terms': (72, 2064), 'curvature': (64, 0), 'hessian': (2458, 32768), 'hessian_blocks': (2128, 32768), 'hessian_columns': (424, 2688), 'per_sample_grads': (146, 2072), 'per_sample_grad_norms': (146, 2072), 'clipped_grad': (146, 2072)}
 #: bpg_hessian_columns' workspace per direction of a chunk: a*N + b elements
 _WS_DIR = {'hessian_columns': (128, 8148)}
 

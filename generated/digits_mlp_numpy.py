@@ -111,7 +111,7 @@ _CURV_FORM = "softmax"
 #: c0 + c1*T + c2*T*T + ..., here and below)
 _BYTES_PER_SAMPLE = 4416
 #: elements per sample the structured Hessian's assembly holds besides its result
-_ASSEMBLY_PER_SAMPLE = {'hessian': 7269, 'hessian_blocks': 5275}
+_ASSEMBLY_PER_SAMPLE = {'hessian': 7253, 'hessian_blocks': 5259}
 #: generated function -> where its outputs lie in one flat buffer:
 #: (offset a, offset b, size a, size b, columns), meaning a*N + b elements
 _OUTPUTS = {
@@ -2176,11 +2176,10 @@ def _curvature(x, y, l0_W, l0_b, l1_W, l1_b):
     numpy.multiply(d_l0_A, 1 - l0_A**2, out=d_l0_Z)
 
     # total gradients
-    # l0_d1 = 1 - tanh(l0_Z)^∘2
-    numpy.subtract(1, numpy.tanh(l0_Z)**2, out=l0_d1)
-    # l0_d2 = 2 (-1 + tanh(l0_Z)^∘2) ⊙ tanh(l0_Z)
-    cse0 = numpy.tanh(l0_Z)
-    numpy.multiply(cse0, 2*cse0**2 - 2, out=l0_d2)
+    # l0_d1 = 1 - l0_A^∘2
+    numpy.subtract(1, l0_A**2, out=l0_d1)
+    # l0_d2 = 2 l0_A ⊙ (-1 + l0_A^∘2)
+    numpy.multiply(l0_A, 2*l0_A**2 - 2, out=l0_d2)
     # x_copy = x
     x_copy[...] = x
     # l1_d1 = 1

@@ -1750,7 +1750,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + v_loss_sum[0]/v_real_steps[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0];
 }
 
-/* ---- loss_and_grad: workspace 4528*N + 3328 elements ---- */
+/* ---- loss_and_grad: workspace 5040*N + 3328 elements ---- */
 BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
@@ -1786,45 +1786,46 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     real *const v_mlp_norm_A = ws + 1584*N;  /* (8*N, 16) */
     real *const v_mlp_up_XW = ws + 1968*N;  /* (8*N, 64) */
     real *const v_mlp_up_Z = ws + 2480*N;  /* (8*N, 64) */
-    real *const v_mlp_up_A = ws + 2992*N;  /* (8*N, 64) */
+    real *const v_erf_mlp_up_Z = ws + 2992*N;  /* (8*N, 64) */
+    real *const v_mlp_up_A = ws + 3504*N;  /* (8*N, 64) */
     real *const v_mlp_down_XW = ws + 1456*N;  /* (8*N, 16) */
     real *const v_mlp_R = ws + 784*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 1328*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 4528*N;  /* (1, 1) */
+    real *const v_real_steps = ws + 5040*N;  /* (1, 1) */
     real *const v_o_max = ws + 1040*N;  /* (8*N, 1) */
     real *const v_o_exp = ws + 1328*N;  /* (8*N, 16) */
     real *const v_o_expsum = ws + 1048*N;  /* (8*N, 1) */
     real *const v_o_pick = ws + 1976*N;  /* (8*N, 16) */
     real *const v_o_label = ws + 1968*N;  /* (8*N, 1) */
     real *const v_real_terms = ws + 1456*N;  /* (8*N, 1) */
-    real *const v_loss_sum = ws + 4528*N + 8;  /* (1, 1) */
-    real *const v_attn_mha_Wq_sq = ws + 4528*N + 544;  /* (16, 16) */
-    real *const v_attn_mha_Wq_sqsum = ws + 4528*N + 800;  /* (1, 1) */
-    real *const v_attn_mha_Wk_sq = ws + 4528*N + 16;  /* (16, 16) */
-    real *const v_attn_mha_Wk_sqsum = ws + 4528*N + 272;  /* (1, 1) */
-    real *const v_attn_mha_Wv_sq = ws + 4528*N + 808;  /* (16, 16) */
-    real *const v_attn_mha_Wv_sqsum = ws + 4528*N + 1064;  /* (1, 1) */
-    real *const v_attn_mha_Wo_sq = ws + 4528*N + 280;  /* (16, 16) */
-    real *const v_attn_mha_Wo_sqsum = ws + 4528*N + 536;  /* (1, 1) */
-    real *const v_mlp_up_W_sq = ws + 4528*N + 1072;  /* (16, 64) */
-    real *const v_mlp_up_W_sqsum = ws + 4528*N + 16;  /* (1, 1) */
-    real *const v_mlp_down_W_sq = ws + 4528*N + 1072;  /* (64, 16) */
-    real *const v_mlp_down_W_sqsum = ws + 4528*N + 24;  /* (1, 1) */
-    real *const v_head_W_sq = ws + 4528*N + 280;  /* (16, 16) */
-    real *const v_head_W_sqsum = ws + 4528*N + 32;  /* (1, 1) */
-    real *const v_d_loss_sum = ws + 4528*N + 8;  /* (1, 1) */
+    real *const v_loss_sum = ws + 5040*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 5040*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 5040*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 5040*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 5040*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 5040*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 5040*N + 1064;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 5040*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 5040*N + 536;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 5040*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 5040*N + 16;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 5040*N + 1072;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 5040*N + 24;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 5040*N + 280;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 5040*N + 32;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 5040*N + 8;  /* (1, 1) */
     real *const v_d_loss_terms = ws + 1040*N;  /* (8*N, 1) */
     real *const v_d_o_expsum = ws + 1456*N;  /* (8*N, 1) */
     real *const v_d_o_label = ws + 1464*N;  /* (8*N, 1) */
     real *const v_d_head_Z_2 = ws + 1968*N;  /* (8*N, 16) */
     real *const v_d_mlp_R = ws + 1328*N;  /* (8*N, 16) */
-    real *const v_d_head_W_1 = ws + 4528*N;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 3504*N;  /* (8*N, 64) */
-    real *const v_d_mlp_down_W_1 = ws + 4528*N + 256;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 4016*N;  /* (8*N, 64) */
+    real *const v_d_head_W_1 = ws + 5040*N;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 4016*N;  /* (8*N, 64) */
+    real *const v_d_mlp_down_W_1 = ws + 5040*N + 256;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 4528*N;  /* (8*N, 64) */
     real *const v_d_mlp_norm_A = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_d_mlp_up_W_1 = ws + 4528*N + 1280;  /* (16, 64) */
+    real *const v_d_mlp_up_W_1 = ws + 5040*N + 1280;  /* (16, 64) */
     real *const v_d_mlp_norm_Xhat = ws + 2352*N;  /* (8*N, 16) */
     real *const v_d_mlp_norm_g = ws + 2480*N;  /* (8*N, 16) */
     real *const v_d_mlp_norm_ss = ws + 2608*N;  /* (8*N, 16) */
@@ -1834,7 +1835,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     real *const v_d_mlp_norm_sum_1 = ws + 1048*N;  /* (8*N, 1) */
     real *const v_d_attn_R_1 = ws + 2096*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_AV = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wo_1 = ws + 4528*N + 2304;  /* (16, 16) */
+    real *const v_d_attn_mha_Wo_1 = ws + 5040*N + 2304;  /* (16, 16) */
     real *const v_d_attn_mha_P = ws + 1712*N;  /* (16*N, 8) */
     real *const v_d_attn_mha_V = ws + 640*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_Zs = ws + 1840*N;  /* (16*N, 8) */
@@ -1845,11 +1846,11 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     real *const v_d_attn_mha_Q = ws + 1040*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wv_1 = ws + 4528*N + 2560;  /* (16, 16) */
+    real *const v_d_attn_mha_Wv_1 = ws + 5040*N + 2560;  /* (16, 16) */
     real *const v_d_attn_norm_A_1 = ws + 1168*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wk_1 = ws + 4528*N + 2816;  /* (16, 16) */
+    real *const v_d_attn_mha_Wk_1 = ws + 5040*N + 2816;  /* (16, 16) */
     real *const v_d_attn_norm_A_2 = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wq_1 = ws + 4528*N + 3072;  /* (16, 16) */
+    real *const v_d_attn_mha_Wq_1 = ws + 5040*N + 3072;  /* (16, 16) */
     real *const v_d_attn_norm_A_3 = ws + 1712*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_Xhat = ws + 2224*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_g = ws + 2352*N;  /* (8*N, 16) */
@@ -2072,10 +2073,17 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     }
     /* mlp_up_Z += mlp_norm_A·mlp_up_W */
     bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
+    /* made once for the maps that evaluate it */
+    /* erf_mlp_up_Z = erf(sqrt(2) mlp_up_Z / 2) */
     /* mlp_up: activation gelu */
-    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
+    for (int64_t k = 0; k < 512*N; k++) {
+        const real e_erf_mlp_up_Z = erf(0.70710678118654752*v_mlp_up_Z[k]);
+        v_erf_mlp_up_Z[k] = e_erf_mlp_up_Z;
+        const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(e_erf_mlp_up_Z + 1);
+        v_mlp_up_A[k] = e_mlp_up_A;
+    }
     /* mlp_down: affine part */
     /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
@@ -2254,9 +2262,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     bpg_gemm_nt(8*N, 64, 16, v_d_mlp_R, v_mlp_down_W, v_d_mlp_up_A);
     /* d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R: added into d_mlp_down_W_2 below */
 
-    /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2 */
     /*   (mlp_up: activation gelu) */
-    /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
+    /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
 
     /* Grad of: mlp_up_Z = mlp_up_XW + mlp_up_b */
     /*   (mlp_up: pre-activation) */
@@ -2266,7 +2274,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            const real e_d_mlp_up_Z = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+            const real e_d_mlp_up_Z = v_d_mlp_up_A[k]*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5);
             v_d_mlp_up_Z[k] = e_d_mlp_up_Z;
             v_d_mlp_up_b[cc] += e_d_mlp_up_Z;
         }
@@ -2539,7 +2547,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_d_head_Z_2, v_d_head_W_2);
 }
 
-/* ---- hvp: workspace 8784*N + 6656 elements ---- */
+/* ---- hvp: workspace 9808*N + 6656 elements ---- */
 BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
@@ -2615,8 +2623,10 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     real *const v_r_mlp_up_XW_b = ws + 5712*N;  /* (8*N, 64) */
     real *const v_mlp_up_Z = ws + 4688*N;  /* (8*N, 64) */
     real *const v_r_mlp_up_Z = ws + 6224*N;  /* (8*N, 64) */
-    real *const v_mlp_up_A = ws + 6736*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_A = ws + 7248*N;  /* (8*N, 64) */
+    real *const v_erf_mlp_up_Z = ws + 6736*N;  /* (8*N, 64) */
+    real *const v_mlp_up_A = ws + 7760*N;  /* (8*N, 64) */
+    real *const v_exp_mlp_up_Z = ws + 7248*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_A = ws + 8272*N;  /* (8*N, 64) */
     real *const v_mlp_down_XW = ws + 1688*N;  /* (8*N, 16) */
     real *const v_r_mlp_down_XW_a = ws + 3024*N;  /* (8*N, 16) */
     real *const v_r_mlp_down_XW_b = ws + 3152*N;  /* (8*N, 16) */
@@ -2626,13 +2636,13 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     real *const v_r_head_XW_a = ws + 2896*N;  /* (8*N, 16) */
     real *const v_r_head_XW_b = ws + 3024*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 1952*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 8784*N;  /* (1, 1) */
+    real *const v_real_steps = ws + 9808*N;  /* (1, 1) */
     real *const v_o_max = ws + 1688*N;  /* (8*N, 1) */
     real *const v_o_exp = ws + 1696*N;  /* (8*N, 16) */
     real *const v_r_o_exp = ws + 3152*N;  /* (8*N, 16) */
     real *const v_o_expsum = ws + 2088*N;  /* (8*N, 1) */
     real *const v_r_o_expsum = ws + 3664*N;  /* (8*N, 1) */
-    real *const v_d_loss_sum = ws + 8784*N + 8;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 9808*N + 8;  /* (1, 1) */
     real *const v_d_loss_terms = ws + 1688*N;  /* (8*N, 1) */
     real *const v_d_o_expsum = ws + 1952*N;  /* (8*N, 1) */
     real *const v_r_d_o_expsum = ws + 1968*N;  /* (8*N, 1) */
@@ -2643,21 +2653,21 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     real *const v_r_d_mlp_R_a = ws + 3152*N;  /* (8*N, 16) */
     real *const v_r_d_mlp_R_b = ws + 3664*N;  /* (8*N, 16) */
     real *const v_r_d_mlp_R = ws + 1952*N;  /* (8*N, 16) */
-    real *const v_r_d_head_W_1_a = ws + 8784*N;  /* (16, 16) */
-    real *const v_r_d_head_W_1_b = ws + 8784*N + 256;  /* (16, 16) */
+    real *const v_r_d_head_W_1_a = ws + 9808*N;  /* (16, 16) */
+    real *const v_r_d_head_W_1_b = ws + 9808*N + 256;  /* (16, 16) */
     real *const v_d_mlp_up_A = ws + 4176*N;  /* (8*N, 64) */
     real *const v_r_d_mlp_up_A_a = ws + 5200*N;  /* (8*N, 64) */
     real *const v_r_d_mlp_up_A_b = ws + 5712*N;  /* (8*N, 64) */
-    real *const v_r_d_mlp_down_W_1_a = ws + 8784*N + 512;  /* (64, 16) */
-    real *const v_r_d_mlp_down_W_1_b = ws + 8784*N + 1536;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 7760*N;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_Z = ws + 8272*N;  /* (8*N, 64) */
+    real *const v_r_d_mlp_down_W_1_a = ws + 9808*N + 512;  /* (64, 16) */
+    real *const v_r_d_mlp_down_W_1_b = ws + 9808*N + 1536;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 8784*N;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_Z = ws + 9296*N;  /* (8*N, 64) */
     real *const v_d_mlp_norm_A = ws + 3152*N;  /* (8*N, 16) */
     real *const v_r_d_mlp_norm_A_a = ws + 4176*N;  /* (8*N, 16) */
     real *const v_r_d_mlp_norm_A_b = ws + 4304*N;  /* (8*N, 16) */
     real *const v_r_d_mlp_norm_A = ws + 3664*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_up_W_1_a = ws + 8784*N + 2560;  /* (16, 64) */
-    real *const v_r_d_mlp_up_W_1_b = ws + 8784*N + 3584;  /* (16, 64) */
+    real *const v_r_d_mlp_up_W_1_a = ws + 9808*N + 2560;  /* (16, 64) */
+    real *const v_r_d_mlp_up_W_1_b = ws + 9808*N + 3584;  /* (16, 64) */
     real *const v_d_mlp_norm_Xhat = ws + 4560*N;  /* (8*N, 16) */
     real *const v_r_d_mlp_norm_Xhat = ws + 5200*N;  /* (8*N, 16) */
     real *const v_r_d_mlp_norm_g = ws + 5328*N;  /* (8*N, 16) */
@@ -2678,8 +2688,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     real *const v_r_d_attn_mha_AV_a = ws + 3536*N;  /* (8*N, 16) */
     real *const v_r_d_attn_mha_AV_b = ws + 3664*N;  /* (8*N, 16) */
     real *const v_r_d_attn_mha_AV = ws + 3408*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wo_1_a = ws + 8784*N + 4608;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wo_1_b = ws + 8784*N + 4864;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wo_1_a = ws + 9808*N + 4608;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wo_1_b = ws + 9808*N + 4864;  /* (16, 16) */
     real *const v_d_attn_mha_P = ws + 3536*N;  /* (16*N, 8) */
     real *const v_r_d_attn_mha_P_a = ws + 3664*N;  /* (16*N, 8) */
     real *const v_r_d_attn_mha_P_b = ws + 384*N;  /* (16*N, 8) */
@@ -2711,18 +2721,18 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
     real *const v_r_d_attn_norm_A_a = ws + 4048*N;  /* (8*N, 16) */
     real *const v_r_d_attn_norm_A_b = ws + 4304*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wv_1_a = ws + 8784*N + 5120;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wv_1_b = ws + 8784*N + 5376;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wv_1_a = ws + 9808*N + 5120;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wv_1_b = ws + 9808*N + 5376;  /* (16, 16) */
     real *const v_d_attn_norm_A_1 = ws + 2080*N;  /* (8*N, 16) */
     real *const v_r_d_attn_norm_A_1_a = ws + 2464*N;  /* (8*N, 16) */
     real *const v_r_d_attn_norm_A_1_b = ws + 3152*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wk_1_a = ws + 8784*N + 5632;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wk_1_b = ws + 8784*N + 5888;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wk_1_a = ws + 9808*N + 5632;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wk_1_b = ws + 9808*N + 5888;  /* (16, 16) */
     real *const v_d_attn_norm_A_2 = ws + 2208*N;  /* (8*N, 16) */
     real *const v_r_d_attn_norm_A_2_a = ws + 3536*N;  /* (8*N, 16) */
     real *const v_r_d_attn_norm_A_2_b = ws + 3664*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wq_1_a = ws + 8784*N + 6144;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wq_1_b = ws + 8784*N + 6400;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wq_1_a = ws + 9808*N + 6144;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wq_1_b = ws + 9808*N + 6400;  /* (16, 16) */
     real *const v_d_attn_norm_A_3 = ws + 2336*N;  /* (8*N, 16) */
     real *const v_r_d_attn_norm_A_3 = ws + 3920*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_Xhat = ws + 4432*N;  /* (8*N, 16) */
@@ -3097,14 +3107,22 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     bpg_gemm_nn_acc(8*N, 64, 16, v_r_mlp_norm_A, v_mlp_up_W, v_r_mlp_up_Z);
     /* r_mlp_up_Z += mlp_norm_A·v_mlp_up_W */
     bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_v_mlp_up_W, v_r_mlp_up_Z);
+    /* made once for the maps that evaluate it */
+    /* erf_mlp_up_Z = erf(sqrt(2) mlp_up_Z / 2) */
     /* mlp_up: activation gelu */
-    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
-    /* r_mlp_up_A = r_mlp_up_Z ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
+    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2 */
+    /* made once for the maps that evaluate it */
+    /* exp_mlp_up_Z = exp(-mlp_up_Z^∘2 / 2) */
+    /* r_mlp_up_A = r_mlp_up_Z ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z / (2 sqrt(pi))) */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) {
-        const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
+        const real e_erf_mlp_up_Z = erf(0.70710678118654752*v_mlp_up_Z[k]);
+        v_erf_mlp_up_Z[k] = e_erf_mlp_up_Z;
+        const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(e_erf_mlp_up_Z + 1);
         v_mlp_up_A[k] = e_mlp_up_A;
-        const real e_r_mlp_up_A = v_r_mlp_up_Z[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+        const real e_exp_mlp_up_Z = exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])));
+        v_exp_mlp_up_Z[k] = e_exp_mlp_up_Z;
+        const real e_r_mlp_up_A = v_r_mlp_up_Z[k]*(0.5*e_erf_mlp_up_Z + 0.39894228040143268*e_exp_mlp_up_Z*v_mlp_up_Z[k] + 0.5);
         v_r_mlp_up_A[k] = e_r_mlp_up_A;
     }
     /* mlp_down: affine part */
@@ -3258,10 +3276,10 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* r_d_mlp_down_W_1_a = r_mlp_up_Aᵀ·d_mlp_R: added into r_d_mlp_down_W_2 below */
     /* r_d_mlp_down_W_1_b = mlp_up_Aᵀ·r_d_mlp_R: added into r_d_mlp_down_W_2 below */
 
-    /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2 */
     /*   (mlp_up: activation gelu) */
-    /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
-    /* r_d_mlp_up_Z = (r_d_mlp_up_A_a + r_d_mlp_up_A_b) ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) + d_mlp_up_A ⊙ r_mlp_up_Z ⊙ (sqrt(2) exp(-mlp_up_Z^∘2 / 2) / sqrt(pi) - sqrt(2) mlp_up_Z^∘2 ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
+    /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z / (2 sqrt(pi))) */
+    /* r_d_mlp_up_Z = (r_d_mlp_up_A_a + r_d_mlp_up_A_b) ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z / (2 sqrt(pi))) + d_mlp_up_A ⊙ r_mlp_up_Z ⊙ (sqrt(2) exp_mlp_up_Z / sqrt(pi) - sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z^∘2 / (2 sqrt(pi))) */
 
     /* Grad of: mlp_up_Z = mlp_up_XW + mlp_up_b */
     /*   (mlp_up: pre-activation) */
@@ -3271,10 +3289,9 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            const real e_d_mlp_up_Z = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+            const real e_d_mlp_up_Z = v_d_mlp_up_A[k]*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_exp_mlp_up_Z[k]*v_mlp_up_Z[k] + 0.5);
             v_d_mlp_up_Z[k] = e_d_mlp_up_Z;
-            const real cse1_1 = exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])));
-            const real e_r_d_mlp_up_Z = v_d_mlp_up_A[k]*v_r_mlp_up_Z[k]*(-0.39894228040143268*cse1_1*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])) + 0.79788456080286536*cse1_1) + (v_r_d_mlp_up_A_a[k] + v_r_d_mlp_up_A_b[k])*(0.39894228040143268*cse1_1*v_mlp_up_Z[k] + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+            const real e_r_d_mlp_up_Z = v_d_mlp_up_A[k]*v_r_mlp_up_Z[k]*(-0.39894228040143268*v_exp_mlp_up_Z[k]*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])) + 0.79788456080286536*v_exp_mlp_up_Z[k]) + (v_r_d_mlp_up_A_a[k] + v_r_d_mlp_up_A_b[k])*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_exp_mlp_up_Z[k]*v_mlp_up_Z[k] + 0.5);
             v_r_d_mlp_up_Z[k] = e_r_d_mlp_up_Z;
             v_r_d_mlp_up_b[cc] += e_r_d_mlp_up_Z;
         }
@@ -3688,7 +3705,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_r_d_head_W_2);
 }
 
-/* ---- ggn_vp: workspace 6048*N + 3328 elements ---- */
+/* ---- ggn_vp: workspace 7072*N + 3328 elements ---- */
 BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
@@ -3761,8 +3778,10 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     real *const v_r_mlp_up_XW_a = ws + 4000*N;  /* (8*N, 64) */
     real *const v_r_mlp_up_XW_b = ws + 4512*N;  /* (8*N, 64) */
     real *const v_mlp_up_Z = ws + 3488*N;  /* (8*N, 64) */
-    real *const v_mlp_up_A = ws + 5024*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_A = ws + 5536*N;  /* (8*N, 64) */
+    real *const v_erf_mlp_up_Z = ws + 5024*N;  /* (8*N, 64) */
+    real *const v_mlp_up_A = ws + 6048*N;  /* (8*N, 64) */
+    real *const v_exp_mlp_up_Z = ws + 5536*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_A = ws + 6560*N;  /* (8*N, 64) */
     real *const v_mlp_down_XW = ws + 1328*N;  /* (8*N, 16) */
     real *const v_r_mlp_down_XW_a = ws + 1824*N;  /* (8*N, 16) */
     real *const v_r_mlp_down_XW_b = ws + 2080*N;  /* (8*N, 16) */
@@ -3772,23 +3791,23 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     real *const v_r_head_XW_a = ws + 1824*N;  /* (8*N, 16) */
     real *const v_r_head_XW_b = ws + 1456*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 1328*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 6048*N;  /* (1, 1) */
+    real *const v_real_steps = ws + 7072*N;  /* (1, 1) */
     real *const v_o_max = ws + 896*N;  /* (8*N, 1) */
     real *const v_o_exp = ws + 1952*N;  /* (8*N, 16) */
     real *const v_r_o_exp = ws + 2080*N;  /* (8*N, 16) */
     real *const v_o_expsum = ws + 904*N;  /* (8*N, 1) */
     real *const v_r_o_expsum = ws + 912*N;  /* (8*N, 1) */
-    real *const v_d_loss_sum = ws + 6048*N + 8;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 7072*N + 8;  /* (1, 1) */
     real *const v_d_o_expsum = ws + 896*N;  /* (8*N, 1) */
     real *const v_r_d_o_expsum = ws + 920*N;  /* (8*N, 1) */
     real *const v_r_d_head_Z_1 = ws + 1328*N;  /* (8*N, 16) */
     real *const v_d_mlp_R = ws + 896*N;  /* (8*N, 16) */
-    real *const v_d_head_W_1 = ws + 6048*N;  /* (16, 16) */
+    real *const v_d_head_W_1 = ws + 7072*N;  /* (16, 16) */
     real *const v_d_mlp_up_A = ws + 1824*N;  /* (8*N, 64) */
-    real *const v_d_mlp_down_W_1 = ws + 6048*N + 256;  /* (64, 16) */
+    real *const v_d_mlp_down_W_1 = ws + 7072*N + 256;  /* (64, 16) */
     real *const v_d_mlp_up_Z = ws + 2720*N;  /* (8*N, 64) */
     real *const v_d_mlp_norm_A = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_d_mlp_up_W_1 = ws + 6048*N + 1280;  /* (16, 64) */
+    real *const v_d_mlp_up_W_1 = ws + 7072*N + 1280;  /* (16, 64) */
     real *const v_d_mlp_norm_Xhat = ws + 2080*N;  /* (8*N, 16) */
     real *const v_d_mlp_norm_g = ws + 2208*N;  /* (8*N, 16) */
     real *const v_d_mlp_norm_ss = ws + 3232*N;  /* (8*N, 16) */
@@ -3798,7 +3817,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     real *const v_d_mlp_norm_sum_1 = ws + 1176*N;  /* (8*N, 1) */
     real *const v_d_attn_R_1 = ws + 1824*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_AV = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wo_1 = ws + 6048*N + 2304;  /* (16, 16) */
+    real *const v_d_attn_mha_Wo_1 = ws + 7072*N + 2304;  /* (16, 16) */
     real *const v_d_attn_mha_P = ws + 1952*N;  /* (16*N, 8) */
     real *const v_d_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_Zs = ws + 2080*N;  /* (16*N, 8) */
@@ -3809,11 +3828,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     real *const v_d_attn_mha_Q = ws + 1168*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wv_1 = ws + 6048*N + 2560;  /* (16, 16) */
+    real *const v_d_attn_mha_Wv_1 = ws + 7072*N + 2560;  /* (16, 16) */
     real *const v_d_attn_norm_A_1 = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wk_1 = ws + 6048*N + 2816;  /* (16, 16) */
+    real *const v_d_attn_mha_Wk_1 = ws + 7072*N + 2816;  /* (16, 16) */
     real *const v_d_attn_norm_A_2 = ws + 1584*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wq_1 = ws + 6048*N + 3072;  /* (16, 16) */
+    real *const v_d_attn_mha_Wq_1 = ws + 7072*N + 3072;  /* (16, 16) */
     real *const v_d_attn_norm_A_3 = ws + 1952*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_Xhat = ws + 2208*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_g = ws + 2464*N;  /* (8*N, 16) */
@@ -4167,16 +4186,24 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     }
     /* mlp_up_Z += mlp_norm_A·mlp_up_W */
     bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
+    /* made once for the maps that evaluate it */
+    /* erf_mlp_up_Z = erf(sqrt(2) mlp_up_Z / 2) */
     /* mlp_up: activation gelu */
-    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
-    /* r_mlp_up_A = (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) ⊙ (r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b) */
+    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2 */
+    /* made once for the maps that evaluate it */
+    /* exp_mlp_up_Z = exp(-mlp_up_Z^∘2 / 2) */
+    /* r_mlp_up_A = (1/2 + erf_mlp_up_Z / 2 + sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z / (2 sqrt(pi))) ⊙ (r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
+            const real e_erf_mlp_up_Z = erf(0.70710678118654752*v_mlp_up_Z[k]);
+            v_erf_mlp_up_Z[k] = e_erf_mlp_up_Z;
+            const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(e_erf_mlp_up_Z + 1);
             v_mlp_up_A[k] = e_mlp_up_A;
-            const real e_r_mlp_up_A = (v_r_mlp_up_XW_a[k] + v_r_mlp_up_XW_b[k] + v_v_mlp_up_b[cc])*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+            const real e_exp_mlp_up_Z = exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])));
+            v_exp_mlp_up_Z[k] = e_exp_mlp_up_Z;
+            const real e_r_mlp_up_A = (0.5*e_erf_mlp_up_Z + 0.39894228040143268*e_exp_mlp_up_Z*v_mlp_up_Z[k] + 0.5)*(v_r_mlp_up_XW_a[k] + v_r_mlp_up_XW_b[k] + v_v_mlp_up_b[cc]);
             v_r_mlp_up_A[k] = e_r_mlp_up_A;
         }
     }
@@ -4307,9 +4334,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     bpg_gemm_nt(8*N, 64, 16, v_d_mlp_R, v_mlp_down_W, v_d_mlp_up_A);
     /* d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R: added into gv_mlp_down_W below */
 
-    /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2 */
     /*   (mlp_up: activation gelu) */
-    /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
+    /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z / (2 sqrt(pi))) */
 
     /* Grad of: mlp_up_Z = mlp_up_XW + mlp_up_b */
     /*   (mlp_up: pre-activation) */
@@ -4319,7 +4346,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            const real e_d_mlp_up_Z = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+            const real e_d_mlp_up_Z = v_d_mlp_up_A[k]*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_exp_mlp_up_Z[k]*v_mlp_up_Z[k] + 0.5);
             v_d_mlp_up_Z[k] = e_d_mlp_up_Z;
             v_d_mlp_up_b[cc] += e_d_mlp_up_Z;
         }
@@ -4592,7 +4619,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_gv_head_W);
 }
 
-/* ---- grad_factors: workspace 2608*N + 16 elements ---- */
+/* ---- grad_factors: workspace 3120*N + 16 elements ---- */
 BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
@@ -4625,14 +4652,15 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     real *const v_mlp_norm_Xhat = ws + 1456*N;  /* (8*N, 16) */
     real *const v_mlp_up_XW = ws + 1584*N;  /* (8*N, 64) */
     real *const v_mlp_up_Z = ws + 2096*N;  /* (8*N, 64) */
+    real *const v_erf_mlp_up_Z = ws + 2608*N;  /* (8*N, 64) */
     real *const v_mlp_down_XW = ws + 656*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 656*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 784*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 2608*N;  /* (1, 1) */
+    real *const v_real_steps = ws + 3120*N;  /* (1, 1) */
     real *const v_o_max = ws + 656*N;  /* (8*N, 1) */
     real *const v_o_exp = ws + 1200*N;  /* (8*N, 16) */
     real *const v_o_expsum = ws + 664*N;  /* (8*N, 1) */
-    real *const v_d_loss_sum = ws + 2608*N + 8;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 3120*N + 8;  /* (1, 1) */
     real *const v_d_loss_terms = ws + 656*N;  /* (8*N, 1) */
     real *const v_d_o_expsum = ws + 672*N;  /* (8*N, 1) */
     real *const v_d_o_label = ws + 680*N;  /* (8*N, 1) */
@@ -4865,10 +4893,17 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     }
     /* mlp_up_Z += mlp_norm_A·mlp_up_W */
     bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
+    /* made once for the maps that evaluate it */
+    /* erf_mlp_up_Z = erf(sqrt(2) mlp_up_Z / 2) */
     /* mlp_up: activation gelu */
-    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
+    for (int64_t k = 0; k < 512*N; k++) {
+        const real e_erf_mlp_up_Z = erf(0.70710678118654752*v_mlp_up_Z[k]);
+        v_erf_mlp_up_Z[k] = e_erf_mlp_up_Z;
+        const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(e_erf_mlp_up_Z + 1);
+        v_mlp_up_A[k] = e_mlp_up_A;
+    }
     /* mlp_down: affine part */
     /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
@@ -4961,11 +4996,11 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* d_mlp_up_A = d_mlp_R·mlp_down_Wᵀ */
     bpg_gemm_nt(8*N, 64, 16, v_d_mlp_R, v_mlp_down_W, v_d_mlp_up_A);
 
-    /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2 */
     /*   (mlp_up: activation gelu) */
-    /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
+    /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5);
 
     /* Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W */
     /*   (mlp_up: affine part) */
@@ -5137,7 +5172,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     }
 }
 
-/* ---- grad_terms: workspace 2608*N + 2096 elements ---- */
+/* ---- grad_terms: workspace 3120*N + 2096 elements ---- */
 BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
@@ -5170,32 +5205,33 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     real *const v_mlp_norm_Xhat = ws + 1456*N;  /* (8*N, 16) */
     real *const v_mlp_up_XW = ws + 1584*N;  /* (8*N, 64) */
     real *const v_mlp_up_Z = ws + 2096*N;  /* (8*N, 64) */
+    real *const v_erf_mlp_up_Z = ws + 2608*N;  /* (8*N, 64) */
     real *const v_mlp_down_XW = ws + 656*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 656*N;  /* (8*N, 16) */
     real *const v_head_Z = ws + 784*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 2608*N;  /* (1, 1) */
+    real *const v_real_steps = ws + 3120*N;  /* (1, 1) */
     real *const v_o_max = ws + 656*N;  /* (8*N, 1) */
     real *const v_o_exp = ws + 1200*N;  /* (8*N, 16) */
     real *const v_o_expsum = ws + 664*N;  /* (8*N, 1) */
     real *const v_o_pick = ws + 1584*N;  /* (8*N, 16) */
     real *const v_o_label = ws + 672*N;  /* (8*N, 1) */
     real *const v_real_terms = ws + 680*N;  /* (8*N, 1) */
-    real *const v_loss_sum = ws + 2608*N + 8;  /* (1, 1) */
-    real *const v_attn_mha_Wq_sq = ws + 2608*N + 544;  /* (16, 16) */
-    real *const v_attn_mha_Wq_sqsum = ws + 2608*N + 800;  /* (1, 1) */
-    real *const v_attn_mha_Wk_sq = ws + 2608*N + 16;  /* (16, 16) */
-    real *const v_attn_mha_Wk_sqsum = ws + 2608*N + 272;  /* (1, 1) */
-    real *const v_attn_mha_Wv_sq = ws + 2608*N + 808;  /* (16, 16) */
-    real *const v_attn_mha_Wv_sqsum = ws + 2608*N + 1064;  /* (1, 1) */
-    real *const v_attn_mha_Wo_sq = ws + 2608*N + 280;  /* (16, 16) */
-    real *const v_attn_mha_Wo_sqsum = ws + 2608*N + 536;  /* (1, 1) */
-    real *const v_mlp_up_W_sq = ws + 2608*N + 1072;  /* (16, 64) */
-    real *const v_mlp_up_W_sqsum = ws + 2608*N + 16;  /* (1, 1) */
-    real *const v_mlp_down_W_sq = ws + 2608*N + 1072;  /* (64, 16) */
-    real *const v_mlp_down_W_sqsum = ws + 2608*N + 24;  /* (1, 1) */
-    real *const v_head_W_sq = ws + 2608*N + 280;  /* (16, 16) */
-    real *const v_head_W_sqsum = ws + 2608*N + 32;  /* (1, 1) */
-    real *const v_d_loss_sum = ws + 2608*N + 8;  /* (1, 1) */
+    real *const v_loss_sum = ws + 3120*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 3120*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 3120*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 3120*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 3120*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 3120*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 3120*N + 1064;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 3120*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 3120*N + 536;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 3120*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 3120*N + 16;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 3120*N + 1072;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 3120*N + 24;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 3120*N + 280;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 3120*N + 32;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 3120*N + 8;  /* (1, 1) */
     real *const v_d_loss_terms = ws + 656*N;  /* (8*N, 1) */
     real *const v_d_o_expsum = ws + 672*N;  /* (8*N, 1) */
     real *const v_d_o_label = ws + 680*N;  /* (8*N, 1) */
@@ -5432,10 +5468,17 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     }
     /* mlp_up_Z += mlp_norm_A·mlp_up_W */
     bpg_gemm_nn_acc(8*N, 64, 16, v_mlp_norm_A, v_mlp_up_W, v_mlp_up_Z);
+    /* made once for the maps that evaluate it */
+    /* erf_mlp_up_Z = erf(sqrt(2) mlp_up_Z / 2) */
     /* mlp_up: activation gelu */
-    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2 */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_mlp_up_A[k] = 0.5*v_mlp_up_Z[k]*(erf(0.70710678118654752*v_mlp_up_Z[k]) + 1);
+    for (int64_t k = 0; k < 512*N; k++) {
+        const real e_erf_mlp_up_Z = erf(0.70710678118654752*v_mlp_up_Z[k]);
+        v_erf_mlp_up_Z[k] = e_erf_mlp_up_Z;
+        const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(e_erf_mlp_up_Z + 1);
+        v_mlp_up_A[k] = e_mlp_up_A;
+    }
     /* mlp_down: affine part */
     /* mlp_down_XW = mlp_up_A·mlp_down_W: added into mlp_R below */
     /* mlp: residual: the block's input + its output */
@@ -5603,11 +5646,11 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* d_mlp_up_A = d_mlp_R·mlp_down_Wᵀ */
     bpg_gemm_nt(8*N, 64, 16, v_d_mlp_R, v_mlp_down_W, v_d_mlp_up_A);
 
-    /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
+    /* Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2 */
     /*   (mlp_up: activation gelu) */
-    /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
+    /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5);
 
     /* Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W */
     /*   (mlp_up: affine part) */
@@ -7208,7 +7251,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
 }
 
-/* ---- per_sample_grads: workspace 5552*N + 2104 elements ---- */
+/* ---- per_sample_grads: workspace 6064*N + 2104 elements ---- */
 BPG_ENTRY void bpg_per_sample_grads(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -7284,7 +7327,7 @@ BPG_ENTRY void bpg_per_sample_grads(int64_t N, const int64_t *restrict v_x, cons
     bpg_ps_scale(3936*N, (real)N, out);
 }
 
-/* ---- per_sample_grad_norms: workspace 5552*N + 2104 elements ---- */
+/* ---- per_sample_grad_norms: workspace 6064*N + 2104 elements ---- */
 BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -7366,7 +7409,7 @@ BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const int64_t *restrict v_x,
     bpg_ps_norms(N, sq);
 }
 
-/* ---- clipped_grad: workspace 5552*N + 2104 elements ---- */
+/* ---- clipped_grad: workspace 6064*N + 2104 elements ---- */
 BPG_ENTRY void bpg_clipped_grad(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real max_norm, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -7536,7 +7579,7 @@ typedef int64_t bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_BYTES_PER_SAMPLE 201984
 #define BPGS_MIN_ROWS 8
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 36016
+#define BPGF_WORK_PER_SAMPLE 36528
 #define BPGF_OUT_FORWARD_A 128
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
@@ -7548,10 +7591,10 @@ typedef int64_t bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_WS_LOSS_A 1544
 #define BPGF_WS_LOSS_B 2096
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 4536
+#define BPGF_WS_LOSS_AND_GRAD_A 5048
 #define BPGF_WS_LOSS_AND_GRAD_B 3328
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 8792
+#define BPGF_WS_HVP_A 9816
 #define BPGF_WS_HVP_B 6656
 #define BPGF_HAVE_HVP 1
 #define BPGF_N_MASKS 1  /* a sequence's masks after x (lengths) */
@@ -7560,7 +7603,7 @@ typedef int64_t bpgf_x_t;  /* x's elements (the input kind's) */
 static size_t bpgf_mask_at(int entry, int64_t N)
 {
     return entry == 0 ? (size_t)1536 * (size_t)N + 0 : entry == 1 ? (size_t)1536 * (size_t)N + 2096
-        : entry == 2 ? (size_t)4528 * (size_t)N + 3328 : (size_t)8784 * (size_t)N + 6656;
+        : entry == 2 ? (size_t)5040 * (size_t)N + 3328 : (size_t)9808 * (size_t)N + 6656;
 }
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */

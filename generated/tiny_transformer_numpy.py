@@ -2098,9 +2098,12 @@ def _loss_and_grad(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_
     # mlp_up: pre-activation
     # mlp_up_Z = mlp_up_XW + mlp_up_b
     mlp_up_Z = numpy.add(mlp_up_XW, mlp_up_b, out=mlp_up_XW)
+    # made once for the maps that evaluate it
+    # erf_mlp_up_Z = erf(sqrt(2) mlp_up_Z / 2)
+    erf_mlp_up_Z = _erf(0.70710678118654752*mlp_up_Z)
     # mlp_up: activation gelu
-    # mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
-    numpy.multiply(mlp_up_Z, 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=mlp_up_A)
+    # mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2
+    numpy.multiply(mlp_up_Z, 0.5*erf_mlp_up_Z + 0.5, out=mlp_up_A)
     # mlp_down: affine part
     # mlp_down_XW = mlp_up_A·mlp_down_W
     numpy.dot(mlp_up_A, mlp_down_W, out=mlp_down_XW)
@@ -2208,10 +2211,10 @@ def _loss_and_grad(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_
     # d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R
     numpy.dot(mlp_up_A.T, d_mlp_R, out=d_mlp_down_W_1)
 
-    # Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
+    # Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2
     #   (mlp_up: activation gelu)
-    # d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)))
-    d_mlp_up_Z = numpy.multiply(d_mlp_up_A, 0.39894228040143268*mlp_up_Z*numpy.exp(-0.5*mlp_up_Z**2) + 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=d_mlp_up_A)
+    # d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)))
+    d_mlp_up_Z = numpy.multiply(d_mlp_up_A, 0.5*erf_mlp_up_Z + 0.39894228040143268*mlp_up_Z*numpy.exp(-0.5*mlp_up_Z**2) + 0.5, out=d_mlp_up_A)
 
     # Grad of: mlp_up_Z = mlp_up_XW + mlp_up_b
     #   (mlp_up: pre-activation)
@@ -2434,14 +2437,14 @@ def _hvp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_m
      r_attn_mha_S, attn_mha_E, r_attn_mha_E, attn_mha_P, r_attn_mha_P, r_attn_mha_AV,
      attn_mha_OW, r_attn_mha_OW_a, r_attn_mha_OW_b, mlp_norm_Xc, r_mlp_norm_Xc,
      mlp_norm_sq, r_mlp_norm_sq, mlp_norm_Xhat, r_mlp_norm_Xhat, mlp_norm_A,
-     r_mlp_norm_A, mlp_up_XW, r_mlp_up_XW_a, r_mlp_up_XW_b, mlp_up_A, r_mlp_up_A,
-     mlp_down_XW, r_mlp_down_XW_a, r_mlp_down_XW_b, head_XW, r_head_XW_a, r_head_XW_b,
-     d_loss_sum, d_loss_terms, d_o_expsum, r_d_o_expsum, d_mlp_R, r_d_mlp_R_a,
-     r_d_mlp_R_b, r_d_head_W_1_a, r_d_head_W_1_b, d_mlp_up_A, r_d_mlp_up_A_a,
-     r_d_mlp_up_A_b, r_d_mlp_down_W_1_a, r_d_mlp_down_W_1_b, d_mlp_up_Z, d_mlp_norm_A,
-     r_d_mlp_norm_A_a, r_d_mlp_norm_A_b, r_d_mlp_up_W_1_a, r_d_mlp_up_W_1_b,
-     d_mlp_norm_Xhat, r_d_mlp_norm_Xhat, d_mlp_norm_Xc, d_mlp_norm_ss,
-     d_mlp_norm_Xc_2, d_mlp_norm_sum, r_d_mlp_norm_sum, d_attn_mha_AV,
+     r_mlp_norm_A, mlp_up_XW, r_mlp_up_XW_a, r_mlp_up_XW_b, mlp_up_A, exp_mlp_up_Z,
+     r_mlp_up_A, mlp_down_XW, r_mlp_down_XW_a, r_mlp_down_XW_b, head_XW, r_head_XW_a,
+     r_head_XW_b, d_loss_sum, d_loss_terms, d_o_expsum, r_d_o_expsum, d_mlp_R,
+     r_d_mlp_R_a, r_d_mlp_R_b, r_d_head_W_1_a, r_d_head_W_1_b, d_mlp_up_A,
+     r_d_mlp_up_A_a, r_d_mlp_up_A_b, r_d_mlp_down_W_1_a, r_d_mlp_down_W_1_b,
+     d_mlp_up_Z, d_mlp_norm_A, r_d_mlp_norm_A_a, r_d_mlp_norm_A_b, r_d_mlp_up_W_1_a,
+     r_d_mlp_up_W_1_b, d_mlp_norm_Xhat, r_d_mlp_norm_Xhat, d_mlp_norm_Xc,
+     d_mlp_norm_ss, d_mlp_norm_Xc_2, d_mlp_norm_sum, r_d_mlp_norm_sum, d_attn_mha_AV,
      r_d_attn_mha_AV_a, r_d_attn_mha_AV_b, r_d_attn_mha_Wo_1_a, r_d_attn_mha_Wo_1_b,
      r_d_attn_mha_P, r_d_attn_mha_V, d_attn_mha_E, d_attn_mha_Zs, d_attn_mha_E_2,
      d_attn_mha_Sm, d_attn_mha_QK, r_d_attn_mha_QK, r_d_attn_mha_Q, r_d_attn_mha_K,
@@ -2491,6 +2494,7 @@ def _hvp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_m
         (8, 0, 64),  # r_mlp_up_XW_a
         (8, 0, 64),  # r_mlp_up_XW_b
         (8, 0, 64),  # mlp_up_A
+        (8, 0, 64),  # exp_mlp_up_Z
         (8, 0, 64),  # r_mlp_up_A
         (8, 0, 16),  # mlp_down_XW
         (8, 0, 16),  # r_mlp_down_XW_a
@@ -2733,11 +2737,17 @@ def _hvp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_m
     mlp_up_Z = numpy.add(mlp_up_XW, mlp_up_b, out=mlp_up_XW)
     # r_mlp_up_Z = r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b
     r_mlp_up_Z = numpy.add(r_mlp_up_XW_a, r_mlp_up_XW_b + v_mlp_up_b, out=r_mlp_up_XW_a)
+    # made once for the maps that evaluate it
+    # erf_mlp_up_Z = erf(sqrt(2) mlp_up_Z / 2)
+    erf_mlp_up_Z = _erf(0.70710678118654752*mlp_up_Z)
     # mlp_up: activation gelu
-    # mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
-    numpy.multiply(mlp_up_Z, 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=mlp_up_A)
-    # r_mlp_up_A = r_mlp_up_Z ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)))
-    numpy.multiply(r_mlp_up_Z, 0.39894228040143268*mlp_up_Z*numpy.exp(-0.5*mlp_up_Z**2) + 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=r_mlp_up_A)
+    # mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2
+    numpy.multiply(mlp_up_Z, 0.5*erf_mlp_up_Z + 0.5, out=mlp_up_A)
+    # made once for the maps that evaluate it
+    # exp_mlp_up_Z = exp(-mlp_up_Z^∘2 / 2)
+    numpy.exp(-0.5*mlp_up_Z**2, out=exp_mlp_up_Z)
+    # r_mlp_up_A = r_mlp_up_Z ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z / (2 sqrt(pi)))
+    numpy.multiply(r_mlp_up_Z, 0.5*erf_mlp_up_Z + 0.39894228040143268*exp_mlp_up_Z*mlp_up_Z + 0.5, out=r_mlp_up_A)
     # mlp_down: affine part
     # mlp_down_XW = mlp_up_A·mlp_down_W
     numpy.dot(mlp_up_A, mlp_down_W, out=mlp_down_XW)
@@ -2839,13 +2849,12 @@ def _hvp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, attn_m
     # r_d_mlp_down_W_1_b = mlp_up_Aᵀ·r_d_mlp_R
     numpy.dot(mlp_up_A.T, r_d_mlp_R, out=r_d_mlp_down_W_1_b)
 
-    # Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
+    # Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2
     #   (mlp_up: activation gelu)
-    # d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)))
-    numpy.multiply(d_mlp_up_A, 0.39894228040143268*mlp_up_Z*numpy.exp(-0.5*mlp_up_Z**2) + 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=d_mlp_up_Z)
-    # r_d_mlp_up_Z = (r_d_mlp_up_A_a + r_d_mlp_up_A_b) ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) + d_mlp_up_A ⊙ r_mlp_up_Z ⊙ (sqrt(2) exp(-mlp_up_Z^∘2 / 2) / sqrt(pi) - sqrt(2) mlp_up_Z^∘2 ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)))
-    cse1 = numpy.exp(-0.5*mlp_up_Z**2)
-    r_d_mlp_up_Z = numpy.add((r_d_mlp_up_A_a + r_d_mlp_up_A_b)*(0.39894228040143268*cse1*mlp_up_Z + 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5), d_mlp_up_A*r_mlp_up_Z*(-0.39894228040143268*cse1*mlp_up_Z**2 + 0.79788456080286536*cse1), out=d_mlp_up_A)
+    # d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z / (2 sqrt(pi)))
+    numpy.multiply(d_mlp_up_A, 0.5*erf_mlp_up_Z + 0.39894228040143268*exp_mlp_up_Z*mlp_up_Z + 0.5, out=d_mlp_up_Z)
+    # r_d_mlp_up_Z = (r_d_mlp_up_A_a + r_d_mlp_up_A_b) ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z / (2 sqrt(pi))) + d_mlp_up_A ⊙ r_mlp_up_Z ⊙ (sqrt(2) exp_mlp_up_Z / sqrt(pi) - sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z^∘2 / (2 sqrt(pi)))
+    r_d_mlp_up_Z = numpy.add((r_d_mlp_up_A_a + r_d_mlp_up_A_b)*(0.5*erf_mlp_up_Z + 0.39894228040143268*exp_mlp_up_Z*mlp_up_Z + 0.5), d_mlp_up_A*r_mlp_up_Z*(-0.39894228040143268*exp_mlp_up_Z*mlp_up_Z**2 + 0.79788456080286536*exp_mlp_up_Z), out=d_mlp_up_A)
 
     # Grad of: mlp_up_Z = mlp_up_XW + mlp_up_b
     #   (mlp_up: pre-activation)
@@ -3163,12 +3172,13 @@ def _ggn_vp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
      r_attn_mha_XWv_b, attn_mha_S, r_attn_mha_S, attn_mha_E, r_attn_mha_E, attn_mha_P,
      r_attn_mha_AV, attn_mha_OW, r_attn_mha_OW_a, r_attn_mha_OW_b, mlp_norm_Xc,
      r_mlp_norm_Xc, mlp_norm_sq, r_mlp_norm_sq, mlp_norm_Xhat, mlp_norm_A, mlp_up_XW,
-     r_mlp_up_XW_a, r_mlp_up_XW_b, mlp_up_A, mlp_down_XW, r_mlp_down_XW_a,
-     r_mlp_down_XW_b, head_XW, r_head_XW_a, r_head_XW_b, d_loss_sum, d_o_expsum,
-     r_d_o_expsum, d_mlp_R, d_head_W_1, d_mlp_up_A, d_mlp_down_W_1, d_mlp_norm_A,
-     d_mlp_up_W_1, d_mlp_norm_Xhat, d_mlp_norm_sum, d_attn_mha_AV, d_attn_mha_Wo_1,
-     d_attn_mha_QK, d_attn_norm_A, d_attn_mha_Wv_1, d_attn_norm_A_1, d_attn_mha_Wk_1,
-     d_attn_norm_A_2, d_attn_mha_Wq_1, d_attn_norm_Xhat, d_attn_norm_sum) = _workspace('ggn_vp', N, (
+     r_mlp_up_XW_a, r_mlp_up_XW_b, mlp_up_A, exp_mlp_up_Z, mlp_down_XW,
+     r_mlp_down_XW_a, r_mlp_down_XW_b, head_XW, r_head_XW_a, r_head_XW_b, d_loss_sum,
+     d_o_expsum, r_d_o_expsum, d_mlp_R, d_head_W_1, d_mlp_up_A, d_mlp_down_W_1,
+     d_mlp_norm_A, d_mlp_up_W_1, d_mlp_norm_Xhat, d_mlp_norm_sum, d_attn_mha_AV,
+     d_attn_mha_Wo_1, d_attn_mha_QK, d_attn_norm_A, d_attn_mha_Wv_1, d_attn_norm_A_1,
+     d_attn_mha_Wk_1, d_attn_norm_A_2, d_attn_mha_Wq_1, d_attn_norm_Xhat,
+     d_attn_norm_sum) = _workspace('ggn_vp', N, (
         (8, 0, 16),  # emb_A
         (8, 0, 16),  # r_emb_A
         (8, 0, 16),  # attn_norm_Xc
@@ -3205,6 +3215,7 @@ def _ggn_vp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
         (8, 0, 64),  # r_mlp_up_XW_a
         (8, 0, 64),  # r_mlp_up_XW_b
         (8, 0, 64),  # mlp_up_A
+        (8, 0, 64),  # exp_mlp_up_Z
         (8, 0, 16),  # mlp_down_XW
         (8, 0, 16),  # r_mlp_down_XW_a
         (8, 0, 16),  # r_mlp_down_XW_b
@@ -3401,11 +3412,17 @@ def _ggn_vp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # mlp_up: pre-activation
     # mlp_up_Z = mlp_up_XW + mlp_up_b
     mlp_up_Z = numpy.add(mlp_up_XW, mlp_up_b, out=mlp_up_XW)
+    # made once for the maps that evaluate it
+    # erf_mlp_up_Z = erf(sqrt(2) mlp_up_Z / 2)
+    erf_mlp_up_Z = _erf(0.70710678118654752*mlp_up_Z)
     # mlp_up: activation gelu
-    # mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
-    numpy.multiply(mlp_up_Z, 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=mlp_up_A)
-    # r_mlp_up_A = (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) ⊙ (r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b)
-    r_mlp_up_A = numpy.multiply(0.39894228040143268*mlp_up_Z*numpy.exp(-0.5*mlp_up_Z**2) + 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b, out=r_mlp_up_XW_a)
+    # mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2
+    numpy.multiply(mlp_up_Z, 0.5*erf_mlp_up_Z + 0.5, out=mlp_up_A)
+    # made once for the maps that evaluate it
+    # exp_mlp_up_Z = exp(-mlp_up_Z^∘2 / 2)
+    numpy.exp(-0.5*mlp_up_Z**2, out=exp_mlp_up_Z)
+    # r_mlp_up_A = (1/2 + erf_mlp_up_Z / 2 + sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z / (2 sqrt(pi))) ⊙ (r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b)
+    r_mlp_up_A = numpy.multiply(0.5*erf_mlp_up_Z + 0.39894228040143268*exp_mlp_up_Z*mlp_up_Z + 0.5, r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b, out=r_mlp_up_XW_a)
     # mlp_down: affine part
     # mlp_down_XW = mlp_up_A·mlp_down_W
     numpy.dot(mlp_up_A, mlp_down_W, out=mlp_down_XW)
@@ -3484,10 +3501,10 @@ def _ggn_vp(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq, att
     # d_mlp_down_W_1 = mlp_up_Aᵀ·d_mlp_R
     numpy.dot(mlp_up_A.T, d_mlp_R, out=d_mlp_down_W_1)
 
-    # Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
+    # Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2
     #   (mlp_up: activation gelu)
-    # d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)))
-    d_mlp_up_Z = numpy.multiply(d_mlp_up_A, 0.39894228040143268*mlp_up_Z*numpy.exp(-0.5*mlp_up_Z**2) + 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=d_mlp_up_A)
+    # d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) exp_mlp_up_Z ⊙ mlp_up_Z / (2 sqrt(pi)))
+    d_mlp_up_Z = numpy.multiply(d_mlp_up_A, 0.5*erf_mlp_up_Z + 0.39894228040143268*exp_mlp_up_Z*mlp_up_Z + 0.5, out=d_mlp_up_A)
 
     # Grad of: mlp_up_Z = mlp_up_XW + mlp_up_b
     #   (mlp_up: pre-activation)
@@ -3825,9 +3842,12 @@ def _grad_factors(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     # mlp_up: pre-activation
     # mlp_up_Z = mlp_up_XW + mlp_up_b
     mlp_up_Z = numpy.add(mlp_up_XW, mlp_up_b, out=mlp_up_XW)
+    # made once for the maps that evaluate it
+    # erf_mlp_up_Z = erf(sqrt(2) mlp_up_Z / 2)
+    erf_mlp_up_Z = _erf(0.70710678118654752*mlp_up_Z)
     # mlp_up: activation gelu
-    # mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
-    numpy.multiply(mlp_up_Z, 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=mlp_up_A)
+    # mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2
+    numpy.multiply(mlp_up_Z, 0.5*erf_mlp_up_Z + 0.5, out=mlp_up_A)
     # mlp_down: affine part
     # mlp_down_XW = mlp_up_A·mlp_down_W
     numpy.dot(mlp_up_A, mlp_down_W, out=mlp_down_XW)
@@ -3883,10 +3903,10 @@ def _grad_factors(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_W
     # d_mlp_up_A = d_mlp_R·mlp_down_Wᵀ
     numpy.dot(d_mlp_R, mlp_down_W.T, out=d_mlp_up_A)
 
-    # Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
+    # Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2
     #   (mlp_up: activation gelu)
-    # d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)))
-    numpy.multiply(d_mlp_up_A, 0.39894228040143268*mlp_up_Z*numpy.exp(-0.5*mlp_up_Z**2) + 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=d_mlp_up_Z)
+    # d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)))
+    numpy.multiply(d_mlp_up_A, 0.5*erf_mlp_up_Z + 0.39894228040143268*mlp_up_Z*numpy.exp(-0.5*mlp_up_Z**2) + 0.5, out=d_mlp_up_Z)
 
     # Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W
     #   (mlp_up: affine part)
@@ -4168,9 +4188,12 @@ def _grad_terms(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq,
     # mlp_up: pre-activation
     # mlp_up_Z = mlp_up_XW + mlp_up_b
     mlp_up_Z = numpy.add(mlp_up_XW, mlp_up_b, out=mlp_up_XW)
+    # made once for the maps that evaluate it
+    # erf_mlp_up_Z = erf(sqrt(2) mlp_up_Z / 2)
+    erf_mlp_up_Z = _erf(0.70710678118654752*mlp_up_Z)
     # mlp_up: activation gelu
-    # mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
-    numpy.multiply(mlp_up_Z, 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=mlp_up_A)
+    # mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2
+    numpy.multiply(mlp_up_Z, 0.5*erf_mlp_up_Z + 0.5, out=mlp_up_A)
     # mlp_down: affine part
     # mlp_down_XW = mlp_up_A·mlp_down_W
     numpy.dot(mlp_up_A, mlp_down_W, out=mlp_down_XW)
@@ -4267,10 +4290,10 @@ def _grad_terms(x, mask, y, emb_E, emb_P, attn_norm_g, attn_norm_b, attn_mha_Wq,
     # d_mlp_up_A = d_mlp_R·mlp_down_Wᵀ
     numpy.dot(d_mlp_R, mlp_down_W.T, out=d_mlp_up_A)
 
-    # Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2
+    # Grad of: mlp_up_A = mlp_up_Z ⊙ (1 + erf_mlp_up_Z) / 2
     #   (mlp_up: activation gelu)
-    # d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)))
-    numpy.multiply(d_mlp_up_A, 0.39894228040143268*mlp_up_Z*numpy.exp(-0.5*mlp_up_Z**2) + 0.5*_erf(0.70710678118654752*mlp_up_Z) + 0.5, out=d_mlp_up_Z)
+    # d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)))
+    numpy.multiply(d_mlp_up_A, 0.5*erf_mlp_up_Z + 0.39894228040143268*mlp_up_Z*numpy.exp(-0.5*mlp_up_Z**2) + 0.5, out=d_mlp_up_Z)
 
     # Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W
     #   (mlp_up: affine part)
