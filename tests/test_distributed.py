@@ -291,14 +291,17 @@ def _slow(block, seconds):
     return dask.delayed(operator.getitem)([block, dask.delayed(time.sleep)(seconds)], 0)
 
 
+def _slow_chunks(x, chunk=2, seconds=0.25):
+    """x as Dask chunks of ``chunk`` samples, each available after ``seconds``."""
+    return [da.from_delayed(_slow(x[i:i + chunk], seconds), shape=x[i:i + chunk].shape,
+                            dtype=x.dtype) for i in range(0, N, chunk)]
+
+
 def test_killed_worker_retried_result_unchanged(tmp_path_factory):
     mod = _module("mlp", "numpy", tmp_path_factory)
     x, y, _ = _data(mod, False)
     params, v, _ = _point(mod)
-    chunk = 2
-    parts = [da.from_delayed(_slow(x[i:i + chunk], 0.25), shape=x[i:i + chunk].shape,
-                             dtype=x.dtype) for i in range(0, N, chunk)]
-    xd = da.concatenate(parts)       # 12 chunks of 0.25 s: ~1.5 s on 2 workers
+    xd = da.concatenate(_slow_chunks(x))   # 12 chunks of 0.25 s: ~1.5 s on 2 workers
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as c:
@@ -326,9 +329,7 @@ def test_killed_worker_placed_data_result_unchanged(tmp_path_factory):
     mod = _module("mlp", "numpy", tmp_path_factory)
     x, y, _ = _data(mod, False)
     params, v, _ = _point(mod)
-    chunk = 2
-    parts = [da.from_delayed(_slow(x[i:i + chunk], 0.25), shape=x[i:i + chunk].shape,
-                             dtype=x.dtype) for i in range(0, N, chunk)]
+    parts = _slow_chunks(x)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as c:
