@@ -26,6 +26,7 @@ accepted:
 import argparse
 import ctypes
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,13 +72,15 @@ def instrument(src: str, call: str = "loss_and_grad") -> tuple:
     lines, labels, name, depth = [], [], "(declarations)", 0
     for line in src[body_open:body_close].split("\n"):
         s, indent = line.strip(), len(line) - len(line.lstrip(" "))
+        # a call with a trailing comment (``bpg_seqmm(...);  /* qk */``) ends at its ";"
+        code = re.sub(r"\s*/\*[^*]*\*/$", "", s) if not s.startswith("/*") else s
         top = depth == 0 and indent == 4
         if (top and s.startswith("/*") and ("=" in s or any_comment)
                 and not s.startswith("/* Grad of") and not s.startswith("/*   (")):
             name = s[3:-3]
         lines.append(line)
         depth += line.count("{") - line.count("}")
-        if (depth == 0 and indent == 4 and (s.endswith(";") or s == "}")
+        if (depth == 0 and indent == 4 and (code.endswith(";") or s == "}")
                 and not s.startswith(("real *const", "double acc"))):
             labels.append(name)
             lines.append(f"    bpg_tick({len(labels) - 1});")

@@ -198,6 +198,10 @@ class CPrinter(C99CodePrinter):
         self.helpers.add("softplus")
         return f"bpg_softplus({self._print(e.args[0])})"
 
+    def _print_exp(self, e):
+        self.helpers.add("exp")      # runtime/exp.c: no slow vectors for exp(-inf)
+        return f"bpg_exp({self._print(e.args[0])})"
+
     def _print_tanh(self, e):
         self.helpers.add("tanh")
         return f"bpg_tanh({self._print(e.args[0])})"

@@ -79,6 +79,8 @@ BPG_SIMD_MATHF(erff)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) \
     && defined(__GLIBC__) && !defined(BPG_NO_CLONES)
 #define BPG_ENTRY __attribute__((target_clones("avx512f", "avx2", "default")))
+/* runtime/exp.c: the vector exp without its slow path (AVX2, AVX-512 copies) */
+#define BPG_EXP_CLAMP
 #else
 #define BPG_ENTRY
 #endif
@@ -611,6 +613,46 @@ static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restric
                 memcpy(out + (j + d)*total + at + i*C, X + (i*K + d)*C,
                        sizeof(real)*(size_t)C);
     }
+}
+
+/* exp for the elementwise loops.  glibc's vector exp (libmvec) computes a
+   whole vector on a slow scalar path when any lane's argument lies below
+   the range where exp is a normal number (-708.4 in double, -87.3 in
+   float): the attention scores masked to -inf (exp(-inf) = 0) put one in
+   nearly every vector of a causal softmax, 4-7 against 1.1 ns an element
+   (AVX-512, half the lanes masked).  Here such an argument reaches exp as
+   the range's end, chosen bit by bit (a plain `z < lo ? lo : z` lets the
+   compiler call exp on z itself and exp(lo) once outside the loop, the
+   slow path again), and its result is 0: exp(z) itself wherever it is a
+   normal number, 0 instead of a subnormal below (under 2.3e-308, 1.2e-38
+   in float); NaN stays NaN, exp(inf) = inf.  Where the module is
+   compiled per vector width (BPG_EXP_CLAMP, prelude.c) or for AVX2 and
+   up; its baseline copy, which only CPUs without AVX2 run, then runs such
+   a loop unvectorised (SSE2 cannot select 64-bit lanes by a comparison of
+   doubles).  Elsewhere (BPGEN_CLONES=0, an exported network's C) plain
+   exp, vectorised as before. */
+static inline real bpg_exp(real z)
+{
+#if !defined(BPG_EXP_CLAMP) && !defined(__AVX2__)
+    return BPG_EXP(z);
+#else
+#ifdef BPG_FLOAT32
+    typedef uint32_t bpg_bits;
+    const real lo = -87.0f;
+#else
+    typedef uint64_t bpg_bits;
+    const real lo = -708.0;
+#endif
+    const bpg_bits keep = (bpg_bits)0 - (bpg_bits)!(z < lo);
+    bpg_bits zb, lb;
+    real zc;
+    memcpy(&zb, &z, sizeof z);
+    memcpy(&lb, &lo, sizeof lo);
+    zb = (zb & keep) | (lb & ~keep);
+    memcpy(&zc, &zb, sizeof zc);
+    const real e = BPG_EXP(zc);
+    return z < lo ? 0 : e;
+#endif
 }
 
 /* C (M x Nc) = A (M x K) · B (K x Nc); row-major; i-k-j order keeps B and C rows contiguous */
@@ -1329,7 +1371,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
         #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l5_Z[k] - v_o_max[rr]);
             acc_o_expsum += e_o_exp;
             const real e_o_pick = v_l5_Z[k]*v_y[k];
             acc_o_label += e_o_pick;
@@ -1526,7 +1568,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
         #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l5_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             acc_o_expsum += e_o_exp;
             const real e_o_pick = v_l5_Z[k]*v_y[k];
@@ -1911,7 +1953,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
         #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l5_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             const real e_r_o_exp = e_o_exp*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
             v_r_o_exp[k] = e_r_o_exp;
@@ -2283,7 +2325,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
         #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l5_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             const real e_r_o_exp = e_o_exp*(v_r_l5_XW_a[k] + v_r_l5_XW_b[k] + v_v_l5_b[cc]);
             v_r_o_exp[k] = e_r_o_exp;
@@ -2554,7 +2596,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
         #pragma omp simd reduction(+:acc_o_expsum)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l5_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             acc_o_expsum += e_o_exp;
         }
@@ -2773,7 +2815,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
         #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l5_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l5_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             acc_o_expsum += e_o_exp;
             const real e_o_pick = v_l5_Z[k]*v_y[k];
@@ -3052,7 +3094,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l5_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = bpg_exp(v_l5_Z[k] - v_o_max[rr]);
         }
     }
     /* row sums of the exponentials */

@@ -79,6 +79,8 @@ BPG_SIMD_MATHF(erff)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) \
     && defined(__GLIBC__) && !defined(BPG_NO_CLONES)
 #define BPG_ENTRY __attribute__((target_clones("avx512f", "avx2", "default")))
+/* runtime/exp.c: the vector exp without its slow path (AVX2, AVX-512 copies) */
+#define BPG_EXP_CLAMP
 #else
 #define BPG_ENTRY
 #endif
@@ -586,6 +588,46 @@ static inline void bpg_dirs_to_cols(int64_t K, int64_t R, int64_t C, const real 
     for (int64_t d = 0; d < K; d++)
         for (int64_t i = 0; i < R; i++)
             memcpy(X + (i * K + d) * C, D + d * ld + i * C, sizeof(real) * (size_t)C);
+}
+
+/* exp for the elementwise loops.  glibc's vector exp (libmvec) computes a
+   whole vector on a slow scalar path when any lane's argument lies below
+   the range where exp is a normal number (-708.4 in double, -87.3 in
+   float): the attention scores masked to -inf (exp(-inf) = 0) put one in
+   nearly every vector of a causal softmax, 4-7 against 1.1 ns an element
+   (AVX-512, half the lanes masked).  Here such an argument reaches exp as
+   the range's end, chosen bit by bit (a plain `z < lo ? lo : z` lets the
+   compiler call exp on z itself and exp(lo) once outside the loop, the
+   slow path again), and its result is 0: exp(z) itself wherever it is a
+   normal number, 0 instead of a subnormal below (under 2.3e-308, 1.2e-38
+   in float); NaN stays NaN, exp(inf) = inf.  Where the module is
+   compiled per vector width (BPG_EXP_CLAMP, prelude.c) or for AVX2 and
+   up; its baseline copy, which only CPUs without AVX2 run, then runs such
+   a loop unvectorised (SSE2 cannot select 64-bit lanes by a comparison of
+   doubles).  Elsewhere (BPGEN_CLONES=0, an exported network's C) plain
+   exp, vectorised as before. */
+static inline real bpg_exp(real z)
+{
+#if !defined(BPG_EXP_CLAMP) && !defined(__AVX2__)
+    return BPG_EXP(z);
+#else
+#ifdef BPG_FLOAT32
+    typedef uint32_t bpg_bits;
+    const real lo = -87.0f;
+#else
+    typedef uint64_t bpg_bits;
+    const real lo = -708.0;
+#endif
+    const bpg_bits keep = (bpg_bits)0 - (bpg_bits)!(z < lo);
+    bpg_bits zb, lb;
+    real zc;
+    memcpy(&zb, &z, sizeof z);
+    memcpy(&lb, &lo, sizeof lo);
+    zb = (zb & keep) | (lb & ~keep);
+    memcpy(&zc, &zb, sizeof zc);
+    const real e = BPG_EXP(zc);
+    return z < lo ? 0 : e;
+#endif
 }
 
 /* C (M x Nc) = A (M x K) · B (K x Nc); row-major; i-k-j order keeps B and C rows contiguous */
@@ -1278,7 +1320,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const real *restrict v_x, const real *restric
         #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l1_Z[k] - v_o_max[rr]);
             acc_o_expsum += e_o_exp;
             const real e_o_pick = v_l1_Z[k]*v_y[k];
             acc_o_label += e_o_pick;
@@ -1392,7 +1434,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const real *restrict v_x, const real
         #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l1_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             acc_o_expsum += e_o_exp;
             const real e_o_pick = v_l1_Z[k]*v_y[k];
@@ -1581,7 +1623,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const real *restrict v_x, const real *restrict
         #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l1_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             const real e_r_o_exp = e_o_exp*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
             v_r_o_exp[k] = e_r_o_exp;
@@ -1754,7 +1796,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const real *restrict v_x, const real *restr
         #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l1_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             const real e_r_o_exp = e_o_exp*(v_r_l1_XW_a[k] + v_r_l1_XW_b[k] + v_v_l1_b[cc]);
             v_r_o_exp[k] = e_r_o_exp;
@@ -1892,7 +1934,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const real *restrict v_x, const real 
         #pragma omp simd reduction(+:acc_o_expsum)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l1_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             acc_o_expsum += e_o_exp;
         }
@@ -1999,7 +2041,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const real *restrict v_x, const real *r
         #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l1_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             acc_o_expsum += e_o_exp;
             const real e_o_pick = v_l1_Z[k]*v_y[k];
@@ -2136,7 +2178,7 @@ BPG_ENTRY void bpg_curvature(int64_t N, const real *restrict v_x, const real *re
         #pragma omp simd reduction(+:acc_o_expsum)
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            const real e_o_exp = exp(v_l1_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_l1_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             acc_o_expsum += e_o_exp;
         }
@@ -2395,7 +2437,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         #pragma omp simd
         for (int64_t cc = 0; cc < 10; cc++) {
             const int64_t k = rr*10 + cc;
-            v_o_exp[k] = exp(v_l1_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = bpg_exp(v_l1_Z[k] - v_o_max[rr]);
         }
     }
     /* row sums of the exponentials */

@@ -79,6 +79,8 @@ BPG_SIMD_MATHF(erff)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) \
     && defined(__GLIBC__) && !defined(BPG_NO_CLONES)
 #define BPG_ENTRY __attribute__((target_clones("avx512f", "avx2", "default")))
+/* runtime/exp.c: the vector exp without its slow path (AVX2, AVX-512 copies) */
+#define BPG_EXP_CLAMP
 #else
 #define BPG_ENTRY
 #endif

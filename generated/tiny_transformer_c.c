@@ -79,6 +79,8 @@ BPG_SIMD_MATHF(erff)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) \
     && defined(__GLIBC__) && !defined(BPG_NO_CLONES)
 #define BPG_ENTRY __attribute__((target_clones("avx512f", "avx2", "default")))
+/* runtime/exp.c: the vector exp without its slow path (AVX2, AVX-512 copies) */
+#define BPG_EXP_CLAMP
 #else
 #define BPG_ENTRY
 #endif
@@ -624,6 +626,46 @@ static inline void bpg_dirs_to_cols(int64_t K, int64_t R, int64_t C, const real 
     for (int64_t d = 0; d < K; d++)
         for (int64_t i = 0; i < R; i++)
             memcpy(X + (i * K + d) * C, D + d * ld + i * C, sizeof(real) * (size_t)C);
+}
+
+/* exp for the elementwise loops.  glibc's vector exp (libmvec) computes a
+   whole vector on a slow scalar path when any lane's argument lies below
+   the range where exp is a normal number (-708.4 in double, -87.3 in
+   float): the attention scores masked to -inf (exp(-inf) = 0) put one in
+   nearly every vector of a causal softmax, 4-7 against 1.1 ns an element
+   (AVX-512, half the lanes masked).  Here such an argument reaches exp as
+   the range's end, chosen bit by bit (a plain `z < lo ? lo : z` lets the
+   compiler call exp on z itself and exp(lo) once outside the loop, the
+   slow path again), and its result is 0: exp(z) itself wherever it is a
+   normal number, 0 instead of a subnormal below (under 2.3e-308, 1.2e-38
+   in float); NaN stays NaN, exp(inf) = inf.  Where the module is
+   compiled per vector width (BPG_EXP_CLAMP, prelude.c) or for AVX2 and
+   up; its baseline copy, which only CPUs without AVX2 run, then runs such
+   a loop unvectorised (SSE2 cannot select 64-bit lanes by a comparison of
+   doubles).  Elsewhere (BPGEN_CLONES=0, an exported network's C) plain
+   exp, vectorised as before. */
+static inline real bpg_exp(real z)
+{
+#if !defined(BPG_EXP_CLAMP) && !defined(__AVX2__)
+    return BPG_EXP(z);
+#else
+#ifdef BPG_FLOAT32
+    typedef uint32_t bpg_bits;
+    const real lo = -87.0f;
+#else
+    typedef uint64_t bpg_bits;
+    const real lo = -708.0;
+#endif
+    const bpg_bits keep = (bpg_bits)0 - (bpg_bits)!(z < lo);
+    bpg_bits zb, lb;
+    real zc;
+    memcpy(&zb, &z, sizeof z);
+    memcpy(&lb, &lo, sizeof lo);
+    zb = (zb & keep) | (lb & ~keep);
+    memcpy(&zc, &zb, sizeof zc);
+    const real e = BPG_EXP(zc);
+    return z < lo ? 0 : e;
+#endif
 }
 
 /* C (M x Nc) = A (M x K) · B (K x Nc); row-major; i-k-j order keeps B and C rows contiguous */
@@ -1211,10 +1253,11 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
             acc_attn_norm_ss += e_attn_norm_sq;
         }
         v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
+        const real h5_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_norm_A = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) + v_attn_norm_b[cc];
+            const real e_attn_norm_A = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*h5_0 + v_attn_norm_b[cc];
             v_attn_norm_A[k] = e_attn_norm_A;
         }
     }
@@ -1279,7 +1322,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
         #pragma omp simd reduction(+:acc_attn_mha_Zs)
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            const real e_attn_mha_E = bpg_exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
             v_attn_mha_E[k] = e_attn_mha_E;
             acc_attn_mha_Zs += e_attn_mha_E;
         }
@@ -1335,10 +1378,11 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
             acc_mlp_norm_ss += e_mlp_norm_sq;
         }
         v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
+        const real h4_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_mlp_norm_A = v_mlp_norm_Xc[k]*v_mlp_norm_g[cc]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + v_mlp_norm_b[cc];
+            const real e_mlp_norm_A = h4_0*v_mlp_norm_Xc[k]*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
             v_mlp_norm_A[k] = e_mlp_norm_A;
         }
     }
@@ -1484,10 +1528,11 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
             acc_attn_norm_ss += e_attn_norm_sq;
         }
         v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
+        const real h5_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_norm_A = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) + v_attn_norm_b[cc];
+            const real e_attn_norm_A = v_attn_norm_Xc[k]*v_attn_norm_g[cc]*h5_0 + v_attn_norm_b[cc];
             v_attn_norm_A[k] = e_attn_norm_A;
         }
     }
@@ -1552,7 +1597,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
         #pragma omp simd reduction(+:acc_attn_mha_Zs)
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            const real e_attn_mha_E = bpg_exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
             v_attn_mha_E[k] = e_attn_mha_E;
             acc_attn_mha_Zs += e_attn_mha_E;
         }
@@ -1608,10 +1653,11 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
             acc_mlp_norm_ss += e_mlp_norm_sq;
         }
         v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
+        const real h4_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_mlp_norm_A = v_mlp_norm_Xc[k]*v_mlp_norm_g[cc]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + v_mlp_norm_b[cc];
+            const real e_mlp_norm_A = h4_0*v_mlp_norm_Xc[k]*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
             v_mlp_norm_A[k] = e_mlp_norm_A;
         }
     }
@@ -1672,7 +1718,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
         #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_head_Z[k] - v_o_max[rr]);
             acc_o_expsum += e_o_exp;
             const real e_o_pick = v_head_Z[k]*v_y[k];
             acc_o_label += e_o_pick;
@@ -1922,10 +1968,11 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
             acc_attn_norm_ss += e_attn_norm_sq;
         }
         v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
+        const real h5_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*h5_0;
             v_attn_norm_Xhat[k] = e_attn_norm_Xhat;
             const real e_attn_norm_A = e_attn_norm_Xhat*v_attn_norm_g[cc] + v_attn_norm_b[cc];
             v_attn_norm_A[k] = e_attn_norm_A;
@@ -1992,7 +2039,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         #pragma omp simd reduction(+:acc_attn_mha_Zs)
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            const real e_attn_mha_E = bpg_exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
             v_attn_mha_E[k] = e_attn_mha_E;
             acc_attn_mha_Zs += e_attn_mha_E;
         }
@@ -2050,10 +2097,11 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
             acc_mlp_norm_ss += e_mlp_norm_sq;
         }
         v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
+        const real h4_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_mlp_norm_Xhat = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_mlp_norm_Xhat = h4_0*v_mlp_norm_Xc[k];
             v_mlp_norm_Xhat[k] = e_mlp_norm_Xhat;
             const real e_mlp_norm_A = e_mlp_norm_Xhat*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
             v_mlp_norm_A[k] = e_mlp_norm_A;
@@ -2129,7 +2177,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_head_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             acc_o_expsum += e_o_exp;
             const real e_o_pick = v_head_Z[k]*v_y[k];
@@ -2274,7 +2322,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
         #pragma omp simd
         for (int64_t cc = 0; cc < 64; cc++) {
             const int64_t k = rr*64 + cc;
-            const real e_d_mlp_up_Z = v_d_mlp_up_A[k]*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5);
+            const real e_d_mlp_up_Z = v_d_mlp_up_A[k]*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_mlp_up_Z[k]*bpg_exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5);
             v_d_mlp_up_Z[k] = e_d_mlp_up_Z;
             v_d_mlp_up_b[cc] += e_d_mlp_up_Z;
         }
@@ -2317,6 +2365,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     for (int64_t rr = 0; rr < 8*N; rr++) {
         double acc_d_mlp_norm_ss_1 = 0;
         double acc_d_mlp_norm_sum_1 = 0;
+        const real h4_0 = 0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd reduction(+:acc_d_mlp_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
@@ -2325,14 +2374,15 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
             v_d_mlp_norm_b[cc] += v_d_mlp_norm_A[k];
             const real e_d_mlp_norm_g = v_d_mlp_norm_A[k]*v_mlp_norm_Xhat[k];
             v_d_mlp_norm_g_1[cc] += e_d_mlp_norm_g;
-            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
+            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/h4_0;
             acc_d_mlp_norm_ss_1 += e_d_mlp_norm_ss;
         }
         v_d_mlp_norm_ss_1[rr] = (real)acc_d_mlp_norm_ss_1;
+        const real h6_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd reduction(+:acc_d_mlp_norm_sum_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*h6_0 + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
             v_d_mlp_norm_Xc_2[k] = e_d_mlp_norm_Xc_2;
             const real e_d_mlp_norm_sum = -0.0625*e_d_mlp_norm_Xc_2;
             acc_d_mlp_norm_sum_1 += e_d_mlp_norm_sum;
@@ -2463,6 +2513,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     for (int64_t rr = 0; rr < 8*N; rr++) {
         double acc_d_attn_norm_ss_1 = 0;
         double acc_d_attn_norm_sum_1 = 0;
+        const real h4_0 = 0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd reduction(+:acc_d_attn_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
@@ -2471,14 +2522,15 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
             v_d_attn_norm_b[cc] += v_d_attn_norm_A_3[k];
             const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
             v_d_attn_norm_g_1[cc] += e_d_attn_norm_g;
-            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/h4_0;
             acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
         }
         v_d_attn_norm_ss_1[rr] = (real)acc_d_attn_norm_ss_1;
+        const real h6_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd reduction(+:acc_d_attn_norm_sum_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*h6_0;
             v_d_attn_norm_Xc_2[k] = e_d_attn_norm_Xc_2;
             const real e_d_attn_norm_sum = -0.0625*e_d_attn_norm_Xc_2;
             acc_d_attn_norm_sum_1 += e_d_attn_norm_sum;
@@ -2829,12 +2881,15 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         }
         v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
         v_r_attn_norm_ss[rr] = (real)acc_r_attn_norm_ss;
+        const real h10_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+        const real h11_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+        const real h11_1 = 0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*h10_0;
             v_attn_norm_Xhat[k] = e_attn_norm_Xhat;
-            const real e_r_attn_norm_Xhat = -0.03125*e_attn_norm_Xhat*v_r_attn_norm_ss[rr]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5) + v_r_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_r_attn_norm_Xhat = -0.03125*e_attn_norm_Xhat*v_r_attn_norm_ss[rr]/h11_1 + h11_0*v_r_attn_norm_Xc[k];
             v_r_attn_norm_Xhat[k] = e_r_attn_norm_Xhat;
             const real e_attn_norm_A = e_attn_norm_Xhat*v_attn_norm_g[cc] + v_attn_norm_b[cc];
             v_attn_norm_A[k] = e_attn_norm_A;
@@ -2964,7 +3019,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd reduction(+:acc_attn_mha_Zs, acc_r_attn_mha_Zs)
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            const real e_attn_mha_E = bpg_exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
             v_attn_mha_E[k] = e_attn_mha_E;
             const real e_r_attn_mha_E = e_attn_mha_E*v_r_attn_mha_Sm[k];
             v_r_attn_mha_E[k] = e_r_attn_mha_E;
@@ -3065,12 +3120,15 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         }
         v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
         v_r_mlp_norm_ss[rr] = (real)acc_r_mlp_norm_ss;
+        const real h8_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+        const real h9_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+        const real h9_1 = 0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_mlp_norm_Xhat = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_mlp_norm_Xhat = h8_0*v_mlp_norm_Xc[k];
             v_mlp_norm_Xhat[k] = e_mlp_norm_Xhat;
-            const real e_r_mlp_norm_Xhat = -0.03125*e_mlp_norm_Xhat*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + v_r_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_r_mlp_norm_Xhat = h9_0*v_r_mlp_norm_Xc[k] - 0.03125*e_mlp_norm_Xhat*v_r_mlp_norm_ss[rr]/h9_1;
             v_r_mlp_norm_Xhat[k] = e_r_mlp_norm_Xhat;
             const real e_mlp_norm_A = e_mlp_norm_Xhat*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
             v_mlp_norm_A[k] = e_mlp_norm_A;
@@ -3120,7 +3178,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         v_erf_mlp_up_Z[k] = e_erf_mlp_up_Z;
         const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(e_erf_mlp_up_Z + 1);
         v_mlp_up_A[k] = e_mlp_up_A;
-        const real e_exp_mlp_up_Z = exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])));
+        const real e_exp_mlp_up_Z = bpg_exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])));
         v_exp_mlp_up_Z[k] = e_exp_mlp_up_Z;
         const real e_r_mlp_up_A = v_r_mlp_up_Z[k]*(0.5*e_erf_mlp_up_Z + 0.39894228040143268*e_exp_mlp_up_Z*v_mlp_up_Z[k] + 0.5);
         v_r_mlp_up_A[k] = e_r_mlp_up_A;
@@ -3188,7 +3246,7 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_head_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             const real e_r_o_exp = e_o_exp*(v_r_head_XW_a[k] + v_r_head_XW_b[k] + v_v_head_b[cc]);
             v_r_o_exp[k] = e_r_o_exp;
@@ -3352,6 +3410,9 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         double acc_r_d_mlp_norm_ss_1 = 0;
         double acc_d_mlp_norm_sum_1 = 0;
         double acc_r_d_mlp_norm_sum_1 = 0;
+        const real h5_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+        const real h6_0 = 0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5;
+        const real h7_0 = 2*v_mlp_norm_ss[rr] + 0.00032000000000000003;
         #pragma omp simd reduction(+:acc_d_mlp_norm_ss_1, acc_r_d_mlp_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
@@ -3361,21 +3422,23 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
             v_r_d_mlp_norm_b[cc] += v_r_d_mlp_norm_A[k];
             const real e_r_d_mlp_norm_g = v_d_mlp_norm_A[k]*v_r_mlp_norm_Xhat[k] + v_mlp_norm_Xhat[k]*v_r_d_mlp_norm_A[k];
             v_r_d_mlp_norm_g_1[cc] += e_r_d_mlp_norm_g;
-            const real e_d_mlp_norm_Xc = e_d_mlp_norm_Xhat*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_d_mlp_norm_Xc = e_d_mlp_norm_Xhat*h5_0;
             v_d_mlp_norm_Xc[k] = e_d_mlp_norm_Xc;
-            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
-            const real e_r_d_mlp_norm_ss = 0.001953125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]*v_r_mlp_norm_ss[rr]/((0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)*(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) - e_d_mlp_norm_Xhat*v_r_mlp_norm_Xhat[k]/(2*v_mlp_norm_ss[rr] + 0.00032000000000000003) - v_mlp_norm_Xhat[k]*e_r_d_mlp_norm_Xhat/(2*v_mlp_norm_ss[rr] + 0.00032000000000000003);
+            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/h6_0;
+            const real e_r_d_mlp_norm_ss = 0.001953125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]*v_r_mlp_norm_ss[rr]/((0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)*(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) - e_d_mlp_norm_Xhat*v_r_mlp_norm_Xhat[k]/h7_0 - v_mlp_norm_Xhat[k]*e_r_d_mlp_norm_Xhat/h7_0;
             acc_d_mlp_norm_ss_1 += e_d_mlp_norm_ss;
             acc_r_d_mlp_norm_ss_1 += e_r_d_mlp_norm_ss;
         }
         v_d_mlp_norm_ss_1[rr] = (real)acc_d_mlp_norm_ss_1;
         v_r_d_mlp_norm_ss_1[rr] = (real)acc_r_d_mlp_norm_ss_1;
+        const real h11_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+        const real h11_1 = 0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd reduction(+:acc_d_mlp_norm_sum_1, acc_r_d_mlp_norm_sum_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
             const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xc[k] + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
             v_d_mlp_norm_Xc_2[k] = e_d_mlp_norm_Xc_2;
-            const real e_r_d_mlp_norm_Xc_2 = -0.03125*v_d_mlp_norm_Xc[k]*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + 2*v_d_mlp_norm_ss_1[rr]*v_r_mlp_norm_Xc[k] + 2*v_mlp_norm_Xc[k]*v_r_d_mlp_norm_ss_1[rr] + v_r_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_r_d_mlp_norm_Xc_2 = -0.03125*v_d_mlp_norm_Xc[k]*v_r_mlp_norm_ss[rr]/h11_1 + 2*v_d_mlp_norm_ss_1[rr]*v_r_mlp_norm_Xc[k] + h11_0*v_r_d_mlp_norm_Xhat[k] + 2*v_mlp_norm_Xc[k]*v_r_d_mlp_norm_ss_1[rr];
             v_r_d_mlp_norm_Xc_2[k] = e_r_d_mlp_norm_Xc_2;
             const real e_d_mlp_norm_sum = -0.0625*e_d_mlp_norm_Xc_2;
             const real e_r_d_mlp_norm_sum = -0.0625*e_r_d_mlp_norm_Xc_2;
@@ -3602,6 +3665,8 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
         double acc_d_attn_norm_ss_1 = 0;
         double acc_r_d_attn_norm_ss_1 = 0;
         double acc_r_d_attn_norm_sum_1 = 0;
+        const real h5_0 = 0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5;
+        const real h6_0 = 2*v_attn_norm_ss[rr] + 0.00032000000000000003;
         #pragma omp simd reduction(+:acc_d_attn_norm_ss_1, acc_r_d_attn_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
@@ -3612,17 +3677,19 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
             v_r_d_attn_norm_b[cc] += v_r_d_attn_norm_A_3[k];
             const real e_r_d_attn_norm_g = v_attn_norm_Xhat[k]*v_r_d_attn_norm_A_3[k] + v_d_attn_norm_A_3[k]*v_r_attn_norm_Xhat[k];
             v_r_d_attn_norm_g_1[cc] += e_r_d_attn_norm_g;
-            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
-            const real e_r_d_attn_norm_ss = 0.001953125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat*v_r_attn_norm_ss[rr]/((0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)*(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) - v_attn_norm_Xhat[k]*e_r_d_attn_norm_Xhat/(2*v_attn_norm_ss[rr] + 0.00032000000000000003) - e_d_attn_norm_Xhat*v_r_attn_norm_Xhat[k]/(2*v_attn_norm_ss[rr] + 0.00032000000000000003);
+            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/h5_0;
+            const real e_r_d_attn_norm_ss = 0.001953125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat*v_r_attn_norm_ss[rr]/((0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)*(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)) - v_attn_norm_Xhat[k]*e_r_d_attn_norm_Xhat/h6_0 - e_d_attn_norm_Xhat*v_r_attn_norm_Xhat[k]/h6_0;
             acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
             acc_r_d_attn_norm_ss_1 += e_r_d_attn_norm_ss;
         }
         v_d_attn_norm_ss_1[rr] = (real)acc_d_attn_norm_ss_1;
         v_r_d_attn_norm_ss_1[rr] = (real)acc_r_d_attn_norm_ss_1;
+        const real h9_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+        const real h9_1 = (1.0/((0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)*sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)));
         #pragma omp simd reduction(+:acc_r_d_attn_norm_sum_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_r_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_r_d_attn_norm_ss_1[rr] - 0.03125*v_d_attn_norm_Xhat[k]*v_r_attn_norm_ss[rr]*(1.0/((0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5)*sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5))) + 2*v_d_attn_norm_ss_1[rr]*v_r_attn_norm_Xc[k] + v_r_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_r_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_r_d_attn_norm_ss_1[rr] - 0.03125*v_d_attn_norm_Xhat[k]*h9_1*v_r_attn_norm_ss[rr] + 2*v_d_attn_norm_ss_1[rr]*v_r_attn_norm_Xc[k] + h9_0*v_r_d_attn_norm_Xhat[k];
             v_r_d_attn_norm_Xc_2[k] = e_r_d_attn_norm_Xc_2;
             const real e_r_d_attn_norm_sum = -0.0625*e_r_d_attn_norm_Xc_2;
             acc_r_d_attn_norm_sum_1 += e_r_d_attn_norm_sum;
@@ -3924,14 +3991,17 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         }
         v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
         v_r_attn_norm_ss[rr] = (real)acc_r_attn_norm_ss;
+        const real h10_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+        const real h12_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+        const real h12_1 = 0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*h10_0;
             v_attn_norm_Xhat[k] = e_attn_norm_Xhat;
             const real e_attn_norm_A = e_attn_norm_Xhat*v_attn_norm_g[cc] + v_attn_norm_b[cc];
             v_attn_norm_A[k] = e_attn_norm_A;
-            const real e_r_attn_norm_A = e_attn_norm_Xhat*v_v_attn_norm_g[cc] + v_attn_norm_g[cc]*(-0.03125*e_attn_norm_Xhat*v_r_attn_norm_ss[rr]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5) + v_r_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5))) + v_v_attn_norm_b[cc];
+            const real e_r_attn_norm_A = e_attn_norm_Xhat*v_v_attn_norm_g[cc] + v_attn_norm_g[cc]*(-0.03125*e_attn_norm_Xhat*v_r_attn_norm_ss[rr]/h12_1 + h12_0*v_r_attn_norm_Xc[k]) + v_v_attn_norm_b[cc];
             v_r_attn_norm_A[k] = e_r_attn_norm_A;
         }
     }
@@ -4057,7 +4127,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd reduction(+:acc_attn_mha_Zs, acc_r_attn_mha_Zs)
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            const real e_attn_mha_E = bpg_exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
             v_attn_mha_E[k] = e_attn_mha_E;
             const real e_r_attn_mha_E = e_attn_mha_E*v_r_attn_mha_Sm[k];
             v_r_attn_mha_E[k] = e_r_attn_mha_E;
@@ -4157,14 +4227,17 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         }
         v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
         v_r_mlp_norm_ss[rr] = (real)acc_r_mlp_norm_ss;
+        const real h8_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+        const real h10_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+        const real h10_1 = 0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_mlp_norm_Xhat = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_mlp_norm_Xhat = h8_0*v_mlp_norm_Xc[k];
             v_mlp_norm_Xhat[k] = e_mlp_norm_Xhat;
             const real e_mlp_norm_A = e_mlp_norm_Xhat*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
             v_mlp_norm_A[k] = e_mlp_norm_A;
-            const real e_r_mlp_norm_A = e_mlp_norm_Xhat*v_v_mlp_norm_g[cc] + v_mlp_norm_g[cc]*(-0.03125*e_mlp_norm_Xhat*v_r_mlp_norm_ss[rr]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5) + v_r_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5))) + v_v_mlp_norm_b[cc];
+            const real e_r_mlp_norm_A = e_mlp_norm_Xhat*v_v_mlp_norm_g[cc] + v_mlp_norm_g[cc]*(h10_0*v_r_mlp_norm_Xc[k] - 0.03125*e_mlp_norm_Xhat*v_r_mlp_norm_ss[rr]/h10_1) + v_v_mlp_norm_b[cc];
             v_r_mlp_norm_A[k] = e_r_mlp_norm_A;
         }
     }
@@ -4201,7 +4274,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
             v_erf_mlp_up_Z[k] = e_erf_mlp_up_Z;
             const real e_mlp_up_A = 0.5*v_mlp_up_Z[k]*(e_erf_mlp_up_Z + 1);
             v_mlp_up_A[k] = e_mlp_up_A;
-            const real e_exp_mlp_up_Z = exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])));
+            const real e_exp_mlp_up_Z = bpg_exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])));
             v_exp_mlp_up_Z[k] = e_exp_mlp_up_Z;
             const real e_r_mlp_up_A = (0.5*e_erf_mlp_up_Z + 0.39894228040143268*e_exp_mlp_up_Z*v_mlp_up_Z[k] + 0.5)*(v_r_mlp_up_XW_a[k] + v_r_mlp_up_XW_b[k] + v_v_mlp_up_b[cc]);
             v_r_mlp_up_A[k] = e_r_mlp_up_A;
@@ -4270,7 +4343,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
         #pragma omp simd reduction(+:acc_o_expsum, acc_r_o_expsum)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_head_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             const real e_r_o_exp = e_o_exp*(v_r_head_XW_a[k] + v_r_head_XW_b[k] + v_v_head_b[cc]);
             v_r_o_exp[k] = e_r_o_exp;
@@ -4389,6 +4462,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     for (int64_t rr = 0; rr < 8*N; rr++) {
         double acc_d_mlp_norm_ss_1 = 0;
         double acc_d_mlp_norm_sum_1 = 0;
+        const real h4_0 = 0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd reduction(+:acc_d_mlp_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
@@ -4397,14 +4471,15 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
             v_d_mlp_norm_b[cc] += v_d_mlp_norm_A[k];
             const real e_d_mlp_norm_g = v_d_mlp_norm_A[k]*v_mlp_norm_Xhat[k];
             v_d_mlp_norm_g_1[cc] += e_d_mlp_norm_g;
-            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
+            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/h4_0;
             acc_d_mlp_norm_ss_1 += e_d_mlp_norm_ss;
         }
         v_d_mlp_norm_ss_1[rr] = (real)acc_d_mlp_norm_ss_1;
+        const real h6_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd reduction(+:acc_d_mlp_norm_sum_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*h6_0 + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
             v_d_mlp_norm_Xc_2[k] = e_d_mlp_norm_Xc_2;
             const real e_d_mlp_norm_sum = -0.0625*e_d_mlp_norm_Xc_2;
             acc_d_mlp_norm_sum_1 += e_d_mlp_norm_sum;
@@ -4535,6 +4610,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     for (int64_t rr = 0; rr < 8*N; rr++) {
         double acc_d_attn_norm_ss_1 = 0;
         double acc_d_attn_norm_sum_1 = 0;
+        const real h4_0 = 0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd reduction(+:acc_d_attn_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
@@ -4543,14 +4619,15 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
             v_d_attn_norm_b[cc] += v_d_attn_norm_A_3[k];
             const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
             v_d_attn_norm_g_1[cc] += e_d_attn_norm_g;
-            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/h4_0;
             acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
         }
         v_d_attn_norm_ss_1[rr] = (real)acc_d_attn_norm_ss_1;
+        const real h6_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd reduction(+:acc_d_attn_norm_sum_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*h6_0;
             v_d_attn_norm_Xc_2[k] = e_d_attn_norm_Xc_2;
             const real e_d_attn_norm_sum = -0.0625*e_d_attn_norm_Xc_2;
             acc_d_attn_norm_sum_1 += e_d_attn_norm_sum;
@@ -4742,10 +4819,11 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
             acc_attn_norm_ss += e_attn_norm_sq;
         }
         v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
+        const real h5_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*h5_0;
             v_attn_norm_Xhat[k] = e_attn_norm_Xhat;
             const real e_attn_norm_A = e_attn_norm_Xhat*v_attn_norm_g[cc] + v_attn_norm_b[cc];
             v_attn_norm_A[k] = e_attn_norm_A;
@@ -4812,7 +4890,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
         #pragma omp simd reduction(+:acc_attn_mha_Zs)
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            const real e_attn_mha_E = bpg_exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
             v_attn_mha_E[k] = e_attn_mha_E;
             acc_attn_mha_Zs += e_attn_mha_E;
         }
@@ -4870,10 +4948,11 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
             acc_mlp_norm_ss += e_mlp_norm_sq;
         }
         v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
+        const real h4_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_mlp_norm_Xhat = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_mlp_norm_Xhat = h4_0*v_mlp_norm_Xc[k];
             v_mlp_norm_Xhat[k] = e_mlp_norm_Xhat;
             const real e_mlp_norm_A = e_mlp_norm_Xhat*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
             v_mlp_norm_A[k] = e_mlp_norm_A;
@@ -4945,7 +5024,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
         #pragma omp simd reduction(+:acc_o_expsum)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_head_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             acc_o_expsum += e_o_exp;
         }
@@ -5000,7 +5079,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /*   (mlp_up: activation gelu) */
     /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5);
+    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_mlp_up_Z[k]*bpg_exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5);
 
     /* Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W */
     /*   (mlp_up: affine part) */
@@ -5028,19 +5107,21 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     for (int64_t rr = 0; rr < 8*N; rr++) {
         double acc_d_mlp_norm_ss_1 = 0;
         double acc_d_mlp_norm_sum_1 = 0;
+        const real h1_0 = 0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd reduction(+:acc_d_mlp_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
             const real e_d_mlp_norm_Xhat = v_d_mlp_norm_A[k]*v_mlp_norm_g[cc];
             v_d_mlp_norm_Xhat[k] = e_d_mlp_norm_Xhat;
-            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
+            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/h1_0;
             acc_d_mlp_norm_ss_1 += e_d_mlp_norm_ss;
         }
         v_d_mlp_norm_ss_1[rr] = (real)acc_d_mlp_norm_ss_1;
+        const real h3_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd reduction(+:acc_d_mlp_norm_sum_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*h3_0 + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
             v_d_mlp_norm_Xc_2[k] = e_d_mlp_norm_Xc_2;
             const real e_d_mlp_norm_sum = -0.0625*e_d_mlp_norm_Xc_2;
             acc_d_mlp_norm_sum_1 += e_d_mlp_norm_sum;
@@ -5145,19 +5226,21 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     for (int64_t rr = 0; rr < 8*N; rr++) {
         double acc_d_attn_norm_ss_1 = 0;
         double acc_d_attn_norm_sum_1 = 0;
+        const real h1_0 = 0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd reduction(+:acc_d_attn_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
             const real e_d_attn_norm_Xhat = v_attn_norm_g[cc]*(v_d_attn_norm_A[k] + v_d_attn_norm_A_1[k] + v_d_attn_norm_A_2[k]);
             v_d_attn_norm_Xhat[k] = e_d_attn_norm_Xhat;
-            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/h1_0;
             acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
         }
         v_d_attn_norm_ss_1[rr] = (real)acc_d_attn_norm_ss_1;
+        const real h3_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd reduction(+:acc_d_attn_norm_sum_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*h3_0;
             v_d_attn_norm_Xc_2[k] = e_d_attn_norm_Xc_2;
             const real e_d_attn_norm_sum = -0.0625*e_d_attn_norm_Xc_2;
             acc_d_attn_norm_sum_1 += e_d_attn_norm_sum;
@@ -5317,10 +5400,11 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
             acc_attn_norm_ss += e_attn_norm_sq;
         }
         v_attn_norm_ss[rr] = (real)acc_attn_norm_ss;
+        const real h5_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_attn_norm_Xhat = v_attn_norm_Xc[k]*h5_0;
             v_attn_norm_Xhat[k] = e_attn_norm_Xhat;
             const real e_attn_norm_A = e_attn_norm_Xhat*v_attn_norm_g[cc] + v_attn_norm_b[cc];
             v_attn_norm_A[k] = e_attn_norm_A;
@@ -5387,7 +5471,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
         #pragma omp simd reduction(+:acc_attn_mha_Zs)
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            const real e_attn_mha_E = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            const real e_attn_mha_E = bpg_exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
             v_attn_mha_E[k] = e_attn_mha_E;
             acc_attn_mha_Zs += e_attn_mha_E;
         }
@@ -5445,10 +5529,11 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
             acc_mlp_norm_ss += e_mlp_norm_sq;
         }
         v_mlp_norm_ss[rr] = (real)acc_mlp_norm_ss;
+        const real h4_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_mlp_norm_Xhat = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_mlp_norm_Xhat = h4_0*v_mlp_norm_Xc[k];
             v_mlp_norm_Xhat[k] = e_mlp_norm_Xhat;
             const real e_mlp_norm_A = e_mlp_norm_Xhat*v_mlp_norm_g[cc] + v_mlp_norm_b[cc];
             v_mlp_norm_A[k] = e_mlp_norm_A;
@@ -5524,7 +5609,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
         #pragma omp simd reduction(+:acc_o_expsum, acc_o_label)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_o_exp = exp(v_head_Z[k] - v_o_max[rr]);
+            const real e_o_exp = bpg_exp(v_head_Z[k] - v_o_max[rr]);
             v_o_exp[k] = e_o_exp;
             acc_o_expsum += e_o_exp;
             const real e_o_pick = v_head_Z[k]*v_y[k];
@@ -5650,7 +5735,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /*   (mlp_up: activation gelu) */
     /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf_mlp_up_Z / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5);
+    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.5*v_erf_mlp_up_Z[k] + 0.39894228040143268*v_mlp_up_Z[k]*bpg_exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5);
 
     /* Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W */
     /*   (mlp_up: affine part) */
@@ -5679,6 +5764,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     for (int64_t rr = 0; rr < 8*N; rr++) {
         double acc_d_mlp_norm_ss_1 = 0;
         double acc_d_mlp_norm_sum_1 = 0;
+        const real h2_0 = 0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd reduction(+:acc_d_mlp_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
@@ -5686,14 +5772,15 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
             v_d_mlp_norm_Xhat[k] = e_d_mlp_norm_Xhat;
             const real e_d_mlp_norm_g = v_d_mlp_norm_A[k]*v_mlp_norm_Xhat[k];
             v_d_mlp_norm_g[k] = e_d_mlp_norm_g;
-            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
+            const real e_d_mlp_norm_ss = -0.03125*e_d_mlp_norm_Xhat*v_mlp_norm_Xhat[k]/h2_0;
             acc_d_mlp_norm_ss_1 += e_d_mlp_norm_ss;
         }
         v_d_mlp_norm_ss_1[rr] = (real)acc_d_mlp_norm_ss_1;
+        const real h4_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd reduction(+:acc_d_mlp_norm_sum_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5)) + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
+            const real e_d_mlp_norm_Xc_2 = v_d_mlp_norm_Xhat[k]*h4_0 + 2*v_d_mlp_norm_ss_1[rr]*v_mlp_norm_Xc[k];
             v_d_mlp_norm_Xc_2[k] = e_d_mlp_norm_Xc_2;
             const real e_d_mlp_norm_sum = -0.0625*e_d_mlp_norm_Xc_2;
             acc_d_mlp_norm_sum_1 += e_d_mlp_norm_sum;
@@ -5803,6 +5890,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     for (int64_t rr = 0; rr < 8*N; rr++) {
         double acc_d_attn_norm_ss_1 = 0;
         double acc_d_attn_norm_sum_1 = 0;
+        const real h2_0 = 0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd reduction(+:acc_d_attn_norm_ss_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
@@ -5810,14 +5898,15 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
             v_d_attn_norm_Xhat[k] = e_d_attn_norm_Xhat;
             const real e_d_attn_norm_g = v_attn_norm_Xhat[k]*v_d_attn_norm_A_3[k];
             v_d_attn_norm_g[k] = e_d_attn_norm_g;
-            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+            const real e_d_attn_norm_ss = -0.03125*v_attn_norm_Xhat[k]*e_d_attn_norm_Xhat/h2_0;
             acc_d_attn_norm_ss_1 += e_d_attn_norm_ss;
         }
         v_d_attn_norm_ss_1[rr] = (real)acc_d_attn_norm_ss_1;
+        const real h4_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd reduction(+:acc_d_attn_norm_sum_1)
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            const real e_d_attn_norm_Xc_2 = 2*v_attn_norm_Xc[k]*v_d_attn_norm_ss_1[rr] + v_d_attn_norm_Xhat[k]*h4_0;
             v_d_attn_norm_Xc_2[k] = e_d_attn_norm_Xc_2;
             const real e_d_attn_norm_sum = -0.0625*e_d_attn_norm_Xc_2;
             acc_d_attn_norm_sum_1 += e_d_attn_norm_sum;
@@ -5957,10 +6046,11 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* attn_norm: normalised by sqrt(variance + eps) */
     /* attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        const real h_attn_norm_Xhat_0 = (1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*(1.0/sqrt(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5));
+            v_attn_norm_Xhat[k] = v_attn_norm_Xc[k]*h_attn_norm_Xhat_0;
         }
     }
     /* attn_norm: gain and bias Xhat ⊙ g + b */
@@ -6023,7 +6113,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         #pragma omp simd
         for (int64_t cc = 0; cc < 8; cc++) {
             const int64_t k = rr*8 + cc;
-            v_attn_mha_E[k] = exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
+            v_attn_mha_E[k] = bpg_exp(v_attn_mha_Sm[k] - v_attn_mha_m[rr]);
         }
     }
     /* attn_mha_Zs = attn_mha_E·1 */
@@ -6076,10 +6166,11 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* mlp_norm: normalised by sqrt(variance + eps) */
     /* mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        const real h_mlp_norm_Xhat_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_mlp_norm_Xhat[k] = v_mlp_norm_Xc[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            v_mlp_norm_Xhat[k] = h_mlp_norm_Xhat_0*v_mlp_norm_Xc[k];
         }
     }
     /* mlp_norm: gain and bias Xhat ⊙ g + b */
@@ -6105,7 +6196,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* hc_3 = 1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi)) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_hc_3[k] = 0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5;
+    for (int64_t k = 0; k < 512*N; k++) v_hc_3[k] = 0.39894228040143268*v_mlp_up_Z[k]*bpg_exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5;
     /* mlp_up: activation gelu */
     /* mlp_up_A = mlp_up_Z ⊙ (1 + erf(sqrt(2) mlp_up_Z / 2)) / 2 */
     #pragma omp simd
@@ -6144,7 +6235,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_o_exp[k] = exp(v_head_Z[k] - v_o_max[rr]);
+            v_o_exp[k] = bpg_exp(v_head_Z[k] - v_o_max[rr]);
         }
     }
     /* row sums of the exponentials */
@@ -6197,7 +6288,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* hc_4 = d_mlp_up_A ⊙ (sqrt(2) exp(-mlp_up_Z^∘2 / 2) / sqrt(pi) - sqrt(2) mlp_up_Z^∘2 ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
     #pragma omp simd
     for (int64_t k = 0; k < 512*N; k++) {
-        const real cse1 = exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])));
+        const real cse1 = bpg_exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])));
         v_hc_4[k] = v_d_mlp_up_A[k]*(-0.39894228040143268*cse1*((v_mlp_up_Z[k])*(v_mlp_up_Z[k])) + 0.79788456080286536*cse1);
     }
 
@@ -6205,7 +6296,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /*   (mlp_up: activation gelu) */
     /* d_mlp_up_Z = d_mlp_up_A ⊙ (1/2 + erf(sqrt(2) mlp_up_Z / 2) / 2 + sqrt(2) mlp_up_Z ⊙ exp(-mlp_up_Z^∘2 / 2) / (2 sqrt(pi))) */
     #pragma omp simd
-    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
+    for (int64_t k = 0; k < 512*N; k++) v_d_mlp_up_Z[k] = v_d_mlp_up_A[k]*(0.39894228040143268*v_mlp_up_Z[k]*bpg_exp(-0.5*((v_mlp_up_Z[k])*(v_mlp_up_Z[k]))) + 0.5*erf(0.70710678118654752*v_mlp_up_Z[k]) + 0.5);
 
     /* Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W */
     /*   (mlp_up: affine part) */
@@ -6227,18 +6318,20 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /*   (mlp_norm: normalised by sqrt(variance + eps)) */
     /* d_mlp_norm_Xc = d_mlp_norm_Xhat / sqrt(1e-05 + mlp_norm_ss / 16) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        const real h_d_mlp_norm_Xc_0 = (1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_Xc[k] = v_d_mlp_norm_Xhat[k]*(1.0/sqrt(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5));
+            v_d_mlp_norm_Xc[k] = v_d_mlp_norm_Xhat[k]*h_d_mlp_norm_Xc_0;
         }
     }
     /* d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ mlp_norm_Xhat / (32 (1e-05 + mlp_norm_ss / 16)) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        const real h_d_mlp_norm_ss_0 = 0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_mlp_norm_ss[k] = -0.03125*v_d_mlp_norm_Xhat[k]*v_mlp_norm_Xhat[k]/(0.0625*v_mlp_norm_ss[rr] + 1.0000000000000001e-5);
+            v_d_mlp_norm_ss[k] = -0.03125*v_d_mlp_norm_Xhat[k]*v_mlp_norm_Xhat[k]/h_d_mlp_norm_ss_0;
         }
     }
     /* d_mlp_norm_ss_1 = d_mlp_norm_ss·1 */
@@ -6369,10 +6462,11 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /*   (attn_norm: normalised by sqrt(variance + eps)) */
     /* d_attn_norm_ss = -attn_norm_Xhat ⊙ d_attn_norm_Xhat / (32 (1e-05 + attn_norm_ss / 16)) */
     for (int64_t rr = 0; rr < 8*N; rr++) {
+        const real h_d_attn_norm_ss_0 = 0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5;
         #pragma omp simd
         for (int64_t cc = 0; cc < 16; cc++) {
             const int64_t k = rr*16 + cc;
-            v_d_attn_norm_ss[k] = -0.03125*v_attn_norm_Xhat[k]*v_d_attn_norm_Xhat[k]/(0.0625*v_attn_norm_ss[rr] + 1.0000000000000001e-5);
+            v_d_attn_norm_ss[k] = -0.03125*v_attn_norm_Xhat[k]*v_d_attn_norm_Xhat[k]/h_d_attn_norm_ss_0;
         }
     }
     /* d_attn_norm_ss_1 = d_attn_norm_ss·1 */

@@ -13,7 +13,7 @@ from bpgen.backends.c.build import BUILD
 
 RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "bpgen", "backends", "c", "runtime")
-HELPERS = ["sigmoid", "softplus", "tanh", "gemm_nn", "gemm_tn", "gemm_nt",
+HELPERS = ["sigmoid", "softplus", "tanh", "exp", "gemm_nn", "gemm_tn", "gemm_nt",
            # products added into a result (bpgen.passes.accumulate)
            "gemm_nn_acc", "gemm_tn_acc", "gemm_nt_acc",
            # a weight gradient (a split call's slices make it together: test_threads.py)
@@ -106,6 +106,8 @@ def test_per_sample_loops_compile(dtype):
 CDEF = """
 double w_sigmoid(double z);
 double w_tanh(double z);
+double w_exp(double z);
+void w_exp_loop(int64_t n, const double *z, double *out);
 void w_tanh_loop(int64_t n, const double *z, double *out);
 double w_softplus(double z);
 void w_gemm_nn(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, double *C);
@@ -145,6 +147,12 @@ void w_tanh_loop(int64_t n, const double *restrict z, double *restrict out)
     for (int64_t k = 0; k < n; k++) out[k] = bpg_tanh(z[k]);
 }
 double w_softplus(double z) { return bpg_softplus(z); }
+double w_exp(double z) { return bpg_exp(z); }
+void w_exp_loop(int64_t n, const double *restrict z, double *restrict out)
+{
+    #pragma omp simd
+    for (int64_t k = 0; k < n; k++) out[k] = bpg_exp(z[k]);
+}
 #define GEMM_WRAPPER(t) \\
     void w_gemm_##t(int64_t M, int64_t Nc, int64_t K, const double *A, const double *B, \\
                     double *C) { bpg_gemm_##t(M, Nc, K, A, B, C); }
@@ -510,6 +518,30 @@ def test_tanh(rt):
     assert np.signbit(got[1]) and np.isnan(got[4])
 
 
+def test_exp(rt):
+    """bpg_exp (runtime/exp.c) is exp wherever exp is a normal number, 0
+    below (-708: where libmvec's vector exp would take its slow path), in a
+    vectorised loop and scalar; exp(-inf) = 0, NaN and inf as exp's."""
+    ffi, lib = rt
+    z = np.concatenate([np.linspace(-708.0, 709.0, 20001), [-1e-300, 0.0, 1e-300],
+                        np.geomspace(1e-12, 1.0, 200)])
+    out = np.empty_like(z)
+    lib.w_exp_loop(z.size, _ptr(ffi, z), _ptr(ffi, out))
+    np.testing.assert_allclose(out, np.exp(z), rtol=1e-15, atol=0)     # libmvec: a few ulp
+    scalar = np.array([lib.w_exp(v) for v in z[::101]])
+    np.testing.assert_allclose(scalar, np.exp(z[::101]), rtol=1e-15, atol=0)
+    # half the lanes below the range (a causal mask's -inf): 0 there, exp elsewhere
+    below = np.array([-np.inf, -1e308, -800.0, -745.2, -708.5, -708.0000001])
+    mixed = np.where(np.arange(64) % 2 == 0, np.resize(below, 64), np.linspace(-5, 5, 64))
+    out = np.empty_like(mixed)
+    lib.w_exp_loop(mixed.size, _ptr(ffi, mixed), _ptr(ffi, out))
+    np.testing.assert_array_equal(out[::2], 0.0)
+    np.testing.assert_allclose(out[1::2], np.exp(mixed[1::2]), rtol=1e-15, atol=0)
+    special = [lib.w_exp(v) for v in (np.inf, np.nan, -np.inf, -708.0)]
+    assert special[0] == np.inf and np.isnan(special[1]) and special[2] == 0.0
+    assert special[3] == np.exp(-708.0) > np.finfo(np.float64).tiny
+
+
 def test_softplus(rt):
     _, lib = rt
     got = np.array([lib.w_softplus(v) for v in Z])
@@ -545,3 +577,35 @@ void loop(int64_t n, const {real} *restrict a, {real} *restrict b)
     asm = proc.stdout.decode()
     for f in ("tanh", "exp", "log1p"):
         assert f"v_{f}{suffix}" in asm, f"{f}{suffix} not vectorised"
+
+
+@needs_gcc
+@pytest.mark.skipif(platform.machine() != "x86_64" or not platform.libc_ver()[0] == "glibc"
+                    or tuple(int(v) for v in platform.libc_ver()[1].split(".")[:2]) < (2, 35),
+                    reason="glibc's vector math (libmvec >= 2.35, x86-64) only")
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+@pytest.mark.parametrize("isa", ["-mavx2", "-mavx512f"])
+def test_clamped_exp_is_vectorised(dtype, isa):
+    """bpg_exp's clamped form (runtime/exp.c) keeps a loop vectorised at
+    AVX2 and AVX-512, and its vector exp takes the clamped argument: the
+    compiler has not replaced it by the raw one (the slow path again)."""
+    real = "float" if dtype == "float" else "double"
+    suffix = "f" if dtype == "float" else ""
+    src = _source(["exp"]) + f"""
+void loop(int64_t n, const {real} *restrict a, {real} *restrict b)
+{{
+    #pragma omp simd
+    for (int64_t k = 0; k < n; k++) b[k] = bpg_exp(a[k]);
+}}
+"""
+    proc = subprocess.run(["gcc"] + BUILD_FLAGS + ["-fno-math-errno", "-fno-trapping-math", isa]
+                          + DTYPES[dtype] + ["-S", "-o", "-", "-x", "c", "-"],
+                          input=src.encode(), capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    asm = proc.stdout.decode()
+    assert f"v_exp{suffix}" in asm, "not vectorised"
+    # the argument is a blend of z and the range's end (an and/or or a
+    # masked move), made before the call
+    body = asm[asm.index("loop:"):]
+    before_call = body[:body.index(f"v_exp{suffix}")]
+    assert any(op in before_call for op in ("blend", "vpor", "vpternlog", "vorp")), before_call

@@ -239,6 +239,61 @@ def test_a_sum_of_a_row_sum_goes_after_it():
             < lines.index(f"const real e_w = {PREFIX}e[k] + {PREFIX}t[k];"))
 
 
+def test_c_invariants_hoists_costly_parts_and_keeps_divisions():
+    """What a map computes the same along a row (a function of row values
+    and scalars): a call or a root once per row; of a reciprocal only the
+    base, so that the division stays (the same bits); nothing cheap."""
+    from bpgen.primitives.map import _c_invariants
+
+    class Em:
+        dtype, used = "float64", set()
+
+        def use(self, helper):
+            self.used.add(helper)
+    access = {"x": "x[k]", "s": "s[rr]", "t": "t[0]", "c": "c[cc]"}
+    x, s, t, c = S("x"), S("s"), S("t"), S("c")
+    cases = [
+        # layernorm's 1/sqrt(var + eps): whole
+        (x * (s / 64 + sp.Float(1e-5)) ** sp.Float(-0.5), ["(1.0/sqrt("], {"x[k]*h0", "h0*x[k]"}),
+        # a division by a row value: its base only, still a division
+        (x / (s / 64 + t), ["*s[rr] + t[0];"], {"x[k]/h0"}),
+        # a call of row values and scalars
+        (x * sp.exp(s - t), ["bpg_exp(s[rr] - t[0])"], {"x[k]*h0", "h0*x[k]"}),
+    ]
+    for expr, want, printed in cases:
+        lines, new, names = _c_invariants(Em(), expr, access, ["s", "t"], "h")
+        assert len(lines) == 1 and all(w in lines[0] for w in want), lines
+        from bpgen.printers import CPrinter
+        assert CPrinter({**access, **names}, "float64").doprint(new) in printed
+    assert "exp" in Em.used
+    # nothing worth it, or nothing invariant: unchanged
+    for expr in (x * s + t, x / s, sp.exp(x + s), c * sp.sqrt(x), (x + s) ** sp.Float(-0.5)):
+        assert _c_invariants(Em(), expr, access, ["s", "t"], "h") == ([], expr, {})
+
+
+def test_c_emitter_hoists_a_rows_invariants_before_its_loop():
+    """A run (and a lone map) computes a row's 1/sqrt(ss + eps) once per
+    row, before the pass over the columns that reads it."""
+    ops = [Op("sum", "ss", ("q",), {"axis": 1}),
+           emap("xh", S("q") * (S("ss") / 4 + 1) ** sp.Rational(-1, 2)),
+           emap("y", S("xh") / (S("ss") + 2) + S("b"))]
+    shapes = {"q": ("N", 4), "ss": ("N", 1), "xh": ("N", 4), "y": ("N", 4), "b": (1, 4)}
+    for runs in (True, False):
+        prog = optimise(program(ops, ["q", "b"], ["y"], shapes), ("c",))
+        em = CEmitter(prog, "float64", set(), runs=prog.plans["c"].runs if runs else {})
+        lines = [line.strip() for b in em.blocks() for line in b["lines"]
+                 if not line.strip().startswith("/*")]
+        text = "\n".join(lines)
+        root = next(i for i, line in enumerate(lines) if "sqrt(" in line)
+        assert text.count("sqrt(") == 1 and lines[root].startswith("const real h")
+        assert f"0.25*{PREFIX}ss[rr] + 1" in lines[root]
+        # before the simd loop that reads it, inside the loop over the rows
+        simd = next(i for i in range(root, len(lines)) if lines[i].startswith("#pragma omp simd"))
+        rows = max(i for i in range(root) if lines[i].startswith("for (int64_t rr"))
+        assert rows < root < simd
+        assert re.search(r"/h\w+", text), text      # y's division by a hoisted ss + 2
+
+
 # ---- the C prefix ----------------------------------------------------------
 
 C_CLASH = ["errno", "NULL", "int", "size_t", "stdout", "EOF", "memcpy", "real", "ws", "M_PI"]

@@ -10,10 +10,13 @@ or something after the run reads it, and each sum accumulates there: a row
 sum in a double per row (like runtime/rowsum.c, stored after its phase), a
 column sum into its output row (zeroed before the loop, like colsum.c), the
 total in one double (like sumall.c).  Without row-wise arguments or sums
-the run is one flat loop over the R·C elements."""
+the run is one flat loop over the R·C elements.  What a map computes the
+same for a whole row (a function of row sums and scalars, like
+layernorm's 1/sqrt(var + eps)) is computed once per row, before the
+phase's loop (:func:`bpgen.primitives.map._c_invariants`)."""
 from __future__ import annotations
 
-from ...primitives.map import _c_body
+from ...primitives.map import _c_body, _c_invariants
 from ...printers import numeric
 from ...shapes import dim_code
 
@@ -58,6 +61,7 @@ def fused_loop(em, ops: list) -> list:
     bodies = [[] for _ in range(phases[-1] + 1)]       # per phase: its loop body
     ends = [[] for _ in bodies]                       # per phase: after its loop
     accs = [[] for _ in bodies]                       # per phase: its reductions
+    starts = [[] for _ in bodies]                     # per phase: before its loop
     rows_acc, rowwise = [], len(bodies) > 1
     start = next(i for i, o in enumerate(prog.ops) if o is ops[0])
     for i, (op, p) in enumerate(zip(ops, phases)):
@@ -82,7 +86,13 @@ def fused_loop(em, ops: list) -> list:
                     access[a], rowwise = f"{em.ptr(a, None)}[cc]", True
                 else:
                     access[a], rowwise = f"{em.ptr(a, None)}[rr]", True
-            body += _c_body(em, numeric(op.attrs["expr"]), access,
+            # what is the same along the row (or the run): once, before the
+            # phase's loop (or the run's)
+            once, expr, names = _c_invariants(
+                em, numeric(op.attrs["expr"]), access,
+                [a for a in op.args if access[a].endswith(("[rr]", "[0]"))], f"h{i}_")
+            starts[p] += once
+            body += _c_body(em, expr, {**access, **names},
                             f"const real {_local(op.out)}", prefix=f"cse{i}_")
             if op.out in after or op.out in later:
                 body.append(f"{em.ptr(op.out, None)}[k] = {_local(op.out)};")
@@ -109,12 +119,15 @@ def fused_loop(em, ops: list) -> list:
     def simd(p):
         return "#pragma omp simd" + (f" reduction(+:{', '.join(accs[p])})" if accs[p] else "")
     if not rowwise:
-        lines = pre + [simd(0), f"for (int64_t k = 0; k < {em.c_size((r, c))}; k++) {{"]
+        lines = [simd(0), f"for (int64_t k = 0; k < {em.c_size((r, c))}; k++) {{"]
         lines += [f"    {b}" for b in bodies[0]] + ["}"]
-        return head + lines + post
+        if starts[0]:       # the run's invariants, in a block of their own
+            lines = ["{"] + [f"    {x}" for x in starts[0] + lines] + ["}"]
+        return head + pre + lines + post
     lines = pre + [f"for (int64_t rr = 0; rr < {dim_code(r)}; rr++) {{"]
     lines += [f"    double {a} = 0;" for a in rows_acc]
     for p, body in enumerate(bodies):
+        lines += [f"    {x}" for x in starts[p]]
         lines += [f"    {simd(p)}", f"    for (int64_t cc = 0; cc < {dim_code(c)}; cc++) {{",
                   f"        const int64_t k = rr*{dim_code(c)} + cc;"]
         lines += [f"        {b}" for b in body] + ["    }"]
