@@ -26,7 +26,7 @@ HELPERS = ["sigmoid", "softplus", "tanh", "exp", "gemm_nn", "gemm_tn", "gemm_nt"
            "gather_dirs", "scatter_dirs", "take_argmax_dirs", "put_argmax_dirs",
            "take_argmax_windows_dirs", "put_argmax_windows_dirs",
            # token rows, attention's per-sample block products and causal mask
-           "take_rows", "add_rows", "seqmm", "causal_mask",
+           "take_rows", "add_rows", "seqmm", "causal_mask", "causal_mask_max",
            # the structured Hessian's assembly (bpgen/assembly; numerics: test_assembly.py)
            "hess_loss", "hess_transpose", "hess_scale", "hess_ones", "hess_chain_start",
            "hess_scale_columns", "hess_kron", "hess_kron_sym", "hess_mirror", "nonzero",
