@@ -6,7 +6,8 @@ scores (512 KB for the 32-step, 4-head transformer at N = 16).  The mask
 visits every row anyway (runtime/causal_mask.c); ``bpg_causal_mask_max``
 also takes the row's maximum there, over its kept keys while the row is in
 the cache (the -∞ fills never exceed it, and a row keeps key 0): the same
-comparisons in the same order as the rowmax, so the same m.
+m but for the sign of a zero maximum and rows holding NaN, whose softmax
+is the same all the same (see runtime/causal_mask_max.c).
 
 Plain data: {m: Sm} for each top-level m = rowmax(Sm) whose Sm is a
 top-level causal mask's result, made at the mask's place (the rowmax's
