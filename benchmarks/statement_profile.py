@@ -7,7 +7,7 @@ helpers are inlined, so a statement's time includes its helper's; a
 product's includes OpenBLAS.  Each statement is named by the equation in
 the comment above it (docs/performance.md quotes these tables).
 
-    python benchmarks/statement_profile.py lenet [--calls 100] [--batch N]
+    python benchmarks/statement_profile.py lenet [--calls 100] [--batch N] [--min 0.005]
 
 Run pinned on one CPU with one thread for numbers that compare
 (``taskset -c 1``, ``BPGEN_NUM_THREADS=1``); the module's own call takes
@@ -98,6 +98,8 @@ def main():
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--call", choices=CALLS, default="loss_and_grad")
+    ap.add_argument("--min", type=float, default=0.005,
+                    help="print the statements of at least this fraction of the call (0: all)")
     args = ap.parse_args()
     arch, n = cases[args.case]
     n = args.batch or n
@@ -161,7 +163,7 @@ def main():
     for i, label in enumerate(labels):
         per[label] = per.get(label, 0.0) + times[i] / args.calls
     for label, us in sorted(per.items(), key=lambda kv: -kv[1]):
-        if us >= 0.005 * total:
+        if us >= args.min * total:
             print(f"{us:9.0f}  {label[:100]}")
 
 

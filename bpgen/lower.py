@@ -166,7 +166,7 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
     prog = optimise(prog)
     # then the slots reused by liveness, over the order the C emitter prints
     # (bpgen.passes.allocate.reuse_workspace)
-    reused = reuse_workspace(prog, _printed_spans(prog))
+    reused = reuse_workspace(prog, _printed_spans(prog), prog.plans["c"].in_place)
     if reused is not None:
         prog.workspace, prog.workspace_size = reused
     return prog
@@ -174,11 +174,25 @@ def lower(g: Graph, name: str, inputs: list, outputs: list, n_forward: int,
 
 def _printed_spans(prog: Program) -> list:
     """Lists of op indices the C plan prints as one statement: its loop runs
-    (with and without the accumulations), and each product added into a map
-    with that map (it is made where the map is)."""
+    (with and without the accumulations), each product added into a map
+    with that map (it is made where the map is), a scaled product with its
+    map and a folded scale with the products that read its argument
+    (bpgen.passes.fold_scale), a masked row max with its mask
+    (bpgen.passes.mask_max)."""
     plan = prog.plans["c"]
     index = {op.out: i for i, op in enumerate(prog.ops)}
     spans = [list(idx) for idx in (*plan.runs.values(), *plan.runs_alone.values())]
     for z, (_, products) in plan.accumulate.items():
         spans.append([index[z], *(index[p] for p in products)])
+    # a scaled product made at its map's place; a scale read by its products
+    for y, (x, _) in plan.scales["into"].items():
+        spans.append([index[y], index[x]])
+    readers = {}
+    for i, op in enumerate(prog.ops):
+        for a in op.args:
+            readers.setdefault(a, []).append(i)
+    for y in plan.scales["read_by"]:
+        spans.append([index[y], *readers[y]])
+    for m, sm in plan.mask_max.items():     # a row max made with its mask
+        spans.append([index[sm], index[m]])
     return spans

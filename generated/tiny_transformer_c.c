@@ -387,6 +387,7 @@ static inline int bpg_blas_gemm_acc(int ta, int tb, int64_t M, int64_t Nc, int64
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_acc(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
+#define bpg_blas_gemm_ab(ta, tb, M, Nc, K, alpha, A, lda, B, ldb, beta, C, ldc, min_madds) 0
 #endif
 
 /* ---- BLAS threads (the rule: docs/performance.md, "Threads") ----------
@@ -547,6 +548,45 @@ static inline void bpg_causal_mask(int64_t R, int64_t T, int64_t N, int64_t K, i
         if (m)
             for (int64_t s = 0; s < keys; s++)
                 if (m[s * nb + n] == 0) o[s] = fill;
+    }
+}
+
+/* bpg_causal_mask (causal_mask.c: out = a with fill where the key s comes
+   after the query t = (r / N) mod T, causal, or is padding, m[s*(N/K) + n]
+   == 0; out may be a), and mx[r] = the maximum of row r of out (mx: R x 1)
+   in the same pass (passes/mask_max.py): the maximum over the kept keys
+   (vectorised: the row's padding masked and its maximum taken in one loop),
+   then the fills.  The same value as bpg_rowmax of out after the mask,
+   but for the sign of a zero maximum and for a row holding NaN (whose
+   softmax exp(out - mx) / sum is the same all the same: ±0 shifts alike,
+   and NaN makes the whole row's sum NaN) */
+static inline void bpg_causal_mask_max(int64_t R, int64_t T, int64_t N, int64_t K, int causal,
+                                       const real *m, real fill, const real *a, real *out,
+                                       real *restrict mx)
+{
+    const int64_t nb = N / K;
+    for (int64_t r = 0; r < R; r++) {
+        const int64_t t = (r / N) % T, n = (r % N) / K;
+        const int64_t keys = causal ? t + 1 : T;
+        const real *ar = a + r * T;
+        real *o = out + r * T;
+        real x = -INFINITY;
+        if (o != ar)
+            for (int64_t s = 0; s < keys; s++) o[s] = ar[s];
+        if (m) {
+            const real *mn = m + n;
+            #pragma omp simd reduction(max:x)
+            for (int64_t s = 0; s < keys; s++) {
+                const real v = mn[s * nb] == 0 ? fill : o[s];
+                o[s] = v;
+                x = v > x ? v : x;
+            }
+        } else {
+            #pragma omp simd reduction(max:x)
+            for (int64_t s = 0; s < keys; s++) x = o[s] > x ? o[s] : x;
+        }
+        for (int64_t s = keys; s < T; s++) o[s] = fill;
+        mx[r] = keys < T && fill > x ? fill : x;
     }
 }
 
@@ -799,10 +839,11 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
    row of query t of sample n and head j at (j*T + t)*N + n), for K
    directions at once: an argument with flag 1 holds K directions per row
    ((r*K + k) rows), with flag 0 one (read for every direction); the result
-   always holds K.  K = 1: one direction.
-   qk:  S[(jT+t)N+n][s] = sum_c A[tN+n][jD+c] B[sN+n][jD+c]
-   av:  O[tN+n][jD+c]   = sum_s A[(jT+t)N+n][s] B[sN+n][jD+c]
-   atv: O[sN+n][jD+c]   = sum_t A[(jT+t)N+n][s] B[tN+n][jD+c]
+   always holds K.  K = 1: one direction.  Each sum times alpha (1, or a
+   scale folded into the product: passes/fold_scale.py):
+   qk:  S[(jT+t)N+n][s] = alpha sum_c A[tN+n][jD+c] B[sN+n][jD+c]
+   av:  O[tN+n][jD+c]   = alpha sum_s A[(jT+t)N+n][s] B[sN+n][jD+c]
+   atv: O[sN+n][jD+c]   = alpha sum_t A[(jT+t)N+n][s] B[tN+n][jD+c]
    Each (direction, head, sample) block is one strided product (the rows of
    a sample's block lie N*K rows apart): by the BLAS when large enough,
    else inline. */
@@ -812,7 +853,7 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
 #endif
 
 /* form 0: qk, 1: av, 2: atv.  Each block C (M x Nc, rows ldc apart) =
-   op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
+   alpha·op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
    enough, else the loops below.  Always inlined, for blocks below the BLAS
    size with constant T and D (the emitter's choice, primitives/seqmm.py):
    the loops over 4-16 columns are then unrolled and vectorised at their
@@ -820,8 +861,8 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
    Hessian of the 6-step, 2-head, D = 4 transformer 1.9x faster). */
 __attribute__((always_inline))
 static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H, int64_t D,
-                                      int64_t K, int ka, int kb, const real *A, const real *B,
-                                      real *O)
+                                      int64_t K, int ka, int kb, real alpha, const real *A,
+                                      const real *B, real *O)
 {
     const int64_t F = H * D;
     const int64_t ma = ka ? K : 1, mb = kb ? K : 1;
@@ -847,7 +888,7 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
                     ldc = N * K * F;
                     ta = form == 2, tb = 0, M = T, Nc = D, Kin = T;
                 }
-                if (bpg_blas_gemm_ld(ta, tb, M, Nc, Kin, Ab, lda, Bb, ldb, C, ldc,
+                if (bpg_blas_gemm_ab(ta, tb, M, Nc, Kin, alpha, Ab, lda, Bb, ldb, 0, C, ldc,
                                      BPG_SEQMM_MIN))
                     continue;
                 for (int64_t i = 0; i < M; i++) {
@@ -855,7 +896,7 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
                     if (!tb) {
                         for (int64_t q = 0; q < Nc; q++) c[q] = 0;
                         for (int64_t r = 0; r < Kin; r++) {
-                            const real a = ta ? Ab[r * lda + i] : Ab[i * lda + r];
+                            const real a = alpha * (ta ? Ab[r * lda + i] : Ab[i * lda + r]);
                             const real *restrict b = Bb + r * ldb;
                             #pragma omp simd
                             for (int64_t q = 0; q < Nc; q++) c[q] += a * b[q];
@@ -871,7 +912,7 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
                                 #pragma omp simd reduction(+:acc)
                                 for (int64_t r = 0; r < Kin; r++) acc += a[r] * b[r];
                             }
-                            c[q] = acc;
+                            c[q] = alpha * acc;
                         }
                     }
                 }
@@ -883,9 +924,9 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
    the 32-step, F = 64 transformer's module compile 1.6x longer (18 -> 29 s
    of gcc) for no gain at run time. */
 static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                             int ka, int kb, const real *A, const real *B, real *O)
+                             int ka, int kb, real alpha, const real *A, const real *B, real *O)
 {
-    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, A, B, O);
+    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, alpha, A, B, O);
 }
 
 /* out (1 x 1) = 1ᵀ · A · 1, accumulated in double */
@@ -1194,12 +1235,12 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     real *const v_attn_mha_XWv = ws + 512*N;  /* (8*N, 16) */
     real *const v_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
     real *const v_attn_mha_QK = ws + 256*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 0;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 128*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 512*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 512*N;  /* (16*N, 8) */
     real *const v_attn_mha_m = ws + 0;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 256*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 16*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 512*N;  /* (16*N, 8) */
+    real *const v_attn_mha_E = ws + 16*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 272*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 144*N;  /* (16*N, 8) */
     real *const v_attn_mha_AV = ws + 0;  /* (8*N, 16) */
     real *const v_attn_mha_OW = ws + 256*N;  /* (8*N, 16) */
     real *const v_attn_R = ws + 128*N;  /* (8*N, 16) */
@@ -1301,17 +1342,14 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     /* attn_mha_V += attn_norm_A·attn_mha_Wv */
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
-    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: made scaled, as attn_mha_S, below */
     /* attn_mha: scores / sqrt(8) */
-    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
+    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 with attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: attn_mha_QK·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_S);  /* qk */
     /* attn_mha: keys after the query and padded keys at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
-    /* attn_mha_m = rowmax(attn_mha_Sm) */
-    bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞); attn_mha_m = rowmax(attn_mha_Sm) in the same pass */
+    bpg_causal_mask_max(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_m = rowmax(attn_mha_Sm): made with attn_mha_Sm above */
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /* attn_mha_Zs = attn_mha_E·1 */
@@ -1336,7 +1374,7 @@ BPG_ENTRY void bpg_forward(int64_t N, const int64_t *restrict v_x, const real *r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -1446,12 +1484,12 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     real *const v_attn_mha_XWv = ws + 512*N;  /* (8*N, 16) */
     real *const v_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
     real *const v_attn_mha_QK = ws + 256*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 0;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 128*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 512*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 512*N;  /* (16*N, 8) */
     real *const v_attn_mha_m = ws + 0;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 256*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 16*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 512*N;  /* (16*N, 8) */
+    real *const v_attn_mha_E = ws + 16*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 272*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 144*N;  /* (16*N, 8) */
     real *const v_attn_mha_AV = ws + 0;  /* (8*N, 16) */
     real *const v_attn_mha_OW = ws + 256*N;  /* (8*N, 16) */
     real *const v_attn_R = ws + 128*N;  /* (8*N, 16) */
@@ -1576,17 +1614,14 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     /* attn_mha_V += attn_norm_A·attn_mha_Wv */
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
-    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: made scaled, as attn_mha_S, below */
     /* attn_mha: scores / sqrt(8) */
-    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
+    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 with attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: attn_mha_QK·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_S);  /* qk */
     /* attn_mha: keys after the query and padded keys at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
-    /* attn_mha_m = rowmax(attn_mha_Sm) */
-    bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞); attn_mha_m = rowmax(attn_mha_Sm) in the same pass */
+    bpg_causal_mask_max(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_m = rowmax(attn_mha_Sm): made with attn_mha_Sm above */
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /* attn_mha_Zs = attn_mha_E·1 */
@@ -1611,7 +1646,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -1796,7 +1831,7 @@ BPG_ENTRY void bpg_loss(int64_t N, const int64_t *restrict v_x, const real *rest
     for (int64_t k = 0; k < 1; k++) v_loss[k] = 5.0000000000000002e-5*v_attn_mha_Wk_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wo_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wq_sqsum[0] + 5.0000000000000002e-5*v_attn_mha_Wv_sqsum[0] + 5.0000000000000002e-5*v_head_W_sqsum[0] + v_loss_sum[0]/v_real_steps[0] + 5.0000000000000002e-5*v_mlp_down_W_sqsum[0] + 5.0000000000000002e-5*v_mlp_up_W_sqsum[0];
 }
 
-/* ---- loss_and_grad: workspace 5040*N + 3328 elements ---- */
+/* ---- loss_and_grad: workspace 4624*N + 3328 elements ---- */
 BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
@@ -1816,96 +1851,96 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     real *const v_attn_mha_V = ws + 640*N;  /* (8*N, 16) */
     real *const v_attn_mha_QK = ws + 912*N;  /* (16*N, 8) */
     real *const v_attn_mha_S = ws + 1040*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 912*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 1040*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 1056*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 1312*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 1184*N;  /* (16*N, 8) */
-    real *const v_attn_mha_AV = ws + 912*N;  /* (8*N, 16) */
-    real *const v_attn_mha_OW = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 1328*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 1040*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 1712*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 1968*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Sm = ws + 1040*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 912*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 1168*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 928*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 1296*N;  /* (16*N, 8) */
+    real *const v_attn_mha_AV = ws + 944*N;  /* (8*N, 16) */
+    real *const v_attn_mha_OW = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 912*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 1808*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 2064*N;  /* (8*N, 16) */
     real *const v_mlp_norm_ss = ws + 776*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xhat = ws + 1840*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_A = ws + 1584*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 1968*N;  /* (8*N, 64) */
-    real *const v_mlp_up_Z = ws + 2480*N;  /* (8*N, 64) */
-    real *const v_erf_mlp_up_Z = ws + 2992*N;  /* (8*N, 64) */
-    real *const v_mlp_up_A = ws + 3504*N;  /* (8*N, 64) */
-    real *const v_mlp_down_XW = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_Xhat = ws + 1936*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_A = ws + 1680*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 2064*N;  /* (8*N, 64) */
+    real *const v_mlp_up_Z = ws + 2576*N;  /* (8*N, 64) */
+    real *const v_erf_mlp_up_Z = ws + 3088*N;  /* (8*N, 64) */
+    real *const v_mlp_up_A = ws + 3600*N;  /* (8*N, 64) */
+    real *const v_mlp_down_XW = ws + 1552*N;  /* (8*N, 16) */
     real *const v_mlp_R = ws + 784*N;  /* (8*N, 16) */
-    real *const v_head_XW = ws + 1328*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 5040*N;  /* (1, 1) */
-    real *const v_o_max = ws + 1040*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 1328*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 1048*N;  /* (8*N, 1) */
-    real *const v_o_pick = ws + 1976*N;  /* (8*N, 16) */
-    real *const v_o_label = ws + 1968*N;  /* (8*N, 1) */
-    real *const v_real_terms = ws + 1456*N;  /* (8*N, 1) */
-    real *const v_loss_sum = ws + 5040*N + 8;  /* (1, 1) */
-    real *const v_attn_mha_Wq_sq = ws + 5040*N + 544;  /* (16, 16) */
-    real *const v_attn_mha_Wq_sqsum = ws + 5040*N + 800;  /* (1, 1) */
-    real *const v_attn_mha_Wk_sq = ws + 5040*N + 16;  /* (16, 16) */
-    real *const v_attn_mha_Wk_sqsum = ws + 5040*N + 272;  /* (1, 1) */
-    real *const v_attn_mha_Wv_sq = ws + 5040*N + 808;  /* (16, 16) */
-    real *const v_attn_mha_Wv_sqsum = ws + 5040*N + 1064;  /* (1, 1) */
-    real *const v_attn_mha_Wo_sq = ws + 5040*N + 280;  /* (16, 16) */
-    real *const v_attn_mha_Wo_sqsum = ws + 5040*N + 536;  /* (1, 1) */
-    real *const v_mlp_up_W_sq = ws + 5040*N + 1072;  /* (16, 64) */
-    real *const v_mlp_up_W_sqsum = ws + 5040*N + 16;  /* (1, 1) */
-    real *const v_mlp_down_W_sq = ws + 5040*N + 1072;  /* (64, 16) */
-    real *const v_mlp_down_W_sqsum = ws + 5040*N + 24;  /* (1, 1) */
-    real *const v_head_W_sq = ws + 5040*N + 280;  /* (16, 16) */
-    real *const v_head_W_sqsum = ws + 5040*N + 32;  /* (1, 1) */
-    real *const v_d_loss_sum = ws + 5040*N + 8;  /* (1, 1) */
-    real *const v_d_loss_terms = ws + 1040*N;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 1456*N;  /* (8*N, 1) */
-    real *const v_d_o_label = ws + 1464*N;  /* (8*N, 1) */
-    real *const v_d_head_Z_2 = ws + 1968*N;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 1328*N;  /* (8*N, 16) */
-    real *const v_d_head_W_1 = ws + 5040*N;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 4016*N;  /* (8*N, 64) */
-    real *const v_d_mlp_down_W_1 = ws + 5040*N + 256;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 4528*N;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_d_mlp_up_W_1 = ws + 5040*N + 1280;  /* (16, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 2352*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_g = ws + 2480*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 2608*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 1040*N;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 2224*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 2736*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 1048*N;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 2096*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wo_1 = ws + 5040*N + 2304;  /* (16, 16) */
-    real *const v_d_attn_mha_P = ws + 1712*N;  /* (16*N, 8) */
+    real *const v_head_XW = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_head_Z = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 4624*N;  /* (1, 1) */
+    real *const v_o_max = ws + 912*N;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 920*N;  /* (8*N, 1) */
+    real *const v_o_pick = ws + 2064*N;  /* (8*N, 16) */
+    real *const v_o_label = ws + 1072*N;  /* (8*N, 1) */
+    real *const v_real_terms = ws + 1080*N;  /* (8*N, 1) */
+    real *const v_loss_sum = ws + 4624*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 4624*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 4624*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 4624*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 4624*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 4624*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 4624*N + 1064;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 4624*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 4624*N + 536;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 4624*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 4624*N + 16;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 4624*N + 1072;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 4624*N + 24;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 4624*N + 280;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 4624*N + 32;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 4624*N + 8;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 912*N;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 1072*N;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 1080*N;  /* (8*N, 1) */
+    real *const v_d_head_Z_2 = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_d_head_W_1 = ws + 4624*N;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 2064*N;  /* (8*N, 64) */
+    real *const v_d_mlp_down_W_1 = ws + 4624*N + 256;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 4112*N;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 2064*N;  /* (8*N, 16) */
+    real *const v_d_mlp_up_W_1 = ws + 4624*N + 1280;  /* (16, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 2448*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_g = ws + 2576*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 2704*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 912*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 2320*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 2832*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 920*N;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 2192*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 1808*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wo_1 = ws + 4624*N + 2304;  /* (16, 16) */
+    real *const v_d_attn_mha_P = ws + 1936*N;  /* (16*N, 8) */
     real *const v_d_attn_mha_V = ws + 640*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Zs = ws + 1840*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 1040*N;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 1456*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 1040*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 1168*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 1040*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Zs = ws + 2064*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 912*N;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 1808*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 1808*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 1936*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 1200*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 1072*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wv_1 = ws + 5040*N + 2560;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 1168*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wk_1 = ws + 5040*N + 2816;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_Wq_1 = ws + 5040*N + 3072;  /* (16, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 1712*N;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 2224*N;  /* (8*N, 16) */
-    real *const v_d_attn_norm_g = ws + 2352*N;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 2480*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wv_1 = ws + 4624*N + 2560;  /* (16, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 128*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wk_1 = ws + 4624*N + 2816;  /* (16, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 1808*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Wq_1 = ws + 4624*N + 3072;  /* (16, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 1936*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 2320*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_g = ws + 2448*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 2576*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_ss_1 = ws + 776*N;  /* (8*N, 1) */
-    real *const v_d_attn_norm_Xc_2 = ws + 1840*N;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum = ws + 2608*N;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum_1 = ws + 1296*N;  /* (8*N, 1) */
-    real *const v_d_emb_A_1 = ws + 2736*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xc_2 = ws + 2064*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum = ws + 2704*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_sum_1 = ws + 912*N;  /* (8*N, 1) */
+    real *const v_d_emb_A_1 = ws + 2832*N;  /* (8*N, 16) */
     real *const v_loss = out + 0;  /* (1, 1) */
     real *const v_d_emb_E = out + 1;  /* (16, 16) */
     real *const v_d_emb_P = out + 257;  /* (8, 16) */
@@ -2018,17 +2053,14 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* attn_mha_V += attn_norm_A·attn_mha_Wv */
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
-    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: made scaled, as attn_mha_S, below */
     /* attn_mha: scores / sqrt(8) */
-    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
+    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 with attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: attn_mha_QK·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_S);  /* qk */
     /* attn_mha: keys after the query and padded keys at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
-    /* attn_mha_m = rowmax(attn_mha_Sm) */
-    bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞); attn_mha_m = rowmax(attn_mha_Sm) in the same pass */
+    bpg_causal_mask_max(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_m = rowmax(attn_mha_Sm): made with attn_mha_Sm above */
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /* attn_mha_Zs = attn_mha_E·1 */
@@ -2053,7 +2085,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -2406,9 +2438,9 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -2437,21 +2469,18 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
 
     /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
     /*   (attn_mha: keys after the query and padded keys at -inf) */
-    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
+    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) = d_attn_mha_Sm (in place: d_attn_mha_Sm is 0 at the masked keys already, passes/idle_masks.py) */
 
     /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /*   (attn_mha: scores / sqrt(8)) */
-    /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_mha_QK[k] = 0.35355339059327376*v_d_attn_mha_S[k];
+    /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4: folded into the products that read it */
 
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
-    /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
-    /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -2599,7 +2628,7 @@ BPG_ENTRY void bpg_loss_and_grad(int64_t N, const int64_t *restrict v_x, const r
     bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_d_head_Z_2, v_d_head_W_2);
 }
 
-/* ---- hvp: workspace 9808*N + 6656 elements ---- */
+/* ---- hvp: workspace 9888*N + 6656 elements ---- */
 BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, const real *restrict v_v_emb_E, const real *restrict v_v_emb_P, const real *restrict v_v_attn_norm_g, const real *restrict v_v_attn_norm_b, const real *restrict v_v_attn_mha_Wq, const real *restrict v_v_attn_mha_Wk, const real *restrict v_v_attn_mha_Wv, const real *restrict v_v_attn_mha_Wo, const real *restrict v_v_attn_mha_bq, const real *restrict v_v_attn_mha_bk, const real *restrict v_v_attn_mha_bv, const real *restrict v_v_attn_mha_bo, const real *restrict v_v_mlp_norm_g, const real *restrict v_v_mlp_norm_b, const real *restrict v_v_mlp_up_W, const real *restrict v_v_mlp_up_b, const real *restrict v_v_mlp_down_W, const real *restrict v_v_mlp_down_b, const real *restrict v_v_head_W, const real *restrict v_v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
@@ -2636,168 +2665,168 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     real *const v_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
     real *const v_r_attn_mha_V = ws + 1824*N;  /* (8*N, 16) */
     real *const v_attn_mha_QK = ws + 1552*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_QK_a = ws + 1952*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_QK_b = ws + 2080*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 2208*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_QK_a = ws + 2080*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_QK_b = ws + 2208*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 1952*N;  /* (16*N, 8) */
     real *const v_r_attn_mha_S = ws + 2336*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 1552*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_Sm = ws + 1952*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 2080*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 2096*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_E = ws + 2368*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 2352*N;  /* (16*N, 1) */
-    real *const v_r_attn_mha_Zs = ws + 2624*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 2224*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_P = ws + 2496*N;  /* (16*N, 8) */
-    real *const v_attn_mha_AV = ws + 1552*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_AV_a = ws + 1952*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_AV_b = ws + 2640*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_AV = ws + 2768*N;  /* (8*N, 16) */
-    real *const v_attn_mha_OW = ws + 2640*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_OW_a = ws + 3024*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_OW_b = ws + 3152*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 1952*N;  /* (8*N, 16) */
-    real *const v_r_attn_R = ws + 2896*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 1688*N;  /* (8*N, 1) */
-    real *const v_r_mlp_norm_sum = ws + 2088*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 3408*N;  /* (8*N, 16) */
-    real *const v_r_mlp_norm_Xc = ws + 3920*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 3664*N;  /* (8*N, 16) */
-    real *const v_r_mlp_norm_sq = ws + 4176*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Sm = ws + 1952*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_Sm = ws + 2336*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 1552*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 2080*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_E = ws + 2464*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 1568*N;  /* (16*N, 1) */
+    real *const v_r_attn_mha_Zs = ws + 1584*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 2208*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_P = ws + 2592*N;  /* (16*N, 8) */
+    real *const v_attn_mha_AV = ws + 1952*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_AV_a = ws + 2336*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_AV_b = ws + 2720*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_AV = ws + 2848*N;  /* (8*N, 16) */
+    real *const v_attn_mha_OW = ws + 2720*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_OW_a = ws + 3104*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_OW_b = ws + 3232*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 2336*N;  /* (8*N, 16) */
+    real *const v_r_attn_R = ws + 2976*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 1552*N;  /* (8*N, 1) */
+    real *const v_r_mlp_norm_sum = ws + 1600*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 3488*N;  /* (8*N, 16) */
+    real *const v_r_mlp_norm_Xc = ws + 4000*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 3744*N;  /* (8*N, 16) */
+    real *const v_r_mlp_norm_sq = ws + 4256*N;  /* (8*N, 16) */
     real *const v_mlp_norm_ss = ws + 1032*N;  /* (8*N, 1) */
-    real *const v_r_mlp_norm_ss = ws + 2080*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xhat = ws + 3536*N;  /* (8*N, 16) */
-    real *const v_r_mlp_norm_Xhat = ws + 4048*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_A = ws + 3280*N;  /* (8*N, 16) */
-    real *const v_r_mlp_norm_A = ws + 3792*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 4176*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_XW_a = ws + 5200*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_XW_b = ws + 5712*N;  /* (8*N, 64) */
-    real *const v_mlp_up_Z = ws + 4688*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_Z = ws + 6224*N;  /* (8*N, 64) */
-    real *const v_erf_mlp_up_Z = ws + 6736*N;  /* (8*N, 64) */
-    real *const v_mlp_up_A = ws + 7760*N;  /* (8*N, 64) */
-    real *const v_exp_mlp_up_Z = ws + 7248*N;  /* (8*N, 64) */
-    real *const v_r_mlp_up_A = ws + 8272*N;  /* (8*N, 64) */
+    real *const v_r_mlp_norm_ss = ws + 1560*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xhat = ws + 3616*N;  /* (8*N, 16) */
+    real *const v_r_mlp_norm_Xhat = ws + 4128*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_A = ws + 3360*N;  /* (8*N, 16) */
+    real *const v_r_mlp_norm_A = ws + 3872*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 4256*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_XW_a = ws + 5280*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_XW_b = ws + 5792*N;  /* (8*N, 64) */
+    real *const v_mlp_up_Z = ws + 4768*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_Z = ws + 6304*N;  /* (8*N, 64) */
+    real *const v_erf_mlp_up_Z = ws + 6816*N;  /* (8*N, 64) */
+    real *const v_mlp_up_A = ws + 7840*N;  /* (8*N, 64) */
+    real *const v_exp_mlp_up_Z = ws + 7328*N;  /* (8*N, 64) */
+    real *const v_r_mlp_up_A = ws + 8352*N;  /* (8*N, 64) */
     real *const v_mlp_down_XW = ws + 1688*N;  /* (8*N, 16) */
-    real *const v_r_mlp_down_XW_a = ws + 3024*N;  /* (8*N, 16) */
-    real *const v_r_mlp_down_XW_b = ws + 3152*N;  /* (8*N, 16) */
+    real *const v_r_mlp_down_XW_a = ws + 3104*N;  /* (8*N, 16) */
+    real *const v_r_mlp_down_XW_b = ws + 3232*N;  /* (8*N, 16) */
     real *const v_mlp_R = ws + 1040*N;  /* (8*N, 16) */
-    real *const v_r_mlp_R = ws + 2640*N;  /* (8*N, 16) */
+    real *const v_r_mlp_R = ws + 2720*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 1688*N;  /* (8*N, 16) */
-    real *const v_r_head_XW_a = ws + 2896*N;  /* (8*N, 16) */
-    real *const v_r_head_XW_b = ws + 3024*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 1952*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 9808*N;  /* (1, 1) */
-    real *const v_o_max = ws + 1688*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 1696*N;  /* (8*N, 16) */
-    real *const v_r_o_exp = ws + 3152*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 2088*N;  /* (8*N, 1) */
-    real *const v_r_o_expsum = ws + 3664*N;  /* (8*N, 1) */
-    real *const v_d_loss_sum = ws + 9808*N + 8;  /* (1, 1) */
-    real *const v_d_loss_terms = ws + 1688*N;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 1952*N;  /* (8*N, 1) */
-    real *const v_r_d_o_expsum = ws + 1968*N;  /* (8*N, 1) */
-    real *const v_d_o_label = ws + 1960*N;  /* (8*N, 1) */
-    real *const v_r_d_head_Z_1 = ws + 3024*N;  /* (8*N, 16) */
-    real *const v_d_head_Z_2 = ws + 2896*N;  /* (8*N, 16) */
+    real *const v_r_head_XW_a = ws + 2976*N;  /* (8*N, 16) */
+    real *const v_r_head_XW_b = ws + 3104*N;  /* (8*N, 16) */
+    real *const v_head_Z = ws + 2336*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 9888*N;  /* (1, 1) */
+    real *const v_o_max = ws + 1552*N;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 1688*N;  /* (8*N, 16) */
+    real *const v_r_o_exp = ws + 3232*N;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 1600*N;  /* (8*N, 1) */
+    real *const v_r_o_expsum = ws + 1608*N;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 9888*N + 8;  /* (1, 1) */
+    real *const v_d_loss_terms = ws + 1552*N;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 1616*N;  /* (8*N, 1) */
+    real *const v_r_d_o_expsum = ws + 1632*N;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 1624*N;  /* (8*N, 1) */
+    real *const v_r_d_head_Z_1 = ws + 2976*N;  /* (8*N, 16) */
+    real *const v_d_head_Z_2 = ws + 2336*N;  /* (8*N, 16) */
     real *const v_d_mlp_R = ws + 1688*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R_a = ws + 3152*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R_b = ws + 3664*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_R = ws + 1952*N;  /* (8*N, 16) */
-    real *const v_r_d_head_W_1_a = ws + 9808*N;  /* (16, 16) */
-    real *const v_r_d_head_W_1_b = ws + 9808*N + 256;  /* (16, 16) */
-    real *const v_d_mlp_up_A = ws + 4176*N;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_A_a = ws + 5200*N;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_A_b = ws + 5712*N;  /* (8*N, 64) */
-    real *const v_r_d_mlp_down_W_1_a = ws + 9808*N + 512;  /* (64, 16) */
-    real *const v_r_d_mlp_down_W_1_b = ws + 9808*N + 1536;  /* (64, 16) */
-    real *const v_d_mlp_up_Z = ws + 8784*N;  /* (8*N, 64) */
-    real *const v_r_d_mlp_up_Z = ws + 9296*N;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 3152*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A_a = ws + 4176*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A_b = ws + 4304*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_A = ws + 3664*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_up_W_1_a = ws + 9808*N + 2560;  /* (16, 64) */
-    real *const v_r_d_mlp_up_W_1_b = ws + 9808*N + 3584;  /* (16, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 4560*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_Xhat = ws + 5200*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_g = ws + 5328*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xc = ws + 4304*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 4688*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_ss = ws + 5456*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 1816*N;  /* (8*N, 1) */
-    real *const v_r_d_mlp_norm_ss_1 = ws + 5584*N;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 4432*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_Xc_2 = ws + 5072*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 4816*N;  /* (8*N, 16) */
-    real *const v_r_d_mlp_norm_sum = ws + 5592*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 2088*N;  /* (8*N, 1) */
-    real *const v_r_d_mlp_norm_sum_1 = ws + 5720*N;  /* (8*N, 1) */
-    real *const v_d_attn_R_1 = ws + 4176*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_R_1 = ws + 4944*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 3152*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV_a = ws + 3536*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV_b = ws + 3664*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_AV = ws + 3408*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wo_1_a = ws + 9808*N + 4608;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wo_1_b = ws + 9808*N + 4864;  /* (16, 16) */
-    real *const v_d_attn_mha_P = ws + 3536*N;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_P_a = ws + 3664*N;  /* (16*N, 8) */
+    real *const v_r_d_mlp_R_a = ws + 3232*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_R_b = ws + 3744*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_R = ws + 3104*N;  /* (8*N, 16) */
+    real *const v_r_d_head_W_1_a = ws + 9888*N;  /* (16, 16) */
+    real *const v_r_d_head_W_1_b = ws + 9888*N + 256;  /* (16, 16) */
+    real *const v_d_mlp_up_A = ws + 4256*N;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_A_a = ws + 5280*N;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_A_b = ws + 5792*N;  /* (8*N, 64) */
+    real *const v_r_d_mlp_down_W_1_a = ws + 9888*N + 512;  /* (64, 16) */
+    real *const v_r_d_mlp_down_W_1_b = ws + 9888*N + 1536;  /* (64, 16) */
+    real *const v_d_mlp_up_Z = ws + 8864*N;  /* (8*N, 64) */
+    real *const v_r_d_mlp_up_Z = ws + 9376*N;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_A = ws + 3232*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A_a = ws + 4256*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A_b = ws + 4384*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_A = ws + 3744*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_up_W_1_a = ws + 9888*N + 2560;  /* (16, 64) */
+    real *const v_r_d_mlp_up_W_1_b = ws + 9888*N + 3584;  /* (16, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 4640*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_Xhat = ws + 5280*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_g = ws + 5408*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_Xc = ws + 4384*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 4768*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_ss = ws + 5536*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 1552*N;  /* (8*N, 1) */
+    real *const v_r_d_mlp_norm_ss_1 = ws + 1608*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 4512*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_Xc_2 = ws + 5152*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 4896*N;  /* (8*N, 16) */
+    real *const v_r_d_mlp_norm_sum = ws + 5664*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 1600*N;  /* (8*N, 1) */
+    real *const v_r_d_mlp_norm_sum_1 = ws + 1616*N;  /* (8*N, 1) */
+    real *const v_d_attn_R_1 = ws + 4256*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_R_1 = ws + 5024*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 3232*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV_a = ws + 3616*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV_b = ws + 3744*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_AV = ws + 3488*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wo_1_a = ws + 9888*N + 4608;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wo_1_b = ws + 9888*N + 4864;  /* (16, 16) */
+    real *const v_d_attn_mha_P = ws + 3616*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_P_a = ws + 3744*N;  /* (16*N, 8) */
     real *const v_r_d_attn_mha_P_b = ws + 384*N;  /* (16*N, 8) */
     real *const v_r_d_attn_mha_P = ws + 1816*N;  /* (16*N, 8) */
     real *const v_d_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V_a = ws + 3664*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V_b = ws + 3152*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_V = ws + 3408*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_E = ws + 3152*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs = ws + 4048*N;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_Zs = ws + 4432*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 2080*N;  /* (16*N, 1) */
-    real *const v_r_d_attn_mha_Zs_1 = ws + 4560*N;  /* (16*N, 1) */
-    real *const v_d_attn_mha_E_2 = ws + 3664*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Sm = ws + 3920*N;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_Sm = ws + 4304*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 1816*N;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_S = ws + 2080*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 2208*N;  /* (16*N, 8) */
-    real *const v_r_d_attn_mha_QK = ws + 2336*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_V_a = ws + 3744*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_V_b = ws + 3232*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_V = ws + 3488*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_E = ws + 3232*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs = ws + 4128*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_Zs = ws + 4512*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Zs_1 = ws + 1552*N;  /* (16*N, 1) */
+    real *const v_r_d_attn_mha_Zs_1 = ws + 1600*N;  /* (16*N, 1) */
+    real *const v_d_attn_mha_E_2 = ws + 3744*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Sm = ws + 4000*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_Sm = ws + 4384*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 4000*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_S = ws + 4384*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 2080*N;  /* (16*N, 8) */
+    real *const v_r_d_attn_mha_QK = ws + 2464*N;  /* (16*N, 8) */
     real *const v_d_attn_mha_Q = ws + 1816*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q_a = ws + 2080*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q_b = ws + 128*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Q = ws + 896*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K_a = ws + 2080*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K_b = ws + 0;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_K = ws + 256*N;  /* (8*N, 16) */
-    real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_a = ws + 4048*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_b = ws + 4304*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wv_1_a = ws + 9808*N + 5120;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wv_1_b = ws + 9808*N + 5376;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 2080*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_1_a = ws + 2464*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_1_b = ws + 3152*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wk_1_a = ws + 9808*N + 5632;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wk_1_b = ws + 9808*N + 5888;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 2208*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_2_a = ws + 3536*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_2_b = ws + 3664*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_mha_Wq_1_a = ws + 9808*N + 6144;  /* (16, 16) */
-    real *const v_r_d_attn_mha_Wq_1_b = ws + 9808*N + 6400;  /* (16, 16) */
-    real *const v_d_attn_norm_A_3 = ws + 2336*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_A_3 = ws + 3920*N;  /* (8*N, 16) */
-    real *const v_d_attn_norm_Xhat = ws + 4432*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_Xhat = ws + 4816*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_g = ws + 5072*N;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss = ws + 4560*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_ss = ws + 5200*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q_a = ws + 3616*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q_b = ws + 2592*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Q = ws + 3744*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K_a = ws + 3232*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K_b = ws + 2208*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_K = ws + 0;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A = ws + 128*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_a = ws + 4000*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_b = ws + 4128*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wv_1_a = ws + 9888*N + 5120;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wv_1_b = ws + 9888*N + 5376;  /* (16, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 256*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_1_a = ws + 2208*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_1_b = ws + 2464*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wk_1_a = ws + 9888*N + 5632;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wk_1_b = ws + 9888*N + 5888;  /* (16, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 896*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_2_a = ws + 2592*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_2_b = ws + 3232*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_mha_Wq_1_a = ws + 9888*N + 6144;  /* (16, 16) */
+    real *const v_r_d_attn_mha_Wq_1_b = ws + 9888*N + 6400;  /* (16, 16) */
+    real *const v_d_attn_norm_A_3 = ws + 2080*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_A_3 = ws + 3616*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_Xhat = ws + 4384*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_Xhat = ws + 4768*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_g = ws + 4896*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_ss = ws + 4512*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_ss = ws + 5152*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_ss_1 = ws + 1032*N;  /* (8*N, 1) */
     real *const v_r_d_attn_norm_ss_1 = ws + 1944*N;  /* (8*N, 1) */
-    real *const v_r_d_attn_norm_Xc_2 = ws + 4688*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_sum = ws + 5328*N;  /* (8*N, 16) */
-    real *const v_r_d_attn_norm_sum_1 = ws + 2592*N;  /* (8*N, 1) */
-    real *const v_r_d_emb_A_1 = ws + 5456*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_Xc_2 = ws + 4640*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_sum = ws + 5280*N;  /* (8*N, 16) */
+    real *const v_r_d_attn_norm_sum_1 = ws + 5408*N;  /* (8*N, 1) */
+    real *const v_r_d_emb_A_1 = ws + 5416*N;  /* (8*N, 16) */
     real *const v_r_d_emb_E = out + 0;  /* (16, 16) */
     real *const v_r_d_emb_P = out + 256;  /* (8, 16) */
     real *const v_r_d_attn_norm_g_1 = out + 384;  /* (1, 16) */
@@ -2982,29 +3011,23 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* r_attn_mha_V += attn_norm_A·v_attn_mha_Wv */
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
-    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: made scaled, as attn_mha_S, below */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
-    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
+    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 with attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: attn_mha_QK·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_S);  /* qk */
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
     #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) {
-        const real e_attn_mha_S = 0.35355339059327376*v_attn_mha_QK[k];
-        v_attn_mha_S[k] = e_attn_mha_S;
-        const real e_r_attn_mha_S = 0.35355339059327376*v_r_attn_mha_QK_a[k] + 0.35355339059327376*v_r_attn_mha_QK_b[k];
-        v_r_attn_mha_S[k] = e_r_attn_mha_S;
-    }
+    for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_S[k] = 0.35355339059327376*v_r_attn_mha_QK_a[k] + 0.35355339059327376*v_r_attn_mha_QK_b[k];
     /* attn_mha: keys after the query and padded keys at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞); attn_mha_m = rowmax(attn_mha_Sm) in the same pass */
+    bpg_causal_mask_max(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm, v_attn_mha_m);
     /* r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0) */
     bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_r_attn_mha_S, v_r_attn_mha_Sm);
-    /* attn_mha_m = rowmax(attn_mha_Sm) */
-    bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_m = rowmax(attn_mha_Sm): made with attn_mha_Sm above */
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /* r_attn_mha_E = attn_mha_E ⊙ r_attn_mha_Sm */
@@ -3039,11 +3062,11 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -3475,20 +3498,20 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
     /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
     /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
     /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 1.0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
     /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
     /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -3534,40 +3557,31 @@ BPG_ENTRY void bpg_hvp(int64_t N, const int64_t *restrict v_x, const real *restr
 
     /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
     /*   (attn_mha: keys after the query and padded keys at -inf) */
-    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
-    /* r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, mask, 0) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_r_d_attn_mha_Sm, v_r_d_attn_mha_S);
+    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) = d_attn_mha_Sm (in place: d_attn_mha_Sm is 0 at the masked keys already, passes/idle_masks.py) */
+    /* r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, mask, 0) = r_d_attn_mha_Sm (in place: r_d_attn_mha_Sm is 0 at the masked keys already, passes/idle_masks.py) */
 
     /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /*   (attn_mha: scores / sqrt(8)) */
-    /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4 */
-    /* r_d_attn_mha_QK = sqrt(2) r_d_attn_mha_S / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) {
-        const real e_d_attn_mha_QK = 0.35355339059327376*v_d_attn_mha_S[k];
-        v_d_attn_mha_QK[k] = e_d_attn_mha_QK;
-        const real e_r_d_attn_mha_QK = 0.35355339059327376*v_r_d_attn_mha_S[k];
-        v_r_d_attn_mha_QK[k] = e_r_d_attn_mha_QK;
-    }
+    /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4: folded into the products that read it */
+    /* r_d_attn_mha_QK = sqrt(2) r_d_attn_mha_S / 4: folded into the products that read it */
 
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
-    /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
-    /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
-    /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+    /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] with r_d_attn_mha_QK = r_d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_r_d_attn_mha_S, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+    /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
     /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
-    /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
-    /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
-    /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+    /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] with r_d_attn_mha_QK = r_d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_r_d_attn_mha_S, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+    /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
     /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
@@ -3808,36 +3822,36 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     real *const v_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
     real *const v_r_attn_mha_V = ws + 1424*N;  /* (8*N, 16) */
     real *const v_attn_mha_QK = ws + 1168*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_QK_a = ws + 1296*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_QK_a = ws + 1696*N;  /* (16*N, 8) */
     real *const v_r_attn_mha_QK_b = ws + 256*N;  /* (16*N, 8) */
-    real *const v_attn_mha_S = ws + 896*N;  /* (16*N, 8) */
-    real *const v_r_attn_mha_S = ws + 1696*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 256*N;  /* (16*N, 8) */
+    real *const v_attn_mha_S = ws + 1296*N;  /* (16*N, 8) */
+    real *const v_r_attn_mha_S = ws + 896*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Sm = ws + 1296*N;  /* (16*N, 8) */
     real *const v_r_attn_mha_Sm = ws + 896*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 1168*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 1184*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 256*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 1168*N;  /* (16*N, 8) */
     real *const v_r_attn_mha_E = ws + 1824*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 1312*N;  /* (16*N, 1) */
-    real *const v_r_attn_mha_Zs = ws + 1328*N;  /* (16*N, 1) */
+    real *const v_attn_mha_Zs = ws + 272*N;  /* (16*N, 1) */
+    real *const v_r_attn_mha_Zs = ws + 288*N;  /* (16*N, 1) */
     real *const v_attn_mha_P = ws + 1696*N;  /* (16*N, 8) */
     real *const v_r_attn_mha_P = ws + 1952*N;  /* (16*N, 8) */
-    real *const v_attn_mha_AV = ws + 256*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_AV_a = ws + 896*N;  /* (8*N, 16) */
+    real *const v_attn_mha_AV = ws + 896*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_AV_a = ws + 1296*N;  /* (8*N, 16) */
     real *const v_r_attn_mha_AV_b = ws + 1824*N;  /* (8*N, 16) */
-    real *const v_r_attn_mha_AV = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_r_attn_mha_AV = ws + 1424*N;  /* (8*N, 16) */
     real *const v_attn_mha_OW = ws + 1824*N;  /* (8*N, 16) */
     real *const v_r_attn_mha_OW_a = ws + 2080*N;  /* (8*N, 16) */
     real *const v_r_attn_mha_OW_b = ws + 2208*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 896*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 1296*N;  /* (8*N, 16) */
     real *const v_r_attn_R = ws + 1952*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 1168*N;  /* (8*N, 1) */
-    real *const v_r_mlp_norm_sum = ws + 1456*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_sum = ws + 264*N;  /* (8*N, 1) */
+    real *const v_r_mlp_norm_sum = ws + 296*N;  /* (8*N, 1) */
     real *const v_mlp_norm_Xc = ws + 2464*N;  /* (8*N, 16) */
     real *const v_r_mlp_norm_Xc = ws + 2976*N;  /* (8*N, 16) */
     real *const v_mlp_norm_sq = ws + 2720*N;  /* (8*N, 16) */
     real *const v_r_mlp_norm_sq = ws + 3104*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_ss = ws + 1032*N;  /* (8*N, 1) */
-    real *const v_r_mlp_norm_ss = ws + 1176*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_ss = ws + 256*N;  /* (8*N, 1) */
+    real *const v_r_mlp_norm_ss = ws + 288*N;  /* (8*N, 1) */
     real *const v_mlp_norm_Xhat = ws + 2592*N;  /* (8*N, 16) */
     real *const v_mlp_norm_A = ws + 2336*N;  /* (8*N, 16) */
     real *const v_r_mlp_norm_A = ws + 2848*N;  /* (8*N, 16) */
@@ -3849,65 +3863,65 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     real *const v_mlp_up_A = ws + 6048*N;  /* (8*N, 64) */
     real *const v_exp_mlp_up_Z = ws + 5536*N;  /* (8*N, 64) */
     real *const v_r_mlp_up_A = ws + 6560*N;  /* (8*N, 64) */
-    real *const v_mlp_down_XW = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_mlp_down_XW = ws + 1424*N;  /* (8*N, 16) */
     real *const v_r_mlp_down_XW_a = ws + 1824*N;  /* (8*N, 16) */
     real *const v_r_mlp_down_XW_b = ws + 2080*N;  /* (8*N, 16) */
-    real *const v_mlp_R = ws + 1040*N;  /* (8*N, 16) */
-    real *const v_r_mlp_R = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_head_XW = ws + 896*N;  /* (8*N, 16) */
+    real *const v_mlp_R = ws + 1032*N;  /* (8*N, 16) */
+    real *const v_r_mlp_R = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_head_XW = ws + 1296*N;  /* (8*N, 16) */
     real *const v_r_head_XW_a = ws + 1824*N;  /* (8*N, 16) */
-    real *const v_r_head_XW_b = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 1328*N;  /* (8*N, 16) */
+    real *const v_r_head_XW_b = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_head_Z = ws + 1424*N;  /* (8*N, 16) */
     real *const v_real_steps = ws + 7072*N;  /* (1, 1) */
-    real *const v_o_max = ws + 896*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 1952*N;  /* (8*N, 16) */
-    real *const v_r_o_exp = ws + 2080*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 904*N;  /* (8*N, 1) */
-    real *const v_r_o_expsum = ws + 912*N;  /* (8*N, 1) */
+    real *const v_o_max = ws + 264*N;  /* (8*N, 1) */
+    real *const v_o_exp = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_r_o_exp = ws + 1952*N;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 288*N;  /* (8*N, 1) */
+    real *const v_r_o_expsum = ws + 296*N;  /* (8*N, 1) */
     real *const v_d_loss_sum = ws + 7072*N + 8;  /* (1, 1) */
-    real *const v_d_o_expsum = ws + 896*N;  /* (8*N, 1) */
-    real *const v_r_d_o_expsum = ws + 920*N;  /* (8*N, 1) */
-    real *const v_r_d_head_Z_1 = ws + 1328*N;  /* (8*N, 16) */
-    real *const v_d_mlp_R = ws + 896*N;  /* (8*N, 16) */
+    real *const v_d_o_expsum = ws + 264*N;  /* (8*N, 1) */
+    real *const v_r_d_o_expsum = ws + 304*N;  /* (8*N, 1) */
+    real *const v_r_d_head_Z_1 = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_d_mlp_R = ws + 1296*N;  /* (8*N, 16) */
     real *const v_d_head_W_1 = ws + 7072*N;  /* (16, 16) */
     real *const v_d_mlp_up_A = ws + 1824*N;  /* (8*N, 64) */
     real *const v_d_mlp_down_W_1 = ws + 7072*N + 256;  /* (64, 16) */
     real *const v_d_mlp_up_Z = ws + 2720*N;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_A = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_A = ws + 1552*N;  /* (8*N, 16) */
     real *const v_d_mlp_up_W_1 = ws + 7072*N + 1280;  /* (16, 64) */
     real *const v_d_mlp_norm_Xhat = ws + 2080*N;  /* (8*N, 16) */
     real *const v_d_mlp_norm_g = ws + 2208*N;  /* (8*N, 16) */
     real *const v_d_mlp_norm_ss = ws + 3232*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 1168*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_ss_1 = ws + 264*N;  /* (8*N, 1) */
     real *const v_d_mlp_norm_Xc_2 = ws + 1952*N;  /* (8*N, 16) */
     real *const v_d_mlp_norm_sum = ws + 3360*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 1176*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_sum_1 = ws + 288*N;  /* (8*N, 1) */
     real *const v_d_attn_R_1 = ws + 1824*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_AV = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_AV = ws + 1552*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_Wo_1 = ws + 7072*N + 2304;  /* (16, 16) */
     real *const v_d_attn_mha_P = ws + 1952*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_V = ws + 384*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_V = ws + 288*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_Zs = ws + 2080*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 1168*N;  /* (16*N, 1) */
-    real *const v_d_attn_mha_Sm = ws + 1456*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 1168*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 1456*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Q = ws + 1168*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_K = ws + 128*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_Zs_1 = ws + 256*N;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Sm = ws + 1552*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 1552*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 1952*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_Q = ws + 1680*N;  /* (8*N, 16) */
+    real *const v_d_attn_mha_K = ws + 1160*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
     real *const v_d_attn_mha_Wv_1 = ws + 7072*N + 2560;  /* (16, 16) */
-    real *const v_d_attn_norm_A_1 = ws + 1456*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_1 = ws + 128*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_Wk_1 = ws + 7072*N + 2816;  /* (16, 16) */
-    real *const v_d_attn_norm_A_2 = ws + 1584*N;  /* (8*N, 16) */
+    real *const v_d_attn_norm_A_2 = ws + 1552*N;  /* (8*N, 16) */
     real *const v_d_attn_mha_Wq_1 = ws + 7072*N + 3072;  /* (16, 16) */
     real *const v_d_attn_norm_A_3 = ws + 1952*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_Xhat = ws + 2208*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_g = ws + 2464*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_ss = ws + 2592*N;  /* (8*N, 16) */
-    real *const v_d_attn_norm_ss_1 = ws + 1032*N;  /* (8*N, 1) */
+    real *const v_d_attn_norm_ss_1 = ws + 256*N;  /* (8*N, 1) */
     real *const v_d_attn_norm_Xc_2 = ws + 2080*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_sum = ws + 3232*N;  /* (8*N, 16) */
-    real *const v_d_attn_norm_sum_1 = ws + 1296*N;  /* (8*N, 1) */
+    real *const v_d_attn_norm_sum_1 = ws + 264*N;  /* (8*N, 1) */
     real *const v_d_emb_A_1 = ws + 3360*N;  /* (8*N, 16) */
     real *const v_d_emb_E = out + 0;  /* (16, 16) */
     real *const v_d_emb_P = out + 256;  /* (8, 16) */
@@ -4090,29 +4104,23 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* r_attn_mha_V += attn_norm_A·v_attn_mha_Wv */
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
-    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: made scaled, as attn_mha_S, below */
     /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
     /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
     /* attn_mha: scores / sqrt(8) */
-    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
+    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 with attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: attn_mha_QK·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_S);  /* qk */
     /* r_attn_mha_S = sqrt(2) (r_attn_mha_QK_a + r_attn_mha_QK_b) / 4 */
     #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) {
-        const real e_attn_mha_S = 0.35355339059327376*v_attn_mha_QK[k];
-        v_attn_mha_S[k] = e_attn_mha_S;
-        const real e_r_attn_mha_S = 0.35355339059327376*v_r_attn_mha_QK_a[k] + 0.35355339059327376*v_r_attn_mha_QK_b[k];
-        v_r_attn_mha_S[k] = e_r_attn_mha_S;
-    }
+    for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_S[k] = 0.35355339059327376*v_r_attn_mha_QK_a[k] + 0.35355339059327376*v_r_attn_mha_QK_b[k];
     /* attn_mha: keys after the query and padded keys at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞); attn_mha_m = rowmax(attn_mha_Sm) in the same pass */
+    bpg_causal_mask_max(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm, v_attn_mha_m);
     /* r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0) */
     bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_r_attn_mha_S, v_r_attn_mha_Sm);
-    /* attn_mha_m = rowmax(attn_mha_Sm) */
-    bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_m = rowmax(attn_mha_Sm): made with attn_mha_Sm above */
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /* r_attn_mha_E = attn_mha_E ⊙ r_attn_mha_Sm */
@@ -4147,11 +4155,11 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
     /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
     /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
     #pragma omp simd
     for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -4503,9 +4511,9 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -4534,21 +4542,18 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
 
     /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
     /*   (attn_mha: keys after the query and padded keys at -inf) */
-    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
+    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) = d_attn_mha_Sm (in place: d_attn_mha_Sm is 0 at the masked keys already, passes/idle_masks.py) */
 
     /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /*   (attn_mha: scores / sqrt(8)) */
-    /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_mha_QK[k] = 0.35355339059327376*v_d_attn_mha_S[k];
+    /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4: folded into the products that read it */
 
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
-    /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
-    /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv */
     /* d_attn_mha_bv = 1ᵀ·d_attn_mha_V */
@@ -4696,7 +4701,7 @@ BPG_ENTRY void bpg_ggn_vp(int64_t N, const int64_t *restrict v_x, const real *re
     bpg_gemm_tn_acc(16, 16, 8*N, v_mlp_R, v_r_d_head_Z_1, v_gv_head_W);
 }
 
-/* ---- grad_factors: workspace 3120*N + 16 elements ---- */
+/* ---- grad_factors: workspace 3216*N + 16 elements ---- */
 BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
@@ -4715,47 +4720,47 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     real *const v_attn_mha_V = ws + 512*N;  /* (8*N, 16) */
     real *const v_attn_mha_QK = ws + 784*N;  /* (16*N, 8) */
     real *const v_attn_mha_S = ws + 912*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 784*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 912*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 928*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 1184*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 1056*N;  /* (16*N, 8) */
-    real *const v_attn_mha_OW = ws + 1200*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 784*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 912*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 1328*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 1584*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Sm = ws + 912*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 784*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 1040*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 800*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 1168*N;  /* (16*N, 8) */
+    real *const v_attn_mha_OW = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 816*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 784*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 1680*N;  /* (8*N, 16) */
     real *const v_mlp_norm_ss = ws + 648*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xhat = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 1584*N;  /* (8*N, 64) */
-    real *const v_mlp_up_Z = ws + 2096*N;  /* (8*N, 64) */
-    real *const v_erf_mlp_up_Z = ws + 2608*N;  /* (8*N, 64) */
+    real *const v_mlp_norm_Xhat = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 1680*N;  /* (8*N, 64) */
+    real *const v_mlp_up_Z = ws + 2192*N;  /* (8*N, 64) */
+    real *const v_erf_mlp_up_Z = ws + 2704*N;  /* (8*N, 64) */
     real *const v_mlp_down_XW = ws + 656*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 656*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 784*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 3120*N;  /* (1, 1) */
+    real *const v_head_Z = ws + 816*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 3216*N;  /* (1, 1) */
     real *const v_o_max = ws + 656*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 1200*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 664*N;  /* (8*N, 1) */
-    real *const v_d_loss_sum = ws + 3120*N + 8;  /* (1, 1) */
+    real *const v_o_exp = ws + 664*N;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 792*N;  /* (8*N, 1) */
+    real *const v_d_loss_sum = ws + 3216*N + 8;  /* (1, 1) */
     real *const v_d_loss_terms = ws + 656*N;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 672*N;  /* (8*N, 1) */
-    real *const v_d_o_label = ws + 680*N;  /* (8*N, 1) */
-    real *const v_d_mlp_up_A = ws + 1584*N;  /* (8*N, 64) */
+    real *const v_d_o_expsum = ws + 816*N;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 824*N;  /* (8*N, 1) */
+    real *const v_d_mlp_up_A = ws + 1680*N;  /* (8*N, 64) */
     real *const v_d_mlp_norm_A = ws + 656*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_Xhat = ws + 1200*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 1584*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 912*N;  /* (8*N, 1) */
-    real *const v_d_mlp_norm_Xc_2 = ws + 784*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 1712*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 920*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xhat = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 1680*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 784*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_Xc_2 = ws + 816*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum = ws + 1808*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 792*N;  /* (8*N, 1) */
     real *const v_d_attn_mha_AV = ws + 648*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_P = ws + 776*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_P = ws + 816*N;  /* (16*N, 8) */
     real *const v_d_attn_mha_Zs = ws + 648*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 904*N;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Zs_1 = ws + 776*N;  /* (16*N, 1) */
     real *const v_d_attn_mha_Sm = ws + 512*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 648*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 512*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 512*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 648*N;  /* (16*N, 8) */
     real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
     real *const v_d_attn_norm_A_1 = ws + 128*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_A_2 = ws + 512*N;  /* (8*N, 16) */
@@ -4869,17 +4874,14 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* attn_mha_V += attn_norm_A·attn_mha_Wv */
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
-    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: made scaled, as attn_mha_S, below */
     /* attn_mha: scores / sqrt(8) */
-    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
+    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 with attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: attn_mha_QK·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_S);  /* qk */
     /* attn_mha: keys after the query and padded keys at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
-    /* attn_mha_m = rowmax(attn_mha_Sm) */
-    bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞); attn_mha_m = rowmax(attn_mha_Sm) in the same pass */
+    bpg_causal_mask_max(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_m = rowmax(attn_mha_Sm): made with attn_mha_Sm above */
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /* attn_mha_Zs = attn_mha_E·1 */
@@ -4904,7 +4906,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -5143,9 +5145,9 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -5174,21 +5176,18 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
 
     /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
     /*   (attn_mha: keys after the query and padded keys at -inf) */
-    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
+    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) = d_attn_mha_Sm (in place: d_attn_mha_Sm is 0 at the masked keys already, passes/idle_masks.py) */
 
     /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /*   (attn_mha: scores / sqrt(8)) */
-    /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_mha_QK[k] = 0.35355339059327376*v_d_attn_mha_S[k];
+    /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4: folded into the products that read it */
 
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
-    /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
-    /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -5255,7 +5254,7 @@ BPG_ENTRY void bpg_grad_factors(int64_t N, const int64_t *restrict v_x, const re
     }
 }
 
-/* ---- grad_terms: workspace 3120*N + 2096 elements ---- */
+/* ---- grad_terms: workspace 3216*N + 2096 elements ---- */
 BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_emb_EX = ws + 0;  /* (8*N, 16) */
@@ -5274,64 +5273,64 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     real *const v_attn_mha_V = ws + 512*N;  /* (8*N, 16) */
     real *const v_attn_mha_QK = ws + 784*N;  /* (16*N, 8) */
     real *const v_attn_mha_S = ws + 912*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Sm = ws + 784*N;  /* (16*N, 8) */
-    real *const v_attn_mha_m = ws + 912*N;  /* (16*N, 1) */
-    real *const v_attn_mha_E = ws + 928*N;  /* (16*N, 8) */
-    real *const v_attn_mha_Zs = ws + 1184*N;  /* (16*N, 1) */
-    real *const v_attn_mha_P = ws + 1056*N;  /* (16*N, 8) */
-    real *const v_attn_mha_OW = ws + 1200*N;  /* (8*N, 16) */
-    real *const v_attn_R = ws + 784*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sum = ws + 912*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xc = ws + 1328*N;  /* (8*N, 16) */
-    real *const v_mlp_norm_sq = ws + 1584*N;  /* (8*N, 16) */
+    real *const v_attn_mha_Sm = ws + 912*N;  /* (16*N, 8) */
+    real *const v_attn_mha_m = ws + 784*N;  /* (16*N, 1) */
+    real *const v_attn_mha_E = ws + 1040*N;  /* (16*N, 8) */
+    real *const v_attn_mha_Zs = ws + 800*N;  /* (16*N, 1) */
+    real *const v_attn_mha_P = ws + 1168*N;  /* (16*N, 8) */
+    real *const v_attn_mha_OW = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_attn_R = ws + 816*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sum = ws + 784*N;  /* (8*N, 1) */
+    real *const v_mlp_norm_Xc = ws + 1424*N;  /* (8*N, 16) */
+    real *const v_mlp_norm_sq = ws + 1680*N;  /* (8*N, 16) */
     real *const v_mlp_norm_ss = ws + 648*N;  /* (8*N, 1) */
-    real *const v_mlp_norm_Xhat = ws + 1456*N;  /* (8*N, 16) */
-    real *const v_mlp_up_XW = ws + 1584*N;  /* (8*N, 64) */
-    real *const v_mlp_up_Z = ws + 2096*N;  /* (8*N, 64) */
-    real *const v_erf_mlp_up_Z = ws + 2608*N;  /* (8*N, 64) */
+    real *const v_mlp_norm_Xhat = ws + 1552*N;  /* (8*N, 16) */
+    real *const v_mlp_up_XW = ws + 1680*N;  /* (8*N, 64) */
+    real *const v_mlp_up_Z = ws + 2192*N;  /* (8*N, 64) */
+    real *const v_erf_mlp_up_Z = ws + 2704*N;  /* (8*N, 64) */
     real *const v_mlp_down_XW = ws + 656*N;  /* (8*N, 16) */
     real *const v_head_XW = ws + 656*N;  /* (8*N, 16) */
-    real *const v_head_Z = ws + 784*N;  /* (8*N, 16) */
-    real *const v_real_steps = ws + 3120*N;  /* (1, 1) */
+    real *const v_head_Z = ws + 816*N;  /* (8*N, 16) */
+    real *const v_real_steps = ws + 3216*N;  /* (1, 1) */
     real *const v_o_max = ws + 656*N;  /* (8*N, 1) */
-    real *const v_o_exp = ws + 1200*N;  /* (8*N, 16) */
-    real *const v_o_expsum = ws + 664*N;  /* (8*N, 1) */
-    real *const v_o_pick = ws + 1584*N;  /* (8*N, 16) */
-    real *const v_o_label = ws + 672*N;  /* (8*N, 1) */
-    real *const v_real_terms = ws + 680*N;  /* (8*N, 1) */
-    real *const v_loss_sum = ws + 3120*N + 8;  /* (1, 1) */
-    real *const v_attn_mha_Wq_sq = ws + 3120*N + 544;  /* (16, 16) */
-    real *const v_attn_mha_Wq_sqsum = ws + 3120*N + 800;  /* (1, 1) */
-    real *const v_attn_mha_Wk_sq = ws + 3120*N + 16;  /* (16, 16) */
-    real *const v_attn_mha_Wk_sqsum = ws + 3120*N + 272;  /* (1, 1) */
-    real *const v_attn_mha_Wv_sq = ws + 3120*N + 808;  /* (16, 16) */
-    real *const v_attn_mha_Wv_sqsum = ws + 3120*N + 1064;  /* (1, 1) */
-    real *const v_attn_mha_Wo_sq = ws + 3120*N + 280;  /* (16, 16) */
-    real *const v_attn_mha_Wo_sqsum = ws + 3120*N + 536;  /* (1, 1) */
-    real *const v_mlp_up_W_sq = ws + 3120*N + 1072;  /* (16, 64) */
-    real *const v_mlp_up_W_sqsum = ws + 3120*N + 16;  /* (1, 1) */
-    real *const v_mlp_down_W_sq = ws + 3120*N + 1072;  /* (64, 16) */
-    real *const v_mlp_down_W_sqsum = ws + 3120*N + 24;  /* (1, 1) */
-    real *const v_head_W_sq = ws + 3120*N + 280;  /* (16, 16) */
-    real *const v_head_W_sqsum = ws + 3120*N + 32;  /* (1, 1) */
-    real *const v_d_loss_sum = ws + 3120*N + 8;  /* (1, 1) */
+    real *const v_o_exp = ws + 664*N;  /* (8*N, 16) */
+    real *const v_o_expsum = ws + 792*N;  /* (8*N, 1) */
+    real *const v_o_pick = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_o_label = ws + 944*N;  /* (8*N, 1) */
+    real *const v_real_terms = ws + 816*N;  /* (8*N, 1) */
+    real *const v_loss_sum = ws + 3216*N + 8;  /* (1, 1) */
+    real *const v_attn_mha_Wq_sq = ws + 3216*N + 544;  /* (16, 16) */
+    real *const v_attn_mha_Wq_sqsum = ws + 3216*N + 800;  /* (1, 1) */
+    real *const v_attn_mha_Wk_sq = ws + 3216*N + 16;  /* (16, 16) */
+    real *const v_attn_mha_Wk_sqsum = ws + 3216*N + 272;  /* (1, 1) */
+    real *const v_attn_mha_Wv_sq = ws + 3216*N + 808;  /* (16, 16) */
+    real *const v_attn_mha_Wv_sqsum = ws + 3216*N + 1064;  /* (1, 1) */
+    real *const v_attn_mha_Wo_sq = ws + 3216*N + 280;  /* (16, 16) */
+    real *const v_attn_mha_Wo_sqsum = ws + 3216*N + 536;  /* (1, 1) */
+    real *const v_mlp_up_W_sq = ws + 3216*N + 1072;  /* (16, 64) */
+    real *const v_mlp_up_W_sqsum = ws + 3216*N + 16;  /* (1, 1) */
+    real *const v_mlp_down_W_sq = ws + 3216*N + 1072;  /* (64, 16) */
+    real *const v_mlp_down_W_sqsum = ws + 3216*N + 24;  /* (1, 1) */
+    real *const v_head_W_sq = ws + 3216*N + 280;  /* (16, 16) */
+    real *const v_head_W_sqsum = ws + 3216*N + 32;  /* (1, 1) */
+    real *const v_d_loss_sum = ws + 3216*N + 8;  /* (1, 1) */
     real *const v_d_loss_terms = ws + 656*N;  /* (8*N, 1) */
-    real *const v_d_o_expsum = ws + 672*N;  /* (8*N, 1) */
-    real *const v_d_o_label = ws + 680*N;  /* (8*N, 1) */
-    real *const v_d_mlp_up_A = ws + 1584*N;  /* (8*N, 64) */
-    real *const v_d_mlp_norm_Xhat = ws + 784*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss = ws + 1200*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_ss_1 = ws + 912*N;  /* (8*N, 1) */
+    real *const v_d_o_expsum = ws + 816*N;  /* (8*N, 1) */
+    real *const v_d_o_label = ws + 824*N;  /* (8*N, 1) */
+    real *const v_d_mlp_up_A = ws + 1680*N;  /* (8*N, 64) */
+    real *const v_d_mlp_norm_Xhat = ws + 816*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss = ws + 1296*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_ss_1 = ws + 784*N;  /* (8*N, 1) */
     real *const v_d_mlp_norm_Xc_2 = ws + 656*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum = ws + 1584*N;  /* (8*N, 16) */
-    real *const v_d_mlp_norm_sum_1 = ws + 920*N;  /* (8*N, 1) */
+    real *const v_d_mlp_norm_sum = ws + 1680*N;  /* (8*N, 16) */
+    real *const v_d_mlp_norm_sum_1 = ws + 792*N;  /* (8*N, 1) */
     real *const v_d_attn_mha_AV = ws + 648*N;  /* (8*N, 16) */
-    real *const v_d_attn_mha_P = ws + 776*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_P = ws + 816*N;  /* (16*N, 8) */
     real *const v_d_attn_mha_Zs = ws + 648*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_Zs_1 = ws + 904*N;  /* (16*N, 1) */
+    real *const v_d_attn_mha_Zs_1 = ws + 776*N;  /* (16*N, 1) */
     real *const v_d_attn_mha_Sm = ws + 512*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_S = ws + 648*N;  /* (16*N, 8) */
-    real *const v_d_attn_mha_QK = ws + 512*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_S = ws + 512*N;  /* (16*N, 8) */
+    real *const v_d_attn_mha_QK = ws + 648*N;  /* (16*N, 8) */
     real *const v_d_attn_norm_A = ws + 0;  /* (8*N, 16) */
     real *const v_d_attn_norm_A_1 = ws + 128*N;  /* (8*N, 16) */
     real *const v_d_attn_norm_A_2 = ws + 512*N;  /* (8*N, 16) */
@@ -5450,17 +5449,14 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* attn_mha_V += attn_norm_A·attn_mha_Wv */
     bpg_gemm_nn_acc(8*N, 16, 16, v_attn_norm_A, v_attn_mha_Wv, v_attn_mha_V);
     /* attn_mha: per sample and head, the queries times the keys transposed */
-    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: made scaled, as attn_mha_S, below */
     /* attn_mha: scores / sqrt(8) */
-    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_attn_mha_S[k] = 0.35355339059327376*v_attn_mha_QK[k];
+    /* attn_mha_S = sqrt(2) attn_mha_QK / 4 with attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ: attn_mha_QK·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_S);  /* qk */
     /* attn_mha: keys after the query and padded keys at -inf */
-    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm);
-    /* attn_mha_m = rowmax(attn_mha_Sm) */
-    bpg_rowmax(16*N, 8, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞); attn_mha_m = rowmax(attn_mha_Sm) in the same pass */
+    bpg_causal_mask_max(16*N, 8, N, 1, 1, v_mask, -INFINITY, v_attn_mha_S, v_attn_mha_Sm, v_attn_mha_m);
+    /* attn_mha_m = rowmax(attn_mha_Sm): made with attn_mha_Sm above */
     /* attn_mha: softmax over the keys, shifted by the row maximum */
     /* attn_mha_E = exp(attn_mha_Sm - attn_mha_m) */
     /* attn_mha_Zs = attn_mha_E·1 */
@@ -5485,7 +5481,7 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo: added into attn_R below */
     /* attn: residual: the block's input + its output */
@@ -5802,9 +5798,9 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -5833,21 +5829,18 @@ BPG_ENTRY void bpg_grad_terms(int64_t N, const int64_t *restrict v_x, const real
 
     /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞) */
     /*   (attn_mha: keys after the query and padded keys at -inf) */
-    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) */
-    bpg_causal_mask(16*N, 8, N, 1, 1, v_mask, 0, v_d_attn_mha_Sm, v_d_attn_mha_S);
+    /* d_attn_mha_S = causal_mask(d_attn_mha_Sm, mask, 0) = d_attn_mha_Sm (in place: d_attn_mha_Sm is 0 at the masked keys already, passes/idle_masks.py) */
 
     /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     /*   (attn_mha: scores / sqrt(8)) */
-    /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4 */
-    #pragma omp simd
-    for (int64_t k = 0; k < 128*N; k++) v_d_attn_mha_QK[k] = 0.35355339059327376*v_d_attn_mha_S[k];
+    /* d_attn_mha_QK = sqrt(2) d_attn_mha_S / 4: folded into the products that read it */
 
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
-    /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
-    /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] with d_attn_mha_QK = d_attn_mha_S·(sqrt(2)/4) folded into the product */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 0.3535533905932738, v_d_attn_mha_S, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -6097,7 +6090,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the queries times the keys transposed */
     /* attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_Q, v_attn_mha_K, v_attn_mha_QK);  /* qk */
     /* attn_mha: scores / sqrt(8) */
     /* attn_mha_S = sqrt(2) attn_mha_QK / 4 */
     #pragma omp simd
@@ -6129,7 +6122,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
     /* attn_mha: per sample and head, the weights times the values, heads side by side */
     /* attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_attn_mha_V, v_attn_mha_AV);  /* av */
     /* attn_mha: output projection */
     /* attn_mha_OW = attn_mha_AV·attn_mha_Wo */
     bpg_gemm_nn(8*N, 16, 16, v_attn_mha_AV, v_attn_mha_Wo, v_attn_mha_OW);
@@ -6372,9 +6365,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
     /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
     /* d_attn_mha_P = d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
+    bpg_seqmm_unrolled(0, N, 8, 2, 8, 1, 0, 0, 1.0, v_d_attn_mha_AV, v_attn_mha_V, v_d_attn_mha_P);  /* qk */
     /* d_attn_mha_V = attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 1.0, v_attn_mha_P, v_d_attn_mha_AV, v_d_attn_mha_V);  /* atv */
 
     /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
     /*   (attn_mha: attention weights) */
@@ -6425,9 +6418,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
     /*   (attn_mha: per sample and head, the queries times the keys transposed) */
     /* d_attn_mha_Q = d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
+    bpg_seqmm_unrolled(1, N, 8, 2, 8, 1, 0, 0, 1.0, v_d_attn_mha_QK, v_attn_mha_K, v_d_attn_mha_Q);  /* av */
     /* d_attn_mha_K = d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
+    bpg_seqmm_unrolled(2, N, 8, 2, 8, 1, 0, 0, 1.0, v_d_attn_mha_QK, v_attn_mha_Q, v_d_attn_mha_K);  /* atv */
 
     /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv */
     /*   (attn_mha: the values, the input's projection by Wv plus bv) */
@@ -6769,9 +6762,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
         /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, 1.0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
         /* r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b) */
         for (int64_t rr = 0; rr < 16*NB; rr++)
             for (int64_t d = 0; d < K; d++) {
@@ -6801,9 +6794,9 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
         /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, 1.0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
         /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
@@ -7110,16 +7103,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
         /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
         /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
         /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
         /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
         /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
         /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, 1.0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
         /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
@@ -7167,16 +7160,16 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ  (not stored in this function: attn_mha_QK) */
         /*   (attn_mha: per sample and head, the queries times the keys transposed) */
         /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
         /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
         /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
         /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
         /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
         /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
         #pragma omp simd
         for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_K[k] = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];
@@ -7345,7 +7338,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
     }
 }
 
-/* ---- per_sample_grads: workspace 6064*N + 2104 elements ---- */
+/* ---- per_sample_grads: workspace 6160*N + 2104 elements ---- */
 BPG_ENTRY void bpg_per_sample_grads(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -7421,7 +7414,7 @@ BPG_ENTRY void bpg_per_sample_grads(int64_t N, const int64_t *restrict v_x, cons
     bpg_ps_scale(3936*N, (real)N, out);
 }
 
-/* ---- per_sample_grad_norms: workspace 6064*N + 2104 elements ---- */
+/* ---- per_sample_grad_norms: workspace 6160*N + 2104 elements ---- */
 BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -7503,7 +7496,7 @@ BPG_ENTRY void bpg_per_sample_grad_norms(int64_t N, const int64_t *restrict v_x,
     bpg_ps_norms(N, sq);
 }
 
-/* ---- clipped_grad: workspace 6064*N + 2104 elements ---- */
+/* ---- clipped_grad: workspace 6160*N + 2104 elements ---- */
 BPG_ENTRY void bpg_clipped_grad(int64_t N, const int64_t *restrict v_x, const real *restrict v_mask, const real *restrict v_y, const real *restrict v_emb_E, const real *restrict v_emb_P, const real *restrict v_attn_norm_g, const real *restrict v_attn_norm_b, const real *restrict v_attn_mha_Wq, const real *restrict v_attn_mha_Wk, const real *restrict v_attn_mha_Wv, const real *restrict v_attn_mha_Wo, const real *restrict v_attn_mha_bq, const real *restrict v_attn_mha_bk, const real *restrict v_attn_mha_bv, const real *restrict v_attn_mha_bo, const real *restrict v_mlp_norm_g, const real *restrict v_mlp_norm_b, const real *restrict v_mlp_up_W, const real *restrict v_mlp_up_b, const real *restrict v_mlp_down_W, const real *restrict v_mlp_down_b, const real *restrict v_head_W, const real *restrict v_head_b, real max_norm, real *restrict out, real *restrict ws)
 {
     real *const v_loss = ws + 0;  /* loss (1, 1) */
@@ -7673,7 +7666,7 @@ typedef int64_t bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_BYTES_PER_SAMPLE 201984
 #define BPGS_MIN_ROWS 8
 /* work of one sample, roughly: the GIL is let go from N * this >= BPGF_GIL_WORK */
-#define BPGF_WORK_PER_SAMPLE 36528
+#define BPGF_WORK_PER_SAMPLE 36112
 #define BPGF_OUT_FORWARD_A 128
 #define BPGF_OUT_FORWARD_B 0
 #define BPGF_OUT_LOSS_B 1
@@ -7685,10 +7678,10 @@ typedef int64_t bpgf_x_t;  /* x's elements (the input kind's) */
 #define BPGF_WS_LOSS_A 1544
 #define BPGF_WS_LOSS_B 2096
 #define BPGF_HAVE_LOSS 1
-#define BPGF_WS_LOSS_AND_GRAD_A 5048
+#define BPGF_WS_LOSS_AND_GRAD_A 4632
 #define BPGF_WS_LOSS_AND_GRAD_B 3328
 #define BPGF_HAVE_LOSS_AND_GRAD 1
-#define BPGF_WS_HVP_A 9816
+#define BPGF_WS_HVP_A 9896
 #define BPGF_WS_HVP_B 6656
 #define BPGF_HAVE_HVP 1
 #define BPGF_N_MASKS 1  /* a sequence's masks after x (lengths) */
@@ -7697,7 +7690,7 @@ typedef int64_t bpgf_x_t;  /* x's elements (the input kind's) */
 static size_t bpgf_mask_at(int entry, int64_t N)
 {
     return entry == 0 ? (size_t)1536 * (size_t)N + 0 : entry == 1 ? (size_t)1536 * (size_t)N + 2096
-        : entry == 2 ? (size_t)5040 * (size_t)N + 3328 : (size_t)9808 * (size_t)N + 6656;
+        : entry == 2 ? (size_t)4624 * (size_t)N + 3328 : (size_t)9888 * (size_t)N + 6656;
 }
 
 /* the generated functions, the parameters (and hvp's v) taken from pointer arrays (entry: 0 forward, 1 loss, 2 loss_and_grad, 3 hvp) */

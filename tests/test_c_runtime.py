@@ -26,7 +26,7 @@ HELPERS = ["sigmoid", "softplus", "tanh", "exp", "gemm_nn", "gemm_tn", "gemm_nt"
            "gather_dirs", "scatter_dirs", "take_argmax_dirs", "put_argmax_dirs",
            "take_argmax_windows_dirs", "put_argmax_windows_dirs",
            # token rows, attention's per-sample block products and causal mask
-           "take_rows", "add_rows", "seqmm", "causal_mask",
+           "take_rows", "add_rows", "seqmm", "causal_mask", "causal_mask_max",
            # the structured Hessian's assembly (bpgen/assembly; numerics: test_assembly.py)
            "hess_loss", "hess_transpose", "hess_scale", "hess_ones", "hess_chain_start",
            "hess_scale_columns", "hess_kron", "hess_kron_sym", "hess_mirror", "nonzero",
@@ -136,6 +136,10 @@ void w_columns_in(int64_t K, int64_t nb, const int32_t *blocks, const double *V,
                   int64_t j, int64_t first, double *base);
 void w_columns_out(int64_t K, int64_t nb, const int32_t *blocks, const double *base, double *out,
                    int64_t total, int64_t j);
+void w_causal_mask(int64_t R, int64_t T, int64_t N, int64_t K, int causal, const double *m,
+                   double fill, const double *a, double *out);
+void w_causal_mask_max(int64_t R, int64_t T, int64_t N, int64_t K, int causal, const double *m,
+                       double fill, const double *a, double *out, double *mx);
 """
 
 WRAPPERS = """
@@ -205,6 +209,12 @@ void w_columns_in(int64_t K, int64_t nb, const int32_t *blocks, const double *V,
 void w_columns_out(int64_t K, int64_t nb, const int32_t *blocks, const double *base, double *out,
                    int64_t total, int64_t j)
 { bpg_columns_out(K, nb, blocks, base, out, total, j); }
+void w_causal_mask(int64_t R, int64_t T, int64_t N, int64_t K, int causal, const double *m,
+                   double fill, const double *a, double *out)
+{ bpg_causal_mask(R, T, N, K, causal, m, fill, a, out); }
+void w_causal_mask_max(int64_t R, int64_t T, int64_t N, int64_t K, int causal, const double *m,
+                       double fill, const double *a, double *out, double *mx)
+{ bpg_causal_mask_max(R, T, N, K, causal, m, fill, a, out, mx); }
 """
 
 
@@ -406,6 +416,43 @@ def test_reductions(rt, R, C):
         out = np.full(ref.shape, np.nan)
         fn(R, C, _ptr(ffi, A), _ptr(ffi, out))
         np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12, err_msg=str(fn))
+
+
+@pytest.mark.parametrize("K", [1, 2])
+@pytest.mark.parametrize("causal,keys", [(1, False), (1, True), (0, True)])
+def test_causal_mask_and_its_row_max(rt, K, causal, keys):
+    """bpg_causal_mask and bpg_causal_mask_max (in place and not) against
+    NumPy: scores of h = 2 heads, T = 5 steps, 3 samples times K directions
+    (row (j·T + t)·N + n·K + k), keys after the query and padding masked;
+    the row max equals rowmax of the masked scores."""
+    ffi, lib = rt
+    h, T, nb = 2, 5, 3
+    N = nb * K
+    rng = np.random.default_rng(K * 10 + causal * 2 + keys)
+    a = rng.standard_normal((h * T * N, T)) - 3.0
+    lengths = [5, 2, 1]
+    m = np.array([[1.0 if s < lengths[n] else 0.0 for n in range(nb)] for s in range(T)])
+    r = np.arange(h * T * N)
+    t, n = (r // N) % T, (r % N) // K
+    masked = np.zeros_like(a, dtype=bool)
+    if causal:
+        masked |= np.arange(T)[None, :] > t[:, None]
+    if keys:
+        masked |= (m.T[n] == 0)
+    mp = _ptr(ffi, m.ravel()) if keys else ffi.NULL
+    for fill in (-np.inf, 0.0):
+        ref = np.where(masked, fill, a)
+        out = np.full_like(a, np.nan)
+        lib.w_causal_mask(h * T * N, T, N, K, causal, mp, fill, _ptr(ffi, a), _ptr(ffi, out))
+        np.testing.assert_array_equal(out, ref)
+        for in_place in (False, True):
+            src = a.copy()
+            out = src if in_place else np.full_like(a, np.nan)
+            mx = np.full(h * T * N, np.nan)
+            lib.w_causal_mask_max(h * T * N, T, N, K, causal, mp, fill, _ptr(ffi, src),
+                                  _ptr(ffi, out), _ptr(ffi, mx))
+            np.testing.assert_array_equal(out, ref)
+            np.testing.assert_array_equal(mx, ref.max(axis=1))
 
 
 @pytest.mark.parametrize("R,W,CA,frm,CB,to", [(1, 1, 1, 0, 1, 0), (3, 2, 5, 1, 6, 4),

@@ -358,7 +358,9 @@ def test_workspace_slots_of_live_temporaries_never_overlap(cid):
     """Every function's temporaries: two that an op touches at once, or that
     are both written before either is read for the last time (program
     order), never share memory (checked at two batch sizes); the workspace
-    is no larger than one slot each."""
+    is no larger than one slot each.  Except a result written over its
+    argument (bpgen.passes.in_place), when nothing reads the argument after
+    that op: the two then share their slot exactly."""
     from bpgen.derivation import derive_all
     from bpgen.shapes import size_coeffs
     from bpgen.spec import load_spec
@@ -389,9 +391,15 @@ def test_workspace_slots_of_live_temporaries_never_overlap(cid):
                 sa, sb = size_coeffs(prog.vars[n].shape if n not in prog.step_vars
                                      else ("N", prog.vars[n].shape[1]))
                 return a * batch + b, (a + sa) * batch + b + sb
+            in_place = prog.plans["c"].in_place if "c" in prog.plans else {}
             names = sorted(first)
             for i, p in enumerate(names):
                 for q in names[i + 1:]:
+                    shared = [(o, a) for o, a in ((p, q), (q, p)) if in_place.get(o) == a]
+                    if shared and prog.workspace[p] == prog.workspace[q]:
+                        o, a = shared[0]
+                        assert last[a] <= first[o], (name, o, a)
+                        continue
                     if first[p] <= last[q] and first[q] <= last[p]:
                         (p0, p1), (q0, q1) = extent(p), extent(q)
                         assert p1 <= q0 or q1 <= p0, (name, p, q)
@@ -472,3 +480,99 @@ def test_no_costly_call_is_evaluated_by_two_top_level_maps(cid):
     if gelu:
         assert any(n.startswith("erf_") for n in made["loss_and_grad"]), made
         assert any(n.startswith("exp_") for n in made["hvp"]), made
+
+
+# ---- attention's scores: scales folded, masks in place, the row max ---------
+
+def _attention_like(extra=()):
+    """qk = Q[n]·K[n]ᵀ (4 steps, 1 head of 2 columns); s = qk/4;
+    sm = causal_mask(s, -∞); m = rowmax(sm); e = exp(sm - m); then the
+    backward steps: dsm = e ⊙ g, ds = causal_mask(dsm, 0), dqk = ds/4,
+    dq = dqk[n]·K[n], dk = dqk[n]ᵀ·Q[n]; ``extra`` ops appended."""
+    sm_attrs = {"steps": 4, "fill": "-inf", "causal": True}
+    mm_attrs = {"steps": 4, "heads": 1, "d": 2, "f": 2}
+    ops = [Op("seqmm", "qk", ("Q", "K"), {**mm_attrs, "form": "qk"}),
+           emap("s", S("qk") / 4),
+           Op("causal_mask", "sm", ("s", "M"), sm_attrs),
+           Op("rowmax", "m", ("sm",), {}),
+           emap("e", sp.exp(S("sm") - S("m"))),
+           emap("dsm", S("e") * S("g")),
+           Op("causal_mask", "ds", ("dsm", "M"), {**sm_attrs, "fill": "0"}),
+           emap("dqk", S("ds") / 4),
+           Op("seqmm", "dq", ("dqk", "K"), {**mm_attrs, "form": "av"}),
+           Op("seqmm", "dk", ("dqk", "Q"), {**mm_attrs, "form": "atv"}), *extra]
+    seq, scores = ("4*N", 2), ("4*N", 4)
+    shapes = {"Q": seq, "K": seq, "M": ("4*N", 1), "g": scores, "qk": scores, "s": scores,
+              "sm": scores, "m": ("4*N", 1), "e": scores, "dsm": scores, "ds": scores,
+              "dqk": scores, "dq": seq, "dk": seq, "o": scores}
+    outputs = ["dq", "dk", "e"] + [op.out for op in extra]
+    prog = program(ops, ["Q", "K", "M", "g"], outputs, shapes)
+    prog.workspace = {op.out: (16 * i, 0) for i, op in enumerate(prog.ops)
+                      if op.out not in outputs}
+    return prog
+
+
+def test_scales_fold_into_the_seqmm_products_that_make_or_read_them():
+    from bpgen.passes.fold_scale import scale_folds
+    assert scale_folds(_attention_like()) == {"into": {"s": ("qk", sp.Rational(1, 4))},
+                                              "read_by": {"dqk": ("ds", sp.Rational(1, 4))}}
+    # qk read twice, dqk read by a map: neither folds
+    both = _attention_like([emap("o", S("qk") + S("dqk"))])
+    assert scale_folds(both) == {"into": {}, "read_by": {}}
+    # the maps products are added into are left to that pass
+    assert scale_folds(_attention_like(), exclude={"s"})["into"] == {}
+
+
+def test_masks_in_place_with_their_row_max_and_idle_zero_fill_masks():
+    from bpgen.passes.allocate import reuse_workspace
+    from bpgen.passes.idle_masks import idle_masks
+    from bpgen.passes.in_place import c_in_place
+    from bpgen.passes.mask_max import mask_maxes
+    prog = _attention_like()
+    assert c_in_place(prog) == {"sm": "s", "ds": "dsm"}
+    assert mask_maxes(prog) == {"m": "sm"}
+    # dsm = e ⊙ g, e = exp(sm - m) = 0 where sm is -∞: the mask changes nothing
+    assert idle_masks(prog) == {"ds": "dsm"}
+    # e + g is not 0 there; nor e ⊙ g under another mask (no key mask M)
+    other = _attention_like()
+    other.ops[5] = emap("dsm", S("e") + S("g"))
+    assert idle_masks(other) == {}
+    other = _attention_like()
+    other.ops[6] = Op("causal_mask", "ds", ("dsm",), {"steps": 4, "fill": "0", "causal": True})
+    assert idle_masks(other) == {}
+    ws, _ = reuse_workspace(prog, (), c_in_place(prog))
+    assert ws["sm"] == ws["s"] and ws["ds"] == ws["dsm"] and ws["s"] != ws["dsm"]
+    # s read after the mask: its own slot
+    later = _attention_like([emap("o", S("s") * S("e"))])
+    ws, _ = reuse_workspace(later, (), c_in_place(later))
+    assert ws["sm"] != ws["s"] and ws["ds"] == ws["dsm"]
+
+
+def test_c_emitter_prints_the_folded_scales_and_the_masks_in_place():
+    from bpgen.lower import _printed_spans
+    from bpgen.passes.allocate import reuse_workspace
+    prog = optimise(_attention_like(), ("c",))
+    plan = prog.plans["c"]
+    prog.workspace, prog.workspace_size = reuse_workspace(prog, _printed_spans(prog),
+                                                          plan.in_place)
+    # the mask and its row max one statement: s read by it alone, sm in its slot
+    assert prog.workspace["sm"] == prog.workspace["s"]
+    em = CEmitter(prog, "float64", set(), runs=plan.runs, accumulate=plan.accumulate,
+                  scales=plan.scales, mask_max=plan.mask_max, idle_masks=plan.idle_masks)
+    text = "\n".join(line for b in em.blocks() for line in b["lines"])
+    p = PREFIX
+    assert "/* qk = Q[n,j]·K[n,j]ᵀ: made scaled, as s, below */" in text
+    assert "qk·(1/4) folded into the product */" in text
+    assert f"bpg_seqmm_unrolled(0, N, 4, 1, 2, 1, 0, 0, 0.25, {p}Q, {p}K, {p}s);" in text
+    assert (f"bpg_causal_mask_max(4*N, 4, N, 1, 1, {p}M, -INFINITY, {p}s, {p}sm, {p}m);"
+            in text)
+    assert "bpg_rowmax" not in text and f"{p}qk," not in text and f"{p}dqk," not in text
+    assert "/* ds = causal_mask(dsm, M, 0) = dsm (in place" in text
+    assert "bpg_causal_mask(" not in text
+    assert f"bpg_seqmm_unrolled(1, N, 4, 1, 2, 1, 0, 0, 0.25, {p}ds, {p}K, {p}dq);" in text
+    assert f"bpg_seqmm_unrolled(2, N, 4, 1, 2, 1, 0, 0, 0.25, {p}ds, {p}Q, {p}dk);" in text
+    # without the plan's decisions (bpgen export): each statement as derived
+    plain = CEmitter(prog, "float64", set(), runs=plan.runs_alone)
+    text = "\n".join(line for b in plain.blocks() for line in b["lines"])
+    assert f"bpg_seqmm_unrolled(0, N, 4, 1, 2, 1, 0, 0, 1.0, {p}Q, {p}K, {p}qk);" in text
+    assert f"bpg_causal_mask(4*N, 4, N, 1, 1, {p}M, 0, {p}dsm, {p}ds);" in text

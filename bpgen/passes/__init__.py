@@ -9,6 +9,13 @@ One pass a file, each a function from a program to plain data:
   a contiguous copy, made before which loop (a C and a NumPy rule);
 * :mod:`.accumulate`: products added into the map that sums them (C, BLAS
   β = 1);
+* :mod:`.fold_scale`: constant scales (attention's 1/√d) folded into the
+  seqmm products that make or read them (C, the BLAS's α);
+* :mod:`.in_place`: the results that may take their argument's storage
+  (C: the causal mask's; the workspace layout decides);
+* :mod:`.mask_max`: a row max of masked scores made in the mask's pass (C);
+* :mod:`.idle_masks`: zero-fill masks of values already 0 at the masked
+  keys (C: nothing printed when in place);
 * :mod:`.fuse_loops`: runs of consecutive element-wise maps and sums printed
   as one loop (C; not the maps products are added into);
 * :mod:`.invariants`: the loop-invariant factors of maps, hoisted before
@@ -32,7 +39,11 @@ from __future__ import annotations
 import dataclasses
 
 from .accumulate import c_accumulations
+from .fold_scale import scale_folds
 from .fuse_loops import fusable_runs
+from .idle_masks import idle_masks
+from .in_place import c_in_place
+from .mask_max import mask_maxes
 from .invariants import Hoisted, hoist_invariants
 from .merge import merge_duplicates
 from .storage import Storage, plan_storage
@@ -52,6 +63,15 @@ class CPlan:
     accumulate: dict = dataclasses.field(default_factory=dict)
     #: the runs without accumulate (its maps may then join a run)
     runs_alone: dict = dataclasses.field(default_factory=dict)
+    #: {"into": {Y: (X, c)}, "read_by": {Y: (X, c)}}: scales folded into
+    #: seqmm products (bpgen.passes.fold_scale; with accumulate only)
+    scales: dict = dataclasses.field(default_factory=lambda: {"into": {}, "read_by": {}})
+    #: {result: argument}: may share the argument's slot (bpgen.passes.in_place)
+    in_place: dict = dataclasses.field(default_factory=dict)
+    #: {m: Sm}: m = rowmax(Sm) made with the mask Sm (bpgen.passes.mask_max)
+    mask_max: dict = dataclasses.field(default_factory=dict)
+    #: {Z: Y}: Z = causal_mask(Y, 0) is Y (bpgen.passes.idle_masks)
+    idle_masks: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -84,8 +104,11 @@ def _numpy(prog, varying=frozenset()) -> NumpyPlan:
 
 def _c(prog, varying) -> CPlan:
     acc = c_accumulations(prog)
-    return CPlan(_key(prog), c_transposes(prog), fusable_runs(prog, exclude=set(acc)), acc,
-                 fusable_runs(prog))
+    scales = scale_folds(prog, exclude=set(acc))    # (their maps print no loop)
+    folded = set(acc) | set(scales["into"]) | set(scales["read_by"])
+    return CPlan(_key(prog), c_transposes(prog), fusable_runs(prog, exclude=folded), acc,
+                 fusable_runs(prog), scales, c_in_place(prog), mask_maxes(prog),
+                 idle_masks(prog))
 
 
 _PASSES = {"c": _c,

@@ -130,14 +130,19 @@ def _live_ranges(prog: Program, spans: list) -> tuple:
     return first, last
 
 
-def reuse_workspace(prog: Program, spans: list = ()) -> tuple | None:
+def reuse_workspace(prog: Program, spans: list = (), in_place: dict | None = None
+                    ) -> tuple | None:
     """(workspace, workspace_size) of ``prog`` (as in :class:`Program`:
     {name: (a, b)}, offset a*N + b) with the slots of its temporaries
     reused by liveness (:func:`_live_ranges`; ``spans``: lists of op
     indices printed as one loop), per-sample ones first fit in the a*N
     part and fixed-size ones in the b part after it, every slot 8-element
     aligned; None when some temporary's size is not a*N or b alone (a
-    polynomial in the steps, or both): lowering's one slot each then stays."""
+    polynomial in the steps, or both): lowering's one slot each then stays.
+    ``in_place``: {result: argument} that may share a slot
+    (bpgen.passes.in_place); they do when nothing reads the argument after
+    the op that writes the result (the two then one name of their joint
+    live range, the result at the argument's offset)."""
     names = list(prog.workspace)
     if not names:
         return None
@@ -153,11 +158,31 @@ def reuse_workspace(prog: Program, spans: list = ()) -> tuple | None:
     for name in names:      # a temporary no op touches (none after lowering) lives throughout
         first.setdefault(name, 0)
         last.setdefault(name, end)
-    order = sorted(names, key=lambda n: (first[n], n))
+    index = {op.out: i for i, op in enumerate(prog.ops)}
+    read_at = {}            # name -> the last op index reading it
+    for i, op in enumerate(prog.ops):
+        for a in op.args:
+            read_at[a] = i
+    stmt_end = {}           # op index -> the end of the statement printing it
+    for idx in spans:
+        for i in idx:
+            stmt_end[i] = max(stmt_end.get(i, i), *idx)
+    root = {}               # result -> the name whose slot it shares
+    for out, arg in sorted((in_place or {}).items(), key=lambda item: index[item[0]]):
+        r, i = root.get(arg, arg), index[out]
+        # nothing reads arg after the op, nor later in the statement printing it
+        if (out in coeffs and arg in coeffs and coeffs[out] == coeffs[arg]
+                and read_at.get(arg, -1) <= i and last[arg] <= stmt_end.get(i, i)
+                and first[out] >= min([i, *(j for idx in spans if i in idx for j in idx)])):
+            root[out] = r
+            last[r] = max(last[r], last[out])
+    order = sorted((n for n in names if n not in root), key=lambda n: (first[n], n))
     per_sample, pa = first_fit([n for n in order if coeffs[n][0]],
                                {n: coeffs[n][0] for n in names}, first, last)
     fixed, pb = first_fit([n for n in order if not coeffs[n][0]],
                           {n: coeffs[n][1] for n in names}, first, last)
     workspace = {**{n: (o, 0) for n, o in per_sample.items()},
                  **{n: (pa, o) for n, o in fixed.items()}}
+    for out, r in root.items():
+        workspace[out] = workspace[r]
     return {n: workspace[n] for n in names}, (pa, pb)

@@ -91,6 +91,9 @@ class Primitive:
     reduces = False
     #: a truncation of a sequence's gradient every k steps (``attrs["every"]``)
     truncates = False
+    #: its C rule is right with its result in its first argument's storage
+    #: (bpgen.passes.in_place: when nothing reads the argument afterwards)
+    c_in_place = False
 
     def aliases(self, op) -> bool:
         """Is ``op``'s result just another name of its argument?"""

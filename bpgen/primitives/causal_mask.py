@@ -28,6 +28,9 @@ class CausalMask(Primitive):
     # rows are (head, step, sample) blocks: see the module docstring for
     # k directions (the rules below print them; M is never batched)
     batch_as_rows = True
+    # runtime/causal_mask.c allows out == a (then writes only the fills):
+    # the scores masked in place when nothing reads them afterwards
+    c_in_place = True
 
     def build(self, g, a: str, steps: int, fill: str = "-inf", keys: str | None = None,
               causal: bool = True, base: str = "msk", label: str = "",
@@ -102,17 +105,24 @@ class CausalMask(Primitive):
             raise NotImplementedError("causal_mask: fixed scores in the batched pass")
         return self._numpy(em, op, loop, "NB", "K")
 
-    def _c(self, em, op, loop, k: str):
-        em.use("causal_mask")
+    def _c(self, em, op, loop, k: str, rowmax: str | None = None):
+        em.use("causal_mask" if rowmax is None else "causal_mask_max")
         r, c = em.shape(op.out, loop)
         fill = "-INFINITY" if op.attrs["fill"] == "-inf" else "0"
         keys = em.ptr(op.args[1], loop) if len(op.args) > 1 else "NULL"
-        return [f"bpg_causal_mask({dim_code(r)}, {c}, N, {k}, "
-                f"{int(op.attrs.get('causal', True))}, {keys}, {fill}, "
-                f"{em.ptr(op.args[0], loop)}, {em.ptr(op.out, loop)});"]
+        args = (f"{dim_code(r)}, {c}, N, {k}, {int(op.attrs.get('causal', True))}, {keys}, "
+                f"{fill}, {em.ptr(op.args[0], loop)}, {em.ptr(op.out, loop)}")
+        if rowmax is None:
+            return [f"bpg_causal_mask({args});"]
+        return [f"bpg_causal_mask_max({args}, {em.ptr(rowmax, loop)});"]
 
     def c(self, em, op, loop):
         return self._c(em, op, loop, "1")
+
+    def c_with_rowmax(self, em, op, rowmax: str):
+        """The mask and ``rowmax`` = rowmax(its result) in one pass over the
+        rows (bpgen.passes.mask_max)."""
+        return self._c(em, op, None, "1", rowmax)
 
     def c_batched(self, em, op, loop):
         if not em.is_batched(op.args[0]):

@@ -143,8 +143,11 @@ class SeqMM(Primitive):
         # blocks below the BLAS size with constant sizes: inlined, their loops unrolled
         small = isinstance(steps, int) and steps * steps * at["d"] < SEQMM_BLAS_MIN
         fn = "bpg_seqmm_unrolled" if small else "bpg_seqmm"
+        # α: 1, or a constant scale the C plan folds into the product
+        # (bpgen.passes.fold_scale: the emitter sets attrs["alpha"])
+        alpha = repr(float(at.get("alpha", 1)))
         return [f"{fn}({form}, {nb}, {steps}, {at['heads']}, {at['d']}, {k}, "
-                f"{int(ka)}, {int(kb)}, {em.ptr(a, loop)}, {em.ptr(b, loop)}, "
+                f"{int(ka)}, {int(kb)}, {alpha}, {em.ptr(a, loop)}, {em.ptr(b, loop)}, "
                 f"{em.ptr(op.out, loop)});  /* {at['form']} */"]
 
     def c(self, em, op, loop):

@@ -151,7 +151,8 @@ class CEmitter(Emitter):
     def __init__(self, prog: Program, dtype: str, used: set, tables: dict | None = None,
                  transposes: dict | None = None, runs: dict | None = None,
                  accumulate: dict | None = None, chunk: bool = True,
-                 split: frozenset = frozenset()):
+                 split: frozenset = frozenset(), scales: dict | None = None,
+                 mask_max: dict | None = None, idle_masks: dict | None = None):
         """``transposes``: {B: (loop, Bᵀ)} (the C rule of
         bpgen.passes.transposes, see ``CPlan``), copies the caller has room
         for in the workspace; ``runs``: the ops printed as one loop each
@@ -160,8 +161,22 @@ class CEmitter(Emitter):
         ``CPlan.accumulate``); none of either if not given.  ``chunk``:
         False for a part of a function whose variables another part reads
         (hessian_columns' shared pass).  ``split``: the products a split
-        call's slices make together (split_products)."""
+        call's slices make together (split_products).  ``scales``: the
+        constant scales folded into seqmm products (bpgen.passes.fold_scale,
+        ``CPlan.scales``); none if not given.  ``mask_max``: row maxima
+        made with the masks they read (bpgen.passes.mask_max).
+        ``idle_masks``: zero-fill masks of values 0 at their masked keys
+        (bpgen.passes.idle_masks), printed as nothing when in place."""
+        ws = prog.workspace
+        self.idle = {z: y for z, y in (idle_masks or {}).items()
+                     if z in ws and ws.get(y) == ws[z]}
+        self.mask_max = dict(mask_max or {})              # m -> Sm
+        self.max_of = {sm: m for m, sm in self.mask_max.items()}
         self.split = split
+        scales = scales or {}
+        self.scaled_into = dict(scales.get("into", {}))     # Y -> (X, c)
+        self.made_as = {x: y for y, (x, _) in self.scaled_into.items()}
+        self.scale_read_by = dict(scales.get("read_by", {}))  # Y -> (X, c)
         self.transposes = transposes or {}
         self.runs = runs or {}
         self.accumulate = accumulate or {}
@@ -234,6 +249,32 @@ class CEmitter(Emitter):
                                  f"added into {self.added_into[op.out]} below")]
         if loop is None and op.out in self.accumulate:
             return [head] + self._accumulated(op, prim)
+        if loop is None and op.out in self.made_as:
+            return [self.comment(f"{op.out} = {prim.equation(op, {})}: made scaled, as "
+                                 f"{self.made_as[op.out]}, below")]
+        if loop is None and op.out in self.scaled_into:
+            x, c = self.scaled_into[op.out]
+            pop = self.producers[x]
+            return [self.comment(f"{op.out} = {prim.equation(op, {})} with {x} = "
+                                 f"{pop.primitive.equation(pop, {})}: {x}·({c}) folded into "
+                                 f"the product")] + \
+                self._seqmm(dataclasses.replace(pop, out=op.out), c)
+        if loop is None and op.out in self.scale_read_by:
+            return [self.comment(f"{op.out} = {prim.equation(op, {})}: folded into the "
+                                 f"products that read it")]
+        if loop is None and op.out in self.idle:
+            return [self.comment(f"{op.out} = {prim.equation(op, {})} = {self.idle[op.out]} "
+                                 f"(in place: {self.idle[op.out]} is 0 at the masked keys "
+                                 f"already, passes/idle_masks.py)")]
+        if loop is None and op.out in self.mask_max:
+            return [self.comment(f"{op.out} = {prim.equation(op, {})}: made with "
+                                 f"{self.mask_max[op.out]} above")]
+        if loop is None and op.out in self.max_of:
+            m = self.max_of[op.out]
+            return [self.comment(f"{op.out} = {prim.equation(op, {})}; {m} = rowmax({op.out}) "
+                                 f"in the same pass")] + prim.c_with_rowmax(self, op, m)
+        if loop is None and prim.name == "seqmm":
+            return self._seqmm(op, 1, head)
         if (loop is None or not op.primitive.product or not op.attrs["tb"] or op.attrs["ta"]
                 or op.args[1] not in self.transposes):
             return [head] + prim.c(self, op, loop)
@@ -316,6 +357,25 @@ class CEmitter(Emitter):
             lines += pop.primitive.c(self, dataclasses.replace(
                 pop, out=op.out, attrs={**pop.attrs, "acc": added}), None)
         return lines
+
+    def _seqmm(self, op, alpha, head: str | None = None) -> list:
+        """A seqmm product times ``alpha``, reading the arguments of the
+        scales folded into it (bpgen.passes.fold_scale), its equation
+        comment ``head`` saying which."""
+        args, notes = [], []
+        for a in op.args:
+            if a in self.scale_read_by:
+                x, c = self.scale_read_by[a]
+                args.append(x)
+                alpha = alpha * c
+                notes.append(f"{a} = {x}·({c})")
+            else:
+                args.append(a)
+        if head is not None and notes:
+            head = self.comment(f"{op.out} = {op.primitive.equation(op, {})} with "
+                                f"{', '.join(dict.fromkeys(notes))} folded into the product")
+        op = dataclasses.replace(op, args=tuple(args), attrs={**op.attrs, "alpha": alpha})
+        return ([head] if head is not None else []) + op.primitive.c(self, op, None)
 
     def loop(self, info, defined, body) -> list:
         steps = info["steps"]
@@ -401,7 +461,8 @@ def _function(derived: Derived, name: str, used: set, tables: dict,
               accumulate: bool = True, chunk: bool = True) -> dict:
     """``accumulate``: products added into the maps that sum them (the
     plan's; False: each into its own array, for bpgen export, whose own
-    product kernel has no β).  ``chunk``: False keeps large im2col patches
+    product kernel has no β; nor then scales folded into seqmm products,
+    bpgen.passes.fold_scale).  ``chunk``: False keeps large im2col patches
     whole (patch_chunks; the exported library)."""
     prog = derived.programs[name]
     decls = _workspace_decls(prog)
@@ -424,7 +485,10 @@ def _function(derived: Derived, name: str, used: set, tables: dict,
     return {"name": name, "decls": decls, "ws": (wa, wb),
             "blocks": CEmitter(prog, derived.spec.dtype, used, tables, transposes,
                                plan.runs if accumulate else plan.runs_alone,
-                               plan.accumulate if accumulate else {}, chunk, split).blocks(),
+                               plan.accumulate if accumulate else {}, chunk, split,
+                               plan.scales if accumulate else None,
+                               plan.mask_max if accumulate else None,
+                               plan.idle_masks if accumulate else None).blocks(),
             "signature": f"void bpg_{name}({', '.join(params)})"}
 
 

@@ -366,4 +366,21 @@ static inline int bpg_blas_gemm_ld(int ta, int tb, int64_t M, int64_t Nc, int64_
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) \
     bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, (ta) ? (M) : (K), B, (tb) ? (K) : (Nc), C, Nc, \
                      min_madds)
+/* C = alpha·op(A)·op(B), for the runtime's seqmm (beta is always 0 there;
+   the export prints every seqmm with alpha 1: a scale folded into the
+   product is the module's plan, passes/fold_scale.py, not the export's). */
+static inline int bpg_blas_gemm_ab(int ta, int tb, int64_t M, int64_t Nc, int64_t K, real alpha,
+                                   const real *A, int64_t lda, const real *B, int64_t ldb,
+                                   real beta, real *C, int64_t ldc, double min_madds)
+{
+    int64_t i, j;
+    (void)beta;
+    (void)min_madds;        /* (unused without the BLAS: the macro above drops it) */
+    bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds);
+    if (alpha != 1)
+        for (i = 0; i < M; i++)
+            for (j = 0; j < Nc; j++)
+                C[i * ldc + j] *= alpha;
+    return 1;
+}
 #endif

@@ -373,6 +373,7 @@ static inline int bpg_blas_gemm_acc(int ta, int tb, int64_t M, int64_t Nc, int64
 #define bpg_blas_gemm(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_acc(ta, tb, M, Nc, K, A, B, C, min_madds) 0
 #define bpg_blas_gemm_ld(ta, tb, M, Nc, K, A, lda, B, ldb, C, ldc, min_madds) 0
+#define bpg_blas_gemm_ab(ta, tb, M, Nc, K, alpha, A, lda, B, ldb, beta, C, ldc, min_madds) 0
 #endif
 
 /* ---- BLAS threads (the rule: docs/performance.md, "Threads") ----------

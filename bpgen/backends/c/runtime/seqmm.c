@@ -3,10 +3,11 @@
    row of query t of sample n and head j at (j*T + t)*N + n), for K
    directions at once: an argument with flag 1 holds K directions per row
    ((r*K + k) rows), with flag 0 one (read for every direction); the result
-   always holds K.  K = 1: one direction.
-   qk:  S[(jT+t)N+n][s] = sum_c A[tN+n][jD+c] B[sN+n][jD+c]
-   av:  O[tN+n][jD+c]   = sum_s A[(jT+t)N+n][s] B[sN+n][jD+c]
-   atv: O[sN+n][jD+c]   = sum_t A[(jT+t)N+n][s] B[tN+n][jD+c]
+   always holds K.  K = 1: one direction.  Each sum times alpha (1, or a
+   scale folded into the product: passes/fold_scale.py):
+   qk:  S[(jT+t)N+n][s] = alpha sum_c A[tN+n][jD+c] B[sN+n][jD+c]
+   av:  O[tN+n][jD+c]   = alpha sum_s A[(jT+t)N+n][s] B[sN+n][jD+c]
+   atv: O[sN+n][jD+c]   = alpha sum_t A[(jT+t)N+n][s] B[tN+n][jD+c]
    Each (direction, head, sample) block is one strided product (the rows of
    a sample's block lie N*K rows apart): by the BLAS when large enough,
    else inline. */
@@ -16,7 +17,7 @@
 #endif
 
 /* form 0: qk, 1: av, 2: atv.  Each block C (M x Nc, rows ldc apart) =
-   op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
+   alpha·op(A)·op(B), inner size Kin, rows lda and ldb apart: the BLAS when large
    enough, else the loops below.  Always inlined, for blocks below the BLAS
    size with constant T and D (the emitter's choice, primitives/seqmm.py):
    the loops over 4-16 columns are then unrolled and vectorised at their
@@ -24,8 +25,8 @@
    Hessian of the 6-step, 2-head, D = 4 transformer 1.9x faster). */
 __attribute__((always_inline))
 static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H, int64_t D,
-                                      int64_t K, int ka, int kb, const real *A, const real *B,
-                                      real *O)
+                                      int64_t K, int ka, int kb, real alpha, const real *A,
+                                      const real *B, real *O)
 {
     const int64_t F = H * D;
     const int64_t ma = ka ? K : 1, mb = kb ? K : 1;
@@ -51,7 +52,7 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
                     ldc = N * K * F;
                     ta = form == 2, tb = 0, M = T, Nc = D, Kin = T;
                 }
-                if (bpg_blas_gemm_ld(ta, tb, M, Nc, Kin, Ab, lda, Bb, ldb, C, ldc,
+                if (bpg_blas_gemm_ab(ta, tb, M, Nc, Kin, alpha, Ab, lda, Bb, ldb, 0, C, ldc,
                                      BPG_SEQMM_MIN))
                     continue;
                 for (int64_t i = 0; i < M; i++) {
@@ -59,7 +60,7 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
                     if (!tb) {
                         for (int64_t q = 0; q < Nc; q++) c[q] = 0;
                         for (int64_t r = 0; r < Kin; r++) {
-                            const real a = ta ? Ab[r * lda + i] : Ab[i * lda + r];
+                            const real a = alpha * (ta ? Ab[r * lda + i] : Ab[i * lda + r]);
                             const real *restrict b = Bb + r * ldb;
                             #pragma omp simd
                             for (int64_t q = 0; q < Nc; q++) c[q] += a * b[q];
@@ -75,7 +76,7 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
                                 #pragma omp simd reduction(+:acc)
                                 for (int64_t r = 0; r < Kin; r++) acc += a[r] * b[r];
                             }
-                            c[q] = acc;
+                            c[q] = alpha * acc;
                         }
                     }
                 }
@@ -87,7 +88,7 @@ static inline void bpg_seqmm_unrolled(int form, int64_t N, int64_t T, int64_t H,
    the 32-step, F = 64 transformer's module compile 1.6x longer (18 -> 29 s
    of gcc) for no gain at run time. */
 static inline void bpg_seqmm(int form, int64_t N, int64_t T, int64_t H, int64_t D, int64_t K,
-                             int ka, int kb, const real *A, const real *B, real *O)
+                             int ka, int kb, real alpha, const real *A, const real *B, real *O)
 {
-    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, A, B, O);
+    bpg_seqmm_unrolled(form, N, T, H, D, K, ka, kb, alpha, A, B, O);
 }
