@@ -149,6 +149,12 @@ class Map(Primitive):
     def aliases(self, op) -> bool:
         return op.attrs["expr"].is_Symbol
 
+    def zero_when(self, op, zero: set) -> bool:
+        """SymPy's answer: f with those arguments 0 is 0 (a tangent's map is
+        a sum of terms each holding one tangent factor)."""
+        expr = op.attrs["expr"]
+        return expr.xreplace({s: sp.S.Zero for s in expr.free_symbols if s.name in zero}) == 0
+
     def build(self, g, expr, base: str = "t", shape: tuple | None = None,
               label: str = "", comment: str = "") -> str:
         """Elementwise ``expr`` over the variables named by its symbols.

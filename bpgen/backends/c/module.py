@@ -55,6 +55,7 @@ def emit(derived: Derived, module: str) -> tuple:
                      + ["void bpg_set_threads(int n);", "int bpg_get_threads(void);",
                         "void *bpg_threads_state(void);", "void bpg_threads_share(void *state);",
                         "int bpg_threads_enter(double work);", "void bpg_threads_leave(int large);"]
+                     + (["void bpg_symmetrise(int64_t n, real *h);"] if "symmetrise" in used else [])
                      + (FASTCALL_CDEF if fastcall else [])).replace("restrict ", "")
     cdef = cdef.replace("real", ctype)
     # named by the code's own hash and the build configuration: a changed
