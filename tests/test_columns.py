@@ -104,3 +104,18 @@ def test_zero_tangents_skipped(derived):
         # the embedding's tangent: zero unless a direction is in E or P
         assert any(re.fullmatch(r"const int tnz_r_\w+ = vnz_v_\w+_E \|\| vnz_v_\w+_P;", line)
                    for line in lines)
+
+
+def test_batched_maps_hoist_row_reciprocals():
+    """Over k directions a map computes what is the same for a whole row
+    once per row, a reciprocal too (softmax's 1/Zs, layernorm's
+    1/(2 ss + ε)): the loop over the directions multiplies, it divides by
+    no per-row value."""
+    d = derive_all(load_spec(EXAMPLES["tiny_transformer"]))
+    data, _ = c_columns._batched(d.columns, d.spec.dtype, set(), {})
+    lines = [line.strip() for block in data["blocks"] for line in block["lines"]]
+    hoisted = [line for line in lines if re.fullmatch(
+        r"const real h_r_\w+ = \(1\.0/\(.*v_\w+\[rr\*1 \+ 0\].*\)\);", line)]
+    assert len(hoisted) >= 4
+    assert not any(re.search(r"/v_\w+\[rr\*1 \+ 0\]", line) for line in lines
+                   if not line.startswith(("const real h_", "/*")))
