@@ -247,7 +247,7 @@ def columns_function(derived: Derived, used: set, tables: dict) -> dict:
     else:
         data, extra = _one_at_a_time(cols, dtype, used, tables)
         decls, ws, per_dir = _workspace_decls(prog), (wa, wb + extra[1]), (0, 0)
-    for helper in ("columns_in", "columns_out", "nonzero", "symmetrise"):
+    for helper in ("columns_in", "columns_out", "nonzero"):
         used.add(helper)
     text = _env.get_template("columns.c.j2").render(
         **data, wsd=offset_code(wa, wb), total=cols.total,

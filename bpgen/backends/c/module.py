@@ -33,6 +33,8 @@ def emit(derived: Derived, module: str) -> tuple:
     # architecture whose summands they cannot take keeps the Python route)
     per_sample = per_sample_functions(derived, functions, used)[0]
     functions += per_sample
+    if any(f["name"] == "hessian_columns" for f in functions):
+        used.add("symmetrise")      # the wrapper's hessian() symmetrises with it (call.py)
     runtime = [runtime_source(os.path.join(_HERE, "runtime", "prelude.c"))]
     runtime += [runtime_source(os.path.join(_HERE, "runtime", f"{h}.c"))
                 for h in HELPERS if h in used]
