@@ -22,7 +22,17 @@ above each (their first statement, ``bpg_grad_terms``, is grad_terms).
 The ``run.py`` cases and ``per_sample.py``'s (``ps_cnn_digits`` ...) are
 accepted:
 
-    python benchmarks/statement_profile.py ps_cnn_digits --call clipped_grad"""
+    python benchmarks/statement_profile.py ps_cnn_digits --call clipped_grad
+
+``--call hessian_columns`` (the ``SECOND_ORDER`` cases too) profiles
+every row of the Hessian as the module's ``hessian`` computes them, each
+statement of the chunk loop summed over the chunks; its clock is the
+time-stamp counter (a thread CPU clock read is a system call, ~1 us,
+which doubled this call), scaled so the statements sum to the call's
+thread CPU time.  ``--dir DIR`` profiles a module built there (e.g. by
+``ab_modules.py --build``) instead of building one:
+
+    python benchmarks/statement_profile.py hess_transformer --call hessian_columns --dir /tmp/B"""
 import argparse
 import ctypes
 import os
