@@ -22,7 +22,17 @@ above each (their first statement, ``bpg_grad_terms``, is grad_terms).
 The ``run.py`` cases and ``per_sample.py``'s (``ps_cnn_digits`` ...) are
 accepted:
 
-    python benchmarks/statement_profile.py ps_cnn_digits --call clipped_grad"""
+    python benchmarks/statement_profile.py ps_cnn_digits --call clipped_grad
+
+``--call hessian_columns`` (the ``SECOND_ORDER`` cases too) profiles
+every row of the Hessian as the module's ``hessian`` computes them, each
+statement of the chunk loop summed over the chunks; its clock is the
+time-stamp counter (a thread CPU clock read is a system call, ~1 us,
+which doubled this call), scaled so the statements sum to the call's
+thread CPU time.  ``--dir DIR`` profiles a module built there (e.g. by
+``ab_modules.py --build``) instead of building one:
+
+    python benchmarks/statement_profile.py hess_transformer --call hessian_columns --dir /tmp/B"""
 import argparse
 import ctypes
 import os
@@ -39,12 +49,14 @@ import run  # noqa: E402  (its cases; pins this process to one CPU, one thread, 
 import numpy as np  # noqa: E402
 
 import bpgen  # noqa: E402
+from ab_modules import load  # noqa: E402
 from bpgen.backends.c.build import config_for  # noqa: E402
 from bpgen.check import sample_point  # noqa: E402
 from bpgen.spec import load_spec  # noqa: E402
 
 FUNCTION = "BPG_ENTRY void bpg_%s("
-CALLS = ("loss_and_grad", "grad_terms", "per_sample_grad_norms", "clipped_grad")
+CALLS = ("loss_and_grad", "grad_terms", "per_sample_grad_norms", "clipped_grad",
+         "hessian_columns")
 TIMER = """
 #include <time.h>
 static double bpg_prof_us[%d];
@@ -59,6 +71,21 @@ static inline void bpg_tick(int i)
 }
 double *bpg_prof_times(void) { return bpg_prof_us; }
 """
+#: hessian_columns' clock: the time-stamp counter (a read of the thread's
+#: CPU clock is a system call, about 1 us: 130 statements over 176 chunks
+#: doubled the call); its cycles are scaled to the call's thread CPU time
+TSC = """
+#include <x86intrin.h>
+static double bpg_prof_us[%d];
+static unsigned long long bpg_prof_last;
+static inline void bpg_tick(int i)
+{
+    unsigned long long t = __rdtsc();
+    bpg_prof_us[i] += (double)(t - bpg_prof_last);
+    bpg_prof_last = t;
+}
+double *bpg_prof_times(void) { return bpg_prof_us; }
+"""
 
 
 def instrument(src: str, call: str = "loss_and_grad") -> tuple:
@@ -66,7 +93,10 @@ def instrument(src: str, call: str = "loss_and_grad") -> tuple:
     bpg_<call>, the statements' names: the equation in the comment above,
     or for the per-sample calls any comment above)."""
     start = src.index(FUNCTION % call)
-    any_comment = call in CALLS[2:]
+    any_comment = call in CALLS[2:4]
+    # hessian_columns: also each statement of the chunk loop (its body, one
+    # level in), summed over the chunks
+    inner = call == "hessian_columns"
     body_open = src.index("{\n", start) + 2
     body_close = src.index("\n}\n", body_open)
     lines, labels, name, depth = [], [], "(declarations)", 0
@@ -74,42 +104,50 @@ def instrument(src: str, call: str = "loss_and_grad") -> tuple:
         s, indent = line.strip(), len(line) - len(line.lstrip(" "))
         # a call with a trailing comment (``bpg_seqmm(...);  /* qk */``) ends at its ";"
         code = re.sub(r"\s*/\*[^*]*\*/$", "", s) if not s.startswith("/*") else s
-        top = depth == 0 and indent == 4
-        if (top and s.startswith("/*") and ("=" in s or any_comment)
+        top = (depth == 0 and indent == 4) or (inner and depth == 1 and indent == 8)
+        if (top and s.startswith("/*") and ("=" in s or any_comment or inner)
                 and not s.startswith("/* Grad of") and not s.startswith("/*   (")):
             name = s[3:-3]
         lines.append(line)
         depth += line.count("{") - line.count("}")
-        if (depth == 0 and indent == 4 and (code.endswith(";") or s == "}")
-                and not s.startswith(("real *const", "double acc"))):
+        level = 1 if inner and depth >= 1 else 0     # the statement's level, once it ends
+        if (depth == level and (code.endswith(";") or s == "}") and indent >= 4 * (level + 1)
+                and not s.startswith(("real *const", "double acc", "const int64_t", "(void)"))):
             labels.append(name)
             lines.append(f"    bpg_tick({len(labels) - 1});")
-    decls = max(i for i, line in enumerate(lines) if line.strip().startswith("real *const"))
-    lines.insert(decls + 1, "    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &bpg_prof_last);")
-    return (src[:start] + TIMER % max(1, len(labels)) + src[start:body_open]
+    decls = 0                           # the last of the function's first declarations
+    while decls + 1 < len(lines) and lines[decls + 1].strip().startswith("real *const"):
+        decls += 1
+    lines.insert(decls + 1, "    bpg_prof_last = __rdtsc();" if inner else
+                 "    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &bpg_prof_last);")
+    return (src[:start] + (TSC if inner else TIMER) % max(1, len(labels)) + src[start:body_open]
             + "\n".join(lines) + src[body_close:]), labels
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     from per_sample import _cases
-    cases = {**run.CASES, **_cases()}
+    cases = {**run.CASES, **run.SECOND_ORDER, **_cases()}
     ap.add_argument("case", choices=sorted(cases))
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--call", choices=CALLS, default="loss_and_grad")
     ap.add_argument("--min", type=float, default=0.005,
                     help="print the statements of at least this fraction of the call (0: all)")
+    ap.add_argument("--dir", help="a build of the case's module to profile (default: build one)")
     args = ap.parse_args()
-    arch, n = cases[args.case]
+    arch, n = cases[args.case][:2]
     n = args.batch or n
     tmp = tempfile.mkdtemp(prefix="bpgen_prof_")
-    mod = bpgen.build(arch, backend="c", out_dir=tmp)
+    if args.dir:
+        mod = load(args.dir, arch["name"], "profiled")
+        src = open(os.path.join(args.dir, f"{arch['name']}_c.c"), encoding="utf-8").read()
+    else:
+        mod = bpgen.build(arch, backend="c", out_dir=tmp)
+        src = open(os.path.join(tmp, f"{arch['name']}_c.c"), encoding="utf-8").read()
     if hasattr(mod, "set_threads"):
         mod.set_threads(1)
-    name = arch["name"]
-    src, labels = instrument(open(os.path.join(tmp, f"{name}_c.c"), encoding="utf-8").read(),
-                             args.call)
+    src, labels = instrument(src, args.call)
     with open(os.path.join(tmp, "prof.c"), "w", encoding="utf-8") as fh:
         fh.write(src)
     import sysconfig
@@ -129,8 +167,17 @@ def main():
     arrays = [np.ascontiguousarray(a) for a in arrays]
     dtype = arrays[-1].dtype
     a, b = mod._WS[args.call]
+    extra = []
     if args.call == "loss_and_grad":
         size = 1 + mod.N_PARAMS
+    elif args.call == "hessian_columns":    # every row, kc directions at once as the module's
+        da, db = mod._WS_DIR["hessian_columns"]
+        per_dir = (da * n + db) * dtype.itemsize
+        kc = max(1, min(mod.N_PARAMS, mod.HESSIAN_CHUNK,
+                        mod.HESSIAN_CHUNK_BYTES // per_dir if per_dir else mod.N_PARAMS))
+        b += kc * (da * n + db)
+        size = mod.N_PARAMS * mod.N_PARAMS
+        extra = [ctypes.c_int64(v) for v in (0, mod.N_PARAMS, kc)]
     elif args.call == "grad_terms":     # its outputs: what the per-sample calls' workspace starts with
         size = (mod._WS["per_sample_grad_norms"][0] - a) * n + mod._WS["per_sample_grad_norms"][1]
     else:
@@ -142,12 +189,18 @@ def main():
     if args.call == "clipped_grad":     # half the samples clipped, as benchmarks/per_sample.py
         clip = [(ctypes.c_float if dtype == np.float32 else ctypes.c_double)(
             float(np.median(mod.per_sample_grad_norms(params, x, y))))]
-    call = [ctypes.c_int64(n)] + [ptr(arr) for arr in arrays] + clip + [ptr(out), ptr(ws)]
+    v = [None] if args.call == "hessian_columns" else []       # V: NULL, the unit vectors
+    call = ([ctypes.c_int64(n)] + [ptr(arr) for arr in arrays] + clip + v + [ptr(out), ptr(ws)]
+            + extra)
     entry = getattr(lib, "bpg_" + args.call)
     for _ in range(3):
         entry(*call)
+    if args.call == "hessian_columns":
+        want = mod._hessian_columns(n, arrays, 0, mod.N_PARAMS).ravel()
+        if not np.allclose(out, want, rtol=0, atol=1e-12 * np.abs(want).max()):
+            raise SystemExit("the instrumented copy's Hessian rows are not the module's")
     value, _ = mod.loss_and_grad(params, x, y)
-    if not np.isclose(out[0], value, rtol=1e-12, atol=0):
+    if args.call != "hessian_columns" and not np.isclose(out[0], value, rtol=1e-12, atol=0):
         raise SystemExit(f"the instrumented copy's loss {out[0]!r} is not the module's {value!r}")
     lib.bpg_prof_times.restype = ctypes.POINTER(ctypes.c_double)
     times = np.ctypeslib.as_array(lib.bpg_prof_times(), shape=(len(labels),))
@@ -156,6 +209,8 @@ def main():
     for _ in range(args.calls):
         entry(*call)
     total = (time.thread_time() - t0) / args.calls * 1e6
+    if args.call == "hessian_columns":      # cycles -> us: the statements sum to the call
+        times *= total * args.calls / times.sum()
     print(f"{args.case} {args.call}, N = {n}: {total:.0f} us a call (thread CPU, {args.calls} calls), "
           f"statements {times.sum() / args.calls:.0f}; load average "
           f"{' '.join(open('/proc/loadavg').read().split()[:3])}")

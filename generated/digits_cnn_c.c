@@ -583,10 +583,11 @@ static inline void bpg_columns_in(int64_t K, int64_t nb, const int32_t *restrict
         const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
         real *const X = base + blocks[4*b + 3]*K;
         if (V) {
-            for (int64_t d = 0; d < K; d++)
-                for (int64_t i = 0; i < R; i++)
-                    memcpy(X + (i*K + d)*C, V + (j + d)*total + at + i*C,
-                           sizeof(real)*(size_t)C);
+            for (int64_t d = 0; d < K; d++) {
+                const real *restrict v = V + (j + d)*total + at;
+                for (int64_t i = 0; i < R; i++)     /* rows of a few entries: no memcpy call each */
+                    for (int64_t c = 0; c < C; c++) X[(i*K + d)*C + c] = v[i*C + c];
+            }
         } else {
             memset(X, 0, sizeof(real)*(size_t)(R*C*K));
             for (int64_t d = 0; d < K; d++) {
@@ -609,10 +610,11 @@ static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restric
     for (int64_t b = 0; b < nb; b++) {
         const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
         const real *const X = base + blocks[4*b + 3]*K;
-        for (int64_t d = 0; d < K; d++)
-            for (int64_t i = 0; i < R; i++)
-                memcpy(out + (j + d)*total + at + i*C, X + (i*K + d)*C,
-                       sizeof(real)*(size_t)C);
+        for (int64_t d = 0; d < K; d++) {
+            real *restrict o = out + (j + d)*total + at;
+            for (int64_t i = 0; i < R; i++)     /* rows of a few entries: no memcpy call each */
+                for (int64_t c = 0; c < C; c++) o[i*C + c] = X[(i*K + d)*C + c];
+        }
     }
 }
 
@@ -806,10 +808,14 @@ static inline void bpg_im2col(int64_t N, int64_t C, int64_t H, int64_t W, int64_
     }
 }
 
-/* 1 when any of the n entries at a is nonzero (a block of a direction). */
-static inline int bpg_nonzero(int64_t n, const real *restrict a)
+/* 1 when a block of v (size entries from element at of a direction; its K
+   directions at a) is nonzero in one of them: with V the rows of V (read),
+   else the unit vectors e_j .. e_(j+K-1), one of which falls in it. */
+static inline int bpg_nonzero(const real *V, int64_t size, int64_t K, const real *restrict a,
+                              int64_t j, int64_t at)
 {
-    for (int64_t i = 0; i < n; i++)
+    if (!V) return j < at + size && at < j + K;
+    for (int64_t i = 0; i < size * K; i++)
         if (a[i] != 0) return 1;
     return 0;
 }
@@ -863,6 +869,27 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
         double acc = 0;
         for (int64_t c = 0; c < C; c++) acc += A[r * C + c];
         out[r] = (real)acc;
+    }
+}
+
+/* h (n x n) = (h + hᵀ)/2 in place, pairs of 32 x 32 tiles at a time (both
+   in the L1 cache): the Hessian from its rows, its rounding averaged away.
+   Entry by entry the same as api.py's _symmetrise ((a + b)·0.5; the
+   diagonal kept). */
+static BPG_ENTRY void bpg_symmetrise(int64_t n, real *restrict h)
+{
+    const int64_t B = 32;
+    for (int64_t i0 = 0; i0 < n; i0 += B) {
+        const int64_t i1 = i0 + B < n ? i0 + B : n;
+        for (int64_t j0 = i0; j0 < n; j0 += B) {
+            const int64_t j1 = j0 + B < n ? j0 + B : n;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j1; j++) {
+                    const real a = (h[i*n + j] + h[j*n + i]) * (real)0.5;
+                    h[i*n + j] = a;
+                    h[j*n + i] = a;
+                }
+        }
     }
 }
 
@@ -3168,13 +3195,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         real *const v_r_d_l5_b = wsd + 3786;  /* (1, 10) */
         /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
         bpg_columns_in(K, 6, bpg_table_0, V, 1898, j0, first, wsd);
-        /* which blocks of v are nonzero in some direction (products with the others are skipped) */
-        const int vnz_v_l0_W = bpg_nonzero(72*K, v_v_l0_W);
-        const int vnz_v_l0_b = bpg_nonzero(8*K, v_v_l0_b);
-        const int vnz_v_l2_W = bpg_nonzero(1152*K, v_v_l2_W);
-        const int vnz_v_l2_b = bpg_nonzero(16*K, v_v_l2_b);
-        const int vnz_v_l5_W = bpg_nonzero(640*K, v_v_l5_W);
-        const int vnz_v_l5_b = bpg_nonzero(10*K, v_v_l5_b);
+        /* which blocks of v are nonzero in some direction (the ops reading only zero tangents are skipped) */
+        const int vnz_v_l0_W = bpg_nonzero(V, 72, K, v_v_l0_W, first + j0, 0);
+        const int vnz_v_l0_b = bpg_nonzero(V, 8, K, v_v_l0_b, first + j0, 72);
+        const int vnz_v_l2_W = bpg_nonzero(V, 1152, K, v_v_l2_W, first + j0, 80);
+        const int vnz_v_l2_b = bpg_nonzero(V, 16, K, v_v_l2_b, first + j0, 1232);
+        const int vnz_v_l5_W = bpg_nonzero(V, 640, K, v_v_l5_W, first + j0, 1248);
+        const int vnz_v_l5_b = bpg_nonzero(V, 10, K, v_v_l5_b, first + j0, 1888);
 
         /* forward pass */
         /* r_l0_PW_b = l0_P·v_l0_Wᵀ */
@@ -3184,12 +3211,17 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
             memset(v_r_l0_PW_b, 0, sizeof(real)*(size_t)(512*N));  /* a zero block of v */
         }
         /* r_l0_A = hc ⊙ (r_l0_PW_b + v_l0_b) */
-        for (int64_t rr = 0; rr < 64*N; rr++) {
-            #pragma omp simd
-            for (int64_t cc = 0; cc < 8; cc++) {
-                const int64_t k = rr*8 + cc;
-                v_r_l0_A[k] = v_hc[k]*(v_r_l0_PW_b[k] + v_v_l0_b[cc]);
+        const int tnz_r_l0_A = vnz_v_l0_W || vnz_v_l0_b;
+        if (tnz_r_l0_A) {
+            for (int64_t rr = 0; rr < 64*N; rr++) {
+                #pragma omp simd
+                for (int64_t cc = 0; cc < 8; cc++) {
+                    const int64_t k = rr*8 + cc;
+                    v_r_l0_A[k] = v_hc[k]*(v_r_l0_PW_b[k] + v_v_l0_b[cc]);
+                }
             }
+        } else {
+            memset(v_r_l0_A, 0, sizeof(real)*(size_t)(512*N));  /* zero tangents */
         }
         /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
         bpg_transpose_blocks(N, 64, 8, v_r_l0_A, v_r_l0_Y);

@@ -546,10 +546,11 @@ static inline void bpg_columns_in(int64_t K, int64_t nb, const int32_t *restrict
         const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
         real *const X = base + blocks[4*b + 3]*K;
         if (V) {
-            for (int64_t d = 0; d < K; d++)
-                for (int64_t i = 0; i < R; i++)
-                    memcpy(X + (i*K + d)*C, V + (j + d)*total + at + i*C,
-                           sizeof(real)*(size_t)C);
+            for (int64_t d = 0; d < K; d++) {
+                const real *restrict v = V + (j + d)*total + at;
+                for (int64_t i = 0; i < R; i++)     /* rows of a few entries: no memcpy call each */
+                    for (int64_t c = 0; c < C; c++) X[(i*K + d)*C + c] = v[i*C + c];
+            }
         } else {
             memset(X, 0, sizeof(real)*(size_t)(R*C*K));
             for (int64_t d = 0; d < K; d++) {
@@ -572,10 +573,11 @@ static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restric
     for (int64_t b = 0; b < nb; b++) {
         const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
         const real *const X = base + blocks[4*b + 3]*K;
-        for (int64_t d = 0; d < K; d++)
-            for (int64_t i = 0; i < R; i++)
-                memcpy(out + (j + d)*total + at + i*C, X + (i*K + d)*C,
-                       sizeof(real)*(size_t)C);
+        for (int64_t d = 0; d < K; d++) {
+            real *restrict o = out + (j + d)*total + at;
+            for (int64_t i = 0; i < R; i++)     /* rows of a few entries: no memcpy call each */
+                for (int64_t c = 0; c < C; c++) o[i*C + c] = X[(i*K + d)*C + c];
+        }
     }
 }
 
@@ -915,10 +917,14 @@ static inline void bpg_hess_transpose(int64_t N, int64_t r, int64_t c, const rea
             for (int64_t j = 0; j < c; j++) B[(n * c + j) * r + i] = A[(n * r + i) * c + j];
 }
 
-/* 1 when any of the n entries at a is nonzero (a block of a direction). */
-static inline int bpg_nonzero(int64_t n, const real *restrict a)
+/* 1 when a block of v (size entries from element at of a direction; its K
+   directions at a) is nonzero in one of them: with V the rows of V (read),
+   else the unit vectors e_j .. e_(j+K-1), one of which falls in it. */
+static inline int bpg_nonzero(const real *V, int64_t size, int64_t K, const real *restrict a,
+                              int64_t j, int64_t at)
 {
-    for (int64_t i = 0; i < n; i++)
+    if (!V) return j < at + size && at < j + K;
+    for (int64_t i = 0; i < size * K; i++)
         if (a[i] != 0) return 1;
     return 0;
 }
@@ -940,6 +946,27 @@ static inline void bpg_rowsum(int64_t R, int64_t C, const real *restrict A, real
         double acc = 0;
         for (int64_t c = 0; c < C; c++) acc += A[r * C + c];
         out[r] = (real)acc;
+    }
+}
+
+/* h (n x n) = (h + hᵀ)/2 in place, pairs of 32 x 32 tiles at a time (both
+   in the L1 cache): the Hessian from its rows, its rounding averaged away.
+   Entry by entry the same as api.py's _symmetrise ((a + b)·0.5; the
+   diagonal kept). */
+static BPG_ENTRY void bpg_symmetrise(int64_t n, real *restrict h)
+{
+    const int64_t B = 32;
+    for (int64_t i0 = 0; i0 < n; i0 += B) {
+        const int64_t i1 = i0 + B < n ? i0 + B : n;
+        for (int64_t j0 = i0; j0 < n; j0 += B) {
+            const int64_t j1 = j0 + B < n ? j0 + B : n;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j1; j++) {
+                    const real a = (h[i*n + j] + h[j*n + i]) * (real)0.5;
+                    h[i*n + j] = a;
+                    h[j*n + i] = a;
+                }
+        }
     }
 }
 
@@ -2502,11 +2529,11 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         real *const v_v_l1_W_dirs = wsd + 128*N + 7828*K;  /* K x (32, 10) */
         /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
         bpg_columns_in(K, 4, bpg_table_0, V, 2410, j0, first, wsd + 128*N);
-        /* which blocks of v are nonzero in some direction (products with the others are skipped) */
-        const int vnz_v_l0_W = bpg_nonzero(2048*K, v_v_l0_W);
-        const int vnz_v_l0_b = bpg_nonzero(32*K, v_v_l0_b);
-        const int vnz_v_l1_W = bpg_nonzero(320*K, v_v_l1_W);
-        const int vnz_v_l1_b = bpg_nonzero(10*K, v_v_l1_b);
+        /* which blocks of v are nonzero in some direction (the ops reading only zero tangents are skipped) */
+        const int vnz_v_l0_W = bpg_nonzero(V, 2048, K, v_v_l0_W, first + j0, 0);
+        const int vnz_v_l0_b = bpg_nonzero(V, 32, K, v_v_l0_b, first + j0, 2048);
+        const int vnz_v_l1_W = bpg_nonzero(V, 320, K, v_v_l1_W, first + j0, 2080);
+        const int vnz_v_l1_b = bpg_nonzero(V, 10, K, v_v_l1_b, first + j0, 2400);
         bpg_cols_to_dirs(K, 32, 10, v_v_l1_W, v_v_l1_W_dirs, 320);  /* v_v_l1_W's directions one below the other */
 
         /* forward pass */
@@ -2517,15 +2544,24 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
             memset(v_r_l0_XW_b, 0, sizeof(real)*(size_t)(32*N));  /* a zero block of v */
         }
         /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
-        for (int64_t rr = 0; rr < NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 32; cc++) {
-                    v_r_l0_A[(rr*K + d)*32 + cc] = (1 - ((v_l0_A[rr*32 + cc])*(v_l0_A[rr*32 + cc])))*(v_r_l0_XW_b[(rr*K + d)*32 + cc] + v_v_l0_b[(0*K + d)*32 + cc]);
+        const int tnz_r_l0_A = vnz_v_l0_W || vnz_v_l0_b;
+        if (tnz_r_l0_A) {
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 32; cc++) {
+                        v_r_l0_A[(rr*K + d)*32 + cc] = (1 - ((v_l0_A[rr*32 + cc])*(v_l0_A[rr*32 + cc])))*(v_r_l0_XW_b[(rr*K + d)*32 + cc] + v_v_l0_b[(0*K + d)*32 + cc]);
+                    }
                 }
-            }
+        } else {
+            memset(v_r_l0_A, 0, sizeof(real)*(size_t)(32*N));  /* zero tangents */
+        }
         /* r_l1_XW_a = r_l0_A·l1_W */
-        bpg_gemm_nn(N, 10, 32, v_r_l0_A, v_l1_W, v_r_l1_XW_a);
+        if (tnz_r_l0_A) {
+            bpg_gemm_nn(N, 10, 32, v_r_l0_A, v_l1_W, v_r_l1_XW_a);
+        } else {
+            memset(v_r_l1_XW_a, 0, sizeof(real)*(size_t)(10*N));  /* zero tangents */
+        }
         /* r_l1_XW_b = l0_A·v_l1_W */
         if (vnz_v_l1_W) {
             bpg_gemm_nn(NB, K*10, 32, v_l0_A, v_v_l1_W, v_r_l1_XW_b);
@@ -2533,47 +2569,64 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
             memset(v_r_l1_XW_b, 0, sizeof(real)*(size_t)(10*N));  /* a zero block of v */
         }
         /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
-        for (int64_t rr = 0; rr < NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 10; cc++) {
-                    v_r_o_exp[(rr*K + d)*10 + cc] = v_o_exp[rr*10 + cc]*(v_r_l1_XW_a[(rr*K + d)*10 + cc] + v_r_l1_XW_b[(rr*K + d)*10 + cc] + v_v_l1_b[(0*K + d)*10 + cc]);
+        const int tnz_r_o_exp = tnz_r_l0_A || vnz_v_l1_W || vnz_v_l1_b;
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 10; cc++) {
+                        v_r_o_exp[(rr*K + d)*10 + cc] = v_o_exp[rr*10 + cc]*(v_r_l1_XW_a[(rr*K + d)*10 + cc] + v_r_l1_XW_b[(rr*K + d)*10 + cc] + v_v_l1_b[(0*K + d)*10 + cc]);
+                    }
                 }
-            }
+        }
         /* r_o_expsum = r_o_exp·1 */
-        bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            bpg_rowsum(N, 10, v_r_o_exp, v_r_o_expsum);
+        }
 
         /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label, o_max) */
         /*   (logsumexp(O) - O[label] per sample) */
         /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
-        for (int64_t rr = 0; rr < NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 1; cc++) {
-                    v_r_d_o_expsum[(rr*K + d)*1 + cc] = -v_d_o_expsum[rr*1 + 0]*v_r_o_expsum[(rr*K + d)*1 + 0]/v_o_expsum[rr*1 + 0];
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < NB; rr++) {
+                const real h_r_d_o_expsum_0 = (1.0/(v_o_expsum[rr*1 + 0]));
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 1; cc++) {
+                        v_r_d_o_expsum[(rr*K + d)*1 + cc] = -v_d_o_expsum[rr*1 + 0]*h_r_d_o_expsum_0*v_r_o_expsum[(rr*K + d)*1 + 0];
+                    }
                 }
             }
+        }
 
         /* Grad of: o_exp = exp(l1_XW + l1_b - o_max)  (not stored in this function: l1_XW, o_max) */
         /*   (exponentials, shifted by the row maximum for stability) */
         /* r_d_l1_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-        for (int64_t rr = 0; rr < NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 10; cc++) {
-                    v_r_d_l1_Z_1[(rr*K + d)*10 + cc] = v_d_o_expsum[rr*1 + 0]*v_r_o_exp[(rr*K + d)*10 + cc] + v_o_exp[rr*10 + cc]*v_r_d_o_expsum[(rr*K + d)*1 + 0];
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 10; cc++) {
+                        v_r_d_l1_Z_1[(rr*K + d)*10 + cc] = v_d_o_expsum[rr*1 + 0]*v_r_o_exp[(rr*K + d)*10 + cc] + v_o_exp[rr*10 + cc]*v_r_d_o_expsum[(rr*K + d)*1 + 0];
+                    }
                 }
-            }
+        }
 
         /* Grad of: l1_Z = l1_XW + l1_b  (not stored in this function: l1_Z, l1_XW) */
         /*   (l1: pre-activation) */
         /* r_d_l1_b = 1ᵀ·r_d_l1_Z_1 */
-        bpg_colsum(NB, K*10, v_r_d_l1_Z_1, v_r_d_l1_b);
+        if (tnz_r_o_exp) {
+            bpg_colsum(NB, K*10, v_r_d_l1_Z_1, v_r_d_l1_b);
+        } else {
+            memset(v_r_d_l1_b, 0, sizeof(real)*(size_t)((1*K)*(10)));  /* zero tangents */
+        }
 
         /* Grad of: l1_XW = l0_A·l1_W  (not stored in this function: l1_XW) */
         /*   (l1: affine part) */
         /* r_d_l0_A_a = r_d_l1_Z_1·l1_Wᵀ */
-        bpg_gemm_nt(N, 32, 10, v_r_d_l1_Z_1, v_l1_W, v_r_d_l0_A_a);
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_nt(N, 32, 10, v_r_d_l1_Z_1, v_l1_W, v_r_d_l0_A_a);
+        }
         /* r_d_l0_A_b = d_l1_Z_2·v_l1_Wᵀ */
         if (vnz_v_l1_W) {
             bpg_gemm_nt(NB, K*32, 10, v_d_l1_Z_2, v_v_l1_W_dirs, v_r_d_l0_A_b);
@@ -2581,39 +2634,64 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
             memset(v_r_d_l0_A_b, 0, sizeof(real)*(size_t)(32*N));  /* a zero block of v */
         }
         /* r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2 */
-        bpg_gemm_tn(K*32, 10, NB, v_r_l0_A, v_d_l1_Z_2, bscratch);
-        bpg_dirs_to_cols(K, 32, 10, bscratch, 32*10, v_r_d_l1_W_1_a);
+        if (tnz_r_l0_A) {
+            bpg_gemm_tn(K*32, 10, NB, v_r_l0_A, v_d_l1_Z_2, bscratch);
+            bpg_dirs_to_cols(K, 32, 10, bscratch, 32*10, v_r_d_l1_W_1_a);
+        } else {
+            memset(v_r_d_l1_W_1_a, 0, sizeof(real)*(size_t)((32*K)*(10)));  /* zero tangents */
+        }
         /* r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1 */
-        bpg_gemm_tn(32, K*10, NB, v_l0_A, v_r_d_l1_Z_1, v_r_d_l1_W_1_b);
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_tn(32, K*10, NB, v_l0_A, v_r_d_l1_Z_1, v_r_d_l1_W_1_b);
+        }
 
         /* Grad of: l0_A = tanh(l0_XW + l0_b)  (not stored in this function: l0_XW) */
         /*   (l0: activation tanh) */
         /* r_d_l0_Z = (1 - l0_A^∘2) ⊙ (r_d_l0_A_a + r_d_l0_A_b) - 2 d_l0_A ⊙ l0_A ⊙ r_l0_A */
-        for (int64_t rr = 0; rr < NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 32; cc++) {
-                    v_r_d_l0_Z[(rr*K + d)*32 + cc] = -2*v_d_l0_A[rr*32 + cc]*v_l0_A[rr*32 + cc]*v_r_l0_A[(rr*K + d)*32 + cc] + (1 - ((v_l0_A[rr*32 + cc])*(v_l0_A[rr*32 + cc])))*(v_r_d_l0_A_a[(rr*K + d)*32 + cc] + v_r_d_l0_A_b[(rr*K + d)*32 + cc]);
+        const int tnz_r_d_l0_Z = tnz_r_l0_A || tnz_r_o_exp || vnz_v_l1_W;
+        if (tnz_r_d_l0_Z) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 32; cc++) {
+                        v_r_d_l0_Z[(rr*K + d)*32 + cc] = -2*v_d_l0_A[rr*32 + cc]*v_l0_A[rr*32 + cc]*v_r_l0_A[(rr*K + d)*32 + cc] + (1 - ((v_l0_A[rr*32 + cc])*(v_l0_A[rr*32 + cc])))*(v_r_d_l0_A_a[(rr*K + d)*32 + cc] + v_r_d_l0_A_b[(rr*K + d)*32 + cc]);
+                    }
                 }
-            }
+        }
 
         /* Grad of: l0_Z = l0_XW + l0_b  (not stored in this function: l0_Z, l0_XW) */
         /*   (l0: pre-activation) */
         /* r_d_l0_b = 1ᵀ·r_d_l0_Z */
-        bpg_colsum(NB, K*32, v_r_d_l0_Z, v_r_d_l0_b);
+        if (tnz_r_d_l0_Z) {
+            bpg_colsum(NB, K*32, v_r_d_l0_Z, v_r_d_l0_b);
+        } else {
+            memset(v_r_d_l0_b, 0, sizeof(real)*(size_t)((1*K)*(32)));  /* zero tangents */
+        }
 
         /* Grad of: l0_XW = x·l0_W  (not stored in this function: l0_XW) */
         /*   (l0: affine part) */
         /* r_d_l0_W_1_b = xᵀ·r_d_l0_Z */
-        bpg_gemm_tn(64, K*32, NB, v_x, v_r_d_l0_Z, v_r_d_l0_W_1_b);
+        if (tnz_r_d_l0_Z) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_tn(64, K*32, NB, v_x, v_r_d_l0_Z, v_r_d_l0_W_1_b);
+        }
 
         /* total gradients */
         /* r_d_l0_W_2 = r_d_l0_W_1_b + 0.0001 v_l0_W */
-        #pragma omp simd
-        for (int64_t k = 0; k < (64*K)*(32); k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_b[k] + 0.0001*v_v_l0_W[k];
+        const int tnz_r_d_l0_W_2 = tnz_r_d_l0_Z || vnz_v_l0_W;
+        if (tnz_r_d_l0_W_2) {
+            #pragma omp simd
+            for (int64_t k = 0; k < (64*K)*(32); k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_b[k] + 0.0001*v_v_l0_W[k];
+        } else {
+            memset(v_r_d_l0_W_2, 0, sizeof(real)*(size_t)((64*K)*(32)));  /* zero tangents */
+        }
         /* r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W */
-        #pragma omp simd
-        for (int64_t k = 0; k < (32*K)*(10); k++) v_r_d_l1_W_2[k] = v_r_d_l1_W_1_a[k] + v_r_d_l1_W_1_b[k] + 0.0001*v_v_l1_W[k];
+        const int tnz_r_d_l1_W_2 = tnz_r_l0_A || tnz_r_o_exp || vnz_v_l1_W;
+        if (tnz_r_d_l1_W_2) {
+            #pragma omp simd
+            for (int64_t k = 0; k < (32*K)*(10); k++) v_r_d_l1_W_2[k] = v_r_d_l1_W_1_a[k] + v_r_d_l1_W_1_b[k] + 0.0001*v_v_l1_W[k];
+        } else {
+            memset(v_r_d_l1_W_2, 0, sizeof(real)*(size_t)((32*K)*(10)));  /* zero tangents */
+        }
 
         /* rows j0 .. of the result: H·v for each direction */
         bpg_columns_out(K, 4, bpg_table_1, wsd + 128*N, out, 2410, j0);

@@ -546,10 +546,11 @@ static inline void bpg_columns_in(int64_t K, int64_t nb, const int32_t *restrict
         const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
         real *const X = base + blocks[4*b + 3]*K;
         if (V) {
-            for (int64_t d = 0; d < K; d++)
-                for (int64_t i = 0; i < R; i++)
-                    memcpy(X + (i*K + d)*C, V + (j + d)*total + at + i*C,
-                           sizeof(real)*(size_t)C);
+            for (int64_t d = 0; d < K; d++) {
+                const real *restrict v = V + (j + d)*total + at;
+                for (int64_t i = 0; i < R; i++)     /* rows of a few entries: no memcpy call each */
+                    for (int64_t c = 0; c < C; c++) X[(i*K + d)*C + c] = v[i*C + c];
+            }
         } else {
             memset(X, 0, sizeof(real)*(size_t)(R*C*K));
             for (int64_t d = 0; d < K; d++) {
@@ -572,10 +573,11 @@ static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restric
     for (int64_t b = 0; b < nb; b++) {
         const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
         const real *const X = base + blocks[4*b + 3]*K;
-        for (int64_t d = 0; d < K; d++)
-            for (int64_t i = 0; i < R; i++)
-                memcpy(out + (j + d)*total + at + i*C, X + (i*K + d)*C,
-                       sizeof(real)*(size_t)C);
+        for (int64_t d = 0; d < K; d++) {
+            real *restrict o = out + (j + d)*total + at;
+            for (int64_t i = 0; i < R; i++)     /* rows of a few entries: no memcpy call each */
+                for (int64_t c = 0; c < C; c++) o[i*C + c] = X[(i*K + d)*C + c];
+        }
     }
 }
 
@@ -725,10 +727,14 @@ static inline void bpg_gemm_tn_out(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
-/* 1 when any of the n entries at a is nonzero (a block of a direction). */
-static inline int bpg_nonzero(int64_t n, const real *restrict a)
+/* 1 when a block of v (size entries from element at of a direction; its K
+   directions at a) is nonzero in one of them: with V the rows of V (read),
+   else the unit vectors e_j .. e_(j+K-1), one of which falls in it. */
+static inline int bpg_nonzero(const real *V, int64_t size, int64_t K, const real *restrict a,
+                              int64_t j, int64_t at)
 {
-    for (int64_t i = 0; i < n; i++)
+    if (!V) return j < at + size && at < j + K;
+    for (int64_t i = 0; i < size * K; i++)
         if (a[i] != 0) return 1;
     return 0;
 }
@@ -748,6 +754,27 @@ static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real
     double acc = 0;
     for (int64_t k = 0; k < R * C; k++) acc += A[k];
     out[0] = (real)acc;
+}
+
+/* h (n x n) = (h + hᵀ)/2 in place, pairs of 32 x 32 tiles at a time (both
+   in the L1 cache): the Hessian from its rows, its rounding averaged away.
+   Entry by entry the same as api.py's _symmetrise ((a + b)·0.5; the
+   diagonal kept). */
+static BPG_ENTRY void bpg_symmetrise(int64_t n, real *restrict h)
+{
+    const int64_t B = 32;
+    for (int64_t i0 = 0; i0 < n; i0 += B) {
+        const int64_t i1 = i0 + B < n ? i0 + B : n;
+        for (int64_t j0 = i0; j0 < n; j0 += B) {
+            const int64_t j1 = j0 + B < n ? j0 + B : n;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j1; j++) {
+                    const real a = (h[i*n + j] + h[j*n + i]) * (real)0.5;
+                    h[i*n + j] = a;
+                    h[j*n + i] = a;
+                }
+        }
+    }
 }
 
 /* tanh, written so that elementwise loops over it vectorise at the speed of
@@ -3312,12 +3339,12 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         real *const v_v_l0_Wh_dirs = wsd + 5440*N + 5426*K;  /* K x (16, 64) */
         /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
         bpg_columns_in(K, 5, bpg_table_0, V, 1169, j0, first, wsd + 5440*N);
-        /* which blocks of v are nonzero in some direction (products with the others are skipped) */
-        const int vnz_v_l0_Wx = bpg_nonzero(64*K, v_v_l0_Wx);
-        const int vnz_v_l0_Wh = bpg_nonzero(1024*K, v_v_l0_Wh);
-        const int vnz_v_l0_b = bpg_nonzero(64*K, v_v_l0_b);
-        const int vnz_v_l1_W = bpg_nonzero(16*K, v_v_l1_W);
-        const int vnz_v_l1_b = bpg_nonzero(1*K, v_v_l1_b);
+        /* which blocks of v are nonzero in some direction (the ops reading only zero tangents are skipped) */
+        const int vnz_v_l0_Wx = bpg_nonzero(V, 64, K, v_v_l0_Wx, first + j0, 0);
+        const int vnz_v_l0_Wh = bpg_nonzero(V, 1024, K, v_v_l0_Wh, first + j0, 64);
+        const int vnz_v_l0_b = bpg_nonzero(V, 64, K, v_v_l0_b, first + j0, 1088);
+        const int vnz_v_l1_W = bpg_nonzero(V, 16, K, v_v_l1_W, first + j0, 1152);
+        const int vnz_v_l1_b = bpg_nonzero(V, 1, K, v_v_l1_b, first + j0, 1168);
         bpg_cols_to_dirs(K, 16, 1, v_v_l1_W, v_v_l1_W_dirs, 16);  /* v_v_l1_W's directions one below the other */
         bpg_cols_to_dirs(K, 16, 64, v_v_l0_Wh, v_v_l0_Wh_dirs, 1024);  /* v_v_l0_Wh's directions one below the other */
 
@@ -3329,13 +3356,18 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
             memset(v_r_l0_XW_b, 0, sizeof(real)*(size_t)(1280*N));  /* a zero block of v */
         }
         /* r_l0_XG = r_l0_XW_b + v_l0_b */
-        for (int64_t rr = 0; rr < 20*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 64; cc++) {
-                    v_r_l0_XG[(rr*K + d)*64 + cc] = v_r_l0_XW_b[(rr*K + d)*64 + cc] + v_v_l0_b[(0*K + d)*64 + cc];
+        const int tnz_r_l0_XG = vnz_v_l0_Wx || vnz_v_l0_b;
+        if (tnz_r_l0_XG) {
+            for (int64_t rr = 0; rr < 20*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 64; cc++) {
+                        v_r_l0_XG[(rr*K + d)*64 + cc] = v_r_l0_XW_b[(rr*K + d)*64 + cc] + v_v_l0_b[(0*K + d)*64 + cc];
+                    }
                 }
-            }
+        } else {
+            memset(v_r_l0_XG, 0, sizeof(real)*(size_t)(1280*N));  /* zero tangents */
+        }
 
         /* loop over time steps: l0 (lstm), t = 0 .. 19, each direction */
         for (int64_t it = 0; it < 20; it++) {
@@ -3464,13 +3496,15 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         /* Grad of: loss_terms = (out_last - y)^∘2 / 2  (not stored in this function: loss_terms, out_last) */
         /*   (mse: half the squared error per unit) */
         /* r_d_out_last = r_out_last / N */
-        for (int64_t rr = 0; rr < NB; rr++)
+        for (int64_t rr = 0; rr < NB; rr++) {
+            const real h_r_d_out_last_0 = (1.0/(((real)NB)));
             for (int64_t d = 0; d < K; d++) {
                 #pragma omp simd
                 for (int64_t cc = 0; cc < 1; cc++) {
-                    v_r_d_out_last[(rr*K + d)*1 + cc] = v_r_out_last[(rr*K + d)*1 + 0]/((real)NB);
+                    v_r_d_out_last[(rr*K + d)*1 + cc] = h_r_d_out_last_0*v_r_out_last[(rr*K + d)*1 + 0];
                 }
             }
+        }
 
         /* Grad of: out_last = out_held(t=19)  (not stored in this function: out_last, out_held) */
         /* r_d_out_held = r_d_out_last at t=19, 0 at the other steps (T=20) */

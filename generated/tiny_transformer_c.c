@@ -623,10 +623,11 @@ static inline void bpg_columns_in(int64_t K, int64_t nb, const int32_t *restrict
         const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
         real *const X = base + blocks[4*b + 3]*K;
         if (V) {
-            for (int64_t d = 0; d < K; d++)
-                for (int64_t i = 0; i < R; i++)
-                    memcpy(X + (i*K + d)*C, V + (j + d)*total + at + i*C,
-                           sizeof(real)*(size_t)C);
+            for (int64_t d = 0; d < K; d++) {
+                const real *restrict v = V + (j + d)*total + at;
+                for (int64_t i = 0; i < R; i++)     /* rows of a few entries: no memcpy call each */
+                    for (int64_t c = 0; c < C; c++) X[(i*K + d)*C + c] = v[i*C + c];
+            }
         } else {
             memset(X, 0, sizeof(real)*(size_t)(R*C*K));
             for (int64_t d = 0; d < K; d++) {
@@ -649,10 +650,11 @@ static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restric
     for (int64_t b = 0; b < nb; b++) {
         const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
         const real *const X = base + blocks[4*b + 3]*K;
-        for (int64_t d = 0; d < K; d++)
-            for (int64_t i = 0; i < R; i++)
-                memcpy(out + (j + d)*total + at + i*C, X + (i*K + d)*C,
-                       sizeof(real)*(size_t)C);
+        for (int64_t d = 0; d < K; d++) {
+            real *restrict o = out + (j + d)*total + at;
+            for (int64_t i = 0; i < R; i++)     /* rows of a few entries: no memcpy call each */
+                for (int64_t c = 0; c < C; c++) o[i*C + c] = X[(i*K + d)*C + c];
+        }
     }
 }
 
@@ -806,10 +808,14 @@ static inline void bpg_gemm_tn_acc(int64_t M, int64_t Nc, int64_t K,
     }
 }
 
-/* 1 when any of the n entries at a is nonzero (a block of a direction). */
-static inline int bpg_nonzero(int64_t n, const real *restrict a)
+/* 1 when a block of v (size entries from element at of a direction; its K
+   directions at a) is nonzero in one of them: with V the rows of V (read),
+   else the unit vectors e_j .. e_(j+K-1), one of which falls in it. */
+static inline int bpg_nonzero(const real *V, int64_t size, int64_t K, const real *restrict a,
+                              int64_t j, int64_t at)
 {
-    for (int64_t i = 0; i < n; i++)
+    if (!V) return j < at + size && at < j + K;
+    for (int64_t i = 0; i < size * K; i++)
         if (a[i] != 0) return 1;
     return 0;
 }
@@ -935,6 +941,27 @@ static inline void bpg_sumall(int64_t R, int64_t C, const real *restrict A, real
     double acc = 0;
     for (int64_t k = 0; k < R * C; k++) acc += A[k];
     out[0] = (real)acc;
+}
+
+/* h (n x n) = (h + hᵀ)/2 in place, pairs of 32 x 32 tiles at a time (both
+   in the L1 cache): the Hessian from its rows, its rounding averaged away.
+   Entry by entry the same as api.py's _symmetrise ((a + b)·0.5; the
+   diagonal kept). */
+static BPG_ENTRY void bpg_symmetrise(int64_t n, real *restrict h)
+{
+    const int64_t B = 32;
+    for (int64_t i0 = 0; i0 < n; i0 += B) {
+        const int64_t i1 = i0 + B < n ? i0 + B : n;
+        for (int64_t j0 = i0; j0 < n; j0 += B) {
+            const int64_t j1 = j0 + B < n ? j0 + B : n;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j1; j++) {
+                    const real a = (h[i*n + j] + h[j*n + i]) * (real)0.5;
+                    h[i*n + j] = a;
+                    h[j*n + i] = a;
+                }
+        }
+    }
 }
 
 /* out[r] = table[idx[r]] (idx NULL: table[r / n], the step of row r of a
@@ -6640,27 +6667,27 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         real *const v_v_attn_mha_Wq_dirs = wsd + 4352*N + 18624*K;  /* K x (16, 16) */
         /* the directions: rows j0 .. of V, or the unit vectors e_(first + j0) .. */
         bpg_columns_in(K, 20, bpg_table_0, V, 3936, j0, first, wsd + 4352*N);
-        /* which blocks of v are nonzero in some direction (products with the others are skipped) */
-        const int vnz_v_emb_E = bpg_nonzero(256*K, v_v_emb_E);
-        const int vnz_v_emb_P = bpg_nonzero(128*K, v_v_emb_P);
-        const int vnz_v_attn_norm_g = bpg_nonzero(16*K, v_v_attn_norm_g);
-        const int vnz_v_attn_norm_b = bpg_nonzero(16*K, v_v_attn_norm_b);
-        const int vnz_v_attn_mha_Wq = bpg_nonzero(256*K, v_v_attn_mha_Wq);
-        const int vnz_v_attn_mha_Wk = bpg_nonzero(256*K, v_v_attn_mha_Wk);
-        const int vnz_v_attn_mha_Wv = bpg_nonzero(256*K, v_v_attn_mha_Wv);
-        const int vnz_v_attn_mha_Wo = bpg_nonzero(256*K, v_v_attn_mha_Wo);
-        const int vnz_v_attn_mha_bq = bpg_nonzero(16*K, v_v_attn_mha_bq);
-        const int vnz_v_attn_mha_bk = bpg_nonzero(16*K, v_v_attn_mha_bk);
-        const int vnz_v_attn_mha_bv = bpg_nonzero(16*K, v_v_attn_mha_bv);
-        const int vnz_v_attn_mha_bo = bpg_nonzero(16*K, v_v_attn_mha_bo);
-        const int vnz_v_mlp_norm_g = bpg_nonzero(16*K, v_v_mlp_norm_g);
-        const int vnz_v_mlp_norm_b = bpg_nonzero(16*K, v_v_mlp_norm_b);
-        const int vnz_v_mlp_up_W = bpg_nonzero(1024*K, v_v_mlp_up_W);
-        const int vnz_v_mlp_up_b = bpg_nonzero(64*K, v_v_mlp_up_b);
-        const int vnz_v_mlp_down_W = bpg_nonzero(1024*K, v_v_mlp_down_W);
-        const int vnz_v_mlp_down_b = bpg_nonzero(16*K, v_v_mlp_down_b);
-        const int vnz_v_head_W = bpg_nonzero(256*K, v_v_head_W);
-        const int vnz_v_head_b = bpg_nonzero(16*K, v_v_head_b);
+        /* which blocks of v are nonzero in some direction (the ops reading only zero tangents are skipped) */
+        const int vnz_v_emb_E = bpg_nonzero(V, 256, K, v_v_emb_E, first + j0, 0);
+        const int vnz_v_emb_P = bpg_nonzero(V, 128, K, v_v_emb_P, first + j0, 256);
+        const int vnz_v_attn_norm_g = bpg_nonzero(V, 16, K, v_v_attn_norm_g, first + j0, 384);
+        const int vnz_v_attn_norm_b = bpg_nonzero(V, 16, K, v_v_attn_norm_b, first + j0, 400);
+        const int vnz_v_attn_mha_Wq = bpg_nonzero(V, 256, K, v_v_attn_mha_Wq, first + j0, 416);
+        const int vnz_v_attn_mha_Wk = bpg_nonzero(V, 256, K, v_v_attn_mha_Wk, first + j0, 672);
+        const int vnz_v_attn_mha_Wv = bpg_nonzero(V, 256, K, v_v_attn_mha_Wv, first + j0, 928);
+        const int vnz_v_attn_mha_Wo = bpg_nonzero(V, 256, K, v_v_attn_mha_Wo, first + j0, 1184);
+        const int vnz_v_attn_mha_bq = bpg_nonzero(V, 16, K, v_v_attn_mha_bq, first + j0, 1440);
+        const int vnz_v_attn_mha_bk = bpg_nonzero(V, 16, K, v_v_attn_mha_bk, first + j0, 1456);
+        const int vnz_v_attn_mha_bv = bpg_nonzero(V, 16, K, v_v_attn_mha_bv, first + j0, 1472);
+        const int vnz_v_attn_mha_bo = bpg_nonzero(V, 16, K, v_v_attn_mha_bo, first + j0, 1488);
+        const int vnz_v_mlp_norm_g = bpg_nonzero(V, 16, K, v_v_mlp_norm_g, first + j0, 1504);
+        const int vnz_v_mlp_norm_b = bpg_nonzero(V, 16, K, v_v_mlp_norm_b, first + j0, 1520);
+        const int vnz_v_mlp_up_W = bpg_nonzero(V, 1024, K, v_v_mlp_up_W, first + j0, 1536);
+        const int vnz_v_mlp_up_b = bpg_nonzero(V, 64, K, v_v_mlp_up_b, first + j0, 2560);
+        const int vnz_v_mlp_down_W = bpg_nonzero(V, 1024, K, v_v_mlp_down_W, first + j0, 2624);
+        const int vnz_v_mlp_down_b = bpg_nonzero(V, 16, K, v_v_mlp_down_b, first + j0, 3648);
+        const int vnz_v_head_W = bpg_nonzero(V, 256, K, v_v_head_W, first + j0, 3664);
+        const int vnz_v_head_b = bpg_nonzero(V, 16, K, v_v_head_b, first + j0, 3920);
         bpg_cols_to_dirs(K, 16, 16, v_v_head_W, v_v_head_W_dirs, 256);  /* v_v_head_W's directions one below the other */
         bpg_cols_to_dirs(K, 64, 16, v_v_mlp_down_W, v_v_mlp_down_W_dirs, 1024);  /* v_v_mlp_down_W's directions one below the other */
         bpg_cols_to_dirs(K, 16, 64, v_v_mlp_up_W, v_v_mlp_up_W_dirs, 1024);  /* v_v_mlp_up_W's directions one below the other */
@@ -6671,50 +6698,88 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
 
         /* forward pass */
         /* r_emb_EX = v_emb_E[x] */
-        bpg_take_rows(8*NB, K*16, NB, v_x, v_v_emb_E, v_r_emb_EX);
+        if (vnz_v_emb_E) {
+            bpg_take_rows(8*NB, K*16, NB, v_x, v_v_emb_E, v_r_emb_EX);
+        } else {
+            memset(v_r_emb_EX, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+        }
         /* r_emb_Pt = v_emb_P repeated per sample (1_N ⊗ v_emb_P) */
-        bpg_take_rows(8*NB, K*16, NB, NULL, v_v_emb_P, v_r_emb_Pt);
+        if (vnz_v_emb_P) {
+            bpg_take_rows(8*NB, K*16, NB, NULL, v_v_emb_P, v_r_emb_Pt);
+        } else {
+            memset(v_r_emb_Pt, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+        }
         /* r_emb_A = r_emb_EX + r_emb_Pt */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_emb_A[k] = v_r_emb_EX[k] + v_r_emb_Pt[k];
+        const int tnz_r_emb_A = vnz_v_emb_E || vnz_v_emb_P;
+        if (tnz_r_emb_A) {
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_emb_A[k] = v_r_emb_EX[k] + v_r_emb_Pt[k];
+        } else {
+            memset(v_r_emb_A, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_norm_sum = r_emb_A·1 */
-        bpg_rowsum(8*N, 16, v_r_emb_A, v_r_attn_norm_sum);
+        if (tnz_r_emb_A) {  /* else zero tangents: read by none of the ops then run */
+            bpg_rowsum(8*N, 16, v_r_emb_A, v_r_attn_norm_sum);
+        }
         /* r_attn_norm_Xc = r_emb_A - r_attn_norm_sum / 16 */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_attn_norm_Xc[(rr*K + d)*16 + cc] = -0.0625*v_r_attn_norm_sum[(rr*K + d)*1 + 0] + v_r_emb_A[(rr*K + d)*16 + cc];
+        if (tnz_r_emb_A) {
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_attn_norm_Xc[(rr*K + d)*16 + cc] = -0.0625*v_r_attn_norm_sum[(rr*K + d)*1 + 0] + v_r_emb_A[(rr*K + d)*16 + cc];
+                    }
                 }
-            }
+        } else {
+            memset(v_r_attn_norm_Xc, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_norm_sq = 2 attn_norm_Xc ⊙ r_attn_norm_Xc */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_attn_norm_sq[(rr*K + d)*16 + cc] = 2*v_attn_norm_Xc[rr*16 + cc]*v_r_attn_norm_Xc[(rr*K + d)*16 + cc];
+        if (tnz_r_emb_A) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_attn_norm_sq[(rr*K + d)*16 + cc] = 2*v_attn_norm_Xc[rr*16 + cc]*v_r_attn_norm_Xc[(rr*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_attn_norm_ss = r_attn_norm_sq·1 */
-        bpg_rowsum(8*N, 16, v_r_attn_norm_sq, v_r_attn_norm_ss);
+        if (tnz_r_emb_A) {
+            bpg_rowsum(8*N, 16, v_r_attn_norm_sq, v_r_attn_norm_ss);
+        } else {
+            memset(v_r_attn_norm_ss, 0, sizeof(real)*(size_t)(8*N));  /* zero tangents */
+        }
         /* r_attn_norm_Xhat = hc ⊙ r_attn_norm_Xc - attn_norm_Xhat ⊙ r_attn_norm_ss / (32 (1e-05 + attn_norm_ss / 16)) */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_attn_norm_Xhat[(rr*K + d)*16 + cc] = -0.03125*v_attn_norm_Xhat[rr*16 + cc]*v_r_attn_norm_ss[(rr*K + d)*1 + 0]/(0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5) + v_hc[rr*1 + 0]*v_r_attn_norm_Xc[(rr*K + d)*16 + cc];
+        if (tnz_r_emb_A) {
+            for (int64_t rr = 0; rr < 8*NB; rr++) {
+                const real h_r_attn_norm_Xhat_0 = (1.0/(0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5));
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_attn_norm_Xhat[(rr*K + d)*16 + cc] = -0.03125*v_attn_norm_Xhat[rr*16 + cc]*h_r_attn_norm_Xhat_0*v_r_attn_norm_ss[(rr*K + d)*1 + 0] + v_hc[rr*1 + 0]*v_r_attn_norm_Xc[(rr*K + d)*16 + cc];
+                    }
                 }
             }
+        } else {
+            memset(v_r_attn_norm_Xhat, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_norm_A = v_attn_norm_b + attn_norm_Xhat ⊙ v_attn_norm_g + attn_norm_g ⊙ r_attn_norm_Xhat */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_attn_norm_A[(rr*K + d)*16 + cc] = v_attn_norm_Xhat[rr*16 + cc]*v_v_attn_norm_g[(0*K + d)*16 + cc] + v_attn_norm_g[0*16 + cc]*v_r_attn_norm_Xhat[(rr*K + d)*16 + cc] + v_v_attn_norm_b[(0*K + d)*16 + cc];
+        const int tnz_r_attn_norm_A = tnz_r_emb_A || vnz_v_attn_norm_b || vnz_v_attn_norm_g;
+        if (tnz_r_attn_norm_A) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_attn_norm_A[(rr*K + d)*16 + cc] = v_attn_norm_Xhat[rr*16 + cc]*v_v_attn_norm_g[(0*K + d)*16 + cc] + v_attn_norm_g[0*16 + cc]*v_r_attn_norm_Xhat[(rr*K + d)*16 + cc] + v_v_attn_norm_b[(0*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_attn_mha_XWq_a = r_attn_norm_A·attn_mha_Wq */
-        bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wq, v_r_attn_mha_XWq_a);
+        if (tnz_r_attn_norm_A) {
+            bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wq, v_r_attn_mha_XWq_a);
+        } else {
+            memset(v_r_attn_mha_XWq_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_mha_XWq_b = attn_norm_A·v_attn_mha_Wq */
         if (vnz_v_attn_mha_Wq) {
             bpg_gemm_nn(8*NB, K*16, 16, v_attn_norm_A, v_v_attn_mha_Wq, v_r_attn_mha_XWq_b);
@@ -6722,15 +6787,22 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_attn_mha_XWq_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_attn_mha_Q = r_attn_mha_XWq_a + r_attn_mha_XWq_b + v_attn_mha_bq */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_attn_mha_Q[(rr*K + d)*16 + cc] = v_r_attn_mha_XWq_a[(rr*K + d)*16 + cc] + v_r_attn_mha_XWq_b[(rr*K + d)*16 + cc] + v_v_attn_mha_bq[(0*K + d)*16 + cc];
+        const int tnz_r_attn_mha_Q = tnz_r_attn_norm_A || vnz_v_attn_mha_Wq || vnz_v_attn_mha_bq;
+        if (tnz_r_attn_mha_Q) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_attn_mha_Q[(rr*K + d)*16 + cc] = v_r_attn_mha_XWq_a[(rr*K + d)*16 + cc] + v_r_attn_mha_XWq_b[(rr*K + d)*16 + cc] + v_v_attn_mha_bq[(0*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_attn_mha_XWk_a = r_attn_norm_A·attn_mha_Wk */
-        bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wk, v_r_attn_mha_XWk_a);
+        if (tnz_r_attn_norm_A) {
+            bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wk, v_r_attn_mha_XWk_a);
+        } else {
+            memset(v_r_attn_mha_XWk_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_mha_XWk_b = attn_norm_A·v_attn_mha_Wk */
         if (vnz_v_attn_mha_Wk) {
             bpg_gemm_nn(8*NB, K*16, 16, v_attn_norm_A, v_v_attn_mha_Wk, v_r_attn_mha_XWk_b);
@@ -6738,15 +6810,22 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_attn_mha_XWk_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_attn_mha_K = r_attn_mha_XWk_a + r_attn_mha_XWk_b + v_attn_mha_bk */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_attn_mha_K[(rr*K + d)*16 + cc] = v_r_attn_mha_XWk_a[(rr*K + d)*16 + cc] + v_r_attn_mha_XWk_b[(rr*K + d)*16 + cc] + v_v_attn_mha_bk[(0*K + d)*16 + cc];
+        const int tnz_r_attn_mha_K = tnz_r_attn_norm_A || vnz_v_attn_mha_Wk || vnz_v_attn_mha_bk;
+        if (tnz_r_attn_mha_K) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_attn_mha_K[(rr*K + d)*16 + cc] = v_r_attn_mha_XWk_a[(rr*K + d)*16 + cc] + v_r_attn_mha_XWk_b[(rr*K + d)*16 + cc] + v_v_attn_mha_bk[(0*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_attn_mha_XWv_a = r_attn_norm_A·attn_mha_Wv */
-        bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wv, v_r_attn_mha_XWv_a);
+        if (tnz_r_attn_norm_A) {
+            bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wv, v_r_attn_mha_XWv_a);
+        } else {
+            memset(v_r_attn_mha_XWv_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_mha_XWv_b = attn_norm_A·v_attn_mha_Wv */
         if (vnz_v_attn_mha_Wv) {
             bpg_gemm_nn(8*NB, K*16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_XWv_b);
@@ -6754,54 +6833,99 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_attn_mha_XWv_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_attn_mha_V = r_attn_mha_XWv_a + r_attn_mha_XWv_b + v_attn_mha_bv */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_attn_mha_V[(rr*K + d)*16 + cc] = v_r_attn_mha_XWv_a[(rr*K + d)*16 + cc] + v_r_attn_mha_XWv_b[(rr*K + d)*16 + cc] + v_v_attn_mha_bv[(0*K + d)*16 + cc];
+        const int tnz_r_attn_mha_V = tnz_r_attn_norm_A || vnz_v_attn_mha_Wv || vnz_v_attn_mha_bv;
+        if (tnz_r_attn_mha_V) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_attn_mha_V[(rr*K + d)*16 + cc] = v_r_attn_mha_XWv_a[(rr*K + d)*16 + cc] + v_r_attn_mha_XWv_b[(rr*K + d)*16 + cc] + v_v_attn_mha_bv[(0*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_attn_mha_QK_a = r_attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+        if (tnz_r_attn_mha_Q) {
+            bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
+        } else {
+            memset(v_r_attn_mha_QK_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, 1.0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+        if (tnz_r_attn_mha_K) {
+            bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, 1.0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
+        } else {
+            memset(v_r_attn_mha_QK_b, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b) */
-        for (int64_t rr = 0; rr < 16*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 8; cc++) {
-                    v_r_attn_mha_S[(rr*K + d)*8 + cc] = v_hc_1[0*1 + 0]*(v_r_attn_mha_QK_a[(rr*K + d)*8 + cc] + v_r_attn_mha_QK_b[(rr*K + d)*8 + cc]);
+        const int tnz_r_attn_mha_S = tnz_r_attn_mha_K || tnz_r_attn_mha_Q;
+        if (tnz_r_attn_mha_S) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 16*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 8; cc++) {
+                        v_r_attn_mha_S[(rr*K + d)*8 + cc] = v_hc_1[0*1 + 0]*(v_r_attn_mha_QK_a[(rr*K + d)*8 + cc] + v_r_attn_mha_QK_b[(rr*K + d)*8 + cc]);
+                    }
                 }
-            }
+        }
         /* r_attn_mha_Sm = causal_mask(r_attn_mha_S, mask, 0) */
-        bpg_causal_mask(16*N, 8, N, K, 1, v_mask, 0, v_r_attn_mha_S, v_r_attn_mha_Sm);
+        if (tnz_r_attn_mha_S) {  /* else zero tangents: read by none of the ops then run */
+            bpg_causal_mask(16*N, 8, N, K, 1, v_mask, 0, v_r_attn_mha_S, v_r_attn_mha_Sm);
+        }
         /* r_attn_mha_E = attn_mha_E ⊙ r_attn_mha_Sm */
-        for (int64_t rr = 0; rr < 16*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 8; cc++) {
-                    v_r_attn_mha_E[(rr*K + d)*8 + cc] = v_attn_mha_E[rr*8 + cc]*v_r_attn_mha_Sm[(rr*K + d)*8 + cc];
+        if (tnz_r_attn_mha_S) {
+            for (int64_t rr = 0; rr < 16*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 8; cc++) {
+                        v_r_attn_mha_E[(rr*K + d)*8 + cc] = v_attn_mha_E[rr*8 + cc]*v_r_attn_mha_Sm[(rr*K + d)*8 + cc];
+                    }
                 }
-            }
+        } else {
+            memset(v_r_attn_mha_E, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_mha_Zs = r_attn_mha_E·1 */
-        bpg_rowsum(16*N, 8, v_r_attn_mha_E, v_r_attn_mha_Zs);
+        if (tnz_r_attn_mha_S) {
+            bpg_rowsum(16*N, 8, v_r_attn_mha_E, v_r_attn_mha_Zs);
+        } else {
+            memset(v_r_attn_mha_Zs, 0, sizeof(real)*(size_t)(16*N));  /* zero tangents */
+        }
         /* r_attn_mha_P = r_attn_mha_E / attn_mha_Zs - attn_mha_P ⊙ r_attn_mha_Zs / attn_mha_Zs */
-        for (int64_t rr = 0; rr < 16*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 8; cc++) {
-                    v_r_attn_mha_P[(rr*K + d)*8 + cc] = -v_attn_mha_P[rr*8 + cc]*v_r_attn_mha_Zs[(rr*K + d)*1 + 0]/v_attn_mha_Zs[rr*1 + 0] + v_r_attn_mha_E[(rr*K + d)*8 + cc]/v_attn_mha_Zs[rr*1 + 0];
+        if (tnz_r_attn_mha_S) {
+            for (int64_t rr = 0; rr < 16*NB; rr++) {
+                const real h_r_attn_mha_P_0 = (1.0/(v_attn_mha_Zs[rr*1 + 0]));
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 8; cc++) {
+                        v_r_attn_mha_P[(rr*K + d)*8 + cc] = -v_attn_mha_P[rr*8 + cc]*h_r_attn_mha_P_0*v_r_attn_mha_Zs[(rr*K + d)*1 + 0] + h_r_attn_mha_P_0*v_r_attn_mha_E[(rr*K + d)*8 + cc];
+                    }
                 }
             }
+        } else {
+            memset(v_r_attn_mha_P, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+        if (tnz_r_attn_mha_S) {
+            bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
+        } else {
+            memset(v_r_attn_mha_AV_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, 1.0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+        if (tnz_r_attn_mha_V) {
+            bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, 1.0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
+        } else {
+            memset(v_r_attn_mha_AV_b, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
+        const int tnz_r_attn_mha_AV = tnz_r_attn_mha_S || tnz_r_attn_mha_V;
+        if (tnz_r_attn_mha_AV) {  /* else zero tangents: read by none of the ops then run */
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_attn_mha_AV[k] = v_r_attn_mha_AV_a[k] + v_r_attn_mha_AV_b[k];
+        }
         /* r_attn_mha_OW_a = r_attn_mha_AV·attn_mha_Wo */
-        bpg_gemm_nn(8*N, 16, 16, v_r_attn_mha_AV, v_attn_mha_Wo, v_r_attn_mha_OW_a);
+        if (tnz_r_attn_mha_AV) {
+            bpg_gemm_nn(8*N, 16, 16, v_r_attn_mha_AV, v_attn_mha_Wo, v_r_attn_mha_OW_a);
+        } else {
+            memset(v_r_attn_mha_OW_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_attn_mha_OW_b = attn_mha_AV·v_attn_mha_Wo */
         if (vnz_v_attn_mha_Wo) {
             bpg_gemm_nn(8*NB, K*16, 16, v_attn_mha_AV, v_v_attn_mha_Wo, v_r_attn_mha_OW_b);
@@ -6809,51 +6933,81 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_attn_mha_OW_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_attn_R = r_attn_mha_OW_a + r_attn_mha_OW_b + r_emb_A + v_attn_mha_bo */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_attn_R[(rr*K + d)*16 + cc] = v_r_attn_mha_OW_a[(rr*K + d)*16 + cc] + v_r_attn_mha_OW_b[(rr*K + d)*16 + cc] + v_r_emb_A[(rr*K + d)*16 + cc] + v_v_attn_mha_bo[(0*K + d)*16 + cc];
+        const int tnz_r_attn_R = tnz_r_attn_mha_AV || tnz_r_emb_A || vnz_v_attn_mha_Wo || vnz_v_attn_mha_bo;
+        if (tnz_r_attn_R) {
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_attn_R[(rr*K + d)*16 + cc] = v_r_attn_mha_OW_a[(rr*K + d)*16 + cc] + v_r_attn_mha_OW_b[(rr*K + d)*16 + cc] + v_r_emb_A[(rr*K + d)*16 + cc] + v_v_attn_mha_bo[(0*K + d)*16 + cc];
+                    }
                 }
-            }
+        } else {
+            memset(v_r_attn_R, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_mlp_norm_sum = r_attn_R·1 */
-        bpg_rowsum(8*N, 16, v_r_attn_R, v_r_mlp_norm_sum);
+        if (tnz_r_attn_R) {  /* else zero tangents: read by none of the ops then run */
+            bpg_rowsum(8*N, 16, v_r_attn_R, v_r_mlp_norm_sum);
+        }
         /* r_mlp_norm_Xc = r_attn_R - r_mlp_norm_sum / 16 */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_mlp_norm_Xc[(rr*K + d)*16 + cc] = v_r_attn_R[(rr*K + d)*16 + cc] - 0.0625*v_r_mlp_norm_sum[(rr*K + d)*1 + 0];
+        if (tnz_r_attn_R) {
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_mlp_norm_Xc[(rr*K + d)*16 + cc] = v_r_attn_R[(rr*K + d)*16 + cc] - 0.0625*v_r_mlp_norm_sum[(rr*K + d)*1 + 0];
+                    }
                 }
-            }
+        } else {
+            memset(v_r_mlp_norm_Xc, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_mlp_norm_sq = 2 mlp_norm_Xc ⊙ r_mlp_norm_Xc */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_mlp_norm_sq[(rr*K + d)*16 + cc] = 2*v_mlp_norm_Xc[rr*16 + cc]*v_r_mlp_norm_Xc[(rr*K + d)*16 + cc];
+        if (tnz_r_attn_R) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_mlp_norm_sq[(rr*K + d)*16 + cc] = 2*v_mlp_norm_Xc[rr*16 + cc]*v_r_mlp_norm_Xc[(rr*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_mlp_norm_ss = r_mlp_norm_sq·1 */
-        bpg_rowsum(8*N, 16, v_r_mlp_norm_sq, v_r_mlp_norm_ss);
+        if (tnz_r_attn_R) {
+            bpg_rowsum(8*N, 16, v_r_mlp_norm_sq, v_r_mlp_norm_ss);
+        } else {
+            memset(v_r_mlp_norm_ss, 0, sizeof(real)*(size_t)(8*N));  /* zero tangents */
+        }
         /* r_mlp_norm_Xhat = hc_2 ⊙ r_mlp_norm_Xc - mlp_norm_Xhat ⊙ r_mlp_norm_ss / (32 (1e-05 + mlp_norm_ss / 16)) */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_mlp_norm_Xhat[(rr*K + d)*16 + cc] = v_hc_2[rr*1 + 0]*v_r_mlp_norm_Xc[(rr*K + d)*16 + cc] - 0.03125*v_mlp_norm_Xhat[rr*16 + cc]*v_r_mlp_norm_ss[(rr*K + d)*1 + 0]/(0.0625*v_mlp_norm_ss[rr*1 + 0] + 1.0000000000000001e-5);
+        if (tnz_r_attn_R) {
+            for (int64_t rr = 0; rr < 8*NB; rr++) {
+                const real h_r_mlp_norm_Xhat_0 = (1.0/(0.0625*v_mlp_norm_ss[rr*1 + 0] + 1.0000000000000001e-5));
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_mlp_norm_Xhat[(rr*K + d)*16 + cc] = -0.03125*h_r_mlp_norm_Xhat_0*v_mlp_norm_Xhat[rr*16 + cc]*v_r_mlp_norm_ss[(rr*K + d)*1 + 0] + v_hc_2[rr*1 + 0]*v_r_mlp_norm_Xc[(rr*K + d)*16 + cc];
+                    }
                 }
             }
+        } else {
+            memset(v_r_mlp_norm_Xhat, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_mlp_norm_A = v_mlp_norm_b + mlp_norm_Xhat ⊙ v_mlp_norm_g + mlp_norm_g ⊙ r_mlp_norm_Xhat */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_mlp_norm_A[(rr*K + d)*16 + cc] = v_mlp_norm_Xhat[rr*16 + cc]*v_v_mlp_norm_g[(0*K + d)*16 + cc] + v_mlp_norm_g[0*16 + cc]*v_r_mlp_norm_Xhat[(rr*K + d)*16 + cc] + v_v_mlp_norm_b[(0*K + d)*16 + cc];
+        const int tnz_r_mlp_norm_A = tnz_r_attn_R || vnz_v_mlp_norm_b || vnz_v_mlp_norm_g;
+        if (tnz_r_mlp_norm_A) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_mlp_norm_A[(rr*K + d)*16 + cc] = v_mlp_norm_Xhat[rr*16 + cc]*v_v_mlp_norm_g[(0*K + d)*16 + cc] + v_mlp_norm_g[0*16 + cc]*v_r_mlp_norm_Xhat[(rr*K + d)*16 + cc] + v_v_mlp_norm_b[(0*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_mlp_up_XW_a = r_mlp_norm_A·mlp_up_W */
-        bpg_gemm_nn(8*N, 64, 16, v_r_mlp_norm_A, v_mlp_up_W, v_r_mlp_up_XW_a);
+        if (tnz_r_mlp_norm_A) {
+            bpg_gemm_nn(8*N, 64, 16, v_r_mlp_norm_A, v_mlp_up_W, v_r_mlp_up_XW_a);
+        } else {
+            memset(v_r_mlp_up_XW_a, 0, sizeof(real)*(size_t)(512*N));  /* zero tangents */
+        }
         /* r_mlp_up_XW_b = mlp_norm_A·v_mlp_up_W */
         if (vnz_v_mlp_up_W) {
             bpg_gemm_nn(8*NB, K*64, 16, v_mlp_norm_A, v_v_mlp_up_W, v_r_mlp_up_XW_b);
@@ -6861,23 +7015,34 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_mlp_up_XW_b, 0, sizeof(real)*(size_t)(512*N));  /* a zero block of v */
         }
         /* r_mlp_up_Z = r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 64; cc++) {
-                    v_r_mlp_up_Z[(rr*K + d)*64 + cc] = v_r_mlp_up_XW_a[(rr*K + d)*64 + cc] + v_r_mlp_up_XW_b[(rr*K + d)*64 + cc] + v_v_mlp_up_b[(0*K + d)*64 + cc];
+        const int tnz_r_mlp_up_Z = tnz_r_mlp_norm_A || vnz_v_mlp_up_W || vnz_v_mlp_up_b;
+        if (tnz_r_mlp_up_Z) {
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 64; cc++) {
+                        v_r_mlp_up_Z[(rr*K + d)*64 + cc] = v_r_mlp_up_XW_a[(rr*K + d)*64 + cc] + v_r_mlp_up_XW_b[(rr*K + d)*64 + cc] + v_v_mlp_up_b[(0*K + d)*64 + cc];
+                    }
                 }
-            }
+        } else {
+            memset(v_r_mlp_up_Z, 0, sizeof(real)*(size_t)(512*N));  /* zero tangents */
+        }
         /* r_mlp_up_A = hc_3 ⊙ r_mlp_up_Z */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 64; cc++) {
-                    v_r_mlp_up_A[(rr*K + d)*64 + cc] = v_hc_3[rr*64 + cc]*v_r_mlp_up_Z[(rr*K + d)*64 + cc];
+        if (tnz_r_mlp_up_Z) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 64; cc++) {
+                        v_r_mlp_up_A[(rr*K + d)*64 + cc] = v_hc_3[rr*64 + cc]*v_r_mlp_up_Z[(rr*K + d)*64 + cc];
+                    }
                 }
-            }
+        }
         /* r_mlp_down_XW_a = r_mlp_up_A·mlp_down_W */
-        bpg_gemm_nn(8*N, 16, 64, v_r_mlp_up_A, v_mlp_down_W, v_r_mlp_down_XW_a);
+        if (tnz_r_mlp_up_Z) {
+            bpg_gemm_nn(8*N, 16, 64, v_r_mlp_up_A, v_mlp_down_W, v_r_mlp_down_XW_a);
+        } else {
+            memset(v_r_mlp_down_XW_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_mlp_down_XW_b = mlp_up_A·v_mlp_down_W */
         if (vnz_v_mlp_down_W) {
             bpg_gemm_nn(8*NB, K*16, 64, v_mlp_up_A, v_v_mlp_down_W, v_r_mlp_down_XW_b);
@@ -6885,15 +7050,22 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_mlp_down_XW_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_mlp_R = r_attn_R + r_mlp_down_XW_a + r_mlp_down_XW_b + v_mlp_down_b */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_mlp_R[(rr*K + d)*16 + cc] = v_r_attn_R[(rr*K + d)*16 + cc] + v_r_mlp_down_XW_a[(rr*K + d)*16 + cc] + v_r_mlp_down_XW_b[(rr*K + d)*16 + cc] + v_v_mlp_down_b[(0*K + d)*16 + cc];
+        const int tnz_r_mlp_R = tnz_r_attn_R || tnz_r_mlp_up_Z || vnz_v_mlp_down_W || vnz_v_mlp_down_b;
+        if (tnz_r_mlp_R) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_mlp_R[(rr*K + d)*16 + cc] = v_r_attn_R[(rr*K + d)*16 + cc] + v_r_mlp_down_XW_a[(rr*K + d)*16 + cc] + v_r_mlp_down_XW_b[(rr*K + d)*16 + cc] + v_v_mlp_down_b[(0*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_head_XW_a = r_mlp_R·head_W */
-        bpg_gemm_nn(8*N, 16, 16, v_r_mlp_R, v_head_W, v_r_head_XW_a);
+        if (tnz_r_mlp_R) {
+            bpg_gemm_nn(8*N, 16, 16, v_r_mlp_R, v_head_W, v_r_head_XW_a);
+        } else {
+            memset(v_r_head_XW_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_head_XW_b = mlp_R·v_head_W */
         if (vnz_v_head_W) {
             bpg_gemm_nn(8*NB, K*16, 16, v_mlp_R, v_v_head_W, v_r_head_XW_b);
@@ -6901,47 +7073,64 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_head_XW_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_o_exp = o_exp ⊙ (r_head_XW_a + r_head_XW_b + v_head_b) */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_o_exp[(rr*K + d)*16 + cc] = v_o_exp[rr*16 + cc]*(v_r_head_XW_a[(rr*K + d)*16 + cc] + v_r_head_XW_b[(rr*K + d)*16 + cc] + v_v_head_b[(0*K + d)*16 + cc]);
+        const int tnz_r_o_exp = tnz_r_mlp_R || vnz_v_head_W || vnz_v_head_b;
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_o_exp[(rr*K + d)*16 + cc] = v_o_exp[rr*16 + cc]*(v_r_head_XW_a[(rr*K + d)*16 + cc] + v_r_head_XW_b[(rr*K + d)*16 + cc] + v_v_head_b[(0*K + d)*16 + cc]);
+                    }
                 }
-            }
+        }
         /* r_o_expsum = r_o_exp·1 */
-        bpg_rowsum(8*N, 16, v_r_o_exp, v_r_o_expsum);
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            bpg_rowsum(8*N, 16, v_r_o_exp, v_r_o_expsum);
+        }
 
         /* Grad of: loss_terms = o_max - o_label + log(o_expsum)  (not stored in this function: loss_terms, o_label, o_max) */
         /*   (logsumexp(O) - O[label] per sample) */
         /* r_d_o_expsum = -d_o_expsum ⊙ r_o_expsum / o_expsum */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 1; cc++) {
-                    v_r_d_o_expsum[(rr*K + d)*1 + cc] = -v_d_o_expsum[rr*1 + 0]*v_r_o_expsum[(rr*K + d)*1 + 0]/v_o_expsum[rr*1 + 0];
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++) {
+                const real h_r_d_o_expsum_0 = (1.0/(v_o_expsum[rr*1 + 0]));
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 1; cc++) {
+                        v_r_d_o_expsum[(rr*K + d)*1 + cc] = -v_d_o_expsum[rr*1 + 0]*h_r_d_o_expsum_0*v_r_o_expsum[(rr*K + d)*1 + 0];
+                    }
                 }
             }
+        }
 
         /* Grad of: o_exp = exp(head_XW + head_b - o_max)  (not stored in this function: head_XW, o_max) */
         /*   (exponentials, shifted by the row maximum for stability) */
         /* r_d_head_Z_1 = d_o_expsum ⊙ r_o_exp + o_exp ⊙ r_d_o_expsum */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_head_Z_1[(rr*K + d)*16 + cc] = v_d_o_expsum[rr*1 + 0]*v_r_o_exp[(rr*K + d)*16 + cc] + v_o_exp[rr*16 + cc]*v_r_d_o_expsum[(rr*K + d)*1 + 0];
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_d_head_Z_1[(rr*K + d)*16 + cc] = v_d_o_expsum[rr*1 + 0]*v_r_o_exp[(rr*K + d)*16 + cc] + v_o_exp[rr*16 + cc]*v_r_d_o_expsum[(rr*K + d)*1 + 0];
+                    }
                 }
-            }
+        }
 
         /* Grad of: head_Z = head_XW + head_b  (not stored in this function: head_Z, head_XW) */
         /*   (head: pre-activation) */
         /* r_d_head_b = 1ᵀ·r_d_head_Z_1 */
-        bpg_colsum(8*NB, K*16, v_r_d_head_Z_1, v_r_d_head_b);
+        if (tnz_r_o_exp) {
+            bpg_colsum(8*NB, K*16, v_r_d_head_Z_1, v_r_d_head_b);
+        } else {
+            memset(v_r_d_head_b, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+        }
 
         /* Grad of: head_XW = mlp_R·head_W  (not stored in this function: head_XW) */
         /*   (head: affine part) */
         /* r_d_mlp_R_a = r_d_head_Z_1·head_Wᵀ */
-        bpg_gemm_nt(8*N, 16, 16, v_r_d_head_Z_1, v_head_W, v_r_d_mlp_R_a);
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_nt(8*N, 16, 16, v_r_d_head_Z_1, v_head_W, v_r_d_mlp_R_a);
+        }
         /* r_d_mlp_R_b = d_head_Z_2·v_head_Wᵀ */
         if (vnz_v_head_W) {
             bpg_gemm_nt(8*NB, K*16, 16, v_d_head_Z_2, v_v_head_W_dirs, v_r_d_mlp_R_b);
@@ -6949,23 +7138,38 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_d_mlp_R_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_d_mlp_R = r_d_mlp_R_a + r_d_mlp_R_b */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_R[k] = v_r_d_mlp_R_a[k] + v_r_d_mlp_R_b[k];
+        const int tnz_r_d_mlp_R = tnz_r_o_exp || vnz_v_head_W;
+        if (tnz_r_d_mlp_R) {  /* else zero tangents: read by none of the ops then run */
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_R[k] = v_r_d_mlp_R_a[k] + v_r_d_mlp_R_b[k];
+        }
         /* r_d_head_W_1_a = r_mlp_Rᵀ·d_head_Z_2 */
-        bpg_gemm_tn(K*16, 16, 8*NB, v_r_mlp_R, v_d_head_Z_2, bscratch);
-        bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_head_W_1_a);
+        if (tnz_r_mlp_R) {
+            bpg_gemm_tn(K*16, 16, 8*NB, v_r_mlp_R, v_d_head_Z_2, bscratch);
+            bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_head_W_1_a);
+        } else {
+            memset(v_r_d_head_W_1_a, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+        }
         /* r_d_head_W_1_b = mlp_Rᵀ·r_d_head_Z_1 */
-        bpg_gemm_tn(16, K*16, 8*NB, v_mlp_R, v_r_d_head_Z_1, v_r_d_head_W_1_b);
+        if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_tn(16, K*16, 8*NB, v_mlp_R, v_r_d_head_Z_1, v_r_d_head_W_1_b);
+        }
 
         /* Grad of: mlp_down_Z = mlp_down_XW + mlp_down_b  (not stored in this function: mlp_down_Z, mlp_down_XW) */
         /*   (mlp_down: pre-activation) */
         /* r_d_mlp_down_b = 1ᵀ·r_d_mlp_R */
-        bpg_colsum(8*NB, K*16, v_r_d_mlp_R, v_r_d_mlp_down_b);
+        if (tnz_r_d_mlp_R) {
+            bpg_colsum(8*NB, K*16, v_r_d_mlp_R, v_r_d_mlp_down_b);
+        } else {
+            memset(v_r_d_mlp_down_b, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+        }
 
         /* Grad of: mlp_down_XW = mlp_up_A·mlp_down_W  (not stored in this function: mlp_down_XW) */
         /*   (mlp_down: affine part) */
         /* r_d_mlp_up_A_a = r_d_mlp_R·mlp_down_Wᵀ */
-        bpg_gemm_nt(8*N, 64, 16, v_r_d_mlp_R, v_mlp_down_W, v_r_d_mlp_up_A_a);
+        if (tnz_r_d_mlp_R) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_nt(8*N, 64, 16, v_r_d_mlp_R, v_mlp_down_W, v_r_d_mlp_up_A_a);
+        }
         /* r_d_mlp_up_A_b = d_mlp_R·v_mlp_down_Wᵀ */
         if (vnz_v_mlp_down_W) {
             bpg_gemm_nt(8*NB, K*64, 16, v_d_mlp_R, v_v_mlp_down_W_dirs, v_r_d_mlp_up_A_b);
@@ -6973,31 +7177,46 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_d_mlp_up_A_b, 0, sizeof(real)*(size_t)(512*N));  /* a zero block of v */
         }
         /* r_d_mlp_down_W_1_a = r_mlp_up_Aᵀ·d_mlp_R */
-        bpg_gemm_tn(K*64, 16, 8*NB, v_r_mlp_up_A, v_d_mlp_R, bscratch);
-        bpg_dirs_to_cols(K, 64, 16, bscratch, 64*16, v_r_d_mlp_down_W_1_a);
+        if (tnz_r_mlp_up_Z) {
+            bpg_gemm_tn(K*64, 16, 8*NB, v_r_mlp_up_A, v_d_mlp_R, bscratch);
+            bpg_dirs_to_cols(K, 64, 16, bscratch, 64*16, v_r_d_mlp_down_W_1_a);
+        } else {
+            memset(v_r_d_mlp_down_W_1_a, 0, sizeof(real)*(size_t)((64*K)*(16)));  /* zero tangents */
+        }
         /* r_d_mlp_down_W_1_b = mlp_up_Aᵀ·r_d_mlp_R */
-        bpg_gemm_tn(64, K*16, 8*NB, v_mlp_up_A, v_r_d_mlp_R, v_r_d_mlp_down_W_1_b);
+        if (tnz_r_d_mlp_R) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_tn(64, K*16, 8*NB, v_mlp_up_A, v_r_d_mlp_R, v_r_d_mlp_down_W_1_b);
+        }
 
         /* Grad of: mlp_up_A = (1 + erf(sqrt(2) (mlp_up_XW + mlp_up_b) / 2)) ⊙ (mlp_up_XW + mlp_up_b) / 2  (not stored in this function: mlp_up_XW) */
         /*   (mlp_up: activation gelu) */
         /* r_d_mlp_up_Z = hc_3 ⊙ (r_d_mlp_up_A_a + r_d_mlp_up_A_b) + hc_4 ⊙ r_mlp_up_Z */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 64; cc++) {
-                    v_r_d_mlp_up_Z[(rr*K + d)*64 + cc] = v_hc_3[rr*64 + cc]*(v_r_d_mlp_up_A_a[(rr*K + d)*64 + cc] + v_r_d_mlp_up_A_b[(rr*K + d)*64 + cc]) + v_hc_4[rr*64 + cc]*v_r_mlp_up_Z[(rr*K + d)*64 + cc];
+        const int tnz_r_d_mlp_up_Z = tnz_r_d_mlp_R || tnz_r_mlp_up_Z || vnz_v_mlp_down_W;
+        if (tnz_r_d_mlp_up_Z) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 64; cc++) {
+                        v_r_d_mlp_up_Z[(rr*K + d)*64 + cc] = v_hc_3[rr*64 + cc]*(v_r_d_mlp_up_A_a[(rr*K + d)*64 + cc] + v_r_d_mlp_up_A_b[(rr*K + d)*64 + cc]) + v_hc_4[rr*64 + cc]*v_r_mlp_up_Z[(rr*K + d)*64 + cc];
+                    }
                 }
-            }
+        }
 
         /* Grad of: mlp_up_Z = mlp_up_XW + mlp_up_b  (not stored in this function: mlp_up_Z, mlp_up_XW) */
         /*   (mlp_up: pre-activation) */
         /* r_d_mlp_up_b = 1ᵀ·r_d_mlp_up_Z */
-        bpg_colsum(8*NB, K*64, v_r_d_mlp_up_Z, v_r_d_mlp_up_b);
+        if (tnz_r_d_mlp_up_Z) {
+            bpg_colsum(8*NB, K*64, v_r_d_mlp_up_Z, v_r_d_mlp_up_b);
+        } else {
+            memset(v_r_d_mlp_up_b, 0, sizeof(real)*(size_t)((1*K)*(64)));  /* zero tangents */
+        }
 
         /* Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W  (not stored in this function: mlp_up_XW) */
         /*   (mlp_up: affine part) */
         /* r_d_mlp_norm_A_a = r_d_mlp_up_Z·mlp_up_Wᵀ */
-        bpg_gemm_nt(8*N, 16, 64, v_r_d_mlp_up_Z, v_mlp_up_W, v_r_d_mlp_norm_A_a);
+        if (tnz_r_d_mlp_up_Z) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_nt(8*N, 16, 64, v_r_d_mlp_up_Z, v_mlp_up_W, v_r_d_mlp_norm_A_a);
+        }
         /* r_d_mlp_norm_A_b = d_mlp_up_Z·v_mlp_up_Wᵀ */
         if (vnz_v_mlp_up_W) {
             bpg_gemm_nt(8*NB, K*16, 64, v_d_mlp_up_Z, v_v_mlp_up_W_dirs, v_r_d_mlp_norm_A_b);
@@ -7005,86 +7224,135 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_d_mlp_norm_A_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_d_mlp_norm_A = r_d_mlp_norm_A_a + r_d_mlp_norm_A_b */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_norm_A[k] = v_r_d_mlp_norm_A_a[k] + v_r_d_mlp_norm_A_b[k];
+        const int tnz_r_d_mlp_norm_A = tnz_r_d_mlp_up_Z || vnz_v_mlp_up_W;
+        if (tnz_r_d_mlp_norm_A) {  /* else zero tangents: read by none of the ops then run */
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_norm_A[k] = v_r_d_mlp_norm_A_a[k] + v_r_d_mlp_norm_A_b[k];
+        }
         /* r_d_mlp_up_W_1_a = r_mlp_norm_Aᵀ·d_mlp_up_Z */
-        bpg_gemm_tn(K*16, 64, 8*NB, v_r_mlp_norm_A, v_d_mlp_up_Z, bscratch);
-        bpg_dirs_to_cols(K, 16, 64, bscratch, 16*64, v_r_d_mlp_up_W_1_a);
+        if (tnz_r_mlp_norm_A) {
+            bpg_gemm_tn(K*16, 64, 8*NB, v_r_mlp_norm_A, v_d_mlp_up_Z, bscratch);
+            bpg_dirs_to_cols(K, 16, 64, bscratch, 16*64, v_r_d_mlp_up_W_1_a);
+        } else {
+            memset(v_r_d_mlp_up_W_1_a, 0, sizeof(real)*(size_t)((16*K)*(64)));  /* zero tangents */
+        }
         /* r_d_mlp_up_W_1_b = mlp_norm_Aᵀ·r_d_mlp_up_Z */
-        bpg_gemm_tn(16, K*64, 8*NB, v_mlp_norm_A, v_r_d_mlp_up_Z, v_r_d_mlp_up_W_1_b);
+        if (tnz_r_d_mlp_up_Z) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_tn(16, K*64, 8*NB, v_mlp_norm_A, v_r_d_mlp_up_Z, v_r_d_mlp_up_W_1_b);
+        }
 
         /* Grad of: mlp_norm_A = mlp_norm_b + mlp_norm_Xhat ⊙ mlp_norm_g */
         /*   (mlp_norm: gain and bias Xhat ⊙ g + b) */
         /* r_d_mlp_norm_Xhat = d_mlp_norm_A ⊙ v_mlp_norm_g + mlp_norm_g ⊙ r_d_mlp_norm_A */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_mlp_norm_Xhat[(rr*K + d)*16 + cc] = v_d_mlp_norm_A[rr*16 + cc]*v_v_mlp_norm_g[(0*K + d)*16 + cc] + v_mlp_norm_g[0*16 + cc]*v_r_d_mlp_norm_A[(rr*K + d)*16 + cc];
+        const int tnz_r_d_mlp_norm_Xhat = tnz_r_d_mlp_norm_A || vnz_v_mlp_norm_g;
+        if (tnz_r_d_mlp_norm_Xhat) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_d_mlp_norm_Xhat[(rr*K + d)*16 + cc] = v_d_mlp_norm_A[rr*16 + cc]*v_v_mlp_norm_g[(0*K + d)*16 + cc] + v_mlp_norm_g[0*16 + cc]*v_r_d_mlp_norm_A[(rr*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_d_mlp_norm_b = 1ᵀ·r_d_mlp_norm_A */
-        bpg_colsum(8*NB, K*16, v_r_d_mlp_norm_A, v_r_d_mlp_norm_b);
+        if (tnz_r_d_mlp_norm_A) {
+            bpg_colsum(8*NB, K*16, v_r_d_mlp_norm_A, v_r_d_mlp_norm_b);
+        } else {
+            memset(v_r_d_mlp_norm_b, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+        }
         /* r_d_mlp_norm_g = d_mlp_norm_A ⊙ r_mlp_norm_Xhat + mlp_norm_Xhat ⊙ r_d_mlp_norm_A */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_mlp_norm_g[(rr*K + d)*16 + cc] = v_d_mlp_norm_A[rr*16 + cc]*v_r_mlp_norm_Xhat[(rr*K + d)*16 + cc] + v_mlp_norm_Xhat[rr*16 + cc]*v_r_d_mlp_norm_A[(rr*K + d)*16 + cc];
+        const int tnz_r_d_mlp_norm_g = tnz_r_attn_R || tnz_r_d_mlp_norm_A;
+        if (tnz_r_d_mlp_norm_g) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_d_mlp_norm_g[(rr*K + d)*16 + cc] = v_d_mlp_norm_A[rr*16 + cc]*v_r_mlp_norm_Xhat[(rr*K + d)*16 + cc] + v_mlp_norm_Xhat[rr*16 + cc]*v_r_d_mlp_norm_A[(rr*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_d_mlp_norm_g_1 = 1ᵀ·r_d_mlp_norm_g */
-        bpg_colsum(8*NB, K*16, v_r_d_mlp_norm_g, v_r_d_mlp_norm_g_1);
+        if (tnz_r_d_mlp_norm_g) {
+            bpg_colsum(8*NB, K*16, v_r_d_mlp_norm_g, v_r_d_mlp_norm_g_1);
+        } else {
+            memset(v_r_d_mlp_norm_g_1, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+        }
 
         /* Grad of: mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
         /*   (mlp_norm: normalised by sqrt(variance + eps)) */
         /* r_d_mlp_norm_ss = -d_mlp_norm_Xhat ⊙ r_mlp_norm_Xhat / (0.00032 + 2 mlp_norm_ss) - mlp_norm_Xhat ⊙ r_d_mlp_norm_Xhat / (0.00032 + 2 mlp_norm_ss) + d_mlp_norm_Xhat ⊙ mlp_norm_Xhat ⊙ r_mlp_norm_ss / (512 (1e-05 + mlp_norm_ss / 16)^∘2) */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_mlp_norm_ss[(rr*K + d)*16 + cc] = 0.001953125*v_d_mlp_norm_Xhat[rr*16 + cc]*v_mlp_norm_Xhat[rr*16 + cc]*v_r_mlp_norm_ss[(rr*K + d)*1 + 0]/((0.0625*v_mlp_norm_ss[rr*1 + 0] + 1.0000000000000001e-5)*(0.0625*v_mlp_norm_ss[rr*1 + 0] + 1.0000000000000001e-5)) - v_d_mlp_norm_Xhat[rr*16 + cc]*v_r_mlp_norm_Xhat[(rr*K + d)*16 + cc]/(2*v_mlp_norm_ss[rr*1 + 0] + 0.00032000000000000003) - v_mlp_norm_Xhat[rr*16 + cc]*v_r_d_mlp_norm_Xhat[(rr*K + d)*16 + cc]/(2*v_mlp_norm_ss[rr*1 + 0] + 0.00032000000000000003);
+        const int tnz_r_d_mlp_norm_ss = tnz_r_attn_R || tnz_r_d_mlp_norm_Xhat;
+        if (tnz_r_d_mlp_norm_ss) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++) {
+                const real h_r_d_mlp_norm_ss_0 = (1.0/(2*v_mlp_norm_ss[rr*1 + 0] + 0.00032000000000000003));
+                const real h_r_d_mlp_norm_ss_1 = (1.0/(((0.0625*v_mlp_norm_ss[rr*1 + 0] + 1.0000000000000001e-5)*(0.0625*v_mlp_norm_ss[rr*1 + 0] + 1.0000000000000001e-5))));
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_d_mlp_norm_ss[(rr*K + d)*16 + cc] = -v_d_mlp_norm_Xhat[rr*16 + cc]*h_r_d_mlp_norm_ss_0*v_r_mlp_norm_Xhat[(rr*K + d)*16 + cc] + 0.001953125*v_d_mlp_norm_Xhat[rr*16 + cc]*h_r_d_mlp_norm_ss_1*v_mlp_norm_Xhat[rr*16 + cc]*v_r_mlp_norm_ss[(rr*K + d)*1 + 0] - h_r_d_mlp_norm_ss_0*v_mlp_norm_Xhat[rr*16 + cc]*v_r_d_mlp_norm_Xhat[(rr*K + d)*16 + cc];
+                    }
                 }
             }
+        }
         /* r_d_mlp_norm_ss_1 = r_d_mlp_norm_ss·1 */
-        bpg_rowsum(8*N, 16, v_r_d_mlp_norm_ss, v_r_d_mlp_norm_ss_1);
+        if (tnz_r_d_mlp_norm_ss) {  /* else zero tangents: read by none of the ops then run */
+            bpg_rowsum(8*N, 16, v_r_d_mlp_norm_ss, v_r_d_mlp_norm_ss_1);
+        }
 
         /* Grad of: mlp_norm_Xc = attn_mha_OW + attn_mha_bo + emb_EX + emb_Pt - mlp_norm_sum / 16  (not stored in this function: attn_mha_OW, emb_EX, emb_Pt, mlp_norm_sum) */
         /*   (mlp_norm: centred input (minus its row mean)) */
         /* r_d_mlp_norm_Xc_2 = hc_2 ⊙ r_d_mlp_norm_Xhat + 2 d_mlp_norm_ss_1 ⊙ r_mlp_norm_Xc + 2 mlp_norm_Xc ⊙ r_d_mlp_norm_ss_1 - d_mlp_norm_Xc ⊙ r_mlp_norm_ss / (32 (1e-05 + mlp_norm_ss / 16)) */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_mlp_norm_Xc_2[(rr*K + d)*16 + cc] = -0.03125*v_d_mlp_norm_Xc[rr*16 + cc]*v_r_mlp_norm_ss[(rr*K + d)*1 + 0]/(0.0625*v_mlp_norm_ss[rr*1 + 0] + 1.0000000000000001e-5) + 2*v_d_mlp_norm_ss_1[rr*1 + 0]*v_r_mlp_norm_Xc[(rr*K + d)*16 + cc] + v_hc_2[rr*1 + 0]*v_r_d_mlp_norm_Xhat[(rr*K + d)*16 + cc] + 2*v_mlp_norm_Xc[rr*16 + cc]*v_r_d_mlp_norm_ss_1[(rr*K + d)*1 + 0];
+        const int tnz_r_d_mlp_norm_Xc_2 = tnz_r_attn_R || tnz_r_d_mlp_norm_Xhat || tnz_r_d_mlp_norm_ss;
+        if (tnz_r_d_mlp_norm_Xc_2) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++) {
+                const real h_r_d_mlp_norm_Xc_2_0 = (1.0/(0.0625*v_mlp_norm_ss[rr*1 + 0] + 1.0000000000000001e-5));
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_d_mlp_norm_Xc_2[(rr*K + d)*16 + cc] = -0.03125*v_d_mlp_norm_Xc[rr*16 + cc]*h_r_d_mlp_norm_Xc_2_0*v_r_mlp_norm_ss[(rr*K + d)*1 + 0] + 2*v_d_mlp_norm_ss_1[rr*1 + 0]*v_r_mlp_norm_Xc[(rr*K + d)*16 + cc] + v_hc_2[rr*1 + 0]*v_r_d_mlp_norm_Xhat[(rr*K + d)*16 + cc] + 2*v_mlp_norm_Xc[rr*16 + cc]*v_r_d_mlp_norm_ss_1[(rr*K + d)*1 + 0];
+                    }
                 }
             }
+        }
         /* r_d_mlp_norm_sum = -r_d_mlp_norm_Xc_2 / 16 */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_norm_sum[k] = -0.0625*v_r_d_mlp_norm_Xc_2[k];
+        if (tnz_r_d_mlp_norm_Xc_2) {  /* else zero tangents: read by none of the ops then run */
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_d_mlp_norm_sum[k] = -0.0625*v_r_d_mlp_norm_Xc_2[k];
+        }
         /* r_d_mlp_norm_sum_1 = r_d_mlp_norm_sum·1 */
-        bpg_rowsum(8*N, 16, v_r_d_mlp_norm_sum, v_r_d_mlp_norm_sum_1);
+        if (tnz_r_d_mlp_norm_Xc_2) {  /* else zero tangents: read by none of the ops then run */
+            bpg_rowsum(8*N, 16, v_r_d_mlp_norm_sum, v_r_d_mlp_norm_sum_1);
+        }
 
         /* Grad of: attn_R = attn_mha_OW + attn_mha_bo + emb_EX + emb_Pt  (not stored in this function: attn_R, attn_mha_OW, emb_EX, emb_Pt) */
         /*   (attn: residual: the block's input + its output) */
         /* r_d_attn_R_1 = r_d_mlp_R + r_d_mlp_norm_Xc_2 + r_d_mlp_norm_sum_1 */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_attn_R_1[(rr*K + d)*16 + cc] = v_r_d_mlp_R[(rr*K + d)*16 + cc] + v_r_d_mlp_norm_Xc_2[(rr*K + d)*16 + cc] + v_r_d_mlp_norm_sum_1[(rr*K + d)*1 + 0];
+        const int tnz_r_d_attn_R_1 = tnz_r_d_mlp_R || tnz_r_d_mlp_norm_Xc_2;
+        if (tnz_r_d_attn_R_1) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_d_attn_R_1[(rr*K + d)*16 + cc] = v_r_d_mlp_R[(rr*K + d)*16 + cc] + v_r_d_mlp_norm_Xc_2[(rr*K + d)*16 + cc] + v_r_d_mlp_norm_sum_1[(rr*K + d)*1 + 0];
+                    }
                 }
-            }
+        }
 
         /* Grad of: attn_mha_A = attn_mha_OW + attn_mha_bo  (not stored in this function: attn_mha_A, attn_mha_OW) */
         /*   (attn_mha: plus the output bias) */
         /* r_d_attn_mha_bo = 1ᵀ·r_d_attn_R_1 */
-        bpg_colsum(8*NB, K*16, v_r_d_attn_R_1, v_r_d_attn_mha_bo);
+        if (tnz_r_d_attn_R_1) {
+            bpg_colsum(8*NB, K*16, v_r_d_attn_R_1, v_r_d_attn_mha_bo);
+        } else {
+            memset(v_r_d_attn_mha_bo, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+        }
 
         /* Grad of: attn_mha_OW = attn_mha_AV·attn_mha_Wo  (not stored in this function: attn_mha_OW) */
         /*   (attn_mha: output projection) */
         /* r_d_attn_mha_AV_a = r_d_attn_R_1·attn_mha_Woᵀ */
-        bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_R_1, v_attn_mha_Wo, v_r_d_attn_mha_AV_a);
+        if (tnz_r_d_attn_R_1) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_R_1, v_attn_mha_Wo, v_r_d_attn_mha_AV_a);
+        }
         /* r_d_attn_mha_AV_b = d_attn_R_1·v_attn_mha_Woᵀ */
         if (vnz_v_attn_mha_Wo) {
             bpg_gemm_nt(8*NB, K*16, 16, v_d_attn_R_1, v_v_attn_mha_Wo_dirs, v_r_d_attn_mha_AV_b);
@@ -7092,96 +7360,164 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_d_attn_mha_AV_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_d_attn_mha_AV = r_d_attn_mha_AV_a + r_d_attn_mha_AV_b */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_AV[k] = v_r_d_attn_mha_AV_a[k] + v_r_d_attn_mha_AV_b[k];
+        const int tnz_r_d_attn_mha_AV = tnz_r_d_attn_R_1 || vnz_v_attn_mha_Wo;
+        if (tnz_r_d_attn_mha_AV) {  /* else zero tangents: read by none of the ops then run */
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_AV[k] = v_r_d_attn_mha_AV_a[k] + v_r_d_attn_mha_AV_b[k];
+        }
         /* r_d_attn_mha_Wo_1_a = r_attn_mha_AVᵀ·d_attn_R_1 */
-        bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_mha_AV, v_d_attn_R_1, bscratch);
-        bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wo_1_a);
+        if (tnz_r_attn_mha_AV) {
+            bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_mha_AV, v_d_attn_R_1, bscratch);
+            bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wo_1_a);
+        } else {
+            memset(v_r_d_attn_mha_Wo_1_a, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+        }
         /* r_d_attn_mha_Wo_1_b = attn_mha_AVᵀ·r_d_attn_R_1 */
-        bpg_gemm_tn(16, K*16, 8*NB, v_attn_mha_AV, v_r_d_attn_R_1, v_r_d_attn_mha_Wo_1_b);
+        if (tnz_r_d_attn_R_1) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_tn(16, K*16, 8*NB, v_attn_mha_AV, v_r_d_attn_R_1, v_r_d_attn_mha_Wo_1_b);
+        }
 
         /* Grad of: attn_mha_AV = attn_mha_P[n,j]·attn_mha_V[n,j] */
         /*   (attn_mha: per sample and head, the weights times the values, heads side by side) */
         /* r_d_attn_mha_P_a = r_d_attn_mha_AV[n,j]·attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+        if (tnz_r_d_attn_mha_AV) {  /* else zero tangents: read by none of the ops then run */
+            bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_d_attn_mha_AV, v_attn_mha_V, v_r_d_attn_mha_P_a);  /* qk */
+        }
         /* r_d_attn_mha_P_b = d_attn_mha_AV[n,j]·r_attn_mha_V[n,j]ᵀ */
-        bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+        if (tnz_r_attn_mha_V) {
+            bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
+        } else {
+            memset(v_r_d_attn_mha_P_b, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
+        const int tnz_r_d_attn_mha_P = tnz_r_attn_mha_V || tnz_r_d_attn_mha_AV;
+        if (tnz_r_d_attn_mha_P) {  /* else zero tangents: read by none of the ops then run */
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_P[k] = v_r_d_attn_mha_P_a[k] + v_r_d_attn_mha_P_b[k];
+        }
         /* r_d_attn_mha_V_a = r_attn_mha_P[n,j]ᵀ·d_attn_mha_AV[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+        if (tnz_r_attn_mha_S) {
+            bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
+        } else {
+            memset(v_r_d_attn_mha_V_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, 1.0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+        if (tnz_r_d_attn_mha_AV) {  /* else zero tangents: read by none of the ops then run */
+            bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, 1.0, v_attn_mha_P, v_r_d_attn_mha_AV, v_r_d_attn_mha_V_b);  /* atv */
+        }
         /* r_d_attn_mha_V = r_d_attn_mha_V_a + r_d_attn_mha_V_b */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
+        const int tnz_r_d_attn_mha_V = tnz_r_attn_mha_S || tnz_r_d_attn_mha_AV;
+        if (tnz_r_d_attn_mha_V) {  /* else zero tangents: read by none of the ops then run */
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_V[k] = v_r_d_attn_mha_V_a[k] + v_r_d_attn_mha_V_b[k];
+        }
 
         /* Grad of: attn_mha_P = attn_mha_E / attn_mha_Zs */
         /*   (attn_mha: attention weights) */
         /* r_d_attn_mha_Zs = -attn_mha_P ⊙ r_d_attn_mha_P / attn_mha_Zs - d_attn_mha_P ⊙ r_attn_mha_P / attn_mha_Zs + attn_mha_P ⊙ d_attn_mha_P ⊙ r_attn_mha_Zs / attn_mha_Zs^∘2 */
-        for (int64_t rr = 0; rr < 16*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 8; cc++) {
-                    v_r_d_attn_mha_Zs[(rr*K + d)*8 + cc] = -v_attn_mha_P[rr*8 + cc]*v_r_d_attn_mha_P[(rr*K + d)*8 + cc]/v_attn_mha_Zs[rr*1 + 0] + v_attn_mha_P[rr*8 + cc]*v_d_attn_mha_P[rr*8 + cc]*v_r_attn_mha_Zs[(rr*K + d)*1 + 0]/((v_attn_mha_Zs[rr*1 + 0])*(v_attn_mha_Zs[rr*1 + 0])) - v_d_attn_mha_P[rr*8 + cc]*v_r_attn_mha_P[(rr*K + d)*8 + cc]/v_attn_mha_Zs[rr*1 + 0];
+        const int tnz_r_d_attn_mha_Zs = tnz_r_attn_mha_S || tnz_r_d_attn_mha_P;
+        if (tnz_r_d_attn_mha_Zs) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 16*NB; rr++) {
+                const real h_r_d_attn_mha_Zs_0 = (1.0/(v_attn_mha_Zs[rr*1 + 0]));
+                const real h_r_d_attn_mha_Zs_1 = (1.0/(((v_attn_mha_Zs[rr*1 + 0])*(v_attn_mha_Zs[rr*1 + 0]))));
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 8; cc++) {
+                        v_r_d_attn_mha_Zs[(rr*K + d)*8 + cc] = v_attn_mha_P[rr*8 + cc]*v_d_attn_mha_P[rr*8 + cc]*h_r_d_attn_mha_Zs_1*v_r_attn_mha_Zs[(rr*K + d)*1 + 0] - v_attn_mha_P[rr*8 + cc]*h_r_d_attn_mha_Zs_0*v_r_d_attn_mha_P[(rr*K + d)*8 + cc] - v_d_attn_mha_P[rr*8 + cc]*h_r_d_attn_mha_Zs_0*v_r_attn_mha_P[(rr*K + d)*8 + cc];
+                    }
                 }
             }
+        }
         /* r_d_attn_mha_Zs_1 = r_d_attn_mha_Zs·1 */
-        bpg_rowsum(16*N, 8, v_r_d_attn_mha_Zs, v_r_d_attn_mha_Zs_1);
+        if (tnz_r_d_attn_mha_Zs) {  /* else zero tangents: read by none of the ops then run */
+            bpg_rowsum(16*N, 8, v_r_d_attn_mha_Zs, v_r_d_attn_mha_Zs_1);
+        }
 
         /* Grad of: attn_mha_E = exp(attn_mha_Sm - attn_mha_m)  (not stored in this function: attn_mha_Sm, attn_mha_m) */
         /*   (attn_mha: softmax over the keys, shifted by the row maximum) */
         /* r_d_attn_mha_Sm = attn_mha_E ⊙ (r_d_attn_mha_Zs_1 + r_d_attn_mha_P / attn_mha_Zs - d_attn_mha_E ⊙ r_attn_mha_Zs / attn_mha_Zs) + d_attn_mha_E_2 ⊙ r_attn_mha_E */
-        for (int64_t rr = 0; rr < 16*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 8; cc++) {
-                    v_r_d_attn_mha_Sm[(rr*K + d)*8 + cc] = v_attn_mha_E[rr*8 + cc]*(v_r_d_attn_mha_Zs_1[(rr*K + d)*1 + 0] - v_d_attn_mha_E[rr*8 + cc]*v_r_attn_mha_Zs[(rr*K + d)*1 + 0]/v_attn_mha_Zs[rr*1 + 0] + v_r_d_attn_mha_P[(rr*K + d)*8 + cc]/v_attn_mha_Zs[rr*1 + 0]) + v_d_attn_mha_E_2[rr*8 + cc]*v_r_attn_mha_E[(rr*K + d)*8 + cc];
+        const int tnz_r_d_attn_mha_Sm = tnz_r_attn_mha_S || tnz_r_d_attn_mha_P || tnz_r_d_attn_mha_Zs;
+        if (tnz_r_d_attn_mha_Sm) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 16*NB; rr++) {
+                const real h_r_d_attn_mha_Sm_0 = (1.0/(v_attn_mha_Zs[rr*1 + 0]));
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 8; cc++) {
+                        v_r_d_attn_mha_Sm[(rr*K + d)*8 + cc] = v_attn_mha_E[rr*8 + cc]*(-v_d_attn_mha_E[rr*8 + cc]*h_r_d_attn_mha_Sm_0*v_r_attn_mha_Zs[(rr*K + d)*1 + 0] + h_r_d_attn_mha_Sm_0*v_r_d_attn_mha_P[(rr*K + d)*8 + cc] + v_r_d_attn_mha_Zs_1[(rr*K + d)*1 + 0]) + v_d_attn_mha_E_2[rr*8 + cc]*v_r_attn_mha_E[(rr*K + d)*8 + cc];
+                    }
                 }
             }
+        }
 
         /* Grad of: attn_mha_Sm = causal_mask(attn_mha_S, mask, -∞)  (not stored in this function: attn_mha_Sm, attn_mha_S) */
         /*   (attn_mha: keys after the query and padded keys at -inf) */
         /* r_d_attn_mha_S = causal_mask(r_d_attn_mha_Sm, mask, 0) */
-        bpg_causal_mask(16*N, 8, N, K, 1, v_mask, 0, v_r_d_attn_mha_Sm, v_r_d_attn_mha_S);
+        if (tnz_r_d_attn_mha_Sm) {  /* else zero tangents: read by none of the ops then run */
+            bpg_causal_mask(16*N, 8, N, K, 1, v_mask, 0, v_r_d_attn_mha_Sm, v_r_d_attn_mha_S);
+        }
 
         /* Grad of: attn_mha_S = sqrt(2) attn_mha_QK / 4  (not stored in this function: attn_mha_S, attn_mha_QK) */
         /*   (attn_mha: scores / sqrt(8)) */
         /* r_d_attn_mha_QK = hc_1 ⊙ r_d_attn_mha_S */
-        for (int64_t rr = 0; rr < 16*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 8; cc++) {
-                    v_r_d_attn_mha_QK[(rr*K + d)*8 + cc] = v_hc_1[0*1 + 0]*v_r_d_attn_mha_S[(rr*K + d)*8 + cc];
+        if (tnz_r_d_attn_mha_Sm) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 16*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 8; cc++) {
+                        v_r_d_attn_mha_QK[(rr*K + d)*8 + cc] = v_hc_1[0*1 + 0]*v_r_d_attn_mha_S[(rr*K + d)*8 + cc];
+                    }
                 }
-            }
+        }
 
         /* Grad of: attn_mha_QK = attn_mha_Q[n,j]·attn_mha_K[n,j]ᵀ  (not stored in this function: attn_mha_QK) */
         /*   (attn_mha: per sample and head, the queries times the keys transposed) */
         /* r_d_attn_mha_Q_a = r_d_attn_mha_QK[n,j]·attn_mha_K[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+        if (tnz_r_d_attn_mha_Sm) {  /* else zero tangents: read by none of the ops then run */
+            bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_d_attn_mha_QK, v_attn_mha_K, v_r_d_attn_mha_Q_a);  /* av */
+        }
         /* r_d_attn_mha_Q_b = d_attn_mha_QK[n,j]·r_attn_mha_K[n,j] */
-        bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+        if (tnz_r_attn_mha_K) {
+            bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
+        } else {
+            memset(v_r_d_attn_mha_Q_b, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
+        const int tnz_r_d_attn_mha_Q = tnz_r_attn_mha_K || tnz_r_d_attn_mha_Sm;
+        if (tnz_r_d_attn_mha_Q) {  /* else zero tangents: read by none of the ops then run */
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_Q[k] = v_r_d_attn_mha_Q_a[k] + v_r_d_attn_mha_Q_b[k];
+        }
         /* r_d_attn_mha_K_a = r_d_attn_mha_QK[n,j]ᵀ·attn_mha_Q[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+        if (tnz_r_d_attn_mha_Sm) {  /* else zero tangents: read by none of the ops then run */
+            bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_d_attn_mha_QK, v_attn_mha_Q, v_r_d_attn_mha_K_a);  /* atv */
+        }
         /* r_d_attn_mha_K_b = d_attn_mha_QK[n,j]ᵀ·r_attn_mha_Q[n,j] */
-        bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+        if (tnz_r_attn_mha_Q) {
+            bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
+        } else {
+            memset(v_r_d_attn_mha_K_b, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+        }
         /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_K[k] = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];
+        const int tnz_r_d_attn_mha_K = tnz_r_attn_mha_Q || tnz_r_d_attn_mha_Sm;
+        if (tnz_r_d_attn_mha_K) {  /* else zero tangents: read by none of the ops then run */
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_mha_K[k] = v_r_d_attn_mha_K_a[k] + v_r_d_attn_mha_K_b[k];
+        }
 
         /* Grad of: attn_mha_V = attn_mha_XWv + attn_mha_bv  (not stored in this function: attn_mha_XWv) */
         /* r_d_attn_mha_bv = 1ᵀ·r_d_attn_mha_V */
-        bpg_colsum(8*NB, K*16, v_r_d_attn_mha_V, v_r_d_attn_mha_bv);
+        if (tnz_r_d_attn_mha_V) {
+            bpg_colsum(8*NB, K*16, v_r_d_attn_mha_V, v_r_d_attn_mha_bv);
+        } else {
+            memset(v_r_d_attn_mha_bv, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+        }
 
         /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv  (not stored in this function: attn_mha_XWv) */
         /*   (attn_mha: the values, the input's projection by Wv plus bv) */
         /* r_d_attn_norm_A_a = r_d_attn_mha_V·attn_mha_Wvᵀ */
-        bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_V, v_attn_mha_Wv, v_r_d_attn_norm_A_a);
+        if (tnz_r_d_attn_mha_V) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_V, v_attn_mha_Wv, v_r_d_attn_norm_A_a);
+        }
         /* r_d_attn_norm_A_b = d_attn_mha_V·v_attn_mha_Wvᵀ */
         if (vnz_v_attn_mha_Wv) {
             bpg_gemm_nt(8*NB, K*16, 16, v_d_attn_mha_V, v_v_attn_mha_Wv_dirs, v_r_d_attn_norm_A_b);
@@ -7189,19 +7525,31 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_d_attn_norm_A_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_d_attn_mha_Wv_1_a = r_attn_norm_Aᵀ·d_attn_mha_V */
-        bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_norm_A, v_d_attn_mha_V, bscratch);
-        bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wv_1_a);
+        if (tnz_r_attn_norm_A) {
+            bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_norm_A, v_d_attn_mha_V, bscratch);
+            bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wv_1_a);
+        } else {
+            memset(v_r_d_attn_mha_Wv_1_a, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+        }
         /* r_d_attn_mha_Wv_1_b = attn_norm_Aᵀ·r_d_attn_mha_V */
-        bpg_gemm_tn(16, K*16, 8*NB, v_attn_norm_A, v_r_d_attn_mha_V, v_r_d_attn_mha_Wv_1_b);
+        if (tnz_r_d_attn_mha_V) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_tn(16, K*16, 8*NB, v_attn_norm_A, v_r_d_attn_mha_V, v_r_d_attn_mha_Wv_1_b);
+        }
 
         /* Grad of: attn_mha_K = attn_mha_XWk + attn_mha_bk  (not stored in this function: attn_mha_XWk) */
         /* r_d_attn_mha_bk = 1ᵀ·r_d_attn_mha_K */
-        bpg_colsum(8*NB, K*16, v_r_d_attn_mha_K, v_r_d_attn_mha_bk);
+        if (tnz_r_d_attn_mha_K) {
+            bpg_colsum(8*NB, K*16, v_r_d_attn_mha_K, v_r_d_attn_mha_bk);
+        } else {
+            memset(v_r_d_attn_mha_bk, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+        }
 
         /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk  (not stored in this function: attn_mha_XWk) */
         /*   (attn_mha: the keys, the input's projection by Wk plus bk) */
         /* r_d_attn_norm_A_1_a = r_d_attn_mha_K·attn_mha_Wkᵀ */
-        bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_K, v_attn_mha_Wk, v_r_d_attn_norm_A_1_a);
+        if (tnz_r_d_attn_mha_K) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_K, v_attn_mha_Wk, v_r_d_attn_norm_A_1_a);
+        }
         /* r_d_attn_norm_A_1_b = d_attn_mha_K·v_attn_mha_Wkᵀ */
         if (vnz_v_attn_mha_Wk) {
             bpg_gemm_nt(8*NB, K*16, 16, v_d_attn_mha_K, v_v_attn_mha_Wk_dirs, v_r_d_attn_norm_A_1_b);
@@ -7209,19 +7557,31 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_d_attn_norm_A_1_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_d_attn_mha_Wk_1_a = r_attn_norm_Aᵀ·d_attn_mha_K */
-        bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_norm_A, v_d_attn_mha_K, bscratch);
-        bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wk_1_a);
+        if (tnz_r_attn_norm_A) {
+            bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_norm_A, v_d_attn_mha_K, bscratch);
+            bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wk_1_a);
+        } else {
+            memset(v_r_d_attn_mha_Wk_1_a, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+        }
         /* r_d_attn_mha_Wk_1_b = attn_norm_Aᵀ·r_d_attn_mha_K */
-        bpg_gemm_tn(16, K*16, 8*NB, v_attn_norm_A, v_r_d_attn_mha_K, v_r_d_attn_mha_Wk_1_b);
+        if (tnz_r_d_attn_mha_K) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_tn(16, K*16, 8*NB, v_attn_norm_A, v_r_d_attn_mha_K, v_r_d_attn_mha_Wk_1_b);
+        }
 
         /* Grad of: attn_mha_Q = attn_mha_XWq + attn_mha_bq  (not stored in this function: attn_mha_XWq) */
         /* r_d_attn_mha_bq = 1ᵀ·r_d_attn_mha_Q */
-        bpg_colsum(8*NB, K*16, v_r_d_attn_mha_Q, v_r_d_attn_mha_bq);
+        if (tnz_r_d_attn_mha_Q) {
+            bpg_colsum(8*NB, K*16, v_r_d_attn_mha_Q, v_r_d_attn_mha_bq);
+        } else {
+            memset(v_r_d_attn_mha_bq, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+        }
 
         /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq  (not stored in this function: attn_mha_XWq) */
         /*   (attn_mha: the queries, the input's projection by Wq plus bq) */
         /* r_d_attn_norm_A_2_a = r_d_attn_mha_Q·attn_mha_Wqᵀ */
-        bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_Q, v_attn_mha_Wq, v_r_d_attn_norm_A_2_a);
+        if (tnz_r_d_attn_mha_Q) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_nt(8*N, 16, 16, v_r_d_attn_mha_Q, v_attn_mha_Wq, v_r_d_attn_norm_A_2_a);
+        }
         /* r_d_attn_norm_A_2_b = d_attn_mha_Q·v_attn_mha_Wqᵀ */
         if (vnz_v_attn_mha_Wq) {
             bpg_gemm_nt(8*NB, K*16, 16, v_d_attn_mha_Q, v_v_attn_mha_Wq_dirs, v_r_d_attn_norm_A_2_b);
@@ -7229,109 +7589,195 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             memset(v_r_d_attn_norm_A_2_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
         }
         /* r_d_attn_mha_Wq_1_a = r_attn_norm_Aᵀ·d_attn_mha_Q */
-        bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_norm_A, v_d_attn_mha_Q, bscratch);
-        bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wq_1_a);
+        if (tnz_r_attn_norm_A) {
+            bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_norm_A, v_d_attn_mha_Q, bscratch);
+            bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wq_1_a);
+        } else {
+            memset(v_r_d_attn_mha_Wq_1_a, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+        }
         /* r_d_attn_mha_Wq_1_b = attn_norm_Aᵀ·r_d_attn_mha_Q */
-        bpg_gemm_tn(16, K*16, 8*NB, v_attn_norm_A, v_r_d_attn_mha_Q, v_r_d_attn_mha_Wq_1_b);
+        if (tnz_r_d_attn_mha_Q) {  /* else zero tangents: read by none of the ops then run */
+            bpg_gemm_tn(16, K*16, 8*NB, v_attn_norm_A, v_r_d_attn_mha_Q, v_r_d_attn_mha_Wq_1_b);
+        }
 
         /* Grad of: attn_norm_A = attn_norm_b + attn_norm_Xhat ⊙ attn_norm_g */
         /*   (attn_norm: gain and bias Xhat ⊙ g + b) */
         /* r_d_attn_norm_A_3 = r_d_attn_norm_A_1_a + r_d_attn_norm_A_1_b + r_d_attn_norm_A_2_a + r_d_attn_norm_A_2_b + r_d_attn_norm_A_a + r_d_attn_norm_A_b */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_norm_A_3[k] = v_r_d_attn_norm_A_1_a[k] + v_r_d_attn_norm_A_1_b[k] + v_r_d_attn_norm_A_2_a[k] + v_r_d_attn_norm_A_2_b[k] + v_r_d_attn_norm_A_a[k] + v_r_d_attn_norm_A_b[k];
+        const int tnz_r_d_attn_norm_A_3 = tnz_r_d_attn_mha_K || tnz_r_d_attn_mha_Q || tnz_r_d_attn_mha_V || vnz_v_attn_mha_Wk || vnz_v_attn_mha_Wq || vnz_v_attn_mha_Wv;
+        if (tnz_r_d_attn_norm_A_3) {  /* else zero tangents: read by none of the ops then run */
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_norm_A_3[k] = v_r_d_attn_norm_A_1_a[k] + v_r_d_attn_norm_A_1_b[k] + v_r_d_attn_norm_A_2_a[k] + v_r_d_attn_norm_A_2_b[k] + v_r_d_attn_norm_A_a[k] + v_r_d_attn_norm_A_b[k];
+        }
         /* r_d_attn_norm_Xhat = attn_norm_g ⊙ r_d_attn_norm_A_3 + d_attn_norm_A_3 ⊙ v_attn_norm_g */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_attn_norm_Xhat[(rr*K + d)*16 + cc] = v_attn_norm_g[0*16 + cc]*v_r_d_attn_norm_A_3[(rr*K + d)*16 + cc] + v_d_attn_norm_A_3[rr*16 + cc]*v_v_attn_norm_g[(0*K + d)*16 + cc];
+        const int tnz_r_d_attn_norm_Xhat = tnz_r_d_attn_norm_A_3 || vnz_v_attn_norm_g;
+        if (tnz_r_d_attn_norm_Xhat) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_d_attn_norm_Xhat[(rr*K + d)*16 + cc] = v_attn_norm_g[0*16 + cc]*v_r_d_attn_norm_A_3[(rr*K + d)*16 + cc] + v_d_attn_norm_A_3[rr*16 + cc]*v_v_attn_norm_g[(0*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_d_attn_norm_b = 1ᵀ·r_d_attn_norm_A_3 */
-        bpg_colsum(8*NB, K*16, v_r_d_attn_norm_A_3, v_r_d_attn_norm_b);
+        if (tnz_r_d_attn_norm_A_3) {
+            bpg_colsum(8*NB, K*16, v_r_d_attn_norm_A_3, v_r_d_attn_norm_b);
+        } else {
+            memset(v_r_d_attn_norm_b, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+        }
         /* r_d_attn_norm_g = attn_norm_Xhat ⊙ r_d_attn_norm_A_3 + d_attn_norm_A_3 ⊙ r_attn_norm_Xhat */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_attn_norm_g[(rr*K + d)*16 + cc] = v_attn_norm_Xhat[rr*16 + cc]*v_r_d_attn_norm_A_3[(rr*K + d)*16 + cc] + v_d_attn_norm_A_3[rr*16 + cc]*v_r_attn_norm_Xhat[(rr*K + d)*16 + cc];
+        const int tnz_r_d_attn_norm_g = tnz_r_d_attn_norm_A_3 || tnz_r_emb_A;
+        if (tnz_r_d_attn_norm_g) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_d_attn_norm_g[(rr*K + d)*16 + cc] = v_attn_norm_Xhat[rr*16 + cc]*v_r_d_attn_norm_A_3[(rr*K + d)*16 + cc] + v_d_attn_norm_A_3[rr*16 + cc]*v_r_attn_norm_Xhat[(rr*K + d)*16 + cc];
+                    }
                 }
-            }
+        }
         /* r_d_attn_norm_g_1 = 1ᵀ·r_d_attn_norm_g */
-        bpg_colsum(8*NB, K*16, v_r_d_attn_norm_g, v_r_d_attn_norm_g_1);
+        if (tnz_r_d_attn_norm_g) {
+            bpg_colsum(8*NB, K*16, v_r_d_attn_norm_g, v_r_d_attn_norm_g_1);
+        } else {
+            memset(v_r_d_attn_norm_g_1, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+        }
 
         /* Grad of: attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
         /*   (attn_norm: normalised by sqrt(variance + eps)) */
         /* r_d_attn_norm_ss = -attn_norm_Xhat ⊙ r_d_attn_norm_Xhat / (0.00032 + 2 attn_norm_ss) - d_attn_norm_Xhat ⊙ r_attn_norm_Xhat / (0.00032 + 2 attn_norm_ss) + attn_norm_Xhat ⊙ d_attn_norm_Xhat ⊙ r_attn_norm_ss / (512 (1e-05 + attn_norm_ss / 16)^∘2) */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_attn_norm_ss[(rr*K + d)*16 + cc] = 0.001953125*v_attn_norm_Xhat[rr*16 + cc]*v_d_attn_norm_Xhat[rr*16 + cc]*v_r_attn_norm_ss[(rr*K + d)*1 + 0]/((0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5)*(0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5)) - v_attn_norm_Xhat[rr*16 + cc]*v_r_d_attn_norm_Xhat[(rr*K + d)*16 + cc]/(2*v_attn_norm_ss[rr*1 + 0] + 0.00032000000000000003) - v_d_attn_norm_Xhat[rr*16 + cc]*v_r_attn_norm_Xhat[(rr*K + d)*16 + cc]/(2*v_attn_norm_ss[rr*1 + 0] + 0.00032000000000000003);
+        const int tnz_r_d_attn_norm_ss = tnz_r_d_attn_norm_Xhat || tnz_r_emb_A;
+        if (tnz_r_d_attn_norm_ss) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++) {
+                const real h_r_d_attn_norm_ss_0 = (1.0/(2*v_attn_norm_ss[rr*1 + 0] + 0.00032000000000000003));
+                const real h_r_d_attn_norm_ss_1 = (1.0/(((0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5)*(0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5))));
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_d_attn_norm_ss[(rr*K + d)*16 + cc] = 0.001953125*v_attn_norm_Xhat[rr*16 + cc]*v_d_attn_norm_Xhat[rr*16 + cc]*h_r_d_attn_norm_ss_1*v_r_attn_norm_ss[(rr*K + d)*1 + 0] - v_attn_norm_Xhat[rr*16 + cc]*h_r_d_attn_norm_ss_0*v_r_d_attn_norm_Xhat[(rr*K + d)*16 + cc] - v_d_attn_norm_Xhat[rr*16 + cc]*h_r_d_attn_norm_ss_0*v_r_attn_norm_Xhat[(rr*K + d)*16 + cc];
+                    }
                 }
             }
+        }
         /* r_d_attn_norm_ss_1 = r_d_attn_norm_ss·1 */
-        bpg_rowsum(8*N, 16, v_r_d_attn_norm_ss, v_r_d_attn_norm_ss_1);
+        if (tnz_r_d_attn_norm_ss) {  /* else zero tangents: read by none of the ops then run */
+            bpg_rowsum(8*N, 16, v_r_d_attn_norm_ss, v_r_d_attn_norm_ss_1);
+        }
 
         /* Grad of: attn_norm_Xc = emb_EX + emb_Pt - attn_norm_sum / 16  (not stored in this function: attn_norm_sum, emb_EX, emb_Pt) */
         /*   (attn_norm: centred input (minus its row mean)) */
         /* r_d_attn_norm_Xc_2 = hc ⊙ r_d_attn_norm_Xhat + 2 attn_norm_Xc ⊙ r_d_attn_norm_ss_1 + 2 d_attn_norm_ss_1 ⊙ r_attn_norm_Xc - d_attn_norm_Xhat ⊙ r_attn_norm_ss / (32 (1e-05 + attn_norm_ss / 16)^∘(3/2)) */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_attn_norm_Xc_2[(rr*K + d)*16 + cc] = 2*v_attn_norm_Xc[rr*16 + cc]*v_r_d_attn_norm_ss_1[(rr*K + d)*1 + 0] - 0.03125*v_d_attn_norm_Xhat[rr*16 + cc]*v_r_attn_norm_ss[(rr*K + d)*1 + 0]*(1.0/((0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5)*sqrt(0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5))) + 2*v_d_attn_norm_ss_1[rr*1 + 0]*v_r_attn_norm_Xc[(rr*K + d)*16 + cc] + v_hc[rr*1 + 0]*v_r_d_attn_norm_Xhat[(rr*K + d)*16 + cc];
+        const int tnz_r_d_attn_norm_Xc_2 = tnz_r_d_attn_norm_Xhat || tnz_r_d_attn_norm_ss || tnz_r_emb_A;
+        if (tnz_r_d_attn_norm_Xc_2) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++) {
+                const real h_r_d_attn_norm_Xc_2_0 = (1.0/((0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5)*sqrt(0.0625*v_attn_norm_ss[rr*1 + 0] + 1.0000000000000001e-5)));
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_d_attn_norm_Xc_2[(rr*K + d)*16 + cc] = 2*v_attn_norm_Xc[rr*16 + cc]*v_r_d_attn_norm_ss_1[(rr*K + d)*1 + 0] - 0.03125*v_d_attn_norm_Xhat[rr*16 + cc]*h_r_d_attn_norm_Xc_2_0*v_r_attn_norm_ss[(rr*K + d)*1 + 0] + 2*v_d_attn_norm_ss_1[rr*1 + 0]*v_r_attn_norm_Xc[(rr*K + d)*16 + cc] + v_hc[rr*1 + 0]*v_r_d_attn_norm_Xhat[(rr*K + d)*16 + cc];
+                    }
                 }
             }
+        }
         /* r_d_attn_norm_sum = -r_d_attn_norm_Xc_2 / 16 */
-        #pragma omp simd
-        for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_norm_sum[k] = -0.0625*v_r_d_attn_norm_Xc_2[k];
+        if (tnz_r_d_attn_norm_Xc_2) {  /* else zero tangents: read by none of the ops then run */
+            #pragma omp simd
+            for (int64_t k = 0; k < 128*N; k++) v_r_d_attn_norm_sum[k] = -0.0625*v_r_d_attn_norm_Xc_2[k];
+        }
         /* r_d_attn_norm_sum_1 = r_d_attn_norm_sum·1 */
-        bpg_rowsum(8*N, 16, v_r_d_attn_norm_sum, v_r_d_attn_norm_sum_1);
+        if (tnz_r_d_attn_norm_Xc_2) {  /* else zero tangents: read by none of the ops then run */
+            bpg_rowsum(8*N, 16, v_r_d_attn_norm_sum, v_r_d_attn_norm_sum_1);
+        }
 
         /* Grad of: emb_A = emb_EX + emb_Pt  (not stored in this function: emb_A, emb_EX, emb_Pt) */
         /*   (emb: token and position embeddings) */
         /* r_d_emb_A_1 = r_d_attn_R_1 + r_d_attn_norm_Xc_2 + r_d_attn_norm_sum_1 */
-        for (int64_t rr = 0; rr < 8*NB; rr++)
-            for (int64_t d = 0; d < K; d++) {
-                #pragma omp simd
-                for (int64_t cc = 0; cc < 16; cc++) {
-                    v_r_d_emb_A_1[(rr*K + d)*16 + cc] = v_r_d_attn_R_1[(rr*K + d)*16 + cc] + v_r_d_attn_norm_Xc_2[(rr*K + d)*16 + cc] + v_r_d_attn_norm_sum_1[(rr*K + d)*1 + 0];
+        const int tnz_r_d_emb_A_1 = tnz_r_d_attn_R_1 || tnz_r_d_attn_norm_Xc_2;
+        if (tnz_r_d_emb_A_1) {  /* else zero tangents: read by none of the ops then run */
+            for (int64_t rr = 0; rr < 8*NB; rr++)
+                for (int64_t d = 0; d < K; d++) {
+                    #pragma omp simd
+                    for (int64_t cc = 0; cc < 16; cc++) {
+                        v_r_d_emb_A_1[(rr*K + d)*16 + cc] = v_r_d_attn_R_1[(rr*K + d)*16 + cc] + v_r_d_attn_norm_Xc_2[(rr*K + d)*16 + cc] + v_r_d_attn_norm_sum_1[(rr*K + d)*1 + 0];
+                    }
                 }
-            }
+        }
 
         /* Grad of: emb_Pt = emb_P repeated per sample (1_N ⊗ emb_P)  (not stored in this function: emb_Pt) */
         /*   (emb: the embedding of each step) */
         /* r_d_emb_P = (1_Nᵀ ⊗ I)·r_d_emb_A_1 */
-        bpg_add_rows(8*NB, 8, K*16, NB, NULL, v_r_d_emb_A_1, v_r_d_emb_P);
+        if (tnz_r_d_emb_A_1) {
+            bpg_add_rows(8*NB, 8, K*16, NB, NULL, v_r_d_emb_A_1, v_r_d_emb_P);
+        } else {
+            memset(v_r_d_emb_P, 0, sizeof(real)*(size_t)((8*K)*(16)));  /* zero tangents */
+        }
 
         /* Grad of: emb_EX = emb_E[x]  (not stored in this function: emb_EX) */
         /*   (emb: the embedding of each token id) */
         /* r_d_emb_E = onehot(x)ᵀ·r_d_emb_A_1 */
-        bpg_add_rows(8*NB, 16, K*16, NB, v_x, v_r_d_emb_A_1, v_r_d_emb_E);
+        if (tnz_r_d_emb_A_1) {
+            bpg_add_rows(8*NB, 16, K*16, NB, v_x, v_r_d_emb_A_1, v_r_d_emb_E);
+        } else {
+            memset(v_r_d_emb_E, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+        }
 
         /* total gradients */
         /* r_d_attn_mha_Wq_2 = r_d_attn_mha_Wq_1_a + r_d_attn_mha_Wq_1_b + 0.0001 v_attn_mha_Wq */
-        #pragma omp simd
-        for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wq_2[k] = v_r_d_attn_mha_Wq_1_a[k] + v_r_d_attn_mha_Wq_1_b[k] + 0.0001*v_v_attn_mha_Wq[k];
+        const int tnz_r_d_attn_mha_Wq_2 = tnz_r_attn_norm_A || tnz_r_d_attn_mha_Q || vnz_v_attn_mha_Wq;
+        if (tnz_r_d_attn_mha_Wq_2) {
+            #pragma omp simd
+            for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wq_2[k] = v_r_d_attn_mha_Wq_1_a[k] + v_r_d_attn_mha_Wq_1_b[k] + 0.0001*v_v_attn_mha_Wq[k];
+        } else {
+            memset(v_r_d_attn_mha_Wq_2, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+        }
         /* r_d_attn_mha_Wk_2 = r_d_attn_mha_Wk_1_a + r_d_attn_mha_Wk_1_b + 0.0001 v_attn_mha_Wk */
-        #pragma omp simd
-        for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wk_2[k] = v_r_d_attn_mha_Wk_1_a[k] + v_r_d_attn_mha_Wk_1_b[k] + 0.0001*v_v_attn_mha_Wk[k];
+        const int tnz_r_d_attn_mha_Wk_2 = tnz_r_attn_norm_A || tnz_r_d_attn_mha_K || vnz_v_attn_mha_Wk;
+        if (tnz_r_d_attn_mha_Wk_2) {
+            #pragma omp simd
+            for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wk_2[k] = v_r_d_attn_mha_Wk_1_a[k] + v_r_d_attn_mha_Wk_1_b[k] + 0.0001*v_v_attn_mha_Wk[k];
+        } else {
+            memset(v_r_d_attn_mha_Wk_2, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+        }
         /* r_d_attn_mha_Wv_2 = r_d_attn_mha_Wv_1_a + r_d_attn_mha_Wv_1_b + 0.0001 v_attn_mha_Wv */
-        #pragma omp simd
-        for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wv_2[k] = v_r_d_attn_mha_Wv_1_a[k] + v_r_d_attn_mha_Wv_1_b[k] + 0.0001*v_v_attn_mha_Wv[k];
+        const int tnz_r_d_attn_mha_Wv_2 = tnz_r_attn_norm_A || tnz_r_d_attn_mha_V || vnz_v_attn_mha_Wv;
+        if (tnz_r_d_attn_mha_Wv_2) {
+            #pragma omp simd
+            for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wv_2[k] = v_r_d_attn_mha_Wv_1_a[k] + v_r_d_attn_mha_Wv_1_b[k] + 0.0001*v_v_attn_mha_Wv[k];
+        } else {
+            memset(v_r_d_attn_mha_Wv_2, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+        }
         /* r_d_attn_mha_Wo_2 = r_d_attn_mha_Wo_1_a + r_d_attn_mha_Wo_1_b + 0.0001 v_attn_mha_Wo */
-        #pragma omp simd
-        for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wo_2[k] = v_r_d_attn_mha_Wo_1_a[k] + v_r_d_attn_mha_Wo_1_b[k] + 0.0001*v_v_attn_mha_Wo[k];
+        const int tnz_r_d_attn_mha_Wo_2 = tnz_r_attn_mha_AV || tnz_r_d_attn_R_1 || vnz_v_attn_mha_Wo;
+        if (tnz_r_d_attn_mha_Wo_2) {
+            #pragma omp simd
+            for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wo_2[k] = v_r_d_attn_mha_Wo_1_a[k] + v_r_d_attn_mha_Wo_1_b[k] + 0.0001*v_v_attn_mha_Wo[k];
+        } else {
+            memset(v_r_d_attn_mha_Wo_2, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+        }
         /* r_d_mlp_up_W_2 = r_d_mlp_up_W_1_a + r_d_mlp_up_W_1_b + 0.0001 v_mlp_up_W */
-        #pragma omp simd
-        for (int64_t k = 0; k < (16*K)*(64); k++) v_r_d_mlp_up_W_2[k] = v_r_d_mlp_up_W_1_a[k] + v_r_d_mlp_up_W_1_b[k] + 0.0001*v_v_mlp_up_W[k];
+        const int tnz_r_d_mlp_up_W_2 = tnz_r_d_mlp_up_Z || tnz_r_mlp_norm_A || vnz_v_mlp_up_W;
+        if (tnz_r_d_mlp_up_W_2) {
+            #pragma omp simd
+            for (int64_t k = 0; k < (16*K)*(64); k++) v_r_d_mlp_up_W_2[k] = v_r_d_mlp_up_W_1_a[k] + v_r_d_mlp_up_W_1_b[k] + 0.0001*v_v_mlp_up_W[k];
+        } else {
+            memset(v_r_d_mlp_up_W_2, 0, sizeof(real)*(size_t)((16*K)*(64)));  /* zero tangents */
+        }
         /* r_d_mlp_down_W_2 = r_d_mlp_down_W_1_a + r_d_mlp_down_W_1_b + 0.0001 v_mlp_down_W */
-        #pragma omp simd
-        for (int64_t k = 0; k < (64*K)*(16); k++) v_r_d_mlp_down_W_2[k] = v_r_d_mlp_down_W_1_a[k] + v_r_d_mlp_down_W_1_b[k] + 0.0001*v_v_mlp_down_W[k];
+        const int tnz_r_d_mlp_down_W_2 = tnz_r_d_mlp_R || tnz_r_mlp_up_Z || vnz_v_mlp_down_W;
+        if (tnz_r_d_mlp_down_W_2) {
+            #pragma omp simd
+            for (int64_t k = 0; k < (64*K)*(16); k++) v_r_d_mlp_down_W_2[k] = v_r_d_mlp_down_W_1_a[k] + v_r_d_mlp_down_W_1_b[k] + 0.0001*v_v_mlp_down_W[k];
+        } else {
+            memset(v_r_d_mlp_down_W_2, 0, sizeof(real)*(size_t)((64*K)*(16)));  /* zero tangents */
+        }
         /* r_d_head_W_2 = r_d_head_W_1_a + r_d_head_W_1_b + 0.0001 v_head_W */
-        #pragma omp simd
-        for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_head_W_2[k] = v_r_d_head_W_1_a[k] + v_r_d_head_W_1_b[k] + 0.0001*v_v_head_W[k];
+        const int tnz_r_d_head_W_2 = tnz_r_mlp_R || tnz_r_o_exp || vnz_v_head_W;
+        if (tnz_r_d_head_W_2) {
+            #pragma omp simd
+            for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_head_W_2[k] = v_r_d_head_W_1_a[k] + v_r_d_head_W_1_b[k] + 0.0001*v_v_head_W[k];
+        } else {
+            memset(v_r_d_head_W_2, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+        }
 
         /* rows j0 .. of the result: H·v for each direction */
         bpg_columns_out(K, 20, bpg_table_1, wsd + 4352*N, out, 3936, j0);

@@ -33,7 +33,9 @@ HELPERS = ["sigmoid", "softplus", "tanh", "exp", "gemm_nn", "gemm_tn", "gemm_nt"
            # hessian_columns over k directions at once (the layouts of a direction)
            "dirs_to_cols", "cols_to_dirs",
            # its chunk loop's directions in and results out (bpgen/backends/c/columns.py)
-           "columns_in", "columns_out"]
+           "columns_in", "columns_out",
+           # the full Hessian from its rows: (h + hᵀ)/2 in tiles (runtime/call.py's _symmetrise)
+           "symmetrise"]
 # -fopenmp-simd as in bpgen's own CFLAGS: gemm_nt has a `#pragma omp simd`
 SYNTAX_FLAGS = ["-std=gnu99", "-fopenmp-simd", "-Wall", "-Wextra", "-Werror", "-fsyntax-only"]
 BUILD_FLAGS = ["-std=gnu99", "-O2", "-fopenmp-simd"]
@@ -140,6 +142,8 @@ void w_causal_mask(int64_t R, int64_t T, int64_t N, int64_t K, int causal, const
                    double fill, const double *a, double *out);
 void w_causal_mask_max(int64_t R, int64_t T, int64_t N, int64_t K, int causal, const double *m,
                        double fill, const double *a, double *out, double *mx);
+int w_nonzero(const double *V, int64_t size, int64_t K, const double *a, int64_t j, int64_t at);
+void w_symmetrise(int64_t n, double *h);
 """
 
 WRAPPERS = """
@@ -215,6 +219,9 @@ void w_causal_mask(int64_t R, int64_t T, int64_t N, int64_t K, int causal, const
 void w_causal_mask_max(int64_t R, int64_t T, int64_t N, int64_t K, int causal, const double *m,
                        double fill, const double *a, double *out, double *mx)
 { bpg_causal_mask_max(R, T, N, K, causal, m, fill, a, out, mx); }
+int w_nonzero(const double *V, int64_t size, int64_t K, const double *a, int64_t j, int64_t at)
+{ return bpg_nonzero(V, size, K, a, j, at); }
+void w_symmetrise(int64_t n, double *h) { bpg_symmetrise(n, h); }
 """
 
 
@@ -530,6 +537,34 @@ def test_columns_in_and_out(rt, K, j, first):
         want = np.full((count, total), 7.0)
         want[j:j + K] = dirs if dirs is not None else e
         np.testing.assert_array_equal(out, want)
+
+
+def test_nonzero(rt):
+    """bpg_nonzero: is a block of v nonzero in one of K directions: read
+    (V given), or for the unit vectors e_j .. e_(j+K-1) whether one falls
+    in the block's entries at .. at+size-1 (nothing read)."""
+    ffi, lib = rt
+    a = np.zeros(12)
+    V = ffi.cast("double *", 1)                  # "given": only its nullness is looked at
+    assert lib.w_nonzero(V, 4, 3, _ptr(ffi, a), 0, 0) == 0
+    a[11] = -0.0
+    assert lib.w_nonzero(V, 4, 3, _ptr(ffi, a), 0, 0) == 0
+    a[11] = 1e-300
+    assert lib.w_nonzero(V, 4, 3, _ptr(ffi, a), 0, 0) == 1
+    for j in range(12):                          # a block of 4 entries from 5, K = 3
+        want = any(5 <= i < 9 for i in range(j, j + 3))
+        assert lib.w_nonzero(ffi.NULL, 4, 3, ffi.NULL, j, 5) == want, j
+
+
+@pytest.mark.parametrize("n", [1, 2, 31, 32, 33, 70])
+def test_symmetrise(rt, n):
+    """bpg_symmetrise: (h + hᵀ)/2 in place, the same bits as the NumPy
+    expression (tiles of 32: n around and across a tile's edge)."""
+    ffi, lib = rt
+    h = np.random.default_rng(n).standard_normal((n, n))
+    want = (h + h.T) * 0.5
+    lib.w_symmetrise(n, _ptr(ffi, h))
+    np.testing.assert_array_equal(h, want)
 
 
 Z = [-800.0, -30.0, -1.0, 0.0, 1.0, 30.0, 800.0]

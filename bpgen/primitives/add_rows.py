@@ -24,6 +24,9 @@ def _steps(em, op):
 class AddRows(Primitive):
     name = "add_rows"
 
+    def zero_when(self, op, zero: set) -> bool:
+        return op.args[0] in zero           # linear in its matrix
+
     def build(self, g, a: str, index: str | None, rows: int, base: str = "addr",
               label: str = "", comment: str = "") -> str:
         r, f = g.shape(a)

@@ -137,6 +137,14 @@ class Primitive:
             return self.c(em, op, loop)
         raise NotImplementedError(f"{self.name}: no C rule for k directions at once")
 
+    def zero_when(self, op, zero: set) -> bool:
+        """Is ``op``'s output zero whenever its arguments in ``zero`` are
+        zero matrices?  Asked of the tangent part of ``hessian_columns``: an
+        op whose tangent arguments are all zero in a chunk of directions is
+        skipped there, its output zeroed (backends/c/columns.py).  False
+        (never skipped) unless the primitive says."""
+        return False
+
     def batched_rule(self, op, batched) -> bool:
         """Do ``c_batched`` and ``numpy_batched`` have a rule for ``op`` when
         the variables in ``batched`` carry k directions?  Asked once, before

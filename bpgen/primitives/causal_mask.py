@@ -25,6 +25,9 @@ FILLS = ("-inf", "0")
 @register
 class CausalMask(Primitive):
     name = "causal_mask"
+
+    def zero_when(self, op, zero: set) -> bool:
+        return op.args[0] in zero and op.attrs["fill"] == "0"
     # rows are (head, step, sample) blocks: see the module docstring for
     # k directions (the rules below print them; M is never batched)
     batch_as_rows = True

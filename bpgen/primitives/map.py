@@ -55,7 +55,8 @@ def _costly(e) -> bool:
                for n in sp.preorder_traversal(e))
 
 
-def _c_invariants(em, expr, access: dict, invariant, prefix: str) -> tuple:
+def _c_invariants(em, expr, access: dict, invariant, prefix: str,
+                  reciprocals: bool = False) -> tuple:
     """The parts of ``expr`` that are the same for every element of a row
     (or of the whole loop), computed once before it: ([C line], the
     expression reading them, their accesses).  ``invariant``: the argument
@@ -63,7 +64,10 @@ def _c_invariants(em, expr, access: dict, invariant, prefix: str) -> tuple:
     hoisted whole when it calls a function or takes a root (layernorm's
     1/sqrt(var + eps): hoisted, its loop 3.8x faster on AVX-512); of a
     reciprocal only its base, so that ``x/(a + b)`` stays a division (the
-    same bits as in the loop)."""
+    same bits as in the loop).  ``reciprocals``: the reciprocal itself
+    (``x·h``, h = 1/(a + b) once: a multiplication in the loop, within a
+    rounding of the division), for loops that run a row many times (the
+    k directions of ``c_batched``)."""
     invariant = set(invariant) | {"N"}
     made = {}
 
@@ -79,6 +83,12 @@ def _c_invariants(em, expr, access: dict, invariant, prefix: str) -> tuple:
     def hoist(e):
         if not e.args:
             return e
+        if (reciprocals and e.is_Pow and e.exp.is_Integer and e.exp < 0 and inv(e.base)
+                and not e.base.is_Number):
+            if e.exp == -1:
+                return name(e)
+            # 1/(b·b), not pow(b, -2)
+            return name(sp.Pow(sp.Pow(e.base, -e.exp), -1, evaluate=False))
         if e.is_Pow and e.exp == -1:
             base = e.base
             if inv(base) and not (base.is_Symbol or base.is_Number):
@@ -148,6 +158,12 @@ class Map(Primitive):
 
     def aliases(self, op) -> bool:
         return op.attrs["expr"].is_Symbol
+
+    def zero_when(self, op, zero: set) -> bool:
+        """SymPy's answer: f with those arguments 0 is 0 (a tangent's map is
+        a sum of terms each holding one tangent factor)."""
+        expr = op.attrs["expr"]
+        return expr.xreplace({s: sp.S.Zero for s in expr.free_symbols if s.name in zero}) == 0
 
     def build(self, g, expr, base: str = "t", shape: tuple | None = None,
               label: str = "", comment: str = "") -> str:
@@ -270,12 +286,21 @@ class Map(Primitive):
                 access[a] = f"{em.ptr(a, loop)}[({row}*K + d)*{ac} + {col}]"
             else:
                 access[a] = f"{em.ptr(a, loop)}[{row}*{ac} + {col}]"
-        body = _c_body(em, expr, access, f"{em.ptr(op.out, loop)}[(rr*K + d)*{c} + cc]")
-        return ([f"for (int64_t rr = 0; rr < {r}; rr++)",
-                 "    for (int64_t d = 0; d < K; d++) {",
-                 "        #pragma omp simd",
-                 f"        for (int64_t cc = 0; cc < {c}; cc++) {{"]
-                + [f"            {b}" for b in body] + ["        }", "    }"])
+        # the same for every direction and column of a row: computed once
+        # per row, reciprocals too (a multiplication K times per entry)
+        once, expr, names = _c_invariants(
+            em, expr, access, [a for a in op.args if not em.is_batched(a)
+                               and "cc" not in access[a]], f"h_{op.out}_", reciprocals=True)
+        body = _c_body(em, expr, {**access, **names},
+                       f"{em.ptr(op.out, loop)}[(rr*K + d)*{c} + cc]")
+        loops = (["for (int64_t d = 0; d < K; d++) {",
+                  "    #pragma omp simd",
+                  f"    for (int64_t cc = 0; cc < {c}; cc++) {{"]
+                 + [f"        {b}" for b in body] + ["    }", "}"])
+        if once:
+            return ([f"for (int64_t rr = 0; rr < {r}; rr++) {{"] + [f"    {x}" for x in once + loops]
+                    + ["}"])
+        return [f"for (int64_t rr = 0; rr < {r}; rr++)"] + [f"    {x}" for x in loops]
 
     def numpy_batched(self, em, op, loop):
         """k directions: batched arguments seen as (rows, K, cols), fixed

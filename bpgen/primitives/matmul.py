@@ -12,6 +12,10 @@ class MatMul(Primitive):
     name = "matmul"
     product = True
 
+    def zero_when(self, op, zero: set) -> bool:
+        # bilinear; added into its result (attrs["acc"]): that is not zero
+        return not op.attrs.get("acc") and any(a in zero for a in op.args)
+
     def build(self, g, a: str, b: str, ta: bool = False, tb: bool = False,
               base: str = "mm", label: str = "", comment: str = "") -> str:
         sa, sb = g.shape(a), g.shape(b)

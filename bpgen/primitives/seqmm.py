@@ -42,6 +42,9 @@ class SeqMM(Primitive):
     name = "seqmm"
     product = False
 
+    def zero_when(self, op, zero: set) -> bool:
+        return any(a in zero for a in op.args)      # bilinear
+
     def build(self, g, a: str, b: str, form: str, steps: int, heads: int,
               base: str = "smm", label: str = "", comment: str = "") -> str:
         sa, sb = g.shape(a), g.shape(b)

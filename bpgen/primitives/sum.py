@@ -12,6 +12,9 @@ _C_HELPER = {0: "colsum", 1: "rowsum", None: "sumall"}
 @register
 class Sum(Unary):
     name = "sum"
+
+    def zero_when(self, op, zero: set) -> bool:
+        return op.args[0] in zero           # linear in its matrix
     reduces = True
 
     def build(self, g, a: str, axis, base: str = "s", label: str = "",

@@ -25,6 +25,9 @@ def _first(op) -> str:
 class TakeRows(Primitive):
     name = "take_rows"
 
+    def zero_when(self, op, zero: set) -> bool:
+        return op.args[0] in zero           # linear in its matrix
+
     def build(self, g, table: str, index: str | None = None, steps: int | None = None,
               base: str = "take", label: str = "", comment: str = "") -> str:
         v, f = g.shape(table)

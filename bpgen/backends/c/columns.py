@@ -34,13 +34,16 @@ class _ColumnsEmitter(CEmitter):
     one nonzero block)."""
     chunk_patches = False
 
-    def __init__(self, prog, dtype, used, tables, vvars):
+    def __init__(self, prog, dtype, used, tables, vvars, batched):
         super().__init__(prog, dtype, used, tables)
-        self.vvars = vvars
+        self.vvars, self.batched = vvars, batched
+        self.zero_flags = {v: f"vnz_{v}" for v in vvars}
+        self.zero_plan = zero_plan(prog, batched, vvars)
+        self.op_index = {id(op): i for i, op in enumerate(prog.ops)}
 
     def statement(self, op, prim, loop) -> list:
         head, *lines = super().statement(op, prim, loop)
-        return [head] + _skip_zero_blocks(self, op, loop, lines)
+        return [head] + _skip_zero(self, op, loop, lines)
 
 
 class _BatchedEmitter(Directions, CEmitter):
@@ -58,6 +61,9 @@ class _BatchedEmitter(Directions, CEmitter):
     def __init__(self, prog, dtype, used, tables, batched: set, vvars: list):
         super().__init__(prog, dtype, used, tables)
         self.batched, self.vvars = batched, vvars
+        self.zero_flags = {v: f"vnz_{v}" for v in vvars}
+        self.zero_plan = zero_plan(prog, batched, vvars)
+        self.op_index = {id(op): i for i, op in enumerate(prog.ops)}
         self.scratch_size = 0          # per direction, constant
         self.copies: dict = {}         # seed -> its direction-major copy
 
@@ -92,19 +98,68 @@ class _BatchedEmitter(Directions, CEmitter):
 
     def statement(self, op, prim, loop) -> list:
         head = self.comment(f"{op.out} = {prim.equation(op, {})}")
-        return [head] + _skip_zero_blocks(self, op, loop, prim.c_batched(self, op, loop))
+        return [head] + _skip_zero(self, op, loop, prim.c_batched(self, op, loop))
 
 
-def _skip_zero_blocks(em, op, loop, lines: list) -> list:
-    """``lines`` of a product that reads a block of v, run only when that
-    block is nonzero (``vnz_<block>``), else its result zeroed."""
-    vs = [a for a in op.args if a in em.vvars]
-    if not op.primitive.product or not vs:
+def zero_plan(prog, batched, vvars) -> tuple:
+    """Which tangent ops of ``prog`` (over ``batched`` variables, the
+    directions' blocks ``vvars``) are skipped when their tangent arguments
+    are all zero in a chunk (``Primitive.zero_when``): ({op's index: the
+    blocks of v it is zero without, as flags}, {outputs of skipped ops
+    whose zeroing is left out: every op reading one is skipped whenever it
+    is, and it is not a result}).  A tangent op's output is zero unless a
+    direction falls in one of the blocks of its flags (only outside a loop:
+    a loop's values are per step)."""
+    atoms = {v: frozenset([f"vnz_{v}"]) for v in vvars}
+    skipped = {}
+    for i, op in enumerate(prog.ops):
+        tangent = [a for a in op.args if a in batched]
+        if (tangent and all(a in atoms for a in tangent)
+                and op.primitive.zero_when(op, set(tangent))):
+            skipped[i] = frozenset().union(*(atoms[a] for a in tangent))
+            if op.loop is None:
+                atoms[op.out] = skipped[i]
+    readers = {}
+    for i, op in enumerate(prog.ops):
+        for a in op.args:
+            readers.setdefault(a, []).append(i)
+    unread = {prog.ops[i].out for i, flags in skipped.items()
+              if prog.ops[i].loop is None and prog.ops[i].out not in prog.outputs
+              and all(r in skipped and skipped[r] <= flags for r in readers.get(prog.ops[i].out, []))}
+    return skipped, unread
+
+
+def _skip_zero(em, op, loop, lines: list) -> list:
+    """``lines`` of a tangent op, run only when one of its tangent
+    arguments is nonzero in some direction of the chunk (zero_plan), else
+    its result zeroed, unless no op reads it then.  A block of v is zero
+    when no direction of the chunk falls in it (``vnz_<block>``); a tangent
+    is zero when the ops making it were skipped (``tnz_<name>``, outside a
+    loop: the flags live in the chunk's scope).  For a unit direction of a
+    later layer the tangents of the forward pass before it are zero."""
+    skipped, unread = em.zero_plan
+    i = em.op_index[id(op)]
+    if i not in skipped:
         return lines
-    cond = " && ".join(f"vnz_{v}" for v in vs)
-    return ([f"if ({cond}) {{"] + [f"    {line}" for line in lines]
-            + ["} else {", f"    memset({em.ptr(op.out, loop)}, 0, "
-               f"{em.bytes(em.shape(op.out, loop))});  /* a zero block of v */", "}"])
+    tangent = [a for a in op.args if a in em.batched]
+    flags = sorted({em.zero_flags[a] for a in tangent})
+    cond = " || ".join(flags)
+    out = []
+    if loop is None:
+        flag = em.zero_flags[op.out] = f"tnz_{op.out}"
+        if len(flags) > 1:
+            out.append(f"const int {flag} = {cond};")
+            cond = flag
+        else:
+            em.zero_flags[op.out] = cond
+    what = ("a zero block of v" if all(a in em.vvars for a in tangent)
+            else "zero tangents")
+    if op.out in unread:
+        return out + ([f"if ({cond}) {{  /* else {what}: read by none of the ops then run */"]
+                      + [f"    {line}" for line in lines] + ["}"])
+    return out + ([f"if ({cond}) {{"] + [f"    {line}" for line in lines]
+                  + ["} else {", f"    memset({em.ptr(op.out, loop)}, 0, "
+                     f"{em.bytes(em.shape(op.out, loop))});  /* {what} */", "}"])
 
 
 def _batched(cols: Columns, dtype: str, used: set, tables: dict) -> tuple:
@@ -149,7 +204,8 @@ def _batched(cols: Columns, dtype: str, used: set, tables: dict) -> tuple:
 def _one_at_a_time(cols: Columns, dtype: str, used: set, tables: dict) -> tuple:
     """(template data, room for one direction) of the tangent part one
     direction at a time (K = 1: the direction's blocks, then the result's)."""
-    em = _ColumnsEmitter(cols.tangent, dtype, used, tables, {b.name for b in cols.directions})
+    em = _ColumnsEmitter(cols.tangent, dtype, used, tables, {b.name for b in cols.directions},
+                         cols.batched)
     blocks = em.blocks()
     total = cols.total
     offset = {**{b.name: b.at for b in cols.directions},
@@ -195,7 +251,8 @@ def columns_function(derived: Derived, used: set, tables: dict) -> dict:
         used.add(helper)
     text = _env.get_template("columns.c.j2").render(
         **data, wsd=offset_code(wa, wb), total=cols.total,
-        directions=[{"name": b.name, "cname": cname(b.name), "size": b.size}
+        directions=[{"name": b.name, "cname": cname(b.name), "size": b.size,
+                     "at": b.at}
                     for b in cols.directions],
         results=cols.results)
     loop = {"head": [data["head"]], "lines": [line.rstrip() for line in text.split("\n")]}

@@ -33,6 +33,8 @@ def emit(derived: Derived, module: str) -> tuple:
     # architecture whose summands they cannot take keeps the Python route)
     per_sample = per_sample_functions(derived, functions, used)[0]
     functions += per_sample
+    if any(f["name"] == "hessian_columns" for f in functions):
+        used.add("symmetrise")      # the wrapper's hessian() symmetrises with it (call.py)
     runtime = [runtime_source(os.path.join(_HERE, "runtime", "prelude.c"))]
     runtime += [runtime_source(os.path.join(_HERE, "runtime", f"{h}.c"))
                 for h in HELPERS if h in used]
@@ -55,6 +57,7 @@ def emit(derived: Derived, module: str) -> tuple:
                      + ["void bpg_set_threads(int n);", "int bpg_get_threads(void);",
                         "void *bpg_threads_state(void);", "void bpg_threads_share(void *state);",
                         "int bpg_threads_enter(double work);", "void bpg_threads_leave(int large);"]
+                     + (["void bpg_symmetrise(int64_t n, real *h);"] if "symmetrise" in used else [])
                      + (FASTCALL_CDEF if fastcall else [])).replace("restrict ", "")
     cdef = cdef.replace("real", ctype)
     # named by the code's own hash and the build configuration: a changed

@@ -12,10 +12,11 @@ static inline void bpg_columns_in(int64_t K, int64_t nb, const int32_t *restrict
         const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
         real *const X = base + blocks[4*b + 3]*K;
         if (V) {
-            for (int64_t d = 0; d < K; d++)
-                for (int64_t i = 0; i < R; i++)
-                    memcpy(X + (i*K + d)*C, V + (j + d)*total + at + i*C,
-                           sizeof(real)*(size_t)C);
+            for (int64_t d = 0; d < K; d++) {
+                const real *restrict v = V + (j + d)*total + at;
+                for (int64_t i = 0; i < R; i++)     /* rows of a few entries: no memcpy call each */
+                    for (int64_t c = 0; c < C; c++) X[(i*K + d)*C + c] = v[i*C + c];
+            }
         } else {
             memset(X, 0, sizeof(real)*(size_t)(R*C*K));
             for (int64_t d = 0; d < K; d++) {

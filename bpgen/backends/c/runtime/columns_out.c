@@ -10,9 +10,10 @@ static inline void bpg_columns_out(int64_t K, int64_t nb, const int32_t *restric
     for (int64_t b = 0; b < nb; b++) {
         const int64_t R = blocks[4*b], C = blocks[4*b + 1], at = blocks[4*b + 2];
         const real *const X = base + blocks[4*b + 3]*K;
-        for (int64_t d = 0; d < K; d++)
-            for (int64_t i = 0; i < R; i++)
-                memcpy(out + (j + d)*total + at + i*C, X + (i*K + d)*C,
-                       sizeof(real)*(size_t)C);
+        for (int64_t d = 0; d < K; d++) {
+            real *restrict o = out + (j + d)*total + at;
+            for (int64_t i = 0; i < R; i++)     /* rows of a few entries: no memcpy call each */
+                for (int64_t c = 0; c < C; c++) o[i*C + c] = X[(i*K + d)*C + c];
+        }
     }
 }
