@@ -20,15 +20,33 @@ TOLERANCES = {"float64": (1e-8, 1e-5), "float32": (1e-4, 1e-4)}
 FD_EPS = {"float64": 1e-6}
 
 
-def rel_err(a, b) -> float:
-    """max |a - b| / max(max |b|, 1e-6): relative to the array's scale."""
+def rel_err(a, b, floor: float = 1e-6) -> float:
+    """max |a - b| / max(max |b|, floor): relative to the array's scale."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         return float("inf")
     if a.size == 0:
         return 0.0
-    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-6))
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), floor))
+
+
+#: a parameter array's gradient is compared relative to its own largest
+#: entry, or to this fraction of the whole gradient's largest entry when
+#: that is larger: a gradient that is exactly zero (attention's key bias
+#: b_k: softmax ignores a shift of a row's scores) would otherwise be
+#: judged by the finite differences' own noise (~1e-10 at a loss of ~1)
+#: or float32's rounding, relative to nothing
+GRAD_SCALE_FLOOR = 1e-3
+
+
+def grad_floor(grads) -> float:
+    """The smallest scale a parameter array's gradient errors are taken
+    relative to (GRAD_SCALE_FLOOR of the largest gradient entry, at least
+    1e-6)."""
+    top = max((float(np.max(np.abs(np.asarray(g, dtype=np.float64))))
+               for g in grads.values() if np.size(g)), default=0.0)
+    return max(GRAD_SCALE_FLOOR * top, 1e-6)
 
 
 def sample_point(spec, module, batch: int = 5, seed: int = 0):
@@ -70,12 +88,12 @@ SAMPLE_DIRECTIONS = 2
 
 
 def sampled_fd_errors(f, p64, grads, key, coords: int, directions: int, rng,
-                      eps: float = FD_EPS["float64"]) -> tuple:
+                      eps: float = FD_EPS["float64"], floor: float = 1e-6) -> tuple:
     """Central differences of ``f`` at ``p64`` along ``coords`` random
     coordinates and ``directions`` random unit directions of the parameter
     ``key``, against ``grads[key]``.  Returns (error, how many differences):
     the largest |difference - derivative| relative to max(|grads[key]|_max,
-    1e-6) for coordinates, to max(|grads[key]|_2, 1e-6) for directions (the
+    floor) for coordinates, to max(|grads[key]|_2, floor) for directions (the
     bound of a unit direction's derivative)."""
     g = np.asarray(grads[key], dtype=np.float64).reshape(-1)
     arr = p64[key]
@@ -83,7 +101,7 @@ def sampled_fd_errors(f, p64, grads, key, coords: int, directions: int, rng,
     size = flat.size
     picked = rng.choice(size, size=min(coords, size), replace=False)
     err = 0.0
-    gmax = max(float(np.max(np.abs(g))) if size else 0.0, 1e-6)
+    gmax = max(float(np.max(np.abs(g))) if size else 0.0, floor)
     for i in picked:
         old = flat[i]
         flat[i] = old + eps
@@ -92,7 +110,7 @@ def sampled_fd_errors(f, p64, grads, key, coords: int, directions: int, rng,
         fm = f(p64)
         flat[i] = old
         err = max(err, abs((fp - fm) / (2 * eps) - g[i]) / gmax)
-    gnorm = max(float(np.linalg.norm(g)), 1e-6)
+    gnorm = max(float(np.linalg.norm(g)), floor)
     orig = flat.copy()
     for _ in range(directions):
         d = rng.standard_normal(size)
@@ -152,20 +170,22 @@ def check_module(spec, module, params, x, y, exact_module=None, *, sample=None,
     else:       # see fd_grad: the float64 reference loss at the same point
         def f(p):
             return float(ref.loss(spec, p, x, y))
+    floor = grad_floor(ref_grads)       # the whole gradient's scale (see GRAD_SCALE_FLOOR)
     for key in grads:
         shape = "x".join(map(str, np.shape(p64[key]))) or "scalar"
         if sample is None:
             if progress:
                 progress(f"{label}{key} ({shape}): finite differences of all "
                          f"{p64[key].size} entries ...")
-            fd_err = rel_err(fd_grads[key], _fd_of(f, p64, key))
+            fd_err = rel_err(fd_grads[key], _fd_of(f, p64, key), floor)
         else:
             coords, directions, rng = sample
-            fd_err, count = sampled_fd_errors(f, p64, fd_grads, key, coords, directions, rng)
+            fd_err, count = sampled_fd_errors(f, p64, fd_grads, key, coords, directions, rng,
+                                              floor=floor)
             if progress:
                 progress(f"{label}{key} ({shape}): {count} finite differences "
                          f"({min(coords, p64[key].size)} coordinates, {directions} directions)")
-        rows[key] = (rel_err(grads[key], ref_grads[key]), fd_err)
+        rows[key] = (rel_err(grads[key], ref_grads[key], floor), fd_err)
     return rows
 
 
@@ -237,7 +257,9 @@ def run_check(arch, batch: int = 5, seed: int = 0, tol: float | None = None,
               f"(above {SAMPLE_ABOVE} parameters; --exhaustive differences all {n_params})",
               file=out)
     print(f"max relative error; tolerance {ref_tol:g} against the reference (ref), "
-          f"{fd_tol:g} against central finite differences (fd)", file=out)
+          f"{fd_tol:g} against central finite differences (fd); a parameter's errors "
+          f"relative to its gradient's largest entry or {GRAD_SCALE_FLOOR:g} of the "
+          f"whole gradient's, whichever is larger", file=out)
     if spec.truncate:
         print(f"bptt truncate {spec.truncate}: the ref columns check the truncated gradient; "
               f"the fd columns check the same network built without truncation", file=out)

@@ -213,6 +213,40 @@ def test_sampled_differences_find_a_wrong_entry():
     assert err > 1e-4
 
 
+ATTENTION_ARCH = """\
+name: cli_attention
+input: {tokens: 6, steps: 4}
+layers:
+  - {type: embedding, units: 6, positions: true}
+  - {type: attention, heads: 2, causal: true}
+  - {type: dense, units: 3}
+loss: {type: mse, steps: all}
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_check_passes_a_gradient_that_is_exactly_zero(tmp_path, capsys, dtype):
+    """Attention's key bias b_k has a zero gradient (softmax ignores a shift
+    of a row's scores): its errors are taken relative to a thousandth of the
+    whole gradient's scale, not to nothing, so the check passes (it failed
+    on the finite differences' noise, ~1e-10, and float32's rounding)."""
+    from bpgen.check import GRAD_SCALE_FLOOR, grad_floor, rel_err
+    arch = tmp_path / "att.yaml"
+    arch.write_text(ATTENTION_ARCH.replace("name: cli_attention",
+                                           f"name: cli_attention\ndtype: {dtype}"))
+    assert main(["check", str(arch), "--backend", "numpy", "--quiet"]) == 0
+    out, _ = capsys.readouterr()
+    assert "OK: every error is within tolerance" in out
+    row = next(line for line in out.splitlines() if line.startswith("l1.bk"))
+    assert "!" not in row
+    # the floor: a thousandth of the largest entry of any array, at least 1e-6
+    assert grad_floor({"a": np.array([0.5, -2.0]), "b": np.zeros(3)}) == GRAD_SCALE_FLOOR * 2
+    assert grad_floor({"a": np.zeros(2)}) == 1e-6
+    assert rel_err(np.array([1e-10]), np.array([0.0]), 2e-3) == pytest.approx(5e-8)
+    # a wrong entry in a small array is still caught on the whole gradient's scale
+    assert rel_err(np.array([1e-3]), np.array([0.0]), 2e-3) == 0.5
+
+
 # ---- the docs' examples use files that exist ---------------------------------
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
