@@ -3208,7 +3208,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (vnz_v_l0_W) {
             bpg_gemm_nt(64*N, 8, 9, v_l0_P, v_v_l0_W, v_r_l0_PW_b);
         } else {
-            memset(v_r_l0_PW_b, 0, sizeof(real)*(size_t)(512*N));  /* a zero block of v */
+            memset(v_r_l0_PW_b, 0, sizeof(real)*(size_t)(512*N > 0 ? 512*N : 0));  /* a zero block of v */
         }
         /* r_l0_A = hc ⊙ (r_l0_PW_b + v_l0_b) */
         const int tnz_r_l0_A = vnz_v_l0_W || vnz_v_l0_b;
@@ -3221,7 +3221,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
                 }
             }
         } else {
-            memset(v_r_l0_A, 0, sizeof(real)*(size_t)(512*N));  /* zero tangents */
+            memset(v_r_l0_A, 0, sizeof(real)*(size_t)(512*N > 0 ? 512*N : 0));  /* zero tangents */
         }
         /* r_l0_Y = transpose(r_l0_A; 64×8 → 8×64 per sample) */
         bpg_transpose_blocks(N, 64, 8, v_r_l0_A, v_r_l0_Y);
@@ -3237,7 +3237,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (vnz_v_l2_W) {
             bpg_gemm_nt(16*N, 16, 72, v_l2_P, v_v_l2_W, v_r_l2_PW_b);
         } else {
-            memset(v_r_l2_PW_b, 0, sizeof(real)*(size_t)(256*N));  /* a zero block of v */
+            memset(v_r_l2_PW_b, 0, sizeof(real)*(size_t)(256*N > 0 ? 256*N : 0));  /* a zero block of v */
         }
         /* r_l2_A = hc_1 ⊙ (r_l2_PW_a + r_l2_PW_b + v_l2_b) */
         for (int64_t rr = 0; rr < 16*N; rr++) {
@@ -3259,7 +3259,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (vnz_v_l5_W) {
             bpg_gemm_nn(N, 10, 64, v_l3_Y, v_v_l5_W, v_r_l5_XW_b);
         } else {
-            memset(v_r_l5_XW_b, 0, sizeof(real)*(size_t)(10*N));  /* a zero block of v */
+            memset(v_r_l5_XW_b, 0, sizeof(real)*(size_t)(10*N > 0 ? 10*N : 0));  /* a zero block of v */
         }
         /* r_o_exp = o_exp ⊙ (r_l5_XW_a + r_l5_XW_b + v_l5_b) */
         for (int64_t rr = 0; rr < N; rr++) {
@@ -3302,7 +3302,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (vnz_v_l5_W) {
             bpg_gemm_nt(N, 64, 10, v_d_l5_Z_2, v_v_l5_W, v_r_d_l3_Y_b);
         } else {
-            memset(v_r_d_l3_Y_b, 0, sizeof(real)*(size_t)(64*N));  /* a zero block of v */
+            memset(v_r_d_l3_Y_b, 0, sizeof(real)*(size_t)(64*N > 0 ? 64*N : 0));  /* a zero block of v */
         }
         /* r_d_l3_Y = r_d_l3_Y_a + r_d_l3_Y_b */
         #pragma omp simd
@@ -3346,7 +3346,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (vnz_v_l2_W) {
             bpg_gemm_nn(16*N, 72, 16, v_d_l2_Z, v_v_l2_W, v_r_d_l2_P_b);
         } else {
-            memset(v_r_d_l2_P_b, 0, sizeof(real)*(size_t)(1152*N));  /* a zero block of v */
+            memset(v_r_d_l2_P_b, 0, sizeof(real)*(size_t)(1152*N > 0 ? 1152*N : 0));  /* a zero block of v */
         }
         /* r_d_l2_P = r_d_l2_P_a + r_d_l2_P_b */
         #pragma omp simd

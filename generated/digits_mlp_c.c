@@ -2541,7 +2541,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (vnz_v_l0_W) {
             bpg_gemm_nn(NB, K*32, 64, v_x, v_v_l0_W, v_r_l0_XW_b);
         } else {
-            memset(v_r_l0_XW_b, 0, sizeof(real)*(size_t)(32*N));  /* a zero block of v */
+            memset(v_r_l0_XW_b, 0, sizeof(real)*(size_t)(32*N > 0 ? 32*N : 0));  /* a zero block of v */
         }
         /* r_l0_A = (1 - l0_A^∘2) ⊙ (r_l0_XW_b + v_l0_b) */
         const int tnz_r_l0_A = vnz_v_l0_W || vnz_v_l0_b;
@@ -2554,19 +2554,19 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
                     }
                 }
         } else {
-            memset(v_r_l0_A, 0, sizeof(real)*(size_t)(32*N));  /* zero tangents */
+            memset(v_r_l0_A, 0, sizeof(real)*(size_t)(32*N > 0 ? 32*N : 0));  /* zero tangents */
         }
         /* r_l1_XW_a = r_l0_A·l1_W */
         if (tnz_r_l0_A) {
             bpg_gemm_nn(N, 10, 32, v_r_l0_A, v_l1_W, v_r_l1_XW_a);
         } else {
-            memset(v_r_l1_XW_a, 0, sizeof(real)*(size_t)(10*N));  /* zero tangents */
+            memset(v_r_l1_XW_a, 0, sizeof(real)*(size_t)(10*N > 0 ? 10*N : 0));  /* zero tangents */
         }
         /* r_l1_XW_b = l0_A·v_l1_W */
         if (vnz_v_l1_W) {
             bpg_gemm_nn(NB, K*10, 32, v_l0_A, v_v_l1_W, v_r_l1_XW_b);
         } else {
-            memset(v_r_l1_XW_b, 0, sizeof(real)*(size_t)(10*N));  /* a zero block of v */
+            memset(v_r_l1_XW_b, 0, sizeof(real)*(size_t)(10*N > 0 ? 10*N : 0));  /* a zero block of v */
         }
         /* r_o_exp = o_exp ⊙ (r_l1_XW_a + r_l1_XW_b + v_l1_b) */
         const int tnz_r_o_exp = tnz_r_l0_A || vnz_v_l1_W || vnz_v_l1_b;
@@ -2618,7 +2618,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (tnz_r_o_exp) {
             bpg_colsum(NB, K*10, v_r_d_l1_Z_1, v_r_d_l1_b);
         } else {
-            memset(v_r_d_l1_b, 0, sizeof(real)*(size_t)((1*K)*(10)));  /* zero tangents */
+            memset(v_r_d_l1_b, 0, sizeof(real)*(size_t)((1*K)*(10) > 0 ? (1*K)*(10) : 0));  /* zero tangents */
         }
 
         /* Grad of: l1_XW = l0_A·l1_W  (not stored in this function: l1_XW) */
@@ -2631,14 +2631,14 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (vnz_v_l1_W) {
             bpg_gemm_nt(NB, K*32, 10, v_d_l1_Z_2, v_v_l1_W_dirs, v_r_d_l0_A_b);
         } else {
-            memset(v_r_d_l0_A_b, 0, sizeof(real)*(size_t)(32*N));  /* a zero block of v */
+            memset(v_r_d_l0_A_b, 0, sizeof(real)*(size_t)(32*N > 0 ? 32*N : 0));  /* a zero block of v */
         }
         /* r_d_l1_W_1_a = r_l0_Aᵀ·d_l1_Z_2 */
         if (tnz_r_l0_A) {
             bpg_gemm_tn(K*32, 10, NB, v_r_l0_A, v_d_l1_Z_2, bscratch);
             bpg_dirs_to_cols(K, 32, 10, bscratch, 32*10, v_r_d_l1_W_1_a);
         } else {
-            memset(v_r_d_l1_W_1_a, 0, sizeof(real)*(size_t)((32*K)*(10)));  /* zero tangents */
+            memset(v_r_d_l1_W_1_a, 0, sizeof(real)*(size_t)((32*K)*(10) > 0 ? (32*K)*(10) : 0));  /* zero tangents */
         }
         /* r_d_l1_W_1_b = l0_Aᵀ·r_d_l1_Z_1 */
         if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
@@ -2665,7 +2665,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (tnz_r_d_l0_Z) {
             bpg_colsum(NB, K*32, v_r_d_l0_Z, v_r_d_l0_b);
         } else {
-            memset(v_r_d_l0_b, 0, sizeof(real)*(size_t)((1*K)*(32)));  /* zero tangents */
+            memset(v_r_d_l0_b, 0, sizeof(real)*(size_t)((1*K)*(32) > 0 ? (1*K)*(32) : 0));  /* zero tangents */
         }
 
         /* Grad of: l0_XW = x·l0_W  (not stored in this function: l0_XW) */
@@ -2682,7 +2682,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
             #pragma omp simd
             for (int64_t k = 0; k < (64*K)*(32); k++) v_r_d_l0_W_2[k] = v_r_d_l0_W_1_b[k] + 0.0001*v_v_l0_W[k];
         } else {
-            memset(v_r_d_l0_W_2, 0, sizeof(real)*(size_t)((64*K)*(32)));  /* zero tangents */
+            memset(v_r_d_l0_W_2, 0, sizeof(real)*(size_t)((64*K)*(32) > 0 ? (64*K)*(32) : 0));  /* zero tangents */
         }
         /* r_d_l1_W_2 = r_d_l1_W_1_a + r_d_l1_W_1_b + 0.0001 v_l1_W */
         const int tnz_r_d_l1_W_2 = tnz_r_l0_A || tnz_r_o_exp || vnz_v_l1_W;
@@ -2690,7 +2690,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
             #pragma omp simd
             for (int64_t k = 0; k < (32*K)*(10); k++) v_r_d_l1_W_2[k] = v_r_d_l1_W_1_a[k] + v_r_d_l1_W_1_b[k] + 0.0001*v_v_l1_W[k];
         } else {
-            memset(v_r_d_l1_W_2, 0, sizeof(real)*(size_t)((32*K)*(10)));  /* zero tangents */
+            memset(v_r_d_l1_W_2, 0, sizeof(real)*(size_t)((32*K)*(10) > 0 ? (32*K)*(10) : 0));  /* zero tangents */
         }
 
         /* rows j0 .. of the result: H·v for each direction */

@@ -3353,7 +3353,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (vnz_v_l0_Wx) {
             bpg_gemm_nn(20*NB, K*64, 1, v_x, v_v_l0_Wx, v_r_l0_XW_b);
         } else {
-            memset(v_r_l0_XW_b, 0, sizeof(real)*(size_t)(1280*N));  /* a zero block of v */
+            memset(v_r_l0_XW_b, 0, sizeof(real)*(size_t)(1280*N > 0 ? 1280*N : 0));  /* a zero block of v */
         }
         /* r_l0_XG = r_l0_XW_b + v_l0_b */
         const int tnz_r_l0_XG = vnz_v_l0_Wx || vnz_v_l0_b;
@@ -3366,7 +3366,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
                     }
                 }
         } else {
-            memset(v_r_l0_XG, 0, sizeof(real)*(size_t)(1280*N));  /* zero tangents */
+            memset(v_r_l0_XG, 0, sizeof(real)*(size_t)(1280*N > 0 ? 1280*N : 0));  /* zero tangents */
         }
 
         /* loop over time steps: l0 (lstm), t = 0 .. 19, each direction */
@@ -3388,7 +3388,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
             if (vnz_v_l0_Wh) {
                 bpg_gemm_nn(NB, K*64, 16, (v_l0_hprev + t*16*NB), v_v_l0_Wh, v_r_l0_HW_b);
             } else {
-                memset(v_r_l0_HW_b, 0, sizeof(real)*(size_t)(64*N));  /* a zero block of v */
+                memset(v_r_l0_HW_b, 0, sizeof(real)*(size_t)(64*N > 0 ? 64*N : 0));  /* a zero block of v */
             }
             /* r_l0_G = r_l0_HW_a + r_l0_HW_b + r_l0_XG */
             #pragma omp simd
@@ -3458,7 +3458,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (vnz_v_l1_W) {
             bpg_gemm_nn(20*NB, K*1, 16, v_l0_H, v_v_l1_W, v_r_l1_XW_b);
         } else {
-            memset(v_r_l1_XW_b, 0, sizeof(real)*(size_t)(20*N));  /* a zero block of v */
+            memset(v_r_l1_XW_b, 0, sizeof(real)*(size_t)(20*N > 0 ? 20*N : 0));  /* a zero block of v */
         }
         /* r_l1_Z = r_l1_XW_a + r_l1_XW_b + v_l1_b */
         for (int64_t rr = 0; rr < 20*NB; rr++)
@@ -3563,7 +3563,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
         if (vnz_v_l1_W) {
             bpg_gemm_nt(20*NB, K*16, 1, v_d_l1_Z, v_v_l1_W_dirs, v_r_d_l0_H_b);
         } else {
-            memset(v_r_d_l0_H_b, 0, sizeof(real)*(size_t)(320*N));  /* a zero block of v */
+            memset(v_r_d_l0_H_b, 0, sizeof(real)*(size_t)(320*N > 0 ? 320*N : 0));  /* a zero block of v */
         }
         /* r_d_l0_H = r_d_l0_H_a + r_d_l0_H_b */
         #pragma omp simd
@@ -3677,7 +3677,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const real *restrict v_x, const re
             if (vnz_v_l0_Wh) {
                 bpg_gemm_nt(NB, K*16, 64, (v_d_l0_G_6 + t*64*NB), v_v_l0_Wh_dirs, v_r_d_l0_hprev_b);
             } else {
-                memset(v_r_d_l0_hprev_b, 0, sizeof(real)*(size_t)(16*N));  /* a zero block of v */
+                memset(v_r_d_l0_hprev_b, 0, sizeof(real)*(size_t)(16*N > 0 ? 16*N : 0));  /* a zero block of v */
             }
             /* r_d_l0_hprev = r_d_l0_hprev_a + r_d_l0_hprev_b */
             #pragma omp simd

@@ -6701,13 +6701,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (vnz_v_emb_E) {
             bpg_take_rows(8*NB, K*16, NB, v_x, v_v_emb_E, v_r_emb_EX);
         } else {
-            memset(v_r_emb_EX, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_emb_EX, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_emb_Pt = v_emb_P repeated per sample (1_N ⊗ v_emb_P) */
         if (vnz_v_emb_P) {
             bpg_take_rows(8*NB, K*16, NB, NULL, v_v_emb_P, v_r_emb_Pt);
         } else {
-            memset(v_r_emb_Pt, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_emb_Pt, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_emb_A = r_emb_EX + r_emb_Pt */
         const int tnz_r_emb_A = vnz_v_emb_E || vnz_v_emb_P;
@@ -6715,7 +6715,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             #pragma omp simd
             for (int64_t k = 0; k < 128*N; k++) v_r_emb_A[k] = v_r_emb_EX[k] + v_r_emb_Pt[k];
         } else {
-            memset(v_r_emb_A, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_emb_A, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_norm_sum = r_emb_A·1 */
         if (tnz_r_emb_A) {  /* else zero tangents: read by none of the ops then run */
@@ -6731,7 +6731,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                     }
                 }
         } else {
-            memset(v_r_attn_norm_Xc, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_norm_Xc, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_norm_sq = 2 attn_norm_Xc ⊙ r_attn_norm_Xc */
         if (tnz_r_emb_A) {  /* else zero tangents: read by none of the ops then run */
@@ -6747,7 +6747,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_emb_A) {
             bpg_rowsum(8*N, 16, v_r_attn_norm_sq, v_r_attn_norm_ss);
         } else {
-            memset(v_r_attn_norm_ss, 0, sizeof(real)*(size_t)(8*N));  /* zero tangents */
+            memset(v_r_attn_norm_ss, 0, sizeof(real)*(size_t)(8*N > 0 ? 8*N : 0));  /* zero tangents */
         }
         /* r_attn_norm_Xhat = hc ⊙ r_attn_norm_Xc - attn_norm_Xhat ⊙ r_attn_norm_ss / (32 (1e-05 + attn_norm_ss / 16)) */
         if (tnz_r_emb_A) {
@@ -6761,7 +6761,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         } else {
-            memset(v_r_attn_norm_Xhat, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_norm_Xhat, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_norm_A = v_attn_norm_b + attn_norm_Xhat ⊙ v_attn_norm_g + attn_norm_g ⊙ r_attn_norm_Xhat */
         const int tnz_r_attn_norm_A = tnz_r_emb_A || vnz_v_attn_norm_b || vnz_v_attn_norm_g;
@@ -6778,13 +6778,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_attn_norm_A) {
             bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wq, v_r_attn_mha_XWq_a);
         } else {
-            memset(v_r_attn_mha_XWq_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_mha_XWq_a, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_mha_XWq_b = attn_norm_A·v_attn_mha_Wq */
         if (vnz_v_attn_mha_Wq) {
             bpg_gemm_nn(8*NB, K*16, 16, v_attn_norm_A, v_v_attn_mha_Wq, v_r_attn_mha_XWq_b);
         } else {
-            memset(v_r_attn_mha_XWq_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_attn_mha_XWq_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_attn_mha_Q = r_attn_mha_XWq_a + r_attn_mha_XWq_b + v_attn_mha_bq */
         const int tnz_r_attn_mha_Q = tnz_r_attn_norm_A || vnz_v_attn_mha_Wq || vnz_v_attn_mha_bq;
@@ -6801,13 +6801,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_attn_norm_A) {
             bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wk, v_r_attn_mha_XWk_a);
         } else {
-            memset(v_r_attn_mha_XWk_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_mha_XWk_a, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_mha_XWk_b = attn_norm_A·v_attn_mha_Wk */
         if (vnz_v_attn_mha_Wk) {
             bpg_gemm_nn(8*NB, K*16, 16, v_attn_norm_A, v_v_attn_mha_Wk, v_r_attn_mha_XWk_b);
         } else {
-            memset(v_r_attn_mha_XWk_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_attn_mha_XWk_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_attn_mha_K = r_attn_mha_XWk_a + r_attn_mha_XWk_b + v_attn_mha_bk */
         const int tnz_r_attn_mha_K = tnz_r_attn_norm_A || vnz_v_attn_mha_Wk || vnz_v_attn_mha_bk;
@@ -6824,13 +6824,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_attn_norm_A) {
             bpg_gemm_nn(8*N, 16, 16, v_r_attn_norm_A, v_attn_mha_Wv, v_r_attn_mha_XWv_a);
         } else {
-            memset(v_r_attn_mha_XWv_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_mha_XWv_a, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_mha_XWv_b = attn_norm_A·v_attn_mha_Wv */
         if (vnz_v_attn_mha_Wv) {
             bpg_gemm_nn(8*NB, K*16, 16, v_attn_norm_A, v_v_attn_mha_Wv, v_r_attn_mha_XWv_b);
         } else {
-            memset(v_r_attn_mha_XWv_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_attn_mha_XWv_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_attn_mha_V = r_attn_mha_XWv_a + r_attn_mha_XWv_b + v_attn_mha_bv */
         const int tnz_r_attn_mha_V = tnz_r_attn_norm_A || vnz_v_attn_mha_Wv || vnz_v_attn_mha_bv;
@@ -6847,13 +6847,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_attn_mha_Q) {
             bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_Q, v_attn_mha_K, v_r_attn_mha_QK_a);  /* qk */
         } else {
-            memset(v_r_attn_mha_QK_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_mha_QK_a, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_mha_QK_b = attn_mha_Q[n,j]·r_attn_mha_K[n,j]ᵀ */
         if (tnz_r_attn_mha_K) {
             bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, 1.0, v_attn_mha_Q, v_r_attn_mha_K, v_r_attn_mha_QK_b);  /* qk */
         } else {
-            memset(v_r_attn_mha_QK_b, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_mha_QK_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_mha_S = hc_1 ⊙ (r_attn_mha_QK_a + r_attn_mha_QK_b) */
         const int tnz_r_attn_mha_S = tnz_r_attn_mha_K || tnz_r_attn_mha_Q;
@@ -6880,13 +6880,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                     }
                 }
         } else {
-            memset(v_r_attn_mha_E, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_mha_E, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_mha_Zs = r_attn_mha_E·1 */
         if (tnz_r_attn_mha_S) {
             bpg_rowsum(16*N, 8, v_r_attn_mha_E, v_r_attn_mha_Zs);
         } else {
-            memset(v_r_attn_mha_Zs, 0, sizeof(real)*(size_t)(16*N));  /* zero tangents */
+            memset(v_r_attn_mha_Zs, 0, sizeof(real)*(size_t)(16*N > 0 ? 16*N : 0));  /* zero tangents */
         }
         /* r_attn_mha_P = r_attn_mha_E / attn_mha_Zs - attn_mha_P ⊙ r_attn_mha_Zs / attn_mha_Zs */
         if (tnz_r_attn_mha_S) {
@@ -6900,19 +6900,19 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         } else {
-            memset(v_r_attn_mha_P, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_mha_P, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_mha_AV_a = r_attn_mha_P[n,j]·attn_mha_V[n,j] */
         if (tnz_r_attn_mha_S) {
             bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_P, v_attn_mha_V, v_r_attn_mha_AV_a);  /* av */
         } else {
-            memset(v_r_attn_mha_AV_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_mha_AV_a, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_mha_AV_b = attn_mha_P[n,j]·r_attn_mha_V[n,j] */
         if (tnz_r_attn_mha_V) {
             bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, 1.0, v_attn_mha_P, v_r_attn_mha_V, v_r_attn_mha_AV_b);  /* av */
         } else {
-            memset(v_r_attn_mha_AV_b, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_mha_AV_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_mha_AV = r_attn_mha_AV_a + r_attn_mha_AV_b */
         const int tnz_r_attn_mha_AV = tnz_r_attn_mha_S || tnz_r_attn_mha_V;
@@ -6924,13 +6924,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_attn_mha_AV) {
             bpg_gemm_nn(8*N, 16, 16, v_r_attn_mha_AV, v_attn_mha_Wo, v_r_attn_mha_OW_a);
         } else {
-            memset(v_r_attn_mha_OW_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_mha_OW_a, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_attn_mha_OW_b = attn_mha_AV·v_attn_mha_Wo */
         if (vnz_v_attn_mha_Wo) {
             bpg_gemm_nn(8*NB, K*16, 16, v_attn_mha_AV, v_v_attn_mha_Wo, v_r_attn_mha_OW_b);
         } else {
-            memset(v_r_attn_mha_OW_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_attn_mha_OW_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_attn_R = r_attn_mha_OW_a + r_attn_mha_OW_b + r_emb_A + v_attn_mha_bo */
         const int tnz_r_attn_R = tnz_r_attn_mha_AV || tnz_r_emb_A || vnz_v_attn_mha_Wo || vnz_v_attn_mha_bo;
@@ -6943,7 +6943,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                     }
                 }
         } else {
-            memset(v_r_attn_R, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_attn_R, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_mlp_norm_sum = r_attn_R·1 */
         if (tnz_r_attn_R) {  /* else zero tangents: read by none of the ops then run */
@@ -6959,7 +6959,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                     }
                 }
         } else {
-            memset(v_r_mlp_norm_Xc, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_mlp_norm_Xc, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_mlp_norm_sq = 2 mlp_norm_Xc ⊙ r_mlp_norm_Xc */
         if (tnz_r_attn_R) {  /* else zero tangents: read by none of the ops then run */
@@ -6975,7 +6975,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_attn_R) {
             bpg_rowsum(8*N, 16, v_r_mlp_norm_sq, v_r_mlp_norm_ss);
         } else {
-            memset(v_r_mlp_norm_ss, 0, sizeof(real)*(size_t)(8*N));  /* zero tangents */
+            memset(v_r_mlp_norm_ss, 0, sizeof(real)*(size_t)(8*N > 0 ? 8*N : 0));  /* zero tangents */
         }
         /* r_mlp_norm_Xhat = hc_2 ⊙ r_mlp_norm_Xc - mlp_norm_Xhat ⊙ r_mlp_norm_ss / (32 (1e-05 + mlp_norm_ss / 16)) */
         if (tnz_r_attn_R) {
@@ -6989,7 +6989,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                 }
             }
         } else {
-            memset(v_r_mlp_norm_Xhat, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_mlp_norm_Xhat, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_mlp_norm_A = v_mlp_norm_b + mlp_norm_Xhat ⊙ v_mlp_norm_g + mlp_norm_g ⊙ r_mlp_norm_Xhat */
         const int tnz_r_mlp_norm_A = tnz_r_attn_R || vnz_v_mlp_norm_b || vnz_v_mlp_norm_g;
@@ -7006,13 +7006,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_mlp_norm_A) {
             bpg_gemm_nn(8*N, 64, 16, v_r_mlp_norm_A, v_mlp_up_W, v_r_mlp_up_XW_a);
         } else {
-            memset(v_r_mlp_up_XW_a, 0, sizeof(real)*(size_t)(512*N));  /* zero tangents */
+            memset(v_r_mlp_up_XW_a, 0, sizeof(real)*(size_t)(512*N > 0 ? 512*N : 0));  /* zero tangents */
         }
         /* r_mlp_up_XW_b = mlp_norm_A·v_mlp_up_W */
         if (vnz_v_mlp_up_W) {
             bpg_gemm_nn(8*NB, K*64, 16, v_mlp_norm_A, v_v_mlp_up_W, v_r_mlp_up_XW_b);
         } else {
-            memset(v_r_mlp_up_XW_b, 0, sizeof(real)*(size_t)(512*N));  /* a zero block of v */
+            memset(v_r_mlp_up_XW_b, 0, sizeof(real)*(size_t)(512*N > 0 ? 512*N : 0));  /* a zero block of v */
         }
         /* r_mlp_up_Z = r_mlp_up_XW_a + r_mlp_up_XW_b + v_mlp_up_b */
         const int tnz_r_mlp_up_Z = tnz_r_mlp_norm_A || vnz_v_mlp_up_W || vnz_v_mlp_up_b;
@@ -7025,7 +7025,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
                     }
                 }
         } else {
-            memset(v_r_mlp_up_Z, 0, sizeof(real)*(size_t)(512*N));  /* zero tangents */
+            memset(v_r_mlp_up_Z, 0, sizeof(real)*(size_t)(512*N > 0 ? 512*N : 0));  /* zero tangents */
         }
         /* r_mlp_up_A = hc_3 ⊙ r_mlp_up_Z */
         if (tnz_r_mlp_up_Z) {  /* else zero tangents: read by none of the ops then run */
@@ -7041,13 +7041,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_mlp_up_Z) {
             bpg_gemm_nn(8*N, 16, 64, v_r_mlp_up_A, v_mlp_down_W, v_r_mlp_down_XW_a);
         } else {
-            memset(v_r_mlp_down_XW_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_mlp_down_XW_a, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_mlp_down_XW_b = mlp_up_A·v_mlp_down_W */
         if (vnz_v_mlp_down_W) {
             bpg_gemm_nn(8*NB, K*16, 64, v_mlp_up_A, v_v_mlp_down_W, v_r_mlp_down_XW_b);
         } else {
-            memset(v_r_mlp_down_XW_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_mlp_down_XW_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_mlp_R = r_attn_R + r_mlp_down_XW_a + r_mlp_down_XW_b + v_mlp_down_b */
         const int tnz_r_mlp_R = tnz_r_attn_R || tnz_r_mlp_up_Z || vnz_v_mlp_down_W || vnz_v_mlp_down_b;
@@ -7064,13 +7064,13 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_mlp_R) {
             bpg_gemm_nn(8*N, 16, 16, v_r_mlp_R, v_head_W, v_r_head_XW_a);
         } else {
-            memset(v_r_head_XW_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_head_XW_a, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_head_XW_b = mlp_R·v_head_W */
         if (vnz_v_head_W) {
             bpg_gemm_nn(8*NB, K*16, 16, v_mlp_R, v_v_head_W, v_r_head_XW_b);
         } else {
-            memset(v_r_head_XW_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_head_XW_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_o_exp = o_exp ⊙ (r_head_XW_a + r_head_XW_b + v_head_b) */
         const int tnz_r_o_exp = tnz_r_mlp_R || vnz_v_head_W || vnz_v_head_b;
@@ -7122,7 +7122,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_o_exp) {
             bpg_colsum(8*NB, K*16, v_r_d_head_Z_1, v_r_d_head_b);
         } else {
-            memset(v_r_d_head_b, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+            memset(v_r_d_head_b, 0, sizeof(real)*(size_t)((1*K)*(16) > 0 ? (1*K)*(16) : 0));  /* zero tangents */
         }
 
         /* Grad of: head_XW = mlp_R·head_W  (not stored in this function: head_XW) */
@@ -7135,7 +7135,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (vnz_v_head_W) {
             bpg_gemm_nt(8*NB, K*16, 16, v_d_head_Z_2, v_v_head_W_dirs, v_r_d_mlp_R_b);
         } else {
-            memset(v_r_d_mlp_R_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_d_mlp_R_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_d_mlp_R = r_d_mlp_R_a + r_d_mlp_R_b */
         const int tnz_r_d_mlp_R = tnz_r_o_exp || vnz_v_head_W;
@@ -7148,7 +7148,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             bpg_gemm_tn(K*16, 16, 8*NB, v_r_mlp_R, v_d_head_Z_2, bscratch);
             bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_head_W_1_a);
         } else {
-            memset(v_r_d_head_W_1_a, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+            memset(v_r_d_head_W_1_a, 0, sizeof(real)*(size_t)((16*K)*(16) > 0 ? (16*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_head_W_1_b = mlp_Rᵀ·r_d_head_Z_1 */
         if (tnz_r_o_exp) {  /* else zero tangents: read by none of the ops then run */
@@ -7161,7 +7161,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_mlp_R) {
             bpg_colsum(8*NB, K*16, v_r_d_mlp_R, v_r_d_mlp_down_b);
         } else {
-            memset(v_r_d_mlp_down_b, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+            memset(v_r_d_mlp_down_b, 0, sizeof(real)*(size_t)((1*K)*(16) > 0 ? (1*K)*(16) : 0));  /* zero tangents */
         }
 
         /* Grad of: mlp_down_XW = mlp_up_A·mlp_down_W  (not stored in this function: mlp_down_XW) */
@@ -7174,14 +7174,14 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (vnz_v_mlp_down_W) {
             bpg_gemm_nt(8*NB, K*64, 16, v_d_mlp_R, v_v_mlp_down_W_dirs, v_r_d_mlp_up_A_b);
         } else {
-            memset(v_r_d_mlp_up_A_b, 0, sizeof(real)*(size_t)(512*N));  /* a zero block of v */
+            memset(v_r_d_mlp_up_A_b, 0, sizeof(real)*(size_t)(512*N > 0 ? 512*N : 0));  /* a zero block of v */
         }
         /* r_d_mlp_down_W_1_a = r_mlp_up_Aᵀ·d_mlp_R */
         if (tnz_r_mlp_up_Z) {
             bpg_gemm_tn(K*64, 16, 8*NB, v_r_mlp_up_A, v_d_mlp_R, bscratch);
             bpg_dirs_to_cols(K, 64, 16, bscratch, 64*16, v_r_d_mlp_down_W_1_a);
         } else {
-            memset(v_r_d_mlp_down_W_1_a, 0, sizeof(real)*(size_t)((64*K)*(16)));  /* zero tangents */
+            memset(v_r_d_mlp_down_W_1_a, 0, sizeof(real)*(size_t)((64*K)*(16) > 0 ? (64*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_mlp_down_W_1_b = mlp_up_Aᵀ·r_d_mlp_R */
         if (tnz_r_d_mlp_R) {  /* else zero tangents: read by none of the ops then run */
@@ -7208,7 +7208,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_mlp_up_Z) {
             bpg_colsum(8*NB, K*64, v_r_d_mlp_up_Z, v_r_d_mlp_up_b);
         } else {
-            memset(v_r_d_mlp_up_b, 0, sizeof(real)*(size_t)((1*K)*(64)));  /* zero tangents */
+            memset(v_r_d_mlp_up_b, 0, sizeof(real)*(size_t)((1*K)*(64) > 0 ? (1*K)*(64) : 0));  /* zero tangents */
         }
 
         /* Grad of: mlp_up_XW = mlp_norm_A·mlp_up_W  (not stored in this function: mlp_up_XW) */
@@ -7221,7 +7221,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (vnz_v_mlp_up_W) {
             bpg_gemm_nt(8*NB, K*16, 64, v_d_mlp_up_Z, v_v_mlp_up_W_dirs, v_r_d_mlp_norm_A_b);
         } else {
-            memset(v_r_d_mlp_norm_A_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_d_mlp_norm_A_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_d_mlp_norm_A = r_d_mlp_norm_A_a + r_d_mlp_norm_A_b */
         const int tnz_r_d_mlp_norm_A = tnz_r_d_mlp_up_Z || vnz_v_mlp_up_W;
@@ -7234,7 +7234,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             bpg_gemm_tn(K*16, 64, 8*NB, v_r_mlp_norm_A, v_d_mlp_up_Z, bscratch);
             bpg_dirs_to_cols(K, 16, 64, bscratch, 16*64, v_r_d_mlp_up_W_1_a);
         } else {
-            memset(v_r_d_mlp_up_W_1_a, 0, sizeof(real)*(size_t)((16*K)*(64)));  /* zero tangents */
+            memset(v_r_d_mlp_up_W_1_a, 0, sizeof(real)*(size_t)((16*K)*(64) > 0 ? (16*K)*(64) : 0));  /* zero tangents */
         }
         /* r_d_mlp_up_W_1_b = mlp_norm_Aᵀ·r_d_mlp_up_Z */
         if (tnz_r_d_mlp_up_Z) {  /* else zero tangents: read by none of the ops then run */
@@ -7258,7 +7258,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_mlp_norm_A) {
             bpg_colsum(8*NB, K*16, v_r_d_mlp_norm_A, v_r_d_mlp_norm_b);
         } else {
-            memset(v_r_d_mlp_norm_b, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+            memset(v_r_d_mlp_norm_b, 0, sizeof(real)*(size_t)((1*K)*(16) > 0 ? (1*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_mlp_norm_g = d_mlp_norm_A ⊙ r_mlp_norm_Xhat + mlp_norm_Xhat ⊙ r_d_mlp_norm_A */
         const int tnz_r_d_mlp_norm_g = tnz_r_attn_R || tnz_r_d_mlp_norm_A;
@@ -7275,7 +7275,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_mlp_norm_g) {
             bpg_colsum(8*NB, K*16, v_r_d_mlp_norm_g, v_r_d_mlp_norm_g_1);
         } else {
-            memset(v_r_d_mlp_norm_g_1, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+            memset(v_r_d_mlp_norm_g_1, 0, sizeof(real)*(size_t)((1*K)*(16) > 0 ? (1*K)*(16) : 0));  /* zero tangents */
         }
 
         /* Grad of: mlp_norm_Xhat = mlp_norm_Xc / sqrt(1e-05 + mlp_norm_ss / 16) */
@@ -7344,7 +7344,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_attn_R_1) {
             bpg_colsum(8*NB, K*16, v_r_d_attn_R_1, v_r_d_attn_mha_bo);
         } else {
-            memset(v_r_d_attn_mha_bo, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_bo, 0, sizeof(real)*(size_t)((1*K)*(16) > 0 ? (1*K)*(16) : 0));  /* zero tangents */
         }
 
         /* Grad of: attn_mha_OW = attn_mha_AV·attn_mha_Wo  (not stored in this function: attn_mha_OW) */
@@ -7357,7 +7357,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (vnz_v_attn_mha_Wo) {
             bpg_gemm_nt(8*NB, K*16, 16, v_d_attn_R_1, v_v_attn_mha_Wo_dirs, v_r_d_attn_mha_AV_b);
         } else {
-            memset(v_r_d_attn_mha_AV_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_d_attn_mha_AV_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_d_attn_mha_AV = r_d_attn_mha_AV_a + r_d_attn_mha_AV_b */
         const int tnz_r_d_attn_mha_AV = tnz_r_d_attn_R_1 || vnz_v_attn_mha_Wo;
@@ -7370,7 +7370,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_mha_AV, v_d_attn_R_1, bscratch);
             bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wo_1_a);
         } else {
-            memset(v_r_d_attn_mha_Wo_1_a, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_Wo_1_a, 0, sizeof(real)*(size_t)((16*K)*(16) > 0 ? (16*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_attn_mha_Wo_1_b = attn_mha_AVᵀ·r_d_attn_R_1 */
         if (tnz_r_d_attn_R_1) {  /* else zero tangents: read by none of the ops then run */
@@ -7387,7 +7387,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_attn_mha_V) {
             bpg_seqmm_unrolled(0, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_AV, v_r_attn_mha_V, v_r_d_attn_mha_P_b);  /* qk */
         } else {
-            memset(v_r_d_attn_mha_P_b, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_d_attn_mha_P_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_d_attn_mha_P = r_d_attn_mha_P_a + r_d_attn_mha_P_b */
         const int tnz_r_d_attn_mha_P = tnz_r_attn_mha_V || tnz_r_d_attn_mha_AV;
@@ -7399,7 +7399,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_attn_mha_S) {
             bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 1, 0, 1.0, v_r_attn_mha_P, v_d_attn_mha_AV, v_r_d_attn_mha_V_a);  /* atv */
         } else {
-            memset(v_r_d_attn_mha_V_a, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_d_attn_mha_V_a, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_d_attn_mha_V_b = attn_mha_P[n,j]ᵀ·r_d_attn_mha_AV[n,j] */
         if (tnz_r_d_attn_mha_AV) {  /* else zero tangents: read by none of the ops then run */
@@ -7479,7 +7479,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_attn_mha_K) {
             bpg_seqmm_unrolled(1, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_QK, v_r_attn_mha_K, v_r_d_attn_mha_Q_b);  /* av */
         } else {
-            memset(v_r_d_attn_mha_Q_b, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_d_attn_mha_Q_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_d_attn_mha_Q = r_d_attn_mha_Q_a + r_d_attn_mha_Q_b */
         const int tnz_r_d_attn_mha_Q = tnz_r_attn_mha_K || tnz_r_d_attn_mha_Sm;
@@ -7495,7 +7495,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_attn_mha_Q) {
             bpg_seqmm_unrolled(2, NB, 8, 2, 8, K, 0, 1, 1.0, v_d_attn_mha_QK, v_r_attn_mha_Q, v_r_d_attn_mha_K_b);  /* atv */
         } else {
-            memset(v_r_d_attn_mha_K_b, 0, sizeof(real)*(size_t)(128*N));  /* zero tangents */
+            memset(v_r_d_attn_mha_K_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* zero tangents */
         }
         /* r_d_attn_mha_K = r_d_attn_mha_K_a + r_d_attn_mha_K_b */
         const int tnz_r_d_attn_mha_K = tnz_r_attn_mha_Q || tnz_r_d_attn_mha_Sm;
@@ -7509,7 +7509,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_attn_mha_V) {
             bpg_colsum(8*NB, K*16, v_r_d_attn_mha_V, v_r_d_attn_mha_bv);
         } else {
-            memset(v_r_d_attn_mha_bv, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_bv, 0, sizeof(real)*(size_t)((1*K)*(16) > 0 ? (1*K)*(16) : 0));  /* zero tangents */
         }
 
         /* Grad of: attn_mha_XWv = attn_norm_A·attn_mha_Wv  (not stored in this function: attn_mha_XWv) */
@@ -7522,14 +7522,14 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (vnz_v_attn_mha_Wv) {
             bpg_gemm_nt(8*NB, K*16, 16, v_d_attn_mha_V, v_v_attn_mha_Wv_dirs, v_r_d_attn_norm_A_b);
         } else {
-            memset(v_r_d_attn_norm_A_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_d_attn_norm_A_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_d_attn_mha_Wv_1_a = r_attn_norm_Aᵀ·d_attn_mha_V */
         if (tnz_r_attn_norm_A) {
             bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_norm_A, v_d_attn_mha_V, bscratch);
             bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wv_1_a);
         } else {
-            memset(v_r_d_attn_mha_Wv_1_a, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_Wv_1_a, 0, sizeof(real)*(size_t)((16*K)*(16) > 0 ? (16*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_attn_mha_Wv_1_b = attn_norm_Aᵀ·r_d_attn_mha_V */
         if (tnz_r_d_attn_mha_V) {  /* else zero tangents: read by none of the ops then run */
@@ -7541,7 +7541,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_attn_mha_K) {
             bpg_colsum(8*NB, K*16, v_r_d_attn_mha_K, v_r_d_attn_mha_bk);
         } else {
-            memset(v_r_d_attn_mha_bk, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_bk, 0, sizeof(real)*(size_t)((1*K)*(16) > 0 ? (1*K)*(16) : 0));  /* zero tangents */
         }
 
         /* Grad of: attn_mha_XWk = attn_norm_A·attn_mha_Wk  (not stored in this function: attn_mha_XWk) */
@@ -7554,14 +7554,14 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (vnz_v_attn_mha_Wk) {
             bpg_gemm_nt(8*NB, K*16, 16, v_d_attn_mha_K, v_v_attn_mha_Wk_dirs, v_r_d_attn_norm_A_1_b);
         } else {
-            memset(v_r_d_attn_norm_A_1_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_d_attn_norm_A_1_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_d_attn_mha_Wk_1_a = r_attn_norm_Aᵀ·d_attn_mha_K */
         if (tnz_r_attn_norm_A) {
             bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_norm_A, v_d_attn_mha_K, bscratch);
             bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wk_1_a);
         } else {
-            memset(v_r_d_attn_mha_Wk_1_a, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_Wk_1_a, 0, sizeof(real)*(size_t)((16*K)*(16) > 0 ? (16*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_attn_mha_Wk_1_b = attn_norm_Aᵀ·r_d_attn_mha_K */
         if (tnz_r_d_attn_mha_K) {  /* else zero tangents: read by none of the ops then run */
@@ -7573,7 +7573,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_attn_mha_Q) {
             bpg_colsum(8*NB, K*16, v_r_d_attn_mha_Q, v_r_d_attn_mha_bq);
         } else {
-            memset(v_r_d_attn_mha_bq, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_bq, 0, sizeof(real)*(size_t)((1*K)*(16) > 0 ? (1*K)*(16) : 0));  /* zero tangents */
         }
 
         /* Grad of: attn_mha_XWq = attn_norm_A·attn_mha_Wq  (not stored in this function: attn_mha_XWq) */
@@ -7586,14 +7586,14 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (vnz_v_attn_mha_Wq) {
             bpg_gemm_nt(8*NB, K*16, 16, v_d_attn_mha_Q, v_v_attn_mha_Wq_dirs, v_r_d_attn_norm_A_2_b);
         } else {
-            memset(v_r_d_attn_norm_A_2_b, 0, sizeof(real)*(size_t)(128*N));  /* a zero block of v */
+            memset(v_r_d_attn_norm_A_2_b, 0, sizeof(real)*(size_t)(128*N > 0 ? 128*N : 0));  /* a zero block of v */
         }
         /* r_d_attn_mha_Wq_1_a = r_attn_norm_Aᵀ·d_attn_mha_Q */
         if (tnz_r_attn_norm_A) {
             bpg_gemm_tn(K*16, 16, 8*NB, v_r_attn_norm_A, v_d_attn_mha_Q, bscratch);
             bpg_dirs_to_cols(K, 16, 16, bscratch, 16*16, v_r_d_attn_mha_Wq_1_a);
         } else {
-            memset(v_r_d_attn_mha_Wq_1_a, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_Wq_1_a, 0, sizeof(real)*(size_t)((16*K)*(16) > 0 ? (16*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_attn_mha_Wq_1_b = attn_norm_Aᵀ·r_d_attn_mha_Q */
         if (tnz_r_d_attn_mha_Q) {  /* else zero tangents: read by none of the ops then run */
@@ -7623,7 +7623,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_attn_norm_A_3) {
             bpg_colsum(8*NB, K*16, v_r_d_attn_norm_A_3, v_r_d_attn_norm_b);
         } else {
-            memset(v_r_d_attn_norm_b, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_norm_b, 0, sizeof(real)*(size_t)((1*K)*(16) > 0 ? (1*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_attn_norm_g = attn_norm_Xhat ⊙ r_d_attn_norm_A_3 + d_attn_norm_A_3 ⊙ r_attn_norm_Xhat */
         const int tnz_r_d_attn_norm_g = tnz_r_d_attn_norm_A_3 || tnz_r_emb_A;
@@ -7640,7 +7640,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_attn_norm_g) {
             bpg_colsum(8*NB, K*16, v_r_d_attn_norm_g, v_r_d_attn_norm_g_1);
         } else {
-            memset(v_r_d_attn_norm_g_1, 0, sizeof(real)*(size_t)((1*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_norm_g_1, 0, sizeof(real)*(size_t)((1*K)*(16) > 0 ? (1*K)*(16) : 0));  /* zero tangents */
         }
 
         /* Grad of: attn_norm_Xhat = attn_norm_Xc / sqrt(1e-05 + attn_norm_ss / 16) */
@@ -7709,7 +7709,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_emb_A_1) {
             bpg_add_rows(8*NB, 8, K*16, NB, NULL, v_r_d_emb_A_1, v_r_d_emb_P);
         } else {
-            memset(v_r_d_emb_P, 0, sizeof(real)*(size_t)((8*K)*(16)));  /* zero tangents */
+            memset(v_r_d_emb_P, 0, sizeof(real)*(size_t)((8*K)*(16) > 0 ? (8*K)*(16) : 0));  /* zero tangents */
         }
 
         /* Grad of: emb_EX = emb_E[x]  (not stored in this function: emb_EX) */
@@ -7718,7 +7718,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
         if (tnz_r_d_emb_A_1) {
             bpg_add_rows(8*NB, 16, K*16, NB, v_x, v_r_d_emb_A_1, v_r_d_emb_E);
         } else {
-            memset(v_r_d_emb_E, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+            memset(v_r_d_emb_E, 0, sizeof(real)*(size_t)((16*K)*(16) > 0 ? (16*K)*(16) : 0));  /* zero tangents */
         }
 
         /* total gradients */
@@ -7728,7 +7728,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             #pragma omp simd
             for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wq_2[k] = v_r_d_attn_mha_Wq_1_a[k] + v_r_d_attn_mha_Wq_1_b[k] + 0.0001*v_v_attn_mha_Wq[k];
         } else {
-            memset(v_r_d_attn_mha_Wq_2, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_Wq_2, 0, sizeof(real)*(size_t)((16*K)*(16) > 0 ? (16*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_attn_mha_Wk_2 = r_d_attn_mha_Wk_1_a + r_d_attn_mha_Wk_1_b + 0.0001 v_attn_mha_Wk */
         const int tnz_r_d_attn_mha_Wk_2 = tnz_r_attn_norm_A || tnz_r_d_attn_mha_K || vnz_v_attn_mha_Wk;
@@ -7736,7 +7736,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             #pragma omp simd
             for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wk_2[k] = v_r_d_attn_mha_Wk_1_a[k] + v_r_d_attn_mha_Wk_1_b[k] + 0.0001*v_v_attn_mha_Wk[k];
         } else {
-            memset(v_r_d_attn_mha_Wk_2, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_Wk_2, 0, sizeof(real)*(size_t)((16*K)*(16) > 0 ? (16*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_attn_mha_Wv_2 = r_d_attn_mha_Wv_1_a + r_d_attn_mha_Wv_1_b + 0.0001 v_attn_mha_Wv */
         const int tnz_r_d_attn_mha_Wv_2 = tnz_r_attn_norm_A || tnz_r_d_attn_mha_V || vnz_v_attn_mha_Wv;
@@ -7744,7 +7744,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             #pragma omp simd
             for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wv_2[k] = v_r_d_attn_mha_Wv_1_a[k] + v_r_d_attn_mha_Wv_1_b[k] + 0.0001*v_v_attn_mha_Wv[k];
         } else {
-            memset(v_r_d_attn_mha_Wv_2, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_Wv_2, 0, sizeof(real)*(size_t)((16*K)*(16) > 0 ? (16*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_attn_mha_Wo_2 = r_d_attn_mha_Wo_1_a + r_d_attn_mha_Wo_1_b + 0.0001 v_attn_mha_Wo */
         const int tnz_r_d_attn_mha_Wo_2 = tnz_r_attn_mha_AV || tnz_r_d_attn_R_1 || vnz_v_attn_mha_Wo;
@@ -7752,7 +7752,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             #pragma omp simd
             for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_attn_mha_Wo_2[k] = v_r_d_attn_mha_Wo_1_a[k] + v_r_d_attn_mha_Wo_1_b[k] + 0.0001*v_v_attn_mha_Wo[k];
         } else {
-            memset(v_r_d_attn_mha_Wo_2, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+            memset(v_r_d_attn_mha_Wo_2, 0, sizeof(real)*(size_t)((16*K)*(16) > 0 ? (16*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_mlp_up_W_2 = r_d_mlp_up_W_1_a + r_d_mlp_up_W_1_b + 0.0001 v_mlp_up_W */
         const int tnz_r_d_mlp_up_W_2 = tnz_r_d_mlp_up_Z || tnz_r_mlp_norm_A || vnz_v_mlp_up_W;
@@ -7760,7 +7760,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             #pragma omp simd
             for (int64_t k = 0; k < (16*K)*(64); k++) v_r_d_mlp_up_W_2[k] = v_r_d_mlp_up_W_1_a[k] + v_r_d_mlp_up_W_1_b[k] + 0.0001*v_v_mlp_up_W[k];
         } else {
-            memset(v_r_d_mlp_up_W_2, 0, sizeof(real)*(size_t)((16*K)*(64)));  /* zero tangents */
+            memset(v_r_d_mlp_up_W_2, 0, sizeof(real)*(size_t)((16*K)*(64) > 0 ? (16*K)*(64) : 0));  /* zero tangents */
         }
         /* r_d_mlp_down_W_2 = r_d_mlp_down_W_1_a + r_d_mlp_down_W_1_b + 0.0001 v_mlp_down_W */
         const int tnz_r_d_mlp_down_W_2 = tnz_r_d_mlp_R || tnz_r_mlp_up_Z || vnz_v_mlp_down_W;
@@ -7768,7 +7768,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             #pragma omp simd
             for (int64_t k = 0; k < (64*K)*(16); k++) v_r_d_mlp_down_W_2[k] = v_r_d_mlp_down_W_1_a[k] + v_r_d_mlp_down_W_1_b[k] + 0.0001*v_v_mlp_down_W[k];
         } else {
-            memset(v_r_d_mlp_down_W_2, 0, sizeof(real)*(size_t)((64*K)*(16)));  /* zero tangents */
+            memset(v_r_d_mlp_down_W_2, 0, sizeof(real)*(size_t)((64*K)*(16) > 0 ? (64*K)*(16) : 0));  /* zero tangents */
         }
         /* r_d_head_W_2 = r_d_head_W_1_a + r_d_head_W_1_b + 0.0001 v_head_W */
         const int tnz_r_d_head_W_2 = tnz_r_mlp_R || tnz_r_o_exp || vnz_v_head_W;
@@ -7776,7 +7776,7 @@ BPG_ENTRY void bpg_hessian_columns(int64_t N, const int64_t *restrict v_x, const
             #pragma omp simd
             for (int64_t k = 0; k < (16*K)*(16); k++) v_r_d_head_W_2[k] = v_r_d_head_W_1_a[k] + v_r_d_head_W_1_b[k] + 0.0001*v_v_head_W[k];
         } else {
-            memset(v_r_d_head_W_2, 0, sizeof(real)*(size_t)((16*K)*(16)));  /* zero tangents */
+            memset(v_r_d_head_W_2, 0, sizeof(real)*(size_t)((16*K)*(16) > 0 ? (16*K)*(16) : 0));  /* zero tangents */
         }
 
         /* rows j0 .. of the result: H·v for each direction */

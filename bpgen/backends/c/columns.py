@@ -157,9 +157,13 @@ def _skip_zero(em, op, loop, lines: list) -> list:
     if op.out in unread:
         return out + ([f"if ({cond}) {{  /* else {what}: read by none of the ops then run */"]
                       + [f"    {line}" for line in lines] + ["}"])
+    # the size as a non-negative count: GCC's -Wstringop-overflow otherwise
+    # warns that a negative N would make it huge (seen on a nested-block
+    # attention network's tangent of V)
+    size = em.c_size(em.shape(op.out, loop))
     return out + ([f"if ({cond}) {{"] + [f"    {line}" for line in lines]
                   + ["} else {", f"    memset({em.ptr(op.out, loop)}, 0, "
-                     f"{em.bytes(em.shape(op.out, loop))});  /* {what} */", "}"])
+                     f"sizeof(real)*(size_t)({size} > 0 ? {size} : 0));  /* {what} */", "}"])
 
 
 def _batched(cols: Columns, dtype: str, used: set, tables: dict) -> tuple:
