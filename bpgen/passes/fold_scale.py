@@ -33,10 +33,11 @@ def _scaled(op):
     """(X, c) when ``op`` is a map Y = c·X of one argument, c a number ≠ 0."""
     if not op.primitive.elementwise or len(op.args) != 1:
         return None
-    expr = op.attrs["expr"]
     x = sp.Symbol(op.args[0])
-    c = sp.simplify(expr / x)
-    if not c.is_number or c == 0 or not c.is_real or sp.simplify(c * x - expr) != 0:
+    # c·X as SymPy holds it (c may be a product of numbers, √2/2): no
+    # simplify, which every one-argument map of every program would pay
+    c, rest = op.attrs["expr"].as_independent(x, as_Add=False)
+    if rest != x or not c.is_number or c == 0 or not c.is_real:
         return None
     return op.args[0], c
 

@@ -25,15 +25,15 @@ FILLS = ("-inf", "0")
 @register
 class CausalMask(Primitive):
     name = "causal_mask"
-
-    def zero_when(self, op, zero: set) -> bool:
-        return op.args[0] in zero and op.attrs["fill"] == "0"
     # rows are (head, step, sample) blocks: see the module docstring for
     # k directions (the rules below print them; M is never batched)
     batch_as_rows = True
     # runtime/causal_mask.c allows out == a (then writes only the fills):
     # the scores masked in place when nothing reads them afterwards
     c_in_place = True
+
+    def zero_when(self, op, zero: set) -> bool:
+        return op.args[0] in zero and op.attrs["fill"] == "0"
 
     def build(self, g, a: str, steps: int, fill: str = "-inf", keys: str | None = None,
               causal: bool = True, base: str = "msk", label: str = "",

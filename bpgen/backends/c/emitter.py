@@ -273,8 +273,8 @@ class CEmitter(Emitter):
             m = self.max_of[op.out]
             return [self.comment(f"{op.out} = {prim.equation(op, {})}; {m} = rowmax({op.out}) "
                                  f"in the same pass")] + prim.c_with_rowmax(self, op, m)
-        if loop is None and prim.name == "seqmm":
-            return self._seqmm(op, 1, head)
+        if loop is None and any(a in self.scale_read_by for a in op.args):
+            return self._seqmm(op, 1, head)     # (only seqmm products read those)
         if (loop is None or not op.primitive.product or not op.attrs["tb"] or op.attrs["ta"]
                 or op.args[1] not in self.transposes):
             return [head] + prim.c(self, op, loop)
